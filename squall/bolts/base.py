@@ -1,0 +1,101 @@
+"""The bolt API: a small class that turns a batch of events into outputs on named streams."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from squall.component import Component
+from squall.errors import RecordError, TransientError
+from squall.event import Event, Failure
+
+if TYPE_CHECKING:
+    from squall.topology.resources import Resources
+
+DEFAULT = "default"
+ERROR = "error"
+INVALID = "invalid"
+
+
+class Output:
+    """What a bolt produced for one batch: events per named stream, and events it dropped on purpose."""
+
+    __slots__ = ("component", "streams", "dropped")
+
+    def __init__(self, component: str):
+        self.component = component
+        self.streams: dict[str, list[Event]] = {}
+        self.dropped: list[Event] = []
+
+    def emit(self, event: Event, stream: str = DEFAULT) -> None:
+        """Send an event downstream on ``stream``."""
+        bucket = self.streams.get(stream)
+        if bucket is None:
+            self.streams[stream] = [event]
+        else:
+            bucket.append(event)
+
+    def fail(self, event: Event, reason: str, stream: str = ERROR) -> None:
+        """Reject one event: it goes to ``stream`` (dead letter unless wired elsewhere) with the reason."""
+        event.failure = Failure(self.component, reason, stream)
+        self.emit(event, stream)
+
+    def drop(self, event: Event) -> None:
+        """Drop an event on purpose (a filter): counted, acknowledged, never an error."""
+        self.dropped.append(event)
+
+
+class Bolt(Component):
+    """Base of all bolts.
+
+    Contract: ``process`` gets the batch's events in sequence order and returns an ``Output``.
+    A record problem is that record's failure (``Output.fail``); a dependency problem raises
+    ``TransientError`` *before* any event is changed, so the engine can retry the call.
+    """
+
+    kind: ClassVar[str] = "bolt"
+    #: Streams this bolt may emit besides ``default`` and ``error``; named streams from config are
+    #: added by ``output_streams``.
+    streams: ClassVar[tuple[str, ...]] = ()
+
+    def setup(self, resources: Resources) -> None:
+        """Open what the bolt needs (clients, caches). Called once per process, before any batch."""
+
+    def output_streams(self) -> tuple[str, ...]:
+        """Every stream this bolt can emit on, for graph checks and ``squall graph``."""
+        return (DEFAULT, ERROR, *self.streams)
+
+    def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class RecordBolt(Bolt):
+    """A bolt written one event at a time: implement ``process_event``.
+
+    ``process_event`` changes the event in place and returns the stream to emit it on
+    (usually ``"default"``), or ``None`` to drop it. Raising ``RecordError`` fails that event
+    only; any other exception is also that event's failure, reported with its type, so one
+    bad record never takes the batch down. ``TransientError`` fails the call for a retry.
+    """
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        handle = self.process_event
+        for event in batch:
+            try:
+                stream = handle(event)
+            except TransientError:
+                raise
+            except RecordError as exc:
+                out.fail(event, exc.reason, exc.stream)
+                continue
+            except Exception as exc:  # a bug or an unexpected shape in one record
+                out.fail(event, f"{type(exc).__name__}: {exc}")
+                continue
+            if stream is None:
+                out.drop(event)
+            else:
+                out.emit(event, stream)
+        return out
+
+    def process_event(self, event: Event) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,50 @@
+"""What every spout, bolt and sink shares: a validated config model and a runtime context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's YAML configuration: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Unique id of the component in the topology.")
+    type: str = Field(description="Component type: a built-in name, a plugin name or 'module:Class'.")
+
+
+@dataclass(frozen=True)
+class ComponentContext:
+    """What a component may know about where it runs: never which runner it is in."""
+
+    topology: str
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def path(self, value: str | Path) -> Path:
+        """Resolve a path from the YAML relative to the topology file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+class Component:
+    """Base for spouts, bolts and sinks: keeps the id, the config and the context."""
+
+    kind: ClassVar[str] = "component"
+    Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any, context: ComponentContext):
+        self.config = config
+        self.id: str = config.id
+        self.context = context
+
+    def close(self) -> None:
+        """Release what the component opened. Called once when the process shuts down."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r}>"

@@ -1,0 +1,89 @@
+"""One exception root for squall, with typed control flow for the engine.
+
+- ``TopologyError``: a configuration problem, raised at load time with file:line:col.
+- ``RecordError``: one record cannot be processed; it goes to dead letter with the reason.
+- ``TransientError``: a dependency is down or slow; the engine retries with backoff, then
+  fails the whole batch (nothing is checkpointed).
+- ``BatchFailed``: retries are exhausted; the runner must not checkpoint the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SquallError(Exception):
+    """Root of every error squall raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem at a place in a YAML file."""
+
+    file: str
+    line: int  # 1-based; 0 when unknown
+    column: int  # 1-based; 0 when unknown
+    path: str  # path in the document, e.g. ``bolts[2].type``
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class TopologyError(SquallError):
+    """The topology (YAML or graph) is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[Problem] | Problem):
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class RecordError(SquallError):
+    """A single record cannot be processed. It is dead-lettered with this reason."""
+
+    def __init__(self, reason: str, *, stream: str = "error"):
+        self.reason = reason
+        self.stream = stream
+        super().__init__(reason)
+
+
+class DecodeError(RecordError):
+    """The record's bytes are not a valid payload (bad JSON, bad gzip, corrupt KPL aggregate)."""
+
+
+class ValidationError(RecordError):
+    """The payload does not satisfy the topology's schema."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason, stream="invalid")
+
+
+class EnrichmentError(RecordError):
+    """An enrichment could not be computed from this record's own data."""
+
+
+class TransientError(SquallError):
+    """A dependency failed in a way that may pass (connection lost, throttled, timeout).
+
+    The engine retries the component call with jittered exponential backoff; ``retry_after``
+    (seconds) is a lower bound the dependency asked for, e.g. a throttling response.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class SinkError(SquallError):
+    """A sink failed permanently for the whole batch (bad credentials, missing table rights)."""
+
+
+class BatchFailed(SquallError):
+    """A batch could not be processed after bounded retries; it must not be checkpointed."""
+
+    def __init__(self, component: str, cause: BaseException, attempts: int):
+        self.component = component
+        self.cause = cause
+        self.attempts = attempts
+        super().__init__(f"{component}: batch failed after {attempts} attempt(s): {cause}")

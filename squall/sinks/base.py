@@ -1,0 +1,81 @@
+"""The sink API: batch-first, with a small lifecycle.
+
+``open(resources)`` once per process; per batch, ``prepare(events)`` (pure: build rows, reject
+what cannot be written) and ``write_batch(prepared, ctx)`` (the I/O); ``close()`` at shutdown.
+The engine writes dead letters before committing sinks, and moves the checkpoint only after
+every sink returned for the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from squall.component import Component
+from squall.event import Event, Failure, Position
+
+if TYPE_CHECKING:
+    from squall.topology.checkpoint import CheckpointStore
+    from squall.topology.resources import Resources
+
+
+@dataclass
+class Prepared:
+    """A sink's view of one batch: the events it will write, its own payload, and rejects."""
+
+    events: list[Event]
+    payload: Any = None
+    rejected: list[Event] = field(default_factory=list)
+
+    def reject(self, event: Event, component: str, reason: str) -> None:
+        event.failure = Failure(component, reason, "error")
+        self.rejected.append(event)
+
+
+@dataclass
+class WriteContext:
+    """What a sink may need beyond the events.
+
+    ``checkpoint`` is set only when this sink is the topology's one committing sink and its
+    resource also holds the checkpoint store: the sink then saves the positions with
+    ``checkpoint_store.save_in(connection, ...)`` in the same transaction as the rows, so a crash
+    can neither lose nor duplicate.
+    """
+
+    checkpoint: dict[str, Position] | None = None
+    checkpoint_store: CheckpointStore | None = None
+    stream: str = ""
+
+
+@dataclass
+class WriteResult:
+    """Events a sink could not write after its own bounded retries (a partial failure).
+
+    They are *failed*, not dead-lettered: the checkpoint stops before the first of them so the
+    source delivers them again.
+    """
+
+    failed: list[Event] = field(default_factory=list)
+
+
+class Sink(Component):
+    """Base of all sinks. ``dead_letter`` sinks receive events that carry a ``failure``."""
+
+    kind: ClassVar[str] = "sink"
+    #: True for sinks that receive failed events (the dead letter).
+    dead_letter: ClassVar[bool] = False
+
+    def open(self, resources: Resources) -> None:
+        """Connect, create tables. Called once per process."""
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        """Build what will be written, rejecting events that cannot be (no I/O here)."""
+        return Prepared(events)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:  # pragma: no cover
+        """Write one batch. Raise ``TransientError`` to have the engine retry the whole call."""
+        raise NotImplementedError
+
+    def uses_resource(self) -> str | None:
+        """Name of the resource this sink commits to (for transactional checkpoints)."""
+        return getattr(self.config, "resource", None)

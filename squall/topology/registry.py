@@ -1,0 +1,99 @@
+"""Component registry: built-in types, plugin entry points, and ``module:Class`` references.
+
+Each type maps to a class whose ``Config`` (a pydantic model with ``extra="forbid"``) drives
+parsing, ``squall validate``, ``squall schema`` and the YAML reference alike. Built-ins are named
+by import path and imported on first use, so an unused component costs nothing at start-up.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from functools import cache
+from importlib.metadata import entry_points
+
+from squall.component import Component
+
+#: kind -> type -> "module:Class"
+BUILTINS: dict[str, dict[str, str]] = {
+    "spout": {
+        "file": "squall.spouts.file:FileSpout",
+        "stdin": "squall.spouts.file:StdinSpout",
+        "kinesis": "squall.spouts.kinesis:KinesisSpout",
+    },
+    "bolt": {
+        "json": "squall.bolts.json_decode:JsonBolt",
+        "schema": "squall.bolts.schema:SchemaBolt",
+        "filter": "squall.bolts.filter:FilterBolt",
+        "project": "squall.bolts.project:ProjectBolt",
+        "route": "squall.bolts.route:RouteBolt",
+        "dedupe": "squall.bolts.dedupe:DedupeBolt",
+        "geo": "squall.enrichment.geo:GeoBolt",
+        "device": "squall.enrichment.device:DeviceBolt",
+        "subscription": "squall.enrichment.subscription:SubscriptionBolt",
+    },
+    "sink": {
+        "warehouse": "squall.sinks.warehouse:WarehouseSink",
+        "dead_letter": "squall.sinks.dead_letter:DeadLetterSink",
+        "stdout": "squall.sinks.stdout:StdoutSink",
+        "kinesis": "squall.sinks.kinesis:KinesisSink",
+    },
+}
+
+#: Entry-point group per kind, for plugin packages: ``[options.entry_points] squall.bolts = mytype = pkg.mod:MyBolt``
+ENTRY_POINT_GROUPS = {"spout": "squall.spouts", "bolt": "squall.bolts", "sink": "squall.sinks"}
+
+
+class UnknownType(LookupError):
+    """No component of that kind and type; ``message`` says what was meant when it can."""
+
+    def __init__(self, kind: str, type_name: str, known: list[str], detail: str = ""):
+        self.kind, self.type_name = kind, type_name
+        if detail:
+            message = detail
+        else:
+            close = difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+            message = f"unknown {kind} type '{type_name}'{hint}"
+        self.message = message
+        super().__init__(message)
+
+
+@cache
+def _plugins(kind: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUPS[kind]):
+        found[ep.name] = ep.value
+    return found
+
+
+def known_types(kind: str) -> dict[str, str]:
+    """Every registered type of a kind (built-ins, then plugins), as ``type -> module:Class``."""
+    return {**BUILTINS[kind], **_plugins(kind)}
+
+
+def _import(ref: str) -> type:
+    module_name, _, attr = ref.partition(":")
+    module = importlib.import_module(module_name)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[return-value]
+
+
+@cache
+def resolve(kind: str, type_name: str) -> type[Component]:
+    """The class for a type name or a ``module:Class`` reference; ``UnknownType`` otherwise."""
+    types = known_types(kind)
+    ref = types.get(type_name)
+    if ref is None and ":" in type_name:
+        ref = type_name
+    if ref is None:
+        raise UnknownType(kind, type_name, list(types))
+    try:
+        cls = _import(ref)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownType(kind, type_name, list(types), f"cannot import '{ref}': {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
+        raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")
+    return cls

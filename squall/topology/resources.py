@@ -1,0 +1,117 @@
+"""Shared resources (warehouse, state store, Redis): opened once per process, used by many components.
+
+In YAML: ``resources: {warehouse: {url: "sqlite:///pistats.db"}}``. The URL scheme picks the
+kind: ``sqlite``/``postgresql`` give a SQLAlchemy engine, ``redis``/``rediss`` a Redis client.
+Connections open lazily on first use (in Lambda: during init, outside the handler).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squall.errors import SquallError
+
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ResourceConfig(BaseModel):
+    """One named resource."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis).")
+    pool_size: int = Field(5, ge=1, description="Connections kept open (SQL).")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific options.")
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.split("+", 1)[0].lower()
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Resources:
+    """Named resources of one process. Thread-safe lazy opening; ``close`` releases all."""
+
+    def __init__(self, configs: dict[str, ResourceConfig]):
+        self.configs = dict(configs)
+        self._open: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def config(self, name: str) -> ResourceConfig:
+        try:
+            return self.configs[name]
+        except KeyError:
+            raise SquallError(f"no resource named '{name}' (defined: {', '.join(self.configs) or 'none'})") from None
+
+    def sql(self, name: str):  # -> sqlalchemy.Engine
+        """The SQLAlchemy engine of a SQL resource, created once."""
+        cfg = self.config(name)
+        if cfg.scheme not in SQL_SCHEMES:
+            raise SquallError(f"resource '{name}' is not a SQL database ({redact(cfg.url)})")
+        return self._get(name, lambda: _sql_engine(cfg))
+
+    def redis(self, name: str):  # -> redis.Redis
+        """The Redis client of a Redis resource, created once."""
+        cfg = self.config(name)
+        if cfg.scheme not in REDIS_SCHEMES:
+            raise SquallError(f"resource '{name}' is not Redis ({redact(cfg.url)})")
+        return self._get(name, lambda: _redis_client(cfg))
+
+    def kind(self, name: str) -> str:
+        scheme = self.config(name).scheme
+        if scheme in SQL_SCHEMES:
+            return "sql"
+        if scheme in REDIS_SCHEMES:
+            return "redis"
+        return scheme
+
+    def _get(self, name: str, factory):
+        with self._lock:
+            if name not in self._open:
+                self._open[name] = factory()
+            return self._open[name]
+
+    def close(self) -> None:
+        with self._lock:
+            for obj in self._open.values():
+                if hasattr(obj, "dispose"):
+                    obj.dispose()
+                elif hasattr(obj, "close"):
+                    obj.close()
+            self._open.clear()
+
+
+def _sql_engine(cfg: ResourceConfig):
+    import sqlalchemy as sa
+
+    kwargs: dict[str, Any] = {}
+    if cfg.scheme == "sqlite":
+        kwargs["connect_args"] = {"timeout": cfg.connect_timeout}
+    else:
+        kwargs.update(pool_size=cfg.pool_size, pool_pre_ping=True)
+        if cfg.scheme in ("postgresql", "postgres"):
+            kwargs["connect_args"] = {"connect_timeout": max(1, int(cfg.connect_timeout))}
+    kwargs.update(cfg.options)
+    return sa.create_engine(cfg.url, **kwargs)
+
+
+def _redis_client(cfg: ResourceConfig):
+    import redis
+
+    return redis.Redis.from_url(
+        cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **cfg.options
+    )
