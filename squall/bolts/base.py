@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from squall.component import Component
 from squall.errors import RecordError, TransientError
@@ -60,9 +60,10 @@ class Bolt(Component):
     def setup(self, resources: Resources) -> None:
         """Open what the bolt needs (clients, caches). Called once per process, before any batch."""
 
-    def output_streams(self) -> tuple[str, ...]:
-        """Every stream this bolt can emit on, for graph checks and ``squall graph``."""
-        return (DEFAULT, ERROR, *self.streams)
+    @classmethod
+    def output_streams(cls, config: Any) -> tuple[str, ...]:
+        """Every stream a bolt with this config can emit on, for graph checks and ``squall graph``."""
+        return (DEFAULT, ERROR, *cls.streams)
 
     def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -8,6 +8,7 @@ Connections open lazily on first use (in Lambda: during init, outside the handle
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,8 +47,9 @@ def redact(url: str) -> str:
 class Resources:
     """Named resources of one process. Thread-safe lazy opening; ``close`` releases all."""
 
-    def __init__(self, configs: dict[str, ResourceConfig]):
+    def __init__(self, configs: dict[str, ResourceConfig], base_dir: Path | None = None):
         self.configs = dict(configs)
+        self.base_dir = base_dir
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -62,7 +64,7 @@ class Resources:
         cfg = self.config(name)
         if cfg.scheme not in SQL_SCHEMES:
             raise SquallError(f"resource '{name}' is not a SQL database ({redact(cfg.url)})")
-        return self._get(name, lambda: _sql_engine(cfg))
+        return self._get(name, lambda: _sql_engine(cfg, self.base_dir))
 
     def redis(self, name: str):  # -> redis.Redis
         """The Redis client of a Redis resource, created once."""
@@ -95,10 +97,18 @@ class Resources:
             self._open.clear()
 
 
-def _sql_engine(cfg: ResourceConfig):
+def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
     import sqlalchemy as sa
 
     kwargs: dict[str, Any] = {}
+    url = sa.make_url(cfg.url)
+    if cfg.scheme == "sqlite" and url.database and url.database != ":memory:":
+        # Relative SQLite paths resolve against the topology file, like every other path in it.
+        path = Path(url.database).expanduser()
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = url.set(database=str(path))
     if cfg.scheme == "sqlite":
         kwargs["connect_args"] = {"timeout": cfg.connect_timeout}
     else:
@@ -106,7 +116,7 @@ def _sql_engine(cfg: ResourceConfig):
         if cfg.scheme in ("postgresql", "postgres"):
             kwargs["connect_args"] = {"connect_timeout": max(1, int(cfg.connect_timeout))}
     kwargs.update(cfg.options)
-    return sa.create_engine(cfg.url, **kwargs)
+    return sa.create_engine(url, **kwargs)
 
 
 def _redis_client(cfg: ResourceConfig):

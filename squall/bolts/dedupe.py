@@ -1,0 +1,52 @@
+"""``dedupe`` bolt: keep the first event per key within a batch; later duplicates are filtered."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig
+from squall.event import Event
+from squall.paths import MISSING, getter, validate_path
+
+
+class DedupeConfig(ComponentConfig):
+    key: str = Field("meta.event_id", description="Dotted path of the key; events without it pass through.")
+
+    @field_validator("key")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return validate_path(v)
+
+
+class DedupeBolt(Bolt):
+    """Drop events whose key was already seen earlier in the same batch (e.g. producer retries)."""
+
+    Config = DedupeConfig
+    summary = "Drop duplicate events (same key) within a batch; the first one wins."
+
+    def __init__(self, config: DedupeConfig, context):
+        super().__init__(config, context)
+        self._get = getter(config.key)
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        seen: set = set()
+        for ev in batch:
+            k = self._get(ev)
+            if k is MISSING or k is None:
+                out.emit(ev)
+                continue
+            try:
+                dup = k in seen
+            except TypeError:  # an object or a list as the key: compare its canonical JSON
+                import orjson
+
+                k = orjson.dumps(k, option=orjson.OPT_SORT_KEYS)
+                dup = k in seen
+            if dup:
+                out.drop(ev)
+            else:
+                seen.add(k)
+                out.emit(ev)
+        return out

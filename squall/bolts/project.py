@@ -1,0 +1,81 @@
+"""``project`` bolt: select, rename, drop fields and set defaults — in that order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from squall.bolts.base import RecordBolt
+from squall.component import ComponentConfig
+from squall.event import Event
+from squall.paths import MISSING, deleter, getter, setter, validate_path
+
+
+class ProjectConfig(ComponentConfig):
+    select: list[str] | None = Field(None, description="Keep only these paths (others are removed).")
+    rename: dict[str, str] = Field(default_factory=dict, description="Move the value at a path to another path.")
+    drop: list[str] = Field(default_factory=list, description="Remove these paths.")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="Set these paths when missing or null.")
+
+    @field_validator("select", "drop")
+    @classmethod
+    def _paths(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or []:
+            _payload_path(p)
+        return v
+
+    @field_validator("rename", "defaults")
+    @classmethod
+    def _keys(cls, v: dict) -> dict:
+        for k in v:
+            _payload_path(k)
+        return v
+
+    @model_validator(mode="after")
+    def _targets(self) -> ProjectConfig:
+        for target in self.rename.values():
+            _payload_path(target)
+        if self.select is None and not (self.rename or self.drop or self.defaults):
+            raise ValueError("a project bolt needs at least one of select, rename, drop, defaults")
+        return self
+
+
+def _payload_path(p: str) -> str:
+    validate_path(p)
+    if p.split(".")[0] == "meta":
+        raise ValueError(f"'{p}': metadata is read-only; project works on the payload")
+    return p
+
+
+class ProjectBolt(RecordBolt):
+    """Reshape payloads: select, rename, drop, defaults."""
+
+    Config = ProjectConfig
+    summary = "Select, rename and drop payload fields; set defaults."
+
+    def __init__(self, config: ProjectConfig, context):
+        super().__init__(config, context)
+        self._select = [(getter(p), setter(p)) for p in config.select] if config.select is not None else None
+        self._rename = [(deleter(src), setter(dst)) for src, dst in config.rename.items()]
+        self._drop = [deleter(p) for p in config.drop]
+        self._defaults = [(getter(p), setter(p), v) for p, v in config.defaults.items()]
+
+    def process_event(self, event: Event) -> str:
+        if not isinstance(event.value, dict):
+            raise TypeError("payload is not an object")
+        if self._select is not None:
+            kept = [(put, v) for get, put in self._select if (v := get(event)) is not MISSING]
+            event.value = {}
+            for put, v in kept:
+                put(event, v)
+        for take, put in self._rename:
+            v = take(event)
+            if v is not MISSING:
+                put(event, v)
+        for take in self._drop:
+            take(event)
+        for get, put, default in self._defaults:
+            if get(event) in (MISSING, None):
+                put(event, default)
+        return "default"

@@ -1,0 +1,93 @@
+"""The ``squall`` command line: validate, run, graph, schema (and the commands of other parts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from squall import __version__
+from squall.errors import TopologyError
+from squall.topology.loader import load
+
+
+def _load_or_exit(path: str):
+    try:
+        return load(path)
+    except TopologyError as exc:
+        for p in exc.problems:
+            click.echo(str(p), err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="squall")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """squall: Storm-style topologies for Amazon Kinesis streams."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology file; print each problem as file:line:column: path: message."""
+    topo = _load_or_exit(file)
+    from squall.topology.graph import compile_plan
+
+    plan = compile_plan(topo)
+    for bolt, stream in plan.unwired():
+        if stream not in ("error", "invalid") and not plan.dead_letters:
+            click.echo(f"{file}: warning: stream '{stream}' of '{bolt}' is not wired and there is no dead-letter sink",
+                       err=True)
+    click.echo(f"{file}: ok ({len(topo.bolts)} bolts, {len(topo.sinks)} sinks)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", type=click.Path(allow_dash=True),
+              help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch (default: settings.batch_size).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None) -> None:
+    """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
+    from squall.deploy.console import run_with_console
+
+    topo = _load_or_exit(file)
+    if input_path:
+        from squall.spouts.file import path_spout_config
+
+        topo = topo.with_spout(path_spout_config(input_path))
+    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress))
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+def graph(file: str, fmt: str) -> None:
+    """Print the topology's graph as Mermaid or Graphviz DOT."""
+    from squall.topology.graph import compile_plan
+
+    plan = compile_plan(_load_or_exit(file))
+    click.echo(plan.mermaid() if fmt == "mermaid" else plan.dot(), nl=False)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of topology files (for editor completion)."""
+    from squall.topology.schema import topology_schema
+
+    text = json.dumps(topology_schema(), indent=2) + "\n"
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,116 @@
+"""The local runner: a spout, the engine and a checkpoint loop in one process (development, single host)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from squall.component import ComponentContext
+from squall.errors import BatchFailed
+from squall.spouts.base import Spout
+from squall.topology import registry
+from squall.topology.checkpoint import TransactionalCheckpointStore
+from squall.topology.executor import BatchResult, ComponentStats, Engine, Outcome, RecordOutcome
+from squall.topology.graph import compile_plan
+from squall.topology.model import Topology
+from squall.topology.resources import Resources
+
+log = logging.getLogger("squall.local")
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a batch failed after retries, or records failed with no dead letter to take them
+EXIT_CONFIG = 2  # the topology is invalid
+EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the summary table and the exit code."""
+
+    batches: int = 0
+    records: int = 0
+    counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    seconds: float = 0.0
+    stats: list[ComponentStats] = field(default_factory=list)
+    interrupted: bool = False
+    error: BatchFailed | None = None
+    failed_records: list[RecordOutcome] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None or self.failed_records:
+            return EXIT_FAILED
+        return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
+
+
+class LocalRunner:
+    """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
+
+    def __init__(self, topology: Topology, *, batch_size: int | None = None,
+                 on_batch: Callable[[BatchResult, Spout], None] | None = None):
+        self.topology = topology
+        self.plan = compile_plan(topology)
+        self.batch_size = batch_size or topology.settings.batch_size
+        self.resources = Resources(topology.resources, topology.base_dir)
+        spout_cls = registry.resolve("spout", topology.spout.type)
+        self.spout: Spout = spout_cls(topology.spout, ComponentContext(topology.name, topology.base_dir))  # type: ignore[assignment]
+        self.on_batch = on_batch
+        self._interrupted = False
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self._interrupted:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._interrupted = True
+        log.warning("interrupt: finishing the batch in flight (Ctrl-C again to abort)")
+        self.spout.stop()
+
+    def run(self) -> RunReport:
+        report = RunReport()
+        started = time.perf_counter()
+        previous = None
+        try:
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread: no signal handling
+            pass
+        try:
+            self.spout.open(self.resources)
+            store = getattr(self.spout, "checkpoint_store", None)
+            engine = Engine(self.plan, resources=self.resources,
+                            checkpoint_store=store if isinstance(store, TransactionalCheckpointStore) else None)
+            report.stats = [engine.spout_stats, *engine.stats]
+            with engine:
+                for batch in self.spout.read(self.batch_size):
+                    try:
+                        result = engine.process(batch)
+                    except BatchFailed as exc:
+                        report.error = exc
+                        log.error("%s", exc)
+                        break
+                    report.batches += 1
+                    report.records += len(result.records)
+                    for r in result.records:
+                        report.counts[r.outcome] += 1
+                    if result.checkpoint:
+                        self.spout.commit(result.checkpoint)
+                    if self.on_batch:
+                        self.on_batch(result, self.spout)
+                    if not result.ok:
+                        report.failed_records = result.failed
+                        for r in result.failed[:10]:
+                            log.error("record %s (%s seq %s) failed in %s: %s", r.event_id, r.shard_id,
+                                      r.position.sequence_number, r.component, r.reason)
+                        break
+                    if self._interrupted:
+                        break
+        finally:
+            self.spout.close()
+            self.resources.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        report.interrupted = self._interrupted
+        report.seconds = time.perf_counter() - started
+        return report

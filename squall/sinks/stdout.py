@@ -1,0 +1,30 @@
+"""``stdout`` sink: print events as JSON lines (development; never under the KCL, whose protocol is stdout)."""
+
+from __future__ import annotations
+
+import sys
+
+import orjson
+from pydantic import Field
+
+from squall.component import ComponentConfig
+from squall.sinks.base import Prepared, Sink, WriteContext
+
+
+class StdoutConfig(ComponentConfig):
+    with_meta: bool = Field(False, description="Wrap each payload as {event_id, meta, payload}.")
+
+
+class StdoutSink(Sink):
+    """Write each event's payload to standard output, one JSON document per line."""
+
+    Config = StdoutConfig
+    summary = "Print events as JSON lines on standard output."
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        out = sys.stdout.buffer
+        for ev in prepared.events:
+            doc = {"event_id": ev.event_id, "meta": ev.meta.as_dict(), "payload": ev.value} \
+                if self.config.with_meta else ev.value
+            out.write(orjson.dumps(doc, default=str) + b"\n")
+        out.flush()

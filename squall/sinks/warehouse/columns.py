@@ -1,0 +1,196 @@
+"""Warehouse columns from YAML: dotted paths into the event, with types and converters.
+
+``columns: {event_id: meta.event_id, country: geo.country_code, at: {path: timestamp, type: timestamp}}``
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from squall.event import Event
+from squall.paths import MISSING, getter, validate_path
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    """Table, schema and column names: letters, digits, underscores; at most 63 characters."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"invalid {what} '{name}': use letters, digits and '_' (max 63, not starting with a digit)")
+    return name
+
+
+class ColumnSpec(BaseModel):
+    """One warehouse column."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="Dotted path into the payload, or meta.<field> for record metadata.")
+    type: ColumnType = Field("text", description="Column type.")
+    nullable: bool = Field(True, description="False: events without a value go to dead letter.")
+    index: bool = Field(False, description="Create an index on this column.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return validate_path(v)
+
+
+def parse_columns(raw: dict[str, str | dict]) -> dict[str, ColumnSpec]:
+    out: dict[str, ColumnSpec] = {}
+    for name, spec in raw.items():
+        check_identifier(name, "column name")
+        out[name] = ColumnSpec(path=spec) if isinstance(spec, str) else ColumnSpec.model_validate(spec)
+    if "event_id" not in out:
+        out = {"event_id": ColumnSpec(path="meta.event_id", nullable=False), **out}
+    elif out["event_id"].nullable:
+        out["event_id"] = out["event_id"].model_copy(update={"nullable": False})
+    return out
+
+
+SA_TYPES: dict[str, Callable[[str], sa.types.TypeEngine]] = {
+    "text": lambda d: sa.Text(),
+    "integer": lambda d: sa.Integer(),
+    "bigint": lambda d: sa.BigInteger(),
+    "float": lambda d: sa.Float(),
+    "boolean": lambda d: sa.Boolean(),
+    "timestamp": lambda d: sa.DateTime(timezone=True),
+    "date": lambda d: sa.Date(),
+    "json": lambda d: _json_type(d),
+}
+
+
+def _json_type(dialect: str) -> sa.types.TypeEngine:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        return JSONB()
+    return sa.Text()
+
+
+def build_table(metadata: sa.MetaData, name: str, columns: dict[str, ColumnSpec], dialect: str,
+                schema: str | None = None) -> sa.Table:
+    cols = []
+    for cname, spec in columns.items():
+        cols.append(sa.Column(cname, SA_TYPES[spec.type](dialect), primary_key=cname == "event_id",
+                              nullable=spec.nullable and cname != "event_id", index=spec.index))
+    return sa.Table(name, metadata, *cols, schema=schema)
+
+
+class ConversionError(ValueError):
+    """A value cannot be stored in its column; the event goes to dead letter with this reason."""
+
+
+def _to_text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, dict | list):
+        return orjson.dumps(v).decode()
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        return int(v.strip())
+    raise ConversionError
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ConversionError
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str):
+        return float(v.strip())
+    raise ConversionError
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return v.lower() in ("true", "1", "yes")
+    raise ConversionError
+
+
+def to_datetime(v: Any) -> datetime:
+    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime."""
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    if isinstance(v, bool):
+        raise ConversionError
+    if isinstance(v, int | float):
+        seconds = v / 1000.0 if abs(v) > 1e11 else float(v)
+        return datetime.fromtimestamp(seconds, UTC)
+    if isinstance(v, str):
+        s = v.strip()
+        if s.endswith("Z"):
+            s = s[:-1] + "+00:00"
+        d = datetime.fromisoformat(s)
+        return d if d.tzinfo else d.replace(tzinfo=UTC)
+    raise ConversionError
+
+
+def _to_date(v: Any) -> date:
+    if isinstance(v, str) and len(v.strip()) == 10:
+        return date.fromisoformat(v.strip())
+    return to_datetime(v).date()
+
+
+def _to_json(v: Any) -> Any:
+    return v
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "text": _to_text, "integer": _to_int, "bigint": _to_int, "float": _to_float, "boolean": _to_bool,
+    "timestamp": to_datetime, "date": _to_date, "json": _to_json,
+}
+
+
+class RowBuilder:
+    """Turns events into row tuples in column order, or a reason why an event cannot be stored."""
+
+    def __init__(self, columns: dict[str, ColumnSpec], *, json_as_text: bool):
+        self.names = list(columns)
+        self._plan = []
+        for name, spec in columns.items():
+            conv = CONVERTERS[spec.type]
+            if spec.type == "json" and json_as_text:
+                conv = lambda v: orjson.dumps(v).decode()  # noqa: E731
+            self._plan.append((name, spec, getter(spec.path), conv))
+
+    def row(self, ev: Event) -> tuple:
+        values = []
+        for name, spec, get, conv in self._plan:
+            v = get(ev)
+            if v is MISSING or v is None:
+                if not spec.nullable:
+                    raise ConversionError(f"column '{name}': required value '{spec.path}' is missing")
+                values.append(None)
+                continue
+            try:
+                values.append(conv(v))
+            except (ConversionError, ValueError, TypeError, OverflowError, OSError):
+                shown = repr(v)
+                if len(shown) > 80:
+                    shown = shown[:77] + "..."
+                raise ConversionError(f"column '{name}': cannot store {shown} from '{spec.path}' as {spec.type}") from None
+        return tuple(values)

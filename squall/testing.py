@@ -1,0 +1,174 @@
+"""Helpers for testing topologies and components: list spout, memory sink, ``run_topology``.
+
+    from squall.testing import run_topology, records_from
+    result = run_topology("topology.yaml", records_from([{"event_type": "click"}]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field
+
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig
+from squall.errors import TransientError
+from squall.event import Event, Record, RecordMeta
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.spouts.base import Spout
+from squall.topology.executor import BatchResult, Engine
+from squall.topology.graph import Plan, compile_plan
+from squall.topology.loader import load, load_text
+from squall.topology.model import Topology
+
+
+def records_from(payloads: Iterable[Any], *, stream: str = "test", shard_id: str = "shardId-000000000000",
+                 start: int = 1, partition_key: str = "pk") -> list[Record]:
+    """Records with increasing sequence numbers; dicts/lists become JSON, bytes pass as they are."""
+    out = []
+    for i, p in enumerate(payloads):
+        data = p if isinstance(p, bytes) else orjson.dumps(p)
+        out.append(Record(data, RecordMeta(stream, shard_id, str(start + i), 0, partition_key)))
+    return out
+
+
+class ListSpoutConfig(ComponentConfig):
+    records: list[Any] = Field(default_factory=list, description="Payloads to emit (JSON values).")
+
+
+class ListSpout(Spout):
+    """A spout over an in-memory list, for tests; ``committed`` keeps every checkpoint it was given."""
+
+    Config = ListSpoutConfig
+    summary = "Emit a fixed list of payloads (tests)."
+
+    def __init__(self, config: ListSpoutConfig, context):
+        super().__init__(config, context)
+        self.records = records_from(config.records)
+        self.committed: list[dict] = []
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        for i in range(0, len(self.records), max_records):
+            yield self.records[i:i + max_records]
+            if self.stopping:
+                return
+
+    def commit(self, checkpoint: dict) -> None:
+        self.committed.append(dict(checkpoint))
+
+
+class MemorySinkConfig(ComponentConfig):
+    name: str | None = Field(None, description="Key in MemorySink.stores (default: the sink id).")
+
+
+class MemorySink(Sink):
+    """Keeps written events in ``MemorySink.stores[name]`` (class-level, so tests can read it)."""
+
+    Config = MemorySinkConfig
+    summary = "Keep events in memory (tests)."
+    stores: ClassVar[dict[str, list[Event]]] = {}
+
+    def open(self, resources=None) -> None:
+        self.store = MemorySink.stores.setdefault(self.config.name or self.id, [])
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        self.store.extend(prepared.events)
+
+
+@dataclass
+class TopologyRun:
+    """Results of ``run_topology``: one BatchResult per batch, plus the engine for its stats."""
+
+    results: list[BatchResult]
+    engine: Engine
+    outcomes: list = field(default_factory=list)
+
+
+def topology_from(source: str | Path | Topology) -> Topology:
+    if isinstance(source, Topology):
+        return source
+    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
+        return load(source)
+    return load_text(str(source))
+
+
+def run_topology(source: str | Path | Topology, records: list[Record], *, batch_size: int | None = None,
+                 **engine_kwargs: Any) -> TopologyRun:
+    """Run records through a topology (YAML path, YAML text or loaded model) with the bare engine."""
+    topo = topology_from(source)
+    plan: Plan = compile_plan(topo)
+    size = batch_size or topo.settings.batch_size
+    engine = Engine(plan, **engine_kwargs)
+    results = []
+    with engine:
+        for i in range(0, len(records), size):
+            results.append(engine.process(records[i:i + size]))
+    return TopologyRun(results, engine, [o for r in results for o in r.records])
+
+
+class MemoryDeadLetterSink(MemorySink):
+    """A dead-letter sink in memory (tests)."""
+
+    summary = "Keep failed events in memory (tests)."
+    dead_letter = True
+
+
+class FaultyBoltConfig(ComponentConfig):
+    transient_failures: int = Field(0, ge=0, description="Raise TransientError on this many calls first.")
+
+
+class FaultyBolt(Bolt):
+    """Fails what the payload asks for: ``{"fail": "reason"}`` fails the event, ``{"drop": true}`` drops it.
+
+    Raises ``TransientError`` on its first ``transient_failures`` calls, before touching any event.
+    """
+
+    Config = FaultyBoltConfig
+    summary = "Inject record failures, drops and transient errors (tests)."
+
+    def __init__(self, config: FaultyBoltConfig, context):
+        super().__init__(config, context)
+        self.calls = 0
+
+    def process(self, batch: list[Event]) -> Output:
+        self.calls += 1
+        if self.calls <= self.config.transient_failures:
+            raise TransientError(f"injected transient failure {self.calls}")
+        out = Output(self.id)
+        for ev in batch:
+            v = ev.value if isinstance(ev.value, dict) else {}
+            if v.get("fail"):
+                out.fail(ev, str(v["fail"]))
+            elif v.get("drop"):
+                out.drop(ev)
+            else:
+                out.emit(ev)
+        return out
+
+
+class FaultySinkConfig(MemorySinkConfig):
+    transient_failures: int = Field(0, ge=0, description="Raise TransientError on this many writes first.")
+
+
+class FaultySink(MemorySink):
+    """A memory sink that fails writes transiently, and events whose payload has ``"sink_fail"`` (partially)."""
+
+    Config = FaultySinkConfig
+    summary = "A memory sink with injected transient and partial failures (tests)."
+
+    def open(self, resources=None) -> None:
+        super().open(resources)
+        self.calls = 0
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult:
+        self.calls += 1
+        if self.calls <= self.config.transient_failures:
+            raise TransientError(f"injected transient write failure {self.calls}")
+        failed = [ev for ev in prepared.events if isinstance(ev.value, dict) and ev.value.get("sink_fail")]
+        bad = {id(ev) for ev in failed}
+        self.store.extend(ev for ev in prepared.events if id(ev) not in bad)
+        return WriteResult(failed=failed)

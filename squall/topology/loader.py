@@ -1,0 +1,160 @@
+"""Load a topology YAML file into a validated ``Topology``, reporting every problem with its place."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from squall.component import ComponentConfig
+from squall.errors import Problem, TopologyError
+from squall.topology import registry
+from squall.topology.model import Topology, TopologyDocument
+from squall.topology.yamlsource import Locator, Path_, read_yaml
+
+KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
+    """Read, substitute, validate and check the graph of a topology file; ``TopologyError`` lists all problems."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TopologyError(Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")) from None
+    return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env)
+
+
+def load_text(text: str, *, file: str = "<string>", base_dir: Path | None = None,
+              env: Mapping[str, str] | None = None) -> Topology:
+    """Like ``load`` for YAML text; relative paths resolve against ``base_dir`` (default: cwd)."""
+    env = os.environ if env is None else env
+    base_dir = base_dir or Path.cwd()
+    data, loc, problems = read_yaml(text, file, env)
+    if data is None:
+        raise TopologyError(problems)
+    if not isinstance(data, dict):
+        raise TopologyError([*problems, loc.problem((), "a topology is a mapping with name, spout, bolts, sinks")])
+    if isinstance(data.get("spout"), dict) and "id" not in data["spout"]:
+        data["spout"] = {"id": "spout", **data["spout"]}
+
+    doc: TopologyDocument | None = None
+    try:
+        doc = TopologyDocument.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems.extend(pydantic_problems(exc, (), loc, TopologyDocument))
+
+    components: dict[str, Any] = {"spout": None, "bolts": [], "sinks": []}
+    vctx = {"base_dir": base_dir}
+    for key, kind in KINDS:
+        raw = data.get(key)
+        items = [raw] if key == "spout" else raw
+        if not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            path: Path_ = (key,) if key == "spout" else (key, i)
+            if not isinstance(item, dict):
+                continue  # reported by TopologyDocument
+            cfg = _component(kind, item, path, loc, problems, vctx)
+            if key == "spout":
+                components["spout"] = cfg
+            else:
+                components[key].append(cfg)
+
+    if problems or doc is None:
+        raise TopologyError(_dedupe(problems))
+    topo = Topology(
+        name=doc.name, description=doc.description, resources=doc.resources, spout=components["spout"],
+        bolts=tuple(components["bolts"]), sinks=tuple(components["sinks"]), streams=tuple(doc.streams),
+        settings=doc.settings, file=file, base_dir=base_dir, locator=loc,
+    )
+    _check_resources(topo, loc)
+    from squall.topology.graph import compile_plan
+
+    compile_plan(topo)  # graph problems are load-time problems
+    return topo
+
+
+def _component(kind: str, item: dict, path: Path_, loc: Locator, problems: list[Problem],
+               vctx: dict) -> ComponentConfig | None:
+    type_name = item.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        problems.append(loc.problem((*path, "type") if "type" in item else path,
+                                    f"a {kind} needs a 'type' (one of: {', '.join(registry.known_types(kind))})"))
+        return None
+    try:
+        cls = registry.resolve(kind, type_name)
+    except registry.UnknownType as exc:
+        problems.append(loc.problem((*path, "type"), exc.message))
+        return None
+    try:
+        return cls.Config.model_validate(item, context=vctx)
+    except pydantic.ValidationError as exc:
+        problems.extend(pydantic_problems(exc, path, loc, cls.Config))
+        return None
+
+
+def pydantic_problems(exc: pydantic.ValidationError, prefix: Path_, loc: Locator,
+                      model: type[pydantic.BaseModel]) -> list[Problem]:
+    """Turn pydantic errors into located problems with messages a data engineer can act on."""
+    out = []
+    for err in exc.errors(include_url=False):
+        rel = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = (*prefix, *rel)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(rel[-1]) if rel else "?"
+            fields = _fields_at(model, rel[:-1])
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else (f" (allowed: {', '.join(fields)})" if fields else "")
+            out.append(loc.problem(path, f"unknown key '{key}'{hint}", key=True))
+        elif kind == "missing":
+            out.append(loc.problem(path[:-1], f"missing required key '{rel[-1]}'" if rel else "missing value"))
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            out.append(loc.problem(path, msg))
+    return out
+
+
+def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
+    """Field names of the (nested) model at ``rel``, for did-you-mean hints."""
+    current: Any = model
+    for part in rel:
+        if isinstance(part, int) or current is None:
+            continue
+        f = getattr(current, "model_fields", {}).get(part)
+        ann = f.annotation if f else None
+        current = ann if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel) else None
+    if current is None or not hasattr(current, "model_fields"):
+        return []
+    return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _check_resources(topo: Topology, loc: Locator) -> None:
+    problems = []
+    for key, configs in (("spout", [topo.spout]), ("bolts", topo.bolts), ("sinks", topo.sinks)):
+        for i, cfg in enumerate(configs):
+            for field_name in ("resource", "store", "cache"):
+                name = getattr(cfg, field_name, None)
+                if isinstance(name, str) and name not in topo.resources:
+                    path = (key, field_name) if key == "spout" else (key, i, field_name)
+                    close = difflib.get_close_matches(name, list(topo.resources), n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
+    if problems:
+        raise TopologyError(problems)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out

@@ -1,0 +1,79 @@
+"""The validated, frozen topology model. Nothing here runs: the engine compiles it into a plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from squall.component import ComponentConfig
+from squall.topology.resources import ResourceConfig
+from squall.topology.yamlsource import Locator
+
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetryConfig(_Strict):
+    """Bounded retries with jittered exponential backoff for transient dependency errors."""
+
+    attempts: int = Field(5, ge=1, le=100, description="Calls per component and batch, first included.")
+    initial_backoff: float = Field(0.1, ge=0, description="Seconds before the first retry.")
+    max_backoff: float = Field(10.0, ge=0, description="Upper bound of one backoff, in seconds.")
+    multiplier: float = Field(2.0, ge=1, description="Growth of the backoff between retries.")
+
+
+class Settings(_Strict):
+    """Topology-wide settings."""
+
+    batch_size: int = Field(500, ge=1, le=100_000, description="Records per batch in the local runner.")
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+
+
+class Edge(_Strict):
+    """An explicit edge: events of ``stream`` from component ``from`` go to component ``to``."""
+
+    from_: str = Field(alias="from", description="Id of the spout or bolt the stream comes from.")
+    stream: str = Field("default", description="Stream name: default, error, invalid, or a named stream.")
+    to: str = Field(description="Id of the bolt or sink that receives the stream.")
+
+
+class TopologyDocument(_Strict):
+    """The top level of a topology YAML file."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Topology name; also the checkpoint application name.")
+    description: str = ""
+    resources: dict[str, ResourceConfig] = Field(default_factory=dict,
+                                                 description="Shared connections, opened once per process.")
+    spout: dict = Field(description="Where records come from (`type` and its options).")
+    bolts: list[dict] = Field(default_factory=list, description="Processing steps, chained in listed order.")
+    sinks: list[dict] = Field(min_length=1, description="Where events end up.")
+    streams: list[Edge] = Field(default_factory=list, description="Explicit edges beside the default chain.")
+    settings: Settings = Field(default_factory=Settings)
+
+
+@dataclass(frozen=True, eq=False)
+class Topology:
+    """A loaded and validated topology: component configs are their types' own models."""
+
+    name: str
+    description: str
+    resources: dict[str, ResourceConfig]
+    spout: ComponentConfig
+    bolts: tuple[ComponentConfig, ...]
+    sinks: tuple[ComponentConfig, ...]
+    streams: tuple[Edge, ...]
+    settings: Settings
+    file: str = "<string>"
+    base_dir: Path = field(default_factory=Path.cwd)
+    locator: Locator | None = None
+
+    def with_spout(self, spout: ComponentConfig) -> Topology:
+        """The same topology reading from another spout (e.g. ``squall run --input``)."""
+        from dataclasses import replace
+
+        return replace(self, spout=spout)

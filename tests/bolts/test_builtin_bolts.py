@@ -1,0 +1,127 @@
+"""Built-in generic bolts, one behaviour per test, through the real engine."""
+
+from __future__ import annotations
+
+import gzip
+
+import orjson
+
+from squall.testing import MemorySink, records_from, run_topology
+from squall.topology.executor import Outcome
+
+
+def run(bolts: str, payloads, *, streams: str = "", sinks: str = "") -> tuple[list, dict]:
+    import uuid
+
+    tag = uuid.uuid4().hex
+    yaml = f"""
+name: t
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+{bolts}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+{sinks}
+{streams}
+"""
+    result = run_topology(yaml, records_from(payloads))
+    stores = {k.split("-", 1)[1]: v for k, v in MemorySink.stores.items() if k.startswith(tag)}
+    return result.outcomes, stores
+
+
+def test_json_decodes_gzip_and_rejects_bad_payloads_with_reasons():
+    payloads = [gzip.compress(b'{"a": 1}'), b'{"a": 2}', b"{nope", b"[1, 2]", b"\x1f\x8bnot gzip"]
+    outcomes, stores = run("  - {id: decode, type: json}", payloads)
+    assert [ev.value for ev in stores["out"]] == [{"a": 1}, {"a": 2}]
+    reasons = [ev.failure.reason for ev in stores["dlq"]]
+    assert reasons[0].startswith("invalid JSON") and "not an object" in reasons[1] and "gzip" in reasons[2]
+    assert [o.outcome for o in outcomes].count(Outcome.DEAD_LETTERED) == 3
+
+
+def test_json_takes_event_id_from_payload_field():
+    _, stores = run("  - {id: decode, type: json, event_id_field: msg.id}", [{"msg": {"id": "m-1"}}, {"x": 1}])
+    assert stores["out"][0].event_id == "m-1"
+    assert len(stores["out"][1].event_id) == 32  # derived from stream/shard/sequence
+
+
+def test_schema_sends_invalid_to_invalid_stream_with_path():
+    bolts = "  - {id: decode, type: json}\n  - {id: v, type: schema, schema: {type: object, required: [a], properties: {a: {type: integer}}}}"
+    outcomes, stores = run(bolts, [{"a": 1}, {"a": "x"}, {}])
+    assert [ev.value for ev in stores["out"]] == [{"a": 1}]
+    reasons = sorted(ev.failure.reason for ev in stores["dlq"])
+    assert reasons == ["schema: $.a: 'x' is not of type 'integer'", "schema: $: 'a' is a required property"]
+    assert all(ev.failure.stream == "invalid" for ev in stores["dlq"])
+
+
+def test_filter_conditions():
+    bolts = """  - {id: decode, type: json}
+  - id: f
+    type: filter
+    where:
+      - {field: kind, in: [click, view]}
+      - {field: n, gte: 2}
+      - {field: ua, regex: "^Mozilla"}
+      - {field: meta.shard_id, exists: true}"""
+    payloads = [{"kind": "click", "n": 2, "ua": "Mozilla/5"}, {"kind": "click", "n": 1, "ua": "Mozilla"},
+                {"kind": "buy", "n": 5, "ua": "Mozilla"}, {"kind": "view", "n": "7", "ua": "Mozilla"},
+                {"kind": "view", "n": 9.5, "ua": "curl"}, {"kind": "view", "n": 3.0, "ua": "Mozilla x"}]
+    outcomes, stores = run(bolts, payloads)
+    assert [ev.value["n"] for ev in stores["out"]] == [2, 3.0]
+    assert [o.outcome for o in outcomes].count(Outcome.FILTERED) == 4
+
+
+def test_filter_drop_action_and_any():
+    bolts = """  - {id: decode, type: json}
+  - {id: f, type: filter, action: drop, any: [{field: bot, equals: true}, {field: kind, not_in: [a, b]}]}"""
+    _, stores = run(bolts, [{"kind": "a"}, {"kind": "a", "bot": True}, {"kind": "z"}, {"kind": "b", "bot": False}])
+    assert [ev.value for ev in stores["out"]] == [{"kind": "a"}, {"kind": "b", "bot": False}]
+
+
+def test_project_select_rename_drop_defaults():
+    bolts = """  - {id: decode, type: json}
+  - id: p
+    type: project
+    select: [user.id, kind, secret, geo.ip]
+    rename: {user.id: user_id, kind: event.type}
+    drop: [secret]
+    defaults: {app: unknown, geo.ip: null}"""
+    _, stores = run(bolts, [{"user": {"id": 7, "name": "x"}, "kind": "click", "secret": "s", "other": 1}])
+    assert stores["out"][0].value == {"user": {}, "user_id": 7, "event": {"type": "click"}, "app": "unknown",
+                                      "geo": {"ip": None}}
+
+
+def test_route_by_field_value_to_named_streams():
+    bolts = """  - {id: decode, type: json}
+  - {id: r, type: route, field: kind, routes: {register: subs, subscribe: subs, click: clicks}}"""
+    sinks = "  - {id: subs, type: 'squall.testing:MemorySink', name: SUBS}\n"
+    streams = "streams:\n  - {from: r, stream: subs, to: subs}"
+    MemorySink.stores.pop("SUBS", None)
+    outcomes, stores = run(bolts, [{"kind": "register"}, {"kind": "click"}, {"kind": "view"}, {"kind": "subscribe"}],
+                           streams=streams, sinks=sinks)
+    assert [ev.value["kind"] for ev in MemorySink.stores["SUBS"]] == ["register", "subscribe"]
+    assert [ev.value["kind"] for ev in stores["out"]] == ["view"]  # the default stream follows the chain
+    # the 'clicks' stream is not wired: dead letter with a reason, never dropped
+    [dl] = stores["dlq"]
+    assert dl.value["kind"] == "click" and "not wired" in dl.failure.reason
+
+
+def test_dedupe_within_batch_first_wins():
+    bolts = "  - {id: decode, type: json}\n  - {id: d, type: dedupe, key: id}"
+    outcomes, stores = run(bolts, [{"id": 1, "v": "a"}, {"id": 2}, {"id": 1, "v": "b"}, {"v": "no key"}])
+    assert [ev.value.get("v") for ev in stores["out"]] == ["a", None, "no key"]
+    assert outcomes[2].outcome is Outcome.FILTERED
+
+
+def test_fan_out_copies_events_so_branches_do_not_share_payloads():
+    bolts = """  - {id: decode, type: json}
+  - {id: a, type: project, rename: {x: y}}
+  - {id: b, type: project, defaults: {z: 1}}"""
+    sinks = "  - {id: out2, type: 'squall.testing:MemorySink', name: FANOUT2}\n"
+    streams = ("streams:\n  - {from: decode, to: a}\n  - {from: decode, to: b}\n  - {from: a, to: out}\n"
+               "  - {from: b, to: out2}")
+    MemorySink.stores.pop("FANOUT2", None)
+    _, stores = run(bolts, [{"x": 1}], streams=streams, sinks=sinks)
+    assert stores["out"][0].value == {"y": 1}
+    assert MemorySink.stores["FANOUT2"][0].value == {"x": 1, "z": 1}
+    assert orjson.dumps(stores["out"][0].value) != orjson.dumps(MemorySink.stores["FANOUT2"][0].value)

@@ -1,0 +1,51 @@
+"""Shared fixtures: real PostgreSQL and Redis on this machine (no fakes), the example topology."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SQUALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def _need(service: str, port: int) -> None:
+    if _port_open(port):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{service} is not running on 127.0.0.1:{port} (CI=true: a missing service is a failure)")
+    pytest.skip(f"{service} is not running on 127.0.0.1:{port}")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """URL of the real PostgreSQL test database."""
+    _need("PostgreSQL", 5432)
+    return PG_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the real Redis."""
+    _need("Redis", 6379)
+    return REDIS_URL
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A table or key prefix no other test uses."""
+    return f"t_{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,110 @@
+"""The warehouse sink on SQLite files (real files, no fakes)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.testing import MemorySink, records_from, run_topology
+from squall.topology.checkpoint import SqlCheckpointStore
+from squall.topology.executor import Outcome
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
+
+YAML = """
+name: wh
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: events
+    columns:
+      kind: {{path: kind, nullable: false, index: true}}
+      n: {{path: n, type: integer}}
+      price: {{path: price, type: float}}
+      ok: {{path: ok, type: boolean}}
+      at: {{path: at, type: timestamp}}
+      tags: {{path: tags, type: json}}
+      shard: meta.shard_id
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}}}
+"""
+
+
+def payloads():
+    return [
+        {"kind": "click", "n": 1, "price": 2.5, "ok": True, "at": "2026-11-03T18:00:00Z", "tags": ["a"]},
+        {"kind": "view", "n": "2", "at": 1_762_192_800_000},  # numeric text, epoch milliseconds
+        {"n": 3},  # kind is required
+        {"kind": "buy", "n": "three"},  # not an integer
+        {"kind": "buy", "at": "yesterday"},  # not a timestamp
+    ]
+
+
+def test_rows_are_typed_and_unconvertible_events_are_dead_lettered(tmp_path: Path, unique_name: str):
+    db = tmp_path / "w.db"
+    run = run_topology(YAML.format(db=db, tag=unique_name), records_from(payloads()))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 2 + [Outcome.DEAD_LETTERED] * 3
+    reasons = [ev.failure.reason for ev in MemorySink.stores[unique_name]]
+    assert reasons == ["column 'kind': required value 'kind' is missing",
+                       "column 'n': cannot store 'three' from 'n' as integer",
+                       "column 'at': cannot store 'yesterday' from 'at' as timestamp"]
+    rows = sqlite3.connect(db).execute("select kind, n, price, ok, tags, shard from events order by n").fetchall()
+    assert rows == [("click", 1, 2.5, 1, '["a"]', "shardId-000000000000"), ("view", 2, None, None, None,
+                                                                           "shardId-000000000000")]
+
+
+def test_replaying_a_batch_adds_no_rows(tmp_path: Path, unique_name: str):
+    db = tmp_path / "w.db"
+    yaml = YAML.format(db=db, tag=unique_name)
+    run_topology(yaml, records_from(payloads()))
+    run_topology(yaml, records_from(payloads()))
+    run_topology(yaml, records_from(payloads()[:1]))
+    assert sqlite3.connect(db).execute("select count(*) from events").fetchone()[0] == 2
+
+
+def test_a_new_column_in_the_yaml_is_added_to_the_table(tmp_path: Path, unique_name: str):
+    db = tmp_path / "w.db"
+    run_topology(YAML.format(db=db, tag=unique_name), records_from(payloads()[:1]))
+    wider = YAML.format(db=db, tag=unique_name).replace("      shard: meta.shard_id", "      shard: meta.shard_id\n      seq: meta.sequence_number")
+    run_topology(wider, records_from(payloads()[:2], start=10))
+    cols = [r[1] for r in sqlite3.connect(db).execute("pragma table_info(events)")]
+    assert "seq" in cols
+    assert sqlite3.connect(db).execute("select seq from events order by seq").fetchall() == [(None,), ("10",), ("11",)]
+
+
+def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(tmp_path: Path, unique_name: str):
+    db = tmp_path / "w.db"
+    topo = load_text(YAML.format(db=db, tag=unique_name).replace(
+        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}\n", ""))
+    resources = Resources(topo.resources)
+    store = SqlCheckpointStore(resources.sql("db"), "wh", resource="db")
+    from squall.topology.executor import Engine
+    from squall.topology.graph import compile_plan
+
+    engine = Engine(compile_plan(topo), resources=resources, checkpoint_store=store)
+    assert engine.checkpoint_in_transaction
+    with engine:
+        result = engine.process(records_from(payloads()[:2], start=5))
+    assert store.load("test") == result.checkpoint == {"shardId-000000000000": result.records[-1].position}
+
+
+def test_sqlite_path_resolves_next_to_the_topology(tmp_path: Path, unique_name: str):
+    (tmp_path / "sub").mkdir()
+    topo = load_text(YAML.format(db="data/rel.db", tag=unique_name), base_dir=tmp_path / "sub")
+    run_topology(topo, records_from(payloads()[:1]))
+    assert (tmp_path / "sub" / "data" / "rel.db").exists()
+
+
+@pytest.mark.parametrize("bad", ["events;drop", "1abc", "a" * 64])
+def test_table_names_are_validated(bad: str, tmp_path: Path):
+    from squall.errors import TopologyError
+
+    with pytest.raises(TopologyError, match="invalid table name"):
+        load_text(YAML.format(db=tmp_path / "x.db", tag="x").replace("table: events", f"table: '{bad}'"))

@@ -1,0 +1,133 @@
+"""Loading topologies: every problem is one line naming file:line:column and the path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from squall.errors import TopologyError
+from squall.topology.loader import load, load_text
+
+GOOD = """\
+name: t
+resources:
+  warehouse: {url: "sqlite:///w.db"}
+spout: {type: file, path: events.jsonl}
+bolts:
+  - {id: decode, type: json}
+  - {id: keep, type: filter, where: [{field: event_type, in: [click]}]}
+sinks:
+  - {id: out, type: warehouse, resource: warehouse, table: events, columns: {kind: event_type}}
+  - {id: dlq, type: dead_letter, path: dlq.jsonl}
+"""
+
+
+def problems(text: str, env: dict | None = None) -> list[str]:
+    with pytest.raises(TopologyError) as exc:
+        load_text(text, file="topology.yaml", env=env or {})
+    return [str(p) for p in exc.value.problems]
+
+
+def test_good_topology_loads_into_frozen_models():
+    topo = load_text(GOOD, file="topology.yaml", env={})
+    assert [b.id for b in topo.bolts] == ["decode", "keep"]
+    assert topo.spout.id == "spout"
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        topo.bolts[0].type = "schema"
+
+
+def test_typo_in_type_names_place_and_suggests():
+    text = GOOD.replace("type: filter", "type: filtr")
+    assert problems(text) == [
+        "topology.yaml:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"]
+
+
+def test_typo_geo():
+    text = GOOD.replace("{id: decode, type: json}", "{id: decode, type: goe}")
+    assert problems(text) == ["topology.yaml:6:24: bolts[0].type: unknown bolt type 'goe' (did you mean 'geo'?)"]
+
+
+def test_bad_indentation_is_a_yaml_error_with_line_and_column():
+    text = GOOD.replace("  warehouse: {url", "   warehouse: {url").replace("spout:", " spout:")
+    [line] = problems(text)
+    assert line.startswith("topology.yaml:4:")
+    assert "YAML syntax error" in line
+
+
+def test_unknown_key_points_at_the_key_and_suggests():
+    text = GOOD.replace("{id: decode, type: json}", "{id: decode, type: json, event_id_feild: id}")
+    assert problems(text) == [
+        "topology.yaml:6:30: bolts[0].event_id_feild: unknown key 'event_id_feild' (did you mean 'event_id_field'?)"]
+
+
+def test_unknown_top_level_key():
+    [line] = problems(GOOD + "setings: {batch_size: 3}\n")
+    assert line == "topology.yaml:11:1: setings: unknown key 'setings' (did you mean 'settings'?)"
+
+
+def test_cycle_names_the_edge():
+    text = GOOD + """streams:
+  - {from: decode, to: keep}
+  - {from: keep, to: decode}
+"""
+    [line] = problems(text)
+    assert line.startswith("topology.yaml:12:5: streams[0]: cycle: ")
+    assert "decode" in line and "keep" in line
+
+
+def test_missing_variable_names_the_value():
+    text = GOOD.replace('"sqlite:///w.db"', '"${WAREHOUSE_URL}"')
+    assert problems(text) == [
+        "topology.yaml:3:20: resources.warehouse.url: environment variable 'WAREHOUSE_URL' is not set "
+        "(write ${WAREHOUSE_URL:-default} to give a default)"]
+
+
+def test_variables_substitute_with_defaults_and_types():
+    text = GOOD + "settings:\n  batch_size: ${BATCH:-250}\n"
+    assert load_text(text, env={}).settings.batch_size == 250
+    assert load_text(text, env={"BATCH": "7"}).settings.batch_size == 7
+
+
+def test_every_problem_is_reported_at_once():
+    text = GOOD.replace("type: filter", "type: filtr").replace("table: events", "table: events, colour: red")
+    lines = problems(text)
+    assert len(lines) == 2
+    assert any("bolts[1].type" in line for line in lines) and any("sinks[0].colour" in line for line in lines)
+
+
+def test_graph_errors_unknown_ids_and_sink_without_input():
+    text = GOOD + """streams:
+  - {from: decode, stream: error, to: dlqq}
+"""
+    assert problems(text) == ["topology.yaml:12:39: streams[0].to: unknown component 'dlqq' (did you mean 'dlq'?)"]
+
+
+def test_unknown_resource():
+    text = GOOD.replace("resource: warehouse", "resource: warehose")
+    assert problems(text) == ["topology.yaml:9:42: sinks[0].resource: unknown resource 'warehose' (did you mean 'warehouse'?)"]
+
+
+def test_bad_filter_condition_is_located():
+    text = GOOD.replace("in: [click]", "in: [click], gt: 3")
+    [line] = problems(text)
+    assert line.startswith("topology.yaml:7:38: bolts[1].where[0]: a condition needs exactly one operator")
+
+
+def test_unreadable_file(tmp_path: Path):
+    with pytest.raises(TopologyError, match="cannot read topology"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_cli_validate_prints_problems_and_exits_non_zero(tmp_path: Path):
+    f = tmp_path / "topology.yaml"
+    f.write_text(GOOD.replace("type: filter", "type: filtr"))
+    r = subprocess.run([sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"{f}:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"
+    f.write_text(GOOD)
+    r = subprocess.run([sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
