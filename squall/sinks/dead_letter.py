@@ -64,6 +64,11 @@ class DeadLetterSink(Sink):
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         continue  # a torn last line after a crash: the replay rewrites it
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        if self._fh.tell() > 0:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":  # a torn last line: start ours on a line of its own
+                    self._fh.write(b"\n")
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         lines = []

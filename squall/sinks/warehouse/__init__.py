@@ -33,7 +33,7 @@ class WarehouseConfig(ComponentConfig):
     resource: str = Field(description="Name of a SQL resource (sqlite:///…, postgresql://…).")
     table: str = Field(description="Target table; created from 'columns' if missing.")
     db_schema: str | None = Field(None, alias="schema", description="Database schema of the table (PostgreSQL).")
-    columns: dict[str, ColumnSpec] = Field(
+    columns: dict[str, ColumnSpec | str] = Field(
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
                     "An 'event_id' column (meta.event_id) is added when absent; it is the table's key.")
     create: bool = Field(True, description="Create the table and add new columns when missing.")

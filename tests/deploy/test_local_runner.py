@@ -1,0 +1,134 @@
+"""The local runner and the CLI around it: exit codes, Ctrl-C, stdin, schema export."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from squall.deploy.local import EXIT_FAILED, EXIT_OK, LocalRunner
+from squall.topology.executor import Outcome
+from squall.topology.loader import load_text
+from tests.conftest import EXAMPLES
+
+TOPOLOGY = """
+name: local
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {spout}
+settings: {{batch_size: {batch}, retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+{extra}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+{dlq}
+"""
+
+
+def topo(tmp_path: Path, spout: str, *, batch: int = 10, extra: str = "", dlq: bool = True):
+    dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
+    return load_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=spout, batch=batch, extra=extra, dlq=dl),
+                     base_dir=tmp_path)
+
+
+def test_runner_commits_checkpoints_after_each_batch(tmp_path: Path):
+    payloads = [{"n": i} for i in range(25)]
+    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads})))
+    report = runner.run()
+    assert report.exit_code == EXIT_OK and report.batches == 3
+    assert [c["shardId-000000000000"].sequence_number for c in runner.spout.committed] == ["10", "20", "25"]
+    assert report.counts[Outcome.COMMITTED] == 25
+
+
+def test_a_batch_that_keeps_failing_is_not_checkpointed_and_exits_1(tmp_path: Path):
+    payloads = [{"n": i} for i in range(25)]
+    extra = "  - {id: chaos, type: 'squall.testing:FaultyBolt', transient_failures: 99}"
+    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
+                              extra=extra))
+    report = runner.run()
+    assert report.exit_code == EXIT_FAILED and report.error is not None
+    assert runner.spout.committed == []
+    assert "chaos" in str(report.error) and "2 attempt" in str(report.error)
+
+
+def test_records_failing_without_a_dead_letter_stop_the_run_before_them(tmp_path: Path):
+    payloads = [{"n": 1}, {"n": 2, "fail": "nope"}, {"n": 3}]
+    extra = "  - {id: chaos, type: 'squall.testing:FaultyBolt'}"
+    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
+                              extra=extra, dlq=False, batch=2))
+    report = runner.run()
+    assert report.exit_code == EXIT_FAILED
+    assert [r.reason for r in report.failed_records] == ["nope"]
+    assert runner.spout.committed == [{"shardId-000000000000": runner.spout.records[0].meta.position}]
+
+
+def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "squall.cli", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_stdin_input(tmp_path: Path):
+    t = tmp_path / "t.yaml"
+    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: stdin}", batch=2, extra="", dlq=""))
+    r = run_cli(["run", str(t)], input='{"n": 1}\n\n{"n": 2}\n{"n": 3}\n')
+    assert r.returncode == 0, r.stderr
+    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (6,)
+
+
+def test_ctrl_c_finishes_the_batch_in_flight_and_exits_130(tmp_path: Path):
+    src = tmp_path / "many.jsonl"
+    src.write_text("".join(f'{{"n": {i}}}\n' for i in range(200_000)))
+    t = tmp_path / "t.yaml"
+    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="",
+                                 dlq=""))
+    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(t)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "w.db"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if sqlite3.connect(db).execute("select count(*) from events").fetchone()[0] > 0:
+                break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    rows = sqlite3.connect(db).execute("select count(*) from events").fetchone()[0]
+    assert 0 < rows < 200_000 and rows % 100 == 0  # whole batches only
+
+
+def test_schema_export_validates_the_example_and_rejects_typos(tmp_path: Path):
+    r = run_cli(["schema"])
+    assert r.returncode == 0
+    schema = json.loads(r.stdout)
+    doc = yaml.safe_load((EXAMPLES / "pistats" / "topology.yaml").read_text())
+    jsonschema.validate(doc, schema)
+    doc["bolts"][0]["type"] = "jsn"
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    out = tmp_path / "s.json"
+    assert run_cli(["schema", "-o", str(out)]).returncode == 0 and json.loads(out.read_text()) == schema
+
+
+def test_dead_letter_file_is_idempotent_and_survives_a_torn_line(tmp_path: Path):
+    payloads = ["not json", {"n": 1}]
+    spout = json.dumps({"type": "squall.testing:ListSpout", "records": payloads})
+    LocalRunner(topo(tmp_path, spout)).run()
+    dl = tmp_path / "dlq.jsonl"
+    assert len(dl.read_text().splitlines()) == 1
+    with dl.open("a") as fh:
+        fh.write('{"event_id": "torn')  # a crash mid-write
+    LocalRunner(topo(tmp_path, spout)).run()
+    lines = dl.read_text().splitlines()
+    assert len([line for line in lines if line.startswith('{"event_id":"')]) == 1
+    doc = json.loads(lines[0])
+    assert doc["component"] == "decode" and doc["record"] == '"not json"' and "not an object" in doc["reason"]
