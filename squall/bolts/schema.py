@@ -49,8 +49,51 @@ class SchemaConfig(ComponentConfig):
         return v
 
 
+#: Keywords newer than draft 7, which fastjsonschema does not implement: schemas using them are
+#: validated by jsonschema alone.
+NEWER_KEYWORDS = frozenset({"prefixItems", "unevaluatedProperties", "unevaluatedItems", "dependentRequired",
+                            "dependentSchemas", "$dynamicRef", "$dynamicAnchor", "$recursiveRef",
+                            "$recursiveAnchor", "minContains", "maxContains", "$anchor", "$vocabulary"})
+
+
+def _keywords(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        out = set(node)
+        for v in node.values():
+            out |= _keywords(v)
+        return out
+    if isinstance(node, list):
+        return set().union(*(_keywords(v) for v in node)) if node else set()
+    return set()
+
+
+def fast_check(schema: dict[str, Any]):
+    """A compiled validity check (fastjsonschema, ~10x faster), or None when the schema needs jsonschema."""
+    if _keywords(schema) & NEWER_KEYWORDS or "format" in _keywords(schema):
+        return None
+    try:
+        import fastjsonschema
+
+        compiled = fastjsonschema.compile({k: v for k, v in schema.items() if k != "$schema"})
+    except Exception:  # any schema fastjsonschema cannot compile falls back to jsonschema
+        return None
+
+    def check(value: Any) -> bool:
+        try:
+            compiled(value)
+            return True
+        except fastjsonschema.JsonSchemaException:
+            return False
+
+    return check
+
+
 class SchemaBolt(Bolt):
-    """Validate payloads against a JSON Schema; invalid events go to ``invalid`` with the first error."""
+    """Validate payloads against a JSON Schema; invalid events go to ``invalid`` with the first error.
+
+    Valid events are recognised by a compiled validator when the schema allows it; the error
+    message of an invalid event (and every verdict for newer-draft schemas) comes from jsonschema.
+    """
 
     Config = SchemaConfig
     summary = "Validate payloads against a JSON Schema; failures go to the 'invalid' stream."
@@ -60,11 +103,15 @@ class SchemaBolt(Bolt):
         super().__init__(config, context)
         cls = jsonschema.validators.validator_for(config.schema_)
         self._validator = cls(config.schema_, format_checker=cls.FORMAT_CHECKER)
+        self._fast = fast_check(config.schema_)
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        validator = self._validator
+        validator, fast = self._validator, self._fast
         for ev in batch:
+            if fast is not None and fast(ev.value):
+                out.emit(ev)
+                continue
             error = jsonschema.exceptions.best_match(validator.iter_errors(ev.value))
             if error is None:
                 out.emit(ev)

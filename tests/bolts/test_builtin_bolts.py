@@ -125,3 +125,37 @@ def test_fan_out_copies_events_so_branches_do_not_share_payloads():
     assert stores["out"][0].value == {"y": 1}
     assert MemorySink.stores["FANOUT2"][0].value == {"x": 1, "z": 1}
     assert orjson.dumps(stores["out"][0].value) != orjson.dumps(MemorySink.stores["FANOUT2"][0].value)
+
+
+def test_schema_fast_path_and_jsonschema_agree_on_verdicts():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from squall.bolts.schema import fast_check
+
+    schema = {"type": "object", "required": ["a"], "properties": {
+        "a": {"type": "integer", "minimum": 0}, "b": {"enum": ["x", "y"]}, "c": {"type": "array", "items": {"type": "string"}},
+        "d": {"type": "string", "pattern": "^[0-9]{4}-"}}, "additionalProperties": False}
+    import jsonschema
+
+    fast = fast_check(schema)
+    assert fast is not None
+    slow = jsonschema.Draft202012Validator(schema)
+    values = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6)
+                          | st.sampled_from(["x", "y", "2026-"]),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                              st.sampled_from(["a", "b", "c", "d", "e"]), inner, max_size=4), max_leaves=8)
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def agree(v):
+        assert fast(v) is slow.is_valid(v)
+
+    agree()
+
+
+def test_schema_with_newer_keywords_uses_jsonschema_only():
+    from squall.bolts.schema import fast_check
+
+    assert fast_check({"type": "array", "prefixItems": [{"type": "integer"}]}) is None
+    assert fast_check({"type": "string", "format": "date-time"}) is None
