@@ -89,5 +89,51 @@ def schema(output: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--stream", required=True, help="Kinesis stream name.")
+@click.option("--application", help="KCL application name: the DynamoDB lease table (default: topology name).")
+@click.option("--region", default="us-east-1", show_default=True)
+@click.option("--initial-position", type=click.Choice(["TRIM_HORIZON", "LATEST"]), default="TRIM_HORIZON",
+              show_default=True)
+@click.option("--kinesis-endpoint", help="Kinesis endpoint URL (local testing; must be http:// for h2c).")
+@click.option("--dynamodb-endpoint", help="DynamoDB endpoint URL (local testing).")
+@click.option("--no-metrics", is_flag=True, help="metricsLevel = NONE (no CloudWatch).")
+@click.option("--worker-id", help="Worker id (default: the KCL picks one).")
+@click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other KCL property.")
+@click.option("--jars", type=click.Path(file_okay=False), help="Directory of the KCL jars.")
+@click.option("--properties-out", type=click.Path(dir_okay=False), help="Where to write the properties file.")
+@click.option("--print", "print_only", is_flag=True, help="Print the properties and the command; do not start.")
+def kcl(file: str, stream: str, application: str | None, region: str, initial_position: str,
+        kinesis_endpoint: str | None, dynamodb_endpoint: str | None, no_metrics: bool, worker_id: str | None,
+        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool) -> None:
+    """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor."""
+    import os
+
+    from squall.deploy.kcl import check_kcl_safe
+    from squall.deploy.kcl_daemon import KclSettings, daemon_command, describe, jars_dir
+    from squall.errors import SquallError
+
+    topo = _load_or_exit(file)
+    try:
+        check_kcl_safe(topo)
+        props = dict(item.split("=", 1) for item in extra)
+        settings = KclSettings(Path(file), stream, application or topo.name, region=region,
+                               initial_position=initial_position, kinesis_endpoint=kinesis_endpoint,
+                               dynamodb_endpoint=dynamodb_endpoint, worker_id=worker_id, metrics=not no_metrics,
+                               extra={k.strip(): v.strip() for k, v in props.items()})
+        text = settings.properties()
+        out = Path(properties_out or Path(file).with_suffix(".kcl.properties"))
+        out.write_text(text)
+        cmd = daemon_command(out, jars_dir(jars))
+    except (SquallError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if print_only:
+        click.echo(text + describe(cmd))
+        return
+    os.execvp(cmd[0], cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
