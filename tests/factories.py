@@ -23,3 +23,29 @@ def kinesis_lambda_event(payloads: list[Any], *, shard: str = "shardId-000000000
             "awsRegion": "us-east-1", "eventSourceARN": f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}",
         })
     return {"Records": records}
+
+
+def api_gateway_event(body: str | bytes, *, version: int = 1, source_ip: str = "81.2.69.142",
+                      user_agent: str = "pistats-js/3.3.0", method: str = "POST", gzip_body: bool = False,
+                      request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef") -> dict[str, Any]:
+    """An API Gateway proxy event: REST API (payload v1) or HTTP API (payload v2)."""
+    import gzip as _gzip
+
+    raw = body.encode() if isinstance(body, str) else body
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+    if gzip_body:
+        raw = _gzip.compress(raw)
+        headers["Content-Encoding"] = "gzip"
+    b64 = gzip_body or isinstance(body, bytes)
+    payload = base64.b64encode(raw).decode() if b64 else raw.decode()
+    if version == 2:
+        return {"version": "2.0", "routeKey": "POST /events", "rawPath": "/events",
+                "headers": {k.lower(): v for k, v in headers.items()},
+                "requestContext": {"requestId": request_id, "timeEpoch": 1762192800123,
+                                   "http": {"method": method, "path": "/events", "sourceIp": source_ip,
+                                            "userAgent": user_agent}},
+                "body": payload, "isBase64Encoded": b64}
+    return {"resource": "/events", "path": "/events", "httpMethod": method, "headers": headers,
+            "requestContext": {"requestId": request_id, "requestTimeEpoch": 1762192800123,
+                               "identity": {"sourceIp": source_ip, "userAgent": user_agent}},
+            "body": payload, "isBase64Encoded": b64}
