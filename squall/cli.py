@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from squall import __version__
+from squall.deploy.produce import produce
 from squall.errors import TopologyError
 from squall.topology.loader import load
 
@@ -134,6 +135,8 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         return
     os.execvp(cmd[0], cmd)
 
+
+main.add_command(produce)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

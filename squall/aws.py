@@ -1,0 +1,123 @@
+"""boto3 clients, AWS error classification and jittered backoff for squall's Kinesis and DynamoDB I/O."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+DEFAULT_REGION = "us-east-1"
+
+#: Error codes meaning "slow down": Kinesis read/write limits, control-plane limits, KMS.
+THROTTLING_CODES = frozenset({
+    "ProvisionedThroughputExceededException",
+    "LimitExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "KMSThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+})
+#: Server-side errors worth a retry.
+SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnavailable",
+                          "InternalError", "ServiceUnavailableException"})
+#: Network-level failures botocore raises before any answer.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+)
+
+_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):stream/(?P<name>[a-zA-Z0-9_.-]+)$")
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError``, else None."""
+    if isinstance(exc, ClientError):
+        return exc.response.get("Error", {}).get("Code")
+    return None
+
+
+def is_throttling(exc: BaseException) -> bool:
+    return error_code(exc) in THROTTLING_CODES
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, a 5xx answer or a network failure: the same call may succeed later."""
+    if isinstance(exc, NETWORK_ERRORS):
+        return True
+    code = error_code(exc)
+    if code is None:
+        return False
+    if code in THROTTLING_CODES or code in SERVER_CODES:
+        return True
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
+    return status >= 500
+
+
+def resolve_region(region: str | None, arn_region: str | None = None) -> str:
+    """Configured region, else the stream ARN's, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    return (region or arn_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION)
+
+
+@dataclass(frozen=True)
+class StreamRef:
+    """A Kinesis stream named by name or ARN; ``params`` are the API call arguments that name it."""
+
+    name: str
+    arn: str | None = None
+    region: str | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> StreamRef:
+        m = _ARN.match(value)
+        if m:
+            return cls(m["name"], value, m["region"])
+        if value.startswith("arn:"):
+            raise ValueError(f"'{value}' is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)")
+        return cls(value)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"StreamARN": self.arn} if self.arn else {"StreamName": self.name}
+
+
+def client(service: str, *, region: str | None, endpoint_url: str | None, botocore_retries: int = 3,
+           read_timeout: float = 30.0) -> Any:
+    """A boto3 client. ``botocore_retries`` is the total attempts botocore makes per call (1: none)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": botocore_retries},
+        connect_timeout=5,
+        read_timeout=read_timeout,
+        max_pool_connections=20,
+    )
+    return boto3.session.Session().client(service, region_name=resolve_region(region),
+                                          endpoint_url=endpoint_url, config=config)
+
+
+class Backoff:
+    """Jittered exponential backoff ("full jitter"): attempt n waits uniform(0, min(cap, base * 2**n))."""
+
+    def __init__(self, base: float = 0.1, cap: float = 10.0, rng: Callable[[], float] = random.random):
+        self.base, self.cap, self._rng = base, cap, rng
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based); never below base / 2."""
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        return max(self.base / 2, self._rng() * ceiling)

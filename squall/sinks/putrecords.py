@@ -1,0 +1,261 @@
+"""PutRecords batching, partial-failure retries and KPL aggregation.
+
+Shared by the ``kinesis`` sink and ``squall produce``. Kinesis limits (PutRecords API reference):
+a record is at most 1 MiB counting data *and* partition key; a call carries at most 500 records
+and 5 MiB; a partition key is 1-256 Unicode characters; an explicit hash key is a decimal in
+[0, 2**128). A call can succeed for some records and fail for others (``FailedRecordCount`` and
+an ``ErrorCode`` per entry): only the failed entries are sent again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from squall import aws
+from squall.errors import SinkError, TransientError
+from squall.spouts.kpl import KPL_MAGIC
+from squall.spouts.shards import ShardInfo
+
+log = logging.getLogger("squall.sinks.putrecords")
+
+MAX_RECORD_BYTES = 1024 * 1024
+MAX_CALL_RECORDS = 500
+MAX_CALL_BYTES = 5 * 1024 * 1024
+MAX_PARTITION_KEY_CHARS = 256
+MAX_HASH_KEY = 2**128 - 1
+#: The KPL's default AggregationMaxSize: small aggregates spread load and keep retries cheap.
+AGGREGATE_MAX_BYTES = 51_200
+
+
+def record_problem(data: bytes, partition_key: str, explicit_hash_key: str | None = None) -> str | None:
+    """Why Kinesis would refuse this record, or None."""
+    if not partition_key:
+        return "empty partition key"
+    if len(partition_key) > MAX_PARTITION_KEY_CHARS:
+        return f"partition key has {len(partition_key)} characters (Kinesis allows at most 256)"
+    size = len(data) + len(partition_key.encode())
+    if size > MAX_RECORD_BYTES:
+        return f"record is {size} bytes with its partition key (Kinesis allows at most {MAX_RECORD_BYTES})"
+    if explicit_hash_key is not None:
+        if not explicit_hash_key.isdigit() or int(explicit_hash_key) > MAX_HASH_KEY:
+            return f"explicit hash key '{explicit_hash_key[:50]}' is not a decimal in [0, 2**128)"
+    return None
+
+
+@dataclass
+class Entry:
+    """One Kinesis record to put, and the user items (events, line numbers) it carries."""
+
+    data: bytes
+    partition_key: str
+    explicit_hash_key: str | None = None
+    items: list[Any] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + len(self.partition_key.encode())
+
+    def request(self) -> dict[str, Any]:
+        req: dict[str, Any] = {"Data": self.data, "PartitionKey": self.partition_key}
+        if self.explicit_hash_key is not None:
+            req["ExplicitHashKey"] = self.explicit_hash_key
+        return req
+
+
+def hash_key(partition_key: str) -> int:
+    """The 128-bit hash key Kinesis derives from a partition key (MD5, big-endian)."""
+    return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
+
+
+class ShardMap:
+    """Which open shard a partition key (or explicit hash key) lands on."""
+
+    def __init__(self, shards: list[ShardInfo]):
+        open_shards = sorted((s for s in shards if not s.closed), key=lambda s: s.starting_hash_key)
+        if not open_shards:
+            raise SinkError("the stream has no open shard")
+        self._starts = [s.starting_hash_key for s in open_shards]
+        self._ids = [s.shard_id for s in open_shards]
+        self.loaded_at = time.monotonic()
+
+    def shard_for(self, partition_key: str, explicit_hash_key: str | None = None) -> str:
+        key = int(explicit_hash_key) if explicit_hash_key is not None else hash_key(partition_key)
+        return self._ids[max(0, bisect.bisect_right(self._starts, key) - 1)]
+
+
+class Aggregator:
+    """Packs user records into KPL aggregates, one open aggregate per shard.
+
+    An aggregate travels with its first record's partition key, so all its user records land on
+    that record's shard: grouping by the shard each key maps to (as the KPL does) keeps every
+    partition key on its own shard, in order. Without a shard map, one aggregate takes all.
+    """
+
+    def __init__(self, shard_map: ShardMap | None = None, max_bytes: int = AGGREGATE_MAX_BYTES):
+        from aws_kinesis_agg.aggregator import RecordAggregator
+
+        self._new = lambda: RecordAggregator(max_size=max_bytes)
+        self.shard_map = shard_map
+        self._open: dict[str, tuple[Any, list[Any], list[tuple[bytes, str, str | None]]]] = {}
+
+    def add(self, data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any) -> list[Entry]:
+        """Add a user record; returns the entries completed by it (usually none)."""
+        shard = self.shard_map.shard_for(partition_key, explicit_hash_key) if self.shard_map else ""
+        slot = self._open.get(shard)
+        if slot is None:
+            slot = self._open[shard] = (self._new(), [], [])
+        agg, items, firsts = slot
+        try:
+            full = agg.add_user_record(partition_key, data, explicit_hash_key)
+        except ValueError:  # too big to share an aggregate: send it alone, after what came before
+            return [*self._flush(shard), _single(data, partition_key, explicit_hash_key, item)]
+        out = []
+        if full is not None:
+            out.append(self._entry(full, items, firsts))
+            items, firsts = [], []
+            self._open[shard] = (agg, items, firsts)
+        items.append(item)
+        if not firsts:
+            firsts.append((data, partition_key, explicit_hash_key))
+        return out
+
+    def flush(self) -> list[Entry]:
+        """Entries for every partly filled aggregate."""
+        out = []
+        for shard in list(self._open):
+            out.extend(self._flush(shard))
+        return out
+
+    def _flush(self, shard: str) -> list[Entry]:
+        slot = self._open.pop(shard, None)
+        if slot is None:
+            return []
+        agg, items, firsts = slot
+        full = agg.clear_and_get()
+        return [self._entry(full, items, firsts)] if full is not None else []
+
+    @staticmethod
+    def _entry(agg_record: Any, items: list[Any], firsts: list[tuple[bytes, str, str | None]]) -> Entry:
+        if len(items) == 1 and firsts[0][0][:4] != KPL_MAGIC:
+            # an aggregate of one is sent as the plain record (as the KPL does), unless its bytes
+            # start like an aggregate: a consumer would then take it for a corrupt one
+            data, pk, ehk = firsts[0]
+            return Entry(data, pk, ehk, items)
+        pk, ehk, data = agg_record.get_contents()
+        return Entry(data, pk, ehk or None, items)
+
+
+def _single(data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any) -> Entry:
+    """One user record on its own: plain, or an aggregate of one if its bytes start with the magic."""
+    if data[:4] == KPL_MAGIC:
+        from aws_kinesis_agg.aggregator import RecordAggregator
+
+        agg = RecordAggregator(max_size=MAX_RECORD_BYTES - len(partition_key.encode()))
+        try:
+            agg.add_user_record(partition_key, data, explicit_hash_key)
+            pk, ehk, wrapped = agg.clear_and_get().get_contents()
+            return Entry(wrapped, pk, ehk or None, [item])
+        except ValueError:
+            pass  # no room for the framing: sent plain, a consumer dead-letters it as corrupt
+    return Entry(data, partition_key, explicit_hash_key, [item])
+
+
+def chunks(entries: list[Entry]) -> Iterator[list[Entry]]:
+    """Split entries into PutRecords calls of at most 500 records and 5 MiB, in order."""
+    chunk: list[Entry] = []
+    size = 0
+    for e in entries:
+        if chunk and (len(chunk) >= MAX_CALL_RECORDS or size + e.size > MAX_CALL_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(e)
+        size += e.size
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class PutOutcome:
+    """What a put achieved: failed entries with their reason, and counters."""
+
+    failed: list[tuple[Entry, str]] = field(default_factory=list)
+    sent: int = 0  # Kinesis records accepted
+    retried: int = 0  # entries sent again after a partial failure
+    calls: int = 0
+
+
+class PutRecordsWriter:
+    """Send entries with PutRecords; retry only failed entries, with jittered backoff, bounded."""
+
+    def __init__(self, client: Any, stream: aws.StreamRef, *, max_attempts: int = 5,
+                 backoff: aws.Backoff | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.client = client
+        self.stream = stream
+        self.max_attempts = max_attempts
+        self.backoff = backoff or aws.Backoff(base=0.1, cap=5.0)
+        self._sleep = sleep
+
+    def put(self, entries: list[Entry]) -> PutOutcome:
+        """Put every entry. Raises ``TransientError`` if a whole call fails before anything was
+        written (throttled, network), ``SinkError`` for a permanent refusal; after the first
+        write, whole-call failures count against the failing entries' attempts instead, so a
+        retry of the batch never duplicates what was already written."""
+        outcome = PutOutcome()
+        for chunk in chunks(entries):
+            self._put_chunk(chunk, outcome)
+        return outcome
+
+    def _put_chunk(self, chunk: list[Entry], outcome: PutOutcome) -> None:
+        pending = chunk
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome.calls += 1
+            try:
+                resp = self.client.put_records(Records=[e.request() for e in pending], **self.stream.params)
+            except Exception as exc:
+                if not aws.is_retryable(exc):
+                    raise SinkError(f"PutRecords to '{self.stream.name}' failed: {exc}") from exc
+                if outcome.sent == 0 and not outcome.failed and attempt == 1:
+                    raise TransientError(f"PutRecords to '{self.stream.name}': {exc}") from exc
+                failed = [(e, f"{aws.error_code(exc) or type(exc).__name__}: {exc}") for e in pending]
+            else:
+                answers = resp.get("Records", [])
+                if len(answers) != len(pending):
+                    raise SinkError(f"PutRecords answered {len(answers)} results for {len(pending)} records")
+                failed = [(e, f"{a['ErrorCode']}: {a.get('ErrorMessage', '')}")
+                          for e, a in zip(pending, answers, strict=True) if a.get("ErrorCode")]
+                outcome.sent += len(pending) - len(failed)
+            if not failed:
+                return
+            if attempt >= self.max_attempts:
+                log.warning("PutRecords to '%s': %d record(s) still failing after %d attempts: %s",
+                            self.stream.name, len(failed), attempt, failed[0][1])
+                outcome.failed.extend(failed)
+                return
+            outcome.retried += len(failed)
+            delay = self.backoff.delay(attempt - 1)
+            log.info("PutRecords to '%s': %d of %d record(s) failed (%s); retrying in %.2fs",
+                     self.stream.name, len(failed), len(pending), failed[0][1], delay)
+            self._sleep(delay)
+            pending = [e for e, _ in failed]
+
+
+def load_shard_map(client: Any, stream: aws.StreamRef) -> ShardMap:
+    """The current shard map of a stream; ``TransientError`` when ListShards cannot answer now."""
+    from squall.spouts.shards import list_shards
+
+    try:
+        return ShardMap(list_shards(client, stream))
+    except SinkError:
+        raise
+    except Exception as exc:
+        if aws.is_retryable(exc):
+            raise TransientError(f"ListShards of '{stream.name}': {exc}") from exc
+        raise SinkError(f"ListShards of '{stream.name}' failed: {exc}") from exc

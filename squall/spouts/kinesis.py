@@ -1,0 +1,443 @@
+"""``kinesis`` spout: poll a Kinesis stream with boto3, in one process, with checkpoints.
+
+One process reads every shard of the stream (GetRecords, round robin). It follows resharding
+(a child shard starts only after its parents were read to SHARD_END and checkpointed), respects
+the per-shard read limits, backs off on throttling and resumes after the last checkpoint.
+Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
+poller does not (two pollers on one stream both read every record).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from squall import aws
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import DecodeError, SquallError, TransientError
+from squall.event import Position, Record, RecordMeta
+from squall.spouts.base import Progress, Spout
+from squall.spouts.kpl import deaggregate, is_aggregated, last_position
+from squall.spouts.shards import (
+    SHARD_END,
+    ShardLineage,
+    ShardState,
+    ShardStatus,
+    is_shard_end,
+    list_shards,
+)
+from squall.topology.checkpoint import CheckpointStore, SqlCheckpointStore
+
+log = logging.getLogger("squall.spouts.kinesis")
+
+#: GetRecords: at most 5 calls per second per shard, and 10,000 records per call.
+MIN_CALL_INTERVAL = 0.2
+MAX_LIMIT = 10_000
+#: Consecutive non-throttling failures (network, 5xx) of one shard before the read fails.
+MAX_ERRORS = 8
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SqlCheckpoint(_Strict):
+    """Checkpoints in a SQL resource (table ``squall_checkpoints``)."""
+
+    store: Literal["sql"]
+    resource: str | None = Field(None, description="SQL resource name (default: `warehouse`).")
+    table: str = Field("squall_checkpoints", description="Table name; created if missing.")
+    application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
+
+
+class DynamoDbCheckpoint(_Strict):
+    """Checkpoints in a DynamoDB table (one item per shard)."""
+
+    store: Literal["dynamodb"]
+    table: str = Field(description="DynamoDB table name; created (on demand billing) if missing.")
+    endpoint_url: str | None = Field(None, description="DynamoDB endpoint (local testing).")
+    region: str | None = Field(None, description="Region (default: the spout's).")
+    application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
+    create_table: bool = Field(True, description="Create the table when it does not exist.")
+
+
+class MemoryCheckpoint(_Strict):
+    """No persistence: a restart starts again from `start`."""
+
+    store: Literal["memory"]
+
+
+CheckpointConfig = Annotated[SqlCheckpoint | DynamoDbCheckpoint | MemoryCheckpoint, Field(discriminator="store")]
+
+
+class KinesisSpoutConfig(ComponentConfig):
+    stream: str = Field(description="Stream name or ARN.")
+    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, "
+                                                 "AWS_DEFAULT_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+    start: Literal["trim_horizon", "latest", "at_timestamp"] = Field(
+        "trim_horizon", description="Where to start in shards that have no checkpoint.")
+    timestamp: datetime | None = Field(None, description="Start time for `start: at_timestamp`.")
+    poll_interval: float = Field(1.0, ge=0, description="Seconds between GetRecords calls on a caught-up shard.")
+    limit: int = Field(MAX_LIMIT, ge=1, le=MAX_LIMIT, description="Records per GetRecords call (at most 10,000).")
+    checkpoint: CheckpointConfig | None = Field(
+        None, description="Where checkpoints go (default: the `warehouse` resource if any, else memory).")
+    idle_exit: float | None = Field(None, gt=0, description="Stop after this many seconds without a new record "
+                                                          "(for local runs and tests); default: run forever.")
+    shard_sync_interval: float = Field(60.0, gt=0, description="Seconds between ListShards calls "
+                                                               "(shards are also re-listed when one ends).")
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        aws.StreamRef.parse(value)
+        return value
+
+    @model_validator(mode="after")
+    def _timestamp(self) -> KinesisSpoutConfig:
+        if self.start == "at_timestamp" and self.timestamp is None:
+            raise ValueError("start: at_timestamp needs a `timestamp`")
+        if self.start != "at_timestamp" and self.timestamp is not None:
+            raise ValueError("`timestamp` is only used with start: at_timestamp")
+        return self
+
+
+@dataclass
+class KinesisProgress(Progress):
+    """Progress plus how far behind the tip of the stream each shard is."""
+
+    millis_behind_latest: int | None = None
+    lag: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class PollStats:
+    """Counters of the poller, for reports and tests."""
+
+    get_records_calls: int = 0
+    records: int = 0
+    throttled: int = 0
+    expired_iterators: int = 0
+    errors: int = 0
+    shard_syncs: int = 0
+    shards_finished: int = 0
+
+
+class MemoryCheckpointStore:
+    """Checkpoints kept in this process only."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Position]] = {}
+
+    def load(self, stream: str) -> dict[str, Position]:
+        return dict(self._data.get(stream, {}))
+
+    def save(self, stream: str, positions: dict[str, Position]) -> None:
+        current = self._data.setdefault(stream, {})
+        for shard, pos in positions.items():
+            if shard not in current or pos > current[shard]:
+                current[shard] = pos
+
+
+class KinesisSpout(Spout):
+    """Poll every shard of a Kinesis stream; checkpoint per shard; follow resharding."""
+
+    Config = KinesisSpoutConfig
+    summary = "Read a Kinesis stream with GetRecords (one process), checkpointing per shard."
+
+    def __init__(self, config: KinesisSpoutConfig, context: ComponentContext):
+        super().__init__(config, context)
+        self.ref = aws.StreamRef.parse(config.stream)
+        self.stream_name = self.ref.name
+        self.stats = PollStats()
+        self.checkpoint_store: CheckpointStore | None = None
+        self.client: Any = None
+        self._lineage = ShardLineage()
+        self._backoff = aws.Backoff(base=0.1, cap=10.0)
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
+        self._next_sync = 0.0
+        self._last_activity = 0.0
+        self._initial_sync = True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def open(self, resources: Any = None) -> None:
+        cfg = self.config
+        region = aws.resolve_region(cfg.region, self.ref.region)
+        if self.client is None:
+            self.client = aws.client("kinesis", region=region, endpoint_url=cfg.endpoint_url, botocore_retries=1)
+        if self.checkpoint_store is None:
+            self.checkpoint_store = self._open_store(resources, region)
+        self._sync_shards()
+        self._prime()
+        self._last_activity = self._clock()
+
+    def _prime(self) -> None:
+        """Get iterators for the shards readable now, so `latest` means "from open()" on."""
+        for st in self._lineage.promote():
+            try:
+                st.iterator = self._get_iterator(st)
+                st.started = True
+            except Exception as exc:
+                if not aws.is_retryable(exc):
+                    raise SquallError(f"{self.id}: GetShardIterator on {st.shard_id} failed: {exc}") from exc
+                # throttled: _poll gets the iterator later
+
+    def _open_store(self, resources: Any, region: str) -> CheckpointStore:
+        cp = self.config.checkpoint
+        application = getattr(cp, "application", None) or self.context.topology
+        if cp is None:
+            configs = getattr(resources, "configs", {}) or {}
+            if "warehouse" in configs and resources.kind("warehouse") == "sql":
+                return SqlCheckpointStore(resources.sql("warehouse"), application, resource="warehouse")
+            log.warning("%s: no checkpoint store configured and no 'warehouse' resource: checkpoints are "
+                        "kept in memory, a restart reads from `start` again", self.id)
+            return MemoryCheckpointStore()
+        if isinstance(cp, MemoryCheckpoint):
+            return MemoryCheckpointStore()
+        if isinstance(cp, SqlCheckpoint):
+            name = cp.resource or "warehouse"
+            if resources is None or name not in (getattr(resources, "configs", {}) or {}):
+                raise SquallError(f"{self.id}: checkpoint store 'sql' needs a SQL resource; "
+                                  f"there is no resource named '{name}'")
+            return SqlCheckpointStore(resources.sql(name), application, resource=name, table=cp.table)
+        from squall.topology.dynamodb_checkpoint import DynamoDbCheckpointStore
+
+        return DynamoDbCheckpointStore(
+            aws.client("dynamodb", region=cp.region or region, endpoint_url=cp.endpoint_url),
+            cp.table, application, create_table=cp.create_table)
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        if self.client is None:
+            raise SquallError(f"{self.id}: open() the spout before read()")
+        idle_exit = self.config.idle_exit
+        while not self.stopping:
+            now = self._clock()
+            if now >= self._next_sync:
+                self._sync_shards()
+            self._finish_ended({})
+            if self._lineage.promote():
+                self._last_activity = now
+            reading = self._lineage.with_status(ShardStatus.READING)
+            batch: list[Record] = []
+            for st in sorted((s for s in reading if s.next_call <= now), key=lambda s: s.next_call):
+                batch.extend(self._poll(st))
+                while len(batch) >= max_records:
+                    yield batch[:max_records]
+                    batch = batch[max_records:]
+                    if self.stopping:
+                        return
+            if batch:
+                yield batch
+                continue
+            now = self._clock()
+            if idle_exit is not None and now - self._last_activity >= idle_exit:
+                log.info("%s: no new record for %.1fs: stopping", self.id, idle_exit)
+                return
+            wake = min((s.next_call for s in self._lineage.with_status(ShardStatus.READING)), default=now + 0.5)
+            self._sleep(min(0.5, max(0.01, wake - now)))
+
+    def _poll(self, st: ShardState) -> list[Record]:
+        """One GetRecords call on a shard (getting an iterator first if needed)."""
+        now = self._clock()
+        try:
+            if st.iterator is None:
+                st.iterator = self._get_iterator(st)
+                st.started = True
+            self.stats.get_records_calls += 1
+            resp = self.client.get_records(ShardIterator=st.iterator, Limit=self.config.limit)
+        except Exception as exc:
+            self._on_error(st, exc, now)
+            return []
+        st.failures = 0
+        raw = resp.get("Records", [])
+        st.millis_behind = resp.get("MillisBehindLatest")
+        st.iterator = resp.get("NextShardIterator")
+        records = self._records(st, raw)
+        if raw:
+            st.last_read = raw[-1]["SequenceNumber"]
+            self.stats.records += len(raw)
+            self._last_activity = now
+        if records:
+            st.pending = records[-1]
+        if st.iterator is None:  # SHARD_END: the parent of a split or merge
+            st.status = ShardStatus.ENDED
+            st.millis_behind = 0
+            self._next_sync = now  # find the children now
+            self._last_activity = now
+            log.info("%s: shard %s read to its end", self.id, st.shard_id)
+        busy = len(raw) >= self.config.limit or bool(st.millis_behind)
+        st.next_call = now + (MIN_CALL_INTERVAL if busy else max(MIN_CALL_INTERVAL, self.config.poll_interval))
+        return records
+
+    def _on_error(self, st: ShardState, exc: Exception, now: float) -> None:
+        code = aws.error_code(exc)
+        if code == "ExpiredIteratorException":
+            # Iterators live 5 minutes; get a new one after the last record read (or the checkpoint).
+            self.stats.expired_iterators += 1
+            log.info("%s: iterator of shard %s expired; renewing", self.id, st.shard_id)
+            st.iterator = None
+            st.next_call = now
+            return
+        if aws.is_throttling(exc):
+            self.stats.throttled += 1
+            st.failures += 1
+            delay = self._backoff.delay(st.failures - 1)
+            log.warning("%s: shard %s throttled (%s); backing off %.2fs", self.id, st.shard_id, code, delay)
+            st.next_call = now + delay
+            return
+        if aws.is_retryable(exc):
+            self.stats.errors += 1
+            st.failures += 1
+            if st.failures >= MAX_ERRORS:
+                raise TransientError(f"{self.id}: shard {st.shard_id}: {st.failures} failed calls in a row: {exc}") from exc
+            delay = self._backoff.delay(st.failures - 1)
+            log.warning("%s: shard %s: %s; retrying in %.2fs", self.id, st.shard_id, exc, delay)
+            st.next_call = now + delay
+            return
+        if code == "InvalidArgumentException" and st.checkpoint is not None and st.last_read is None:
+            raise SquallError(
+                f"{self.id}: the checkpoint of shard {st.shard_id} ({st.checkpoint.sequence_number}) does not "
+                f"belong to stream '{self.stream_name}' (was it deleted and created again?): {exc}") from exc
+        raise SquallError(f"{self.id}: reading shard {st.shard_id} of '{self.stream_name}' failed: {exc}") from exc
+
+    def _get_iterator(self, st: ShardState) -> str:
+        args: dict[str, Any] = {**self.ref.params, "ShardId": st.shard_id}
+        cp = st.checkpoint
+        if st.last_read is not None:
+            args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=st.last_read)
+        elif cp is not None and not is_shard_end(cp):
+            # AT the checkpoint, then skip user records up to it: resumes correctly both after a
+            # plain record and inside a KPL aggregate whose first sub-records were committed.
+            args.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=cp.sequence_number)
+            st.skip_through = cp
+        elif self._lineage.read_parent(st) or self.config.start == "trim_horizon":
+            args["ShardIteratorType"] = "TRIM_HORIZON"
+        elif self.config.start == "latest":
+            args["ShardIteratorType"] = "LATEST"
+        else:
+            args.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=self.config.timestamp)
+        return self.client.get_shard_iterator(**args)["ShardIterator"]
+
+    def _records(self, st: ShardState, raw: list[dict[str, Any]]) -> list[Record]:
+        stream, shard = self.stream_name, st.shard_id
+        out = []
+        for r in raw:
+            arrival = r.get("ApproximateArrivalTimestamp")
+            if arrival is not None:
+                arrival = arrival.astimezone(UTC)
+            out.append(Record(r["Data"], RecordMeta(stream, shard, r["SequenceNumber"], 0,
+                                                    r.get("PartitionKey", ""), arrival)))
+        if st.skip_through is not None:
+            out = self._skip(st, out)
+        return out
+
+    @staticmethod
+    def _skip(st: ShardState, records: list[Record]) -> list[Record]:
+        """Drop what the checkpoint covers: records before it and its own user records up to it."""
+        cp = st.skip_through
+        assert cp is not None
+        target = int(cp.sequence_number)
+        out: list[Record] = []
+        for i, rec in enumerate(records):
+            seq = int(rec.meta.sequence_number)
+            if seq > target:
+                st.skip_through = None
+                out.extend(records[i:])
+                break
+            if seq < target:
+                continue
+            subs = [rec]
+            if is_aggregated(rec.data):
+                try:
+                    subs = deaggregate(rec)
+                except DecodeError:
+                    pass  # a corrupt aggregate was dead-lettered whole, as sub-record 0
+            out.extend(s for s in subs if s.meta.sub_sequence_number > cp.sub_sequence_number)
+        return out
+
+    # -- shards and checkpoints ----------------------------------------------------------------
+
+    def _sync_shards(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                listed = list_shards(self.client, self.ref)
+                break
+            except Exception as exc:
+                if aws.error_code(exc) == "ResourceNotFoundException":
+                    raise SquallError(f"{self.id}: stream '{self.stream_name}' not found: {exc}") from exc
+                if not aws.is_retryable(exc) or attempt + 1 >= MAX_ERRORS:
+                    raise TransientError(f"{self.id}: ListShards failed: {exc}") from exc
+                if aws.is_throttling(exc):
+                    self.stats.throttled += 1
+                delay = self._backoff.delay(attempt)
+                log.warning("%s: ListShards: %s; retrying in %.2fs", self.id, exc, delay)
+                self._sleep(delay)
+                attempt += 1
+        self.stats.shard_syncs += 1
+        checkpoints = self.checkpoint_store.load(self.stream_name) if self.checkpoint_store else {}
+        new = self._lineage.update(listed, checkpoints)
+        if self._initial_sync and self.config.start == "latest":
+            # Shards closed before the first start hold only old records: `latest` skips them.
+            for st in new:
+                if st.info.closed and st.checkpoint is None:
+                    st.status = ShardStatus.FINISHED
+        self._initial_sync = False
+        self._next_sync = self._clock() + self.config.shard_sync_interval
+
+    def commit(self, checkpoint: dict[str, Position]) -> None:
+        """Persist the safe positions; shards read to their end and fully committed get SHARD_END."""
+        positions: dict[str, Position] = {}
+        for shard, pos in checkpoint.items():
+            st = self._lineage.states.get(shard)
+            if st is not None:
+                if st.checkpoint is not None and pos <= st.checkpoint:
+                    continue
+                st.checkpoint = pos
+                if st.pending is not None and pos >= last_position(st.pending):
+                    st.pending = None
+            positions[shard] = pos
+        self._finish_ended(positions)
+
+    def _finish_ended(self, positions: dict[str, Position]) -> None:
+        done = [st for st in self._lineage.with_status(ShardStatus.ENDED) if st.pending is None]
+        for st in done:
+            positions[st.shard_id] = SHARD_END
+        if positions and self.checkpoint_store is not None:
+            self.checkpoint_store.save(self.stream_name, positions)
+        for st in done:
+            st.status = ShardStatus.FINISHED
+            st.checkpoint = SHARD_END
+            self.stats.shards_finished += 1
+            log.info("%s: shard %s finished (SHARD_END checkpointed)", self.id, st.shard_id)
+
+    # -- observability -------------------------------------------------------------------------
+
+    def lag(self) -> dict[str, int]:
+        """MillisBehindLatest of every shard being read, from its last GetRecords answer."""
+        return {st.shard_id: st.millis_behind for st in self._lineage.states.values()
+                if st.status is ShardStatus.READING and st.millis_behind is not None}
+
+    def shards(self) -> dict[str, str]:
+        """Every known shard and its status (waiting, reading, ended, finished)."""
+        return {sid: st.status.value for sid, st in sorted(self._lineage.states.items())}
+
+    def progress(self) -> KinesisProgress:
+        lag = self.lag()
+        return KinesisProgress(self.stats.records, None, "records",
+                               millis_behind_latest=max(lag.values()) if lag else None, lag=lag)
