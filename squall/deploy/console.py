@@ -47,7 +47,8 @@ def print_summary(console: Console, topo: Topology, report: RunReport) -> None:
                         f"{report.seconds:.2f}s", title_justify="left")
     for col in ("component", "type", "in", "out", "dead letter", "filtered", "retries", "seconds"):
         table.add_column(col, justify="left" if col in ("component", "type") else "right", no_wrap=True)
-    for s in report.stats:
+    order = {"spout": 0, "bolt": 1, "sink": 2}
+    for s in sorted(report.stats, key=lambda s: order.get(s.kind, 3)):  # stable: plan order within a kind
         table.add_row(s.id, s.type, str(s.received), str(s.emitted), str(s.dead_lettered),
                       str(s.dropped), str(s.retries), f"{s.seconds:.3f}")
     console.print(table)

@@ -109,6 +109,9 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
             path = (base_dir or Path.cwd()) / path
         path.parent.mkdir(parents=True, exist_ok=True)
         url = url.set(database=str(path))
+    if url.drivername in ("postgresql", "postgres"):
+        # SQLAlchemy 2.1 defaults to psycopg 3; squall ships psycopg2 (the `postgres` extra).
+        url = url.set(drivername="postgresql+psycopg2")
     if cfg.scheme == "sqlite":
         kwargs["connect_args"] = {"timeout": cfg.connect_timeout}
     else:
@@ -121,7 +124,12 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
 
 def _redis_client(cfg: ResourceConfig):
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
+    # The engine retries transient errors with its own bounded backoff; redis-py's default
+    # (10 retries) would hide an outage for seconds per call on top of that.
+    options = {"retry": Retry(NoBackoff(), 0), **cfg.options}
     return redis.Redis.from_url(
-        cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **cfg.options
+        cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **options
     )

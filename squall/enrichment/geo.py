@@ -1,0 +1,404 @@
+"""The geo bolt: country, region, city, location and ASN of an IP address, from MaxMind DB files.
+
+Per batch, each distinct address string is resolved once: first from a cache of addresses, then
+from a cache of database networks (the reader returns the prefix length of the network it
+matched, so one lookup serves every address of that network), and only then from the
+``maxminddb`` C reader. Private and malformed addresses are not failures: the event gets an
+empty block and a ``status`` saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import maxminddb
+from pydantic import Field, field_validator, model_validator
+
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig, ComponentContext
+from squall.enrichment import addresses
+from squall.enrichment.cache import LRUCache
+from squall.enrichment.networks import MISSING as NOT_CACHED
+from squall.enrichment.networks import NetworkCache
+from squall.errors import Problem, TopologyError
+from squall.event import Event
+from squall.paths import MISSING, deleter, getter, setter, validate_path
+
+if TYPE_CHECKING:
+    from squall.topology.resources import Resources
+
+log = logging.getLogger("squall.enrichment.geo")
+
+OK, NOT_FOUND, PRIVATE, INVALID, MISSING_IP = "ok", "not_found", "private", "invalid", "missing"
+
+#: Keys of the output block, always present (None when unknown), in this order.
+CITY_FIELDS = (
+    "country_code",
+    "country",
+    "subdivision_code",
+    "subdivision",
+    "city",
+    "postal_code",
+    "latitude",
+    "longitude",
+    "accuracy_radius",
+    "time_zone",
+    "continent_code",
+    "continent",
+)
+ASN_FIELDS = ("asn", "as_org")
+
+
+def bundled_database() -> Path:
+    """Path of the GeoLite2-City file shipped by the ``maxminddb-geolite2`` package (July 2018)."""
+    from _maxminddb_geolite2 import geolite2_database  # the package's file-locating module
+
+    return Path(geolite2_database())
+
+
+class _Database:
+    """One open MaxMind DB and the cache of its networks' answers (``convert``-ed records)."""
+
+    def __init__(self, path: Path, cache_size: int, convert: Callable[[dict], dict[str, Any]]):
+        self.path = path
+        self.convert = convert
+        self.reader = maxminddb.open_database(str(path), maxminddb.MODE_AUTO)
+        meta = self.reader.metadata()
+        self.type: str = meta.database_type
+        self.built = datetime.fromtimestamp(meta.build_epoch, UTC)
+        self.ip_version: int = meta.ip_version
+        self.networks = NetworkCache(cache_size)
+
+    def lookup(self, version: int, n: int) -> tuple[dict[str, Any] | None, bool]:
+        """``(fields, from_cache)`` for one public address; fields None when the database has none."""
+        hit = self.networks.find(version, n)
+        if hit is not NOT_CACHED:
+            return hit, True
+        if version == 6 and self.ip_version == 4:
+            return None, False  # an IPv4-only database cannot answer
+        record, prefix = self.reader.get_with_prefix_len(addresses.to_object(version, n))
+        fields = self.convert(record) if record else None
+        self.networks.add(version, n, prefix, fields)
+        return fields, False
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class _Resolved:
+    """What one address string resolves to: a status, the output block, and its anonymized text."""
+
+    __slots__ = ("status", "block", "anonymized", "public")
+
+    def __init__(self, status: str, block: dict[str, Any], anonymized: str | None):
+        self.status = status
+        self.block = block
+        self.anonymized = anonymized
+        self.public = status in (OK, NOT_FOUND)
+
+
+class GeoBolt(Bolt):
+    """Adds a geo block to each event from the event's IP address (or X-Forwarded-For chain)."""
+
+    summary: ClassVar[str] = (
+        "Geolocates IP addresses with MaxMind GeoIP2/GeoLite2 City (and ASN) databases."
+    )
+
+    class Config(ComponentConfig):
+        ip_field: str | None = Field(
+            "ip",
+            description="Dotted path of the client IP address (IPv4 or IPv6). Null to use only `xff_field`.",
+        )
+        xff_field: str | None = Field(
+            None,
+            description="Dotted path of an X-Forwarded-For chain (a comma-separated string or a list); "
+            "the first public address in it is used, before `ip_field`.",
+        )
+        database: str | None = Field(
+            None,
+            description="Path of a GeoIP2/GeoLite2 City (or Country) .mmdb file, relative to the topology file. "
+            "Default: the GeoLite2-City bundled with the maxminddb-geolite2 package (from 2018: use a current one).",
+        )
+        asn_database: str | None = Field(
+            None, description="Path of a GeoLite2/GeoIP2 ASN .mmdb file; adds `asn` and `as_org`."
+        )
+        language: str = Field(
+            "en",
+            description="Language of place names (en, de, es, fr, ja, pt-BR, ru, zh-CN); falls back to en.",
+        )
+        target: str = Field("geo", description="Dotted path where the geo block is written.")
+        anonymize_ip: bool = Field(
+            False,
+            description="After the lookup, zero the last IPv4 octet / last 80 IPv6 bits of the stored "
+            "address(es); malformed values are removed.",
+        )
+        drop_ip: bool = Field(
+            False, description="After the lookup, remove `ip_field` and `xff_field` from the event."
+        )
+        cache_size: int = Field(
+            100_000, ge=1, description="Addresses, and networks per database, kept in memory."
+        )
+
+        @field_validator("ip_field", "xff_field", "target")
+        @classmethod
+        def _paths(cls, value: str | None) -> str | None:
+            return None if value is None else validate_path(value)
+
+        @model_validator(mode="after")
+        def _check(self) -> GeoBolt.Config:
+            if self.ip_field is None and self.xff_field is None:
+                raise ValueError("set ip_field, xff_field or both")
+            if self.anonymize_ip and self.drop_ip:
+                raise ValueError(
+                    "anonymize_ip and drop_ip exclude each other: drop_ip already removes the address"
+                )
+            if self.anonymize_ip or self.drop_ip:
+                for name in ("ip_field", "xff_field"):
+                    path = getattr(self, name)
+                    if path and path.split(".")[0] == "meta":
+                        raise ValueError(
+                            f"{name} '{path}' is record metadata: it cannot be anonymized or dropped"
+                        )
+            return self
+
+    def __init__(self, config: Config, context: ComponentContext):
+        super().__init__(config, context)
+        c = config
+        self._get_ip = getter(c.ip_field) if c.ip_field else None
+        self._get_xff = getter(c.xff_field) if c.xff_field else None
+        self._set_target = setter(c.target)
+        self._fields = CITY_FIELDS + (ASN_FIELDS if c.asn_database else ())
+        self._empty = dict.fromkeys(("status", *self._fields))
+        self._status_blocks = {
+            status: {**self._empty, "status": status} for status in (PRIVATE, INVALID, MISSING_IP)
+        }
+        self._rewrites = [
+            (getter(p), setter(p), deleter(p), p == c.xff_field)
+            for p in (c.ip_field, c.xff_field)
+            if p and (c.anonymize_ip or c.drop_ip)
+        ]
+        self._addresses: LRUCache[str, _Resolved] = LRUCache(c.cache_size)
+        self.city: _Database | None = None
+        self.asn: _Database | None = None
+        self.lookups = 0  # reader lookups, for tests and benchmarks
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def setup(self, resources: Resources | None) -> None:
+        c = self.config
+        city_path = self.context.path(c.database) if c.database else bundled_database()
+        self.city = self._open(city_path, "database")
+        if c.asn_database:
+            self.asn = self._open(self.context.path(c.asn_database), "asn_database")
+        if c.database is None:
+            log.warning(
+                "%s: using the bundled %s built %s; set `database:` to a current GeoLite2/GeoIP2 City file",
+                self.id,
+                self.city.type,
+                self.city.built.date(),
+            )
+
+    def _open(self, path: Path, option: str) -> _Database:
+        language = self.config.language
+        convert = (
+            _asn_fields
+            if option == "asn_database"
+            else (lambda record: _city_fields(record, language))
+        )
+        try:
+            return _Database(path, self.config.cache_size, convert)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            raise TopologyError(
+                Problem(
+                    self.context.topology,
+                    0,
+                    0,
+                    f"{self.id}.{option}",
+                    f"cannot open MaxMind DB {path}: {exc}",
+                )
+            ) from exc
+
+    def close(self) -> None:
+        for db in (self.city, self.asn):
+            if db is not None:
+                db.close()
+        self.city = self.asn = None
+
+    # -- batch -------------------------------------------------------------------------------
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        get_ip, get_xff = self._get_ip, self._get_xff
+        # Per event: None (not an object), "" (no address), one address, or a list (XFF chain, then IP).
+        candidates: list[Any] = []
+        unique: dict[str, None] = {}
+        for event in batch:
+            if not isinstance(event.value, dict):
+                candidates.append(None)
+                continue
+            ip = get_ip(event) if get_ip is not None else None
+            if ip.__class__ is not str:
+                ip = "" if ip is MISSING or ip is None else repr(ip)
+            if get_xff is None:
+                candidates.append(ip)
+                unique[ip] = None
+                continue
+            chain = _chain(get_xff(event))
+            if ip:
+                chain.append(ip)
+            candidates.append(chain)
+            for text in chain:
+                unique[text] = None
+        unique.pop("", None)
+
+        resolved = self.resolve(unique)
+
+        blocks, set_target, rewrites, emit = (
+            self._status_blocks,
+            self._set_target,
+            self._rewrites,
+            out.emit,
+        )
+        for event, found in zip(batch, candidates, strict=True):
+            if found is None:
+                out.fail(event, "payload is not a JSON object")
+                continue
+            if found.__class__ is str:  # one address: the usual case
+                r = resolved[found] if found else None
+                block = (
+                    dict(r.block)
+                    if r is not None and r.public
+                    else dict(blocks[r.status if r else MISSING_IP])
+                )
+            else:
+                block = None
+                fallback = MISSING_IP
+                for text in found:
+                    r = resolved[text]
+                    if r.public:
+                        block = dict(r.block)
+                        break
+                    if fallback != PRIVATE:
+                        fallback = r.status
+                if block is None:
+                    block = dict(blocks[fallback])
+            set_target(event, block)
+            if rewrites:
+                self._rewrite(event, resolved)
+            emit(event)
+        return out
+
+    def resolve(self, texts: dict[str, None] | list[str]) -> dict[str, _Resolved]:
+        """The resolution of each address string, from the cache or the databases."""
+        found, missing = self._addresses.get_many(texts)
+        if missing:
+            fresh = {text: self._resolve_one(text) for text in missing}
+            self._addresses.put_many(fresh)
+            found.update(fresh)
+        return found
+
+    def _resolve_one(self, text: str) -> _Resolved:
+        parsed = addresses.parse(text)
+        if parsed is None:
+            return _Resolved(INVALID, self._empty, None)
+        version, n = parsed
+        anonymized = (
+            addresses.to_text(version, addresses.anonymize(version, n))
+            if self.config.anonymize_ip
+            else None
+        )
+        if not addresses.is_public(version, n):
+            return _Resolved(PRIVATE, self._empty, anonymized)
+        block = dict(self._empty)
+        assert self.city is not None, "setup() was not called"
+        city, cached = self.city.lookup(version, n)
+        self.lookups += not cached
+        status = OK if city else NOT_FOUND
+        if city:
+            block.update(city)
+        if self.asn is not None:
+            asn, cached = self.asn.lookup(version, n)
+            self.lookups += not cached
+            if asn:
+                block.update(asn)
+        block["status"] = status
+        return _Resolved(status, block, anonymized)
+
+    def _rewrite(self, event: Event, resolved: dict[str, _Resolved]) -> None:
+        drop = self.config.drop_ip
+        for get, set_, delete, is_chain in self._rewrites:
+            if drop:
+                delete(event)
+                continue
+            value = get(event)
+            if value is MISSING or value is None or value == "":
+                continue
+            if is_chain:
+                texts = _chain(value)
+                kept = [a for a in (resolved[t].anonymized for t in texts) if a]
+                set_(event, kept if isinstance(value, list) else ", ".join(kept))
+            else:
+                text = value if isinstance(value, str) else repr(value)
+                set_(event, resolved[text].anonymized)
+
+
+def _chain(value: Any) -> list[str]:
+    """The addresses of an X-Forwarded-For value, client first."""
+    if isinstance(value, str):
+        return [part for part in (p.strip() for p in value.split(",")) if part]
+    if isinstance(value, list):
+        return [v.strip() if isinstance(v, str) else repr(v) for v in value if v not in (None, "")]
+    return []
+
+
+def _name(obj: dict | None, language: str) -> str | None:
+    if not obj:
+        return None
+    names = obj.get("names")
+    if not names:
+        return None
+    return names.get(language) or names.get("en")
+
+
+def _asn_fields(record: dict) -> dict[str, Any]:
+    return {
+        "asn": record.get("autonomous_system_number"),
+        "as_org": record.get("autonomous_system_organization"),
+    }
+
+
+def _city_fields(record: dict, language: str) -> dict[str, Any]:
+    """The output fields of a GeoIP2 City/Country record (only those it has)."""
+    fields: dict[str, Any] = {}
+    _fill_city(fields, record, language)
+    return fields
+
+
+def _fill_city(block: dict[str, Any], record: dict, language: str) -> None:
+    """Copy the fields of a GeoIP2 City/Country record into the flat output block."""
+    country = record.get("country")
+    if country:
+        block["country_code"] = country.get("iso_code")
+        block["country"] = _name(country, language)
+    subdivisions = record.get("subdivisions")
+    if subdivisions:
+        block["subdivision_code"] = subdivisions[0].get("iso_code")
+        block["subdivision"] = _name(subdivisions[0], language)
+    block["city"] = _name(record.get("city"), language)
+    postal = record.get("postal")
+    if postal:
+        block["postal_code"] = postal.get("code")
+    location = record.get("location")
+    if location:
+        block["latitude"] = location.get("latitude")
+        block["longitude"] = location.get("longitude")
+        block["accuracy_radius"] = location.get("accuracy_radius")
+        block["time_zone"] = location.get("time_zone")
+    continent = record.get("continent")
+    if continent:
+        block["continent_code"] = continent.get("code")
+        block["continent"] = _name(continent, language)

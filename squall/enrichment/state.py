@@ -1,0 +1,303 @@
+"""Push-subscription state of one key (a device token or a user) and the pure function that updates it.
+
+Every update carries a *version*: a string that orders updates by event time, then by the
+record's position in its shard, then by event id, and compares correctly byte by byte (so SQL
+``<`` under a binary collation and a Redis script agree with Python). ``apply`` ignores an update
+whose version is not newer than the state's: a replayed record, or one older than what is
+already applied, changes nothing. So re-delivering any prefix of a stream leaves the same state.
+
+Events are enriched with the state *as of* each event: the state after the updates before it in
+the stream. So that a re-delivered event (say, a sink failed after this state was saved) sees
+what its first delivery saw, a state remembers where in its shard the update that made it was
+(``position``) and the few states before it (``previous``); ``play`` looks a re-delivered event's
+position up in that history.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+#: Where a record was read: shard id, sequence number, sub-sequence number.
+Position = tuple[str, int, int]
+
+
+class Action(StrEnum):
+    REGISTER = "register"
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+class Status(StrEnum):
+    UNKNOWN = "unknown"  # never seen (or no key)
+    REGISTERED = "registered"
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionState:
+    """The state of one key. ``version`` is that of the last applied update ("" when none)."""
+
+    status: Status = Status.UNKNOWN
+    subscribed: bool = False
+    topics: tuple[str, ...] = ()  # sorted, distinct
+    registered_at: int | None = None  # epoch milliseconds of the first registration
+    changed_at: int | None = None  # epoch milliseconds of the last applied update
+    version: str = ""
+    event_id: str = ""
+    position: Position | None = None  # where the update that made this state was read
+    # The states before this one, oldest first, each encoded by ``encode`` (decoded only when a
+    # re-delivery needs them); not part of equality.
+    history: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def previous(self) -> tuple[SubscriptionState, ...]:
+        """The remembered states before this one, oldest first."""
+        return tuple(decode(h) for h in self.history)
+
+    def block(self) -> dict[str, Any]:
+        """The enrichment block of an event that sees this state."""
+        return {
+            "status": str(self.status),
+            "subscribed": self.subscribed,
+            "topics": list(self.topics),
+            "registered_at": format_time(self.registered_at),
+            "last_change_at": format_time(self.changed_at),
+        }
+
+
+UNKNOWN_STATE = SubscriptionState()
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A state-changing event: what to do, when, and its version."""
+
+    action: Action
+    time_ms: int
+    version: str
+    event_id: str
+    topics: tuple[str, ...] | None = None  # None or empty: no topics given
+    position: Position | None = None
+
+
+def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
+    """The state after ``update``; ``state`` itself when the update is not newer than the state.
+
+    - register: first registration sets ``registered_at``; an unknown key becomes "registered".
+    - subscribe: opts in (``subscribed``, "subscribed") and adds the topics given, if any.
+    - unsubscribe without topics: opts out of everything ("unsubscribed", no topics).
+    - unsubscribe with topics: removes them; removing the last topic opts out. A key subscribed
+      without topics stays subscribed when asked to leave topics it does not have.
+    """
+    if update.version <= state.version:
+        return state
+    status, subscribed, registered_at = state.status, state.subscribed, state.registered_at
+    topics = state.topics
+    action = update.action
+    if action is Action.REGISTER:
+        if registered_at is None:
+            registered_at = update.time_ms
+        if status is Status.UNKNOWN:
+            status = Status.REGISTERED
+    elif action is Action.SUBSCRIBE:
+        if update.topics:
+            topics = tuple(sorted(set(topics).union(update.topics)))
+        subscribed, status = True, Status.SUBSCRIBED
+    else:
+        if update.topics:
+            remaining = tuple(t for t in topics if t not in update.topics)
+            if topics and not remaining:
+                subscribed, status = False, Status.UNSUBSCRIBED
+            topics = remaining
+        else:
+            topics, subscribed, status = (), False, Status.UNSUBSCRIBED
+        if status is Status.UNKNOWN:
+            status = Status.UNSUBSCRIBED
+    return SubscriptionState(
+        status,
+        subscribed,
+        topics,
+        registered_at,
+        update.time_ms,
+        update.version,
+        update.event_id,
+        update.position,
+    )
+
+
+def encode(state: SubscriptionState) -> str:
+    """One state (without its history) as compact JSON text, for a state's history."""
+    p = state.position
+    return orjson.dumps(
+        [
+            str(state.status),
+            state.subscribed,
+            state.topics,
+            state.registered_at,
+            state.changed_at,
+            state.version,
+            state.event_id,
+            None if p is None else [p[0], str(p[1]), p[2]],
+        ]
+    ).decode()
+
+
+def decode(text: str) -> SubscriptionState:
+    status, subscribed, topics, registered_at, changed_at, version_, event_id, p = orjson.loads(
+        text
+    )
+    position = None if p is None else (p[0], int(p[1]), p[2])
+    return SubscriptionState(
+        Status(status),
+        subscribed,
+        tuple(topics),
+        registered_at,
+        changed_at,
+        version_,
+        event_id,
+        position,
+    )
+
+
+def advance(state: SubscriptionState, update: Update, keep: int) -> SubscriptionState:
+    """``apply``, remembering up to ``keep`` earlier states in the ``history`` of the result."""
+    new = apply(state, update)
+    if new is state or keep <= 0:
+        return new
+    history = (*state.history, encode(state))[-keep:]
+    return SubscriptionState(
+        new.status,
+        new.subscribed,
+        new.topics,
+        new.registered_at,
+        new.changed_at,
+        new.version,
+        new.event_id,
+        new.position,
+        history,
+    )
+
+
+def play(
+    state: SubscriptionState, events: list[tuple[Position | None, Update | None]], keep: int
+) -> tuple[SubscriptionState, list[SubscriptionState]]:
+    """Run one key's events of a batch in order: ``(position, update)``, update None for a read.
+
+    Returns the key's new state and the state each event sees. A newer update is applied and
+    its event sees the result. Any other event sees the state as of its position: the latest
+    state if it comes after the update that made it (in the same shard), else — a re-delivery —
+    the remembered state made by the last update at or before its position. Positions in other
+    shards do not compare: such events see the latest state.
+    """
+    applied = [state]  # states of this call; the history before them is decoded only when needed
+    chain: list[SubscriptionState] | None = None
+    latest = state
+    seen = []
+    for position, update in events:
+        if update is not None and update.version > latest.version:
+            latest = advance(latest, update, keep)
+            applied.append(latest)  # a record repeated within the batch finds it too
+            seen.append(latest)
+            continue
+        made = latest.position
+        if position is None or made is None or position[0] != made[0] or position > made:
+            seen.append(latest)  # the usual case: an event after the latest update
+            continue
+        if chain is None:
+            chain = [*state.previous, *applied]
+        else:
+            chain.extend(applied[len(chain) - len(state.history) :])
+        seen.append(_as_of(chain, position))
+    return latest, seen
+
+
+def _as_of(chain: list[SubscriptionState], position: Position) -> SubscriptionState:
+    """The state as of an earlier ``position``: made by the last update at or before it."""
+    for state in reversed(chain):
+        at = state.position
+        if at is None or at[0] != position[0] or at <= position:
+            return state  # the state before all updates, from another shard, or as of the position
+    return chain[0]  # history too short: the oldest remembered state
+
+
+def position_of(shard_id: str, sequence_number: str, sub_sequence_number: int) -> Position | None:
+    """The position of a record, when its sequence number is a number (Kinesis, files)."""
+    return (
+        (shard_id, int(sequence_number), sub_sequence_number) if sequence_number.isdigit() else None
+    )
+
+
+def version(time_ms: int, sequence_number: str, sub_sequence_number: int, event_id: str) -> str:
+    """The order of an update as a string: event time, shard position, event id.
+
+    Fixed-width digits for the time and sub-sequence; the (arbitrarily long) Kinesis sequence
+    number is prefixed by its length, so longer numbers sort after shorter ones.
+    """
+    seq = sequence_number.lstrip("0") if sequence_number.isdigit() else ""
+    return f"{time_ms:015d}.{len(seq):03d}{seq}.{sub_sequence_number:010d}.{event_id}"
+
+
+# Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
+_MS_THRESHOLD = 100_000_000_000
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+def parse_time(value: Any) -> int:
+    """Epoch milliseconds of an event time: ISO-8601 text (UTC if no offset), or epoch seconds or ms.
+
+    Raises ``ValueError`` with a reason for anything else, including times before 1970.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a time: {value!r}")
+        ms = int(round(value if value >= _MS_THRESHOLD else value * 1000))
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = (dt - _EPOCH) // _ONE_MS
+        if ms < 0:
+            raise ValueError(f"time before 1970: {value!r}")
+    else:
+        raise ValueError(f"not a time: {type(value).__name__}")
+    if ms > _MAX_MS:
+        raise ValueError(f"time after the year 9999: {value!r}")
+    return ms
+
+
+def format_time(ms: int | None) -> str | None:
+    """ISO-8601 UTC text with milliseconds, e.g. ``2024-05-01T12:00:00.000Z``."""
+    if ms is None:
+        return None
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
+
+
+def parse_topics(value: Any) -> tuple[str, ...] | None:
+    """Topics of an event: a list of strings, or one string. None when absent or empty."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError("topics must be a string or a list of strings")
+    topics = tuple(sorted({t.strip() for t in value if t.strip()}))
+    return topics or None

@@ -1,0 +1,367 @@
+"""Where subscription states live: Redis hashes, a SQL table, or a SQL table behind a Redis cache.
+
+Every store is used the same way, once per batch: ``load(keys)`` (one Redis pipeline, or one
+SELECT per 500 keys), then ``save(changed)`` (one transaction, one pipeline). Writes are guarded
+by the state's version in the database itself — a SQL upsert with ``WHERE old.version <
+new.version``, a Redis script comparing bytes — so an older or replayed update never overwrites a
+newer state, even with two writers. A dependency failure becomes ``TransientError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import orjson
+import redis
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from squall.enrichment.state import Position, Status, SubscriptionState
+from squall.errors import TransientError
+
+#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+#: SQLAlchemy errors that may pass: connection problems, lock/serialization conflicts, pool timeouts.
+SQL_TRANSIENT: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,
+    sa.exc.InterfaceError,
+)
+
+_STATUS = {str(s): s for s in Status}
+SELECT_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's bound-parameter limit
+MAX_KEY_LENGTH = 512  # the key column; the bolt rejects longer keys
+UPSERT_DIALECTS = ("sqlite", "postgresql")
+
+
+class StateStore(Protocol):
+    """Subscription states by key. ``load`` then ``save``, once per batch, from one thread."""
+
+    def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
+        """The stored state of each key that has one."""
+        ...
+
+    def save(self, changed: dict[str, SubscriptionState]) -> None:
+        """Store new states, never replacing a state with a newer version."""
+        ...
+
+
+@contextmanager
+def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    try:
+        yield
+    except errors as exc:
+        # The driver's message names the host and port, never the password.
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+# KEYS[1]: the hash. ARGV[1]: version ("" marks a key known to be absent from the SQL store),
+# ARGV[2]: TTL in seconds (0: none), ARGV[3..]: field, value pairs.
+# Versions are compared byte by byte: Lua's `<` on strings follows the server's locale.
+_GUARDED_WRITE = """
+local function newer(a, b)
+  if a == b then return false end
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local v = ARGV[1]
+if v == '' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'absent', '1')
+else
+  local cur = redis.call('HGET', KEYS[1], 'version')
+  if cur and not newer(v, cur) then return 0 end
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'version', v, unpack(ARGV, 3))
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
+ABSENT: Any = object()  # a cached "the SQL store has no state for this key"
+
+
+def position_to_text(position: Position | None) -> str:
+    """``shard/sequence/sub-sequence`` ("" when unknown)."""
+    return "" if position is None else f"{position[0]}/{position[1]}/{position[2]}"
+
+
+def position_from_text(text: str | None) -> Position | None:
+    if not text:
+        return None
+    shard, seq, sub = text.rsplit("/", 2)
+    return shard, int(seq), int(sub)
+
+
+def history_to_text(state: SubscriptionState) -> str:
+    """A state's history as stored: its encoded states, one per line (JSON escapes newlines)."""
+    return "\n".join(state.history)
+
+
+def history_from_text(text: str | None) -> tuple[str, ...]:
+    return tuple(text.split("\n")) if text else ()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _from_hash(h: dict) -> SubscriptionState | None:
+    if not h:
+        return None
+    h = {_text(k): _text(v) for k, v in h.items()}
+    if "version" not in h:
+        return ABSENT
+    return SubscriptionState(
+        status=Status(h["status"]),
+        subscribed=h["subscribed"] == "1",
+        topics=tuple(json.loads(h["topics"])),
+        registered_at=int(h["registered_at"]) if h.get("registered_at") else None,
+        changed_at=int(h["changed_at"]) if h.get("changed_at") else None,
+        version=h["version"],
+        event_id=h.get("event_id", ""),
+        position=position_from_text(h.get("position")),
+        history=history_from_text(h.get("history")),
+    )
+
+
+def _to_fields(state: SubscriptionState) -> list[str]:
+    return [
+        "status",
+        str(state.status),
+        "subscribed",
+        "1" if state.subscribed else "0",
+        "topics",
+        json.dumps(list(state.topics)),
+        "registered_at",
+        "" if state.registered_at is None else str(state.registered_at),
+        "changed_at",
+        "" if state.changed_at is None else str(state.changed_at),
+        "event_id",
+        state.event_id,
+        "position",
+        position_to_text(state.position),
+        "history",
+        history_to_text(state),
+    ]
+
+
+class RedisStateStore:
+    """States as Redis hashes named ``<prefix><key>``; with ``ttl``, a cache that forgets."""
+
+    def __init__(
+        self, client: redis.Redis, prefix: str = "squall:subscription:", ttl: int | None = None
+    ):
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl or 0
+        self._write = client.register_script(_GUARDED_WRITE)
+
+    def read(self, keys: list[str]) -> dict[str, SubscriptionState | Any]:
+        """Cached entries: a state, or ``ABSENT``; keys Redis knows nothing about are left out."""
+        if not keys:
+            return {}
+        with _transient("redis read", REDIS_TRANSIENT):
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(self.prefix + key)
+            replies = pipe.execute()
+        found = {}
+        for key, reply in zip(keys, replies, strict=True):
+            state = _from_hash(reply)
+            if state is not None:
+                found[key] = state
+        return found
+
+    def write(self, states: dict[str, SubscriptionState | Any], forget: Iterable[str] = ()) -> None:
+        """Store states (or ``ABSENT`` markers) where not older than Redis's; delete ``forget``."""
+        forget = list(forget)
+        if not states and not forget:
+            return
+        with _transient("redis write", REDIS_TRANSIENT):
+            pipe = self.client.pipeline(transaction=False)
+            for key, state in states.items():
+                if state is ABSENT:
+                    self._write(keys=[self.prefix + key], args=["", self.ttl], client=pipe)
+                else:
+                    args = [state.version, self.ttl, *_to_fields(state)]
+                    self._write(keys=[self.prefix + key], args=args, client=pipe)
+            for key in forget:
+                pipe.delete(self.prefix + key)
+            pipe.execute()
+
+    def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
+        return {k: s for k, s in self.read(keys).items() if s is not ABSENT}
+
+    def save(self, changed: dict[str, SubscriptionState]) -> None:
+        self.write(changed)
+
+
+# -- SQL --------------------------------------------------------------------------------------
+
+
+def subscriptions_table(name: str, metadata: sa.MetaData | None = None) -> sa.Table:
+    """The SQL table of subscription states. Times are epoch milliseconds (UTC)."""
+    # Versions compare byte by byte: PostgreSQL needs the "C" collation for that.
+    version_type = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+    return sa.Table(
+        name,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column("key", sa.String(MAX_KEY_LENGTH), primary_key=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("subscribed", sa.Boolean, nullable=False),
+        sa.Column("topics", sa.Text, nullable=False),  # a JSON array of strings
+        sa.Column("registered_at_ms", sa.BigInteger),
+        sa.Column("changed_at_ms", sa.BigInteger),
+        sa.Column("version", version_type, nullable=False),
+        sa.Column("event_id", sa.Text, nullable=False),
+        sa.Column(
+            "position", sa.Text, nullable=False
+        ),  # shard/sequence/sub-sequence of the last update
+        sa.Column("history", sa.Text, nullable=False),  # earlier states, for re-deliveries (JSON)
+    )
+
+
+class SqlStateStore:
+    """States in a SQL table (SQLite or PostgreSQL), created if missing on first use."""
+
+    def __init__(self, engine: sa.Engine, table: str = "squall_subscriptions"):
+        dialect = engine.dialect.name
+        if dialect not in UPSERT_DIALECTS:
+            raise ValueError(f"the subscription store needs SQLite or PostgreSQL, not {dialect}")
+        self.engine = engine
+        self.table = subscriptions_table(table)
+        self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        self._created = False
+
+    def _ensure_table(self) -> None:
+        if not self._created:
+            self.table.create(self.engine, checkfirst=True)
+            self._created = True
+
+    def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
+        if not keys:
+            return {}
+        t = self.table
+        found: dict[str, SubscriptionState] = {}
+        with _transient("state store read", SQL_TRANSIENT):
+            self._ensure_table()
+            with self.engine.connect() as conn:
+                for i in range(0, len(keys), SELECT_CHUNK):
+                    query = sa.select(*t.columns).where(t.c.key.in_(keys[i : i + SELECT_CHUNK]))
+                    for (
+                        key,
+                        status,
+                        subscribed,
+                        topics,
+                        reg,
+                        changed,
+                        version,
+                        event_id,
+                        position,
+                        history,
+                    ) in conn.execute(query):
+                        found[key] = SubscriptionState(
+                            _STATUS[status],
+                            bool(subscribed),
+                            tuple(orjson.loads(topics)),
+                            reg,
+                            changed,
+                            version,
+                            event_id,
+                            position_from_text(position),
+                            history_from_text(history),
+                        )
+        return found
+
+    def save(self, changed: dict[str, SubscriptionState], *, report: bool = False) -> set[str]:
+        """Upsert in one transaction, never over a newer version.
+
+        With ``report``, returns the keys whose row was written (RETURNING costs a little).
+        """
+        if not changed:
+            return set()
+        t = self.table
+        rows = [
+            {
+                "key": key,
+                "status": str(s.status),
+                "subscribed": s.subscribed,
+                "topics": orjson.dumps(s.topics).decode(),
+                "registered_at_ms": s.registered_at,
+                "changed_at_ms": s.changed_at,
+                "version": s.version,
+                "event_id": s.event_id,
+                "position": position_to_text(s.position),
+                "history": history_to_text(s),
+            }
+            for key, s in changed.items()
+        ]
+        stmt = self._insert(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.key],
+            set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name != "key"},
+            where=t.c.version < stmt.excluded.version,
+        )
+        with _transient("state store write", SQL_TRANSIENT):
+            self._ensure_table()
+            with self.engine.begin() as conn:
+                if report:
+                    return set(conn.execute(stmt.returning(t.c.key), rows).scalars())
+                conn.execute(stmt, rows)
+        return set()
+
+
+# -- SQL behind a Redis cache -------------------------------------------------------------------
+
+
+class CachedStateStore:
+    """A SQL store with Redis in front: read-through (a miss populates Redis with a TTL) and write-through.
+
+    Keys the SQL store does not know are cached as absent, so anonymous or new keys do not hit
+    SQL every batch. Populating and writing through share one pipeline, after the SQL commit.
+    """
+
+    def __init__(self, cache: RedisStateStore, store: SqlStateStore):
+        self.cache = cache
+        self.store = store
+        self._fill: dict[str, SubscriptionState | Any] = {}
+
+    def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
+        cached = self.cache.read(keys)
+        misses = [k for k in keys if k not in cached]
+        from_sql = self.store.load(misses) if misses else {}
+        self._fill = {k: from_sql.get(k, ABSENT) for k in misses}
+        states = {k: s for k, s in cached.items() if s is not ABSENT}
+        states.update(from_sql)
+        return states
+
+    def save(self, changed: dict[str, SubscriptionState]) -> None:
+        written = self.store.save(changed, report=True)
+        fill, self._fill = self._fill, {}
+        for key, state in changed.items():
+            if key in written:
+                fill[key] = state
+            else:
+                fill.pop(key, None)
+        # A change SQL refused means another writer stored a newer state: forget the cached one.
+        self.cache.write(fill, forget=[k for k in changed if k not in written])

@@ -1,0 +1,258 @@
+"""The subscription bolt: keeps push-subscription state per key and adds it to every event.
+
+``register`` / ``subscribe`` / ``unsubscribe`` events (the mapping from event types is
+configurable) update the state of their key; every event with a key is enriched with the state
+as of that event. Per batch: the states of the batch's keys are loaded at once, updates are
+applied in batch (sequence) order with the pure ``state.apply``, changed states are saved in one
+transaction / pipeline, and only then are events changed — a store failure raises
+``TransientError`` with every event untouched, so the engine can retry the batch.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig, ComponentContext
+from squall.enrichment.state import (
+    UNKNOWN_STATE,
+    Action,
+    Position,
+    SubscriptionState,
+    Update,
+    parse_time,
+    parse_topics,
+    play,
+    position_of,
+    version,
+)
+from squall.enrichment.stores import (
+    MAX_KEY_LENGTH,
+    CachedStateStore,
+    RedisStateStore,
+    SqlStateStore,
+    StateStore,
+)
+from squall.errors import Problem, SquallError, TopologyError
+from squall.event import Event
+from squall.paths import MISSING, getter, setter, validate_path
+
+if TYPE_CHECKING:
+    from squall.topology.resources import Resources
+
+TOO_LONG: Any = type("TooLong", (), {"__repr__": lambda self: "TOO_LONG"})()
+
+DEFAULT_ACTIONS = {
+    "register": Action.REGISTER,
+    "subscribe": Action.SUBSCRIBE,
+    "unsubscribe": Action.UNSUBSCRIBE,
+}
+
+
+class SubscriptionBolt(Bolt):
+    """Tracks register/subscribe/unsubscribe per key in Redis or SQL and enriches events with it."""
+
+    summary: ClassVar[str] = (
+        "Keeps push-subscription state per device token (Redis and/or SQL) and adds it to events."
+    )
+
+    class Config(ComponentConfig):
+        store: str = Field(
+            description="Resource holding the states: a SQL database (sqlite/postgresql URL) or Redis (redis URL)."
+        )
+        cache: str | None = Field(
+            None,
+            description="Redis resource in front of a SQL `store`: read-through and write-through, with `cache_ttl`.",
+        )
+        cache_ttl: int = Field(
+            3600, ge=1, description="Seconds a state stays in the Redis `cache`."
+        )
+        key: str = Field(
+            "device_token",
+            description="Dotted path of the key whose state is kept (a device token, a user id).",
+        )
+        type_field: str = Field("event_type", description="Dotted path of the event type.")
+        actions: dict[str, Action] = Field(
+            default_factory=lambda: dict(DEFAULT_ACTIONS),
+            description="Event type → action (register, subscribe, unsubscribe). Other types only read the state.",
+        )
+        topics_field: str = Field(
+            "topics", description="Dotted path of the topics (a string or a list of strings)."
+        )
+        time_field: str | None = Field(
+            "timestamp",
+            description="Dotted path of the event time (ISO-8601, or epoch seconds or milliseconds). "
+            "Null: the record's Kinesis arrival time.",
+        )
+        target: str = Field(
+            "subscription", description="Dotted path where the subscription block is written."
+        )
+        table: str = Field(
+            "squall_subscriptions", description="SQL table of the states (created if missing)."
+        )
+        history: int = Field(
+            4,
+            ge=0,
+            description="Earlier states remembered per key, so that a re-delivered event is enriched as on its "
+            "first delivery (0: re-deliveries see the latest state).",
+        )
+        key_prefix: str = Field(
+            "squall:subscription:", description="Prefix of the Redis hash names."
+        )
+
+        @field_validator("key", "type_field", "topics_field", "time_field", "target")
+        @classmethod
+        def _paths(cls, value: str | None) -> str | None:
+            return None if value is None else validate_path(value)
+
+        @model_validator(mode="after")
+        def _check(self) -> SubscriptionBolt.Config:
+            if not self.actions:
+                raise ValueError(
+                    "actions: map at least one event type to register, subscribe or unsubscribe"
+                )
+            if self.cache is not None and self.cache == self.store:
+                raise ValueError("cache must be a different resource than store")
+            return self
+
+    def __init__(self, config: Config, context: ComponentContext):
+        super().__init__(config, context)
+        c = config
+        self._get_key = getter(c.key)
+        self._get_type = getter(c.type_field)
+        self._get_topics = getter(c.topics_field)
+        self._get_time = getter(c.time_field) if c.time_field else None
+        self._set_target = setter(c.target)
+        self._actions = dict(c.actions)
+        self.store: StateStore | None = None
+
+    def setup(self, resources: Resources) -> None:
+        c = self.config
+        try:
+            kind = resources.kind(c.store)
+            if kind == "redis":
+                if c.cache is not None:
+                    raise ValueError("`cache` needs a SQL `store`: Redis is already the store")
+                self.store = RedisStateStore(resources.redis(c.store), c.key_prefix)
+            elif kind == "sql":
+                sql = SqlStateStore(resources.sql(c.store), c.table)
+                if c.cache is None:
+                    self.store = sql
+                else:
+                    if resources.kind(c.cache) != "redis":
+                        raise ValueError(f"cache resource '{c.cache}' is not Redis")
+                    cache = RedisStateStore(resources.redis(c.cache), c.key_prefix, ttl=c.cache_ttl)
+                    self.store = CachedStateStore(cache, sql)
+            else:
+                raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
+        except (SquallError, ValueError) as exc:
+            raise TopologyError(
+                Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))
+            ) from exc
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        updates: list[Update | None] = [None] * len(batch)
+        failures: dict[int, str] = {}
+        by_key: dict[str, list[int]] = {}  # key -> indexes of its events, in batch order
+        get_key, get_type, actions = self._get_key, self._get_type, self._actions
+        for i, event in enumerate(batch):
+            if not isinstance(event.value, dict):
+                failures[i] = "payload is not a JSON object"
+                continue
+            key = get_key(event)
+            key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
+            if key is not None and len(key) > MAX_KEY_LENGTH:
+                key = TOO_LONG
+            kind = get_type(event)
+            action = actions.get(kind) if kind.__class__ is str else None
+            if action is not None:
+                update = self._update(event, kind, action, key)
+                if update.__class__ is str:
+                    failures[i] = update
+                    continue
+                updates[i] = update
+            if key is not None and key is not TOO_LONG:
+                indexes = by_key.get(key)
+                if indexes is None:
+                    by_key[key] = [i]
+                else:
+                    indexes.append(i)
+
+        # Load, apply, save: any store failure raises here, before an event is touched.
+        seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
+        if by_key:
+            assert self.store is not None, "setup() was not called"
+            loaded = self.store.load(list(by_key))
+            changed: dict[str, SubscriptionState] = {}
+            keep = self.config.history
+            for key, indexes in by_key.items():
+                before = loaded.get(key, UNKNOWN_STATE)
+                after, states = play(
+                    before, [(_position(batch[i]), updates[i]) for i in indexes], keep
+                )
+                if after is not before:
+                    changed[key] = after
+                for i, state in zip(indexes, states, strict=True):
+                    seen[i] = state
+            if changed:
+                self.store.save(changed)
+
+        blocks: dict[int, dict[str, Any]] = {}
+        set_target, emit = self._set_target, out.emit
+        for i, (event, state) in enumerate(zip(batch, seen, strict=True)):
+            if i in failures:
+                out.fail(event, failures[i])
+                continue
+            block = blocks.get(id(state))
+            if block is None:
+                block = blocks[id(state)] = state.block()
+            set_target(event, {**block, "topics": list(block["topics"])})
+            emit(event)
+        return out
+
+    def _update(self, event: Event, kind: str, action: Action, key: str | None) -> Update | str:
+        """The update a state-changing event carries, or why it is rejected."""
+        c = self.config
+        if key is None:
+            return f"{kind} event without a usable '{c.key}'"
+        if key is TOO_LONG:
+            return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
+        try:
+            if self._get_time is None:
+                arrival = event.meta.arrival_time
+                if arrival is None:
+                    raise ValueError("the record has no arrival time")
+                if arrival.tzinfo is None:
+                    arrival = arrival.replace(tzinfo=UTC)
+                time_ms = parse_time(arrival.isoformat())
+            else:
+                value = self._get_time(event)
+                if value is MISSING:
+                    raise ValueError("missing")
+                time_ms = parse_time(value)
+        except ValueError as exc:
+            return f"{kind} event with a bad '{c.time_field or 'arrival time'}': {exc}"
+        try:
+            topics_value = self._get_topics(event)
+            topics = parse_topics(None if topics_value is MISSING else topics_value)
+        except ValueError as exc:
+            return f"{kind} event with bad '{c.topics_field}': {exc}"
+        meta = event.meta
+        v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, event.event_id)
+        return Update(action, time_ms, v, event.event_id, topics, _position(event))
+
+
+def _scalar_key(value: Any) -> str | None:
+    """An integer key as text; missing, null, booleans and containers give no key."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _position(event: Event) -> Position | None:
+    meta = event.meta
+    return position_of(meta.shard_id, meta.sequence_number, meta.sub_sequence_number)

@@ -1,0 +1,430 @@
+"""The device bolt on real user-agent strings from several vendors."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from squall.component import ComponentContext
+from squall.enrichment.device import FIELDS, DeviceBolt, classify
+
+from .support import make_batch, make_event
+
+# (name, user agent, device class, browser, os, device)
+REAL_USER_AGENTS = [
+    (
+        "chrome-windows",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        "desktop",
+        "Chrome",
+        "Windows",
+        "Other",
+    ),
+    (
+        "edge-windows",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36 Edg/124.0.2478.51",
+        "desktop",
+        "Edge",
+        "Windows",
+        "Other",
+    ),
+    (
+        "safari-macos",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
+        "desktop",
+        "Safari",
+        "Mac OS X",
+        "Mac",
+    ),
+    (
+        "firefox-ubuntu",
+        "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        "desktop",
+        "Firefox",
+        "Ubuntu",
+        "Other",
+    ),
+    (
+        "firefox-linux",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+        "desktop",
+        "Firefox",
+        "Linux",
+        "Other",
+    ),
+    (
+        "chrome-chromeos",
+        "Mozilla/5.0 (X11; CrOS x86_64 14541.0.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        "desktop",
+        "Chrome",
+        "Chrome OS",
+        "Other",
+    ),
+    (
+        "safari-iphone",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Mobile/15E148 Safari/604.1",
+        "mobile",
+        "Mobile Safari",
+        "iOS",
+        "iPhone",
+    ),
+    (
+        "chrome-pixel",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.113 Mobile Safari/537.36",
+        "mobile",
+        "Chrome Mobile",
+        "Android",
+        "Pixel 8",
+    ),
+    (
+        "samsung-internet-galaxy-s23",
+        "Mozilla/5.0 (Linux; Android 13; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
+        "mobile",
+        "Samsung Internet",
+        "Android",
+        "Samsung SM-S918B",
+    ),
+    (
+        "chrome-android-reduced-ua",
+        "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36",
+        "mobile",
+        "Chrome Mobile",
+        "Android",
+        "K",
+    ),
+    (
+        "firefox-android-phone",
+        "Mozilla/5.0 (Android 13; Mobile; rv:125.0) Gecko/125.0 Firefox/125.0",
+        "mobile",
+        "Firefox Mobile",
+        "Android",
+        "Generic Smartphone",
+    ),
+    (
+        "app-ios-webview",
+        "PiStats/3.2.1 (iPhone; iOS 17.4; Scale/3.00)",
+        "mobile",
+        "Mobile Safari UI/WKWebView",
+        "iOS",
+        "iPhone",
+    ),
+    (
+        "app-android-dalvik",
+        "Dalvik/2.1.0 (Linux; U; Android 13; SM-G991B Build/TP1A.220624.014)",
+        "mobile",
+        "Android",
+        "Android",
+        "Samsung SM-G991B",
+    ),
+    (
+        "edge-windows-phone",
+        "Mozilla/5.0 (Windows Phone 10.0; Android 6.0.1; Microsoft; Lumia 950) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/52.0.2743.116 Mobile Safari/537.36 Edge/15.15063",
+        "mobile",
+        "Edge Mobile",
+        "Windows Phone",
+        "Lumia 950",
+    ),
+    (
+        "opera-mini-symbian",
+        "Opera/9.80 (J2ME/MIDP; Opera Mini/9.80 (S60; SymbOS; Opera Mobi/23.348; U; en) Presto/2.5.25 Version/10.54",
+        "mobile",
+        "Opera Mini",
+        "Symbian OS",
+        "Generic Smartphone",
+    ),
+    (
+        "safari-ipad",
+        "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1",
+        "tablet",
+        "Mobile Safari",
+        "iOS",
+        "iPad",
+    ),
+    (
+        "chrome-galaxy-tab-s9",
+        "Mozilla/5.0 (Linux; Android 13; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        "tablet",
+        "Chrome",
+        "Android",
+        "SM-X710",
+    ),
+    (
+        "chrome-galaxy-tab-s7",
+        "Mozilla/5.0 (Linux; Android 11; SM-T870) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/110.0.0.0 Safari/537.36",
+        "tablet",
+        "Chrome",
+        "Android",
+        "SM-T870",
+    ),
+    (
+        "silk-kindle-fire",
+        "Mozilla/5.0 (Linux; Android 9; KFMAWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/124.2.6 like Chrome/124.0.6367.179 Safari/537.36",
+        "tablet",
+        "Amazon Silk",
+        "Android",
+        "Kindle",
+    ),
+    (
+        "kindle-e-reader",
+        "Mozilla/5.0 (Linux; U; en-US) AppleWebKit/528.5+ (KHTML, like Gecko, Safari/528.5+) Version/4.0 Kindle/3.0 (screen 600x800; rotate)",
+        "tablet",
+        "Kindle",
+        "Kindle",
+        "Kindle",
+    ),
+    (
+        "chrome-nexus-7",
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 7 Build/MOB30X) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/60.0.3112.107 Safari/537.36",
+        "tablet",
+        "Chrome",
+        "Android",
+        "Asus Nexus 7",
+    ),
+    (
+        "firefox-android-tablet",
+        "Mozilla/5.0 (Android 13; Tablet; rv:125.0) Gecko/125.0 Firefox/125.0",
+        "tablet",
+        "Firefox Mobile",
+        "Android",
+        "Generic Tablet",
+    ),
+    (
+        "googlebot",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "bot",
+        "Googlebot",
+        "Other",
+        "Spider",
+    ),
+    (
+        "googlebot-smartphone",
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.118 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "bot",
+        "Googlebot",
+        "Android",
+        "Spider",
+    ),
+    (
+        "bingbot",
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "bot",
+        "bingbot",
+        "Other",
+        "Spider",
+    ),
+    (
+        "yandexbot",
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "bot",
+        "YandexBot",
+        "Other",
+        "Spider",
+    ),
+    (
+        "facebook-crawler",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "bot",
+        "FacebookBot",
+        "Other",
+        "Spider",
+    ),
+    (
+        "gptbot",
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.0; +https://openai.com/gptbot)",
+        "bot",
+        "GPTBot",
+        "Other",
+        "Spider",
+    ),
+    ("curl", "curl/8.5.0", "bot", "curl", "Other", "Other"),
+    ("wget", "Wget/1.21.4", "bot", "Wget", "Other", "Other"),
+    ("python-requests", "python-requests/2.31.0", "bot", "Python Requests", "Other", "Other"),
+    ("go-http-client", "Go-http-client/1.1", "bot", "Go-http-client", "Other", "Other"),
+    (
+        "headless-chrome",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.0.0 Safari/537.36",
+        "bot",
+        "HeadlessChrome",
+        "Linux",
+        "Other",
+    ),
+    (
+        "playstation-5",
+        "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+        "other",
+        None,
+        "Other",
+        "PlayStation 5",
+    ),
+    (
+        "samsung-smart-tv",
+        "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+        "other",
+        "Samsung Internet",
+        "Tizen",
+        "Samsung SMART-TV",
+    ),
+    ("okhttp-app-client", "okhttp/4.12.0", "other", "okhttp", "Other", "Other"),
+    ("unparseable", "xyz", "other", "Other", "Other", "Other"),
+]
+
+
+@pytest.fixture(scope="module")
+def bolt() -> DeviceBolt:
+    b = DeviceBolt(DeviceBolt.Config(id="device", type="device"), ComponentContext("test"))
+    b.setup(None)
+    return b
+
+
+@pytest.mark.parametrize(
+    ("name", "ua", "device_class", "browser", "os", "device"),
+    REAL_USER_AGENTS,
+    ids=[row[0] for row in REAL_USER_AGENTS],
+)
+def test_real_user_agents(bolt, name, ua, device_class, browser, os, device):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    block = event.value["device"]
+    assert block["device_class"] == device_class
+    assert block["is_bot"] is (device_class == "bot")
+    if browser is not None:
+        assert block["browser"] == browser
+    assert (block["os"], block["device"]) == (os, device)
+
+
+def test_versions_brand_and_model(bolt):
+    ua = REAL_USER_AGENTS[6][1]  # iPhone
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"] == {
+        "browser": "Mobile Safari",
+        "browser_version": "17.4.1",
+        "os": "iOS",
+        "os_version": "17.4.1",
+        "device": "iPhone",
+        "device_brand": "Apple",
+        "device_model": "iPhone",
+        "device_class": "mobile",
+        "is_bot": False,
+    }
+
+
+def test_every_block_has_the_same_keys(bolt):
+    out = bolt.process(
+        make_batch([{"user_agent": REAL_USER_AGENTS[0][1]}, {"user_agent": None}, {}])
+    )
+    assert [tuple(e.value["device"]) for e in out.streams["default"]] == [FIELDS] * 3
+
+
+@pytest.mark.parametrize("value", [None, "", "   ", 42, ["ua"], "MISSING"])
+def test_missing_or_empty_user_agent_gives_unknown_values(bolt, value):
+    payload = {} if value == "MISSING" else {"user_agent": value}
+    out = bolt.process([make_event(payload)])
+    assert not out.streams.get("error")
+    block = out.streams["default"][0].value["device"]
+    assert block["device_class"] == "unknown"
+    assert (block["browser"], block["os"], block["device"]) == ("unknown", "unknown", "unknown")
+    assert block["is_bot"] is False
+
+
+def test_each_distinct_user_agent_is_parsed_once_per_batch_and_then_cached():
+    b = DeviceBolt(DeviceBolt.Config(id="device", type="device"), ComponentContext("test"))
+    b.setup(None)
+    uas = [row[1] for row in REAL_USER_AGENTS[:5]]
+    batch = make_batch([{"user_agent": uas[i % 5]} for i in range(100)])
+    out = b.process(batch)
+    assert len(out.streams["default"]) == 100
+    assert b.parsed == 5
+    b.process(make_batch([{"user_agent": ua} for ua in uas]))
+    assert b.parsed == 5
+
+
+def test_long_user_agents_are_truncated_before_parsing():
+    b = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", max_length=64), ComponentContext("test")
+    )
+    b.setup(None)
+    chrome = REAL_USER_AGENTS[0][1]
+    # The Chrome token lies after character 64: truncated, only the Windows part remains.
+    [event] = b.process([make_event({"user_agent": chrome})]).streams["default"]
+    assert event.value["device"]["os"] == "Windows"
+    assert event.value["device"]["browser"] != "Chrome"
+    # Two strings equal in their first 64 characters are one cache entry, parsed once.
+    b.process(
+        make_batch([{"user_agent": chrome + " A" * 5000}, {"user_agent": chrome + " B" * 5000}])
+    )
+    assert b.parsed == 1
+
+
+def test_cache_is_bounded():
+    b = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", cache_size=3), ComponentContext("test")
+    )
+    b.setup(None)
+    b.process(make_batch([{"user_agent": row[1]} for row in REAL_USER_AGENTS]))
+    assert len(b._cache) == 3
+
+
+def test_blocks_are_not_shared_between_events(bolt):
+    ua = REAL_USER_AGENTS[0][1]
+    a, b = bolt.process(make_batch([{"user_agent": ua}, {"user_agent": ua}])).streams["default"]
+    a.value["device"]["browser"] = "changed"
+    assert b.value["device"]["browser"] == "Chrome"
+
+
+def test_ua_field_and_target_are_configurable():
+    b = DeviceBolt(
+        DeviceBolt.Config(id="d", type="device", ua_field="http.headers.ua", target="client"),
+        ComponentContext("test"),
+    )
+    b.setup(None)
+    [event] = b.process([make_event({"http": {"headers": {"ua": "curl/8.5.0"}}})]).streams[
+        "default"
+    ]
+    assert event.value["client"]["device_class"] == "bot"
+
+
+def test_payload_that_is_not_an_object_fails_only_that_event(bolt):
+    out = bolt.process([make_event("text", 1), make_event({"user_agent": "curl/8.5.0"}, 2)])
+    assert [e.failure.reason for e in out.streams["error"]] == ["payload is not a JSON object"]
+    assert len(out.streams["default"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("ua", "os", "device", "brand", "model", "expected"),
+    [
+        # A phone brand whose name contains "bot" is identified as a device, so not a bot.
+        (
+            "Mozilla/5.0 (Linux; Android 11; CUBOT X30) Mobile",
+            "Android",
+            "CUBOT X30",
+            "Cubot",
+            "X30",
+            "mobile",
+        ),
+        ("SomeCrawler/1.0 (+https://example.com/crawler)", "Other", "Other", None, None, "bot"),
+        (
+            "Mozilla/5.0 (Linux; Android 9; BRAVIA 4K GB ATV3) Safari/537.36",
+            "Android",
+            "Other",
+            None,
+            None,
+            "other",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) Safari/537.36",
+            "Android",
+            "Lenovo TB-X606F",
+            "Lenovo",
+            "TB-X606F",
+            "tablet",
+        ),
+    ],
+)
+def test_classification_rules(ua, os, device, brand, model, expected):
+    assert classify(ua, "Chrome", os, device, brand, model) == expected
+
+
+def test_invalid_options_are_rejected():
+    with pytest.raises(pydantic.ValidationError, match="greater than or equal to 16"):
+        DeviceBolt.Config(id="d", type="device", max_length=3)
+    with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
+        DeviceBolt.Config(id="d", type="device", field="ua")

@@ -1,0 +1,338 @@
+"""The geo bolt against real MMDB files: small generated ones (exact answers) and the bundled GeoLite2-City."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from squall.component import ComponentContext
+from squall.enrichment.geo import ASN_FIELDS, CITY_FIELDS, GeoBolt, bundled_database
+from squall.errors import TopologyError
+
+from .support import make_batch, make_event
+
+
+def geo_bolt(context: ComponentContext, **options) -> GeoBolt:
+    bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo", **options), context)
+    bolt.setup(None)
+    return bolt
+
+
+@pytest.fixture
+def city(mmdb_dir: Path, tmp_path: Path) -> ComponentContext:
+    """A context whose directory holds the generated databases, so relative paths are tested too."""
+    for name in ("city.mmdb", "asn.mmdb", "city-v4.mmdb", "broken.mmdb"):
+        (tmp_path / name).symlink_to(mmdb_dir / name)
+    return ComponentContext("test", tmp_path)
+
+
+def run(bolt: GeoBolt, values: list) -> list[dict]:
+    out = bolt.process(make_batch(values))
+    assert not out.streams.get("error"), [e.failure for e in out.streams.get("error", [])]
+    return [e.value for e in out.streams["default"]]
+
+
+def test_exact_answer_for_an_ipv4_address_in_a_nested_network(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    [value] = run(bolt, [{"ip": "1.2.3.4"}])
+    assert value["geo"] == {
+        "status": "ok",
+        "country_code": "AU",
+        "country": "Australia",
+        "subdivision_code": "NSW",
+        "subdivision": "New South Wales",
+        "city": "Sydney",
+        "postal_code": "2000",
+        "latitude": -33.8688,
+        "longitude": 151.2093,
+        "accuracy_radius": 20,
+        "time_zone": "Australia/Sydney",
+        "continent_code": "OC",
+        "continent": "Oceania",
+    }
+    assert value["ip"] == "1.2.3.4"  # untouched without anonymize_ip / drop_ip
+
+
+def test_supernet_answers_outside_its_more_specific_network(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    sydney, outside = run(bolt, [{"ip": "1.2.3.200"}, {"ip": "1.2.200.1"}])
+    assert sydney["geo"]["city"] == "Sydney"
+    assert outside["geo"]["status"] == "ok"
+    assert outside["geo"]["country_code"] == "AU"
+    assert outside["geo"]["city"] is None
+    assert outside["geo"]["accuracy_radius"] == 1000
+
+
+def test_ipv6_networks_nested_and_not(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    dublin, ireland, unknown = run(
+        bolt, [{"ip": "2a00:1450:4001:81a::200e"}, {"ip": "2a00:1450:9::1"}, {"ip": "2a01:4f8::1"}]
+    )
+    assert (dublin["geo"]["city"], dublin["geo"]["country_code"]) == ("Dublin", "IE")
+    assert (
+        ireland["geo"]["city"],
+        ireland["geo"]["country_code"],
+        ireland["geo"]["accuracy_radius"],
+    ) == (None, "IE", 200)
+    assert unknown["geo"]["status"] == "not_found"
+    assert all(unknown["geo"][f] is None for f in CITY_FIELDS)
+
+
+def test_first_subdivision_is_the_largest(city):
+    [value] = run(geo_bolt(city, database="city.mmdb"), [{"ip": "81.2.69.142"}])
+    assert (value["geo"]["subdivision_code"], value["geo"]["subdivision"]) == ("ENG", "England")
+
+
+def test_names_in_the_configured_language_fall_back_to_english(city):
+    [value] = run(geo_bolt(city, database="city.mmdb", language="de"), [{"ip": "1.2.3.4"}])
+    assert value["geo"]["country"] == "Australien"
+    assert value["geo"]["continent"] == "Ozeanien"
+    assert value["geo"]["subdivision"] == "New South Wales"  # no German name: English
+
+
+def test_asn_database_adds_number_and_organisation(city):
+    bolt = geo_bolt(city, database="city.mmdb", asn_database="asn.mmdb")
+    v4, v6, none = run(
+        bolt, [{"ip": "1.2.3.4"}, {"ip": "2a00:1450:4001::1"}, {"ip": "81.2.69.142"}]
+    )
+    assert (v4["geo"]["asn"], v4["geo"]["as_org"]) == (13335, "CLOUDFLARENET")
+    assert (v6["geo"]["asn"], v6["geo"]["as_org"]) == (15169, "GOOGLE")
+    assert (none["geo"]["asn"], none["geo"]["as_org"], none["geo"]["city"]) == (
+        None,
+        None,
+        "London",
+    )
+
+
+def test_without_asn_database_there_are_no_asn_fields(city):
+    [value] = run(geo_bolt(city, database="city.mmdb"), [{"ip": "1.2.3.4"}])
+    assert not set(ASN_FIELDS) & set(value["geo"])
+
+
+@pytest.mark.parametrize(
+    ("ip", "status"),
+    [
+        ("10.0.0.1", "private"),
+        ("192.168.1.20", "private"),
+        ("127.0.0.1", "private"),
+        ("169.254.10.1", "private"),
+        ("224.0.0.251", "private"),
+        ("240.1.2.3", "private"),
+        ("::1", "private"),
+        ("fe80::1", "private"),
+        ("fd00::1", "private"),
+        ("ff02::1", "private"),
+        ("not-an-ip", "invalid"),
+        ("1.2.3.999", "invalid"),
+        (12345, "invalid"),
+        (None, "missing"),
+        ("", "missing"),
+        ("8.8.8.8", "not_found"),
+    ],
+)
+def test_non_public_and_malformed_addresses_get_an_empty_block_and_a_status(city, ip, status):
+    bolt = geo_bolt(city, database="city.mmdb")
+    [value] = run(bolt, [{"ip": ip}])
+    assert value["geo"]["status"] == status
+    assert all(value["geo"][f] is None for f in CITY_FIELDS)
+
+
+def test_missing_ip_field_is_not_a_failure(city):
+    [value] = run(geo_bolt(city, database="city.mmdb"), [{"other": 1}])
+    assert value["geo"]["status"] == "missing"
+
+
+def test_payload_that_is_not_an_object_is_that_events_failure(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    batch = [make_event(["a list"], 1), make_event({"ip": "1.2.3.4"}, 2)]
+    out = bolt.process(batch)
+    assert [e.failure.reason for e in out.streams["error"]] == ["payload is not a JSON object"]
+    assert out.streams["default"][0].value["geo"]["city"] == "Sydney"
+
+
+def test_xff_chain_uses_the_first_public_address(city):
+    bolt = geo_bolt(
+        city, database="city.mmdb", ip_field="remote_addr", xff_field="headers.x-forwarded-for"
+    )
+    values = [
+        {
+            "remote_addr": "10.0.0.5",
+            "headers": {"x-forwarded-for": "192.168.0.7, 81.2.69.142, 1.2.3.4"},
+        },
+        {"remote_addr": "1.2.3.4", "headers": {"x-forwarded-for": ["unknown", "10.1.1.1"]}},
+        {"remote_addr": "10.0.0.5", "headers": {"x-forwarded-for": "junk, 172.16.0.1"}},
+        {"remote_addr": "[2a00:1450:4001::1]:443"},
+    ]
+    london, sydney, private, dublin = run(bolt, values)
+    assert london["geo"]["city"] == "London"
+    assert sydney["geo"]["city"] == "Sydney"  # no public address in the chain: ip_field
+    assert private["geo"]["status"] == "private"  # private wins over invalid as the reason
+    assert dublin["geo"]["city"] == "Dublin"
+
+
+def test_anonymize_ip_rewrites_the_stored_addresses_after_the_lookup(city):
+    bolt = geo_bolt(city, database="city.mmdb", xff_field="xff", anonymize_ip=True)
+    values = [
+        {"ip": "1.2.3.4"},
+        {"ip": "2a00:1450:4001:81a::200e"},
+        {"ip": "10.9.8.7", "xff": "81.2.69.142, bogus, 10.0.0.1"},
+        {"ip": "nonsense"},
+        {"xff": ["1.2.3.77"]},
+    ]
+    v4, v6, chain, bad, listed = run(bolt, values)
+    assert (v4["ip"], v4["geo"]["city"]) == ("1.2.3.0", "Sydney")
+    assert (v6["ip"], v6["geo"]["city"]) == ("2a00:1450:4001::", "Dublin")
+    assert (chain["ip"], chain["xff"], chain["geo"]["city"]) == (
+        "10.9.8.0",
+        "81.2.69.0, 10.0.0.0",
+        "London",
+    )
+    assert bad["ip"] is None
+    assert listed["xff"] == ["1.2.3.0"]
+    assert "ip" not in listed
+
+
+def test_drop_ip_removes_the_address_fields(city):
+    bolt = geo_bolt(city, database="city.mmdb", ip_field="client.ip", xff_field="xff", drop_ip=True)
+    [value] = run(bolt, [{"client": {"ip": "1.2.3.4", "port": 1}, "xff": "1.2.3.4"}])
+    assert value == {"client": {"port": 1}, "geo": value["geo"]}
+    assert value["geo"]["city"] == "Sydney"
+
+
+def test_target_is_configurable_and_blocks_are_not_shared_between_events(city):
+    bolt = geo_bolt(city, database="city.mmdb", target="enriched.location")
+    a, b = run(bolt, [{"ip": "1.2.3.4"}, {"ip": "1.2.3.4"}])
+    assert a["enriched"]["location"]["city"] == "Sydney"
+    a["enriched"]["location"]["city"] = "changed downstream"
+    assert b["enriched"]["location"]["city"] == "Sydney"
+    [c] = run(bolt, [{"ip": "1.2.3.4"}])
+    assert c["enriched"]["location"]["city"] == "Sydney"
+
+
+def test_one_reader_lookup_per_network(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    run(bolt, [{"ip": f"1.2.3.{i}"} for i in range(1, 200)])
+    assert bolt.lookups == 1
+    run(
+        bolt,
+        [
+            {"ip": "1.2.3.250"},
+            {"ip": "1.2.200.1"},
+            {"ip": "1.2.200.2"},
+            {"ip": "2a00:1450:4001::1"},
+            {"ip": "2a00:1450:4001:ffff::1"},
+        ],
+    )
+    assert bolt.lookups == 3  # the /24 again: cached; one /17 of the /16; one /48
+
+
+def test_network_cache_answers_like_the_reader(city, mmdb_dir):
+    """Whatever the cache state, every address gets the same answer as an uncached bolt."""
+    cached = geo_bolt(city, database="city.mmdb")
+    ips = [f"1.2.{a}.{b}" for a in (0, 3, 4, 128, 255) for b in (0, 1, 254)] + [
+        "2a00:1450:4001::1",
+        "2a00:1450:4002::1",
+        "2a00:1451::1",
+        "81.2.69.1",
+        "81.2.70.1",
+        "8.8.8.8",
+    ]
+    first = run(cached, [{"ip": ip} for ip in ips])
+    again = run(cached, [{"ip": ip} for ip in reversed(ips)])
+    for ip, value in zip(ips, first, strict=True):
+        fresh = geo_bolt(city, database="city.mmdb", cache_size=1)
+        assert run(fresh, [{"ip": ip}])[0]["geo"] == value["geo"], ip
+    assert [v["geo"] for v in reversed(again)] == [v["geo"] for v in first]
+
+
+def test_caches_stay_bounded(city):
+    bolt = geo_bolt(city, database="city.mmdb", cache_size=16)
+    run(bolt, [{"ip": f"1.2.{a}.{b}"} for a in range(0, 256, 8) for b in range(0, 256, 64)])
+    assert len(bolt._addresses) <= 16
+    assert len(bolt.city.networks) <= 16
+
+
+def test_ipv6_address_against_an_ipv4_only_database_is_not_found(city):
+    bolt = geo_bolt(city, database="city-v4.mmdb")
+    v4, v6 = run(bolt, [{"ip": "1.2.3.4"}, {"ip": "2a00:1450:4001::1"}])
+    assert v4["geo"]["city"] == "Sydney"
+    assert v6["geo"]["status"] == "not_found"
+
+
+@pytest.mark.parametrize("option", ["database", "asn_database"])
+@pytest.mark.parametrize("path", ["missing.mmdb", "broken.mmdb"])
+def test_unreadable_database_is_a_configuration_error(city, option, path):
+    options = {"database": "city.mmdb", option: path}
+    with pytest.raises(TopologyError, match=f"geo.{option}: cannot open MaxMind DB"):
+        geo_bolt(city, **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ip_field": None}, "set ip_field, xff_field or both"),
+        ({"anonymize_ip": True, "drop_ip": True}, "exclude each other"),
+        ({"ip_field": "meta.partition_key", "drop_ip": True}, "record metadata"),
+        ({"ip_field": "a..b"}, "not a dotted path"),
+        ({"languages": "en"}, "Extra inputs are not permitted"),
+        ({"cache_size": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_invalid_options_are_rejected_at_load_time(options, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        GeoBolt.Config(id="geo", type="geo", **options)
+
+
+# -- the bundled GeoLite2-City ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def geolite() -> GeoBolt:
+    bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo"), ComponentContext("test"))
+    bolt.setup(None)
+    yield bolt
+    bolt.close()
+
+
+def test_bundled_database_is_found_on_disk():
+    path = bundled_database()
+    assert path.name == "GeoLite2-City.mmdb"
+    assert path.stat().st_size > 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("ip", "country", "continent"),
+    [
+        ("8.8.8.8", "US", "NA"),
+        ("1.1.1.1", "AU", "OC"),
+        ("81.2.69.142", "GB", "EU"),
+        ("89.160.20.128", "SE", "EU"),
+        ("2001:4860:4860::8888", "US", "NA"),
+        ("::ffff:8.8.8.8", "US", "NA"),
+    ],
+)
+def test_well_known_public_addresses_in_the_bundled_geolite2(geolite, ip, country, continent):
+    [value] = run(geolite, [{"ip": ip}])
+    assert value["geo"]["status"] == "ok"
+    assert (value["geo"]["country_code"], value["geo"]["continent_code"]) == (country, continent)
+    assert isinstance(value["geo"]["latitude"], float)
+
+
+def test_bundled_geolite2_city_level_answer(geolite):
+    [value] = run(geolite, [{"ip": "2001:4860:4860::8888"}])
+    assert (value["geo"]["city"], value["geo"]["subdivision_code"], value["geo"]["time_zone"]) == (
+        "Mountain View",
+        "CA",
+        "America/Los_Angeles",
+    )
+
+
+def test_using_the_bundled_database_logs_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="squall.enrichment.geo"):
+        bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo"), ComponentContext("test"))
+        bolt.setup(None)
+        bolt.close()
+    assert "bundled GeoLite2-City built 2018" in caplog.text

@@ -1,0 +1,375 @@
+"""The pure subscription state model: event times, versions, and ``apply`` (property-tested)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from squall.enrichment.state import (
+    UNKNOWN_STATE,
+    Action,
+    Status,
+    SubscriptionState,
+    Update,
+    advance,
+    apply,
+    format_time,
+    parse_time,
+    parse_topics,
+    play,
+    version,
+)
+
+T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [
+        ("2024-05-01T10:00:00Z", T0),
+        ("2024-05-01T10:00:00.123Z", T0 + 123),
+        ("2024-05-01T12:00:00+02:00", T0),
+        ("2024-05-01T10:00:00", T0),  # no offset: UTC
+        ("2024-05-01 10:00:00.123456+00:00", T0 + 123),
+        (1_714_557_600, T0),  # epoch seconds
+        (1_714_557_600.5, T0 + 500),
+        ("1714557600", T0),
+        (T0, T0),  # epoch milliseconds
+        (str(T0 + 7), T0 + 7),
+        (0, 0),
+    ],
+)
+def test_parse_time(value, ms):
+    assert parse_time(value) == ms
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        "",
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        -1,
+        float("nan"),
+        float("inf"),
+        [T0],
+        {"t": 1},
+        "1969-12-31T23:59:59Z",
+        10**16,
+    ],
+)
+def test_parse_time_rejects(value):
+    with pytest.raises(ValueError):
+        parse_time(value)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        ),
+    )
+)
+def test_format_and_parse_round_trip_to_the_millisecond(dt):
+    if dt.astimezone(UTC).year < 1970:
+        with pytest.raises(ValueError, match="before 1970"):
+            parse_time(dt.isoformat())
+        return
+    ms = parse_time(dt.isoformat())
+    assert ms == (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert parse_time(format_time(ms)) == ms
+    assert format_time(ms).endswith("Z")
+
+
+def test_format_time():
+    assert format_time(T0 + 1) == "2024-05-01T10:00:00.001Z"
+    assert format_time(None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "topics"),
+    [
+        (None, None),
+        ([], None),
+        ("news", ("news",)),
+        (["b", "a", "b", " "], ("a", "b")),
+        ([" x "], ("x",)),
+    ],
+)
+def test_parse_topics(value, topics):
+    assert parse_topics(value) == topics
+
+
+@pytest.mark.parametrize("value", [1, ["a", 2], {"a": 1}, [None]])
+def test_parse_topics_rejects(value):
+    with pytest.raises(ValueError):
+        parse_topics(value)
+
+
+# -- versions -----------------------------------------------------------------------------------
+
+orders = st.tuples(
+    st.integers(0, 253_402_300_799_999),
+    st.one_of(st.integers(0, 10**60), st.integers(0, 1000)),
+    st.integers(0, 2**31),
+    st.text(alphabet="0123456789abcdef", min_size=0, max_size=32),
+)
+
+
+@given(orders, orders)
+def test_versions_compare_like_time_then_position_then_event_id(a, b):
+    va, vb = version(a[0], str(a[1]), a[2], a[3]), version(b[0], str(b[1]), b[2], b[3])
+    assert (va < vb) == (a < b)
+    assert (va == vb) == (a == b)
+    # Byte order (SQL binary collation, the Redis script) agrees with Python's string order.
+    assert (va.encode() < vb.encode()) == (va < vb)
+
+
+def test_leading_zeros_of_a_sequence_number_do_not_change_its_order():
+    assert version(1, "007", 0, "e") == version(1, "7", 0, "e")
+    assert version(1, "10", 0, "e") > version(1, "9", 0, "e")
+
+
+# -- apply --------------------------------------------------------------------------------------
+
+
+SHARD = "shardId-000000000000"
+
+
+def upd(
+    action: str, t: int, seq: int, topics: tuple[str, ...] | None = None, event_id: str = ""
+) -> Update:
+    event_id = event_id or f"e{seq}"
+    return Update(
+        Action(action), t, version(t, str(seq), 0, event_id), event_id, topics, (SHARD, seq, 0)
+    )
+
+
+def fold(updates, state=UNKNOWN_STATE):
+    for u in updates:
+        state = apply(state, u)
+    return state
+
+
+def test_register_subscribe_unsubscribe():
+    s = fold([upd("register", T0, 1)])
+    assert (s.status, s.subscribed, s.topics, s.registered_at, s.changed_at) == (
+        Status.REGISTERED,
+        False,
+        (),
+        T0,
+        T0,
+    )
+    s = apply(s, upd("subscribe", T0 + 10, 2, ("sport", "news")))
+    assert (s.status, s.subscribed, s.topics, s.registered_at, s.changed_at) == (
+        Status.SUBSCRIBED,
+        True,
+        ("news", "sport"),
+        T0,
+        T0 + 10,
+    )
+    s = apply(s, upd("unsubscribe", T0 + 20, 3, ("news",)))
+    assert (s.status, s.subscribed, s.topics) == (Status.SUBSCRIBED, True, ("sport",))
+    s = apply(s, upd("unsubscribe", T0 + 30, 4, ("sport",)))  # the last topic: opted out
+    assert (s.status, s.subscribed, s.topics, s.changed_at) == (
+        Status.UNSUBSCRIBED,
+        False,
+        (),
+        T0 + 30,
+    )
+    s = apply(s, upd("register", T0 + 40, 5))  # registering again keeps the first registration
+    assert (s.status, s.registered_at, s.changed_at) == (Status.UNSUBSCRIBED, T0, T0 + 40)
+
+
+def test_unsubscribe_without_topics_opts_out_of_everything():
+    s = fold([upd("subscribe", T0, 1, ("a", "b")), upd("unsubscribe", T0 + 1, 2)])
+    assert (s.status, s.subscribed, s.topics) == (Status.UNSUBSCRIBED, False, ())
+
+
+def test_subscription_without_topics_survives_leaving_a_topic_it_does_not_have():
+    s = fold([upd("subscribe", T0, 1), upd("unsubscribe", T0 + 1, 2, ("x",))])
+    assert (s.status, s.subscribed, s.topics) == (Status.SUBSCRIBED, True, ())
+
+
+def test_first_contact_without_register():
+    s = apply(UNKNOWN_STATE, upd("unsubscribe", T0, 1, ("x",)))
+    assert (s.status, s.subscribed, s.registered_at) == (Status.UNSUBSCRIBED, False, None)
+    s = apply(UNKNOWN_STATE, upd("subscribe", T0, 1))
+    assert (s.status, s.registered_at) == (Status.SUBSCRIBED, None)
+
+
+def test_older_or_replayed_update_changes_nothing():
+    s = fold([upd("subscribe", T0 + 100, 5, ("a",))])
+    assert apply(s, upd("unsubscribe", T0 + 50, 9)) is s  # older event time, later in the stream
+    assert apply(s, upd("subscribe", T0 + 100, 5, ("a",))) is s  # the same record again
+
+
+def test_same_event_time_follows_stream_order():
+    # Register and subscribe stamped within the same second: the stream position decides.
+    s = fold(
+        [upd("register", T0, 1, event_id="ffff"), upd("subscribe", T0, 2, ("a",), event_id="0000")]
+    )
+    assert s.status is Status.SUBSCRIBED
+
+
+actions = st.sampled_from(list(Action))
+topic_sets = st.one_of(
+    st.none(),
+    st.lists(st.sampled_from("abcd"), max_size=3).map(lambda t: tuple(sorted(set(t))) or None),
+)
+
+
+@st.composite
+def streams(draw, max_size=30):
+    """Updates of one key in sequence order; event times may repeat and go backwards (client clocks)."""
+    n = draw(st.integers(0, max_size))
+    out = []
+    for seq in range(1, n + 1):
+        t = T0 + draw(st.integers(0, 20)) * 1000
+        out.append(upd(draw(actions), t, seq, draw(topic_sets)))
+    return out
+
+
+@st.composite
+def deliveries(draw):
+    """A stream and how it was delivered: attempts that each stopped after a prefix, then everything."""
+    updates = draw(streams())
+    prefixes = draw(st.lists(st.integers(0, len(updates)), max_size=4))
+    delivered = [u for k in prefixes for u in updates[:k]] + updates
+    return updates, delivered
+
+
+@settings(max_examples=400)
+@given(deliveries())
+def test_replaying_any_prefix_gives_the_state_of_applying_once(case):
+    updates, delivered = case
+    assert fold(delivered) == fold(updates)
+
+
+@settings(max_examples=200)
+@given(streams(), st.integers(0, 30))
+def test_replaying_after_a_crash_midway_resumes_to_the_same_state(updates, crash_at):
+    # The state was saved up to crash_at; the stream is then re-read from the beginning.
+    saved = fold(updates[:crash_at])
+    assert fold(updates, saved) == fold(updates)
+
+
+@given(streams(max_size=10), actions, topic_sets)
+def test_apply_is_idempotent(updates, action, topics):
+    s = fold(updates)
+    u = upd(action, T0 + 30_000, 100, topics)
+    once = apply(s, u)
+    assert apply(once, u) == once
+
+
+@given(streams())
+def test_state_invariants(updates):
+    s = fold(updates)
+    assert s.subscribed is (s.status is Status.SUBSCRIBED)
+    assert list(s.topics) == sorted(set(s.topics))
+    if updates:
+        assert s.version == max(u.version for u in updates)
+    else:
+        assert s == UNKNOWN_STATE
+
+
+# -- re-deliveries see what first deliveries saw --------------------------------------------------
+
+
+@st.composite
+def batched_deliveries(draw):
+    """One key's events (updates, or None for events that only read) and their delivery in batches."""
+    n = draw(st.integers(1, 25))
+    items = []
+    for seq in range(1, n + 1):
+        if draw(st.booleans()):
+            items.append((seq, None))
+        else:
+            items.append(
+                (
+                    seq,
+                    upd(draw(actions), T0 + draw(st.integers(0, 20)) * 1000, seq, draw(topic_sets)),
+                )
+            )
+    replays = draw(st.lists(st.integers(0, n), max_size=4))
+    delivered = [x for k in replays for x in items[:k]] + items
+    cuts = sorted(draw(st.lists(st.integers(1, len(delivered)), max_size=6, unique=True)))
+    bounds = [0, *cuts, len(delivered)]
+    return items, [delivered[i:j] for i, j in zip(bounds, bounds[1:], strict=False) if j > i]
+
+
+def play_all(batches, keep):
+    """Deliver batches through ``play``; the final state and every state each event saw."""
+    state, seen = UNKNOWN_STATE, {}
+    for batch in batches:
+        state, states = play(state, [((SHARD, seq, 0), u) for seq, u in batch], keep)
+        for (seq, _), s in zip(batch, states, strict=True):
+            seen.setdefault(seq, []).append(s)
+    return state, seen
+
+
+@settings(max_examples=400)
+@given(batched_deliveries())
+def test_every_delivery_of_an_event_sees_the_state_as_of_that_event(case):
+    items, batches = case
+    state, seen = play_all(batches, keep=len(items))
+    for seq, _ in items:
+        as_of = fold([u for j, u in items if u is not None and j <= seq])
+        assert seen[seq] == [as_of] * len(seen[seq]), seq
+    assert state == fold([u for _, u in items if u is not None])
+
+
+@settings(max_examples=200)
+@given(batched_deliveries(), st.integers(0, 3))
+def test_a_short_history_still_gives_the_right_final_state_and_first_deliveries(case, keep):
+    items, batches = case
+    state, seen = play_all(batches, keep=keep)
+    assert state == fold([u for _, u in items if u is not None])
+    assert len(state.previous) <= keep
+    for seq, _ in items:  # first deliveries never depend on the history
+        assert seen[seq][0] == fold([u for j, u in items if u is not None and j <= seq])
+
+
+def test_events_from_another_shard_see_the_latest_state():
+    s, _ = play(UNKNOWN_STATE, [((SHARD, 5, 0), upd("subscribe", T0, 5))], keep=4)
+    _, seen = play(
+        s, [(("shardId-000000000001", 1, 0), None), ((SHARD, 1, 0), None), (None, None)], keep=4
+    )
+    assert [x.status for x in seen] == [Status.SUBSCRIBED, Status.UNKNOWN, Status.SUBSCRIBED]
+
+
+def test_advance_remembers_at_most_keep_earlier_states():
+    s = UNKNOWN_STATE
+    for i in range(1, 6):
+        s = advance(s, upd("subscribe", T0 + i, i, (f"t{i}",)), keep=3)
+    assert [p.topics for p in s.previous] == [
+        ("t1", "t2"),
+        ("t1", "t2", "t3"),
+        ("t1", "t2", "t3", "t4"),
+    ]
+    assert all(p.previous == () for p in s.previous)
+    first = advance(UNKNOWN_STATE, upd("register", T0, 1), keep=3)
+    assert first.previous == (UNKNOWN_STATE,)
+    assert advance(UNKNOWN_STATE, upd("register", T0, 1), keep=0).previous == ()
+
+
+def test_block_of_the_unknown_state():
+    assert UNKNOWN_STATE.block() == {
+        "status": "unknown",
+        "subscribed": False,
+        "topics": [],
+        "registered_at": None,
+        "last_change_at": None,
+    }
+
+
+def test_state_is_immutable():
+    with pytest.raises(AttributeError):
+        SubscriptionState().status = Status.SUBSCRIBED  # type: ignore[misc]

@@ -1,0 +1,484 @@
+"""The subscription bolt through real stores: SQLite, PostgreSQL, Redis, and SQL behind Redis."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from datetime import UTC, datetime
+
+import pydantic
+import pytest
+import redis
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from squall.component import ComponentContext
+from squall.enrichment.state import UNKNOWN_STATE, Action, Update, apply, parse_time, version
+from squall.enrichment.subscription import SubscriptionBolt
+from squall.errors import TopologyError, TransientError
+
+from .support import free_port, make_batch, make_event, resources
+
+T0 = "2024-05-01T10:00:00Z"
+
+
+@pytest.fixture(
+    params=["sqlite", "postgresql", "redis", "sqlite+redis-cache", "postgresql+redis-cache"]
+)
+def backend(request, tmp_path):
+    """(resources, options) of a subscription bolt on one real back end."""
+    kind = request.param
+    urls, options = {}, {}
+    if kind.startswith("sqlite"):
+        urls["state"] = f"sqlite:///{tmp_path / 'state.db'}"
+    elif kind.startswith("postgresql"):
+        urls["state"] = request.getfixturevalue("pg_url_psycopg2")
+        options["table"] = request.getfixturevalue("pg_table")
+    if "redis" in kind:
+        url = request.getfixturevalue("redis_url")
+        options["key_prefix"] = request.getfixturevalue("redis_prefix")
+        if kind == "redis":
+            urls["state"] = url
+        else:
+            urls["cache"] = url
+            options["cache"] = "cache"
+    return resources(**urls), options
+
+
+def make_bolt(res, **options) -> SubscriptionBolt:
+    bolt = SubscriptionBolt(
+        SubscriptionBolt.Config(id="subs", type="subscription", store="state", **options),
+        ComponentContext("test"),
+    )
+    bolt.setup(res)
+    return bolt
+
+
+def run(bolt, values, start=1):
+    out = bolt.process(make_batch(values, start))
+    failed = {e.origin: e.failure.reason for e in out.streams.get("error", [])}
+    ok = {e.origin: e.value.get("subscription") for e in out.streams.get("default", [])}
+    return ok, failed
+
+
+def ev(kind, token, t=T0, **extra):
+    return {"event_type": kind, "device_token": token, "timestamp": t, **extra}
+
+
+def test_lifecycle_in_one_batch_enriches_each_event_with_the_state_as_of_it(backend):
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    ok, failed = run(
+        bolt,
+        [
+            ev("app_open", "tok"),
+            ev("register", "tok"),
+            ev("subscribe", "tok", "2024-05-01T10:00:05Z", topics=["news", "sport"]),
+            ev("app_open", "tok"),
+            ev("unsubscribe", "tok", "2024-05-01T10:00:09Z", topics="news"),
+            ev("unsubscribe", "tok", "2024-05-01T10:00:10Z"),
+        ],
+    )
+    assert failed == {}
+    assert ok[1] == {
+        "status": "unknown",
+        "subscribed": False,
+        "topics": [],
+        "registered_at": None,
+        "last_change_at": None,
+    }
+    assert ok[2] == {
+        "status": "registered",
+        "subscribed": False,
+        "topics": [],
+        "registered_at": "2024-05-01T10:00:00.000Z",
+        "last_change_at": "2024-05-01T10:00:00.000Z",
+    }
+    assert ok[3]["status"] == ok[4]["status"] == "subscribed"
+    assert ok[3]["topics"] == ok[4]["topics"] == ["news", "sport"]
+    assert ok[4]["last_change_at"] == "2024-05-01T10:00:05.000Z"
+    assert (ok[5]["topics"], ok[5]["subscribed"]) == (["sport"], True)
+    assert ok[6] == {
+        "status": "unsubscribed",
+        "subscribed": False,
+        "topics": [],
+        "registered_at": "2024-05-01T10:00:00.000Z",
+        "last_change_at": "2024-05-01T10:00:10.000Z",
+    }
+
+
+def test_state_persists_across_batches_and_processes(backend):
+    res, options = backend
+    run(make_bolt(res, **options), [ev("subscribe", "a", topics=["x"]), ev("register", "b")])
+    fresh = make_bolt(res, **options)  # a new process: nothing in memory
+    ok, _ = run(fresh, [ev("click", "a"), ev("click", "b"), ev("click", "c")], start=10)
+    assert [ok[i]["status"] for i in (10, 11, 12)] == ["subscribed", "registered", "unknown"]
+    assert ok[10]["topics"] == ["x"]
+
+
+def test_retried_and_replayed_batches_change_nothing(backend):
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    values = [
+        ev("register", "a"),
+        ev("subscribe", "a", topics=["x"]),
+        ev("click", "a"),
+        ev("unsubscribe", "a", "2024-05-01T10:01:00Z"),
+    ]
+    first = run(bolt, values)
+    again = run(bolt, values)  # the engine retried, or the shard was re-read after a crash
+    assert again == first
+    later = run(bolt, [ev("click", "a")], start=50)
+    assert later[0][50]["status"] == "unsubscribed"
+
+
+def test_events_without_key_are_unknown_and_state_changes_without_key_fail(backend):
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    ok, failed = run(
+        bolt,
+        [
+            {"event_type": "click"},
+            {"event_type": "click", "device_token": None},
+            {"event_type": "click", "device_token": ""},
+            {"event_type": "subscribe", "timestamp": T0},
+            {"event_type": "register", "device_token": {"nested": 1}, "timestamp": T0},
+        ],
+    )
+    assert [ok[i]["status"] for i in (1, 2, 3)] == ["unknown"] * 3
+    assert failed == {
+        4: "subscribe event without a usable 'device_token'",
+        5: "register event without a usable 'device_token'",
+    }
+
+
+def test_keys_longer_than_the_key_column_fail_state_changes_and_read_nothing(backend):
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    long_key = "k" * 513
+    ok, failed = run(
+        bolt, [ev("subscribe", long_key), ev("click", long_key), ev("subscribe", "k" * 512)]
+    )
+    assert failed == {1: "subscribe event whose 'device_token' is longer than 512 characters"}
+    assert (ok[2]["status"], ok[3]["status"]) == ("unknown", "subscribed")
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (
+            {"timestamp": "soon"},
+            "subscribe event with a bad 'timestamp': not an ISO-8601 time: 'soon'",
+        ),
+        ({"timestamp": None}, "subscribe event with a bad 'timestamp': not a time: None"),
+        ({"timestamp": -5}, "subscribe event with a bad 'timestamp': not a time: -5"),
+        ({"timestamp": "MISSING"}, "subscribe event with a bad 'timestamp': missing"),
+        (
+            {"topics": 7},
+            "subscribe event with bad 'topics': topics must be a string or a list of strings",
+        ),
+    ],
+)
+def test_bad_state_changes_fail_and_change_no_state(tmp_path, bad, reason):
+    res = resources(state=f"sqlite:///{tmp_path / 's.db'}")
+    bolt = make_bolt(res)
+    value = {**ev("subscribe", "a", topics=["x"]), **bad}
+    if value.get("timestamp") == "MISSING":
+        del value["timestamp"]
+    ok, failed = run(
+        bolt, [value, ev("click", "a"), ev("click", "a", timestamp="not a time either")]
+    )
+    assert failed == {1: reason}
+    assert (
+        ok[2]["status"] == ok[3]["status"] == "unknown"
+    )  # a bad time matters only where it is used
+
+
+def test_custom_fields_action_mapping_and_arrival_time(tmp_path):
+    res = resources(state=f"sqlite:///{tmp_path / 's.db'}")
+    bolt = make_bolt(
+        res,
+        key="user.id",
+        type_field="kind",
+        topics_field="push.channels",
+        time_field=None,
+        target="push",
+        actions={"install": "register", "opt_in": "subscribe", "opt_out": "unsubscribe"},
+        table="push_state",
+    )
+    arrival = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
+    batch = [
+        make_event({"kind": "install", "user": {"id": 42}}, 1, arrival=arrival),
+        make_event(
+            {"kind": "opt_in", "user": {"id": 42}, "push": {"channels": ["promo"]}},
+            2,
+            arrival=arrival,
+        ),
+        make_event({"kind": "subscribe", "user": {"id": 42}}, 3),
+    ]  # not mapped: reads only
+    out = bolt.process(batch)
+    blocks = [e.value["push"] for e in out.streams["default"]]
+    assert blocks[0]["registered_at"] == "2024-06-01T08:30:00.000Z"
+    assert blocks[1]["topics"] == blocks[2]["topics"] == ["promo"]
+    with sa.create_engine(f"sqlite:///{tmp_path / 's.db'}").connect() as conn:
+        assert conn.execute(sa.text("select key, status from push_state")).all() == [
+            ("42", "subscribed")
+        ]
+
+
+def test_one_store_round_trip_per_batch(tmp_path, monkeypatch):
+    res = resources(state=f"sqlite:///{tmp_path / 's.db'}")
+    bolt = make_bolt(res)
+    calls = []
+    for name in ("load", "save"):
+        real = getattr(bolt.store, name)
+        monkeypatch.setattr(
+            bolt.store, name, lambda *a, _n=name, _r=real: calls.append((_n, len(a[0]))) or _r(*a)
+        )
+    run(bolt, [ev("subscribe", f"k{i % 7}", topics=[f"t{i}"]) for i in range(100)])
+    assert calls == [("load", 7), ("save", 7)]
+    calls.clear()
+    run(bolt, [ev("click", "k1")], start=200)
+    assert calls == [("load", 1)]  # nothing changed: no write
+
+
+# -- dependency failures: TransientError, and no event changed ----------------------------------
+
+
+def assert_transient_and_untouched(bolt, values):
+    batch = make_batch(values)
+    before = copy.deepcopy([e.value for e in batch])
+    with pytest.raises(TransientError):
+        bolt.process(batch)
+    assert [e.value for e in batch] == before
+    assert all(e.failure is None for e in batch)
+
+
+def test_redis_store_down(tmp_path):
+    bolt = make_bolt(resources(state=f"redis://127.0.0.1:{free_port()}/0"))
+    assert_transient_and_untouched(bolt, [ev("register", "a"), ev("click", "a")])
+
+
+def test_redis_cache_down_in_front_of_sql(tmp_path):
+    res = resources(
+        state=f"sqlite:///{tmp_path / 's.db'}", cache=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    bolt = make_bolt(res, cache="cache")
+    assert_transient_and_untouched(bolt, [ev("subscribe", "a"), ev("click", "a")])
+
+
+def test_postgresql_down():
+    bolt = make_bolt(
+        resources(state=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/test")
+    )
+    assert_transient_and_untouched(bolt, [ev("subscribe", "a")])
+
+
+def test_store_write_failure_after_a_good_read_leaves_events_untouched_and_a_retry_succeeds(
+    tmp_path,
+):
+    import sqlite3
+
+    path = tmp_path / "s.db"
+    res = resources(state=f"sqlite:///{path}")
+    res.configs["state"] = res.configs["state"].model_copy(update={"connect_timeout": 0.1})
+    bolt = make_bolt(res)
+    run(bolt, [ev("register", "a")], start=1)
+    values = [ev("subscribe", "a", "2024-05-01T11:00:00Z", topics=["x"]), ev("click", "a")]
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        batch = make_batch(values, 10)
+        before = copy.deepcopy([e.value for e in batch])
+        with pytest.raises(TransientError, match="database is locked"):
+            bolt.process(batch)
+        assert [e.value for e in batch] == before
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    ok, failed = run(bolt, values, start=10)  # the engine's retry
+    assert failed == {}
+    assert ok[10]["status"] == ok[11]["status"] == "subscribed"
+
+
+def test_redis_write_lost_after_sql_commit_is_repaired_by_the_retry(
+    tmp_path, redis_url, redis_prefix
+):
+    """SQL committed the batch, the write to Redis did not happen: Redis holds the older state."""
+    sql_url = f"sqlite:///{tmp_path / 's.db'}"
+    cached = make_bolt(
+        resources(state=sql_url, cache=redis_url), cache="cache", key_prefix=redis_prefix
+    )
+    run(cached, [ev("register", "a")], start=1)  # Redis and SQL: registered
+    batch = [ev("subscribe", "a", "2024-05-01T11:00:00Z", topics=["x"]), ev("click", "a")]
+    sql_only = make_bolt(resources(state=sql_url))
+    first = run(sql_only, batch, start=10)  # what the first attempt computed and committed to SQL
+    retry = run(cached, batch, start=10)  # the engine's retry sees the stale Redis entry
+    assert retry == first
+    client = redis.Redis.from_url(redis_url)
+    assert not client.exists(f"{redis_prefix}a")  # the stale entry is gone …
+    client.close()
+    later = run(cached, [ev("click", "a")], start=20)
+    assert later[0][20]["status"] == "subscribed"  # … so the next read sees SQL's state
+
+
+# -- replays through a real store (property) ----------------------------------------------------
+
+TIMES = [f"2024-05-01T10:00:{s:02d}Z" for s in range(0, 20)]
+
+
+@st.composite
+def deliveries(draw):
+    """Events of a few keys in stream order, and a delivery: prefixes replayed, in batches of any size."""
+    n = draw(st.integers(1, 25))
+    events = []
+    for seq in range(1, n + 1):
+        kind = draw(st.sampled_from(["register", "subscribe", "unsubscribe", "click"]))
+        value = ev(kind, draw(st.sampled_from(["a", "b", "c"])), draw(st.sampled_from(TIMES)))
+        topics = draw(st.lists(st.sampled_from(["n", "s", "w"]), max_size=2))
+        if topics:
+            value["topics"] = topics
+        events.append((seq, value))
+    replays = draw(st.lists(st.integers(0, n), max_size=3))
+    delivered = [e for k in replays for e in events[:k]] + events
+    cuts = sorted(
+        draw(st.lists(st.integers(1, max(1, len(delivered) - 1)), max_size=5, unique=True))
+    )
+    batches = [
+        delivered[i:j]
+        for i, j in zip([0, *cuts], [*cuts, len(delivered)], strict=True)
+        if delivered[i:j]
+    ]
+    return events, batches
+
+
+def expected_states(events):
+    """The pure model, applying every event once in stream order: each key's final state, and
+    the state each event should see."""
+    states, as_of = {}, {}
+    for seq, value in events:
+        key = value["device_token"]
+        if value["event_type"] != "click":
+            event = make_event(value, seq)
+            t = parse_time(value["timestamp"])
+            update = Update(
+                Action(value["event_type"]),
+                t,
+                version(t, str(seq), 0, event.event_id),
+                event.event_id,
+                tuple(sorted(set(value["topics"]))) if value.get("topics") else None,
+                (event.meta.shard_id, seq, 0),
+            )
+            states[key] = apply(states.get(key, UNKNOWN_STATE), update)
+        as_of[seq] = states.get(key, UNKNOWN_STATE).block()
+    return states, as_of
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgresql+redis-cache"])
+def test_replayed_deliveries_through_a_real_store_end_in_the_state_of_one_delivery(
+    kind, request, tmp_path
+):
+    urls, base = {}, {}
+    if kind == "sqlite":
+        urls["state"] = f"sqlite:///{tmp_path / 'state.db'}"
+    elif kind == "redis":
+        urls["state"] = request.getfixturevalue("redis_url")
+        base["key_prefix"] = request.getfixturevalue("redis_prefix")
+    else:
+        urls["state"] = request.getfixturevalue("pg_url_psycopg2")
+        urls["cache"] = request.getfixturevalue("redis_url")
+        base.update(
+            table=request.getfixturevalue("pg_table"),
+            cache="cache",
+            key_prefix=request.getfixturevalue("redis_prefix"),
+        )
+    res = resources(**urls)
+
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(deliveries())
+    def check(case):
+        events, batches = case
+        run_id = uuid.uuid4().hex[:8]  # fresh keys for each example, same store
+        bolt = make_bolt(res, history=len(events), **base)
+        seen = {}
+        for batch in batches:
+            values = [{**v, "device_token": f"{run_id}-{v['device_token']}"} for _, v in batch]
+            out = bolt.process(
+                [make_event(v, seq) for (seq, _), v in zip(batch, values, strict=True)]
+            )
+            assert not out.streams.get("error")
+            for e in out.streams["default"]:
+                seen.setdefault(e.origin, []).append(e.value["subscription"])
+        # Every delivery of an event was enriched with the state as of that event.
+        expected, as_of = expected_states(events)
+        assert {seq: blocks for seq, blocks in seen.items()} == {
+            seq: [as_of[seq]] * len(seen[seq]) for seq in seen
+        }
+        stored = bolt.store.load([f"{run_id}-{k}" for k in expected])
+        assert {k.split("-", 1)[1]: s for k, s in stored.items()} == expected
+        # The event delivered last for a key saw the final state of that key.
+        final = make_bolt(res, **base)
+        ok, _ = run(
+            final,
+            [{"event_type": "click", "device_token": f"{run_id}-{k}"} for k in expected],
+            10_000,
+        )
+        assert [b for b in ok.values()] == [expected[k].block() for k in expected]
+
+    check()
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("urls", "options", "message"),
+    [
+        (
+            {"state": "redis://127.0.0.1:6379/0", "cache": "redis://127.0.0.1:6379/0"},
+            {"cache": "cache"},
+            "`cache` needs a SQL `store`",
+        ),
+        (
+            {"state": "sqlite:///x.db", "cache": "sqlite:///y.db"},
+            {"cache": "cache"},
+            "is not Redis",
+        ),
+        ({"other": "sqlite:///x.db"}, {}, "no resource named 'state'"),
+    ],
+)
+def test_store_configuration_errors(tmp_path, urls, options, message):
+    urls = {k: v.replace("sqlite:///", f"sqlite:///{tmp_path}/") for k, v in urls.items()}
+    with pytest.raises(TopologyError, match=message):
+        make_bolt(resources(**urls), **options)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "store\n  Field required"),
+        (
+            {"store": "s", "actions": {"x": "delete"}},
+            "Input should be 'register', 'subscribe' or 'unsubscribe'",
+        ),
+        ({"store": "s", "actions": {}}, "map at least one event type"),
+        ({"store": "s", "cache": "s"}, "different resource"),
+        ({"store": "s", "cache_ttl": 0}, "greater than or equal to 1"),
+        ({"store": "s", "key": ""}, "not a dotted path"),
+    ],
+)
+def test_invalid_options(options, message):
+    with pytest.raises(pydantic.ValidationError, match=message):
+        SubscriptionBolt.Config(id="subs", type="subscription", **options)
+
+
+def test_redis_keys_use_the_configured_prefix(redis_url, redis_prefix):
+    bolt = make_bolt(resources(state=redis_url), key_prefix=redis_prefix)
+    run(bolt, [ev("register", "tok-1")])
+    client = redis.Redis.from_url(redis_url)
+    assert client.hget(f"{redis_prefix}tok-1", "status") == b"registered"
+    assert client.ttl(f"{redis_prefix}tok-1") == -1  # Redis as the store: no expiry
+    client.close()
