@@ -8,7 +8,7 @@ deterministic ``event_id``. One record yields one event, or several when it is a
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -91,34 +91,46 @@ class Failure:
     stream: str = "error"
 
 
-@dataclass(slots=True)
 class Event:
     """One user record flowing through the topology.
 
     ``value`` is the payload (``None`` until a decode bolt sets it); ``raw`` keeps the original
     bytes for the dead letter. ``origin`` is the index of the input record in its batch, which is
-    how the engine accounts every event back to the record that produced it.
+    how the engine accounts every event back to the record that produced it. ``event_id`` is
+    derived from the metadata on first use unless something (a decode bolt's ``event_id_field``)
+    set it first.
     """
 
-    raw: bytes
-    meta: RecordMeta
-    event_id: str
-    origin: int
-    value: Any = None
-    failure: Failure | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("raw", "meta", "_event_id", "origin", "value", "failure", "extra")
+
+    def __init__(self, raw: bytes, meta: RecordMeta, event_id: str | None, origin: int, value: Any = None,
+                 failure: Failure | None = None, extra: dict[str, Any] | None = None):
+        self.raw = raw
+        self.meta = meta
+        self._event_id = event_id
+        self.origin = origin
+        self.value = value
+        self.failure = failure
+        self.extra = {} if extra is None else extra
+
+    @property
+    def event_id(self) -> str:
+        eid = self._event_id
+        if eid is None:
+            eid = self._event_id = derive_event_id(self.meta)
+        return eid
+
+    @event_id.setter
+    def event_id(self, value: str) -> None:
+        self._event_id = value
 
     def fork(self) -> Event:
         """A deep copy for a fan-out edge: downstream branches may change their copy freely."""
-        return Event(
-            raw=self.raw,
-            meta=self.meta,
-            event_id=self.event_id,
-            origin=self.origin,
-            value=_deep_copy(self.value),
-            failure=self.failure,
-            extra=dict(self.extra),
-        )
+        return Event(self.raw, self.meta, self._event_id, self.origin, _deep_copy(self.value), self.failure,
+                     dict(self.extra))
+
+    def __repr__(self) -> str:
+        return f"Event(event_id={self.event_id!r}, origin={self.origin}, value={self.value!r}, failure={self.failure!r})"
 
 
 def _deep_copy(value: Any) -> Any:

@@ -28,7 +28,7 @@ def run_with_console(topo: Topology, *, batch_size: int | None = None, progress:
 
     def on_batch(result, spout) -> None:
         nonlocal seen
-        seen += len(result.records)
+        seen += len(result)
         p = spout.progress()
         if p is not None:
             bar.update(task, completed=p.done, total=p.total, records=seen)

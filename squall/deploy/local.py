@@ -91,9 +91,9 @@ class LocalRunner:
                         log.error("%s", exc)
                         break
                     report.batches += 1
-                    report.records += len(result.records)
-                    for r in result.records:
-                        report.counts[r.outcome] += 1
+                    report.records += len(result)
+                    for outcome, n in result.counts().items():
+                        report.counts[outcome] += n
                     if result.checkpoint:
                         self.spout.commit(result.checkpoint)
                     if self.on_batch:

@@ -21,9 +21,9 @@ from typing import Any
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentContext
 from squall.errors import BatchFailed, DecodeError, TransientError
-from squall.event import Event, Failure, Position, Record, derive_event_id
+from squall.event import Event, Failure, Position, Record, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.spouts.kpl import deaggregate
+from squall.spouts.kpl import KPL_MAGIC, deaggregate
 from squall.topology.checkpoint import TransactionalCheckpointStore
 from squall.topology.graph import Node, Plan
 from squall.topology.model import RetryConfig
@@ -39,7 +39,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordOutcome:
     """The fate of one user record (a KPL sub-record counts as one)."""
 
@@ -52,23 +52,53 @@ class RecordOutcome:
     reason: str | None = None
 
 
-@dataclass
-class BatchResult:
-    """What happened to a batch: one outcome per user record, and the safe checkpoint per shard."""
+_CODES = (Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FILTERED, Outcome.FAILED)
+_COMMITTED, _DEAD, _FILTERED, _FAILED = range(4)
 
-    records: list[RecordOutcome]
-    checkpoint: dict[str, Position]
+
+class BatchResult:
+    """What happened to a batch: one outcome per user record, and the safe checkpoint per shard.
+
+    Outcomes are kept as small codes; ``records`` builds the ``RecordOutcome`` objects on first
+    use, so runners that only need counts and the checkpoint do not pay for them.
+    """
+
+    __slots__ = ("_units", "_codes", "_failures", "checkpoint", "_records")
+
+    def __init__(self, units: list[Event], codes: list[int], failures: dict[int, Failure],
+                 checkpoint: dict[str, Position]):
+        self._units, self._codes, self._failures = units, codes, failures
+        self.checkpoint = checkpoint
+        self._records: list[RecordOutcome] | None = None
+
+    def _outcome(self, i: int) -> RecordOutcome:
+        ev, code = self._units[i], self._codes[i]
+        f = self._failures.get(i) if code == _FAILED else (ev.failure if code == _DEAD else None)
+        return RecordOutcome(i, ev.event_id, ev.meta.position, ev.meta.shard_id, _CODES[code],
+                             f.component if f else None, f.reason if f else None)
+
+    @property
+    def records(self) -> list[RecordOutcome]:
+        if self._records is None:
+            self._records = [self._outcome(i) for i in range(len(self._codes))]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._codes)
 
     def count(self, outcome: Outcome) -> int:
-        return sum(1 for r in self.records if r.outcome is outcome)
+        return self._codes.count(_CODES.index(outcome))
+
+    def counts(self) -> dict[Outcome, int]:
+        return {o: self._codes.count(k) for k, o in enumerate(_CODES)}
 
     @property
     def failed(self) -> list[RecordOutcome]:
-        return [r for r in self.records if r.outcome is Outcome.FAILED]
+        return [self._outcome(i) for i, c in enumerate(self._codes) if c == _FAILED]
 
     @property
     def ok(self) -> bool:
-        return not any(r.outcome is Outcome.FAILED for r in self.records)
+        return _FAILED not in self._codes
 
 
 @dataclass
@@ -228,8 +258,8 @@ class Engine:
             result = self._call(node, self.components[node.index].write_batch, p, ctx)  # type: ignore[union-attr]
             self._settle(node, p.events, result, ledger, dead=False)
 
-        outcomes = self._outcomes(units, ledger)
-        return BatchResult(outcomes, self._checkpoint_from(outcomes))
+        codes = self._codes(ledger)
+        return BatchResult(units, codes, ledger.failed, self._checkpoint_from(units, codes))
 
     def _expand(self, records: list[Record]) -> tuple[list[Event], list[Event]]:
         """User records of the batch (KPL de-aggregated); corrupt aggregates go to dead letter whole."""
@@ -237,16 +267,19 @@ class Engine:
         bad: list[Event] = []
         started = time.perf_counter()
         for rec in records:
+            if rec.data[:4] != KPL_MAGIC:  # the usual case: one user record
+                units.append(Event(rec.data, rec.meta, None, len(units)))
+                continue
             try:
                 subs = deaggregate(rec)
             except DecodeError as exc:
-                ev = Event(rec.data, rec.meta, derive_event_id(rec.meta), len(units))
+                ev = Event(rec.data, rec.meta, None, len(units))
                 ev.failure = Failure(self.plan.spout_id, exc.reason)
                 units.append(ev)
                 bad.append(ev)
                 continue
             for sub in subs:
-                units.append(Event(sub.data, sub.meta, derive_event_id(sub.meta), len(units)))
+                units.append(Event(sub.data, sub.meta, None, len(units)))
         s = self.spout_stats
         s.received += len(records)
         s.emitted += len(units) - len(bad)
@@ -296,50 +329,53 @@ class Engine:
         stats.failed += len(failed_ids)
         stats.emitted += len(events) - len(failed_ids)
 
-    def _outcomes(self, units: list[Event], ledger: _Ledger) -> list[RecordOutcome]:
-        out = []
-        for ev in units:
-            i = ev.origin
-            comp = reason = None
-            if i in ledger.failed:
-                outcome, f = Outcome.FAILED, ledger.failed[i]
-                comp, reason = f.component, f.reason
-            elif ledger.dead[i]:
-                outcome = Outcome.DEAD_LETTERED
-                if ev.failure:
-                    comp, reason = ev.failure.component, ev.failure.reason
-            elif ledger.committed[i]:
-                outcome = Outcome.COMMITTED
-            elif ledger.dropped[i]:
-                outcome = Outcome.FILTERED
+    @staticmethod
+    def _codes(ledger: _Ledger) -> list[int]:
+        """One outcome code per user record: failed, else dead-lettered, else committed, else filtered."""
+        codes = []
+        failed, dead, committed, dropped = ledger.failed, ledger.dead, ledger.committed, ledger.dropped
+        for i in range(ledger.n):
+            if failed and i in failed:
+                codes.append(_FAILED)
+            elif dead[i]:
+                codes.append(_DEAD)
+            elif committed[i]:
+                codes.append(_COMMITTED)
+            elif dropped[i]:
+                codes.append(_FILTERED)
             else:
                 # A bolt returned without emitting or dropping the event: never acknowledge it.
-                outcome, comp, reason = Outcome.FAILED, "engine", "no outcome: a bolt lost the event"
-            out.append(RecordOutcome(i, ev.event_id, ev.meta.position, ev.meta.shard_id, outcome, comp, reason))
-        return out
+                failed[i] = Failure("engine", "no outcome: a bolt lost the event")
+                codes.append(_FAILED)
+        return codes
 
     @staticmethod
-    def _checkpoint_from(outcomes: list[RecordOutcome]) -> dict[str, Position]:
+    def _checkpoint_from(units: list[Event], codes: list[int]) -> dict[str, Position]:
         """Per shard, the last position before the first failed record."""
-        checkpoint: dict[str, Position] = {}
-        blocked: set[str] = set()
-        for r in outcomes:
-            if r.shard_id in blocked:
-                continue
-            if r.outcome is Outcome.FAILED:
-                blocked.add(r.shard_id)
-            else:
-                checkpoint[r.shard_id] = r.position
-        return checkpoint
+        last: dict[str, RecordMeta] = {}
+        if _FAILED not in codes:
+            for ev in units:
+                last[ev.meta.shard_id] = ev.meta
+        else:
+            blocked: set[str] = set()
+            for ev, code in zip(units, codes, strict=True):
+                shard = ev.meta.shard_id
+                if shard in blocked:
+                    continue
+                if code == _FAILED:
+                    blocked.add(shard)
+                else:
+                    last[shard] = ev.meta
+        return {shard: meta.position for shard, meta in last.items()}
 
     def _checkpoint(self, units: list[Event], ledger: _Ledger, assume_committed: list[Event]) -> dict[str, Position]:
         """The checkpoint if the transactional sink commits ``assume_committed`` (used inside its transaction)."""
         trial = _Ledger(ledger.n)
         trial.committed, trial.dead, trial.dropped = list(ledger.committed), ledger.dead, ledger.dropped
-        trial.failed = ledger.failed
+        trial.failed = dict(ledger.failed)
         for ev in assume_committed:
             trial.committed[ev.origin] += 1
-        return self._checkpoint_from(self._outcomes(units, trial))
+        return self._checkpoint_from(units, self._codes(trial))
 
     # -- retries -----------------------------------------------------------------------------
 
