@@ -56,6 +56,8 @@ def print_summary(console: Console, topo: Topology, report: RunReport) -> None:
     rate = report.records / report.seconds if report.seconds else 0.0
     console.print(f"committed {c[Outcome.COMMITTED]}, dead-lettered {c[Outcome.DEAD_LETTERED]}, "
                   f"filtered {c[Outcome.FILTERED]}, failed {c[Outcome.FAILED]} — {rate:,.0f} records/s")
+    if report.setup_error is not None:
+        console.print(f"[red]cannot start:[/] {report.setup_error}")
     if report.error is not None:
         console.print(f"[red]error:[/] {report.error} — nothing after the last checkpoint was acknowledged")
     for r in report.failed_records[:10]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from squall.component import ComponentContext
-from squall.errors import BatchFailed
+from squall.errors import BatchFailed, SquallError, TransientError
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import TransactionalCheckpointStore
@@ -23,7 +23,7 @@ log = logging.getLogger("squall.local")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a batch failed after retries, or records failed with no dead letter to take them
-EXIT_CONFIG = 2  # the topology is invalid
+EXIT_CONFIG = 2  # the topology is invalid, or a sink/spout refused it at start (e.g. an incompatible table)
 EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed
 
 
@@ -38,10 +38,13 @@ class RunReport:
     stats: list[ComponentStats] = field(default_factory=list)
     interrupted: bool = False
     error: BatchFailed | None = None
+    setup_error: SquallError | None = None
     failed_records: list[RecordOutcome] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
+        if self.setup_error is not None:
+            return EXIT_FAILED if isinstance(self.setup_error, TransientError) else EXIT_CONFIG
         if self.error is not None or self.failed_records:
             return EXIT_FAILED
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
@@ -77,40 +80,51 @@ class LocalRunner:
         except ValueError:  # not the main thread: no signal handling
             pass
         try:
-            self.spout.open(self.resources)
-            store = getattr(self.spout, "checkpoint_store", None)
-            engine = Engine(self.plan, resources=self.resources,
-                            checkpoint_store=store if isinstance(store, TransactionalCheckpointStore) else None)
+            try:
+                self.spout.open(self.resources)
+                store = getattr(self.spout, "checkpoint_store", None)
+                engine = Engine(self.plan, resources=self.resources,
+                                checkpoint_store=store if isinstance(store, TransactionalCheckpointStore) else None)
+                engine.open()
+            except SquallError as exc:  # a refused table, an unreachable stream, a missing file
+                report.setup_error = exc
+                log.error("cannot start: %s", exc)
+                return report
             report.stats = [engine.spout_stats, *engine.stats]
-            with engine:
-                for batch in self.spout.read(self.batch_size):
-                    try:
-                        result = engine.process(batch)
-                    except BatchFailed as exc:
-                        report.error = exc
-                        log.error("%s", exc)
-                        break
-                    report.batches += 1
-                    report.records += len(result)
-                    for outcome, n in result.counts().items():
-                        report.counts[outcome] += n
-                    if result.checkpoint:
-                        self.spout.commit(result.checkpoint)
-                    if self.on_batch:
-                        self.on_batch(result, self.spout)
-                    if not result.ok:
-                        report.failed_records = result.failed
-                        for r in result.failed[:10]:
-                            log.error("record %s (%s seq %s) failed in %s: %s", r.event_id, r.shard_id,
-                                      r.position.sequence_number, r.component, r.reason)
-                        break
-                    if self._interrupted:
-                        break
+            try:
+                self._loop(engine, report)
+            finally:
+                engine.close()
         finally:
             self.spout.close()
             self.resources.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        report.interrupted = self._interrupted
-        report.seconds = time.perf_counter() - started
+            report.interrupted = self._interrupted
+            report.seconds = time.perf_counter() - started
         return report
+
+    def _loop(self, engine: Engine, report: RunReport) -> None:
+        for batch in self.spout.read(self.batch_size):
+            try:
+                result = engine.process(batch)
+            except BatchFailed as exc:
+                report.error = exc
+                log.error("%s", exc)
+                return
+            report.batches += 1
+            report.records += len(result)
+            for outcome, n in result.counts().items():
+                report.counts[outcome] += n
+            if result.checkpoint:
+                self.spout.commit(result.checkpoint)
+            if self.on_batch:
+                self.on_batch(result, self.spout)
+            if not result.ok:
+                report.failed_records = result.failed
+                for r in result.failed[:10]:
+                    log.error("record %s (%s seq %s) failed in %s: %s", r.event_id, r.shard_id,
+                              r.position.sequence_number, r.component, r.reason)
+                return
+            if self._interrupted:
+                return

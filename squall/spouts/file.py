@@ -11,6 +11,7 @@ from typing import IO, BinaryIO
 from pydantic import Field
 
 from squall.component import ComponentConfig
+from squall.errors import SquallError
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
 
@@ -37,7 +38,10 @@ class FileSpout(Spout):
         self._lines = 0
 
     def open(self, resources=None) -> None:
-        self._raw = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        try:
+            self._raw = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise SquallError(f"{self.id}: cannot read {self.path}: {exc.strerror}") from None
         self._total = self.path.stat().st_size
 
     def _lines_of(self) -> IO[bytes]:

@@ -118,7 +118,10 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
         kwargs.update(pool_size=cfg.pool_size, pool_pre_ping=True)
         if cfg.scheme in ("postgresql", "postgres"):
             kwargs["connect_args"] = {"connect_timeout": max(1, int(cfg.connect_timeout))}
-    kwargs.update(cfg.options)
+    options = dict(cfg.options)
+    if "connect_args" in options:  # merge, so connect_timeout survives
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **options.pop("connect_args")}
+    kwargs.update(options)
     return sa.create_engine(url, **kwargs)
 
 

@@ -132,3 +132,13 @@ def test_dead_letter_file_is_idempotent_and_survives_a_torn_line(tmp_path: Path)
     assert len([line for line in lines if line.startswith('{"event_id":"')]) == 1
     doc = json.loads(lines[0])
     assert doc["component"] == "decode" and doc["record"] == '"not json"' and "not an object" in doc["reason"]
+
+
+def test_a_missing_input_file_is_a_clear_error_with_exit_2(tmp_path: Path):
+    t = tmp_path / "t.yaml"
+    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: file, path: nowhere.jsonl}", batch=2,
+                                 extra="", dlq=""))
+    r = run_cli(["run", str(t)])
+    assert r.returncode == 2
+    assert f"cannot read {tmp_path / 'nowhere.jsonl'}: No such file or directory" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -1,32 +1,38 @@
-"""``warehouse`` sink: rows into a SQL table via SQLAlchemy, one transaction per batch, idempotent on event_id.
+"""``warehouse`` sink: rows into a SQL table, one transaction per batch, idempotent on event_id.
 
 SQLite is the embedded default (``INSERT … ON CONFLICT(event_id) DO NOTHING`` with executemany).
-Other dialects use the writer registered for them (PostgreSQL: COPY into a staging table, then
-an idempotent merge). Values that cannot be stored send their event to dead letter with the reason.
+PostgreSQL uses COPY, straight into the table or through a staging table and an idempotent merge
+(``postgres.py``), with the table checked and created from the YAML (``pgschema.py``). Values that
+cannot be stored send their event to dead letter with the reason. See docs/warehouse.md.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall.component import ComponentConfig
-from squall.errors import SinkError, TransientError
+from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
-from squall.sinks.warehouse.columns import (
-    ColumnSpec,
-    ConversionError,
-    RowBuilder,
-    build_table,
-    check_identifier,
-    parse_columns,
-)
-from squall.sinks.warehouse.writers import writer_for
+from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
+from squall.sinks.warehouse.transactions import sql_errors, transaction
+from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
 
 log = logging.getLogger("squall.sinks.warehouse")
+
+_PARTITION_SUFFIX = len("_p20260101")
+
+
+class PartitionBy(BaseModel):
+    """Declarative range partitioning of a PostgreSQL table by a timestamp or date column."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str = Field(description="A timestamp or date column of 'columns'; it joins event_id in the key.")
+    granularity: Literal["day", "month"] = Field("day", description="One partition per UTC day or month.")
 
 
 class WarehouseConfig(ComponentConfig):
@@ -37,6 +43,14 @@ class WarehouseConfig(ComponentConfig):
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
                     "An 'event_id' column (meta.event_id) is added when absent; it is the table's key.")
     create: bool = Field(True, description="Create the table and add new columns when missing.")
+    partition_by: PartitionBy | None = Field(
+        None, description="PostgreSQL: range-partition the new table by day or month of a timestamp/date "
+                          "column; partitions are created for the days a batch holds.")
+    copy_batch_size: int = Field(10_000, ge=1, description="PostgreSQL: rows per COPY; a larger batch is "
+                                                           "sent in several COPYs in the same transaction.")
+    statement_timeout: float | None = Field(
+        None, gt=0, description="PostgreSQL: seconds a statement of the batch may take; longer is a "
+                                "transient error (retried).")
 
     model_config = {**ComponentConfig.model_config, "populate_by_name": True}
 
@@ -52,66 +66,66 @@ class WarehouseConfig(ComponentConfig):
             raise ValueError("columns must be a non-empty mapping of column name to path")
         return parse_columns(v)
 
+    @model_validator(mode="after")
+    def _partitioning(self) -> WarehouseConfig:
+        part = self.partition_by
+        if part is None:
+            return self
+        col = self.columns.get(part.column)
+        if col is None:
+            raise ValueError(f"partition_by: '{part.column}' is not one of the columns")
+        if part.column == "event_id" or col.type not in ("timestamp", "date"):
+            raise ValueError(f"partition_by: column '{part.column}' must be of type timestamp or date")
+        if len(self.table) > 63 - _PARTITION_SUFFIX:
+            raise ValueError(f"partition_by: table name '{self.table}' is too long for its partition names "
+                             f"(at most {63 - _PARTITION_SUFFIX} characters)")
+        return self
+
+    def table_spec(self) -> TableSpec:
+        """The table as the writers see it: the partition column is required (it is part of the key)."""
+        columns = dict(self.columns)
+        part = self.partition_by
+        if part is not None and columns[part.column].nullable:
+            columns[part.column] = columns[part.column].model_copy(update={"nullable": False})
+        return TableSpec(self.db_schema, self.table, columns, part.column if part else None,
+                         part.granularity if part else "day")
+
 
 class WarehouseSink(Sink):
-    """Write events as rows; a replayed batch adds no rows (``event_id`` is the primary key)."""
+    """Write events as rows; a replayed batch adds no rows (``event_id`` is the key)."""
 
     Config = WarehouseConfig
     summary = "Write events as rows of a SQL table (SQLite, PostgreSQL), idempotent on event_id."
     transactional_checkpoint = True
 
     def open(self, resources) -> None:
-        self.engine: sa.Engine = resources.sql(self.config.resource)
-        dialect = self.engine.dialect.name
-        self.table = build_table(sa.MetaData(), self.config.table, self.config.columns, dialect,
-                                 self.config.db_schema)
-        self.rows = RowBuilder(self.config.columns, json_as_text=True)
-        self.writer = writer_for(dialect)(self.engine, self.table)
-        if self.config.create:
-            with _transient(self.id):
-                self.writer.ensure_table(self.config.columns)
+        cfg = self.config
+        self.engine: sa.Engine = resources.sql(cfg.resource)
+        self.spec = cfg.table_spec()
+        self.where = f"{self.id} (table {self.spec.shown})"
+        try:
+            with sql_errors(self.where):
+                writer_cls = writer_for(self.engine.dialect.name)
+                self.writer = writer_cls(self.engine, self.spec,
+                                         WriteOptions(cfg.copy_batch_size, cfg.statement_timeout))
+                self.writer.open(create=cfg.create)
+        except SinkError as exc:
+            if str(exc).startswith(self.where):
+                raise
+            # One line per problem, each naming the sink: "events: table events: column 'n' is …".
+            raise SinkError("\n".join(f"{self.id}: {line}" for line in str(exc).splitlines())) from exc
 
     def prepare(self, events: list) -> Prepared:
-        p = Prepared([], payload=[])
-        row = self.rows.row
-        for ev in events:
-            try:
-                p.payload.append(row(ev))
-            except ConversionError as exc:
-                p.reject(ev, self.id, str(exc))
-                continue
-            p.events.append(ev)
+        p = Prepared([])
+        p.events, p.payload = self.writer.prepare(events, lambda ev, reason: p.reject(ev, self.id, reason))
         return p
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        with _transient(self.id), self.engine.begin() as conn:
-            self.writer.write(conn, prepared.payload)
-            if ctx.checkpoint is not None and ctx.checkpoint_store is not None:
-                ctx.checkpoint_store.save_in(conn, ctx.stream, ctx.checkpoint)
-
-
-class _transient:
-    """Map the driver's connection-level failures to ``TransientError`` (retried by the engine)."""
-
-    def __init__(self, component: str):
-        self.component = component
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, tp, exc, tb) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError) or (
-            isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
-        ):
-            raise TransientError(f"{self.component}: database unavailable: {_short(exc)}") from exc
-        if isinstance(exc, sa.exc.SQLAlchemyError):
-            raise SinkError(f"{self.component}: {_short(exc)}") from exc
-        return False
-
-
-def _short(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+        with sql_errors(self.where):
+            if prepared.events:
+                self.writer.before_transaction(prepared.payload)
+            with transaction(self.engine) as conn:
+                if prepared.events:
+                    self.writer.write(conn, prepared.payload)
+                if ctx.checkpoint is not None and ctx.checkpoint_store is not None:
+                    ctx.checkpoint_store.save_in(conn, ctx.stream, ctx.checkpoint)

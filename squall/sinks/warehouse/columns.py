@@ -165,6 +165,19 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def describe_value(v: Any) -> str:
+    """A value for a dead-letter reason: its repr, cut to 80 characters."""
+    shown = repr(v)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+def _to_int64(v: Any) -> int:
+    n = _to_int(v)
+    if -(2**63) <= n < 2**63:
+        return n
+    raise ConversionError
+
+
 class RowBuilder:
     """Turns events into row tuples in column order, or a reason why an event cannot be stored."""
 
@@ -172,7 +185,8 @@ class RowBuilder:
         self.names = list(columns)
         self._plan = []
         for name, spec in columns.items():
-            conv = CONVERTERS[spec.type]
+            # SQL integers are at most 64-bit: a bigger value is that event's failure, not the batch's.
+            conv = _to_int64 if spec.type in ("integer", "bigint") else CONVERTERS[spec.type]
             if spec.type == "json" and json_as_text:
                 conv = lambda v: orjson.dumps(v).decode()  # noqa: E731
             self._plan.append((name, spec, getter(spec.path), conv))
@@ -189,8 +203,6 @@ class RowBuilder:
             try:
                 values.append(conv(v))
             except (ConversionError, ValueError, TypeError, OverflowError, OSError):
-                shown = repr(v)
-                if len(shown) > 80:
-                    shown = shown[:77] + "..."
-                raise ConversionError(f"column '{name}': cannot store {shown} from '{spec.path}' as {spec.type}") from None
+                raise ConversionError(f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
+                                      f"as {spec.type}") from None
         return tuple(values)

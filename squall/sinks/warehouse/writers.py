@@ -1,38 +1,121 @@
-"""Per-dialect writers of the warehouse sink: create/extend the table, write rows idempotently."""
+"""Per-dialect writers of the warehouse sink: check/create the table, build rows, write them idempotently.
+
+A writer never commits or rolls back: the sink opens one transaction per batch
+(``transactions.transaction``) and hands the connection to ``write``, then saves the checkpoint in
+the same transaction when it is asked to.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from squall.sinks.warehouse.columns import SA_TYPES, ColumnSpec
+from squall.errors import SinkError
+from squall.event import Event
+from squall.sinks.warehouse.columns import (
+    SA_TYPES,
+    ColumnSpec,
+    ConversionError,
+    RowBuilder,
+    build_table,
+    check_identifier,
+)
+
+Reject = Callable[[Event, str], None]
+
+
+def quote(name: str) -> str:
+    """A checked identifier, double-quoted (keeps its case; reserved words work)."""
+    return f'"{check_identifier(name)}"'
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """The table a sink writes, as the YAML describes it."""
+
+    schema: str | None
+    name: str
+    columns: dict[str, ColumnSpec]
+    partition_column: str | None = None
+    granularity: str = "day"
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote(self.schema)}.{quote(self.name)}" if self.schema else quote(self.name)
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    @property
+    def conflict_key(self) -> tuple[str, ...]:
+        """The idempotency key: event_id, plus the partition column on a partitioned table."""
+        return ("event_id", self.partition_column) if self.partition_column else ("event_id",)
+
+    def digest(self, *parts: str) -> str:
+        """A short stable hash of the table (and extra parts), for derived object names."""
+        text = "\x1f".join((self.schema or "", self.name, *parts))
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Tuning of the PostgreSQL writer (ignored by SQLite)."""
+
+    copy_batch_size: int = 10_000
+    statement_timeout: float | None = None
 
 
 class SqlWriter:
-    """Any SQLAlchemy dialect with ``INSERT … ON CONFLICT (event_id) DO NOTHING`` (SQLite, PostgreSQL)."""
+    """``INSERT … ON CONFLICT (event_id) DO NOTHING`` with executemany (SQLite)."""
 
-    def __init__(self, engine: sa.Engine, table: sa.Table):
+    def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
+        if spec.partition_column:
+            raise SinkError(f"table {spec.shown}: partition_by needs PostgreSQL (this is {engine.dialect.name})")
         self.engine = engine
-        self.table = table
+        self.spec = spec
+        self.table = build_table(sa.MetaData(), spec.name, spec.columns, engine.dialect.name, spec.schema)
+        self.rows = RowBuilder(spec.columns, json_as_text=True)
         prep = engine.dialect.identifier_preparer
-        cols = [c.name for c in table.columns]
-        target = prep.format_table(table)
+        cols = [c.name for c in self.table.columns]
+        target = prep.format_table(self.table)
         marks = ", ".join(["?"] * len(cols)) if engine.dialect.paramstyle == "qmark" else ", ".join(
             ["%s"] * len(cols))
         self.insert_sql = (f"INSERT INTO {target} ({', '.join(prep.quote(c) for c in cols)}) VALUES ({marks}) "
                            f"ON CONFLICT ({prep.quote('event_id')}) DO NOTHING")
 
-    def ensure_table(self, columns: dict[str, ColumnSpec]) -> None:
+    def open(self, *, create: bool) -> None:
         """Create the table if missing; add columns that the YAML has and the table lacks."""
+        if not create:
+            return
         self.table.metadata.create_all(self.engine, tables=[self.table], checkfirst=True)
         existing = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)}
         prep = self.engine.dialect.identifier_preparer
         with self.engine.begin() as conn:
-            for name, spec in columns.items():
+            for name, spec in self.spec.columns.items():
                 if name not in existing:
                     col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(dialect=self.engine.dialect)
                     conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}")
+
+    def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
+        """Rows for the events that can be stored; the others are rejected with the reason."""
+        kept, rows = [], []
+        row = self.rows.row
+        for ev in events:
+            try:
+                rows.append(row(ev))
+            except ConversionError as exc:
+                reject(ev, str(exc))
+                continue
+            kept.append(ev)
+        return kept, rows
+
+    def before_transaction(self, payload: Any) -> None:
+        """Work that must not share the batch's transaction (PostgreSQL: new partitions)."""
 
     def write(self, conn: sa.Connection, rows: list[tuple]) -> None:
         if rows:
@@ -40,13 +123,18 @@ class SqlWriter:
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.
-WRITERS: dict[str, Callable[[sa.Engine, sa.Table], SqlWriter]] = {}
+WRITERS: dict[str, Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]] = {"sqlite": SqlWriter}
 
 
-def writer_for(dialect: str) -> Callable[[sa.Engine, sa.Table], SqlWriter]:
+def writer_for(dialect: str) -> Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]:
+    """The writer of a dialect; an unsupported database is refused with the reason."""
     if dialect == "postgresql" and "postgresql" not in WRITERS:
         try:
             import squall.sinks.warehouse.postgres  # noqa: F401 - registers the COPY writer
-        except ImportError:
-            pass
-    return WRITERS.get(dialect, SqlWriter)
+        except ImportError as exc:
+            raise SinkError(f"the PostgreSQL warehouse needs psycopg2 (pip install 'squall[postgres]'): {exc}") from exc
+    try:
+        return WRITERS[dialect]
+    except KeyError:
+        hint = " (Redshift: see docs/warehouse.md)" if dialect == "redshift" else ""
+        raise SinkError(f"the warehouse sink writes to SQLite and PostgreSQL, not {dialect}{hint}") from None

@@ -1,0 +1,137 @@
+"""The one place where the warehouse opens, commits and rolls back transactions, and where a
+database failure becomes a squall error.
+
+A failure that may pass — the connection was lost or killed, the server restarts, a statement
+timed out, a deadlock or serialization failure — is a ``TransientError``: the engine retries the
+whole batch with backoff, and nothing is acknowledged until a transaction commits. Everything else
+(bad data, a missing table, no rights) is a ``SinkError``. PostgreSQL failures are told apart by
+SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never by message text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import sqlalchemy as sa
+
+from squall.errors import SinkError, SquallError, TransientError
+
+#: SQLSTATE classes that are transient as a whole: connection exception, insufficient resources.
+TRANSIENT_CLASSES = ("08", "53")
+#: Single transient SQLSTATEs.
+TRANSIENT_CODES = frozenset({
+    "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: the server is starting or in recovery
+    "57P05",  # idle_session_timeout
+    "57014",  # query_canceled: statement_timeout, pg_cancel_backend
+    "55P03",  # lock_not_available: lock_timeout
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "40003",  # statement_completion_unknown
+    "25P03",  # idle_in_transaction_session_timeout
+})
+#: SQLSTATEs after which the session is gone: the pool must drop the connection.
+DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error (psycopg2 ``pgcode``), also under a SQLAlchemy wrapper."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig if orig is not None else exc, "pgcode", None)
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    orig = getattr(exc, "orig", None)
+    return orig if orig is not None else exc
+
+
+@cache
+def _psycopg2() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(all psycopg2 errors, its connection-level errors); empty when psycopg2 is not installed."""
+    try:
+        import psycopg2
+    except ImportError:
+        return (), ()
+    return (psycopg2.Error,), (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """A driver error with no SQLSTATE from a connection-level class (socket closed, EOF, closed)."""
+    return sqlstate(exc) is None and isinstance(_driver_error(exc), _psycopg2()[1])
+
+
+def is_disconnect(exc: BaseException, dbapi_connection: object | None = None) -> bool:
+    """True when the connection the error came from cannot be used again."""
+    if getattr(dbapi_connection, "closed", 0):  # psycopg2: nonzero once the connection is closed
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    code = sqlstate(exc)
+    if code is not None:
+        return code.startswith("08") or code in DISCONNECT_CODES
+    return _lost_connection(exc)
+
+
+def is_transient(exc: BaseException) -> bool:
+    code = sqlstate(exc)
+    if code is not None:
+        return code.startswith(TRANSIENT_CLASSES) or code in TRANSIENT_CODES
+    if isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError):  # pool checkout timed out
+        return True
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # SQLite ("database is locked") and connection-level failures without a SQLSTATE.
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or _lost_connection(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """First line of the driver's message, with its SQLSTATE."""
+    err = _driver_error(exc)
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    code = sqlstate(exc)
+    return f"{text} (SQLSTATE {code})" if code else text
+
+
+def as_squall_error(exc: BaseException, where: str) -> BaseException:
+    """The squall error for a database failure; other exceptions are returned unchanged."""
+    if isinstance(exc, SquallError):
+        return exc
+    if not isinstance(exc, (sa.exc.SQLAlchemyError, *_psycopg2()[0])):
+        return exc
+    if is_transient(exc):
+        return TransientError(f"{where}: database unavailable: {describe(exc)}")
+    return SinkError(f"{where}: {describe(exc)}")
+
+
+@contextmanager
+def sql_errors(where: str) -> Iterator[None]:
+    """Re-raise database failures as ``TransientError`` (retried by the engine) or ``SinkError``."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = as_squall_error(exc, where)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
+@contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One transaction on a pooled connection: commit on success, roll back on any failure.
+
+    When the failure lost the connection (killed, server restarted), the connection is invalidated
+    so the pool never hands it out again — also when the failure came from the raw driver
+    connection (COPY), which SQLAlchemy does not see.
+    """
+    with engine.begin() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            dbapi = conn.connection.dbapi_connection if not conn.invalidated else None
+            if not conn.invalidated and is_disconnect(exc, dbapi):
+                conn.invalidate(exc)
+            raise
