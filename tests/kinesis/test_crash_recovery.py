@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 TOPOLOGY = """
 name: crash
 resources:
-  warehouse: {{url: "sqlite:///{db}"}}
+  warehouse: {{url: "{url}"}}
 spout:
   type: kinesis
   stream: {stream}
@@ -33,7 +33,7 @@ sinks:
   - id: rows
     type: warehouse
     resource: warehouse
-    table: events
+    table: {table}
     columns: {{n: {{path: n, type: integer}}, shard: meta.shard_id, seq: meta.sequence_number}}
   - {{id: dlq, type: dead_letter, path: {dlq}}}
 """
@@ -46,11 +46,41 @@ def put(kinesis, stream: str, docs: list) -> None:
         assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
 
 
-def rows(db: Path) -> int:
-    try:
-        return sqlite3.connect(db).execute("select count(*) from events").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+class Warehouse:
+    """The table the topology writes, on SQLite (a file) or on the real PostgreSQL."""
+
+    def __init__(self, kind: str, tmp_path: Path, pg_url: str | None, table: str):
+        self.kind, self.table = kind, table
+        if kind == "sqlite":
+            self.url = f"sqlite:///{tmp_path / 'w.db'}"
+            self.connect = lambda: sqlite3.connect(tmp_path / "w.db")
+        else:
+            import psycopg2
+
+            self.url = pg_url
+            self.connect = lambda: psycopg2.connect(pg_url.replace("postgresql+psycopg2", "postgresql"))
+
+    def query(self, sql: str) -> tuple:
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql)
+            return cur.fetchone()
+        finally:
+            conn.close()
+
+    def rows(self) -> int:
+        try:
+            return self.query(f"select count(*) from {self.table}")[0]
+        except Exception:  # not created yet
+            return 0
+
+    def drop(self) -> None:
+        if self.kind == "postgres":
+            conn = self.connect()
+            conn.autocommit = True
+            conn.cursor().execute(f"drop table if exists {self.table}")
+            conn.close()
 
 
 def run(topology: Path, env: dict) -> subprocess.Popen:
@@ -58,8 +88,16 @@ def run(topology: Path, env: dict) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def warehouse(request, tmp_path: Path, unique_name: str):
+    pg_url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    w = Warehouse(request.param, tmp_path, pg_url, unique_name)
+    yield w
+    w.drop()
+
+
 def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, kinesis_mock, make_stream,
-                                                                       tmp_path: Path):
+                                                                       tmp_path: Path, warehouse: Warehouse):
     stream = make_stream(2, prefix="crash")
     valid = [{"id": f"e{i}", "n": i} for i in range(3000)]
     docs: list = []
@@ -69,26 +107,26 @@ def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, ki
             docs.append(b"{broken")
     put(kinesis, stream, docs)
     bad = len(docs) - len(valid)
-    db, dlq = tmp_path / "w.db", tmp_path / "dlq.jsonl"
+    dlq = tmp_path / "dlq.jsonl"
     topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY.format(db=db, dlq=dlq, stream=stream, endpoint=kinesis_mock.endpoint))
+    topology.write_text(TOPOLOGY.format(url=warehouse.url, table=warehouse.table, dlq=dlq, stream=stream,
+                                        endpoint=kinesis_mock.endpoint))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     first = run(topology, env)
     deadline = time.monotonic() + 60
-    while rows(db) < 600 and time.monotonic() < deadline:
+    while warehouse.rows() < 600 and time.monotonic() < deadline:
         assert first.poll() is None, first.communicate()[1][-2000:]
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)  # no cleanup, no final checkpoint
     first.communicate()
-    after_crash = rows(db)
+    after_crash = warehouse.rows()
     assert 0 < after_crash < len(valid)
 
     second = run(topology, env)
     _, err = second.communicate(timeout=180)
     assert second.returncode == 0, err[-3000:]
-    conn = sqlite3.connect(db)
-    assert conn.execute("select count(*), count(distinct event_id) from events").fetchone() == (3000, 3000)
+    assert warehouse.query(f"select count(*), count(distinct event_id) from {warehouse.table}") == (3000, 3000)
     # Rows and checkpoints commit together, so the restart redid no committed batch: it committed
     # exactly the events the first run had not.
     committed = int(re.search(r"committed (\d+)", err).group(1))
