@@ -24,7 +24,7 @@ class JsonConfig(ComponentConfig):
     event_id_field: str | None = Field(
         None, description="Payload field holding a stable event id (e.g. the SDK's message id); "
                           "records without it keep the id derived from stream, shard and sequence.")
-    max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest decompressed payload accepted, in bytes.")
+    max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest payload accepted (after decompression), in bytes.")
 
     @field_validator("event_id_field")
     @classmethod
@@ -54,6 +54,9 @@ class JsonBolt(Bolt):
                 except (OSError, EOFError, zlib.error, ValueError) as exc:
                     out.fail(ev, f"invalid gzip payload: {exc}")
                     continue
+            elif len(data) > cfg.max_bytes:
+                out.fail(ev, f"payload of {len(data)} bytes exceeds max_bytes ({cfg.max_bytes})")
+                continue
             try:
                 value = loads(data)
             except orjson.JSONDecodeError as exc:

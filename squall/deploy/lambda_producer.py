@@ -66,9 +66,14 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         raise OverflowError(f"body of {len(raw)} bytes exceeds {max_body_bytes}")
     if headers.get("content-encoding", "").lower() == "gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        raw = d.decompress(raw, max_body_bytes + 1)
-        if len(raw) > max_body_bytes or not d.eof:
-            raise OverflowError("gzip body too large or truncated")
+        try:
+            raw = d.decompress(raw, max_body_bytes + 1)
+        except zlib.error as exc:
+            raise ValueError(f"Content-Encoding is gzip but the body is not: {exc}") from None
+        if len(raw) > max_body_bytes:
+            raise OverflowError(f"gzip body decompresses to more than {max_body_bytes} bytes")
+        if not d.eof:
+            raise ValueError("truncated gzip body")
     received = datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else datetime.now(UTC)
     return Request(raw, ctx.get("requestId", ""), source_ip, ua or headers.get("user-agent", ""), received,
                    headers.get("content-type", ""), method.upper())

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.enrichment.state import Position, Status, SubscriptionState
-from squall.errors import TransientError
+from squall.errors import SinkError, TransientError
+from squall.sinks.warehouse.transactions import describe, is_transient
 
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT: tuple[type[Exception], ...] = (
@@ -31,13 +32,6 @@ REDIS_TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
     redis.exceptions.MasterDownError,
-)
-#: SQLAlchemy errors that may pass: connection problems, lock/serialization conflicts, pool timeouts.
-SQL_TRANSIENT: tuple[type[Exception], ...] = (
-    sa.exc.OperationalError,
-    sa.exc.DisconnectionError,
-    sa.exc.TimeoutError,
-    sa.exc.InterfaceError,
 )
 
 _STATUS = {str(s): s for s in Status}
@@ -65,6 +59,18 @@ def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]
     except errors as exc:
         # The driver's message names the host and port, never the password.
         raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _sql_transient(what: str) -> Iterator[None]:
+    """SQL failures that may pass (by SQLSTATE, SQLite busy/locked, lost connection) → ``TransientError``;
+    the rest (no such table, constraint violations) → ``SinkError``, so a broken store is not retried forever."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        if is_transient(exc):
+            raise TransientError(f"{what}: {describe(exc)}") from exc
+        raise SinkError(f"{what}: {describe(exc)}") from exc
 
 
 # -- Redis ------------------------------------------------------------------------------------
@@ -263,7 +269,7 @@ class SqlStateStore:
             return {}
         t = self.table
         found: dict[str, SubscriptionState] = {}
-        with _transient("state store read", SQL_TRANSIENT):
+        with _sql_transient("state store read"):
             self._ensure_table()
             with self.engine.connect() as conn:
                 for i in range(0, len(keys), SELECT_CHUNK):
@@ -322,7 +328,7 @@ class SqlStateStore:
             set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name != "key"},
             where=t.c.version < stmt.excluded.version,
         )
-        with _transient("state store write", SQL_TRANSIENT):
+        with _sql_transient("state store write"):
             self._ensure_table()
             with self.engine.begin() as conn:
                 if report:

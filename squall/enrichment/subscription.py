@@ -198,8 +198,8 @@ class SubscriptionBolt(Bolt):
                     changed[key] = after
                 for i, state in zip(indexes, states, strict=True):
                     seen[i] = state
-            if changed:
-                self.store.save(changed)
+            # Also without changes: a cached store fills Redis with this batch's misses here.
+            self.store.save(changed)
 
         blocks: dict[int, dict[str, Any]] = {}
         set_target, emit = self._set_target, out.emit

@@ -71,19 +71,22 @@ class DeadLetterSink(Sink):
                     self._fh.write(b"\n")
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        lines = []
+        lines, keys = [], set()
         for ev in prepared.events:
             key = (ev.event_id, ev.failure.component if ev.failure else None)
-            if key in self._seen:
+            if key in self._seen or key in keys:
                 continue
-            self._seen.add(key)
-            lines.append(orjson.dumps(dead_letter_line(ev, include_payload=self.config.include_payload)))
+            keys.add(key)
+            lines.append(orjson.dumps(dead_letter_line(ev, include_payload=self.config.include_payload),
+                                      default=str))
         if not lines:
             return
         self._fh.write(b"\n".join(lines) + b"\n")
         self._fh.flush()
         if self.config.fsync:
             os.fsync(self._fh.fileno())
+        # Only now are they on disk: a failed write above leaves them unseen, so the retry writes them.
+        self._seen |= keys
 
     def close(self) -> None:
         fh = getattr(self, "_fh", None)

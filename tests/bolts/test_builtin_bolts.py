@@ -159,3 +159,11 @@ def test_schema_with_newer_keywords_uses_jsonschema_only():
 
     assert fast_check({"type": "array", "prefixItems": [{"type": "integer"}]}) is None
     assert fast_check({"type": "string", "format": "date-time"}) is None
+
+
+def test_json_max_bytes_applies_to_plain_and_gzip_payloads():
+    doc = orjson.dumps({"pad": "x" * 200})
+    outcomes, stores = run("  - {id: decode, type: json, max_bytes: 100}", [doc, gzip.compress(doc), b'{"a": 1}'])
+    assert [ev.value for ev in stores["out"]] == [{"a": 1}]
+    reasons = [ev.failure.reason for ev in stores["dlq"]]
+    assert "exceeds max_bytes" in reasons[0] and "exceeds 100 bytes" in reasons[1]

@@ -88,3 +88,16 @@ def test_method_and_size_limits(handler_for):
     assert handler(api_gateway_event("{}", method="GET"), None)["statusCode"] == 405
     big = json.dumps([{"message_id": f"m{i}", "event_type": "c"} for i in range(501)])
     assert handler(api_gateway_event(big), None)["statusCode"] == 413
+
+
+def test_bad_gzip_bodies_are_400_not_a_crash(handler_for):
+    handler, _ = handler_for()
+    event = api_gateway_event(json.dumps({"message_id": "m1", "event_type": "click"}))
+    event["headers"]["Content-Encoding"] = "gzip"  # but the body is plain JSON
+    resp = handler(event, None)
+    assert resp["statusCode"] == 400 and "not" in body(resp)["error"]
+    truncated = api_gateway_event(json.dumps([{"message_id": "m1", "event_type": "click"}] * 50), gzip_body=True)
+    raw = __import__("base64").b64decode(truncated["body"])
+    truncated["body"] = __import__("base64").b64encode(raw[: len(raw) // 2]).decode()
+    resp = handler(truncated, None)
+    assert resp["statusCode"] == 400 and "truncated" in body(resp)["error"]

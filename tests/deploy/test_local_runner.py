@@ -142,3 +142,41 @@ def test_a_missing_input_file_is_a_clear_error_with_exit_2(tmp_path: Path):
     assert r.returncode == 2
     assert f"cannot read {tmp_path / 'nowhere.jsonl'}: No such file or directory" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_dead_letter_write_that_fails_is_written_on_the_retry(tmp_path: Path):
+    """A failed write (disk full) must not count the dead letters as written: the retry writes them."""
+    import errno
+
+    import pytest
+
+    from squall.errors import BatchFailed
+    from squall.testing import records_from
+    from squall.topology.executor import Engine
+    from squall.topology.graph import compile_plan
+
+    engine = Engine(compile_plan(topo(tmp_path, "{type: stdin}"))).open()
+    [dlq] = [c for c in engine.components if c.id == "dlq"]
+
+    class DiskFullOnce:
+        def __init__(self, fh):
+            self.fh, self.failed = fh, False
+
+        def write(self, data):
+            if not self.failed:
+                self.failed = True
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+    dlq._fh = DiskFullOnce(dlq._fh)
+    records = records_from([b"not json", {"n": 1}])
+    with pytest.raises(BatchFailed, match="No space left"):
+        engine.process(records)
+    result = engine.process(records)  # the runner's retry (KCL in-process, Lambda warm container)
+    assert result.ok and result.checkpoint
+    engine.close()
+    lines = (tmp_path / "dlq.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["component"] == "decode"

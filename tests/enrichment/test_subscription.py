@@ -240,7 +240,7 @@ def test_one_store_round_trip_per_batch(tmp_path, monkeypatch):
     assert calls == [("load", 7), ("save", 7)]
     calls.clear()
     run(bolt, [ev("click", "k1")], start=200)
-    assert calls == [("load", 1)]  # nothing changed: no write
+    assert calls == [("load", 1), ("save", 0)]  # nothing changed: save gets nothing to write (it returns at once)
 
 
 # -- dependency failures: TransientError, and no event changed ----------------------------------
@@ -482,3 +482,18 @@ def test_redis_keys_use_the_configured_prefix(redis_url, redis_prefix):
     assert client.hget(f"{redis_prefix}tok-1", "status") == b"registered"
     assert client.ttl(f"{redis_prefix}tok-1") == -1  # Redis as the store: no expiry
     client.close()
+
+
+def test_read_only_batches_fill_the_cache_so_sql_is_read_once(tmp_path, redis_url, redis_prefix):
+    res = resources(state=f"sqlite:///{tmp_path / 'state.db'}", cache=redis_url)
+    bolt = make_bolt(res, cache="cache", key_prefix=redis_prefix)
+    run(bolt, [ev("register", "known")])
+    sql_loads: list[list[str]] = []
+    real = bolt.store.store.load
+    bolt.store.store.load = lambda keys: sql_loads.append(list(keys)) or real(keys)
+    for i in range(3):  # read-only events: one unknown key, one known but evicted from Redis
+        if i == 0:
+            redis.Redis.from_url(redis_url).delete(redis_prefix + "known")
+        ok, failed = run(bolt, [ev("app_open", "nobody"), ev("app_open", "known")], start=10 + 2 * i)
+        assert not failed and sorted(v["status"] for v in ok.values()) == ["registered", "unknown"]
+    assert sql_loads == [["nobody", "known"]]  # after the first batch both come from Redis

@@ -143,7 +143,7 @@ def test_rows_are_typed_escaped_and_unstorable_events_are_dead_lettered(url, pg,
         {"kind": "tab\there", "n": 1, "big": 2**40, "price": 2.5, "ok": True, "at": "2026-11-03T18:00:00Z",
          "day": "2026-11-03", "tags": ["a", {"q": "say \"hi\"\\n"}], "geo": {"country": "DE"}},
         {"kind": "line\nbreak\r\\back\\slash", "n": "2", "at": 1_762_192_800_000, "ok": "yes"},
-        {"kind": "\\N", "at": "2026-11-03T20:00:00+02:00", "price": "1e500"},  # a string, not NULL; inf
+        {"kind": "\\N", "at": "2026-11-03T20:00:00+02:00", "price": "1e300"},  # a string, not NULL
         {"kind": "", "n": -(2**31), "tags": "plain string", "geo": "not an object"},
         {"n": 3},  # kind is required
         {"kind": "buy", "n": "three"},  # not an integer
@@ -169,7 +169,7 @@ def test_rows_are_typed_escaped_and_unstorable_events_are_dead_lettered(url, pg,
     shard = "shardId-000000000000"
     assert rows == [
         ("", -(2**31), None, None, None, None, None, "plain string", None, shard),
-        ("\\N", None, None, float("inf"), None, datetime(2026, 11, 3, 18, tzinfo=UTC), None, None, None, shard),
+        ("\\N", None, None, 1e300, None, datetime(2026, 11, 3, 18, tzinfo=UTC), None, None, None, shard),
         ("line\nbreak\r\\back\\slash", 2, None, None, True, datetime(2025, 11, 3, 18, tzinfo=UTC), None, None,
          None, shard),
         ("tab\there", 1, 2**40, 2.5, True, datetime(2026, 11, 3, 18, tzinfo=UTC), date(2026, 11, 3),

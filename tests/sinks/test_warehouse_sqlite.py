@@ -108,3 +108,42 @@ def test_table_names_are_validated(bad: str, tmp_path: Path):
 
     with pytest.raises(TopologyError, match="invalid table name"):
         load_text(YAML.format(db=tmp_path / "x.db", tag="x").replace("table: events", f"table: '{bad}'"))
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity", "1e500"])
+def test_non_finite_floats_are_dead_lettered_not_stored_as_null(bad: str, tmp_path: Path, unique_name: str):
+    run = run_topology(YAML.format(db=tmp_path / "w.db", tag=unique_name),
+                       records_from([{"kind": "a", "price": bad}, {"kind": "b", "price": "2.5"}]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert "as float" in MemorySink.stores[unique_name][0].failure.reason
+
+
+def test_create_false_refuses_a_missing_table_at_start(tmp_path: Path, unique_name: str):
+    from squall.errors import SinkError
+
+    yaml = YAML.format(db=tmp_path / "w.db", tag=unique_name).replace("table: events", "table: events\n    create: false")
+    with pytest.raises(SinkError, match="does not exist"):
+        run_topology(yaml, records_from(payloads()[:1]))
+
+
+def test_sqlite_errors_other_than_busy_are_permanent(tmp_path: Path):
+    import sqlalchemy as sa
+
+    from squall.sinks.warehouse.transactions import is_transient
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(sa.exc.OperationalError) as missing:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("insert into nowhere values (1)")
+    assert not is_transient(missing.value)
+    # a second connection holding the write lock: busy, which may pass
+    locked = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}", connect_args={"timeout": 0})
+    with engine.connect() as holder:
+        holder.exec_driver_sql("create table t (x int)")
+        holder.commit()
+        holder.exec_driver_sql("begin exclusive")
+        with pytest.raises(sa.exc.OperationalError) as busy:
+            with locked.begin() as conn:
+                conn.exec_driver_sql("insert into t values (1)")
+        holder.rollback()
+    assert is_transient(busy.value)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -112,13 +113,18 @@ def _to_int(v: Any) -> int:
 
 
 def _to_float(v: Any) -> float:
+    """A finite float: NaN and infinities are refused (SQLite stores NaN as NULL; neither is a measurement)."""
     if isinstance(v, bool):
         raise ConversionError
     if isinstance(v, int | float):
-        return float(v)
-    if isinstance(v, str):
-        return float(v.strip())
-    raise ConversionError
+        f = float(v)
+    elif isinstance(v, str):
+        f = float(v.strip())
+    else:
+        raise ConversionError
+    if not math.isfinite(f):
+        raise ConversionError
+    return f
 
 
 def _to_bool(v: Any) -> bool:

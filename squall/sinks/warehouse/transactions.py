@@ -10,6 +10,7 @@ SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -83,8 +84,25 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
-    # SQLite ("database is locked") and connection-level failures without a SQLSTATE.
+    busy = _sqlite_busy(exc)
+    if busy is not None:
+        return busy
+    # Connection-level failures without a SQLSTATE.
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or _lost_connection(exc)
+
+
+#: SQLite primary result codes that may pass: another connection holds a lock.
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+
+
+def _sqlite_busy(exc: BaseException) -> bool | None:
+    """For a SQLite error: True when the database is busy or locked, False for anything else
+    (no such table, constraint, disk I/O); None when the error is not SQLite's."""
+    err = _driver_error(exc)
+    if not isinstance(err, sqlite3.Error):
+        return None
+    code = getattr(err, "sqlite_errorcode", None)  # extended code; the primary code is its low byte
+    return code is not None and (code & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 def describe(exc: BaseException) -> str:

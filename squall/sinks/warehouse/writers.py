@@ -89,8 +89,19 @@ class SqlWriter:
                            f"ON CONFLICT ({prep.quote('event_id')}) DO NOTHING")
 
     def open(self, *, create: bool) -> None:
-        """Create the table if missing; add columns that the YAML has and the table lacks."""
+        """Create the table if missing; add columns that the YAML has and the table lacks.
+
+        With ``create: false`` the table must already exist with every column: checked here, so a
+        missing table is refused at start rather than failing every batch.
+        """
+        inspector = sa.inspect(self.engine)
         if not create:
+            if not inspector.has_table(self.table.name, schema=self.table.schema):
+                raise SinkError(f"table {self.spec.shown} does not exist (create: false)")
+            have = {c["name"] for c in inspector.get_columns(self.table.name, schema=self.table.schema)}
+            missing = [name for name in self.spec.columns if name not in have]
+            if missing:
+                raise SinkError(f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)")
             return
         self.table.metadata.create_all(self.engine, tables=[self.table], checkfirst=True)
         existing = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)}
