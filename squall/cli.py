@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from squall import __version__
-from squall.deploy.produce import produce
 from squall.errors import TopologyError
 from squall.topology.loader import load
 
@@ -24,7 +23,24 @@ def _load_or_exit(path: str):
         sys.exit(2)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands whose modules import heavy clients (boto3) load only when called."""
+
+    lazy = {"produce": "squall.deploy.produce:produce"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="squall")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -135,8 +151,6 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         return
     os.execvp(cmd[0], cmd)
 
-
-main.add_command(produce)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
