@@ -34,6 +34,19 @@ def expected_split(events_file: Path) -> tuple[set[str], int]:
     return valid, bad
 
 
+def sample_events(example: Path) -> list[dict]:
+    """The decodable JSON objects of the sample."""
+    out = []
+    for line in gzip.open(example / "events.jsonl.gz", "rt"):
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(ev, dict):
+            out.append(ev)
+    return out
+
+
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     dst = tmp_path / "pistats"
@@ -85,3 +98,35 @@ def test_run_with_input_override_and_batch_size(example: Path, tmp_path: Path):
     assert r.returncode == 0, r.stderr
     db = sqlite3.connect(example / "out" / "pistats.db")
     assert db.execute("select event_type from events").fetchall() == [("click",)]
+
+
+def test_example_on_postgresql_and_redis(example: Path, pg_url: str, redis_url: str, unique_name: str):
+    """The same topology with the warehouse on PostgreSQL and the subscription state in Redis."""
+    import psycopg2
+    import redis
+
+    valid, bad = expected_split(example / "events.jsonl.gz")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(example), "WAREHOUSE_URL": pg_url, "STATE_URL": redis_url,
+           "EVENTS_TABLE": unique_name}
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    cache = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(2):  # the second run adds nothing
+            r = subprocess.run([sys.executable, "-m", "squall.cli", "run", "topology.yaml"], capture_output=True,
+                               text=True, cwd=example, env=env, timeout=300)
+            assert r.returncode == 0, r.stderr
+            with conn.cursor() as cur:
+                cur.execute(f'select event_id from "{unique_name}"')
+                assert {row[0] for row in cur.fetchall()} == valid
+        assert len((example / "out" / "rejects.jsonl").read_text().splitlines()) == bad
+        # the subscription state lives in Redis: one hash per device token that registered or subscribed
+        changed = {ev["device_token"] for ev in sample_events(example)
+                   if ev.get("message_id") in valid and ev["event_type"] in ("register", "subscribe")}
+        assert cache.exists(*[f"squall:subscription:{t}" for t in changed]) == len(changed)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'drop table if exists "{unique_name}"')
+        conn.close()
+        tokens = {ev.get("device_token") for ev in sample_events(example)} - {None}
+        cache.delete(*[f"squall:subscription:{t}" for t in tokens])
