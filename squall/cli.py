@@ -107,6 +107,19 @@ def schema(output: str | None) -> None:
 
 
 @main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+def reference(output: str | None) -> None:
+    """Print the option reference of every component as Markdown (docs/reference.md)."""
+    from squall.topology.reference import full_reference
+
+    text = full_reference()
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--stream", required=True, help="Kinesis stream name.")
 @click.option("--application", help="KCL application name: the DynamoDB lease table (default: topology name).")

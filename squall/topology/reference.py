@@ -1,0 +1,87 @@
+"""The YAML reference of every component, rendered from the registry's config models.
+
+``squall reference`` prints it; ``docs/reference.md`` is this output, and README blocks between
+``<!-- reference:KIND/TYPE -->`` markers are too — a test keeps both in sync with the code.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from squall.topology import registry
+
+KIND_TITLES = {"spout": "Spouts", "bolt": "Bolts", "sink": "Sinks"}
+MARKER = re.compile(r"<!-- reference:(\w+)/(\w+) -->\n.*?<!-- /reference -->", re.S)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        names = dict.fromkeys(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
+        return " or ".join(names)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        args = typing.get_args(annotation)
+        return f"mapping to {_type_name(args[1])}" if len(args) == 2 else "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
+    return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(annotation, getattr(
+        annotation, "__name__", str(annotation)))
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+    else:
+        value = field.default
+    if value is None or value is PydanticUndefined:
+        return "—"
+    if isinstance(value, BaseModel):
+        return "see below" if value.model_fields_set else "defaults"
+    if value in ({}, []):
+        return "empty"
+    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+
+
+def component_table(kind: str, type_name: str) -> str:
+    """A Markdown table of one component's options (without ``id`` and ``type``)."""
+    cls = registry.resolve(kind, type_name)
+    rows = ["| option | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in cls.Config.model_fields.items():
+        if name in ("id", "type"):
+            continue
+        description = " ".join((field.description or "").split()).replace("|", "\\|")
+        rows.append(f"| `{field.alias or name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
+def full_reference() -> str:
+    """Every registered component of every kind, as Markdown."""
+    out = ["# Component reference", "",
+           "Generated from the code by `squall reference`; every component also takes `id` and `type`.", ""]
+    for kind, title in KIND_TITLES.items():
+        out += [f"## {title}", ""]
+        for type_name in sorted(registry.BUILTINS[kind]):
+            cls = registry.resolve(kind, type_name)
+            out += [f"### `{type_name}`", "", cls.summary, "", component_table(kind, type_name)]
+    return "\n".join(out)
+
+
+def refresh_markers(text: str) -> str:
+    """``text`` with each ``<!-- reference:kind/type -->`` block re-rendered."""
+    return MARKER.sub(lambda m: f"<!-- reference:{m[1]}/{m[2]} -->\n{component_table(m[1], m[2])}<!-- /reference -->",
+                      text)
