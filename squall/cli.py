@@ -107,6 +107,37 @@ def schema(output: str | None) -> None:
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--handler", type=click.Choice(["consumer", "producer"]), required=True,
+              help="consumer: Kinesis event source; producer: API Gateway.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default="build/function.zip", show_default=True)
+@click.option("--extras", default="", help="squall extras to include, comma separated (e.g. postgres,redis).")
+@click.option("--python", "python_version", default="3.11", show_default=True, help="Lambda runtime version.")
+@click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default="x86_64", show_default=True)
+def package(file: str, handler: str, output: str, extras: str, python_version: str, arch: str) -> None:
+    """Build a Lambda deployment zip: squall, its dependencies for Lambda's platform, the topology."""
+    from squall.deploy.package import build
+    from squall.errors import SquallError
+
+    _load_or_exit(file)
+    try:
+        report = build(Path(file), handler=handler, output=Path(output),
+                       extras=tuple(e.strip() for e in extras.split(",") if e.strip()), python=python_version,
+                       arch=arch)
+    except SquallError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{report.path}: {report.zipped_bytes / 2**20:.1f} MiB zipped, "
+               f"{report.unzipped_bytes / 2**20:.1f} MiB unzipped; handler {report.handler}, runtime "
+               f"python{python_version}, architecture {arch}")
+    from squall.deploy.package import DIRECT_UPLOAD_LIMIT
+
+    if report.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+        click.echo("note: over 50 MiB zipped, so upload it through S3 (aws lambda update-function-code "
+                   "--s3-bucket …), not directly", err=True)
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def reference(output: str | None) -> None:
     """Print the option reference of every component as Markdown (docs/reference.md)."""

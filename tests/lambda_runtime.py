@@ -100,7 +100,8 @@ class RuntimeAPI:
 class LambdaFunction:
     """`python -m awslambdaric HANDLER` in TASK_ROOT against a RuntimeAPI; stopped by PID."""
 
-    def __init__(self, handler: str, task_root: Path, env: dict[str, str] | None = None):
+    def __init__(self, handler: str, task_root: Path, env: dict[str, str] | None = None, *,
+                 isolated: bool = False):
         self.api = RuntimeAPI(handler.split(".")[0])
         self.log_path = task_root / f"{handler}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -111,7 +112,11 @@ class LambdaFunction:
              "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
              "LAMBDA_TASK_ROOT": str(task_root), "_HANDLER": handler,
              "PYTHONPATH": os.pathsep.join([str(task_root), str(root)]), **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "awslambdaric", handler], env=e, cwd=task_root,
+        cmd = [sys.executable, "-m", "awslambdaric", handler]
+        if isolated:  # only the task root and the standard library, as in Lambda (no site-packages)
+            e["PYTHONPATH"] = str(task_root)
+            cmd.insert(1, "-S")
+        self.proc = subprocess.Popen(cmd, env=e, cwd=task_root,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def invoke(self, event: Any) -> Any:
