@@ -57,9 +57,18 @@ def batch_item_failures(records: list[Record], result: BatchResult | None) -> di
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in firsts.values()]}
 
 
+def warn_about_local_dead_letters(topology) -> None:
+    """A dead-letter file lives on the container's disk, which Lambda discards: say so at init."""
+    for sink in topology.sinks:
+        if sink.type == "dead_letter":
+            log.warning("sink '%s' writes dead letters to a local file, lost with the Lambda container: "
+                        "use type dead_letter_table (a SQL table) instead", sink.id)
+
+
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for a topology; resources open now (the init phase), once per container."""
     topology = load(topology_path)
+    warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from squall.deploy.lambda_consumer import warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.topology.executor import Engine, Outcome
@@ -122,6 +123,7 @@ def make_handler(topology_path: str | Path, *, context_key: str | None = "reques
                  max_events: int = 500, retry_after: int = 1) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
     topology = load(topology_path)
+    warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()
     sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 

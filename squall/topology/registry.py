@@ -35,6 +35,7 @@ BUILTINS: dict[str, dict[str, str]] = {
     "sink": {
         "warehouse": "squall.sinks.warehouse:WarehouseSink",
         "dead_letter": "squall.sinks.dead_letter:DeadLetterSink",
+        "dead_letter_table": "squall.sinks.dead_letter_table:DeadLetterTableSink",
         "stdout": "squall.sinks.stdout:StdoutSink",
         "kinesis": "squall.sinks.kinesis:KinesisSink",
     },

@@ -1,0 +1,80 @@
+"""``dead_letter_table`` sink: failed events as rows of a SQL table — durable where local disk is not (Lambda).
+
+One row per (event_id, component), inserted with ``ON CONFLICT DO NOTHING`` in one transaction
+per batch, so a replayed batch adds nothing. The engine writes dead letters before committing
+sinks and moves the checkpoint only after this transaction committed.
+"""
+
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+from pydantic import Field, field_validator
+from sqlalchemy.dialects import postgresql, sqlite
+
+from squall.component import ComponentConfig
+from squall.errors import SinkError
+from squall.sinks.base import Prepared, Sink, WriteContext
+from squall.sinks.dead_letter import dead_letter_line
+from squall.sinks.warehouse.columns import check_identifier
+from squall.sinks.warehouse.transactions import sql_errors
+
+
+class DeadLetterTableConfig(ComponentConfig):
+    resource: str = Field(description="SQL resource (SQLite or PostgreSQL) holding the table.")
+    table: str = Field("squall_dead_letters", description="Table name; created if missing.")
+    include_payload: bool = Field(False, description="Also store the decoded payload as it was when it failed.")
+
+    @field_validator("table")
+    @classmethod
+    def _ident(cls, v: str) -> str:
+        return check_identifier(v, "table name")
+
+
+def dead_letters_table(name: str, metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        name, metadata,
+        sa.Column("event_id", sa.Text, primary_key=True),
+        sa.Column("component", sa.Text, primary_key=True),
+        sa.Column("stream", sa.Text),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("failed_at", sa.Text, nullable=False),
+        sa.Column("meta", sa.Text, nullable=False),
+        sa.Column("record", sa.Text),
+        sa.Column("record_base64", sa.Text),
+        sa.Column("payload", sa.Text),
+    )
+
+
+class DeadLetterTableSink(Sink):
+    """Write failed events with their reason and original bytes to a SQL table."""
+
+    Config = DeadLetterTableConfig
+    summary = "Write failed events with their reason and original bytes to a SQL table (durable in Lambda)."
+    dead_letter = True
+
+    def open(self, resources) -> None:
+        self.engine: sa.Engine = resources.sql(self.config.resource)
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise SinkError(f"{self.id}: dead letters go to SQLite or PostgreSQL, not {dialect}")
+        self.table = dead_letters_table(self.config.table, sa.MetaData())
+        self._insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
+        self._insert = self._insert.on_conflict_do_nothing(index_elements=["event_id", "component"])
+        with sql_errors(self.id):
+            self.table.metadata.create_all(self.engine, checkfirst=True)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        rows = []
+        for ev in prepared.events:
+            doc = dead_letter_line(ev, include_payload=self.config.include_payload)
+            rows.append({
+                "event_id": doc["event_id"], "component": doc["component"] or "", "stream": doc["stream"],
+                "reason": doc["reason"], "failed_at": doc["failed_at"], "meta": orjson.dumps(doc["meta"]).decode(),
+                "record": doc.get("record"), "record_base64": doc.get("record_base64"),
+                "payload": orjson.dumps(doc["payload"], default=str).decode() if "payload" in doc else None,
+            })
+        if not rows:
+            return
+        with sql_errors(self.id), self.engine.begin() as conn:
+            conn.execute(self._insert, rows)
