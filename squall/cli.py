@@ -114,12 +114,23 @@ def schema(output: str | None) -> None:
 @click.option("--extras", default="", help="squall extras to include, comma separated (e.g. postgres,redis).")
 @click.option("--python", "python_version", default="3.11", show_default=True, help="Lambda runtime version.")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default="x86_64", show_default=True)
-def package(file: str, handler: str, output: str, extras: str, python_version: str, arch: str) -> None:
+@click.option("--template", "template_path", type=click.Path(dir_okay=False),
+              help="Also write an AWS SAM template for the function and its trigger here.")
+def package(file: str, handler: str, output: str, extras: str, python_version: str, arch: str,
+            template_path: str | None) -> None:
     """Build a Lambda deployment zip: squall, its dependencies for Lambda's platform, the topology."""
+    import os
+
     from squall.deploy.package import build
+    from squall.deploy.template import sam_template, write_template
     from squall.errors import SquallError
 
-    _load_or_exit(file)
+    topo = _load_or_exit(file)
+    if template_path:
+        code_uri = os.path.relpath(Path(output).resolve(), Path(template_path).resolve().parent)
+        template = sam_template(topo, Path(file).read_text(), handler=handler, code_uri=code_uri,
+                                python=python_version, arch=arch)
+        write_template(Path(template_path), template)
     try:
         report = build(Path(file), handler=handler, output=Path(output),
                        extras=tuple(e.strip() for e in extras.split(",") if e.strip()), python=python_version,
