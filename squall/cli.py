@@ -78,7 +78,7 @@ def run(file: str, input_path: str | None, batch_size: int | None, progress: boo
     if input_path:
         from squall.spouts.file import path_spout_config
 
-        topo = topo.with_spout(path_spout_config(input_path))
+        topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
     sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from squall.errors import RecordError
 from squall.event import Event
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
@@ -69,8 +70,10 @@ def setter(path: str) -> Callable[[Event, Any], None]:
         d = ev.value
         for k in parents:
             nxt = d.get(k)
-            if not isinstance(nxt, dict):
+            if nxt is None:
                 nxt = d[k] = {}
+            elif not isinstance(nxt, dict):  # never overwrite data to make room
+                raise RecordError(f"cannot set '{path}': '{k}' holds a {type(nxt).__name__}, not an object")
             d = nxt
         d[last] = value
 

@@ -59,11 +59,11 @@ class Condition(BaseModel):
         get = getter(self.field)
         s = self.model_fields_set
         if "equals" in s:
-            want = self.equals
-            return lambda ev: get(ev) == want
+            want = _key(self.equals)
+            return lambda ev: _key(get(ev)) == want
         if "not_equals" in s:
-            want = self.not_equals
-            return lambda ev: get(ev) != want
+            want = _key(self.not_equals)
+            return lambda ev: _key(get(ev)) != want
         if "in_" in s:
             allowed = _lookup(self.in_ or [])
             return lambda ev: _member(get(ev), allowed)
@@ -83,9 +83,14 @@ class Condition(BaseModel):
         raise AssertionError("unreachable: validated to one operator")
 
 
+def _key(v: Any) -> Any:
+    """A comparison key in which booleans equal only booleans (JSON's true is not 1)."""
+    return (bool, v) if isinstance(v, bool) else v
+
+
 def _lookup(values: list[Any]) -> tuple[set, list]:
     hashable, other = set(), []
-    for v in values:
+    for v in map(_key, values):
         try:
             hashable.add(v)
         except TypeError:
@@ -94,6 +99,7 @@ def _lookup(values: list[Any]) -> tuple[set, list]:
 
 
 def _member(v: Any, allowed: tuple[set, list]) -> bool:
+    v = _key(v)
     try:
         if v in allowed[0]:
             return True

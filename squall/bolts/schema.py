@@ -67,9 +67,21 @@ def _keywords(node: Any) -> set[str]:
     return set()
 
 
+def _ref_with_siblings(node: Any) -> bool:
+    """True when some subschema has ``$ref`` beside other keywords: draft 7 (fastjsonschema) ignores
+    those siblings, drafts 2019-09 and later apply them."""
+    if isinstance(node, dict):
+        if "$ref" in node and set(node) - {"$ref", "$comment", "description", "title", "$schema", "$id"}:
+            return True
+        return any(_ref_with_siblings(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_ref_with_siblings(v) for v in node)
+    return False
+
+
 def fast_check(schema: dict[str, Any]):
     """A compiled validity check (fastjsonschema, ~10x faster), or None when the schema needs jsonschema."""
-    if _keywords(schema) & NEWER_KEYWORDS or "format" in _keywords(schema):
+    if _keywords(schema) & NEWER_KEYWORDS or "format" in _keywords(schema) or _ref_with_siblings(schema):
         return None
     try:
         import fastjsonschema

@@ -98,8 +98,8 @@ def _batches(lines: IO[bytes], stream: str, shard: str, max_records: int, spout:
         yield batch
 
 
-def path_spout_config(path: str | Path) -> ComponentConfig:
-    """The spout config for ``squall run --input PATH`` (``-`` is stdin)."""
+def path_spout_config(path: str | Path, spout_id: str = "spout") -> ComponentConfig:
+    """The spout config for ``squall run --input PATH`` (``-`` is stdin), keeping the topology's spout id."""
     if str(path) == "-":
-        return StdinConfig(id="input", type="stdin")
-    return FileConfig(id="input", type="file", path=str(Path(path).resolve()))
+        return StdinConfig(id=spout_id, type="stdin")
+    return FileConfig(id=spout_id, type="file", path=str(Path(path).resolve()))

@@ -167,3 +167,32 @@ def test_json_max_bytes_applies_to_plain_and_gzip_payloads():
     assert [ev.value for ev in stores["out"]] == [{"a": 1}]
     reasons = [ev.failure.reason for ev in stores["dlq"]]
     assert "exceeds max_bytes" in reasons[0] and "exceeds 100 bytes" in reasons[1]
+
+
+def test_schema_ref_with_sibling_keywords_is_enforced_as_in_2020_12():
+    bolts = """  - {id: decode, type: json}
+  - id: v
+    type: schema
+    schema: {"$schema": "https://json-schema.org/draft/2020-12/schema", "$defs": {base: {type: object}},
+             "$ref": "#/$defs/base", required: [event_type]}"""
+    outcomes, stores = run(bolts, [{"event_type": "click"}, {"no_event_type": 1}])
+    assert [ev.value for ev in stores["out"]] == [{"event_type": "click"}]
+    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
+
+
+def test_project_never_overwrites_a_non_object_parent():
+    bolts = "  - {id: decode, type: json}\n  - {id: p, type: project, rename: {ua: device.ua}}"
+    outcomes, stores = run(bolts, [{"ua": "Moz", "device": "iPhone"}, {"ua": "Moz"}])
+    assert [ev.value for ev in stores["out"]] == [{"device": {"ua": "Moz"}}]
+    [bad] = stores["dlq"]
+    assert bad.value["device"] == "iPhone" and bad.raw == b'{"ua":"Moz","device":"iPhone"}'
+    assert "'device' holds a str" in bad.failure.reason
+
+
+def test_filter_booleans_equal_only_booleans():
+    bolts = "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, equals: true}]}"
+    _, stores = run(bolts, [{"n": 1}, {"n": 1.0}, {"n": True}])
+    assert [ev.value["n"] for ev in stores["out"]] == [True]
+    bolts = "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, in: [0, 1]}]}"
+    _, stores = run(bolts, [{"n": False}, {"n": True}, {"n": 0.0}, {"n": 1}])
+    assert [ev.value["n"] for ev in stores["out"]] == [0.0, 1]

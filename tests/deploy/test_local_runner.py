@@ -180,3 +180,24 @@ def test_a_dead_letter_write_that_fails_is_written_on_the_retry(tmp_path: Path):
     engine.close()
     lines = (tmp_path / "dlq.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["component"] == "decode"
+
+
+def test_input_override_keeps_the_spout_id_used_in_streams(tmp_path: Path):
+    t = tmp_path / "t.yaml"
+    t.write_text(f"""
+name: edges
+resources:
+  db: {{url: "sqlite:///{tmp_path / 'w.db'}"}}
+spout: {{id: source, type: file, path: nowhere.jsonl}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+streams:
+  - {{from: source, to: decode}}
+""")
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"n": 7}\n')
+    r = run_cli(["run", str(t), "--input", str(src)])
+    assert r.returncode == 0, r.stderr
+    assert sqlite3.connect(tmp_path / "w.db").execute("select n from events").fetchall() == [(7,)]
