@@ -85,9 +85,13 @@ def test_validate_and_graph_of_the_example(example: Path):
     assert r.returncode == 0, r.stderr
     g = run_cli("graph", "topology.yaml", cwd=example)
     assert g.returncode == 0 and g.stdout.startswith("flowchart LR")
-    assert "n_validate -.->|invalid| n_rejects" in g.stdout
+    ids = {line.split("[", 1)[1].strip('"[]()').split(":")[0]: line.split("[", 1)[0].split("(")[0].strip()
+           for line in g.stdout.splitlines()[1:] if "[" in line}
+    assert f"{ids['validate']} -.->|invalid| {ids['rejects']}" in g.stdout
+    assert f"{ids['decode']} --> {ids['validate']}" in g.stdout
     d = run_cli("graph", "--format", "dot", "topology.yaml", cwd=example)
-    assert d.stdout.startswith('digraph "pistats"') and '"decode" -> "validate"' in d.stdout
+    assert d.stdout.startswith('digraph "pistats"') and 'label="decode\\njson"' in d.stdout
+    assert f"{ids['decode']} -> {ids['validate']};" in d.stdout
 
 
 def test_run_with_input_override_and_batch_size(example: Path, tmp_path: Path):

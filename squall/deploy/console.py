@@ -63,6 +63,8 @@ def print_summary(console: Console, topo: Topology, report: RunReport) -> None:
     for r in report.failed_records[:10]:
         console.print(f"[red]failed:[/] {r.event_id} ({r.shard_id} seq {r.position.sequence_number}) "
                       f"in {r.component}: {r.reason}")
-    if report.interrupted:
+    if report.aborted:
+        console.print("aborted by a second interrupt: the batch in flight was not checkpointed")
+    elif report.interrupted:
         console.print("interrupted: the batch in flight was finished and checkpointed")
     sys.stderr.flush()

@@ -39,6 +39,7 @@ class RunReport:
     interrupted: bool = False
     error: BatchFailed | None = None
     setup_error: SquallError | None = None
+    aborted: bool = False
     failed_records: list[RecordOutcome] = field(default_factory=list)
 
     @property
@@ -93,6 +94,12 @@ class LocalRunner:
             report.stats = [engine.spout_stats, *engine.stats]
             try:
                 self._loop(engine, report)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now; the batch in flight is not acknowledged
+                report.aborted = True
+                log.warning("aborted: the batch in flight was not checkpointed")
+            except SquallError as exc:  # the input broke mid-way (a truncated .gz): stop, say where
+                report.setup_error = exc
+                log.error("%s", exc)
             finally:
                 engine.close()
         finally:

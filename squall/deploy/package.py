@@ -27,7 +27,7 @@ HANDLERS = {
 }
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 #: Skipped when copying the topology directory: outputs of local runs and caches.
-IGNORED = ("out", "__pycache__", "*.db", "*.db-journal", "*.pyc", ".*")
+IGNORED = ("out", "build", "dist", "__pycache__", "*.db", "*.db-journal", "*.pyc", "*.zip", ".*")
 #: Lambda's limit on the unzipped size of a function and its layers.
 UNZIPPED_LIMIT = 250 * 1024 * 1024
 #: Larger zips cannot be uploaded directly: they go through S3.

@@ -19,7 +19,7 @@ import click
 import orjson
 
 from squall import aws
-from squall.errors import SinkError, TransientError
+from squall.errors import SinkError, SquallError, TransientError
 from squall.sinks.putrecords import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
@@ -29,6 +29,7 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.spouts.file import read_lines
 
 #: Pending records are sent at least this often (seconds), so a slow --rate still flows.
 FLUSH_INTERVAL = 0.5
@@ -155,7 +156,7 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
 
 
 def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(read_lines(lines, "input"), start=1):
         data = line.rstrip(b"\r\n")
         if data.strip():
             yield number, data
@@ -215,9 +216,12 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
 
             report = produce_file(file, stream=stream, region=region, endpoint_url=endpoint_url, rate=rate,
                                   aggregate=aggregate, partition_key=partition_key, on_progress=update)
-    except (SinkError, TransientError) as exc:
+    except (SinkError, TransientError, ValueError) as exc:  # ValueError: a malformed ARN or endpoint URL
         err.print(f"[red]produce failed:[/red] {exc}")
         raise click.exceptions.Exit(2) from None
+    except SquallError as exc:  # the file itself (a truncated .gz)
+        err.print(f"[red]produce failed:[/red] {exc}")
+        raise click.exceptions.Exit(1) from None
     click.echo(f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
               f"in {report.seconds:.1f}s: {report.records_per_second:,.0f} records/s; "
               f"failed {report.failed:,}, retried {report.retried:,}")

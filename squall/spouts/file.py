@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -81,10 +82,21 @@ class StdinSpout(Spout):
                             skip_blank=self.config.skip_blank)
 
 
+def read_lines(lines: IO[bytes], where: str) -> Iterator[bytes]:
+    """The lines of a file; a truncated or corrupt gzip stream is an error naming the line it stopped at."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):  # noqa: B007 - number is read after the loop
+            yield line
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SquallError(f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
+                          "(truncated or corrupt gzip?)") from None
+
+
 def _batches(lines: IO[bytes], stream: str, shard: str, max_records: int, spout: Spout, *,
              skip_blank: bool) -> Iterator[list[Record]]:
     batch: list[Record] = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(read_lines(lines, f"{spout.id}: {stream}"), start=1):
         data = line.rstrip(b"\r\n")
         if skip_blank and not data.strip():
             continue

@@ -20,7 +20,7 @@ from squall.component import ComponentConfig
 from squall.errors import Problem, TopologyError
 from squall.topology import registry
 from squall.topology.model import Topology
-from squall.topology.yamlsource import Locator, Path_
+from squall.topology.yamlsource import Locator, Path_, format_path
 
 
 @dataclass(frozen=True)
@@ -62,39 +62,49 @@ class Plan:
         """(bolt id, stream) pairs that fall through to the default dead letter."""
         return [(n.id, s) for n in self.nodes if n.kind == "bolt" for s in n.streams if s not in n.outputs]
 
+    def _ids(self) -> dict[str, str]:
+        """Drawing ids by position: component ids may hold any character."""
+        return {self.spout_id: "n0", **{n.id: f"n{i + 1}" for i, n in enumerate(self.nodes)}}
+
     def mermaid(self) -> str:
-        lines = ["flowchart LR", f'    {_nid(self.spout_id)}(["{self.spout_id}: {self.topology.spout.type}"])']
+        ids = self._ids()
+        lines = ["flowchart LR", f'    n0(["{_label(self.spout_id)}: {_label(self.topology.spout.type)}"])']
         for n in self.nodes:
             shape = ('[("', '")]') if n.kind == "sink" else ('["', '"]')
-            lines.append(f"    {_nid(n.id)}{shape[0]}{n.id}: {n.config.type}{shape[1]}")
+            lines.append(f"    {ids[n.id]}{shape[0]}{_label(n.id)}: {_label(n.config.type)}{shape[1]}")
         for src, stream, dst in self.edges():
-            label = "" if stream == DEFAULT else f"|{stream}|"
+            label = "" if stream == DEFAULT else f"|{_label(stream)}|"
             arrow = "-.->" if stream != DEFAULT else "-->"
-            lines.append(f"    {_nid(src)} {arrow}{label} {_nid(dst)}")
+            lines.append(f"    {ids[src]} {arrow}{label} {ids[dst]}")
         for src, stream in self.unwired():
-            if self.dead_letters:
-                for d in self.dead_letters:
-                    lines.append(f"    {_nid(src)} -.->|{stream}| {_nid(self.nodes[d].id)}")
+            for d in self.dead_letters:
+                lines.append(f"    {ids[src]} -.->|{_label(stream)}| {ids[self.nodes[d].id]}")
         return "\n".join(lines) + "\n"
 
     def dot(self) -> str:
-        lines = [f'digraph "{self.topology.name}" {{', "    rankdir=LR;",
-                 f'    "{self.spout_id}" [shape=ellipse, label="{self.spout_id}\\n{self.topology.spout.type}"];']
+        ids = self._ids()
+        lines = [f'digraph "{_dot(self.topology.name)}" {{', "    rankdir=LR;",
+                 f'    n0 [shape=ellipse, label="{_dot(self.spout_id)}\\n{_dot(self.topology.spout.type)}"];']
         for n in self.nodes:
             shape = "cylinder" if n.kind == "sink" else "box"
-            lines.append(f'    "{n.id}" [shape={shape}, label="{n.id}\\n{n.config.type}"];')
+            lines.append(f'    {ids[n.id]} [shape={shape}, label="{_dot(n.id)}\\n{_dot(n.config.type)}"];')
         for src, stream, dst in self.edges():
-            style = "" if stream == DEFAULT else f' [label="{stream}", style=dashed]'
-            lines.append(f'    "{src}" -> "{dst}"{style};')
+            style = "" if stream == DEFAULT else f' [label="{_dot(stream)}", style=dashed]'
+            lines.append(f"    {ids[src]} -> {ids[dst]}{style};")
         for src, stream in self.unwired():
             for d in self.dead_letters:
-                lines.append(f'    "{src}" -> "{self.nodes[d].id}" [label="{stream}", style=dotted];')
+                lines.append(f'    {ids[src]} -> {ids[self.nodes[d].id]} [label="{_dot(stream)}", style=dotted];')
         lines.append("}")
         return "\n".join(lines) + "\n"
 
 
-def _nid(component_id: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in component_id)
+def _label(text: str) -> str:
+    """Text inside a Mermaid label: quotes and pipes as HTML entities."""
+    return text.replace('"', "#quot;").replace("|", "#124;")
+
+
+def _dot(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def compile_plan(topo: Topology) -> Plan:
@@ -110,10 +120,16 @@ def compile_plan(topo: Topology) -> Plan:
         for i, cfg in enumerate(configs):
             path: Path_ = (key, "id") if kind == "spout" else (key, i, "id")
             if cfg.id in comps:
-                problems.append(loc.problem(path, f"duplicate id '{cfg.id}' (also used at {comps[cfg.id][2][0]})"))
+                first = comps[cfg.id][2]
+                line, col = loc.where(first)
+                where = f"line {line}, column {col}" if line else format_path(first)
+                problems.append(loc.problem(path, f"duplicate id '{cfg.id}' (first used by {format_path(first[:-1])} "
+                                                  f"at {where})"))
                 continue
             comps[cfg.id] = (kind, cfg, path)
             order.append(cfg.id)
+    if problems:  # wiring a graph with ambiguous ids would only add confusing follow-on errors
+        raise TopologyError(problems)
     classes = {cid: registry.resolve(k if k != "spout" else "spout", c.type) for cid, (k, c, _) in comps.items()}
     streams_of: dict[str, tuple[str, ...]] = {}
     for cid, (kind, cfg, _) in comps.items():

@@ -26,6 +26,9 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise TopologyError(Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")) from None
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TopologyError(Problem(str(path), line, 0, "", "the file is not UTF-8 text")) from None
     return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env)
 
 

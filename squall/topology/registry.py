@@ -93,8 +93,8 @@ def resolve(kind: str, type_name: str) -> type[Component]:
         raise UnknownType(kind, type_name, list(types))
     try:
         cls = _import(ref)
-    except (ImportError, AttributeError) as exc:
-        raise UnknownType(kind, type_name, list(types), f"cannot import '{ref}': {exc}") from exc
+    except Exception as exc:  # a missing module, a bad reference, or a module that fails at import
+        raise UnknownType(kind, type_name, list(types), f"cannot import '{ref}': {type(exc).__name__}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
         raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")
     return cls

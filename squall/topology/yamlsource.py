@@ -80,60 +80,129 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Any, Locato
     if node is None:
         problems.append(Problem(file, 1, 1, "", "the file is empty"))
         return None, loc, problems
-    data = _convert(node, (), loc, env, problems, yaml.SafeLoader(""))
+    data = _Converter(loc, env, problems).convert(node, ())
     return data, loc, problems
 
 
-def _convert(node: yaml.Node, path: Path_, loc: Locator, env: Mapping[str, str], problems: list[Problem],
-             ctor: yaml.SafeLoader) -> Any:
-    loc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        ctor.flatten_mapping(node)  # merge keys (<<)
-        out: dict[str, Any] = {}
+#: Nodes converted per document at most: a few lines of nested aliases ("billion laughs") must not
+#: expand into gigabytes.
+MAX_NODES = 100_000
+MERGE_TAG = "tag:yaml.org,2002:merge"
+_RETYPED = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+            "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
+
+
+class _Converter:
+    """YAML nodes → plain data, recording marks; every problem is located, nothing raises."""
+
+    def __init__(self, loc: Locator, env: Mapping[str, str], problems: list[Problem]):
+        self.loc, self.env, self.problems = loc, env, problems
+        self.ctor = yaml.SafeLoader("")
+        self.count = 0
+        self.active: set[int] = set()  # nodes being converted: an alias back into one is a cycle
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            if self.count == MAX_NODES + 1:
+                self.problems.append(self.loc.problem(path, f"document too large: more than {MAX_NODES} values "
+                                                            "(aliases expanded)"))
+            return None
+        if id(node) in self.active:
+            self.problems.append(self.loc.problem(path, "recursive alias"))
+            return None
+        self.loc.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        explicit: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = ctor.construct_object(key_node)
-            if not isinstance(key, str):
-                key = str(key)
-            kpath = (*path, key)
-            if key in out:
-                problems.append(Problem(loc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
-                                        format_path(kpath), "duplicate key"))
+            if key_node.tag == MERGE_TAG:  # `<<: *base` or `<<: [*a, *b]`: explicit keys win
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        self._problem(key_node, path, "a merge key '<<' needs a mapping or a list of mappings")
+                        continue
+                    for k, v in (self.convert(source, path) or {}).items():
+                        merged.setdefault(k, v)
                 continue
-            loc.keys[kpath] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _convert(value_node, kpath, loc, env, problems, ctor)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), loc, env, problems, ctor) for i, item in enumerate(node.value)]
-    # scalar
-    value = node.value
-    if "$" in value and node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-                                     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null"):
-        substituted = _substitute(value, path, node, loc, env, problems)
-        if substituted != value:
-            if node.style is None:  # plain scalar: `batch_size: ${N:-500}` becomes an int
-                tag = ctor.resolve(yaml.ScalarNode, substituted, (True, False))
-            else:
-                tag = "tag:yaml.org,2002:str"
-            node = yaml.ScalarNode(tag, substituted, node.start_mark, node.end_mark, node.style)
-    try:
-        return ctor.construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        problems.append(loc.problem(path, f"cannot read value: {exc.problem}"))
-        return None
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            kpath = (*path, key)
+            if key in explicit:
+                self._problem(key_node, kpath, "duplicate key")
+                continue
+            self.loc.keys[kpath] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.loc.values.pop(kpath, None)  # an explicit value overrides a merged one's place
+            explicit[key] = self.convert(value_node, kpath)
+        return {**merged, **explicit}
+
+    def _key(self, key_node: yaml.Node, path: Path_) -> str | None:
+        if not isinstance(key_node, yaml.ScalarNode):
+            self._problem(key_node, path, "a mapping key must be a plain value")
+            return None
+        try:
+            key = self.ctor.construct_object(key_node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            self._problem(key_node, path, f"cannot read key: {_reason(exc)}")
+            return None
+        if isinstance(key, bool):
+            return "true" if key else "false"  # as YAML wrote it, not Python's True
+        return "null" if key is None else str(key)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        value = node.value
+        if "$" in value and node.tag in _RETYPED:
+            substituted = _substitute(value, path, self.loc, self.env, self.problems)
+            if substituted != value:
+                if node.style is None:  # plain scalar: `batch_size: ${N:-500}` becomes an int
+                    tag = self.ctor.resolve(yaml.ScalarNode, substituted, (True, False))
+                else:
+                    tag = "tag:yaml.org,2002:str"
+                node = yaml.ScalarNode(tag, substituted, node.start_mark, node.end_mark, node.style)
+        try:
+            return self.ctor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            self.problems.append(self.loc.problem(path, f"cannot read value: {_reason(exc)}"))
+            return None
+
+    def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
+        self.problems.append(Problem(self.loc.file, node.start_mark.line + 1, node.start_mark.column + 1,
+                                     format_path(path), message))
 
 
-def _substitute(value: str, path: Path_, node: yaml.Node, loc: Locator, env: Mapping[str, str],
-                problems: list[Problem]) -> str:
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return exc.problem or str(exc)
+    return str(exc)
+
+
+def _substitute(value: str, path: Path_, loc: Locator, env: Mapping[str, str], problems: list[Problem]) -> str:
+    """``${VAR}`` (an error when unset), ``${VAR:-default}`` (also when empty, as in a shell), ``$$`` → ``$``."""
     def repl(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
         name, default = m.group(1), m.group(2)
-        if name in env and env[name] != "":
-            return env[name]
-        if default is not None:
-            return default
-        problems.append(loc.problem(
-            path, f"environment variable '{name}' is not set (write ${{{name}:-default}} to give a default)"))
-        return ""
+        if default is None:
+            if name in env:
+                return env[name]
+            problems.append(loc.problem(
+                path, f"environment variable '{name}' is not set (write ${{{name}:-default}} to give a default)"))
+            return ""
+        if "${" in default:
+            problems.append(loc.problem(path, f"the default of ${{{name}}} contains '${{': nested variables "
+                                              "are not supported"))
+            return ""
+        return env[name] if env.get(name) else default.replace("$$", "$")
 
     return _VAR.sub(repl, value)

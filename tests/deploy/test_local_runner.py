@@ -201,3 +201,18 @@ streams:
     r = run_cli(["run", str(t), "--input", str(src)])
     assert r.returncode == 0, r.stderr
     assert sqlite3.connect(tmp_path / "w.db").execute("select n from events").fetchall() == [(7,)]
+
+
+def test_a_truncated_gzip_input_is_one_clear_line(tmp_path: Path):
+    import gzip
+
+    data = gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(2000)))
+    src = tmp_path / "trunc.jsonl.gz"
+    src.write_bytes(data[: len(data) // 2])
+    t = tmp_path / "t.yaml"
+    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="",
+                                 dlq=""))
+    r = run_cli(["run", str(t)])
+    assert r.returncode == 2, r.stderr
+    assert "cannot read past line" in r.stderr and "truncated or corrupt gzip" in r.stderr
+    assert "Traceback" not in r.stderr and "Aborted" not in r.stderr

@@ -9,10 +9,10 @@ cannot be stored send their event to dead letter with the reason. See docs/wareh
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from squall.component import ComponentConfig
 from squall.errors import SinkError
@@ -35,11 +35,17 @@ class PartitionBy(BaseModel):
     granularity: Literal["day", "month"] = Field("day", description="One partition per UTC day or month.")
 
 
+def _column_shorthand(v: Any) -> Any:
+    """``country: geo.country_code`` is ``country: {path: geo.country_code}`` (a text column)."""
+    return {"path": v} if isinstance(v, str) else v
+
+
 class WarehouseConfig(ComponentConfig):
     resource: str = Field(description="Name of a SQL resource (sqlite:///…, postgresql://…).")
     table: str = Field(description="Target table; created from 'columns' if missing.")
     db_schema: str | None = Field(None, alias="schema", description="Database schema of the table (PostgreSQL).")
-    columns: dict[str, ColumnSpec | str] = Field(
+    columns: dict[str, Annotated[ColumnSpec, BeforeValidator(_column_shorthand,
+                                                             json_schema_input_type=ColumnSpec | str)]] = Field(
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
                     "An 'event_id' column (meta.event_id) is added when absent; it is the table's key.")
     create: bool = Field(True, description="Create the table and add new columns when missing.")
@@ -61,9 +67,16 @@ class WarehouseConfig(ComponentConfig):
 
     @field_validator("columns", mode="before")
     @classmethod
-    def _columns(cls, v: Any) -> Any:
+    def _non_empty(cls, v: Any) -> Any:
         if not isinstance(v, dict) or not v:
             raise ValueError("columns must be a non-empty mapping of column name to path")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+        # Each column was validated in place above (errors name columns.<name>.<key>); now the
+        # shorthand becomes a spec and the event_id key is added.
         return parse_columns(v)
 
     @model_validator(mode="after")

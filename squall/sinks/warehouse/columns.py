@@ -45,11 +45,16 @@ class ColumnSpec(BaseModel):
         return validate_path(v)
 
 
-def parse_columns(raw: dict[str, str | dict]) -> dict[str, ColumnSpec]:
+def parse_columns(raw: dict[str, str | dict | ColumnSpec]) -> dict[str, ColumnSpec]:
     out: dict[str, ColumnSpec] = {}
     for name, spec in raw.items():
         check_identifier(name, "column name")
-        out[name] = ColumnSpec(path=spec) if isinstance(spec, str) else ColumnSpec.model_validate(spec)
+        if isinstance(spec, str):
+            try:
+                spec = ColumnSpec(path=spec)
+            except ValueError as exc:  # pydantic's error, as one line naming the column
+                raise ValueError(f"column '{name}': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+        out[name] = spec if isinstance(spec, ColumnSpec) else ColumnSpec.model_validate(spec)
     if "event_id" not in out:
         out = {"event_id": ColumnSpec(path="meta.event_id", nullable=False), **out}
     elif out["event_id"].nullable:

@@ -1,0 +1,118 @@
+"""Odd YAML gives one located problem each, never a traceback (found by review; one test per case)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from squall.errors import TopologyError
+from squall.topology.loader import load, load_text
+from squall.topology.yamlsource import read_yaml
+
+TAIL = "spout: {type: stdin}\nsinks: [{id: out, type: stdout}]\n"
+
+
+def problems(text: str, env: dict | None = None) -> list[str]:
+    with pytest.raises(TopologyError) as exc:
+        load_text(text, file="t.yaml", env=env or {})
+    return [str(p) for p in exc.value.problems]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("name: t\nsettings: {batch_size: !!int abc}\n" + TAIL,
+     "t.yaml:2:24: settings.batch_size: cannot read value: invalid literal for int() with base 10: 'abc'"),
+    ("name: t\n!!int abc: 1\n" + TAIL, "t.yaml:2:1: cannot read key: invalid literal for int() with base 10: 'abc'"),
+    ("name: t\n!!python/name:os.system x: 1\n" + TAIL,
+     "t.yaml:2:1: cannot read key: could not determine a constructor for the tag "
+     "'tag:yaml.org,2002:python/name:os.system'"),
+    ("name: t\nsettings: {<<: 5}\n" + TAIL, "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings"),
+    ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
+    ("name: t\nspout: {type: ':'}\nsinks: [{id: out, type: stdout}]\n",
+     "t.yaml:2:15: spout.type: cannot import ':': ValueError: Empty module name"),
+])
+def test_odd_yaml_is_a_located_problem(text: str, expected: str):
+    assert expected in problems(text)
+
+
+def test_alias_bombs_stop_early_with_a_located_problem():
+    text = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 10) + "]\n" for i in range(7))
+    started = time.perf_counter()
+    _, _, found = read_yaml(text, "l.yaml", {})
+    assert time.perf_counter() - started < 30  # a guard against hanging, not a benchmark
+    assert any("document too large" in str(p) for p in found)
+
+
+def test_explicit_keys_override_merged_ones():
+    data, _, found = read_yaml("a: &s {id: out, type: stdout}\nb: {<<: *s, id: out2}\n", "t.yaml", {})
+    assert found == [] and data["b"] == {"id": "out2", "type": "stdout"}
+
+
+def test_boolean_and_null_keys_read_as_yaml_wrote_them():
+    data, _, _ = read_yaml("r: {true: paid, false: free, null: nop}\n", "t.yaml", {})
+    assert data == {"r": {"true": "paid", "false": "free", "null": "nop"}}
+
+
+@pytest.mark.parametrize("value, env, expected", [
+    ("${A:-$$}", {}, "$"),
+    ("x${E}y", {"E": ""}, "xy"),  # set but empty is set
+    ("${E:-d}", {"E": ""}, "d"),  # :- also covers empty, as in a shell
+])
+def test_variable_substitution_edge_cases(value: str, env: dict, expected: str):
+    data, _, found = read_yaml(f'a: "{value}"\n', "t.yaml", env)
+    assert found == [] and data["a"] == expected
+
+
+def test_nested_variables_in_defaults_are_refused_not_mangled():
+    _, _, found = read_yaml("a: ${A:-${B}}\n", "t.yaml", {})
+    assert [str(p) for p in found] == [
+        "t.yaml:1:4: a: the default of ${A} contains '${': nested variables are not supported"]
+
+
+def test_a_non_utf8_file_is_a_located_problem(tmp_path):
+    f = tmp_path / "latin.yaml"
+    f.write_bytes(b"name: t\n# caf\xe9\n" + TAIL.encode())
+    with pytest.raises(TopologyError, match=r"latin.yaml:2:0: the file is not UTF-8 text"):
+        load(f)
+
+
+def test_duplicate_ids_name_the_first_place_and_nothing_else():
+    text = "name: t\nspout: {type: stdin}\nbolts:\n  - {id: a, type: json}\n  - {id: a, type: json}\n" \
+           "sinks: [{id: o, type: stdout}]\n"
+    assert problems(text) == ["t.yaml:5:10: bolts[1].id: duplicate id 'a' (first used by bolts[0] at line 4, column 10)"]
+
+
+def test_route_matches_boolean_values_with_unquoted_yaml_keys():
+    from squall.testing import MemorySink, records_from, run_topology
+
+    yaml = """
+name: r
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - {id: r, type: route, field: premium, routes: {true: paid, false: free}}
+sinks:
+  - {id: paid, type: 'squall.testing:MemorySink', name: ROUTE-PAID}
+  - {id: free, type: 'squall.testing:MemorySink', name: ROUTE-FREE}
+streams:
+  - {from: r, stream: paid, to: paid}
+  - {from: r, stream: free, to: free}
+"""
+    for name in ("ROUTE-PAID", "ROUTE-FREE"):
+        MemorySink.stores.pop(name, None)
+    run_topology(yaml, records_from([{"premium": True}, {"premium": False}]))
+    assert [ev.value for ev in MemorySink.stores["ROUTE-PAID"]] == [{"premium": True}]
+    assert [ev.value for ev in MemorySink.stores["ROUTE-FREE"]] == [{"premium": False}]
+
+
+def test_graph_ids_and_labels_survive_odd_component_ids():
+    from squall.topology.graph import compile_plan
+
+    topo = load_text('name: g\nspout: {type: stdin}\nbolts:\n  - {id: dec-ode, type: json}\n'
+                     '  - {id: dec_ode, type: json}\nsinks: [{id: "o\\"ut", type: stdout}]\n', env={})
+    plan = compile_plan(topo)
+    mermaid = plan.mermaid()
+    assert "n1 --> n2" in mermaid and "n2 --> n3" in mermaid
+    assert 'n3[("o#quot;ut: stdout")]' in mermaid
+    assert 'label="o\\"ut\\nstdout"' in plan.dot()
