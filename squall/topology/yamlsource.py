@@ -57,11 +57,21 @@ class Locator:
         return Problem(self.file, line, col, format_path(path), message)
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe loading that remembers which scalars carried an explicit tag (``!!str ${A:-5}``)."""
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        explicit = self.peek_event().tag not in (None, "!")
+        node = super().compose_scalar_node(anchor)
+        node.explicit_tag = explicit  # type: ignore[attr-defined]
+        return node
+
+
 def read_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Any, Locator, list[Problem]]:
     """Parse ``text`` into plain data; returns the data, its locator and the problems found."""
     loc = Locator(file)
     problems: list[Problem] = []
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -165,7 +175,9 @@ class _Converter:
         if "$" in value and node.tag in _RETYPED:
             substituted = _substitute(value, path, self.loc, self.env, self.problems)
             if substituted != value:
-                if node.style is None:  # plain scalar: `batch_size: ${N:-500}` becomes an int
+                if getattr(node, "explicit_tag", False):  # `!!str ${A:-5}` stays a string
+                    tag = node.tag
+                elif node.style is None:  # plain scalar: `batch_size: ${N:-500}` becomes an int
                     tag = self.ctor.resolve(yaml.ScalarNode, substituted, (True, False))
                 else:
                     tag = "tag:yaml.org,2002:str"

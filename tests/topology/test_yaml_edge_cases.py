@@ -116,3 +116,10 @@ def test_graph_ids_and_labels_survive_odd_component_ids():
     assert "n1 --> n2" in mermaid and "n2 --> n3" in mermaid
     assert 'n3[("o#quot;ut: stdout")]' in mermaid
     assert 'label="o\\"ut\\nstdout"' in plan.dot()
+
+
+def test_an_explicit_tag_wins_over_retyping_a_substituted_value():
+    data, _, found = read_yaml("a: !!str ${A:-5}\nb: ${A:-5}\n", "t.yaml", {})
+    assert found == [] and data == {"a": "5", "b": 5}
+    _, _, found = read_yaml("a: !!int ${A:-x}\n", "t.yaml", {})
+    assert [str(p) for p in found] == ["t.yaml:1:4: a: cannot read value: invalid literal for int() with base 10: 'x'"]
