@@ -49,3 +49,35 @@ def api_gateway_event(body: str | bytes, *, version: int = 1, source_ip: str = "
             "requestContext": {"requestId": request_id, "requestTimeEpoch": 1762192800123,
                                "identity": {"sourceIp": source_ip, "userAgent": user_agent}},
             "body": payload, "isBase64Encoded": b64}
+
+
+def kcl_message(doc: dict[str, Any]) -> Any:
+    """A MultiLangDaemon message decoded exactly as amazon-kclpy decodes the protocol line."""
+    import json
+
+    from amazon_kclpy import dispatch
+
+    return json.loads(json.dumps(doc), object_hook=dispatch.message_decode)
+
+
+def kcl_initialize(shard: str = "shardId-000000000001") -> Any:
+    return kcl_message({"action": "initialize", "shardId": shard, "sequenceNumber": "TRIM_HORIZON",
+                        "subSequenceNumber": 0})
+
+
+def kcl_process_records(payloads: list[Any], start: int = 100) -> Any:
+    """A processRecords message; bytes pass as they are, other payloads become JSON."""
+    records = [{"action": "record", "data": base64.b64encode(p if isinstance(p, bytes) else orjson.dumps(p)).decode(),
+                "partitionKey": "pk", "sequenceNumber": str(start + i), "subSequenceNumber": 0,
+                "approximateArrivalTimestamp": 1762192800123} for i, p in enumerate(payloads)]
+    return kcl_message({"action": "processRecords", "millisBehindLatest": 0, "records": records})
+
+
+class KclCheckpointer:
+    """Records checkpoint calls the way the daemon would receive them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def checkpoint(self, sequence_number: str | None = None, sub_sequence_number: int | None = None) -> None:
+        self.calls.append((sequence_number, sub_sequence_number))

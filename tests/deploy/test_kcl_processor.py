@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import sqlite3
 from pathlib import Path
 
 import pytest
-from amazon_kclpy import dispatch
 
 from squall.deploy.kcl import EXIT_RECORDS_FAILED, RecordProcessor, check_kcl_safe
 from squall.errors import SquallError
 from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
+from tests.factories import KclCheckpointer, kcl_initialize, kcl_message, kcl_process_records
 
 TOPOLOGY = """
 name: kcl-test
@@ -31,43 +29,20 @@ sinks:
 """
 
 
-class Checkpointer:
-    """Records checkpoint calls the way the daemon would receive them."""
-
-    def __init__(self):
-        self.calls: list[tuple] = []
-
-    def checkpoint(self, sequence_number=None, sub_sequence_number=None):
-        self.calls.append((sequence_number, sub_sequence_number))
-
-
-def message(doc: dict):
-    """A daemon message decoded exactly as amazon-kclpy decodes the protocol line."""
-    return json.loads(json.dumps(doc), object_hook=dispatch.message_decode)
-
-
-def process_input(payloads, start=100):
-    records = [{"data": base64.b64encode(json.dumps(p).encode()).decode(), "partitionKey": "pk",
-                "sequenceNumber": str(start + i), "subSequenceNumber": 0,
-                "approximateArrivalTimestamp": 1762192800123, "action": "record"} for i, p in enumerate(payloads)]
-    return message({"action": "processRecords", "millisBehindLatest": 0, "records": records})
-
-
 def processor(tmp_path: Path, *, transient: int = 0, dlq: bool = True):
     dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
     topo = load_text(TOPOLOGY.format(db=tmp_path / "w.db", transient=transient, dlq=dl))
     slept: list[float] = []
     p = RecordProcessor(Engine(compile_plan(topo)), stream="s", sleep=slept.append)
-    message({"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
-             "subSequenceNumber": 0}).dispatch(None, p)
+    kcl_initialize().dispatch(None, p)
     return p, slept
 
 
 def test_processes_and_checkpoints_the_last_safe_position(tmp_path: Path):
     p, _ = processor(tmp_path)
-    cp = Checkpointer()
-    process_input([{"n": 1}, {"n": 2, "fail": "x"}, {"n": 3}]).dispatch(cp, p)
-    process_input([{"n": 4}], start=200).dispatch(cp, p)
+    cp = KclCheckpointer()
+    kcl_process_records([{"n": 1}, {"n": 2, "fail": "x"}, {"n": 3}]).dispatch(cp, p)
+    kcl_process_records([{"n": 4}], start=200).dispatch(cp, p)
     assert cp.calls == [("102", 0), ("200", 0)]
     assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (8,)
     assert len((tmp_path / "dlq.jsonl").read_text().splitlines()) == 1
@@ -75,24 +50,24 @@ def test_processes_and_checkpoints_the_last_safe_position(tmp_path: Path):
 
 def test_a_dependency_outage_is_retried_in_process_never_skipped(tmp_path: Path):
     p, slept = processor(tmp_path, transient=3)
-    cp = Checkpointer()
-    process_input([{"n": 1}]).dispatch(cp, p)
+    cp = KclCheckpointer()
+    kcl_process_records([{"n": 1}]).dispatch(cp, p)
     assert slept == [1.0, 2.0, 4.0] and cp.calls == [("100", 0)]
 
 
 def test_failed_records_checkpoint_before_them_and_exit(tmp_path: Path):
     p, _ = processor(tmp_path, dlq=False)
-    cp = Checkpointer()
+    cp = KclCheckpointer()
     with pytest.raises(SystemExit) as exc:
-        process_input([{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}]).dispatch(cp, p)
+        kcl_process_records([{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}]).dispatch(cp, p)
     assert exc.value.code == EXIT_RECORDS_FAILED
     assert cp.calls == [("100", 0)]
 
 
 def test_shard_end_checkpoints_so_children_can_start(tmp_path: Path):
     p, _ = processor(tmp_path)
-    cp = Checkpointer()
-    message({"action": "shardEnded"}).dispatch(cp, p)
+    cp = KclCheckpointer()
+    kcl_message({"action": "shardEnded"}).dispatch(cp, p)
     assert cp.calls == [(None, None)]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.factories import kinesis_lambda_event
 from tests.lambda_runtime import LambdaFunction
 
 pytestmark = pytest.mark.e2e
@@ -64,12 +64,7 @@ def test_packaged_consumer_runs_from_the_zip_alone(tmp_path: Path):
     try:
         docs = [{"id": "a", "ip": "81.2.69.142", "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"},
                 {"no_id": True}]
-        event = {"Records": [{
-            "kinesis": {"partitionKey": "pk", "sequenceNumber": str(100 + i),
-                        "data": base64.b64encode(json.dumps(d).encode()).decode(),
-                        "approximateArrivalTimestamp": 1762192800.0},
-            "eventID": f"shardId-000000000000:{100 + i}", "eventSourceARN": "arn:aws:kinesis:us-east-1:0:stream/s",
-        } for i, d in enumerate(docs)]}
+        event = kinesis_lambda_event(docs)
         assert function.invoke(event) == {"batchItemFailures": []}
     finally:
         function.stop()

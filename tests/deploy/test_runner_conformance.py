@@ -6,14 +6,12 @@ the same dead letters and an acknowledgement of the same records everywhere.
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from pathlib import Path
 
 import orjson
 import pytest
-from amazon_kclpy import dispatch
 
 from squall.deploy.kcl import RecordProcessor
 from squall.deploy.lambda_consumer import make_handler
@@ -22,7 +20,12 @@ from squall.testing import records_from, run_topology
 from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load
-from tests.factories import kinesis_lambda_event
+from tests.factories import (
+    KclCheckpointer,
+    kcl_initialize,
+    kcl_process_records,
+    kinesis_lambda_event,
+)
 
 PAYLOADS = [
     {"id": "e1", "event_type": "click", "n": 1},
@@ -89,21 +92,10 @@ def run_lambda(tmp_path: Path) -> None:
 
 
 def run_kcl(tmp_path: Path) -> None:
-    class Checkpointer:
-        calls: list = []
-
-        def checkpoint(self, seq=None, sub=None):
-            self.calls.append((seq, sub))
-
     processor = RecordProcessor(Engine(compile_plan(load(write_topology(tmp_path)))), stream="s")
-    decode = lambda doc: json.loads(json.dumps(doc), object_hook=dispatch.message_decode)  # noqa: E731
-    decode({"action": "initialize", "shardId": "shardId-000000000000", "sequenceNumber": "TRIM_HORIZON",
-            "subSequenceNumber": 0}).dispatch(None, processor)
-    records = [{"action": "record", "data": base64.b64encode(data(p)).decode(), "partitionKey": "pk",
-                "sequenceNumber": str(100 + i), "subSequenceNumber": 0, "approximateArrivalTimestamp": 0}
-               for i, p in enumerate(PAYLOADS)]
-    cp = Checkpointer()
-    decode({"action": "processRecords", "millisBehindLatest": 0, "records": records}).dispatch(cp, processor)
+    kcl_initialize("shardId-000000000000").dispatch(None, processor)
+    cp = KclCheckpointer()
+    kcl_process_records(PAYLOADS).dispatch(cp, processor)
     assert cp.calls == [(str(100 + len(PAYLOADS) - 1), 0)]
 
 

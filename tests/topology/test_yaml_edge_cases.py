@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from squall.errors import TopologyError
@@ -38,9 +36,7 @@ def test_odd_yaml_is_a_located_problem(text: str, expected: str):
 def test_alias_bombs_stop_early_with_a_located_problem():
     text = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 10) + "]\n" for i in range(7))
-    started = time.perf_counter()
     _, _, found = read_yaml(text, "l.yaml", {})
-    assert time.perf_counter() - started < 30  # a guard against hanging, not a benchmark
     assert any("document too large" in str(p) for p in found)
 
 
