@@ -4,6 +4,9 @@
 - ``RecordError``: one record cannot be processed; it goes to dead letter with the reason.
 - ``TransientError``: a dependency is down or slow; the engine retries with backoff, then
   fails the whole batch (nothing is checkpointed).
+- ``SinkError``: a sink is broken for every record (no table, no rights): the batch fails.
+- Any other exception from a component call is taken to be caused by some record of the call:
+  the engine isolates those records and dead-letters them (``describe_exception`` is the reason).
 - ``BatchFailed``: retries are exhausted; the runner must not checkpoint the batch.
 """
 
@@ -40,7 +43,11 @@ class TopologyError(SquallError):
 
 
 class RecordError(SquallError):
-    """A single record cannot be processed. It is dead-lettered with this reason."""
+    """A single record cannot be processed. It is dead-lettered with this reason.
+
+    Raised from a call over many records (a sink's write refused by the database for one row's
+    value), the engine finds the record(s) that cause it by splitting the call.
+    """
 
     def __init__(self, reason: str, *, stream: str = "error"):
         self.reason = reason
@@ -87,3 +94,30 @@ class BatchFailed(SquallError):
         self.cause = cause
         self.attempts = attempts
         super().__init__(f"{component}: batch failed after {attempts} attempt(s): {cause}")
+
+
+#: Longest reason kept for a record failure; longer ones are cut with a marker.
+MAX_REASON = 1000
+
+
+def safe_text(value: object, limit: int = MAX_REASON) -> str:
+    """``str(value)`` cut to ``limit`` characters; never raises (a broken ``__str__``, deep nesting)."""
+    try:
+        text = str(value)
+    except BaseException:  # noqa: BLE001 - describing an error must never fail
+        try:
+            text = object.__repr__(value)
+        except BaseException:  # noqa: BLE001
+            text = "<unprintable>"
+    if len(text) > limit:
+        text = f"{text[:limit]}… [truncated, {len(text)} chars]"
+    return text
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
+    message = safe_text(exc)
+    name = type(exc).__name__
+    if isinstance(exc, RecordError):
+        return safe_text(exc.reason)
+    return f"{name}: {message}" if message else name

@@ -57,8 +57,10 @@ class ListSpout(Spout):
             if self.stopping:
                 return
 
-    def commit(self, checkpoint: dict) -> None:
-        self.committed.append(dict(checkpoint))
+    def commit(self, checkpoint: dict) -> dict:
+        if checkpoint:
+            self.committed.append(dict(checkpoint))
+        return {}
 
 
 class MemorySinkConfig(ComponentConfig):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from squall.component import Component
-from squall.errors import RecordError, TransientError
+from squall.errors import RecordError, TransientError, describe_exception
 from squall.event import Event, Failure
 
 if TYPE_CHECKING:
@@ -50,6 +51,16 @@ class Bolt(Component):
     Contract: ``process`` gets the batch's events in sequence order and returns an ``Output``.
     A record problem is that record's failure (``Output.fail``); a dependency problem raises
     ``TransientError`` *before* any event is changed, so the engine can retry the call.
+
+    Any other exception is not the batch's failure either: the engine isolates the records that
+    cause it (it calls ``process`` again on halves of the batch, down to single events) and
+    dead-letters exactly those, with this bolt's id and the exception as the reason. So
+    ``process`` may be called more than once per batch, on parts of it, in order.
+
+    Stateful bolts (``stateful = True``) never write durable state in ``process``: they *stage*
+    their changes, and the engine's commit sequence calls ``commit_state`` after the sinks have
+    committed, then ``state_committed`` once that is durable, or ``discard_state`` when the batch
+    is not committed. See docs/architecture.md, "The commit sequence".
     """
 
     kind: ClassVar[str] = "bolt"
@@ -68,6 +79,32 @@ class Bolt(Component):
     def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # -- staged state (stateful bolts only) --------------------------------------------------
+
+    #: True for bolts that keep durable state; the engine then drives the methods below.
+    stateful: ClassVar[bool] = False
+
+    def state_resource(self) -> str | None:
+        """The SQL resource the staged state is written to, so the engine can write it in the
+        batch's transaction when the sinks or the checkpoint share that database; else None."""
+        return None
+
+    def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
+        """Write the state staged by this batch's ``process`` calls.
+
+        Only changes made by events for which ``covered(event)`` is true are written: the others
+        come after a failed record of their shard and will be delivered again. ``connection`` is
+        a SQLAlchemy connection inside the batch's transaction (on ``state_resource()``), or
+        None: then write in a transaction of your own. Raise ``TransientError`` when the store
+        is down; nothing is then checkpointed and the batch comes again.
+        """
+
+    def state_committed(self) -> None:
+        """The staged state is durable (its transaction committed): update caches, clear staging."""
+
+    def discard_state(self) -> None:
+        """The batch is not committed: forget what was staged."""
+
 
 class RecordBolt(Bolt):
     """A bolt written one event at a time: implement ``process_event``.
@@ -75,7 +112,8 @@ class RecordBolt(Bolt):
     ``process_event`` changes the event in place and returns the stream to emit it on
     (usually ``"default"``), or ``None`` to drop it. Raising ``RecordError`` fails that event
     only; any other exception is also that event's failure, reported with its type, so one
-    bad record never takes the batch down. ``TransientError`` fails the call for a retry.
+    bad record never takes the batch down — the same outcome the engine gives a batch ``Bolt``
+    whose ``process`` raises. ``TransientError`` fails the call for a retry.
     """
 
     def process(self, batch: list[Event]) -> Output:
@@ -90,7 +128,7 @@ class RecordBolt(Bolt):
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
-                out.fail(event, f"{type(exc).__name__}: {exc}")
+                out.fail(event, describe_exception(exc))
                 continue
             if stream is None:
                 out.drop(event)

@@ -1,4 +1,9 @@
-"""The local runner: a spout, the engine and a checkpoint loop in one process (development, single host)."""
+"""The local runner: a spout, the engine and its checkpointer in one process (development, single host).
+
+The runner opens the checkpoint store the spout asks for, gives the stored positions to the
+spout, and hands the store to the engine, which saves each batch's positions as the last step
+of its commit sequence (in the warehouse's transaction when they share a database).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from squall.component import ComponentContext
 from squall.errors import BatchFailed, SquallError, TransientError
 from squall.spouts.base import Spout
 from squall.topology import registry
-from squall.topology.checkpoint import TransactionalCheckpointStore
+from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
 from squall.topology.executor import BatchResult, ComponentStats, Engine, Outcome, RecordOutcome
 from squall.topology.graph import compile_plan
 from squall.topology.model import Topology
@@ -63,6 +68,8 @@ class LocalRunner:
         spout_cls = registry.resolve("spout", topology.spout.type)
         self.spout: Spout = spout_cls(topology.spout, ComponentContext(topology.name, topology.base_dir))  # type: ignore[assignment]
         self.on_batch = on_batch
+        self.checkpointer: Checkpointer | None = None
+        self._stream = ""
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -83,9 +90,12 @@ class LocalRunner:
         try:
             try:
                 self.spout.open(self.resources)
-                store = getattr(self.spout, "checkpoint_store", None)
-                engine = Engine(self.plan, resources=self.resources,
-                                checkpoint_store=store if isinstance(store, TransactionalCheckpointStore) else None)
+                spec = self.spout.checkpointing()
+                if spec is not None:
+                    self._stream = spec.stream
+                    self.checkpointer = Checkpointer(open_checkpoint_store(spec, self.resources, self.topology.name))
+                    self.spout.resume(self.checkpointer.load(spec.stream))
+                engine = Engine(self.plan, resources=self.resources, checkpointer=self.checkpointer)
                 engine.open()
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
@@ -94,6 +104,7 @@ class LocalRunner:
             report.stats = [engine.spout_stats, *engine.stats]
             try:
                 self._loop(engine, report)
+                self._commit_spout({})
             except KeyboardInterrupt:  # a second Ctrl-C: stop now; the batch in flight is not acknowledged
                 report.aborted = True
                 log.warning("aborted: the batch in flight was not checkpointed")
@@ -111,6 +122,12 @@ class LocalRunner:
             report.seconds = time.perf_counter() - started
         return report
 
+    def _commit_spout(self, checkpoint: dict) -> None:
+        """Tell the spout what the engine saved; save what it adds (SHARD_END of finished shards)."""
+        extra = self.spout.commit(checkpoint)
+        if extra and self.checkpointer is not None:
+            self.checkpointer.save(self._stream, extra)
+
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
             try:
@@ -124,7 +141,7 @@ class LocalRunner:
             for outcome, n in result.counts().items():
                 report.counts[outcome] += n
             if result.checkpoint:
-                self.spout.commit(result.checkpoint)
+                self._commit_spout(result.checkpoint)
             if self.on_batch:
                 self.on_batch(result, self.spout)
             if not result.ok:

@@ -1,7 +1,10 @@
 """Where subscription states live: Redis hashes, a SQL table, or a SQL table behind a Redis cache.
 
-Every store is used the same way, once per batch: ``load(keys)`` (one Redis pipeline, or one
-SELECT per 500 keys), then ``save(changed)`` (one transaction, one pipeline). Writes are guarded
+Every store is used the same way per batch: ``load(keys)`` (one Redis pipeline, or one SELECT
+per 500 keys) while the batch is processed, then — in the engine's commit sequence, after the
+sinks — ``save(changed, connection)`` (one transaction, one pipeline; a SQL store writes on the
+engine's connection when it shares the batch's transaction) and ``flush()`` once that is durable
+(``discard()`` when it is not). Writes are guarded
 by the state's version in the database itself — a SQL upsert with ``WHERE old.version <
 new.version``, a Redis script comparing bytes — so an older or replayed update never overwrites a
 newer state, even with two writers. A dependency failure becomes ``TransientError``.
@@ -10,6 +13,7 @@ newer state, even with two writers. A dependency failure becomes ``TransientErro
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -21,7 +25,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import SinkError, TransientError
-from squall.sinks.warehouse.transactions import describe, is_transient
+from squall.topology.sql import describe, is_transient
+
+log = logging.getLogger("squall.enrichment.stores")
 
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT: tuple[type[Exception], ...] = (
@@ -41,14 +47,23 @@ UPSERT_DIALECTS = ("sqlite", "postgresql")
 
 
 class StateStore(Protocol):
-    """Subscription states by key. ``load`` then ``save``, once per batch, from one thread."""
+    """Subscription states by key. ``load`` then ``save``, per batch, from one thread."""
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         """The stored state of each key that has one."""
         ...
 
-    def save(self, changed: dict[str, SubscriptionState]) -> None:
-        """Store new states, never replacing a state with a newer version."""
+    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
+        """Store new states, never replacing a state with a newer version (SQL: on ``connection``
+        when given, inside the caller's transaction)."""
+        ...
+
+    def flush(self) -> None:
+        """What was saved is durable: update caches."""
+        ...
+
+    def discard(self) -> None:
+        """The batch was not committed: forget what load/save kept for it."""
         ...
 
 
@@ -218,8 +233,14 @@ class RedisStateStore:
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         return {k: s for k, s in self.read(keys).items() if s is not ABSENT}
 
-    def save(self, changed: dict[str, SubscriptionState]) -> None:
+    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
         self.write(changed)
+
+    def flush(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
 
 
 # -- SQL --------------------------------------------------------------------------------------
@@ -299,8 +320,9 @@ class SqlStateStore:
                         )
         return found
 
-    def save(self, changed: dict[str, SubscriptionState], *, report: bool = False) -> set[str]:
-        """Upsert in one transaction, never over a newer version.
+    def save(self, changed: dict[str, SubscriptionState], connection: Any = None, *,
+             report: bool = False) -> set[str]:
+        """Upsert in one transaction (``connection``'s, when given), never over a newer version.
 
         With ``report``, returns the keys whose row was written (RETURNING costs a little).
         """
@@ -330,11 +352,23 @@ class SqlStateStore:
         )
         with _sql_transient("state store write"):
             self._ensure_table()
+            if connection is not None:
+                return self._upsert(connection, stmt, rows, report)
             with self.engine.begin() as conn:
-                if report:
-                    return set(conn.execute(stmt.returning(t.c.key), rows).scalars())
-                conn.execute(stmt, rows)
+                return self._upsert(conn, stmt, rows, report)
+
+    @staticmethod
+    def _upsert(conn: sa.Connection, stmt: Any, rows: list[dict], report: bool) -> set[str]:
+        if report:
+            return set(conn.execute(stmt.returning(stmt.table.c.key), rows).scalars())
+        conn.execute(stmt, rows)
         return set()
+
+    def flush(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
 
 
 # -- SQL behind a Redis cache -------------------------------------------------------------------
@@ -344,30 +378,50 @@ class CachedStateStore:
     """A SQL store with Redis in front: read-through (a miss populates Redis with a TTL) and write-through.
 
     Keys the SQL store does not know are cached as absent, so anonymous or new keys do not hit
-    SQL every batch. Populating and writing through share one pipeline, after the SQL commit.
+    SQL every batch. ``save`` writes SQL and, before that write can commit, drops the changed
+    keys from Redis (so Redis never serves a state older than SQL's, even if the process dies
+    right after the commit); ``flush`` — after the commit — populates Redis with the batch's
+    misses and new states in one pipeline. A failed population only costs a later miss.
     """
 
     def __init__(self, cache: RedisStateStore, store: SqlStateStore):
         self.cache = cache
         self.store = store
         self._fill: dict[str, SubscriptionState | Any] = {}
+        self._pending: tuple[dict[str, SubscriptionState | Any], list[str]] | None = None
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         cached = self.cache.read(keys)
         misses = [k for k in keys if k not in cached]
         from_sql = self.store.load(misses) if misses else {}
-        self._fill = {k: from_sql.get(k, ABSENT) for k in misses}
+        self._fill.update({k: from_sql.get(k, ABSENT) for k in misses})
         states = {k: s for k, s in cached.items() if s is not ABSENT}
         states.update(from_sql)
         return states
 
-    def save(self, changed: dict[str, SubscriptionState]) -> None:
-        written = self.store.save(changed, report=True)
-        fill, self._fill = self._fill, {}
+    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
+        written = self.store.save(changed, connection, report=True)
+        if changed:
+            self.cache.write({}, forget=list(changed))
+        fill = dict(self._fill)
         for key, state in changed.items():
             if key in written:
                 fill[key] = state
             else:
+                # SQL refused the change: another writer stored a newer state; leave it uncached.
                 fill.pop(key, None)
-        # A change SQL refused means another writer stored a newer state: forget the cached one.
-        self.cache.write(fill, forget=[k for k in changed if k not in written])
+        self._pending = (fill, [])
+        if connection is None:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending, self._fill = self._pending, None, {}
+        if pending is None:
+            return
+        try:
+            self.cache.write(*pending)
+        except TransientError as exc:  # the SQL store is right; the cache just misses later
+            log.warning("subscription cache not populated: %s", exc)
+
+    def discard(self) -> None:
+        self._pending, self._fill = None, {}

@@ -2,14 +2,18 @@
 
 ``register`` / ``subscribe`` / ``unsubscribe`` events (the mapping from event types is
 configurable) update the state of their key; every event with a key is enriched with the state
-as of that event. Per batch: the states of the batch's keys are loaded at once, updates are
-applied in batch (sequence) order with the pure ``state.apply``, changed states are saved in one
-transaction / pipeline, and only then are events changed — a store failure raises
-``TransientError`` with every event untouched, so the engine can retry the batch.
+as of that event. Per batch: the states of the batch's keys are loaded at once (a store failure
+raises ``TransientError`` with every event untouched, so the engine can retry), updates are
+applied in batch (sequence) order with the pure ``state.play``, and the new states are *staged*.
+The engine's commit sequence writes them after the sinks have committed
+(``commit_state``), only the changes of records the checkpoint covers, in the batch's SQL
+transaction when the store shares the warehouse's database. So a batch delivered again — after
+a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -128,6 +132,9 @@ class SubscriptionBolt(Bolt):
         self._set_target = setter(c.target)
         self._actions = dict(c.actions)
         self.store: StateStore | None = None
+        self._state_resource: str | None = None
+        # key -> its staged changes in this batch (across the engine's calls of process())
+        self._staged: dict[str, _Staged] = {}
 
     def setup(self, resources: Resources) -> None:
         c = self.config
@@ -146,6 +153,7 @@ class SubscriptionBolt(Bolt):
                         raise ValueError(f"cache resource '{c.cache}' is not Redis")
                     cache = RedisStateStore(resources.redis(c.cache), c.key_prefix, ttl=c.cache_ttl)
                     self.store = CachedStateStore(cache, sql)
+                self._state_resource = c.store
             else:
                 raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
         except (SquallError, ValueError) as exc:
@@ -182,24 +190,27 @@ class SubscriptionBolt(Bolt):
                 else:
                     indexes.append(i)
 
-        # Load, apply, save: any store failure raises here, before an event is touched.
+        # Load (any store failure raises here, before an event is touched), apply, stage.
         seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
         if by_key:
             assert self.store is not None, "setup() was not called"
-            loaded = self.store.load(list(by_key))
-            changed: dict[str, SubscriptionState] = {}
+            staged = self._staged
+            missing = [key for key in by_key if key not in staged]
+            loaded = self.store.load(missing) if missing else {}
             keep = self.config.history
             for key, indexes in by_key.items():
-                before = loaded.get(key, UNKNOWN_STATE)
+                entry = staged.get(key)
+                if entry is None:
+                    base = loaded.get(key, UNKNOWN_STATE)
+                    entry = staged[key] = _Staged(base, base)
                 after, states = play(
-                    before, [(_position(batch[i]), updates[i]) for i in indexes], keep
+                    entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
                 )
-                if after is not before:
-                    changed[key] = after
+                entry.latest = after
                 for i, state in zip(indexes, states, strict=True):
                     seen[i] = state
-            # Also without changes: a cached store fills Redis with this batch's misses here.
-            self.store.save(changed)
+                    if updates[i] is not None:
+                        entry.updates.append((batch[i], updates[i]))
 
         blocks: dict[int, dict[str, Any]] = {}
         set_target, emit = self._set_target, out.emit
@@ -213,6 +224,39 @@ class SubscriptionBolt(Bolt):
             set_target(event, {**block, "topics": list(block["topics"])})
             emit(event)
         return out
+
+    # -- the commit sequence ----------------------------------------------------------------
+
+    stateful = True
+
+    def state_resource(self) -> str | None:
+        return self._state_resource
+
+    def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
+        """Write the staged states, replaying only the updates of covered records."""
+        assert self.store is not None, "setup() was not called"
+        keep = self.config.history
+        changed: dict[str, SubscriptionState] = {}
+        for key, entry in self._staged.items():
+            if all(covered(ev) for ev, _ in entry.updates):
+                new = entry.latest
+            else:  # some updates come after a failed record of their shard: they come again
+                kept = [(_position(ev), u) for ev, u in entry.updates if covered(ev)]
+                new = play(entry.base, kept, keep)[0] if kept else entry.base
+            if new is not entry.base:
+                changed[key] = new
+        # Also without changes: a cached store fills Redis with this batch's misses.
+        self.store.save(changed, connection)
+
+    def state_committed(self) -> None:
+        self._staged = {}
+        if self.store is not None:
+            self.store.flush()
+
+    def discard_state(self) -> None:
+        self._staged = {}
+        if self.store is not None:
+            self.store.discard()
 
     def _update(self, event: Event, kind: str, action: Action, key: str | None) -> Update | str:
         """The update a state-changing event carries, or why it is rejected."""
@@ -244,6 +288,17 @@ class SubscriptionBolt(Bolt):
         meta = event.meta
         v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, event.event_id)
         return Update(action, time_ms, v, event.event_id, topics, _position(event))
+
+
+class _Staged:
+    """One key's state in the batch: as loaded, as of its last event, and the updates applied."""
+
+    __slots__ = ("base", "latest", "updates")
+
+    def __init__(self, base: SubscriptionState, latest: SubscriptionState):
+        self.base = base
+        self.latest = latest
+        self.updates: list[tuple[Event, Update]] = []
 
 
 def _scalar_key(value: Any) -> str | None:

@@ -3,7 +3,12 @@
 ``open(resources)`` once per process; per batch, ``prepare(events)`` (pure: build rows, reject
 what cannot be written) and ``write_batch(prepared, ctx)`` (the I/O); ``close()`` at shutdown.
 The engine writes dead letters before committing sinks, and moves the checkpoint only after
-every sink returned for the batch.
+every sink returned for the batch (see the commit sequence in docs/architecture.md).
+
+An exception from ``prepare`` or ``write_batch`` other than ``TransientError`` and ``SinkError``
+is taken to be caused by a record: the engine writes halves of the batch (each with a fresh
+``prepare``) until it finds the records that fail alone, dead-letters those and commits the
+rest. So a sink's writes must be idempotent on ``event_id``, as they must be for replays.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from squall.component import Component
-from squall.event import Event, Failure, Position
+from squall.event import Event, Failure
 
 if TYPE_CHECKING:
-    from squall.topology.checkpoint import CheckpointStore
     from squall.topology.resources import Resources
 
 
@@ -36,14 +40,13 @@ class Prepared:
 class WriteContext:
     """What a sink may need beyond the events.
 
-    ``checkpoint`` is set only when this sink is the topology's one committing sink and its
-    resource also holds the checkpoint store: the sink then saves the positions with
-    ``checkpoint_store.save_in(connection, ...)`` in the same transaction as the rows, so a crash
-    can neither lose nor duplicate.
+    ``connection`` is set only for a sink whose ``transaction_resource()`` is the database of the
+    batch's transaction: the sink writes its rows on that connection and must neither commit nor
+    roll back; the engine then writes the staged state and the checkpoint in the same
+    transaction, so a crash can neither lose nor duplicate.
     """
 
-    checkpoint: dict[str, Position] | None = None
-    checkpoint_store: CheckpointStore | None = None
+    connection: Any = None
     stream: str = ""
 
 
@@ -76,6 +79,7 @@ class Sink(Component):
         """Write one batch. Raise ``TransientError`` to have the engine retry the whole call."""
         raise NotImplementedError
 
-    def uses_resource(self) -> str | None:
-        """Name of the resource this sink commits to (for transactional checkpoints)."""
-        return getattr(self.config, "resource", None)
+    def transaction_resource(self) -> str | None:
+        """The SQL resource whose transaction this sink can write in (``WriteContext.connection``);
+        None when the sink commits on its own (files, queues, streams)."""
+        return None

@@ -17,7 +17,7 @@ from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
 from squall.sinks.dead_letter import dead_letter_line
 from squall.sinks.warehouse.columns import check_identifier
-from squall.sinks.warehouse.transactions import sql_errors
+from squall.topology.sql import sql_errors
 
 
 class DeadLetterTableConfig(ComponentConfig):

@@ -10,6 +10,7 @@ from squall.component import Component
 from squall.event import Position, Record
 
 if TYPE_CHECKING:
+    from squall.topology.checkpoint import CheckpointSpec
     from squall.topology.resources import Resources
 
 
@@ -25,21 +26,34 @@ class Progress:
 class Spout(Component):
     """Base of all spouts used by the local runner.
 
+    A spout does not own a checkpoint store: it says what it wants (``checkpointing``), the
+    runner opens the store, hands the stored positions to ``resume`` before the first ``read``,
+    and the engine saves each batch's positions in its commit sequence.
+
     ``read`` yields batches of records, in sequence order per shard, of at most
     ``max_records``; it ends when the source is exhausted or ``stop()`` was called.
-    ``commit`` is called with the positions the engine says are safe, after each batch.
+    ``commit`` is called after each batch with the positions the engine has just saved.
     """
 
     kind: ClassVar[str] = "spout"
 
     def open(self, resources: Resources) -> None:
-        """Connect; load the last checkpoint."""
+        """Connect."""
+
+    def checkpointing(self) -> CheckpointSpec | None:
+        """Where this spout's positions should be kept; None: no checkpoints (files re-read whole)."""
+        return None
+
+    def resume(self, positions: dict[str, Position]) -> None:
+        """The stored positions, per shard, before the first ``read``."""
 
     def read(self, max_records: int) -> Iterator[list[Record]]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def commit(self, checkpoint: dict[str, Position]) -> None:
-        """Persist the positions that are safe to resume after (no-op for files)."""
+    def commit(self, checkpoint: dict[str, Position]) -> dict[str, Position]:
+        """The engine saved these positions. Returns more positions the runner must save
+        (e.g. SHARD_END of shards read to their end); none by default."""
+        return {}
 
     def stop(self) -> None:
         """Ask ``read`` to end after the batch in flight."""

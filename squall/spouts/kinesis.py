@@ -32,7 +32,7 @@ from squall.spouts.shards import (
     is_shard_end,
     list_shards,
 )
-from squall.topology.checkpoint import CheckpointStore, SqlCheckpointStore
+from squall.topology.checkpoint import CheckpointSpec
 
 log = logging.getLogger("squall.spouts.kinesis")
 
@@ -129,22 +129,6 @@ class PollStats:
     shards_finished: int = 0
 
 
-class MemoryCheckpointStore:
-    """Checkpoints kept in this process only."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, dict[str, Position]] = {}
-
-    def load(self, stream: str) -> dict[str, Position]:
-        return dict(self._data.get(stream, {}))
-
-    def save(self, stream: str, positions: dict[str, Position]) -> None:
-        current = self._data.setdefault(stream, {})
-        for shard, pos in positions.items():
-            if shard not in current or pos > current[shard]:
-                current[shard] = pos
-
-
 class KinesisSpout(Spout):
     """Poll every shard of a Kinesis stream; checkpoint per shard; follow resharding."""
 
@@ -156,8 +140,9 @@ class KinesisSpout(Spout):
         self.ref = aws.StreamRef.parse(config.stream)
         self.stream_name = self.ref.name
         self.stats = PollStats()
-        self.checkpoint_store: CheckpointStore | None = None
         self.client: Any = None
+        self._stored: dict[str, Position] = {}  # positions loaded by the runner (resume)
+        self._to_save: dict[str, Position] = {}  # SHARD_END of shards finished, for the runner to save
         self._lineage = ShardLineage()
         self._backoff = aws.Backoff(base=0.1, cap=10.0)
         self._clock: Callable[[], float] = time.monotonic
@@ -173,11 +158,29 @@ class KinesisSpout(Spout):
         region = aws.resolve_region(cfg.region, self.ref.region)
         if self.client is None:
             self.client = aws.client("kinesis", region=region, endpoint_url=cfg.endpoint_url, botocore_retries=1)
-        if self.checkpoint_store is None:
-            self.checkpoint_store = self._open_store(resources, region)
+        self._region = region
+
+    def checkpointing(self) -> CheckpointSpec:
+        cp = self.config.checkpoint
+        if cp is None:
+            return CheckpointSpec("default", self.stream_name, owner=self.id)
+        if isinstance(cp, MemoryCheckpoint):
+            return CheckpointSpec("memory", self.stream_name, owner=self.id)
+        if isinstance(cp, SqlCheckpoint):
+            return CheckpointSpec("sql", self.stream_name, cp.application, cp.resource, cp.table, owner=self.id)
+        region = aws.resolve_region(cp.region or self.config.region, self.ref.region)
+        return CheckpointSpec("dynamodb", self.stream_name, cp.application, None, cp.table, region,
+                              cp.endpoint_url, cp.create_table, owner=self.id)
+
+    def resume(self, positions: dict[str, Position]) -> None:
+        """Start from the stored positions: list the shards and get the first iterators."""
+        if self.client is None:
+            raise SquallError(f"{self.id}: open() the spout before resume()")
+        self._stored = dict(positions)
         self._sync_shards()
         self._prime()
         self._last_activity = self._clock()
+        self._resumed = True
 
     def _prime(self) -> None:
         """Get iterators for the shards readable now, so `latest` means "from open()" on."""
@@ -190,30 +193,6 @@ class KinesisSpout(Spout):
                     raise SquallError(f"{self.id}: GetShardIterator on {st.shard_id} failed: {exc}") from exc
                 # throttled: _poll gets the iterator later
 
-    def _open_store(self, resources: Any, region: str) -> CheckpointStore:
-        cp = self.config.checkpoint
-        application = getattr(cp, "application", None) or self.context.topology
-        if cp is None:
-            configs = getattr(resources, "configs", {}) or {}
-            if "warehouse" in configs and resources.kind("warehouse") == "sql":
-                return SqlCheckpointStore(resources.sql("warehouse"), application, resource="warehouse")
-            log.warning("%s: no checkpoint store configured and no 'warehouse' resource: checkpoints are "
-                        "kept in memory, a restart reads from `start` again", self.id)
-            return MemoryCheckpointStore()
-        if isinstance(cp, MemoryCheckpoint):
-            return MemoryCheckpointStore()
-        if isinstance(cp, SqlCheckpoint):
-            name = cp.resource or "warehouse"
-            if resources is None or name not in (getattr(resources, "configs", {}) or {}):
-                raise SquallError(f"{self.id}: checkpoint store 'sql' needs a SQL resource; "
-                                  f"there is no resource named '{name}'")
-            return SqlCheckpointStore(resources.sql(name), application, resource=name, table=cp.table)
-        from squall.topology.dynamodb_checkpoint import DynamoDbCheckpointStore
-
-        return DynamoDbCheckpointStore(
-            aws.client("dynamodb", region=cp.region or region, endpoint_url=cp.endpoint_url),
-            cp.table, application, create_table=cp.create_table)
-
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if close is not None:
@@ -224,12 +203,14 @@ class KinesisSpout(Spout):
     def read(self, max_records: int) -> Iterator[list[Record]]:
         if self.client is None:
             raise SquallError(f"{self.id}: open() the spout before read()")
+        if not getattr(self, "_resumed", False):
+            self.resume({})
         idle_exit = self.config.idle_exit
         while not self.stopping:
             now = self._clock()
             if now >= self._next_sync:
                 self._sync_shards()
-            self._finish_ended({})
+            self._finish_ended()
             if self._lineage.promote():
                 self._last_activity = now
             reading = self._lineage.with_status(ShardStatus.READING)
@@ -390,8 +371,7 @@ class KinesisSpout(Spout):
                 self._sleep(delay)
                 attempt += 1
         self.stats.shard_syncs += 1
-        checkpoints = self.checkpoint_store.load(self.stream_name) if self.checkpoint_store else {}
-        new = self._lineage.update(listed, checkpoints)
+        new = self._lineage.update(listed, self._stored)
         if self._initial_sync and self.config.start == "latest":
             # Shards closed before the first start hold only old records: `latest` skips them.
             for st in new:
@@ -400,9 +380,9 @@ class KinesisSpout(Spout):
         self._initial_sync = False
         self._next_sync = self._clock() + self.config.shard_sync_interval
 
-    def commit(self, checkpoint: dict[str, Position]) -> None:
-        """Persist the safe positions; shards read to their end and fully committed get SHARD_END."""
-        positions: dict[str, Position] = {}
+    def commit(self, checkpoint: dict[str, Position]) -> dict[str, Position]:
+        """The engine saved these positions; returns SHARD_END for the shards now finished
+        (read to their end, everything from them committed), for the runner to save."""
         for shard, pos in checkpoint.items():
             st = self._lineage.states.get(shard)
             if st is not None:
@@ -411,20 +391,19 @@ class KinesisSpout(Spout):
                 st.checkpoint = pos
                 if st.pending is not None and pos >= last_position(st.pending):
                     st.pending = None
-            positions[shard] = pos
-        self._finish_ended(positions)
+        self._finish_ended()
+        out, self._to_save = self._to_save, {}
+        return out
 
-    def _finish_ended(self, positions: dict[str, Position]) -> None:
+    def _finish_ended(self) -> None:
         done = [st for st in self._lineage.with_status(ShardStatus.ENDED) if st.pending is None]
         for st in done:
-            positions[st.shard_id] = SHARD_END
-        if positions and self.checkpoint_store is not None:
-            self.checkpoint_store.save(self.stream_name, positions)
+            self._to_save[st.shard_id] = SHARD_END
         for st in done:
             st.status = ShardStatus.FINISHED
             st.checkpoint = SHARD_END
             self.stats.shards_finished += 1
-            log.info("%s: shard %s finished (SHARD_END checkpointed)", self.id, st.shard_id)
+            log.info("%s: shard %s finished (read to SHARD_END, everything committed)", self.id, st.shard_id)
 
     # -- observability -------------------------------------------------------------------------
 

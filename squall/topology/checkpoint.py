@@ -1,17 +1,28 @@
-"""Checkpoint stores: where a spout's per-shard positions are kept between runs.
+"""Checkpoints: where a stream's per-shard positions are kept between runs, and who saves them.
 
-The SQL store keeps one row per (application, stream, shard). When it lives in the same database
-as the topology's only committing warehouse sink, the sink saves positions in the same
-transaction as the rows (``save_in``), so a crash can neither lose nor duplicate.
+Spouts do not own checkpoint stores. A spout says what checkpointing it wants
+(``Spout.checkpointing()`` → ``CheckpointSpec``); the runner opens the store with
+``open_checkpoint_store`` and hands it to the engine as a ``Checkpointer``. The engine saves the
+positions of a batch as the last step of its commit sequence — in the same transaction as the
+rows and the staged state when the store lives in the same SQL database — and the runner loads
+them once at start (``Spout.resume``).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import sqlalchemy as sa
-
+from squall.errors import SquallError
 from squall.event import Position
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from squall.topology.resources import Resources
+
+log = logging.getLogger("squall.checkpoint")
 
 
 @runtime_checkable
@@ -25,17 +36,54 @@ class CheckpointStore(Protocol):
 
 @runtime_checkable
 class TransactionalCheckpointStore(CheckpointStore, Protocol):
-    """A store that can write inside a transaction a sink already holds."""
+    """A store that can write inside a transaction the engine already holds on ``resource``."""
 
     resource: str
 
     def save_in(self, connection: sa.Connection, stream: str, positions: dict[str, Position]) -> None: ...
 
 
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """What checkpointing a spout asks for (from its YAML), before any store is opened.
+
+    ``kind``: ``default`` (the ``warehouse`` SQL resource if there is one, else memory), ``sql``,
+    ``dynamodb`` or ``memory``.
+    """
+
+    kind: Literal["default", "sql", "dynamodb", "memory"] = "default"
+    stream: str = ""  # the stream name the spout's records carry; positions are kept per stream
+    application: str | None = None
+    resource: str | None = None
+    table: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    create_table: bool = True
+    owner: str = "spout"  # the component id, for messages
+
+
+class MemoryCheckpointStore:
+    """Checkpoints kept in this process only."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, dict[str, Position]] = {}
+
+    def load(self, stream: str) -> dict[str, Position]:
+        return dict(self._data.get(stream, {}))
+
+    def save(self, stream: str, positions: dict[str, Position]) -> None:
+        current = self._data.setdefault(stream, {})
+        for shard, pos in positions.items():
+            if shard not in current or pos > current[shard]:
+                current[shard] = pos
+
+
 class SqlCheckpointStore:
     """Checkpoints in a SQL table (``squall_checkpoints`` by default), via SQLAlchemy Core."""
 
     def __init__(self, engine: sa.Engine, application: str, *, resource: str = "", table: str = "squall_checkpoints"):
+        import sqlalchemy as sa
+
         self.engine = engine
         self.application = application
         self.resource = resource
@@ -53,6 +101,8 @@ class SqlCheckpointStore:
         meta.create_all(engine, checkfirst=True)
 
     def load(self, stream: str) -> dict[str, Position]:
+        import sqlalchemy as sa
+
         t = self.table
         q = sa.select(t.c.shard_id, t.c.sequence_number, t.c.sub_sequence_number).where(
             t.c.application == self.application, t.c.stream == stream
@@ -66,6 +116,8 @@ class SqlCheckpointStore:
 
     def save_in(self, connection: sa.Connection, stream: str, positions: dict[str, Position]) -> None:
         """Upsert positions; a position never moves backwards (a replayed batch is harmless)."""
+        import sqlalchemy as sa
+
         if not positions:
             return
         t = self.table
@@ -87,3 +139,54 @@ class SqlCheckpointStore:
                     .where(t.c.application == self.application, t.c.stream == stream, t.c.shard_id == shard)
                     .values(**values)
                 )
+
+
+class Checkpointer:
+    """The runner's one handle on a checkpoint store: loads at start, saves per batch (engine)."""
+
+    def __init__(self, store: CheckpointStore):
+        self.store = store
+
+    @property
+    def resource(self) -> str | None:
+        """The SQL resource the store lives in (it can then join a batch's transaction), else None."""
+        if isinstance(self.store, TransactionalCheckpointStore):
+            return self.store.resource or None
+        return None
+
+    def load(self, stream: str) -> dict[str, Position]:
+        return self.store.load(stream)
+
+    def save(self, stream: str, positions: dict[str, Position], connection: Any = None) -> None:
+        if not positions:
+            return
+        if connection is not None and isinstance(self.store, TransactionalCheckpointStore):
+            self.store.save_in(connection, stream, positions)
+        else:
+            self.store.save(stream, positions)
+
+
+def open_checkpoint_store(spec: CheckpointSpec, resources: Resources, application: str) -> CheckpointStore:
+    """Open the store a spout asked for. Raises ``SquallError`` naming the spout when it cannot."""
+    app = spec.application or application
+    configs = getattr(resources, "configs", {}) or {}
+    if spec.kind == "memory":
+        return MemoryCheckpointStore()
+    if spec.kind == "default":
+        if "warehouse" in configs and resources.kind("warehouse") == "sql":
+            return SqlCheckpointStore(resources.sql("warehouse"), app, resource="warehouse")
+        log.warning("%s: no checkpoint store configured and no 'warehouse' resource: checkpoints are "
+                    "kept in memory, a restart reads from `start` again", spec.owner)
+        return MemoryCheckpointStore()
+    if spec.kind == "sql":
+        name = spec.resource or "warehouse"
+        if name not in configs:
+            raise SquallError(f"{spec.owner}: checkpoint store 'sql' needs a SQL resource; "
+                              f"there is no resource named '{name}'")
+        return SqlCheckpointStore(resources.sql(name), app, resource=name, table=spec.table or "squall_checkpoints")
+    from squall import aws
+    from squall.topology.dynamodb_checkpoint import DynamoDbCheckpointStore
+
+    return DynamoDbCheckpointStore(
+        aws.client("dynamodb", region=aws.resolve_region(spec.region, None), endpoint_url=spec.endpoint_url),
+        spec.table or "squall_checkpoints", app, create_table=spec.create_table)

@@ -1,11 +1,25 @@
-"""The engine: runs one batch of records through a compiled plan and accounts for every record.
+"""The engine: runs one batch of records through a compiled plan, accounts for every record, and
+owns the batch's commit.
 
 Per batch: records are de-aggregated (KPL) into user records; bolts run in topological order;
-then sinks in three steps — data sinks ``prepare`` (rejects go to dead letter), dead-letter
-sinks write, data sinks write. Every user record ends with exactly one outcome: committed,
-dead-lettered, filtered, or failed. The checkpoint per shard is the last position before the
-first failed record; a batch whose transient errors outlast the retries raises ``BatchFailed``
-and checkpoints nothing.
+data sinks ``prepare`` (rejects go to dead letter). Then the **commit sequence**, the same in
+every runner:
+
+1. dead letters (durable before anything is acknowledged);
+2. data sinks (idempotent on ``event_id``);
+3. the staged state of stateful bolts, only the changes of records that are settled;
+4. the checkpoint (per shard, up to the first record that is not settled), when the runner gave
+   the engine a ``Checkpointer`` (the local runner); Lambda and the KCL checkpoint themselves
+   from ``BatchResult.checkpoint`` after ``process`` returns.
+
+Sinks, states and the checkpoint that share one SQL database are written in one transaction.
+Every user record ends with exactly one outcome: committed, dead-lettered, filtered, or failed.
+
+Poison records: when a component call raises anything but ``TransientError``/``SinkError``,
+the engine splits the call's events in halves until it finds the events that fail alone, and
+dead-letters exactly those with the component and the reason; the rest goes on. A clean batch
+pays nothing for this. A batch whose transient errors outlast the retries raises
+``BatchFailed`` and checkpoints nothing.
 """
 
 from __future__ import annotations
@@ -20,11 +34,18 @@ from typing import Any
 
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentContext
-from squall.errors import BatchFailed, DecodeError, TransientError
+from squall.errors import (
+    BatchFailed,
+    DecodeError,
+    SinkError,
+    TopologyError,
+    TransientError,
+    describe_exception,
+)
 from squall.event import Event, Failure, Position, Record, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.kpl import KPL_MAGIC, deaggregate
-from squall.topology.checkpoint import TransactionalCheckpointStore
+from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
 from squall.topology.model import RetryConfig
 from squall.topology.resources import Resources
@@ -132,12 +153,36 @@ class _Ledger:
         self.dead = [0] * self.n
         self.dropped = [0] * self.n
 
+    def copy(self) -> _Ledger:
+        other = _Ledger(0)
+        other.n, other.committed, other.dead, other.dropped = self.n, list(self.committed), self.dead, self.dropped
+        other.failed = dict(self.failed)
+        return other
+
+
+class _RecordFault(Exception):
+    """A component call raised an error that some record of the call is to blame for."""
+
+    def __init__(self, cause: BaseException, node: Node | None = None):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.node = node
+
+    @property
+    def reason(self) -> str:
+        return describe_exception(self.cause)
+
+
+#: Errors that are the batch's, never a record's: the call is not split. ``OSError`` is the
+#: machine's (disk full, a socket) — a component that can tell a passing one raises TransientError.
+_FATAL = (SinkError, TopologyError, OSError)
+
 
 class Engine:
     """Runs batches through a plan. Components and resources are opened once, in ``open``."""
 
     def __init__(self, plan: Plan, *, resources: Resources | None = None,
-                 checkpoint_store: TransactionalCheckpointStore | None = None,
+                 checkpointer: Checkpointer | None = None,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random):
         self.plan = plan
         self.topology = plan.topology
@@ -152,24 +197,35 @@ class Engine:
         self._data_sinks = [n for n in plan.nodes if n.kind == "sink" and not n.dead_letter]
         self._dl_sinks = [n for n in plan.nodes if n.dead_letter]
         self._bolts = [n for n in plan.nodes if n.kind == "bolt"]
-        self.checkpoint_store = checkpoint_store
-        self._tx_sink: Node | None = self._transactional_sink(checkpoint_store)
+        self._stateful = [n for n in self._bolts if getattr(self.components[n.index], "stateful", False)]
+        self.checkpointer = checkpointer
+        self._tx_resource: str | None = None
+        self._tx_sinks: set[int] = set()
+        self._tx_states: set[int] = set()
+        self._checkpoint_in_tx = False
         self._opened = False
 
-    def _transactional_sink(self, store: TransactionalCheckpointStore | None) -> Node | None:
-        """The one committing sink that can save checkpoints in its own transaction, if any."""
-        if store is None or len(self._data_sinks) != 1:
-            return None
-        node = self._data_sinks[0]
-        sink = self.components[node.index]
-        if getattr(sink, "transactional_checkpoint", False) and sink.uses_resource() == store.resource:
-            return node
-        return None
+    def _plan_transaction(self) -> None:
+        """Which sinks, states and checkpoint share one SQL transaction (decided once, after open).
+
+        The database is the checkpoint store's when it is SQL, else the first data sink's that can
+        write in a transaction the engine holds, else the first stateful bolt's. The checkpoint
+        joins the transaction only when no stateful bolt commits elsewhere (its state must be
+        written before the checkpoint, and after the sinks).
+        """
+        sinks = {n.index: self.components[n.index].transaction_resource() for n in self._data_sinks}  # type: ignore[union-attr]
+        states = {n.index: self.components[n.index].state_resource() for n in self._stateful}  # type: ignore[union-attr]
+        cp = self.checkpointer.resource if self.checkpointer is not None else None
+        resource = cp or next((r for r in sinks.values() if r), None) or next((r for r in states.values() if r), None)
+        self._tx_resource = resource
+        self._tx_sinks = {i for i, r in sinks.items() if r is not None and r == resource}
+        self._tx_states = {i for i, r in states.items() if r is not None and r == resource}
+        self._checkpoint_in_tx = cp is not None and cp == resource and len(self._tx_states) == len(states)
 
     @property
     def checkpoint_in_transaction(self) -> bool:
-        """True when the warehouse sink writes checkpoints with its rows (exactly once)."""
-        return self._tx_sink is not None
+        """True when the checkpoint is written in the same transaction as the rows (exactly once)."""
+        return self._checkpoint_in_tx and bool(self._tx_sinks)
 
     def open(self) -> Engine:
         if not self._opened:
@@ -178,6 +234,7 @@ class Engine:
                     comp.setup(self.resources)  # type: ignore[union-attr]
                 else:
                     comp.open(self.resources)  # type: ignore[union-attr]
+            self._plan_transaction()
             self._opened = True
         return self
 
@@ -200,9 +257,21 @@ class Engine:
     # -- one batch ---------------------------------------------------------------------------
 
     def process(self, records: list[Record]) -> BatchResult:
-        """Run one batch; raises ``BatchFailed`` when a dependency stays down (checkpoint nothing)."""
+        """Run one batch and commit it; raises ``BatchFailed`` when a dependency stays down
+        (nothing of the batch is then checkpointed, and staged state is discarded)."""
         if not self._opened:
             self.open()
+        try:
+            return self._process(records)
+        except BaseException:
+            for node in self._stateful:
+                try:
+                    self.components[node.index].discard_state()  # type: ignore[union-attr]
+                except Exception:
+                    log.exception("%s: error while discarding staged state", node.id)
+            raise
+
+    def _process(self, records: list[Record]) -> BatchResult:
         units, default_dl = self._expand(records)
         ledger = _Ledger(len(units))
         nodes = self.plan.nodes
@@ -217,7 +286,7 @@ class Engine:
             inbox[node.index] = []
             stats = self.stats[node.index]
             stats.received += len(events)
-            out: Output = self._call(node, self.components[node.index].process, events)  # type: ignore[union-attr]
+            out = self._run_bolt(node, events)
             for ev in out.dropped:
                 ledger.dropped[ev.origin] += 1
             stats.dropped += len(out.dropped)
@@ -241,25 +310,197 @@ class Engine:
                 continue
             stats = self.stats[node.index]
             stats.received += len(events)
-            p: Prepared = self._call(node, self.components[node.index].prepare, events)  # type: ignore[union-attr]
+            p = self._prepare(node, events)
             stats.dead_lettered += len(p.rejected)
             default_dl.extend(p.rejected)
             prepared.append((node, p))
 
+        # The commit sequence: 1. dead letters, 2. sinks, 3. staged state, 4. checkpoint.
         self._write_dead_letters(inbox, default_dl, ledger)
-
+        stream = units[0].meta.stream if units else ""
         for node, p in prepared:
-            if not p.events:
-                continue
-            ctx = WriteContext(stream=units[0].meta.stream if units else "")
-            if node is self._tx_sink:
-                ctx.checkpoint = self._checkpoint(units, ledger, assume_committed=p.events)
-                ctx.checkpoint_store = self.checkpoint_store
-            result = self._call(node, self.components[node.index].write_batch, p, ctx)  # type: ignore[union-attr]
-            self._settle(node, p.events, result, ledger, dead=False)
-
+            if p.events and node.index not in self._tx_sinks:
+                self._write_sink(node, p, stream, ledger)
+        inside = [(node, p) for node, p in prepared if node.index in self._tx_sinks]
+        checkpoint = self._commit_transaction(inside, units, stream, ledger)
         codes = self._codes(ledger)
-        return BatchResult(units, codes, ledger.failed, self._checkpoint_from(units, codes))
+        if checkpoint is None:
+            checkpoint = self._checkpoint_from(units, codes)
+        covered = self._covered(units, codes)
+        for node in self._stateful:
+            if node.index not in self._tx_states:
+                comp = self.components[node.index]
+                self._call(node.id, self.stats[node.index], comp.commit_state, covered, None, isolate=False)  # type: ignore[union-attr]
+                comp.state_committed()  # type: ignore[union-attr]
+        if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
+            self._call("checkpoint", None, self.checkpointer.save, stream, checkpoint, isolate=False)
+        return BatchResult(units, codes, ledger.failed, checkpoint)
+
+    def _commit_transaction(self, inside: list[tuple[Node, Prepared]], units: list[Event], stream: str,
+                            ledger: _Ledger) -> dict[str, Position] | None:
+        """Steps 2–4 for everything in the batch's one SQL transaction; the checkpoint if it was saved there."""
+        states = [n for n in self._stateful if n.index in self._tx_states]
+        with_checkpoint = self._checkpoint_in_tx and self.checkpointer is not None
+        if self._tx_resource is None or not (any(p.events for _, p in inside) or states or with_checkpoint):
+            return None
+        from squall.topology.sql import sql_errors, transaction  # SQLAlchemy only for topologies that use SQL
+
+        db = self.resources.sql(self._tx_resource)
+        pending = [(node, p) for node, p in inside if p.events]
+
+        where = f"transaction on '{self._tx_resource}'"
+
+        def run() -> tuple[list[tuple[Node, list[Event], WriteResult | None]], dict[str, Position]]:
+            written = []
+            # sql_errors: a failed COMMIT (connection lost) is transient like a failed write.
+            with sql_errors(where), transaction(db) as conn:
+                ctx = WriteContext(connection=conn, stream=stream)
+                for node, p in pending:
+                    started = time.perf_counter()
+                    try:
+                        written.append((node, p.events, self.components[node.index].write_batch(p, ctx)))  # type: ignore[union-attr]
+                    except (TransientError, BatchFailed, *_FATAL):
+                        raise
+                    except Exception as exc:
+                        raise _RecordFault(exc, node) from exc
+                    finally:
+                        self.stats[node.index].seconds += time.perf_counter() - started
+                trial = ledger.copy()
+                for node, events, result in written:
+                    self._settle_into(trial, node, events, result, dead=False)
+                codes = self._codes(trial)
+                checkpoint = self._checkpoint_from(units, codes)
+                covered = self._covered(units, codes)
+                for node in states:
+                    self.components[node.index].commit_state(covered, conn)  # type: ignore[union-attr]
+                if with_checkpoint and checkpoint:
+                    self.checkpointer.save(stream, checkpoint, conn)  # type: ignore[union-attr]
+            return written, checkpoint
+
+        while True:
+            try:
+                # Retries of the transaction count for its (first) sink, as before the engine held it.
+                stats = self.stats[pending[0][0].index] if pending else None
+                written, checkpoint = self._call(where, stats, run, isolate=False)
+                break
+            except _RecordFault as fault:
+                # The transaction rolled back: find the records that fail alone (each trial in a
+                # transaction of its own), dead-letter them, and commit the rest again.
+                node = fault.node
+                assert node is not None
+                k = next(i for i, (n, _) in enumerate(pending) if n is node)
+                p = pending[k][1]
+                kept = self._isolate_write(node, p, stream, ledger, fault)
+                pending[k] = (node, kept)
+                pending = [(n, q) for n, q in pending if q.events]
+        for node, events, result in written:
+            self._settle(node, events, result, ledger, dead=False)
+        for node in states:
+            self.components[node.index].state_committed()  # type: ignore[union-attr]
+        return checkpoint if with_checkpoint else None
+
+    # -- bolts and sinks, with poison isolation ------------------------------------------------
+
+    def _run_bolt(self, node: Node, events: list[Event]) -> Output:
+        comp = self.components[node.index]
+        try:
+            return self._call(node.id, self.stats[node.index], comp.process, events)  # type: ignore[union-attr]
+        except _RecordFault as fault:
+            out = Output(node.id)
+            self._bisect_bolt(node, comp.process, events, fault, out)  # type: ignore[union-attr]
+            return out
+
+    def _bisect_bolt(self, node: Node, fn: Callable[[list[Event]], Output], events: list[Event],
+                     fault: _RecordFault, out: Output) -> None:
+        if len(events) == 1:
+            self._poisoned(node, events[0], fault)
+            out.fail(events[0], fault.reason)
+            return
+        mid = len(events) // 2
+        for part in (events[:mid], events[mid:]):
+            try:
+                got: Output = self._call(node.id, self.stats[node.index], fn, part)
+            except _RecordFault as inner:
+                self._bisect_bolt(node, fn, part, inner, out)
+                continue
+            for stream, emitted in got.streams.items():
+                for ev in emitted:
+                    out.emit(ev, stream)
+            out.dropped.extend(got.dropped)
+
+    def _find_poison(self, node: Node, fn: Callable[[list[Event]], Any], events: list[Event],
+                     fault: _RecordFault) -> list[Event]:
+        """The events on which ``fn`` fails alone (split in halves); each gets its failure."""
+        if len(events) == 1:
+            self._poisoned(node, events[0], fault)
+            events[0].failure = Failure(node.id, fault.reason)
+            return [events[0]]
+        bad: list[Event] = []
+        mid = len(events) // 2
+        for part in (events[:mid], events[mid:]):
+            try:
+                self._call(node.id, self.stats[node.index], fn, part)
+            except _RecordFault as inner:
+                bad.extend(self._find_poison(node, fn, part, inner))
+        return bad
+
+    def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
+        log.warning("%s: record %s (%s seq %s) fails alone, isolated from its batch: %s", node.id,
+                    event.event_id, event.meta.shard_id, event.meta.sequence_number, fault.reason)
+
+    def _prepare(self, node: Node, events: list[Event]) -> Prepared:
+        comp = self.components[node.index]
+        try:
+            return self._call(node.id, self.stats[node.index], comp.prepare, events)  # type: ignore[union-attr]
+        except _RecordFault as fault:
+            bad = self._find_poison(node, comp.prepare, events, fault)  # type: ignore[union-attr]
+            return self._reprepare(node, events, bad)
+
+    def _reprepare(self, node: Node, events: list[Event], bad: list[Event]) -> Prepared:
+        """``prepare`` again without the poison events, which become rejects (dead letters)."""
+        ids = {id(ev) for ev in bad}
+        rest = [ev for ev in events if id(ev) not in ids]
+        p = Prepared([])
+        if rest:
+            comp = self.components[node.index]
+            p = self._call(node.id, self.stats[node.index], comp.prepare, rest, isolate=False)  # type: ignore[union-attr]
+        p.rejected.extend(bad)
+        return p
+
+    def _write_sink(self, node: Node, p: Prepared, stream: str, ledger: _Ledger) -> None:
+        """Write one sink on its own; poison records found in the write are dead-lettered now."""
+        comp = self.components[node.index]
+        while True:
+            try:
+                result = self._call(node.id, self.stats[node.index], comp.write_batch, p, WriteContext(stream=stream))  # type: ignore[union-attr]
+                break
+            except _RecordFault as fault:
+                p = self._isolate_write(node, p, stream, ledger, fault)
+                if not p.events:
+                    return
+        self._settle(node, p.events, result, ledger, dead=False)
+
+    def _isolate_write(self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault) -> Prepared:
+        """Find the events whose write fails alone (parts are written for real: sinks are
+        idempotent), dead-letter them, and return the rest, prepared again."""
+        comp = self.components[node.index]
+
+        def write(part: list[Event]) -> None:
+            comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+
+        bad = self._find_poison(node, write, p.events, fault)
+        if not bad:  # it failed on the whole, never on a part: a fault of the batch after all
+            raise BatchFailed(node.id, fault.cause, 1) from fault.cause
+        kept = self._reprepare(node, p.events, bad)
+        self.stats[node.index].dead_lettered += len(kept.rejected)
+        self._dead_letter_now(kept.rejected, ledger)
+        kept.rejected = []
+        return kept
+
+    def _dead_letter_now(self, events: list[Event], ledger: _Ledger) -> None:
+        """Dead-letter events found during the sink step (before anything is checkpointed)."""
+        inbox: list[list[Event]] = [[] for _ in self.plan.nodes]
+        self._write_dead_letters(inbox, list(events), ledger)
 
     def _expand(self, records: list[Record]) -> tuple[list[Event], list[Event]]:
         """User records of the batch (KPL de-aggregated); corrupt aggregates go to dead letter whole."""
@@ -310,12 +551,35 @@ class Engine:
             if not events:
                 continue
             self.stats[node.index].received += len(events)
+            comp = self.components[node.index]
             p = Prepared(events)
-            result = self._call(node, self.components[node.index].write_batch, p, WriteContext())  # type: ignore[union-attr]
+            try:
+                result = self._call(node.id, self.stats[node.index], comp.write_batch, p, WriteContext())  # type: ignore[union-attr]
+            except _RecordFault as fault:
+                # A dead letter that cannot be written even alone: that record fails (it is
+                # delivered again, never dropped); the others are written.
+                bad = self._find_poison(node, lambda part, c=comp: c.write_batch(Prepared(part), WriteContext()),  # type: ignore[union-attr]
+                                        events, fault)
+                ids = {id(ev) for ev in bad}
+                rest = [ev for ev in events if id(ev) not in ids]
+                result = WriteResult(failed=bad)
+                if rest:
+                    got = self._call(node.id, self.stats[node.index], comp.write_batch, Prepared(rest), WriteContext(),  # type: ignore[union-attr]
+                                     isolate=False)
+                    if got is not None:
+                        result.failed.extend(got.failed)
             self._settle(node, events, result, ledger, dead=True)
 
     def _settle(self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger, *,
                 dead: bool) -> None:
+        failed = self._settle_into(ledger, node, events, result, dead=dead)
+        stats = self.stats[node.index]
+        stats.failed += failed
+        stats.emitted += len(events) - failed
+
+    @staticmethod
+    def _settle_into(ledger: _Ledger, node: Node, events: list[Event], result: WriteResult | None, *,
+                     dead: bool) -> int:
         failed_ids = set()
         if result is not None and result.failed:
             failed_ids = {id(ev) for ev in result.failed}
@@ -325,9 +589,7 @@ class Engine:
         for ev in events:
             if id(ev) not in failed_ids:
                 counts[ev.origin] += 1
-        stats = self.stats[node.index]
-        stats.failed += len(failed_ids)
-        stats.emitted += len(events) - len(failed_ids)
+        return len(failed_ids)
 
     @staticmethod
     def _codes(ledger: _Ledger) -> list[int]:
@@ -368,20 +630,29 @@ class Engine:
                     last[shard] = ev.meta
         return {shard: meta.position for shard, meta in last.items()}
 
-    def _checkpoint(self, units: list[Event], ledger: _Ledger, assume_committed: list[Event]) -> dict[str, Position]:
-        """The checkpoint if the transactional sink commits ``assume_committed`` (used inside its transaction)."""
-        trial = _Ledger(ledger.n)
-        trial.committed, trial.dead, trial.dropped = list(ledger.committed), ledger.dead, ledger.dropped
-        trial.failed = dict(ledger.failed)
-        for ev in assume_committed:
-            trial.committed[ev.origin] += 1
-        return self._checkpoint_from(units, self._codes(trial))
+    @staticmethod
+    def _covered(units: list[Event], codes: list[int]) -> Callable[[Event], bool]:
+        """Whether an event's record is covered by the checkpoint (settled, before any failure of its shard)."""
+        if _FAILED not in codes:
+            return _always
+        flags = [True] * len(units)
+        blocked: set[str] = set()
+        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
+            shard = ev.meta.shard_id
+            if shard in blocked or code == _FAILED:
+                blocked.add(shard)
+                flags[i] = False
+        return lambda ev: flags[ev.origin]
 
     # -- retries -----------------------------------------------------------------------------
 
-    def _call(self, node: Node, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call a component; retry ``TransientError`` with jittered exponential backoff, bounded."""
-        stats = self.stats[node.index]
+    def _call(self, where: str, stats: ComponentStats | None, fn: Callable[..., Any], *args: Any,
+              isolate: bool = True) -> Any:
+        """Call a component; retry ``TransientError`` with jittered exponential backoff, bounded.
+
+        Any other exception but ``SinkError`` becomes ``_RecordFault`` (the caller isolates the
+        records to blame) when ``isolate``, else ``BatchFailed``.
+        """
         policy = self.retry
         attempt = 0
         while True:
@@ -391,15 +662,25 @@ class Engine:
                 return fn(*args)
             except TransientError as exc:
                 if attempt >= policy.attempts:
-                    raise BatchFailed(node.id, exc, attempt) from exc
+                    raise BatchFailed(where, exc, attempt) from exc
                 backoff = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1))
                 delay = max(self._rng() * backoff, exc.retry_after or 0.0)
-                stats.retries += 1
-                log.warning("%s: %s; retry %d/%d in %.2fs", node.id, exc, attempt, policy.attempts - 1, delay)
+                if stats is not None:
+                    stats.retries += 1
+                log.warning("%s: %s; retry %d/%d in %.2fs", where, exc, attempt, policy.attempts - 1, delay)
                 self._sleep(delay)
-            except BatchFailed:
+            except (BatchFailed, _RecordFault):
                 raise
+            except _FATAL as exc:
+                raise BatchFailed(where, exc, attempt) from exc
             except Exception as exc:
-                raise BatchFailed(node.id, exc, attempt) from exc
+                if isolate:
+                    raise _RecordFault(exc) from exc
+                raise BatchFailed(where, exc, attempt) from exc
             finally:
-                stats.seconds += time.perf_counter() - started
+                if stats is not None:
+                    stats.seconds += time.perf_counter() - started
+
+
+def _always(event: Event) -> bool:
+    return True

@@ -56,7 +56,10 @@ def make_bolt(res, **options) -> SubscriptionBolt:
 
 
 def run(bolt, values, start=1):
+    """One batch as the engine runs it: process, then the commit sequence's state step."""
     out = bolt.process(make_batch(values, start))
+    bolt.commit_state(lambda event: True)
+    bolt.state_committed()
     failed = {e.origin: e.failure.reason for e in out.streams.get("error", [])}
     ok = {e.origin: e.value.get("subscription") for e in out.streams.get("default", [])}
     return ok, failed
@@ -218,6 +221,8 @@ def test_custom_fields_action_mapping_and_arrival_time(tmp_path):
         make_event({"kind": "subscribe", "user": {"id": 42}}, 3),
     ]  # not mapped: reads only
     out = bolt.process(batch)
+    bolt.commit_state(lambda event: True)
+    bolt.state_committed()
     blocks = [e.value["push"] for e in out.streams["default"]]
     assert blocks[0]["registered_at"] == "2024-06-01T08:30:00.000Z"
     assert blocks[1]["topics"] == blocks[2]["topics"] == ["promo"]
@@ -275,7 +280,7 @@ def test_postgresql_down():
     assert_transient_and_untouched(bolt, [ev("subscribe", "a")])
 
 
-def test_store_write_failure_after_a_good_read_leaves_events_untouched_and_a_retry_succeeds(
+def test_store_write_failure_in_the_commit_is_transient_and_the_batch_again_sees_the_same_state(
     tmp_path,
 ):
     import sqlite3
@@ -289,16 +294,17 @@ def test_store_write_failure_after_a_good_read_leaves_events_untouched_and_a_ret
     blocker = sqlite3.connect(path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        batch = make_batch(values, 10)
-        before = copy.deepcopy([e.value for e in batch])
+        out = bolt.process(make_batch(values, 10))  # reading works; nothing is written here
+        first = [e.value["subscription"] for e in out.streams["default"]]
         with pytest.raises(TransientError, match="database is locked"):
-            bolt.process(batch)
-        assert [e.value for e in batch] == before
+            bolt.commit_state(lambda event: True)
+        bolt.discard_state()  # the engine: the batch is not committed
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    ok, failed = run(bolt, values, start=10)  # the engine's retry
+    ok, failed = run(bolt, values, start=10)  # the batch delivered again
     assert failed == {}
+    assert [ok[10], ok[11]] == first
     assert ok[10]["status"] == ok[11]["status"] == "subscribed"
 
 
@@ -409,6 +415,8 @@ def test_replayed_deliveries_through_a_real_store_end_in_the_state_of_one_delive
             out = bolt.process(
                 [make_event(v, seq) for (seq, _), v in zip(batch, values, strict=True)]
             )
+            bolt.commit_state(lambda event: True)
+            bolt.state_committed()
             assert not out.streams.get("error")
             for e in out.streams["default"]:
                 seen.setdefault(e.origin, []).append(e.value["subscription"])

@@ -13,18 +13,31 @@ from squall.component import ComponentContext
 from squall.event import Position, Record, derive_event_id
 from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
 from squall.spouts.kpl import deaggregate
+from squall.topology.checkpoint import open_checkpoint_store
 
 
 def make_spout(endpoint: str, stream: str, *, store: Any = None, resources: Any = None,
                topology: str = "test-app", **options: Any) -> KinesisSpout:
+    """A spout opened and resumed as the local runner does; its store is ``spout.test_store``."""
     options.setdefault("poll_interval", 0.05)
     options.setdefault("idle_exit", 1.0)
     config = KinesisSpoutConfig(id="spout", type="kinesis", stream=stream, endpoint_url=endpoint, **options)
     spout = KinesisSpout(config, ComponentContext(topology))
-    if store is not None:
-        spout.checkpoint_store = store
     spout.open(resources)
+    if store is None:
+        store = open_checkpoint_store(spout.checkpointing(), resources, topology)
+    spout.test_store = store  # type: ignore[attr-defined]
+    spout.resume(store.load(spout.stream_name))
     return spout
+
+
+def commit_positions(spout: KinesisSpout, positions: dict[str, Position]) -> None:
+    """What the engine and the runner do after a batch: save the positions, then SHARD_END markers."""
+    store = spout.test_store  # type: ignore[attr-defined]
+    store.save(spout.stream_name, positions)
+    extra = spout.commit(positions)
+    if extra:
+        store.save(spout.stream_name, extra)
 
 
 def consume(spout: KinesisSpout, *, max_records: int = 500,
@@ -36,9 +49,11 @@ def consume(spout: KinesisSpout, *, max_records: int = 500,
         users = [u for r in batch for u in deaggregate(r)]
         seen.extend(users)
         if commit:
-            spout.commit(last_positions(users))
+            commit_positions(spout, last_positions(users))
         if on_batch is not None:
             on_batch(i, users)
+    if commit:
+        commit_positions(spout, {})
     return seen
 
 

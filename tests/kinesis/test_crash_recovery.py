@@ -75,6 +75,17 @@ class Warehouse:
         except Exception:  # not created yet
             return 0
 
+    def settle(self) -> None:
+        """After a kill -9 of the client, PostgreSQL may still be finishing a COMMIT it received:
+        wait until no other session is working in this database before counting rows."""
+        if self.kind != "postgres":
+            return
+        deadline = time.monotonic() + 30
+        busy = ("select count(*) from pg_stat_activity where datname = current_database() "
+                "and pid <> pg_backend_pid() and state in ('active', 'idle in transaction')")
+        while self.query(busy)[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def drop(self) -> None:
         if self.kind == "postgres":
             conn = self.connect()
@@ -120,6 +131,7 @@ def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, ki
         time.sleep(0.02)
     os.killpg(first.pid, signal.SIGKILL)  # no cleanup, no final checkpoint
     first.communicate()
+    warehouse.settle()
     after_crash = warehouse.rows()
     assert 0 < after_crash < len(valid)
 

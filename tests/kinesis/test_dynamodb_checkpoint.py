@@ -104,7 +104,7 @@ def test_kinesis_spout_with_a_dynamodb_store_resumes(kinesis, kinesis_mock, make
     table = f"cp-{uuid.uuid4().hex[:8]}"
     checkpoint = {"store": "dynamodb", "table": table, "endpoint_url": dynalite.endpoint}
     first = make_spout(kinesis_mock.endpoint, stream, checkpoint=checkpoint)
-    assert isinstance(first.checkpoint_store, DynamoDbCheckpointStore)
+    assert isinstance(first.test_store, DynamoDbCheckpointStore)
 
     def stop(i, users):
         if i == 1:

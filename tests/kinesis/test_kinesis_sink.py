@@ -11,8 +11,8 @@ from squall.event import Event, RecordMeta
 from squall.sinks.base import WriteContext
 from squall.sinks.kinesis import KinesisSink, KinesisSinkConfig
 from squall.sinks.putrecords import MAX_CALL_BYTES, Aggregator, Entry, ShardMap, chunks, hash_key
-from squall.spouts.kinesis import MemoryCheckpointStore
 from squall.spouts.shards import ShardInfo
+from squall.topology.checkpoint import MemoryCheckpointStore
 from tests.kinesis.kinesis_helpers import (
     Faults,
     assert_key_order,

@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from squall.event import Position
-from squall.spouts.kinesis import KinesisSpoutConfig, MemoryCheckpointStore
+from squall.spouts.kinesis import KinesisSpoutConfig
 from squall.spouts.shards import SHARD_END, is_shard_end
-from squall.topology.checkpoint import SqlCheckpointStore
+from squall.topology.checkpoint import MemoryCheckpointStore, SqlCheckpointStore
 from squall.topology.resources import ResourceConfig, Resources
 from tests.kinesis.kinesis_helpers import (
     assert_key_order,
+    commit_positions,
     consume,
     event_ids,
     make_spout,
@@ -90,7 +91,7 @@ def test_uncommitted_batch_is_read_again_after_a_crash(kinesis, kinesis_mock, ma
     first = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
     batches = first.read(30)
     b1 = next(batches)
-    first.commit({b1[-1].meta.shard_id: b1[-1].meta.position})
+    commit_positions(first, {b1[-1].meta.shard_id: b1[-1].meta.position})
     b2 = next(batches)  # processed but never committed: the process "crashes" here
     seen = consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store), max_records=30)
     assert event_ids(seen)[: len(b2)] == event_ids(b2)
@@ -102,7 +103,7 @@ def test_default_checkpoint_store_is_the_warehouse_resource(kinesis, kinesis_moc
     put_plain(kinesis, stream, docs(50))
     resources = Resources({"warehouse": ResourceConfig(url=f"sqlite:///{tmp_path / 'wh.db'}")})
     spout = make_spout(kinesis_mock.endpoint, stream, resources=resources, topology="pistats")
-    assert isinstance(spout.checkpoint_store, SqlCheckpointStore)
+    assert isinstance(spout.test_store, SqlCheckpointStore)
     assert len(consume(spout)) == 50
     stored = SqlCheckpointStore(resources.sql("warehouse"), "pistats").load(stream)
     assert set(stored) == set(spout.shards())
@@ -191,7 +192,7 @@ def test_resume_inside_a_kpl_aggregate_skips_committed_sub_records(kinesis, kine
     batch = next(first.read(1))
     (agg,) = batch
     # the engine committed the first 4 user records of the first aggregate, then failed
-    first.commit({agg.meta.shard_id: Position(agg.meta.sequence_number, 3)})
+    commit_positions(first, {agg.meta.shard_id: Position(agg.meta.sequence_number, 3)})
     seen = consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store))
     assert [d["n"] for d in payloads(seen)] == list(range(4, 20))
     assert [r.meta.sub_sequence_number for r in seen[:6]] == [4, 5, 6, 7, 8, 9]

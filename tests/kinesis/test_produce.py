@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from squall.aws import client as aws_client
 from squall.deploy.produce import produce, produce_file
-from squall.spouts.kinesis import MemoryCheckpointStore
+from squall.topology.checkpoint import MemoryCheckpointStore
 from tests.kinesis.kinesis_helpers import Faults, assert_key_order, consume, make_spout, payloads
 
 

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from squall.errors import SinkError, TransientError
+from squall.errors import RecordError, SinkError, TransientError
 from squall.event import Event, RecordMeta
 from squall.sinks.warehouse import pgschema
 from squall.sinks.warehouse.columns import parse_columns
@@ -20,8 +20,8 @@ from squall.sinks.warehouse.copytext import (
     partition_key_date,
     timestamp_text,
 )
-from squall.sinks.warehouse.transactions import as_squall_error, is_disconnect
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
+from squall.topology.sql import as_squall_error, is_disconnect
 
 
 def ev(i: int, payload) -> Event:
@@ -132,14 +132,19 @@ class Orig(Exception):
         self.pgcode = pgcode
 
 
-@pytest.mark.parametrize("code, transient", [
-    ("08006", True), ("08001", True), ("57P01", True), ("57P03", True), ("57014", True), ("40001", True),
-    ("40P01", True), ("55P03", True), ("53300", True), ("25P03", True),
-    ("23505", False), ("23514", False), ("22P02", False), ("42P01", False), ("42501", False), ("XX000", False),
+@pytest.mark.parametrize("code, kind", [
+    ("08006", TransientError), ("08001", TransientError), ("57P01", TransientError), ("57P03", TransientError),
+    ("57014", TransientError), ("40001", TransientError), ("40P01", TransientError), ("55P03", TransientError),
+    ("53300", TransientError), ("25P03", TransientError),
+    # a row's data: the engine isolates the record and dead-letters it
+    ("23505", RecordError), ("23514", RecordError), ("22P02", RecordError), ("22001", RecordError),
+    ("54000", RecordError),
+    # the table or the rights: the batch fails
+    ("42P01", SinkError), ("42501", SinkError), ("XX000", SinkError),
 ])
-def test_database_errors_are_classified_by_sqlstate(code, transient):
+def test_database_errors_are_classified_by_sqlstate(code, kind):
     err = as_squall_error(sa.exc.OperationalError("COPY …", None, Orig(code)), "rows (table t)")
-    assert isinstance(err, TransientError if transient else SinkError)
+    assert type(err) is kind
     assert str(err).endswith(f"(SQLSTATE {code})") and str(err).startswith("rows (table t): ")
 
 

@@ -22,12 +22,12 @@ from hypothesis import strategies as st
 
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import BatchFailed, SinkError, TopologyError, TransientError
+from squall.errors import BatchFailed, RecordError, SinkError, TopologyError, TransientError
 from squall.event import Event, RecordMeta, derive_event_id
 from squall.sinks.base import WriteContext
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink
 from squall.testing import MemorySink, records_from, run_topology
-from squall.topology.checkpoint import SqlCheckpointStore
+from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine, Outcome
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
@@ -324,7 +324,7 @@ def test_a_large_batch_is_split_into_several_copies_in_one_transaction(url, pg, 
     prepared = sink.prepare(events)
     assert [n for _, n in prepared.payload.chunks] == [100] * 10 + [50]
     sql(pg, f'ALTER TABLE "{table}" ADD CONSTRAINT no_1049 CHECK (n <> 1049)')  # one chunk fails
-    with pytest.raises(SinkError, match="no_1049"):
+    with pytest.raises(RecordError, match="no_1049"):  # one row's value: the engine isolates it
         sink.write_batch(prepared, WriteContext())
     assert count(pg, table) == 0  # the first ten COPYs rolled back with it
     sql(pg, f'ALTER TABLE "{table}" DROP CONSTRAINT no_1049')
@@ -503,7 +503,8 @@ def checkpoint_engine(url, pg, table, store_cls=SqlCheckpointStore, **store_kwar
     cp_table = f"{table}_cp"
     pg.drop.append(f'DROP TABLE IF EXISTS "{cp_table}"')
     store = store_cls(resources.sql("db"), "whpg", resource="db", table=cp_table, **store_kwargs)
-    engine = Engine(compile_plan(topo), resources=resources, checkpoint_store=store, sleep=lambda s: None)
+    engine = Engine(compile_plan(topo), resources=resources, checkpointer=Checkpointer(store), sleep=lambda s: None)
+    engine.open()
     assert engine.checkpoint_in_transaction
     return engine, store
 
@@ -526,12 +527,26 @@ def test_a_failing_checkpoint_write_leaves_no_rows(url, pg, table):
 
 def test_a_failing_copy_leaves_no_checkpoint(url, pg, table):
     engine, store = checkpoint_engine(url, pg, table)
+    pg.drop.append(f'DROP FUNCTION IF EXISTS "{table}_refuse"() CASCADE')
     with engine:
-        sql(pg, f'ALTER TABLE "{table}" ADD CONSTRAINT no_boom CHECK (kind <> \'boom\')')
+        # A failure of the table, not of a row (SQLSTATE P0001): the whole batch fails.
+        sql(pg, f"""CREATE FUNCTION "{table}_refuse"() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION 'no_boom: the table is closed'; END $$""")
+        sql(pg, f'CREATE TRIGGER refuse BEFORE INSERT ON "{table}" FOR EACH STATEMENT EXECUTE FUNCTION "{table}_refuse"()')
         with pytest.raises(BatchFailed, match="no_boom"):
             engine.process(records_from([{"kind": "a"}, {"kind": "boom"}]))
     assert count(pg, table) == 0
     assert store.load("test") == {}
+
+
+def test_a_row_the_table_refuses_is_dead_lettered_and_the_rest_commits_with_the_checkpoint(url, pg, table):
+    engine, store = checkpoint_engine(url, pg, table)
+    with engine:
+        sql(pg, f'ALTER TABLE "{table}" ADD CONSTRAINT no_boom CHECK (kind <> \'boom\')')
+        result = engine.process(records_from([{"kind": "a"}, {"kind": "boom"}, {"kind": "c"}]))
+    assert result.ok and result.count(Outcome.DEAD_LETTERED) == 1
+    assert sorted(r[0] for r in sql(pg, f'SELECT kind FROM "{table}"')) == ["a", "c"]
+    assert store.load("test") == result.checkpoint
 
 
 def test_a_transient_failure_after_the_checkpoint_retries_the_whole_transaction(url, pg, table):
@@ -714,7 +729,7 @@ def test_a_statement_timeout_is_a_transient_error_and_the_batch_is_retried(url, 
 
 
 def test_real_driver_errors_map_to_transient_or_permanent(pg_url):
-    from squall.sinks.warehouse.transactions import as_squall_error, is_disconnect
+    from squall.topology.sql import as_squall_error, is_disconnect
 
     conn = psycopg2.connect(pg_url)
     try:

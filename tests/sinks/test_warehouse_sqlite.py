@@ -85,12 +85,13 @@ def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(tmp_path: Pat
         f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}\n", ""))
     resources = Resources(topo.resources)
     store = SqlCheckpointStore(resources.sql("db"), "wh", resource="db")
+    from squall.topology.checkpoint import Checkpointer
     from squall.topology.executor import Engine
     from squall.topology.graph import compile_plan
 
-    engine = Engine(compile_plan(topo), resources=resources, checkpoint_store=store)
-    assert engine.checkpoint_in_transaction
+    engine = Engine(compile_plan(topo), resources=resources, checkpointer=Checkpointer(store))
     with engine:
+        assert engine.checkpoint_in_transaction
         result = engine.process(records_from(payloads()[:2], start=5))
     assert store.load("test") == result.checkpoint == {"shardId-000000000000": result.records[-1].position}
 
@@ -129,7 +130,7 @@ def test_create_false_refuses_a_missing_table_at_start(tmp_path: Path, unique_na
 def test_sqlite_errors_other_than_busy_are_permanent(tmp_path: Path):
     import sqlalchemy as sa
 
-    from squall.sinks.warehouse.transactions import is_transient
+    from squall.topology.sql import is_transient
 
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(sa.exc.OperationalError) as missing:

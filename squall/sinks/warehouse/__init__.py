@@ -18,8 +18,8 @@ from squall.component import ComponentConfig
 from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
-from squall.sinks.warehouse.transactions import sql_errors, transaction
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
+from squall.topology.sql import sql_errors, transaction
 
 log = logging.getLogger("squall.sinks.warehouse")
 
@@ -109,7 +109,6 @@ class WarehouseSink(Sink):
 
     Config = WarehouseConfig
     summary = "Write events as rows of a SQL table (SQLite, PostgreSQL), idempotent on event_id."
-    transactional_checkpoint = True
 
     def open(self, resources) -> None:
         cfg = self.config
@@ -133,12 +132,18 @@ class WarehouseSink(Sink):
         p.events, p.payload = self.writer.prepare(events, lambda ev, reason: p.reject(ev, self.id, reason))
         return p
 
+    def transaction_resource(self) -> str | None:
+        return self.config.resource
+
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        """Write the rows: in the engine's transaction when it gives one (``ctx.connection``: the
+        staged state and the checkpoint follow in it), else in a transaction of its own."""
+        if not prepared.events:
+            return
         with sql_errors(self.where):
-            if prepared.events:
-                self.writer.before_transaction(prepared.payload)
+            self.writer.before_transaction(prepared.payload)
+            if ctx.connection is not None:
+                self.writer.write(ctx.connection, prepared.payload)
+                return
             with transaction(self.engine) as conn:
-                if prepared.events:
-                    self.writer.write(conn, prepared.payload)
-                if ctx.checkpoint is not None and ctx.checkpoint_store is not None:
-                    ctx.checkpoint_store.save_in(conn, ctx.stream, ctx.checkpoint)
+                self.writer.write(conn, prepared.payload)

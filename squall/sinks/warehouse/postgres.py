@@ -31,7 +31,6 @@ from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.warehouse import pgschema
 from squall.sinks.warehouse.copytext import CopyRowBuilder
-from squall.sinks.warehouse.transactions import transaction
 from squall.sinks.warehouse.writers import (
     WRITERS,
     Reject,
@@ -40,6 +39,7 @@ from squall.sinks.warehouse.writers import (
     WriteOptions,
     quote,
 )
+from squall.topology.sql import transaction
 
 log = logging.getLogger("squall.sinks.warehouse")
 

@@ -1,11 +1,15 @@
-"""The one place where the warehouse opens, commits and rolls back transactions, and where a
-database failure becomes a squall error.
+"""The one place where squall opens, commits and rolls back SQL transactions, and where a
+database failure becomes a squall error (used by the engine's commit, the sinks, the state
+stores and the checkpoint store).
 
 A failure that may pass — the connection was lost or killed, the server restarts, a statement
 timed out, a deadlock or serialization failure — is a ``TransientError``: the engine retries the
-whole batch with backoff, and nothing is acknowledged until a transaction commits. Everything else
-(bad data, a missing table, no rights) is a ``SinkError``. PostgreSQL failures are told apart by
-SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never by message text.
+whole batch with backoff, and nothing is acknowledged until a transaction commits. A failure
+caused by one row's data — a value too long or out of range, bad encoding, a constraint, an
+index row too large — is a ``RecordError``: the engine finds the row's record and dead-letters
+it. Everything else (a missing table, no rights) is a ``SinkError``. PostgreSQL failures are told
+apart by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never by
+message text.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from functools import cache
 
 import sqlalchemy as sa
 
-from squall.errors import SinkError, SquallError, TransientError
+from squall.errors import RecordError, SinkError, SquallError, TransientError
 
 #: SQLSTATE classes that are transient as a whole: connection exception, insufficient resources.
 TRANSIENT_CLASSES = ("08", "53")
@@ -34,6 +38,10 @@ TRANSIENT_CODES = frozenset({
     "40003",  # statement_completion_unknown
     "25P03",  # idle_in_transaction_session_timeout
 })
+#: SQLSTATE classes caused by the data of a row: data exception, integrity constraint violation.
+RECORD_CLASSES = ("22", "23")
+#: Single SQLSTATEs caused by one row: program_limit_exceeded (an index row or a value too large).
+RECORD_CODES = frozenset({"54000"})
 #: SQLSTATEs after which the session is gone: the pool must drop the connection.
 DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
@@ -91,8 +99,24 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or _lost_connection(exc)
 
 
+def is_record_error(exc: BaseException) -> bool:
+    """True when the database refused a row for its data (the row's record is to blame, not the batch)."""
+    code = sqlstate(exc)
+    if code is not None:
+        return code.startswith(RECORD_CLASSES) or code in RECORD_CODES
+    err = _driver_error(exc)
+    if isinstance(err, sqlite3.DataError | sqlite3.IntegrityError):
+        return True
+    if isinstance(err, sqlite3.Error):  # "string or blob too big" has no class of its own
+        code = getattr(err, "sqlite_errorcode", None)
+        return code is not None and (code & 0xFF) in (SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_CONSTRAINT)
+    return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError)
+
+
 #: SQLite primary result codes that may pass: another connection holds a lock.
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+#: SQLite primary result codes caused by a row: too big, constraint, datatype mismatch.
+SQLITE_TOOBIG, SQLITE_CONSTRAINT, SQLITE_MISMATCH = 18, 19, 20
 
 
 def _sqlite_busy(exc: BaseException) -> bool | None:
@@ -122,6 +146,8 @@ def as_squall_error(exc: BaseException, where: str) -> BaseException:
         return exc
     if is_transient(exc):
         return TransientError(f"{where}: database unavailable: {describe(exc)}")
+    if is_record_error(exc):
+        return RecordError(f"{where}: {describe(exc)}")
     return SinkError(f"{where}: {describe(exc)}")
 
 

@@ -1,0 +1,219 @@
+"""Poison records: whatever raises on one record is that record's failure, never the batch's.
+
+The engine isolates the records that make a component call raise (bolt ``process``, sink
+``prepare`` and ``write_batch``, dead-letter writes) by splitting the call, dead-letters exactly
+those with the component and the reason, and commits the rest. Transient errors still retry the
+batch; a sink broken for every record (``SinkError``) still fails it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import Field
+
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig
+from squall.errors import BatchFailed, RecordError, SinkError
+from squall.event import Event
+from squall.sinks.base import Prepared, WriteContext
+from squall.testing import MemoryDeadLetterSink, MemorySink, records_from, run_topology
+from squall.topology.executor import Outcome
+
+CALLS: dict[str, list[int]] = {}
+
+
+class TouchyConfig(ComponentConfig):
+    trigger: str = Field("boom", description="Payload key that makes the call raise.")
+    error: str = Field("type", description="type | record | sink")
+
+
+def _raise(kind: str, what: str) -> None:
+    if kind == "record":
+        raise RecordError(f"{what} refused")
+    if kind == "sink":
+        raise SinkError(f"{what}: no such table")
+    raise TypeError(f"cannot handle {what}")
+
+
+class TouchyBolt(Bolt):
+    """A batch bolt with a bug: the whole call raises when any event carries the trigger."""
+
+    Config = TouchyConfig
+
+    def process(self, batch: list[Event]) -> Output:
+        CALLS.setdefault(self.id, []).append(len(batch))
+        out = Output(self.id)
+        for ev in batch:
+            if self.config.trigger in ev.value:
+                _raise(self.config.error, f"event {ev.value['i']}")
+            ev.value["seen_by"] = self.id
+            out.emit(ev)
+        return out
+
+
+class TouchySinkConfig(TouchyConfig):
+    name: str | None = None
+    stage: str = Field("write", description="prepare | write")
+
+
+class TouchySink(MemorySink):
+    """A memory sink whose whole write (or prepare) raises when any event carries the trigger."""
+
+    Config = TouchySinkConfig
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        if self.config.stage == "prepare" and any(self.config.trigger in ev.value for ev in events):
+            _raise(self.config.error, "rows")
+        return Prepared(list(events))
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        CALLS.setdefault(self.id, []).append(len(prepared.events))
+        if self.config.stage == "write" and any(self.config.trigger in ev.value for ev in prepared.events):
+            _raise(self.config.error, "rows")
+        self.store.extend(prepared.events)
+
+
+class PickyDeadLetterSink(MemoryDeadLetterSink):
+    """A dead-letter sink that cannot write one particular record, even alone."""
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        if any(isinstance(ev.value, dict) and ev.value.get("undeliverable") for ev in prepared.events):
+            raise ValueError("cannot serialise this dead letter")
+        self.store.extend(prepared.events)
+
+
+def topology(tag: str, *, bolt: str = "", sink: str = "", dlq: str = "squall.testing:MemoryDeadLetterSink") -> str:
+    here = __name__
+    bolts = "  - {id: decode, type: json}\n"
+    if bolt:
+        bolts += f"  - {{id: touchy, type: '{here}:TouchyBolt', {bolt}}}\n"
+    if sink:
+        out = f"  - {{id: out, type: '{here}:TouchySink', name: {tag}-out, {sink}}}\n"
+    else:
+        out = f"  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}\n"
+    return f"""
+name: poison
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+{bolts}sinks:
+{out}  - {{id: dlq, type: '{dlq}', name: {tag}-dlq}}
+"""
+
+
+def payloads(n: int, poison: set[int], key: str = "boom") -> list[dict]:
+    return [{"i": i, key: True} if i in poison else {"i": i} for i in range(n)]
+
+
+@pytest.fixture
+def tag():
+    name = f"p{uuid.uuid4().hex[:8]}"
+    yield name
+    for suffix in ("out", "dlq"):
+        MemorySink.stores.pop(f"{name}-{suffix}", None)
+    CALLS.clear()
+
+
+def outcome_of(run) -> dict[int, Outcome]:
+    return {o.index: o.outcome for o in run.outcomes}
+
+
+@pytest.mark.parametrize("error", ["type", "record"])
+def test_a_bolt_that_raises_on_one_record_dead_letters_only_that_record(tag, error):
+    run = run_topology(topology(tag, bolt=f"error: {error}"), records_from(payloads(40, {17})), batch_size=40)
+    out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
+    assert sorted(ev.value["i"] for ev in out) == [i for i in range(40) if i != 17]
+    assert all(ev.value["seen_by"] == "touchy" for ev in out)
+    assert [ev.value["i"] for ev in dlq] == [17]
+    failure = dlq[0].failure
+    assert failure.component == "touchy"
+    assert failure.reason == ("TypeError: cannot handle event 17" if error == "type" else "event 17 refused")
+    assert outcome_of(run)[17] is Outcome.DEAD_LETTERED
+    assert run.results[0].checkpoint["shardId-000000000000"].sequence_number == "40"
+
+
+def test_several_poison_records_are_all_found_and_the_order_of_the_rest_is_kept(tag):
+    poison = {0, 5, 6, 31, 63}
+    run_topology(topology(tag, bolt="error: type"), records_from(payloads(64, poison)), batch_size=64)
+    out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
+    assert [ev.value["i"] for ev in out] == [i for i in range(64) if i not in poison]
+    assert sorted(ev.value["i"] for ev in dlq) == sorted(poison)
+
+
+def test_a_clean_batch_costs_one_call(tag):
+    run_topology(topology(tag, bolt="error: type", sink="error: type"), records_from(payloads(50, set())),
+                 batch_size=50)
+    assert CALLS == {"touchy": [50], "out": [50]}
+
+
+def test_isolation_splits_in_halves(tag):
+    run_topology(topology(tag, bolt="error: type"), records_from(payloads(64, {40})), batch_size=64)
+    # 64 fails, then halves: 32 ok, 32 fails, 16 ok, 16 fails, 8 fails / 8 ok, ... down to one.
+    calls = CALLS["touchy"]
+    assert calls[0] == 64 and calls.count(1) == 2 and len(calls) == 1 + 2 * 6
+
+
+@pytest.mark.parametrize("stage", ["prepare", "write"])
+def test_a_sink_that_raises_on_one_record_dead_letters_only_that_record(tag, stage):
+    run = run_topology(topology(tag, sink=f"stage: {stage}, error: record"), records_from(payloads(30, {3})),
+                       batch_size=30)
+    out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
+    assert sorted({ev.value["i"] for ev in out}) == [i for i in range(30) if i != 3]
+    assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [(3, "out", "rows refused")]
+    assert run.results[0].count(Outcome.COMMITTED) == 29 and run.results[0].count(Outcome.DEAD_LETTERED) == 1
+
+
+def test_a_sink_broken_for_every_record_fails_the_batch_not_each_record(tag):
+    with pytest.raises(BatchFailed, match="no such table"):
+        run_topology(topology(tag, sink="error: sink"), records_from(payloads(10, {2})), batch_size=10)
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+
+
+def test_a_dead_letter_that_cannot_be_written_fails_that_record_only(tag):
+    dlq = f"{__name__}:PickyDeadLetterSink"
+    records = records_from([{"i": 0}, {"i": 1, "boom": True}, {"i": 2, "boom": True, "undeliverable": True},
+                            {"i": 3}])
+    run = run_topology(topology(tag, bolt="error: type", dlq=dlq), records, batch_size=4)
+    result = run.results[0]
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FAILED,
+                                                  Outcome.COMMITTED]
+    assert result.failed[0].component == "dlq"
+    # The checkpoint stops before the record that has nowhere to go: it is delivered again.
+    assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
+
+
+class DepthBolt(Bolt):
+    """Measures payload depth recursively, as naive code does."""
+
+    Config = ComponentConfig
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            ev.value["depth"] = _depth(ev.value)
+            out.emit(ev)
+        return out
+
+
+def _depth(value) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def test_a_payload_nested_a_thousand_deep_is_isolated_with_a_bounded_reason(tag):
+    """orjson accepts 1,024 levels; Python code that recurses over them hits RecursionError."""
+    deep = b'{"i": 1, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    yaml = topology(tag).replace("  - {id: decode, type: json}\n",
+                                 f"  - {{id: decode, type: json}}\n  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
+    run = run_topology(yaml, records_from([{"i": 0}, deep, {"i": 2}]), batch_size=3)
+    out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
+    assert [(ev.value["i"], ev.value["depth"]) for ev in out] == [(0, 1), (2, 1)]
+    assert len(dlq) == 1 and dlq[0].failure.component == "depth"
+    assert dlq[0].failure.reason.startswith("RecursionError: maximum recursion depth exceeded")
+    assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
+                                                          Outcome.COMMITTED]
