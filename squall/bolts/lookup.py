@@ -80,7 +80,7 @@ class LookupConfig(ComponentConfig):
     )
     target: str = Field(description="Dotted path where the found record is written.")
     source: Source = Field(
-        description="Where records come from: {type: sql | redis | http, …} (see below)."
+        description="Where records come from: {type: sql | redis | http, …}; each one's options: docs/lookup.md."
     )
     on_missing: Literal["keep", "fail", "drop"] = Field(
         "keep",
@@ -208,11 +208,12 @@ class LookupBolt(Bolt):
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        keys: list[Any] = [None] * len(batch)
-        for i, event in enumerate(batch):
-            keys[i] = self._key(event)
+        keys = self._keys(batch)
         distinct = list(dict.fromkeys(k for k in keys if k.__class__ is tuple))
         records, failed = self._resolve(distinct) if distinct else ({}, {})
+        # Each event gets its own copy of its record (downstream bolts may change it): a flat
+        # record, the usual table row, is copied by dict.copy; nested ones value by value.
+        copiers = {k: dict.copy if v.__class__ is dict and _flat(v) else _copy for k, v in records.items()}
 
         # Every read succeeded: only now are events changed.
         on_missing = self.config.on_missing
@@ -229,7 +230,7 @@ class LookupBolt(Bolt):
                 record = records.get(key, MISSING)
                 if record is not MISSING:
                     try:
-                        set_target(event, _copy(record))
+                        set_target(event, copiers[key](record))
                     except RecordError as exc:
                         out.fail(event, exc.reason)
                         continue
@@ -244,6 +245,23 @@ class LookupBolt(Bolt):
             else:
                 out.fail(event, f"key {_show(key)} not found")
         return out
+
+    def _keys(self, batch: list[Event]) -> list[Any]:
+        """Each event's key (see ``_key``); one text or integer key path, the usual case, inline."""
+        if len(self._getters) > 1:
+            return [self._key(event) for event in batch]
+        get = self._getters[0]
+        keys: list[Any] = []
+        append = keys.append
+        for event in batch:
+            v = get(event) if event.value.__class__ is dict else MISSING
+            if v.__class__ is str:
+                append((v,))
+            elif v.__class__ is int:
+                append((str(v),))
+            else:
+                append(self._key(event))
+        return keys
 
     def _key(self, event: Event) -> Key | str | Any:
         """The event's key; ``_NO_KEY`` when it has none; a reason (str) when its value cannot be a key."""
@@ -299,6 +317,10 @@ class LookupBolt(Bolt):
             self._found.put_many(found)
         if self._missing is not None and missing:
             self._missing.put_many(dict.fromkeys(missing, True))
+
+
+def _flat(record: dict) -> bool:
+    return not any(v.__class__ is dict or v.__class__ is list for v in record.values())
 
 
 def _copy(value: Any) -> Any:

@@ -91,6 +91,9 @@ def isolate(
         raise TransientError(f"the lookup fails for every key ({len(keys)} keys): {reason}")
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def jsonable(value: Any) -> Any:
     """A database value in the JSON shape events carry (and the shared cache stores)."""
     if value is None or isinstance(value, str | int | float | bool):
@@ -180,11 +183,15 @@ class SqlSource:
         # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.
         selected = [table.c[c] for c in dict.fromkeys((*key_columns, *wanted))]
         self._selected = [c.name for c in selected]
-        self._statement = sa.select(*selected)
+        # Built and compiled once; the expanding parameter takes each chunk's keys at execution.
+        keys_param = sa.bindparam("keys", expanding=True)
         if len(self.key_columns) == 1:
-            self._match = lambda keys: self.key_columns[0].in_([k[0] for k in keys])
+            match = self.key_columns[0].in_(keys_param)
+            self._params = lambda keys: {"keys": [k[0] for k in keys]}
         else:
-            self._match = lambda keys: sa.tuple_(*self.key_columns).in_(keys)
+            match = sa.tuple_(*self.key_columns).in_(keys_param)
+            self._params = lambda keys: {"keys": keys}
+        self._statement = sa.select(*selected).where(match)
         self.chunk = max(1, SQL_CHUNK // len(key_columns))
 
     def fetch(self, keys: list[Key]) -> Fetched:
@@ -199,7 +206,7 @@ class SqlSource:
         out: dict[Key, Any] = {}
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(self._statement.where(self._match(keys))).all()
+                rows = conn.execute(self._statement, self._params(keys)).all()
         except sa.exc.SQLAlchemyError as exc:
             code = sqlstate(exc)
             if is_transient(exc):
@@ -211,11 +218,12 @@ class SqlSource:
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise KeyProblem(describe(exc)) from exc
         names = self._selected
+        plain = _PLAIN
         for row in rows:
-            key = tuple(key_text(v) for v in row[:nkeys])
+            key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
             if key in wanted and key not in out:
                 record = dict(zip(names, row, strict=True))
-                out[key] = {name: jsonable(record[name]) for name in self.names}
+                out[key] = {n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names}
         return out
 
     def close(self) -> None:
