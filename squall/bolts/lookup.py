@@ -213,7 +213,9 @@ class LookupBolt(Bolt):
         records, failed = self._resolve(distinct) if distinct else ({}, {})
         # Each event gets its own copy of its record (downstream bolts may change it): a flat
         # record, the usual table row, is copied by dict.copy; nested ones value by value.
-        copiers = {k: dict.copy if v.__class__ is dict and _flat(v) else _copy for k, v in records.items()}
+        copiers = {
+            k: dict.copy if v.__class__ is dict and _flat(v) else _copy for k, v in records.items()
+        }
 
         # Every read succeeded: only now are events changed.
         on_missing = self.config.on_missing

@@ -39,6 +39,9 @@ REDIS_CHUNK = 1000
 #: integer column), an operator that does not exist for its type, a datatype mismatch.
 KEY_SQLSTATE_CLASSES = ("22",)
 KEY_SQLSTATES = frozenset({"42883", "42804"})
+#: HTTP statuses about the endpoint or the request's configuration, never about one key:
+#: unauthorized, forbidden, method not allowed, proxy authentication required.
+SOURCE_STATUSES = frozenset({401, 403, 405, 407})
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
@@ -60,7 +63,15 @@ class Fetched:
 
 
 class KeyProblem(Exception):
-    """A query over several keys failed in a way one of the keys may have caused: split and retry."""
+    """A query over several keys failed in a way one of the keys may have caused: split and retry.
+
+    ``certain``: the error says it is about a value (a PostgreSQL data exception), so even every
+    key failing is the keys' fault — a whole batch of malformed keys is dead-lettered, not retried.
+    """
+
+    def __init__(self, reason: str, *, certain: bool = False):
+        super().__init__(reason)
+        self.certain = certain
 
 
 def isolate(
@@ -72,23 +83,28 @@ def isolate(
     table, a revoked grant): that is the dependency's failure, raised as ``TransientError`` so the
     batch is retried and, if it persists, stops without a checkpoint — never a mass dead letter.
     """
-    failed_before = len(fetched.failed)
+    failed: dict[Key, str] = {}
+    certain = False
 
     def run(part: list[Key]) -> None:
+        nonlocal certain
         try:
             fetched.found.update(query(part))
         except KeyProblem as exc:
             if len(part) == 1:
-                fetched.failed[part[0]] = str(exc)
+                failed[part[0]] = str(exc)
+                certain = certain or exc.certain
                 return
             mid = len(part) // 2
             run(part[:mid])
             run(part[mid:])
 
     run(keys)
-    if len(keys) > 1 and len(fetched.failed) - failed_before == len(keys):
-        reason = next(iter(fetched.failed.values()))
-        raise TransientError(f"the lookup fails for every key ({len(keys)} keys): {reason}")
+    if len(keys) > 1 and len(failed) == len(keys) and not certain:
+        raise TransientError(
+            f"the lookup fails for every key ({len(keys)} keys): {next(iter(failed.values()))}"
+        )
+    fetched.failed.update(failed)
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -216,14 +232,16 @@ class SqlSource:
             ):
                 # A known SQLSTATE no key can cause (no table, no rights): the source is broken.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
-            raise KeyProblem(describe(exc)) from exc
+            raise KeyProblem(describe(exc), certain=code is not None) from exc
         names = self._selected
         plain = _PLAIN
         for row in rows:
             key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
             if key in wanted and key not in out:
                 record = dict(zip(names, row, strict=True))
-                out[key] = {n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names}
+                out[key] = {
+                    n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
+                }
         return out
 
     def close(self) -> None:
@@ -381,6 +399,12 @@ class HttpSource:
                 fetched.found[key] = value
             elif kind == "failed":
                 fetched.failed[key] = value
+        if len(keys) > 1 and len(fetched.failed) == len(keys):
+            # Every key refused: the endpoint, not the keys (see ``isolate``).
+            raise TransientError(
+                f"the lookup fails for every key ({len(keys)} keys): "
+                f"{next(iter(fetched.failed.values()))}"
+            )
         return fetched
 
     def _request(self, method: str, url: str, **kwargs: Any):
@@ -391,6 +415,10 @@ class HttpSource:
                 f"lookup endpoint {shown_url(url)}: {type(exc).__name__}: {exc}"
             ) from exc
         status = response.status_code
+        if (
+            status in SOURCE_STATUSES
+        ):  # no key causes these: the endpoint or its configuration is wrong
+            raise TransientError(f"lookup endpoint {shown_url(url)}: HTTP {status}")
         if status == 429 or status >= 500:
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise TransientError(

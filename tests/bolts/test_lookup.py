@@ -424,7 +424,7 @@ class Endpoint:
                 key = unquote(self.path.split("?")[0].rsplit("/", 1)[-1])
                 if endpoint.status:
                     return self._answer(endpoint.status)
-                if key == "bad":
+                if key.startswith("bad"):
                     return self._answer(400, {"error": "bad key"})
                 if key not in endpoint.records:
                     return self._answer(404, {"error": "not found"})
@@ -517,7 +517,7 @@ def test_http_batch_endpoint_is_called_in_chunks_and_a_refused_key_is_isolated()
         bolt.close()
 
 
-@pytest.mark.parametrize("status", [500, 503, 429])
+@pytest.mark.parametrize("status", [500, 503, 429, 401, 403])
 def test_http_server_errors_are_transient_and_change_no_event(status):
     with Endpoint(RECORDS) as ep:
         ep.status = status
@@ -531,6 +531,36 @@ def test_http_server_errors_are_transient_and_change_no_event(status):
                 bolt, [{"app_id": 1}, {"app_id": 2}], match=f"HTTP {status}"
             )
             bolt.close()
+
+
+def test_an_endpoint_that_refuses_every_key_is_transient_not_a_mass_dead_letter():
+    with Endpoint(RECORDS) as ep:
+        bolt = make_bolt(
+            resources(), key="app_id", source={"type": "http", "url": ep.url + "/apps/{key}"}
+        )
+        assert_transient_and_untouched(
+            bolt, [{"app_id": "bad1"}, {"app_id": "bad2"}], match="fails for every key"
+        )
+        bolt.close()
+
+
+def test_a_batch_of_only_malformed_keys_is_dead_lettered_on_postgresql(
+    pg_url_psycopg2, unique_name
+):
+    """PostgreSQL says the value is the problem (SQLSTATE class 22): the events fail, the pipeline goes on."""
+    create_apps(pg_url_psycopg2, unique_name)
+    try:
+        bolt = make_bolt(
+            resources(db=pg_url_psycopg2),
+            key="app_id",
+            source={"type": "sql", "resource": "db", "table": unique_name, "columns": ["name"]},
+        )
+        ok, failed, _ = run(bolt, [{"app_id": "x"}, {"app_id": "y"}, {"app_id": "x"}])
+        assert ok == {} and set(failed) == {0, 1, 2}
+        assert all("SQLSTATE 22P02" in reason for reason in failed.values())
+    finally:
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
 
 
 # -- dependencies down: TransientError before any event changes -----------------------------------

@@ -203,6 +203,7 @@ def test_partitioned_upsert_table_on_postgresql(pg_url, unique_name):
         ({"key": None}, "mode: upsert needs key"),
         ({"key": ["app", "nope"]}, "key: nope not among the columns"),
         ({"key": ["app", "app"]}, "a column is listed twice"),
+        ({"key": ["meta"]}, "meta is a json column"),
         ({"mode": "insert"}, "key: only with mode: upsert"),
         (
             {

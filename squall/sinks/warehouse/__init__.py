@@ -109,6 +109,9 @@ class WarehouseConfig(ComponentConfig):
             raise ValueError(f"key: {', '.join(unknown)} not among the columns")
         if len(set(self.key)) != len(self.key):
             raise ValueError("key: a column is listed twice")
+        unkeyable = [c for c in self.key if self.columns[c].type == "json"]
+        if unkeyable:
+            raise ValueError(f"key: {', '.join(unkeyable)} is a json column; a key needs scalar columns")
         part = self.partition_by
         if part is not None and part.column not in self.key:
             raise ValueError(f"key: a partitioned table's key must hold the partition column '{part.column}'")
