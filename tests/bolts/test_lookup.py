@@ -717,3 +717,27 @@ sinks:
     ]
     assert [e.value["app"]["name"] for e in MemorySink.stores[unique_name]] == ["Weather", "Chess"]
     assert run.outcomes[1].component == "app" and run.outcomes[1].reason == "key '7' not found"
+
+
+def test_a_bad_lookup_in_yaml_is_reported_with_line_and_column():
+    from squall.topology.loader import load_text
+
+    yaml = """
+name: bad
+resources:
+  db: {url: "sqlite:///x.db"}
+spout: {type: stdin}
+bolts:
+  - id: app
+    type: lookup
+    key: app_id
+    target: app
+    source: {type: sql, table: apps, colums: [a]}
+sinks:
+  - {id: out, type: stdout}
+"""
+    with pytest.raises(TopologyError) as info:
+        load_text(yaml)
+    text = str(info.value)
+    assert ":11:13: bolts[0].source.sql: missing required key 'resource'" in text
+    assert ":11:5: bolts[0].source.sql.colums: unknown key 'colums'" in text
