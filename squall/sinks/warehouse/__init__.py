@@ -13,15 +13,7 @@ import logging
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from squall.component import ComponentConfig
 from squall.errors import SinkError
@@ -91,7 +83,7 @@ class WarehouseConfig(ComponentConfig):
 
     @field_validator("columns")
     @classmethod
-    def _columns(cls, v: dict[str, ColumnSpec], info: ValidationInfo) -> dict[str, ColumnSpec]:
+    def _columns(cls, v: dict[str, ColumnSpec], info: Any) -> dict[str, ColumnSpec]:  # info: ValidationInfo
         # Each column was validated in place above (errors name columns.<name>.<key>); now the
         # shorthand becomes a spec and the event_id key is added (insert mode: it is the key).
         return parse_columns(v, add_event_id=info.data.get("mode", "insert") == "insert")
