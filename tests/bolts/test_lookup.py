@@ -14,6 +14,8 @@ import pydantic
 import pytest
 import redis
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from squall.bolts.lookup import LookupBolt
 from squall.component import ComponentContext
@@ -741,3 +743,55 @@ sinks:
     text = str(info.value)
     assert ":11:13: bolts[0].source.sql: missing required key 'resource'" in text
     assert ":11:5: bolts[0].source.sql.colums: unknown key 'colums'" in text
+
+
+# -- property: the bolt answers what a per-event lookup answers, whatever the batches and the cache --
+
+key_values = st.one_of(st.integers(0, 12), st.sampled_from(["3", "7", "x", ""]), st.none())
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(key_values, max_size=12), min_size=1, max_size=5),
+    present=st.sets(st.integers(0, 12)),
+    cache_size=st.integers(0, 4),
+    data=st.data(),
+)
+def test_any_batches_match_one_query_per_event(
+    tmp_path_factory, batches, present, cache_size, data
+):
+    db = tmp_path_factory.mktemp("prop") / "t.db"
+    table = {i: f"name {i}" for i in present}
+    with sa.create_engine(f"sqlite:///{db}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id integer PRIMARY KEY, name text)")
+        if table:
+            conn.execute(
+                sa.text("INSERT INTO t VALUES (:i, :n)"),
+                [{"i": i, "n": n} for i, n in table.items()],
+            )
+    clock = FakeClock()
+    bolt = make_bolt(
+        resources(db=f"sqlite:///{db}"),
+        clock,
+        key="id",
+        on_missing="fail",
+        cache={"size": cache_size, "ttl": 10, "missing_ttl": 5},
+        source={"type": "sql", "resource": "db", "table": "t", "columns": ["name"]},
+    )
+    start = 1
+    for batch in batches:
+        values = [{} if k is None else {"id": k} for k in batch]
+        ok, failed, _ = run(bolt, values, start)
+        start += len(values) + 1
+        for i, k in enumerate(batch):
+            if k is None:
+                assert failed[i] == "no key at 'id'"
+            elif str(k).isdigit() and int(k) in table:
+                assert ok[i] == {"name": table[int(k)]}
+            else:
+                assert failed[i] == f"key {str(k)!r} not found"
+        clock.now += data.draw(
+            st.sampled_from([0, 6, 11])
+        )  # within, past the negative, past both TTLs
