@@ -28,6 +28,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "project": "squall.bolts.project:ProjectBolt",
         "route": "squall.bolts.route:RouteBolt",
         "dedupe": "squall.bolts.dedupe:DedupeBolt",
+        "lookup": "squall.bolts.lookup:LookupBolt",
         "geo": "squall.enrichment.geo:GeoBolt",
         "device": "squall.enrichment.device:DeviceBolt",
         "subscription": "squall.enrichment.subscription:SubscriptionBolt",

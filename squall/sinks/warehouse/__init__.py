@@ -1,4 +1,5 @@
-"""``warehouse`` sink: rows into a SQL table, one transaction per batch, idempotent on event_id.
+"""``warehouse`` sink: rows into a SQL table, one transaction per batch, idempotent on event_id
+(``mode: insert``) or on declared key columns whose rows a later event replaces (``mode: upsert``).
 
 SQLite is the embedded default (``INSERT … ON CONFLICT(event_id) DO NOTHING`` with executemany).
 PostgreSQL uses COPY, straight into the table or through a staging table and an idempotent merge
@@ -44,10 +45,18 @@ class WarehouseConfig(ComponentConfig):
     resource: str = Field(description="Name of a SQL resource (sqlite:///…, postgresql://…).")
     table: str = Field(description="Target table; created from 'columns' if missing.")
     db_schema: str | None = Field(None, alias="schema", description="Database schema of the table (PostgreSQL).")
+    mode: Literal["insert", "upsert"] = Field(
+        "insert", description="insert: one row per event, keyed by event_id (a replay adds nothing); upsert: one "
+                              "row per `key`, a later event with the same key replaces the row (the last in a "
+                              "batch wins), e.g. re-emitted window results.")
+    key: list[str] | None = Field(
+        None, description="upsert: the columns identifying a row (the table's primary key; required values). "
+                          "No event_id column is added in this mode unless listed in columns.")
     columns: dict[str, Annotated[ColumnSpec, BeforeValidator(_column_shorthand,
                                                              json_schema_input_type=ColumnSpec | str)]] = Field(
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
-                    "An 'event_id' column (meta.event_id) is added when absent; it is the table's key.")
+                    "In insert mode an 'event_id' column (meta.event_id) is added when absent; it is the "
+                    "table's key.")
     create: bool = Field(True, description="Create the table and add new columns when missing.")
     partition_by: PartitionBy | None = Field(
         None, description="PostgreSQL: range-partition the new table by day or month of a timestamp/date "
@@ -74,10 +83,31 @@ class WarehouseConfig(ComponentConfig):
 
     @field_validator("columns")
     @classmethod
-    def _columns(cls, v: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
+    def _columns(cls, v: dict[str, ColumnSpec], info: Any) -> dict[str, ColumnSpec]:  # info: ValidationInfo
         # Each column was validated in place above (errors name columns.<name>.<key>); now the
-        # shorthand becomes a spec and the event_id key is added.
-        return parse_columns(v)
+        # shorthand becomes a spec and the event_id key is added (insert mode: it is the key).
+        return parse_columns(v, add_event_id=info.data.get("mode", "insert") == "insert")
+
+    @model_validator(mode="after")
+    def _upsert(self) -> WarehouseConfig:
+        if self.mode == "insert":
+            if self.key is not None:
+                raise ValueError("key: only with mode: upsert (insert mode is keyed by event_id)")
+            return self
+        if not self.key:
+            raise ValueError("mode: upsert needs key: [the columns identifying a row]")
+        unknown = [c for c in self.key if c not in self.columns]
+        if unknown:
+            raise ValueError(f"key: {', '.join(unknown)} not among the columns")
+        if len(set(self.key)) != len(self.key):
+            raise ValueError("key: a column is listed twice")
+        unkeyable = [c for c in self.key if self.columns[c].type == "json"]
+        if unkeyable:
+            raise ValueError(f"key: {', '.join(unkeyable)} is a json column; a key needs scalar columns")
+        part = self.partition_by
+        if part is not None and part.column not in self.key:
+            raise ValueError(f"key: a partitioned table's key must hold the partition column '{part.column}'")
+        return self
 
     @model_validator(mode="after")
     def _partitioning(self) -> WarehouseConfig:
@@ -95,13 +125,15 @@ class WarehouseConfig(ComponentConfig):
         return self
 
     def table_spec(self) -> TableSpec:
-        """The table as the writers see it: the partition column is required (it is part of the key)."""
+        """The table as the writers see it: key columns (the partition column, an upsert's key) are required."""
         columns = dict(self.columns)
         part = self.partition_by
-        if part is not None and columns[part.column].nullable:
-            columns[part.column] = columns[part.column].model_copy(update={"nullable": False})
+        required = [*(self.key or ()), *([part.column] if part else [])]
+        for name in required:
+            if columns[name].nullable:
+                columns[name] = columns[name].model_copy(update={"nullable": False})
         return TableSpec(self.db_schema, self.table, columns, part.column if part else None,
-                         part.granularity if part else "day")
+                         part.granularity if part else "day", tuple(self.key or ()))
 
 
 class WarehouseSink(Sink):

@@ -45,7 +45,9 @@ class ColumnSpec(BaseModel):
         return validate_path(v)
 
 
-def parse_columns(raw: dict[str, str | dict | ColumnSpec]) -> dict[str, ColumnSpec]:
+def parse_columns(raw: dict[str, str | dict | ColumnSpec], *, add_event_id: bool = True) -> dict[str, ColumnSpec]:
+    """Column specs by name; the ``event_id`` key column is added first unless declared (or not wanted:
+    an upsert table is keyed by its own columns)."""
     out: dict[str, ColumnSpec] = {}
     for name, spec in raw.items():
         check_identifier(name, "column name")
@@ -56,7 +58,8 @@ def parse_columns(raw: dict[str, str | dict | ColumnSpec]) -> dict[str, ColumnSp
                 raise ValueError(f"column '{name}': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
         out[name] = spec if isinstance(spec, ColumnSpec) else ColumnSpec.model_validate(spec)
     if "event_id" not in out:
-        out = {"event_id": ColumnSpec(path="meta.event_id", nullable=False), **out}
+        if add_event_id:
+            out = {"event_id": ColumnSpec(path="meta.event_id", nullable=False), **out}
     elif out["event_id"].nullable:
         out["event_id"] = out["event_id"].model_copy(update={"nullable": False})
     return out
@@ -83,11 +86,12 @@ def _json_type(dialect: str) -> sa.types.TypeEngine:
 
 
 def build_table(metadata: sa.MetaData, name: str, columns: dict[str, ColumnSpec], dialect: str,
-                schema: str | None = None) -> sa.Table:
+                schema: str | None = None, key: tuple[str, ...] = ("event_id",)) -> sa.Table:
+    """The table as SQLAlchemy sees it; ``key`` is its primary key (event_id, or an upsert's columns)."""
     cols = []
     for cname, spec in columns.items():
-        cols.append(sa.Column(cname, SA_TYPES[spec.type](dialect), primary_key=cname == "event_id",
-                              nullable=spec.nullable and cname != "event_id", index=spec.index))
+        cols.append(sa.Column(cname, SA_TYPES[spec.type](dialect), primary_key=cname in key,
+                              nullable=spec.nullable and cname not in key, index=spec.index))
     return sa.Table(name, metadata, *cols, schema=schema)
 
 

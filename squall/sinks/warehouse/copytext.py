@@ -125,14 +125,16 @@ class CopyRows:
     events: list[Event] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
 
-    def encode(self, chunk: int, reject: Callable[[Event, str], None]) -> list[tuple[bytes, int]]:
+    def encode(self, chunk: int, reject: Callable[[Event, str], None], *,
+               sort: bool = True) -> list[tuple[bytes, int]]:
         """The lines, sorted by event_id, as UTF-8 COPY buffers of at most ``chunk`` rows.
 
         Lines start with the event_id, so sorting them sorts by key: PostgreSQL then inserts into
         the key's B-tree in order, touching each index page once instead of at random (measured:
-        about a third less server time per batch). Unencodable lines are rejected.
+        about a third less server time per batch). Unencodable lines are rejected. With
+        ``sort=False`` the lines keep the batch order (an upsert: the last row of a key wins).
         """
-        lines = sorted(self.lines)
+        lines = sorted(self.lines) if sort else self.lines
         try:
             return [(("\n".join(part) + "\n").encode(), len(part))
                     for part in (lines[i:i + chunk] for i in range(0, len(lines), chunk))]
@@ -148,7 +150,7 @@ class CopyRows:
             lines.append(line)
             events.append(ev)
         self.lines, self.events = lines, events
-        return self.encode(chunk, reject)
+        return self.encode(chunk, reject, sort=sort)
 
 
 class _Column:
@@ -263,7 +265,8 @@ class CopyRowBuilder:
 
     def __init__(self, columns: dict[str, ColumnSpec], *, key_column: str | None = None, key_length: int = 10):
         # event_id first, so that sorting the lines sorts the rows by key (see CopyRows.encode).
-        columns = {"event_id": columns["event_id"], **columns}
+        if "event_id" in columns:
+            columns = {"event_id": columns["event_id"], **columns}
         self.names = list(columns)
         self._columns = [_Column(name, spec) for name, spec in columns.items()]
         self._key_index = self.names.index(key_column) if key_column else None

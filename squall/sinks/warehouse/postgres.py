@@ -10,6 +10,11 @@ Per batch, in the sink's one transaction:
    in this mode while batches hold rows that are already stored (replays come in runs), and goes
    back to 1 after a batch without any.
 
+With ``mode: upsert`` every batch takes the staging path: the staging table numbers its rows in
+COPY order (the batch's order, unsorted), and the merge is ``INSERT … SELECT DISTINCT ON (key) …
+ORDER BY key, row number DESC ON CONFLICT (key) DO UPDATE SET column = EXCLUDED.column``, so the
+last row of a key in the batch wins and a re-emitted row replaces the stored one.
+
 Either way the unique constraint on the key decides, so a replayed batch adds no rows, and the
 checkpoint the sink saves afterwards commits or rolls back with them. Rows are COPYed in chunks of
 ``copy_batch_size`` in the same transaction. Partitions for the days (or months) of a batch are
@@ -37,6 +42,7 @@ from squall.sinks.warehouse.writers import (
     SqlWriter,
     TableSpec,
     WriteOptions,
+    on_conflict,
     quote,
 )
 from squall.topology.sql import transaction
@@ -80,7 +86,8 @@ class PostgresWriter(SqlWriter):
         self._names = names
         self._copy_options = "(FORMAT text, ENCODING 'UTF8')"
         self._copy_target = f"COPY {spec.qualified} ({names}) FROM STDIN WITH {self._copy_options}"
-        self._direct = True
+        self._upsert = bool(spec.upsert_key)
+        self._direct = not self._upsert  # an upsert always merges through the staging table
         self._partitions: set[str] = set()
         self._staging_sql = self._copy_staging = self._merge_sql = ""
 
@@ -138,20 +145,27 @@ class PostgresWriter(SqlWriter):
     def _prepare_statements(self, types: dict[str, str]) -> None:
         spec = self.spec
         cols = ", ".join(f"{quote(name)} {types[name]}" for name in self.builder.names)
+        if self._upsert:  # rows numbered in COPY order: the last row of a key wins
+            cols += ", squall_row bigint GENERATED ALWAYS AS IDENTITY"
         # One staging table per target table and column layout, per session; rows vanish at commit.
         stage = quote(f"squall_stage_{spec.digest(cols)}")
         self._staging_sql = (f"SET LOCAL client_min_messages = warning; "
                              f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({cols}) ON COMMIT DELETE ROWS")
         self._copy_staging = f"COPY {stage} ({self._names}) FROM STDIN WITH {self._copy_options}"
         keys = ", ".join(quote(c) for c in spec.conflict_key)
-        self._merge_sql = (f"INSERT INTO {spec.qualified} ({self._names}) SELECT {self._names} FROM {stage} "
-                           f"ON CONFLICT ({keys}) DO NOTHING")
+        if self._upsert:
+            select = (f"SELECT DISTINCT ON ({keys}) {self._names} FROM {stage} "
+                      f"ORDER BY {keys}, squall_row DESC")
+        else:
+            select = f"SELECT {self._names} FROM {stage}"
+        conflict = on_conflict(spec, lambda c: quote(c)).replace("excluded.", "EXCLUDED.")
+        self._merge_sql = f"INSERT INTO {spec.qualified} ({self._names}) {select} ON CONFLICT ({keys}) {conflict}"
 
     # -- one batch -------------------------------------------------------------------------------
 
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], CopyPayload]:
         rows = self.builder.build(events, reject)
-        chunks = rows.encode(self.options.copy_batch_size, reject)
+        chunks = rows.encode(self.options.copy_batch_size, reject, sort=not self._upsert)
         return rows.events, CopyPayload(chunks, rows.keys)
 
     def before_transaction(self, payload: CopyPayload) -> None:
@@ -184,6 +198,9 @@ class PostgresWriter(SqlWriter):
             self._copy(cur, self._copy_staging, payload)
             cur.execute(self._merge_sql)
             inserted = cur.rowcount
+        if self._upsert:
+            log.debug("%s: upserted %d rows", self.spec.shown, inserted)
+            return
         log.debug("%s: merged %d rows, %d already stored", self.spec.shown, inserted, payload.rows - inserted)
         self._direct = inserted == payload.rows
 

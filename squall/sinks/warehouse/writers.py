@@ -42,6 +42,8 @@ class TableSpec:
     columns: dict[str, ColumnSpec]
     partition_column: str | None = None
     granularity: str = "day"
+    #: ``mode: upsert``: the columns that identify a row (a new row with the same key replaces it).
+    upsert_key: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -53,8 +55,16 @@ class TableSpec:
 
     @property
     def conflict_key(self) -> tuple[str, ...]:
-        """The idempotency key: event_id, plus the partition column on a partitioned table."""
+        """The table's key: event_id (plus the partition column on a partitioned table), or the
+        upsert key (which holds the partition column: checked at load)."""
+        if self.upsert_key:
+            return self.upsert_key
         return ("event_id", self.partition_column) if self.partition_column else ("event_id",)
+
+    @property
+    def updated_columns(self) -> list[str]:
+        """Upsert: the columns a conflicting row overwrites (all but the key)."""
+        return [c for c in self.columns if c not in self.upsert_key]
 
     def digest(self, *parts: str) -> str:
         """A short stable hash of the table (and extra parts), for derived object names."""
@@ -71,22 +81,28 @@ class WriteOptions:
 
 
 class SqlWriter:
-    """``INSERT … ON CONFLICT (event_id) DO NOTHING`` with executemany (SQLite)."""
+    """``INSERT … ON CONFLICT (event_id) DO NOTHING`` with executemany (SQLite).
+
+    With ``mode: upsert``: ``INSERT … ON CONFLICT (key) DO UPDATE SET column = excluded.column``;
+    SQLite applies the rows in batch order, so the last row of a key in the batch wins.
+    """
 
     def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
         if spec.partition_column:
             raise SinkError(f"table {spec.shown}: partition_by needs PostgreSQL (this is {engine.dialect.name})")
         self.engine = engine
         self.spec = spec
-        self.table = build_table(sa.MetaData(), spec.name, spec.columns, engine.dialect.name, spec.schema)
+        self.table = build_table(sa.MetaData(), spec.name, spec.columns, engine.dialect.name, spec.schema,
+                                 key=spec.conflict_key)
         self.rows = RowBuilder(spec.columns, json_as_text=True)
         prep = engine.dialect.identifier_preparer
         cols = [c.name for c in self.table.columns]
         target = prep.format_table(self.table)
         marks = ", ".join(["?"] * len(cols)) if engine.dialect.paramstyle == "qmark" else ", ".join(
             ["%s"] * len(cols))
+        keys = ", ".join(prep.quote(c) for c in spec.conflict_key)
         self.insert_sql = (f"INSERT INTO {target} ({', '.join(prep.quote(c) for c in cols)}) VALUES ({marks}) "
-                           f"ON CONFLICT ({prep.quote('event_id')}) DO NOTHING")
+                           f"ON CONFLICT ({keys}) {on_conflict(spec, prep.quote)}")
 
     def open(self, *, create: bool) -> None:
         """Create the table if missing; add columns that the YAML has and the table lacks.
@@ -102,8 +118,10 @@ class SqlWriter:
             missing = [name for name in self.spec.columns if name not in have]
             if missing:
                 raise SinkError(f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)")
+            self._check_upsert_key(inspector)
             return
         self.table.metadata.create_all(self.engine, tables=[self.table], checkfirst=True)
+        self._check_upsert_key(sa.inspect(self.engine))
         existing = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)}
         prep = self.engine.dialect.identifier_preparer
         with self.engine.begin() as conn:
@@ -111,6 +129,22 @@ class SqlWriter:
                 if name not in existing:
                     col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(dialect=self.engine.dialect)
                     conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}")
+
+    def _check_upsert_key(self, inspector: Any) -> None:
+        """Upsert: an existing table must have a primary key or unique index on exactly the key, or
+        every batch would fail on ``ON CONFLICT``; refused at start instead."""
+        if not self.spec.upsert_key:
+            return
+        name, schema = self.table.name, self.table.schema
+        want = set(self.spec.upsert_key)
+        keys = [set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())]
+        keys += [set(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)]
+        keys += [set(i["column_names"]) for i in inspector.get_indexes(name, schema=schema) if i.get("unique")]
+        if want not in keys:
+            cols = ", ".join(self.spec.upsert_key)
+            raise SinkError(f"table {self.spec.shown} has no primary key or unique index on exactly ({cols}), "
+                            f"which mode: upsert needs — add one (CREATE UNIQUE INDEX … ON {self.spec.name} "
+                            f"({cols})) or use a new table")
 
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
         """Rows for the events that can be stored; the others are rejected with the reason."""
@@ -131,6 +165,14 @@ class SqlWriter:
     def write(self, conn: sa.Connection, rows: list[tuple]) -> None:
         if rows:
             conn.exec_driver_sql(self.insert_sql, rows)
+
+
+def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
+    """What a row whose key is already stored does: nothing (insert), or replace the other columns (upsert)."""
+    updated = spec.updated_columns if spec.upsert_key else []
+    if not updated:
+        return "DO NOTHING"
+    return "DO UPDATE SET " + ", ".join(f"{quote_name(c)} = excluded.{quote_name(c)}" for c in updated)
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.

@@ -1,0 +1,338 @@
+"""``lookup`` bolt: enrich events from a slowly changing table, Redis, or an HTTP endpoint, through caches.
+
+Per batch: the distinct keys of the batch are read from the in-process LRU cache (TTL, and a
+shorter TTL for keys known to be missing), then from the optional shared Redis cache, and only the
+rest from the source — each key once, in chunks (``IN (…)``, MGET, a pipeline, batch POSTs or
+bounded concurrent GETs). Events are changed only after every read of the batch succeeded: a
+dependency failure raises ``TransientError`` with every event untouched, and the engine retries
+the batch. A key whose own value makes the source fail (a text key against an integer column, a
+Redis key of the wrong type) fails only that key's events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from squall.bolts.base import Bolt, Output
+from squall.bolts.lookup_sources import (
+    Fetched,
+    HttpSource,
+    HttpSourceConfig,
+    Key,
+    RedisSource,
+    RedisSourceConfig,
+    SharedCache,
+    SqlSource,
+    SqlSourceConfig,
+)
+from squall.component import ComponentConfig, ComponentContext
+from squall.enrichment.cache import LRUCache
+from squall.errors import Problem, RecordError, SquallError, TopologyError
+from squall.event import Event
+from squall.paths import MISSING, getter, setter, validate_path
+
+if TYPE_CHECKING:
+    from squall.topology.resources import Resources
+
+Source = Annotated[
+    SqlSourceConfig | RedisSourceConfig | HttpSourceConfig, Field(discriminator="type")
+]
+_NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
+
+
+class CacheConfig(BaseModel):
+    """The in-process cache: least recently used first out, entries expire after ``ttl``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(
+        10_000, ge=0, description="Records kept (and as many missing keys); 0: no in-process cache."
+    )
+    ttl: float = Field(300, gt=0, description="Seconds a found record is served from memory.")
+    missing_ttl: float = Field(
+        60, ge=0, description="Seconds a missing key is remembered as missing (0: never)."
+    )
+
+
+class SharedCacheConfig(BaseModel):
+    """A Redis cache shared by every process, in front of a SQL or HTTP source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    resource: str = Field(description="Redis resource.")
+    ttl: int = Field(3600, ge=1, description="Seconds a found record stays in Redis.")
+    missing_ttl: int = Field(
+        300, ge=0, description="Seconds a missing key stays in Redis as missing (0: never)."
+    )
+    key_prefix: str | None = Field(
+        None, description="Prefix of the cache keys (default: squall:lookup:<bolt id>:)."
+    )
+
+
+class LookupConfig(ComponentConfig):
+    key: str | list[str] = Field(
+        description="Dotted path(s) of the key in the event; several paths make a "
+        "composite key. Text or integer values."
+    )
+    target: str = Field(description="Dotted path where the found record is written.")
+    source: Source = Field(
+        description="Where records come from: {type: sql | redis | http, …}; each one's options: docs/lookup.md."
+    )
+    on_missing: Literal["keep", "fail", "drop"] = Field(
+        "keep",
+        description="An event whose key is not found (or that has no key): keep it unchanged, fail it "
+        "(dead letter), or drop it.",
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig, description="In-process LRU cache with TTLs."
+    )
+    shared_cache: SharedCacheConfig | None = Field(
+        None, description="Redis cache in front of a SQL or HTTP source, shared by every process."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _keys(cls, v: str | list[str]) -> str | list[str]:
+        paths = [v] if isinstance(v, str) else v
+        if not paths:
+            raise ValueError("name at least one key path")
+        for p in paths:
+            validate_path(p)
+        return v
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        validate_path(v)
+        if v.split(".")[0] == "meta":
+            raise ValueError("target must be a payload path, not record metadata")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> LookupConfig:
+        src = self.source
+        if (
+            isinstance(src, SqlSourceConfig)
+            and src.key_columns is not None
+            and len(src.key_columns) != len(self.key_paths)
+        ):
+            raise ValueError(
+                f"source.key_columns names {len(src.key_columns)} column(s) for "
+                f"{len(self.key_paths)} key path(s)"
+            )
+        if self.shared_cache is not None and isinstance(src, RedisSourceConfig):
+            raise ValueError("shared_cache: the source is Redis already")
+        return self
+
+    @property
+    def key_paths(self) -> list[str]:
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+
+class LookupBolt(Bolt):
+    """Adds the record of each event's key from a SQL table, Redis or an HTTP endpoint, cached."""
+
+    Config = LookupConfig
+    summary: ClassVar[str] = (
+        "Enrich events with a record looked up by key (SQL table, Redis, HTTP JSON), with LRU/TTL caches."
+    )
+
+    def __init__(
+        self,
+        config: LookupConfig,
+        context: ComponentContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        super().__init__(config, context)
+        self._getters = [getter(p) for p in config.key_paths]
+        self._set_target = setter(config.target)
+        self._shown_key = ", ".join(config.key_paths)
+        self.source: SqlSource | RedisSource | HttpSource | None = None
+        self.shared: SharedCache | None = None
+        self.use_clock(clock)
+        self.stats = {"memory_hits": 0, "shared_hits": 0, "fetched": 0, "missing": 0, "failed": 0}
+
+    def use_clock(self, clock: Callable[[], float]) -> None:
+        """Read time from ``clock`` (seconds, monotonic): tests pass a fake one. Empties the caches."""
+        c = self.config.cache
+        self.clock = clock
+        self._found = LRUCache(c.size, ttl=c.ttl, clock=clock) if c.size else None
+        self._missing = (
+            LRUCache(c.size, ttl=c.missing_ttl, clock=clock) if c.size and c.missing_ttl else None
+        )
+
+    def setup(self, resources: Resources) -> None:
+        c = self.config
+        src = c.source
+        try:
+            if isinstance(src, SqlSourceConfig):
+                key_columns = src.key_columns or [p.split(".")[-1] for p in c.key_paths]
+                self.source = SqlSource(resources.sql(src.resource), src, key_columns)
+            elif isinstance(src, RedisSourceConfig):
+                self.source = RedisSource(resources.redis(src.resource), src)
+            else:
+                self.source = HttpSource(src)
+            if c.shared_cache is not None:
+                sc = c.shared_cache
+                prefix = sc.key_prefix if sc.key_prefix is not None else f"squall:lookup:{self.id}:"
+                self.shared = SharedCache(
+                    resources.redis(sc.resource), prefix, sc.ttl, sc.missing_ttl
+                )
+        except ImportError as exc:
+            raise TopologyError(
+                Problem(
+                    self.context.topology,
+                    0,
+                    0,
+                    f"{self.id}.source",
+                    f"the http source needs httpx (pip install 'squall[http]'): {exc}",
+                )
+            ) from exc
+        except (SquallError, ValueError) as exc:
+            if isinstance(exc, TopologyError):
+                raise
+            raise TopologyError(
+                Problem(self.context.topology, 0, 0, f"{self.id}.source", str(exc))
+            ) from exc
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        keys = self._keys(batch)
+        distinct = list(dict.fromkeys(k for k in keys if k.__class__ is tuple))
+        records, failed = self._resolve(distinct) if distinct else ({}, {})
+        # Each event gets its own copy of its record (downstream bolts may change it): a flat
+        # record, the usual table row, is copied by dict.copy; nested ones value by value.
+        copiers = {
+            k: dict.copy if v.__class__ is dict and _flat(v) else _copy for k, v in records.items()
+        }
+
+        # Every read succeeded: only now are events changed.
+        on_missing = self.config.on_missing
+        set_target = self._set_target
+        for event, key in zip(batch, keys, strict=True):
+            if key.__class__ is str:  # the event's own key is unusable
+                out.fail(event, key)
+                continue
+            if key is not _NO_KEY:
+                reason = failed.get(key)
+                if reason is not None:
+                    out.fail(event, reason)
+                    continue
+                record = records.get(key, MISSING)
+                if record is not MISSING:
+                    try:
+                        set_target(event, copiers[key](record))
+                    except RecordError as exc:
+                        out.fail(event, exc.reason)
+                        continue
+                    out.emit(event)
+                    continue
+            if on_missing == "keep":
+                out.emit(event)
+            elif on_missing == "drop":
+                out.drop(event)
+            elif key is _NO_KEY:
+                out.fail(event, f"no key at '{self._shown_key}'")
+            else:
+                out.fail(event, f"key {_show(key)} not found")
+        return out
+
+    def _keys(self, batch: list[Event]) -> list[Any]:
+        """Each event's key (see ``_key``); one text or integer key path, the usual case, inline."""
+        if len(self._getters) > 1:
+            return [self._key(event) for event in batch]
+        get = self._getters[0]
+        keys: list[Any] = []
+        append = keys.append
+        for event in batch:
+            v = get(event) if event.value.__class__ is dict else MISSING
+            if v.__class__ is str:
+                append((v,))
+            elif v.__class__ is int:
+                append((str(v),))
+            else:
+                append(self._key(event))
+        return keys
+
+    def _key(self, event: Event) -> Key | str | Any:
+        """The event's key; ``_NO_KEY`` when it has none; a reason (str) when its value cannot be a key."""
+        if not isinstance(event.value, dict):
+            return "payload is not a JSON object"
+        parts = []
+        for path, get in zip(self.config.key_paths, self._getters, strict=True):
+            v = get(event)
+            if v is MISSING or v is None:
+                return _NO_KEY
+            if v.__class__ is str:
+                parts.append(v)
+            elif isinstance(v, int) and not isinstance(v, bool):
+                parts.append(str(v))
+            else:
+                return f"key '{path}' is a {type(v).__name__}, not text or an integer"
+        return tuple(parts)
+
+    def _resolve(self, keys: list[Key]) -> tuple[dict[Key, Any], dict[Key, str]]:
+        """The record of each key that has one, and the keys that failed; raises ``TransientError``."""
+        stats = self.stats
+        records: dict[Key, Any] = {}
+        todo = keys
+        if self._found is not None:
+            records, todo = self._found.get_many(todo)
+            stats["memory_hits"] += len(records)
+        if todo and self._missing is not None:
+            known_missing, todo = self._missing.get_many(todo)
+            stats["memory_hits"] += len(known_missing)
+        fetched = Fetched()
+        missing: list[Key] = []
+        if todo and self.shared is not None:
+            shared_found, shared_missing = self.shared.get(todo)
+            stats["shared_hits"] += len(shared_found) + len(shared_missing)
+            records.update(shared_found)
+            self._remember(shared_found, shared_missing)
+            todo = [k for k in todo if k not in shared_found and k not in shared_missing]
+        if todo:
+            assert self.source is not None, "setup() was not called"
+            fetched = self.source.fetch(todo)
+            missing = [k for k in todo if k not in fetched.found and k not in fetched.failed]
+            if self.shared is not None:
+                self.shared.put(fetched.found, missing)
+            records.update(fetched.found)
+            self._remember(fetched.found, missing)
+            stats["fetched"] += len(todo)
+            stats["missing"] += len(missing)
+            stats["failed"] += len(fetched.failed)
+        return records, fetched.failed
+
+    def _remember(self, found: dict[Key, Any], missing: Any) -> None:
+        if self._found is not None and found:
+            self._found.put_many(found)
+        if self._missing is not None and missing:
+            self._missing.put_many(dict.fromkeys(missing, True))
+
+
+def _flat(record: dict) -> bool:
+    return not any(v.__class__ is dict or v.__class__ is list for v in record.values())
+
+
+def _copy(value: Any) -> Any:
+    """Each event gets its own copy of a cached record: downstream bolts may change it."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _show(key: Key) -> str:
+    return repr(key[0]) if len(key) == 1 else repr(list(key))

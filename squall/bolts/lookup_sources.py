@@ -1,0 +1,538 @@
+"""Where the ``lookup`` bolt finds its records: a SQL table, Redis, an HTTP JSON endpoint.
+
+Every source answers a batch of distinct keys at once with ``fetch(keys) -> Fetched``: the records
+found, and the keys whose own value made the query fail (that key's events fail, nobody else's).
+A key in neither is missing. A dependency outage raises ``TransientError`` and nothing else; the
+bolt changes no event before every fetch of the batch returned.
+
+A key is a tuple of text parts (one part per key path): integer keys are looked up as their
+decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import orjson
+import redis
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from squall.errors import TransientError
+from squall.sinks.warehouse.columns import check_identifier
+from squall.topology.sql import describe, is_transient, sqlstate
+
+Key = tuple[str, ...]
+
+#: Keys per ``SELECT … IN (…)``: well under SQLite's bound-parameter limit (999 before 3.32).
+SQL_CHUNK = 500
+#: Keys per MGET / pipeline.
+REDIS_CHUNK = 1000
+#: PostgreSQL SQLSTATEs a key's own value can cause: data exceptions (class 22: a text key for an
+#: integer column), an operator that does not exist for its type, a datatype mismatch.
+KEY_SQLSTATE_CLASSES = ("22",)
+KEY_SQLSTATES = frozenset({"42883", "42804"})
+#: HTTP statuses about the endpoint or the request's configuration, never about one key:
+#: unauthorized, forbidden, method not allowed, proxy authentication required.
+SOURCE_STATUSES = frozenset({401, 403, 405, 407})
+#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+
+
+@dataclass
+class Fetched:
+    """What a source answered for a batch of keys."""
+
+    found: dict[Key, Any] = field(default_factory=dict)
+    failed: dict[Key, str] = field(default_factory=dict)
+
+
+class KeyProblem(Exception):
+    """A query over several keys failed in a way one of the keys may have caused: split and retry.
+
+    ``certain``: the error says it is about a value (a PostgreSQL data exception), so even every
+    key failing is the keys' fault — a whole batch of malformed keys is dead-lettered, not retried.
+    """
+
+    def __init__(self, reason: str, *, certain: bool = False):
+        super().__init__(reason)
+        self.certain = certain
+
+
+def isolate(
+    keys: list[Key], query: Callable[[list[Key]], dict[Key, Any]], fetched: Fetched
+) -> None:
+    """Run ``query`` over ``keys``; when it raises ``KeyProblem``, bisect to the keys that cause it.
+
+    When every key of a failing set fails on its own too, the problem is not the keys (a dropped
+    table, a revoked grant): that is the dependency's failure, raised as ``TransientError`` so the
+    batch is retried and, if it persists, stops without a checkpoint — never a mass dead letter.
+    """
+    failed: dict[Key, str] = {}
+    certain = False
+
+    def run(part: list[Key]) -> None:
+        nonlocal certain
+        try:
+            fetched.found.update(query(part))
+        except KeyProblem as exc:
+            if len(part) == 1:
+                failed[part[0]] = str(exc)
+                certain = certain or exc.certain
+                return
+            mid = len(part) // 2
+            run(part[:mid])
+            run(part[mid:])
+
+    run(keys)
+    if len(keys) > 1 and len(failed) == len(keys) and not certain:
+        raise TransientError(
+            f"the lookup fails for every key ({len(keys)} keys): {next(iter(failed.values()))}"
+        )
+    fetched.failed.update(failed)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def jsonable(value: Any) -> Any:
+    """A database value in the JSON shape events carry (and the shared cache stores)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def key_text(value: Any) -> str:
+    """A database key value as the text the bolt looks keys up by."""
+    if isinstance(value, decimal.Decimal) and value == value.to_integral_value():
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+# -- SQL --------------------------------------------------------------------------------------
+
+
+class SqlSourceConfig(BaseModel):
+    """A SQL table, queried with the batch's distinct keys (``IN (…)`` in chunks of 500)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["sql"] = "sql"
+    resource: str = Field(description="SQL resource (sqlite:///…, postgresql://…).")
+    table: str = Field(description="Table (or view) to read.")
+    db_schema: str | None = Field(None, alias="schema", description="Database schema of the table.")
+    key_columns: list[str] | None = Field(
+        None,
+        description="Column(s) matched against the key path(s), in order (default: the last part of "
+        "each key path).",
+    )
+    columns: list[str] | None = Field(
+        None, description="Columns copied into the target (default: every column of the table)."
+    )
+
+    @field_validator("table", "db_schema")
+    @classmethod
+    def _table(cls, v: str | None) -> str | None:
+        return check_identifier(v, "table name") if v else v
+
+    @field_validator("key_columns", "columns")
+    @classmethod
+    def _columns(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("list at least one column")
+            for name in v:
+                check_identifier(name, "column name")
+        return v
+
+
+class SqlSource:
+    """``SELECT columns FROM table WHERE key IN (…)`` through the resource's SQLAlchemy engine."""
+
+    def __init__(self, engine: sa.Engine, config: SqlSourceConfig, key_columns: list[str]):
+        self.engine = engine
+        self.config = config
+        self.where = f"table {config.db_schema + '.' if config.db_schema else ''}{config.table}"
+        try:
+            table = sa.Table(
+                config.table, sa.MetaData(), schema=config.db_schema, autoload_with=engine
+            )
+        except sa.exc.NoSuchTableError:
+            raise ValueError(f"{self.where} does not exist") from None
+        except sa.exc.SQLAlchemyError as exc:
+            if is_transient(exc):
+                raise TransientError(f"{self.where}: {describe(exc)}") from exc
+            raise ValueError(f"{self.where}: {describe(exc)}") from exc
+        wanted = list(config.columns) if config.columns else [c.name for c in table.columns]
+        unknown = [c for c in (*key_columns, *wanted) if c not in table.columns]
+        if unknown:
+            raise ValueError(f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}")
+        self.key_columns = [table.c[c] for c in key_columns]
+        self.names = wanted
+        # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.
+        selected = [table.c[c] for c in dict.fromkeys((*key_columns, *wanted))]
+        self._selected = [c.name for c in selected]
+        # Built and compiled once; the expanding parameter takes each chunk's keys at execution.
+        keys_param = sa.bindparam("keys", expanding=True)
+        if len(self.key_columns) == 1:
+            match = self.key_columns[0].in_(keys_param)
+            self._params = lambda keys: {"keys": [k[0] for k in keys]}
+        else:
+            match = sa.tuple_(*self.key_columns).in_(keys_param)
+            self._params = lambda keys: {"keys": keys}
+        self._statement = sa.select(*selected).where(match)
+        self.chunk = max(1, SQL_CHUNK // len(key_columns))
+
+    def fetch(self, keys: list[Key]) -> Fetched:
+        fetched = Fetched()
+        for i in range(0, len(keys), self.chunk):
+            isolate(keys[i : i + self.chunk], self._query, fetched)
+        return fetched
+
+    def _query(self, keys: list[Key]) -> dict[Key, Any]:
+        wanted = set(keys)
+        nkeys = len(self.key_columns)
+        out: dict[Key, Any] = {}
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(self._statement, self._params(keys)).all()
+        except sa.exc.SQLAlchemyError as exc:
+            code = sqlstate(exc)
+            if is_transient(exc):
+                raise TransientError(f"{self.where}: {describe(exc)}") from exc
+            if code is not None and not (
+                code.startswith(KEY_SQLSTATE_CLASSES) or code in KEY_SQLSTATES
+            ):
+                # A known SQLSTATE no key can cause (no table, no rights): the source is broken.
+                raise TransientError(f"{self.where}: {describe(exc)}") from exc
+            raise KeyProblem(describe(exc), certain=code is not None) from exc
+        names = self._selected
+        plain = _PLAIN
+        for row in rows:
+            key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
+            if key in wanted and key not in out:
+                record = dict(zip(names, row, strict=True))
+                out[key] = {
+                    n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
+                }
+        return out
+
+    def close(self) -> None:
+        """The engine belongs to the resource: nothing to release here."""
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+class RedisSourceConfig(BaseModel):
+    """Redis hashes (pipelined HGETALL) or string values (MGET) named ``key_prefix`` + key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["redis"] = "redis"
+    resource: str = Field(description="Redis resource.")
+    key_prefix: str = Field("", description="Prefix of the Redis key names (the key follows it).")
+    separator: str = Field(
+        ":", description="Joins the parts of a composite key in the Redis key name."
+    )
+    data: Literal["hash", "json", "text"] = Field(
+        "hash",
+        description="hash: a Redis hash (its fields become the record); json: a string holding JSON; "
+        "text: a string, set as it is.",
+    )
+
+
+class RedisSource:
+    """One pipeline of HGETALL (hashes) or one MGET (strings) per 1,000 keys."""
+
+    def __init__(self, client: redis.Redis, config: RedisSourceConfig):
+        self.client = client
+        self.config = config
+
+    def name(self, key: Key) -> str:
+        return self.config.key_prefix + self.config.separator.join(key)
+
+    def fetch(self, keys: list[Key]) -> Fetched:
+        fetched = Fetched()
+        for i in range(0, len(keys), REDIS_CHUNK):
+            chunk = keys[i : i + REDIS_CHUNK]
+            names = [self.name(k) for k in chunk]
+            try:
+                if self.config.data == "hash":
+                    pipe = self.client.pipeline(transaction=False)
+                    for n in names:
+                        pipe.hgetall(n)
+                    answers = pipe.execute(raise_on_error=False)
+                else:
+                    answers = self.client.mget(names)
+            except REDIS_TRANSIENT as exc:
+                raise TransientError(f"redis source: {type(exc).__name__}: {exc}") from exc
+            for key, answer in zip(chunk, answers, strict=True):
+                self._settle(key, answer, fetched)
+        return fetched
+
+    def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
+        if isinstance(answer, REDIS_TRANSIENT):
+            raise TransientError(f"redis source: {type(answer).__name__}: {answer}")
+        if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
+            fetched.failed[key] = f"redis key '{self.name(key)}': {answer}"
+        elif answer is None or answer == {}:
+            return
+        elif self.config.data == "hash":
+            fetched.found[key] = {
+                k.decode(errors="replace"): v.decode(errors="replace") for k, v in answer.items()
+            }
+        elif self.config.data == "text":
+            fetched.found[key] = answer.decode(errors="replace")
+        else:
+            try:
+                fetched.found[key] = orjson.loads(answer)
+            except orjson.JSONDecodeError as exc:
+                fetched.failed[key] = f"redis key '{self.name(key)}' does not hold JSON: {exc}"
+
+    def close(self) -> None:
+        """The client belongs to the resource."""
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+class HttpSourceConfig(BaseModel):
+    """An HTTP JSON endpoint: one GET per key (bounded concurrency), or a batch POST when it has one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["http"] = "http"
+    url: str = Field(
+        description="GET URL of one record, with {key} where the key goes (URL-encoded); "
+        "200 → the JSON record, 404 → missing."
+    )
+    batch_url: str | None = Field(
+        None,
+        description='POST URL answering many keys: the body is {"keys": [...]}, the answer a JSON object '
+        "key → record (absent or null: missing). Used instead of `url` when set.",
+    )
+    batch_size: int = Field(100, ge=1, description="Keys per batch POST.")
+    concurrency: int = Field(8, ge=1, le=256, description="GETs in flight at once (per-key mode).")
+    timeout: float = Field(
+        5.0, gt=0, description="Seconds per request; a timeout is a transient error."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request headers (e.g. an API key from ${ENV}); never logged.",
+    )
+    separator: str = Field(":", description="Joins the parts of a composite key.")
+
+    @field_validator("url")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if "{key}" not in v:
+            raise ValueError("url needs a {key} placeholder")
+        return v
+
+
+def shown_url(url: str) -> str:
+    """A URL for messages: no query string, no credentials (either may hold a secret)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class HttpSource:
+    """httpx, one client per process; 404 is missing, 429/5xx/timeouts are transient, other 4xx the key's."""
+
+    def __init__(self, config: HttpSourceConfig):
+        import httpx
+
+        self.httpx = httpx
+        self.config = config
+        self.client = httpx.Client(
+            timeout=config.timeout,
+            headers=config.headers,
+            limits=httpx.Limits(
+                max_connections=config.concurrency, max_keepalive_connections=config.concurrency
+            ),
+        )
+        self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="squall-lookup")
+
+    def text(self, key: Key) -> str:
+        return self.config.separator.join(key)
+
+    def fetch(self, keys: list[Key]) -> Fetched:
+        fetched = Fetched()
+        if self.config.batch_url:
+            size = self.config.batch_size
+            for i in range(0, len(keys), size):
+                isolate(keys[i : i + size], self._batch, fetched)
+            return fetched
+        for key, (kind, value) in zip(keys, self._pool.map(self._one, keys), strict=True):
+            if kind == "found":
+                fetched.found[key] = value
+            elif kind == "failed":
+                fetched.failed[key] = value
+        if len(keys) > 1 and len(fetched.failed) == len(keys):
+            # Every key refused: the endpoint, not the keys (see ``isolate``).
+            raise TransientError(
+                f"the lookup fails for every key ({len(keys)} keys): "
+                f"{next(iter(fetched.failed.values()))}"
+            )
+        return fetched
+
+    def _request(self, method: str, url: str, **kwargs: Any):
+        try:
+            response = self.client.request(method, url, **kwargs)
+        except self.httpx.TransportError as exc:  # connect, read, timeouts, protocol errors
+            raise TransientError(
+                f"lookup endpoint {shown_url(url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+        status = response.status_code
+        if (
+            status in SOURCE_STATUSES
+        ):  # no key causes these: the endpoint or its configuration is wrong
+            raise TransientError(f"lookup endpoint {shown_url(url)}: HTTP {status}")
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            raise TransientError(
+                f"lookup endpoint {shown_url(url)}: HTTP {status}", retry_after=retry_after
+            )
+        return response
+
+    def _one(self, key: Key) -> tuple[str, Any]:
+        url = self.config.url.replace("{key}", quote(self.text(key), safe=""))
+        response = self._request("GET", url)
+        if response.status_code == 404:
+            return "missing", None
+        if response.status_code != 200:
+            return (
+                "failed",
+                f"lookup endpoint answered HTTP {response.status_code} for key '{self.text(key)}'",
+            )
+        try:
+            value = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            return (
+                "failed",
+                f"lookup endpoint answered invalid JSON for key '{self.text(key)}': {exc}",
+            )
+        return ("missing", None) if value is None else ("found", value)
+
+    def _batch(self, keys: list[Key]) -> dict[Key, Any]:
+        url = self.config.batch_url or ""
+        texts = {self.text(k): k for k in keys}
+        response = self._request(
+            "POST",
+            url,
+            content=orjson.dumps({"keys": list(texts)}),
+            headers={"content-type": "application/json"},
+        )
+        if response.status_code != 200:  # 400, 422: maybe one key the endpoint refuses
+            raise KeyProblem(
+                f"lookup endpoint {shown_url(url)} answered HTTP {response.status_code}"
+            )
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise TransientError(
+                f"lookup endpoint {shown_url(url)} answered invalid JSON: {exc}"
+            ) from exc
+        if not isinstance(answer, dict):
+            raise TransientError(
+                f"lookup endpoint {shown_url(url)} answered a {type(answer).__name__}, "
+                f"not an object of key → record"
+            )
+        return {texts[k]: v for k, v in answer.items() if k in texts and v is not None}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:  # an HTTP date: let the engine's own backoff decide
+        return None
+
+
+# -- the shared Redis cache -------------------------------------------------------------------
+
+
+class SharedCache:
+    """Looked-up records in Redis for every process, ``SET … EX ttl``; a missing key is cached as ``[]``.
+
+    A value is the JSON list ``[record]`` (found) or ``[]`` (missing), so a record that is itself
+    ``null`` or a list needs no escaping.
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl: int, missing_ttl: int):
+        self.client = client
+        self.prefix = prefix
+        self.ttl = ttl
+        self.missing_ttl = missing_ttl
+
+    def name(self, key: Key) -> str:
+        return self.prefix + "\x1f".join(key)
+
+    def get(self, keys: list[Key]) -> tuple[dict[Key, Any], set[Key]]:
+        """(found records, keys known to be missing); other keys are not cached."""
+        found: dict[Key, Any] = {}
+        missing: set[Key] = set()
+        for i in range(0, len(keys), REDIS_CHUNK):
+            chunk = keys[i : i + REDIS_CHUNK]
+            try:
+                answers = self.client.mget([self.name(k) for k in chunk])
+            except REDIS_TRANSIENT as exc:
+                raise TransientError(f"shared lookup cache: {type(exc).__name__}: {exc}") from exc
+            for key, raw in zip(chunk, answers, strict=True):
+                if raw is None:
+                    continue
+                try:
+                    value = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue  # not ours or damaged: look the key up again (and overwrite it)
+                if value == []:
+                    missing.add(key)
+                elif isinstance(value, list) and len(value) == 1:
+                    found[key] = value[0]
+        return found, missing
+
+    def put(self, found: dict[Key, Any], missing: Iterable[Key]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in found.items():
+            pipe.set(self.name(key), orjson.dumps([value]), ex=self.ttl)
+        if self.missing_ttl:
+            for key in missing:
+                pipe.set(self.name(key), b"[]", ex=self.missing_ttl)
+        try:
+            pipe.execute()
+        except REDIS_TRANSIENT as exc:
+            raise TransientError(f"shared lookup cache: {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,299 @@
+"""The warehouse sink's ``mode: upsert`` on SQLite files and the real PostgreSQL: one row per key,
+the last event of a key wins, replays leave the table as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pydantic
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from squall.component import ComponentContext
+from squall.errors import SinkError
+from squall.event import Event, RecordMeta, derive_event_id
+from squall.sinks.base import WriteContext
+from squall.sinks.warehouse import WarehouseConfig, WarehouseSink
+from squall.testing import MemorySink, records_from, run_topology
+from squall.topology.executor import Outcome
+from squall.topology.resources import ResourceConfig, Resources
+
+COLUMNS: dict[str, Any] = {
+    "minute": {"path": "minute", "type": "timestamp"},
+    "app": "app",
+    "events": {"path": "events", "type": "integer"},
+    "users": {"path": "users", "type": "integer"},
+    "meta": {"path": "info", "type": "json"},
+}
+KEY = ["minute", "app"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path: Path, unique_name: str):
+    """(url, table) on a real database; the table is dropped afterwards."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    else:
+        url = request.getfixturevalue("pg_url").replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        )
+    yield url, unique_name
+    if request.param == "sqlite":
+        return  # the file goes with tmp_path
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}" CASCADE')
+    engine.dispose()
+
+
+def open_sink(url: str, table: str, **options: Any) -> WarehouseSink:
+    doc = {
+        "id": "rows",
+        "type": "warehouse",
+        "resource": "db",
+        "table": table,
+        "mode": "upsert",
+        "key": KEY,
+        "columns": COLUMNS,
+        **options,
+    }
+    sink = WarehouseSink(WarehouseConfig.model_validate(doc), ComponentContext("upsert"))
+    sink.open(Resources({"db": ResourceConfig(url=url)}))
+    return sink
+
+
+_seq = iter(range(1, 10**9))
+
+
+def event(payload: dict) -> Event:
+    meta = RecordMeta("s", "shardId-000000000000", str(next(_seq)))
+    return Event(orjson.dumps(payload), meta, derive_event_id(meta), 0, payload)
+
+
+def write(sink: WarehouseSink, payloads: list[dict]) -> list[Event]:
+    prepared = sink.prepare([event(p) for p in payloads])
+    sink.write_batch(prepared, WriteContext())
+    return prepared.rejected
+
+
+def rows(url: str, table: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        got = conn.exec_driver_sql(
+            f'SELECT app, events, users FROM "{table}" ORDER BY app, minute'
+        ).fetchall()
+    engine.dispose()
+    return [tuple(r) for r in got]
+
+
+def result(
+    app: str, events: int, users: int | None = None, minute: str = "2026-11-28T20:01:00Z"
+) -> dict:
+    return {"minute": minute, "app": app, "events": events, "users": users, "info": {"v": events}}
+
+
+def test_a_later_result_replaces_the_row_and_the_last_of_a_batch_wins(db):
+    url, table = db
+    sink = open_sink(url, table, copy_batch_size=2)  # PostgreSQL: duplicates across COPY chunks too
+    write(sink, [result("a", 1, 1), result("b", 5, 2), result("a", 2, 1), result("a", 3, 2)])
+    assert rows(url, table) == [("a", 3, 2), ("b", 5, 2)]
+    write(sink, [result("b", 6), result("c", 1, 1)])
+    assert rows(url, table) == [("a", 3, 2), ("b", 6, None), ("c", 1, 1)]
+    # The same results again (a replay) leave the table as it was.
+    write(sink, [result("b", 6), result("c", 1, 1)])
+    assert rows(url, table) == [("a", 3, 2), ("b", 6, None), ("c", 1, 1)]
+    sink.close()
+
+
+def test_the_key_is_the_primary_key_and_no_event_id_column_is_added(db):
+    url, table = db
+    open_sink(url, table).close()
+    inspector = sa.inspect(sa.create_engine(url))
+    assert [c["name"] for c in inspector.get_columns(table)] == [
+        "minute",
+        "app",
+        "events",
+        "users",
+        "meta",
+    ]
+    assert inspector.get_pk_constraint(table)["constrained_columns"] == KEY
+    assert {c["name"]: c["nullable"] for c in inspector.get_columns(table)}["app"] is False
+
+
+def test_a_declared_event_id_column_holds_the_last_writer(db):
+    url, table = db
+    sink = open_sink(url, table, columns={**COLUMNS, "event_id": "meta.event_id"})
+    events = [event(result("a", 1)), event(result("a", 2))]
+    sink.write_batch(sink.prepare(events), WriteContext())
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(f'SELECT event_id FROM "{table}"').fetchall() == [
+            (events[1].event_id,)
+        ]
+    engine.dispose()
+
+
+def test_an_event_without_a_key_value_goes_to_the_dead_letter(db):
+    url, table = db
+    sink = open_sink(url, table)
+    rejected = write(sink, [result("a", 1), {"minute": "2026-11-28T20:01:00Z", "events": 4}])
+    assert [e.failure.reason for e in rejected] == ["column 'app': required value 'app' is missing"]
+    assert rows(url, table) == [("a", 1, None)]
+
+
+def test_an_existing_table_without_a_unique_key_on_the_key_is_refused_at_start(db):
+    url, table = db
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'CREATE TABLE "{table}" (minute timestamp with time zone, app text, events integer, '
+            f"users integer, meta text)"
+        )
+    engine.dispose()
+    with pytest.raises(
+        SinkError, match=r"no primary key or unique (index|constraint) on exactly \(minute, app\)"
+    ):
+        open_sink(url, table)
+    with pytest.raises(
+        SinkError, match=r"no primary key or unique (index|constraint) on exactly \(minute, app\)"
+    ):
+        open_sink(url, table, create=False)
+
+
+def test_an_existing_table_with_a_unique_index_on_the_key_is_used(db):
+    url, table = db
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'CREATE TABLE "{table}" (minute timestamp with time zone NOT NULL, app text NOT NULL, '
+            f"events integer, users integer, meta text)"
+        )
+        conn.exec_driver_sql(f'CREATE UNIQUE INDEX "ux_{table}" ON "{table}" (minute, app)')
+    engine.dispose()
+    sink = open_sink(url, table, create=False)
+    write(sink, [result("a", 1), result("a", 2)])
+    assert rows(url, table) == [("a", 2, None)]
+
+
+def test_partitioned_upsert_table_on_postgresql(pg_url, unique_name):
+    url = pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    try:
+        sink = open_sink(url, unique_name, partition_by={"column": "minute"})
+        write(
+            sink,
+            [
+                result("a", 1, minute="2026-11-28T23:59:00Z"),
+                result("a", 2, minute="2026-11-29T00:00:00Z"),
+                result("a", 3, minute="2026-11-28T23:59:00Z"),
+            ],
+        )
+        assert rows(url, unique_name) == [("a", 3, None), ("a", 2, None)]
+    finally:
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}" CASCADE')
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key": None}, "mode: upsert needs key"),
+        ({"key": ["app", "nope"]}, "key: nope not among the columns"),
+        ({"key": ["app", "app"]}, "a column is listed twice"),
+        ({"key": ["meta"]}, "meta is a json column"),
+        ({"mode": "insert"}, "key: only with mode: upsert"),
+        (
+            {
+                "partition_by": {"column": "day"},
+                "columns": {**COLUMNS, "day": {"path": "d", "type": "date"}},
+            },
+            "must hold the partition column 'day'",
+        ),
+    ],
+)
+def test_invalid_upsert_options(options, message):
+    doc = {
+        "id": "rows",
+        "type": "warehouse",
+        "resource": "db",
+        "table": "t",
+        "mode": "upsert",
+        "key": KEY,
+        "columns": COLUMNS,
+        **options,
+    }
+    with pytest.raises(pydantic.ValidationError, match=message):
+        WarehouseConfig.model_validate(doc)
+
+
+def test_upsert_through_a_topology_with_replays(tmp_path: Path, unique_name: str):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    yaml = f"""
+name: upsert
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: per_app
+    mode: upsert
+    key: [app]
+    columns: {{app: app, n: {{path: n, type: integer}}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}
+"""
+    records = records_from(
+        [{"app": "a", "n": 1}, {"app": "b", "n": 1}, {"app": "a", "n": 2}, {"n": 9}]
+    )
+    for _ in range(2):
+        run = run_topology(yaml, records)
+        assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 3 + [
+            Outcome.DEAD_LETTERED
+        ]
+        assert rows_of(url, "SELECT app, n FROM per_app ORDER BY app") == [("a", 2), ("b", 1)]
+    assert len(MemorySink.stores[unique_name]) == 2
+
+
+def rows_of(url: str, query: str) -> list[tuple]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        got = [tuple(r) for r in conn.exec_driver_sql(query).fetchall()]
+    engine.dispose()
+    return got
+
+
+# -- property: any split into batches, any replay, ends as "the last value of each key" ------------
+
+updates = st.lists(st.tuples(st.sampled_from("abcde"), st.integers(-5, 5)), min_size=1, max_size=25)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=updates, data=st.data())
+def test_any_batches_and_replays_end_with_the_last_value_of_each_key(db, items, data):
+    url, table = db
+    sink = open_sink(url, table)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DELETE FROM "{table}"')
+    engine.dispose()
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(items)), max_size=4)) | {len(items)})
+    start = 0
+    for cut in cuts:
+        batch = [result(app, n) for app, n in items[start:cut]]
+        write(sink, batch)
+        if data.draw(st.booleans()):  # the batch comes again
+            write(sink, batch)
+        start = cut
+    expected = {}
+    for app, n in items:
+        expected[app] = n
+    assert rows(url, table) == [(app, n, None) for app, n in sorted(expected.items())]
+    sink.close()
