@@ -343,7 +343,10 @@ class Engine:
         with_checkpoint = self._checkpoint_in_tx and self.checkpointer is not None
         if self._tx_resource is None or not (any(p.events for _, p in inside) or states or with_checkpoint):
             return None
-        from squall.topology.sql import sql_errors, transaction  # SQLAlchemy only for topologies that use SQL
+        from squall.topology.sql import (  # SQLAlchemy only for topologies that use SQL
+            sql_errors,
+            transaction,
+        )
 
         db = self.resources.sql(self._tx_resource)
         pending = [(node, p) for node, p in inside if p.events]
