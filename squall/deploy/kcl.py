@@ -83,6 +83,8 @@ class RecordProcessor:
         self._max_backoff = max_backoff
         self.last_checkpoint: Position | None = None
         self.lost = False
+        self._stopping = False  # shutdown_requested came: the daemon releases the lease next
+        self._closed = False
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
@@ -115,9 +117,9 @@ class RecordProcessor:
             sys.exit(EXIT_RECORDS_FAILED)
 
     def lease_lost(self, lease_lost_input) -> None:
-        if not self.lost:
+        if not self.lost and not self._stopping:  # after a requested shutdown, the release is ours
             self._lost()
-        self.engine.close()
+        self._close()
 
     def shard_ended(self, shard_ended_input) -> None:
         # KCL rule: checkpoint at SHARD_END so the child shards can start.
@@ -127,6 +129,7 @@ class RecordProcessor:
             pass
 
     def shutdown_requested(self, shutdown_requested_input) -> None:
+        self._stopping = True
         try:
             if self.last_checkpoint is not None:
                 self._checkpoint(shutdown_requested_input.checkpointer, self.last_checkpoint)
@@ -134,7 +137,12 @@ class RecordProcessor:
                      self.last_checkpoint.sequence_number if self.last_checkpoint else "none (nothing processed)")
         except LeaseLost:
             pass
-        self.engine.close()
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.engine.close()
 
     def _checkpoint(self, checkpointer, position: Position) -> None:
         self._call_checkpoint(checkpointer.checkpoint, position.sequence_number, position.sub_sequence_number)

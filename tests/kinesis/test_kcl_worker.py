@@ -92,7 +92,8 @@ def test_other_checkpoint_errors_still_surface(tmp_path: Path):
     assert "InvalidStateException" in err and not processor.lost
 
 
-def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path):
+def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="squall.kcl")
     lines = [
         {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
          "subSequenceNumber": 0},
@@ -100,11 +101,16 @@ def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path):
         {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
         {"action": "shutdownRequested"},
         {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+        {"action": "leaseLost"},  # the daemon releases the lease after a requested shutdown
     ]
     out, err, _ = run_protocol(tmp_path, lines)
     actions = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert actions[-2:] == [{"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
-                            {"action": "status", "responseFor": "shutdownRequested"}], err
+    assert actions[-3:] == [{"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+                            {"action": "status", "responseFor": "shutdownRequested"},
+                            {"action": "status", "responseFor": "leaseLost"}], err
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("final checkpoint at 7" in m for m in messages)
+    assert not any("taken over" in m for m in messages)
 
 
 def test_each_worker_gets_its_own_id_and_private_properties(tmp_path: Path):
