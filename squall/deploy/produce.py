@@ -9,6 +9,7 @@ are packed into KPL aggregates per shard; ``--rate`` paces user records per seco
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from squall.sinks.putrecords import (
     record_problem,
 )
 from squall.spouts.file import read_lines
+
+log = logging.getLogger("squall.produce")
 
 #: Pending records are sent at least this often (seconds), so a slow --rate still flows.
 FLUSH_INTERVAL = 0.5
@@ -114,14 +117,15 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
 
     def flush() -> None:
         nonlocal pending, pending_bytes, last_flush
+        refilled: list[Entry] = []
         if pending:
             shard_map = _send(writer, pending, report, max_attempts, sleep)
             if aggregator is not None:
                 if shard_map is None and time.monotonic() - aggregator.shard_map.loaded_at > SHARD_MAP_TTL:
-                    shard_map = load_shard_map(client, ref)
-                if shard_map is not None:  # resharded: what waits in open aggregates is re-grouped
-                    aggregator.reroute(shard_map)
-        pending, pending_bytes, last_flush = [], 0, clock()
+                    shard_map = _relist(client, ref)
+                if shard_map is not None:  # what waits in open aggregates is re-grouped by the new map
+                    refilled = aggregator.reroute(shard_map)
+        pending, pending_bytes, last_flush = refilled, sum(e.size for e in refilled), clock()
         report.seconds = last_flush - started
         if on_progress is not None:
             on_progress(raw.tell(), report)
@@ -154,13 +158,25 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
                 if aggregator is not None and clock() - last_flush >= FLUSH_INTERVAL:
                     pending.extend(aggregator.flush())
                 flush()
-        if aggregator is not None:
-            pending.extend(aggregator.flush())
-        flush()
+        while True:
+            if aggregator is not None:
+                pending.extend(aggregator.flush())
+            flush()
+            if not pending:  # a last re-grouping may leave full aggregates to send
+                break
     finally:
         raw.close()
     report.seconds = clock() - started
     return report
+
+
+def _relist(client: Any, ref: aws.StreamRef) -> ShardMap | None:
+    """The shard map listed again, or None (keep the old one) when ListShards cannot answer now."""
+    try:
+        return load_shard_map(client, ref)
+    except TransientError as exc:
+        log.info("ListShards of '%s' failed (%s): keeping the shard map", ref.name, exc)
+        return None
 
 
 def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes]]:

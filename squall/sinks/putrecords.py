@@ -162,13 +162,18 @@ class Aggregator:
         users.append((data, partition_key, explicit_hash_key))
         return out
 
-    def reroute(self, shard_map: ShardMap) -> None:
-        """Take a newer shard map; user records waiting in open aggregates are re-grouped by it."""
+    def reroute(self, shard_map: ShardMap) -> list[Entry]:
+        """Take a newer shard map; user records waiting in open aggregates are re-grouped by it.
+
+        Returns the aggregates that fill up on the way (after a merge, two open aggregates may
+        become one shard's)."""
         waiting = [(u, item) for _, items, users in self._open.values() for u, item in zip(users, items, strict=True)]
         self.shard_map = shard_map
         self._open = {}
+        out: list[Entry] = []
         for (data, pk, ehk), item in waiting:
-            assert not self.add(data, pk, ehk, item), "re-grouping fewer records cannot fill an aggregate"
+            out.extend(self.add(data, pk, ehk, item))
+        return out
 
     def flush(self) -> list[Entry]:
         """Entries for every partly filled aggregate."""
