@@ -161,7 +161,8 @@ def test_split_during_an_aggregated_produce_under_the_kcl(tmp_path: Path, kinesi
     precreate_leases(dynamodb, kinesis, app, stream)  # the parents only: the KCL finds the children
     db = tmp_path / "w.db"
     topology = tmp_path / "t.yaml"
-    topology.write_text(TOPOLOGY.format(db=db, dlq=tmp_path / "dlq.jsonl", event_id=", event_id_field: n"))
+    # event ids from the record positions: a row per delivery, so a duplicate delivery shows
+    topology.write_text(TOPOLOGY.format(db=db, dlq=tmp_path / "dlq.jsonl", event_id=""))
     docs = [{"pk": f"k{i % 200}", "n": i} for i in range(3000)]
     path = write_lines(tmp_path / "events.jsonl", docs)
     worker = Worker(tmp_path, topology, stream, app, kinesis_mock, dynalite, "w1")
@@ -185,9 +186,16 @@ def test_split_during_an_aggregated_produce_under_the_kcl(tmp_path: Path, kinesi
     finally:
         worker.stop()
     conn = sqlite3.connect(db)
-    assert conn.execute("select count(*), count(distinct n) from events").fetchone() == (3000, 3000)
+    delivered, distinct = conn.execute("select count(*), count(distinct n) from events").fetchone()
+    assert distinct == 3000
+    # The KCL drops the stale aggregates, except while its shard cache does not know a child yet
+    # ("Cannot get the shard for this ProcessTask"): then they come too (docs/kinesis.md).
+    print(f"\nKCL deliveries: {delivered} for 3000 records; {report.resent} records re-sent after the split")
+    assert delivered - 3000 <= report.resent
     last: dict[str, int] = {}
     for pk, n in conn.execute("select pk, n from events order by rowid"):  # the order rows were committed
+        if n <= last.get(pk, -1) and delivered > 3000:
+            continue  # a duplicate delivery of an earlier record
         assert n > last.get(pk, -1), f"key {pk}: {n} committed after {last[pk]}"
         last[pk] = n
     assert len({s for (s,) in conn.execute("select distinct shard from events")}) == 4  # 2 parents, 2 children
