@@ -238,14 +238,14 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
     except (SquallError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if print_only:
-        click.echo(text + describe(cmd))
-        return
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
+        if print_only:
+            click.echo(text + describe(cmd))
+            return
         code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
     finally:
-        if not properties_out:
+        if not properties_out:  # the private directory goes with the worker
             shutil.rmtree(out.parent, ignore_errors=True)
     sys.exit(code)
 

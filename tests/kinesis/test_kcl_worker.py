@@ -175,8 +175,29 @@ def test_run_daemon_returns_the_daemons_failure():
 def test_verbose_is_accepted_after_the_command(tmp_path: Path):
     topology = tmp_path / "t.yaml"
     topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
-    result = CliRunner().invoke(main, ["validate", "-v", str(topology)])
-    assert result.exit_code == 0, result.output
-    assert logging.getLogger().level == logging.INFO
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        result = CliRunner().invoke(main, ["validate", "-v", str(topology)])
+        assert result.exit_code == 0, result.output
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)
     result = CliRunner().invoke(main, ["produce", "-vv", "--help"])
     assert result.exit_code == 0 and "--verbose" in result.output
+
+
+def test_kcl_print_shows_a_unique_worker_and_leaves_no_file(tmp_path: Path, monkeypatch):
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    topology = tmp_path / "same.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    result = CliRunner().invoke(main, ["kcl", str(topology), "--stream", "s", "--print"])
+    assert result.exit_code == 0, result.output
+    assert f"workerId = {os.uname().nodename}:{os.getpid()}" in result.output
+    assert "shutdownGraceMillis = 20000" in result.output
+    assert list(private.iterdir()) == [] and not list(tmp_path.glob("*.properties"))
