@@ -23,9 +23,32 @@ def _load_or_exit(path: str):
         sys.exit(2)
 
 
+def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """``-v`` given after a subcommand (``squall run -v``): lower the log level as the global one does."""
+    if value:
+        root = logging.getLogger()
+        root.setLevel(min(root.level, logging.WARNING - 10 * min(value, 2)))
+
+
+def _with_verbose(cmd: click.Command) -> click.Command:
+    if not any("-v" in getattr(p, "opts", ()) for p in cmd.params):
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_more_verbose,
+                                       help="More log output (-vv for debug); also accepted before the command."))
+    return cmd
+
+
+class _Command(click.Command):
+    """Every subcommand also accepts the global ``-v``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _with_verbose(self)
+
+
 class _Commands(click.Group):
     """Commands whose modules import heavy clients (boto3) load only when called."""
 
+    command_class = _Command
     lazy = {"produce": "squall.deploy.produce:produce"}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -36,7 +59,7 @@ class _Commands(click.Group):
             import importlib
 
             module, _, attr = self.lazy[name].partition(":")
-            return getattr(importlib.import_module(module), attr)
+            return _with_verbose(getattr(importlib.import_module(module), attr))
         return super().get_command(ctx, name)
 
 
@@ -171,40 +194,60 @@ def reference(output: str | None) -> None:
 @click.option("--kinesis-endpoint", help="Kinesis endpoint URL (local testing; must be http:// for h2c).")
 @click.option("--dynamodb-endpoint", help="DynamoDB endpoint URL (local testing).")
 @click.option("--no-metrics", is_flag=True, help="metricsLevel = NONE (no CloudWatch).")
-@click.option("--worker-id", help="Worker id (default: the KCL picks one).")
+@click.option("--worker-id", help="Worker id, unique in the fleet (default: host:pid).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other KCL property.")
 @click.option("--jars", type=click.Path(file_okay=False), help="Directory of the KCL jars.")
-@click.option("--properties-out", type=click.Path(dir_okay=False), help="Where to write the properties file.")
+@click.option("--properties-out", type=click.Path(dir_okay=False),
+              help="Where to write the properties file (default: a private temporary directory per worker).")
 @click.option("--print", "print_only", is_flag=True, help="Print the properties and the command; do not start.")
 def kcl(file: str, stream: str, application: str | None, region: str, initial_position: str,
         kinesis_endpoint: str | None, dynamodb_endpoint: str | None, no_metrics: bool, worker_id: str | None,
         extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool) -> None:
-    """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor."""
+    """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor.
+
+    SIGTERM (or Ctrl-C) stops it gracefully: the daemon alone gets it and asks every record
+    processor for a final checkpoint."""
     import os
+    import shutil
 
     from squall.deploy.kcl import check_kcl_safe
-    from squall.deploy.kcl_daemon import KclSettings, daemon_command, describe, jars_dir
+    from squall.deploy.kcl_daemon import (
+        KclSettings,
+        daemon_command,
+        default_worker_id,
+        describe,
+        jars_dir,
+        private_properties_path,
+        run_daemon,
+    )
     from squall.errors import SquallError
 
     topo = _load_or_exit(file)
     try:
         check_kcl_safe(topo)
         props = dict(item.split("=", 1) for item in extra)
+        worker_id = worker_id or default_worker_id()
         settings = KclSettings(Path(file), stream, application or topo.name, region=region,
                                initial_position=initial_position, kinesis_endpoint=kinesis_endpoint,
                                dynamodb_endpoint=dynamodb_endpoint, worker_id=worker_id, metrics=not no_metrics,
                                extra={k.strip(): v.strip() for k, v in props.items()})
         text = settings.properties()
-        out = Path(properties_out or Path(file).with_suffix(".kcl.properties"))
+        out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))
     except (SquallError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if print_only:
-        click.echo(text + describe(cmd))
-        return
-    os.execvp(cmd[0], cmd)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    try:
+        if print_only:
+            click.echo(text + describe(cmd))
+            return
+        code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
+    finally:
+        if not properties_out:  # the private directory goes with the worker
+            shutil.rmtree(out.parent, ignore_errors=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
