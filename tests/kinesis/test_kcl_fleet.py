@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from squall.deploy.produce import produce_file
-from squall.spouts.kinesis import MemoryCheckpointStore
+from squall.topology.checkpoint import MemoryCheckpointStore
 from tests.kinesis.kinesis_helpers import consume, make_spout, split_shard
 from tests.kinesis.test_kcl_daemon import precreate_leases
 from tests.kinesis.test_produce import write_lines
