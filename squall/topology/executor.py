@@ -213,14 +213,26 @@ class Engine:
         joins the transaction only when no stateful bolt commits elsewhere (its state must be
         written before the checkpoint, and after the sinks).
         """
+        same = self._same_database
         sinks = {n.index: self.components[n.index].transaction_resource() for n in self._data_sinks}  # type: ignore[union-attr]
         states = {n.index: self.components[n.index].state_resource() for n in self._stateful}  # type: ignore[union-attr]
         cp = self.checkpointer.resource if self.checkpointer is not None else None
         resource = cp or next((r for r in sinks.values() if r), None) or next((r for r in states.values() if r), None)
         self._tx_resource = resource
-        self._tx_sinks = {i for i, r in sinks.items() if r is not None and r == resource}
-        self._tx_states = {i for i, r in states.items() if r is not None and r == resource}
-        self._checkpoint_in_tx = cp is not None and cp == resource and len(self._tx_states) == len(states)
+        self._tx_sinks = {i for i, r in sinks.items() if same(r, resource)}
+        self._tx_states = {i for i, r in states.items() if same(r, resource)}
+        self._checkpoint_in_tx = same(cp, resource) and len(self._tx_states) == len(states)
+
+    def _same_database(self, a: str | None, b: str | None) -> bool:
+        """Two resource names for one database (same URL and settings), or the same name."""
+        if a is None or b is None:
+            return False
+        if a == b:
+            return True
+        try:
+            return self.resources.identity(a) == self.resources.identity(b)
+        except Exception:  # a name the resources do not know: not the same
+            return False
 
     @property
     def checkpoint_in_transaction(self) -> bool:

@@ -60,11 +60,17 @@ class Resources:
             raise SquallError(f"no resource named '{name}' (defined: {', '.join(self.configs) or 'none'})") from None
 
     def sql(self, name: str):  # -> sqlalchemy.Engine
-        """The SQLAlchemy engine of a SQL resource, created once."""
+        """The SQLAlchemy engine of a SQL resource, created once; resources with the same
+        settings (e.g. ``warehouse`` and ``state`` on one database) share one engine."""
         cfg = self.config(name)
         if cfg.scheme not in SQL_SCHEMES:
             raise SquallError(f"resource '{name}' is not a SQL database ({redact(cfg.url)})")
-        return self._get(name, lambda: _sql_engine(cfg, self.base_dir))
+        return self._get(self.identity(name), lambda: _sql_engine(cfg, self.base_dir))
+
+    def identity(self, name: str) -> str:
+        """Equal for resources that reach the same database with the same settings: the engine
+        puts the rows, states and checkpoints of such resources in one transaction."""
+        return "resource:" + self.config(name).model_dump_json()
 
     def redis(self, name: str):  # -> redis.Redis
         """The Redis client of a Redis resource, created once."""
