@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
 import pydantic
 import pytest
 
@@ -251,7 +255,7 @@ REAL_USER_AGENTS = [
     (
         "playstation-5",
         "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko)",
-        "other",
+        "console",
         None,
         "Other",
         "PlayStation 5",
@@ -259,7 +263,7 @@ REAL_USER_AGENTS = [
     (
         "samsung-smart-tv",
         "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
-        "other",
+        "tv",
         "Samsung Internet",
         "Tizen",
         "Samsung SMART-TV",
@@ -407,7 +411,7 @@ def test_payload_that_is_not_an_object_fails_only_that_event(bolt):
             "Other",
             None,
             None,
-            "other",
+            "tv",
         ),
         (
             "Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) Safari/537.36",
@@ -428,3 +432,40 @@ def test_invalid_options_are_rejected():
         DeviceBolt.Config(id="d", type="device", max_length=3)
     with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
         DeviceBolt.Config(id="d", type="device", field="ua")
+
+
+# --- agreement with an independent labelled corpus ---------------------------------------------
+# tests/enrichment/data/ua_sample.tsv: a stratified sample (3,052 rows) of the test fixtures of
+# Matomo Device Detector (LGPL-3.0-or-later), labelled by Matomo's maintainers; squall uses
+# neither its rules nor its fixtures. The full corpus (38,021 rows) is scored by
+# `python benchmarks/ua_corpus.py run`, which prints the confusion matrix (docs/enrichment.md).
+SAMPLE = Path(__file__).parent / "data" / "ua_sample.tsv"
+# Floors this sample must keep (measured value minus ~2 points of slack for rule-list updates).
+FLOORS = {"mobile": 0.96, "tablet": 0.82, "desktop": 0.78, "tv": 0.65}
+BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.79, 0.94
+
+
+def test_device_class_agrees_with_an_independent_labelled_corpus():
+    rows = []
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            label, ua, headers = line.split("\t")
+            rows.append(
+                (label, {"user_agent": ua, "headers": json.loads(headers) if headers else {}})
+            )
+    bolt = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", hints_field="headers"),
+        ComponentContext("test"),
+    )
+    bolt.setup(None)
+    events = bolt.process(make_batch([value for _, value in rows])).streams["default"]
+    matrix: dict[str, Counter] = defaultdict(Counter)
+    for (label, _), event in zip(rows, events, strict=True):
+        matrix[label][event.value["device"]["device_class"]] += 1
+    agreement = {label: matrix[label][label] / sum(matrix[label].values()) for label in FLOORS}
+    flagged = sum(counts["bot"] for counts in matrix.values())
+    recall = matrix["bot"]["bot"] / sum(matrix["bot"].values())
+    precision = matrix["bot"]["bot"] / flagged
+    assert {k: round(v, 3) for k, v in agreement.items() if v < FLOORS[k]} == {}, dict(matrix)
+    assert recall >= BOT_RECALL_FLOOR, (recall, dict(matrix["bot"]))
+    assert precision >= BOT_PRECISION_FLOOR, (precision, {k: c["bot"] for k, c in matrix.items()})
