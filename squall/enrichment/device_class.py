@@ -81,8 +81,28 @@ _TV = (
     # "LED32…", "SL-LED55S01".
     r"; (?:[2-9]\d(?:[A-Z]{1,4}\d{2,4}|[A-Z]{2,4}-)[A-Z0-9-]*|[A-Z-]*LED-?\d{2}[A-Z0-9-]*)(?: Build|\))"
 )
-_BARE_COMPATIBLE = re.compile(r"Mozilla/\d\.\d+ ?\(compatible[;)]")
-_CONSOLE = r"PlayStation|\bPS[345]\b|Xbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b"
+_BARE_COMPATIBLE = re.compile(
+    r"Mozilla/\d\.\d+ ?\(compatible; ?(?!U;)[A-Za-z][\w .-]*/\d(?!.*(?:AppleWebKit|Gecko|Presto))"
+)
+_CONSOLE = (
+    r"PlayStation|\bPS[345]\b|Xbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b|Retroid|"
+    r"; Switch(?: OLED| Lite)?\)|; SHIELD Build/|GAMEPAD"
+)
+# Devices that are neither phones, tablets, computers, TVs nor consoles: watches (watchOS, Galaxy
+# Watch "SM-R…", Wear OS), VR headsets (Quest, Pico), speakers (Sonos), cars (Tesla, Android
+# Automotive), appliances (Samsung Family Hub), projectors, cameras and developer boards.
+_OTHER_DEVICE = (
+    r"watchOS|Apple Watch|\bWatch\d|SmartWatch|Wear ?OS|; (?:SAMSUNG )?SM-R\d|Oculus|"
+    r"\bQuest(?: \d\w?)?[;)]|\bPico (?:G\d|Neo)|Sonos/|Tesla/|\bAUTO Build|Automotive|"
+    r"Family Hub|Projector|Raspberry Pi|ODROID|Tinker Board|COOLPIX|\bEK-G[CN]\d"
+)
+# Laptops and desktop computers that run Android (Chromebooks, Android-x86 on PCs): product
+# lines of the big PC makers, and Darwin on x86_64 (a Mac app through CFNetwork).
+_COMPUTER = (
+    r"Chromebook|Chromebox|Pixelbook|Inspiron|Latitude|Vostro|EliteBook|ProBook|TravelMate|"
+    r"\bAspire|LIFEBOOK|Satellite|ThinkPad|IdeaPad|MacBook|\bNUC\d|Notebook|Netbook|"
+    r"\bAIO\b|All-in-One|Darwin/[\d.]+ \(x86_64\)|Power%20Macintosh"
+)
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
 TABLET_BRANDS = frozenset({"Generic_Android_Tablet"})
 # Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
@@ -125,7 +145,6 @@ MOBILE_OS = frozenset(
         "Bada",
         "MeeGo",
         "Maemo",
-        "WatchOS",
     }
 )
 DESKTOP_OS = frozenset(
@@ -196,7 +215,9 @@ class DeviceClassifier:
         self.crawler_patterns = len(patterns)
         self._crawler = _matcher(patterns)
         self._bot_words = _matcher([_BOT_WORDS], ignore_case=True)
-        self._console = _matcher([_CONSOLE])
+        self._console = _matcher([_CONSOLE], ignore_case=True)
+        self._computer = _matcher([_COMPUTER], ignore_case=True)
+        self._other_device = _matcher([_OTHER_DEVICE], ignore_case=True)
         self._tv = _matcher([_TV], ignore_case=True)
         self._tablet = _matcher([_TABLET_WORDS])
         self._desktop = _matcher([_DESKTOP_WORDS])
@@ -226,19 +247,24 @@ class DeviceClassifier:
         # On a string that ua-parser resolved to a concrete phone or tablet, a bot word or a
         # crawler pattern is a model or app name ("CUBOT", "Sogou" browser, WhatsApp app): bots
         # that imitate a phone are caught above as ua-parser's "Spider".
-        handset = (
-            os in ("Android", "iOS") and device != "Other" and not device.startswith("Generic")
-        )
+        handset = os in ("Android", "iOS") and "compatible" not in ua
         if not handset and (self._bot_words(ua) or self._crawler(ua)):
-            return BOT
-        if browser == "Other" and os == "Other" and _BARE_COMPATIBLE.match(ua):
-            # "Mozilla/5.0 (compatible; Name/1.0 …)" naming neither a browser nor a platform
-            # ua-parser knows is the shape of a crawler's user agent.
             return BOT
         if self._console(ua):
             return CONSOLE
+        if self._other_device(ua):
+            return OTHER
         if self._tv(ua):
             return TV
+        if (browser == "Other" and os == "Other" and _BARE_COMPATIBLE.match(ua)) or (
+            "KHTML, like Gecko; " in ua
+        ):
+            # "Mozilla/5.0 (compatible; Name/1.0 …)" naming neither a browser, an engine nor a
+            # platform ua-parser knows is the shape of a crawler's user agent; browsers never
+            # add a token inside "(KHTML, like Gecko)", crawlers that imitate them do.
+            return BOT
+        if self._computer(ua):
+            return DESKTOP
         if (
             device in TABLET_FAMILIES
             or device.startswith("Kindle")

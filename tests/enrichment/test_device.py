@@ -441,8 +441,10 @@ def test_invalid_options_are_rejected():
 # `python benchmarks/ua_corpus.py run`, which prints the confusion matrix (docs/enrichment.md).
 SAMPLE = Path(__file__).parent / "data" / "ua_sample.tsv"
 # Floors this sample must keep (measured value minus ~2 points of slack for rule-list updates).
-FLOORS = {"mobile": 0.96, "tablet": 0.82, "desktop": 0.78, "tv": 0.65}
-BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.79, 0.94
+# The targets (>= 95 % overall, >= 90 % per class, bot recall >= 95 % at precision
+# >= 99 %) are not all reached yet: see docs/enrichment.md, "How well it classifies".
+FLOORS = {"mobile": 0.96, "tablet": 0.82, "desktop": 0.86, "tv": 0.65, "console": 0.70}
+BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.80, 0.96
 
 
 def test_device_class_agrees_with_an_independent_labelled_corpus():
