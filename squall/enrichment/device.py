@@ -24,6 +24,7 @@ from squall.enrichment.cache import LRUCache
 from squall.enrichment.device_class import (
     BOT,
     CLASSES,
+    HINTED_CLASSES,
     UNKNOWN,
     DeviceClassifier,
     class_from_hints,
@@ -161,7 +162,7 @@ class DeviceBolt(Bolt):
                 out.fail(event, "payload is not a JSON object")
                 continue
             block = dict(blocks[key]) if key is not None else dict(unknown)
-            if get_hints is not None and block["device_class"] != BOT:
+            if get_hints is not None and block["device_class"] in HINTED_CLASSES:
                 hints = get_hints(event)
                 if isinstance(hints, dict) and hints:
                     named = class_from_hints(hints)

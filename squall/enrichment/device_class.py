@@ -56,9 +56,11 @@ AUTOMATED_FAMILIES = frozenset(
         "Chrome-Lighthouse",
     }
 )
-# Patterns of the crawler list left out: HTTP libraries that real mobile apps send as their user
-# agent (counting an app's users as bots is the worse error for analytics).
-APP_LIBRARY_PATTERNS = frozenset({"okhttp"})
+# Patterns of the crawler list left out, each matching real clients: okhttp is the HTTP library
+# real Android apps send as their user agent; "Sogou" also matches the Sogou mobile browser
+# (Sogou's crawlers say "spider", caught by the bot words); "008/" matches a build token of the
+# Baidu app. Counting an app's or a browser's users as bots is the worse error for analytics.
+EXCLUDED_PATTERNS = frozenset({"okhttp", "Sogou", "008\\/"})
 # Words that only automated clients put in a user agent. "bot" must end a word or a name
 # ("Googlebot", "Bytespider-bot/", "AdsBot-Google") so that "Abbott" or "Cubot" phones do not match.
 _BOT_WORDS = (
@@ -210,7 +212,7 @@ class DeviceClassifier:
         patterns = [
             entry["pattern"]
             for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
-            if entry["pattern"] not in APP_LIBRARY_PATTERNS
+            if entry["pattern"] not in EXCLUDED_PATTERNS
         ]
         self.crawler_patterns = len(patterns)
         self._crawler = _matcher(patterns)
@@ -244,11 +246,16 @@ class DeviceClassifier:
             self.load()
         if device == "Spider" or browser in AUTOMATED_FAMILIES:
             return BOT
-        # On a string that ua-parser resolved to a concrete phone or tablet, a bot word or a
-        # crawler pattern is a model or app name ("CUBOT", "Sogou" browser, WhatsApp app): bots
-        # that imitate a phone are caught above as ua-parser's "Spider".
-        handset = os in ("Android", "iOS") and "compatible" not in ua
-        if not handset and (self._bot_words(ua) or self._crawler(ua)):
+        # In the platform part of an Android or iOS string a bot word or crawler pattern is a
+        # model or build name ("CUBOT", "VR BOT 552", a build id the list holds): bots that
+        # imitate a phone are caught above as ua-parser's "Spider", or say "compatible".
+        if os in ("Android", "iOS") and "compatible" not in ua:
+            # Outside the platform part, where the model is, a bot word still counts: a
+            # crawler that appends its name to a phone browser's string ("… Chrome-Lighthouse").
+            rest = ua.partition(")")[2]
+            if rest and (self._bot_words(rest) or self._crawler(rest)):
+                return BOT
+        elif self._bot_words(ua) or self._crawler(ua):
             return BOT
         if self._console(ua):
             return CONSOLE
@@ -307,23 +314,40 @@ def _matcher(patterns: list[str], *, ignore_case: bool = False) -> Callable[[str
 
 
 def class_from_hints(hints: Mapping[str, Any]) -> str | None:
-    """The class named by client hints (Sec-CH-UA-Form-Factors, then Sec-CH-UA-Mobile), or None.
+    """The class named by client hints, or None when they name none.
 
-    Header names are matched case-insensitively. ``Sec-CH-UA-Mobile: ?0`` alone says "not a
-    phone", which is a desktop only on a desktop platform (Chrome on an Android tablet sends ?0).
+    Takes the request headers (``Sec-CH-UA-Form-Factors``, ``Sec-CH-UA-Mobile``,
+    ``Sec-CH-UA-Platform``; names matched case-insensitively) or the fields of
+    ``navigator.userAgentData.getHighEntropyValues()`` (``formFactors``, ``mobile``, ``platform``).
+    Form factors decide outright. Otherwise ``mobile`` true is a phone; false is a desktop on a
+    desktop platform and a tablet on Android (Chrome's convention: an Android tablet sends ?0).
     """
     lower = {str(k).lower(): v for k, v in hints.items()}
-    factors = lower.get("sec-ch-ua-form-factors")
+    factors = lower.get("sec-ch-ua-form-factors", lower.get("formfactors"))
     if isinstance(factors, str):
-        for token in factors.replace('"', "").split(","):
-            found = _FORM_FACTORS.get(token.strip().lower())
+        factors = factors.replace('"', "").split(",")
+    if isinstance(factors, list):
+        for token in factors:
+            found = _FORM_FACTORS.get(str(token).strip().lower())
             if found is not None:
                 return found
-    mobile = lower.get("sec-ch-ua-mobile")
+    mobile = lower.get("sec-ch-ua-mobile", lower.get("mobile"))
     if isinstance(mobile, str):
-        platform = str(lower.get("sec-ch-ua-platform", "")).strip('"').lower()
-        if mobile.strip() == "?1":
-            return MOBILE
-        if mobile.strip() == "?0" and platform in ("windows", "macos", "linux", "chrome os"):
-            return DESKTOP
+        mobile = {"?1": True, "?0": False}.get(mobile.strip())
+    if not isinstance(mobile, bool):
+        return None
+    if mobile:
+        return MOBILE
+    platform = lower.get("sec-ch-ua-platform", lower.get("platform"))
+    platform = platform.strip().strip('"').lower() if isinstance(platform, str) else ""
+    if platform in _DESKTOP_PLATFORMS:
+        return DESKTOP
+    if platform == "android":
+        return TABLET
     return None
+
+
+_DESKTOP_PLATFORMS = frozenset({"windows", "macos", "linux", "chrome os", "chromium os"})
+#: Classes client hints may replace: a bot, TV, console or other device named by the string keeps
+#: its class (an Android TV sends "mobile: ?0" like a tablet).
+HINTED_CLASSES = frozenset({DESKTOP, MOBILE, TABLET, UNKNOWN})

@@ -11,6 +11,7 @@ import pytest
 
 from squall.component import ComponentContext
 from squall.enrichment.device import FIELDS, DeviceBolt, classify
+from squall.enrichment.device_class import class_from_hints
 
 from .support import make_batch, make_event
 
@@ -471,3 +472,117 @@ def test_device_class_agrees_with_an_independent_labelled_corpus():
     assert {k: round(v, 3) for k, v in agreement.items() if v < FLOORS[k]} == {}, dict(matrix)
     assert recall >= BOT_RECALL_FLOOR, (recall, dict(matrix["bot"]))
     assert precision >= BOT_PRECISION_FLOOR, (precision, {k: c["bot"] for k, c in matrix.items()})
+
+
+@pytest.mark.parametrize(
+    ("hints", "expected"),
+    [
+        ({"Sec-CH-UA-Form-Factors": '"Tablet"'}, "tablet"),
+        ({"sec-ch-ua-form-factors": '"Desktop", "XR"', "Sec-CH-UA-Mobile": "?1"}, "desktop"),
+        ({"Sec-CH-UA-Mobile": "?1", "Sec-CH-UA-Platform": '"Android"'}, "mobile"),
+        ({"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"Android"'}, "tablet"),
+        ({"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"macOS"'}, "desktop"),
+        ({"Sec-CH-UA-Mobile": "?0"}, None),  # not a phone, but which device is unknown
+        ({"mobile": False, "platform": "Windows"}, "desktop"),  # navigator.userAgentData fields
+        ({"formFactors": ["Mobile"]}, "mobile"),
+        ({"Sec-CH-UA-Mobile": "maybe"}, None),
+        ({}, None),
+    ],
+)
+def test_client_hints_name_the_class(hints, expected):
+    assert class_from_hints(hints) == expected
+
+
+def test_client_hints_decide_the_class_of_a_non_bot_only(bolt_with_hints):
+    # Chrome's reduced user agent on an Android tablet: "Android 10; K" and no "Mobile"
+    # decides nothing by itself; the hints do. A bot or a TV keeps the class its string names.
+    reduced = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+    desktop_hints = {"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"Windows"'}
+    values = [
+        {"user_agent": reduced, "hints": {"Sec-CH-UA-Form-Factors": '"Tablet"'}},
+        {"user_agent": reduced, "hints": {"Sec-CH-UA-Mobile": "?1"}},
+        {"user_agent": reduced, "hints": "not an object"},
+        {
+            "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "hints": desktop_hints,
+        },
+        {
+            "user_agent": "Mozilla/5.0 (Linux; Android 9; BRAVIA 4K GB ATV3) Safari/537.36",
+            "hints": desktop_hints,
+        },
+    ]
+    events = bolt_with_hints.process(make_batch(values)).streams["default"]
+    classes = [e.value["device"]["device_class"] for e in events]
+    assert classes == ["tablet", "mobile", "tablet", "bot", "tv"]
+    assert bolt_with_hints.parsed == 3  # the hints do not split the cache per event
+
+
+@pytest.fixture
+def bolt_with_hints() -> DeviceBolt:
+    b = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", hints_field="hints"), ComponentContext("test")
+    )
+    b.setup(None)
+    return b
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # bots named by no bot word, from the crawler-user-agents list
+        ("ApacheBench/2.3", "bot"),
+        ("Datadog Agent/5.10.1", "bot"),
+        ("FeedBurner/1.0 (http://www.FeedBurner.com)", "bot"),
+        ("ELB-HealthChecker/2.0", "bot"),
+        ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", "bot"),
+        ("Python/3.11 aiohttp/3.9.1", "bot"),
+        # bot names appended to a browser string
+        (
+            "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
+            "bot",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+            "bot",
+        ),
+        (
+            "Mozilla/5.0 (compatible; Storebot-Google/1.0; +http://www.google.com/storebot.html)",
+            "bot",
+        ),
+        # phone models and apps whose names look like bots
+        (
+            "Mozilla/5.0 (Linux; Android 13; Cubot X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+        ("okhttp/4.12.0", "other"),
+        # desktops the old rules called other, and Android on laptops
+        ("Microsoft Office/16.0 (Macintosh; Mac OS X 10.15.7; Desktop)", "desktop"),
+        (
+            "Mozilla/5.0 (Linux; Android 9; HP Chromebook 13 G1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80.0.3987.162 Safari/537.36",
+            "desktop",
+        ),
+        # tablets that the "Android browser means mobile" rule called mobile
+        (
+            "Mozilla/5.0 (Linux; U; Android 4.0.4; fr-fr; MID74C Build/IML74K) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Safari/534.30",
+            "tablet",
+        ),
+        # watches, headsets, set-top boxes
+        ("atc/1.0 watchOS/6.0 model/Watch4,2 hwp/t8006 build/17R575 (6; dt:191)", "other"),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; Quest 2) AppleWebKit/537.36 (KHTML, like Gecko) OculusBrowser/22.2.0 SamsungBrowser/4.0 Chrome/106.0.5249.181 VR Safari/537.36",
+            "other",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 9; 43U600KD Build/PTT1.190222.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/97.0.4692.87 Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; XBOX_ONE_ED) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.79 Safari/537.36 Edge/14.14393",
+            "console",
+        ),
+    ],
+)
+def test_cases_the_issue_names(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+    assert event.value["device"]["is_bot"] is (expected == "bot")
