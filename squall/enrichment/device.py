@@ -100,9 +100,9 @@ class DeviceBolt(Bolt):
         hints_field: str | None = Field(
             None,
             description=(
-                "Dotted path of an object of client-hint headers (Sec-CH-UA-Form-Factors, "
-                "Sec-CH-UA-Mobile, Sec-CH-UA-Platform); when present they decide the device "
-                "class of a non-bot."
+                "Dotted path of an object of client hints: Sec-CH-UA-Form-Factors, "
+                "Sec-CH-UA-Mobile and Sec-CH-UA-Platform headers, or navigator.userAgentData "
+                "fields; when the event has them they decide between desktop, mobile and tablet."
             ),
         )
 

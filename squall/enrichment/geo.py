@@ -161,11 +161,13 @@ class GeoBolt(Bolt):
         )
         database: str | None = Field(
             None,
-            description="Path of a GeoIP2/GeoLite2 City (or Country) .mmdb file, relative to the topology file. "
+            description="Path of a GeoIP2/GeoLite2 City, Country or Enterprise .mmdb file, relative to the "
+            "topology file; another type (ISP, ASN, Anonymous-IP) is refused at start. "
             "Default: the GeoLite2-City bundled with the maxminddb-geolite2 package (from 2018: use a current one).",
         )
         asn_database: str | None = Field(
-            None, description="Path of a GeoLite2/GeoIP2 ASN .mmdb file; adds `asn` and `as_org`."
+            None,
+            description="Path of a GeoLite2/GeoIP2 ASN or ISP .mmdb file; adds `asn` and `as_org`.",
         )
         language: str = Field(
             "en",
