@@ -80,8 +80,9 @@ _TV = (
     # Android set-top boxes sold under a few generic names, and "Smart Stick" dongles.
     r"\b(?:MXQ|MXIII|X96|H96|T95|A95X|TX[3-9])\b|Smart ?Stick|\bShell\b|"
     # TV makers name Android TV models by screen size in inches: "43U600KD", "55UE-BYVB",
-    # "LED32…", "SL-LED55S01".
-    r"; (?:[2-9]\d(?:[A-Z]{1,4}\d{2,4}|[A-Z]{2,4}-)[A-Z0-9-]*|[A-Z-]*LED-?\d{2}[A-Z0-9-]*)(?: Build|\))"
+    # "GTV-50PU744N", "LED32…", "SL-LED55S01", "ELED-48SMART".
+    r"; (?:[A-Za-z]+[-_ ]){0,2}(?:[2-9]\d(?:[A-Z]{1,4}\d{2,4}|[A-Z]{2,4}-)[A-Z0-9_-]*|"
+    r"[A-Z-]*LED-?\d{2}[A-Z0-9-]*|[A-Z]*-?\d{2}SMART)(?: Build|\))"
 )
 _BARE_COMPATIBLE = re.compile(
     r"Mozilla/\d\.\d+ ?\(compatible; ?(?!U;)[A-Za-z][\w .-]*/\d(?!.*(?:AppleWebKit|Gecko|Presto))"
@@ -280,7 +281,7 @@ class DeviceClassifier:
             or self._tablet(ua)
         ):
             return TABLET
-        if device in MOBILE_FAMILIES:
+        if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
             return MOBILE
         if os == "Android" or "Android" in ua:
             # Google's convention: Android phones say "Mobile", Android tablets do not. Apps

@@ -444,7 +444,7 @@ SAMPLE = Path(__file__).parent / "data" / "ua_sample.tsv"
 # Floors this sample must keep (measured value minus ~2 points of slack for rule-list updates).
 # The targets (>= 95 % overall, >= 90 % per class, bot recall >= 95 % at precision
 # >= 99 %) are not all reached yet: see docs/enrichment.md, "How well it classifies".
-FLOORS = {"mobile": 0.96, "tablet": 0.82, "desktop": 0.86, "tv": 0.65, "console": 0.70}
+FLOORS = {"mobile": 0.96, "tablet": 0.83, "desktop": 0.86, "tv": 0.67, "console": 0.70}
 BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.80, 0.96
 
 
