@@ -1,16 +1,19 @@
 """Device class and bot detection for the device bolt.
 
-The class of a user agent is decided from, in order: client hints (when the event carries them),
-bot evidence, television and console tokens, then tablet, mobile and desktop evidence. Bot
-evidence combines three sources:
+A parsed user agent (ua-parser's browser, OS and device) gets its class from, first match wins:
+bot evidence, console, other-device (watch, headset, car, …) and TV tokens, the shape of a
+crawler's string, laptop names, then tablet, mobile and desktop evidence; the rules are listed
+in docs/enrichment.md. Bot evidence combines three sources:
 
 - ua-parser's own "Spider" device family and the automated clients it names as browsers;
 - the maintained crawler pattern list of ``crawler-user-agents`` (monperrus/crawler-user-agents,
-  MIT, ~1,500 patterns), matched in one pass by ua-parser-rs's regex set when it is installed;
+  MIT, ~1,500 patterns);
 - a short list of words only automated clients put in a user agent.
 
-Loading the pattern list costs ~20 ms with ua-parser-rs; it happens in :meth:`DeviceClassifier.load`
-(the bolt's ``setup()``), never at import.
+Every list is matched in one pass by ua-parser-rs's regex set (Python's ``re`` when it is not
+installed). Compiling them costs 60-170 ms; it happens in :meth:`DeviceClassifier.load` (the
+bolt's ``setup()``), never at import. Client hints, when an event carries them, are applied by
+the bolt through :func:`class_from_hints`.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ _FORM_FACTORS = {
     "tablet": TABLET,
     "xr": OTHER,
     "eink": TABLET,
-    "watch": MOBILE,
+    "watch": OTHER,
     "automotive": OTHER,
 }
 
@@ -205,7 +208,7 @@ class DeviceClassifier:
         self.crawler_patterns = 0
 
     def load(self) -> None:
-        """Compile the crawler list and the class rules (once; ~40 ms with ua-parser-rs)."""
+        """Compile the crawler list and the class rules (once; 60-170 ms with ua-parser-rs)."""
         if self._loaded:
             return
         import crawleruseragents
@@ -305,11 +308,14 @@ def _matcher(patterns: list[str], *, ignore_case: bool = False) -> Callable[[str
     try:
         import ua_parser_rs
     except ImportError:  # pragma: no cover - ua-parser[regex] installs it
-        ua_parser_rs = None
-    if ua_parser_rs is not None:
-        flag = "i" if ignore_case else None
-        extractor = ua_parser_rs.DeviceExtractor([(p, flag, "x", None, None) for p in patterns])
-        return lambda ua: extractor.extract(ua) is not None
+        return re_matcher(patterns, ignore_case=ignore_case)
+    flag = "i" if ignore_case else None
+    extractor = ua_parser_rs.DeviceExtractor([(p, flag, "x", None, None) for p in patterns])
+    return lambda ua: extractor.extract(ua) is not None
+
+
+def re_matcher(patterns: list[str], *, ignore_case: bool = False) -> Callable[[str], bool]:
+    """The same test with Python's ``re`` (the fallback; slower, same answers)."""
     combined = re.compile("|".join(f"(?:{p})" for p in patterns), re.I if ignore_case else 0)
     return lambda ua: combined.search(ua) is not None
 

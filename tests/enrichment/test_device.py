@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pydantic
 import pytest
+import ua_parser
 
 from squall.component import ComponentContext
 from squall.enrichment.device import FIELDS, DeviceBolt, classify
@@ -586,3 +587,30 @@ def test_cases_the_issue_names(bolt, ua, expected):
     [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
     assert event.value["device"]["device_class"] == expected
     assert event.value["device"]["is_bot"] is (expected == "bot")
+
+
+def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
+    """Without ua-parser-rs the same patterns run in Python's re: same classes on the sample."""
+    from squall.enrichment import device_class
+    from squall.enrichment.device import build_resolver
+
+    resolver = build_resolver()
+    rust = device_class.DeviceClassifier()
+    monkeypatch.setattr(device_class, "_matcher", device_class.re_matcher)
+    python = device_class.DeviceClassifier()
+    python.load()
+    lines = [line.split("\t")[1] for line in SAMPLE.read_text(encoding="utf-8").splitlines()[1:]]
+    differ = []
+    for ua in lines[::6]:
+        r = resolver(ua, ua_parser.Domain.ALL)
+        parsed = (
+            ua,
+            r.user_agent.family if r.user_agent else "Other",
+            r.os.family if r.os else "Other",
+            r.device.family if r.device else "Other",
+            r.device.brand if r.device else None,
+            r.device.model if r.device else None,
+        )
+        if rust.classify(*parsed) != python.classify(*parsed):
+            differ.append(ua)
+    assert differ == []
