@@ -77,7 +77,7 @@ _BOT_WORDS = (
 # "AFT…" models, Chromecast "CrKey", Philips/NetRange "NETTV", Hisense VIDAA, Vestel "OMI").
 _TV = (
     r"\bTV\b|_TV_|SMART-?TV|Smart ?TV|GoogleTV|Google TV|AndroidTV|Android TV|AppleTV|Apple TV|"
-    r"HbbTV|CE-HTML|NETTV|NetCast|Web0S|webOS\.TV|BRAVIA|\bAFT[A-Z]|CrKey|Roku|Viera|VIDAA|"
+    r"HbbTV|CE-HTML|NETTV|NetCast|Web0S|webOS\.TV|\btvOS\b|BRAVIA|\bAFT[A-Z]|CrKey|Roku|Viera|VIDAA|"
     r"\bOMI/|DTV|\bSTB\b|Set-?Top|Freebox|ViziOS|BrightSign|Opera TV|TV Bro|SmartHub|Tizen[^;)]*TV|"
     r"\bMiTV|MIBOX|\bBox\b|TVBox|TV-Box|\bDVB\b|Maple|SonyDTV|Espial|TiviMate|Kodi|"
     # Android set-top boxes sold under a few generic names, and "Smart Stick" dongles.

@@ -614,3 +614,36 @@ def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
         if rust.classify(*parsed) != python.classify(*parsed):
             differ.append(ua)
     assert differ == []
+
+
+@pytest.mark.parametrize(
+    ("ua", "os", "expected"),
+    [
+        # OS names ua-parser emits that the old lists missed
+        (
+            "Mozilla/5.0 (Symbian/3; Series60/5.2 NokiaN8-00/012.002; Profile/MIDP-2.1 Configuration/CLDC-1.1 ) AppleWebKit/533.4 (KHTML, like Gecko) NokiaBrowser/7.3.0 Safari/533.4 3gpp-gba",
+            "Symbian^3",
+            "mobile",
+        ),
+        (
+            "Nokia2690/2.0 (06.97) Profile/MIDP-2.1 Configuration/CLDC-1.1",
+            "Nokia Series 40",
+            "mobile",
+        ),
+        ("Mozilla/5.0 (compatible; Polaris 6.2; Brew MP 1.0.2)", "Brew MP", "mobile"),
+        ("server-bag [Watch OS,8.0,19R346,Watch6,2]", "WatchOS", "other"),
+        ("AppleTV11,1/11.1", "tvOS", "tv"),
+        (
+            "Mozilla/5.0 (X11; Kubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            "Kubuntu",
+            "desktop",
+        ),
+        (
+            "Mozilla/5.0 (X11; Mageia; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0",
+            "Mageia",
+            "desktop",
+        ),
+    ],
+)
+def test_os_names_ua_parser_emits_are_classified(ua, os, expected):
+    assert classify(ua, "Other", os, "Other", None, None) == expected
