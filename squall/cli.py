@@ -43,10 +43,14 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="squall")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="SQUALL_LOG_FORMAT",
+              help="Log lines as text or one JSON object per line (env SQUALL_LOG_FORMAT).")
+def main(verbose: int, log_format: str | None) -> None:
     """squall: Storm-style topologies for Amazon Kinesis streams."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from squall.observability.logs import configure
+
+    configure(log_format, level=logging.WARNING - 10 * min(verbose, 2))
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
 
 
 @main.command()
@@ -69,8 +73,13 @@ def validate(file: str) -> None:
 @click.option("--input", "input_path", type=click.Path(allow_dash=True),
               help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch (default: settings.batch_size).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None) -> None:
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal; else a log line every --log-interval s).")
+@click.option("--log-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds between progress log lines when there is no progress bar.")
+@click.option("--metrics-port", metavar="[ADDR:]PORT", help="Serve Prometheus metrics on /metrics at this port.")
+def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None, log_interval: float,
+        metrics_port: str | None) -> None:
     """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
     from squall.deploy.console import run_with_console
 
@@ -79,7 +88,8 @@ def run(file: str, input_path: str | None, batch_size: int | None, progress: boo
         from squall.spouts.file import path_spout_config
 
         topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
-    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress))
+    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress, metrics_port=metrics_port,
+                              log_every=log_interval))
 
 
 @main.command()
@@ -176,9 +186,12 @@ def reference(output: str | None) -> None:
 @click.option("--jars", type=click.Path(file_okay=False), help="Directory of the KCL jars.")
 @click.option("--properties-out", type=click.Path(dir_okay=False), help="Where to write the properties file.")
 @click.option("--print", "print_only", is_flag=True, help="Print the properties and the command; do not start.")
+@click.option("--metrics-port", metavar="[ADDR:]PORT",
+              help="Serve the Prometheus metrics of all shard processes of this host on /metrics.")
 def kcl(file: str, stream: str, application: str | None, region: str, initial_position: str,
         kinesis_endpoint: str | None, dynamodb_endpoint: str | None, no_metrics: bool, worker_id: str | None,
-        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool) -> None:
+        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool,
+        metrics_port: str | None) -> None:
     """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor."""
     import os
 
@@ -204,6 +217,10 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
     if print_only:
         click.echo(text + describe(cmd))
         return
+    if metrics_port:  # a scrape server beside the daemon, summing the shard processes' files
+        from squall.observability.prometheus import start_multiprocess_server
+
+        start_multiprocess_server(metrics_port, out.with_suffix(".metrics"))
     os.execvp(cmd[0], cmd)
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
+from squall.observability.runners import kcl_recorder
 from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load
@@ -55,6 +56,7 @@ class RecordProcessor:
         self._sleep = sleep
         self._max_backoff = max_backoff
         self.last_checkpoint: Position | None = None
+        self.metrics = kcl_recorder(engine.topology.name)  # Prometheus (multiprocess) + a progress line
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
@@ -66,9 +68,12 @@ class RecordProcessor:
         if not records:
             return
         backoff = 1.0
+        ms = getattr(process_records_input, "millis_behind_latest", None)
+        lag = {self.shard_id: ms} if ms is not None else None
         while True:
             try:
-                result = self.engine.process(records)
+                with self.metrics.batch(self.engine, records, shard=self.shard_id, lag=lambda: lag) as watch:
+                    watch.result = result = self.engine.process(records)
                 break
             except BatchFailed as exc:
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
@@ -111,7 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     from amazon_kclpy import kcl
 
     args = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from squall.observability.logs import configure
+
+    configure(level=logging.WARNING)  # text or SQUALL_LOG_FORMAT=json, on stderr
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
     topology = load(args[0])
     check_kcl_safe(topology)
     engine = Engine(compile_plan(topology))
