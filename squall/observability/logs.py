@@ -61,15 +61,19 @@ class TextFormatter(logging.Formatter):
     def __init__(self, fmt: str = "%(levelname)s %(name)s: %(message)s"):
         super().__init__(fmt)
 
+    terminator = ""
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         ctx = _context.get()
         if ctx:
             line += " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
-        return redact(line)
+        return redact(line) + self.terminator
 
 
 class JsonFormatter(logging.Formatter):
+    terminator = ""
+
     """One JSON object per line: time, level, logger, message, the batch context, extra ``fields``."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -82,9 +86,13 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)
+        request_id = getattr(record, "aws_request_id", None)  # set by Lambda's runtime client
+        if request_id:
+            out["request_id"] = request_id
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return redact(orjson.dumps(out, default=str).decode())
+        return redact(orjson.dumps(out, default=str).decode()) + self.terminator
+
 
 
 def log_format(explicit: str | None = None) -> str:
@@ -110,10 +118,12 @@ def configure(fmt: str | None = None, *, level: int = logging.WARNING, stream: A
 
 def install_formatter(fmt: str | None = None) -> None:
     """Give the handlers already on the root logger (Lambda's own) squall's formatter."""
-    formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
     root = logging.getLogger()
     if not root.handlers:
         configure(fmt, level=logging.INFO)
         return
     for h in root.handlers:
+        formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
+        if not hasattr(h, "terminator"):  # Lambda's runtime client writes the line as is: end it here
+            formatter.terminator = "\n"
         h.setFormatter(formatter)
