@@ -159,6 +159,30 @@ def package(file: str, handler: str, output: str, extras: str, python_version: s
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default="monitoring", show_default=True)
+@click.option("--lag-ms", type=click.IntRange(1), default=60_000, show_default=True, help="Lag alert threshold.")
+@click.option("--dead-letter-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Dead-letter rate alert threshold (fraction of records).")
+def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
+    """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
+    import yaml
+
+    from squall.observability.dashboards import Thresholds, cloudwatch_dashboard, grafana_dashboard, prometheus_rules
+
+    topo = _load_or_exit(file)
+    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {f"{topo.name}.rules.yaml": yaml.safe_dump(prometheus_rules(topo, thresholds=th), sort_keys=False),
+             f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",
+             f"{topo.name}.cloudwatch.json": json.dumps(cloudwatch_dashboard(topo, region="us-east-1"), indent=2) + "\n"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+        click.echo(str(out / name))
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def reference(output: str | None) -> None:
     """Print the option reference of every component as Markdown (docs/reference.md)."""
