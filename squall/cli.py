@@ -168,7 +168,12 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
     import yaml
 
-    from squall.observability.dashboards import Thresholds, cloudwatch_dashboard, grafana_dashboard, prometheus_rules
+    from squall.observability.dashboards import (
+        Thresholds,
+        cloudwatch_dashboard,
+        grafana_dashboard,
+        prometheus_rules,
+    )
 
     topo = _load_or_exit(file)
     th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)

@@ -13,7 +13,12 @@ import pytest
 import yaml
 
 from squall.deploy.template import sam_template
-from squall.observability.dashboards import cloudwatch_dashboard, components, grafana_dashboard, prometheus_rules
+from squall.observability.dashboards import (
+    cloudwatch_dashboard,
+    components,
+    grafana_dashboard,
+    prometheus_rules,
+)
 from squall.topology.loader import load
 from tests.conftest import EXAMPLES
 
