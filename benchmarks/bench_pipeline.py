@@ -93,6 +93,21 @@ def run_squall(recs: list[Record], batch: int, tmp: Path, metrics: bool = False)
     return times[0], times[1]
 
 
+def recorder_cost(recs: list[Record], batch: int, tmp: Path, calls: int = 500) -> float:
+    """Microseconds one batch's metrics take (recorder + Prometheus backend + totals), timed alone."""
+    topo = load_text(TOPOLOGY.format(db=tmp / "cost.db", dlq=tmp / "dlq.jsonl"), base_dir=tmp)
+    engine = Engine(compile_plan(topo)).open()
+    chunk = recs[:batch]
+    result = engine.process(chunk)
+    recorder = Recorder("bench", [PrometheusBackend(), Totals()])
+    started = time.perf_counter()
+    for _ in range(calls):
+        recorder.observe(engine, chunk, result, 0.01)
+    cost = (time.perf_counter() - started) / calls * 1e6
+    engine.close()
+    return cost
+
+
 def run_hand(recs: list[Record], batch: int, tmp: Path) -> tuple[float, float]:
     reader = maxminddb.open_database(bundled_database())
     db = sqlite3.connect(tmp / "hand.db")
@@ -159,6 +174,11 @@ def main() -> None:
         print(f"ratio squall/hand ({phase}): {rate[('squall', phase)] / rate[('hand', phase)]:.2f}x")
         cost = 1 - rate[("squall+metrics", phase)] / rate[("squall", phase)]
         print(f"metrics cost ({phase}): {cost:+.1%} of throughput")
+    with tempfile.TemporaryDirectory() as tmp:
+        per_batch = recorder_cost(recs, args.batch, Path(tmp))
+    per_event = per_batch / args.batch
+    print(f"metrics per batch, timed alone: {per_batch:.0f} us = {per_event:.3f} us/event = "
+          f"{per_event / (1e6 / rate[('squall', 'warm')]):.2%} of squall's warm time per event")
 
 
 if __name__ == "__main__":

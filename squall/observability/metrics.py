@@ -13,6 +13,7 @@ dimensions ``Topology`` and ``Component`` — never the shard or the record).
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import time
@@ -23,6 +24,8 @@ from typing import Any, Protocol
 
 from squall.enrichment.cache import LRUCache
 from squall.observability.logs import log_context
+
+log = logging.getLogger("squall.metrics")
 
 #: Per-component counter fields of ``ComponentStats`` and the ``outcome`` label each becomes.
 COMPONENT_OUTCOMES = (("received", "in"), ("emitted", "out"), ("dead_lettered", "dead_lettered"),
@@ -184,6 +187,7 @@ class Recorder:
         self._last: dict[str, tuple] = {}
         self._caches: dict[str, list[LRUCache]] | None = None
         self.last: BatchSample | None = None
+        self._broken: set[int] = set()
 
     @contextmanager
     def batch(self, engine: Any, records: Sequence[Any], *, shard: str | None = None,
@@ -234,7 +238,12 @@ class Recorder:
         self.last = sample
         with log_context(topology=self.topology, batch_id=sample.batch_id):
             for backend in self.backends:
-                backend.record(sample)
+                try:
+                    backend.record(sample)
+                except Exception:  # metrics never fail a batch (nor hide its outcome)
+                    if id(backend) not in self._broken:
+                        self._broken.add(id(backend))
+                        log.exception("metrics backend %s failed; the batch is unaffected", type(backend).__name__)
         return sample
 
     def _iterator_age(self, records: Sequence[Any]) -> dict[str, float]:

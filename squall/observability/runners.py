@@ -87,7 +87,11 @@ class LambdaObserver:
         _otel(self.recorder)
 
     def flush(self, context: Any = None) -> None:
-        self.emf.flush(context)
+        """Print this invocation's EMF documents; a metrics problem never fails the invocation."""
+        try:
+            self.emf.flush(context)
+        except Exception:
+            invocation_log.exception("EMF metrics could not be written; the batch is unaffected")
 
 
 def lambda_observer(topology: str) -> LambdaObserver:

@@ -159,3 +159,19 @@ def test_without_a_terminal_the_run_logs_progress_every_interval(tmp_path: Path)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 3, lines  # at 12, 24 and 36 s of 40
     assert lines[-1].startswith("progress: batches=9 records=45 committed=45")
+
+
+def test_a_broken_metrics_backend_does_not_fail_the_batch(tmp_path: Path, caplog):
+    class Broken:
+        def record(self, sample):
+            raise RuntimeError("exporter down")
+
+    engine = engine_for(tmp_path, "m4")
+    totals = Totals()
+    rec = Recorder("metered", [Broken(), totals])
+    for _ in range(2):
+        batch = records([{"n": 1}])
+        with rec.batch(engine, batch) as watch:
+            watch.result = engine.process(batch)
+    assert totals.outcomes["committed"] == 2  # the next backend still got both batches
+    assert [r.message for r in caplog.records].count("metrics backend Broken failed; the batch is unaffected") == 1
