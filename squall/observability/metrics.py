@@ -186,6 +186,7 @@ class Recorder:
         self.batches = 0
         self._last: dict[str, tuple] = {}
         self._caches: dict[str, list[LRUCache]] | None = None
+        self._components: dict[str, Any] = {}
         self.last: BatchSample | None = None
         self._broken: set[int] = set()
 
@@ -257,14 +258,17 @@ class Recorder:
     def _deltas(self, engine: Any) -> list[ComponentDelta]:
         stats = [engine.spout_stats, *engine.stats]
         if self._caches is None:
-            comps = dict(zip((s.id for s in engine.stats), engine.components, strict=True))
-            self._caches = {sid: _caches(c) for sid, c in comps.items()}
+            self._components = dict(zip((s.id for s in engine.stats), engine.components, strict=True))
+            self._caches = {sid: _caches(c) for sid, c in self._components.items()}
         out = []
         for s in stats:
             caches = self._caches.get(s.id, [])
+            comp = self._components.get(s.id)
+            # Rows a sink added vs found stored: the sink counts them (warehouse), else the engine's stats might.
+            written = getattr(comp, "rows_written", getattr(s, "written", None))
+            present = getattr(comp, "rows_present", getattr(s, "present", None))
             now = (s.received, s.emitted, s.dead_lettered, s.dropped, s.failed, s.retries, s.seconds,
-                   getattr(s, "written", None), getattr(s, "present", None),
-                   sum(c.hits for c in caches), sum(c.misses for c in caches))
+                   written, present, sum(c.hits for c in caches), sum(c.misses for c in caches))
             before = self._last.get(s.id)
             self._last[s.id] = now
             if before is None:

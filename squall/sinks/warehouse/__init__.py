@@ -110,6 +110,9 @@ class WarehouseSink(Sink):
     Config = WarehouseConfig
     summary = "Write events as rows of a SQL table (SQLite, PostgreSQL), idempotent on event_id."
     transactional_checkpoint = True
+    #: Rows added vs found already stored since open, counted after each commit (read by metrics).
+    rows_written = 0
+    rows_present = 0
 
     def open(self, resources) -> None:
         cfg = self.config
@@ -137,8 +140,12 @@ class WarehouseSink(Sink):
         with sql_errors(self.where):
             if prepared.events:
                 self.writer.before_transaction(prepared.payload)
+            written = 0
             with transaction(self.engine) as conn:
                 if prepared.events:
-                    self.writer.write(conn, prepared.payload)
+                    written = self.writer.write(conn, prepared.payload)
                 if ctx.checkpoint is not None and ctx.checkpoint_store is not None:
                     ctx.checkpoint_store.save_in(conn, ctx.stream, ctx.checkpoint)
+        if written is not None:  # committed: count rows added vs already stored (metrics; a replay adds 0)
+            self.rows_written += written
+            self.rows_present += len(prepared.events) - written
