@@ -155,14 +155,19 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _caches(component: Any) -> list[LRUCache]:
-    """The enrichment caches a component holds (directly, or in a store it holds)."""
-    found: list[LRUCache] = []
+def _counts_lookups(obj: Any) -> bool:
+    return isinstance(obj, LRUCache) or (isinstance(getattr(obj, "hits", None), int)
+                                         and isinstance(getattr(obj, "misses", None), int))
+
+
+def _caches(component: Any) -> list[Any]:
+    """The caches a component holds, directly or in a store it holds: anything with ``hits`` and ``misses``."""
+    found: list[Any] = []
     for value in getattr(component, "__dict__", {}).values():
-        if isinstance(value, LRUCache):
+        if _counts_lookups(value):
             found.append(value)
-        elif hasattr(value, "__dict__") and isinstance(getattr(value, "cache", None), LRUCache):
-            found.append(value.cache)
+        elif hasattr(value, "__dict__"):
+            found += [v for v in vars(value).values() if _counts_lookups(v)]
     return found
 
 
@@ -185,7 +190,7 @@ class Recorder:
         self.clock = clock
         self.batches = 0
         self._last: dict[str, tuple] = {}
-        self._caches: dict[str, list[LRUCache]] | None = None
+        self._caches: dict[str, list[Any]] | None = None
         self._components: dict[str, Any] = {}
         self.last: BatchSample | None = None
         self._broken: set[int] = set()

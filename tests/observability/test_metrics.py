@@ -216,3 +216,21 @@ def _drop_pg(url: str, table: str) -> None:
     with conn.cursor() as cur:
         cur.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
     conn.close()
+
+
+def test_enrichment_cache_hits_and_misses_are_counted_per_component(tmp_path: Path):
+    topo = load_text("name: cached\nspout: {type: stdin}\nbolts: [{id: decode, type: json}, "
+                     "{id: device, type: device, ua_field: ua}]\n"
+                     "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: cached}]\n", base_dir=tmp_path)
+    engine = Engine(compile_plan(topo)).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    rec = Recorder("cached", [backend])
+    ua = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+    for _ in range(2):
+        batch = records([{"ua": ua}, {"ua": ua}, {"ua": "curl/8.0"}])
+        with rec.batch(engine, batch) as watch:
+            watch.result = engine.process(batch)
+    r = backend.registry
+    # the first batch looks each distinct agent up once (2 misses); the second finds both cached
+    assert value(r, "squall_cache_lookups_total", topology="cached", component="device", result="miss") == 2
+    assert value(r, "squall_cache_lookups_total", topology="cached", component="device", result="hit") == 2
