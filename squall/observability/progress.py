@@ -34,6 +34,8 @@ class Totals:
     def record(self, s: BatchSample) -> None:
         self.batches += 1
         self.last_batch_end = self.clock()
+        if self.batches == 1:  # the rate counts from the first batch: start-up (opening resources) is not in it
+            self.started = self.last_batch_end - s.seconds
         self.busy_seconds += s.seconds
         if s.status == "failed":
             self.failed_batches += 1
@@ -54,7 +56,7 @@ class Totals:
 
     @property
     def active_seconds(self) -> float:
-        """From the start to the end of the last batch: the rate leaves out a spout's idle wait at the end."""
+        """From the first batch's start to the last one's end: no start-up, no idle wait for more records."""
         end = self.last_batch_end if self.last_batch_end is not None else self.clock()
         return max(end - self.started, 1e-9)
 
