@@ -48,8 +48,6 @@ def run_with_console(topo: Topology, *, batch_size: int | None = None, progress:
     runner = LocalRunner(topo, batch_size=batch_size, on_batch=on_batch, recorder=recorder)
     with bar:
         report = runner.run()
-    if not show:
-        recorder.periodic.emit("done")  # type: ignore[attr-defined]
     print_summary(console, topo, report, totals)
     return report.exit_code
 

@@ -105,15 +105,19 @@ def log_format(explicit: str | None = None) -> str:
 
 def configure(fmt: str | None = None, *, level: int = logging.WARNING, stream: Any = None) -> None:
     """Install one handler on the root logger with the chosen format (stderr by default)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format(fmt) == "json" else TextFormatter())
+    formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_squall", False):
-            root.removeHandler(h)
+    root.setLevel(level)
+    for h in root.handlers:
+        if getattr(h, "_squall", False):  # configured before (a second CLI call in one process): reformat it
+            if stream is not None:
+                h.setStream(stream)  # type: ignore[attr-defined]
+            h.setFormatter(formatter)
+            return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter)
     handler._squall = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level)
 
 
 def install_formatter(fmt: str | None = None) -> None:

@@ -79,3 +79,28 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(tmp_path: 
     # both shard processes contribute: one lag gauge per shard, and the RSS of live processes adds up
     assert {dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"} == shards
     assert total(samples, "squall_process_resident_memory_bytes") > 2 * 10 * 2**20
+
+
+def test_the_polling_spout_reports_millis_behind_latest_per_shard(tmp_path: Path, kinesis, kinesis_mock,
+                                                                   make_stream):
+    from squall.deploy.local import LocalRunner
+    from squall.observability.metrics import Recorder
+    from squall.observability.progress import Totals
+    from squall.topology.loader import load_text
+
+    stream = make_stream(2, prefix="lag")
+    put(kinesis, stream, [{"id": f"a{i}", "n": i} for i in range(30)])
+    topo = load_text(f"""
+name: polled
+spout: {{type: kinesis, stream: {stream}, endpoint_url: "{kinesis_mock.endpoint}", poll_interval: 0.05,
+         idle_exit: 1.0}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: rows, type: 'squall.testing:MemorySink', name: polled}}]
+""", base_dir=tmp_path)
+    totals = Totals()
+    report = LocalRunner(topo, recorder=Recorder("polled", [totals])).run()
+    assert report.exit_code == 0 and totals.outcomes["committed"] == 30
+    shards = {s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]}
+    assert set(totals.millis_behind) == shards  # GetRecords' MillisBehindLatest, per shard
+    assert all(ms >= 0 for ms in totals.millis_behind.values())
+    assert set(totals.iterator_age_ms) <= shards and totals.iterator_age_ms

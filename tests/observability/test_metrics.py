@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def test_secrets_are_masked_in_both_log_formats():
             with log_context(topology="t"):
                 logging.getLogger("squall.test.secrets").error("sink down: %s", text)
         finally:
-            configure("text")
+            configure("text", stream=sys.stderr)
         out = stream.getvalue()
         assert "s3cr3t" not in out and "hunter2" not in out and "squall:***@db" in out, out
 

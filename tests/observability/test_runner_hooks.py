@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 
 import orjson
@@ -56,4 +57,4 @@ def test_squall_log_format_env_selects_json(monkeypatch):
         assert json.loads(stream.getvalue())["message"] == "hello"
     finally:
         monkeypatch.delenv("SQUALL_LOG_FORMAT")
-        configure("text")
+        configure("text", stream=sys.stderr)
