@@ -23,6 +23,7 @@ from typing import Any
 
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
+from squall.observability.runners import lambda_observer
 from squall.topology.executor import BatchResult, Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load
@@ -70,14 +71,18 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()
+    observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         records = records_from_event(event)
         try:
-            result = engine.process(records)
+            with observer.recorder.batch(engine, records) as watch:
+                watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("batch of %d records failed: %s", len(records), exc)
             return batch_item_failures(records, None)
+        finally:
+            observer.flush(context)
         for o in result.failed[:10]:
             log.error("record %s (%s) failed in %s: %s", o.position.sequence_number, o.shard_id, o.component,
                       o.reason)

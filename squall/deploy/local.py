@@ -16,6 +16,7 @@ from types import FrameType
 
 from squall.component import ComponentContext
 from squall.errors import BatchFailed, SquallError, TransientError
+from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
@@ -60,7 +61,7 @@ class LocalRunner:
     """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
 
     def __init__(self, topology: Topology, *, batch_size: int | None = None,
-                 on_batch: Callable[[BatchResult, Spout], None] | None = None):
+                 on_batch: Callable[[BatchResult, Spout], None] | None = None, recorder: Recorder | None = None):
         self.topology = topology
         self.plan = compile_plan(topology)
         self.batch_size = batch_size or topology.settings.batch_size
@@ -70,6 +71,7 @@ class LocalRunner:
         self.on_batch = on_batch
         self.checkpointer: Checkpointer | None = None
         self._stream = ""
+        self.recorder = recorder or Recorder(topology.name)  # metrics backends; log context per batch
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -130,8 +132,10 @@ class LocalRunner:
 
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
+            lag = getattr(self.spout, "lag", None)
             try:
-                result = engine.process(batch)
+                with self.recorder.batch(engine, batch, lag=lag) as watch:
+                    watch.result = result = engine.process(batch)
             except BatchFailed as exc:
                 report.error = exc
                 log.error("%s", exc)

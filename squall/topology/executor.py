@@ -44,6 +44,7 @@ from squall.errors import (
     describe_exception,
 )
 from squall.event import Event, Failure, Position, Record, RecordMeta
+from squall.observability.logs import log_context
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.kpl import KPL_MAGIC, deaggregate
 from squall.topology.checkpoint import Checkpointer
@@ -137,6 +138,9 @@ class ComponentStats:
     failed: int = 0
     retries: int = 0
     seconds: float = 0.0
+    #: Sinks that can tell: rows added vs already present (a replay adds none), after commits.
+    written: int | None = None
+    present: int | None = None
 
 
 @dataclass
@@ -593,6 +597,9 @@ class Engine:
         stats = self.stats[node.index]
         stats.failed += failed
         stats.emitted += len(events) - failed
+        if result is not None and result.written is not None:
+            stats.written = (stats.written or 0) + result.written
+            stats.present = (stats.present or 0) + len(events) - failed - result.written
 
     @staticmethod
     def _settle_into(ledger: _Ledger, node: Node, events: list[Event], result: WriteResult | None, *,
@@ -675,6 +682,8 @@ class Engine:
         while True:
             attempt += 1
             started = time.perf_counter()
+            context = log_context(component=where)  # every line logged inside names the component
+            context.__enter__()
             try:
                 return fn(*args)
             except TransientError as exc:
@@ -695,6 +704,7 @@ class Engine:
                     raise _RecordFault(exc) from exc
                 raise BatchFailed(where, exc, attempt) from exc
             finally:
+                context.__exit__(None, None, None)
                 if stats is not None:
                     stats.seconds += time.perf_counter() - started
 
