@@ -15,6 +15,9 @@ from squall.event import Event
 from squall.paths import MISSING, getter, validate_path
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: Longest event id, in UTF-8 bytes: the same cap as the subscription key; a longer id could not be
+#: a primary key on every warehouse (PostgreSQL's B-tree rows stop at about 2.7 KB).
+MAX_EVENT_ID_BYTES = 512
 
 
 class JsonConfig(ComponentConfig):
@@ -25,6 +28,8 @@ class JsonConfig(ComponentConfig):
         None, description="Payload field holding a stable event id (e.g. the SDK's message id); "
                           "records without it keep the id derived from stream, shard and sequence.")
     max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest payload accepted (after decompression), in bytes.")
+    max_depth: int = Field(64, ge=1, le=1000, description="Deepest nesting of objects and arrays accepted; a deeper "
+                                                          "payload is the record's failure.")
 
     @field_validator("event_id_field")
     @classmethod
@@ -46,7 +51,11 @@ class JsonBolt(Bolt):
         out = Output(self.id)
         cfg = self.config
         loads = orjson.loads
+        max_depth = cfg.max_depth
         for ev in batch:
+            if ev.meta.defect:  # the spout could not deliver the record whole (e.g. an over-long line)
+                out.fail(ev, ev.meta.defect)
+                continue
             data = ev.raw
             if cfg.gzip == "always" or (cfg.gzip == "auto" and data[:2] == GZIP_MAGIC):
                 try:
@@ -65,13 +74,43 @@ class JsonBolt(Bolt):
             if cfg.object_only and not isinstance(value, dict):
                 out.fail(ev, f"payload is a JSON {type(value).__name__}, not an object")
                 continue
+            # Counting brackets is C-speed and bounds the depth: only a payload with more of them
+            # than the limit is walked (brackets inside strings only make this check cautious).
+            if data.count(b"{") + data.count(b"[") > max_depth:
+                depth = nesting_depth(value)
+                if depth > max_depth:
+                    out.fail(ev, f"payload nested {depth} levels deep, over max_depth ({max_depth})")
+                    continue
             ev.value = value
             if self._id_of is not None:
                 eid = self._id_of(ev)
                 if eid is not MISSING and eid is not None and eid != "":
-                    ev.event_id = str(eid)
+                    eid = str(eid)
+                    size = len(eid.encode("utf-8", "surrogatepass"))
+                    if size > MAX_EVENT_ID_BYTES:
+                        out.fail(ev, f"{cfg.event_id_field} is {size} bytes, over the event id limit "
+                                     f"({MAX_EVENT_ID_BYTES} bytes)")
+                        continue
+                    ev.event_id = eid
             out.emit(ev)
         return out
+
+
+def nesting_depth(value: object) -> int:
+    """Depth of nested objects/arrays (a scalar is 0, ``{}`` is 1); iterative, so any depth is safe."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

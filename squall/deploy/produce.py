@@ -119,8 +119,11 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
             on_progress(raw.tell(), report)
 
     try:
-        for number, data in _records(lines):
+        for number, data, too_long in _records(lines):
             report.lines += 1
+            if too_long is not None:
+                report.fail(1, f"line {number}: {too_long}")
+                continue
             if rate:
                 due = started + (report.lines - 1) / rate
                 wait = due - clock()
@@ -155,11 +158,16 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
     return report
 
 
-def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(read_lines(lines, "input"), start=1):
-        data = line.rstrip(b"\r\n")
-        if data.strip():
-            yield number, data
+#: Longer lines cannot be one Kinesis record (1 MiB with its key): read no more of them than this.
+PRODUCE_MAX_LINE = 1_048_576
+
+
+def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    for number, line in enumerate(read_lines(lines, "input", PRODUCE_MAX_LINE), start=1):
+        if line.too_long:
+            yield number, b"", f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})"
+        elif line.data.strip():
+            yield number, line.data, None
 
 
 def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport, attempts: int,
