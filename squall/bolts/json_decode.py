@@ -12,12 +12,10 @@ from pydantic import Field, field_validator
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
+from squall.limits import DEFAULT_MAX_DEPTH, MAX_EVENT_ID_BYTES, may_exceed_depth, nesting_depth
 from squall.paths import MISSING, getter, validate_path
 
 GZIP_MAGIC = b"\x1f\x8b"
-#: Longest event id, in UTF-8 bytes: the same cap as the subscription key; a longer id could not be
-#: a primary key on every warehouse (PostgreSQL's B-tree rows stop at about 2.7 KB).
-MAX_EVENT_ID_BYTES = 512
 
 
 class JsonConfig(ComponentConfig):
@@ -28,7 +26,7 @@ class JsonConfig(ComponentConfig):
         None, description="Payload field holding a stable event id (e.g. the SDK's message id); "
                           "records without it keep the id derived from stream, shard and sequence.")
     max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest payload accepted (after decompression), in bytes.")
-    max_depth: int = Field(64, ge=1, le=1000, description="Deepest nesting of objects and arrays accepted; a deeper "
+    max_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, le=1000, description="Deepest nesting of objects and arrays accepted; a deeper "
                                                           "payload is the record's failure.")
 
     @field_validator("event_id_field")
@@ -76,7 +74,7 @@ class JsonBolt(Bolt):
                 continue
             # Counting brackets is C-speed and bounds the depth: only a payload with more of them
             # than the limit is walked (brackets inside strings only make this check cautious).
-            if data.count(b"{") + data.count(b"[") > max_depth:
+            if may_exceed_depth(data, max_depth):
                 depth = nesting_depth(value)
                 if depth > max_depth:
                     out.fail(ev, f"payload nested {depth} levels deep, over max_depth ({max_depth})")
@@ -91,26 +89,12 @@ class JsonBolt(Bolt):
                         out.fail(ev, f"{cfg.event_id_field} is {size} bytes, over the event id limit "
                                      f"({MAX_EVENT_ID_BYTES} bytes)")
                         continue
+                    if "\x00" in eid:  # no SQL text key (PostgreSQL) can hold it
+                        out.fail(ev, f"{cfg.event_id_field} contains a NUL character")
+                        continue
                     ev.event_id = eid
             out.emit(ev)
         return out
-
-
-def nesting_depth(value: object) -> int:
-    """Depth of nested objects/arrays (a scalar is 0, ``{}`` is 1); iterative, so any depth is safe."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
-    return deepest
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:

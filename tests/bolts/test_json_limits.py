@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from squall.bolts.json_decode import nesting_depth
+from squall.limits import nesting_depth
 from squall.topology.executor import Outcome
 from tests.bolts.test_builtin_bolts import run
 
