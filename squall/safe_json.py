@@ -58,22 +58,22 @@ def dumps(doc: Any) -> bytes:
     """JSON bytes of ``doc``; a value that cannot be serialised becomes a marked, truncated repr. Never raises."""
     try:
         return orjson.dumps(doc, default=_default, option=_OPTIONS)
-    except (orjson.JSONEncodeError, TypeError, ValueError, RecursionError, MemoryError) as exc:
-        if isinstance(doc, dict):
-            # Keep what serialises; replace only the offending fields.
-            fixed: dict[str, Any] = {}
-            for key, value in doc.items():
-                k = text(key, 200)
-                try:
-                    orjson.dumps(value, default=_default, option=_OPTIONS)
-                    fixed[k] = value
-                except Exception as inner:  # noqa: BLE001 - whatever it is, it is replaced
-                    fixed[k] = _marked(value, inner)
+    except Exception as exc:  # noqa: BLE001 - JSONEncodeError, TypeError, RecursionError…: all fall back
+        problem: BaseException = exc
+    if isinstance(doc, dict):
+        # Keep what serialises; replace only the offending fields.
+        fixed: dict[str, Any] = {}
+        for key, value in doc.items():
             try:
-                return orjson.dumps(fixed, default=_default, option=_OPTIONS)
-            except Exception as again:  # noqa: BLE001
-                exc = again
-        return orjson.dumps(_marked(doc, exc))
+                orjson.dumps(value, default=_default, option=_OPTIONS)
+                fixed[text(key, 200)] = value
+            except Exception as inner:  # noqa: BLE001 - whatever it is, it is replaced
+                fixed[text(key, 200)] = _marked(value, inner)
+        try:
+            return orjson.dumps(fixed, default=_default, option=_OPTIONS)
+        except Exception as again:  # noqa: BLE001
+            problem = again
+    return orjson.dumps(_marked(doc, problem))
 
 
 def dumps_text(doc: Any) -> str:
