@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -16,17 +15,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.event import Event
+from squall.identifiers import check_identifier
 from squall.paths import MISSING, getter, validate_path
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
-
-
-def check_identifier(name: str, what: str = "identifier") -> str:
-    """Table, schema and column names: letters, digits, underscores; at most 63 characters."""
-    if not IDENTIFIER.match(name):
-        raise ValueError(f"invalid {what} '{name}': use letters, digits and '_' (max 63, not starting with a digit)")
-    return name
 
 
 class ColumnSpec(BaseModel):
