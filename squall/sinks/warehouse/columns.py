@@ -135,7 +135,16 @@ def _to_bool(v: Any) -> bool:
 
 
 def to_datetime(v: Any) -> datetime:
-    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime."""
+    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime in UTC.
+
+    UTC whatever the offset it came with, as PostgreSQL stores ``timestamptz``: SQLite keeps the
+    text it is given, so mixed offsets would neither compare nor sort as times.
+    """
+    return _aware(v).astimezone(UTC)
+
+
+def _aware(v: Any) -> datetime:
+    """The value as an aware datetime, keeping its own offset (no offset means UTC)."""
     if isinstance(v, datetime):
         return v if v.tzinfo else v.replace(tzinfo=UTC)
     if isinstance(v, bool):
@@ -155,7 +164,7 @@ def to_datetime(v: Any) -> datetime:
 def _to_date(v: Any) -> date:
     if isinstance(v, str) and len(v.strip()) == 10:
         return date.fromisoformat(v.strip())
-    return to_datetime(v).date()
+    return _aware(v).date()  # the calendar date as written, as before
 
 
 def _to_json(v: Any) -> Any:
