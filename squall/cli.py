@@ -47,6 +47,9 @@ def main(verbose: int) -> None:
     """squall: Storm-style topologies for Amazon Kinesis streams."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from squall import redact
+
+    redact.install()  # no password in any log line, whichever library writes it
 
 
 @main.command()

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from squall.redact import redact_text
+
 
 class SquallError(Exception):
-    """Root of every error squall raises on purpose."""
+    """Root of every error squall raises on purpose. Its message never shows a password (``redact_text``)."""
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.topology.executor import Engine
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
     engine = Engine(compile_plan(topology))

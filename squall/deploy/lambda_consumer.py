@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
 from squall.topology.executor import BatchResult, Engine
@@ -127,6 +128,7 @@ def warn_about_local_dead_letters(topology) -> None:
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for a topology; resources open now (the init phase), once per container."""
+    redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from squall import redact
 from squall.deploy.lambda_consumer import warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
@@ -168,6 +169,7 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
 def make_handler(topology_path: str | Path, *, context_key: str | None = "request", max_body_bytes: int = 5_000_000,
                  max_events: int = 500, retry_after: int = 1) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
+    redact.install()
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()

@@ -20,6 +20,7 @@ import orjson
 
 from squall import aws
 from squall.errors import SinkError, SquallError, TransientError
+from squall.redact import redact_text
 from squall.sinks.putrecords import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
@@ -98,6 +99,7 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
     ``on_progress(bytes_read, report)`` is called after each PutRecords round.
     """
     ref = aws.StreamRef.parse(stream)
+    aws.check_endpoint_url(endpoint_url)
     if client is None:
         client = aws.client("kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url)
     writer = PutRecordsWriter(client, ref, max_attempts=max_attempts, sleep=sleep)
@@ -225,7 +227,7 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
             report = produce_file(file, stream=stream, region=region, endpoint_url=endpoint_url, rate=rate,
                                   aggregate=aggregate, partition_key=partition_key, on_progress=update)
     except (SinkError, TransientError, ValueError) as exc:  # ValueError: a malformed ARN or endpoint URL
-        err.print(f"[red]produce failed:[/red] {exc}")
+        err.print(f"[red]produce failed:[/red] {redact_text(str(exc))}")
         raise click.exceptions.Exit(2) from None
     except SquallError as exc:  # the file itself (a truncated .gz)
         err.print(f"[red]produce failed:[/red] {exc}")

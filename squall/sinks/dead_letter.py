@@ -15,6 +15,7 @@ from pydantic import Field
 
 from squall import safe_json
 from squall.component import ComponentConfig
+from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
 
@@ -56,6 +57,13 @@ class DeadLetterSink(Sink):
 
     def open(self, resources=None) -> None:
         self.path = self.context.path(self.config.path)
+        try:
+            self._open_file()
+        except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
+            raise SinkError(f"{self.id}: cannot write dead letters to {self.path}: "
+                            f"{exc.strerror or exc}") from None
+
+    def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[tuple[str, str | None]] = set()
         if self.path.exists():

@@ -73,6 +73,11 @@ class DynamoDbCheckpoint(_Strict):
     store: Literal["dynamodb"]
     table: str = Field(description="DynamoDB table name; created (on demand billing) if missing.")
     endpoint_url: str | None = Field(None, description="DynamoDB endpoint (local testing).")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
     region: str | None = Field(None, description="Region (default: the spout's).")
     application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
     create_table: bool = Field(True, description="Create the table when it does not exist.")
@@ -119,6 +124,11 @@ class KinesisSpoutConfig(ComponentConfig):
     def _stream(cls, value: str) -> str:
         aws.StreamRef.parse(value)
         return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
 
     @model_validator(mode="after")
     def _timestamp(self) -> KinesisSpoutConfig:
