@@ -113,7 +113,7 @@ def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTE
     of the same bytes — or of a file that was only appended to — gets the same ones. A truncated or
     corrupt gzip stream is an error naming the line it stopped at.
     """
-    digest = hashlib.blake2b(digest_size=16)
+    digest = hashlib.sha256()  # hardware-accelerated on current CPUs: the cheapest strong digest per line
     number = 0
     readline = lines.readline
     try:
@@ -124,7 +124,7 @@ def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTE
             number += 1
             digest.update(chunk)
             if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
-                yield Line(chunk.rstrip(b"\r\n"), len(chunk), digest.hexdigest())
+                yield Line(chunk.rstrip(b"\r\n"), len(chunk), digest.hexdigest()[:32])
                 continue
             # Over the limit: keep a prefix for the dead letter, stream the rest through the digest.
             prefix, length = chunk[:min(KEPT_PREFIX, max_line_bytes)], len(chunk)
@@ -134,7 +134,7 @@ def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTE
                     break
                 length += len(chunk)
                 digest.update(chunk)
-            yield Line(prefix, length - chunk.endswith(b"\n"), digest.hexdigest(), too_long=True)
+            yield Line(prefix, length - chunk.endswith(b"\n"), digest.hexdigest()[:32], too_long=True)
     except (EOFError, OSError, zlib.error) as exc:
         raise SquallError(f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
                           "(truncated or corrupt gzip?)") from None
@@ -150,8 +150,10 @@ def _batches(lines: IO[bytes], stream: str, shard: str, max_records: int, spout:
                       f"only its first {len(line.data)} bytes are kept")
         elif skip_blank and not line.data.strip():
             continue
-        batch.append(Record(line.data, RecordMeta(stream, shard, str(number), fingerprint=line.fingerprint,
-                                                  defect=defect)))
+        # Positional: this runs per line (stream, shard, sequence, sub-sequence, partition key,
+        # arrival time, explicit hash key, fingerprint, defect).
+        batch.append(Record(line.data, RecordMeta(stream, shard, str(number), 0, "", None, None, line.fingerprint,
+                                                  defect)))
         if len(batch) >= max_records:
             yield batch
             batch = []
