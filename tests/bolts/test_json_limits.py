@@ -44,3 +44,11 @@ def test_nesting_depth_counts_without_recursion():
     deep = orjson.loads(nested(1000))
     assert nesting_depth(deep) == 1000
     assert nesting_depth({"a": [1, {"b": []}]}) == 4 and nesting_depth(3) == 0
+
+
+def test_a_schema_reason_quoting_a_huge_value_is_bounded():
+    bolts = "  - {id: decode, type: json}\n  - {id: validate, type: schema, schema: {type: object, properties: {t: {type: string}}}}"
+    outcomes, stores = run(bolts, [{"t": list(range(50_000))}])
+    (dead,) = stores["dlq"]
+    assert dead.failure.reason.startswith("schema: $.t: [0, 1, 2")
+    assert len(dead.failure.reason) < 1100 and dead.failure.reason.endswith("characters]")
