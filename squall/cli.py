@@ -202,7 +202,9 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))
     except (SquallError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        from squall.redact import redact_text
+
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(2)
     if print_only:
         click.echo(text + describe(cmd))
