@@ -46,12 +46,15 @@ def test_two_files_with_the_same_name_never_share_event_ids(tmp_path: Path):
 
 def test_a_replayed_or_appended_file_keeps_its_event_ids(tmp_path: Path):
     a = _write(tmp_path / "events.jsonl", range(0, 5))
+    with open(a, "ab") as fh:
+        fh.write(b"not json\n")
     assert _run_file(tmp_path, a).exit_code == EXIT_OK
-    assert _run_file(tmp_path, a).exit_code == EXIT_OK  # a replay adds nothing
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK  # a replay adds nothing, dead letters included
     with open(a, "ab") as fh:  # lines appended: only they are new
         fh.write(b'{"n": 5}\n{"n": 6}\n')
     assert _run_file(tmp_path, a).exit_code == EXIT_OK
     assert _rows(tmp_path / "w.db") == list(range(7))
+    assert len((tmp_path / "dlq.jsonl").read_bytes().splitlines()) == 1
 
 
 def test_a_line_changed_in_the_middle_gives_new_ids_from_that_line_on(tmp_path: Path):
