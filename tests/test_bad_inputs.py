@@ -247,3 +247,32 @@ def test_a_value_too_large_for_a_postgresql_index_is_dead_lettered_alone(tmp_pat
 
         with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
             conn.exec_driver_sql(f'drop table if exists "{unique_name}"')
+
+
+def test_the_corpus_on_postgresql_and_redis_is_accounted_for(tmp_path: Path, pg_url: str, redis_url: str,
+                                                            unique_name: str):
+    example = _copy_example(tmp_path / "pistats")
+    src = tmp_path / "corpus.jsonl"
+    src.write_bytes(b"".join(line + b"\n" for case in record_cases() for line in case.lines))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WAREHOUSE_URL": pg_url, "STATE_URL": redis_url,
+           "EVENTS_TABLE": unique_name}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "squall.cli", "run", "topology.yaml", "--input", str(src),
+                               "--batch-size", "25", "--no-progress"], capture_output=True, text=True, cwd=example,
+                              env=env, timeout=600)
+        assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr
+        committed, dead, filtered, failed = (int(g.replace(",", "")) for g in
+                                             SUMMARY.search(proc.stdout + proc.stderr).groups())
+        assert failed == 0 and committed + dead + filtered == sum(c.records for c in record_cases())
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql(f'select count(*) from "{unique_name}"').scalar() == committed
+        assert len((example / "out" / "rejects.jsonl").read_bytes().splitlines()) == dead
+    finally:
+        import sqlalchemy as sa
+
+        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+            conn.exec_driver_sql(f'drop table if exists "{unique_name}"')
