@@ -74,6 +74,9 @@ def main(verbose: int, log_format: str | None) -> None:
 
     configure(log_format, level=logging.WARNING - 10 * min(verbose, 2))
     logging.getLogger("squall.progress").setLevel(logging.INFO)
+    from squall import redact
+
+    redact.install()  # no password in any log line, whichever library writes it
 
 
 @main.command()
@@ -278,7 +281,9 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))
     except (SquallError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        from squall.redact import redact_text
+
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(2)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:

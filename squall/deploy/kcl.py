@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.observability.runners import kcl_recorder
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     # text or SQUALL_LOG_FORMAT=json, on stderr (the daemon logs each line)
     configure(level=getattr(logging, level) if level in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING)
     logging.getLogger("squall.progress").setLevel(logging.INFO)
+    redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
     engine = Engine(compile_plan(topology))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from squall.component import ComponentContext
+from squall.deploy import lock
 from squall.errors import BatchFailed, SquallError, TransientError
 from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
@@ -57,6 +58,12 @@ class RunReport:
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an unexpected error (a database driver's, botocore's)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 class LocalRunner:
     """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
 
@@ -89,8 +96,10 @@ class LocalRunner:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:  # not the main thread: no signal handling
             pass
+        run_lock = None
         try:
             try:
+                run_lock = lock.acquire(self.topology, self.resources)  # one run per topology and store
                 self.spout.open(self.resources)
                 spec = self.spout.checkpointing()
                 if spec is not None:
@@ -102,6 +111,11 @@ class LocalRunner:
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
+                return report
+            except Exception as exc:  # noqa: BLE001 - a driver's own error at start: one line, not a traceback
+                report.setup_error = SquallError(one_line(exc))
+                log.error("cannot start: %s", report.setup_error)
+                log.debug("cannot start", exc_info=True)
                 return report
             report.stats = [engine.spout_stats, *engine.stats]
             try:
@@ -117,6 +131,8 @@ class LocalRunner:
                 engine.close()
         finally:
             self.spout.close()
+            if run_lock is not None:
+                run_lock.release()
             self.resources.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

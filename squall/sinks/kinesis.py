@@ -45,6 +45,11 @@ class KinesisSinkConfig(ComponentConfig):
         aws.StreamRef.parse(value)
         return value
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
+
     @field_validator("partition_key", "explicit_hash_key")
     @classmethod
     def _path(cls, value: str | None) -> str | None:

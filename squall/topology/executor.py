@@ -529,6 +529,12 @@ class Engine:
         bad: list[Event] = []
         started = time.perf_counter()
         for rec in records:
+            if rec.meta.defect is not None:  # the source could not deliver it whole (too long, bad base64)
+                ev = Event(rec.data, rec.meta, None, len(units))
+                ev.failure = Failure(self.plan.spout_id, rec.meta.defect)
+                units.append(ev)
+                bad.append(ev)
+                continue
             if rec.data[:4] != KPL_MAGIC:  # the usual case: one user record
                 units.append(Event(rec.data, rec.meta, None, len(units)))
                 continue
