@@ -38,6 +38,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "dead_letter_table": "squall.sinks.dead_letter_table:DeadLetterTableSink",
         "stdout": "squall.sinks.stdout:StdoutSink",
         "kinesis": "squall.sinks.kinesis:KinesisSink",
+        "sqs": "squall.sinks.sqs:SqsSink",
     },
 }
 
