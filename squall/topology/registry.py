@@ -39,6 +39,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "stdout": "squall.sinks.stdout:StdoutSink",
         "kinesis": "squall.sinks.kinesis:KinesisSink",
         "sqs": "squall.sinks.sqs:SqsSink",
+        "s3": "squall.sinks.s3:S3Sink",
+        "firehose": "squall.sinks.firehose:FirehoseSink",
     },
 }
 
