@@ -41,6 +41,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "sqs": "squall.sinks.sqs:SqsSink",
         "s3": "squall.sinks.s3:S3Sink",
         "firehose": "squall.sinks.firehose:FirehoseSink",
+        "http": "squall.sinks.http:HttpSink",
     },
 }
 
