@@ -17,6 +17,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from squall import aws
@@ -159,3 +161,21 @@ def aws_call(name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         if aws.is_retryable(exc):
             raise TransientError(f"{name}: {code or type(exc).__name__}: {exc}") from exc
         raise SinkError(f"{name} failed: {code or type(exc).__name__}: {exc}") from exc
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())

@@ -18,8 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import orjson
@@ -30,7 +28,15 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Reject, Retry, send_all, truncate, write_result
+from squall.sinks.batchio import (
+    Item,
+    Reject,
+    Retry,
+    retry_after_seconds,
+    send_all,
+    truncate,
+    write_result,
+)
 from squall.sinks.ratelimit import RateLimiter
 
 log = logging.getLogger("squall.sinks.http")
@@ -63,24 +69,6 @@ class HttpSinkConfig(ComponentConfig):
         if not value.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
         return value
-
-
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
-    """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now()).total_seconds())
 
 
 def answer_for(status: int, body: str, retry_after: str | None, *, reason_chars: int,

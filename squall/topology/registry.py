@@ -42,6 +42,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "s3": "squall.sinks.s3:S3Sink",
         "firehose": "squall.sinks.firehose:FirehoseSink",
         "http": "squall.sinks.http:HttpSink",
+        "push": "squall.sinks.push:PushSink",
     },
 }
 

@@ -13,7 +13,8 @@ import pytest
 from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.event import Event
-from squall.sinks.http import HttpSink, HttpSinkConfig, retry_after_seconds
+from squall.sinks.batchio import retry_after_seconds
+from squall.sinks.http import HttpSink, HttpSinkConfig
 from squall.sinks.ratelimit import RateLimiter
 from squall.testing import records_from, run_topology
 from squall.topology.executor import Outcome
