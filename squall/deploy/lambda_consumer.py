@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from squall.deploy.lambda_sources import LambdaSources
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.topology.executor import BatchResult, Engine
@@ -62,7 +63,8 @@ def warn_about_local_dead_letters(topology) -> None:
     for sink in topology.sinks:
         if sink.type == "dead_letter":
             log.warning("sink '%s' writes dead letters to a local file, lost with the Lambda container: "
-                        "use type dead_letter_table (a SQL table) instead", sink.id)
+                        "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
+                        "dead_letter_table (docs/sinks.md)", sink.id)
 
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
@@ -70,8 +72,12 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     engine = Engine(compile_plan(topology)).open()
+    sources = LambdaSources(topology)  # SQS and S3 triggers
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        answer = sources.handle(engine, event)
+        if answer is not NotImplemented:
+            return answer
         records = records_from_event(event)
         try:
             result = engine.process(records)

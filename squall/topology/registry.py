@@ -20,6 +20,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "file": "squall.spouts.file:FileSpout",
         "stdin": "squall.spouts.file:StdinSpout",
         "kinesis": "squall.spouts.kinesis:KinesisSpout",
+        "sqs": "squall.spouts.sqs:SqsSpout",
+        "s3": "squall.spouts.s3:S3Spout",
     },
     "bolt": {
         "json": "squall.bolts.json_decode:JsonBolt",
