@@ -187,6 +187,8 @@ class S3Sink(Sink):
             out.events.append(ev)
             key = (when.strftime(cfg.partition), ev.meta.stream, ev.meta.shard_id)
             groups.setdefault(key, []).append((ev, row))
+        for rows in groups.values():  # position order, whatever order the graph delivered them in
+            rows.sort(key=lambda pair: pair[0].meta.position.key())
         out.payload = [_Object(self._key(part, stream, shard, rows), rows) for (part, stream, shard), rows in
                        groups.items()]
         return out
