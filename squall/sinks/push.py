@@ -9,7 +9,9 @@ limit. Answers (FCM v1 error codes):
 
 - ``UNREGISTERED`` (404) and ``INVALID_ARGUMENT`` (400): the token is dead. The event counts as
   written (there is nothing more to deliver) and the token is reported in
-  ``PushWriteResult.dead_tokens`` so the subscription state can unsubscribe it.
+  ``PushWriteResult.dead_tokens``; with ``dead_tokens: {stream: …}`` the sink also puts an
+  ``unsubscribe`` event per dead token into that Kinesis stream before the batch is acknowledged,
+  so the subscription bolt reading the stream stops targeting the token.
 - ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500): retried with backoff,
   waiting at least ``Retry-After``; still failing after ``max_attempts``: the record fails.
 - ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` and other 4xx: the record's failure.
@@ -17,6 +19,7 @@ limit. Answers (FCM v1 error codes):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -24,16 +27,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
-from squall.event import Event
+from squall.event import Event, Failure
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     Item,
@@ -44,6 +48,7 @@ from squall.sinks.batchio import (
     truncate,
     write_result,
 )
+from squall.sinks.putrecords import Entry, PutRecordsWriter
 from squall.sinks.ratelimit import RateLimiter
 
 log = logging.getLogger("squall.sinks.push")
@@ -85,6 +90,32 @@ class Template:
         return "".join(out)
 
 
+class DeadTokenStream(BaseModel):
+    """Where the push sink writes an unsubscribe event for each dead token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(description="Kinesis stream name or ARN, usually the one the subscription bolt reads.")
+    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+    event_type: str = Field("unsubscribe", description="Value of the type field of the events written.")
+    type_field: str = Field("event_type", description="Key of the event type in the events written.")
+    token_field: str = Field("device_token", description="Key of the token in the events written.")
+    id_field: str = Field("message_id", description="Key of the event's id (derived from the event and token, "
+                                                    "so a replay writes the same id).")
+
+    @field_validator("region", "endpoint_url")
+    @classmethod
+    def _unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        aws.StreamRef.parse(value)
+        return value
+
+
 class PushSinkConfig(ComponentConfig):
     project_id: str = Field(description="Firebase project id (`projects/{project_id}/messages:send`).")
     credentials: str = Field(
@@ -102,6 +133,10 @@ class PushSinkConfig(ComponentConfig):
     timeout: float = Field(10.0, gt=0, description="Seconds to wait for FCM's answer.")
     max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers.")
     max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, in seconds.")
+    dead_tokens: DeadTokenStream | None = Field(
+        None, description="Write an unsubscribe event per dead token to this Kinesis stream before the batch is "
+                          "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
+                          "id_field}); the subscription bolt reading that stream then stops targeting it.")
 
     @field_validator("token")
     @classmethod
@@ -220,6 +255,7 @@ class PushSink(Sink):
         self.sleep: Callable[[float], None] = time.sleep
         self.sent = 0
         self.dead_tokens_seen = 0
+        self.unsubscribe_writer: PutRecordsWriter | None = None
 
     def open(self, resources: Any = None) -> None:
         import httpx
@@ -232,6 +268,11 @@ class PushSink(Sink):
                                        limits=httpx.Limits(max_connections=cfg.concurrency))
         if self.pool is None:
             self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")
+        if cfg.dead_tokens is not None and self.unsubscribe_writer is None:
+            ref = aws.StreamRef.parse(cfg.dead_tokens.stream)
+            client = aws.client("kinesis", region=aws.resolve_region(cfg.dead_tokens.region, ref.region),
+                                endpoint_url=cfg.dead_tokens.endpoint_url)
+            self.unsubscribe_writer = PutRecordsWriter(client, ref, sleep=lambda s: self.sleep(s))
 
     def prepare(self, events: list[Event]) -> Prepared:
         out = Prepared([])
@@ -265,15 +306,45 @@ class PushSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         if self.pool is None:
             raise SinkError(f"{self.id}: open() the sink first")
-        self._dead: list[DeadToken] = []
+        # Dead tokens live on the batch: when a call raises and the engine retries write_batch, the
+        # sends already answered are skipped, and the tokens they found are still reported.
+        dead: list[DeadToken] | None = getattr(prepared, "dead_tokens", None)
+        if dead is None:
+            dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
+        self._dead = dead
         outcome = send_all(f"{self.id}: FCM send", iter([prepared.payload or []]), self._send,
                            max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
         base = write_result(self.id, outcome)
-        if not self._dead:
+        if not dead:
             return base
-        self.dead_tokens_seen += len(self._dead)
+        self.dead_tokens_seen += len(dead)
         known = {f.name: getattr(base, f.name) for f in fields(WriteResult)} if base is not None else {}
-        return PushWriteResult(**known, dead_tokens=self._dead)
+        result = PushWriteResult(**known, dead_tokens=list(dead))
+        if self.unsubscribe_writer is not None:
+            result.failed = result.failed + self._emit_unsubscribes(dead)
+        return result
+
+    def _emit_unsubscribes(self, dead: list[DeadToken]) -> list[Event]:
+        """Put one unsubscribe event per dead token; the events whose put failed fail (sent again later)."""
+        cfg = self.config.dead_tokens
+        assert cfg is not None and self.unsubscribe_writer is not None
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        entries = []
+        for d in dead:
+            doc = {cfg.id_field: hashlib.blake2b(f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16).hexdigest(),
+                   cfg.type_field: cfg.event_type, cfg.token_field: d.token, "timestamp": now,
+                   "reason": f"fcm:{d.code}", "source_event_id": d.event.event_id}
+            entries.append(Entry(orjson.dumps(doc), d.token[:256], None, [d.event]))
+        try:
+            outcome = self.unsubscribe_writer.put(entries)
+        except SinkError as exc:
+            raise SinkError(f"{self.id}: dead-token stream: {exc}") from exc
+        failed = []
+        for entry, reason in outcome.failed:
+            for ev in entry.items:
+                ev.failure = Failure(self.id, f"unsubscribe of a dead token not written: {reason}")
+                failed.append(ev)
+        return failed
 
     def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
         assert self.pool is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -217,3 +218,41 @@ def test_pistats_notify_example_pushes_to_subscribed_devices_only(fcm, key_pair,
     assert counts[Outcome.DEAD_LETTERED] == 1 and counts[Outcome.FAILED] == 0
     rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [(r["component"], r["reason"]) for r in rejects] == [("push", "template field 'campaign.body' is missing")]
+
+
+def test_push_dead_tokens_become_unsubscribe_events_that_the_subscription_bolt_applies(fcm, key_pair, moto_server,
+                                                                                      tmp_path: Path):
+    kinesis = moto_server.client("kinesis")
+    stream = f"pistats-{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    sink = make_sink(fcm, key_pair, dead_tokens={"stream": stream, "endpoint_url": moto_server.endpoint})
+    evs = events(["tok-1", "tok-dead"])
+    for _ in range(2):  # the batch delivered twice: the same unsubscribe ids
+        result = sink.write_batch(sink.prepare(events(["tok-1", "tok-dead"])), None)
+        assert result.failed == [] and [d.token for d in result.dead_tokens] == ["tok-dead"]
+    sink.close()
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    written = [orjson.loads(r["Data"]) for r in kinesis.get_records(ShardIterator=it)["Records"]]
+    assert [(w["event_type"], w["device_token"], w["reason"], w["source_event_id"]) for w in written] == [
+        ("unsubscribe", "tok-dead", "fcm:UNREGISTERED", evs[1].event_id)] * 2
+    assert written[0]["message_id"] == written[1]["message_id"]
+    # The subscription bolt reading that stream now stops targeting the token.
+    yaml = f"""
+name: state
+resources: {{state: {{url: "sqlite:///{tmp_path / 'state.db'}"}}}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json, event_id_field: message_id}}
+  - {{id: subscription, type: subscription, store: state, key: device_token}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {stream}-state}}
+"""
+    subscribe = {"message_id": "s-1", "event_type": "subscribe", "device_token": "tok-dead",
+                 "timestamp": "2026-01-01T00:00:00Z"}
+    run_topology(yaml, records_from([subscribe, *written]))
+    from squall.testing import MemorySink
+
+    states = [ev.value["subscription"] for ev in MemorySink.stores[f"{stream}-state"]]
+    assert states[0]["subscribed"] is True and states[-1]["subscribed"] is False
