@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -49,7 +49,7 @@ class HttpSinkConfig(ComponentConfig):
         "single", description="`single`: one request per event; `json_batch`: a JSON array of up to batch_size "
                               "events; `ndjson_batch`: the same as newline-delimited JSON.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Events per request in the batch modes.")
-    headers: dict[str, str] = Field(
+    headers: dict[str, SecretStr] = Field(
         default_factory=dict, description="Extra request headers, e.g. `Authorization: \"Bearer ${HOOK_TOKEN}\"`. "
                                           "Values never appear in logs or errors.")
     idempotency_header: str | None = Field(
@@ -97,6 +97,7 @@ class HttpSink(Sink):
         self.backoff = aws.Backoff(base=0.2, cap=10.0)
         self.sleep: Callable[[float], None] = time.sleep
         self.requests = 0
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
 
     def open(self, resources: Any = None) -> None:
         import httpx
@@ -164,7 +165,7 @@ class HttpSink(Sink):
         if self.limiter is not None:
             self.limiter.acquire()
         headers = {"Content-Type": "application/x-ndjson" if cfg.mode == "ndjson_batch" else "application/json",
-                   **cfg.headers}
+                   **self._headers}
         if cfg.idempotency_header:
             headers[cfg.idempotency_header] = item.key
         self.requests += 1

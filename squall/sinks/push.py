@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
@@ -118,7 +118,7 @@ class DeadTokenStream(BaseModel):
 
 class PushSinkConfig(ComponentConfig):
     project_id: str = Field(description="Firebase project id (`projects/{project_id}/messages:send`).")
-    credentials: str = Field(
+    credentials: SecretStr = Field(
         description="Service-account key: a JSON file path (relative to the topology) or the JSON itself "
                     "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged.")
     token: str = Field("device_token", description="Dotted path of the device registration token.")
@@ -262,7 +262,7 @@ class PushSink(Sink):
 
         cfg = self.config
         if self.tokens is None:
-            self.tokens = AccessTokens(_load_service_account(cfg.credentials, self.context))
+            self.tokens = AccessTokens(_load_service_account(cfg.credentials.get_secret_value(), self.context))
         if self.client is None:
             self.client = httpx.Client(timeout=cfg.timeout, follow_redirects=False,
                                        limits=httpx.Limits(max_connections=cfg.concurrency))

@@ -174,3 +174,8 @@ def test_retry_after_parses_seconds_and_http_dates():
     assert retry_after_seconds("12") == 12
     assert retry_after_seconds("Sat, 28 Nov 2026 12:00:30 GMT", now=lambda: now) == 30
     assert retry_after_seconds("garbage") is None and retry_after_seconds(None) is None
+
+
+def test_http_sink_header_values_stay_out_of_the_config_repr():
+    cfg = HttpSinkConfig(id="h", type="http", url="http://127.0.0.1:1/x", headers={"Authorization": "Bearer s3cret"})
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())

@@ -196,6 +196,7 @@ def test_push_config_needs_something_to_send_and_a_bad_key_is_not_echoed(fcm, ke
     with pytest.raises(Exception) as exc:
         sink.open()
     assert "SECRET" not in str(exc.value) and "not valid JSON" in str(exc.value)
+    assert "SECRET" not in repr(sink.config)
 
 
 def test_pistats_notify_example_pushes_to_subscribed_devices_only(fcm, key_pair, tmp_path: Path, monkeypatch):
