@@ -62,12 +62,19 @@ def _is_uuid(value: str) -> bool:
 
 
 def settled(records: list[Record], checkpoint: dict[str, Position]) -> list[bool]:
-    """Per record, whether the engine's checkpoint covers it (it may be deleted / acknowledged)."""
-    out = []
-    for r in records:
+    """Per record, whether the engine's checkpoint covers it (it may be deleted / acknowledged).
+
+    The engine checkpoints each shard at its last settled record before the first failed one, in
+    batch order; so a record is covered when it comes, in batch order, at or before the record of
+    its shard at the checkpointed position (sequence numbers are not compared: a stand-in's may
+    not increase).
+    """
+    last: dict[str, int] = {}
+    for i, r in enumerate(records):
         pos = checkpoint.get(r.meta.shard_id)
-        out.append(pos is not None and r.meta.position <= pos)
-    return out
+        if pos is not None and r.meta.position == pos:
+            last[r.meta.shard_id] = i
+    return [i <= last.get(r.meta.shard_id, -1) for i, r in enumerate(records)]
 
 
 def queue_name(url_or_arn: str) -> str:

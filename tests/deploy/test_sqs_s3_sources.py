@@ -157,3 +157,15 @@ def test_lambda_s3_trigger_runs_the_objects_lines_and_raises_so_lambda_retries_a
     before = [ev.event_id for ev in MemorySink.stores[store]]
     handler(s3_lambda_event(bucket, "incoming/day+one.jsonl.gz"), None)  # a retried event: same ids
     assert [ev.event_id for ev in MemorySink.stores[store]][len(before):] == before[:2]
+
+
+def test_settled_follows_batch_order_within_a_group_whatever_the_sequence_numbers():
+    from squall.event import Position
+    from squall.spouts.sqs import Message, message_record, settled
+
+    msgs = [Message("a", "r", "{}", "g1", "30"), Message("b", "r", "{}", "g1", "20"),
+            Message("c", "r", "{}", "g2", "5"), Message("d", "r", "{}", "g1", "10")]
+    records = [message_record("q.fifo", m) for m in msgs]
+    # the engine settled g1 up to its 2nd message (sequence 20) and g2 entirely
+    assert settled(records, {"group-g1": Position("20"), "group-g2": Position("5")}) == [True, True, True, False]
+    assert settled(records, {}) == [False] * 4
