@@ -55,7 +55,7 @@ def sqs_event(messages: list[dict], queue_arn: str) -> dict:
 
 
 @pytest.mark.e2e
-def test_kitchen_lambda_consumes_a_fifo_queue_with_partial_batch_responses(moto_server, tmp_path: Path):
+def test_kitchen_lambda_consumes_a_fifo_queue_with_partial_batch_responses(moto_server, tmp_path: Path):  # noqa: F811
     sqs = moto_server.client("sqs")
     name = unique("orders") + ".fifo"
     url = sqs.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})["QueueUrl"]
