@@ -55,6 +55,7 @@ class Item:
     size: int = 0
     done: bool = False
     key: str = ""
+    refused: str | None = None  # the service refused it for good (kept across engine retries)
 
 
 @dataclass
@@ -87,7 +88,8 @@ def send_all(name: str, groups: Iterator[list[Item]], send: Callable[[list[Item]
     for a whole-call failure: items already written stay ``done``, so the engine's retry skips them."""
     outcome = SendOutcome()
     for group in groups:
-        pending = [i for i in group if not i.done]
+        outcome.rejected.extend((i, i.refused) for i in group if i.refused is not None)
+        pending = [i for i in group if not i.done and i.refused is None]
         attempt = 0
         while pending:
             attempt += 1
@@ -100,7 +102,7 @@ def send_all(name: str, groups: Iterator[list[Item]], send: Callable[[list[Item]
                 if answer is None:
                     item.done = True
                 elif isinstance(answer, Reject):
-                    item.done = True  # never sent again in this batch
+                    item.refused = answer.reason  # never sent again for this batch, still reported
                     outcome.rejected.append((item, answer.reason))
                 else:
                     retry.append((item, answer))

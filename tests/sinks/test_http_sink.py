@@ -179,3 +179,25 @@ def test_retry_after_parses_seconds_and_http_dates():
 def test_http_sink_header_values_stay_out_of_the_config_repr():
     cfg = HttpSinkConfig(id="h", type="http", url="http://127.0.0.1:1/x", headers={"Authorization": "Bearer s3cret"})
     assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
+
+
+def test_http_sink_a_refused_record_is_still_reported_after_the_engine_retries_the_batch():
+    state = {"down": True}
+
+    def answer(req: Request):
+        n = json.loads(req.body)["n"]
+        if n == 0:
+            return 400, {}, "bad"
+        return (503, {}, "down") if state["down"] else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_attempts=2)
+        prepared = sink.prepare(events([{"n": 0}, {"n": 1}]))
+        with pytest.raises(TransientError):  # n=1 never got through: the whole call is transient
+            sink.write_batch(prepared, None)
+        state["down"] = False
+        result = sink.write_batch(prepared, None)  # the engine's retry of the same batch
+        sink.close()
+    refused = getattr(result, "rejected", None) or result.failed
+    assert [(ev.value["n"], ev.failure.reason) for ev in refused] == [(0, "HTTP 400: bad")]
+    assert [json.loads(r.body)["n"] for r in srv.requests].count(0) == 1  # not sent again
