@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from squall import redact
+from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
 from squall.observability.runners import lambda_observer
@@ -39,22 +40,6 @@ KEPT_PREFIX = 1024
 
 class NotAKinesisEvent(SquallError):
     """The Lambda event is not a Kinesis event-source-mapping batch (wrong trigger, or a test event)."""
-
-
-def event_source(event: object) -> str:
-    """What kind of Lambda event this is: ``aws:kinesis``, ``aws:sqs``, ``aws:dynamodb``, ``aws:s3``,
-    ``firehose``, … or a description of what arrived. The one dispatch point for triggers."""
-    if not isinstance(event, dict):
-        return f"a JSON {type(event).__name__}, not an object"
-    records = event.get("Records")
-    if isinstance(records, list) and records and isinstance(records[0], dict):
-        return str(records[0].get("eventSource") or records[0].get("EventSource") or "records without eventSource")
-    if "deliveryStreamArn" in event:
-        return "firehose"
-    if isinstance(records, list) and not records:
-        return "an event with an empty Records list"
-    keys = ", ".join(sorted(map(str, event))[:8]) or "none"
-    return f"an object without Records (keys: {keys})"
 
 
 def records_from_event(event: dict[str, Any]) -> list[Record]:
@@ -124,7 +109,8 @@ def warn_about_local_dead_letters(topology) -> None:
     for sink in topology.sinks:
         if sink.type == "dead_letter":
             log.warning("sink '%s' writes dead letters to a local file, lost with the Lambda container: "
-                        "use type dead_letter_table (a SQL table) instead", sink.id)
+                        "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
+                        "dead_letter_table (docs/sinks.md)", sink.id)
 
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
@@ -135,7 +121,12 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     engine = Engine(compile_plan(topology)).open()
     observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
 
+    sources = LambdaSources(topology)  # SQS and S3 triggers
+
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        answer = sources.handle(engine, event)
+        if answer is not NotImplemented:
+            return answer
         try:
             records = records_from_event(event)
         except NotAKinesisEvent as exc:

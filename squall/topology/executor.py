@@ -178,6 +178,15 @@ class _RecordFault(Exception):
         return describe_exception(self.cause)
 
 
+class _Refused(Exception):
+    """A sink in the batch's transaction refused events for good (``WriteResult.rejected``)."""
+
+    def __init__(self, node: Node, events: list[Event]):
+        super().__init__(f"{node.id}: {len(events)} event(s) refused")
+        self.node = node
+        self.events = events
+
+
 #: Errors that are the batch's, never a record's: the call is not split. ``OSError`` is the
 #: machine's (disk full, a socket) — a component that can tell a passing one raises TransientError.
 _FATAL = (SinkError, TopologyError, OSError)
@@ -379,8 +388,11 @@ class Engine:
                 for node, p in pending:
                     started = time.perf_counter()
                     try:
-                        written.append((node, p.events, self.components[node.index].write_batch(p, ctx)))  # type: ignore[union-attr]
-                    except (TransientError, BatchFailed, *_FATAL):
+                        result = self.components[node.index].write_batch(p, ctx)  # type: ignore[union-attr]
+                        if result is not None and result.rejected:  # dead letters first: roll back, then again
+                            raise _Refused(node, result.rejected)
+                        written.append((node, p.events, result))
+                    except (TransientError, BatchFailed, _Refused, *_FATAL):
                         raise
                     except Exception as exc:
                         raise _RecordFault(exc, node) from exc
@@ -413,6 +425,13 @@ class Engine:
                 p = pending[k][1]
                 kept = self._isolate_write(node, p, stream, ledger, fault)
                 pending[k] = (node, kept)
+                pending = [(n, q) for n, q in pending if q.events]
+            except _Refused as refused:
+                # The sink refused some events for good: dead-letter them, then commit the rest.
+                node = refused.node
+                k = next(i for i, (n, _) in enumerate(pending) if n is node)
+                rest = self._take_rejected(node, pending[k][1].events, WriteResult(rejected=refused.events), ledger)
+                pending[k] = (node, self._reprepare(node, rest, []))
                 pending = [(n, q) for n, q in pending if q.events]
         for node, events, result in written:
             self._settle(node, events, result, ledger, dead=False)
@@ -499,7 +518,21 @@ class Engine:
                 p = self._isolate_write(node, p, stream, ledger, fault)
                 if not p.events:
                     return
-        self._settle(node, p.events, result, ledger, dead=False)
+        events = self._take_rejected(node, p.events, result, ledger)
+        self._settle(node, events, result, ledger, dead=False)
+
+    def _take_rejected(self, node: Node, events: list[Event], result: WriteResult | None,
+                       ledger: _Ledger) -> list[Event]:
+        """Dead-letter what the sink refused for good at write time; the rest is settled as written."""
+        if result is None or not result.rejected:
+            return events
+        for ev in result.rejected:
+            if ev.failure is None:
+                ev.failure = Failure(node.id, "refused by the sink")
+        self.stats[node.index].dead_lettered += len(result.rejected)
+        self._dead_letter_now(result.rejected, ledger)
+        gone = {id(ev) for ev in result.rejected}
+        return [ev for ev in events if id(ev) not in gone]
 
     def _isolate_write(self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault) -> Prepared:
         """Find the events whose write fails alone (parts are written for real: sinks are
@@ -701,7 +734,7 @@ class Engine:
                     stats.retries += 1
                 log.warning("%s: %s; retry %d/%d in %.2fs", where, exc, attempt, policy.attempts - 1, delay)
                 self._sleep(delay)
-            except (BatchFailed, _RecordFault):
+            except (BatchFailed, _RecordFault, _Refused):
                 raise
             except _FATAL as exc:
                 raise BatchFailed(where, exc, attempt) from exc

@@ -20,6 +20,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "file": "squall.spouts.file:FileSpout",
         "stdin": "squall.spouts.file:StdinSpout",
         "kinesis": "squall.spouts.kinesis:KinesisSpout",
+        "sqs": "squall.spouts.sqs:SqsSpout",
+        "s3": "squall.spouts.s3:S3Spout",
     },
     "bolt": {
         "json": "squall.bolts.json_decode:JsonBolt",
@@ -37,8 +39,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "warehouse": "squall.sinks.warehouse:WarehouseSink",
         "dead_letter": "squall.sinks.dead_letter:DeadLetterSink",
         "dead_letter_table": "squall.sinks.dead_letter_table:DeadLetterTableSink",
+        "dead_letter_sqs": "squall.sinks.dead_letter_aws:DeadLetterSqsSink",
+        "dead_letter_s3": "squall.sinks.dead_letter_aws:DeadLetterS3Sink",
+        "dead_letter_kinesis": "squall.sinks.dead_letter_aws:DeadLetterKinesisSink",
         "stdout": "squall.sinks.stdout:StdoutSink",
         "kinesis": "squall.sinks.kinesis:KinesisSink",
+        "sqs": "squall.sinks.sqs:SqsSink",
+        "s3": "squall.sinks.s3:S3Sink",
+        "firehose": "squall.sinks.firehose:FirehoseSink",
+        "http": "squall.sinks.http:HttpSink",
+        "push": "squall.sinks.push:PushSink",
     },
 }
 
