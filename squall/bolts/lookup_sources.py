@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.errors import TransientError
-from squall.sinks.warehouse.columns import check_identifier
+from squall.identifiers import check_identifier
 from squall.topology.sql import describe, is_transient, sqlstate
 
 Key = tuple[str, ...]

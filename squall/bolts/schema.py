@@ -10,8 +10,8 @@ import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from squall import safe_json
-from squall.bolts.base import INVALID, Bolt, Output
-from squall.component import ComponentConfig
+from squall.bolts.base import Bolt, Output
+from squall.component import INVALID, ComponentConfig
 from squall.event import Event
 
 

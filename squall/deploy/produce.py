@@ -21,8 +21,7 @@ import orjson
 
 from squall import aws
 from squall.errors import SinkError, SquallError, TransientError
-from squall.redact import redact_text
-from squall.sinks.putrecords import (
+from squall.kinesis.putrecords import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
     SHARD_MAP_TTL,
@@ -33,6 +32,7 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.redact import redact_text
 from squall.spouts.file import read_lines
 
 log = logging.getLogger("squall.produce")

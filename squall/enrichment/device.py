@@ -19,8 +19,8 @@ from pydantic import Field, field_validator
 from ua_parser import Domain
 
 from squall.bolts.base import Bolt, Output
+from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
-from squall.enrichment.cache import LRUCache
 from squall.enrichment.device_class import (
     BOT,
     CLASSES,

@@ -22,9 +22,9 @@ import maxminddb
 from pydantic import Field, field_validator, model_validator
 
 from squall.bolts.base import Bolt, Output
+from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment import addresses
-from squall.enrichment.cache import LRUCache
 from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
 from squall.errors import Problem, TopologyError

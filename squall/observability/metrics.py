@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from squall.enrichment.cache import LRUCache
+from squall.cache import LRUCache
 from squall.observability.logs import log_context
 
 log = logging.getLogger("squall.metrics")

@@ -31,10 +31,10 @@ from squall import aws
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
+from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import Item, Reject, Retry, aws_call, chunks, send_all
 from squall.sinks.dead_letter import dead_letter_line
-from squall.sinks.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter
 
 SQS_MAX_BYTES = 256 * 1024
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")

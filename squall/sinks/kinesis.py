@@ -11,8 +11,7 @@ from pydantic import Field, field_validator
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.event import Event, Failure
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.putrecords import (
+from squall.kinesis.putrecords import (
     SHARD_MAP_TTL,
     Aggregator,
     Entry,
@@ -21,6 +20,7 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 
 class KinesisSinkConfig(ComponentConfig):

@@ -38,6 +38,7 @@ from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, Failure
+from squall.kinesis.putrecords import Entry, PutRecordsWriter
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     Item,
@@ -48,7 +49,6 @@ from squall.sinks.batchio import (
     truncate,
     write_result,
 )
-from squall.sinks.putrecords import Entry, PutRecordsWriter
 from squall.sinks.ratelimit import RateLimiter
 
 log = logging.getLogger("squall.sinks.push")

@@ -23,9 +23,8 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.identifiers import check_application, check_dynamodb_table, check_identifier
-from squall.spouts.base import Progress, Spout
-from squall.spouts.kpl import deaggregate, is_aggregated, last_position
-from squall.spouts.shards import (
+from squall.kinesis.kpl import deaggregate, is_aggregated, last_position
+from squall.kinesis.shards import (
     SHARD_END,
     ShardLineage,
     ShardState,
@@ -33,6 +32,7 @@ from squall.spouts.shards import (
     is_shard_end,
     list_shards,
 )
+from squall.spouts.base import Progress, Spout
 from squall.topology.checkpoint import CheckpointSpec
 
 log = logging.getLogger("squall.spouts.kinesis")

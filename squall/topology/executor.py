@@ -44,9 +44,9 @@ from squall.errors import (
     describe_exception,
 )
 from squall.event import Event, Failure, Position, Record, RecordMeta
+from squall.kinesis.kpl import KPL_MAGIC, deaggregate
 from squall.observability.logs import log_context
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.spouts.kpl import KPL_MAGIC, deaggregate
 from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
 from squall.topology.model import RetryConfig

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from squall.bolts.base import DEFAULT
-from squall.component import ComponentConfig
+from squall.component import DEFAULT, ComponentConfig
 from squall.errors import Problem, TopologyError
 from squall.topology import registry
 from squall.topology.model import Topology
