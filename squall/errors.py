@@ -65,17 +65,6 @@ class DecodeError(RecordError):
     """The record's bytes are not a valid payload (bad JSON, bad gzip, corrupt KPL aggregate)."""
 
 
-class ValidationError(RecordError):
-    """The payload does not satisfy the topology's schema."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason, stream="invalid")
-
-
-class EnrichmentError(RecordError):
-    """An enrichment could not be computed from this record's own data."""
-
-
 class TransientError(SquallError):
     """A dependency failed in a way that may pass (connection lost, throttled, timeout).
 

@@ -86,8 +86,7 @@ def print_summary(console: Console, topo: Topology, report: RunReport, totals: T
         console.print(f"[red]batch failed:[/] {report.error}")
         console.print("nothing after the last checkpoint was acknowledged; run again to retry from there")
     for r in report.failed_records[:10]:
-        console.print(f"[red]failed:[/] {r.event_id} ({r.shard_id} seq {r.position.sequence_number}) "
-                      f"in {r.component}: {r.reason}")
+        console.print(f"[red]failed:[/] {r}", markup=True)
     if report.aborted:
         console.print("aborted by a second interrupt: the batch in flight was not checkpointed")
     elif report.interrupted:

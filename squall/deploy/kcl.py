@@ -38,7 +38,6 @@ from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.observability.runners import kcl_recorder
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 from squall.topology.model import Topology
 
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
-    engine = Engine(compile_plan(topology))
+    engine = Engine.for_topology(topology)
     kcl.KCLProcess(RecordProcessor(engine, stream=args[1] if len(args) > 1 else "")).run()
 
 

@@ -28,7 +28,6 @@ from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
 from squall.observability.runners import lambda_observer
 from squall.topology.executor import BatchResult, Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 
 log = logging.getLogger("squall.lambda")
@@ -118,7 +117,7 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine(compile_plan(topology)).open()
+    engine = Engine.for_topology(topology).open()
     observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
 
     sources = LambdaSources(topology)  # SQS and S3 triggers
@@ -140,9 +139,7 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
             return batch_item_failures(records, None)
         finally:
             observer.flush(context)
-        for o in result.failed[:10]:
-            log.error("record %s (%s) failed in %s: %s", o.position.sequence_number, o.shard_id, o.component,
-                      o.reason)
+        result.log_failures(log)
         return batch_item_failures(records, result)
 
     handler.engine = engine  # type: ignore[attr-defined] - for tests and shutdown hooks

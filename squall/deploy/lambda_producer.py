@@ -32,7 +32,6 @@ from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
 from squall.topology.executor import Engine, Outcome
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 
 log = logging.getLogger("squall.producer")
@@ -172,7 +171,7 @@ def make_handler(topology_path: str | Path, *, context_key: str | None = "reques
     redact.install()
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine(compile_plan(topology)).open()
+    engine = Engine.for_topology(topology).open()
     sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -67,8 +67,7 @@ def handle_sqs(engine: Engine, event: dict[str, Any]) -> dict[str, list[dict[str
     except BatchFailed as exc:
         log.error("SQS batch of %d messages failed: %s", len(records), exc)
         return {"batchItemFailures": [{"itemIdentifier": m.message_id} for _, m in messages]}
-    for o in result.failed[:10]:
-        log.error("message of %s failed in %s: %s", o.shard_id, o.component, o.reason)
+    result.log_failures(log)
     done = settled(records, result.checkpoint)
     return {"batchItemFailures": [{"itemIdentifier": m.message_id}
                                   for (_, m), ok in zip(messages, done, strict=True) if not ok]}

@@ -166,9 +166,7 @@ class LocalRunner:
                 self.on_batch(result, self.spout)
             if not result.ok:
                 report.failed_records = result.failed
-                for r in result.failed[:10]:
-                    log.error("record %s (%s seq %s) failed in %s: %s", r.event_id, r.shard_id,
-                              r.position.sequence_number, r.component, r.reason)
+                result.log_failures(log)
                 return
             if self._interrupted:
                 return

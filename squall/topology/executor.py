@@ -31,6 +31,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from squall.bolts.base import Bolt, Output
@@ -49,7 +50,7 @@ from squall.observability.logs import log_context
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
-from squall.topology.model import RetryConfig
+from squall.topology.model import RetryConfig, Topology
 from squall.topology.resources import Resources
 
 log = logging.getLogger("squall.engine")
@@ -73,6 +74,12 @@ class RecordOutcome:
     outcome: Outcome
     component: str | None = None
     reason: str | None = None
+
+    def __str__(self) -> str:
+        where = f"record {self.event_id} ({self.shard_id} seq {self.position.sequence_number})"
+        if self.component is None:
+            return f"{where} {self.outcome.value}"
+        return f"{where} {self.outcome.value} in {self.component}: {self.reason}"
 
 
 _CODES = (Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FILTERED, Outcome.FAILED)
@@ -122,6 +129,14 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return _FAILED not in self._codes
+
+    def log_failures(self, logger: logging.Logger, limit: int = 10) -> None:
+        """One ERROR line per failed record (the first ``limit``), and how many more there were."""
+        failed = self.failed
+        for outcome in failed[:limit]:
+            logger.error("%s", outcome)
+        if len(failed) > limit:
+            logger.error("… and %d more failed records", len(failed) - limit)
 
 
 @dataclass
@@ -218,6 +233,15 @@ class Engine:
         self._tx_states: set[int] = set()
         self._checkpoint_in_tx = False
         self._opened = False
+
+    @classmethod
+    def for_topology(cls, source: str | Path | Topology, **kwargs: Any) -> Engine:
+        """The engine of a topology file (or loaded model): load, compile, construct (not opened)."""
+        from squall.topology.graph import compile_plan
+        from squall.topology.loader import load
+
+        topology = source if isinstance(source, Topology) else load(source)
+        return cls(compile_plan(topology), **kwargs)
 
     def _plan_transaction(self) -> None:
         """Which sinks, states and checkpoint share one SQL transaction (decided once, after open).

@@ -13,6 +13,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from squall.component import Component
+from squall.errors import SquallError
 
 #: kind -> type -> "module:Class"
 BUILTINS: dict[str, dict[str, str]] = {
@@ -56,7 +57,7 @@ BUILTINS: dict[str, dict[str, str]] = {
 ENTRY_POINT_GROUPS = {"spout": "squall.spouts", "bolt": "squall.bolts", "sink": "squall.sinks"}
 
 
-class UnknownType(LookupError):
+class UnknownType(SquallError, LookupError):
     """No component of that kind and type; ``message`` says what was meant when it can."""
 
     def __init__(self, kind: str, type_name: str, known: list[str], detail: str = ""):
