@@ -25,20 +25,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import SinkError, TransientError
+from squall.topology.resources import redis_transient_errors
 from squall.topology.sql import describe, is_transient
 
 log = logging.getLogger("squall.enrichment.stores")
 
-#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
-REDIS_TRANSIENT: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.MasterDownError,
-)
+#: Redis errors that may pass (connection lost, timeouts, failover): shared with every Redis user.
+REDIS_TRANSIENT = redis_transient_errors()
 
 _STATUS = {str(s): s for s in Status}
 SELECT_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's bound-parameter limit

@@ -23,6 +23,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.identifiers import check_application, check_dynamodb_table, check_identifier
+from squall.kinesis import StreamFields
 from squall.kinesis.kpl import deaggregate, is_aggregated, last_position
 from squall.kinesis.shards import (
     SHARD_END,
@@ -102,11 +103,7 @@ class MemoryCheckpoint(_Strict):
 CheckpointConfig = Annotated[SqlCheckpoint | DynamoDbCheckpoint | MemoryCheckpoint, Field(discriminator="store")]
 
 
-class KinesisSpoutConfig(ComponentConfig):
-    stream: str = Field(description="Stream name or ARN.")
-    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, "
-                                                 "AWS_DEFAULT_REGION, else us-east-1).")
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+class KinesisSpoutConfig(StreamFields, ComponentConfig):
     start: Literal["trim_horizon", "latest", "at_timestamp"] = Field(
         "trim_horizon", description="Where to start in shards that have no checkpoint.")
     timestamp: datetime | None = Field(None, description="Start time for `start: at_timestamp`.")
@@ -118,17 +115,6 @@ class KinesisSpoutConfig(ComponentConfig):
                                                           "(for local runs and tests); default: run forever.")
     shard_sync_interval: float = Field(60.0, gt=0, description="Seconds between ListShards calls "
                                                                "(shards are also re-listed when one ends).")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        return aws.check_endpoint_url(v)
 
     @model_validator(mode="after")
     def _timestamp(self) -> KinesisSpoutConfig:

@@ -7,6 +7,7 @@ Connections open lazily on first use (in Lambda: during init, outside the handle
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -129,3 +130,14 @@ def _redis_client(cfg: ResourceConfig):
     return redis.Redis.from_url(
         cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **options
     )
+
+
+@functools.cache
+def redis_transient_errors() -> tuple[type[Exception], ...]:
+    """Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted
+    (shared by every component that talks to Redis; redis is imported only when asked)."""
+    import redis
+
+    e = redis.exceptions
+    return (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ReadOnlyError, e.TryAgainError,
+            e.ClusterDownError, e.MasterDownError)
