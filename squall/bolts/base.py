@@ -60,7 +60,10 @@ class Bolt(Component):
     Stateful bolts (``stateful = True``) never write durable state in ``process``: they *stage*
     their changes, and the engine's commit sequence calls ``commit_state`` after the sinks have
     committed, then ``state_committed`` once that is durable, or ``discard_state`` when the batch
-    is not committed. See docs/architecture.md, "The commit sequence".
+    is not committed. A ``process`` call that raises must leave the staging as it was before the
+    call (stage aside, merge on return): the engine calls it again on parts of the batch, and
+    what the failed call staged — the poison record's change too — would otherwise be committed.
+    See docs/architecture.md, "The commit sequence".
     """
 
     kind: ClassVar[str] = "bolt"

@@ -191,7 +191,11 @@ class SubscriptionBolt(Bolt):
                     indexes.append(i)
 
         # Load (any store failure raises here, before an event is touched), apply, stage.
+        # Staging is kept aside until the call returns: a call that raises (the engine then calls
+        # again on parts of the batch) must leave nothing staged, else its changes — also the
+        # poison record's — would be committed and the parts enriched from the wrong state.
         seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
+        local: dict[str, _Staged] = {}
         if by_key:
             assert self.store is not None, "setup() was not called"
             staged = self._staged
@@ -199,10 +203,14 @@ class SubscriptionBolt(Bolt):
             loaded = self.store.load(missing) if missing else {}
             keep = self.config.history
             for key, indexes in by_key.items():
-                entry = staged.get(key)
-                if entry is None:
+                prev = staged.get(key)
+                if prev is None:
                     base = loaded.get(key, UNKNOWN_STATE)
-                    entry = staged[key] = _Staged(base, base)
+                    entry = _Staged(base, base)
+                else:  # a later call of the same batch: a copy, in case this call raises
+                    entry = _Staged(prev.base, prev.latest)
+                    entry.updates = list(prev.updates)
+                local[key] = entry
                 after, states = play(
                     entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
                 )
@@ -223,6 +231,7 @@ class SubscriptionBolt(Bolt):
                 block = blocks[id(state)] = state.block()
             set_target(event, {**block, "topics": list(block["topics"])})
             emit(event)
+        self._staged.update(local)
         return out
 
     # -- the commit sequence ----------------------------------------------------------------

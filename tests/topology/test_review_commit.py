@@ -1,0 +1,84 @@
+"""Adversarial review of the commit sequence and poison isolation (issue 14, sections 1 and 2).
+
+Each test here failed on b31d147 and names what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from squall.testing import MemorySink, records_from
+from squall.topology.executor import Engine, Outcome
+from squall.topology.graph import compile_plan
+from squall.topology.loader import load_text
+
+
+@pytest.fixture
+def tag():
+    name = f"r{uuid.uuid4().hex[:8]}"
+    yield name
+    for key in [k for k in MemorySink.stores if k.startswith(name)]:
+        MemorySink.stores.pop(key, None)
+
+
+def engine_for(spec: dict) -> Engine:
+    return Engine(compile_plan(load_text(json.dumps(spec))), sleep=lambda s: None)
+
+
+# -- a stateful bolt whose process() raised keeps nothing of that call's staging ------------------
+
+
+def subscription_spec(tag: str, db: str) -> dict:
+    return {
+        "name": "review",
+        "resources": {"state": {"url": f"sqlite:///{db}"}},
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"},
+                  {"id": "subs", "type": "subscription", "store": "state", "history": 0,
+                   "target": "enrich.subscription"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+    }
+
+
+def subscription_events(poison: dict) -> list[dict]:
+    def at(minute: int) -> str:
+        return f"2024-05-01T10:{minute:02d}:00Z"
+
+    return [
+        {"event_type": "subscribe", "device_token": "a", "timestamp": at(1), "topics": ["x"]},
+        {"event_type": "unsubscribe", "device_token": "a", "timestamp": at(2), **poison},
+        {"event_type": "click", "device_token": "a", "timestamp": at(3)},
+        {"event_type": "subscribe", "device_token": "a", "timestamp": at(4), "topics": ["y"]},
+        {"event_type": "click", "device_token": "a", "timestamp": at(5)},
+        {"event_type": "unsubscribe", "device_token": "a", "timestamp": at(6)},
+        {"event_type": "click", "device_token": "a", "timestamp": at(7)},
+    ]
+
+
+def test_a_poison_record_in_a_stateful_bolt_changes_no_state_and_the_rest_is_enriched_as_of_itself(tag, tmp_path):
+    """The subscription bolt staged the whole batch before a later event made process() raise; the
+    engine then called process() again on halves: the poison record's change stayed staged and was
+    committed (it is dead-lettered), and the other events were enriched from the batch's *final*
+    state instead of the state as of each of them."""
+    # The poison: a valid unsubscribe whose target parent is not an object (set_target raises).
+    poisoned = engine_for(subscription_spec(f"{tag}-p", tmp_path / "p.db"))
+    with poisoned:
+        result = poisoned.process(records_from(subscription_events({"enrich": 5})))
+        state = next(c for c in poisoned.components if c.id == "subs").store.load(["a"])["a"]
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED] + [Outcome.COMMITTED] * 5
+    # The reference: the same record rejected by the bolt itself (a bad time): it changes nothing.
+    reference = engine_for(subscription_spec(f"{tag}-r", tmp_path / "r.db"))
+    with reference:
+        reference.process(records_from(subscription_events({"timestamp": "not a time"})))
+        expected_state = next(c for c in reference.components if c.id == "subs").store.load(["a"])["a"]
+
+    def blocks(name: str) -> list[dict]:
+        return [ev.value["enrich"]["subscription"] for ev in MemorySink.stores[name]]
+
+    assert blocks(f"{tag}-p-out") == blocks(f"{tag}-r-out")
+    assert blocks(f"{tag}-p-out")[0]["status"] == "subscribed"  # as of the first event, not the last
+    assert state == expected_state
