@@ -82,3 +82,30 @@ def test_a_poison_record_in_a_stateful_bolt_changes_no_state_and_the_rest_is_enr
     assert blocks(f"{tag}-p-out") == blocks(f"{tag}-r-out")
     assert blocks(f"{tag}-p-out")[0]["status"] == "subscribed"  # as of the first event, not the last
     assert state == expected_state
+
+
+# -- a failed call must not have destroyed what the re-processing needs -----------------------------
+
+
+def test_geo_drop_ip_with_a_poison_record_keeps_the_geo_of_the_other_records(tag):
+    """With drop_ip, the geo bolt removed each event's address as it went; an event whose target
+    parent is not an object then made process() raise, and the engine's isolation called process()
+    again on the *same* events — now without their address: status missing_ip, no country."""
+    engine = engine_for({
+        "name": "review-geo",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"},
+                  {"id": "geo", "type": "geo", "drop_ip": True, "target": "enrich.geo"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+    })
+    with engine:
+        result = engine.process(records_from([{"i": 0, "ip": "8.8.8.8"}, {"i": 1, "ip": "1.1.1.1", "enrich": 5},
+                                              {"i": 2, "ip": "81.2.69.142"}]))
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    out = MemorySink.stores[f"{tag}-out"]
+    assert [(ev.value["i"], ev.value["enrich"]["geo"]["status"], ev.value["enrich"]["geo"]["country_code"])
+            for ev in out] == [(0, "ok", "US"), (2, "ok", "GB")]
+    assert all("ip" not in ev.value for ev in out)
+    [dead] = MemorySink.stores[f"{tag}-dlq"]
+    assert dead.failure.component == "geo" and "enrich" in dead.failure.reason
