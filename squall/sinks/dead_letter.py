@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from pydantic import Field
 
 from squall.component import ComponentConfig
+from squall.errors import describe_exception, safe_text
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
 
@@ -40,8 +42,39 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
     except UnicodeDecodeError:
         doc["record_base64"] = base64.b64encode(ev.raw).decode("ascii")
     if include_payload and ev.value is not None:
-        doc["payload"] = ev.value
+        doc["payload"] = writable_payload(ev.value)
     return doc
+
+
+#: Nesting kept of a payload that cannot be encoded whole (orjson encodes at most 254 levels).
+CLIP_DEPTH = 100
+
+
+def writable_payload(value: Any) -> Any:
+    """The payload itself when it encodes as JSON, else a marker with the reason and the payload
+    cut below ``CLIP_DEPTH`` levels: writing a dead letter must never raise (orjson decodes 1,024
+    levels but encodes 254, and ``default=str`` can raise too)."""
+    try:
+        orjson.dumps(value, default=str)
+        return value
+    except Exception as exc:  # noqa: BLE001 - any failure to encode becomes the marker
+        reason = describe_exception(exc)
+    clipped = _clip(value, CLIP_DEPTH)
+    try:
+        orjson.dumps(clipped, default=str)
+    except Exception:  # noqa: BLE001
+        clipped = safe_text(clipped)
+    return {"unserializable": reason, "clipped": clipped}
+
+
+def _clip(value: Any, depth: int) -> Any:
+    if isinstance(value, dict | list):
+        if depth <= 0:
+            return f"… [nested deeper than {CLIP_DEPTH} levels]"
+        if isinstance(value, dict):
+            return {str(k): _clip(v, depth - 1) for k, v in value.items()}
+        return [_clip(v, depth - 1) for v in value]
+    return value
 
 
 class DeadLetterSink(Sink):

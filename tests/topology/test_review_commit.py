@@ -109,3 +109,36 @@ def test_geo_drop_ip_with_a_poison_record_keeps_the_geo_of_the_other_records(tag
     assert all("ip" not in ev.value for ev in out)
     [dead] = MemorySink.stores[f"{tag}-dlq"]
     assert dead.failure.component == "geo" and "enrich" in dead.failure.reason
+
+
+# -- a dead letter can always be written -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("sink", ["dead_letter", "dead_letter_table"])
+def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_written(tag, tmp_path, sink):
+    """orjson decodes 1,024 levels but encodes only 254: with include_payload the dead-letter
+    write raised on a 300-deep payload, so the record had nowhere to go (FAILED) and the shard
+    stalled on it forever. The payload is now replaced by a bounded text with a marker."""
+    deep = b'{"fail": "rejected", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
+    dlq = ({"id": "dlq", "type": "dead_letter", "path": str(tmp_path / "dl.jsonl"), "include_payload": True}
+           if sink == "dead_letter" else
+           {"id": "dlq", "type": "dead_letter_table", "resource": "db", "include_payload": True})
+    engine = engine_for({
+        "name": "review-dl",
+        "resources": {"db": {"url": f"sqlite:///{tmp_path / 'dl.db'}"}},
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}, dlq],
+    })
+    with engine:
+        result = engine.process(records_from([{"i": 0}, deep, {"i": 2, "fail": "plain"}]))
+        if sink == "dead_letter_table":
+            import sqlalchemy as sa
+
+            with engine.resources.sql("db").connect() as conn:
+                payloads = conn.execute(sa.text("SELECT payload FROM squall_dead_letters ORDER BY meta")).scalars().all()
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+    if sink == "dead_letter":
+        payloads = [json.dumps(json.loads(line)["payload"]) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
+    assert len(payloads) == 2
+    assert any("unserializable" in p for p in payloads) and any('"plain"' in p for p in payloads)
