@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from squall.topology.resources import Resources
 
 TOO_LONG: Any = type("TooLong", (), {"__repr__": lambda self: "TOO_LONG"})()
+#: A key holding NUL: PostgreSQL text cannot store it (psycopg2 raises ValueError on the parameter).
+HAS_NUL: Any = type("HasNul", (), {"__repr__": lambda self: "HAS_NUL"})()
 
 DEFAULT_ACTIONS = {
     "register": Action.REGISTER,
@@ -175,6 +177,8 @@ class SubscriptionBolt(Bolt):
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
             if key is not None and len(key) > MAX_KEY_LENGTH:
                 key = TOO_LONG
+            elif key is not None and "\x00" in key:
+                key = HAS_NUL
             kind = get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
@@ -183,7 +187,7 @@ class SubscriptionBolt(Bolt):
                     failures[i] = update
                     continue
                 updates[i] = update
-            if key is not None and key is not TOO_LONG:
+            if key is not None and key is not TOO_LONG and key is not HAS_NUL:
                 indexes = by_key.get(key)
                 if indexes is None:
                     by_key[key] = [i]
@@ -272,6 +276,10 @@ class SubscriptionBolt(Bolt):
         c = self.config
         if key is None:
             return f"{kind} event without a usable '{c.key}'"
+        if key is HAS_NUL:
+            return f"{kind} event whose '{c.key}' contains a NUL character (a state store cannot keep it)"
+        if "\x00" in event.event_id:  # the state row carries it (event_id, version)
+            return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
         if key is TOO_LONG:
             return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
         try:

@@ -142,3 +142,43 @@ def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_writte
         payloads = [json.dumps(json.loads(line)["payload"]) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
     assert len(payloads) == 2
     assert any("unserializable" in p for p in payloads) and any('"plain"' in p for p in payloads)
+
+
+# -- a record's data must never make the state commit fail the batch --------------------------------
+
+
+def test_a_nul_in_an_event_id_does_not_fail_every_delivery_of_its_batch_on_postgresql(tag, pg_url):
+    """PostgreSQL text cannot hold NUL; psycopg2 refuses such a parameter with a ValueError. An
+    update whose event id (from the payload: event_id_field) holds one was staged, and its state
+    row — version and event_id carry the id — made the engine's commit raise: BatchFailed on
+    every delivery, the shard stalled forever. The update is now that record's failure."""
+    import sqlalchemy as sa
+
+    table = f"s_{uuid.uuid4().hex[:10]}"
+    engine = engine_for({
+        "name": "review-nul",
+        "resources": {"state": {"url": pg_url}},
+        "spout": {"type": "squall.testing:ListSpout"},
+        "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+        "bolts": [{"id": "decode", "type": "json", "event_id_field": "message_id"},
+                  {"id": "subs", "type": "subscription", "store": "state", "table": table}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+    })
+    events = [
+        {"message_id": "m1", "event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:00:00Z"},
+        {"message_id": "m\u00002", "event_type": "unsubscribe", "device_token": "b",
+         "timestamp": "2024-05-01T10:01:00Z"},
+        {"message_id": "m3", "event_type": "subscribe", "device_token": "c\u0000", "timestamp": "2024-05-01T10:02:00Z"},
+    ]
+    try:
+        with engine:
+            result = engine.process(records_from(events))
+            stored = next(c for c in engine.components if c.id == "subs").store.load(["a", "b"])
+        assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
+                                                      Outcome.DEAD_LETTERED]
+        assert sorted(stored) == ["a"]
+        assert all("NUL" in ev.failure.reason for ev in MemorySink.stores[f"{tag}-dlq"])
+    finally:
+        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
