@@ -69,7 +69,8 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     """A Lambda handler for a topology; resources open now (the init phase), once per container."""
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine(compile_plan(topology)).open()
+    # Lambda retries from a sequence number: every user record of a KPL aggregate comes again.
+    engine = Engine(compile_plan(topology), whole_records=True).open()
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         records = records_from_event(event)

@@ -182,9 +182,13 @@ class Engine:
     """Runs batches through a plan. Components and resources are opened once, in ``open``."""
 
     def __init__(self, plan: Plan, *, resources: Resources | None = None,
-                 checkpointer: Checkpointer | None = None,
+                 checkpointer: Checkpointer | None = None, whole_records: bool = False,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random):
         self.plan = plan
+        #: The runner's source resumes only at whole Kinesis records (Lambda), never inside a KPL
+        #: aggregate: the checkpoint and the committed state then stop before the failed record's
+        #: aggregate, whose earlier user records come again.
+        self.whole_records = whole_records
         self.topology = plan.topology
         self.resources = resources if resources is not None else Resources(plan.topology.resources, plan.topology.base_dir)
         self._own_resources = resources is None
@@ -614,38 +618,46 @@ class Engine:
                 codes.append(_FAILED)
         return codes
 
-    @staticmethod
-    def _checkpoint_from(units: list[Event], codes: list[int]) -> dict[str, Position]:
+    def _unsettled(self, units: list[Event], codes: list[int]) -> list[bool]:
+        """Per unit: True when it is at or after the first failed record of its shard (it comes again).
+
+        With ``whole_records`` (the source resumes at a Kinesis sequence number, never inside a KPL
+        aggregate: Lambda), the user records of the failed record's aggregate before it come again
+        too, so they are not settled either.
+        """
+        flags = [False] * len(units)
+        blocked: dict[str, str] = {}  # shard -> sequence number of its first failed record
+        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
+            shard = ev.meta.shard_id
+            if shard in blocked:
+                flags[i] = True
+            elif code == _FAILED:
+                blocked[shard] = ev.meta.sequence_number
+                flags[i] = True
+        if self.whole_records:
+            for i, ev in enumerate(units):
+                if not flags[i] and blocked.get(ev.meta.shard_id) == ev.meta.sequence_number:
+                    flags[i] = True
+        return flags
+
+    def _checkpoint_from(self, units: list[Event], codes: list[int]) -> dict[str, Position]:
         """Per shard, the last position before the first failed record."""
         last: dict[str, RecordMeta] = {}
         if _FAILED not in codes:
             for ev in units:
                 last[ev.meta.shard_id] = ev.meta
         else:
-            blocked: set[str] = set()
-            for ev, code in zip(units, codes, strict=True):
-                shard = ev.meta.shard_id
-                if shard in blocked:
-                    continue
-                if code == _FAILED:
-                    blocked.add(shard)
-                else:
-                    last[shard] = ev.meta
+            for ev, unsettled in zip(units, self._unsettled(units, codes), strict=True):
+                if not unsettled:
+                    last[ev.meta.shard_id] = ev.meta
         return {shard: meta.position for shard, meta in last.items()}
 
-    @staticmethod
-    def _covered(units: list[Event], codes: list[int]) -> Callable[[Event], bool]:
+    def _covered(self, units: list[Event], codes: list[int]) -> Callable[[Event], bool]:
         """Whether an event's record is covered by the checkpoint (settled, before any failure of its shard)."""
         if _FAILED not in codes:
             return _always
-        flags = [True] * len(units)
-        blocked: set[str] = set()
-        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
-            shard = ev.meta.shard_id
-            if shard in blocked or code == _FAILED:
-                blocked.add(shard)
-                flags[i] = False
-        return lambda ev: flags[ev.origin]
+        unsettled = self._unsettled(units, codes)
+        return lambda ev: not unsettled[ev.origin]
 
     # -- retries -----------------------------------------------------------------------------
 

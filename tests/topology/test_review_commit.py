@@ -182,3 +182,51 @@ def test_a_nul_in_an_event_id_does_not_fail_every_delivery_of_its_batch_on_postg
     finally:
         with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+
+
+# -- Lambda: the platform checkpoints whole Kinesis records, never inside a KPL aggregate -------------
+
+
+def kpl_aggregate(payloads: list[dict]) -> bytes:
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    agg = RecordAggregator()
+    for p in payloads:
+        agg.add_user_record("pk", json.dumps(p).encode())
+    return agg.clear_and_get().get_contents()[2]
+
+
+def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delivery(tag, tmp_path):
+    """Lambda retries from the *sequence number* of the first failed record: every sub-record of
+    its KPL aggregate comes again. The engine committed the state changes of the sub-records
+    before the failed one (covered at sub-record granularity), so the redelivered sub-records were
+    enriched from a state that already held their own changes: a subscribe stored as unsubscribed."""
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.factories import kinesis_lambda_event
+
+    (tmp_path / "topology.yaml").write_text(json.dumps({
+        "name": "review-lambda",
+        "resources": {"state": {"url": f"sqlite:///{tmp_path / 's.db'}"}},
+        "spout": {"type": "stdin"},
+        "bolts": [{"id": "decode", "type": "json"}, {"id": "chaos", "type": "squall.testing:FaultyBolt"},
+                  {"id": "subs", "type": "subscription", "store": "state", "history": 0}],
+        # no dead-letter sink: a failed record is reported to Lambda, which delivers it again
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
+    }))
+    handler = make_handler(tmp_path / "topology.yaml")
+    aggregate = kpl_aggregate([
+        {"n": 0, "event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:01:00Z", "topics": ["x"]},
+        {"n": 1, "event_type": "unsubscribe", "device_token": "a", "timestamp": "2024-05-01T10:02:00Z"},
+        {"n": 2, "event_type": "click", "device_token": "a", "timestamp": "2024-05-01T10:03:00Z", "fail": "later"},
+    ])
+    event = kinesis_lambda_event([aggregate])
+    first = handler(event, None)
+    assert first == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    out = MemorySink.stores[f"{tag}-out"]
+    blocks = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
+    assert blocks == [(0, "subscribed"), (1, "unsubscribed")]
+    out.clear()
+    handler(event, None)  # Lambda delivers the whole aggregate again
+    again = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
+    assert again == blocks
+    handler.engine.close()
