@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from squall.errors import (
     BatchFailed,
     DecodeError,
     SinkError,
+    SquallError,
     TopologyError,
     TransientError,
     describe_exception,
@@ -369,6 +371,8 @@ class Engine:
                     except (TransientError, BatchFailed, *_FATAL):
                         raise
                     except Exception as exc:
+                        if _dependency_down(exc):
+                            raise  # sql_errors makes it a TransientError: the transaction is retried
                         raise _RecordFault(exc, node) from exc
                     finally:
                         self.stats[node.index].seconds += time.perf_counter() - started
@@ -674,7 +678,12 @@ class Engine:
             attempt += 1
             started = time.perf_counter()
             try:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except Exception as exc:
+                    if _dependency_down(exc):  # a driver's error a component let escape
+                        raise TransientError(f"{where}: {describe_exception(exc)}") from exc
+                    raise
             except TransientError as exc:
                 if attempt >= policy.attempts:
                     raise BatchFailed(where, exc, attempt) from exc
@@ -699,3 +708,22 @@ class Engine:
 
 def _always(event: Event) -> bool:
     return True
+
+
+def _dependency_down(exc: BaseException) -> bool:
+    """A database or Redis client's connection-level error that a component let escape raw.
+
+    It is the dependency's failure, never a record's: isolating it would dead-letter every record
+    of the batch (each fails alone) and checkpoint past them during an outage. Only libraries
+    already imported are looked at, so topologies without them pay nothing.
+    """
+    if isinstance(exc, SquallError):
+        return False
+    sa = sys.modules.get("sqlalchemy")
+    pg = sys.modules.get("psycopg2")
+    if (sa is not None and isinstance(exc, sa.exc.SQLAlchemyError)) or (pg is not None and isinstance(exc, pg.Error)):
+        from squall.topology.sql import is_transient
+
+        return is_transient(exc)
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)

@@ -230,3 +230,68 @@ def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delive
     again = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
     assert again == blocks
     handler.engine.close()
+
+
+# -- a dependency outage is never a record's fault ---------------------------------------------------
+
+
+def _unmapped_bolt_class():
+    """A user bolt that queries a database and lets the driver's error escape (no TransientError)."""
+    import sqlalchemy as sa
+
+    from squall.bolts.base import Bolt, Output
+    from squall.component import ComponentConfig
+
+    class Config(ComponentConfig):
+        url: str
+        kind: str = "sql"
+
+    class Lookup(Bolt):
+        def setup(self, resources) -> None:
+            if self.config.kind == "sql":
+                self.db = sa.create_engine(self.config.url, pool_pre_ping=False)
+            else:
+                import redis
+
+                self.db = redis.Redis.from_url(self.config.url, socket_connect_timeout=0.5)
+
+        def process(self, batch):
+            out = Output(self.id)
+            for ev in batch:
+                if self.config.kind == "sql":
+                    with self.db.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+                else:
+                    self.db.get("k")
+                out.emit(ev)
+            return out
+
+    Lookup.Config = Config
+    return Lookup
+
+
+UnmappedLookup = _unmapped_bolt_class()
+
+
+@pytest.mark.parametrize("kind", ["sql", "redis"])
+def test_a_database_outage_in_a_user_bolt_fails_the_batch_instead_of_dead_lettering_every_record(tag, kind):
+    """A driver's connection error raised raw by a user bolt was taken for a poison record: the
+    engine split the batch down to single events, each failed alone, and *every* record was
+    dead-lettered and checkpointed past during the outage. A connection-level driver error is now
+    a dependency failure: retried, then the batch fails and nothing is checkpointed."""
+    url = ("postgresql+psycopg2://postgres@127.0.0.1:9/none?connect_timeout=1" if kind == "sql"
+           else "redis://127.0.0.1:9/0")
+    engine = engine_for({
+        "name": "review-outage",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+        "bolts": [{"id": "decode", "type": "json"},
+                  {"id": "lookup", "type": f"{__name__}:UnmappedLookup", "url": url, "kind": kind}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+    })
+    from squall.errors import BatchFailed
+
+    with engine, pytest.raises(BatchFailed):
+        engine.process(records_from([{"i": i} for i in range(4)]))
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
