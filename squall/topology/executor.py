@@ -260,6 +260,12 @@ class Engine:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def save_positions(self, stream: str, positions: dict[str, Position]) -> None:
+        """Save positions the source adds after a batch (SHARD_END of a finished shard) with the
+        checkpoint step's retries; raises ``BatchFailed`` when the store stays down."""
+        if self.checkpointer is not None and positions:
+            self._call("checkpoint", None, self.checkpointer.save, stream, positions, isolate=False)
+
     # -- one batch ---------------------------------------------------------------------------
 
     def process(self, records: list[Record]) -> BatchResult:

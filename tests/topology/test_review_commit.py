@@ -295,3 +295,67 @@ def test_a_database_outage_in_a_user_bolt_fails_the_batch_instead_of_dead_letter
     with engine, pytest.raises(BatchFailed):
         engine.process(records_from([{"i": i} for i in range(4)]))
     assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+
+
+# -- SHARD_END, saved by the runner after the engine's commit ------------------------------------------
+
+
+def _ending_spout_class():
+    from squall.component import ComponentConfig
+    from squall.spouts.base import Spout
+    from squall.spouts.shards import SHARD_END
+    from squall.topology.checkpoint import CheckpointSpec
+
+    class EndingSpout(Spout):
+        """One record, then its shard is read to its end: commit() hands back SHARD_END to save."""
+
+        Config = ComponentConfig
+
+        def checkpointing(self):
+            return CheckpointSpec("sql", "s", resource="db", owner=self.id)
+
+        def read(self, max_records):
+            yield records_from([{"i": 1}], stream="s")
+
+        def commit(self, checkpoint):
+            return {"shardId-000000000000": SHARD_END} if checkpoint else {}
+
+    return EndingSpout
+
+
+EndingSpout = _ending_spout_class()
+
+
+def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(tag, tmp_path, monkeypatch):
+    """The local runner saved SHARD_END with a bare store.save(): one transient failure of the
+    checkpoint store (retried everywhere else by the engine) ended the run with an error, after a
+    batch that had committed fine."""
+    from squall.deploy.local import EXIT_OK, LocalRunner
+    from squall.errors import TransientError
+    from squall.spouts.shards import SHARD_END
+    from squall.topology.checkpoint import SqlCheckpointStore
+    from squall.topology.loader import load_text as load
+
+    failures = []
+    real_save = SqlCheckpointStore.save
+
+    def flaky_save(self, stream, positions):
+        if not failures:
+            failures.append(positions)
+            raise TransientError("checkpoint store: connection reset")
+        real_save(self, stream, positions)
+
+    monkeypatch.setattr(SqlCheckpointStore, "save", flaky_save)
+    topology = load(json.dumps({
+        "name": "review-shard-end",
+        "resources": {"db": {"url": f"sqlite:///{tmp_path / 'cp.db'}"}},
+        "spout": {"type": f"{__name__}:EndingSpout"},
+        "settings": {"retry": {"attempts": 3, "initial_backoff": 0, "max_backoff": 0}},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
+    }))
+    runner = LocalRunner(topology)
+    report = runner.run()
+    assert failures, "the flaky save was not reached"
+    assert report.exit_code == EXIT_OK, report.setup_error or report.error
+    assert runner.checkpointer.load("s") == {"shardId-000000000000": SHARD_END}
