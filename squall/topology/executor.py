@@ -506,8 +506,13 @@ class Engine:
             comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
 
         bad = self._find_poison(node, write, p.events, fault)
-        if not bad:  # it failed on the whole, never on a part: a fault of the batch after all
-            raise BatchFailed(node.id, fault.cause, 1) from fault.cause
+        if not bad:
+            # It failed on the whole, never on a part (a size limit): every part was written, so
+            # every event is. Failing the batch would fail it again on every delivery.
+            log.warning("%s: a write of %d events failed (%s) but each part was written on its own",
+                        node.id, len(p.events), fault.reason)
+            self._settle(node, p.events, None, ledger, dead=False)
+            return Prepared([])
         kept = self._reprepare(node, p.events, bad)
         self.stats[node.index].dead_lettered += len(kept.rejected)
         self._dead_letter_now(kept.rejected, ledger)

@@ -359,3 +359,45 @@ def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(ta
     assert failures, "the flaky save was not reached"
     assert report.exit_code == EXIT_OK, report.setup_error or report.error
     assert runner.checkpointer.load("s") == {"shardId-000000000000": SHARD_END}
+
+
+# -- a write that fails on the whole batch but on no part of it ----------------------------------------
+
+
+def _size_limited_sink_class():
+    from squall.errors import RecordError
+    from squall.testing import MemorySink
+
+    class SizeLimitedSink(MemorySink):
+        """Refuses a write of more than 4 rows (a statement's parameter limit, a message size):
+        every part of a batch is written, the whole never is."""
+
+        def write_batch(self, prepared, ctx):
+            if len(prepared.events) > 4:
+                raise RecordError("program limit exceeded: too many rows in one statement (SQLSTATE 54000)")
+            self.store.extend(prepared.events)
+
+    return SizeLimitedSink
+
+
+SizeLimitedSink = _size_limited_sink_class()
+
+
+def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote(tag):
+    """The isolation wrote every part of the batch for real and none failed alone; the engine then
+    raised BatchFailed ("a fault of the batch after all"), so the same batch failed on every
+    delivery and the shard stalled forever, although all its rows were written. The events are
+    now settled as written by the parts."""
+    engine = engine_for({
+        "name": "review-size",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [{"id": "out", "type": f"{__name__}:SizeLimitedSink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+    })
+    with engine:
+        result = engine.process(records_from([{"i": i} for i in range(10)]))
+    assert result.ok and result.count(Outcome.COMMITTED) == 10
+    assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]}) == list(range(10))
+    assert result.checkpoint["shardId-000000000000"].sequence_number == "10"
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
