@@ -501,9 +501,12 @@ class Engine:
         """Find the events whose write fails alone (parts are written for real: sinks are
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
+        part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
 
         def write(part: list[Event]) -> None:
-            comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            got = comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            if got is not None:
+                part_failed.extend(got.failed)
 
         bad = self._find_poison(node, write, p.events, fault)
         if not bad:
@@ -511,7 +514,7 @@ class Engine:
             # every event is. Failing the batch would fail it again on every delivery.
             log.warning("%s: a write of %d events failed (%s) but each part was written on its own",
                         node.id, len(p.events), fault.reason)
-            self._settle(node, p.events, None, ledger, dead=False)
+            self._settle(node, p.events, WriteResult(failed=part_failed), ledger, dead=False)
             return Prepared([])
         kept = self._reprepare(node, p.events, bad)
         self.stats[node.index].dead_lettered += len(kept.rejected)
@@ -580,16 +583,17 @@ class Engine:
             except _RecordFault as fault:
                 # A dead letter that cannot be written even alone: that record fails (it is
                 # delivered again, never dropped); the others are written.
-                bad = self._find_poison(node, lambda part, c=comp: c.write_batch(Prepared(part), WriteContext()),  # type: ignore[union-attr]
-                                        events, fault)
-                ids = {id(ev) for ev in bad}
-                rest = [ev for ev in events if id(ev) not in ids]
-                result = WriteResult(failed=bad)
-                if rest:
-                    got = self._call(node.id, self.stats[node.index], comp.write_batch, Prepared(rest), WriteContext(),  # type: ignore[union-attr]
-                                     isolate=False)
+                # Every other event was written by a part call of the isolation (writing "the
+                # rest" again in one call could fail again as a whole: a size limit).
+                part_failed: list[Event] = []
+
+                def write(part: list[Event], c: Sink = comp) -> None:  # type: ignore[assignment]
+                    got = c.write_batch(Prepared(part), WriteContext())
                     if got is not None:
-                        result.failed.extend(got.failed)
+                        part_failed.extend(got.failed)
+
+                bad = self._find_poison(node, write, events, fault)
+                result = WriteResult(failed=bad + part_failed)
             self._settle(node, events, result, ledger, dead=True)
 
     def _settle(self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger, *,

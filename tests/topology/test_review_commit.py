@@ -366,6 +366,7 @@ def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(ta
 
 def _size_limited_sink_class():
     from squall.errors import RecordError
+    from squall.sinks.base import WriteResult
     from squall.testing import MemorySink
 
     class SizeLimitedSink(MemorySink):
@@ -375,12 +376,18 @@ def _size_limited_sink_class():
         def write_batch(self, prepared, ctx):
             if len(prepared.events) > 4:
                 raise RecordError("program limit exceeded: too many rows in one statement (SQLSTATE 54000)")
-            self.store.extend(prepared.events)
+            failed = [ev for ev in prepared.events if ev.value.get("sink_fail")]
+            self.store.extend(ev for ev in prepared.events if ev not in failed)
+            return WriteResult(failed=failed)  # a partial failure: delivered again
 
     return SizeLimitedSink
 
 
 SizeLimitedSink = _size_limited_sink_class()
+
+
+class SizeLimitedDeadLetterSink(SizeLimitedSink):
+    dead_letter = True
 
 
 def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote(tag):
@@ -397,7 +404,30 @@ def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote
     })
     with engine:
         result = engine.process(records_from([{"i": i} for i in range(10)]))
-    assert result.ok and result.count(Outcome.COMMITTED) == 10
-    assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]}) == list(range(10))
-    assert result.checkpoint["shardId-000000000000"].sequence_number == "10"
-    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+        assert result.ok and result.count(Outcome.COMMITTED) == 10
+        assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]}) == list(range(10))
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "10"
+        assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+        # What a part's write reports failed (WriteResult) still fails: it is delivered again.
+        again = engine.process(records_from([{"i": i, "sink_fail": i == 7} for i in range(10)], start=11))
+    assert [o.outcome for o in again.records] == [Outcome.COMMITTED] * 7 + [Outcome.FAILED] + [Outcome.COMMITTED] * 2
+    assert again.checkpoint["shardId-000000000000"].sequence_number == "17"
+
+
+def test_dead_letters_that_fail_only_as_a_whole_are_all_written(tag):
+    """Same for the dead-letter step: after the isolation had written every dead letter in parts,
+    the engine wrote "the rest" again in one call, which failed again: BatchFailed, forever."""
+    engine = engine_for({
+        "name": "review-size-dl",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": f"{__name__}:SizeLimitedDeadLetterSink", "name": f"{tag}-dlq"}],
+    })
+    with engine:
+        result = engine.process(records_from([{"i": i, "fail": "no", "sink_fail": i == 5} for i in range(7)]
+                                             + [{"i": 7}]))
+    # the dead letter the sink reported not written (WriteResult) fails: it is delivered again
+    assert [o.outcome for o in result.records] == [Outcome.DEAD_LETTERED] * 5 + [Outcome.FAILED, Outcome.DEAD_LETTERED,
+                                                                               Outcome.COMMITTED]
+    assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]}) == [0, 1, 2, 3, 4, 6]
