@@ -431,3 +431,35 @@ def test_dead_letters_that_fail_only_as_a_whole_are_all_written(tag):
     assert [o.outcome for o in result.records] == [Outcome.DEAD_LETTERED] * 5 + [Outcome.FAILED, Outcome.DEAD_LETTERED,
                                                                                Outcome.COMMITTED]
     assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]}) == [0, 1, 2, 3, 4, 6]
+
+
+# -- the Redis cache in front of the SQL state store -----------------------------------------------------
+
+
+def test_a_cache_that_refuses_writes_after_the_commit_does_not_fail_the_run(tag, tmp_path, redis_url, monkeypatch):
+    """CachedStateStore.flush() — after the SQL commit — swallowed only TransientError: a Redis
+    that refuses writes (OOM under maxmemory/noeviction, MISCONF) raised a raw ResponseError out
+    of engine.process() after the batch was committed, on every batch: a full *cache* stopped the
+    pipeline. Populating the cache is best effort: a failure costs a later miss."""
+    import redis
+
+    from squall.enrichment.stores import RedisStateStore
+
+    real_write = RedisStateStore.write
+
+    def oom_write(self, states, forget=()):
+        if states:  # the population after the commit; dropping keys (DEL) is allowed under OOM
+            raise redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return real_write(self, states, forget)
+
+    monkeypatch.setattr(RedisStateStore, "write", oom_write)
+    spec = subscription_spec(tag, tmp_path / "s.db")
+    spec["resources"]["cache"] = {"url": redis_url}
+    spec["bolts"][1].update(cache="cache", key_prefix=f"{tag}:", target="subscription")
+    engine = engine_for(spec)
+    with engine:
+        first = engine.process(records_from(subscription_events({})[:3]))
+        second = engine.process(records_from(subscription_events({})[3:], start=4))
+        state = next(c for c in engine.components if c.id == "subs").store.store.load(["a"])["a"]
+    assert first.ok and second.ok
+    assert state.status == "unsubscribed" and state.changed_at is not None
