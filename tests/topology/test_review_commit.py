@@ -463,3 +463,40 @@ def test_a_cache_that_refuses_writes_after_the_commit_does_not_fail_the_run(tag,
         state = next(c for c in engine.components if c.id == "subs").store.store.load(["a"])["a"]
     assert first.ok and second.ok
     assert state.status == "unsubscribed" and state.changed_at is not None
+
+
+def test_a_record_holding_nul_is_dead_lettered_into_a_postgresql_table(tag, pg_url):
+    """A record's bytes may hold 0x00 (valid UTF-8); PostgreSQL text cannot, and psycopg2 refuses
+    the parameter (ValueError). The json bolt rejected such a record, the dead_letter_table sink
+    could not write it even alone, so it FAILED and was delivered again forever (Lambda: the shard
+    stalled). Its bytes are now kept in record_base64, and NUL in text columns is replaced."""
+    import base64
+
+    import sqlalchemy as sa
+
+    table = f"dl_{uuid.uuid4().hex[:10]}"
+    engine = engine_for({
+        "name": "review-nul-dl",
+        "resources": {"db": {"url": pg_url}},
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json", "event_id_field": "id"},
+                  {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
+        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                  {"id": "dlq", "type": "dead_letter_table", "resource": "db", "table": table,
+                   "include_payload": True}],
+    })
+    raw = b'{"id": "x", "a": \x00}'
+    try:
+        with engine:
+            result = engine.process(records_from([{"id": "ok"}, raw, {"id": "n\u00001", "fail": "bad\u0000reason"}]))
+            with engine.resources.sql("db").connect() as conn:
+                rows = conn.execute(sa.text(f'SELECT event_id, reason, record, record_base64 FROM "{table}" '
+                                            "ORDER BY meta")).all()
+        assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
+                                                      Outcome.DEAD_LETTERED]
+        assert len(rows) == 2
+        assert rows[0].record is None and base64.b64decode(rows[0].record_base64) == raw
+        assert "\x00" not in rows[1].event_id + rows[1].reason and rows[1].reason.startswith("bad")
+    finally:
+        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+            conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
