@@ -11,19 +11,32 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
   checkpoints the position before the first of them and exits, so the daemon restarts the shard
   from that checkpoint.
 
-stdout is the daemon's protocol channel: logs go to stderr (the daemon logs them at ERROR).
+A lease taken over by another worker (a rebalance, or this worker was too slow to renew it) is
+the fleet's normal life: the checkpoint then answers ``ShutdownException``; the processor logs
+one INFO line, stops checkpointing, and closes the engine when the daemon says ``leaseLost``. The
+new owner resumes from the last checkpoint (sinks are idempotent on ``event_id``).
+
+On a graceful stop (``squall kcl`` got SIGTERM and passed it to the daemon alone) the daemon calls
+``shutdown_requested`` on every processor: it takes a final checkpoint and closes the engine.
+
+stdout is the daemon's protocol channel: logs go to stderr (the daemon logs every stderr line
+at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
+``squall -v kcl`` sets INFO).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
+from squall.observability.runners import kcl_recorder
 from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load
@@ -32,6 +45,22 @@ from squall.topology.model import Topology
 log = logging.getLogger("squall.kcl")
 
 EXIT_RECORDS_FAILED = 3
+#: What the daemon answers a checkpoint with once the lease belongs to another worker
+#: (KCL ``ShutdownException``, passed as the error name of the multilang checkpoint message).
+LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
+
+
+class LeaseLost(Exception):
+    """The lease of this shard moved to another worker: stop working on it, quietly."""
+
+
+def _checkpoint_error_name(exc: BaseException) -> str | None:
+    """The KCL exception name of an amazon-kclpy ``CheckpointError``, else None."""
+    try:
+        from amazon_kclpy.checkpoint_error import CheckpointError
+    except ImportError:  # the processor also runs without amazon-kclpy in unit tests
+        return None
+    return exc.value if isinstance(exc, CheckpointError) else None
 
 
 def check_kcl_safe(topology: Topology) -> None:
@@ -55,6 +84,10 @@ class RecordProcessor:
         self._sleep = sleep
         self._max_backoff = max_backoff
         self.last_checkpoint: Position | None = None
+        self.lost = False
+        self._stopping = False  # shutdown_requested came: the daemon releases the lease next
+        self._closed = False
+        self.metrics = kcl_recorder(engine.topology.name)  # Prometheus (multiprocess) + a progress line
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
@@ -63,20 +96,26 @@ class RecordProcessor:
 
     def process_records(self, process_records_input) -> None:
         records = [self._record(r) for r in process_records_input.records]
-        if not records:
+        if not records or self.lost:
             return
         backoff = 1.0
+        ms = getattr(process_records_input, "millis_behind_latest", None)
+        lag = {self.shard_id: ms} if ms is not None else None
         while True:
             try:
-                result = self.engine.process(records)
+                with self.metrics.batch(self.engine, records, shard=self.shard_id, lag=lambda: lag) as watch:
+                    watch.result = result = self.engine.process(records)
                 break
             except BatchFailed as exc:
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
         position = result.checkpoint.get(self.shard_id)
-        if position is not None:
-            self._checkpoint(process_records_input.checkpointer, position)
+        try:
+            if position is not None:
+                self._checkpoint(process_records_input.checkpointer, position)
+        except LeaseLost:
+            return  # the new owner replays from the last checkpoint; failed records included
         if not result.ok:
             first = result.failed[0]
             log.error("shard %s: record %s failed in %s: %s; exiting so the daemon restarts from the checkpoint",
@@ -84,20 +123,51 @@ class RecordProcessor:
             sys.exit(EXIT_RECORDS_FAILED)
 
     def lease_lost(self, lease_lost_input) -> None:
-        log.warning("shard %s: lease lost", self.shard_id)
+        if not self.lost and not self._stopping:  # after a requested shutdown, the release is ours
+            self._lost()
+        self._close()
 
     def shard_ended(self, shard_ended_input) -> None:
         # KCL rule: checkpoint at SHARD_END so the child shards can start.
-        shard_ended_input.checkpointer.checkpoint()
+        try:
+            self._call_checkpoint(shard_ended_input.checkpointer.checkpoint)
+        except LeaseLost:
+            pass
 
     def shutdown_requested(self, shutdown_requested_input) -> None:
-        if self.last_checkpoint is not None:
-            self._checkpoint(shutdown_requested_input.checkpointer, self.last_checkpoint)
-        self.engine.close()
+        self._stopping = True
+        try:
+            if self.last_checkpoint is not None:
+                self._checkpoint(shutdown_requested_input.checkpointer, self.last_checkpoint)
+            log.info("shard %s: shutdown requested; final checkpoint at %s", self.shard_id,
+                     self.last_checkpoint.sequence_number if self.last_checkpoint else "none (nothing processed)")
+        except LeaseLost:
+            pass
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.engine.close()
 
     def _checkpoint(self, checkpointer, position: Position) -> None:
-        checkpointer.checkpoint(position.sequence_number, position.sub_sequence_number)
+        self._call_checkpoint(checkpointer.checkpoint, position.sequence_number, position.sub_sequence_number)
         self.last_checkpoint = position
+
+    def _call_checkpoint(self, checkpoint, *args) -> None:
+        """Checkpoint; a lease that moved to another worker raises ``LeaseLost`` (logged once, at INFO)."""
+        try:
+            checkpoint(*args)
+        except Exception as exc:
+            if _checkpoint_error_name(exc) not in LEASE_LOST_ERRORS:
+                raise
+            self._lost()
+            raise LeaseLost(self.shard_id) from None
+
+    def _lost(self) -> None:
+        self.lost = True
+        log.info("shard %s: lease taken over by another worker; it resumes from the last checkpoint (%s)",
+                 self.shard_id, self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet")
 
     def _record(self, r) -> Record:
         ms = r.timestamp_millis
@@ -111,7 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     from amazon_kclpy import kcl
 
     args = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    from squall.observability.logs import configure
+
+    level = os.environ.get("SQUALL_LOG_LEVEL", "WARNING").upper()
+    # text or SQUALL_LOG_FORMAT=json, on stderr (the daemon logs each line)
+    configure(level=getattr(logging, level) if level in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING)
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
+    redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
     engine = Engine(compile_plan(topology))

@@ -2,18 +2,69 @@
 
 The daemon (Java, KCL 2.x) holds the shard leases in DynamoDB, balances them across every
 worker of the fleet, and starts one ``python -m squall.deploy.kcl TOPOLOGY`` per leased shard.
+
+Fleet rules:
+
+- every worker has its own id (default ``host:pid``, unique per process as the KCL's own default)
+  and its own properties file (default: a private temporary directory), so two workers started
+  from one topology folder never share either;
+- a stop is graceful only when SIGTERM reaches the daemon alone: the JVM's shutdown hook asks each
+  record processor to shut down (a final checkpoint) and waits up to ``shutdownGraceMillis``.
+  Record processors that get the signal first die before their final checkpoint. So ``squall
+  kcl`` runs the daemon in a session of its own and forwards SIGTERM/SIGINT/SIGHUP to it only;
+  a service manager must signal the main process only (systemd ``KillMode=mixed``:
+  ``systemd_stop_settings()``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from squall.errors import SquallError
+
+#: The signal that stops a ``squall kcl`` worker gracefully (what systemd and container runtimes send).
+STOP_SIGNAL = signal.SIGTERM
+#: systemd ``KillMode`` for a ``squall kcl`` unit: the stop signal goes to the main process only
+#: (it forwards it to the daemon); SIGKILL goes to every process of the unit after TimeoutStopSec.
+SYSTEMD_KILL_MODE = "mixed"
+#: ``shutdownGraceMillis`` squall sets unless told otherwise: how long the daemon waits for the record
+#: processors' final checkpoints on a stop (the KCL's own default, 0, gives them no time at all).
+DEFAULT_SHUTDOWN_GRACE_MILLIS = 20_000
+#: Seconds a service manager waits beyond the grace period before it kills the worker.
+STOP_MARGIN_SECONDS = 10
+
+
+def default_worker_id() -> str:
+    """A worker id unique per process: ``host:pid`` (two workers on one host never share one)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def private_properties_path(worker_id: str) -> Path:
+    """A properties file in a new private (0700) temporary directory, named after the worker."""
+    directory = Path(tempfile.mkdtemp(prefix="squall-kcl-"))
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in worker_id)
+    return directory / f"{safe}.properties"
+
+
+def systemd_stop_settings(shutdown_grace_millis: int = DEFAULT_SHUTDOWN_GRACE_MILLIS) -> dict[str, str]:
+    """The ``[Service]`` stop directives for a unit whose main process is ``squall kcl``."""
+    return {
+        "KillSignal": STOP_SIGNAL.name,
+        "KillMode": SYSTEMD_KILL_MODE,
+        "TimeoutStopSec": str(-(-shutdown_grace_millis // 1000) + STOP_MARGIN_SECONDS),
+        "SendSIGKILL": "yes",
+    }
 
 
 @dataclass
@@ -49,8 +100,8 @@ class KclSettings:
             props["dynamoDBEndpoint"] = self.dynamodb_endpoint
         if not self.metrics:
             props["metricsLevel"] = "NONE"
-        if self.worker_id:
-            props["workerId"] = self.worker_id
+        props["workerId"] = self.worker_id or default_worker_id()
+        props["shutdownGraceMillis"] = str(DEFAULT_SHUTDOWN_GRACE_MILLIS)
         props.update(self.extra)
         if " " in str(self.topology.resolve()) or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")
@@ -80,3 +131,41 @@ def daemon_command(properties_file: Path, jars: Path, java: str | None = None) -
 
 def describe(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the daemon gets SIGKILL if ``squall kcl`` dies (kill -9), rather than living on unowned."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+
+def run_daemon(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run the daemon until it exits; a stop signal to this process is passed to the daemon alone.
+
+    The daemon gets a session of its own, so a signal to this process group (Ctrl-C, ``kill --
+    -PGID``) does not reach its record processors. Returns the daemon's exit code, 0 after a
+    requested stop.
+    """
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    proc = subprocess.Popen(cmd, env=None if env is None else dict(env), start_new_session=True,
+                            preexec_fn=preexec)  # noqa: PLW1509 - one thread here: the CLI
+    stopping = False
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if proc.poll() is None:
+            proc.send_signal(STOP_SIGNAL)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in handled}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stopping and code in (0, 128 + STOP_SIGNAL, -STOP_SIGNAL):
+        return 0  # the JVM exits with 143 once its shutdown hook is done
+    return code if code >= 0 else 128 - code

@@ -15,14 +15,17 @@ Handler module (packaged with your topology):
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from squall.errors import BatchFailed
+from squall import redact
+from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
+from squall.observability.runners import lambda_observer
 from squall.topology.executor import BatchResult, Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load
@@ -30,19 +33,78 @@ from squall.topology.loader import load
 log = logging.getLogger("squall.lambda")
 
 
+#: How much of an undecodable ``data`` field is kept for the dead letter.
+KEPT_PREFIX = 1024
+
+
+class NotAKinesisEvent(SquallError):
+    """The Lambda event is not a Kinesis event-source-mapping batch (wrong trigger, or a test event)."""
+
+
+def event_source(event: object) -> str:
+    """What kind of Lambda event this is: ``aws:kinesis``, ``aws:sqs``, ``aws:dynamodb``, ``aws:s3``,
+    ``firehose``, … or a description of what arrived. The one dispatch point for triggers."""
+    if not isinstance(event, dict):
+        return f"a JSON {type(event).__name__}, not an object"
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        return str(records[0].get("eventSource") or records[0].get("EventSource") or "records without eventSource")
+    if "deliveryStreamArn" in event:
+        return "firehose"
+    if isinstance(records, list) and not records:
+        return "an event with an empty Records list"
+    keys = ", ".join(sorted(map(str, event))[:8]) or "none"
+    return f"an object without Records (keys: {keys})"
+
+
 def records_from_event(event: dict[str, Any]) -> list[Record]:
-    """Kinesis records of a Lambda event (base64 data, shard id from ``eventID``)."""
+    """Kinesis records of a Lambda event (base64 data, shard id from ``eventID``).
+
+    An event that is not a Kinesis batch raises ``NotAKinesisEvent`` naming what arrived. A
+    record whose ``data`` is missing or not base64 is kept as a record marked with the reason
+    (``RecordMeta.defect``): it goes to the dead letter, the rest of the batch goes on. A record
+    without a sequence number cannot be reported back to Lambda, so it refuses the event too.
+    """
+    source = event_source(event)
+    if source != "aws:kinesis":
+        raise NotAKinesisEvent(f"not a Kinesis event: received {source}; this function is the consumer "
+                               "of a Kinesis event source mapping")
     out = []
-    for r in event.get("Records", []):
-        k = r["kinesis"]
-        shard_id = r.get("eventID", "").split(":", 1)[0] or "unknown"
-        stream = r.get("eventSourceARN", "").rsplit("/", 1)[-1]
-        arrival = k.get("approximateArrivalTimestamp")
-        out.append(Record(base64.b64decode(k["data"]), RecordMeta(
-            stream=stream, shard_id=shard_id, sequence_number=k["sequenceNumber"],
-            partition_key=k.get("partitionKey", ""),
-            arrival_time=datetime.fromtimestamp(arrival, UTC) if arrival is not None else None)))
+    for i, r in enumerate(event["Records"]):
+        k = r.get("kinesis") if isinstance(r, dict) else None
+        seq = k.get("sequenceNumber") if isinstance(k, dict) else None
+        if not isinstance(seq, str) or not seq.isdigit():
+            raise NotAKinesisEvent(f"Records[{i}]: no kinesis.sequenceNumber (a decimal string); got {seq!r:.80}")
+        event_id = r.get("eventID")
+        shard_id = (event_id.split(":", 1)[0] if isinstance(event_id, str) else "") or "unknown"
+        arn = r.get("eventSourceARN")
+        stream = arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
+        data, defect = _data(k.get("data"))
+        pk = k.get("partitionKey")
+        out.append(Record(data, RecordMeta(
+            stream=stream, shard_id=shard_id, sequence_number=seq,
+            partition_key=pk if isinstance(pk, str) else "",
+            arrival_time=_arrival(k.get("approximateArrivalTimestamp")), defect=defect)))
     return out
+
+
+def _data(value: object) -> tuple[bytes, str | None]:
+    if not isinstance(value, str):
+        return b"", f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text"
+    try:
+        return base64.b64decode(value, validate=True), None
+    except (binascii.Error, ValueError) as exc:
+        kept = value[:KEPT_PREFIX].encode("utf-8", "backslashreplace")
+        return kept, f"kinesis.data is not valid base64 ({exc}); its first {len(kept)} characters are kept"
+
+
+def _arrival(value: object) -> datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
 
 
 def batch_item_failures(records: list[Record], result: BatchResult | None) -> dict[str, list[dict[str, str]]]:
@@ -67,18 +129,27 @@ def warn_about_local_dead_letters(topology) -> None:
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for a topology; resources open now (the init phase), once per container."""
+    redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     # Lambda retries from a sequence number: every user record of a KPL aggregate comes again.
     engine = Engine(compile_plan(topology), whole_records=True).open()
+    observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        records = records_from_event(event)
         try:
-            result = engine.process(records)
+            records = records_from_event(event)
+        except NotAKinesisEvent as exc:
+            log.error("%s", exc)  # the invocation fails with this message; nothing is acknowledged
+            raise
+        try:
+            with observer.recorder.batch(engine, records) as watch:
+                watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("batch of %d records failed: %s", len(records), exc)
             return batch_item_failures(records, None)
+        finally:
+            observer.flush(context)
         for o in result.failed[:10]:
             log.error("record %s (%s) failed in %s: %s", o.position.sequence_number, o.shard_id, o.component,
                       o.reason)

@@ -9,6 +9,7 @@ are packed into KPL aggregates per shard; ``--rate`` paces user records per seco
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,16 +21,21 @@ import orjson
 
 from squall import aws
 from squall.errors import SinkError, SquallError, TransientError
+from squall.redact import redact_text
 from squall.sinks.putrecords import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
+    SHARD_MAP_TTL,
     Aggregator,
     Entry,
     PutRecordsWriter,
+    ShardMap,
     load_shard_map,
     record_problem,
 )
 from squall.spouts.file import read_lines
+
+log = logging.getLogger("squall.produce")
 
 #: Pending records are sent at least this often (seconds), so a slow --rate still flows.
 FLUSH_INTERVAL = 0.5
@@ -45,6 +51,7 @@ class ProduceReport:
     sent: int = 0
     failed: int = 0
     retried: int = 0  # Kinesis records sent again after a partial failure
+    resent: int = 0  # user records sent again because their aggregate landed on another shard (reshard)
     unkeyed: int = 0  # lines without the partition key field, keyed by line number instead
     kinesis_records: int = 0  # Kinesis records accepted (aggregates count once)
     seconds: float = 0.0
@@ -98,6 +105,7 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
     ``on_progress(bytes_read, report)`` is called after each PutRecords round.
     """
     ref = aws.StreamRef.parse(stream)
+    aws.check_endpoint_url(endpoint_url)
     if client is None:
         client = aws.client("kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url)
     writer = PutRecordsWriter(client, ref, max_attempts=max_attempts, sleep=sleep)
@@ -111,16 +119,25 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
 
     def flush() -> None:
         nonlocal pending, pending_bytes, last_flush
+        refilled: list[Entry] = []
         if pending:
-            _send(writer, pending, report, max_attempts, sleep)
-        pending, pending_bytes, last_flush = [], 0, clock()
+            shard_map = _send(writer, pending, report, max_attempts, sleep)
+            if aggregator is not None:
+                if shard_map is None and time.monotonic() - aggregator.shard_map.loaded_at > SHARD_MAP_TTL:
+                    shard_map = _relist(client, ref)
+                if shard_map is not None:  # what waits in open aggregates is re-grouped by the new map
+                    refilled = aggregator.reroute(shard_map)
+        pending, pending_bytes, last_flush = refilled, sum(e.size for e in refilled), clock()
         report.seconds = last_flush - started
         if on_progress is not None:
             on_progress(raw.tell(), report)
 
     try:
-        for number, data in _records(lines):
+        for number, data, too_long in _records(lines):
             report.lines += 1
+            if too_long is not None:
+                report.fail(1, f"line {number}: {too_long}")
+                continue
             if rate:
                 due = started + (report.lines - 1) / rate
                 wait = due - clock()
@@ -146,26 +163,44 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
                 if aggregator is not None and clock() - last_flush >= FLUSH_INTERVAL:
                     pending.extend(aggregator.flush())
                 flush()
-        if aggregator is not None:
-            pending.extend(aggregator.flush())
-        flush()
+        while True:
+            if aggregator is not None:
+                pending.extend(aggregator.flush())
+            flush()
+            if not pending:  # a last re-grouping may leave full aggregates to send
+                break
     finally:
         raw.close()
     report.seconds = clock() - started
     return report
 
 
-def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(read_lines(lines, "input"), start=1):
-        data = line.rstrip(b"\r\n")
-        if data.strip():
-            yield number, data
+def _relist(client: Any, ref: aws.StreamRef) -> ShardMap | None:
+    """The shard map listed again, or None (keep the old one) when ListShards cannot answer now."""
+    try:
+        return load_shard_map(client, ref)
+    except TransientError as exc:
+        log.info("ListShards of '%s' failed (%s): keeping the shard map", ref.name, exc)
+        return None
+
+
+#: Longer lines cannot be one Kinesis record (1 MiB with its key): read no more of them than this.
+PRODUCE_MAX_LINE = 1_048_576
+
+
+def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    for number, line in enumerate(read_lines(lines, "input", PRODUCE_MAX_LINE), start=1):
+        if line.too_long:
+            yield number, b"", f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})"
+        elif line.data.strip():
+            yield number, line.data, None
 
 
 def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport, attempts: int,
-          sleep: Callable[[float], None]) -> None:
+          sleep: Callable[[float], None]) -> ShardMap | None:
     """Put entries; a whole-call transient failure (nothing written) is retried here, bounded.
 
+    Returns the shard map listed again when an aggregate was misplaced (a reshard), else None.
     ``SinkError`` (missing stream, access denied) propagates: the rest of the file would fail alike.
     """
     for attempt in range(attempts):
@@ -175,9 +210,10 @@ def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport,
         except TransientError as exc:
             if attempt + 1 >= attempts:
                 report.fail(sum(len(e.items) for e in entries), f"{len(entries)} Kinesis record(s): {exc}")
-                return
+                return None
             sleep(writer.backoff.delay(attempt))
     report.retried += outcome.retried
+    report.resent += outcome.resent
     report.kinesis_records += outcome.sent
     failed = 0
     for entry, reason in outcome.failed:
@@ -185,6 +221,7 @@ def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport,
         report.fail(len(entry.items), f"lines {entry.items[0]}..{entry.items[-1]}: {reason}"
                     if len(entry.items) > 1 else f"line {entry.items[0]}: {reason}")
     report.sent += sum(len(e.items) for e in entries) - failed
+    return outcome.shard_map
 
 
 @click.command("produce")
@@ -217,7 +254,7 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
             report = produce_file(file, stream=stream, region=region, endpoint_url=endpoint_url, rate=rate,
                                   aggregate=aggregate, partition_key=partition_key, on_progress=update)
     except (SinkError, TransientError, ValueError) as exc:  # ValueError: a malformed ARN or endpoint URL
-        err.print(f"[red]produce failed:[/red] {exc}")
+        err.print(f"[red]produce failed:[/red] {redact_text(str(exc))}")
         raise click.exceptions.Exit(2) from None
     except SquallError as exc:  # the file itself (a truncated .gz)
         err.print(f"[red]produce failed:[/red] {exc}")
@@ -225,6 +262,9 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
     click.echo(f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
               f"in {report.seconds:.1f}s: {report.records_per_second:,.0f} records/s; "
               f"failed {report.failed:,}, retried {report.retried:,}")
+    if report.resent:
+        err.print(f"{report.resent:,} record(s) sent again, re-grouped: their aggregate landed on another shard "
+                  "(the stream was resharded)")
     if report.unkeyed:
         err.print(f"{report.unkeyed:,} line(s) had no '{partition_key}' (or were not JSON): "
                   "keyed by line number")

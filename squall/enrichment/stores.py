@@ -389,10 +389,13 @@ class CachedStateStore:
         self.store = store
         self._fill: dict[str, SubscriptionState | Any] = {}
         self._pending: tuple[dict[str, SubscriptionState | Any], list[str]] | None = None
+        self.hits = self.misses = 0  # Redis cache lookups (read by the metrics recorder)
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         cached = self.cache.read(keys)
         misses = [k for k in keys if k not in cached]
+        self.hits += len(keys) - len(misses)
+        self.misses += len(misses)
         from_sql = self.store.load(misses) if misses else {}
         self._fill.update({k: from_sql.get(k, ABSENT) for k in misses})
         states = {k: s for k, s in cached.items() if s is not ABSENT}

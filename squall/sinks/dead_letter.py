@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import os
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from pydantic import Field
 
+from squall import safe_json
 from squall.component import ComponentConfig
-from squall.errors import describe_exception, safe_text
+from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
 
@@ -33,48 +33,19 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
         "event_id": ev.event_id,
         "component": f.component if f else None,
         "stream": f.stream if f else None,
-        "reason": f.reason if f else "unknown",
+        "reason": safe_json.text(f.reason) if f else "unknown",
         "failed_at": datetime.now(UTC).isoformat(),
         "meta": ev.meta.as_dict(),
     }
     try:
+        if b"\x00" in ev.raw:  # valid UTF-8, but no SQL text column (PostgreSQL) can hold it
+            raise UnicodeDecodeError("utf-8", ev.raw, 0, 1, "NUL byte")
         doc["record"] = ev.raw.decode("utf-8")
     except UnicodeDecodeError:
         doc["record_base64"] = base64.b64encode(ev.raw).decode("ascii")
     if include_payload and ev.value is not None:
-        doc["payload"] = writable_payload(ev.value)
+        doc["payload"] = ev.value
     return doc
-
-
-#: Nesting kept of a payload that cannot be encoded whole (orjson encodes at most 254 levels).
-CLIP_DEPTH = 100
-
-
-def writable_payload(value: Any) -> Any:
-    """The payload itself when it encodes as JSON, else a marker with the reason and the payload
-    cut below ``CLIP_DEPTH`` levels: writing a dead letter must never raise (orjson decodes 1,024
-    levels but encodes 254, and ``default=str`` can raise too)."""
-    try:
-        orjson.dumps(value, default=str)
-        return value
-    except Exception as exc:  # noqa: BLE001 - any failure to encode becomes the marker
-        reason = describe_exception(exc)
-    clipped = _clip(value, CLIP_DEPTH)
-    try:
-        orjson.dumps(clipped, default=str)
-    except Exception:  # noqa: BLE001
-        clipped = safe_text(clipped)
-    return {"unserializable": reason, "clipped": clipped}
-
-
-def _clip(value: Any, depth: int) -> Any:
-    if isinstance(value, dict | list):
-        if depth <= 0:
-            return f"… [nested deeper than {CLIP_DEPTH} levels]"
-        if isinstance(value, dict):
-            return {str(k): _clip(v, depth - 1) for k, v in value.items()}
-        return [_clip(v, depth - 1) for v in value]
-    return value
 
 
 class DeadLetterSink(Sink):
@@ -86,6 +57,13 @@ class DeadLetterSink(Sink):
 
     def open(self, resources=None) -> None:
         self.path = self.context.path(self.config.path)
+        try:
+            self._open_file()
+        except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
+            raise SinkError(f"{self.id}: cannot write dead letters to {self.path}: "
+                            f"{exc.strerror or exc}") from None
+
+    def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[tuple[str, str | None]] = set()
         if self.path.exists():
@@ -110,8 +88,7 @@ class DeadLetterSink(Sink):
             if key in self._seen or key in keys:
                 continue
             keys.add(key)
-            lines.append(orjson.dumps(dead_letter_line(ev, include_payload=self.config.include_payload),
-                                      default=str))
+            lines.append(safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload)))
         if not lines:
             return
         self._fh.write(b"\n".join(lines) + b"\n")

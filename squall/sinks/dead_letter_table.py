@@ -7,13 +7,11 @@ sinks and moves the checkpoint only after this transaction committed.
 
 from __future__ import annotations
 
-import base64
-
-import orjson
 import sqlalchemy as sa
 from pydantic import Field, field_validator
 from sqlalchemy.dialects import postgresql, sqlite
 
+from squall import safe_json
 from squall.component import ComponentConfig
 from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
@@ -70,22 +68,13 @@ class DeadLetterTableSink(Sink):
         rows = []
         for ev in prepared.events:
             doc = dead_letter_line(ev, include_payload=self.config.include_payload)
-            record, record_base64 = doc.get("record"), doc.get("record_base64")
-            if record is not None and "\x00" in record:  # PostgreSQL text cannot hold NUL: keep the bytes
-                record, record_base64 = None, base64.b64encode(ev.raw).decode("ascii")
             rows.append({
-                "event_id": _text(doc["event_id"]), "component": _text(doc["component"] or ""),
-                "stream": _text(doc["stream"]), "reason": _text(doc["reason"]), "failed_at": doc["failed_at"],
-                "meta": orjson.dumps(doc["meta"]).decode(), "record": record, "record_base64": record_base64,
-                "payload": orjson.dumps(doc["payload"], default=str).decode() if "payload" in doc else None,
+                "event_id": doc["event_id"], "component": doc["component"] or "", "stream": doc["stream"],
+                "reason": doc["reason"], "failed_at": doc["failed_at"], "meta": safe_json.dumps_text(doc["meta"]),
+                "record": doc.get("record"), "record_base64": doc.get("record_base64"),
+                "payload": safe_json.dumps_text(doc["payload"]) if "payload" in doc else None,
             })
         if not rows:
             return
         with sql_errors(self.id), self.engine.begin() as conn:
             conn.execute(self._insert, rows)
-
-
-def _text(value: str | None) -> str | None:
-    """Text PostgreSQL can store: NUL (which psycopg2 refuses, so the dead letter could never be
-    written and its record failed forever) becomes U+FFFD."""
-    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value

@@ -13,6 +13,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.event import Event, Failure
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.putrecords import (
+    SHARD_MAP_TTL,
     Aggregator,
     Entry,
     PutRecordsWriter,
@@ -20,9 +21,6 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
-
-#: Seconds an aggregating sink trusts its shard map before listing shards again.
-SHARD_MAP_TTL = 60.0
 
 
 class KinesisSinkConfig(ComponentConfig):
@@ -46,6 +44,11 @@ class KinesisSinkConfig(ComponentConfig):
     def _stream(cls, value: str) -> str:
         aws.StreamRef.parse(value)
         return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
 
     @field_validator("partition_key", "explicit_hash_key")
     @classmethod
@@ -123,6 +126,8 @@ class KinesisSink(Sink):
         assert self.writer is not None, "open() the sink first"
         entries = self._entries(prepared)
         outcome = self.writer.put(entries)
+        if outcome.shard_map is not None:  # an aggregate was misplaced: the stream was resharded
+            self._shard_map = outcome.shard_map
         if not outcome.failed:
             return None
         failed = []

@@ -5,6 +5,14 @@ a record is at most 1 MiB counting data *and* partition key; a call carries at m
 and 5 MiB; a partition key is 1-256 Unicode characters; an explicit hash key is a decimal in
 [0, 2**128). A call can succeed for some records and fail for others (``FailedRecordCount`` and
 an ``ErrorCode`` per entry): only the failed entries are sent again.
+
+Aggregates and resharding: an aggregate travels with its first user record's key, so Kinesis
+puts it on the shard that key maps to *now*. The KCL (and the KPL's de-aggregator) drops a whole
+aggregate when any of its user records hashes outside the hash range of the shard it arrived on.
+So, as the KPL does, every aggregate is built for one shard of the current shard map, and every
+PutRecords answer's ``ShardId`` is compared with that shard: on a mismatch the shard map is listed
+again, and the user records of an aggregate that does not fit where it landed are re-sent,
+re-grouped by the new map (never the stale aggregate itself).
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ MAX_CALL_RECORDS = 500
 MAX_CALL_BYTES = 5 * 1024 * 1024
 MAX_PARTITION_KEY_CHARS = 256
 MAX_HASH_KEY = 2**128 - 1
+#: Seconds an aggregating writer trusts its shard map before listing shards again (a misplaced
+#: aggregate makes it list them at once).
+SHARD_MAP_TTL = 60.0
 #: The KPL's default AggregationMaxSize: small aggregates spread load and keep retries cheap.
 AGGREGATE_MAX_BYTES = 51_200
 
@@ -48,14 +59,26 @@ def record_problem(data: bytes, partition_key: str, explicit_hash_key: str | Non
     return None
 
 
+#: A user record as the aggregator got it: (data, partition key, explicit hash key).
+UserRecord = tuple[bytes, str, "str | None"]
+#: Times one put re-sends misplaced aggregates' records under a newly listed shard map.
+MAX_RESHARD_ROUNDS = 5
+
+
 @dataclass
 class Entry:
-    """One Kinesis record to put, and the user items (events, line numbers) it carries."""
+    """One Kinesis record to put, and the user items (events, line numbers) it carries.
+
+    An aggregate of several user records also keeps the shard it was built for and its user
+    records, so it can be checked against the answer's ``ShardId`` and re-grouped if misplaced.
+    """
 
     data: bytes
     partition_key: str
     explicit_hash_key: str | None = None
     items: list[Any] = field(default_factory=list)
+    shard: str | None = None
+    users: list[UserRecord] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -73,8 +96,13 @@ def hash_key(partition_key: str) -> int:
     return int.from_bytes(hashlib.md5(partition_key.encode()).digest(), "big")
 
 
+def effective_hash_key(partition_key: str, explicit_hash_key: str | None = None) -> int:
+    """The hash key that picks the shard: the explicit one if given, else the partition key's."""
+    return int(explicit_hash_key) if explicit_hash_key is not None else hash_key(partition_key)
+
+
 class ShardMap:
-    """Which open shard a partition key (or explicit hash key) lands on."""
+    """Which open shard a partition key (or explicit hash key) lands on; every shard's hash range."""
 
     def __init__(self, shards: list[ShardInfo]):
         open_shards = sorted((s for s in shards if not s.closed), key=lambda s: s.starting_hash_key)
@@ -82,11 +110,21 @@ class ShardMap:
             raise SinkError("the stream has no open shard")
         self._starts = [s.starting_hash_key for s in open_shards]
         self._ids = [s.shard_id for s in open_shards]
+        self._ranges = {s.shard_id: (s.starting_hash_key, s.ending_hash_key) for s in shards}
         self.loaded_at = time.monotonic()
 
     def shard_for(self, partition_key: str, explicit_hash_key: str | None = None) -> str:
-        key = int(explicit_hash_key) if explicit_hash_key is not None else hash_key(partition_key)
+        key = effective_hash_key(partition_key, explicit_hash_key)
         return self._ids[max(0, bisect.bisect_right(self._starts, key) - 1)]
+
+    def fits(self, shard_id: str, users: list[UserRecord]) -> bool:
+        """True when every user record hashes into ``shard_id``'s range: a consumer keeps the
+        aggregate there (the KCL drops an aggregate with any record outside its shard's range)."""
+        bounds = self._ranges.get(shard_id)
+        if bounds is None:
+            return False
+        lo, hi = bounds
+        return all(lo <= effective_hash_key(pk, ehk) <= hi for _, pk, ehk in users)
 
 
 class Aggregator:
@@ -102,7 +140,7 @@ class Aggregator:
 
         self._new = lambda: RecordAggregator(max_size=max_bytes)
         self.shard_map = shard_map
-        self._open: dict[str, tuple[Any, list[Any], list[tuple[bytes, str, str | None]]]] = {}
+        self._open: dict[str, tuple[Any, list[Any], list[UserRecord]]] = {}
 
     def add(self, data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any) -> list[Entry]:
         """Add a user record; returns the entries completed by it (usually none)."""
@@ -110,19 +148,31 @@ class Aggregator:
         slot = self._open.get(shard)
         if slot is None:
             slot = self._open[shard] = (self._new(), [], [])
-        agg, items, firsts = slot
+        agg, items, users = slot
         try:
             full = agg.add_user_record(partition_key, data, explicit_hash_key)
         except ValueError:  # too big to share an aggregate: send it alone, after what came before
             return [*self._flush(shard), _single(data, partition_key, explicit_hash_key, item)]
         out = []
         if full is not None:
-            out.append(self._entry(full, items, firsts))
-            items, firsts = [], []
-            self._open[shard] = (agg, items, firsts)
+            out.append(self._entry(full, items, users, shard))
+            items, users = [], []
+            self._open[shard] = (agg, items, users)
         items.append(item)
-        if not firsts:
-            firsts.append((data, partition_key, explicit_hash_key))
+        users.append((data, partition_key, explicit_hash_key))
+        return out
+
+    def reroute(self, shard_map: ShardMap) -> list[Entry]:
+        """Take a newer shard map; user records waiting in open aggregates are re-grouped by it.
+
+        Returns the aggregates that fill up on the way (after a merge, two open aggregates may
+        become one shard's)."""
+        waiting = [(u, item) for _, items, users in self._open.values() for u, item in zip(users, items, strict=True)]
+        self.shard_map = shard_map
+        self._open = {}
+        out: list[Entry] = []
+        for (data, pk, ehk), item in waiting:
+            out.extend(self.add(data, pk, ehk, item))
         return out
 
     def flush(self) -> list[Entry]:
@@ -136,19 +186,23 @@ class Aggregator:
         slot = self._open.pop(shard, None)
         if slot is None:
             return []
-        agg, items, firsts = slot
+        agg, items, users = slot
         full = agg.clear_and_get()
-        return [self._entry(full, items, firsts)] if full is not None else []
+        return [self._entry(full, items, users, shard)] if full is not None else []
 
     @staticmethod
-    def _entry(agg_record: Any, items: list[Any], firsts: list[tuple[bytes, str, str | None]]) -> Entry:
-        if len(items) == 1 and firsts[0][0][:4] != KPL_MAGIC:
+    def _entry(agg_record: Any, items: list[Any], users: list[UserRecord], shard: str) -> Entry:
+        if len(items) == 1:
             # an aggregate of one is sent as the plain record (as the KPL does), unless its bytes
-            # start like an aggregate: a consumer would then take it for a corrupt one
-            data, pk, ehk = firsts[0]
-            return Entry(data, pk, ehk, items)
+            # start like an aggregate: a consumer would then take it for a corrupt one. Either way
+            # it lands where its own key maps, so it cannot be misplaced.
+            data, pk, ehk = users[0]
+            if data[:4] != KPL_MAGIC:
+                return Entry(data, pk, ehk, items)
+            pk, ehk, wrapped = agg_record.get_contents()
+            return Entry(wrapped, pk, ehk or None, items)
         pk, ehk, data = agg_record.get_contents()
-        return Entry(data, pk, ehk or None, items)
+        return Entry(data, pk, ehk or None, items, shard=shard or None, users=users)
 
 
 def _single(data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any) -> Entry:
@@ -188,30 +242,81 @@ class PutOutcome:
     sent: int = 0  # Kinesis records accepted
     retried: int = 0  # entries sent again after a partial failure
     calls: int = 0
+    misplaced: int = 0  # aggregates that landed on another shard than the one they were built for
+    resent: int = 0  # user records of misplaced aggregates sent again, re-grouped
+    shard_map: ShardMap | None = None  # the map listed again after a misplacement, if any
 
 
 class PutRecordsWriter:
     """Send entries with PutRecords; retry only failed entries, with jittered backoff, bounded."""
 
     def __init__(self, client: Any, stream: aws.StreamRef, *, max_attempts: int = 5,
-                 backoff: aws.Backoff | None = None, sleep: Callable[[float], None] = time.sleep):
+                 backoff: aws.Backoff | None = None, sleep: Callable[[float], None] = time.sleep,
+                 aggregate_max_bytes: int = AGGREGATE_MAX_BYTES):
         self.client = client
         self.stream = stream
         self.max_attempts = max_attempts
         self.backoff = backoff or aws.Backoff(base=0.1, cap=5.0)
         self._sleep = sleep
+        self._aggregate_max_bytes = aggregate_max_bytes
 
     def put(self, entries: list[Entry]) -> PutOutcome:
         """Put every entry. Raises ``TransientError`` if a whole call fails before anything was
         written (throttled, network), ``SinkError`` for a permanent refusal; after the first
         write, whole-call failures count against the failing entries' attempts instead, so a
-        retry of the batch never duplicates what was already written."""
+        retry of the batch never duplicates what was already written.
+
+        An aggregate that lands on another shard than the one it was built for (the stream was
+        resharded since the shard map was listed) makes the writer list the shards again
+        (``outcome.shard_map``); if its user records do not all hash into the shard it landed on,
+        they are sent again, re-grouped by the new map, up to ``MAX_RESHARD_ROUNDS`` times.
+        """
         outcome = PutOutcome()
-        for chunk in chunks(entries):
-            self._put_chunk(chunk, outcome)
+        pending = entries
+        for _ in range(MAX_RESHARD_ROUNDS + 1):
+            misplaced: list[tuple[Entry, str]] = []
+            for chunk in chunks(pending):
+                misplaced.extend(self._put_chunk(chunk, outcome))
+            if not misplaced:
+                return outcome
+            pending = self._regroup(misplaced, outcome)
+            if not pending:
+                return outcome
+        for entry in pending:
+            outcome.failed.append((entry, f"the shards of '{self.stream.name}' changed {MAX_RESHARD_ROUNDS} "
+                                          "times during one put"))
         return outcome
 
-    def _put_chunk(self, chunk: list[Entry], outcome: PutOutcome) -> None:
+    def _regroup(self, misplaced: list[tuple[Entry, str]], outcome: PutOutcome) -> list[Entry]:
+        """List the shards again; entries for the user records of aggregates that do not fit where they landed."""
+        try:
+            shard_map = load_shard_map(self.client, self.stream)
+        except TransientError as exc:  # cannot tell where they belong now: they fail, to come again
+            outcome.failed.extend((e, f"landed on another shard and {exc}") for e, _ in misplaced)
+            return []
+        outcome.shard_map = shard_map
+        outcome.misplaced += len(misplaced)
+        agg = Aggregator(shard_map, self._aggregate_max_bytes)
+        again: list[Entry] = []
+        kept = 0
+        for entry, landed in misplaced:
+            if shard_map.fits(landed, entry.users):
+                kept += 1  # every record belongs where it landed: consumers keep it, nothing to re-send
+                continue
+            outcome.resent += len(entry.items)
+            for (data, pk, ehk), item in zip(entry.users, entry.items, strict=True):
+                again.extend(agg.add(data, pk, ehk, item))
+        again.extend(agg.flush())
+        log.warning("PutRecords to '%s': %d aggregate(s) landed on another shard than the shard map predicted "
+                    "(the stream was resharded): shards listed again; %d kept where they landed, %d user "
+                    "record(s) sent again, re-grouped", self.stream.name, len(misplaced), kept,
+                    sum(len(e.items) for e in again))
+        return again
+
+    def _put_chunk(self, chunk: list[Entry], outcome: PutOutcome) -> list[tuple[Entry, str]]:
+        """Put one call's entries (retrying failed ones); returns accepted aggregates that landed
+        on another shard than they were built for, with that shard."""
+        misplaced: list[tuple[Entry, str]] = []
         pending = chunk
         attempt = 0
         while True:
@@ -229,16 +334,20 @@ class PutRecordsWriter:
                 answers = resp.get("Records", [])
                 if len(answers) != len(pending):
                     raise SinkError(f"PutRecords answered {len(answers)} results for {len(pending)} records")
-                failed = [(e, f"{a['ErrorCode']}: {a.get('ErrorMessage', '')}")
-                          for e, a in zip(pending, answers, strict=True) if a.get("ErrorCode")]
+                failed = []
+                for e, a in zip(pending, answers, strict=True):
+                    if a.get("ErrorCode"):
+                        failed.append((e, f"{a['ErrorCode']}: {a.get('ErrorMessage', '')}"))
+                    elif e.shard is not None and a.get("ShardId") and a["ShardId"] != e.shard:
+                        misplaced.append((e, a["ShardId"]))
                 outcome.sent += len(pending) - len(failed)
             if not failed:
-                return
+                return misplaced
             if attempt >= self.max_attempts:
                 log.warning("PutRecords to '%s': %d record(s) still failing after %d attempts: %s",
                             self.stream.name, len(failed), attempt, failed[0][1])
                 outcome.failed.extend(failed)
-                return
+                return misplaced
             outcome.retried += len(failed)
             delay = self.backoff.delay(attempt - 1)
             log.info("PutRecords to '%s': %d of %d record(s) failed (%s); retrying in %.2fs",

@@ -22,6 +22,7 @@ from squall import aws
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
+from squall.identifiers import check_application, check_dynamodb_table, check_identifier
 from squall.spouts.base import Progress, Spout
 from squall.spouts.kpl import deaggregate, is_aggregated, last_position
 from squall.spouts.shards import (
@@ -55,6 +56,16 @@ class SqlCheckpoint(_Strict):
     table: str = Field("squall_checkpoints", description="Table name; created if missing.")
     application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
 
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return check_identifier(v, "table name")
+
+    @field_validator("application")
+    @classmethod
+    def _application(cls, v: str | None) -> str | None:
+        return check_application(v) if v is not None else v
+
 
 class DynamoDbCheckpoint(_Strict):
     """Checkpoints in a DynamoDB table (one item per shard)."""
@@ -62,9 +73,24 @@ class DynamoDbCheckpoint(_Strict):
     store: Literal["dynamodb"]
     table: str = Field(description="DynamoDB table name; created (on demand billing) if missing.")
     endpoint_url: str | None = Field(None, description="DynamoDB endpoint (local testing).")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
     region: str | None = Field(None, description="Region (default: the spout's).")
     application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
     create_table: bool = Field(True, description="Create the table when it does not exist.")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return check_dynamodb_table(v)
+
+    @field_validator("application")
+    @classmethod
+    def _application(cls, v: str | None) -> str | None:
+        return check_application(v) if v is not None else v
 
 
 class MemoryCheckpoint(_Strict):
@@ -98,6 +124,11 @@ class KinesisSpoutConfig(ComponentConfig):
     def _stream(cls, value: str) -> str:
         aws.StreamRef.parse(value)
         return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
 
     @model_validator(mode="after")
     def _timestamp(self) -> KinesisSpoutConfig:

@@ -81,7 +81,7 @@ KINESIS_SPOUT = """  type: kinesis
   stream: ${STREAM}
   endpoint_url: ${KINESIS_ENDPOINT}
   poll_interval: 0.02
-  idle_exit: 1
+  idle_exit: 0.5
   checkpoint: {store: sql, resource: warehouse, application: "${APP}"}"""
 
 

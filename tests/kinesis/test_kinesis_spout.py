@@ -235,8 +235,8 @@ def test_config_validation():
     with pytest.raises(ValueError):
         KinesisSpoutConfig(id="s", type="kinesis", stream="s", checkpoint={"store": "redis"})
     cfg = KinesisSpoutConfig(id="s", type="kinesis", stream="arn:aws:kinesis:eu-west-1:123456789012:stream/x",
-                             checkpoint={"store": "dynamodb", "table": "cp"})
-    assert cfg.checkpoint.table == "cp"
+                             checkpoint={"store": "dynamodb", "table": "cps"})
+    assert cfg.checkpoint.table == "cps"
 
 
 def test_stream_arn_is_accepted(kinesis, kinesis_mock, make_stream):

@@ -1,0 +1,203 @@
+"""`squall kcl` as a fleet member, without the JVM: lease loss over the real amazon-kclpy protocol loop,
+per-worker ids and properties, the stop signal passed to the daemon alone, `-v` after a command."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from squall.cli import main
+from squall.deploy.kcl import RecordProcessor
+from squall.deploy.kcl_daemon import (
+    KclSettings,
+    private_properties_path,
+    run_daemon,
+    systemd_stop_settings,
+)
+from squall.topology.executor import Engine
+from squall.topology.graph import compile_plan
+from squall.topology.loader import load_text
+
+TOPOLOGY = """
+name: worker-test
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+"""
+
+
+def run_protocol(tmp_path: Path, lines: list[dict]) -> tuple[str, str, RecordProcessor]:
+    """Drive amazon-kclpy's own loop (KCLProcess) with daemon messages; returns (stdout, stderr)."""
+    from amazon_kclpy import kcl
+
+    engine = Engine(compile_plan(load_text(TOPOLOGY.format(db=tmp_path / "w.db"))))
+    processor = RecordProcessor(engine, stream="s")
+    out, err = io.StringIO(), io.StringIO()
+    stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+    kcl.KCLProcess(processor, input_file=stdin, output_file=out, error_file=err).run()
+    return out.getvalue(), err.getvalue(), processor
+
+
+def record(seq: int) -> dict:
+    import base64
+
+    return {"action": "record", "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
+            "partitionKey": "pk", "sequenceNumber": str(seq), "subSequenceNumber": 0,
+            "approximateArrivalTimestamp": 1762192800123}
+
+
+def test_a_lost_lease_is_one_info_line_not_a_traceback(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="squall.kcl")
+    lines = [
+        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
+         "subSequenceNumber": 0},
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record(1), record(2)]},
+        {"action": "checkpoint", "sequenceNumber": "2", "subSequenceNumber": 0, "error": "ShutdownException"},
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record(3)]},
+        {"action": "leaseLost"},
+    ]
+    out, err, processor = run_protocol(tmp_path, lines)
+    assert "Traceback" not in err and "Caught exception" not in err, err
+    statuses = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [s.get("responseFor") for s in statuses if s["action"] == "status"] == [
+        "initialize", "processRecords", "processRecords", "leaseLost"]
+    assert [s for s in statuses if s["action"] == "checkpoint"] == [
+        {"action": "checkpoint", "sequenceNumber": "2", "subSequenceNumber": 0}]  # none after the loss
+    lost = [r for r in caplog.records if "taken over" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.INFO
+    assert processor.lost
+
+
+def test_other_checkpoint_errors_still_surface(tmp_path: Path):
+    lines = [
+        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
+         "subSequenceNumber": 0},
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record(1)]},
+        {"action": "checkpoint", "sequenceNumber": "1", "subSequenceNumber": 0, "error": "InvalidStateException"},
+    ]
+    _, err, processor = run_protocol(tmp_path, lines)
+    assert "InvalidStateException" in err and not processor.lost
+
+
+def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="squall.kcl")
+    lines = [
+        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
+         "subSequenceNumber": 0},
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record(7)]},
+        {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+        {"action": "shutdownRequested"},
+        {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+        {"action": "leaseLost"},  # the daemon releases the lease after a requested shutdown
+    ]
+    out, err, _ = run_protocol(tmp_path, lines)
+    actions = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert actions[-3:] == [{"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+                            {"action": "status", "responseFor": "shutdownRequested"},
+                            {"action": "status", "responseFor": "leaseLost"}], err
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("final checkpoint at 7" in m for m in messages)
+    assert not any("taken over" in m for m in messages)
+
+
+def test_each_worker_gets_its_own_id_and_private_properties(tmp_path: Path):
+    topology = tmp_path / "same.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    a = KclSettings(topology, "s", "app").properties()
+    b = KclSettings(topology, "s", "app", worker_id="w2").properties()
+    assert f"workerId = {os.uname().nodename}:{os.getpid()}\n" in a
+    assert "workerId = w2\n" in b
+    p1, p2 = private_properties_path("w1"), private_properties_path("w1")
+    try:
+        assert p1.parent != p2.parent and p1.parent.parent == p2.parent.parent
+        assert p1.parent.stat().st_mode & 0o777 == 0o700
+        assert not any(p.suffix == ".properties" for p in tmp_path.iterdir())
+    finally:
+        p1.parent.rmdir()
+        p2.parent.rmdir()
+
+
+def test_systemd_stop_settings_signal_the_main_process_only():
+    s = systemd_stop_settings(20_000)
+    assert s["KillMode"] == "mixed" and s["KillSignal"] == "SIGTERM"
+    assert int(s["TimeoutStopSec"]) > 20
+
+
+CHILD = """
+import os, signal, subprocess, sys, time
+# a stand-in daemon: a child of its own (a "record processor"), a graceful stop on SIGTERM
+kid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def stop(signum, frame):
+    open(sys.argv[1], "w").write("daemon got SIGTERM; processor alive=%s" % (kid.poll() is None))
+    kid.terminate(); kid.wait()
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+open(sys.argv[2], "w").write(str(kid.pid))
+time.sleep(60)
+"""
+
+
+def test_a_stop_signal_to_the_group_reaches_the_daemon_alone(tmp_path: Path):
+    """SIGTERM to squall kcl's whole process group: the daemon gets it, its children do not."""
+    script, marker, ready = tmp_path / "daemon.py", tmp_path / "stopped", tmp_path / "ready"
+    script.write_text(CHILD)
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from squall.deploy.kcl_daemon import run_daemon; "
+                               f"sys.exit(run_daemon([sys.executable, {str(script)!r}, {str(marker)!r}, "
+                               f"{str(ready)!r}]))"],
+        start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the stand-in daemon did not start"
+    os.killpg(runner.pid, signal.SIGTERM)
+    assert runner.wait(30) == 0
+    assert marker.read_text() == "daemon got SIGTERM; processor alive=True"
+
+
+def test_run_daemon_returns_the_daemons_failure():
+    assert run_daemon([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_verbose_is_accepted_after_the_command(tmp_path: Path):
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        result = CliRunner().invoke(main, ["validate", "-v", str(topology)])
+        assert result.exit_code == 0, result.output
+        assert root.level == logging.INFO
+    finally:
+        root.setLevel(before)
+    result = CliRunner().invoke(main, ["produce", "-vv", "--help"])
+    assert result.exit_code == 0 and "--verbose" in result.output
+
+
+def test_kcl_print_shows_a_unique_worker_and_leaves_no_file(tmp_path: Path, monkeypatch):
+    import tempfile
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    topology = tmp_path / "same.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    result = CliRunner().invoke(main, ["kcl", str(topology), "--stream", "s", "--print"])
+    assert result.exit_code == 0, result.output
+    assert f"workerId = {os.uname().nodename}:{os.getpid()}" in result.output
+    assert "shutdownGraceMillis = 20000" in result.output
+    assert list(private.iterdir()) == [] and not list(tmp_path.glob("*.properties"))
