@@ -207,9 +207,11 @@ def _depth(value) -> int:
 
 def test_a_payload_nested_a_thousand_deep_is_isolated_with_a_bounded_reason(tag):
     """orjson accepts 1,024 levels; Python code that recurses over them hits RecursionError."""
-    deep = b'{"i": 1, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    # 990 levels: within the json bolt's highest max_depth (1000), deep enough for RecursionError.
+    deep = b'{"i": 1, "x": ' + b"[" * 990 + b"]" * 990 + b"}"
     yaml = topology(tag).replace("  - {id: decode, type: json}\n",
-                                 f"  - {{id: decode, type: json}}\n  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
+                                 f"  - {{id: decode, type: json, max_depth: 1000}}\n"
+                                 f"  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
     run = run_topology(yaml, records_from([{"i": 0}, deep, {"i": 2}]), batch_size=3)
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert [(ev.value["i"], ev.value["depth"]) for ev in out] == [(0, 1), (2, 1)]
