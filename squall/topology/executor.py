@@ -520,9 +520,11 @@ class Engine:
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
         part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
+        part_written: list[int | None] = []
 
         def write(part: list[Event]) -> None:
             got = comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            part_written.append(None if got is None else got.written)
             if got is not None:
                 part_failed.extend(got.failed)
 
@@ -532,7 +534,9 @@ class Engine:
             # every event is. Failing the batch would fail it again on every delivery.
             log.warning("%s: a write of %d events failed (%s) but each part was written on its own",
                         node.id, len(p.events), fault.reason)
-            self._settle(node, p.events, WriteResult(failed=part_failed), ledger, dead=False)
+            counted = part_written and None not in part_written
+            self._settle(node, p.events, WriteResult(part_failed, sum(part_written) if counted else None),  # type: ignore[arg-type]
+                         ledger, dead=False)
             return Prepared([])
         kept = self._reprepare(node, p.events, bad)
         self.stats[node.index].dead_lettered += len(kept.rejected)
