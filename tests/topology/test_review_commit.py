@@ -384,7 +384,7 @@ def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(ta
         "settings": {"retry": {"attempts": 3, "initial_backoff": 0, "max_backoff": 0}},
         "bolts": [{"id": "decode", "type": "json"}],
         "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
-    }))
+    }), base_dir=tmp_path)  # the run lock goes next to the topology
     runner = LocalRunner(topology)
     report = runner.run()
     assert failures, "the flaky save was not reached"
