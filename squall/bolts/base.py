@@ -55,7 +55,10 @@ class Bolt(Component):
     Any other exception is not the batch's failure either: the engine isolates the records that
     cause it (it calls ``process`` again on halves of the batch, down to single events) and
     dead-letters exactly those, with this bolt's id and the exception as the reason. So
-    ``process`` may be called more than once per batch, on parts of it, in order.
+    ``process`` may be called more than once per batch, on parts of it, in order — and on events
+    the failed call already changed: change events idempotently (set a field; drop or rewrite
+    what the next call needs only once no event can fail any more), and fail a record you can
+    tell is bad with ``Output.fail`` rather than raising.
 
     Stateful bolts (``stateful = True``) never write durable state in ``process``: they *stage*
     their changes, and the engine's commit sequence calls ``commit_state`` after the sinks have
