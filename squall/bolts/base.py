@@ -52,12 +52,18 @@ class Bolt(Component):
     Any other exception is not the batch's failure either: the engine isolates the records that
     cause it (it calls ``process`` again on halves of the batch, down to single events) and
     dead-letters exactly those, with this bolt's id and the exception as the reason. So
-    ``process`` may be called more than once per batch, on parts of it, in order.
+    ``process`` may be called more than once per batch, on parts of it, in order — and on events
+    the failed call already changed: change events idempotently (set a field; drop or rewrite
+    what the next call needs only once no event can fail any more), and fail a record you can
+    tell is bad with ``Output.fail`` rather than raising.
 
     Stateful bolts (``stateful = True``) never write durable state in ``process``: they *stage*
     their changes, and the engine's commit sequence calls ``commit_state`` after the sinks have
     committed, then ``state_committed`` once that is durable, or ``discard_state`` when the batch
-    is not committed. See docs/architecture.md, "The commit sequence".
+    is not committed. A ``process`` call that raises must leave the staging as it was before the
+    call (stage aside, merge on return): the engine calls it again on parts of the batch, and
+    what the failed call staged — the poison record's change too — would otherwise be committed.
+    See docs/architecture.md, "The commit sequence".
     """
 
     kind: ClassVar[str] = "bolt"

@@ -117,7 +117,8 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
     redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine.for_topology(topology).open()
+    # Lambda retries from a sequence number: every user record of a KPL aggregate comes again.
+    engine = Engine.for_topology(topology, whole_records=True).open()
     observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
 
     sources = LambdaSources(topology)  # SQS and S3 triggers

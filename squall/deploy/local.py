@@ -120,7 +120,8 @@ class LocalRunner:
             report.stats = [engine.spout_stats, *engine.stats]
             try:
                 self._loop(engine, report)
-                self._commit_spout({})
+                if report.error is None:
+                    self._commit_spout(engine, {}, report)
             except KeyboardInterrupt:  # a second Ctrl-C: stop now; the batch in flight is not acknowledged
                 report.aborted = True
                 log.warning("aborted: the batch in flight was not checkpointed")
@@ -140,11 +141,18 @@ class LocalRunner:
             report.seconds = time.perf_counter() - started
         return report
 
-    def _commit_spout(self, checkpoint: dict) -> None:
-        """Tell the spout what the engine saved; save what it adds (SHARD_END of finished shards)."""
+    def _commit_spout(self, engine: Engine, checkpoint: dict, report: RunReport) -> bool:
+        """Tell the spout what the engine saved; save what it adds (SHARD_END of finished shards),
+        with the engine's retries. False when that save failed (the run stops; a restart reads the
+        finished shard's end again and saves it then)."""
         extra = self.spout.commit(checkpoint)
-        if extra and self.checkpointer is not None:
-            self.checkpointer.save(self._stream, extra)
+        try:
+            engine.save_positions(self._stream, extra)
+        except BatchFailed as exc:
+            report.error = exc
+            log.error("%s", exc)
+            return False
+        return True
 
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
@@ -160,8 +168,8 @@ class LocalRunner:
             report.records += len(result)
             for outcome, n in result.counts().items():
                 report.counts[outcome] += n
-            if result.checkpoint:
-                self._commit_spout(result.checkpoint)
+            if result.checkpoint and not self._commit_spout(engine, result.checkpoint, report):
+                return
             if self.on_batch:
                 self.on_batch(result, self.spout)
             if not result.ok:

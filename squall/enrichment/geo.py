@@ -27,7 +27,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment import addresses
 from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
-from squall.errors import Problem, TopologyError
+from squall.errors import Problem, RecordError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, deleter, getter, setter, validate_path
 
@@ -314,6 +314,10 @@ class GeoBolt(Bolt):
             self._rewrites,
             out.emit,
         )
+        # Addresses are rewritten (dropped, anonymized) only once every event has its block: a
+        # call that raises half-way must leave the events as they came, since the engine then
+        # processes them again (poison isolation) and needs their addresses.
+        emitted: list[Event] = []
         for event, found in zip(batch, candidates, strict=True):
             if found is None:
                 out.fail(event, "payload is not a JSON object")
@@ -344,7 +348,13 @@ class GeoBolt(Bolt):
             if error is not None:
                 out.fail(event, error)
                 continue
-            set_target(event, block)
+            try:
+                set_target(event, block)
+            except RecordError as exc:  # the target's parent holds a value: this event's problem
+                out.fail(event, exc.reason)
+                continue
+            emitted.append(event)
+        for event in emitted:
             if rewrites:
                 self._rewrite(event, resolved)
             emit(event)

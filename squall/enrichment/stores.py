@@ -416,7 +416,9 @@ class CachedStateStore:
             return
         try:
             self.cache.write(*pending)
-        except TransientError as exc:  # the SQL store is right; the cache just misses later
+        except (TransientError, redis.exceptions.RedisError) as exc:
+            # After the commit: the SQL store is right; the cache just misses later. A Redis that
+            # refuses writes (OOM under noeviction, MISCONF) must not fail a committed batch.
             log.warning("subscription cache not populated: %s", exc)
 
     def discard(self) -> None:

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from squall.topology.resources import Resources
 
 TOO_LONG: Any = type("TooLong", (), {"__repr__": lambda self: "TOO_LONG"})()
+#: A key holding NUL: PostgreSQL text cannot store it (psycopg2 raises ValueError on the parameter).
+HAS_NUL: Any = type("HasNul", (), {"__repr__": lambda self: "HAS_NUL"})()
 
 DEFAULT_ACTIONS = {
     "register": Action.REGISTER,
@@ -181,6 +183,8 @@ class SubscriptionBolt(Bolt):
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
             if key is not None and len(key) > MAX_KEY_LENGTH:
                 key = TOO_LONG
+            elif key is not None and "\x00" in key:
+                key = HAS_NUL
             kind = get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
@@ -189,7 +193,7 @@ class SubscriptionBolt(Bolt):
                     failures[i] = update
                     continue
                 updates[i] = update
-            if key is not None and key is not TOO_LONG:
+            if key is not None and key is not TOO_LONG and key is not HAS_NUL:
                 indexes = by_key.get(key)
                 if indexes is None:
                     by_key[key] = [i]
@@ -197,7 +201,11 @@ class SubscriptionBolt(Bolt):
                     indexes.append(i)
 
         # Load (any store failure raises here, before an event is touched), apply, stage.
+        # Staging is kept aside until the call returns: a call that raises (the engine then calls
+        # again on parts of the batch) must leave nothing staged, else its changes — also the
+        # poison record's — would be committed and the parts enriched from the wrong state.
         seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
+        local: dict[str, _Staged] = {}
         if by_key:
             assert self.store is not None, "setup() was not called"
             staged = self._staged
@@ -205,10 +213,14 @@ class SubscriptionBolt(Bolt):
             loaded = self.store.load(missing) if missing else {}
             keep = self.config.history
             for key, indexes in by_key.items():
-                entry = staged.get(key)
-                if entry is None:
+                prev = staged.get(key)
+                if prev is None:
                     base = loaded.get(key, UNKNOWN_STATE)
-                    entry = staged[key] = _Staged(base, base)
+                    entry = _Staged(base, base)
+                else:  # a later call of the same batch: a copy, in case this call raises
+                    entry = _Staged(prev.base, prev.latest)
+                    entry.updates = list(prev.updates)
+                local[key] = entry
                 after, states = play(
                     entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
                 )
@@ -229,6 +241,7 @@ class SubscriptionBolt(Bolt):
                 block = blocks[id(state)] = state.block()
             set_target(event, {**block, "topics": list(block["topics"])})
             emit(event)
+        self._staged.update(local)
         return out
 
     # -- the commit sequence ----------------------------------------------------------------
@@ -269,6 +282,10 @@ class SubscriptionBolt(Bolt):
         c = self.config
         if key is None:
             return f"{kind} event without a usable '{c.key}'"
+        if key is HAS_NUL:
+            return f"{kind} event whose '{c.key}' contains a NUL character (a state store cannot keep it)"
+        if "\x00" in event.event_id:  # the state row carries it (event_id, version)
+            return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
         if key is TOO_LONG:
             return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
         try:

@@ -28,6 +28,7 @@ import enum
 import gc
 import logging
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from squall.errors import (
     BatchFailed,
     DecodeError,
     SinkError,
+    SquallError,
     TopologyError,
     TransientError,
     describe_exception,
@@ -211,9 +213,13 @@ class Engine:
     """Runs batches through a plan. Components and resources are opened once, in ``open``."""
 
     def __init__(self, plan: Plan, *, resources: Resources | None = None,
-                 checkpointer: Checkpointer | None = None,
+                 checkpointer: Checkpointer | None = None, whole_records: bool = False,
                  sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random):
         self.plan = plan
+        #: The runner's source resumes only at whole Kinesis records (Lambda), never inside a KPL
+        #: aggregate: the checkpoint and the committed state then stop before the failed record's
+        #: aggregate, whose earlier user records come again.
+        self.whole_records = whole_records
         self.topology = plan.topology
         self.resources = resources if resources is not None else Resources(plan.topology.resources, plan.topology.base_dir)
         self._own_resources = resources is None
@@ -304,6 +310,12 @@ class Engine:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def save_positions(self, stream: str, positions: dict[str, Position]) -> None:
+        """Save positions the source adds after a batch (SHARD_END of a finished shard) with the
+        checkpoint step's retries; raises ``BatchFailed`` when the store stays down."""
+        if self.checkpointer is not None and positions:
+            self._call("checkpoint", None, self.checkpointer.save, stream, positions, isolate=False)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -419,6 +431,8 @@ class Engine:
                     except (TransientError, BatchFailed, _Refused, *_FATAL):
                         raise
                     except Exception as exc:
+                        if _dependency_down(exc):
+                            raise  # sql_errors makes it a TransientError: the transaction is retried
                         raise _RecordFault(exc, node) from exc
                     finally:
                         self.stats[node.index].seconds += time.perf_counter() - started
@@ -562,13 +576,25 @@ class Engine:
         """Find the events whose write fails alone (parts are written for real: sinks are
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
+        part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
+        part_written: list[int | None] = []
 
         def write(part: list[Event]) -> None:
-            comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            got = comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            part_written.append(None if got is None else got.written)
+            if got is not None:
+                part_failed.extend(got.failed)
 
         bad = self._find_poison(node, write, p.events, fault)
-        if not bad:  # it failed on the whole, never on a part: a fault of the batch after all
-            raise BatchFailed(node.id, fault.cause, 1) from fault.cause
+        if not bad:
+            # It failed on the whole, never on a part (a size limit): every part was written, so
+            # every event is. Failing the batch would fail it again on every delivery.
+            log.warning("%s: a write of %d events failed (%s) but each part was written on its own",
+                        node.id, len(p.events), fault.reason)
+            counted = part_written and None not in part_written
+            self._settle(node, p.events, WriteResult(part_failed, sum(part_written) if counted else None),  # type: ignore[arg-type]
+                         ledger, dead=False)
+            return Prepared([])
         kept = self._reprepare(node, p.events, bad)
         self.stats[node.index].dead_lettered += len(kept.rejected)
         self._dead_letter_now(kept.rejected, ledger)
@@ -642,16 +668,17 @@ class Engine:
             except _RecordFault as fault:
                 # A dead letter that cannot be written even alone: that record fails (it is
                 # delivered again, never dropped); the others are written.
-                bad = self._find_poison(node, lambda part, c=comp: c.write_batch(Prepared(part), WriteContext()),  # type: ignore[union-attr]
-                                        events, fault)
-                ids = {id(ev) for ev in bad}
-                rest = [ev for ev in events if id(ev) not in ids]
-                result = WriteResult(failed=bad)
-                if rest:
-                    got = self._call(node.id, self.stats[node.index], comp.write_batch, Prepared(rest), WriteContext(),  # type: ignore[union-attr]
-                                     isolate=False)
+                # Every other event was written by a part call of the isolation (writing "the
+                # rest" again in one call could fail again as a whole: a size limit).
+                part_failed: list[Event] = []
+
+                def write(part: list[Event], c: Sink = comp, out: list[Event] = part_failed) -> None:  # type: ignore[assignment]
+                    got = c.write_batch(Prepared(part), WriteContext())
                     if got is not None:
-                        result.failed.extend(got.failed)
+                        out.extend(got.failed)
+
+                bad = self._find_poison(node, write, events, fault)
+                result = WriteResult(failed=bad + part_failed)
             self._settle(node, events, result, ledger, dead=True)
 
     def _settle(self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger, *,
@@ -698,38 +725,46 @@ class Engine:
                 codes.append(_FAILED)
         return codes
 
-    @staticmethod
-    def _checkpoint_from(units: list[Event], codes: list[int]) -> dict[str, Position]:
+    def _unsettled(self, units: list[Event], codes: list[int]) -> list[bool]:
+        """Per unit: True when it is at or after the first failed record of its shard (it comes again).
+
+        With ``whole_records`` (the source resumes at a Kinesis sequence number, never inside a KPL
+        aggregate: Lambda), the user records of the failed record's aggregate before it come again
+        too, so they are not settled either.
+        """
+        flags = [False] * len(units)
+        blocked: dict[str, str] = {}  # shard -> sequence number of its first failed record
+        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
+            shard = ev.meta.shard_id
+            if shard in blocked:
+                flags[i] = True
+            elif code == _FAILED:
+                blocked[shard] = ev.meta.sequence_number
+                flags[i] = True
+        if self.whole_records:
+            for i, ev in enumerate(units):
+                if not flags[i] and blocked.get(ev.meta.shard_id) == ev.meta.sequence_number:
+                    flags[i] = True
+        return flags
+
+    def _checkpoint_from(self, units: list[Event], codes: list[int]) -> dict[str, Position]:
         """Per shard, the last position before the first failed record."""
         last: dict[str, RecordMeta] = {}
         if _FAILED not in codes:
             for ev in units:
                 last[ev.meta.shard_id] = ev.meta
         else:
-            blocked: set[str] = set()
-            for ev, code in zip(units, codes, strict=True):
-                shard = ev.meta.shard_id
-                if shard in blocked:
-                    continue
-                if code == _FAILED:
-                    blocked.add(shard)
-                else:
-                    last[shard] = ev.meta
+            for ev, unsettled in zip(units, self._unsettled(units, codes), strict=True):
+                if not unsettled:
+                    last[ev.meta.shard_id] = ev.meta
         return {shard: meta.position for shard, meta in last.items()}
 
-    @staticmethod
-    def _covered(units: list[Event], codes: list[int]) -> Callable[[Event], bool]:
+    def _covered(self, units: list[Event], codes: list[int]) -> Callable[[Event], bool]:
         """Whether an event's record is covered by the checkpoint (settled, before any failure of its shard)."""
         if _FAILED not in codes:
             return _always
-        flags = [True] * len(units)
-        blocked: set[str] = set()
-        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
-            shard = ev.meta.shard_id
-            if shard in blocked or code == _FAILED:
-                blocked.add(shard)
-                flags[i] = False
-        return lambda ev: flags[ev.origin]
+        unsettled = self._unsettled(units, codes)
+        return lambda ev: not unsettled[ev.origin]
 
     # -- retries -----------------------------------------------------------------------------
 
@@ -748,7 +783,12 @@ class Engine:
             context = log_context(component=where)  # every line logged inside names the component
             context.__enter__()
             try:
-                return fn(*args)
+                try:
+                    return fn(*args)
+                except Exception as exc:
+                    if _dependency_down(exc):  # a driver's error a component let escape
+                        raise TransientError(f"{where}: {describe_exception(exc)}") from exc
+                    raise
             except TransientError as exc:
                 if attempt >= policy.attempts:
                     raise BatchFailed(where, exc, attempt) from exc
@@ -774,6 +814,25 @@ class Engine:
 
 def _always(event: Event) -> bool:
     return True
+
+
+def _dependency_down(exc: BaseException) -> bool:
+    """A database or Redis client's connection-level error that a component let escape raw.
+
+    It is the dependency's failure, never a record's: isolating it would dead-letter every record
+    of the batch (each fails alone) and checkpoint past them during an outage. Only libraries
+    already imported are looked at, so topologies without them pay nothing.
+    """
+    if isinstance(exc, SquallError):
+        return False
+    sa = sys.modules.get("sqlalchemy")
+    pg = sys.modules.get("psycopg2")
+    if (sa is not None and isinstance(exc, sa.exc.SQLAlchemyError)) or (pg is not None and isinstance(exc, pg.Error)):
+        from squall.topology.sql import is_transient
+
+        return is_transient(exc)
+    redis = sys.modules.get("redis")
+    return redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
 
 
 _heap_settled = False
