@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +86,31 @@ def acquire(topology: Topology, resources: Resources) -> RunLock:
     return _file(topology.name, topology.base_dir / f".{topology.name}.squall.lock")
 
 
+#: Seconds to wait for the lock before refusing to start (a killed run's session closing).
+LOCK_WAIT = 3.0
+LOCK_POLL = 0.1
+#: Per-session server keepalive: a dead client's session ends after ~30 + 3 x 10 seconds.
+KEEPALIVE = ("SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10", "SET tcp_keepalives_count = 3")
+
+
 def _advisory(name: str, engine: Any) -> RunLock:
     import sqlalchemy as sa
 
     where = redact_url(engine.url.render_as_string(hide_password=True))
     try:
         conn = engine.connect()
-        got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}).scalar()
-        conn.commit()  # the lock is session level: it outlives this transaction
+        # The server drops the session (and the lock) of a host that died without closing it
+        # after about a minute, not after the operating system's two-hour keepalive default.
+        for setting in KEEPALIVE:
+            conn.execute(sa.text(setting))
+        got = False
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:  # a run killed a moment ago: its session may still be on its way out
+            got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}).scalar()
+            conn.commit()  # the lock is session level: it outlives this transaction
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(LOCK_POLL)
     except sa.exc.SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TransientError(f"cannot take the run lock of topology '{name}' in {where}: {first}") from None
