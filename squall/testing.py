@@ -20,10 +20,11 @@ from squall.errors import TransientError
 from squall.event import Event, Record, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.base import Spout
-from squall.topology.executor import BatchResult, Engine
+from squall.topology.executor import Engine
 from squall.topology.graph import Plan, compile_plan
 from squall.topology.loader import load, load_text
 from squall.topology.model import Topology
+from squall.topology.outcomes import BatchResult
 
 
 def records_from(payloads: Iterable[Any], *, stream: str = "test", shard_id: str = "shardId-000000000000",

@@ -19,8 +19,8 @@ import pytest
 
 from squall.deploy.local import EXIT_OK, LocalRunner
 from squall.spouts.file import path_spout_config
-from squall.topology.executor import Outcome
 from squall.topology.loader import load
+from squall.topology.outcomes import Outcome
 from tests.bad_inputs import NEEDS_ISOLATION, Case, file_cases, record_cases
 from tests.conftest import EXAMPLES
 

@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "squall.topology.registry": 0, "squall.topology.reference": 0,
     # the engine and the small public types components implement, plus shared building blocks
     "squall.topology.executor": 1, "squall.topology.checkpoint": 1, "squall.topology.dynamodb_checkpoint": 1,
-    "squall.topology.resources": 1, "squall.topology.sql": 1,
+    "squall.topology.resources": 1, "squall.topology.sql": 1, "squall.topology.outcomes": 1,
     "squall.bolts.base": 1, "squall.sinks.base": 1, "squall.spouts.base": 1,
     "squall.aws": 1, "squall.kinesis": 1, "squall.cache": 1, "squall.observability.logs": 1,
     "squall.testing": 3,

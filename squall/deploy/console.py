@@ -11,8 +11,8 @@ from rich.table import Table
 from squall.deploy.local import LocalRunner, RunReport
 from squall.observability.progress import Totals, format_lag
 from squall.observability.runners import local_recorder
-from squall.topology.executor import Outcome
 from squall.topology.model import Topology
+from squall.topology.outcomes import Outcome
 
 #: Seconds between progress log lines when stderr is not a terminal.
 LOG_EVERY = 10.0

@@ -27,8 +27,9 @@ from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
 from squall.observability.runners import lambda_observer
-from squall.topology.executor import BatchResult, Engine
+from squall.topology.executor import Engine
 from squall.topology.loader import load
+from squall.topology.outcomes import BatchResult
 
 log = logging.getLogger("squall.lambda")
 

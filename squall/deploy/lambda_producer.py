@@ -31,8 +31,9 @@ from squall.deploy.lambda_consumer import warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
-from squall.topology.executor import Engine, Outcome
+from squall.topology.executor import Engine
 from squall.topology.loader import load
+from squall.topology.outcomes import Outcome
 
 log = logging.getLogger("squall.producer")
 

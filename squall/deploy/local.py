@@ -21,9 +21,10 @@ from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
-from squall.topology.executor import BatchResult, ComponentStats, Engine, Outcome, RecordOutcome
+from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.model import Topology
+from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
 from squall.topology.resources import Resources
 
 log = logging.getLogger("squall.local")

@@ -7,7 +7,7 @@ import gzip
 import orjson
 
 from squall.testing import MemorySink, records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 
 def run(bolts: str, payloads, *, streams: str = "", sinks: str = "") -> tuple[list, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from squall.limits import nesting_depth
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.bolts.test_builtin_bolts import run
 
 

@@ -21,7 +21,7 @@ from squall.bolts.lookup import LookupBolt
 from squall.component import ComponentContext
 from squall.errors import TopologyError, TransientError
 from squall.testing import MemorySink, records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.enrichment.support import free_port, make_batch, resources
 
 APPS = [

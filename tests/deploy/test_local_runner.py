@@ -14,8 +14,8 @@ import jsonschema
 import yaml
 
 from squall.deploy.local import EXIT_FAILED, EXIT_OK, LocalRunner
-from squall.topology.executor import Outcome
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
 
 TOPOLOGY = """

@@ -18,8 +18,8 @@ from squall.deploy.lambda_consumer import make_handler
 from squall.deploy.lambda_sources import S3EventFailed
 from squall.deploy.local import LocalRunner
 from squall.testing import MemorySink
-from squall.topology.executor import Outcome
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
 
 PIPELINE = """

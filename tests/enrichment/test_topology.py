@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squall.testing import MemorySink, records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 YAML = """
 name: enrich

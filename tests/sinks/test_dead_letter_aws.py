@@ -11,7 +11,7 @@ import pytest
 
 from squall.sinks.dead_letter_aws import fitted
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.moto_standin import FlakyClient, unique
 
 PAYLOADS = [{"id": 1}, {"no_id": True}, b"\xff not json", {"id": 4}]

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from squall import safe_json
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 YAML = """
 name: dls

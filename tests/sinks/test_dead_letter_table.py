@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 YAML = """
 name: dlt

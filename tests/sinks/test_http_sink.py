@@ -17,7 +17,7 @@ from squall.sinks.batchio import retry_after_seconds
 from squall.sinks.http import HttpSink, HttpSinkConfig
 from squall.sinks.ratelimit import RateLimiter
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.moto_standin import free_port
 from tests.sinks.local_http import LocalHttp, Request
 

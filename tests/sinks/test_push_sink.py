@@ -23,7 +23,7 @@ from squall.errors import TransientError
 from squall.event import Event
 from squall.sinks.push import PushSink, PushSinkConfig, PushWriteResult
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
 from tests.sinks.local_http import LocalHttp, Request
 

@@ -18,7 +18,7 @@ from squall.event import Event
 from squall.sinks.firehose import FirehoseSink, FirehoseSinkConfig
 from squall.sinks.s3 import S3Sink, S3SinkConfig
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.moto_standin import FlakyClient, client_error, unique
 
 EVENTS = [

@@ -12,9 +12,10 @@ from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from, run_topology
-from squall.topology.executor import Engine, Outcome
+from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load, load_text
+from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
 from tests.moto_standin import FlakyClient, client_error, unique
 

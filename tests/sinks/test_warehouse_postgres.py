@@ -28,9 +28,10 @@ from squall.sinks.base import WriteContext
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
-from squall.topology.executor import Engine, Outcome
+from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from squall.topology.resources import ResourceConfig, Resources
 
 COLUMNS: dict[str, Any] = {

@@ -9,8 +9,8 @@ import pytest
 
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.checkpoint import SqlCheckpointStore
-from squall.topology.executor import Outcome
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from squall.topology.resources import Resources
 
 YAML = """

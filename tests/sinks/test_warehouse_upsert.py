@@ -19,7 +19,7 @@ from squall.event import Event, RecordMeta, derive_event_id
 from squall.sinks.base import WriteContext
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink
 from squall.testing import MemorySink, records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from squall.topology.resources import ResourceConfig, Resources
 
 COLUMNS: dict[str, Any] = {

@@ -15,7 +15,7 @@ from squall.component import ComponentContext
 from squall.deploy.local import EXIT_OK, LocalRunner
 from squall.spouts.base import Spout
 from squall.spouts.file import FileConfig, FileSpout, _batches
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 from tests.deploy.test_local_runner import topo
 
 

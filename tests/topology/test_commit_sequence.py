@@ -21,9 +21,10 @@ from squall.errors import BatchFailed, TransientError
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
-from squall.topology.executor import Engine, Outcome
+from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from squall.topology.resources import Resources
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from squall.errors import BatchFailed
 from squall.event import Position, Record, RecordMeta
 from squall.testing import MemorySink, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 KIND = st.sampled_from(["ok", "ok", "ok", "fail", "drop", "sink_fail", "bad_json"])
 

@@ -19,7 +19,7 @@ from squall.errors import BatchFailed, RecordError, SinkError
 from squall.event import Event, Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemoryDeadLetterSink, MemorySink, records_from, run_topology
-from squall.topology.executor import Outcome
+from squall.topology.outcomes import Outcome
 
 CALLS: dict[str, list[int]] = {}
 

@@ -11,9 +11,10 @@ import uuid
 import pytest
 
 from squall.testing import MemorySink, records_from
-from squall.topology.executor import Engine, Outcome
+from squall.topology.executor import Engine
 from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""What a batch produced: one outcome per user record, the safe checkpoint, per-component counters.
+
+Kept apart from the engine (``executor.py``) so runners and reports can use them without the
+engine's internals.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+from squall.event import Event, Failure, Position
+
+
+class Outcome(enum.Enum):
+    COMMITTED = "committed"
+    DEAD_LETTERED = "dead_lettered"
+    FILTERED = "filtered"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class RecordOutcome:
+    """The fate of one user record (a KPL sub-record counts as one)."""
+
+    index: int
+    event_id: str
+    position: Position
+    shard_id: str
+    outcome: Outcome
+    component: str | None = None
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        where = f"record {self.event_id} ({self.shard_id} seq {self.position.sequence_number})"
+        if self.component is None:
+            return f"{where} {self.outcome.value}"
+        return f"{where} {self.outcome.value} in {self.component}: {self.reason}"
+
+
+_CODES = (Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FILTERED, Outcome.FAILED)
+_COMMITTED, _DEAD, _FILTERED, _FAILED = range(4)
+
+
+class BatchResult:
+    """What happened to a batch: one outcome per user record, and the safe checkpoint per shard.
+
+    Outcomes are kept as small codes; ``records`` builds the ``RecordOutcome`` objects on first
+    use, so runners that only need counts and the checkpoint do not pay for them.
+    """
+
+    __slots__ = ("_units", "_codes", "_failures", "checkpoint", "_records")
+
+    def __init__(self, units: list[Event], codes: list[int], failures: dict[int, Failure],
+                 checkpoint: dict[str, Position]):
+        self._units, self._codes, self._failures = units, codes, failures
+        self.checkpoint = checkpoint
+        self._records: list[RecordOutcome] | None = None
+
+    def _outcome(self, i: int) -> RecordOutcome:
+        ev, code = self._units[i], self._codes[i]
+        f = self._failures.get(i) if code == _FAILED else (ev.failure if code == _DEAD else None)
+        return RecordOutcome(i, ev.event_id, ev.meta.position, ev.meta.shard_id, _CODES[code],
+                             f.component if f else None, f.reason if f else None)
+
+    @property
+    def records(self) -> list[RecordOutcome]:
+        if self._records is None:
+            self._records = [self._outcome(i) for i in range(len(self._codes))]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def count(self, outcome: Outcome) -> int:
+        return self._codes.count(_CODES.index(outcome))
+
+    def counts(self) -> dict[Outcome, int]:
+        return {o: self._codes.count(k) for k, o in enumerate(_CODES)}
+
+    @property
+    def failed(self) -> list[RecordOutcome]:
+        return [self._outcome(i) for i, c in enumerate(self._codes) if c == _FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return _FAILED not in self._codes
+
+    def log_failures(self, logger: logging.Logger, limit: int = 10) -> None:
+        """One ERROR line per failed record (the first ``limit``), and how many more there were."""
+        failed = self.failed
+        for outcome in failed[:limit]:
+            logger.error("%s", outcome)
+        if len(failed) > limit:
+            logger.error("… and %d more failed records", len(failed) - limit)
+
+
+@dataclass
+class ComponentStats:
+    """Counters of one component across batches, for the run summary."""
+
+    id: str
+    kind: str
+    type: str
+    received: int = 0
+    emitted: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    #: Sinks that can tell: rows added vs already present (a replay adds none), after commits.
+    written: int | None = None
+    present: int | None = None
+
+
+@dataclass
+class _Ledger:
+    """Per user record counters while a batch runs."""
+
+    n: int
+    committed: list[int] = field(init=False)
+    dead: list[int] = field(init=False)
+    dropped: list[int] = field(init=False)
+    failed: dict[int, Failure] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.committed = [0] * self.n
+        self.dead = [0] * self.n
+        self.dropped = [0] * self.n
+
+    def copy(self) -> _Ledger:
+        other = _Ledger(0)
+        other.n, other.committed, other.dead, other.dropped = self.n, list(self.committed), self.dead, self.dropped
+        other.failed = dict(self.failed)
+        return other
