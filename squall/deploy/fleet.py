@@ -204,7 +204,13 @@ def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: s
     code = out / "topology"
     if code.exists():
         shutil.rmtree(code)
-    shutil.copytree(topology_file.resolve().parent, code, ignore=shutil.ignore_patterns(*IGNORED))
+    patterns = shutil.ignore_patterns(*IGNORED)
+    target = out.resolve()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:  # never copy the output folder into itself
+        return set(patterns(folder, names)) | {n for n in names if (Path(folder) / n).resolve() == target}
+
+    shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)
     command = exec_start(topology_file.name, name, stream_name, app, retrieval)
     written = [code]
     files = {
