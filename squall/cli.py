@@ -218,7 +218,7 @@ def package(file: str, handler: str, output: str | None, extras: str, requiremen
 @main.command("local-aws")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
 @click.option("--kinesis-port", type=int, default=4567, show_default=True)
-@click.option("--dynamodb-port", type=int, default=4568, show_default=True)
+@click.option("--dynamodb-port", type=int, default=4569, show_default=True)
 @click.option("--shards", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Shards of each stream created.")
 @click.option("--node-modules", type=click.Path(file_okay=False),

@@ -99,7 +99,7 @@ def environment(kinesis_port: int, dynamodb_port: int) -> dict[str, str]:
             "AWS_ENDPOINT_URL_DYNAMODB": f"http://127.0.0.1:{dynamodb_port}"}
 
 
-def run_local_aws(topologies: list[Topology], *, kinesis_port: int = 4567, dynamodb_port: int = 4568,
+def run_local_aws(topologies: list[Topology], *, kinesis_port: int = 4567, dynamodb_port: int = 4569,
                   shards: int = 1, node_modules: Path | None = None, env_file: Path | None = None,
                   echo: Callable[[str], Any] = print, stop: threading.Event | None = None) -> int:
     """Start both, create the streams, print the environment, wait for a signal (or ``stop``); 0 on a clean stop."""
