@@ -48,17 +48,26 @@ def build(topology: Path, out: Path, *extra: str) -> str:
     return r.stdout
 
 
-def measure(zip_path: Path, work: Path, runs: int) -> dict[str, float]:
-    root = work / (zip_path.stem + "-task")
-    with zipfile.ZipFile(zip_path) as zf:
-        zf.extractall(root)
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(root), "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
+def measure(zip_path: Path | None, work: Path, runs: int) -> dict[str, float]:
+    """Medians over fresh processes; ``zip_path`` None: the development venv (site-packages, its pyc caches)."""
+    env = {"PATH": os.environ["PATH"], "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
            "STATE_URL": f"sqlite:///{work}/s.db", "AWS_REGION": "us-east-1"}
+    if zip_path is None:
+        root = work / "venv-task"
+        (root / "topology").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(EXAMPLE, root / "topology", dirs_exist_ok=True)
+        cmd = [sys.executable, "-c", CHILD, str(root)]
+        env["PYTHONPATH"] = str(ROOT)
+    else:
+        root = work / (zip_path.stem + "-task")
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(root)
+        cmd = [sys.executable, "-S", "-c", CHILD, str(root)]
+        env["PYTHONPATH"] = str(root)
     results = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-S", "-c", CHILD, str(root)], capture_output=True, text=True, env=env,
-                           cwd=root)
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root)
         wall = (time.perf_counter() - t0) * 1000
         if r.returncode != 0:
             raise SystemExit(r.stderr)
@@ -91,6 +100,9 @@ def main() -> None:
                  ("geo database outside, no bytecode", variant_dir / "topology.yaml", ("--no-compile",))]
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
               f"medians of {args.runs} fresh processes")
+        m = measure(None, work, args.runs)
+        print(f"- reference, the development venv (not a package): init {m['import_ms'] + m['handler_ms']:.0f} ms "
+              f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms")
         for i, (label, topology, extra) in enumerate(cases):
             out = work / f"case{i}.zip"
             t0 = time.perf_counter()
