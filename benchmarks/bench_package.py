@@ -50,7 +50,8 @@ def build(topology: Path, out: Path, *extra: str) -> str:
 
 def measure(zip_path: Path | None, work: Path, runs: int) -> dict[str, float]:
     """Medians over fresh processes; ``zip_path`` None: the development venv (site-packages, its pyc caches)."""
-    env = {"PATH": os.environ["PATH"], "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
+    # Lambda's code folder is read-only: no process may leave bytecode behind for the next one.
+    env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
            "STATE_URL": f"sqlite:///{work}/s.db", "AWS_REGION": "us-east-1"}
     if zip_path is None:
         root = work / "venv-task"

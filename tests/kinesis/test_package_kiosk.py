@@ -98,8 +98,15 @@ def unzip(zip_path: Path, root: Path, runtime: Path) -> Path:
     for item in runtime.iterdir():
         target = root / item.name
         if not target.exists():
-            (target.symlink_to(item, target_is_directory=item.is_dir()))
+            target.symlink_to(item, target_is_directory=item.is_dir())
     return root
+
+
+def unzip_layer(layer_python: Path, root: Path) -> None:
+    """The layer's python/ beside the task root (the runner puts only the task root on the path)."""
+    for item in layer_python.iterdir():
+        if not (root / item.name).exists():
+            (root / item.name).symlink_to(item, target_is_directory=item.is_dir())
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +137,7 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
                 "--extras", "postgres", "--on-failure", "sqs", site=site)
     assert "bundled GeoLite2: left out" in r.stdout and "largest:" in r.stdout
     package(folder, "producer.yaml", "producer", build, "--cors-origin", "https://kiosk.example.com",
-            "--no-compile", site=site)
+            "--no-compile", "--layer", str(build / "producer-deps.zip"), site=site)
 
     # Both templates: SAM → CloudFormation offline, then cfn-lint.
     for handler in ("consumer", "producer"):
@@ -155,11 +162,18 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     assert not any("/tests/" in n or n.startswith("bin/") for n in names)
     assert not [n for n in names if n.endswith(".pyc") and ".cpython-311." not in n]
 
+    with zipfile.ZipFile(build / "producer.zip") as zf:  # the dependencies went to the layer
+        assert {n.split("/", 1)[0] for n in zf.namelist()} == {"squall_lambda.py", "topology"}
+    with zipfile.ZipFile(build / "producer-deps.zip") as zf:
+        assert "python/squall/deploy/lambda_producer.py" in zf.namelist()
+        zf.extractall(tmp_path / "opt")  # Lambda unpacks layers in /opt; /opt/python is on sys.path
+
     stream = make_stream(1, prefix="kiosk")
     table = unique_name
     env = {"KIOSK_STREAM": stream, "WAREHOUSE_URL": pg_url, "KIOSK_TABLE": table}
-    producer = LambdaFunction("squall_lambda.handler", unzip(build / "producer.zip", tmp_path / "producer-task",
-                                                              runtime_client), env, isolated=True)
+    producer_root = unzip(build / "producer.zip", tmp_path / "producer-task", runtime_client)
+    unzip_layer(tmp_path / "opt" / "python", producer_root)
+    producer = LambdaFunction("squall_lambda.handler", producer_root, env, isolated=True)
     consumer = LambdaFunction("squall_lambda.handler", unzip(build / "consumer.zip", tmp_path / "consumer-task",
                                                               runtime_client), env, isolated=True)
     try:
