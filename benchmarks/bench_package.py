@@ -115,6 +115,7 @@ def main() -> None:
             print(f"- {label}: {size:.1f} MiB zipped (built in {built:.0f} s); init {m['import_ms'] + m['handler_ms']:.0f} ms "
                   f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms")
             print(f"    largest: {largest}")
+            print(f"    {report.splitlines()[0]}")
 
 
 if __name__ == "__main__":
