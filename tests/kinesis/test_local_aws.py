@@ -14,6 +14,17 @@ import pytest
 
 from tests.kinesis.conftest import free_port
 
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 pytestmark = pytest.mark.e2e
 
 TOPOLOGY = """
@@ -29,8 +40,11 @@ sinks:
 def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigterm(tmp_path: Path, node_modules):
     topology = tmp_path / "topology.yaml"
     topology.write_text(TOPOLOGY)
-    kinesis_port, dynamodb_port = free_port(), free_port()
-    while kinesis_port + 1 == dynamodb_port or kinesis_port == dynamodb_port:
+    kinesis_port = free_port()
+    while not port_free(kinesis_port + 1):  # kinesis-mock's TLS listener takes the next port
+        kinesis_port = free_port()
+    dynamodb_port = free_port()
+    while dynamodb_port in (kinesis_port, kinesis_port + 1):
         dynamodb_port = free_port()
     env_file = tmp_path / "local-aws.env"
     proc = subprocess.Popen(
