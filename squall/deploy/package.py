@@ -197,7 +197,8 @@ def _write_zip(output: Path, sources: list[tuple[Path, str]]) -> ZipReport:
     output.parent.mkdir(parents=True, exist_ok=True)
     unzipped = 0
     groups: dict[str, int] = defaultdict(int)
-    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+    # zlib's default level 6: level 9 took 2.5x as long here for a zip 0.5 % smaller.
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for folder, prefix in sources:
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 rel = path.relative_to(folder).as_posix()
