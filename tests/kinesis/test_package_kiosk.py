@@ -45,6 +45,31 @@ class LookupBolt(RecordBolt):
         return "default"
 '''
 
+PLUGIN_PYPROJECT = """
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "kiosk-tags"
+version = "1.0"
+
+[project.entry-points."squall.bolts"]
+kiosk_tag = "kiosk_tags:TagBolt"
+"""
+
+PLUGIN = '''
+from squall.bolts import RecordBolt
+
+
+class TagBolt(RecordBolt):
+    summary = "Mark events that went through the plugin."
+
+    def process_event(self, event):
+        event.value["tagged"] = True
+        return "default"
+'''
+
 PRODUCER = """
 name: kiosk-producer
 spout: {type: stdin}
@@ -67,12 +92,13 @@ spout: {type: stdin}
 bolts:
   - {id: decode, type: json, event_id_field: message_id}
   - {id: lookup, type: "kiosk_lookup:LookupBolt"}
+  - {id: tag, type: kiosk_tag}            # an entry-point plugin installed from a local folder
 sinks:
   - id: events
     type: warehouse
     resource: warehouse
     table: "${KIOSK_TABLE:-kiosk_events}"
-    columns: {kiosk: kiosk, size: size}
+    columns: {kiosk: kiosk, size: size, tagged: {path: tagged, type: boolean}}
   - id: rejects
     type: dead_letter_table
     resource: warehouse
@@ -130,12 +156,17 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     (folder / "__pycache__" / "kiosk_lookup.cpython-311.pyc").write_bytes(b"stale")
     build = tmp_path / "build"
     site = tmp_path / "site-packages"
+    plugin = tmp_path / "kiosk-tags"
+    plugin.mkdir()
+    (plugin / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    (plugin / "kiosk_tags.py").write_text(PLUGIN)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(site),
-                    "humanize==4.17.0"], check=True, capture_output=True, timeout=600)
+                    "humanize==4.17.0", str(plugin)], check=True, capture_output=True, timeout=600)
 
     r = package(folder, "consumer.yaml", "consumer", build, "--requirements", str(folder / "requirements.txt"),
                 "--extras", "postgres", "--on-failure", "sqs", site=site)
     assert "bundled GeoLite2: left out" in r.stdout and "largest:" in r.stdout
+    assert "plugins: kiosk-tags" in r.stdout
     package(folder, "producer.yaml", "producer", build, "--cors-origin", "https://kiosk.example.com",
             "--no-compile", "--layer", str(build / "producer-deps.zip"), site=site)
 
@@ -153,7 +184,8 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
 
     with zipfile.ZipFile(build / "consumer.zip") as zf:
         names = set(zf.namelist())
-    assert {"squall_lambda.py", "topology/kiosk_lookup.py", "topology/consumer.yaml", "humanize/__init__.py"} <= names
+    assert {"squall_lambda.py", "topology/kiosk_lookup.py", "topology/consumer.yaml", "humanize/__init__.py",
+            "kiosk_tags.py", "kiosk_tags-1.0.dist-info/entry_points.txt"} <= names
     assert not any(n.startswith("_maxminddb_geolite2/") and n.endswith(".mmdb") for n in names)
     assert not any(n.endswith(".kcl.properties") for n in names)
     with zipfile.ZipFile(build / "consumer.zip") as zf:  # the local stale cache was replaced by fresh bytecode
@@ -194,9 +226,10 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.text(f"select event_id, kiosk, size from {table} order by event_id")).all()
+            tagged = conn.execute(sa.text(f"select count(*) from {table} where tagged")).scalar()
             rejects = conn.execute(sa.text(f"select component from {table}_rejects")).all()
         assert rows[0] == ("m0", "Porto station", "0 Bytes") and rows[2] == ("m2", "Porto station", "3.0 kB")
-        assert len(rows) == 6 and rejects == [("lookup",)]
+        assert len(rows) == 6 and tagged == 6 and rejects == [("lookup",)]
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"drop table if exists {table}"))
