@@ -144,44 +144,137 @@ def schema(output: str | None) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--handler", type=click.Choice(["consumer", "producer"]), required=True,
-              help="consumer: Kinesis event source; producer: API Gateway.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default="build/function.zip", show_default=True)
+@click.option("--handler", type=click.Choice(["consumer", "producer", "kcl"]), required=True,
+              help="consumer: Lambda on a Kinesis trigger; producer: Lambda behind an HTTP API; "
+                   "kcl: a folder for an EC2 fleet (systemd unit, bootstrap, IAM policy).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="The zip (default build/<handler>.zip), or the folder for --handler kcl (default build/kcl).")
 @click.option("--extras", default="", help="squall extras to include, comma separated (e.g. postgres,redis).")
+@click.option("--requirements", "requirements_file", type=click.Path(dir_okay=False, exists=True),
+              help="A pip requirements file of your bolts' dependencies, installed for Lambda's platform.")
+@click.option("--with", "with_packages", multiple=True, metavar="PACKAGE",
+              help="A dependency to add (a pip requirement such as 'httpx>=0.27'); repeatable.")
+@click.option("--plugin", "plugins", multiple=True, metavar="DISTRIBUTION",
+              help="An installed plugin distribution to include (those the topology's types come from are "
+                   "included anyway); repeatable.")
+@click.option("--layer", "layer_path", type=click.Path(dir_okay=False),
+              help="Put squall and the dependencies in this Lambda layer zip; the function zip keeps your code.")
+@click.option("--aws-service", "aws_service", multiple=True, metavar="NAME",
+              help="Keep this botocore service model (e.g. s3) besides Kinesis, DynamoDB, STS and those the "
+                   "components declare; 'all' keeps every one. Repeatable.")
+@click.option("--compile/--no-compile", "compile_bytecode", default=None,
+              help="Ship bytecode for the target Python (default: when this Python is the target's version).")
 @click.option("--python", "python_version", default="3.11", show_default=True, help="Lambda runtime version.")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default="x86_64", show_default=True)
 @click.option("--template", "template_path", type=click.Path(dir_okay=False),
-              help="Also write an AWS SAM template for the function and its trigger here.")
-def package(file: str, handler: str, output: str, extras: str, python_version: str, arch: str,
-            template_path: str | None) -> None:
-    """Build a Lambda deployment zip: squall, its dependencies for Lambda's platform, the topology."""
+              help="Also write an AWS SAM template for the function, its trigger and its IAM role here.")
+@click.option("--on-failure", type=click.Choice(["sqs", "sns"]),
+              help="Consumer: bounded retries (parameter MaximumRetryAttempts), then the failed batch's "
+                   "metadata goes to an SQS queue or SNS topic (parameter OnFailureDestinationArn).")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Producer: an origin allowed to post from a browser (repeatable; default *).")
+@click.option("--auth", type=click.Choice(["app-key", "none"]), default="app-key", show_default=True,
+              help="Producer: an app key in x-api-key checked by a Lambda authorizer, or no auth.")
+@click.option("--throttle-rate", type=click.IntRange(1), default=100, show_default=True,
+              help="Producer: default steady requests/s of the API.")
+@click.option("--throttle-burst", type=click.IntRange(1), default=200, show_default=True,
+              help="Producer: default burst of the API.")
+@click.option("--stream", help="consumer and kcl: the stream consumed (default: the topology's kinesis spout).")
+@click.option("--retrieval", type=click.Choice(["polling", "fanout"]), default="polling", show_default=True,
+              help="kcl: GetRecords polling (shared 2 MB/s per shard) or enhanced fan-out (billed per "
+                   "consumer-shard hour and per GB).")
+def package(file: str, handler: str, output: str | None, extras: str, requirements_file: str | None,
+            with_packages: tuple[str, ...], plugins: tuple[str, ...], layer_path: str | None,
+            aws_service: tuple[str, ...], compile_bytecode: bool | None, python_version: str, arch: str, template_path: str | None,
+            on_failure: str | None, cors_origins: tuple[str, ...], auth: str, throttle_rate: int,
+            throttle_burst: int, stream: str | None, retrieval: str) -> None:
+    """Package a topology for production: a Lambda zip (+ SAM template) or an EC2 fleet folder."""
     import os
 
-    from squall.deploy.package import build
-    from squall.deploy.template import sam_template, write_template
     from squall.errors import SquallError
 
     topo = _load_or_exit(file)
-    if template_path:
-        code_uri = os.path.relpath(Path(output).resolve(), Path(template_path).resolve().parent)
-        template = sam_template(topo, Path(file).read_text(), handler=handler, code_uri=code_uri,
-                                python=python_version, arch=arch)
-        write_template(Path(template_path), template)
+    extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
+    if handler == "kcl":
+        from squall.deploy.fleet import write_fleet
+
+        try:
+            written = write_fleet(topo, Path(file), Path(output or "build/kcl"), stream=stream, retrieval=retrieval,
+                                  extras=extra_list, requirements_file=Path(requirements_file) if requirements_file
+                                  else None, with_packages=with_packages, python=python_version)
+        except SquallError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        for path in written:
+            click.echo(str(path))
+        return
+
+    from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
+    from squall.deploy.template import TemplateOptions, sam_template, write_template
+
+    out = Path(output or f"build/{handler}.zip")
     try:
-        report = build(Path(file), handler=handler, output=Path(output),
-                       extras=tuple(e.strip() for e in extras.split(",") if e.strip()), python=python_version,
-                       arch=arch)
+        if template_path:
+            tdir = Path(template_path).resolve().parent
+            options = TemplateOptions(
+                python=python_version, arch=arch, on_failure=on_failure, cors_origins=cors_origins, auth=auth,
+                throttle_rate=throttle_rate, throttle_burst=throttle_burst, stream=stream,
+                layer_uri=os.path.relpath(Path(layer_path).resolve(), tdir) if layer_path else None)
+            template = sam_template(topo, Path(file).read_text(), handler=handler,
+                                    code_uri=os.path.relpath(out.resolve(), tdir), options=options)
+        report = build(Path(file), handler=handler, output=out, extras=extra_list, python=python_version, arch=arch,
+                       requirements_file=Path(requirements_file) if requirements_file else None,
+                       with_packages=with_packages, plugins=plugins,
+                       layer=Path(layer_path) if layer_path else None, compile_bytecode=compile_bytecode,
+                       aws_service=aws_service)
+        if template_path:
+            write_template(Path(template_path), template)
     except SquallError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"{report.path}: {report.zipped_bytes / 2**20:.1f} MiB zipped, "
                f"{report.unzipped_bytes / 2**20:.1f} MiB unzipped; handler {report.handler}, runtime "
                f"python{python_version}, architecture {arch}")
-    from squall.deploy.package import DIRECT_UPLOAD_LIMIT
+    click.echo(f"  largest: {describe_sizes(report.largest, report.zipped_bytes)}")
+    if report.layer is not None:
+        click.echo(f"{report.layer.path}: {report.layer.zipped_bytes / 2**20:.1f} MiB zipped, "
+                   f"{report.layer.unzipped_bytes / 2**20:.1f} MiB unzipped (layer)")
+        click.echo(f"  largest: {describe_sizes(report.layer.largest, report.layer.zipped_bytes)}")
+    click.echo(f"  bundled GeoLite2: {'included (a geo bolt has no database:)' if report.geolite_included else 'left out'}"
+               f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
+               + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else ""))
+    if template_path:
+        click.echo(f"{template_path}: SAM template (sam deploy --guided)")
+    for z in (report, report.layer):
+        if z is not None and z.zipped_bytes > DIRECT_UPLOAD_LIMIT:
+            click.echo(f"note: {z.path} is over 50 MiB zipped, so upload it through S3 (sam deploy does), "
+                       "not directly", err=True)
 
-    if report.zipped_bytes > DIRECT_UPLOAD_LIMIT:
-        click.echo("note: over 50 MiB zipped, so upload it through S3 (aws lambda update-function-code "
-                   "--s3-bucket …), not directly", err=True)
+
+@main.command("local-aws")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
+@click.option("--kinesis-port", type=int, default=4567, show_default=True)
+@click.option("--dynamodb-port", type=int, default=4569, show_default=True)
+@click.option("--shards", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Shards of each stream created.")
+@click.option("--node-modules", type=click.Path(file_okay=False),
+              help="Where kinesis-local and dynalite are installed (default: ~/.cache/squall/node, "
+                   "installed with npm on first use).")
+@click.option("--env-file", type=click.Path(dir_okay=False), help="Also write the environment to this file.")
+def local_aws(files: tuple[str, ...], kinesis_port: int, dynamodb_port: int, shards: int, node_modules: str | None,
+              env_file: str | None) -> None:
+    """Start local Kinesis (kinesis-mock) and DynamoDB (dynalite) on 127.0.0.1; create the topologies' streams."""
+    from squall.deploy.localaws import run_local_aws
+    from squall.errors import SquallError
+
+    topologies = [_load_or_exit(f) for f in files]
+    try:
+        sys.exit(run_local_aws(topologies, kinesis_port=kinesis_port, dynamodb_port=dynamodb_port, shards=shards,
+                               node_modules=Path(node_modules) if node_modules else None,
+                               env_file=Path(env_file) if env_file else None, echo=click.echo))
+    except SquallError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @main.command()

@@ -1,93 +1,328 @@
-"""An AWS SAM template for a packaged topology: the function, its trigger, its permissions.
+"""An AWS SAM template for a packaged topology: the function, its trigger, least-privilege permissions.
 
 Written next to the zip by ``squall package --template template.yaml``; deploy with
-``sam deploy --guided``. Every ``${VAR}`` the topology uses becomes a template parameter passed
-to the function's environment, so the same YAML runs locally and in Lambda.
+``sam deploy --guided``. Every ``${VAR}`` the topology uses becomes a template parameter (with
+the topology's ``:-default`` as its default) passed to the function's environment, so the same
+YAML runs locally and in Lambda.
+
+The function gets its own IAM role granting exactly what the code calls: its log group, the
+trigger's reads on the consumed stream, and what each component declares in
+``aws_permissions(config)`` (the kinesis sink's ``PutRecords`` on its stream…). Resource names
+that come from a ``${VAR}`` are written as that parameter (``stream/${EventsStream}``), so a
+deployment with another name is granted that name. The only ``*`` resource is Lambda's network
+interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
+only when subnets are given.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from squall.errors import SquallError, TopologyError
+from squall.iam import AwsPermission, kinesis_stream_arn
 from squall.topology.model import Topology
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_MARKER = re.compile(r"SQUALLVAR_([A-Za-z_][A-Za-z0-9_]*?)_END")
 #: Lambda's largest batch from a Kinesis event source mapping.
 MAX_KINESIS_BATCH = 10_000
+#: What Lambda's Kinesis event source mapping calls with the function's role (standard iterators).
+TRIGGER_READS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+                 "kinesis:GetShardIterator", "kinesis:ListShards")
+#: Lambda's network interfaces in a VPC; EC2 has no resource-level permission for these.
+VPC_ACTIONS = ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+               "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")
+#: Headers a browser SDK sends on a POST (the preflight must allow them).
+CORS_HEADERS = ["content-type", "content-encoding", "x-api-key"]
+AUTHORIZER_HANDLER = "squall.deploy.authorizer.handler"
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "URL", "KEY")
+
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    """Choices of the deployment that the topology does not say."""
+
+    python: str = "3.11"
+    arch: str = "x86_64"
+    layer_uri: str | None = None
+    on_failure: str | None = None  # "sqs" | "sns": bounded retries, then the batch's metadata goes there
+    cors_origins: tuple[str, ...] = ()
+    auth: str = "app-key"  # producer: "app-key" (a Lambda authorizer) or "none"
+    throttle_rate: int = 100
+    throttle_burst: int = 200
+    stream: str | None = None  # consumer: default of StreamName when the spout names none
 
 
 def variables(text: str) -> list[str]:
     """Environment variables a topology file refers to, in order of appearance."""
-    return list(dict.fromkeys(_VAR.findall(text)))
+    return list(dict.fromkeys(m.group(1) for m in _VAR.finditer(text)))
 
 
-def _param_name(var: str) -> str:
+def variable_defaults(text: str) -> dict[str, str | None]:
+    """Each variable's ``:-default`` (the first one written), or None when it has none."""
+    out: dict[str, str | None] = {}
+    for m in _VAR.finditer(text):
+        if out.get(m.group(1)) is None:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def param_name(var: str) -> str:
     return "".join(part.capitalize() for part in var.lower().split("_"))
 
 
+def _marker(var: str) -> str:
+    # Letters, digits and underscores only: valid wherever a stream or table name is.
+    return f"SQUALLVAR_{var}_END"
+
+
+def parameterised(topology: Topology, text: str, env: dict[str, str] | None = None) -> Topology:
+    """The topology loaded with each ``${VAR}`` replaced by a marker where its field accepts one.
+
+    ``resource_sub`` turns the markers back into ``${Param}`` references; a variable whose field
+    refuses the marker (a number, an ARN) keeps its value at package time.
+    """
+    from squall.topology.loader import load_text
+
+    env = dict(os.environ if env is None else env)
+    best = topology
+    for var in variables(text):
+        trial = {**env, var: _marker(var)}
+        try:
+            best = load_text(text, file=topology.file, base_dir=topology.base_dir, env=trial)
+        except TopologyError:
+            continue
+        env = trial
+    return best
+
+
+def resource_sub(resource: str) -> dict[str, str]:
+    """An ``Fn::Sub`` of a declared resource, markers turned into ``${Param}``."""
+    return {"Fn::Sub": _MARKER.sub(lambda m: "${" + param_name(m.group(1)) + "}", resource)}
+
+
+def component_permissions(topology: Topology) -> list[AwsPermission]:
+    """What the topology's bolts and sinks declare (the spout is not used in Lambda or under the KCL)."""
+    from squall.topology import registry
+
+    out: list[AwsPermission] = []
+    for kind, configs in (("bolt", topology.bolts), ("sink", topology.sinks)):
+        for cfg in configs:
+            declare = getattr(registry.resolve(kind, cfg.type), "aws_permissions", None)
+            if declare is not None:
+                out.extend(declare(cfg))
+    return out
+
+
+def _statements(perms: list[AwsPermission]) -> list[dict[str, Any]]:
+    """One statement per resource, actions merged and sorted (stable output)."""
+    by_resource: dict[str, set[str]] = {}
+    for p in perms:
+        by_resource.setdefault(p.resource, set()).update(p.actions)
+    return [{"Effect": "Allow", "Action": sorted(actions), "Resource": resource_sub(resource)}
+            for resource, actions in by_resource.items()]
+
+
+def needs_network(topology: Topology, text: str) -> bool:
+    """SQL or Redis resources other than a local SQLite file, or set from a variable: they may live in a VPC."""
+    if any(r.scheme != "sqlite" for r in topology.resources.values()):
+        return True
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return isinstance(raw, dict) and "${" in str(raw.get("resources") or "")
+
+
+@dataclass
+class _Builder:
+    params: dict[str, Any] = field(default_factory=dict)
+    conditions: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _role(statements: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    policy_doc = {"Version": "2012-10-17", "Statement": statements}
+    return {"Type": "AWS::IAM::Role", "Properties": {
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+        "Policies": [{"PolicyName": "squall", "PolicyDocument": policy_doc}, *(extra or [])]}}
+
+
+def _log_statement(log_group: str) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": [log_group, "Arn"]}}
+
+
 def sam_template(topology: Topology, topology_text: str, *, handler: str, code_uri: str, python: str = "3.11",
-                 arch: str = "x86_64") -> dict[str, Any]:
+                 arch: str = "x86_64", options: TemplateOptions | None = None,
+                 env: dict[str, str] | None = None) -> dict[str, Any]:
     """The template as a dict: one function, a Kinesis trigger (consumer) or an HTTP API (producer)."""
-    params: dict[str, Any] = {}
-    env: dict[str, Any] = {}
+    opts = options or TemplateOptions(python=python, arch=arch)
+    b = _Builder()
+    fn_env: dict[str, Any] = {}
+    defaults = variable_defaults(topology_text)
     for var in variables(topology_text):
-        name = _param_name(var)
-        secret = any(word in var for word in ("PASSWORD", "SECRET", "TOKEN", "URL"))
-        params[name] = {"Type": "String", "Description": f"Value of ${{{var}}} in the topology",
-                        **({"NoEcho": True} if secret else {})}
-        env[var] = {"Ref": name}
-    function: dict[str, Any] = {
-        "Type": "AWS::Serverless::Function",
-        "Properties": {
-            "Description": f"squall topology {topology.name} ({handler})",
-            "Runtime": f"python{python}", "Handler": "squall_lambda.handler", "CodeUri": code_uri,
-            "Architectures": [arch], "MemorySize": 1024, "Timeout": 300 if handler == "consumer" else 29,
-            "Policies": [],
-        },
+        name = param_name(var)
+        secret = any(word in var for word in SECRET_WORDS)
+        param: dict[str, Any] = {"Type": "String", "Description": f"Value of ${{{var}}} in the topology"}
+        if defaults[var] is not None:
+            param["Default"] = defaults[var]
+        if secret:
+            param["NoEcho"] = True
+        b.params[name] = param
+        fn_env[var] = {"Ref": name}
+    marked = parameterised(topology, topology_text, env)
+    statements = _statements(component_permissions(marked))
+    statements.insert(0, _log_statement("LogGroup"))
+    b.params["LogRetentionDays"] = {"Type": "Number", "Default": 30, "Description": "Days the function's logs are kept",
+                                    "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
+                                                      1827, 3653]}
+    b.params["MemorySize"] = {"Type": "Number", "Default": 1024, "MinValue": 128, "MaxValue": 10240,
+                              "Description": "Function memory in MB (CPU grows with it)"}
+    b.resources["LogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+        "RetentionInDays": {"Ref": "LogRetentionDays"}}}
+    props: dict[str, Any] = {
+        "Description": f"squall topology {topology.name} ({handler})",
+        "Runtime": f"python{opts.python}", "Handler": "squall_lambda.handler", "CodeUri": code_uri,
+        "Architectures": [opts.arch], "MemorySize": {"Ref": "MemorySize"},
+        "Timeout": 300 if handler == "consumer" else 29,
+        "Role": {"Fn::GetAtt": ["FunctionRole", "Arn"]},
+        "LoggingConfig": {"LogGroup": {"Ref": "LogGroup"}},
     }
-    props = function["Properties"]
-    if env:
-        props["Environment"] = {"Variables": env}
+    if fn_env:
+        props["Environment"] = {"Variables": fn_env}
+    if opts.layer_uri:
+        b.resources["Dependencies"] = {"Type": "AWS::Serverless::LayerVersion", "Properties": {
+            "Description": f"squall and the dependencies of {topology.name}", "ContentUri": opts.layer_uri,
+            "CompatibleRuntimes": [f"python{opts.python}"], "CompatibleArchitectures": [opts.arch]}}
+        props["Layers"] = [{"Ref": "Dependencies"}]
+    if needs_network(topology, topology_text):
+        _vpc(b, props, statements)
     if handler == "consumer":
-        params["StreamArn"] = {"Type": "String", "Description": "ARN of the Kinesis stream to consume"}
-        props["Policies"].append({"KinesisStreamReadPolicy": {
-            "StreamName": {"Fn::Select": [1, {"Fn::Split": ["/", {"Ref": "StreamArn"}]}]}}})
-        props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": {
-            "Stream": {"Ref": "StreamArn"}, "StartingPosition": "TRIM_HORIZON",
-            "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
-            "MaximumBatchingWindowInSeconds": 1,
-            # squall answers batchItemFailures; Lambda retries from the first failed record.
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-            "MaximumRetryAttempts": -1, "BisectBatchOnFunctionError": False, "ParallelizationFactor": 1}}}
+        _consumer(b, topology, marked, props, statements, opts)
     else:
-        props["Events"] = {"Events": {"Type": "HttpApi", "Properties": {"Path": "/events", "Method": "POST"}}}
-    for sink in topology.sinks:
-        if sink.type == "kinesis":
-            stream = str(sink.stream).rsplit("/", 1)[-1]  # type: ignore[attr-defined]
-            props["Policies"].append({"KinesisCrudPolicy": {"StreamName": stream}})
-    outputs = {"FunctionArn": {"Value": {"Fn::GetAtt": ["Function", "Arn"]}}}
-    if handler == "producer":
-        outputs["EventsUrl"] = {"Value": {"Fn::Sub": "https://${ServerlessHttpApi}.execute-api.${AWS::Region}"
-                                                   ".amazonaws.com/events"}}
+        _producer(b, topology, props, opts, code_uri)
+    b.resources["FunctionRole"] = _role(statements)
+    b.resources["Function"] = {"Type": "AWS::Serverless::Function", "Properties": props}
+    b.outputs["FunctionArn"] = {"Value": {"Fn::GetAtt": ["Function", "Arn"]}}
     template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": f"squall topology {topology.name}: Lambda {handler}",
-        "Resources": {"Function": function},
-        "Outputs": outputs,
+        "Parameters": b.params,
     }
-    if params:
-        template["Parameters"] = params
+    if b.conditions:
+        template["Conditions"] = b.conditions
+    template["Resources"] = b.resources
+    template["Outputs"] = b.outputs
     if handler == "consumer":  # alarms and a dashboard following the topology graph (squall.observability)
         from squall.observability.dashboards import cloudwatch_resources
+
         template["Resources"].update(cloudwatch_resources(topology))
     return template
 
 
+def _vpc(b: _Builder, props: dict[str, Any], statements: list[dict[str, Any]]) -> None:
+    b.params["SubnetIds"] = {"Type": "CommaDelimitedList", "Default": "",
+                             "Description": "Private subnets to reach RDS/ElastiCache (empty: no VPC)"}
+    b.params["SecurityGroupIds"] = {"Type": "CommaDelimitedList", "Default": "",
+                                    "Description": "Security groups of the function in the VPC"}
+    b.conditions["InVpc"] = {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]}]}
+    props["VpcConfig"] = {"Fn::If": ["InVpc", {"SubnetIds": {"Ref": "SubnetIds"},
+                                               "SecurityGroupIds": {"Ref": "SecurityGroupIds"}},
+                                     {"Ref": "AWS::NoValue"}]}
+    statements.append({"Fn::If": ["InVpc", {"Effect": "Allow", "Action": list(VPC_ACTIONS), "Resource": "*"},
+                                  {"Ref": "AWS::NoValue"}]})
+
+
+def _consumer(b: _Builder, topology: Topology, marked: Topology, props: dict[str, Any],
+              statements: list[dict[str, Any]], opts: TemplateOptions) -> None:
+    spout_stream = getattr(marked.spout, "stream", None) if marked.spout.type == "kinesis" else None
+    if spout_stream and _MARKER.search(spout_stream):
+        stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
+    else:
+        b.params["StreamName"] = {"Type": "String", "Description": "Name of the Kinesis stream to consume",
+                                  "AllowedPattern": "[a-zA-Z0-9_.-]+"}
+        default = opts.stream or spout_stream
+        if default and not default.startswith("arn:"):
+            b.params["StreamName"]["Default"] = default
+        stream_arn = {"Fn::Sub": kinesis_stream_arn("${StreamName}")}
+    statements.insert(1, {"Effect": "Allow", "Action": list(TRIGGER_READS), "Resource": stream_arn})
+    source: dict[str, Any] = {
+        "Stream": stream_arn, "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
+        "MaximumBatchingWindowInSeconds": 1,
+        # squall answers batchItemFailures; Lambda retries from the first failed record.
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "MaximumRetryAttempts": -1, "BisectBatchOnFunctionError": False, "ParallelizationFactor": 1}
+    if opts.on_failure:
+        kind = opts.on_failure.lower()
+        if kind not in ("sqs", "sns"):
+            raise SquallError("--on-failure must be sqs or sns")
+        b.params["OnFailureDestinationArn"] = {
+            "Type": "String", "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
+                                             "of a batch Lambda gave up on (the records stay in the stream)"}
+        b.params["MaximumRetryAttempts"] = {"Type": "Number", "Default": 10, "MinValue": 0, "MaxValue": 10000,
+                                            "Description": "Retries of a failing batch before it is skipped"}
+        source["MaximumRetryAttempts"] = {"Ref": "MaximumRetryAttempts"}
+        source["DestinationConfig"] = {"OnFailure": {"Type": kind.upper(),
+                                                     "Destination": {"Ref": "OnFailureDestinationArn"}}}
+        action = "sqs:SendMessage" if kind == "sqs" else "sns:Publish"
+        statements.append({"Effect": "Allow", "Action": [action], "Resource": {"Ref": "OnFailureDestinationArn"}})
+    props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
+
+
+def _producer(b: _Builder, topology: Topology, props: dict[str, Any], opts: TemplateOptions, code_uri: str) -> None:
+    b.params["ThrottleRate"] = {"Type": "Number", "Default": opts.throttle_rate, "MinValue": 1,
+                                "Description": "Steady requests per second across the API (then 429)"}
+    b.params["ThrottleBurst"] = {"Type": "Number", "Default": opts.throttle_burst, "MinValue": 1,
+                                 "Description": "Requests allowed in a burst above the rate"}
+    api: dict[str, Any] = {
+        # A literal list: SAM writes the CORS settings into the API's OpenAPI body at transform time,
+        # where a list parameter would arrive as one comma-joined string.
+        "CorsConfiguration": {"AllowOrigins": list(opts.cors_origins or ("*",)), "AllowMethods": ["POST"],
+                              "AllowHeaders": CORS_HEADERS, "ExposeHeaders": ["retry-after"], "MaxAge": 600},
+        "DefaultRouteSettings": {"ThrottlingRateLimit": {"Ref": "ThrottleRate"},
+                                 "ThrottlingBurstLimit": {"Ref": "ThrottleBurst"}},
+    }
+    if opts.auth == "app-key":
+        b.params["AppKeys"] = {"Type": "String", "NoEcho": True,
+                               "Description": "Comma-separated app keys the SDK sends in x-api-key"}
+        b.resources["AuthorizerLogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+            "RetentionInDays": {"Ref": "LogRetentionDays"}}}
+        b.resources["AuthorizerRole"] = _role([_log_statement("AuthorizerLogGroup")])
+        auth_props: dict[str, Any] = {
+            "Description": f"squall app-key authorizer for {topology.name}", "Runtime": props["Runtime"],
+            "Handler": AUTHORIZER_HANDLER, "CodeUri": code_uri, "Architectures": props["Architectures"],
+            "MemorySize": 128, "Timeout": 5, "Role": {"Fn::GetAtt": ["AuthorizerRole", "Arn"]},
+            "LoggingConfig": {"LogGroup": {"Ref": "AuthorizerLogGroup"}},
+            "Environment": {"Variables": {"SQUALL_APP_KEYS": {"Ref": "AppKeys"}}}}
+        if "Layers" in props:
+            auth_props["Layers"] = props["Layers"]
+        b.resources["Authorizer"] = {"Type": "AWS::Serverless::Function", "Properties": auth_props}
+        api["Auth"] = {"DefaultAuthorizer": "AppKey", "Authorizers": {"AppKey": {
+            "FunctionArn": {"Fn::GetAtt": ["Authorizer", "Arn"]},
+            "AuthorizerPayloadFormatVersion": "2.0", "EnableSimpleResponses": True,
+            "EnableFunctionDefaultPermissions": True,
+            "Identity": {"Headers": ["x-api-key"], "ReauthorizeEvery": 300}}}}
+    elif opts.auth != "none":
+        raise SquallError("--auth must be app-key or none")
+    b.resources["HttpApi"] = {"Type": "AWS::Serverless::HttpApi", "Properties": api}
+    props["Events"] = {"Events": {"Type": "HttpApi", "Properties": {
+        "ApiId": {"Ref": "HttpApi"}, "Path": "/events", "Method": "POST"}}}
+    b.outputs["EventsUrl"] = {"Value": {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+                                                   "/events"}}
+
+
 def write_template(path: Path, template: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Generated by squall package; deploy with: sam deploy --guided\n"
                     + yaml.safe_dump(template, sort_keys=False, width=100))

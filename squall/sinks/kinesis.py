@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.event import Event, Failure
+from squall.iam import AwsPermission, kinesis_stream_arn
 from squall.kinesis import StreamFields
 from squall.kinesis.putrecords import (
     SHARD_MAP_TTL,
@@ -56,6 +57,12 @@ class KinesisSink(Sink):
         self._pk = paths.getter(config.partition_key) if config.partition_key else None
         self._ehk = paths.getter(config.explicit_hash_key) if config.explicit_hash_key else None
         self._shard_map: ShardMap | None = None
+
+    @classmethod
+    def aws_permissions(cls, config: KinesisSinkConfig) -> list[AwsPermission]:
+        """PutRecords on the stream; ListShards too when aggregating (the shard map)."""
+        actions = ("kinesis:PutRecords", "kinesis:ListShards") if config.aggregate else ("kinesis:PutRecords",)
+        return [AwsPermission(actions, kinesis_stream_arn(config.stream, config.region), f"sink {config.id}")]
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config

@@ -22,6 +22,7 @@ from squall import aws
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
+from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.identifiers import check_application, check_dynamodb_table, check_identifier
 from squall.kinesis import StreamFields
 from squall.kinesis.kpl import deaggregate, is_aggregated, last_position
@@ -169,6 +170,20 @@ class KinesisSpout(Spout):
         self._initial_sync = True
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def aws_permissions(cls, config: KinesisSpoutConfig) -> list[AwsPermission]:
+        """The polling reads on the stream, and the checkpoint table's calls when it is in DynamoDB."""
+        out = [AwsPermission(("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"),
+                             kinesis_stream_arn(config.stream, config.region), f"spout {config.id}")]
+        cp = config.checkpoint
+        if isinstance(cp, DynamoDbCheckpoint):
+            actions = ("dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:UpdateItem")
+            if cp.create_table:
+                actions += ("dynamodb:CreateTable",)
+            out.append(AwsPermission(actions, dynamodb_table_arn(cp.table, cp.region or config.region),
+                                     f"spout {config.id} checkpoints"))
+        return out
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config

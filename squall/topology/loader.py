@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def _component(kind: str, item: dict, path: Path_, loc: Locator, problems: list[
         problems.append(loc.problem((*path, "type") if "type" in item else path,
                                     f"a {kind} needs a 'type' (one of: {', '.join(registry.known_types(kind))})"))
         return None
+    if ":" in type_name:
+        _topology_modules_importable(vctx["base_dir"], type_name)
     try:
         cls = registry.resolve(kind, type_name)
     except registry.UnknownType as exc:
@@ -99,6 +102,18 @@ def _component(kind: str, item: dict, path: Path_, loc: Locator, problems: list[
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, path, loc, cls.Config))
         return None
+
+
+def _topology_modules_importable(base_dir: Path, type_name: str) -> None:
+    """``type: kiosk_lookup:LookupBolt`` finds ``kiosk_lookup.py`` beside the topology, in every runner.
+
+    The folder is appended to ``sys.path`` (never before the standard library or installed
+    packages) only when the module is there; the Lambda package does the same with its copy.
+    """
+    top = type_name.split(":", 1)[0].split(".", 1)[0]
+    folder = str(base_dir)
+    if folder not in sys.path and ((base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()):
+        sys.path.append(folder)
 
 
 def pydantic_problems(exc: pydantic.ValidationError, prefix: Path_, loc: Locator,

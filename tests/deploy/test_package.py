@@ -1,8 +1,10 @@
-"""`squall package`: the zip runs by itself under AWS's runtime client, with no site-packages."""
+"""`squall package`: what goes into a zip (your code, plugins, only the data the topology uses), and the
+documented pistats commands, whose consumer zip runs by itself under AWS's runtime client."""
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -10,63 +12,158 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from squall.deploy import package as pkg
+from squall.topology import registry
+from squall.topology.loader import load
+from tests.conftest import EXAMPLES, ROOT
+from tests.deploy.sam import cfn_lint, translate
 from tests.factories import kinesis_lambda_event
 from tests.lambda_runtime import LambdaFunction
 
-pytestmark = pytest.mark.e2e
-
-TOPOLOGY = """
-name: packaged
-resources:
-  warehouse: {{url: "sqlite:///{db}"}}
-spout: {{type: stdin}}
-bolts:
-  - {{id: decode, type: json, event_id_field: id}}
-  - {{id: validate, type: schema, schema: schemas/event.json}}
-  - {{id: geo, type: geo, ip_field: ip}}
-  - {{id: device, type: device, ua_field: ua}}
-sinks:
-  - id: events
-    type: warehouse
-    resource: warehouse
-    table: events
-    columns: {{country: geo.country_code, os: device.os}}
-  - {{id: dlq, type: dead_letter, path: {dlq}}}
-"""
+PISTATS = EXAMPLES / "pistats"
+TAG_BOLT = '''
+from squall.bolts import RecordBolt
 
 
-def test_packaged_consumer_runs_from_the_zip_alone(tmp_path: Path):
-    project = tmp_path / "project"
-    (project / "schemas").mkdir(parents=True)
-    (project / "schemas" / "event.json").write_text(json.dumps({"type": "object", "required": ["id"]}))
-    (project / "out").mkdir()
-    (project / "out" / "local.db").write_text("a local run's output: not packaged")
-    db, dlq = tmp_path / "lambda-tmp" / "w.db", tmp_path / "lambda-tmp" / "dlq.jsonl"
-    (project / "topology.yaml").write_text(TOPOLOGY.format(db=db, dlq=dlq))
-    out = tmp_path / "build" / "function.zip"
-    r = subprocess.run([sys.executable, "-m", "squall.cli", "package", str(project / "topology.yaml"),
-                        "--handler", "consumer", "-o", str(out)], capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "handler squall_lambda.handler" in r.stdout
+class TagBolt(RecordBolt):
+    summary = "Tag each event."
+
+    def process_event(self, event):
+        event.value["tagged"] = True
+        return "default"
+'''
+
+
+def topology(tmp_path: Path, bolts: str, name: str = "topology.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"name: t\nspout: {{type: stdin}}\nbolts:\n{bolts}\nsinks:\n  - {{id: out, type: stdout}}\n")
+    return path
+
+
+def test_the_bundled_geolite_goes_in_only_when_a_geo_bolt_uses_it(tmp_path: Path):
+    (tmp_path / "city.mmdb").write_bytes(b"")
+    assert pkg.uses_bundled_geolite(load(PISTATS / "topology.yaml"))
+    assert not pkg.uses_bundled_geolite(load(PISTATS / "producer.yaml"))
+    own = topology(tmp_path, "  - {id: geo, type: geo, ip_field: ip, database: city.mmdb}")
+    assert not pkg.uses_bundled_geolite(load(own))
+
+
+def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_path: Path):
+    project = tmp_path / "kiosk"
+    project.mkdir()
+    (project / "kiosk_tags.py").write_text(TAG_BOLT)
+    path = topology(project, '  - {id: tag, type: "kiosk_tags:TagBolt"}')
+    squall = Path(sys.executable).with_name("squall")  # the console script: its folder, not cwd, is on sys.path
+    r = subprocess.run([str(squall), "validate", str(path)], capture_output=True, text=True, cwd="/", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ok (1 bolts" in r.stdout
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch):
+    """A plugin distribution installed from a local folder (entry point `squall.bolts: tagger`)."""
+    site, source = tmp_path / "site", tmp_path / "src" / "tagpkg"
+    (site / "tagpkg").mkdir(parents=True)
+    source.mkdir(parents=True)
+    (site / "tagpkg" / "__init__.py").write_text(TAG_BOLT)
+    info = site / "tagpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tagpkg\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[squall.bolts]\ntagger = tagpkg:TagBolt\n")
+    (info / "top_level.txt").write_text("tagpkg\n")
+    (info / "RECORD").write_text("tagpkg/__init__.py,,\n")
+    (info / "direct_url.json").write_text(json.dumps({"url": source.as_uri(), "dir_info": {}}))
+    monkeypatch.syspath_prepend(str(site))
+    registry._plugins.cache_clear()
+    registry.resolve.cache_clear()
+    yield source
+    registry._plugins.cache_clear()
+    registry.resolve.cache_clear()
+
+
+def test_plugins_the_topology_uses_are_found_with_their_local_source(tmp_path: Path, installed_plugin: Path):
+    by_entry_point = load(topology(tmp_path, "  - {id: tag, type: tagger}", "a.yaml"))
+    by_reference = load(topology(tmp_path, '  - {id: tag, type: "tagpkg:TagBolt"}', "b.yaml"))
+    for topo in (by_entry_point, by_reference):
+        [dist] = pkg.plugin_distributions(topo)
+        assert dist.metadata["Name"] == "tagpkg"
+        assert pkg._distribution_requirement(dist) == str(installed_plugin)
+    builtin_only = load(topology(tmp_path, '  - {id: f, type: "squall.testing:FaultyBolt"}', "c.yaml"))
+    assert pkg.plugin_distributions(builtin_only) == []
+
+
+def test_pruning_keeps_what_runs_and_drops_tests_caches_scripts_and_unused_data(tmp_path: Path):
+    files = ["bin/squall", "pkg/__init__.py", "pkg/tests/test_pkg.py", "pkg/__pycache__/m.cpython-312.pyc",
+             "pkg/m.pyi", "pkg-1.0.dist-info/RECORD", "pkg-1.0.dist-info/METADATA", "pkg-1.0.dist-info/LICENSE",
+             "_maxminddb_geolite2/GeoLite2-City.mmdb", "_maxminddb_geolite2/__init__.py", "pygments/lexer.py",
+             "botocore/data/kinesis/2013-12-02/service-2.json.gz", "botocore/data/s3/2006-03-01/service-2.json.gz",
+             "botocore/data/endpoints.json", "botocore/__init__.py"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    pkg._prune(tmp_path, pkg.DEPENDENCY_IGNORED + pkg.CONSOLE_ONLY + (pkg.BUNDLED_GEOLITE,))
+    pkg._prune_botocore(tmp_path, pkg.aws_services(load(PISTATS / "producer.yaml")))
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["_maxminddb_geolite2/__init__.py", "botocore/__init__.py",
+                    "botocore/data/endpoints.json", "botocore/data/kinesis/2013-12-02/service-2.json.gz",
+                    "pkg-1.0.dist-info/LICENSE", "pkg-1.0.dist-info/METADATA", "pkg/__init__.py"]
+
+
+def test_sizes_are_described_largest_first():
+    assert pkg.describe_sizes([("botocore", 3 * 2**20), ("sqlalchemy", 2**20)], 8 * 2**20) == (
+        "botocore 3.0 MiB (38%), sqlalchemy 1.0 MiB (12%)")
+
+
+@pytest.mark.e2e
+def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
+    """The three commands of examples/pistats/README.md; the consumer zip then runs alone under awslambdaric."""
+    build = tmp_path / "build"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    commands = [
+        ["package", str(PISTATS / "producer.yaml"), "--handler", "producer", "-o", str(build / "producer.zip"),
+         "--template", str(build / "producer.template.yaml"), "--cors-origin", "https://app.example.com",
+         "--no-compile"],
+        ["package", str(PISTATS / "topology.yaml"), "--handler", "consumer", "--extras", "postgres,redis",
+         "--stream", "pistats-events", "-o", str(build / "consumer.zip"),
+         "--template", str(build / "consumer.template.yaml")],
+        ["package", str(PISTATS / "topology.yaml"), "--handler", "kcl", "--stream", "pistats-events",
+         "--extras", "postgres,redis", "-o", str(build / "kcl")],
+    ]
+    outs = []
+    for args in commands:
+        r = subprocess.run([sys.executable, "-m", "squall.cli", *args], capture_output=True, text=True, timeout=900,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs.append(r.stdout)
+    assert "bundled GeoLite2: left out" in outs[0] and "bundled GeoLite2: included" in outs[1]
+    for name in ("producer", "consumer"):
+        path = build / f"{name}.template.yaml"
+        translate(yaml.safe_load(path.read_text()))
+        lint = cfn_lint(path)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert (build / "kcl" / "squall-pistats.service").is_file() and (build / "kcl" / "topology" / "topology.yaml").is_file()
 
     root = tmp_path / "task"
-    with zipfile.ZipFile(out) as zf:
+    with zipfile.ZipFile(build / "consumer.zip") as zf:
         names = set(zf.namelist())
-        assert {"squall_lambda.py", "topology/topology.yaml", "topology/schemas/event.json"} <= names
+        assert {"squall_lambda.py", "topology/topology.yaml", "topology/producer.yaml",
+                "_maxminddb_geolite2/GeoLite2-City.mmdb"} <= names
         assert not any(n.startswith("topology/out/") for n in names)
         zf.extractall(root)
-    # Lambda provides the runtime client; here it is added beside the package, nothing else.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target",
                     str(root), "awslambdaric==4.2.2"], check=True, capture_output=True, timeout=600)
-
-    function = LambdaFunction("squall_lambda.handler", root, isolated=True)
+    lambda_tmp = tmp_path / "lambda-tmp"
+    lambda_tmp.mkdir()
+    function = LambdaFunction("squall_lambda.handler", root, {
+        "WAREHOUSE_URL": f"sqlite:///{lambda_tmp}/w.db", "STATE_URL": f"sqlite:///{lambda_tmp}/s.db"}, isolated=True)
     try:
-        docs = [{"id": "a", "ip": "81.2.69.142", "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"},
-                {"no_id": True}]
-        event = kinesis_lambda_event(docs)
-        assert function.invoke(event) == {"batchItemFailures": []}
+        docs = [{"message_id": "m-00000001", "event_type": "page_view", "timestamp": "2026-11-03T18:00:00Z",
+                 "app_id": "app-news", "device_token": "t1", "ip": "81.2.69.142",
+                 "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"}]
+        assert function.invoke(kinesis_lambda_event(docs)) == {"batchItemFailures": []}
     finally:
         function.stop()
-    assert sqlite3.connect(db).execute("select event_id, country, os from events").fetchall() == [("a", "GB", "iOS")]
-    assert json.loads(dlq.read_text())["component"] == "validate"
+    rows = sqlite3.connect(lambda_tmp / "w.db").execute("select event_id, country, os from events").fetchall()
+    assert rows == [("m-00000001", "GB", "iOS")]

@@ -1,0 +1,234 @@
+"""What an EC2 fleet needs to run a topology under the KCL: a systemd unit, an instance bootstrap, an IAM role.
+
+    squall package topology.yaml --handler kcl -o build/kcl
+
+writes a folder to copy to each instance (``/opt/squall/<name>``, e.g. with ``aws s3 sync``):
+
+- ``topology/``: the topology's folder (without local outputs and caches), imported as it is locally;
+- ``requirements.txt``: squall with the KCL extra, the extras and your requirements;
+- ``squall-<name>.service``: the systemd unit. ``ExecStart`` is the ``squall kcl`` command line;
+  ``KillMode=mixed`` sends SIGTERM to that main process only (it hands the shutdown to the KCL,
+  which lets each record processor finish its batch and checkpoint), and the rest of the
+  process group is killed only after ``TimeoutStopSec``, which is above the KCL's shutdown grace;
+- ``bootstrap.sh``: run once as root (EC2 user data): Java, a virtualenv, the unit, started;
+- ``instance-role.yaml``: a CloudFormation template of the instance role and profile with exactly
+  what the KCL and the topology's components call (parameterised stream and lease table).
+
+Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares its 2 MB/s and
+5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
+consumer-shard hour and per GB retrieved).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from squall.errors import SquallError
+from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
+from squall.topology.model import Topology
+
+ROOT = "/opt/squall"
+#: The KCL's graceful shutdown budget (ms) written into the properties; systemd waits longer.
+SHUTDOWN_GRACE_MS = 20_000
+STOP_TIMEOUT_S = SHUTDOWN_GRACE_MS // 1000 + 25
+RETRIEVAL = {"polling": "POLLING", "fanout": "FANOUT"}
+#: What the KCL itself calls on the stream, per retrieval mode.
+KCL_STREAM_READS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:ListShards",
+                    "kinesis:GetShardIterator", "kinesis:GetRecords")
+KCL_FANOUT = ("kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer", "kinesis:ListStreamConsumers")
+#: Leases and checkpoints in the application's DynamoDB table.
+KCL_LEASES = ("dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem",
+              "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+IGNORED = ("out", "build", "dist", "__pycache__", "*.db", "*.db-journal", "*.pyc", "*.zip", ".*", "tests",
+           "venv", "node_modules", "*.kcl.properties")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "topology"
+
+
+def stream_of(topology: Topology, stream: str | None) -> str:
+    """The stream to consume: the option, else the topology's kinesis spout."""
+    if stream:
+        return stream
+    if topology.spout.type == "kinesis":
+        return str(topology.spout.stream).rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+    raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
+
+
+def exec_start(topology_file: str, name: str, stream: str, application: str, retrieval: str) -> list[str]:
+    """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file)."""
+    return [f"{ROOT}/venv/bin/squall", "kcl", f"{ROOT}/{name}/topology/{topology_file}", "--stream", stream,
+            "--application", application, "--region", "${AWS_REGION}",
+            "--properties-out", f"/run/squall-{name}/kcl.properties",
+            "--set", f"retrievalMode={RETRIEVAL[retrieval]}", "--set", f"shutdownGraceMillis={SHUTDOWN_GRACE_MS}"]
+
+
+def systemd_unit(name: str, command: list[str]) -> str:
+    return f"""[Unit]
+Description=squall KCL worker: topology {name}
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=squall
+Group=squall
+WorkingDirectory={ROOT}/{name}/topology
+EnvironmentFile={ROOT}/{name}/environment
+RuntimeDirectory=squall-{name}
+ExecStart={" ".join(command)}
+# SIGTERM to the main process only: the KCL shuts the record processors down gracefully (each
+# finishes its batch and checkpoints); whatever is left gets SIGKILL after TimeoutStopSec.
+KillMode=mixed
+KillSignal=SIGTERM
+TimeoutStopSec={STOP_TIMEOUT_S}
+Restart=on-failure
+RestartSec=5
+NoNewPrivileges=true
+ProtectSystem=strict
+ProtectHome=true
+PrivateTmp=true
+ReadWritePaths=/var/lib/squall/{name}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def bootstrap_script(name: str, python: str) -> str:
+    return f"""#!/bin/bash
+# Instance bootstrap for the squall KCL worker '{name}' (EC2 user data, run as root).
+# Expects this folder at {ROOT}/{name} (e.g. aws s3 sync s3://BUCKET/{name} {ROOT}/{name}).
+set -euo pipefail
+here={ROOT}/{name}
+if command -v dnf >/dev/null; then
+  dnf install -y java-17-amazon-corretto-headless python{python}
+elif command -v apt-get >/dev/null; then
+  apt-get update -q && apt-get install -y -q openjdk-17-jre-headless python{python} python{python}-venv
+fi
+id squall >/dev/null 2>&1 || useradd --system --home-dir /var/lib/squall --shell /usr/sbin/nologin squall
+install -d -o squall -g squall /var/lib/squall/{name}
+[ -x {ROOT}/venv/bin/python ] || python{python} -m venv {ROOT}/venv
+{ROOT}/venv/bin/pip install -q --upgrade pip
+{ROOT}/venv/bin/pip install -q -r "$here/requirements.txt"
+# The region of this instance (IMDSv2), for the unit's --region.
+token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')
+region=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
+touch "$here/environment"
+grep -q '^AWS_REGION=' "$here/environment" || echo "AWS_REGION=$region" >> "$here/environment"
+install -m 0644 "$here/squall-{name}.service" /etc/systemd/system/squall-{name}.service
+systemctl daemon-reload
+systemctl enable --now squall-{name}.service
+"""
+
+
+def instance_role(topology: Topology, marked: Topology, application: str, retrieval: str,
+                  stream: str) -> dict[str, Any]:
+    """CloudFormation: the instance role (KCL reads, leases, metrics in its namespace, components' calls)."""
+    from squall.deploy.template import (
+        _statements,
+        component_permissions,
+        param_name,
+        variable_defaults,
+    )
+
+    stream_arn = kinesis_stream_arn("${StreamName}")
+    perms = [AwsPermission(KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"),
+             AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}"), "KCL leases")]
+    if retrieval == "fanout":
+        perms.append(AwsPermission(("kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"),
+                                   stream_arn + "/consumer/${ApplicationName}:*", "KCL enhanced fan-out"))
+    statements = _statements(perms + component_permissions(marked))
+    # PutMetricData has no resource-level permission: it is limited to the application's namespace.
+    statements.append({"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
+                       "Condition": {"StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}}})
+    params: dict[str, Any] = {
+        "StreamName": {"Type": "String", "Default": stream, "Description": "The consumed Kinesis stream"},
+        "ApplicationName": {"Type": "String", "Default": application,
+                            "Description": "KCL application: the DynamoDB lease table and the metrics namespace"},
+    }
+    text = Path(topology.file).read_text() if Path(topology.file).is_file() else ""
+    for var, default in variable_defaults(text).items():  # names a granted resource may use
+        params.setdefault(param_name(var), {"Type": "String", **({"Default": default} if default is not None else {}),
+                                            "Description": f"Value of ${{{var}}} in the topology"})
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"squall KCL fleet {topology.name}: instance role and profile",
+        "Parameters": params,
+        "Resources": {
+            "InstanceRole": {"Type": "AWS::IAM::Role", "Properties": {
+                "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+                "Policies": [{"PolicyName": "squall-kcl",
+                              "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}]}},
+            "InstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
+                                "Properties": {"Roles": [{"Ref": "InstanceRole"}]}},
+        },
+        "Outputs": {"InstanceProfileArn": {"Value": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}}},
+    }
+
+
+def requirements(version: str, extras: tuple[str, ...], requirements_file: Path | None,
+                 with_packages: tuple[str, ...]) -> str:
+    lines = [f"squall[{','.join(('kcl', *extras))}]=={version}", *with_packages]
+    if requirements_file is not None:
+        lines.append(f"# from {requirements_file.name}")
+        lines += [ln for ln in requirements_file.read_text().splitlines() if ln.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: str | None = None,
+                retrieval: str = "polling", application: str | None = None, extras: tuple[str, ...] = (),
+                requirements_file: Path | None = None, with_packages: tuple[str, ...] = (),
+                python: str = "3.11") -> list[Path]:
+    """Write the fleet folder; returns the files written (the topology folder as one entry)."""
+    from squall import __version__
+    from squall.deploy.kcl import check_kcl_safe
+    from squall.deploy.template import parameterised
+
+    if retrieval not in RETRIEVAL:
+        raise SquallError(f"retrieval must be one of {', '.join(RETRIEVAL)}")
+    check_kcl_safe(topology)
+    name = _slug(topology.name)
+    stream_name = stream_of(topology, stream)
+    app = application or topology.name
+    if " " in topology_file.name:
+        raise SquallError("the KCL splits its command line on spaces: name the topology file without spaces")
+    out.mkdir(parents=True, exist_ok=True)
+    code = out / "topology"
+    if code.exists():
+        shutil.rmtree(code)
+    patterns = shutil.ignore_patterns(*IGNORED)
+    target = out.resolve()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:  # never copy the output folder into itself
+        return set(patterns(folder, names)) | {n for n in names if (Path(folder) / n).resolve() == target}
+
+    shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)
+    command = exec_start(topology_file.name, name, stream_name, app, retrieval)
+    written = [code]
+    files = {
+        "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),
+        f"squall-{name}.service": systemd_unit(name, command),
+        "bootstrap.sh": bootstrap_script(name, python),
+        "instance-role.yaml": "# Generated by squall package --handler kcl\n" + yaml.safe_dump(
+            instance_role(topology, parameterised(topology, Path(topology_file).read_text()), app, retrieval,
+                          stream_name), sort_keys=False, width=100),
+        "environment": "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n",
+    }
+    for filename, text in files.items():
+        path = out / filename
+        path.write_text(text)
+        written.append(path)
+    (out / "bootstrap.sh").chmod(0o755)
+    return written
+
+
+def describe_command(command: list[str]) -> str:
+    return " ".join(shlex.quote(c) for c in command)

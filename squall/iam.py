@@ -1,0 +1,35 @@
+"""What AWS a component calls: actions on resources, declared by the component, granted by the deploy templates.
+
+A component class that calls AWS declares it with a classmethod
+``aws_permissions(config) -> list[AwsPermission]``; ``squall package`` turns the topology's
+declarations into the function's IAM policy, so the role grants exactly what the code calls.
+Resources are ARNs in ``Fn::Sub`` syntax: ``${AWS::Partition}``, ``${AWS::Region}`` and
+``${AWS::AccountId}`` are filled in by CloudFormation, so a template deploys to any account.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_KINESIS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:")
+
+
+@dataclass(frozen=True)
+class AwsPermission:
+    """``actions`` allowed on ``resource`` (an ARN, ``Fn::Sub`` placeholders allowed); ``why`` names the call."""
+
+    actions: tuple[str, ...]
+    resource: str
+    why: str = ""
+
+
+def kinesis_stream_arn(stream: str, region: str | None = None) -> str:
+    """The ARN of a stream named in a topology (a name or an ARN)."""
+    if _KINESIS_ARN.match(stream):
+        return stream
+    return f"arn:${{AWS::Partition}}:kinesis:{region or '${AWS::Region}'}:${{AWS::AccountId}}:stream/{stream}"
+
+
+def dynamodb_table_arn(table: str, region: str | None = None) -> str:
+    return f"arn:${{AWS::Partition}}:dynamodb:{region or '${AWS::Region}'}:${{AWS::AccountId}}:table/{table}"

@@ -1,0 +1,81 @@
+"""`squall package --handler kcl`: the folder an EC2 fleet needs (systemd unit, bootstrap, instance role)."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from squall.deploy import fleet
+from squall.errors import SquallError
+from squall.topology.loader import load
+from tests.conftest import EXAMPLES
+from tests.deploy.sam import cfn_lint
+
+PISTATS = EXAMPLES / "pistats" / "topology.yaml"
+
+
+def unit(path: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # keep the keys' case
+    parser.read_string(path.read_text())
+    return parser
+
+
+def test_the_unit_stops_the_kcl_gracefully_and_runs_the_squall_kcl_command(tmp_path: Path):
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(PISTATS), PISTATS, out, stream="pistats-events", extras=("postgres",))
+    service = unit(out / "squall-pistats.service")["Service"]
+    assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) * 1000 > fleet.SHUTDOWN_GRACE_MS
+    assert service["ExecStart"].split() == [
+        "/opt/squall/venv/bin/squall", "kcl", "/opt/squall/pistats/topology/topology.yaml",
+        "--stream", "pistats-events", "--application", "pistats", "--region", "${AWS_REGION}",
+        "--properties-out", "/run/squall-pistats/kcl.properties",
+        "--set", "retrievalMode=POLLING", "--set", f"shutdownGraceMillis={fleet.SHUTDOWN_GRACE_MS}"]
+    assert service["RuntimeDirectory"] == "squall-pistats" and service["User"] == "squall"
+    assert (out / "requirements.txt").read_text().splitlines()[0].startswith("squall[kcl,postgres]==")
+    assert (out / "topology" / "schemas" / "event.json").is_file()
+    assert not (out / "topology" / "out").exists()
+    bootstrap = (out / "bootstrap.sh").read_text()
+    assert "systemctl enable --now squall-pistats.service" in bootstrap and (out / "bootstrap.sh").stat().st_mode & 0o100
+
+
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+def test_the_instance_role_grants_the_kcl_and_the_components_on_named_resources(tmp_path: Path, retrieval: str):
+    source = tmp_path / "copy.yaml"
+    source.write_text("""
+name: copier
+spout: {type: kinesis, stream: clicks}
+bolts: [{id: decode, type: json}]
+sinks: [{id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}]
+""")
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(source), source, out, retrieval=retrieval)
+    path = out / "instance-role.yaml"
+    r = cfn_lint(path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    role = yaml.safe_load(path.read_text())
+    assert role["Parameters"]["StreamName"]["Default"] == "clicks"
+    assert role["Parameters"]["ArchiveStream"]["Default"] == "archive"
+    statements = role["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    by_resource = {s["Resource"]["Fn::Sub"] if isinstance(s["Resource"], dict) else s["Resource"]: set(s["Action"])
+                   for s in statements}
+    stream = "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/"
+    reads = set(fleet.KCL_STREAM_READS) | (set(fleet.KCL_FANOUT) if retrieval == "fanout" else set())
+    assert by_resource[stream + "${StreamName}"] == reads
+    assert by_resource["arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ApplicationName}"] == set(
+        fleet.KCL_LEASES)
+    assert by_resource[stream + "${ArchiveStream}"] == {"kinesis:PutRecords"}
+    assert ((stream + "${StreamName}/consumer/${ApplicationName}:*") in by_resource) == (retrieval == "fanout")
+    [metrics] = [s for s in statements if s["Resource"] == "*"]
+    assert metrics["Action"] == ["cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}}
+    assert f"retrievalMode={fleet.RETRIEVAL[retrieval]}" in (out / "squall-copier.service").read_text()
+
+
+def test_a_fleet_needs_a_stream(tmp_path: Path):
+    with pytest.raises(SquallError, match="--stream"):
+        fleet.write_fleet(load(PISTATS), PISTATS, tmp_path / "kcl")
