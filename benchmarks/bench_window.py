@@ -5,6 +5,7 @@
 Events carry a key drawn uniformly from ``--keys`` keys and an event time advancing so that one
 minute of event time holds ``--per-minute`` events (each window then has ~all keys). Rows:
 
+- ``hand loop``: a dict counting per (minute, key), nothing stored — Python's floor, same run.
 - ``process only``: the bolt's ``process`` (parse time, key, fold into the batch's delta, close
   windows) with the store's reads but no commit — the CPU cost per event.
 - ``process + commit (<store>)``: the whole batch cycle as the engine runs it: process, then
@@ -81,6 +82,19 @@ def run(bolt: WindowBolt, evs: list[Event], batch: int, commit: bool) -> tuple[f
     return len(evs) / (time.perf_counter() - started), results
 
 
+def hand_loop(evs: list[Event], batch: int) -> float:
+    """The same count in a plain dict per (minute, key), nothing stored: the floor of Python's cost."""
+    started = time.perf_counter()
+    counts: dict[tuple[int, str], int] = {}
+    for i in range(0, len(evs), batch):
+        for e in evs[i:i + batch]:
+            v = e.value
+            t = v["timestamp"]
+            k = (t - t % 60_000, v["key"])
+            counts[k] = counts.get(k, 0) + 1
+    return len(evs) / (time.perf_counter() - started)
+
+
 def cell_bytes(url: str, name: str) -> float | None:
     if not url.startswith("sqlite"):
         return None
@@ -122,6 +136,7 @@ def main() -> None:
         if available(REDIS_URL):
             stores.append(("Redis", REDIS_URL))
         name = f"b{uuid.uuid4().hex[:8]}"
+        print(f"{'hand loop (dict, nothing stored)':34s} {hand_loop(evs, a.batch):12,.0f} events/s")
         rate, _ = run(bolt_for(stores[0][1], name + "p"), evs, a.batch, commit=False)
         print(f"{'process only':34s} {rate:12,.0f} events/s")
         for label, url in stores:

@@ -168,6 +168,7 @@ class WindowBolt(Bolt):
         self._key_names = [p.rsplit(".", 1)[-1] for p in c.key]
         self._get_time = getter(c.time_field) if c.time_field else None
         self._key_cache: dict[Any, str] = {}
+        self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
         # a count per key per tumbling window: folded inline, without the general path
         self._plain_count = self.hop == self.size and all(
             a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values())
@@ -192,6 +193,7 @@ class WindowBolt(Bolt):
         self._ends: dict[CellId, int] = {}
         self._emitted: dict[CellId, tuple[Event, int]] = {}  # final results: (result event, stored rev seen)
         self._wm: int | None = None
+        self._past_mark: set[str] = set()
 
     def setup(self, resources: Resources) -> None:
         c = self.config
@@ -222,22 +224,31 @@ class WindowBolt(Bolt):
         wm = self._wm
         top = max((m[0] for m in marks.values()), default=None)
         plain, size, delta, ends, n_aggs = self._plain_count, self.size, self._delta, self._ends, len(self._aggs)
+        past = self._past_mark  # shards whose records in this batch are all after their mark
+        dropped = out.dropped
+        time_of, key_of = self._time, self._key
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
-            mark = base.get(shard)
-            if mark is not None and meta.sequence_number.isdigit() and \
-                    (int(meta.sequence_number), meta.sub_sequence_number) <= (mark.sequence, mark.sub):
-                out.drop(event)  # counted in the committed state already (a replay after the state commit)
-                continue
+            if shard not in past:
+                mark = base.get(shard)
+                if mark is not None and meta.sequence_number.isdigit() and \
+                        (int(meta.sequence_number), meta.sub_sequence_number) <= (mark.sequence, mark.sub):
+                    dropped.append(event)  # counted in the committed state already (a replay after the state commit)
+                    continue
+                past.add(shard)  # sequence numbers only grow within a shard
             try:
-                t = self._time(event)
-                key = self._key(event)
+                t = time_of(event)
+                key = key_of(event)
             except ValueError as exc:
                 self._see(seen, shard, event, None)
                 out.fail(event, str(exc))
                 continue
-            self._see(seen, shard, event, t)
+            bucket = seen.get(shard)
+            if bucket is None:
+                seen[shard] = [(event, t)]
+            else:
+                bucket.append((event, t))
             # The watermark as of this event: so lateness depends on the order of events, never on
             # where batches begin (a replay after a partial failure starts its batches elsewhere).
             m = marks.get(shard)
@@ -249,7 +260,7 @@ class WindowBolt(Bolt):
                     m[0] = t
                 if wm is None or top is None or t > top or old is None or old <= wm:
                     top = t if top is None or t > top else top
-                    now = self._watermark(marks)
+                    now = t if len(marks) == 1 else self._watermark(marks)
                     if now is not None and (wm is None or now > wm):
                         wm = now  # never goes back: a shard leaving idleness does not reopen windows
             closed_before = None if wm is None else wm - lateness  # windows ending at or before are closed
@@ -265,7 +276,7 @@ class WindowBolt(Bolt):
                         for i in range(n_aggs):
                             cell[i] += 1
                     accepted.append((event, t, key, closed_before))
-                    out.drop(event)
+                    dropped.append(event)
                     continue
                 n = 0
             else:
@@ -303,7 +314,12 @@ class WindowBolt(Bolt):
             if arrival.tzinfo is None:
                 arrival = arrival.replace(tzinfo=UTC)
             return int(arrival.timestamp() * 1000)
-        value = self._get_time(event)
+        tf = self._time_key
+        if tf is not None:
+            v = event.value
+            value = v.get(tf, MISSING)
+        else:
+            value = self._get_time(event)
         if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= 253_402_300_799_999:
             return value  # epoch ms: the common case, without parse_time's checks
         if value is MISSING:
