@@ -111,13 +111,13 @@ class WindowBolt(Bolt):
     class Config(ComponentConfig):
         store: str = Field(description="Resource holding the window state: a SQL database or Redis.")
         key: list[str] = Field(default_factory=list, description="Dotted paths of the key fields (none: one key).")
-        size: Any = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
-        hop: Any = Field(None, description="Hopping windows: a new window every `hop` (a divisor of `size`). "
+        size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
+        hop: int | float | str | None = Field(None, description="Hopping windows: a new window every `hop` (a divisor of `size`). "
                          "Default: `size` (tumbling).")
         time_field: str | None = Field(
             "timestamp", description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.")
-        allowed_lateness: Any = Field(0, description="How long after the watermark passes its end a window accepts events.")
-        idle_shard_after: Any = Field(
+        allowed_lateness: int | float | str = Field(0, description="How long after the watermark passes its end a window accepts events.")
+        idle_shard_after: int | float | str = Field(
             "5m", description="A shard whose watermark is this far behind the most advanced shard no longer "
             "holds windows open (a parent shard after a split, a shard that stopped receiving).")
         aggregates: dict[str, Aggregate] = Field(description="Output field → aggregation.")

@@ -375,3 +375,15 @@ def test_a_window_across_lambda_invocations_and_a_shard_split(state, tmp_path: P
     if state == "redis":
         client = redis.Redis.from_url(url)
         client.delete(*client.scan_iter(f"{unique_name}*"))
+
+
+def test_early_updates_every_batch_then_one_final_result(tmp_path: Path, unique_name):
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, emit="every_batch", allowed_lateness="30s")
+    first, _ = run(bolt, [ev(0, T0), ev(1, T0 + 1)])
+    second, _ = run(bolt, [ev(2, T0 + 2), ev(3, T0 + MIN + 10)])
+    third, _ = run(bolt, [ev(4, T0 + 2 * MIN)])
+    assert [(r["window_start"][11:16], r["n"], r["final"]) for r in first] == [("10:00", 2, False)]
+    assert sorted((r["window_start"][11:16], r["n"], r["final"]) for r in second) == [
+        ("10:00", 3, False), ("10:01", 1, False)]
+    assert sorted((r["window_start"][11:16], r["n"], r["final"]) for r in third) == [
+        ("10:00", 3, True), ("10:02", 1, False)]
