@@ -147,7 +147,7 @@ def main() -> None:
             print(f"{'process + commit (' + label + ')':34s} {rate:12,.0f} events/s, {results:,} results{extra}")
             if url.startswith("redis"):
                 client = redis.Redis.from_url(url)
-                keys = list(client.scan_iter(f"bench:bench.w:*")) + list(client.scan_iter(f"bench:{n}:*"))
+                keys = list(client.scan_iter(f"bench:{n}:*"))
                 if keys:
                     client.delete(*keys)
             elif url.startswith("postgresql"):

@@ -497,7 +497,9 @@ class WindowBolt(Bolt):
         wm = self._watermark(marks)
         end_before = None if wm is None else wm - self.lateness
         writes: dict[CellId, CellWrite] = {cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()}
-        for cid, (event, rev) in self._emitted.items():
+        # A result emitted in a batch not wholly covered may hold changes of records that come
+        # again (in another shard of the batch): such windows stay open and are emitted again.
+        for cid, (event, rev) in self._emitted.items() if full else ():
             if end_before is not None and self._ends[cid] <= end_before and covered(event):
                 w = writes.get(cid)
                 if w is None:

@@ -20,7 +20,8 @@ is closed (and emitted again, complete) by a later batch. Dependency failures �
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -29,10 +30,42 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from squall.enrichment.stores import REDIS_TRANSIENT, _sql_transient, _transient
-from squall.errors import TransientError
+from squall.errors import SinkError, TransientError
+from squall.topology.sql import describe, is_transient
 
 SELECT_CHUNK = 500
+#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+
+
+@contextmanager
+def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    try:
+        yield
+    except errors as exc:
+        # The driver's message names the host and port, never the password.
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _sql_transient(what: str) -> Iterator[None]:
+    """SQL failures that may pass (SQLSTATE, SQLite busy, lost connection) → ``TransientError``; the
+    rest → ``SinkError`` (a broken store is not retried forever)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        if is_transient(exc):
+            raise TransientError(f"{what}: {describe(exc)}") from exc
+        raise SinkError(f"{what}: {describe(exc)}") from exc
+
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
 
 
@@ -296,7 +329,8 @@ class RedisWindowStore:
                 with self.r.pipeline(transaction=True) as pipe:
                     try:
                         # always WATCH something: it puts the pipeline in immediate mode for the reads
-                        pipe.watch(self.all_key, *[self._h(ws) for ws in windows])
+                        # (a key nobody writes, so that writers of other windows do not conflict)
+                        pipe.watch(self.base + "immediate", *[self._h(ws) for ws in windows])
                         stored = self._get(pipe, writes) if writes else {}
                         new: dict[int, dict[str, bytes]] = {}
                         opened: set[int] = set()
