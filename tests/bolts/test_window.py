@@ -387,3 +387,29 @@ def test_early_updates_every_batch_then_one_final_result(tmp_path: Path, unique_
         ("10:00", 3, False), ("10:01", 1, False)]
     assert sorted((r["window_start"][11:16], r["n"], r["final"]) for r in third) == [
         ("10:00", 3, True), ("10:02", 1, False)]
+
+
+def test_a_bad_window_in_yaml_is_reported_with_its_location():
+    from squall.errors import TopologyError
+    from squall.topology.loader import load_text
+
+    yaml = """
+name: bad
+resources:
+  state: {url: "sqlite:///x.db"}
+spout: {type: stdin}
+bolts:
+  - id: minutely
+    type: window
+    store: state
+    size: 1m
+    hop: 7s
+    aggregates: {users: {fn: count_distinct}, n: {fn: median}}
+sinks:
+  - {id: out, type: stdout}
+"""
+    with pytest.raises(TopologyError) as info:
+        load_text(yaml)
+    text = str(info.value)
+    assert ":12:25: bolts[0].aggregates.users: count_distinct needs a field" in text
+    assert ":12:55: bolts[0].aggregates.n.fn: Input should be 'count'" in text
