@@ -239,11 +239,20 @@ class SqlWindowStore:
                 cell = _apply(stored.get(cid), w, merge)
                 rows.append({"name": self.name, "window_start": cid[0], "key": cid[1], "window_end": w.window_end,
                              "state": orjson.dumps(cell.states).decode(), "rev": cell.rev, "closed": cell.closed})
-            stmt = self._insert(t)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[t.c.name, t.c.window_start, t.c.key],
-                set_={c: stmt.excluded[c] for c in ("state", "rev", "closed", "window_end")})
-            conn.execute(stmt, rows)
+            if not self._lock:  # SQLite: the driver's executemany, without SQLAlchemy's per-row work
+                conn.exec_driver_sql(
+                    f'INSERT INTO "{t.name}" (name, window_start, key, window_end, state, rev, closed) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, window_start, key) DO UPDATE SET "
+                    "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
+                    "window_end = excluded.window_end",
+                    [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], int(r["closed"]))
+                     for r in rows])
+            else:
+                stmt = self._insert(t)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[t.c.name, t.c.window_start, t.c.key],
+                    set_={c: stmt.excluded[c] for c in ("state", "rev", "closed", "window_end")})
+                conn.execute(stmt, rows)
         if marks:
             stmt = self._insert(m)
             stmt = stmt.on_conflict_do_update(
