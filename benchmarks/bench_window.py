@@ -110,7 +110,8 @@ def available(url: str) -> bool:
         if url.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=1).ping()
         else:
-            admin = sa.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+            base = url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+            admin = sa.create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
                 if not conn.exec_driver_sql("select 1 from pg_database where datname = 'squall_bench'").first():
                     conn.exec_driver_sql("create database squall_bench")
@@ -151,7 +152,7 @@ def main() -> None:
                 if keys:
                     client.delete(*keys)
             elif url.startswith("postgresql"):
-                engine = sa.create_engine(url)
+                engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
                 with engine.begin() as conn:
                     conn.exec_driver_sql(f"drop table if exists bw_{n}, bw_{n}_shards")
     print(f"one delta cell in memory during a batch: ~{sys.getsizeof([0]) + 8 + 120} bytes "
