@@ -34,6 +34,7 @@ from squall.errors import SinkError, TransientError
 from squall.topology.sql import describe, is_transient
 
 SELECT_CHUNK = 500
+ARRAY_CHUNK = 10_000
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
@@ -199,9 +200,14 @@ class SqlWindowStore:
         found: dict[CellId, Cell] = {}
         for ws, keys in sorted(by_window.items()):
             keys.sort()  # one lock order for every writer: no deadlocks between shards
-            for i in range(0, len(keys), SELECT_CHUNK):
+            # PostgreSQL: one array parameter per 10,000 keys; SQLite: IN (…) under its parameter limit
+            chunk = ARRAY_CHUNK if self._lock else SELECT_CHUNK
+            for i in range(0, len(keys), chunk):
+                part = keys[i:i + chunk]
+                match = (t.c.key == sa.any_(sa.bindparam("keys", part, type_=postgresql.ARRAY(sa.String)))
+                         if self._lock else t.c.key.in_(part))
                 q = (sa.select(t.c.key, t.c.state, t.c.rev, t.c.closed)
-                     .where(t.c.name == self.name, t.c.window_start == ws, t.c.key.in_(keys[i:i + SELECT_CHUNK]))
+                     .where(t.c.name == self.name, t.c.window_start == ws, match)
                      .order_by(t.c.key))
                 if lock and self._lock:
                     q = q.with_for_update()
@@ -247,12 +253,19 @@ class SqlWindowStore:
                     "window_end = excluded.window_end",
                     [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], int(r["closed"]))
                      for r in rows])
-            else:
-                stmt = self._insert(t)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[t.c.name, t.c.window_start, t.c.key],
-                    set_={c: stmt.excluded[c] for c in ("state", "rev", "closed", "window_end")})
-                conn.execute(stmt, rows)
+            else:  # PostgreSQL: multi-row VALUES pages (psycopg2's executemany sends one row at a time)
+                from psycopg2.extras import execute_values
+
+                with conn.connection.driver_connection.cursor() as cur:
+                    execute_values(
+                        cur,
+                        f'INSERT INTO "{t.name}" (name, window_start, key, window_end, state, rev, closed) '
+                        "VALUES %s ON CONFLICT (name, window_start, key) DO UPDATE SET "
+                        "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
+                        "window_end = excluded.window_end",
+                        [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], r["closed"])
+                         for r in rows],
+                        page_size=1000)
         if marks:
             stmt = self._insert(m)
             stmt = stmt.on_conflict_do_update(
