@@ -413,3 +413,22 @@ sinks:
     text = str(info.value)
     assert ":12:25: bolts[0].aggregates.users: count_distinct needs a field" in text
     assert ":12:55: bolts[0].aggregates.n.fn: Input should be 'count'" in text
+
+
+def test_two_key_fields_and_arrival_time(tmp_path: Path, unique_name):
+    from datetime import UTC, datetime
+
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, key=["app", "geo.country"], time_field=None)
+
+    def arriving(i: int, ms: int, app: str, country) -> Event:
+        meta = RecordMeta("s", "shardId-000000000000", str(1000 + i), 0, "pk",
+                          datetime.fromtimestamp(ms / 1000, UTC))
+        return Event(b"", meta, None, i, {"app": app, "geo": {"country": country}, "timestamp": "ignored"})
+
+    out = bolt.process([arriving(0, T0, "a", "FR"), arriving(1, T0 + 5, "a", "FR"), arriving(2, T0 + 9, "a", 33),
+                        arriving(3, T0 + 10, "b", None), arriving(4, T0 + MIN, "a", "FR")])
+    assert [e.origin for e in out.streams["error"]] == [3]  # a key field without a value
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results = sorted(((r.value["app"], r.value["country"], r.value["n"]) for r in out.streams["default"]), key=str)
+    assert results == [("a", "FR", 2), ("a", 33, 1)]
