@@ -40,7 +40,7 @@ from squall.bolts.window_store import (
 )
 from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment.state import format_time, parse_time
-from squall.errors import Problem, SquallError, TopologyError
+from squall.errors import Problem, SquallError, TopologyError, TransientError
 from squall.event import Event
 from squall.paths import MISSING, getter, validate_path
 
@@ -219,6 +219,7 @@ class WindowBolt(Bolt):
             self._base = base
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
             self._wm = self._watermark(self._marks)
+        undo = self._snapshot()
         base, marks, seen = self._base, self._marks, self._seen
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
@@ -293,8 +294,26 @@ class WindowBolt(Bolt):
                                 f"{format_time(wm)}, allowed_lateness {lateness} ms)", LATE)
         self._wm = wm
         if batch:
-            self._close(out, batch[-1])
+            try:
+                self._close(out, batch[-1])
+            except TransientError:
+                undo()  # the engine calls again with the same events: they must not count twice
+                raise
         return out
+
+    def _snapshot(self) -> Callable[[], None]:
+        """A function putting this batch's staging back as it is now (before a call's events)."""
+        delta = {cid: list(states) for cid, states in self._delta.items()}
+        ends, accepted, emitted = dict(self._ends), list(self._accepted), dict(self._emitted)
+        seen = {s: list(items) for s, items in self._seen.items()}
+        marks = {s: list(m) for s, m in self._marks.items()}
+        wm, past = self._wm, set(self._past_mark)
+
+        def undo() -> None:
+            self._delta, self._ends, self._accepted, self._emitted = delta, ends, accepted, emitted
+            self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
+
+        return undo
 
     @staticmethod
     def _see(seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None) -> None:

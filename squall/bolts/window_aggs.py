@@ -133,8 +133,7 @@ class CountDistinct(Count):
             if text in state:
                 return state
             if len(state) < self.limit:
-                state.append(text)
-                return state
+                return [*state, text]  # a new list: an event that fails later changes nothing
             state = _hll_of(state)
         else:
             state = _hll_load(state)

@@ -432,3 +432,30 @@ def test_two_key_fields_and_arrival_time(tmp_path: Path, unique_name):
     bolt.state_committed()
     results = sorted(((r.value["app"], r.value["country"], r.value["n"]) for r in out.streams["default"]), key=str)
     assert results == [("a", "FR", 2), ("a", 33, 1)]
+
+
+def test_a_store_outage_while_closing_leaves_nothing_counted_twice(tmp_path: Path, unique_name):
+    """The engine calls process again after a TransientError: the failed call must have staged nothing."""
+    from squall.errors import TransientError
+
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name)
+    run(bolt, [ev(0, T0)])
+    batch = [ev(1, T0 + 1), ev(2, T0 + MIN)]
+    real = bolt.store.closable
+    calls = []
+
+    def flaky(end_before):
+        calls.append(end_before)
+        if len(calls) == 1:
+            raise TransientError("window store read: connection refused")
+        return real(end_before)
+
+    bolt.store.closable = flaky
+    with pytest.raises(TransientError):
+        bolt.process(batch)
+    out = bolt.process(batch)  # the engine's retry of the call
+    assert [e.value["n"] for e in out.streams["default"]] == [2]
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results, _ = run(bolt, [ev(3, T0 + 2 * MIN)])
+    assert [r["n"] for r in results] == [1]  # 10:01 holds ev 2 once
