@@ -40,7 +40,7 @@ from squall.bolts.window_store import (
 )
 from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment.state import format_time, parse_time
-from squall.errors import Problem, SquallError, TopologyError, TransientError
+from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, getter, validate_path
 
@@ -220,6 +220,16 @@ class WindowBolt(Bolt):
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
             self._wm = self._watermark(self._marks)
         undo = self._snapshot()
+        try:
+            self._stage(batch, out)
+        except BaseException:
+            # A retry (TransientError) or the engine's poison isolation calls again with these
+            # events (or halves of them): what this call staged must not count twice.
+            undo()
+            raise
+        return out
+
+    def _stage(self, batch: list[Event], out: Output) -> None:
         base, marks, seen = self._base, self._marks, self._seen
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
@@ -294,12 +304,7 @@ class WindowBolt(Bolt):
                                 f"{format_time(wm)}, allowed_lateness {lateness} ms)", LATE)
         self._wm = wm
         if batch:
-            try:
-                self._close(out, batch[-1])
-            except TransientError:
-                undo()  # the engine calls again with the same events: they must not count twice
-                raise
-        return out
+            self._close(out, batch[-1])
 
     def _snapshot(self) -> Callable[[], None]:
         """A function putting this batch's staging back as it is now (before a call's events)."""
