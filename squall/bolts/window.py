@@ -445,9 +445,9 @@ class WindowBolt(Bolt):
         missing = [cid for cid, c in closing.items() if c is None] + early
         stored = self.store.load(missing) if missing else {}
         for cid, cell in closing.items():
+            # (a cell closed meanwhile by another writer, when its view of our shard was older:
+            # emit it whole again, with what this batch adds)
             cell = cell or stored.get(cid)
-            if cell is not None and cell.closed:
-                cell = None  # a cell closed since (cannot take new events): start from nothing
             states = self._merged(cell.states if cell else None, self._delta.get(cid))
             self._ends.setdefault(cid, cid[0] + self.size)
             event = self._result(last, cid, states, True)
@@ -455,7 +455,7 @@ class WindowBolt(Bolt):
             out.emit(event)
         for cid in early:
             cell = stored.get(cid)
-            states = self._merged(cell.states if cell and not cell.closed else None, self._delta[cid])
+            states = self._merged(cell.states if cell else None, self._delta[cid])
             out.emit(self._result(last, cid, states, False))
 
     def _merged(self, stored: list[Any] | None, delta: list[Any] | None) -> list[Any]:
@@ -475,7 +475,12 @@ class WindowBolt(Bolt):
         for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
             value[name] = agg.result(state)
         value["final"] = final
-        eid = hashlib.blake2b(f"{self.name}\x1f{ws}\x1f{key}".encode(), digest_size=16).hexdigest()
+        # The final result's id is the window's and key's; an early one's also names the record that
+        # ends its batch, so an insert-mode sink (idempotent on event_id) keeps each once.
+        ident = f"{self.name}\x1f{ws}\x1f{key}"
+        if not final:
+            ident += f"\x1fearly\x1f{origin.meta.shard_id}\x1f{origin.meta.sequence_number}"
+        eid = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
         return Event(b"", origin.meta, eid, origin.origin, value)
 
     # -- the commit sequence ----------------------------------------------------------------------
