@@ -32,6 +32,7 @@ BUILTINS: dict[str, dict[str, str]] = {
         "route": "squall.bolts.route:RouteBolt",
         "dedupe": "squall.bolts.dedupe:DedupeBolt",
         "lookup": "squall.bolts.lookup:LookupBolt",
+        "window": "squall.bolts.window:WindowBolt",
         "geo": "squall.enrichment.geo:GeoBolt",
         "device": "squall.enrichment.device:DeviceBolt",
         "subscription": "squall.enrichment.subscription:SubscriptionBolt",

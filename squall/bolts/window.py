@@ -1,0 +1,545 @@
+"""The window bolt: tumbling and hopping windows by event or arrival time, keyed, with aggregates.
+
+Per batch: the shard marks (watermark and last counted position per shard) are read once; each
+event is assigned to its windows and its aggregate values are folded into a per-batch *delta*
+per (window, key) — nothing is read per key while processing. A window closes when the
+watermark (the lowest of the shards' watermarks, idle shards aside) passes its end plus
+``allowed_lateness``: its stored state and the batch's delta are merged and a result event is
+emitted. Events whose every window has closed go to the ``late`` stream (dead letter unless
+wired), counted, never lost.
+
+Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
+after the sinks have committed the results. It folds only the covered events' deltas into the
+store (under a lock), marks emitted windows closed, and saves the shard marks — in the batch's
+SQL transaction when the store shares it. A batch delivered again therefore starts from the
+state its first delivery saw (same results), or, when its state was already committed (a crash
+between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
+by the shard mark and not counted twice. See docs/windows.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from squall.bolts import window_aggs
+from squall.bolts.base import Bolt, Output
+from squall.bolts.window_store import (
+    CellId,
+    CellWrite,
+    RedisWindowStore,
+    ShardMark,
+    SqlWindowStore,
+    WindowStore,
+)
+from squall.component import ComponentConfig, ComponentContext
+from squall.enrichment.state import format_time, parse_time
+from squall.errors import Problem, SquallError, TopologyError
+from squall.event import Event
+from squall.paths import MISSING, getter, validate_path
+
+if TYPE_CHECKING:
+    from squall.topology.resources import Resources
+
+LATE = "late"
+MAX_KEY_LENGTH = 1000
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_CONTAINERS = (dict, list)
+_MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+def duration_ms(value: Any) -> int:
+    """Milliseconds of a duration: seconds as a number, or text like ``500ms``, ``30s``, ``1m``, ``2h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"not a duration: {value!r}")
+        return int(round(value * 1000))
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. 500ms, 30s, 1m, 2h, 1d)")
+    return int(round(float(match.group(1)) * _UNIT_MS[match.group(2)]))
+
+
+class Aggregate(BaseModel):
+    """One output field of a window result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fn: Literal["count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile"] = Field(
+        description="count, count_distinct, sum, min, max, mean, first, last or percentile.")
+    field: str | None = Field(None, description="Dotted path of the value (count without it counts events).")
+    where: dict[str, Any] | None = Field(
+        None, description="Only events whose fields equal these values (a list: any of them), e.g. {event_type: subscribe}.")
+    q: float = Field(0.5, gt=0, lt=1, description="percentile: the quantile (0.99 for p99).")
+    exact_limit: int = Field(
+        64, ge=1, le=10_000,
+        description="count_distinct: distinct values kept exactly; beyond, an HLL sketch (4 kB, ~1.6 % error).")
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        return None if value is None else validate_path(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Aggregate:
+        if self.fn in window_aggs.NEEDS_FIELD and self.field is None:
+            raise ValueError(f"{self.fn} needs a field")
+        for path, value in (self.where or {}).items():
+            validate_path(path)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, dict | list):
+                    raise ValueError(f"where.{path}: compare with scalars only")
+        return self
+
+
+class WindowBolt(Bolt):
+    """Counts and aggregates events per key in tumbling or hopping windows, with exactly-once results."""
+
+    summary: ClassVar[str] = (
+        "Aggregates events per key in tumbling/hopping windows (event or arrival time); results on close.")
+    streams: ClassVar[tuple[str, ...]] = (LATE,)
+
+    class Config(ComponentConfig):
+        store: str = Field(description="Resource holding the window state: a SQL database or Redis.")
+        key: list[str] = Field(default_factory=list, description="Dotted paths of the key fields (none: one key).")
+        size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
+        hop: int | float | str | None = Field(None, description="Hopping windows: a new window every `hop` (a divisor of `size`). "
+                         "Default: `size` (tumbling).")
+        time_field: str | None = Field(
+            "timestamp", description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.")
+        allowed_lateness: int | float | str = Field(0, description="How long after the watermark passes its end a window accepts events.")
+        idle_shard_after: int | float | str = Field(
+            "5m", description="A shard whose watermark is this far behind the most advanced shard no longer "
+            "holds windows open (a parent shard after a split, a shard that stopped receiving).")
+        aggregates: dict[str, Aggregate] = Field(description="Output field → aggregation.")
+        emit: Literal["on_close", "every_batch"] = Field(
+            "on_close", description="on_close: one result per window and key; every_batch: also an early "
+            "(final: false) result after each batch that changed it.")
+        table: str = Field("squall_windows", description="SQL table of the window state (and `<table>_shards`).")
+        key_prefix: str = Field("squall:window:", description="Prefix of the Redis keys.")
+        name: str | None = Field(None, description="Name of this state in the store (default: topology.bolt id).")
+
+        @field_validator("key")
+        @classmethod
+        def _keys(cls, value: list[str]) -> list[str]:
+            return [validate_path(p) for p in value]
+
+        @field_validator("time_field")
+        @classmethod
+        def _time(cls, value: str | None) -> str | None:
+            return None if value is None else validate_path(value)
+
+        @model_validator(mode="after")
+        def _check(self) -> WindowBolt.Config:
+            size = duration_ms(self.size)
+            hop = duration_ms(self.hop) if self.hop is not None else size
+            if size <= 0 or hop <= 0:
+                raise ValueError("size and hop must be positive")
+            if size % hop:
+                raise ValueError("hop must divide size (e.g. size: 1h, hop: 5m)")
+            duration_ms(self.allowed_lateness)
+            duration_ms(self.idle_shard_after)
+            if not self.aggregates:
+                raise ValueError("aggregates: name at least one")
+            names = {p.rsplit(".", 1)[-1] for p in self.key}
+            clash = names & ({"window_start", "window_end", "final"} | set(self.aggregates))
+            if clash or len(names) < len(self.key):
+                raise ValueError(f"result field names clash: {sorted(clash) or self.key}")
+            return self
+
+    def __init__(self, config: Config, context: ComponentContext):
+        super().__init__(config, context)
+        c = config
+        self.size = duration_ms(c.size)
+        self.hop = duration_ms(c.hop) if c.hop is not None else self.size
+        self.lateness = duration_ms(c.allowed_lateness)
+        self.idle_after = duration_ms(c.idle_shard_after)
+        self.name = c.name or f"{context.topology}.{self.id}"
+        self._key_getters = [getter(p) for p in c.key]
+        self._key_names = [p.rsplit(".", 1)[-1] for p in c.key]
+        self._get_time = getter(c.time_field) if c.time_field else None
+        self._key_cache: dict[Any, str] = {}
+        self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
+        # a count per key per tumbling window: folded inline, without the general path
+        self._plain_count = self.hop == self.size and all(
+            a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values())
+        self._agg_names = list(c.aggregates)
+        self._aggs = [window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()]
+        self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
+        self._agg_where = [
+            [(getter(p), frozenset(v) if isinstance(v, list) else frozenset([v])) for p, v in a.where.items()]
+            if a.where else None
+            for a in c.aggregates.values()
+        ]
+        self.store: WindowStore | None = None
+        self._state_resource: str | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._base: dict[str, ShardMark] | None = None  # shard marks as committed, read once per batch
+        self._marks: dict[str, list[int]] = {}  # shard -> [watermark, sequence, sub] including this batch
+        self._seen: dict[str, list[tuple[Event, int | None]]] = {}  # shard -> (event, time) in order
+        self._accepted: list[tuple[Event, int, str, int | None]] = []  # event, time, key, lateness bound
+        self._delta: dict[CellId, list[Any]] = {}
+        self._ends: dict[CellId, int] = {}
+        self._emitted: dict[CellId, tuple[Event, int]] = {}  # final results: (result event, stored rev seen)
+        self._wm: int | None = None
+        self._past_mark: set[str] = set()
+
+    def setup(self, resources: Resources) -> None:
+        c = self.config
+        try:
+            kind = resources.kind(c.store)
+            if kind == "redis":
+                self.store = RedisWindowStore(resources.redis(c.store), self.name, c.key_prefix)
+            elif kind == "sql":
+                self.store = SqlWindowStore(resources.sql(c.store), self.name, c.table)
+                self._state_resource = c.store
+            else:
+                raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
+        except (SquallError, ValueError) as exc:
+            raise TopologyError(Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))) from exc
+
+    # -- processing ------------------------------------------------------------------------------
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        assert self.store is not None, "setup() was not called"
+        if self._base is None:  # first call of this batch (a TransientError here changes nothing)
+            base = self.store.shards()
+            self._base = base
+            self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
+            self._wm = self._watermark(self._marks)
+        undo = self._snapshot()
+        try:
+            self._stage(batch, out)
+        except BaseException:
+            # A retry (TransientError) or the engine's poison isolation calls again with these
+            # events (or halves of them): what this call staged must not count twice.
+            undo()
+            raise
+        return out
+
+    def _stage(self, batch: list[Event], out: Output) -> None:
+        base, marks, seen = self._base, self._marks, self._seen
+        accepted, fold, lateness = self._accepted, self._fold, self.lateness
+        wm = self._wm
+        top = max((m[0] for m in marks.values()), default=None)
+        plain, size, delta, ends, n_aggs = self._plain_count, self.size, self._delta, self._ends, len(self._aggs)
+        past = self._past_mark  # shards whose records in this batch are all after their mark
+        dropped = out.dropped
+        time_of, key_of = self._time, self._key
+        for event in batch:
+            meta = event.meta
+            shard = meta.shard_id
+            if shard not in past:
+                mark = base.get(shard)
+                if mark is not None and meta.sequence_number.isdigit() and \
+                        (int(meta.sequence_number), meta.sub_sequence_number) <= (mark.sequence, mark.sub):
+                    dropped.append(event)  # counted in the committed state already (a replay after the state commit)
+                    continue
+                past.add(shard)  # sequence numbers only grow within a shard
+            try:
+                t = time_of(event)
+                key = key_of(event)
+            except ValueError as exc:
+                self._see(seen, shard, event, None)
+                out.fail(event, str(exc))
+                continue
+            bucket = seen.get(shard)
+            if bucket is None:
+                seen[shard] = [(event, t)]
+            else:
+                bucket.append((event, t))
+            # The watermark as of this event: so lateness depends on the order of events, never on
+            # where batches begin (a replay after a partial failure starts its batches elsewhere).
+            m = marks.get(shard)
+            if m is None or t > m[0]:
+                old = None if m is None else m[0]
+                if m is None:
+                    marks[shard] = [t, 0, 0]
+                else:
+                    m[0] = t
+                if wm is None or top is None or t > top or old is None or old <= wm:
+                    top = t if top is None or t > top else top
+                    now = t if len(marks) == 1 else self._watermark(marks)
+                    if now is not None and (wm is None or now > wm):
+                        wm = now  # never goes back: a shard leaving idleness does not reopen windows
+            closed_before = None if wm is None else wm - lateness  # windows ending at or before are closed
+            if plain:
+                ws = t - t % size
+                if closed_before is None or ws + size > closed_before:
+                    cid = (ws, key)
+                    cell = delta.get(cid)
+                    if cell is None:
+                        delta[cid] = [1] * n_aggs
+                        ends[cid] = ws + size
+                    else:
+                        for i in range(n_aggs):
+                            cell[i] += 1
+                    accepted.append((event, t, key, closed_before))
+                    dropped.append(event)
+                    continue
+                n = 0
+            else:
+                try:
+                    n = fold(delta, event, t, key, closed_before)
+                except (ValueError, TypeError) as exc:
+                    out.fail(event, f"{self.id}: {exc}")
+                    continue
+            if n:
+                accepted.append((event, t, key, closed_before))
+                out.drop(event)  # consumed: its contribution leaves in the window's result
+            else:
+                out.fail(event, f"late: every window of {format_time(t)} closed (watermark "
+                                f"{format_time(wm)}, allowed_lateness {lateness} ms)", LATE)
+        self._wm = wm
+        if batch:
+            self._close(out, batch[-1])
+
+    def _snapshot(self) -> Callable[[], None]:
+        """A function putting this batch's staging back as it is now (before a call's events)."""
+        delta = {cid: list(states) for cid, states in self._delta.items()}
+        ends, accepted, emitted = dict(self._ends), list(self._accepted), dict(self._emitted)
+        seen = {s: list(items) for s, items in self._seen.items()}
+        marks = {s: list(m) for s, m in self._marks.items()}
+        wm, past = self._wm, set(self._past_mark)
+
+        def undo() -> None:
+            self._delta, self._ends, self._accepted, self._emitted = delta, ends, accepted, emitted
+            self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
+
+        return undo
+
+    @staticmethod
+    def _see(seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None) -> None:
+        bucket = seen.get(shard)
+        if bucket is None:
+            seen[shard] = [(event, t)]
+        else:
+            bucket.append((event, t))
+
+    def _time(self, event: Event) -> int:
+        if not isinstance(event.value, dict):
+            raise ValueError("payload is not a JSON object")
+        if self._get_time is None:
+            arrival = event.meta.arrival_time
+            if arrival is None:
+                raise ValueError("the record has no arrival time")
+            if arrival.tzinfo is None:
+                arrival = arrival.replace(tzinfo=UTC)
+            return int(arrival.timestamp() * 1000)
+        tf = self._time_key
+        if tf is not None:
+            v = event.value
+            value = v.get(tf, MISSING)
+        else:
+            value = self._get_time(event)
+        if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= 253_402_300_799_999:
+            return value  # epoch ms: the common case, without parse_time's checks
+        if value is MISSING:
+            raise ValueError(f"no '{self.config.time_field}'")
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            raise ValueError(f"bad '{self.config.time_field}': {exc}") from None
+
+    def _key(self, event: Event) -> str:
+        getters = self._key_getters
+        if len(getters) == 1:  # the usual case: one field; its text is cached per value
+            v = getters[0](event)
+            cls = v.__class__
+            if cls is str or cls is int:
+                key = self._key_cache.get(v)
+                if key is None:
+                    if len(self._key_cache) >= 1_000_000:
+                        self._key_cache.clear()
+                    key = self._key_cache[v] = orjson.dumps([v]).decode()
+                    if len(key) > MAX_KEY_LENGTH:
+                        del self._key_cache[v]
+                        raise ValueError(f"key longer than {MAX_KEY_LENGTH} characters")
+                return key
+        values = []
+        for path, get in zip(self.config.key, getters, strict=True):
+            v = get(event)
+            if v is MISSING or v is None or isinstance(v, _CONTAINERS):
+                raise ValueError(f"no usable key field '{path}'")
+            values.append(v)
+        key = orjson.dumps(values).decode()
+        if len(key) > MAX_KEY_LENGTH:
+            raise ValueError(f"key longer than {MAX_KEY_LENGTH} characters")
+        return key
+
+    def _fold(self, delta: dict[CellId, list[Any]], event: Event, t: int, key: str, closed_before: int | None) -> int:
+        """Add one event to the delta of each of its open windows; how many windows took it.
+
+        All new states are computed before any is stored, so an event that raises changes nothing.
+        """
+        size, hop = self.size, self.hop
+        first = t - t % hop
+        order = None
+        updates = []
+        ws = first
+        while ws > t - size:
+            end = ws + size
+            if closed_before is None or end > closed_before:
+                cid = (ws, key)
+                states = delta.get(cid)
+                if states is None:
+                    states = [agg.new() for agg in self._aggs]
+                new = list(states)
+                for i, agg in enumerate(self._aggs):
+                    where = self._agg_where[i]
+                    if where is not None and not all(get(event) in values for get, values in where):
+                        continue
+                    field = self._agg_fields[i]
+                    if field is None:
+                        value = None
+                    else:
+                        value = field(event)
+                        if value is MISSING or value is None:
+                            continue
+                    if order is None:
+                        meta = event.meta
+                        seq = int(meta.sequence_number) if meta.sequence_number.isdigit() else 0
+                        order = [t, meta.shard_id, seq, meta.sub_sequence_number]
+                    new[i] = agg.add(new[i], value, order)
+                updates.append((cid, end, new))
+            ws -= hop
+        for cid, end, new in updates:
+            delta[cid] = new
+            self._ends[cid] = end
+        return len(updates)
+
+    def _watermark(self, marks: dict[str, list[int]] | dict[str, ShardMark]) -> int | None:
+        """The lowest watermark of the shards that are not idle (far behind the most advanced)."""
+        wms = [m[0] if isinstance(m, list) else m.watermark for m in marks.values()]
+        if not wms:
+            return None
+        top = max(wms)
+        return min(w for w in wms if top - w <= self.idle_after)
+
+    def _close(self, out: Output, last: Event) -> None:
+        """Emit the results of windows the watermark closed (and early results when asked)."""
+        assert self.store is not None
+        wm = self._wm
+        if wm is None:
+            return
+        end_before = wm - self.lateness
+        closing = self.store.closable(end_before)
+        for cid in self._delta:
+            if self._ends[cid] <= end_before:
+                closing.setdefault(cid, None)  # type: ignore[arg-type]
+        closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
+        early = [cid for cid in self._delta if cid not in closing and cid not in self._emitted] \
+            if self.config.emit == "every_batch" else []
+        missing = [cid for cid, c in closing.items() if c is None] + early
+        stored = self.store.load(missing) if missing else {}
+        for cid, cell in closing.items():
+            # (a cell closed meanwhile by another writer, when its view of our shard was older:
+            # emit it whole again, with what this batch adds)
+            cell = cell or stored.get(cid)
+            states = self._merged(cell.states if cell else None, self._delta.get(cid))
+            self._ends.setdefault(cid, cid[0] + self.size)
+            event = self._result(last, cid, states, True)
+            self._emitted[cid] = (event, cell.rev if cell else 0)
+            out.emit(event)
+        for cid in early:
+            cell = stored.get(cid)
+            states = self._merged(cell.states if cell else None, self._delta[cid])
+            out.emit(self._result(last, cid, states, False))
+
+    def _merged(self, stored: list[Any] | None, delta: list[Any] | None) -> list[Any]:
+        if stored is None:
+            return list(delta) if delta is not None else [agg.new() for agg in self._aggs]
+        if delta is None:
+            return stored
+        return self.merge(stored, delta)
+
+    def merge(self, stored: list[Any], delta: list[Any]) -> list[Any]:
+        return [agg.merge(a, b) for agg, a, b in zip(self._aggs, stored, delta, strict=True)]
+
+    def _result(self, origin: Event, cid: CellId, states: list[Any], final: bool) -> Event:
+        ws, key = cid
+        value: dict[str, Any] = {"window_start": format_time(ws), "window_end": format_time(ws + self.size)}
+        value.update(zip(self._key_names, orjson.loads(key), strict=True))
+        for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
+            value[name] = agg.result(state)
+        value["final"] = final
+        # The final result's id is the window's and key's; an early one's also names the record that
+        # ends its batch, so an insert-mode sink (idempotent on event_id) keeps each once.
+        ident = f"{self.name}\x1f{ws}\x1f{key}"
+        if not final:
+            ident += f"\x1fearly\x1f{origin.meta.shard_id}\x1f{origin.meta.sequence_number}"
+        eid = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        return Event(b"", origin.meta, eid, origin.origin, value)
+
+    # -- the commit sequence ----------------------------------------------------------------------
+
+    stateful = True
+
+    def state_resource(self) -> str | None:
+        return self._state_resource
+
+    def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
+        """Fold the covered events' deltas into the store, close emitted windows, save the shard marks."""
+        assert self.store is not None, "setup() was not called"
+        if self._base is None:
+            return
+        full = all(covered(items[-1][0]) for items in self._seen.values())
+        if full:
+            delta = self._delta
+            marks = self._marks
+        else:  # some records come after a failed record of their shard: they come again
+            delta = {}
+            for event, t, key, closed_before in self._accepted:
+                if covered(event):
+                    self._fold(delta, event, t, key, closed_before)
+            marks = {s: [m.watermark, m.sequence, m.sub] for s, m in self._base.items()}
+        new_marks: dict[str, ShardMark] = {}
+        for shard, items in self._seen.items():
+            last = None
+            for event, t in items:
+                if not covered(event):
+                    break
+                last = event
+                if not full and t is not None:
+                    m = marks.get(shard)
+                    if m is None:
+                        marks[shard] = [t, 0, 0]
+                    elif t > m[0]:
+                        m[0] = t
+            if last is None:
+                continue
+            seq = int(last.meta.sequence_number) if last.meta.sequence_number.isdigit() else 0
+            wm = marks[shard][0] if shard in marks else (self._base[shard].watermark if shard in self._base else 0)
+            new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
+        wm = self._watermark(marks)
+        end_before = None if wm is None else wm - self.lateness
+        writes: dict[CellId, CellWrite] = {cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()}
+        # A result emitted in a batch not wholly covered may hold changes of records that come
+        # again (in another shard of the batch): such windows stay open and are emitted again.
+        for cid, (event, rev) in self._emitted.items() if full else ():
+            if end_before is not None and self._ends[cid] <= end_before and covered(event):
+                w = writes.get(cid)
+                if w is None:
+                    writes[cid] = CellWrite(None, self._ends[cid], rev)
+                else:
+                    w.close_if_rev = rev
+        expire = (end_before if end_before is not None else 0) - self.size
+        self.store.commit(writes, new_marks, expire, self.merge, connection)
+
+    def state_committed(self) -> None:
+        self._reset()
+
+    def discard_state(self) -> None:
+        self._reset()

@@ -1,0 +1,411 @@
+"""Where the window bolt's state lives: a SQL table (SQLite, PostgreSQL) or Redis.
+
+Two kinds of entries per bolt (``name``):
+
+- a *cell* per (window start, key): the aggregation states (JSON), a revision number bumped at
+  every write, and ``closed`` (its final result was emitted and committed);
+- a *shard mark* per shard: the shard's watermark (the highest event time it delivered) and the
+  position of the last record whose changes are in the cells (so a batch delivered again after
+  its state was committed is not counted twice).
+
+Per batch the bolt calls ``shards()`` and ``load(cells)`` / ``closable(before)`` while it
+processes, and ``commit(...)`` in the engine's commit sequence. ``commit`` re-reads the cells it
+writes under a lock (PostgreSQL ``FOR UPDATE``; SQLite locks the database; Redis ``WATCH``) and
+folds the batch's deltas into what it finds, so two processes adding to one window (two shards
+under Lambda) never lose an update. A cell is marked closed only when the revision it read
+while processing is still the revision at commit: else someone added to it meanwhile, and it
+is closed (and emitted again, complete) by a later batch. Dependency failures →
+``TransientError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import redis
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from squall.errors import SinkError, TransientError
+from squall.topology.sql import describe, is_transient
+
+SELECT_CHUNK = 500
+ARRAY_CHUNK = 10_000
+#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
+REDIS_TRANSIENT: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+
+
+@contextmanager
+def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    try:
+        yield
+    except errors as exc:
+        # The driver's message names the host and port, never the password.
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@contextmanager
+def _sql_transient(what: str) -> Iterator[None]:
+    """SQL failures that may pass (SQLSTATE, SQLite busy, lost connection) → ``TransientError``; the
+    rest → ``SinkError`` (a broken store is not retried forever)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        if is_transient(exc):
+            raise TransientError(f"{what}: {describe(exc)}") from exc
+        raise SinkError(f"{what}: {describe(exc)}") from exc
+
+CellId = tuple[int, str]  # (window start ms, key as JSON text)
+
+
+@dataclass(slots=True)
+class Cell:
+    """One window and key as stored."""
+
+    states: list[Any]
+    rev: int = 0
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class ShardMark:
+    """A shard's watermark (ms) and the position of its last record counted in the cells."""
+
+    watermark: int
+    sequence: int
+    sub: int = 0
+
+
+@dataclass(slots=True)
+class CellWrite:
+    """What a commit does to one cell: fold ``delta`` in (None: nothing to add); close it if the
+    stored revision is still ``close_if_rev``; ``window_end`` for the index."""
+
+    delta: list[Any] | None
+    window_end: int
+    close_if_rev: int | None = None
+
+
+class WindowStore(Protocol):
+    def shards(self) -> dict[str, ShardMark]: ...
+
+    def load(self, cells: list[CellId]) -> dict[CellId, Cell]: ...
+
+    def closable(self, end_before: int) -> dict[CellId, Cell]:
+        """Cells not closed whose window ends at or before ``end_before``."""
+        ...
+
+    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
+               merge: Any, connection: Any = None) -> None:
+        """Fold deltas, close cells, save shard marks, delete closed cells of windows ending
+        before ``expire_before``, atomically. ``merge(stored_states, delta) -> states``."""
+        ...
+
+
+def _apply(stored: Cell | None, w: CellWrite, merge: Any) -> Cell:
+    if stored is None:
+        cell = Cell(list(w.delta) if w.delta is not None else [], 0, False)
+    else:
+        cell = Cell(stored.states, stored.rev, stored.closed)
+        if w.delta is not None:
+            cell.states = merge(stored.states, w.delta)
+    closing = w.close_if_rev is not None and (stored.rev if stored else 0) == w.close_if_rev
+    if closing:
+        cell.closed = True
+    elif w.delta is not None:
+        cell.closed = False  # added to after a close (a concurrent writer): emit it again later
+    cell.rev += 1
+    return cell
+
+
+# -- SQL ------------------------------------------------------------------------------------------
+
+
+def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
+    md = sa.MetaData()
+    cells = sa.Table(
+        prefix, md,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("window_start", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("key", sa.String(1024), primary_key=True),
+        sa.Column("window_end", sa.BigInteger, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+        sa.Column("rev", sa.Integer, nullable=False),
+        sa.Column("closed", sa.Boolean, nullable=False),
+        sa.Index(f"{prefix}_open", "name", "closed", "window_end"),
+    )
+    shards = sa.Table(
+        f"{prefix}_shards", md,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("shard", sa.String(200), primary_key=True),
+        sa.Column("watermark", sa.BigInteger, nullable=False),
+        sa.Column("sequence", sa.String(64), nullable=False),
+        sa.Column("sub", sa.Integer, nullable=False),
+    )
+    return cells, shards
+
+
+class SqlWindowStore:
+    """Cells and shard marks in two SQL tables (created if missing)."""
+
+    def __init__(self, engine: sa.Engine, name: str, table: str = "squall_windows"):
+        dialect = engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"the window store needs SQLite or PostgreSQL, not {dialect}")
+        self.engine, self.name = engine, name
+        self.cells, self.marks = tables(table)
+        self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        self._lock = dialect == "postgresql"
+        self._created = False
+
+    def _ensure(self) -> None:
+        if not self._created:
+            self.cells.metadata.create_all(self.engine, checkfirst=True)
+            self._created = True
+
+    def shards(self) -> dict[str, ShardMark]:
+        m = self.marks
+        with _sql_transient("window store read"):
+            self._ensure()
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(m.c.shard, m.c.watermark, m.c.sequence, m.c.sub)
+                                    .where(m.c.name == self.name))
+                return {s: ShardMark(w, int(q), sub) for s, w, q, sub in rows}
+
+    def load(self, cells: list[CellId]) -> dict[CellId, Cell]:
+        if not cells:
+            return {}
+        with _sql_transient("window store read"):
+            self._ensure()
+            with self.engine.connect() as conn:
+                return self._select(conn, cells, lock=False)
+
+    def _select(self, conn: sa.Connection, cells: Iterable[CellId], lock: bool) -> dict[CellId, Cell]:
+        t = self.cells
+        by_window: dict[int, list[str]] = {}
+        for ws, key in cells:
+            by_window.setdefault(ws, []).append(key)
+        found: dict[CellId, Cell] = {}
+        for ws, keys in sorted(by_window.items()):
+            keys.sort()  # one lock order for every writer: no deadlocks between shards
+            # PostgreSQL: one array parameter per 10,000 keys; SQLite: IN (…) under its parameter limit
+            chunk = ARRAY_CHUNK if self._lock else SELECT_CHUNK
+            for i in range(0, len(keys), chunk):
+                part = keys[i:i + chunk]
+                match = (t.c.key == sa.any_(sa.bindparam("keys", part, type_=postgresql.ARRAY(sa.String)))
+                         if self._lock else t.c.key.in_(part))
+                q = (sa.select(t.c.key, t.c.state, t.c.rev, t.c.closed)
+                     .where(t.c.name == self.name, t.c.window_start == ws, match)
+                     .order_by(t.c.key))
+                if lock and self._lock:
+                    q = q.with_for_update()
+                for key, state, rev, closed in conn.execute(q):
+                    found[(ws, key)] = Cell(orjson.loads(state), rev, bool(closed))
+        return found
+
+    def closable(self, end_before: int) -> dict[CellId, Cell]:
+        t = self.cells
+        with _sql_transient("window store read"):
+            self._ensure()
+            with self.engine.connect() as conn:
+                q = sa.select(t.c.window_start, t.c.key, t.c.state, t.c.rev).where(
+                    t.c.name == self.name, t.c.closed == sa.false(), t.c.window_end <= end_before)
+                return {(ws, key): Cell(orjson.loads(state), rev, False) for ws, key, state, rev in conn.execute(q)}
+
+    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
+               merge: Any, connection: Any = None) -> None:
+        with _sql_transient("window store write"):
+            self._ensure()
+            if connection is not None:
+                self._commit(connection, writes, marks, expire_before, merge)
+            else:
+                with self.engine.begin() as conn:
+                    self._commit(conn, writes, marks, expire_before, merge)
+
+    def _commit(self, conn: sa.Connection, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark],
+                expire_before: int, merge: Any) -> None:
+        t, m = self.cells, self.marks
+        if writes:
+            stored = self._select(conn, writes, lock=True)
+            rows = []
+            for cid in sorted(writes):
+                w = writes[cid]
+                cell = _apply(stored.get(cid), w, merge)
+                rows.append({"name": self.name, "window_start": cid[0], "key": cid[1], "window_end": w.window_end,
+                             "state": orjson.dumps(cell.states).decode(), "rev": cell.rev, "closed": cell.closed})
+            if not self._lock:  # SQLite: the driver's executemany, without SQLAlchemy's per-row work
+                conn.exec_driver_sql(
+                    f'INSERT INTO "{t.name}" (name, window_start, key, window_end, state, rev, closed) '
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, window_start, key) DO UPDATE SET "
+                    "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
+                    "window_end = excluded.window_end",
+                    [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], int(r["closed"]))
+                     for r in rows])
+            else:  # PostgreSQL: multi-row VALUES pages (psycopg2's executemany sends one row at a time)
+                from psycopg2.extras import execute_values
+
+                with conn.connection.driver_connection.cursor() as cur:
+                    execute_values(
+                        cur,
+                        f'INSERT INTO "{t.name}" (name, window_start, key, window_end, state, rev, closed) '
+                        "VALUES %s ON CONFLICT (name, window_start, key) DO UPDATE SET "
+                        "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
+                        "window_end = excluded.window_end",
+                        [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], r["closed"])
+                         for r in rows],
+                        page_size=1000)
+        if marks:
+            stmt = self._insert(m)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[m.c.name, m.c.shard],
+                set_={c: stmt.excluded[c] for c in ("watermark", "sequence", "sub")})
+            conn.execute(stmt, [{"name": self.name, "shard": s, "watermark": k.watermark, "sequence": str(k.sequence),
+                                 "sub": k.sub} for s, k in sorted(marks.items())])
+        conn.execute(sa.delete(t).where(t.c.name == self.name, t.c.closed == sa.true(),
+                                        t.c.window_end < expire_before))
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+class RedisWindowStore:
+    """Cells in one hash per window (``{prefix}{name}:w:{start}``: key → ``rev|closed|states``),
+    a sorted set of the windows holding cells not closed (score: window end), a sorted set of
+    every window (for expiry) and a hash of shard marks. ``commit`` is one MULTI/EXEC under WATCH
+    of the hashes it rewrites (retried when another writer got there first)."""
+
+    ATTEMPTS = 20
+
+    def __init__(self, client: redis.Redis, name: str, prefix: str = "squall:window:"):
+        self.r = client
+        self.base = f"{prefix}{name}:"
+        self.open_key, self.all_key, self.marks_key = self.base + "open", self.base + "all", self.base + "shards"
+
+    def _h(self, ws: int) -> str:
+        return f"{self.base}w:{ws}"
+
+    def shards(self) -> dict[str, ShardMark]:
+        with _transient("window store read", REDIS_TRANSIENT):
+            raw = self.r.hgetall(self.marks_key)
+        out = {}
+        for shard, value in raw.items():
+            w, q, sub = orjson.loads(value)
+            out[shard.decode() if isinstance(shard, bytes) else shard] = ShardMark(w, int(q), sub)
+        return out
+
+    def load(self, cells: list[CellId]) -> dict[CellId, Cell]:
+        if not cells:
+            return {}
+        with _transient("window store read", REDIS_TRANSIENT):
+            return self._get(self.r, cells)
+
+    def _get(self, client: Any, cells: Iterable[CellId]) -> dict[CellId, Cell]:
+        by_window: dict[int, list[str]] = {}
+        for ws, key in cells:
+            by_window.setdefault(ws, []).append(key)
+        pipe = client.pipeline(transaction=False)
+        order = list(by_window.items())
+        for ws, keys in order:
+            pipe.hmget(self._h(ws), keys)
+        found: dict[CellId, Cell] = {}
+        for (ws, keys), values in zip(order, pipe.execute(), strict=True):
+            for key, value in zip(keys, values, strict=True):
+                if value is not None:
+                    found[(ws, key)] = _decode(value)
+        return found
+
+    def closable(self, end_before: int) -> dict[CellId, Cell]:
+        with _transient("window store read", REDIS_TRANSIENT):
+            starts = self.r.zrangebyscore(self.open_key, "-inf", end_before)
+            if not starts:
+                return {}
+            pipe = self.r.pipeline(transaction=False)
+            for ws in starts:
+                pipe.hgetall(self._h(int(ws)))
+            found: dict[CellId, Cell] = {}
+            for ws, cells in zip(starts, pipe.execute(), strict=True):
+                for key, value in cells.items():
+                    cell = _decode(value)
+                    if not cell.closed:
+                        found[(int(ws), key.decode() if isinstance(key, bytes) else key)] = cell
+            return found
+
+    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
+               merge: Any, connection: Any = None) -> None:
+        windows = sorted({ws for ws, _ in writes})
+        ends = {ws: w.window_end for (ws, _), w in writes.items()}
+        with _transient("window store write", REDIS_TRANSIENT):
+            for _ in range(self.ATTEMPTS):
+                with self.r.pipeline(transaction=True) as pipe:
+                    try:
+                        # always WATCH something: it puts the pipeline in immediate mode for the reads
+                        # (a key nobody writes, so that writers of other windows do not conflict)
+                        pipe.watch(self.base + "immediate", *[self._h(ws) for ws in windows])
+                        stored = self._get(pipe, writes) if writes else {}
+                        new: dict[int, dict[str, bytes]] = {}
+                        opened: set[int] = set()
+                        for cid, w in writes.items():
+                            cell = _apply(stored.get(cid), w, merge)
+                            new.setdefault(cid[0], {})[cid[1]] = _encode(cell)
+                            if not cell.closed:
+                                opened.add(cid[0])
+                        expired = [int(ws) for ws in pipe.zrangebyscore(self.all_key, "-inf", f"({expire_before}")
+                                   if pipe.zscore(self.open_key, ws) is None and int(ws) not in new]
+                        pipe.multi()
+                        for ws, fields in new.items():
+                            pipe.hset(self._h(ws), mapping=fields)
+                            pipe.zadd(self.all_key, {str(ws): ends[ws]})
+                            if ws in opened:
+                                pipe.zadd(self.open_key, {str(ws): ends[ws]})
+                        if marks:
+                            pipe.hset(self.marks_key, mapping={
+                                s: orjson.dumps([k.watermark, str(k.sequence), k.sub]) for s, k in marks.items()})
+                        for ws in expired:
+                            pipe.delete(self._h(ws))
+                            pipe.zrem(self.all_key, str(ws))
+                        pipe.execute()
+                    except redis.WatchError:
+                        continue
+                try:
+                    self._tidy_open([ws for ws in windows if ws not in opened])
+                except REDIS_TRANSIENT:
+                    pass  # best effort: a stale entry in the open set only costs a look later
+                return
+        raise TransientError("window store write: another writer kept changing the same windows")
+
+    def _tidy_open(self, windows: list[int]) -> None:
+        """Drop windows whose cells are all closed from the open set, each under WATCH of its
+        hash (a writer adding an open cell meanwhile re-adds the window itself)."""
+        for ws in windows:
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(self._h(ws))
+                    cells = pipe.hvals(self._h(ws))
+                    if cells and not all(_decode(v).closed for v in cells):
+                        continue
+                    pipe.multi()
+                    pipe.zrem(self.open_key, str(ws))
+                    pipe.execute()
+                except redis.WatchError:
+                    continue  # someone wrote the window: it stays in the open set, checked again later
+
+
+def _encode(cell: Cell) -> bytes:
+    return orjson.dumps([cell.rev, cell.closed, cell.states])
+
+
+def _decode(value: bytes) -> Cell:
+    rev, closed, states = orjson.loads(value)
+    return Cell(states, rev, closed)
