@@ -39,10 +39,10 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.enrichment.state import format_time, parse_time
 from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, getter, validate_path
+from squall.times import format_time, parse_time
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources

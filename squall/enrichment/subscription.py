@@ -27,7 +27,6 @@ from squall.enrichment.state import (
     Position,
     SubscriptionState,
     Update,
-    parse_time,
     parse_topics,
     play,
     position_of,
@@ -44,6 +43,7 @@ from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, getter, setter, validate_path
+from squall.times import parse_time
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources

@@ -16,12 +16,11 @@ from squall.enrichment.state import (
     Update,
     advance,
     apply,
-    format_time,
-    parse_time,
     parse_topics,
     play,
     version,
 )
+from squall.times import format_time, parse_time
 
 T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from squall.component import ComponentContext
-from squall.enrichment.state import UNKNOWN_STATE, Action, Update, apply, parse_time, version
+from squall.enrichment.state import UNKNOWN_STATE, Action, Update, apply, version
 from squall.enrichment.subscription import SubscriptionBolt
 from squall.errors import TopologyError, TransientError
+from squall.times import parse_time
 
 from .support import free_port, make_batch, make_event, resources
 

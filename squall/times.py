@@ -1,0 +1,56 @@
+"""Event times: parse ISO-8601 text or epoch seconds/milliseconds to epoch milliseconds, and back.
+
+Shared by every component that reads an event time (the subscription and window bolts).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+# Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
+_MS_THRESHOLD = 100_000_000_000
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
+def parse_time(value: Any) -> int:
+    """Epoch milliseconds of an event time: ISO-8601 text (UTC if no offset), or epoch seconds or ms.
+
+    Raises ``ValueError`` with a reason for anything else, including times before 1970.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"not a time: {value!r}")
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"not a time: {value!r}")
+        ms = int(round(value if value >= _MS_THRESHOLD else value * 1000))
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        ms = (dt - _EPOCH) // _ONE_MS
+        if ms < 0:
+            raise ValueError(f"time before 1970: {value!r}")
+    else:
+        raise ValueError(f"not a time: {type(value).__name__}")
+    if ms > _MAX_MS:
+        raise ValueError(f"time after the year 9999: {value!r}")
+    return ms
+
+
+def format_time(ms: int | None) -> str | None:
+    """ISO-8601 UTC text with milliseconds, e.g. ``2024-05-01T12:00:00.000Z``."""
+    if ms is None:
+        return None
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
