@@ -31,20 +31,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.errors import SinkError, TransientError
+from squall.topology.resources import redis_transient_errors
 from squall.topology.sql import describe, is_transient
 
 SELECT_CHUNK = 500
 ARRAY_CHUNK = 10_000
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
-REDIS_TRANSIENT: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.MasterDownError,
-)
+REDIS_TRANSIENT = redis_transient_errors()  # shared with every Redis user
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 import orjson
-import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -30,8 +29,6 @@ from squall.topology.sql import describe, is_transient
 
 log = logging.getLogger("squall.enrichment.stores")
 
-#: Redis errors that may pass (connection lost, timeouts, failover): shared with every Redis user.
-REDIS_TRANSIENT = redis_transient_errors()
 
 _STATUS = {str(s): s for s in Status}
 SELECT_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's bound-parameter limit
@@ -183,7 +180,7 @@ class RedisStateStore:
     """States as Redis hashes named ``<prefix><key>``; with ``ttl``, a cache that forgets."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "squall:subscription:", ttl: int | None = None
+        self, client: Any, prefix: str = "squall:subscription:", ttl: int | None = None
     ):
         self.client = client
         self.prefix = prefix
@@ -194,7 +191,7 @@ class RedisStateStore:
         """Cached entries: a state, or ``ABSENT``; keys Redis knows nothing about are left out."""
         if not keys:
             return {}
-        with _transient("redis read", REDIS_TRANSIENT):
+        with _transient("redis read", redis_transient_errors()):
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(self.prefix + key)
@@ -211,7 +208,7 @@ class RedisStateStore:
         forget = list(forget)
         if not states and not forget:
             return
-        with _transient("redis write", REDIS_TRANSIENT):
+        with _transient("redis write", redis_transient_errors()):
             pipe = self.client.pipeline(transaction=False)
             for key, state in states.items():
                 if state is ABSENT:
@@ -414,6 +411,8 @@ class CachedStateStore:
         pending, self._pending, self._fill = self._pending, None, {}
         if pending is None:
             return
+        import redis  # the cache is Redis: already imported by its client
+
         try:
             self.cache.write(*pending)
         except (TransientError, redis.exceptions.RedisError) as exc:
