@@ -384,6 +384,7 @@ def workloads(have_redis: bool, have_pg: bool) -> list[Workload]:
 
 
 def main() -> None:
+    global REDIS_URL, PG_URL
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -393,7 +394,6 @@ def main() -> None:
     ap.add_argument("--redis-url", default=REDIS_URL, help="Redis of the benchmark (default db 6; never db 0)")
     ap.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database of the benchmark (default squall_bench)")
     args = ap.parse_args()
-    global REDIS_URL, PG_URL
     check_urls(args.redis_url, args.pg_url)
     REDIS_URL = args.redis_url
     PG_URL = args.pg_url if "+psycopg2" in args.pg_url else args.pg_url.replace("postgresql://", "postgresql+psycopg2://")

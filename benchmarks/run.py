@@ -213,7 +213,7 @@ def bench_pipeline(dialect: str, args) -> dict:
             tmp = Path(tmpdir)
             outputs, measured = {}, {}
             for v in order:
-                m, out = run_variant(v, events, tmp, dialect, args.pg_url, args.batch)
+                m, out = run_variant(v, events, tmp, dialect, args.pg_url, args.batch, args.table_prefix)
                 measured[v], outputs[v] = m, out
                 print(f"  {dialect} round {r + 1}/{args.rounds} {v:9} wall {m.wall:7.2f} s  cpu {m.cpu:7.2f} s  "
                       f"rss {m.max_rss_mb:6.1f} MB", file=sys.stderr, flush=True)
@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-events", type=int, default=1_000_000)
     ap.add_argument("--pg-url", default=os.environ.get("SQUALL_BENCH_PG_URL", DEFAULT_PG))
     ap.add_argument("--redis-url", default=os.environ.get("SQUALL_BENCH_REDIS_URL", DEFAULT_REDIS))
+    ap.add_argument("--table-prefix", default="bench", help="prefix of the PostgreSQL tables (runs in parallel)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="directory of the result files")
     args = ap.parse_args(argv)
     if args.list:
