@@ -7,7 +7,8 @@ baseline that does less (or other) work would make any ratio meaningless.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ class Output:
     state: str
     state_table: str
     rejects: Path
+
+
+def dump(out: Output, path: Path) -> Path:
+    """Write an ``Output`` as JSON, for ``main``."""
+    path.write_text(json.dumps({**asdict(out), "rejects": str(out.rejects)}))
+    return path
 
 
 class Mismatch(AssertionError):
@@ -90,3 +97,30 @@ def compare(expected: dict[str, list], got: dict[str, list], name: str) -> None:
         problems.append(msg)
     if problems:
         raise Mismatch(f"{name} stored something else than the reference:\n" + "\n".join(problems))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/check.py REFERENCE.json OTHER.json NAME``: each file one ``Output``.
+
+    Run in its own process by benchmarks/run.py, so that the benchmark's parent stays small: a
+    child's peak RSS (``wait4``) counts the memory of the process it was spawned from.
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    ref, other, name = args
+
+    def load(path: str) -> Output:
+        doc = json.loads(Path(path).read_text())
+        return Output(**{**doc, "rejects": Path(doc["rejects"])})
+
+    try:
+        compare(snapshot(load(ref)), snapshot(load(other)), name)
+    except Mismatch as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -19,7 +19,8 @@ from tests.conftest import EXAMPLES, ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.check import Mismatch, compare, snapshot  # noqa: E402
+from benchmarks.check import Mismatch, compare, dump, snapshot  # noqa: E402
+from benchmarks.check import main as check_main  # noqa: E402
 from benchmarks.run import run_variant  # noqa: E402
 
 EVENTS = 250
@@ -63,6 +64,10 @@ def test_checker_names_a_differing_row_value(sqlite_runs, tmp_path):
     changed = dataclasses.replace(out, warehouse=f"sqlite:///{copy}")
     with pytest.raises(Mismatch, match=r"rows: (?s:.*)first difference(?s:.*)Elsewhere"):
         compare(snapshot(sqlite_runs["squall"]), snapshot(changed), "optimized")
+    # The command run.py calls after every round fails the same way, and passes on equal outputs.
+    ref = dump(sqlite_runs["squall"], tmp_path / "ref.json")
+    assert check_main([str(ref), str(dump(changed, tmp_path / "changed.json")), "changed"]) == 1
+    assert check_main([str(ref), str(dump(sqlite_runs["naive"], tmp_path / "naive.json")), "naive"]) == 0
 
 
 def test_checker_notices_a_changed_state_and_a_missing_dead_letter(sqlite_runs):
