@@ -455,11 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default=os.environ.get("SQUALL_BENCH_PG_URL", DEFAULT_PG))
     ap.add_argument("--redis-url", default=os.environ.get("SQUALL_BENCH_REDIS_URL", DEFAULT_REDIS))
     ap.add_argument("--table-prefix", default="bench", help="prefix of the PostgreSQL tables (runs in parallel)")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="RESULT",
+                    help="combine result files (e.g. of runs made in parallel) into one result and chart, and exit")
     ap.add_argument("--results", type=Path, default=RESULTS, help="directory of the result files")
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(BENCHMARKS))
         return 0
+    if args.merge:
+        return merge(args.merge, args.results)
     chosen = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = set(chosen) - set(BENCHMARKS)
     if unknown:
@@ -497,6 +501,30 @@ def main(argv: list[str] | None = None) -> int:
     png = args.results / f"{stamp}.png"
     if chart(result, png):
         shutil.copy(png, args.results / "latest.png")
+    print(report(result))
+    print(f"result: {path}")
+    return 0
+
+
+def merge(paths: list[Path], results: Path) -> int:
+    """One result (and chart) from several: the benchmarks of each, the machine of each kept."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    first = min(docs, key=lambda d: d["date"])
+    result = {"date": first["date"], "machine": first["machine"], "merged_from": [], "benchmarks": {}}
+    for p, d in zip(paths, docs, strict=True):
+        result["merged_from"].append({"file": p.name, "date": d["date"], "command": d["command"],
+                                      "machine": d["machine"], "benchmarks": list(d["benchmarks"])})
+        result["benchmarks"].update(d["benchmarks"])
+    loads = [d["machine"]["load_average"][0] for d in docs]
+    result["machine"] = {**first["machine"], "load_average": [max(loads), 0, 0]}
+    stamp = datetime.fromisoformat(first["date"]).strftime("%Y%m%dT%H%M%SZ")
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{stamp}-merged.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    shutil.copy(path, results / "latest.json")
+    png = results / f"{stamp}-merged.png"
+    if chart(result, png):
+        shutil.copy(png, results / "latest.png")
     print(report(result))
     print(f"result: {path}")
     return 0
