@@ -387,7 +387,7 @@ def bench_memory(args) -> dict:
 
 def bench_script(name: str, extra: list[str], args) -> dict:
     cmd = [PYTHON, str(HERE / f"bench_{name}.py"), *extra]
-    m = measure(cmd)
+    m = measure(cmd, env={"SQUALL_BENCH_PG_URL": args.pg_url})  # Redis: each script's own db (never 0)
     print(m.stdout, file=sys.stderr)
     return {"command": " ".join(["python", f"benchmarks/bench_{name}.py", *extra]), "wall": m.wall, "cpu": m.cpu,
             "output": m.stdout}
