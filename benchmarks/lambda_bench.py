@@ -48,6 +48,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--dir", type=Path, required=True, help="working directory (topology copy, SQLite files)")
+    ap.add_argument("--gc-freeze", action="store_true",
+                    help="experiment: gc.freeze() after make_handler (what a runner could do after init)")
     ap.add_argument("--events", type=Path, help="JSON-lines events (default: generated with make_events.py)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "examples" / "pistats"))
@@ -67,6 +69,10 @@ def main() -> int:
 
     import_wall, import_cpu = time.perf_counter() - wall, time.process_time() - cpu
     handler = make_handler(args.dir / "topology.yaml")
+    if args.gc_freeze:
+        import gc
+
+        gc.freeze()
     init_wall, init_cpu = time.perf_counter() - wall, time.process_time() - cpu
     out = {"import_ms": import_wall * 1e3, "import_cpu_ms": import_cpu * 1e3,
            "make_handler_ms": (init_wall - import_wall) * 1e3, "make_handler_cpu_ms": (init_cpu - import_cpu) * 1e3,
