@@ -22,7 +22,8 @@ Benchmarks (``--only`` takes a comma-separated list):
 Every figure comes with CPU time (user + system of the measured process, from ``wait4``) next to
 wall time: on a shared machine wall time mostly measures the neighbours. Results go to
 ``benchmarks/results/<UTC time>.json`` (with date, machine, load, Python, git commit) and
-``<UTC time>.png``; ``latest.json`` / ``latest.png`` are copies of the last run.
+``<UTC time>.png``; ``latest.json`` / ``latest.png`` are copies of the last run with a chart (one
+that ran a pipeline benchmark).
 
 Databases: SQLite files in a temporary directory; PostgreSQL ``--pg-url`` (default database
 ``squall_bench``, created if missing); Redis ``--redis-url`` (default db 6). Never the ``test``
@@ -387,7 +388,8 @@ def bench_memory(args) -> dict:
 
 def bench_script(name: str, extra: list[str], args) -> dict:
     cmd = [PYTHON, str(HERE / f"bench_{name}.py"), *extra]
-    m = measure(cmd, env={"SQUALL_BENCH_PG_URL": args.pg_url})  # Redis: each script's own db (never 0)
+    pg = args.pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    m = measure(cmd, env={"SQUALL_BENCH_PG_URL": pg})  # Redis: each script's own db (never 0)
     print(m.stdout, file=sys.stderr)
     return {"command": " ".join(["python", f"benchmarks/bench_{name}.py", *extra]), "wall": m.wall, "cpu": m.cpu,
             "output": m.stdout}
@@ -497,9 +499,9 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["load_average_end"] = list(os.getloadavg())
     result["seconds"] = (datetime.now(UTC) - started).total_seconds()
     path.write_text(json.dumps(result, indent=1) + "\n")
-    shutil.copy(path, args.results / "latest.json")
     png = args.results / f"{stamp}.png"
-    if chart(result, png):
+    if chart(result, png):  # latest.json / latest.png: the last run with a chart (a pipeline benchmark)
+        shutil.copy(path, args.results / "latest.json")
         shutil.copy(png, args.results / "latest.png")
     print(report(result))
     print(f"result: {path}")
@@ -521,9 +523,9 @@ def merge(paths: list[Path], results: Path) -> int:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{stamp}-merged.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    shutil.copy(path, results / "latest.json")
     png = results / f"{stamp}-merged.png"
     if chart(result, png):
+        shutil.copy(path, results / "latest.json")
         shutil.copy(png, results / "latest.png")
     print(report(result))
     print(f"result: {path}")
