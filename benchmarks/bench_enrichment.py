@@ -383,6 +383,44 @@ def workloads(have_redis: bool, have_pg: bool) -> list[Workload]:
     return out
 
 
+def device_figures(payloads: list[dict], size: int, runs: int) -> list[str]:
+    """The device bolt's three figures of issue 22, measured in this run (medians of ``runs``).
+
+    - first use: ``setup()`` of a new bolt (ua-parser resolver + class rules and crawler list);
+    - cached: events/s when every user agent of the batch is in the bolt's cache (real traffic:
+      a few strings repeat very often);
+    - uncached: distinct user agents/s parsed and classified from cold, on the 38,021 distinct
+      strings of the labelled corpus (benchmarks/data/ua-corpus-matomo.tsv.gz; long, rare ones).
+    """
+    from benchmarks.ua_corpus import CORPUS, load
+
+    setups, cached, uncached = [], [], []
+    corpus = [ua for _, ua, _ in load(CORPUS)][:20_000]
+    for _ in range(runs):
+        start = time.perf_counter()
+        bolt = device_bolt("")
+        setups.append(time.perf_counter() - start)
+        bolt.parse_many([p["user_agent"] for p in payloads if isinstance(p["user_agent"], str)])
+        elapsed = 0.0
+        for b in range(0, len(payloads), size):  # every string is in the cache now
+            batch = events_of(payloads[b : b + size], b)
+            start = time.perf_counter()
+            bolt.process(batch)
+            elapsed += time.perf_counter() - start
+        cached.append(len(payloads) / elapsed)
+        cold = device_bolt("")
+        start = time.perf_counter()
+        cold.parse_many(corpus)
+        uncached.append(len(corpus) / (time.perf_counter() - start))
+    return [
+        f"device, first use (setup: resolver, rules, crawler list): "
+        f"{statistics.median(setups) * 1000:,.0f} ms",
+        f"device, cached user agents: {statistics.median(cached):,.0f} events/s",
+        f"device, distinct user agents uncached: {statistics.median(uncached):,.0f} user agents/s "
+        f"({len(corpus):,} distinct corpus strings)",
+    ]
+
+
 def main() -> None:
     global REDIS_URL, PG_URL
     ap = argparse.ArgumentParser(
@@ -393,6 +431,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--redis-url", default=REDIS_URL, help="Redis of the benchmark (default db 6; never db 0)")
     ap.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database of the benchmark (default squall_bench)")
+    ap.add_argument(
+        "--only", default="", help="run only the workloads whose name contains this text"
+    )
     args = ap.parse_args()
     check_urls(args.redis_url, args.pg_url)
     REDIS_URL = args.redis_url
@@ -420,6 +461,8 @@ def main() -> None:
     print("-" * len(header))
     notes = []
     for w in workloads(_up(6379), _up(5432)):
+        if args.only not in w.name:
+            continue
         squall_times, hand_times = [], []
         bolts: list = []
         hand_n = min(n, w.hand_events or n)
@@ -449,6 +492,9 @@ def main() -> None:
                 )
             if isinstance(bolt, DeviceBolt):
                 notes.append(f"device: {bolt.parsed:,} user agents parsed for {n:,} events")
+    print()
+    for line in device_figures(payloads, size, args.runs):
+        print(line, flush=True)
     print()
     for note in dict.fromkeys(notes):
         print(note)

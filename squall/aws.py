@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import (
     ClientError,
@@ -93,6 +94,28 @@ class StreamRef:
     @property
     def params(self) -> dict[str, str]:
         return {"StreamARN": self.arn} if self.arn else {"StreamName": self.name}
+
+
+def check_endpoint_url(url: str | None) -> str | None:
+    """An endpoint URL as botocore needs it (http or https, a host, a numeric port), else ``ValueError``.
+
+    ``None`` means the AWS default; an empty string (``${X:-}`` with X unset) is an error, not a
+    silent default. The message masks any password in the URL.
+    """
+    if url is None:
+        return None
+    from squall.redact import redact_url
+
+    if not url.strip():
+        raise ValueError("endpoint URL is empty (an unset ${VAR:-}?); leave the option out for AWS's endpoint")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"endpoint URL '{redact_url(url)}' is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"endpoint URL '{redact_url(url)}' must be http(s)://host[:port]")
+    return url
 
 
 def client(service: str, *, region: str | None, endpoint_url: str | None, botocore_retries: int = 3,

@@ -66,10 +66,17 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="squall")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def main(verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="SQUALL_LOG_FORMAT",
+              help="Log lines as text or one JSON object per line (env SQUALL_LOG_FORMAT).")
+def main(verbose: int, log_format: str | None) -> None:
     """squall: Storm-style topologies for Amazon Kinesis streams."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from squall.observability.logs import configure
+
+    configure(log_format, level=logging.WARNING - 10 * min(verbose, 2))
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
+    from squall import redact
+
+    redact.install()  # no password in any log line, whichever library writes it
 
 
 @main.command()
@@ -92,8 +99,13 @@ def validate(file: str) -> None:
 @click.option("--input", "input_path", type=click.Path(allow_dash=True),
               help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch (default: settings.batch_size).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None) -> None:
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal; else a log line every --log-interval s).")
+@click.option("--log-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
+              help="Seconds between progress log lines when there is no progress bar.")
+@click.option("--metrics-port", metavar="[ADDR:]PORT", help="Serve Prometheus metrics on /metrics at this port.")
+def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None, log_interval: float,
+        metrics_port: str | None) -> None:
     """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
     from squall.deploy.console import run_with_console
 
@@ -102,7 +114,8 @@ def run(file: str, input_path: str | None, batch_size: int | None, progress: boo
         from squall.spouts.file import path_spout_config
 
         topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
-    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress))
+    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress, metrics_port=metrics_port,
+                              log_every=log_interval))
 
 
 @main.command()
@@ -172,6 +185,35 @@ def package(file: str, handler: str, output: str, extras: str, python_version: s
 
 
 @main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default="monitoring", show_default=True)
+@click.option("--lag-ms", type=click.IntRange(1), default=60_000, show_default=True, help="Lag alert threshold.")
+@click.option("--dead-letter-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Dead-letter rate alert threshold (fraction of records).")
+def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
+    """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
+    import yaml
+
+    from squall.observability.dashboards import (
+        Thresholds,
+        cloudwatch_dashboard,
+        grafana_dashboard,
+        prometheus_rules,
+    )
+
+    topo = _load_or_exit(file)
+    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {f"{topo.name}.rules.yaml": yaml.safe_dump(prometheus_rules(topo, thresholds=th), sort_keys=False),
+             f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",
+             f"{topo.name}.cloudwatch.json": json.dumps(cloudwatch_dashboard(topo, region="us-east-1"), indent=2) + "\n"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+        click.echo(str(out / name))
+
+
+@main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
 def reference(output: str | None) -> None:
     """Print the option reference of every component as Markdown (docs/reference.md)."""
@@ -200,9 +242,12 @@ def reference(output: str | None) -> None:
 @click.option("--properties-out", type=click.Path(dir_okay=False),
               help="Where to write the properties file (default: a private temporary directory per worker).")
 @click.option("--print", "print_only", is_flag=True, help="Print the properties and the command; do not start.")
+@click.option("--metrics-port", metavar="[ADDR:]PORT",
+              help="Serve the Prometheus metrics of all shard processes of this host on /metrics.")
 def kcl(file: str, stream: str, application: str | None, region: str, initial_position: str,
         kinesis_endpoint: str | None, dynamodb_endpoint: str | None, no_metrics: bool, worker_id: str | None,
-        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool) -> None:
+        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool,
+        metrics_port: str | None) -> None:
     """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor.
 
     SIGTERM (or Ctrl-C) stops it gracefully: the daemon alone gets it and asks every record
@@ -236,13 +281,19 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))
     except (SquallError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        from squall.redact import redact_text
+
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(2)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
         if print_only:
             click.echo(text + describe(cmd))
             return
+        if metrics_port:  # a scrape server beside the daemon, summing the shard processes' files
+            from squall.observability.prometheus import start_multiprocess_server
+
+            start_multiprocess_server(metrics_port, out.with_suffix(".metrics"))
         code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
     finally:
         if not properties_out:  # the private directory goes with the worker

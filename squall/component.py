@@ -8,6 +8,12 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Stream names every bolt has: the normal output, and failures (dead letter unless wired).
+DEFAULT = "default"
+ERROR = "error"
+#: The schema bolt's stream of events that fail validation.
+INVALID = "invalid"
+
 
 class ComponentConfig(BaseModel):
     """Base of every component's YAML configuration: unknown keys are errors."""

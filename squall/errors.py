@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from squall.redact import redact_text
+
 
 class SquallError(Exception):
-    """Root of every error squall raises on purpose."""
+    """Root of every error squall raises on purpose. Its message never shows a password (``redact_text``)."""
+
+    def __init__(self, *args: object):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,8 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        return redact_text(text)
 
 
 class TopologyError(SquallError):
@@ -57,17 +63,6 @@ class RecordError(SquallError):
 
 class DecodeError(RecordError):
     """The record's bytes are not a valid payload (bad JSON, bad gzip, corrupt KPL aggregate)."""
-
-
-class ValidationError(RecordError):
-    """The payload does not satisfy the topology's schema."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason, stream="invalid")
-
-
-class EnrichmentError(RecordError):
-    """An enrichment could not be computed from this record's own data."""
 
 
 class TransientError(SquallError):

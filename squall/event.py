@@ -24,6 +24,14 @@ class RecordMeta:
     partition_key: str = ""
     arrival_time: datetime | None = None
     explicit_hash_key: str | None = None
+    #: Sources without native sequence numbers (files, stdin): a digest of the source's bytes up to
+    #: and including this record. Part of the event id when set, so two different files with the
+    #: same name never share ids, while a replay of the same (or an appended) file keeps them.
+    fingerprint: str | None = None
+    #: Set by a spout that could not deliver the record whole (e.g. a line over ``max_line_bytes``):
+    #: the reason. The record's ``data`` is then only a prefix, and decoding it is that record's
+    #: failure with this reason (the json bolt rejects it).
+    defect: str | None = None
 
     @property
     def position(self) -> Position:
@@ -38,12 +46,16 @@ class RecordMeta:
             "partition_key": self.partition_key,
             "arrival_time": self.arrival_time.isoformat() if self.arrival_time else None,
             "explicit_hash_key": self.explicit_hash_key,
+            **({"fingerprint": self.fingerprint} if self.fingerprint else {}),
+            **({"defect": self.defect} if self.defect else {}),
         }
 
 
 def derive_event_id(meta: RecordMeta) -> str:
     """A stable id for a user record: the same stream, shard, sequence and sub-sequence give the same id."""
     key = f"{meta.stream}\x1f{meta.shard_id}\x1f{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+    if meta.fingerprint:
+        key += f"\x1f{meta.fingerprint}"
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
 
 

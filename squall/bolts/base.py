@@ -5,16 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from squall.component import Component
+from squall.component import DEFAULT, ERROR, Component
 from squall.errors import RecordError, TransientError, describe_exception
 from squall.event import Event, Failure
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
 
-DEFAULT = "default"
-ERROR = "error"
-INVALID = "invalid"
 
 
 class Output:

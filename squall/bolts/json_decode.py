@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
+from squall.limits import DEFAULT_MAX_DEPTH, MAX_EVENT_ID_BYTES, nesting_depth
 from squall.paths import MISSING, getter, validate_path
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -25,6 +26,8 @@ class JsonConfig(ComponentConfig):
         None, description="Payload field holding a stable event id (e.g. the SDK's message id); "
                           "records without it keep the id derived from stream, shard and sequence.")
     max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest payload accepted (after decompression), in bytes.")
+    max_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, le=1000, description="Deepest nesting of objects and arrays accepted; a deeper "
+                                                          "payload is the record's failure.")
 
     @field_validator("event_id_field")
     @classmethod
@@ -46,7 +49,11 @@ class JsonBolt(Bolt):
         out = Output(self.id)
         cfg = self.config
         loads = orjson.loads
+        max_depth = cfg.max_depth
         for ev in batch:
+            if ev.meta.defect:  # the spout could not deliver the record whole (e.g. an over-long line)
+                out.fail(ev, ev.meta.defect)
+                continue
             data = ev.raw
             if cfg.gzip == "always" or (cfg.gzip == "auto" and data[:2] == GZIP_MAGIC):
                 try:
@@ -65,11 +72,29 @@ class JsonBolt(Bolt):
             if cfg.object_only and not isinstance(value, dict):
                 out.fail(ev, f"payload is a JSON {type(value).__name__}, not an object")
                 continue
+            # Counting brackets is C-speed and bounds the depth: only a payload with more of them
+            # than the limit is walked (brackets inside strings only make this check cautious).
+            if data.count(b"{") + data.count(b"[") > max_depth:  # may_exceed_depth, inlined: runs per event
+                depth = nesting_depth(value)
+                if depth > max_depth:
+                    out.fail(ev, f"payload nested {depth} levels deep, over max_depth ({max_depth})")
+                    continue
             ev.value = value
             if self._id_of is not None:
                 eid = self._id_of(ev)
                 if eid is not MISSING and eid is not None and eid != "":
-                    ev.event_id = str(eid)
+                    eid = str(eid)
+                    # At most 4 bytes a character: only a long id needs encoding to be measured.
+                    if len(eid) > MAX_EVENT_ID_BYTES // 4:
+                        size = len(eid.encode("utf-8", "surrogatepass"))
+                        if size > MAX_EVENT_ID_BYTES:
+                            out.fail(ev, f"{cfg.event_id_field} is {size} bytes, over the event id limit "
+                                         f"({MAX_EVENT_ID_BYTES} bytes)")
+                            continue
+                    if "\x00" in eid:  # no SQL text key (PostgreSQL) can hold it
+                        out.fail(ev, f"{cfg.event_id_field} contains a NUL character")
+                        continue
+                    ev.event_id = eid
             out.emit(ev)
         return out
 

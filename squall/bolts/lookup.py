@@ -29,8 +29,8 @@ from squall.bolts.lookup_sources import (
     SqlSource,
     SqlSourceConfig,
 )
+from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
-from squall.enrichment.cache import LRUCache
 from squall.errors import Problem, RecordError, SquallError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, getter, setter, validate_path

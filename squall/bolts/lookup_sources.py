@@ -26,7 +26,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.errors import TransientError
-from squall.sinks.warehouse.columns import check_identifier
+from squall.identifiers import check_identifier
+from squall.topology.resources import redis_transient_errors
 from squall.topology.sql import describe, is_transient, sqlstate
 
 Key = tuple[str, ...]
@@ -42,16 +43,8 @@ KEY_SQLSTATES = frozenset({"42883", "42804"})
 #: HTTP statuses about the endpoint or the request's configuration, never about one key:
 #: unauthorized, forbidden, method not allowed, proxy authentication required.
 SOURCE_STATUSES = frozenset({401, 403, 405, 407})
-#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
-REDIS_TRANSIENT: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.MasterDownError,
-)
+#: Redis errors that may pass (connection lost, timeouts, failover): shared with every Redis user.
+REDIS_TRANSIENT = redis_transient_errors()
 
 
 @dataclass

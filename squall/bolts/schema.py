@@ -9,8 +9,9 @@ import jsonschema
 import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
-from squall.bolts.base import INVALID, Bolt, Output
-from squall.component import ComponentConfig
+from squall import safe_json
+from squall.bolts.base import Bolt, Output
+from squall.component import INVALID, ComponentConfig
 from squall.event import Event
 
 
@@ -100,6 +101,10 @@ def fast_check(schema: dict[str, Any]):
     return check
 
 
+#: Longest reason kept from jsonschema's message.
+MAX_REASON = 1000
+
+
 class SchemaBolt(Bolt):
     """Validate payloads against a JSON Schema; invalid events go to ``invalid`` with the first error.
 
@@ -129,5 +134,6 @@ class SchemaBolt(Bolt):
                 out.emit(ev)
             else:
                 where = error.json_path if error.absolute_path else "$"
-                out.fail(ev, f"schema: {where}: {error.message}", INVALID)
+                # jsonschema's message holds a repr of the value: bound it (a 50k-item list is 400 KB).
+                out.fail(ev, safe_json.text(f"schema: {where}: {error.message}", MAX_REASON), INVALID)
         return out

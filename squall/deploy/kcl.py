@@ -33,10 +33,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
+from squall.observability.runners import kcl_recorder
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 from squall.topology.model import Topology
 
@@ -85,6 +86,7 @@ class RecordProcessor:
         self.lost = False
         self._stopping = False  # shutdown_requested came: the daemon releases the lease next
         self._closed = False
+        self.metrics = kcl_recorder(engine.topology.name)  # Prometheus (multiprocess) + a progress line
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
@@ -96,9 +98,12 @@ class RecordProcessor:
         if not records or self.lost:
             return
         backoff = 1.0
+        ms = getattr(process_records_input, "millis_behind_latest", None)
+        lag = {self.shard_id: ms} if ms is not None else None
         while True:
             try:
-                result = self.engine.process(records)
+                with self.metrics.batch(self.engine, records, shard=self.shard_id, lag=lambda: lag) as watch:
+                    watch.result = result = self.engine.process(records)
                 break
             except BatchFailed as exc:
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
@@ -175,12 +180,16 @@ def main(argv: list[str] | None = None) -> None:
     from amazon_kclpy import kcl
 
     args = sys.argv[1:] if argv is None else argv
+    from squall.observability.logs import configure
+
     level = os.environ.get("SQUALL_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING",
-                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # text or SQUALL_LOG_FORMAT=json, on stderr (the daemon logs each line)
+    configure(level=getattr(logging, level) if level in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING)
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
+    redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
-    engine = Engine(compile_plan(topology))
+    engine = Engine.for_topology(topology)
     kcl.KCLProcess(RecordProcessor(engine, stream=args[1] if len(args) > 1 else "")).run()
 
 

@@ -15,34 +15,80 @@ Handler module (packaged with your topology):
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from squall.errors import BatchFailed
+from squall import redact
+from squall.deploy.lambda_sources import LambdaSources, event_source
+from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
+from squall.observability.runners import lambda_observer
 from squall.topology.executor import BatchResult, Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 
 log = logging.getLogger("squall.lambda")
 
 
+#: How much of an undecodable ``data`` field is kept for the dead letter.
+KEPT_PREFIX = 1024
+
+
+class NotAKinesisEvent(SquallError):
+    """The Lambda event is not a Kinesis event-source-mapping batch (wrong trigger, or a test event)."""
+
+
 def records_from_event(event: dict[str, Any]) -> list[Record]:
-    """Kinesis records of a Lambda event (base64 data, shard id from ``eventID``)."""
+    """Kinesis records of a Lambda event (base64 data, shard id from ``eventID``).
+
+    An event that is not a Kinesis batch raises ``NotAKinesisEvent`` naming what arrived. A
+    record whose ``data`` is missing or not base64 is kept as a record marked with the reason
+    (``RecordMeta.defect``): it goes to the dead letter, the rest of the batch goes on. A record
+    without a sequence number cannot be reported back to Lambda, so it refuses the event too.
+    """
+    source = event_source(event)
+    if source != "aws:kinesis":
+        raise NotAKinesisEvent(f"not a Kinesis event: received {source}; this function is the consumer "
+                               "of a Kinesis event source mapping")
     out = []
-    for r in event.get("Records", []):
-        k = r["kinesis"]
-        shard_id = r.get("eventID", "").split(":", 1)[0] or "unknown"
-        stream = r.get("eventSourceARN", "").rsplit("/", 1)[-1]
-        arrival = k.get("approximateArrivalTimestamp")
-        out.append(Record(base64.b64decode(k["data"]), RecordMeta(
-            stream=stream, shard_id=shard_id, sequence_number=k["sequenceNumber"],
-            partition_key=k.get("partitionKey", ""),
-            arrival_time=datetime.fromtimestamp(arrival, UTC) if arrival is not None else None)))
+    for i, r in enumerate(event["Records"]):
+        k = r.get("kinesis") if isinstance(r, dict) else None
+        seq = k.get("sequenceNumber") if isinstance(k, dict) else None
+        if not isinstance(seq, str) or not seq.isdigit():
+            raise NotAKinesisEvent(f"Records[{i}]: no kinesis.sequenceNumber (a decimal string); got {seq!r:.80}")
+        event_id = r.get("eventID")
+        shard_id = (event_id.split(":", 1)[0] if isinstance(event_id, str) else "") or "unknown"
+        arn = r.get("eventSourceARN")
+        stream = arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
+        data, defect = _data(k.get("data"))
+        pk = k.get("partitionKey")
+        out.append(Record(data, RecordMeta(
+            stream=stream, shard_id=shard_id, sequence_number=seq,
+            partition_key=pk if isinstance(pk, str) else "",
+            arrival_time=_arrival(k.get("approximateArrivalTimestamp")), defect=defect)))
     return out
+
+
+def _data(value: object) -> tuple[bytes, str | None]:
+    if not isinstance(value, str):
+        return b"", f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text"
+    try:
+        return base64.b64decode(value, validate=True), None
+    except (binascii.Error, ValueError) as exc:
+        kept = value[:KEPT_PREFIX].encode("utf-8", "backslashreplace")
+        return kept, f"kinesis.data is not valid base64 ({exc}); its first {len(kept)} characters are kept"
+
+
+def _arrival(value: object) -> datetime | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
 
 
 def batch_item_failures(records: list[Record], result: BatchResult | None) -> dict[str, list[dict[str, str]]]:
@@ -62,25 +108,38 @@ def warn_about_local_dead_letters(topology) -> None:
     for sink in topology.sinks:
         if sink.type == "dead_letter":
             log.warning("sink '%s' writes dead letters to a local file, lost with the Lambda container: "
-                        "use type dead_letter_table (a SQL table) instead", sink.id)
+                        "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
+                        "dead_letter_table (docs/sinks.md)", sink.id)
 
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for a topology; resources open now (the init phase), once per container."""
+    redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine(compile_plan(topology)).open()
+    engine = Engine.for_topology(topology).open()
+    observer = lambda_observer(topology.name)  # EMF metrics + one log line per invocation
+
+    sources = LambdaSources(topology)  # SQS and S3 triggers
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        records = records_from_event(event)
+        answer = sources.handle(engine, event)
+        if answer is not NotImplemented:
+            return answer
         try:
-            result = engine.process(records)
+            records = records_from_event(event)
+        except NotAKinesisEvent as exc:
+            log.error("%s", exc)  # the invocation fails with this message; nothing is acknowledged
+            raise
+        try:
+            with observer.recorder.batch(engine, records) as watch:
+                watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("batch of %d records failed: %s", len(records), exc)
             return batch_item_failures(records, None)
-        for o in result.failed[:10]:
-            log.error("record %s (%s) failed in %s: %s", o.position.sequence_number, o.shard_id, o.component,
-                      o.reason)
+        finally:
+            observer.flush(context)
+        result.log_failures(log)
         return batch_item_failures(records, result)
 
     handler.engine = engine  # type: ignore[attr-defined] - for tests and shutdown hooks

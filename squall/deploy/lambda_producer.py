@@ -26,11 +26,12 @@ from typing import Any
 
 import orjson
 
+from squall import redact
 from squall.deploy.lambda_consumer import warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
+from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
 from squall.topology.executor import Engine, Outcome
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 
 log = logging.getLogger("squall.producer")
@@ -49,20 +50,50 @@ class Request:
     method: str
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def _text(value: Any, where: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is a JSON {type(value).__name__}, not a string")
+    return value
+
+
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
-    """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` for a bad body."""
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    ctx = event.get("requestContext") or {}
+    """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
+    if not isinstance(event, dict):
+        raise ValueError(f"the event is a JSON {type(event).__name__}, not an API Gateway proxy event")
+    headers = {str(k).lower(): v for k, v in _object(event.get("headers"), "headers").items()
+               if isinstance(v, str)}
+    ctx = _object(event.get("requestContext"), "requestContext")
     if event.get("version") == "2.0":
-        http = ctx.get("http") or {}
-        method, source_ip, ua = http.get("method", "POST"), http.get("sourceIp", ""), http.get("userAgent", "")
+        http = _object(ctx.get("http"), "requestContext.http")
+        method = _text(http.get("method"), "requestContext.http.method")
+        source_ip = _text(http.get("sourceIp"), "requestContext.http.sourceIp")
+        ua = _text(http.get("userAgent"), "requestContext.http.userAgent")
         epoch_ms = ctx.get("timeEpoch")
     else:
-        ident = ctx.get("identity") or {}
-        method, source_ip = event.get("httpMethod", "POST"), ident.get("sourceIp", "")
-        ua, epoch_ms = ident.get("userAgent") or headers.get("user-agent", ""), ctx.get("requestTimeEpoch")
-    body = event.get("body") or ""
-    raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode("utf-8")
+        ident = _object(ctx.get("identity"), "requestContext.identity")
+        method = _text(event.get("httpMethod"), "httpMethod")
+        source_ip = _text(ident.get("sourceIp"), "requestContext.identity.sourceIp")
+        ua, epoch_ms = _text(ident.get("userAgent"), "requestContext.identity.userAgent"), ctx.get("requestTimeEpoch")
+    if not method:
+        raise ValueError("the request has no HTTP method")
+    body = _text(event.get("body"), "body")
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except ValueError as exc:
+            raise ValueError(f"isBase64Encoded is true but the body is not base64: {exc}") from None
+    else:
+        raw = body.encode("utf-8", "surrogatepass")
     if len(raw) > max_body_bytes:
         raise OverflowError(f"body of {len(raw)} bytes exceeds {max_body_bytes}")
     if headers.get("content-encoding", "").lower() == "gzip":
@@ -75,13 +106,22 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
             raise OverflowError(f"gzip body decompresses to more than {max_body_bytes} bytes")
         if not d.eof:
             raise ValueError("truncated gzip body")
-    received = datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else datetime.now(UTC)
+    if epoch_ms is not None and (isinstance(epoch_ms, bool) or not isinstance(epoch_ms, (int, float))):
+        raise ValueError("the request time (requestContext timeEpoch/requestTimeEpoch) is not a number")
+    try:
+        received = datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else datetime.now(UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"the request time {epoch_ms} is out of range") from None
     return Request(raw, ctx.get("requestId", ""), source_ip, ua or headers.get("user-agent", ""), received,
                    headers.get("content-type", ""), method.upper())
 
 
-def split_events(req: Request, context_key: str | None) -> list[bytes]:
-    """One record per event: array elements, the single object, or each JSON line as sent."""
+def split_events(req: Request, context_key: str | None, max_depth: int = DEFAULT_MAX_DEPTH) -> list[bytes]:
+    """One record per event: array elements, the single object, or each JSON line as sent.
+
+    Raises ``ValueError`` for a body that is not JSON (lines), or an event nested deeper than
+    ``max_depth`` (such a body could not even be re-serialised with its request context).
+    """
     text = req.body.strip()
     if not text:
         raise ValueError("empty body")
@@ -101,16 +141,22 @@ def split_events(req: Request, context_key: str | None) -> list[bytes]:
                 docs.append(line)  # passed on raw: the json bolt rejects it with the reason
     else:
         docs = doc if isinstance(doc, list) else [doc]
+    if may_exceed_depth(text, max_depth):
+        for i, d in enumerate(docs):
+            depth = nesting_depth(d)
+            if depth > max_depth:
+                raise ValueError(f"event {i} is nested {depth} levels deep, over the limit ({max_depth})")
     context = {"source_ip": req.source_ip, "user_agent": req.user_agent, "request_id": req.request_id,
                "received_at": req.received_at.isoformat()}
     out = []
     for d in docs:
         if isinstance(d, bytes):
             out.append(d)
-        elif isinstance(d, dict) and context_key:
-            out.append(orjson.dumps({**d, context_key: context}))
         else:
-            out.append(orjson.dumps(d))
+            try:
+                out.append(orjson.dumps({**d, context_key: context} if isinstance(d, dict) and context_key else d))
+            except (orjson.JSONEncodeError, TypeError) as exc:  # e.g. an integer beyond 64 bits
+                raise ValueError(f"event {len(out)} cannot be re-encoded: {exc}") from None
     return out
 
 
@@ -122,9 +168,10 @@ def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = 
 def make_handler(topology_path: str | Path, *, context_key: str | None = "request", max_body_bytes: int = 5_000_000,
                  max_events: int = 500, retry_after: int = 1) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
+    redact.install()
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
-    engine = Engine(compile_plan(topology)).open()
+    engine = Engine.for_topology(topology).open()
     sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from squall.component import ComponentContext
+from squall.deploy import lock
 from squall.errors import BatchFailed, SquallError, TransientError
+from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
@@ -56,11 +58,17 @@ class RunReport:
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an unexpected error (a database driver's, botocore's)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 class LocalRunner:
     """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
 
     def __init__(self, topology: Topology, *, batch_size: int | None = None,
-                 on_batch: Callable[[BatchResult, Spout], None] | None = None):
+                 on_batch: Callable[[BatchResult, Spout], None] | None = None, recorder: Recorder | None = None):
         self.topology = topology
         self.plan = compile_plan(topology)
         self.batch_size = batch_size or topology.settings.batch_size
@@ -70,6 +78,7 @@ class LocalRunner:
         self.on_batch = on_batch
         self.checkpointer: Checkpointer | None = None
         self._stream = ""
+        self.recorder = recorder or Recorder(topology.name)  # metrics backends; log context per batch
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -87,8 +96,10 @@ class LocalRunner:
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         except ValueError:  # not the main thread: no signal handling
             pass
+        run_lock = None
         try:
             try:
+                run_lock = lock.acquire(self.topology, self.resources)  # one run per topology and store
                 self.spout.open(self.resources)
                 spec = self.spout.checkpointing()
                 if spec is not None:
@@ -100,6 +111,11 @@ class LocalRunner:
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
+                return report
+            except Exception as exc:  # noqa: BLE001 - a driver's own error at start: one line, not a traceback
+                report.setup_error = SquallError(one_line(exc))
+                log.error("cannot start: %s", report.setup_error)
+                log.debug("cannot start", exc_info=True)
                 return report
             report.stats = [engine.spout_stats, *engine.stats]
             try:
@@ -115,6 +131,8 @@ class LocalRunner:
                 engine.close()
         finally:
             self.spout.close()
+            if run_lock is not None:
+                run_lock.release()
             self.resources.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -130,8 +148,10 @@ class LocalRunner:
 
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
+            lag = getattr(self.spout, "lag", None)
             try:
-                result = engine.process(batch)
+                with self.recorder.batch(engine, batch, lag=lag) as watch:
+                    watch.result = result = engine.process(batch)
             except BatchFailed as exc:
                 report.error = exc
                 log.error("%s", exc)
@@ -146,9 +166,7 @@ class LocalRunner:
                 self.on_batch(result, self.spout)
             if not result.ok:
                 report.failed_records = result.failed
-                for r in result.failed[:10]:
-                    log.error("record %s (%s seq %s) failed in %s: %s", r.event_id, r.shard_id,
-                              r.position.sequence_number, r.component, r.reason)
+                result.log_failures(log)
                 return
             if self._interrupted:
                 return

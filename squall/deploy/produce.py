@@ -21,7 +21,7 @@ import orjson
 
 from squall import aws
 from squall.errors import SinkError, SquallError, TransientError
-from squall.sinks.putrecords import (
+from squall.kinesis.putrecords import (
     MAX_CALL_BYTES,
     MAX_CALL_RECORDS,
     SHARD_MAP_TTL,
@@ -32,6 +32,7 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.redact import redact_text
 from squall.spouts.file import read_lines
 
 log = logging.getLogger("squall.produce")
@@ -104,6 +105,7 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
     ``on_progress(bytes_read, report)`` is called after each PutRecords round.
     """
     ref = aws.StreamRef.parse(stream)
+    aws.check_endpoint_url(endpoint_url)
     if client is None:
         client = aws.client("kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url)
     writer = PutRecordsWriter(client, ref, max_attempts=max_attempts, sleep=sleep)
@@ -131,8 +133,11 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
             on_progress(raw.tell(), report)
 
     try:
-        for number, data in _records(lines):
+        for number, data, too_long in _records(lines):
             report.lines += 1
+            if too_long is not None:
+                report.fail(1, f"line {number}: {too_long}")
+                continue
             if rate:
                 due = started + (report.lines - 1) / rate
                 wait = due - clock()
@@ -179,11 +184,16 @@ def _relist(client: Any, ref: aws.StreamRef) -> ShardMap | None:
         return None
 
 
-def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for number, line in enumerate(read_lines(lines, "input"), start=1):
-        data = line.rstrip(b"\r\n")
-        if data.strip():
-            yield number, data
+#: Longer lines cannot be one Kinesis record (1 MiB with its key): read no more of them than this.
+PRODUCE_MAX_LINE = 1_048_576
+
+
+def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
+    for number, line in enumerate(read_lines(lines, "input", PRODUCE_MAX_LINE), start=1):
+        if line.too_long:
+            yield number, b"", f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})"
+        elif line.data.strip():
+            yield number, line.data, None
 
 
 def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport, attempts: int,
@@ -244,7 +254,7 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
             report = produce_file(file, stream=stream, region=region, endpoint_url=endpoint_url, rate=rate,
                                   aggregate=aggregate, partition_key=partition_key, on_progress=update)
     except (SinkError, TransientError, ValueError) as exc:  # ValueError: a malformed ARN or endpoint URL
-        err.print(f"[red]produce failed:[/red] {exc}")
+        err.print(f"[red]produce failed:[/red] {redact_text(str(exc))}")
         raise click.exceptions.Exit(2) from None
     except SquallError as exc:  # the file itself (a truncated .gz)
         err.print(f"[red]produce failed:[/red] {exc}")

@@ -82,6 +82,9 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
     }
     if params:
         template["Parameters"] = params
+    if handler == "consumer":  # alarms and a dashboard following the topology graph (squall.observability)
+        from squall.observability.dashboards import cloudwatch_resources
+        template["Resources"].update(cloudwatch_resources(topology))
     return template
 
 

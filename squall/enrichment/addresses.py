@@ -60,9 +60,13 @@ def parse(text: str) -> tuple[int, int] | None:
     except (OSError, ValueError):
         pass
     if s.startswith("["):
-        s = s[1:].partition("]")[0]
+        s, _, rest = s[1:].partition("]")
+        if rest and not (rest[0] == ":" and _is_port(rest[1:])):
+            return None  # "[addr]" may be followed only by ":port"
     elif s.count(":") == 1:  # IPv4 with a port
-        s = s.partition(":")[0]
+        s, _, port = s.partition(":")
+        if not _is_port(port):
+            return None  # "81.2.69.160:notaport" is not an address
         try:
             return 4, int.from_bytes(inet_pton(AF_INET, s), "big")
         except (OSError, ValueError):
@@ -75,6 +79,11 @@ def parse(text: str) -> tuple[int, int] | None:
     if n >> 32 == _V4_MAPPED:
         return 4, n & 0xFFFFFFFF
     return 6, n
+
+
+def _is_port(text: str) -> bool:
+    """A TCP/UDP port number as proxies write it: 1 to 5 ASCII digits, at most 65535."""
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535
 
 
 def is_public(version: int, n: int) -> bool:

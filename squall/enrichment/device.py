@@ -1,15 +1,17 @@
 """The device bolt: browser, operating system, device and device class from a user-agent string.
 
 Parsing uses ``ua-parser`` 1.x with the regexes of ``ua-parser-builtins``, through the fastest
-resolver installed (``ua-parser-rs``, then ``google-re2``, then pure Python). Real traffic
-repeats a few user agents very often, so each distinct string of a batch is parsed at most once,
-and parsed strings are kept in a bounded LRU cache.
+resolver installed (``ua-parser-rs``, then ``google-re2``, then pure Python); the device class and
+bot flag come from :mod:`squall.enrichment.device_class` (ua-parser's device, the
+``crawler-user-agents`` list, TV/console/tablet conventions) and, when the event carries them,
+client hints. Real traffic repeats a few user agents very often, so each distinct string of a
+batch is parsed at most once, and parsed strings are kept in a bounded LRU cache.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import ua_parser
@@ -17,8 +19,16 @@ from pydantic import Field, field_validator
 from ua_parser import Domain
 
 from squall.bolts.base import Bolt, Output
+from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
-from squall.enrichment.cache import LRUCache
+from squall.enrichment.device_class import (
+    BOT,
+    CLASSES,
+    HINTED_CLASSES,
+    UNKNOWN,
+    DeviceClassifier,
+    class_from_hints,
+)
 from squall.event import Event
 from squall.paths import MISSING, getter, setter, validate_path
 
@@ -27,103 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("squall.enrichment.device")
 
-DESKTOP, MOBILE, TABLET, BOT, OTHER, UNKNOWN = (
-    "desktop",
-    "mobile",
-    "tablet",
-    "bot",
-    "other",
-    "unknown",
-)
-
-# Automated clients that ua-parser names as a browser family rather than as a "Spider" device.
-AUTOMATED_FAMILIES = frozenset(
-    {
-        "curl",
-        "Wget",
-        "Python Requests",
-        "Python-urllib",
-        "Go-http-client",
-        "HeadlessChrome",
-        "PhantomJS",
-        "Apache-HttpClient",
-        "libwww-perl",
-        "Scrapy",
-        "Java",
-        "aiohttp",
-        "axios",
-        "node-fetch",
-        "HTTPie",
-        "PostmanRuntime",
-        "Lighthouse",
-        "Chrome-Lighthouse",
-    }
-)
-# Last resort for unidentified devices only (a phone brand like "Cubot" is identified first).
-_BOT_PATTERN = re.compile(
-    r"bot\b|crawl|spider|slurp|scrape|headless|monitor|preview|^curl/|^wget/|python-|^java/|http-?client",
-    re.IGNORECASE,
-)
-TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
-TABLET_BRANDS = frozenset({"Generic_Android_Tablet"})
-# Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
-# Lenovo Tab, Huawei MediaPad, Amazon Fire (KF…).
-_TABLET_MODEL = re.compile(
-    r"^(?:SM-[TXP]\d|GT-P\d|Nexus (?:7|9|10)\b|Lenovo TB|TB-\d|MediaPad|KF[A-Z]{2,})"
-)
-MOBILE_FAMILIES = frozenset({"iPhone", "iPod", "Generic Smartphone", "Generic Feature Phone"})
-MOBILE_OS = frozenset(
-    {
-        "iOS",
-        "Android",
-        "Windows Phone",
-        "Windows Mobile",
-        "BlackBerry OS",
-        "Symbian OS",
-        "KaiOS",
-        "Firefox OS",
-        "Tizen",
-        "Sailfish",
-        "webOS",
-        "HarmonyOS",
-        "Bada",
-        "MeeGo",
-        "Maemo",
-    }
-)
-DESKTOP_OS = frozenset(
-    {
-        "Windows",
-        "Mac OS X",
-        "macOS",
-        "Linux",
-        "Ubuntu",
-        "Debian",
-        "Fedora",
-        "Red Hat",
-        "SUSE",
-        "openSUSE",
-        "CentOS",
-        "Linux Mint",
-        "Arch Linux",
-        "Gentoo",
-        "Mandriva",
-        "Slackware",
-        "Chrome OS",
-        "Chromium OS",
-        "FreeBSD",
-        "OpenBSD",
-        "NetBSD",
-        "Solaris",
-    }
-)
-# Devices on a desktop OS that are still desktops ("Mac" is how ua-parser names a Macintosh).
-DESKTOP_DEVICE_FAMILIES = frozenset({"Other", "Mac"})
-# Televisions, set-top boxes and consoles: never tablets even when the UA says Android without "Mobile".
-_TV_OR_CONSOLE = re.compile(
-    r"\bTV\b|SMART-TV|SmartTV|GoogleTV|AppleTV|Android TV|BRAVIA|\bAFT[A-Z]|CrKey|Roku|HbbTV|"
-    r"Web0S|NetCast|PlayStation|Xbox|Nintendo|Quest",
-)
+__all__ = ["CLASSES", "FIELDS", "DeviceBolt", "build_resolver", "classify"]
 
 FIELDS = (
     "browser",
@@ -146,48 +60,14 @@ def _version(part: Any) -> str | None:
     )
 
 
+_default_classifier = DeviceClassifier()
+
+
 def classify(
     ua: str, browser: str, os: str, device: str, brand: str | None, model: str | None
 ) -> str:
-    """The device class of a parsed user agent: bot, tablet, mobile, desktop or other.
-
-    Rules, first match wins:
-    1. bot — device family "Spider", a known automated client (curl, python-requests, headless
-       Chrome, …), or, for an unidentified device, a bot-like word in the string;
-    2. other — televisions, set-top boxes and consoles;
-    3. tablet — iPad, Kindle, a generic tablet, a known tablet model (Galaxy Tab, Nexus 7, Fire,
-       …), "Tablet" in the string, or Android whose string lacks "Mobile" (Google's convention);
-    4. mobile — iPhone/iPod, a generic smartphone, a mobile OS, or "Mobile"/"Mobi" in the string;
-    5. desktop — a desktop OS (Windows, macOS, Linux distributions, Chrome OS, BSD) on no
-       identified device (or a Mac);
-    6. other — anything else.
-    """
-    if device == "Spider" or browser in AUTOMATED_FAMILIES:
-        return BOT
-    if device == "Other" and os == "Other" and _BOT_PATTERN.search(ua):
-        return BOT
-    if _TV_OR_CONSOLE.search(ua):
-        return OTHER
-    if (
-        device in TABLET_FAMILIES
-        or brand in TABLET_BRANDS
-        or (model and _TABLET_MODEL.match(model))
-    ):
-        return TABLET
-    if device.startswith("Kindle") or "Tablet" in ua:
-        return TABLET
-    if device in MOBILE_FAMILIES:
-        return MOBILE
-    if os == "Android":
-        # Android apps (Dalvik) do not say "Mobile" on phones either: count them as mobile.
-        if "Mobile" in ua or "Mobi" in ua or browser == "Android" or ua.startswith("Dalvik/"):
-            return MOBILE
-        return TABLET
-    if os in MOBILE_OS or "Mobile" in ua or "Mobi" in ua:
-        return MOBILE
-    if os in DESKTOP_OS and device in DESKTOP_DEVICE_FAMILIES:
-        return DESKTOP
-    return OTHER
+    """The device class of a parsed user agent (rules in squall/enrichment/device_class.py)."""
+    return _default_classifier.classify(ua, browser, os, device, brand, model)
 
 
 def build_resolver():
@@ -217,18 +97,28 @@ class DeviceBolt(Bolt):
         cache_size: int = Field(
             50_000, ge=1, description="Parsed user agents kept in memory (LRU)."
         )
+        hints_field: str | None = Field(
+            None,
+            description=(
+                "Dotted path of an object of client hints: Sec-CH-UA-Form-Factors, "
+                "Sec-CH-UA-Mobile and Sec-CH-UA-Platform headers, or navigator.userAgentData "
+                "fields; when the event has them they decide between desktop, mobile and tablet."
+            ),
+        )
 
-        @field_validator("ua_field", "target")
+        @field_validator("ua_field", "target", "hints_field")
         @classmethod
-        def _paths(cls, value: str) -> str:
-            return validate_path(value)
+        def _paths(cls, value: str | None) -> str | None:
+            return validate_path(value) if value is not None else None
 
     def __init__(self, config: Config, context: ComponentContext):
         super().__init__(config, context)
         self._get_ua = getter(config.ua_field)
         self._set_target = setter(config.target)
         self._cache: LRUCache[str, dict[str, Any]] = LRUCache(config.cache_size)
+        self._get_hints = getter(config.hints_field) if config.hints_field else None
         self._resolver = None
+        self._classifier = DeviceClassifier()
         self.parsed = 0  # user agents actually parsed, for tests and benchmarks
         self.unknown: dict[str, Any] = {
             "browser": UNKNOWN,
@@ -243,8 +133,16 @@ class DeviceBolt(Bolt):
         }
 
     def setup(self, resources: Resources | None) -> None:
+        started = time.perf_counter()
         self._resolver = build_resolver()
-        log.info("%s: user agents parsed with %s", self.id, type(self._resolver).__module__)
+        self._classifier.load()
+        log.info(
+            "%s: user agents parsed with %s, %d crawler patterns; rules loaded in %.0f ms",
+            self.id,
+            type(self._resolver).__module__,
+            self._classifier.crawler_patterns,
+            (time.perf_counter() - started) * 1000,
+        )
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -258,12 +156,19 @@ class DeviceBolt(Bolt):
             else:  # missing, null or not a string: nothing to parse
                 keys.append(None)
         blocks = self.parse_many({k: None for k in keys if k is not None})
-        set_target, unknown = self._set_target, self.unknown
+        set_target, unknown, get_hints = self._set_target, self.unknown, self._get_hints
         for event, key in zip(batch, keys, strict=True):
             if not isinstance(event.value, dict):
                 out.fail(event, "payload is not a JSON object")
                 continue
-            set_target(event, dict(blocks[key]) if key is not None else dict(unknown))
+            block = dict(blocks[key]) if key is not None else dict(unknown)
+            if get_hints is not None and block["device_class"] in HINTED_CLASSES:
+                hints = get_hints(event)
+                if isinstance(hints, dict) and hints:
+                    named = class_from_hints(hints)
+                    if named is not None:
+                        block["device_class"] = named
+            set_target(event, block)
             out.emit(event)
         return out
 
@@ -288,7 +193,7 @@ class DeviceBolt(Bolt):
         device = dev.family if dev else "Other"
         brand = dev.brand if dev else None
         model = dev.model if dev else None
-        device_class = classify(ua, browser, os_family, device, brand, model)
+        device_class = self._classifier.classify(ua, browser, os_family, device, brand, model)
         return {
             "browser": browser,
             "browser_version": _version(agent),

@@ -4,12 +4,15 @@ Per batch, each distinct address string is resolved once: first from a cache of 
 from a cache of database networks (the reader returns the prefix length of the network it
 matched, so one lookup serves every address of that network), and only then from the
 ``maxminddb`` C reader. Private and malformed addresses are not failures: the event gets an
-empty block and a ``status`` saying why.
+empty block and a ``status`` saying why. A corrupt record in a database file is the failure of
+the events that need it (dead-lettered, with a reason naming the file), never of the batch.
+Each file's type is read from its metadata at setup, and a file of the wrong kind is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +22,9 @@ import maxminddb
 from pydantic import Field, field_validator, model_validator
 
 from squall.bolts.base import Bolt, Output
+from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment import addresses
-from squall.enrichment.cache import LRUCache
 from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
 from squall.errors import Problem, TopologyError
@@ -51,6 +54,21 @@ CITY_FIELDS = (
     "continent",
 )
 ASN_FIELDS = ("asn", "as_org")
+#: The location fields: a record that fills none of them (e.g. one holding only ``traits``) is
+#: reported ``not_found``, never ``ok`` with an empty location.
+LOCATION_FIELDS = CITY_FIELDS
+
+#: The database types (metadata ``database_type``) each option accepts: City, Country and
+#: Enterprise files of MaxMind and their compatible producers (e.g. ``DBIP-City-Lite``) for
+#: ``database``; ASN and ISP files (which carry the ASN fields) for ``asn_database``.
+ACCEPTED_TYPES = {
+    "database": re.compile(r"City|Country|Enterprise", re.IGNORECASE),
+    "asn_database": re.compile(r"ASN|ISP", re.IGNORECASE),
+}
+_WRONG_FOR_LOCATION = re.compile(
+    r"Anonymous|ASN|ISP|Connection|Domain|Risk|Residential|Density|User-Count|Static-IP",
+    re.IGNORECASE,
+)
 
 
 def bundled_database() -> Path:
@@ -74,13 +92,21 @@ class _Database:
         self.networks = NetworkCache(cache_size)
 
     def lookup(self, version: int, n: int) -> tuple[dict[str, Any] | None, bool]:
-        """``(fields, from_cache)`` for one public address; fields None when the database has none."""
+        """``(fields, from_cache)`` for one public address; fields None when the database has none.
+
+        Raises :class:`CorruptRecord` when the file's record for the address cannot be decoded.
+        """
         hit = self.networks.find(version, n)
         if hit is not NOT_CACHED:
             return hit, True
         if version == 6 and self.ip_version == 4:
             return None, False  # an IPv4-only database cannot answer
-        record, prefix = self.reader.get_with_prefix_len(addresses.to_object(version, n))
+        try:
+            record, prefix = self.reader.get_with_prefix_len(addresses.to_object(version, n))
+        except (maxminddb.InvalidDatabaseError, ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRecord(
+                f"corrupt record in MaxMind DB {self.path.name} ({self.type}): {exc}"
+            ) from exc
         fields = self.convert(record) if record else None
         self.networks.add(version, n, prefix, fields)
         return fields, False
@@ -89,16 +115,31 @@ class _Database:
         self.reader.close()
 
 
+class CorruptRecord(Exception):
+    """A database file's record for an address cannot be decoded (the message names the file)."""
+
+
 class _Resolved:
-    """What one address string resolves to: a status, the output block, and its anonymized text."""
+    """What one address string resolves to: a status, the output block, and its anonymized text.
 
-    __slots__ = ("status", "block", "anonymized", "public")
+    ``error`` is set when a database record could not be read: the events that need this
+    address fail with it as their reason.
+    """
 
-    def __init__(self, status: str, block: dict[str, Any], anonymized: str | None):
+    __slots__ = ("status", "block", "anonymized", "public", "error")
+
+    def __init__(
+        self,
+        status: str,
+        block: dict[str, Any],
+        anonymized: str | None,
+        error: str | None = None,
+    ):
         self.status = status
         self.block = block
         self.anonymized = anonymized
         self.public = status in (OK, NOT_FOUND)
+        self.error = error
 
 
 class GeoBolt(Bolt):
@@ -120,11 +161,13 @@ class GeoBolt(Bolt):
         )
         database: str | None = Field(
             None,
-            description="Path of a GeoIP2/GeoLite2 City (or Country) .mmdb file, relative to the topology file. "
+            description="Path of a GeoIP2/GeoLite2 City, Country or Enterprise .mmdb file, relative to the "
+            "topology file; another type (ISP, ASN, Anonymous-IP) is refused at start. "
             "Default: the GeoLite2-City bundled with the maxminddb-geolite2 package (from 2018: use a current one).",
         )
         asn_database: str | None = Field(
-            None, description="Path of a GeoLite2/GeoIP2 ASN .mmdb file; adds `asn` and `as_org`."
+            None,
+            description="Path of a GeoLite2/GeoIP2 ASN or ISP .mmdb file; adds `asn` and `as_org`.",
         )
         language: str = Field(
             "en",
@@ -210,17 +253,25 @@ class GeoBolt(Bolt):
             else (lambda record: _city_fields(record, language))
         )
         try:
-            return _Database(path, self.config.cache_size, convert)
+            db = _Database(path, self.config.cache_size, convert)
         except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
-            raise TopologyError(
-                Problem(
-                    self.context.topology,
-                    0,
-                    0,
-                    f"{self.id}.{option}",
-                    f"cannot open MaxMind DB {path}: {exc}",
-                )
-            ) from exc
+            raise self._problem(option, f"cannot open MaxMind DB {path}: {exc}") from exc
+        accepted = ACCEPTED_TYPES[option].search(db.type)
+        if not accepted or (option == "database" and _WRONG_FOR_LOCATION.search(db.type)):
+            db.close()
+            wanted = (
+                "a City, Country or Enterprise database (e.g. GeoLite2-City)"
+                if option == "database"
+                else "an ASN or ISP database (e.g. GeoLite2-ASN)"
+            )
+            raise self._problem(
+                option,
+                f"MaxMind DB {path} is of type {db.type!r}; {option} needs {wanted}",
+            )
+        return db
+
+    def _problem(self, option: str, message: str) -> TopologyError:
+        return TopologyError(Problem(self.context.topology, 0, 0, f"{self.id}.{option}", message))
 
     def close(self) -> None:
         for db in (self.city, self.asn):
@@ -267,6 +318,7 @@ class GeoBolt(Bolt):
             if found is None:
                 out.fail(event, "payload is not a JSON object")
                 continue
+            error = None
             if found.__class__ is str:  # one address: the usual case
                 r = resolved[found] if found else None
                 block = (
@@ -274,6 +326,8 @@ class GeoBolt(Bolt):
                     if r is not None and r.public
                     else dict(blocks[r.status if r else MISSING_IP])
                 )
+                if r is not None:
+                    error = r.error
             else:
                 block = None
                 fallback = MISSING_IP
@@ -281,11 +335,15 @@ class GeoBolt(Bolt):
                     r = resolved[text]
                     if r.public:
                         block = dict(r.block)
+                        error = r.error
                         break
                     if fallback != PRIVATE:
                         fallback = r.status
                 if block is None:
                     block = dict(blocks[fallback])
+            if error is not None:
+                out.fail(event, error)
+                continue
             set_target(event, block)
             if rewrites:
                 self._rewrite(event, resolved)
@@ -315,16 +373,23 @@ class GeoBolt(Bolt):
             return _Resolved(PRIVATE, self._empty, anonymized)
         block = dict(self._empty)
         assert self.city is not None, "setup() was not called"
-        city, cached = self.city.lookup(version, n)
-        self.lookups += not cached
-        status = OK if city else NOT_FOUND
+        try:
+            city, cached = self.city.lookup(version, n)
+            self.lookups += not cached
+            if self.asn is not None:
+                asn, cached = self.asn.lookup(version, n)
+                self.lookups += not cached
+            else:
+                asn = None
+        except CorruptRecord as exc:
+            return _Resolved(OK, block, anonymized, error=str(exc))
+        # "ok" means at least one location field is filled: a record with only `traits` (or an
+        # empty one) is "not_found", with the ASN fields still filled when the ASN file has them.
+        status = OK if city and any(city.get(f) is not None for f in LOCATION_FIELDS) else NOT_FOUND
         if city:
             block.update(city)
-        if self.asn is not None:
-            asn, cached = self.asn.lookup(version, n)
-            self.lookups += not cached
-            if asn:
-                block.update(asn)
+        if asn:
+            block.update(asn)
         block["status"] = status
         return _Resolved(status, block, anonymized)
 

@@ -25,20 +25,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import SinkError, TransientError
+from squall.topology.resources import redis_transient_errors
 from squall.topology.sql import describe, is_transient
 
 log = logging.getLogger("squall.enrichment.stores")
 
-#: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
-REDIS_TRANSIENT: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.MasterDownError,
-)
+#: Redis errors that may pass (connection lost, timeouts, failover): shared with every Redis user.
+REDIS_TRANSIENT = redis_transient_errors()
 
 _STATUS = {str(s): s for s in Status}
 SELECT_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's bound-parameter limit
@@ -389,10 +382,13 @@ class CachedStateStore:
         self.store = store
         self._fill: dict[str, SubscriptionState | Any] = {}
         self._pending: tuple[dict[str, SubscriptionState | Any], list[str]] | None = None
+        self.hits = self.misses = 0  # Redis cache lookups (read by the metrics recorder)
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         cached = self.cache.read(keys)
         misses = [k for k in keys if k not in cached]
+        self.hits += len(keys) - len(misses)
+        self.misses += len(misses)
         from_sql = self.store.load(misses) if misses else {}
         self._fill.update({k: from_sql.get(k, ABSENT) for k in misses})
         states = {k: s for k, s in cached.items() if s is not ABSENT}

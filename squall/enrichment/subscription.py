@@ -42,6 +42,7 @@ from squall.enrichment.stores import (
 )
 from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
+from squall.identifiers import check_identifier
 from squall.paths import MISSING, getter, setter, validate_path
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class SubscriptionBolt(Bolt):
         table: str = Field(
             "squall_subscriptions", description="SQL table of the states (created if missing)."
         )
+
+        @field_validator("table")
+        @classmethod
+        def _table(cls, v: str) -> str:
+            return check_identifier(v, "table name")
         history: int = Field(
             4,
             ge=0,

@@ -52,13 +52,19 @@ class WriteContext:
 
 @dataclass
 class WriteResult:
-    """Events a sink could not write after its own bounded retries (a partial failure).
+    """Events a sink could not write after its own bounded retries (a partial failure), events it
+    refused for good, and how many rows it really added.
 
-    They are *failed*, not dead-lettered: the checkpoint stops before the first of them so the
-    source delivers them again.
+    ``failed`` events are *failed*, not dead-lettered: the checkpoint stops before the first of
+    them so the source delivers them again. ``written``: rows added by this write, when the sink
+    can tell (a replay adds 0: the rest were already present); None when it cannot.
     """
 
     failed: list[Event] = field(default_factory=list)
+    written: int | None = None
+    #: Events the service refused for good at write time (a 4xx, a message it will never take),
+    #: each with its ``failure`` set: the engine dead-letters them before anything is checkpointed.
+    rejected: list[Event] = field(default_factory=list)
 
 
 class Sink(Component):

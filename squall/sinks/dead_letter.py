@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 import orjson
 from pydantic import Field
 
+from squall import safe_json
 from squall.component import ComponentConfig
+from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
 
@@ -31,11 +33,13 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
         "event_id": ev.event_id,
         "component": f.component if f else None,
         "stream": f.stream if f else None,
-        "reason": f.reason if f else "unknown",
+        "reason": safe_json.text(f.reason) if f else "unknown",
         "failed_at": datetime.now(UTC).isoformat(),
         "meta": ev.meta.as_dict(),
     }
     try:
+        if b"\x00" in ev.raw:  # valid UTF-8, but no SQL text column (PostgreSQL) can hold it
+            raise UnicodeDecodeError("utf-8", ev.raw, 0, 1, "NUL byte")
         doc["record"] = ev.raw.decode("utf-8")
     except UnicodeDecodeError:
         doc["record_base64"] = base64.b64encode(ev.raw).decode("ascii")
@@ -53,6 +57,13 @@ class DeadLetterSink(Sink):
 
     def open(self, resources=None) -> None:
         self.path = self.context.path(self.config.path)
+        try:
+            self._open_file()
+        except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
+            raise SinkError(f"{self.id}: cannot write dead letters to {self.path}: "
+                            f"{exc.strerror or exc}") from None
+
+    def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: set[tuple[str, str | None]] = set()
         if self.path.exists():
@@ -77,8 +88,7 @@ class DeadLetterSink(Sink):
             if key in self._seen or key in keys:
                 continue
             keys.add(key)
-            lines.append(orjson.dumps(dead_letter_line(ev, include_payload=self.config.include_payload),
-                                      default=str))
+            lines.append(safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload)))
         if not lines:
             return
         self._fh.write(b"\n".join(lines) + b"\n")

@@ -7,11 +7,11 @@ sinks and moves the checkpoint only after this transaction committed.
 
 from __future__ import annotations
 
-import orjson
 import sqlalchemy as sa
 from pydantic import Field, field_validator
 from sqlalchemy.dialects import postgresql, sqlite
 
+from squall import safe_json
 from squall.component import ComponentConfig
 from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
@@ -70,9 +70,9 @@ class DeadLetterTableSink(Sink):
             doc = dead_letter_line(ev, include_payload=self.config.include_payload)
             rows.append({
                 "event_id": doc["event_id"], "component": doc["component"] or "", "stream": doc["stream"],
-                "reason": doc["reason"], "failed_at": doc["failed_at"], "meta": orjson.dumps(doc["meta"]).decode(),
+                "reason": doc["reason"], "failed_at": doc["failed_at"], "meta": safe_json.dumps_text(doc["meta"]),
                 "record": doc.get("record"), "record_base64": doc.get("record_base64"),
-                "payload": orjson.dumps(doc["payload"], default=str).decode() if "payload" in doc else None,
+                "payload": safe_json.dumps_text(doc["payload"]) if "payload" in doc else None,
             })
         if not rows:
             return

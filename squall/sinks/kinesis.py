@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.event import Event, Failure
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.putrecords import (
+from squall.kinesis import StreamFields
+from squall.kinesis.putrecords import (
     SHARD_MAP_TTL,
     Aggregator,
     Entry,
@@ -21,13 +21,10 @@ from squall.sinks.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 
-class KinesisSinkConfig(ComponentConfig):
-    stream: str = Field(description="Stream name or ARN.")
-    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, "
-                                                 "AWS_DEFAULT_REGION, else us-east-1).")
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+class KinesisSinkConfig(StreamFields, ComponentConfig):
     partition_key: str | None = Field(
         None, description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
                           "default: the source record's partition key, else the event id.")
@@ -38,12 +35,6 @@ class KinesisSinkConfig(ComponentConfig):
     aggregate: bool = Field(False, description="Pack user records into KPL aggregates (per shard).")
     max_attempts: int = Field(5, ge=1, le=20, description="PutRecords attempts for records that fail "
                                                           "(first included); then they fail the batch.")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
 
     @field_validator("partition_key", "explicit_hash_key")
     @classmethod

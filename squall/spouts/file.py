@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import sys
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -16,12 +18,22 @@ from squall.errors import SquallError
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
 
+#: Default line limit: the json bolt's default ``max_bytes``, so a line it would accept is never cut.
+MAX_LINE_BYTES = 10 * 1_048_576
+#: How much of an over-long line is kept for the dead letter.
+KEPT_PREFIX = 1024
+MAX_LINE_DOC = ("Longest line accepted, in bytes (after gzip decompression, without the newline). A longer "
+                "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
+                f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on.")
+
 
 class FileConfig(ComponentConfig):
     path: str = Field(description="JSON-lines file (.gz is decompressed), relative to the topology file.")
     stream: str | None = Field(None, description="Stream name in record metadata (default: the file name). "
-                                                 "Event ids derive from it and the line number.")
+                                                 "Event ids derive from it, the line number and a digest of the "
+                                                 "file's content up to that line.")
     skip_blank: bool = Field(True, description="Skip empty lines instead of passing them on as records.")
+    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_LINE_DOC)
 
 
 class FileSpout(Spout):
@@ -55,7 +67,7 @@ class FileSpout(Spout):
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         yield from _batches(self._lines_of(), self.stream_name, "file", max_records, self,
-                            skip_blank=self.config.skip_blank)
+                            skip_blank=self.config.skip_blank, max_line_bytes=self.config.max_line_bytes)
 
     def progress(self) -> Progress:
         done = self._raw.tell() if self._raw and not self._raw.closed else self._total
@@ -69,6 +81,7 @@ class FileSpout(Spout):
 class StdinConfig(ComponentConfig):
     stream: str = Field("stdin", description="Stream name in record metadata.")
     skip_blank: bool = Field(True, description="Skip empty lines.")
+    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_LINE_DOC)
 
 
 class StdinSpout(Spout):
@@ -79,28 +92,68 @@ class StdinSpout(Spout):
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         yield from _batches(sys.stdin.buffer, self.config.stream, "stdin", max_records, self,
-                            skip_blank=self.config.skip_blank)
+                            skip_blank=self.config.skip_blank, max_line_bytes=self.config.max_line_bytes)
 
 
-def read_lines(lines: IO[bytes], where: str) -> Iterator[bytes]:
-    """The lines of a file; a truncated or corrupt gzip stream is an error naming the line it stopped at."""
+@dataclass(slots=True)
+class Line:
+    """One line of input: its bytes (without the newline), or a prefix and its full length when over the limit."""
+
+    data: bytes
+    length: int
+    fingerprint: str
+    too_long: bool = False
+
+
+def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+    """The lines of a file, never holding more than ``max_line_bytes`` of one in memory.
+
+    Each line carries a digest of every byte read so far, this line included: a different file
+    (or stdin input) with the same name and line numbers gets different event ids, while a replay
+    of the same bytes — or of a file that was only appended to — gets the same ones. A truncated or
+    corrupt gzip stream is an error naming the line it stopped at.
+    """
+    digest = hashlib.sha256()  # hardware-accelerated on current CPUs: the cheapest strong digest per line
     number = 0
+    readline = lines.readline
     try:
-        for number, line in enumerate(lines, start=1):  # noqa: B007 - number is read after the loop
-            yield line
+        while True:
+            chunk = readline(max_line_bytes + 1)
+            if not chunk:
+                return
+            number += 1
+            digest.update(chunk)
+            if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
+                yield Line(chunk.rstrip(b"\r\n"), len(chunk), digest.hexdigest()[:32])
+                continue
+            # Over the limit: keep a prefix for the dead letter, stream the rest through the digest.
+            prefix, length = chunk[:min(KEPT_PREFIX, max_line_bytes)], len(chunk)
+            while not chunk.endswith(b"\n"):
+                chunk = readline(max_line_bytes)
+                if not chunk:
+                    break
+                length += len(chunk)
+                digest.update(chunk)
+            yield Line(prefix, length - chunk.endswith(b"\n"), digest.hexdigest()[:32], too_long=True)
     except (EOFError, OSError, zlib.error) as exc:
         raise SquallError(f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
                           "(truncated or corrupt gzip?)") from None
 
 
 def _batches(lines: IO[bytes], stream: str, shard: str, max_records: int, spout: Spout, *,
-             skip_blank: bool) -> Iterator[list[Record]]:
+             skip_blank: bool, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[list[Record]]:
     batch: list[Record] = []
-    for number, line in enumerate(read_lines(lines, f"{spout.id}: {stream}"), start=1):
-        data = line.rstrip(b"\r\n")
-        if skip_blank and not data.strip():
+    for number, line in enumerate(read_lines(lines, f"{spout.id}: {stream}", max_line_bytes), start=1):
+        defect = None
+        if line.too_long:
+            defect = (f"line {number} is {line.length} bytes, over max_line_bytes ({max_line_bytes}); "
+                      f"only its first {len(line.data)} bytes are kept")
+        elif skip_blank and not line.data.strip():
             continue
-        batch.append(Record(data, RecordMeta(stream, shard, str(number))))
+        # Positional: this runs per line (stream, shard, sequence, sub-sequence, partition key,
+        # arrival time, explicit hash key, fingerprint, defect).
+        batch.append(Record(line.data, RecordMeta(stream, shard, str(number), 0, "", None, None, line.fingerprint,
+                                                  defect)))
         if len(batch) >= max_records:
             yield batch
             batch = []

@@ -22,9 +22,10 @@ from squall import aws
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
-from squall.spouts.base import Progress, Spout
-from squall.spouts.kpl import deaggregate, is_aggregated, last_position
-from squall.spouts.shards import (
+from squall.identifiers import check_application, check_dynamodb_table, check_identifier
+from squall.kinesis import StreamFields
+from squall.kinesis.kpl import deaggregate, is_aggregated, last_position
+from squall.kinesis.shards import (
     SHARD_END,
     ShardLineage,
     ShardState,
@@ -32,6 +33,7 @@ from squall.spouts.shards import (
     is_shard_end,
     list_shards,
 )
+from squall.spouts.base import Progress, Spout
 from squall.topology.checkpoint import CheckpointSpec
 
 log = logging.getLogger("squall.spouts.kinesis")
@@ -55,6 +57,16 @@ class SqlCheckpoint(_Strict):
     table: str = Field("squall_checkpoints", description="Table name; created if missing.")
     application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
 
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return check_identifier(v, "table name")
+
+    @field_validator("application")
+    @classmethod
+    def _application(cls, v: str | None) -> str | None:
+        return check_application(v) if v is not None else v
+
 
 class DynamoDbCheckpoint(_Strict):
     """Checkpoints in a DynamoDB table (one item per shard)."""
@@ -62,9 +74,24 @@ class DynamoDbCheckpoint(_Strict):
     store: Literal["dynamodb"]
     table: str = Field(description="DynamoDB table name; created (on demand billing) if missing.")
     endpoint_url: str | None = Field(None, description="DynamoDB endpoint (local testing).")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return aws.check_endpoint_url(v)
     region: str | None = Field(None, description="Region (default: the spout's).")
     application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
     create_table: bool = Field(True, description="Create the table when it does not exist.")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return check_dynamodb_table(v)
+
+    @field_validator("application")
+    @classmethod
+    def _application(cls, v: str | None) -> str | None:
+        return check_application(v) if v is not None else v
 
 
 class MemoryCheckpoint(_Strict):
@@ -76,11 +103,7 @@ class MemoryCheckpoint(_Strict):
 CheckpointConfig = Annotated[SqlCheckpoint | DynamoDbCheckpoint | MemoryCheckpoint, Field(discriminator="store")]
 
 
-class KinesisSpoutConfig(ComponentConfig):
-    stream: str = Field(description="Stream name or ARN.")
-    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, "
-                                                 "AWS_DEFAULT_REGION, else us-east-1).")
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+class KinesisSpoutConfig(StreamFields, ComponentConfig):
     start: Literal["trim_horizon", "latest", "at_timestamp"] = Field(
         "trim_horizon", description="Where to start in shards that have no checkpoint.")
     timestamp: datetime | None = Field(None, description="Start time for `start: at_timestamp`.")
@@ -92,12 +115,6 @@ class KinesisSpoutConfig(ComponentConfig):
                                                           "(for local runs and tests); default: run forever.")
     shard_sync_interval: float = Field(60.0, gt=0, description="Seconds between ListShards calls "
                                                                "(shards are also re-listed when one ends).")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
 
     @model_validator(mode="after")
     def _timestamp(self) -> KinesisSpoutConfig:

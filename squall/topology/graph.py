@@ -13,10 +13,8 @@ import graphlib
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
-from squall.bolts.base import DEFAULT
-from squall.component import ComponentConfig
+from squall.component import DEFAULT, ComponentConfig
 from squall.errors import Problem, TopologyError
 from squall.topology import registry
 from squall.topology.model import Topology
@@ -247,9 +245,3 @@ def _reachable(start: str, edges: dict[tuple[str, str], list[str]]) -> set[str]:
                 seen.add(t)
                 stack.append(t)
     return seen
-
-
-def describe(plan: Plan) -> dict[str, Any]:
-    """A plain summary of the plan, for ``squall validate --verbose`` and tests."""
-    return {"name": plan.topology.name, "nodes": [n.id for n in plan.nodes],
-            "edges": plan.edges(), "dead_letters": [plan.nodes[d].id for d in plan.dead_letters]}

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from squall.component import ComponentConfig
-from squall.topology.resources import ResourceConfig
+from squall.topology.resource_config import ResourceConfig
 from squall.topology.yamlsource import Locator
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"

@@ -13,6 +13,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from squall.component import Component
+from squall.errors import SquallError
 
 #: kind -> type -> "module:Class"
 BUILTINS: dict[str, dict[str, str]] = {
@@ -20,6 +21,8 @@ BUILTINS: dict[str, dict[str, str]] = {
         "file": "squall.spouts.file:FileSpout",
         "stdin": "squall.spouts.file:StdinSpout",
         "kinesis": "squall.spouts.kinesis:KinesisSpout",
+        "sqs": "squall.spouts.sqs:SqsSpout",
+        "s3": "squall.spouts.s3:S3Spout",
     },
     "bolt": {
         "json": "squall.bolts.json_decode:JsonBolt",
@@ -37,8 +40,16 @@ BUILTINS: dict[str, dict[str, str]] = {
         "warehouse": "squall.sinks.warehouse:WarehouseSink",
         "dead_letter": "squall.sinks.dead_letter:DeadLetterSink",
         "dead_letter_table": "squall.sinks.dead_letter_table:DeadLetterTableSink",
+        "dead_letter_sqs": "squall.sinks.dead_letter_aws:DeadLetterSqsSink",
+        "dead_letter_s3": "squall.sinks.dead_letter_aws:DeadLetterS3Sink",
+        "dead_letter_kinesis": "squall.sinks.dead_letter_aws:DeadLetterKinesisSink",
         "stdout": "squall.sinks.stdout:StdoutSink",
         "kinesis": "squall.sinks.kinesis:KinesisSink",
+        "sqs": "squall.sinks.sqs:SqsSink",
+        "s3": "squall.sinks.s3:S3Sink",
+        "firehose": "squall.sinks.firehose:FirehoseSink",
+        "http": "squall.sinks.http:HttpSink",
+        "push": "squall.sinks.push:PushSink",
     },
 }
 
@@ -46,7 +57,7 @@ BUILTINS: dict[str, dict[str, str]] = {
 ENTRY_POINT_GROUPS = {"spout": "squall.spouts", "bolt": "squall.bolts", "sink": "squall.sinks"}
 
 
-class UnknownType(LookupError):
+class UnknownType(SquallError, LookupError):
     """No component of that kind and type; ``message`` says what was meant when it can."""
 
     def __init__(self, kind: str, type_name: str, known: list[str], detail: str = ""):

@@ -7,41 +7,14 @@ Connections open lazily on first use (in Lambda: during init, outside the handle
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from squall.errors import SquallError
-
-SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
-class ResourceConfig(BaseModel):
-    """One named resource."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    url: str = Field(description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis).")
-    pool_size: int = Field(5, ge=1, description="Connections kept open (SQL).")
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific options.")
-
-    @property
-    def scheme(self) -> str:
-        return urlsplit(self.url).scheme.split("+", 1)[0].lower()
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+from squall.redact import redact_url
+from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
 
 
 class Resources:
@@ -60,17 +33,23 @@ class Resources:
             raise SquallError(f"no resource named '{name}' (defined: {', '.join(self.configs) or 'none'})") from None
 
     def sql(self, name: str):  # -> sqlalchemy.Engine
-        """The SQLAlchemy engine of a SQL resource, created once."""
+        """The SQLAlchemy engine of a SQL resource, created once; resources with the same
+        settings (e.g. ``warehouse`` and ``state`` on one database) share one engine."""
         cfg = self.config(name)
         if cfg.scheme not in SQL_SCHEMES:
-            raise SquallError(f"resource '{name}' is not a SQL database ({redact(cfg.url)})")
-        return self._get(name, lambda: _sql_engine(cfg, self.base_dir))
+            raise SquallError(f"resource '{name}' is not a SQL database ({redact_url(cfg.url)})")
+        return self._get(self.identity(name), lambda: _sql_engine(cfg, self.base_dir))
+
+    def identity(self, name: str) -> str:
+        """Equal for resources that reach the same database with the same settings: the engine
+        puts the rows, states and checkpoints of such resources in one transaction."""
+        return "resource:" + self.config(name).model_dump_json()
 
     def redis(self, name: str):  # -> redis.Redis
         """The Redis client of a Redis resource, created once."""
         cfg = self.config(name)
         if cfg.scheme not in REDIS_SCHEMES:
-            raise SquallError(f"resource '{name}' is not Redis ({redact(cfg.url)})")
+            raise SquallError(f"resource '{name}' is not Redis ({redact_url(cfg.url)})")
         return self._get(name, lambda: _redis_client(cfg))
 
     def kind(self, name: str) -> str:
@@ -122,7 +101,22 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
     if "connect_args" in options:  # merge, so connect_timeout survives
         kwargs["connect_args"] = {**kwargs.get("connect_args", {}), **options.pop("connect_args")}
     kwargs.update(options)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    if cfg.scheme == "sqlite" and url.database and url.database != ":memory:":
+        sa.event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite files in write-ahead-log mode with ``synchronous=FULL``: every commit is durable
+    (fsync of the log) with one fsync instead of the rollback journal's several, and readers
+    never block the writer."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+    finally:
+        cursor.close()
 
 
 def _redis_client(cfg: ResourceConfig):
@@ -136,3 +130,14 @@ def _redis_client(cfg: ResourceConfig):
     return redis.Redis.from_url(
         cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **options
     )
+
+
+@functools.cache
+def redis_transient_errors() -> tuple[type[Exception], ...]:
+    """Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted
+    (shared by every component that talks to Redis; redis is imported only when asked)."""
+    import redis
+
+    e = redis.exceptions
+    return (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ReadOnlyError, e.TryAgainError,
+            e.ClusterDownError, e.MasterDownError)

@@ -85,13 +85,29 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Any, Locato
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         problems.append(Problem(file, 0, 0, "", f"YAML error: {exc}"))
         return None, loc, problems
+    except RecursionError:  # PyYAML composes nested collections recursively
+        problems.append(_too_deep(file, loader))
+        return None, loc, problems
     finally:
         loader.dispose()
     if node is None:
         problems.append(Problem(file, 1, 1, "", "the file is empty"))
         return None, loc, problems
-    data = _Converter(loc, env, problems).convert(node, ())
+    try:
+        data = _Converter(loc, env, problems).convert(node, ())
+    except RecursionError:
+        problems.append(Problem(file, 0, 0, "", "the YAML is nested too deeply"))
+        return None, loc, problems
     return data, loc, problems
+
+
+def _too_deep(file: str, loader: yaml.SafeLoader) -> Problem:
+    """Where the parser was when the nesting ran out of stack."""
+    try:
+        m = loader.get_mark()
+    except Exception:  # noqa: BLE001 - the mark is a courtesy
+        return Problem(file, 0, 0, "", "the YAML is nested too deeply")
+    return Problem(file, m.line + 1, m.column + 1, "", "the YAML is nested too deeply")
 
 
 #: Nodes converted per document at most: a few lines of nested aliases ("billion laughs") must not

@@ -43,7 +43,7 @@ EVENTS = 720
 BATCH = 40
 
 TOPOLOGY = """
-name: acceptance
+name: "acceptance_${{APP}}"
 resources:
   warehouse: {{url: "${{WAREHOUSE_URL}}"}}
   state: {{url: "${{STATE_URL}}"}}
@@ -81,7 +81,7 @@ KINESIS_SPOUT = """  type: kinesis
   stream: ${STREAM}
   endpoint_url: ${KINESIS_ENDPOINT}
   poll_interval: 0.02
-  idle_exit: 1
+  idle_exit: 0.5
   checkpoint: {store: sql, resource: warehouse, application: "${APP}"}"""
 
 
@@ -136,8 +136,31 @@ class Run:
             _, err = proc.communicate(timeout=300)
             if proc.returncode == 0:
                 return
+            if proc.returncode == 2 and "already running" in err:
+                # the run lock of a killed run: released once its database session is gone
+                self.wait_unlocked()
+                continue
             assert proc.returncode == 1 and "Traceback" not in err, err[-3000:]
         raise AssertionError(f"no clean run after {attempts} attempts: {err[-3000:]}")
+
+    def wait_unlocked(self) -> None:
+        """Until no other session of the killed run is left in the database (PostgreSQL)."""
+        url = self.env["WAREHOUSE_URL"]
+        if not url.startswith("postgresql"):
+            return
+        deadline = time.monotonic() + 30
+        sql = ("select count(*) from pg_locks where locktype = 'advisory' and granted and pid <> pg_backend_pid() "
+               "and database = (select oid from pg_database where datname = current_database())")
+        while time.monotonic() < deadline:
+            conn = psycopg2.connect(url)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    if cur.fetchone()[0] == 0:
+                        return
+            finally:
+                conn.close()
+            time.sleep(0.05)
 
     def kill_when(self, rows: int) -> None:
         """Start a run and kill -9 it once the warehouse holds at least ``rows`` rows."""

@@ -31,6 +31,15 @@ from squall.enrichment import addresses
         ("2001:::1", None),
         ("8.8.8.8\x00", None),
         ("١٢٣.١.١.١", None),
+        # a port must be a port: 1-5 ASCII digits, at most 65535
+        ("81.2.69.160:notaport", None),
+        ("81.2.69.160:", None),
+        ("81.2.69.160:65536", None),
+        ("81.2.69.160:٤٤٣", None),
+        ("81.2.69.160:65535", (4, 0x510245A0)),
+        ("[2001:4860:4860::8888]:http", None),
+        ("[2001:4860:4860::8888]junk", None),
+        ("[2001:4860:4860::8888]", (6, int(ipaddress.IPv6Address("2001:4860:4860::8888")))),
     ],
 )
 def test_parse(text, expected):

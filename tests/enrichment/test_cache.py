@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from squall.enrichment.cache import LRUCache
+from squall.cache import LRUCache
 
 
 class FakeClock:

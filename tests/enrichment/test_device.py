@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
 import pydantic
 import pytest
+import ua_parser
 
 from squall.component import ComponentContext
 from squall.enrichment.device import FIELDS, DeviceBolt, classify
+from squall.enrichment.device_class import class_from_hints
 
 from .support import make_batch, make_event
 
@@ -251,7 +257,7 @@ REAL_USER_AGENTS = [
     (
         "playstation-5",
         "Mozilla/5.0 (PlayStation; PlayStation 5/2.26) AppleWebKit/605.1.15 (KHTML, like Gecko)",
-        "other",
+        "console",
         None,
         "Other",
         "PlayStation 5",
@@ -259,7 +265,7 @@ REAL_USER_AGENTS = [
     (
         "samsung-smart-tv",
         "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
-        "other",
+        "tv",
         "Samsung Internet",
         "Tizen",
         "Samsung SMART-TV",
@@ -407,7 +413,7 @@ def test_payload_that_is_not_an_object_fails_only_that_event(bolt):
             "Other",
             None,
             None,
-            "other",
+            "tv",
         ),
         (
             "Mozilla/5.0 (Linux; Android 12; Lenovo TB-X606F) Safari/537.36",
@@ -428,3 +434,216 @@ def test_invalid_options_are_rejected():
         DeviceBolt.Config(id="d", type="device", max_length=3)
     with pytest.raises(pydantic.ValidationError, match="Extra inputs"):
         DeviceBolt.Config(id="d", type="device", field="ua")
+
+
+# --- agreement with an independent labelled corpus ---------------------------------------------
+# tests/enrichment/data/ua_sample.tsv: a stratified sample (3,052 rows) of the test fixtures of
+# Matomo Device Detector (LGPL-3.0-or-later), labelled by Matomo's maintainers; squall uses
+# neither its rules nor its fixtures. The full corpus (38,021 rows) is scored by
+# `python benchmarks/ua_corpus.py run`, which prints the confusion matrix (docs/enrichment.md).
+SAMPLE = Path(__file__).parent / "data" / "ua_sample.tsv"
+# Floors this sample must keep (measured value minus ~2 points of slack for rule-list updates).
+# The issue's targets (>= 95 % overall, >= 90 % per class, bot recall >= 95 % at precision
+# >= 99 %) are not all reached yet: see docs/enrichment.md, "How well it classifies".
+FLOORS = {"mobile": 0.96, "tablet": 0.83, "desktop": 0.86, "tv": 0.67, "console": 0.70}
+BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.80, 0.96
+
+
+def test_device_class_agrees_with_an_independent_labelled_corpus():
+    rows = []
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            label, ua, headers = line.split("\t")
+            rows.append(
+                (label, {"user_agent": ua, "headers": json.loads(headers) if headers else {}})
+            )
+    bolt = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", hints_field="headers"),
+        ComponentContext("test"),
+    )
+    bolt.setup(None)
+    events = bolt.process(make_batch([value for _, value in rows])).streams["default"]
+    matrix: dict[str, Counter] = defaultdict(Counter)
+    for (label, _), event in zip(rows, events, strict=True):
+        matrix[label][event.value["device"]["device_class"]] += 1
+    agreement = {label: matrix[label][label] / sum(matrix[label].values()) for label in FLOORS}
+    flagged = sum(counts["bot"] for counts in matrix.values())
+    recall = matrix["bot"]["bot"] / sum(matrix["bot"].values())
+    precision = matrix["bot"]["bot"] / flagged
+    assert {k: round(v, 3) for k, v in agreement.items() if v < FLOORS[k]} == {}, dict(matrix)
+    assert recall >= BOT_RECALL_FLOOR, (recall, dict(matrix["bot"]))
+    assert precision >= BOT_PRECISION_FLOOR, (precision, {k: c["bot"] for k, c in matrix.items()})
+
+
+@pytest.mark.parametrize(
+    ("hints", "expected"),
+    [
+        ({"Sec-CH-UA-Form-Factors": '"Tablet"'}, "tablet"),
+        ({"sec-ch-ua-form-factors": '"Desktop", "XR"', "Sec-CH-UA-Mobile": "?1"}, "desktop"),
+        ({"Sec-CH-UA-Mobile": "?1", "Sec-CH-UA-Platform": '"Android"'}, "mobile"),
+        ({"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"Android"'}, "tablet"),
+        ({"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"macOS"'}, "desktop"),
+        ({"Sec-CH-UA-Mobile": "?0"}, None),  # not a phone, but which device is unknown
+        ({"mobile": False, "platform": "Windows"}, "desktop"),  # navigator.userAgentData fields
+        ({"formFactors": ["Mobile"]}, "mobile"),
+        ({"Sec-CH-UA-Mobile": "maybe"}, None),
+        ({}, None),
+    ],
+)
+def test_client_hints_name_the_class(hints, expected):
+    assert class_from_hints(hints) == expected
+
+
+def test_client_hints_decide_the_class_of_a_non_bot_only(bolt_with_hints):
+    # Chrome's reduced user agent on an Android tablet: "Android 10; K" and no "Mobile"
+    # decides nothing by itself; the hints do. A bot or a TV keeps the class its string names.
+    reduced = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+    desktop_hints = {"Sec-CH-UA-Mobile": "?0", "Sec-CH-UA-Platform": '"Windows"'}
+    values = [
+        {"user_agent": reduced, "hints": {"Sec-CH-UA-Form-Factors": '"Tablet"'}},
+        {"user_agent": reduced, "hints": {"Sec-CH-UA-Mobile": "?1"}},
+        {"user_agent": reduced, "hints": "not an object"},
+        {
+            "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "hints": desktop_hints,
+        },
+        {
+            "user_agent": "Mozilla/5.0 (Linux; Android 9; BRAVIA 4K GB ATV3) Safari/537.36",
+            "hints": desktop_hints,
+        },
+    ]
+    events = bolt_with_hints.process(make_batch(values)).streams["default"]
+    classes = [e.value["device"]["device_class"] for e in events]
+    assert classes == ["tablet", "mobile", "tablet", "bot", "tv"]
+    assert bolt_with_hints.parsed == 3  # the hints do not split the cache per event
+
+
+@pytest.fixture
+def bolt_with_hints() -> DeviceBolt:
+    b = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", hints_field="hints"), ComponentContext("test")
+    )
+    b.setup(None)
+    return b
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # bots named by no bot word, from the crawler-user-agents list
+        ("ApacheBench/2.3", "bot"),
+        ("Datadog Agent/5.10.1", "bot"),
+        ("FeedBurner/1.0 (http://www.FeedBurner.com)", "bot"),
+        ("ELB-HealthChecker/2.0", "bot"),
+        ("node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", "bot"),
+        ("Python/3.11 aiohttp/3.9.1", "bot"),
+        # bot names appended to a browser string
+        (
+            "Mozilla/5.0 (Linux; Android 11; moto g power (2022)) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/109.0.0.0 Mobile Safari/537.36 Chrome-Lighthouse",
+            "bot",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 5.0) AppleWebKit/537.36 (KHTML, like Gecko) Mobile Safari/537.36 (compatible; Bytespider; spider-feedback@bytedance.com)",
+            "bot",
+        ),
+        (
+            "Mozilla/5.0 (compatible; Storebot-Google/1.0; +http://www.google.com/storebot.html)",
+            "bot",
+        ),
+        # phone models and apps whose names look like bots
+        (
+            "Mozilla/5.0 (Linux; Android 13; Cubot X30) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+        ("okhttp/4.12.0", "other"),
+        # desktops the old rules called other, and Android on laptops
+        ("Microsoft Office/16.0 (Macintosh; Mac OS X 10.15.7; Desktop)", "desktop"),
+        (
+            "Mozilla/5.0 (Linux; Android 9; HP Chromebook 13 G1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/80.0.3987.162 Safari/537.36",
+            "desktop",
+        ),
+        # tablets that the "Android browser means mobile" rule called mobile
+        (
+            "Mozilla/5.0 (Linux; U; Android 4.0.4; fr-fr; MID74C Build/IML74K) AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Safari/534.30",
+            "tablet",
+        ),
+        # watches, headsets, set-top boxes
+        ("atc/1.0 watchOS/6.0 model/Watch4,2 hwp/t8006 build/17R575 (6; dt:191)", "other"),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64; Quest 2) AppleWebKit/537.36 (KHTML, like Gecko) OculusBrowser/22.2.0 SamsungBrowser/4.0 Chrome/106.0.5249.181 VR Safari/537.36",
+            "other",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 9; 43U600KD Build/PTT1.190222.001; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/97.0.4692.87 Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; XBOX_ONE_ED) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/51.0.2704.79 Safari/537.36 Edge/14.14393",
+            "console",
+        ),
+    ],
+)
+def test_cases_the_issue_names(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+    assert event.value["device"]["is_bot"] is (expected == "bot")
+
+
+def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
+    """Without ua-parser-rs the same patterns run in Python's re: same classes on the sample."""
+    from squall.enrichment import device_class
+    from squall.enrichment.device import build_resolver
+
+    resolver = build_resolver()
+    rust = device_class.DeviceClassifier()
+    monkeypatch.setattr(device_class, "_matcher", device_class.re_matcher)
+    python = device_class.DeviceClassifier()
+    python.load()
+    lines = [line.split("\t")[1] for line in SAMPLE.read_text(encoding="utf-8").splitlines()[1:]]
+    differ = []
+    for ua in lines[::6]:
+        r = resolver(ua, ua_parser.Domain.ALL)
+        parsed = (
+            ua,
+            r.user_agent.family if r.user_agent else "Other",
+            r.os.family if r.os else "Other",
+            r.device.family if r.device else "Other",
+            r.device.brand if r.device else None,
+            r.device.model if r.device else None,
+        )
+        if rust.classify(*parsed) != python.classify(*parsed):
+            differ.append(ua)
+    assert differ == []
+
+
+@pytest.mark.parametrize(
+    ("ua", "os", "expected"),
+    [
+        # OS names ua-parser emits that the old lists missed
+        (
+            "Mozilla/5.0 (Symbian/3; Series60/5.2 NokiaN8-00/012.002; Profile/MIDP-2.1 Configuration/CLDC-1.1 ) AppleWebKit/533.4 (KHTML, like Gecko) NokiaBrowser/7.3.0 Safari/533.4 3gpp-gba",
+            "Symbian^3",
+            "mobile",
+        ),
+        (
+            "Nokia2690/2.0 (06.97) Profile/MIDP-2.1 Configuration/CLDC-1.1",
+            "Nokia Series 40",
+            "mobile",
+        ),
+        ("Mozilla/5.0 (compatible; Polaris 6.2; Brew MP 1.0.2)", "Brew MP", "mobile"),
+        ("server-bag [Watch OS,8.0,19R346,Watch6,2]", "WatchOS", "other"),
+        ("AppleTV11,1/11.1", "tvOS", "tv"),
+        (
+            "Mozilla/5.0 (X11; Kubuntu; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            "Kubuntu",
+            "desktop",
+        ),
+        (
+            "Mozilla/5.0 (X11; Mageia; Linux x86_64; rv:115.0) Gecko/20100101 Firefox/115.0",
+            "Mageia",
+            "desktop",
+        ),
+    ],
+)
+def test_os_names_ua_parser_emits_are_classified(ua, os, expected):
+    assert classify(ua, "Other", os, "Other", None, None) == expected

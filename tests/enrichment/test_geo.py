@@ -336,3 +336,94 @@ def test_using_the_bundled_database_logs_a_warning(caplog):
         bolt.setup(None)
         bolt.close()
     assert "bundled GeoLite2-City built 2018" in caplog.text
+
+
+# -- MaxMind's published test databases (github maxmind/MaxMind-DB, test-data/, MIT or Apache-2.0)
+
+
+MAXMIND = Path(__file__).parent / "data" / "maxmind"
+
+
+@pytest.fixture
+def maxmind() -> ComponentContext:
+    return ComponentContext("test", MAXMIND)
+
+
+def test_maxmind_city_and_asn_test_databases(maxmind):
+    bolt = geo_bolt(
+        maxmind, database="GeoIP2-City-Test.mmdb", asn_database="GeoLite2-ASN-Test.mmdb"
+    )
+    london, linkoping = run(bolt, [{"ip": "81.2.69.160"}, {"ip": "89.160.20.112:443"}])
+    assert (london["geo"]["status"], london["geo"]["city"], london["geo"]["asn"]) == (
+        "ok",
+        "London",
+        None,
+    )
+    assert (linkoping["geo"]["city"], linkoping["geo"]["asn"], linkoping["geo"]["as_org"]) == (
+        "Linköping",
+        29518,
+        "Bredband2 AB",
+    )
+
+
+def test_an_isp_database_is_accepted_as_asn_database(maxmind):
+    bolt = geo_bolt(
+        maxmind, database="GeoIP2-Country-Test.mmdb", asn_database="GeoIP2-ISP-Test.mmdb"
+    )
+    [value] = run(bolt, [{"ip": "1.128.0.1"}])
+    assert (value["geo"]["asn"], value["geo"]["as_org"]) == (1221, "Telstra Pty Ltd")
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "found"),
+    [
+        ("database", "GeoIP2-ISP-Test.mmdb", "GeoIP2-ISP"),
+        ("database", "GeoIP2-Anonymous-IP-Test.mmdb", "GeoIP2-Anonymous-IP"),
+        ("database", "GeoLite2-ASN-Test.mmdb", "GeoLite2-ASN"),
+        ("asn_database", "GeoIP2-City-Test.mmdb", "GeoIP2-City"),
+        ("asn_database", "GeoIP2-Anonymous-IP-Test.mmdb", "GeoIP2-Anonymous-IP"),
+    ],
+)
+def test_a_database_of_the_wrong_type_is_refused_at_setup(maxmind, option, path, found):
+    options = {"database": "GeoIP2-City-Test.mmdb", option: path}
+    with pytest.raises(
+        TopologyError, match=f"geo.{option}: MaxMind DB .* is of type '{found}'; {option} needs"
+    ):
+        geo_bolt(maxmind, **options)
+
+
+def test_a_corrupt_record_fails_only_the_events_that_need_it(maxmind):
+    """MaxMind's "broken double format" file: every record with a location fails to decode."""
+    values = [
+        {"ip": "81.2.69.160"},
+        {"ip": "214.1.1.1"},
+        {"ip": "10.0.0.1"},
+        {"ip": "81.2.69.160:notaport"},
+        {"xff": "89.160.20.112, 10.0.0.2"},
+    ]
+    bolt = geo_bolt(maxmind, database="GeoIP2-City-Test-Broken-Double-Format.mmdb", xff_field="xff")
+    for _ in range(2):  # the second batch is answered from the address cache: same outcome
+        out = bolt.process(make_batch(values))
+        failed = {e.value.get("ip") or e.value.get("xff"): e.failure for e in out.streams["error"]}
+        assert sorted(failed) == ["81.2.69.160", "89.160.20.112, 10.0.0.2"]
+        for failure in failed.values():
+            assert "GeoIP2-City-Test-Broken-Double-Format.mmdb (GeoIP2-City)" in str(failure)
+        statuses = [e.value["geo"]["status"] for e in out.streams["default"]]
+        assert statuses == ["not_found", "private", "invalid"]
+
+
+def test_a_record_with_only_traits_is_not_found_with_asn_fields_kept(maxmind):
+    bolt = geo_bolt(
+        maxmind, database="GeoIP2-City-Test.mmdb", asn_database="GeoLite2-ASN-Test.mmdb"
+    )
+    [value] = run(bolt, [{"ip": "214.1.1.1"}])
+    geo = value["geo"]
+    assert geo["status"] == "not_found"
+    assert all(geo[f] is None for f in CITY_FIELDS)
+    assert (geo["asn"], geo["as_org"]) == (721, "DoD Network Information Center")
+
+
+def test_an_address_with_a_bad_port_is_invalid(maxmind):
+    bolt = geo_bolt(maxmind, database="GeoIP2-City-Test.mmdb")
+    values = [{"ip": t} for t in ("81.2.69.160:notaport", "81.2.69.160:65536", "81.2.69.160:80")]
+    assert [v["geo"]["status"] for v in run(bolt, values)] == ["invalid", "invalid", "ok"]

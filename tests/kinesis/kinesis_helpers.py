@@ -11,8 +11,8 @@ import orjson
 
 from squall.component import ComponentContext
 from squall.event import Position, Record, derive_event_id
+from squall.kinesis.kpl import deaggregate
 from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
-from squall.spouts.kpl import deaggregate
 from squall.topology.checkpoint import open_checkpoint_store
 
 

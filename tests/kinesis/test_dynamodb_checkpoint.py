@@ -9,7 +9,7 @@ import pytest
 from squall.aws import client as aws_client
 from squall.errors import SquallError, TransientError
 from squall.event import Position
-from squall.spouts.shards import SHARD_END, is_shard_end
+from squall.kinesis.shards import SHARD_END, is_shard_end
 from squall.topology.checkpoint import CheckpointStore
 from squall.topology.dynamodb_checkpoint import DynamoDbCheckpointStore, position_key
 from tests.kinesis.kinesis_helpers import consume, make_spout, payloads, put_plain

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from squall.deploy.produce import produce
-from squall.spouts.shards import is_shard_end
+from squall.kinesis.shards import is_shard_end
 from squall.topology.checkpoint import SqlCheckpointStore
 from tests.kinesis.kinesis_helpers import (
     assert_key_order,

@@ -8,10 +8,10 @@ import pytest
 from squall.component import ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, RecordMeta
+from squall.kinesis.putrecords import MAX_CALL_BYTES, Aggregator, Entry, ShardMap, chunks, hash_key
+from squall.kinesis.shards import ShardInfo
 from squall.sinks.base import WriteContext
 from squall.sinks.kinesis import KinesisSink, KinesisSinkConfig
-from squall.sinks.putrecords import MAX_CALL_BYTES, Aggregator, Entry, ShardMap, chunks, hash_key
-from squall.spouts.shards import ShardInfo
 from squall.topology.checkpoint import MemoryCheckpointStore
 from tests.kinesis.kinesis_helpers import (
     Faults,
@@ -226,7 +226,7 @@ def test_aggregator_sends_single_records_plain_and_big_ones_alone():
 
 def test_a_lone_record_that_looks_like_an_aggregate_is_wrapped_in_one():
     from squall.event import Record
-    from squall.spouts.kpl import KPL_MAGIC, deaggregate
+    from squall.kinesis.kpl import KPL_MAGIC, deaggregate
 
     agg = Aggregator(None)
     assert agg.add(KPL_MAGIC + b"not really", "k", None, 1) == []

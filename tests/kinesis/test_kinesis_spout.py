@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from aws_kinesis_agg.aggregator import RecordAggregator
 
 from squall.event import Position
+from squall.kinesis.shards import SHARD_END, is_shard_end
 from squall.spouts.kinesis import KinesisSpoutConfig
-from squall.spouts.shards import SHARD_END, is_shard_end
 from squall.topology.checkpoint import MemoryCheckpointStore, SqlCheckpointStore
 from squall.topology.resources import ResourceConfig, Resources
 from tests.kinesis.kinesis_helpers import (
@@ -197,7 +197,7 @@ def test_resume_inside_a_kpl_aggregate_skips_committed_sub_records(kinesis, kine
     assert [d["n"] for d in payloads(seen)] == list(range(4, 20))
     assert [r.meta.sub_sequence_number for r in seen[:6]] == [4, 5, 6, 7, 8, 9]
     # the same event ids as the first read would have given
-    from squall.spouts.kpl import deaggregate
+    from squall.kinesis.kpl import deaggregate
 
     assert event_ids(seen[:6]) == event_ids(deaggregate(agg)[4:])
 
@@ -235,8 +235,8 @@ def test_config_validation():
     with pytest.raises(ValueError):
         KinesisSpoutConfig(id="s", type="kinesis", stream="s", checkpoint={"store": "redis"})
     cfg = KinesisSpoutConfig(id="s", type="kinesis", stream="arn:aws:kinesis:eu-west-1:123456789012:stream/x",
-                             checkpoint={"store": "dynamodb", "table": "cp"})
-    assert cfg.checkpoint.table == "cp"
+                             checkpoint={"store": "dynamodb", "table": "cps"})
+    assert cfg.checkpoint.table == "cps"
 
 
 def test_stream_arn_is_accepted(kinesis, kinesis_mock, make_stream):

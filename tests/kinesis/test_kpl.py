@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from squall.errors import DecodeError
 from squall.event import Position, Record, RecordMeta, derive_event_id
-from squall.spouts.kpl import (
+from squall.kinesis.kpl import (
     KPL_MAGIC,
     _message_class,
     deaggregate,
@@ -56,8 +56,8 @@ def test_aggregates_from_aws_kinesis_agg_round_trip(records):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=3000)), min_size=1, max_size=300))
 def test_squall_aggregator_round_trips_and_groups_by_shard(records):
-    from squall.sinks.putrecords import Aggregator, ShardMap, hash_key
-    from squall.spouts.shards import ShardInfo
+    from squall.kinesis.putrecords import Aggregator, ShardMap, hash_key
+    from squall.kinesis.shards import ShardInfo
 
     quarter = 2**126
     shard_map = ShardMap([ShardInfo(f"s{i}", (), i * quarter, (i + 1) * quarter - 1) for i in range(4)])

@@ -17,8 +17,8 @@ import pytest
 from squall.aws import client as aws_client
 from squall.deploy.produce import produce_file
 from squall.event import Record, RecordMeta
-from squall.sinks.putrecords import effective_hash_key
-from squall.spouts.kpl import deaggregate, is_aggregated
+from squall.kinesis.kpl import deaggregate, is_aggregated
+from squall.kinesis.putrecords import effective_hash_key
 from squall.topology.checkpoint import MemoryCheckpointStore
 from tests.kinesis.kinesis_helpers import consume, make_spout, split_shard
 from tests.kinesis.test_kinesis_sink import events, make_sink, write

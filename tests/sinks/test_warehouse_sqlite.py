@@ -148,3 +148,17 @@ def test_sqlite_errors_other_than_busy_are_permanent(tmp_path: Path):
                 conn.exec_driver_sql("insert into t values (1)")
         holder.rollback()
     assert is_transient(busy.value)
+
+
+def test_timestamps_are_stored_in_utc_whatever_offset_they_came_with(tmp_path: Path, unique_name: str):
+    db = tmp_path / "w.db"
+    same_instant = [{"kind": "a", "n": 1, "at": "2026-11-03T18:00:00Z"},
+                    {"kind": "b", "n": 2, "at": "2026-11-03T20:00:00+02:00"},
+                    {"kind": "c", "n": 3, "at": "2026-11-03T13:00:00-05:00"},
+                    {"kind": "d", "n": 4, "at": 1_793_728_800},
+                    {"kind": "e", "n": 5, "at": "2026-11-03T18:00:00"}]  # no offset: UTC
+    run = run_topology(YAML.format(db=db, tag=unique_name), records_from(same_instant))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 5
+    stored = [at for (at,) in sqlite3.connect(db).execute("select at from events order by n")]
+    assert stored == ["2026-11-03 18:00:00+00:00"] * 5
+    assert sorted(stored) == stored  # text order is time order only because every value is UTC

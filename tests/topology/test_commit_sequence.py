@@ -201,3 +201,22 @@ def test_postgres_index_row_too_large_dead_letters_that_record_only(pg_url):
     finally:
         with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+
+
+def test_two_resource_names_for_one_database_share_the_transaction_and_the_engine(tmp_path):
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    doc = json.loads(shared_db_topology(url, "t"))
+    doc["resources"] = {"warehouse": {"url": url}, "state": {"url": url}}
+    doc["bolts"][1]["store"] = "state"
+    doc["sinks"][0]["resource"] = "warehouse"
+    engine = Engine(compile_plan(load_text(json.dumps(doc))))
+    with engine:
+        assert engine._tx_states and engine._tx_sinks
+        assert engine.resources.sql("warehouse") is engine.resources.sql("state")
+        assert engine.process(records_from(EVENTS[:3])).ok
+    other = json.loads(json.dumps(doc))
+    other["resources"]["state"] = {"url": f"sqlite:///{tmp_path / 'two.db'}"}
+    engine = Engine(compile_plan(load_text(json.dumps(other))))
+    with engine:
+        assert not engine._tx_states and engine._tx_sinks  # the state commits after the rows, on its own
+        assert engine.process(records_from(EVENTS[:3])).ok

@@ -16,8 +16,8 @@ from pydantic import Field
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.errors import BatchFailed, RecordError, SinkError
-from squall.event import Event
-from squall.sinks.base import Prepared, WriteContext
+from squall.event import Event, Failure
+from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemoryDeadLetterSink, MemorySink, records_from, run_topology
 from squall.topology.executor import Outcome
 
@@ -201,15 +201,17 @@ def _depth(value) -> int:
     if isinstance(value, dict):
         return 1 + max((_depth(v) for v in value.values()), default=0)
     if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
+        return 1 + max((_depth(v) for v in value), default=0)  # two frames a level: a generator
     return 0
 
 
 def test_a_payload_nested_a_thousand_deep_is_isolated_with_a_bounded_reason(tag):
-    """orjson accepts 1,024 levels; Python code that recurses over them hits RecursionError."""
-    deep = b'{"i": 1, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    """orjson accepts 1,024 levels; Python code that recurses over them hits RecursionError.
+    (The json bolt's own ``max_depth`` would refuse it first: raised here to let it through.)"""
+    deep = b'{"i": 1, "x": ' + b"[" * 900 + b"]" * 900 + b"}"
     yaml = topology(tag).replace("  - {id: decode, type: json}\n",
-                                 f"  - {{id: decode, type: json}}\n  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
+                                 "  - {id: decode, type: json, max_depth: 1000}\n"
+                                 f"  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
     run = run_topology(yaml, records_from([{"i": 0}, deep, {"i": 2}]), batch_size=3)
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert [(ev.value["i"], ev.value["depth"]) for ev in out] == [(0, 1), (2, 1)]
@@ -217,3 +219,28 @@ def test_a_payload_nested_a_thousand_deep_is_isolated_with_a_bounded_reason(tag)
     assert dlq[0].failure.reason.startswith("RecursionError: maximum recursion depth exceeded")
     assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
                                                           Outcome.COMMITTED]
+
+
+class RefusingSink(MemorySink):
+    """Takes every event but those marked ``refuse``, which it refuses for good (like an HTTP 400)."""
+
+    Config = TouchySinkConfig
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult:
+        refused = [ev for ev in prepared.events if ev.value.get("refuse")]
+        for ev in refused:
+            ev.failure = Failure(self.id, "HTTP 400: bad device token")
+        self.store.extend(ev for ev in prepared.events if ev not in refused)
+        return WriteResult(rejected=refused)
+
+
+def test_events_a_sink_refuses_at_write_time_are_dead_lettered_not_delivered_again(tag):
+    yaml = topology(tag).replace("'squall.testing:MemorySink'", f"'{__name__}:RefusingSink'")
+    records = records_from([{"i": 0}, {"i": 1, "refuse": True}, {"i": 2}])
+    run = run_topology(yaml, records, batch_size=3)
+    result = run.results[0]
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert result.ok and result.checkpoint["shardId-000000000000"].sequence_number == "3"
+    dlq = MemorySink.stores[f"{tag}-dlq"]
+    assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [
+        (1, "out", "HTTP 400: bad device token")]

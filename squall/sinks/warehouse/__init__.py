@@ -17,7 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from squall.component import ComponentConfig
 from squall.errors import SinkError
-from squall.sinks.base import Prepared, Sink, WriteContext
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
 from squall.topology.sql import sql_errors, transaction
@@ -167,15 +167,17 @@ class WarehouseSink(Sink):
     def transaction_resource(self) -> str | None:
         return self.config.resource
 
-    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         """Write the rows: in the engine's transaction when it gives one (``ctx.connection``: the
         staged state and the checkpoint follow in it), else in a transaction of its own."""
         if not prepared.events:
-            return
+            return None
         with sql_errors(self.where):
             self.writer.before_transaction(prepared.payload)
             if ctx.connection is not None:
-                self.writer.write(ctx.connection, prepared.payload)
-                return
-            with transaction(self.engine) as conn:
-                self.writer.write(conn, prepared.payload)
+                written = self.writer.write(ctx.connection, prepared.payload)
+            else:
+                with transaction(self.engine) as conn:
+                    written = self.writer.write(conn, prepared.payload)
+        # Rows added (a replay adds 0); the engine counts them once the transaction committed.
+        return WriteResult(written=written)

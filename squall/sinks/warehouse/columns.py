@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -16,17 +15,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.event import Event
+from squall.identifiers import check_identifier
 from squall.paths import MISSING, getter, validate_path
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
-
-
-def check_identifier(name: str, what: str = "identifier") -> str:
-    """Table, schema and column names: letters, digits, underscores; at most 63 characters."""
-    if not IDENTIFIER.match(name):
-        raise ValueError(f"invalid {what} '{name}': use letters, digits and '_' (max 63, not starting with a digit)")
-    return name
 
 
 class ColumnSpec(BaseModel):
@@ -147,7 +139,16 @@ def _to_bool(v: Any) -> bool:
 
 
 def to_datetime(v: Any) -> datetime:
-    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime."""
+    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime in UTC.
+
+    UTC whatever the offset it came with, as PostgreSQL stores ``timestamptz``: SQLite keeps the
+    text it is given, so mixed offsets would neither compare nor sort as times.
+    """
+    return _aware(v).astimezone(UTC)
+
+
+def _aware(v: Any) -> datetime:
+    """The value as an aware datetime, keeping its own offset (no offset means UTC)."""
     if isinstance(v, datetime):
         return v if v.tzinfo else v.replace(tzinfo=UTC)
     if isinstance(v, bool):
@@ -167,7 +168,7 @@ def to_datetime(v: Any) -> datetime:
 def _to_date(v: Any) -> date:
     if isinstance(v, str) and len(v.strip()) == 10:
         return date.fromisoformat(v.strip())
-    return to_datetime(v).date()
+    return _aware(v).date()  # the calendar date as written, as before
 
 
 def _to_json(v: Any) -> Any:

@@ -181,13 +181,14 @@ class PostgresWriter(SqlWriter):
         log.info("%s: partitions ready for %s", self.spec.shown, ", ".join(sorted(missing)))
         self._partitions |= missing
 
-    def write(self, conn: sa.Connection, payload: CopyPayload) -> None:
+    def write(self, conn: sa.Connection, payload: CopyPayload) -> int:
+        """COPY the rows; returns how many were new (the others were stored already)."""
         with conn.connection.dbapi_connection.cursor() as cur:
             if self._direct:
                 cur.execute(self._setup("SAVEPOINT squall_copy"))
                 try:
                     self._copy(cur, self._copy_target, payload)
-                    return
+                    return payload.rows
                 except psycopg2.errors.UniqueViolation:
                     # Some rows are stored already (a replay, or one event twice in the batch).
                     cur.execute("ROLLBACK TO SAVEPOINT squall_copy")
@@ -203,6 +204,7 @@ class PostgresWriter(SqlWriter):
             return
         log.debug("%s: merged %d rows, %d already stored", self.spec.shown, inserted, payload.rows - inserted)
         self._direct = inserted == payload.rows
+        return inserted
 
     def _setup(self, then: str = "") -> str:
         timeout = self.options.statement_timeout

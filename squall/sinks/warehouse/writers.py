@@ -162,9 +162,12 @@ class SqlWriter:
     def before_transaction(self, payload: Any) -> None:
         """Work that must not share the batch's transaction (PostgreSQL: new partitions)."""
 
-    def write(self, conn: sa.Connection, rows: list[tuple]) -> None:
-        if rows:
-            conn.exec_driver_sql(self.insert_sql, rows)
+    def write(self, conn: sa.Connection, rows: list[tuple]) -> int | None:
+        """Insert the rows; returns how many were new (the others were stored already), if known."""
+        if not rows:
+            return 0
+        result = conn.exec_driver_sql(self.insert_sql, rows)
+        return result.rowcount if result.rowcount >= 0 else None  # sqlite3 sums executemany's rows
 
 
 def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:

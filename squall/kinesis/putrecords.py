@@ -27,10 +27,10 @@ from typing import Any
 
 from squall import aws
 from squall.errors import SinkError, TransientError
-from squall.spouts.kpl import KPL_MAGIC
-from squall.spouts.shards import ShardInfo
+from squall.kinesis.kpl import KPL_MAGIC
+from squall.kinesis.shards import ShardInfo
 
-log = logging.getLogger("squall.sinks.putrecords")
+log = logging.getLogger("squall.kinesis.putrecords")
 
 MAX_RECORD_BYTES = 1024 * 1024
 MAX_CALL_RECORDS = 500
@@ -358,7 +358,7 @@ class PutRecordsWriter:
 
 def load_shard_map(client: Any, stream: aws.StreamRef) -> ShardMap:
     """The current shard map of a stream; ``TransientError`` when ListShards cannot answer now."""
-    from squall.spouts.shards import list_shards
+    from squall.kinesis.shards import list_shards
 
     try:
         return ShardMap(list_shards(client, stream))

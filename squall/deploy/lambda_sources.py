@@ -1,0 +1,126 @@
+"""Lambda triggers besides Kinesis: SQS (partial batch response) and S3 object-created events.
+
+``make_handler`` (``squall.deploy.lambda_consumer``) hands an event here when its records come
+from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer differs:
+
+- **SQS** (event source mapping with ``FunctionResponseTypes: [ReportBatchItemFailures]``): the
+  response lists the message id of every message that is not committed, dead-lettered or
+  filtered; Lambda deletes the others. For FIFO queues the later messages of a group after a
+  failed one are listed too, so the group keeps its order (AWS requires this). A batch whose
+  dependency stays down lists every message.
+- **S3** (asynchronous invocation per ``s3:ObjectCreated:*`` notification): each object named is
+  read (JSON lines, gzip detected) and its lines run through the engine in ``batch_size`` slices.
+  If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
+  destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
+  sinks and dead letters.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import unquote_plus
+
+from squall import aws
+from squall.errors import BatchFailed, SquallError
+from squall.spouts.s3 import object_records, read_object
+from squall.spouts.sqs import Message, message_record, queue_name, settled
+from squall.topology.executor import Engine
+
+log = logging.getLogger("squall.lambda")
+
+
+def event_source(event: object) -> str:
+    """What kind of Lambda event this is: ``aws:kinesis``, ``aws:sqs``, ``aws:dynamodb``, ``aws:s3``,
+    ``firehose``, … or a description of what arrived. The one dispatch point for triggers."""
+    if not isinstance(event, dict):
+        return f"a JSON {type(event).__name__}, not an object"
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], dict):
+        return str(records[0].get("eventSource") or records[0].get("EventSource") or "records without eventSource")
+    if "deliveryStreamArn" in event:
+        return "firehose"
+    if isinstance(records, list) and not records:
+        return "an event with an empty Records list"
+    keys = ", ".join(sorted(map(str, event))[:8]) or "none"
+    return f"an object without Records (keys: {keys})"
+
+
+def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
+    """(queue name, message) per record of an SQS event."""
+    out = []
+    for r in event.get("Records", []):
+        a = r.get("attributes", {})
+        sent = a.get("SentTimestamp")
+        out.append((queue_name(r.get("eventSourceARN", "sqs")),
+                    Message(r["messageId"], r.get("receiptHandle", ""), r.get("body", ""), a.get("MessageGroupId"),
+                            a.get("SequenceNumber"), int(sent) if sent else None)))
+    return out
+
+
+def handle_sqs(engine: Engine, event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Run an SQS batch; the partial batch response names every message that is not settled."""
+    messages = sqs_messages(event)
+    records = [message_record(queue, m) for queue, m in messages]
+    try:
+        result = engine.process(records)
+    except BatchFailed as exc:
+        log.error("SQS batch of %d messages failed: %s", len(records), exc)
+        return {"batchItemFailures": [{"itemIdentifier": m.message_id} for _, m in messages]}
+    result.log_failures(log)
+    done = settled(records, result.checkpoint)
+    return {"batchItemFailures": [{"itemIdentifier": m.message_id}
+                                  for (_, m), ok in zip(messages, done, strict=True) if not ok]}
+
+
+class S3EventFailed(SquallError):
+    """Some lines of the event's objects were not committed: Lambda retries the event."""
+
+
+def handle_s3(engine: Engine, event: dict[str, Any], client: Any, *, batch_size: int) -> dict[str, Any]:
+    """Run every line of the objects an S3 event names; raise if any line is not settled."""
+    counts = {"objects": 0, "records": 0, "failed": 0}
+    for r in event.get("Records", []):
+        s3 = r.get("s3", {})
+        bucket = s3.get("bucket", {}).get("name")
+        key = unquote_plus(s3.get("object", {}).get("key", ""))  # keys arrive URL-encoded, spaces as '+'
+        if not bucket or not key:
+            raise S3EventFailed(f"S3 event record without bucket or key: {r.get('eventName')}")
+        records = object_records(bucket, key, read_object(client, bucket, key))
+        counts["objects"] += 1
+        for i in range(0, len(records), batch_size):
+            part = records[i:i + batch_size]
+            try:
+                result = engine.process(part)
+            except BatchFailed as exc:
+                raise S3EventFailed(f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
+                                    f"{part[-1].meta.sequence_number} failed: {exc}") from exc
+            counts["records"] += len(result)
+            if not result.ok:
+                first = result.failed[0]
+                raise S3EventFailed(f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
+                                    f"{first.position.sequence_number} in {first.component}: {first.reason}")
+    return counts
+
+
+class LambdaSources:
+    """The SQS and S3 triggers of one Lambda handler; clients open at init, once per container."""
+
+    def __init__(self, topology: Any, *, s3_client: Any = None):
+        self.batch_size = topology.settings.batch_size
+        self._s3 = s3_client
+        spout = topology.spout
+        if self._s3 is None and spout.type == "s3":  # the spout's endpoint and region serve the trigger too
+            self._s3 = aws.client("s3", region=getattr(spout, "region", None),
+                                  endpoint_url=getattr(spout, "endpoint_url", None))
+
+    def handle(self, engine: Engine, event: dict[str, Any]) -> Any:
+        """The answer to an SQS or S3 event; ``NotImplemented`` for others (Kinesis)."""
+        source = event_source(event)
+        if source == "aws:sqs":
+            return handle_sqs(engine, event)
+        if source == "aws:s3":
+            if self._s3 is None:
+                self._s3 = aws.client("s3", region=None, endpoint_url=None)
+            return handle_s3(engine, event, self._s3, batch_size=self.batch_size)
+        return NotImplemented

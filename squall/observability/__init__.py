@@ -1,0 +1,1 @@
+"""Metrics, structured logs, lag, alarms and dashboards for every runner."""

@@ -1,0 +1,133 @@
+"""Log lines: text or JSON (``--log-format json``, ``SQUALL_LOG_FORMAT=json``), with batch context.
+
+Every line carries the context of the batch in flight — topology, shard, sequence range, batch
+id, and the component when one is named — from a context variable the runner sets around each
+batch, so a line from deep inside a bolt still says which records it was about. Credentials in
+URLs (``scheme://user:password@host``) and ``password=…`` pairs are masked in every line, in both
+formats: a connection error that quotes its DSN does not leak the password.
+
+The JSON formatter is written here (with orjson, already a dependency) rather than taken from
+python-json-logger: it is the context injection and the masking that matter, a few lines each.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+
+FORMAT_ENV = "SQUALL_LOG_FORMAT"
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("squall_log_context", default=None)
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(@)")
+_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)(\s*[=:]\s*)([^\s&;,'\"()\[\]{}]+)")
+
+
+def redact(text: str) -> str:
+    """Mask passwords in URLs and ``password=…``-style pairs."""
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1***\2", text)
+    if "=" in text or ":" in text:
+        text = _KEY_VALUE.sub(r"\1\2***", text)
+    return text
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add fields to every log line emitted inside the block (nested blocks add to the outer ones)."""
+    merged = {**(_context.get() or {}), **{k: v for k, v in fields.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_context() -> dict[str, Any]:
+    return dict(_context.get() or {})
+
+
+class TextFormatter(logging.Formatter):
+    """``LEVEL logger: message [key=value …]``, masked."""
+
+    def __init__(self, fmt: str = "%(levelname)s %(name)s: %(message)s"):
+        super().__init__(fmt)
+
+    terminator = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        ctx = _context.get()
+        if ctx:
+            line += " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
+        return redact(line) + self.terminator
+
+
+class JsonFormatter(logging.Formatter):
+    terminator = ""
+
+    """One JSON object per line: time, level, logger, message, the batch context, extra ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        ctx = _context.get()
+        if ctx:
+            out.update(ctx)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        request_id = getattr(record, "aws_request_id", None)  # set by Lambda's runtime client
+        if request_id:
+            out["request_id"] = request_id
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return redact(orjson.dumps(out, default=str).decode()) + self.terminator
+
+
+
+def log_format(explicit: str | None = None) -> str:
+    """``json`` or ``text``: the option if given, else ``SQUALL_LOG_FORMAT``, else text."""
+    value = (explicit or os.environ.get(FORMAT_ENV) or "text").strip().lower()
+    if value not in ("json", "text"):
+        raise ValueError(f"{FORMAT_ENV}: expected json or text, not {value!r}")
+    return value
+
+
+def configure(fmt: str | None = None, *, level: int = logging.WARNING, stream: Any = None) -> None:
+    """Install one handler on the root logger with the chosen format (stderr by default)."""
+    formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
+    root = logging.getLogger()
+    root.setLevel(level)
+    for h in root.handlers:
+        if getattr(h, "_squall", False):  # configured before (a second CLI call in one process): reformat it
+            if stream is not None:
+                h.setStream(stream)  # type: ignore[attr-defined]
+            h.setFormatter(formatter)
+            return
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(formatter)
+    handler._squall = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+
+
+def install_formatter(fmt: str | None = None) -> None:
+    """Give the handlers already on the root logger (Lambda's own) squall's formatter."""
+    root = logging.getLogger()
+    if not root.handlers:
+        configure(fmt, level=logging.INFO)
+        return
+    for h in root.handlers:
+        formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
+        if not hasattr(h, "terminator"):  # Lambda's runtime client writes the line as is: end it here
+            formatter.terminator = "\n"
+        h.setFormatter(formatter)

@@ -1,0 +1,284 @@
+"""What squall measures, under one set of names for every runner, and the per-batch recorder.
+
+The engine keeps cumulative counters per component (``engine.stats``, ``engine.spout_stats``).
+After each batch a runner hands the engine, the batch's records and the ``BatchResult`` (or the
+``BatchFailed``) to a ``Recorder``; it takes the differences of the counters since the previous
+batch, the batch's outcomes, its duration and its lag, and gives one ``BatchSample`` to each
+backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here runs per record.
+
+``METRICS`` is the one list of names: each backend spells them its own way (Prometheus:
+``squall_…`` with the unit in the name; CloudWatch: a CamelCase name with a unit and bounded
+dimensions ``Topology`` and ``Component`` — never the shard or the record).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from squall.cache import LRUCache
+from squall.observability.logs import log_context
+
+log = logging.getLogger("squall.metrics")
+
+#: Per-component counter fields of ``ComponentStats`` and the ``outcome`` label each becomes.
+COMPONENT_OUTCOMES = (("received", "in"), ("emitted", "out"), ("dead_lettered", "dead_lettered"),
+                      ("dropped", "filtered"), ("failed", "failed"))
+#: Outcomes of a user record at topology level (``squall.topology.executor.Outcome`` values).
+RECORD_OUTCOMES = ("committed", "dead_lettered", "filtered", "failed")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its Prometheus name, its CloudWatch name and unit, its labels, what it means."""
+
+    key: str
+    prometheus: str
+    cloudwatch: str
+    unit: str  # CloudWatch unit
+    kind: str  # counter | gauge | histogram
+    labels: tuple[str, ...]
+    help: str
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("records", "squall_records_total", "Records", "Count", "counter",
+               ("topology", "component", "outcome"),
+               "Records per component: in, out (emitted or written), dead_lettered, filtered, failed."),
+    MetricSpec("outcomes", "squall_topology_records_total", "Records", "Count", "counter", ("topology", "outcome"),
+               "User records (after KPL de-aggregation) by final outcome: committed, dead_lettered, filtered, "
+               "failed."),
+    MetricSpec("retries", "squall_retries_total", "Retries", "Count", "counter", ("topology", "component"),
+               "Retries of a component call after a transient (dependency) error."),
+    MetricSpec("batches", "squall_batches_total", "Batches", "Count", "counter", ("topology", "status"),
+               "Batches by status: ok, records_failed (some records failed with no dead letter), "
+               "failed (a dependency stayed down; nothing checkpointed)."),
+    MetricSpec("checkpoints", "squall_checkpoints_total", "Checkpoints", "Count", "counter", ("topology",),
+               "Batches after which a checkpoint moved."),
+    MetricSpec("batch_seconds", "squall_batch_duration_seconds", "BatchDuration", "Milliseconds", "histogram",
+               ("topology",), "Wall time of one batch through the engine, commit included."),
+    MetricSpec("component_seconds", "squall_component_duration_seconds", "ComponentDuration", "Milliseconds",
+               "histogram", ("topology", "component"), "Time one component spent on one batch."),
+    MetricSpec("sink_rows", "squall_sink_rows_total", "SinkRows", "Count", "counter",
+               ("topology", "component", "result"),
+               "Rows a sink wrote vs found already present (a replay adds 0 written); needs the sink to count."),
+    MetricSpec("millis_behind", "squall_millis_behind_latest", "MillisBehindLatest", "Milliseconds", "gauge",
+               ("topology", "shard"), "How far the last read is behind the tip of the shard (GetRecords, KCL)."),
+    MetricSpec("iterator_age", "squall_iterator_age_milliseconds", "IteratorAge", "Milliseconds", "gauge",
+               ("topology", "shard"), "Now minus the arrival time of the batch's last record."),
+    MetricSpec("cache", "squall_cache_lookups_total", "CacheLookups", "Count", "counter",
+               ("topology", "component", "result"), "Enrichment cache lookups: hit or miss."),
+    MetricSpec("rss", "squall_process_resident_memory_bytes", "MaxRss", "Bytes", "gauge", ("topology",),
+               "Resident memory of the process (peak, where only the peak is known)."),
+)
+SPECS = {m.key: m for m in METRICS}
+
+
+@dataclass(slots=True)
+class ComponentDelta:
+    """What one component did during one batch."""
+
+    id: str
+    kind: str
+    type: str
+    received: int = 0
+    emitted: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    failed: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    written: int | None = None  # rows a sink added (needs the engine/sink hook; see docs)
+    present: int | None = None  # rows a sink found already there
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+    def outcome_counts(self) -> Iterable[tuple[str, int]]:
+        for attr, label in COMPONENT_OUTCOMES:
+            yield label, getattr(self, attr)
+
+
+@dataclass
+class BatchSample:
+    """One batch, as every backend sees it."""
+
+    topology: str
+    batch_id: int
+    records: int  # Kinesis records handed to the engine (before KPL de-aggregation)
+    seconds: float
+    status: str  # ok | records_failed | failed
+    outcomes: dict[str, int] = field(default_factory=dict)
+    components: list[ComponentDelta] = field(default_factory=list)
+    checkpointed: bool = False
+    shard: str | None = None
+    first_sequence: str | None = None
+    last_sequence: str | None = None
+    millis_behind: dict[str, int] = field(default_factory=dict)
+    iterator_age_ms: dict[str, float] = field(default_factory=dict)
+    first_failed: dict[str, str] | None = None  # sequence, shard, component, reason of the first failed record
+    error: str | None = None  # the BatchFailed message
+    rss_bytes: int = 0
+
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of the one structured log line per batch/invocation."""
+        out: dict[str, Any] = {"batch_id": self.batch_id, "records": self.records, "status": self.status,
+                               "duration_ms": round(self.seconds * 1000, 1), **self.outcomes}
+        if self.first_sequence is not None:
+            out["sequence_first"], out["sequence_last"] = self.first_sequence, self.last_sequence
+        if self.millis_behind:
+            out["millis_behind_latest"] = max(self.millis_behind.values())
+        if self.iterator_age_ms:
+            out["iterator_age_ms"] = round(max(self.iterator_age_ms.values()))
+        if self.first_failed:
+            out["first_failed"] = self.first_failed
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+class Backend(Protocol):
+    def record(self, sample: BatchSample) -> None: ...
+
+
+def rss_bytes() -> int:
+    """Current resident memory from /proc (Linux); elsewhere the peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _counts_lookups(obj: Any) -> bool:
+    return isinstance(obj, LRUCache) or (isinstance(getattr(obj, "hits", None), int)
+                                         and isinstance(getattr(obj, "misses", None), int))
+
+
+def _caches(component: Any) -> list[Any]:
+    """The caches a component holds, directly or in a store it holds: anything with ``hits`` and ``misses``."""
+    found: list[Any] = []
+    for value in getattr(component, "__dict__", {}).values():
+        if _counts_lookups(value):
+            found.append(value)
+        elif hasattr(value, "__dict__"):
+            found += [v for v in vars(value).values() if _counts_lookups(v)]
+    return found
+
+
+class BatchWatch:
+    """Where the runner puts the batch's result inside ``Recorder.batch``."""
+
+    __slots__ = ("result",)
+
+    def __init__(self) -> None:
+        self.result: Any = None
+
+
+class Recorder:
+    """Turns the engine's cumulative counters into per-batch samples for the backends."""
+
+    def __init__(self, topology: str, backends: Sequence[Backend] = (), *,
+                 clock: Callable[[], float] = time.time):
+        self.topology = topology
+        self.backends = list(backends)
+        self.clock = clock
+        self.batches = 0
+        self._last: dict[str, tuple] = {}
+        self._caches: dict[str, list[Any]] | None = None
+        self._components: dict[str, Any] = {}
+        self.last: BatchSample | None = None
+        self._broken: set[int] = set()
+
+    @contextmanager
+    def batch(self, engine: Any, records: Sequence[Any], *, shard: str | None = None,
+              lag: Callable[[], dict[str, int] | None] | None = None) -> Iterator[BatchWatch]:
+        """Time the block, give its log lines the batch context, observe the batch when it ends.
+
+        Set ``watch.result`` inside the block; an exception leaving it is observed as a failed batch.
+        """
+        watch = BatchWatch()
+        fields: dict[str, Any] = {"topology": self.topology, "batch_id": self.batches + 1, "shard": shard}
+        if records:
+            fields["sequence_first"] = records[0].meta.sequence_number
+            fields["sequence_last"] = records[-1].meta.sequence_number
+        started = time.perf_counter()
+        with log_context(**fields):
+            try:
+                yield watch
+            except Exception as exc:
+                self.observe(engine, records, None, time.perf_counter() - started, shard=shard,
+                             millis_behind=lag() if lag else None, error=exc)
+                raise
+            self.observe(engine, records, watch.result, time.perf_counter() - started, shard=shard,
+                         millis_behind=lag() if lag else None)
+
+    def observe(self, engine: Any, records: Sequence[Any], result: Any | None, seconds: float, *,
+                shard: str | None = None, millis_behind: dict[str, int] | None = None,
+                error: BaseException | None = None) -> BatchSample:
+        """Record one batch: ``result`` is the ``BatchResult``, or None with ``error`` when it raised."""
+        self.batches += 1
+        sample = BatchSample(self.topology, self.batches, len(records), seconds, "ok", shard=shard,
+                             millis_behind=dict(millis_behind or {}), rss_bytes=rss_bytes())
+        if records:
+            sample.first_sequence = records[0].meta.sequence_number
+            sample.last_sequence = records[-1].meta.sequence_number
+            sample.iterator_age_ms = self._iterator_age(records)
+        if result is None:
+            sample.status = "failed"
+            sample.error = str(error) if error is not None else "batch failed"
+        else:
+            sample.outcomes = {o.value: n for o, n in result.counts().items()}
+            sample.checkpointed = bool(result.checkpoint)
+            if not result.ok:
+                sample.status = "records_failed"
+                first = result.failed[0]
+                sample.first_failed = {"sequence": first.position.sequence_number, "shard": first.shard_id,
+                                       "component": first.component, "reason": first.reason}
+        sample.components = self._deltas(engine)
+        self.last = sample
+        with log_context(topology=self.topology, batch_id=sample.batch_id):
+            for backend in self.backends:
+                try:
+                    backend.record(sample)
+                except Exception:  # metrics never fail a batch (nor hide its outcome)
+                    if id(backend) not in self._broken:
+                        self._broken.add(id(backend))
+                        log.exception("metrics backend %s failed; the batch is unaffected", type(backend).__name__)
+        return sample
+
+    def _iterator_age(self, records: Sequence[Any]) -> dict[str, float]:
+        now = self.clock()
+        last: dict[str, Any] = {}
+        for r in records:
+            if r.meta.arrival_time is not None:
+                last[r.meta.shard_id] = r.meta.arrival_time
+        return {shard: max(0.0, (now - t.timestamp()) * 1000.0) for shard, t in last.items()}
+
+    def _deltas(self, engine: Any) -> list[ComponentDelta]:
+        stats = [engine.spout_stats, *engine.stats]
+        if self._caches is None:
+            self._components = dict(zip((s.id for s in engine.stats), engine.components, strict=True))
+            self._caches = {sid: _caches(c) for sid, c in self._components.items()}
+        out = []
+        for s in stats:
+            caches = self._caches.get(s.id, [])
+            comp = self._components.get(s.id)
+            # Rows a sink added vs found stored: the sink counts them (warehouse), else the engine's stats might.
+            written = getattr(comp, "rows_written", getattr(s, "written", None))
+            present = getattr(comp, "rows_present", getattr(s, "present", None))
+            now = (s.received, s.emitted, s.dead_lettered, s.dropped, s.failed, s.retries, s.seconds,
+                   written, present, sum(c.hits for c in caches), sum(c.misses for c in caches))
+            before = self._last.get(s.id)
+            self._last[s.id] = now
+            if before is None:
+                before = (0, 0, 0, 0, 0, 0, 0.0, 0 if now[7] is not None else None,
+                          0 if now[8] is not None else None, 0, 0)
+            d = [None if a is None or b is None else a - b for a, b in zip(now, before, strict=True)]
+            out.append(ComponentDelta(s.id, s.kind, s.type, *d))  # type: ignore[arg-type]
+        return out

@@ -1,0 +1,93 @@
+"""The same metrics through OpenTelemetry, and a span per batch (optional extra: ``squall[otel]``).
+
+Runners add this backend when ``SQUALL_OTEL=1``; it uses the global meter and tracer providers,
+so configure the SDK and its exporters the usual way (``opentelemetry-instrument`` or your own
+setup code; OTLP to a collector). Metric names are the Prometheus ones without the ``_total``
+suffix and with dots (``squall.records``), per the OpenTelemetry naming rules; attributes are the
+Prometheus labels.
+
+Each batch is a span ``squall.batch`` with one child span per component that worked on it. The
+engine reports only how long each component took in the batch, not when it started, so the
+child spans are laid end to end in plan order from the batch's start: their durations are
+exact, their start times are a reconstruction.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+from squall.observability.metrics import SPECS, BatchSample
+
+_UNITS = {"Count": "{record}", "Milliseconds": "ms", "Bytes": "By"}
+
+
+def otel_name(key: str) -> str:
+    return SPECS[key].prometheus.removesuffix("_total").replace("_", ".", 1)
+
+
+class OtelBackend:
+    """Counters, histograms and gauges through an OTel meter; a span tree per batch through a tracer."""
+
+    def __init__(self, meter_provider: Any = None, tracer_provider: Any = None):
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("squall")
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("squall")
+        self.records = meter.create_counter(otel_name("records"), unit="{record}", description=SPECS["records"].help)
+        self.outcomes = meter.create_counter(otel_name("outcomes"), unit="{record}",
+                                             description=SPECS["outcomes"].help)
+        self.batches = meter.create_counter(otel_name("batches"), unit="{batch}", description=SPECS["batches"].help)
+        self.retries = meter.create_counter(otel_name("retries"), unit="{retry}", description=SPECS["retries"].help)
+        self.batch_seconds = meter.create_histogram(otel_name("batch_seconds"), unit="s",
+                                                    description=SPECS["batch_seconds"].help)
+        self.component_seconds = meter.create_histogram(otel_name("component_seconds"), unit="s",
+                                                        description=SPECS["component_seconds"].help)
+        self.lag = meter.create_gauge(otel_name("millis_behind"), unit="ms", description=SPECS["millis_behind"].help)
+        self.age = meter.create_gauge(otel_name("iterator_age"), unit="ms", description=SPECS["iterator_age"].help)
+
+    def record(self, s: BatchSample) -> None:
+        t = {"topology": s.topology}
+        self.batches.add(1, {**t, "status": s.status})
+        self.batch_seconds.record(s.seconds, t)
+        for outcome, n in s.outcomes.items():
+            if n:
+                self.outcomes.add(n, {**t, "outcome": outcome})
+        for c in s.components:
+            for outcome, n in c.outcome_counts():
+                if n:
+                    self.records.add(n, {**t, "component": c.id, "outcome": outcome})
+            if c.retries:
+                self.retries.add(c.retries, {**t, "component": c.id})
+            if c.received:
+                self.component_seconds.record(c.seconds, {**t, "component": c.id})
+        for shard, ms in s.millis_behind.items():
+            self.lag.set(ms, {**t, "shard": shard})
+        for shard, ms in s.iterator_age_ms.items():
+            self.age.set(ms, {**t, "shard": shard})
+        self._spans(s)
+
+    def _spans(self, s: BatchSample) -> None:
+        end = time.time_ns()
+        start = end - int(s.seconds * 1e9)
+        attrs: dict[str, Any] = {"squall.topology": s.topology, "squall.batch_id": s.batch_id,
+                                 "squall.records": s.records, "squall.status": s.status}
+        if s.shard:
+            attrs["squall.shard"] = s.shard
+        if s.first_sequence is not None:
+            attrs["squall.sequence_first"], attrs["squall.sequence_last"] = s.first_sequence, s.last_sequence
+        batch = self.tracer.start_span("squall.batch", start_time=start, attributes=attrs)
+        ctx = trace.set_span_in_context(batch)
+        at = start
+        for c in s.components:
+            if not c.received:
+                continue
+            dur = int(c.seconds * 1e9)
+            child = self.tracer.start_span(f"squall.{c.kind} {c.id}", context=ctx, start_time=at, attributes={
+                "squall.component": c.id, "squall.component_type": c.type, "squall.records_in": c.received,
+                "squall.records_out": c.emitted, "squall.dead_lettered": c.dead_lettered})
+            at = min(at + dur, end)
+            child.end(end_time=at)
+        if s.status != "ok":
+            batch.set_status(trace.Status(trace.StatusCode.ERROR, s.error or s.status))
+        batch.end(end_time=end)

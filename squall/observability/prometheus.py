@@ -1,0 +1,190 @@
+"""Prometheus/OpenMetrics metrics (prometheus-client): the backend, and the scrape endpoint.
+
+``squall run --metrics-port P`` serves its own registry from a thread. Under the KCL each leased
+shard is its own Python process, so ``squall kcl --metrics-port P`` uses prometheus-client's
+multiprocess mode: every shard process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
+(set before the daemon starts, inherited by the processes it spawns) and one small server per
+host sums them on each scrape (``python -m squall.observability.prometheus``). Gauges of shard
+processes that have exited are dropped at scrape time; their counters stay in the totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from squall.observability.metrics import SPECS, BatchSample
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Seconds: a batch takes milliseconds (small batches) to a minute (a slow warehouse).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
+
+
+def _name(key: str) -> str:
+    """The name prometheus-client wants: counters without their ``_total`` suffix (it adds it)."""
+    return SPECS[key].prometheus.removesuffix("_total")
+
+
+class PrometheusBackend:
+    """Counters, histograms and gauges of every batch, in one registry (or multiprocess files)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        r = self.registry
+
+        def counter(key: str) -> Counter:
+            s = SPECS[key]
+            return Counter(_name(key), s.help, s.labels, registry=r)
+
+        def gauge(key: str, mode: str) -> Gauge:
+            s = SPECS[key]
+            return Gauge(s.prometheus, s.help, s.labels, registry=r, multiprocess_mode=mode)
+
+        def histogram(key: str) -> Histogram:
+            s = SPECS[key]
+            return Histogram(s.prometheus, s.help, s.labels, registry=r, buckets=BUCKETS)
+
+        self.records = counter("records")
+        self.outcomes = counter("outcomes")
+        self.retries = counter("retries")
+        self.batches = counter("batches")
+        self.checkpoints = counter("checkpoints")
+        self.sink_rows = counter("sink_rows")
+        self.cache = counter("cache")
+        self.batch_seconds = histogram("batch_seconds")
+        self.component_seconds = histogram("component_seconds")
+        # One shard is read by one process at a time: the max over live processes is its value.
+        self.millis_behind = gauge("millis_behind", "livemax")
+        self.iterator_age = gauge("iterator_age", "livemax")
+        self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels: str):
+        """Labelled children are looked up once: ``labels()`` costs a lock and a dict per call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def record(self, s: BatchSample) -> None:
+        t = s.topology
+        self._child(self.batches, t, s.status).inc()
+        self._child(self.batch_seconds, t).observe(s.seconds)
+        if s.checkpointed:
+            self._child(self.checkpoints, t).inc()
+        for outcome, n in s.outcomes.items():
+            if n:
+                self._child(self.outcomes, t, outcome).inc(n)
+        for c in s.components:
+            for outcome, n in c.outcome_counts():
+                if n:
+                    self._child(self.records, t, c.id, outcome).inc(n)
+            if c.retries:
+                self._child(self.retries, t, c.id).inc(c.retries)
+            if c.received or c.seconds:
+                self._child(self.component_seconds, t, c.id).observe(c.seconds)
+            if c.written:
+                self._child(self.sink_rows, t, c.id, "written").inc(c.written)
+            if c.present:
+                self._child(self.sink_rows, t, c.id, "present").inc(c.present)
+            if c.cache_hits:
+                self._child(self.cache, t, c.id, "hit").inc(c.cache_hits)
+            if c.cache_misses:
+                self._child(self.cache, t, c.id, "miss").inc(c.cache_misses)
+        for shard, ms in s.millis_behind.items():
+            self._child(self.millis_behind, t, shard).set(ms)
+        for shard, ms in s.iterator_age_ms.items():
+            self._child(self.iterator_age, t, shard).set(ms)
+        self._child(self.rss, t).set(s.rss_bytes)
+
+
+def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None:
+    """Serve ``/metrics`` from a daemon thread of this process (the local runner)."""
+    from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR):
+        try:
+            registry.register(collector)
+        except ValueError:  # already there
+            pass
+    start_http_server(port, addr=addr, registry=registry)
+
+
+_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+
+
+class _LiveOnly(MultiProcessCollector):
+    """The multiprocess collector, after dropping the live gauges of processes that have exited."""
+
+    def collect(self):
+        for pid in {int(m.group(1)) for f in os.listdir(self._path) if (m := _LIVE_FILE.match(f))}:
+            if not _alive(pid):
+                mark_process_dead(pid, self._path)
+        return super().collect()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve_multiprocess(directory: Path, port: int, *, parent: int | None = None, addr: str = "0.0.0.0") -> None:
+    """Serve the sum of all processes' metrics in ``directory``; return when ``parent`` exits."""
+    registry = CollectorRegistry()
+    _LiveOnly(registry, path=str(directory))
+    start_http_server(port, addr=addr, registry=registry)
+    while parent is None or _alive(parent):
+        time.sleep(1.0)
+
+
+def prepare_multiprocess_dir(directory: Path) -> None:
+    """An empty directory for the metric files (prometheus-client requires a clean one per run)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in directory.glob("*.db"):
+        f.unlink()
+
+
+def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
+    """Before the KCL daemon starts: clean the metrics directory, export it, start the server process.
+
+    The server exits when this process (which becomes the daemon through ``exec``) exits.
+    """
+    import subprocess
+    import sys
+
+    from squall.observability.runners import parse_metrics_port
+
+    addr, port = parse_metrics_port(metrics_port)
+    prepare_multiprocess_dir(directory)
+    os.environ[MULTIPROC_ENV] = str(directory.resolve())
+    subprocess.Popen([sys.executable, "-m", "squall.observability.prometheus", "--dir", str(directory.resolve()),
+                      "--port", str(port), "--addr", addr, "--parent", str(os.getpid())],
+                     stdin=subprocess.DEVNULL, start_new_session=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m squall.observability.prometheus --dir D --port P [--parent PID]``."""
+    p = argparse.ArgumentParser(description="Serve the metrics of all squall processes of this host")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--port", required=True, type=int)
+    p.add_argument("--addr", default="0.0.0.0")
+    p.add_argument("--parent", type=int, help="exit when this process exits (the KCL daemon)")
+    a = p.parse_args(argv)
+    serve_multiprocess(a.dir, a.port, parent=a.parent, addr=a.addr)
+
+
+if __name__ == "__main__":
+    main()

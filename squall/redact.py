@@ -1,0 +1,69 @@
+"""Secrets out of logs and errors: the one helper every URL-like value goes through before it is shown.
+
+``redact_url`` masks the password of one URL; ``redact_text`` masks every ``scheme://user:password@``
+and ``password=…`` in free text — a driver's error message, a botocore log line. ``SquallError``
+applies ``redact_text`` to every message, and ``RedactingFilter`` (installed by the CLI and the
+Lambda handlers) to every log record, whatever library wrote it and at any verbosity.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+# scheme://user:password@ — the password runs to the last '@' before the path (an unescaped '@'
+# in a password is still masked whole).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/@]*:)[^\s/]*@")
+# password=… in a query string or a libpq-style key/value string.
+_KEYVALUE = re.compile(r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",
+                       re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable as a URL (a bad port): mask by pattern
+        return redact_text(url)
+    if password is None:
+        return redact_text(url)
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return redact_text(urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}")))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the passwords of every URL and every ``password=`` value masked."""
+    if "://" not in text and "=" not in text:
+        return text
+    return _KEYVALUE.sub(rf"\g<head>{MASK}", _USERINFO.sub(rf"\g<head>{MASK}@", text))
+
+
+class RedactingFilter(logging.Filter):
+    """Masks passwords in every record a handler emits (message, arguments and traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string: leave it to logging's own handling
+            return True
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        return True
+
+
+def install(handler_or_logger: logging.Handler | logging.Logger | None = None) -> None:
+    """Add ``RedactingFilter`` to every handler of ``handler_or_logger`` (default: the root logger)."""
+    target = handler_or_logger if handler_or_logger is not None else logging.getLogger()
+    handlers = [target] if isinstance(target, logging.Handler) else target.handlers
+    for h in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in h.filters):
+            h.addFilter(RedactingFilter())

@@ -1,0 +1,81 @@
+"""Serialising for reasons and dead letters, in a way that never raises.
+
+A dead letter or a failure reason is written *because* a record is odd: a payload nested a
+thousand levels deep, a string with lone surrogates, an object a user bolt put in the payload.
+Writing it must not fail in turn. ``dumps`` tries orjson first (the usual case: no cost); on any
+error, each offending value is replaced by a bounded ``reprlib`` rendering marked with
+``TRUNCATED``, so the document is still JSON and still says what it could.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+import orjson
+
+#: Marks a value that could not be serialised as it was.
+TRUNCATED = "[squall: not serialisable, truncated repr]"
+#: Longest text kept for a value that cannot be serialised, or for a reason.
+MAX_TEXT = 4096
+
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+_repr = reprlib.Repr()  # keyword arguments need Python 3.12; Lambda still runs 3.11
+_repr.maxlevel, _repr.maxdict, _repr.maxlist, _repr.maxtuple, _repr.maxset = 6, 20, 20, 20, 20
+_repr.maxstring, _repr.maxother, _repr.maxlong = 200, 200, 100
+
+
+def text(value: Any, limit: int = MAX_TEXT) -> str:
+    """``value`` as bounded, valid UTF-8 text: a string as it is (cut at ``limit``), anything else a short repr."""
+    try:
+        s = value if isinstance(value, str) else _repr.repr(value)
+    except Exception:  # noqa: BLE001 - a __repr__ that raises: say what it was, never fail here
+        s = f"<{type(value).__name__}>"
+    if len(s) > limit:
+        s = s[:limit] + f"… [cut at {limit} of {len(s)} characters]"
+    # Lone surrogates (from "\udc80"-style escapes or surrogateescape) are not UTF-8, and
+    # PostgreSQL text cannot hold NUL: escape both, so the text is storable anywhere.
+    return s.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _default(value: Any) -> Any:
+    return text(value)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        return type(exc).__name__
+
+
+def _marked(value: Any, exc: BaseException) -> dict[str, str]:
+    return {"squall_truncated": TRUNCATED, "type": type(value).__name__, "error": text(_message(exc), 200),
+            "repr": text(value)}
+
+
+def dumps(doc: Any) -> bytes:
+    """JSON bytes of ``doc``; a value that cannot be serialised becomes a marked, truncated repr. Never raises."""
+    try:
+        return orjson.dumps(doc, default=_default, option=_OPTIONS)
+    except Exception as exc:  # noqa: BLE001 - JSONEncodeError, TypeError, RecursionError…: all fall back
+        problem: BaseException = exc
+    if isinstance(doc, dict):
+        # Keep what serialises; replace only the offending fields.
+        fixed: dict[str, Any] = {}
+        for key, value in doc.items():
+            try:
+                orjson.dumps(value, default=_default, option=_OPTIONS)
+                fixed[text(key, 200)] = value
+            except Exception as inner:  # noqa: BLE001 - whatever it is, it is replaced
+                fixed[text(key, 200)] = _marked(value, inner)
+        try:
+            return orjson.dumps(fixed, default=_default, option=_OPTIONS)
+        except Exception as again:  # noqa: BLE001
+            problem = again
+    return orjson.dumps(_marked(doc, problem))
+
+
+def dumps_text(doc: Any) -> str:
+    """``dumps`` as a ``str`` (for a SQL text column)."""
+    return dumps(doc).decode("utf-8")

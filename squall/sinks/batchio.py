@@ -1,0 +1,183 @@
+"""Batched sends with per-item answers, shared by the sqs, firehose, http and push sinks.
+
+A sink turns its prepared events into ``Item``s (one request entry each) and a ``send`` function
+that takes one chunk and answers per item: ``None`` (written), ``Retry(reason)`` (throttled, a
+5xx, an internal error: the same item may succeed later) or ``Reject(reason)`` (the service
+refuses this item for good: a 4xx, an invalid body). ``send_all`` retries the ``Retry`` items
+with jittered backoff up to ``max_attempts``; what still fails is the batch's partial failure.
+
+Items remember that they were written (``done``) on the ``Prepared`` payload, so when a whole
+call fails (connection lost, the service throttles everything) the sink raises
+``TransientError`` and the engine's retry of ``write_batch`` sends only what was not written yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from squall import aws
+from squall.event import Event, Failure
+from squall.sinks.base import WriteResult
+
+log = logging.getLogger("squall.sinks")
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The service could not take the item now; the same request may succeed later."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """The service refuses the item for good (a 4xx, an invalid message)."""
+
+    reason: str
+
+
+Answer = Retry | Reject | None
+
+
+@dataclass(slots=True)
+class Item:
+    """One request entry and the events it carries; ``done`` once the service took it."""
+
+    events: list[Event]
+    body: Any
+    size: int = 0
+    done: bool = False
+    key: str = ""
+    refused: str | None = None  # the service refused it for good (kept across engine retries)
+
+
+@dataclass
+class SendOutcome:
+    """Items still failing after the retries, items refused for good, and call counts."""
+
+    failed: list[tuple[Item, str]] = field(default_factory=list)
+    rejected: list[tuple[Item, str]] = field(default_factory=list)
+    calls: int = 0
+    retried: int = 0
+
+
+def chunks(items: Sequence[Item], max_items: int, max_bytes: int | None = None) -> Iterator[list[Item]]:
+    """Consecutive runs of at most ``max_items`` items and ``max_bytes`` bytes (an item over it goes alone)."""
+    chunk: list[Item] = []
+    size = 0
+    for item in items:
+        if chunk and (len(chunk) >= max_items or (max_bytes is not None and size + item.size > max_bytes)):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item.size
+    if chunk:
+        yield chunk
+
+
+def send_all(name: str, groups: Iterator[list[Item]], send: Callable[[list[Item]], list[Answer]], *,
+             max_attempts: int, backoff: aws.Backoff, sleep: Callable[[float], None] = time.sleep) -> SendOutcome:
+    """Send each group; retry items answered ``Retry`` (bounded). ``send`` raises ``TransientError``
+    for a whole-call failure: items already written stay ``done``, so the engine's retry skips them."""
+    outcome = SendOutcome()
+    for group in groups:
+        outcome.rejected.extend((i, i.refused) for i in group if i.refused is not None)
+        pending = [i for i in group if not i.done and i.refused is None]
+        attempt = 0
+        while pending:
+            attempt += 1
+            outcome.calls += 1
+            answers = send(pending)
+            if len(answers) != len(pending):  # pragma: no cover - a contract bug in the caller
+                raise RuntimeError(f"{name}: {len(answers)} answers for {len(pending)} items")
+            retry: list[tuple[Item, Retry]] = []
+            for item, answer in zip(pending, answers, strict=True):
+                if answer is None:
+                    item.done = True
+                elif isinstance(answer, Reject):
+                    item.refused = answer.reason  # never sent again for this batch, still reported
+                    outcome.rejected.append((item, answer.reason))
+                else:
+                    retry.append((item, answer))
+            if not retry:
+                break
+            if attempt >= max_attempts:
+                log.warning("%s: %d item(s) still failing after %d attempts: %s", name, len(retry), attempt,
+                            retry[0][1].reason)
+                outcome.failed.extend((item, a.reason) for item, a in retry)
+                break
+            outcome.retried += len(retry)
+            delay = max(backoff.delay(attempt - 1), max((a.retry_after or 0.0) for _, a in retry))
+            log.info("%s: %d of %d item(s) not taken (%s); retrying in %.2fs", name, len(retry), len(pending),
+                     retry[0][1].reason, delay)
+            sleep(delay)
+            pending = [item for item, _ in retry]
+    return outcome
+
+
+#: Set by the engine's commit path when it can dead-letter records a sink refused at write time.
+_HAS_REJECTED = "rejected" in {f.name for f in fields(WriteResult)}
+
+
+def write_result(component: str, outcome: SendOutcome) -> WriteResult | None:
+    """The sink's answer: still-failing items are ``failed`` (the source delivers them again);
+    refused items are ``rejected`` (dead-lettered) where ``WriteResult`` supports it, else failed."""
+    failed: list[Event] = []
+    rejected: list[Event] = []
+    for item, reason in outcome.failed:
+        for ev in item.events:
+            ev.failure = Failure(component, reason)
+            failed.append(ev)
+    for item, reason in outcome.rejected:
+        for ev in item.events:
+            ev.failure = Failure(component, reason)
+            rejected.append(ev)
+    if not failed and not rejected:
+        return None
+    if _HAS_REJECTED:
+        return WriteResult(failed=failed, rejected=rejected)  # type: ignore[call-arg]
+    return WriteResult(failed=failed + rejected)
+
+
+def truncate(text: str, limit: int = 300) -> str:
+    """A service's answer shortened for a failure reason."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
+
+
+def aws_call(name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """One AWS API call: throttling, 5xx and network errors become ``TransientError``, others ``SinkError``."""
+    from squall.errors import SinkError, TransientError
+
+    try:
+        return fn(**kwargs)
+    except Exception as exc:
+        code = aws.error_code(exc)
+        if aws.is_retryable(exc):
+            raise TransientError(f"{name}: {code or type(exc).__name__}: {exc}") from exc
+        raise SinkError(f"{name} failed: {code or type(exc).__name__}: {exc}") from exc
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now()).total_seconds())

@@ -1,0 +1,220 @@
+"""Durable dead letters for Lambda and fleets: ``dead_letter_sqs``, ``dead_letter_s3``, ``dead_letter_kinesis``.
+
+Each writes the same JSON document as the ``dead_letter`` file sink (``dead_letter_line``: event
+id, component, stream, reason, failed_at, meta, record or record_base64, optionally payload), and
+returns only after the service acknowledged it, so the engine moves the checkpoint only over
+failures that are kept. A document over the service's limit keeps everything but a shortened
+original record: ``payload`` is dropped first, then ``record``/``record_base64`` is cut and
+``record_truncated`` gives its full size in bytes.
+
+- ``dead_letter_sqs``: one message per failure (SendMessageBatch); on a FIFO queue the group is
+  the failing component and the deduplication id the (event id, component) pair, so a replay
+  within five minutes adds nothing.
+- ``dead_letter_s3``: one gzip JSON-lines object per batch and source shard, named from the
+  shard and the first/last failed positions, so a replayed batch overwrites its object.
+- ``dead_letter_kinesis``: one record per failure (PutRecords, partition key = event id).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from pydantic import Field, field_validator
+
+from squall import aws
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import SinkError
+from squall.event import Event
+from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.batchio import Item, Reject, Retry, aws_call, chunks, send_all
+from squall.sinks.dead_letter import dead_letter_line
+
+SQS_MAX_BYTES = 256 * 1024
+_SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+def fitted(ev: Event, limit: int, *, include_payload: bool) -> bytes:
+    """The dead-letter document of an event as JSON, cut to at most ``limit`` bytes (see module doc)."""
+    doc = dead_letter_line(ev, include_payload=include_payload)
+    data = orjson.dumps(doc, default=str)
+    if len(data) <= limit:
+        return data
+    doc.pop("payload", None)
+    data = orjson.dumps(doc, default=str)
+    if len(data) <= limit:
+        return data
+    field = "record" if "record" in doc else "record_base64"
+    original = doc[field]
+    doc["record_truncated"] = len(ev.raw)
+    doc[field] = ""
+    room = limit - len(orjson.dumps(doc, default=str)) - 16  # escapes can grow a character: check below
+    text = original[:max(0, room)]
+    while True:
+        doc[field] = text
+        data = orjson.dumps(doc, default=str)
+        if len(data) <= limit or not text:
+            return data
+        text = text[:len(text) - max(1, (len(data) - limit))]
+
+
+class _AwsDeadLetter(Sink):
+    dead_letter = True
+
+    def __init__(self, config: Any, context: ComponentContext):
+        super().__init__(config, context)
+        self.client: Any = None
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def _client(self, service: str) -> None:
+        if self.client is None:
+            self.client = aws.client(service, region=self.config.region, endpoint_url=self.config.endpoint_url)
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+class _AwsConfig(ComponentConfig):
+    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="Service endpoint (local testing).")
+    include_payload: bool = Field(False, description="Also write the decoded payload as it was when it failed.")
+
+    @field_validator("region", "endpoint_url")
+    @classmethod
+    def _unset(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class DeadLetterSqsConfig(_AwsConfig):
+    queue: str = Field(description="Queue URL, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO queue).")
+    max_message_bytes: int = Field(SQS_MAX_BYTES, ge=1024, le=1024 * 1024,
+                                   description="Largest message the queue takes; longer records are cut.")
+    max_attempts: int = Field(5, ge=1, le=20, description="SendMessageBatch attempts per message (first included).")
+
+
+class DeadLetterSqsSink(_AwsDeadLetter):
+    """Send each failed event's dead-letter document as an SQS message."""
+
+    Config = DeadLetterSqsConfig
+    summary = "Write failed events (reason, component, original record) as SQS messages: durable in Lambda."
+
+    def open(self, resources: Any = None) -> None:
+        self._client("sqs")
+        cfg = self.config
+        self.fifo = cfg.queue.endswith(".fifo")
+        self.queue_url = cfg.queue if cfg.queue.startswith(("http://", "https://")) else aws_call(
+            f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue)["QueueUrl"]
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        cfg = self.config
+        items = prepared.payload
+        if items is None:  # first attempt of this batch: build once, so a retry skips what was sent
+            items = prepared.payload = []
+            for ev in prepared.events:
+                body = fitted(ev, cfg.max_message_bytes, include_payload=cfg.include_payload).decode()
+                entry: dict[str, Any] = {"MessageBody": body}
+                if self.fifo:
+                    component = ev.failure.component if ev.failure else "unknown"
+                    entry["MessageGroupId"] = _SAFE.sub("_", component)[:128] or "unknown"
+                    entry["MessageDeduplicationId"] = hashlib.blake2b(
+                        f"{ev.event_id}\x1f{component}".encode(), digest_size=32).hexdigest()
+                items.append(Item([ev], entry, len(body.encode())))
+        outcome = send_all(f"{self.id}: SendMessageBatch", chunks(items, 10, cfg.max_message_bytes), self._send,
+                           max_attempts=cfg.max_attempts, backoff=aws.Backoff(0.1, 5.0), sleep=self.sleep)
+        # A dead letter has no dead letter: what SQS did not take keeps its record failing (the source
+        # delivers it again), with the failure it came with.
+        failed = [ev for item, _ in outcome.failed + outcome.rejected for ev in item.events]
+        return WriteResult(failed=failed) if failed else None
+
+    def _send(self, chunk: list[Item]) -> list[Retry | Reject | None]:
+        resp = aws_call(f"{self.id}: SendMessageBatch", self.client.send_message_batch, QueueUrl=self.queue_url,
+                        Entries=[{**item.body, "Id": str(i)} for i, item in enumerate(chunk)])
+        answers: list[Retry | Reject | None] = [None] * len(chunk)
+        for f in resp.get("Failed", []):
+            answers[int(f["Id"])] = Retry(f"SendMessageBatch: {f.get('Code')}: {f.get('Message', '')}")
+        return answers
+
+
+class DeadLetterS3Config(_AwsConfig):
+    bucket: str = Field(description="Bucket name.")
+    prefix: str = Field("dead-letters/", description="Key prefix of the objects.")
+
+
+class DeadLetterS3Sink(_AwsDeadLetter):
+    """Write failed events as gzip JSON-lines objects, one per batch and source shard."""
+
+    Config = DeadLetterS3Config
+    summary = "Write failed events (reason, component, original record) as gzip JSON-lines S3 objects."
+
+    def open(self, resources: Any = None) -> None:
+        self._client("s3")
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        cfg = self.config
+        objects = prepared.payload
+        if objects is None:
+            groups: dict[tuple[str, str], list[Event]] = {}
+            for ev in prepared.events:
+                groups.setdefault((ev.meta.stream, ev.meta.shard_id), []).append(ev)
+            objects = prepared.payload = []
+            for (stream, shard), evs in groups.items():
+                evs.sort(key=lambda ev: ev.meta.position.key())  # failures arrive from several components
+                first, last = evs[0].meta, evs[-1].meta
+                key = (f"{cfg.prefix}{_SAFE.sub('_', stream)}/{_SAFE.sub('_', shard)}/"
+                       f"{first.sequence_number}.{first.sub_sequence_number}-"
+                       f"{last.sequence_number}.{last.sub_sequence_number}.jsonl.gz")
+                lines = b"".join(orjson.dumps(dead_letter_line(ev, include_payload=cfg.include_payload), default=str)
+                                 + b"\n" for ev in evs)
+                objects.append([key, gzip.compress(lines, mtime=0), False])
+        for obj in objects:
+            if obj[2]:
+                continue
+            aws_call(f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}", self.client.put_object, Bucket=cfg.bucket,
+                     Key=obj[0], Body=obj[1], ContentType="application/x-ndjson", ContentEncoding="gzip")
+            obj[2] = True
+
+
+class DeadLetterKinesisConfig(_AwsConfig):
+    stream: str = Field(description="Stream name or ARN.")
+    max_attempts: int = Field(5, ge=1, le=20, description="PutRecords attempts per record (first included).")
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        aws.StreamRef.parse(value)
+        return value
+
+
+class DeadLetterKinesisSink(_AwsDeadLetter):
+    """Put each failed event's dead-letter document as a Kinesis record (partition key: the event id)."""
+
+    Config = DeadLetterKinesisConfig
+    summary = "Write failed events (reason, component, original record) to a Kinesis stream."
+
+    def open(self, resources: Any = None) -> None:
+        self.ref = aws.StreamRef.parse(self.config.stream)
+        if self.client is None:
+            self.client = aws.client("kinesis", region=aws.resolve_region(self.config.region, self.ref.region),
+                                     endpoint_url=self.config.endpoint_url)
+        self.writer = PutRecordsWriter(self.client, self.ref, max_attempts=self.config.max_attempts, sleep=self.sleep)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        entries = []
+        for ev in prepared.events:
+            limit = MAX_RECORD_BYTES - len(ev.event_id.encode())
+            entries.append(Entry(fitted(ev, limit, include_payload=self.config.include_payload), ev.event_id, None, [ev]))
+        try:
+            outcome = self.writer.put(entries)
+        except SinkError as exc:
+            raise SinkError(f"{self.id}: {exc}") from exc
+        if not outcome.failed:
+            return None
+        return WriteResult(failed=[ev for entry, _ in outcome.failed for ev in entry.items])

@@ -1,0 +1,185 @@
+"""``http`` sink (webhook): POST events to an HTTP endpoint with httpx.
+
+One request per event (``mode: single``), or per ``batch_size`` events as a JSON array
+(``json_batch``) or newline-delimited JSON (``ndjson_batch``). Requests run on at most
+``concurrency`` threads sharing one connection pool, under an optional rate limit. Answers:
+2xx is written; 429 and 5xx (and connection errors) are retried with jittered backoff, waiting at
+least what ``Retry-After`` asks; any other status (a 4xx) is that record's failure, with the
+status and the start of the response body as the reason. When no request of a call got through
+(the endpoint is down or throttles everything) the sink raises ``TransientError`` and the engine
+retries only the requests not yet answered. Each request carries an idempotency header derived
+from the event id (or the batch's event ids), so a receiver can drop a replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field, SecretStr, field_validator
+
+from squall import aws
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import SinkError, TransientError
+from squall.event import Event
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.batchio import (
+    Item,
+    Reject,
+    Retry,
+    retry_after_seconds,
+    send_all,
+    truncate,
+    write_result,
+)
+from squall.sinks.ratelimit import RateLimiter
+
+log = logging.getLogger("squall.sinks.http")
+
+
+class HttpSinkConfig(ComponentConfig):
+    url: str = Field(description="Endpoint URL (http or https); `${VAR}` works here as everywhere in the YAML.")
+    method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
+    mode: Literal["single", "json_batch", "ndjson_batch"] = Field(
+        "single", description="`single`: one request per event; `json_batch`: a JSON array of up to batch_size "
+                              "events; `ndjson_batch`: the same as newline-delimited JSON.")
+    batch_size: int = Field(100, ge=1, le=10_000, description="Events per request in the batch modes.")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="Extra request headers, e.g. `Authorization: \"Bearer ${HOOK_TOKEN}\"`. "
+                                          "Values never appear in logs or errors.")
+    idempotency_header: str | None = Field(
+        "Idempotency-Key", description="Header carrying the event id (batch modes: a digest of the batch's event "
+                                       "ids); null to leave it out.")
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    rate_limit: float | None = Field(None, gt=0, description="Requests per second at most (all threads together).")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection and for the answer.")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request (first included) on 429, 5xx and "
+                                                          "connection errors; then the events fail the batch.")
+    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, in seconds.")
+    reason_chars: int = Field(300, ge=20, le=10_000, description="Response body characters kept in a failure reason.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return value
+
+
+def answer_for(status: int, body: str, retry_after: str | None, *, reason_chars: int,
+               max_retry_after: float) -> Retry | Reject | None:
+    """What an HTTP answer means for the request: written, retry (429/5xx) or refused (other)."""
+    if 200 <= status < 300:
+        return None
+    reason = f"HTTP {status}: {truncate(body, reason_chars)}" if body.strip() else f"HTTP {status}"
+    if status == 429 or status >= 500:
+        after = retry_after_seconds(retry_after)
+        return Retry(reason, None if after is None else min(after, max_retry_after))
+    return Reject(reason)
+
+
+class HttpSink(Sink):
+    """POST events (one per request, or batched) to a webhook; 429/5xx retried, 4xx fail the record."""
+
+    Config = HttpSinkConfig
+    summary = "POST events to an HTTP endpoint (webhook), with retries, a rate limit and idempotency keys."
+
+    def __init__(self, config: HttpSinkConfig, context: ComponentContext):
+        super().__init__(config, context)
+        self.client: Any = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+        self.backoff = aws.Backoff(base=0.2, cap=10.0)
+        self.sleep: Callable[[float], None] = time.sleep
+        self.requests = 0
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+
+    def open(self, resources: Any = None) -> None:
+        import httpx
+
+        cfg = self.config
+        if self.client is None:
+            limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+            self.client = httpx.Client(timeout=cfg.timeout, limits=limits, follow_redirects=False,
+                                       headers={"User-Agent": "squall"})
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        out = Prepared([])
+        bodies: list[tuple[Event, bytes]] = []
+        for ev in events:
+            if ev.value is None:
+                out.reject(ev, self.id, "event has no decoded value: add a decode bolt")
+                continue
+            try:
+                bodies.append((ev, orjson.dumps(ev.value)))
+            except TypeError as exc:
+                out.reject(ev, self.id, f"value cannot be serialized as JSON: {exc}")
+                continue
+            out.events.append(ev)
+        cfg = self.config
+        items: list[Item] = []
+        if cfg.mode == "single":
+            items = [Item([ev], body, len(body), key=ev.event_id) for ev, body in bodies]
+        else:
+            for i in range(0, len(bodies), cfg.batch_size):
+                group = bodies[i:i + cfg.batch_size]
+                evs = [ev for ev, _ in group]
+                if cfg.mode == "json_batch":
+                    body = b"[" + b",".join(b for _, b in group) + b"]"
+                else:
+                    body = b"".join(b + b"\n" for _, b in group)
+                digest = hashlib.blake2b("\x1f".join(ev.event_id for ev in evs).encode(), digest_size=16).hexdigest()
+                items.append(Item(evs, body, len(body), key=digest))
+        out.payload = items
+        return out
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if self.client is None or self.pool is None:
+            raise SinkError(f"{self.id}: open() the sink first")
+        items = prepared.payload or []
+        outcome = send_all(f"{self.id}: {self.config.method}", iter([items]), self._send,
+                           max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
+        return write_result(self.id, outcome)
+
+    def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
+        assert self.pool is not None
+        answers = list(self.pool.map(self._request, items))
+        if answers and all(isinstance(a, Retry) for a in answers):
+            # Nothing got through: the endpoint is down or throttling everything. The engine
+            # retries the batch with backoff; what was already written stays done.
+            waits = [a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None]
+            raise TransientError(f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None)
+        return answers
+
+    def _request(self, item: Item) -> Retry | Reject | None:
+        import httpx
+
+        cfg = self.config
+        if self.limiter is not None:
+            self.limiter.acquire()
+        headers = {"Content-Type": "application/x-ndjson" if cfg.mode == "ndjson_batch" else "application/json",
+                   **self._headers}
+        if cfg.idempotency_header:
+            headers[cfg.idempotency_header] = item.key
+        self.requests += 1
+        try:
+            resp = self.client.request(cfg.method, cfg.url, content=item.body, headers=headers)
+        except httpx.TransportError as exc:  # connect, read, write errors and timeouts
+            return Retry(f"{type(exc).__name__}: {exc}")
+        return answer_for(resp.status_code, resp.text, resp.headers.get("Retry-After"),
+                          reason_chars=cfg.reason_chars, max_retry_after=cfg.max_retry_after)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None

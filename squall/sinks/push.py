@@ -1,0 +1,395 @@
+"""``push`` sink: a push notification per event through Firebase Cloud Messaging's HTTP v1 API.
+
+Each event becomes one ``projects/{project}/messages:send`` request (FCM v1 has no batch call):
+the device token from a payload path, title/body/data from templates whose ``{dotted.path}``
+placeholders are filled from the event. An OAuth2 access token for the service account is
+obtained with google-auth and cached until it expires (google-auth refreshes it a few minutes
+early); a 401 answer refreshes it once. Requests run on ``concurrency`` threads under a rate
+limit. Answers (FCM v1 error codes):
+
+- ``UNREGISTERED`` (404) and ``INVALID_ARGUMENT`` (400): the token is dead. The event counts as
+  written (there is nothing more to deliver) and the token is reported in
+  ``PushWriteResult.dead_tokens``; with ``dead_tokens: {stream: …}`` the sink also puts an
+  ``unsubscribe`` event per dead token into that Kinesis stream before the batch is acknowledged,
+  so the subscription bolt reading the stream stops targeting the token.
+- ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500): retried with backoff,
+  waiting at least ``Retry-After``; still failing after ``max_attempts``: the record fails.
+- ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` and other 4xx: the record's failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from squall import aws, paths
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import SinkError, TransientError
+from squall.event import Event, Failure
+from squall.kinesis.putrecords import Entry, PutRecordsWriter
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.batchio import (
+    Item,
+    Reject,
+    Retry,
+    retry_after_seconds,
+    send_all,
+    truncate,
+    write_result,
+)
+from squall.sinks.ratelimit import RateLimiter
+
+log = logging.getLogger("squall.sinks.push")
+
+FCM_ENDPOINT = "https://fcm.googleapis.com"
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+DEAD_TOKEN_CODES = frozenset({"UNREGISTERED", "INVALID_ARGUMENT"})
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_.]+)\}")
+
+
+class Template:
+    """A string with ``{dotted.path}`` placeholders (``{{``/``}}`` for literal braces), compiled once."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.parts: list[str | tuple[str, Callable[[Event], Any]]] = []
+        pos = 0
+        for m in _PLACEHOLDER.finditer(text):
+            self.parts.append(text[pos:m.start()])
+            if m.group(1) is None:
+                self.parts.append(m.group()[0])
+            else:
+                paths.validate_path(m.group(1))
+                self.parts.append((m.group(1), paths.getter(m.group(1))))
+            pos = m.end()
+        self.parts.append(text[pos:])
+
+    def render(self, ev: Event) -> str:
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            path, get = part
+            value = get(ev)
+            if value is paths.MISSING or value is None:
+                raise ValueError(f"template field '{path}' is missing")
+            out.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+        return "".join(out)
+
+
+class DeadTokenStream(BaseModel):
+    """Where the push sink writes an unsubscribe event for each dead token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stream: str = Field(description="Kinesis stream name or ARN, usually the one the subscription bolt reads.")
+    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+    event_type: str = Field("unsubscribe", description="Value of the type field of the events written.")
+    type_field: str = Field("event_type", description="Key of the event type in the events written.")
+    token_field: str = Field("device_token", description="Key of the token in the events written.")
+    id_field: str = Field("message_id", description="Key of the event's id (derived from the event and token, "
+                                                    "so a replay writes the same id).")
+
+    @field_validator("region", "endpoint_url")
+    @classmethod
+    def _unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        aws.StreamRef.parse(value)
+        return value
+
+
+class PushSinkConfig(ComponentConfig):
+    project_id: str = Field(description="Firebase project id (`projects/{project_id}/messages:send`).")
+    credentials: SecretStr = Field(
+        description="Service-account key: a JSON file path (relative to the topology) or the JSON itself "
+                    "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged.")
+    token: str = Field("device_token", description="Dotted path of the device registration token.")
+    title: str | None = Field(None, description="Notification title template: text with `{dotted.path}` placeholders.")
+    body: str | None = Field(None, description="Notification body template.")
+    data: dict[str, str] = Field(default_factory=dict, description="Data payload: key → template (values are strings).")
+    message: dict[str, Any] = Field(
+        default_factory=dict, description="More fields of the v1 message as they are (android, apns, webpush, fcm_options).")
+    endpoint: str = Field(FCM_ENDPOINT, description="FCM base URL; a local stand-in for testing.")
+    rate_limit: float | None = Field(None, gt=0, description="Sends per second at most (all threads together).")
+    concurrency: int = Field(8, ge=1, le=256, description="Sends in flight at once.")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for FCM's answer.")
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers.")
+    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, in seconds.")
+    dead_tokens: DeadTokenStream | None = Field(
+        None, description="Write an unsubscribe event per dead token to this Kinesis stream before the batch is "
+                          "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
+                          "id_field}); the subscription bolt reading that stream then stops targeting it.")
+
+    @field_validator("token")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return paths.validate_path(value)
+
+    @model_validator(mode="after")
+    def _templates(self) -> PushSinkConfig:
+        if self.title is None and self.body is None and not self.data:
+            raise ValueError("give at least one of title, body or data")
+        for text in [self.title, self.body, *self.data.values()]:
+            if text is not None:
+                Template(text)
+        if "token" in self.message:
+            raise ValueError("the token comes from the `token` path, not from `message`")
+        return self
+
+
+@dataclass(frozen=True)
+class DeadToken:
+    """A registration token FCM says is no longer valid, and the event that targeted it."""
+
+    token: str
+    code: str
+    event: Event
+
+
+@dataclass
+class PushWriteResult(WriteResult):
+    """A ``WriteResult`` that also names the dead tokens found while sending."""
+
+    dead_tokens: list[DeadToken] = field(default_factory=list)
+
+
+class AccessTokens:
+    """OAuth2 access tokens for a service account (google-auth), cached until they expire."""
+
+    def __init__(self, info: dict[str, Any]):
+        import urllib3
+        from google.auth.transport.urllib3 import Request
+        from google.oauth2 import service_account
+
+        self._creds = service_account.Credentials.from_service_account_info(info, scopes=[FCM_SCOPE])
+        self._request = Request(urllib3.PoolManager())
+        self._lock = threading.Lock()
+        self.refreshes = 0
+
+    def get(self, *, stale: str | None = None) -> str:
+        """A valid token; ``stale``: the token a 401 refused, refreshed unless another thread already did."""
+        from google.auth.exceptions import RefreshError, TransportError
+
+        with self._lock:
+            if self._creds.valid and (stale is None or self._creds.token != stale):
+                return self._creds.token
+            try:
+                self._creds.refresh(self._request)
+            except TransportError as exc:
+                raise TransientError(f"OAuth2 token endpoint unreachable: {type(exc).__name__}") from None
+            except RefreshError as exc:
+                retryable = getattr(exc, "retryable", False)
+                msg = f"OAuth2 token refresh failed: {truncate(str(exc), 200)}"
+                raise (TransientError(msg) if retryable else SinkError(msg)) from None
+            self.refreshes += 1
+            return self._creds.token
+
+
+def _load_service_account(value: str, context: ComponentContext) -> dict[str, Any]:
+    text = value.strip()
+    if not text.startswith("{"):
+        path = context.path(text)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SinkError(f"cannot read the service-account file {path}: {exc.strerror}") from None
+    try:
+        info = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise SinkError("the service-account key is not valid JSON") from None  # never echo a secret
+    missing = [k for k in ("client_email", "private_key", "token_uri") if k not in info]
+    if missing:
+        raise SinkError(f"the service-account key lacks {', '.join(missing)}")
+    return info
+
+
+def fcm_error(status: int, text: str) -> tuple[str, str]:
+    """The FCM error code (``details[].errorCode``, else the google.rpc status) and message of an answer."""
+    try:
+        err = orjson.loads(text).get("error", {})
+    except (orjson.JSONDecodeError, AttributeError):
+        return f"HTTP_{status}", truncate(text, 200)
+    code = err.get("status") or f"HTTP_{status}"
+    for d in err.get("details") or []:
+        if isinstance(d, dict) and d.get("errorCode"):
+            code = d["errorCode"]
+    return code, truncate(str(err.get("message", "")), 200)
+
+
+class PushSink(Sink):
+    """Send a push notification per event with FCM HTTP v1; dead tokens are reported for unsubscribing."""
+
+    Config = PushSinkConfig
+    summary = "Send push notifications with Firebase Cloud Messaging HTTP v1 (templates from payload paths)."
+
+    def __init__(self, config: PushSinkConfig, context: ComponentContext):
+        super().__init__(config, context)
+        self._token = paths.getter(config.token)
+        self._title = Template(config.title) if config.title is not None else None
+        self._body = Template(config.body) if config.body is not None else None
+        self._data = {k: Template(v) for k, v in config.data.items()}
+        self.url = f"{config.endpoint.rstrip('/')}/v1/projects/{config.project_id}/messages:send"
+        self.tokens: AccessTokens | None = None
+        self.client: Any = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.limiter = RateLimiter(config.rate_limit) if config.rate_limit else None
+        self.backoff = aws.Backoff(base=0.2, cap=10.0)
+        self.sleep: Callable[[float], None] = time.sleep
+        self.sent = 0
+        self.dead_tokens_seen = 0
+        self.unsubscribe_writer: PutRecordsWriter | None = None
+
+    def open(self, resources: Any = None) -> None:
+        import httpx
+
+        cfg = self.config
+        if self.tokens is None:
+            self.tokens = AccessTokens(_load_service_account(cfg.credentials.get_secret_value(), self.context))
+        if self.client is None:
+            self.client = httpx.Client(timeout=cfg.timeout, follow_redirects=False,
+                                       limits=httpx.Limits(max_connections=cfg.concurrency))
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")
+        if cfg.dead_tokens is not None and self.unsubscribe_writer is None:
+            ref = aws.StreamRef.parse(cfg.dead_tokens.stream)
+            client = aws.client("kinesis", region=aws.resolve_region(cfg.dead_tokens.region, ref.region),
+                                endpoint_url=cfg.dead_tokens.endpoint_url)
+            self.unsubscribe_writer = PutRecordsWriter(client, ref, sleep=lambda s: self.sleep(s))
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        out = Prepared([])
+        items = []
+        for ev in events:
+            try:
+                items.append(Item([ev], self._message(ev), key=ev.event_id))
+            except ValueError as exc:
+                out.reject(ev, self.id, str(exc))
+                continue
+            out.events.append(ev)
+        out.payload = items
+        return out
+
+    def _message(self, ev: Event) -> tuple[str, bytes]:
+        token = self._token(ev)
+        if not isinstance(token, str) or not token:
+            raise ValueError(f"device token '{self.config.token}' is missing or not text")
+        message: dict[str, Any] = {**self.config.message, "token": token}
+        notification = {}
+        if self._title is not None:
+            notification["title"] = self._title.render(ev)
+        if self._body is not None:
+            notification["body"] = self._body.render(ev)
+        if notification:
+            message["notification"] = notification
+        if self._data:
+            message["data"] = {k: t.render(ev) for k, t in self._data.items()}
+        return token, orjson.dumps({"message": message})
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if self.pool is None:
+            raise SinkError(f"{self.id}: open() the sink first")
+        # Dead tokens live on the batch: when a call raises and the engine retries write_batch, the
+        # sends already answered are skipped, and the tokens they found are still reported.
+        dead: list[DeadToken] | None = getattr(prepared, "dead_tokens", None)
+        if dead is None:
+            dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
+        self._dead = dead
+        outcome = send_all(f"{self.id}: FCM send", iter([prepared.payload or []]), self._send,
+                           max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
+        base = write_result(self.id, outcome)
+        if not dead:
+            return base
+        self.dead_tokens_seen += len(dead)
+        known = {f.name: getattr(base, f.name) for f in fields(WriteResult)} if base is not None else {}
+        result = PushWriteResult(**known, dead_tokens=list(dead))
+        if self.unsubscribe_writer is not None:
+            result.failed = result.failed + self._emit_unsubscribes(dead)
+        return result
+
+    def _emit_unsubscribes(self, dead: list[DeadToken]) -> list[Event]:
+        """Put one unsubscribe event per dead token; the events whose put failed fail (sent again later)."""
+        cfg = self.config.dead_tokens
+        assert cfg is not None and self.unsubscribe_writer is not None
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        entries = []
+        for d in dead:
+            doc = {cfg.id_field: hashlib.blake2b(f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16).hexdigest(),
+                   cfg.type_field: cfg.event_type, cfg.token_field: d.token, "timestamp": now,
+                   "reason": f"fcm:{d.code}", "source_event_id": d.event.event_id}
+            entries.append(Entry(orjson.dumps(doc), d.token[:256], None, [d.event]))
+        try:
+            outcome = self.unsubscribe_writer.put(entries)
+        except SinkError as exc:
+            raise SinkError(f"{self.id}: dead-token stream: {exc}") from exc
+        failed = []
+        for entry, reason in outcome.failed:
+            for ev in entry.items:
+                ev.failure = Failure(self.id, f"unsubscribe of a dead token not written: {reason}")
+                failed.append(ev)
+        return failed
+
+    def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
+        assert self.pool is not None
+        answers = list(self.pool.map(self._request, items))
+        if answers and all(isinstance(a, Retry) for a in answers):
+            waits = [a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None]
+            raise TransientError(f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None)
+        return answers
+
+    def _request(self, item: Item) -> Retry | Reject | None:
+        import httpx
+
+        assert self.tokens is not None
+        token, body = item.body
+        if self.limiter is not None:
+            self.limiter.acquire()
+        access = self.tokens.get()
+        for _ in range(2):  # a 401 refreshes the access token once
+            try:
+                resp = self.client.post(self.url, content=body, headers={
+                    "Authorization": f"Bearer {access}", "Content-Type": "application/json; charset=UTF-8"})
+            except httpx.TransportError as exc:
+                return Retry(f"{type(exc).__name__}: {exc}")
+            if resp.status_code != 401:
+                break
+            access = self.tokens.get(stale=access)
+        status = resp.status_code
+        if 200 <= status < 300:
+            self.sent += 1
+            return None
+        code, message = fcm_error(status, resp.text)
+        reason = f"FCM {status} {code}: {message}".rstrip(": ")
+        if code in DEAD_TOKEN_CODES:
+            self._dead.append(DeadToken(token, code, item.events[0]))
+            log.info("%s: token of event %s is dead (%s)", self.id, item.key, code)
+            return None  # nothing more to deliver; the token is reported for unsubscribing
+        if status == 429 or status >= 500:
+            after = retry_after_seconds(resp.headers.get("Retry-After"))
+            return Retry(reason, None if after is None else min(after, self.config.max_retry_after))
+        return Reject(reason)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None

@@ -1,0 +1,277 @@
+"""``s3`` sink: a data lake of JSON-lines (gzip) or Parquet objects, partitioned by an event time.
+
+Per batch, events are grouped by time partition (``dt=YYYY-MM-DD/hour=HH`` from ``time_field``)
+and by source shard; each group becomes one object whose name is derived from the group's first
+and last positions (stream, shard, sequence and sub-sequence numbers). The same batch delivered
+again (a retry, a replay after a crash) produces the same names and the same bytes, so it
+overwrites its objects instead of adding duplicates. Objects are put with PutObject, one per
+group; an object that cannot be written fails the call with ``TransientError`` and the engine
+retries only the objects not yet written. Nothing is acknowledged before S3 answered.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from squall import aws, paths
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import SinkError
+from squall.event import Event
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.batchio import aws_call
+
+ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
+_SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+
+
+class S3Column(BaseModel):
+    """One column of the objects (Parquet) or one key of each JSON line."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="Dotted path into the payload, or meta.<field>.")
+    type: ColumnType = Field("string", description="Column type (Parquet); JSON lines keep JSON values.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return paths.validate_path(v)
+
+
+class S3SinkConfig(ComponentConfig):
+    bucket: str = Field(description="Bucket name.")
+    prefix: str = Field("", description="Key prefix, e.g. `events/` (a trailing `/` is added when missing).")
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="`jsonl`: gzip-compressed JSON lines; "
+                                                                      "`parquet`: Parquet (needs `columns`).")
+    columns: dict[str, str | S3Column] | None = Field(
+        None, description="Column name → dotted path, or {path, type} with type string, int64, float64, bool, "
+                          "timestamp or json. Required for parquet; for jsonl each line becomes this object "
+                          "(default: the whole payload).")
+    time_field: str | None = Field(
+        None, description="Dotted path of the event time that picks the partition: ISO 8601 text or epoch "
+                          "seconds (see time_unit); default: the record's arrival time.")
+    time_unit: Literal["s", "ms"] = Field("s", description="Unit of numeric event times.")
+    partition: str = Field("dt=%Y-%m-%d/hour=%H", description="strftime pattern of the partition folders (UTC).")
+    compression: Literal["gzip", "snappy", "zstd", "none"] = Field(
+        "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none.")
+    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="S3 endpoint (local testing).")
+
+    @field_validator("region", "endpoint_url")
+    @classmethod
+    def _unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("time_field")
+    @classmethod
+    def _time_path(cls, value: str | None) -> str | None:
+        return None if value is None else paths.validate_path(value)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value if not value or value.endswith("/") else value + "/"
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict | None) -> dict | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("columns cannot be empty")
+        return {name: S3Column(path=spec) if isinstance(spec, str) else spec for name, spec in value.items()}
+
+    @model_validator(mode="after")
+    def _format(self) -> S3SinkConfig:
+        if self.format == "parquet" and not self.columns:
+            raise ValueError("format parquet needs columns (name → path, or {path, type})")
+        if self.format == "jsonl" and self.compression not in ("gzip", "none"):
+            raise ValueError("jsonl objects are compressed with gzip or none")
+        return self
+
+
+def _timestamp(value: Any, unit: str) -> datetime:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return datetime.fromtimestamp(value / 1000 if unit == "ms" else value, UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str):
+        dt = datetime.fromisoformat(value)
+        return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+    raise ValueError(f"a {type(value).__name__} is not a time")
+
+
+def _convert(value: Any, kind: str, unit: str) -> Any:
+    """A column value as its Parquet type; ``ValueError`` when it is not one."""
+    if value is None or value is paths.MISSING:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else orjson.dumps(value).decode() if isinstance(value, dict | list) \
+            else str(value).lower() if isinstance(value, bool) else str(value)
+    if kind == "int64":
+        if isinstance(value, bool) or not isinstance(value, int | float | str) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{value!r} is not an integer")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an integer") from None
+        if not -(2**63) <= number < 2**63:
+            raise ValueError(f"{number} does not fit in 64 bits")
+        return number
+    if kind == "float64":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{value!r} is not a number")
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return value
+    if kind == "timestamp":
+        return _timestamp(value, unit)
+    return orjson.dumps(value).decode()  # json
+
+
+def _position(ev: Event) -> str:
+    return f"{ev.meta.sequence_number}.{ev.meta.sub_sequence_number}"
+
+
+class S3Sink(Sink):
+    """Write each batch as JSON-lines (gzip) or Parquet objects, one per time partition and shard."""
+
+    Config = S3SinkConfig
+    summary = "Write events to S3 as gzip JSON lines or Parquet, partitioned by time, replay-safe object names."
+
+    def __init__(self, config: S3SinkConfig, context: ComponentContext):
+        super().__init__(config, context)
+        self.client: Any = None
+        self._time = paths.getter(config.time_field) if config.time_field else None
+        self._columns = [(name, spec.type, paths.getter(spec.path)) for name, spec in (config.columns or {}).items()]
+        self.puts = 0
+
+    def open(self, resources: Any = None) -> None:
+        cfg = self.config
+        if cfg.format == "parquet":
+            import pyarrow  # noqa: F401 - fail at start, not on the first batch, when the extra is missing
+        if self.client is None:
+            self.client = aws.client("s3", region=cfg.region, endpoint_url=cfg.endpoint_url)
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        """Compute each event's partition and row; reject events without a usable time or value."""
+        out = Prepared([])
+        groups: dict[tuple[str, str, str], list[tuple[Event, Any]]] = {}
+        cfg = self.config
+        for ev in events:
+            try:
+                when = self._event_time(ev)
+                row = self._row(ev)
+            except ValueError as exc:
+                out.reject(ev, self.id, str(exc))
+                continue
+            out.events.append(ev)
+            key = (when.strftime(cfg.partition), ev.meta.stream, ev.meta.shard_id)
+            groups.setdefault(key, []).append((ev, row))
+        for rows in groups.values():  # position order, whatever order the graph delivered them in
+            rows.sort(key=lambda pair: pair[0].meta.position.key())
+        out.payload = [_Object(self._key(part, stream, shard, rows), rows) for (part, stream, shard), rows in
+                       groups.items()]
+        return out
+
+    def _event_time(self, ev: Event) -> datetime:
+        if self._time is None:
+            if ev.meta.arrival_time is None:
+                raise ValueError("the record has no arrival time: set time_field to the event's time")
+            return _timestamp(ev.meta.arrival_time, "s")
+        value = self._time(ev)
+        if value is paths.MISSING or value is None:
+            raise ValueError(f"time field '{self.config.time_field}' is missing")
+        try:
+            return _timestamp(value, self.config.time_unit)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise ValueError(f"time field '{self.config.time_field}': {str(value)[:60]!r} is not a time ({exc})") \
+                from None
+
+    def _row(self, ev: Event) -> Any:
+        if not self._columns:
+            if ev.value is None:
+                raise ValueError("event has no decoded value: add a decode bolt")
+            return ev.value
+        row = {}
+        for name, kind, get in self._columns:
+            try:
+                row[name] = _convert(get(ev), kind, self.config.time_unit)
+            except (ValueError, OverflowError, OSError) as exc:
+                raise ValueError(f"column '{name}': {exc}") from None
+        return row
+
+    def _key(self, partition: str, stream: str, shard: str, rows: list[tuple[Event, Any]]) -> str:
+        first, last = _position(rows[0][0]), _position(rows[-1][0])
+        ext = ".parquet" if self.config.format == "parquet" else ".jsonl.gz" if self.config.compression == "gzip" \
+            else ".jsonl"
+        name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{first}-{last}{ext}"
+        return f"{self.config.prefix}{partition}/{name}"
+
+    def body(self, rows: list[tuple[Event, Any]]) -> bytes:
+        """The object's bytes: deterministic for the same rows (gzip without a timestamp)."""
+        cfg = self.config
+        if cfg.format == "jsonl":
+            try:
+                data = b"".join(orjson.dumps(row, default=str) + b"\n" for _, row in rows)
+            except TypeError as exc:
+                raise SinkError(f"{self.id}: a row cannot be serialized as JSON: {exc}") from None
+            return gzip.compress(data, compresslevel=6, mtime=0) if cfg.compression == "gzip" else data
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
+                 "timestamp": pa.timestamp("us", tz="UTC"), "json": pa.string()}
+        schema = pa.schema([(name, types[kind]) for name, kind, _ in self._columns])
+        table = pa.Table.from_pylist([row for _, row in rows], schema=schema)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression=None if cfg.compression == "none" else cfg.compression)
+        return buf.getvalue()
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if self.client is None:
+            raise SinkError(f"{self.id}: open() the sink first")
+        for obj in prepared.payload or []:
+            if obj.done:  # written by an earlier attempt of this batch
+                continue
+            body = self.body(obj.rows)
+            content_type = "application/vnd.apache.parquet" if self.config.format == "parquet" else \
+                "application/x-ndjson"
+            aws_call(f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}", self.client.put_object,
+                     Bucket=self.config.bucket, Key=obj.key, Body=body, ContentType=content_type)
+            obj.done = True
+            self.puts += 1
+        return None
+
+    def close(self) -> None:
+        close: Callable[[], None] | None = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+class _Object:
+    """One object to put: its key and its (event, row) pairs."""
+
+    __slots__ = ("key", "rows", "done")
+
+    def __init__(self, key: str, rows: list[tuple[Event, Any]]):
+        self.key, self.rows, self.done = key, rows, False

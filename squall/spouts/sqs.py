@@ -1,0 +1,175 @@
+"""``sqs`` spout: read an SQS queue (local runner); delete a message only once it is settled.
+
+SQS has no shards or offsets, so each message is given a position the engine's per-shard rule
+("checkpoint up to the first failed record") turns into the right per-message answer:
+
+- standard queue: each message is its own shard (``msg-<MessageId>``), so the checkpoint names
+  exactly the messages that are committed, dead-lettered or filtered; those are deleted, the
+  rest come back after their visibility timeout;
+- FIFO queue: the shard is the message group and the position SQS's ``SequenceNumber``, so after
+  a failed message the later messages of its group are not deleted either and come back in order.
+
+Event ids derive from the queue name and the message id (or sequence number), so a redelivered
+message has the same event id and idempotent sinks add nothing. The same mapping serves the
+Lambda SQS trigger (``squall.deploy.lambda_sources``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from squall import aws
+from squall.component import ComponentConfig, ComponentContext
+from squall.errors import SquallError
+from squall.event import Position, Record, RecordMeta
+from squall.spouts.base import Spout
+
+MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What squall needs of one SQS message, from ReceiveMessage or a Lambda event."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    group_id: str | None = None
+    sequence_number: str | None = None
+    sent_at_ms: int | None = None
+
+
+def message_record(queue: str, msg: Message) -> Record:
+    """The record of a message: position and event id stable across redeliveries (see module doc)."""
+    if msg.group_id is not None and msg.sequence_number is not None:
+        shard, seq = f"group-{msg.group_id}", msg.sequence_number
+    else:
+        # A message id is a UUID: its 128 bits as a decimal make a stable sequence number.
+        shard, seq = f"msg-{msg.message_id}", str(int(msg.message_id.replace("-", ""), 16)) \
+            if _is_uuid(msg.message_id) else "0"
+    arrival = datetime.fromtimestamp(msg.sent_at_ms / 1000, UTC) if msg.sent_at_ms else None
+    return Record(msg.body.encode(), RecordMeta(queue, shard, seq, 0, msg.group_id or msg.message_id, arrival))
+
+
+def _is_uuid(value: str) -> bool:
+    hexpart = value.replace("-", "")
+    return len(hexpart) == 32 and all(c in "0123456789abcdefABCDEF" for c in hexpart)
+
+
+def settled(records: list[Record], checkpoint: dict[str, Position]) -> list[bool]:
+    """Per record, whether the engine's checkpoint covers it (it may be deleted / acknowledged).
+
+    The engine checkpoints each shard at its last settled record before the first failed one, in
+    batch order; so a record is covered when it comes, in batch order, at or before the record of
+    its shard at the checkpointed position (sequence numbers are not compared: a stand-in's may
+    not increase).
+    """
+    last: dict[str, int] = {}
+    for i, r in enumerate(records):
+        pos = checkpoint.get(r.meta.shard_id)
+        if pos is not None and r.meta.position == pos:
+            last[r.meta.shard_id] = i
+    return [i <= last.get(r.meta.shard_id, -1) for i, r in enumerate(records)]
+
+
+def queue_name(url_or_arn: str) -> str:
+    """The queue's name from its URL or ARN."""
+    return url_or_arn.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+
+
+class SqsSpoutConfig(ComponentConfig):
+    queue: str = Field(description="Queue URL, or a queue name resolved with GetQueueUrl at start.")
+    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    endpoint_url: str | None = Field(None, description="SQS endpoint (local testing).")
+    wait_time: int = Field(5, ge=0, le=20, description="Long-poll seconds per ReceiveMessage call.")
+    visibility_timeout: int | None = Field(
+        None, ge=0, le=43200, description="Seconds a received message stays hidden (default: the queue's).")
+    stop_when_empty: bool = Field(True, description="End when a receive returns nothing (false: poll until stopped).")
+
+    @field_validator("region", "endpoint_url")
+    @classmethod
+    def _unset(cls, value: str | None) -> str | None:
+        return value or None
+
+
+class SqsSpout(Spout):
+    """Receive messages (up to 10 per call) and delete each once it is committed or dead-lettered."""
+
+    Config = SqsSpoutConfig
+    summary = "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
+
+    def __init__(self, config: SqsSpoutConfig, context: ComponentContext):
+        super().__init__(config, context)
+        self.client: Any = None
+        self.queue_url: str | None = config.queue if config.queue.startswith(("http://", "https://")) else None
+        self.name = queue_name(config.queue)
+        self._handles: dict[tuple[str, str], str] = {}  # (shard, sequence) -> receipt handle, in flight
+        self._records: list[Record] = []
+        self.deleted = 0
+
+    def open(self, resources: Any = None) -> None:
+        cfg = self.config
+        if self.client is None:
+            self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
+        if self.queue_url is None:
+            try:
+                self.queue_url = self.client.get_queue_url(QueueName=cfg.queue)["QueueUrl"]
+            except Exception as exc:
+                raise SquallError(f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}") from None
+
+    def _receive(self, n: int) -> list[Message]:
+        kwargs: dict[str, Any] = {"QueueUrl": self.queue_url, "MaxNumberOfMessages": min(n, MAX_RECEIVE),
+                                  "WaitTimeSeconds": self.config.wait_time,
+                                  "MessageSystemAttributeNames": ["SentTimestamp", "MessageGroupId", "SequenceNumber"]}
+        if self.config.visibility_timeout is not None:
+            kwargs["VisibilityTimeout"] = self.config.visibility_timeout
+        resp = self.client.receive_message(**kwargs)
+        out = []
+        for m in resp.get("Messages", []):
+            a = m.get("Attributes", {})
+            out.append(Message(m["MessageId"], m["ReceiptHandle"], m["Body"], a.get("MessageGroupId"),
+                               a.get("SequenceNumber"), int(a["SentTimestamp"]) if "SentTimestamp" in a else None))
+        return out
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        while not self.stopping:
+            batch: list[Record] = []
+            while len(batch) < max_records:
+                msgs = self._receive(max_records - len(batch))
+                if not msgs:
+                    break
+                for m in msgs:
+                    rec = message_record(self.name, m)
+                    self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle
+                    batch.append(rec)
+            if not batch:
+                if self.config.stop_when_empty:
+                    return
+                continue
+            self._records = batch
+            yield batch
+
+    def commit(self, checkpoint: dict[str, Position]) -> None:
+        """Delete the messages of the last batch that the checkpoint covers."""
+        done = [r for r, ok in zip(self._records, settled(self._records, checkpoint), strict=True) if ok]
+        handles = [self._handles.pop((r.meta.shard_id, r.meta.sequence_number)) for r in done]
+        for i in range(0, len(handles), MAX_RECEIVE):
+            chunk = handles[i:i + MAX_RECEIVE]
+            resp = self.client.delete_message_batch(
+                QueueUrl=self.queue_url, Entries=[{"Id": str(k), "ReceiptHandle": h} for k, h in enumerate(chunk)])
+            if resp.get("Failed"):
+                # The message comes back after its visibility timeout and is processed again;
+                # idempotent sinks make that harmless.
+                raise SquallError(f"{self.id}: DeleteMessageBatch failed for {len(resp['Failed'])} message(s): "
+                                  f"{resp['Failed'][0].get('Code')}")
+            self.deleted += len(chunk)
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()

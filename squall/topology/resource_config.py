@@ -1,0 +1,78 @@
+"""The ``resources:`` section of a topology: one validated config per named resource.
+
+Model layer: it validates URLs at load time (``squall validate``) and knows no runtime; the
+engine's ``Resources`` (``resources.py``) opens the connections.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from squall.redact import redact_text, redact_url
+
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ResourceConfig(BaseModel):
+    """One named resource."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis).")
+    pool_size: int = Field(5, ge=1, description="Connections kept open (SQL).")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific options.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        check_url(url)
+        return url
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.split("+", 1)[0].lower()
+
+
+
+
+def check_url(url: str) -> None:
+    """Refuse at load time what would fail (or silently mean something else) when the resource opens.
+
+    Messages show the URL with its password masked. An empty URL is left to the substitution
+    that emptied it (``${VAR}`` unset is reported there) or to the component that needs it.
+    """
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
+    written = url.split("://", 1)[0] if "://" in url else parts.scheme  # as written, for messages
+    scheme = parts.scheme.split("+", 1)[0].lower()
+    if scheme in SQL_SCHEMES:
+        import sqlalchemy as sa
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+        try:
+            sa.make_url(url).get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"unknown SQL driver '{written}' in '{redact_url(url)}' (e.g. sqlite, "
+                             "postgresql, postgresql+psycopg2)") from None
+        except (ArgumentError, ValueError) as exc:
+            raise ValueError(f"'{redact_url(url)}' is not a valid SQLAlchemy URL: {redact_text(str(exc))}") from None
+    elif scheme in REDIS_SCHEMES:
+        db = parts.path.strip("/") if scheme != "unix" else ""
+        for key, value in parse_qsl(parts.query):
+            if key == "db":
+                db = value
+        if db and not db.isdigit():
+            raise ValueError(f"'{redact_url(url)}': Redis database '{db}' is not a number (redis://host:port/0)")
+    else:
+        raise ValueError(f"unknown URL scheme '{written}' in '{redact_url(url)}': use one of "
+                         f"{', '.join(SQL_SCHEMES + REDIS_SCHEMES)}")

@@ -1,0 +1,138 @@
+"""moto's standalone server: the S3, SQS and Firehose stand-in of the sink, spout and Lambda-trigger tests.
+
+Started once per test session on a free loopback port (``python -m moto.server -H 127.0.0.1``),
+ready when ``/moto-api/`` answers, stopped by its PID. It does not throttle and its size limits
+are loose: throttling and partial-failure paths are exercised with ``FlakyClient``, which wraps
+a real boto3 client and injects AWS error answers.
+
+Use it from a test module with ``from tests.moto_standin import moto_server, aws_env  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MotoServer:
+    """A moto server process on 127.0.0.1; ``client(service)`` gives a boto3 client on it."""
+
+    def __init__(self, log_dir: Path):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._log = open(log_dir / "moto.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     env={**os.environ, **DUMMY_ENV}, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"moto server not ready on {self.endpoint} after {timeout}s")
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="test", aws_secret_access_key="test")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> Iterator[None]:
+    """Dummy credentials and region, so nothing can reach real AWS."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in DUMMY_ENV.items():
+            mp.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            mp.delenv(key, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_server(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    try:
+        server.wait_ready()
+    except Exception:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def client_error(code: str, message: str = "injected", status: int = 400) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "Injected")
+
+
+class FlakyClient:
+    """A real boto3 client whose named operations first go through ``hooks`` (which may raise or edit).
+
+    ``hooks[op](kwargs, call)`` gets the call's arguments and the real operation; it returns the
+    answer (e.g. with entries moved to ``Failed``) or raises a ``ClientError``. ``calls[op]``
+    counts calls.
+    """
+
+    def __init__(self, real: Any, **hooks: Callable[[dict, Callable[..., Any]], Any]):
+        self._real = real
+        self._hooks = hooks
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._real, name)
+        hook = self._hooks.get(name)
+        if hook is None:
+            return attr
+
+        def call(**kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return hook(kwargs, attr)
+
+        return call

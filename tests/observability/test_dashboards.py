@@ -1,0 +1,143 @@
+"""Alarms, alerting rules and dashboards generated from a topology: valid, and following its graph."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import promql_parser
+import pytest
+import yaml
+
+from squall.deploy.template import sam_template
+from squall.observability.dashboards import (
+    cloudwatch_dashboard,
+    components,
+    grafana_dashboard,
+    prometheus_rules,
+)
+from squall.topology.loader import load
+from tests.conftest import EXAMPLES
+
+PISTATS = EXAMPLES / "pistats" / "topology.yaml"
+
+
+def promql(expr: str) -> None:
+    promql_parser.parse(expr.replace("$__rate_interval", "5m"))  # raises ValueError on bad PromQL
+
+
+def test_grafana_dashboard_has_an_overview_then_one_row_per_component_in_plan_order():
+    topo = load(PISTATS)
+    dash = grafana_dashboard(topo)
+    json.loads(json.dumps(dash))
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows == ["pistats: overview", *[f"{kind} {cid}" for cid, kind in components(topo)]]
+    assert rows[1:4] == ["spout spout", "bolt decode", "bolt validate"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for p in dash["panels"]:
+        g = p["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"panel {p['title']} overlaps another"
+                cells.add((x, y))
+        for target in p.get("targets", []):
+            promql(target["expr"])
+            assert 'topology="pistats"' in target["expr"]
+    assert dash["schemaVersion"] >= 36 and dash["templating"]["list"][0]["type"] == "datasource"
+
+
+def test_prometheus_rules_parse_and_name_the_topology():
+    rules = prometheus_rules(load(PISTATS))
+    [group] = rules["groups"]
+    names = [r["alert"] for r in group["rules"]]
+    assert names == ["SquallLagHigh", "SquallDeadLetterRateHigh", "SquallBatchesFailing", "SquallRecordsFailing",
+                     "SquallStalled"]
+    for r in group["rules"]:
+        promql(r["expr"])
+        assert r["labels"]["topology"] == "pistats"
+
+
+PROMTOOL_TEST = """
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'squall_millis_behind_latest{{topology="pistats",shard="shardId-000000000000"}}'
+        values: '0 1000 90000x10'
+      - series: 'squall_topology_records_total{{topology="pistats",outcome="committed"}}'
+        values: '0+100x15'
+      - series: 'squall_topology_records_total{{topology="pistats",outcome="dead_lettered"}}'
+        values: '0+5x15'
+      - series: 'squall_batches_total{{topology="pistats",status="failed"}}'
+        values: '0x15'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: SquallLagHigh
+        exp_alerts:
+          - exp_labels: {{severity: warning, topology: pistats}}
+            exp_annotations: {{summary: "pistats is more than 60s behind the tip of a shard"}}
+      - eval_time: 15m
+        alertname: SquallDeadLetterRateHigh
+        exp_alerts:
+          - exp_labels: {{severity: warning, topology: pistats}}
+            exp_annotations: {{summary: "pistats dead-letters more than 1.0% of its records"}}
+      - eval_time: 15m
+        alertname: SquallBatchesFailing
+        exp_alerts: []
+"""
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: apt install prometheus)")
+def test_promtool_checks_the_rules_and_their_alerts_fire_on_lag_and_dead_letters(tmp_path: Path):
+    r = subprocess.run([sys.executable, "-m", "squall.cli", "dashboards", str(PISTATS), "-o", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rules = tmp_path / "pistats.rules.yaml"
+    check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and "5 rules found" in check.stdout, check.stdout + check.stderr
+    (tmp_path / "test.yaml").write_text(PROMTOOL_TEST.format(rules=rules.name))
+    test = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert test.returncode == 0, test.stdout + test.stderr
+    assert json.loads((tmp_path / "pistats.grafana.json").read_text())["title"] == "squall: pistats"
+
+
+def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_graph():
+    topo = load(PISTATS)
+    template = sam_template(topo, PISTATS.read_text(), handler="consumer", code_uri="function.zip")
+    res = template["Resources"]
+    alarms = {k: v for k, v in res.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert sorted(alarms) == ["PistatsDeadLetterRateAlarm", "PistatsErrorsAlarm", "PistatsIteratorAgeAlarm",
+                              "PistatsThrottlesAlarm"]
+    assert alarms["PistatsIteratorAgeAlarm"]["Properties"]["Dimensions"] == [
+        {"Name": "FunctionName", "Value": {"Ref": "Function"}}]
+    ratio = alarms["PistatsDeadLetterRateAlarm"]["Properties"]["Metrics"]
+    assert [m["MetricStat"]["Metric"]["MetricName"] for m in ratio[:4]] == [
+        "RecordsCommitted", "RecordsDeadLettered", "RecordsFiltered", "RecordsFailed"]
+    body = json.loads(res["PistatsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert titles[4:8] == ["spout spout: records", "spout: time per batch (ms)", "bolt decode: records",
+                           "decode: time per batch (ms)"]
+    assert ["AWS/Lambda", "IteratorAge", "FunctionName", "${Function}", {"stat": "Maximum", "label": "Lambda"}] in \
+        body["widgets"][1]["properties"]["metrics"]
+    producer = sam_template(topo, PISTATS.read_text(), handler="producer", code_uri="function.zip")
+    assert not any(v["Type"].startswith("AWS::CloudWatch") for v in producer["Resources"].values())
+
+
+def test_cloudwatch_dashboard_metrics_use_the_emf_names_and_dimensions():
+    body = cloudwatch_dashboard(load(PISTATS), region="eu-west-1")
+    names = {m[1] for w in body["widgets"] for m in w["properties"]["metrics"]}
+    assert {"RecordsIn", "RecordsOut", "RecordsDeadLettered", "ComponentDuration", "RecordsCommitted",
+            "IteratorAge", "BatchDuration"} <= names
+    for w in body["widgets"]:
+        for m in w["properties"]["metrics"]:
+            dims = dict(zip(m[2:-1:2], m[3:-1:2], strict=True))
+            assert dims.get("Topology") == "pistats" and dims.get("service") == "pistats"
+    yaml.safe_dump(body)

@@ -1,0 +1,90 @@
+"""``squall run --metrics-port``: the endpoint is scraped while the run goes on, against its known outcomes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+TOPOLOGY = """
+name: scraped
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: chaos, type: 'squall.testing:FaultyBolt'}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+  - {{id: dlq, type: dead_letter, path: {dlq}}}
+resources:
+  db: {{url: "sqlite:///{db}"}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[tuple, float]:
+    """Samples of the endpoint as {(name, sorted labels): value}; {} while it is not up."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def total(samples: dict[tuple, float], name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lbl), v in samples.items() if n == name and want <= set(lbl))
+
+
+def test_squall_run_serves_metrics_that_match_the_runs_outcomes(tmp_path: Path):
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db", dlq=tmp_path / "dlq.jsonl"))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(topology), "--input", "-",
+                             "--batch-size", "5", "--metrics-port", f"127.0.0.1:{port}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        lines = [json.dumps({"n": i}) for i in range(12)] + ["not json", json.dumps({"fail": "no"}),
+                                                             json.dumps({"drop": True}), json.dumps({"n": 99})]
+        assert len(lines) == 16  # three full batches of 5 are processed while stdin stays open
+        proc.stdin.write(("\n".join(lines) + "\n").encode())
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        samples: dict = {}
+        while time.monotonic() < deadline:
+            samples = scrape(port)
+            if total(samples, "squall_batches_total") >= 3:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"no 3 batches on the endpoint: {samples}")
+        # 15 records through: 12 committed, 'not json' and the 'fail' record dead-lettered, 1 filtered
+        assert total(samples, "squall_topology_records_total", topology="scraped", outcome="committed") == 12
+        assert total(samples, "squall_topology_records_total", outcome="dead_lettered") == 2
+        assert total(samples, "squall_topology_records_total", outcome="filtered") == 1
+        assert total(samples, "squall_records_total", component="decode", outcome="in") == 15
+        assert total(samples, "squall_records_total", component="decode", outcome="dead_lettered") == 1
+        assert total(samples, "squall_records_total", component="rows", outcome="out") == 12
+        assert total(samples, "squall_checkpoints_total") == 3
+        assert total(samples, "squall_batch_duration_seconds_count") == 3
+        assert total(samples, "squall_component_duration_seconds_count", component="rows") == 3
+        assert total(samples, "process_resident_memory_bytes") > 0
+    finally:
+        out, err = proc.communicate(timeout=30)  # closes stdin: the run ends
+    assert proc.returncode == 0, err.decode()
+    assert "committed 13" in err.decode()  # the last record, in a batch of 1 at end of input

@@ -1,0 +1,203 @@
+"""The http (webhook) sink against a real local HTTP server: retries, Retry-After, 4xx, concurrency, idempotency."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import orjson
+import pytest
+
+from squall.component import ComponentContext
+from squall.errors import TransientError
+from squall.event import Event
+from squall.sinks.batchio import retry_after_seconds
+from squall.sinks.http import HttpSink, HttpSinkConfig
+from squall.sinks.ratelimit import RateLimiter
+from squall.testing import records_from, run_topology
+from squall.topology.executor import Outcome
+from tests.moto_standin import free_port
+from tests.sinks.local_http import LocalHttp, Request
+
+
+def events(payloads):
+    return [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+
+
+def make_sink(url: str, **cfg) -> HttpSink:
+    sink = HttpSink(HttpSinkConfig(id="hook", type="http", url=url, **cfg), ComponentContext("t"))
+    sink.sleeps = []
+    sink.sleep = sink.sleeps.append
+    sink.open()
+    return sink
+
+
+def test_http_sink_posts_each_event_once_with_auth_from_env_and_an_idempotency_key(monkeypatch):
+    with LocalHttp(lambda req: (200, {}, "ok")) as srv:
+        monkeypatch.setenv("HOOK_TOKEN", "s3cret")
+        yaml = f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - id: hook
+    type: http
+    url: {srv.url}/events
+    headers: {{Authorization: "Bearer ${{HOOK_TOKEN}}"}}
+"""
+        run = run_topology(yaml, records_from([{"n": i} for i in range(5)]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 5
+    assert sorted(json.loads(r.body)["n"] for r in srv.requests) == list(range(5))
+    assert {r.headers["authorization"] for r in srv.requests} == {"Bearer s3cret"}
+    assert {r.headers["idempotency-key"] for r in srv.requests} == {o.event_id for o in run.outcomes}
+    assert {r.path for r in srv.requests} == {"/events"} and {r.method for r in srv.requests} == {"POST"}
+
+
+def test_http_sink_retries_429_honouring_retry_after_and_5xx_then_succeeds():
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+
+    def answer(req: Request):
+        n = json.loads(req.body)["n"]
+        with lock:
+            seen[n] = seen.get(n, 0) + 1
+            k = seen[n]
+        if n == 1 and k == 1:
+            return 429, {"Retry-After": "7"}, "slow down"
+        if n == 2 and k <= 2:
+            return 503, {}, "maintenance"
+        if n == 3 and k == 1:
+            return 429, {"Retry-After": later}, ""
+        return 201, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_retry_after=20)
+        result = sink.write_batch(sink.prepare(events([{"n": i} for i in range(4)])), None)
+        sink.close()
+    assert result is None
+    assert seen == {0: 1, 1: 2, 2: 3, 3: 2}
+    assert sink.sleeps[0] == 20  # the longest Retry-After asked (an HTTP date 30 s away), capped
+    assert len(sink.sleeps) == 2
+
+
+def test_http_sink_4xx_is_the_records_failure_with_the_truncated_body_and_is_not_retried():
+    def answer(req: Request):
+        if json.loads(req.body)["n"] == 1:
+            return 422, {}, '{"error": "unknown field ' + "x" * 1000 + '"}'
+        return 200, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, reason_chars=40)
+        result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}, {"n": 2}])), None)
+        sink.close()
+    refused = getattr(result, "rejected", None) or result.failed
+    assert [ev.value["n"] for ev in refused] == [1]
+    assert refused[0].failure.reason.startswith('HTTP 422: {"error": "unknown field xxxxxxxxx')
+    assert refused[0].failure.reason.endswith("(1027 chars)")
+    assert len(srv.requests) == 3 and sink.sleeps == []
+
+
+def test_http_sink_endpoint_down_is_transient_and_the_retry_sends_only_what_is_missing():
+    state = {"down": False}
+
+    def answer(req: Request):
+        return (503, {"Retry-After": "3"}, "down") if state["down"] else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, mode="json_batch", batch_size=2, max_attempts=2)
+        prepared = sink.prepare(events([{"n": i} for i in range(4)]))
+        prepared.payload[0].done = True  # written by an earlier attempt
+        state["down"] = True
+        with pytest.raises(TransientError) as exc:
+            sink.write_batch(prepared, None)
+        assert exc.value.retry_after == 3
+        state["down"] = False
+        assert sink.write_batch(prepared, None) is None
+        sink.close()
+    assert [json.loads(r.body) for r in srv.requests] == [[{"n": 2}, {"n": 3}]] * 2
+
+
+def test_http_sink_connection_refused_is_transient():
+    sink = make_sink(f"http://127.0.0.1:{free_port()}/hook", timeout=2)
+    with pytest.raises(TransientError, match="ConnectError"):
+        sink.write_batch(sink.prepare(events([{"n": 1}])), None)
+    sink.close()
+
+
+def test_http_sink_batches_as_ndjson_with_a_digest_idempotency_key_stable_across_replays():
+    with LocalHttp(lambda req: (200, {}, "")) as srv:
+        for _ in range(2):
+            sink = make_sink(srv.url, mode="ndjson_batch", batch_size=3)
+            assert sink.write_batch(sink.prepare(events([{"n": i} for i in range(7)])), None) is None
+            sink.close()
+    first, second = srv.requests[:3], srv.requests[3:]
+    assert sorted(r.body.decode().splitlines() for r in first) == [['{"n":0}', '{"n":1}', '{"n":2}'],
+                                                             ['{"n":3}', '{"n":4}', '{"n":5}'], ['{"n":6}']]
+    assert {r.headers["content-type"] for r in first} == {"application/x-ndjson"}
+    assert sorted(r.headers["idempotency-key"] for r in first) == sorted(r.headers["idempotency-key"] for r in second)
+
+
+def test_http_sink_keeps_at_most_concurrency_requests_in_flight():
+    meet = threading.Barrier(2, timeout=10)
+
+    def answer(req: Request):
+        meet.wait()  # two requests must be in flight together to answer
+        return 200, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, concurrency=2)
+        assert sink.write_batch(sink.prepare(events([{"n": i} for i in range(10)])), None) is None
+        sink.close()
+    assert srv.max_in_flight == 2
+
+
+def test_rate_limiter_spaces_requests_at_the_configured_rate():
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    limiter = RateLimiter(5, burst=1, clock=lambda: now[0], sleep=sleep)
+    for _ in range(11):
+        limiter.acquire()
+    assert now[0] == pytest.approx(2.0)  # 1 at once, then 10 more at 5 per second
+    assert len(waits) == 10
+
+
+def test_retry_after_parses_seconds_and_http_dates():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert retry_after_seconds("12") == 12
+    assert retry_after_seconds("Sat, 28 Nov 2026 12:00:30 GMT", now=lambda: now) == 30
+    assert retry_after_seconds("garbage") is None and retry_after_seconds(None) is None
+
+
+def test_http_sink_header_values_stay_out_of_the_config_repr():
+    cfg = HttpSinkConfig(id="h", type="http", url="http://127.0.0.1:1/x", headers={"Authorization": "Bearer s3cret"})
+    assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
+
+
+def test_http_sink_a_refused_record_is_still_reported_after_the_engine_retries_the_batch():
+    state = {"down": True}
+
+    def answer(req: Request):
+        n = json.loads(req.body)["n"]
+        if n == 0:
+            return 400, {}, "bad"
+        return (503, {}, "down") if state["down"] else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_attempts=2)
+        prepared = sink.prepare(events([{"n": 0}, {"n": 1}]))
+        with pytest.raises(TransientError):  # n=1 never got through: the whole call is transient
+            sink.write_batch(prepared, None)
+        state["down"] = False
+        result = sink.write_batch(prepared, None)  # the engine's retry of the same batch
+        sink.close()
+    refused = getattr(result, "rejected", None) or result.failed
+    assert [(ev.value["n"], ev.failure.reason) for ev in refused] == [(0, "HTTP 400: bad")]
+    assert [json.loads(r.body)["n"] for r in srv.requests].count(0) == 1  # not sent again

@@ -1,0 +1,244 @@
+"""The sqs sink against moto's SQS: batches of 10, size limits, FIFO groups and deduplication, partial failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from squall.component import ComponentContext
+from squall.errors import TransientError
+from squall.sinks.sqs import SqsSink, SqsSinkConfig
+from squall.testing import records_from, run_topology
+from squall.topology.executor import Engine, Outcome
+from squall.topology.graph import compile_plan
+from squall.topology.loader import load, load_text
+from tests.conftest import EXAMPLES
+from tests.moto_standin import FlakyClient, client_error, unique
+
+
+def drain(sqs, url: str) -> list[dict]:
+    """Every message in the queue (received and deleted), in the order SQS gives them."""
+    out = []
+    while True:
+        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                   AttributeNames=["All"])
+        msgs = resp.get("Messages", [])
+        if not msgs:
+            return out
+        out.extend(msgs)
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                        for i, m in enumerate(msgs)])
+
+
+def make_queue(sqs, fifo: bool = False) -> str:
+    name = unique("q") + (".fifo" if fifo else "")
+    attrs = {"FifoQueue": "true"} if fifo else {}
+    return sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+
+
+def sink_yaml(endpoint: str, queue: str, extra: str = "") -> str:
+    return f"""
+name: sqs-test
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: out, type: sqs, queue: "{queue}", endpoint_url: "{endpoint}"{extra}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {queue.rsplit('/', 1)[-1]}-dlq}}
+"""
+
+
+@pytest.fixture
+def sqs(moto_server):
+    return moto_server.client("sqs")
+
+
+def test_sqs_sink_sends_each_event_once_in_calls_of_ten_with_event_id_attribute(moto_server, sqs):
+    url = make_queue(sqs)
+    payloads = [{"n": i, "store": f"s{i % 2}"} for i in range(25)]
+    topo = load_text(sink_yaml(moto_server.endpoint, url, ", attributes: {store: store, n: n}"))
+    engine = Engine(compile_plan(topo))
+    real = moto_server.client("sqs")
+    flaky = FlakyClient(real, send_message_batch=lambda kw, call: call(**kw))
+    next(c for c in engine.components if c.id == "out").client = flaky
+    with engine:
+        result = engine.process(records_from(payloads))
+    assert result.counts()[Outcome.COMMITTED] == 25
+    assert flaky.calls["send_message_batch"] == 3  # 10 + 10 + 5
+    msgs = drain(sqs, url)
+    assert sorted(json.loads(m["Body"])["n"] for m in msgs) == list(range(25))
+    by_n = {json.loads(m["Body"])["n"]: m for m in msgs}
+    ids = {o.event_id for o in result.records}
+    assert {m["MessageAttributes"]["event_id"]["StringValue"] for m in msgs} == ids
+    assert by_n[3]["MessageAttributes"]["store"] == {"StringValue": "s1", "DataType": "String"}
+    assert by_n[3]["MessageAttributes"]["n"] == {"StringValue": "3", "DataType": "Number"}
+
+
+def test_sqs_sink_rejects_a_message_over_the_size_limit_to_dead_letter_with_the_reason(moto_server, sqs):
+    url = make_queue(sqs)
+    big = {"blob": "x" * (256 * 1024)}
+    run = run_topology(sink_yaml(moto_server.endpoint, url), records_from([{"n": 1}, big, {"n": 2}]))
+    outcomes = run.outcomes
+    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert "bytes with its attributes (the queue takes at most 262144)" in outcomes[1].reason
+    assert outcomes[1].component == "out"
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [1, 2]
+
+
+def test_sqs_sink_raw_format_rejects_bytes_that_are_not_text(moto_server, sqs):
+    url = make_queue(sqs)
+    run = run_topology(sink_yaml(moto_server.endpoint, url, ", format: raw").replace(
+        "bolts:\n  - {id: decode, type: json}\n", "bolts: []\n"), records_from([b"plain text", b"\xff\xfe\x00"]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
+    assert "not UTF-8" in run.outcomes[1].reason
+    assert [m["Body"] for m in drain(sqs, url)] == ["plain text"]
+
+
+def test_sqs_fifo_sink_groups_by_payload_path_and_a_replay_adds_nothing(moto_server, sqs):
+    url = make_queue(sqs, fifo=True)
+    payloads = [{"kiosk": f"k{i % 3}", "n": i} for i in range(12)]
+    yaml = sink_yaml(moto_server.endpoint, url, ", message_group: kiosk")
+    first = run_topology(yaml, records_from(payloads))
+    again = run_topology(yaml, records_from(payloads))  # the same records delivered again
+    assert all(o.outcome is Outcome.COMMITTED for o in first.outcomes + again.outcomes)
+    msgs = drain(sqs, url)
+    assert len(msgs) == 12
+    groups: dict[str, list[int]] = {}
+    for m in msgs:
+        body = json.loads(m["Body"])
+        assert m["Attributes"]["MessageGroupId"] == body["kiosk"]
+        assert m["Attributes"]["MessageDeduplicationId"] == m["MessageAttributes"]["event_id"]["StringValue"]
+        groups.setdefault(body["kiosk"], []).append(body["n"])
+    assert all(ns == sorted(ns) for ns in groups.values())  # in order within a group
+
+
+def test_sqs_fifo_sink_rejects_an_event_without_a_group_and_the_config_requires_one(moto_server, sqs):
+    url = make_queue(sqs, fifo=True)
+    run = run_topology(sink_yaml(moto_server.endpoint, url, ", message_group: kiosk"),
+                       records_from([{"kiosk": "k1"}, {"other": 1}, {"kiosk": "bad group ✗"}]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+    assert "message group 'kiosk' is missing" in run.outcomes[1].reason
+    assert "is not 1-128 letters, digits or punctuation" in run.outcomes[2].reason
+    with pytest.raises(ValueError, match="FIFO queue needs message_group"):
+        SqsSinkConfig(id="q", type="sqs", queue="orders.fifo")
+
+
+def _sink(client, queue_url: str, **cfg) -> SqsSink:
+    sink = SqsSink(SqsSinkConfig(id="out", type="sqs", queue=queue_url, **cfg), ComponentContext("t"))
+    sink.client = client
+    sink.sleeps = []
+    sink.sleep = sink.sleeps.append
+    sink.open()
+    return sink
+
+
+def _events(payloads):
+    from squall.event import Event
+
+    return [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+
+
+def test_sqs_sink_retries_only_the_entries_sqs_failed_then_reports_the_rest_as_failed(moto_server, sqs):
+    url = make_queue(sqs)
+    state = {"n": 0}
+
+    def partly(kw, call):
+        # every call: the entry carrying n=3 fails (service side); on the first call n=5 too
+        state["n"] += 1
+        keep, failed = [], []
+        for e in kw["Entries"]:
+            n = json.loads(e["MessageBody"])["n"]
+            if n == 3 or (n == 5 and state["n"] == 1):
+                failed.append({"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try later"})
+            else:
+                keep.append(e)
+        resp = call(QueueUrl=kw["QueueUrl"], Entries=keep) if keep else {"Successful": []}
+        resp["Failed"] = failed
+        return resp
+
+    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=partly), url, max_attempts=3)
+    events = _events([{"n": i} for i in range(8)])
+    result = sink.write_batch(sink.prepare(events), None)
+    assert [ev.value["n"] for ev in result.failed] == [3]
+    assert result.failed[0].failure.reason == "SendMessageBatch: InternalError: try later"
+    assert len(sink.sleeps) == 2  # two retries, with backoff
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [0, 1, 2, 4, 5, 6, 7]
+
+
+def test_sqs_sink_sender_fault_is_a_record_problem_not_retried(moto_server, sqs):
+    url = make_queue(sqs)
+
+    def refuse(kw, call):
+        bad = [e for e in kw["Entries"] if json.loads(e["MessageBody"])["n"] == 1]
+        resp = call(QueueUrl=kw["QueueUrl"], Entries=[e for e in kw["Entries"] if e not in bad])
+        resp["Failed"] = [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents", "Message": "no"}
+                          for e in bad]
+        return resp
+
+    flaky = FlakyClient(moto_server.client("sqs"), send_message_batch=refuse)
+    sink = _sink(flaky, url)
+    result = sink.write_batch(sink.prepare(_events([{"n": 0}, {"n": 1}])), None)
+    refused = getattr(result, "rejected", None) or result.failed
+    assert [ev.value["n"] for ev in refused] == [1]
+    assert "InvalidMessageContents" in refused[0].failure.reason
+    assert flaky.calls["send_message_batch"] == 1 and sink.sleeps == []
+
+
+def test_sqs_sink_throttled_call_raises_transient_and_the_retry_sends_only_what_is_missing(moto_server, sqs):
+    url = make_queue(sqs)
+    state = {"n": 0}
+
+    def throttle_second(kw, call):
+        state["n"] += 1
+        if state["n"] == 2:
+            raise client_error("RequestThrottled", "slow down", 403)
+        return call(**kw)
+
+    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=throttle_second), url)
+    prepared = sink.prepare(_events([{"n": i} for i in range(25)]))
+    with pytest.raises(TransientError, match="RequestThrottled"):
+        sink.write_batch(prepared, None)
+    assert sink.write_batch(prepared, None) is None  # the engine's retry, same prepared batch
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == list(range(25))
+
+
+def test_sqs_sink_missing_queue_fails_at_open(moto_server):
+    sink = SqsSink(SqsSinkConfig(id="out", type="sqs", queue=unique("nope"), endpoint_url=moto_server.endpoint),
+                   ComponentContext("t"))
+    with pytest.raises(Exception, match="GetQueueUrl failed"):
+        sink.open()
+
+
+def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(moto_server, sqs, tmp_path: Path,
+                                                                     monkeypatch):
+    high, low = unique("kiosk-high") + ".fifo", unique("kiosk-low") + ".fifo"
+    high_url = sqs.create_queue(QueueName=high, Attributes={"FifoQueue": "true"})["QueueUrl"]
+    low_url = sqs.create_queue(QueueName=low, Attributes={"FifoQueue": "true"})["QueueUrl"]
+    monkeypatch.setenv("KIOSK_HIGH_QUEUE", high)
+    monkeypatch.setenv("KIOSK_LOW_QUEUE", low)
+    monkeypatch.setenv("SQS_ENDPOINT_URL", moto_server.endpoint)
+    monkeypatch.setenv("KIOSK_REJECTS", str(tmp_path / "rejects.jsonl"))
+    path = EXAMPLES / "kiosk" / "topology.yaml"
+    orders = [json.loads(line) for line in (EXAMPLES / "kiosk" / "orders.jsonl").read_text().splitlines()]
+    from squall.spouts.file import FileSpout
+
+    topo = load(path)
+    spout = FileSpout(topo.spout, ComponentContext(topo.name, topo.base_dir))
+    spout.open()
+    records = [r for batch in spout.read(1000) for r in batch]
+    spout.close()
+    for _ in range(2):  # the second run is a replay: nothing new in either queue
+        run = run_topology(topo, records)
+        assert {o.outcome for o in run.outcomes} == {Outcome.COMMITTED, Outcome.DEAD_LETTERED}
+    valid = [o for o in orders if "kiosk_id" in o]
+    got_high, got_low = drain(sqs, high_url), drain(sqs, low_url)
+    assert sorted(json.loads(m["Body"])["order_id"] for m in got_high) == sorted(
+        o["order_id"] for o in valid if o["priority"] in ("rush", "vip"))
+    assert sorted(json.loads(m["Body"])["order_id"] for m in got_low) == sorted(
+        o["order_id"] for o in valid if o["priority"] not in ("rush", "vip"))
+    assert all(m["Attributes"]["MessageGroupId"] == json.loads(m["Body"])["kiosk_id"] for m in got_high + got_low)
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == len(orders) - len(valid) == 1 and rejects[0]["component"] == "validate"

@@ -1,0 +1,130 @@
+"""The file and stdin spouts: collision-proof event ids, idempotent replays, bounded line length."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sqlite3
+import tracemalloc
+from pathlib import Path
+
+import orjson
+
+from squall.component import ComponentContext
+from squall.deploy.local import EXIT_OK, LocalRunner
+from squall.spouts.base import Spout
+from squall.spouts.file import FileConfig, FileSpout, _batches
+from squall.topology.executor import Outcome
+from tests.deploy.test_local_runner import topo
+
+
+def _rows(db: Path) -> list[int]:
+    with sqlite3.connect(db) as conn:
+        return sorted(n for (n,) in conn.execute("select n from events"))
+
+
+def _run_file(tmp_path: Path, path: Path):
+    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "file", "path": str(path)})))
+    return runner.run()
+
+
+def _write(path: Path, numbers: range) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(orjson.dumps({"n": n}) + b"\n" for n in numbers))
+    return path
+
+
+def test_two_files_with_the_same_name_never_share_event_ids(tmp_path: Path):
+    a = _write(tmp_path / "monday" / "events.jsonl", range(0, 5))
+    b = _write(tmp_path / "tuesday" / "events.jsonl", range(100, 105))
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK
+    report = _run_file(tmp_path, b)
+    assert report.exit_code == EXIT_OK and report.counts[Outcome.COMMITTED] == 5
+    assert _rows(tmp_path / "w.db") == [*range(0, 5), *range(100, 105)]
+
+
+def test_a_replayed_or_appended_file_keeps_its_event_ids(tmp_path: Path):
+    a = _write(tmp_path / "events.jsonl", range(0, 5))
+    with open(a, "ab") as fh:
+        fh.write(b"not json\n")
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK  # a replay adds nothing, dead letters included
+    with open(a, "ab") as fh:  # lines appended: only they are new
+        fh.write(b'{"n": 5}\n{"n": 6}\n')
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK
+    assert _rows(tmp_path / "w.db") == list(range(7))
+    assert len((tmp_path / "dlq.jsonl").read_bytes().splitlines()) == 1
+
+
+def test_a_line_changed_in_the_middle_gives_new_ids_from_that_line_on(tmp_path: Path):
+    a = _write(tmp_path / "x" / "e.jsonl", range(0, 4))
+    b = tmp_path / "y" / "e.jsonl"
+    b.parent.mkdir()
+    b.write_bytes(b'{"n":0}\n{"n":1}\n{"n":20}\n{"n":3}\n')
+    assert _run_file(tmp_path, a).exit_code == EXIT_OK
+    assert _run_file(tmp_path, b).exit_code == EXIT_OK
+    assert _rows(tmp_path / "w.db") == [0, 1, 2, 3, 3, 20]
+
+
+def _spout(**cfg) -> Spout:
+    return FileSpout(FileConfig(id="spout", type="file", path="/unused", **cfg), ComponentContext("t", Path("/")))
+
+
+def test_an_over_long_line_is_a_dead_letter_naming_the_limit_and_the_others_go_on(tmp_path: Path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"n": 1}\n{"n": "' + b"x" * 5000 + b'"}\n{"n": 3}\n')
+    spout = {"type": "file", "path": str(path), "max_line_bytes": 1000}
+    runner = LocalRunner(topo(tmp_path, json.dumps(spout)))
+    report = runner.run()
+    assert report.exit_code == EXIT_OK
+    assert report.counts[Outcome.COMMITTED] == 2 and report.counts[Outcome.DEAD_LETTERED] == 1
+    assert _rows(tmp_path / "w.db") == [1, 3]
+    (dead,) = [orjson.loads(line) for line in (tmp_path / "dlq.jsonl").read_bytes().splitlines()]
+    assert dead["component"] == "spout"  # the spout could not deliver the line whole
+    assert "line 2 is 5009 bytes, over max_line_bytes (1000)" in dead["reason"]
+    assert dead["record"] == ('{"n": "' + "x" * 5000)[:1000]
+    assert dead["meta"]["sequence_number"] == "2"
+
+
+def test_a_gzip_expanding_to_one_huge_line_is_read_in_bounded_memory(tmp_path: Path):
+    path = tmp_path / "bomb.jsonl.gz"
+    block = b"a" * 1_048_576
+    with gzip.open(path, "wb", compresslevel=1) as gz:
+        for _ in range(64):  # one 64 MiB line
+            gz.write(block)
+        gz.write(b'\n{"n": 2}\n')
+    limit = 1_048_576
+    tracemalloc.start()
+    try:
+        with gzip.open(path, "rb") as lines:
+            batches = list(_batches(lines, "bomb", "file", 10, _spout(), skip_blank=True, max_line_bytes=limit))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    (records,) = batches
+    assert [r.meta.sequence_number for r in records] == ["1", "2"]
+    assert records[0].meta.defect and f"{64 * 1_048_576} bytes" in records[0].meta.defect
+    assert len(records[0].data) == 1024 and records[1].data == b'{"n": 2}' and records[1].meta.defect is None
+    assert peak < 4 * limit, f"peak {peak} bytes while reading a line over a {limit}-byte limit"
+
+
+def test_a_line_exactly_at_the_limit_passes_whole(tmp_path: Path):
+    data = b"x" * 100 + b"\r\n" + b"y" * 101 + b"\n"
+    (records,) = list(_batches(io.BytesIO(data), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101))
+    assert records[0].data == b"x" * 100 and records[0].meta.defect is None
+    assert records[1].data == b"y" * 101 and records[1].meta.defect is None
+    (over,) = list(_batches(io.BytesIO(b"z" * 102), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101))
+    assert over[0].meta.defect is not None and "102 bytes" in over[0].meta.defect
+
+
+def test_stdin_ids_depend_on_the_input_not_only_the_line_number():
+    def ids(data: bytes) -> list[str]:
+        from squall.event import derive_event_id
+
+        (records,) = list(_batches(io.BytesIO(data), "stdin", "stdin", 10, _spout(), skip_blank=True))
+        return [derive_event_id(r.meta) for r in records]
+
+    assert ids(b'{"n": 1}\n{"n": 2}\n') == ids(b'{"n": 1}\n{"n": 2}\n')
+    assert ids(b'{"n": 1}\n{"n": 2}\n')[0] == ids(b'{"n": 1}\n{"n": 3}\n')[0]
+    assert ids(b'{"n": 1}\n{"n": 2}\n')[1] != ids(b'{"n": 1}\n{"n": 3}\n')[1]
