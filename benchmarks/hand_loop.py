@@ -7,7 +7,8 @@ It does exactly what examples/pistats/topology.yaml does, and stores the same ro
 subscription states and the same dead letters (benchmarks/check.py compares them):
 
 - read the JSON-lines file (gzip or not); a record's stream is the file name, its shard "file",
-  its sequence number the line number (as squall's file spout);
+  its sequence number the line number, its fingerprint a SHA-256 of the bytes read so far (as
+  squall's file spout);
 - decode (orjson; objects only; the event id is ``message_id``, or the blake2b id squall derives
   from stream, shard and sequence);
 - validate against examples/pistats/schemas/event.json (fastjsonschema for the verdict,
@@ -99,17 +100,21 @@ UNKNOWN = ("unknown", False, (), None, None, "", "", None, ())  # status … pos
 # -- reading ------------------------------------------------------------------------------------
 
 def read_batches(path: Path, size: int):
-    """Lists of ``(line number, bytes)``, as squall's file spout numbers and strips them."""
+    """Lists of ``(line number, bytes, fingerprint)``, as squall's file spout numbers, strips and
+    fingerprints them (a SHA-256 of every byte read so far: part of derived event ids)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as raw:
         gz = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         fh = gzip.GzipFile(fileobj=raw) if gz else raw
         batch = []
+        update, hexdigest = digest.update, digest.hexdigest
         for number, line in enumerate(fh, start=1):
+            update(line)
             data = line.rstrip(b"\r\n")
             if not data.strip():
                 continue
-            batch.append((number, data))
+            batch.append((number, data, hexdigest()[:32]))
             if len(batch) >= size:
                 yield batch
                 batch = []
@@ -117,8 +122,8 @@ def read_batches(path: Path, size: int):
             yield batch
 
 
-def derived_id(stream: str, seq: int) -> str:
-    return hashlib.blake2b(f"{stream}\x1ffile\x1f{seq}\x1f0".encode(), digest_size=16).hexdigest()
+def derived_id(stream: str, seq: int, fingerprint: str) -> str:
+    return hashlib.blake2b(f"{stream}\x1ffile\x1f{seq}\x1f0\x1f{fingerprint}".encode(), digest_size=16).hexdigest()
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -197,7 +202,28 @@ class Geo:
             return ("not_found", None, None, anon)
         country = record.get("country") or {}
         city = ((record.get("city") or {}).get("names") or {}).get("en")
-        return ("ok", country.get("iso_code"), city, anon)
+        return ("ok" if _has_location(record) else "not_found", country.get("iso_code"), city, anon)
+
+
+def _has_location(record: dict) -> bool:
+    """A record with at least one location field (country, subdivision, city, postal code,
+    coordinates, time zone, continent): squall's geo bolt calls the others "not_found"."""
+    def name(obj):
+        names = (obj or {}).get("names") or {}
+        return names.get("en")
+
+    country, continent = record.get("country"), record.get("continent")
+    subdivision = (record.get("subdivisions") or [None])[0]
+    location, postal = record.get("location") or {}, record.get("postal") or {}
+    values = [name(record.get("city")), postal.get("code"), *(location.get(k) for k in (
+        "latitude", "longitude", "accuracy_radius", "time_zone"))]
+    if country:
+        values += [country.get("iso_code"), name(country)]
+    if subdivision:
+        values += [subdivision.get("iso_code"), name(subdivision)]
+    if continent:
+        values += [continent.get("code"), name(continent)]
+    return any(v is not None for v in values)
 
 
 # -- device -------------------------------------------------------------------------------------
@@ -419,25 +445,27 @@ class Loop:
             self.read += len(batch)
             self.batch(batch)
 
-    def batch(self, batch: list[tuple[int, bytes]]) -> None:
+    def batch(self, batch: list[tuple[int, bytes, str]]) -> None:
         clock = time.process_time
         t0 = clock()
         dead: list[tuple] = []  # (event id, component, stream, reason, seq, bytes)
         events: list[tuple] = []  # (seq, bytes, event id, payload)
         seen: set[str] = set()
         loads, stream, validate = orjson.loads, self.stream, self.validator.reason
-        for seq, data in batch:
+        self.fingerprints = fingerprints = {}
+        for seq, data, fp in batch:
+            fingerprints[seq] = fp
             try:
                 p = loads(data)
             except orjson.JSONDecodeError as exc:
-                dead.append((derived_id(stream, seq), "decode", "error", f"invalid JSON: {exc}", seq, data))
+                dead.append((derived_id(stream, seq, fp), "decode", "error", f"invalid JSON: {exc}", seq, data))
                 continue
             if p.__class__ is not dict:
-                dead.append((derived_id(stream, seq), "decode", "error",
+                dead.append((derived_id(stream, seq, fp), "decode", "error",
                              f"payload is a JSON {type(p).__name__}, not an object", seq, data))
                 continue
             eid = p.get("message_id")
-            eid = str(eid) if eid is not None and eid != "" else derived_id(stream, seq)
+            eid = str(eid) if eid is not None and eid != "" else derived_id(stream, seq, fp)
             reason = validate(p)
             if reason is not None:
                 dead.append((eid, "validate", "invalid", reason, seq, data))
@@ -554,7 +582,7 @@ class Loop:
                        "failed_at": now(),
                        "meta": {"stream": self.stream, "shard_id": "file", "sequence_number": str(seq),
                                 "sub_sequence_number": 0, "partition_key": "", "arrival_time": None,
-                                "explicit_hash_key": None}}
+                                "explicit_hash_key": None, "fingerprint": self.fingerprints[seq]}}
                 try:
                     doc["record"] = data.decode("utf-8")
                 except UnicodeDecodeError:
