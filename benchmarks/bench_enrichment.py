@@ -54,8 +54,33 @@ from squall.enrichment.subscription import SubscriptionBolt  # noqa: E402
 from squall.event import Event, RecordMeta, derive_event_id  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
-REDIS_URL = os.environ.get("SQUALL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+# A Redis db and a database of the benchmarks' own: never db 0 or `test`, which users and tests use.
+REDIS_URL = os.environ.get("SQUALL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
+PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
+
+
+def check_urls(redis_url: str, pg_url: str) -> None:
+    """Refuse Redis db 0 and the `test` / `postgres` databases."""
+    db = redis_url.rstrip("/").rsplit("/", 1)[-1] if redis_url.count("/") >= 3 else "0"
+    if db in ("", "0"):
+        raise SystemExit(f"refusing Redis db 0 ({redis_url}): give --redis-url a db of its own")
+    name = pg_url.rsplit("/", 1)[-1].split("?")[0]
+    if name in ("", "test", "postgres"):
+        raise SystemExit(f"refusing database '{name}': give --pg-url a database of its own")
+
+
+def ensure_database(pg_url: str) -> None:
+    """Create the benchmark's PostgreSQL database if it is missing."""
+    import psycopg2
+
+    base, _, name = pg_url.replace("postgresql+psycopg2", "postgresql").rpartition("/")
+    conn = psycopg2.connect(f"{base}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
 CONTEXT = ComponentContext("bench")
 
 
@@ -397,16 +422,24 @@ def device_figures(payloads: list[dict], size: int, runs: int) -> list[str]:
 
 
 def main() -> None:
+    global REDIS_URL, PG_URL
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--redis-url", default=REDIS_URL, help="Redis of the benchmark (default db 6; never db 0)")
+    ap.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database of the benchmark (default squall_bench)")
     ap.add_argument(
         "--only", default="", help="run only the workloads whose name contains this text"
     )
     args = ap.parse_args()
+    check_urls(args.redis_url, args.pg_url)
+    REDIS_URL = args.redis_url
+    PG_URL = args.pg_url if "+psycopg2" in args.pg_url else args.pg_url.replace("postgresql://", "postgresql+psycopg2://")
+    if _up(5432):
+        ensure_database(PG_URL)
     n, size = args.events, args.batch
     payloads = make_payloads(n)
     began = time.perf_counter()

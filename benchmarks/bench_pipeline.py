@@ -1,4 +1,10 @@
-"""The whole consumer chain through squall vs the naive hand-written loop, in the same run.
+"""A reduced chain (json + geo + device + SQLite) through the engine vs a naive loop, in one process.
+
+Superseded for the example chain by ``python benchmarks/run.py --only pipeline-sqlite``: whole
+processes, a hand loop doing exactly the topology's work (benchmarks/hand_loop.py), outputs
+checked. This script's hand loop does less than the bolts (an approximate device class, no
+private-address handling) and both halves run in the same process: "cold" below means the first
+half of the events after setup, not a fresh process.
 
     python benchmarks/bench_pipeline.py [--events 40000] [--runs 3] [--batch 500]
 

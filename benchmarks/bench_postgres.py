@@ -1,10 +1,12 @@
 """Throughput of the PostgreSQL warehouse sink next to a plain psycopg2 COPY of the same rows, in one run.
 
-    python benchmarks/bench_postgres.py [--url postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+    python benchmarks/bench_postgres.py [--url postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench]
                                         [--rows 100000] [--batch 5000] [--runs 3]
 
 Rows have 15 columns (text, timestamp, integer, float, boolean, jsonb). Each run creates fresh
-tables and measures, in this order:
+tables and measures the variants below; their order rotates from one run to the next (the sink's
+full replay always follows its fresh pass), so that no variant always runs on a warm or a cold
+server:
 
 - ``plain COPY``: psycopg2 ``copy_expert`` of the rows (already extracted from the events as Python
   values) into a table with the same columns and the same primary key; the time includes building
@@ -48,7 +50,7 @@ from squall.sinks.base import WriteContext  # noqa: E402
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
 COLUMNS: dict[str, Any] = {
     "event_id": "meta.event_id",
     "event_type": {"path": "event_type", "nullable": False},
@@ -202,7 +204,10 @@ def sink_pass(sink: WarehouseSink, batches: list[list[Event]]) -> tuple[float, f
     return prep, write
 
 
-def one_run(url: str, events: list[Event], rows: list[tuple], batch: int) -> dict[str, Any]:
+STEPS = ("plain", "copy_only", "plain_nokey", "sink")
+
+
+def one_run(url: str, events: list[Event], rows: list[tuple], batch: int, rotation: int = 0) -> dict[str, Any]:
     batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     tag = uuid.uuid4().hex[:8]
     keyed, unkeyed, target = f"bench_plain_{tag}", f"bench_nokey_{tag}", f"bench_sink_{tag}"
@@ -217,11 +222,7 @@ def one_run(url: str, events: list[Event], rows: list[tuple], batch: int) -> dic
             cur.execute(PLAIN_DDL.format(table=unkeyed, key=""))
             cur.execute(PLAIN_DDL.format(table=copy_only, key="PRIMARY KEY"))
         raw.commit()
-        out: dict[str, Any] = {
-            "plain": plain_copy(raw, keyed, rows, batch),
-            "copy_only": plain_copy(raw, copy_only, rows, batch, prebuilt),
-            "plain_nokey": plain_copy(raw, unkeyed, rows, batch),
-        }
+        out: dict[str, Any] = {"order": []}
         config = WarehouseConfig.model_validate(
             {
                 "id": "bench",
@@ -231,10 +232,20 @@ def one_run(url: str, events: list[Event], rows: list[tuple], batch: int) -> dic
                 "columns": COLUMNS,
             }
         )
-        sink = WarehouseSink(config, ComponentContext("bench"))
-        sink.open(resources)
-        out["fresh_prepare"], out["fresh_write"] = sink_pass(sink, batches)
-        out["replay_prepare"], out["replay_write"] = sink_pass(sink, batches)
+        k = rotation % len(STEPS)
+        for step in STEPS[k:] + STEPS[:k]:
+            out["order"].append(step)
+            if step == "plain":
+                out["plain"] = plain_copy(raw, keyed, rows, batch)
+            elif step == "copy_only":
+                out["copy_only"] = plain_copy(raw, copy_only, rows, batch, prebuilt)
+            elif step == "plain_nokey":
+                out["plain_nokey"] = plain_copy(raw, unkeyed, rows, batch)
+            else:
+                sink = WarehouseSink(config, ComponentContext("bench"))
+                sink.open(resources)
+                out["fresh_prepare"], out["fresh_write"] = sink_pass(sink, batches)
+                out["replay_prepare"], out["replay_write"] = sink_pass(sink, batches)
         with raw.cursor() as cur:
             for table in (keyed, copy_only, target):
                 cur.execute(f"SELECT count(*) FROM {table}")
@@ -250,6 +261,19 @@ def one_run(url: str, events: list[Event], rows: list[tuple], batch: int) -> dic
         resources.close()
 
 
+def _ensure_database(url: str) -> None:
+    import psycopg2
+
+    base, _, name = url.replace("postgresql+psycopg2", "postgresql").rpartition("/")
+    conn = psycopg2.connect(f"{base}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cur.fetchone() is None:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", default=PG_URL)
@@ -258,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
     url = args.url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    if url.rsplit("/", 1)[-1].split("?")[0] in ("", "test", "postgres"):
+        raise SystemExit("refusing the `test` / `postgres` database: give --url a database of its own")
+    _ensure_database(url)
     events = make_events(args.rows)
     rows = plain_rows(events)
     with sa.create_engine(url).connect() as conn:
@@ -266,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         f"PostgreSQL {version}, Python {platform.python_version()}, {args.rows:,} rows of 15 columns, "
         f"batches of {args.batch:,}, {args.runs} runs (medians)"
     )
-    runs = [one_run(url, events, rows, args.batch) for _ in range(args.runs)]
+    runs = [one_run(url, events, rows, args.batch, rotation=i) for i in range(args.runs)]
+    print("orders: " + "; ".join(" → ".join(r["order"]) for r in runs))
 
     def med(*keys: str) -> float:
         return statistics.median(sum(r[k] for k in keys) for r in runs)
