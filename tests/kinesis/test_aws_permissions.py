@@ -6,7 +6,7 @@ import pytest
 
 from squall import aws
 from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
-from tests.kinesis.kinesis_helpers import consume
+from tests.kinesis.kinesis_helpers import consume, make_spout
 from tests.kinesis.test_kinesis_sink import events, make_sink, write
 
 pytestmark = pytest.mark.e2e
@@ -43,16 +43,15 @@ def test_kinesis_sink_declares_the_calls_it_makes(kinesis_mock, make_stream, cal
 
 def test_kinesis_spout_with_dynamodb_checkpoints_declares_the_calls_it_makes(kinesis, kinesis_mock, dynalite,
                                                                              make_stream, called, unique_name):
-    from squall.component import ComponentContext
-
     stream = make_stream(2)
     kinesis.put_records(StreamName=stream, Records=[{"Data": b"{}", "PartitionKey": str(i)} for i in range(20)])
     config = KinesisSpoutConfig(id="spout", type="kinesis", stream=stream, endpoint_url=kinesis_mock.endpoint,
                                 poll_interval=0, idle_exit=0.5,
                                 checkpoint={"store": "dynamodb", "table": unique_name,
                                             "endpoint_url": dynalite.endpoint})
-    spout = KinesisSpout(config, ComponentContext("perm-test"))
-    spout.open(None)
+    # As the local runner does: the spout names its store, the runner opens it and saves positions.
+    spout = make_spout(kinesis_mock.endpoint, stream, topology="perm-test", poll_interval=0, idle_exit=0.5,
+                       checkpoint=config.checkpoint)
     try:
         assert len(consume(spout, max_records=100)) == 20
     finally:
