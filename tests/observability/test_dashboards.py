@@ -141,3 +141,30 @@ def test_cloudwatch_dashboard_metrics_use_the_emf_names_and_dimensions():
             dims = dict(zip(m[2:-1:2], m[3:-1:2], strict=True))
             assert dims.get("Topology") == "pistats" and dims.get("service") == "pistats"
     yaml.safe_dump(body)
+
+
+def test_grafana_loads_the_dashboard_with_its_own_schema_models():
+    """Grafana's foundation SDK (its schema as typed models) decodes the generated dashboard, and
+    nothing of it is lost on the way: every panel with its type, title, layout and queries."""
+    from grafana_foundation_sdk.models.dashboard import Dashboard, Panel, RowPanel
+
+    dash = grafana_dashboard(load(PISTATS))
+    model = Dashboard.from_json(json.loads(json.dumps(dash)))
+    assert model.title == dash["title"] and len(model.panels) == len(dash["panels"])
+    for panel, loaded in zip(dash["panels"], model.panels, strict=True):
+        assert isinstance(loaded, RowPanel if panel["type"] == "row" else Panel)
+        assert loaded.title == panel["title"]
+        again = _plain(loaded)
+        assert (again["type"], again["gridPos"]) == (panel["type"], panel["gridPos"])
+        assert [t["expr"] for t in again.get("targets", [])] == [t["expr"] for t in panel.get("targets", [])]
+
+
+def _plain(obj):
+    """A model of the SDK back to plain JSON values (its to_json is one level deep)."""
+    if hasattr(obj, "to_json"):
+        return _plain(obj.to_json())
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
