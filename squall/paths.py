@@ -24,6 +24,17 @@ def validate_path(path: str) -> str:
     return path
 
 
+def payload_keys(path: str) -> tuple[str, ...] | None:
+    """The keys ``path`` walks in the payload, or None when it reads the metadata (``getter``'s rules);
+    for code that walks many paths per event without a call per path (the warehouse rows)."""
+    parts = path.split(".")
+    if parts[0] == "meta" and len(parts) == 2 and parts[1] in META_FIELDS:
+        return None
+    if parts[0] == "payload":
+        parts = parts[1:]
+    return tuple(parts)
+
+
 def getter(path: str) -> Callable[[Event], Any]:
     """A function returning the value at ``path`` of an event, or ``MISSING``."""
     parts = path.split(".")

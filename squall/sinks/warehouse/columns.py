@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.event import Event
 from squall.identifiers import check_identifier
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, getter, payload_keys, validate_path
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -205,19 +205,37 @@ class RowBuilder:
             conv = _to_int64 if spec.type in ("integer", "bigint") else CONVERTERS[spec.type]
             if spec.type == "json" and json_as_text:
                 conv = lambda v: orjson.dumps(v).decode()  # noqa: E731
-            self._plan.append((name, spec, getter(spec.path), conv))
+            # Payload paths are walked inline (no call per column); text columns take strings as
+            # they are. Same values as getter() + conv: tests/sinks check both ways.
+            self._plan.append((name, spec, payload_keys(spec.path), getter(spec.path), conv,
+                               spec.nullable, conv is _to_text))
 
     def row(self, ev: Event) -> tuple:
-        values = []
-        for name, spec, get, conv in self._plan:
-            v = get(ev)
-            if v is MISSING or v is None:
-                if not spec.nullable:
+        value = ev.value
+        values: list[Any] = []
+        append = values.append
+        for name, spec, keys, get, conv, nullable, text in self._plan:
+            if keys is None:
+                v = get(ev)
+            else:
+                v = value
+                for k in keys:
+                    if not isinstance(v, dict):
+                        v = MISSING
+                        break
+                    v = v.get(k, MISSING)
+                    if v is MISSING:
+                        break
+            if v is None or v is MISSING:
+                if not nullable:
                     raise ConversionError(f"column '{name}': required value '{spec.path}' is missing")
-                values.append(None)
+                append(None)
+                continue
+            if text and v.__class__ is str:
+                append(v)
                 continue
             try:
-                values.append(conv(v))
+                append(conv(v))
             except (ConversionError, ValueError, TypeError, OverflowError, OSError):
                 raise ConversionError(f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
                                       f"as {spec.type}") from None
