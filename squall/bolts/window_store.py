@@ -20,8 +20,7 @@ is closed (and emitted again, complete) by a later batch. Dependency failures �
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,35 +29,15 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from squall.errors import SinkError, TransientError
-from squall.topology.resources import redis_transient_errors
-from squall.topology.sql import describe, is_transient
+from squall.errors import TransientError
+from squall.topology.resources import redis_errors, redis_transient_errors
+from squall.topology.sql import store_errors
 
 SELECT_CHUNK = 500
 ARRAY_CHUNK = 10_000
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT = redis_transient_errors()  # shared with every Redis user
 
-
-@contextmanager
-def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
-    try:
-        yield
-    except errors as exc:
-        # The driver's message names the host and port, never the password.
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-@contextmanager
-def _sql_transient(what: str) -> Iterator[None]:
-    """SQL failures that may pass (SQLSTATE, SQLite busy, lost connection) → ``TransientError``; the
-    rest → ``SinkError`` (a broken store is not retried forever)."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        if is_transient(exc):
-            raise TransientError(f"{what}: {describe(exc)}") from exc
-        raise SinkError(f"{what}: {describe(exc)}") from exc
 
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
 
@@ -170,7 +149,7 @@ class SqlWindowStore:
 
     def shards(self) -> dict[str, ShardMark]:
         m = self.marks
-        with _sql_transient("window store read"):
+        with store_errors("window store read"):
             self._ensure()
             with self.engine.connect() as conn:
                 rows = conn.execute(sa.select(m.c.shard, m.c.watermark, m.c.sequence, m.c.sub)
@@ -180,7 +159,7 @@ class SqlWindowStore:
     def load(self, cells: list[CellId]) -> dict[CellId, Cell]:
         if not cells:
             return {}
-        with _sql_transient("window store read"):
+        with store_errors("window store read"):
             self._ensure()
             with self.engine.connect() as conn:
                 return self._select(conn, cells, lock=False)
@@ -210,7 +189,7 @@ class SqlWindowStore:
 
     def closable(self, end_before: int) -> dict[CellId, Cell]:
         t = self.cells
-        with _sql_transient("window store read"):
+        with store_errors("window store read"):
             self._ensure()
             with self.engine.connect() as conn:
                 q = sa.select(t.c.window_start, t.c.key, t.c.state, t.c.rev).where(
@@ -219,7 +198,7 @@ class SqlWindowStore:
 
     def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
                merge: Any, connection: Any = None) -> None:
-        with _sql_transient("window store write"):
+        with store_errors("window store write"):
             self._ensure()
             if connection is not None:
                 self._commit(connection, writes, marks, expire_before, merge)
@@ -290,7 +269,7 @@ class RedisWindowStore:
         return f"{self.base}w:{ws}"
 
     def shards(self) -> dict[str, ShardMark]:
-        with _transient("window store read", REDIS_TRANSIENT):
+        with redis_errors("window store read"):
             raw = self.r.hgetall(self.marks_key)
         out = {}
         for shard, value in raw.items():
@@ -301,7 +280,7 @@ class RedisWindowStore:
     def load(self, cells: list[CellId]) -> dict[CellId, Cell]:
         if not cells:
             return {}
-        with _transient("window store read", REDIS_TRANSIENT):
+        with redis_errors("window store read"):
             return self._get(self.r, cells)
 
     def _get(self, client: Any, cells: Iterable[CellId]) -> dict[CellId, Cell]:
@@ -320,7 +299,7 @@ class RedisWindowStore:
         return found
 
     def closable(self, end_before: int) -> dict[CellId, Cell]:
-        with _transient("window store read", REDIS_TRANSIENT):
+        with redis_errors("window store read"):
             starts = self.r.zrangebyscore(self.open_key, "-inf", end_before)
             if not starts:
                 return {}
@@ -339,7 +318,7 @@ class RedisWindowStore:
                merge: Any, connection: Any = None) -> None:
         windows = sorted({ws for ws, _ in writes})
         ends = {ws: w.window_end for (ws, _), w in writes.items()}
-        with _transient("window store write", REDIS_TRANSIENT):
+        with redis_errors("window store write"):
             for _ in range(self.ATTEMPTS):
                 with self.r.pipeline(transaction=True) as pipe:
                     try:

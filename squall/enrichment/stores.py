@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -23,9 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.enrichment.state import Position, Status, SubscriptionState
-from squall.errors import SinkError, TransientError
-from squall.topology.resources import redis_transient_errors
-from squall.topology.sql import describe, is_transient
+from squall.errors import TransientError
+from squall.topology.resources import redis_errors
+from squall.topology.sql import store_errors
 
 log = logging.getLogger("squall.enrichment.stores")
 
@@ -55,27 +54,6 @@ class StateStore(Protocol):
     def discard(self) -> None:
         """The batch was not committed: forget what load/save kept for it."""
         ...
-
-
-@contextmanager
-def _transient(what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
-    try:
-        yield
-    except errors as exc:
-        # The driver's message names the host and port, never the password.
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
-
-
-@contextmanager
-def _sql_transient(what: str) -> Iterator[None]:
-    """SQL failures that may pass (by SQLSTATE, SQLite busy/locked, lost connection) → ``TransientError``;
-    the rest (no such table, constraint violations) → ``SinkError``, so a broken store is not retried forever."""
-    try:
-        yield
-    except sa.exc.SQLAlchemyError as exc:
-        if is_transient(exc):
-            raise TransientError(f"{what}: {describe(exc)}") from exc
-        raise SinkError(f"{what}: {describe(exc)}") from exc
 
 
 # -- Redis ------------------------------------------------------------------------------------
@@ -191,7 +169,7 @@ class RedisStateStore:
         """Cached entries: a state, or ``ABSENT``; keys Redis knows nothing about are left out."""
         if not keys:
             return {}
-        with _transient("redis read", redis_transient_errors()):
+        with redis_errors("redis read"):
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(self.prefix + key)
@@ -208,7 +186,7 @@ class RedisStateStore:
         forget = list(forget)
         if not states and not forget:
             return
-        with _transient("redis write", redis_transient_errors()):
+        with redis_errors("redis write"):
             pipe = self.client.pipeline(transaction=False)
             for key, state in states.items():
                 if state is ABSENT:
@@ -280,7 +258,7 @@ class SqlStateStore:
             return {}
         t = self.table
         found: dict[str, SubscriptionState] = {}
-        with _sql_transient("state store read"):
+        with store_errors("state store read"):
             self._ensure_table()
             with self.engine.connect() as conn:
                 for i in range(0, len(keys), SELECT_CHUNK):
@@ -340,7 +318,7 @@ class SqlStateStore:
             set_={c.name: stmt.excluded[c.name] for c in t.columns if c.name != "key"},
             where=t.c.version < stmt.excluded.version,
         )
-        with _sql_transient("state store write"):
+        with store_errors("state store write"):
             self._ensure_table()
             if connection is not None:
                 return self._upsert(connection, stmt, rows, report)

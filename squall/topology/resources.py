@@ -7,12 +7,14 @@ Connections open lazily on first use (in Lambda: during init, outside the handle
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from squall.errors import SquallError
+from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
 
@@ -141,3 +143,13 @@ def redis_transient_errors() -> tuple[type[Exception], ...]:
     e = redis.exceptions
     return (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ReadOnlyError, e.TryAgainError,
             e.ClusterDownError, e.MasterDownError)
+
+
+@contextlib.contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Redis failures that may pass → ``TransientError`` (the driver's message names the host and
+    port, never the password)."""
+    try:
+        yield
+    except redis_transient_errors() as exc:
+        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc

@@ -164,6 +164,18 @@ def sql_errors(where: str) -> Iterator[None]:
 
 
 @contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """For state stores: failures that may pass → ``TransientError``; every other database error
+    → ``SinkError`` (a broken store fails the batch; it is never one record's fault)."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        if is_transient(exc):
+            raise TransientError(f"{what}: {describe(exc)}") from exc
+        raise SinkError(f"{what}: {describe(exc)}") from exc
+
+
+@contextmanager
 def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     """One transaction on a pooled connection: commit on success, roll back on any failure.
 
