@@ -24,6 +24,7 @@ pays nothing for this. A batch whose transient errors outlast the retries raises
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import random
@@ -87,9 +88,19 @@ class _Refused(Exception):
         self.events = events
 
 
-#: Errors that are the batch's, never a record's: the call is not split. ``OSError`` is the
-#: machine's (disk full, a socket) — a component that can tell a passing one raises TransientError.
-_FATAL = (SinkError, TopologyError, OSError)
+#: Errors that are the batch's, never a record's: the call is not split.
+_FATAL = (SinkError, TopologyError)
+#: ``OSError`` numbers of the machine (disk full, I/O, no memory or descriptors, no rights): the
+#: batch's. Others are a record's (``datetime.fromtimestamp`` of a huge value raises EOVERFLOW).
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
+                             errno.ENOMEM, errno.EACCES, errno.EPERM, errno.ENOENT})
+
+
+def _batch_error(exc: BaseException) -> bool:
+    """True when an exception is the batch's (the component or the machine), never one record's."""
+    if isinstance(exc, _FATAL) or isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, OSError) and (exc.errno is None or exc.errno in _MACHINE_ERRNOS)
 
 
 class Engine:
@@ -311,10 +322,10 @@ class Engine:
                         if result is not None and result.rejected:  # dead letters first: roll back, then again
                             raise _Refused(node, result.rejected)
                         written.append((node, p.events, result))
-                    except (TransientError, BatchFailed, _Refused, *_FATAL):
+                    except (TransientError, BatchFailed, _Refused):
                         raise
                     except Exception as exc:
-                        if _dependency_down(exc):
+                        if _batch_error(exc) or _dependency_down(exc):
                             raise  # sql_errors makes it a TransientError: the transaction is retried
                         raise _RecordFault(exc, node) from exc
                     finally:
@@ -683,10 +694,8 @@ class Engine:
                 self._sleep(delay)
             except (BatchFailed, _RecordFault, _Refused):
                 raise
-            except _FATAL as exc:
-                raise BatchFailed(where, exc, attempt) from exc
             except Exception as exc:
-                if isolate:
+                if isolate and not _batch_error(exc):
                     raise _RecordFault(exc) from exc
                 raise BatchFailed(where, exc, attempt) from exc
             finally:

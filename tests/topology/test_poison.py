@@ -244,3 +244,27 @@ def test_events_a_sink_refuses_at_write_time_are_dead_lettered_not_delivered_aga
     dlq = MemorySink.stores[f"{tag}-dlq"]
     assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [
         (1, "out", "HTTP 400: bad device token")]
+
+
+class OverflowBolt(Bolt):
+    """Converts a payload timestamp the naive way: a huge value raises OSError (EOVERFLOW)."""
+
+    Config = ComponentConfig
+
+    def process(self, batch: list[Event]) -> Output:
+        import datetime
+
+        out = Output(self.id)
+        for ev in batch:
+            ev.value["when"] = datetime.datetime.fromtimestamp(ev.value["t"], datetime.UTC).isoformat()
+            out.emit(ev)
+        return out
+
+
+def test_an_os_error_caused_by_one_records_value_is_that_records_not_the_machines(tag):
+    yaml = topology(tag).replace("  - {id: decode, type: json}\n",
+                                 f"  - {{id: decode, type: json}}\n  - {{id: when, type: '{__name__}:OverflowBolt'}}\n")
+    run = run_topology(yaml, records_from([{"i": 0, "t": 0}, {"i": 1, "t": -1e18}, {"i": 2, "t": 60}]), batch_size=3)
+    assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
+                                                          Outcome.COMMITTED]
+    assert "Errno 75" in MemorySink.stores[f"{tag}-dlq"][0].failure.reason
