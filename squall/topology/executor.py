@@ -731,11 +731,11 @@ _heap_settled = False
 
 
 def _settle_heap() -> None:
-    """Once per process, after the first engine opened (Lambda: at init): collect, then freeze
-    what init allocated (modules, parsers, database handles) so the collector stops scanning it
-    on every full collection — about 15 % of the per-event CPU on the example (gc.freeze)."""
+    """Once per process, after the first engine opened (Lambda: at init): freeze what init
+    allocated (modules, parsers, database handles) so the collector stops scanning it on every
+    full collection — about 15 % of the per-event CPU on the example (benchmarks/engine_cpu.py).
+    No ``gc.collect()`` first: it cost 40–80 ms of Lambda init and freed ~500 objects."""
     global _heap_settled
     if not _heap_settled:
         _heap_settled = True
-        gc.collect()
         gc.freeze()
