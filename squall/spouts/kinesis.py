@@ -161,6 +161,7 @@ class KinesisSpout(Spout):
         self.client: Any = None
         self._stored: dict[str, Position] = {}  # positions loaded by the runner (resume)
         self._to_save: dict[str, Position] = {}  # SHARD_END of shards finished, for the runner to save
+        self._resumed = False
         self._lineage = ShardLineage()
         self._backoff = aws.Backoff(base=0.1, cap=10.0)
         self._clock: Callable[[], float] = time.monotonic
@@ -235,7 +236,7 @@ class KinesisSpout(Spout):
     def read(self, max_records: int) -> Iterator[list[Record]]:
         if self.client is None:
             raise SquallError(f"{self.id}: open() the spout before read()")
-        if not getattr(self, "_resumed", False):
+        if not self._resumed:  # used without a runner (tests, tools): resume from nothing stored
             self.resume({})
         idle_exit = self.config.idle_exit
         while not self.stopping:

@@ -166,10 +166,10 @@ class Checkpointer:
             self.store.save(stream, positions)
 
 
-def open_checkpoint_store(spec: CheckpointSpec, resources: Resources, application: str) -> CheckpointStore:
+def open_checkpoint_store(spec: CheckpointSpec, resources: Resources | None, application: str) -> CheckpointStore:
     """Open the store a spout asked for. Raises ``SquallError`` naming the spout when it cannot."""
     app = spec.application or application
-    configs = getattr(resources, "configs", {}) or {}
+    configs = resources.configs if resources is not None else {}
     if spec.kind == "memory":
         return MemoryCheckpointStore()
     if spec.kind == "default":

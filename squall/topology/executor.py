@@ -126,7 +126,7 @@ class Engine:
         self._data_sinks = [n for n in plan.nodes if n.kind == "sink" and not n.dead_letter]
         self._dl_sinks = [n for n in plan.nodes if n.dead_letter]
         self._bolts = [n for n in plan.nodes if n.kind == "bolt"]
-        self._stateful = [n for n in self._bolts if getattr(self.components[n.index], "stateful", False)]
+        self._stateful = [n for n in self._bolts if self.components[n.index].stateful]
         self.checkpointer = checkpointer
         self._tx_resource: str | None = None
         self._tx_sinks: set[int] = set()
