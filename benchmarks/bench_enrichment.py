@@ -56,7 +56,9 @@ from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
 # A Redis db and a database of the benchmarks' own: never db 0 or `test`, which users and tests use.
 REDIS_URL = os.environ.get("SQUALL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/6")
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
+PG_URL = os.environ.get(
+    "SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench"
+)
 
 
 def check_urls(redis_url: str, pg_url: str) -> None:
@@ -81,6 +83,8 @@ def ensure_database(pg_url: str) -> None:
         if cur.fetchone() is None:
             cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
+
+
 CONTEXT = ComponentContext("bench")
 
 
@@ -429,15 +433,25 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500)
-    ap.add_argument("--redis-url", default=REDIS_URL, help="Redis of the benchmark (default db 6; never db 0)")
-    ap.add_argument("--pg-url", default=PG_URL, help="PostgreSQL database of the benchmark (default squall_bench)")
+    ap.add_argument(
+        "--redis-url", default=REDIS_URL, help="Redis of the benchmark (default db 6; never db 0)"
+    )
+    ap.add_argument(
+        "--pg-url",
+        default=PG_URL,
+        help="PostgreSQL database of the benchmark (default squall_bench)",
+    )
     ap.add_argument(
         "--only", default="", help="run only the workloads whose name contains this text"
     )
     args = ap.parse_args()
     check_urls(args.redis_url, args.pg_url)
     REDIS_URL = args.redis_url
-    PG_URL = args.pg_url if "+psycopg2" in args.pg_url else args.pg_url.replace("postgresql://", "postgresql+psycopg2://")
+    PG_URL = (
+        args.pg_url
+        if "+psycopg2" in args.pg_url
+        else args.pg_url.replace("postgresql://", "postgresql+psycopg2://")
+    )
     if _up(5432):
         ensure_database(PG_URL)
     n, size = args.events, args.batch

@@ -44,7 +44,9 @@ from squall.component import ComponentContext  # noqa: E402
 from squall.event import Event, RecordMeta, derive_event_id  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
+PG_URL = os.environ.get(
+    "SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench"
+)
 REDIS_URL = os.environ.get("SQUALL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
@@ -64,8 +66,11 @@ def make_data(n_events: int, n_keys: int, seed: int = 11) -> tuple[list[dict], l
     drawn = rng.choices(keys, weights, k=n_events)
     payloads = [{"kiosk_id": k, "amount": i % 97} for i, k in enumerate(drawn)]
     absent = set(rng.sample(keys, n_keys // 20))
-    rows = [(k, f"kiosk {k}", f"store-{i % 300}", round(1 + (i % 1000) / 7, 2))
-            for i, k in enumerate(keys) if k not in absent]
+    rows = [
+        (k, f"kiosk {k}", f"store-{i % 300}", round(1 + (i % 1000) / 7, 2))
+        for i, k in enumerate(keys)
+        if k not in absent
+    ]
     return payloads, rows
 
 
@@ -73,7 +78,9 @@ def events_of(payloads: list[dict], first: int) -> list[Event]:
     events = []
     for i, p in enumerate(payloads, first):
         meta = RecordMeta("bench", "shardId-000000000000", str(1000 + i), 0, "pk")
-        events.append(Event(raw=b"", meta=meta, event_id=derive_event_id(meta), origin=i, value=dict(p)))
+        events.append(
+            Event(raw=b"", meta=meta, event_id=derive_event_id(meta), origin=i, value=dict(p))
+        )
     return events
 
 
@@ -86,7 +93,9 @@ class SqliteBackend:
     def __init__(self, rows: list[tuple], tmp: str):
         self.path = f"{tmp}/kiosks.db"
         db = sqlite3.connect(self.path)
-        db.execute("CREATE TABLE kiosks (kiosk_id TEXT PRIMARY KEY, name TEXT, store TEXT, price REAL)")
+        db.execute(
+            "CREATE TABLE kiosks (kiosk_id TEXT PRIMARY KEY, name TEXT, store TEXT, price REAL)"
+        )
         db.executemany("INSERT INTO kiosks VALUES (?, ?, ?, ?)", rows)
         db.commit()
         db.close()
@@ -94,7 +103,12 @@ class SqliteBackend:
         self.table = "kiosks"
 
     def source(self) -> dict:
-        return {"type": "sql", "resource": "db", "table": self.table, "columns": ["name", "store", "price"]}
+        return {
+            "type": "sql",
+            "resource": "db",
+            "table": self.table,
+            "columns": ["name", "store", "price"],
+        }
 
     def connect(self) -> Callable[[str], tuple | None]:
         db = sqlite3.connect(self.path)
@@ -113,20 +127,26 @@ class PostgresBackend(SqliteBackend):
         url = sa.make_url(PG_URL)
         admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            if not conn.exec_driver_sql("SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)).first():
+            if not conn.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (url.database,)
+            ).first():
                 conn.exec_driver_sql(f'CREATE DATABASE "{url.database}"')
         admin.dispose()
         self.table = f"bench_kiosks_{uuid.uuid4().hex[:8]}"
         self.engine = sa.create_engine(PG_URL)
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE TABLE {self.table} (kiosk_id text PRIMARY KEY, name text, store text, "
-                                 f"price double precision)")
+            conn.exec_driver_sql(
+                f"CREATE TABLE {self.table} (kiosk_id text PRIMARY KEY, name text, store text, "
+                f"price double precision)"
+            )
             conn.exec_driver_sql(f"INSERT INTO {self.table} VALUES (%s, %s, %s, %s)", rows)
 
     def connect(self) -> Callable[[str], tuple | None]:
         import psycopg2
 
-        conn = psycopg2.connect(sa.make_url(PG_URL).set(drivername="postgresql").render_as_string(False))
+        conn = psycopg2.connect(
+            sa.make_url(PG_URL).set(drivername="postgresql").render_as_string(False)
+        )
         conn.autocommit = True
         cur = conn.cursor()
         sql = f"SELECT name, store, price FROM {self.table} WHERE kiosk_id = %s"
@@ -170,7 +190,7 @@ class RedisBackend:
     def cleanup(self) -> None:
         keys = list(self.client.scan_iter(match=self.prefix + "*", count=5000))
         for i in range(0, len(keys), 5000):
-            self.client.delete(*keys[i:i + 5000])
+            self.client.delete(*keys[i : i + 5000])
         self.client.close()
 
 
@@ -179,10 +199,14 @@ class RedisBackend:
 
 def run_squall(backend: Any, payloads: list[dict], size: int) -> tuple[float, list[Any]]:
     res = Resources({"db": ResourceConfig(url=backend.url)})
-    bolt = LookupBolt(LookupBolt.Config(id="kiosk", type="lookup", key="kiosk_id", target="kiosk",
-                                        source=backend.source()), ComponentContext("bench"))
+    bolt = LookupBolt(
+        LookupBolt.Config(
+            id="kiosk", type="lookup", key="kiosk_id", target="kiosk", source=backend.source()
+        ),
+        ComponentContext("bench"),
+    )
     bolt.setup(res)
-    batches = [events_of(payloads[i:i + size], i) for i in range(0, len(payloads), size)]
+    batches = [events_of(payloads[i : i + size], i) for i in range(0, len(payloads), size)]
     out = []
     start = time.perf_counter()
     for batch in batches:
@@ -194,9 +218,11 @@ def run_squall(backend: Any, payloads: list[dict], size: int) -> tuple[float, li
     return elapsed, values
 
 
-def run_hand(backend: Any, payloads: list[dict], size: int, cached: bool) -> tuple[float, list[Any]]:
+def run_hand(
+    backend: Any, payloads: list[dict], size: int, cached: bool
+) -> tuple[float, list[Any]]:
     query = backend.connect()
-    batches = [[dict(p) for p in payloads[i:i + size]] for i in range(0, len(payloads), size)]
+    batches = [[dict(p) for p in payloads[i : i + size]] for i in range(0, len(payloads), size)]
     cache: dict[str, Any] = {}
     start = time.perf_counter()
     for batch in batches:
@@ -220,7 +246,9 @@ def normalise(values: list[Any]) -> list[Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--keys", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=5)
@@ -229,14 +257,18 @@ def main() -> None:
 
     payloads, rows = make_data(args.events, args.keys)
     distinct = len({p["kiosk_id"] for p in payloads})
-    print(f"python {platform.python_version()}, {args.events} events, {distinct} distinct keys of {args.keys} "
-          f"(5 % absent from the table), batches of {args.batch}, median of {args.runs} cold runs\n")
+    print(
+        f"python {platform.python_version()}, {args.events} events, {distinct} distinct keys of {args.keys} "
+        f"(5 % absent from the table), batches of {args.batch}, median of {args.runs} cold runs\n"
+    )
     backends: list[type] = [SqliteBackend]
     if _up(5432):
         backends.append(PostgresBackend)
     if _up(6379):
         backends.append(RedisBackend)
-    print("| source | squall lookup | hand, one query per event | hand, dict cache | squall / one query |")
+    print(
+        "| source | squall lookup | hand, one query per event | hand, dict cache | squall / one query |"
+    )
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for cls in backends:
@@ -250,16 +282,22 @@ def main() -> None:
                         if name == "squall":
                             t, values = run_squall(backend, payloads, args.batch)
                         else:
-                            t, values = run_hand(backend, payloads, args.batch, cached=name == "cached")
+                            t, values = run_hand(
+                                backend, payloads, args.batch, cached=name == "cached"
+                            )
                         values = normalise(values)
                         if reference is None:
                             reference = values
                         elif values != reference:
-                            raise SystemExit(f"{backend.name}: {name} enriched the events differently")
+                            raise SystemExit(
+                                f"{backend.name}: {name} enriched the events differently"
+                            )
                         times[name].append(t)
                 rate = {k: args.events / statistics.median(v) for k, v in times.items()}
-                print(f"| {backend.name} | {rate['squall']:,.0f} ev/s | {rate['naive']:,.0f} ev/s | "
-                      f"{rate['cached']:,.0f} ev/s | {rate['squall'] / rate['naive']:.1f}× |")
+                print(
+                    f"| {backend.name} | {rate['squall']:,.0f} ev/s | {rate['naive']:,.0f} ev/s | "
+                    f"{rate['cached']:,.0f} ev/s | {rate['squall'] / rate['naive']:.1f}× |"
+                )
             finally:
                 backend.cleanup()
 

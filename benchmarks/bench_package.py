@@ -40,9 +40,21 @@ print(json.dumps({"import_ms": (t1 - t0) * 1000, "handler_ms": (t2 - t1) * 1000}
 
 
 def build(topology: Path, out: Path, *extra: str) -> str:
-    cmd = [sys.executable, "-m", "squall.cli", "package", str(topology), "--handler", "consumer", "-o", str(out),
-           *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "squall.cli",
+        "package",
+        str(topology),
+        "--handler",
+        "consumer",
+        "-o",
+        str(out),
+        *extra,
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if r.returncode != 0:
         raise SystemExit(r.stderr)
     return r.stdout
@@ -51,8 +63,13 @@ def build(topology: Path, out: Path, *extra: str) -> str:
 def measure(zip_path: Path | None, work: Path, runs: int) -> dict[str, float]:
     """Medians over fresh processes; ``zip_path`` None: the development venv (site-packages, its pyc caches)."""
     # Lambda's code folder is read-only: no process may leave bytecode behind for the next one.
-    env = {"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1", "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
-           "STATE_URL": f"sqlite:///{work}/s.db", "AWS_REGION": "us-east-1"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "WAREHOUSE_URL": f"sqlite:///{work}/w.db",
+        "STATE_URL": f"sqlite:///{work}/s.db",
+        "AWS_REGION": "us-east-1",
+    }
     if zip_path is None:
         root = work / "venv-task"
         (root / "topology").mkdir(parents=True, exist_ok=True)
@@ -75,7 +92,10 @@ def measure(zip_path: Path | None, work: Path, runs: int) -> dict[str, float]:
         doc = json.loads(r.stdout.strip().splitlines()[-1])
         doc["process_ms"] = wall
         results.append(doc)
-    return {k: statistics.median(r[k] for r in results) for k in ("import_ms", "handler_ms", "process_ms")}
+    return {
+        k: statistics.median(r[k] for r in results)
+        for k in ("import_ms", "handler_ms", "process_ms")
+    }
 
 
 def main() -> None:
@@ -91,19 +111,27 @@ def main() -> None:
 
         variant_dir = work / "pistats"
         shutil.copytree(EXAMPLE, variant_dir)
-        text = shipped.read_text().replace("{id: geo, type: geo, ip_field: ip, anonymize_ip: true}",
-                                           f"{{id: geo, type: geo, ip_field: ip, anonymize_ip: true, "
-                                           f"database: {bundled_database()}}}")
+        text = shipped.read_text().replace(
+            "{id: geo, type: geo, ip_field: ip, anonymize_ip: true}",
+            f"{{id: geo, type: geo, ip_field: ip, anonymize_ip: true, "
+            f"database: {bundled_database()}}}",
+        )
         assert "database:" in text
         (variant_dir / "topology.yaml").write_text(text)
-        cases = [("as shipped (bundled GeoLite2)", shipped, ()),
-                 ("geo database outside the zip", variant_dir / "topology.yaml", ()),
-                 ("geo database outside, no bytecode", variant_dir / "topology.yaml", ("--no-compile",))]
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-              f"medians of {args.runs} fresh processes")
+        cases = [
+            ("as shipped (bundled GeoLite2)", shipped, ()),
+            ("geo database outside the zip", variant_dir / "topology.yaml", ()),
+            ("geo database outside, no bytecode", variant_dir / "topology.yaml", ("--no-compile",)),
+        ]
+        print(
+            f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+            f"medians of {args.runs} fresh processes"
+        )
         m = measure(None, work, args.runs)
-        print(f"- reference, the development venv (not a package): init {m['import_ms'] + m['handler_ms']:.0f} ms "
-              f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms")
+        print(
+            f"- reference, the development venv (not a package): init {m['import_ms'] + m['handler_ms']:.0f} ms "
+            f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms"
+        )
         for i, (label, topology, extra) in enumerate(cases):
             out = work / f"case{i}.zip"
             t0 = time.perf_counter()
@@ -111,9 +139,15 @@ def main() -> None:
             built = time.perf_counter() - t0
             m = measure(out, work, args.runs)
             size = out.stat().st_size / 2**20
-            largest = next(line for line in report.splitlines() if "largest:" in line).split("largest:")[1].strip()
-            print(f"- {label}: {size:.1f} MiB zipped (built in {built:.0f} s); init {m['import_ms'] + m['handler_ms']:.0f} ms "
-                  f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms")
+            largest = (
+                next(line for line in report.splitlines() if "largest:" in line)
+                .split("largest:")[1]
+                .strip()
+            )
+            print(
+                f"- {label}: {size:.1f} MiB zipped (built in {built:.0f} s); init {m['import_ms'] + m['handler_ms']:.0f} ms "
+                f"(imports {m['import_ms']:.0f}, make_handler {m['handler_ms']:.0f}), process {m['process_ms']:.0f} ms"
+            )
             print(f"    largest: {largest}")
             print(f"    {report.splitlines()[0]}")
 

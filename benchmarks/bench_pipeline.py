@@ -77,17 +77,21 @@ def records(n: int) -> list[Record]:
     return out
 
 
-def run_squall(recs: list[Record], batch: int, tmp: Path, metrics: bool = False) -> tuple[float, float]:
+def run_squall(
+    recs: list[Record], batch: int, tmp: Path, metrics: bool = False
+) -> tuple[float, float]:
     """Seconds for the first half (a fresh process: cold caches) and the second half (warm)."""
     topo = load_text(TOPOLOGY.format(db=tmp / "squall.db", dlq=tmp / "dlq.jsonl"), base_dir=tmp)
-    engine = Engine(compile_plan(topo)).open()  # resources open once per process, as in every runner
+    engine = Engine(
+        compile_plan(topo)
+    ).open()  # resources open once per process, as in every runner
     recorder = Recorder("bench", [PrometheusBackend(), Totals()]) if metrics else None
     times = []
     half = len(recs) // 2
     for part in (recs[:half], recs[half:]):
         started = time.perf_counter()
         for i in range(0, len(part), batch):
-            chunk = part[i:i + batch]
+            chunk = part[i : i + batch]
             if recorder is None:
                 result = engine.process(chunk)
             else:
@@ -122,7 +126,7 @@ def interleaved_cost(recs: list[Record], batch: int, tmp: Path) -> float:
     spent = {True: 0.0, False: 0.0}
     events = {True: 0, False: 0}
     for k, i in enumerate(range(0, len(recs), batch)):
-        chunk, on = recs[i:i + batch], k % 2 == 1
+        chunk, on = recs[i : i + batch], k % 2 == 1
         started = time.perf_counter()
         if on:
             with recorder.batch(engine, chunk) as watch:
@@ -138,8 +142,10 @@ def interleaved_cost(recs: list[Record], batch: int, tmp: Path) -> float:
 def run_hand(recs: list[Record], batch: int, tmp: Path) -> tuple[float, float]:
     reader = maxminddb.open_database(bundled_database())
     db = sqlite3.connect(tmp / "hand.db")
-    db.execute("create table events (event_id text primary key, event_type text, occurred_at text, "
-               "country text, city text, os text, browser text, device_class text)")
+    db.execute(
+        "create table events (event_id text primary key, event_type text, occurred_at text, "
+        "country text, city text, os text, browser text, device_class text)"
+    )
     sql = "insert into events values (?, ?, ?, ?, ?, ?, ?, ?) on conflict(event_id) do nothing"
     times = []
     half = len(recs) // 2
@@ -155,7 +161,7 @@ def run_hand(recs: list[Record], batch: int, tmp: Path) -> tuple[float, float]:
 def _hand_part(recs: list[Record], batch: int, reader, db: sqlite3.Connection, sql: str) -> None:
     for i in range(0, len(recs), batch):
         rows = []
-        for rec in recs[i:i + batch]:
+        for rec in recs[i : i + batch]:
             p = orjson.loads(rec.data)
             try:
                 g = reader.get(p.get("ip") or "") or {}
@@ -165,10 +171,24 @@ def _hand_part(recs: list[Record], batch: int, reader, db: sqlite3.Connection, s
             os_ = ua.os.family if ua.os else "Other"
             browser = ua.user_agent.family if ua.user_agent else "Other"
             device = ua.device.family if ua.device else "Other"
-            device_class = "mobile" if device not in ("Other", "Spider") else ("bot" if device == "Spider" else "desktop")
+            device_class = (
+                "mobile"
+                if device not in ("Other", "Spider")
+                else ("bot" if device == "Spider" else "desktop")
+            )
             city = (g.get("city") or {}).get("names", {}).get("en")
-            rows.append((p["message_id"], p.get("event_type"), p.get("timestamp"),
-                         (g.get("country") or {}).get("iso_code"), city, os_, browser, device_class))
+            rows.append(
+                (
+                    p["message_id"],
+                    p.get("event_type"),
+                    p.get("timestamp"),
+                    (g.get("country") or {}).get("iso_code"),
+                    city,
+                    os_,
+                    browser,
+                    device_class,
+                )
+            )
         with db:
             db.executemany(sql, rows)
 
@@ -181,24 +201,35 @@ def main() -> None:
     args = ap.parse_args()
     recs = records(2 * args.events)  # the first half in a fresh process, the second after it
     times: dict[tuple[str, str], list[float]] = {}
-    contenders = [("squall", run_squall), ("squall+metrics", lambda *a: run_squall(*a, metrics=True)),
-                  ("hand", run_hand)]
+    contenders = [
+        ("squall", run_squall),
+        ("squall+metrics", lambda *a: run_squall(*a, metrics=True)),
+        ("hand", run_hand),
+    ]
     for run in range(args.runs):
-        for name, fn in contenders[run % 3:] + contenders[:run % 3]:  # rotate: no side always goes first
+        for name, fn in (
+            contenders[run % 3 :] + contenders[: run % 3]
+        ):  # rotate: no side always goes first
             with tempfile.TemporaryDirectory() as tmp:
                 cold, warm = fn(recs, args.batch, Path(tmp))
             times.setdefault((name, "cold"), []).append(cold)
             times.setdefault((name, "warm"), []).append(warm)
     rate = {k: args.events / statistics.median(v) for k, v in times.items()}
-    print(f"# pipeline: json + geo + device + SQLite, {args.events} events per phase, batches of {args.batch}, "
-          f"median of {args.runs} ({platform.python_implementation()} {platform.python_version()})")
-    print("# cold: the first events of a fresh process; warm: the next ones, as a long-running consumer sees them")
+    print(
+        f"# pipeline: json + geo + device + SQLite, {args.events} events per phase, batches of {args.batch}, "
+        f"median of {args.runs} ({platform.python_implementation()} {platform.python_version()})"
+    )
+    print(
+        "# cold: the first events of a fresh process; warm: the next ones, as a long-running consumer sees them"
+    )
     print(f"{'':15} {'phase':6} {'events/s':>10} {'us/event':>9}")
     for phase in ("cold", "warm"):
         for name in ("squall", "squall+metrics", "hand"):
             r = rate[(name, phase)]
             print(f"{name:15} {phase:6} {r:>10,.0f} {1e6 / r:>9.1f}")
-        print(f"ratio squall/hand ({phase}): {rate[('squall', phase)] / rate[('hand', phase)]:.2f}x")
+        print(
+            f"ratio squall/hand ({phase}): {rate[('squall', phase)] / rate[('hand', phase)]:.2f}x"
+        )
         cost = 1 - rate[("squall+metrics", phase)] / rate[("squall", phase)]
         print(f"metrics cost ({phase}): {cost:+.1%} of throughput")
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,11 +238,15 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             costs.append(interleaved_cost(recs, args.batch, Path(tmp)))
-    print(f"metrics cost, on every other batch of one engine (drift cancels): median {statistics.median(costs):+.1%} "
-          f"of time per event ({', '.join(f'{c:+.1%}' for c in costs)})")
+    print(
+        f"metrics cost, on every other batch of one engine (drift cancels): median {statistics.median(costs):+.1%} "
+        f"of time per event ({', '.join(f'{c:+.1%}' for c in costs)})"
+    )
     per_event = per_batch / args.batch
-    print(f"metrics per batch, timed alone: {per_batch:.0f} us = {per_event:.3f} us/event = "
-          f"{per_event / (1e6 / rate[('squall', 'warm')]):.2%} of squall's warm time per event")
+    print(
+        f"metrics per batch, timed alone: {per_batch:.0f} us = {per_event:.3f} us/event = "
+        f"{per_event / (1e6 / rate[('squall', 'warm')]):.2%} of squall's warm time per event"
+    )
 
 
 if __name__ == "__main__":

@@ -50,7 +50,9 @@ from squall.sinks.base import WriteContext  # noqa: E402
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
+PG_URL = os.environ.get(
+    "SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench"
+)
 COLUMNS: dict[str, Any] = {
     "event_id": "meta.event_id",
     "event_type": {"path": "event_type", "nullable": False},
@@ -207,7 +209,9 @@ def sink_pass(sink: WarehouseSink, batches: list[list[Event]]) -> tuple[float, f
 STEPS = ("plain", "copy_only", "plain_nokey", "sink")
 
 
-def one_run(url: str, events: list[Event], rows: list[tuple], batch: int, rotation: int = 0) -> dict[str, Any]:
+def one_run(
+    url: str, events: list[Event], rows: list[tuple], batch: int, rotation: int = 0
+) -> dict[str, Any]:
     batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     tag = uuid.uuid4().hex[:8]
     keyed, unkeyed, target = f"bench_plain_{tag}", f"bench_nokey_{tag}", f"bench_sink_{tag}"
@@ -283,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     url = args.url.replace("postgresql://", "postgresql+psycopg2://", 1)
     if url.rsplit("/", 1)[-1].split("?")[0] in ("", "test", "postgres"):
-        raise SystemExit("refusing the `test` / `postgres` database: give --url a database of its own")
+        raise SystemExit(
+            "refusing the `test` / `postgres` database: give --url a database of its own"
+        )
     _ensure_database(url)
     events = make_events(args.rows)
     rows = plain_rows(events)

@@ -56,11 +56,18 @@ class InstantSqs:
 def make_events(n: int) -> list[Event]:
     out = []
     for i in range(n):
-        value = {"event_type": "click", "user_id": f"u{i % 977}", "device_token": f"tok-{i}",
-                 "timestamp": f"2026-11-03T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
-                 "campaign": {"id": "c-1", "title": "Sale", "body": "50% off today"}, "n": i}
+        value = {
+            "event_type": "click",
+            "user_id": f"u{i % 977}",
+            "device_token": f"tok-{i}",
+            "timestamp": f"2026-11-03T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z",
+            "campaign": {"id": "c-1", "title": "Sale", "body": "50% off today"},
+            "n": i,
+        }
         raw = orjson.dumps(value)
-        out.append(Event(raw, RecordMeta("bench", "shardId-000000000000", str(1000 + i)), None, i, value))
+        out.append(
+            Event(raw, RecordMeta("bench", "shardId-000000000000", str(1000 + i)), None, i, value)
+        )
     return out
 
 
@@ -68,7 +75,7 @@ def run_sink(sink: Any, events: list[Event]) -> float:
     """Seconds to prepare and write the events in batches; fails loudly if anything was not written."""
     started = time.perf_counter()
     for i in range(0, len(events), BATCH):
-        prepared = sink.prepare(events[i:i + BATCH])
+        prepared = sink.prepare(events[i : i + BATCH])
         assert not prepared.rejected, prepared.rejected[0].failure
         result = sink.write_batch(prepared, None)
         assert result is None or not (result.failed or getattr(result, "dead_tokens", None)), result
@@ -113,48 +120,141 @@ def main() -> None:
             # moto's SQS gets slower as a queue fills (~0.1 s per call of 10 at first): few events, and
             # the sink's own cost measured with a client that answers at once.
             n_small = min(len(events), 500)
-            rows.append(("sqs (standard, 10/call)", n_small, median_rate(sqs_sink, events[:n_small], args.runs)))
+            rows.append(
+                (
+                    "sqs (standard, 10/call)",
+                    n_small,
+                    median_rate(sqs_sink, events[:n_small], args.runs),
+                )
+            )
 
             def instant_sqs() -> SqsSink:
-                sink = SqsSink(SqsSinkConfig(id="sqs", type="sqs", queue="http://127.0.0.1:1/q"), CTX)
+                sink = SqsSink(
+                    SqsSinkConfig(id="sqs", type="sqs", queue="http://127.0.0.1:1/q"), CTX
+                )
                 sink.client = InstantSqs()
                 return sink
 
-            rows.append(("sqs sink alone (client answering at once)", len(events),
-                         median_rate(instant_sqs, events, args.runs)))
-            rows.append(("s3 jsonl.gz (per hour partition)", len(events), median_rate(
-                lambda: S3Sink(S3SinkConfig(id="s3", type="s3", bucket=bucket, endpoint_url=ep,
-                                            time_field="timestamp"), CTX), events, args.runs)))
-            cols = {"event_id": "meta.event_id", "user_id": "user_id", "n": {"path": "n", "type": "int64"},
-                    "at": {"path": "timestamp", "type": "timestamp"}}
-            rows.append(("s3 parquet (4 columns)", len(events), median_rate(
-                lambda: S3Sink(S3SinkConfig(id="s3", type="s3", bucket=bucket, endpoint_url=ep, format="parquet",
-                                            compression="snappy", columns=cols, time_field="timestamp"), CTX),
-                events, args.runs)))
+            rows.append(
+                (
+                    "sqs sink alone (client answering at once)",
+                    len(events),
+                    median_rate(instant_sqs, events, args.runs),
+                )
+            )
+            rows.append(
+                (
+                    "s3 jsonl.gz (per hour partition)",
+                    len(events),
+                    median_rate(
+                        lambda: S3Sink(
+                            S3SinkConfig(
+                                id="s3",
+                                type="s3",
+                                bucket=bucket,
+                                endpoint_url=ep,
+                                time_field="timestamp",
+                            ),
+                            CTX,
+                        ),
+                        events,
+                        args.runs,
+                    ),
+                )
+            )
+            cols = {
+                "event_id": "meta.event_id",
+                "user_id": "user_id",
+                "n": {"path": "n", "type": "int64"},
+                "at": {"path": "timestamp", "type": "timestamp"},
+            }
+            rows.append(
+                (
+                    "s3 parquet (4 columns)",
+                    len(events),
+                    median_rate(
+                        lambda: S3Sink(
+                            S3SinkConfig(
+                                id="s3",
+                                type="s3",
+                                bucket=bucket,
+                                endpoint_url=ep,
+                                format="parquet",
+                                compression="snappy",
+                                columns=cols,
+                                time_field="timestamp",
+                            ),
+                            CTX,
+                        ),
+                        events,
+                        args.runs,
+                    ),
+                )
+            )
             stream = f"bench-{uuid.uuid4().hex[:8]}"
-            fh.create_delivery_stream(DeliveryStreamName=stream, ExtendedS3DestinationConfiguration={
-                "RoleARN": "arn:aws:iam::123456789012:role/fh", "BucketARN": f"arn:aws:s3:::{bucket}",
-                "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 900}})
-            rows.append(("firehose (500/call)", len(events), median_rate(
-                lambda: FirehoseSink(FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=stream,
-                                                        endpoint_url=ep), CTX), events, args.runs)))
+            fh.create_delivery_stream(
+                DeliveryStreamName=stream,
+                ExtendedS3DestinationConfiguration={
+                    "RoleARN": "arn:aws:iam::123456789012:role/fh",
+                    "BucketARN": f"arn:aws:s3:::{bucket}",
+                    "BufferingHints": {"SizeInMBs": 64, "IntervalInSeconds": 900},
+                },
+            )
+            rows.append(
+                (
+                    "firehose (500/call)",
+                    len(events),
+                    median_rate(
+                        lambda: FirehoseSink(
+                            FirehoseSinkConfig(
+                                id="fh", type="firehose", delivery_stream=stream, endpoint_url=ep
+                            ),
+                            CTX,
+                        ),
+                        events,
+                        args.runs,
+                    ),
+                )
+            )
         finally:
             moto.stop()
 
     with LocalHttp(lambda req: (200, {}, "")) as srv:
         n_http = min(len(events), 2000)
-        rows.append(("http single, concurrency 8", n_http, median_rate(
-            lambda: HttpSink(HttpSinkConfig(id="h", type="http", url=srv.url, concurrency=8), CTX),
-            events[:n_http], args.runs)))
-        rows.append(("http ndjson_batch of 100", len(events), median_rate(
-            lambda: HttpSink(HttpSinkConfig(id="h", type="http", url=srv.url, mode="ndjson_batch"), CTX),
-            events, args.runs)))
+        rows.append(
+            (
+                "http single, concurrency 8",
+                n_http,
+                median_rate(
+                    lambda: HttpSink(
+                        HttpSinkConfig(id="h", type="http", url=srv.url, concurrency=8), CTX
+                    ),
+                    events[:n_http],
+                    args.runs,
+                ),
+            )
+        )
+        rows.append(
+            (
+                "http ndjson_batch of 100",
+                len(events),
+                median_rate(
+                    lambda: HttpSink(
+                        HttpSinkConfig(id="h", type="http", url=srv.url, mode="ndjson_batch"), CTX
+                    ),
+                    events,
+                    args.runs,
+                ),
+            )
+        )
 
     push_rows = push_bench(events, args.runs)
     rows.extend(push_rows)
 
-    print(f"# bench_sinks — {platform.python_implementation()} {platform.python_version()}, "
-          f"{args.events} events, median of {args.runs}\n")
+    print(
+        f"# bench_sinks — {platform.python_implementation()} {platform.python_version()}, "
+        f"{args.events} events, median of {args.runs}\n"
+    )
     print("| sink against its stand-in | events | events/s |")
     print("|---|---|---|")
     for name, n, rate in rows:
@@ -166,29 +266,63 @@ def push_bench(events: list[Event], runs: int) -> list[tuple[str, int, float]]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
     def answer(req):
         if req.path == "/token":
-            return 200, {}, json.dumps({"access_token": "at", "expires_in": 3600, "token_type": "Bearer"})
+            return (
+                200,
+                {},
+                json.dumps({"access_token": "at", "expires_in": 3600, "token_type": "Bearer"}),
+            )
         return 200, {}, '{"name": "projects/bench/messages/1"}'
 
     out = []
     with LocalHttp(answer) as srv:
-        sa = json.dumps({"type": "service_account", "client_email": "b@bench.iam.gserviceaccount.com",
-                         "private_key": pem, "token_uri": f"{srv.url}/token", "project_id": "bench"})
+        sa = json.dumps(
+            {
+                "type": "service_account",
+                "client_email": "b@bench.iam.gserviceaccount.com",
+                "private_key": pem,
+                "token_uri": f"{srv.url}/token",
+                "project_id": "bench",
+            }
+        )
 
         def sink(rate: float | None) -> PushSink:
-            return PushSink(PushSinkConfig(id="push", type="push", project_id="bench", credentials=sa,
-                                           endpoint=srv.url, title="{campaign.title}", body="{campaign.body}",
-                                           rate_limit=rate, concurrency=8), CTX)
+            return PushSink(
+                PushSinkConfig(
+                    id="push",
+                    type="push",
+                    project_id="bench",
+                    credentials=sa,
+                    endpoint=srv.url,
+                    title="{campaign.title}",
+                    body="{campaign.body}",
+                    rate_limit=rate,
+                    concurrency=8,
+                ),
+                CTX,
+            )
 
         n = min(len(events), 1000)
         # A full bucket (one second's worth, 200) goes at once, the other 800 at 200/s: 1000 in ~4 s = ~250/s.
-        out.append(("push, rate_limit 200/s (burst 200; expect ~250/s)", n,
-                    median_rate(lambda: sink(200), events[:n], runs)))
-        out.append(("push, no rate limit, concurrency 8", n, median_rate(lambda: sink(None), events[:n], runs)))
+        out.append(
+            (
+                "push, rate_limit 200/s (burst 200; expect ~250/s)",
+                n,
+                median_rate(lambda: sink(200), events[:n], runs),
+            )
+        )
+        out.append(
+            (
+                "push, no rate limit, concurrency 8",
+                n,
+                median_rate(lambda: sink(None), events[:n], runs),
+            )
+        )
     return out
 
 

@@ -26,16 +26,34 @@ from squall.sinks.base import WriteContext  # noqa: E402
 from squall.sinks.warehouse import WarehouseConfig, WarehouseSink  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
-PG_URL = os.environ.get("SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench")
-COLUMNS = {"k": "k", "app": "app", "n": {"path": "n", "type": "integer"}, "v": {"path": "v", "type": "float"},
-           "at": {"path": "at", "type": "timestamp"}, "s1": "s1", "s2": "s2", "s3": "s3"}
+PG_URL = os.environ.get(
+    "SQUALL_BENCH_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/squall_bench"
+)
+COLUMNS = {
+    "k": "k",
+    "app": "app",
+    "n": {"path": "n", "type": "integer"},
+    "v": {"path": "v", "type": "float"},
+    "at": {"path": "at", "type": "timestamp"},
+    "s1": "s1",
+    "s2": "s2",
+    "s3": "s3",
+}
 
 
 def events(n: int, first_key: int, generation: int) -> list[Event]:
     out = []
     for i in range(n):
-        payload = {"k": f"key{first_key + i:08d}", "app": "app-x", "n": i, "v": i / 3, "at": "2026-11-28T20:00:00Z",
-                   "s1": "a" * 10, "s2": "bb", "s3": f"generation {generation}"}
+        payload = {
+            "k": f"key{first_key + i:08d}",
+            "app": "app-x",
+            "n": i,
+            "v": i / 3,
+            "at": "2026-11-28T20:00:00Z",
+            "s1": "a" * 10,
+            "s2": "bb",
+            "s3": f"generation {generation}",
+        }
         meta = RecordMeta("bench", "shardId-000000000000", str(generation * 10**8 + first_key + i))
         out.append(Event(b"", meta, derive_event_id(meta), i, payload))
     return out
@@ -51,7 +69,9 @@ def open_sink(table: str, upsert: bool) -> WarehouseSink:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=5_000)
     ap.add_argument("--runs", type=int, default=3)
@@ -76,7 +96,9 @@ def main() -> None:
                     conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table}"')
                 sink.close()
     base = statistics.median(rates["insert, fresh rows"])
-    print(f"{n} rows, {len(COLUMNS)} columns (+ event_id in insert mode), batches of {size}, median of {args.runs}\n")
+    print(
+        f"{n} rows, {len(COLUMNS)} columns (+ event_id in insert mode), batches of {size}, median of {args.runs}\n"
+    )
     print("| case | rows/s | vs insert |\n|---|---|---|")
     for case, values in rates.items():
         rate = statistics.median(values)

@@ -52,14 +52,30 @@ def events(n: int, keys: int, per_minute: int, seed: int = 1) -> list[Event]:
     out = []
     for i in range(n):
         meta = RecordMeta("bench", "shardId-000000000000", str(10**20 + i), 0, "pk")
-        out.append(Event(b"", meta, "x", i, {"timestamp": T0 + int(i * step), "key": f"k{rng.randrange(keys)}"}))
+        out.append(
+            Event(
+                b"",
+                meta,
+                "x",
+                i,
+                {"timestamp": T0 + int(i * step), "key": f"k{rng.randrange(keys)}"},
+            )
+        )
     return out
 
 
 def bolt_for(url: str, name: str) -> WindowBolt:
-    config = WindowBolt.Config(id="w", type="window", store="state", key=["key"], size="1m",
-                               aggregates={"n": {"fn": "count"}}, name=name, table=f"bw_{name}",
-                               key_prefix="bench:")
+    config = WindowBolt.Config(
+        id="w",
+        type="window",
+        store="state",
+        key=["key"],
+        size="1m",
+        aggregates={"n": {"fn": "count"}},
+        name=name,
+        table=f"bw_{name}",
+        key_prefix="bench:",
+    )
     bolt = WindowBolt(config, ComponentContext("bench"))
     bolt.setup(Resources({"state": ResourceConfig(url=url)}))
     return bolt
@@ -69,7 +85,7 @@ def run(bolt: WindowBolt, evs: list[Event], batch: int, commit: bool) -> tuple[f
     started = time.perf_counter()
     results = 0
     for i in range(0, len(evs), batch):
-        part = evs[i:i + batch]
+        part = evs[i : i + batch]
         for j, e in enumerate(part):
             e.origin = j
         out = bolt.process(part)
@@ -87,7 +103,7 @@ def hand_loop(evs: list[Event], batch: int) -> float:
     started = time.perf_counter()
     counts: dict[tuple[int, str], int] = {}
     for i in range(0, len(evs), batch):
-        for e in evs[i:i + batch]:
+        for e in evs[i : i + batch]:
             v = e.value
             t = v["timestamp"]
             k = (t - t % 60_000, v["key"])
@@ -101,7 +117,8 @@ def cell_bytes(url: str, name: str) -> float | None:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         row = conn.exec_driver_sql(
-            f"select avg(length(state) + length(key) + 8 + 8 + 8 + 4 + 1) from bw_{name}").one()
+            f"select avg(length(state) + length(key) + 8 + 8 + 8 + 4 + 1) from bw_{name}"
+        ).one()
     return row[0]
 
 
@@ -113,7 +130,9 @@ def available(url: str) -> bool:
             base = url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
             admin = sa.create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
             with admin.connect() as conn:
-                if not conn.exec_driver_sql("select 1 from pg_database where datname = 'squall_bench'").first():
+                if not conn.exec_driver_sql(
+                    "select 1 from pg_database where datname = 'squall_bench'"
+                ).first():
                     conn.exec_driver_sql("create database squall_bench")
         return True
     except Exception:
@@ -128,8 +147,10 @@ def main() -> None:
     p.add_argument("--per-minute", type=int, default=500_000)
     a = p.parse_args()
     evs = events(a.events, a.keys, a.per_minute)
-    print(f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}; "
-          f"{a.events:,} events, {a.keys:,} keys, batches of {a.batch:,}, {a.per_minute:,} events per minute")
+    print(
+        f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}; "
+        f"{a.events:,} events, {a.keys:,} keys, batches of {a.batch:,}, {a.per_minute:,} events per minute"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         stores = [("SQLite", f"sqlite:///{tmp}/state.db")]
         if available(PG_URL):
@@ -145,7 +166,9 @@ def main() -> None:
             rate, results = run(bolt_for(url, n), evs, a.batch, commit=True)
             size = cell_bytes(url, n)
             extra = f"  ({size:.0f} bytes per stored cell)" if size else ""
-            print(f"{'process + commit (' + label + ')':34s} {rate:12,.0f} events/s, {results:,} results{extra}")
+            print(
+                f"{'process + commit (' + label + ')':34s} {rate:12,.0f} events/s, {results:,} results{extra}"
+            )
             if url.startswith("redis"):
                 client = redis.Redis.from_url(url)
                 keys = list(client.scan_iter(f"bench:{n}:*"))
@@ -155,8 +178,10 @@ def main() -> None:
                 engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
                 with engine.begin() as conn:
                     conn.exec_driver_sql(f"drop table if exists bw_{n}, bw_{n}_shards")
-    print(f"one delta cell in memory during a batch: ~{sys.getsizeof([0]) + 8 + 120} bytes "
-          f"(tuple key, list of states, dict slot); result event: {len(orjson.dumps({'window_start': 'x' * 24}))}+ bytes")
+    print(
+        f"one delta cell in memory during a batch: ~{sys.getsizeof([0]) + 8 + 120} bytes "
+        f"(tuple key, list of states, dict slot); result event: {len(orjson.dumps({'window_start': 'x' * 24}))}+ bytes"
+    )
 
 
 if __name__ == "__main__":

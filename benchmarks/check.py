@@ -40,7 +40,7 @@ def _rows(url: str, table: str, order: str) -> list[tuple]:
     if url.startswith("sqlite:///"):
         import sqlite3
 
-        db = sqlite3.connect(url[len("sqlite:///"):])
+        db = sqlite3.connect(url[len("sqlite:///") :])
         try:
             return db.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
         finally:
@@ -57,7 +57,9 @@ def _rows(url: str, table: str, order: str) -> list[tuple]:
 
 
 def _plain(v: Any) -> Any:
-    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode() if isinstance(v, dict | list) else v
+    return (
+        orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode() if isinstance(v, dict | list) else v
+    )
 
 
 def dead_letters(path: Path) -> list[dict]:

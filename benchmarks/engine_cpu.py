@@ -39,17 +39,21 @@ def main() -> None:
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            topo = load_text(bp.TOPOLOGY.format(db=tmp / "s.db", dlq=tmp / "dlq.jsonl"), base_dir=tmp)
+            topo = load_text(
+                bp.TOPOLOGY.format(db=tmp / "s.db", dlq=tmp / "dlq.jsonl"), base_dir=tmp
+            )
             engine = Engine(compile_plan(topo)).open()
             for i in range(0, WARM_UP, BATCH):
-                engine.process(recs[i:i + BATCH])
+                engine.process(recs[i : i + BATCH])
             started = time.process_time()
             for i in range(0, args.events, BATCH):
-                assert engine.process(recs[i:i + BATCH]).ok
+                assert engine.process(recs[i : i + BATCH]).ok
             per_event.append((time.process_time() - started) / args.events * 1e6)
             engine.close()
-    print(f"engine CPU per event: median {statistics.median(per_event):.1f} µs, min {min(per_event):.1f} µs "
-          f"({args.events} events, {args.rounds} rounds)")
+    print(
+        f"engine CPU per event: median {statistics.median(per_event):.1f} µs, min {min(per_event):.1f} µs "
+        f"({args.events} events, {args.rounds} rounds)"
+    )
 
 
 if __name__ == "__main__":

@@ -66,11 +66,40 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 MAX_KEY = 512
 
-COLUMNS = ("event_id", "event_type", "occurred_at", "app_id", "user_id", "device_token", "sdk_version",
-           "page_url", "click_target", "topics", "ip", "country", "city", "geo_status", "device_class", "os",
-           "browser", "is_bot", "subscribed", "subscription_status")
-STATE_COLUMNS = ("key", "status", "subscribed", "topics", "registered_at_ms", "changed_at_ms", "version",
-                 "event_id", "position", "history")
+COLUMNS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "app_id",
+    "user_id",
+    "device_token",
+    "sdk_version",
+    "page_url",
+    "click_target",
+    "topics",
+    "ip",
+    "country",
+    "city",
+    "geo_status",
+    "device_class",
+    "os",
+    "browser",
+    "is_bot",
+    "subscribed",
+    "subscription_status",
+)
+STATE_COLUMNS = (
+    "key",
+    "status",
+    "subscribed",
+    "topics",
+    "registered_at_ms",
+    "changed_at_ms",
+    "version",
+    "event_id",
+    "position",
+    "history",
+)
 
 SQLITE_DDL = """
 CREATE TABLE IF NOT EXISTS {events} (
@@ -99,6 +128,7 @@ UNKNOWN = ("unknown", False, (), None, None, "", "", None, ())  # status … pos
 
 # -- reading ------------------------------------------------------------------------------------
 
+
 def read_batches(path: Path, size: int):
     """Lists of ``(line number, bytes, fingerprint)``, as squall's file spout numbers, strips and
     fingerprints them (a SHA-256 of every byte read so far: part of derived event ids)."""
@@ -123,10 +153,13 @@ def read_batches(path: Path, size: int):
 
 
 def derived_id(stream: str, seq: int, fingerprint: str) -> str:
-    return hashlib.blake2b(f"{stream}\x1ffile\x1f{seq}\x1f0\x1f{fingerprint}".encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        f"{stream}\x1ffile\x1f{seq}\x1f0\x1f{fingerprint}".encode(), digest_size=16
+    ).hexdigest()
 
 
 # -- validation ---------------------------------------------------------------------------------
+
 
 class Validator:
     def __init__(self):
@@ -151,6 +184,7 @@ class Validator:
 
 
 # -- geo ----------------------------------------------------------------------------------------
+
 
 class Geo:
     """``(status, country code, city, anonymised address)`` of an address string."""
@@ -208,6 +242,7 @@ class Geo:
 def _has_location(record: dict) -> bool:
     """A record with at least one location field (country, subdivision, city, postal code,
     coordinates, time zone, continent): squall's geo bolt calls the others "not_found"."""
+
     def name(obj):
         names = (obj or {}).get("names") or {}
         return names.get("en")
@@ -215,8 +250,11 @@ def _has_location(record: dict) -> bool:
     country, continent = record.get("country"), record.get("continent")
     subdivision = (record.get("subdivisions") or [None])[0]
     location, postal = record.get("location") or {}, record.get("postal") or {}
-    values = [name(record.get("city")), postal.get("code"), *(location.get(k) for k in (
-        "latitude", "longitude", "accuracy_radius", "time_zone"))]
+    values = [
+        name(record.get("city")),
+        postal.get("code"),
+        *(location.get(k) for k in ("latitude", "longitude", "accuracy_radius", "time_zone")),
+    ]
     if country:
         values += [country.get("iso_code"), name(country)]
     if subdivision:
@@ -227,6 +265,7 @@ def _has_location(record: dict) -> bool:
 
 
 # -- device -------------------------------------------------------------------------------------
+
 
 class Device:
     """``(device class, os, browser, is bot)`` of a user-agent string."""
@@ -243,7 +282,8 @@ class Device:
         self.domain = Domain.ALL
         lazy = ua_parser.RegexResolver is not None or ua_parser.Re2Resolver is not None
         self.resolver = ua_parser.BestAvailableResolver(
-            ua_parser.load_lazy_builtins() if lazy else ua_parser.load_builtins())
+            ua_parser.load_lazy_builtins() if lazy else ua_parser.load_builtins()
+        )
         self.cache: dict[str, tuple] | None = {} if cache else None
 
     def __call__(self, ua: Any) -> tuple:
@@ -261,8 +301,14 @@ class Device:
         browser = r.user_agent.family if r.user_agent else "Other"
         os_ = r.os.family if r.os else "Other"
         dev = r.device
-        cls = self.classify(ua, browser, os_, dev.family if dev else "Other", dev.brand if dev else None,
-                            dev.model if dev else None)
+        cls = self.classify(
+            ua,
+            browser,
+            os_,
+            dev.family if dev else "Other",
+            dev.brand if dev else None,
+            dev.model if dev else None,
+        )
         found = (cls, os_, browser, cls == "bot")
         if cache is not None:
             cache[ua] = found
@@ -273,14 +319,23 @@ class Device:
 # A state is a tuple: (status, subscribed, topics, registered_at, changed_at, version, event_id,
 # position, history); position is (shard, sequence, sub-sequence), history a tuple of JSON texts.
 
+
 def encode(s: tuple) -> str:
     p = s[7]
-    return orjson.dumps([s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                         None if p is None else [p[0], str(p[1]), p[2]]]).decode()
+    return orjson.dumps(
+        [s[0], s[1], s[2], s[3], s[4], s[5], s[6], None if p is None else [p[0], str(p[1]), p[2]]]
+    ).decode()
 
 
-def apply(s: tuple, action: str, time_ms: int, ver: str, event_id: str, given: tuple | None,
-          position: tuple) -> tuple:
+def apply(
+    s: tuple,
+    action: str,
+    time_ms: int,
+    ver: str,
+    event_id: str,
+    given: tuple | None,
+    position: tuple,
+) -> tuple:
     """squall's rules (squall/enrichment/state.py ``apply``), with the history kept."""
     status, subscribed, old_topics, registered_at = s[0], s[1], s[2], s[3]
     topics = old_topics
@@ -329,8 +384,18 @@ def parse_topics(value: Any) -> tuple | None:
 
 def state_row(key: str, s: tuple) -> tuple:
     p = s[7]
-    return (key, s[0], s[1], orjson.dumps(s[2]).decode(), s[3], s[4], s[5], s[6],
-            "" if p is None else f"{p[0]}/{p[1]}/{p[2]}", "\n".join(s[8]))
+    return (
+        key,
+        s[0],
+        s[1],
+        orjson.dumps(s[2]).decode(),
+        s[3],
+        s[4],
+        s[5],
+        s[6],
+        "" if p is None else f"{p[0]}/{p[1]}/{p[2]}",
+        "\n".join(s[8]),
+    )
 
 
 def state_from_row(row: tuple) -> tuple:
@@ -339,8 +404,17 @@ def state_from_row(row: tuple) -> tuple:
     if position:
         shard, seq, sub = position.rsplit("/", 2)
         pos = (shard, int(seq), int(sub))
-    return (status, bool(subscribed), tuple(orjson.loads(topics)), reg, changed, ver, event_id, pos,
-            tuple(history.split("\n")) if history else ())
+    return (
+        status,
+        bool(subscribed),
+        tuple(orjson.loads(topics)),
+        reg,
+        changed,
+        ver,
+        event_id,
+        pos,
+        tuple(history.split("\n")) if history else (),
+    )
 
 
 def update_of(p: dict, kind: str, key: str | None, seq: int, event_id: str):
@@ -375,6 +449,7 @@ def key_of(p: dict) -> str | None:
 
 # -- warehouse rows -----------------------------------------------------------------------------
 
+
 def occurred_at(v: Any) -> datetime:
     s = v.strip()
     if s.endswith("Z"):
@@ -392,6 +467,7 @@ def text(v: Any) -> Any:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+
 
 class Loop:
     def __init__(self, args):
@@ -432,12 +508,16 @@ class Loop:
             self.mark = "?"
         m = self.mark
         cols = ", ".join(STATE_COLUMNS[1:])
-        self.insert_sql = (f"INSERT INTO {self.events_table} ({', '.join(COLUMNS)}) VALUES "
-                           f"({', '.join([m] * len(COLUMNS))}) ON CONFLICT (event_id) DO NOTHING")
-        self.upsert_sql = (f"INSERT INTO {self.state_table} (key, {cols}) VALUES ({', '.join([m] * 10)}) "
-                           f"ON CONFLICT (key) DO UPDATE SET "
-                           + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
-                           + f" WHERE {self.state_table}.version < excluded.version")
+        self.insert_sql = (
+            f"INSERT INTO {self.events_table} ({', '.join(COLUMNS)}) VALUES "
+            f"({', '.join([m] * len(COLUMNS))}) ON CONFLICT (event_id) DO NOTHING"
+        )
+        self.upsert_sql = (
+            f"INSERT INTO {self.state_table} (key, {cols}) VALUES ({', '.join([m] * 10)}) "
+            f"ON CONFLICT (key) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:])
+            + f" WHERE {self.state_table}.version < excluded.version"
+        )
         self.select_sql = f"SELECT {', '.join(STATE_COLUMNS)} FROM {self.state_table} WHERE key "
 
     def run(self) -> None:
@@ -458,11 +538,28 @@ class Loop:
             try:
                 p = loads(data)
             except orjson.JSONDecodeError as exc:
-                dead.append((derived_id(stream, seq, fp), "decode", "error", f"invalid JSON: {exc}", seq, data))
+                dead.append(
+                    (
+                        derived_id(stream, seq, fp),
+                        "decode",
+                        "error",
+                        f"invalid JSON: {exc}",
+                        seq,
+                        data,
+                    )
+                )
                 continue
             if p.__class__ is not dict:
-                dead.append((derived_id(stream, seq, fp), "decode", "error",
-                             f"payload is a JSON {type(p).__name__}, not an object", seq, data))
+                dead.append(
+                    (
+                        derived_id(stream, seq, fp),
+                        "decode",
+                        "error",
+                        f"payload is a JSON {type(p).__name__}, not an object",
+                        seq,
+                        data,
+                    )
+                )
                 continue
             eid = p.get("message_id")
             eid = str(eid) if eid is not None and eid != "" else derived_id(stream, seq, fp)
@@ -481,9 +578,12 @@ class Loop:
         t3 = clock()
         self.write(rows, states, dead)
         t4 = clock()
-        for part, t in (("decode + validate + dedupe", t1 - t0), ("subscription (load + rules)", t2 - t1),
-                        ("rows (geo + device + values)", t3 - t2), ("write (dead letters, rows, states, commits)",
-                                                                     t4 - t3)):
+        for part, t in (
+            ("decode + validate + dedupe", t1 - t0),
+            ("subscription (load + rules)", t2 - t1),
+            ("rows (geo + device + values)", t3 - t2),
+            ("write (dead letters, rows, states, commits)", t4 - t3),
+        ):
             self.cpu[part] = self.cpu.get(part, 0.0) + t
 
     def subscription(self, events: list[tuple], dead: list[tuple]) -> dict:
@@ -513,7 +613,9 @@ class Loop:
             u = updates[i]
             if u is not None and u[2] > s[5]:
                 seq, eid = events[i][0], events[i][2]
-                s = current[key] = changed[key] = apply(s, u[0], u[1], u[2], eid, u[3], ("file", seq, 0))
+                s = current[key] = changed[key] = apply(
+                    s, u[0], u[1], u[2], eid, u[3], ("file", seq, 0)
+                )
             seen_states[i] = s
         return {"seen": seen_states, "changed": changed, "bad": bad}
 
@@ -523,7 +625,7 @@ class Loop:
         found = {}
         if self.optimized:
             for i in range(0, len(keys), 500):
-                chunk = keys[i:i + 500]
+                chunk = keys[i : i + 500]
                 sql = self.select_sql + f"IN ({', '.join([self.mark] * len(chunk))})"
                 for row in self._query(sql, chunk):
                     found[row[0]] = state_from_row(row)
@@ -557,19 +659,45 @@ class Loop:
             try:
                 when = occurred_at(p["timestamp"])
             except (ValueError, TypeError, AttributeError):
-                dead.append((eid, "events", "error", f"column 'occurred_at': cannot store "
-                             f"{_describe(p['timestamp'])} from 'timestamp' as timestamp", seq, data))
+                dead.append(
+                    (
+                        eid,
+                        "events",
+                        "error",
+                        f"column 'occurred_at': cannot store "
+                        f"{_describe(p['timestamp'])} from 'timestamp' as timestamp",
+                        seq,
+                        data,
+                    )
+                )
                 continue
             sdk, page, click, topics = p.get("sdk"), p.get("page"), p.get("click"), p.get("topics")
-            rows.append((
-                eid, text(p["event_type"]), when, text(p.get("app_id")), text(p.get("user_id")),
-                text(p.get("device_token")),
-                text(sdk.get("version")) if sdk.__class__ is dict else None,
-                text(page.get("url")) if page.__class__ is dict else None,
-                text(click.get("target")) if click.__class__ is dict else None,
-                None if topics is None else (dumps(topics).decode() if not self.pg else _Json(topics)),
-                stored, country, city, status, dev_class, os_, browser, is_bot, s[1], s[0],
-            ))
+            rows.append(
+                (
+                    eid,
+                    text(p["event_type"]),
+                    when,
+                    text(p.get("app_id")),
+                    text(p.get("user_id")),
+                    text(p.get("device_token")),
+                    text(sdk.get("version")) if sdk.__class__ is dict else None,
+                    text(page.get("url")) if page.__class__ is dict else None,
+                    text(click.get("target")) if click.__class__ is dict else None,
+                    None
+                    if topics is None
+                    else (dumps(topics).decode() if not self.pg else _Json(topics)),
+                    stored,
+                    country,
+                    city,
+                    status,
+                    dev_class,
+                    os_,
+                    browser,
+                    is_bot,
+                    s[1],
+                    s[0],
+                )
+            )
         return rows
 
     def write(self, rows: list[tuple], states: dict, dead: list[tuple]) -> None:
@@ -578,11 +706,23 @@ class Loop:
             now = datetime.now(UTC).isoformat
             lines = []
             for eid, component, stream, reason, seq, data in dead:
-                doc = {"event_id": eid, "component": component, "stream": stream, "reason": reason,
-                       "failed_at": now(),
-                       "meta": {"stream": self.stream, "shard_id": "file", "sequence_number": str(seq),
-                                "sub_sequence_number": 0, "partition_key": "", "arrival_time": None,
-                                "explicit_hash_key": None, "fingerprint": self.fingerprints[seq]}}
+                doc = {
+                    "event_id": eid,
+                    "component": component,
+                    "stream": stream,
+                    "reason": reason,
+                    "failed_at": now(),
+                    "meta": {
+                        "stream": self.stream,
+                        "shard_id": "file",
+                        "sequence_number": str(seq),
+                        "sub_sequence_number": 0,
+                        "partition_key": "",
+                        "arrival_time": None,
+                        "explicit_hash_key": None,
+                        "fingerprint": self.fingerprints[seq],
+                    },
+                }
                 try:
                     doc["record"] = data.decode("utf-8")
                 except UnicodeDecodeError:
@@ -630,14 +770,22 @@ class Loop:
                     buf.write("\t".join(_copy_value(v) for v in row))
                     buf.write("\n")
                 buf.seek(0)
-                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS hand_stage (LIKE {self.events_table}) "
-                            "ON COMMIT DELETE ROWS")
+                cur.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS hand_stage (LIKE {self.events_table}) "
+                    "ON COMMIT DELETE ROWS"
+                )
                 cur.copy_expert(f"COPY hand_stage ({', '.join(COLUMNS)}) FROM STDIN", buf)
-                cur.execute(f"INSERT INTO {self.events_table} SELECT * FROM hand_stage "
-                            "ON CONFLICT (event_id) DO NOTHING")
+                cur.execute(
+                    f"INSERT INTO {self.events_table} SELECT * FROM hand_stage "
+                    "ON CONFLICT (event_id) DO NOTHING"
+                )
                 if changed:
-                    execute_values(cur, self.upsert_sql.replace(f"({', '.join(['%s'] * 10)})", "%s"), changed,
-                                   page_size=len(changed))
+                    execute_values(
+                        cur,
+                        self.upsert_sql.replace(f"({', '.join(['%s'] * 10)})", "%s"),
+                        changed,
+                        page_size=len(changed),
+                    )
             else:
                 for row in rows:
                     cur.execute(self.insert_sql, row)
@@ -695,13 +843,15 @@ def _describe(v: Any) -> str:
 def _sqlite_path(url: str) -> str:
     if not url.startswith("sqlite:///"):
         raise SystemExit(f"not a SQLite URL: {url}")
-    return url[len("sqlite:///"):]
+    return url[len("sqlite:///") :]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", choices=("optimized", "naive"), default="optimized")
-    ap.add_argument("--input", required=True, help="JSON-lines file of SDK events (.gz is decompressed)")
+    ap.add_argument(
+        "--input", required=True, help="JSON-lines file of SDK events (.gz is decompressed)"
+    )
     ap.add_argument("--warehouse", required=True, help="sqlite:///path or postgresql://… URL")
     ap.add_argument("--state", help="state database URL (SQLite; PostgreSQL uses the warehouse's)")
     ap.add_argument("--rejects", required=True, help="dead-letter JSON-lines file")
@@ -715,9 +865,19 @@ def main(argv: list[str] | None = None) -> int:
     loop = Loop(args)
     loop.run()
     loop.close()
-    print(orjson.dumps({"variant": args.variant, "read": loop.read, "rows": loop.rows, "dead_letters": loop.dead,
-                        "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
-                        "cpu_per_part": loop.cpu}).decode())
+    print(
+        orjson.dumps(
+            {
+                "variant": args.variant,
+                "read": loop.read,
+                "rows": loop.rows,
+                "dead_letters": loop.dead,
+                "seconds": time.perf_counter() - wall,
+                "cpu_seconds": time.process_time() - cpu,
+                "cpu_per_part": loop.cpu,
+            }
+        ).decode()
+    )
     return 0
 
 

@@ -35,22 +35,42 @@ def rss_mb() -> float:
 
 def kinesis_event(lines: list[bytes], first_seq: int) -> dict:
     now = time.time()
-    return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": str(i), "sequenceNumber": str(first_seq + i),
-                    "data": base64.b64encode(line).decode(), "approximateArrivalTimestamp": now},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0",
-        "eventID": f"shardId-000000000000:{first_seq + i}", "eventName": "aws:kinesis:record",
-        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/pistats",
-        "awsRegion": "us-east-1"} for i, line in enumerate(lines)]}
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": str(i),
+                    "sequenceNumber": str(first_seq + i),
+                    "data": base64.b64encode(line).decode(),
+                    "approximateArrivalTimestamp": now,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"shardId-000000000000:{first_seq + i}",
+                "eventName": "aws:kinesis:record",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/pistats",
+                "awsRegion": "us-east-1",
+            }
+            for i, line in enumerate(lines)
+        ]
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=10_000)
-    ap.add_argument("--dir", type=Path, required=True, help="working directory (topology copy, SQLite files)")
-    ap.add_argument("--gc-freeze", action="store_true",
-                    help="experiment: gc.freeze() after make_handler (what a runner could do after init)")
-    ap.add_argument("--events", type=Path, help="JSON-lines events (default: generated with make_events.py)")
+    ap.add_argument(
+        "--dir", type=Path, required=True, help="working directory (topology copy, SQLite files)"
+    )
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="experiment: gc.freeze() after make_handler (what a runner could do after init)",
+    )
+    ap.add_argument(
+        "--events", type=Path, help="JSON-lines events (default: generated with make_events.py)"
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "examples" / "pistats"))
     if args.events:
@@ -74,12 +94,23 @@ def main() -> int:
 
         gc.freeze()
     init_wall, init_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    out = {"import_ms": import_wall * 1e3, "import_cpu_ms": import_cpu * 1e3,
-           "make_handler_ms": (init_wall - import_wall) * 1e3, "make_handler_cpu_ms": (init_cpu - import_cpu) * 1e3,
-           "init_ms": init_wall * 1e3, "init_cpu_ms": init_cpu * 1e3, "rss_after_init_mb": rss_mb(),
-           "invoke_ms": [], "invoke_cpu_ms": [], "rss_mb": [], "failures": []}
+    out = {
+        "import_ms": import_wall * 1e3,
+        "import_cpu_ms": import_cpu * 1e3,
+        "make_handler_ms": (init_wall - import_wall) * 1e3,
+        "make_handler_cpu_ms": (init_cpu - import_cpu) * 1e3,
+        "init_ms": init_wall * 1e3,
+        "init_cpu_ms": init_cpu * 1e3,
+        "rss_after_init_mb": rss_mb(),
+        "invoke_ms": [],
+        "invoke_cpu_ms": [],
+        "rss_mb": [],
+        "failures": [],
+    }
     for i in range(2):  # each event built just before its invocation, as the runtime hands it over
-        event = kinesis_event(lines[i * args.records:(i + 1) * args.records], 1000 + i * args.records)
+        event = kinesis_event(
+            lines[i * args.records : (i + 1) * args.records], 1000 + i * args.records
+        )
         wall, cpu = time.perf_counter(), time.process_time()
         response = handler(event, None)
         out["invoke_ms"].append(round((time.perf_counter() - wall) * 1e3, 1))

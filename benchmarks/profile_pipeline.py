@@ -51,7 +51,9 @@ class GcTimer:
             self.collections[info["generation"]] += 1
 
 
-def run_once(events: Path, gc_enabled: bool = True, profile: cProfile.Profile | None = None) -> dict:
+def run_once(
+    events: Path, gc_enabled: bool = True, profile: cProfile.Profile | None = None
+) -> dict:
     from squall.cli import main as cli
 
     with tempfile.TemporaryDirectory(prefix="squall-profile-") as tmpdir:
@@ -71,7 +73,10 @@ def run_once(events: Path, gc_enabled: bool = True, profile: cProfile.Profile | 
                 if profile:
                     profile.enable()
                 try:
-                    cli(["run", str(topo), "--input", str(events), "--no-progress"], standalone_mode=False)
+                    cli(
+                        ["run", str(topo), "--input", str(events), "--no-progress"],
+                        standalone_mode=False,
+                    )
                 except SystemExit:
                     pass
                 finally:
@@ -81,8 +86,13 @@ def run_once(events: Path, gc_enabled: bool = True, profile: cProfile.Profile | 
             gc.enable()
             gc.callbacks.remove(timer)
         shutil.rmtree(tmp / "out", ignore_errors=True)
-        return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "gc": timer.seconds,
-                "collections": timer.collections, "table": err.getvalue() + out.getvalue()}
+        return {
+            "wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu,
+            "gc": timer.seconds,
+            "collections": timer.collections,
+            "table": err.getvalue() + out.getvalue(),
+        }
 
 
 def timed_methods() -> tuple[dict[str, float], list]:
@@ -98,12 +108,18 @@ def timed_methods() -> tuple[dict[str, float], list]:
 
     spent: dict[str, float] = defaultdict(float)
     undo = []
-    targets = [(JsonBolt, "process", "decode"), (SchemaBolt, "process", "validate"), (DedupeBolt, "process", "dedupe"),
-               (GeoBolt, "process", "geo"), (DeviceBolt, "process", "device"),
-               (SubscriptionBolt, "process", "subscription (enrich)"),
-               (SubscriptionBolt, "commit_state", "subscription (commit state)"),
-               (WarehouseSink, "prepare", "warehouse (rows)"), (WarehouseSink, "write_batch", "warehouse (write)"),
-               (DeadLetterSink, "write_batch", "dead letters (write)")]
+    targets = [
+        (JsonBolt, "process", "decode"),
+        (SchemaBolt, "process", "validate"),
+        (DedupeBolt, "process", "dedupe"),
+        (GeoBolt, "process", "geo"),
+        (DeviceBolt, "process", "device"),
+        (SubscriptionBolt, "process", "subscription (enrich)"),
+        (SubscriptionBolt, "commit_state", "subscription (commit state)"),
+        (WarehouseSink, "prepare", "warehouse (rows)"),
+        (WarehouseSink, "write_batch", "warehouse (write)"),
+        (DeadLetterSink, "write_batch", "dead letters (write)"),
+    ]
     for cls, name, label in targets:
         original = cls.__dict__.get(name)
         if original is None:
@@ -135,7 +151,9 @@ def group(path: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=50_000)
-    ap.add_argument("--input", type=Path, help="JSON-lines events (default: make_events.py, cached)")
+    ap.add_argument(
+        "--input", type=Path, help="JSON-lines events (default: make_events.py, cached)"
+    )
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
     events = args.input or events_file(args.events)
@@ -147,31 +165,45 @@ def main() -> int:
     split = run_once(events)
     for cls, name, original in undo:
         setattr(cls, name, original)
-    prof = cProfile.Profile(time.process_time)  # CPU time: wall time on a shared machine is mostly waiting
+    prof = cProfile.Profile(
+        time.process_time
+    )  # CPU time: wall time on a shared machine is mostly waiting
     run_once(events, profile=prof)
     print(f"# squall run, examples/pistats, {n:,} events (SQLite), Python {sys.version.split()[0]}")
     print(plain["table"].strip())
-    print(f"\nCPU {plain['cpu']:.2f} s ({plain['cpu'] / n * 1e6:.1f} µs/event), wall {plain['wall']:.2f} s; "
-          f"GC {plain['gc']:.2f} s CPU in {sum(plain['collections'])} collections {plain['collections']} "
-          f"(gen 0/1/2)")
-    print(f"GC disabled: CPU {no_gc['cpu']:.2f} s ({no_gc['cpu'] / n * 1e6:.1f} µs/event): "
-          f"{(1 - no_gc['cpu'] / plain['cpu']) * 100:.0f} % less")
-    print(f"\n## CPU per component (process_time around each component's batch methods; run CPU {split['cpu']:.2f} s)")
+    print(
+        f"\nCPU {plain['cpu']:.2f} s ({plain['cpu'] / n * 1e6:.1f} µs/event), wall {plain['wall']:.2f} s; "
+        f"GC {plain['gc']:.2f} s CPU in {sum(plain['collections'])} collections {plain['collections']} "
+        f"(gen 0/1/2)"
+    )
+    print(
+        f"GC disabled: CPU {no_gc['cpu']:.2f} s ({no_gc['cpu'] / n * 1e6:.1f} µs/event): "
+        f"{(1 - no_gc['cpu'] / plain['cpu']) * 100:.0f} % less"
+    )
+    print(
+        f"\n## CPU per component (process_time around each component's batch methods; run CPU {split['cpu']:.2f} s)"
+    )
     for label, t in sorted(spent.items(), key=lambda kv: -kv[1]):
         print(f"{t:8.2f} s {t / n * 1e6:7.1f} µs/event  {label}")
     rest = split["cpu"] - sum(spent.values())
-    print(f"{rest:8.2f} s {rest / n * 1e6:7.1f} µs/event  everything else (imports, setup, spout, engine, GC)")
+    print(
+        f"{rest:8.2f} s {rest / n * 1e6:7.1f} µs/event  everything else (imports, setup, spout, engine, GC)"
+    )
     stats = pstats.Stats(prof)
     own: dict[str, float] = defaultdict(float)
     for (path, _line, _fn), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():
         own[group(path)] += tt
     total = sum(own.values())
-    print(f"\n## own time per module under cProfile (total {total:.2f} s, {total / n * 1e6:.1f} µs/event)")
+    print(
+        f"\n## own time per module under cProfile (total {total:.2f} s, {total / n * 1e6:.1f} µs/event)"
+    )
     for mod, t in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
         print(f"{t:8.2f} s {t / n * 1e6:7.1f} µs/event  {t / total * 100:5.1f} %  {mod}")
     print("\n## per component under cProfile: cumulative CPU time of its batch methods")
     entry_points = ("process", "write_batch", "prepare", "commit_state", "read", "_batches")
-    for (path, _line, fn), (_cc, nc, _tt, ct, _callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][3]):
+    for (path, _line, fn), (_cc, nc, _tt, ct, _callers) in sorted(
+        stats.stats.items(), key=lambda kv: -kv[1][3]
+    ):
         if fn in entry_points and "/squall/" in path and "site-packages" not in path and ct > 0.001:
             print(f"{ct:8.2f} s {ct / n * 1e6:7.1f} µs/event  {group(path)}.{fn} ({nc} calls)")
     print(f"\n## top {args.top} functions by own time")

@@ -65,6 +65,7 @@ VARIANTS = ("squall", "optimized", "naive")
 
 # -- processes ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Measured:
     """One whole process: wall seconds, CPU seconds (user + system), peak RSS in MB, its stdout."""
@@ -76,8 +77,9 @@ class Measured:
     samples: list[dict] = field(default_factory=list)
 
 
-def measure(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None,
-            sample: Any = None) -> Measured:
+def measure(
+    cmd: list[str], *, env: dict | None = None, cwd: Path | None = None, sample: Any = None
+) -> Measured:
     """Run ``cmd`` to completion; ``sample(pid)`` is called every 0.2 s while it runs."""
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
@@ -99,8 +101,10 @@ def measure(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None,
     err.seek(0)
     stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        raise SystemExit(f"benchmark process failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
-                         f"{stdout[-2000:]}\n{stderr[-4000:]}")
+        raise SystemExit(
+            f"benchmark process failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+            f"{stdout[-2000:]}\n{stderr[-4000:]}"
+        )
     return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, samples)
 
 
@@ -113,15 +117,30 @@ def machine() -> dict:
                 break
     except OSError:
         model = platform.processor()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "squall"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip())
-    return {"cpu": model, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
-            "python": f"{platform.python_implementation()} {platform.python_version()}",
-            "platform": platform.platform(), "git_commit": commit, "squall_modified": dirty}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--", "squall"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "squall_modified": dirty,
+    }
 
 
 # -- data ---------------------------------------------------------------------------------------
+
 
 def events_file(n: int) -> Path:
     """examples/pistats events (make_events.py, seed 7), generated once and kept in benchmarks/.cache."""
@@ -135,6 +154,7 @@ def events_file(n: int) -> Path:
 
 
 # -- the pipeline -------------------------------------------------------------------------------
+
 
 def _topology(tmp: Path, state_table: str) -> Path:
     """A copy of the example topology (and its schema) in ``tmp``, its state in ``state_table``."""
@@ -176,12 +196,22 @@ def ensure_pg_database(url: str) -> None:
     db.close()
 
 
-def run_variant(variant: str, events: Path, tmp: Path, dialect: str, pg_url: str, batch: int,
-                prefix: str = "bench") -> tuple[Measured, Output]:
+def run_variant(
+    variant: str,
+    events: Path,
+    tmp: Path,
+    dialect: str,
+    pg_url: str,
+    batch: int,
+    prefix: str = "bench",
+) -> tuple[Measured, Output]:
     """One whole-process run of a variant into fresh tables; returns its measurement and outputs."""
     rejects = tmp / f"{variant}-rejects.jsonl"
     if dialect == "sqlite":
-        warehouse, state = f"sqlite:///{tmp}/{variant}-warehouse.db", f"sqlite:///{tmp}/{variant}-state.db"
+        warehouse, state = (
+            f"sqlite:///{tmp}/{variant}-warehouse.db",
+            f"sqlite:///{tmp}/{variant}-state.db",
+        )
     else:
         warehouse = state = pg_url
     events_table, state_table = f"{prefix}_{variant}_events", f"{prefix}_{variant}_state"
@@ -191,23 +221,55 @@ def run_variant(variant: str, events: Path, tmp: Path, dialect: str, pg_url: str
         vdir = tmp / variant
         vdir.mkdir()
         topo = _topology(vdir, state_table)
-        m = measure([*SQUALL, "run", str(topo), "--input", str(events), "--no-progress", "--batch-size", str(batch)],
-                    env={"WAREHOUSE_URL": warehouse, "STATE_URL": state, "EVENTS_TABLE": events_table}, cwd=vdir)
+        m = measure(
+            [
+                *SQUALL,
+                "run",
+                str(topo),
+                "--input",
+                str(events),
+                "--no-progress",
+                "--batch-size",
+                str(batch),
+            ],
+            env={"WAREHOUSE_URL": warehouse, "STATE_URL": state, "EVENTS_TABLE": events_table},
+            cwd=vdir,
+        )
         rejects = vdir / "out" / "rejects.jsonl"
     else:
-        m = measure([PYTHON, str(HERE / "hand_loop.py"), "--variant", variant, "--input", str(events),
-                     "--warehouse", warehouse, "--state", state, "--rejects", str(rejects),
-                     "--events-table", events_table, "--state-table", state_table, "--batch", str(batch)])
+        m = measure(
+            [
+                PYTHON,
+                str(HERE / "hand_loop.py"),
+                "--variant",
+                variant,
+                "--input",
+                str(events),
+                "--warehouse",
+                warehouse,
+                "--state",
+                state,
+                "--rejects",
+                str(rejects),
+                "--events-table",
+                events_table,
+                "--state-table",
+                state_table,
+                "--batch",
+                str(batch),
+            ]
+        )
     return m, Output(warehouse, events_table, state, state_table, rejects)
 
 
 def _counts(out: Output) -> dict[str, int]:
     """Rows, states and dead letters a run stored."""
+
     def count(url: str, table: str) -> int:
         if url.startswith("sqlite:///"):
             import sqlite3
 
-            db = sqlite3.connect(url[len("sqlite:///"):])
+            db = sqlite3.connect(url[len("sqlite:///") :])
             try:
                 return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             finally:
@@ -222,8 +284,11 @@ def _counts(out: Output) -> dict[str, int]:
         finally:
             db.close()
 
-    return {"rows": count(out.warehouse, out.events_table), "states": count(out.state, out.state_table),
-            "dead_letters": len(dead_letters(out.rejects))}
+    return {
+        "rows": count(out.warehouse, out.events_table),
+        "states": count(out.state, out.state_table),
+        "dead_letters": len(dead_letters(out.rejects)),
+    }
 
 
 def bench_pipeline(dialect: str, args) -> dict:
@@ -232,32 +297,55 @@ def bench_pipeline(dialect: str, args) -> dict:
         ensure_pg_database(args.pg_url)
     variants = [v for v in VARIANTS if v != "naive" or not args.no_naive]
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    ratios: dict[str, dict[str, list[float]]] = {v: {"wall": [], "cpu": []} for v in variants if v != "squall"}
+    ratios: dict[str, dict[str, list[float]]] = {
+        v: {"wall": [], "cpu": []} for v in variants if v != "squall"
+    }
     for r in range(args.rounds):
-        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         with tempfile.TemporaryDirectory(prefix="squall-bench-") as tmpdir:
             tmp = Path(tmpdir)
             outputs, measured = {}, {}
             for v in order:
-                m, out = run_variant(v, events, tmp, dialect, args.pg_url, args.batch, args.table_prefix)
+                m, out = run_variant(
+                    v, events, tmp, dialect, args.pg_url, args.batch, args.table_prefix
+                )
                 measured[v], outputs[v] = m, out
-                print(f"  {dialect} round {r + 1}/{args.rounds} {v:9} wall {m.wall:7.2f} s  cpu {m.cpu:7.2f} s  "
-                      f"rss {m.max_rss_mb:6.1f} MB", file=sys.stderr, flush=True)
+                print(
+                    f"  {dialect} round {r + 1}/{args.rounds} {v:9} wall {m.wall:7.2f} s  cpu {m.cpu:7.2f} s  "
+                    f"rss {m.max_rss_mb:6.1f} MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
             # Compared in a child process: this one stays small (a child's peak RSS counts its parent's).
             ref = dump(outputs["squall"], tmp / "squall-output.json")
             for v in variants:
                 if v != "squall":
-                    check = subprocess.run([PYTHON, str(HERE / "check.py"), str(ref),
-                                            str(dump(outputs[v], tmp / f"{v}-output.json")),
-                                            f"{v} ({dialect}, round {r + 1})"], capture_output=True, text=True)
+                    check = subprocess.run(
+                        [
+                            PYTHON,
+                            str(HERE / "check.py"),
+                            str(ref),
+                            str(dump(outputs[v], tmp / f"{v}-output.json")),
+                            f"{v} ({dialect}, round {r + 1})",
+                        ],
+                        capture_output=True,
+                        text=True,
+                    )
                     if check.returncode != 0:
                         raise SystemExit(f"BENCHMARK INVALID: {check.stderr}")
             if r == 0:
                 counts = _counts(outputs["squall"])
         for v in variants:
             m = measured[v]
-            runs[v].append({"round": r + 1, "position": order.index(v), "wall": m.wall, "cpu": m.cpu,
-                            "max_rss_mb": m.max_rss_mb})
+            runs[v].append(
+                {
+                    "round": r + 1,
+                    "position": order.index(v),
+                    "wall": m.wall,
+                    "cpu": m.cpu,
+                    "max_rss_mb": m.max_rss_mb,
+                }
+            )
             if v != "squall":
                 ratios[v]["wall"].append(measured["squall"].wall / m.wall)
                 ratios[v]["cpu"].append(measured["squall"].cpu / m.cpu)
@@ -266,44 +354,85 @@ def bench_pipeline(dialect: str, args) -> dict:
     for v in variants:
         wall = statistics.median(x["wall"] for x in runs[v])
         cpu = statistics.median(x["cpu"] for x in runs[v])
-        summary[v] = {"median_wall": wall, "median_cpu": cpu, "events_per_s_wall": n / wall,
-                      "events_per_s_cpu": n / cpu, "cpu_us_per_event": cpu / n * 1e6,
-                      "median_max_rss_mb": statistics.median(x["max_rss_mb"] for x in runs[v])}
+        summary[v] = {
+            "median_wall": wall,
+            "median_cpu": cpu,
+            "events_per_s_wall": n / wall,
+            "events_per_s_cpu": n / cpu,
+            "cpu_us_per_event": cpu / n * 1e6,
+            "median_max_rss_mb": statistics.median(x["max_rss_mb"] for x in runs[v]),
+        }
         if v != "squall":
             summary[v]["squall_time_ratio_wall"] = statistics.median(ratios[v]["wall"])
             summary[v]["squall_time_ratio_cpu"] = statistics.median(ratios[v]["cpu"])
-    return {"events": n, "batch_size": args.batch, "rounds": args.rounds, "checked": "identical rows, "
-            "subscription states and dead letters (failed_at aside) in every round", "stored": counts,
-            "runs": runs, "ratios_squall_over_variant": ratios, "summary": summary}
+    return {
+        "events": n,
+        "batch_size": args.batch,
+        "rounds": args.rounds,
+        "checked": "identical rows, "
+        "subscription states and dead letters (failed_at aside) in every round",
+        "stored": counts,
+        "runs": runs,
+        "ratios_squall_over_variant": ratios,
+        "summary": summary,
+    }
 
 
 # -- Lambda -------------------------------------------------------------------------------------
+
 
 def bench_lambda(args) -> dict:
     results = []
     for r in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="squall-bench-") as tmp:
-            m = measure([PYTHON, str(HERE / "lambda_bench.py"), "--records", str(args.lambda_records),
-                         "--dir", tmp])
+            m = measure(
+                [
+                    PYTHON,
+                    str(HERE / "lambda_bench.py"),
+                    "--records",
+                    str(args.lambda_records),
+                    "--dir",
+                    tmp,
+                ]
+            )
         doc = json.loads(m.stdout.strip().splitlines()[-1])
         doc["process_cpu"] = m.cpu
         results.append(doc)
-        print(f"  lambda round {r + 1}/{args.rounds}: init {doc['init_ms']:.0f} ms (cpu {doc['init_cpu_ms']:.0f}), "
-              f"invocations {doc['invoke_ms']} ms, rss {doc['rss_mb']} MB", file=sys.stderr, flush=True)
-    keys = ("init_ms", "init_cpu_ms", "import_ms", "import_cpu_ms", "make_handler_ms", "make_handler_cpu_ms")
+        print(
+            f"  lambda round {r + 1}/{args.rounds}: init {doc['init_ms']:.0f} ms (cpu {doc['init_cpu_ms']:.0f}), "
+            f"invocations {doc['invoke_ms']} ms, rss {doc['rss_mb']} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+    keys = (
+        "init_ms",
+        "init_cpu_ms",
+        "import_ms",
+        "import_cpu_ms",
+        "make_handler_ms",
+        "make_handler_cpu_ms",
+    )
     summary = {k: statistics.median(d[k] for d in results) for k in keys}
     for i in range(2):
         summary[f"invoke_{i + 1}_ms"] = statistics.median(d["invoke_ms"][i] for d in results)
-        summary[f"invoke_{i + 1}_cpu_ms"] = statistics.median(d["invoke_cpu_ms"][i] for d in results)
+        summary[f"invoke_{i + 1}_cpu_ms"] = statistics.median(
+            d["invoke_cpu_ms"][i] for d in results
+        )
         summary[f"rss_after_{i + 1}_mb"] = statistics.median(d["rss_mb"][i] for d in results)
     summary["max_rss_mb"] = statistics.median(d["max_rss_mb"] for d in results)
-    return {"records": args.lambda_records, "rounds": args.rounds, "runs": results, "summary": summary,
-            "how": "benchmarks/lambda_bench.py: squall.deploy.lambda_consumer.make_handler on a copy of the "
-                   "pistats topology (SQLite warehouse and state in a temporary directory), called directly "
-                   "with Kinesis events built like Lambda's; no packaging, no runtime client"}
+    return {
+        "records": args.lambda_records,
+        "rounds": args.rounds,
+        "runs": results,
+        "summary": summary,
+        "how": "benchmarks/lambda_bench.py: squall.deploy.lambda_consumer.make_handler on a copy of the "
+        "pistats topology (SQLite warehouse and state in a temporary directory), called directly "
+        "with Kinesis events built like Lambda's; no packaging, no runtime client",
+    }
 
 
 # -- memory over a long run ---------------------------------------------------------------------
+
 
 def _line_offsets(path: Path, marks: list[int]) -> dict[int, int]:
     """Byte offset of the start of each line number in ``marks`` (0-based)."""
@@ -351,9 +480,12 @@ def bench_memory(args) -> dict:
         tmp = Path(tmpdir)
         topo = _topology(tmp, "squall_subscriptions")
         started = time.perf_counter()
-        m = measure([*SQUALL, "run", str(topo), "--input", str(events), "--no-progress"],
-                    env={"WAREHOUSE_URL": f"sqlite:///{tmp}/w.db", "STATE_URL": f"sqlite:///{tmp}/s.db"}, cwd=tmp,
-                    sample=_proc_sample(events))
+        m = measure(
+            [*SQUALL, "run", str(topo), "--input", str(events), "--no-progress"],
+            env={"WAREHOUSE_URL": f"sqlite:///{tmp}/w.db", "STATE_URL": f"sqlite:///{tmp}/s.db"},
+            cwd=tmp,
+            sample=_proc_sample(events),
+        )
     samples = [s for s in m.samples if s["pos"] is not None]
 
     def crossing(offset: int) -> dict | None:
@@ -363,39 +495,65 @@ def bench_memory(args) -> dict:
         sa, sb = crossing(a), crossing(b)
         if not sa or not sb or sb is sa:
             return None
-        return {"events_per_s_wall": chunk / (sb["t"] - sa["t"]),
-                "events_per_s_cpu": chunk / max(sb["cpu"] - sa["cpu"], 1e-9)}
+        return {
+            "events_per_s_wall": chunk / (sb["t"] - sa["t"]),
+            "events_per_s_cpu": chunk / max(sb["cpu"] - sa["cpu"], 1e-9),
+        }
 
     first = rate(offsets[0], offsets[chunk])
     last_start = crossing(offsets[n - chunk])
     last = None
     if last_start and samples:
         end = samples[-1]
-        lines = (end["pos"] - offsets[n - chunk]) / max(1, offsets[n - 1] - offsets[n - chunk]) * chunk
+        lines = (
+            (end["pos"] - offsets[n - chunk]) / max(1, offsets[n - 1] - offsets[n - chunk]) * chunk
+        )
         if end is not last_start and lines > 0:
-            last = {"events_per_s_wall": lines / (end["t"] - last_start["t"]),
-                    "events_per_s_cpu": lines / max(end["cpu"] - last_start["cpu"], 1e-9)}
-    curve = [{"events_read_approx": round(s["pos"] / offsets[n - 1] * n), "rss_mb": round(s["rss_mb"], 1),
-              "seconds": round(s["t"] - started, 2)} for s in samples[:: max(1, len(samples) // 40)]]
-    return {"events": n, "wall": m.wall, "cpu": m.cpu, "peak_rss_mb": m.max_rss_mb,
-            "events_per_s_wall": n / m.wall, "events_per_s_cpu": n / m.cpu,
-            f"first_{chunk}": first, f"last_{chunk}": last, "rss_curve": curve,
-            "how": "squall run examples/pistats/topology.yaml (SQLite) --input <1M events>; RSS, CPU and the "
-                   "input file's read position sampled from /proc every 0.2 s; the last chunk ends at exit"}
+            last = {
+                "events_per_s_wall": lines / (end["t"] - last_start["t"]),
+                "events_per_s_cpu": lines / max(end["cpu"] - last_start["cpu"], 1e-9),
+            }
+    curve = [
+        {
+            "events_read_approx": round(s["pos"] / offsets[n - 1] * n),
+            "rss_mb": round(s["rss_mb"], 1),
+            "seconds": round(s["t"] - started, 2),
+        }
+        for s in samples[:: max(1, len(samples) // 40)]
+    ]
+    return {
+        "events": n,
+        "wall": m.wall,
+        "cpu": m.cpu,
+        "peak_rss_mb": m.max_rss_mb,
+        "events_per_s_wall": n / m.wall,
+        "events_per_s_cpu": n / m.cpu,
+        f"first_{chunk}": first,
+        f"last_{chunk}": last,
+        "rss_curve": curve,
+        "how": "squall run examples/pistats/topology.yaml (SQLite) --input <1M events>; RSS, CPU and the "
+        "input file's read position sampled from /proc every 0.2 s; the last chunk ends at exit",
+    }
 
 
 # -- component benchmarks -----------------------------------------------------------------------
+
 
 def bench_script(name: str, extra: list[str], args) -> dict:
     cmd = [PYTHON, str(HERE / f"bench_{name}.py"), *extra]
     pg = args.pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)
     m = measure(cmd, env={"SQUALL_BENCH_PG_URL": pg})  # Redis: each script's own db (never 0)
     print(m.stdout, file=sys.stderr)
-    return {"command": " ".join(["python", f"benchmarks/bench_{name}.py", *extra]), "wall": m.wall, "cpu": m.cpu,
-            "output": m.stdout}
+    return {
+        "command": " ".join(["python", f"benchmarks/bench_{name}.py", *extra]),
+        "wall": m.wall,
+        "cpu": m.cpu,
+        "output": m.stdout,
+    }
 
 
 # -- chart --------------------------------------------------------------------------------------
+
 
 def chart(result: dict, path: Path) -> bool:
     try:
@@ -418,20 +576,34 @@ def chart(result: dict, path: Path) -> bool:
         cpu = [s[v]["events_per_s_cpu"] / 1000 for v in vs]
         wall = [s[v]["events_per_s_wall"] / 1000 for v in vs]
         x = range(len(vs))
-        ax.bar([i - 0.2 for i in x], cpu, 0.4, color=[colors[v] for v in vs], label="per CPU second")
-        ax.bar([i + 0.2 for i in x], wall, 0.4, color=[colors[v] for v in vs], alpha=0.45, hatch="//",
-               label="per wall second")
+        ax.bar(
+            [i - 0.2 for i in x], cpu, 0.4, color=[colors[v] for v in vs], label="per CPU second"
+        )
+        ax.bar(
+            [i + 0.2 for i in x],
+            wall,
+            0.4,
+            color=[colors[v] for v in vs],
+            alpha=0.45,
+            hatch="//",
+            label="per wall second",
+        )
         for i, v in enumerate(vs):
             note = "" if v == "squall" else f"{1 / s[v]['squall_time_ratio_cpu']:.2f}×"
             ax.text(i - 0.2, cpu[i], f"{cpu[i]:.1f}k\n{note}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(x), [labels[v] for v in vs])
         ax.set_ylabel("thousand events / s")
-        ax.set_title(f"{name.split('-')[1]}: {b['events']:,} events, median of {b['rounds']}", fontsize=10)
+        ax.set_title(
+            f"{name.split('-')[1]}: {b['events']:,} events, median of {b['rounds']}", fontsize=10
+        )
         ax.set_ylim(0, max(cpu + wall) * 1.3)
         ax.legend(fontsize=7, loc="upper right")
     m = result["machine"]
-    fig.suptitle(f"examples/pistats chain — {result['date'][:16]} UTC, {m['cores']} × {m['cpu']}, "
-                 f"load {m['load_average'][0]:.1f}; × = speed of squall relative to the loop (CPU)", fontsize=8)
+    fig.suptitle(
+        f"examples/pistats chain — {result['date'][:16]} UTC, {m['cores']} × {m['cpu']}, "
+        f"load {m['load_average'][0]:.1f}; × = speed of squall relative to the loop (CPU)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -440,8 +612,16 @@ def chart(result: dict, path: Path) -> bool:
 
 # -- main ---------------------------------------------------------------------------------------
 
-BENCHMARKS = ("pipeline-sqlite", "pipeline-postgres", "lambda", "memory", "enrichment", "postgres", "upsert",
-              "lookup")
+BENCHMARKS = (
+    "pipeline-sqlite",
+    "pipeline-postgres",
+    "lambda",
+    "memory",
+    "enrichment",
+    "postgres",
+    "upsert",
+    "lookup",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,16 +629,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help=f"comma-separated: {', '.join(BENCHMARKS)}")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     ap.add_argument("--events", type=int, default=200_000, help="events of the pipeline benchmarks")
-    ap.add_argument("--rounds", type=int, default=5, help="paired runs per benchmark (at least 5 for a result)")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="paired runs per benchmark (at least 5 for a result)"
+    )
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--no-naive", action="store_true", help="skip the naive loop (it is slow)")
     ap.add_argument("--lambda-records", type=int, default=10_000)
     ap.add_argument("--memory-events", type=int, default=1_000_000)
     ap.add_argument("--pg-url", default=os.environ.get("SQUALL_BENCH_PG_URL", DEFAULT_PG))
     ap.add_argument("--redis-url", default=os.environ.get("SQUALL_BENCH_REDIS_URL", DEFAULT_REDIS))
-    ap.add_argument("--table-prefix", default="bench", help="prefix of the PostgreSQL tables (runs in parallel)")
-    ap.add_argument("--merge", nargs="+", type=Path, metavar="RESULT",
-                    help="combine result files (e.g. of runs made in parallel) into one result and chart, and exit")
+    ap.add_argument(
+        "--table-prefix", default="bench", help="prefix of the PostgreSQL tables (runs in parallel)"
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="RESULT",
+        help="combine result files (e.g. of runs made in parallel) into one result and chart, and exit",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="directory of the result files")
     args = ap.parse_args(argv)
     if args.list:
@@ -473,8 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url.rstrip("/").endswith("/0") or args.redis_url.count("/") < 3:
         ap.error("refusing Redis db 0: give --redis-url a db of its own (default db 6)")
     started = datetime.now(UTC)
-    result: dict[str, Any] = {"date": started.isoformat(), "machine": machine(), "command": " ".join(sys.argv),
-                              "benchmarks": {}}
+    result: dict[str, Any] = {
+        "date": started.isoformat(),
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "benchmarks": {},
+    }
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     path = args.results / f"{stamp}.json"
@@ -490,17 +683,23 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "memory":
             b[name] = bench_memory(args)
         elif name == "enrichment":
-            b[name] = bench_script("enrichment", ["--redis-url", args.redis_url, "--pg-url", args.pg_url], args)
+            b[name] = bench_script(
+                "enrichment", ["--redis-url", args.redis_url, "--pg-url", args.pg_url], args
+            )
         elif name == "postgres":
             b[name] = bench_script("postgres", ["--url", args.pg_url], args)
         else:
             b[name] = bench_script(name, [], args)
-        path.write_text(json.dumps(result, indent=1) + "\n")  # what is done so far survives an interruption
+        path.write_text(
+            json.dumps(result, indent=1) + "\n"
+        )  # what is done so far survives an interruption
     result["machine"]["load_average_end"] = list(os.getloadavg())
     result["seconds"] = (datetime.now(UTC) - started).total_seconds()
     path.write_text(json.dumps(result, indent=1) + "\n")
     png = args.results / f"{stamp}.png"
-    if chart(result, png):  # latest.json / latest.png: the last run with a chart (a pipeline benchmark)
+    if chart(
+        result, png
+    ):  # latest.json / latest.png: the last run with a chart (a pipeline benchmark)
         shutil.copy(path, args.results / "latest.json")
         shutil.copy(png, args.results / "latest.png")
     print(report(result))
@@ -512,10 +711,22 @@ def merge(paths: list[Path], results: Path) -> int:
     """One result (and chart) from several: the benchmarks of each, the machine of each kept."""
     docs = [json.loads(p.read_text()) for p in paths]
     first = min(docs, key=lambda d: d["date"])
-    result = {"date": first["date"], "machine": first["machine"], "merged_from": [], "benchmarks": {}}
+    result = {
+        "date": first["date"],
+        "machine": first["machine"],
+        "merged_from": [],
+        "benchmarks": {},
+    }
     for p, d in zip(paths, docs, strict=True):
-        result["merged_from"].append({"file": p.name, "date": d["date"], "command": d["command"],
-                                      "machine": d["machine"], "benchmarks": list(d["benchmarks"])})
+        result["merged_from"].append(
+            {
+                "file": p.name,
+                "date": d["date"],
+                "command": d["command"],
+                "machine": d["machine"],
+                "benchmarks": list(d["benchmarks"]),
+            }
+        )
         result["benchmarks"].update(d["benchmarks"])
     loads = [d["machine"]["load_average"][0] for d in docs]
     result["machine"] = {**first["machine"], "load_average": [max(loads), 0, 0]}
@@ -534,33 +745,51 @@ def merge(paths: list[Path], results: Path) -> int:
 
 def report(result: dict) -> str:
     """The result as a short text table."""
-    lines = [f"# {result['date'][:19]} UTC, {result['machine']['cores']} × {result['machine']['cpu']}, "
-             f"load {result['machine']['load_average'][0]:.1f}, {result['machine']['python']}, "
-             f"commit {result['machine']['git_commit'][:10]}"]
+    lines = [
+        f"# {result['date'][:19]} UTC, {result['machine']['cores']} × {result['machine']['cpu']}, "
+        f"load {result['machine']['load_average'][0]:.1f}, {result['machine']['python']}, "
+        f"commit {result['machine']['git_commit'][:10]}"
+    ]
     for name, b in result["benchmarks"].items():
         if name.startswith("pipeline-"):
             lines.append(f"## {name}: {b['events']:,} events, median of {b['rounds']} paired runs")
-            lines.append(f"{'':10} {'ev/s (cpu)':>11} {'ev/s (wall)':>12} {'µs cpu/ev':>10} {'rss MB':>7}  "
-                         "squall time / this (cpu, wall)")
+            lines.append(
+                f"{'':10} {'ev/s (cpu)':>11} {'ev/s (wall)':>12} {'µs cpu/ev':>10} {'rss MB':>7}  "
+                "squall time / this (cpu, wall)"
+            )
             for v, s in b["summary"].items():
-                ratio = "" if v == "squall" else (f"{s['squall_time_ratio_cpu']:.2f}×, "
-                                                  f"{s['squall_time_ratio_wall']:.2f}×")
-                lines.append(f"{v:10} {s['events_per_s_cpu']:>11,.0f} {s['events_per_s_wall']:>12,.0f} "
-                             f"{s['cpu_us_per_event']:>10.1f} {s['median_max_rss_mb']:>7.0f}  {ratio}")
+                ratio = (
+                    ""
+                    if v == "squall"
+                    else (f"{s['squall_time_ratio_cpu']:.2f}×, {s['squall_time_ratio_wall']:.2f}×")
+                )
+                lines.append(
+                    f"{v:10} {s['events_per_s_cpu']:>11,.0f} {s['events_per_s_wall']:>12,.0f} "
+                    f"{s['cpu_us_per_event']:>10.1f} {s['median_max_rss_mb']:>7.0f}  {ratio}"
+                )
         elif name == "lambda":
             s = b["summary"]
-            lines.append(f"## lambda ({b['records']:,} records, median of {b['rounds']} fresh processes)")
-            lines.append(f"init {s['init_ms']:.0f} ms wall / {s['init_cpu_ms']:.0f} ms cpu (imports "
-                         f"{s['import_ms']:.0f} / {s['import_cpu_ms']:.0f}, make_handler {s['make_handler_ms']:.0f} / "
-                         f"{s['make_handler_cpu_ms']:.0f}); invocation 1: {s['invoke_1_ms']:.0f} / "
-                         f"{s['invoke_1_cpu_ms']:.0f} ms, 2: {s['invoke_2_ms']:.0f} / {s['invoke_2_cpu_ms']:.0f} ms; "
-                         f"RSS after them {s['rss_after_1_mb']:.0f} / {s['rss_after_2_mb']:.0f} MB")
+            lines.append(
+                f"## lambda ({b['records']:,} records, median of {b['rounds']} fresh processes)"
+            )
+            lines.append(
+                f"init {s['init_ms']:.0f} ms wall / {s['init_cpu_ms']:.0f} ms cpu (imports "
+                f"{s['import_ms']:.0f} / {s['import_cpu_ms']:.0f}, make_handler {s['make_handler_ms']:.0f} / "
+                f"{s['make_handler_cpu_ms']:.0f}); invocation 1: {s['invoke_1_ms']:.0f} / "
+                f"{s['invoke_1_cpu_ms']:.0f} ms, 2: {s['invoke_2_ms']:.0f} / {s['invoke_2_cpu_ms']:.0f} ms; "
+                f"RSS after them {s['rss_after_1_mb']:.0f} / {s['rss_after_2_mb']:.0f} MB"
+            )
         elif name == "memory":
             keys = [k for k in b if k.startswith(("first_", "last_"))]
-            parts = [f"{k}: {b[k]['events_per_s_cpu']:,.0f} ev/s cpu, {b[k]['events_per_s_wall']:,.0f} wall"
-                     for k in keys if b[k]]
-            lines.append(f"## memory: squall run over {b['events']:,} events: peak RSS {b['peak_rss_mb']:.0f} MB, "
-                         f"{b['events_per_s_cpu']:,.0f} ev/s cpu; " + "; ".join(parts))
+            parts = [
+                f"{k}: {b[k]['events_per_s_cpu']:,.0f} ev/s cpu, {b[k]['events_per_s_wall']:,.0f} wall"
+                for k in keys
+                if b[k]
+            ]
+            lines.append(
+                f"## memory: squall run over {b['events']:,} events: peak RSS {b['peak_rss_mb']:.0f} MB, "
+                f"{b['events_per_s_cpu']:,.0f} ev/s cpu; " + "; ".join(parts)
+            )
         else:
             lines.append(f"## {name}: see the result file (cpu {b['cpu']:.1f} s)")
     return "\n".join(lines)

@@ -21,27 +21,41 @@ from botocore.exceptions import (
 DEFAULT_REGION = "us-east-1"
 
 #: Error codes meaning "slow down": Kinesis read/write limits, control-plane limits, KMS.
-THROTTLING_CODES = frozenset({
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "KMSThrottlingException",
-    "RequestThrottled",
-    "RequestThrottledException",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "KMSThrottlingException",
+        "RequestThrottled",
+        "RequestThrottledException",
+    }
+)
 #: Server-side errors worth a retry.
-SERVER_CODES = frozenset({"InternalFailure", "InternalServerError", "ServiceUnavailable",
-                          "InternalError", "ServiceUnavailableException"})
+SERVER_CODES = frozenset(
+    {
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "InternalError",
+        "ServiceUnavailableException",
+    }
+)
 #: Network-level failures botocore raises before any answer.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+    EndpointConnectionError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
 )
 
-_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):stream/(?P<name>[a-zA-Z0-9_.-]+)$")
+_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:kinesis:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):stream/(?P<name>[a-zA-Z0-9_.-]+)$"
+)
 
 
 def error_code(exc: BaseException) -> str | None:
@@ -70,8 +84,13 @@ def is_retryable(exc: BaseException) -> bool:
 
 def resolve_region(region: str | None, arn_region: str | None = None) -> str:
     """Configured region, else the stream ARN's, else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
-    return (region or arn_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            or DEFAULT_REGION)
+    return (
+        region
+        or arn_region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or DEFAULT_REGION
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,9 @@ class StreamRef:
         if m:
             return cls(m["name"], value, m["region"])
         if value.startswith("arn:"):
-            raise ValueError(f"'{value}' is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)")
+            raise ValueError(
+                f"'{value}' is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+            )
         return cls(value)
 
     @property
@@ -107,7 +128,9 @@ def check_endpoint_url(url: str | None) -> str | None:
     from squall.redact import redact_url
 
     if not url.strip():
-        raise ValueError("endpoint URL is empty (an unset ${VAR:-}?); leave the option out for AWS's endpoint")
+        raise ValueError(
+            "endpoint URL is empty (an unset ${VAR:-}?); leave the option out for AWS's endpoint"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -118,8 +141,14 @@ def check_endpoint_url(url: str | None) -> str | None:
     return url
 
 
-def client(service: str, *, region: str | None, endpoint_url: str | None, botocore_retries: int = 3,
-           read_timeout: float = 30.0) -> Any:
+def client(
+    service: str,
+    *,
+    region: str | None,
+    endpoint_url: str | None,
+    botocore_retries: int = 3,
+    read_timeout: float = 30.0,
+) -> Any:
     """A boto3 client. ``botocore_retries`` is the total attempts botocore makes per call (1: none)."""
     import boto3
     from botocore.config import Config
@@ -130,14 +159,17 @@ def client(service: str, *, region: str | None, endpoint_url: str | None, botoco
         read_timeout=read_timeout,
         max_pool_connections=20,
     )
-    return boto3.session.Session().client(service, region_name=resolve_region(region),
-                                          endpoint_url=endpoint_url, config=config)
+    return boto3.session.Session().client(
+        service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
+    )
 
 
 class Backoff:
     """Jittered exponential backoff ("full jitter"): attempt n waits uniform(0, min(cap, base * 2**n))."""
 
-    def __init__(self, base: float = 0.1, cap: float = 10.0, rng: Callable[[], float] = random.random):
+    def __init__(
+        self, base: float = 0.1, cap: float = 10.0, rng: Callable[[], float] = random.random
+    ):
         self.base, self.cap, self._rng = base, cap, rng
 
     def delay(self, attempt: int) -> float:

@@ -32,8 +32,15 @@ def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> Non
 
 def _with_verbose(cmd: click.Command) -> click.Command:
     if not any("-v" in getattr(p, "opts", ()) for p in cmd.params):
-        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_more_verbose,
-                                       help="More log output (-vv for debug); also accepted before the command."))
+        cmd.params.append(
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                callback=_more_verbose,
+                help="More log output (-vv for debug); also accepted before the command.",
+            )
+        )
     return cmd
 
 
@@ -66,8 +73,12 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="squall")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), envvar="SQUALL_LOG_FORMAT",
-              help="Log lines as text or one JSON object per line (env SQUALL_LOG_FORMAT).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="SQUALL_LOG_FORMAT",
+    help="Log lines as text or one JSON object per line (env SQUALL_LOG_FORMAT).",
+)
 def main(verbose: int, log_format: str | None) -> None:
     """squall: Storm-style topologies for Amazon Kinesis streams."""
     from squall.observability.logs import configure
@@ -89,23 +100,51 @@ def validate(file: str) -> None:
     plan = compile_plan(topo)
     for bolt, stream in plan.unwired():
         if stream not in ("error", "invalid") and not plan.dead_letters:
-            click.echo(f"{file}: warning: stream '{stream}' of '{bolt}' is not wired and there is no dead-letter sink",
-                       err=True)
+            click.echo(
+                f"{file}: warning: stream '{stream}' of '{bolt}' is not wired and there is no dead-letter sink",
+                err=True,
+            )
     click.echo(f"{file}: ok ({len(topo.bolts)} bolts, {len(topo.sinks)} sinks)")
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--input", "input_path", type=click.Path(allow_dash=True),
-              help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch (default: settings.batch_size).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar (default: when stderr is a terminal; else a log line every --log-interval s).")
-@click.option("--log-interval", type=click.FloatRange(0.1), default=10.0, show_default=True,
-              help="Seconds between progress log lines when there is no progress bar.")
-@click.option("--metrics-port", metavar="[ADDR:]PORT", help="Serve Prometheus metrics on /metrics at this port.")
-def run(file: str, input_path: str | None, batch_size: int | None, progress: bool | None, log_interval: float,
-        metrics_port: str | None) -> None:
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(allow_dash=True),
+    help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    help="Records per batch (default: settings.batch_size).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal; else a log line every --log-interval s).",
+)
+@click.option(
+    "--log-interval",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines when there is no progress bar.",
+)
+@click.option(
+    "--metrics-port",
+    metavar="[ADDR:]PORT",
+    help="Serve Prometheus metrics on /metrics at this port.",
+)
+def run(
+    file: str,
+    input_path: str | None,
+    batch_size: int | None,
+    progress: bool | None,
+    log_interval: float,
+    metrics_port: str | None,
+) -> None:
     """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
     from squall.deploy.console import run_with_console
 
@@ -114,13 +153,22 @@ def run(file: str, input_path: str | None, batch_size: int | None, progress: boo
         from squall.spouts.file import path_spout_config
 
         topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
-    sys.exit(run_with_console(topo, batch_size=batch_size, progress=progress, metrics_port=metrics_port,
-                              log_every=log_interval))
+    sys.exit(
+        run_with_console(
+            topo,
+            batch_size=batch_size,
+            progress=progress,
+            metrics_port=metrics_port,
+            log_every=log_interval,
+        )
+    )
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
 def graph(file: str, fmt: str) -> None:
     """Print the topology's graph as Mermaid or Graphviz DOT."""
     from squall.topology.graph import compile_plan
@@ -130,7 +178,9 @@ def graph(file: str, fmt: str) -> None:
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout."
+)
 def schema(output: str | None) -> None:
     """Print the JSON Schema of topology files (for editor completion)."""
     from squall.topology.schema import topology_schema
@@ -144,50 +194,142 @@ def schema(output: str | None) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--handler", type=click.Choice(["consumer", "producer", "kcl"]), required=True,
-              help="consumer: Lambda on a Kinesis trigger; producer: Lambda behind an HTTP API; "
-                   "kcl: a folder for an EC2 fleet (systemd unit, bootstrap, IAM policy).")
-@click.option("-o", "--output", type=click.Path(), default=None,
-              help="The zip (default build/<handler>.zip), or the folder for --handler kcl (default build/kcl).")
-@click.option("--extras", default="", help="squall extras to include, comma separated (e.g. postgres,redis).")
-@click.option("--requirements", "requirements_file", type=click.Path(dir_okay=False, exists=True),
-              help="A pip requirements file of your bolts' dependencies, installed for Lambda's platform.")
-@click.option("--with", "with_packages", multiple=True, metavar="PACKAGE",
-              help="A dependency to add (a pip requirement such as 'httpx>=0.27'); repeatable.")
-@click.option("--plugin", "plugins", multiple=True, metavar="DISTRIBUTION",
-              help="An installed plugin distribution to include (those the topology's types come from are "
-                   "included anyway); repeatable.")
-@click.option("--layer", "layer_path", type=click.Path(dir_okay=False),
-              help="Put squall and the dependencies in this Lambda layer zip; the function zip keeps your code.")
-@click.option("--aws-service", "aws_service", multiple=True, metavar="NAME",
-              help="Keep this botocore service model (e.g. s3) besides Kinesis, DynamoDB, STS and those the "
-                   "components declare; 'all' keeps every one. Repeatable.")
-@click.option("--compile/--no-compile", "compile_bytecode", default=None,
-              help="Ship bytecode for the target Python (default: when this Python is the target's version).")
-@click.option("--python", "python_version", default="3.11", show_default=True, help="Lambda runtime version.")
+@click.option(
+    "--handler",
+    type=click.Choice(["consumer", "producer", "kcl"]),
+    required=True,
+    help="consumer: Lambda on a Kinesis trigger; producer: Lambda behind an HTTP API; "
+    "kcl: a folder for an EC2 fleet (systemd unit, bootstrap, IAM policy).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    default=None,
+    help="The zip (default build/<handler>.zip), or the folder for --handler kcl (default build/kcl).",
+)
+@click.option(
+    "--extras", default="", help="squall extras to include, comma separated (e.g. postgres,redis)."
+)
+@click.option(
+    "--requirements",
+    "requirements_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A pip requirements file of your bolts' dependencies, installed for Lambda's platform.",
+)
+@click.option(
+    "--with",
+    "with_packages",
+    multiple=True,
+    metavar="PACKAGE",
+    help="A dependency to add (a pip requirement such as 'httpx>=0.27'); repeatable.",
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="DISTRIBUTION",
+    help="An installed plugin distribution to include (those the topology's types come from are "
+    "included anyway); repeatable.",
+)
+@click.option(
+    "--layer",
+    "layer_path",
+    type=click.Path(dir_okay=False),
+    help="Put squall and the dependencies in this Lambda layer zip; the function zip keeps your code.",
+)
+@click.option(
+    "--aws-service",
+    "aws_service",
+    multiple=True,
+    metavar="NAME",
+    help="Keep this botocore service model (e.g. s3) besides Kinesis, DynamoDB, STS and those the "
+    "components declare; 'all' keeps every one. Repeatable.",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_bytecode",
+    default=None,
+    help="Ship bytecode for the target Python (default: when this Python is the target's version).",
+)
+@click.option(
+    "--python", "python_version", default="3.11", show_default=True, help="Lambda runtime version."
+)
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), default="x86_64", show_default=True)
-@click.option("--template", "template_path", type=click.Path(dir_okay=False),
-              help="Also write an AWS SAM template for the function, its trigger and its IAM role here.")
-@click.option("--on-failure", type=click.Choice(["sqs", "sns"]),
-              help="Consumer: bounded retries (parameter MaximumRetryAttempts), then the failed batch's "
-                   "metadata goes to an SQS queue or SNS topic (parameter OnFailureDestinationArn).")
-@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
-              help="Producer: an origin allowed to post from a browser (repeatable; default *).")
-@click.option("--auth", type=click.Choice(["app-key", "none"]), default="app-key", show_default=True,
-              help="Producer: an app key in x-api-key checked by a Lambda authorizer, or no auth.")
-@click.option("--throttle-rate", type=click.IntRange(1), default=100, show_default=True,
-              help="Producer: default steady requests/s of the API.")
-@click.option("--throttle-burst", type=click.IntRange(1), default=200, show_default=True,
-              help="Producer: default burst of the API.")
-@click.option("--stream", help="consumer and kcl: the stream consumed (default: the topology's kinesis spout).")
-@click.option("--retrieval", type=click.Choice(["polling", "fanout"]), default="polling", show_default=True,
-              help="kcl: GetRecords polling (shared 2 MB/s per shard) or enhanced fan-out (billed per "
-                   "consumer-shard hour and per GB).")
-def package(file: str, handler: str, output: str | None, extras: str, requirements_file: str | None,
-            with_packages: tuple[str, ...], plugins: tuple[str, ...], layer_path: str | None,
-            aws_service: tuple[str, ...], compile_bytecode: bool | None, python_version: str, arch: str, template_path: str | None,
-            on_failure: str | None, cors_origins: tuple[str, ...], auth: str, throttle_rate: int,
-            throttle_burst: int, stream: str | None, retrieval: str) -> None:
+@click.option(
+    "--template",
+    "template_path",
+    type=click.Path(dir_okay=False),
+    help="Also write an AWS SAM template for the function, its trigger and its IAM role here.",
+)
+@click.option(
+    "--on-failure",
+    type=click.Choice(["sqs", "sns"]),
+    help="Consumer: bounded retries (parameter MaximumRetryAttempts), then the failed batch's "
+    "metadata goes to an SQS queue or SNS topic (parameter OnFailureDestinationArn).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Producer: an origin allowed to post from a browser (repeatable; default *).",
+)
+@click.option(
+    "--auth",
+    type=click.Choice(["app-key", "none"]),
+    default="app-key",
+    show_default=True,
+    help="Producer: an app key in x-api-key checked by a Lambda authorizer, or no auth.",
+)
+@click.option(
+    "--throttle-rate",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Producer: default steady requests/s of the API.",
+)
+@click.option(
+    "--throttle-burst",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Producer: default burst of the API.",
+)
+@click.option(
+    "--stream",
+    help="consumer and kcl: the stream consumed (default: the topology's kinesis spout).",
+)
+@click.option(
+    "--retrieval",
+    type=click.Choice(["polling", "fanout"]),
+    default="polling",
+    show_default=True,
+    help="kcl: GetRecords polling (shared 2 MB/s per shard) or enhanced fan-out (billed per "
+    "consumer-shard hour and per GB).",
+)
+def package(
+    file: str,
+    handler: str,
+    output: str | None,
+    extras: str,
+    requirements_file: str | None,
+    with_packages: tuple[str, ...],
+    plugins: tuple[str, ...],
+    layer_path: str | None,
+    aws_service: tuple[str, ...],
+    compile_bytecode: bool | None,
+    python_version: str,
+    arch: str,
+    template_path: str | None,
+    on_failure: str | None,
+    cors_origins: tuple[str, ...],
+    auth: str,
+    throttle_rate: int,
+    throttle_burst: int,
+    stream: str | None,
+    retrieval: str,
+) -> None:
     """Package a topology for production: a Lambda zip (+ SAM template) or an EC2 fleet folder."""
     import os
 
@@ -199,9 +341,17 @@ def package(file: str, handler: str, output: str | None, extras: str, requiremen
         from squall.deploy.fleet import write_fleet
 
         try:
-            written = write_fleet(topo, Path(file), Path(output or "build/kcl"), stream=stream, retrieval=retrieval,
-                                  extras=extra_list, requirements_file=Path(requirements_file) if requirements_file
-                                  else None, with_packages=with_packages, python=python_version)
+            written = write_fleet(
+                topo,
+                Path(file),
+                Path(output or "build/kcl"),
+                stream=stream,
+                retrieval=retrieval,
+                extras=extra_list,
+                requirements_file=Path(requirements_file) if requirements_file else None,
+                with_packages=with_packages,
+                python=python_version,
+            )
         except SquallError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
@@ -217,61 +367,115 @@ def package(file: str, handler: str, output: str | None, extras: str, requiremen
         if template_path:
             tdir = Path(template_path).resolve().parent
             options = TemplateOptions(
-                python=python_version, arch=arch, on_failure=on_failure, cors_origins=cors_origins, auth=auth,
-                throttle_rate=throttle_rate, throttle_burst=throttle_burst, stream=stream,
-                layer_uri=os.path.relpath(Path(layer_path).resolve(), tdir) if layer_path else None)
-            template = sam_template(topo, Path(file).read_text(), handler=handler,
-                                    code_uri=os.path.relpath(out.resolve(), tdir), options=options)
-        report = build(Path(file), handler=handler, output=out, extras=extra_list, python=python_version, arch=arch,
-                       requirements_file=Path(requirements_file) if requirements_file else None,
-                       with_packages=with_packages, plugins=plugins,
-                       layer=Path(layer_path) if layer_path else None, compile_bytecode=compile_bytecode,
-                       aws_service=aws_service)
+                python=python_version,
+                arch=arch,
+                on_failure=on_failure,
+                cors_origins=cors_origins,
+                auth=auth,
+                throttle_rate=throttle_rate,
+                throttle_burst=throttle_burst,
+                stream=stream,
+                layer_uri=os.path.relpath(Path(layer_path).resolve(), tdir) if layer_path else None,
+            )
+            template = sam_template(
+                topo,
+                Path(file).read_text(),
+                handler=handler,
+                code_uri=os.path.relpath(out.resolve(), tdir),
+                options=options,
+            )
+        report = build(
+            Path(file),
+            handler=handler,
+            output=out,
+            extras=extra_list,
+            python=python_version,
+            arch=arch,
+            requirements_file=Path(requirements_file) if requirements_file else None,
+            with_packages=with_packages,
+            plugins=plugins,
+            layer=Path(layer_path) if layer_path else None,
+            compile_bytecode=compile_bytecode,
+            aws_service=aws_service,
+        )
         if template_path:
             write_template(Path(template_path), template)
     except SquallError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"{report.path}: {report.zipped_bytes / 2**20:.1f} MiB zipped, "
-               f"{report.unzipped_bytes / 2**20:.1f} MiB unzipped; handler {report.handler}, runtime "
-               f"python{python_version}, architecture {arch}")
+    click.echo(
+        f"{report.path}: {report.zipped_bytes / 2**20:.1f} MiB zipped, "
+        f"{report.unzipped_bytes / 2**20:.1f} MiB unzipped; handler {report.handler}, runtime "
+        f"python{python_version}, architecture {arch}"
+    )
     click.echo(f"  largest: {describe_sizes(report.largest, report.zipped_bytes)}")
     if report.layer is not None:
-        click.echo(f"{report.layer.path}: {report.layer.zipped_bytes / 2**20:.1f} MiB zipped, "
-                   f"{report.layer.unzipped_bytes / 2**20:.1f} MiB unzipped (layer)")
+        click.echo(
+            f"{report.layer.path}: {report.layer.zipped_bytes / 2**20:.1f} MiB zipped, "
+            f"{report.layer.unzipped_bytes / 2**20:.1f} MiB unzipped (layer)"
+        )
         click.echo(f"  largest: {describe_sizes(report.layer.largest, report.layer.zipped_bytes)}")
-    click.echo(f"  bundled GeoLite2: {'included (a geo bolt has no database:)' if report.geolite_included else 'left out'}"
-               f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
-               + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else ""))
+    click.echo(
+        f"  bundled GeoLite2: {'included (a geo bolt has no database:)' if report.geolite_included else 'left out'}"
+        f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
+        + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else "")
+    )
     if template_path:
         click.echo(f"{template_path}: SAM template (sam deploy --guided)")
     for z in (report, report.layer):
         if z is not None and z.zipped_bytes > DIRECT_UPLOAD_LIMIT:
-            click.echo(f"note: {z.path} is over 50 MiB zipped, so upload it through S3 (sam deploy does), "
-                       "not directly", err=True)
+            click.echo(
+                f"note: {z.path} is over 50 MiB zipped, so upload it through S3 (sam deploy does), "
+                "not directly",
+                err=True,
+            )
 
 
 @main.command("local-aws")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, exists=True))
 @click.option("--kinesis-port", type=int, default=4567, show_default=True)
 @click.option("--dynamodb-port", type=int, default=4569, show_default=True)
-@click.option("--shards", type=click.IntRange(1, 100), default=1, show_default=True,
-              help="Shards of each stream created.")
-@click.option("--node-modules", type=click.Path(file_okay=False),
-              help="Where kinesis-local and dynalite are installed (default: ~/.cache/squall/node, "
-                   "installed with npm on first use).")
-@click.option("--env-file", type=click.Path(dir_okay=False), help="Also write the environment to this file.")
-def local_aws(files: tuple[str, ...], kinesis_port: int, dynamodb_port: int, shards: int, node_modules: str | None,
-              env_file: str | None) -> None:
+@click.option(
+    "--shards",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Shards of each stream created.",
+)
+@click.option(
+    "--node-modules",
+    type=click.Path(file_okay=False),
+    help="Where kinesis-local and dynalite are installed (default: ~/.cache/squall/node, "
+    "installed with npm on first use).",
+)
+@click.option(
+    "--env-file", type=click.Path(dir_okay=False), help="Also write the environment to this file."
+)
+def local_aws(
+    files: tuple[str, ...],
+    kinesis_port: int,
+    dynamodb_port: int,
+    shards: int,
+    node_modules: str | None,
+    env_file: str | None,
+) -> None:
     """Start local Kinesis (kinesis-mock) and DynamoDB (dynalite) on 127.0.0.1; create the topologies' streams."""
     from squall.deploy.localaws import run_local_aws
     from squall.errors import SquallError
 
     topologies = [_load_or_exit(f) for f in files]
     try:
-        sys.exit(run_local_aws(topologies, kinesis_port=kinesis_port, dynamodb_port=dynamodb_port, shards=shards,
-                               node_modules=Path(node_modules) if node_modules else None,
-                               env_file=Path(env_file) if env_file else None, echo=click.echo))
+        sys.exit(
+            run_local_aws(
+                topologies,
+                kinesis_port=kinesis_port,
+                dynamodb_port=dynamodb_port,
+                shards=shards,
+                node_modules=Path(node_modules) if node_modules else None,
+                env_file=Path(env_file) if env_file else None,
+                echo=click.echo,
+            )
+        )
     except SquallError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -279,10 +483,23 @@ def local_aws(files: tuple[str, ...], kinesis_port: int, dynamodb_port: int, sha
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default="monitoring", show_default=True)
-@click.option("--lag-ms", type=click.IntRange(1), default=60_000, show_default=True, help="Lag alert threshold.")
-@click.option("--dead-letter-ratio", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Dead-letter rate alert threshold (fraction of records).")
+@click.option(
+    "-o", "--output-dir", type=click.Path(file_okay=False), default="monitoring", show_default=True
+)
+@click.option(
+    "--lag-ms",
+    type=click.IntRange(1),
+    default=60_000,
+    show_default=True,
+    help="Lag alert threshold.",
+)
+@click.option(
+    "--dead-letter-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Dead-letter rate alert threshold (fraction of records).",
+)
 def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
     import yaml
@@ -298,16 +515,25 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
     th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {f"{topo.name}.rules.yaml": yaml.safe_dump(prometheus_rules(topo, thresholds=th), sort_keys=False),
-             f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",
-             f"{topo.name}.cloudwatch.json": json.dumps(cloudwatch_dashboard(topo, region="us-east-1"), indent=2) + "\n"}
+    files = {
+        f"{topo.name}.rules.yaml": yaml.safe_dump(
+            prometheus_rules(topo, thresholds=th), sort_keys=False
+        ),
+        f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",
+        f"{topo.name}.cloudwatch.json": json.dumps(
+            cloudwatch_dashboard(topo, region="us-east-1"), indent=2
+        )
+        + "\n",
+    }
     for name, text in files.items():
         (out / name).write_text(text)
         click.echo(str(out / name))
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout."
+)
 def reference(output: str | None) -> None:
     """Print the option reference of every component as Markdown (docs/reference.md)."""
     from squall.topology.reference import full_reference
@@ -322,25 +548,56 @@ def reference(output: str | None) -> None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--stream", required=True, help="Kinesis stream name.")
-@click.option("--application", help="KCL application name: the DynamoDB lease table (default: topology name).")
+@click.option(
+    "--application", help="KCL application name: the DynamoDB lease table (default: topology name)."
+)
 @click.option("--region", default="us-east-1", show_default=True)
-@click.option("--initial-position", type=click.Choice(["TRIM_HORIZON", "LATEST"]), default="TRIM_HORIZON",
-              show_default=True)
-@click.option("--kinesis-endpoint", help="Kinesis endpoint URL (local testing; must be http:// for h2c).")
+@click.option(
+    "--initial-position",
+    type=click.Choice(["TRIM_HORIZON", "LATEST"]),
+    default="TRIM_HORIZON",
+    show_default=True,
+)
+@click.option(
+    "--kinesis-endpoint", help="Kinesis endpoint URL (local testing; must be http:// for h2c)."
+)
 @click.option("--dynamodb-endpoint", help="DynamoDB endpoint URL (local testing).")
 @click.option("--no-metrics", is_flag=True, help="metricsLevel = NONE (no CloudWatch).")
 @click.option("--worker-id", help="Worker id, unique in the fleet (default: host:pid).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other KCL property.")
 @click.option("--jars", type=click.Path(file_okay=False), help="Directory of the KCL jars.")
-@click.option("--properties-out", type=click.Path(dir_okay=False),
-              help="Where to write the properties file (default: a private temporary directory per worker).")
-@click.option("--print", "print_only", is_flag=True, help="Print the properties and the command; do not start.")
-@click.option("--metrics-port", metavar="[ADDR:]PORT",
-              help="Serve the Prometheus metrics of all shard processes of this host on /metrics.")
-def kcl(file: str, stream: str, application: str | None, region: str, initial_position: str,
-        kinesis_endpoint: str | None, dynamodb_endpoint: str | None, no_metrics: bool, worker_id: str | None,
-        extra: tuple[str, ...], jars: str | None, properties_out: str | None, print_only: bool,
-        metrics_port: str | None) -> None:
+@click.option(
+    "--properties-out",
+    type=click.Path(dir_okay=False),
+    help="Where to write the properties file (default: a private temporary directory per worker).",
+)
+@click.option(
+    "--print",
+    "print_only",
+    is_flag=True,
+    help="Print the properties and the command; do not start.",
+)
+@click.option(
+    "--metrics-port",
+    metavar="[ADDR:]PORT",
+    help="Serve the Prometheus metrics of all shard processes of this host on /metrics.",
+)
+def kcl(
+    file: str,
+    stream: str,
+    application: str | None,
+    region: str,
+    initial_position: str,
+    kinesis_endpoint: str | None,
+    dynamodb_endpoint: str | None,
+    no_metrics: bool,
+    worker_id: str | None,
+    extra: tuple[str, ...],
+    jars: str | None,
+    properties_out: str | None,
+    print_only: bool,
+    metrics_port: str | None,
+) -> None:
     """Run a topology on an EC2 fleet: start the KCL MultiLangDaemon with squall as record processor.
 
     SIGTERM (or Ctrl-C) stops it gracefully: the daemon alone gets it and asks every record
@@ -365,10 +622,18 @@ def kcl(file: str, stream: str, application: str | None, region: str, initial_po
         check_kcl_safe(topo)
         props = dict(item.split("=", 1) for item in extra)
         worker_id = worker_id or default_worker_id()
-        settings = KclSettings(Path(file), stream, application or topo.name, region=region,
-                               initial_position=initial_position, kinesis_endpoint=kinesis_endpoint,
-                               dynamodb_endpoint=dynamodb_endpoint, worker_id=worker_id, metrics=not no_metrics,
-                               extra={k.strip(): v.strip() for k, v in props.items()})
+        settings = KclSettings(
+            Path(file),
+            stream,
+            application or topo.name,
+            region=region,
+            initial_position=initial_position,
+            kinesis_endpoint=kinesis_endpoint,
+            dynamodb_endpoint=dynamodb_endpoint,
+            worker_id=worker_id,
+            metrics=not no_metrics,
+            extra={k.strip(): v.strip() for k, v in props.items()},
+        )
         text = settings.properties()
         out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)

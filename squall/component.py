@@ -21,7 +21,9 @@ class ComponentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(description="Unique id of the component in the topology.")
-    type: str = Field(description="Component type: a built-in name, a plugin name or 'module:Class'.")
+    type: str = Field(
+        description="Component type: a built-in name, a plugin name or 'module:Class'."
+    )
 
 
 @dataclass(frozen=True)

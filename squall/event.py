@@ -53,7 +53,9 @@ class RecordMeta:
 
 def derive_event_id(meta: RecordMeta) -> str:
     """A stable id for a user record: the same stream, shard, sequence and sub-sequence give the same id."""
-    key = f"{meta.stream}\x1f{meta.shard_id}\x1f{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+    key = (
+        f"{meta.stream}\x1f{meta.shard_id}\x1f{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+    )
     if meta.fingerprint:
         key += f"\x1f{meta.fingerprint}"
     return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
@@ -115,8 +117,16 @@ class Event:
 
     __slots__ = ("raw", "meta", "_event_id", "origin", "value", "failure", "extra")
 
-    def __init__(self, raw: bytes, meta: RecordMeta, event_id: str | None, origin: int, value: Any = None,
-                 failure: Failure | None = None, extra: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        raw: bytes,
+        meta: RecordMeta,
+        event_id: str | None,
+        origin: int,
+        value: Any = None,
+        failure: Failure | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
         self.raw = raw
         self.meta = meta
         self._event_id = event_id
@@ -138,8 +148,15 @@ class Event:
 
     def fork(self) -> Event:
         """A deep copy for a fan-out edge: downstream branches may change their copy freely."""
-        return Event(self.raw, self.meta, self._event_id, self.origin, _deep_copy(self.value), self.failure,
-                     dict(self.extra))
+        return Event(
+            self.raw,
+            self.meta,
+            self._event_id,
+            self.origin,
+            _deep_copy(self.value),
+            self.failure,
+            dict(self.extra),
+        )
 
     def __repr__(self) -> str:
         return f"Event(event_id={self.event_id!r}, origin={self.origin}, value={self.value!r}, failure={self.failure!r})"

@@ -8,10 +8,20 @@ from typing import Any
 from squall.errors import RecordError
 from squall.event import Event
 
-MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False})()
+MISSING: Any = type(
+    "Missing", (), {"__repr__": lambda self: "MISSING", "__bool__": lambda self: False}
+)()
 
-META_FIELDS = ("event_id", "stream", "shard_id", "sequence_number", "sub_sequence_number", "partition_key",
-               "arrival_time", "explicit_hash_key")
+META_FIELDS = (
+    "event_id",
+    "stream",
+    "shard_id",
+    "sequence_number",
+    "sub_sequence_number",
+    "partition_key",
+    "arrival_time",
+    "explicit_hash_key",
+)
 
 
 def validate_path(path: str) -> str:
@@ -84,7 +94,9 @@ def setter(path: str) -> Callable[[Event, Any], None]:
             if nxt is None:
                 nxt = d[k] = {}
             elif not isinstance(nxt, dict):  # never overwrite data to make room
-                raise RecordError(f"cannot set '{path}': '{k}' holds a {type(nxt).__name__}, not an object")
+                raise RecordError(
+                    f"cannot set '{path}': '{k}' holds a {type(nxt).__name__}, not an object"
+                )
             d = nxt
         d[last] = value
 

@@ -17,8 +17,10 @@ MASK = "***"
 # in a password is still masked whole).
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/@]*:)[^\s/]*@")
 # password=… in a query string or a libpq-style key/value string.
-_KEYVALUE = re.compile(r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",
-                       re.IGNORECASE)
+_KEYVALUE = re.compile(
+    r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",
+    re.IGNORECASE,
+)
 
 
 def redact_url(url: str) -> str:

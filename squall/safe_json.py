@@ -50,8 +50,12 @@ def _message(exc: BaseException) -> str:
 
 
 def _marked(value: Any, exc: BaseException) -> dict[str, str]:
-    return {"squall_truncated": TRUNCATED, "type": type(value).__name__, "error": text(_message(exc), 200),
-            "repr": text(value)}
+    return {
+        "squall_truncated": TRUNCATED,
+        "type": type(value).__name__,
+        "error": text(_message(exc), 200),
+        "repr": text(value),
+    }
 
 
 def dumps(doc: Any) -> bytes:

@@ -1,7 +1,7 @@
 """Helpers for testing topologies and components: list spout, memory sink, ``run_topology``.
 
-    from squall.testing import run_topology, records_from
-    result = run_topology("topology.yaml", records_from([{"event_type": "click"}]))
+from squall.testing import run_topology, records_from
+result = run_topology("topology.yaml", records_from([{"event_type": "click"}]))
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult
 
 
-def records_from(payloads: Iterable[Any], *, stream: str = "test", shard_id: str = "shardId-000000000000",
-                 start: int = 1, partition_key: str = "pk") -> list[Record]:
+def records_from(
+    payloads: Iterable[Any],
+    *,
+    stream: str = "test",
+    shard_id: str = "shardId-000000000000",
+    start: int = 1,
+    partition_key: str = "pk",
+) -> list[Record]:
     """Records with increasing sequence numbers; dicts/lists become JSON, bytes pass as they are."""
     out = []
     for i, p in enumerate(payloads):
@@ -54,7 +60,7 @@ class ListSpout(Spout):
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         for i in range(0, len(self.records), max_records):
-            yield self.records[i:i + max_records]
+            yield self.records[i : i + max_records]
             if self.stopping:
                 return
 
@@ -94,13 +100,20 @@ class TopologyRun:
 def topology_from(source: str | Path | Topology) -> Topology:
     if isinstance(source, Topology):
         return source
-    if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))):
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
+    ):
         return load(source)
     return load_text(str(source))
 
 
-def run_topology(source: str | Path | Topology, records: list[Record], *, batch_size: int | None = None,
-                 **engine_kwargs: Any) -> TopologyRun:
+def run_topology(
+    source: str | Path | Topology,
+    records: list[Record],
+    *,
+    batch_size: int | None = None,
+    **engine_kwargs: Any,
+) -> TopologyRun:
     """Run records through a topology (YAML path, YAML text or loaded model) with the bare engine."""
     topo = topology_from(source)
     plan: Plan = compile_plan(topo)
@@ -109,7 +122,7 @@ def run_topology(source: str | Path | Topology, records: list[Record], *, batch_
     results = []
     with engine:
         for i in range(0, len(records), size):
-            results.append(engine.process(records[i:i + size]))
+            results.append(engine.process(records[i : i + size]))
     return TopologyRun(results, engine, [o for r in results for o in r.records])
 
 
@@ -121,7 +134,9 @@ class MemoryDeadLetterSink(MemorySink):
 
 
 class FaultyBoltConfig(ComponentConfig):
-    transient_failures: int = Field(0, ge=0, description="Raise TransientError on this many calls first.")
+    transient_failures: int = Field(
+        0, ge=0, description="Raise TransientError on this many calls first."
+    )
 
 
 class FaultyBolt(Bolt):
@@ -154,7 +169,9 @@ class FaultyBolt(Bolt):
 
 
 class FaultySinkConfig(MemorySinkConfig):
-    transient_failures: int = Field(0, ge=0, description="Raise TransientError on this many writes first.")
+    transient_failures: int = Field(
+        0, ge=0, description="Raise TransientError on this many writes first."
+    )
 
 
 class FaultySink(MemorySink):
@@ -171,7 +188,9 @@ class FaultySink(MemorySink):
         self.calls += 1
         if self.calls <= self.config.transient_failures:
             raise TransientError(f"injected transient write failure {self.calls}")
-        failed = [ev for ev in prepared.events if isinstance(ev.value, dict) and ev.value.get("sink_fail")]
+        failed = [
+            ev for ev in prepared.events if isinstance(ev.value, dict) and ev.value.get("sink_fail")
+        ]
         bad = {id(ev) for ev in failed}
         self.store.extend(ev for ev in prepared.events if id(ev) not in bad)
         return WriteResult(failed=failed)

@@ -34,7 +34,7 @@ def event(case: str, **overrides: Any) -> dict[str, Any]:
         "device_token": f"token-{case}",
         "ip": "81.2.69.142",
         "user_agent": "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
-                      "Chrome/125.0.6422.165 Mobile Safari/537.36",
+        "Chrome/125.0.6422.165 Mobile Safari/537.36",
         "sdk": {"name": "pistats-js", "version": "3.2.1"},
         "page": {"url": "https://example.com/news", "duration_ms": 16096},
     }
@@ -77,10 +77,28 @@ def _with(case: str, text_of_field: Callable[[str], str]) -> bytes:
 
 
 #: Paths the example reads (decode, schema, geo, device, subscription, warehouse columns).
-READ_FIELDS = ["message_id", "event_type", "timestamp", "app_id", "user_id", "device_token", "ip", "user_agent",
-               "topics", "sdk", "page", "click"]
-WRONG_VALUES: dict[str, Any] = {"null": None, "int": 7, "float": 1.5, "bool": True, "list": ["x", 1],
-                                "object": {"x": {"y": 1}}}
+READ_FIELDS = [
+    "message_id",
+    "event_type",
+    "timestamp",
+    "app_id",
+    "user_id",
+    "device_token",
+    "ip",
+    "user_agent",
+    "topics",
+    "sdk",
+    "page",
+    "click",
+]
+WRONG_VALUES: dict[str, Any] = {
+    "null": None,
+    "int": 7,
+    "float": 1.5,
+    "bool": True,
+    "list": ["x", 1],
+    "object": {"x": {"y": 1}},
+}
 
 
 def record_cases() -> list[Case]:
@@ -99,14 +117,20 @@ def record_cases() -> list[Case]:
     add("empty-object", b"{}")
     add("bad-utf8", _j(event("bad-utf8")).replace(b"u00019", b"u\xff\xfe19"))
     add("overlong-utf8", _j(event("overlong-utf8")).replace(b"u00019", b"u\xc0\xaf19"))
-    add("lone-surrogate-escape", _j(event("lone-surrogate-escape")).replace(b'"u00019"', b'"\\ud800"'))
+    add(
+        "lone-surrogate-escape",
+        _j(event("lone-surrogate-escape")).replace(b'"u00019"', b'"\\ud800"'),
+    )
     add("nul-escape-in-text", _j(event("nul-escape-in-text")).replace(b'"u00019"', b'"a\\u0000b"'))
     add("raw-nul-byte", _j(event("raw-nul-byte")) + b"\x00")
     add("nan-literal", _with("nan-literal", lambda c: "NaN"))
     add("infinity-literal", _with("infinity-literal", lambda c: "Infinity"))
     add("huge-exponent", _with("huge-exponent", lambda c: "1e400"))
     add("giant-integer", _with("giant-integer", lambda c: "9" * 400))
-    add("duplicate-keys", _j(event("duplicate-keys"))[:-1] + b',"event_type":"click","event_type":"bogus"}')
+    add(
+        "duplicate-keys",
+        _j(event("duplicate-keys"))[:-1] + b',"event_type":"click","event_type":"bogus"}',
+    )
     add("trailing-garbage", _j(event("trailing-garbage")) + b" trailing")
     add("two-objects-one-line", _j(event("two-objects-a")) + _j(event("two-objects-b")))
     add("bom-mid-file", b"\xef\xbb\xbf" + _j(event("bom-mid-file")))
@@ -137,29 +161,54 @@ def record_cases() -> list[Case]:
     # -- wrong types at every path the example reads
     for path in READ_FIELDS:
         for kind, value in WRONG_VALUES.items():
-            if kind in ("list", "object", "null") or path in ("message_id", "timestamp", "ip", "topics"):
+            if kind in ("list", "object", "null") or path in (
+                "message_id",
+                "timestamp",
+                "ip",
+                "topics",
+            ):
                 add(f"{path}-{kind}", _j(event(f"{path}-{kind}", **{path: value})))
     # -- values of the right type that are still wrong
     add("timestamp-year-0", _j(event("timestamp-year-0", timestamp="0000-01-01T00:00:00Z")))
-    add("timestamp-year-1-offset", _j(event("timestamp-year-1-offset", timestamp="0001-01-01T00:00:00+01:00")))
-    add("timestamp-year-9999-offset", _j(event("timestamp-year-9999-offset",
-                                               timestamp="9999-12-31T23:59:59-01:00")))
+    add(
+        "timestamp-year-1-offset",
+        _j(event("timestamp-year-1-offset", timestamp="0001-01-01T00:00:00+01:00")),
+    )
+    add(
+        "timestamp-year-9999-offset",
+        _j(event("timestamp-year-9999-offset", timestamp="9999-12-31T23:59:59-01:00")),
+    )
     add("timestamp-feb-30", _j(event("timestamp-feb-30", timestamp="2026-02-30T00:00:00Z")))
-    add("timestamp-pattern-only", _j(event("timestamp-pattern-only", timestamp="2026-11-03T18:00:00junk")))
+    add(
+        "timestamp-pattern-only",
+        _j(event("timestamp-pattern-only", timestamp="2026-11-03T18:00:00junk")),
+    )
     add("ip-v6", _j(event("ip-v6", ip="2001:db8::1")))
     add("ip-with-port", _j(event("ip-with-port", ip="81.2.69.142:443")))
     add("ip-private", _j(event("ip-private", ip="10.0.0.1")))
     add("ip-garbage", _j(event("ip-garbage", ip="not-an-ip")))
     add("ip-v6-zone", _j(event("ip-v6-zone", ip="fe80::1%eth0")))
-    add("topics-huge", _j(event("topics-huge", event_type="subscribe", topics=[f"t{i}" for i in range(50_000)])))
-    add("topics-nested-wrong", _j(event("topics-nested-wrong", event_type="subscribe", topics=[["a"], {"b": 1}])))
-    add("subscribe-then-unsubscribe", _j(event("sub-a", event_type="subscribe", topics=["news"])),
-        _j(event("sub-b", event_type="unsubscribe", device_token="token-sub-a")))
+    add(
+        "topics-huge",
+        _j(event("topics-huge", event_type="subscribe", topics=[f"t{i}" for i in range(50_000)])),
+    )
+    add(
+        "topics-nested-wrong",
+        _j(event("topics-nested-wrong", event_type="subscribe", topics=[["a"], {"b": 1}])),
+    )
+    add(
+        "subscribe-then-unsubscribe",
+        _j(event("sub-a", event_type="subscribe", topics=["news"])),
+        _j(event("sub-b", event_type="unsubscribe", device_token="token-sub-a")),
+    )
     add("unknown-event-type", _j(event("unknown-event-type", event_type="teleport")))
     add("duplicate-message-id", _j(event("dup")), _j(event("dup")))
     add("sdk-version-object", _j(event("sdk-version-object", sdk={"version": {"major": 3}})))
     add("page-url-number", _j(event("page-url-number", page={"url": 42})))
-    add("click-target-list", _j(event("click-target-list", event_type="click", click={"target": ["a", "b"]})))
+    add(
+        "click-target-list",
+        _j(event("click-target-list", event_type="click", click={"target": ["a", "b"]})),
+    )
     add("keys-not-ascii", _j(event("keys-not-ascii", **{"ключ": "значение", "🙂": "x"})))
     return cases
 
@@ -175,7 +224,10 @@ def file_cases() -> dict[str, tuple[bytes, int]]:
         "bom-at-start.jsonl": (b"\xef\xbb\xbf" + one + two, 2),
         "blank-lines-only.jsonl": (b"\n\n  \n\r\n", 0),
         "empty.jsonl": (b"", 0),
-        "lone-cr-separators.jsonl": (one.rstrip(b"\n") + b"\r" + two, 1),  # \r alone does not end a line
+        "lone-cr-separators.jsonl": (
+            one.rstrip(b"\n") + b"\r" + two,
+            1,
+        ),  # \r alone does not end a line
         "gzip-ok.jsonl.gz": (gz, 2),
         "gzip-concatenated-members.jsonl.gz": (gzip.compress(one) + gzip.compress(two), 2),
         "gzip-one-huge-line.jsonl.gz": (gzip.compress(b"x" * (3 * 1_048_576) + b"\n" + two), 2),
@@ -186,8 +238,12 @@ def file_cases() -> dict[str, tuple[bytes, int]]:
 #: Files that cannot be read to the end: the run stops with exit 1 and a one-line error, having
 #: accounted for every line before the damage (they are not part of the exit-0 corpus).
 BROKEN_FILES: dict[str, bytes] = {
-    "gzip-truncated.jsonl.gz": gzip.compress(b"".join(_j(event(f"trunc-{i}")) + b"\n" for i in range(50)))[:-40],
-    "gzip-corrupt-body.jsonl.gz": (lambda g: g[:20] + b"\x00" * 30 + g[50:])(gzip.compress(b"{}\n" * 500)),
+    "gzip-truncated.jsonl.gz": gzip.compress(
+        b"".join(_j(event(f"trunc-{i}")) + b"\n" for i in range(50))
+    )[:-40],
+    "gzip-corrupt-body.jsonl.gz": (lambda g: g[:20] + b"\x00" * 30 + g[50:])(
+        gzip.compress(b"{}\n" * 500)
+    ),
 }
 
 

@@ -27,7 +27,9 @@ def _need(service: str, port: int) -> None:
     if _port_open(port):
         return
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{service} is not running on 127.0.0.1:{port} (CI=true: a missing service is a failure)")
+        pytest.fail(
+            f"{service} is not running on 127.0.0.1:{port} (CI=true: a missing service is a failure)"
+        )
     pytest.skip(f"{service} is not running on 127.0.0.1:{port}")
 
 

@@ -39,7 +39,9 @@ class RuntimeAPI:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, code: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            def _send(
+                self, code: int, body: bytes = b"", headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(code)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -51,17 +53,25 @@ class RuntimeAPI:
                 if not self.path.endswith("/runtime/invocation/next"):
                     return self._send(404)
                 rid, event, deadline = api.pending.get()
-                self._send(200, event, {
-                    "Content-Type": "application/json", "Lambda-Runtime-Aws-Request-Id": rid,
-                    "Lambda-Runtime-Deadline-Ms": str(deadline),
-                    "Lambda-Runtime-Invoked-Function-Arn":
-                        f"arn:aws:lambda:us-east-1:000000000000:function:{api.function_name}",
-                    "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0"})
+                self._send(
+                    200,
+                    event,
+                    {
+                        "Content-Type": "application/json",
+                        "Lambda-Runtime-Aws-Request-Id": rid,
+                        "Lambda-Runtime-Deadline-Ms": str(deadline),
+                        "Lambda-Runtime-Invoked-Function-Arn": f"arn:aws:lambda:us-east-1:000000000000:function:{api.function_name}",
+                        "Lambda-Runtime-Trace-Id": f"Root=1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]};Sampled=0",
+                    },
+                )
 
             def do_POST(self) -> None:  # noqa: N802
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                if "/runtime/invocation/" in self.path and self.path.rsplit("/", 1)[-1] in ("response", "error"):
+                if "/runtime/invocation/" in self.path and self.path.rsplit("/", 1)[-1] in (
+                    "response",
+                    "error",
+                ):
                     rid = self.path.split("/")[-2]
                     api.results[rid] = (body, self.path.endswith("/error"))
                     api.done.setdefault(rid, threading.Event()).set()
@@ -75,18 +85,24 @@ class RuntimeAPI:
             daemon_threads = True
 
             def handle_error(self, request: Any, client_address: Any) -> None:
-                if not isinstance(sys.exc_info()[1], ConnectionError):  # the runtime was stopped mid-poll
+                if not isinstance(
+                    sys.exc_info()[1], ConnectionError
+                ):  # the runtime was stopped mid-poll
                     super().handle_error(request, client_address)
 
         self.server = Server(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"  # AWS_LAMBDA_RUNTIME_API: no scheme
+        self.address = (
+            f"127.0.0.1:{self.server.server_address[1]}"  # AWS_LAMBDA_RUNTIME_API: no scheme
+        )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def invoke(self, event: Any) -> tuple[Any, bool]:
         """(payload, is_function_error) of one invocation."""
         rid = str(uuid.uuid4())
         done = self.done.setdefault(rid, threading.Event())
-        self.pending.put((rid, json.dumps(event).encode(), int((time.time() + self.timeout_s) * 1000)))
+        self.pending.put(
+            (rid, json.dumps(event).encode(), int((time.time() + self.timeout_s) * 1000))
+        )
         if not done.wait(self.timeout_s):
             raise TimeoutError(f"invocation {rid} timed out; init errors: {self.init_errors}")
         body, is_error = self.results.pop(rid)
@@ -100,24 +116,46 @@ class RuntimeAPI:
 class LambdaFunction:
     """`python -m awslambdaric HANDLER` in TASK_ROOT against a RuntimeAPI; stopped by PID."""
 
-    def __init__(self, handler: str, task_root: Path, env: dict[str, str] | None = None, *,
-                 isolated: bool = False):
+    def __init__(
+        self,
+        handler: str,
+        task_root: Path,
+        env: dict[str, str] | None = None,
+        *,
+        isolated: bool = False,
+    ):
         self.api = RuntimeAPI(handler.split(".")[0])
         self.log_path = task_root / f"{handler}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         root = Path(__file__).resolve().parents[1]
-        e = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-             "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-             "AWS_LAMBDA_RUNTIME_API": self.api.address, "AWS_LAMBDA_FUNCTION_NAME": self.api.function_name,
-             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
-             "LAMBDA_TASK_ROOT": str(task_root), "_HANDLER": handler,
-             "PYTHONPATH": os.pathsep.join([str(task_root), str(root)]), **(env or {})}
+        e = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_LAMBDA_RUNTIME_API": self.api.address,
+            "AWS_LAMBDA_FUNCTION_NAME": self.api.function_name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512",
+            "LAMBDA_TASK_ROOT": str(task_root),
+            "_HANDLER": handler,
+            "PYTHONPATH": os.pathsep.join([str(task_root), str(root)]),
+            **(env or {}),
+        }
         cmd = [sys.executable, "-m", "awslambdaric", handler]
         if isolated:  # only the task root and the standard library, as in Lambda (no site-packages)
             e["PYTHONPATH"] = str(task_root)
             cmd.insert(1, "-S")
-        self.proc = subprocess.Popen(cmd, env=e, cwd=task_root,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=e,
+            cwd=task_root,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def invoke(self, event: Any) -> Any:
         payload, is_error = self.api.invoke(event)

@@ -24,7 +24,9 @@ from squall.topology.outcomes import Outcome
 from tests.bad_inputs import NEEDS_ISOLATION, Case, file_cases, record_cases
 from tests.conftest import EXAMPLES
 
-SUMMARY = re.compile(r"committed ([\d,]+), dead-lettered ([\d,]+), filtered ([\d,]+), failed ([\d,]+)")
+SUMMARY = re.compile(
+    r"committed ([\d,]+), dead-lettered ([\d,]+), filtered ([\d,]+), failed ([\d,]+)"
+)
 
 
 @dataclass
@@ -37,7 +39,9 @@ class Outcome_:
 
 
 def _copy_example(dst: Path) -> Path:
-    shutil.copytree(EXAMPLES / "pistats", dst, ignore=shutil.ignore_patterns("out", "events.jsonl.gz"))
+    shutil.copytree(
+        EXAMPLES / "pistats", dst, ignore=shutil.ignore_patterns("out", "events.jsonl.gz")
+    )
     return dst
 
 
@@ -47,13 +51,33 @@ def corpus_run(tmp_path_factory) -> Outcome_:
     example = _copy_example(root / "pistats")
     src = root / "corpus.jsonl"
     src.write_bytes(b"".join(line + b"\n" for case in record_cases() for line in case.lines))
-    proc = subprocess.run([sys.executable, "-m", "squall.cli", "run", "topology.yaml", "--input", str(src),
-                           "--batch-size", "25", "--no-progress"], capture_output=True, text=True, cwd=example,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(root)}, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "squall.cli",
+            "run",
+            "topology.yaml",
+            "--input",
+            str(src),
+            "--batch-size",
+            "25",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=example,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(root)},
+        timeout=600,
+    )
     m = SUMMARY.search(proc.stdout + proc.stderr)
     counts = tuple(int(g.replace(",", "")) for g in m.groups()) if m else (-1, -1, -1, -1)
     db = example / "out" / "pistats.db"
-    rows = {r[0] for r in sqlite3.connect(db).execute("select event_id from events")} if db.exists() else set()
+    rows = (
+        {r[0] for r in sqlite3.connect(db).execute("select event_id from events")}
+        if db.exists()
+        else set()
+    )
     dead: dict[str, list[dict]] = {}
     rejects = example / "out" / "rejects.jsonl"
     if rejects.exists():
@@ -95,12 +119,22 @@ def test_every_record_of_the_corpus_is_accounted_for_with_exit_0(corpus_run: Out
     assert sum(len(v) for v in corpus_run.dead.values()) == dead
     for docs in corpus_run.dead.values():
         for doc in docs:
-            assert doc["component"] and doc["reason"] and ("record" in doc or "record_base64" in doc)
+            assert (
+                doc["component"] and doc["reason"] and ("record" in doc or "record_base64" in doc)
+            )
 
 
 def _cases() -> list:
-    return [pytest.param(c, id=c.name, marks=pytest.mark.xfail(strict=True, reason="needs engine isolation")
-                         if c.name in NEEDS_ISOLATION else ()) for c in record_cases()]
+    return [
+        pytest.param(
+            c,
+            id=c.name,
+            marks=pytest.mark.xfail(strict=True, reason="needs engine isolation")
+            if c.name in NEEDS_ISOLATION
+            else (),
+        )
+        for c in record_cases()
+    ]
 
 
 @pytest.mark.parametrize("case", _cases())
@@ -115,7 +149,9 @@ def test_each_case_ends_as_a_row_a_dead_letter_or_a_duplicate(corpus_run: Outcom
             assert len(reason) < 5000 and "Traceback" not in reason
             continue
         mid = _message_id(line)
-        assert mid is not None and mid in corpus_run.rows, f"line {number} of {case.name}: neither row nor dead letter"
+        assert mid is not None and mid in corpus_run.rows, (
+            f"line {number} of {case.name}: neither row nor dead letter"
+        )
         assert mid not in seen_ids or case.name == "duplicate-message-id"
         seen_ids.add(mid)
 
@@ -141,7 +177,9 @@ def test_odd_files_are_read_whole_and_accounted_for(tmp_path: Path, name: str, e
     src = tmp_path / name
     src.write_bytes(data)
     config = path_spout_config(src, "spout")
-    spout = FileSpout(config, ComponentContext("pistats", tmp_path))  # what `squall run --input` reads with
+    spout = FileSpout(
+        config, ComponentContext("pistats", tmp_path)
+    )  # what `squall run --input` reads with
     spout.open()
     counts = dict.fromkeys(Outcome, 0)
     try:
@@ -150,7 +188,10 @@ def test_odd_files_are_read_whole_and_accounted_for(tmp_path: Path, name: str, e
                 counts[outcome] += n
     finally:
         spout.close()
-    assert counts[Outcome.COMMITTED] + counts[Outcome.DEAD_LETTERED] + counts[Outcome.FILTERED] == records
+    assert (
+        counts[Outcome.COMMITTED] + counts[Outcome.DEAD_LETTERED] + counts[Outcome.FILTERED]
+        == records
+    )
     assert counts[Outcome.FAILED] == 0
 
 
@@ -166,8 +207,9 @@ def test_a_file_case_through_squall_run(tmp_path: Path):
     assert report.counts[Outcome.COMMITTED] == 1 and report.counts[Outcome.DEAD_LETTERED] == 1
 
 
-def test_the_corpus_through_the_lambda_consumer_fails_no_invocation(tmp_path: Path, corpus_run: Outcome_,
-                                                                    monkeypatch):
+def test_the_corpus_through_the_lambda_consumer_fails_no_invocation(
+    tmp_path: Path, corpus_run: Outcome_, monkeypatch
+):
     from squall.deploy.lambda_consumer import make_handler
     from tests.factories import kinesis_lambda_event
 
@@ -178,11 +220,15 @@ def test_the_corpus_through_the_lambda_consumer_fails_no_invocation(tmp_path: Pa
     lines = [line for case in record_cases() for line in case.lines if line.strip()]
     try:
         for start in range(0, len(lines), 25):  # Lambda batches of 25
-            event = kinesis_lambda_event(lines[start:start + 25], start=10**20 + start)
+            event = kinesis_lambda_event(lines[start : start + 25], start=10**20 + start)
             assert handler(event, None) == {"batchItemFailures": []}
     finally:
         handler.engine.close()
-    rows = sqlite3.connect(example / "out" / "pistats.db").execute("select count(*) from events").fetchone()[0]
+    rows = (
+        sqlite3.connect(example / "out" / "pistats.db")
+        .execute("select count(*) from events")
+        .fetchone()[0]
+    )
     dead = len((example / "out" / "rejects.jsonl").read_bytes().splitlines())
     committed, dead_run, filtered, _ = corpus_run.counts
     assert (rows, dead) == (committed, dead_run)  # the same fate as through `squall run`
@@ -212,8 +258,6 @@ def test_the_corpus_through_the_producer_is_202_or_400_never_a_crash(tmp_path: P
     finally:
         handler.engine.close()
     assert list(answered.values()).count(202) >= 20 and list(answered.values()).count(400) >= 20
-
-
 
 
 def _poison_bolt():
@@ -247,7 +291,9 @@ sinks:
 """
 
 
-def test_a_record_that_makes_a_user_bolt_raise_is_dead_lettered_alone(tmp_path: Path, monkeypatch, unique_name):
+def test_a_record_that_makes_a_user_bolt_raise_is_dead_lettered_alone(
+    tmp_path: Path, monkeypatch, unique_name
+):
     import types
 
     from squall.testing import records_from, run_topology
@@ -255,54 +301,100 @@ def test_a_record_that_makes_a_user_bolt_raise_is_dead_lettered_alone(tmp_path: 
     module = types.ModuleType("squall_test_poison")
     module.Poison = _poison_bolt()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "squall_test_poison", module)
-    yaml = POISON_YAML.format(url=f"sqlite:///{tmp_path / 'w.db'}", table=unique_name, dlq=tmp_path / "dl.jsonl",
-                              bolt=", {id: buggy, type: 'squall_test_poison:Poison'}")
+    yaml = POISON_YAML.format(
+        url=f"sqlite:///{tmp_path / 'w.db'}",
+        table=unique_name,
+        dlq=tmp_path / "dl.jsonl",
+        bolt=", {id: buggy, type: 'squall_test_poison:Poison'}",
+    )
     run = run_topology(yaml, records_from([{"n": 1}, {"n": 2, "poison": True}, {"n": 3}]))
-    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
 
 
-def test_a_value_too_large_for_a_postgresql_index_is_dead_lettered_alone(tmp_path: Path, pg_url: str,
-                                                                         unique_name: str):
+def test_a_value_too_large_for_a_postgresql_index_is_dead_lettered_alone(
+    tmp_path: Path, pg_url: str, unique_name: str
+):
     import os
 
     from squall.testing import records_from, run_topology
 
-    huge = os.urandom(6000).hex()  # incompressible: over PostgreSQL's B-tree row limit (SQLSTATE 54000)
+    huge = os.urandom(
+        6000
+    ).hex()  # incompressible: over PostgreSQL's B-tree row limit (SQLSTATE 54000)
     yaml = POISON_YAML.format(url=pg_url, table=unique_name, dlq=tmp_path / "dl.jsonl", bolt="")
     try:
-        run = run_topology(yaml, records_from([{"n": 1, "k": "a"}, {"n": 2, "k": huge}, {"n": 3, "k": "b"}]))
-        assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+        run = run_topology(
+            yaml, records_from([{"n": 1, "k": "a"}, {"n": 2, "k": huge}, {"n": 3, "k": "b"}])
+        )
+        assert [o.outcome for o in run.outcomes] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.COMMITTED,
+        ]
     finally:
         import sqlalchemy as sa
 
-        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            pg_url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.exec_driver_sql(f'drop table if exists "{unique_name}"')
 
 
-def test_the_corpus_on_postgresql_and_redis_is_accounted_for(tmp_path: Path, pg_url: str, redis_url: str,
-                                                            unique_name: str):
+def test_the_corpus_on_postgresql_and_redis_is_accounted_for(
+    tmp_path: Path, pg_url: str, redis_url: str, unique_name: str
+):
     example = _copy_example(tmp_path / "pistats")
     src = tmp_path / "corpus.jsonl"
     src.write_bytes(b"".join(line + b"\n" for case in record_cases() for line in case.lines))
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WAREHOUSE_URL": pg_url, "STATE_URL": redis_url,
-           "EVENTS_TABLE": unique_name}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "WAREHOUSE_URL": pg_url,
+        "STATE_URL": redis_url,
+        "EVENTS_TABLE": unique_name,
+    }
     try:
-        proc = subprocess.run([sys.executable, "-m", "squall.cli", "run", "topology.yaml", "--input", str(src),
-                               "--batch-size", "25", "--no-progress"], capture_output=True, text=True, cwd=example,
-                              env=env, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "squall.cli",
+                "run",
+                "topology.yaml",
+                "--input",
+                str(src),
+                "--batch-size",
+                "25",
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=example,
+            env=env,
+            timeout=600,
+        )
         assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
         assert "Traceback" not in proc.stderr
-        committed, dead, filtered, failed = (int(g.replace(",", "")) for g in
-                                             SUMMARY.search(proc.stdout + proc.stderr).groups())
+        committed, dead, filtered, failed = (
+            int(g.replace(",", "")) for g in SUMMARY.search(proc.stdout + proc.stderr).groups()
+        )
         assert failed == 0 and committed + dead + filtered == sum(c.records for c in record_cases())
         import sqlalchemy as sa
 
         engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
         with engine.connect() as conn:
-            assert conn.exec_driver_sql(f'select count(*) from "{unique_name}"').scalar() == committed
+            assert (
+                conn.exec_driver_sql(f'select count(*) from "{unique_name}"').scalar() == committed
+            )
         assert len((example / "out" / "rejects.jsonl").read_bytes().splitlines()) == dead
     finally:
         import sqlalchemy as sa
 
-        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            pg_url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.exec_driver_sql(f'drop table if exists "{unique_name}"')

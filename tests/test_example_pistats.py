@@ -26,8 +26,12 @@ def expected_split(events_file: Path) -> tuple[set[str], int]:
         except json.JSONDecodeError:
             bad += 1
             continue
-        if (isinstance(ev, dict) and ev.get("event_type") in SCHEMA_TYPES
-                and str(ev.get("timestamp", ""))[:4].isdigit() and ev.get("app_id")):
+        if (
+            isinstance(ev, dict)
+            and ev.get("event_type") in SCHEMA_TYPES
+            and str(ev.get("timestamp", ""))[:4].isdigit()
+            and ev.get("app_id")
+        ):
             valid.add(ev["message_id"])
         else:
             bad += 1
@@ -55,8 +59,14 @@ def example(tmp_path: Path) -> Path:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "squall.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "squall.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        timeout=300,
+    )
 
 
 def test_example_loads_every_valid_event_once_and_dead_letters_the_bad(example: Path):
@@ -70,9 +80,14 @@ def test_example_loads_every_valid_event_once_and_dead_letters_the_bad(example: 
     db = sqlite3.connect(example / "out" / "pistats.db")
     rows = {r[0] for r in db.execute("select event_id from events")}
     assert rows == valid
-    rejects = [json.loads(line) for line in (example / "out" / "rejects.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(line) for line in (example / "out" / "rejects.jsonl").read_text().splitlines()
+    ]
     assert len(rejects) == bad
-    assert all(r["reason"] and r["component"] in ("decode", "validate") and r.get("record") for r in rejects)
+    assert all(
+        r["reason"] and r["component"] in ("decode", "validate") and r.get("record")
+        for r in rejects
+    )
 
     second = run_cli("run", "topology.yaml", cwd=example)
     assert second.returncode == 0, second.stderr
@@ -85,8 +100,13 @@ def test_validate_and_graph_of_the_example(example: Path):
     assert r.returncode == 0, r.stderr
     g = run_cli("graph", "topology.yaml", cwd=example)
     assert g.returncode == 0 and g.stdout.startswith("flowchart LR")
-    ids = {line.split("[", 1)[1].strip('"[]()').split(":")[0]: line.split("[", 1)[0].split("(")[0].strip()
-           for line in g.stdout.splitlines()[1:] if "[" in line}
+    ids = {
+        line.split("[", 1)[1].strip('"[]()').split(":")[0]: line.split("[", 1)[0]
+        .split("(")[0]
+        .strip()
+        for line in g.stdout.splitlines()[1:]
+        if "[" in line
+    }
     assert f"{ids['validate']} -.->|invalid| {ids['rejects']}" in g.stdout
     assert f"{ids['decode']} --> {ids['validate']}" in g.stdout
     d = run_cli("graph", "--format", "dot", "topology.yaml", cwd=example)
@@ -96,37 +116,55 @@ def test_validate_and_graph_of_the_example(example: Path):
 
 def test_run_with_input_override_and_batch_size(example: Path, tmp_path: Path):
     src = tmp_path / "few.jsonl"
-    src.write_text('{"message_id":"m-00000001","event_type":"click","timestamp":"2026-11-03T18:00:00Z","app_id":"a"}\n'
-                   "not json\n")
+    src.write_text(
+        '{"message_id":"m-00000001","event_type":"click","timestamp":"2026-11-03T18:00:00Z","app_id":"a"}\n'
+        "not json\n"
+    )
     r = run_cli("run", "topology.yaml", "--input", str(src), "--batch-size", "1", cwd=example)
     assert r.returncode == 0, r.stderr
     db = sqlite3.connect(example / "out" / "pistats.db")
     assert db.execute("select event_type from events").fetchall() == [("click",)]
 
 
-def test_example_on_postgresql_and_redis(example: Path, pg_url: str, redis_url: str, unique_name: str):
+def test_example_on_postgresql_and_redis(
+    example: Path, pg_url: str, redis_url: str, unique_name: str
+):
     """The same topology with the warehouse on PostgreSQL and the subscription state in Redis."""
     import psycopg2
     import redis
 
     valid, bad = expected_split(example / "events.jsonl.gz")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(example), "WAREHOUSE_URL": pg_url, "STATE_URL": redis_url,
-           "EVENTS_TABLE": unique_name}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(example),
+        "WAREHOUSE_URL": pg_url,
+        "STATE_URL": redis_url,
+        "EVENTS_TABLE": unique_name,
+    }
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     cache = redis.Redis.from_url(redis_url)
     try:
         for _ in range(2):  # the second run adds nothing
-            r = subprocess.run([sys.executable, "-m", "squall.cli", "run", "topology.yaml"], capture_output=True,
-                               text=True, cwd=example, env=env, timeout=300)
+            r = subprocess.run(
+                [sys.executable, "-m", "squall.cli", "run", "topology.yaml"],
+                capture_output=True,
+                text=True,
+                cwd=example,
+                env=env,
+                timeout=300,
+            )
             assert r.returncode == 0, r.stderr
             with conn.cursor() as cur:
                 cur.execute(f'select event_id from "{unique_name}"')
                 assert {row[0] for row in cur.fetchall()} == valid
         assert len((example / "out" / "rejects.jsonl").read_text().splitlines()) == bad
         # the subscription state lives in Redis: one hash per device token that registered or subscribed
-        changed = {ev["device_token"] for ev in sample_events(example)
-                   if ev.get("message_id") in valid and ev["event_type"] in ("register", "subscribe")}
+        changed = {
+            ev["device_token"]
+            for ev in sample_events(example)
+            if ev.get("message_id") in valid and ev["event_type"] in ("register", "subscribe")
+        }
         assert cache.exists(*[f"squall:subscription:{t}" for t in changed]) == len(changed)
     finally:
         with conn.cursor() as cur:

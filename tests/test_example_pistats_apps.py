@@ -26,9 +26,14 @@ def example(tmp_path: Path) -> Path:
 
 
 def run(cwd: Path, env: dict[str, str], *args: str) -> None:
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd,
-                       env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env},
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -37,20 +42,28 @@ def expected_activity(directory: Path, valid: set[str]) -> dict[tuple[str, str],
     last = {}
     for ev in sample_events(directory):
         if ev.get("message_id") in valid:
-            last[(ev["app_id"], ev["event_type"])] = (NAMES.get(ev["app_id"]), ev["user_id"], ev["message_id"])
+            last[(ev["app_id"], ev["event_type"])] = (
+                NAMES.get(ev["app_id"]),
+                ev["user_id"],
+                ev["message_id"],
+            )
     return last
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_apps_example_enriches_from_the_table_and_upserts_the_last_activity(
-        example: Path, backend: str, request, unique_name: str):
+    example: Path, backend: str, request, unique_name: str
+):
     env = {}
     url = f"sqlite:///{example / 'out' / 'pistats.db'}"
     if backend == "postgresql":
         pg_url = request.getfixturevalue("pg_url")
         url = pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)
-        env = {"WAREHOUSE_URL": pg_url, "APP_EVENTS_TABLE": f"{unique_name}_e",
-               "APP_ACTIVITY_TABLE": f"{unique_name}_a"}
+        env = {
+            "WAREHOUSE_URL": pg_url,
+            "APP_EVENTS_TABLE": f"{unique_name}_e",
+            "APP_ACTIVITY_TABLE": f"{unique_name}_a",
+        }
     events_table = env.get("APP_EVENTS_TABLE", "app_events")
     activity_table = env.get("APP_ACTIVITY_TABLE", "app_activity")
     valid, _ = expected_split(example / "events.jsonl.gz")
@@ -61,17 +74,24 @@ def test_apps_example_enriches_from_the_table_and_upserts_the_last_activity(
         for _ in range(2):  # a replay of the whole file changes nothing
             run(example, env, "-m", "squall.cli", "run", "apps_topology.yaml")
             with engine.connect() as conn:
-                names = dict(conn.exec_driver_sql(f'select event_id, app_name from "{events_table}"').fetchall())
+                names = dict(
+                    conn.exec_driver_sql(
+                        f'select event_id, app_name from "{events_table}"'
+                    ).fetchall()
+                )
                 activity = conn.exec_driver_sql(
-                    f'select app_id, event_type, app_name, last_user_id, last_event_id, last_seen_at '
-                    f'from "{activity_table}"').fetchall()
+                    f"select app_id, event_type, app_name, last_user_id, last_event_id, last_seen_at "
+                    f'from "{activity_table}"'
+                ).fetchall()
             by_id = {ev["message_id"]: ev for ev in sample_events(example)}
             assert set(names) == valid
             assert all(names[i] == NAMES.get(by_id[i]["app_id"]) for i in valid)
             assert {(a, t): (n, u, e) for a, t, n, u, e, _ in activity} == expected
             for *_, e, seen in activity:
                 seen = seen if isinstance(seen, datetime) else datetime.fromisoformat(seen)
-                assert seen == datetime.fromisoformat(by_id[e]["timestamp"].replace("Z", "+00:00")).astimezone(UTC)
+                assert seen == datetime.fromisoformat(
+                    by_id[e]["timestamp"].replace("Z", "+00:00")
+                ).astimezone(UTC)
     finally:
         if backend == "postgresql":
             with engine.begin() as conn:

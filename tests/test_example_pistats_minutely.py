@@ -37,14 +37,20 @@ def expected_rows(example: Path) -> tuple[set[tuple], int]:
     its end plus ``allowed_lateness``."""
     valid, _ = expected_split(example / "events.jsonl.gz")
     seen: set[str] = set()
-    cells: dict[tuple[int, str], dict] = defaultdict(lambda: {"n": 0, "sub": 0, "unsub": 0, "reg": 0, "users": set()})
+    cells: dict[tuple[int, str], dict] = defaultdict(
+        lambda: {"n": 0, "sub": 0, "unsub": 0, "reg": 0, "users": set()}
+    )
     wm, late = None, 0
     for line in gzip.open(example / "events.jsonl.gz", "rt"):
         try:
             ev = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if not isinstance(ev, dict) or ev.get("message_id") not in valid or ev["message_id"] in seen:
+        if (
+            not isinstance(ev, dict)
+            or ev.get("message_id") not in valid
+            or ev["message_id"] in seen
+        ):
             continue
         seen.add(ev["message_id"])
         t = int(datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp() * 1000)
@@ -64,18 +70,43 @@ def expected_rows(example: Path) -> tuple[set[tuple], int]:
     for (minute, app), c in cells.items():
         if minute + 60_000 <= wm - LATENESS:
             start = datetime.utcfromtimestamp(minute / 1000).strftime("%Y-%m-%d %H:%M:%S+00:00")
-            rows.add((start, app, NAMES.get(app), c["n"], c["sub"], c["unsub"], c["reg"], len(c["users"])))
+            rows.add(
+                (
+                    start,
+                    app,
+                    NAMES.get(app),
+                    c["n"],
+                    c["sub"],
+                    c["unsub"],
+                    c["reg"],
+                    len(c["users"]),
+                )
+            )
     return rows, late
 
 
 def test_minutely_example_counts_per_app_and_minute_and_a_replay_changes_nothing(example: Path):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(example)}
-    for args in (["apps.py"], ["-m", "squall.cli", "run", "--no-progress", "minutely_topology.yaml"],
-                 ["-m", "squall.cli", "run", "--no-progress", "minutely_topology.yaml"]):
-        r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=example, env=env, timeout=300)
+    for args in (
+        ["apps.py"],
+        ["-m", "squall.cli", "run", "--no-progress", "minutely_topology.yaml"],
+        ["-m", "squall.cli", "run", "--no-progress", "minutely_topology.yaml"],
+    ):
+        r = subprocess.run(
+            [sys.executable, *args],
+            capture_output=True,
+            text=True,
+            cwd=example,
+            env=env,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr
     db = sqlite3.connect(example / "out" / "pistats.db")
-    got = set(db.execute("select window_start, app_id, app_name, events, subscriptions, unsubscriptions, "
-                         "registrations, active_users from pistats_minutely").fetchall())
+    got = set(
+        db.execute(
+            "select window_start, app_id, app_name, events, subscriptions, unsubscriptions, "
+            "registrations, active_users from pistats_minutely"
+        ).fetchall()
+    )
     want, _ = expected_rows(example)
     assert len(want) >= 27 and got == want

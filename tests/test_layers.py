@@ -19,21 +19,43 @@ SQUALL = Path(__file__).resolve().parents[1] / "squall"
 # Lowest first. A module belongs to the first (longest) prefix that matches it.
 LAYERS: dict[str, int] = {
     # model and loader: YAML → validated models → compiled plan; knows no runtime
-    "squall": 0, "squall.errors": 0, "squall.event": 0, "squall.paths": 0, "squall.component": 0,
+    "squall": 0,
+    "squall.errors": 0,
+    "squall.event": 0,
+    "squall.paths": 0,
+    "squall.component": 0,
     "squall.identifiers": 0,
-    "squall.topology": 0, "squall.topology.yamlsource": 0, "squall.topology.loader": 0,
-    "squall.topology.model": 0, "squall.topology.schema": 0, "squall.topology.graph": 0,
-    "squall.topology.registry": 0, "squall.topology.reference": 0,
+    "squall.topology": 0,
+    "squall.topology.yamlsource": 0,
+    "squall.topology.loader": 0,
+    "squall.topology.model": 0,
+    "squall.topology.schema": 0,
+    "squall.topology.graph": 0,
+    "squall.topology.registry": 0,
+    "squall.topology.reference": 0,
     # the engine and the small public types components implement, plus shared building blocks
-    "squall.topology.executor": 1, "squall.topology.checkpoint": 1, "squall.topology.dynamodb_checkpoint": 1,
-    "squall.topology.resources": 1, "squall.topology.sql": 1, "squall.topology.outcomes": 1,
-    "squall.bolts.base": 1, "squall.sinks.base": 1, "squall.spouts.base": 1,
-    "squall.aws": 1, "squall.kinesis": 1, "squall.cache": 1, "squall.observability.logs": 1,
+    "squall.topology.executor": 1,
+    "squall.topology.checkpoint": 1,
+    "squall.topology.dynamodb_checkpoint": 1,
+    "squall.topology.resources": 1,
+    "squall.topology.sql": 1,
+    "squall.topology.outcomes": 1,
+    "squall.bolts.base": 1,
+    "squall.sinks.base": 1,
+    "squall.spouts.base": 1,
+    "squall.aws": 1,
+    "squall.kinesis": 1,
+    "squall.cache": 1,
+    "squall.observability.logs": 1,
     "squall.testing": 3,
     # components
-    "squall.bolts": 2, "squall.enrichment": 2, "squall.sinks": 2, "squall.spouts": 2,
+    "squall.bolts": 2,
+    "squall.enrichment": 2,
+    "squall.sinks": 2,
+    "squall.spouts": 2,
     # runners and what ships them
-    "squall.deploy": 3, "squall.observability": 3,
+    "squall.deploy": 3,
+    "squall.observability": 3,
     # the command line
     "squall.cli": 4,
 }
@@ -99,10 +121,16 @@ def test_imports_run_one_way():
     assert not found, "forbidden imports:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from squall.deploy.local import LocalRunner\n", "layer 3 above 1"),
-    ("from squall.sinks.warehouse.columns import check_identifier\n", "another component package"),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from squall.deploy.local import LocalRunner\n", "layer 3 above 1"),
+        (
+            "from squall.sinks.warehouse.columns import check_identifier\n",
+            "another component package",
+        ),
+    ],
+)
 def test_the_check_fails_on_a_forbidden_import(tmp_path, monkeypatch, source, expected):
     """The check itself can fail: a planted import in an engine module and in a bolt is reported."""
     fake = tmp_path / "squall"

@@ -16,16 +16,21 @@ from tests.deploy.test_local_runner import run_cli
 SECRET = "S3CRETpw"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("postgresql://u:S3CRETpw@h/db", "postgresql://u:***@h/db"),
-    ("redis://:S3CRETpw@h:6379/0", "redis://:***@h:6379/0"),
-    ('Could not connect to the endpoint URL: "http://u:S3CRETpw@127.0.0.1:1/"',
-     'Could not connect to the endpoint URL: "http://u:***@127.0.0.1:1/"'),
-    ("http://u:S3C@RETpw@host:1/x", "http://u:***@host:1/x"),
-    ("host=h password=S3CRETpw dbname=x", "host=h password=*** dbname=x"),
-    ("https://h/?a=1&password=S3CRETpw&b=2", "https://h/?a=1&password=***&b=2"),
-    ("sqlite:///x.db and no secret", "sqlite:///x.db and no secret"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://u:S3CRETpw@h/db", "postgresql://u:***@h/db"),
+        ("redis://:S3CRETpw@h:6379/0", "redis://:***@h:6379/0"),
+        (
+            'Could not connect to the endpoint URL: "http://u:S3CRETpw@127.0.0.1:1/"',
+            'Could not connect to the endpoint URL: "http://u:***@127.0.0.1:1/"',
+        ),
+        ("http://u:S3C@RETpw@host:1/x", "http://u:***@host:1/x"),
+        ("host=h password=S3CRETpw dbname=x", "host=h password=*** dbname=x"),
+        ("https://h/?a=1&password=S3CRETpw&b=2", "https://h/?a=1&password=***&b=2"),
+        ("sqlite:///x.db and no secret", "sqlite:///x.db and no secret"),
+    ],
+)
 def test_redact_text_masks_every_password_shape(text, expected):
     assert redact_text(text) == expected
 
@@ -50,8 +55,12 @@ def test_botocore_debug_logs_and_errors_of_an_endpoint_with_a_password_are_maske
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        client = aws.client("kinesis", region="us-east-1", endpoint_url=f"http://u:{SECRET}@127.0.0.1:1",
-                            botocore_retries=1)
+        client = aws.client(
+            "kinesis",
+            region="us-east-1",
+            endpoint_url=f"http://u:{SECRET}@127.0.0.1:1",
+            botocore_retries=1,
+        )
         with pytest.raises(Exception) as caught:  # noqa: B017, PT011 - botocore's EndpointConnectionError
             client.list_streams()
         logging.getLogger("squall.test").exception("failed: %s", caught.value)
@@ -74,18 +83,24 @@ sinks:
 """)
     result = run_cli(["-vv", "validate", str(t)])
     assert result.returncode == 2
-    assert "spout.endpoint_url: endpoint URL 'http://u:***@h:notaport' is not a valid URL" in result.stderr
+    assert (
+        "spout.endpoint_url: endpoint URL 'http://u:***@h:notaport' is not a valid URL"
+        in result.stderr
+    )
     assert "sinks[0].endpoint_url: endpoint URL is empty" in result.stderr
     assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_run_at_debug_verbosity_never_shows_a_database_or_redis_password(tmp_path: Path, pg_url: str,
-                                                                            redis_url: str):
-    pg = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")  # trust auth: accepted
+def test_a_run_at_debug_verbosity_never_shows_a_database_or_redis_password(
+    tmp_path: Path, pg_url: str, redis_url: str
+):
+    pg = pg_url.replace(
+        "postgresql://postgres@", f"postgresql://postgres:{SECRET}@"
+    )  # trust auth: accepted
     redis = redis_url.replace("redis://", f"redis://:{SECRET}@")  # redis-py retries without it
     t = tmp_path / "t.yaml"
     t.write_text(f"""
-name: redaction-{tmp_path.name[-8:].replace('_', '-')}
+name: redaction-{tmp_path.name[-8:].replace("_", "-")}
 resources:
   warehouse: {{url: "{pg}"}}
   state: {{url: "{redis}"}}
@@ -94,7 +109,9 @@ settings: {{retry: {{attempts: 1}}}}
 bolts: [{{id: decode, type: json}}, {{id: sub, type: subscription, store: state}}]
 sinks: [{{id: out, type: warehouse, resource: warehouse, table: t_redaction, columns: {{n: n}}}}]
 """)
-    result = run_cli(["-vv", "run", str(t)], input='{"n": 1, "device_token": "d", "event_type": "open"}\n')
+    result = run_cli(
+        ["-vv", "run", str(t)], input='{"n": 1, "device_token": "d", "event_type": "open"}\n'
+    )
     output = result.stdout + result.stderr
     assert "DEBUG" in output  # debug logging really was on
     assert SECRET not in output

@@ -31,8 +31,14 @@ def engine_url() -> str:
 
 def main() -> None:
     engine = sa.create_engine(engine_url())
-    apps = sa.Table("apps", sa.MetaData(), sa.Column("app_id", sa.Text, primary_key=True),
-                    sa.Column("name", sa.Text), sa.Column("owner", sa.Text), sa.Column("tier", sa.Text))
+    apps = sa.Table(
+        "apps",
+        sa.MetaData(),
+        sa.Column("app_id", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text),
+        sa.Column("owner", sa.Text),
+        sa.Column("tier", sa.Text),
+    )
     apps.metadata.create_all(engine)
     with engine.begin() as conn:
         conn.execute(apps.delete().where(apps.c.app_id.in_([a["app_id"] for a in APPS])))

@@ -32,8 +32,18 @@ UAS = [
     "Mozilla/5.0 (Linux; Android 11; KFTRWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/124.2.3 like Chrome/124.0.6367.179 Safari/537.36",
 ]
 # (network prefix, random host bits) — public provider networks, plus private addresses behind NAT
-NETWORKS = [("73.{}.{}.{}", 3), ("81.2.69.{}", 1), ("90.{}.{}.{}", 3), ("89.160.20.{}", 1), ("177.{}.{}.{}", 3),
-            ("49.{}.{}.{}", 3), ("2.125.160.{}", 1), ("8.8.8.{}", 1), ("10.{}.{}.{}", 3), ("2001:4860:4860::{:x}", 1)]
+NETWORKS = [
+    ("73.{}.{}.{}", 3),
+    ("81.2.69.{}", 1),
+    ("90.{}.{}.{}", 3),
+    ("89.160.20.{}", 1),
+    ("177.{}.{}.{}", 3),
+    ("49.{}.{}.{}", 3),
+    ("2.125.160.{}", 1),
+    ("8.8.8.{}", 1),
+    ("10.{}.{}.{}", 3),
+    ("2001:4860:4860::{:x}", 1),
+]
 TOPICS = ["news", "sports", "weather", "deals", "politics", "elections"]
 APPS = ["app-news", "app-shop", "app-weather"]
 
@@ -73,16 +83,33 @@ def events(n: int, seed: int = 7):
     for _ in range(n):
         t += timedelta(milliseconds=rng.randrange(5, 400))
         user = user_choice(rng)
-        kind = rng.choices(["page_view", "click", "register", "subscribe", "unsubscribe"], [55, 25, 8, 9, 3])[0]
-        ev = {"message_id": str(uuid.UUID(int=rng.getrandbits(128))), "event_type": kind,
-              "timestamp": t.isoformat().replace("+00:00", "Z"), "app_id": rng.choice(APPS), "user_id": user,
-              "device_token": tokens[user], "ip": ip(rng), "user_agent": UA_CHOICE(rng),
-              "sdk": {"name": "pistats-js", "version": rng.choice(["3.2.1", "3.3.0", "4.0.0-beta.2"])}}
+        kind = rng.choices(
+            ["page_view", "click", "register", "subscribe", "unsubscribe"], [55, 25, 8, 9, 3]
+        )[0]
+        ev = {
+            "message_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "event_type": kind,
+            "timestamp": t.isoformat().replace("+00:00", "Z"),
+            "app_id": rng.choice(APPS),
+            "user_id": user,
+            "device_token": tokens[user],
+            "ip": ip(rng),
+            "user_agent": UA_CHOICE(rng),
+            "sdk": {
+                "name": "pistats-js",
+                "version": rng.choice(["3.2.1", "3.3.0", "4.0.0-beta.2"]),
+            },
+        }
         if kind == "page_view":
-            ev["page"] = {"url": f"https://example.com/{rng.choice(['', 'news', 'live', 'results'])}",
-                          "duration_ms": rng.randrange(100, 60000)}
+            ev["page"] = {
+                "url": f"https://example.com/{rng.choice(['', 'news', 'live', 'results'])}",
+                "duration_ms": rng.randrange(100, 60000),
+            }
         elif kind == "click":
-            ev["click"] = {"target": rng.choice(["notification", "banner", "link"]), "campaign": f"c{rng.randrange(20)}"}
+            ev["click"] = {
+                "target": rng.choice(["notification", "banner", "link"]),
+                "campaign": f"c{rng.randrange(20)}",
+            }
         elif kind == "subscribe":
             ev["topics"] = rng.sample(TOPICS, rng.randrange(1, 4))
         if rng.random() < 0.03:

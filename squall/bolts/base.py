@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from squall.topology.resources import Resources
 
 
-
 class Output:
     """What a bolt produced for one batch: events per named stream, and events it dropped on purpose."""
 

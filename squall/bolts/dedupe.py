@@ -11,7 +11,9 @@ from squall.paths import MISSING, getter, validate_path
 
 
 class DedupeConfig(ComponentConfig):
-    key: str = Field("meta.event_id", description="Dotted path of the key; events without it pass through.")
+    key: str = Field(
+        "meta.event_id", description="Dotted path of the key; events without it pass through."
+    )
 
     @field_validator("key")
     @classmethod

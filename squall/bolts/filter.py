@@ -50,9 +50,15 @@ class Condition(BaseModel):
 
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
-        given = [op for op in OPERATORS if op in self.model_fields_set or (op == "in" and "in_" in self.model_fields_set)]
+        given = [
+            op
+            for op in OPERATORS
+            if op in self.model_fields_set or (op == "in" and "in_" in self.model_fields_set)
+        ]
         if len(given) != 1:
-            raise ValueError(f"a condition needs exactly one operator of {', '.join(OPERATORS)} (got {len(given)})")
+            raise ValueError(
+                f"a condition needs exactly one operator of {', '.join(OPERATORS)} (got {len(given)})"
+            )
         return self
 
     def compile(self) -> Callable[[Event], bool]:
@@ -76,10 +82,17 @@ class Condition(BaseModel):
         if "regex" in s:
             rx = re.compile(self.regex or "")
             return lambda ev: isinstance(v := get(ev), str) and rx.search(v) is not None
-        for op, fn in (("gt", float.__gt__), ("gte", float.__ge__), ("lt", float.__lt__), ("lte", float.__le__)):
+        for op, fn in (
+            ("gt", float.__gt__),
+            ("gte", float.__ge__),
+            ("lt", float.__lt__),
+            ("lte", float.__le__),
+        ):
             if op in s:
                 bound = float(getattr(self, op))
-                return lambda ev, fn=fn, bound=bound: _number(get(ev)) is not None and fn(_number(get(ev)), bound)
+                return lambda ev, fn=fn, bound=bound: (
+                    _number(get(ev)) is not None and fn(_number(get(ev)), bound)
+                )
         raise AssertionError("unreachable: validated to one operator")
 
 
@@ -115,9 +128,15 @@ def _number(v: Any) -> float | None:
 
 
 class FilterConfig(ComponentConfig):
-    where: list[Condition] = Field(default_factory=list, description="Conditions that must all hold.")
-    any: list[Condition] = Field(default_factory=list, description="Conditions of which at least one must hold.")
-    action: Literal["keep", "drop"] = Field("keep", description="Keep the matching events, or drop them.")
+    where: list[Condition] = Field(
+        default_factory=list, description="Conditions that must all hold."
+    )
+    any: list[Condition] = Field(
+        default_factory=list, description="Conditions of which at least one must hold."
+    )
+    action: Literal["keep", "drop"] = Field(
+        "keep", description="Keep the matching events, or drop them."
+    )
 
     @model_validator(mode="after")
     def _some(self) -> FilterConfig:

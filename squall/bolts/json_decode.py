@@ -20,14 +20,26 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 class JsonConfig(ComponentConfig):
     gzip: Literal["auto", "always", "never"] = Field(
-        "auto", description="Decompress gzip payloads: 'auto' detects the gzip header.")
+        "auto", description="Decompress gzip payloads: 'auto' detects the gzip header."
+    )
     object_only: bool = Field(True, description="Reject payloads that are not JSON objects.")
     event_id_field: str | None = Field(
-        None, description="Payload field holding a stable event id (e.g. the SDK's message id); "
-                          "records without it keep the id derived from stream, shard and sequence.")
-    max_bytes: int = Field(1_048_576 * 10, ge=1, description="Largest payload accepted (after decompression), in bytes.")
-    max_depth: int = Field(DEFAULT_MAX_DEPTH, ge=1, le=1000, description="Deepest nesting of objects and arrays accepted; a deeper "
-                                                          "payload is the record's failure.")
+        None,
+        description="Payload field holding a stable event id (e.g. the SDK's message id); "
+        "records without it keep the id derived from stream, shard and sequence.",
+    )
+    max_bytes: int = Field(
+        1_048_576 * 10,
+        ge=1,
+        description="Largest payload accepted (after decompression), in bytes.",
+    )
+    max_depth: int = Field(
+        DEFAULT_MAX_DEPTH,
+        ge=1,
+        le=1000,
+        description="Deepest nesting of objects and arrays accepted; a deeper "
+        "payload is the record's failure.",
+    )
 
     @field_validator("event_id_field")
     @classmethod
@@ -51,7 +63,9 @@ class JsonBolt(Bolt):
         loads = orjson.loads
         max_depth = cfg.max_depth
         for ev in batch:
-            if ev.meta.defect:  # the spout could not deliver the record whole (e.g. an over-long line)
+            if (
+                ev.meta.defect
+            ):  # the spout could not deliver the record whole (e.g. an over-long line)
                 out.fail(ev, ev.meta.defect)
                 continue
             data = ev.raw
@@ -74,10 +88,14 @@ class JsonBolt(Bolt):
                 continue
             # Counting brackets is C-speed and bounds the depth: only a payload with more of them
             # than the limit is walked (brackets inside strings only make this check cautious).
-            if data.count(b"{") + data.count(b"[") > max_depth:  # may_exceed_depth, inlined: runs per event
+            if (
+                data.count(b"{") + data.count(b"[") > max_depth
+            ):  # may_exceed_depth, inlined: runs per event
                 depth = nesting_depth(value)
                 if depth > max_depth:
-                    out.fail(ev, f"payload nested {depth} levels deep, over max_depth ({max_depth})")
+                    out.fail(
+                        ev, f"payload nested {depth} levels deep, over max_depth ({max_depth})"
+                    )
                     continue
             ev.value = value
             if self._id_of is not None:
@@ -88,8 +106,11 @@ class JsonBolt(Bolt):
                     if len(eid) > MAX_EVENT_ID_BYTES // 4:
                         size = len(eid.encode("utf-8", "surrogatepass"))
                         if size > MAX_EVENT_ID_BYTES:
-                            out.fail(ev, f"{cfg.event_id_field} is {size} bytes, over the event id limit "
-                                         f"({MAX_EVENT_ID_BYTES} bytes)")
+                            out.fail(
+                                ev,
+                                f"{cfg.event_id_field} is {size} bytes, over the event id limit "
+                                f"({MAX_EVENT_ID_BYTES} bytes)",
+                            )
                             continue
                     if "\x00" in eid:  # no SQL text key (PostgreSQL) can hold it
                         out.fail(ev, f"{cfg.event_id_field} contains a NUL character")

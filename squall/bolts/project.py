@@ -13,10 +13,16 @@ from squall.paths import MISSING, deleter, getter, setter, validate_path
 
 
 class ProjectConfig(ComponentConfig):
-    select: list[str] | None = Field(None, description="Keep only these paths (others are removed).")
-    rename: dict[str, str] = Field(default_factory=dict, description="Move the value at a path to another path.")
+    select: list[str] | None = Field(
+        None, description="Keep only these paths (others are removed)."
+    )
+    rename: dict[str, str] = Field(
+        default_factory=dict, description="Move the value at a path to another path."
+    )
     drop: list[str] = Field(default_factory=list, description="Remove these paths.")
-    defaults: dict[str, Any] = Field(default_factory=dict, description="Set these paths when missing or null.")
+    defaults: dict[str, Any] = Field(
+        default_factory=dict, description="Set these paths when missing or null."
+    )
 
     @field_validator("select", "drop")
     @classmethod
@@ -56,7 +62,9 @@ class ProjectBolt(RecordBolt):
 
     def __init__(self, config: ProjectConfig, context):
         super().__init__(config, context)
-        self._select = [(getter(p), setter(p)) for p in config.select] if config.select is not None else None
+        self._select = (
+            [(getter(p), setter(p)) for p in config.select] if config.select is not None else None
+        )
         self._rename = [(deleter(src), setter(dst)) for src, dst in config.rename.items()]
         self._drop = [deleter(p) for p in config.drop]
         self._defaults = [(getter(p), setter(p), v) for p, v in config.defaults.items()]

@@ -14,8 +14,12 @@ from squall.paths import MISSING, getter, validate_path
 
 class RouteConfig(ComponentConfig):
     field: str = Field(description="Dotted path whose value picks the stream.")
-    routes: dict[str, str] = Field(description="Field value → stream name. Values compare as strings.")
-    default: str = Field(DEFAULT, description="Stream for values not in 'routes' and for missing fields.")
+    routes: dict[str, str] = Field(
+        description="Field value → stream name. Values compare as strings."
+    )
+    default: str = Field(
+        DEFAULT, description="Stream for values not in 'routes' and for missing fields."
+    )
 
     @field_validator("field")
     @classmethod
@@ -54,7 +58,16 @@ class RouteBolt(Bolt):
         routes, default, get = self._routes, self._default, self._get
         for ev in batch:
             v = get(ev)
-            key = v if isinstance(v, str) else (None if v is MISSING or v is None else str(v).lower()
-                                                 if isinstance(v, bool) else str(v))
+            key = (
+                v
+                if isinstance(v, str)
+                else (
+                    None
+                    if v is MISSING or v is None
+                    else str(v).lower()
+                    if isinstance(v, bool)
+                    else str(v)
+                )
+            )
             out.emit(ev, routes.get(key, default) if key is not None else default)
         return out

@@ -17,7 +17,9 @@ from squall.event import Event
 
 class SchemaConfig(ComponentConfig):
     schema_: str | dict[str, Any] = Field(
-        alias="schema", description="A JSON Schema: a path to a .json/.yaml file (relative to the topology) or inline.")
+        alias="schema",
+        description="A JSON Schema: a path to a .json/.yaml file (relative to the topology) or inline.",
+    )
 
     model_config = {**ComponentConfig.model_config, "populate_by_name": True}
 
@@ -52,9 +54,23 @@ class SchemaConfig(ComponentConfig):
 
 #: Keywords newer than draft 7, which fastjsonschema does not implement: schemas using them are
 #: validated by jsonschema alone.
-NEWER_KEYWORDS = frozenset({"prefixItems", "unevaluatedProperties", "unevaluatedItems", "dependentRequired",
-                            "dependentSchemas", "$dynamicRef", "$dynamicAnchor", "$recursiveRef",
-                            "$recursiveAnchor", "minContains", "maxContains", "$anchor", "$vocabulary"})
+NEWER_KEYWORDS = frozenset(
+    {
+        "prefixItems",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "$recursiveAnchor",
+        "minContains",
+        "maxContains",
+        "$anchor",
+        "$vocabulary",
+    }
+)
 
 
 def _keywords(node: Any) -> set[str]:
@@ -72,7 +88,14 @@ def _ref_with_siblings(node: Any) -> bool:
     """True when some subschema has ``$ref`` beside other keywords: draft 7 (fastjsonschema) ignores
     those siblings, drafts 2019-09 and later apply them."""
     if isinstance(node, dict):
-        if "$ref" in node and set(node) - {"$ref", "$comment", "description", "title", "$schema", "$id"}:
+        if "$ref" in node and set(node) - {
+            "$ref",
+            "$comment",
+            "description",
+            "title",
+            "$schema",
+            "$id",
+        }:
             return True
         return any(_ref_with_siblings(v) for v in node.values())
     if isinstance(node, list):
@@ -82,7 +105,11 @@ def _ref_with_siblings(node: Any) -> bool:
 
 def fast_check(schema: dict[str, Any]):
     """A compiled validity check (fastjsonschema, ~10x faster), or None when the schema needs jsonschema."""
-    if _keywords(schema) & NEWER_KEYWORDS or "format" in _keywords(schema) or _ref_with_siblings(schema):
+    if (
+        _keywords(schema) & NEWER_KEYWORDS
+        or "format" in _keywords(schema)
+        or _ref_with_siblings(schema)
+    ):
         return None
     try:
         import fastjsonschema
@@ -135,5 +162,7 @@ class SchemaBolt(Bolt):
             else:
                 where = error.json_path if error.absolute_path else "$"
                 # jsonschema's message holds a repr of the value: bound it (a 50k-item list is 400 KB).
-                out.fail(ev, safe_json.text(f"schema: {where}: {error.message}", MAX_REASON), INVALID)
+                out.fail(
+                    ev, safe_json.text(f"schema: {where}: {error.message}", MAX_REASON), INVALID
+                )
         return out

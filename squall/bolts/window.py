@@ -74,15 +74,23 @@ class Aggregate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    fn: Literal["count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile"] = Field(
-        description="count, count_distinct, sum, min, max, mean, first, last or percentile.")
-    field: str | None = Field(None, description="Dotted path of the value (count without it counts events).")
+    fn: Literal[
+        "count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile"
+    ] = Field(description="count, count_distinct, sum, min, max, mean, first, last or percentile.")
+    field: str | None = Field(
+        None, description="Dotted path of the value (count without it counts events)."
+    )
     where: dict[str, Any] | None = Field(
-        None, description="Only events whose fields equal these values (a list: any of them), e.g. {event_type: subscribe}.")
+        None,
+        description="Only events whose fields equal these values (a list: any of them), e.g. {event_type: subscribe}.",
+    )
     q: float = Field(0.5, gt=0, lt=1, description="percentile: the quantile (0.99 for p99).")
     exact_limit: int = Field(
-        64, ge=1, le=10_000,
-        description="count_distinct: distinct values kept exactly; beyond, an HLL sketch (4 kB, ~1.6 % error).")
+        64,
+        ge=1,
+        le=10_000,
+        description="count_distinct: distinct values kept exactly; beyond, an HLL sketch (4 kB, ~1.6 % error).",
+    )
 
     @field_validator("field")
     @classmethod
@@ -105,28 +113,48 @@ class WindowBolt(Bolt):
     """Counts and aggregates events per key in tumbling or hopping windows, with exactly-once results."""
 
     summary: ClassVar[str] = (
-        "Aggregates events per key in tumbling/hopping windows (event or arrival time); results on close.")
+        "Aggregates events per key in tumbling/hopping windows (event or arrival time); results on close."
+    )
     streams: ClassVar[tuple[str, ...]] = (LATE,)
 
     class Config(ComponentConfig):
-        store: str = Field(description="Resource holding the window state: a SQL database or Redis.")
-        key: list[str] = Field(default_factory=list, description="Dotted paths of the key fields (none: one key).")
+        store: str = Field(
+            description="Resource holding the window state: a SQL database or Redis."
+        )
+        key: list[str] = Field(
+            default_factory=list, description="Dotted paths of the key fields (none: one key)."
+        )
         size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
-        hop: int | float | str | None = Field(None, description="Hopping windows: a new window every `hop` (a divisor of `size`). "
-                         "Default: `size` (tumbling).")
+        hop: int | float | str | None = Field(
+            None,
+            description="Hopping windows: a new window every `hop` (a divisor of `size`). "
+            "Default: `size` (tumbling).",
+        )
         time_field: str | None = Field(
-            "timestamp", description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.")
-        allowed_lateness: int | float | str = Field(0, description="How long after the watermark passes its end a window accepts events.")
+            "timestamp",
+            description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.",
+        )
+        allowed_lateness: int | float | str = Field(
+            0, description="How long after the watermark passes its end a window accepts events."
+        )
         idle_shard_after: int | float | str = Field(
-            "5m", description="A shard whose watermark is this far behind the most advanced shard no longer "
-            "holds windows open (a parent shard after a split, a shard that stopped receiving).")
+            "5m",
+            description="A shard whose watermark is this far behind the most advanced shard no longer "
+            "holds windows open (a parent shard after a split, a shard that stopped receiving).",
+        )
         aggregates: dict[str, Aggregate] = Field(description="Output field → aggregation.")
         emit: Literal["on_close", "every_batch"] = Field(
-            "on_close", description="on_close: one result per window and key; every_batch: also an early "
-            "(final: false) result after each batch that changed it.")
-        table: str = Field("squall_windows", description="SQL table of the window state (and `<table>_shards`).")
+            "on_close",
+            description="on_close: one result per window and key; every_batch: also an early "
+            "(final: false) result after each batch that changed it.",
+        )
+        table: str = Field(
+            "squall_windows", description="SQL table of the window state (and `<table>_shards`)."
+        )
         key_prefix: str = Field("squall:window:", description="Prefix of the Redis keys.")
-        name: str | None = Field(None, description="Name of this state in the store (default: topology.bolt id).")
+        name: str | None = Field(
+            None, description="Name of this state in the store (default: topology.bolt id)."
+        )
 
         @field_validator("key")
         @classmethod
@@ -171,13 +199,20 @@ class WindowBolt(Bolt):
         self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
         # a count per key per tumbling window: folded inline, without the general path
         self._plain_count = self.hop == self.size and all(
-            a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values())
+            a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values()
+        )
         self._agg_names = list(c.aggregates)
-        self._aggs = [window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()]
+        self._aggs = [
+            window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
+        ]
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
         self._agg_where = [
-            [(getter(p), frozenset(v) if isinstance(v, list) else frozenset([v])) for p, v in a.where.items()]
-            if a.where else None
+            [
+                (getter(p), frozenset(v) if isinstance(v, list) else frozenset([v]))
+                for p, v in a.where.items()
+            ]
+            if a.where
+            else None
             for a in c.aggregates.values()
         ]
         self.store: WindowStore | None = None
@@ -185,13 +220,23 @@ class WindowBolt(Bolt):
         self._reset()
 
     def _reset(self) -> None:
-        self._base: dict[str, ShardMark] | None = None  # shard marks as committed, read once per batch
-        self._marks: dict[str, list[int]] = {}  # shard -> [watermark, sequence, sub] including this batch
-        self._seen: dict[str, list[tuple[Event, int | None]]] = {}  # shard -> (event, time) in order
-        self._accepted: list[tuple[Event, int, str, int | None]] = []  # event, time, key, lateness bound
+        self._base: dict[str, ShardMark] | None = (
+            None  # shard marks as committed, read once per batch
+        )
+        self._marks: dict[
+            str, list[int]
+        ] = {}  # shard -> [watermark, sequence, sub] including this batch
+        self._seen: dict[
+            str, list[tuple[Event, int | None]]
+        ] = {}  # shard -> (event, time) in order
+        self._accepted: list[
+            tuple[Event, int, str, int | None]
+        ] = []  # event, time, key, lateness bound
         self._delta: dict[CellId, list[Any]] = {}
         self._ends: dict[CellId, int] = {}
-        self._emitted: dict[CellId, tuple[Event, int]] = {}  # final results: (result event, stored rev seen)
+        self._emitted: dict[
+            CellId, tuple[Event, int]
+        ] = {}  # final results: (result event, stored rev seen)
         self._wm: int | None = None
         self._past_mark: set[str] = set()
 
@@ -207,7 +252,9 @@ class WindowBolt(Bolt):
             else:
                 raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
         except (SquallError, ValueError) as exc:
-            raise TopologyError(Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))) from exc
+            raise TopologyError(
+                Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))
+            ) from exc
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -234,7 +281,13 @@ class WindowBolt(Bolt):
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
         top = max((m[0] for m in marks.values()), default=None)
-        plain, size, delta, ends, n_aggs = self._plain_count, self.size, self._delta, self._ends, len(self._aggs)
+        plain, size, delta, ends, n_aggs = (
+            self._plain_count,
+            self.size,
+            self._delta,
+            self._ends,
+            len(self._aggs),
+        )
         past = self._past_mark  # shards whose records in this batch are all after their mark
         dropped = out.dropped
         time_of, key_of = self._time, self._key
@@ -243,9 +296,15 @@ class WindowBolt(Bolt):
             shard = meta.shard_id
             if shard not in past:
                 mark = base.get(shard)
-                if mark is not None and meta.sequence_number.isdigit() and \
-                        (int(meta.sequence_number), meta.sub_sequence_number) <= (mark.sequence, mark.sub):
-                    dropped.append(event)  # counted in the committed state already (a replay after the state commit)
+                if (
+                    mark is not None
+                    and meta.sequence_number.isdigit()
+                    and (int(meta.sequence_number), meta.sub_sequence_number)
+                    <= (mark.sequence, mark.sub)
+                ):
+                    dropped.append(
+                        event
+                    )  # counted in the committed state already (a replay after the state commit)
                     continue
                 past.add(shard)  # sequence numbers only grow within a shard
             try:
@@ -273,8 +332,12 @@ class WindowBolt(Bolt):
                     top = t if top is None or t > top else top
                     now = t if len(marks) == 1 else self._watermark(marks)
                     if now is not None and (wm is None or now > wm):
-                        wm = now  # never goes back: a shard leaving idleness does not reopen windows
-            closed_before = None if wm is None else wm - lateness  # windows ending at or before are closed
+                        wm = (
+                            now  # never goes back: a shard leaving idleness does not reopen windows
+                        )
+            closed_before = (
+                None if wm is None else wm - lateness
+            )  # windows ending at or before are closed
             if plain:
                 ws = t - t % size
                 if closed_before is None or ws + size > closed_before:
@@ -300,8 +363,12 @@ class WindowBolt(Bolt):
                 accepted.append((event, t, key, closed_before))
                 out.drop(event)  # consumed: its contribution leaves in the window's result
             else:
-                out.fail(event, f"late: every window of {format_time(t)} closed (watermark "
-                                f"{format_time(wm)}, allowed_lateness {lateness} ms)", LATE)
+                out.fail(
+                    event,
+                    f"late: every window of {format_time(t)} closed (watermark "
+                    f"{format_time(wm)}, allowed_lateness {lateness} ms)",
+                    LATE,
+                )
         self._wm = wm
         if batch:
             self._close(out, batch[-1])
@@ -321,7 +388,9 @@ class WindowBolt(Bolt):
         return undo
 
     @staticmethod
-    def _see(seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None) -> None:
+    def _see(
+        seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None
+    ) -> None:
         bucket = seen.get(shard)
         if bucket is None:
             seen[shard] = [(event, t)]
@@ -379,7 +448,14 @@ class WindowBolt(Bolt):
             raise ValueError(f"key longer than {MAX_KEY_LENGTH} characters")
         return key
 
-    def _fold(self, delta: dict[CellId, list[Any]], event: Event, t: int, key: str, closed_before: int | None) -> int:
+    def _fold(
+        self,
+        delta: dict[CellId, list[Any]],
+        event: Event,
+        t: int,
+        key: str,
+        closed_before: int | None,
+    ) -> int:
         """Add one event to the delta of each of its open windows; how many windows took it.
 
         All new states are computed before any is stored, so an event that raises changes nothing.
@@ -440,8 +516,11 @@ class WindowBolt(Bolt):
             if self._ends[cid] <= end_before:
                 closing.setdefault(cid, None)  # type: ignore[arg-type]
         closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
-        early = [cid for cid in self._delta if cid not in closing and cid not in self._emitted] \
-            if self.config.emit == "every_batch" else []
+        early = (
+            [cid for cid in self._delta if cid not in closing and cid not in self._emitted]
+            if self.config.emit == "every_batch"
+            else []
+        )
         missing = [cid for cid, c in closing.items() if c is None] + early
         stored = self.store.load(missing) if missing else {}
         for cid, cell in closing.items():
@@ -470,7 +549,10 @@ class WindowBolt(Bolt):
 
     def _result(self, origin: Event, cid: CellId, states: list[Any], final: bool) -> Event:
         ws, key = cid
-        value: dict[str, Any] = {"window_start": format_time(ws), "window_end": format_time(ws + self.size)}
+        value: dict[str, Any] = {
+            "window_start": format_time(ws),
+            "window_end": format_time(ws + self.size),
+        }
         value.update(zip(self._key_names, orjson.loads(key), strict=True))
         for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
             value[name] = agg.result(state)
@@ -521,11 +603,17 @@ class WindowBolt(Bolt):
             if last is None:
                 continue
             seq = int(last.meta.sequence_number) if last.meta.sequence_number.isdigit() else 0
-            wm = marks[shard][0] if shard in marks else (self._base[shard].watermark if shard in self._base else 0)
+            wm = (
+                marks[shard][0]
+                if shard in marks
+                else (self._base[shard].watermark if shard in self._base else 0)
+            )
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
         wm = self._watermark(marks)
         end_before = None if wm is None else wm - self.lateness
-        writes: dict[CellId, CellWrite] = {cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()}
+        writes: dict[CellId, CellWrite] = {
+            cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()
+        }
         # A result emitted in a batch not wholly covered may hold changes of records that come
         # again (in another shard of the batch): such windows stay open and are emitted again.
         for cid, (event, rev) in self._emitted.items() if full else ():

@@ -192,8 +192,15 @@ def make(function: str, *, exact_limit: int = 64, q: float = 0.5) -> Count:
         return CountDistinct(exact_limit)
     if function == "percentile":
         return Percentile(q)
-    return {"count": Count, "sum": Sum, "min": Min, "max": Max, "mean": Mean, "first": First,
-            "last": Last}[function]()
+    return {
+        "count": Count,
+        "sum": Sum,
+        "min": Min,
+        "max": Max,
+        "mean": Mean,
+        "first": First,
+        "last": Last,
+    }[function]()
 
 
 def _number(value: Any) -> int | float:

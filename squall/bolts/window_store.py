@@ -79,8 +79,14 @@ class WindowStore(Protocol):
         """Cells not closed whose window ends at or before ``end_before``."""
         ...
 
-    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
-               merge: Any, connection: Any = None) -> None:
+    def commit(
+        self,
+        writes: dict[CellId, CellWrite],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        merge: Any,
+        connection: Any = None,
+    ) -> None:
         """Fold deltas, close cells, save shard marks, delete closed cells of windows ending
         before ``expire_before``, atomically. ``merge(stored_states, delta) -> states``."""
         ...
@@ -108,7 +114,8 @@ def _apply(stored: Cell | None, w: CellWrite, merge: Any) -> Cell:
 def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
     md = sa.MetaData()
     cells = sa.Table(
-        prefix, md,
+        prefix,
+        md,
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("window_start", sa.BigInteger, primary_key=True, autoincrement=False),
         sa.Column("key", sa.String(1024), primary_key=True),
@@ -119,7 +126,8 @@ def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
         sa.Index(f"{prefix}_open", "name", "closed", "window_end"),
     )
     shards = sa.Table(
-        f"{prefix}_shards", md,
+        f"{prefix}_shards",
+        md,
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("shard", sa.String(200), primary_key=True),
         sa.Column("watermark", sa.BigInteger, nullable=False),
@@ -152,8 +160,11 @@ class SqlWindowStore:
         with store_errors("window store read"):
             self._ensure()
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.select(m.c.shard, m.c.watermark, m.c.sequence, m.c.sub)
-                                    .where(m.c.name == self.name))
+                rows = conn.execute(
+                    sa.select(m.c.shard, m.c.watermark, m.c.sequence, m.c.sub).where(
+                        m.c.name == self.name
+                    )
+                )
                 return {s: ShardMark(w, int(q), sub) for s, w, q, sub in rows}
 
     def load(self, cells: list[CellId]) -> dict[CellId, Cell]:
@@ -164,7 +175,9 @@ class SqlWindowStore:
             with self.engine.connect() as conn:
                 return self._select(conn, cells, lock=False)
 
-    def _select(self, conn: sa.Connection, cells: Iterable[CellId], lock: bool) -> dict[CellId, Cell]:
+    def _select(
+        self, conn: sa.Connection, cells: Iterable[CellId], lock: bool
+    ) -> dict[CellId, Cell]:
         t = self.cells
         by_window: dict[int, list[str]] = {}
         for ws, key in cells:
@@ -175,12 +188,18 @@ class SqlWindowStore:
             # PostgreSQL: one array parameter per 10,000 keys; SQLite: IN (…) under its parameter limit
             chunk = ARRAY_CHUNK if self._lock else SELECT_CHUNK
             for i in range(0, len(keys), chunk):
-                part = keys[i:i + chunk]
-                match = (t.c.key == sa.any_(sa.bindparam("keys", part, type_=postgresql.ARRAY(sa.String)))
-                         if self._lock else t.c.key.in_(part))
-                q = (sa.select(t.c.key, t.c.state, t.c.rev, t.c.closed)
-                     .where(t.c.name == self.name, t.c.window_start == ws, match)
-                     .order_by(t.c.key))
+                part = keys[i : i + chunk]
+                match = (
+                    t.c.key
+                    == sa.any_(sa.bindparam("keys", part, type_=postgresql.ARRAY(sa.String)))
+                    if self._lock
+                    else t.c.key.in_(part)
+                )
+                q = (
+                    sa.select(t.c.key, t.c.state, t.c.rev, t.c.closed)
+                    .where(t.c.name == self.name, t.c.window_start == ws, match)
+                    .order_by(t.c.key)
+                )
                 if lock and self._lock:
                     q = q.with_for_update()
                 for key, state, rev, closed in conn.execute(q):
@@ -193,11 +212,21 @@ class SqlWindowStore:
             self._ensure()
             with self.engine.connect() as conn:
                 q = sa.select(t.c.window_start, t.c.key, t.c.state, t.c.rev).where(
-                    t.c.name == self.name, t.c.closed == sa.false(), t.c.window_end <= end_before)
-                return {(ws, key): Cell(orjson.loads(state), rev, False) for ws, key, state, rev in conn.execute(q)}
+                    t.c.name == self.name, t.c.closed == sa.false(), t.c.window_end <= end_before
+                )
+                return {
+                    (ws, key): Cell(orjson.loads(state), rev, False)
+                    for ws, key, state, rev in conn.execute(q)
+                }
 
-    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
-               merge: Any, connection: Any = None) -> None:
+    def commit(
+        self,
+        writes: dict[CellId, CellWrite],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        merge: Any,
+        connection: Any = None,
+    ) -> None:
         with store_errors("window store write"):
             self._ensure()
             if connection is not None:
@@ -206,8 +235,14 @@ class SqlWindowStore:
                 with self.engine.begin() as conn:
                     self._commit(conn, writes, marks, expire_before, merge)
 
-    def _commit(self, conn: sa.Connection, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark],
-                expire_before: int, merge: Any) -> None:
+    def _commit(
+        self,
+        conn: sa.Connection,
+        writes: dict[CellId, CellWrite],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        merge: Any,
+    ) -> None:
         t, m = self.cells, self.marks
         if writes:
             stored = self._select(conn, writes, lock=True)
@@ -215,16 +250,38 @@ class SqlWindowStore:
             for cid in sorted(writes):
                 w = writes[cid]
                 cell = _apply(stored.get(cid), w, merge)
-                rows.append({"name": self.name, "window_start": cid[0], "key": cid[1], "window_end": w.window_end,
-                             "state": orjson.dumps(cell.states).decode(), "rev": cell.rev, "closed": cell.closed})
-            if not self._lock:  # SQLite: the driver's executemany, without SQLAlchemy's per-row work
+                rows.append(
+                    {
+                        "name": self.name,
+                        "window_start": cid[0],
+                        "key": cid[1],
+                        "window_end": w.window_end,
+                        "state": orjson.dumps(cell.states).decode(),
+                        "rev": cell.rev,
+                        "closed": cell.closed,
+                    }
+                )
+            if (
+                not self._lock
+            ):  # SQLite: the driver's executemany, without SQLAlchemy's per-row work
                 conn.exec_driver_sql(
                     f'INSERT INTO "{t.name}" (name, window_start, key, window_end, state, rev, closed) '
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, window_start, key) DO UPDATE SET "
                     "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
                     "window_end = excluded.window_end",
-                    [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], int(r["closed"]))
-                     for r in rows])
+                    [
+                        (
+                            r["name"],
+                            r["window_start"],
+                            r["key"],
+                            r["window_end"],
+                            r["state"],
+                            r["rev"],
+                            int(r["closed"]),
+                        )
+                        for r in rows
+                    ],
+                )
             else:  # PostgreSQL: multi-row VALUES pages (psycopg2's executemany sends one row at a time)
                 from psycopg2.extras import execute_values
 
@@ -235,18 +292,44 @@ class SqlWindowStore:
                         "VALUES %s ON CONFLICT (name, window_start, key) DO UPDATE SET "
                         "state = excluded.state, rev = excluded.rev, closed = excluded.closed, "
                         "window_end = excluded.window_end",
-                        [(r["name"], r["window_start"], r["key"], r["window_end"], r["state"], r["rev"], r["closed"])
-                         for r in rows],
-                        page_size=1000)
+                        [
+                            (
+                                r["name"],
+                                r["window_start"],
+                                r["key"],
+                                r["window_end"],
+                                r["state"],
+                                r["rev"],
+                                r["closed"],
+                            )
+                            for r in rows
+                        ],
+                        page_size=1000,
+                    )
         if marks:
             stmt = self._insert(m)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[m.c.name, m.c.shard],
-                set_={c: stmt.excluded[c] for c in ("watermark", "sequence", "sub")})
-            conn.execute(stmt, [{"name": self.name, "shard": s, "watermark": k.watermark, "sequence": str(k.sequence),
-                                 "sub": k.sub} for s, k in sorted(marks.items())])
-        conn.execute(sa.delete(t).where(t.c.name == self.name, t.c.closed == sa.true(),
-                                        t.c.window_end < expire_before))
+                set_={c: stmt.excluded[c] for c in ("watermark", "sequence", "sub")},
+            )
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "name": self.name,
+                        "shard": s,
+                        "watermark": k.watermark,
+                        "sequence": str(k.sequence),
+                        "sub": k.sub,
+                    }
+                    for s, k in sorted(marks.items())
+                ],
+            )
+        conn.execute(
+            sa.delete(t).where(
+                t.c.name == self.name, t.c.closed == sa.true(), t.c.window_end < expire_before
+            )
+        )
 
 
 # -- Redis ----------------------------------------------------------------------------------------
@@ -263,7 +346,11 @@ class RedisWindowStore:
     def __init__(self, client: redis.Redis, name: str, prefix: str = "squall:window:"):
         self.r = client
         self.base = f"{prefix}{name}:"
-        self.open_key, self.all_key, self.marks_key = self.base + "open", self.base + "all", self.base + "shards"
+        self.open_key, self.all_key, self.marks_key = (
+            self.base + "open",
+            self.base + "all",
+            self.base + "shards",
+        )
 
     def _h(self, ws: int) -> str:
         return f"{self.base}w:{ws}"
@@ -314,8 +401,14 @@ class RedisWindowStore:
                         found[(int(ws), key.decode() if isinstance(key, bytes) else key)] = cell
             return found
 
-    def commit(self, writes: dict[CellId, CellWrite], marks: dict[str, ShardMark], expire_before: int,
-               merge: Any, connection: Any = None) -> None:
+    def commit(
+        self,
+        writes: dict[CellId, CellWrite],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        merge: Any,
+        connection: Any = None,
+    ) -> None:
         windows = sorted({ws for ws, _ in writes})
         ends = {ws: w.window_end for (ws, _), w in writes.items()}
         with redis_errors("window store write"):
@@ -333,8 +426,11 @@ class RedisWindowStore:
                             new.setdefault(cid[0], {})[cid[1]] = _encode(cell)
                             if not cell.closed:
                                 opened.add(cid[0])
-                        expired = [int(ws) for ws in pipe.zrangebyscore(self.all_key, "-inf", f"({expire_before}")
-                                   if pipe.zscore(self.open_key, ws) is None and int(ws) not in new]
+                        expired = [
+                            int(ws)
+                            for ws in pipe.zrangebyscore(self.all_key, "-inf", f"({expire_before}")
+                            if pipe.zscore(self.open_key, ws) is None and int(ws) not in new
+                        ]
                         pipe.multi()
                         for ws, fields in new.items():
                             pipe.hset(self._h(ws), mapping=fields)
@@ -342,8 +438,13 @@ class RedisWindowStore:
                             if ws in opened:
                                 pipe.zadd(self.open_key, {str(ws): ends[ws]})
                         if marks:
-                            pipe.hset(self.marks_key, mapping={
-                                s: orjson.dumps([k.watermark, str(k.sequence), k.sub]) for s, k in marks.items()})
+                            pipe.hset(
+                                self.marks_key,
+                                mapping={
+                                    s: orjson.dumps([k.watermark, str(k.sequence), k.sub])
+                                    for s, k in marks.items()
+                                },
+                            )
                         for ws in expired:
                             pipe.delete(self._h(ws))
                             pipe.zrem(self.all_key, str(ws))

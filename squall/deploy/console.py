@@ -22,21 +22,38 @@ def _status(t: Totals, share: float | None = None) -> str:
     """``42% 3,000 rec 8,353/s lag 1.2s ok 2,940 dl 60 filt 0 fail 0``: fits 80 columns with the bar."""
     o = t.outcomes
     pct = f"{share:.0%} " if share is not None else ""
-    lag = f"lag {format_lag(t.lag_ms)} " if t.lag_ms is not None else ""  # none from a file or stdin
-    return (f"{pct}{t.records:,} rec {t.rate:,.0f}/s {lag}ok {o['committed']:,} "
-            f"dl {o['dead_lettered']:,} filt {o['filtered']:,} fail {o['failed']:,}")
+    lag = (
+        f"lag {format_lag(t.lag_ms)} " if t.lag_ms is not None else ""
+    )  # none from a file or stdin
+    return (
+        f"{pct}{t.records:,} rec {t.rate:,.0f}/s {lag}ok {o['committed']:,} "
+        f"dl {o['dead_lettered']:,} filt {o['filtered']:,} fail {o['failed']:,}"
+    )
 
 
-def run_with_console(topo: Topology, *, batch_size: int | None = None, progress: bool | None = None,
-                     metrics_port: str | None = None, log_every: float | None = None) -> int:
+def run_with_console(
+    topo: Topology,
+    *,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+    metrics_port: str | None = None,
+    log_every: float | None = None,
+) -> int:
     """Run a topology with a progress bar on stderr (or a log line every N s); print the summary."""
     console = Console(stderr=True)
     show = console.is_terminal if progress is None else progress
-    recorder = local_recorder(topo.name, metrics_port=metrics_port,
-                              log_every=None if show else (log_every or LOG_EVERY))
+    recorder = local_recorder(
+        topo.name, metrics_port=metrics_port, log_every=None if show else (log_every or LOG_EVERY)
+    )
     totals: Totals = recorder.totals  # type: ignore[attr-defined]
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=10), TextColumn("{task.fields[status]}"),
-                   TimeElapsedColumn(), console=console, disable=not show)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=10),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    )
     task = bar.add_task(topo.name[:16], total=None, status="")
 
     def on_batch(result, spout) -> None:
@@ -52,39 +69,69 @@ def run_with_console(topo: Topology, *, batch_size: int | None = None, progress:
     return report.exit_code
 
 
-def print_summary(console: Console, topo: Topology, report: RunReport, totals: Totals | None = None) -> None:
+def print_summary(
+    console: Console, topo: Topology, report: RunReport, totals: Totals | None = None
+) -> None:
     """The per-component table and the outcome line, within 80 columns."""
     active = totals.active_seconds if totals is not None and totals.batches else report.seconds
-    table = Table(title=f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
-                        f"{report.seconds:.1f}s", title_justify="left", padding=(0, 1), collapse_padding=True)
+    table = Table(
+        title=f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
+        f"{report.seconds:.1f}s",
+        title_justify="left",
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     written = totals.written if totals is not None else {}
     present = totals.present if totals is not None else {}
     cols = ["component", "in", "out", "dead", "filtered", "retries", "s"]
     if written or present:
         cols[2:2] = ["written", "present"]
     for col in cols:
-        table.add_column(col, justify="left" if col == "component" else "right", no_wrap=True,
-                         max_width=24 if col == "component" else None, overflow="ellipsis")
+        table.add_column(
+            col,
+            justify="left" if col == "component" else "right",
+            no_wrap=True,
+            max_width=24 if col == "component" else None,
+            overflow="ellipsis",
+        )
     order = {"spout": 0, "bolt": 1, "sink": 2}
-    for s in sorted(report.stats, key=lambda s: order.get(s.kind, 3)):  # stable: plan order within a kind
-        row = [s.id, f"{s.received:,}", f"{s.emitted:,}", f"{s.dead_lettered:,}", f"{s.dropped:,}", str(s.retries),
-               f"{s.seconds:.2f}"]
+    for s in sorted(
+        report.stats, key=lambda s: order.get(s.kind, 3)
+    ):  # stable: plan order within a kind
+        row = [
+            s.id,
+            f"{s.received:,}",
+            f"{s.emitted:,}",
+            f"{s.dead_lettered:,}",
+            f"{s.dropped:,}",
+            str(s.retries),
+            f"{s.seconds:.2f}",
+        ]
         if written or present:
-            row[2:2] = [f"{written[s.id]:,}" if s.id in written else "", f"{present[s.id]:,}" if s.id in present else ""]
+            row[2:2] = [
+                f"{written[s.id]:,}" if s.id in written else "",
+                f"{present[s.id]:,}" if s.id in present else "",
+            ]
         table.add_row(*row)
     console.print(table)
     c = report.counts
     rate = report.records / active if active else 0.0
-    line = (f"committed {c[Outcome.COMMITTED]:,}, dead-lettered {c[Outcome.DEAD_LETTERED]:,}, "
-            f"filtered {c[Outcome.FILTERED]:,}, failed {c[Outcome.FAILED]:,}; {rate:,.0f} records/s")
+    line = (
+        f"committed {c[Outcome.COMMITTED]:,}, dead-lettered {c[Outcome.DEAD_LETTERED]:,}, "
+        f"filtered {c[Outcome.FILTERED]:,}, failed {c[Outcome.FAILED]:,}; {rate:,.0f} records/s"
+    )
     if written:
-        line += f"; rows written {sum(written.values()):,}, already present {sum(present.values()):,}"
+        line += (
+            f"; rows written {sum(written.values()):,}, already present {sum(present.values()):,}"
+        )
     console.print(line)
     if report.setup_error is not None:
         console.print(f"[red]cannot start:[/] {report.setup_error}")
     if report.error is not None:
         console.print(f"[red]batch failed:[/] {report.error}")
-        console.print("nothing after the last checkpoint was acknowledged; run again to retry from there")
+        console.print(
+            "nothing after the last checkpoint was acknowledged; run again to retry from there"
+        )
     for r in report.failed_records[:10]:
         console.print(f"[red]failed:[/] {r}", markup=True)
     if report.aborted:

@@ -38,14 +38,43 @@ SHUTDOWN_GRACE_MS = 20_000
 STOP_TIMEOUT_S = SHUTDOWN_GRACE_MS // 1000 + 25
 RETRIEVAL = {"polling": "POLLING", "fanout": "FANOUT"}
 #: What the KCL itself calls on the stream, per retrieval mode.
-KCL_STREAM_READS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:ListShards",
-                    "kinesis:GetShardIterator", "kinesis:GetRecords")
-KCL_FANOUT = ("kinesis:RegisterStreamConsumer", "kinesis:DescribeStreamConsumer", "kinesis:ListStreamConsumers")
+KCL_STREAM_READS = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:ListShards",
+    "kinesis:GetShardIterator",
+    "kinesis:GetRecords",
+)
+KCL_FANOUT = (
+    "kinesis:RegisterStreamConsumer",
+    "kinesis:DescribeStreamConsumer",
+    "kinesis:ListStreamConsumers",
+)
 #: Leases and checkpoints in the application's DynamoDB table.
-KCL_LEASES = ("dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:Scan", "dynamodb:GetItem",
-              "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
-IGNORED = ("out", "build", "dist", "__pycache__", "*.db", "*.db-journal", "*.pyc", "*.zip", ".*", "tests",
-           "venv", "node_modules", "*.kcl.properties")
+KCL_LEASES = (
+    "dynamodb:CreateTable",
+    "dynamodb:DescribeTable",
+    "dynamodb:Scan",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+IGNORED = (
+    "out",
+    "build",
+    "dist",
+    "__pycache__",
+    "*.db",
+    "*.db-journal",
+    "*.pyc",
+    "*.zip",
+    ".*",
+    "tests",
+    "venv",
+    "node_modules",
+    "*.kcl.properties",
+)
 
 
 def _slug(name: str) -> str:
@@ -61,12 +90,27 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
 
 
-def exec_start(topology_file: str, name: str, stream: str, application: str, retrieval: str) -> list[str]:
+def exec_start(
+    topology_file: str, name: str, stream: str, application: str, retrieval: str
+) -> list[str]:
     """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file)."""
-    return [f"{ROOT}/venv/bin/squall", "kcl", f"{ROOT}/{name}/topology/{topology_file}", "--stream", stream,
-            "--application", application, "--region", "${AWS_REGION}",
-            "--properties-out", f"/run/squall-{name}/kcl.properties",
-            "--set", f"retrievalMode={RETRIEVAL[retrieval]}", "--set", f"shutdownGraceMillis={SHUTDOWN_GRACE_MS}"]
+    return [
+        f"{ROOT}/venv/bin/squall",
+        "kcl",
+        f"{ROOT}/{name}/topology/{topology_file}",
+        "--stream",
+        stream,
+        "--application",
+        application,
+        "--region",
+        "${AWS_REGION}",
+        "--properties-out",
+        f"/run/squall-{name}/kcl.properties",
+        "--set",
+        f"retrievalMode={RETRIEVAL[retrieval]}",
+        "--set",
+        f"shutdownGraceMillis={SHUTDOWN_GRACE_MS}",
+    ]
 
 
 def systemd_unit(name: str, command: list[str]) -> str:
@@ -128,8 +172,9 @@ systemctl enable --now squall-{name}.service
 """
 
 
-def instance_role(topology: Topology, marked: Topology, application: str, retrieval: str,
-                  stream: str) -> dict[str, Any]:
+def instance_role(
+    topology: Topology, marked: Topology, application: str, retrieval: str, stream: str
+) -> dict[str, Any]:
     """CloudFormation: the instance role (KCL reads, leases, metrics in its namespace, components' calls)."""
     from squall.deploy.template import (
         _statements,
@@ -139,43 +184,93 @@ def instance_role(topology: Topology, marked: Topology, application: str, retrie
     )
 
     stream_arn = kinesis_stream_arn("${StreamName}")
-    perms = [AwsPermission(KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"),
-             AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}"), "KCL leases")]
+    perms = [
+        AwsPermission(
+            KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"
+        ),
+        AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}"), "KCL leases"),
+    ]
     if retrieval == "fanout":
-        perms.append(AwsPermission(("kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"),
-                                   stream_arn + "/consumer/${ApplicationName}:*", "KCL enhanced fan-out"))
+        perms.append(
+            AwsPermission(
+                ("kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"),
+                stream_arn + "/consumer/${ApplicationName}:*",
+                "KCL enhanced fan-out",
+            )
+        )
     statements = _statements(perms + component_permissions(marked))
     # PutMetricData has no resource-level permission: it is limited to the application's namespace.
-    statements.append({"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
-                       "Condition": {"StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}}})
+    statements.append(
+        {
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}},
+        }
+    )
     params: dict[str, Any] = {
-        "StreamName": {"Type": "String", "Default": stream, "Description": "The consumed Kinesis stream"},
-        "ApplicationName": {"Type": "String", "Default": application,
-                            "Description": "KCL application: the DynamoDB lease table and the metrics namespace"},
+        "StreamName": {
+            "Type": "String",
+            "Default": stream,
+            "Description": "The consumed Kinesis stream",
+        },
+        "ApplicationName": {
+            "Type": "String",
+            "Default": application,
+            "Description": "KCL application: the DynamoDB lease table and the metrics namespace",
+        },
     }
     text = Path(topology.file).read_text() if Path(topology.file).is_file() else ""
     for var, default in variable_defaults(text).items():  # names a granted resource may use
-        params.setdefault(param_name(var), {"Type": "String", **({"Default": default} if default is not None else {}),
-                                            "Description": f"Value of ${{{var}}} in the topology"})
+        params.setdefault(
+            param_name(var),
+            {
+                "Type": "String",
+                **({"Default": default} if default is not None else {}),
+                "Description": f"Value of ${{{var}}} in the topology",
+            },
+        )
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": f"squall KCL fleet {topology.name}: instance role and profile",
         "Parameters": params,
         "Resources": {
-            "InstanceRole": {"Type": "AWS::IAM::Role", "Properties": {
-                "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-                    "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
-                "Policies": [{"PolicyName": "squall-kcl",
-                              "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}]}},
-            "InstanceProfile": {"Type": "AWS::IAM::InstanceProfile",
-                                "Properties": {"Roles": [{"Ref": "InstanceRole"}]}},
+            "InstanceRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "AssumeRolePolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "ec2.amazonaws.com"},
+                                "Action": "sts:AssumeRole",
+                            }
+                        ],
+                    },
+                    "Policies": [
+                        {
+                            "PolicyName": "squall-kcl",
+                            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+                        }
+                    ],
+                },
+            },
+            "InstanceProfile": {
+                "Type": "AWS::IAM::InstanceProfile",
+                "Properties": {"Roles": [{"Ref": "InstanceRole"}]},
+            },
         },
         "Outputs": {"InstanceProfileArn": {"Value": {"Fn::GetAtt": ["InstanceProfile", "Arn"]}}},
     }
 
 
-def requirements(version: str, extras: tuple[str, ...], requirements_file: Path | None,
-                 with_packages: tuple[str, ...]) -> str:
+def requirements(
+    version: str,
+    extras: tuple[str, ...],
+    requirements_file: Path | None,
+    with_packages: tuple[str, ...],
+) -> str:
     lines = [f"squall[{','.join(('kcl', *extras))}]=={version}", *with_packages]
     if requirements_file is not None:
         lines.append(f"# from {requirements_file.name}")
@@ -183,10 +278,19 @@ def requirements(version: str, extras: tuple[str, ...], requirements_file: Path 
     return "\n".join(lines) + "\n"
 
 
-def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: str | None = None,
-                retrieval: str = "polling", application: str | None = None, extras: tuple[str, ...] = (),
-                requirements_file: Path | None = None, with_packages: tuple[str, ...] = (),
-                python: str = "3.11") -> list[Path]:
+def write_fleet(
+    topology: Topology,
+    topology_file: Path,
+    out: Path,
+    *,
+    stream: str | None = None,
+    retrieval: str = "polling",
+    application: str | None = None,
+    extras: tuple[str, ...] = (),
+    requirements_file: Path | None = None,
+    with_packages: tuple[str, ...] = (),
+    python: str = "3.11",
+) -> list[Path]:
     """Write the fleet folder; returns the files written (the topology folder as one entry)."""
     from squall import __version__
     from squall.deploy.kcl import check_kcl_safe
@@ -199,7 +303,9 @@ def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: s
     stream_name = stream_of(topology, stream)
     app = application or topology.name
     if " " in topology_file.name:
-        raise SquallError("the KCL splits its command line on spaces: name the topology file without spaces")
+        raise SquallError(
+            "the KCL splits its command line on spaces: name the topology file without spaces"
+        )
     out.mkdir(parents=True, exist_ok=True)
     code = out / "topology"
     if code.exists():
@@ -207,8 +313,12 @@ def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: s
     patterns = shutil.ignore_patterns(*IGNORED)
     target = out.resolve()
 
-    def ignore(folder: str, names: list[str]) -> set[str]:  # never copy the output folder into itself
-        return set(patterns(folder, names)) | {n for n in names if (Path(folder) / n).resolve() == target}
+    def ignore(
+        folder: str, names: list[str]
+    ) -> set[str]:  # never copy the output folder into itself
+        return set(patterns(folder, names)) | {
+            n for n in names if (Path(folder) / n).resolve() == target
+        }
 
     shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)
     command = exec_start(topology_file.name, name, stream_name, app, retrieval)
@@ -217,9 +327,18 @@ def write_fleet(topology: Topology, topology_file: Path, out: Path, *, stream: s
         "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),
         f"squall-{name}.service": systemd_unit(name, command),
         "bootstrap.sh": bootstrap_script(name, python),
-        "instance-role.yaml": "# Generated by squall package --handler kcl\n" + yaml.safe_dump(
-            instance_role(topology, parameterised(topology, Path(topology_file).read_text()), app, retrieval,
-                          stream_name), sort_keys=False, width=100),
+        "instance-role.yaml": "# Generated by squall package --handler kcl\n"
+        + yaml.safe_dump(
+            instance_role(
+                topology,
+                parameterised(topology, Path(topology_file).read_text()),
+                app,
+                retrieval,
+                stream_name,
+            ),
+            sort_keys=False,
+            width=100,
+        ),
         "environment": "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n",
     }
     for filename, text in files.items():

@@ -66,8 +66,10 @@ def check_kcl_safe(topology: Topology) -> None:
     """Refuse sinks that write to stdout: under the KCL it is the daemon's protocol channel."""
     for sink in topology.sinks:
         if sink.type == "stdout":
-            raise SquallError(f"sink '{sink.id}': the stdout sink cannot run under the KCL "
-                              "(stdout is the MultiLangDaemon protocol channel)")
+            raise SquallError(
+                f"sink '{sink.id}': the stdout sink cannot run under the KCL "
+                "(stdout is the MultiLangDaemon protocol channel)"
+            )
 
 
 class RecordProcessor:
@@ -75,8 +77,14 @@ class RecordProcessor:
 
     version = 3
 
-    def __init__(self, engine: Engine, *, stream: str = "", sleep: Callable[[float], None] = time.sleep,
-                 max_backoff: float = 30.0):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        stream: str = "",
+        sleep: Callable[[float], None] = time.sleep,
+        max_backoff: float = 30.0,
+    ):
         self.engine = engine
         self.stream = stream
         self.shard_id = ""
@@ -86,7 +94,9 @@ class RecordProcessor:
         self.lost = False
         self._stopping = False  # shutdown_requested came: the daemon releases the lease next
         self._closed = False
-        self.metrics = kcl_recorder(engine.topology.name)  # Prometheus (multiprocess) + a progress line
+        self.metrics = kcl_recorder(
+            engine.topology.name
+        )  # Prometheus (multiprocess) + a progress line
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
@@ -102,7 +112,9 @@ class RecordProcessor:
         lag = {self.shard_id: ms} if ms is not None else None
         while True:
             try:
-                with self.metrics.batch(self.engine, records, shard=self.shard_id, lag=lambda: lag) as watch:
+                with self.metrics.batch(
+                    self.engine, records, shard=self.shard_id, lag=lambda: lag
+                ) as watch:
                     watch.result = result = self.engine.process(records)
                 break
             except BatchFailed as exc:
@@ -117,8 +129,13 @@ class RecordProcessor:
             return  # the new owner replays from the last checkpoint; failed records included
         if not result.ok:
             first = result.failed[0]
-            log.error("shard %s: record %s failed in %s: %s; exiting so the daemon restarts from the checkpoint",
-                      self.shard_id, first.position.sequence_number, first.component, first.reason)
+            log.error(
+                "shard %s: record %s failed in %s: %s; exiting so the daemon restarts from the checkpoint",
+                self.shard_id,
+                first.position.sequence_number,
+                first.component,
+                first.reason,
+            )
             sys.exit(EXIT_RECORDS_FAILED)
 
     def lease_lost(self, lease_lost_input) -> None:
@@ -138,8 +155,13 @@ class RecordProcessor:
         try:
             if self.last_checkpoint is not None:
                 self._checkpoint(shutdown_requested_input.checkpointer, self.last_checkpoint)
-            log.info("shard %s: shutdown requested; final checkpoint at %s", self.shard_id,
-                     self.last_checkpoint.sequence_number if self.last_checkpoint else "none (nothing processed)")
+            log.info(
+                "shard %s: shutdown requested; final checkpoint at %s",
+                self.shard_id,
+                self.last_checkpoint.sequence_number
+                if self.last_checkpoint
+                else "none (nothing processed)",
+            )
         except LeaseLost:
             pass
         self._close()
@@ -150,7 +172,9 @@ class RecordProcessor:
             self.engine.close()
 
     def _checkpoint(self, checkpointer, position: Position) -> None:
-        self._call_checkpoint(checkpointer.checkpoint, position.sequence_number, position.sub_sequence_number)
+        self._call_checkpoint(
+            checkpointer.checkpoint, position.sequence_number, position.sub_sequence_number
+        )
         self.last_checkpoint = position
 
     def _call_checkpoint(self, checkpoint, *args) -> None:
@@ -165,14 +189,26 @@ class RecordProcessor:
 
     def _lost(self) -> None:
         self.lost = True
-        log.info("shard %s: lease taken over by another worker; it resumes from the last checkpoint (%s)",
-                 self.shard_id, self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet")
+        log.info(
+            "shard %s: lease taken over by another worker; it resumes from the last checkpoint (%s)",
+            self.shard_id,
+            self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet",
+        )
 
     def _record(self, r) -> Record:
         ms = r.timestamp_millis
         arrival = datetime.fromtimestamp(ms / 1000.0, UTC) if ms else None
-        return Record(r.binary_data, RecordMeta(self.stream, self.shard_id, r.sequence_number,
-                                                r.sub_sequence_number or 0, r.partition_key or "", arrival))
+        return Record(
+            r.binary_data,
+            RecordMeta(
+                self.stream,
+                self.shard_id,
+                r.sequence_number,
+                r.sub_sequence_number or 0,
+                r.partition_key or "",
+                arrival,
+            ),
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,7 +220,11 @@ def main(argv: list[str] | None = None) -> None:
 
     level = os.environ.get("SQUALL_LOG_LEVEL", "WARNING").upper()
     # text or SQUALL_LOG_FORMAT=json, on stderr (the daemon logs each line)
-    configure(level=getattr(logging, level) if level in ("DEBUG", "INFO", "WARNING", "ERROR") else logging.WARNING)
+    configure(
+        level=getattr(logging, level)
+        if level in ("DEBUG", "INFO", "WARNING", "ERROR")
+        else logging.WARNING
+    )
     logging.getLogger("squall.progress").setLevel(logging.INFO)
     redact.install()
     topology = load(args[0])

@@ -57,7 +57,9 @@ def private_properties_path(worker_id: str) -> Path:
     return directory / f"{safe}.properties"
 
 
-def systemd_stop_settings(shutdown_grace_millis: int = DEFAULT_SHUTDOWN_GRACE_MILLIS) -> dict[str, str]:
+def systemd_stop_settings(
+    shutdown_grace_millis: int = DEFAULT_SHUTDOWN_GRACE_MILLIS,
+) -> dict[str, str]:
     """The ``[Service]`` stop directives for a unit whose main process is ``squall kcl``."""
     return {
         "KillSignal": STOP_SIGNAL.name,
@@ -84,7 +86,9 @@ class KclSettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def properties(self) -> str:
-        executable = " ".join([self.python, "-m", "squall.deploy.kcl", str(self.topology.resolve()), self.stream])
+        executable = " ".join(
+            [self.python, "-m", "squall.deploy.kcl", str(self.topology.resolve()), self.stream]
+        )
         props = {
             "executableName": executable,
             "streamName": self.stream,
@@ -120,13 +124,21 @@ def jars_dir(explicit: str | Path | None = None) -> Path:
     for c in candidates:
         if c and Path(c).is_dir() and any(Path(c).glob("*.jar")):
             return Path(c)
-    raise SquallError("KCL jars not found: pip install 'squall[kcl]' (amazon-kclpy), or set SQUALL_KCL_JARS")
+    raise SquallError(
+        "KCL jars not found: pip install 'squall[kcl]' (amazon-kclpy), or set SQUALL_KCL_JARS"
+    )
 
 
 def daemon_command(properties_file: Path, jars: Path, java: str | None = None) -> list[str]:
     java = java or shutil.which("java") or "java"
-    return [java, "-cp", f"{jars}/*", "software.amazon.kinesis.multilang.MultiLangDaemon",
-            "--properties-file", str(properties_file)]
+    return [
+        java,
+        "-cp",
+        f"{jars}/*",
+        "software.amazon.kinesis.multilang.MultiLangDaemon",
+        "--properties-file",
+        str(properties_file),
+    ]
 
 
 def describe(cmd: list[str]) -> str:
@@ -149,8 +161,9 @@ def run_daemon(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
     requested stop.
     """
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    proc = subprocess.Popen(cmd, env=None if env is None else dict(env), start_new_session=True,
-                            preexec_fn=preexec)  # noqa: PLW1509 - one thread here: the CLI
+    proc = subprocess.Popen(
+        cmd, env=None if env is None else dict(env), start_new_session=True, preexec_fn=preexec
+    )  # noqa: PLW1509 - one thread here: the CLI
     stopping = False
 
     def forward(signum: int, frame: object) -> None:

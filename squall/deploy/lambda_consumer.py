@@ -52,35 +52,54 @@ def records_from_event(event: dict[str, Any]) -> list[Record]:
     """
     source = event_source(event)
     if source != "aws:kinesis":
-        raise NotAKinesisEvent(f"not a Kinesis event: received {source}; this function is the consumer "
-                               "of a Kinesis event source mapping")
+        raise NotAKinesisEvent(
+            f"not a Kinesis event: received {source}; this function is the consumer "
+            "of a Kinesis event source mapping"
+        )
     out = []
     for i, r in enumerate(event["Records"]):
         k = r.get("kinesis") if isinstance(r, dict) else None
         seq = k.get("sequenceNumber") if isinstance(k, dict) else None
         if not isinstance(seq, str) or not seq.isdigit():
-            raise NotAKinesisEvent(f"Records[{i}]: no kinesis.sequenceNumber (a decimal string); got {seq!r:.80}")
+            raise NotAKinesisEvent(
+                f"Records[{i}]: no kinesis.sequenceNumber (a decimal string); got {seq!r:.80}"
+            )
         event_id = r.get("eventID")
         shard_id = (event_id.split(":", 1)[0] if isinstance(event_id, str) else "") or "unknown"
         arn = r.get("eventSourceARN")
         stream = arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
         data, defect = _data(k.get("data"))
         pk = k.get("partitionKey")
-        out.append(Record(data, RecordMeta(
-            stream=stream, shard_id=shard_id, sequence_number=seq,
-            partition_key=pk if isinstance(pk, str) else "",
-            arrival_time=_arrival(k.get("approximateArrivalTimestamp")), defect=defect)))
+        out.append(
+            Record(
+                data,
+                RecordMeta(
+                    stream=stream,
+                    shard_id=shard_id,
+                    sequence_number=seq,
+                    partition_key=pk if isinstance(pk, str) else "",
+                    arrival_time=_arrival(k.get("approximateArrivalTimestamp")),
+                    defect=defect,
+                ),
+            )
+        )
     return out
 
 
 def _data(value: object) -> tuple[bytes, str | None]:
     if not isinstance(value, str):
-        return b"", f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text"
+        return (
+            b"",
+            f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text",
+        )
     try:
         return base64.b64decode(value, validate=True), None
     except (binascii.Error, ValueError) as exc:
         kept = value[:KEPT_PREFIX].encode("utf-8", "backslashreplace")
-        return kept, f"kinesis.data is not valid base64 ({exc}); its first {len(kept)} characters are kept"
+        return (
+            kept,
+            f"kinesis.data is not valid base64 ({exc}); its first {len(kept)} characters are kept",
+        )
 
 
 def _arrival(value: object) -> datetime | None:
@@ -92,7 +111,9 @@ def _arrival(value: object) -> datetime | None:
     return None
 
 
-def batch_item_failures(records: list[Record], result: BatchResult | None) -> dict[str, list[dict[str, str]]]:
+def batch_item_failures(
+    records: list[Record], result: BatchResult | None
+) -> dict[str, list[dict[str, str]]]:
     """The response: per shard, the sequence number of its first failed record (Lambda retries from there)."""
     firsts: dict[str, str] = {}
     if result is None:  # the whole batch failed: retry it from its first record of each shard
@@ -108,9 +129,12 @@ def warn_about_local_dead_letters(topology) -> None:
     """A dead-letter file lives on the container's disk, which Lambda discards: say so at init."""
     for sink in topology.sinks:
         if sink.type == "dead_letter":
-            log.warning("sink '%s' writes dead letters to a local file, lost with the Lambda container: "
-                        "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
-                        "dead_letter_table (docs/sinks.md)", sink.id)
+            log.warning(
+                "sink '%s' writes dead letters to a local file, lost with the Lambda container: "
+                "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
+                "dead_letter_table (docs/sinks.md)",
+                sink.id,
+            )
 
 
 def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

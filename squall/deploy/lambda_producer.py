@@ -70,9 +70,14 @@ def _text(value: Any, where: str, default: str = "") -> str:
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
-        raise ValueError(f"the event is a JSON {type(event).__name__}, not an API Gateway proxy event")
-    headers = {str(k).lower(): v for k, v in _object(event.get("headers"), "headers").items()
-               if isinstance(v, str)}
+        raise ValueError(
+            f"the event is a JSON {type(event).__name__}, not an API Gateway proxy event"
+        )
+    headers = {
+        str(k).lower(): v
+        for k, v in _object(event.get("headers"), "headers").items()
+        if isinstance(v, str)
+    }
     ctx = _object(event.get("requestContext"), "requestContext")
     if event.get("version") == "2.0":
         http = _object(ctx.get("http"), "requestContext.http")
@@ -84,7 +89,10 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         ident = _object(ctx.get("identity"), "requestContext.identity")
         method = _text(event.get("httpMethod"), "httpMethod")
         source_ip = _text(ident.get("sourceIp"), "requestContext.identity.sourceIp")
-        ua, epoch_ms = _text(ident.get("userAgent"), "requestContext.identity.userAgent"), ctx.get("requestTimeEpoch")
+        ua, epoch_ms = (
+            _text(ident.get("userAgent"), "requestContext.identity.userAgent"),
+            ctx.get("requestTimeEpoch"),
+        )
     if not method:
         raise ValueError("the request has no HTTP method")
     body = _text(event.get("body"), "body")
@@ -107,17 +115,30 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
             raise OverflowError(f"gzip body decompresses to more than {max_body_bytes} bytes")
         if not d.eof:
             raise ValueError("truncated gzip body")
-    if epoch_ms is not None and (isinstance(epoch_ms, bool) or not isinstance(epoch_ms, (int, float))):
-        raise ValueError("the request time (requestContext timeEpoch/requestTimeEpoch) is not a number")
+    if epoch_ms is not None and (
+        isinstance(epoch_ms, bool) or not isinstance(epoch_ms, (int, float))
+    ):
+        raise ValueError(
+            "the request time (requestContext timeEpoch/requestTimeEpoch) is not a number"
+        )
     try:
         received = datetime.fromtimestamp(epoch_ms / 1000, UTC) if epoch_ms else datetime.now(UTC)
     except (OverflowError, OSError, ValueError):
         raise ValueError(f"the request time {epoch_ms} is out of range") from None
-    return Request(raw, ctx.get("requestId", ""), source_ip, ua or headers.get("user-agent", ""), received,
-                   headers.get("content-type", ""), method.upper())
+    return Request(
+        raw,
+        ctx.get("requestId", ""),
+        source_ip,
+        ua or headers.get("user-agent", ""),
+        received,
+        headers.get("content-type", ""),
+        method.upper(),
+    )
 
 
-def split_events(req: Request, context_key: str | None, max_depth: int = DEFAULT_MAX_DEPTH) -> list[bytes]:
+def split_events(
+    req: Request, context_key: str | None, max_depth: int = DEFAULT_MAX_DEPTH
+) -> list[bytes]:
     """One record per event: array elements, the single object, or each JSON line as sent.
 
     Raises ``ValueError`` for a body that is not JSON (lines), or an event nested deeper than
@@ -146,28 +167,49 @@ def split_events(req: Request, context_key: str | None, max_depth: int = DEFAULT
         for i, d in enumerate(docs):
             depth = nesting_depth(d)
             if depth > max_depth:
-                raise ValueError(f"event {i} is nested {depth} levels deep, over the limit ({max_depth})")
-    context = {"source_ip": req.source_ip, "user_agent": req.user_agent, "request_id": req.request_id,
-               "received_at": req.received_at.isoformat()}
+                raise ValueError(
+                    f"event {i} is nested {depth} levels deep, over the limit ({max_depth})"
+                )
+    context = {
+        "source_ip": req.source_ip,
+        "user_agent": req.user_agent,
+        "request_id": req.request_id,
+        "received_at": req.received_at.isoformat(),
+    }
     out = []
     for d in docs:
         if isinstance(d, bytes):
             out.append(d)
         else:
             try:
-                out.append(orjson.dumps({**d, context_key: context} if isinstance(d, dict) and context_key else d))
+                out.append(
+                    orjson.dumps(
+                        {**d, context_key: context} if isinstance(d, dict) and context_key else d
+                    )
+                )
             except (orjson.JSONEncodeError, TypeError) as exc:  # e.g. an integer beyond 64 bits
                 raise ValueError(f"event {len(out)} cannot be re-encoded: {exc}") from None
     return out
 
 
-def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"statusCode": status, "headers": {"Content-Type": "application/json", **(headers or {})},
-            "body": orjson.dumps(body).decode()}
+def _answer(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "body": orjson.dumps(body).decode(),
+    }
 
 
-def make_handler(topology_path: str | Path, *, context_key: str | None = "request", max_body_bytes: int = 5_000_000,
-                 max_events: int = 500, retry_after: int = 1) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+def make_handler(
+    topology_path: str | Path,
+    *,
+    context_key: str | None = "request",
+    max_body_bytes: int = 5_000_000,
+    max_events: int = 500,
+    retry_after: int = 1,
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
     redact.install()
     topology = load(topology_path)
@@ -189,15 +231,21 @@ def make_handler(topology_path: str | Path, *, context_key: str | None = "reques
         except ValueError as exc:
             return _answer(400, {"error": str(exc)})
         if len(payloads) > max_events:
-            return _answer(413, {"error": f"{len(payloads)} events in one request; at most {max_events}"})
+            return _answer(
+                413, {"error": f"{len(payloads)} events in one request; at most {max_events}"}
+            )
         stream = f"api:{req.request_id}"
-        records = [Record(p, RecordMeta(stream, "api", str(i + 1), 0, req.request_id, req.received_at))
-                   for i, p in enumerate(payloads)]
+        records = [
+            Record(p, RecordMeta(stream, "api", str(i + 1), 0, req.request_id, req.received_at))
+            for i, p in enumerate(payloads)
+        ]
         try:
             result = engine.process(records)
         except BatchFailed as exc:
             log.error("request %s: %s", req.request_id, exc)
-            return _answer(503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)})
+            return _answer(
+                503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
+            )
         rejected, unavailable = [], False
         for o in result.records:
             if o.outcome is Outcome.FAILED and o.component in sinks:
@@ -205,7 +253,9 @@ def make_handler(topology_path: str | Path, *, context_key: str | None = "reques
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 rejected.append({"index": o.index, "reason": f"{o.component}: {o.reason}"})
         if unavailable:
-            return _answer(503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)})
+            return _answer(
+                503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
+            )
         accepted = result.count(Outcome.COMMITTED) + result.count(Outcome.FILTERED)
         return _answer(202 if accepted else 400, {"accepted": accepted, "rejected": rejected})
 

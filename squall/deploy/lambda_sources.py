@@ -37,7 +37,11 @@ def event_source(event: object) -> str:
         return f"a JSON {type(event).__name__}, not an object"
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], dict):
-        return str(records[0].get("eventSource") or records[0].get("EventSource") or "records without eventSource")
+        return str(
+            records[0].get("eventSource")
+            or records[0].get("EventSource")
+            or "records without eventSource"
+        )
     if "deliveryStreamArn" in event:
         return "firehose"
     if isinstance(records, list) and not records:
@@ -52,9 +56,19 @@ def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
     for r in event.get("Records", []):
         a = r.get("attributes", {})
         sent = a.get("SentTimestamp")
-        out.append((queue_name(r.get("eventSourceARN", "sqs")),
-                    Message(r["messageId"], r.get("receiptHandle", ""), r.get("body", ""), a.get("MessageGroupId"),
-                            a.get("SequenceNumber"), int(sent) if sent else None)))
+        out.append(
+            (
+                queue_name(r.get("eventSourceARN", "sqs")),
+                Message(
+                    r["messageId"],
+                    r.get("receiptHandle", ""),
+                    r.get("body", ""),
+                    a.get("MessageGroupId"),
+                    a.get("SequenceNumber"),
+                    int(sent) if sent else None,
+                ),
+            )
+        )
     return out
 
 
@@ -69,37 +83,50 @@ def handle_sqs(engine: Engine, event: dict[str, Any]) -> dict[str, list[dict[str
         return {"batchItemFailures": [{"itemIdentifier": m.message_id} for _, m in messages]}
     result.log_failures(log)
     done = settled(records, result.checkpoint)
-    return {"batchItemFailures": [{"itemIdentifier": m.message_id}
-                                  for (_, m), ok in zip(messages, done, strict=True) if not ok]}
+    return {
+        "batchItemFailures": [
+            {"itemIdentifier": m.message_id}
+            for (_, m), ok in zip(messages, done, strict=True)
+            if not ok
+        ]
+    }
 
 
 class S3EventFailed(SquallError):
     """Some lines of the event's objects were not committed: Lambda retries the event."""
 
 
-def handle_s3(engine: Engine, event: dict[str, Any], client: Any, *, batch_size: int) -> dict[str, Any]:
+def handle_s3(
+    engine: Engine, event: dict[str, Any], client: Any, *, batch_size: int
+) -> dict[str, Any]:
     """Run every line of the objects an S3 event names; raise if any line is not settled."""
     counts = {"objects": 0, "records": 0, "failed": 0}
     for r in event.get("Records", []):
         s3 = r.get("s3", {})
         bucket = s3.get("bucket", {}).get("name")
-        key = unquote_plus(s3.get("object", {}).get("key", ""))  # keys arrive URL-encoded, spaces as '+'
+        key = unquote_plus(
+            s3.get("object", {}).get("key", "")
+        )  # keys arrive URL-encoded, spaces as '+'
         if not bucket or not key:
             raise S3EventFailed(f"S3 event record without bucket or key: {r.get('eventName')}")
         records = object_records(bucket, key, read_object(client, bucket, key))
         counts["objects"] += 1
         for i in range(0, len(records), batch_size):
-            part = records[i:i + batch_size]
+            part = records[i : i + batch_size]
             try:
                 result = engine.process(part)
             except BatchFailed as exc:
-                raise S3EventFailed(f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
-                                    f"{part[-1].meta.sequence_number} failed: {exc}") from exc
+                raise S3EventFailed(
+                    f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
+                    f"{part[-1].meta.sequence_number} failed: {exc}"
+                ) from exc
             counts["records"] += len(result)
             if not result.ok:
                 first = result.failed[0]
-                raise S3EventFailed(f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
-                                    f"{first.position.sequence_number} in {first.component}: {first.reason}")
+                raise S3EventFailed(
+                    f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
+                    f"{first.position.sequence_number} in {first.component}: {first.reason}"
+                )
     return counts
 
 
@@ -110,9 +137,14 @@ class LambdaSources:
         self.batch_size = topology.settings.batch_size
         self._s3 = s3_client
         spout = topology.spout
-        if self._s3 is None and spout.type == "s3":  # the spout's endpoint and region serve the trigger too
-            self._s3 = aws.client("s3", region=getattr(spout, "region", None),
-                                  endpoint_url=getattr(spout, "endpoint_url", None))
+        if (
+            self._s3 is None and spout.type == "s3"
+        ):  # the spout's endpoint and region serve the trigger too
+            self._s3 = aws.client(
+                "s3",
+                region=getattr(spout, "region", None),
+                endpoint_url=getattr(spout, "endpoint_url", None),
+            )
 
     def handle(self, engine: Engine, event: dict[str, Any]) -> Any:
         """The answer to an SQS or S3 event; ``NotImplemented`` for others (Kinesis)."""

@@ -31,7 +31,9 @@ log = logging.getLogger("squall.local")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a batch failed after retries, or records failed with no dead letter to take them
-EXIT_CONFIG = 2  # the topology is invalid, or a sink/spout refused it at start (e.g. an incompatible table)
+EXIT_CONFIG = (
+    2  # the topology is invalid, or a sink/spout refused it at start (e.g. an incompatible table)
+)
 EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed
 
 
@@ -68,18 +70,28 @@ def one_line(exc: BaseException) -> str:
 class LocalRunner:
     """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
 
-    def __init__(self, topology: Topology, *, batch_size: int | None = None,
-                 on_batch: Callable[[BatchResult, Spout], None] | None = None, recorder: Recorder | None = None):
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        batch_size: int | None = None,
+        on_batch: Callable[[BatchResult, Spout], None] | None = None,
+        recorder: Recorder | None = None,
+    ):
         self.topology = topology
         self.plan = compile_plan(topology)
         self.batch_size = batch_size or topology.settings.batch_size
         self.resources = Resources(topology.resources, topology.base_dir)
         spout_cls = registry.resolve("spout", topology.spout.type)
-        self.spout: Spout = spout_cls(topology.spout, ComponentContext(topology.name, topology.base_dir))  # type: ignore[assignment]
+        self.spout: Spout = spout_cls(
+            topology.spout, ComponentContext(topology.name, topology.base_dir)
+        )  # type: ignore[assignment]
         self.on_batch = on_batch
         self.checkpointer: Checkpointer | None = None
         self._stream = ""
-        self.recorder = recorder or Recorder(topology.name)  # metrics backends; log context per batch
+        self.recorder = recorder or Recorder(
+            topology.name
+        )  # metrics backends; log context per batch
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
@@ -100,12 +112,16 @@ class LocalRunner:
         run_lock = None
         try:
             try:
-                run_lock = lock.acquire(self.topology, self.resources)  # one run per topology and store
+                run_lock = lock.acquire(
+                    self.topology, self.resources
+                )  # one run per topology and store
                 self.spout.open(self.resources)
                 spec = self.spout.checkpointing()
                 if spec is not None:
                     self._stream = spec.stream
-                    self.checkpointer = Checkpointer(open_checkpoint_store(spec, self.resources, self.topology.name))
+                    self.checkpointer = Checkpointer(
+                        open_checkpoint_store(spec, self.resources, self.topology.name)
+                    )
                     self.spout.resume(self.checkpointer.load(spec.stream))
                 engine = Engine(self.plan, resources=self.resources, checkpointer=self.checkpointer)
                 engine.open()
@@ -123,7 +139,9 @@ class LocalRunner:
                 self._loop(engine, report)
                 if report.error is None:
                     self._commit_spout(engine, {}, report)
-            except KeyboardInterrupt:  # a second Ctrl-C: stop now; the batch in flight is not acknowledged
+            except (
+                KeyboardInterrupt
+            ):  # a second Ctrl-C: stop now; the batch in flight is not acknowledged
                 report.aborted = True
                 log.warning("aborted: the batch in flight was not checkpointed")
             except SquallError as exc:  # the input broke mid-way (a truncated .gz): stop, say where

@@ -38,7 +38,9 @@ class AlreadyRunning(SquallError):
 
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_try_advisory_lock`` from the topology name."""
-    return int.from_bytes(hashlib.blake2b(f"squall:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+    return int.from_bytes(
+        hashlib.blake2b(f"squall:{name}".encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 class RunLock:
@@ -90,7 +92,11 @@ def acquire(topology: Topology, resources: Resources) -> RunLock:
 LOCK_WAIT = 3.0
 LOCK_POLL = 0.1
 #: Per-session server keepalive: a dead client's session ends after ~30 + 3 x 10 seconds.
-KEEPALIVE = ("SET tcp_keepalives_idle = 30", "SET tcp_keepalives_interval = 10", "SET tcp_keepalives_count = 3")
+KEEPALIVE = (
+    "SET tcp_keepalives_idle = 30",
+    "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 3",
+)
 
 
 def _advisory(name: str, engine: Any) -> RunLock:
@@ -106,18 +112,28 @@ def _advisory(name: str, engine: Any) -> RunLock:
         got = False
         deadline = time.monotonic() + LOCK_WAIT
         while True:  # a run killed a moment ago: its session may still be on its way out
-            got = conn.execute(sa.text("select pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}).scalar()
+            got = conn.execute(
+                sa.text("select pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}
+            ).scalar()
             conn.commit()  # the lock is session level: it outlives this transaction
             if got or time.monotonic() >= deadline:
                 break
             time.sleep(LOCK_POLL)
     except sa.exc.SQLAlchemyError as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TransientError(f"cannot take the run lock of topology '{name}' in {where}: {first}") from None
+        first = (
+            str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            if str(exc).strip()
+            else type(exc).__name__
+        )
+        raise TransientError(
+            f"cannot take the run lock of topology '{name}' in {where}: {first}"
+        ) from None
     if not got:
         conn.close()
-        raise AlreadyRunning(f"topology '{name}' is already running against {where} (PostgreSQL advisory lock "
-                             f"{advisory_key(name)} is held): stop the other `squall run` first")
+        raise AlreadyRunning(
+            f"topology '{name}' is already running against {where} (PostgreSQL advisory lock "
+            f"{advisory_key(name)} is held): stop the other `squall run` first"
+        )
 
     def release() -> None:
         try:
@@ -134,16 +150,22 @@ def _file(name: str, path: Path) -> RunLock:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:  # a read-only directory: run unlocked rather than not at all
-        log.warning("cannot create the run lock %s (%s): two runs of '%s' would not be detected", path,
-                    exc.strerror, name)
+        log.warning(
+            "cannot create the run lock %s (%s): two runs of '%s' would not be detected",
+            path,
+            exc.strerror,
+            name,
+        )
         return RunLock(str(path), None)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
         os.close(fd)
-        raise AlreadyRunning(f"topology '{name}' is already running (pid {holder}, lock {path}): "
-                             "stop the other `squall run` first") from None
+        raise AlreadyRunning(
+            f"topology '{name}' is already running (pid {holder}, lock {path}): "
+            "stop the other `squall run` first"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 

@@ -45,10 +45,30 @@ HANDLERS = {
 }
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 #: Skipped when copying the topology directory: outputs of local runs, caches, local tooling.
-IGNORED = ("out", "build", "dist", "__pycache__", "*.db", "*.db-journal", "*.pyc", "*.zip", ".*", "tests",
-           "venv", "node_modules", "*.kcl.properties")
+IGNORED = (
+    "out",
+    "build",
+    "dist",
+    "__pycache__",
+    "*.db",
+    "*.db-journal",
+    "*.pyc",
+    "*.zip",
+    ".*",
+    "tests",
+    "venv",
+    "node_modules",
+    "*.kcl.properties",
+)
 #: Skipped in dependencies: never imported at run time (console scripts, type stubs, test suites).
-DEPENDENCY_IGNORED = ("bin/*", "*.pyi", "*/tests/*", "*/__pycache__/*", "*.pyc", "*.dist-info/RECORD")
+DEPENDENCY_IGNORED = (
+    "bin/*",
+    "*.pyi",
+    "*/tests/*",
+    "*/__pycache__/*",
+    "*.pyc",
+    "*.dist-info/RECORD",
+)
 #: The 56 MB GeoLite2-City file of maxminddb-geolite2, included only when a geo bolt uses it.
 BUNDLED_GEOLITE = "_maxminddb_geolite2/*.mmdb"
 #: Console rendering only (rich's syntax highlighting and Markdown): the CLI uses them, Lambda never does.
@@ -137,8 +157,11 @@ def plugin_distributions(topology: Topology) -> list[metadata.Distribution]:
 
     by_module = metadata.packages_distributions()
     found: dict[str, metadata.Distribution] = {}
-    components = [("spout", topology.spout), *(("bolt", b) for b in topology.bolts),
-                  *(("sink", s) for s in topology.sinks)]
+    components = [
+        ("spout", topology.spout),
+        *(("bolt", b) for b in topology.bolts),
+        *(("sink", s) for s in topology.sinks),
+    ]
     for kind, cfg in components:
         names: list[str] = []
         if ":" in cfg.type:
@@ -188,8 +211,12 @@ def _compile(root: Path) -> None:
     """Bytecode that Python never re-checks against the sources (zip timestamps are 2 s coarse)."""
     # A file that does not compile (a template shipped as .py) is left as source: importing it
     # would fail with or without bytecode, and most never are imported.
-    compileall.compile_dir(str(root), quiet=2, workers=0,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    compileall.compile_dir(
+        str(root),
+        quiet=2,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
 
 
 def _write_zip(output: Path, sources: list[tuple[Path, str]]) -> ZipReport:
@@ -209,16 +236,30 @@ def _write_zip(output: Path, sources: list[tuple[Path, str]]) -> ZipReport:
                 if top.endswith(".dist-info"):
                     top = "*.dist-info"
                 elif top.endswith(".libs"):  # auditwheel's vendored shared libraries
-                    top = top.removesuffix(".libs").rstrip("_").lower().replace("-", "_") + " (.libs)"
+                    top = (
+                        top.removesuffix(".libs").rstrip("_").lower().replace("-", "_") + " (.libs)"
+                    )
                 groups[top] += info.compress_size
     largest = sorted(groups.items(), key=lambda kv: -kv[1])[:6]
     return ZipReport(output, output.stat().st_size, unzipped, largest)
 
 
-def build(topology: Path, *, handler: str, output: Path, extras: tuple[str, ...] = (), python: str = "3.11",
-          arch: str = "x86_64", requirement: str | None = None, requirements_file: Path | None = None,
-          with_packages: tuple[str, ...] = (), plugins: tuple[str, ...] = (), layer: Path | None = None,
-          compile_bytecode: bool | None = None, aws_service: tuple[str, ...] = ()) -> PackageReport:
+def build(
+    topology: Path,
+    *,
+    handler: str,
+    output: Path,
+    extras: tuple[str, ...] = (),
+    python: str = "3.11",
+    arch: str = "x86_64",
+    requirement: str | None = None,
+    requirements_file: Path | None = None,
+    with_packages: tuple[str, ...] = (),
+    plugins: tuple[str, ...] = (),
+    layer: Path | None = None,
+    compile_bytecode: bool | None = None,
+    aws_service: tuple[str, ...] = (),
+) -> PackageReport:
     """Build the zip (and the layer zip when ``layer`` is given).
 
     ``requirement`` overrides what is installed as squall (default: this checkout, else this
@@ -241,7 +282,9 @@ def build(topology: Path, *, handler: str, output: Path, extras: tuple[str, ...]
     if compile_bytecode is None:
         compile_bytecode = same_python
     elif compile_bytecode and not same_python:
-        raise SquallError(f"bytecode for python{python} needs that Python: run squall package with it")
+        raise SquallError(
+            f"bytecode for python{python} needs that Python: run squall package with it"
+        )
     dists = plugin_distributions(topo)
     for name in plugins:
         try:
@@ -271,31 +314,64 @@ def build(topology: Path, *, handler: str, output: Path, extras: tuple[str, ...]
         # first — pure-Python ones are platform-independent — then install for Lambda's platform,
         # which takes those wheels and downloads the native ones built for the target.
         _pip("wheel", "-q", "-w", str(wheels), *reqs)
-        _pip("install", "-q", "--target", str(deps), "--platform", PLATFORMS[arch], "--python-version", python,
-             "--implementation", "cp", "--only-binary=:all:", "--find-links", str(wheels), "--upgrade", *reqs)
+        _pip(
+            "install",
+            "-q",
+            "--target",
+            str(deps),
+            "--platform",
+            PLATFORMS[arch],
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--only-binary=:all:",
+            "--find-links",
+            str(wheels),
+            "--upgrade",
+            *reqs,
+        )
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
-        shutil.copytree(topology.resolve().parent, code / "topology", ignore=shutil.ignore_patterns(*IGNORED))
-        (code / "squall_lambda.py").write_text(HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.name))
+        shutil.copytree(
+            topology.resolve().parent, code / "topology", ignore=shutil.ignore_patterns(*IGNORED)
+        )
+        (code / "squall_lambda.py").write_text(
+            HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.name)
+        )
         if compile_bytecode:
             _compile(deps)
             _compile(code)
         if layer is not None:
-            layer_report = _write_zip(layer, [(deps, "python/")])  # Lambda puts /opt/python on sys.path
+            layer_report = _write_zip(
+                layer, [(deps, "python/")]
+            )  # Lambda puts /opt/python on sys.path
             report = _write_zip(output, [(code, "")])
         else:
             layer_report = None
             report = _write_zip(output, [(deps, ""), (code, "")])
     total = report.unzipped_bytes + (layer_report.unzipped_bytes if layer_report else 0)
     if total > UNZIPPED_LIMIT:
-        raise SquallError(f"{output}: {total / 2**20:.0f} MiB unzipped exceeds Lambda's 250 MiB limit "
-                          "(function and layers together)")
-    return PackageReport(output, report.zipped_bytes, report.unzipped_bytes, largest=report.largest,
-                         layer=layer_report, geolite_included=geolite,
-                         distributions=[d.metadata["Name"] for d in dists], compiled=compile_bytecode)
+        raise SquallError(
+            f"{output}: {total / 2**20:.0f} MiB unzipped exceeds Lambda's 250 MiB limit "
+            "(function and layers together)"
+        )
+    return PackageReport(
+        output,
+        report.zipped_bytes,
+        report.unzipped_bytes,
+        largest=report.largest,
+        layer=layer_report,
+        geolite_included=geolite,
+        distributions=[d.metadata["Name"] for d in dists],
+        compiled=compile_bytecode,
+    )
 
 
 def describe_sizes(largest: list[tuple[str, int]], total: int) -> str:
     """``botocore 8.1 MiB (40%), sqlalchemy 3.2 MiB (16%), …`` — what dominates a zip."""
-    return ", ".join(f"{name} {size / 2**20:.1f} MiB ({100 * size / max(total, 1):.0f}%)" for name, size in largest)
+    return ", ".join(
+        f"{name} {size / 2**20:.1f} MiB ({100 * size / max(total, 1):.0f}%)"
+        for name, size in largest
+    )

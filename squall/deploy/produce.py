@@ -51,7 +51,9 @@ class ProduceReport:
     sent: int = 0
     failed: int = 0
     retried: int = 0  # Kinesis records sent again after a partial failure
-    resent: int = 0  # user records sent again because their aggregate landed on another shard (reshard)
+    resent: int = (
+        0  # user records sent again because their aggregate landed on another shard (reshard)
+    )
     unkeyed: int = 0  # lines without the partition key field, keyed by line number instead
     kinesis_records: int = 0  # Kinesis records accepted (aggregates count once)
     seconds: float = 0.0
@@ -92,12 +94,21 @@ def _key_of(data: bytes, path: str) -> str | None:
     return str(doc)
 
 
-def produce_file(path: str | Path, *, stream: str, region: str | None = None, endpoint_url: str | None = None,
-                 rate: float | None = None, aggregate: bool = False, partition_key: str | None = None,
-                 max_attempts: int = 5, client: Any = None,
-                 on_progress: Callable[[int, ProduceReport], None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> ProduceReport:
+def produce_file(
+    path: str | Path,
+    *,
+    stream: str,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    rate: float | None = None,
+    aggregate: bool = False,
+    partition_key: str | None = None,
+    max_attempts: int = 5,
+    client: Any = None,
+    on_progress: Callable[[int, ProduceReport], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> ProduceReport:
     """Send every non-blank line of ``path`` to ``stream``; returns counts, never raises for a record.
 
     Raises ``SinkError`` when the stream cannot be written at all (missing, access denied).
@@ -107,7 +118,9 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
     ref = aws.StreamRef.parse(stream)
     aws.check_endpoint_url(endpoint_url)
     if client is None:
-        client = aws.client("kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url)
+        client = aws.client(
+            "kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url
+        )
     writer = PutRecordsWriter(client, ref, max_attempts=max_attempts, sleep=sleep)
     aggregator = Aggregator(load_shard_map(client, ref)) if aggregate else None
     report = ProduceReport()
@@ -123,9 +136,14 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
         if pending:
             shard_map = _send(writer, pending, report, max_attempts, sleep)
             if aggregator is not None:
-                if shard_map is None and time.monotonic() - aggregator.shard_map.loaded_at > SHARD_MAP_TTL:
+                if (
+                    shard_map is None
+                    and time.monotonic() - aggregator.shard_map.loaded_at > SHARD_MAP_TTL
+                ):
                     shard_map = _relist(client, ref)
-                if shard_map is not None:  # what waits in open aggregates is re-grouped by the new map
+                if (
+                    shard_map is not None
+                ):  # what waits in open aggregates is re-grouped by the new map
                     refilled = aggregator.reroute(shard_map)
         pending, pending_bytes, last_flush = refilled, sum(e.size for e in refilled), clock()
         report.seconds = last_flush - started
@@ -154,12 +172,19 @@ def produce_file(path: str | Path, *, stream: str, region: str | None = None, en
             if problem is not None:
                 report.fail(1, f"line {number}: {problem}")
                 continue
-            new = aggregator.add(data, pk, None, number) if aggregator else [Entry(data, pk, None, [number])]
+            new = (
+                aggregator.add(data, pk, None, number)
+                if aggregator
+                else [Entry(data, pk, None, [number])]
+            )
             for entry in new:
                 pending.append(entry)
                 pending_bytes += entry.size
-            if (len(pending) >= MAX_CALL_RECORDS or pending_bytes >= MAX_CALL_BYTES
-                    or clock() - last_flush >= FLUSH_INTERVAL):
+            if (
+                len(pending) >= MAX_CALL_RECORDS
+                or pending_bytes >= MAX_CALL_BYTES
+                or clock() - last_flush >= FLUSH_INTERVAL
+            ):
                 if aggregator is not None and clock() - last_flush >= FLUSH_INTERVAL:
                     pending.extend(aggregator.flush())
                 flush()
@@ -191,13 +216,22 @@ PRODUCE_MAX_LINE = 1_048_576
 def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
     for number, line in enumerate(read_lines(lines, "input", PRODUCE_MAX_LINE), start=1):
         if line.too_long:
-            yield number, b"", f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})"
+            yield (
+                number,
+                b"",
+                f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})",
+            )
         elif line.data.strip():
             yield number, line.data, None
 
 
-def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport, attempts: int,
-          sleep: Callable[[float], None]) -> ShardMap | None:
+def _send(
+    writer: PutRecordsWriter,
+    entries: list[Entry],
+    report: ProduceReport,
+    attempts: int,
+    sleep: Callable[[float], None],
+) -> ShardMap | None:
     """Put entries; a whole-call transient failure (nothing written) is retried here, bounded.
 
     Returns the shard map listed again when an aggregate was misplaced (a reshard), else None.
@@ -209,7 +243,9 @@ def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport,
             break
         except TransientError as exc:
             if attempt + 1 >= attempts:
-                report.fail(sum(len(e.items) for e in entries), f"{len(entries)} Kinesis record(s): {exc}")
+                report.fail(
+                    sum(len(e.items) for e in entries), f"{len(entries)} Kinesis record(s): {exc}"
+                )
                 return None
             sleep(writer.backoff.delay(attempt))
     report.retried += outcome.retried
@@ -218,8 +254,12 @@ def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport,
     failed = 0
     for entry, reason in outcome.failed:
         failed += len(entry.items)
-        report.fail(len(entry.items), f"lines {entry.items[0]}..{entry.items[-1]}: {reason}"
-                    if len(entry.items) > 1 else f"line {entry.items[0]}: {reason}")
+        report.fail(
+            len(entry.items),
+            f"lines {entry.items[0]}..{entry.items[-1]}: {reason}"
+            if len(entry.items) > 1
+            else f"line {entry.items[0]}: {reason}",
+        )
     report.sent += sum(len(e.items) for e in entries) - failed
     return outcome.shard_map
 
@@ -227,23 +267,47 @@ def _send(writer: PutRecordsWriter, entries: list[Entry], report: ProduceReport,
 @click.command("produce")
 @click.option("--stream", required=True, help="Stream name or ARN.")
 @click.option("--endpoint-url", default=None, help="Kinesis endpoint (e.g. a local kinesis-mock).")
-@click.option("--region", default=None, help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Send at most N user records per second.")
+@click.option(
+    "--region",
+    default=None,
+    help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Send at most N user records per second.",
+)
 @click.option("--aggregate", is_flag=True, help="Pack records into KPL aggregates (per shard).")
-@click.option("--partition-key", default=None, metavar="FIELD",
-              help="Dotted path of the partition key in each line (default: the line number).")
+@click.option(
+    "--partition-key",
+    default=None,
+    metavar="FIELD",
+    help="Dotted path of the partition key in each line (default: the line number).",
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def produce(stream: str, endpoint_url: str | None, region: str | None, rate: float | None, aggregate: bool,
-            partition_key: str | None, file: Path) -> None:
+def produce(
+    stream: str,
+    endpoint_url: str | None,
+    region: str | None,
+    rate: float | None,
+    aggregate: bool,
+    partition_key: str | None,
+    file: Path,
+) -> None:
     """Send a JSON-lines FILE (optionally .gz) into a Kinesis stream, one record per line."""
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
     err = Console(stderr=True, soft_wrap=True)
     total = file.stat().st_size
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-               TextColumn("{task.fields[sent]:,} sent · {task.fields[failed]:,} failed"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[sent]:,} sent · {task.fields[failed]:,} failed"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task(f"→ {stream}", total=total, sent=0, failed=0)
@@ -251,23 +315,41 @@ def produce(stream: str, endpoint_url: str | None, region: str | None, rate: flo
             def update(done: int, report: ProduceReport) -> None:
                 bar.update(task, completed=done, sent=report.sent, failed=report.failed)
 
-            report = produce_file(file, stream=stream, region=region, endpoint_url=endpoint_url, rate=rate,
-                                  aggregate=aggregate, partition_key=partition_key, on_progress=update)
-    except (SinkError, TransientError, ValueError) as exc:  # ValueError: a malformed ARN or endpoint URL
+            report = produce_file(
+                file,
+                stream=stream,
+                region=region,
+                endpoint_url=endpoint_url,
+                rate=rate,
+                aggregate=aggregate,
+                partition_key=partition_key,
+                on_progress=update,
+            )
+    except (
+        SinkError,
+        TransientError,
+        ValueError,
+    ) as exc:  # ValueError: a malformed ARN or endpoint URL
         err.print(f"[red]produce failed:[/red] {redact_text(str(exc))}")
         raise click.exceptions.Exit(2) from None
     except SquallError as exc:  # the file itself (a truncated .gz)
         err.print(f"[red]produce failed:[/red] {exc}")
         raise click.exceptions.Exit(1) from None
-    click.echo(f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
-              f"in {report.seconds:.1f}s: {report.records_per_second:,.0f} records/s; "
-              f"failed {report.failed:,}, retried {report.retried:,}")
+    click.echo(
+        f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
+        f"in {report.seconds:.1f}s: {report.records_per_second:,.0f} records/s; "
+        f"failed {report.failed:,}, retried {report.retried:,}"
+    )
     if report.resent:
-        err.print(f"{report.resent:,} record(s) sent again, re-grouped: their aggregate landed on another shard "
-                  "(the stream was resharded)")
+        err.print(
+            f"{report.resent:,} record(s) sent again, re-grouped: their aggregate landed on another shard "
+            "(the stream was resharded)"
+        )
     if report.unkeyed:
-        err.print(f"{report.unkeyed:,} line(s) had no '{partition_key}' (or were not JSON): "
-                  "keyed by line number")
+        err.print(
+            f"{report.unkeyed:,} line(s) had no '{partition_key}' (or were not JSON): "
+            "keyed by line number"
+        )
     for line in report.failures:
         err.print(f"[red]failed[/red] {line}", highlight=False)
     if report.failed > MAX_REPORTED_FAILURES:

@@ -33,11 +33,21 @@ _MARKER = re.compile(r"SQUALLVAR_([A-Za-z_][A-Za-z0-9_]*?)_END")
 #: Lambda's largest batch from a Kinesis event source mapping.
 MAX_KINESIS_BATCH = 10_000
 #: What Lambda's Kinesis event source mapping calls with the function's role (standard iterators).
-TRIGGER_READS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
-                 "kinesis:GetShardIterator", "kinesis:ListShards")
+TRIGGER_READS = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+)
 #: Lambda's network interfaces in a VPC; EC2 has no resource-level permission for these.
-VPC_ACTIONS = ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
-               "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")
+VPC_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
 #: Headers a browser SDK sends on a POST (the preflight must allow them).
 CORS_HEADERS = ["content-type", "content-encoding", "x-api-key"]
 AUTHORIZER_HANDLER = "squall.deploy.authorizer.handler"
@@ -51,7 +61,9 @@ class TemplateOptions:
     python: str = "3.11"
     arch: str = "x86_64"
     layer_uri: str | None = None
-    on_failure: str | None = None  # "sqs" | "sns": bounded retries, then the batch's metadata goes there
+    on_failure: str | None = (
+        None  # "sqs" | "sns": bounded retries, then the batch's metadata goes there
+    )
     cors_origins: tuple[str, ...] = ()
     auth: str = "app-key"  # producer: "app-key" (a Lambda authorizer) or "none"
     throttle_rate: int = 100
@@ -125,8 +137,10 @@ def _statements(perms: list[AwsPermission]) -> list[dict[str, Any]]:
     by_resource: dict[str, set[str]] = {}
     for p in perms:
         by_resource.setdefault(p.resource, set()).update(p.actions)
-    return [{"Effect": "Allow", "Action": sorted(actions), "Resource": resource_sub(resource)}
-            for resource, actions in by_resource.items()]
+    return [
+        {"Effect": "Allow", "Action": sorted(actions), "Resource": resource_sub(resource)}
+        for resource, actions in by_resource.items()
+    ]
 
 
 def needs_network(topology: Topology, text: str) -> bool:
@@ -148,22 +162,47 @@ class _Builder:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _role(statements: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _role(
+    statements: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     policy_doc = {"Version": "2012-10-17", "Statement": statements}
-    return {"Type": "AWS::IAM::Role", "Properties": {
-        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
-        "Policies": [{"PolicyName": "squall", "PolicyDocument": policy_doc}, *(extra or [])]}}
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            },
+            "Policies": [{"PolicyName": "squall", "PolicyDocument": policy_doc}, *(extra or [])],
+        },
+    }
 
 
 def _log_statement(log_group: str) -> dict[str, Any]:
-    return {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": {"Fn::GetAtt": [log_group, "Arn"]}}
+    return {
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": {"Fn::GetAtt": [log_group, "Arn"]},
+    }
 
 
-def sam_template(topology: Topology, topology_text: str, *, handler: str, code_uri: str, python: str = "3.11",
-                 arch: str = "x86_64", options: TemplateOptions | None = None,
-                 env: dict[str, str] | None = None) -> dict[str, Any]:
+def sam_template(
+    topology: Topology,
+    topology_text: str,
+    *,
+    handler: str,
+    code_uri: str,
+    python: str = "3.11",
+    arch: str = "x86_64",
+    options: TemplateOptions | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The template as a dict: one function, a Kinesis trigger (consumer) or an HTTP API (producer)."""
     opts = options or TemplateOptions(python=python, arch=arch)
     b = _Builder()
@@ -172,7 +211,10 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
     for var in variables(topology_text):
         name = param_name(var)
         secret = any(word in var for word in SECRET_WORDS)
-        param: dict[str, Any] = {"Type": "String", "Description": f"Value of ${{{var}}} in the topology"}
+        param: dict[str, Any] = {
+            "Type": "String",
+            "Description": f"Value of ${{{var}}} in the topology",
+        }
         if defaults[var] is not None:
             param["Default"] = defaults[var]
         if secret:
@@ -182,17 +224,48 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
     marked = parameterised(topology, topology_text, env)
     statements = _statements(component_permissions(marked))
     statements.insert(0, _log_statement("LogGroup"))
-    b.params["LogRetentionDays"] = {"Type": "Number", "Default": 30, "Description": "Days the function's logs are kept",
-                                    "AllowedValues": [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
-                                                      1827, 3653]}
-    b.params["MemorySize"] = {"Type": "Number", "Default": 1024, "MinValue": 128, "MaxValue": 10240,
-                              "Description": "Function memory in MB (CPU grows with it)"}
-    b.resources["LogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
-        "RetentionInDays": {"Ref": "LogRetentionDays"}}}
+    b.params["LogRetentionDays"] = {
+        "Type": "Number",
+        "Default": 30,
+        "Description": "Days the function's logs are kept",
+        "AllowedValues": [
+            1,
+            3,
+            5,
+            7,
+            14,
+            30,
+            60,
+            90,
+            120,
+            150,
+            180,
+            365,
+            400,
+            545,
+            731,
+            1827,
+            3653,
+        ],
+    }
+    b.params["MemorySize"] = {
+        "Type": "Number",
+        "Default": 1024,
+        "MinValue": 128,
+        "MaxValue": 10240,
+        "Description": "Function memory in MB (CPU grows with it)",
+    }
+    b.resources["LogGroup"] = {
+        "Type": "AWS::Logs::LogGroup",
+        "Properties": {"RetentionInDays": {"Ref": "LogRetentionDays"}},
+    }
     props: dict[str, Any] = {
         "Description": f"squall topology {topology.name} ({handler})",
-        "Runtime": f"python{opts.python}", "Handler": "squall_lambda.handler", "CodeUri": code_uri,
-        "Architectures": [opts.arch], "MemorySize": {"Ref": "MemorySize"},
+        "Runtime": f"python{opts.python}",
+        "Handler": "squall_lambda.handler",
+        "CodeUri": code_uri,
+        "Architectures": [opts.arch],
+        "MemorySize": {"Ref": "MemorySize"},
         "Timeout": 300 if handler == "consumer" else 29,
         "Role": {"Fn::GetAtt": ["FunctionRole", "Arn"]},
         "LoggingConfig": {"LogGroup": {"Ref": "LogGroup"}},
@@ -200,9 +273,15 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
     if fn_env:
         props["Environment"] = {"Variables": fn_env}
     if opts.layer_uri:
-        b.resources["Dependencies"] = {"Type": "AWS::Serverless::LayerVersion", "Properties": {
-            "Description": f"squall and the dependencies of {topology.name}", "ContentUri": opts.layer_uri,
-            "CompatibleRuntimes": [f"python{opts.python}"], "CompatibleArchitectures": [opts.arch]}}
+        b.resources["Dependencies"] = {
+            "Type": "AWS::Serverless::LayerVersion",
+            "Properties": {
+                "Description": f"squall and the dependencies of {topology.name}",
+                "ContentUri": opts.layer_uri,
+                "CompatibleRuntimes": [f"python{opts.python}"],
+                "CompatibleArchitectures": [opts.arch],
+            },
+        }
         props["Layers"] = [{"Ref": "Dependencies"}]
     if needs_network(topology, topology_text):
         _vpc(b, props, statements)
@@ -223,7 +302,9 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
         template["Conditions"] = b.conditions
     template["Resources"] = b.resources
     template["Outputs"] = b.outputs
-    if handler == "consumer":  # alarms and a dashboard following the topology graph (squall.observability)
+    if (
+        handler == "consumer"
+    ):  # alarms and a dashboard following the topology graph (squall.observability)
         from squall.observability.dashboards import cloudwatch_resources
 
         template["Resources"].update(cloudwatch_resources(topology))
@@ -231,98 +312,184 @@ def sam_template(topology: Topology, topology_text: str, *, handler: str, code_u
 
 
 def _vpc(b: _Builder, props: dict[str, Any], statements: list[dict[str, Any]]) -> None:
-    b.params["SubnetIds"] = {"Type": "CommaDelimitedList", "Default": "",
-                             "Description": "Private subnets to reach RDS/ElastiCache (empty: no VPC)"}
-    b.params["SecurityGroupIds"] = {"Type": "CommaDelimitedList", "Default": "",
-                                    "Description": "Security groups of the function in the VPC"}
-    b.conditions["InVpc"] = {"Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]}]}
-    props["VpcConfig"] = {"Fn::If": ["InVpc", {"SubnetIds": {"Ref": "SubnetIds"},
-                                               "SecurityGroupIds": {"Ref": "SecurityGroupIds"}},
-                                     {"Ref": "AWS::NoValue"}]}
-    statements.append({"Fn::If": ["InVpc", {"Effect": "Allow", "Action": list(VPC_ACTIONS), "Resource": "*"},
-                                  {"Ref": "AWS::NoValue"}]})
+    b.params["SubnetIds"] = {
+        "Type": "CommaDelimitedList",
+        "Default": "",
+        "Description": "Private subnets to reach RDS/ElastiCache (empty: no VPC)",
+    }
+    b.params["SecurityGroupIds"] = {
+        "Type": "CommaDelimitedList",
+        "Default": "",
+        "Description": "Security groups of the function in the VPC",
+    }
+    b.conditions["InVpc"] = {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "SubnetIds"}]}, ""]}]
+    }
+    props["VpcConfig"] = {
+        "Fn::If": [
+            "InVpc",
+            {"SubnetIds": {"Ref": "SubnetIds"}, "SecurityGroupIds": {"Ref": "SecurityGroupIds"}},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    statements.append(
+        {
+            "Fn::If": [
+                "InVpc",
+                {"Effect": "Allow", "Action": list(VPC_ACTIONS), "Resource": "*"},
+                {"Ref": "AWS::NoValue"},
+            ]
+        }
+    )
 
 
-def _consumer(b: _Builder, topology: Topology, marked: Topology, props: dict[str, Any],
-              statements: list[dict[str, Any]], opts: TemplateOptions) -> None:
+def _consumer(
+    b: _Builder,
+    topology: Topology,
+    marked: Topology,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
     spout_stream = getattr(marked.spout, "stream", None) if marked.spout.type == "kinesis" else None
     if spout_stream and _MARKER.search(spout_stream):
         stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
     else:
-        b.params["StreamName"] = {"Type": "String", "Description": "Name of the Kinesis stream to consume",
-                                  "AllowedPattern": "[a-zA-Z0-9_.-]+"}
+        b.params["StreamName"] = {
+            "Type": "String",
+            "Description": "Name of the Kinesis stream to consume",
+            "AllowedPattern": "[a-zA-Z0-9_.-]+",
+        }
         default = opts.stream or spout_stream
         if default and not default.startswith("arn:"):
             b.params["StreamName"]["Default"] = default
         stream_arn = {"Fn::Sub": kinesis_stream_arn("${StreamName}")}
     statements.insert(1, {"Effect": "Allow", "Action": list(TRIGGER_READS), "Resource": stream_arn})
     source: dict[str, Any] = {
-        "Stream": stream_arn, "StartingPosition": "TRIM_HORIZON",
+        "Stream": stream_arn,
+        "StartingPosition": "TRIM_HORIZON",
         "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
         "MaximumBatchingWindowInSeconds": 1,
         # squall answers batchItemFailures; Lambda retries from the first failed record.
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "MaximumRetryAttempts": -1, "BisectBatchOnFunctionError": False, "ParallelizationFactor": 1}
+        "MaximumRetryAttempts": -1,
+        "BisectBatchOnFunctionError": False,
+        "ParallelizationFactor": 1,
+    }
     if opts.on_failure:
         kind = opts.on_failure.lower()
         if kind not in ("sqs", "sns"):
             raise SquallError("--on-failure must be sqs or sns")
         b.params["OnFailureDestinationArn"] = {
-            "Type": "String", "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
-                                             "of a batch Lambda gave up on (the records stay in the stream)"}
-        b.params["MaximumRetryAttempts"] = {"Type": "Number", "Default": 10, "MinValue": 0, "MaxValue": 10000,
-                                            "Description": "Retries of a failing batch before it is skipped"}
+            "Type": "String",
+            "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
+            "of a batch Lambda gave up on (the records stay in the stream)",
+        }
+        b.params["MaximumRetryAttempts"] = {
+            "Type": "Number",
+            "Default": 10,
+            "MinValue": 0,
+            "MaxValue": 10000,
+            "Description": "Retries of a failing batch before it is skipped",
+        }
         source["MaximumRetryAttempts"] = {"Ref": "MaximumRetryAttempts"}
-        source["DestinationConfig"] = {"OnFailure": {"Type": kind.upper(),
-                                                     "Destination": {"Ref": "OnFailureDestinationArn"}}}
+        source["DestinationConfig"] = {
+            "OnFailure": {"Type": kind.upper(), "Destination": {"Ref": "OnFailureDestinationArn"}}
+        }
         action = "sqs:SendMessage" if kind == "sqs" else "sns:Publish"
-        statements.append({"Effect": "Allow", "Action": [action], "Resource": {"Ref": "OnFailureDestinationArn"}})
+        statements.append(
+            {"Effect": "Allow", "Action": [action], "Resource": {"Ref": "OnFailureDestinationArn"}}
+        )
     props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
 
 
-def _producer(b: _Builder, topology: Topology, props: dict[str, Any], opts: TemplateOptions, code_uri: str) -> None:
-    b.params["ThrottleRate"] = {"Type": "Number", "Default": opts.throttle_rate, "MinValue": 1,
-                                "Description": "Steady requests per second across the API (then 429)"}
-    b.params["ThrottleBurst"] = {"Type": "Number", "Default": opts.throttle_burst, "MinValue": 1,
-                                 "Description": "Requests allowed in a burst above the rate"}
+def _producer(
+    b: _Builder, topology: Topology, props: dict[str, Any], opts: TemplateOptions, code_uri: str
+) -> None:
+    b.params["ThrottleRate"] = {
+        "Type": "Number",
+        "Default": opts.throttle_rate,
+        "MinValue": 1,
+        "Description": "Steady requests per second across the API (then 429)",
+    }
+    b.params["ThrottleBurst"] = {
+        "Type": "Number",
+        "Default": opts.throttle_burst,
+        "MinValue": 1,
+        "Description": "Requests allowed in a burst above the rate",
+    }
     api: dict[str, Any] = {
         # A literal list: SAM writes the CORS settings into the API's OpenAPI body at transform time,
         # where a list parameter would arrive as one comma-joined string.
-        "CorsConfiguration": {"AllowOrigins": list(opts.cors_origins or ("*",)), "AllowMethods": ["POST"],
-                              "AllowHeaders": CORS_HEADERS, "ExposeHeaders": ["retry-after"], "MaxAge": 600},
-        "DefaultRouteSettings": {"ThrottlingRateLimit": {"Ref": "ThrottleRate"},
-                                 "ThrottlingBurstLimit": {"Ref": "ThrottleBurst"}},
+        "CorsConfiguration": {
+            "AllowOrigins": list(opts.cors_origins or ("*",)),
+            "AllowMethods": ["POST"],
+            "AllowHeaders": CORS_HEADERS,
+            "ExposeHeaders": ["retry-after"],
+            "MaxAge": 600,
+        },
+        "DefaultRouteSettings": {
+            "ThrottlingRateLimit": {"Ref": "ThrottleRate"},
+            "ThrottlingBurstLimit": {"Ref": "ThrottleBurst"},
+        },
     }
     if opts.auth == "app-key":
-        b.params["AppKeys"] = {"Type": "String", "NoEcho": True,
-                               "Description": "Comma-separated app keys the SDK sends in x-api-key"}
-        b.resources["AuthorizerLogGroup"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
-            "RetentionInDays": {"Ref": "LogRetentionDays"}}}
+        b.params["AppKeys"] = {
+            "Type": "String",
+            "NoEcho": True,
+            "Description": "Comma-separated app keys the SDK sends in x-api-key",
+        }
+        b.resources["AuthorizerLogGroup"] = {
+            "Type": "AWS::Logs::LogGroup",
+            "Properties": {"RetentionInDays": {"Ref": "LogRetentionDays"}},
+        }
         b.resources["AuthorizerRole"] = _role([_log_statement("AuthorizerLogGroup")])
         auth_props: dict[str, Any] = {
-            "Description": f"squall app-key authorizer for {topology.name}", "Runtime": props["Runtime"],
-            "Handler": AUTHORIZER_HANDLER, "CodeUri": code_uri, "Architectures": props["Architectures"],
-            "MemorySize": 128, "Timeout": 5, "Role": {"Fn::GetAtt": ["AuthorizerRole", "Arn"]},
+            "Description": f"squall app-key authorizer for {topology.name}",
+            "Runtime": props["Runtime"],
+            "Handler": AUTHORIZER_HANDLER,
+            "CodeUri": code_uri,
+            "Architectures": props["Architectures"],
+            "MemorySize": 128,
+            "Timeout": 5,
+            "Role": {"Fn::GetAtt": ["AuthorizerRole", "Arn"]},
             "LoggingConfig": {"LogGroup": {"Ref": "AuthorizerLogGroup"}},
-            "Environment": {"Variables": {"SQUALL_APP_KEYS": {"Ref": "AppKeys"}}}}
+            "Environment": {"Variables": {"SQUALL_APP_KEYS": {"Ref": "AppKeys"}}},
+        }
         if "Layers" in props:
             auth_props["Layers"] = props["Layers"]
         b.resources["Authorizer"] = {"Type": "AWS::Serverless::Function", "Properties": auth_props}
-        api["Auth"] = {"DefaultAuthorizer": "AppKey", "Authorizers": {"AppKey": {
-            "FunctionArn": {"Fn::GetAtt": ["Authorizer", "Arn"]},
-            "AuthorizerPayloadFormatVersion": "2.0", "EnableSimpleResponses": True,
-            "EnableFunctionDefaultPermissions": True,
-            "Identity": {"Headers": ["x-api-key"], "ReauthorizeEvery": 300}}}}
+        api["Auth"] = {
+            "DefaultAuthorizer": "AppKey",
+            "Authorizers": {
+                "AppKey": {
+                    "FunctionArn": {"Fn::GetAtt": ["Authorizer", "Arn"]},
+                    "AuthorizerPayloadFormatVersion": "2.0",
+                    "EnableSimpleResponses": True,
+                    "EnableFunctionDefaultPermissions": True,
+                    "Identity": {"Headers": ["x-api-key"], "ReauthorizeEvery": 300},
+                }
+            },
+        }
     elif opts.auth != "none":
         raise SquallError("--auth must be app-key or none")
     b.resources["HttpApi"] = {"Type": "AWS::Serverless::HttpApi", "Properties": api}
-    props["Events"] = {"Events": {"Type": "HttpApi", "Properties": {
-        "ApiId": {"Ref": "HttpApi"}, "Path": "/events", "Method": "POST"}}}
-    b.outputs["EventsUrl"] = {"Value": {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
-                                                   "/events"}}
+    props["Events"] = {
+        "Events": {
+            "Type": "HttpApi",
+            "Properties": {"ApiId": {"Ref": "HttpApi"}, "Path": "/events", "Method": "POST"},
+        }
+    }
+    b.outputs["EventsUrl"] = {
+        "Value": {
+            "Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/events"
+        }
+    }
 
 
 def write_template(path: Path, template: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Generated by squall package; deploy with: sam deploy --guided\n"
-                    + yaml.safe_dump(template, sort_keys=False, width=100))
+    path.write_text(
+        "# Generated by squall package; deploy with: sam deploy --guided\n"
+        + yaml.safe_dump(template, sort_keys=False, width=100)
+    )

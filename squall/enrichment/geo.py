@@ -183,8 +183,10 @@ class GeoBolt(Bolt):
             False, description="After the lookup, remove `ip_field` and `xff_field` from the event."
         )
         cache_size: int = Field(
-            20_000, ge=1, description="Addresses, and networks per database, kept in memory (LRU; about "
-            "0.5 kB an entry, so ~20 MB each at the default)."
+            20_000,
+            ge=1,
+            description="Addresses, and networks per database, kept in memory (LRU; about "
+            "0.5 kB an entry, so ~20 MB each at the default).",
         )
 
         @field_validator("ip_field", "xff_field", "target")

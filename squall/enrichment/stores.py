@@ -157,9 +157,7 @@ def _to_fields(state: SubscriptionState) -> list[str]:
 class RedisStateStore:
     """States as Redis hashes named ``<prefix><key>``; with ``ttl``, a cache that forgets."""
 
-    def __init__(
-        self, client: Any, prefix: str = "squall:subscription:", ttl: int | None = None
-    ):
+    def __init__(self, client: Any, prefix: str = "squall:subscription:", ttl: int | None = None):
         self.client = client
         self.prefix = prefix
         self.ttl = ttl or 0
@@ -288,8 +286,9 @@ class SqlStateStore:
                         )
         return found
 
-    def save(self, changed: dict[str, SubscriptionState], connection: Any = None, *,
-             report: bool = False) -> set[str]:
+    def save(
+        self, changed: dict[str, SubscriptionState], connection: Any = None, *, report: bool = False
+    ) -> set[str]:
         """Upsert in one transaction (``connection``'s, when given), never over a newer version.
 
         With ``report``, returns the keys whose row was written (RETURNING costs a little).

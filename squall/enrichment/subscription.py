@@ -105,6 +105,7 @@ class SubscriptionBolt(Bolt):
         @classmethod
         def _table(cls, v: str) -> str:
             return check_identifier(v, "table name")
+
         history: int = Field(
             4,
             ge=0,

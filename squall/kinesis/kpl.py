@@ -80,15 +80,20 @@ def deaggregate(record: Record) -> list[Record]:
                     f"but the explicit hash key table has {len(ehks)} entries"
                 )
             ehk = ehks[ehk_index]
-        out.append(Record(user.data, RecordMeta(
-            stream=meta.stream,
-            shard_id=meta.shard_id,
-            sequence_number=meta.sequence_number,
-            sub_sequence_number=i,
-            partition_key=pks[pk_index],
-            arrival_time=meta.arrival_time,
-            explicit_hash_key=ehk,
-        )))
+        out.append(
+            Record(
+                user.data,
+                RecordMeta(
+                    stream=meta.stream,
+                    shard_id=meta.shard_id,
+                    sequence_number=meta.sequence_number,
+                    sub_sequence_number=i,
+                    partition_key=pks[pk_index],
+                    arrival_time=meta.arrival_time,
+                    explicit_hash_key=ehk,
+                ),
+            )
+        )
     if not out:
         raise DecodeError("corrupt KPL aggregate: it holds no user records")
     return out
@@ -118,7 +123,7 @@ def _parse(data: bytes):
             f"corrupt KPL aggregate: {len(data)} bytes is shorter than the magic and the MD5 digest "
             f"({len(KPL_MAGIC) + DIGEST_SIZE} bytes)"
         )
-    body = data[len(KPL_MAGIC):-DIGEST_SIZE]
+    body = data[len(KPL_MAGIC) : -DIGEST_SIZE]
     if hashlib.md5(body).digest() != data[-DIGEST_SIZE:]:
         raise DecodeError(
             f"corrupt KPL aggregate: MD5 digest mismatch over {len(body)} protobuf bytes "

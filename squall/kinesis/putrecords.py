@@ -44,7 +44,9 @@ SHARD_MAP_TTL = 60.0
 AGGREGATE_MAX_BYTES = 51_200
 
 
-def record_problem(data: bytes, partition_key: str, explicit_hash_key: str | None = None) -> str | None:
+def record_problem(
+    data: bytes, partition_key: str, explicit_hash_key: str | None = None
+) -> str | None:
     """Why Kinesis would refuse this record, or None."""
     if not partition_key:
         return "empty partition key"
@@ -142,7 +144,9 @@ class Aggregator:
         self.shard_map = shard_map
         self._open: dict[str, tuple[Any, list[Any], list[UserRecord]]] = {}
 
-    def add(self, data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any) -> list[Entry]:
+    def add(
+        self, data: bytes, partition_key: str, explicit_hash_key: str | None, item: Any
+    ) -> list[Entry]:
         """Add a user record; returns the entries completed by it (usually none)."""
         shard = self.shard_map.shard_for(partition_key, explicit_hash_key) if self.shard_map else ""
         slot = self._open.get(shard)
@@ -167,7 +171,11 @@ class Aggregator:
 
         Returns the aggregates that fill up on the way (after a merge, two open aggregates may
         become one shard's)."""
-        waiting = [(u, item) for _, items, users in self._open.values() for u, item in zip(users, items, strict=True)]
+        waiting = [
+            (u, item)
+            for _, items, users in self._open.values()
+            for u, item in zip(users, items, strict=True)
+        ]
         self.shard_map = shard_map
         self._open = {}
         out: list[Entry] = []
@@ -250,9 +258,16 @@ class PutOutcome:
 class PutRecordsWriter:
     """Send entries with PutRecords; retry only failed entries, with jittered backoff, bounded."""
 
-    def __init__(self, client: Any, stream: aws.StreamRef, *, max_attempts: int = 5,
-                 backoff: aws.Backoff | None = None, sleep: Callable[[float], None] = time.sleep,
-                 aggregate_max_bytes: int = AGGREGATE_MAX_BYTES):
+    def __init__(
+        self,
+        client: Any,
+        stream: aws.StreamRef,
+        *,
+        max_attempts: int = 5,
+        backoff: aws.Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        aggregate_max_bytes: int = AGGREGATE_MAX_BYTES,
+    ):
         self.client = client
         self.stream = stream
         self.max_attempts = max_attempts
@@ -283,8 +298,13 @@ class PutRecordsWriter:
             if not pending:
                 return outcome
         for entry in pending:
-            outcome.failed.append((entry, f"the shards of '{self.stream.name}' changed {MAX_RESHARD_ROUNDS} "
-                                          "times during one put"))
+            outcome.failed.append(
+                (
+                    entry,
+                    f"the shards of '{self.stream.name}' changed {MAX_RESHARD_ROUNDS} "
+                    "times during one put",
+                )
+            )
         return outcome
 
     def _regroup(self, misplaced: list[tuple[Entry, str]], outcome: PutOutcome) -> list[Entry]:
@@ -301,16 +321,23 @@ class PutRecordsWriter:
         kept = 0
         for entry, landed in misplaced:
             if shard_map.fits(landed, entry.users):
-                kept += 1  # every record belongs where it landed: consumers keep it, nothing to re-send
+                kept += (
+                    1  # every record belongs where it landed: consumers keep it, nothing to re-send
+                )
                 continue
             outcome.resent += len(entry.items)
             for (data, pk, ehk), item in zip(entry.users, entry.items, strict=True):
                 again.extend(agg.add(data, pk, ehk, item))
         again.extend(agg.flush())
-        log.warning("PutRecords to '%s': %d aggregate(s) landed on another shard than the shard map predicted "
-                    "(the stream was resharded): shards listed again; %d kept where they landed, %d user "
-                    "record(s) sent again, re-grouped", self.stream.name, len(misplaced), kept,
-                    sum(len(e.items) for e in again))
+        log.warning(
+            "PutRecords to '%s': %d aggregate(s) landed on another shard than the shard map predicted "
+            "(the stream was resharded): shards listed again; %d kept where they landed, %d user "
+            "record(s) sent again, re-grouped",
+            self.stream.name,
+            len(misplaced),
+            kept,
+            sum(len(e.items) for e in again),
+        )
         return again
 
     def _put_chunk(self, chunk: list[Entry], outcome: PutOutcome) -> list[tuple[Entry, str]]:
@@ -323,17 +350,23 @@ class PutRecordsWriter:
             attempt += 1
             outcome.calls += 1
             try:
-                resp = self.client.put_records(Records=[e.request() for e in pending], **self.stream.params)
+                resp = self.client.put_records(
+                    Records=[e.request() for e in pending], **self.stream.params
+                )
             except Exception as exc:
                 if not aws.is_retryable(exc):
                     raise SinkError(f"PutRecords to '{self.stream.name}' failed: {exc}") from exc
                 if outcome.sent == 0 and not outcome.failed and attempt == 1:
                     raise TransientError(f"PutRecords to '{self.stream.name}': {exc}") from exc
-                failed = [(e, f"{aws.error_code(exc) or type(exc).__name__}: {exc}") for e in pending]
+                failed = [
+                    (e, f"{aws.error_code(exc) or type(exc).__name__}: {exc}") for e in pending
+                ]
             else:
                 answers = resp.get("Records", [])
                 if len(answers) != len(pending):
-                    raise SinkError(f"PutRecords answered {len(answers)} results for {len(pending)} records")
+                    raise SinkError(
+                        f"PutRecords answered {len(answers)} results for {len(pending)} records"
+                    )
                 failed = []
                 for e, a in zip(pending, answers, strict=True):
                     if a.get("ErrorCode"):
@@ -344,14 +377,25 @@ class PutRecordsWriter:
             if not failed:
                 return misplaced
             if attempt >= self.max_attempts:
-                log.warning("PutRecords to '%s': %d record(s) still failing after %d attempts: %s",
-                            self.stream.name, len(failed), attempt, failed[0][1])
+                log.warning(
+                    "PutRecords to '%s': %d record(s) still failing after %d attempts: %s",
+                    self.stream.name,
+                    len(failed),
+                    attempt,
+                    failed[0][1],
+                )
                 outcome.failed.extend(failed)
                 return misplaced
             outcome.retried += len(failed)
             delay = self.backoff.delay(attempt - 1)
-            log.info("PutRecords to '%s': %d of %d record(s) failed (%s); retrying in %.2fs",
-                     self.stream.name, len(failed), len(pending), failed[0][1], delay)
+            log.info(
+                "PutRecords to '%s': %d of %d record(s) failed (%s); retrying in %.2fs",
+                self.stream.name,
+                len(failed),
+                len(pending),
+                failed[0][1],
+                delay,
+            )
             self._sleep(delay)
             pending = [e for e, _ in failed]
 

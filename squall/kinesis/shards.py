@@ -41,7 +41,9 @@ class ShardInfo:
 
     @classmethod
     def from_api(cls, shard: dict[str, Any]) -> ShardInfo:
-        parents = tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
+        parents = tuple(
+            p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p
+        )
         keys = shard.get("HashKeyRange", {})
         return cls(
             shard_id=shard["ShardId"],
@@ -99,7 +101,9 @@ class ShardLineage:
 
     states: dict[str, ShardState] = field(default_factory=dict)
 
-    def update(self, listed: Iterable[ShardInfo], checkpoints: dict[str, Position]) -> list[ShardState]:
+    def update(
+        self, listed: Iterable[ShardInfo], checkpoints: dict[str, Position]
+    ) -> list[ShardState]:
         """Add newly listed shards (with their stored checkpoints); returns the new states."""
         new = []
         for info in listed:
@@ -124,13 +128,18 @@ class ShardLineage:
 
     def read_parent(self, st: ShardState) -> bool:
         """True when a parent of this shard was read by this application (so read the child from its start)."""
-        return any(p in self.states and (self.states[p].started or self.states[p].checkpoint is not None)
-                   for p in st.info.parents)
+        return any(
+            p in self.states and (self.states[p].started or self.states[p].checkpoint is not None)
+            for p in st.info.parents
+        )
 
     def promote(self) -> list[ShardState]:
         """Move waiting shards whose parents are finished to READING; returns them."""
-        ready = [st for st in self.states.values()
-                 if st.status is ShardStatus.WAITING and self.parents_finished(st)]
+        ready = [
+            st
+            for st in self.states.values()
+            if st.status is ShardStatus.WAITING and self.parents_finished(st)
+        ]
         for st in ready:
             st.status = ShardStatus.READING
         return ready

@@ -40,8 +40,13 @@ def _logical(name: str) -> str:
 # -- CloudWatch (squall package --template) -------------------------------------------------------
 
 
-def cloudwatch_resources(topology: Topology, *, function: str = "Function", namespace: str = NAMESPACE,
-                         thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+def cloudwatch_resources(
+    topology: Topology,
+    *,
+    function: str = "Function",
+    namespace: str = NAMESPACE,
+    thresholds: Thresholds = Thresholds(),
+) -> dict[str, Any]:
     """CloudFormation resources: four alarms and a dashboard, for the consumer function ``function``."""
     t, th = topology.name, thresholds
     fn_dim = [{"Name": "FunctionName", "Value": {"Ref": function}}]
@@ -49,87 +54,186 @@ def cloudwatch_resources(topology: Topology, *, function: str = "Function", name
     prefix = _logical(t)
 
     def lambda_alarm(metric: str, stat: str, threshold: float, what: str) -> dict[str, Any]:
-        return {"Type": "AWS::CloudWatch::Alarm", "Properties": {
-            "AlarmDescription": f"squall {t}: {what}", "Namespace": "AWS/Lambda", "MetricName": metric,
-            "Dimensions": fn_dim, "Statistic": stat, "Period": 60, "EvaluationPeriods": 5,
-            "DatapointsToAlarm": 3, "Threshold": threshold, "ComparisonOperator": "GreaterThanThreshold",
-            "TreatMissingData": "notBreaching"}}
+        return {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"squall {t}: {what}",
+                "Namespace": "AWS/Lambda",
+                "MetricName": metric,
+                "Dimensions": fn_dim,
+                "Statistic": stat,
+                "Period": 60,
+                "EvaluationPeriods": 5,
+                "DatapointsToAlarm": 3,
+                "Threshold": threshold,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        }
 
     def squall_metric(mid: str, name: str, visible: bool = False) -> dict[str, Any]:
-        return {"Id": mid, "ReturnData": visible, "MetricStat": {
-            "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": squall_dims},
-            "Period": th.period_s, "Stat": "Sum"}}
+        return {
+            "Id": mid,
+            "ReturnData": visible,
+            "MetricStat": {
+                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": squall_dims},
+                "Period": th.period_s,
+                "Stat": "Sum",
+            },
+        }
 
-    outcomes = [squall_metric(f"m{i}", cloudwatch_name("outcomes", o))
-                for i, o in enumerate(("committed", "dead_lettered", "filtered", "failed"))]
+    outcomes = [
+        squall_metric(f"m{i}", cloudwatch_name("outcomes", o))
+        for i, o in enumerate(("committed", "dead_lettered", "filtered", "failed"))
+    ]
     resources: dict[str, Any] = {
         f"{prefix}IteratorAgeAlarm": lambda_alarm(
-            "IteratorAge", "Maximum", th.lag_ms, f"iterator age over {th.lag_ms} ms: the consumer falls behind"),
-        f"{prefix}ErrorsAlarm": lambda_alarm("Errors", "Sum", 0, "function errors (batches retried whole)"),
+            "IteratorAge",
+            "Maximum",
+            th.lag_ms,
+            f"iterator age over {th.lag_ms} ms: the consumer falls behind",
+        ),
+        f"{prefix}ErrorsAlarm": lambda_alarm(
+            "Errors", "Sum", 0, "function errors (batches retried whole)"
+        ),
         f"{prefix}ThrottlesAlarm": lambda_alarm("Throttles", "Sum", 0, "function throttled"),
-        f"{prefix}DeadLetterRateAlarm": {"Type": "AWS::CloudWatch::Alarm", "Properties": {
-            "AlarmDescription": f"squall {t}: more than {th.dead_letter_ratio:.1%} of records dead-lettered",
-            "Metrics": [*outcomes, {"Id": "ratio", "ReturnData": True, "Label": "dead-letter ratio",
-                                    "Expression": "m1 / (m0 + m1 + m2 + m3)"}],
-            "EvaluationPeriods": 2, "DatapointsToAlarm": 2, "Threshold": th.dead_letter_ratio,
-            "ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching"}},
-        f"{prefix}Dashboard": {"Type": "AWS::CloudWatch::Dashboard", "Properties": {
-            "DashboardName": f"squall-{t}",
-            "DashboardBody": {"Fn::Sub": json.dumps(cloudwatch_dashboard(topology, namespace=namespace,
-                                                                         function="${" + function + "}"))}}},
+        f"{prefix}DeadLetterRateAlarm": {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"squall {t}: more than {th.dead_letter_ratio:.1%} of records dead-lettered",
+                "Metrics": [
+                    *outcomes,
+                    {
+                        "Id": "ratio",
+                        "ReturnData": True,
+                        "Label": "dead-letter ratio",
+                        "Expression": "m1 / (m0 + m1 + m2 + m3)",
+                    },
+                ],
+                "EvaluationPeriods": 2,
+                "DatapointsToAlarm": 2,
+                "Threshold": th.dead_letter_ratio,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        },
+        f"{prefix}Dashboard": {
+            "Type": "AWS::CloudWatch::Dashboard",
+            "Properties": {
+                "DashboardName": f"squall-{t}",
+                "DashboardBody": {
+                    "Fn::Sub": json.dumps(
+                        cloudwatch_dashboard(
+                            topology, namespace=namespace, function="${" + function + "}"
+                        )
+                    )
+                },
+            },
+        },
     }
     return resources
 
 
-def cloudwatch_dashboard(topology: Topology, *, namespace: str = NAMESPACE, function: str = "",
-                         region: str = "${AWS::Region}") -> dict[str, Any]:
+def cloudwatch_dashboard(
+    topology: Topology,
+    *,
+    namespace: str = NAMESPACE,
+    function: str = "",
+    region: str = "${AWS::Region}",
+) -> dict[str, Any]:
     """The dashboard body: an overview row, then one row per component (records; time per batch)."""
     t = topology.name
     widgets: list[dict[str, Any]] = []
 
     def metric(name: str, *dims: str, stat: str = "Sum", label: str | None = None) -> list[Any]:
-        keys = ["Topology", "Component", "service"][: len(dims)] if len(dims) == 3 else ["Topology", "service"]
+        keys = (
+            ["Topology", "Component", "service"][: len(dims)]
+            if len(dims) == 3
+            else ["Topology", "service"]
+        )
         m: list[Any] = [namespace, name]
         for k, v in zip(keys, dims, strict=True):
             m += [k, v]
         return m + [{"stat": stat, **({"label": label} if label else {})}]
 
-    def widget(x: int, y: int, w: int, title: str, metrics: list[list[Any]], *, stat: str = "Sum",
-               unit: str | None = None) -> dict[str, Any]:
-        props: dict[str, Any] = {"title": title, "region": region, "view": "timeSeries", "stacked": False,
-                                 "period": 60, "stat": stat, "metrics": metrics}
+    def widget(
+        x: int,
+        y: int,
+        w: int,
+        title: str,
+        metrics: list[list[Any]],
+        *,
+        stat: str = "Sum",
+        unit: str | None = None,
+    ) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "title": title,
+            "region": region,
+            "view": "timeSeries",
+            "stacked": False,
+            "period": 60,
+            "stat": stat,
+            "metrics": metrics,
+        }
         if unit:
             props["yAxis"] = {"left": {"label": unit, "showUnits": False}}
         return {"type": "metric", "x": x, "y": y, "width": w, "height": 6, "properties": props}
 
-    outcomes = [metric(cloudwatch_name("outcomes", o), t, t, label=o)
-                for o in ("committed", "dead_lettered", "filtered", "failed")]
+    outcomes = [
+        metric(cloudwatch_name("outcomes", o), t, t, label=o)
+        for o in ("committed", "dead_lettered", "filtered", "failed")
+    ]
     lag = [metric(cloudwatch_name("iterator_age"), t, t, stat="Maximum", label="iterator age")]
     if function:
-        lag.append(["AWS/Lambda", "IteratorAge", "FunctionName", function, {"stat": "Maximum", "label": "Lambda"}])
-    batch = [metric(cloudwatch_name("batch_seconds"), t, t, stat=s, label=s) for s in ("Average", "p99")]
-    failures = [metric(cloudwatch_name("batches", "failed"), t, t, label="batches failed"),
-                metric(cloudwatch_name("batches", "records_failed"), t, t, label="records failed")]
+        lag.append(
+            [
+                "AWS/Lambda",
+                "IteratorAge",
+                "FunctionName",
+                function,
+                {"stat": "Maximum", "label": "Lambda"},
+            ]
+        )
+    batch = [
+        metric(cloudwatch_name("batch_seconds"), t, t, stat=s, label=s) for s in ("Average", "p99")
+    ]
+    failures = [
+        metric(cloudwatch_name("batches", "failed"), t, t, label="batches failed"),
+        metric(cloudwatch_name("batches", "records_failed"), t, t, label="records failed"),
+    ]
     if function:
-        failures += [["AWS/Lambda", "Errors", "FunctionName", function, {"stat": "Sum"}],
-                     ["AWS/Lambda", "Throttles", "FunctionName", function, {"stat": "Sum"}]]
-    widgets += [widget(0, 0, 6, f"{t}: records by outcome", outcomes),
-                widget(6, 0, 6, "lag (ms)", lag, stat="Maximum", unit="ms"),
-                widget(12, 0, 6, "batch duration (ms)", batch, stat="Average", unit="ms"),
-                widget(18, 0, 6, "failures", failures)]
+        failures += [
+            ["AWS/Lambda", "Errors", "FunctionName", function, {"stat": "Sum"}],
+            ["AWS/Lambda", "Throttles", "FunctionName", function, {"stat": "Sum"}],
+        ]
+    widgets += [
+        widget(0, 0, 6, f"{t}: records by outcome", outcomes),
+        widget(6, 0, 6, "lag (ms)", lag, stat="Maximum", unit="ms"),
+        widget(12, 0, 6, "batch duration (ms)", batch, stat="Average", unit="ms"),
+        widget(18, 0, 6, "failures", failures),
+    ]
     for row, (cid, kind) in enumerate(components(topology), start=1):
-        records = [metric(cloudwatch_name("records", o), t, cid, t, label=o)
-                   for o in ("in", "out", "dead_lettered", "filtered", "failed")]
-        time_ = [metric(cloudwatch_name("component_seconds"), t, cid, t, stat=s, label=s) for s in ("Average", "p99")]
-        widgets += [widget(0, row * 6, 16, f"{kind} {cid}: records", records),
-                    widget(16, row * 6, 8, f"{cid}: time per batch (ms)", time_, stat="Average", unit="ms")]
+        records = [
+            metric(cloudwatch_name("records", o), t, cid, t, label=o)
+            for o in ("in", "out", "dead_lettered", "filtered", "failed")
+        ]
+        time_ = [
+            metric(cloudwatch_name("component_seconds"), t, cid, t, stat=s, label=s)
+            for s in ("Average", "p99")
+        ]
+        widgets += [
+            widget(0, row * 6, 16, f"{kind} {cid}: records", records),
+            widget(16, row * 6, 8, f"{cid}: time per batch (ms)", time_, stat="Average", unit="ms"),
+        ]
     return {"widgets": widgets}
 
 
 # -- Prometheus and Grafana (squall dashboards) ----------------------------------------------------
 
 
-def prometheus_rules(topology: Topology, *, thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+def prometheus_rules(
+    topology: Topology, *, thresholds: Thresholds = Thresholds()
+) -> dict[str, Any]:
     """A Prometheus rules file (alerting rules for the topology), as a dict to dump as YAML."""
     t, th = topology.name, thresholds
     sel = f'topology="{t}"'
@@ -137,22 +241,58 @@ def prometheus_rules(topology: Topology, *, thresholds: Thresholds = Thresholds(
     dead = f'sum(rate(squall_topology_records_total{{{sel},outcome="dead_lettered"}}[5m]))'
 
     def alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
-        return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity, "topology": t},
-                "annotations": {"summary": summary}}
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": for_,
+            "labels": {"severity": severity, "topology": t},
+            "annotations": {"summary": summary},
+        }
 
-    return {"groups": [{"name": f"squall-{t}", "rules": [
-        alert("SquallLagHigh", f"max(squall_millis_behind_latest{{{sel}}}) > {th.lag_ms}", "5m", "warning",
-              f"{t} is more than {th.lag_ms / 1000:.0f}s behind the tip of a shard"),
-        alert("SquallDeadLetterRateHigh", f"{dead} / {records} > {th.dead_letter_ratio}", "10m", "warning",
-              f"{t} dead-letters more than {th.dead_letter_ratio:.1%} of its records"),
-        alert("SquallBatchesFailing", f'sum(increase(squall_batches_total{{{sel},status="failed"}}[5m])) > 0',
-              "5m", "critical", f"{t}: a dependency is down; batches fail and the checkpoint does not move"),
-        alert("SquallRecordsFailing",
-              f'sum(increase(squall_batches_total{{{sel},status="records_failed"}}[5m])) > 0', "0m", "critical",
-              f"{t}: records failed with no dead letter to take them; the shard is retried from its checkpoint"),
-        alert("SquallStalled", f"{records} == 0 and max(squall_millis_behind_latest{{{sel}}}) > 0", "10m",
-              "critical", f"{t} processes nothing although records are waiting"),
-    ]}]}
+    return {
+        "groups": [
+            {
+                "name": f"squall-{t}",
+                "rules": [
+                    alert(
+                        "SquallLagHigh",
+                        f"max(squall_millis_behind_latest{{{sel}}}) > {th.lag_ms}",
+                        "5m",
+                        "warning",
+                        f"{t} is more than {th.lag_ms / 1000:.0f}s behind the tip of a shard",
+                    ),
+                    alert(
+                        "SquallDeadLetterRateHigh",
+                        f"{dead} / {records} > {th.dead_letter_ratio}",
+                        "10m",
+                        "warning",
+                        f"{t} dead-letters more than {th.dead_letter_ratio:.1%} of its records",
+                    ),
+                    alert(
+                        "SquallBatchesFailing",
+                        f'sum(increase(squall_batches_total{{{sel},status="failed"}}[5m])) > 0',
+                        "5m",
+                        "critical",
+                        f"{t}: a dependency is down; batches fail and the checkpoint does not move",
+                    ),
+                    alert(
+                        "SquallRecordsFailing",
+                        f'sum(increase(squall_batches_total{{{sel},status="records_failed"}}[5m])) > 0',
+                        "0m",
+                        "critical",
+                        f"{t}: records failed with no dead letter to take them; the shard is retried from its checkpoint",
+                    ),
+                    alert(
+                        "SquallStalled",
+                        f"{records} == 0 and max(squall_millis_behind_latest{{{sel}}}) > 0",
+                        "10m",
+                        "critical",
+                        f"{t} processes nothing although records are waiting",
+                    ),
+                ],
+            }
+        ]
+    }
 
 
 def grafana_dashboard(topology: Topology) -> dict[str, Any]:
@@ -163,54 +303,152 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     next_id = iter(range(1, 10_000))
 
-    def panel(title: str, x: int, y: int, w: int, targets: list[tuple[str, str]], unit: str) -> dict[str, Any]:
-        return {"id": next(next_id), "type": "timeseries", "title": title, "datasource": ds,
-                "gridPos": {"h": 8, "w": w, "x": x, "y": y},
-                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-                "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                            "tooltip": {"mode": "multi", "sort": "none"}},
-                "targets": [{"refId": chr(65 + i), "datasource": ds, "expr": expr, "legendFormat": legend}
-                            for i, (expr, legend) in enumerate(targets)]}
+    def panel(
+        title: str, x: int, y: int, w: int, targets: list[tuple[str, str]], unit: str
+    ) -> dict[str, Any]:
+        return {
+            "id": next(next_id),
+            "type": "timeseries",
+            "title": title,
+            "datasource": ds,
+            "gridPos": {"h": 8, "w": w, "x": x, "y": y},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {
+                "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                "tooltip": {"mode": "multi", "sort": "none"},
+            },
+            "targets": [
+                {"refId": chr(65 + i), "datasource": ds, "expr": expr, "legendFormat": legend}
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
 
     def row(title: str, y: int) -> dict[str, Any]:
-        return {"id": next(next_id), "type": "row", "title": title, "collapsed": False,
-                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []}
+        return {
+            "id": next(next_id),
+            "type": "row",
+            "title": title,
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+            "panels": [],
+        }
 
     panels.append(row(f"{t}: overview", 0))
     panels += [
-        panel("records by outcome", 0, 1, 6,
-              [(f"sum by (outcome) (rate(squall_topology_records_total{{{sel}}}[$__rate_interval]))", "{{outcome}}")],
-              "reqps"),
-        panel("lag", 6, 1, 6, [(f"max by (shard) (squall_millis_behind_latest{{{sel}}})", "{{shard}}"),
-                               (f"max(squall_iterator_age_milliseconds{{{sel}}})", "iterator age")], "ms"),
-        panel("batch duration", 12, 1, 6, [
-            (f"histogram_quantile(0.99, sum by (le) (rate(squall_batch_duration_seconds_bucket{{{sel}}}"
-             "[$__rate_interval])))", "p99"),
-            (f"sum(rate(squall_batch_duration_seconds_sum{{{sel}}}[$__rate_interval])) / "
-             f"sum(rate(squall_batch_duration_seconds_count{{{sel}}}[$__rate_interval]))", "mean")], "s"),
-        panel("batches by status", 18, 1, 6,
-              [(f"sum by (status) (rate(squall_batches_total{{{sel}}}[$__rate_interval]))", "{{status}}")],
-              "ops"),
+        panel(
+            "records by outcome",
+            0,
+            1,
+            6,
+            [
+                (
+                    f"sum by (outcome) (rate(squall_topology_records_total{{{sel}}}[$__rate_interval]))",
+                    "{{outcome}}",
+                )
+            ],
+            "reqps",
+        ),
+        panel(
+            "lag",
+            6,
+            1,
+            6,
+            [
+                (f"max by (shard) (squall_millis_behind_latest{{{sel}}})", "{{shard}}"),
+                (f"max(squall_iterator_age_milliseconds{{{sel}}})", "iterator age"),
+            ],
+            "ms",
+        ),
+        panel(
+            "batch duration",
+            12,
+            1,
+            6,
+            [
+                (
+                    f"histogram_quantile(0.99, sum by (le) (rate(squall_batch_duration_seconds_bucket{{{sel}}}"
+                    "[$__rate_interval])))",
+                    "p99",
+                ),
+                (
+                    f"sum(rate(squall_batch_duration_seconds_sum{{{sel}}}[$__rate_interval])) / "
+                    f"sum(rate(squall_batch_duration_seconds_count{{{sel}}}[$__rate_interval]))",
+                    "mean",
+                ),
+            ],
+            "s",
+        ),
+        panel(
+            "batches by status",
+            18,
+            1,
+            6,
+            [
+                (
+                    f"sum by (status) (rate(squall_batches_total{{{sel}}}[$__rate_interval]))",
+                    "{{status}}",
+                )
+            ],
+            "ops",
+        ),
     ]
     y = 9
     for cid, kind in components(topology):
         c = f'{sel},component="{cid}"'
         panels.append(row(f"{kind} {cid}", y))
         panels += [
-            panel(f"{cid}: records", 0, y + 1, 16,
-                  [(f"sum by (outcome) (rate(squall_records_total{{{c}}}[$__rate_interval]))", "{{outcome}}")],
-                  "reqps"),
-            panel(f"{cid}: time per batch", 16, y + 1, 8, [
-                (f"histogram_quantile(0.99, sum by (le) (rate(squall_component_duration_seconds_bucket{{{c}}}"
-                 "[$__rate_interval])))", "p99")], "s"),
+            panel(
+                f"{cid}: records",
+                0,
+                y + 1,
+                16,
+                [
+                    (
+                        f"sum by (outcome) (rate(squall_records_total{{{c}}}[$__rate_interval]))",
+                        "{{outcome}}",
+                    )
+                ],
+                "reqps",
+            ),
+            panel(
+                f"{cid}: time per batch",
+                16,
+                y + 1,
+                8,
+                [
+                    (
+                        f"histogram_quantile(0.99, sum by (le) (rate(squall_component_duration_seconds_bucket{{{c}}}"
+                        "[$__rate_interval])))",
+                        "p99",
+                    )
+                ],
+                "s",
+            ),
         ]
         y += 9
     return {
-        "title": f"squall: {t}", "uid": f"squall-{t}"[:40], "tags": ["squall"], "timezone": "browser",
-        "schemaVersion": 39, "version": 1, "editable": True, "refresh": "30s",
+        "title": f"squall: {t}",
+        "uid": f"squall-{t}"[:40],
+        "tags": ["squall"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "label": "Prometheus", "type": "datasource",
-                                 "query": "prometheus", "current": {}, "hide": 0, "refresh": 1}]},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                }
+            ]
+        },
         "annotations": {"list": []},
         "panels": panels,
     }

@@ -66,15 +66,23 @@ class EmfBackend:
         per_component: dict[str, EphemeralMetrics] = {}
         for s in samples:
             top.add_metric(name=cloudwatch_name("batches", s.status), unit="Count", value=1)
-            top.add_metric(name=cloudwatch_name("batch_seconds"), unit="Milliseconds", value=s.seconds * 1000)
+            top.add_metric(
+                name=cloudwatch_name("batch_seconds"), unit="Milliseconds", value=s.seconds * 1000
+            )
             for outcome, n in s.outcomes.items():
                 top.add_metric(name=cloudwatch_name("outcomes", outcome), unit="Count", value=n)
             if s.iterator_age_ms:
-                top.add_metric(name=cloudwatch_name("iterator_age"), unit="Milliseconds",
-                               value=max(s.iterator_age_ms.values()))
+                top.add_metric(
+                    name=cloudwatch_name("iterator_age"),
+                    unit="Milliseconds",
+                    value=max(s.iterator_age_ms.values()),
+                )
             if s.millis_behind:
-                top.add_metric(name=cloudwatch_name("millis_behind"), unit="Milliseconds",
-                               value=max(s.millis_behind.values()))
+                top.add_metric(
+                    name=cloudwatch_name("millis_behind"),
+                    unit="Milliseconds",
+                    value=max(s.millis_behind.values()),
+                )
             for c in s.components:
                 if not (c.received or c.retries or c.failed):
                     continue
@@ -83,16 +91,28 @@ class EmfBackend:
                     m = per_component[c.id] = self._metrics(Topology=topology, Component=c.id)
                 for outcome, n in c.outcome_counts():
                     m.add_metric(name=cloudwatch_name("records", outcome), unit="Count", value=n)
-                m.add_metric(name=cloudwatch_name("component_seconds"), unit="Milliseconds", value=c.seconds * 1000)
+                m.add_metric(
+                    name=cloudwatch_name("component_seconds"),
+                    unit="Milliseconds",
+                    value=c.seconds * 1000,
+                )
                 if c.retries:
                     m.add_metric(name=cloudwatch_name("retries"), unit="Count", value=c.retries)
                 if c.written is not None:
-                    m.add_metric(name=cloudwatch_name("sink_rows", "written"), unit="Count", value=c.written)
+                    m.add_metric(
+                        name=cloudwatch_name("sink_rows", "written"), unit="Count", value=c.written
+                    )
                 if c.present is not None:
-                    m.add_metric(name=cloudwatch_name("sink_rows", "present"), unit="Count", value=c.present)
+                    m.add_metric(
+                        name=cloudwatch_name("sink_rows", "present"), unit="Count", value=c.present
+                    )
                 if c.cache_hits or c.cache_misses:
-                    m.add_metric(name=cloudwatch_name("cache", "hit"), unit="Count", value=c.cache_hits)
-                    m.add_metric(name=cloudwatch_name("cache", "miss"), unit="Count", value=c.cache_misses)
+                    m.add_metric(
+                        name=cloudwatch_name("cache", "hit"), unit="Count", value=c.cache_hits
+                    )
+                    m.add_metric(
+                        name=cloudwatch_name("cache", "miss"), unit="Count", value=c.cache_misses
+                    )
         top.add_metric(name=cloudwatch_name("rss"), unit="Bytes", value=samples[-1].rss_bytes)
         top.flush_metrics()
         for m in per_component.values():

@@ -25,10 +25,14 @@ from typing import Any
 import orjson
 
 FORMAT_ENV = "SQUALL_LOG_FORMAT"
-_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("squall_log_context", default=None)
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "squall_log_context", default=None
+)
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(@)")
-_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)(\s*[=:]\s*)([^\s&;,'\"()\[\]{}]+)")
+_KEY_VALUE = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)(\s*[=:]\s*)([^\s&;,'\"()\[\]{}]+)"
+)
 
 
 def redact(text: str) -> str:
@@ -67,7 +71,9 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         ctx = _context.get()
         if ctx:
-            line += " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
+            line += (
+                " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
+            )
         return redact(line) + self.terminator
 
 
@@ -78,8 +84,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         ctx = _context.get()
         if ctx:
             out.update(ctx)
@@ -92,7 +102,6 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return redact(orjson.dumps(out, default=str).decode()) + self.terminator
-
 
 
 def log_format(explicit: str | None = None) -> str:
@@ -109,7 +118,9 @@ def configure(fmt: str | None = None, *, level: int = logging.WARNING, stream: A
     root = logging.getLogger()
     root.setLevel(level)
     for h in root.handlers:
-        if getattr(h, "_squall", False):  # configured before (a second CLI call in one process): reformat it
+        if getattr(
+            h, "_squall", False
+        ):  # configured before (a second CLI call in one process): reformat it
             if stream is not None:
                 h.setStream(stream)  # type: ignore[attr-defined]
             h.setFormatter(formatter)
@@ -128,6 +139,8 @@ def install_formatter(fmt: str | None = None) -> None:
         return
     for h in root.handlers:
         formatter = JsonFormatter() if log_format(fmt) == "json" else TextFormatter()
-        if not hasattr(h, "terminator"):  # Lambda's runtime client writes the line as is: end it here
+        if not hasattr(
+            h, "terminator"
+        ):  # Lambda's runtime client writes the line as is: end it here
             formatter.terminator = "\n"
         h.setFormatter(formatter)

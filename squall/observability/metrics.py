@@ -28,8 +28,13 @@ from squall.observability.logs import log_context
 log = logging.getLogger("squall.metrics")
 
 #: Per-component counter fields of ``ComponentStats`` and the ``outcome`` label each becomes.
-COMPONENT_OUTCOMES = (("received", "in"), ("emitted", "out"), ("dead_lettered", "dead_lettered"),
-                      ("dropped", "filtered"), ("failed", "failed"))
+COMPONENT_OUTCOMES = (
+    ("received", "in"),
+    ("emitted", "out"),
+    ("dead_lettered", "dead_lettered"),
+    ("dropped", "filtered"),
+    ("failed", "failed"),
+)
 #: Outcomes of a user record at topology level (``squall.topology.executor.Outcome`` values).
 RECORD_OUTCOMES = ("committed", "dead_lettered", "filtered", "failed")
 
@@ -48,34 +53,116 @@ class MetricSpec:
 
 
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("records", "squall_records_total", "Records", "Count", "counter",
-               ("topology", "component", "outcome"),
-               "Records per component: in, out (emitted or written), dead_lettered, filtered, failed."),
-    MetricSpec("outcomes", "squall_topology_records_total", "Records", "Count", "counter", ("topology", "outcome"),
-               "User records (after KPL de-aggregation) by final outcome: committed, dead_lettered, filtered, "
-               "failed."),
-    MetricSpec("retries", "squall_retries_total", "Retries", "Count", "counter", ("topology", "component"),
-               "Retries of a component call after a transient (dependency) error."),
-    MetricSpec("batches", "squall_batches_total", "Batches", "Count", "counter", ("topology", "status"),
-               "Batches by status: ok, records_failed (some records failed with no dead letter), "
-               "failed (a dependency stayed down; nothing checkpointed)."),
-    MetricSpec("checkpoints", "squall_checkpoints_total", "Checkpoints", "Count", "counter", ("topology",),
-               "Batches after which a checkpoint moved."),
-    MetricSpec("batch_seconds", "squall_batch_duration_seconds", "BatchDuration", "Milliseconds", "histogram",
-               ("topology",), "Wall time of one batch through the engine, commit included."),
-    MetricSpec("component_seconds", "squall_component_duration_seconds", "ComponentDuration", "Milliseconds",
-               "histogram", ("topology", "component"), "Time one component spent on one batch."),
-    MetricSpec("sink_rows", "squall_sink_rows_total", "SinkRows", "Count", "counter",
-               ("topology", "component", "result"),
-               "Rows a sink wrote vs found already present (a replay adds 0 written); needs the sink to count."),
-    MetricSpec("millis_behind", "squall_millis_behind_latest", "MillisBehindLatest", "Milliseconds", "gauge",
-               ("topology", "shard"), "How far the last read is behind the tip of the shard (GetRecords, KCL)."),
-    MetricSpec("iterator_age", "squall_iterator_age_milliseconds", "IteratorAge", "Milliseconds", "gauge",
-               ("topology", "shard"), "Now minus the arrival time of the batch's last record."),
-    MetricSpec("cache", "squall_cache_lookups_total", "CacheLookups", "Count", "counter",
-               ("topology", "component", "result"), "Enrichment cache lookups: hit or miss."),
-    MetricSpec("rss", "squall_process_resident_memory_bytes", "MaxRss", "Bytes", "gauge", ("topology",),
-               "Resident memory of the process (peak, where only the peak is known)."),
+    MetricSpec(
+        "records",
+        "squall_records_total",
+        "Records",
+        "Count",
+        "counter",
+        ("topology", "component", "outcome"),
+        "Records per component: in, out (emitted or written), dead_lettered, filtered, failed.",
+    ),
+    MetricSpec(
+        "outcomes",
+        "squall_topology_records_total",
+        "Records",
+        "Count",
+        "counter",
+        ("topology", "outcome"),
+        "User records (after KPL de-aggregation) by final outcome: committed, dead_lettered, filtered, "
+        "failed.",
+    ),
+    MetricSpec(
+        "retries",
+        "squall_retries_total",
+        "Retries",
+        "Count",
+        "counter",
+        ("topology", "component"),
+        "Retries of a component call after a transient (dependency) error.",
+    ),
+    MetricSpec(
+        "batches",
+        "squall_batches_total",
+        "Batches",
+        "Count",
+        "counter",
+        ("topology", "status"),
+        "Batches by status: ok, records_failed (some records failed with no dead letter), "
+        "failed (a dependency stayed down; nothing checkpointed).",
+    ),
+    MetricSpec(
+        "checkpoints",
+        "squall_checkpoints_total",
+        "Checkpoints",
+        "Count",
+        "counter",
+        ("topology",),
+        "Batches after which a checkpoint moved.",
+    ),
+    MetricSpec(
+        "batch_seconds",
+        "squall_batch_duration_seconds",
+        "BatchDuration",
+        "Milliseconds",
+        "histogram",
+        ("topology",),
+        "Wall time of one batch through the engine, commit included.",
+    ),
+    MetricSpec(
+        "component_seconds",
+        "squall_component_duration_seconds",
+        "ComponentDuration",
+        "Milliseconds",
+        "histogram",
+        ("topology", "component"),
+        "Time one component spent on one batch.",
+    ),
+    MetricSpec(
+        "sink_rows",
+        "squall_sink_rows_total",
+        "SinkRows",
+        "Count",
+        "counter",
+        ("topology", "component", "result"),
+        "Rows a sink wrote vs found already present (a replay adds 0 written); needs the sink to count.",
+    ),
+    MetricSpec(
+        "millis_behind",
+        "squall_millis_behind_latest",
+        "MillisBehindLatest",
+        "Milliseconds",
+        "gauge",
+        ("topology", "shard"),
+        "How far the last read is behind the tip of the shard (GetRecords, KCL).",
+    ),
+    MetricSpec(
+        "iterator_age",
+        "squall_iterator_age_milliseconds",
+        "IteratorAge",
+        "Milliseconds",
+        "gauge",
+        ("topology", "shard"),
+        "Now minus the arrival time of the batch's last record.",
+    ),
+    MetricSpec(
+        "cache",
+        "squall_cache_lookups_total",
+        "CacheLookups",
+        "Count",
+        "counter",
+        ("topology", "component", "result"),
+        "Enrichment cache lookups: hit or miss.",
+    ),
+    MetricSpec(
+        "rss",
+        "squall_process_resident_memory_bytes",
+        "MaxRss",
+        "Bytes",
+        "gauge",
+        ("topology",),
+        "Resident memory of the process (peak, where only the peak is known).",
+    ),
 )
 SPECS = {m.key: m for m in METRICS}
 
@@ -121,14 +208,21 @@ class BatchSample:
     last_sequence: str | None = None
     millis_behind: dict[str, int] = field(default_factory=dict)
     iterator_age_ms: dict[str, float] = field(default_factory=dict)
-    first_failed: dict[str, str] | None = None  # sequence, shard, component, reason of the first failed record
+    first_failed: dict[str, str] | None = (
+        None  # sequence, shard, component, reason of the first failed record
+    )
     error: str | None = None  # the BatchFailed message
     rss_bytes: int = 0
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the one structured log line per batch/invocation."""
-        out: dict[str, Any] = {"batch_id": self.batch_id, "records": self.records, "status": self.status,
-                               "duration_ms": round(self.seconds * 1000, 1), **self.outcomes}
+        out: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "records": self.records,
+            "status": self.status,
+            "duration_ms": round(self.seconds * 1000, 1),
+            **self.outcomes,
+        }
         if self.first_sequence is not None:
             out["sequence_first"], out["sequence_last"] = self.first_sequence, self.last_sequence
         if self.millis_behind:
@@ -156,8 +250,10 @@ def rss_bytes() -> int:
 
 
 def _counts_lookups(obj: Any) -> bool:
-    return isinstance(obj, LRUCache) or (isinstance(getattr(obj, "hits", None), int)
-                                         and isinstance(getattr(obj, "misses", None), int))
+    return isinstance(obj, LRUCache) or (
+        isinstance(getattr(obj, "hits", None), int)
+        and isinstance(getattr(obj, "misses", None), int)
+    )
 
 
 def _caches(component: Any) -> list[Any]:
@@ -183,8 +279,13 @@ class BatchWatch:
 class Recorder:
     """Turns the engine's cumulative counters into per-batch samples for the backends."""
 
-    def __init__(self, topology: str, backends: Sequence[Backend] = (), *,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        topology: str,
+        backends: Sequence[Backend] = (),
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
         self.topology = topology
         self.backends = list(backends)
         self.clock = clock
@@ -196,14 +297,24 @@ class Recorder:
         self._broken: set[int] = set()
 
     @contextmanager
-    def batch(self, engine: Any, records: Sequence[Any], *, shard: str | None = None,
-              lag: Callable[[], dict[str, int] | None] | None = None) -> Iterator[BatchWatch]:
+    def batch(
+        self,
+        engine: Any,
+        records: Sequence[Any],
+        *,
+        shard: str | None = None,
+        lag: Callable[[], dict[str, int] | None] | None = None,
+    ) -> Iterator[BatchWatch]:
         """Time the block, give its log lines the batch context, observe the batch when it ends.
 
         Set ``watch.result`` inside the block; an exception leaving it is observed as a failed batch.
         """
         watch = BatchWatch()
-        fields: dict[str, Any] = {"topology": self.topology, "batch_id": self.batches + 1, "shard": shard}
+        fields: dict[str, Any] = {
+            "topology": self.topology,
+            "batch_id": self.batches + 1,
+            "shard": shard,
+        }
         if records:
             fields["sequence_first"] = records[0].meta.sequence_number
             fields["sequence_last"] = records[-1].meta.sequence_number
@@ -212,19 +323,48 @@ class Recorder:
             try:
                 yield watch
             except Exception as exc:
-                self.observe(engine, records, None, time.perf_counter() - started, shard=shard,
-                             millis_behind=lag() if lag else None, error=exc)
+                self.observe(
+                    engine,
+                    records,
+                    None,
+                    time.perf_counter() - started,
+                    shard=shard,
+                    millis_behind=lag() if lag else None,
+                    error=exc,
+                )
                 raise
-            self.observe(engine, records, watch.result, time.perf_counter() - started, shard=shard,
-                         millis_behind=lag() if lag else None)
+            self.observe(
+                engine,
+                records,
+                watch.result,
+                time.perf_counter() - started,
+                shard=shard,
+                millis_behind=lag() if lag else None,
+            )
 
-    def observe(self, engine: Any, records: Sequence[Any], result: Any | None, seconds: float, *,
-                shard: str | None = None, millis_behind: dict[str, int] | None = None,
-                error: BaseException | None = None) -> BatchSample:
+    def observe(
+        self,
+        engine: Any,
+        records: Sequence[Any],
+        result: Any | None,
+        seconds: float,
+        *,
+        shard: str | None = None,
+        millis_behind: dict[str, int] | None = None,
+        error: BaseException | None = None,
+    ) -> BatchSample:
         """Record one batch: ``result`` is the ``BatchResult``, or None with ``error`` when it raised."""
         self.batches += 1
-        sample = BatchSample(self.topology, self.batches, len(records), seconds, "ok", shard=shard,
-                             millis_behind=dict(millis_behind or {}), rss_bytes=rss_bytes())
+        sample = BatchSample(
+            self.topology,
+            self.batches,
+            len(records),
+            seconds,
+            "ok",
+            shard=shard,
+            millis_behind=dict(millis_behind or {}),
+            rss_bytes=rss_bytes(),
+        )
         if records:
             sample.first_sequence = records[0].meta.sequence_number
             sample.last_sequence = records[-1].meta.sequence_number
@@ -238,8 +378,12 @@ class Recorder:
             if not result.ok:
                 sample.status = "records_failed"
                 first = result.failed[0]
-                sample.first_failed = {"sequence": first.position.sequence_number, "shard": first.shard_id,
-                                       "component": first.component, "reason": first.reason}
+                sample.first_failed = {
+                    "sequence": first.position.sequence_number,
+                    "shard": first.shard_id,
+                    "component": first.component,
+                    "reason": first.reason,
+                }
         sample.components = self._deltas(engine)
         self.last = sample
         with log_context(topology=self.topology, batch_id=sample.batch_id):
@@ -249,7 +393,10 @@ class Recorder:
                 except Exception:  # metrics never fail a batch (nor hide its outcome)
                     if id(backend) not in self._broken:
                         self._broken.add(id(backend))
-                        log.exception("metrics backend %s failed; the batch is unaffected", type(backend).__name__)
+                        log.exception(
+                            "metrics backend %s failed; the batch is unaffected",
+                            type(backend).__name__,
+                        )
         return sample
 
     def _iterator_age(self, records: Sequence[Any]) -> dict[str, float]:
@@ -263,7 +410,9 @@ class Recorder:
     def _deltas(self, engine: Any) -> list[ComponentDelta]:
         stats = [engine.spout_stats, *engine.stats]
         if self._caches is None:
-            self._components = dict(zip((s.id for s in engine.stats), engine.components, strict=True))
+            self._components = dict(
+                zip((s.id for s in engine.stats), engine.components, strict=True)
+            )
             self._caches = {sid: _caches(c) for sid, c in self._components.items()}
         out = []
         for s in stats:
@@ -272,13 +421,37 @@ class Recorder:
             # Rows a sink added vs found stored: the sink counts them (warehouse), else the engine's stats might.
             written = getattr(comp, "rows_written", getattr(s, "written", None))
             present = getattr(comp, "rows_present", getattr(s, "present", None))
-            now = (s.received, s.emitted, s.dead_lettered, s.dropped, s.failed, s.retries, s.seconds,
-                   written, present, sum(c.hits for c in caches), sum(c.misses for c in caches))
+            now = (
+                s.received,
+                s.emitted,
+                s.dead_lettered,
+                s.dropped,
+                s.failed,
+                s.retries,
+                s.seconds,
+                written,
+                present,
+                sum(c.hits for c in caches),
+                sum(c.misses for c in caches),
+            )
             before = self._last.get(s.id)
             self._last[s.id] = now
             if before is None:
-                before = (0, 0, 0, 0, 0, 0, 0.0, 0 if now[7] is not None else None,
-                          0 if now[8] is not None else None, 0, 0)
-            d = [None if a is None or b is None else a - b for a, b in zip(now, before, strict=True)]
+                before = (
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0.0,
+                    0 if now[7] is not None else None,
+                    0 if now[8] is not None else None,
+                    0,
+                    0,
+                )
+            d = [
+                None if a is None or b is None else a - b for a, b in zip(now, before, strict=True)
+            ]
             out.append(ComponentDelta(s.id, s.kind, s.type, *d))  # type: ignore[arg-type]
         return out

@@ -34,17 +34,30 @@ class OtelBackend:
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None):
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("squall")
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("squall")
-        self.records = meter.create_counter(otel_name("records"), unit="{record}", description=SPECS["records"].help)
-        self.outcomes = meter.create_counter(otel_name("outcomes"), unit="{record}",
-                                             description=SPECS["outcomes"].help)
-        self.batches = meter.create_counter(otel_name("batches"), unit="{batch}", description=SPECS["batches"].help)
-        self.retries = meter.create_counter(otel_name("retries"), unit="{retry}", description=SPECS["retries"].help)
-        self.batch_seconds = meter.create_histogram(otel_name("batch_seconds"), unit="s",
-                                                    description=SPECS["batch_seconds"].help)
-        self.component_seconds = meter.create_histogram(otel_name("component_seconds"), unit="s",
-                                                        description=SPECS["component_seconds"].help)
-        self.lag = meter.create_gauge(otel_name("millis_behind"), unit="ms", description=SPECS["millis_behind"].help)
-        self.age = meter.create_gauge(otel_name("iterator_age"), unit="ms", description=SPECS["iterator_age"].help)
+        self.records = meter.create_counter(
+            otel_name("records"), unit="{record}", description=SPECS["records"].help
+        )
+        self.outcomes = meter.create_counter(
+            otel_name("outcomes"), unit="{record}", description=SPECS["outcomes"].help
+        )
+        self.batches = meter.create_counter(
+            otel_name("batches"), unit="{batch}", description=SPECS["batches"].help
+        )
+        self.retries = meter.create_counter(
+            otel_name("retries"), unit="{retry}", description=SPECS["retries"].help
+        )
+        self.batch_seconds = meter.create_histogram(
+            otel_name("batch_seconds"), unit="s", description=SPECS["batch_seconds"].help
+        )
+        self.component_seconds = meter.create_histogram(
+            otel_name("component_seconds"), unit="s", description=SPECS["component_seconds"].help
+        )
+        self.lag = meter.create_gauge(
+            otel_name("millis_behind"), unit="ms", description=SPECS["millis_behind"].help
+        )
+        self.age = meter.create_gauge(
+            otel_name("iterator_age"), unit="ms", description=SPECS["iterator_age"].help
+        )
 
     def record(self, s: BatchSample) -> None:
         t = {"topology": s.topology}
@@ -70,12 +83,19 @@ class OtelBackend:
     def _spans(self, s: BatchSample) -> None:
         end = time.time_ns()
         start = end - int(s.seconds * 1e9)
-        attrs: dict[str, Any] = {"squall.topology": s.topology, "squall.batch_id": s.batch_id,
-                                 "squall.records": s.records, "squall.status": s.status}
+        attrs: dict[str, Any] = {
+            "squall.topology": s.topology,
+            "squall.batch_id": s.batch_id,
+            "squall.records": s.records,
+            "squall.status": s.status,
+        }
         if s.shard:
             attrs["squall.shard"] = s.shard
         if s.first_sequence is not None:
-            attrs["squall.sequence_first"], attrs["squall.sequence_last"] = s.first_sequence, s.last_sequence
+            attrs["squall.sequence_first"], attrs["squall.sequence_last"] = (
+                s.first_sequence,
+                s.last_sequence,
+            )
         batch = self.tracer.start_span("squall.batch", start_time=start, attributes=attrs)
         ctx = trace.set_span_in_context(batch)
         at = start
@@ -83,9 +103,18 @@ class OtelBackend:
             if not c.received:
                 continue
             dur = int(c.seconds * 1e9)
-            child = self.tracer.start_span(f"squall.{c.kind} {c.id}", context=ctx, start_time=at, attributes={
-                "squall.component": c.id, "squall.component_type": c.type, "squall.records_in": c.received,
-                "squall.records_out": c.emitted, "squall.dead_lettered": c.dead_lettered})
+            child = self.tracer.start_span(
+                f"squall.{c.kind} {c.id}",
+                context=ctx,
+                start_time=at,
+                attributes={
+                    "squall.component": c.id,
+                    "squall.component_type": c.type,
+                    "squall.records_in": c.received,
+                    "squall.records_out": c.emitted,
+                    "squall.dead_lettered": c.dead_lettered,
+                },
+            )
             at = min(at + dur, end)
             child.end(end_time=at)
         if s.status != "ok":

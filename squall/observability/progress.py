@@ -34,7 +34,9 @@ class Totals:
     def record(self, s: BatchSample) -> None:
         self.batches += 1
         self.last_batch_end = self.clock()
-        if self.batches == 1:  # the rate counts from the first batch: start-up (opening resources) is not in it
+        if (
+            self.batches == 1
+        ):  # the rate counts from the first batch: start-up (opening resources) is not in it
             self.started = self.last_batch_end - s.seconds
         self.busy_seconds += s.seconds
         if s.status == "failed":
@@ -85,8 +87,12 @@ def format_lag(ms: float | None) -> str:
 
 
 def summary_fields(t: Totals) -> dict[str, Any]:
-    out: dict[str, Any] = {"batches": t.batches, "records": t.records, **t.outcomes,
-                           "rate_per_s": round(t.rate, 1)}
+    out: dict[str, Any] = {
+        "batches": t.batches,
+        "records": t.records,
+        **t.outcomes,
+        "rate_per_s": round(t.rate, 1),
+    }
     if t.lag_ms is not None:
         out["lag_ms"] = round(t.lag_ms)
     if t.failed_batches:
@@ -97,8 +103,14 @@ def summary_fields(t: Totals) -> dict[str, Any]:
 class PeriodicLog:
     """One INFO line on ``squall.progress`` every ``every`` seconds (checked when a batch ends)."""
 
-    def __init__(self, totals: Totals, every: float = 10.0, *, clock: Callable[[], float] = time.monotonic,
-                 logger: logging.Logger = progress_log):
+    def __init__(
+        self,
+        totals: Totals,
+        every: float = 10.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger = progress_log,
+    ):
         self.totals, self.every, self.clock, self.logger = totals, every, clock, logger
         self._next = clock() + every
 

@@ -141,7 +141,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve_multiprocess(directory: Path, port: int, *, parent: int | None = None, addr: str = "0.0.0.0") -> None:
+def serve_multiprocess(
+    directory: Path, port: int, *, parent: int | None = None, addr: str = "0.0.0.0"
+) -> None:
     """Serve the sum of all processes' metrics in ``directory``; return when ``parent`` exits."""
     registry = CollectorRegistry()
     _LiveOnly(registry, path=str(directory))
@@ -170,14 +172,30 @@ def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
     addr, port = parse_metrics_port(metrics_port)
     prepare_multiprocess_dir(directory)
     os.environ[MULTIPROC_ENV] = str(directory.resolve())
-    subprocess.Popen([sys.executable, "-m", "squall.observability.prometheus", "--dir", str(directory.resolve()),
-                      "--port", str(port), "--addr", addr, "--parent", str(os.getpid())],
-                     stdin=subprocess.DEVNULL, start_new_session=False)
+    subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "squall.observability.prometheus",
+            "--dir",
+            str(directory.resolve()),
+            "--port",
+            str(port),
+            "--addr",
+            addr,
+            "--parent",
+            str(os.getpid()),
+        ],
+        stdin=subprocess.DEVNULL,
+        start_new_session=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m squall.observability.prometheus --dir D --port P [--parent PID]``."""
-    p = argparse.ArgumentParser(description="Serve the metrics of all squall processes of this host")
+    p = argparse.ArgumentParser(
+        description="Serve the metrics of all squall processes of this host"
+    )
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--port", required=True, type=int)
     p.add_argument("--addr", default="0.0.0.0")

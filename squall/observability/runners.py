@@ -36,7 +36,9 @@ def _otel(recorder: Recorder) -> None:
         recorder.backends.append(OtelBackend())
 
 
-def local_recorder(topology: str, *, metrics_port: str | None = None, log_every: float | None = None) -> Recorder:
+def local_recorder(
+    topology: str, *, metrics_port: str | None = None, log_every: float | None = None
+) -> Recorder:
     """Totals first (the console reads them); Prometheus served from this process when asked."""
     totals = Totals()
     recorder = Recorder(topology, [totals])
@@ -57,7 +59,9 @@ def local_recorder(topology: str, *, metrics_port: str | None = None, log_every:
 
 def kcl_recorder(topology: str) -> Recorder:
     totals = Totals()
-    recorder = Recorder(topology, [totals, PeriodicLog(totals, float(os.environ.get(PROGRESS_ENV) or 60))])
+    recorder = Recorder(
+        topology, [totals, PeriodicLog(totals, float(os.environ.get(PROGRESS_ENV) or 60))]
+    )
     from squall.observability.prometheus import MULTIPROC_ENV, PrometheusBackend
 
     if os.environ.get(MULTIPROC_ENV):

@@ -81,7 +81,9 @@ class Sink(Component):
         """Build what will be written, rejecting events that cannot be (no I/O here)."""
         return Prepared(events)
 
-    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:  # pragma: no cover
+    def write_batch(
+        self, prepared: Prepared, ctx: WriteContext
+    ) -> WriteResult | None:  # pragma: no cover
         """Write one batch. Raise ``TransientError`` to have the engine retry the whole call."""
         raise NotImplementedError
 

@@ -68,12 +68,16 @@ class SendOutcome:
     retried: int = 0
 
 
-def chunks(items: Sequence[Item], max_items: int, max_bytes: int | None = None) -> Iterator[list[Item]]:
+def chunks(
+    items: Sequence[Item], max_items: int, max_bytes: int | None = None
+) -> Iterator[list[Item]]:
     """Consecutive runs of at most ``max_items`` items and ``max_bytes`` bytes (an item over it goes alone)."""
     chunk: list[Item] = []
     size = 0
     for item in items:
-        if chunk and (len(chunk) >= max_items or (max_bytes is not None and size + item.size > max_bytes)):
+        if chunk and (
+            len(chunk) >= max_items or (max_bytes is not None and size + item.size > max_bytes)
+        ):
             yield chunk
             chunk, size = [], 0
         chunk.append(item)
@@ -82,8 +86,15 @@ def chunks(items: Sequence[Item], max_items: int, max_bytes: int | None = None) 
         yield chunk
 
 
-def send_all(name: str, groups: Iterator[list[Item]], send: Callable[[list[Item]], list[Answer]], *,
-             max_attempts: int, backoff: aws.Backoff, sleep: Callable[[float], None] = time.sleep) -> SendOutcome:
+def send_all(
+    name: str,
+    groups: Iterator[list[Item]],
+    send: Callable[[list[Item]], list[Answer]],
+    *,
+    max_attempts: int,
+    backoff: aws.Backoff,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendOutcome:
     """Send each group; retry items answered ``Retry`` (bounded). ``send`` raises ``TransientError``
     for a whole-call failure: items already written stay ``done``, so the engine's retry skips them."""
     outcome = SendOutcome()
@@ -109,14 +120,25 @@ def send_all(name: str, groups: Iterator[list[Item]], send: Callable[[list[Item]
             if not retry:
                 break
             if attempt >= max_attempts:
-                log.warning("%s: %d item(s) still failing after %d attempts: %s", name, len(retry), attempt,
-                            retry[0][1].reason)
+                log.warning(
+                    "%s: %d item(s) still failing after %d attempts: %s",
+                    name,
+                    len(retry),
+                    attempt,
+                    retry[0][1].reason,
+                )
                 outcome.failed.extend((item, a.reason) for item, a in retry)
                 break
             outcome.retried += len(retry)
             delay = max(backoff.delay(attempt - 1), max((a.retry_after or 0.0) for _, a in retry))
-            log.info("%s: %d of %d item(s) not taken (%s); retrying in %.2fs", name, len(retry), len(pending),
-                     retry[0][1].reason, delay)
+            log.info(
+                "%s: %d of %d item(s) not taken (%s); retrying in %.2fs",
+                name,
+                len(retry),
+                len(pending),
+                retry[0][1].reason,
+                delay,
+            )
             sleep(delay)
             pending = [item for item, _ in retry]
     return outcome
@@ -165,7 +187,9 @@ def aws_call(name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         raise SinkError(f"{name} failed: {code or type(exc).__name__}: {exc}") from exc
 
 
-def retry_after_seconds(value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> float | None:
+def retry_after_seconds(
+    value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> float | None:
     """``Retry-After`` as seconds: a number of seconds or an HTTP date (RFC 9110 10.2.3)."""
     if not value:
         return None

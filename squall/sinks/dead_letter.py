@@ -23,7 +23,9 @@ from squall.sinks.base import Prepared, Sink, WriteContext
 class DeadLetterConfig(ComponentConfig):
     path: str = Field(description="JSON-lines file to append to (relative to the topology file).")
     fsync: bool = Field(True, description="fsync after each batch, before the checkpoint moves.")
-    include_payload: bool = Field(False, description="Also write the decoded payload as it was when it failed.")
+    include_payload: bool = Field(
+        False, description="Also write the decoded payload as it was when it failed."
+    )
 
 
 def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
@@ -60,8 +62,9 @@ class DeadLetterSink(Sink):
         try:
             self._open_file()
         except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
-            raise SinkError(f"{self.id}: cannot write dead letters to {self.path}: "
-                            f"{exc.strerror or exc}") from None
+            raise SinkError(
+                f"{self.id}: cannot write dead letters to {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +91,9 @@ class DeadLetterSink(Sink):
             if key in self._seen or key in keys:
                 continue
             keys.add(key)
-            lines.append(safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload)))
+            lines.append(
+                safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload))
+            )
         if not lines:
             return
         self._fh.write(b"\n".join(lines) + b"\n")

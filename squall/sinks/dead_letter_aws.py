@@ -54,14 +54,16 @@ def fitted(ev: Event, limit: int, *, include_payload: bool) -> bytes:
     original = doc[field]
     doc["record_truncated"] = len(ev.raw)
     doc[field] = ""
-    room = limit - len(orjson.dumps(doc, default=str)) - 16  # escapes can grow a character: check below
-    text = original[:max(0, room)]
+    room = (
+        limit - len(orjson.dumps(doc, default=str)) - 16
+    )  # escapes can grow a character: check below
+    text = original[: max(0, room)]
     while True:
         doc[field] = text
         data = orjson.dumps(doc, default=str)
         if len(data) <= limit or not text:
             return data
-        text = text[:len(text) - max(1, (len(data) - limit))]
+        text = text[: len(text) - max(1, (len(data) - limit))]
 
 
 class _AwsDeadLetter(Sink):
@@ -74,7 +76,9 @@ class _AwsDeadLetter(Sink):
 
     def _client(self, service: str) -> None:
         if self.client is None:
-            self.client = aws.client(service, region=self.config.region, endpoint_url=self.config.endpoint_url)
+            self.client = aws.client(
+                service, region=self.config.region, endpoint_url=self.config.endpoint_url
+            )
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
@@ -83,9 +87,13 @@ class _AwsDeadLetter(Sink):
 
 
 class _AwsConfig(ComponentConfig):
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="Service endpoint (local testing).")
-    include_payload: bool = Field(False, description="Also write the decoded payload as it was when it failed.")
+    include_payload: bool = Field(
+        False, description="Also write the decoded payload as it was when it failed."
+    )
 
     @field_validator("region", "endpoint_url")
     @classmethod
@@ -94,10 +102,18 @@ class _AwsConfig(ComponentConfig):
 
 
 class DeadLetterSqsConfig(_AwsConfig):
-    queue: str = Field(description="Queue URL, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO queue).")
-    max_message_bytes: int = Field(SQS_MAX_BYTES, ge=1024, le=1024 * 1024,
-                                   description="Largest message the queue takes; longer records are cut.")
-    max_attempts: int = Field(5, ge=1, le=20, description="SendMessageBatch attempts per message (first included).")
+    queue: str = Field(
+        description="Queue URL, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO queue)."
+    )
+    max_message_bytes: int = Field(
+        SQS_MAX_BYTES,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest message the queue takes; longer records are cut.",
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="SendMessageBatch attempts per message (first included)."
+    )
 
 
 class DeadLetterSqsSink(_AwsDeadLetter):
@@ -110,8 +126,13 @@ class DeadLetterSqsSink(_AwsDeadLetter):
         self._client("sqs")
         cfg = self.config
         self.fifo = cfg.queue.endswith(".fifo")
-        self.queue_url = cfg.queue if cfg.queue.startswith(("http://", "https://")) else aws_call(
-            f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue)["QueueUrl"]
+        self.queue_url = (
+            cfg.queue
+            if cfg.queue.startswith(("http://", "https://"))
+            else aws_call(
+                f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue
+            )["QueueUrl"]
+        )
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         cfg = self.config
@@ -119,27 +140,42 @@ class DeadLetterSqsSink(_AwsDeadLetter):
         if items is None:  # first attempt of this batch: build once, so a retry skips what was sent
             items = prepared.payload = []
             for ev in prepared.events:
-                body = fitted(ev, cfg.max_message_bytes, include_payload=cfg.include_payload).decode()
+                body = fitted(
+                    ev, cfg.max_message_bytes, include_payload=cfg.include_payload
+                ).decode()
                 entry: dict[str, Any] = {"MessageBody": body}
                 if self.fifo:
                     component = ev.failure.component if ev.failure else "unknown"
                     entry["MessageGroupId"] = _SAFE.sub("_", component)[:128] or "unknown"
                     entry["MessageDeduplicationId"] = hashlib.blake2b(
-                        f"{ev.event_id}\x1f{component}".encode(), digest_size=32).hexdigest()
+                        f"{ev.event_id}\x1f{component}".encode(), digest_size=32
+                    ).hexdigest()
                 items.append(Item([ev], entry, len(body.encode())))
-        outcome = send_all(f"{self.id}: SendMessageBatch", chunks(items, 10, cfg.max_message_bytes), self._send,
-                           max_attempts=cfg.max_attempts, backoff=aws.Backoff(0.1, 5.0), sleep=self.sleep)
+        outcome = send_all(
+            f"{self.id}: SendMessageBatch",
+            chunks(items, 10, cfg.max_message_bytes),
+            self._send,
+            max_attempts=cfg.max_attempts,
+            backoff=aws.Backoff(0.1, 5.0),
+            sleep=self.sleep,
+        )
         # A dead letter has no dead letter: what SQS did not take keeps its record failing (the source
         # delivers it again), with the failure it came with.
         failed = [ev for item, _ in outcome.failed + outcome.rejected for ev in item.events]
         return WriteResult(failed=failed) if failed else None
 
     def _send(self, chunk: list[Item]) -> list[Retry | Reject | None]:
-        resp = aws_call(f"{self.id}: SendMessageBatch", self.client.send_message_batch, QueueUrl=self.queue_url,
-                        Entries=[{**item.body, "Id": str(i)} for i, item in enumerate(chunk)])
+        resp = aws_call(
+            f"{self.id}: SendMessageBatch",
+            self.client.send_message_batch,
+            QueueUrl=self.queue_url,
+            Entries=[{**item.body, "Id": str(i)} for i, item in enumerate(chunk)],
+        )
         answers: list[Retry | Reject | None] = [None] * len(chunk)
         for f in resp.get("Failed", []):
-            answers[int(f["Id"])] = Retry(f"SendMessageBatch: {f.get('Code')}: {f.get('Message', '')}")
+            answers[int(f["Id"])] = Retry(
+                f"SendMessageBatch: {f.get('Code')}: {f.get('Message', '')}"
+            )
         return answers
 
 
@@ -152,7 +188,9 @@ class DeadLetterS3Sink(_AwsDeadLetter):
     """Write failed events as gzip JSON-lines objects, one per batch and source shard."""
 
     Config = DeadLetterS3Config
-    summary = "Write failed events (reason, component, original record) as gzip JSON-lines S3 objects."
+    summary = (
+        "Write failed events (reason, component, original record) as gzip JSON-lines S3 objects."
+    )
 
     def open(self, resources: Any = None) -> None:
         self._client("s3")
@@ -166,25 +204,43 @@ class DeadLetterS3Sink(_AwsDeadLetter):
                 groups.setdefault((ev.meta.stream, ev.meta.shard_id), []).append(ev)
             objects = prepared.payload = []
             for (stream, shard), evs in groups.items():
-                evs.sort(key=lambda ev: ev.meta.position.key())  # failures arrive from several components
+                evs.sort(
+                    key=lambda ev: ev.meta.position.key()
+                )  # failures arrive from several components
                 first, last = evs[0].meta, evs[-1].meta
-                key = (f"{cfg.prefix}{_SAFE.sub('_', stream)}/{_SAFE.sub('_', shard)}/"
-                       f"{first.sequence_number}.{first.sub_sequence_number}-"
-                       f"{last.sequence_number}.{last.sub_sequence_number}.jsonl.gz")
-                lines = b"".join(orjson.dumps(dead_letter_line(ev, include_payload=cfg.include_payload), default=str)
-                                 + b"\n" for ev in evs)
+                key = (
+                    f"{cfg.prefix}{_SAFE.sub('_', stream)}/{_SAFE.sub('_', shard)}/"
+                    f"{first.sequence_number}.{first.sub_sequence_number}-"
+                    f"{last.sequence_number}.{last.sub_sequence_number}.jsonl.gz"
+                )
+                lines = b"".join(
+                    orjson.dumps(
+                        dead_letter_line(ev, include_payload=cfg.include_payload), default=str
+                    )
+                    + b"\n"
+                    for ev in evs
+                )
                 objects.append([key, gzip.compress(lines, mtime=0), False])
         for obj in objects:
             if obj[2]:
                 continue
-            aws_call(f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}", self.client.put_object, Bucket=cfg.bucket,
-                     Key=obj[0], Body=obj[1], ContentType="application/x-ndjson", ContentEncoding="gzip")
+            aws_call(
+                f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}",
+                self.client.put_object,
+                Bucket=cfg.bucket,
+                Key=obj[0],
+                Body=obj[1],
+                ContentType="application/x-ndjson",
+                ContentEncoding="gzip",
+            )
             obj[2] = True
 
 
 class DeadLetterKinesisConfig(_AwsConfig):
     stream: str = Field(description="Stream name or ARN.")
-    max_attempts: int = Field(5, ge=1, le=20, description="PutRecords attempts per record (first included).")
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="PutRecords attempts per record (first included)."
+    )
 
     @field_validator("stream")
     @classmethod
@@ -202,15 +258,27 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
     def open(self, resources: Any = None) -> None:
         self.ref = aws.StreamRef.parse(self.config.stream)
         if self.client is None:
-            self.client = aws.client("kinesis", region=aws.resolve_region(self.config.region, self.ref.region),
-                                     endpoint_url=self.config.endpoint_url)
-        self.writer = PutRecordsWriter(self.client, self.ref, max_attempts=self.config.max_attempts, sleep=self.sleep)
+            self.client = aws.client(
+                "kinesis",
+                region=aws.resolve_region(self.config.region, self.ref.region),
+                endpoint_url=self.config.endpoint_url,
+            )
+        self.writer = PutRecordsWriter(
+            self.client, self.ref, max_attempts=self.config.max_attempts, sleep=self.sleep
+        )
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         entries = []
         for ev in prepared.events:
             limit = MAX_RECORD_BYTES - len(ev.event_id.encode())
-            entries.append(Entry(fitted(ev, limit, include_payload=self.config.include_payload), ev.event_id, None, [ev]))
+            entries.append(
+                Entry(
+                    fitted(ev, limit, include_payload=self.config.include_payload),
+                    ev.event_id,
+                    None,
+                    [ev],
+                )
+            )
         try:
             outcome = self.writer.put(entries)
         except SinkError as exc:

@@ -23,7 +23,9 @@ from squall.topology.sql import sql_errors
 class DeadLetterTableConfig(ComponentConfig):
     resource: str = Field(description="SQL resource (SQLite or PostgreSQL) holding the table.")
     table: str = Field("squall_dead_letters", description="Table name; created if missing.")
-    include_payload: bool = Field(False, description="Also store the decoded payload as it was when it failed.")
+    include_payload: bool = Field(
+        False, description="Also store the decoded payload as it was when it failed."
+    )
 
     @field_validator("table")
     @classmethod
@@ -33,7 +35,8 @@ class DeadLetterTableConfig(ComponentConfig):
 
 def dead_letters_table(name: str, metadata: sa.MetaData) -> sa.Table:
     return sa.Table(
-        name, metadata,
+        name,
+        metadata,
         sa.Column("event_id", sa.Text, primary_key=True),
         sa.Column("component", sa.Text, primary_key=True),
         sa.Column("stream", sa.Text),
@@ -68,12 +71,19 @@ class DeadLetterTableSink(Sink):
         rows = []
         for ev in prepared.events:
             doc = dead_letter_line(ev, include_payload=self.config.include_payload)
-            rows.append({
-                "event_id": doc["event_id"], "component": doc["component"] or "", "stream": doc["stream"],
-                "reason": doc["reason"], "failed_at": doc["failed_at"], "meta": safe_json.dumps_text(doc["meta"]),
-                "record": doc.get("record"), "record_base64": doc.get("record_base64"),
-                "payload": safe_json.dumps_text(doc["payload"]) if "payload" in doc else None,
-            })
+            rows.append(
+                {
+                    "event_id": doc["event_id"],
+                    "component": doc["component"] or "",
+                    "stream": doc["stream"],
+                    "reason": doc["reason"],
+                    "failed_at": doc["failed_at"],
+                    "meta": safe_json.dumps_text(doc["meta"]),
+                    "record": doc.get("record"),
+                    "record_base64": doc.get("record_base64"),
+                    "payload": safe_json.dumps_text(doc["payload"]) if "payload" in doc else None,
+                }
+            )
         if not rows:
             return
         with sql_errors(self.id), self.engine.begin() as conn:

@@ -31,16 +31,29 @@ MAX_RECORD_BYTES = 1000 * 1024
 
 class FirehoseSinkConfig(ComponentConfig):
     delivery_stream: str = Field(description="Firehose stream name.")
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="Firehose endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
-        "json", description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.")
+        "json",
+        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
+    )
     event_id_key: str | None = Field(
-        None, description="json format: add the event id to each object under this key (for deduplication "
-                          "downstream).")
-    delimiter: str = Field("\n", description="Appended to every record (a newline makes the S3 objects JSON lines).")
-    max_attempts: int = Field(5, ge=1, le=20, description="PutRecordBatch attempts for records that fail "
-                                                          "(first included); then they fail the batch.")
+        None,
+        description="json format: add the event id to each object under this key (for deduplication "
+        "downstream).",
+    )
+    delimiter: str = Field(
+        "\n", description="Appended to every record (a newline makes the S3 objects JSON lines)."
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="PutRecordBatch attempts for records that fail "
+        "(first included); then they fail the batch.",
+    )
 
     @field_validator("region", "endpoint_url")
     @classmethod
@@ -63,7 +76,9 @@ class FirehoseSink(Sink):
 
     def open(self, resources: Any = None) -> None:
         if self.client is None:
-            self.client = aws.client("firehose", region=self.config.region, endpoint_url=self.config.endpoint_url)
+            self.client = aws.client(
+                "firehose", region=self.config.region, endpoint_url=self.config.endpoint_url
+            )
 
     def prepare(self, events: list[Event]) -> Prepared:
         out = Prepared([])
@@ -73,13 +88,19 @@ class FirehoseSink(Sink):
             if self.config.format == "raw":
                 data = ev.raw
             elif ev.value is None:
-                out.reject(ev, self.id, "event has no decoded value: add a decode bolt, or set format: raw")
+                out.reject(
+                    ev, self.id, "event has no decoded value: add a decode bolt, or set format: raw"
+                )
                 continue
             else:
                 value = ev.value
                 if key is not None:
                     if not isinstance(value, dict):
-                        out.reject(ev, self.id, f"event_id_key needs an object payload, not {type(value).__name__}")
+                        out.reject(
+                            ev,
+                            self.id,
+                            f"event_id_key needs an object payload, not {type(value).__name__}",
+                        )
                         continue
                     value = {**value, key: ev.event_id}
                 try:
@@ -89,7 +110,11 @@ class FirehoseSink(Sink):
                     continue
             data += self._delim
             if len(data) > MAX_RECORD_BYTES:
-                out.reject(ev, self.id, f"record is {len(data)} bytes (Firehose takes at most {MAX_RECORD_BYTES})")
+                out.reject(
+                    ev,
+                    self.id,
+                    f"record is {len(data)} bytes (Firehose takes at most {MAX_RECORD_BYTES})",
+                )
                 continue
             out.events.append(ev)
             items.append(Item([ev], data, len(data)))
@@ -99,20 +124,36 @@ class FirehoseSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         if self.client is None:
             raise SinkError(f"{self.id}: open() the sink first")
-        outcome = send_all(f"{self.id}: PutRecordBatch", chunks(prepared.payload or [], MAX_CALL_RECORDS, MAX_CALL_BYTES),
-                           self._send, max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
+        outcome = send_all(
+            f"{self.id}: PutRecordBatch",
+            chunks(prepared.payload or [], MAX_CALL_RECORDS, MAX_CALL_BYTES),
+            self._send,
+            max_attempts=self.config.max_attempts,
+            backoff=self.backoff,
+            sleep=self.sleep,
+        )
         return write_result(self.id, outcome)
 
     def _send(self, chunk: list[Item]) -> list[Retry | None]:
-        resp = aws_call(f"{self.id}: PutRecordBatch", self.client.put_record_batch,
-                        DeliveryStreamName=self.config.delivery_stream, Records=[{"Data": i.body} for i in chunk])
+        resp = aws_call(
+            f"{self.id}: PutRecordBatch",
+            self.client.put_record_batch,
+            DeliveryStreamName=self.config.delivery_stream,
+            Records=[{"Data": i.body} for i in chunk],
+        )
         answers = resp.get("RequestResponses", [])
         if len(answers) != len(chunk):
-            raise SinkError(f"{self.id}: PutRecordBatch answered {len(answers)} results for {len(chunk)} records")
+            raise SinkError(
+                f"{self.id}: PutRecordBatch answered {len(answers)} results for {len(chunk)} records"
+            )
         # Every per-record error Firehose reports (ServiceUnavailableException, InternalFailure, KMS
         # throttling) is worth another attempt; a record it can never take is refused before the call.
-        return [Retry(f"PutRecordBatch: {a['ErrorCode']}: {a.get('ErrorMessage', '')}") if a.get("ErrorCode")
-                else None for a in answers]
+        return [
+            Retry(f"PutRecordBatch: {a['ErrorCode']}: {a.get('ErrorMessage', '')}")
+            if a.get("ErrorCode")
+            else None
+            for a in answers
+        ]
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)

@@ -43,25 +43,48 @@ log = logging.getLogger("squall.sinks.http")
 
 
 class HttpSinkConfig(ComponentConfig):
-    url: str = Field(description="Endpoint URL (http or https); `${VAR}` works here as everywhere in the YAML.")
+    url: str = Field(
+        description="Endpoint URL (http or https); `${VAR}` works here as everywhere in the YAML."
+    )
     method: Literal["POST", "PUT", "PATCH"] = Field("POST", description="HTTP method.")
     mode: Literal["single", "json_batch", "ndjson_batch"] = Field(
-        "single", description="`single`: one request per event; `json_batch`: a JSON array of up to batch_size "
-                              "events; `ndjson_batch`: the same as newline-delimited JSON.")
-    batch_size: int = Field(100, ge=1, le=10_000, description="Events per request in the batch modes.")
+        "single",
+        description="`single`: one request per event; `json_batch`: a JSON array of up to batch_size "
+        "events; `ndjson_batch`: the same as newline-delimited JSON.",
+    )
+    batch_size: int = Field(
+        100, ge=1, le=10_000, description="Events per request in the batch modes."
+    )
     headers: dict[str, SecretStr] = Field(
-        default_factory=dict, description="Extra request headers, e.g. `Authorization: \"Bearer ${HOOK_TOKEN}\"`. "
-                                          "Values never appear in logs or errors.")
+        default_factory=dict,
+        description='Extra request headers, e.g. `Authorization: "Bearer ${HOOK_TOKEN}"`. '
+        "Values never appear in logs or errors.",
+    )
     idempotency_header: str | None = Field(
-        "Idempotency-Key", description="Header carrying the event id (batch modes: a digest of the batch's event "
-                                       "ids); null to leave it out.")
+        "Idempotency-Key",
+        description="Header carrying the event id (batch modes: a digest of the batch's event "
+        "ids); null to leave it out.",
+    )
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
-    rate_limit: float | None = Field(None, gt=0, description="Requests per second at most (all threads together).")
-    timeout: float = Field(10.0, gt=0, description="Seconds to wait for a connection and for the answer.")
-    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request (first included) on 429, 5xx and "
-                                                          "connection errors; then the events fail the batch.")
-    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, in seconds.")
-    reason_chars: int = Field(300, ge=20, le=10_000, description="Response body characters kept in a failure reason.")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Requests per second at most (all threads together)."
+    )
+    timeout: float = Field(
+        10.0, gt=0, description="Seconds to wait for a connection and for the answer."
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="Attempts per request (first included) on 429, 5xx and "
+        "connection errors; then the events fail the batch.",
+    )
+    max_retry_after: float = Field(
+        60.0, ge=0, description="Longest Retry-After honoured, in seconds."
+    )
+    reason_chars: int = Field(
+        300, ge=20, le=10_000, description="Response body characters kept in a failure reason."
+    )
 
     @field_validator("url")
     @classmethod
@@ -71,8 +94,9 @@ class HttpSinkConfig(ComponentConfig):
         return value
 
 
-def answer_for(status: int, body: str, retry_after: str | None, *, reason_chars: int,
-               max_retry_after: float) -> Retry | Reject | None:
+def answer_for(
+    status: int, body: str, retry_after: str | None, *, reason_chars: int, max_retry_after: float
+) -> Retry | Reject | None:
     """What an HTTP answer means for the request: written, retry (429/5xx) or refused (other)."""
     if 200 <= status < 300:
         return None
@@ -104,9 +128,15 @@ class HttpSink(Sink):
 
         cfg = self.config
         if self.client is None:
-            limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
-            self.client = httpx.Client(timeout=cfg.timeout, limits=limits, follow_redirects=False,
-                                       headers={"User-Agent": "squall"})
+            limits = httpx.Limits(
+                max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
+            )
+            self.client = httpx.Client(
+                timeout=cfg.timeout,
+                limits=limits,
+                follow_redirects=False,
+                headers={"User-Agent": "squall"},
+            )
         if self.pool is None:
             self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")
 
@@ -129,13 +159,15 @@ class HttpSink(Sink):
             items = [Item([ev], body, len(body), key=ev.event_id) for ev, body in bodies]
         else:
             for i in range(0, len(bodies), cfg.batch_size):
-                group = bodies[i:i + cfg.batch_size]
+                group = bodies[i : i + cfg.batch_size]
                 evs = [ev for ev, _ in group]
                 if cfg.mode == "json_batch":
                     body = b"[" + b",".join(b for _, b in group) + b"]"
                 else:
                     body = b"".join(b + b"\n" for _, b in group)
-                digest = hashlib.blake2b("\x1f".join(ev.event_id for ev in evs).encode(), digest_size=16).hexdigest()
+                digest = hashlib.blake2b(
+                    "\x1f".join(ev.event_id for ev in evs).encode(), digest_size=16
+                ).hexdigest()
                 items.append(Item(evs, body, len(body), key=digest))
         out.payload = items
         return out
@@ -144,8 +176,14 @@ class HttpSink(Sink):
         if self.client is None or self.pool is None:
             raise SinkError(f"{self.id}: open() the sink first")
         items = prepared.payload or []
-        outcome = send_all(f"{self.id}: {self.config.method}", iter([items]), self._send,
-                           max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
+        outcome = send_all(
+            f"{self.id}: {self.config.method}",
+            iter([items]),
+            self._send,
+            max_attempts=self.config.max_attempts,
+            backoff=self.backoff,
+            sleep=self.sleep,
+        )
         return write_result(self.id, outcome)
 
     def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
@@ -154,8 +192,12 @@ class HttpSink(Sink):
         if answers and all(isinstance(a, Retry) for a in answers):
             # Nothing got through: the endpoint is down or throttling everything. The engine
             # retries the batch with backoff; what was already written stays done.
-            waits = [a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None]
-            raise TransientError(f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None)
+            waits = [
+                a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
+            ]
+            raise TransientError(
+                f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None
+            )
         return answers
 
     def _request(self, item: Item) -> Retry | Reject | None:
@@ -164,8 +206,12 @@ class HttpSink(Sink):
         cfg = self.config
         if self.limiter is not None:
             self.limiter.acquire()
-        headers = {"Content-Type": "application/x-ndjson" if cfg.mode == "ndjson_batch" else "application/json",
-                   **self._headers}
+        headers = {
+            "Content-Type": "application/x-ndjson"
+            if cfg.mode == "ndjson_batch"
+            else "application/json",
+            **self._headers,
+        }
         if cfg.idempotency_header:
             headers[cfg.idempotency_header] = item.key
         self.requests += 1
@@ -173,8 +219,13 @@ class HttpSink(Sink):
             resp = self.client.request(cfg.method, cfg.url, content=item.body, headers=headers)
         except httpx.TransportError as exc:  # connect, read, write errors and timeouts
             return Retry(f"{type(exc).__name__}: {exc}")
-        return answer_for(resp.status_code, resp.text, resp.headers.get("Retry-After"),
-                          reason_chars=cfg.reason_chars, max_retry_after=cfg.max_retry_after)
+        return answer_for(
+            resp.status_code,
+            resp.text,
+            resp.headers.get("Retry-After"),
+            reason_chars=cfg.reason_chars,
+            max_retry_after=cfg.max_retry_after,
+        )
 
     def close(self) -> None:
         if self.pool is not None:

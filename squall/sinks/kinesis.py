@@ -27,15 +27,25 @@ from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 class KinesisSinkConfig(StreamFields, ComponentConfig):
     partition_key: str | None = Field(
-        None, description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
-                          "default: the source record's partition key, else the event id.")
+        None,
+        description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
+        "default: the source record's partition key, else the event id.",
+    )
     explicit_hash_key: str | None = Field(
-        None, description="Dotted path of a decimal explicit hash key that picks the shard.")
+        None, description="Dotted path of a decimal explicit hash key that picks the shard."
+    )
     format: Literal["json", "raw"] = Field(
-        "json", description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.")
+        "json",
+        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
+    )
     aggregate: bool = Field(False, description="Pack user records into KPL aggregates (per shard).")
-    max_attempts: int = Field(5, ge=1, le=20, description="PutRecords attempts for records that fail "
-                                                          "(first included); then they fail the batch.")
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="PutRecords attempts for records that fail "
+        "(first included); then they fail the batch.",
+    )
 
     @field_validator("partition_key", "explicit_hash_key")
     @classmethod
@@ -61,14 +71,25 @@ class KinesisSink(Sink):
     @classmethod
     def aws_permissions(cls, config: KinesisSinkConfig) -> list[AwsPermission]:
         """PutRecords on the stream; ListShards too when aggregating (the shard map)."""
-        actions = ("kinesis:PutRecords", "kinesis:ListShards") if config.aggregate else ("kinesis:PutRecords",)
-        return [AwsPermission(actions, kinesis_stream_arn(config.stream, config.region), f"sink {config.id}")]
+        actions = (
+            ("kinesis:PutRecords", "kinesis:ListShards")
+            if config.aggregate
+            else ("kinesis:PutRecords",)
+        )
+        return [
+            AwsPermission(
+                actions, kinesis_stream_arn(config.stream, config.region), f"sink {config.id}"
+            )
+        ]
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
         if self.client is None:
-            self.client = aws.client("kinesis", region=aws.resolve_region(cfg.region, self.ref.region),
-                                     endpoint_url=cfg.endpoint_url)
+            self.client = aws.client(
+                "kinesis",
+                region=aws.resolve_region(cfg.region, self.ref.region),
+                endpoint_url=cfg.endpoint_url,
+            )
         self.writer = PutRecordsWriter(self.client, self.ref, max_attempts=cfg.max_attempts)
 
     def prepare(self, events: list[Event]) -> Prepared:
@@ -95,7 +116,9 @@ class KinesisSink(Sink):
             data = ev.raw
         else:
             if ev.value is None:
-                raise ValueError("event has no decoded value: add a decode bolt, or set format: raw")
+                raise ValueError(
+                    "event has no decoded value: add a decode bolt, or set format: raw"
+                )
             try:
                 data = orjson.dumps(ev.value)
             except TypeError as exc:
@@ -103,15 +126,23 @@ class KinesisSink(Sink):
         if self._pk is not None:
             value = self._pk(ev)
             if value is paths.MISSING or value is None or isinstance(value, dict | list):
-                raise ValueError(f"partition key '{self.config.partition_key}' is missing or not a scalar")
+                raise ValueError(
+                    f"partition key '{self.config.partition_key}' is missing or not a scalar"
+                )
             pk = str(value)
         else:
             pk = ev.meta.partition_key or ev.event_id
         ehk = None
         if self._ehk is not None:
             value = self._ehk(ev)
-            if value is paths.MISSING or value is None or isinstance(value, bool | dict | list | float):
-                raise ValueError(f"explicit hash key '{self.config.explicit_hash_key}' is missing or not an integer")
+            if (
+                value is paths.MISSING
+                or value is None
+                or isinstance(value, bool | dict | list | float)
+            ):
+                raise ValueError(
+                    f"explicit hash key '{self.config.explicit_hash_key}' is missing or not an integer"
+                )
             ehk = str(value)
         return data, pk, ehk
 
@@ -133,7 +164,10 @@ class KinesisSink(Sink):
     def _entries(self, prepared: Prepared) -> list[Entry]:
         rows = prepared.payload or []
         if not self.config.aggregate:
-            return [Entry(data, pk, ehk, [ev]) for ev, (data, pk, ehk) in zip(prepared.events, rows, strict=True)]
+            return [
+                Entry(data, pk, ehk, [ev])
+                for ev, (data, pk, ehk) in zip(prepared.events, rows, strict=True)
+            ]
         if self._shard_map is None or time.monotonic() - self._shard_map.loaded_at > SHARD_MAP_TTL:
             self._shard_map = load_shard_map(self.client, self.ref)
         agg = Aggregator(self._shard_map)

@@ -67,7 +67,7 @@ class Template:
         self.parts: list[str | tuple[str, Callable[[Event], Any]]] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
-            self.parts.append(text[pos:m.start()])
+            self.parts.append(text[pos : m.start()])
             if m.group(1) is None:
                 self.parts.append(m.group()[0])
             else:
@@ -95,14 +95,25 @@ class DeadTokenStream(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stream: str = Field(description="Kinesis stream name or ARN, usually the one the subscription bolt reads.")
-    region: str | None = Field(None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1).")
+    stream: str = Field(
+        description="Kinesis stream name or ARN, usually the one the subscription bolt reads."
+    )
+    region: str | None = Field(
+        None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
-    event_type: str = Field("unsubscribe", description="Value of the type field of the events written.")
-    type_field: str = Field("event_type", description="Key of the event type in the events written.")
+    event_type: str = Field(
+        "unsubscribe", description="Value of the type field of the events written."
+    )
+    type_field: str = Field(
+        "event_type", description="Key of the event type in the events written."
+    )
     token_field: str = Field("device_token", description="Key of the token in the events written.")
-    id_field: str = Field("message_id", description="Key of the event's id (derived from the event and token, "
-                                                    "so a replay writes the same id).")
+    id_field: str = Field(
+        "message_id",
+        description="Key of the event's id (derived from the event and token, "
+        "so a replay writes the same id).",
+    )
 
     @field_validator("region", "endpoint_url")
     @classmethod
@@ -117,26 +128,43 @@ class DeadTokenStream(BaseModel):
 
 
 class PushSinkConfig(ComponentConfig):
-    project_id: str = Field(description="Firebase project id (`projects/{project_id}/messages:send`).")
+    project_id: str = Field(
+        description="Firebase project id (`projects/{project_id}/messages:send`)."
+    )
     credentials: SecretStr = Field(
         description="Service-account key: a JSON file path (relative to the topology) or the JSON itself "
-                    "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged.")
+        "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged."
+    )
     token: str = Field("device_token", description="Dotted path of the device registration token.")
-    title: str | None = Field(None, description="Notification title template: text with `{dotted.path}` placeholders.")
+    title: str | None = Field(
+        None, description="Notification title template: text with `{dotted.path}` placeholders."
+    )
     body: str | None = Field(None, description="Notification body template.")
-    data: dict[str, str] = Field(default_factory=dict, description="Data payload: key → template (values are strings).")
+    data: dict[str, str] = Field(
+        default_factory=dict, description="Data payload: key → template (values are strings)."
+    )
     message: dict[str, Any] = Field(
-        default_factory=dict, description="More fields of the v1 message as they are (android, apns, webpush, fcm_options).")
+        default_factory=dict,
+        description="More fields of the v1 message as they are (android, apns, webpush, fcm_options).",
+    )
     endpoint: str = Field(FCM_ENDPOINT, description="FCM base URL; a local stand-in for testing.")
-    rate_limit: float | None = Field(None, gt=0, description="Sends per second at most (all threads together).")
+    rate_limit: float | None = Field(
+        None, gt=0, description="Sends per second at most (all threads together)."
+    )
     concurrency: int = Field(8, ge=1, le=256, description="Sends in flight at once.")
     timeout: float = Field(10.0, gt=0, description="Seconds to wait for FCM's answer.")
-    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers.")
-    max_retry_after: float = Field(60.0, ge=0, description="Longest Retry-After honoured, in seconds.")
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers."
+    )
+    max_retry_after: float = Field(
+        60.0, ge=0, description="Longest Retry-After honoured, in seconds."
+    )
     dead_tokens: DeadTokenStream | None = Field(
-        None, description="Write an unsubscribe event per dead token to this Kinesis stream before the batch is "
-                          "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
-                          "id_field}); the subscription bolt reading that stream then stops targeting it.")
+        None,
+        description="Write an unsubscribe event per dead token to this Kinesis stream before the batch is "
+        "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
+        "id_field}); the subscription bolt reading that stream then stops targeting it.",
+    )
 
     @field_validator("token")
     @classmethod
@@ -179,7 +207,9 @@ class AccessTokens:
         from google.auth.transport.urllib3 import Request
         from google.oauth2 import service_account
 
-        self._creds = service_account.Credentials.from_service_account_info(info, scopes=[FCM_SCOPE])
+        self._creds = service_account.Credentials.from_service_account_info(
+            info, scopes=[FCM_SCOPE]
+        )
         self._request = Request(urllib3.PoolManager())
         self._lock = threading.Lock()
         self.refreshes = 0
@@ -194,7 +224,9 @@ class AccessTokens:
             try:
                 self._creds.refresh(self._request)
             except TransportError as exc:
-                raise TransientError(f"OAuth2 token endpoint unreachable: {type(exc).__name__}") from None
+                raise TransientError(
+                    f"OAuth2 token endpoint unreachable: {type(exc).__name__}"
+                ) from None
             except RefreshError as exc:
                 retryable = getattr(exc, "retryable", False)
                 msg = f"OAuth2 token refresh failed: {truncate(str(exc), 200)}"
@@ -210,11 +242,15 @@ def _load_service_account(value: str, context: ComponentContext) -> dict[str, An
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise SinkError(f"cannot read the service-account file {path}: {exc.strerror}") from None
+            raise SinkError(
+                f"cannot read the service-account file {path}: {exc.strerror}"
+            ) from None
     try:
         info = orjson.loads(text)
     except orjson.JSONDecodeError:
-        raise SinkError("the service-account key is not valid JSON") from None  # never echo a secret
+        raise SinkError(
+            "the service-account key is not valid JSON"
+        ) from None  # never echo a secret
     missing = [k for k in ("client_email", "private_key", "token_uri") if k not in info]
     if missing:
         raise SinkError(f"the service-account key lacks {', '.join(missing)}")
@@ -262,16 +298,24 @@ class PushSink(Sink):
 
         cfg = self.config
         if self.tokens is None:
-            self.tokens = AccessTokens(_load_service_account(cfg.credentials.get_secret_value(), self.context))
+            self.tokens = AccessTokens(
+                _load_service_account(cfg.credentials.get_secret_value(), self.context)
+            )
         if self.client is None:
-            self.client = httpx.Client(timeout=cfg.timeout, follow_redirects=False,
-                                       limits=httpx.Limits(max_connections=cfg.concurrency))
+            self.client = httpx.Client(
+                timeout=cfg.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=cfg.concurrency),
+            )
         if self.pool is None:
             self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")
         if cfg.dead_tokens is not None and self.unsubscribe_writer is None:
             ref = aws.StreamRef.parse(cfg.dead_tokens.stream)
-            client = aws.client("kinesis", region=aws.resolve_region(cfg.dead_tokens.region, ref.region),
-                                endpoint_url=cfg.dead_tokens.endpoint_url)
+            client = aws.client(
+                "kinesis",
+                region=aws.resolve_region(cfg.dead_tokens.region, ref.region),
+                endpoint_url=cfg.dead_tokens.endpoint_url,
+            )
             self.unsubscribe_writer = PutRecordsWriter(client, ref, sleep=lambda s: self.sleep(s))
 
     def prepare(self, events: list[Event]) -> Prepared:
@@ -312,13 +356,21 @@ class PushSink(Sink):
         if dead is None:
             dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
         self._dead = dead
-        outcome = send_all(f"{self.id}: FCM send", iter([prepared.payload or []]), self._send,
-                           max_attempts=self.config.max_attempts, backoff=self.backoff, sleep=self.sleep)
+        outcome = send_all(
+            f"{self.id}: FCM send",
+            iter([prepared.payload or []]),
+            self._send,
+            max_attempts=self.config.max_attempts,
+            backoff=self.backoff,
+            sleep=self.sleep,
+        )
         base = write_result(self.id, outcome)
         if not dead:
             return base
         self.dead_tokens_seen += len(dead)
-        known = {f.name: getattr(base, f.name) for f in fields(WriteResult)} if base is not None else {}
+        known = (
+            {f.name: getattr(base, f.name) for f in fields(WriteResult)} if base is not None else {}
+        )
         result = PushWriteResult(**known, dead_tokens=list(dead))
         if self.unsubscribe_writer is not None:
             result.failed = result.failed + self._emit_unsubscribes(dead)
@@ -331,9 +383,16 @@ class PushSink(Sink):
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         entries = []
         for d in dead:
-            doc = {cfg.id_field: hashlib.blake2b(f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16).hexdigest(),
-                   cfg.type_field: cfg.event_type, cfg.token_field: d.token, "timestamp": now,
-                   "reason": f"fcm:{d.code}", "source_event_id": d.event.event_id}
+            doc = {
+                cfg.id_field: hashlib.blake2b(
+                    f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16
+                ).hexdigest(),
+                cfg.type_field: cfg.event_type,
+                cfg.token_field: d.token,
+                "timestamp": now,
+                "reason": f"fcm:{d.code}",
+                "source_event_id": d.event.event_id,
+            }
             entries.append(Entry(orjson.dumps(doc), d.token[:256], None, [d.event]))
         try:
             outcome = self.unsubscribe_writer.put(entries)
@@ -350,8 +409,12 @@ class PushSink(Sink):
         assert self.pool is not None
         answers = list(self.pool.map(self._request, items))
         if answers and all(isinstance(a, Retry) for a in answers):
-            waits = [a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None]
-            raise TransientError(f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None)
+            waits = [
+                a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
+            ]
+            raise TransientError(
+                f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None
+            )
         return answers
 
     def _request(self, item: Item) -> Retry | Reject | None:
@@ -364,8 +427,14 @@ class PushSink(Sink):
         access = self.tokens.get()
         for _ in range(2):  # a 401 refreshes the access token once
             try:
-                resp = self.client.post(self.url, content=body, headers={
-                    "Authorization": f"Bearer {access}", "Content-Type": "application/json; charset=UTF-8"})
+                resp = self.client.post(
+                    self.url,
+                    content=body,
+                    headers={
+                        "Authorization": f"Bearer {access}",
+                        "Content-Type": "application/json; charset=UTF-8",
+                    },
+                )
             except httpx.TransportError as exc:
                 return Retry(f"{type(exc).__name__}: {exc}")
             if resp.status_code != 401:

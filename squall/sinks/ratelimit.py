@@ -14,8 +14,14 @@ from collections.abc import Callable
 class RateLimiter:
     """At most ``rate`` acquisitions per second on average, ``burst`` at once."""
 
-    def __init__(self, rate: float, burst: int | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        rate: float,
+        burst: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate

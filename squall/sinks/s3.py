@@ -39,7 +39,9 @@ class S3Column(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str = Field(description="Dotted path into the payload, or meta.<field>.")
-    type: ColumnType = Field("string", description="Column type (Parquet); JSON lines keep JSON values.")
+    type: ColumnType = Field(
+        "string", description="Column type (Parquet); JSON lines keep JSON values."
+    )
 
     @field_validator("path")
     @classmethod
@@ -49,21 +51,34 @@ class S3Column(BaseModel):
 
 class S3SinkConfig(ComponentConfig):
     bucket: str = Field(description="Bucket name.")
-    prefix: str = Field("", description="Key prefix, e.g. `events/` (a trailing `/` is added when missing).")
-    format: Literal["jsonl", "parquet"] = Field("jsonl", description="`jsonl`: gzip-compressed JSON lines; "
-                                                                      "`parquet`: Parquet (needs `columns`).")
+    prefix: str = Field(
+        "", description="Key prefix, e.g. `events/` (a trailing `/` is added when missing)."
+    )
+    format: Literal["jsonl", "parquet"] = Field(
+        "jsonl",
+        description="`jsonl`: gzip-compressed JSON lines; `parquet`: Parquet (needs `columns`).",
+    )
     columns: dict[str, str | S3Column] | None = Field(
-        None, description="Column name → dotted path, or {path, type} with type string, int64, float64, bool, "
-                          "timestamp or json. Required for parquet; for jsonl each line becomes this object "
-                          "(default: the whole payload).")
+        None,
+        description="Column name → dotted path, or {path, type} with type string, int64, float64, bool, "
+        "timestamp or json. Required for parquet; for jsonl each line becomes this object "
+        "(default: the whole payload).",
+    )
     time_field: str | None = Field(
-        None, description="Dotted path of the event time that picks the partition: ISO 8601 text or epoch "
-                          "seconds (see time_unit); default: the record's arrival time.")
+        None,
+        description="Dotted path of the event time that picks the partition: ISO 8601 text or epoch "
+        "seconds (see time_unit); default: the record's arrival time.",
+    )
     time_unit: Literal["s", "ms"] = Field("s", description="Unit of numeric event times.")
-    partition: str = Field("dt=%Y-%m-%d/hour=%H", description="strftime pattern of the partition folders (UTC).")
+    partition: str = Field(
+        "dt=%Y-%m-%d/hour=%H", description="strftime pattern of the partition folders (UTC)."
+    )
     compression: Literal["gzip", "snappy", "zstd", "none"] = Field(
-        "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none.")
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+        "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none."
+    )
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="S3 endpoint (local testing).")
 
     @field_validator("region", "endpoint_url")
@@ -88,7 +103,10 @@ class S3SinkConfig(ComponentConfig):
             return None
         if not value:
             raise ValueError("columns cannot be empty")
-        return {name: S3Column(path=spec) if isinstance(spec, str) else spec for name, spec in value.items()}
+        return {
+            name: S3Column(path=spec) if isinstance(spec, str) else spec
+            for name, spec in value.items()
+        }
 
     @model_validator(mode="after")
     def _format(self) -> S3SinkConfig:
@@ -119,11 +137,21 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
     if value is None or value is paths.MISSING:
         return None
     if kind == "string":
-        return value if isinstance(value, str) else orjson.dumps(value).decode() if isinstance(value, dict | list) \
-            else str(value).lower() if isinstance(value, bool) else str(value)
+        return (
+            value
+            if isinstance(value, str)
+            else orjson.dumps(value).decode()
+            if isinstance(value, dict | list)
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
     if kind == "int64":
-        if isinstance(value, bool) or not isinstance(value, int | float | str) or (
-                isinstance(value, float) and not value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float | str)
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise ValueError(f"{value!r} is not an integer")
         try:
             number = int(value)
@@ -162,7 +190,10 @@ class S3Sink(Sink):
         super().__init__(config, context)
         self.client: Any = None
         self._time = paths.getter(config.time_field) if config.time_field else None
-        self._columns = [(name, spec.type, paths.getter(spec.path)) for name, spec in (config.columns or {}).items()]
+        self._columns = [
+            (name, spec.type, paths.getter(spec.path))
+            for name, spec in (config.columns or {}).items()
+        ]
         self.puts = 0
 
     def open(self, resources: Any = None) -> None:
@@ -189,14 +220,18 @@ class S3Sink(Sink):
             groups.setdefault(key, []).append((ev, row))
         for rows in groups.values():  # position order, whatever order the graph delivered them in
             rows.sort(key=lambda pair: pair[0].meta.position.key())
-        out.payload = [_Object(self._key(part, stream, shard, rows), rows) for (part, stream, shard), rows in
-                       groups.items()]
+        out.payload = [
+            _Object(self._key(part, stream, shard, rows), rows)
+            for (part, stream, shard), rows in groups.items()
+        ]
         return out
 
     def _event_time(self, ev: Event) -> datetime:
         if self._time is None:
             if ev.meta.arrival_time is None:
-                raise ValueError("the record has no arrival time: set time_field to the event's time")
+                raise ValueError(
+                    "the record has no arrival time: set time_field to the event's time"
+                )
             return _timestamp(ev.meta.arrival_time, "s")
         value = self._time(ev)
         if value is paths.MISSING or value is None:
@@ -204,8 +239,9 @@ class S3Sink(Sink):
         try:
             return _timestamp(value, self.config.time_unit)
         except (ValueError, OverflowError, OSError) as exc:
-            raise ValueError(f"time field '{self.config.time_field}': {str(value)[:60]!r} is not a time ({exc})") \
-                from None
+            raise ValueError(
+                f"time field '{self.config.time_field}': {str(value)[:60]!r} is not a time ({exc})"
+            ) from None
 
     def _row(self, ev: Event) -> Any:
         if not self._columns:
@@ -222,8 +258,13 @@ class S3Sink(Sink):
 
     def _key(self, partition: str, stream: str, shard: str, rows: list[tuple[Event, Any]]) -> str:
         first, last = _position(rows[0][0]), _position(rows[-1][0])
-        ext = ".parquet" if self.config.format == "parquet" else ".jsonl.gz" if self.config.compression == "gzip" \
+        ext = (
+            ".parquet"
+            if self.config.format == "parquet"
+            else ".jsonl.gz"
+            if self.config.compression == "gzip"
             else ".jsonl"
+        )
         name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{first}-{last}{ext}"
         return f"{self.config.prefix}{partition}/{name}"
 
@@ -235,16 +276,26 @@ class S3Sink(Sink):
                 data = b"".join(orjson.dumps(row, default=str) + b"\n" for _, row in rows)
             except TypeError as exc:
                 raise SinkError(f"{self.id}: a row cannot be serialized as JSON: {exc}") from None
-            return gzip.compress(data, compresslevel=6, mtime=0) if cfg.compression == "gzip" else data
+            return (
+                gzip.compress(data, compresslevel=6, mtime=0) if cfg.compression == "gzip" else data
+            )
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(),
-                 "timestamp": pa.timestamp("us", tz="UTC"), "json": pa.string()}
+        types = {
+            "string": pa.string(),
+            "int64": pa.int64(),
+            "float64": pa.float64(),
+            "bool": pa.bool_(),
+            "timestamp": pa.timestamp("us", tz="UTC"),
+            "json": pa.string(),
+        }
         schema = pa.schema([(name, types[kind]) for name, kind, _ in self._columns])
         table = pa.Table.from_pylist([row for _, row in rows], schema=schema)
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression=None if cfg.compression == "none" else cfg.compression)
+        pq.write_table(
+            table, buf, compression=None if cfg.compression == "none" else cfg.compression
+        )
         return buf.getvalue()
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
@@ -254,10 +305,19 @@ class S3Sink(Sink):
             if obj.done:  # written by an earlier attempt of this batch
                 continue
             body = self.body(obj.rows)
-            content_type = "application/vnd.apache.parquet" if self.config.format == "parquet" else \
-                "application/x-ndjson"
-            aws_call(f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}", self.client.put_object,
-                     Bucket=self.config.bucket, Key=obj.key, Body=body, ContentType=content_type)
+            content_type = (
+                "application/vnd.apache.parquet"
+                if self.config.format == "parquet"
+                else "application/x-ndjson"
+            )
+            aws_call(
+                f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
+                self.client.put_object,
+                Bucket=self.config.bucket,
+                Key=obj.key,
+                Body=body,
+                ContentType=content_type,
+            )
             obj.done = True
             self.puts += 1
         return None

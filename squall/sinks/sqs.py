@@ -44,32 +44,59 @@ _ID_CHARS = re.compile(r"^[A-Za-z0-9!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128
 #: Characters SQS refuses in a body: XML 1.0's #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
 _BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 #: SendMessageBatch entry error codes that mean "try again later" even when reported as a sender fault.
-_RETRY_CODES = aws.THROTTLING_CODES | aws.SERVER_CODES | {"AWS.SimpleQueueService.ServiceUnavailable"}
+_RETRY_CODES = (
+    aws.THROTTLING_CODES | aws.SERVER_CODES | {"AWS.SimpleQueueService.ServiceUnavailable"}
+)
 
 
 class SqsSinkConfig(ComponentConfig):
-    queue: str = Field(description="Queue URL, or a queue name resolved with GetQueueUrl at start. "
-                                   "A name or URL ending in `.fifo` is a FIFO queue.")
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    queue: str = Field(
+        description="Queue URL, or a queue name resolved with GetQueueUrl at start. "
+        "A name or URL ending in `.fifo` is a FIFO queue."
+    )
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="SQS endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
-        "json", description="`json`: the event's value serialized with orjson; `raw`: the record's bytes (UTF-8 text).")
+        "json",
+        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes (UTF-8 text).",
+    )
     message_group: str | None = Field(
-        None, description="FIFO queues: dotted path of the message group id (`kiosk_id`); "
-                          "messages of one group are delivered in order.")
+        None,
+        description="FIFO queues: dotted path of the message group id (`kiosk_id`); "
+        "messages of one group are delivered in order.",
+    )
     deduplication_id: str = Field(
-        "meta.event_id", description="FIFO queues: dotted path of the deduplication id (default: the event id).")
+        "meta.event_id",
+        description="FIFO queues: dotted path of the deduplication id (default: the event id).",
+    )
     attributes: dict[str, str] = Field(
-        default_factory=dict, description="Message attribute name → dotted path; values are sent as String "
-                                          "(Number for numbers); missing values are left out.")
+        default_factory=dict,
+        description="Message attribute name → dotted path; values are sent as String "
+        "(Number for numbers); missing values are left out.",
+    )
     event_id_attribute: str | None = Field(
-        "event_id", description="Message attribute carrying the event id (for consumers of standard queues to "
-                                "deduplicate on); null to leave it out.")
-    delay_seconds: int = Field(0, ge=0, le=900, description="Standard queues: delivery delay per message.")
-    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1024 * 1024,
-                                   description="Largest message (body and attributes), also the largest call.")
-    max_attempts: int = Field(5, ge=1, le=20, description="SendMessageBatch attempts for messages that fail "
-                                                          "(first included); then they fail the batch.")
+        "event_id",
+        description="Message attribute carrying the event id (for consumers of standard queues to "
+        "deduplicate on); null to leave it out.",
+    )
+    delay_seconds: int = Field(
+        0, ge=0, le=900, description="Standard queues: delivery delay per message."
+    )
+    max_message_bytes: int = Field(
+        DEFAULT_MAX_MESSAGE_BYTES,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest message (body and attributes), also the largest call.",
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=20,
+        description="SendMessageBatch attempts for messages that fail "
+        "(first included); then they fail the batch.",
+    )
 
     @field_validator("region", "endpoint_url")
     @classmethod
@@ -85,7 +112,9 @@ class SqsSinkConfig(ComponentConfig):
     @classmethod
     def _attributes(cls, value: dict[str, str]) -> dict[str, str]:
         for name, path in value.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", name) or name.lower().startswith(("aws.", "amazon.")):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,256}", name) or name.lower().startswith(
+                ("aws.", "amazon.")
+            ):
                 raise ValueError(f"'{name}' is not a valid SQS message attribute name")
             paths.validate_path(path)
         return value
@@ -94,7 +123,9 @@ class SqsSinkConfig(ComponentConfig):
     def _fifo(self) -> SqsSinkConfig:
         if self.queue.endswith(".fifo"):
             if self.message_group is None:
-                raise ValueError("a FIFO queue needs message_group (the dotted path of the message group id)")
+                raise ValueError(
+                    "a FIFO queue needs message_group (the dotted path of the message group id)"
+                )
             if self.delay_seconds:
                 raise ValueError("FIFO queues take no per-message delay_seconds")
         return self
@@ -118,7 +149,9 @@ class SqsSink(Sink):
     def __init__(self, config: SqsSinkConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None
-        self.queue_url: str | None = config.queue if config.queue.startswith(("http://", "https://")) else None
+        self.queue_url: str | None = (
+            config.queue if config.queue.startswith(("http://", "https://")) else None
+        )
         self.fifo = config.queue.endswith(".fifo")
         self._group = paths.getter(config.message_group) if config.message_group else None
         self._dedup = paths.getter(config.deduplication_id)
@@ -131,7 +164,9 @@ class SqsSink(Sink):
         if self.client is None:
             self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
-            answer = aws_call(f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue)
+            answer = aws_call(
+                f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue
+            )
             self.queue_url = answer["QueueUrl"]
 
     def prepare(self, events: list[Event]) -> Prepared:
@@ -154,10 +189,14 @@ class SqsSink(Sink):
             try:
                 body = ev.raw.decode("utf-8")
             except UnicodeDecodeError:
-                raise ValueError("record is not UTF-8 text (SQS message bodies are text): use format: json") from None
+                raise ValueError(
+                    "record is not UTF-8 text (SQS message bodies are text): use format: json"
+                ) from None
         else:
             if ev.value is None:
-                raise ValueError("event has no decoded value: add a decode bolt, or set format: raw")
+                raise ValueError(
+                    "event has no decoded value: add a decode bolt, or set format: raw"
+                )
             try:
                 body = orjson.dumps(ev.value).decode()
             except TypeError as exc:
@@ -166,7 +205,9 @@ class SqsSink(Sink):
             raise ValueError("empty message body (SQS needs at least one character)")
         bad = _BAD_CHARS.search(body)
         if bad:
-            raise ValueError(f"body holds U+{ord(bad.group()):04X} at offset {bad.start()}, which SQS refuses")
+            raise ValueError(
+                f"body holds U+{ord(bad.group()):04X} at offset {bad.start()}, which SQS refuses"
+            )
         entry: dict[str, Any] = {"Id": str(n), "MessageBody": body}
         size = len(body.encode())
         attrs: dict[str, dict[str, str]] = {}
@@ -177,7 +218,9 @@ class SqsSink(Sink):
             if value is paths.MISSING or value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+                text = (
+                    orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+                )
                 attrs[name] = {"DataType": "String", "StringValue": text}
             else:
                 attrs[name] = {"DataType": "Number", "StringValue": repr(value)}
@@ -188,14 +231,18 @@ class SqsSink(Sink):
         if attrs:
             entry["MessageAttributes"] = attrs
         if size > cfg.max_message_bytes:
-            raise ValueError(f"message is {size} bytes with its attributes (the queue takes at most "
-                             f"{cfg.max_message_bytes})")
+            raise ValueError(
+                f"message is {size} bytes with its attributes (the queue takes at most "
+                f"{cfg.max_message_bytes})"
+            )
         if self.fifo:
             assert self._group is not None
             group, problem = _id_problem(f"message group '{cfg.message_group}'", self._group(ev))
             if problem:
                 raise ValueError(problem)
-            dedup, problem = _id_problem(f"deduplication id '{cfg.deduplication_id}'", self._dedup(ev))
+            dedup, problem = _id_problem(
+                f"deduplication id '{cfg.deduplication_id}'", self._dedup(ev)
+            )
             if problem:
                 raise ValueError(problem)
             entry["MessageGroupId"] = group
@@ -212,21 +259,32 @@ class SqsSink(Sink):
 
     def send(self, items: list[Item]) -> SendOutcome:
         """Send items in calls of 10 (and at most max_message_bytes); retry the failed entries."""
-        return send_all(f"{self.id}: SendMessageBatch", chunks(items, MAX_BATCH_ENTRIES, self.config.max_message_bytes),
-                        self._send_chunk, max_attempts=self.config.max_attempts, backoff=self.backoff,
-                        sleep=self.sleep)
+        return send_all(
+            f"{self.id}: SendMessageBatch",
+            chunks(items, MAX_BATCH_ENTRIES, self.config.max_message_bytes),
+            self._send_chunk,
+            max_attempts=self.config.max_attempts,
+            backoff=self.backoff,
+            sleep=self.sleep,
+        )
 
     def _send_chunk(self, chunk: list[Item]) -> list[Retry | Reject | None]:
         entries = []
         for i, item in enumerate(chunk):  # ids are positions in this call
             entries.append({**item.body, "Id": str(i)})
-        resp = aws_call(f"{self.id}: SendMessageBatch", self.client.send_message_batch,
-                        QueueUrl=self.queue_url, Entries=entries)
+        resp = aws_call(
+            f"{self.id}: SendMessageBatch",
+            self.client.send_message_batch,
+            QueueUrl=self.queue_url,
+            Entries=entries,
+        )
         answers: list[Retry | Reject | None] = [None] * len(chunk)
         seen = {s["Id"] for s in resp.get("Successful", [])}
         for f in resp.get("Failed", []):
             i = int(f["Id"])
-            reason = f"SendMessageBatch: {f.get('Code', 'error')}: {f.get('Message', '')}".rstrip(": ")
+            reason = f"SendMessageBatch: {f.get('Code', 'error')}: {f.get('Message', '')}".rstrip(
+                ": "
+            )
             if f.get("SenderFault") and f.get("Code") not in _RETRY_CODES:
                 answers[i] = Reject(reason)
             else:

@@ -24,7 +24,10 @@ class StdoutSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         out = sys.stdout.buffer
         for ev in prepared.events:
-            doc = {"event_id": ev.event_id, "meta": ev.meta.as_dict(), "payload": ev.value} \
-                if self.config.with_meta else ev.value
+            doc = (
+                {"event_id": ev.event_id, "meta": ev.meta.as_dict(), "payload": ev.value}
+                if self.config.with_meta
+                else ev.value
+            )
             out.write(orjson.dumps(doc, default=str) + b"\n")
         out.flush()

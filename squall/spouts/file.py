@@ -22,17 +22,26 @@ from squall.spouts.base import Progress, Spout
 MAX_LINE_BYTES = 10 * 1_048_576
 #: How much of an over-long line is kept for the dead letter.
 KEPT_PREFIX = 1024
-MAX_LINE_DOC = ("Longest line accepted, in bytes (after gzip decompression, without the newline). A longer "
-                "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
-                f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on.")
+MAX_LINE_DOC = (
+    "Longest line accepted, in bytes (after gzip decompression, without the newline). A longer "
+    "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
+    f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
+)
 
 
 class FileConfig(ComponentConfig):
-    path: str = Field(description="JSON-lines file (.gz is decompressed), relative to the topology file.")
-    stream: str | None = Field(None, description="Stream name in record metadata (default: the file name). "
-                                                 "Event ids derive from it, the line number and a digest of the "
-                                                 "file's content up to that line.")
-    skip_blank: bool = Field(True, description="Skip empty lines instead of passing them on as records.")
+    path: str = Field(
+        description="JSON-lines file (.gz is decompressed), relative to the topology file."
+    )
+    stream: str | None = Field(
+        None,
+        description="Stream name in record metadata (default: the file name). "
+        "Event ids derive from it, the line number and a digest of the "
+        "file's content up to that line.",
+    )
+    skip_blank: bool = Field(
+        True, description="Skip empty lines instead of passing them on as records."
+    )
     max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_LINE_DOC)
 
 
@@ -66,8 +75,15 @@ class FileSpout(Spout):
         return self._raw
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
-        yield from _batches(self._lines_of(), self.stream_name, "file", max_records, self,
-                            skip_blank=self.config.skip_blank, max_line_bytes=self.config.max_line_bytes)
+        yield from _batches(
+            self._lines_of(),
+            self.stream_name,
+            "file",
+            max_records,
+            self,
+            skip_blank=self.config.skip_blank,
+            max_line_bytes=self.config.max_line_bytes,
+        )
 
     def progress(self) -> Progress:
         done = self._raw.tell() if self._raw and not self._raw.closed else self._total
@@ -91,8 +107,15 @@ class StdinSpout(Spout):
     summary = "Read records from standard input, one JSON document per line."
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
-        yield from _batches(sys.stdin.buffer, self.config.stream, "stdin", max_records, self,
-                            skip_blank=self.config.skip_blank, max_line_bytes=self.config.max_line_bytes)
+        yield from _batches(
+            sys.stdin.buffer,
+            self.config.stream,
+            "stdin",
+            max_records,
+            self,
+            skip_blank=self.config.skip_blank,
+            max_line_bytes=self.config.max_line_bytes,
+        )
 
 
 @dataclass(slots=True)
@@ -105,7 +128,9 @@ class Line:
     too_long: bool = False
 
 
-def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+def read_lines(
+    lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[Line]:
     """The lines of a file, never holding more than ``max_line_bytes`` of one in memory.
 
     Each line carries a digest of every byte read so far, this line included: a different file
@@ -113,7 +138,9 @@ def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTE
     of the same bytes — or of a file that was only appended to — gets the same ones. A truncated or
     corrupt gzip stream is an error naming the line it stopped at.
     """
-    digest = hashlib.sha256()  # hardware-accelerated on current CPUs: the cheapest strong digest per line
+    digest = (
+        hashlib.sha256()
+    )  # hardware-accelerated on current CPUs: the cheapest strong digest per line
     number = 0
     readline = lines.readline
     try:
@@ -127,33 +154,53 @@ def read_lines(lines: IO[bytes], where: str, max_line_bytes: int = MAX_LINE_BYTE
                 yield Line(chunk.rstrip(b"\r\n"), len(chunk), digest.hexdigest()[:32])
                 continue
             # Over the limit: keep a prefix for the dead letter, stream the rest through the digest.
-            prefix, length = chunk[:min(KEPT_PREFIX, max_line_bytes)], len(chunk)
+            prefix, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
             while not chunk.endswith(b"\n"):
                 chunk = readline(max_line_bytes)
                 if not chunk:
                     break
                 length += len(chunk)
                 digest.update(chunk)
-            yield Line(prefix, length - chunk.endswith(b"\n"), digest.hexdigest()[:32], too_long=True)
+            yield Line(
+                prefix, length - chunk.endswith(b"\n"), digest.hexdigest()[:32], too_long=True
+            )
     except (EOFError, OSError, zlib.error) as exc:
-        raise SquallError(f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
-                          "(truncated or corrupt gzip?)") from None
+        raise SquallError(
+            f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
+            "(truncated or corrupt gzip?)"
+        ) from None
 
 
-def _batches(lines: IO[bytes], stream: str, shard: str, max_records: int, spout: Spout, *,
-             skip_blank: bool, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[list[Record]]:
+def _batches(
+    lines: IO[bytes],
+    stream: str,
+    shard: str,
+    max_records: int,
+    spout: Spout,
+    *,
+    skip_blank: bool,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> Iterator[list[Record]]:
     batch: list[Record] = []
-    for number, line in enumerate(read_lines(lines, f"{spout.id}: {stream}", max_line_bytes), start=1):
+    for number, line in enumerate(
+        read_lines(lines, f"{spout.id}: {stream}", max_line_bytes), start=1
+    ):
         defect = None
         if line.too_long:
-            defect = (f"line {number} is {line.length} bytes, over max_line_bytes ({max_line_bytes}); "
-                      f"only its first {len(line.data)} bytes are kept")
+            defect = (
+                f"line {number} is {line.length} bytes, over max_line_bytes ({max_line_bytes}); "
+                f"only its first {len(line.data)} bytes are kept"
+            )
         elif skip_blank and not line.data.strip():
             continue
         # Positional: this runs per line (stream, shard, sequence, sub-sequence, partition key,
         # arrival time, explicit hash key, fingerprint, defect).
-        batch.append(Record(line.data, RecordMeta(stream, shard, str(number), 0, "", None, None, line.fingerprint,
-                                                  defect)))
+        batch.append(
+            Record(
+                line.data,
+                RecordMeta(stream, shard, str(number), 0, "", None, None, line.fingerprint, defect),
+            )
+        )
         if len(batch) >= max_records:
             yield batch
             batch = []

@@ -56,7 +56,9 @@ class SqlCheckpoint(_Strict):
     store: Literal["sql"]
     resource: str | None = Field(None, description="SQL resource name (default: `warehouse`).")
     table: str = Field("squall_checkpoints", description="Table name; created if missing.")
-    application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
+    application: str | None = Field(
+        None, description="Checkpoint namespace (default: the topology name)."
+    )
 
     @field_validator("table")
     @classmethod
@@ -80,8 +82,11 @@ class DynamoDbCheckpoint(_Strict):
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         return aws.check_endpoint_url(v)
+
     region: str | None = Field(None, description="Region (default: the spout's).")
-    application: str | None = Field(None, description="Checkpoint namespace (default: the topology name).")
+    application: str | None = Field(
+        None, description="Checkpoint namespace (default: the topology name)."
+    )
     create_table: bool = Field(True, description="Create the table when it does not exist.")
 
     @field_validator("table")
@@ -101,21 +106,37 @@ class MemoryCheckpoint(_Strict):
     store: Literal["memory"]
 
 
-CheckpointConfig = Annotated[SqlCheckpoint | DynamoDbCheckpoint | MemoryCheckpoint, Field(discriminator="store")]
+CheckpointConfig = Annotated[
+    SqlCheckpoint | DynamoDbCheckpoint | MemoryCheckpoint, Field(discriminator="store")
+]
 
 
 class KinesisSpoutConfig(StreamFields, ComponentConfig):
     start: Literal["trim_horizon", "latest", "at_timestamp"] = Field(
-        "trim_horizon", description="Where to start in shards that have no checkpoint.")
+        "trim_horizon", description="Where to start in shards that have no checkpoint."
+    )
     timestamp: datetime | None = Field(None, description="Start time for `start: at_timestamp`.")
-    poll_interval: float = Field(1.0, ge=0, description="Seconds between GetRecords calls on a caught-up shard.")
-    limit: int = Field(MAX_LIMIT, ge=1, le=MAX_LIMIT, description="Records per GetRecords call (at most 10,000).")
+    poll_interval: float = Field(
+        1.0, ge=0, description="Seconds between GetRecords calls on a caught-up shard."
+    )
+    limit: int = Field(
+        MAX_LIMIT, ge=1, le=MAX_LIMIT, description="Records per GetRecords call (at most 10,000)."
+    )
     checkpoint: CheckpointConfig | None = Field(
-        None, description="Where checkpoints go (default: the `warehouse` resource if any, else memory).")
-    idle_exit: float | None = Field(None, gt=0, description="Stop after this many seconds without a new record "
-                                                          "(for local runs and tests); default: run forever.")
-    shard_sync_interval: float = Field(60.0, gt=0, description="Seconds between ListShards calls "
-                                                               "(shards are also re-listed when one ends).")
+        None,
+        description="Where checkpoints go (default: the `warehouse` resource if any, else memory).",
+    )
+    idle_exit: float | None = Field(
+        None,
+        gt=0,
+        description="Stop after this many seconds without a new record "
+        "(for local runs and tests); default: run forever.",
+    )
+    shard_sync_interval: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between ListShards calls (shards are also re-listed when one ends).",
+    )
 
     @model_validator(mode="after")
     def _timestamp(self) -> KinesisSpoutConfig:
@@ -160,7 +181,9 @@ class KinesisSpout(Spout):
         self.stats = PollStats()
         self.client: Any = None
         self._stored: dict[str, Position] = {}  # positions loaded by the runner (resume)
-        self._to_save: dict[str, Position] = {}  # SHARD_END of shards finished, for the runner to save
+        self._to_save: dict[
+            str, Position
+        ] = {}  # SHARD_END of shards finished, for the runner to save
         self._resumed = False
         self._lineage = ShardLineage()
         self._backoff = aws.Backoff(base=0.1, cap=10.0)
@@ -175,22 +198,34 @@ class KinesisSpout(Spout):
     @classmethod
     def aws_permissions(cls, config: KinesisSpoutConfig) -> list[AwsPermission]:
         """The polling reads on the stream, and the checkpoint table's calls when it is in DynamoDB."""
-        out = [AwsPermission(("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"),
-                             kinesis_stream_arn(config.stream, config.region), f"spout {config.id}")]
+        out = [
+            AwsPermission(
+                ("kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"),
+                kinesis_stream_arn(config.stream, config.region),
+                f"spout {config.id}",
+            )
+        ]
         cp = config.checkpoint
         if isinstance(cp, DynamoDbCheckpoint):
             actions = ("dynamodb:DescribeTable", "dynamodb:Query", "dynamodb:UpdateItem")
             if cp.create_table:
                 actions += ("dynamodb:CreateTable",)
-            out.append(AwsPermission(actions, dynamodb_table_arn(cp.table, cp.region or config.region),
-                                     f"spout {config.id} checkpoints"))
+            out.append(
+                AwsPermission(
+                    actions,
+                    dynamodb_table_arn(cp.table, cp.region or config.region),
+                    f"spout {config.id} checkpoints",
+                )
+            )
         return out
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
         region = aws.resolve_region(cfg.region, self.ref.region)
         if self.client is None:
-            self.client = aws.client("kinesis", region=region, endpoint_url=cfg.endpoint_url, botocore_retries=1)
+            self.client = aws.client(
+                "kinesis", region=region, endpoint_url=cfg.endpoint_url, botocore_retries=1
+            )
         self._region = region
 
     def checkpointing(self) -> CheckpointSpec:
@@ -200,10 +235,21 @@ class KinesisSpout(Spout):
         if isinstance(cp, MemoryCheckpoint):
             return CheckpointSpec("memory", self.stream_name, owner=self.id)
         if isinstance(cp, SqlCheckpoint):
-            return CheckpointSpec("sql", self.stream_name, cp.application, cp.resource, cp.table, owner=self.id)
+            return CheckpointSpec(
+                "sql", self.stream_name, cp.application, cp.resource, cp.table, owner=self.id
+            )
         region = aws.resolve_region(cp.region or self.config.region, self.ref.region)
-        return CheckpointSpec("dynamodb", self.stream_name, cp.application, None, cp.table, region,
-                              cp.endpoint_url, cp.create_table, owner=self.id)
+        return CheckpointSpec(
+            "dynamodb",
+            self.stream_name,
+            cp.application,
+            None,
+            cp.table,
+            region,
+            cp.endpoint_url,
+            cp.create_table,
+            owner=self.id,
+        )
 
     def resume(self, positions: dict[str, Position]) -> None:
         """Start from the stored positions: list the shards and get the first iterators."""
@@ -223,7 +269,9 @@ class KinesisSpout(Spout):
                 st.started = True
             except Exception as exc:
                 if not aws.is_retryable(exc):
-                    raise SquallError(f"{self.id}: GetShardIterator on {st.shard_id} failed: {exc}") from exc
+                    raise SquallError(
+                        f"{self.id}: GetShardIterator on {st.shard_id} failed: {exc}"
+                    ) from exc
                 # throttled: _poll gets the iterator later
 
     def close(self) -> None:
@@ -262,7 +310,10 @@ class KinesisSpout(Spout):
             if idle_exit is not None and now - self._last_activity >= idle_exit:
                 log.info("%s: no new record for %.1fs: stopping", self.id, idle_exit)
                 return
-            wake = min((s.next_call for s in self._lineage.with_status(ShardStatus.READING)), default=now + 0.5)
+            wake = min(
+                (s.next_call for s in self._lineage.with_status(ShardStatus.READING)),
+                default=now + 0.5,
+            )
             self._sleep(min(0.5, max(0.01, wake - now)))
 
     def _poll(self, st: ShardState) -> list[Record]:
@@ -295,7 +346,9 @@ class KinesisSpout(Spout):
             self._last_activity = now
             log.info("%s: shard %s read to its end", self.id, st.shard_id)
         busy = len(raw) >= self.config.limit or bool(st.millis_behind)
-        st.next_call = now + (MIN_CALL_INTERVAL if busy else max(MIN_CALL_INTERVAL, self.config.poll_interval))
+        st.next_call = now + (
+            MIN_CALL_INTERVAL if busy else max(MIN_CALL_INTERVAL, self.config.poll_interval)
+        )
         return records
 
     def _on_error(self, st: ShardState, exc: Exception, now: float) -> None:
@@ -311,33 +364,48 @@ class KinesisSpout(Spout):
             self.stats.throttled += 1
             st.failures += 1
             delay = self._backoff.delay(st.failures - 1)
-            log.warning("%s: shard %s throttled (%s); backing off %.2fs", self.id, st.shard_id, code, delay)
+            log.warning(
+                "%s: shard %s throttled (%s); backing off %.2fs", self.id, st.shard_id, code, delay
+            )
             st.next_call = now + delay
             return
         if aws.is_retryable(exc):
             self.stats.errors += 1
             st.failures += 1
             if st.failures >= MAX_ERRORS:
-                raise TransientError(f"{self.id}: shard {st.shard_id}: {st.failures} failed calls in a row: {exc}") from exc
+                raise TransientError(
+                    f"{self.id}: shard {st.shard_id}: {st.failures} failed calls in a row: {exc}"
+                ) from exc
             delay = self._backoff.delay(st.failures - 1)
             log.warning("%s: shard %s: %s; retrying in %.2fs", self.id, st.shard_id, exc, delay)
             st.next_call = now + delay
             return
-        if code == "InvalidArgumentException" and st.checkpoint is not None and st.last_read is None:
+        if (
+            code == "InvalidArgumentException"
+            and st.checkpoint is not None
+            and st.last_read is None
+        ):
             raise SquallError(
                 f"{self.id}: the checkpoint of shard {st.shard_id} ({st.checkpoint.sequence_number}) does not "
-                f"belong to stream '{self.stream_name}' (was it deleted and created again?): {exc}") from exc
-        raise SquallError(f"{self.id}: reading shard {st.shard_id} of '{self.stream_name}' failed: {exc}") from exc
+                f"belong to stream '{self.stream_name}' (was it deleted and created again?): {exc}"
+            ) from exc
+        raise SquallError(
+            f"{self.id}: reading shard {st.shard_id} of '{self.stream_name}' failed: {exc}"
+        ) from exc
 
     def _get_iterator(self, st: ShardState) -> str:
         args: dict[str, Any] = {**self.ref.params, "ShardId": st.shard_id}
         cp = st.checkpoint
         if st.last_read is not None:
-            args.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=st.last_read)
+            args.update(
+                ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=st.last_read
+            )
         elif cp is not None and not is_shard_end(cp):
             # AT the checkpoint, then skip user records up to it: resumes correctly both after a
             # plain record and inside a KPL aggregate whose first sub-records were committed.
-            args.update(ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=cp.sequence_number)
+            args.update(
+                ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=cp.sequence_number
+            )
             st.skip_through = cp
         elif self._lineage.read_parent(st) or self.config.start == "trim_horizon":
             args["ShardIteratorType"] = "TRIM_HORIZON"
@@ -354,8 +422,14 @@ class KinesisSpout(Spout):
             arrival = r.get("ApproximateArrivalTimestamp")
             if arrival is not None:
                 arrival = arrival.astimezone(UTC)
-            out.append(Record(r["Data"], RecordMeta(stream, shard, r["SequenceNumber"], 0,
-                                                    r.get("PartitionKey", ""), arrival)))
+            out.append(
+                Record(
+                    r["Data"],
+                    RecordMeta(
+                        stream, shard, r["SequenceNumber"], 0, r.get("PartitionKey", ""), arrival
+                    ),
+                )
+            )
         if st.skip_through is not None:
             out = self._skip(st, out)
         return out
@@ -394,7 +468,9 @@ class KinesisSpout(Spout):
                 break
             except Exception as exc:
                 if aws.error_code(exc) == "ResourceNotFoundException":
-                    raise SquallError(f"{self.id}: stream '{self.stream_name}' not found: {exc}") from exc
+                    raise SquallError(
+                        f"{self.id}: stream '{self.stream_name}' not found: {exc}"
+                    ) from exc
                 if not aws.is_retryable(exc) or attempt + 1 >= MAX_ERRORS:
                     raise TransientError(f"{self.id}: ListShards failed: {exc}") from exc
                 if aws.is_throttling(exc):
@@ -436,14 +512,21 @@ class KinesisSpout(Spout):
             st.status = ShardStatus.FINISHED
             st.checkpoint = SHARD_END
             self.stats.shards_finished += 1
-            log.info("%s: shard %s finished (read to SHARD_END, everything committed)", self.id, st.shard_id)
+            log.info(
+                "%s: shard %s finished (read to SHARD_END, everything committed)",
+                self.id,
+                st.shard_id,
+            )
 
     # -- observability -------------------------------------------------------------------------
 
     def lag(self) -> dict[str, int]:
         """MillisBehindLatest of every shard being read, from its last GetRecords answer."""
-        return {st.shard_id: st.millis_behind for st in self._lineage.states.values()
-                if st.status is ShardStatus.READING and st.millis_behind is not None}
+        return {
+            st.shard_id: st.millis_behind
+            for st in self._lineage.states.values()
+            if st.status is ShardStatus.READING and st.millis_behind is not None
+        }
 
     def shards(self) -> dict[str, str]:
         """Every known shard and its status (waiting, reading, ended, finished)."""
@@ -451,5 +534,10 @@ class KinesisSpout(Spout):
 
     def progress(self) -> KinesisProgress:
         lag = self.lag()
-        return KinesisProgress(self.stats.records, None, "records",
-                               millis_behind_latest=max(lag.values()) if lag else None, lag=lag)
+        return KinesisProgress(
+            self.stats.records,
+            None,
+            "records",
+            millis_behind_latest=max(lag.values()) if lag else None,
+            lag=lag,
+        )

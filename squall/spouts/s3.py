@@ -46,14 +46,18 @@ def read_object(client: Any, bucket: str, key: str) -> bytes:
     try:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
-        raise SquallError(f"cannot read s3://{bucket}/{key}: {aws.error_code(exc) or exc}") from None
+        raise SquallError(
+            f"cannot read s3://{bucket}/{key}: {aws.error_code(exc) or exc}"
+        ) from None
 
 
 class S3SpoutConfig(ComponentConfig):
     bucket: str = Field(description="Bucket name.")
     prefix: str = Field("", description="Read the objects whose keys start with this.")
     start_after: str | None = Field(None, description="Read only keys after this one (key order).")
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="S3 endpoint (local testing).")
     skip_blank: bool = Field(True, description="Skip empty lines.")
 
@@ -84,16 +88,24 @@ class S3Spout(Spout):
             kwargs["StartAfter"] = cfg.start_after
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
-                self._keys.extend(o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/"))
+                self._keys.extend(
+                    o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")
+                )
         except Exception as exc:
-            raise SquallError(f"{self.id}: cannot list s3://{cfg.bucket}/{cfg.prefix}: "
-                              f"{aws.error_code(exc) or exc}") from None
+            raise SquallError(
+                f"{self.id}: cannot list s3://{cfg.bucket}/{cfg.prefix}: "
+                f"{aws.error_code(exc) or exc}"
+            ) from None
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         batch: list[Record] = []
         for key in self._keys:
-            records = object_records(self.config.bucket, key, read_object(self.client, self.config.bucket, key),
-                                     skip_blank=self.config.skip_blank)
+            records = object_records(
+                self.config.bucket,
+                key,
+                read_object(self.client, self.config.bucket, key),
+                skip_blank=self.config.skip_blank,
+            )
             for rec in records:
                 batch.append(rec)
                 if len(batch) >= max_records:

@@ -50,10 +50,14 @@ def message_record(queue: str, msg: Message) -> Record:
         shard, seq = f"group-{msg.group_id}", msg.sequence_number
     else:
         # A message id is a UUID: its 128 bits as a decimal make a stable sequence number.
-        shard, seq = f"msg-{msg.message_id}", str(int(msg.message_id.replace("-", ""), 16)) \
-            if _is_uuid(msg.message_id) else "0"
+        shard, seq = (
+            f"msg-{msg.message_id}",
+            str(int(msg.message_id.replace("-", ""), 16)) if _is_uuid(msg.message_id) else "0",
+        )
     arrival = datetime.fromtimestamp(msg.sent_at_ms / 1000, UTC) if msg.sent_at_ms else None
-    return Record(msg.body.encode(), RecordMeta(queue, shard, seq, 0, msg.group_id or msg.message_id, arrival))
+    return Record(
+        msg.body.encode(), RecordMeta(queue, shard, seq, 0, msg.group_id or msg.message_id, arrival)
+    )
 
 
 def _is_uuid(value: str) -> bool:
@@ -84,12 +88,20 @@ def queue_name(url_or_arn: str) -> str:
 
 class SqsSpoutConfig(ComponentConfig):
     queue: str = Field(description="Queue URL, or a queue name resolved with GetQueueUrl at start.")
-    region: str | None = Field(None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).")
+    region: str | None = Field(
+        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+    )
     endpoint_url: str | None = Field(None, description="SQS endpoint (local testing).")
     wait_time: int = Field(5, ge=0, le=20, description="Long-poll seconds per ReceiveMessage call.")
     visibility_timeout: int | None = Field(
-        None, ge=0, le=43200, description="Seconds a received message stays hidden (default: the queue's).")
-    stop_when_empty: bool = Field(True, description="End when a receive returns nothing (false: poll until stopped).")
+        None,
+        ge=0,
+        le=43200,
+        description="Seconds a received message stays hidden (default: the queue's).",
+    )
+    stop_when_empty: bool = Field(
+        True, description="End when a receive returns nothing (false: poll until stopped)."
+    )
 
     @field_validator("region", "endpoint_url")
     @classmethod
@@ -101,14 +113,20 @@ class SqsSpout(Spout):
     """Receive messages (up to 10 per call) and delete each once it is committed or dead-lettered."""
 
     Config = SqsSpoutConfig
-    summary = "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
+    summary = (
+        "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
+    )
 
     def __init__(self, config: SqsSpoutConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None
-        self.queue_url: str | None = config.queue if config.queue.startswith(("http://", "https://")) else None
+        self.queue_url: str | None = (
+            config.queue if config.queue.startswith(("http://", "https://")) else None
+        )
         self.name = queue_name(config.queue)
-        self._handles: dict[tuple[str, str], str] = {}  # (shard, sequence) -> receipt handle, in flight
+        self._handles: dict[
+            tuple[str, str], str
+        ] = {}  # (shard, sequence) -> receipt handle, in flight
         self._records: list[Record] = []
         self.deleted = 0
 
@@ -120,20 +138,33 @@ class SqsSpout(Spout):
             try:
                 self.queue_url = self.client.get_queue_url(QueueName=cfg.queue)["QueueUrl"]
             except Exception as exc:
-                raise SquallError(f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}") from None
+                raise SquallError(
+                    f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}"
+                ) from None
 
     def _receive(self, n: int) -> list[Message]:
-        kwargs: dict[str, Any] = {"QueueUrl": self.queue_url, "MaxNumberOfMessages": min(n, MAX_RECEIVE),
-                                  "WaitTimeSeconds": self.config.wait_time,
-                                  "MessageSystemAttributeNames": ["SentTimestamp", "MessageGroupId", "SequenceNumber"]}
+        kwargs: dict[str, Any] = {
+            "QueueUrl": self.queue_url,
+            "MaxNumberOfMessages": min(n, MAX_RECEIVE),
+            "WaitTimeSeconds": self.config.wait_time,
+            "MessageSystemAttributeNames": ["SentTimestamp", "MessageGroupId", "SequenceNumber"],
+        }
         if self.config.visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self.config.visibility_timeout
         resp = self.client.receive_message(**kwargs)
         out = []
         for m in resp.get("Messages", []):
             a = m.get("Attributes", {})
-            out.append(Message(m["MessageId"], m["ReceiptHandle"], m["Body"], a.get("MessageGroupId"),
-                               a.get("SequenceNumber"), int(a["SentTimestamp"]) if "SentTimestamp" in a else None))
+            out.append(
+                Message(
+                    m["MessageId"],
+                    m["ReceiptHandle"],
+                    m["Body"],
+                    a.get("MessageGroupId"),
+                    a.get("SequenceNumber"),
+                    int(a["SentTimestamp"]) if "SentTimestamp" in a else None,
+                )
+            )
         return out
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
@@ -156,17 +187,23 @@ class SqsSpout(Spout):
 
     def commit(self, checkpoint: dict[str, Position]) -> None:
         """Delete the messages of the last batch that the checkpoint covers."""
-        done = [r for r, ok in zip(self._records, settled(self._records, checkpoint), strict=True) if ok]
+        done = [
+            r for r, ok in zip(self._records, settled(self._records, checkpoint), strict=True) if ok
+        ]
         handles = [self._handles.pop((r.meta.shard_id, r.meta.sequence_number)) for r in done]
         for i in range(0, len(handles), MAX_RECEIVE):
-            chunk = handles[i:i + MAX_RECEIVE]
+            chunk = handles[i : i + MAX_RECEIVE]
             resp = self.client.delete_message_batch(
-                QueueUrl=self.queue_url, Entries=[{"Id": str(k), "ReceiptHandle": h} for k, h in enumerate(chunk)])
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(k), "ReceiptHandle": h} for k, h in enumerate(chunk)],
+            )
             if resp.get("Failed"):
                 # The message comes back after its visibility timeout and is processed again;
                 # idempotent sinks make that harmless.
-                raise SquallError(f"{self.id}: DeleteMessageBatch failed for {len(resp['Failed'])} message(s): "
-                                  f"{resp['Failed'][0].get('Code')}")
+                raise SquallError(
+                    f"{self.id}: DeleteMessageBatch failed for {len(resp['Failed'])} message(s): "
+                    f"{resp['Failed'][0].get('Code')}"
+                )
             self.deleted += len(chunk)
 
     def close(self) -> None:

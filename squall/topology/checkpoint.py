@@ -40,7 +40,9 @@ class TransactionalCheckpointStore(CheckpointStore, Protocol):
 
     resource: str
 
-    def save_in(self, connection: sa.Connection, stream: str, positions: dict[str, Position]) -> None: ...
+    def save_in(
+        self, connection: sa.Connection, stream: str, positions: dict[str, Position]
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,14 @@ class MemoryCheckpointStore:
 class SqlCheckpointStore:
     """Checkpoints in a SQL table (``squall_checkpoints`` by default), via SQLAlchemy Core."""
 
-    def __init__(self, engine: sa.Engine, application: str, *, resource: str = "", table: str = "squall_checkpoints"):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        application: str,
+        *,
+        resource: str = "",
+        table: str = "squall_checkpoints",
+    ):
         import sqlalchemy as sa
 
         self.engine = engine
@@ -96,7 +105,12 @@ class SqlCheckpointStore:
             sa.Column("shard_id", sa.String(255), primary_key=True),
             sa.Column("sequence_number", sa.String(128), nullable=False),
             sa.Column("sub_sequence_number", sa.BigInteger, nullable=False),
-            sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+            sa.Column(
+                "updated_at",
+                sa.DateTime(timezone=True),
+                server_default=sa.func.now(),
+                nullable=False,
+            ),
         )
         meta.create_all(engine, checkfirst=True)
 
@@ -108,13 +122,18 @@ class SqlCheckpointStore:
             t.c.application == self.application, t.c.stream == stream
         )
         with self.engine.connect() as conn:
-            return {r.shard_id: Position(r.sequence_number, r.sub_sequence_number) for r in conn.execute(q)}
+            return {
+                r.shard_id: Position(r.sequence_number, r.sub_sequence_number)
+                for r in conn.execute(q)
+            }
 
     def save(self, stream: str, positions: dict[str, Position]) -> None:
         with self.engine.begin() as conn:
             self.save_in(conn, stream, positions)
 
-    def save_in(self, connection: sa.Connection, stream: str, positions: dict[str, Position]) -> None:
+    def save_in(
+        self, connection: sa.Connection, stream: str, positions: dict[str, Position]
+    ) -> None:
         """Upsert positions; a position never moves backwards (a replayed batch is harmless)."""
         import sqlalchemy as sa
 
@@ -122,21 +141,37 @@ class SqlCheckpointStore:
             return
         t = self.table
         query = sa.select(t.c.shard_id, t.c.sequence_number, t.c.sub_sequence_number).where(
-            t.c.application == self.application, t.c.stream == stream, t.c.shard_id.in_(list(positions))
+            t.c.application == self.application,
+            t.c.stream == stream,
+            t.c.shard_id.in_(list(positions)),
         )
         if connection.dialect.name == "postgresql":
             query = query.with_for_update()
-        current = {r.shard_id: Position(r.sequence_number, r.sub_sequence_number) for r in connection.execute(query)}
+        current = {
+            r.shard_id: Position(r.sequence_number, r.sub_sequence_number)
+            for r in connection.execute(query)
+        }
         for shard, pos in positions.items():
             old = current.get(shard)
-            values = {"sequence_number": pos.sequence_number, "sub_sequence_number": pos.sub_sequence_number,
-                      "updated_at": sa.func.now()}
+            values = {
+                "sequence_number": pos.sequence_number,
+                "sub_sequence_number": pos.sub_sequence_number,
+                "updated_at": sa.func.now(),
+            }
             if old is None:
-                connection.execute(t.insert().values(application=self.application, stream=stream, shard_id=shard, **values))
+                connection.execute(
+                    t.insert().values(
+                        application=self.application, stream=stream, shard_id=shard, **values
+                    )
+                )
             elif pos > old:
                 connection.execute(
                     t.update()
-                    .where(t.c.application == self.application, t.c.stream == stream, t.c.shard_id == shard)
+                    .where(
+                        t.c.application == self.application,
+                        t.c.stream == stream,
+                        t.c.shard_id == shard,
+                    )
                     .values(**values)
                 )
 
@@ -166,7 +201,9 @@ class Checkpointer:
             self.store.save(stream, positions)
 
 
-def open_checkpoint_store(spec: CheckpointSpec, resources: Resources | None, application: str) -> CheckpointStore:
+def open_checkpoint_store(
+    spec: CheckpointSpec, resources: Resources | None, application: str
+) -> CheckpointStore:
     """Open the store a spout asked for. Raises ``SquallError`` naming the spout when it cannot."""
     app = spec.application or application
     configs = resources.configs if resources is not None else {}
@@ -175,18 +212,30 @@ def open_checkpoint_store(spec: CheckpointSpec, resources: Resources | None, app
     if spec.kind == "default":
         if "warehouse" in configs and resources.kind("warehouse") == "sql":
             return SqlCheckpointStore(resources.sql("warehouse"), app, resource="warehouse")
-        log.warning("%s: no checkpoint store configured and no 'warehouse' resource: checkpoints are "
-                    "kept in memory, a restart reads from `start` again", spec.owner)
+        log.warning(
+            "%s: no checkpoint store configured and no 'warehouse' resource: checkpoints are "
+            "kept in memory, a restart reads from `start` again",
+            spec.owner,
+        )
         return MemoryCheckpointStore()
     if spec.kind == "sql":
         name = spec.resource or "warehouse"
         if name not in configs:
-            raise SquallError(f"{spec.owner}: checkpoint store 'sql' needs a SQL resource; "
-                              f"there is no resource named '{name}'")
-        return SqlCheckpointStore(resources.sql(name), app, resource=name, table=spec.table or "squall_checkpoints")
+            raise SquallError(
+                f"{spec.owner}: checkpoint store 'sql' needs a SQL resource; "
+                f"there is no resource named '{name}'"
+            )
+        return SqlCheckpointStore(
+            resources.sql(name), app, resource=name, table=spec.table or "squall_checkpoints"
+        )
     from squall import aws
     from squall.topology.dynamodb_checkpoint import DynamoDbCheckpointStore
 
     return DynamoDbCheckpointStore(
-        aws.client("dynamodb", region=aws.resolve_region(spec.region, None), endpoint_url=spec.endpoint_url),
-        spec.table or "squall_checkpoints", app, create_table=spec.create_table)
+        aws.client(
+            "dynamodb", region=aws.resolve_region(spec.region, None), endpoint_url=spec.endpoint_url
+        ),
+        spec.table or "squall_checkpoints",
+        app,
+        create_table=spec.create_table,
+    )

@@ -30,8 +30,15 @@ def position_key(position: Position) -> str:
 class DynamoDbCheckpointStore:
     """Per-shard positions of one application in a DynamoDB table (implements ``CheckpointStore``)."""
 
-    def __init__(self, client: Any, table: str, application: str, *, create_table: bool = True,
-                 wait_seconds: float = 60.0):
+    def __init__(
+        self,
+        client: Any,
+        table: str,
+        application: str,
+        *,
+        create_table: bool = True,
+        wait_seconds: float = 60.0,
+    ):
         self.client = client
         self.table = table
         self.application = application
@@ -48,19 +55,27 @@ class DynamoDbCheckpointStore:
         try:
             self.client.create_table(
                 TableName=self.table,
-                AttributeDefinitions=[{"AttributeName": "application", "AttributeType": "S"},
-                                      {"AttributeName": "shard", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "application", "KeyType": "HASH"},
-                           {"AttributeName": "shard", "KeyType": "RANGE"}],
+                AttributeDefinitions=[
+                    {"AttributeName": "application", "AttributeType": "S"},
+                    {"AttributeName": "shard", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "application", "KeyType": "HASH"},
+                    {"AttributeName": "shard", "KeyType": "RANGE"},
+                ],
                 BillingMode="PAY_PER_REQUEST",
             )
             log.info("created DynamoDB checkpoint table %s", self.table)
         except Exception as exc:
-            if aws.error_code(exc) != "ResourceInUseException":  # in use: another process created it
+            if (
+                aws.error_code(exc) != "ResourceInUseException"
+            ):  # in use: another process created it
                 raise self._error(exc) from exc
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            status = self._call(self.client.describe_table, TableName=self.table)["Table"]["TableStatus"]
+            status = self._call(self.client.describe_table, TableName=self.table)["Table"][
+                "TableStatus"
+            ]
             if status == "ACTIVE":
                 return
             time.sleep(0.2)
@@ -80,8 +95,10 @@ class DynamoDbCheckpointStore:
         while True:
             resp = self._call(self.client.query, **kwargs)
             for item in resp.get("Items", []):
-                shard = item["shard"]["S"][len(prefix):]
-                out[shard] = Position(item["sequence_number"]["S"], int(item["sub_sequence_number"]["N"]))
+                shard = item["shard"]["S"][len(prefix) :]
+                out[shard] = Position(
+                    item["sequence_number"]["S"], int(item["sub_sequence_number"]["N"])
+                )
             last = resp.get("LastEvaluatedKey")
             if not last:
                 return out
@@ -94,14 +111,24 @@ class DynamoDbCheckpointStore:
             try:
                 self.client.update_item(
                     TableName=self.table,
-                    Key={"application": {"S": self.application}, "shard": {"S": f"{stream}/{shard}"}},
+                    Key={
+                        "application": {"S": self.application},
+                        "shard": {"S": f"{stream}/{shard}"},
+                    },
                     UpdateExpression="SET #seq = :s, #sub = :n, #p = :p, #t = :t",
                     ConditionExpression="attribute_not_exists(#p) OR #p < :p",
-                    ExpressionAttributeNames={"#seq": "sequence_number", "#sub": "sub_sequence_number",
-                                              "#p": "position", "#t": "updated_at"},
-                    ExpressionAttributeValues={":s": {"S": pos.sequence_number},
-                                               ":n": {"N": str(pos.sub_sequence_number)},
-                                               ":p": {"S": position_key(pos)}, ":t": {"S": now}},
+                    ExpressionAttributeNames={
+                        "#seq": "sequence_number",
+                        "#sub": "sub_sequence_number",
+                        "#p": "position",
+                        "#t": "updated_at",
+                    },
+                    ExpressionAttributeValues={
+                        ":s": {"S": pos.sequence_number},
+                        ":n": {"N": str(pos.sub_sequence_number)},
+                        ":p": {"S": position_key(pos)},
+                        ":t": {"S": now},
+                    },
                 )
             except Exception as exc:
                 if aws.error_code(exc) != "ConditionalCheckFailedException":

@@ -92,8 +92,20 @@ class _Refused(Exception):
 _FATAL = (SinkError, TopologyError)
 #: ``OSError`` numbers of the machine (disk full, I/O, no memory or descriptors, no rights): the
 #: batch's. Others are a record's (``datetime.fromtimestamp`` of a huge value raises EOVERFLOW).
-_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE,
-                             errno.ENOMEM, errno.EACCES, errno.EPERM, errno.ENOENT})
+_MACHINE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOENT,
+    }
+)
 
 
 def _batch_error(exc: BaseException) -> bool:
@@ -106,16 +118,27 @@ def _batch_error(exc: BaseException) -> bool:
 class Engine:
     """Runs batches through a plan. Components and resources are opened once, in ``open``."""
 
-    def __init__(self, plan: Plan, *, resources: Resources | None = None,
-                 checkpointer: Checkpointer | None = None, whole_records: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random):
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        resources: Resources | None = None,
+        checkpointer: Checkpointer | None = None,
+        whole_records: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+    ):
         self.plan = plan
         #: The runner's source resumes only at whole Kinesis records (Lambda), never inside a KPL
         #: aggregate: the checkpoint and the committed state then stop before the failed record's
         #: aggregate, whose earlier user records come again.
         self.whole_records = whole_records
         self.topology = plan.topology
-        self.resources = resources if resources is not None else Resources(plan.topology.resources, plan.topology.base_dir)
+        self.resources = (
+            resources
+            if resources is not None
+            else Resources(plan.topology.resources, plan.topology.base_dir)
+        )
         self._own_resources = resources is None
         self.retry: RetryConfig = plan.topology.settings.retry
         self._sleep, self._rng = sleep, rng
@@ -155,7 +178,11 @@ class Engine:
         sinks = {n.index: self.components[n.index].transaction_resource() for n in self._data_sinks}  # type: ignore[union-attr]
         states = {n.index: self.components[n.index].state_resource() for n in self._stateful}  # type: ignore[union-attr]
         cp = self.checkpointer.resource if self.checkpointer is not None else None
-        resource = cp or next((r for r in sinks.values() if r), None) or next((r for r in states.values() if r), None)
+        resource = (
+            cp
+            or next((r for r in sinks.values() if r), None)
+            or next((r for r in states.values() if r), None)
+        )
         self._tx_resource = resource
         self._tx_sinks = {i for i, r in sinks.items() if same(r, resource)}
         self._tx_states = {i for i, r in states.items() if same(r, resource)}
@@ -248,7 +275,11 @@ class Engine:
                 ledger.dropped[ev.origin] += 1
             stats.dropped += len(out.dropped)
             for stream, emitted in out.streams.items():
-                rejected = sum(1 for ev in emitted if ev.failure is not None and ev.failure.component == node.id)
+                rejected = sum(
+                    1
+                    for ev in emitted
+                    if ev.failure is not None and ev.failure.component == node.id
+                )
                 stats.dead_lettered += rejected
                 stats.emitted += len(emitted) - rejected
                 targets = node.outputs.get(stream)
@@ -257,7 +288,9 @@ class Engine:
                     continue
                 for ev in emitted:
                     if ev.failure is None:
-                        ev.failure = Failure(node.id, f"stream '{stream}' of '{node.id}' is not wired", stream)
+                        ev.failure = Failure(
+                            node.id, f"stream '{stream}' of '{node.id}' is not wired", stream
+                        )
                 default_dl.extend(emitted)
 
         prepared: list[tuple[Node, Prepared]] = []
@@ -287,18 +320,25 @@ class Engine:
         for node in self._stateful:
             if node.index not in self._tx_states:
                 comp = self.components[node.index]
-                self._call(node.id, self.stats[node.index], comp.commit_state, covered, None, isolate=False)  # type: ignore[union-attr]
+                self._call(
+                    node.id, self.stats[node.index], comp.commit_state, covered, None, isolate=False
+                )  # type: ignore[union-attr]
                 comp.state_committed()  # type: ignore[union-attr]
         if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
-            self._call("checkpoint", None, self.checkpointer.save, stream, checkpoint, isolate=False)
+            self._call(
+                "checkpoint", None, self.checkpointer.save, stream, checkpoint, isolate=False
+            )
         return BatchResult(units, codes, ledger.failed, checkpoint)
 
-    def _commit_transaction(self, inside: list[tuple[Node, Prepared]], units: list[Event], stream: str,
-                            ledger: _Ledger) -> dict[str, Position] | None:
+    def _commit_transaction(
+        self, inside: list[tuple[Node, Prepared]], units: list[Event], stream: str, ledger: _Ledger
+    ) -> dict[str, Position] | None:
         """Steps 2–4 for everything in the batch's one SQL transaction; the checkpoint if it was saved there."""
         states = [n for n in self._stateful if n.index in self._tx_states]
         with_checkpoint = self._checkpoint_in_tx and self.checkpointer is not None
-        if self._tx_resource is None or not (any(p.events for _, p in inside) or states or with_checkpoint):
+        if self._tx_resource is None or not (
+            any(p.events for _, p in inside) or states or with_checkpoint
+        ):
             return None
         from squall.topology.sql import (  # SQLAlchemy only for topologies that use SQL
             sql_errors,
@@ -319,7 +359,9 @@ class Engine:
                     started = time.perf_counter()
                     try:
                         result = self.components[node.index].write_batch(p, ctx)  # type: ignore[union-attr]
-                        if result is not None and result.rejected:  # dead letters first: roll back, then again
+                        if (
+                            result is not None and result.rejected
+                        ):  # dead letters first: roll back, then again
                             raise _Refused(node, result.rejected)
                         written.append((node, p.events, result))
                     except (TransientError, BatchFailed, _Refused):
@@ -362,7 +404,9 @@ class Engine:
                 # The sink refused some events for good: dead-letter them, then commit the rest.
                 node = refused.node
                 k = next(i for i, (n, _) in enumerate(pending) if n is node)
-                rest = self._take_rejected(node, pending[k][1].events, WriteResult(rejected=refused.events), ledger)
+                rest = self._take_rejected(
+                    node, pending[k][1].events, WriteResult(rejected=refused.events), ledger
+                )
                 pending[k] = (node, self._reprepare(node, rest, []))
                 pending = [(n, q) for n, q in pending if q.events]
         for node, events, result in written:
@@ -382,8 +426,14 @@ class Engine:
             self._bisect_bolt(node, comp.process, events, fault, out)  # type: ignore[union-attr]
             return out
 
-    def _bisect_bolt(self, node: Node, fn: Callable[[list[Event]], Output], events: list[Event],
-                     fault: _RecordFault, out: Output) -> None:
+    def _bisect_bolt(
+        self,
+        node: Node,
+        fn: Callable[[list[Event]], Output],
+        events: list[Event],
+        fault: _RecordFault,
+        out: Output,
+    ) -> None:
         if len(events) == 1:
             self._poisoned(node, events[0], fault)
             out.fail(events[0], fault.reason)
@@ -400,8 +450,9 @@ class Engine:
                     out.emit(ev, stream)
             out.dropped.extend(got.dropped)
 
-    def _find_poison(self, node: Node, fn: Callable[[list[Event]], Any], events: list[Event],
-                     fault: _RecordFault) -> list[Event]:
+    def _find_poison(
+        self, node: Node, fn: Callable[[list[Event]], Any], events: list[Event], fault: _RecordFault
+    ) -> list[Event]:
         """The events on which ``fn`` fails alone (split in halves); each gets its failure."""
         if len(events) == 1:
             self._poisoned(node, events[0], fault)
@@ -417,8 +468,14 @@ class Engine:
         return bad
 
     def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
-        log.warning("%s: record %s (%s seq %s) fails alone, isolated from its batch: %s", node.id,
-                    event.event_id, event.meta.shard_id, event.meta.sequence_number, fault.reason)
+        log.warning(
+            "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
+            node.id,
+            event.event_id,
+            event.meta.shard_id,
+            event.meta.sequence_number,
+            fault.reason,
+        )
 
     def _prepare(self, node: Node, events: list[Event]) -> Prepared:
         comp = self.components[node.index]
@@ -444,7 +501,13 @@ class Engine:
         comp = self.components[node.index]
         while True:
             try:
-                result = self._call(node.id, self.stats[node.index], comp.write_batch, p, WriteContext(stream=stream))  # type: ignore[union-attr]
+                result = self._call(
+                    node.id,
+                    self.stats[node.index],
+                    comp.write_batch,
+                    p,
+                    WriteContext(stream=stream),
+                )  # type: ignore[union-attr]
                 break
             except _RecordFault as fault:
                 p = self._isolate_write(node, p, stream, ledger, fault)
@@ -453,8 +516,9 @@ class Engine:
         events = self._take_rejected(node, p.events, result, ledger)
         self._settle(node, events, result, ledger, dead=False)
 
-    def _take_rejected(self, node: Node, events: list[Event], result: WriteResult | None,
-                       ledger: _Ledger) -> list[Event]:
+    def _take_rejected(
+        self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger
+    ) -> list[Event]:
         """Dead-letter what the sink refused for good at write time; the rest is settled as written."""
         if result is None or not result.rejected:
             return events
@@ -466,7 +530,9 @@ class Engine:
         gone = {id(ev) for ev in result.rejected}
         return [ev for ev in events if id(ev) not in gone]
 
-    def _isolate_write(self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault) -> Prepared:
+    def _isolate_write(
+        self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault
+    ) -> Prepared:
         """Find the events whose write fails alone (parts are written for real: sinks are
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
@@ -483,11 +549,20 @@ class Engine:
         if not bad:
             # It failed on the whole, never on a part (a size limit): every part was written, so
             # every event is. Failing the batch would fail it again on every delivery.
-            log.warning("%s: a write of %d events failed (%s) but each part was written on its own",
-                        node.id, len(p.events), fault.reason)
+            log.warning(
+                "%s: a write of %d events failed (%s) but each part was written on its own",
+                node.id,
+                len(p.events),
+                fault.reason,
+            )
             counted = part_written and None not in part_written
-            self._settle(node, p.events, WriteResult(part_failed, sum(part_written) if counted else None),  # type: ignore[arg-type]
-                         ledger, dead=False)
+            self._settle(
+                node,
+                p.events,
+                WriteResult(part_failed, sum(part_written) if counted else None),  # type: ignore[arg-type]
+                ledger,
+                dead=False,
+            )
             return Prepared([])
         kept = self._reprepare(node, p.events, bad)
         self.stats[node.index].dead_lettered += len(kept.rejected)
@@ -506,7 +581,9 @@ class Engine:
         bad: list[Event] = []
         started = time.perf_counter()
         for rec in records:
-            if rec.meta.defect is not None:  # the source could not deliver it whole (too long, bad base64)
+            if (
+                rec.meta.defect is not None
+            ):  # the source could not deliver it whole (too long, bad base64)
                 ev = Event(rec.data, rec.meta, None, len(units))
                 ev.failure = Failure(self.plan.spout_id, rec.meta.defect)
                 units.append(ev)
@@ -532,24 +609,36 @@ class Engine:
         s.seconds += time.perf_counter() - started
         return units, bad
 
-    def _deliver(self, events: list[Event], targets: tuple[int, ...], inbox: list[list[Event]],
-                 source: str, stream: str) -> None:
+    def _deliver(
+        self,
+        events: list[Event],
+        targets: tuple[int, ...],
+        inbox: list[list[Event]],
+        source: str,
+        stream: str,
+    ) -> None:
         """Hand events to each target; copies are made only where the graph fans out."""
         for k, t in enumerate(targets):
             batch = events if k == 0 else [ev.fork() for ev in events]
             if self.plan.nodes[t].dead_letter:
                 for ev in batch:
                     if ev.failure is None:
-                        ev.failure = Failure(source, f"routed to dead letter by stream '{stream}'", stream)
+                        ev.failure = Failure(
+                            source, f"routed to dead letter by stream '{stream}'", stream
+                        )
             inbox[t].extend(batch)
 
-    def _write_dead_letters(self, inbox: list[list[Event]], default_dl: list[Event], ledger: _Ledger) -> None:
+    def _write_dead_letters(
+        self, inbox: list[list[Event]], default_dl: list[Event], ledger: _Ledger
+    ) -> None:
         defaults = set(self.plan.dead_letters)
         if default_dl and not defaults:
             # No dead-letter sink: the records fail, so the source delivers them again and the
             # runner reports them (Lambda: batchItemFailures). Nothing is dropped.
             for ev in default_dl:
-                ledger.failed.setdefault(ev.origin, ev.failure or Failure("engine", "no dead-letter sink"))
+                ledger.failed.setdefault(
+                    ev.origin, ev.failure or Failure("engine", "no dead-letter sink")
+                )
         for node in self._dl_sinks:
             events = inbox[node.index] + (default_dl if node.index in defaults else [])
             if not events:
@@ -558,7 +647,9 @@ class Engine:
             comp = self.components[node.index]
             p = Prepared(events)
             try:
-                result = self._call(node.id, self.stats[node.index], comp.write_batch, p, WriteContext())  # type: ignore[union-attr]
+                result = self._call(
+                    node.id, self.stats[node.index], comp.write_batch, p, WriteContext()
+                )  # type: ignore[union-attr]
             except _RecordFault as fault:
                 # A dead letter that cannot be written even alone: that record fails (it is
                 # delivered again, never dropped); the others are written.
@@ -566,7 +657,9 @@ class Engine:
                 # rest" again in one call could fail again as a whole: a size limit).
                 part_failed: list[Event] = []
 
-                def write(part: list[Event], c: Sink = comp, out: list[Event] = part_failed) -> None:  # type: ignore[assignment]
+                def write(
+                    part: list[Event], c: Sink = comp, out: list[Event] = part_failed
+                ) -> None:  # type: ignore[assignment]
                     got = c.write_batch(Prepared(part), WriteContext())
                     if got is not None:
                         out.extend(got.failed)
@@ -575,8 +668,15 @@ class Engine:
                 result = WriteResult(failed=bad + part_failed)
             self._settle(node, events, result, ledger, dead=True)
 
-    def _settle(self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger, *,
-                dead: bool) -> None:
+    def _settle(
+        self,
+        node: Node,
+        events: list[Event],
+        result: WriteResult | None,
+        ledger: _Ledger,
+        *,
+        dead: bool,
+    ) -> None:
         failed = self._settle_into(ledger, node, events, result, dead=dead)
         stats = self.stats[node.index]
         stats.failed += failed
@@ -586,8 +686,9 @@ class Engine:
             stats.present = (stats.present or 0) + len(events) - failed - result.written
 
     @staticmethod
-    def _settle_into(ledger: _Ledger, node: Node, events: list[Event], result: WriteResult | None, *,
-                     dead: bool) -> int:
+    def _settle_into(
+        ledger: _Ledger, node: Node, events: list[Event], result: WriteResult | None, *, dead: bool
+    ) -> int:
         failed_ids = set()
         if result is not None and result.failed:
             failed_ids = {id(ev) for ev in result.failed}
@@ -603,7 +704,12 @@ class Engine:
     def _codes(ledger: _Ledger) -> list[int]:
         """One outcome code per user record: failed, else dead-lettered, else committed, else filtered."""
         codes = []
-        failed, dead, committed, dropped = ledger.failed, ledger.dead, ledger.committed, ledger.dropped
+        failed, dead, committed, dropped = (
+            ledger.failed,
+            ledger.dead,
+            ledger.committed,
+            ledger.dropped,
+        )
         for i in range(ledger.n):
             if failed and i in failed:
                 codes.append(_FAILED)
@@ -662,8 +768,14 @@ class Engine:
 
     # -- retries -----------------------------------------------------------------------------
 
-    def _call(self, where: str, stats: ComponentStats | None, fn: Callable[..., Any], *args: Any,
-              isolate: bool = True) -> Any:
+    def _call(
+        self,
+        where: str,
+        stats: ComponentStats | None,
+        fn: Callable[..., Any],
+        *args: Any,
+        isolate: bool = True,
+    ) -> Any:
         """Call a component; retry ``TransientError`` with jittered exponential backoff, bounded.
 
         Any other exception but ``SinkError`` becomes ``_RecordFault`` (the caller isolates the
@@ -686,11 +798,15 @@ class Engine:
             except TransientError as exc:
                 if attempt >= policy.attempts:
                     raise BatchFailed(where, exc, attempt) from exc
-                backoff = min(policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1))
+                backoff = min(
+                    policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)
+                )
                 delay = max(self._rng() * backoff, exc.retry_after or 0.0)
                 if stats is not None:
                     stats.retries += 1
-                log.warning("%s: %s; retry %d/%d in %.2fs", where, exc, attempt, policy.attempts - 1, delay)
+                log.warning(
+                    "%s: %s; retry %d/%d in %.2fs", where, exc, attempt, policy.attempts - 1, delay
+                )
                 self._sleep(delay)
             except (BatchFailed, _RecordFault, _Refused):
                 raise
@@ -719,12 +835,16 @@ def _dependency_down(exc: BaseException) -> bool:
         return False
     sa = sys.modules.get("sqlalchemy")
     pg = sys.modules.get("psycopg2")
-    if (sa is not None and isinstance(exc, sa.exc.SQLAlchemyError)) or (pg is not None and isinstance(exc, pg.Error)):
+    if (sa is not None and isinstance(exc, sa.exc.SQLAlchemyError)) or (
+        pg is not None and isinstance(exc, pg.Error)
+    ):
         from squall.topology.sql import is_transient
 
         return is_transient(exc)
     redis = sys.modules.get("redis")
-    return redis is not None and isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+    return redis is not None and isinstance(
+        exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+    )
 
 
 _heap_settled = False

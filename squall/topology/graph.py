@@ -58,7 +58,13 @@ class Plan:
 
     def unwired(self) -> list[tuple[str, str]]:
         """(bolt id, stream) pairs that fall through to the default dead letter."""
-        return [(n.id, s) for n in self.nodes if n.kind == "bolt" for s in n.streams if s not in n.outputs]
+        return [
+            (n.id, s)
+            for n in self.nodes
+            if n.kind == "bolt"
+            for s in n.streams
+            if s not in n.outputs
+        ]
 
     def _ids(self) -> dict[str, str]:
         """Drawing ids by position: component ids may hold any character."""
@@ -66,10 +72,15 @@ class Plan:
 
     def mermaid(self) -> str:
         ids = self._ids()
-        lines = ["flowchart LR", f'    n0(["{_label(self.spout_id)}: {_label(self.topology.spout.type)}"])']
+        lines = [
+            "flowchart LR",
+            f'    n0(["{_label(self.spout_id)}: {_label(self.topology.spout.type)}"])',
+        ]
         for n in self.nodes:
             shape = ('[("', '")]') if n.kind == "sink" else ('["', '"]')
-            lines.append(f"    {ids[n.id]}{shape[0]}{_label(n.id)}: {_label(n.config.type)}{shape[1]}")
+            lines.append(
+                f"    {ids[n.id]}{shape[0]}{_label(n.id)}: {_label(n.config.type)}{shape[1]}"
+            )
         for src, stream, dst in self.edges():
             label = "" if stream == DEFAULT else f"|{_label(stream)}|"
             arrow = "-.->" if stream != DEFAULT else "-->"
@@ -81,17 +92,24 @@ class Plan:
 
     def dot(self) -> str:
         ids = self._ids()
-        lines = [f'digraph "{_dot(self.topology.name)}" {{', "    rankdir=LR;",
-                 f'    n0 [shape=ellipse, label="{_dot(self.spout_id)}\\n{_dot(self.topology.spout.type)}"];']
+        lines = [
+            f'digraph "{_dot(self.topology.name)}" {{',
+            "    rankdir=LR;",
+            f'    n0 [shape=ellipse, label="{_dot(self.spout_id)}\\n{_dot(self.topology.spout.type)}"];',
+        ]
         for n in self.nodes:
             shape = "cylinder" if n.kind == "sink" else "box"
-            lines.append(f'    {ids[n.id]} [shape={shape}, label="{_dot(n.id)}\\n{_dot(n.config.type)}"];')
+            lines.append(
+                f'    {ids[n.id]} [shape={shape}, label="{_dot(n.id)}\\n{_dot(n.config.type)}"];'
+            )
         for src, stream, dst in self.edges():
             style = "" if stream == DEFAULT else f' [label="{_dot(stream)}", style=dashed]'
             lines.append(f"    {ids[src]} -> {ids[dst]}{style};")
         for src, stream in self.unwired():
             for d in self.dead_letters:
-                lines.append(f'    {ids[src]} -> {ids[self.nodes[d].id]} [label="{_dot(stream)}", style=dotted];')
+                lines.append(
+                    f'    {ids[src]} -> {ids[self.nodes[d].id]} [label="{_dot(stream)}", style=dotted];'
+                )
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -113,22 +131,33 @@ def compile_plan(topo: Topology) -> Plan:
     # Component table: id -> (kind, config, path in the YAML)
     comps: dict[str, tuple[str, ComponentConfig, Path_]] = {}
     order: list[str] = []
-    for kind, key, configs in (("spout", "spout", [topo.spout]), ("bolt", "bolts", topo.bolts),
-                               ("sink", "sinks", topo.sinks)):
+    for kind, key, configs in (
+        ("spout", "spout", [topo.spout]),
+        ("bolt", "bolts", topo.bolts),
+        ("sink", "sinks", topo.sinks),
+    ):
         for i, cfg in enumerate(configs):
             path: Path_ = (key, "id") if kind == "spout" else (key, i, "id")
             if cfg.id in comps:
                 first = comps[cfg.id][2]
                 line, col = loc.where(first)
                 where = f"line {line}, column {col}" if line else format_path(first)
-                problems.append(loc.problem(path, f"duplicate id '{cfg.id}' (first used by {format_path(first[:-1])} "
-                                                  f"at {where})"))
+                problems.append(
+                    loc.problem(
+                        path,
+                        f"duplicate id '{cfg.id}' (first used by {format_path(first[:-1])} "
+                        f"at {where})",
+                    )
+                )
                 continue
             comps[cfg.id] = (kind, cfg, path)
             order.append(cfg.id)
     if problems:  # wiring a graph with ambiguous ids would only add confusing follow-on errors
         raise TopologyError(problems)
-    classes = {cid: registry.resolve(k if k != "spout" else "spout", c.type) for cid, (k, c, _) in comps.items()}
+    classes = {
+        cid: registry.resolve(k if k != "spout" else "spout", c.type)
+        for cid, (k, c, _) in comps.items()
+    }
     streams_of: dict[str, tuple[str, ...]] = {}
     for cid, (kind, cfg, _) in comps.items():
         if kind == "bolt":
@@ -148,11 +177,18 @@ def compile_plan(topo: Topology) -> Plan:
             problems.append(loc.problem((*base, "from"), _unknown_id(e.from_, order)))
             ok = False
         elif comps[e.from_][0] == "sink":
-            problems.append(loc.problem((*base, "from"), f"'{e.from_}' is a sink: sinks have no output streams"))
+            problems.append(
+                loc.problem((*base, "from"), f"'{e.from_}' is a sink: sinks have no output streams")
+            )
             ok = False
         elif e.stream not in streams_of[e.from_]:
-            problems.append(loc.problem((*base, "stream"), f"'{e.from_}' has no stream '{e.stream}' "
-                                                          f"(streams: {', '.join(streams_of[e.from_])})"))
+            problems.append(
+                loc.problem(
+                    (*base, "stream"),
+                    f"'{e.from_}' has no stream '{e.stream}' "
+                    f"(streams: {', '.join(streams_of[e.from_])})",
+                )
+            )
             ok = False
         if e.to not in comps:
             problems.append(loc.problem((*base, "to"), _unknown_id(e.to, order)))
@@ -191,9 +227,13 @@ def compile_plan(topo: Topology) -> Plan:
     for s in sink_ids:
         if s not in fed and s not in dl_ids:
             kind_, _, path = comps[s]
-            problems.append(loc.problem(path[:-1], f"sink '{s}' has no input: wire it in 'streams:'"))
+            problems.append(
+                loc.problem(path[:-1], f"sink '{s}' has no input: wire it in 'streams:'")
+            )
     try:
-        topo_order = list(graphlib.TopologicalSorter({n: graph.get(n, set()) for n in order}).static_order())
+        topo_order = list(
+            graphlib.TopologicalSorter({n: graph.get(n, set()) for n in order}).static_order()
+        )
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
         where = _edge_index(topo, cycle)
@@ -203,7 +243,9 @@ def compile_plan(topo: Topology) -> Plan:
     reachable = _reachable(topo.spout.id, edges)
     for b in bolts:
         if b not in reachable:
-            problems.append(loc.problem(comps[b][2][:-1], f"bolt '{b}' is unreachable from the spout"))
+            problems.append(
+                loc.problem(comps[b][2][:-1], f"bolt '{b}' is unreachable from the spout")
+            )
     if problems:
         raise TopologyError(problems)
 
@@ -211,10 +253,23 @@ def compile_plan(topo: Topology) -> Plan:
     nodes = []
     for cid in (c for c in topo_order if comps[c][0] != "spout"):
         kind, cfg, _ = comps[cid]
-        outs = {stream: tuple(index[t] for t in edges[(cid, stream)]) for stream in streams_of[cid]
-                if edges.get((cid, stream))}
-        nodes.append(Node(index[cid], cid, kind, cfg, classes[cid], MappingProxyType(outs), streams_of[cid],
-                          dead_letter=kind == "sink" and classes[cid].dead_letter))
+        outs = {
+            stream: tuple(index[t] for t in edges[(cid, stream)])
+            for stream in streams_of[cid]
+            if edges.get((cid, stream))
+        }
+        nodes.append(
+            Node(
+                index[cid],
+                cid,
+                kind,
+                cfg,
+                classes[cid],
+                MappingProxyType(outs),
+                streams_of[cid],
+                dead_letter=kind == "sink" and classes[cid].dead_letter,
+            )
+        )
     entry = tuple(index[t] for t in edges.get((topo.spout.id, DEFAULT), []))
     return Plan(topo, tuple(nodes), entry, tuple(index[d] for d in dl_ids))
 
@@ -227,7 +282,9 @@ def _unknown_id(name: str, known: list[str]) -> str:
 
 
 def _edge_index(topo: Topology, cycle: list[str]) -> int | None:
-    pairs = set(zip(cycle[1:], cycle[:-1], strict=False)) | set(zip(cycle[:-1], cycle[1:], strict=False))
+    pairs = set(zip(cycle[1:], cycle[:-1], strict=False)) | set(
+        zip(cycle[:-1], cycle[1:], strict=False)
+    )
     for i, e in enumerate(topo.streams):
         if (e.from_, e.to) in pairs:
             return i

@@ -26,15 +26,22 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise TopologyError(Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")) from None
+        raise TopologyError(
+            Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")
+        ) from None
     except UnicodeDecodeError as exc:
         line = p.read_bytes()[: exc.start].count(b"\n") + 1
         raise TopologyError(Problem(str(path), line, 0, "", "the file is not UTF-8 text")) from None
     return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env)
 
 
-def load_text(text: str, *, file: str = "<string>", base_dir: Path | None = None,
-              env: Mapping[str, str] | None = None) -> Topology:
+def load_text(
+    text: str,
+    *,
+    file: str = "<string>",
+    base_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Topology:
     """Like ``load`` for YAML text; relative paths resolve against ``base_dir`` (default: cwd)."""
     env = os.environ if env is None else env
     base_dir = base_dir or Path.cwd()
@@ -42,7 +49,9 @@ def load_text(text: str, *, file: str = "<string>", base_dir: Path | None = None
     if data is None:
         raise TopologyError(problems)
     if not isinstance(data, dict):
-        raise TopologyError([*problems, loc.problem((), "a topology is a mapping with name, spout, bolts, sinks")])
+        raise TopologyError(
+            [*problems, loc.problem((), "a topology is a mapping with name, spout, bolts, sinks")]
+        )
     if isinstance(data.get("spout"), dict) and "id" not in data["spout"]:
         data["spout"] = {"id": "spout", **data["spout"]}
 
@@ -72,9 +81,17 @@ def load_text(text: str, *, file: str = "<string>", base_dir: Path | None = None
     if problems or doc is None:
         raise TopologyError(_dedupe(problems))
     topo = Topology(
-        name=doc.name, description=doc.description, resources=doc.resources, spout=components["spout"],
-        bolts=tuple(components["bolts"]), sinks=tuple(components["sinks"]), streams=tuple(doc.streams),
-        settings=doc.settings, file=file, base_dir=base_dir, locator=loc,
+        name=doc.name,
+        description=doc.description,
+        resources=doc.resources,
+        spout=components["spout"],
+        bolts=tuple(components["bolts"]),
+        sinks=tuple(components["sinks"]),
+        streams=tuple(doc.streams),
+        settings=doc.settings,
+        file=file,
+        base_dir=base_dir,
+        locator=loc,
     )
     _check_resources(topo, loc)
     from squall.topology.graph import compile_plan
@@ -83,12 +100,17 @@ def load_text(text: str, *, file: str = "<string>", base_dir: Path | None = None
     return topo
 
 
-def _component(kind: str, item: dict, path: Path_, loc: Locator, problems: list[Problem],
-               vctx: dict) -> ComponentConfig | None:
+def _component(
+    kind: str, item: dict, path: Path_, loc: Locator, problems: list[Problem], vctx: dict
+) -> ComponentConfig | None:
     type_name = item.get("type")
     if not isinstance(type_name, str) or not type_name:
-        problems.append(loc.problem((*path, "type") if "type" in item else path,
-                                    f"a {kind} needs a 'type' (one of: {', '.join(registry.known_types(kind))})"))
+        problems.append(
+            loc.problem(
+                (*path, "type") if "type" in item else path,
+                f"a {kind} needs a 'type' (one of: {', '.join(registry.known_types(kind))})",
+            )
+        )
         return None
     if ":" in type_name:
         _topology_modules_importable(vctx["base_dir"], type_name)
@@ -112,12 +134,15 @@ def _topology_modules_importable(base_dir: Path, type_name: str) -> None:
     """
     top = type_name.split(":", 1)[0].split(".", 1)[0]
     folder = str(base_dir)
-    if folder not in sys.path and ((base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()):
+    if folder not in sys.path and (
+        (base_dir / f"{top}.py").is_file() or (base_dir / top / "__init__.py").is_file()
+    ):
         sys.path.append(folder)
 
 
-def pydantic_problems(exc: pydantic.ValidationError, prefix: Path_, loc: Locator,
-                      model: type[pydantic.BaseModel]) -> list[Problem]:
+def pydantic_problems(
+    exc: pydantic.ValidationError, prefix: Path_, loc: Locator, model: type[pydantic.BaseModel]
+) -> list[Problem]:
     """Turn pydantic errors into located problems with messages a data engineer can act on."""
     out = []
     for err in exc.errors(include_url=False):
@@ -128,14 +153,22 @@ def pydantic_problems(exc: pydantic.ValidationError, prefix: Path_, loc: Locator
             key = str(rel[-1]) if rel else "?"
             fields = _fields_at(model, rel[:-1])
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else (f" (allowed: {', '.join(fields)})" if fields else "")
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else (f" (allowed: {', '.join(fields)})" if fields else "")
+            )
             out.append(loc.problem(path, f"unknown key '{key}'{hint}", key=True))
         elif kind == "missing":
-            out.append(loc.problem(path[:-1], f"missing required key '{rel[-1]}'" if rel else "missing value"))
+            out.append(
+                loc.problem(
+                    path[:-1], f"missing required key '{rel[-1]}'" if rel else "missing value"
+                )
+            )
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             out.append(loc.problem(path, msg))
     return out
 

@@ -21,7 +21,9 @@ class _Strict(BaseModel):
 class RetryConfig(_Strict):
     """Bounded retries with jittered exponential backoff for transient dependency errors."""
 
-    attempts: int = Field(5, ge=1, le=100, description="Calls per component and batch, first included.")
+    attempts: int = Field(
+        5, ge=1, le=100, description="Calls per component and batch, first included."
+    )
     initial_backoff: float = Field(0.1, ge=0, description="Seconds before the first retry.")
     max_backoff: float = Field(10.0, ge=0, description="Upper bound of one backoff, in seconds.")
     multiplier: float = Field(2.0, ge=1, description="Growth of the backoff between retries.")
@@ -30,7 +32,9 @@ class RetryConfig(_Strict):
 class Settings(_Strict):
     """Topology-wide settings."""
 
-    batch_size: int = Field(500, ge=1, le=100_000, description="Records per batch in the local runner.")
+    batch_size: int = Field(
+        500, ge=1, le=100_000, description="Records per batch in the local runner."
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
@@ -38,21 +42,30 @@ class Edge(_Strict):
     """An explicit edge: events of ``stream`` from component ``from`` go to component ``to``."""
 
     from_: str = Field(alias="from", description="Id of the spout or bolt the stream comes from.")
-    stream: str = Field("default", description="Stream name: default, error, invalid, or a named stream.")
+    stream: str = Field(
+        "default", description="Stream name: default, error, invalid, or a named stream."
+    )
     to: str = Field(description="Id of the bolt or sink that receives the stream.")
 
 
 class TopologyDocument(_Strict):
     """The top level of a topology YAML file."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="Topology name; also the checkpoint application name.")
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Topology name; also the checkpoint application name."
+    )
     description: str = ""
-    resources: dict[str, ResourceConfig] = Field(default_factory=dict,
-                                                 description="Shared connections, opened once per process.")
+    resources: dict[str, ResourceConfig] = Field(
+        default_factory=dict, description="Shared connections, opened once per process."
+    )
     spout: dict = Field(description="Where records come from (`type` and its options).")
-    bolts: list[dict] = Field(default_factory=list, description="Processing steps, chained in listed order.")
+    bolts: list[dict] = Field(
+        default_factory=list, description="Processing steps, chained in listed order."
+    )
     sinks: list[dict] = Field(min_length=1, description="Where events end up.")
-    streams: list[Edge] = Field(default_factory=list, description="Explicit edges beside the default chain.")
+    streams: list[Edge] = Field(
+        default_factory=list, description="Explicit edges beside the default chain."
+    )
     settings: Settings = Field(default_factory=Settings)
 
 

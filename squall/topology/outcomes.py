@@ -52,8 +52,13 @@ class BatchResult:
 
     __slots__ = ("_units", "_codes", "_failures", "checkpoint", "_records")
 
-    def __init__(self, units: list[Event], codes: list[int], failures: dict[int, Failure],
-                 checkpoint: dict[str, Position]):
+    def __init__(
+        self,
+        units: list[Event],
+        codes: list[int],
+        failures: dict[int, Failure],
+        checkpoint: dict[str, Position],
+    ):
         self._units, self._codes, self._failures = units, codes, failures
         self.checkpoint = checkpoint
         self._records: list[RecordOutcome] | None = None
@@ -61,8 +66,15 @@ class BatchResult:
     def _outcome(self, i: int) -> RecordOutcome:
         ev, code = self._units[i], self._codes[i]
         f = self._failures.get(i) if code == _FAILED else (ev.failure if code == _DEAD else None)
-        return RecordOutcome(i, ev.event_id, ev.meta.position, ev.meta.shard_id, _CODES[code],
-                             f.component if f else None, f.reason if f else None)
+        return RecordOutcome(
+            i,
+            ev.event_id,
+            ev.meta.position,
+            ev.meta.shard_id,
+            _CODES[code],
+            f.component if f else None,
+            f.reason if f else None,
+        )
 
     @property
     def records(self) -> list[RecordOutcome]:
@@ -132,6 +144,11 @@ class _Ledger:
 
     def copy(self) -> _Ledger:
         other = _Ledger(0)
-        other.n, other.committed, other.dead, other.dropped = self.n, list(self.committed), self.dead, self.dropped
+        other.n, other.committed, other.dead, other.dropped = (
+            self.n,
+            list(self.committed),
+            self.dead,
+            self.dropped,
+        )
         other.failed = dict(self.failed)
         return other

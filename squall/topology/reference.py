@@ -25,7 +25,9 @@ def _type_name(annotation: Any) -> str:
     if origin is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        names = dict.fromkeys(_type_name(a) for a in typing.get_args(annotation) if a is not type(None))
+        names = dict.fromkeys(
+            _type_name(a) for a in typing.get_args(annotation) if a is not type(None)
+        )
         return " or ".join(names)
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
@@ -37,8 +39,9 @@ def _type_name(annotation: Any) -> str:
         return f"mapping to {_type_name(args[1])}" if len(args) == 2 else "mapping"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "object"
-    return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(annotation, getattr(
-        annotation, "__name__", str(annotation)))
+    return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
 
 
 def _default(field: Any) -> str:
@@ -65,14 +68,20 @@ def component_table(kind: str, type_name: str) -> str:
         if name in ("id", "type"):
             continue
         description = " ".join((field.description or "").split()).replace("|", "\\|")
-        rows.append(f"| `{field.alias or name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")
+        rows.append(
+            f"| `{field.alias or name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def full_reference() -> str:
     """Every registered component of every kind, as Markdown."""
-    out = ["# Component reference", "",
-           "Generated from the code by `squall reference`; every component also takes `id` and `type`.", ""]
+    out = [
+        "# Component reference",
+        "",
+        "Generated from the code by `squall reference`; every component also takes `id` and `type`.",
+        "",
+    ]
     for kind, title in KIND_TITLES.items():
         out += [f"## {title}", ""]
         for type_name in sorted(registry.BUILTINS[kind]):
@@ -83,5 +92,9 @@ def full_reference() -> str:
 
 def refresh_markers(text: str) -> str:
     """``text`` with each ``<!-- reference:kind/type -->`` block re-rendered."""
-    return MARKER.sub(lambda m: f"<!-- reference:{m[1]}/{m[2]} -->\n{component_table(m[1], m[2])}<!-- /reference -->",
-                      text)
+    return MARKER.sub(
+        lambda m: (
+            f"<!-- reference:{m[1]}/{m[2]} -->\n{component_table(m[1], m[2])}<!-- /reference -->"
+        ),
+        text,
+    )

@@ -67,7 +67,11 @@ class UnknownType(SquallError, LookupError):
             message = detail
         else:
             close = difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+            hint = (
+                f" (did you mean '{close[0]}'?)"
+                if close
+                else f" (known: {', '.join(sorted(known))})"
+            )
             message = f"unknown {kind} type '{type_name}'{hint}"
         self.message = message
         super().__init__(message)
@@ -107,7 +111,9 @@ def resolve(kind: str, type_name: str) -> type[Component]:
     try:
         cls = _import(ref)
     except Exception as exc:  # a missing module, a bad reference, or a module that fails at import
-        raise UnknownType(kind, type_name, list(types), f"cannot import '{ref}': {type(exc).__name__}: {exc}") from exc
+        raise UnknownType(
+            kind, type_name, list(types), f"cannot import '{ref}': {type(exc).__name__}: {exc}"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
         raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")
     return cls

@@ -22,7 +22,9 @@ class ResourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis).")
+    url: str = Field(
+        description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis)."
+    )
     pool_size: int = Field(5, ge=1, description="Connections kept open (SQL).")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
     options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific options.")
@@ -36,8 +38,6 @@ class ResourceConfig(BaseModel):
     @property
     def scheme(self) -> str:
         return urlsplit(self.url).scheme.split("+", 1)[0].lower()
-
-
 
 
 def check_url(url: str) -> None:
@@ -62,17 +62,25 @@ def check_url(url: str) -> None:
         try:
             sa.make_url(url).get_dialect()
         except NoSuchModuleError:
-            raise ValueError(f"unknown SQL driver '{written}' in '{redact_url(url)}' (e.g. sqlite, "
-                             "postgresql, postgresql+psycopg2)") from None
+            raise ValueError(
+                f"unknown SQL driver '{written}' in '{redact_url(url)}' (e.g. sqlite, "
+                "postgresql, postgresql+psycopg2)"
+            ) from None
         except (ArgumentError, ValueError) as exc:
-            raise ValueError(f"'{redact_url(url)}' is not a valid SQLAlchemy URL: {redact_text(str(exc))}") from None
+            raise ValueError(
+                f"'{redact_url(url)}' is not a valid SQLAlchemy URL: {redact_text(str(exc))}"
+            ) from None
     elif scheme in REDIS_SCHEMES:
         db = parts.path.strip("/") if scheme != "unix" else ""
         for key, value in parse_qsl(parts.query):
             if key == "db":
                 db = value
         if db and not db.isdigit():
-            raise ValueError(f"'{redact_url(url)}': Redis database '{db}' is not a number (redis://host:port/0)")
+            raise ValueError(
+                f"'{redact_url(url)}': Redis database '{db}' is not a number (redis://host:port/0)"
+            )
     else:
-        raise ValueError(f"unknown URL scheme '{written}' in '{redact_url(url)}': use one of "
-                         f"{', '.join(SQL_SCHEMES + REDIS_SCHEMES)}")
+        raise ValueError(
+            f"unknown URL scheme '{written}' in '{redact_url(url)}': use one of "
+            f"{', '.join(SQL_SCHEMES + REDIS_SCHEMES)}"
+        )

@@ -32,7 +32,9 @@ class Resources:
         try:
             return self.configs[name]
         except KeyError:
-            raise SquallError(f"no resource named '{name}' (defined: {', '.join(self.configs) or 'none'})") from None
+            raise SquallError(
+                f"no resource named '{name}' (defined: {', '.join(self.configs) or 'none'})"
+            ) from None
 
     def sql(self, name: str):  # -> sqlalchemy.Engine
         """The SQLAlchemy engine of a SQL resource, created once; resources with the same
@@ -130,7 +132,10 @@ def _redis_client(cfg: ResourceConfig):
     # (10 retries) would hide an outage for seconds per call on top of that.
     options = {"retry": Retry(NoBackoff(), 0), **cfg.options}
     return redis.Redis.from_url(
-        cfg.url, socket_timeout=cfg.connect_timeout, socket_connect_timeout=cfg.connect_timeout, **options
+        cfg.url,
+        socket_timeout=cfg.connect_timeout,
+        socket_connect_timeout=cfg.connect_timeout,
+        **options,
     )
 
 
@@ -141,8 +146,15 @@ def redis_transient_errors() -> tuple[type[Exception], ...]:
     import redis
 
     e = redis.exceptions
-    return (e.ConnectionError, e.TimeoutError, e.BusyLoadingError, e.ReadOnlyError, e.TryAgainError,
-            e.ClusterDownError, e.MasterDownError)
+    return (
+        e.ConnectionError,
+        e.TimeoutError,
+        e.BusyLoadingError,
+        e.ReadOnlyError,
+        e.TryAgainError,
+        e.ClusterDownError,
+        e.MasterDownError,
+    )
 
 
 @contextlib.contextmanager

@@ -21,7 +21,10 @@ def component_schemas(kind: str) -> list[dict[str, Any]]:
         schema["title"] = f"{kind} '{type_name}'"
         if cls.summary:
             schema["description"] = cls.summary
-        schema.setdefault("properties", {})["type"] = {"const": type_name, "description": cls.summary}
+        schema.setdefault("properties", {})["type"] = {
+            "const": type_name,
+            "description": cls.summary,
+        }
         if kind == "spout":
             schema["required"] = [r for r in schema.get("required", []) if r != "id"]
         out.append(schema)
@@ -48,9 +51,17 @@ def topology_schema() -> dict[str, Any]:
 
     props = root["properties"]
     props["spout"] = {**one_of("spout"), "description": props["spout"].get("description", "")}
-    props["bolts"] = {"type": "array", "items": one_of("bolt"), "description": props["bolts"].get("description", "")}
-    props["sinks"] = {"type": "array", "minItems": 1, "items": one_of("sink"),
-                      "description": props["sinks"].get("description", "")}
+    props["bolts"] = {
+        "type": "array",
+        "items": one_of("bolt"),
+        "description": props["bolts"].get("description", ""),
+    }
+    props["sinks"] = {
+        "type": "array",
+        "minItems": 1,
+        "items": one_of("sink"),
+        "description": props["sinks"].get("description", ""),
+    }
     root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     root["title"] = "squall topology"
     return root

@@ -26,18 +26,20 @@ from squall.errors import RecordError, SinkError, SquallError, TransientError
 #: SQLSTATE classes that are transient as a whole: connection exception, insufficient resources.
 TRANSIENT_CLASSES = ("08", "53")
 #: Single transient SQLSTATEs.
-TRANSIENT_CODES = frozenset({
-    "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
-    "57P02",  # crash_shutdown
-    "57P03",  # cannot_connect_now: the server is starting or in recovery
-    "57P05",  # idle_session_timeout
-    "57014",  # query_canceled: statement_timeout, pg_cancel_backend
-    "55P03",  # lock_not_available: lock_timeout
-    "40001",  # serialization_failure
-    "40P01",  # deadlock_detected
-    "40003",  # statement_completion_unknown
-    "25P03",  # idle_in_transaction_session_timeout
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now: the server is starting or in recovery
+        "57P05",  # idle_session_timeout
+        "57014",  # query_canceled: statement_timeout, pg_cancel_backend
+        "55P03",  # lock_not_available: lock_timeout
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "40003",  # statement_completion_unknown
+        "25P03",  # idle_in_transaction_session_timeout
+    }
+)
 #: SQLSTATE classes caused by the data of a row: data exception, integrity constraint violation.
 RECORD_CLASSES = ("22", "23")
 #: Single SQLSTATEs caused by one row: program_limit_exceeded (an index row or a value too large).
@@ -109,7 +111,11 @@ def is_record_error(exc: BaseException) -> bool:
         return True
     if isinstance(err, sqlite3.Error):  # "string or blob too big" has no class of its own
         code = getattr(err, "sqlite_errorcode", None)
-        return code is not None and (code & 0xFF) in (SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_CONSTRAINT)
+        return code is not None and (code & 0xFF) in (
+            SQLITE_TOOBIG,
+            SQLITE_MISMATCH,
+            SQLITE_CONSTRAINT,
+        )
     return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError)
 
 

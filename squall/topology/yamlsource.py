@@ -114,8 +114,13 @@ def _too_deep(file: str, loader: yaml.SafeLoader) -> Problem:
 #: expand into gigabytes.
 MAX_NODES = 100_000
 MERGE_TAG = "tag:yaml.org,2002:merge"
-_RETYPED = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
-            "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
+_RETYPED = (
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+)
 
 
 class _Converter:
@@ -131,8 +136,11 @@ class _Converter:
         self.count += 1
         if self.count > MAX_NODES:
             if self.count == MAX_NODES + 1:
-                self.problems.append(self.loc.problem(path, f"document too large: more than {MAX_NODES} values "
-                                                            "(aliases expanded)"))
+                self.problems.append(
+                    self.loc.problem(
+                        path, f"document too large: more than {MAX_NODES} values (aliases expanded)"
+                    )
+                )
             return None
         if id(node) in self.active:
             self.problems.append(self.loc.problem(path, "recursive alias"))
@@ -153,10 +161,14 @@ class _Converter:
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == MERGE_TAG:  # `<<: *base` or `<<: [*a, *b]`: explicit keys win
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
                 for source in sources:
                     if not isinstance(source, yaml.MappingNode):
-                        self._problem(key_node, path, "a merge key '<<' needs a mapping or a list of mappings")
+                        self._problem(
+                            key_node, path, "a merge key '<<' needs a mapping or a list of mappings"
+                        )
                         continue
                     for k, v in (self.convert(source, path) or {}).items():
                         merged.setdefault(k, v)
@@ -205,8 +217,15 @@ class _Converter:
             return None
 
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
-        self.problems.append(Problem(self.loc.file, node.start_mark.line + 1, node.start_mark.column + 1,
-                                     format_path(path), message))
+        self.problems.append(
+            Problem(
+                self.loc.file,
+                node.start_mark.line + 1,
+                node.start_mark.column + 1,
+                format_path(path),
+                message,
+            )
+        )
 
 
 def _reason(exc: BaseException) -> str:
@@ -215,8 +234,11 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _substitute(value: str, path: Path_, loc: Locator, env: Mapping[str, str], problems: list[Problem]) -> str:
+def _substitute(
+    value: str, path: Path_, loc: Locator, env: Mapping[str, str], problems: list[Problem]
+) -> str:
     """``${VAR}`` (an error when unset), ``${VAR:-default}`` (also when empty, as in a shell), ``$$`` → ``$``."""
+
     def repl(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
@@ -224,12 +246,21 @@ def _substitute(value: str, path: Path_, loc: Locator, env: Mapping[str, str], p
         if default is None:
             if name in env:
                 return env[name]
-            problems.append(loc.problem(
-                path, f"environment variable '{name}' is not set (write ${{{name}:-default}} to give a default)"))
+            problems.append(
+                loc.problem(
+                    path,
+                    f"environment variable '{name}' is not set (write ${{{name}:-default}} to give a default)",
+                )
+            )
             return ""
         if "${" in default:
-            problems.append(loc.problem(path, f"the default of ${{{name}}} contains '${{': nested variables "
-                                              "are not supported"))
+            problems.append(
+                loc.problem(
+                    path,
+                    f"the default of ${{{name}}} contains '${{': nested variables "
+                    "are not supported",
+                )
+            )
             return ""
         return env[name] if env.get(name) else default.replace("$$", "$")
 

@@ -47,9 +47,24 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port)
 
     def kill(self) -> None:
@@ -78,19 +93,61 @@ class PrivatePostgres:
     def init(self) -> None:
         if self.as_user:
             shutil.chown(self.dir, "postgres", "postgres")
-        subprocess.run([*self.as_user, "initdb", "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres",
-                        "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *self.as_user,
+                "initdb",
+                "-D",
+                str(self.dir / "data"),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [*self.as_user, "postgres", "-D", str(self.dir / "data"), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self.dir), "-c", "fsync=on", "-c", "max_connections=40"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                *self.as_user,
+                "postgres",
+                "-D",
+                str(self.dir / "data"),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self.dir),
+                "-c",
+                "fsync=on",
+                "-c",
+                "max_connections=40",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # the port opens before the server accepts sessions
-            probe = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                                    "select 1"], capture_output=True)
+            probe = subprocess.run(
+                [
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    "select 1",
+                ],
+                capture_output=True,
+            )
             if probe.returncode == 0:
                 return
             time.sleep(0.1)
@@ -99,8 +156,11 @@ class PrivatePostgres:
     def kill(self) -> None:
         """An immediate stop (no checkpoint, crash recovery at the next start)."""
         if self.proc is not None:
-            subprocess.run([*self.as_user, "pg_ctl", "-D", str(self.dir / "data"), "stop", "-m", "immediate"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [*self.as_user, "pg_ctl", "-D", str(self.dir / "data"), "stop", "-m", "immediate"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.proc.wait(timeout=30)
             self.proc = None
 

@@ -95,9 +95,13 @@ def workload(seed: int = 7) -> tuple[list[bytes], int]:
         if i % 97 == 13:
             lines.append(b'{"message_id": "broken", ')  # bad JSON: a dead letter
             continue
-        doc = {"message_id": f"m{i:05d}", "event_type": rng.choice(actions), "device_token": f"tok{rng.randrange(KEYS)}",
-               # event time mostly in stream order, sometimes a little out of order
-               "timestamp": t0 + i * 1000 - rng.choice([0, 0, 0, 2500])}
+        doc = {
+            "message_id": f"m{i:05d}",
+            "event_type": rng.choice(actions),
+            "device_token": f"tok{rng.randrange(KEYS)}",
+            # event time mostly in stream order, sometimes a little out of order
+            "timestamp": t0 + i * 1000 - rng.choice([0, 0, 0, 2500]),
+        }
         if doc["event_type"] in ("subscribe", "unsubscribe") and rng.random() < 0.7:
             doc["topics"] = rng.sample(["news", "sport", "promo", "weather"], rng.randint(1, 2))
         lines.append(json.dumps(doc).encode())
@@ -112,22 +116,39 @@ BAD = len(LINES) - VALID
 class Run:
     """One trial's stores and a way to start ``squall run`` on them."""
 
-    def __init__(self, folder: Path, env: dict[str, str], spout: str, dump: Callable[[str], list[tuple]],
-                 count: Callable[[str], int]):
+    def __init__(
+        self,
+        folder: Path,
+        env: dict[str, str],
+        spout: str,
+        dump: Callable[[str], list[tuple]],
+        count: Callable[[str], int],
+    ):
         self.folder = folder
         self.table = f"ev_{uuid.uuid4().hex[:10]}"
-        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **env, "EVENTS_TABLE": self.table,
-                    "STATE_TABLE": f"st_{self.table}", "DLQ_PATH": str(folder / f"{self.table}.dlq.jsonl"),
-                    "APP": self.table}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            **env,
+            "EVENTS_TABLE": self.table,
+            "STATE_TABLE": f"st_{self.table}",
+            "DLQ_PATH": str(folder / f"{self.table}.dlq.jsonl"),
+            "APP": self.table,
+        }
         self.topology = folder / "topology.yaml"
         if not self.topology.exists():
             self.topology.write_text(TOPOLOGY.format(spout=spout, batch=BATCH))
         self._dump, self._count = dump, count
 
     def start(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "squall.cli", "run", "--no-progress", str(self.topology)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "squall.cli", "run", "--no-progress", str(self.topology)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def to_end(self, attempts: int = 5) -> None:
         """Run until the source is exhausted; a run that fails a batch (exit 1) is started again."""
@@ -149,8 +170,10 @@ class Run:
         if not url.startswith("postgresql"):
             return
         deadline = time.monotonic() + 30
-        sql = ("select count(*) from pg_locks where locktype = 'advisory' and granted and pid <> pg_backend_pid() "
-               "and database = (select oid from pg_database where datname = current_database())")
+        sql = (
+            "select count(*) from pg_locks where locktype = 'advisory' and granted and pid <> pg_backend_pid() "
+            "and database = (select oid from pg_database where datname = current_database())"
+        )
         while time.monotonic() < deadline:
             conn = psycopg2.connect(url)
             try:
@@ -188,8 +211,10 @@ class Run:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-COLUMNS = ("event_id, event_type, device_token, occurred_at, topics, status, subscribed, sub_topics, "
-           "registered_at, last_change_at")
+COLUMNS = (
+    "event_id, event_type, device_token, occurred_at, topics, status, subscribed, sub_topics, "
+    "registered_at, last_change_at"
+)
 
 
 def sqlite_backend(folder: Path) -> tuple[dict[str, str], Callable, Callable]:
@@ -203,11 +228,16 @@ def sqlite_backend(folder: Path) -> tuple[dict[str, str], Callable, Callable]:
             conn.close()
 
     env = {"WAREHOUSE_URL": f"sqlite:///{db}", "STATE_URL": f"sqlite:///{db}"}
-    return env, (lambda t: query(f"select {COLUMNS} from {t} order by event_id")), \
-        (lambda t: query(f"select count(*) from {t}")[0][0])
+    return (
+        env,
+        (lambda t: query(f"select {COLUMNS} from {t} order by event_id")),
+        (lambda t: query(f"select count(*) from {t}")[0][0]),
+    )
 
 
-def postgres_backend(url: str, state_url: str | None = None) -> tuple[dict[str, str], Callable, Callable]:
+def postgres_backend(
+    url: str, state_url: str | None = None
+) -> tuple[dict[str, str], Callable, Callable]:
     def query(sql: str) -> list[tuple]:
         conn = psycopg2.connect(url)
         try:
@@ -239,8 +269,9 @@ def trial_kills(seed: int) -> list[int]:
 def check(run: Run, reference: list[tuple]) -> None:
     got = run.dump()
     assert len(got) == VALID
-    assert got == reference, next(f"first difference: {a} != {b}" for a, b in zip(got, reference, strict=True)
-                                  if a != b)
+    assert got == reference, next(
+        f"first difference: {a} != {b}" for a, b in zip(got, reference, strict=True) if a != b
+    )
     dead = run.dead_letters()
     assert len({d["event_id"] for d in dead}) == BAD == len(dead)
 
@@ -289,11 +320,15 @@ def test_kill_9_at_random_moments_with_the_file_spout(backend, tmp_path: Path):
     run_trials(make_run, reference)
 
 
-def test_kill_9_at_random_moments_with_the_kinesis_spout(backend, tmp_path: Path, kinesis, kinesis_mock,
-                                                          make_stream):
+def test_kill_9_at_random_moments_with_the_kinesis_spout(
+    backend, tmp_path: Path, kinesis, kinesis_mock, make_stream
+):
     stream = make_stream(2, prefix="accept")
     for i in range(0, len(LINES), 500):
-        entries = [{"Data": line, "PartitionKey": f"pk{j % 31}"} for j, line in enumerate(LINES[i:i + 500], i)]
+        entries = [
+            {"Data": line, "PartitionKey": f"pk{j % 31}"}
+            for j, line in enumerate(LINES[i : i + 500], i)
+        ]
         assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
     aws = {"STREAM": stream, "KINESIS_ENDPOINT": kinesis_mock.endpoint}
 
@@ -313,7 +348,9 @@ def test_kill_9_at_random_moments_with_the_kinesis_spout(backend, tmp_path: Path
 # -- dependency outages ------------------------------------------------------------------------------
 
 
-def outage(run: Run, rows: int, kill: Callable[[], None], start: Callable[[], None], down: float) -> None:
+def outage(
+    run: Run, rows: int, kill: Callable[[], None], start: Callable[[], None], down: float
+) -> None:
     """Start a run; once it has written ``rows`` rows, kill the dependency, keep it down for
     ``down`` seconds, start it again; let the run finish (or restart it if it failed a batch)."""
     proc = run.start()
@@ -341,13 +378,21 @@ def test_state_store_outage_redis_killed_and_restarted_mid_run(tmp_path: Path):
     redis = PrivateRedis(tmp_path / "redis")
     redis.start()
     try:
-        for seed, down in enumerate((0.2, 1.0, 6.0)):  # ridden out by retries … longer than the retries
+        for seed, down in enumerate(
+            (0.2, 1.0, 6.0)
+        ):  # ridden out by retries … longer than the retries
             folder = tmp_path / f"r{seed}"
             folder.mkdir()
             (folder / "events.jsonl.gz").symlink_to(tmp_path / "events.jsonl.gz")
             env, dump, count = sqlite_backend(folder)
             run = Run(folder, {**env, "STATE_URL": redis.url}, FILE_SPOUT, dump, count)
-            outage(run, random.Random(seed).randrange(BATCH, VALID - 2 * BATCH), redis.kill, redis.start, down)
+            outage(
+                run,
+                random.Random(seed).randrange(BATCH, VALID - 2 * BATCH),
+                redis.kill,
+                redis.start,
+                down,
+            )
             check(run, reference)
     finally:
         redis.kill()
@@ -369,7 +414,13 @@ def test_database_outage_postgres_killed_and_restarted_mid_run(tmp_path: Path):
             (folder / "events.jsonl.gz").symlink_to(tmp_path / "events.jsonl.gz")
             env, dump, count = postgres_backend(pg.url)
             run = Run(folder, env, FILE_SPOUT, dump, count)
-            outage(run, random.Random(seed).randrange(BATCH, VALID - 2 * BATCH), pg.kill, pg.start, down)
+            outage(
+                run,
+                random.Random(seed).randrange(BATCH, VALID - 2 * BATCH),
+                pg.kill,
+                pg.start,
+                down,
+            )
             check(run, reference)
     finally:
         pg.remove()

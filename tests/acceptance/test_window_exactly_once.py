@@ -85,9 +85,15 @@ def write_workload(folder: Path, seed: int = 3) -> int:
             bad += 1
             continue
         late = rng.random() < 0.03
-        doc = {"message_id": f"m{i:05d}", "app": rng.choice(["weather", "chess", "news"]),
-               "user": f"u{rng.randrange(20)}", "ms": rng.randrange(1000),
-               "timestamp": t0 + i * 1000 - (rng.choice([70_000, 90_000]) if late else rng.choice([0, 0, 3000]))}
+        doc = {
+            "message_id": f"m{i:05d}",
+            "app": rng.choice(["weather", "chess", "news"]),
+            "user": f"u{rng.randrange(20)}",
+            "ms": rng.randrange(1000),
+            "timestamp": t0
+            + i * 1000
+            - (rng.choice([70_000, 90_000]) if late else rng.choice([0, 0, 3000])),
+        }
         lines.append(json.dumps(doc).encode())
     with gzip.open(folder / "events.jsonl.gz", "wb") as fh:
         fh.write(b"\n".join(lines) + b"\n")
@@ -101,7 +107,13 @@ def make_run(root: Path, state: str) -> Run:
     (folder / "topology.yaml").write_text(TOPOLOGY)
     if state.startswith("postgresql"):  # results, window state in one PostgreSQL transaction
         env, dump, count = postgres_backend(state)
-        return Run(folder, env, "", lambda t: _pg(state, f"select * from {t} order by window_start, app"), count)
+        return Run(
+            folder,
+            env,
+            "",
+            lambda t: _pg(state, f"select * from {t} order by window_start, app"),
+            count,
+        )
     db = folder / "warehouse.db"
 
     def query(sql: str) -> list[tuple]:
@@ -112,8 +124,13 @@ def make_run(root: Path, state: str) -> Run:
             conn.close()
 
     env = {"WAREHOUSE_URL": f"sqlite:///{db}", "STATE_URL": state or f"sqlite:///{db}"}
-    return Run(folder, env, "", lambda t: query(f"select * from {t} order by window_start, app"),
-               lambda t: query(f"select count(*) from {t}")[0][0])
+    return Run(
+        folder,
+        env,
+        "",
+        lambda t: query(f"select * from {t} order by window_start, app"),
+        lambda t: query(f"select count(*) from {t}")[0][0],
+    )
 
 
 def _pg(url: str, sql: str) -> list[tuple]:
@@ -162,10 +179,19 @@ def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(state, tm
             run.kill_when(kill_at)
         run.to_end()
         got = run.dump()
-        assert got == reference, next(f"first difference: {a} != {b}" for a, b in zip(got, reference, strict=False)
-                                      if a != b) if len(got) == len(reference) else (len(got), len(reference))
+        assert got == reference, (
+            next(
+                f"first difference: {a} != {b}"
+                for a, b in zip(got, reference, strict=False)
+                if a != b
+            )
+            if len(got) == len(reference)
+            else (len(got), len(reference))
+        )
         dead = run.dead_letters()
-        assert {d["event_id"] for d in dead} == {d["event_id"] for d in reference_run.dead_letters()}
+        assert {d["event_id"] for d in dead} == {
+            d["event_id"] for d in reference_run.dead_letters()
+        }
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -186,24 +212,38 @@ KINESIS_SPOUT = """spout:
   checkpoint: {store: sql, resource: warehouse, application: "${APP}"}"""
 
 
-def test_kill_9_with_the_kinesis_spout_and_the_checkpoint_in_the_rows_transaction(tmp_path: Path, kinesis,
-                                                                                   kinesis_mock, make_stream):
+def test_kill_9_with_the_kinesis_spout_and_the_checkpoint_in_the_rows_transaction(
+    tmp_path: Path, kinesis, kinesis_mock, make_stream
+):
     """Two shards read by the Kinesis poller, the checkpoint saved in the transaction of the rows and the
     window state: a restart resumes after the last committed batch. No late events here, and no shard
     ever counted idle: with two shards, which events are late depends on how the poller interleaves
     them, which no two runs share."""
     rng = random.Random(9)
     t0 = 1_714_557_600_000
-    lines = [json.dumps({"message_id": f"m{i:05d}", "app": rng.choice(["weather", "chess", "news"]),
-                         "user": f"u{rng.randrange(20)}", "ms": rng.randrange(1000),
-                         "timestamp": t0 + i * 1000}).encode() for i in range(EVENTS)]
+    lines = [
+        json.dumps(
+            {
+                "message_id": f"m{i:05d}",
+                "app": rng.choice(["weather", "chess", "news"]),
+                "user": f"u{rng.randrange(20)}",
+                "ms": rng.randrange(1000),
+                "timestamp": t0 + i * 1000,
+            }
+        ).encode()
+        for i in range(EVENTS)
+    ]
     stream = make_stream(2, prefix="win")
     for i in range(0, len(lines), 500):
-        entries = [{"Data": line, "PartitionKey": f"pk{j % 31}"} for j, line in enumerate(lines[i:i + 500], i)]
+        entries = [
+            {"Data": line, "PartitionKey": f"pk{j % 31}"}
+            for j, line in enumerate(lines[i : i + 500], i)
+        ]
         assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
     aws = {"STREAM": stream, "KINESIS_ENDPOINT": kinesis_mock.endpoint}
-    topology = TOPOLOGY.replace("spout: {type: file, path: events.jsonl.gz}", KINESIS_SPOUT).replace(
-        "allowed_lateness: 5s", "allowed_lateness: 5m\n    idle_shard_after: 1d")
+    topology = TOPOLOGY.replace(
+        "spout: {type: file, path: events.jsonl.gz}", KINESIS_SPOUT
+    ).replace("allowed_lateness: 5s", "allowed_lateness: 5m\n    idle_shard_after: 1d")
 
     def make() -> Run:
         run = make_run(tmp_path, "")
@@ -214,11 +254,15 @@ def test_kill_9_with_the_kinesis_spout_and_the_checkpoint_in_the_rows_transactio
     reference_run = make()
     reference_run.to_end()
     reference = reference_run.dump()
-    assert len(reference) >= 12 and sum(r[3] for r in reference) < EVENTS  # the last minutes stay open
+    assert (
+        len(reference) >= 12 and sum(r[3] for r in reference) < EVENTS
+    )  # the last minutes stay open
 
     def one(seed: int) -> None:
         run = make()
-        for kill_at in sorted(random.Random(seed).sample(range(1, len(reference) - 2), 2 if seed % 3 == 0 else 1)):
+        for kill_at in sorted(
+            random.Random(seed).sample(range(1, len(reference) - 2), 2 if seed % 3 == 0 else 1)
+        ):
             run.kill_when(kill_at)
         run.to_end()
         assert run.dump() == reference

@@ -29,7 +29,9 @@ EVENTS = 250
 @pytest.fixture(scope="module")
 def events_file(tmp_path_factory) -> Path:
     """The first events of the bundled sample (it has every kind of bad line)."""
-    lines = gzip.decompress((EXAMPLES / "pistats" / "events.jsonl.gz").read_bytes()).splitlines()[:EVENTS]
+    lines = gzip.decompress((EXAMPLES / "pistats" / "events.jsonl.gz").read_bytes()).splitlines()[
+        :EVENTS
+    ]
     path = tmp_path_factory.mktemp("events") / "events.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -38,7 +40,10 @@ def events_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def sqlite_runs(events_file, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("runs")
-    return {v: run_variant(v, events_file, tmp, "sqlite", "", 100)[1] for v in ("squall", "optimized", "naive")}
+    return {
+        v: run_variant(v, events_file, tmp, "sqlite", "", 100)[1]
+        for v in ("squall", "optimized", "naive")
+    }
 
 
 def test_hand_loops_store_what_squall_stores_on_sqlite(sqlite_runs):
@@ -57,7 +62,9 @@ def test_checker_names_a_differing_row_value(sqlite_runs, tmp_path):
     shutil.copy(out.warehouse.removeprefix("sqlite:///"), copy)
     db = sqlite3.connect(copy)
     table = out.events_table
-    event_id = db.execute(f"SELECT event_id FROM {table} ORDER BY event_id LIMIT 1 OFFSET 7").fetchone()[0]
+    event_id = db.execute(
+        f"SELECT event_id FROM {table} ORDER BY event_id LIMIT 1 OFFSET 7"
+    ).fetchone()[0]
     db.execute(f"UPDATE {table} SET city = 'Elsewhere' WHERE event_id = ?", (event_id,))
     db.commit()
     db.close()
@@ -67,14 +74,20 @@ def test_checker_names_a_differing_row_value(sqlite_runs, tmp_path):
     # The command run.py calls after every round fails the same way, and passes on equal outputs.
     ref = dump(sqlite_runs["squall"], tmp_path / "ref.json")
     assert check_main([str(ref), str(dump(changed, tmp_path / "changed.json")), "changed"]) == 1
-    assert check_main([str(ref), str(dump(sqlite_runs["naive"], tmp_path / "naive.json")), "naive"]) == 0
+    assert (
+        check_main([str(ref), str(dump(sqlite_runs["naive"], tmp_path / "naive.json")), "naive"])
+        == 0
+    )
 
 
 def test_checker_notices_a_changed_state_and_a_missing_dead_letter(sqlite_runs):
     reference = snapshot(sqlite_runs["squall"])
     got = snapshot(sqlite_runs["naive"])
     changed = dict(got)
-    changed["states"] = [(*got["states"][0][:2], not got["states"][0][2], *got["states"][0][3:]), *got["states"][1:]]
+    changed["states"] = [
+        (*got["states"][0][:2], not got["states"][0][2], *got["states"][0][3:]),
+        *got["states"][1:],
+    ]
     with pytest.raises(Mismatch, match="states"):
         compare(reference, changed, "naive")
     fewer = dict(got)
@@ -90,9 +103,13 @@ def test_dead_letters_compare_without_their_time(sqlite_runs):
     assert all("failed_at" in d for d in raw)
 
 
-def test_hand_loops_store_what_squall_stores_on_postgresql(events_file, tmp_path, pg_url, unique_name):
-    runs = {v: run_variant(v, events_file, tmp_path, "postgresql", pg_url, 100, prefix=unique_name)[1]
-            for v in ("squall", "optimized", "naive")}
+def test_hand_loops_store_what_squall_stores_on_postgresql(
+    events_file, tmp_path, pg_url, unique_name
+):
+    runs = {
+        v: run_variant(v, events_file, tmp_path, "postgresql", pg_url, 100, prefix=unique_name)[1]
+        for v in ("squall", "optimized", "naive")
+    }
     try:
         reference = snapshot(runs["squall"])
         assert len(reference["rows"]) > 200
@@ -108,5 +125,9 @@ def test_make_events_reproduces_the_bundled_sample():
     sys.path.insert(0, str(EXAMPLES / "pistats"))
     import make_events
 
-    bundled = gzip.decompress((EXAMPLES / "pistats" / "events.jsonl.gz").read_bytes()).decode().splitlines()
+    bundled = (
+        gzip.decompress((EXAMPLES / "pistats" / "events.jsonl.gz").read_bytes())
+        .decode()
+        .splitlines()
+    )
     assert list(make_events.events(len(bundled))) == bundled

@@ -35,12 +35,18 @@ def test_json_decodes_gzip_and_rejects_bad_payloads_with_reasons():
     outcomes, stores = run("  - {id: decode, type: json}", payloads)
     assert [ev.value for ev in stores["out"]] == [{"a": 1}, {"a": 2}]
     reasons = [ev.failure.reason for ev in stores["dlq"]]
-    assert reasons[0].startswith("invalid JSON") and "not an object" in reasons[1] and "gzip" in reasons[2]
+    assert (
+        reasons[0].startswith("invalid JSON")
+        and "not an object" in reasons[1]
+        and "gzip" in reasons[2]
+    )
     assert [o.outcome for o in outcomes].count(Outcome.DEAD_LETTERED) == 3
 
 
 def test_json_takes_event_id_from_payload_field():
-    _, stores = run("  - {id: decode, type: json, event_id_field: msg.id}", [{"msg": {"id": "m-1"}}, {"x": 1}])
+    _, stores = run(
+        "  - {id: decode, type: json, event_id_field: msg.id}", [{"msg": {"id": "m-1"}}, {"x": 1}]
+    )
     assert stores["out"][0].event_id == "m-1"
     assert len(stores["out"][1].event_id) == 32  # derived from stream/shard/sequence
 
@@ -50,7 +56,10 @@ def test_schema_sends_invalid_to_invalid_stream_with_path():
     outcomes, stores = run(bolts, [{"a": 1}, {"a": "x"}, {}])
     assert [ev.value for ev in stores["out"]] == [{"a": 1}]
     reasons = sorted(ev.failure.reason for ev in stores["dlq"])
-    assert reasons == ["schema: $.a: 'x' is not of type 'integer'", "schema: $: 'a' is a required property"]
+    assert reasons == [
+        "schema: $.a: 'x' is not of type 'integer'",
+        "schema: $: 'a' is a required property",
+    ]
     assert all(ev.failure.stream == "invalid" for ev in stores["dlq"])
 
 
@@ -63,9 +72,14 @@ def test_filter_conditions():
       - {field: n, gte: 2}
       - {field: ua, regex: "^Mozilla"}
       - {field: meta.shard_id, exists: true}"""
-    payloads = [{"kind": "click", "n": 2, "ua": "Mozilla/5"}, {"kind": "click", "n": 1, "ua": "Mozilla"},
-                {"kind": "buy", "n": 5, "ua": "Mozilla"}, {"kind": "view", "n": "7", "ua": "Mozilla"},
-                {"kind": "view", "n": 9.5, "ua": "curl"}, {"kind": "view", "n": 3.0, "ua": "Mozilla x"}]
+    payloads = [
+        {"kind": "click", "n": 2, "ua": "Mozilla/5"},
+        {"kind": "click", "n": 1, "ua": "Mozilla"},
+        {"kind": "buy", "n": 5, "ua": "Mozilla"},
+        {"kind": "view", "n": "7", "ua": "Mozilla"},
+        {"kind": "view", "n": 9.5, "ua": "curl"},
+        {"kind": "view", "n": 3.0, "ua": "Mozilla x"},
+    ]
     outcomes, stores = run(bolts, payloads)
     assert [ev.value["n"] for ev in stores["out"]] == [2, 3.0]
     assert [o.outcome for o in outcomes].count(Outcome.FILTERED) == 4
@@ -74,7 +88,10 @@ def test_filter_conditions():
 def test_filter_drop_action_and_any():
     bolts = """  - {id: decode, type: json}
   - {id: f, type: filter, action: drop, any: [{field: bot, equals: true}, {field: kind, not_in: [a, b]}]}"""
-    _, stores = run(bolts, [{"kind": "a"}, {"kind": "a", "bot": True}, {"kind": "z"}, {"kind": "b", "bot": False}])
+    _, stores = run(
+        bolts,
+        [{"kind": "a"}, {"kind": "a", "bot": True}, {"kind": "z"}, {"kind": "b", "bot": False}],
+    )
     assert [ev.value for ev in stores["out"]] == [{"kind": "a"}, {"kind": "b", "bot": False}]
 
 
@@ -86,9 +103,16 @@ def test_project_select_rename_drop_defaults():
     rename: {user.id: user_id, kind: event.type}
     drop: [secret]
     defaults: {app: unknown, geo.ip: null}"""
-    _, stores = run(bolts, [{"user": {"id": 7, "name": "x"}, "kind": "click", "secret": "s", "other": 1}])
-    assert stores["out"][0].value == {"user": {}, "user_id": 7, "event": {"type": "click"}, "app": "unknown",
-                                      "geo": {"ip": None}}
+    _, stores = run(
+        bolts, [{"user": {"id": 7, "name": "x"}, "kind": "click", "secret": "s", "other": 1}]
+    )
+    assert stores["out"][0].value == {
+        "user": {},
+        "user_id": 7,
+        "event": {"type": "click"},
+        "app": "unknown",
+        "geo": {"ip": None},
+    }
 
 
 def test_route_by_field_value_to_named_streams():
@@ -97,10 +121,16 @@ def test_route_by_field_value_to_named_streams():
     sinks = "  - {id: subs, type: 'squall.testing:MemorySink', name: SUBS}\n"
     streams = "streams:\n  - {from: r, stream: subs, to: subs}"
     MemorySink.stores.pop("SUBS", None)
-    outcomes, stores = run(bolts, [{"kind": "register"}, {"kind": "click"}, {"kind": "view"}, {"kind": "subscribe"}],
-                           streams=streams, sinks=sinks)
+    outcomes, stores = run(
+        bolts,
+        [{"kind": "register"}, {"kind": "click"}, {"kind": "view"}, {"kind": "subscribe"}],
+        streams=streams,
+        sinks=sinks,
+    )
     assert [ev.value["kind"] for ev in MemorySink.stores["SUBS"]] == ["register", "subscribe"]
-    assert [ev.value["kind"] for ev in stores["out"]] == ["view"]  # the default stream follows the chain
+    assert [ev.value["kind"] for ev in stores["out"]] == [
+        "view"
+    ]  # the default stream follows the chain
     # the 'clicks' stream is not wired: dead letter with a reason, never dropped
     [dl] = stores["dlq"]
     assert dl.value["kind"] == "click" and "not wired" in dl.failure.reason
@@ -108,7 +138,9 @@ def test_route_by_field_value_to_named_streams():
 
 def test_dedupe_within_batch_first_wins():
     bolts = "  - {id: decode, type: json}\n  - {id: d, type: dedupe, key: id}"
-    outcomes, stores = run(bolts, [{"id": 1, "v": "a"}, {"id": 2}, {"id": 1, "v": "b"}, {"v": "no key"}])
+    outcomes, stores = run(
+        bolts, [{"id": 1, "v": "a"}, {"id": 2}, {"id": 1, "v": "b"}, {"v": "no key"}]
+    )
     assert [ev.value.get("v") for ev in stores["out"]] == ["a", None, "no key"]
     assert outcomes[2].outcome is Outcome.FILTERED
 
@@ -118,13 +150,17 @@ def test_fan_out_copies_events_so_branches_do_not_share_payloads():
   - {id: a, type: project, rename: {x: y}}
   - {id: b, type: project, defaults: {z: 1}}"""
     sinks = "  - {id: out2, type: 'squall.testing:MemorySink', name: FANOUT2}\n"
-    streams = ("streams:\n  - {from: decode, to: a}\n  - {from: decode, to: b}\n  - {from: a, to: out}\n"
-               "  - {from: b, to: out2}")
+    streams = (
+        "streams:\n  - {from: decode, to: a}\n  - {from: decode, to: b}\n  - {from: a, to: out}\n"
+        "  - {from: b, to: out2}"
+    )
     MemorySink.stores.pop("FANOUT2", None)
     _, stores = run(bolts, [{"x": 1}], streams=streams, sinks=sinks)
     assert stores["out"][0].value == {"y": 1}
     assert MemorySink.stores["FANOUT2"][0].value == {"x": 1, "z": 1}
-    assert orjson.dumps(stores["out"][0].value) != orjson.dumps(MemorySink.stores["FANOUT2"][0].value)
+    assert orjson.dumps(stores["out"][0].value) != orjson.dumps(
+        MemorySink.stores["FANOUT2"][0].value
+    )
 
 
 def test_schema_fast_path_and_jsonschema_agree_on_verdicts():
@@ -133,18 +169,34 @@ def test_schema_fast_path_and_jsonschema_agree_on_verdicts():
 
     from squall.bolts.schema import fast_check
 
-    schema = {"type": "object", "required": ["a"], "properties": {
-        "a": {"type": "integer", "minimum": 0}, "b": {"enum": ["x", "y"]}, "c": {"type": "array", "items": {"type": "string"}},
-        "d": {"type": "string", "pattern": "^[0-9]{4}-"}}, "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "required": ["a"],
+        "properties": {
+            "a": {"type": "integer", "minimum": 0},
+            "b": {"enum": ["x", "y"]},
+            "c": {"type": "array", "items": {"type": "string"}},
+            "d": {"type": "string", "pattern": "^[0-9]{4}-"},
+        },
+        "additionalProperties": False,
+    }
     import jsonschema
 
     fast = fast_check(schema)
     assert fast is not None
     slow = jsonschema.Draft202012Validator(schema)
-    values = st.recursive(st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6)
-                          | st.sampled_from(["x", "y", "2026-"]),
-                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-                              st.sampled_from(["a", "b", "c", "d", "e"]), inner, max_size=4), max_leaves=8)
+    values = st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-5, 5)
+        | st.text(max_size=6)
+        | st.sampled_from(["x", "y", "2026-"]),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), inner, max_size=4)
+        ),
+        max_leaves=8,
+    )
 
     @settings(max_examples=300, deadline=None)
     @given(values)
@@ -163,7 +215,9 @@ def test_schema_with_newer_keywords_uses_jsonschema_only():
 
 def test_json_max_bytes_applies_to_plain_and_gzip_payloads():
     doc = orjson.dumps({"pad": "x" * 200})
-    outcomes, stores = run("  - {id: decode, type: json, max_bytes: 100}", [doc, gzip.compress(doc), b'{"a": 1}'])
+    outcomes, stores = run(
+        "  - {id: decode, type: json, max_bytes: 100}", [doc, gzip.compress(doc), b'{"a": 1}']
+    )
     assert [ev.value for ev in stores["out"]] == [{"a": 1}]
     reasons = [ev.failure.reason for ev in stores["dlq"]]
     assert "exceeds max_bytes" in reasons[0] and "exceeds 100 bytes" in reasons[1]
@@ -190,9 +244,13 @@ def test_project_never_overwrites_a_non_object_parent():
 
 
 def test_filter_booleans_equal_only_booleans():
-    bolts = "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, equals: true}]}"
+    bolts = (
+        "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, equals: true}]}"
+    )
     _, stores = run(bolts, [{"n": 1}, {"n": 1.0}, {"n": True}])
     assert [ev.value["n"] for ev in stores["out"]] == [True]
-    bolts = "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, in: [0, 1]}]}"
+    bolts = (
+        "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, in: [0, 1]}]}"
+    )
     _, stores = run(bolts, [{"n": False}, {"n": True}, {"n": 0.0}, {"n": 1}])
     assert [ev.value["n"] for ev in stores["out"]] == [0.0, 1]

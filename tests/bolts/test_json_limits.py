@@ -16,8 +16,12 @@ def nested(depth: int) -> bytes:
 def test_json_rejects_a_payload_nested_deeper_than_max_depth_naming_both():
     payloads = [nested(64), nested(65), nested(1000), b'{"s": "' + b"[" * 500 + b'"}']
     outcomes, stores = run("  - {id: decode, type: json}", payloads)
-    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED,
-                                             Outcome.COMMITTED]
+    assert [o.outcome for o in outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     reasons = [ev.failure.reason for ev in stores["dlq"]]
     assert reasons[0] == "payload nested 65 levels deep, over max_depth (64)"
     assert reasons[1] == "payload nested 1000 levels deep, over max_depth (64)"
@@ -32,12 +36,20 @@ def test_json_max_depth_is_configurable():
 def test_an_event_id_over_512_bytes_is_the_records_failure():
     payloads = [{"id": "a" * 512, "n": 1}, {"id": "é" * 257, "n": 2}, {"id": "b" * 5000, "n": 3}]
     outcomes, stores = run("  - {id: decode, type: json, event_id_field: id}", payloads)
-    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+    assert [o.outcome for o in outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+    ]
     assert stores["out"][0].event_id == "a" * 512
     reasons = [ev.failure.reason for ev in stores["dlq"]]
-    assert reasons == ["id is 514 bytes, over the event id limit (512 bytes)",
-                       "id is 5000 bytes, over the event id limit (512 bytes)"]
-    assert all(len(ev.event_id) == 32 for ev in stores["dlq"])  # the dead letter keeps the derived id
+    assert reasons == [
+        "id is 514 bytes, over the event id limit (512 bytes)",
+        "id is 5000 bytes, over the event id limit (512 bytes)",
+    ]
+    assert all(
+        len(ev.event_id) == 32 for ev in stores["dlq"]
+    )  # the dead letter keeps the derived id
 
 
 def test_nesting_depth_counts_without_recursion():

@@ -41,9 +41,18 @@ def store_url(request, tmp_path: Path, unique_name: str) -> Iterator[str]:
 
 
 def make_bolt(url: str, name: str, **config) -> WindowBolt:
-    c = {"id": "win", "type": "window", "store": "state", "key": ["app"], "size": "1m",
-         "aggregates": {"n": {"fn": "count"}}, "name": name, "table": f"w_{name}", "key_prefix": "test:",
-         **config}
+    c = {
+        "id": "win",
+        "type": "window",
+        "store": "state",
+        "key": ["app"],
+        "size": "1m",
+        "aggregates": {"n": {"fn": "count"}},
+        "name": name,
+        "table": f"w_{name}",
+        "key_prefix": "test:",
+        **config,
+    }
     bolt = WindowBolt(WindowBolt.Config(**c), ComponentContext("t"))
     bolt.setup(resources(state=url))
     return bolt
@@ -54,7 +63,9 @@ def ev(i: int, t: int, shard: str = "shardId-000000000000", **payload) -> Event:
     return Event(b"", meta, None, i, {"timestamp": t, "app": "a", **payload})
 
 
-def run(bolt: WindowBolt, events: list[Event], covered=lambda e: True) -> tuple[list[dict], list[Event]]:
+def run(
+    bolt: WindowBolt, events: list[Event], covered=lambda e: True
+) -> tuple[list[dict], list[Event]]:
     """One batch through the bolt and its commit: (results, late events)."""
     out = bolt.process(events)
     bolt.commit_state(covered, None)
@@ -71,21 +82,38 @@ def finals(results: list[dict]) -> dict[tuple, dict]:
 
 def test_durations_parse_seconds_and_units():
     assert [duration_ms(v) for v in (60, "30s", "1m", "500ms", "2h", "1d", 1.5)] == [
-        60_000, 30_000, 60_000, 500, 7_200_000, 86_400_000, 1500]
+        60_000,
+        30_000,
+        60_000,
+        500,
+        7_200_000,
+        86_400_000,
+        1500,
+    ]
     with pytest.raises(ValueError, match="not a duration"):
         duration_ms("soon")
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"hop": "7s"}, "hop must divide size"),
-    ({"aggregates": {"u": {"fn": "count_distinct"}}}, "count_distinct needs a field"),
-    ({"aggregates": {}}, "name at least one"),
-    ({"aggregates": {"app": {"fn": "count"}}}, "clash"),
-    ({"size": "soon"}, "not a duration"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"hop": "7s"}, "hop must divide size"),
+        ({"aggregates": {"u": {"fn": "count_distinct"}}}, "count_distinct needs a field"),
+        ({"aggregates": {}}, "name at least one"),
+        ({"aggregates": {"app": {"fn": "count"}}}, "clash"),
+        ({"size": "soon"}, "not a duration"),
+    ],
+)
 def test_bad_configs_are_refused_with_the_reason(config, message):
-    c = {"id": "w", "type": "window", "store": "s", "key": ["app"], "size": "1m",
-         "aggregates": {"n": {"fn": "count"}}, **config}
+    c = {
+        "id": "w",
+        "type": "window",
+        "store": "s",
+        "key": ["app"],
+        "size": "1m",
+        "aggregates": {"n": {"fn": "count"}},
+        **config,
+    }
     with pytest.raises(pydantic.ValidationError, match=message):
         WindowBolt.Config(**c)
 
@@ -93,7 +121,9 @@ def test_bad_configs_are_refused_with_the_reason(config, message):
 # -- windows, lateness, aggregates ------------------------------------------------------------------
 
 
-def test_tumbling_counts_close_when_the_watermark_passes_and_late_events_go_to_late(store_url, unique_name):
+def test_tumbling_counts_close_when_the_watermark_passes_and_late_events_go_to_late(
+    store_url, unique_name
+):
     bolt = make_bolt(store_url, unique_name, allowed_lateness="10s")
     results, late = run(bolt, [ev(0, T0 + 1000), ev(1, T0 + 30_000, app="b"), ev(2, T0 + 59_999)])
     assert results == []  # nothing closed yet
@@ -105,12 +135,20 @@ def test_tumbling_counts_close_when_the_watermark_passes_and_late_events_go_to_l
     assert "late" in late[0].failure.reason
     got = finals(results)
     assert got == {
-        ("2024-05-01T10:00:00.000Z", "a"): {"window_start": "2024-05-01T10:00:00.000Z",
-                                            "window_end": "2024-05-01T10:01:00.000Z", "app": "a", "n": 3,
-                                            "final": True},
-        ("2024-05-01T10:00:00.000Z", "b"): {"window_start": "2024-05-01T10:00:00.000Z",
-                                            "window_end": "2024-05-01T10:01:00.000Z", "app": "b", "n": 1,
-                                            "final": True},
+        ("2024-05-01T10:00:00.000Z", "a"): {
+            "window_start": "2024-05-01T10:00:00.000Z",
+            "window_end": "2024-05-01T10:01:00.000Z",
+            "app": "a",
+            "n": 3,
+            "final": True,
+        },
+        ("2024-05-01T10:00:00.000Z", "b"): {
+            "window_start": "2024-05-01T10:00:00.000Z",
+            "window_end": "2024-05-01T10:01:00.000Z",
+            "app": "b",
+            "n": 1,
+            "final": True,
+        },
     }
     # closed windows are not emitted again; the next minute closes with its own count
     results, _ = run(bolt, [ev(8, T0 + 3 * MIN)])
@@ -148,9 +186,11 @@ def test_every_aggregate_and_where_filters(tmp_path: Path, unique_name):
     events = []
     for i in range(1000):
         t = T0 + rng.randrange(MIN)
-        events.append(ev(i, t, user=f"u{i % 300}", ms=i, type=rng.choice(["subscribe", "click", "register"])))
+        events.append(
+            ev(i, t, user=f"u{i % 300}", ms=i, type=rng.choice(["subscribe", "click", "register"]))
+        )
     for i in range(0, 1000, 100):  # ten batches: the stored state and the deltas merge
-        run(bolt, events[i:i + 100])
+        run(bolt, events[i : i + 100])
     results, _ = run(bolt, [ev(2000, T0 + 5 * MIN)])
     [r] = [r for r in results if r["window_start"].endswith("10:00:00.000Z")]
     values = [e.value for e in events]
@@ -167,8 +207,11 @@ def test_every_aggregate_and_where_filters(tmp_path: Path, unique_name):
 
 
 def test_a_bad_record_is_its_own_failure_and_changes_nothing(tmp_path: Path, unique_name):
-    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name,
-                     aggregates={"n": {"fn": "count"}, "total": {"fn": "sum", "field": "v"}})
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        aggregates={"n": {"fn": "count"}, "total": {"fn": "sum", "field": "v"}},
+    )
     good, no_time, no_key, text = ev(0, T0, v=1), ev(1, T0, v=1), ev(2, T0, v=1), ev(3, T0, v="x")
     no_time.value.pop("timestamp")
     no_key.value.pop("app")
@@ -186,34 +229,56 @@ def test_a_bad_record_is_its_own_failure_and_changes_nothing(tmp_path: Path, uni
 
 
 def reference(events: list[Event], batches: list[int], url: str, name: str) -> dict:
-    bolt = make_bolt(url, name, allowed_lateness="5s", aggregates={"n": {"fn": "count"}, "s": {"fn": "sum", "field": "v"}})
+    bolt = make_bolt(
+        url,
+        name,
+        allowed_lateness="5s",
+        aggregates={"n": {"fn": "count"}, "s": {"fn": "sum", "field": "v"}},
+    )
     out: dict = {}
     for i in range(0, len(events), 25):
-        results, _ = run(bolt, events[i:i + 25])
+        results, _ = run(bolt, events[i : i + 25])
         out.update(finals(results))
     return out
 
 
 def workload(n: int = 300, seed: int = 5) -> list[Event]:
     rng = random.Random(seed)
-    return [ev(i, T0 + i * 1500 - rng.choice([0, 0, 4000, 9000]), app=rng.choice("abc"), v=rng.randrange(10))
-            for i in range(n)]
+    return [
+        ev(
+            i,
+            T0 + i * 1500 - rng.choice([0, 0, 4000, 9000]),
+            app=rng.choice("abc"),
+            v=rng.randrange(10),
+        )
+        for i in range(n)
+    ]
 
 
-def test_replays_after_partial_commits_and_lost_checkpoints_end_with_the_same_results(store_url, unique_name):
+def test_replays_after_partial_commits_and_lost_checkpoints_end_with_the_same_results(
+    store_url, unique_name
+):
     """A batch fails after record k (only records before it are covered), or its state is committed
     but the checkpoint lost: delivered again, the results upserted by key are those of one clean run."""
     events = workload()
     want = reference(events, [], store_url, unique_name + "r")
     rng = random.Random(11)
-    bolt = make_bolt(store_url, unique_name, allowed_lateness="5s",
-                     aggregates={"n": {"fn": "count"}, "s": {"fn": "sum", "field": "v"}})
+    bolt = make_bolt(
+        store_url,
+        unique_name,
+        allowed_lateness="5s",
+        aggregates={"n": {"fn": "count"}, "s": {"fn": "sum", "field": "v"}},
+    )
     table: dict = {}  # the warehouse, upsert by (window_start, app)
     pos = 0
     while pos < len(events):
-        batch = [Event(b"", e.meta, None, j, dict(e.value)) for j, e in enumerate(events[pos:pos + 25])]
+        batch = [
+            Event(b"", e.meta, None, j, dict(e.value)) for j, e in enumerate(events[pos : pos + 25])
+        ]
         out = bolt.process(batch)
-        table.update(finals([e.value for e in out.streams.get("default", [])]))  # sinks commit first
+        table.update(
+            finals([e.value for e in out.streams.get("default", [])])
+        )  # sinks commit first
         fate = rng.random()
         if fate < 0.3:  # record k failed downstream: the checkpoint stops before it
             k = rng.randrange(len(batch))
@@ -230,11 +295,15 @@ def test_replays_after_partial_commits_and_lost_checkpoints_end_with_the_same_re
             bolt.state_committed()
             pos += len(batch)
     assert table == want
-    assert sum(r["n"] for r in want.values()) < len(events)  # some were late, so the check has teeth
+    assert sum(r["n"] for r in want.values()) < len(
+        events
+    )  # some were late, so the check has teeth
     assert len(want) > 5
 
 
-def test_a_batch_delivered_again_before_its_state_commit_gives_the_same_results(tmp_path: Path, unique_name):
+def test_a_batch_delivered_again_before_its_state_commit_gives_the_same_results(
+    tmp_path: Path, unique_name
+):
     bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name)
     run(bolt, [ev(0, T0), ev(1, T0 + 1)])
     batch = [ev(2, T0 + 2), ev(3, T0 + 3 * MIN)]
@@ -322,71 +391,118 @@ sinks:
 
 def test_the_engine_writes_results_and_dead_letters_late_events(tmp_path: Path, unique_name):
     t = tmp_path / "w.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", state=f"sqlite:///{tmp_path / 'w.db'}", prefix=unique_name,
-                                 dlq=tmp_path / "dlq.jsonl"))
-    payloads = [{"timestamp": T0 + i * 10_000, "app": "ab"[i % 2], "user": f"u{i % 3}"} for i in range(20)]
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db",
+            state=f"sqlite:///{tmp_path / 'w.db'}",
+            prefix=unique_name,
+            dlq=tmp_path / "dlq.jsonl",
+        )
+    )
+    payloads = [
+        {"timestamp": T0 + i * 10_000, "app": "ab"[i % 2], "user": f"u{i % 3}"} for i in range(20)
+    ]
     payloads.append({"timestamp": T0, "app": "a", "user": "late"})
     runs = run_topology(t, records_from(payloads), batch_size=7)
     counts = Counter(o.outcome.name for o in runs.outcomes)
     # the records whose batch closed a window count as committed (they carry its results)
-    assert counts["DEAD_LETTERED"] == 1 and "FAILED" not in counts and sum(counts.values()) == 21, counts
-    rows = sqlite3.connect(tmp_path / "w.db").execute(
-        "select window_start, app, n, users from minutely order by 1, 2").fetchall()
+    assert counts["DEAD_LETTERED"] == 1 and "FAILED" not in counts and sum(counts.values()) == 21, (
+        counts
+    )
+    rows = (
+        sqlite3.connect(tmp_path / "w.db")
+        .execute("select window_start, app, n, users from minutely order by 1, 2")
+        .fetchall()
+    )
     assert [r[1:] for r in rows] == [("a", 3, 3), ("b", 3, 3)] * 3  # 10:03 is still open
     assert "late" in (tmp_path / "dlq.jsonl").read_text()
 
 
 @pytest.mark.parametrize("state", ["sqlite", "redis"])
-def test_a_window_across_lambda_invocations_and_a_shard_split(state, tmp_path: Path, unique_name, request):
+def test_a_window_across_lambda_invocations_and_a_shard_split(
+    state, tmp_path: Path, unique_name, request
+):
     """Each invocation runs in a fresh handler (a new Lambda environment): the window state is
     never only in memory. The parent shard ends at a split; the children carry the window on."""
-    url = f"sqlite:///{tmp_path / 'state.db'}" if state == "sqlite" else request.getfixturevalue("redis_url")
+    url = (
+        f"sqlite:///{tmp_path / 'state.db'}"
+        if state == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
     t = tmp_path / "w.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", state=url, prefix=unique_name, dlq=tmp_path / "dlq.jsonl"))
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db", state=url, prefix=unique_name, dlq=tmp_path / "dlq.jsonl"
+        )
+    )
 
     def invoke(shard: str, payloads: list[dict], start: int) -> None:
         handler = make_handler(t)
         try:
-            assert handler(kinesis_lambda_event(payloads, shard=shard, start=start), None) == {"batchItemFailures": []}
+            assert handler(kinesis_lambda_event(payloads, shard=shard, start=start), None) == {
+                "batchItemFailures": []
+            }
         finally:
             handler.engine.close()
 
     def rows() -> list[tuple]:
-        return sqlite3.connect(tmp_path / "w.db").execute(
-            "select substr(window_start, 12, 5), app, n, users from minutely order by 1, 2").fetchall()
+        return (
+            sqlite3.connect(tmp_path / "w.db")
+            .execute(
+                "select substr(window_start, 12, 5), app, n, users from minutely order by 1, 2"
+            )
+            .fetchall()
+        )
 
     parent, left, right = "shardId-000000000000", "shardId-000000000001", "shardId-000000000002"
     p = lambda s, app, u: {"timestamp": T0 + s * 1000, "app": app, "user": u}  # noqa: E731
     invoke(parent, [p(0, "a", "u1"), p(10, "a", "u2")], 10**20)
-    invoke(parent, [p(20, "a", "u1"), p(25, "b", "u3")], 10**20 + 10)  # the parent's last records: split
+    invoke(
+        parent, [p(20, "a", "u1"), p(25, "b", "u3")], 10**20 + 10
+    )  # the parent's last records: split
     invoke(left, [p(30, "a", "u4"), p(61, "a", "u1")], 10**21)
     invoke(right, [p(40, "b", "u5"), p(50, "a", "u6")], 10**21)
     assert rows() == []  # the right child's watermark (10:00:50) holds 10:00 open
     invoke(left, [p(100, "b", "u1")], 10**21 + 10)
-    assert rows() == []  # the parent (10:00:25) is idle now, but the right child still holds 10:00 open
-    invoke(right, [p(120, "a", "u9")], 10**21 + 10)  # both children past 10:01:05; the parent is idle
+    assert (
+        rows() == []
+    )  # the parent (10:00:25) is idle now, but the right child still holds 10:00 open
+    invoke(
+        right, [p(120, "a", "u9")], 10**21 + 10
+    )  # both children past 10:01:05; the parent is idle
     assert rows() == [("10:00", "a", 5, 4), ("10:00", "b", 2, 2)]
     invoke(right, [p(120, "a", "u9")], 10**21 + 10)  # Lambda retries an invocation: nothing changes
     assert rows() == [("10:00", "a", 5, 4), ("10:00", "b", 2, 2)]
     invoke(left, [p(200, "a", "u1")], 10**21 + 20)
     invoke(right, [p(200, "a", "u1")], 10**21 + 20)
-    assert rows() == [("10:00", "a", 5, 4), ("10:00", "b", 2, 2), ("10:01", "a", 1, 1), ("10:01", "b", 1, 1),
-                      ("10:02", "a", 1, 1)]
+    assert rows() == [
+        ("10:00", "a", 5, 4),
+        ("10:00", "b", 2, 2),
+        ("10:01", "a", 1, 1),
+        ("10:01", "b", 1, 1),
+        ("10:02", "a", 1, 1),
+    ]
     if state == "redis":
         client = redis.Redis.from_url(url)
         client.delete(*client.scan_iter(f"{unique_name}*"))
 
 
 def test_early_updates_every_batch_then_one_final_result(tmp_path: Path, unique_name):
-    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, emit="every_batch", allowed_lateness="30s")
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}", unique_name, emit="every_batch", allowed_lateness="30s"
+    )
     first, _ = run(bolt, [ev(0, T0), ev(1, T0 + 1)])
     second, _ = run(bolt, [ev(2, T0 + 2), ev(3, T0 + MIN + 10)])
     third, _ = run(bolt, [ev(4, T0 + 2 * MIN)])
     assert [(r["window_start"][11:16], r["n"], r["final"]) for r in first] == [("10:00", 2, False)]
     assert sorted((r["window_start"][11:16], r["n"], r["final"]) for r in second) == [
-        ("10:00", 3, False), ("10:01", 1, False)]
+        ("10:00", 3, False),
+        ("10:01", 1, False),
+    ]
     assert sorted((r["window_start"][11:16], r["n"], r["final"]) for r in third) == [
-        ("10:00", 3, True), ("10:02", 1, False)]
+        ("10:00", 3, True),
+        ("10:02", 1, False),
+    ]
 
 
 def test_a_bad_window_in_yaml_is_reported_with_its_location():
@@ -418,19 +534,39 @@ sinks:
 def test_two_key_fields_and_arrival_time(tmp_path: Path, unique_name):
     from datetime import UTC, datetime
 
-    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, key=["app", "geo.country"], time_field=None)
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}", unique_name, key=["app", "geo.country"], time_field=None
+    )
 
     def arriving(i: int, ms: int, app: str, country) -> Event:
-        meta = RecordMeta("s", "shardId-000000000000", str(1000 + i), 0, "pk",
-                          datetime.fromtimestamp(ms / 1000, UTC))
-        return Event(b"", meta, None, i, {"app": app, "geo": {"country": country}, "timestamp": "ignored"})
+        meta = RecordMeta(
+            "s",
+            "shardId-000000000000",
+            str(1000 + i),
+            0,
+            "pk",
+            datetime.fromtimestamp(ms / 1000, UTC),
+        )
+        return Event(
+            b"", meta, None, i, {"app": app, "geo": {"country": country}, "timestamp": "ignored"}
+        )
 
-    out = bolt.process([arriving(0, T0, "a", "FR"), arriving(1, T0 + 5, "a", "FR"), arriving(2, T0 + 9, "a", 33),
-                        arriving(3, T0 + 10, "b", None), arriving(4, T0 + MIN, "a", "FR")])
+    out = bolt.process(
+        [
+            arriving(0, T0, "a", "FR"),
+            arriving(1, T0 + 5, "a", "FR"),
+            arriving(2, T0 + 9, "a", 33),
+            arriving(3, T0 + 10, "b", None),
+            arriving(4, T0 + MIN, "a", "FR"),
+        ]
+    )
     assert [e.origin for e in out.streams["error"]] == [3]  # a key field without a value
     bolt.commit_state(lambda e: True)
     bolt.state_committed()
-    results = sorted(((r.value["app"], r.value["country"], r.value["n"]) for r in out.streams["default"]), key=str)
+    results = sorted(
+        ((r.value["app"], r.value["country"], r.value["n"]) for r in out.streams["default"]),
+        key=str,
+    )
     assert results == [("a", "FR", 2), ("a", 33, 1)]
 
 

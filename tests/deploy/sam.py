@@ -33,5 +33,7 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("cfn-lint")  # the console script installed beside this Python
+    exe = Path(sys.executable).with_name(
+        "cfn-lint"
+    )  # the console script installed beside this Python
     return subprocess.run([str(exe), str(path)], capture_output=True, text=True, timeout=300)

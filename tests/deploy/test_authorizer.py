@@ -19,18 +19,31 @@ from tests.factories import api_gateway_event
 def test_a_known_key_is_authorized_whatever_the_header_case():
     keys = authorizer.app_keys(" key-web , key-ios ,,")
     assert keys == ("key-web", "key-ios")
-    assert authorizer.authorize({"X-Api-Key": "key-ios"}, keys) == {"isAuthorized": True,
-                                                                   "context": {"app_key_index": 1}}
+    assert authorizer.authorize({"X-Api-Key": "key-ios"}, keys) == {
+        "isAuthorized": True,
+        "context": {"app_key_index": 1},
+    }
 
 
-@pytest.mark.parametrize("headers", [{}, None, {"x-api-key": ""}, {"x-api-key": "key-web "},
-                                     {"x-api-key": "guess"}, {"authorization": "key-web"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        None,
+        {"x-api-key": ""},
+        {"x-api-key": "key-web "},
+        {"x-api-key": "guess"},
+        {"authorization": "key-web"},
+    ],
+)
 def test_an_unknown_or_missing_key_is_refused(headers):
     assert authorizer.authorize(headers, ("key-web",)) == {"isAuthorized": False}
 
 
 def test_no_configured_key_refuses_everything():
-    assert authorizer.authorize({"x-api-key": "anything"}, authorizer.app_keys("")) == {"isAuthorized": False}
+    assert authorizer.authorize({"x-api-key": "anything"}, authorizer.app_keys("")) == {
+        "isAuthorized": False
+    }
 
 
 def test_the_handler_reads_the_keys_once_at_init(monkeypatch):

@@ -31,20 +31,39 @@ def test_the_unit_stops_the_kcl_gracefully_and_runs_the_squall_kcl_command(tmp_p
     assert service["KillMode"] == "mixed" and service["KillSignal"] == "SIGTERM"
     assert int(service["TimeoutStopSec"]) * 1000 > fleet.SHUTDOWN_GRACE_MS
     assert service["ExecStart"].split() == [
-        "/opt/squall/venv/bin/squall", "kcl", "/opt/squall/pistats/topology/topology.yaml",
-        "--stream", "pistats-events", "--application", "pistats", "--region", "${AWS_REGION}",
-        "--properties-out", "/run/squall-pistats/kcl.properties",
-        "--set", "retrievalMode=POLLING", "--set", f"shutdownGraceMillis={fleet.SHUTDOWN_GRACE_MS}"]
+        "/opt/squall/venv/bin/squall",
+        "kcl",
+        "/opt/squall/pistats/topology/topology.yaml",
+        "--stream",
+        "pistats-events",
+        "--application",
+        "pistats",
+        "--region",
+        "${AWS_REGION}",
+        "--properties-out",
+        "/run/squall-pistats/kcl.properties",
+        "--set",
+        "retrievalMode=POLLING",
+        "--set",
+        f"shutdownGraceMillis={fleet.SHUTDOWN_GRACE_MS}",
+    ]
     assert service["RuntimeDirectory"] == "squall-pistats" and service["User"] == "squall"
-    assert (out / "requirements.txt").read_text().splitlines()[0].startswith("squall[kcl,postgres]==")
+    assert (
+        (out / "requirements.txt").read_text().splitlines()[0].startswith("squall[kcl,postgres]==")
+    )
     assert (out / "topology" / "schemas" / "event.json").is_file()
     assert not (out / "topology" / "out").exists()
     bootstrap = (out / "bootstrap.sh").read_text()
-    assert "systemctl enable --now squall-pistats.service" in bootstrap and (out / "bootstrap.sh").stat().st_mode & 0o100
+    assert (
+        "systemctl enable --now squall-pistats.service" in bootstrap
+        and (out / "bootstrap.sh").stat().st_mode & 0o100
+    )
 
 
 @pytest.mark.parametrize("retrieval", ["polling", "fanout"])
-def test_the_instance_role_grants_the_kcl_and_the_components_on_named_resources(tmp_path: Path, retrieval: str):
+def test_the_instance_role_grants_the_kcl_and_the_components_on_named_resources(
+    tmp_path: Path, retrieval: str
+):
     source = tmp_path / "copy.yaml"
     source.write_text("""
 name: copier
@@ -60,20 +79,35 @@ sinks: [{id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}]
     role = yaml.safe_load(path.read_text())
     assert role["Parameters"]["StreamName"]["Default"] == "clicks"
     assert role["Parameters"]["ArchiveStream"]["Default"] == "archive"
-    statements = role["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
-    by_resource = {s["Resource"]["Fn::Sub"] if isinstance(s["Resource"], dict) else s["Resource"]: set(s["Action"])
-                   for s in statements}
+    statements = role["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    by_resource = {
+        s["Resource"]["Fn::Sub"] if isinstance(s["Resource"], dict) else s["Resource"]: set(
+            s["Action"]
+        )
+        for s in statements
+    }
     stream = "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/"
-    reads = set(fleet.KCL_STREAM_READS) | (set(fleet.KCL_FANOUT) if retrieval == "fanout" else set())
+    reads = set(fleet.KCL_STREAM_READS) | (
+        set(fleet.KCL_FANOUT) if retrieval == "fanout" else set()
+    )
     assert by_resource[stream + "${StreamName}"] == reads
-    assert by_resource["arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ApplicationName}"] == set(
-        fleet.KCL_LEASES)
+    assert by_resource[
+        "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ApplicationName}"
+    ] == set(fleet.KCL_LEASES)
     assert by_resource[stream + "${ArchiveStream}"] == {"kinesis:PutRecords"}
-    assert ((stream + "${StreamName}/consumer/${ApplicationName}:*") in by_resource) == (retrieval == "fanout")
+    assert ((stream + "${StreamName}/consumer/${ApplicationName}:*") in by_resource) == (
+        retrieval == "fanout"
+    )
     [metrics] = [s for s in statements if s["Resource"] == "*"]
     assert metrics["Action"] == ["cloudwatch:PutMetricData"]
-    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}}
-    assert f"retrievalMode={fleet.RETRIEVAL[retrieval]}" in (out / "squall-copier.service").read_text()
+    assert metrics["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": {"Ref": "ApplicationName"}}
+    }
+    assert (
+        f"retrievalMode={fleet.RETRIEVAL[retrieval]}" in (out / "squall-copier.service").read_text()
+    )
 
 
 def test_a_fleet_needs_a_stream(tmp_path: Path):

@@ -44,7 +44,9 @@ def test_processes_and_checkpoints_the_last_safe_position(tmp_path: Path):
     kcl_process_records([{"n": 1}, {"n": 2, "fail": "x"}, {"n": 3}]).dispatch(cp, p)
     kcl_process_records([{"n": 4}], start=200).dispatch(cp, p)
     assert cp.calls == [("102", 0), ("200", 0)]
-    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (8,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (
+        8,
+    )
     assert len((tmp_path / "dlq.jsonl").read_text().splitlines()) == 1
 
 
@@ -72,6 +74,8 @@ def test_shard_end_checkpoints_so_children_can_start(tmp_path: Path):
 
 
 def test_stdout_sinks_are_refused_under_the_kcl(tmp_path: Path):
-    topo = load_text(TOPOLOGY.format(db=tmp_path / "w.db", transient=0, dlq="  - {id: out, type: stdout}"))
+    topo = load_text(
+        TOPOLOGY.format(db=tmp_path / "w.db", transient=0, dlq="  - {id: out, type: stdout}")
+    )
     with pytest.raises(SquallError, match="protocol channel"):
         check_kcl_safe(topo)

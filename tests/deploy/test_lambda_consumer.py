@@ -34,15 +34,21 @@ def test_lambda_consumer_commits_and_reports_no_failures(tmp_path: Path):
     handler = handler_for(tmp_path, dlq=True)
     event = kinesis_lambda_event([{"n": 1}, b"not json", {"n": 2, "fail": "bad"}, {"n": 3}])
     assert handler(event, None) == {"batchItemFailures": []}
-    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (4,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (
+        4,
+    )
     assert handler(event, None) == {"batchItemFailures": []}  # a Lambda retry adds no rows
-    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (2,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (
+        2,
+    )
     assert len((tmp_path / "dlq.jsonl").read_text().splitlines()) == 2
 
 
 def test_lambda_consumer_reports_first_failure_per_shard(tmp_path: Path):
     handler = handler_for(tmp_path, dlq=False)
-    event = kinesis_lambda_event([{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3, "fail": "worse"}, {"n": 4}])
+    event = kinesis_lambda_event(
+        [{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3, "fail": "worse"}, {"n": 4}]
+    )
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[1]}]}
 
@@ -54,4 +60,6 @@ def test_lambda_consumer_reports_the_whole_batch_when_a_dependency_stays_down(tm
     event = kinesis_lambda_event([{"n": 1}, {"n": 2}])
     first = event["Records"][0]["kinesis"]["sequenceNumber"]
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": first}]}
-    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (0,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (
+        0,
+    )

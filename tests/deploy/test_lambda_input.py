@@ -22,33 +22,71 @@ def test_bad_base64_or_missing_data_is_a_dead_letter_not_a_failed_invocation(tmp
     event["Records"][3]["kinesis"]["data"] = 42
     event["Records"][4]["kinesis"]["approximateArrivalTimestamp"] = "yesterday"
     assert handler(event, None) == {"batchItemFailures": []}
-    assert sqlite3.connect(tmp_path / "w.db").execute("select group_concat(n) from events").fetchone() == ("1,5",)
+    assert sqlite3.connect(tmp_path / "w.db").execute(
+        "select group_concat(n) from events"
+    ).fetchone() == ("1,5",)
     dead = [orjson.loads(line) for line in (tmp_path / "dlq.jsonl").read_bytes().splitlines()]
     reasons = [d["reason"] for d in dead]
-    assert reasons[0].startswith("kinesis.data is not valid base64") and dead[0]["record"] == "!!not base64!!"
-    assert reasons[1:] == ["kinesis.data is missing, not base64 text", "kinesis.data is a int, not base64 text"]
-    assert {d["meta"]["sequence_number"] for d in dead} == {r["kinesis"]["sequenceNumber"]
-                                                           for r in event["Records"][1:4]}
+    assert (
+        reasons[0].startswith("kinesis.data is not valid base64")
+        and dead[0]["record"] == "!!not base64!!"
+    )
+    assert reasons[1:] == [
+        "kinesis.data is missing, not base64 text",
+        "kinesis.data is a int, not base64 text",
+    ]
+    assert {d["meta"]["sequence_number"] for d in dead} == {
+        r["kinesis"]["sequenceNumber"] for r in event["Records"][1:4]
+    }
 
 
-SQS = {"Records": [{"messageId": "1", "body": "{}", "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q"}]}
-DYNAMODB = {"Records": [{"eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb", "dynamodb": {}}]}
-FIREHOSE = {"invocationId": "x", "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/d",
-            "records": [{"recordId": "1", "data": "e30="}]}
+SQS = {
+    "Records": [
+        {
+            "messageId": "1",
+            "body": "{}",
+            "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q",
+        }
+    ]
+}
+DYNAMODB = {
+    "Records": [
+        {"eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb", "dynamodb": {}}
+    ]
+}
+FIREHOSE = {
+    "invocationId": "x",
+    "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/d",
+    "records": [{"recordId": "1", "data": "e30="}],
+}
 
 
-@pytest.mark.parametrize(("event", "named"), [
-    (DYNAMODB, "received aws:dynamodb"), (FIREHOSE, "received firehose"),
-    ({}, "received an object without Records (keys: none)"), ({"Records": []}, "an empty Records list"),
-    ([1, 2], "a JSON list"), ({"Records": [{"eventSource": "aws:kinesis", "kinesis": {"data": "e30="}}]},
-                              "Records[0]: no kinesis.sequenceNumber"),
-])
-def test_an_event_that_is_not_a_kinesis_batch_is_refused_naming_what_arrived(tmp_path: Path, event, named):
+@pytest.mark.parametrize(
+    ("event", "named"),
+    [
+        (DYNAMODB, "received aws:dynamodb"),
+        (FIREHOSE, "received firehose"),
+        ({}, "received an object without Records (keys: none)"),
+        ({"Records": []}, "an empty Records list"),
+        ([1, 2], "a JSON list"),
+        (
+            {"Records": [{"eventSource": "aws:kinesis", "kinesis": {"data": "e30="}}]},
+            "Records[0]: no kinesis.sequenceNumber",
+        ),
+    ],
+)
+def test_an_event_that_is_not_a_kinesis_batch_is_refused_naming_what_arrived(
+    tmp_path: Path, event, named
+):
     handler = handler_for(tmp_path, dlq=True)
-    with pytest.raises(NotAKinesisEvent, match=named.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        NotAKinesisEvent, match=named.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")
+    ):
         handler(event, None)
-    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (0,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (
+        0,
+    )
 
 
 def test_event_source_is_the_one_dispatch_point():
@@ -77,17 +115,26 @@ def _deep(levels: int) -> str:
     return '{"a":' * levels + "1" + "}" * levels
 
 
-@pytest.mark.parametrize(("mutate", "reason"), [
-    (lambda e: e.update(body={"event": "click"}), "body is a JSON dict, not a string"),
-    (lambda e: e.update(httpMethod=None), "no HTTP method"),
-    (lambda e: e.update(headers=["x"]), "headers is a JSON list"),
-    (lambda e: e.update(requestContext="nope"), "requestContext is a JSON str"),
-    (lambda e: e["requestContext"].update(identity=[]), "requestContext.identity is a JSON list"),
-    (lambda e: e["requestContext"].update(requestTimeEpoch="soon"), "is not a number"),
-    (lambda e: e.update(body=_deep(300)), "event 0 is nested 300 levels deep, over the limit (64)"),
-    (lambda e: e.update(body="[" + _deep(65) + "]"), "event 0 is nested 65 levels deep"),
-    (lambda e: e.update(body="!!!", isBase64Encoded=True), "not base64"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda e: e.update(body={"event": "click"}), "body is a JSON dict, not a string"),
+        (lambda e: e.update(httpMethod=None), "no HTTP method"),
+        (lambda e: e.update(headers=["x"]), "headers is a JSON list"),
+        (lambda e: e.update(requestContext="nope"), "requestContext is a JSON str"),
+        (
+            lambda e: e["requestContext"].update(identity=[]),
+            "requestContext.identity is a JSON list",
+        ),
+        (lambda e: e["requestContext"].update(requestTimeEpoch="soon"), "is not a number"),
+        (
+            lambda e: e.update(body=_deep(300)),
+            "event 0 is nested 300 levels deep, over the limit (64)",
+        ),
+        (lambda e: e.update(body="[" + _deep(65) + "]"), "event 0 is nested 65 levels deep"),
+        (lambda e: e.update(body="!!!", isBase64Encoded=True), "not base64"),
+    ],
+)
 def test_a_malformed_request_is_a_400_with_the_reason_never_a_502(producer, mutate, reason):
     event = api_gateway_event('{"event": "click"}')
     mutate(event)

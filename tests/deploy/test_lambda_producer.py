@@ -40,13 +40,23 @@ def body(resp) -> dict:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_batch_request_is_enriched_with_request_context_and_partially_rejected(handler_for, version):
+def test_batch_request_is_enriched_with_request_context_and_partially_rejected(
+    handler_for, version
+):
     handler, tag = handler_for()
-    events = [{"message_id": "m1", "event_type": "click"}, {"message_id": "m2"}, {"message_id": "m3", "event_type": "x"}]
+    events = [
+        {"message_id": "m1", "event_type": "click"},
+        {"message_id": "m2"},
+        {"message_id": "m3", "event_type": "x"},
+    ]
     resp = handler(api_gateway_event(json.dumps(events), version=version), None)
     assert resp["statusCode"] == 202
-    assert body(resp) == {"accepted": 2, "rejected": [
-        {"index": 1, "reason": "validate: schema: $: 'event_type' is a required property"}]}
+    assert body(resp) == {
+        "accepted": 2,
+        "rejected": [
+            {"index": 1, "reason": "validate: schema: $: 'event_type' is a required property"}
+        ],
+    }
     [first, _] = MemorySink.stores[tag]
     assert first.event_id == "m1"
     assert first.value["request"]["source_ip"] == "81.2.69.142"
@@ -79,7 +89,10 @@ def test_sink_outage_is_a_503_with_retry_after(handler_for):
 
 def test_partial_sink_failure_is_a_503(handler_for):
     handler, _ = handler_for()
-    events = [{"message_id": "m1", "event_type": "click"}, {"message_id": "m2", "event_type": "c", "sink_fail": 1}]
+    events = [
+        {"message_id": "m1", "event_type": "click"},
+        {"message_id": "m2", "event_type": "c", "sink_fail": 1},
+    ]
     assert handler(api_gateway_event(json.dumps(events)), None)["statusCode"] == 503
 
 
@@ -96,7 +109,9 @@ def test_bad_gzip_bodies_are_400_not_a_crash(handler_for):
     event["headers"]["Content-Encoding"] = "gzip"  # but the body is plain JSON
     resp = handler(event, None)
     assert resp["statusCode"] == 400 and "not" in body(resp)["error"]
-    truncated = api_gateway_event(json.dumps([{"message_id": "m1", "event_type": "click"}] * 50), gzip_body=True)
+    truncated = api_gateway_event(
+        json.dumps([{"message_id": "m1", "event_type": "click"}] * 50), gzip_body=True
+    )
     raw = __import__("base64").b64decode(truncated["body"])
     truncated["body"] = __import__("base64").b64encode(raw[: len(raw) // 2]).decode()
     resp = handler(truncated, None)

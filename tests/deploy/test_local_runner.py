@@ -35,24 +35,37 @@ sinks:
 
 def topo(tmp_path: Path, spout: str, *, batch: int = 10, extra: str = "", dlq: bool = True):
     dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
-    return load_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=spout, batch=batch, extra=extra, dlq=dl),
-                     base_dir=tmp_path)
+    return load_text(
+        TOPOLOGY.format(db=tmp_path / "w.db", spout=spout, batch=batch, extra=extra, dlq=dl),
+        base_dir=tmp_path,
+    )
 
 
 def test_runner_commits_checkpoints_after_each_batch(tmp_path: Path):
     payloads = [{"n": i} for i in range(25)]
-    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads})))
+    runner = LocalRunner(
+        topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads}))
+    )
     report = runner.run()
     assert report.exit_code == EXIT_OK and report.batches == 3
-    assert [c["shardId-000000000000"].sequence_number for c in runner.spout.committed] == ["10", "20", "25"]
+    assert [c["shardId-000000000000"].sequence_number for c in runner.spout.committed] == [
+        "10",
+        "20",
+        "25",
+    ]
     assert report.counts[Outcome.COMMITTED] == 25
 
 
 def test_a_batch_that_keeps_failing_is_not_checkpointed_and_exits_1(tmp_path: Path):
     payloads = [{"n": i} for i in range(25)]
     extra = "  - {id: chaos, type: 'squall.testing:FaultyBolt', transient_failures: 99}"
-    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
-                              extra=extra))
+    runner = LocalRunner(
+        topo(
+            tmp_path,
+            json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
+            extra=extra,
+        )
+    )
     report = runner.run()
     assert report.exit_code == EXIT_FAILED and report.error is not None
     assert runner.spout.committed == []
@@ -62,34 +75,60 @@ def test_a_batch_that_keeps_failing_is_not_checkpointed_and_exits_1(tmp_path: Pa
 def test_records_failing_without_a_dead_letter_stop_the_run_before_them(tmp_path: Path):
     payloads = [{"n": 1}, {"n": 2, "fail": "nope"}, {"n": 3}]
     extra = "  - {id: chaos, type: 'squall.testing:FaultyBolt'}"
-    runner = LocalRunner(topo(tmp_path, json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
-                              extra=extra, dlq=False, batch=2))
+    runner = LocalRunner(
+        topo(
+            tmp_path,
+            json.dumps({"type": "squall.testing:ListSpout", "records": payloads}),
+            extra=extra,
+            dlq=False,
+            batch=2,
+        )
+    )
     report = runner.run()
     assert report.exit_code == EXIT_FAILED
     assert [r.reason for r in report.failed_records] == ["nope"]
-    assert runner.spout.committed == [{"shardId-000000000000": runner.spout.records[0].meta.position}]
+    assert runner.spout.committed == [
+        {"shardId-000000000000": runner.spout.records[0].meta.position}
+    ]
 
 
 def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "squall.cli", *args], capture_output=True, text=True, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "squall.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
 
 
 def test_stdin_input(tmp_path: Path):
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: stdin}", batch=2, extra="", dlq=""))
+    t.write_text(
+        TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: stdin}", batch=2, extra="", dlq="")
+    )
     r = run_cli(["run", str(t)], input='{"n": 1}\n\n{"n": 2}\n{"n": 3}\n')
     assert r.returncode == 0, r.stderr
-    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (6,)
+    assert sqlite3.connect(tmp_path / "w.db").execute("select sum(n) from events").fetchone() == (
+        6,
+    )
 
 
 def test_ctrl_c_finishes_the_batch_in_flight_and_exits_130(tmp_path: Path):
     src = tmp_path / "many.jsonl"
     src.write_text("".join(f'{{"n": {i}}}\n' for i in range(200_000)))
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="",
-                                 dlq=""))
-    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(t)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="", dlq=""
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "squall.cli", "run", str(t)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     db = tmp_path / "w.db"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -116,7 +155,10 @@ def test_schema_export_validates_the_example_and_rejects_typos(tmp_path: Path):
     doc["bolts"][0]["type"] = "jsn"
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
     out = tmp_path / "s.json"
-    assert run_cli(["schema", "-o", str(out)]).returncode == 0 and json.loads(out.read_text()) == schema
+    assert (
+        run_cli(["schema", "-o", str(out)]).returncode == 0
+        and json.loads(out.read_text()) == schema
+    )
 
 
 def test_dead_letter_file_is_idempotent_and_survives_a_torn_line(tmp_path: Path):
@@ -131,13 +173,24 @@ def test_dead_letter_file_is_idempotent_and_survives_a_torn_line(tmp_path: Path)
     lines = dl.read_text().splitlines()
     assert len([line for line in lines if line.startswith('{"event_id":"')]) == 1
     doc = json.loads(lines[0])
-    assert doc["component"] == "decode" and doc["record"] == '"not json"' and "not an object" in doc["reason"]
+    assert (
+        doc["component"] == "decode"
+        and doc["record"] == '"not json"'
+        and "not an object" in doc["reason"]
+    )
 
 
 def test_a_missing_input_file_is_a_clear_error_with_exit_2(tmp_path: Path):
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: file, path: nowhere.jsonl}", batch=2,
-                                 extra="", dlq=""))
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db",
+            spout="{type: file, path: nowhere.jsonl}",
+            batch=2,
+            extra="",
+            dlq="",
+        )
+    )
     r = run_cli(["run", str(t)])
     assert r.returncode == 2
     assert f"cannot read {tmp_path / 'nowhere.jsonl'}: No such file or directory" in r.stderr
@@ -187,7 +240,7 @@ def test_input_override_keeps_the_spout_id_used_in_streams(tmp_path: Path):
     t.write_text(f"""
 name: edges
 resources:
-  db: {{url: "sqlite:///{tmp_path / 'w.db'}"}}
+  db: {{url: "sqlite:///{tmp_path / "w.db"}"}}
 spout: {{id: source, type: file, path: nowhere.jsonl}}
 bolts:
   - {{id: decode, type: json}}
@@ -210,8 +263,11 @@ def test_a_truncated_gzip_input_is_one_clear_line(tmp_path: Path):
     src = tmp_path / "trunc.jsonl.gz"
     src.write_bytes(data[: len(data) // 2])
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="",
-                                 dlq=""))
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db", spout=f"{{type: file, path: {src}}}", batch=100, extra="", dlq=""
+        )
+    )
     r = run_cli(["run", str(t)])
     assert r.returncode == 2, r.stderr
     assert "cannot read past line" in r.stderr and "truncated or corrupt gzip" in r.stderr

@@ -23,7 +23,7 @@ from tests.factories import kinesis_lambda_event
 from tests.lambda_runtime import LambdaFunction
 
 PISTATS = EXAMPLES / "pistats"
-TAG_BOLT = '''
+TAG_BOLT = """
 from squall.bolts import RecordBolt
 
 
@@ -33,12 +33,14 @@ class TagBolt(RecordBolt):
     def process_event(self, event):
         event.value["tagged"] = True
         return "default"
-'''
+"""
 
 
 def topology(tmp_path: Path, bolts: str, name: str = "topology.yaml") -> Path:
     path = tmp_path / name
-    path.write_text(f"name: t\nspout: {{type: stdin}}\nbolts:\n{bolts}\nsinks:\n  - {{id: out, type: stdout}}\n")
+    path.write_text(
+        f"name: t\nspout: {{type: stdin}}\nbolts:\n{bolts}\nsinks:\n  - {{id: out, type: stdout}}\n"
+    )
     return path
 
 
@@ -55,8 +57,12 @@ def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_pat
     project.mkdir()
     (project / "kiosk_tags.py").write_text(TAG_BOLT)
     path = topology(project, '  - {id: tag, type: "kiosk_tags:TagBolt"}')
-    squall = Path(sys.executable).with_name("squall")  # the console script: its folder, not cwd, is on sys.path
-    r = subprocess.run([str(squall), "validate", str(path)], capture_output=True, text=True, cwd="/", timeout=60)
+    squall = Path(sys.executable).with_name(
+        "squall"
+    )  # the console script: its folder, not cwd, is on sys.path
+    r = subprocess.run(
+        [str(squall), "validate", str(path)], capture_output=True, text=True, cwd="/", timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert "ok (1 bolts" in r.stdout
 
@@ -83,37 +89,60 @@ def installed_plugin(tmp_path: Path, monkeypatch):
     registry.resolve.cache_clear()
 
 
-def test_plugins_the_topology_uses_are_found_with_their_local_source(tmp_path: Path, installed_plugin: Path):
+def test_plugins_the_topology_uses_are_found_with_their_local_source(
+    tmp_path: Path, installed_plugin: Path
+):
     by_entry_point = load(topology(tmp_path, "  - {id: tag, type: tagger}", "a.yaml"))
     by_reference = load(topology(tmp_path, '  - {id: tag, type: "tagpkg:TagBolt"}', "b.yaml"))
     for topo in (by_entry_point, by_reference):
         [dist] = pkg.plugin_distributions(topo)
         assert dist.metadata["Name"] == "tagpkg"
         assert pkg._distribution_requirement(dist) == str(installed_plugin)
-    builtin_only = load(topology(tmp_path, '  - {id: f, type: "squall.testing:FaultyBolt"}', "c.yaml"))
+    builtin_only = load(
+        topology(tmp_path, '  - {id: f, type: "squall.testing:FaultyBolt"}', "c.yaml")
+    )
     assert pkg.plugin_distributions(builtin_only) == []
 
 
 def test_pruning_keeps_what_runs_and_drops_tests_caches_scripts_and_unused_data(tmp_path: Path):
-    files = ["bin/squall", "pkg/__init__.py", "pkg/tests/test_pkg.py", "pkg/__pycache__/m.cpython-312.pyc",
-             "pkg/m.pyi", "pkg-1.0.dist-info/RECORD", "pkg-1.0.dist-info/METADATA", "pkg-1.0.dist-info/LICENSE",
-             "_maxminddb_geolite2/GeoLite2-City.mmdb", "_maxminddb_geolite2/__init__.py", "pygments/lexer.py",
-             "botocore/data/kinesis/2013-12-02/service-2.json.gz", "botocore/data/s3/2006-03-01/service-2.json.gz",
-             "botocore/data/endpoints.json", "botocore/__init__.py"]
+    files = [
+        "bin/squall",
+        "pkg/__init__.py",
+        "pkg/tests/test_pkg.py",
+        "pkg/__pycache__/m.cpython-312.pyc",
+        "pkg/m.pyi",
+        "pkg-1.0.dist-info/RECORD",
+        "pkg-1.0.dist-info/METADATA",
+        "pkg-1.0.dist-info/LICENSE",
+        "_maxminddb_geolite2/GeoLite2-City.mmdb",
+        "_maxminddb_geolite2/__init__.py",
+        "pygments/lexer.py",
+        "botocore/data/kinesis/2013-12-02/service-2.json.gz",
+        "botocore/data/s3/2006-03-01/service-2.json.gz",
+        "botocore/data/endpoints.json",
+        "botocore/__init__.py",
+    ]
     for f in files:
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("x")
     pkg._prune(tmp_path, pkg.DEPENDENCY_IGNORED + pkg.CONSOLE_ONLY + (pkg.BUNDLED_GEOLITE,))
     pkg._prune_botocore(tmp_path, pkg.aws_services(load(PISTATS / "producer.yaml")))
     left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert left == ["_maxminddb_geolite2/__init__.py", "botocore/__init__.py",
-                    "botocore/data/endpoints.json", "botocore/data/kinesis/2013-12-02/service-2.json.gz",
-                    "pkg-1.0.dist-info/LICENSE", "pkg-1.0.dist-info/METADATA", "pkg/__init__.py"]
+    assert left == [
+        "_maxminddb_geolite2/__init__.py",
+        "botocore/__init__.py",
+        "botocore/data/endpoints.json",
+        "botocore/data/kinesis/2013-12-02/service-2.json.gz",
+        "pkg-1.0.dist-info/LICENSE",
+        "pkg-1.0.dist-info/METADATA",
+        "pkg/__init__.py",
+    ]
 
 
 def test_sizes_are_described_largest_first():
     assert pkg.describe_sizes([("botocore", 3 * 2**20), ("sqlalchemy", 2**20)], 8 * 2**20) == (
-        "botocore 3.0 MiB (38%), sqlalchemy 1.0 MiB (12%)")
+        "botocore 3.0 MiB (38%), sqlalchemy 1.0 MiB (12%)"
+    )
 
 
 @pytest.mark.e2e
@@ -122,19 +151,55 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
     build = tmp_path / "build"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     commands = [
-        ["package", str(PISTATS / "producer.yaml"), "--handler", "producer", "-o", str(build / "producer.zip"),
-         "--template", str(build / "producer.template.yaml"), "--cors-origin", "https://app.example.com",
-         "--no-compile"],
-        ["package", str(PISTATS / "topology.yaml"), "--handler", "consumer", "--extras", "postgres,redis",
-         "--stream", "pistats-events", "-o", str(build / "consumer.zip"),
-         "--template", str(build / "consumer.template.yaml")],
-        ["package", str(PISTATS / "topology.yaml"), "--handler", "kcl", "--stream", "pistats-events",
-         "--extras", "postgres,redis", "-o", str(build / "kcl")],
+        [
+            "package",
+            str(PISTATS / "producer.yaml"),
+            "--handler",
+            "producer",
+            "-o",
+            str(build / "producer.zip"),
+            "--template",
+            str(build / "producer.template.yaml"),
+            "--cors-origin",
+            "https://app.example.com",
+            "--no-compile",
+        ],
+        [
+            "package",
+            str(PISTATS / "topology.yaml"),
+            "--handler",
+            "consumer",
+            "--extras",
+            "postgres,redis",
+            "--stream",
+            "pistats-events",
+            "-o",
+            str(build / "consumer.zip"),
+            "--template",
+            str(build / "consumer.template.yaml"),
+        ],
+        [
+            "package",
+            str(PISTATS / "topology.yaml"),
+            "--handler",
+            "kcl",
+            "--stream",
+            "pistats-events",
+            "--extras",
+            "postgres,redis",
+            "-o",
+            str(build / "kcl"),
+        ],
     ]
     outs = []
     for args in commands:
-        r = subprocess.run([sys.executable, "-m", "squall.cli", *args], capture_output=True, text=True, timeout=900,
-                           env=env)
+        r = subprocess.run(
+            [sys.executable, "-m", "squall.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         outs.append(r.stdout)
     assert "bundled GeoLite2: left out" in outs[0] and "bundled GeoLite2: included" in outs[1]
@@ -143,27 +208,66 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
         translate(yaml.safe_load(path.read_text()))
         lint = cfn_lint(path)
         assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert (build / "kcl" / "squall-pistats.service").is_file() and (build / "kcl" / "topology" / "topology.yaml").is_file()
+    assert (build / "kcl" / "squall-pistats.service").is_file() and (
+        build / "kcl" / "topology" / "topology.yaml"
+    ).is_file()
 
     root = tmp_path / "task"
     with zipfile.ZipFile(build / "consumer.zip") as zf:
         names = set(zf.namelist())
-        assert {"squall_lambda.py", "topology/topology.yaml", "topology/producer.yaml",
-                "_maxminddb_geolite2/GeoLite2-City.mmdb"} <= names
+        assert {
+            "squall_lambda.py",
+            "topology/topology.yaml",
+            "topology/producer.yaml",
+            "_maxminddb_geolite2/GeoLite2-City.mmdb",
+        } <= names
         assert not any(n.startswith("topology/out/") for n in names)
         zf.extractall(root)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target",
-                    str(root), "awslambdaric==4.2.2"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(root),
+            "awslambdaric==4.2.2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     lambda_tmp = tmp_path / "lambda-tmp"
     lambda_tmp.mkdir()
-    function = LambdaFunction("squall_lambda.handler", root, {
-        "WAREHOUSE_URL": f"sqlite:///{lambda_tmp}/w.db", "STATE_URL": f"sqlite:///{lambda_tmp}/s.db"}, isolated=True)
+    function = LambdaFunction(
+        "squall_lambda.handler",
+        root,
+        {
+            "WAREHOUSE_URL": f"sqlite:///{lambda_tmp}/w.db",
+            "STATE_URL": f"sqlite:///{lambda_tmp}/s.db",
+        },
+        isolated=True,
+    )
     try:
-        docs = [{"message_id": "m-00000001", "event_type": "page_view", "timestamp": "2026-11-03T18:00:00Z",
-                 "app_id": "app-news", "device_token": "t1", "ip": "81.2.69.142",
-                 "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)"}]
+        docs = [
+            {
+                "message_id": "m-00000001",
+                "event_type": "page_view",
+                "timestamp": "2026-11-03T18:00:00Z",
+                "app_id": "app-news",
+                "device_token": "t1",
+                "ip": "81.2.69.142",
+                "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X)",
+            }
+        ]
         assert function.invoke(kinesis_lambda_event(docs)) == {"batchItemFailures": []}
     finally:
         function.stop()
-    rows = sqlite3.connect(lambda_tmp / "w.db").execute("select event_id, country, os from events").fetchall()
+    rows = (
+        sqlite3.connect(lambda_tmp / "w.db")
+        .execute("select event_id, country, os from events")
+        .fetchall()
+    )
     assert rows == [("m-00000001", "GB", "iOS")]

@@ -53,8 +53,11 @@ sinks:
 """
 
 EXPECTED_ROWS = [("e1", "click", 1), ("e2", "page_view", 2)]
-EXPECTED_DEAD = {("decode", "invalid JSON"), ("validate", "schema: $: 'event_type' is a required property"),
-                 ("rows", "column 'n': cannot store 'four' from 'n' as integer")}
+EXPECTED_DEAD = {
+    ("decode", "invalid JSON"),
+    ("validate", "schema: $: 'event_type' is a required property"),
+    ("rows", "column 'n': cannot store 'four' from 'n' as integer"),
+}
 
 
 def write_topology(tmp_path: Path, spout: str = "{type: stdin}") -> Path:
@@ -64,9 +67,15 @@ def write_topology(tmp_path: Path, spout: str = "{type: stdin}") -> Path:
 
 
 def outcome(tmp_path: Path) -> tuple[list, set]:
-    rows = sqlite3.connect(tmp_path / "w.db").execute("select event_id, kind, n from events order by n").fetchall()
-    dead = {(d["component"], d["reason"].split(":")[0] if d["component"] == "decode" else d["reason"])
-            for d in map(json.loads, (tmp_path / "dlq.jsonl").read_text().splitlines())}
+    rows = (
+        sqlite3.connect(tmp_path / "w.db")
+        .execute("select event_id, kind, n from events order by n")
+        .fetchall()
+    )
+    dead = {
+        (d["component"], d["reason"].split(":")[0] if d["component"] == "decode" else d["reason"])
+        for d in map(json.loads, (tmp_path / "dlq.jsonl").read_text().splitlines())
+    }
     return rows, dead
 
 
@@ -88,7 +97,9 @@ def run_local(tmp_path: Path) -> None:
 
 def run_lambda(tmp_path: Path) -> None:
     handler = make_handler(write_topology(tmp_path))
-    assert handler(kinesis_lambda_event([data(p) for p in PAYLOADS]), None) == {"batchItemFailures": []}
+    assert handler(kinesis_lambda_event([data(p) for p in PAYLOADS]), None) == {
+        "batchItemFailures": []
+    }
 
 
 def run_kcl(tmp_path: Path) -> None:
@@ -99,8 +110,9 @@ def run_kcl(tmp_path: Path) -> None:
     assert cp.calls == [(str(100 + len(PAYLOADS) - 1), 0)]
 
 
-@pytest.mark.parametrize("runner", [run_engine, run_local, run_lambda, run_kcl],
-                         ids=["engine", "local", "lambda", "kcl"])
+@pytest.mark.parametrize(
+    "runner", [run_engine, run_local, run_lambda, run_kcl], ids=["engine", "local", "lambda", "kcl"]
+)
 def test_same_records_same_rows_same_dead_letters_under_every_runner(tmp_path: Path, runner):
     runner(tmp_path)
     rows, dead = outcome(tmp_path)

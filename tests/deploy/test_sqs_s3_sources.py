@@ -43,8 +43,10 @@ def moto(moto_server):  # noqa: F811 - the imported fixture
 
 
 def queue_counts(sqs, url: str) -> int:
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                                "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    a = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
@@ -61,21 +63,40 @@ def test_sqs_spout_deletes_settled_messages_and_leaves_failed_ones_in_the_queue(
     assert report.counts[Outcome.FAILED] == 1
     assert sorted(ev.value["n"] for ev in MemorySink.stores[store]) == [0, 2, 4]
     assert [ev.value["n"] for ev in MemorySink.stores[f"{store}-dlq"]] == [1]
-    assert queue_counts(sqs, url) == 1  # only the failed message is still there (hidden until it comes back)
+    assert (
+        queue_counts(sqs, url) == 1
+    )  # only the failed message is still there (hidden until it comes back)
 
 
 def sqs_lambda_event(messages: list[tuple[str, dict, str | None]], queue: str = "orders") -> dict:
     """An SQS event-source-mapping event: (message id, payload, FIFO group or None) per message."""
     records = []
     for i, (mid, payload, group) in enumerate(messages):
-        attrs = {"ApproximateReceiveCount": "1", "SentTimestamp": "1762192800123",
-                 "SenderId": "AIDAEXAMPLE", "ApproximateFirstReceiveTimestamp": "1762192800200"}
+        attrs = {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1762192800123",
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": "1762192800200",
+        }
         if group is not None:
-            attrs.update(MessageGroupId=group, SequenceNumber=str(18849496460467696128 + i),
-                         MessageDeduplicationId=mid)
-        records.append({"messageId": mid, "receiptHandle": f"rh-{mid}", "body": json.dumps(payload),
-                        "attributes": attrs, "messageAttributes": {}, "md5OfBody": "x", "eventSource": "aws:sqs",
-                        "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}", "awsRegion": "us-east-1"})
+            attrs.update(
+                MessageGroupId=group,
+                SequenceNumber=str(18849496460467696128 + i),
+                MessageDeduplicationId=mid,
+            )
+        records.append(
+            {
+                "messageId": mid,
+                "receiptHandle": f"rh-{mid}",
+                "body": json.dumps(payload),
+                "attributes": attrs,
+                "messageAttributes": {},
+                "md5OfBody": "x",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
+                "awsRegion": "us-east-1",
+            }
+        )
     return {"Records": records}
 
 
@@ -89,8 +110,14 @@ def test_lambda_sqs_trigger_reports_unsettled_message_ids(tmp_path: Path):
     store = unique("lsqs")
     handler = make_handler(write_topology(tmp_path, "{type: stdin}", store))
     ids = [f"059f36b4-87a3-44ab-83d2-66197547553{i}" for i in range(4)]
-    event = sqs_lambda_event([(ids[0], {"n": 0}, None), (ids[1], {"n": 1, "sink_fail": True}, None),
-                              (ids[2], {"n": 2, "fail": "bad"}, None), (ids[3], {"n": 3}, None)])
+    event = sqs_lambda_event(
+        [
+            (ids[0], {"n": 0}, None),
+            (ids[1], {"n": 1, "sink_fail": True}, None),
+            (ids[2], {"n": 2, "fail": "bad"}, None),
+            (ids[3], {"n": 3}, None),
+        ]
+    )
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": ids[1]}]}
     first_ids = [ev.event_id for ev in MemorySink.stores[store]]
     handler(event, None)  # Lambda delivers the same messages again: the same event ids
@@ -100,15 +127,27 @@ def test_lambda_sqs_trigger_reports_unsettled_message_ids(tmp_path: Path):
 def test_lambda_sqs_trigger_fifo_reports_the_rest_of_a_group_after_its_failure(tmp_path: Path):
     store = unique("lfifo")
     handler = make_handler(write_topology(tmp_path, "{type: stdin}", store))
-    event = sqs_lambda_event([("a1", {"n": 1}, "g1"), ("b1", {"n": 2}, "g2"), ("a2", {"n": 3, "sink_fail": True}, "g1"),
-                              ("b2", {"n": 4}, "g2"), ("a3", {"n": 5}, "g1")], queue="orders.fifo")
-    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "a2"}, {"itemIdentifier": "a3"}]}
+    event = sqs_lambda_event(
+        [
+            ("a1", {"n": 1}, "g1"),
+            ("b1", {"n": 2}, "g2"),
+            ("a2", {"n": 3, "sink_fail": True}, "g1"),
+            ("b2", {"n": 4}, "g2"),
+            ("a3", {"n": 5}, "g1"),
+        ],
+        queue="orders.fifo",
+    )
+    assert handler(event, None) == {
+        "batchItemFailures": [{"itemIdentifier": "a2"}, {"itemIdentifier": "a3"}]
+    }
 
 
 def test_lambda_sqs_trigger_reports_every_message_when_a_dependency_stays_down(tmp_path: Path):
     handler = make_handler(write_topology(tmp_path, "{type: stdin}", unique("ldown"), transient=5))
     event = sqs_lambda_event([("m1", {"n": 1}, None), ("m2", {"n": 2}, None)])
-    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]}
+    assert handler(event, None) == {
+        "batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m2"}]
+    }
 
 
 def put_lines(s3, bucket: str, key: str, payloads: list, *, gz: bool) -> None:
@@ -127,45 +166,87 @@ def test_s3_spout_reads_every_object_line_with_key_and_line_as_position(moto):
     spout = f'{{type: s3, bucket: {bucket}, prefix: in/, endpoint_url: "{moto.endpoint}"}}'
     report = LocalRunner(load_text(topology_text(spout, store)), batch_size=2).run()
     assert report.counts[Outcome.COMMITTED] == 3
-    got = [(ev.meta.stream, ev.meta.shard_id, ev.meta.sequence_number, ev.value["n"]) for ev in MemorySink.stores[store]]
-    assert got == [(bucket, "in/2026/a.jsonl.gz", "1", 1), (bucket, "in/2026/a.jsonl.gz", "2", 2),
-                   (bucket, "in/2026/b.jsonl", "1", 3)]
+    got = [
+        (ev.meta.stream, ev.meta.shard_id, ev.meta.sequence_number, ev.value["n"])
+        for ev in MemorySink.stores[store]
+    ]
+    assert got == [
+        (bucket, "in/2026/a.jsonl.gz", "1", 1),
+        (bucket, "in/2026/a.jsonl.gz", "2", 2),
+        (bucket, "in/2026/b.jsonl", "1", 3),
+    ]
 
 
 def s3_lambda_event(bucket: str, key_in_event: str) -> dict:
-    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                         "eventTime": "2026-11-28T12:00:00.000Z", "eventName": "ObjectCreated:Put",
-                         "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                                "object": {"key": key_in_event, "size": 10, "sequencer": "0A1B2C3D4E5F678901"}}}]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-28T12:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": key_in_event, "size": 10, "sequencer": "0A1B2C3D4E5F678901"},
+                },
+            }
+        ]
+    }
 
 
-def test_lambda_s3_trigger_runs_the_objects_lines_and_raises_so_lambda_retries_a_failure(moto, tmp_path: Path):
+def test_lambda_s3_trigger_runs_the_objects_lines_and_raises_so_lambda_retries_a_failure(
+    moto, tmp_path: Path
+):
     s3 = moto.client("s3")
     bucket = unique("drop")
     s3.create_bucket(Bucket=bucket)
-    put_lines(s3, bucket, "incoming/day one.jsonl.gz", [{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}], gz=True)
-    put_lines(s3, bucket, "incoming/broken.jsonl", [{"n": 4}, {"n": 5, "sink_fail": True}], gz=False)
+    put_lines(
+        s3,
+        bucket,
+        "incoming/day one.jsonl.gz",
+        [{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}],
+        gz=True,
+    )
+    put_lines(
+        s3, bucket, "incoming/broken.jsonl", [{"n": 4}, {"n": 5, "sink_fail": True}], gz=False
+    )
     store = unique("ls3")
     spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
     handler = make_handler(write_topology(tmp_path, spout, store))
     assert handler(s3_lambda_event(bucket, "incoming/day+one.jsonl.gz"), None) == {
-        "objects": 1, "records": 3, "failed": 0}
+        "objects": 1,
+        "records": 3,
+        "failed": 0,
+    }
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 3]
     assert [ev.failure.reason for ev in MemorySink.stores[f"{store}-dlq"]] == ["bad"]
-    with pytest.raises(S3EventFailed, match="broken.jsonl: 1 line\\(s\\) failed, first line 2 in out"):
+    with pytest.raises(
+        S3EventFailed, match="broken.jsonl: 1 line\\(s\\) failed, first line 2 in out"
+    ):
         handler(s3_lambda_event(bucket, "incoming/broken.jsonl"), None)
     before = [ev.event_id for ev in MemorySink.stores[store]]
     handler(s3_lambda_event(bucket, "incoming/day+one.jsonl.gz"), None)  # a retried event: same ids
-    assert [ev.event_id for ev in MemorySink.stores[store]][len(before):] == before[:2]
+    assert [ev.event_id for ev in MemorySink.stores[store]][len(before) :] == before[:2]
 
 
 def test_settled_follows_batch_order_within_a_group_whatever_the_sequence_numbers():
     from squall.event import Position
     from squall.spouts.sqs import Message, message_record, settled
 
-    msgs = [Message("a", "r", "{}", "g1", "30"), Message("b", "r", "{}", "g1", "20"),
-            Message("c", "r", "{}", "g2", "5"), Message("d", "r", "{}", "g1", "10")]
+    msgs = [
+        Message("a", "r", "{}", "g1", "30"),
+        Message("b", "r", "{}", "g1", "20"),
+        Message("c", "r", "{}", "g2", "5"),
+        Message("d", "r", "{}", "g1", "10"),
+    ]
     records = [message_record("q.fifo", m) for m in msgs]
     # the engine settled g1 up to its 2nd message (sequence 20) and g2 entirely
-    assert settled(records, {"group-g1": Position("20"), "group-g2": Position("5")}) == [True, True, True, False]
+    assert settled(records, {"group-g1": Position("20"), "group-g2": Position("5")}) == [
+        True,
+        True,
+        True,
+        False,
+    ]
     assert settled(records, {}) == [False] * 4

@@ -17,8 +17,13 @@ sinks: [{sinks}]
 """
 
 
-def write(tmp_path: Path, *, resources: str = "{}", spout: str = "{type: stdin}",
-          sinks: str = "{id: out, type: stdout}") -> Path:
+def write(
+    tmp_path: Path,
+    *,
+    resources: str = "{}",
+    spout: str = "{type: stdin}",
+    sinks: str = "{id: out, type: stdout}",
+) -> Path:
     t = tmp_path / "t.yaml"
     t.write_text(BASE.format(resources=resources, spout=spout, sinks=sinks))
     return t
@@ -31,28 +36,43 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("oracle+cx_nope://u:pw@h/db", "unknown URL scheme 'oracle+cx_nope'"),
-    ("postgresql+nosuchdriver://u:pw@h/db", "unknown SQL driver 'postgresql+nosuchdriver'"),
-    ("postgresql://u:pw@h:port/db", "is not a valid URL: Port could not be cast to integer value as 'port'"),
-    ("redis://h:6379/notadb", "Redis database 'notadb' is not a number"),
-    ("redis://h:6379/0?db=x", "Redis database 'x' is not a number"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("oracle+cx_nope://u:pw@h/db", "unknown URL scheme 'oracle+cx_nope'"),
+        ("postgresql+nosuchdriver://u:pw@h/db", "unknown SQL driver 'postgresql+nosuchdriver'"),
+        (
+            "postgresql://u:pw@h:port/db",
+            "is not a valid URL: Port could not be cast to integer value as 'port'",
+        ),
+        ("redis://h:6379/notadb", "Redis database 'notadb' is not a number"),
+        ("redis://h:6379/0?db=x", "Redis database 'x' is not a number"),
+    ],
+)
 def test_validate_refuses_a_bad_resource_url_in_one_line(tmp_path: Path, url: str, message: str):
     result = run_cli(["validate", str(write(tmp_path, resources=f'{{db: {{url: "{url}"}}}}'))])
     assert result.returncode == 2
     line = one_error_line(result.stderr)
-    assert line.startswith(f"{tmp_path / 't.yaml'}:3:") and "resources.db.url" in line and message in line
+    assert (
+        line.startswith(f"{tmp_path / 't.yaml'}:3:")
+        and "resources.db.url" in line
+        and message in line
+    )
     assert ":pw@" not in line
 
 
 def test_a_dead_letter_directory_that_cannot_be_written_exits_2_at_start(tmp_path: Path):
     (tmp_path / "file").write_text("not a directory")
-    t = write(tmp_path, sinks=f"{{id: out, type: stdout}}, {{id: dlq, type: dead_letter, path: {tmp_path}/file/dl.jsonl}}")
+    t = write(
+        tmp_path,
+        sinks=f"{{id: out, type: stdout}}, {{id: dlq, type: dead_letter, path: {tmp_path}/file/dl.jsonl}}",
+    )
     result = run_cli(["run", str(t)], input='{"n": 1}\n')
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert f"cannot start: dlq: cannot write dead letters to {tmp_path}/file/dl.jsonl" in result.stderr
+    assert (
+        f"cannot start: dlq: cannot write dead letters to {tmp_path}/file/dl.jsonl" in result.stderr
+    )
 
 
 def test_yaml_nested_50k_deep_is_one_line(tmp_path: Path):
@@ -65,19 +85,30 @@ def test_yaml_nested_50k_deep_is_one_line(tmp_path: Path):
 
 def test_a_checkpoint_database_that_does_not_exist_is_one_line(tmp_path: Path, pg_url: str):
     missing = pg_url.rsplit("/", 1)[0] + "/squall_no_such_database"
-    t = write(tmp_path, resources=f'{{cp: {{url: "{missing}"}}}}',
-              spout="{type: kinesis, stream: s, endpoint_url: 'http://127.0.0.1:1', "
-                    "checkpoint: {store: sql, resource: cp}}")
+    t = write(
+        tmp_path,
+        resources=f'{{cp: {{url: "{missing}"}}}}',
+        spout="{type: kinesis, stream: s, endpoint_url: 'http://127.0.0.1:1', "
+        "checkpoint: {store: sql, resource: cp}}",
+    )
     result = run_cli(["run", str(t)])
-    assert result.returncode in (1, 2)  # 1: PostgreSQL does not say "missing" apart from "unreachable"
+    assert result.returncode in (
+        1,
+        2,
+    )  # 1: PostgreSQL does not say "missing" apart from "unreachable"
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 15
-    assert "cannot start:" in result.stderr and 'database "squall_no_such_database" does not exist' in \
-        result.stderr.replace("\n", " ")
+    assert (
+        "cannot start:" in result.stderr
+        and 'database "squall_no_such_database" does not exist' in result.stderr.replace("\n", " ")
+    )
 
 
 def test_an_empty_endpoint_url_is_caught_by_validate(tmp_path: Path):
-    t = write(tmp_path, spout="{type: kinesis, stream: s, endpoint_url: '${SQUALL_TEST_UNSET:-}', "
-                              "checkpoint: {store: memory}}")
+    t = write(
+        tmp_path,
+        spout="{type: kinesis, stream: s, endpoint_url: '${SQUALL_TEST_UNSET:-}', "
+        "checkpoint: {store: memory}}",
+    )
     result = run_cli(["validate", str(t)])
     assert result.returncode == 2
     assert "spout.endpoint_url: endpoint URL is empty" in one_error_line(result.stderr)

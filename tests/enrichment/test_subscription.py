@@ -246,7 +246,10 @@ def test_one_store_round_trip_per_batch(tmp_path, monkeypatch):
     assert calls == [("load", 7), ("save", 7)]
     calls.clear()
     run(bolt, [ev("click", "k1")], start=200)
-    assert calls == [("load", 1), ("save", 0)]  # nothing changed: save gets nothing to write (it returns at once)
+    assert calls == [
+        ("load", 1),
+        ("save", 0),
+    ]  # nothing changed: save gets nothing to write (it returns at once)
 
 
 # -- dependency failures: TransientError, and no event changed ----------------------------------
@@ -503,6 +506,8 @@ def test_read_only_batches_fill_the_cache_so_sql_is_read_once(tmp_path, redis_ur
     for i in range(3):  # read-only events: one unknown key, one known but evicted from Redis
         if i == 0:
             redis.Redis.from_url(redis_url).delete(redis_prefix + "known")
-        ok, failed = run(bolt, [ev("app_open", "nobody"), ev("app_open", "known")], start=10 + 2 * i)
+        ok, failed = run(
+            bolt, [ev("app_open", "nobody"), ev("app_open", "known")], start=10 + 2 * i
+        )
         assert not failed and sorted(v["status"] for v in ok.values()) == ["registered", "unknown"]
     assert sql_loads == [["nobody", "known"]]  # after the first batch both come from Redis

@@ -56,8 +56,14 @@ class LocalService:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.endpoint = ""
 
     def stop(self) -> None:
@@ -78,8 +84,13 @@ class LocalService:
 def node_modules() -> Path:
     """Install (once, idempotently) the npm stand-ins."""
     try:
-        subprocess.run(["bash", str(ROOT / "scripts" / "node-deps.sh")], check=True, capture_output=True,
-                       text=True, timeout=600)
+        subprocess.run(
+            ["bash", str(ROOT / "scripts" / "node-deps.sh")],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"scripts/node-deps.sh failed: {exc.stderr.strip()}")
     return NODE_MODULES
@@ -96,7 +107,9 @@ def aws_dummy_env() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def kinesis_mock(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+def kinesis_mock(
+    node_modules: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalService]:
     km = node_modules / "kinesis-local"
     port, tls_port = free_port(), free_port()
     env = {
@@ -112,7 +125,9 @@ def kinesis_mock(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -
         "UPDATE_SHARD_COUNT_DURATION": "0ms",
         "REGISTER_STREAM_CONSUMER_DURATION": "0ms",
     }
-    svc = LocalService("kinesis-mock", ["node", str(km / "main.js")], env, tmp_path_factory.mktemp("kinesis-mock"))
+    svc = LocalService(
+        "kinesis-mock", ["node", str(km / "main.js")], env, tmp_path_factory.mktemp("kinesis-mock")
+    )
     try:
         # On EADDRINUSE it keeps running without listening: ready means BOTH ports are open.
         wait_port(port, svc.proc)
@@ -126,10 +141,24 @@ def kinesis_mock(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
-def dynalite(node_modules: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+def dynalite(
+    node_modules: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalService]:
     port = free_port()
-    cmd = ["node", str(node_modules / "dynalite" / "cli.js"), "--host", "127.0.0.1", "--port", str(port),
-           "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0"]
+    cmd = [
+        "node",
+        str(node_modules / "dynalite" / "cli.js"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--createTableMs",
+        "0",
+        "--deleteTableMs",
+        "0",
+        "--updateTableMs",
+        "0",
+    ]
     svc = LocalService("dynalite", cmd, {}, tmp_path_factory.mktemp("dynalite"))
     try:
         wait_port(port, svc.proc)
@@ -161,7 +190,9 @@ def make_stream(kinesis):
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         kinesis.create_stream(StreamName=name, ShardCount=shards)
         made.append(name)
-        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
+        kinesis.get_waiter("stream_exists").wait(
+            StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+        )
         return name
 
     yield make

@@ -16,12 +16,21 @@ from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
 from squall.topology.checkpoint import open_checkpoint_store
 
 
-def make_spout(endpoint: str, stream: str, *, store: Any = None, resources: Any = None,
-               topology: str = "test-app", **options: Any) -> KinesisSpout:
+def make_spout(
+    endpoint: str,
+    stream: str,
+    *,
+    store: Any = None,
+    resources: Any = None,
+    topology: str = "test-app",
+    **options: Any,
+) -> KinesisSpout:
     """A spout opened and resumed as the local runner does; its store is ``spout.test_store``."""
     options.setdefault("poll_interval", 0.05)
     options.setdefault("idle_exit", 1.0)
-    config = KinesisSpoutConfig(id="spout", type="kinesis", stream=stream, endpoint_url=endpoint, **options)
+    config = KinesisSpoutConfig(
+        id="spout", type="kinesis", stream=stream, endpoint_url=endpoint, **options
+    )
     spout = KinesisSpout(config, ComponentContext(topology))
     spout.open(resources)
     if store is None:
@@ -40,9 +49,13 @@ def commit_positions(spout: KinesisSpout, positions: dict[str, Position]) -> Non
         store.save(spout.stream_name, extra)
 
 
-def consume(spout: KinesisSpout, *, max_records: int = 500,
-            on_batch: Callable[[int, list[Record]], None] | None = None,
-            commit: bool = True) -> list[Record]:
+def consume(
+    spout: KinesisSpout,
+    *,
+    max_records: int = 500,
+    on_batch: Callable[[int, list[Record]], None] | None = None,
+    commit: bool = True,
+) -> list[Record]:
     """Read until the spout stops, as the engine would: de-aggregate, then commit per shard."""
     seen: list[Record] = []
     for i, batch in enumerate(spout.read(max_records)):
@@ -74,16 +87,25 @@ def payloads(records: list[Record]) -> list[dict]:
 
 def put_plain(kinesis: Any, stream: str, docs: list[dict], key: str = "pk") -> None:
     for i in range(0, len(docs), 500):
-        chunk = docs[i:i + 500]
-        resp = kinesis.put_records(StreamName=stream, Records=[
-            {"Data": orjson.dumps(d), "PartitionKey": str(d[key])} for d in chunk])
+        chunk = docs[i : i + 500]
+        resp = kinesis.put_records(
+            StreamName=stream,
+            Records=[{"Data": orjson.dumps(d), "PartitionKey": str(d[key])} for d in chunk],
+        )
         assert resp["FailedRecordCount"] == 0
 
 
 def split_shard(kinesis: Any, stream: str, shard_id: str) -> None:
-    shard = next(s for s in kinesis.list_shards(StreamName=stream)["Shards"] if s["ShardId"] == shard_id)
-    lo, hi = int(shard["HashKeyRange"]["StartingHashKey"]), int(shard["HashKeyRange"]["EndingHashKey"])
-    kinesis.split_shard(StreamName=stream, ShardToSplit=shard_id, NewStartingHashKey=str((lo + hi) // 2))
+    shard = next(
+        s for s in kinesis.list_shards(StreamName=stream)["Shards"] if s["ShardId"] == shard_id
+    )
+    lo, hi = (
+        int(shard["HashKeyRange"]["StartingHashKey"]),
+        int(shard["HashKeyRange"]["EndingHashKey"]),
+    )
+    kinesis.split_shard(
+        StreamName=stream, ShardToSplit=shard_id, NewStartingHashKey=str((lo + hi) // 2)
+    )
 
 
 def shard_of(kinesis: Any, stream: str, partition_key: str) -> str:
@@ -110,8 +132,9 @@ def assert_key_order(docs: list[dict], key: str = "pk", counter: str = "n") -> N
 def record_put_calls(client) -> list[dict]:
     """The API parameters of every later PutRecords call."""
     calls: list[dict] = []
-    client.meta.events.register("before-parameter-build.kinesis.PutRecords",
-                                lambda params, **kw: calls.append(dict(params)))
+    client.meta.events.register(
+        "before-parameter-build.kinesis.PutRecords", lambda params, **kw: calls.append(dict(params))
+    )
     return calls
 
 
@@ -139,11 +162,25 @@ class Faults:
             return Http(), {"Error": {"Code": fault, "Message": "injected"}, "ResponseMetadata": {}}
         entries = body["Records"]
         keep = [i for i in range(len(entries)) if i not in fault]
-        ok = self.real.put_records(StreamName=body["StreamName"], Records=[
-            {"Data": base64.b64decode(entries[i]["Data"]), "PartitionKey": entries[i]["PartitionKey"]}
-            for i in keep])["Records"] if keep else []
+        ok = (
+            self.real.put_records(
+                StreamName=body["StreamName"],
+                Records=[
+                    {
+                        "Data": base64.b64decode(entries[i]["Data"]),
+                        "PartitionKey": entries[i]["PartitionKey"],
+                    }
+                    for i in keep
+                ],
+            )["Records"]
+            if keep
+            else []
+        )
         answers, it = [], iter(ok)
         for i in range(len(entries)):
-            answers.append({"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "injected"}
-                           if i in fault else next(it))
+            answers.append(
+                {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "injected"}
+                if i in fault
+                else next(it)
+            )
         return Http(), {"FailedRecordCount": len(fault), "Records": answers}

@@ -21,7 +21,9 @@ def called(monkeypatch):
     def recording(service: str, **kwargs):
         client = real(service, **kwargs)
         prefix = client.meta.service_model.signing_name  # IAM's service prefix
-        client.meta.events.register("before-call.*.*", lambda model, **_: seen.add(f"{prefix}:{model.name}"))
+        client.meta.events.register(
+            "before-call.*.*", lambda model, **_: seen.add(f"{prefix}:{model.name}")
+        )
         return client
 
     monkeypatch.setattr(aws, "client", recording)
@@ -41,17 +43,31 @@ def test_kinesis_sink_declares_the_calls_it_makes(kinesis_mock, make_stream, cal
     assert called == declared(type(sink), sink.config)
 
 
-def test_kinesis_spout_with_dynamodb_checkpoints_declares_the_calls_it_makes(kinesis, kinesis_mock, dynalite,
-                                                                             make_stream, called, unique_name):
+def test_kinesis_spout_with_dynamodb_checkpoints_declares_the_calls_it_makes(
+    kinesis, kinesis_mock, dynalite, make_stream, called, unique_name
+):
     stream = make_stream(2)
-    kinesis.put_records(StreamName=stream, Records=[{"Data": b"{}", "PartitionKey": str(i)} for i in range(20)])
-    config = KinesisSpoutConfig(id="spout", type="kinesis", stream=stream, endpoint_url=kinesis_mock.endpoint,
-                                poll_interval=0, idle_exit=0.5,
-                                checkpoint={"store": "dynamodb", "table": unique_name,
-                                            "endpoint_url": dynalite.endpoint})
+    kinesis.put_records(
+        StreamName=stream, Records=[{"Data": b"{}", "PartitionKey": str(i)} for i in range(20)]
+    )
+    config = KinesisSpoutConfig(
+        id="spout",
+        type="kinesis",
+        stream=stream,
+        endpoint_url=kinesis_mock.endpoint,
+        poll_interval=0,
+        idle_exit=0.5,
+        checkpoint={"store": "dynamodb", "table": unique_name, "endpoint_url": dynalite.endpoint},
+    )
     # As the local runner does: the spout names its store, the runner opens it and saves positions.
-    spout = make_spout(kinesis_mock.endpoint, stream, topology="perm-test", poll_interval=0, idle_exit=0.5,
-                       checkpoint=config.checkpoint)
+    spout = make_spout(
+        kinesis_mock.endpoint,
+        stream,
+        topology="perm-test",
+        poll_interval=0,
+        idle_exit=0.5,
+        checkpoint=config.checkpoint,
+    )
     try:
         assert len(consume(spout, max_records=100)) == 20
     finally:

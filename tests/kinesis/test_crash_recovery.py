@@ -41,8 +41,13 @@ sinks:
 
 def put(kinesis, stream: str, docs: list) -> None:
     for i in range(0, len(docs), 500):
-        entries = [{"Data": d if isinstance(d, bytes) else json.dumps(d).encode(), "PartitionKey": f"user-{j % 97}"}
-                   for j, d in enumerate(docs[i:i + 500], start=i)]
+        entries = [
+            {
+                "Data": d if isinstance(d, bytes) else json.dumps(d).encode(),
+                "PartitionKey": f"user-{j % 97}",
+            }
+            for j, d in enumerate(docs[i : i + 500], start=i)
+        ]
         assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
 
 
@@ -58,7 +63,9 @@ class Warehouse:
             import psycopg2
 
             self.url = pg_url
-            self.connect = lambda: psycopg2.connect(pg_url.replace("postgresql+psycopg2", "postgresql"))
+            self.connect = lambda: psycopg2.connect(
+                pg_url.replace("postgresql+psycopg2", "postgresql")
+            )
 
     def query(self, sql: str) -> tuple:
         conn = self.connect()
@@ -81,8 +88,10 @@ class Warehouse:
         if self.kind != "postgres":
             return
         deadline = time.monotonic() + 30
-        busy = ("select count(*) from pg_stat_activity where datname = current_database() "
-                "and pid <> pg_backend_pid() and state in ('active', 'idle in transaction')")
+        busy = (
+            "select count(*) from pg_stat_activity where datname = current_database() "
+            "and pid <> pg_backend_pid() and state in ('active', 'idle in transaction')"
+        )
         while self.query(busy)[0] and time.monotonic() < deadline:
             time.sleep(0.05)
 
@@ -95,8 +104,14 @@ class Warehouse:
 
 
 def run(topology: Path, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(topology)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "squall.cli", "run", str(topology)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -107,8 +122,9 @@ def warehouse(request, tmp_path: Path, unique_name: str):
     w.drop()
 
 
-def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, kinesis_mock, make_stream,
-                                                                       tmp_path: Path, warehouse: Warehouse):
+def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(
+    kinesis, kinesis_mock, make_stream, tmp_path: Path, warehouse: Warehouse
+):
     stream = make_stream(2, prefix="crash")
     valid = [{"id": f"e{i}", "n": i} for i in range(3000)]
     docs: list = []
@@ -120,8 +136,15 @@ def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, ki
     bad = len(docs) - len(valid)
     dlq = tmp_path / "dlq.jsonl"
     topology = tmp_path / "topology.yaml"
-    topology.write_text(TOPOLOGY.format(url=warehouse.url, table=warehouse.table, dlq=dlq, stream=stream,
-                                        endpoint=kinesis_mock.endpoint))
+    topology.write_text(
+        TOPOLOGY.format(
+            url=warehouse.url,
+            table=warehouse.table,
+            dlq=dlq,
+            stream=stream,
+            endpoint=kinesis_mock.endpoint,
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
     first = run(topology, env)
@@ -138,7 +161,10 @@ def test_kill_9_mid_run_then_restart_commits_each_event_exactly_once(kinesis, ki
     second = run(topology, env)
     _, err = second.communicate(timeout=180)
     assert second.returncode == 0, err[-3000:]
-    assert warehouse.query(f"select count(*), count(distinct event_id) from {warehouse.table}") == (3000, 3000)
+    assert warehouse.query(f"select count(*), count(distinct event_id) from {warehouse.table}") == (
+        3000,
+        3000,
+    )
     # Rows and checkpoints commit together, so the restart redid no committed batch: it committed
     # exactly the events the first run had not.
     committed = int(re.search(r"committed ([\d,]+)", err).group(1).replace(",", ""))

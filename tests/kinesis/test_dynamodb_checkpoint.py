@@ -26,8 +26,13 @@ def test_save_and_load_round_trip(dynalite):
     store = store_for(dynalite)
     assert isinstance(store, CheckpointStore)
     assert store.load("s") == {}
-    store.save("s", {"shardId-000000000000": Position(SEQ, 0), "shardId-000000000001": Position(SEQ, 7)})
-    assert store.load("s") == {"shardId-000000000000": Position(SEQ, 0), "shardId-000000000001": Position(SEQ, 7)}
+    store.save(
+        "s", {"shardId-000000000000": Position(SEQ, 0), "shardId-000000000001": Position(SEQ, 7)}
+    )
+    assert store.load("s") == {
+        "shardId-000000000000": Position(SEQ, 0),
+        "shardId-000000000001": Position(SEQ, 7),
+    }
     assert store.load("other-stream") == {}
 
 
@@ -47,7 +52,10 @@ def test_positions_never_move_backwards(dynalite):
 
 def test_applications_and_streams_are_separate(dynalite):
     table = f"cp-{uuid.uuid4().hex[:8]}"
-    one, two = store_for(dynalite, table, "one"), store_for(dynalite, table, "two")  # the second finds the table
+    one, two = (
+        store_for(dynalite, table, "one"),
+        store_for(dynalite, table, "two"),
+    )  # the second finds the table
     one.save("s", {"a": Position(SEQ)})
     two.save("s", {"a": Position("1")})
     one.save("s2", {"b": Position("5")})
@@ -60,7 +68,7 @@ def test_many_shards_load_across_pages(dynalite):
     store = store_for(dynalite)
     positions = {f"shardId-{i:012d}": Position(str(10**50 + i), i) for i in range(300)}
     for i in range(0, 300, 100):
-        store.save("s", dict(list(positions.items())[i:i + 100]))
+        store.save("s", dict(list(positions.items())[i : i + 100]))
     pages = []
 
     def small_pages(params, **kwargs):
@@ -91,7 +99,9 @@ def test_throttling_is_transient(dynalite):
         class Http:
             status_code = 400
 
-        return Http(), {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}}
+        return Http(), {
+            "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}
+        }
 
     store.client.meta.events.register("before-call.dynamodb.UpdateItem", throttle)
     with pytest.raises(TransientError):
@@ -112,7 +122,9 @@ def test_kinesis_spout_with_a_dynamodb_store_resumes(kinesis, kinesis_mock, make
 
     seen1 = consume(first, max_records=30, on_batch=stop)
     put_plain(kinesis, stream, [{"pk": "k0", "n": 120 + i} for i in range(10)])
-    seen2 = consume(make_spout(kinesis_mock.endpoint, stream, checkpoint=checkpoint), max_records=30)
+    seen2 = consume(
+        make_spout(kinesis_mock.endpoint, stream, checkpoint=checkpoint), max_records=30
+    )
     assert sorted(d["n"] for d in payloads(seen1 + seen2)) == list(range(130))
     stored = store_for(dynalite, table, "test-app").load(stream)
     assert set(stored) == {"shardId-000000000000", "shardId-000000000001"}

@@ -41,8 +41,12 @@ sinks:
   - {{id: dlq, type: dead_letter, path: {dlq}}}
 """
 #: Local-only start-up speed-ups (the test's, not the unit's).
-FAST = {"failoverTimeMillis": "2000", "shardSyncIntervalMillis": "1000", "parentShardPollIntervalMillis": "1000",
-        "idleTimeBetweenReadsInMillis": "250"}
+FAST = {
+    "failoverTimeMillis": "2000",
+    "shardSyncIntervalMillis": "1000",
+    "parentShardPollIntervalMillis": "1000",
+    "idleTimeBetweenReadsInMillis": "250",
+}
 
 
 def command_line(unit_file: Path, out: Path, name: str, run_dir: Path) -> list[str]:
@@ -52,14 +56,17 @@ def command_line(unit_file: Path, out: Path, name: str, run_dir: Path) -> list[s
     argv = parser["Service"]["ExecStart"].split()
     mapped = []
     for arg in argv:
-        arg = arg.replace(f"{fleet.ROOT}/{name}/", f"{out}/").replace(f"/run/squall-{name}/", f"{run_dir}/")
+        arg = arg.replace(f"{fleet.ROOT}/{name}/", f"{out}/").replace(
+            f"/run/squall-{name}/", f"{run_dir}/"
+        )
         mapped.append(arg.replace("${AWS_REGION}", "us-east-1"))
     assert mapped[0] == f"{fleet.ROOT}/venv/bin/squall"
     return [sys.executable, "-m", "squall.cli", *mapped[1:]]
 
 
 def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_cleanly(
-        tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite):
+    tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
+):
     stream = make_stream(2, prefix="fleet")
     name = f"fleet-{uuid.uuid4().hex[:8]}"
     project = tmp_path / "project"
@@ -75,14 +82,33 @@ def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_c
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     cmd = command_line(out / f"squall-{name}.service", out, name, run_dir)
-    cmd += ["--kinesis-endpoint", kinesis_mock.endpoint, "--dynamodb-endpoint", dynalite.endpoint, "--no-metrics",
-            "--worker-id", "w1", *[a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]]
+    cmd += [
+        "--kinesis-endpoint",
+        kinesis_mock.endpoint,
+        "--dynamodb-endpoint",
+        dynalite.endpoint,
+        "--no-metrics",
+        "--worker-id",
+        "w1",
+        *[a for k, v in FAST.items() for a in ("--set", f"{k}={v}")],
+    ]
     log_path = tmp_path / "w1.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=out / "topology", stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=out / "topology",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
             wait_rows(db, 60, proc, tmp_path, "w1")
             assert "retrievalMode = POLLING" in (run_dir / "kcl.properties").read_text()
@@ -93,9 +119,17 @@ def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_c
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     log_text = log_path.read_text(errors="replace")
-    assert code in (0, 143), log_text[-3000:]  # the JVM exits 143 after running its shutdown hooks on SIGTERM
-    checkpoints = {i["leaseKey"]["S"]: i["checkpoint"]["S"] for i in dynamodb.scan(TableName=name)["Items"]}
+    assert code in (0, 143), log_text[
+        -3000:
+    ]  # the JVM exits 143 after running its shutdown hooks on SIGTERM
+    checkpoints = {
+        i["leaseKey"]["S"]: i["checkpoint"]["S"] for i in dynamodb.scan(TableName=name)["Items"]
+    }
     assert all(cp.isdigit() for cp in checkpoints.values()), checkpoints
-    rows = sqlite3.connect(db).execute("select count(*), count(distinct event_id) from events").fetchone()
+    rows = (
+        sqlite3.connect(db)
+        .execute("select count(*), count(distinct event_id) from events")
+        .fetchone()
+    )
     assert rows == (60, 60)
     assert not dlq.exists() or not [json.loads(x) for x in dlq.read_text().splitlines()]

@@ -37,44 +37,84 @@ sinks:
   - {{id: dlq, type: dead_letter, path: {dlq}}}
 """
 
-LOCAL_PROPS = {"failoverTimeMillis": "2000", "shardSyncIntervalMillis": "1000",
-               "parentShardPollIntervalMillis": "1000", "idleTimeBetweenReadsInMillis": "250",
-               "shutdownGraceMillis": "10000"}
+LOCAL_PROPS = {
+    "failoverTimeMillis": "2000",
+    "shardSyncIntervalMillis": "1000",
+    "parentShardPollIntervalMillis": "1000",
+    "idleTimeBetweenReadsInMillis": "250",
+    "shutdownGraceMillis": "10000",
+}
 
 
 def precreate_leases(ddb, kinesis, app: str, stream: str) -> None:
     """Skip the KCL's table-creation poll and its random 1-30 s 'lease table is still empty' wait."""
-    ddb.create_table(TableName=app, AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    ddb.create_table(
+        TableName=app,
+        AttributeDefinitions=[{"AttributeName": "leaseKey", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     ddb.get_waiter("table_exists").wait(TableName=app, WaiterConfig={"Delay": 1})
     for s in kinesis.list_shards(StreamName=stream)["Shards"]:
-        ddb.put_item(TableName=app, Item={
-            "leaseKey": {"S": s["ShardId"]}, "leaseCounter": {"N": "0"}, "checkpoint": {"S": "TRIM_HORIZON"},
-            "checkpointSubSequenceNumber": {"N": "0"}, "ownerSwitchesSinceCheckpoint": {"N": "0"},
-            "startingHashKey": {"S": s["HashKeyRange"]["StartingHashKey"]},
-            "endingHashKey": {"S": s["HashKeyRange"]["EndingHashKey"]}})
+        ddb.put_item(
+            TableName=app,
+            Item={
+                "leaseKey": {"S": s["ShardId"]},
+                "leaseCounter": {"N": "0"},
+                "checkpoint": {"S": "TRIM_HORIZON"},
+                "checkpointSubSequenceNumber": {"N": "0"},
+                "ownerSwitchesSinceCheckpoint": {"N": "0"},
+                "startingHashKey": {"S": s["HashKeyRange"]["StartingHashKey"]},
+                "endingHashKey": {"S": s["HashKeyRange"]["EndingHashKey"]},
+            },
+        )
 
 
 def put(kinesis, stream: str, docs: list) -> None:
     for i in range(0, len(docs), 100):
-        chunk = docs[i:i + 100]
-        entries = [{"Data": d if isinstance(d, bytes) else json.dumps(d).encode(), "PartitionKey": f"pk-{j}"}
-                   for j, d in enumerate(chunk)]
+        chunk = docs[i : i + 100]
+        entries = [
+            {
+                "Data": d if isinstance(d, bytes) else json.dumps(d).encode(),
+                "PartitionKey": f"pk-{j}",
+            }
+            for j, d in enumerate(chunk)
+        ]
         assert kinesis.put_records(StreamName=stream, Records=entries)["FailedRecordCount"] == 0
 
 
-def start_daemon(tmp_path: Path, topology: Path, stream: str, app: str, kinesis_mock, dynalite, worker: str):
+def start_daemon(
+    tmp_path: Path, topology: Path, stream: str, app: str, kinesis_mock, dynalite, worker: str
+):
     if not shutil.which("java"):
         pytest.fail("java is needed for the KCL MultiLangDaemon")
-    settings = KclSettings(topology, stream, app, kinesis_endpoint=kinesis_mock.endpoint,
-                           dynamodb_endpoint=dynalite.endpoint, metrics=False, worker_id=worker, extra=LOCAL_PROPS)
+    settings = KclSettings(
+        topology,
+        stream,
+        app,
+        kinesis_endpoint=kinesis_mock.endpoint,
+        dynamodb_endpoint=dynalite.endpoint,
+        metrics=False,
+        worker_id=worker,
+        extra=LOCAL_PROPS,
+    )
     props = tmp_path / f"{worker}.properties"
     props.write_text(settings.properties())
     log = open(tmp_path / f"{worker}.log", "ab")  # noqa: SIM115 - closed with the process
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen(daemon_command(props, jars_dir()), stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    proc = subprocess.Popen(
+        daemon_command(props, jars_dir()),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     return proc, log
 
 
@@ -101,11 +141,15 @@ def wait_rows(db: Path, n: int, proc, tmp_path: Path, worker: str, timeout: floa
         if count >= n:
             return
         time.sleep(0.5)
-    pytest.fail(f"{count} of {n} rows after {timeout}s:\n" + (tmp_path / f"{worker}.log").read_text()[-3000:])
+    pytest.fail(
+        f"{count} of {n} rows after {timeout}s:\n"
+        + (tmp_path / f"{worker}.log").read_text()[-3000:]
+    )
 
 
-def test_kcl_daemon_runs_the_topology_checkpoints_and_resumes(tmp_path: Path, kinesis, dynamodb, make_stream,
-                                                               kinesis_mock, dynalite):
+def test_kcl_daemon_runs_the_topology_checkpoints_and_resumes(
+    tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
+):
     stream = make_stream(2, prefix="kcl")
     app = f"app-{stream}"
     precreate_leases(dynamodb, kinesis, app, stream)
@@ -119,14 +163,18 @@ def test_kcl_daemon_runs_the_topology_checkpoints_and_resumes(tmp_path: Path, ki
     try:
         wait_rows(db, 150, proc, tmp_path, "w1")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not dlq.exists() or len(dlq.read_text().splitlines()) < 5):
+        while time.monotonic() < deadline and (
+            not dlq.exists() or len(dlq.read_text().splitlines()) < 5
+        ):
             time.sleep(0.5)
     finally:
         stop(proc, log)
     assert len(dlq.read_text().splitlines()) == 5
     leases = dynamodb.scan(TableName=app)["Items"]
     checkpoints = {item["leaseKey"]["S"]: item["checkpoint"]["S"] for item in leases}
-    assert all(cp.isdigit() for cp in checkpoints.values()), checkpoints  # a sequence number, not TRIM_HORIZON
+    assert all(cp.isdigit() for cp in checkpoints.values()), (
+        checkpoints
+    )  # a sequence number, not TRIM_HORIZON
 
     # The restarted worker writes dead letters to a new file: a replay of the first run's bad
     # records (before the checkpoints) would show up there.
@@ -144,7 +192,12 @@ def test_kcl_daemon_runs_the_topology_checkpoints_and_resumes(tmp_path: Path, ki
     finally:
         stop(proc, log)
     conn = sqlite3.connect(db)
-    assert conn.execute("select count(*), count(distinct event_id) from events").fetchone() == (200, 200)
+    assert conn.execute("select count(*), count(distinct event_id) from events").fetchone() == (
+        200,
+        200,
+    )
     assert len(dlq.read_text().splitlines()) == 5
     [again] = [json.loads(line) for line in dlq2.read_text().splitlines()]
-    assert again["record"] == "also not json"  # only the new bad record: the old ones were not replayed
+    assert (
+        again["record"] == "also not json"
+    )  # only the new bad record: the old ones were not replayed

@@ -47,27 +47,71 @@ sinks:
     columns: {{n: {{path: n, type: integer}}, pk: pk, shard: meta.shard_id}}
   - {{id: dlq, type: dead_letter, path: {dlq}}}
 """
-SHORT_LEASES = ["failoverTimeMillis=2000", "shardSyncIntervalMillis=1000", "parentShardPollIntervalMillis=1000",
-                "idleTimeBetweenReadsInMillis=250", "shutdownGraceMillis=10000"]
+SHORT_LEASES = [
+    "failoverTimeMillis=2000",
+    "shardSyncIntervalMillis=1000",
+    "parentShardPollIntervalMillis=1000",
+    "idleTimeBetweenReadsInMillis=250",
+    "shutdownGraceMillis=10000",
+]
 
 
 class Worker:
     """One `squall -v kcl` process, in a process group of its own (as a shell or systemd starts it)."""
 
-    def __init__(self, tmp_path: Path, topology: Path, stream: str, app: str, kinesis_mock, dynalite, worker: str):
+    def __init__(
+        self,
+        tmp_path: Path,
+        topology: Path,
+        stream: str,
+        app: str,
+        kinesis_mock,
+        dynalite,
+        worker: str,
+    ):
         self.name, self.log_path = worker, tmp_path / f"{worker}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "squall.cli", "-v", "kcl", str(topology), "--stream", stream,
-               "--application", app, "--kinesis-endpoint", kinesis_mock.endpoint,
-               "--dynamodb-endpoint", dynalite.endpoint, "--no-metrics", "--worker-id", worker]
+        cmd = [
+            sys.executable,
+            "-m",
+            "squall.cli",
+            "-v",
+            "kcl",
+            str(topology),
+            "--stream",
+            stream,
+            "--application",
+            app,
+            "--kinesis-endpoint",
+            kinesis_mock.endpoint,
+            "--dynamodb-endpoint",
+            dynalite.endpoint,
+            "--no-metrics",
+            "--worker-id",
+            worker,
+        ]
         for setting in SHORT_LEASES:
             cmd += ["--set", setting]
-        self.tmp = tmp_path / f"{worker}-tmp"  # its private properties directory goes here (even after kill -9)
+        self.tmp = (
+            tmp_path / f"{worker}-tmp"
+        )  # its private properties directory goes here (even after kill -9)
         self.tmp.mkdir()
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-               "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(ROOT), "TMPDIR": str(self.tmp)}
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                                     start_new_session=True)
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "PYTHONPATH": str(ROOT),
+            "TMPDIR": str(self.tmp),
+        }
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,25 +145,33 @@ def wait_for(check, what: str, workers: list[Worker], timeout: float = 90) -> fl
         if check():
             return time.monotonic() - start
         time.sleep(0.25)
-    pytest.fail(f"{what} not reached after {timeout}s\n" + "\n".join(w.log()[-2500:] for w in workers))
+    pytest.fail(
+        f"{what} not reached after {timeout}s\n" + "\n".join(w.log()[-2500:] for w in workers)
+    )
 
 
 def owners(ddb, app: str) -> dict[str, str]:
     """Lease key -> owner, for leases not finished (checkpoint not SHARD_END)."""
     items = ddb.scan(TableName=app, ConsistentRead=True)["Items"]
-    return {i["leaseKey"]["S"]: i.get("leaseOwner", {}).get("S", "") for i in items
-            if i.get("checkpoint", {}).get("S") != "SHARD_END"}
+    return {
+        i["leaseKey"]["S"]: i.get("leaseOwner", {}).get("S", "")
+        for i in items
+        if i.get("checkpoint", {}).get("S") != "SHARD_END"
+    }
 
 
 def put_docs(kinesis, stream: str, docs: list[dict]) -> None:
     for i in range(0, len(docs), 250):
-        resp = kinesis.put_records(StreamName=stream, Records=[
-            {"Data": orjson.dumps(d), "PartitionKey": d["pk"]} for d in docs[i:i + 250]])
+        resp = kinesis.put_records(
+            StreamName=stream,
+            Records=[{"Data": orjson.dumps(d), "PartitionKey": d["pk"]} for d in docs[i : i + 250]],
+        )
         assert resp["FailedRecordCount"] == 0
 
 
-def test_two_workers_kill_one_and_the_other_takes_over_exactly_once(tmp_path: Path, kinesis, dynamodb, make_stream,
-                                                                     kinesis_mock, dynalite):
+def test_two_workers_kill_one_and_the_other_takes_over_exactly_once(
+    tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
+):
     stream = make_stream(4, prefix="fleet")
     app = f"app-{stream}"
     precreate_leases(dynamodb, kinesis, app, stream)
@@ -132,8 +184,14 @@ def test_two_workers_kill_one_and_the_other_takes_over_exactly_once(tmp_path: Pa
     w2 = Worker(tmp_path, topology, stream, app, kinesis_mock, dynalite, "w2")
     workers = [w1, w2]
     try:
-        wait_for(lambda: set(owners(dynamodb, app).values()) == {"w1", "w2"}, "both workers holding leases", workers)
-        assert not list(tmp_path.glob("*.properties")), "properties files belong in a private directory"
+        wait_for(
+            lambda: set(owners(dynamodb, app).values()) == {"w1", "w2"},
+            "both workers holding leases",
+            workers,
+        )
+        assert not list(tmp_path.glob("*.properties")), (
+            "properties files belong in a private directory"
+        )
         for w in workers:
             [private] = w.tmp.glob("squall-kcl-*/*.properties")
             assert f"workerId = {w.name}\n" in private.read_text()
@@ -141,7 +199,9 @@ def test_two_workers_kill_one_and_the_other_takes_over_exactly_once(tmp_path: Pa
         w1.signal_group(signal.SIGKILL)  # squall kcl dies at once; its daemon goes with it
         w1.proc.wait(10)
         put_docs(kinesis, stream, docs[2000:])
-        wait_for(lambda: set(owners(dynamodb, app).values()) == {"w2"}, "w2 owning every lease", workers)
+        wait_for(
+            lambda: set(owners(dynamodb, app).values()) == {"w2"}, "w2 owning every lease", workers
+        )
         print(f"\nlease takeover after kill -9 of w1: {time.monotonic() - killed:.1f}s")
         wait_for(lambda: rows(db) >= 4000, "4000 rows", workers)
         assert w2.stop() == 0
@@ -155,13 +215,14 @@ def test_two_workers_kill_one_and_the_other_takes_over_exactly_once(tmp_path: Pa
     assert "Failed to get status message for shutdownRequested" not in log
     assert "Caught exception from action dispatch" not in log
     # leases may move while the two balance (one INFO line each); those released at its own stop did not
-    assert "taken over" not in log[log.index("shutdown requested"):]
+    assert "taken over" not in log[log.index("shutdown requested") :]
     checkpoints = [i["checkpoint"]["S"] for i in dynamodb.scan(TableName=app)["Items"]]
     assert all(cp.isdigit() for cp in checkpoints), checkpoints
 
 
-def test_split_during_an_aggregated_produce_under_the_kcl(tmp_path: Path, kinesis, dynamodb, make_stream,
-                                                          kinesis_mock, dynalite):
+def test_split_during_an_aggregated_produce_under_the_kcl(
+    tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
+):
     stream = make_stream(2, prefix="resh")
     app = f"app-{stream}"
     precreate_leases(dynamodb, kinesis, app, stream)  # the parents only: the KCL finds the children
@@ -183,9 +244,17 @@ def test_split_during_an_aggregated_produce_under_the_kcl(tmp_path: Path, kinesi
             if len(rounds) == 5:
                 split_shard(kinesis, stream, "shardId-000000000000")
 
-        report = produce_file(path, stream=stream, endpoint_url=kinesis_mock.endpoint, aggregate=True,
-                              partition_key="pk", rate=200, sleep=sleep, clock=lambda: now[0],
-                              on_progress=on_progress)
+        report = produce_file(
+            path,
+            stream=stream,
+            endpoint_url=kinesis_mock.endpoint,
+            aggregate=True,
+            partition_key="pk",
+            rate=200,
+            sleep=sleep,
+            clock=lambda: now[0],
+            on_progress=on_progress,
+        )
         assert (report.sent, report.failed) == (3000, 0) and report.resent > 0
         wait_for(lambda: rows(db) >= 3000, "3000 rows", [worker])
         assert worker.stop() == 0
@@ -196,17 +265,25 @@ def test_split_during_an_aggregated_produce_under_the_kcl(tmp_path: Path, kinesi
     assert distinct == 3000
     # The KCL drops the stale aggregates, except while its shard cache does not know a child yet
     # ("Cannot get the shard for this ProcessTask"): then they come too (docs/kinesis.md).
-    print(f"\nKCL deliveries: {delivered} for 3000 records; {report.resent} records re-sent after the split")
+    print(
+        f"\nKCL deliveries: {delivered} for 3000 records; {report.resent} records re-sent after the split"
+    )
     assert delivered - 3000 <= report.resent
     last: dict[str, int] = {}
-    for pk, n in conn.execute("select pk, n from events order by rowid"):  # the order rows were committed
+    for pk, n in conn.execute(
+        "select pk, n from events order by rowid"
+    ):  # the order rows were committed
         if n <= last.get(pk, -1) and delivered > 3000:
             continue  # a duplicate delivery of an earlier record
         assert n > last.get(pk, -1), f"key {pk}: {n} committed after {last[pk]}"
         last[pk] = n
-    assert len({s for (s,) in conn.execute("select distinct shard from events")}) == 4  # 2 parents, 2 children
+    assert (
+        len({s for (s,) in conn.execute("select distinct shard from events")}) == 4
+    )  # 2 parents, 2 children
 
-    polled = consume(make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore()), max_records=1000)
+    polled = consume(
+        make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore()), max_records=1000
+    )
     counts = Counter(json.loads(r.data)["n"] for r in polled)
     assert sorted(counts) == list(range(3000))
     assert sum(counts.values()) - 3000 == report.resent  # the stale aggregates, which the KCL skips

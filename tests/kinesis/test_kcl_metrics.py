@@ -29,8 +29,9 @@ sinks:
 """
 
 
-def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(tmp_path: Path, kinesis, dynamodb,
-                                                                       make_stream, kinesis_mock, dynalite):
+def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(
+    tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
+):
     stream = make_stream(2, prefix="kclm")
     app = f"app-{stream}"
     precreate_leases(dynamodb, kinesis, app, stream)
@@ -40,14 +41,41 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(tmp_path: 
     shards = {s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]}
     port = free_port()
     props = [a for k, v in LOCAL_PROPS.items() for a in ("--set", f"{k}={v}")]
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
     log = open(tmp_path / "kcl.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "kcl", str(topology), "--stream", stream,
-                             "--application", app, "--kinesis-endpoint", kinesis_mock.endpoint,
-                             "--dynamodb-endpoint", dynalite.endpoint, "--no-metrics", "--worker-id", "w1",
-                             "--metrics-port", f"127.0.0.1:{port}", *props],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "squall.cli",
+            "kcl",
+            str(topology),
+            "--stream",
+            stream,
+            "--application",
+            app,
+            "--kinesis-endpoint",
+            kinesis_mock.endpoint,
+            "--dynamodb-endpoint",
+            dynalite.endpoint,
+            "--no-metrics",
+            "--worker-id",
+            "w1",
+            "--metrics-port",
+            f"127.0.0.1:{port}",
+            *props,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         samples: dict = {}
@@ -55,13 +83,17 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(tmp_path: 
             assert proc.poll() is None, (tmp_path / "kcl.log").read_text()[-3000:]
             samples = scrape(port)
             done = total(samples, "squall_topology_records_total", topology="kcl-metrics")
-            lagged = {dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"}
+            lagged = {
+                dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"
+            }
             if done >= 64 and lagged == shards:
                 break
             time.sleep(0.5)
         else:
-            pytest.fail(f"endpoint never showed 64 records of 2 shards: {samples}\n"
-                        + (tmp_path / "kcl.log").read_text()[-3000:])
+            pytest.fail(
+                f"endpoint never showed 64 records of 2 shards: {samples}\n"
+                + (tmp_path / "kcl.log").read_text()[-3000:]
+            )
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -77,12 +109,15 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(tmp_path: 
     assert total(samples, "squall_records_total", component="rows", outcome="out") == 60
     assert total(samples, "squall_checkpoints_total") >= 2  # at least one batch per shard
     # both shard processes contribute: one lag gauge per shard, and the RSS of live processes adds up
-    assert {dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"} == shards
+    assert {
+        dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"
+    } == shards
     assert total(samples, "squall_process_resident_memory_bytes") > 2 * 10 * 2**20
 
 
-def test_the_polling_spout_reports_millis_behind_latest_per_shard(tmp_path: Path, kinesis, kinesis_mock,
-                                                                   make_stream):
+def test_the_polling_spout_reports_millis_behind_latest_per_shard(
+    tmp_path: Path, kinesis, kinesis_mock, make_stream
+):
     from squall.deploy.local import LocalRunner
     from squall.observability.metrics import Recorder
     from squall.observability.progress import Totals
@@ -90,13 +125,16 @@ def test_the_polling_spout_reports_millis_behind_latest_per_shard(tmp_path: Path
 
     stream = make_stream(2, prefix="lag")
     put(kinesis, stream, [{"id": f"a{i}", "n": i} for i in range(30)])
-    topo = load_text(f"""
+    topo = load_text(
+        f"""
 name: polled
 spout: {{type: kinesis, stream: {stream}, endpoint_url: "{kinesis_mock.endpoint}", poll_interval: 0.05,
          idle_exit: 1.0}}
 bolts: [{{id: decode, type: json}}]
 sinks: [{{id: rows, type: 'squall.testing:MemorySink', name: polled}}]
-""", base_dir=tmp_path)
+""",
+        base_dir=tmp_path,
+    )
     totals = Totals()
     report = LocalRunner(topo, recorder=Recorder("polled", [totals])).run()
     assert report.exit_code == 0 and totals.outcomes["committed"] == 30

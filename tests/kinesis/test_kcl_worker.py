@@ -54,18 +54,32 @@ def run_protocol(tmp_path: Path, lines: list[dict]) -> tuple[str, str, RecordPro
 def record(seq: int) -> dict:
     import base64
 
-    return {"action": "record", "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
-            "partitionKey": "pk", "sequenceNumber": str(seq), "subSequenceNumber": 0,
-            "approximateArrivalTimestamp": 1762192800123}
+    return {
+        "action": "record",
+        "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
+        "partitionKey": "pk",
+        "sequenceNumber": str(seq),
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": 1762192800123,
+    }
 
 
 def test_a_lost_lease_is_one_info_line_not_a_traceback(tmp_path: Path, caplog):
     caplog.set_level(logging.INFO, logger="squall.kcl")
     lines = [
-        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
-         "subSequenceNumber": 0},
+        {
+            "action": "initialize",
+            "shardId": "shardId-000000000001",
+            "sequenceNumber": "TRIM_HORIZON",
+            "subSequenceNumber": 0,
+        },
         {"action": "processRecords", "millisBehindLatest": 0, "records": [record(1), record(2)]},
-        {"action": "checkpoint", "sequenceNumber": "2", "subSequenceNumber": 0, "error": "ShutdownException"},
+        {
+            "action": "checkpoint",
+            "sequenceNumber": "2",
+            "subSequenceNumber": 0,
+            "error": "ShutdownException",
+        },
         {"action": "processRecords", "millisBehindLatest": 0, "records": [record(3)]},
         {"action": "leaseLost"},
     ]
@@ -73,9 +87,14 @@ def test_a_lost_lease_is_one_info_line_not_a_traceback(tmp_path: Path, caplog):
     assert "Traceback" not in err and "Caught exception" not in err, err
     statuses = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [s.get("responseFor") for s in statuses if s["action"] == "status"] == [
-        "initialize", "processRecords", "processRecords", "leaseLost"]
+        "initialize",
+        "processRecords",
+        "processRecords",
+        "leaseLost",
+    ]
     assert [s for s in statuses if s["action"] == "checkpoint"] == [
-        {"action": "checkpoint", "sequenceNumber": "2", "subSequenceNumber": 0}]  # none after the loss
+        {"action": "checkpoint", "sequenceNumber": "2", "subSequenceNumber": 0}
+    ]  # none after the loss
     lost = [r for r in caplog.records if "taken over" in r.getMessage()]
     assert len(lost) == 1 and lost[0].levelno == logging.INFO
     assert processor.lost
@@ -83,10 +102,19 @@ def test_a_lost_lease_is_one_info_line_not_a_traceback(tmp_path: Path, caplog):
 
 def test_other_checkpoint_errors_still_surface(tmp_path: Path):
     lines = [
-        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
-         "subSequenceNumber": 0},
+        {
+            "action": "initialize",
+            "shardId": "shardId-000000000001",
+            "sequenceNumber": "TRIM_HORIZON",
+            "subSequenceNumber": 0,
+        },
         {"action": "processRecords", "millisBehindLatest": 0, "records": [record(1)]},
-        {"action": "checkpoint", "sequenceNumber": "1", "subSequenceNumber": 0, "error": "InvalidStateException"},
+        {
+            "action": "checkpoint",
+            "sequenceNumber": "1",
+            "subSequenceNumber": 0,
+            "error": "InvalidStateException",
+        },
     ]
     _, err, processor = run_protocol(tmp_path, lines)
     assert "InvalidStateException" in err and not processor.lost
@@ -95,8 +123,12 @@ def test_other_checkpoint_errors_still_surface(tmp_path: Path):
 def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path, caplog):
     caplog.set_level(logging.INFO, logger="squall.kcl")
     lines = [
-        {"action": "initialize", "shardId": "shardId-000000000001", "sequenceNumber": "TRIM_HORIZON",
-         "subSequenceNumber": 0},
+        {
+            "action": "initialize",
+            "shardId": "shardId-000000000001",
+            "sequenceNumber": "TRIM_HORIZON",
+            "subSequenceNumber": 0,
+        },
         {"action": "processRecords", "millisBehindLatest": 0, "records": [record(7)]},
         {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
         {"action": "shutdownRequested"},
@@ -105,9 +137,11 @@ def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path, caplog):
     ]
     out, err, _ = run_protocol(tmp_path, lines)
     actions = [json.loads(line) for line in out.splitlines() if line.strip()]
-    assert actions[-3:] == [{"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
-                            {"action": "status", "responseFor": "shutdownRequested"},
-                            {"action": "status", "responseFor": "leaseLost"}], err
+    assert actions[-3:] == [
+        {"action": "checkpoint", "sequenceNumber": "7", "subSequenceNumber": 0},
+        {"action": "status", "responseFor": "shutdownRequested"},
+        {"action": "status", "responseFor": "leaseLost"},
+    ], err
     messages = [r.getMessage() for r in caplog.records]
     assert any("final checkpoint at 7" in m for m in messages)
     assert not any("taken over" in m for m in messages)
@@ -155,10 +189,15 @@ def test_a_stop_signal_to_the_group_reaches_the_daemon_alone(tmp_path: Path):
     script, marker, ready = tmp_path / "daemon.py", tmp_path / "stopped", tmp_path / "ready"
     script.write_text(CHILD)
     runner = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from squall.deploy.kcl_daemon import run_daemon; "
-                               f"sys.exit(run_daemon([sys.executable, {str(script)!r}, {str(marker)!r}, "
-                               f"{str(ready)!r}]))"],
-        start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from squall.deploy.kcl_daemon import run_daemon; "
+            f"sys.exit(run_daemon([sys.executable, {str(script)!r}, {str(marker)!r}, "
+            f"{str(ready)!r}]))",
+        ],
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -33,9 +33,13 @@ KEYS = 97
 
 def lines(tmp_path, name: str, numbers: range):
     path = tmp_path / name
-    path.write_bytes(b"".join(
-        orjson.dumps({"pk": f"user-{n % KEYS}", "n": n, "event_type": "play", "pad": "x" * 60}) + b"\n"
-        for n in numbers))
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"pk": f"user-{n % KEYS}", "n": n, "event_type": "play", "pad": "x" * 60})
+            + b"\n"
+            for n in numbers
+        )
+    )
     return path
 
 
@@ -46,8 +50,9 @@ def send(endpoint: str, stream: str, path, *, aggregate: bool) -> None:
 
 
 @pytest.mark.e2e
-def test_twenty_thousand_events_exactly_once_across_split_and_restart(kinesis, kinesis_mock, make_stream,
-                                                                      tmp_path):
+def test_twenty_thousand_events_exactly_once_across_split_and_restart(
+    kinesis, kinesis_mock, make_stream, tmp_path
+):
     figures = {}
     stream = make_stream(4, prefix="e2e")
     ep = kinesis_mock.endpoint
@@ -65,7 +70,9 @@ def test_twenty_thousand_events_exactly_once_across_split_and_restart(kinesis, k
         if i == 0:  # split a shard while reading, then write to the new children
             split_shard(kinesis, stream, parent)
             send(ep, stream, lines(tmp_path, "b-agg.jsonl", range(12_000, 16_000)), aggregate=True)
-            send(ep, stream, lines(tmp_path, "b-plain.jsonl", range(16_000, 18_000)), aggregate=False)
+            send(
+                ep, stream, lines(tmp_path, "b-plain.jsonl", range(16_000, 18_000)), aggregate=False
+            )
         if i == 6:
             first.stop()
 
@@ -117,8 +124,12 @@ def pistats_topology(tmp_path, name: str, spout_yaml: str) -> Path:
 def warehouse_rows(db: Path) -> list[tuple]:
     engine = sa.create_engine(f"sqlite:///{db}")
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT event_id, event_type, occurred_at, user_id, page_url, click_target "
-                                    "FROM events ORDER BY event_id")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT event_id, event_type, occurred_at, user_id, page_url, click_target "
+                "FROM events ORDER BY event_id"
+            )
+        ).all()
     engine.dispose()
     return [tuple(r) for r in rows]
 
@@ -134,34 +145,66 @@ def test_pistats_example_runs_from_kinesis_like_from_its_file(kinesis_mock, make
     (tmp_path / "plain.jsonl").write_bytes(b"".join(lines[2000:]))
     runner = CliRunner()
     for name, extra in (("agg.jsonl", ["--aggregate"]), ("plain.jsonl", [])):
-        result = runner.invoke(main, ["produce", "--stream", stream, "--endpoint-url", kinesis_mock.endpoint,
-                                      "--partition-key", "user_id", *extra, str(tmp_path / name)])
+        result = runner.invoke(
+            main,
+            [
+                "produce",
+                "--stream",
+                stream,
+                "--endpoint-url",
+                kinesis_mock.endpoint,
+                "--partition-key",
+                "user_id",
+                *extra,
+                str(tmp_path / name),
+            ],
+        )
         assert result.exit_code == 0, result.output
 
-    from_file = pistats_topology(tmp_path, "file", f"spout:\n  type: file\n  path: {EXAMPLE / 'events.jsonl.gz'}\n")
-    from_kinesis = pistats_topology(tmp_path, "kinesis", (
-        f"spout:\n  type: kinesis\n  stream: {stream}\n  endpoint_url: {kinesis_mock.endpoint}\n"
-        "  poll_interval: 0.05\n  idle_exit: 1.5\n"))
+    from_file = pistats_topology(
+        tmp_path, "file", f"spout:\n  type: file\n  path: {EXAMPLE / 'events.jsonl.gz'}\n"
+    )
+    from_kinesis = pistats_topology(
+        tmp_path,
+        "kinesis",
+        (
+            f"spout:\n  type: kinesis\n  stream: {stream}\n  endpoint_url: {kinesis_mock.endpoint}\n"
+            "  poll_interval: 0.05\n  idle_exit: 1.5\n"
+        ),
+    )
     for topo, db in ((from_file, "file.db"), (from_kinesis, "kinesis.db")):
-        result = runner.invoke(main, ["run", str(topo), "--no-progress"],
-                               env={"WAREHOUSE_URL": f"sqlite:///{tmp_path / db}"})
+        result = runner.invoke(
+            main,
+            ["run", str(topo), "--no-progress"],
+            env={"WAREHOUSE_URL": f"sqlite:///{tmp_path / db}"},
+        )
         assert result.exit_code == 0, result.output
         print("\n" + result.output.splitlines()[0])
 
     expected = warehouse_rows(tmp_path / "file.db")
     assert len(expected) > 2000
     assert warehouse_rows(tmp_path / "kinesis.db") == expected
-    rejected = [len((tmp_path / f"{n}-rejects.jsonl").read_bytes().splitlines()) for n in ("file", "kinesis")]
-    assert rejected[0] > 0 and rejected[1] == rejected[0]  # the example's bad records, dead-lettered alike
+    rejected = [
+        len((tmp_path / f"{n}-rejects.jsonl").read_bytes().splitlines())
+        for n in ("file", "kinesis")
+    ]
+    assert (
+        rejected[0] > 0 and rejected[1] == rejected[0]
+    )  # the example's bad records, dead-lettered alike
 
     # checkpoints were written with the rows: a second run reads nothing new
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'kinesis.db'}")
     with engine.connect() as conn:
-        shards = conn.execute(sa.text("SELECT shard_id FROM squall_checkpoints WHERE application = 'pistats'")).all()
+        shards = conn.execute(
+            sa.text("SELECT shard_id FROM squall_checkpoints WHERE application = 'pistats'")
+        ).all()
     engine.dispose()
     assert len(shards) == 4
-    result = runner.invoke(main, ["run", str(from_kinesis), "--no-progress"],
-                           env={"WAREHOUSE_URL": f"sqlite:///{tmp_path / 'kinesis.db'}"})
+    result = runner.invoke(
+        main,
+        ["run", str(from_kinesis), "--no-progress"],
+        env={"WAREHOUSE_URL": f"sqlite:///{tmp_path / 'kinesis.db'}"},
+    )
     assert result.exit_code == 0, result.output
     assert warehouse_rows(tmp_path / "kinesis.db") == expected
     assert result.output.startswith("pistats: 0 records")

@@ -28,14 +28,25 @@ def events(n: int, keys: int = 9, start: int = 0, **extra) -> list[Event]:
     out = []
     for i in range(start, start + n):
         meta = RecordMeta("source", "shardId-000000000000", str(1000 + i), partition_key=f"src-{i}")
-        out.append(Event(b"raw-%d" % i, meta, f"event-{i}", i - start, value={"pk": f"user-{i % keys}", "n": i,
-                                                                               **extra}))
+        out.append(
+            Event(
+                b"raw-%d" % i,
+                meta,
+                f"event-{i}",
+                i - start,
+                value={"pk": f"user-{i % keys}", "n": i, **extra},
+            )
+        )
     return out
 
 
 def make_sink(endpoint: str, stream: str, **options) -> KinesisSink:
-    sink = KinesisSink(KinesisSinkConfig(id="out", type="kinesis", stream=stream, endpoint_url=endpoint,
-                                         **options), ComponentContext("test-app"))
+    sink = KinesisSink(
+        KinesisSinkConfig(
+            id="out", type="kinesis", stream=stream, endpoint_url=endpoint, **options
+        ),
+        ComponentContext("test-app"),
+    )
     sink.open(None)
     sink.writer.backoff.cap = 0.01  # keep retries quick
     return sink
@@ -109,8 +120,10 @@ def test_calls_stay_under_5_mib(kinesis, kinesis_mock, make_stream):
     stream = make_stream(1)
     sink = make_sink(kinesis_mock.endpoint, stream, format="raw")
     # kinesis-mock moves ~2 MB/s: 6 MB is enough to need two calls, and not slow
-    evs = [Event(b"x" * 1_000_000, RecordMeta("s", "sh", str(i), partition_key=f"k{i}"), f"e{i}", i)
-           for i in range(6)]
+    evs = [
+        Event(b"x" * 1_000_000, RecordMeta("s", "sh", str(i), partition_key=f"k{i}"), f"e{i}", i)
+        for i in range(6)
+    ]
     calls = record_put_calls(sink.client)
     _, result = write(sink, evs)
     assert result is None
@@ -118,7 +131,9 @@ def test_calls_stay_under_5_mib(kinesis, kinesis_mock, make_stream):
     assert [len(c["Records"]) for c in calls] == [5, 1] and max(sizes) <= MAX_CALL_BYTES
 
 
-def test_aggregated_writes_round_trip_and_keep_keys_on_their_shard(kinesis, kinesis_mock, make_stream):
+def test_aggregated_writes_round_trip_and_keep_keys_on_their_shard(
+    kinesis, kinesis_mock, make_stream
+):
     stream = make_stream(4)
     sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk", aggregate=True)
     calls = record_put_calls(sink.client)
@@ -145,7 +160,9 @@ def test_partial_failure_retries_only_the_failed_entries(kinesis, kinesis_mock, 
     _, result = write(sink, events(10))
     assert result is None
     assert [len(c["Records"]) for c in calls] == [10, 3, 1]
-    assert sorted(d["n"] for d in payloads(read_all(kinesis_mock.endpoint, stream))) == list(range(10))
+    assert sorted(d["n"] for d in payloads(read_all(kinesis_mock.endpoint, stream))) == list(
+        range(10)
+    )
 
 
 def test_entries_failing_every_attempt_fail_the_batch(kinesis, kinesis_mock, make_stream):
@@ -161,7 +178,9 @@ def test_entries_failing_every_attempt_fail_the_batch(kinesis, kinesis_mock, mak
 
 def test_failed_aggregate_fails_all_its_events(kinesis, kinesis_mock, make_stream):
     stream = make_stream(1)
-    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk", aggregate=True, max_attempts=2)
+    sink = make_sink(
+        kinesis_mock.endpoint, stream, partition_key="pk", aggregate=True, max_attempts=2
+    )
     Faults(sink, kinesis, {0: {0}, 1: {0}})
     evs = events(50)
     _, result = write(sink, evs)
@@ -179,13 +198,17 @@ def test_whole_call_throttling_is_transient(kinesis, kinesis_mock, make_stream):
     assert result is None
 
 
-def test_whole_call_failure_after_a_written_chunk_is_retried_not_raised(kinesis, kinesis_mock, make_stream):
+def test_whole_call_failure_after_a_written_chunk_is_retried_not_raised(
+    kinesis, kinesis_mock, make_stream
+):
     stream = make_stream(1)
     sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk")
     Faults(sink, kinesis, {1: "ThrottlingException"})
     _, result = write(sink, events(600))
     assert result is None
-    assert sorted(d["n"] for d in payloads(read_all(kinesis_mock.endpoint, stream))) == list(range(600))
+    assert sorted(d["n"] for d in payloads(read_all(kinesis_mock.endpoint, stream))) == list(
+        range(600)
+    )
 
 
 def test_missing_stream_is_a_permanent_sink_error(kinesis_mock):
@@ -206,8 +229,13 @@ def test_chunks_respect_count_and_size():
 
 def test_shard_map_follows_hash_ranges():
     half = 2**127
-    m = ShardMap([ShardInfo("a", (), 0, half - 1), ShardInfo("b", (), half, 2**128 - 1),
-                  ShardInfo("old", (), 0, 2**128 - 1, closed=True)])
+    m = ShardMap(
+        [
+            ShardInfo("a", (), 0, half - 1),
+            ShardInfo("b", (), half, 2**128 - 1),
+            ShardInfo("old", (), 0, 2**128 - 1, closed=True),
+        ]
+    )
     assert m.shard_for("x", "0") == "a" and m.shard_for("x", str(2**128 - 1)) == "b"
     assert m.shard_for("k") == ("a" if hash_key("k") < half else "b")
 
@@ -221,7 +249,9 @@ def test_aggregator_sends_single_records_plain_and_big_ones_alone():
     for i in range(30):
         agg.add(b"c" * 50, f"k{i}", None, 100 + i)
     flushed = agg.flush()
-    assert sum(len(e.items) for e in flushed) <= 30 and all(e.data[:4] == b"\xf3\x89\x9a\xc2" for e in flushed)
+    assert sum(len(e.items) for e in flushed) <= 30 and all(
+        e.data[:4] == b"\xf3\x89\x9a\xc2" for e in flushed
+    )
 
 
 def test_a_lone_record_that_looks_like_an_aggregate_is_wrapped_in_one():

@@ -51,7 +51,9 @@ def test_reads_every_record_once_with_metadata(kinesis, kinesis_mock, make_strea
     assert meta.partition_key.startswith("user-")
     assert meta.arrival_time is not None and meta.arrival_time.tzinfo is not None
     assert spout.stats.records == 300
-    assert set(spout.lag()) == {s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]}
+    assert set(spout.lag()) == {
+        s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]
+    }
     assert spout.progress().done == 300
 
 
@@ -63,7 +65,9 @@ def test_batches_respect_max_records(kinesis, kinesis_mock, make_stream):
     assert max(sizes) <= 40 and sum(sizes) == 250
 
 
-def test_restart_resumes_after_the_checkpoint_without_duplicates(kinesis, kinesis_mock, make_stream, sqlite_store):
+def test_restart_resumes_after_the_checkpoint_without_duplicates(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(4)
     put_plain(kinesis, stream, docs(400))
     first = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
@@ -85,7 +89,9 @@ def test_restart_resumes_after_the_checkpoint_without_duplicates(kinesis, kinesi
     assert consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)) == []
 
 
-def test_uncommitted_batch_is_read_again_after_a_crash(kinesis, kinesis_mock, make_stream, sqlite_store):
+def test_uncommitted_batch_is_read_again_after_a_crash(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(1)
     put_plain(kinesis, stream, docs(100))
     first = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
@@ -98,7 +104,9 @@ def test_uncommitted_batch_is_read_again_after_a_crash(kinesis, kinesis_mock, ma
     assert sorted(d["n"] for d in payloads(b1 + seen)) == list(range(100))
 
 
-def test_default_checkpoint_store_is_the_warehouse_resource(kinesis, kinesis_mock, make_stream, tmp_path):
+def test_default_checkpoint_store_is_the_warehouse_resource(
+    kinesis, kinesis_mock, make_stream, tmp_path
+):
     stream = make_stream(2)
     put_plain(kinesis, stream, docs(50))
     resources = Resources({"warehouse": ResourceConfig(url=f"sqlite:///{tmp_path / 'wh.db'}")})
@@ -110,7 +118,9 @@ def test_default_checkpoint_store_is_the_warehouse_resource(kinesis, kinesis_moc
     resources.close()
 
 
-def test_split_while_reading_keeps_order_and_loses_nothing(kinesis, kinesis_mock, make_stream, sqlite_store):
+def test_split_while_reading_keeps_order_and_loses_nothing(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(2)
     put_plain(kinesis, stream, docs(300, keys=11))
     spout = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
@@ -136,22 +146,30 @@ def test_split_while_reading_keeps_order_and_loses_nothing(kinesis, kinesis_mock
     assert spout.shards()[parent] == "finished"
 
 
-def test_merge_reads_both_parents_before_the_child(kinesis, kinesis_mock, make_stream, sqlite_store):
+def test_merge_reads_both_parents_before_the_child(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(2)
     put_plain(kinesis, stream, docs(200, keys=5))
-    kinesis.merge_shards(StreamName=stream, ShardToMerge="shardId-000000000000",
-                         AdjacentShardToMerge="shardId-000000000001")
+    kinesis.merge_shards(
+        StreamName=stream,
+        ShardToMerge="shardId-000000000000",
+        AdjacentShardToMerge="shardId-000000000001",
+    )
     put_plain(kinesis, stream, docs(200, keys=5, start=200))
     spout = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
     seen = consume(spout, max_records=50)
     assert sorted(d["n"] for d in payloads(seen)) == list(range(400))
     assert_key_order(payloads(seen))
     stored = sqlite_store.load(stream)
-    assert is_shard_end(stored["shardId-000000000000"]) and is_shard_end(stored["shardId-000000000001"])
+    assert is_shard_end(stored["shardId-000000000000"]) and is_shard_end(
+        stored["shardId-000000000001"]
+    )
 
 
-def test_restart_after_resharding_starts_children_from_their_checkpoints(kinesis, kinesis_mock, make_stream,
-                                                                          sqlite_store):
+def test_restart_after_resharding_starts_children_from_their_checkpoints(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(1)
     put_plain(kinesis, stream, docs(100, keys=3))
     split_shard(kinesis, stream, "shardId-000000000000")
@@ -163,7 +181,9 @@ def test_restart_after_resharding_starts_children_from_their_checkpoints(kinesis
     assert sorted(d["n"] for d in payloads(seen2)) == list(range(200, 250))
 
 
-def test_parent_without_commit_holds_back_its_children(kinesis, kinesis_mock, make_stream, sqlite_store):
+def test_parent_without_commit_holds_back_its_children(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(1)
     put_plain(kinesis, stream, docs(20, keys=2))
     split_shard(kinesis, stream, "shardId-000000000000")
@@ -184,8 +204,9 @@ def put_aggregates(kinesis, stream, groups: list[list[dict]], key="pk") -> None:
         kinesis.put_record(StreamName=stream, PartitionKey=pk, Data=data)
 
 
-def test_resume_inside_a_kpl_aggregate_skips_committed_sub_records(kinesis, kinesis_mock, make_stream,
-                                                                   sqlite_store):
+def test_resume_inside_a_kpl_aggregate_skips_committed_sub_records(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
     stream = make_stream(1)
     put_aggregates(kinesis, stream, [docs(10, keys=1), docs(10, keys=1, start=10)])
     first = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
@@ -220,8 +241,13 @@ def test_at_timestamp_starts_at_the_time(kinesis, kinesis_mock, make_stream):
 
     time.sleep(1.2)  # arrival timestamps have millisecond resolution; leave a clear gap
     put_plain(kinesis, stream, docs(20, start=20))
-    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), start="at_timestamp",
-                       timestamp=later)
+    spout = make_spout(
+        kinesis_mock.endpoint,
+        stream,
+        store=MemoryCheckpointStore(),
+        start="at_timestamp",
+        timestamp=later,
+    )
     assert sorted(d["n"] for d in payloads(consume(spout))) == list(range(20, 40))
 
 
@@ -234,15 +260,21 @@ def test_config_validation():
         KinesisSpoutConfig(id="s", type="kinesis", stream="s", limit=10_001)
     with pytest.raises(ValueError):
         KinesisSpoutConfig(id="s", type="kinesis", stream="s", checkpoint={"store": "redis"})
-    cfg = KinesisSpoutConfig(id="s", type="kinesis", stream="arn:aws:kinesis:eu-west-1:123456789012:stream/x",
-                             checkpoint={"store": "dynamodb", "table": "cps"})
+    cfg = KinesisSpoutConfig(
+        id="s",
+        type="kinesis",
+        stream="arn:aws:kinesis:eu-west-1:123456789012:stream/x",
+        checkpoint={"store": "dynamodb", "table": "cps"},
+    )
     assert cfg.checkpoint.table == "cps"
 
 
 def test_stream_arn_is_accepted(kinesis, kinesis_mock, make_stream):
     stream = make_stream(1)
     put_plain(kinesis, stream, docs(10))
-    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
     spout = make_spout(kinesis_mock.endpoint, arn, store=MemoryCheckpointStore())
     seen = consume(spout)
     assert len(seen) == 10 and seen[0].meta.stream == stream
@@ -264,8 +296,10 @@ def inject(client, operation: str, failures: list[str]):
         class Http:
             status_code = status
 
-        return Http(), {"Error": {"Code": code, "Message": f"injected {code}"},
-                        "ResponseMetadata": {"HTTPStatusCode": status}}
+        return Http(), {
+            "Error": {"Code": code, "Message": f"injected {code}"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
 
     client.meta.events.register(f"before-call.kinesis.{operation}", before_call)
 
@@ -273,8 +307,10 @@ def inject(client, operation: str, failures: list[str]):
 def record_calls(client, operation: str) -> list[dict]:
     """The API parameters of every later call of ``operation``."""
     calls: list[dict] = []
-    client.meta.events.register(f"before-parameter-build.kinesis.{operation}",
-                                lambda params, **kwargs: calls.append(dict(params)))
+    client.meta.events.register(
+        f"before-parameter-build.kinesis.{operation}",
+        lambda params, **kwargs: calls.append(dict(params)),
+    )
     return calls
 
 
@@ -287,7 +323,11 @@ def test_throttling_backs_off_and_loses_nothing(kinesis, kinesis_mock, make_stre
     backoff.cap = 0.05
     real_delay = backoff.delay
     backoff.delay = lambda n: attempts.append(n) or real_delay(n)
-    inject(spout.client, "GetRecords", ["ProvisionedThroughputExceededException"] * 3 + ["LimitExceededException"])
+    inject(
+        spout.client,
+        "GetRecords",
+        ["ProvisionedThroughputExceededException"] * 3 + ["LimitExceededException"],
+    )
     seen = consume(spout)
     assert sorted(d["n"] for d in payloads(seen)) == list(range(100))
     assert spout.stats.throttled == 4

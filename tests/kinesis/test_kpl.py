@@ -19,8 +19,12 @@ from squall.kinesis.kpl import (
     user_record_count,
 )
 
-META = RecordMeta("stream-a", "shardId-000000000001", "49590338271490256608559692538361571095921575989136588898",
-                  partition_key="aggregate-key")
+META = RecordMeta(
+    "stream-a",
+    "shardId-000000000001",
+    "49590338271490256608559692538361571095921575989136588898",
+    partition_key="aggregate-key",
+)
 
 
 def aggregate(records: list[tuple[str, bytes, str | None]], max_size: int = 1024 * 1024) -> bytes:
@@ -37,10 +41,12 @@ def frame(body: bytes) -> bytes:
 partition_keys = st.text(min_size=1, max_size=256)
 hash_keys = st.none() | st.integers(0, 2**128 - 1).map(str)
 # Mostly small records, some empty, now and then one of up to 400 KB; an aggregate stays under 1 MiB.
-payloads = st.binary(max_size=2000) | st.builds(lambda b, n: bytes([b]) * n, st.integers(0, 255),
-                                                 st.integers(100_000, 400_000))
-user_records = st.lists(st.tuples(partition_keys, payloads, hash_keys), min_size=1, max_size=40).filter(
-    lambda rs: sum(len(d) + len(pk.encode()) + 64 for pk, d, _ in rs) < 1_000_000)
+payloads = st.binary(max_size=2000) | st.builds(
+    lambda b, n: bytes([b]) * n, st.integers(0, 255), st.integers(100_000, 400_000)
+)
+user_records = st.lists(
+    st.tuples(partition_keys, payloads, hash_keys), min_size=1, max_size=40
+).filter(lambda rs: sum(len(d) + len(pk.encode()) + 64 for pk, d, _ in rs) < 1_000_000)
 
 
 @settings(max_examples=150, deadline=None)
@@ -54,13 +60,21 @@ def test_aggregates_from_aws_kinesis_agg_round_trip(records):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=3000)), min_size=1, max_size=300))
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=20), st.binary(max_size=3000)),
+        min_size=1,
+        max_size=300,
+    )
+)
 def test_squall_aggregator_round_trips_and_groups_by_shard(records):
     from squall.kinesis.putrecords import Aggregator, ShardMap, hash_key
     from squall.kinesis.shards import ShardInfo
 
     quarter = 2**126
-    shard_map = ShardMap([ShardInfo(f"s{i}", (), i * quarter, (i + 1) * quarter - 1) for i in range(4)])
+    shard_map = ShardMap(
+        [ShardInfo(f"s{i}", (), i * quarter, (i + 1) * quarter - 1) for i in range(4)]
+    )
     agg = Aggregator(shard_map, max_bytes=20_000)
     entries = []
     for i, (pk, data) in enumerate(records):
@@ -68,11 +82,15 @@ def test_squall_aggregator_round_trips_and_groups_by_shard(records):
     entries.extend(agg.flush())
     seen = []
     for entry in entries:
-        subs = deaggregate(Record(entry.data, RecordMeta("s", "sh", "1", partition_key=entry.partition_key)))
+        subs = deaggregate(
+            Record(entry.data, RecordMeta("s", "sh", "1", partition_key=entry.partition_key))
+        )
         assert [s.meta.partition_key for s in subs] == [records[i][0] for i in entry.items]
         assert [s.data for s in subs] == [records[i][1] for i in entry.items]
         shards = {shard_map.shard_for(s.meta.partition_key) for s in subs}
-        assert shards == {shard_map.shard_for(entry.partition_key)}  # the aggregate lands where its keys belong
+        assert shards == {
+            shard_map.shard_for(entry.partition_key)
+        }  # the aggregate lands where its keys belong
         assert hash_key(entry.partition_key) >= 0
         seen.extend(entry.items)
     assert sorted(seen) == list(range(len(records)))
@@ -91,7 +109,11 @@ def test_event_ids_differ_per_sub_record_and_are_stable():
 
 
 def test_empty_and_binary_user_records_survive():
-    records = [("k", b"", None), ("k", bytes(range(256)), None), ("\u00e9\u4e2d", b"\x00" * 10, "0")]
+    records = [
+        ("k", b"", None),
+        ("k", bytes(range(256)), None),
+        ("\u00e9\u4e2d", b"\x00" * 10, "0"),
+    ]
     subs = deaggregate(Record(aggregate(records), META))
     assert [(s.meta.partition_key, s.data, s.meta.explicit_hash_key) for s in subs] == records
 

@@ -20,8 +20,10 @@ from tests.lambda_runtime import LambdaFunction
 
 pytestmark = pytest.mark.e2e
 
-IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-          "Version/17.5 Mobile/15E148 Safari/604.1")
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
 
 PRODUCER = """
 name: producer
@@ -55,14 +57,27 @@ sinks:
 
 
 def lambda_event(records: list[dict], shard: str, stream: str) -> dict:
-    return {"Records": [{
-        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": r["PartitionKey"],
-                    "sequenceNumber": r["SequenceNumber"], "data": base64.b64encode(r["Data"]).decode(),
-                    "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp()},
-        "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{r['SequenceNumber']}",
-        "eventName": "aws:kinesis:record", "invokeIdentityArn": "arn:aws:iam::000000000000:role/consumer",
-        "awsRegion": "us-east-1", "eventSourceARN": f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}",
-    } for r in records]}
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r["PartitionKey"],
+                    "sequenceNumber": r["SequenceNumber"],
+                    "data": base64.b64encode(r["Data"]).decode(),
+                    "approximateArrivalTimestamp": r["ApproximateArrivalTimestamp"].timestamp(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard}:{r['SequenceNumber']}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::000000000000:role/consumer",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": f"arn:aws:kinesis:us-east-1:000000000000:stream/{stream}",
+            }
+            for r in records
+        ]
+    }
 
 
 def deliver(consumer: LambdaFunction, records: list[dict], shard: str, stream: str) -> int:
@@ -79,33 +94,56 @@ def deliver(consumer: LambdaFunction, records: list[dict], shard: str, stream: s
     return invocations
 
 
-def test_producer_and_consumer_lambdas_run_the_same_bolts_end_to_end(kinesis, kinesis_mock, make_stream,
-                                                                      tmp_path: Path):
+def test_producer_and_consumer_lambdas_run_the_same_bolts_end_to_end(
+    kinesis, kinesis_mock, make_stream, tmp_path: Path
+):
     stream = make_stream(2, prefix="lambda")
     db, dlq = tmp_path / "w.db", tmp_path / "dlq.jsonl"
-    (tmp_path / "producer.yaml").write_text(PRODUCER.format(stream=stream, endpoint=kinesis_mock.endpoint))
+    (tmp_path / "producer.yaml").write_text(
+        PRODUCER.format(stream=stream, endpoint=kinesis_mock.endpoint)
+    )
     (tmp_path / "consumer.yaml").write_text(CONSUMER.format(db=db, dlq=dlq))
     (tmp_path / "producer_app.py").write_text(
-        "from squall.deploy.lambda_producer import make_handler\nhandler = make_handler('producer.yaml')\n")
+        "from squall.deploy.lambda_producer import make_handler\nhandler = make_handler('producer.yaml')\n"
+    )
     (tmp_path / "consumer_app.py").write_text(
-        "from squall.deploy.lambda_consumer import make_handler\nhandler = make_handler('consumer.yaml')\n")
+        "from squall.deploy.lambda_consumer import make_handler\nhandler = make_handler('consumer.yaml')\n"
+    )
 
     producer = LambdaFunction("producer_app.handler", tmp_path)
     consumer = LambdaFunction("consumer_app.handler", tmp_path)
     try:
-        events = [{"message_id": f"m{i}", "event_type": "page_view", "device_token": f"t{i % 7}"} for i in range(40)]
+        events = [
+            {"message_id": f"m{i}", "event_type": "page_view", "device_token": f"t{i % 7}"}
+            for i in range(40)
+        ]
         events.append({"message_id": "no-token", "event_type": "click"})
-        resp = producer.invoke(api_gateway_event(json.dumps(events), source_ip="81.2.69.142", user_agent=IPHONE))
+        resp = producer.invoke(
+            api_gateway_event(json.dumps(events), source_ip="81.2.69.142", user_agent=IPHONE)
+        )
         assert resp["statusCode"] == 202, resp
-        assert json.loads(resp["body"]) == {"accepted": 40, "rejected": [
-            {"index": 40, "reason": "validate: schema: $: 'device_token' is a required property"}]}
+        assert json.loads(resp["body"]) == {
+            "accepted": 40,
+            "rejected": [
+                {
+                    "index": 40,
+                    "reason": "validate: schema: $: 'device_token' is a required property",
+                }
+            ],
+        }
         # a client retry of the same request: accepted again, stored once downstream (event ids)
-        assert producer.invoke(api_gateway_event(json.dumps(events[:5]), user_agent=IPHONE))["statusCode"] == 202
+        assert (
+            producer.invoke(api_gateway_event(json.dumps(events[:5]), user_agent=IPHONE))[
+                "statusCode"
+            ]
+            == 202
+        )
 
         invocations = []
         for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-            it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                            ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            it = kinesis.get_shard_iterator(
+                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
             records = kinesis.get_records(ShardIterator=it, Limit=1000)["Records"]
             if records:
                 invocations.append(deliver(consumer, records, shard["ShardId"], stream))
@@ -116,8 +154,12 @@ def test_producer_and_consumer_lambdas_run_the_same_bolts_end_to_end(kinesis, ki
     # The outage (5 failing calls, 2 attempts per invocation) spans three invocations of one warm
     # process: the engine and its resources were set up once, at init.
     assert invocations[0] == 3 and all(n == 1 for n in invocations[1:])
-    rows = sqlite3.connect(db).execute(
-        "select count(*), count(distinct event_id), min(country), max(country), min(device_class) from events"
-    ).fetchone()
+    rows = (
+        sqlite3.connect(db)
+        .execute(
+            "select count(*), count(distinct event_id), min(country), max(country), min(device_class) from events"
+        )
+        .fetchone()
+    )
     assert rows == (40, 40, "GB", "GB", "mobile")
     assert dlq.read_text() == ""  # nothing was dead-lettered

@@ -25,6 +25,7 @@ def port_free(port: int) -> bool:
             return False
     return True
 
+
 pytestmark = pytest.mark.e2e
 
 TOPOLOGY = """
@@ -37,7 +38,9 @@ sinks:
 """
 
 
-def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigterm(tmp_path: Path, node_modules):
+def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigterm(
+    tmp_path: Path, node_modules
+):
     topology = tmp_path / "topology.yaml"
     topology.write_text(TOPOLOGY)
     kinesis_port = free_port()
@@ -48,11 +51,29 @@ def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigter
         dynamodb_port = free_port()
     env_file = tmp_path / "local-aws.env"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "squall.cli", "local-aws", str(topology), "--kinesis-port", str(kinesis_port),
-         "--dynamodb-port", str(dynamodb_port), "--shards", "2", "--node-modules", str(node_modules),
-         "--env-file", str(env_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        [
+            sys.executable,
+            "-m",
+            "squall.cli",
+            "local-aws",
+            str(topology),
+            "--kinesis-port",
+            str(kinesis_port),
+            "--dynamodb-port",
+            str(dynamodb_port),
+            "--shards",
+            "2",
+            "--node-modules",
+            str(node_modules),
+            "--env-file",
+            str(env_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -64,10 +85,14 @@ def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigter
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
         assert env["AWS_ENDPOINT_URL_KINESIS"] == f"http://127.0.0.1:{kinesis_port}"
         assert f"export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{dynamodb_port}\n" in lines
-        kinesis = boto3.client("kinesis", endpoint_url=env["AWS_ENDPOINT_URL_KINESIS"], region_name="us-east-1")
+        kinesis = boto3.client(
+            "kinesis", endpoint_url=env["AWS_ENDPOINT_URL_KINESIS"], region_name="us-east-1"
+        )
         assert sorted(kinesis.list_streams()["StreamNames"]) == ["laptop-in", "laptop-out"]
         assert len(kinesis.list_shards(StreamName="laptop-in")["Shards"]) == 2
-        ddb = boto3.client("dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="us-east-1")
+        ddb = boto3.client(
+            "dynamodb", endpoint_url=env["AWS_ENDPOINT_URL_DYNAMODB"], region_name="us-east-1"
+        )
         assert ddb.list_tables()["TableNames"] == []
     finally:
         proc.send_signal(signal.SIGTERM)

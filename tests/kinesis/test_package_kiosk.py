@@ -28,7 +28,7 @@ from tests.lambda_runtime import LambdaFunction
 
 pytestmark = pytest.mark.e2e
 
-BOLT = '''
+BOLT = """
 import humanize  # the topology's own requirement (requirements.txt)
 
 from squall.bolts import RecordBolt
@@ -43,7 +43,7 @@ class LookupBolt(RecordBolt):
         event.value["kiosk"] = KIOSKS[event.value["kiosk_id"]]  # an unknown kiosk fails that record
         event.value["size"] = humanize.naturalsize(event.value["bytes"])
         return "default"
-'''
+"""
 
 PLUGIN_PYPROJECT = """
 [build-system]
@@ -58,7 +58,7 @@ version = "1.0"
 kiosk_tag = "kiosk_tags:TagBolt"
 """
 
-PLUGIN = '''
+PLUGIN = """
 from squall.bolts import RecordBolt
 
 
@@ -68,7 +68,7 @@ class TagBolt(RecordBolt):
     def process_event(self, event):
         event.value["tagged"] = True
         return "default"
-'''
+"""
 
 PRODUCER = """
 name: kiosk-producer
@@ -106,12 +106,28 @@ sinks:
 """
 
 
-def package(folder: Path, topology: str, handler: str, out: Path, *extra: str,
-            site: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "squall.cli", "package", str(folder / topology), "--handler", handler,
-           "-o", str(out / f"{handler}.zip"), "--template", str(out / "templates" / f"{handler}.yaml"), *extra]
+def package(
+    folder: Path, topology: str, handler: str, out: Path, *extra: str, site: Path
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "squall.cli",
+        "package",
+        str(folder / topology),
+        "--handler",
+        handler,
+        "-o",
+        str(out / f"{handler}.zip"),
+        "--template",
+        str(out / "templates" / f"{handler}.yaml"),
+        *extra,
+    ]
     # The engineer's environment has the bolt's requirement installed (they ran the topology locally).
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[2])])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[2])]),
+    }
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -138,13 +154,28 @@ def unzip_layer(layer_python: Path, root: Path) -> None:
 @pytest.fixture(scope="module")
 def runtime_client(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("awslambdaric")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(root),
-                    "awslambdaric==4.2.2"], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(root),
+            "awslambdaric==4.2.2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return root
 
 
 def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
-        tmp_path: Path, kinesis, kinesis_mock, make_stream, pg_url, unique_name, runtime_client):
+    tmp_path: Path, kinesis, kinesis_mock, make_stream, pg_url, unique_name, runtime_client
+):
     folder = tmp_path / "kiosk"
     folder.mkdir()
     (folder / "kiosk_lookup.py").write_text(BOLT)
@@ -160,15 +191,51 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     plugin.mkdir()
     (plugin / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
     (plugin / "kiosk_tags.py").write_text(PLUGIN)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--target", str(site),
-                    "humanize==4.17.0", str(plugin)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            "humanize==4.17.0",
+            str(plugin),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
 
-    r = package(folder, "consumer.yaml", "consumer", build, "--requirements", str(folder / "requirements.txt"),
-                "--extras", "postgres", "--on-failure", "sqs", site=site)
+    r = package(
+        folder,
+        "consumer.yaml",
+        "consumer",
+        build,
+        "--requirements",
+        str(folder / "requirements.txt"),
+        "--extras",
+        "postgres",
+        "--on-failure",
+        "sqs",
+        site=site,
+    )
     assert "bundled GeoLite2: left out" in r.stdout and "largest:" in r.stdout
     assert "plugins: kiosk-tags" in r.stdout
-    package(folder, "producer.yaml", "producer", build, "--cors-origin", "https://kiosk.example.com",
-            "--no-compile", "--layer", str(build / "producer-deps.zip"), site=site)
+    package(
+        folder,
+        "producer.yaml",
+        "producer",
+        build,
+        "--cors-origin",
+        "https://kiosk.example.com",
+        "--no-compile",
+        "--layer",
+        str(build / "producer-deps.zip"),
+        site=site,
+    )
 
     # Both templates: SAM → CloudFormation offline, then cfn-lint.
     for handler in ("consumer", "producer"):
@@ -178,17 +245,26 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
         lint = cfn_lint(build / "templates" / f"{handler}.yaml")
         assert lint.returncode == 0, lint.stdout + lint.stderr
     producer_t = yaml.safe_load((build / "templates" / "producer.yaml").read_text())
-    assert producer_t["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]["AllowOrigins"] == [
-        "https://kiosk.example.com"]
+    assert producer_t["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"][
+        "AllowOrigins"
+    ] == ["https://kiosk.example.com"]
     assert producer_t["Parameters"]["KioskStream"]["Default"] == "kiosk-events"
 
     with zipfile.ZipFile(build / "consumer.zip") as zf:
         names = set(zf.namelist())
-    assert {"squall_lambda.py", "topology/kiosk_lookup.py", "topology/consumer.yaml", "humanize/__init__.py",
-            "kiosk_tags.py", "kiosk_tags-1.0.dist-info/entry_points.txt"} <= names
+    assert {
+        "squall_lambda.py",
+        "topology/kiosk_lookup.py",
+        "topology/consumer.yaml",
+        "humanize/__init__.py",
+        "kiosk_tags.py",
+        "kiosk_tags-1.0.dist-info/entry_points.txt",
+    } <= names
     assert not any(n.startswith("_maxminddb_geolite2/") and n.endswith(".mmdb") for n in names)
     assert not any(n.endswith(".kcl.properties") for n in names)
-    with zipfile.ZipFile(build / "consumer.zip") as zf:  # the local stale cache was replaced by fresh bytecode
+    with zipfile.ZipFile(
+        build / "consumer.zip"
+    ) as zf:  # the local stale cache was replaced by fresh bytecode
         pyc = zf.read("topology/__pycache__/kiosk_lookup.cpython-311.pyc")
     assert pyc[:4] == importlib.util.MAGIC_NUMBER
     assert not any("/tests/" in n or n.startswith("bin/") for n in names)
@@ -206,16 +282,25 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     producer_root = unzip(build / "producer.zip", tmp_path / "producer-task", runtime_client)
     unzip_layer(tmp_path / "opt" / "python", producer_root)
     producer = LambdaFunction("squall_lambda.handler", producer_root, env, isolated=True)
-    consumer = LambdaFunction("squall_lambda.handler", unzip(build / "consumer.zip", tmp_path / "consumer-task",
-                                                              runtime_client), env, isolated=True)
+    consumer = LambdaFunction(
+        "squall_lambda.handler",
+        unzip(build / "consumer.zip", tmp_path / "consumer-task", runtime_client),
+        env,
+        isolated=True,
+    )
     try:
-        events = [{"message_id": f"m{i}", "kiosk_id": "k1" if i % 2 else "k2", "bytes": 1500 * i} for i in range(6)]
+        events = [
+            {"message_id": f"m{i}", "kiosk_id": "k1" if i % 2 else "k2", "bytes": 1500 * i}
+            for i in range(6)
+        ]
         events.append({"message_id": "m-bad", "kiosk_id": "k9", "bytes": 1})
         resp = producer.invoke(api_gateway_event(json.dumps(events), version=2))
         assert resp["statusCode"] == 202, resp
         assert json.loads(resp["body"]) == {"accepted": 7, "rejected": []}
         shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        it = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+        )
         records = kinesis.get_records(ShardIterator=it["ShardIterator"], Limit=100)["Records"]
         assert len(records) == 7
         assert deliver(consumer, records, shard, stream) == 1
@@ -225,10 +310,16 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://"))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(f"select event_id, kiosk, size from {table} order by event_id")).all()
+            rows = conn.execute(
+                sa.text(f"select event_id, kiosk, size from {table} order by event_id")
+            ).all()
             tagged = conn.execute(sa.text(f"select count(*) from {table} where tagged")).scalar()
             rejects = conn.execute(sa.text(f"select component from {table}_rejects")).all()
-        assert rows[0] == ("m0", "Porto station", "0 Bytes") and rows[2] == ("m2", "Porto station", "3.0 kB")
+        assert rows[0] == ("m0", "Porto station", "0 Bytes") and rows[2] == (
+            "m2",
+            "Porto station",
+            "3.0 kB",
+        )
         assert len(rows) == 6 and tagged == 6 and rejects == [("lookup",)]
     finally:
         with engine.begin() as conn:

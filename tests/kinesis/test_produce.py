@@ -35,8 +35,18 @@ def test_cli_sends_a_gzip_file_with_partition_keys(kinesis_mock, make_stream, tm
     stream = make_stream(2)
     docs = [{"user": {"id": f"u{i % 5}"}, "n": i} for i in range(700)]
     path = write_lines(tmp_path / "events.jsonl.gz", docs, gz=True, extra=[b"\n", b"   \n"])
-    result = CliRunner().invoke(produce, ["--stream", stream, "--endpoint-url", kinesis_mock.endpoint,
-                                          "--partition-key", "user.id", str(path)])
+    result = CliRunner().invoke(
+        produce,
+        [
+            "--stream",
+            stream,
+            "--endpoint-url",
+            kinesis_mock.endpoint,
+            "--partition-key",
+            "user.id",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "sent 700 records" in result.output and "failed 0" in result.output
     seen = read_back(kinesis_mock.endpoint, stream)
@@ -49,8 +59,9 @@ def test_aggregated_produce_packs_records_per_shard(kinesis, kinesis_mock, make_
     stream = make_stream(3)
     docs = [{"pk": f"k{i % 13}", "n": i, "pad": "x" * 80} for i in range(2000)]
     path = write_lines(tmp_path / "events.jsonl", docs)
-    report = produce_file(path, stream=stream, endpoint_url=kinesis_mock.endpoint, aggregate=True,
-                          partition_key="pk")
+    report = produce_file(
+        path, stream=stream, endpoint_url=kinesis_mock.endpoint, aggregate=True, partition_key="pk"
+    )
     assert (report.sent, report.failed, report.lines) == (2000, 0, 2000)
     assert report.kinesis_records < 100
     seen = read_back(kinesis_mock.endpoint, stream)
@@ -62,10 +73,23 @@ def test_aggregated_produce_packs_records_per_shard(kinesis, kinesis_mock, make_
 
 def test_lines_without_the_key_are_still_sent(kinesis_mock, make_stream, tmp_path):
     stream = make_stream(1)
-    path = write_lines(tmp_path / "mixed.jsonl", [{"pk": "a", "n": 1}, {"n": 2}],
-                       extra=[b"not json\n", orjson.dumps({"pk": "b", "n": 3}) + b"\n"])
-    result = CliRunner().invoke(produce, ["--stream", stream, "--endpoint-url", kinesis_mock.endpoint,
-                                          "--partition-key", "pk", str(path)])
+    path = write_lines(
+        tmp_path / "mixed.jsonl",
+        [{"pk": "a", "n": 1}, {"n": 2}],
+        extra=[b"not json\n", orjson.dumps({"pk": "b", "n": 3}) + b"\n"],
+    )
+    result = CliRunner().invoke(
+        produce,
+        [
+            "--stream",
+            stream,
+            "--endpoint-url",
+            kinesis_mock.endpoint,
+            "--partition-key",
+            "pk",
+            str(path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "sent 4 records" in result.output and "2 line(s) had no 'pk'" in result.output
     seen = read_back(kinesis_mock.endpoint, stream)
@@ -73,10 +97,16 @@ def test_lines_without_the_key_are_still_sent(kinesis_mock, make_stream, tmp_pat
     assert seen[2].data == b"not json"
 
 
-def test_records_kinesis_refuses_fail_and_the_exit_code_says_so(kinesis_mock, make_stream, tmp_path):
+def test_records_kinesis_refuses_fail_and_the_exit_code_says_so(
+    kinesis_mock, make_stream, tmp_path
+):
     stream = make_stream(1)
-    path = write_lines(tmp_path / "big.jsonl", [{"n": 1}, {"n": 2, "blob": "x" * (1024 * 1024)}, {"n": 3}])
-    result = CliRunner().invoke(produce, ["--stream", stream, "--endpoint-url", kinesis_mock.endpoint, str(path)])
+    path = write_lines(
+        tmp_path / "big.jsonl", [{"n": 1}, {"n": 2, "blob": "x" * (1024 * 1024)}, {"n": 3}]
+    )
+    result = CliRunner().invoke(
+        produce, ["--stream", stream, "--endpoint-url", kinesis_mock.endpoint, str(path)]
+    )
     assert result.exit_code == 1
     assert "sent 2 records" in result.output and "failed 1" in result.output
     assert "line 2: record is" in result.output
@@ -103,8 +133,14 @@ def test_rate_paces_records(kinesis_mock, make_stream, tmp_path):
     def sleep(seconds):
         now[0] += seconds
 
-    report = produce_file(path, stream=stream, endpoint_url=kinesis_mock.endpoint, rate=100, sleep=sleep,
-                          clock=lambda: now[0])
+    report = produce_file(
+        path,
+        stream=stream,
+        endpoint_url=kinesis_mock.endpoint,
+        rate=100,
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
     assert report.sent == 50
     assert abs(now[0] - 0.49) < 1e-6  # 50 records at 100/s: the last one leaves at t = 0.49 s
     assert len(read_back(kinesis_mock.endpoint, stream)) == 50
@@ -112,8 +148,9 @@ def test_rate_paces_records(kinesis_mock, make_stream, tmp_path):
 
 def test_missing_stream_exits_non_zero(kinesis_mock, tmp_path):
     path = write_lines(tmp_path / "e.jsonl", [{"n": 1}])
-    result = CliRunner().invoke(produce, ["--stream", "no-such-stream", "--endpoint-url", kinesis_mock.endpoint,
-                                          str(path)])
+    result = CliRunner().invoke(
+        produce, ["--stream", "no-such-stream", "--endpoint-url", kinesis_mock.endpoint, str(path)]
+    )
     assert result.exit_code == 2
     assert "no-such-stream" in result.output
 
@@ -122,4 +159,8 @@ def test_default_partition_key_is_the_line_number(kinesis_mock, make_stream, tmp
     stream = make_stream(1)
     path = write_lines(tmp_path / "e.jsonl", [{"n": i} for i in range(3)])
     assert produce_file(path, stream=stream, endpoint_url=kinesis_mock.endpoint).sent == 3
-    assert [r.meta.partition_key for r in read_back(kinesis_mock.endpoint, stream)] == ["1", "2", "3"]
+    assert [r.meta.partition_key for r in read_back(kinesis_mock.endpoint, stream)] == [
+        "1",
+        "2",
+        "3",
+    ]

@@ -9,15 +9,27 @@ from pathlib import Path
 
 
 def produce(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "squall.cli", "produce", *args], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "test",
-                                            "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true"})
+    return subprocess.run(
+        [sys.executable, "-m", "squall.cli", "produce", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+    )
 
 
 def test_a_malformed_stream_arn_or_endpoint_is_exit_2(tmp_path: Path):
     f = tmp_path / "e.jsonl"
     f.write_text('{"a": 1}\n')
-    for args in (["--stream", "arn:aws:kinesis:bad"], ["--stream", "s", "--endpoint-url", "notaurl"]):
+    for args in (
+        ["--stream", "arn:aws:kinesis:bad"],
+        ["--stream", "s", "--endpoint-url", "notaurl"],
+    ):
         r = produce(*args, str(f))
         assert r.returncode == 2, r.stderr
         assert "produce failed" in r.stderr and "Traceback" not in r.stderr

@@ -66,22 +66,34 @@ def query(dsn: str, sql: str) -> list[tuple]:
 
 
 def test_kill_9_at_random_moments_leaves_the_upserted_results_of_one_delivery(
-        kinesis, kinesis_mock, make_stream, tmp_path: Path, pg_url: str, unique_name: str):
+    kinesis, kinesis_mock, make_stream, tmp_path: Path, pg_url: str, unique_name: str
+):
     dsn = pg_url.replace("postgresql+psycopg2://", "postgresql://")
     apps, table = f"{unique_name}_apps", f"{unique_name}_latest"
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'CREATE TABLE "{apps}" (app_id text PRIMARY KEY, name text)')
-        cur.executemany(f'INSERT INTO "{apps}" VALUES (%s, %s)', [(f"a{i}", f"App {i}") for i in range(APPS - 3)])
+        cur.executemany(
+            f'INSERT INTO "{apps}" VALUES (%s, %s)',
+            [(f"a{i}", f"App {i}") for i in range(APPS - 3)],
+        )
     try:
         stream = make_stream(2, prefix="upsert")
         expected: dict[tuple[str, str], tuple] = {}
         rng = random.Random(19)
         for start in range(0, EVENTS, 500):
-            docs = [{"id": f"e{i}", "app": f"a{rng.randrange(APPS)}", "n": i} for i in range(start, start + 500)]
-            answer = kinesis.put_records(StreamName=stream, Records=[
-                {"Data": json.dumps(d).encode(), "PartitionKey": f"user-{d['n'] % 101}"} for d in docs])
+            docs = [
+                {"id": f"e{i}", "app": f"a{rng.randrange(APPS)}", "n": i}
+                for i in range(start, start + 500)
+            ]
+            answer = kinesis.put_records(
+                StreamName=stream,
+                Records=[
+                    {"Data": json.dumps(d).encode(), "PartitionKey": f"user-{d['n'] % 101}"}
+                    for d in docs
+                ],
+            )
             assert answer["FailedRecordCount"] == 0
             for doc, rec in zip(docs, answer["Records"], strict=True):
                 # Per shard, later puts get higher sequence numbers: the last one per app wins.
@@ -91,14 +103,22 @@ def test_kill_9_at_random_moments_leaves_the_upserted_results_of_one_delivery(
                     name = f"App {doc['app'][1:]}" if int(doc["app"][1:]) < APPS - 3 else None
                     expected[key] = (name, doc["n"], rec["SequenceNumber"])
         topology = tmp_path / "topology.yaml"
-        topology.write_text(TOPOLOGY.format(url=pg_url, stream=stream, endpoint=kinesis_mock.endpoint, apps=apps,
-                                            table=table))
+        topology.write_text(
+            TOPOLOGY.format(
+                url=pg_url, stream=stream, endpoint=kinesis_mock.endpoint, apps=apps, table=table
+            )
+        )
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
         def start() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(topology)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                [sys.executable, "-m", "squall.cli", "run", str(topology)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                start_new_session=True,
+            )
 
         def progress() -> int:
             """Grows with every committed batch: later events replace rows with larger n."""

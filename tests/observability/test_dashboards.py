@@ -56,8 +56,13 @@ def test_prometheus_rules_parse_and_name_the_topology():
     rules = prometheus_rules(load(PISTATS))
     [group] = rules["groups"]
     names = [r["alert"] for r in group["rules"]]
-    assert names == ["SquallLagHigh", "SquallDeadLetterRateHigh", "SquallBatchesFailing", "SquallRecordsFailing",
-                     "SquallStalled"]
+    assert names == [
+        "SquallLagHigh",
+        "SquallDeadLetterRateHigh",
+        "SquallBatchesFailing",
+        "SquallRecordsFailing",
+        "SquallStalled",
+    ]
     for r in group["rules"]:
         promql(r["expr"])
         assert r["labels"]["topology"] == "pistats"
@@ -94,17 +99,31 @@ tests:
 """
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian: apt install prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (Debian: apt install prometheus)",
+)
 def test_promtool_checks_the_rules_and_their_alerts_fire_on_lag_and_dead_letters(tmp_path: Path):
-    r = subprocess.run([sys.executable, "-m", "squall.cli", "dashboards", str(PISTATS), "-o", str(tmp_path)],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.cli", "dashboards", str(PISTATS), "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     rules = tmp_path / "pistats.rules.yaml"
-    check = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        ["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
     assert check.returncode == 0 and "5 rules found" in check.stdout, check.stdout + check.stderr
     (tmp_path / "test.yaml").write_text(PROMTOOL_TEST.format(rules=rules.name))
-    test = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    test = subprocess.run(
+        ["promtool", "test", "rules", "test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert test.returncode == 0, test.stdout + test.stderr
     assert json.loads((tmp_path / "pistats.grafana.json").read_text())["title"] == "squall: pistats"
 
@@ -114,19 +133,37 @@ def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_gra
     template = sam_template(topo, PISTATS.read_text(), handler="consumer", code_uri="function.zip")
     res = template["Resources"]
     alarms = {k: v for k, v in res.items() if v["Type"] == "AWS::CloudWatch::Alarm"}
-    assert sorted(alarms) == ["PistatsDeadLetterRateAlarm", "PistatsErrorsAlarm", "PistatsIteratorAgeAlarm",
-                              "PistatsThrottlesAlarm"]
+    assert sorted(alarms) == [
+        "PistatsDeadLetterRateAlarm",
+        "PistatsErrorsAlarm",
+        "PistatsIteratorAgeAlarm",
+        "PistatsThrottlesAlarm",
+    ]
     assert alarms["PistatsIteratorAgeAlarm"]["Properties"]["Dimensions"] == [
-        {"Name": "FunctionName", "Value": {"Ref": "Function"}}]
+        {"Name": "FunctionName", "Value": {"Ref": "Function"}}
+    ]
     ratio = alarms["PistatsDeadLetterRateAlarm"]["Properties"]["Metrics"]
     assert [m["MetricStat"]["Metric"]["MetricName"] for m in ratio[:4]] == [
-        "RecordsCommitted", "RecordsDeadLettered", "RecordsFiltered", "RecordsFailed"]
+        "RecordsCommitted",
+        "RecordsDeadLettered",
+        "RecordsFiltered",
+        "RecordsFailed",
+    ]
     body = json.loads(res["PistatsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
     titles = [w["properties"]["title"] for w in body["widgets"]]
-    assert titles[4:8] == ["spout spout: records", "spout: time per batch (ms)", "bolt decode: records",
-                           "decode: time per batch (ms)"]
-    assert ["AWS/Lambda", "IteratorAge", "FunctionName", "${Function}", {"stat": "Maximum", "label": "Lambda"}] in \
-        body["widgets"][1]["properties"]["metrics"]
+    assert titles[4:8] == [
+        "spout spout: records",
+        "spout: time per batch (ms)",
+        "bolt decode: records",
+        "decode: time per batch (ms)",
+    ]
+    assert [
+        "AWS/Lambda",
+        "IteratorAge",
+        "FunctionName",
+        "${Function}",
+        {"stat": "Maximum", "label": "Lambda"},
+    ] in body["widgets"][1]["properties"]["metrics"]
     producer = sam_template(topo, PISTATS.read_text(), handler="producer", code_uri="function.zip")
     assert not any(v["Type"].startswith("AWS::CloudWatch") for v in producer["Resources"].values())
 
@@ -134,8 +171,15 @@ def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_gra
 def test_cloudwatch_dashboard_metrics_use_the_emf_names_and_dimensions():
     body = cloudwatch_dashboard(load(PISTATS), region="eu-west-1")
     names = {m[1] for w in body["widgets"] for m in w["properties"]["metrics"]}
-    assert {"RecordsIn", "RecordsOut", "RecordsDeadLettered", "ComponentDuration", "RecordsCommitted",
-            "IteratorAge", "BatchDuration"} <= names
+    assert {
+        "RecordsIn",
+        "RecordsOut",
+        "RecordsDeadLettered",
+        "ComponentDuration",
+        "RecordsCommitted",
+        "IteratorAge",
+        "BatchDuration",
+    } <= names
     for w in body["widgets"]:
         for m in w["properties"]["metrics"]:
             dims = dict(zip(m[2:-1:2], m[3:-1:2], strict=True))
@@ -156,7 +200,9 @@ def test_grafana_loads_the_dashboard_with_its_own_schema_models():
         assert loaded.title == panel["title"]
         again = _plain(loaded)
         assert (again["type"], again["gridPos"]) == (panel["type"], panel["gridPos"])
-        assert [t["expr"] for t in again.get("targets", [])] == [t["expr"] for t in panel.get("targets", [])]
+        assert [t["expr"] for t in again.get("targets", [])] == [
+            t["expr"] for t in panel.get("targets", [])
+        ]
 
 
 def _plain(obj):

@@ -36,9 +36,16 @@ sinks:
 """
 
 
-def records(payloads: list, shard: str = "shardId-000000000000", arrival: datetime | None = None) -> list[Record]:
-    return [Record(p if isinstance(p, bytes) else json.dumps(p).encode(),
-                   RecordMeta("s", shard, str(100 + i), arrival_time=arrival)) for i, p in enumerate(payloads)]
+def records(
+    payloads: list, shard: str = "shardId-000000000000", arrival: datetime | None = None
+) -> list[Record]:
+    return [
+        Record(
+            p if isinstance(p, bytes) else json.dumps(p).encode(),
+            RecordMeta("s", shard, str(100 + i), arrival_time=arrival),
+        )
+        for i, p in enumerate(payloads)
+    ]
 
 
 def engine_for(tmp_path: Path, store: str, transient: int = 0) -> Engine:
@@ -61,19 +68,48 @@ def test_prometheus_counters_match_the_outcomes_of_two_batches(tmp_path: Path):
             watch.result = engine.process(batch)
     r = backend.registry
     assert value(r, "squall_topology_records_total", topology="metered", outcome="committed") == 3
-    assert value(r, "squall_topology_records_total", topology="metered", outcome="dead_lettered") == 2
+    assert (
+        value(r, "squall_topology_records_total", topology="metered", outcome="dead_lettered") == 2
+    )
     assert value(r, "squall_topology_records_total", topology="metered", outcome="filtered") == 1
-    assert value(r, "squall_records_total", topology="metered", component="decode", outcome="in") == 6
-    assert value(r, "squall_records_total", topology="metered", component="decode", outcome="dead_lettered") == 1
-    assert value(r, "squall_records_total", topology="metered", component="chaos", outcome="dead_lettered") == 1
-    assert value(r, "squall_records_total", topology="metered", component="chaos", outcome="filtered") == 1
-    assert value(r, "squall_records_total", topology="metered", component="rows", outcome="out") == 3
+    assert (
+        value(r, "squall_records_total", topology="metered", component="decode", outcome="in") == 6
+    )
+    assert (
+        value(
+            r,
+            "squall_records_total",
+            topology="metered",
+            component="decode",
+            outcome="dead_lettered",
+        )
+        == 1
+    )
+    assert (
+        value(
+            r,
+            "squall_records_total",
+            topology="metered",
+            component="chaos",
+            outcome="dead_lettered",
+        )
+        == 1
+    )
+    assert (
+        value(r, "squall_records_total", topology="metered", component="chaos", outcome="filtered")
+        == 1
+    )
+    assert (
+        value(r, "squall_records_total", topology="metered", component="rows", outcome="out") == 3
+    )
     assert value(r, "squall_records_total", topology="metered", component="dlq", outcome="in") == 2
     assert value(r, "squall_batches_total", topology="metered", status="ok") == 2
     assert value(r, "squall_checkpoints_total", topology="metered") == 2
     assert value(r, "squall_batch_duration_seconds_count", topology="metered") == 2
     # the second batch arrived 5 s ago: its iterator age is at least that
-    age = value(r, "squall_iterator_age_milliseconds", topology="metered", shard="shardId-000000000000")
+    age = value(
+        r, "squall_iterator_age_milliseconds", topology="metered", shard="shardId-000000000000"
+    )
     assert 5000 <= age < 60_000
     assert value(r, "squall_process_resident_memory_bytes", topology="metered") > 10 * 2**20
 
@@ -113,12 +149,18 @@ def test_lag_comes_from_the_spout_and_the_sequence_range_goes_into_the_log_line(
     log.setLevel(logging.INFO)
     rec = Recorder("metered", [])
     batch = records([{"n": 1}, {"n": 2}], shard="shardId-000000000007")
-    with rec.batch(engine, batch, shard="shardId-000000000007", lag=lambda: {"shardId-000000000007": 1234}) as w:
+    with rec.batch(
+        engine, batch, shard="shardId-000000000007", lag=lambda: {"shardId-000000000007": 1234}
+    ) as w:
         log.info("inside")
         w.result = engine.process(batch)
     line = json.loads(stream.getvalue())
     assert line["message"] == "inside" and line["topology"] == "metered" and line["batch_id"] == 1
-    assert (line["shard"], line["sequence_first"], line["sequence_last"]) == ("shardId-000000000007", "100", "101")
+    assert (line["shard"], line["sequence_first"], line["sequence_last"]) == (
+        "shardId-000000000007",
+        "100",
+        "101",
+    )
     assert rec.last.millis_behind == {"shardId-000000000007": 1234}
     assert rec.last.log_fields()["millis_behind_latest"] == 1234
 
@@ -154,8 +196,11 @@ def test_without_a_terminal_the_run_logs_progress_every_interval(tmp_path: Path)
 
     payloads = [{"n": i} for i in range(50)]
     spout = json.dumps({"type": "squall.testing:ListSpout", "records": payloads})
-    topo = load_text(f"name: ticking\nspout: {spout}\nsettings: {{batch_size: 5}}\nbolts: [{{id: decode, type: json}}]\n"
-                     "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: ticking}]\n", base_dir=tmp_path)
+    topo = load_text(
+        f"name: ticking\nspout: {spout}\nsettings: {{batch_size: 5}}\nbolts: [{{id: decode, type: json}}]\n"
+        "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: ticking}]\n",
+        base_dir=tmp_path,
+    )
     report = LocalRunner(topo, recorder=Ticking("ticking", [totals, periodic])).run()
     assert report.batches == 10
     lines = stream.getvalue().splitlines()
@@ -176,23 +221,29 @@ def test_a_broken_metrics_backend_does_not_fail_the_batch(tmp_path: Path, caplog
         with rec.batch(engine, batch) as watch:
             watch.result = engine.process(batch)
     assert totals.outcomes["committed"] == 2  # the next backend still got both batches
-    assert [r.message for r in caplog.records].count("metrics backend Broken failed; the batch is unaffected") == 1
+    assert [r.message for r in caplog.records].count(
+        "metrics backend Broken failed; the batch is unaffected"
+    ) == 1
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_a_replayed_batch_reads_as_rows_already_present_not_as_rows_written(tmp_path: Path, database, request,
-                                                                            unique_name):
+def test_a_replayed_batch_reads_as_rows_already_present_not_as_rows_written(
+    tmp_path: Path, database, request, unique_name
+):
     url = f"sqlite:///{tmp_path / 'w.db'}"
     if database == "postgresql":
         url = request.getfixturevalue("pg_url")
         request.addfinalizer(lambda: _drop_pg(url, unique_name))
-    topo = load_text(f"""
+    topo = load_text(
+        f"""
 name: replayed
 resources: {{db: {{url: "{url}"}}}}
 spout: {{type: stdin}}
 bolts: [{{id: decode, type: json}}]
 sinks: [{{id: rows, type: warehouse, resource: db, table: {unique_name}, columns: {{n: {{path: n, type: integer}}}}}}]
-""", base_dir=tmp_path)
+""",
+        base_dir=tmp_path,
+    )
     engine = Engine(compile_plan(topo)).open()
     backend = PrometheusBackend(CollectorRegistry())
     totals = Totals()
@@ -203,9 +254,17 @@ sinks: [{{id: rows, type: warehouse, resource: db, table: {unique_name}, columns
         with rec.batch(engine, batch) as watch:
             watch.result = engine.process(batch)
     r = backend.registry
-    assert value(r, "squall_sink_rows_total", topology="replayed", component="rows", result="written") == 6
-    assert value(r, "squall_sink_rows_total", topology="replayed", component="rows", result="present") == 3
-    assert totals.outcomes["committed"] == 9  # committed counts records; the rows say what the replay added
+    assert (
+        value(r, "squall_sink_rows_total", topology="replayed", component="rows", result="written")
+        == 6
+    )
+    assert (
+        value(r, "squall_sink_rows_total", topology="replayed", component="rows", result="present")
+        == 3
+    )
+    assert (
+        totals.outcomes["committed"] == 9
+    )  # committed counts records; the rows say what the replay added
     assert (totals.written, totals.present) == ({"rows": 6}, {"rows": 3})
 
 
@@ -220,9 +279,12 @@ def _drop_pg(url: str, table: str) -> None:
 
 
 def test_enrichment_cache_hits_and_misses_are_counted_per_component(tmp_path: Path):
-    topo = load_text("name: cached\nspout: {type: stdin}\nbolts: [{id: decode, type: json}, "
-                     "{id: device, type: device, ua_field: ua}]\n"
-                     "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: cached}]\n", base_dir=tmp_path)
+    topo = load_text(
+        "name: cached\nspout: {type: stdin}\nbolts: [{id: decode, type: json}, "
+        "{id: device, type: device, ua_field: ua}]\n"
+        "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: cached}]\n",
+        base_dir=tmp_path,
+    )
     engine = Engine(compile_plan(topo)).open()
     backend = PrometheusBackend(CollectorRegistry())
     rec = Recorder("cached", [backend])
@@ -233,5 +295,11 @@ def test_enrichment_cache_hits_and_misses_are_counted_per_component(tmp_path: Pa
             watch.result = engine.process(batch)
     r = backend.registry
     # the first batch looks each distinct agent up once (2 misses); the second finds both cached
-    assert value(r, "squall_cache_lookups_total", topology="cached", component="device", result="miss") == 2
-    assert value(r, "squall_cache_lookups_total", topology="cached", component="device", result="hit") == 2
+    assert (
+        value(r, "squall_cache_lookups_total", topology="cached", component="device", result="miss")
+        == 2
+    )
+    assert (
+        value(r, "squall_cache_lookups_total", topology="cached", component="device", result="hit")
+        == 2
+    )

@@ -40,8 +40,11 @@ def scrape(port: int) -> dict[tuple, float]:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
         return {}
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def total(samples: dict[tuple, float], name: str, **labels: str) -> float:
@@ -54,12 +57,32 @@ def test_squall_run_serves_metrics_that_match_the_runs_outcomes(tmp_path: Path):
     topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db", dlq=tmp_path / "dlq.jsonl"))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-m", "squall.cli", "run", str(topology), "--input", "-",
-                             "--batch-size", "5", "--metrics-port", f"127.0.0.1:{port}"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "squall.cli",
+            "run",
+            str(topology),
+            "--input",
+            "-",
+            "--batch-size",
+            "5",
+            "--metrics-port",
+            f"127.0.0.1:{port}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
-        lines = [json.dumps({"n": i}) for i in range(12)] + ["not json", json.dumps({"fail": "no"}),
-                                                             json.dumps({"drop": True}), json.dumps({"n": 99})]
+        lines = [json.dumps({"n": i}) for i in range(12)] + [
+            "not json",
+            json.dumps({"fail": "no"}),
+            json.dumps({"drop": True}),
+            json.dumps({"n": 99}),
+        ]
         assert len(lines) == 16  # three full batches of 5 are processed while stdin stays open
         proc.stdin.write(("\n".join(lines) + "\n").encode())
         proc.stdin.flush()
@@ -74,11 +97,16 @@ def test_squall_run_serves_metrics_that_match_the_runs_outcomes(tmp_path: Path):
         else:
             pytest.fail(f"no 3 batches on the endpoint: {samples}")
         # 15 records through: 12 committed, 'not json' and the 'fail' record dead-lettered, 1 filtered
-        assert total(samples, "squall_topology_records_total", topology="scraped", outcome="committed") == 12
+        assert (
+            total(samples, "squall_topology_records_total", topology="scraped", outcome="committed")
+            == 12
+        )
         assert total(samples, "squall_topology_records_total", outcome="dead_lettered") == 2
         assert total(samples, "squall_topology_records_total", outcome="filtered") == 1
         assert total(samples, "squall_records_total", component="decode", outcome="in") == 15
-        assert total(samples, "squall_records_total", component="decode", outcome="dead_lettered") == 1
+        assert (
+            total(samples, "squall_records_total", component="decode", outcome="dead_lettered") == 1
+        )
         assert total(samples, "squall_records_total", component="rows", outcome="out") == 12
         assert total(samples, "squall_checkpoints_total") == 3
         assert total(samples, "squall_batch_duration_seconds_count") == 3

@@ -19,26 +19,41 @@ from tests.factories import KclCheckpointer, kcl_message, kinesis_lambda_event
 
 def test_kcl_processor_records_millis_behind_latest_of_its_shard(tmp_path: Path):
     p, _ = processor(tmp_path)
-    records = [{"action": "record", "data": base64.b64encode(orjson.dumps({"n": i})).decode(), "partitionKey": "pk",
-                "sequenceNumber": str(100 + i), "subSequenceNumber": 0, "approximateArrivalTimestamp": 1762192800123}
-               for i in range(3)]
-    kcl_message({"action": "processRecords", "millisBehindLatest": 4321, "records": records}).dispatch(
-        KclCheckpointer(), p)
+    records = [
+        {
+            "action": "record",
+            "data": base64.b64encode(orjson.dumps({"n": i})).decode(),
+            "partitionKey": "pk",
+            "sequenceNumber": str(100 + i),
+            "subSequenceNumber": 0,
+            "approximateArrivalTimestamp": 1762192800123,
+        }
+        for i in range(3)
+    ]
+    kcl_message(
+        {"action": "processRecords", "millisBehindLatest": 4321, "records": records}
+    ).dispatch(KclCheckpointer(), p)
     sample = p.metrics.last
     assert sample.millis_behind == {p.shard_id: 4321} and sample.shard == p.shard_id
     assert sample.outcomes["committed"] == 3 and sample.checkpointed
     assert (sample.first_sequence, sample.last_sequence) == ("100", "102")
 
 
-def test_lambda_invocation_logs_one_line_with_the_first_failed_record_and_prints_emf(tmp_path: Path, caplog,
-                                                                                     capsys):
+def test_lambda_invocation_logs_one_line_with_the_first_failed_record_and_prints_emf(
+    tmp_path: Path, caplog, capsys
+):
     handler = handler_for(tmp_path, dlq=False)
     with caplog.at_level(logging.INFO, logger="squall.invocation"):
         answer = handler(kinesis_lambda_event([{"n": 1}, {"n": 2, "fail": "bad n"}, {"n": 3}]))
     [line] = [r for r in caplog.records if r.name == "squall.invocation"]
     assert line.levelno == logging.ERROR
     f = line.fields
-    assert (f["records"], f["status"], f["committed"], f["failed"]) == (3, "records_failed", 2, 1)  # the third is written; Lambda retries from the second
+    assert (f["records"], f["status"], f["committed"], f["failed"]) == (
+        3,
+        "records_failed",
+        2,
+        1,
+    )  # the third is written; Lambda retries from the second
     assert f["first_failed"]["sequence"] == answer["batchItemFailures"][0]["itemIdentifier"]
     assert f["first_failed"]["component"] == "chaos" and "bad n" in f["first_failed"]["reason"]
     docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]

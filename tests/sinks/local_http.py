@@ -43,8 +43,12 @@ class LocalHttp:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                              self.rfile.read(length))
+                req = Request(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                )
                 with outer._lock:
                     outer.requests.append(req)
                     outer.in_flight += 1

@@ -36,23 +36,42 @@ def comparable(doc: dict) -> dict:
 
 
 def file_docs(path: Path) -> list[dict]:
-    return sorted((comparable(json.loads(x)) for x in path.read_text().splitlines()), key=lambda d: d["event_id"])
+    return sorted(
+        (comparable(json.loads(x)) for x in path.read_text().splitlines()),
+        key=lambda d: d["event_id"],
+    )
 
 
-def test_dead_letter_sqs_writes_the_file_sinks_documents_and_a_fifo_replay_adds_nothing(moto_server, tmp_path):
+def test_dead_letter_sqs_writes_the_file_sinks_documents_and_a_fifo_replay_adds_nothing(
+    moto_server, tmp_path
+):
     sqs = moto_server.client("sqs")
-    url = sqs.create_queue(QueueName=unique("dlq") + ".fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    yaml = topology(f'{{id: dlq, type: dead_letter_sqs, queue: "{url}", endpoint_url: "{moto_server.endpoint}"}}',
-                    tmp_path / "dl.jsonl")
+    url = sqs.create_queue(QueueName=unique("dlq") + ".fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
+    yaml = topology(
+        f'{{id: dlq, type: dead_letter_sqs, queue: "{url}", endpoint_url: "{moto_server.endpoint}"}}',
+        tmp_path / "dl.jsonl",
+    )
     for _ in range(2):
         run = run_topology(yaml, records_from(PAYLOADS))
-        assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
-                                                     Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+        assert [o.outcome for o in run.outcomes] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.DEAD_LETTERED,
+            Outcome.COMMITTED,
+        ]
     msgs = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages"):
+    while batch := sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    ).get("Messages"):
         msgs += batch
-        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                        for i, m in enumerate(batch)])
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
     docs = sorted((comparable(json.loads(m["Body"])) for m in msgs), key=lambda d: d["event_id"])
     assert len(docs) == 2  # the replay was deduplicated
     file = file_docs(tmp_path / "dl.jsonl")
@@ -62,19 +81,27 @@ def test_dead_letter_sqs_writes_the_file_sinks_documents_and_a_fifo_replay_adds_
     assert {m["Attributes"]["MessageGroupId"] for m in msgs} == {"validate", "decode"}
 
 
-def test_dead_letter_s3_writes_one_object_per_batch_and_shard_and_a_replay_overwrites_it(moto_server, tmp_path):
+def test_dead_letter_s3_writes_one_object_per_batch_and_shard_and_a_replay_overwrites_it(
+    moto_server, tmp_path
+):
     s3 = moto_server.client("s3")
     bucket = unique("dl")
     s3.create_bucket(Bucket=bucket)
-    yaml = topology(f'{{id: dlq, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}", '
-                    f'include_payload: true}}', tmp_path / "dl.jsonl")
+    yaml = topology(
+        f'{{id: dlq, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}", '
+        f"include_payload: true}}",
+        tmp_path / "dl.jsonl",
+    )
     records = records_from(PAYLOADS, stream="clicks", shard_id="shardId-000000000007", start=500)
     run_topology(yaml, records)
     run_topology(yaml, records)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == ["dead-letters/clicks/shardId-000000000007/501.0-502.0.jsonl.gz"]
     body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
-    docs = sorted((comparable(json.loads(x)) for x in gzip.decompress(body).splitlines()), key=lambda d: d["event_id"])
+    docs = sorted(
+        (comparable(json.loads(x)) for x in gzip.decompress(body).splitlines()),
+        key=lambda d: d["event_id"],
+    )
     assert len(docs) == 2 and {d["component"] for d in docs} == {"decode", "validate"}
     assert {d["meta"]["sequence_number"] for d in docs} == {"501", "502"}
     assert next(d for d in docs if d["component"] == "validate")["payload"] == {"no_id": True}
@@ -85,16 +112,21 @@ def test_dead_letter_kinesis_puts_one_record_per_failure_keyed_by_event_id(moto_
     stream = unique("dl")
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-    yaml = topology(f'{{id: dlq, type: dead_letter_kinesis, stream: {stream}, endpoint_url: "{moto_server.endpoint}"}}',
-                    tmp_path / "dl.jsonl")
+    yaml = topology(
+        f'{{id: dlq, type: dead_letter_kinesis, stream: {stream}, endpoint_url: "{moto_server.endpoint}"}}',
+        tmp_path / "dl.jsonl",
+    )
     run = run_topology(yaml, records_from(PAYLOADS))
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
     got = kinesis.get_records(ShardIterator=it)["Records"]
     docs = sorted((comparable(json.loads(r["Data"])) for r in got), key=lambda d: d["event_id"])
     assert docs == file_docs(tmp_path / "dl.jsonl")
-    assert sorted(r["PartitionKey"] for r in got) == sorted(o.event_id for o in run.outcomes
-                                                             if o.outcome is Outcome.DEAD_LETTERED)
+    assert sorted(r["PartitionKey"] for r in got) == sorted(
+        o.event_id for o in run.outcomes if o.outcome is Outcome.DEAD_LETTERED
+    )
 
 
 def test_a_dead_letter_sqs_that_cannot_send_keeps_the_records_failing(moto_server, tmp_path):
@@ -102,24 +134,42 @@ def test_a_dead_letter_sqs_that_cannot_send_keeps_the_records_failing(moto_serve
     url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
 
     def refuse(kw, call):
-        return {"Successful": [], "Failed": [{"Id": e["Id"], "SenderFault": False, "Code": "InternalError",
-                                              "Message": "x"} for e in kw["Entries"]]}
+        return {
+            "Successful": [],
+            "Failed": [
+                {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "x"}
+                for e in kw["Entries"]
+            ],
+        }
 
     from squall.testing import topology_from
     from squall.topology.executor import Engine
     from squall.topology.graph import compile_plan
 
-    topo = topology_from(topology(f'{{id: dlq, type: dead_letter_sqs, queue: "{url}", max_attempts: 1}}',
-                                  tmp_path / "dl.jsonl"))
+    topo = topology_from(
+        topology(
+            f'{{id: dlq, type: dead_letter_sqs, queue: "{url}", max_attempts: 1}}',
+            tmp_path / "dl.jsonl",
+        )
+    )
     engine = Engine(compile_plan(topo))
-    next(c for c in engine.components if c.id == "dlq").client = FlakyClient(moto_server.client("sqs"),
-                                                                             send_message_batch=refuse)
+    next(c for c in engine.components if c.id == "dlq").client = FlakyClient(
+        moto_server.client("sqs"), send_message_batch=refuse
+    )
     with engine:
         result = engine.process(records_from(PAYLOADS))
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.FAILED, Outcome.FAILED,
-                                                   Outcome.COMMITTED]
-    assert result.records[1].component == "validate"  # the failure it came with, not the dead letter's
-    assert result.checkpoint["shardId-000000000000"].sequence_number == "1"  # stops before the first failure
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.FAILED,
+        Outcome.FAILED,
+        Outcome.COMMITTED,
+    ]
+    assert (
+        result.records[1].component == "validate"
+    )  # the failure it came with, not the dead letter's
+    assert (
+        result.checkpoint["shardId-000000000000"].sequence_number == "1"
+    )  # stops before the first failure
 
 
 def test_an_oversized_dead_letter_keeps_everything_but_a_cut_record():

@@ -31,24 +31,41 @@ def deep(levels: int) -> bytes:
     return b'{"a":' * levels + b"1" + b"}" * levels
 
 
-RECORDS = [deep(300), deep(1000), b'{"x": "nul \\u0000 inside"}', b'{"s": "\\udc80 lone surrogate"}',
-           b'{"n": 18446744073709551616}', b'{"x": 1}\x00']
+RECORDS = [
+    deep(300),
+    deep(1000),
+    b'{"x": "nul \\u0000 inside"}',
+    b'{"s": "\\udc80 lone surrogate"}',
+    b'{"n": 18446744073709551616}',
+    b'{"x": 1}\x00',
+]
 
 
 @pytest.fixture(params=["file", "sqlite", "postgres"])
 def target(request, tmp_path: Path, unique_name: str):
     if request.param == "file":
-        yield "file", f"type: dead_letter, path: {tmp_path / 'dl.jsonl'}", f"sqlite:///{tmp_path / 'unused.db'}"
+        yield (
+            "file",
+            f"type: dead_letter, path: {tmp_path / 'dl.jsonl'}",
+            f"sqlite:///{tmp_path / 'unused.db'}",
+        )
         return
-    url = f"sqlite:///{tmp_path / 'dl.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path / 'dl.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     yield "table", f"type: dead_letter_table, resource: db, table: {unique_name}", url
     if request.param == "postgres":
-        with sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.exec_driver_sql(f'drop table if exists "{unique_name}"')
 
 
-def test_hostile_payloads_reach_the_dead_letter_with_a_marker_instead_of_failing_the_batch(target, tmp_path,
-                                                                                         unique_name):
+def test_hostile_payloads_reach_the_dead_letter_with_a_marker_instead_of_failing_the_batch(
+    target, tmp_path, unique_name
+):
     kind, sink, url = target
     run = run_topology(YAML.format(url=url, table=unique_name, sink=sink), records_from(RECORDS))
     assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED] * len(RECORDS)
@@ -59,8 +76,10 @@ def test_hostile_payloads_reach_the_dead_letter_with_a_marker_instead_of_failing
     else:
         engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
         with engine.connect() as conn:
-            rows = conn.exec_driver_sql(f'select payload, coalesce(record, record_base64), meta from "{unique_name}" '
-                                        "order by meta").fetchall()
+            rows = conn.exec_driver_sql(
+                f'select payload, coalesce(record, record_base64), meta from "{unique_name}" '
+                "order by meta"
+            ).fetchall()
         payloads = [json.loads(p) if p else None for p, _, _ in rows]
         records = [r for _, r, _ in rows]
     assert len(payloads) == len(RECORDS) and all(records)
@@ -86,7 +105,9 @@ def test_safe_dumps_keeps_what_serialises_and_marks_the_rest():
     for _ in range(2000):
         cur["a"] = {}
         cur = cur["a"]
-    doc = orjson.loads(safe_json.dumps({"ok": 1, "deep": nested, "odd": Odd(), "big": 2**80, 3: "int key"}))
+    doc = orjson.loads(
+        safe_json.dumps({"ok": 1, "deep": nested, "odd": Odd(), "big": 2**80, 3: "int key"})
+    )
     assert doc["ok"] == 1 and doc["3"] == "int key"
     assert doc["deep"]["squall_truncated"] == safe_json.TRUNCATED and len(doc["deep"]["repr"]) < 500
     assert doc["odd"].startswith("<Odd")

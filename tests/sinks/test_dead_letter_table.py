@@ -36,19 +36,32 @@ def url(request, tmp_path: Path, unique_name: str):
         conn.exec_driver_sql(f'drop table if exists "{unique_name}"')
 
 
-def test_dead_letters_are_rows_with_reason_and_original_bytes_and_replays_add_none(url: str, unique_name: str):
+def test_dead_letters_are_rows_with_reason_and_original_bytes_and_replays_add_none(
+    url: str, unique_name: str
+):
     yaml = YAML.format(url=url, table=unique_name)
     records = records_from([{"id": 1}, b"\xff\xfe not json", {"no": "id"}])
     for _ in range(2):  # the replay adds no row
         run = run_topology(yaml, records)
-        assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+        assert [o.outcome for o in run.outcomes] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.DEAD_LETTERED,
+        ]
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
     with engine.connect() as conn:
-        rows = conn.exec_driver_sql(f'select component, reason, record, record_base64, payload, meta '
-                                    f'from "{unique_name}" order by component').fetchall()
+        rows = conn.exec_driver_sql(
+            f"select component, reason, record, record_base64, payload, meta "
+            f'from "{unique_name}" order by component'
+        ).fetchall()
     assert len(rows) == 2
     decode, validate = rows
-    assert decode[0] == "decode" and decode[1].startswith("invalid JSON") and decode[2] is None and decode[3]
+    assert (
+        decode[0] == "decode"
+        and decode[1].startswith("invalid JSON")
+        and decode[2] is None
+        and decode[3]
+    )
     assert validate[0] == "validate" and "'id' is a required property" in validate[1]
     assert json.loads(validate[2]) == {"no": "id"} and json.loads(validate[4]) == {"no": "id"}
     assert json.loads(validate[5])["sequence_number"] == "3"

@@ -23,7 +23,10 @@ from tests.sinks.local_http import LocalHttp, Request
 
 
 def events(payloads):
-    return [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+    return [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(payloads))
+    ]
 
 
 def make_sink(url: str, **cfg) -> HttpSink:
@@ -51,8 +54,12 @@ sinks:
     assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 5
     assert sorted(json.loads(r.body)["n"] for r in srv.requests) == list(range(5))
     assert {r.headers["authorization"] for r in srv.requests} == {"Bearer s3cret"}
-    assert {r.headers["idempotency-key"] for r in srv.requests} == {o.event_id for o in run.outcomes}
-    assert {r.path for r in srv.requests} == {"/events"} and {r.method for r in srv.requests} == {"POST"}
+    assert {r.headers["idempotency-key"] for r in srv.requests} == {
+        o.event_id for o in run.outcomes
+    }
+    assert {r.path for r in srv.requests} == {"/events"} and {r.method for r in srv.requests} == {
+        "POST"
+    }
 
 
 def test_http_sink_retries_429_honouring_retry_after_and_5xx_then_succeeds():
@@ -131,13 +138,20 @@ def test_http_sink_batches_as_ndjson_with_a_digest_idempotency_key_stable_across
     with LocalHttp(lambda req: (200, {}, "")) as srv:
         for _ in range(2):
             sink = make_sink(srv.url, mode="ndjson_batch", batch_size=3)
-            assert sink.write_batch(sink.prepare(events([{"n": i} for i in range(7)])), None) is None
+            assert (
+                sink.write_batch(sink.prepare(events([{"n": i} for i in range(7)])), None) is None
+            )
             sink.close()
     first, second = srv.requests[:3], srv.requests[3:]
-    assert sorted(r.body.decode().splitlines() for r in first) == [['{"n":0}', '{"n":1}', '{"n":2}'],
-                                                             ['{"n":3}', '{"n":4}', '{"n":5}'], ['{"n":6}']]
+    assert sorted(r.body.decode().splitlines() for r in first) == [
+        ['{"n":0}', '{"n":1}', '{"n":2}'],
+        ['{"n":3}', '{"n":4}', '{"n":5}'],
+        ['{"n":6}'],
+    ]
     assert {r.headers["content-type"] for r in first} == {"application/x-ndjson"}
-    assert sorted(r.headers["idempotency-key"] for r in first) == sorted(r.headers["idempotency-key"] for r in second)
+    assert sorted(r.headers["idempotency-key"] for r in first) == sorted(
+        r.headers["idempotency-key"] for r in second
+    )
 
 
 def test_http_sink_keeps_at_most_concurrency_requests_in_flight():
@@ -177,7 +191,9 @@ def test_retry_after_parses_seconds_and_http_dates():
 
 
 def test_http_sink_header_values_stay_out_of_the_config_repr():
-    cfg = HttpSinkConfig(id="h", type="http", url="http://127.0.0.1:1/x", headers={"Authorization": "Bearer s3cret"})
+    cfg = HttpSinkConfig(
+        id="h", type="http", url="http://127.0.0.1:1/x", headers={"Authorization": "Bearer s3cret"}
+    )
     assert "s3cret" not in repr(cfg) and "s3cret" not in str(cfg.model_dump())
 
 

@@ -49,33 +49,75 @@ class FakeFcm:
     def answer(self, req: Request):
         if req.path == "/token":
             form = parse_qs(req.body.decode())
-            claims = jwt.decode(form["assertion"][0], certs=self.public_pem, audience="https://oauth2.googleapis.com/token")  # google-auth signs for the real endpoint
+            claims = jwt.decode(
+                form["assertion"][0],
+                certs=self.public_pem,
+                audience="https://oauth2.googleapis.com/token",
+            )  # google-auth signs for the real endpoint
             assert claims["scope"] == "https://www.googleapis.com/auth/firebase.messaging"
             with self.lock:
                 token = f"at-{len(self.issued) + 1}"
                 self.issued.append(token)
-            return 200, {"Content-Type": "application/json"}, json.dumps(
-                {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"})
+            return (
+                200,
+                {"Content-Type": "application/json"},
+                json.dumps(
+                    {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
+                ),
+            )
         assert req.path == "/v1/projects/demo/messages:send", req.path
         bearer = req.headers.get("authorization", "")
-        if bearer.removeprefix("Bearer ") not in self.issued or bearer == f"Bearer {self.reject_token}":
-            return 401, {}, json.dumps({"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "expired"}})
+        if (
+            bearer.removeprefix("Bearer ") not in self.issued
+            or bearer == f"Bearer {self.reject_token}"
+        ):
+            return (
+                401,
+                {},
+                json.dumps(
+                    {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": "expired"}}
+                ),
+            )
         msg = json.loads(req.body)["message"]
         tok = msg["token"]
         with self.lock:
             self.tries[tok] = self.tries.get(tok, 0) + 1
             n = self.tries[tok]
-        errors = {"tok-dead": (404, "NOT_FOUND", "UNREGISTERED"), "tok-invalid": (400, "INVALID_ARGUMENT", None),
-                  "tok-mismatch": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
-                  "tok-down": (503, "UNAVAILABLE", "UNAVAILABLE")}
+        errors = {
+            "tok-dead": (404, "NOT_FOUND", "UNREGISTERED"),
+            "tok-invalid": (400, "INVALID_ARGUMENT", None),
+            "tok-mismatch": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
+            "tok-down": (503, "UNAVAILABLE", "UNAVAILABLE"),
+        }
         if tok == "tok-quota" and n == 1:
             errors[tok] = (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED")
         if tok in errors:
             status, rpc, code = errors[tok]
-            details = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}] if code else []
+            details = (
+                [
+                    {
+                        "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                        "errorCode": code,
+                    }
+                ]
+                if code
+                else []
+            )
             headers = {"Retry-After": "3"} if status == 429 else {}
-            return status, headers, json.dumps({"error": {"code": status, "message": f"{rpc} for {tok}",
-                                                          "status": rpc, "details": details}})
+            return (
+                status,
+                headers,
+                json.dumps(
+                    {
+                        "error": {
+                            "code": status,
+                            "message": f"{rpc} for {tok}",
+                            "status": rpc,
+                            "details": details,
+                        }
+                    }
+                ),
+            )
         with self.lock:
             self.sent.append(msg)
         return 200, {}, json.dumps({"name": f"projects/demo/messages/{len(self.sent)}"})
@@ -84,9 +126,12 @@ class FakeFcm:
 @pytest.fixture(scope="module")
 def key_pair():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return private, public
 
 
@@ -98,15 +143,31 @@ def fcm(key_pair):
 
 
 def service_account(fcm: FakeFcm, private_pem: str) -> str:
-    return json.dumps({"type": "service_account", "project_id": "demo", "private_key_id": "k1",
-                       "private_key": private_pem, "client_email": "squall@demo.iam.gserviceaccount.com",
-                       "client_id": "1", "token_uri": f"{fcm.http.url}/token"})
+    return json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "demo",
+            "private_key_id": "k1",
+            "private_key": private_pem,
+            "client_email": "squall@demo.iam.gserviceaccount.com",
+            "client_id": "1",
+            "token_uri": f"{fcm.http.url}/token",
+        }
+    )
 
 
 def make_sink(fcm: FakeFcm, key_pair, **cfg) -> PushSink:
-    base = {"project_id": "demo", "credentials": service_account(fcm, key_pair[0]), "endpoint": fcm.http.url,
-            "title": "{campaign.title}", "body": "Hi {user.name}, {campaign.body}", "data": {"id": "{campaign.id}"}}
-    sink = PushSink(PushSinkConfig(id="push", type="push", **{**base, **cfg}), ComponentContext("t"))
+    base = {
+        "project_id": "demo",
+        "credentials": service_account(fcm, key_pair[0]),
+        "endpoint": fcm.http.url,
+        "title": "{campaign.title}",
+        "body": "Hi {user.name}, {campaign.body}",
+        "data": {"id": "{campaign.id}"},
+    }
+    sink = PushSink(
+        PushSinkConfig(id="push", type="push", **{**base, **cfg}), ComponentContext("t")
+    )
     sink.sleeps = []
     sink.sleep = sink.sleeps.append
     sink.open()
@@ -114,9 +175,19 @@ def make_sink(fcm: FakeFcm, key_pair, **cfg) -> PushSink:
 
 
 def events(tokens: list[str], **extra) -> list[Event]:
-    payloads = [{"device_token": t, "user": {"name": f"u{i}"}, "campaign": {"id": 7, "title": "Sale", "body": "50% off"},
-                 **extra} for i, t in enumerate(tokens)]
-    return [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+    payloads = [
+        {
+            "device_token": t,
+            "user": {"name": f"u{i}"},
+            "campaign": {"id": 7, "title": "Sale", "body": "50% off"},
+            **extra,
+        }
+        for i, t in enumerate(tokens)
+    ]
+    return [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(payloads))
+    ]
 
 
 def test_push_sends_a_templated_v1_message_per_event_with_one_cached_access_token(fcm, key_pair):
@@ -127,8 +198,12 @@ def test_push_sends_a_templated_v1_message_per_event_with_one_cached_access_toke
     assert fcm.issued == ["at-1"]  # one token for both batches: cached until it expires
     assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-1", "tok-2", "tok-2"]
     first = next(m for m in fcm.sent if m["token"] == "tok-2")
-    assert first == {"token": "tok-2", "android": {"priority": "high"},
-                     "notification": {"title": "Sale", "body": "Hi u1, 50% off"}, "data": {"id": "7"}}
+    assert first == {
+        "token": "tok-2",
+        "android": {"priority": "high"},
+        "notification": {"title": "Sale", "body": "Hi u1, 50% off"},
+        "data": {"id": "7"},
+    }
 
 
 def test_push_refreshes_an_expired_access_token(fcm, key_pair):
@@ -156,19 +231,31 @@ def test_push_dead_tokens_are_reported_for_unsubscribing_and_count_as_written(fc
     assert isinstance(result, PushWriteResult)
     assert result.failed == [] and getattr(result, "rejected", []) == []
     assert sorted((d.token, d.code, d.event.event_id) for d in result.dead_tokens) == sorted(
-        [("tok-dead", "UNREGISTERED", evs[1].event_id), ("tok-invalid", "INVALID_ARGUMENT", evs[2].event_id)])
+        [
+            ("tok-dead", "UNREGISTERED", evs[1].event_id),
+            ("tok-invalid", "INVALID_ARGUMENT", evs[2].event_id),
+        ]
+    )
     assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-2"]
 
 
-def test_push_quota_exceeded_waits_retry_after_then_sends_and_other_4xx_fail_the_record(fcm, key_pair):
+def test_push_quota_exceeded_waits_retry_after_then_sends_and_other_4xx_fail_the_record(
+    fcm, key_pair
+):
     sink = make_sink(fcm, key_pair)
     result = sink.write_batch(sink.prepare(events(["tok-quota", "tok-mismatch", "tok-1"])), None)
     sink.close()
     refused = getattr(result, "rejected", None) or result.failed
     assert [ev.value["device_token"] for ev in refused] == ["tok-mismatch"]
-    assert refused[0].failure.reason == "FCM 403 SENDER_ID_MISMATCH: PERMISSION_DENIED for tok-mismatch"
+    assert (
+        refused[0].failure.reason
+        == "FCM 403 SENDER_ID_MISMATCH: PERMISSION_DENIED for tok-mismatch"
+    )
     assert sink.sleeps[0] >= 3  # Retry-After honoured
-    assert fcm.tries["tok-quota"] == 2 and sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-quota"]
+    assert fcm.tries["tok-quota"] == 2 and sorted(m["token"] for m in fcm.sent) == [
+        "tok-1",
+        "tok-quota",
+    ]
 
 
 def test_push_fcm_unavailable_for_every_message_is_transient(fcm, key_pair):
@@ -185,21 +272,33 @@ def test_push_rejects_events_without_a_token_or_a_template_field(fcm, key_pair):
     prepared = sink.prepare(evs)
     sink.close()
     assert [ev.failure.reason for ev in prepared.rejected] == [
-        "template field 'campaign.title' is missing", "device token 'device_token' is missing or not text"]
+        "template field 'campaign.title' is missing",
+        "device token 'device_token' is missing or not text",
+    ]
 
 
 def test_push_config_needs_something_to_send_and_a_bad_key_is_not_echoed(fcm, key_pair):
     with pytest.raises(ValueError, match="at least one of title, body or data"):
         PushSinkConfig(id="p", type="push", project_id="demo", credentials="{}")
-    sink = PushSink(PushSinkConfig(id="p", type="push", project_id="demo", credentials='{"private_key": "SECRET"',
-                                   title="x"), ComponentContext("t"))
+    sink = PushSink(
+        PushSinkConfig(
+            id="p",
+            type="push",
+            project_id="demo",
+            credentials='{"private_key": "SECRET"',
+            title="x",
+        ),
+        ComponentContext("t"),
+    )
     with pytest.raises(Exception) as exc:
         sink.open()
     assert "SECRET" not in str(exc.value) and "not valid JSON" in str(exc.value)
     assert "SECRET" not in repr(sink.config)
 
 
-def test_pistats_notify_example_pushes_to_subscribed_devices_only(fcm, key_pair, tmp_path: Path, monkeypatch):
+def test_pistats_notify_example_pushes_to_subscribed_devices_only(
+    fcm, key_pair, tmp_path: Path, monkeypatch
+):
     key_file = tmp_path / "sa.json"
     key_file.write_text(service_account(fcm, key_pair[0]))
     monkeypatch.setenv("FCM_PROJECT", "demo")
@@ -208,41 +307,52 @@ def test_pistats_notify_example_pushes_to_subscribed_devices_only(fcm, key_pair,
     monkeypatch.setenv("STATE_URL", f"sqlite:///{tmp_path / 'state.db'}")
     monkeypatch.setenv("NOTIFY_REJECTS", str(tmp_path / "rejects.jsonl"))
     lines = (EXAMPLES / "pistats" / "campaign-events.jsonl").read_bytes().splitlines()
-    run = run_topology(EXAMPLES / "pistats" / "notify.yaml", records_from(lines, stream="campaign-events.jsonl"))
+    run = run_topology(
+        EXAMPLES / "pistats" / "notify.yaml", records_from(lines, stream="campaign-events.jsonl")
+    )
     push = next(c for c in run.engine.components if c.id == "push")
     # tok-a subscribed: pushed; tok-b unsubscribed and tok-c never subscribed: filtered;
     # tok-dead subscribed but FCM says UNREGISTERED: reported; c-43 has no body: dead letter
-    assert [(m["token"], m["notification"]["title"], m["data"]["campaign_id"]) for m in fcm.sent] == [
-        ("tok-a", "Storm warning", "c-42")]
+    assert [
+        (m["token"], m["notification"]["title"], m["data"]["campaign_id"]) for m in fcm.sent
+    ] == [("tok-a", "Storm warning", "c-42")]
     assert push.dead_tokens_seen == 1
     counts = run.results[0].counts()
     assert counts[Outcome.DEAD_LETTERED] == 1 and counts[Outcome.FAILED] == 0
     rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert [(r["component"], r["reason"]) for r in rejects] == [("push", "template field 'campaign.body' is missing")]
+    assert [(r["component"], r["reason"]) for r in rejects] == [
+        ("push", "template field 'campaign.body' is missing")
+    ]
 
 
-def test_push_dead_tokens_become_unsubscribe_events_that_the_subscription_bolt_applies(fcm, key_pair, moto_server,
-                                                                                      tmp_path: Path):
+def test_push_dead_tokens_become_unsubscribe_events_that_the_subscription_bolt_applies(
+    fcm, key_pair, moto_server, tmp_path: Path
+):
     kinesis = moto_server.client("kinesis")
     stream = f"pistats-{uuid.uuid4().hex[:8]}"
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-    sink = make_sink(fcm, key_pair, dead_tokens={"stream": stream, "endpoint_url": moto_server.endpoint})
+    sink = make_sink(
+        fcm, key_pair, dead_tokens={"stream": stream, "endpoint_url": moto_server.endpoint}
+    )
     evs = events(["tok-1", "tok-dead"])
     for _ in range(2):  # the batch delivered twice: the same unsubscribe ids
         result = sink.write_batch(sink.prepare(events(["tok-1", "tok-dead"])), None)
         assert result.failed == [] and [d.token for d in result.dead_tokens] == ["tok-dead"]
     sink.close()
     shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
     written = [orjson.loads(r["Data"]) for r in kinesis.get_records(ShardIterator=it)["Records"]]
-    assert [(w["event_type"], w["device_token"], w["reason"], w["source_event_id"]) for w in written] == [
-        ("unsubscribe", "tok-dead", "fcm:UNREGISTERED", evs[1].event_id)] * 2
+    assert [
+        (w["event_type"], w["device_token"], w["reason"], w["source_event_id"]) for w in written
+    ] == [("unsubscribe", "tok-dead", "fcm:UNREGISTERED", evs[1].event_id)] * 2
     assert written[0]["message_id"] == written[1]["message_id"]
     # The subscription bolt reading that stream now stops targeting the token.
     yaml = f"""
 name: state
-resources: {{state: {{url: "sqlite:///{tmp_path / 'state.db'}"}}}}
+resources: {{state: {{url: "sqlite:///{tmp_path / "state.db"}"}}}}
 spout: {{type: stdin}}
 bolts:
   - {{id: decode, type: json, event_id_field: message_id}}
@@ -250,8 +360,12 @@ bolts:
 sinks:
   - {{id: out, type: 'squall.testing:MemorySink', name: {stream}-state}}
 """
-    subscribe = {"message_id": "s-1", "event_type": "subscribe", "device_token": "tok-dead",
-                 "timestamp": "2026-01-01T00:00:00Z"}
+    subscribe = {
+        "message_id": "s-1",
+        "event_type": "subscribe",
+        "device_token": "tok-dead",
+        "timestamp": "2026-01-01T00:00:00Z",
+    }
     run_topology(yaml, records_from([subscribe, *written]))
     from squall.testing import MemorySink
 

@@ -17,14 +17,27 @@ from squall.sinks.warehouse.columns import (
 )
 
 KEYS = st.sampled_from(["a", "b", "c"])
-LEAF = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, width=32),
-                 st.text(max_size=3), st.just("2024-05-01T10:00:00Z"))
-VALUE = st.recursive(LEAF, lambda inner: st.one_of(st.lists(inner, max_size=2),
-                                                   st.dictionaries(KEYS, inner, max_size=3)), max_leaves=8)
-PATH = st.one_of(st.lists(KEYS, min_size=1, max_size=3).map(".".join), st.sampled_from(
-    ["meta.event_id", "meta.shard_id", "payload.a", "payload.a.b"]))
+LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, width=32),
+    st.text(max_size=3),
+    st.just("2024-05-01T10:00:00Z"),
+)
+VALUE = st.recursive(
+    LEAF,
+    lambda inner: st.one_of(st.lists(inner, max_size=2), st.dictionaries(KEYS, inner, max_size=3)),
+    max_leaves=8,
+)
+PATH = st.one_of(
+    st.lists(KEYS, min_size=1, max_size=3).map(".".join),
+    st.sampled_from(["meta.event_id", "meta.shard_id", "payload.a", "payload.a.b"]),
+)
 TYPE = st.sampled_from(["text", "integer", "float", "boolean", "timestamp", "json"])
-COLUMN = st.builds(lambda p, t, n: ColumnSpec(path=p, type=t, nullable=n), PATH, TYPE, st.booleans())
+COLUMN = st.builds(
+    lambda p, t, n: ColumnSpec(path=p, type=t, nullable=n), PATH, TYPE, st.booleans()
+)
 
 
 def reference(columns: dict[str, ColumnSpec], ev: Event) -> tuple:
@@ -40,14 +53,18 @@ def reference(columns: dict[str, ColumnSpec], ev: Event) -> tuple:
         try:
             out.append(conv(v))
         except (ConversionError, ValueError, TypeError, OverflowError, OSError):
-            raise ConversionError(f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
-                                  f"as {spec.type}") from None
+            raise ConversionError(
+                f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
+                f"as {spec.type}"
+            ) from None
     return tuple(out)
 
 
 @settings(max_examples=300, deadline=None)
-@given(payload=st.one_of(st.dictionaries(KEYS, VALUE, max_size=3), VALUE),
-       columns=st.lists(COLUMN, min_size=1, max_size=5))
+@given(
+    payload=st.one_of(st.dictionaries(KEYS, VALUE, max_size=3), VALUE),
+    columns=st.lists(COLUMN, min_size=1, max_size=5),
+)
 def test_rows_equal_the_getter_and_converter_reference(payload, columns):
     cols = {f"c{i}": c for i, c in enumerate(columns) if c.type not in ("integer",)}
     if not cols:

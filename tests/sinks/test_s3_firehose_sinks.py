@@ -22,10 +22,30 @@ from squall.topology.outcomes import Outcome
 from tests.moto_standin import FlakyClient, client_error, unique
 
 EVENTS = [
-    {"user": "u1", "n": 1, "ts": "2026-11-03T18:59:59.500Z", "score": 1.5, "ok": True, "tags": ["a"]},
+    {
+        "user": "u1",
+        "n": 1,
+        "ts": "2026-11-03T18:59:59.500Z",
+        "score": 1.5,
+        "ok": True,
+        "tags": ["a"],
+    },
     {"user": "u2", "n": 2, "ts": "2026-11-03T19:00:00Z", "score": 2.0, "ok": False, "tags": []},
-    {"user": "u3", "n": 3, "ts": 1793732400, "score": None, "ok": True, "tags": ["b", "c"]},  # 2026-11-03T19:00Z
-    {"user": "u4", "n": 4, "ts": "2026-11-04T00:10:00+01:00", "score": 4.25, "ok": True},  # 2026-11-03T23:10Z
+    {
+        "user": "u3",
+        "n": 3,
+        "ts": 1793732400,
+        "score": None,
+        "ok": True,
+        "tags": ["b", "c"],
+    },  # 2026-11-03T19:00Z
+    {
+        "user": "u4",
+        "n": 4,
+        "ts": "2026-11-04T00:10:00+01:00",
+        "score": 4.25,
+        "ok": True,
+    },  # 2026-11-03T23:10Z
     {"user": "u5", "n": "not a number", "ts": "2026-11-03T19:30:00Z"},
     {"user": "u6", "n": 6},  # no time
     {"user": "u7", "n": 7, "ts": "yesterday"},
@@ -61,7 +81,9 @@ def bucket(s3) -> str:
     return name
 
 
-def test_s3_jsonl_objects_are_partitioned_by_event_hour_and_a_replay_overwrites_them(moto_server, s3, bucket):
+def test_s3_jsonl_objects_are_partitioned_by_event_hour_and_a_replay_overwrites_them(
+    moto_server, s3, bucket
+):
     records = records_from(EVENTS[:4], stream="clicks", shard_id="shardId-000000000001", start=100)
     first = run_topology(yaml(moto_server.endpoint, bucket, ""), records)
     assert {o.outcome for o in first.outcomes} == {Outcome.COMMITTED}
@@ -87,9 +109,11 @@ def test_s3_rejects_events_without_a_usable_time_to_dead_letter(moto_server, s3,
 
 
 def test_s3_parquet_objects_read_back_row_by_row_with_typed_columns(moto_server, s3, bucket):
-    extra = (", format: parquet, columns: {event_id: meta.event_id, user: user, n: {path: n, type: int64}, "
-             "score: {path: score, type: float64}, ok: {path: ok, type: bool}, at: {path: ts, type: timestamp}, "
-             "tags: {path: tags, type: json}}")
+    extra = (
+        ", format: parquet, columns: {event_id: meta.event_id, user: user, n: {path: n, type: int64}, "
+        "score: {path: score, type: float64}, ok: {path: ok, type: bool}, at: {path: ts, type: timestamp}, "
+        "tags: {path: tags, type: json}}"
+    )
     run = run_topology(yaml(moto_server.endpoint, bucket, extra), records_from(EVENTS[:5]))
     outcomes = run.outcomes
     assert [o.outcome for o in outcomes] == [Outcome.COMMITTED] * 4 + [Outcome.DEAD_LETTERED]
@@ -98,16 +122,39 @@ def test_s3_parquet_objects_read_back_row_by_row_with_typed_columns(moto_server,
     assert all(k.endswith(".parquet") for k in got)
     rows = [row for k in sorted(got) for row in pq.read_table(io.BytesIO(got[k])).to_pylist()]
     expected = [
-        {"event_id": outcomes[i].event_id, "user": e["user"], "n": e["n"], "score": e.get("score"), "ok": e["ok"],
-         "at": at, "tags": json.dumps(e["tags"], separators=(",", ":")) if "tags" in e else None}
-        for i, (e, at) in enumerate(zip(EVENTS[:4], [
-            datetime(2026, 11, 3, 18, 59, 59, 500000, UTC), datetime(2026, 11, 3, 19, tzinfo=UTC),
-            datetime(2026, 11, 3, 19, tzinfo=UTC), datetime(2026, 11, 3, 23, 10, tzinfo=UTC)], strict=True))
+        {
+            "event_id": outcomes[i].event_id,
+            "user": e["user"],
+            "n": e["n"],
+            "score": e.get("score"),
+            "ok": e["ok"],
+            "at": at,
+            "tags": json.dumps(e["tags"], separators=(",", ":")) if "tags" in e else None,
+        }
+        for i, (e, at) in enumerate(
+            zip(
+                EVENTS[:4],
+                [
+                    datetime(2026, 11, 3, 18, 59, 59, 500000, UTC),
+                    datetime(2026, 11, 3, 19, tzinfo=UTC),
+                    datetime(2026, 11, 3, 19, tzinfo=UTC),
+                    datetime(2026, 11, 3, 23, 10, tzinfo=UTC),
+                ],
+                strict=True,
+            )
+        )
     ]
     assert rows == expected
     schema = pq.read_table(io.BytesIO(next(iter(got.values())))).schema
-    assert [str(t) for t in schema.types] == ["string", "string", "int64", "double", "bool",
-                                              "timestamp[us, tz=UTC]", "string"]
+    assert [str(t) for t in schema.types] == [
+        "string",
+        "string",
+        "int64",
+        "double",
+        "bool",
+        "timestamp[us, tz=UTC]",
+        "string",
+    ]
 
 
 def test_s3_parquet_needs_columns():
@@ -115,7 +162,9 @@ def test_s3_parquet_needs_columns():
         S3SinkConfig(id="lake", type="s3", bucket="b", format="parquet")
 
 
-def test_s3_a_failed_put_is_transient_and_the_retry_writes_only_the_missing_objects(moto_server, s3, bucket):
+def test_s3_a_failed_put_is_transient_and_the_retry_writes_only_the_missing_objects(
+    moto_server, s3, bucket
+):
     calls = {"n": 0}
 
     def fail_second(kw, call):
@@ -124,10 +173,15 @@ def test_s3_a_failed_put_is_transient_and_the_retry_writes_only_the_missing_obje
             raise client_error("SlowDown", "Please reduce your request rate.", 503)
         return call(**kw)
 
-    sink = S3Sink(S3SinkConfig(id="lake", type="s3", bucket=bucket, time_field="ts"), ComponentContext("t"))
+    sink = S3Sink(
+        S3SinkConfig(id="lake", type="s3", bucket=bucket, time_field="ts"), ComponentContext("t")
+    )
     sink.client = FlakyClient(moto_server.client("s3"), put_object=fail_second)
     sink.open()
-    events = [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(EVENTS[:4]))]
+    events = [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(EVENTS[:4]))
+    ]
     prepared = sink.prepare(events)
     with pytest.raises(TransientError, match="SlowDown"):
         sink.write_batch(prepared, None)
@@ -138,6 +192,7 @@ def test_s3_a_failed_put_is_transient_and_the_retry_writes_only_the_missing_obje
 
 # -- firehose -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def delivery(moto_server, s3):
     """A Firehose stream delivering into a fresh bucket (moto writes the objects at once)."""
@@ -145,10 +200,14 @@ def delivery(moto_server, s3):
     s3.create_bucket(Bucket=bucket)
     name = unique("stream")
     moto_server.client("firehose").create_delivery_stream(
-        DeliveryStreamName=name, DeliveryStreamType="DirectPut",
-        ExtendedS3DestinationConfiguration={"RoleARN": "arn:aws:iam::123456789012:role/fh",
-                                            "BucketARN": f"arn:aws:s3:::{bucket}",
-                                            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60}})
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/fh",
+            "BucketARN": f"arn:aws:s3:::{bucket}",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
+        },
+    )
     return name, bucket
 
 
@@ -156,13 +215,20 @@ def delivered(s3, bucket: str, want: int, timeout: float = 10.0) -> list[dict]:
     """The JSON lines Firehose wrote to the bucket, once ``want`` of them are there."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = [json.loads(line) for body in objects(s3, bucket).values() for line in body.splitlines() if line]
+        rows = [
+            json.loads(line)
+            for body in objects(s3, bucket).values()
+            for line in body.splitlines()
+            if line
+        ]
         if len(rows) >= want or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
 
 
-def test_firehose_sink_puts_every_event_with_its_id_and_retries_partial_failures(moto_server, s3, delivery):
+def test_firehose_sink_puts_every_event_with_its_id_and_retries_partial_failures(
+    moto_server, s3, delivery
+):
     name, bucket = delivery
     state = {"n": 0}
 
@@ -171,44 +237,69 @@ def test_firehose_sink_puts_every_event_with_its_id_and_retries_partial_failures
         if state["n"] > 1:
             return call(**kw)
         recs = kw["Records"]  # the first call: Firehose takes all but the 2nd and 5th records
-        resp = call(DeliveryStreamName=kw["DeliveryStreamName"], Records=[r for i, r in enumerate(recs) if i not in (1, 4)])
+        resp = call(
+            DeliveryStreamName=kw["DeliveryStreamName"],
+            Records=[r for i, r in enumerate(recs) if i not in (1, 4)],
+        )
         taken = iter(resp["RequestResponses"])
-        resp["RequestResponses"] = [{"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "busy"}
-                                    if i in (1, 4) else next(taken) for i in range(len(recs))]
+        resp["RequestResponses"] = [
+            {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "busy"}
+            if i in (1, 4)
+            else next(taken)
+            for i in range(len(recs))
+        ]
         resp["FailedPutCount"] = 2
         return resp
 
-    sink = FirehoseSink(FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name, event_id_key="event_id"),
-                        ComponentContext("t"))
+    sink = FirehoseSink(
+        FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name, event_id_key="event_id"),
+        ComponentContext("t"),
+    )
     sink.client = FlakyClient(moto_server.client("firehose"), put_record_batch=partly)
     sink.sleeps = []
     sink.sleep = sink.sleeps.append
     sink.open()
-    events = [Event(r.data, r.meta, None, i, orjson.loads(r.data))
-              for i, r in enumerate(records_from([{"n": i} for i in range(6)]))]
+    events = [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from([{"n": i} for i in range(6)]))
+    ]
     assert sink.write_batch(sink.prepare(events), None) is None
     assert len(sink.sleeps) == 1
     rows = delivered(s3, bucket, 6)
-    assert sorted(r["n"] for r in rows) == list(range(6))  # each once: only the failed two were sent again
+    assert sorted(r["n"] for r in rows) == list(
+        range(6)
+    )  # each once: only the failed two were sent again
     assert {r["event_id"] for r in rows} == {ev.event_id for ev in events}
 
 
-def test_firehose_sink_reports_records_still_failing_and_rejects_oversized_ones(moto_server, delivery):
+def test_firehose_sink_reports_records_still_failing_and_rejects_oversized_ones(
+    moto_server, delivery
+):
     name, _ = delivery
 
     def always_fail_first(kw, call):
-        resp = call(DeliveryStreamName=kw["DeliveryStreamName"], Records=kw["Records"][1:]) if len(
-            kw["Records"]) > 1 else {"RequestResponses": [], "FailedPutCount": 0}
-        resp["RequestResponses"] = [{"ErrorCode": "InternalFailure", "ErrorMessage": "x"}] + resp["RequestResponses"]
+        resp = (
+            call(DeliveryStreamName=kw["DeliveryStreamName"], Records=kw["Records"][1:])
+            if len(kw["Records"]) > 1
+            else {"RequestResponses": [], "FailedPutCount": 0}
+        )
+        resp["RequestResponses"] = [{"ErrorCode": "InternalFailure", "ErrorMessage": "x"}] + resp[
+            "RequestResponses"
+        ]
         return resp
 
-    sink = FirehoseSink(FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name, max_attempts=2),
-                        ComponentContext("t"))
+    sink = FirehoseSink(
+        FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name, max_attempts=2),
+        ComponentContext("t"),
+    )
     sink.client = FlakyClient(moto_server.client("firehose"), put_record_batch=always_fail_first)
     sink.sleep = lambda s: None
     sink.open()
     payloads = [{"n": 0}, {"blob": "x" * 1_100_000}, {"n": 2}]
-    events = [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+    events = [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(payloads))
+    ]
     prepared = sink.prepare(events)
     assert [ev.value.get("n") for ev in prepared.rejected] == [None]
     assert "Firehose takes at most 1024000" in prepared.rejected[0].failure.reason
@@ -223,9 +314,13 @@ def test_firehose_throttled_call_is_transient(moto_server, delivery):
     def throttle(kw, call):
         raise client_error("ThrottlingException", "Rate exceeded", 400)
 
-    sink = FirehoseSink(FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name), ComponentContext("t"))
+    sink = FirehoseSink(
+        FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name), ComponentContext("t")
+    )
     sink.client = FlakyClient(moto_server.client("firehose"), put_record_batch=throttle)
     sink.open()
-    events = [Event(r.data, r.meta, None, 0, orjson.loads(r.data)) for r in records_from([{"n": 1}])]
+    events = [
+        Event(r.data, r.meta, None, 0, orjson.loads(r.data)) for r in records_from([{"n": 1}])
+    ]
     with pytest.raises(TransientError, match="ThrottlingException"):
         sink.write_batch(sink.prepare(events), None)

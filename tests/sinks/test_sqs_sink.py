@@ -24,14 +24,22 @@ def drain(sqs, url: str) -> list[dict]:
     """Every message in the queue (received and deleted), in the order SQS gives them."""
     out = []
     while True:
-        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                   AttributeNames=["All"])
+        resp = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+        )
         msgs = resp.get("Messages", [])
         if not msgs:
             return out
         out.extend(msgs)
-        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                        for i, m in enumerate(msgs)])
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)
+            ],
+        )
 
 
 def make_queue(sqs, fifo: bool = False) -> str:
@@ -48,7 +56,7 @@ bolts:
   - {{id: decode, type: json}}
 sinks:
   - {{id: out, type: sqs, queue: "{queue}", endpoint_url: "{endpoint}"{extra}}}
-  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {queue.rsplit('/', 1)[-1]}-dlq}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {queue.rsplit("/", 1)[-1]}-dlq}}
 """
 
 
@@ -78,12 +86,20 @@ def test_sqs_sink_sends_each_event_once_in_calls_of_ten_with_event_id_attribute(
     assert by_n[3]["MessageAttributes"]["n"] == {"StringValue": "3", "DataType": "Number"}
 
 
-def test_sqs_sink_rejects_a_message_over_the_size_limit_to_dead_letter_with_the_reason(moto_server, sqs):
+def test_sqs_sink_rejects_a_message_over_the_size_limit_to_dead_letter_with_the_reason(
+    moto_server, sqs
+):
     url = make_queue(sqs)
     big = {"blob": "x" * (256 * 1024)}
-    run = run_topology(sink_yaml(moto_server.endpoint, url), records_from([{"n": 1}, big, {"n": 2}]))
+    run = run_topology(
+        sink_yaml(moto_server.endpoint, url), records_from([{"n": 1}, big, {"n": 2}])
+    )
     outcomes = run.outcomes
-    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert [o.outcome for o in outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     assert "bytes with its attributes (the queue takes at most 262144)" in outcomes[1].reason
     assert outcomes[1].component == "out"
     assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [1, 2]
@@ -91,8 +107,12 @@ def test_sqs_sink_rejects_a_message_over_the_size_limit_to_dead_letter_with_the_
 
 def test_sqs_sink_raw_format_rejects_bytes_that_are_not_text(moto_server, sqs):
     url = make_queue(sqs)
-    run = run_topology(sink_yaml(moto_server.endpoint, url, ", format: raw").replace(
-        "bolts:\n  - {id: decode, type: json}\n", "bolts: []\n"), records_from([b"plain text", b"\xff\xfe\x00"]))
+    run = run_topology(
+        sink_yaml(moto_server.endpoint, url, ", format: raw").replace(
+            "bolts:\n  - {id: decode, type: json}\n", "bolts: []\n"
+        ),
+        records_from([b"plain text", b"\xff\xfe\x00"]),
+    )
     assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
     assert "not UTF-8" in run.outcomes[1].reason
     assert [m["Body"] for m in drain(sqs, url)] == ["plain text"]
@@ -111,16 +131,27 @@ def test_sqs_fifo_sink_groups_by_payload_path_and_a_replay_adds_nothing(moto_ser
     for m in msgs:
         body = json.loads(m["Body"])
         assert m["Attributes"]["MessageGroupId"] == body["kiosk"]
-        assert m["Attributes"]["MessageDeduplicationId"] == m["MessageAttributes"]["event_id"]["StringValue"]
+        assert (
+            m["Attributes"]["MessageDeduplicationId"]
+            == m["MessageAttributes"]["event_id"]["StringValue"]
+        )
         groups.setdefault(body["kiosk"], []).append(body["n"])
     assert all(ns == sorted(ns) for ns in groups.values())  # in order within a group
 
 
-def test_sqs_fifo_sink_rejects_an_event_without_a_group_and_the_config_requires_one(moto_server, sqs):
+def test_sqs_fifo_sink_rejects_an_event_without_a_group_and_the_config_requires_one(
+    moto_server, sqs
+):
     url = make_queue(sqs, fifo=True)
-    run = run_topology(sink_yaml(moto_server.endpoint, url, ", message_group: kiosk"),
-                       records_from([{"kiosk": "k1"}, {"other": 1}, {"kiosk": "bad group ✗"}]))
-    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+    run = run_topology(
+        sink_yaml(moto_server.endpoint, url, ", message_group: kiosk"),
+        records_from([{"kiosk": "k1"}, {"other": 1}, {"kiosk": "bad group ✗"}]),
+    )
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+    ]
     assert "message group 'kiosk' is missing" in run.outcomes[1].reason
     assert "is not 1-128 letters, digits or punctuation" in run.outcomes[2].reason
     with pytest.raises(ValueError, match="FIFO queue needs message_group"):
@@ -128,7 +159,9 @@ def test_sqs_fifo_sink_rejects_an_event_without_a_group_and_the_config_requires_
 
 
 def _sink(client, queue_url: str, **cfg) -> SqsSink:
-    sink = SqsSink(SqsSinkConfig(id="out", type="sqs", queue=queue_url, **cfg), ComponentContext("t"))
+    sink = SqsSink(
+        SqsSinkConfig(id="out", type="sqs", queue=queue_url, **cfg), ComponentContext("t")
+    )
     sink.client = client
     sink.sleeps = []
     sink.sleep = sink.sleeps.append
@@ -139,10 +172,15 @@ def _sink(client, queue_url: str, **cfg) -> SqsSink:
 def _events(payloads):
     from squall.event import Event
 
-    return [Event(r.data, r.meta, None, i, orjson.loads(r.data)) for i, r in enumerate(records_from(payloads))]
+    return [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(payloads))
+    ]
 
 
-def test_sqs_sink_retries_only_the_entries_sqs_failed_then_reports_the_rest_as_failed(moto_server, sqs):
+def test_sqs_sink_retries_only_the_entries_sqs_failed_then_reports_the_rest_as_failed(
+    moto_server, sqs
+):
     url = make_queue(sqs)
     state = {"n": 0}
 
@@ -153,14 +191,23 @@ def test_sqs_sink_retries_only_the_entries_sqs_failed_then_reports_the_rest_as_f
         for e in kw["Entries"]:
             n = json.loads(e["MessageBody"])["n"]
             if n == 3 or (n == 5 and state["n"] == 1):
-                failed.append({"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "try later"})
+                failed.append(
+                    {
+                        "Id": e["Id"],
+                        "SenderFault": False,
+                        "Code": "InternalError",
+                        "Message": "try later",
+                    }
+                )
             else:
                 keep.append(e)
         resp = call(QueueUrl=kw["QueueUrl"], Entries=keep) if keep else {"Successful": []}
         resp["Failed"] = failed
         return resp
 
-    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=partly), url, max_attempts=3)
+    sink = _sink(
+        FlakyClient(moto_server.client("sqs"), send_message_batch=partly), url, max_attempts=3
+    )
     events = _events([{"n": i} for i in range(8)])
     result = sink.write_batch(sink.prepare(events), None)
     assert [ev.value["n"] for ev in result.failed] == [3]
@@ -175,8 +222,10 @@ def test_sqs_sink_sender_fault_is_a_record_problem_not_retried(moto_server, sqs)
     def refuse(kw, call):
         bad = [e for e in kw["Entries"] if json.loads(e["MessageBody"])["n"] == 1]
         resp = call(QueueUrl=kw["QueueUrl"], Entries=[e for e in kw["Entries"] if e not in bad])
-        resp["Failed"] = [{"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents", "Message": "no"}
-                          for e in bad]
+        resp["Failed"] = [
+            {"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents", "Message": "no"}
+            for e in bad
+        ]
         return resp
 
     flaky = FlakyClient(moto_server.client("sqs"), send_message_batch=refuse)
@@ -188,7 +237,9 @@ def test_sqs_sink_sender_fault_is_a_record_problem_not_retried(moto_server, sqs)
     assert flaky.calls["send_message_batch"] == 1 and sink.sleeps == []
 
 
-def test_sqs_sink_throttled_call_raises_transient_and_the_retry_sends_only_what_is_missing(moto_server, sqs):
+def test_sqs_sink_throttled_call_raises_transient_and_the_retry_sends_only_what_is_missing(
+    moto_server, sqs
+):
     url = make_queue(sqs)
     state = {"n": 0}
 
@@ -207,14 +258,19 @@ def test_sqs_sink_throttled_call_raises_transient_and_the_retry_sends_only_what_
 
 
 def test_sqs_sink_missing_queue_fails_at_open(moto_server):
-    sink = SqsSink(SqsSinkConfig(id="out", type="sqs", queue=unique("nope"), endpoint_url=moto_server.endpoint),
-                   ComponentContext("t"))
+    sink = SqsSink(
+        SqsSinkConfig(
+            id="out", type="sqs", queue=unique("nope"), endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
     with pytest.raises(Exception, match="GetQueueUrl failed"):
         sink.open()
 
 
-def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(moto_server, sqs, tmp_path: Path,
-                                                                     monkeypatch):
+def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(
+    moto_server, sqs, tmp_path: Path, monkeypatch
+):
     high, low = unique("kiosk-high") + ".fifo", unique("kiosk-low") + ".fifo"
     high_url = sqs.create_queue(QueueName=high, Attributes={"FifoQueue": "true"})["QueueUrl"]
     low_url = sqs.create_queue(QueueName=low, Attributes={"FifoQueue": "true"})["QueueUrl"]
@@ -223,7 +279,9 @@ def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(moto_serve
     monkeypatch.setenv("SQS_ENDPOINT_URL", moto_server.endpoint)
     monkeypatch.setenv("KIOSK_REJECTS", str(tmp_path / "rejects.jsonl"))
     path = EXAMPLES / "kiosk" / "topology.yaml"
-    orders = [json.loads(line) for line in (EXAMPLES / "kiosk" / "orders.jsonl").read_text().splitlines()]
+    orders = [
+        json.loads(line) for line in (EXAMPLES / "kiosk" / "orders.jsonl").read_text().splitlines()
+    ]
     from squall.spouts.file import FileSpout
 
     topo = load(path)
@@ -237,9 +295,14 @@ def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(moto_serve
     valid = [o for o in orders if "kiosk_id" in o]
     got_high, got_low = drain(sqs, high_url), drain(sqs, low_url)
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_high) == sorted(
-        o["order_id"] for o in valid if o["priority"] in ("rush", "vip"))
+        o["order_id"] for o in valid if o["priority"] in ("rush", "vip")
+    )
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_low) == sorted(
-        o["order_id"] for o in valid if o["priority"] not in ("rush", "vip"))
-    assert all(m["Attributes"]["MessageGroupId"] == json.loads(m["Body"])["kiosk_id"] for m in got_high + got_low)
+        o["order_id"] for o in valid if o["priority"] not in ("rush", "vip")
+    )
+    assert all(
+        m["Attributes"]["MessageGroupId"] == json.loads(m["Body"])["kiosk_id"]
+        for m in got_high + got_low
+    )
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len(orders) - len(valid) == 1 and rejects[0]["component"] == "validate"

@@ -39,7 +39,14 @@ sinks:
 
 def payloads():
     return [
-        {"kind": "click", "n": 1, "price": 2.5, "ok": True, "at": "2026-11-03T18:00:00Z", "tags": ["a"]},
+        {
+            "kind": "click",
+            "n": 1,
+            "price": 2.5,
+            "ok": True,
+            "at": "2026-11-03T18:00:00Z",
+            "tags": ["a"],
+        },
         {"kind": "view", "n": "2", "at": 1_762_192_800_000},  # numeric text, epoch milliseconds
         {"n": 3},  # kind is required
         {"kind": "buy", "n": "three"},  # not an integer
@@ -47,17 +54,29 @@ def payloads():
     ]
 
 
-def test_rows_are_typed_and_unconvertible_events_are_dead_lettered(tmp_path: Path, unique_name: str):
+def test_rows_are_typed_and_unconvertible_events_are_dead_lettered(
+    tmp_path: Path, unique_name: str
+):
     db = tmp_path / "w.db"
     run = run_topology(YAML.format(db=db, tag=unique_name), records_from(payloads()))
-    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 2 + [Outcome.DEAD_LETTERED] * 3
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 2 + [
+        Outcome.DEAD_LETTERED
+    ] * 3
     reasons = [ev.failure.reason for ev in MemorySink.stores[unique_name]]
-    assert reasons == ["column 'kind': required value 'kind' is missing",
-                       "column 'n': cannot store 'three' from 'n' as integer",
-                       "column 'at': cannot store 'yesterday' from 'at' as timestamp"]
-    rows = sqlite3.connect(db).execute("select kind, n, price, ok, tags, shard from events order by n").fetchall()
-    assert rows == [("click", 1, 2.5, 1, '["a"]', "shardId-000000000000"), ("view", 2, None, None, None,
-                                                                           "shardId-000000000000")]
+    assert reasons == [
+        "column 'kind': required value 'kind' is missing",
+        "column 'n': cannot store 'three' from 'n' as integer",
+        "column 'at': cannot store 'yesterday' from 'at' as timestamp",
+    ]
+    rows = (
+        sqlite3.connect(db)
+        .execute("select kind, n, price, ok, tags, shard from events order by n")
+        .fetchall()
+    )
+    assert rows == [
+        ("click", 1, 2.5, 1, '["a"]', "shardId-000000000000"),
+        ("view", 2, None, None, None, "shardId-000000000000"),
+    ]
 
 
 def test_replaying_a_batch_adds_no_rows(tmp_path: Path, unique_name: str):
@@ -72,17 +91,29 @@ def test_replaying_a_batch_adds_no_rows(tmp_path: Path, unique_name: str):
 def test_a_new_column_in_the_yaml_is_added_to_the_table(tmp_path: Path, unique_name: str):
     db = tmp_path / "w.db"
     run_topology(YAML.format(db=db, tag=unique_name), records_from(payloads()[:1]))
-    wider = YAML.format(db=db, tag=unique_name).replace("      shard: meta.shard_id", "      shard: meta.shard_id\n      seq: meta.sequence_number")
+    wider = YAML.format(db=db, tag=unique_name).replace(
+        "      shard: meta.shard_id", "      shard: meta.shard_id\n      seq: meta.sequence_number"
+    )
     run_topology(wider, records_from(payloads()[:2], start=10))
     cols = [r[1] for r in sqlite3.connect(db).execute("pragma table_info(events)")]
     assert "seq" in cols
-    assert sqlite3.connect(db).execute("select seq from events order by seq").fetchall() == [(None,), ("10",), ("11",)]
+    assert sqlite3.connect(db).execute("select seq from events order by seq").fetchall() == [
+        (None,),
+        ("10",),
+        ("11",),
+    ]
 
 
-def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(tmp_path: Path, unique_name: str):
+def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(
+    tmp_path: Path, unique_name: str
+):
     db = tmp_path / "w.db"
-    topo = load_text(YAML.format(db=db, tag=unique_name).replace(
-        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}\n", ""))
+    topo = load_text(
+        YAML.format(db=db, tag=unique_name).replace(
+            f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}\n",
+            "",
+        )
+    )
     resources = Resources(topo.resources)
     store = SqlCheckpointStore(resources.sql("db"), "wh", resource="db")
     from squall.topology.checkpoint import Checkpointer
@@ -93,7 +124,11 @@ def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(tmp_path: Pat
     with engine:
         assert engine.checkpoint_in_transaction
         result = engine.process(records_from(payloads()[:2], start=5))
-    assert store.load("test") == result.checkpoint == {"shardId-000000000000": result.records[-1].position}
+    assert (
+        store.load("test")
+        == result.checkpoint
+        == {"shardId-000000000000": result.records[-1].position}
+    )
 
 
 def test_sqlite_path_resolves_next_to_the_topology(tmp_path: Path, unique_name: str):
@@ -108,13 +143,19 @@ def test_table_names_are_validated(bad: str, tmp_path: Path):
     from squall.errors import TopologyError
 
     with pytest.raises(TopologyError, match="invalid table name"):
-        load_text(YAML.format(db=tmp_path / "x.db", tag="x").replace("table: events", f"table: '{bad}'"))
+        load_text(
+            YAML.format(db=tmp_path / "x.db", tag="x").replace("table: events", f"table: '{bad}'")
+        )
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf", "-Infinity", "1e500"])
-def test_non_finite_floats_are_dead_lettered_not_stored_as_null(bad: str, tmp_path: Path, unique_name: str):
-    run = run_topology(YAML.format(db=tmp_path / "w.db", tag=unique_name),
-                       records_from([{"kind": "a", "price": bad}, {"kind": "b", "price": "2.5"}]))
+def test_non_finite_floats_are_dead_lettered_not_stored_as_null(
+    bad: str, tmp_path: Path, unique_name: str
+):
+    run = run_topology(
+        YAML.format(db=tmp_path / "w.db", tag=unique_name),
+        records_from([{"kind": "a", "price": bad}, {"kind": "b", "price": "2.5"}]),
+    )
     assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED, Outcome.COMMITTED]
     assert "as float" in MemorySink.stores[unique_name][0].failure.reason
 
@@ -122,7 +163,9 @@ def test_non_finite_floats_are_dead_lettered_not_stored_as_null(bad: str, tmp_pa
 def test_create_false_refuses_a_missing_table_at_start(tmp_path: Path, unique_name: str):
     from squall.errors import SinkError
 
-    yaml = YAML.format(db=tmp_path / "w.db", tag=unique_name).replace("table: events", "table: events\n    create: false")
+    yaml = YAML.format(db=tmp_path / "w.db", tag=unique_name).replace(
+        "table: events", "table: events\n    create: false"
+    )
     with pytest.raises(SinkError, match="does not exist"):
         run_topology(yaml, records_from(payloads()[:1]))
 
@@ -150,13 +193,17 @@ def test_sqlite_errors_other_than_busy_are_permanent(tmp_path: Path):
     assert is_transient(busy.value)
 
 
-def test_timestamps_are_stored_in_utc_whatever_offset_they_came_with(tmp_path: Path, unique_name: str):
+def test_timestamps_are_stored_in_utc_whatever_offset_they_came_with(
+    tmp_path: Path, unique_name: str
+):
     db = tmp_path / "w.db"
-    same_instant = [{"kind": "a", "n": 1, "at": "2026-11-03T18:00:00Z"},
-                    {"kind": "b", "n": 2, "at": "2026-11-03T20:00:00+02:00"},
-                    {"kind": "c", "n": 3, "at": "2026-11-03T13:00:00-05:00"},
-                    {"kind": "d", "n": 4, "at": 1_793_728_800},
-                    {"kind": "e", "n": 5, "at": "2026-11-03T18:00:00"}]  # no offset: UTC
+    same_instant = [
+        {"kind": "a", "n": 1, "at": "2026-11-03T18:00:00Z"},
+        {"kind": "b", "n": 2, "at": "2026-11-03T20:00:00+02:00"},
+        {"kind": "c", "n": 3, "at": "2026-11-03T13:00:00-05:00"},
+        {"kind": "d", "n": 4, "at": 1_793_728_800},
+        {"kind": "e", "n": 5, "at": "2026-11-03T18:00:00"},
+    ]  # no offset: UTC
     run = run_topology(YAML.format(db=db, tag=unique_name), records_from(same_instant))
     assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 5
     stored = [at for (at,) in sqlite3.connect(db).execute("select at from events order by n")]

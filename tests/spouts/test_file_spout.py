@@ -49,7 +49,9 @@ def test_a_replayed_or_appended_file_keeps_its_event_ids(tmp_path: Path):
     with open(a, "ab") as fh:
         fh.write(b"not json\n")
     assert _run_file(tmp_path, a).exit_code == EXIT_OK
-    assert _run_file(tmp_path, a).exit_code == EXIT_OK  # a replay adds nothing, dead letters included
+    assert (
+        _run_file(tmp_path, a).exit_code == EXIT_OK
+    )  # a replay adds nothing, dead letters included
     with open(a, "ab") as fh:  # lines appended: only they are new
         fh.write(b'{"n": 5}\n{"n": 6}\n')
     assert _run_file(tmp_path, a).exit_code == EXIT_OK
@@ -68,7 +70,9 @@ def test_a_line_changed_in_the_middle_gives_new_ids_from_that_line_on(tmp_path: 
 
 
 def _spout(**cfg) -> Spout:
-    return FileSpout(FileConfig(id="spout", type="file", path="/unused", **cfg), ComponentContext("t", Path("/")))
+    return FileSpout(
+        FileConfig(id="spout", type="file", path="/unused", **cfg), ComponentContext("t", Path("/"))
+    )
 
 
 def test_an_over_long_line_is_a_dead_letter_naming_the_limit_and_the_others_go_on(tmp_path: Path):
@@ -98,23 +102,35 @@ def test_a_gzip_expanding_to_one_huge_line_is_read_in_bounded_memory(tmp_path: P
     tracemalloc.start()
     try:
         with gzip.open(path, "rb") as lines:
-            batches = list(_batches(lines, "bomb", "file", 10, _spout(), skip_blank=True, max_line_bytes=limit))
+            batches = list(
+                _batches(lines, "bomb", "file", 10, _spout(), skip_blank=True, max_line_bytes=limit)
+            )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     (records,) = batches
     assert [r.meta.sequence_number for r in records] == ["1", "2"]
     assert records[0].meta.defect and f"{64 * 1_048_576} bytes" in records[0].meta.defect
-    assert len(records[0].data) == 1024 and records[1].data == b'{"n": 2}' and records[1].meta.defect is None
+    assert (
+        len(records[0].data) == 1024
+        and records[1].data == b'{"n": 2}'
+        and records[1].meta.defect is None
+    )
     assert peak < 4 * limit, f"peak {peak} bytes while reading a line over a {limit}-byte limit"
 
 
 def test_a_line_exactly_at_the_limit_passes_whole(tmp_path: Path):
     data = b"x" * 100 + b"\r\n" + b"y" * 101 + b"\n"
-    (records,) = list(_batches(io.BytesIO(data), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101))
+    (records,) = list(
+        _batches(io.BytesIO(data), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101)
+    )
     assert records[0].data == b"x" * 100 and records[0].meta.defect is None
     assert records[1].data == b"y" * 101 and records[1].meta.defect is None
-    (over,) = list(_batches(io.BytesIO(b"z" * 102), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101))
+    (over,) = list(
+        _batches(
+            io.BytesIO(b"z" * 102), "s", "stdin", 10, _spout(), skip_blank=True, max_line_bytes=101
+        )
+    )
     assert over[0].meta.defect is not None and "102 bytes" in over[0].meta.defect
 
 
@@ -122,7 +138,9 @@ def test_stdin_ids_depend_on_the_input_not_only_the_line_number():
     def ids(data: bytes) -> list[str]:
         from squall.event import derive_event_id
 
-        (records,) = list(_batches(io.BytesIO(data), "stdin", "stdin", 10, _spout(), skip_blank=True))
+        (records,) = list(
+            _batches(io.BytesIO(data), "stdin", "stdin", 10, _spout(), skip_blank=True)
+        )
         return [derive_event_id(r.meta) for r in records]
 
     assert ids(b'{"n": 1}\n{"n": 2}\n') == ids(b'{"n": 1}\n{"n": 2}\n')

@@ -43,23 +43,44 @@ class FlakySink(MemorySink):
 
 
 def subscription_topology(tag: str, state_url: str, sink_type: str) -> str:
-    return json.dumps({
-        "name": "commit",
-        "resources": {"state": {"url": state_url}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"},
-                  # no history: a replay can only be right if the state was not written ahead of it
-                  {"id": "subs", "type": "subscription", "store": "state", "history": 0}],
-        "sinks": [{"id": "out", "type": sink_type, "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    return json.dumps(
+        {
+            "name": "commit",
+            "resources": {"state": {"url": state_url}},
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                # no history: a replay can only be right if the state was not written ahead of it
+                {"id": "subs", "type": "subscription", "store": "state", "history": 0},
+            ],
+            "sinks": [
+                {"id": "out", "type": sink_type, "name": f"{tag}-out"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+            ],
+        }
+    )
 
 
 EVENTS = [
-    {"event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:00:00Z", "topics": ["x"]},
-    {"event_type": "unsubscribe", "device_token": "a", "timestamp": "2024-05-01T10:01:00Z", "flaky": True},
+    {
+        "event_type": "subscribe",
+        "device_token": "a",
+        "timestamp": "2024-05-01T10:00:00Z",
+        "topics": ["x"],
+    },
+    {
+        "event_type": "unsubscribe",
+        "device_token": "a",
+        "timestamp": "2024-05-01T10:01:00Z",
+        "flaky": True,
+    },
     {"event_type": "click", "device_token": "a", "timestamp": "2024-05-01T10:02:00Z"},
-    {"event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:03:00Z", "topics": ["y"]},
+    {
+        "event_type": "subscribe",
+        "device_token": "a",
+        "timestamp": "2024-05-01T10:03:00Z",
+        "topics": ["y"],
+    },
     {"event_type": "click", "device_token": "a", "timestamp": "2024-05-01T10:04:00Z"},
 ]
 
@@ -73,24 +94,40 @@ def blocks(tag: str) -> dict[str, dict]:
     return {ev.event_id: ev.value["subscription"] for ev in MemorySink.stores.pop(f"{tag}-out")}
 
 
-def test_state_is_committed_only_up_to_the_checkpoint_and_a_redelivery_sees_the_first_state(tmp_path):
+def test_state_is_committed_only_up_to_the_checkpoint_and_a_redelivery_sees_the_first_state(
+    tmp_path,
+):
     records = records_from(EVENTS)
     clean_tag, flaky_tag = f"c{uuid.uuid4().hex[:6]}", f"f{uuid.uuid4().hex[:6]}"
 
-    clean = Engine(compile_plan(load_text(subscription_topology(
-        clean_tag, f"sqlite:///{tmp_path / 'clean.db'}", "squall.testing:MemorySink"))))
+    clean = Engine(
+        compile_plan(
+            load_text(
+                subscription_topology(
+                    clean_tag, f"sqlite:///{tmp_path / 'clean.db'}", "squall.testing:MemorySink"
+                )
+            )
+        )
+    )
     with clean:
         assert clean.process(records).ok
     expected = blocks(clean_tag)
 
-    engine = Engine(compile_plan(load_text(subscription_topology(
-        flaky_tag, f"sqlite:///{tmp_path / 'flaky.db'}", f"{__name__}:FlakySink"))))
+    engine = Engine(
+        compile_plan(
+            load_text(
+                subscription_topology(
+                    flaky_tag, f"sqlite:///{tmp_path / 'flaky.db'}", f"{__name__}:FlakySink"
+                )
+            )
+        )
+    )
     with engine:
         first = engine.process(records)
         assert [o.outcome for o in first.records][:2] == [Outcome.COMMITTED, Outcome.FAILED]
         assert first.checkpoint["shardId-000000000000"].sequence_number == "1"
         # Only the first record's change is stored: the rest of the shard comes again.
-        stored = component(engine, 'subs').store.load(["a"])["a"]
+        stored = component(engine, "subs").store.load(["a"])["a"]
         assert (stored.status, stored.topics) == ("subscribed", ("x",))
         again = engine.process(records[1:])  # the source delivers from the failed record on
         assert again.ok
@@ -102,13 +139,15 @@ def test_state_is_committed_only_up_to_the_checkpoint_and_a_redelivery_sees_the_
 def test_a_batch_that_fails_after_retries_discards_its_staged_state(tmp_path):
     tag = f"t{uuid.uuid4().hex[:6]}"
     yaml = subscription_topology(tag, f"sqlite:///{tmp_path / 's.db'}", "squall.testing:FaultySink")
-    yaml = yaml.replace('"name": "' + tag + '-out"', '"name": "' + tag + '-out", "transient_failures": 9')
+    yaml = yaml.replace(
+        '"name": "' + tag + '-out"', '"name": "' + tag + '-out", "transient_failures": 9'
+    )
     engine = Engine(compile_plan(load_text(yaml)), sleep=lambda s: None)
     with engine:
         with pytest.raises(BatchFailed):
             engine.process(records_from(EVENTS[:1]))
-        assert component(engine, 'subs').store.load(["a"]) == {}  # nothing was written
-        assert component(engine, 'subs')._staged == {}
+        assert component(engine, "subs").store.load(["a"]) == {}  # nothing was written
+        assert component(engine, "subs")._staged == {}
     MemorySink.stores.pop(f"{tag}-out", None)
 
 
@@ -116,16 +155,27 @@ def test_a_batch_that_fails_after_retries_discards_its_staged_state(tmp_path):
 
 
 def shared_db_topology(db_url: str, table: str) -> str:
-    return json.dumps({
-        "name": "shared",
-        "resources": {"db": {"url": db_url}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
-        "bolts": [{"id": "decode", "type": "json"},
-                  {"id": "subs", "type": "subscription", "store": "db", "table": f"{table}_state"}],
-        "sinks": [{"id": "rows", "type": "warehouse", "resource": "db", "table": table,
-                   "columns": {"kind": "event_type", "status": "subscription.status"}}],
-    })
+    return json.dumps(
+        {
+            "name": "shared",
+            "resources": {"db": {"url": db_url}},
+            "spout": {"type": "squall.testing:ListSpout"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "subs", "type": "subscription", "store": "db", "table": f"{table}_state"},
+            ],
+            "sinks": [
+                {
+                    "id": "rows",
+                    "type": "warehouse",
+                    "resource": "db",
+                    "table": table,
+                    "columns": {"kind": "event_type", "status": "subscription.status"},
+                }
+            ],
+        }
+    )
 
 
 class FailingCheckpoints(SqlCheckpointStore):
@@ -136,15 +186,23 @@ class FailingCheckpoints(SqlCheckpointStore):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_rows_state_and_checkpoint_are_one_transaction(backend, tmp_path, request):
     table = f"t_{uuid.uuid4().hex[:10]}"
-    url = f"sqlite:///{tmp_path / 'w.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    url = (
+        f"sqlite:///{tmp_path / 'w.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
     topo = load_text(shared_db_topology(url, table))
     resources = Resources(topo.resources)
     good = SqlCheckpointStore(resources.sql("db"), "shared", resource="db", table=f"{table}_cp")
     bad = FailingCheckpoints(resources.sql("db"), "shared", resource="db", table=f"{table}_cp")
     db = resources.sql("db")
     try:
-        engine = Engine(compile_plan(topo), resources=resources, checkpointer=Checkpointer(bad),
-                        sleep=lambda s: None)
+        engine = Engine(
+            compile_plan(topo),
+            resources=resources,
+            checkpointer=Checkpointer(bad),
+            sleep=lambda s: None,
+        )
         with engine:
             assert engine.checkpoint_in_transaction and engine._tx_states
             with pytest.raises(BatchFailed, match="injected"):
@@ -158,9 +216,13 @@ def test_rows_state_and_checkpoint_are_one_transaction(backend, tmp_path, reques
             result = engine.process(records_from(EVENTS[:2]))
         assert good.load("test") == result.checkpoint
         with db.connect() as conn:
-            assert conn.execute(sa.text(f'SELECT status FROM "{table}" ORDER BY kind')).scalars().all() == [
-                "subscribed", "unsubscribed"]
-            assert conn.execute(sa.text(f'SELECT status FROM "{table}_state"')).scalar() == "unsubscribed"
+            assert conn.execute(
+                sa.text(f'SELECT status FROM "{table}" ORDER BY kind')
+            ).scalars().all() == ["subscribed", "unsubscribed"]
+            assert (
+                conn.execute(sa.text(f'SELECT status FROM "{table}_state"')).scalar()
+                == "unsubscribed"
+            )
     finally:
         with db.begin() as conn:
             for name in (table, f"{table}_state", f"{table}_cp"):
@@ -175,15 +237,33 @@ def test_postgres_index_row_too_large_dead_letters_that_record_only(pg_url):
     """SQLSTATE 54000 on one row's indexed value used to fail every batch holding it."""
     table = f"t_{uuid.uuid4().hex[:10]}"
     tag = f"d{uuid.uuid4().hex[:6]}"
-    topo = load_text(json.dumps({
-        "name": "poison-pg",
-        "resources": {"db": {"url": pg_url}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}],
-        "sinks": [{"id": "rows", "type": "warehouse", "resource": "db", "table": table,
-                   "columns": {"label": {"path": "label", "index": True}, "n": {"path": "n", "type": "integer"}}},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    }))
+    topo = load_text(
+        json.dumps(
+            {
+                "name": "poison-pg",
+                "resources": {"db": {"url": pg_url}},
+                "spout": {"type": "squall.testing:ListSpout"},
+                "bolts": [{"id": "decode", "type": "json"}],
+                "sinks": [
+                    {
+                        "id": "rows",
+                        "type": "warehouse",
+                        "resource": "db",
+                        "table": table,
+                        "columns": {
+                            "label": {"path": "label", "index": True},
+                            "n": {"path": "n", "type": "integer"},
+                        },
+                    },
+                    {
+                        "id": "dlq",
+                        "type": "squall.testing:MemoryDeadLetterSink",
+                        "name": f"{tag}-dlq",
+                    },
+                ],
+            }
+        )
+    )
     huge = secrets.token_urlsafe(9000)  # incompressible: over btree's ~2.7 kB limit per index row
     payloads = [{"label": "ok", "n": i} for i in range(20)]
     payloads[7] = {"label": huge, "n": 7}
@@ -200,7 +280,9 @@ def test_postgres_index_row_too_large_dead_letters_that_record_only(pg_url):
         assert [ev.value["n"] for ev in dead] == [7]
         assert dead[0].failure.component == "rows" and "SQLSTATE 54000" in dead[0].failure.reason
     finally:
-        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            pg_url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
 
 
@@ -219,5 +301,7 @@ def test_two_resource_names_for_one_database_share_the_transaction_and_the_engin
     other["resources"]["state"] = {"url": f"sqlite:///{tmp_path / 'two.db'}"}
     engine = Engine(compile_plan(load_text(json.dumps(other))))
     with engine:
-        assert not engine._tx_states and engine._tx_sinks  # the state commits after the rows, on its own
+        assert (
+            not engine._tx_states and engine._tx_sinks
+        )  # the state commits after the rows, on its own
         assert engine.process(records_from(EVENTS[:3])).ok

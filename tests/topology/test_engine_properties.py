@@ -22,8 +22,14 @@ from squall.topology.outcomes import Outcome
 KIND = st.sampled_from(["ok", "ok", "ok", "fail", "drop", "sink_fail", "bad_json"])
 
 
-def topology(tag: str, *, dead_letter: bool, bolt_transient: int, sink_transient: int, attempts: int) -> str:
-    dl = f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}\n" if dead_letter else ""
+def topology(
+    tag: str, *, dead_letter: bool, bolt_transient: int, sink_transient: int, attempts: int
+) -> str:
+    dl = (
+        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}\n"
+        if dead_letter
+        else ""
+    )
     return f"""
 name: prop
 spout: {{type: 'squall.testing:ListSpout'}}
@@ -61,16 +67,24 @@ def make_records(kinds: list[str], shards: list[int]) -> list[Record]:
     sink_transient=st.integers(0, 3),
     attempts=st.integers(1, 4),
 )
-def test_every_record_has_one_outcome_and_the_checkpoint_is_safe(data, dead_letter, bolt_transient,
-                                                                  sink_transient, attempts):
+def test_every_record_has_one_outcome_and_the_checkpoint_is_safe(
+    data, dead_letter, bolt_transient, sink_transient, attempts
+):
     kinds = [k for k, _ in data]
     records = make_records(kinds, [s for _, s in data])
     tag = uuid.uuid4().hex
-    yaml = topology(tag, dead_letter=dead_letter, bolt_transient=bolt_transient,
-                    sink_transient=sink_transient, attempts=attempts)
+    yaml = topology(
+        tag,
+        dead_letter=dead_letter,
+        bolt_transient=bolt_transient,
+        sink_transient=sink_transient,
+        attempts=attempts,
+    )
     bolt_called = any(k != "bad_json" for k in kinds)
     sink_called = any(k in ("ok", "sink_fail") for k in kinds)
-    will_fail = (bolt_called and bolt_transient >= attempts) or (sink_called and sink_transient >= attempts)
+    will_fail = (bolt_called and bolt_transient >= attempts) or (
+        sink_called and sink_transient >= attempts
+    )
     if will_fail:
         with pytest.raises(BatchFailed):
             run_topology(yaml, records, batch_size=len(records) + 1, sleep=lambda s: None)
@@ -83,9 +97,13 @@ def test_every_record_has_one_outcome_and_the_checkpoint_is_safe(data, dead_lett
     committed = {ev.event_id for ev in MemorySink.stores.get(f"{tag}-out", [])}
     dead = {ev.event_id for ev in MemorySink.stores.get(f"{tag}-dlq", [])}
     for kind, o in zip(kinds, outcomes, strict=True):
-        expected = {"ok": Outcome.COMMITTED, "drop": Outcome.FILTERED, "sink_fail": Outcome.FAILED,
-                    "fail": Outcome.DEAD_LETTERED if dead_letter else Outcome.FAILED,
-                    "bad_json": Outcome.DEAD_LETTERED if dead_letter else Outcome.FAILED}[kind]
+        expected = {
+            "ok": Outcome.COMMITTED,
+            "drop": Outcome.FILTERED,
+            "sink_fail": Outcome.FAILED,
+            "fail": Outcome.DEAD_LETTERED if dead_letter else Outcome.FAILED,
+            "bad_json": Outcome.DEAD_LETTERED if dead_letter else Outcome.FAILED,
+        }[kind]
         assert o.outcome is expected, (kind, o)
         assert (o.event_id in committed) is (expected is Outcome.COMMITTED)
         assert (o.event_id in dead) is (expected is Outcome.DEAD_LETTERED)

@@ -26,7 +26,9 @@ sinks: [{{id: out, type: stdout}}]
 """
 
 
-@pytest.mark.parametrize("table", ['"subs; drop table x"', '"a-b"', '"1abc"', '"' + "t" * 64 + '"', '"abc\\n"'])
+@pytest.mark.parametrize(
+    "table", ['"subs; drop table x"', '"a-b"', '"1abc"', '"' + "t" * 64 + '"', '"abc\\n"']
+)
 def test_subscription_table_must_be_an_identifier(tmp_path, table):
     with pytest.raises(TopologyError, match=r"bolts\[1\]\.table: .*invalid table name"):
         load_text(SUBSCRIPTION.format(table=table), base_dir=tmp_path)
@@ -36,24 +38,32 @@ def test_a_good_subscription_table_loads(tmp_path):
     load_text(SUBSCRIPTION.format(table="my_subs"), base_dir=tmp_path)
 
 
-@pytest.mark.parametrize(("checkpoint", "message"), [
-    ('{store: sql, table: "cp; drop"}', "invalid table name"),
-    ('{store: sql, table: "abc\\n"}', "invalid table name"),
-    ('{store: sql, application: "app name"}', "invalid application name"),
-    ('{store: sql, application: "' + "a" * 256 + '"}', "invalid application name"),
-    ('{store: dynamodb, table: "ab"}', "invalid DynamoDB table name"),
-    ('{store: dynamodb, table: "cp/x"}', "invalid DynamoDB table name"),
-    ('{store: dynamodb, table: cps, application: "x\'y"}', "invalid application name"),
-])
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ('{store: sql, table: "cp; drop"}', "invalid table name"),
+        ('{store: sql, table: "abc\\n"}', "invalid table name"),
+        ('{store: sql, application: "app name"}', "invalid application name"),
+        ('{store: sql, application: "' + "a" * 256 + '"}', "invalid application name"),
+        ('{store: dynamodb, table: "ab"}', "invalid DynamoDB table name"),
+        ('{store: dynamodb, table: "cp/x"}', "invalid DynamoDB table name"),
+        ('{store: dynamodb, table: cps, application: "x\'y"}', "invalid application name"),
+    ],
+)
 def test_checkpoint_table_and_application_are_checked(tmp_path, checkpoint, message):
     with pytest.raises(TopologyError, match=message):
         load_text(KINESIS.format(checkpoint=checkpoint), base_dir=tmp_path)
 
 
 def test_good_checkpoint_names_load(tmp_path):
-    load_text(KINESIS.format(checkpoint="{store: sql, table: cp_1, application: pistats-enrichment.v2}"),
-              base_dir=tmp_path)
-    load_text(KINESIS.format(checkpoint="{store: dynamodb, table: squall-checkpoints.prod}"), base_dir=tmp_path)
+    load_text(
+        KINESIS.format(checkpoint="{store: sql, table: cp_1, application: pistats-enrichment.v2}"),
+        base_dir=tmp_path,
+    )
+    load_text(
+        KINESIS.format(checkpoint="{store: dynamodb, table: squall-checkpoints.prod}"),
+        base_dir=tmp_path,
+    )
 
 
 def test_warehouse_table_with_a_trailing_newline_is_refused(tmp_path):

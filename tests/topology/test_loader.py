@@ -43,12 +43,15 @@ def test_good_topology_loads_into_frozen_models():
 def test_typo_in_type_names_place_and_suggests():
     text = GOOD.replace("type: filter", "type: filtr")
     assert problems(text) == [
-        "topology.yaml:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"]
+        "topology.yaml:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"
+    ]
 
 
 def test_typo_geo():
     text = GOOD.replace("{id: decode, type: json}", "{id: decode, type: goe}")
-    assert problems(text) == ["topology.yaml:6:24: bolts[0].type: unknown bolt type 'goe' (did you mean 'geo'?)"]
+    assert problems(text) == [
+        "topology.yaml:6:24: bolts[0].type: unknown bolt type 'goe' (did you mean 'geo'?)"
+    ]
 
 
 def test_bad_indentation_is_a_yaml_error_with_line_and_column():
@@ -61,7 +64,8 @@ def test_bad_indentation_is_a_yaml_error_with_line_and_column():
 def test_unknown_key_points_at_the_key_and_suggests():
     text = GOOD.replace("{id: decode, type: json}", "{id: decode, type: json, event_id_feild: id}")
     assert problems(text) == [
-        "topology.yaml:6:30: bolts[0].event_id_feild: unknown key 'event_id_feild' (did you mean 'event_id_field'?)"]
+        "topology.yaml:6:30: bolts[0].event_id_feild: unknown key 'event_id_feild' (did you mean 'event_id_field'?)"
+    ]
 
 
 def test_unknown_top_level_key():
@@ -70,10 +74,13 @@ def test_unknown_top_level_key():
 
 
 def test_cycle_names_the_edge():
-    text = GOOD + """streams:
+    text = (
+        GOOD
+        + """streams:
   - {from: decode, to: keep}
   - {from: keep, to: decode}
 """
+    )
     [line] = problems(text)
     assert line.startswith("topology.yaml:12:5: streams[0]: cycle: ")
     assert "decode" in line and "keep" in line
@@ -83,7 +90,8 @@ def test_missing_variable_names_the_value():
     text = GOOD.replace('"sqlite:///w.db"', '"${WAREHOUSE_URL}"')
     assert problems(text) == [
         "topology.yaml:3:20: resources.warehouse.url: environment variable 'WAREHOUSE_URL' is not set "
-        "(write ${WAREHOUSE_URL:-default} to give a default)"]
+        "(write ${WAREHOUSE_URL:-default} to give a default)"
+    ]
 
 
 def test_variables_substitute_with_defaults_and_types():
@@ -93,28 +101,41 @@ def test_variables_substitute_with_defaults_and_types():
 
 
 def test_every_problem_is_reported_at_once():
-    text = GOOD.replace("type: filter", "type: filtr").replace("table: events", "table: events, colour: red")
+    text = GOOD.replace("type: filter", "type: filtr").replace(
+        "table: events", "table: events, colour: red"
+    )
     lines = problems(text)
     assert len(lines) == 2
-    assert any("bolts[1].type" in line for line in lines) and any("sinks[0].colour" in line for line in lines)
+    assert any("bolts[1].type" in line for line in lines) and any(
+        "sinks[0].colour" in line for line in lines
+    )
 
 
 def test_graph_errors_unknown_ids_and_sink_without_input():
-    text = GOOD + """streams:
+    text = (
+        GOOD
+        + """streams:
   - {from: decode, stream: error, to: dlqq}
 """
-    assert problems(text) == ["topology.yaml:12:39: streams[0].to: unknown component 'dlqq' (did you mean 'dlq'?)"]
+    )
+    assert problems(text) == [
+        "topology.yaml:12:39: streams[0].to: unknown component 'dlqq' (did you mean 'dlq'?)"
+    ]
 
 
 def test_unknown_resource():
     text = GOOD.replace("resource: warehouse", "resource: warehose")
-    assert problems(text) == ["topology.yaml:9:42: sinks[0].resource: unknown resource 'warehose' (did you mean 'warehouse'?)"]
+    assert problems(text) == [
+        "topology.yaml:9:42: sinks[0].resource: unknown resource 'warehose' (did you mean 'warehouse'?)"
+    ]
 
 
 def test_bad_filter_condition_is_located():
     text = GOOD.replace("in: [click]", "in: [click], gt: 3")
     [line] = problems(text)
-    assert line.startswith("topology.yaml:7:38: bolts[1].where[0]: a condition needs exactly one operator")
+    assert line.startswith(
+        "topology.yaml:7:38: bolts[1].where[0]: a condition needs exactly one operator"
+    )
 
 
 def test_unreadable_file(tmp_path: Path):
@@ -125,9 +146,16 @@ def test_unreadable_file(tmp_path: Path):
 def test_cli_validate_prints_problems_and_exits_non_zero(tmp_path: Path):
     f = tmp_path / "topology.yaml"
     f.write_text(GOOD.replace("type: filter", "type: filtr"))
-    r = subprocess.run([sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True
+    )
     assert r.returncode == 2
-    assert r.stderr.strip() == f"{f}:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"
+    assert (
+        r.stderr.strip()
+        == f"{f}:7:22: bolts[1].type: unknown bolt type 'filtr' (did you mean 'filter'?)"
+    )
     f.write_text(GOOD)
-    r = subprocess.run([sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr

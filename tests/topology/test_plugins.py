@@ -10,7 +10,7 @@ import pytest
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology import registry
 
-PLUGIN = '''
+PLUGIN = """
 from squall.bolts import Bolt, Output
 from squall.component import ComponentConfig
 
@@ -29,7 +29,7 @@ class ShoutBolt(Bolt):
             ev.value[self.config.field] = ev.value[self.config.field].upper()
             out.emit(ev)
         return out
-'''
+"""
 
 
 @pytest.fixture

@@ -70,7 +70,9 @@ class TouchySink(MemorySink):
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         CALLS.setdefault(self.id, []).append(len(prepared.events))
-        if self.config.stage == "write" and any(self.config.trigger in ev.value for ev in prepared.events):
+        if self.config.stage == "write" and any(
+            self.config.trigger in ev.value for ev in prepared.events
+        ):
             _raise(self.config.error, "rows")
         self.store.extend(prepared.events)
 
@@ -79,12 +81,16 @@ class PickyDeadLetterSink(MemoryDeadLetterSink):
     """A dead-letter sink that cannot write one particular record, even alone."""
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        if any(isinstance(ev.value, dict) and ev.value.get("undeliverable") for ev in prepared.events):
+        if any(
+            isinstance(ev.value, dict) and ev.value.get("undeliverable") for ev in prepared.events
+        ):
             raise ValueError("cannot serialise this dead letter")
         self.store.extend(prepared.events)
 
 
-def topology(tag: str, *, bolt: str = "", sink: str = "", dlq: str = "squall.testing:MemoryDeadLetterSink") -> str:
+def topology(
+    tag: str, *, bolt: str = "", sink: str = "", dlq: str = "squall.testing:MemoryDeadLetterSink"
+) -> str:
     here = __name__
     bolts = "  - {id: decode, type: json}\n"
     if bolt:
@@ -122,29 +128,38 @@ def outcome_of(run) -> dict[int, Outcome]:
 
 @pytest.mark.parametrize("error", ["type", "record"])
 def test_a_bolt_that_raises_on_one_record_dead_letters_only_that_record(tag, error):
-    run = run_topology(topology(tag, bolt=f"error: {error}"), records_from(payloads(40, {17})), batch_size=40)
+    run = run_topology(
+        topology(tag, bolt=f"error: {error}"), records_from(payloads(40, {17})), batch_size=40
+    )
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert sorted(ev.value["i"] for ev in out) == [i for i in range(40) if i != 17]
     assert all(ev.value["seen_by"] == "touchy" for ev in out)
     assert [ev.value["i"] for ev in dlq] == [17]
     failure = dlq[0].failure
     assert failure.component == "touchy"
-    assert failure.reason == ("TypeError: cannot handle event 17" if error == "type" else "event 17 refused")
+    assert failure.reason == (
+        "TypeError: cannot handle event 17" if error == "type" else "event 17 refused"
+    )
     assert outcome_of(run)[17] is Outcome.DEAD_LETTERED
     assert run.results[0].checkpoint["shardId-000000000000"].sequence_number == "40"
 
 
 def test_several_poison_records_are_all_found_and_the_order_of_the_rest_is_kept(tag):
     poison = {0, 5, 6, 31, 63}
-    run_topology(topology(tag, bolt="error: type"), records_from(payloads(64, poison)), batch_size=64)
+    run_topology(
+        topology(tag, bolt="error: type"), records_from(payloads(64, poison)), batch_size=64
+    )
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert [ev.value["i"] for ev in out] == [i for i in range(64) if i not in poison]
     assert sorted(ev.value["i"] for ev in dlq) == sorted(poison)
 
 
 def test_a_clean_batch_costs_one_call(tag):
-    run_topology(topology(tag, bolt="error: type", sink="error: type"), records_from(payloads(50, set())),
-                 batch_size=50)
+    run_topology(
+        topology(tag, bolt="error: type", sink="error: type"),
+        records_from(payloads(50, set())),
+        batch_size=50,
+    )
     assert CALLS == {"touchy": [50], "out": [50]}
 
 
@@ -157,28 +172,43 @@ def test_isolation_splits_in_halves(tag):
 
 @pytest.mark.parametrize("stage", ["prepare", "write"])
 def test_a_sink_that_raises_on_one_record_dead_letters_only_that_record(tag, stage):
-    run = run_topology(topology(tag, sink=f"stage: {stage}, error: record"), records_from(payloads(30, {3})),
-                       batch_size=30)
+    run = run_topology(
+        topology(tag, sink=f"stage: {stage}, error: record"),
+        records_from(payloads(30, {3})),
+        batch_size=30,
+    )
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert sorted({ev.value["i"] for ev in out}) == [i for i in range(30) if i != 3]
-    assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [(3, "out", "rows refused")]
-    assert run.results[0].count(Outcome.COMMITTED) == 29 and run.results[0].count(Outcome.DEAD_LETTERED) == 1
+    assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [
+        (3, "out", "rows refused")
+    ]
+    assert (
+        run.results[0].count(Outcome.COMMITTED) == 29
+        and run.results[0].count(Outcome.DEAD_LETTERED) == 1
+    )
 
 
 def test_a_sink_broken_for_every_record_fails_the_batch_not_each_record(tag):
     with pytest.raises(BatchFailed, match="no such table"):
-        run_topology(topology(tag, sink="error: sink"), records_from(payloads(10, {2})), batch_size=10)
+        run_topology(
+            topology(tag, sink="error: sink"), records_from(payloads(10, {2})), batch_size=10
+        )
     assert MemorySink.stores.get(f"{tag}-dlq", []) == []
 
 
 def test_a_dead_letter_that_cannot_be_written_fails_that_record_only(tag):
     dlq = f"{__name__}:PickyDeadLetterSink"
-    records = records_from([{"i": 0}, {"i": 1, "boom": True}, {"i": 2, "boom": True, "undeliverable": True},
-                            {"i": 3}])
+    records = records_from(
+        [{"i": 0}, {"i": 1, "boom": True}, {"i": 2, "boom": True, "undeliverable": True}, {"i": 3}]
+    )
     run = run_topology(topology(tag, bolt="error: type", dlq=dlq), records, batch_size=4)
     result = run.results[0]
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FAILED,
-                                                  Outcome.COMMITTED]
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.FAILED,
+        Outcome.COMMITTED,
+    ]
     assert result.failed[0].component == "dlq"
     # The checkpoint stops before the record that has nowhere to go: it is delivered again.
     assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
@@ -209,16 +239,21 @@ def test_a_payload_nested_a_thousand_deep_is_isolated_with_a_bounded_reason(tag)
     """orjson accepts 1,024 levels; Python code that recurses over them hits RecursionError.
     (The json bolt's own ``max_depth`` would refuse it first: raised here to let it through.)"""
     deep = b'{"i": 1, "x": ' + b"[" * 900 + b"]" * 900 + b"}"
-    yaml = topology(tag).replace("  - {id: decode, type: json}\n",
-                                 "  - {id: decode, type: json, max_depth: 1000}\n"
-                                 f"  - {{id: depth, type: '{__name__}:DepthBolt'}}\n")
+    yaml = topology(tag).replace(
+        "  - {id: decode, type: json}\n",
+        "  - {id: decode, type: json, max_depth: 1000}\n"
+        f"  - {{id: depth, type: '{__name__}:DepthBolt'}}\n",
+    )
     run = run_topology(yaml, records_from([{"i": 0}, deep, {"i": 2}]), batch_size=3)
     out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
     assert [(ev.value["i"], ev.value["depth"]) for ev in out] == [(0, 1), (2, 1)]
     assert len(dlq) == 1 and dlq[0].failure.component == "depth"
     assert dlq[0].failure.reason.startswith("RecursionError: maximum recursion depth exceeded")
-    assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
-                                                          Outcome.COMMITTED]
+    assert [o.outcome for o in run.results[0].records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
 
 
 class RefusingSink(MemorySink):
@@ -239,11 +274,16 @@ def test_events_a_sink_refuses_at_write_time_are_dead_lettered_not_delivered_aga
     records = records_from([{"i": 0}, {"i": 1, "refuse": True}, {"i": 2}])
     run = run_topology(yaml, records, batch_size=3)
     result = run.results[0]
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     assert result.ok and result.checkpoint["shardId-000000000000"].sequence_number == "3"
     dlq = MemorySink.stores[f"{tag}-dlq"]
     assert [(ev.value["i"], ev.failure.component, ev.failure.reason) for ev in dlq] == [
-        (1, "out", "HTTP 400: bad device token")]
+        (1, "out", "HTTP 400: bad device token")
+    ]
 
 
 class OverflowBolt(Bolt):
@@ -256,15 +296,26 @@ class OverflowBolt(Bolt):
 
         out = Output(self.id)
         for ev in batch:
-            ev.value["when"] = datetime.datetime.fromtimestamp(ev.value["t"], datetime.UTC).isoformat()
+            ev.value["when"] = datetime.datetime.fromtimestamp(
+                ev.value["t"], datetime.UTC
+            ).isoformat()
             out.emit(ev)
         return out
 
 
 def test_an_os_error_caused_by_one_records_value_is_that_records_not_the_machines(tag):
-    yaml = topology(tag).replace("  - {id: decode, type: json}\n",
-                                 f"  - {{id: decode, type: json}}\n  - {{id: when, type: '{__name__}:OverflowBolt'}}\n")
-    run = run_topology(yaml, records_from([{"i": 0, "t": 0}, {"i": 1, "t": -1e18}, {"i": 2, "t": 60}]), batch_size=3)
-    assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
-                                                          Outcome.COMMITTED]
+    yaml = topology(tag).replace(
+        "  - {id: decode, type: json}\n",
+        f"  - {{id: decode, type: json}}\n  - {{id: when, type: '{__name__}:OverflowBolt'}}\n",
+    )
+    run = run_topology(
+        yaml,
+        records_from([{"i": 0, "t": 0}, {"i": 1, "t": -1e18}, {"i": 2, "t": 60}]),
+        batch_size=3,
+    )
+    assert [o.outcome for o in run.results[0].records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     assert "Errno 75" in MemorySink.stores[f"{tag}-dlq"][0].failure.reason

@@ -8,19 +8,27 @@ from tests.conftest import ROOT
 
 def test_docs_reference_is_up_to_date():
     expected = full_reference()
-    assert (ROOT / "docs" / "reference.md").read_text() == expected, "run: squall reference -o docs/reference.md"
+    assert (ROOT / "docs" / "reference.md").read_text() == expected, (
+        "run: squall reference -o docs/reference.md"
+    )
 
 
 def test_readme_reference_blocks_are_up_to_date():
     text = (ROOT / "README.md").read_text()
     assert "<!-- reference:bolt/geo -->" in text
-    assert refresh_markers(text) == text, "refresh the README's reference blocks (squall.topology.reference)"
+    assert refresh_markers(text) == text, (
+        "refresh the README's reference blocks (squall.topology.reference)"
+    )
 
 
 def test_every_option_of_every_component_is_described():
     from squall.topology import registry
 
-    undocumented = [f"{kind}/{t}.{name}" for kind, types_ in registry.BUILTINS.items() for t in types_
-                    for name, f in registry.resolve(kind, t).Config.model_fields.items()
-                    if name not in ("id", "type") and not f.description]
+    undocumented = [
+        f"{kind}/{t}.{name}"
+        for kind, types_ in registry.BUILTINS.items()
+        for t in types_
+        for name, f in registry.resolve(kind, t).Config.model_fields.items()
+        if name not in ("id", "type") and not f.description
+    ]
     assert undocumented == []

@@ -37,11 +37,20 @@ def subscription_spec(tag: str, db: str) -> dict:
         "name": "review",
         "resources": {"state": {"url": f"sqlite:///{db}"}},
         "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"},
-                  {"id": "subs", "type": "subscription", "store": "state", "history": 0,
-                   "target": "enrich.subscription"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
+        "bolts": [
+            {"id": "decode", "type": "json"},
+            {
+                "id": "subs",
+                "type": "subscription",
+                "store": "state",
+                "history": 0,
+                "target": "enrich.subscription",
+            },
+        ],
+        "sinks": [
+            {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+        ],
     }
 
 
@@ -60,7 +69,9 @@ def subscription_events(poison: dict) -> list[dict]:
     ]
 
 
-def test_a_poison_record_in_a_stateful_bolt_changes_no_state_and_the_rest_is_enriched_as_of_itself(tag, tmp_path):
+def test_a_poison_record_in_a_stateful_bolt_changes_no_state_and_the_rest_is_enriched_as_of_itself(
+    tag, tmp_path
+):
     """The subscription bolt staged the whole batch before a later event made process() raise; the
     engine then called process() again on halves: the poison record's change stayed staged and was
     committed (it is dead-lettered), and the other events were enriched from the batch's *final*
@@ -70,18 +81,24 @@ def test_a_poison_record_in_a_stateful_bolt_changes_no_state_and_the_rest_is_enr
     with poisoned:
         result = poisoned.process(records_from(subscription_events({"enrich": 5})))
         state = next(c for c in poisoned.components if c.id == "subs").store.load(["a"])["a"]
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED] + [Outcome.COMMITTED] * 5
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED] + [
+        Outcome.COMMITTED
+    ] * 5
     # The reference: the same record rejected by the bolt itself (a bad time): it changes nothing.
     reference = engine_for(subscription_spec(f"{tag}-r", tmp_path / "r.db"))
     with reference:
         reference.process(records_from(subscription_events({"timestamp": "not a time"})))
-        expected_state = next(c for c in reference.components if c.id == "subs").store.load(["a"])["a"]
+        expected_state = next(c for c in reference.components if c.id == "subs").store.load(["a"])[
+            "a"
+        ]
 
     def blocks(name: str) -> list[dict]:
         return [ev.value["enrich"]["subscription"] for ev in MemorySink.stores[name]]
 
     assert blocks(f"{tag}-p-out") == blocks(f"{tag}-r-out")
-    assert blocks(f"{tag}-p-out")[0]["status"] == "subscribed"  # as of the first event, not the last
+    assert (
+        blocks(f"{tag}-p-out")[0]["status"] == "subscribed"
+    )  # as of the first event, not the last
     assert state == expected_state
 
 
@@ -92,21 +109,44 @@ def test_geo_drop_ip_with_a_poison_record_keeps_the_geo_of_the_other_records(tag
     """With drop_ip, the geo bolt removed each event's address as it went; an event whose target
     parent is not an object then made process() raise, and the engine's isolation called process()
     again on the *same* events — now without their address: status missing_ip, no country."""
-    engine = engine_for({
-        "name": "review-geo",
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"},
-                  {"id": "geo", "type": "geo", "drop_ip": True, "target": "enrich.geo"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    engine = engine_for(
+        {
+            "name": "review-geo",
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "geo", "type": "geo", "drop_ip": True, "target": "enrich.geo"},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+            ],
+        }
+    )
     with engine:
-        result = engine.process(records_from([{"i": 0, "ip": "8.8.8.8"}, {"i": 1, "ip": "1.1.1.1", "enrich": 5},
-                                              {"i": 2, "ip": "81.2.69.142"}]))
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+        result = engine.process(
+            records_from(
+                [
+                    {"i": 0, "ip": "8.8.8.8"},
+                    {"i": 1, "ip": "1.1.1.1", "enrich": 5},
+                    {"i": 2, "ip": "81.2.69.142"},
+                ]
+            )
+        )
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     out = MemorySink.stores[f"{tag}-out"]
-    assert [(ev.value["i"], ev.value["enrich"]["geo"]["status"], ev.value["enrich"]["geo"]["country_code"])
-            for ev in out] == [(0, "ok", "US"), (2, "ok", "GB")]
+    assert [
+        (
+            ev.value["i"],
+            ev.value["enrich"]["geo"]["status"],
+            ev.value["enrich"]["geo"]["country_code"],
+        )
+        for ev in out
+    ] == [(0, "ok", "US"), (2, "ok", "GB")]
     assert all("ip" not in ev.value for ev in out)
     [dead] = MemorySink.stores[f"{tag}-dlq"]
     assert dead.failure.component == "geo" and "enrich" in dead.failure.reason
@@ -147,30 +187,60 @@ DeepFailBolt = _deep_fail_bolt_class()
 
 
 @pytest.mark.parametrize("sink", ["dead_letter", "dead_letter_table"])
-def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_written(tag, tmp_path, sink):
+def test_a_dead_letter_with_include_payload_of_a_deeply_nested_payload_is_written(
+    tag, tmp_path, sink
+):
     """orjson encodes at most 254 levels: with include_payload the dead-letter write raised on a
     300-deep payload, so the record had nowhere to go (FAILED) and the shard stalled on it
     forever. The payload is now written in a bounded, marked form."""
-    dlq = ({"id": "dlq", "type": "dead_letter", "path": str(tmp_path / "dl.jsonl"), "include_payload": True}
-           if sink == "dead_letter" else
-           {"id": "dlq", "type": "dead_letter_table", "resource": "db", "include_payload": True})
-    engine = engine_for({
-        "name": "review-dl",
-        "resources": {"db": {"url": f"sqlite:///{tmp_path / 'dl.db'}"}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}, {"id": "deep", "type": f"{__name__}:DeepFailBolt"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}, dlq],
-    })
+    dlq = (
+        {
+            "id": "dlq",
+            "type": "dead_letter",
+            "path": str(tmp_path / "dl.jsonl"),
+            "include_payload": True,
+        }
+        if sink == "dead_letter"
+        else {"id": "dlq", "type": "dead_letter_table", "resource": "db", "include_payload": True}
+    )
+    engine = engine_for(
+        {
+            "name": "review-dl",
+            "resources": {"db": {"url": f"sqlite:///{tmp_path / 'dl.db'}"}},
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "deep", "type": f"{__name__}:DeepFailBolt"},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                dlq,
+            ],
+        }
+    )
     with engine:
-        result = engine.process(records_from([{"i": 0}, {"i": 1, "deep": True}, {"i": 2, "fail": "plain"}]))
+        result = engine.process(
+            records_from([{"i": 0}, {"i": 1, "deep": True}, {"i": 2, "fail": "plain"}])
+        )
         if sink == "dead_letter_table":
             import sqlalchemy as sa
 
             with engine.resources.sql("db").connect() as conn:
-                payloads = conn.execute(sa.text("SELECT payload FROM squall_dead_letters ORDER BY meta")).scalars().all()
-    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.DEAD_LETTERED]
+                payloads = (
+                    conn.execute(sa.text("SELECT payload FROM squall_dead_letters ORDER BY meta"))
+                    .scalars()
+                    .all()
+                )
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+    ]
     if sink == "dead_letter":
-        payloads = [json.dumps(json.loads(line)["payload"]) for line in (tmp_path / "dl.jsonl").read_text().splitlines()]
+        payloads = [
+            json.dumps(json.loads(line)["payload"])
+            for line in (tmp_path / "dl.jsonl").read_text().splitlines()
+        ]
     # The deep payload is kept in some bounded, marked form (the marker's shape is the sink's).
     assert len(payloads) == 2 and all(p not in (None, "null") for p in payloads)
     assert any('"plain"' in p for p in payloads)
@@ -187,32 +257,57 @@ def test_a_nul_in_an_event_id_does_not_fail_every_delivery_of_its_batch_on_postg
     import sqlalchemy as sa
 
     table = f"s_{uuid.uuid4().hex[:10]}"
-    engine = engine_for({
-        "name": "review-nul",
-        "resources": {"state": {"url": pg_url}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
-        "bolts": [{"id": "decode", "type": "json", "event_id_field": "message_id"},
-                  {"id": "subs", "type": "subscription", "store": "state", "table": table}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    engine = engine_for(
+        {
+            "name": "review-nul",
+            "resources": {"state": {"url": pg_url}},
+            "spout": {"type": "squall.testing:ListSpout"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json", "event_id_field": "message_id"},
+                {"id": "subs", "type": "subscription", "store": "state", "table": table},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+            ],
+        }
+    )
     events = [
-        {"message_id": "m1", "event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:00:00Z"},
-        {"message_id": "m\u00002", "event_type": "unsubscribe", "device_token": "b",
-         "timestamp": "2024-05-01T10:01:00Z"},
-        {"message_id": "m3", "event_type": "subscribe", "device_token": "c\u0000", "timestamp": "2024-05-01T10:02:00Z"},
+        {
+            "message_id": "m1",
+            "event_type": "subscribe",
+            "device_token": "a",
+            "timestamp": "2024-05-01T10:00:00Z",
+        },
+        {
+            "message_id": "m\u00002",
+            "event_type": "unsubscribe",
+            "device_token": "b",
+            "timestamp": "2024-05-01T10:01:00Z",
+        },
+        {
+            "message_id": "m3",
+            "event_type": "subscribe",
+            "device_token": "c\u0000",
+            "timestamp": "2024-05-01T10:02:00Z",
+        },
     ]
     try:
         with engine:
             result = engine.process(records_from(events))
             stored = next(c for c in engine.components if c.id == "subs").store.load(["a", "b"])
-        assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
-                                                      Outcome.DEAD_LETTERED]
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.DEAD_LETTERED,
+        ]
         assert sorted(stored) == ["a"]
         assert all("NUL" in ev.failure.reason for ev in MemorySink.stores[f"{tag}-dlq"])
     finally:
-        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            pg_url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
 
 
@@ -236,24 +331,52 @@ def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delive
     from squall.deploy.lambda_consumer import make_handler
     from tests.factories import kinesis_lambda_event
 
-    (tmp_path / "topology.yaml").write_text(json.dumps({
-        "name": "review-lambda",
-        "resources": {"state": {"url": f"sqlite:///{tmp_path / 's.db'}"}},
-        "spout": {"type": "stdin"},
-        "bolts": [{"id": "decode", "type": "json"}, {"id": "chaos", "type": "squall.testing:FaultyBolt"},
-                  {"id": "subs", "type": "subscription", "store": "state", "history": 0}],
-        # no dead-letter sink: a failed record is reported to Lambda, which delivers it again
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
-    }))
+    (tmp_path / "topology.yaml").write_text(
+        json.dumps(
+            {
+                "name": "review-lambda",
+                "resources": {"state": {"url": f"sqlite:///{tmp_path / 's.db'}"}},
+                "spout": {"type": "stdin"},
+                "bolts": [
+                    {"id": "decode", "type": "json"},
+                    {"id": "chaos", "type": "squall.testing:FaultyBolt"},
+                    {"id": "subs", "type": "subscription", "store": "state", "history": 0},
+                ],
+                # no dead-letter sink: a failed record is reported to Lambda, which delivers it again
+                "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
+            }
+        )
+    )
     handler = make_handler(tmp_path / "topology.yaml")
-    aggregate = kpl_aggregate([
-        {"n": 0, "event_type": "subscribe", "device_token": "a", "timestamp": "2024-05-01T10:01:00Z", "topics": ["x"]},
-        {"n": 1, "event_type": "unsubscribe", "device_token": "a", "timestamp": "2024-05-01T10:02:00Z"},
-        {"n": 2, "event_type": "click", "device_token": "a", "timestamp": "2024-05-01T10:03:00Z", "fail": "later"},
-    ])
+    aggregate = kpl_aggregate(
+        [
+            {
+                "n": 0,
+                "event_type": "subscribe",
+                "device_token": "a",
+                "timestamp": "2024-05-01T10:01:00Z",
+                "topics": ["x"],
+            },
+            {
+                "n": 1,
+                "event_type": "unsubscribe",
+                "device_token": "a",
+                "timestamp": "2024-05-01T10:02:00Z",
+            },
+            {
+                "n": 2,
+                "event_type": "click",
+                "device_token": "a",
+                "timestamp": "2024-05-01T10:03:00Z",
+                "fail": "later",
+            },
+        ]
+    )
     event = kinesis_lambda_event([aggregate])
     first = handler(event, None)
-    assert first == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]}
+    assert first == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]
+    }
     out = MemorySink.stores[f"{tag}-out"]
     blocks = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
     assert blocks == [(0, "subscribed"), (1, "unsubscribed")]
@@ -306,22 +429,33 @@ UnmappedLookup = _unmapped_bolt_class()
 
 
 @pytest.mark.parametrize("kind", ["sql", "redis"])
-def test_a_database_outage_in_a_user_bolt_fails_the_batch_instead_of_dead_lettering_every_record(tag, kind):
+def test_a_database_outage_in_a_user_bolt_fails_the_batch_instead_of_dead_lettering_every_record(
+    tag, kind
+):
     """A driver's connection error raised raw by a user bolt was taken for a poison record: the
     engine split the batch down to single events, each failed alone, and *every* record was
     dead-lettered and checkpointed past during the outage. A connection-level driver error is now
     a dependency failure: retried, then the batch fails and nothing is checkpointed."""
-    url = ("postgresql+psycopg2://postgres@127.0.0.1:9/none?connect_timeout=1" if kind == "sql"
-           else "redis://127.0.0.1:9/0")
-    engine = engine_for({
-        "name": "review-outage",
-        "spout": {"type": "squall.testing:ListSpout"},
-        "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
-        "bolts": [{"id": "decode", "type": "json"},
-                  {"id": "lookup", "type": f"{__name__}:UnmappedLookup", "url": url, "kind": kind}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    url = (
+        "postgresql+psycopg2://postgres@127.0.0.1:9/none?connect_timeout=1"
+        if kind == "sql"
+        else "redis://127.0.0.1:9/0"
+    )
+    engine = engine_for(
+        {
+            "name": "review-outage",
+            "spout": {"type": "squall.testing:ListSpout"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "lookup", "type": f"{__name__}:UnmappedLookup", "url": url, "kind": kind},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+            ],
+        }
+    )
     from squall.errors import BatchFailed
 
     with engine, pytest.raises(BatchFailed):
@@ -358,7 +492,9 @@ def _ending_spout_class():
 EndingSpout = _ending_spout_class()
 
 
-def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(tag, tmp_path, monkeypatch):
+def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(
+    tag, tmp_path, monkeypatch
+):
     """The local runner saved SHARD_END with a bare store.save(): one transient failure of the
     checkpoint store (retried everywhere else by the engine) ended the run with an error, after a
     batch that had committed fine."""
@@ -378,14 +514,19 @@ def test_a_passing_checkpoint_store_failure_while_saving_shard_end_is_retried(ta
         real_save(self, stream, positions)
 
     monkeypatch.setattr(SqlCheckpointStore, "save", flaky_save)
-    topology = load(json.dumps({
-        "name": "review-shard-end",
-        "resources": {"db": {"url": f"sqlite:///{tmp_path / 'cp.db'}"}},
-        "spout": {"type": f"{__name__}:EndingSpout"},
-        "settings": {"retry": {"attempts": 3, "initial_backoff": 0, "max_backoff": 0}},
-        "bolts": [{"id": "decode", "type": "json"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
-    }), base_dir=tmp_path)  # the run lock goes next to the topology
+    topology = load(
+        json.dumps(
+            {
+                "name": "review-shard-end",
+                "resources": {"db": {"url": f"sqlite:///{tmp_path / 'cp.db'}"}},
+                "spout": {"type": f"{__name__}:EndingSpout"},
+                "settings": {"retry": {"attempts": 3, "initial_backoff": 0, "max_backoff": 0}},
+                "bolts": [{"id": "decode", "type": "json"}],
+                "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"}],
+            }
+        ),
+        base_dir=tmp_path,
+    )  # the run lock goes next to the topology
     runner = LocalRunner(topology)
     report = runner.run()
     assert failures, "the flaky save was not reached"
@@ -407,7 +548,9 @@ def _size_limited_sink_class():
 
         def write_batch(self, prepared, ctx):
             if len(prepared.events) > 4:
-                raise RecordError("program limit exceeded: too many rows in one statement (SQLSTATE 54000)")
+                raise RecordError(
+                    "program limit exceeded: too many rows in one statement (SQLSTATE 54000)"
+                )
             failed = [ev for ev in prepared.events if ev.value.get("sink_fail")]
             self.store.extend(ev for ev in prepared.events if ev not in failed)
             return WriteResult(failed=failed)  # a partial failure: delivered again
@@ -427,13 +570,17 @@ def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote
     raised BatchFailed ("a fault of the batch after all"), so the same batch failed on every
     delivery and the shard stalled forever, although all its rows were written. The events are
     now settled as written by the parts."""
-    engine = engine_for({
-        "name": "review-size",
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}],
-        "sinks": [{"id": "out", "type": f"{__name__}:SizeLimitedSink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    engine = engine_for(
+        {
+            "name": "review-size",
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [{"id": "decode", "type": "json"}],
+            "sinks": [
+                {"id": "out", "type": f"{__name__}:SizeLimitedSink", "name": f"{tag}-out"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+            ],
+        }
+    )
     with engine:
         result = engine.process(records_from([{"i": i} for i in range(10)]))
         assert result.ok and result.count(Outcome.COMMITTED) == 10
@@ -441,34 +588,57 @@ def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote
         assert result.checkpoint["shardId-000000000000"].sequence_number == "10"
         assert MemorySink.stores.get(f"{tag}-dlq", []) == []
         # What a part's write reports failed (WriteResult) still fails: it is delivered again.
-        again = engine.process(records_from([{"i": i, "sink_fail": i == 7} for i in range(10)], start=11))
-    assert [o.outcome for o in again.records] == [Outcome.COMMITTED] * 7 + [Outcome.FAILED] + [Outcome.COMMITTED] * 2
+        again = engine.process(
+            records_from([{"i": i, "sink_fail": i == 7} for i in range(10)], start=11)
+        )
+    assert [o.outcome for o in again.records] == [Outcome.COMMITTED] * 7 + [Outcome.FAILED] + [
+        Outcome.COMMITTED
+    ] * 2
     assert again.checkpoint["shardId-000000000000"].sequence_number == "17"
 
 
 def test_dead_letters_that_fail_only_as_a_whole_are_all_written(tag):
     """Same for the dead-letter step: after the isolation had written every dead letter in parts,
     the engine wrote "the rest" again in one call, which failed again: BatchFailed, forever."""
-    engine = engine_for({
-        "name": "review-size-dl",
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": f"{__name__}:SizeLimitedDeadLetterSink", "name": f"{tag}-dlq"}],
-    })
+    engine = engine_for(
+        {
+            "name": "review-size-dl",
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "faulty", "type": "squall.testing:FaultyBolt"},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                {
+                    "id": "dlq",
+                    "type": f"{__name__}:SizeLimitedDeadLetterSink",
+                    "name": f"{tag}-dlq",
+                },
+            ],
+        }
+    )
     with engine:
-        result = engine.process(records_from([{"i": i, "fail": "no", "sink_fail": i == 5} for i in range(7)]
-                                             + [{"i": 7}]))
+        result = engine.process(
+            records_from(
+                [{"i": i, "fail": "no", "sink_fail": i == 5} for i in range(7)] + [{"i": 7}]
+            )
+        )
     # the dead letter the sink reported not written (WriteResult) fails: it is delivered again
-    assert [o.outcome for o in result.records] == [Outcome.DEAD_LETTERED] * 5 + [Outcome.FAILED, Outcome.DEAD_LETTERED,
-                                                                               Outcome.COMMITTED]
+    assert [o.outcome for o in result.records] == [Outcome.DEAD_LETTERED] * 5 + [
+        Outcome.FAILED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
     assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]}) == [0, 1, 2, 3, 4, 6]
 
 
 # -- the Redis cache in front of the SQL state store -----------------------------------------------------
 
 
-def test_a_cache_that_refuses_writes_after_the_commit_does_not_fail_the_run(tag, tmp_path, redis_url, monkeypatch):
+def test_a_cache_that_refuses_writes_after_the_commit_does_not_fail_the_run(
+    tag, tmp_path, redis_url, monkeypatch
+):
     """CachedStateStore.flush() — after the SQL commit — swallowed only TransientError: a Redis
     that refuses writes (OOM under maxmemory/noeviction, MISCONF) raised a raw ResponseError out
     of engine.process() after the batch was committed, on every batch: a full *cache* stopped the
@@ -481,7 +651,9 @@ def test_a_cache_that_refuses_writes_after_the_commit_does_not_fail_the_run(tag,
 
     def oom_write(self, states, forget=()):
         if states:  # the population after the commit; dropping keys (DEL) is allowed under OOM
-            raise redis.exceptions.ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+            raise redis.exceptions.ResponseError(
+                "OOM command not allowed when used memory > 'maxmemory'."
+            )
         return real_write(self, states, forget)
 
     monkeypatch.setattr(RedisStateStore, "write", oom_write)
@@ -507,27 +679,50 @@ def test_a_record_holding_nul_is_dead_lettered_into_a_postgresql_table(tag, pg_u
     import sqlalchemy as sa
 
     table = f"dl_{uuid.uuid4().hex[:10]}"
-    engine = engine_for({
-        "name": "review-nul-dl",
-        "resources": {"db": {"url": pg_url}},
-        "spout": {"type": "squall.testing:ListSpout"},
-        "bolts": [{"id": "decode", "type": "json"}, {"id": "faulty", "type": "squall.testing:FaultyBolt"}],
-        "sinks": [{"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
-                  {"id": "dlq", "type": "dead_letter_table", "resource": "db", "table": table,
-                   "include_payload": True}],
-    })
+    engine = engine_for(
+        {
+            "name": "review-nul-dl",
+            "resources": {"db": {"url": pg_url}},
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "faulty", "type": "squall.testing:FaultyBolt"},
+            ],
+            "sinks": [
+                {"id": "out", "type": "squall.testing:MemorySink", "name": f"{tag}-out"},
+                {
+                    "id": "dlq",
+                    "type": "dead_letter_table",
+                    "resource": "db",
+                    "table": table,
+                    "include_payload": True,
+                },
+            ],
+        }
+    )
     raw = b'{"id": "x", "a": \x00}'
     try:
         with engine:
-            result = engine.process(records_from([{"id": "ok"}, raw, {"id": "n", "fail": "bad\u0000reason"}]))
+            result = engine.process(
+                records_from([{"id": "ok"}, raw, {"id": "n", "fail": "bad\u0000reason"}])
+            )
             with engine.resources.sql("db").connect() as conn:
-                rows = conn.execute(sa.text(f'SELECT event_id, reason, record, record_base64 FROM "{table}" '
-                                            "ORDER BY meta")).all()
-        assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED,
-                                                      Outcome.DEAD_LETTERED]
+                rows = conn.execute(
+                    sa.text(
+                        f'SELECT event_id, reason, record, record_base64 FROM "{table}" '
+                        "ORDER BY meta"
+                    )
+                ).all()
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.DEAD_LETTERED,
+        ]
         assert len(rows) == 2
         assert rows[0].record is None and base64.b64decode(rows[0].record_base64) == raw
         assert "\x00" not in rows[1].reason and rows[1].reason.startswith("bad")
     finally:
-        with sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://")).begin() as conn:
+        with sa.create_engine(
+            pg_url.replace("postgresql://", "postgresql+psycopg2://")
+        ).begin() as conn:
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))

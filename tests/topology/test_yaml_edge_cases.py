@@ -17,31 +17,50 @@ def problems(text: str, env: dict | None = None) -> list[str]:
     return [str(p) for p in exc.value.problems]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("name: t\nsettings: {batch_size: !!int abc}\n" + TAIL,
-     "t.yaml:2:24: settings.batch_size: cannot read value: invalid literal for int() with base 10: 'abc'"),
-    ("name: t\n!!int abc: 1\n" + TAIL, "t.yaml:2:1: cannot read key: invalid literal for int() with base 10: 'abc'"),
-    ("name: t\n!!python/name:os.system x: 1\n" + TAIL,
-     "t.yaml:2:1: cannot read key: could not determine a constructor for the tag "
-     "'tag:yaml.org,2002:python/name:os.system'"),
-    ("name: t\nsettings: {<<: 5}\n" + TAIL, "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings"),
-    ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
-    ("name: t\nspout: {type: ':'}\nsinks: [{id: out, type: stdout}]\n",
-     "t.yaml:2:15: spout.type: cannot import ':': ValueError: Empty module name"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "name: t\nsettings: {batch_size: !!int abc}\n" + TAIL,
+            "t.yaml:2:24: settings.batch_size: cannot read value: invalid literal for int() with base 10: 'abc'",
+        ),
+        (
+            "name: t\n!!int abc: 1\n" + TAIL,
+            "t.yaml:2:1: cannot read key: invalid literal for int() with base 10: 'abc'",
+        ),
+        (
+            "name: t\n!!python/name:os.system x: 1\n" + TAIL,
+            "t.yaml:2:1: cannot read key: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/name:os.system'",
+        ),
+        (
+            "name: t\nsettings: {<<: 5}\n" + TAIL,
+            "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings",
+        ),
+        ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
+        (
+            "name: t\nspout: {type: ':'}\nsinks: [{id: out, type: stdout}]\n",
+            "t.yaml:2:15: spout.type: cannot import ':': ValueError: Empty module name",
+        ),
+    ],
+)
 def test_odd_yaml_is_a_located_problem(text: str, expected: str):
     assert expected in problems(text)
 
 
 def test_alias_bombs_stop_early_with_a_located_problem():
     text = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 10) + "]\n" for i in range(7))
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 10) + "]\n"
+        for i in range(7)
+    )
     _, _, found = read_yaml(text, "l.yaml", {})
     assert any("document too large" in str(p) for p in found)
 
 
 def test_explicit_keys_override_merged_ones():
-    data, _, found = read_yaml("a: &s {id: out, type: stdout}\nb: {<<: *s, id: out2}\n", "t.yaml", {})
+    data, _, found = read_yaml(
+        "a: &s {id: out, type: stdout}\nb: {<<: *s, id: out2}\n", "t.yaml", {}
+    )
     assert found == [] and data["b"] == {"id": "out2", "type": "stdout"}
 
 
@@ -50,11 +69,14 @@ def test_boolean_and_null_keys_read_as_yaml_wrote_them():
     assert data == {"r": {"true": "paid", "false": "free", "null": "nop"}}
 
 
-@pytest.mark.parametrize("value, env, expected", [
-    ("${A:-$$}", {}, "$"),
-    ("x${E}y", {"E": ""}, "xy"),  # set but empty is set
-    ("${E:-d}", {"E": ""}, "d"),  # :- also covers empty, as in a shell
-])
+@pytest.mark.parametrize(
+    "value, env, expected",
+    [
+        ("${A:-$$}", {}, "$"),
+        ("x${E}y", {"E": ""}, "xy"),  # set but empty is set
+        ("${E:-d}", {"E": ""}, "d"),  # :- also covers empty, as in a shell
+    ],
+)
 def test_variable_substitution_edge_cases(value: str, env: dict, expected: str):
     data, _, found = read_yaml(f'a: "{value}"\n', "t.yaml", env)
     assert found == [] and data["a"] == expected
@@ -63,7 +85,8 @@ def test_variable_substitution_edge_cases(value: str, env: dict, expected: str):
 def test_nested_variables_in_defaults_are_refused_not_mangled():
     _, _, found = read_yaml("a: ${A:-${B}}\n", "t.yaml", {})
     assert [str(p) for p in found] == [
-        "t.yaml:1:4: a: the default of ${A} contains '${': nested variables are not supported"]
+        "t.yaml:1:4: a: the default of ${A} contains '${': nested variables are not supported"
+    ]
 
 
 def test_a_non_utf8_file_is_a_located_problem(tmp_path):
@@ -74,9 +97,13 @@ def test_a_non_utf8_file_is_a_located_problem(tmp_path):
 
 
 def test_duplicate_ids_name_the_first_place_and_nothing_else():
-    text = "name: t\nspout: {type: stdin}\nbolts:\n  - {id: a, type: json}\n  - {id: a, type: json}\n" \
-           "sinks: [{id: o, type: stdout}]\n"
-    assert problems(text) == ["t.yaml:5:10: bolts[1].id: duplicate id 'a' (first used by bolts[0] at line 4, column 10)"]
+    text = (
+        "name: t\nspout: {type: stdin}\nbolts:\n  - {id: a, type: json}\n  - {id: a, type: json}\n"
+        "sinks: [{id: o, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:5:10: bolts[1].id: duplicate id 'a' (first used by bolts[0] at line 4, column 10)"
+    ]
 
 
 def test_route_matches_boolean_values_with_unquoted_yaml_keys():
@@ -105,8 +132,11 @@ streams:
 def test_graph_ids_and_labels_survive_odd_component_ids():
     from squall.topology.graph import compile_plan
 
-    topo = load_text('name: g\nspout: {type: stdin}\nbolts:\n  - {id: dec-ode, type: json}\n'
-                     '  - {id: dec_ode, type: json}\nsinks: [{id: "o\\"ut", type: stdout}]\n', env={})
+    topo = load_text(
+        "name: g\nspout: {type: stdin}\nbolts:\n  - {id: dec-ode, type: json}\n"
+        '  - {id: dec_ode, type: json}\nsinks: [{id: "o\\"ut", type: stdout}]\n',
+        env={},
+    )
     plan = compile_plan(topo)
     mermaid = plan.mermaid()
     assert "n1 --> n2" in mermaid and "n2 --> n3" in mermaid
@@ -118,4 +148,6 @@ def test_an_explicit_tag_wins_over_retyping_a_substituted_value():
     data, _, found = read_yaml("a: !!str ${A:-5}\nb: ${A:-5}\n", "t.yaml", {})
     assert found == [] and data == {"a": "5", "b": 5}
     _, _, found = read_yaml("a: !!int ${A:-x}\n", "t.yaml", {})
-    assert [str(p) for p in found] == ["t.yaml:1:4: a: cannot read value: invalid literal for int() with base 10: 'x'"]
+    assert [str(p) for p in found] == [
+        "t.yaml:1:4: a: cannot read value: invalid literal for int() with base 10: 'x'"
+    ]

@@ -32,8 +32,12 @@ class PartitionBy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    column: str = Field(description="A timestamp or date column of 'columns'; it joins event_id in the key.")
-    granularity: Literal["day", "month"] = Field("day", description="One partition per UTC day or month.")
+    column: str = Field(
+        description="A timestamp or date column of 'columns'; it joins event_id in the key."
+    )
+    granularity: Literal["day", "month"] = Field(
+        "day", description="One partition per UTC day or month."
+    )
 
 
 def _column_shorthand(v: Any) -> Any:
@@ -44,28 +48,48 @@ def _column_shorthand(v: Any) -> Any:
 class WarehouseConfig(ComponentConfig):
     resource: str = Field(description="Name of a SQL resource (sqlite:///…, postgresql://…).")
     table: str = Field(description="Target table; created from 'columns' if missing.")
-    db_schema: str | None = Field(None, alias="schema", description="Database schema of the table (PostgreSQL).")
+    db_schema: str | None = Field(
+        None, alias="schema", description="Database schema of the table (PostgreSQL)."
+    )
     mode: Literal["insert", "upsert"] = Field(
-        "insert", description="insert: one row per event, keyed by event_id (a replay adds nothing); upsert: one "
-                              "row per `key`, a later event with the same key replaces the row (the last in a "
-                              "batch wins), e.g. re-emitted window results.")
+        "insert",
+        description="insert: one row per event, keyed by event_id (a replay adds nothing); upsert: one "
+        "row per `key`, a later event with the same key replaces the row (the last in a "
+        "batch wins), e.g. re-emitted window results.",
+    )
     key: list[str] | None = Field(
-        None, description="upsert: the columns identifying a row (the table's primary key; required values). "
-                          "No event_id column is added in this mode unless listed in columns.")
-    columns: dict[str, Annotated[ColumnSpec, BeforeValidator(_column_shorthand,
-                                                             json_schema_input_type=ColumnSpec | str)]] = Field(
+        None,
+        description="upsert: the columns identifying a row (the table's primary key; required values). "
+        "No event_id column is added in this mode unless listed in columns.",
+    )
+    columns: dict[
+        str,
+        Annotated[
+            ColumnSpec, BeforeValidator(_column_shorthand, json_schema_input_type=ColumnSpec | str)
+        ],
+    ] = Field(
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
-                    "In insert mode an 'event_id' column (meta.event_id) is added when absent; it is the "
-                    "table's key.")
+        "In insert mode an 'event_id' column (meta.event_id) is added when absent; it is the "
+        "table's key."
+    )
     create: bool = Field(True, description="Create the table and add new columns when missing.")
     partition_by: PartitionBy | None = Field(
-        None, description="PostgreSQL: range-partition the new table by day or month of a timestamp/date "
-                          "column; partitions are created for the days a batch holds.")
-    copy_batch_size: int = Field(10_000, ge=1, description="PostgreSQL: rows per COPY; a larger batch is "
-                                                           "sent in several COPYs in the same transaction.")
+        None,
+        description="PostgreSQL: range-partition the new table by day or month of a timestamp/date "
+        "column; partitions are created for the days a batch holds.",
+    )
+    copy_batch_size: int = Field(
+        10_000,
+        ge=1,
+        description="PostgreSQL: rows per COPY; a larger batch is "
+        "sent in several COPYs in the same transaction.",
+    )
     statement_timeout: float | None = Field(
-        None, gt=0, description="PostgreSQL: seconds a statement of the batch may take; longer is a "
-                                "transient error (retried).")
+        None,
+        gt=0,
+        description="PostgreSQL: seconds a statement of the batch may take; longer is a "
+        "transient error (retried).",
+    )
 
     model_config = {**ComponentConfig.model_config, "populate_by_name": True}
 
@@ -83,7 +107,9 @@ class WarehouseConfig(ComponentConfig):
 
     @field_validator("columns")
     @classmethod
-    def _columns(cls, v: dict[str, ColumnSpec], info: Any) -> dict[str, ColumnSpec]:  # info: ValidationInfo
+    def _columns(
+        cls, v: dict[str, ColumnSpec], info: Any
+    ) -> dict[str, ColumnSpec]:  # info: ValidationInfo
         # Each column was validated in place above (errors name columns.<name>.<key>); now the
         # shorthand becomes a spec and the event_id key is added (insert mode: it is the key).
         return parse_columns(v, add_event_id=info.data.get("mode", "insert") == "insert")
@@ -103,10 +129,14 @@ class WarehouseConfig(ComponentConfig):
             raise ValueError("key: a column is listed twice")
         unkeyable = [c for c in self.key if self.columns[c].type == "json"]
         if unkeyable:
-            raise ValueError(f"key: {', '.join(unkeyable)} is a json column; a key needs scalar columns")
+            raise ValueError(
+                f"key: {', '.join(unkeyable)} is a json column; a key needs scalar columns"
+            )
         part = self.partition_by
         if part is not None and part.column not in self.key:
-            raise ValueError(f"key: a partitioned table's key must hold the partition column '{part.column}'")
+            raise ValueError(
+                f"key: a partitioned table's key must hold the partition column '{part.column}'"
+            )
         return self
 
     @model_validator(mode="after")
@@ -118,10 +148,14 @@ class WarehouseConfig(ComponentConfig):
         if col is None:
             raise ValueError(f"partition_by: '{part.column}' is not one of the columns")
         if part.column == "event_id" or col.type not in ("timestamp", "date"):
-            raise ValueError(f"partition_by: column '{part.column}' must be of type timestamp or date")
+            raise ValueError(
+                f"partition_by: column '{part.column}' must be of type timestamp or date"
+            )
         if len(self.table) > 63 - _PARTITION_SUFFIX:
-            raise ValueError(f"partition_by: table name '{self.table}' is too long for its partition names "
-                             f"(at most {63 - _PARTITION_SUFFIX} characters)")
+            raise ValueError(
+                f"partition_by: table name '{self.table}' is too long for its partition names "
+                f"(at most {63 - _PARTITION_SUFFIX} characters)"
+            )
         return self
 
     def table_spec(self) -> TableSpec:
@@ -132,8 +166,14 @@ class WarehouseConfig(ComponentConfig):
         for name in required:
             if columns[name].nullable:
                 columns[name] = columns[name].model_copy(update={"nullable": False})
-        return TableSpec(self.db_schema, self.table, columns, part.column if part else None,
-                         part.granularity if part else "day", tuple(self.key or ()))
+        return TableSpec(
+            self.db_schema,
+            self.table,
+            columns,
+            part.column if part else None,
+            part.granularity if part else "day",
+            tuple(self.key or ()),
+        )
 
 
 class WarehouseSink(Sink):
@@ -150,18 +190,23 @@ class WarehouseSink(Sink):
         try:
             with sql_errors(self.where):
                 writer_cls = writer_for(self.engine.dialect.name)
-                self.writer = writer_cls(self.engine, self.spec,
-                                         WriteOptions(cfg.copy_batch_size, cfg.statement_timeout))
+                self.writer = writer_cls(
+                    self.engine, self.spec, WriteOptions(cfg.copy_batch_size, cfg.statement_timeout)
+                )
                 self.writer.open(create=cfg.create)
         except SinkError as exc:
             if str(exc).startswith(self.where):
                 raise
             # One line per problem, each naming the sink: "events: table events: column 'n' is …".
-            raise SinkError("\n".join(f"{self.id}: {line}" for line in str(exc).splitlines())) from exc
+            raise SinkError(
+                "\n".join(f"{self.id}: {line}" for line in str(exc).splitlines())
+            ) from exc
 
     def prepare(self, events: list) -> Prepared:
         p = Prepared([])
-        p.events, p.payload = self.writer.prepare(events, lambda ev, reason: p.reject(ev, self.id, reason))
+        p.events, p.payload = self.writer.prepare(
+            events, lambda ev, reason: p.reject(ev, self.id, reason)
+        )
         return p
 
     def transaction_resource(self) -> str | None:

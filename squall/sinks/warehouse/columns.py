@@ -26,7 +26,9 @@ class ColumnSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="Dotted path into the payload, or meta.<field> for record metadata.")
+    path: str = Field(
+        description="Dotted path into the payload, or meta.<field> for record metadata."
+    )
     type: ColumnType = Field("text", description="Column type.")
     nullable: bool = Field(True, description="False: events without a value go to dead letter.")
     index: bool = Field(False, description="Create an index on this column.")
@@ -37,7 +39,9 @@ class ColumnSpec(BaseModel):
         return validate_path(v)
 
 
-def parse_columns(raw: dict[str, str | dict | ColumnSpec], *, add_event_id: bool = True) -> dict[str, ColumnSpec]:
+def parse_columns(
+    raw: dict[str, str | dict | ColumnSpec], *, add_event_id: bool = True
+) -> dict[str, ColumnSpec]:
     """Column specs by name; the ``event_id`` key column is added first unless declared (or not wanted:
     an upsert table is keyed by its own columns)."""
     out: dict[str, ColumnSpec] = {}
@@ -47,7 +51,9 @@ def parse_columns(raw: dict[str, str | dict | ColumnSpec], *, add_event_id: bool
             try:
                 spec = ColumnSpec(path=spec)
             except ValueError as exc:  # pydantic's error, as one line naming the column
-                raise ValueError(f"column '{name}': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+                raise ValueError(
+                    f"column '{name}': {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"
+                ) from None
         out[name] = spec if isinstance(spec, ColumnSpec) else ColumnSpec.model_validate(spec)
     if "event_id" not in out:
         if add_event_id:
@@ -77,13 +83,26 @@ def _json_type(dialect: str) -> sa.types.TypeEngine:
     return sa.Text()
 
 
-def build_table(metadata: sa.MetaData, name: str, columns: dict[str, ColumnSpec], dialect: str,
-                schema: str | None = None, key: tuple[str, ...] = ("event_id",)) -> sa.Table:
+def build_table(
+    metadata: sa.MetaData,
+    name: str,
+    columns: dict[str, ColumnSpec],
+    dialect: str,
+    schema: str | None = None,
+    key: tuple[str, ...] = ("event_id",),
+) -> sa.Table:
     """The table as SQLAlchemy sees it; ``key`` is its primary key (event_id, or an upsert's columns)."""
     cols = []
     for cname, spec in columns.items():
-        cols.append(sa.Column(cname, SA_TYPES[spec.type](dialect), primary_key=cname in key,
-                              nullable=spec.nullable and cname not in key, index=spec.index))
+        cols.append(
+            sa.Column(
+                cname,
+                SA_TYPES[spec.type](dialect),
+                primary_key=cname in key,
+                nullable=spec.nullable and cname not in key,
+                index=spec.index,
+            )
+        )
     return sa.Table(name, metadata, *cols, schema=schema)
 
 
@@ -176,8 +195,14 @@ def _to_json(v: Any) -> Any:
 
 
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
-    "text": _to_text, "integer": _to_int, "bigint": _to_int, "float": _to_float, "boolean": _to_bool,
-    "timestamp": to_datetime, "date": _to_date, "json": _to_json,
+    "text": _to_text,
+    "integer": _to_int,
+    "bigint": _to_int,
+    "float": _to_float,
+    "boolean": _to_bool,
+    "timestamp": to_datetime,
+    "date": _to_date,
+    "json": _to_json,
 }
 
 
@@ -207,8 +232,17 @@ class RowBuilder:
                 conv = lambda v: orjson.dumps(v).decode()  # noqa: E731
             # Payload paths are walked inline (no call per column); text columns take strings as
             # they are. Same values as getter() + conv: tests/sinks check both ways.
-            self._plan.append((name, spec, payload_keys(spec.path), getter(spec.path), conv,
-                               spec.nullable, conv is _to_text))
+            self._plan.append(
+                (
+                    name,
+                    spec,
+                    payload_keys(spec.path),
+                    getter(spec.path),
+                    conv,
+                    spec.nullable,
+                    conv is _to_text,
+                )
+            )
 
     def row(self, ev: Event) -> tuple:
         value = ev.value
@@ -228,7 +262,9 @@ class RowBuilder:
                         break
             if v is None or v is MISSING:
                 if not nullable:
-                    raise ConversionError(f"column '{name}': required value '{spec.path}' is missing")
+                    raise ConversionError(
+                        f"column '{name}': required value '{spec.path}' is missing"
+                    )
                 append(None)
                 continue
             if text and v.__class__ is str:
@@ -237,6 +273,8 @@ class RowBuilder:
             try:
                 append(conv(v))
             except (ConversionError, ValueError, TypeError, OverflowError, OSError):
-                raise ConversionError(f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
-                                      f"as {spec.type}") from None
+                raise ConversionError(
+                    f"column '{name}': cannot store {describe_value(v)} from '{spec.path}' "
+                    f"as {spec.type}"
+                ) from None
         return tuple(values)

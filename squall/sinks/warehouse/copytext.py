@@ -40,7 +40,9 @@ _EPOCH = datetime(1970, 1, 1)
 _EMPTY: dict = {}
 # A timestamp already in UTC and in a form both Python and PostgreSQL read the same way is passed
 # through as it is (after Python has checked it is a real date): formatting costs more than parsing.
-_UTC_TEXT = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]00(?::?00)?)\Z", re.ASCII)
+_UTC_TEXT = re.compile(
+    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]00(?::?00)?)\Z", re.ASCII
+)
 # jsonb rejects the escape of NUL; an escaped backslash followed by "u0000" is ordinary text.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -49,7 +51,9 @@ def escape(value: str) -> str:
     """One value in COPY text format (without the NULL check)."""
     if "\x00" in value:
         raise ConversionError("contains a NUL character (\\u0000), which PostgreSQL cannot store")
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return (
+        value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    )
 
 
 def _text(v: Any) -> str:
@@ -106,14 +110,22 @@ def _json(v: Any) -> str:
 
 def _checked_json(text: str) -> str:
     if "\\u0000" in text and _JSON_NUL.search(text):
-        raise ConversionError("contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store")
+        raise ConversionError(
+            "contains a NUL character (\\u0000), which PostgreSQL jsonb cannot store"
+        )
     return text
 
 
 #: column type -> value -> COPY text (not yet escaped); ``None`` for text: a str is its own text.
 FORMATTERS: dict[str, Callable[[Any], str]] = {
-    "text": _text, "integer": _int4, "bigint": _int8, "float": _float8, "boolean": _bool,
-    "timestamp": timestamp_text, "date": _date, "json": _json,
+    "text": _text,
+    "integer": _int4,
+    "bigint": _int8,
+    "float": _float8,
+    "boolean": _bool,
+    "timestamp": timestamp_text,
+    "date": _date,
+    "json": _json,
 }
 
 
@@ -125,8 +137,9 @@ class CopyRows:
     events: list[Event] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
 
-    def encode(self, chunk: int, reject: Callable[[Event, str], None], *,
-               sort: bool = True) -> list[tuple[bytes, int]]:
+    def encode(
+        self, chunk: int, reject: Callable[[Event, str], None], *, sort: bool = True
+    ) -> list[tuple[bytes, int]]:
         """The lines, sorted by event_id, as UTF-8 COPY buffers of at most ``chunk`` rows.
 
         Lines start with the event_id, so sorting them sorts by key: PostgreSQL then inserts into
@@ -136,8 +149,10 @@ class CopyRows:
         """
         lines = sorted(self.lines) if sort else self.lines
         try:
-            return [(("\n".join(part) + "\n").encode(), len(part))
-                    for part in (lines[i:i + chunk] for i in range(0, len(lines), chunk))]
+            return [
+                (("\n".join(part) + "\n").encode(), len(part))
+                for part in (lines[i : i + chunk] for i in range(0, len(lines), chunk))
+            ]
         except UnicodeEncodeError:
             pass
         lines, events = [], []
@@ -145,7 +160,10 @@ class CopyRows:
             try:
                 line.encode()
             except UnicodeEncodeError:
-                reject(ev, "a value is not valid Unicode (a lone surrogate), which PostgreSQL cannot store")
+                reject(
+                    ev,
+                    "a value is not valid Unicode (a lone surrogate), which PostgreSQL cannot store",
+                )
                 continue
             lines.append(line)
             events.append(ev)
@@ -159,7 +177,10 @@ class _Column:
     def __init__(self, name: str, spec: ColumnSpec):
         self.name, self.spec = name, spec
         self.required = not spec.nullable
-        self.textual = spec.type in ("text", "json")  # the only ones that can hold special characters
+        self.textual = spec.type in (
+            "text",
+            "json",
+        )  # the only ones that can hold special characters
         self.fmt = FORMATTERS[spec.type]
         parts = spec.path.split(".")
         if parts[0] == "payload":
@@ -176,7 +197,9 @@ class _Column:
             path_get = getter(spec.path)
             self.get = lambda ev: None if (v := path_get(ev)) is MISSING else v
 
-    def read(self, events: list[Event], payloads: list[dict], objects: dict[str, list[dict]]) -> list[Any]:
+    def read(
+        self, events: list[Event], payloads: list[dict], objects: dict[str, list[dict]]
+    ) -> list[Any]:
         """The column's values, None where missing; ``objects`` caches the batch's nested objects."""
         if self.get is not None:
             return list(map(self.get, events))
@@ -186,7 +209,9 @@ class _Column:
         k1, k2 = self.keys
         parents = objects.get(k1)
         if parents is None:  # geo.country and geo.city read the "geo" objects once
-            parents = objects[k1] = [d if isinstance(d := p.get(k1), dict) else _EMPTY for p in payloads]
+            parents = objects[k1] = [
+                d if isinstance(d := p.get(k1), dict) else _EMPTY for p in payloads
+            ]
         return [d.get(k2) for d in parents]
 
     def format(self, raw: list[Any], failed: dict[int, str]) -> list[str]:
@@ -195,7 +220,9 @@ class _Column:
         if nulls and self.required:
             for i, v in enumerate(raw):
                 if v is None:
-                    failed.setdefault(i, f"column '{self.name}': required value '{self.spec.path}' is missing")
+                    failed.setdefault(
+                        i, f"column '{self.name}': required value '{self.spec.path}' is missing"
+                    )
         try:
             out = self._fast(raw)
         except (ConversionError, ValueError, TypeError, OverflowError, OSError):
@@ -203,8 +230,13 @@ class _Column:
             nulls = sum(1 for o in out if o is NULL)
         if self.textual:
             joined = "".join(out)
-            if (joined.count("\\") != nulls or "\t" in joined or "\n" in joined or "\r" in joined
-                    or "\x00" in joined):
+            if (
+                joined.count("\\") != nulls
+                or "\t" in joined
+                or "\n" in joined
+                or "\r" in joined
+                or "\x00" in joined
+            ):
                 out = self._escaped(out, failed)
         return out
 
@@ -214,15 +246,25 @@ class _Column:
             return [NULL if v is None else v if v.__class__ is str else fmt(v) for v in raw]
         if kind == "integer":
             lo, hi = INT4
-            return [NULL if v is None else str(v) if v.__class__ is int and lo <= v <= hi else fmt(v) for v in raw]
+            return [
+                NULL if v is None else str(v) if v.__class__ is int and lo <= v <= hi else fmt(v)
+                for v in raw
+            ]
         if kind == "float":
             return [NULL if v is None else repr(v) if v.__class__ is float else fmt(v) for v in raw]
         if kind == "boolean":
-            return [NULL if v is None else "t" if v is True else "f" if v is False else fmt(v) for v in raw]
-        if kind == "timestamp":  # UTC text in a form PostgreSQL reads alike passes (fromisoformat checks it)
+            return [
+                NULL if v is None else "t" if v is True else "f" if v is False else fmt(v)
+                for v in raw
+            ]
+        if (
+            kind == "timestamp"
+        ):  # UTC text in a form PostgreSQL reads alike passes (fromisoformat checks it)
             utc, check = _UTC_TEXT.match, datetime.fromisoformat
-            return [NULL if v is None else v if v.__class__ is str and utc(v) and check(v) else fmt(v)
-                    for v in raw]
+            return [
+                NULL if v is None else v if v.__class__ is str and utc(v) and check(v) else fmt(v)
+                for v in raw
+            ]
         if kind == "json":
             dumps = orjson.dumps
             out = [NULL if v is None else dumps(v).decode() for v in raw]
@@ -241,8 +283,11 @@ class _Column:
                 out.append(self.fmt(v))
             except (ConversionError, ValueError, TypeError, OverflowError, OSError) as exc:
                 detail = f": {exc.args[0]}" if isinstance(exc, ConversionError) and exc.args else ""
-                failed.setdefault(i, f"column '{self.name}': cannot store {describe_value(v)} from "
-                                     f"'{self.spec.path}' as {self.spec.type}{detail}")
+                failed.setdefault(
+                    i,
+                    f"column '{self.name}': cannot store {describe_value(v)} from "
+                    f"'{self.spec.path}' as {self.spec.type}{detail}",
+                )
                 out.append(NULL)
         return out
 
@@ -255,7 +300,9 @@ class _Column:
             try:
                 escaped.append(escape(text))
             except ConversionError as exc:
-                failed.setdefault(i, f"column '{self.name}': value from '{self.spec.path}' {exc.args[0]}")
+                failed.setdefault(
+                    i, f"column '{self.name}': value from '{self.spec.path}' {exc.args[0]}"
+                )
                 escaped.append(NULL)
         return escaped
 
@@ -263,7 +310,9 @@ class _Column:
 class CopyRowBuilder:
     """Turns events into COPY text lines in column order, or a reason why an event cannot be stored."""
 
-    def __init__(self, columns: dict[str, ColumnSpec], *, key_column: str | None = None, key_length: int = 10):
+    def __init__(
+        self, columns: dict[str, ColumnSpec], *, key_column: str | None = None, key_length: int = 10
+    ):
         # event_id first, so that sorting the lines sorts the rows by key (see CopyRows.encode).
         if "event_id" in columns:
             columns = {"event_id": columns["event_id"], **columns}

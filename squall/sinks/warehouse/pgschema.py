@@ -17,8 +17,14 @@ from squall.sinks.warehouse.writers import TableSpec, quote
 
 #: YAML column type -> PostgreSQL type of a new column.
 PG_TYPES = {
-    "text": "text", "integer": "integer", "bigint": "bigint", "float": "double precision",
-    "boolean": "boolean", "timestamp": "timestamp with time zone", "date": "date", "json": "jsonb",
+    "text": "text",
+    "integer": "integer",
+    "bigint": "bigint",
+    "float": "double precision",
+    "boolean": "boolean",
+    "timestamp": "timestamp with time zone",
+    "date": "date",
+    "json": "jsonb",
 }
 #: YAML column type -> existing column types (pg_type.typname) that hold every value squall writes,
 #: each with True when only its unconstrained form does (varchar, numeric without a length/precision).
@@ -33,13 +39,25 @@ ACCEPTED: dict[str, dict[str, bool]] = {
     "json": {"jsonb": False, "json": False, "text": False},
 }
 ACCEPTED_SHOWN = {
-    "text": "text or varchar", "integer": "integer, bigint or numeric", "bigint": "bigint or numeric",
-    "float": "double precision or numeric", "boolean": "boolean",
-    "timestamp": "timestamp with time zone (or timestamp, holding UTC)", "date": "date",
+    "text": "text or varchar",
+    "integer": "integer, bigint or numeric",
+    "bigint": "bigint or numeric",
+    "float": "double precision or numeric",
+    "boolean": "boolean",
+    "timestamp": "timestamp with time zone (or timestamp, holding UTC)",
+    "date": "date",
     "json": "jsonb, json or text",
 }
-_RELKINDS = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence", "i": "index",
-             "I": "partitioned index", "c": "composite type", "t": "TOAST table"}
+_RELKINDS = {
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "S": "sequence",
+    "i": "index",
+    "I": "partitioned index",
+    "c": "composite type",
+    "t": "TOAST table",
+}
 # Advisory-lock class for squall's DDL (pg_advisory_xact_lock(int4, int4)): "SQ".
 LOCK_CLASS = 0x5351
 
@@ -152,31 +170,43 @@ def problems(spec: TableSpec, table: ExistingTable, *, create: bool) -> list[str
     key = frozenset(spec.conflict_key)
     if key not in table.unique_keys:
         cols = ", ".join(spec.conflict_key)
-        out.append(f"{where} has no primary key or unique constraint on exactly ({cols}); squall needs it to "
-                   f"make replays idempotent — add one (ALTER TABLE … ADD PRIMARY KEY ({cols})) or use a new table")
+        out.append(
+            f"{where} has no primary key or unique constraint on exactly ({cols}); squall needs it to "
+            f"make replays idempotent — add one (ALTER TABLE … ADD PRIMARY KEY ({cols})) or use a new table"
+        )
     for name, col in spec.columns.items():
         existing = table.columns.get(name)
         if existing is None:
             if not create:
-                out.append(f"{where} has no column '{name}' (create: false, so squall does not add it)")
+                out.append(
+                    f"{where} has no column '{name}' (create: false, so squall does not add it)"
+                )
             continue
         if not accepts(col.type, existing):
-            out.append(f"{where}: column '{name}' is {existing.shown} in the table, but the YAML declares "
-                       f"{col.type}, which needs {ACCEPTED_SHOWN[col.type]}")
+            out.append(
+                f"{where}: column '{name}' is {existing.shown} in the table, but the YAML declares "
+                f"{col.type}, which needs {ACCEPTED_SHOWN[col.type]}"
+            )
         if name in spec.conflict_key:
             continue
         if not col.nullable and not existing.not_null:
-            out.append(f"{where}: column '{name}' is nullable in the table but nullable: false in the YAML, "
-                       f"which the table would not enforce — run ALTER TABLE … ALTER COLUMN {name} SET NOT NULL "
-                       f"first, or remove nullable: false")
+            out.append(
+                f"{where}: column '{name}' is nullable in the table but nullable: false in the YAML, "
+                f"which the table would not enforce — run ALTER TABLE … ALTER COLUMN {name} SET NOT NULL "
+                f"first, or remove nullable: false"
+            )
         elif col.nullable and existing.not_null:
-            out.append(f"{where}: column '{name}' is NOT NULL in the table but nullable in the YAML, so an "
-                       f"event without '{col.path}' would fail its whole batch — declare nullable: false "
-                       f"(such events then go to the dead letter)")
+            out.append(
+                f"{where}: column '{name}' is NOT NULL in the table but nullable in the YAML, so an "
+                f"event without '{col.path}' would fail its whole batch — declare nullable: false "
+                f"(such events then go to the dead letter)"
+            )
     for name, existing in table.columns.items():
         if name not in spec.columns and existing.not_null and not existing.has_default:
-            out.append(f"{where}: column '{name}' is NOT NULL without a default and not in the YAML, so no row "
-                       f"could be inserted — add it to columns or give it a default")
+            out.append(
+                f"{where}: column '{name}' is NOT NULL without a default and not in the YAML, so no row "
+                f"could be inserted — add it to columns or give it a default"
+            )
     return out
 
 
@@ -184,15 +214,21 @@ def _partitioning_problems(spec: TableSpec, table: ExistingTable, where: str) ->
     column = spec.partition_column
     if table.partition_strategy is None:
         if column:
-            return [f"{where} is not partitioned, but partition_by asks for {column}: an existing table cannot "
-                    f"be partitioned in place — write to a new table, or remove partition_by"]
+            return [
+                f"{where} is not partitioned, but partition_by asks for {column}: an existing table cannot "
+                f"be partitioned in place — write to a new table, or remove partition_by"
+            ]
         return []
     shown = ", ".join(table.partition_columns)
     if column is None:
-        return [f"{where} is partitioned on ({shown}); set partition_by: {{column: {shown}}} in the YAML"]
+        return [
+            f"{where} is partitioned on ({shown}); set partition_by: {{column: {shown}}} in the YAML"
+        ]
     if table.partition_strategy != "r" or table.partition_columns != [column]:
-        return [f"{where} is partitioned on ({shown}) by {_STRATEGIES.get(table.partition_strategy, '?')}, "
-                f"but partition_by asks for range partitions on ({column})"]
+        return [
+            f"{where} is partitioned on ({shown}) by {_STRATEGIES.get(table.partition_strategy, '?')}, "
+            f"but partition_by asks for range partitions on ({column})"
+        ]
     return []
 
 
@@ -238,8 +274,11 @@ def partition_sql(spec: TableSpec, key: str) -> str:
         lo, hi = f"'{start.isoformat()}'", f"'{end.isoformat()}'"
     else:
         lo, hi = f"'{start.isoformat()} 00:00:00+00'", f"'{end.isoformat()} 00:00:00+00'"
-    target = f"{quote(spec.schema)}.{quote(partition_name(spec, key))}" if spec.schema else quote(
-        partition_name(spec, key))
+    target = (
+        f"{quote(spec.schema)}.{quote(partition_name(spec, key))}"
+        if spec.schema
+        else quote(partition_name(spec, key))
+    )
     return f"CREATE TABLE IF NOT EXISTS {target} PARTITION OF {spec.qualified} FOR VALUES FROM ({lo}) TO ({hi})"
 
 
@@ -255,7 +294,7 @@ def partition_keys(spec: TableSpec, names: list[str]) -> set[str]:
     width = 8 if spec.granularity == "day" else 6
     keys = set()
     for name in names:
-        digits = name[len(prefix):]
+        digits = name[len(prefix) :]
         if name.startswith(prefix) and len(digits) == width and digits.isdigit():
             keys.add(f"{digits[:4]}-{digits[4:6]}" + (f"-{digits[6:]}" if width == 8 else ""))
     return keys

@@ -51,9 +51,18 @@ log = logging.getLogger("squall.sinks.warehouse")
 
 #: Existing column type (pg_type.typname) -> the type of its staging column: no cast on INSERT … SELECT.
 STAGING_TYPES = {
-    "text": "text", "varchar": "varchar", "int4": "integer", "int8": "bigint", "numeric": "numeric",
-    "float8": "double precision", "bool": "boolean", "timestamptz": "timestamptz", "timestamp": "timestamp",
-    "date": "date", "jsonb": "jsonb", "json": "json",
+    "text": "text",
+    "varchar": "varchar",
+    "int4": "integer",
+    "int8": "bigint",
+    "numeric": "numeric",
+    "float8": "double precision",
+    "bool": "boolean",
+    "timestamptz": "timestamptz",
+    "timestamp": "timestamp",
+    "date": "date",
+    "jsonb": "jsonb",
+    "json": "json",
 }
 _READ_SIZE = 1 << 18  # bytes handed to libpq per PQputCopyData
 
@@ -75,13 +84,18 @@ class PostgresWriter(SqlWriter):
 
     def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
         if engine.dialect.driver != "psycopg2":
-            raise SinkError(f"table {spec.shown}: the PostgreSQL warehouse uses psycopg2's COPY; write the "
-                            f"resource URL as postgresql+psycopg2://… (driver here: {engine.dialect.driver})")
+            raise SinkError(
+                f"table {spec.shown}: the PostgreSQL warehouse uses psycopg2's COPY; write the "
+                f"resource URL as postgresql+psycopg2://… (driver here: {engine.dialect.driver})"
+            )
         self.engine = engine
         self.spec = spec
         self.options = options
-        self.builder = CopyRowBuilder(spec.columns, key_column=spec.partition_column,
-                                      key_length=10 if spec.granularity == "day" else 7)
+        self.builder = CopyRowBuilder(
+            spec.columns,
+            key_column=spec.partition_column,
+            key_length=10 if spec.granularity == "day" else 7,
+        )
         names = ", ".join(quote(c) for c in self.builder.names)  # the order of the COPY lines
         self._names = names
         self._copy_options = "(FORMAT text, ENCODING 'UTF8')"
@@ -99,9 +113,14 @@ class PostgresWriter(SqlWriter):
         with transaction(self.engine) as conn, conn.connection.dbapi_connection.cursor() as cur:
             cur.execute("SELECT version()")
             if pgschema.is_redshift(cur.fetchone()[0]):
-                raise SinkError(f"table {spec.shown}: Amazon Redshift is not supported by the warehouse sink "
-                                f"(no ON CONFLICT, no COPY from STDIN); see docs/warehouse.md")
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (pgschema.LOCK_CLASS, pgschema.lock_key(spec)))
+                raise SinkError(
+                    f"table {spec.shown}: Amazon Redshift is not supported by the warehouse sink "
+                    f"(no ON CONFLICT, no COPY from STDIN); see docs/warehouse.md"
+                )
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                (pgschema.LOCK_CLASS, pgschema.lock_key(spec)),
+            )
             table = pgschema.inspect_table(cur, spec)
             if table is None:
                 if not create:
@@ -132,8 +151,10 @@ class PostgresWriter(SqlWriter):
             try:
                 cur.execute(pgschema.add_column_sql(spec, name))
             except psycopg2.errors.NotNullViolation:
-                raise SinkError(f"table {spec.shown}: cannot add column '{name}' as NOT NULL: the table has "
-                                f"rows without a value — add it as nullable, fill it, then SET NOT NULL") from None
+                raise SinkError(
+                    f"table {spec.shown}: cannot add column '{name}' as NOT NULL: the table has "
+                    f"rows without a value — add it as nullable, fill it, then SET NOT NULL"
+                ) from None
             log.info("added column %s to %s", name, spec.shown)
             changed = True
         for name, col in spec.columns.items():
@@ -149,17 +170,23 @@ class PostgresWriter(SqlWriter):
             cols += ", squall_row bigint GENERATED ALWAYS AS IDENTITY"
         # One staging table per target table and column layout, per session; rows vanish at commit.
         stage = quote(f"squall_stage_{spec.digest(cols)}")
-        self._staging_sql = (f"SET LOCAL client_min_messages = warning; "
-                             f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({cols}) ON COMMIT DELETE ROWS")
+        self._staging_sql = (
+            f"SET LOCAL client_min_messages = warning; "
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({cols}) ON COMMIT DELETE ROWS"
+        )
         self._copy_staging = f"COPY {stage} ({self._names}) FROM STDIN WITH {self._copy_options}"
         keys = ", ".join(quote(c) for c in spec.conflict_key)
         if self._upsert:
-            select = (f"SELECT DISTINCT ON ({keys}) {self._names} FROM {stage} "
-                      f"ORDER BY {keys}, squall_row DESC")
+            select = (
+                f"SELECT DISTINCT ON ({keys}) {self._names} FROM {stage} "
+                f"ORDER BY {keys}, squall_row DESC"
+            )
         else:
             select = f"SELECT {self._names} FROM {stage}"
         conflict = on_conflict(spec, lambda c: quote(c)).replace("excluded.", "EXCLUDED.")
-        self._merge_sql = f"INSERT INTO {spec.qualified} ({self._names}) {select} ON CONFLICT ({keys}) {conflict}"
+        self._merge_sql = (
+            f"INSERT INTO {spec.qualified} ({self._names}) {select} ON CONFLICT ({keys}) {conflict}"
+        )
 
     # -- one batch -------------------------------------------------------------------------------
 
@@ -173,7 +200,9 @@ class PostgresWriter(SqlWriter):
         missing = payload.partition_keys - self._partitions
         if not missing:
             return
-        lock = f"SELECT pg_advisory_xact_lock({pgschema.LOCK_CLASS}, {pgschema.lock_key(self.spec)})"
+        lock = (
+            f"SELECT pg_advisory_xact_lock({pgschema.LOCK_CLASS}, {pgschema.lock_key(self.spec)})"
+        )
         with transaction(self.engine) as conn, conn.connection.dbapi_connection.cursor() as cur:
             cur.execute(self._setup(lock))
             for key in sorted(missing):
@@ -202,7 +231,12 @@ class PostgresWriter(SqlWriter):
         if self._upsert:
             log.debug("%s: upserted %d rows", self.spec.shown, inserted)
             return
-        log.debug("%s: merged %d rows, %d already stored", self.spec.shown, inserted, payload.rows - inserted)
+        log.debug(
+            "%s: merged %d rows, %d already stored",
+            self.spec.shown,
+            inserted,
+            payload.rows - inserted,
+        )
         self._direct = inserted == payload.rows
         return inserted
 

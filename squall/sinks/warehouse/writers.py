@@ -89,20 +89,33 @@ class SqlWriter:
 
     def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
         if spec.partition_column:
-            raise SinkError(f"table {spec.shown}: partition_by needs PostgreSQL (this is {engine.dialect.name})")
+            raise SinkError(
+                f"table {spec.shown}: partition_by needs PostgreSQL (this is {engine.dialect.name})"
+            )
         self.engine = engine
         self.spec = spec
-        self.table = build_table(sa.MetaData(), spec.name, spec.columns, engine.dialect.name, spec.schema,
-                                 key=spec.conflict_key)
+        self.table = build_table(
+            sa.MetaData(),
+            spec.name,
+            spec.columns,
+            engine.dialect.name,
+            spec.schema,
+            key=spec.conflict_key,
+        )
         self.rows = RowBuilder(spec.columns, json_as_text=True)
         prep = engine.dialect.identifier_preparer
         cols = [c.name for c in self.table.columns]
         target = prep.format_table(self.table)
-        marks = ", ".join(["?"] * len(cols)) if engine.dialect.paramstyle == "qmark" else ", ".join(
-            ["%s"] * len(cols))
+        marks = (
+            ", ".join(["?"] * len(cols))
+            if engine.dialect.paramstyle == "qmark"
+            else ", ".join(["%s"] * len(cols))
+        )
         keys = ", ".join(prep.quote(c) for c in spec.conflict_key)
-        self.insert_sql = (f"INSERT INTO {target} ({', '.join(prep.quote(c) for c in cols)}) VALUES ({marks}) "
-                           f"ON CONFLICT ({keys}) {on_conflict(spec, prep.quote)}")
+        self.insert_sql = (
+            f"INSERT INTO {target} ({', '.join(prep.quote(c) for c in cols)}) VALUES ({marks}) "
+            f"ON CONFLICT ({keys}) {on_conflict(spec, prep.quote)}"
+        )
 
     def open(self, *, create: bool) -> None:
         """Create the table if missing; add columns that the YAML has and the table lacks.
@@ -114,21 +127,32 @@ class SqlWriter:
         if not create:
             if not inspector.has_table(self.table.name, schema=self.table.schema):
                 raise SinkError(f"table {self.spec.shown} does not exist (create: false)")
-            have = {c["name"] for c in inspector.get_columns(self.table.name, schema=self.table.schema)}
+            have = {
+                c["name"] for c in inspector.get_columns(self.table.name, schema=self.table.schema)
+            }
             missing = [name for name in self.spec.columns if name not in have]
             if missing:
-                raise SinkError(f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)")
+                raise SinkError(
+                    f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)"
+                )
             self._check_upsert_key(inspector)
             return
         self.table.metadata.create_all(self.engine, tables=[self.table], checkfirst=True)
         self._check_upsert_key(sa.inspect(self.engine))
-        existing = {c["name"] for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)}
+        existing = {
+            c["name"]
+            for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)
+        }
         prep = self.engine.dialect.identifier_preparer
         with self.engine.begin() as conn:
             for name, spec in self.spec.columns.items():
                 if name not in existing:
-                    col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(dialect=self.engine.dialect)
-                    conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}")
+                    col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(
+                        dialect=self.engine.dialect
+                    )
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}"
+                    )
 
     def _check_upsert_key(self, inspector: Any) -> None:
         """Upsert: an existing table must have a primary key or unique index on exactly the key, or
@@ -137,14 +161,24 @@ class SqlWriter:
             return
         name, schema = self.table.name, self.table.schema
         want = set(self.spec.upsert_key)
-        keys = [set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())]
-        keys += [set(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)]
-        keys += [set(i["column_names"]) for i in inspector.get_indexes(name, schema=schema) if i.get("unique")]
+        keys = [
+            set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+        ]
+        keys += [
+            set(u["column_names"]) for u in inspector.get_unique_constraints(name, schema=schema)
+        ]
+        keys += [
+            set(i["column_names"])
+            for i in inspector.get_indexes(name, schema=schema)
+            if i.get("unique")
+        ]
         if want not in keys:
             cols = ", ".join(self.spec.upsert_key)
-            raise SinkError(f"table {self.spec.shown} has no primary key or unique index on exactly ({cols}), "
-                            f"which mode: upsert needs — add one (CREATE UNIQUE INDEX … ON {self.spec.name} "
-                            f"({cols})) or use a new table")
+            raise SinkError(
+                f"table {self.spec.shown} has no primary key or unique index on exactly ({cols}), "
+                f"which mode: upsert needs — add one (CREATE UNIQUE INDEX … ON {self.spec.name} "
+                f"({cols})) or use a new table"
+            )
 
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
         """Rows for the events that can be stored; the others are rejected with the reason."""
@@ -175,11 +209,15 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
     updated = spec.updated_columns if spec.upsert_key else []
     if not updated:
         return "DO NOTHING"
-    return "DO UPDATE SET " + ", ".join(f"{quote_name(c)} = excluded.{quote_name(c)}" for c in updated)
+    return "DO UPDATE SET " + ", ".join(
+        f"{quote_name(c)} = excluded.{quote_name(c)}" for c in updated
+    )
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.
-WRITERS: dict[str, Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]] = {"sqlite": SqlWriter}
+WRITERS: dict[str, Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]] = {
+    "sqlite": SqlWriter
+}
 
 
 def writer_for(dialect: str) -> Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]:
@@ -188,9 +226,13 @@ def writer_for(dialect: str) -> Callable[[sa.Engine, TableSpec, WriteOptions], S
         try:
             import squall.sinks.warehouse.postgres  # noqa: F401 - registers the COPY writer
         except ImportError as exc:
-            raise SinkError(f"the PostgreSQL warehouse needs psycopg2 (pip install 'squall[postgres]'): {exc}") from exc
+            raise SinkError(
+                f"the PostgreSQL warehouse needs psycopg2 (pip install 'squall[postgres]'): {exc}"
+            ) from exc
     try:
         return WRITERS[dialect]
     except KeyError:
         hint = " (Redshift: see docs/warehouse.md)" if dialect == "redshift" else ""
-        raise SinkError(f"the warehouse sink writes to SQLite and PostgreSQL, not {dialect}{hint}") from None
+        raise SinkError(
+            f"the warehouse sink writes to SQLite and PostgreSQL, not {dialect}{hint}"
+        ) from None
