@@ -502,7 +502,10 @@ class Loop:
             import sqlite3
 
             self.wdb = sqlite3.connect(_sqlite_path(a.warehouse), isolation_level=None)
-            self.sdb = sqlite3.connect(_sqlite_path(a.state), isolation_level=None)
+            if not a.state or _sqlite_path(a.state) == _sqlite_path(a.warehouse):
+                self.sdb = self.wdb  # one file, as in the example: one transaction per batch
+            else:
+                self.sdb = sqlite3.connect(_sqlite_path(a.state), isolation_level=None)
             self.wdb.executescript(SQLITE_DDL.format(events=self.events_table))
             self.sdb.executescript(STATE_DDL.format(state=self.state_table, collate=""))
             self.mark = "?"
@@ -748,6 +751,15 @@ class Loop:
         else:
             for row in rows:
                 w.execute(self.insert_sql, row)
+        if s is w:  # one database: the states join the rows' transaction
+            if changed:
+                if self.optimized:
+                    w.executemany(self.upsert_sql, changed)
+                else:
+                    for row in changed:
+                        w.execute(self.upsert_sql, row)
+            w.execute("COMMIT")
+            return
         w.execute("COMMIT")
         if changed:
             s.execute("BEGIN")

@@ -155,6 +155,7 @@ def main() -> int:
         "--input", type=Path, help="JSON-lines events (default: make_events.py, cached)"
     )
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--dump", type=Path, help="also write the cProfile stats to this file")
     args = ap.parse_args()
     events = args.input or events_file(args.events)
     n = sum(1 for _ in open(events, "rb"))
@@ -169,6 +170,8 @@ def main() -> int:
         time.process_time
     )  # CPU time: wall time on a shared machine is mostly waiting
     run_once(events, profile=prof)
+    if args.dump:
+        prof.dump_stats(args.dump)
     print(f"# squall run, examples/pistats, {n:,} events (SQLite), Python {sys.version.split()[0]}")
     print(plain["table"].strip())
     print(

@@ -207,11 +207,8 @@ def run_variant(
 ) -> tuple[Measured, Output]:
     """One whole-process run of a variant into fresh tables; returns its measurement and outputs."""
     rejects = tmp / f"{variant}-rejects.jsonl"
-    if dialect == "sqlite":
-        warehouse, state = (
-            f"sqlite:///{tmp}/{variant}-warehouse.db",
-            f"sqlite:///{tmp}/{variant}-state.db",
-        )
+    if dialect == "sqlite":  # one file for rows and states, as in the example
+        warehouse = state = f"sqlite:///{tmp}/{variant}.db"
     else:
         warehouse = state = pg_url
     events_table, state_table = f"{prefix}_{variant}_events", f"{prefix}_{variant}_state"

@@ -66,18 +66,33 @@ def reference(columns: dict[str, ColumnSpec], ev: Event) -> tuple:
     columns=st.lists(COLUMN, min_size=1, max_size=5),
 )
 def test_rows_equal_the_getter_and_converter_reference(payload, columns):
+    """Both row functions: the generated straight-line one (``row``) and the loop (``row_checked``)."""
     cols = {f"c{i}": c for i, c in enumerate(columns) if c.type not in ("integer",)}
     if not cols:
         return
     ev = Event(b"{}", RecordMeta("s", "shard-0", "1"), None, 0, payload)
     builder = RowBuilder(cols, json_as_text=False)
-    try:
-        expected = reference(cols, ev)
-    except ConversionError as exc:
+    for row in (builder.row, builder.row_checked):
         try:
-            builder.row(ev)
-        except ConversionError as got:
-            assert str(got) == str(exc)
-            return
-        raise AssertionError("the builder stored what the reference refuses") from exc
-    assert builder.row(ev) == expected
+            expected = reference(cols, ev)
+        except ConversionError as exc:
+            try:
+                row(ev)
+            except ConversionError as got:
+                assert str(got) == str(exc)
+                continue
+            raise AssertionError("the builder stored what the reference refuses") from exc
+        got = row(ev)
+        assert got == expected
+        assert [type(v) for v in got] == [type(v) for v in expected]
+
+
+def test_the_generated_row_function_handles_one_column_and_meta_paths():
+    ev = Event(b"{}", RecordMeta("s", "shard-0", "1"), "id-1", 0, {"a": {"b": 3}})
+    one = RowBuilder({"x": ColumnSpec(path="a.b", type="integer")}, json_as_text=True)
+    assert one.row(ev) == (3,)
+    meta = RowBuilder(
+        {"e": ColumnSpec(path="meta.event_id"), "s": ColumnSpec(path="meta.shard_id")},
+        json_as_text=True,
+    )
+    assert meta.row(ev) == ("id-1", "shard-0")
