@@ -42,7 +42,7 @@ from squall.enrichment.stores import (
 from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.identifiers import check_identifier
-from squall.paths import MISSING, getter, setter, validate_path
+from squall.paths import MISSING, getter, payload_keys, setter, validate_path
 from squall.times import parse_time
 
 if TYPE_CHECKING:
@@ -139,6 +139,9 @@ class SubscriptionBolt(Bolt):
         self._get_topics = getter(c.topics_field)
         self._get_time = getter(c.time_field) if c.time_field else None
         self._set_target = setter(c.target)
+        self._key_name = _single_key(c.key)
+        self._type_name = _single_key(c.type_field)
+        self._target_name = _single_key(c.target)
         self._actions = dict(c.actions)
         self.store: StateStore | None = None
         self._state_resource: str | None = None
@@ -175,18 +178,22 @@ class SubscriptionBolt(Bolt):
         updates: list[Update | None] = [None] * len(batch)
         failures: dict[int, str] = {}
         by_key: dict[str, list[int]] = {}  # key -> indexes of its events, in batch order
+        updated: set[str] = set()  # keys with a state-changing event in this call
         get_key, get_type, actions = self._get_key, self._get_type, self._actions
+        # Single-key paths (the usual "device_token", "event_type") are read inline.
+        key_name, type_name = self._key_name, self._type_name
         for i, event in enumerate(batch):
-            if not isinstance(event.value, dict):
+            value = event.value
+            if not isinstance(value, dict):
                 failures[i] = "payload is not a JSON object"
                 continue
-            key = get_key(event)
+            key = value.get(key_name, MISSING) if key_name is not None else get_key(event)
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
             if key is not None and len(key) > MAX_KEY_LENGTH:
                 key = TOO_LONG
             elif key is not None and "\x00" in key:
                 key = HAS_NUL
-            kind = get_type(event)
+            kind = value.get(type_name, MISSING) if type_name is not None else get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
                 update = self._update(event, kind, action, key)
@@ -194,6 +201,8 @@ class SubscriptionBolt(Bolt):
                     failures[i] = update
                     continue
                 updates[i] = update
+                if key.__class__ is str:
+                    updated.add(key)
             if key is not None and key is not TOO_LONG and key is not HAS_NUL:
                 indexes = by_key.get(key)
                 if indexes is None:
@@ -215,6 +224,15 @@ class SubscriptionBolt(Bolt):
             keep = self.config.history
             for key, indexes in by_key.items():
                 prev = staged.get(key)
+                if key not in updated:
+                    # Only reads: each event sees the key's latest state, unless it is a
+                    # re-delivery from before the update that made that state (then ``play``
+                    # finds the state as of its position). Nothing to stage.
+                    latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
+                    if _all_after(batch, indexes, latest.position):
+                        for i in indexes:
+                            seen[i] = latest
+                        continue
                 if prev is None:
                     base = loaded.get(key, UNKNOWN_STATE)
                     entry = _Staged(base, base)
@@ -231,16 +249,22 @@ class SubscriptionBolt(Bolt):
                     if updates[i] is not None:
                         entry.updates.append((batch[i], updates[i]))
 
-        blocks: dict[int, dict[str, Any]] = {}
-        set_target, emit = self._set_target, out.emit
+        blocks: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        set_target, target_name, emit = self._set_target, self._target_name, out.emit
         for i, (event, state) in enumerate(zip(batch, seen, strict=True)):
             if i in failures:
                 out.fail(event, failures[i])
                 continue
-            block = blocks.get(id(state))
-            if block is None:
-                block = blocks[id(state)] = state.block()
-            set_target(event, {**block, "topics": list(block["topics"])})
+            cached = blocks.get(id(state))
+            if cached is None:
+                block = state.block()
+                cached = blocks[id(state)] = (block, block["topics"])
+            block = cached[0].copy()
+            block["topics"] = list(cached[1])  # each event its own list: bolts may change it
+            if target_name is not None:
+                event.value[target_name] = block
+            else:
+                set_target(event, block)
             emit(event)
         self._staged.update(local)
         return out
@@ -323,6 +347,26 @@ class _Staged:
         self.base = base
         self.latest = latest
         self.updates: list[tuple[Event, Update]] = []
+
+
+def _single_key(path: str) -> str | None:
+    """The payload key of a one-level path (read inline by ``process``), else None."""
+    keys = payload_keys(path)
+    return keys[0] if keys is not None and len(keys) == 1 else None
+
+
+def _all_after(batch: list[Event], indexes: list[int], made: Position | None) -> bool:
+    """Whether every event at ``indexes`` comes after position ``made`` (or cannot be compared
+    with it: another shard, no numeric position) — what ``play`` checks for a read."""
+    if made is None:
+        return True
+    shard = made[0]
+    for i in indexes:
+        if batch[i].meta.shard_id == shard:
+            position = _position(batch[i])
+            if position is not None and position <= made:
+                return False
+    return True
 
 
 def _scalar_key(value: Any) -> str | None:
