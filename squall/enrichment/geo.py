@@ -29,7 +29,7 @@ from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
 from squall.errors import Problem, RecordError, TopologyError
 from squall.event import Event
-from squall.paths import MISSING, deleter, getter, setter, validate_path
+from squall.paths import MISSING, deleter, getter, payload_keys, setter, validate_path
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -217,6 +217,11 @@ class GeoBolt(Bolt):
         self._get_ip = getter(c.ip_field) if c.ip_field else None
         self._get_xff = getter(c.xff_field) if c.xff_field else None
         self._set_target = setter(c.target)
+        self._ip_name = _single_key(c.ip_field)
+        self._target_name = _single_key(c.target)
+        self._anonymize_inline = (
+            c.anonymize_ip and self._ip_name is not None and c.xff_field is None
+        )
         self._fields = CITY_FIELDS + (ASN_FIELDS if c.asn_database else ())
         self._empty = dict.fromkeys(("status", *self._fields))
         self._status_blocks = {
@@ -286,15 +291,19 @@ class GeoBolt(Bolt):
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        get_ip, get_xff = self._get_ip, self._get_xff
+        get_ip, get_xff, ip_name = self._get_ip, self._get_xff, self._ip_name
         # Per event: None (not an object), "" (no address), one address, or a list (XFF chain, then IP).
         candidates: list[Any] = []
         unique: dict[str, None] = {}
         for event in batch:
-            if not isinstance(event.value, dict):
+            value = event.value
+            if not isinstance(value, dict):
                 candidates.append(None)
                 continue
-            ip = get_ip(event) if get_ip is not None else None
+            if ip_name is not None:  # a one-level path (the usual "ip"), read inline
+                ip = value.get(ip_name, MISSING)
+            else:
+                ip = get_ip(event) if get_ip is not None else None
             if ip.__class__ is not str:
                 ip = "" if ip is MISSING or ip is None else repr(ip)
             if get_xff is None:
@@ -311,9 +320,10 @@ class GeoBolt(Bolt):
 
         resolved = self.resolve(unique)
 
-        blocks, set_target, rewrites, emit = (
+        blocks, set_target, target_name, rewrites, emit = (
             self._status_blocks,
             self._set_target,
+            self._target_name,
             self._rewrites,
             out.emit,
         )
@@ -351,16 +361,31 @@ class GeoBolt(Bolt):
             if error is not None:
                 out.fail(event, error)
                 continue
-            try:
-                set_target(event, block)
-            except RecordError as exc:  # the target's parent holds a value: this event's problem
-                out.fail(event, exc.reason)
-                continue
+            if target_name is not None:  # a one-level path (the usual "geo"): no parent to check
+                event.value[target_name] = block
+            else:
+                try:
+                    set_target(event, block)
+                except (
+                    RecordError
+                ) as exc:  # the target's parent holds a value: this event's problem
+                    out.fail(event, exc.reason)
+                    continue
             emitted.append(event)
-        for event in emitted:
-            if rewrites:
+        if not rewrites:
+            for event in emitted:
+                emit(event)
+        elif self._anonymize_inline:  # anonymize_ip of a one-level ip_field, no XFF: inline
+            for event in emitted:
+                value = event.value
+                ip = value.get(ip_name, MISSING)
+                if ip is not MISSING and ip is not None and ip != "":
+                    value[ip_name] = resolved[ip if ip.__class__ is str else repr(ip)].anonymized
+                emit(event)
+        else:
+            for event in emitted:
                 self._rewrite(event, resolved)
-            emit(event)
+                emit(event)
         return out
 
     def resolve(self, texts: dict[str, None] | list[str]) -> dict[str, _Resolved]:
@@ -422,6 +447,12 @@ class GeoBolt(Bolt):
             else:
                 text = value if isinstance(value, str) else repr(value)
                 set_(event, resolved[text].anonymized)
+
+
+def _single_key(path: str | None) -> str | None:
+    """The payload key of a one-level path (read or written inline per event), else None."""
+    keys = payload_keys(path) if path else None
+    return keys[0] if keys is not None and len(keys) == 1 else None
 
 
 def _chain(value: Any) -> list[str]:
