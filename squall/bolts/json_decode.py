@@ -61,29 +61,31 @@ class JsonBolt(Bolt):
         out = Output(self.id)
         cfg = self.config
         loads = orjson.loads
-        max_depth = cfg.max_depth
+        # Settings read once per batch, not per event.
+        max_depth, max_bytes, object_only = cfg.max_depth, cfg.max_bytes, cfg.object_only
+        always, auto = cfg.gzip == "always", cfg.gzip == "auto"
+        emit, id_of = out.emit, self._id_of
         for ev in batch:
-            if (
-                ev.meta.defect
-            ):  # the spout could not deliver the record whole (e.g. an over-long line)
-                out.fail(ev, ev.meta.defect)
+            defect = ev.meta.defect
+            if defect:  # the spout could not deliver the record whole (e.g. an over-long line)
+                out.fail(ev, defect)
                 continue
             data = ev.raw
-            if cfg.gzip == "always" or (cfg.gzip == "auto" and data[:2] == GZIP_MAGIC):
+            if always or (auto and data[:2] == GZIP_MAGIC):
                 try:
-                    data = _gunzip(data, cfg.max_bytes)
+                    data = _gunzip(data, max_bytes)
                 except (OSError, EOFError, zlib.error, ValueError) as exc:
                     out.fail(ev, f"invalid gzip payload: {exc}")
                     continue
-            elif len(data) > cfg.max_bytes:
-                out.fail(ev, f"payload of {len(data)} bytes exceeds max_bytes ({cfg.max_bytes})")
+            elif len(data) > max_bytes:
+                out.fail(ev, f"payload of {len(data)} bytes exceeds max_bytes ({max_bytes})")
                 continue
             try:
                 value = loads(data)
             except orjson.JSONDecodeError as exc:
                 out.fail(ev, f"invalid JSON: {exc}")
                 continue
-            if cfg.object_only and not isinstance(value, dict):
+            if object_only and not isinstance(value, dict):
                 out.fail(ev, f"payload is a JSON {type(value).__name__}, not an object")
                 continue
             # Counting brackets is C-speed and bounds the depth: only a payload with more of them
@@ -98,8 +100,8 @@ class JsonBolt(Bolt):
                     )
                     continue
             ev.value = value
-            if self._id_of is not None:
-                eid = self._id_of(ev)
+            if id_of is not None:
+                eid = id_of(ev)
                 if eid is not MISSING and eid is not None and eid != "":
                     eid = str(eid)
                     # At most 4 bytes a character: only a long id needs encoding to be measured.
@@ -116,7 +118,7 @@ class JsonBolt(Bolt):
                         out.fail(ev, f"{cfg.event_id_field} contains a NUL character")
                         continue
                     ev.event_id = eid
-            out.emit(ev)
+            emit(ev)
         return out
 
 
