@@ -46,12 +46,12 @@ from squall.enrichment.state import (  # noqa: E402
     SubscriptionState,
     Update,
     apply,
-    parse_time,
     parse_topics,
     version,
 )
 from squall.enrichment.subscription import SubscriptionBolt  # noqa: E402
 from squall.event import Event, RecordMeta, derive_event_id  # noqa: E402
+from squall.times import parse_time  # noqa: E402
 from squall.topology.resources import ResourceConfig, Resources  # noqa: E402
 
 # A Redis db and a database of the benchmarks' own: never db 0 or `test`, which users and tests use.

@@ -22,6 +22,7 @@ the device bolt on it.
     python benchmarks/ua_corpus.py run --corpus matomo --half held-out
     python benchmarks/ua_corpus.py run --sample tests/enrichment/data/ua_sample.tsv
     python benchmarks/ua_corpus.py build browscap --git DIR [--commit SHA]
+    python benchmarks/ua_corpus.py sample browscap --out FILE --sizes mobile=1000,tablet=600,…
 """
 
 from __future__ import annotations
@@ -237,6 +238,28 @@ def matomo_half(source: str) -> str:
     return "held-out" if part % 2 else "dev"
 
 
+def sample(name: str, sizes: dict[str, int], out: Path, seed: int = 22) -> None:
+    """Write a stratified sample of corpus ``name``: ``sizes[label]`` rows of each label (all of
+    a label when it has fewer), unlabelled rows under the label ""; "?" rows are left out."""
+    import random
+
+    by_label: dict[str, list[str]] = defaultdict(list)
+    with gzip.open(CORPORA[name], "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.startswith("#") and line.strip():
+                label, ua, headers, *_ = line.rstrip("\n").split("\t")
+                by_label[label].append(f"{label}\t{ua}\t{headers}\n")
+    rng = random.Random(seed)
+    lines = []
+    for label, size in sizes.items():
+        rows = by_label[label]
+        lines += rng.sample(rows, size) if size < len(rows) else rows
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(f"# stratified sample (seed {seed}) of {CORPORA[name].name}: {SOURCES[name]}\n")
+        fh.writelines(lines)
+    print(f"{len(lines)} user agents -> {out}")
+
+
 def load(path: Path, half: str | None = None) -> list[tuple[str, str, dict]]:
     """The (label, user agent, headers) rows of a corpus file (.tsv or .tsv.gz).
 
@@ -328,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--git", required=True, help="git dir of the corpus's source repository")
     b.add_argument("--commit", default="HEAD")
     b.add_argument("--out", type=Path, help="default: benchmarks/data/ua-corpus-NAME.tsv.gz")
+    s = sub.add_parser("sample")
+    s.add_argument("name", choices=sorted(CORPORA))
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument(
+        "--sizes",
+        required=True,
+        help='rows per label, e.g. "mobile=1000,tablet=600,=100" ("" is the unlabelled rows)',
+    )
     r = sub.add_parser("run")
     r.add_argument("--corpus", choices=sorted(CORPORA), default="browscap")
     r.add_argument("--sample", type=Path, help="a corpus file to score instead of --corpus")
@@ -335,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "build":
         build(args.name, args.git, args.commit, args.out or CORPORA[args.name])
+        return 0
+    if args.command == "sample":
+        sizes = {k: int(v) for k, v in (item.split("=") for item in args.sizes.split(","))}
+        sample(args.name, sizes, args.out)
         return 0
     path = args.sample or CORPORA[args.corpus]
     rows = load(path, args.half)
