@@ -118,6 +118,7 @@ class DeviceBolt(Bolt):
         self._cache: LRUCache[str, dict[str, Any]] = LRUCache(config.cache_size)
         self._get_hints = getter(config.hints_field) if config.hints_field else None
         self._resolver = None
+        self._extractors: tuple[Any, Any, Any] | None = None
         self._classifier = DeviceClassifier()
         self.parsed = 0  # user agents actually parsed, for tests and benchmarks
         self.unknown: dict[str, Any] = {
@@ -134,7 +135,7 @@ class DeviceBolt(Bolt):
 
     def setup(self, resources: Resources | None) -> None:
         started = time.perf_counter()
-        self._resolver = build_resolver()
+        self._use(build_resolver())
         self._classifier.load()
         log.info(
             "%s: user agents parsed with %s, %d crawler patterns; rules loaded in %.0f ms",
@@ -181,13 +182,29 @@ class DeviceBolt(Bolt):
             found.update(fresh)
         return found
 
+    def _use(self, resolver: Any) -> None:
+        self._resolver = resolver
+        # ua-parser-rs's resolver is three Rust extractors behind a Python wrapper that copies
+        # each match into dataclasses; the matches have the same fields, so the bolt reads them
+        # directly (~3 µs less per user agent parsed).
+        parts = tuple(getattr(resolver, name, None) for name in ("ua", "os", "de"))
+        self._extractors = (
+            tuple(part.extract for part in parts)
+            if all(hasattr(part, "extract") for part in parts)
+            else None
+        )
+
     def parse(self, ua: str) -> dict[str, Any]:
         """Parse one (already truncated) user-agent string into a device block."""
         if self._resolver is None:
-            self._resolver = build_resolver()
-        result = self._resolver(ua, Domain.ALL)
+            self._use(build_resolver())
+        if self._extractors is not None:
+            extract_ua, extract_os, extract_device = self._extractors
+            agent, os_, dev = extract_ua(ua), extract_os(ua), extract_device(ua)
+        else:
+            result = self._resolver(ua, Domain.ALL)
+            agent, os_, dev = result.user_agent, result.os, result.device
         self.parsed += 1
-        agent, os_, dev = result.user_agent, result.os, result.device
         browser = agent.family if agent else "Other"
         os_family = os_.family if os_ else "Other"
         device = dev.family if dev else "Other"

@@ -10,8 +10,8 @@ in docs/enrichment.md. Bot evidence combines three sources:
   MIT, ~1,500 patterns);
 - a short list of words only automated clients put in a user agent.
 
-Every list is matched in one pass by ua-parser-rs's regex set (Python's ``re`` when it is not
-installed). Compiling them costs 60-170 ms; it happens in :meth:`DeviceClassifier.load` (the
+Lists leading to the same decision are matched in one pass by one ua-parser-rs regex set (Python's
+``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in :meth:`DeviceClassifier.load` (the
 bolt's ``setup()``), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
 """
@@ -208,7 +208,7 @@ class DeviceClassifier:
         self.crawler_patterns = 0
 
     def load(self) -> None:
-        """Compile the crawler list and the class rules (once; 60-170 ms with ua-parser-rs)."""
+        """Compile the crawler list and the class rules (once; 20-60 ms with ua-parser-rs)."""
         if self._loaded:
             return
         import crawleruseragents
@@ -219,22 +219,27 @@ class DeviceClassifier:
             if entry["pattern"] not in EXCLUDED_PATTERNS
         ]
         self.crawler_patterns = len(patterns)
-        self._crawler = _matcher(patterns)
-        self._bot_words = _matcher([_BOT_WORDS], ignore_case=True)
-        self._console = _matcher([_CONSOLE], ignore_case=True)
-        self._computer = _matcher([_COMPUTER], ignore_case=True)
-        self._other_device = _matcher([_OTHER_DEVICE], ignore_case=True)
-        self._tv = _matcher([_TV], ignore_case=True)
-        self._tablet = _matcher([_TABLET_WORDS])
-        self._desktop = _matcher([_DESKTOP_WORDS])
-        self._mobile = _matcher([_MOBILE_WORDS])
+        # Lists that lead to the same decision run as one set: one pass over the string each.
+        self._bot = _matcher([(BOT, patterns, False), (BOT, [_BOT_WORDS], True)])
+        # In rule order: the first that matches names the class (see classify()).
+        self._device = _matcher(
+            [
+                (CONSOLE, [_CONSOLE], True),
+                (OTHER, [_OTHER_DEVICE], True),
+                (TV, [_TV], True),
+                (DESKTOP, [_COMPUTER], True),
+            ]
+        )
+        self._tablet = _matcher([(TABLET, [_TABLET_WORDS], False)])
+        self._desktop = _matcher([(DESKTOP, [_DESKTOP_WORDS], False)])
+        self._mobile = _matcher([(MOBILE, [_MOBILE_WORDS], False)])
         self._loaded = True
 
-    def is_crawler(self, ua: str) -> bool:
-        """Whether the string matches a pattern of the crawler list."""
+    def is_bot_string(self, ua: str) -> bool:
+        """Whether the string matches a pattern of the crawler list or a bot word."""
         if not self._loaded:
             self.load()
-        return self._crawler(ua)
+        return self._bot(ua) is not None
 
     def classify(
         self,
@@ -257,16 +262,13 @@ class DeviceClassifier:
             # Outside the platform part, where the model is, a bot word still counts: a
             # crawler that appends its name to a phone browser's string ("… Chrome-Lighthouse").
             rest = ua.partition(")")[2]
-            if rest and (self._bot_words(rest) or self._crawler(rest)):
+            if rest and self._bot(rest) is not None:
                 return BOT
-        elif self._bot_words(ua) or self._crawler(ua):
+        elif self._bot(ua) is not None:
             return BOT
-        if self._console(ua):
-            return CONSOLE
-        if self._other_device(ua):
-            return OTHER
-        if self._tv(ua):
-            return TV
+        named = self._device(ua)  # console, other device, TV or computer, in this order
+        if named is not None and named != DESKTOP:
+            return named
         if (browser == "Other" and os == "Other" and _BARE_COMPATIBLE.match(ua)) or (
             "KHTML, like Gecko; " in ua
         ):
@@ -274,14 +276,14 @@ class DeviceClassifier:
             # platform ua-parser knows is the shape of a crawler's user agent; browsers never
             # add a token inside "(KHTML, like Gecko)", crawlers that imitate them do.
             return BOT
-        if self._computer(ua):
+        if named == DESKTOP:
             return DESKTOP
         if (
             device in TABLET_FAMILIES
             or device.startswith("Kindle")
             or brand in TABLET_BRANDS
             or (model and _TABLET_MODEL.match(model))
-            or self._tablet(ua)
+            or self._tablet(ua) is not None
         ):
             return TABLET
         if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
@@ -292,32 +294,57 @@ class DeviceClassifier:
             if "Mobile" in ua or "Mobi" in ua or not ua.startswith(("Mozilla/", "Opera/")):
                 return MOBILE
             return TABLET
-        if os in MOBILE_OS or self._mobile(ua):
+        if os in MOBILE_OS or self._mobile(ua) is not None:
             return MOBILE
-        if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua):
+        if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
             return DESKTOP
         return OTHER
 
 
-def _matcher(patterns: list[str], *, ignore_case: bool = False) -> Callable[[str], bool]:
-    """A test "does any pattern match?" run by ua-parser-rs's regex set when it is installed.
+Groups = list[tuple[str, list[str], bool]]
 
-    Python's backtracking ``re`` tries every alternative at every position (~50-150 µs for these
-    lists on a long user agent); the Rust regex set does the same in ~1 µs.
+
+def _matcher(groups: Groups) -> Callable[[str], str | None]:
+    """The label of the first group (in order) with a pattern that matches, or None.
+
+    ``groups`` is ``[(label, patterns, ignore_case), ...]``. Runs as one ua-parser-rs regex set
+    when it is installed: Python's backtracking ``re`` tries every alternative at every position
+    (~50-150 µs for these lists on a long user agent); the Rust regex set does it in ~1 µs, and
+    returns the first pattern in list order that matches, as ua-parser's regex lists need.
     """
     try:
         import ua_parser_rs
     except ImportError:  # pragma: no cover - ua-parser[regex] installs it
-        return re_matcher(patterns, ignore_case=ignore_case)
-    flag = "i" if ignore_case else None
-    extractor = ua_parser_rs.DeviceExtractor([(p, flag, "x", None, None) for p in patterns])
-    return lambda ua: extractor.extract(ua) is not None
+        return re_matcher(groups)
+    extractor = ua_parser_rs.DeviceExtractor(
+        [
+            (pattern, "i" if ignore_case else None, label, None, None)
+            for label, patterns, ignore_case in groups
+            for pattern in patterns
+        ]
+    )
+
+    def match(ua: str) -> str | None:
+        found = extractor.extract(ua)
+        return None if found is None else found.family
+
+    return match
 
 
-def re_matcher(patterns: list[str], *, ignore_case: bool = False) -> Callable[[str], bool]:
+def re_matcher(groups: Groups) -> Callable[[str], str | None]:
     """The same test with Python's ``re`` (the fallback; slower, same answers)."""
-    combined = re.compile("|".join(f"(?:{p})" for p in patterns), re.I if ignore_case else 0)
-    return lambda ua: combined.search(ua) is not None
+    compiled = [
+        (label, re.compile("|".join(f"(?:{p})" for p in patterns), re.I if ignore_case else 0))
+        for label, patterns, ignore_case in groups
+    ]
+
+    def match(ua: str) -> str | None:
+        for label, pattern in compiled:
+            if pattern.search(ua) is not None:
+                return label
+        return None
+
+    return match
 
 
 def class_from_hints(hints: Mapping[str, Any]) -> str | None:

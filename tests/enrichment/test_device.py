@@ -436,22 +436,36 @@ def test_invalid_options_are_rejected():
         DeviceBolt.Config(id="d", type="device", field="ua")
 
 
-# --- agreement with an independent labelled corpus ---------------------------------------------
-# tests/enrichment/data/ua_sample.tsv: a stratified sample (3,052 rows) of the test fixtures of
-# Matomo Device Detector (LGPL-3.0-or-later), labelled by Matomo's maintainers; squall uses
-# neither its rules nor its fixtures. The full corpus (38,021 rows) is scored by
-# `python benchmarks/ua_corpus.py run`, which prints the confusion matrix (docs/enrichment.md).
-SAMPLE = Path(__file__).parent / "data" / "ua_sample.tsv"
-# Floors this sample must keep (measured value minus ~2 points of slack for rule-list updates).
-# The targets (>= 95 % overall, >= 90 % per class, bot recall >= 95 % at precision
-# >= 99 %) are not all reached yet: see docs/enrichment.md, "How well it classifies".
-FLOORS = {"mobile": 0.96, "tablet": 0.83, "desktop": 0.86, "tv": 0.67, "console": 0.70}
-BOT_RECALL_FLOOR, BOT_PRECISION_FLOOR = 0.80, 0.96
+# --- agreement with labelled corpora ----------------------------------------------------------
+# Stratified samples (seed 22) of two corpora of benchmarks/ua_corpus.py, each labelled by the
+# maintainers of another detector; the full corpora are scored by `python benchmarks/ua_corpus.py
+# run`, which prints the confusion matrix (docs/enrichment.md, "How well it classifies").
+# - ua_sample_browscap.tsv (3,146 rows): browscap's test fixtures (MIT), the independent corpus:
+#   no rule of squall was written from it.
+# - ua_sample.tsv (3,052 rows): Matomo Device Detector's test fixtures (LGPL-3.0-or-later), the
+#   development corpus the rules were written against (not independent; a regression check).
+# Floors: the sample's measured value minus ~2 points of slack for rule-list updates (console:
+# one more miss of 17). The targets (>= 95 % overall, >= 90 % per class, bot recall
+# >= 95 % at precision >= 99 %) are not all reached: see docs/enrichment.md.
+SAMPLES = {
+    "ua_sample_browscap.tsv": (
+        {"mobile": 0.94, "tablet": 0.81, "desktop": 0.94, "tv": 0.55, "console": 0.64},
+        0.76,
+        0.94,
+    ),
+    "ua_sample.tsv": (
+        {"mobile": 0.96, "tablet": 0.83, "desktop": 0.86, "tv": 0.67, "console": 0.70},
+        0.80,
+        0.96,
+    ),
+}
 
 
-def test_device_class_agrees_with_an_independent_labelled_corpus():
+@pytest.mark.parametrize("sample", sorted(SAMPLES))
+def test_device_class_agrees_with_a_labelled_corpus(sample):
+    floors, recall_floor, precision_floor = SAMPLES[sample]
     rows = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+    for line in (Path(__file__).parent / "data" / sample).read_text("utf-8").splitlines():
         if line and not line.startswith("#"):
             label, ua, headers = line.split("\t")
             rows.append(
@@ -466,13 +480,13 @@ def test_device_class_agrees_with_an_independent_labelled_corpus():
     matrix: dict[str, Counter] = defaultdict(Counter)
     for (label, _), event in zip(rows, events, strict=True):
         matrix[label][event.value["device"]["device_class"]] += 1
-    agreement = {label: matrix[label][label] / sum(matrix[label].values()) for label in FLOORS}
+    agreement = {label: matrix[label][label] / sum(matrix[label].values()) for label in floors}
     flagged = sum(counts["bot"] for counts in matrix.values())
     recall = matrix["bot"]["bot"] / sum(matrix["bot"].values())
     precision = matrix["bot"]["bot"] / flagged
-    assert {k: round(v, 3) for k, v in agreement.items() if v < FLOORS[k]} == {}, dict(matrix)
-    assert recall >= BOT_RECALL_FLOOR, (recall, dict(matrix["bot"]))
-    assert precision >= BOT_PRECISION_FLOOR, (precision, {k: c["bot"] for k, c in matrix.items()})
+    assert {k: round(v, 3) for k, v in agreement.items() if v < floors[k]} == {}, dict(matrix)
+    assert recall >= recall_floor, (recall, dict(matrix["bot"]))
+    assert precision >= precision_floor, (precision, {k: c["bot"] for k, c in matrix.items()})
 
 
 @pytest.mark.parametrize(
@@ -599,7 +613,12 @@ def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
     monkeypatch.setattr(device_class, "_matcher", device_class.re_matcher)
     python = device_class.DeviceClassifier()
     python.load()
-    lines = [line.split("\t")[1] for line in SAMPLE.read_text(encoding="utf-8").splitlines()[1:]]
+    lines = [
+        line.split("\t")[1]
+        for line in (Path(__file__).parent / "data" / "ua_sample.tsv")
+        .read_text("utf-8")
+        .splitlines()[1:]
+    ]
     differ = []
     for ua in lines[::6]:
         r = resolver(ua, ua_parser.Domain.ALL)

@@ -1,0 +1,136 @@
+"""benchmarks/ua_corpus.py: the labelled corpora are read as their maintainers wrote them."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import ua_corpus  # noqa: E402
+
+BROWSCAP_ISSUE = """<?php
+
+declare(strict_types=1);
+
+return [
+    'issue-1-A' => [
+        'ua' => 'Mozilla/5.0 (Linux; Android 8.1.0; SM-T380) AppleWebKit/537.36 Chrome/73.0 Safari/537.36',
+        'properties' => [
+            'Browser_Type' => 'Browser',
+            'Device_Type' => 'Tablet',
+        ],
+        'lite' => false,
+        'standard' => true,
+        'full' => true,
+    ],
+    'issue-1-A (lite)' => [
+        'ua' => 'Mozilla/5.0 (Linux; Android 8.1.0; SM-T380) AppleWebKit/537.36 Chrome/73.0 Safari/537.36',
+        'properties' => [
+            'Device_Type' => 'Mobile Phone',
+        ],
+        'lite' => true,
+        'standard' => false,
+        'full' => false,
+    ],
+    'issue-1-B' => [
+        'ua' => 'O\\'Reilly\\\\Fetcher/1.0 (+http://example.com/bot)',
+        'properties' => [
+            'Browser_Type' => 'Bot/Crawler',
+            'Device_Type' => 'Desktop',
+        ],
+        'full' => true,
+    ],
+    'issue-1-C' => [
+        'ua' => 'SomeThing/2.0',
+        'properties' => [
+            'Browser_Type' => 'unknown',
+            'Device_Type' => 'unknown',
+        ],
+        'full' => true,
+    ],
+];
+"""
+
+WHICHBROWSER_YAML = """-
+    headers: 'User-Agent: Mozilla/5.0 (SMART-TV; Linux; Tizen 2.3) AppleWebKit/538.1 SamsungBrowser/1.0 TV Safari/538.1'
+    result: { device: { type: television, manufacturer: Samsung } }
+-
+    headers:
+        User-Agent: 'Mozilla/5.0 (Linux; Android 12) Chrome/120.0 Mobile Safari/537.36'
+        Sec-CH-UA-Mobile: '?1'
+    result: { device: { type: mobile, subtype: smart } }
+-
+    headers: 'User-Agent: Wget/1.21'
+    result: { browser: { name: Wget } }
+"""
+
+
+def _repo(tmp_path: Path, files: dict[str, str]) -> str:
+    work = tmp_path / "src"
+    for name, text in files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(text, encoding="utf-8")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(work), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fixtures")
+    return str(work / ".git")
+
+
+def test_browscap_rows_take_the_full_entry_and_unescape_php_strings(tmp_path):
+    git = ua_corpus._git(_repo(tmp_path, {"tests/issues/issue-1.php": BROWSCAP_ISSUE}))
+    rows = ua_corpus.build_browscap(git, "HEAD")
+    assert [(label, ua) for label, ua, _, _ in rows] == [
+        (
+            "tablet",
+            "Mozilla/5.0 (Linux; Android 8.1.0; SM-T380) AppleWebKit/537.36 Chrome/73.0 Safari/537.36",
+        ),
+        ("bot", "O'Reilly\\Fetcher/1.0 (+http://example.com/bot)"),
+        (ua_corpus.NOT_LABELLED, "SomeThing/2.0"),
+    ]
+    assert rows[0][3] == "issue-1.php:issue-1-A"
+
+
+def test_whichbrowser_rows_keep_other_headers_and_leave_untyped_rows_unlabelled(tmp_path):
+    git = ua_corpus._git(_repo(tmp_path, {"tests/data/mixed/a.yaml": WHICHBROWSER_YAML}))
+    rows = ua_corpus.build_whichbrowser(git, "HEAD")
+    assert [(label, headers) for label, _, headers, _ in rows] == [
+        ("tv", {}),
+        ("mobile", {"Sec-CH-UA-Mobile": "?1"}),
+        ("", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "half"),
+    [
+        ("smartphone.yml:7", "dev"),
+        ("smartphone-1.yml:7", "held-out"),
+        ("smartphone-12.yml:900", "dev"),
+        ("tv-5.yml:0", "held-out"),
+        ("bots.yml:24", "dev"),
+        ("bots.yml:25", "held-out"),
+        ("desktop-1.yml:60", "dev"),
+    ],
+)
+def test_matomo_halves_split_by_file_or_by_block(source, half):
+    assert ua_corpus.matomo_half(source) == half
+
+
+def test_halves_of_the_stored_matomo_corpus_partition_it():
+    path = ua_corpus.CORPORA["matomo"]
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        total = sum(1 for line in fh if not line.startswith("#"))
+    dev, held_out = ua_corpus.load(path, "dev"), ua_corpus.load(path, "held-out")
+    assert len(dev) + len(held_out) == total
+    assert 0.4 < len(held_out) / total < 0.6
