@@ -305,7 +305,7 @@ class GeoBolt(Bolt):
             else:
                 ip = get_ip(event) if get_ip is not None else None
             if ip.__class__ is not str:
-                ip = "" if ip is MISSING or ip is None else repr(ip)
+                ip = _address_text(ip)
             if get_xff is None:
                 candidates.append(ip)
                 unique[ip] = None
@@ -380,7 +380,9 @@ class GeoBolt(Bolt):
                 value = event.value
                 ip = value.get(ip_name, MISSING)
                 if ip is not MISSING and ip is not None and ip != "":
-                    value[ip_name] = resolved[ip if ip.__class__ is str else repr(ip)].anonymized
+                    value[ip_name] = resolved[
+                        ip if ip.__class__ is str else _address_text(ip)
+                    ].anonymized
                 emit(event)
         else:
             for event in emitted:
@@ -445,7 +447,7 @@ class GeoBolt(Bolt):
                 kept = [a for a in (resolved[t].anonymized for t in texts) if a]
                 set_(event, kept if isinstance(value, list) else ", ".join(kept))
             else:
-                text = value if isinstance(value, str) else repr(value)
+                text = value if value.__class__ is str else _address_text(value)
                 set_(event, resolved[text].anonymized)
 
 
@@ -453,6 +455,14 @@ def _single_key(path: str | None) -> str | None:
     """The payload key of a one-level path (read or written inline per event), else None."""
     keys = payload_keys(path) if path else None
     return keys[0] if keys is not None and len(keys) == 1 else None
+
+
+def _address_text(value: Any) -> str:
+    """The text an ``ip_field`` value is looked up (and anonymized) by, when it is not a str:
+    "" when absent, a str subclass's own text, else the repr (which resolves as invalid)."""
+    if value is MISSING or value is None:
+        return ""
+    return str.__str__(value) if isinstance(value, str) else repr(value)
 
 
 def _chain(value: Any) -> list[str]:

@@ -246,9 +246,9 @@ COLUMNS = (
     "position",
     "history",
 )
-WRITE_PAGE = (
-    500  # rows per INSERT … VALUES page: 5,000 parameters, well under both databases' limits
-)
+WRITE_PAGE = 500  # rows per INSERT … VALUES page: 5,000 parameters (PostgreSQL allows 65,535)
+#: SQLite's bound-parameter limit when its driver cannot say: 999 before SQLite 3.32 (2020).
+SQLITE_OLD_LIMIT = 999
 
 
 class SqlStateStore:
@@ -269,6 +269,7 @@ class SqlStateStore:
         self.table = subscriptions_table(table)
         self._created = False
         self._sqlite = dialect == "sqlite"
+        self._page = None if self._sqlite else WRITE_PAGE  # SQLite: read from the connection
         q = engine.dialect.identifier_preparer.quote
         name, cols = q(table), [q(c) for c in COLUMNS]
         self._select = f"SELECT {', '.join(cols)} FROM {name} WHERE {cols[0]} "
@@ -359,14 +360,25 @@ class SqlStateStore:
     def _upsert(self, conn: sa.Connection, rows: list[tuple], report: bool) -> set[str]:
         written: set[str] = set()
         tail = self._upsert_tail + (f" RETURNING {self._quoted_key}" if report else "")
-        for i in range(0, len(rows), WRITE_PAGE):
-            page = rows[i : i + WRITE_PAGE]
+        size = self._page or self._sqlite_page(conn)
+        for i in range(0, len(rows), size):
+            page = rows[i : i + size]
             sql = self._insert + ", ".join([self._row_marks] * len(page)) + tail
             params = tuple(v for row in page for v in row)
             result = conn.exec_driver_sql(sql, params)
             if report:
                 written.update(r[0] for r in result)
         return written
+
+    def _sqlite_page(self, conn: sa.Connection) -> int:
+        """Rows per page within the SQLite library's bound-parameter limit (999 before 3.32,
+        32,766 since), read once from the connection."""
+        import sqlite3
+
+        getlimit = getattr(conn.connection.driver_connection, "getlimit", None)
+        limit = getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if getlimit else SQLITE_OLD_LIMIT
+        self._page = max(1, min(WRITE_PAGE, limit // len(COLUMNS)))
+        return self._page
 
     @property
     def _quoted_key(self) -> str:

@@ -245,6 +245,8 @@ class Engine:
         (nothing of the batch is then checkpointed, and staged state is discarded)."""
         if not self._opened:
             self.open()
+        thresholds = gc.get_threshold()  # the process's own, restored after the batch
+        gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
         try:
             return self._process(records)
         except BaseException:
@@ -254,6 +256,8 @@ class Engine:
                 except Exception:
                     log.exception("%s: error while discarding staged state", node.id)
             raise
+        finally:
+            gc.set_threshold(*thresholds)
 
     def _process(self, records: list[Record]) -> BatchResult:
         units, default_dl = self._expand(records)
@@ -848,22 +852,23 @@ def _dependency_down(exc: BaseException) -> bool:
 
 
 _heap_settled = False
-#: The collector's thresholds once the heap is settled. Python's default (700 allocations, then
-#: every 10th and 10th again) runs a young collection every ~50 events of the example; a batch
-#: allocates tens of thousands of short-lived objects, almost none in cycles (reference counting
-#: frees them), so the young collections mostly scan live batch data. 50,000 cut the example's
-#: CPU by ~5 % (interleaved whole-process runs); cycles are still collected, a little later.
-GC_THRESHOLDS = (50_000, 20, 50)
+#: The young-collection threshold while a batch is processed. Python's default (700 allocations)
+#: runs a young collection every ~50 events of the example; a batch allocates tens of thousands
+#: of short-lived objects, almost none in cycles (reference counting frees them), so the young
+#: collections mostly scan live batch data (~1.4 µs an event, ~6 %, benchmarks/engine_cpu.py).
+#: Only during the batch: between batches the process's own thresholds apply, so a cycle that
+#: outlives its batch (user code keeping an exception and its traceback) is collected as Python
+#: would — with 50,000 for good, such cycles held whole batches (1.6 GB instead of 0.2 GB with
+#: 5 MB batches; tests/topology/test_gc.py).
+BATCH_GC_THRESHOLD = 50_000
 
 
 def _settle_heap() -> None:
     """Once per process, after the first engine opened (Lambda: at init): freeze what init
     allocated (modules, parsers, database handles) so the collector stops scanning it on every
-    full collection — about 15 % of the per-event CPU on the example (benchmarks/engine_cpu.py) —
-    and raise the young-collection threshold (``GC_THRESHOLDS``).
+    full collection — about 15 % of the per-event CPU on the example (benchmarks/engine_cpu.py).
     No ``gc.collect()`` first: it cost 40–80 ms of Lambda init and freed ~500 objects."""
     global _heap_settled
     if not _heap_settled:
         _heap_settled = True
         gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)

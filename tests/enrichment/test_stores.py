@@ -291,3 +291,23 @@ def test_unsupported_sql_dialect_is_refused():
     engine = sa.create_mock_engine("mysql://", executor=None)
     with pytest.raises(ValueError, match="SQLite or PostgreSQL, not mysql"):
         SqlStateStore(engine)
+
+
+def test_sqlite_writes_many_states_within_an_older_sqlites_parameter_limit(tmp_path):
+    """SQLite before 3.32 (Ubuntu 20.04, Debian 10, …) binds at most 999 parameters per
+    statement: a multi-row upsert page must stay under the connection's limit, as the
+    one-row-per-execute writes did."""
+    import sqlite3
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+
+    @sa.event.listens_for(engine, "connect")
+    def _old_sqlite_limit(dbapi_connection, _record):
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    store = SqlStateStore(engine, "squall_subscriptions")
+    states = {f"k{i}": state(1_000 + i, i) for i in range(1_234)}
+    assert store.save(states, report=True) == set(states)
+    store.save(states)  # the same again: written by nobody, refused by nothing
+    assert store.load(list(states)) == states
+    engine.dispose()

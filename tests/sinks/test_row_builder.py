@@ -3,6 +3,9 @@ path getters and converters it replaces (the reference implementation below)."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,3 +99,112 @@ def test_the_generated_row_function_handles_one_column_and_meta_paths():
         json_as_text=True,
     )
     assert meta.row(ev) == ("id-1", "shard-0")
+
+
+# -- the generated row function against the loop, on values a payload or a bolt can hold ----------
+
+
+class Text(str):
+    """A str subclass, as a user bolt may set."""
+
+
+class Obj(dict):
+    """A dict subclass, as a user bolt may set."""
+
+
+ODD_KEYS = st.sampled_from(
+    ["a", "b", "it's", 'q"uo', "back\\slash", "new\nline", "é", "class", "None", "{x}", "%s"]
+)
+ODD_LEAF = st.one_of(
+    LEAF,
+    st.integers(),
+    st.integers(min_value=2**62, max_value=2**70),
+    st.floats(),
+    st.sampled_from([" 12 ", "1e3", "nan", "inf", "YES", "2024-05-01", "9" * 5000]),
+    st.sampled_from(["2024-05-01T10:00:00+05:00", "20240501T100000Z", "2024-05-01T10:00:00-00:00"]),
+    st.builds(Text, st.sampled_from(["x", "1", "2024-05-01T10:00:00Z", "true"])),
+    st.sampled_from(
+        [
+            datetime(2024, 5, 1, 10, tzinfo=ZoneInfo("UTC")),
+            datetime(2024, 5, 1, 10, tzinfo=timezone(timedelta(0))),
+            datetime(2024, 5, 1, 10),
+            datetime(2024, 5, 1, 10, tzinfo=timezone(timedelta(hours=5))),
+            date(2024, 5, 1),
+            b"bytes",
+            10**400,
+            float("nan"),
+            -0.0,
+        ]
+    ),
+)
+ODD_VALUE = st.recursive(
+    ODD_LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=2),
+        st.dictionaries(ODD_KEYS, inner, max_size=3),
+        st.dictionaries(ODD_KEYS, inner, max_size=2).map(Obj),
+    ),
+    max_leaves=8,
+)
+ODD_PATH = st.one_of(
+    st.lists(ODD_KEYS, min_size=1, max_size=3).map(".".join),
+    st.sampled_from(
+        ["meta.event_id", "meta.arrival_time", "meta.sub_sequence_number", "payload.a"]
+    ),
+)
+ANY_COLUMN = st.builds(
+    lambda p, t, n: ColumnSpec(path=p, type=t, nullable=n),
+    ODD_PATH,
+    st.sampled_from(["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]),
+    st.booleans(),
+)
+
+
+def outcome(row, ev: Event):
+    """A row as text and types (NaN compares unequal to itself), or the exception it raised."""
+    try:
+        got = row(ev)
+    except Exception as exc:
+        return "raised", type(exc).__name__, str(exc)
+    return "ok", repr(got), [type(v) for v in got]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    payload=st.one_of(st.dictionaries(ODD_KEYS, ODD_VALUE, max_size=4), ODD_VALUE),
+    columns=st.lists(ANY_COLUMN, min_size=0, max_size=6),
+    json_as_text=st.booleans(),
+    arrival=st.sampled_from([None, datetime(2024, 1, 1, tzinfo=UTC)]),
+)
+def test_the_generated_row_function_equals_the_loop(payload, columns, json_as_text, arrival):
+    """Same row (values and types) or same error, whatever the values, path keys (quotes,
+    backslashes, newlines) and column names (Python keywords), also with no column at all."""
+    names = ["event_id", "class", "None", "x", "def", "lambda"]
+    builder = RowBuilder(dict(zip(names, columns, strict=False)), json_as_text=json_as_text)
+    ev = Event(b"{}", RecordMeta("s", "shard-0", "1", 0, "pk", arrival), "id-1", 0, payload)
+    assert outcome(builder.row, ev) == outcome(builder.row_checked, ev)
+
+
+def test_no_columns_give_the_empty_row():
+    ev = Event(b"{}", RecordMeta("s", "shard-0", "1"), "id-1", 0, {"a": 1})
+    assert RowBuilder({}, json_as_text=True).row(ev) == ()
+
+
+def test_a_missing_required_value_runs_the_loop_once():
+    calls = []
+
+    class Counting(RowBuilder):
+        def row_checked(self, ev):
+            calls.append(ev)
+            return super().row_checked(ev)
+
+    builder = Counting({"x": ColumnSpec(path="a", nullable=False)}, json_as_text=True)
+    ev = Event(b"{}", RecordMeta("s", "shard-0", "1"), "id-1", 0, {"b": 1})
+    try:
+        builder.row(ev)
+    except ConversionError as exc:
+        assert str(exc) == "column 'x': required value 'a' is missing"
+        assert exc.__context__ is None  # no earlier attempt chained to the reason's traceback
+    else:
+        raise AssertionError("a missing required value was stored")
+    assert len(calls) == 1

@@ -227,6 +227,11 @@ def _to_int64(v: Any) -> int:
     raise ConversionError
 
 
+class _Fallback(Exception):
+    """A required value is missing: the generated row function hands the event to the loop
+    (raised, not the loop called inside its ``try``, whose handler would run the loop again)."""
+
+
 class RowBuilder:
     """Turns events into row tuples in column order, or a reason why an event cannot be stored."""
 
@@ -263,10 +268,10 @@ class RowBuilder:
         only non-text values, then returns the tuple; any value it cannot store as it is — a
         missing required value, a failed conversion — sends the event to ``row_checked`` (the
         loop), which gives the same values or the located error. Same technique as
-        fastjsonschema's generated validators; tests/sinks/test_warehouse_rows.py compares both.
+        fastjsonschema's generated validators; tests/sinks/test_row_builder.py compares both.
         """
         env: dict[str, Any] = {"MISSING": MISSING, "isinstance": isinstance, "dict": dict}
-        env["checked"] = self.row_checked
+        env["checked"], env["Fallback"] = self.row_checked, _Fallback
         lines = ["def row(ev):", "    p = ev.value", "    try:"]
         out = []
         for i, (_name, _spec, keys, get, conv, nullable, text) in enumerate(self._plan):
@@ -281,9 +286,7 @@ class RowBuilder:
                         f"        v = v.get({k!r}, MISSING) if isinstance(v, dict) else MISSING"
                     )
             lines.append("        if v is None or v is MISSING:")
-            lines.append(
-                f"            c{i} = None" if nullable else "            return checked(ev)"
-            )
+            lines.append(f"            c{i} = None" if nullable else "            raise Fallback")
             if text:
                 lines.append(
                     f"        else:\n            c{i} = v if v.__class__ is str else conv{i}(v)"
@@ -291,9 +294,14 @@ class RowBuilder:
             else:
                 lines.append(f"        else:\n            c{i} = conv{i}(v)")
             out.append(f"c{i}")
+        if not out:
+            lines.append("        pass")  # no columns: the empty row
+        # The loop runs after the handler, so its error carries no earlier attempt as context.
         lines.append("    except Exception:")
-        lines.append("        return checked(ev)")
-        lines.append(f"    return ({', '.join(out)}{',' if len(out) == 1 else ''})")
+        lines.append("        pass")
+        lines.append("    else:")
+        lines.append(f"        return ({', '.join(out)}{',' if len(out) == 1 else ''})")
+        lines.append("    return checked(ev)")
         exec("\n".join(lines), env)  # noqa: S102 - generated from validated column specs only
         return env["row"]
 
