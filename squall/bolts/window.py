@@ -52,6 +52,7 @@ MAX_KEY_LENGTH = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
+_END_OF_TIME = 2**62  # ms: every window ends before
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
@@ -239,6 +240,7 @@ class WindowBolt(Bolt):
         ] = {}  # final results: (result event, stored rev seen)
         self._wm: int | None = None
         self._past_mark: set[str] = set()
+        self._flushed = False  # end of input: every window emitted is closed at the commit
 
     def setup(self, resources: Resources) -> None:
         c = self.config
@@ -261,11 +263,7 @@ class WindowBolt(Bolt):
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         assert self.store is not None, "setup() was not called"
-        if self._base is None:  # first call of this batch (a TransientError here changes nothing)
-            base = self.store.shards()
-            self._base = base
-            self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
-            self._wm = self._watermark(self._marks)
+        self._begin()
         undo = self._snapshot()
         try:
             self._stage(batch, out)
@@ -274,6 +272,27 @@ class WindowBolt(Bolt):
             # events (or halves of them): what this call staged must not count twice.
             undo()
             raise
+        return out
+
+    def _begin(self) -> None:
+        """Read the shard marks at the first call of a batch (a TransientError here changes nothing)."""
+        if self._base is None:
+            assert self.store is not None, "setup() was not called"
+            base = self.store.shards()
+            self._base = base
+            self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
+            self._wm = self._watermark(self._marks)
+
+    def flush(self, end: Event, final: bool = True) -> Output | None:
+        """End of input: emit every window still open, final, whatever the watermark; the commit
+        marks them closed. The watermark does not move: an event of such a window coming later
+        (more input) reopens it, and it is emitted again, complete, when the watermark closes it."""
+        if not final:
+            return None
+        self._begin()
+        out = Output(self.id)
+        self._close(out, end, _END_OF_TIME)
+        self._flushed = True
         return out
 
     def _stage(self, batch: list[Event], out: Output) -> None:
@@ -504,13 +523,15 @@ class WindowBolt(Bolt):
         top = max(wms)
         return min(w for w in wms if top - w <= self.idle_after)
 
-    def _close(self, out: Output, last: Event) -> None:
-        """Emit the results of windows the watermark closed (and early results when asked)."""
+    def _close(self, out: Output, last: Event, end_before: int | None = None) -> None:
+        """Emit the results of windows the watermark closed (and early results when asked);
+        with ``end_before``, of the windows ending by then (the end of input: all)."""
         assert self.store is not None
-        wm = self._wm
-        if wm is None:
-            return
-        end_before = wm - self.lateness
+        flushing = end_before is not None
+        if end_before is None:
+            if self._wm is None:
+                return
+            end_before = self._wm - self.lateness
         closing = self.store.closable(end_before)
         for cid in self._delta:
             if self._ends[cid] <= end_before:
@@ -518,7 +539,7 @@ class WindowBolt(Bolt):
         closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
         early = (
             [cid for cid in self._delta if cid not in closing and cid not in self._emitted]
-            if self.config.emit == "every_batch"
+            if self.config.emit == "every_batch" and not flushing
             else []
         )
         missing = [cid for cid, c in closing.items() if c is None] + early
@@ -617,7 +638,8 @@ class WindowBolt(Bolt):
         # A result emitted in a batch not wholly covered may hold changes of records that come
         # again (in another shard of the batch): such windows stay open and are emitted again.
         for cid, (event, rev) in self._emitted.items() if full else ():
-            if end_before is not None and self._ends[cid] <= end_before and covered(event):
+            closes = self._flushed or (end_before is not None and self._ends[cid] <= end_before)
+            if closes and covered(event):
                 w = writes.get(cid)
                 if w is None:
                     writes[cid] = CellWrite(None, self._ends[cid], rev)

@@ -419,6 +419,60 @@ def test_the_engine_writes_results_and_dead_letters_late_events(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("state", ["sqlite", "redis"])
+def test_the_end_of_input_emits_the_open_windows_once_and_more_input_reopens_them(
+    state, tmp_path: Path, unique_name, request
+):
+    """``Engine.finish`` (``squall run`` at the end of a file): the windows still open are
+    emitted, final, and closed in the commit; ending again emits nothing more; an event of such a
+    window in a later input reopens it and it is emitted again, complete (the upsert replaces)."""
+    t = tmp_path / "w.yaml"
+    store = (
+        f"sqlite:///{tmp_path / 'w.db'}"
+        if state == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db", state=store, prefix=unique_name, dlq=tmp_path / "dlq.jsonl"
+        )
+    )
+    db = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+
+    def rows() -> list[tuple]:
+        return db.execute(
+            "select window_start, app, n, users from minutely order by 1, 2"
+        ).fetchall()
+
+    payloads = [
+        {"timestamp": T0 + i * 10_000, "app": "ab"[i % 2], "user": f"u{i % 3}"} for i in range(20)
+    ]
+    first = run_topology(t, records_from(payloads), batch_size=7, end_of_input=True)
+    ends = [o for o in first.outcomes if o.shard_id == "<end of input>"]
+    assert len(ends) == 1 and ends[0].outcome.name == "COMMITTED"  # it carried the results
+    assert [r[1:] for r in rows()] == [("a", 3, 3), ("b", 3, 3)] * 3 + [("a", 1, 1), ("b", 1, 1)]
+    before = rows()
+    again = run_topology(t, [], end_of_input=True)  # a restart at the end of the file
+    assert [o.outcome.name for o in again.outcomes] == ["FILTERED"] and rows() == before
+    # more input (seq numbers go on) in the flushed minute 10:03 and the next one
+    more = records_from(
+        payloads
+        + [
+            {"timestamp": T0 + 3 * MIN + 30_000, "app": "a", "user": "u9"},
+            {"timestamp": T0 + 4 * MIN + 10_000, "app": "a", "user": "u9"},
+        ]
+    )[20:]
+    run_topology(t, more, end_of_input=True)
+    after = rows()
+    assert after[:6] == before[:6]
+    assert [r[1:] for r in after[6:]] == [("a", 2, 2), ("b", 1, 1), ("a", 1, 1)]
+    if state == "redis":
+        client = redis.Redis.from_url(store)
+        keys = list(client.scan_iter(f"{unique_name}*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.mark.parametrize("state", ["sqlite", "redis"])
 def test_a_window_across_lambda_invocations_and_a_shard_split(
     state, tmp_path: Path, unique_name, request
 ):
