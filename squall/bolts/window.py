@@ -52,6 +52,7 @@ MAX_KEY_LENGTH = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
+_MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
@@ -198,11 +199,16 @@ class WindowBolt(Bolt):
         self._get_time = getter(c.time_field) if c.time_field else None
         self._key_cache: dict[Any, str] = {}
         self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
+        self._key_field = c.key[0] if len(c.key) == 1 and "." not in c.key[0] else None
         # a count per key per tumbling window: folded inline, without the general path
         self._plain_count = self.hop == self.size and all(
             a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values()
         )
         self._agg_names = list(c.aggregates)
+        # every aggregate a count: the store adds deltas without reading the cells
+        self._counts = (
+            len(c.aggregates) if all(a.fn == "count" for a in c.aggregates.values()) else 0
+        )
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
@@ -249,7 +255,9 @@ class WindowBolt(Bolt):
             if kind == "redis":
                 self.store = RedisWindowStore(resources.redis(c.store), self.name, c.key_prefix)
             elif kind == "sql":
-                self.store = SqlWindowStore(resources.sql(c.store), self.name, c.table)
+                self.store = SqlWindowStore(
+                    resources.sql(c.store), self.name, c.table, self._counts
+                )
                 self._state_resource = c.store
             else:
                 raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
@@ -310,6 +318,9 @@ class WindowBolt(Bolt):
         past = self._past_mark  # shards whose records in this batch are all after their mark
         dropped = out.dropped
         time_of, key_of = self._time, self._key
+        # the usual shape inline: epoch-ms integer time and text key, top-level fields, key cached
+        tf, kf, cache = self._time_key, self._key_field, self._key_cache
+        fast = tf is not None and kf is not None
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
@@ -326,13 +337,23 @@ class WindowBolt(Bolt):
                     )  # counted in the committed state already (a replay after the state commit)
                     continue
                 past.add(shard)  # sequence numbers only grow within a shard
-            try:
-                t = time_of(event)
-                key = key_of(event)
-            except ValueError as exc:
-                self._see(seen, shard, event, None)
-                out.fail(event, str(exc))
-                continue
+            key = None
+            if fast:
+                v = event.value
+                if v.__class__ is dict:
+                    t = v.get(tf)
+                    if t.__class__ is int and _MS_EPOCH_FLOOR <= t <= _MS_EPOCH_TOP:
+                        k = v.get(kf)
+                        if k.__class__ is str:
+                            key = cache.get(k)
+            if key is None:
+                try:
+                    t = time_of(event)
+                    key = key_of(event)
+                except ValueError as exc:
+                    self._see(seen, shard, event, None)
+                    out.fail(event, str(exc))
+                    continue
             bucket = seen.get(shard)
             if bucket is None:
                 seen[shard] = [(event, t)]
@@ -432,7 +453,7 @@ class WindowBolt(Bolt):
             value = v.get(tf, MISSING)
         else:
             value = self._get_time(event)
-        if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= 253_402_300_799_999:
+        if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= _MS_EPOCH_TOP:
             return value  # epoch ms: the common case, without parse_time's checks
         if value is MISSING:
             raise ValueError(f"no '{self.config.time_field}'")
@@ -632,20 +653,26 @@ class WindowBolt(Bolt):
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
         wm = self._watermark(marks)
         end_before = None if wm is None else wm - self.lateness
+        # A result emitted in a batch not wholly covered may hold changes of records that come
+        # again (in another shard of the batch): such windows stay open and are emitted again.
+        closes: dict[CellId, int] = {}
+        for cid, (event, rev) in self._emitted.items() if full else ():
+            shut = self._flushed or (end_before is not None and self._ends[cid] <= end_before)
+            if shut and covered(event):
+                closes[cid] = rev
+        expire = (end_before if end_before is not None else 0) - self.size
+        if self._counts:  # the store adds the deltas without reading the cells
+            self.store.commit_counts(delta, self._ends, closes, new_marks, expire, connection)
+            return
         writes: dict[CellId, CellWrite] = {
             cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()
         }
-        # A result emitted in a batch not wholly covered may hold changes of records that come
-        # again (in another shard of the batch): such windows stay open and are emitted again.
-        for cid, (event, rev) in self._emitted.items() if full else ():
-            closes = self._flushed or (end_before is not None and self._ends[cid] <= end_before)
-            if closes and covered(event):
-                w = writes.get(cid)
-                if w is None:
-                    writes[cid] = CellWrite(None, self._ends[cid], rev)
-                else:
-                    w.close_if_rev = rev
-        expire = (end_before if end_before is not None else 0) - self.size
+        for cid, rev in closes.items():
+            w = writes.get(cid)
+            if w is None:
+                writes[cid] = CellWrite(None, self._ends[cid], rev)
+            else:
+                w.close_if_rev = rev
         self.store.commit(writes, new_marks, expire, self.merge, connection)
 
     def state_committed(self) -> None:
