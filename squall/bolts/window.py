@@ -240,7 +240,6 @@ class WindowBolt(Bolt):
             tuple[Event, int, str, int | None]
         ] = []  # event, time, key, lateness bound
         self._delta: dict[CellId, list[Any]] = {}
-        self._ends: dict[CellId, int] = {}
         self._emitted: dict[
             CellId, tuple[Event, int]
         ] = {}  # final results: (result event, stored rev seen)
@@ -308,22 +307,24 @@ class WindowBolt(Bolt):
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
         top = max((m[0] for m in marks.values()), default=None)
-        plain, size, delta, ends, n_aggs = (
-            self._plain_count,
-            self.size,
-            self._delta,
-            self._ends,
-            len(self._aggs),
-        )
+        plain, size, delta, n_aggs = (self._plain_count, self.size, self._delta, len(self._aggs))
         past = self._past_mark  # shards whose records in this batch are all after their mark
         dropped = out.dropped
         time_of, key_of = self._time, self._key
         # the usual shape inline: epoch-ms integer time and text key, top-level fields, key cached
         tf, kf, cache = self._time_key, self._key_field, self._key_cache
         fast = tf is not None and kf is not None
+        closed_before = None if wm is None else wm - lateness  # windows ending by then are closed
+        cur: str | None = None  # the shard of the previous event, its `seen` list and its mark
+        bucket: list[tuple[Event, int | None]] = []
+        m: list[int] | None = None
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
+            if shard != cur:
+                cur = shard
+                bucket = seen.get(shard) or seen.setdefault(shard, [])
+                m = marks.get(shard)
             if shard not in past:
                 mark = base.get(shard)
                 if (
@@ -351,45 +352,39 @@ class WindowBolt(Bolt):
                     t = time_of(event)
                     key = key_of(event)
                 except ValueError as exc:
-                    self._see(seen, shard, event, None)
+                    bucket.append((event, None))
                     out.fail(event, str(exc))
                     continue
-            bucket = seen.get(shard)
-            if bucket is None:
-                seen[shard] = [(event, t)]
-            else:
-                bucket.append((event, t))
+            bucket.append((event, t))
             # The watermark as of this event: so lateness depends on the order of events, never on
             # where batches begin (a replay after a partial failure starts its batches elsewhere).
-            m = marks.get(shard)
             if m is None or t > m[0]:
                 old = None if m is None else m[0]
                 if m is None:
-                    marks[shard] = [t, 0, 0]
+                    m = marks[shard] = [t, 0, 0]
                 else:
                     m[0] = t
                 if wm is None or top is None or t > top or old is None or old <= wm:
                     top = t if top is None or t > top else top
                     now = t if len(marks) == 1 else self._watermark(marks)
                     if now is not None and (wm is None or now > wm):
-                        wm = (
-                            now  # never goes back: a shard leaving idleness does not reopen windows
-                        )
-            closed_before = (
-                None if wm is None else wm - lateness
-            )  # windows ending at or before are closed
+                        # never goes back: a shard leaving idleness does not reopen windows
+                        wm = now
+                        closed_before = wm - lateness
             if plain:
+                # (not in `accepted`: a partial commit finds these events in `seen` — see
+                # _covered_delta — which saves the per-event tuple)
                 ws = t - t % size
                 if closed_before is None or ws + size > closed_before:
                     cid = (ws, key)
                     cell = delta.get(cid)
                     if cell is None:
                         delta[cid] = [1] * n_aggs
-                        ends[cid] = ws + size
+                    elif n_aggs == 1:
+                        cell[0] += 1
                     else:
                         for i in range(n_aggs):
                             cell[i] += 1
-                    accepted.append((event, t, key, closed_before))
                     dropped.append(event)
                     continue
                 n = 0
@@ -416,26 +411,16 @@ class WindowBolt(Bolt):
     def _snapshot(self) -> Callable[[], None]:
         """A function putting this batch's staging back as it is now (before a call's events)."""
         delta = {cid: list(states) for cid, states in self._delta.items()}
-        ends, accepted, emitted = dict(self._ends), list(self._accepted), dict(self._emitted)
+        accepted, emitted = list(self._accepted), dict(self._emitted)
         seen = {s: list(items) for s, items in self._seen.items()}
         marks = {s: list(m) for s, m in self._marks.items()}
         wm, past = self._wm, set(self._past_mark)
 
         def undo() -> None:
-            self._delta, self._ends, self._accepted, self._emitted = delta, ends, accepted, emitted
+            self._delta, self._accepted, self._emitted = delta, accepted, emitted
             self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
 
         return undo
-
-    @staticmethod
-    def _see(
-        seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None
-    ) -> None:
-        bucket = seen.get(shard)
-        if bucket is None:
-            seen[shard] = [(event, t)]
-        else:
-            bucket.append((event, t))
 
     def _time(self, event: Event) -> int:
         if not isinstance(event.value, dict):
@@ -529,12 +514,25 @@ class WindowBolt(Bolt):
                         seq = int(meta.sequence_number) if meta.sequence_number.isdigit() else 0
                         order = [t, meta.shard_id, seq, meta.sub_sequence_number]
                     new[i] = agg.add(new[i], value, order)
-                updates.append((cid, end, new))
+                updates.append((cid, new))
             ws -= hop
-        for cid, end, new in updates:
+        for cid, new in updates:
             delta[cid] = new
-            self._ends[cid] = end
         return len(updates)
+
+    def _covered_delta(self, covered: Callable[[Event], bool]) -> dict[CellId, list[Any]]:
+        """The batch's delta of the events ``covered`` accepts only (a partial commit)."""
+        delta: dict[CellId, list[Any]] = {}
+        if self._plain_count:  # accepted: seen, with a time, and neither late nor failed
+            for items in self._seen.values():
+                for event, t in items:
+                    if t is not None and event.failure is None and covered(event):
+                        self._fold(delta, event, t, self._key(event), None)
+            return delta
+        for event, t, key, closed_before in self._accepted:
+            if covered(event):
+                self._fold(delta, event, t, key, closed_before)
+        return delta
 
     def _watermark(self, marks: dict[str, list[int]] | dict[str, ShardMark]) -> int | None:
         """The lowest watermark of the shards that are not idle (far behind the most advanced)."""
@@ -554,9 +552,10 @@ class WindowBolt(Bolt):
                 return
             end_before = self._wm - self.lateness
         closing = self.store.closable(end_before)
-        for cid in self._delta:
-            if self._ends[cid] <= end_before:
-                closing.setdefault(cid, None)  # type: ignore[arg-type]
+        if any(ws + self.size <= end_before for ws in {ws for ws, _ in self._delta}):
+            for cid in self._delta:
+                if cid[0] + self.size <= end_before:
+                    closing.setdefault(cid, None)  # type: ignore[arg-type]
         closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
         early = (
             [cid for cid in self._delta if cid not in closing and cid not in self._emitted]
@@ -570,7 +569,6 @@ class WindowBolt(Bolt):
             # emit it whole again, with what this batch adds)
             cell = cell or stored.get(cid)
             states = self._merged(cell.states if cell else None, self._delta.get(cid))
-            self._ends.setdefault(cid, cid[0] + self.size)
             event = self._result(last, cid, states, True)
             self._emitted[cid] = (event, cell.rev if cell else 0)
             out.emit(event)
@@ -619,15 +617,12 @@ class WindowBolt(Bolt):
         assert self.store is not None, "setup() was not called"
         if self._base is None:
             return
-        full = all(covered(items[-1][0]) for items in self._seen.values())
+        full = all(covered(items[-1][0]) for items in self._seen.values() if items)
         if full:
             delta = self._delta
             marks = self._marks
         else:  # some records come after a failed record of their shard: they come again
-            delta = {}
-            for event, t, key, closed_before in self._accepted:
-                if covered(event):
-                    self._fold(delta, event, t, key, closed_before)
+            delta = self._covered_delta(covered)
             marks = {s: [m.watermark, m.sequence, m.sub] for s, m in self._base.items()}
         new_marks: dict[str, ShardMark] = {}
         for shard, items in self._seen.items():
@@ -657,20 +652,20 @@ class WindowBolt(Bolt):
         # again (in another shard of the batch): such windows stay open and are emitted again.
         closes: dict[CellId, int] = {}
         for cid, (event, rev) in self._emitted.items() if full else ():
-            shut = self._flushed or (end_before is not None and self._ends[cid] <= end_before)
+            shut = self._flushed or (end_before is not None and cid[0] + self.size <= end_before)
             if shut and covered(event):
                 closes[cid] = rev
         expire = (end_before if end_before is not None else 0) - self.size
         if self._counts:  # the store adds the deltas without reading the cells
-            self.store.commit_counts(delta, self._ends, closes, new_marks, expire, connection)
+            self.store.commit_counts(delta, self.size, closes, new_marks, expire, connection)
             return
         writes: dict[CellId, CellWrite] = {
-            cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()
+            cid: CellWrite(d, cid[0] + self.size) for cid, d in delta.items()
         }
         for cid, rev in closes.items():
             w = writes.get(cid)
             if w is None:
-                writes[cid] = CellWrite(None, self._ends[cid], rev)
+                writes[cid] = CellWrite(None, cid[0] + self.size, rev)
             else:
                 w.close_if_rev = rev
         self.store.commit(writes, new_marks, expire, self.merge, connection)

@@ -97,14 +97,15 @@ class WindowStore(Protocol):
     def commit_counts(
         self,
         deltas: dict[CellId, list[int]],
-        ends: dict[CellId, int],
+        size: int,
         closes: dict[CellId, int],
         marks: dict[str, ShardMark],
         expire_before: int,
         connection: Any = None,
     ) -> None:
         """``commit`` when every aggregate is a count: the store adds the deltas itself, without
-        the cells being read first; ``closes``: cell → revision read when its result was emitted."""
+        the cells being read first; ``size``: the window length (a cell's end is its start plus
+        it); ``closes``: cell → revision read when its result was emitted."""
         ...
 
 
@@ -404,7 +405,7 @@ class SqlWindowStore:
     def commit_counts(
         self,
         deltas: dict[CellId, list[int]],
-        ends: dict[CellId, int],
+        size: int,
         closes: dict[CellId, int],
         marks: dict[str, ShardMark],
         expire_before: int,
@@ -418,18 +419,18 @@ class SqlWindowStore:
         with store_errors("window store write"):
             self._ensure()
             if connection is not None:
-                self._commit_counts(connection, deltas, ends, closes)
+                self._commit_counts(connection, deltas, size, closes)
                 self._commit(connection, {}, marks, expire_before, None)
             else:
                 with self.engine.begin() as conn:
-                    self._commit_counts(conn, deltas, ends, closes)
+                    self._commit_counts(conn, deltas, size, closes)
                     self._commit(conn, {}, marks, expire_before, None)
 
     def _commit_counts(
         self,
         conn: sa.Connection,
         deltas: dict[CellId, list[int]],
-        ends: dict[CellId, int],
+        size: int,
         closes: dict[CellId, int],
     ) -> None:
         name, dumps = self.name, orjson.dumps
@@ -439,7 +440,7 @@ class SqlWindowStore:
                 conn.exec_driver_sql(
                     self._add_sql,
                     [
-                        (name, cid[0], cid[1], ends[cid], dumps(d).decode(), 0)
+                        (name, cid[0], cid[1], cid[0] + size, dumps(d).decode(), 0)
                         for cid, d in deltas.items()
                     ],
                 )
@@ -459,7 +460,7 @@ class SqlWindowStore:
                     ws, key = cid
                     if "\\" in key:  # COPY's text format: JSON text has no tab or newline, only \
                         key = key.replace("\\", "\\\\")
-                    write(f"{ws}\t{key}\t{ends[cid]}\t{dumps(d).decode()}\n")
+                    write(f"{ws}\t{key}\t{ws + size}\t{dumps(d).decode()}\n")
                 buf.seek(0)
                 cur.copy_expert(f"COPY {STAGE} FROM STDIN", buf)
                 cur.execute(self._add_sql, {"name": name})
@@ -597,7 +598,7 @@ class RedisWindowStore:
     def commit_counts(
         self,
         deltas: dict[CellId, list[int]],
-        ends: dict[CellId, int],
+        size: int,
         closes: dict[CellId, int],
         marks: dict[str, ShardMark],
         expire_before: int,
@@ -610,13 +611,13 @@ class RedisWindowStore:
         for cid, d in deltas.items():
             w = by_window.get(cid[0])
             if w is None:
-                w = by_window[cid[0]] = [str(cid[0]), str(ends[cid]), [], [], [], []]
+                w = by_window[cid[0]] = [str(cid[0]), str(cid[0] + size), [], [], [], []]
             w[2].append(cid[1])
             w[3].append(d)
         for cid, rev in closes.items():
             w = by_window.get(cid[0])
             if w is None:
-                w = by_window[cid[0]] = [str(cid[0]), str(ends[cid]), [], [], [], []]
+                w = by_window[cid[0]] = [str(cid[0]), str(cid[0] + size), [], [], [], []]
             w[4].append(cid[1])
             w[5].append(rev + (cid in deltas))
         payload = orjson.dumps(
