@@ -198,6 +198,7 @@ class WindowBolt(Bolt):
         self._key_names = [p.rsplit(".", 1)[-1] for p in c.key]
         self._get_time = getter(c.time_field) if c.time_field else None
         self._key_cache: dict[Any, str] = {}
+        self._times: dict[int, tuple[str, str]] = {}  # window start -> its start and end as text
         self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
         self._key_field = c.key[0] if len(c.key) == 1 and "." not in c.key[0] else None
         # a count per key per tumbling window: folded inline, without the general path
@@ -552,7 +553,7 @@ class WindowBolt(Bolt):
                 return
             end_before = self._wm - self.lateness
         closing = self.store.closable(end_before)
-        if any(ws + self.size <= end_before for ws in {ws for ws, _ in self._delta}):
+        if self._delta and min(self._delta)[0] + self.size <= end_before:  # (min: in C)
             for cid in self._delta:
                 if cid[0] + self.size <= end_before:
                     closing.setdefault(cid, None)  # type: ignore[arg-type]
@@ -589,10 +590,12 @@ class WindowBolt(Bolt):
 
     def _result(self, origin: Event, cid: CellId, states: list[Any], final: bool) -> Event:
         ws, key = cid
-        value: dict[str, Any] = {
-            "window_start": format_time(ws),
-            "window_end": format_time(ws + self.size),
-        }
+        times = self._times.get(ws)  # a window closes for all its keys at once: format it once
+        if times is None:
+            if len(self._times) > 1000:
+                self._times.clear()
+            times = self._times[ws] = (format_time(ws), format_time(ws + self.size))
+        value: dict[str, Any] = {"window_start": times[0], "window_end": times[1]}
         value.update(zip(self._key_names, orjson.loads(key), strict=True))
         for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
             value[name] = agg.result(state)

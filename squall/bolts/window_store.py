@@ -608,12 +608,15 @@ class RedisWindowStore:
         cells, closes the windows emitted whose revision is unchanged (plus one when it added to
         them), saves the shard marks and expires old windows — the layout ``commit`` writes."""
         by_window: dict[int, list[Any]] = {}
-        for cid, d in deltas.items():
-            w = by_window.get(cid[0])
-            if w is None:
-                w = by_window[cid[0]] = [str(cid[0]), str(cid[0] + size), [], [], [], []]
-            w[2].append(cid[1])
-            w[3].append(d)
+        last, keys, ds = None, [], []
+        for (ws, key), d in deltas.items():
+            if ws != last:  # cells come grouped by window, mostly: one lookup per run
+                w = by_window.get(ws)
+                if w is None:
+                    w = by_window[ws] = [str(ws), str(ws + size), [], [], [], []]
+                last, keys, ds = ws, w[2], w[3]
+            keys.append(key)
+            ds.append(d)
         for cid, rev in closes.items():
             w = by_window.get(cid[0])
             if w is None:
@@ -647,7 +650,7 @@ class RedisWindowStore:
                 try:
                     pipe.watch(self._h(ws))
                     cells = pipe.hvals(self._h(ws))
-                    if cells and not all(_decode(v).closed for v in cells):
+                    if cells and not all(_closed(v) for v in cells):
                         continue
                     pipe.multi()
                     pipe.zrem(self.open_key, str(ws))
@@ -709,6 +712,12 @@ return 1
 
 def _encode(cell: Cell) -> bytes:
     return orjson.dumps([cell.rev, cell.closed, cell.states])
+
+
+def _closed(value: bytes) -> bool:
+    """A stored cell's closed flag without decoding its states: ``[rev,true,…`` (orjson and the
+    Lua script's cjson both write it so)."""
+    return value.split(b",", 2)[1] == b"true"
 
 
 def _decode(value: bytes) -> Cell:
