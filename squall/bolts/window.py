@@ -10,7 +10,8 @@ wired), counted, never lost.
 
 Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
 after the sinks have committed the results. It folds only the covered events' deltas into the
-store (under a lock), marks emitted windows closed, and saves the shard marks — in the batch's
+store (under a lock; when every aggregate is a count, the store adds them itself without
+reading), marks emitted windows closed, and saves the shard marks — in the batch's
 SQL transaction when the store shares it. A batch delivered again therefore starts from the
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised

@@ -12,7 +12,9 @@ Per batch the bolt calls ``shards()`` and ``load(cells)`` / ``closable(before)``
 processes, and ``commit(...)`` in the engine's commit sequence. ``commit`` re-reads the cells it
 writes under a lock (PostgreSQL ``FOR UPDATE``; SQLite locks the database; Redis ``WATCH``) and
 folds the batch's deltas into what it finds, so two processes adding to one window (two shards
-under Lambda) never lose an update. A cell is marked closed only when the revision it read
+under Lambda) never lose an update. When every aggregate is a count, ``commit_counts`` instead
+lets the store add the deltas itself (SQL ``ON CONFLICT DO UPDATE``, a Redis Lua script): no
+read, no lock before the write. A cell is marked closed only when the revision it read
 while processing is still the revision at commit: else someone added to it meanwhile, and it
 is closed (and emitted again, complete) by a later batch. Dependency failures →
 ``TransientError``.
