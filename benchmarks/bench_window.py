@@ -9,12 +9,17 @@ minute of event time holds ``--per-minute`` events (each window then has ~all ke
 - ``process only``: the bolt's ``process`` (parse time, key, fold into the batch's delta, close
   windows) with the store's reads but no commit — the CPU cost per event.
 - ``process + commit (<store>)``: the whole batch cycle as the engine runs it: process, then
-  ``commit_state`` (fold the deltas into the stored cells under a lock, save shard marks).
+  ``commit_state`` (count-only windows: the deltas added by the store itself — SQLite/PostgreSQL
+  ``ON CONFLICT … DO UPDATE`` adding to the stored state, PostgreSQL via COPY into a temporary
+  table, Redis in one Lua script — then the shard marks).
 
 Stores: SQLite (a temporary file), PostgreSQL (database ``squall_bench``, created when missing)
 and Redis (db 15), never the test database or db 0; override with SQUALL_BENCH_PG_URL,
-SQUALL_BENCH_REDIS_URL. Figures are events per second, one run each (the workload is large).
-Also printed: the stored bytes per (window, key) cell.
+SQUALL_BENCH_REDIS_URL. Figures: medians of ``--rounds`` rounds, variants interleaved, in events
+per second of this process's CPU time (``time.process_time``: the machine is shared) and of wall
+time, and the CPU time per event as a multiple of the hand loop's in the same round. The CPU of
+the Redis and PostgreSQL servers is not in the CPU figure (the wall figure has it, with the
+machine's load). Also printed: the stored bytes per (window, key) cell.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import argparse
 import os
 import platform
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -81,8 +87,9 @@ def bolt_for(url: str, name: str) -> WindowBolt:
     return bolt
 
 
-def run(bolt: WindowBolt, evs: list[Event], batch: int, commit: bool) -> tuple[float, int]:
-    started = time.perf_counter()
+def run(bolt: WindowBolt, evs: list[Event], batch: int, commit: bool) -> tuple[float, float, int]:
+    """Events per second of this process's CPU time, of wall time, and the results emitted."""
+    started, cpu = time.perf_counter(), time.process_time()
     results = 0
     for i in range(0, len(evs), batch):
         part = evs[i : i + batch]
@@ -95,12 +102,17 @@ def run(bolt: WindowBolt, evs: list[Event], batch: int, commit: bool) -> tuple[f
             bolt.state_committed()
         else:
             bolt.discard_state()
-    return len(evs) / (time.perf_counter() - started), results
+    return (
+        len(evs) / (time.process_time() - cpu),
+        len(evs) / (time.perf_counter() - started),
+        results,
+    )
 
 
 def hand_loop(evs: list[Event], batch: int) -> float:
-    """The same count in a plain dict per (minute, key), nothing stored: the floor of Python's cost."""
-    started = time.perf_counter()
+    """The same count in a plain dict per (minute, key), nothing stored: the floor of Python's cost
+    (events per second of CPU time)."""
+    started = time.process_time()
     counts: dict[tuple[int, str], int] = {}
     for i in range(0, len(evs), batch):
         for e in evs[i : i + batch]:
@@ -108,7 +120,7 @@ def hand_loop(evs: list[Event], batch: int) -> float:
             t = v["timestamp"]
             k = (t - t % 60_000, v["key"])
             counts[k] = counts.get(k, 0) + 1
-    return len(evs) / (time.perf_counter() - started)
+    return len(evs) / (time.process_time() - started)
 
 
 def cell_bytes(url: str, name: str) -> float | None:
@@ -139,45 +151,68 @@ def available(url: str) -> bool:
         return False
 
 
+def drop(url: str, n: str) -> None:
+    if url.startswith("redis"):
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"bench:{n}:*"))
+        if keys:
+            client.delete(*keys)
+    elif url.startswith("postgresql"):
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"drop table if exists bw_{n}, bw_{n}_shards")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--keys", type=int, default=100_000)
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--per-minute", type=int, default=500_000)
+    p.add_argument("--rounds", type=int, default=3)
     a = p.parse_args()
     evs = events(a.events, a.keys, a.per_minute)
     print(
         f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}; "
-        f"{a.events:,} events, {a.keys:,} keys, batches of {a.batch:,}, {a.per_minute:,} events per minute"
+        f"{a.events:,} events, {a.keys:,} keys, batches of {a.batch:,}, "
+        f"{a.per_minute:,} events per minute; medians of {a.rounds} rounds (variants interleaved)"
     )
+    print(
+        "events/s of this process's CPU time (the store's own CPU is not in it: Redis and "
+        "PostgreSQL run in their servers), of wall time, and CPU time per event against the hand loop's"
+    )
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    extra: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         stores = [("SQLite", f"sqlite:///{tmp}/state.db")]
         if available(PG_URL):
             stores.append(("PostgreSQL", PG_URL))
         if available(REDIS_URL):
             stores.append(("Redis", REDIS_URL))
-        name = f"b{uuid.uuid4().hex[:8]}"
-        print(f"{'hand loop (dict, nothing stored)':34s} {hand_loop(evs, a.batch):12,.0f} events/s")
-        rate, _ = run(bolt_for(stores[0][1], name + "p"), evs, a.batch, commit=False)
-        print(f"{'process only':34s} {rate:12,.0f} events/s")
-        for label, url in stores:
-            n = f"{name}{label[0].lower()}"
-            rate, results = run(bolt_for(url, n), evs, a.batch, commit=True)
-            size = cell_bytes(url, n)
-            extra = f"  ({size:.0f} bytes per stored cell)" if size else ""
-            print(
-                f"{'process + commit (' + label + ')':34s} {rate:12,.0f} events/s, {results:,} results{extra}"
-            )
-            if url.startswith("redis"):
-                client = redis.Redis.from_url(url)
-                keys = list(client.scan_iter(f"bench:{n}:*"))
-                if keys:
-                    client.delete(*keys)
-            elif url.startswith("postgresql"):
-                engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
-                with engine.begin() as conn:
-                    conn.exec_driver_sql(f"drop table if exists bw_{n}, bw_{n}_shards")
+        for _ in range(a.rounds):
+            name = f"b{uuid.uuid4().hex[:8]}"
+            hand = hand_loop(evs, a.batch)
+            rows.setdefault("hand loop (dict, nothing stored)", []).append((hand, 0.0, 1.0))
+            cpu, wall, _ = run(bolt_for(stores[0][1], name + "p"), evs, a.batch, commit=False)
+            rows.setdefault("process only", []).append((cpu, wall, hand / cpu))
+            for label, url in stores:
+                n = f"{name}{label[0].lower()}"
+                cpu, wall, results = run(bolt_for(url, n), evs, a.batch, commit=True)
+                rows.setdefault(f"process + commit ({label})", []).append((cpu, wall, hand / cpu))
+                size = cell_bytes(url, n)
+                extra[label] = f"{results:,} results" + (
+                    f", {size:.0f} bytes per stored cell" if size else ""
+                )
+                drop(url, n)
+    for label, values in rows.items():
+        cpu = statistics.median(v[0] for v in values)
+        wall = statistics.median(v[1] for v in values)
+        ratio = statistics.median(v[2] for v in values)
+        store = label[label.find("(") + 1 : -1] if "commit" in label else ""
+        print(
+            f"{label:34s} {cpu:10,.0f} cpu   {wall:10,.0f} wall   x{ratio:5.1f}"
+            + (f"   ({extra[store]})" if store in extra else "")
+        )
     print(
         f"one delta cell in memory during a batch: ~{sys.getsizeof([0]) + 8 + 120} bytes "
         f"(tuple key, list of states, dict slot); result event: {len(orjson.dumps({'window_start': 'x' * 24}))}+ bytes"

@@ -112,9 +112,14 @@ def run_topology(
     records: list[Record],
     *,
     batch_size: int | None = None,
+    end_of_input: bool = False,
     **engine_kwargs: Any,
 ) -> TopologyRun:
-    """Run records through a topology (YAML path, YAML text or loaded model) with the bare engine."""
+    """Run records through a topology (YAML path, YAML text or loaded model) with the bare engine.
+
+    ``end_of_input``: then end the input as ``squall run`` does at the end of a file
+    (``Engine.finish``: windows still open are emitted); its batch's one unit (shard
+    ``<end of input>``) is in the outcomes."""
     topo = topology_from(source)
     plan: Plan = compile_plan(topo)
     size = batch_size or topo.settings.batch_size
@@ -123,6 +128,8 @@ def run_topology(
     with engine:
         for i in range(0, len(records), size):
             results.append(engine.process(records[i : i + size]))
+        if end_of_input and (last := engine.finish()) is not None:
+            results.append(last)
     return TopologyRun(results, engine, [o for r in results for o in r.records])
 
 

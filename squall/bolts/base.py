@@ -81,6 +81,19 @@ class Bolt(Component):
     def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def flush(self, end: Event, final: bool = True) -> Output | None:
+        """The input ended (a file read to its end by ``squall run``; never under Lambda or the
+        KCL, whose streams do not end): emit what is still held back (the windows still open).
+
+        Called once by the engine (``Engine.finish``), after the last batch, in topological
+        order, so what an upstream bolt flushes is processed by the bolts below before they
+        flush. Build emitted events on ``end`` (its ``meta`` and ``origin``: the unit standing
+        for the end of input). Their output goes downstream, to the sinks and through the commit
+        sequence like a batch's; a stateful bolt stages what it changes, as in ``process``, and
+        its ``commit_state`` follows. None (the default): nothing to flush.
+        """
+        return None
+
     # -- staged state (stateful bolts only) --------------------------------------------------
 
     #: True for bolts that keep durable state; the engine then drives the methods below.

@@ -10,7 +10,8 @@ wired), counted, never lost.
 
 Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
 after the sinks have committed the results. It folds only the covered events' deltas into the
-store (under a lock), marks emitted windows closed, and saves the shard marks — in the batch's
+store (under a lock; when every aggregate is a count, the store adds them itself without
+reading), marks emitted windows closed, and saves the shard marks — in the batch's
 SQL transaction when the store shares it. A batch delivered again therefore starts from the
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
@@ -52,6 +53,8 @@ MAX_KEY_LENGTH = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
+_MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_END_OF_TIME = 2**62  # ms: every window ends before
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
@@ -196,12 +199,18 @@ class WindowBolt(Bolt):
         self._key_names = [p.rsplit(".", 1)[-1] for p in c.key]
         self._get_time = getter(c.time_field) if c.time_field else None
         self._key_cache: dict[Any, str] = {}
+        self._times: dict[int, tuple[str, str]] = {}  # window start -> its start and end as text
         self._time_key = c.time_field if c.time_field and "." not in c.time_field else None
+        self._key_field = c.key[0] if len(c.key) == 1 and "." not in c.key[0] else None
         # a count per key per tumbling window: folded inline, without the general path
         self._plain_count = self.hop == self.size and all(
             a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values()
         )
         self._agg_names = list(c.aggregates)
+        # every aggregate a count: the store adds deltas without reading the cells
+        self._counts = (
+            len(c.aggregates) if all(a.fn == "count" for a in c.aggregates.values()) else 0
+        )
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
@@ -233,12 +242,12 @@ class WindowBolt(Bolt):
             tuple[Event, int, str, int | None]
         ] = []  # event, time, key, lateness bound
         self._delta: dict[CellId, list[Any]] = {}
-        self._ends: dict[CellId, int] = {}
         self._emitted: dict[
             CellId, tuple[Event, int]
         ] = {}  # final results: (result event, stored rev seen)
         self._wm: int | None = None
         self._past_mark: set[str] = set()
+        self._flushed = False  # end of input: every window emitted is closed at the commit
 
     def setup(self, resources: Resources) -> None:
         c = self.config
@@ -247,7 +256,9 @@ class WindowBolt(Bolt):
             if kind == "redis":
                 self.store = RedisWindowStore(resources.redis(c.store), self.name, c.key_prefix)
             elif kind == "sql":
-                self.store = SqlWindowStore(resources.sql(c.store), self.name, c.table)
+                self.store = SqlWindowStore(
+                    resources.sql(c.store), self.name, c.table, self._counts
+                )
                 self._state_resource = c.store
             else:
                 raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
@@ -261,11 +272,7 @@ class WindowBolt(Bolt):
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         assert self.store is not None, "setup() was not called"
-        if self._base is None:  # first call of this batch (a TransientError here changes nothing)
-            base = self.store.shards()
-            self._base = base
-            self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
-            self._wm = self._watermark(self._marks)
+        self._begin()
         undo = self._snapshot()
         try:
             self._stage(batch, out)
@@ -276,24 +283,50 @@ class WindowBolt(Bolt):
             raise
         return out
 
+    def _begin(self) -> None:
+        """Read the shard marks at the first call of a batch (a TransientError here changes nothing)."""
+        if self._base is None:
+            assert self.store is not None, "setup() was not called"
+            base = self.store.shards()
+            self._base = base
+            self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
+            self._wm = self._watermark(self._marks)
+
+    def flush(self, end: Event, final: bool = True) -> Output | None:
+        """End of input: emit every window still open, final, whatever the watermark; the commit
+        marks them closed. The watermark does not move: an event of such a window coming later
+        (more input) reopens it, and it is emitted again, complete, when the watermark closes it."""
+        if not final:
+            return None
+        self._begin()
+        out = Output(self.id)
+        self._close(out, end, _END_OF_TIME)
+        self._flushed = True
+        return out
+
     def _stage(self, batch: list[Event], out: Output) -> None:
         base, marks, seen = self._base, self._marks, self._seen
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
         top = max((m[0] for m in marks.values()), default=None)
-        plain, size, delta, ends, n_aggs = (
-            self._plain_count,
-            self.size,
-            self._delta,
-            self._ends,
-            len(self._aggs),
-        )
+        plain, size, delta, n_aggs = (self._plain_count, self.size, self._delta, len(self._aggs))
         past = self._past_mark  # shards whose records in this batch are all after their mark
         dropped = out.dropped
         time_of, key_of = self._time, self._key
+        # the usual shape inline: epoch-ms integer time and text key, top-level fields, key cached
+        tf, kf, cache = self._time_key, self._key_field, self._key_cache
+        fast = tf is not None and kf is not None
+        closed_before = None if wm is None else wm - lateness  # windows ending by then are closed
+        cur: str | None = None  # the shard of the previous event, its `seen` list and its mark
+        bucket: list[tuple[Event, int | None]] = []
+        m: list[int] | None = None
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
+            if shard != cur:
+                cur = shard
+                bucket = seen.get(shard) or seen.setdefault(shard, [])
+                m = marks.get(shard)
             if shard not in past:
                 mark = base.get(shard)
                 if (
@@ -307,49 +340,53 @@ class WindowBolt(Bolt):
                     )  # counted in the committed state already (a replay after the state commit)
                     continue
                 past.add(shard)  # sequence numbers only grow within a shard
-            try:
-                t = time_of(event)
-                key = key_of(event)
-            except ValueError as exc:
-                self._see(seen, shard, event, None)
-                out.fail(event, str(exc))
-                continue
-            bucket = seen.get(shard)
-            if bucket is None:
-                seen[shard] = [(event, t)]
-            else:
-                bucket.append((event, t))
+            key = None
+            if fast:
+                v = event.value
+                if v.__class__ is dict:
+                    t = v.get(tf)
+                    if t.__class__ is int and _MS_EPOCH_FLOOR <= t <= _MS_EPOCH_TOP:
+                        k = v.get(kf)
+                        if k.__class__ is str:
+                            key = cache.get(k)
+            if key is None:
+                try:
+                    t = time_of(event)
+                    key = key_of(event)
+                except ValueError as exc:
+                    bucket.append((event, None))
+                    out.fail(event, str(exc))
+                    continue
+            bucket.append((event, t))
             # The watermark as of this event: so lateness depends on the order of events, never on
             # where batches begin (a replay after a partial failure starts its batches elsewhere).
-            m = marks.get(shard)
             if m is None or t > m[0]:
                 old = None if m is None else m[0]
                 if m is None:
-                    marks[shard] = [t, 0, 0]
+                    m = marks[shard] = [t, 0, 0]
                 else:
                     m[0] = t
                 if wm is None or top is None or t > top or old is None or old <= wm:
                     top = t if top is None or t > top else top
                     now = t if len(marks) == 1 else self._watermark(marks)
                     if now is not None and (wm is None or now > wm):
-                        wm = (
-                            now  # never goes back: a shard leaving idleness does not reopen windows
-                        )
-            closed_before = (
-                None if wm is None else wm - lateness
-            )  # windows ending at or before are closed
+                        # never goes back: a shard leaving idleness does not reopen windows
+                        wm = now
+                        closed_before = wm - lateness
             if plain:
+                # (not in `accepted`: a partial commit finds these events in `seen` — see
+                # _covered_delta — which saves the per-event tuple)
                 ws = t - t % size
                 if closed_before is None or ws + size > closed_before:
                     cid = (ws, key)
                     cell = delta.get(cid)
                     if cell is None:
                         delta[cid] = [1] * n_aggs
-                        ends[cid] = ws + size
+                    elif n_aggs == 1:
+                        cell[0] += 1
                     else:
                         for i in range(n_aggs):
                             cell[i] += 1
-                    accepted.append((event, t, key, closed_before))
                     dropped.append(event)
                     continue
                 n = 0
@@ -376,26 +413,16 @@ class WindowBolt(Bolt):
     def _snapshot(self) -> Callable[[], None]:
         """A function putting this batch's staging back as it is now (before a call's events)."""
         delta = {cid: list(states) for cid, states in self._delta.items()}
-        ends, accepted, emitted = dict(self._ends), list(self._accepted), dict(self._emitted)
+        accepted, emitted = list(self._accepted), dict(self._emitted)
         seen = {s: list(items) for s, items in self._seen.items()}
         marks = {s: list(m) for s, m in self._marks.items()}
         wm, past = self._wm, set(self._past_mark)
 
         def undo() -> None:
-            self._delta, self._ends, self._accepted, self._emitted = delta, ends, accepted, emitted
+            self._delta, self._accepted, self._emitted = delta, accepted, emitted
             self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
 
         return undo
-
-    @staticmethod
-    def _see(
-        seen: dict[str, list[tuple[Event, int | None]]], shard: str, event: Event, t: int | None
-    ) -> None:
-        bucket = seen.get(shard)
-        if bucket is None:
-            seen[shard] = [(event, t)]
-        else:
-            bucket.append((event, t))
 
     def _time(self, event: Event) -> int:
         if not isinstance(event.value, dict):
@@ -413,7 +440,7 @@ class WindowBolt(Bolt):
             value = v.get(tf, MISSING)
         else:
             value = self._get_time(event)
-        if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= 253_402_300_799_999:
+        if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= _MS_EPOCH_TOP:
             return value  # epoch ms: the common case, without parse_time's checks
         if value is MISSING:
             raise ValueError(f"no '{self.config.time_field}'")
@@ -489,12 +516,25 @@ class WindowBolt(Bolt):
                         seq = int(meta.sequence_number) if meta.sequence_number.isdigit() else 0
                         order = [t, meta.shard_id, seq, meta.sub_sequence_number]
                     new[i] = agg.add(new[i], value, order)
-                updates.append((cid, end, new))
+                updates.append((cid, new))
             ws -= hop
-        for cid, end, new in updates:
+        for cid, new in updates:
             delta[cid] = new
-            self._ends[cid] = end
         return len(updates)
+
+    def _covered_delta(self, covered: Callable[[Event], bool]) -> dict[CellId, list[Any]]:
+        """The batch's delta of the events ``covered`` accepts only (a partial commit)."""
+        delta: dict[CellId, list[Any]] = {}
+        if self._plain_count:  # accepted: seen, with a time, and neither late nor failed
+            for items in self._seen.values():
+                for event, t in items:
+                    if t is not None and event.failure is None and covered(event):
+                        self._fold(delta, event, t, self._key(event), None)
+            return delta
+        for event, t, key, closed_before in self._accepted:
+            if covered(event):
+                self._fold(delta, event, t, key, closed_before)
+        return delta
 
     def _watermark(self, marks: dict[str, list[int]] | dict[str, ShardMark]) -> int | None:
         """The lowest watermark of the shards that are not idle (far behind the most advanced)."""
@@ -504,21 +544,24 @@ class WindowBolt(Bolt):
         top = max(wms)
         return min(w for w in wms if top - w <= self.idle_after)
 
-    def _close(self, out: Output, last: Event) -> None:
-        """Emit the results of windows the watermark closed (and early results when asked)."""
+    def _close(self, out: Output, last: Event, end_before: int | None = None) -> None:
+        """Emit the results of windows the watermark closed (and early results when asked);
+        with ``end_before``, of the windows ending by then (the end of input: all)."""
         assert self.store is not None
-        wm = self._wm
-        if wm is None:
-            return
-        end_before = wm - self.lateness
+        flushing = end_before is not None
+        if end_before is None:
+            if self._wm is None:
+                return
+            end_before = self._wm - self.lateness
         closing = self.store.closable(end_before)
-        for cid in self._delta:
-            if self._ends[cid] <= end_before:
-                closing.setdefault(cid, None)  # type: ignore[arg-type]
+        if self._delta and min(self._delta)[0] + self.size <= end_before:  # (min: in C)
+            for cid in self._delta:
+                if cid[0] + self.size <= end_before:
+                    closing.setdefault(cid, None)  # type: ignore[arg-type]
         closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
         early = (
             [cid for cid in self._delta if cid not in closing and cid not in self._emitted]
-            if self.config.emit == "every_batch"
+            if self.config.emit == "every_batch" and not flushing
             else []
         )
         missing = [cid for cid, c in closing.items() if c is None] + early
@@ -528,7 +571,6 @@ class WindowBolt(Bolt):
             # emit it whole again, with what this batch adds)
             cell = cell or stored.get(cid)
             states = self._merged(cell.states if cell else None, self._delta.get(cid))
-            self._ends.setdefault(cid, cid[0] + self.size)
             event = self._result(last, cid, states, True)
             self._emitted[cid] = (event, cell.rev if cell else 0)
             out.emit(event)
@@ -549,10 +591,12 @@ class WindowBolt(Bolt):
 
     def _result(self, origin: Event, cid: CellId, states: list[Any], final: bool) -> Event:
         ws, key = cid
-        value: dict[str, Any] = {
-            "window_start": format_time(ws),
-            "window_end": format_time(ws + self.size),
-        }
+        times = self._times.get(ws)  # a window closes for all its keys at once: format it once
+        if times is None:
+            if len(self._times) > 1000:
+                self._times.clear()
+            times = self._times[ws] = (format_time(ws), format_time(ws + self.size))
+        value: dict[str, Any] = {"window_start": times[0], "window_end": times[1]}
         value.update(zip(self._key_names, orjson.loads(key), strict=True))
         for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
             value[name] = agg.result(state)
@@ -577,15 +621,12 @@ class WindowBolt(Bolt):
         assert self.store is not None, "setup() was not called"
         if self._base is None:
             return
-        full = all(covered(items[-1][0]) for items in self._seen.values())
+        full = all(covered(items[-1][0]) for items in self._seen.values() if items)
         if full:
             delta = self._delta
             marks = self._marks
         else:  # some records come after a failed record of their shard: they come again
-            delta = {}
-            for event, t, key, closed_before in self._accepted:
-                if covered(event):
-                    self._fold(delta, event, t, key, closed_before)
+            delta = self._covered_delta(covered)
             marks = {s: [m.watermark, m.sequence, m.sub] for s, m in self._base.items()}
         new_marks: dict[str, ShardMark] = {}
         for shard, items in self._seen.items():
@@ -611,19 +652,26 @@ class WindowBolt(Bolt):
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
         wm = self._watermark(marks)
         end_before = None if wm is None else wm - self.lateness
-        writes: dict[CellId, CellWrite] = {
-            cid: CellWrite(d, self._ends[cid]) for cid, d in delta.items()
-        }
         # A result emitted in a batch not wholly covered may hold changes of records that come
         # again (in another shard of the batch): such windows stay open and are emitted again.
+        closes: dict[CellId, int] = {}
         for cid, (event, rev) in self._emitted.items() if full else ():
-            if end_before is not None and self._ends[cid] <= end_before and covered(event):
-                w = writes.get(cid)
-                if w is None:
-                    writes[cid] = CellWrite(None, self._ends[cid], rev)
-                else:
-                    w.close_if_rev = rev
+            shut = self._flushed or (end_before is not None and cid[0] + self.size <= end_before)
+            if shut and covered(event):
+                closes[cid] = rev
         expire = (end_before if end_before is not None else 0) - self.size
+        if self._counts:  # the store adds the deltas without reading the cells
+            self.store.commit_counts(delta, self.size, closes, new_marks, expire, connection)
+            return
+        writes: dict[CellId, CellWrite] = {
+            cid: CellWrite(d, cid[0] + self.size) for cid, d in delta.items()
+        }
+        for cid, rev in closes.items():
+            w = writes.get(cid)
+            if w is None:
+                writes[cid] = CellWrite(None, cid[0] + self.size, rev)
+            else:
+                w.close_if_rev = rev
         self.store.commit(writes, new_marks, expire, self.merge, connection)
 
     def state_committed(self) -> None:

@@ -12,7 +12,9 @@ Per batch the bolt calls ``shards()`` and ``load(cells)`` / ``closable(before)``
 processes, and ``commit(...)`` in the engine's commit sequence. ``commit`` re-reads the cells it
 writes under a lock (PostgreSQL ``FOR UPDATE``; SQLite locks the database; Redis ``WATCH``) and
 folds the batch's deltas into what it finds, so two processes adding to one window (two shards
-under Lambda) never lose an update. A cell is marked closed only when the revision it read
+under Lambda) never lose an update. When every aggregate is a count, ``commit_counts`` instead
+lets the store add the deltas itself (SQL ``ON CONFLICT DO UPDATE``, a Redis Lua script): no
+read, no lock before the write. A cell is marked closed only when the revision it read
 while processing is still the revision at commit: else someone added to it meanwhile, and it
 is closed (and emitted again, complete) by a later batch. Dependency failures →
 ``TransientError``.
@@ -20,6 +22,7 @@ is closed (and emitted again, complete) by a later batch. Dependency failures �
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +37,8 @@ from squall.topology.resources import redis_errors, redis_transient_errors
 from squall.topology.sql import store_errors
 
 SELECT_CHUNK = 500
+#: PostgreSQL: the temporary table (per connection, emptied at commit) count deltas are COPYed to
+STAGE = "squall_window_delta"
 ARRAY_CHUNK = 10_000
 #: Redis errors that may pass: connection lost or refused, timeouts, a replica being promoted.
 REDIS_TRANSIENT = redis_transient_errors()  # shared with every Redis user
@@ -91,6 +96,20 @@ class WindowStore(Protocol):
         before ``expire_before``, atomically. ``merge(stored_states, delta) -> states``."""
         ...
 
+    def commit_counts(
+        self,
+        deltas: dict[CellId, list[int]],
+        size: int,
+        closes: dict[CellId, int],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        connection: Any = None,
+    ) -> None:
+        """``commit`` when every aggregate is a count: the store adds the deltas itself, without
+        the cells being read first; ``size``: the window length (a cell's end is its start plus
+        it); ``closes``: cell → revision read when its result was emitted."""
+        ...
+
 
 def _apply(stored: Cell | None, w: CellWrite, merge: Any) -> Cell:
     if stored is None:
@@ -140,7 +159,9 @@ def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
 class SqlWindowStore:
     """Cells and shard marks in two SQL tables (created if missing)."""
 
-    def __init__(self, engine: sa.Engine, name: str, table: str = "squall_windows"):
+    def __init__(
+        self, engine: sa.Engine, name: str, table: str = "squall_windows", counts: int = 0
+    ):
         dialect = engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the window store needs SQLite or PostgreSQL, not {dialect}")
@@ -149,10 +170,62 @@ class SqlWindowStore:
         self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
         self._lock = dialect == "postgresql"
         self._created = False
+        #: every aggregate is a count (``counts`` of them): a commit adds the deltas in SQL,
+        #: without reading the cells (see ``_add``)
+        self.counts = counts
+        if counts:
+            self._add_sql, self._close_sql = self._additive_sql(dialect == "postgresql")
+
+    def _additive_sql(self, pg: bool) -> tuple[str, str]:
+        """The upsert adding count deltas to the stored states, and the conditional close."""
+        t = self.cells.name
+        if pg:
+            sums = ", ".join(
+                f"(c.state::json->>{i})::bigint + (excluded.state::json->>{i})::bigint"
+                for i in range(self.counts)
+            )
+            self._stage_sql = (
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE} (window_start bigint, key text, "
+                "window_end bigint, state text) ON COMMIT DELETE ROWS"
+            )
+            add = (
+                f'INSERT INTO "{t}" AS c (name, window_start, key, window_end, state, rev, closed) '
+                f"SELECT %(name)s, window_start, key, window_end, state, 1, false FROM {STAGE} "
+                "ORDER BY window_start, key ON CONFLICT (name, window_start, key) DO UPDATE SET "
+                f"state = json_build_array({sums})::text, rev = c.rev + 1, closed = false"
+            )
+            close = (
+                f'UPDATE "{t}" AS c SET closed = true, rev = c.rev + 1 FROM (VALUES %s) '
+                "AS v(name, window_start, key, rev) WHERE c.name = v.name AND "
+                "c.window_start = v.window_start AND c.key = v.key AND c.rev = v.rev"
+            )
+            return add, close
+        sums = ", ".join(
+            f"json_extract(\"{t}\".state, '$[{i}]') + json_extract(excluded.state, '$[{i}]')"
+            for i in range(self.counts)
+        )
+        add = (
+            f'INSERT INTO "{t}" (name, window_start, key, window_end, state, rev, closed) '
+            "VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (name, window_start, key) DO UPDATE SET "
+            f'state = json_array({sums}), rev = "{t}".rev + 1, closed = excluded.closed'
+        )
+        close = (
+            f'UPDATE "{t}" SET closed = 1, rev = rev + 1 '
+            "WHERE name = ? AND window_start = ? AND key = ? AND rev = ?"
+        )
+        return add, close
 
     def _ensure(self) -> None:
         if not self._created:
-            self.cells.metadata.create_all(self.engine, checkfirst=True)
+            for attempt in range(3):
+                try:
+                    self.cells.metadata.create_all(self.engine, checkfirst=True)
+                    break
+                except sa.exc.DatabaseError:
+                    # another process created one between the check and the create (two cold
+                    # starts): check again
+                    if attempt == 2:
+                        raise
             self._created = True
 
     def shards(self) -> dict[str, ShardMark]:
@@ -331,6 +404,71 @@ class SqlWindowStore:
             )
         )
 
+    def commit_counts(
+        self,
+        deltas: dict[CellId, list[int]],
+        size: int,
+        closes: dict[CellId, int],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        connection: Any = None,
+    ) -> None:
+        """``commit`` when every aggregate is a count: the deltas are *added* to the stored
+        states by the database (one upsert; no read, no lock taken before: each row is locked by
+        its own upsert, which adds to whatever another writer committed). Then each window in
+        ``closes`` (cell → the revision read when its result was emitted) is closed if its
+        revision is still that one (plus one when this commit added to it)."""
+        with store_errors("window store write"):
+            self._ensure()
+            if connection is not None:
+                self._commit_counts(connection, deltas, size, closes)
+                self._commit(connection, {}, marks, expire_before, None)
+            else:
+                with self.engine.begin() as conn:
+                    self._commit_counts(conn, deltas, size, closes)
+                    self._commit(conn, {}, marks, expire_before, None)
+
+    def _commit_counts(
+        self,
+        conn: sa.Connection,
+        deltas: dict[CellId, list[int]],
+        size: int,
+        closes: dict[CellId, int],
+    ) -> None:
+        name, dumps = self.name, orjson.dumps
+        shut = [(name, ws, key, rev + ((ws, key) in deltas)) for (ws, key), rev in closes.items()]
+        if not self._lock:  # SQLite: the driver's executemany (the database lock orders writers)
+            if deltas:
+                conn.exec_driver_sql(
+                    self._add_sql,
+                    [
+                        (name, cid[0], cid[1], cid[0] + size, dumps(d).decode(), 0)
+                        for cid, d in deltas.items()
+                    ],
+                )
+            if shut:
+                conn.exec_driver_sql(self._close_sql, shut)
+            return
+        # PostgreSQL: COPY the deltas into a temporary table, then one INSERT … SELECT in key order
+        # (one lock order for every writer: no deadlocks between shards)
+        from psycopg2.extras import execute_values
+
+        with conn.connection.driver_connection.cursor() as cur:
+            if deltas:
+                cur.execute(self._stage_sql)
+                buf = io.StringIO()
+                write = buf.write
+                for cid, d in deltas.items():
+                    ws, key = cid
+                    if "\\" in key:  # COPY's text format: JSON text has no tab or newline, only \
+                        key = key.replace("\\", "\\\\")
+                    write(f"{ws}\t{key}\t{ws + size}\t{dumps(d).decode()}\n")
+                buf.seek(0)
+                cur.copy_expert(f"COPY {STAGE} FROM STDIN", buf)
+                cur.execute(self._add_sql, {"name": name})
+            if shut:
+                execute_values(cur, self._close_sql, shut, page_size=2000)
+
 
 # -- Redis ----------------------------------------------------------------------------------------
 
@@ -351,6 +489,7 @@ class RedisWindowStore:
             self.base + "all",
             self.base + "shards",
         )
+        self._add_script: Any = None
 
     def _h(self, ws: int) -> str:
         return f"{self.base}w:{ws}"
@@ -458,6 +597,53 @@ class RedisWindowStore:
                 return
         raise TransientError("window store write: another writer kept changing the same windows")
 
+    def commit_counts(
+        self,
+        deltas: dict[CellId, list[int]],
+        size: int,
+        closes: dict[CellId, int],
+        marks: dict[str, ShardMark],
+        expire_before: int,
+        connection: Any = None,
+    ) -> None:
+        """Counts only: one Lua script (atomic, so no WATCH and no retry) adds the deltas to the
+        cells, closes the windows emitted whose revision is unchanged (plus one when it added to
+        them), saves the shard marks and expires old windows — the layout ``commit`` writes."""
+        by_window: dict[int, list[Any]] = {}
+        last, keys, ds = None, [], []
+        for (ws, key), d in deltas.items():
+            if ws != last:  # cells come grouped by window, mostly: one lookup per run
+                w = by_window.get(ws)
+                if w is None:
+                    w = by_window[ws] = [str(ws), str(ws + size), [], [], [], []]
+                last, keys, ds = ws, w[2], w[3]
+            keys.append(key)
+            ds.append(d)
+        for cid, rev in closes.items():
+            w = by_window.get(cid[0])
+            if w is None:
+                w = by_window[cid[0]] = [str(cid[0]), str(cid[0] + size), [], [], [], []]
+            w[4].append(cid[1])
+            w[5].append(rev + (cid in deltas))
+        payload = orjson.dumps(
+            {
+                "w": list(by_window.values()),
+                "m": [
+                    [s, orjson.dumps([k.watermark, str(k.sequence), k.sub]).decode()]
+                    for s, k in marks.items()
+                ],
+            }
+        )
+        with redis_errors("window store write"):
+            if self._add_script is None:
+                self._add_script = self.r.register_script(_ADD_COUNTS)
+            self._add_script(args=[self.base, str(expire_before), payload])
+        closed = [ws for ws, w in by_window.items() if w[4] and not w[2]]
+        try:
+            self._tidy_open(closed)
+        except REDIS_TRANSIENT:
+            pass  # best effort: a stale entry in the open set only costs a look later
+
     def _tidy_open(self, windows: list[int]) -> None:
         """Drop windows whose cells are all closed from the open set, each under WATCH of its
         hash (a writer adding an open cell meanwhile re-adds the window itself)."""
@@ -466,7 +652,7 @@ class RedisWindowStore:
                 try:
                     pipe.watch(self._h(ws))
                     cells = pipe.hvals(self._h(ws))
-                    if cells and not all(_decode(v).closed for v in cells):
+                    if cells and not all(_closed(v) for v in cells):
                         continue
                     pipe.multi()
                     pipe.zrem(self.open_key, str(ws))
@@ -475,8 +661,65 @@ class RedisWindowStore:
                     continue  # someone wrote the window: it stays in the open set, checked again later
 
 
+#: ``RedisWindowStore.commit_counts``: ARGV = key base, expire before (ms), JSON payload
+#: ``{"w": [[start, end, add_keys, add_deltas, close_keys, close_revs], …], "m": [[shard, mark]]}``.
+#: A cell is ``[rev, closed, states]`` (JSON) as ``_encode`` writes it; counts stay exact below 1e14
+#: (cjson writes numbers with 14 significant digits).
+_ADD_COUNTS = """
+local base, expire = ARGV[1], tonumber(ARGV[2])
+local p = cjson.decode(ARGV[3])
+local written = {}
+for _, w in ipairs(p.w) do
+  local ws, we, keys, ds, cks, crevs = w[1], w[2], w[3], w[4], w[5], w[6]
+  local h = base .. 'w:' .. ws
+  written[ws] = true
+  for i, key in ipairs(keys) do
+    local raw = redis.call('HGET', h, key)
+    local cell
+    if raw then
+      cell = cjson.decode(raw)
+      local st, d = cell[3], ds[i]
+      for j = 1, #d do st[j] = st[j] + d[j] end
+      cell[1] = cell[1] + 1
+      cell[2] = false
+    else
+      cell = {1, false, ds[i]}
+    end
+    redis.call('HSET', h, key, cjson.encode(cell))
+  end
+  for i, key in ipairs(cks) do
+    local raw = redis.call('HGET', h, key)
+    if raw then
+      local cell = cjson.decode(raw)
+      if cell[1] == crevs[i] then
+        cell[1] = cell[1] + 1
+        cell[2] = true
+        redis.call('HSET', h, key, cjson.encode(cell))
+      end
+    end
+  end
+  redis.call('ZADD', base .. 'all', we, ws)
+  if #keys > 0 then redis.call('ZADD', base .. 'open', we, ws) end
+end
+for _, m in ipairs(p.m) do redis.call('HSET', base .. 'shards', m[1], m[2]) end
+for _, ws in ipairs(redis.call('ZRANGEBYSCORE', base .. 'all', '-inf', '(' .. expire)) do
+  if not written[ws] and not redis.call('ZSCORE', base .. 'open', ws) then
+    redis.call('DEL', base .. 'w:' .. ws)
+    redis.call('ZREM', base .. 'all', ws)
+  end
+end
+return 1
+"""
+
+
 def _encode(cell: Cell) -> bytes:
     return orjson.dumps([cell.rev, cell.closed, cell.states])
+
+
+def _closed(value: bytes) -> bool:
+    """A stored cell's closed flag without decoding its states: ``[rev,true,…`` (orjson and the
+    Lua script's cjson both write it so)."""
+    return value.split(b",", 2)[1] == b"true"
 
 
 def _decode(value: bytes) -> Cell:

@@ -197,3 +197,13 @@ class LocalRunner:
                 return
             if self._interrupted:
                 return
+        if self.spout.finite and not self.spout.stopping:  # the input ended: flush the bolts
+            try:
+                result = engine.finish()
+            except BatchFailed as exc:
+                report.error = exc
+                log.error("%s", exc)
+                return
+            if result is not None and not result.ok:
+                report.failed_records = result.failed
+                result.log_failures(log)

@@ -36,6 +36,9 @@ class Spout(Component):
     """
 
     kind: ClassVar[str] = "spout"
+    #: True when ``read`` ending (not stopped) means the input ended (a file): the local runner
+    #: then calls ``Engine.finish`` so bolts emit what they hold back (windows still open).
+    finite: ClassVar[bool] = False
 
     def open(self, resources: Resources) -> None:
         """Connect."""

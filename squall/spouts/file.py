@@ -50,6 +50,7 @@ class FileSpout(Spout):
 
     Config = FileConfig
     summary = "Read records from a JSON-lines file, optionally gzip-compressed."
+    finite = True
 
     def __init__(self, config: FileConfig, context):
         super().__init__(config, context)
@@ -105,6 +106,7 @@ class StdinSpout(Spout):
 
     Config = StdinConfig
     summary = "Read records from standard input, one JSON document per line."
+    finite = True
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         yield from _batches(

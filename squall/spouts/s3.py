@@ -72,6 +72,7 @@ class S3Spout(Spout):
 
     Config = S3SpoutConfig
     summary = "Read JSON-lines objects (gzip or plain) from an S3 bucket, one record per line."
+    finite = True
 
     def __init__(self, config: S3SpoutConfig, context: ComponentContext):
         super().__init__(config, context)

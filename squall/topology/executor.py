@@ -65,6 +65,9 @@ from squall.topology.resources import Resources
 
 log = logging.getLogger("squall.engine")
 
+#: The metadata of the unit standing for the end of a finite input (``Engine.finish``).
+END_OF_INPUT = RecordMeta("", "<end of input>", "0")
+
 
 class _RecordFault(Exception):
     """A component call raised an error that some record of the call is to blame for."""
@@ -240,15 +243,16 @@ class Engine:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def process(self, records: list[Record]) -> BatchResult:
+    def process(self, records: list[Record], *, final: bool = False) -> BatchResult:
         """Run one batch and commit it; raises ``BatchFailed`` when a dependency stays down
-        (nothing of the batch is then checkpointed, and staged state is discarded)."""
+        (nothing of the batch is then checkpointed, and staged state is discarded).
+        ``final``: the input ends with this batch (see ``finish``)."""
         if not self._opened:
             self.open()
         thresholds = gc.get_threshold()  # the process's own, restored after the batch
         gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
         try:
-            return self._process(records)
+            return self._process(records, final)
         except BaseException:
             for node in self._stateful:
                 try:
@@ -259,22 +263,41 @@ class Engine:
         finally:
             gc.set_threshold(*thresholds)
 
-    def _process(self, records: list[Record]) -> BatchResult:
+    def finish(self) -> BatchResult | None:
+        """The input ended (a finite source read to its end): a batch without records in which
+        every bolt's ``flush`` runs (after its ``process``), its output going downstream and
+        through the commit sequence. None when no bolt flushes. Its one unit stands for the end
+        of input (shard ``END_OF_INPUT.shard_id``, never checkpointed)."""
+        if not any(type(self.components[n.index]).flush is not Bolt.flush for n in self._bolts):
+            return None
+        return self.process([], final=True)
+
+    def _process(self, records: list[Record], final: bool = False) -> BatchResult:
         units, default_dl = self._expand(records)
+        end = None
+        if final:  # the origin of what flush() emits: filtered unless that is committed
+            end = Event(b"", END_OF_INPUT, "end-of-input", len(units))
+            units.append(end)
         ledger = _Ledger(len(units))
+        if end is not None:
+            ledger.dropped[end.origin] = 1
         nodes = self.plan.nodes
         inbox: list[list[Event]] = [[] for _ in nodes]
         good = [ev for ev in units if ev.failure is None] if default_dl else units
+        if end is not None:
+            good = good[:-1]
         self._deliver(good, self.plan.entry, inbox, self.plan.spout_id, "default")
 
         for node in self._bolts:
             events = inbox[node.index]
-            if not events:
+            if not events and end is None:
                 continue
             inbox[node.index] = []
             stats = self.stats[node.index]
             stats.received += len(events)
-            out = self._run_bolt(node, events)
+            out = self._run_bolt(node, events) if events else Output(node.id)
+            if end is not None:
+                self._flush(node, out, end)
             for ev in out.dropped:
                 ledger.dropped[ev.origin] += 1
             stats.dropped += len(out.dropped)
@@ -429,6 +452,17 @@ class Engine:
             out = Output(node.id)
             self._bisect_bolt(node, comp.process, events, fault, out)  # type: ignore[union-attr]
             return out
+
+    def _flush(self, node: Node, out: Output, end: Event) -> None:
+        """Add a bolt's ``flush`` output to ``out`` (retried when transient; any other error is
+        the batch's: no record to isolate)."""
+        comp = self.components[node.index]
+        got = self._call(node.id, self.stats[node.index], comp.flush, end, True, isolate=False)  # type: ignore[union-attr]
+        if got is not None:
+            for stream, emitted in got.streams.items():
+                for ev in emitted:
+                    out.emit(ev, stream)
+            out.dropped.extend(got.dropped)
 
     def _bisect_bolt(
         self,
@@ -761,6 +795,7 @@ class Engine:
             for ev, unsettled in zip(units, self._unsettled(units, codes), strict=True):
                 if not unsettled:
                     last[ev.meta.shard_id] = ev.meta
+        last.pop(END_OF_INPUT.shard_id, None)  # no record: nothing to checkpoint
         return {shard: meta.position for shard, meta in last.items()}
 
     def _covered(self, units: list[Event], codes: list[int]) -> Callable[[Event], bool]:

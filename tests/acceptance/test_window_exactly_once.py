@@ -2,7 +2,8 @@
 column) and the late events identical to an uninterrupted run.
 
 Each trial runs ``squall run`` as a real process over events one second apart, a few of them
-late, counted per app per minute (count, distinct users, sum, p50) into an upsert table, kills it
+late, counted per app per minute (count, distinct users, sum, p50; or counts only, which the
+store adds itself without reading the cells) into an upsert table, kills it
 with SIGKILL once the table holds a random number of rows (twice in every third trial) and runs
 it again to the end. The file spout keeps no checkpoint: every restart re-reads the file from
 the first line, so every committed record comes again and must be recognised by the window
@@ -73,6 +74,20 @@ sinks:
   - {id: rejects, type: dead_letter, path: "${DLQ_PATH}"}
 """
 
+#: Every aggregate a count: the store adds the deltas itself (no read of the cells).
+COUNTS_TOPOLOGY = (
+    TOPOLOGY.replace(
+        """      users: {fn: count_distinct, field: user, exact_limit: 8}
+      total: {fn: sum, field: ms}
+      p50: {fn: percentile, field: ms, q: 0.5}""",
+        """      users: {fn: count, where: {user: [u1, u2, u3]}}
+      total: {fn: count, field: ms}
+      p50: {fn: count, where: {app: chess}}""",
+    )
+    .replace("total: {path: total, type: bigint}", "total: {path: total, type: integer}")
+    .replace("p50: {path: p50, type: float}", "p50: {path: p50, type: integer}")
+)
+
 
 def write_workload(folder: Path, seed: int = 3) -> int:
     """The events file; returns how many lines are bad JSON (dead letters besides the late ones)."""
@@ -100,11 +115,11 @@ def write_workload(folder: Path, seed: int = 3) -> int:
     return bad
 
 
-def make_run(root: Path, state: str) -> Run:
+def make_run(root: Path, state: str, topology: str = TOPOLOGY) -> Run:
     folder = root / uuid.uuid4().hex[:8]
     folder.mkdir()
     (folder / "events.jsonl.gz").symlink_to(root / "events.jsonl.gz")
-    (folder / "topology.yaml").write_text(TOPOLOGY)
+    (folder / "topology.yaml").write_text(topology)
     if state.startswith("postgresql"):  # results, window state in one PostgreSQL transaction
         env, dump, count = postgres_backend(state)
         return Run(
@@ -161,9 +176,14 @@ def state(request) -> str:
         client.delete(*keys)
 
 
-def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(state, tmp_path: Path):
+@pytest.mark.parametrize("aggregates", ["mixed", "counts"])
+def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(
+    state, aggregates, tmp_path: Path
+):
+    """``counts``: every aggregate a count, the path where the store adds the deltas itself."""
+    topology = TOPOLOGY if aggregates == "mixed" else COUNTS_TOPOLOGY
     bad = write_workload(tmp_path)
-    reference_run = make_run(tmp_path, state)
+    reference_run = make_run(tmp_path, state, topology)
     reference_run.to_end()
     reference = reference_run.dump()
     rows = len(reference)
@@ -173,7 +193,7 @@ def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(state, tm
     assert len(reference_run.dead_letters()) == len(late) + bad
 
     def one(seed: int) -> None:
-        run = make_run(tmp_path, state)
+        run = make_run(tmp_path, state, topology)
         rng = random.Random(seed)
         for kill_at in sorted(rng.sample(range(1, rows - 2), 2 if seed % 3 == 0 else 1)):
             run.kill_when(kill_at)

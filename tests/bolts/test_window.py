@@ -338,6 +338,74 @@ def test_two_writers_on_one_window_never_lose_an_update(store_url, unique_name):
     assert [r["n"] for r in results if r["window_start"].endswith("10:00:00.000Z")] == [4]
 
 
+def test_a_close_after_another_writer_added_to_the_window_is_refused(store_url, unique_name):
+    """b emits 10:00 (n = 3), but a commits one more event to it before b commits: b's close finds
+    another revision and leaves the cell open; a later batch emits it again, complete."""
+    a = make_bolt(store_url, unique_name)
+    b = make_bolt(store_url, unique_name)
+    s1, s2 = "shardId-000000000001", "shardId-000000000002"
+    run(a, [ev(0, T0, s1)])
+    run(b, [ev(0, T0 + 1, s2)])
+    run(a, [ev(1, T0 + 2 * MIN, s1)])
+    out_b = b.process([ev(1, T0 + 5, s2), ev(2, T0 + 2 * MIN, s2)])
+    assert [e.value["n"] for e in out_b.streams["default"]] == [3]
+    out_a = a.process([ev(2, T0 + 10, s1)])
+    assert "default" not in out_a.streams
+    a.commit_state(lambda e: True)
+    a.state_committed()
+    b.commit_state(lambda e: True)  # the revision moved: not closed
+    b.state_committed()
+    results, _ = run(b, [ev(3, T0 + 3 * MIN, s2)])
+    assert [r["n"] for r in results if r["window_start"].endswith("10:00:00.000Z")] == [4]
+    results, _ = run(b, [ev(4, T0 + 4 * MIN, s2)])  # closed now: not emitted again
+    assert not [r for r in results if r["window_start"].endswith("10:00:00.000Z")]
+
+
+def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(store_url, unique_name):
+    """Four writers (shards in parallel, as under Lambda) add to the same 40 keys of one window in
+    batches, each commit retried when the store says transient (lock conflicts): no count lost."""
+    import threading
+
+    from squall.errors import TransientError
+
+    bolts = [make_bolt(store_url, unique_name) for _ in range(4)]
+    per_writer, batch = 600, 50
+
+    def write(k: int) -> None:
+        bolt, rng = bolts[k], random.Random(k)
+        events = [
+            ev(
+                i,
+                T0 + rng.randrange(50_000),
+                f"shardId-00000000000{k}",
+                app=f"k{rng.randrange(40)}",
+            )
+            for i in range(per_writer)
+        ]
+        for i in range(0, per_writer, batch):
+            for _ in range(50):
+                try:
+                    run(bolt, events[i : i + batch])
+                    break
+                except TransientError:
+                    bolt.discard_state()
+            else:
+                raise AssertionError("the store stayed busy")
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # one more event per shard moves every watermark past 10:00: the window closes, complete
+    closer = bolts[0]
+    results = []
+    for k in range(4):
+        results += run(closer, [ev(per_writer + k, T0 + 2 * MIN, f"shardId-00000000000{k}")])[0]
+    got = {r["app"]: r["n"] for r in results if r["window_start"].endswith("10:00:00.000Z")}
+    assert sum(got.values()) == 4 * per_writer and len(got) == 40
+
+
 def test_an_idle_parent_shard_stops_holding_windows_open(tmp_path: Path, unique_name):
     bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, idle_shard_after="2m")
     parent, child = "shardId-000000000000", "shardId-000000000001"
@@ -416,6 +484,60 @@ def test_the_engine_writes_results_and_dead_letters_late_events(tmp_path: Path, 
     )
     assert [r[1:] for r in rows] == [("a", 3, 3), ("b", 3, 3)] * 3  # 10:03 is still open
     assert "late" in (tmp_path / "dlq.jsonl").read_text()
+
+
+@pytest.mark.parametrize("state", ["sqlite", "redis"])
+def test_the_end_of_input_emits_the_open_windows_once_and_more_input_reopens_them(
+    state, tmp_path: Path, unique_name, request
+):
+    """``Engine.finish`` (``squall run`` at the end of a file): the windows still open are
+    emitted, final, and closed in the commit; ending again emits nothing more; an event of such a
+    window in a later input reopens it and it is emitted again, complete (the upsert replaces)."""
+    t = tmp_path / "w.yaml"
+    store = (
+        f"sqlite:///{tmp_path / 'w.db'}"
+        if state == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
+    t.write_text(
+        TOPOLOGY.format(
+            db=tmp_path / "w.db", state=store, prefix=unique_name, dlq=tmp_path / "dlq.jsonl"
+        )
+    )
+    db = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+
+    def rows() -> list[tuple]:
+        return db.execute(
+            "select window_start, app, n, users from minutely order by 1, 2"
+        ).fetchall()
+
+    payloads = [
+        {"timestamp": T0 + i * 10_000, "app": "ab"[i % 2], "user": f"u{i % 3}"} for i in range(20)
+    ]
+    first = run_topology(t, records_from(payloads), batch_size=7, end_of_input=True)
+    ends = [o for o in first.outcomes if o.shard_id == "<end of input>"]
+    assert len(ends) == 1 and ends[0].outcome.name == "COMMITTED"  # it carried the results
+    assert [r[1:] for r in rows()] == [("a", 3, 3), ("b", 3, 3)] * 3 + [("a", 1, 1), ("b", 1, 1)]
+    before = rows()
+    again = run_topology(t, [], end_of_input=True)  # a restart at the end of the file
+    assert [o.outcome.name for o in again.outcomes] == ["FILTERED"] and rows() == before
+    # more input (seq numbers go on) in the flushed minute 10:03 and the next one
+    more = records_from(
+        payloads
+        + [
+            {"timestamp": T0 + 3 * MIN + 30_000, "app": "a", "user": "u9"},
+            {"timestamp": T0 + 4 * MIN + 10_000, "app": "a", "user": "u9"},
+        ]
+    )[20:]
+    run_topology(t, more, end_of_input=True)
+    after = rows()
+    assert after[:6] == before[:6]
+    assert [r[1:] for r in after[6:]] == [("a", 2, 2), ("b", 1, 1), ("a", 1, 1)]
+    if state == "redis":
+        client = redis.Redis.from_url(store)
+        keys = list(client.scan_iter(f"{unique_name}*"))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.mark.parametrize("state", ["sqlite", "redis"])
