@@ -6,7 +6,7 @@ import time
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
@@ -26,12 +26,12 @@ from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 
 class KinesisSinkConfig(StreamFields, ComponentConfig):
-    partition_key: str | None = Field(
+    partition_key: paths.DottedPath | None = Field(
         None,
         description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
         "default: the source record's partition key, else the event id.",
     )
-    explicit_hash_key: str | None = Field(
+    explicit_hash_key: paths.DottedPath | None = Field(
         None, description="Dotted path of a decimal explicit hash key that picks the shard."
     )
     format: Literal["json", "raw"] = Field(
@@ -46,11 +46,6 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
         description="PutRecords attempts for records that fail "
         "(first included); then they fail the batch.",
     )
-
-    @field_validator("partition_key", "explicit_hash_key")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else paths.validate_path(value)
 
 
 class KinesisSink(Sink):

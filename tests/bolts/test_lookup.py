@@ -654,7 +654,7 @@ def test_http_endpoint_down():
         ({"key": [], "source": {"type": "redis", "resource": "r"}}, "name at least one key path"),
         (
             {"key": "a", "target": "meta.shard_id", "source": {"type": "redis", "resource": "r"}},
-            "target must be a payload",
+            "metadata is read-only; name a payload path",
         ),
     ],
 )
