@@ -51,6 +51,11 @@ class Component:
         self.id: str = config.id
         self.context = context
 
+    def open(self, resources: Any) -> None:
+        """Open what the component needs (clients, files, caches) from the topology's shared
+        ``resources``. The one lifecycle hook of every spout, bolt and sink: called once per
+        process (in Lambda, during init), before any batch."""
+
     def close(self) -> None:
         """Release what the component opened. Called once when the process shuts down."""
 

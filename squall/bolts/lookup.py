@@ -160,7 +160,7 @@ class LookupBolt(Bolt):
             LRUCache(c.size, ttl=c.missing_ttl, clock=clock) if c.size and c.missing_ttl else None
         )
 
-    def setup(self, resources: Resources) -> None:
+    def open(self, resources: Resources) -> None:
         c = self.config
         src = c.source
         try:
@@ -296,7 +296,7 @@ class LookupBolt(Bolt):
             self._remember(shared_found, shared_missing)
             todo = [k for k in todo if k not in shared_found and k not in shared_missing]
         if todo:
-            assert self.source is not None, "setup() was not called"
+            assert self.source is not None, "open() was not called"
             fetched = self.source.fetch(todo)
             missing = [k for k in todo if k not in fetched.found and k not in fetched.failed]
             if self.shared is not None:

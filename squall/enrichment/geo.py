@@ -6,7 +6,7 @@ matched, so one lookup serves every address of that network), and only then from
 ``maxminddb`` C reader. Private and malformed addresses are not failures: the event gets an
 empty block and a ``status`` saying why. A corrupt record in a database file is the failure of
 the events that need it (dead-lettered, with a reason naming the file), never of the batch.
-Each file's type is read from its metadata at setup, and a file of the wrong kind is refused.
+Each file's type is read from its metadata at open, and a file of the wrong kind is refused.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class GeoBolt(Bolt):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def setup(self, resources: Resources | None) -> None:
+    def open(self, resources: Resources | None) -> None:
         c = self.config
         city_path = self.context.path(c.database) if c.database else bundled_database()
         self.city = self._open(city_path, "database")
@@ -380,7 +380,7 @@ class GeoBolt(Bolt):
         if not addresses.is_public(version, n):
             return _Resolved(PRIVATE, self._empty, anonymized)
         block = dict(self._empty)
-        assert self.city is not None, "setup() was not called"
+        assert self.city is not None, "open() was not called"
         try:
             city, cached = self.city.lookup(version, n)
             self.lookups += not cached

@@ -78,7 +78,7 @@ def make_bolt(res, clock=None, **options) -> LookupBolt:
     )
     if clock is not None:
         bolt.use_clock(clock)
-    bolt.setup(res)
+    bolt.open(res)
     return bolt
 
 

@@ -52,7 +52,7 @@ def make_bolt(res, **options) -> SubscriptionBolt:
         SubscriptionBolt.Config(id="subs", type="subscription", store="state", **options),
         ComponentContext("test"),
     )
-    bolt.setup(res)
+    bolt.open(res)
     return bolt
 
 

@@ -402,7 +402,7 @@ def _unmapped_bolt_class():
         kind: str = "sql"
 
     class Lookup(Bolt):
-        def setup(self, resources) -> None:
+        def open(self, resources) -> None:
             if self.config.kind == "sql":
                 self.db = sa.create_engine(self.config.url, pool_pre_ping=False)
             else:
