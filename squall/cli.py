@@ -95,9 +95,8 @@ def main(verbose: int, log_format: str | None) -> None:
 def validate(file: str) -> None:
     """Check a topology file; print each problem as file:line:column: path: message."""
     topo = _load_or_exit(file)
-    from squall.topology.graph import compile_plan
 
-    plan = compile_plan(topo)
+    plan = topo.plan
     for bolt, stream in plan.unwired():
         if stream not in ("error", "invalid") and not plan.dead_letters:
             click.echo(
@@ -171,9 +170,8 @@ def run(
 )
 def graph(file: str, fmt: str) -> None:
     """Print the topology's graph as Mermaid or Graphviz DOT."""
-    from squall.topology.graph import compile_plan
 
-    plan = compile_plan(_load_or_exit(file))
+    plan = _load_or_exit(file).plan
     click.echo(plan.mermaid() if fmt == "mermaid" else plan.dot(), nl=False)
 
 

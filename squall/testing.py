@@ -21,7 +21,7 @@ from squall.event import Event, Record, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.base import Spout
 from squall.topology.executor import Engine
-from squall.topology.graph import Plan, compile_plan
+from squall.topology.graph import Plan
 from squall.topology.loader import load, load_text
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult
@@ -116,7 +116,7 @@ def run_topology(
 ) -> TopologyRun:
     """Run records through a topology (YAML path, YAML text or loaded model) with the bare engine."""
     topo = topology_from(source)
-    plan: Plan = compile_plan(topo)
+    plan: Plan = topo.plan
     size = batch_size or topo.settings.batch_size
     engine = Engine(plan, **engine_kwargs)
     results = []

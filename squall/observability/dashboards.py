@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from squall.observability.emf import NAMESPACE, cloudwatch_name
-from squall.topology.graph import compile_plan
 from squall.topology.model import Topology
 
 
@@ -29,7 +28,7 @@ class Thresholds:
 
 def components(topology: Topology) -> list[tuple[str, str]]:
     """(id, kind) of the spout, the bolts and the sinks, in plan order."""
-    plan = compile_plan(topology)
+    plan = topology.plan
     return [(plan.spout_id, "spout"), *[(n.id, n.kind) for n in plan.nodes]]
 
 
