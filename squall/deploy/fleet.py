@@ -30,6 +30,7 @@ import yaml
 
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
+from squall.topology import registry
 from squall.topology.model import Topology
 
 ROOT = "/opt/squall"
@@ -85,8 +86,9 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     """The stream to consume: the option, else the topology's kinesis spout."""
     if stream:
         return stream
-    if topology.spout.type == "kinesis":
-        return str(topology.spout.stream).rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+    streams = registry.capabilities("spout", topology.spout).kinesis_streams
+    if streams:
+        return str(streams[0]).rsplit("/", 1)[-1]
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
 
 

@@ -9,7 +9,7 @@ import orjson
 from pydantic import Field
 
 from squall import aws, paths
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.event import Event, Failure
 from squall.iam import AwsPermission, kinesis_stream_arn
 from squall.kinesis import StreamFields
@@ -62,6 +62,10 @@ class KinesisSink(Sink):
         self._pk = paths.getter(config.partition_key) if config.partition_key else None
         self._ehk = paths.getter(config.explicit_hash_key) if config.explicit_hash_key else None
         self._shard_map: ShardMap | None = None
+
+    @classmethod
+    def capabilities(cls, config: KinesisSinkConfig) -> Capabilities:
+        return Capabilities(kinesis_streams=(config.stream,))
 
     @classmethod
     def aws_permissions(cls, config: KinesisSinkConfig) -> list[AwsPermission]:

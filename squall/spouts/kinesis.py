@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import aws
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -194,6 +194,10 @@ class KinesisSpout(Spout):
         self._initial_sync = True
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def capabilities(cls, config: KinesisSpoutConfig) -> Capabilities:
+        return Capabilities(kinesis_streams=(config.stream,))
 
     @classmethod
     def aws_permissions(cls, config: KinesisSpoutConfig) -> list[AwsPermission]:
