@@ -174,7 +174,16 @@ class KinesisSpout(Spout):
     Config = KinesisSpoutConfig
     summary = "Read a Kinesis stream with GetRecords (one process), checkpointing per shard."
 
-    def __init__(self, config: KinesisSpoutConfig, context: ComponentContext):
+    def __init__(
+        self,
+        config: KinesisSpoutConfig,
+        context: ComponentContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        """``clock`` (monotonic seconds) and ``sleep`` drive polling, idle exit and backoff, as
+        the engine's ``sleep`` does: tests pass their own instead of waiting."""
         super().__init__(config, context)
         self.ref = aws.StreamRef.parse(config.stream)
         self.stream_name = self.ref.name
@@ -187,8 +196,8 @@ class KinesisSpout(Spout):
         self._resumed = False
         self._lineage = ShardLineage()
         self._backoff = aws.Backoff(base=0.1, cap=10.0)
-        self._clock: Callable[[], float] = time.monotonic
-        self._sleep: Callable[[float], None] = time.sleep
+        self._clock = clock
+        self._sleep = sleep
         self._next_sync = 0.0
         self._last_activity = 0.0
         self._initial_sync = True
