@@ -51,3 +51,12 @@ def redis_url() -> str:
 def unique_name() -> str:
     """A table or key prefix no other test uses."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def sink_stores():
+    """Every test's memory sinks write to stores of its own (``MemorySink.stores`` reads them)."""
+    from squall.testing import memory_stores as scope
+
+    with scope() as stores:
+        yield stores
