@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (
@@ -17,6 +17,11 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from pydantic import BeforeValidator
+
+#: An optional client setting in a component's config (``region``, ``endpoint_url``): an empty
+#: value — ``${AWS_ENDPOINT_URL:-}`` in the YAML — means unset.
+OptionalSetting = Annotated[str | None, BeforeValidator(lambda value: value or None)]
 
 DEFAULT_REGION = "us-east-1"
 

@@ -87,18 +87,13 @@ class _AwsDeadLetter(Sink):
 
 
 class _AwsConfig(ComponentConfig):
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="Service endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="Service endpoint (local testing).")
     include_payload: bool = Field(
         False, description="Also write the decoded payload as it was when it failed."
     )
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
 
 
 class DeadLetterSqsConfig(_AwsConfig):
