@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.ports import port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -15,16 +16,8 @@ PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5
 REDIS_URL = os.environ.get("SQUALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def _need(service: str, port: int) -> None:
-    if _port_open(port):
+    if port_open(port, 0.5):
         return
     if os.environ.get("CI") == "true":
         pytest.fail(

@@ -22,7 +22,8 @@ from squall.component import ComponentContext
 from squall.errors import TopologyError, TransientError
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
-from tests.enrichment.support import free_port, make_batch, resources
+from tests.enrichment.support import make_batch, resources
+from tests.ports import free_port
 
 APPS = [
     (1, "ios", "Weather", "gold"),
