@@ -7,6 +7,8 @@ matched, so one lookup serves every address of that network), and only then from
 empty block and a ``status`` saying why. A corrupt record in a database file is the failure of
 the events that need it (dead-lettered, with a reason naming the file), never of the batch.
 Each file's type is read from its metadata at open, and a file of the wrong kind is refused.
+
+Size (~480 lines): the bolt, its two caches and the address parsing they need, used nowhere else.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ duration, failures), then one row per component in plan order — spout, bolts, 
 records in, out, dead-lettered, filtered and its time per batch. The alarms are the ones an
 operator of a stream consumer needs: lag (iterator age / MillisBehindLatest) over a threshold,
 a dead-letter rate, failed batches, and for Lambda the function's errors and throttles.
+
+Size (~450 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+JSON, most of it panel and alarm literals.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here r
 ``METRICS`` is the one list of names: each backend spells them its own way (Prometheus:
 ``squall_…`` with the unit in the name; CloudWatch: a CamelCase name with a unit and bounded
 dimensions ``Topology`` and ``Component`` — never the shard or the record).
+
+Size (~450 lines): the ``METRICS`` table is about 130 lines of literals; the recorder is the rest.
 """
 
 from __future__ import annotations

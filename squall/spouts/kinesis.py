@@ -5,6 +5,9 @@ One process reads every shard of the stream (GetRecords, round robin). It follow
 the per-shard read limits, backs off on throttling and resumes after the last checkpoint.
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
+
+Size (~550 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
+share the per-shard state; the Kinesis pieces others use are in ``squall/kinesis/``.
 """
 
 from __future__ import annotations
