@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from squall.deploy.package import IGNORED  # the same files are left out of a fleet folder
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.topology import registry
@@ -60,21 +61,6 @@ KCL_LEASES = (
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
-)
-IGNORED = (
-    "out",
-    "build",
-    "dist",
-    "__pycache__",
-    "*.db",
-    "*.db-journal",
-    "*.pyc",
-    "*.zip",
-    ".*",
-    "tests",
-    "venv",
-    "node_modules",
-    "*.kcl.properties",
 )
 
 

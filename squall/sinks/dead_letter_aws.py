@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -232,16 +232,10 @@ class DeadLetterS3Sink(_AwsDeadLetter):
 
 
 class DeadLetterKinesisConfig(_AwsConfig):
-    stream: str = Field(description="Stream name or ARN.")
+    stream: aws.StreamName = Field(description="Stream name or ARN.")
     max_attempts: int = Field(
         5, ge=1, le=20, description="PutRecords attempts per record (first included)."
     )
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
 
 
 class DeadLetterKinesisSink(_AwsDeadLetter):
