@@ -130,13 +130,13 @@ def squall_run(
 
 def geo_bolt(_tmp: str) -> GeoBolt:
     bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo", database=str(bundled_database())), CONTEXT)
-    bolt.setup(None)
+    bolt.open(None)
     return bolt
 
 
 def device_bolt(_tmp: str) -> DeviceBolt:
     bolt = DeviceBolt(DeviceBolt.Config(id="device", type="device"), CONTEXT)
-    bolt.setup(None)
+    bolt.open(None)
     return bolt
 
 
@@ -154,7 +154,7 @@ def subscription_bolt(tmp: str, backend: str = "sqlite") -> SubscriptionBolt:
         SubscriptionBolt.Config(id="subscription", type="subscription", store="state", **options),
         CONTEXT,
     )
-    bolt.setup(res)
+    bolt.open(res)
     bolt.cleanup = lambda: _cleanup(res, backend, options)  # type: ignore[attr-defined]
     return bolt
 

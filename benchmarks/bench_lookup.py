@@ -205,7 +205,7 @@ def run_squall(backend: Any, payloads: list[dict], size: int) -> tuple[float, li
         ),
         ComponentContext("bench"),
     )
-    bolt.setup(res)
+    bolt.open(res)
     batches = [events_of(payloads[i : i + size], i) for i in range(0, len(payloads), size)]
     out = []
     start = time.perf_counter()

@@ -83,7 +83,7 @@ def bolt_for(url: str, name: str) -> WindowBolt:
         key_prefix="bench:",
     )
     bolt = WindowBolt(config, ComponentContext("bench"))
-    bolt.setup(Resources({"state": ResourceConfig(url=url)}))
+    bolt.open(Resources({"state": ResourceConfig(url=url)}))
     return bolt
 
 

@@ -290,7 +290,7 @@ def score(rows: list[tuple[str, str, dict]], bolt=None) -> dict:
     if bolt is None:
         config = DeviceBolt.Config(id="device", type="device", hints_field="headers")
         bolt = DeviceBolt(config, ComponentContext("ua-corpus"))
-        bolt.setup(None)
+        bolt.open(None)
     events = []
     for i, (_, ua, headers) in enumerate(rows):
         meta = RecordMeta("corpus", "shardId-000000000000", str(i), 0, "pk", None)

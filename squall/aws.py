@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (
@@ -17,6 +17,11 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from pydantic import AfterValidator, BeforeValidator
+
+#: An optional client setting in a component's config (``region``, ``endpoint_url``): an empty
+#: value — ``${AWS_ENDPOINT_URL:-}`` in the YAML — means unset.
+OptionalSetting = Annotated[str | None, BeforeValidator(lambda value: value or None)]
 
 DEFAULT_REGION = "us-east-1"
 
@@ -115,6 +120,15 @@ class StreamRef:
     @property
     def params(self) -> dict[str, str]:
         return {"StreamARN": self.arn} if self.arn else {"StreamName": self.name}
+
+
+def _check_stream(value: str) -> str:
+    StreamRef.parse(value)
+    return value
+
+
+#: A config field naming a Kinesis stream: a name or an ARN, checked at load time.
+StreamName = Annotated[str, AfterValidator(_check_stream)]
 
 
 def check_endpoint_url(url: str | None) -> str | None:

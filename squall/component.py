@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from squall.iam import AwsPermission
+
 #: Stream names every bolt has: the normal output, and failures (dead letter unless wired).
 DEFAULT = "default"
 ERROR = "error"
@@ -24,6 +26,19 @@ class ComponentConfig(BaseModel):
     type: str = Field(
         description="Component type: a built-in name, a plugin name or 'module:Class'."
     )
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a component does outside its process, declared by the component (``capabilities``)
+    so that runners and deploy tools ask it instead of matching on ``type`` names."""
+
+    #: It writes files on the machine's disk (a Lambda container's disk is discarded).
+    writes_local_files: bool = False
+    #: It writes to the process's standard output (the KCL MultiLangDaemon's protocol channel).
+    needs_stdout: bool = False
+    #: The Kinesis streams it reads or writes, as configured (a name or an ARN).
+    kinesis_streams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,21 @@ class Component:
         self.config = config
         self.id: str = config.id
         self.context = context
+
+    @classmethod
+    def capabilities(cls, config: Any) -> Capabilities:
+        """What a component with this config does outside its process (none by default)."""
+        return Capabilities()
+
+    @classmethod
+    def aws_permissions(cls, config: Any) -> list[AwsPermission]:
+        """The AWS actions a component with this config calls (``squall package`` grants them)."""
+        return []
+
+    def open(self, resources: Any) -> None:
+        """Open what the component needs (clients, files, caches) from the topology's shared
+        ``resources``. The one lifecycle hook of every spout, bolt and sink: called once per
+        process (in Lambda, during init), before any batch."""
 
     def close(self) -> None:
         """Release what the component opened. Called once when the process shuts down."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from squall.errors import RecordError
 from squall.event import Event
@@ -32,6 +34,22 @@ def validate_path(path: str) -> str:
     if parts[0] == "meta" and (len(parts) != 2 or parts[1] not in META_FIELDS):
         raise ValueError(f"'{path}': metadata fields are meta.{{{', '.join(META_FIELDS)}}}")
     return path
+
+
+def validate_payload_path(path: str) -> str:
+    """``validate_path`` for a path that is written: it must name the payload, not the metadata."""
+    validate_path(path)
+    if path.split(".")[0] == "meta":
+        raise ValueError(f"'{path}': metadata is read-only; name a payload path")
+    return path
+
+
+#: A config field holding a dotted path into an event (``user.id``, ``meta.shard_id``), checked
+#: at load time (a bad one is a located config error). Use it in every component ``Config``
+#: instead of a hand-written validator; ``DottedPath | None`` for optional ones.
+DottedPath = Annotated[str, AfterValidator(validate_path)]
+#: A dotted path that is written to, so never ``meta.…`` (targets, projected fields).
+PayloadPath = Annotated[str, AfterValidator(validate_payload_path)]
 
 
 def payload_keys(path: str) -> tuple[str, ...] | None:

@@ -6,10 +6,12 @@ result = run_topology("topology.yaml", records_from([{"event_type": "click"}]))
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 from pydantic import Field
@@ -21,7 +23,7 @@ from squall.event import Event, Record, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.base import Spout
 from squall.topology.executor import Engine
-from squall.topology.graph import Plan, compile_plan
+from squall.topology.graph import Plan
 from squall.topology.loader import load, load_text
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult
@@ -70,19 +72,62 @@ class ListSpout(Spout):
         return {}
 
 
+_scopes: list[dict[str, list[Event]]] = []
+_scopes_lock = threading.Lock()
+
+
+@contextmanager
+def memory_stores(stores: dict[str, list[Event]] | None = None) -> Iterator[dict[str, list[Event]]]:
+    """The caller's stores for the memory sinks opened inside the block: a sink named ``name``
+    appends to ``stores[name]`` (a list the caller put there is used as it is). Blocks nest;
+    the innermost one is used, from any thread. ``MemorySink.stores`` reads the same dict.
+
+        with memory_stores() as stores:
+            run_topology("topology.yaml", records)
+        assert len(stores["out"]) == 3
+    """
+    own = {} if stores is None else stores
+    with _scopes_lock:
+        _scopes.append(own)
+    try:
+        yield own
+    finally:
+        with _scopes_lock:
+            _scopes.remove(own)
+
+
+class _CurrentStores:
+    """``MemorySink.stores``: the innermost ``memory_stores`` block's dict (no store of its own)."""
+
+    def __get__(self, obj: object, owner: type) -> dict[str, list[Event]]:
+        with _scopes_lock:
+            if not _scopes:
+                raise LookupError(
+                    "no memory stores: run memory sinks inside `with squall.testing.memory_stores()`"
+                )
+            return _scopes[-1]
+
+
 class MemorySinkConfig(ComponentConfig):
-    name: str | None = Field(None, description="Key in MemorySink.stores (default: the sink id).")
+    name: str | None = Field(
+        None, description="Key in the caller's memory_stores() (default: the sink id)."
+    )
 
 
 class MemorySink(Sink):
-    """Keeps written events in ``MemorySink.stores[name]`` (class-level, so tests can read it)."""
+    """Appends written events to the caller's list: ``stores[name]`` of the innermost
+    ``memory_stores(stores)`` block open when the sink opens. Outside any block it keeps them
+    in a list of its own (``sink.store``)."""
 
     Config = MemorySinkConfig
     summary = "Keep events in memory (tests)."
-    stores: ClassVar[dict[str, list[Event]]] = {}
+    stores = _CurrentStores()
 
     def open(self, resources=None) -> None:
-        self.store = MemorySink.stores.setdefault(self.config.name or self.id, [])
+        with _scopes_lock:
+            scope = _scopes[-1] if _scopes else None
+        name = self.config.name or self.id
+        self.store: list[Event] = scope.setdefault(name, []) if scope is not None else []
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         self.store.extend(prepared.events)
@@ -121,7 +166,7 @@ def run_topology(
     (``Engine.finish``: windows still open are emitted); its batch's one unit (shard
     ``<end of input>``) is in the outcomes."""
     topo = topology_from(source)
-    plan: Plan = compile_plan(topo)
+    plan: Plan = topo.plan
     size = batch_size or topo.settings.batch_size
     engine = Engine(plan, **engine_kwargs)
     results = []

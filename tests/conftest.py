@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.ports import port_open
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -15,16 +16,8 @@ PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5
 REDIS_URL = os.environ.get("SQUALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _port_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 def _need(service: str, port: int) -> None:
-    if _port_open(port):
+    if port_open(port, 0.5):
         return
     if os.environ.get("CI") == "true":
         pytest.fail(
@@ -51,3 +44,12 @@ def redis_url() -> str:
 def unique_name() -> str:
     """A table or key prefix no other test uses."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(autouse=True)
+def sink_stores():
+    """Every test's memory sinks write to stores of its own (``MemorySink.stores`` reads them)."""
+    from squall.testing import memory_stores as scope
+
+    with scope() as stores:
+        yield stores

@@ -160,10 +160,9 @@ def test_each_case_ends_as_a_row_a_dead_letter_or_a_duplicate(corpus_run: Outcom
 def example_engine(tmp_path_factory):
     """The pistats example's engine, opened once (geo and device databases load once) for the file cases."""
     from squall.topology.executor import Engine
-    from squall.topology.graph import compile_plan
 
     example = _copy_example(tmp_path_factory.mktemp("file-cases") / "pistats")
-    engine = Engine(compile_plan(load(example / "topology.yaml", env={}))).open()
+    engine = Engine(load(example / "topology.yaml", env={}).plan).open()
     yield engine
     engine.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -70,8 +71,31 @@ class Bolt(Component):
     #: added by ``output_streams``.
     streams: ClassVar[tuple[str, ...]] = ()
 
+    def open(self, resources: Resources) -> None:
+        """Open what the bolt needs (clients, caches). Called once per process, before any batch.
+
+        The same hook as a spout's and a sink's ``open``. A bolt written for the old name
+        (``setup``) still works: this calls its ``setup``.
+        """
+        if type(self).setup is not Bolt.setup:
+            self.setup(resources)
+
     def setup(self, resources: Resources) -> None:
-        """Open what the bolt needs (clients, caches). Called once per process, before any batch."""
+        """Deprecated name of ``open`` (kept working): calling it opens the bolt; a bolt that
+        defines ``setup`` instead of ``open`` has it called by ``open``, with a
+        ``DeprecationWarning`` when the class is defined."""
+        if type(self).open is not Bolt.open:
+            self.open(resources)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "setup" in cls.__dict__:
+            warnings.warn(
+                f"{cls.__module__}.{cls.__qualname__}: Bolt.setup is deprecated; "
+                "name the hook 'open' (as on spouts and sinks)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     @classmethod
     def output_streams(cls, config: Any) -> tuple[str, ...]:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, DottedPath, getter
 
 
 class DedupeConfig(ComponentConfig):
-    key: str = Field(
+    key: DottedPath = Field(
         "meta.event_id", description="Dotted path of the key; events without it pass through."
     )
-
-    @field_validator("key")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return validate_path(v)
 
 
 class DedupeBolt(Bolt):

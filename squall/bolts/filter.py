@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, DottedPath, getter
 
 OPERATORS = ("equals", "not_equals", "in", "not_in", "exists", "gt", "gte", "lt", "lte", "regex")
 
@@ -21,7 +21,7 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    field: str = Field(description="Dotted path into the payload, or meta.<field>.")
+    field: DottedPath = Field(description="Dotted path into the payload, or meta.<field>.")
     equals: Any = None
     not_equals: Any = None
     in_: list[Any] | None = Field(None, alias="in")
@@ -32,11 +32,6 @@ class Condition(BaseModel):
     lt: float | None = None
     lte: float | None = None
     regex: str | None = None
-
-    @field_validator("field")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return validate_path(v)
 
     @field_validator("regex")
     @classmethod

@@ -13,7 +13,7 @@ from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
 from squall.limits import DEFAULT_MAX_DEPTH, MAX_EVENT_ID_BYTES, nesting_depth
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, DottedPath, getter
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -23,7 +23,7 @@ class JsonConfig(ComponentConfig):
         "auto", description="Decompress gzip payloads: 'auto' detects the gzip header."
     )
     object_only: bool = Field(True, description="Reject payloads that are not JSON objects.")
-    event_id_field: str | None = Field(
+    event_id_field: DottedPath | None = Field(
         None,
         description="Payload field holding a stable event id (e.g. the SDK's message id); "
         "records without it keep the id derived from stream, shard and sequence.",
@@ -41,10 +41,10 @@ class JsonConfig(ComponentConfig):
         "payload is the record's failure.",
     )
 
-    @field_validator("event_id_field")
+    @field_validator("event_id_field", mode="before")
     @classmethod
-    def _path(cls, v: str | None) -> str | None:
-        return validate_path(v) if v else v
+    def _empty_is_none(cls, v: object) -> object:
+        return v or None  # `event_id_field: ""` has always meant "none"
 
 
 class JsonBolt(Bolt):

@@ -33,7 +33,7 @@ from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import Problem, RecordError, SquallError, TopologyError
 from squall.event import Event
-from squall.paths import MISSING, getter, setter, validate_path
+from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -78,7 +78,7 @@ class LookupConfig(ComponentConfig):
         description="Dotted path(s) of the key in the event; several paths make a "
         "composite key. Text or integer values."
     )
-    target: str = Field(description="Dotted path where the found record is written.")
+    target: PayloadPath = Field(description="Dotted path where the found record is written.")
     source: Source = Field(
         description="Where records come from: {type: sql | redis | http, …}; each one's options: docs/lookup.md."
     )
@@ -97,19 +97,13 @@ class LookupConfig(ComponentConfig):
     @field_validator("key")
     @classmethod
     def _keys(cls, v: str | list[str]) -> str | list[str]:
-        paths = [v] if isinstance(v, str) else v
-        if not paths:
+        # one path or a list of them: checked here, as a union of DottedPath types would report
+        # each failing branch of the union as a problem of its own
+        keys = [v] if isinstance(v, str) else v
+        if not keys:
             raise ValueError("name at least one key path")
-        for p in paths:
+        for p in keys:
             validate_path(p)
-        return v
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, v: str) -> str:
-        validate_path(v)
-        if v.split(".")[0] == "meta":
-            raise ValueError("target must be a payload path, not record metadata")
         return v
 
     @model_validator(mode="after")
@@ -166,7 +160,7 @@ class LookupBolt(Bolt):
             LRUCache(c.size, ttl=c.missing_ttl, clock=clock) if c.size and c.missing_ttl else None
         )
 
-    def setup(self, resources: Resources) -> None:
+    def open(self, resources: Resources) -> None:
         c = self.config
         src = c.source
         try:
@@ -302,7 +296,7 @@ class LookupBolt(Bolt):
             self._remember(shared_found, shared_missing)
             todo = [k for k in todo if k not in shared_found and k not in shared_missing]
         if todo:
-            assert self.source is not None, "setup() was not called"
+            assert self.source is not None, "open() was not called"
             fetched = self.source.fetch(todo)
             missing = [k for k in todo if k not in fetched.found and k not in fetched.failed]
             if self.shared is not None:

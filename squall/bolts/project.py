@@ -4,54 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from squall.bolts.base import RecordBolt
 from squall.component import ComponentConfig
 from squall.event import Event
-from squall.paths import MISSING, deleter, getter, setter, validate_path
+from squall.paths import MISSING, PayloadPath, deleter, getter, setter
 
 
 class ProjectConfig(ComponentConfig):
-    select: list[str] | None = Field(
+    select: list[PayloadPath] | None = Field(
         None, description="Keep only these paths (others are removed)."
     )
-    rename: dict[str, str] = Field(
+    rename: dict[PayloadPath, PayloadPath] = Field(
         default_factory=dict, description="Move the value at a path to another path."
     )
-    drop: list[str] = Field(default_factory=list, description="Remove these paths.")
-    defaults: dict[str, Any] = Field(
+    drop: list[PayloadPath] = Field(default_factory=list, description="Remove these paths.")
+    defaults: dict[PayloadPath, Any] = Field(
         default_factory=dict, description="Set these paths when missing or null."
     )
 
-    @field_validator("select", "drop")
-    @classmethod
-    def _paths(cls, v: list[str] | None) -> list[str] | None:
-        for p in v or []:
-            _payload_path(p)
-        return v
-
-    @field_validator("rename", "defaults")
-    @classmethod
-    def _keys(cls, v: dict) -> dict:
-        for k in v:
-            _payload_path(k)
-        return v
-
     @model_validator(mode="after")
-    def _targets(self) -> ProjectConfig:
-        for target in self.rename.values():
-            _payload_path(target)
+    def _check(self) -> ProjectConfig:
         if self.select is None and not (self.rename or self.drop or self.defaults):
             raise ValueError("a project bolt needs at least one of select, rename, drop, defaults")
         return self
-
-
-def _payload_path(p: str) -> str:
-    validate_path(p)
-    if p.split(".")[0] == "meta":
-        raise ValueError(f"'{p}': metadata is read-only; project works on the payload")
-    return p
 
 
 class ProjectBolt(RecordBolt):

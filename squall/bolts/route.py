@@ -9,22 +9,17 @@ from pydantic import Field, field_validator
 from squall.bolts.base import DEFAULT, ERROR, Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, DottedPath, getter
 
 
 class RouteConfig(ComponentConfig):
-    field: str = Field(description="Dotted path whose value picks the stream.")
+    field: DottedPath = Field(description="Dotted path whose value picks the stream.")
     routes: dict[str, str] = Field(
         description="Field value → stream name. Values compare as strings."
     )
     default: str = Field(
         DEFAULT, description="Stream for values not in 'routes' and for missing fields."
     )
-
-    @field_validator("field")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return validate_path(v)
 
     @field_validator("routes")
     @classmethod

@@ -28,8 +28,10 @@ from typing import Any
 
 import yaml
 
+from squall.deploy.package import IGNORED  # the same files are left out of a fleet folder
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
+from squall.topology import registry
 from squall.topology.model import Topology
 
 ROOT = "/opt/squall"
@@ -60,21 +62,6 @@ KCL_LEASES = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 )
-IGNORED = (
-    "out",
-    "build",
-    "dist",
-    "__pycache__",
-    "*.db",
-    "*.db-journal",
-    "*.pyc",
-    "*.zip",
-    ".*",
-    "tests",
-    "venv",
-    "node_modules",
-    "*.kcl.properties",
-)
 
 
 def _slug(name: str) -> str:
@@ -85,8 +72,9 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     """The stream to consume: the option, else the topology's kinesis spout."""
     if stream:
         return stream
-    if topology.spout.type == "kinesis":
-        return str(topology.spout.stream).rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+    streams = registry.capabilities("spout", topology.spout).kinesis_streams
+    if streams:
+        return str(streams[0]).rsplit("/", 1)[-1]
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
 
 

@@ -37,6 +37,7 @@ from squall import redact
 from squall.errors import BatchFailed, SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.observability.runners import kcl_recorder
+from squall.topology import registry
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.model import Topology
@@ -63,12 +64,13 @@ def _checkpoint_error_name(exc: BaseException) -> str | None:
 
 
 def check_kcl_safe(topology: Topology) -> None:
-    """Refuse sinks that write to stdout: under the KCL it is the daemon's protocol channel."""
-    for sink in topology.sinks:
-        if sink.type == "stdout":
+    """Refuse bolts and sinks that write to stdout: under the KCL it is the daemon's protocol
+    channel (the spout does not run there)."""
+    for kind, cfg, caps in registry.declared(topology, ("bolt", "sink")):
+        if caps.needs_stdout:
             raise SquallError(
-                f"sink '{sink.id}': the stdout sink cannot run under the KCL "
-                "(stdout is the MultiLangDaemon protocol channel)"
+                f"{kind} '{cfg.id}': the {cfg.type} {kind} writes to stdout and cannot run "
+                "under the KCL (stdout is the MultiLangDaemon protocol channel)"
             )
 
 

@@ -22,7 +22,6 @@ from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
 from squall.topology.resources import Resources
@@ -79,7 +78,7 @@ class LocalRunner:
         recorder: Recorder | None = None,
     ):
         self.topology = topology
-        self.plan = compile_plan(topology)
+        self.plan = topology.plan
         self.batch_size = batch_size or topology.settings.batch_size
         self.resources = Resources(topology.resources, topology.base_dir)
         spout_cls = registry.resolve("spout", topology.spout.type)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.errors import SquallError
+from squall.topology import registry
 from squall.topology.model import Topology
 
 PACKAGES = ("kinesis-local@0.6.2", "dynalite@4.0.0")
@@ -75,10 +76,8 @@ def streams_of(topologies: list[Topology]) -> list[str]:
     """Stream names the topologies read or write (kinesis spouts and sinks), in order, once each."""
     names: list[str] = []
     for topo in topologies:
-        configs: list[Any] = [topo.spout, *topo.sinks]
-        for cfg in configs:
-            if cfg.type == "kinesis":
-                names.append(str(cfg.stream).rsplit("/", 1)[-1])
+        for _kind, _cfg, caps in registry.declared(topo):
+            names.extend(str(s).rsplit("/", 1)[-1] for s in caps.kinesis_streams)
     return list(dict.fromkeys(names))
 
 

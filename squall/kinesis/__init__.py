@@ -18,19 +18,13 @@ class StreamFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stream: str = Field(description="Stream name or ARN.")
+    stream: aws.StreamName = Field(description="Stream name or ARN.")
     region: str | None = Field(
         None,
         description="AWS region (default: from the ARN, AWS_REGION, "
         "AWS_DEFAULT_REGION, else us-east-1).",
     )
     endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
 
     @field_validator("endpoint_url")
     @classmethod

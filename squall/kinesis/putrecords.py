@@ -13,6 +13,9 @@ So, as the KPL does, every aggregate is built for one shard of the current shard
 PutRecords answer's ``ShardId`` is compared with that shard: on a mismatch the shard map is listed
 again, and the user records of an aggregate that does not fit where it landed are re-sent,
 re-grouped by the new map (never the stale aggregate itself).
+
+Size (~400 lines): one writer — batching, partial-failure retries, aggregation and the
+resharding re-send share its shard map and pending entries; split, that state would be passed around.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Batched sends with per-item answers, shared by the sqs, firehose, http and push sinks.
+"""Batched sends with per-item answers, shared by the sqs, firehose, http and push sinks
+(``ConcurrentRequests``: the http and push sinks' thread pool of requests).
 
 A sink turns its prepared events into ``Item``s (one request entry each) and a ``send`` function
 that takes one chunk and answers per item: ``None`` (written), ``Retry(reason)`` (throttled, a
@@ -22,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from squall import aws
+from squall.errors import TransientError
 from squall.event import Event, Failure
 from squall.sinks.base import WriteResult
 
@@ -205,3 +207,38 @@ def retry_after_seconds(
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now()).total_seconds())
+
+
+class ConcurrentRequests:
+    """What the http and push sinks share: one request per ``Item`` on a thread pool over an
+    httpx client. A sink sets ``pool`` and ``client`` in ``open`` and implements ``_request``."""
+
+    id: str
+    pool: Any = None  # concurrent.futures.ThreadPoolExecutor
+    client: Any = None  # httpx.Client
+
+    def _request(self, item: Item) -> Retry | Reject | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
+        """Every item's answer. When nothing got through (the endpoint is down or throttles
+        everything) raise ``TransientError``: the engine retries the batch with backoff, and
+        what was already written stays done."""
+        assert self.pool is not None
+        answers = list(self.pool.map(self._request, items))
+        if answers and all(isinstance(a, Retry) for a in answers):
+            waits = [
+                a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
+            ]
+            raise TransientError(
+                f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None
+            )
+        return answers
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+            self.pool = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None

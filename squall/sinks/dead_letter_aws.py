@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -87,18 +87,13 @@ class _AwsDeadLetter(Sink):
 
 
 class _AwsConfig(ComponentConfig):
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="Service endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="Service endpoint (local testing).")
     include_payload: bool = Field(
         False, description="Also write the decoded payload as it was when it failed."
     )
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
 
 
 class DeadLetterSqsConfig(_AwsConfig):
@@ -237,16 +232,10 @@ class DeadLetterS3Sink(_AwsDeadLetter):
 
 
 class DeadLetterKinesisConfig(_AwsConfig):
-    stream: str = Field(description="Stream name or ARN.")
+    stream: aws.StreamName = Field(description="Stream name or ARN.")
     max_attempts: int = Field(
         5, ge=1, le=20, description="PutRecords attempts per record (first included)."
     )
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
 
 
 class DeadLetterKinesisSink(_AwsDeadLetter):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -31,10 +31,12 @@ MAX_RECORD_BYTES = 1000 * 1024
 
 class FirehoseSinkConfig(ComponentConfig):
     delivery_stream: str = Field(description="Firehose stream name.")
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="Firehose endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(
+        None, description="Firehose endpoint (local testing)."
+    )
     format: Literal["json", "raw"] = Field(
         "json",
         description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
@@ -54,11 +56,6 @@ class FirehoseSinkConfig(ComponentConfig):
         description="PutRecordBatch attempts for records that fail "
         "(first included); then they fail the batch.",
     )
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
 
 
 class FirehoseSink(Sink):

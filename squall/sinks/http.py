@@ -25,10 +25,11 @@ from pydantic import Field, SecretStr, field_validator
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import SinkError, TransientError
+from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    ConcurrentRequests,
     Item,
     Reject,
     Retry,
@@ -107,7 +108,7 @@ def answer_for(
     return Reject(reason)
 
 
-class HttpSink(Sink):
+class HttpSink(ConcurrentRequests, Sink):
     """POST events (one per request, or batched) to a webhook; 429/5xx retried, 4xx fail the record."""
 
     Config = HttpSinkConfig
@@ -186,20 +187,6 @@ class HttpSink(Sink):
         )
         return write_result(self.id, outcome)
 
-    def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
-        assert self.pool is not None
-        answers = list(self.pool.map(self._request, items))
-        if answers and all(isinstance(a, Retry) for a in answers):
-            # Nothing got through: the endpoint is down or throttling everything. The engine
-            # retries the batch with backoff; what was already written stays done.
-            waits = [
-                a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
-            ]
-            raise TransientError(
-                f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None
-            )
-        return answers
-
     def _request(self, item: Item) -> Retry | Reject | None:
         import httpx
 
@@ -226,11 +213,3 @@ class HttpSink(Sink):
             reason_chars=cfg.reason_chars,
             max_retry_after=cfg.max_retry_after,
         )
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
-        if self.client is not None:
-            self.client.close()
-            self.client = None

@@ -6,10 +6,10 @@ import time
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws, paths
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.event import Event, Failure
 from squall.iam import AwsPermission, kinesis_stream_arn
 from squall.kinesis import StreamFields
@@ -26,12 +26,12 @@ from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 
 class KinesisSinkConfig(StreamFields, ComponentConfig):
-    partition_key: str | None = Field(
+    partition_key: paths.DottedPath | None = Field(
         None,
         description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
         "default: the source record's partition key, else the event id.",
     )
-    explicit_hash_key: str | None = Field(
+    explicit_hash_key: paths.DottedPath | None = Field(
         None, description="Dotted path of a decimal explicit hash key that picks the shard."
     )
     format: Literal["json", "raw"] = Field(
@@ -46,11 +46,6 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
         description="PutRecords attempts for records that fail "
         "(first included); then they fail the batch.",
     )
-
-    @field_validator("partition_key", "explicit_hash_key")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else paths.validate_path(value)
 
 
 class KinesisSink(Sink):
@@ -67,6 +62,10 @@ class KinesisSink(Sink):
         self._pk = paths.getter(config.partition_key) if config.partition_key else None
         self._ehk = paths.getter(config.explicit_hash_key) if config.explicit_hash_key else None
         self._shard_map: ShardMap | None = None
+
+    @classmethod
+    def capabilities(cls, config: KinesisSinkConfig) -> Capabilities:
+        return Capabilities(kinesis_streams=(config.stream,))
 
     @classmethod
     def aws_permissions(cls, config: KinesisSinkConfig) -> list[AwsPermission]:

@@ -7,7 +7,7 @@ import sys
 import orjson
 from pydantic import Field
 
-from squall.component import ComponentConfig
+from squall.component import Capabilities, ComponentConfig
 from squall.sinks.base import Prepared, Sink, WriteContext
 
 
@@ -20,6 +20,10 @@ class StdoutSink(Sink):
 
     Config = StdoutConfig
     summary = "Print events as JSON lines on standard output."
+
+    @classmethod
+    def capabilities(cls, config: StdoutConfig) -> Capabilities:
+        return Capabilities(needs_stdout=True)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         out = sys.stdout.buffer

@@ -5,6 +5,9 @@ One process reads every shard of the stream (GetRecords, round robin). It follow
 the per-shard read limits, backs off on throttling and resumes after the last checkpoint.
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
+
+Size (~550 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
+share the per-shard state; the Kinesis pieces others use are in ``squall/kinesis/``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import aws
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -174,7 +177,16 @@ class KinesisSpout(Spout):
     Config = KinesisSpoutConfig
     summary = "Read a Kinesis stream with GetRecords (one process), checkpointing per shard."
 
-    def __init__(self, config: KinesisSpoutConfig, context: ComponentContext):
+    def __init__(
+        self,
+        config: KinesisSpoutConfig,
+        context: ComponentContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        """``clock`` (monotonic seconds) and ``sleep`` drive polling, idle exit and backoff, as
+        the engine's ``sleep`` does: tests pass their own instead of waiting."""
         super().__init__(config, context)
         self.ref = aws.StreamRef.parse(config.stream)
         self.stream_name = self.ref.name
@@ -187,13 +199,17 @@ class KinesisSpout(Spout):
         self._resumed = False
         self._lineage = ShardLineage()
         self._backoff = aws.Backoff(base=0.1, cap=10.0)
-        self._clock: Callable[[], float] = time.monotonic
-        self._sleep: Callable[[float], None] = time.sleep
+        self._clock = clock
+        self._sleep = sleep
         self._next_sync = 0.0
         self._last_activity = 0.0
         self._initial_sync = True
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    @classmethod
+    def capabilities(cls, config: KinesisSpoutConfig) -> Capabilities:
+        return Capabilities(kinesis_streams=(config.stream,))
 
     @classmethod
     def aws_permissions(cls, config: KinesisSpoutConfig) -> list[AwsPermission]:

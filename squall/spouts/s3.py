@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -55,16 +55,11 @@ class S3SpoutConfig(ComponentConfig):
     bucket: str = Field(description="Bucket name.")
     prefix: str = Field("", description="Read the objects whose keys start with this.")
     start_after: str | None = Field(None, description="Read only keys after this one (key order).")
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="S3 endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="S3 endpoint (local testing).")
     skip_blank: bool = Field(True, description="Skip empty lines.")
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
 
 
 class S3Spout(Spout):

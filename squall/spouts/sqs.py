@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from squall import aws
 from squall.component import ComponentConfig, ComponentContext
@@ -88,10 +88,10 @@ def queue_name(url_or_arn: str) -> str:
 
 class SqsSpoutConfig(ComponentConfig):
     queue: str = Field(description="Queue URL, or a queue name resolved with GetQueueUrl at start.")
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="SQS endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="SQS endpoint (local testing).")
     wait_time: int = Field(5, ge=0, le=20, description="Long-poll seconds per ReceiveMessage call.")
     visibility_timeout: int | None = Field(
         None,
@@ -102,11 +102,6 @@ class SqsSpoutConfig(ComponentConfig):
     stop_when_empty: bool = Field(
         True, description="End when a receive returns nothing (false: poll until stopped)."
     )
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
 
 
 class SqsSpout(Spout):

@@ -21,7 +21,14 @@ KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
-    """Read, substitute, validate and check the graph of a topology file; ``TopologyError`` lists all problems."""
+    """Read, substitute, validate and compile a topology file; ``TopologyError`` lists all problems.
+
+    Returns the validated model with its compiled graph in ``.plan`` (made here, once). The two
+    stay one object rather than ``load`` returning the ``Plan``: runners and deploy read the
+    model's settings, resources and files long before (or without) running the graph, and the
+    ``Plan`` keeps a reference back to it (``plan.topology``). To run a file:
+    ``Engine.for_topology(path)``.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -94,9 +101,7 @@ def load_text(
         locator=loc,
     )
     _check_resources(topo, loc)
-    from squall.topology.graph import compile_plan
-
-    compile_plan(topo)  # graph problems are load-time problems
+    topo.plan  # noqa: B018 - compiled here, once: graph problems are load-time problems
     return topo
 
 

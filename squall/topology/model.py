@@ -1,15 +1,20 @@
-"""The validated, frozen topology model. Nothing here runs: the engine compiles it into a plan."""
+"""The validated, frozen topology model. Nothing here runs: ``Topology.plan`` is its compiled graph."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from squall.component import ComponentConfig
 from squall.topology.resource_config import ResourceConfig
 from squall.topology.yamlsource import Locator
+
+if TYPE_CHECKING:
+    from squall.topology.graph import Plan
 
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 
@@ -84,6 +89,15 @@ class Topology:
     file: str = "<string>"
     base_dir: Path = field(default_factory=Path.cwd)
     locator: Locator | None = None
+
+    @cached_property
+    def plan(self) -> Plan:
+        """The compiled graph (checked, ordered, streams wired): what the engine, ``squall graph``
+        and the deploy artifacts run from. ``load`` compiles it once (graph problems are load
+        problems); every caller takes it from here instead of compiling again."""
+        from squall.topology.graph import compile_plan
+
+        return compile_plan(self)
 
     def with_spout(self, spout: ComponentConfig) -> Topology:
         """The same topology reading from another spout (e.g. ``squall run --input``)."""

@@ -108,9 +108,10 @@ class BatchResult:
             logger.error("… and %d more failed records", len(failed) - limit)
 
 
-@dataclass
+@dataclass(slots=True)
 class ComponentStats:
-    """Counters of one component across batches, for the run summary."""
+    """Counters of one component across batches, for the run summary (and, per batch, the
+    metrics' ``ComponentDelta``)."""
 
     id: str
     kind: str

@@ -11,8 +11,9 @@ import difflib
 import importlib
 from functools import cache
 from importlib.metadata import entry_points
+from typing import Any
 
-from squall.component import Component
+from squall.component import Capabilities, Component, ComponentConfig
 from squall.errors import SquallError
 
 #: kind -> type -> "module:Class"
@@ -117,3 +118,16 @@ def resolve(kind: str, type_name: str) -> type[Component]:
     if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
         raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")
     return cls
+
+
+def capabilities(kind: str, config: ComponentConfig) -> Capabilities:
+    """What the component of ``config`` (of ``kind``) declares it does outside its process."""
+    return resolve(kind, config.type).capabilities(config)
+
+
+def declared(
+    topology: Any, kinds: tuple[str, ...] = ("spout", "bolt", "sink")
+) -> list[tuple[str, ComponentConfig, Capabilities]]:
+    """(kind, config, capabilities) of a loaded topology's components of ``kinds``, in order."""
+    groups = {"spout": [topology.spout], "bolt": topology.bolts, "sink": topology.sinks}
+    return [(kind, cfg, capabilities(kind, cfg)) for kind in kinds for cfg in groups[kind]]

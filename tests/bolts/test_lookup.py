@@ -22,7 +22,8 @@ from squall.component import ComponentContext
 from squall.errors import TopologyError, TransientError
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
-from tests.enrichment.support import free_port, make_batch, resources
+from tests.enrichment.support import make_batch, resources
+from tests.ports import free_port
 
 APPS = [
     (1, "ios", "Weather", "gold"),
@@ -78,7 +79,7 @@ def make_bolt(res, clock=None, **options) -> LookupBolt:
     )
     if clock is not None:
         bolt.use_clock(clock)
-    bolt.setup(res)
+    bolt.open(res)
     return bolt
 
 
@@ -654,7 +655,7 @@ def test_http_endpoint_down():
         ({"key": [], "source": {"type": "redis", "resource": "r"}}, "name at least one key path"),
         (
             {"key": "a", "target": "meta.shard_id", "source": {"type": "redis", "resource": "r"}},
-            "target must be a payload",
+            "metadata is read-only; name a payload path",
         ),
     ],
 )

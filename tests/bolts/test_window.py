@@ -54,7 +54,7 @@ def make_bolt(url: str, name: str, **config) -> WindowBolt:
         **config,
     }
     bolt = WindowBolt(WindowBolt.Config(**c), ComponentContext("t"))
-    bolt.setup(resources(state=url))
+    bolt.open(resources(state=url))
     return bolt
 
 

@@ -10,7 +10,6 @@ import pytest
 from squall.deploy.kcl import EXIT_RECORDS_FAILED, RecordProcessor, check_kcl_safe
 from squall.errors import SquallError
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_message, kcl_process_records
 
@@ -33,7 +32,7 @@ def processor(tmp_path: Path, *, transient: int = 0, dlq: bool = True):
     dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
     topo = load_text(TOPOLOGY.format(db=tmp_path / "w.db", transient=transient, dlq=dl))
     slept: list[float] = []
-    p = RecordProcessor(Engine(compile_plan(topo)), stream="s", sleep=slept.append)
+    p = RecordProcessor(Engine(topo.plan), stream="s", sleep=slept.append)
     kcl_initialize().dispatch(None, p)
     return p, slept
 

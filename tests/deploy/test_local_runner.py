@@ -206,9 +206,8 @@ def test_a_dead_letter_write_that_fails_is_written_on_the_retry(tmp_path: Path):
     from squall.errors import BatchFailed
     from squall.testing import records_from
     from squall.topology.executor import Engine
-    from squall.topology.graph import compile_plan
 
-    engine = Engine(compile_plan(topo(tmp_path, "{type: stdin}"))).open()
+    engine = Engine(topo(tmp_path, "{type: stdin}").plan).open()
     [dlq] = [c for c in engine.components if c.id == "dlq"]
 
     class DiskFullOnce:

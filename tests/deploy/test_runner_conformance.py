@@ -18,7 +18,6 @@ from squall.deploy.lambda_consumer import make_handler
 from squall.deploy.local import LocalRunner
 from squall.testing import records_from, run_topology
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load
 from tests.factories import (
     KclCheckpointer,
@@ -103,7 +102,7 @@ def run_lambda(tmp_path: Path) -> None:
 
 
 def run_kcl(tmp_path: Path) -> None:
-    processor = RecordProcessor(Engine(compile_plan(load(write_topology(tmp_path)))), stream="s")
+    processor = RecordProcessor(Engine(load(write_topology(tmp_path)).plan), stream="s")
     kcl_initialize("shardId-000000000000").dispatch(None, processor)
     cp = KclCheckpointer()
     kcl_process_records(PAYLOADS).dispatch(cp, processor)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,6 @@ def make_event(
 
 def make_batch(values: list[Any], start: int = 1) -> list[Event]:
     return [make_event(v, start + i) for i, v in enumerate(values)]
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def resources(**urls: str) -> Resources:

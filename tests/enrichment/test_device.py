@@ -278,7 +278,7 @@ REAL_USER_AGENTS = [
 @pytest.fixture(scope="module")
 def bolt() -> DeviceBolt:
     b = DeviceBolt(DeviceBolt.Config(id="device", type="device"), ComponentContext("test"))
-    b.setup(None)
+    b.open(None)
     return b
 
 
@@ -333,7 +333,7 @@ def test_missing_or_empty_user_agent_gives_unknown_values(bolt, value):
 
 def test_each_distinct_user_agent_is_parsed_once_per_batch_and_then_cached():
     b = DeviceBolt(DeviceBolt.Config(id="device", type="device"), ComponentContext("test"))
-    b.setup(None)
+    b.open(None)
     uas = [row[1] for row in REAL_USER_AGENTS[:5]]
     batch = make_batch([{"user_agent": uas[i % 5]} for i in range(100)])
     out = b.process(batch)
@@ -347,7 +347,7 @@ def test_long_user_agents_are_truncated_before_parsing():
     b = DeviceBolt(
         DeviceBolt.Config(id="device", type="device", max_length=64), ComponentContext("test")
     )
-    b.setup(None)
+    b.open(None)
     chrome = REAL_USER_AGENTS[0][1]
     # The Chrome token lies after character 64: truncated, only the Windows part remains.
     [event] = b.process([make_event({"user_agent": chrome})]).streams["default"]
@@ -364,7 +364,7 @@ def test_cache_is_bounded():
     b = DeviceBolt(
         DeviceBolt.Config(id="device", type="device", cache_size=3), ComponentContext("test")
     )
-    b.setup(None)
+    b.open(None)
     b.process(make_batch([{"user_agent": row[1]} for row in REAL_USER_AGENTS]))
     assert len(b._cache) == 3
 
@@ -381,7 +381,7 @@ def test_ua_field_and_target_are_configurable():
         DeviceBolt.Config(id="d", type="device", ua_field="http.headers.ua", target="client"),
         ComponentContext("test"),
     )
-    b.setup(None)
+    b.open(None)
     [event] = b.process([make_event({"http": {"headers": {"ua": "curl/8.5.0"}}})]).streams[
         "default"
     ]
@@ -475,7 +475,7 @@ def test_device_class_agrees_with_a_labelled_corpus(sample):
         DeviceBolt.Config(id="device", type="device", hints_field="headers"),
         ComponentContext("test"),
     )
-    bolt.setup(None)
+    bolt.open(None)
     events = bolt.process(make_batch([value for _, value in rows])).streams["default"]
     matrix: dict[str, Counter] = defaultdict(Counter)
     for (label, _), event in zip(rows, events, strict=True):
@@ -537,7 +537,7 @@ def bolt_with_hints() -> DeviceBolt:
     b = DeviceBolt(
         DeviceBolt.Config(id="device", type="device", hints_field="hints"), ComponentContext("test")
     )
-    b.setup(None)
+    b.open(None)
     return b
 
 

@@ -17,7 +17,7 @@ from .support import make_batch, make_event
 
 def geo_bolt(context: ComponentContext, **options) -> GeoBolt:
     bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo", **options), context)
-    bolt.setup(None)
+    bolt.open(None)
     return bolt
 
 
@@ -292,7 +292,7 @@ def test_invalid_options_are_rejected_at_load_time(options, message):
 @pytest.fixture(scope="module")
 def geolite() -> GeoBolt:
     bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo"), ComponentContext("test"))
-    bolt.setup(None)
+    bolt.open(None)
     yield bolt
     bolt.close()
 
@@ -333,7 +333,7 @@ def test_bundled_geolite2_city_level_answer(geolite):
 def test_using_the_bundled_database_logs_a_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="squall.enrichment.geo"):
         bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo"), ComponentContext("test"))
-        bolt.setup(None)
+        bolt.open(None)
         bolt.close()
     assert "bundled GeoLite2-City built 2018" in caplog.text
 

@@ -15,8 +15,7 @@ from squall.enrichment.stores import (
     SqlStateStore,
 )
 from squall.errors import TransientError
-
-from .support import free_port
+from tests.ports import free_port
 
 
 def state(

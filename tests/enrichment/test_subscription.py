@@ -18,8 +18,9 @@ from squall.enrichment.state import UNKNOWN_STATE, Action, Update, apply, versio
 from squall.enrichment.subscription import SubscriptionBolt
 from squall.errors import TopologyError, TransientError
 from squall.times import parse_time
+from tests.ports import free_port
 
-from .support import free_port, make_batch, make_event, resources
+from .support import make_batch, make_event, resources
 
 T0 = "2024-05-01T10:00:00Z"
 
@@ -52,7 +53,7 @@ def make_bolt(res, **options) -> SubscriptionBolt:
         SubscriptionBolt.Config(id="subs", type="subscription", store="state", **options),
         ComponentContext("test"),
     )
-    bolt.setup(res)
+    bolt.open(res)
     return bolt
 
 

@@ -16,6 +16,21 @@ from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
 from squall.topology.checkpoint import open_checkpoint_store
 
 
+class FakeClock:
+    """Time for a spout under test: ``sleep`` advances ``now`` at once (backoff without waiting)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
 def make_spout(
     endpoint: str,
     stream: str,
@@ -23,6 +38,7 @@ def make_spout(
     store: Any = None,
     resources: Any = None,
     topology: str = "test-app",
+    clock: Any = None,
     **options: Any,
 ) -> KinesisSpout:
     """A spout opened and resumed as the local runner does; its store is ``spout.test_store``."""
@@ -31,7 +47,11 @@ def make_spout(
     config = KinesisSpoutConfig(
         id="spout", type="kinesis", stream=stream, endpoint_url=endpoint, **options
     )
-    spout = KinesisSpout(config, ComponentContext(topology))
+    spout = KinesisSpout(
+        config,
+        ComponentContext(topology),
+        **({"clock": clock.now, "sleep": clock.sleep} if clock else {}),
+    )
     spout.open(resources)
     if store is None:
         store = open_checkpoint_store(spout.checkpointing(), resources, topology)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.kinesis.test_kcl_daemon import LOCAL_PROPS, precreate_leases, put
-from tests.observability.test_prometheus_endpoint import free_port, scrape, total
+from tests.observability.test_prometheus_endpoint import scrape, total
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,6 @@ from squall.deploy.kcl_daemon import (
     systemd_stop_settings,
 )
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 
 TOPOLOGY = """
@@ -43,7 +42,7 @@ def run_protocol(tmp_path: Path, lines: list[dict]) -> tuple[str, str, RecordPro
     """Drive amazon-kclpy's own loop (KCLProcess) with daemon messages; returns (stdout, stderr)."""
     from amazon_kclpy import kcl
 
-    engine = Engine(compile_plan(load_text(TOPOLOGY.format(db=tmp_path / "w.db"))))
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
     processor = RecordProcessor(engine, stream="s")
     out, err = io.StringIO(), io.StringIO()
     stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))

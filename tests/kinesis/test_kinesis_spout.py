@@ -15,6 +15,7 @@ from squall.spouts.kinesis import KinesisSpoutConfig
 from squall.topology.checkpoint import MemoryCheckpointStore, SqlCheckpointStore
 from squall.topology.resources import ResourceConfig, Resources
 from tests.kinesis.kinesis_helpers import (
+    FakeClock,
     assert_key_order,
     commit_positions,
     consume,
@@ -363,16 +364,20 @@ def test_server_errors_retry_then_fail_the_read(kinesis, kinesis_mock, make_stre
 
     stream = make_stream(1)
     put_plain(kinesis, stream, docs(5))
-    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
-    spout._sleep = lambda s: None  # noqa: SLF001
-    spout._backoff.cap = 0.001
+    spout = make_spout(
+        kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), clock=FakeClock()
+    )
     inject(spout.client, "GetRecords", ["InternalFailure"] * 2)
     assert len(consume(spout)) == 5
     assert spout.stats.errors == 2
 
-    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
-    spout._sleep = lambda s: None  # noqa: SLF001
-    spout._backoff.cap = 0.001
+    spout = make_spout(
+        kinesis_mock.endpoint,
+        stream,
+        store=MemoryCheckpointStore(),
+        clock=FakeClock(),
+        idle_exit=3600,  # fake seconds: the backoff's growing delays never look idle
+    )
     inject(spout.client, "GetRecords", ["InternalFailure"] * 50)
     with pytest.raises(TransientError, match="failed calls in a row"):
         consume(spout)
@@ -381,9 +386,9 @@ def test_server_errors_retry_then_fail_the_read(kinesis, kinesis_mock, make_stre
 def test_list_shards_throttling_is_retried(kinesis, kinesis_mock, make_stream):
     stream = make_stream(2)
     put_plain(kinesis, stream, docs(10))
-    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
-    spout._sleep = lambda s: None  # noqa: SLF001
-    spout._backoff.cap = 0.001
+    spout = make_spout(
+        kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), clock=FakeClock()
+    )
     inject(spout.client, "ListShards", ["LimitExceededException"] * 2)
     spout._next_sync = 0  # noqa: SLF001 - force a re-list now
     assert len(consume(spout)) == 10

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.kinesis.conftest import free_port
+from tests.ports import free_port
 
 
 def port_free(port: int) -> bool:

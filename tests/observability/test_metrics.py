@@ -20,7 +20,6 @@ from squall.observability.metrics import Recorder
 from squall.observability.progress import PeriodicLog, Totals
 from squall.observability.prometheus import PrometheusBackend
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 
 TOPOLOGY = """
@@ -50,7 +49,7 @@ def records(
 
 def engine_for(tmp_path: Path, store: str, transient: int = 0) -> Engine:
     topo = load_text(TOPOLOGY.format(store=store, transient=transient), base_dir=tmp_path)
-    return Engine(compile_plan(topo)).open()
+    return Engine(topo.plan).open()
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -244,7 +243,7 @@ sinks: [{{id: rows, type: warehouse, resource: db, table: {unique_name}, columns
 """,
         base_dir=tmp_path,
     )
-    engine = Engine(compile_plan(topo)).open()
+    engine = Engine(topo.plan).open()
     backend = PrometheusBackend(CollectorRegistry())
     totals = Totals()
     rec = Recorder("replayed", [backend, totals])
@@ -285,7 +284,7 @@ def test_enrichment_cache_hits_and_misses_are_counted_per_component(tmp_path: Pa
         "sinks: [{id: rows, type: 'squall.testing:MemorySink', name: cached}]\n",
         base_dir=tmp_path,
     )
-    engine = Engine(compile_plan(topo)).open()
+    engine = Engine(topo.plan).open()
     backend = PrometheusBackend(CollectorRegistry())
     rec = Recorder("cached", [backend])
     ua = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"

@@ -144,7 +144,6 @@ def test_a_dead_letter_sqs_that_cannot_send_keeps_the_records_failing(moto_serve
 
     from squall.testing import topology_from
     from squall.topology.executor import Engine
-    from squall.topology.graph import compile_plan
 
     topo = topology_from(
         topology(
@@ -152,7 +151,7 @@ def test_a_dead_letter_sqs_that_cannot_send_keeps_the_records_failing(moto_serve
             tmp_path / "dl.jsonl",
         )
     )
-    engine = Engine(compile_plan(topo))
+    engine = Engine(topo.plan)
     next(c for c in engine.components if c.id == "dlq").client = FlakyClient(
         moto_server.client("sqs"), send_message_batch=refuse
     )

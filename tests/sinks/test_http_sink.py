@@ -18,7 +18,7 @@ from squall.sinks.http import HttpSink, HttpSinkConfig
 from squall.sinks.ratelimit import RateLimiter
 from squall.testing import records_from, run_topology
 from squall.topology.outcomes import Outcome
-from tests.moto_standin import free_port
+from tests.ports import free_port
 from tests.sinks.local_http import LocalHttp, Request
 
 

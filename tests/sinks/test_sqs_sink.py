@@ -13,7 +13,6 @@ from squall.errors import TransientError
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from, run_topology
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load, load_text
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
@@ -69,7 +68,7 @@ def test_sqs_sink_sends_each_event_once_in_calls_of_ten_with_event_id_attribute(
     url = make_queue(sqs)
     payloads = [{"n": i, "store": f"s{i % 2}"} for i in range(25)]
     topo = load_text(sink_yaml(moto_server.endpoint, url, ", attributes: {store: store, n: n}"))
-    engine = Engine(compile_plan(topo))
+    engine = Engine(topo.plan)
     real = moto_server.client("sqs")
     flaky = FlakyClient(real, send_message_batch=lambda kw, call: call(**kw))
     next(c for c in engine.components if c.id == "out").client = flaky

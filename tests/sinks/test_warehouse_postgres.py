@@ -29,7 +29,6 @@ from squall.sinks.warehouse import WarehouseConfig, WarehouseSink
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from squall.topology.resources import ResourceConfig, Resources
@@ -767,7 +766,7 @@ def checkpoint_engine(
     pg.drop.append(f'DROP TABLE IF EXISTS "{cp_table}"')
     store = store_cls(resources.sql("db"), "whpg", resource="db", table=cp_table, **store_kwargs)
     engine = Engine(
-        compile_plan(topo),
+        topo.plan,
         resources=resources,
         checkpointer=Checkpointer(store),
         sleep=lambda s: None,
@@ -901,7 +900,7 @@ def faulty_engine(
             url, table, bolts=bolts, sink=sink, resource={"options": options}, attempts=attempts
         )
     )
-    return Engine(compile_plan(topo), sleep=lambda s: time.sleep(min(s, 0.02))), application
+    return Engine(topo.plan, sleep=lambda s: time.sleep(min(s, 0.02))), application
 
 
 def sink_stats(engine: Engine):

@@ -118,9 +118,8 @@ def test_checkpoint_is_written_in_the_same_transaction_as_the_rows(
     store = SqlCheckpointStore(resources.sql("db"), "wh", resource="db")
     from squall.topology.checkpoint import Checkpointer
     from squall.topology.executor import Engine
-    from squall.topology.graph import compile_plan
 
-    engine = Engine(compile_plan(topo), resources=resources, checkpointer=Checkpointer(store))
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
     with engine:
         assert engine.checkpoint_in_transaction
         result = engine.process(records_from(payloads()[:2], start=5))

@@ -22,7 +22,6 @@ from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from squall.topology.resources import Resources
@@ -101,26 +100,22 @@ def test_state_is_committed_only_up_to_the_checkpoint_and_a_redelivery_sees_the_
     clean_tag, flaky_tag = f"c{uuid.uuid4().hex[:6]}", f"f{uuid.uuid4().hex[:6]}"
 
     clean = Engine(
-        compile_plan(
-            load_text(
-                subscription_topology(
-                    clean_tag, f"sqlite:///{tmp_path / 'clean.db'}", "squall.testing:MemorySink"
-                )
+        load_text(
+            subscription_topology(
+                clean_tag, f"sqlite:///{tmp_path / 'clean.db'}", "squall.testing:MemorySink"
             )
-        )
+        ).plan
     )
     with clean:
         assert clean.process(records).ok
     expected = blocks(clean_tag)
 
     engine = Engine(
-        compile_plan(
-            load_text(
-                subscription_topology(
-                    flaky_tag, f"sqlite:///{tmp_path / 'flaky.db'}", f"{__name__}:FlakySink"
-                )
+        load_text(
+            subscription_topology(
+                flaky_tag, f"sqlite:///{tmp_path / 'flaky.db'}", f"{__name__}:FlakySink"
             )
-        )
+        ).plan
     )
     with engine:
         first = engine.process(records)
@@ -142,7 +137,7 @@ def test_a_batch_that_fails_after_retries_discards_its_staged_state(tmp_path):
     yaml = yaml.replace(
         '"name": "' + tag + '-out"', '"name": "' + tag + '-out", "transient_failures": 9'
     )
-    engine = Engine(compile_plan(load_text(yaml)), sleep=lambda s: None)
+    engine = Engine(load_text(yaml).plan, sleep=lambda s: None)
     with engine:
         with pytest.raises(BatchFailed):
             engine.process(records_from(EVENTS[:1]))
@@ -198,7 +193,7 @@ def test_rows_state_and_checkpoint_are_one_transaction(backend, tmp_path, reques
     db = resources.sql("db")
     try:
         engine = Engine(
-            compile_plan(topo),
+            topo.plan,
             resources=resources,
             checkpointer=Checkpointer(bad),
             sleep=lambda s: None,
@@ -211,7 +206,7 @@ def test_rows_state_and_checkpoint_are_one_transaction(backend, tmp_path, reques
             assert conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar() == 0
             assert conn.execute(sa.text(f'SELECT count(*) FROM "{table}_state"')).scalar() == 0
 
-        engine = Engine(compile_plan(topo), resources=resources, checkpointer=Checkpointer(good))
+        engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(good))
         with engine:
             result = engine.process(records_from(EVENTS[:2]))
         assert good.load("test") == result.checkpoint
@@ -267,7 +262,7 @@ def test_postgres_index_row_too_large_dead_letters_that_record_only(pg_url):
     huge = secrets.token_urlsafe(9000)  # incompressible: over btree's ~2.7 kB limit per index row
     payloads = [{"label": "ok", "n": i} for i in range(20)]
     payloads[7] = {"label": huge, "n": 7}
-    engine = Engine(compile_plan(topo))
+    engine = Engine(topo.plan)
     try:
         with engine:
             result = engine.process(records_from(payloads))
@@ -292,14 +287,14 @@ def test_two_resource_names_for_one_database_share_the_transaction_and_the_engin
     doc["resources"] = {"warehouse": {"url": url}, "state": {"url": url}}
     doc["bolts"][1]["store"] = "state"
     doc["sinks"][0]["resource"] = "warehouse"
-    engine = Engine(compile_plan(load_text(json.dumps(doc))))
+    engine = Engine(load_text(json.dumps(doc)).plan)
     with engine:
         assert engine._tx_states and engine._tx_sinks
         assert engine.resources.sql("warehouse") is engine.resources.sql("state")
         assert engine.process(records_from(EVENTS[:3])).ok
     other = json.loads(json.dumps(doc))
     other["resources"]["state"] = {"url": f"sqlite:///{tmp_path / 'two.db'}"}
-    engine = Engine(compile_plan(load_text(json.dumps(other))))
+    engine = Engine(load_text(json.dumps(other)).plan)
     with engine:
         assert (
             not engine._tx_states and engine._tx_sinks

@@ -159,3 +159,16 @@ def test_cli_validate_prints_problems_and_exits_non_zero(tmp_path: Path):
         [sys.executable, "-m", "squall.cli", "validate", str(f)], capture_output=True, text=True
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_load_returns_the_model_with_its_plan_compiled_once(monkeypatch):
+    from squall.topology import graph
+
+    calls = []
+    real = graph.compile_plan
+    monkeypatch.setattr(graph, "compile_plan", lambda topo: calls.append(topo) or real(topo))
+    topo = load_text(GOOD, file="topology.yaml", env={})
+    assert len(calls) == 1
+    assert topo.plan is topo.plan and topo.plan.topology is topo
+    assert sorted(n.id for n in topo.plan.nodes) == ["decode", "dlq", "keep", "out"]
+    assert len(calls) == 1  # taking the plan again compiles nothing

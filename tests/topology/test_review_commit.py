@@ -12,7 +12,6 @@ import pytest
 
 from squall.testing import MemorySink, records_from
 from squall.topology.executor import Engine
-from squall.topology.graph import compile_plan
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 
@@ -26,7 +25,7 @@ def tag():
 
 
 def engine_for(spec: dict) -> Engine:
-    return Engine(compile_plan(load_text(json.dumps(spec))), sleep=lambda s: None)
+    return Engine(load_text(json.dumps(spec)).plan, sleep=lambda s: None)
 
 
 # -- a stateful bolt whose process() raised keeps nothing of that call's staging ------------------
@@ -402,7 +401,7 @@ def _unmapped_bolt_class():
         kind: str = "sql"
 
     class Lookup(Bolt):
-        def setup(self, resources) -> None:
+        def open(self, resources) -> None:
             if self.config.kind == "sql":
                 self.db = sa.create_engine(self.config.url, pool_pre_ping=False)
             else:

@@ -130,14 +130,13 @@ streams:
 
 
 def test_graph_ids_and_labels_survive_odd_component_ids():
-    from squall.topology.graph import compile_plan
 
     topo = load_text(
         "name: g\nspout: {type: stdin}\nbolts:\n  - {id: dec-ode, type: json}\n"
         '  - {id: dec_ode, type: json}\nsinks: [{id: "o\\"ut", type: stdout}]\n',
         env={},
     )
-    plan = compile_plan(topo)
+    plan = topo.plan
     mermaid = plan.mermaid()
     assert "n1 --> n2" in mermaid and "n2 --> n3" in mermaid
     assert 'n3[("o#quot;ut: stdout")]' in mermaid

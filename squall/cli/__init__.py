@@ -1,0 +1,259 @@
+"""The ``squall`` command line: validate, run, graph, schema (and the commands of other parts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from squall import __version__
+from squall.errors import TopologyError
+from squall.topology.loader import load
+
+
+def _load_or_exit(path: str):
+    try:
+        return load(path)
+    except TopologyError as exc:
+        for p in exc.problems:
+            click.echo(str(p), err=True)
+        sys.exit(2)
+
+
+def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    """``-v`` given after a subcommand (``squall run -v``): lower the log level as the global one does."""
+    if value:
+        root = logging.getLogger()
+        root.setLevel(min(root.level, logging.WARNING - 10 * min(value, 2)))
+
+
+def _with_verbose(cmd: click.Command) -> click.Command:
+    if not any("-v" in getattr(p, "opts", ()) for p in cmd.params):
+        cmd.params.append(
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                callback=_more_verbose,
+                help="More log output (-vv for debug); also accepted before the command.",
+            )
+        )
+    return cmd
+
+
+class _Command(click.Command):
+    """Every subcommand also accepts the global ``-v``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _with_verbose(self)
+
+
+class _Commands(click.Group):
+    """Commands whose modules import heavy clients (boto3) load only when called."""
+
+    command_class = _Command
+    lazy = {
+        "produce": "squall.deploy.produce:produce",
+        "package": "squall.cli.deploy:package",
+        "local-aws": "squall.cli.deploy:local_aws",
+        "kcl": "squall.cli.deploy:kcl",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            return _with_verbose(getattr(importlib.import_module(module), attr))
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="squall")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    envvar="SQUALL_LOG_FORMAT",
+    help="Log lines as text or one JSON object per line (env SQUALL_LOG_FORMAT).",
+)
+def main(verbose: int, log_format: str | None) -> None:
+    """squall: Storm-style topologies for Amazon Kinesis streams."""
+    from squall.observability.logs import configure
+
+    configure(log_format, level=logging.WARNING - 10 * min(verbose, 2))
+    logging.getLogger("squall.progress").setLevel(logging.INFO)
+    from squall import redact
+
+    redact.install()  # no password in any log line, whichever library writes it
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check a topology file; print each problem as file:line:column: path: message."""
+    topo = _load_or_exit(file)
+
+    plan = topo.plan
+    for bolt, stream in plan.unwired():
+        if stream not in ("error", "invalid") and not plan.dead_letters:
+            click.echo(
+                f"{file}: warning: stream '{stream}' of '{bolt}' is not wired and there is no dead-letter sink",
+                err=True,
+            )
+    click.echo(f"{file}: ok ({len(topo.bolts)} bolts, {len(topo.sinks)} sinks)")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(allow_dash=True),
+    help="Read this JSON-lines file (or - for stdin) instead of the topology's spout.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    help="Records per batch (default: settings.batch_size).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal; else a log line every --log-interval s).",
+)
+@click.option(
+    "--log-interval",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between progress log lines when there is no progress bar.",
+)
+@click.option(
+    "--metrics-port",
+    metavar="[ADDR:]PORT",
+    help="Serve Prometheus metrics on /metrics at this port.",
+)
+def run(
+    file: str,
+    input_path: str | None,
+    batch_size: int | None,
+    progress: bool | None,
+    log_interval: float,
+    metrics_port: str | None,
+) -> None:
+    """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
+    from squall.deploy.console import run_with_console
+
+    topo = _load_or_exit(file)
+    if input_path:
+        from squall.spouts.file import path_spout_config
+
+        topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
+    sys.exit(
+        run_with_console(
+            topo,
+            batch_size=batch_size,
+            progress=progress,
+            metrics_port=metrics_port,
+            log_every=log_interval,
+        )
+    )
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True
+)
+def graph(file: str, fmt: str) -> None:
+    """Print the topology's graph as Mermaid or Graphviz DOT."""
+
+    plan = _load_or_exit(file).plan
+    click.echo(plan.mermaid() if fmt == "mermaid" else plan.dot(), nl=False)
+
+
+@main.command()
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout."
+)
+def schema(output: str | None) -> None:
+    """Print the JSON Schema of topology files (for editor completion)."""
+    from squall.topology.schema import topology_schema
+
+    text = json.dumps(topology_schema(), indent=2) + "\n"
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "-o", "--output-dir", type=click.Path(file_okay=False), default="monitoring", show_default=True
+)
+@click.option(
+    "--lag-ms",
+    type=click.IntRange(1),
+    default=60_000,
+    show_default=True,
+    help="Lag alert threshold.",
+)
+@click.option(
+    "--dead-letter-ratio",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Dead-letter rate alert threshold (fraction of records).",
+)
+def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
+    """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
+    import yaml
+
+    from squall.observability.dashboards import (
+        Thresholds,
+        cloudwatch_dashboard,
+        grafana_dashboard,
+        prometheus_rules,
+    )
+
+    topo = _load_or_exit(file)
+    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        f"{topo.name}.rules.yaml": yaml.safe_dump(
+            prometheus_rules(topo, thresholds=th), sort_keys=False
+        ),
+        f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",
+        f"{topo.name}.cloudwatch.json": json.dumps(
+            cloudwatch_dashboard(topo, region="us-east-1"), indent=2
+        )
+        + "\n",
+    }
+    for name, text in files.items():
+        (out / name).write_text(text)
+        click.echo(str(out / name))
+
+
+@main.command()
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), help="Write to a file instead of stdout."
+)
+def reference(output: str | None) -> None:
+    """Print the option reference of every component as Markdown (docs/reference.md)."""
+    from squall.topology.reference import full_reference
+
+    text = full_reference()
+    if output:
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)

@@ -1,0 +1,5 @@
+"""``python -m squall.cli``."""
+
+from squall.cli import main
+
+main()
