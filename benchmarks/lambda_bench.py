@@ -69,6 +69,11 @@ def main() -> int:
         help="experiment: gc.freeze() after make_handler (what a runner could do after init)",
     )
     ap.add_argument(
+        "--lambda-batch-size",
+        type=int,
+        help="settings.lambda_batch_size of the copy (default: the example's, or squall's default)",
+    )
+    ap.add_argument(
         "--events", type=Path, help="JSON-lines events (default: generated with make_events.py)"
     )
     args = ap.parse_args()
@@ -79,7 +84,12 @@ def main() -> int:
         import make_events  # the example's generator, seed 7
 
         lines = [line.encode() for line in make_events.events(2 * args.records)]
-    shutil.copy(ROOT / "examples" / "pistats" / "topology.yaml", args.dir / "topology.yaml")
+    text = (ROOT / "examples" / "pistats" / "topology.yaml").read_text()
+    if args.lambda_batch_size:
+        text = text.replace(
+            "settings:\n", f"settings:\n  lambda_batch_size: {args.lambda_batch_size}\n", 1
+        )
+    (args.dir / "topology.yaml").write_text(text)
     shutil.copytree(ROOT / "examples" / "pistats" / "schemas", args.dir / "schemas")
     os.environ["WAREHOUSE_URL"] = f"sqlite:///{args.dir}/warehouse.db"
     os.environ["STATE_URL"] = f"sqlite:///{args.dir}/state.db"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,10 +111,39 @@ def _arrival(value: object) -> datetime | None:
     return None
 
 
-def batch_item_failures(
-    records: list[Record], result: BatchResult | None
+def process_in_slices(
+    engine: Engine, observer: Any, records: list[Record], size: int
 ) -> dict[str, list[dict[str, str]]]:
-    """The response: per shard, the sequence number of its first failed record (Lambda retries from there)."""
+    """Run an invocation's records through the engine ``size`` at a time; the Lambda response.
+
+    Each slice is a whole batch of the engine (its own commit sequence), so memory holds one
+    slice's events, not the invocation's. Slices cut between Kinesis records, never inside a KPL
+    aggregate. A slice that fails, or has failed records, ends the invocation: what is left is
+    reported from its first record (or the first failed one), and Lambda retries from there; the
+    slices before it are committed and are not processed again.
+    """
+    for i in range(0, len(records), size):
+        part = records[i : i + size]
+        try:
+            with observer.recorder.batch(engine, part) as watch:
+                watch.result = result = engine.process(part)
+        except BatchFailed as exc:
+            log.error("batch of %d records failed: %s", len(part), exc)
+            return batch_item_failures(records[i:], None)
+        result.log_failures(log)
+        if result.failed:
+            return batch_item_failures(records[i:], result, after=records[i + size :])
+    return {"batchItemFailures": []}
+
+
+def batch_item_failures(
+    records: list[Record], result: BatchResult | None, after: Sequence[Record] = ()
+) -> dict[str, list[dict[str, str]]]:
+    """The response: per shard, the sequence number of its first failed record (Lambda retries from there).
+
+    ``after``: records not processed (a later slice): each shard's first one is reported when
+    the shard has no failed record before it.
+    """
     firsts: dict[str, str] = {}
     if result is None:  # the whole batch failed: retry it from its first record of each shard
         for r in records:
@@ -122,6 +151,8 @@ def batch_item_failures(
     else:
         for o in result.failed:
             firsts.setdefault(o.shard_id, o.position.sequence_number)
+    for r in after:
+        firsts.setdefault(r.meta.shard_id, r.meta.sequence_number)
     return {"batchItemFailures": [{"itemIdentifier": seq} for seq in firsts.values()]}
 
 
@@ -148,6 +179,8 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
 
     sources = LambdaSources(topology)  # SQS and S3 triggers
 
+    size = topology.settings.lambda_batch_size
+
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         answer = sources.handle(engine, event)
         if answer is not NotImplemented:
@@ -158,15 +191,9 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
             log.error("%s", exc)  # the invocation fails with this message; nothing is acknowledged
             raise
         try:
-            with observer.recorder.batch(engine, records) as watch:
-                watch.result = result = engine.process(records)
-        except BatchFailed as exc:
-            log.error("batch of %d records failed: %s", len(records), exc)
-            return batch_item_failures(records, None)
+            return process_in_slices(engine, observer, records, size)
         finally:
             observer.flush(context)
-        result.log_failures(log)
-        return batch_item_failures(records, result)
 
     handler.engine = engine  # type: ignore[attr-defined] - for tests and shutdown hooks
     return handler

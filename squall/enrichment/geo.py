@@ -187,8 +187,9 @@ class GeoBolt(Bolt):
         cache_size: int = Field(
             20_000,
             ge=1,
-            description="Addresses, and networks per database, kept in memory (LRU; about "
-            "0.5 kB an entry, so ~20 MB each at the default).",
+            description="Addresses, and networks (and /24 or /48 buckets) per database, kept in "
+            "memory (LRU). An address and its network cost about 1 kB together (the network's "
+            "block is shared by its addresses): ~25-30 MB at the default.",
         )
 
         @model_validator(mode="after")
@@ -224,6 +225,7 @@ class GeoBolt(Bolt):
         self._status_blocks = {
             status: {**self._empty, "status": status} for status in (PRIVATE, INVALID, MISSING_IP)
         }
+        self._not_found = {**self._empty, "status": NOT_FOUND}
         self._rewrites = [
             (getter(p), setter(p), deleter(p), p == c.xff_field)
             for p in (c.ip_field, c.xff_field)
@@ -251,11 +253,11 @@ class GeoBolt(Bolt):
             )
 
     def _open(self, path: Path, option: str) -> _Database:
-        language = self.config.language
+        language, empty = self.config.language, self._empty
         convert = (
             _asn_fields
             if option == "asn_database"
-            else (lambda record: _city_fields(record, language))
+            else (lambda record: _city_block(record, language, empty))
         )
         try:
             db = _Database(path, self.config.cache_size, convert)
@@ -408,7 +410,6 @@ class GeoBolt(Bolt):
         )
         if not addresses.is_public(version, n):
             return _Resolved(PRIVATE, self._empty, anonymized)
-        block = dict(self._empty)
         assert self.city is not None, "open() was not called"
         try:
             city, cached = self.city.lookup(version, n)
@@ -419,16 +420,15 @@ class GeoBolt(Bolt):
             else:
                 asn = None
         except CorruptRecord as exc:
-            return _Resolved(OK, block, anonymized, error=str(exc))
-        # "ok" means at least one location field is filled: a record with only `traits` (or an
-        # empty one) is "not_found", with the ASN fields still filled when the ASN file has them.
-        status = OK if city and any(city.get(f) is not None for f in LOCATION_FIELDS) else NOT_FOUND
-        if city:
-            block.update(city)
+            return _Resolved(OK, self._empty, anonymized, error=str(exc))
+        # The city block is the network's, shared by every address of it (the cache holds one
+        # block per network, not one per address); events get copies. "ok" means at least one
+        # location field is filled: a record with only `traits` (or an empty one) is
+        # "not_found", with the ASN fields still filled when the ASN file has them.
+        block = city if city is not None else self._not_found
         if asn:
-            block.update(asn)
-        block["status"] = status
-        return _Resolved(status, block, anonymized)
+            block = {**block, **asn}
+        return _Resolved(block["status"], block, anonymized)
 
     def _rewrite(self, event: Event, resolved: dict[str, _Resolved]) -> None:
         drop = self.config.drop_ip
@@ -487,11 +487,12 @@ def _asn_fields(record: dict) -> dict[str, Any]:
     }
 
 
-def _city_fields(record: dict, language: str) -> dict[str, Any]:
-    """The output fields of a GeoIP2 City/Country record (only those it has)."""
-    fields: dict[str, Any] = {}
-    _fill_city(fields, record, language)
-    return fields
+def _city_block(record: dict, language: str, empty: dict[str, Any]) -> dict[str, Any]:
+    """The output block of a GeoIP2 City/Country record: every key of ``empty``, and its status."""
+    block = dict(empty)
+    _fill_city(block, record, language)
+    block["status"] = OK if any(block[f] is not None for f in LOCATION_FIELDS) else NOT_FOUND
+    return block
 
 
 def _fill_city(block: dict[str, Any], record: dict, language: str) -> None:

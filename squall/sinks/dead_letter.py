@@ -1,13 +1,19 @@
 """``dead_letter`` sink: failed events as JSON lines — reason, component, original record, metadata.
 
-Writes are flushed and fsynced before the engine moves the checkpoint. On open the sink reads the
-ids already in the file, so a replayed batch does not write the same dead letter twice.
+Writes are flushed and fsynced before the engine moves the checkpoint. A replayed batch (a retry,
+a restart from the last checkpoint, Lambda's retry of an invocation) does not write the same dead
+letter twice: the sink remembers the ``(event_id, component)`` keys of the last ``remember``
+dead letters it wrote, and on open reads them from the file's tail only. A replay re-delivers
+only what came after the last checkpoint, so its dead letters are among the most recent ones as
+long as fewer than ``remember`` were written since; memory and start time stay bounded however
+large the file grows.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections import OrderedDict
 from datetime import UTC, datetime
 
 import orjson
@@ -19,12 +25,24 @@ from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
 
+#: Default of ``remember``: twice the largest Lambda/KCL batch (10,000 records), about 5 MB.
+REMEMBER = 20_000
+#: Bytes read at a time when reading the file's tail backwards on open.
+TAIL_BLOCK = 1 << 20
+
 
 class DeadLetterConfig(ComponentConfig):
     path: str = Field(description="JSON-lines file to append to (relative to the topology file).")
     fsync: bool = Field(True, description="fsync after each batch, before the checkpoint moves.")
     include_payload: bool = Field(
         False, description="Also write the decoded payload as it was when it failed."
+    )
+    remember: int = Field(
+        REMEMBER,
+        ge=1,
+        description="Dead letters remembered (the most recent; ~250 bytes each) so that a "
+        "replayed batch does not write them twice; read back from the file's tail on open. Keep "
+        "it above the dead letters one batch can produce (Lambda's largest batch: 10,000 records).",
     )
 
 
@@ -68,15 +86,14 @@ class DeadLetterSink(Sink):
 
     def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seen: set[tuple[str, str | None]] = set()
+        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         if self.path.exists():
-            with open(self.path, "rb") as fh:
-                for line in fh:
-                    try:
-                        doc = orjson.loads(line)
-                        self._seen.add((doc["event_id"], doc.get("component")))
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        continue  # a torn last line after a crash: the replay rewrites it
+            for line in tail_lines(self.path, self.config.remember):
+                try:
+                    doc = orjson.loads(line)
+                    self._seen[(doc["event_id"], doc.get("component"))] = None
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # a torn last line after a crash: the replay rewrites it
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         if self._fh.tell() > 0:
             with open(self.path, "rb") as fh:
@@ -85,12 +102,12 @@ class DeadLetterSink(Sink):
                     self._fh.write(b"\n")
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        lines, keys = [], set()
+        lines, keys = [], {}
         for ev in prepared.events:
             key = (ev.event_id, ev.failure.component if ev.failure else None)
             if key in self._seen or key in keys:
                 continue
-            keys.add(key)
+            keys[key] = None  # a dict: insertion order, so the oldest are forgotten first
             lines.append(
                 safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload))
             )
@@ -101,9 +118,36 @@ class DeadLetterSink(Sink):
         if self.config.fsync:
             os.fsync(self._fh.fileno())
         # Only now are they on disk: a failed write above leaves them unseen, so the retry writes them.
-        self._seen |= keys
+        seen = self._seen
+        for key in keys:
+            seen[key] = None
+        while len(seen) > self.config.remember:
+            seen.popitem(last=False)  # the oldest: long since checkpointed
 
     def close(self) -> None:
         fh = getattr(self, "_fh", None)
         if fh is not None:
             fh.close()
+
+
+def tail_lines(path, count: int, block: int = TAIL_BLOCK) -> list[bytes]:
+    """The last ``count`` lines of a file (fewer if it has fewer), oldest first, read backwards.
+
+    Only the blocks holding them are read: opening a sink in front of a large file costs what
+    ``count`` lines cost, not the file.
+    """
+    with open(path, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        chunks: list[bytes] = []
+        newlines, pos = 0, end
+        while pos > 0 and newlines <= count:  # one more newline than lines: the first may be cut
+            size = min(block, pos)
+            pos -= size
+            fh.seek(pos)
+            chunk = fh.read(size)
+            chunks.append(chunk)
+            newlines += chunk.count(b"\n")
+    lines = b"".join(reversed(chunks)).splitlines()
+    if pos > 0:
+        lines = lines[1:]  # began mid-line
+    return lines[-count:] if count else []

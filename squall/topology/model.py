@@ -40,6 +40,14 @@ class Settings(_Strict):
     batch_size: int = Field(
         500, ge=1, le=100_000, description="Records per batch in the local runner."
     )
+    lambda_batch_size: int = Field(
+        2_500,
+        ge=1,
+        le=100_000,
+        description="Kinesis records per engine batch in the Lambda consumer: an invocation "
+        "(up to 10,000 records) runs in slices of this many, each committed before the next, "
+        "so memory holds one slice's events.",
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 

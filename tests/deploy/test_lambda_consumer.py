@@ -13,7 +13,7 @@ name: lambda-test
 resources:
   db: {{url: "sqlite:///{db}"}}
 spout: {{type: stdin}}
-settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}, lambda_batch_size: {size}}}
 bolts:
   - {{id: decode, type: json}}
   - {{id: chaos, type: 'squall.testing:FaultyBolt'}}
@@ -23,10 +23,10 @@ sinks:
 """
 
 
-def handler_for(tmp_path: Path, *, dlq: bool):
+def handler_for(tmp_path: Path, *, dlq: bool, size: int = 2500):
     dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
     t = tmp_path / "topology.yaml"
-    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", dlq=dl))
+    t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", dlq=dl, size=size))
     return make_handler(t)
 
 
@@ -63,3 +63,56 @@ def test_lambda_consumer_reports_the_whole_batch_when_a_dependency_stays_down(tm
     assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (
         0,
     )
+
+
+def rows(tmp_path: Path) -> list[int]:
+    db = sqlite3.connect(tmp_path / "w.db")
+    return [n for (n,) in db.execute("select n from events order by n")]
+
+
+def batches_of(handler) -> list[int]:
+    """Wrap the engine's process: the size of each batch it is given, in order."""
+    sizes: list[int] = []
+    process = handler.engine.process
+
+    def spy(records):
+        sizes.append(len(records))
+        return process(records)
+
+    handler.engine.process = spy
+    return sizes
+
+
+def test_an_invocation_runs_in_slices_of_lambda_batch_size(tmp_path: Path):
+    handler = handler_for(tmp_path, dlq=True, size=2)
+    sizes = batches_of(handler)
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert sizes == [2, 2, 1] and rows(tmp_path) == [1, 2, 3, 4, 5]
+
+
+def test_a_failed_record_ends_the_invocation_at_its_slice(tmp_path: Path):
+    handler = handler_for(tmp_path, dlq=False, size=2)
+    sizes = batches_of(handler)
+    event = kinesis_lambda_event([{"n": 1}, {"n": 2}, {"n": 3, "fail": "bad"}, {"n": 4}, {"n": 5}])
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[2]}]}
+    # the first slice is committed, the last one never ran (Lambda retries from record 3)
+    assert sizes == [2, 2] and rows(tmp_path) == [1, 2, 4]
+
+
+def test_a_slice_whose_dependency_stays_down_is_reported_from_its_first_record(tmp_path: Path):
+    handler = handler_for(tmp_path, dlq=True, size=2)
+    [chaos] = [c for c in handler.engine.components if c.id == "chaos"]
+    process = handler.engine.process
+
+    def down_after_the_first_slice(records):
+        result = process(records)
+        chaos.config = chaos.config.model_copy(update={"transient_failures": 5})
+        return result
+
+    handler.engine.process = down_after_the_first_slice
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[2]}]}
+    assert rows(tmp_path) == [1, 2]

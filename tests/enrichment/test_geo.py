@@ -427,3 +427,15 @@ def test_an_address_with_a_bad_port_is_invalid(maxmind):
     bolt = geo_bolt(maxmind, database="GeoIP2-City-Test.mmdb")
     values = [{"ip": t} for t in ("81.2.69.160:notaport", "81.2.69.160:65536", "81.2.69.160:80")]
     assert [v["geo"]["status"] for v in run(bolt, values)] == ["invalid", "invalid", "ok"]
+
+
+def test_addresses_of_one_network_share_its_cached_block_while_each_event_gets_its_own(city):
+    bolt = geo_bolt(city, database="city.mmdb")
+    a, b, c = run(bolt, [{"ip": "1.2.3.4"}, {"ip": "1.2.3.5"}, {"ip": "1.2.3.4"}])
+    assert bolt.lookups == 1  # the second address came from the network cache
+    cached = bolt.resolve(["1.2.3.4", "1.2.3.5"])
+    assert cached["1.2.3.4"].block is cached["1.2.3.5"].block  # one block per network
+    assert a["geo"] == b["geo"] == c["geo"] and a["geo"]["city"] == "Sydney"
+    a["geo"]["city"] = "changed downstream"
+    assert b["geo"]["city"] == c["geo"]["city"] == "Sydney"
+    assert run(bolt, [{"ip": "1.2.3.4"}])[0]["geo"]["city"] == "Sydney"
