@@ -16,6 +16,9 @@ SQL transaction when the store shares it. A batch delivered again therefore star
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
+
+Size (~660 lines): the bolt's batch path, its watermark and its commit are one protocol with
+the state store (window_store.py); the aggregate functions live in window_aggs.py.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from squall.bolts import window_aggs
 from squall.bolts.base import Bolt, Output
@@ -42,7 +45,7 @@ from squall.bolts.window_store import (
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
-from squall.paths import MISSING, getter, validate_path
+from squall.paths import MISSING, DottedPath, getter
 from squall.times import format_time, parse_time
 
 if TYPE_CHECKING:
@@ -80,10 +83,10 @@ class Aggregate(BaseModel):
     fn: Literal[
         "count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile"
     ] = Field(description="count, count_distinct, sum, min, max, mean, first, last or percentile.")
-    field: str | None = Field(
+    field: DottedPath | None = Field(
         None, description="Dotted path of the value (count without it counts events)."
     )
-    where: dict[str, Any] | None = Field(
+    where: dict[DottedPath, Any] | None = Field(
         None,
         description="Only events whose fields equal these values (a list: any of them), e.g. {event_type: subscribe}.",
     )
@@ -95,17 +98,11 @@ class Aggregate(BaseModel):
         description="count_distinct: distinct values kept exactly; beyond, an HLL sketch (4 kB, ~1.6 % error).",
     )
 
-    @field_validator("field")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else validate_path(value)
-
     @model_validator(mode="after")
     def _check(self) -> Aggregate:
         if self.fn in window_aggs.NEEDS_FIELD and self.field is None:
             raise ValueError(f"{self.fn} needs a field")
         for path, value in (self.where or {}).items():
-            validate_path(path)
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, dict | list):
                     raise ValueError(f"where.{path}: compare with scalars only")
@@ -124,7 +121,7 @@ class WindowBolt(Bolt):
         store: str = Field(
             description="Resource holding the window state: a SQL database or Redis."
         )
-        key: list[str] = Field(
+        key: list[DottedPath] = Field(
             default_factory=list, description="Dotted paths of the key fields (none: one key)."
         )
         size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
@@ -133,7 +130,7 @@ class WindowBolt(Bolt):
             description="Hopping windows: a new window every `hop` (a divisor of `size`). "
             "Default: `size` (tumbling).",
         )
-        time_field: str | None = Field(
+        time_field: DottedPath | None = Field(
             "timestamp",
             description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.",
         )
@@ -158,16 +155,6 @@ class WindowBolt(Bolt):
         name: str | None = Field(
             None, description="Name of this state in the store (default: topology.bolt id)."
         )
-
-        @field_validator("key")
-        @classmethod
-        def _keys(cls, value: list[str]) -> list[str]:
-            return [validate_path(p) for p in value]
-
-        @field_validator("time_field")
-        @classmethod
-        def _time(cls, value: str | None) -> str | None:
-            return None if value is None else validate_path(value)
 
         @model_validator(mode="after")
         def _check(self) -> WindowBolt.Config:
@@ -249,7 +236,7 @@ class WindowBolt(Bolt):
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
 
-    def setup(self, resources: Resources) -> None:
+    def open(self, resources: Resources) -> None:
         c = self.config
         try:
             kind = resources.kind(c.store)
@@ -271,7 +258,7 @@ class WindowBolt(Bolt):
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        assert self.store is not None, "setup() was not called"
+        assert self.store is not None, "open() was not called"
         self._begin()
         undo = self._snapshot()
         try:
@@ -286,7 +273,7 @@ class WindowBolt(Bolt):
     def _begin(self) -> None:
         """Read the shard marks at the first call of a batch (a TransientError here changes nothing)."""
         if self._base is None:
-            assert self.store is not None, "setup() was not called"
+            assert self.store is not None, "open() was not called"
             base = self.store.shards()
             self._base = base
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
@@ -618,7 +605,7 @@ class WindowBolt(Bolt):
 
     def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
         """Fold the covered events' deltas into the store, close emitted windows, save the shard marks."""
-        assert self.store is not None, "setup() was not called"
+        assert self.store is not None, "open() was not called"
         if self._base is None:
             return
         full = all(covered(items[-1][0]) for items in self._seen.values() if items)

@@ -18,6 +18,9 @@ read, no lock before the write. A cell is marked closed only when the revision i
 while processing is still the revision at commit: else someone added to it meanwhile, and it
 is closed (and emitted again, complete) by a later batch. Dependency failures →
 ``TransientError``.
+
+Size (~730 lines): the same window-state protocol on three stores (SQLite, PostgreSQL, Redis),
+kept side by side so that their locking and merge rules can be compared.
 """
 
 from __future__ import annotations

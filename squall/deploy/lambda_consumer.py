@@ -27,6 +27,7 @@ from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
 from squall.observability.runners import lambda_observer
+from squall.topology import registry
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.outcomes import BatchResult
@@ -157,13 +158,14 @@ def batch_item_failures(
 
 
 def warn_about_local_dead_letters(topology) -> None:
-    """A dead-letter file lives on the container's disk, which Lambda discards: say so at init."""
-    for sink in topology.sinks:
-        if sink.type == "dead_letter":
+    """A sink writing local files (the dead-letter file) writes to the container's disk, which
+    Lambda discards: say so at init. Sinks declare it (``Capabilities.writes_local_files``)."""
+    for _kind, sink, caps in registry.declared(topology, ("sink",)):
+        if caps.writes_local_files:
             log.warning(
-                "sink '%s' writes dead letters to a local file, lost with the Lambda container: "
-                "use a durable one instead: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis or "
-                "dead_letter_table (docs/sinks.md)",
+                "sink '%s' writes to a local file, lost with the Lambda container: use a durable "
+                "sink instead (dead letters: dead_letter_sqs, dead_letter_s3, dead_letter_kinesis "
+                "or dead_letter_table; docs/sinks.md)",
                 sink.id,
             )
 

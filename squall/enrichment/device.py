@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import ua_parser
-from pydantic import Field, field_validator
+from pydantic import Field
 from ua_parser import Domain
 
 from squall.bolts.base import Bolt, Output
@@ -30,7 +30,7 @@ from squall.enrichment.device_class import (
     class_from_hints,
 )
 from squall.event import Event
-from squall.paths import MISSING, getter, setter, validate_path
+from squall.paths import MISSING, DottedPath, getter, setter
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -87,8 +87,12 @@ class DeviceBolt(Bolt):
     )
 
     class Config(ComponentConfig):
-        ua_field: str = Field("user_agent", description="Dotted path of the user-agent string.")
-        target: str = Field("device", description="Dotted path where the device block is written.")
+        ua_field: DottedPath = Field(
+            "user_agent", description="Dotted path of the user-agent string."
+        )
+        target: DottedPath = Field(
+            "device", description="Dotted path where the device block is written."
+        )
         max_length: int = Field(
             512,
             ge=16,
@@ -97,7 +101,7 @@ class DeviceBolt(Bolt):
         cache_size: int = Field(
             50_000, ge=1, description="Parsed user agents kept in memory (LRU)."
         )
-        hints_field: str | None = Field(
+        hints_field: DottedPath | None = Field(
             None,
             description=(
                 "Dotted path of an object of client hints: Sec-CH-UA-Form-Factors, "
@@ -105,11 +109,6 @@ class DeviceBolt(Bolt):
                 "fields; when the event has them they decide between desktop, mobile and tablet."
             ),
         )
-
-        @field_validator("ua_field", "target", "hints_field")
-        @classmethod
-        def _paths(cls, value: str | None) -> str | None:
-            return validate_path(value) if value is not None else None
 
     def __init__(self, config: Config, context: ComponentContext):
         super().__init__(config, context)
@@ -133,7 +132,7 @@ class DeviceBolt(Bolt):
             "is_bot": False,
         }
 
-    def setup(self, resources: Resources | None) -> None:
+    def open(self, resources: Resources | None) -> None:
         started = time.perf_counter()
         self._use(build_resolver())
         self._classifier.load()

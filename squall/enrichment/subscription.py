@@ -42,7 +42,7 @@ from squall.enrichment.stores import (
 from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.identifiers import check_identifier
-from squall.paths import MISSING, getter, payload_keys, setter, validate_path
+from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 from squall.times import parse_time
 
 if TYPE_CHECKING:
@@ -77,24 +77,24 @@ class SubscriptionBolt(Bolt):
         cache_ttl: int = Field(
             3600, ge=1, description="Seconds a state stays in the Redis `cache`."
         )
-        key: str = Field(
+        key: DottedPath = Field(
             "device_token",
             description="Dotted path of the key whose state is kept (a device token, a user id).",
         )
-        type_field: str = Field("event_type", description="Dotted path of the event type.")
+        type_field: DottedPath = Field("event_type", description="Dotted path of the event type.")
         actions: dict[str, Action] = Field(
             default_factory=lambda: dict(DEFAULT_ACTIONS),
             description="Event type → action (register, subscribe, unsubscribe). Other types only read the state.",
         )
-        topics_field: str = Field(
+        topics_field: DottedPath = Field(
             "topics", description="Dotted path of the topics (a string or a list of strings)."
         )
-        time_field: str | None = Field(
+        time_field: DottedPath | None = Field(
             "timestamp",
             description="Dotted path of the event time (ISO-8601, or epoch seconds or milliseconds). "
             "Null: the record's Kinesis arrival time.",
         )
-        target: str = Field(
+        target: DottedPath = Field(
             "subscription", description="Dotted path where the subscription block is written."
         )
         table: str = Field(
@@ -115,11 +115,6 @@ class SubscriptionBolt(Bolt):
         key_prefix: str = Field(
             "squall:subscription:", description="Prefix of the Redis hash names."
         )
-
-        @field_validator("key", "type_field", "topics_field", "time_field", "target")
-        @classmethod
-        def _paths(cls, value: str | None) -> str | None:
-            return None if value is None else validate_path(value)
 
         @model_validator(mode="after")
         def _check(self) -> SubscriptionBolt.Config:
@@ -148,7 +143,7 @@ class SubscriptionBolt(Bolt):
         # key -> its staged changes in this batch (across the engine's calls of process())
         self._staged: dict[str, _Staged] = {}
 
-    def setup(self, resources: Resources) -> None:
+    def open(self, resources: Resources) -> None:
         c = self.config
         try:
             kind = resources.kind(c.store)
@@ -217,7 +212,7 @@ class SubscriptionBolt(Bolt):
         seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
         local: dict[str, _Staged] = {}
         if by_key:
-            assert self.store is not None, "setup() was not called"
+            assert self.store is not None, "open() was not called"
             staged = self._staged
             missing = [key for key in by_key if key not in staged]
             loaded = self.store.load(missing) if missing else {}
@@ -278,7 +273,7 @@ class SubscriptionBolt(Bolt):
 
     def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
         """Write the staged states, replaying only the updates of covered records."""
-        assert self.store is not None, "setup() was not called"
+        assert self.store is not None, "open() was not called"
         keep = self.config.history
         changed: dict[str, SubscriptionState] = {}
         for key, entry in self._staged.items():

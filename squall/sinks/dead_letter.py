@@ -20,7 +20,7 @@ import orjson
 from pydantic import Field
 
 from squall import safe_json
-from squall.component import ComponentConfig
+from squall.component import Capabilities, ComponentConfig
 from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext
@@ -74,6 +74,10 @@ class DeadLetterSink(Sink):
     Config = DeadLetterConfig
     summary = "Write failed events with their reason and original bytes to a JSON-lines file."
     dead_letter = True
+
+    @classmethod
+    def capabilities(cls, config: DeadLetterConfig) -> Capabilities:
+        return Capabilities(writes_local_files=True)
 
     def open(self, resources=None) -> None:
         self.path = self.context.path(self.config.path)

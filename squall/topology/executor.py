@@ -20,6 +20,10 @@ the engine splits the call's events in halves until it finds the events that fai
 dead-letters exactly those with the component and the reason; the rest goes on. A clean batch
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
+
+Size (~900 lines): the engine is one state machine — a batch's run, its poison isolation and its
+commit sequence share the batch's ledger and must be read together; the parts that stand alone
+(outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
 
 from __future__ import annotations
@@ -163,11 +167,10 @@ class Engine:
     @classmethod
     def for_topology(cls, source: str | Path | Topology, **kwargs: Any) -> Engine:
         """The engine of a topology file (or loaded model): load, compile, construct (not opened)."""
-        from squall.topology.graph import compile_plan
         from squall.topology.loader import load
 
         topology = source if isinstance(source, Topology) else load(source)
-        return cls(compile_plan(topology), **kwargs)
+        return cls(topology.plan, **kwargs)
 
     def _plan_transaction(self) -> None:
         """Which sinks, states and checkpoint share one SQL transaction (decided once, after open).
@@ -209,11 +212,8 @@ class Engine:
 
     def open(self) -> Engine:
         if not self._opened:
-            for node, comp in zip(self.plan.nodes, self.components, strict=True):
-                if node.kind == "bolt":
-                    comp.setup(self.resources)  # type: ignore[union-attr]
-                else:
-                    comp.open(self.resources)  # type: ignore[union-attr]
+            for comp in self.components:
+                comp.open(self.resources)  # type: ignore[union-attr]
             self._plan_transaction()
             self._opened = True
             _settle_heap()

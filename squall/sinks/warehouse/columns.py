@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from squall.event import Event
 from squall.identifiers import check_identifier
-from squall.paths import MISSING, getter, payload_keys, validate_path
+from squall.paths import MISSING, DottedPath, getter, payload_keys
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -26,17 +26,12 @@ class ColumnSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(
+    path: DottedPath = Field(
         description="Dotted path into the payload, or meta.<field> for record metadata."
     )
     type: ColumnType = Field("text", description="Column type.")
     nullable: bool = Field(True, description="False: events without a value go to dead letter.")
     index: bool = Field(False, description="Create an index on this column.")
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return validate_path(v)
 
 
 def parse_columns(
