@@ -220,13 +220,18 @@ class SqlWindowStore:
 
     def _ensure(self) -> None:
         if not self._created:
+            # IF NOT EXISTS, not check-then-create: two writers starting together (Lambda cold
+            # starts, shards in parallel) would both see no table and one would fail. PostgreSQL
+            # can still refuse the loser of a truly simultaneous CREATE: try again.
             for attempt in range(3):
                 try:
-                    self.cells.metadata.create_all(self.engine, checkfirst=True)
+                    with self.engine.begin() as conn:
+                        for table in self.cells.metadata.sorted_tables:
+                            conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+                            for index in table.indexes:
+                                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
                     break
                 except sa.exc.DatabaseError:
-                    # another process created one between the check and the create (two cold
-                    # starts): check again
                     if attempt == 2:
                         raise
             self._created = True

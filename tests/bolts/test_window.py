@@ -392,11 +392,20 @@ def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(store_url, un
             else:
                 raise AssertionError("the store stayed busy")
 
-    threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    errors: list[BaseException] = []
+
+    def writer(k: int) -> None:
+        try:
+            write(k)
+        except BaseException as exc:  # a writer that dies must fail the test, not lose its counts
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    assert not errors, errors
     # one more event per shard moves every watermark past 10:00: the window closes, complete
     closer = bolts[0]
     results = []
