@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
@@ -41,6 +41,7 @@ from squall.event import Event, Failure
 from squall.kinesis.putrecords import Entry, PutRecordsWriter
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    ConcurrentRequests,
     Item,
     Reject,
     Retry,
@@ -95,13 +96,13 @@ class DeadTokenStream(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    stream: str = Field(
+    stream: aws.StreamName = Field(
         description="Kinesis stream name or ARN, usually the one the subscription bolt reads."
     )
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="Kinesis endpoint (local testing).")
     event_type: str = Field(
         "unsubscribe", description="Value of the type field of the events written."
     )
@@ -115,17 +116,6 @@ class DeadTokenStream(BaseModel):
         "so a replay writes the same id).",
     )
 
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
-
-    @field_validator("stream")
-    @classmethod
-    def _stream(cls, value: str) -> str:
-        aws.StreamRef.parse(value)
-        return value
-
 
 class PushSinkConfig(ComponentConfig):
     project_id: str = Field(
@@ -135,7 +125,9 @@ class PushSinkConfig(ComponentConfig):
         description="Service-account key: a JSON file path (relative to the topology) or the JSON itself "
         "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged."
     )
-    token: str = Field("device_token", description="Dotted path of the device registration token.")
+    token: paths.DottedPath = Field(
+        "device_token", description="Dotted path of the device registration token."
+    )
     title: str | None = Field(
         None, description="Notification title template: text with `{dotted.path}` placeholders."
     )
@@ -165,11 +157,6 @@ class PushSinkConfig(ComponentConfig):
         "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
         "id_field}); the subscription bolt reading that stream then stops targeting it.",
     )
-
-    @field_validator("token")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return paths.validate_path(value)
 
     @model_validator(mode="after")
     def _templates(self) -> PushSinkConfig:
@@ -270,7 +257,7 @@ def fcm_error(status: int, text: str) -> tuple[str, str]:
     return code, truncate(str(err.get("message", "")), 200)
 
 
-class PushSink(Sink):
+class PushSink(ConcurrentRequests, Sink):
     """Send a push notification per event with FCM HTTP v1; dead tokens are reported for unsubscribing."""
 
     Config = PushSinkConfig
@@ -405,18 +392,6 @@ class PushSink(Sink):
                 failed.append(ev)
         return failed
 
-    def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
-        assert self.pool is not None
-        answers = list(self.pool.map(self._request, items))
-        if answers and all(isinstance(a, Retry) for a in answers):
-            waits = [
-                a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
-            ]
-            raise TransientError(
-                f"{self.id}: {answers[0].reason}", retry_after=max(waits) if waits else None
-            )
-        return answers
-
     def _request(self, item: Item) -> Retry | Reject | None:
         import httpx
 
@@ -454,11 +429,3 @@ class PushSink(Sink):
             after = retry_after_seconds(resp.headers.get("Retry-After"))
             return Retry(reason, None if after is None else min(after, self.config.max_retry_after))
         return Reject(reason)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-            self.pool = None
-        if self.client is not None:
-            self.client.close()
-            self.client = None

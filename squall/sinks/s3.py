@@ -38,15 +38,10 @@ class S3Column(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(description="Dotted path into the payload, or meta.<field>.")
+    path: paths.DottedPath = Field(description="Dotted path into the payload, or meta.<field>.")
     type: ColumnType = Field(
         "string", description="Column type (Parquet); JSON lines keep JSON values."
     )
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        return paths.validate_path(v)
 
 
 class S3SinkConfig(ComponentConfig):
@@ -64,7 +59,7 @@ class S3SinkConfig(ComponentConfig):
         "timestamp or json. Required for parquet; for jsonl each line becomes this object "
         "(default: the whole payload).",
     )
-    time_field: str | None = Field(
+    time_field: paths.DottedPath | None = Field(
         None,
         description="Dotted path of the event time that picks the partition: ISO 8601 text or epoch "
         "seconds (see time_unit); default: the record's arrival time.",
@@ -76,20 +71,10 @@ class S3SinkConfig(ComponentConfig):
     compression: Literal["gzip", "snappy", "zstd", "none"] = Field(
         "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none."
     )
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="S3 endpoint (local testing).")
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None
-
-    @field_validator("time_field")
-    @classmethod
-    def _time_path(cls, value: str | None) -> str | None:
-        return None if value is None else paths.validate_path(value)
+    endpoint_url: aws.OptionalSetting = Field(None, description="S3 endpoint (local testing).")
 
     @field_validator("prefix")
     @classmethod

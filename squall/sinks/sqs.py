@@ -54,20 +54,20 @@ class SqsSinkConfig(ComponentConfig):
         description="Queue URL, or a queue name resolved with GetQueueUrl at start. "
         "A name or URL ending in `.fifo` is a FIFO queue."
     )
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: str | None = Field(None, description="SQS endpoint (local testing).")
+    endpoint_url: aws.OptionalSetting = Field(None, description="SQS endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
         "json",
         description="`json`: the event's value serialized with orjson; `raw`: the record's bytes (UTF-8 text).",
     )
-    message_group: str | None = Field(
+    message_group: paths.DottedPath | None = Field(
         None,
         description="FIFO queues: dotted path of the message group id (`kiosk_id`); "
         "messages of one group are delivered in order.",
     )
-    deduplication_id: str = Field(
+    deduplication_id: paths.DottedPath = Field(
         "meta.event_id",
         description="FIFO queues: dotted path of the deduplication id (default: the event id).",
     )
@@ -97,16 +97,6 @@ class SqsSinkConfig(ComponentConfig):
         description="SendMessageBatch attempts for messages that fail "
         "(first included); then they fail the batch.",
     )
-
-    @field_validator("region", "endpoint_url")
-    @classmethod
-    def _unset(cls, value: str | None) -> str | None:
-        return value or None  # `${SQS_ENDPOINT_URL:-}` leaves it unset
-
-    @field_validator("message_group", "deduplication_id")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else paths.validate_path(value)
 
     @field_validator("attributes")
     @classmethod
