@@ -126,9 +126,7 @@ def component_permissions(topology: Topology) -> list[AwsPermission]:
     out: list[AwsPermission] = []
     for kind, configs in (("bolt", topology.bolts), ("sink", topology.sinks)):
         for cfg in configs:
-            declare = getattr(registry.resolve(kind, cfg.type), "aws_permissions", None)
-            if declare is not None:
-                out.extend(declare(cfg))
+            out.extend(registry.resolve(kind, cfg.type).aws_permissions(cfg))
     return out
 
 
@@ -351,7 +349,11 @@ def _consumer(
     statements: list[dict[str, Any]],
     opts: TemplateOptions,
 ) -> None:
-    spout_stream = getattr(marked.spout, "stream", None) if marked.spout.type == "kinesis" else None
+    from squall.topology import registry
+
+    # The stream the spout names, if it reads one (the kinesis spout declares it).
+    streams = registry.capabilities("spout", marked.spout).kinesis_streams
+    spout_stream = streams[0] if streams else None
     if spout_stream and _MARKER.search(spout_stream):
         stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
     else:
