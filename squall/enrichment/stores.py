@@ -287,8 +287,11 @@ class SqlStateStore:
         )
 
     def _ensure_table(self) -> None:
+        # IF NOT EXISTS, not check-then-create: writers starting together (Lambda shards in
+        # parallel) would both see no table, and one would fail with "already exists".
         if not self._created:
-            self.table.create(self.engine, checkfirst=True)
+            with self.engine.begin() as conn:
+                conn.execute(sa.schema.CreateTable(self.table, if_not_exists=True))
             self._created = True
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
