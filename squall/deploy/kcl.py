@@ -107,7 +107,10 @@ class RecordProcessor:
 
     def process_records(self, process_records_input) -> None:
         records = [self._record(r) for r in process_records_input.records]
-        if not records or self.lost:
+        if self.lost:
+            return
+        if not records:  # an idle poll (callProcessRecordsEvenForEmptyRecordList): roll when due
+            self._release(process_records_input.checkpointer, self.engine.tick)
             return
         backoff = 1.0
         ms = getattr(process_records_input, "millis_behind_latest", None)
@@ -146,8 +149,10 @@ class RecordProcessor:
         self._close()
 
     def shard_ended(self, shard_ended_input) -> None:
-        # KCL rule: checkpoint at SHARD_END so the child shards can start.
+        # KCL rule: checkpoint at SHARD_END so the child shards can start — after what the sinks
+        # hold is durable (the release), never before.
         try:
+            self._release(shard_ended_input.checkpointer, self.engine.release)
             self._call_checkpoint(shard_ended_input.checkpointer.checkpoint)
         except LeaseLost:
             pass
@@ -155,6 +160,7 @@ class RecordProcessor:
     def shutdown_requested(self, shutdown_requested_input) -> None:
         self._stopping = True
         try:
+            self._release(shutdown_requested_input.checkpointer, self.engine.release)
             if self.last_checkpoint is not None:
                 self._checkpoint(shutdown_requested_input.checkpointer, self.last_checkpoint)
             log.info(
@@ -167,6 +173,21 @@ class RecordProcessor:
         except LeaseLost:
             pass
         self._close()
+
+    def _release(self, checkpointer, release: Callable[[], dict[str, Position]]) -> None:
+        """Make what the sinks hold durable (``Engine.release`` or, when due, ``tick``) and
+        checkpoint the position held back for it; a sink that stays down is retried as a batch is."""
+        backoff = 1.0
+        while True:
+            try:
+                position = release().get(self.shard_id)
+                break
+            except BatchFailed as exc:
+                log.error("shard %s: %s; retrying in %.0fs", self.shard_id, exc, backoff)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+        if position is not None:
+            self._checkpoint(checkpointer, position)
 
     def _close(self) -> None:
         if not self._closed:
@@ -231,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     redact.install()
     topology = load(args[0])
     check_kcl_safe(topology)
-    engine = Engine.for_topology(topology)
+    engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
     kcl.KCLProcess(RecordProcessor(engine, stream=args[1] if len(args) > 1 else "")).run()
 
 

@@ -106,6 +106,9 @@ class KclSettings:
             props["metricsLevel"] = "NONE"
         props["workerId"] = self.worker_id or default_worker_id()
         props["shutdownGraceMillis"] = str(DEFAULT_SHUTDOWN_GRACE_MILLIS)
+        # Idle polls reach the processor too: a sink that rolls files by age releases (and the
+        # checkpoint moves) while no record arrives.
+        props["callProcessRecordsEvenForEmptyRecordList"] = "true"
         props.update(self.extra)
         if " " in str(self.topology.resolve()) or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")

@@ -122,8 +122,12 @@ class LocalRunner:
                         open_checkpoint_store(spec, self.resources, self.topology.name)
                     )
                     self.spout.resume(self.checkpointer.load(spec.stream))
-                engine = Engine(self.plan, resources=self.resources, checkpointer=self.checkpointer)
+                engine = Engine(
+                    self.plan, resources=self.resources, checkpointer=self.checkpointer, hold=True
+                )
                 engine.open()
+                # a sink that rolls files by age hears of idle time: the spout yields empty batches
+                self.spout.idle_batches = bool(engine.holding_sinks)
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
@@ -136,7 +140,7 @@ class LocalRunner:
             report.stats = [engine.spout_stats, *engine.stats]
             try:
                 self._loop(engine, report)
-                if report.error is None:
+                if report.error is None and self._release(engine, engine.release, report):
                     self._commit_spout(engine, {}, report)
             except (
                 KeyboardInterrupt
@@ -172,8 +176,23 @@ class LocalRunner:
             return False
         return True
 
+    def _release(self, engine: Engine, release: Callable[[], dict], report: RunReport) -> bool:
+        """Make what the sinks hold durable (``Engine.release``, or ``tick`` when due) and tell the
+        spout the checkpoint that moved with it. False when a sink or the store stayed down."""
+        try:
+            positions = release()
+        except BatchFailed as exc:
+            report.error = exc
+            log.error("%s", exc)
+            return False
+        return not positions or self._commit_spout(engine, positions, report)
+
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
+            if not batch:  # the source is idle: a holding sink may be due by age
+                if not self._release(engine, engine.tick, report) or self._interrupted:
+                    return
+                continue
             lag = getattr(self.spout, "lag", None)
             try:
                 with self.recorder.batch(engine, batch, lag=lag) as watch:
@@ -203,6 +222,8 @@ class LocalRunner:
                 report.error = exc
                 log.error("%s", exc)
                 return
+            if result is not None and result.checkpoint:
+                self._commit_spout(engine, result.checkpoint, report)
             if result is not None and not result.ok:
                 report.failed_records = result.failed
                 result.log_failures(log)

@@ -9,6 +9,22 @@ An exception from ``prepare`` or ``write_batch`` other than ``TransientError`` a
 is taken to be caused by a record: the engine writes halves of the batch (each with a fresh
 ``prepare``) until it finds the records that fail alone, dead-letters those and commits the
 rest. So a sink's writes must be idempotent on ``event_id``, as they must be for replays.
+
+Two optional parts of the contract:
+
+* **Holding** (a sink that rolls files across batches): ``write_batch`` may keep what it accepted
+  in a buffer that is not yet durable; ``holding()`` then answers True and the engine holds the
+  checkpoint back — it saves nothing past the batch before the sink started holding — until
+  ``due()`` says the buffer should roll and ``release()`` made it durable. Runners that cannot
+  hold (Lambda: an invocation must end durable) have the engine release after every batch; end
+  of input and a graceful shutdown release too. A crash loses only the buffer: the source
+  delivers its records again from the held checkpoint, so a held buffer must drop an event whose
+  position it already holds (a batch delivered again after a failed batch) — by position, not
+  "at or before": a record that failed elsewhere comes again after later ones were held.
+* **Feedback**: ``WriteResult.feedback`` — events the service's answers call for (a push token
+  that is gone becomes an ``unsubscribe``); the engine runs them through the stateful bolt named by
+  ``feedback_target()`` so they are committed with the batch's staged state. Only sinks that
+  write outside the batch's SQL transaction can give feedback.
 """
 
 from __future__ import annotations
@@ -65,6 +81,9 @@ class WriteResult:
     #: Events the service refused for good at write time (a 4xx, a message it will never take),
     #: each with its ``failure`` set: the engine dead-letters them before anything is checkpointed.
     rejected: list[Event] = field(default_factory=list)
+    #: Events for the stateful bolt named by ``Sink.feedback_target()`` (each with the ``meta``
+    #: and ``origin`` of the event that caused it), staged and committed with the batch's state.
+    feedback: list[Event] = field(default_factory=list)
 
 
 class Sink(Component):
@@ -91,3 +110,18 @@ class Sink(Component):
         """The SQL resource whose transaction this sink can write in (``WriteContext.connection``);
         None when the sink commits on its own (files, queues, streams)."""
         return None
+
+    def feedback_target(self) -> str | None:
+        """The id of the stateful bolt that receives this sink's ``WriteResult.feedback``."""
+        return None
+
+    def holding(self) -> bool:
+        """True while events accepted by ``write_batch`` are kept but not yet durable."""
+        return False
+
+    def due(self) -> bool:
+        """True when what the sink holds should be made durable now (its size or age)."""
+        return False
+
+    def release(self) -> None:
+        """Make everything held durable (raise ``TransientError`` to have the engine retry)."""

@@ -39,6 +39,9 @@ class Spout(Component):
     #: True when ``read`` ending (not stopped) means the input ended (a file): the local runner
     #: then calls ``Engine.finish`` so bolts emit what they hold back (windows still open).
     finite: ClassVar[bool] = False
+    #: Set by the runner when a sink rolls files by age: an unbounded ``read`` then also yields an
+    #: empty batch when it finds nothing new (about twice a second), so time moves while idle.
+    idle_batches: bool = False
 
     def open(self, resources: Resources) -> None:
         """Connect."""

@@ -322,6 +322,10 @@ class KinesisSpout(Spout):
             if batch:
                 yield batch
                 continue
+            if self.idle_batches:
+                yield batch  # empty: the runner's sinks hear that time moves
+                if self.stopping:
+                    return
             now = self._clock()
             if idle_exit is not None and now - self._last_activity >= idle_exit:
                 log.info("%s: no new record for %.1fs: stopping", self.id, idle_exit)

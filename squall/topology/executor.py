@@ -13,6 +13,9 @@ every runner:
    from ``BatchResult.checkpoint`` after ``process`` returns.
 
 Sinks, states and the checkpoint that share one SQL database are written in one transaction.
+A sink that rolls files across batches (``Sink.holding``) holds step 4 back until it released
+(``hold=True`` runners; others release after every batch); a sink's ``WriteResult.feedback`` is
+staged in the stateful bolt it names before step 3.
 Every user record ends with exactly one outcome: committed, dead-lettered, filtered, or failed.
 
 Poison records: when a component call raises anything but ``TransientError``/``SinkError``,
@@ -21,7 +24,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~900 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,080 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -43,6 +46,7 @@ from squall.component import ComponentContext
 from squall.errors import (
     BatchFailed,
     DecodeError,
+    Problem,
     SinkError,
     SquallError,
     TopologyError,
@@ -132,6 +136,7 @@ class Engine:
         resources: Resources | None = None,
         checkpointer: Checkpointer | None = None,
         whole_records: bool = False,
+        hold: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
     ):
@@ -140,6 +145,10 @@ class Engine:
         #: aggregate: the checkpoint and the committed state then stop before the failed record's
         #: aggregate, whose earlier user records come again.
         self.whole_records = whole_records
+        #: The runner can hold its checkpoint back across batches (the local runner, the KCL):
+        #: sinks that roll files (``Sink.holding``) then release when due, not after every batch.
+        #: Lambda cannot — an invocation's records are acknowledged when it returns.
+        self.hold = hold
         self.topology = plan.topology
         self.resources = (
             resources
@@ -162,6 +171,12 @@ class Engine:
         self._tx_sinks: set[int] = set()
         self._tx_states: set[int] = set()
         self._checkpoint_in_tx = False
+        self._holders: list[
+            Node
+        ] = []  # sinks that may hold what they wrote (outside the transaction)
+        self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
+        self._held_stream = ""
+        self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
         self._opened = False
 
     @classmethod
@@ -194,6 +209,41 @@ class Engine:
         self._tx_states = {i for i, r in states.items() if same(r, resource)}
         self._checkpoint_in_tx = same(cp, resource) and len(self._tx_states) == len(states)
 
+    def _plan_feedback(self) -> None:
+        """Each sink's feedback target: a stateful bolt of the topology, outside the transaction."""
+        by_id = {n.id: n for n in self._bolts}
+        for node in self._data_sinks:
+            target = self.components[node.index].feedback_target()  # type: ignore[union-attr]
+            if target is None:
+                continue
+            bolt = by_id.get(target)
+            if bolt is None or not self.components[bolt.index].stateful:
+                known = ", ".join(n.id for n in self._stateful) or "none"
+                raise TopologyError(
+                    self._sink_problem(
+                        node,
+                        f"sink '{node.id}': feedback goes to '{target}', which is not a stateful "
+                        f"bolt of the topology (stateful bolts: {known})",
+                    )
+                )
+            if node.index in self._tx_sinks:
+                raise TopologyError(
+                    self._sink_problem(
+                        node,
+                        f"sink '{node.id}' writes in the batch's SQL transaction: it cannot give "
+                        "feedback to a bolt (that state is committed in the same transaction)",
+                    )
+                )
+            self._feedback_to[node.index] = bolt
+
+    def _sink_problem(self, node: Node, message: str) -> Problem:
+        """A problem located at the sink's entry of the topology file."""
+        i = next(k for k, c in enumerate(self.topology.sinks) if c.id == node.id)
+        loc = self.topology.locator
+        if loc is not None:
+            return loc.problem(("sinks", i), message)
+        return Problem(self.topology.file, 0, 0, f"sinks[{i}]", message)
+
     def _same_database(self, a: str | None, b: str | None) -> bool:
         """Two resource names for one database (same URL and settings), or the same name."""
         if a is None or b is None:
@@ -215,6 +265,13 @@ class Engine:
             for comp in self.components:
                 comp.open(self.resources)  # type: ignore[union-attr]
             self._plan_transaction()
+            self._plan_feedback()
+            self._holders = [
+                n
+                for n in self._data_sinks
+                if n.index not in self._tx_sinks
+                and type(self.components[n.index]).holding is not Sink.holding
+            ]
             self._opened = True
             _settle_heap()
         return self
@@ -240,6 +297,62 @@ class Engine:
         checkpoint step's retries; raises ``BatchFailed`` when the store stays down."""
         if self.checkpointer is not None and positions:
             self._call("checkpoint", None, self.checkpointer.save, stream, positions, isolate=False)
+
+    @property
+    def holding_sinks(self) -> list[str]:
+        """Ids of the sinks that may hold what they wrote across batches (after ``open``)."""
+        return [n.id for n in self._holders]
+
+    @property
+    def holding(self) -> bool:
+        """True while a sink holds events that are not yet durable (the checkpoint is held back)."""
+        return any(self.components[n.index].holding() for n in self._holders)  # type: ignore[union-attr]
+
+    def release(self) -> dict[str, Position]:
+        """Make what the sinks hold durable and return the checkpoint held back for it (saved
+        first when the engine has a ``Checkpointer``). Runners call it at a graceful shutdown
+        and at a shard's end; raises ``BatchFailed`` when a sink or the store stays down."""
+        self._release_holders(force=True)
+        held = self._held
+        if held and self.checkpointer is not None:
+            self._call(
+                "checkpoint",
+                None,
+                self.checkpointer.save,
+                self._held_stream,
+                held,
+                isolate=False,
+            )
+        self._held = {}
+        return held
+
+    def tick(self) -> dict[str, Position]:
+        """Between batches (an idle source): release when a holding sink is due, as ``release``
+        does; else nothing (an empty dict)."""
+        if self._opened and any(
+            self.components[n.index].holding() and self.components[n.index].due()  # type: ignore[union-attr]
+            for n in self._holders
+        ):
+            return self.release()
+        return {}
+
+    def _release_holders(self, force: bool) -> bool:
+        """Release each holding sink that must (``force``, a runner that cannot hold, or due);
+        True while one still holds."""
+        still = False
+        for node in self._holders:
+            comp = self.components[node.index]
+            if comp.holding() and (force or not self.hold or comp.due()):  # type: ignore[union-attr]
+                self._call(node.id, self.stats[node.index], comp.release, isolate=False)  # type: ignore[union-attr]
+            still = still or comp.holding()  # type: ignore[union-attr]
+        return still
+
+    def _to_save(self, checkpoint: dict[str, Position], holding: bool) -> dict[str, Position]:
+        """What to checkpoint after a batch: nothing while a sink holds, else the positions
+        held back so far updated with the batch's."""
+        if holding:
+            return {}
+        return {**self._held, **checkpoint} if self._held else checkpoint
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -338,11 +451,11 @@ class Engine:
         for node, p in prepared:
             if p.events and node.index not in self._tx_sinks:
                 self._write_sink(node, p, stream, ledger)
+        holding = self._release_holders(force=final) if self._holders else False
         inside = [(node, p) for node, p in prepared if node.index in self._tx_sinks]
-        checkpoint = self._commit_transaction(inside, units, stream, ledger)
+        saved = self._commit_transaction(inside, units, stream, ledger, holding)
         codes = self._codes(ledger)
-        if checkpoint is None:
-            checkpoint = self._checkpoint_from(units, codes)
+        checkpoint = saved if saved is not None else self._checkpoint_from(units, codes)
         covered = self._covered(units, codes)
         for node in self._stateful:
             if node.index not in self._tx_states:
@@ -351,16 +464,34 @@ class Engine:
                     node.id, self.stats[node.index], comp.commit_state, covered, None, isolate=False
                 )  # type: ignore[union-attr]
                 comp.state_committed()  # type: ignore[union-attr]
-        if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
-            self._call(
-                "checkpoint", None, self.checkpointer.save, stream, checkpoint, isolate=False
-            )
+        if saved is None:
+            if holding and checkpoint:
+                self._held.update(checkpoint)
+                self._held_stream = stream or self._held_stream
+            checkpoint = self._to_save(checkpoint, holding)
+            if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
+                self._call(
+                    "checkpoint",
+                    None,
+                    self.checkpointer.save,
+                    stream or self._held_stream,
+                    checkpoint,
+                    isolate=False,
+                )
+        if not holding:
+            self._held = {}
         return BatchResult(units, codes, ledger.failed, checkpoint)
 
     def _commit_transaction(
-        self, inside: list[tuple[Node, Prepared]], units: list[Event], stream: str, ledger: _Ledger
+        self,
+        inside: list[tuple[Node, Prepared]],
+        units: list[Event],
+        stream: str,
+        ledger: _Ledger,
+        holding: bool = False,
     ) -> dict[str, Position] | None:
-        """Steps 2–4 for everything in the batch's one SQL transaction; the checkpoint if it was saved there."""
+        """Steps 2–4 for everything in the batch's one SQL transaction. When the checkpoint is
+        part of it: what was saved (``_to_save``; empty while a sink holds), else None."""
         states = [n for n in self._stateful if n.index in self._tx_states]
         with_checkpoint = self._checkpoint_in_tx and self.checkpointer is not None
         if self._tx_resource is None or not (
@@ -407,8 +538,10 @@ class Engine:
                 covered = self._covered(units, codes)
                 for node in states:
                     self.components[node.index].commit_state(covered, conn)  # type: ignore[union-attr]
-                if with_checkpoint and checkpoint:
-                    self.checkpointer.save(stream, checkpoint, conn)  # type: ignore[union-attr]
+                if with_checkpoint:
+                    checkpoint = self._to_save(checkpoint, holding)
+                    if checkpoint:
+                        self.checkpointer.save(stream or self._held_stream, checkpoint, conn)  # type: ignore[union-attr]
             return written, checkpoint
 
         while True:
@@ -440,7 +573,12 @@ class Engine:
             self._settle(node, events, result, ledger, dead=False)
         for node in states:
             self.components[node.index].state_committed()  # type: ignore[union-attr]
-        return checkpoint if with_checkpoint else None
+        if not with_checkpoint:
+            return None
+        if holding:  # nothing saved: the batch's positions wait with those held before
+            self._held.update(self._checkpoint_from(units, self._codes(ledger)))
+            self._held_stream = stream or self._held_stream
+        return checkpoint
 
     # -- bolts and sinks, with poison isolation ------------------------------------------------
 
@@ -553,6 +691,36 @@ class Engine:
                     return
         events = self._take_rejected(node, p.events, result, ledger)
         self._settle(node, events, result, ledger, dead=False)
+        if result is not None and result.feedback:
+            self._feed_back(node, result.feedback)
+
+    def _feed_back(self, node: Node, events: list[Event]) -> None:
+        """Stage a sink's feedback in its stateful bolt (committed with the batch's state). The
+        bolt's output is not delivered: these are not records. One that the bolt fails on is
+        logged and dropped — its record was delivered; only the state change is lost."""
+        target = self._feedback_to.get(node.index)
+        if target is None:
+            log.warning(
+                "%s: %d feedback event(s) dropped: the sink names no stateful bolt",
+                node.id,
+                len(events),
+            )
+            return
+        comp = self.components[target.index]
+        try:
+            out = self._call(target.id, self.stats[target.index], comp.process, events)  # type: ignore[union-attr]
+        except _RecordFault as fault:
+            out = Output(target.id)
+            self._bisect_bolt(target, comp.process, events, fault, out)  # type: ignore[union-attr]
+        failed = [ev for evs in out.streams.values() for ev in evs if ev.failure is not None]
+        for ev in failed:
+            log.warning(
+                "%s: feedback from '%s' for record %s not applied: %s",
+                target.id,
+                node.id,
+                ev.event_id,
+                ev.failure.reason,  # type: ignore[union-attr]
+            )
 
     def _take_rejected(
         self, node: Node, events: list[Event], result: WriteResult | None, ledger: _Ledger
@@ -576,14 +744,18 @@ class Engine:
         comp = self.components[node.index]
         part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
         part_written: list[int | None] = []
+        part_feedback: list[Event] = []
 
         def write(part: list[Event]) -> None:
             got = comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
             part_written.append(None if got is None else got.written)
             if got is not None:
                 part_failed.extend(got.failed)
+                part_feedback.extend(got.feedback)
 
         bad = self._find_poison(node, write, p.events, fault)
+        if part_feedback:
+            self._feed_back(node, part_feedback)
         if not bad:
             # It failed on the whole, never on a part (a size limit): every part was written, so
             # every event is. Failing the batch would fail it again on every delivery.

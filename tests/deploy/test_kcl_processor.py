@@ -78,3 +78,41 @@ def test_stdout_sinks_are_refused_under_the_kcl(tmp_path: Path):
     )
     with pytest.raises(SquallError, match="protocol channel"):
         check_kcl_safe(topo)
+
+
+HOLDING = """
+name: kcl-hold
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+sinks:
+  - {id: lake, type: 'tests.topology.test_holding:RollingSink', roll_events: 3}
+"""
+
+
+def test_a_holding_sink_holds_the_checkpoint_idle_polls_roll_and_shard_end_releases_first():
+    from squall.testing import memory_stores
+
+    with memory_stores({}):
+        engine = Engine(load_text(HOLDING).plan, hold=True)
+        p = RecordProcessor(engine, stream="s")
+        kcl_initialize().dispatch(None, p)
+        lake = next(c for c in engine.components if c.id == "lake")
+        cp = KclCheckpointer()
+        kcl_process_records([{"n": 1}, {"n": 2}]).dispatch(cp, p)
+        assert cp.calls == []  # held: not durable yet
+        kcl_process_records([]).dispatch(cp, p)  # an idle poll, not due
+        assert cp.calls == []
+        kcl_process_records([{"n": 3}], start=102).dispatch(cp, p)
+        assert cp.calls == [("102", 0)] and len(lake.durable) == 3
+        kcl_process_records([{"n": 4}], start=103).dispatch(cp, p)
+        lake.config = lake.config.model_copy(update={"roll_events": 1})
+        kcl_process_records([]).dispatch(cp, p)  # idle, now due (its age, in a real sink)
+        assert cp.calls[-1] == ("103", 0)
+        kcl_process_records([{"n": 5}], start=104).dispatch(cp, p)  # due at once: released
+        lake.config = lake.config.model_copy(update={"roll_events": 9})
+        kcl_process_records([{"n": 6}], start=105).dispatch(cp, p)
+        kcl_message({"action": "shardEnded"}).dispatch(cp, p)
+        # the held record is made durable and checkpointed before SHARD_END
+        assert cp.calls[-3:] == [("104", 0), ("105", 0), (None, None)]
+        assert [ev.value["n"] for ev in lake.durable] == [1, 2, 3, 4, 5, 6]

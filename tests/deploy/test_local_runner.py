@@ -56,6 +56,31 @@ def test_runner_commits_checkpoints_after_each_batch(tmp_path: Path):
     assert report.counts[Outcome.COMMITTED] == 25
 
 
+def test_a_holding_sink_moves_the_checkpoint_only_when_it_releases(tmp_path: Path):
+    from squall.testing import memory_stores
+
+    payloads = [{"n": i} for i in range(25)]
+    yaml_text = f"""
+name: hold
+spout: {json.dumps({"type": "squall.testing:ListSpout", "records": payloads})}
+settings: {{batch_size: 10}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: lake, type: 'tests.topology.test_holding:RollingSink', roll_events: 15}}
+"""
+    with memory_stores({}) as stores:
+        runner = LocalRunner(load_text(yaml_text, base_dir=tmp_path))
+        report = runner.run()
+        assert report.exit_code == EXIT_OK
+        # batch 1 held; at 20 events the sink rolled; the last 5 were released at the end
+        assert [c["shardId-000000000000"].sequence_number for c in runner.spout.committed] == [
+            "20",
+            "25",
+        ]
+        assert [ev.value["n"] for ev in stores["lake"]] == list(range(25))
+
+
 def test_a_batch_that_keeps_failing_is_not_checkpointed_and_exits_1(tmp_path: Path):
     payloads = [{"n": i} for i in range(25)]
     extra = "  - {id: chaos, type: 'squall.testing:FaultyBolt', transient_failures: 99}"
