@@ -21,7 +21,18 @@ from opentelemetry import metrics, trace
 
 from squall.observability.metrics import SPECS, BatchSample
 
-_UNITS = {"Count": "{record}", "Milliseconds": "ms", "Bytes": "By"}
+
+#: The instruments: attribute of the backend, metric (``SPECS`` key), instrument kind, unit.
+_INSTRUMENTS = (
+    ("records", "records", "counter", "{record}"),
+    ("outcomes", "outcomes", "counter", "{record}"),
+    ("batches", "batches", "counter", "{batch}"),
+    ("retries", "retries", "counter", "{retry}"),
+    ("batch_seconds", "batch_seconds", "histogram", "s"),
+    ("component_seconds", "component_seconds", "histogram", "s"),
+    ("lag", "millis_behind", "gauge", "ms"),
+    ("age", "iterator_age", "gauge", "ms"),
+)
 
 
 def otel_name(key: str) -> str:
@@ -34,30 +45,9 @@ class OtelBackend:
     def __init__(self, meter_provider: Any = None, tracer_provider: Any = None):
         meter = (meter_provider or metrics.get_meter_provider()).get_meter("squall")
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("squall")
-        self.records = meter.create_counter(
-            otel_name("records"), unit="{record}", description=SPECS["records"].help
-        )
-        self.outcomes = meter.create_counter(
-            otel_name("outcomes"), unit="{record}", description=SPECS["outcomes"].help
-        )
-        self.batches = meter.create_counter(
-            otel_name("batches"), unit="{batch}", description=SPECS["batches"].help
-        )
-        self.retries = meter.create_counter(
-            otel_name("retries"), unit="{retry}", description=SPECS["retries"].help
-        )
-        self.batch_seconds = meter.create_histogram(
-            otel_name("batch_seconds"), unit="s", description=SPECS["batch_seconds"].help
-        )
-        self.component_seconds = meter.create_histogram(
-            otel_name("component_seconds"), unit="s", description=SPECS["component_seconds"].help
-        )
-        self.lag = meter.create_gauge(
-            otel_name("millis_behind"), unit="ms", description=SPECS["millis_behind"].help
-        )
-        self.age = meter.create_gauge(
-            otel_name("iterator_age"), unit="ms", description=SPECS["iterator_age"].help
-        )
+        for attr, key, kind, unit in _INSTRUMENTS:
+            create = getattr(meter, f"create_{kind}")
+            setattr(self, attr, create(otel_name(key), unit=unit, description=SPECS[key].help))
 
     def record(self, s: BatchSample) -> None:
         t = {"topology": s.topology}
