@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,29 @@ class ComponentConfig(BaseModel):
     )
 
 
+class TriggerSource(StrEnum):
+    """The Lambda event sources the consumer handler serves."""
+
+    KINESIS = "kinesis"
+    SQS = "sqs"
+    S3 = "s3"
+
+
+@dataclass(frozen=True)
+class LambdaTrigger:
+    """How Lambda delivers a spout's records to the consumer function: the event source that
+    ``squall package --template`` writes, and whose reads it grants on ``name`` only."""
+
+    source: TriggerSource
+    #: Kinesis: the stream (name or ARN); SQS: the queue (name, URL or ARN); S3: the bucket.
+    name: str
+    #: The source's region when the spout sets one (default: the function's).
+    region: str | None = None
+    #: S3: only new objects whose keys start with ``prefix`` and end with ``suffix``.
+    prefix: str = ""
+    suffix: str = ""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a component does outside its process, declared by the component (``capabilities``)
@@ -39,6 +63,8 @@ class Capabilities:
     needs_stdout: bool = False
     #: The Kinesis streams it reads or writes, as configured (a name or an ARN).
     kinesis_streams: tuple[str, ...] = ()
+    #: A spout: the Lambda trigger that delivers its records (None: a Kinesis stream, if any).
+    lambda_trigger: LambdaTrigger | None = None
 
 
 @dataclass(frozen=True)

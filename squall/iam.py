@@ -13,6 +13,11 @@ import re
 from dataclasses import dataclass
 
 _KINESIS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:")
+_SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:")
+#: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` and the legacy ``<region>.queue.amazonaws.com``.
+_SQS_URL = re.compile(
+    r"^https?://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/([^/]+)/([^/]+)/?$"
+)
 
 
 @dataclass(frozen=True)
@@ -33,3 +38,20 @@ def kinesis_stream_arn(stream: str, region: str | None = None) -> str:
 
 def dynamodb_table_arn(table: str, region: str | None = None) -> str:
     return f"arn:${{AWS::Partition}}:dynamodb:{region or '${AWS::Region}'}:${{AWS::AccountId}}:table/{table}"
+
+
+def sqs_queue_arn(queue: str, region: str | None = None) -> str:
+    """The ARN of a queue named in a topology: a name, an ARN, or a URL (an AWS URL gives its
+    region and account; another endpoint's URL, a local stand-in's, only its name)."""
+    if _SQS_ARN.match(queue):
+        return queue
+    m = _SQS_URL.match(queue)
+    if m:
+        url_region, legacy_region, account, name = m.groups()
+        return f"arn:${{AWS::Partition}}:sqs:{url_region or legacy_region}:{account}:{name}"
+    name = queue.rstrip("/").rsplit("/", 1)[-1]
+    return f"arn:${{AWS::Partition}}:sqs:{region or '${AWS::Region}'}:${{AWS::AccountId}}:{name}"
+
+
+def s3_bucket_arn(bucket: str) -> str:
+    return f"arn:${{AWS::Partition}}:s3:::{bucket}"

@@ -1,6 +1,8 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
-start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``). About
-400 lines because ``package`` has twenty options, each with its help text; no logic lives here."""
+start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
+
+Size (~440 lines): ``package`` has twenty-two options, each with its help text; no logic lives
+here."""
 
 from __future__ import annotations
 
@@ -86,8 +88,24 @@ from squall.cli import _load_or_exit
 @click.option(
     "--on-failure",
     type=click.Choice(["sqs", "sns"]),
-    help="Consumer: bounded retries (parameter MaximumRetryAttempts), then the failed batch's "
-    "metadata goes to an SQS queue or SNS topic (parameter OnFailureDestinationArn).",
+    help="Consumer of Kinesis or S3: bounded retries (parameter MaximumRetryAttempts), then the "
+    "failed batch's metadata (Kinesis) or the S3 event goes to an SQS queue or SNS topic "
+    "(parameter OnFailureDestinationArn). An SQS trigger uses its queue's redrive policy instead.",
+)
+@click.option(
+    "--batch-window",
+    type=click.IntRange(0, 300),
+    help="Consumer of Kinesis or SQS: MaximumBatchingWindowInSeconds (Kinesis default 1; SQS "
+    "default none, which limits a batch to 10 messages).",
+)
+@click.option(
+    "--s3-bucket",
+    "s3_bucket",
+    type=click.Choice(["create", "existing"]),
+    default="create",
+    show_default=True,
+    help="Consumer of an s3 spout: declare the spout's bucket in the template (SAM's S3 event "
+    "needs it there), or use an existing bucket and output the notification to add to it.",
 )
 @click.option(
     "--cors-origin",
@@ -119,7 +137,8 @@ from squall.cli import _load_or_exit
 )
 @click.option(
     "--stream",
-    help="consumer and kcl: the stream consumed (default: the topology's kinesis spout).",
+    help="consumer and kcl: the Kinesis stream consumed (default: the topology's kinesis spout; "
+    "refused when the spout is triggered by SQS or S3).",
 )
 @click.option(
     "--retrieval",
@@ -144,6 +163,8 @@ def package(
     arch: str,
     template_path: str | None,
     on_failure: str | None,
+    batch_window: int | None,
+    s3_bucket: str,
     cors_origins: tuple[str, ...],
     auth: str,
     throttle_rate: int,
@@ -191,6 +212,8 @@ def package(
                 python=python_version,
                 arch=arch,
                 on_failure=on_failure,
+                batch_window=batch_window,
+                s3_bucket=s3_bucket,
                 cors_origins=cors_origins,
                 auth=auth,
                 throttle_rate=throttle_rate,

@@ -191,10 +191,13 @@ def _prune_botocore(root: Path, keep: frozenset[str]) -> None:
 
 
 def aws_services(topology: Topology, extra: tuple[str, ...] = ()) -> frozenset[str]:
-    """botocore models to keep: squall's own, those the components' declared actions name, and ``extra``."""
+    """botocore models to keep: squall's own, those the components' declared actions and the
+    Lambda trigger's name (an S3 trigger's handler reads the objects), and ``extra``."""
     from squall.deploy.template import component_permissions
+    from squall.deploy.triggers import trigger_permissions
 
-    declared = {a.split(":", 1)[0] for p in component_permissions(topology) for a in p.actions}
+    perms = component_permissions(topology) + trigger_permissions(topology)
+    declared = {a.split(":", 1)[0] for p in perms for a in p.actions}
     return AWS_SERVICES | declared | set(extra)
 
 

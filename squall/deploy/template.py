@@ -6,7 +6,7 @@ the topology's ``:-default`` as its default) passed to the function's environmen
 YAML runs locally and in Lambda.
 
 The function gets its own IAM role granting exactly what the code calls: its log group, the
-trigger's reads on the consumed stream, and what each component declares in
+trigger's reads on the consumed stream, queue or bucket prefix, and what each component declares in
 ``aws_permissions(config)`` (the kinesis sink's ``PutRecords`` on its stream…). Resource names
 that come from a ``${VAR}`` are written as that parameter (``stream/${EventsStream}``), so a
 deployment with another name is granted that name. The only ``*`` resource is Lambda's network
@@ -25,21 +25,11 @@ from typing import Any
 import yaml
 
 from squall.errors import SquallError, TopologyError
-from squall.iam import AwsPermission, kinesis_stream_arn
+from squall.iam import AwsPermission
 from squall.topology.model import Topology
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _MARKER = re.compile(r"SQUALLVAR_([A-Za-z_][A-Za-z0-9_]*?)_END")
-#: Lambda's largest batch from a Kinesis event source mapping.
-MAX_KINESIS_BATCH = 10_000
-#: What Lambda's Kinesis event source mapping calls with the function's role (standard iterators).
-TRIGGER_READS = (
-    "kinesis:DescribeStream",
-    "kinesis:DescribeStreamSummary",
-    "kinesis:GetRecords",
-    "kinesis:GetShardIterator",
-    "kinesis:ListShards",
-)
 #: Lambda's network interfaces in a VPC; EC2 has no resource-level permission for these.
 VPC_ACTIONS = (
     "ec2:CreateNetworkInterface",
@@ -48,6 +38,8 @@ VPC_ACTIONS = (
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
 )
+#: The retention periods CloudWatch Logs accepts.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1827, 3653)
 #: Headers a browser SDK sends on a POST (the preflight must allow them).
 CORS_HEADERS = ["content-type", "content-encoding", "x-api-key"]
 AUTHORIZER_HANDLER = "squall.deploy.authorizer.handler"
@@ -69,6 +61,8 @@ class TemplateOptions:
     throttle_rate: int = 100
     throttle_burst: int = 200
     stream: str | None = None  # consumer: default of StreamName when the spout names none
+    batch_window: int | None = None  # consumer: MaximumBatchingWindowInSeconds (Kinesis: 1)
+    s3_bucket: str = "create"  # S3 trigger: "create" the bucket here, or use an "existing" one
 
 
 def variables(text: str) -> list[str]:
@@ -117,6 +111,11 @@ def parameterised(topology: Topology, text: str, env: dict[str, str] | None = No
 def resource_sub(resource: str) -> dict[str, str]:
     """An ``Fn::Sub`` of a declared resource, markers turned into ``${Param}``."""
     return {"Fn::Sub": _MARKER.sub(lambda m: "${" + param_name(m.group(1)) + "}", resource)}
+
+
+def value_sub(value: str) -> str | dict[str, str]:
+    """A value as written, or its ``Fn::Sub`` when a variable's marker is in it."""
+    return resource_sub(value) if _MARKER.search(value) else value
 
 
 def component_permissions(topology: Topology) -> list[AwsPermission]:
@@ -201,7 +200,8 @@ def sam_template(
     options: TemplateOptions | None = None,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The template as a dict: one function, a Kinesis trigger (consumer) or an HTTP API (producer)."""
+    """The template as a dict: one function, its trigger (consumer: Kinesis, SQS or S3, see
+    ``squall.deploy.triggers``) or an HTTP API (producer)."""
     opts = options or TemplateOptions(python=python, arch=arch)
     b = _Builder()
     fn_env: dict[str, Any] = {}
@@ -226,25 +226,7 @@ def sam_template(
         "Type": "Number",
         "Default": 30,
         "Description": "Days the function's logs are kept",
-        "AllowedValues": [
-            1,
-            3,
-            5,
-            7,
-            14,
-            30,
-            60,
-            90,
-            120,
-            150,
-            180,
-            365,
-            400,
-            545,
-            731,
-            1827,
-            3653,
-        ],
+        "AllowedValues": list(LOG_RETENTION_DAYS),
     }
     b.params["MemorySize"] = {
         "Type": "Number",
@@ -284,7 +266,9 @@ def sam_template(
     if needs_network(topology, topology_text):
         _vpc(b, props, statements)
     if handler == "consumer":
-        _consumer(b, topology, marked, props, statements, opts)
+        from squall.deploy.triggers import add_consumer_trigger
+
+        add_consumer_trigger(b, topology, marked, props, statements, opts)
     else:
         _producer(b, topology, props, opts, code_uri)
     b.resources["FunctionRole"] = _role(statements)
@@ -339,70 +323,6 @@ def _vpc(b: _Builder, props: dict[str, Any], statements: list[dict[str, Any]]) -
             ]
         }
     )
-
-
-def _consumer(
-    b: _Builder,
-    topology: Topology,
-    marked: Topology,
-    props: dict[str, Any],
-    statements: list[dict[str, Any]],
-    opts: TemplateOptions,
-) -> None:
-    from squall.topology import registry
-
-    # The stream the spout names, if it reads one (the kinesis spout declares it).
-    streams = registry.capabilities("spout", marked.spout).kinesis_streams
-    spout_stream = streams[0] if streams else None
-    if spout_stream and _MARKER.search(spout_stream):
-        stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
-    else:
-        b.params["StreamName"] = {
-            "Type": "String",
-            "Description": "Name of the Kinesis stream to consume",
-            "AllowedPattern": "[a-zA-Z0-9_.-]+",
-        }
-        default = opts.stream or spout_stream
-        if default and not default.startswith("arn:"):
-            b.params["StreamName"]["Default"] = default
-        stream_arn = {"Fn::Sub": kinesis_stream_arn("${StreamName}")}
-    statements.insert(1, {"Effect": "Allow", "Action": list(TRIGGER_READS), "Resource": stream_arn})
-    source: dict[str, Any] = {
-        "Stream": stream_arn,
-        "StartingPosition": "TRIM_HORIZON",
-        "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
-        "MaximumBatchingWindowInSeconds": 1,
-        # squall answers batchItemFailures; Lambda retries from the first failed record.
-        "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "MaximumRetryAttempts": -1,
-        "BisectBatchOnFunctionError": False,
-        "ParallelizationFactor": 1,
-    }
-    if opts.on_failure:
-        kind = opts.on_failure.lower()
-        if kind not in ("sqs", "sns"):
-            raise SquallError("--on-failure must be sqs or sns")
-        b.params["OnFailureDestinationArn"] = {
-            "Type": "String",
-            "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
-            "of a batch Lambda gave up on (the records stay in the stream)",
-        }
-        b.params["MaximumRetryAttempts"] = {
-            "Type": "Number",
-            "Default": 10,
-            "MinValue": 0,
-            "MaxValue": 10000,
-            "Description": "Retries of a failing batch before it is skipped",
-        }
-        source["MaximumRetryAttempts"] = {"Ref": "MaximumRetryAttempts"}
-        source["DestinationConfig"] = {
-            "OnFailure": {"Type": kind.upper(), "Destination": {"Ref": "OnFailureDestinationArn"}}
-        }
-        action = "sqs:SendMessage" if kind == "sqs" else "sns:Publish"
-        statements.append(
-            {"Effect": "Allow", "Action": [action], "Resource": {"Ref": "OnFailureDestinationArn"}}
-        )
-    props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
 
 
 def _producer(

@@ -5,12 +5,15 @@ Every template goes through aws-sam-translator (SAM → CloudFormation, offline)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from squall.component import Capabilities, LambdaTrigger, TriggerSource
+from squall.deploy.package import aws_services
 from squall.deploy.template import (
     TemplateOptions,
     sam_template,
@@ -18,6 +21,10 @@ from squall.deploy.template import (
     variables,
     write_template,
 )
+from squall.errors import SquallError
+from squall.iam import sqs_queue_arn
+from squall.spouts.s3 import S3Spout, S3SpoutConfig
+from squall.spouts.sqs import SqsSpout
 from squall.topology.loader import load
 from tests.conftest import EXAMPLES
 from tests.deploy.sam import cfn_lint, translate
@@ -246,3 +253,256 @@ def test_variable_defaults_keep_the_first_default_written():
         "B": None,
         "E": "",
     }
+
+
+# --- SQS and S3 triggers -------------------------------------------------------------------------
+# The template asks the spout for its trigger (``Capabilities.lambda_trigger``). Until the built-in
+# sqs and s3 spouts declare it, these subclasses declare it exactly as they will; the built-in
+# types run the same tests, expected to fail until then (strict: they fail once the spouts declare).
+PENDING_SPOUT_EDIT = pytest.mark.xfail(
+    strict=True, reason="squall/spouts/sqs.py and s3.py do not declare lambda_trigger yet"
+)
+
+
+class TriggeredSqsSpout(SqsSpout):
+    @classmethod
+    def capabilities(cls, config):
+        return Capabilities(
+            lambda_trigger=LambdaTrigger(TriggerSource.SQS, config.queue, config.region)
+        )
+
+
+class SuffixS3SpoutConfig(S3SpoutConfig):
+    suffix: str = ""
+
+
+class TriggeredS3Spout(S3Spout):
+    Config = SuffixS3SpoutConfig
+
+    @classmethod
+    def capabilities(cls, config):
+        return Capabilities(
+            lambda_trigger=LambdaTrigger(
+                TriggerSource.S3, config.bucket, config.region, config.prefix, config.suffix
+            )
+        )
+
+
+SQS_SPOUTS = [f"{__name__}:TriggeredSqsSpout", pytest.param("sqs", marks=PENDING_SPOUT_EDIT)]
+S3_SPOUTS = [f"{__name__}:TriggeredS3Spout", pytest.param("s3", marks=PENDING_SPOUT_EDIT)]
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+SQS_READS = {
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+}
+
+
+def topology_file(tmp_path: Path, spout: str, settings: str = "") -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"name: kiosk\nspout: {spout}\n{settings}bolts: [{{id: decode, type: json}}]\n"
+        "sinks: [{id: orders, type: kinesis, stream: orders}]\n"
+    )
+    return path
+
+
+def of_type(cfn: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [r["Properties"] for r in cfn["Resources"].values() if r["Type"] == kind]
+
+
+@pytest.mark.parametrize("spout", SQS_SPOUTS)
+def test_sqs_spout_is_an_sqs_trigger_reporting_failed_message_ids(tmp_path: Path, spout: str):
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/kiosk-high"
+    t = template_of(topology_file(tmp_path, f'{{type: "{spout}", queue: "{url}"}}'), "consumer")
+    cfn = checked(t, tmp_path)
+    queue_arn = {"Fn::Sub": "arn:${AWS::Partition}:sqs:eu-west-1:123456789012:kiosk-high"}
+    fn = t["Resources"]["Function"]["Properties"]
+    # The consumer handler serves SQS events (lambda_sources) and answers batchItemFailures.
+    assert fn["Handler"] == "squall_lambda.handler" and "consumer" in fn["Description"]
+    assert fn["Events"] == {
+        "Queue": {
+            "Type": "SQS",
+            "Properties": {
+                "Queue": queue_arn,
+                "BatchSize": 10,  # Lambda's most without a batching window
+                "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            },
+        }
+    }
+    [esm] = of_type(cfn, "AWS::Lambda::EventSourceMapping")
+    assert esm["EventSourceArn"] == queue_arn
+    assert grants(policy(cfn)) == {
+        "GetAtt LogGroup.Arn": LOGS,
+        queue_arn["Fn::Sub"]: SQS_READS,
+        ARN + "orders": {"kinesis:PutRecords"},
+    }
+    assert "StreamName" not in t["Parameters"]
+    # Lambda refuses a mapping when the function may outlive the queue's visibility timeout.
+    assert fn["Timeout"] == {"Ref": "FunctionTimeout"}
+    assert t["Parameters"]["FunctionTimeout"]["Default"] == 30
+
+
+@pytest.mark.parametrize("spout", SQS_SPOUTS)
+def test_sqs_trigger_with_a_batching_window_takes_the_topology_batch(tmp_path: Path, spout: str):
+    path = topology_file(
+        tmp_path, f'{{type: "{spout}", queue: kiosk-low}}', "settings: {batch_size: 200}\n"
+    )
+    t = template_of(path, "consumer", batch_window=5)
+    cfn = checked(t, tmp_path)
+    source = t["Resources"]["Function"]["Properties"]["Events"]["Queue"]["Properties"]
+    assert (source["BatchSize"], source["MaximumBatchingWindowInSeconds"]) == (200, 5)
+    arn = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:kiosk-low"
+    assert grants(policy(cfn))[arn] == SQS_READS
+
+
+@pytest.mark.parametrize("spout", SQS_SPOUTS)
+def test_fifo_queue_from_a_variable_is_its_parameter_in_batches_of_ten(tmp_path: Path, spout: str):
+    path = topology_file(
+        tmp_path,
+        f'{{type: "{spout}", queue: "${{KIOSK_QUEUE:-kiosk.fifo}}", region: eu-west-1}}',
+        "settings: {batch_size: 200}\n",
+    )
+    t = template_of(path, "consumer")
+    cfn = checked(t, tmp_path)
+    arn = "arn:${AWS::Partition}:sqs:eu-west-1:${AWS::AccountId}:${KioskQueue}"
+    source = t["Resources"]["Function"]["Properties"]["Events"]["Queue"]["Properties"]
+    assert source["Queue"] == {"Fn::Sub": arn} and source["BatchSize"] == 10
+    assert grants(policy(cfn))[arn] == SQS_READS
+    assert t["Parameters"]["KioskQueue"]["Default"] == "kiosk.fifo"
+    with pytest.raises(SquallError, match="no batching window for FIFO"):
+        template_of(path, "consumer", batch_window=2)
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"on_failure": "sqs"}, "own dead-letter queue"),
+        ({"stream": "clicks"}, "triggered by SQS"),
+    ],
+)
+def test_sqs_trigger_refuses_kinesis_only_options(tmp_path: Path, options: dict, message: str):
+    path = topology_file(tmp_path, f'{{type: "{__name__}:TriggeredSqsSpout", queue: q}}')
+    with pytest.raises(SquallError, match=message):
+        template_of(path, "consumer", **options)
+
+
+S3_SPOUT = '{{type: "{spout}", bucket: "${{LOG_BUCKET:-etl-logs}}", prefix: logs/}}'
+OBJECTS = "arn:${AWS::Partition}:s3:::${LogBucket}/logs/*"
+
+
+@pytest.mark.parametrize("spout", S3_SPOUTS)
+def test_s3_spout_creates_its_bucket_notifying_the_function_of_new_objects(
+    tmp_path: Path, spout: str
+):
+    t = template_of(topology_file(tmp_path, S3_SPOUT.format(spout=spout)), "consumer")
+    cfn = checked(t, tmp_path)
+    fn = t["Resources"]["Function"]["Properties"]
+    assert fn["Events"] == {
+        "Objects": {
+            "Type": "S3",
+            "Properties": {
+                "Bucket": {"Ref": "SourceBucket"},
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "logs/"}]}},
+            },
+        }
+    }
+    # The handler reads the objects (GetObject) under the prefix, nothing else of the bucket.
+    assert grants(policy(cfn)) == {
+        "GetAtt LogGroup.Arn": LOGS,
+        OBJECTS: {"s3:GetObject"},
+        ARN + "orders": {"kinesis:PutRecords"},
+    }
+    bucket = cfn["Resources"]["SourceBucket"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert bucket["Properties"]["BucketName"] == {"Fn::Sub": "${LogBucket}"}
+    [notified] = bucket["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+    assert notified["Function"] == {"Fn::GetAtt": ["Function", "Arn"]}
+    assert notified["Event"] == "s3:ObjectCreated:*"
+    [permission] = of_type(cfn, "AWS::Lambda::Permission")
+    assert permission["Principal"] == "s3.amazonaws.com"
+    assert (
+        not of_type(cfn, "AWS::Lambda::EventSourceMapping") and "StreamName" not in t["Parameters"]
+    )
+
+
+def test_s3_trigger_on_an_existing_bucket_outputs_the_notification_to_add(tmp_path: Path):
+    spout = (
+        f'{{type: "{__name__}:TriggeredS3Spout", bucket: "${{LOG_BUCKET:-etl-logs}}", '
+        "prefix: logs/, suffix: .jsonl.gz}"
+    )
+    t = template_of(
+        topology_file(tmp_path, spout), "consumer", s3_bucket="existing", on_failure="sqs"
+    )
+    cfn = checked(t, tmp_path)
+    assert (
+        "SourceBucket" not in cfn["Resources"]
+        and "Events" not in t["Resources"]["Function"]["Properties"]
+    )
+    assert grants(policy(cfn)) == {
+        "GetAtt LogGroup.Arn": LOGS,
+        "arn:${AWS::Partition}:s3:::${LogBucket}/logs/*.jsonl.gz": {"s3:GetObject"},
+        ARN + "orders": {"kinesis:PutRecords"},
+        "Ref OnFailureDestinationArn": {"sqs:SendMessage"},
+    }
+    [permission] = of_type(cfn, "AWS::Lambda::Permission")
+    assert permission["Principal"] == "s3.amazonaws.com"
+    assert permission["SourceArn"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${LogBucket}"}
+    assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
+    notification = json.loads(
+        t["Outputs"]["BucketNotification"]["Value"]["Fn::Sub"].replace("${Function.Arn}", "FN")
+    )
+    assert notification == {
+        "LambdaFunctionConfigurations": [
+            {
+                "LambdaFunctionArn": "FN",
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {
+                    "Key": {
+                        "FilterRules": [
+                            {"Name": "prefix", "Value": "logs/"},
+                            {"Name": "suffix", "Value": ".jsonl.gz"},
+                        ]
+                    }
+                },
+            }
+        ]
+    }
+    # A failed S3 event (Lambda retries twice) goes to the on-failure destination.
+    [invoke] = of_type(cfn, "AWS::Lambda::EventInvokeConfig")
+    assert invoke["MaximumRetryAttempts"] == 2  # the parameter, resolved by the transform
+    assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Ref": "OnFailureDestinationArn"
+    }
+
+
+def test_s3_trigger_keeps_the_s3_service_model_in_the_package(tmp_path: Path):
+    path = topology_file(tmp_path, S3_SPOUT.format(spout=f"{__name__}:TriggeredS3Spout"))
+    assert "s3" in aws_services(load(path))
+    assert "s3" not in aws_services(load(PISTATS / "producer.yaml"))
+
+
+@pytest.mark.parametrize(
+    "queue,arn",
+    [
+        ("kiosk", "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:kiosk"),
+        (
+            "https://sqs.us-east-2.amazonaws.com/123456789012/k.fifo",
+            "arn:${AWS::Partition}:sqs:us-east-2:123456789012:k.fifo",
+        ),
+        (
+            "https://eu-west-1.queue.amazonaws.com/123456789012/k",
+            "arn:${AWS::Partition}:sqs:eu-west-1:123456789012:k",
+        ),
+        # A local stand-in's URL says nothing of the deployed queue but its name.
+        (
+            "http://127.0.0.1:5000/000000000000/k",
+            "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:k",
+        ),
+        ("arn:aws:sqs:eu-west-1:123456789012:k", "arn:aws:sqs:eu-west-1:123456789012:k"),
+    ],
+)
+def test_queue_arn_from_a_name_url_or_arn(queue: str, arn: str):
+    assert sqs_queue_arn(queue) == arn

@@ -1,0 +1,321 @@
+"""The consumer template's event source: Kinesis, SQS or S3, from what the spout declares.
+
+A spout says how Lambda delivers its records with ``Capabilities.lambda_trigger`` (source and
+name); a spout that declares none but names a Kinesis stream (``kinesis_streams``) is consumed
+from that stream, and any other (a file, during development) from the ``StreamName`` parameter.
+Every source reads with the function's own role, granted on the named stream, queue or bucket
+prefix only. The function is squall's consumer handler, which serves all three
+(``squall.deploy.lambda_consumer`` dispatches SQS and S3 events to ``lambda_sources``).
+
+An S3 notification can only be configured by whoever owns the bucket's configuration: SAM's S3
+event needs the bucket in the same template. ``--s3-bucket create`` (the default) declares it
+there (kept when the stack is deleted); ``--s3-bucket existing`` leaves an existing bucket alone,
+grants S3 the right to invoke the function, and outputs the notification to put on the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from squall.component import LambdaTrigger, TriggerSource
+from squall.errors import SquallError
+from squall.iam import AwsPermission, kinesis_stream_arn, s3_bucket_arn, sqs_queue_arn
+
+if TYPE_CHECKING:
+    from squall.deploy.template import TemplateOptions, _Builder
+    from squall.topology.model import Topology
+
+#: Lambda's largest batch from a Kinesis event source mapping.
+MAX_KINESIS_BATCH = 10_000
+#: Lambda's largest SQS batch: 10 without a batching window (and always for FIFO queues), else 10,000.
+MAX_SQS_BATCH, MAX_SQS_WINDOWED_BATCH = 10, 10_000
+#: What Lambda's Kinesis event source mapping calls with the function's role (standard iterators).
+TRIGGER_READS = (
+    "kinesis:DescribeStream",
+    "kinesis:DescribeStreamSummary",
+    "kinesis:GetRecords",
+    "kinesis:GetShardIterator",
+    "kinesis:ListShards",
+)
+#: What Lambda's SQS event source mapping calls with the function's role: the documented three,
+#: and ChangeMessageVisibility as CDK's grantConsumeMessages gives it (see docs/deploy.md).
+SQS_TRIGGER_ACTIONS = (
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ReceiveMessage",
+)
+#: What the consumer handler calls for an S3 event: it reads each object the event names.
+S3_TRIGGER_ACTIONS = ("s3:GetObject",)
+S3_EVENTS = ["s3:ObjectCreated:*"]
+#: S3 invokes asynchronously: Lambda retries a failed event at most twice.
+MAX_ASYNC_RETRIES = 2
+
+
+def declared_trigger(topology: Topology) -> LambdaTrigger | None:
+    """The spout's trigger: declared, else its Kinesis stream, else None (the StreamName parameter)."""
+    from squall.topology import registry
+
+    caps = registry.capabilities("spout", topology.spout)
+    if caps.lambda_trigger is not None:
+        return caps.lambda_trigger
+    if caps.kinesis_streams:
+        return LambdaTrigger(TriggerSource.KINESIS, caps.kinesis_streams[0])
+    return None
+
+
+def trigger_permissions(topology: Topology) -> list[AwsPermission]:
+    """What the function's role needs for its trigger (Kinesis from ``StreamName`` aside)."""
+    trigger = declared_trigger(topology)
+    if trigger is None:
+        return []
+    if trigger.source is TriggerSource.KINESIS:
+        return [AwsPermission(TRIGGER_READS, kinesis_stream_arn(trigger.name, trigger.region))]
+    if trigger.source is TriggerSource.SQS:
+        return [AwsPermission(SQS_TRIGGER_ACTIONS, sqs_queue_arn(trigger.name, trigger.region))]
+    return [AwsPermission(S3_TRIGGER_ACTIONS, s3_object_arn(trigger))]
+
+
+def s3_object_arn(trigger: LambdaTrigger) -> str:
+    """The objects the trigger can name: ``bucket/prefix*suffix``."""
+    return f"{s3_bucket_arn(trigger.name)}/{trigger.prefix}*{trigger.suffix}"
+
+
+def add_consumer_trigger(
+    b: _Builder,
+    topology: Topology,
+    marked: Topology,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
+    """The function's ``Events`` entry and the role's statements for its trigger."""
+    trigger = declared_trigger(marked)
+    if trigger is None or trigger.source is TriggerSource.KINESIS:
+        _kinesis(b, topology, trigger, props, statements, opts)
+        return
+    if opts.stream:
+        raise SquallError(
+            f"--stream names a Kinesis stream, but the spout is triggered by {trigger.source.upper()}"
+        )
+    # The real values (not the parameter markers) say what the names do not: a FIFO queue.
+    literal = declared_trigger(topology) or trigger
+    if trigger.source is TriggerSource.SQS:
+        _sqs(b, topology, trigger, literal, props, statements, opts)
+    else:
+        _s3(b, trigger, props, statements, opts)
+
+
+def _grant(statements: list[dict[str, Any]], actions: tuple[str, ...], arn: Any) -> None:
+    statements.insert(1, {"Effect": "Allow", "Action": list(actions), "Resource": arn})
+
+
+def _kinesis(
+    b: _Builder,
+    topology: Topology,
+    trigger: LambdaTrigger | None,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
+    from squall.deploy.template import _MARKER, resource_sub
+
+    spout_stream = trigger.name if trigger else None
+    if spout_stream and _MARKER.search(spout_stream):
+        stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
+    else:
+        b.params["StreamName"] = {
+            "Type": "String",
+            "Description": "Name of the Kinesis stream to consume",
+            "AllowedPattern": "[a-zA-Z0-9_.-]+",
+        }
+        default = opts.stream or spout_stream
+        if default and not default.startswith("arn:"):
+            b.params["StreamName"]["Default"] = default
+        stream_arn = {"Fn::Sub": kinesis_stream_arn("${StreamName}")}
+    _grant(statements, TRIGGER_READS, stream_arn)
+    source: dict[str, Any] = {
+        "Stream": stream_arn,
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
+        "MaximumBatchingWindowInSeconds": 1 if opts.batch_window is None else opts.batch_window,
+        # squall answers batchItemFailures; Lambda retries from the first failed record.
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "MaximumRetryAttempts": -1,
+        "BisectBatchOnFunctionError": False,
+        "ParallelizationFactor": 1,
+    }
+    if opts.on_failure:
+        kind = _on_failure_kind(opts)
+        b.params["OnFailureDestinationArn"] = {
+            "Type": "String",
+            "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
+            "of a batch Lambda gave up on (the records stay in the stream)",
+        }
+        b.params["MaximumRetryAttempts"] = {
+            "Type": "Number",
+            "Default": 10,
+            "MinValue": 0,
+            "MaxValue": 10000,
+            "Description": "Retries of a failing batch before it is skipped",
+        }
+        source["MaximumRetryAttempts"] = {"Ref": "MaximumRetryAttempts"}
+        source["DestinationConfig"] = {
+            "OnFailure": {"Type": kind.upper(), "Destination": {"Ref": "OnFailureDestinationArn"}}
+        }
+        _grant_destination(statements, kind)
+    props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
+
+
+def _on_failure_kind(opts: TemplateOptions) -> str:
+    kind = (opts.on_failure or "").lower()
+    if kind not in ("sqs", "sns"):
+        raise SquallError("--on-failure must be sqs or sns")
+    return kind
+
+
+def _grant_destination(statements: list[dict[str, Any]], kind: str) -> None:
+    action = "sqs:SendMessage" if kind == "sqs" else "sns:Publish"
+    statements.append(
+        {"Effect": "Allow", "Action": [action], "Resource": {"Ref": "OnFailureDestinationArn"}}
+    )
+
+
+def _sqs(
+    b: _Builder,
+    topology: Topology,
+    trigger: LambdaTrigger,
+    literal: LambdaTrigger,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
+    from squall.deploy.template import resource_sub
+
+    if opts.on_failure:
+        raise SquallError(
+            "--on-failure is for Kinesis and S3 triggers: an SQS queue sends messages that keep "
+            "failing to its own dead-letter queue (its redrive policy)"
+        )
+    queue_arn = resource_sub(sqs_queue_arn(trigger.name, trigger.region))
+    _grant(statements, SQS_TRIGGER_ACTIONS, queue_arn)
+    fifo = literal.name.rstrip("/").endswith(".fifo")
+    window = opts.batch_window
+    if fifo and window:
+        raise SquallError("--batch-window: Lambda has no batching window for FIFO queues")
+    limit = MAX_SQS_WINDOWED_BATCH if window else MAX_SQS_BATCH
+    source: dict[str, Any] = {
+        "Queue": queue_arn,
+        "BatchSize": min(topology.settings.batch_size, limit),
+        # squall answers batchItemFailures by message id: only those messages come back.
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+    }
+    if window:
+        source["MaximumBatchingWindowInSeconds"] = window
+    # Lambda refuses a mapping whose function may run longer than the queue hides a message.
+    b.params["FunctionTimeout"] = {
+        "Type": "Number",
+        "Default": 30,
+        "MinValue": 1,
+        "MaxValue": 900,
+        "Description": "Function timeout in seconds: at most the queue's visibility timeout "
+        "(AWS advises a visibility of six times this)",
+    }
+    props["Timeout"] = {"Ref": "FunctionTimeout"}
+    props["Events"] = {"Queue": {"Type": "SQS", "Properties": source}}
+
+
+def _s3(
+    b: _Builder,
+    trigger: LambdaTrigger,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
+    from squall.deploy.template import resource_sub, value_sub
+
+    # Written as a name, not a reference to the bucket: the bucket's notification depends on
+    # the function, which depends on this role.
+    _grant(statements, S3_TRIGGER_ACTIONS, resource_sub(s3_object_arn(trigger)))
+    rules = [
+        {"Name": name, "Value": value_sub(value)}
+        for name, value in (("prefix", trigger.prefix), ("suffix", trigger.suffix))
+        if value
+    ]
+    if opts.s3_bucket == "create":
+        b.resources["SourceBucket"] = {
+            "Type": "AWS::S3::Bucket",
+            "DeletionPolicy": "Retain",  # the data outlives the stack
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "BucketName": value_sub(trigger.name),
+                "PublicAccessBlockConfiguration": {
+                    "BlockPublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "IgnorePublicAcls": True,
+                    "RestrictPublicBuckets": True,
+                },
+            },
+        }
+        source: dict[str, Any] = {"Bucket": {"Ref": "SourceBucket"}, "Events": S3_EVENTS}
+        if rules:
+            source["Filter"] = {"S3Key": {"Rules": rules}}
+        props["Events"] = {"Objects": {"Type": "S3", "Properties": source}}
+    elif opts.s3_bucket == "existing":
+        b.resources["SourceBucketInvokes"] = {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "Action": "lambda:InvokeFunction",
+                "FunctionName": {"Ref": "Function"},
+                "Principal": "s3.amazonaws.com",
+                "SourceArn": resource_sub(s3_bucket_arn(trigger.name)),
+                "SourceAccount": {"Ref": "AWS::AccountId"},
+            },
+        }
+        b.outputs["BucketNotification"] = {
+            "Description": "Add to the bucket's notification configuration "
+            "(aws s3api put-bucket-notification-configuration replaces the whole of it)",
+            "Value": _notification(trigger),
+        }
+    else:
+        raise SquallError("--s3-bucket must be create or existing")
+    if opts.on_failure:
+        kind = _on_failure_kind(opts)
+        b.params["OnFailureDestinationArn"] = {
+            "Type": "String",
+            "Description": f"ARN of the {kind.upper()} destination that receives an S3 event "
+            "Lambda gave up on (the objects stay in the bucket)",
+        }
+        b.params["MaximumRetryAttempts"] = {
+            "Type": "Number",
+            "Default": MAX_ASYNC_RETRIES,
+            "MinValue": 0,
+            "MaxValue": MAX_ASYNC_RETRIES,
+            "Description": "Retries of a failing S3 event before it goes to the destination",
+        }
+        props["EventInvokeConfig"] = {
+            "MaximumRetryAttempts": {"Ref": "MaximumRetryAttempts"},
+            "DestinationConfig": {
+                "OnFailure": {
+                    "Type": kind.upper(),
+                    "Destination": {"Ref": "OnFailureDestinationArn"},
+                }
+            },
+        }
+        _grant_destination(statements, kind)
+
+
+def _notification(trigger: LambdaTrigger) -> dict[str, Any]:
+    """The bucket notification that sends new objects to the function, as JSON (``Fn::Sub``)."""
+    from squall.deploy.template import resource_sub
+
+    config: dict[str, Any] = {"LambdaFunctionArn": "${Function.Arn}", "Events": S3_EVENTS}
+    rules = [
+        {"Name": name, "Value": value}
+        for name, value in (("prefix", trigger.prefix), ("suffix", trigger.suffix))
+        if value
+    ]
+    if rules:
+        config["Filter"] = {"Key": {"FilterRules": rules}}
+    return resource_sub(json.dumps({"LambdaFunctionConfigurations": [config]}))
