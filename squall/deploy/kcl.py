@@ -110,7 +110,10 @@ class RecordProcessor:
         if self.lost:
             return
         if not records:  # an idle poll (callProcessRecordsEvenForEmptyRecordList): roll when due
-            self._release(process_records_input.checkpointer, self.engine.tick)
+            try:
+                self._release(process_records_input.checkpointer, self.engine.tick)
+            except LeaseLost:
+                pass  # the new owner replays from the last checkpoint
             return
         backoff = 1.0
         ms = getattr(process_records_input, "millis_behind_latest", None)
@@ -130,6 +133,10 @@ class RecordProcessor:
         try:
             if position is not None:
                 self._checkpoint(process_records_input.checkpointer, position)
+            if not result.ok and self.engine.holding:
+                # Before exiting: make what the sinks hold durable and checkpoint up to the
+                # failed record, as without a holding sink.
+                self._release(process_records_input.checkpointer, self.engine.release)
         except LeaseLost:
             return  # the new owner replays from the last checkpoint; failed records included
         if not result.ok:

@@ -22,9 +22,11 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from squall import aws
+from squall.component import TriggerSource
 from squall.errors import BatchFailed, SquallError
 from squall.spouts.s3 import object_records, read_object
 from squall.spouts.sqs import Message, message_record, queue_name, settled
+from squall.topology import registry
 from squall.topology.executor import Engine
 
 log = logging.getLogger("squall.lambda")
@@ -137,9 +139,9 @@ class LambdaSources:
         self.batch_size = topology.settings.batch_size
         self._s3 = s3_client
         spout = topology.spout
-        if (
-            self._s3 is None and spout.type == "s3"
-        ):  # the spout's endpoint and region serve the trigger too
+        trigger = registry.capabilities("spout", spout).lambda_trigger
+        if self._s3 is None and trigger is not None and trigger.source is TriggerSource.S3:
+            # the spout's endpoint and region serve the trigger too
             self._s3 = aws.client(
                 "s3",
                 region=getattr(spout, "region", None),

@@ -21,7 +21,6 @@ from opentelemetry import metrics, trace
 
 from squall.observability.metrics import SPECS, BatchSample
 
-
 #: The instruments: attribute of the backend, metric (``SPECS`` key), instrument kind, unit.
 _INSTRUMENTS = (
     ("records", "records", "counter", "{record}"),

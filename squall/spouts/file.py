@@ -183,31 +183,63 @@ def _batches(
     skip_blank: bool,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[list[Record]]:
+    """``read_lines`` made into batches of records; the usual line (under the limit) is read
+    inline here — this runs per line, and a ``Line`` and a second generator per line cost as much
+    as the rest of the spout."""
     batch: list[Record] = []
-    for number, line in enumerate(
-        read_lines(lines, f"{spout.id}: {stream}", max_line_bytes), start=1
-    ):
-        defect = None
-        if line.too_long:
-            defect = (
-                f"line {number} is {line.length} bytes, over max_line_bytes ({max_line_bytes}); "
-                f"only its first {len(line.data)} bytes are kept"
+    append = batch.append
+    digest = hashlib.sha256()
+    update, hexdigest = digest.update, digest.hexdigest
+    readline = lines.readline
+    limit = max_line_bytes + 1
+    number = 0
+    where = f"{spout.id}: {stream}"
+    try:
+        while True:
+            chunk = readline(limit)
+            if not chunk:
+                break
+            number += 1
+            update(chunk)
+            defect = None
+            if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
+                data = chunk.rstrip(b"\r\n")
+                if skip_blank and not data.strip():
+                    continue
+            else:  # over the limit: a prefix for the dead letter, the rest through the digest
+                data, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
+                while not chunk.endswith(b"\n"):
+                    chunk = readline(max_line_bytes)
+                    if not chunk:
+                        break
+                    length += len(chunk)
+                    update(chunk)
+                length -= chunk.endswith(b"\n")
+                defect = (
+                    f"line {number} is {length} bytes, over max_line_bytes ({max_line_bytes}); "
+                    f"only its first {len(data)} bytes are kept"
+                )
+            # Positional: stream, shard, sequence, sub-sequence, partition key, arrival time,
+            # explicit hash key, fingerprint, defect.
+            append(
+                Record(
+                    data,
+                    RecordMeta(
+                        stream, shard, str(number), 0, "", None, None, hexdigest()[:32], defect
+                    ),
+                )
             )
-        elif skip_blank and not line.data.strip():
-            continue
-        # Positional: this runs per line (stream, shard, sequence, sub-sequence, partition key,
-        # arrival time, explicit hash key, fingerprint, defect).
-        batch.append(
-            Record(
-                line.data,
-                RecordMeta(stream, shard, str(number), 0, "", None, None, line.fingerprint, defect),
-            )
-        )
-        if len(batch) >= max_records:
-            yield batch
-            batch = []
-            if spout.stopping:
-                return
+            if len(batch) >= max_records:
+                yield batch
+                batch = []
+                append = batch.append
+                if spout.stopping:
+                    return
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SquallError(
+            f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
+            "(truncated or corrupt gzip?)"
+        ) from None
     if batch:
         yield batch
 

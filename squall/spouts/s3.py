@@ -19,7 +19,13 @@ from typing import Any
 from pydantic import Field
 
 from squall import aws
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import (
+    Capabilities,
+    ComponentConfig,
+    ComponentContext,
+    LambdaTrigger,
+    TriggerSource,
+)
 from squall.errors import SquallError
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
@@ -68,6 +74,15 @@ class S3Spout(Spout):
     Config = S3SpoutConfig
     summary = "Read JSON-lines objects (gzip or plain) from an S3 bucket, one record per line."
     finite = True
+
+    @classmethod
+    def capabilities(cls, config: S3SpoutConfig) -> Capabilities:
+        """Lambda delivers new objects under ``prefix`` with an S3 trigger (``squall package --template``)."""
+        return Capabilities(
+            lambda_trigger=LambdaTrigger(
+                TriggerSource.S3, config.bucket, config.region, config.prefix
+            )
+        )
 
     def __init__(self, config: S3SpoutConfig, context: ComponentContext):
         super().__init__(config, context)

@@ -24,7 +24,13 @@ from typing import Any
 from pydantic import Field
 
 from squall import aws
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import (
+    Capabilities,
+    ComponentConfig,
+    ComponentContext,
+    LambdaTrigger,
+    TriggerSource,
+)
 from squall.errors import SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.spouts.base import Spout
@@ -112,6 +118,13 @@ class SqsSpout(Spout):
         "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
     )
 
+    @classmethod
+    def capabilities(cls, config: SqsSpoutConfig) -> Capabilities:
+        """Lambda delivers this queue's messages with an SQS trigger (``squall package --template``)."""
+        return Capabilities(
+            lambda_trigger=LambdaTrigger(TriggerSource.SQS, config.queue, config.region)
+        )
+
     def __init__(self, config: SqsSpoutConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None
@@ -122,7 +135,7 @@ class SqsSpout(Spout):
         self._handles: dict[
             tuple[str, str], str
         ] = {}  # (shard, sequence) -> receipt handle, in flight
-        self._records: list[Record] = []
+        self._records: list[Record] = []  # read, not yet deleted (in order)
         self.deleted = 0
 
     def open(self, resources: Any = None) -> None:
@@ -176,15 +189,18 @@ class SqsSpout(Spout):
             if not batch:
                 if self.config.stop_when_empty:
                     return
+                if self.idle_batches:
+                    yield batch  # empty: a sink rolling by age hears that time moves
                 continue
-            self._records = batch
+            self._records.extend(batch)
             yield batch
 
     def commit(self, checkpoint: dict[str, Position]) -> None:
-        """Delete the messages of the last batch that the checkpoint covers."""
-        done = [
-            r for r, ok in zip(self._records, settled(self._records, checkpoint), strict=True) if ok
-        ]
+        """Delete the messages the checkpoint covers, of every batch not yet deleted (a sink that
+        holds across batches makes one checkpoint cover several)."""
+        covered = settled(self._records, checkpoint)
+        done = [r for r, ok in zip(self._records, covered, strict=True) if ok]
+        self._records = [r for r, ok in zip(self._records, covered, strict=True) if not ok]
         handles = [self._handles.pop((r.meta.shard_id, r.meta.sequence_number)) for r in done]
         for i in range(0, len(handles), MAX_RECEIVE):
             chunk = handles[i : i + MAX_RECEIVE]

@@ -171,9 +171,10 @@ class Engine:
         self._tx_sinks: set[int] = set()
         self._tx_states: set[int] = set()
         self._checkpoint_in_tx = False
-        self._holders: list[
-            Node
-        ] = []  # sinks that may hold what they wrote (outside the transaction)
+        #: Sinks that may hold what they wrote across batches; those released after every batch.
+        self._holders: list[Node] = []
+        self._release_always: set[int] = set()
+        self._stateful_set = {n.index for n in self._stateful}
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
         self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
@@ -236,6 +237,60 @@ class Engine:
                 )
             self._feedback_to[node.index] = bolt
 
+    def _plan_holders(self) -> None:
+        """The sinks that may hold across batches. A dead-letter sink or a sink written in the
+        batch's transaction cannot (refused: the checkpoint would pass what it holds). A sink
+        downstream of a stateful bolt is released after every batch: that state is committed per
+        batch, and a crash losing the buffer would leave a replay that does not produce the
+        held output again (a closed window, a state that moved on)."""
+        holds = [
+            n
+            for n in self.plan.nodes
+            if n.kind == "sink" and type(self.components[n.index]).holding is not Sink.holding
+        ]
+        for node in holds:
+            if node.dead_letter or node.index in self._tx_sinks:
+                why = (
+                    "a dead-letter sink"
+                    if node.dead_letter
+                    else "written in the batch's transaction"
+                )
+                raise TopologyError(
+                    self._sink_problem(
+                        node,
+                        f"sink '{node.id}' keeps what it writes across batches (rolling), but it is "
+                        f"{why}: it must be durable when the batch ends (remove its rolling settings)",
+                    )
+                )
+        self._holders, self._release_always = holds, set()
+        for node in holds:
+            stateful = [n.id for n in self._upstream(node) if n.index in self._stateful_set]
+            if stateful and self.hold:
+                self._release_always.add(node.index)
+                log.warning(
+                    "%s: releases after every batch, not when due: stateful bolt(s) %s upstream "
+                    "commit their state per batch, and a held buffer lost in a crash would not "
+                    "be produced again",
+                    node.id,
+                    ", ".join(stateful),
+                )
+
+    def _upstream(self, node: Node) -> list[Node]:
+        """The bolts whose output can reach ``node``."""
+        feeds: dict[int, set[int]] = {n.index: set() for n in self.plan.nodes}
+        for n in self.plan.nodes:
+            for targets in n.outputs.values():
+                for t in targets:
+                    feeds[t].add(n.index)
+        seen: set[int] = set()
+        todo = [node.index]
+        while todo:
+            for i in feeds[todo.pop()]:
+                if i not in seen:
+                    seen.add(i)
+                    todo.append(i)
+        return [n for n in self.plan.nodes if n.index in seen]
+
     def _sink_problem(self, node: Node, message: str) -> Problem:
         """A problem located at the sink's entry of the topology file."""
         i = next(k for k, c in enumerate(self.topology.sinks) if c.id == node.id)
@@ -266,12 +321,7 @@ class Engine:
                 comp.open(self.resources)  # type: ignore[union-attr]
             self._plan_transaction()
             self._plan_feedback()
-            self._holders = [
-                n
-                for n in self._data_sinks
-                if n.index not in self._tx_sinks
-                and type(self.components[n.index]).holding is not Sink.holding
-            ]
+            self._plan_holders()
             self._opened = True
             _settle_heap()
         return self
@@ -301,7 +351,7 @@ class Engine:
     @property
     def holding_sinks(self) -> list[str]:
         """Ids of the sinks that may hold what they wrote across batches (after ``open``)."""
-        return [n.id for n in self._holders]
+        return [n.id for n in self._holders if n.index not in self._release_always]
 
     @property
     def holding(self) -> bool:
@@ -342,7 +392,9 @@ class Engine:
         still = False
         for node in self._holders:
             comp = self.components[node.index]
-            if comp.holding() and (force or not self.hold or comp.due()):  # type: ignore[union-attr]
+            if comp.holding() and (  # type: ignore[union-attr]
+                force or not self.hold or node.index in self._release_always or comp.due()  # type: ignore[union-attr]
+            ):
                 self._call(node.id, self.stats[node.index], comp.release, isolate=False)  # type: ignore[union-attr]
             still = still or comp.holding()  # type: ignore[union-attr]
         return still
@@ -754,8 +806,6 @@ class Engine:
                 part_feedback.extend(got.feedback)
 
         bad = self._find_poison(node, write, p.events, fault)
-        if part_feedback:
-            self._feed_back(node, part_feedback)
         if not bad:
             # It failed on the whole, never on a part (a size limit): every part was written, so
             # every event is. Failing the batch would fail it again on every delivery.
@@ -765,6 +815,8 @@ class Engine:
                 len(p.events),
                 fault.reason,
             )
+            if part_feedback:  # else the rest is written again below, with its feedback
+                self._feed_back(node, part_feedback)
             counted = part_written and None not in part_written
             self._settle(
                 node,

@@ -256,12 +256,8 @@ def test_variable_defaults_keep_the_first_default_written():
 
 
 # --- SQS and S3 triggers -------------------------------------------------------------------------
-# The template asks the spout for its trigger (``Capabilities.lambda_trigger``). Until the built-in
-# sqs and s3 spouts declare it, these subclasses declare it exactly as they will; the built-in
-# types run the same tests, expected to fail until then (strict: they fail once the spouts declare).
-PENDING_SPOUT_EDIT = pytest.mark.xfail(
-    strict=True, reason="squall/spouts/sqs.py and s3.py do not declare lambda_trigger yet"
-)
+# The template asks the spout for its trigger (``Capabilities.lambda_trigger``): the built-in sqs
+# and s3 spouts, and subclasses declaring it as a plugin would (the S3 one with a suffix filter).
 
 
 class TriggeredSqsSpout(SqsSpout):
@@ -288,8 +284,8 @@ class TriggeredS3Spout(S3Spout):
         )
 
 
-SQS_SPOUTS = [f"{__name__}:TriggeredSqsSpout", pytest.param("sqs", marks=PENDING_SPOUT_EDIT)]
-S3_SPOUTS = [f"{__name__}:TriggeredS3Spout", pytest.param("s3", marks=PENDING_SPOUT_EDIT)]
+SQS_SPOUTS = [f"{__name__}:TriggeredSqsSpout", "sqs"]
+S3_SPOUTS = [f"{__name__}:TriggeredS3Spout", "s3"]
 LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 SQS_READS = {
     "sqs:ChangeMessageVisibility",

@@ -66,6 +66,20 @@ def test_batches_respect_max_records(kinesis, kinesis_mock, make_stream):
     assert max(sizes) <= 40 and sum(sizes) == 250
 
 
+def test_idle_batches_tell_the_runner_that_time_moves(kinesis, kinesis_mock, make_stream):
+    """With ``idle_batches`` (a sink rolls files by age) a round that finds nothing yields an
+    empty batch before sleeping; without it, only records are yielded."""
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(5))
+    quiet = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
+    assert [len(b) for b in quiet.read(10)] == [5]
+    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
+    spout.idle_batches = True
+    sizes = [len(b) for b in spout.read(10)]
+    assert sizes[0] == 5 and sum(sizes) == 5
+    assert sizes[1:] and set(sizes[1:]) == {0}  # idle rounds until idle_exit
+
+
 def test_restart_resumes_after_the_checkpoint_without_duplicates(
     kinesis, kinesis_mock, make_stream, sqlite_store
 ):
