@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from botocore.exceptions import (
@@ -190,3 +190,28 @@ class Backoff:
         """Seconds to wait before retry number ``attempt`` (0-based); never below base / 2."""
         ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
         return max(self.base / 2, self._rng() * ceiling)
+
+
+class Sized(Protocol):
+    """An item of a batch call: its size in bytes counts against the call's limit."""
+
+    size: int
+
+
+_S = TypeVar("_S", bound=Sized)
+
+
+def chunks(items: Sequence[_S], max_items: int, max_bytes: int | None = None) -> Iterator[list[_S]]:
+    """Consecutive runs of at most ``max_items`` items and ``max_bytes`` bytes (an item over it goes alone)."""
+    chunk: list[_S] = []
+    size = 0
+    for item in items:
+        if chunk and (
+            len(chunk) >= max_items or (max_bytes is not None and size + item.size > max_bytes)
+        ):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item.size
+    if chunk:
+        yield chunk

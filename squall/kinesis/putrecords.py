@@ -233,16 +233,7 @@ def _single(data: bytes, partition_key: str, explicit_hash_key: str | None, item
 
 def chunks(entries: list[Entry]) -> Iterator[list[Entry]]:
     """Split entries into PutRecords calls of at most 500 records and 5 MiB, in order."""
-    chunk: list[Entry] = []
-    size = 0
-    for e in entries:
-        if chunk and (len(chunk) >= MAX_CALL_RECORDS or size + e.size > MAX_CALL_BYTES):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(e)
-        size += e.size
-    if chunk:
-        yield chunk
+    return aws.chunks(entries, MAX_CALL_RECORDS, MAX_CALL_BYTES)
 
 
 @dataclass

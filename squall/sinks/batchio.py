@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -68,24 +68,6 @@ class SendOutcome:
     rejected: list[tuple[Item, str]] = field(default_factory=list)
     calls: int = 0
     retried: int = 0
-
-
-def chunks(
-    items: Sequence[Item], max_items: int, max_bytes: int | None = None
-) -> Iterator[list[Item]]:
-    """Consecutive runs of at most ``max_items`` items and ``max_bytes`` bytes (an item over it goes alone)."""
-    chunk: list[Item] = []
-    size = 0
-    for item in items:
-        if chunk and (
-            len(chunk) >= max_items or (max_bytes is not None and size + item.size > max_bytes)
-        ):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += item.size
-    if chunk:
-        yield chunk
 
 
 def send_all(

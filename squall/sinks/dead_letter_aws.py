@@ -28,12 +28,13 @@ import orjson
 from pydantic import Field
 
 from squall import aws
+from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Reject, Retry, aws_call, chunks, send_all
+from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all
 from squall.sinks.dead_letter import dead_letter_line
 
 SQS_MAX_BYTES = 256 * 1024

@@ -18,11 +18,12 @@ import orjson
 from pydantic import Field
 
 from squall import aws
+from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Retry, aws_call, chunks, send_all, write_result
+from squall.sinks.batchio import Item, Retry, aws_call, send_all, write_result
 
 MAX_CALL_RECORDS = 500
 MAX_CALL_BYTES = 4 * 1024 * 1024

@@ -20,6 +20,7 @@ import orjson
 from pydantic import Field, field_validator, model_validator
 
 from squall import aws, paths
+from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
@@ -30,7 +31,6 @@ from squall.sinks.batchio import (
     Retry,
     SendOutcome,
     aws_call,
-    chunks,
     send_all,
     write_result,
 )
