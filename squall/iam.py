@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _KINESIS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:")
 _SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:")
@@ -55,3 +56,36 @@ def sqs_queue_arn(queue: str, region: str | None = None) -> str:
 
 def s3_bucket_arn(bucket: str) -> str:
     return f"arn:${{AWS::Partition}}:s3:::{bucket}"
+
+
+def service_role(
+    service: str,
+    statements: list[dict[str, Any]],
+    *,
+    policy_name: str = "squall",
+    extra_policies: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An ``AWS::IAM::Role`` resource that ``service`` (``lambda.amazonaws.com``,
+    ``ec2.amazonaws.com``) may assume, with one inline policy of ``statements``."""
+    return {
+        "Type": "AWS::IAM::Role",
+        "Properties": {
+            "AssumeRolePolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": service},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            },
+            "Policies": [
+                {
+                    "PolicyName": policy_name,
+                    "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+                },
+                *(extra_policies or []),
+            ],
+        },
+    }

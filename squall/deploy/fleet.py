@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from squall import iam
 from squall.deploy.package import IGNORED  # the same files are left out of a fleet folder
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -223,27 +224,9 @@ def instance_role(
         "Description": f"squall KCL fleet {topology.name}: instance role and profile",
         "Parameters": params,
         "Resources": {
-            "InstanceRole": {
-                "Type": "AWS::IAM::Role",
-                "Properties": {
-                    "AssumeRolePolicyDocument": {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"Service": "ec2.amazonaws.com"},
-                                "Action": "sts:AssumeRole",
-                            }
-                        ],
-                    },
-                    "Policies": [
-                        {
-                            "PolicyName": "squall-kcl",
-                            "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
-                        }
-                    ],
-                },
-            },
+            "InstanceRole": iam.service_role(
+                "ec2.amazonaws.com", statements, policy_name="squall-kcl"
+            ),
             "InstanceProfile": {
                 "Type": "AWS::IAM::InstanceProfile",
                 "Properties": {"Roles": [{"Ref": "InstanceRole"}]},

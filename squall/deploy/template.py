@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from squall import iam
 from squall.errors import SquallError, TopologyError
 from squall.iam import AwsPermission
 from squall.topology.model import Topology
@@ -162,23 +163,7 @@ class _Builder:
 def _role(
     statements: list[dict[str, Any]], extra: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    policy_doc = {"Version": "2012-10-17", "Statement": statements}
-    return {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "lambda.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                    }
-                ],
-            },
-            "Policies": [{"PolicyName": "squall", "PolicyDocument": policy_doc}, *(extra or [])],
-        },
-    }
+    return iam.service_role("lambda.amazonaws.com", statements, extra_policies=extra)
 
 
 def _log_statement(log_group: str) -> dict[str, Any]:
