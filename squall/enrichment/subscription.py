@@ -39,7 +39,6 @@ from squall.enrichment.stores import (
     SqlStateStore,
     StateStore,
 )
-from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
@@ -145,28 +144,25 @@ class SubscriptionBolt(Bolt):
 
     def open(self, resources: Resources) -> None:
         c = self.config
-        try:
-            kind = resources.kind(c.store)
-            if kind == "redis":
-                if c.cache is not None:
-                    raise ValueError("`cache` needs a SQL `store`: Redis is already the store")
-                self.store = RedisStateStore(resources.redis(c.store), c.key_prefix)
-            elif kind == "sql":
-                sql = SqlStateStore(resources.sql(c.store), c.table)
-                if c.cache is None:
-                    self.store = sql
-                else:
-                    if resources.kind(c.cache) != "redis":
-                        raise ValueError(f"cache resource '{c.cache}' is not Redis")
-                    cache = RedisStateStore(resources.redis(c.cache), c.key_prefix, ttl=c.cache_ttl)
-                    self.store = CachedStateStore(cache, sql)
-                self._state_resource = c.store
-            else:
-                raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
-        except (SquallError, ValueError) as exc:
-            raise TopologyError(
-                Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))
-            ) from exc
+
+        def redis(client: Any) -> StateStore:
+            if c.cache is not None:
+                raise ValueError("`cache` needs a SQL `store`: Redis is already the store")
+            return RedisStateStore(client, c.key_prefix)
+
+        def sql(engine: Any) -> StateStore:
+            self._state_resource = c.store
+            store = SqlStateStore(engine, c.table)
+            if c.cache is None:
+                return store
+            if resources.kind(c.cache) != "redis":
+                raise ValueError(f"cache resource '{c.cache}' is not Redis")
+            cache = RedisStateStore(resources.redis(c.cache), c.key_prefix, ttl=c.cache_ttl)
+            return CachedStateStore(cache, store)
+
+        self.store = resources.open_store(
+            c.store, (self.context.topology, f"{self.id}.store"), sql=sql, redis=redis
+        )
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)

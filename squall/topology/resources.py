@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
+
+T = TypeVar("T")
 
 
 class Resources:
@@ -55,6 +57,29 @@ class Resources:
         if cfg.scheme not in REDIS_SCHEMES:
             raise SquallError(f"resource '{name}' is not Redis ({redact_url(cfg.url)})")
         return self._get(name, lambda: _redis_client(cfg))
+
+    def open_store(
+        self,
+        name: str,
+        where: tuple[str, str],
+        *,
+        sql: Callable[[Any], T],
+        redis: Callable[[Any], T],
+    ) -> T:
+        """A component's store on resource ``name``: ``sql(engine)`` or ``redis(client)`` by the
+        resource's kind. Any problem (no such resource, another kind, a ``ValueError`` of the
+        callables) is a ``TopologyError`` at ``where`` (topology name, ``<component>.<field>``)."""
+        from squall.errors import Problem, TopologyError
+
+        try:
+            kind = self.kind(name)
+            if kind == "redis":
+                return redis(self.redis(name))
+            if kind == "sql":
+                return sql(self.sql(name))
+            raise ValueError(f"store resource '{name}' is neither SQL nor Redis")
+        except (SquallError, ValueError) as exc:
+            raise TopologyError(Problem(where[0], 0, 0, where[1], str(exc))) from exc
 
     def kind(self, name: str) -> str:
         scheme = self.config(name).scheme
