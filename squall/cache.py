@@ -80,6 +80,15 @@ class LRUCache(Generic[K, V]):
         self.misses += len(missing)
         return found, missing
 
+    def get_or_compute(self, keys: Iterable[K], compute: Callable[[K], V]) -> dict[K, V]:
+        """The value of each key: cached, or ``compute(key)`` once per missing key (then cached)."""
+        found, missing = self.get_many(keys)
+        if missing:
+            fresh = {key: compute(key) for key in missing}
+            self.put_many(fresh)
+            found.update(fresh)
+        return found
+
     def put(self, key: K, value: V) -> None:
         """Store one value."""
         self.put_many({key: value})

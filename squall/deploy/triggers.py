@@ -147,25 +147,48 @@ def _kinesis(
         "ParallelizationFactor": 1,
     }
     if opts.on_failure:
-        kind = _on_failure_kind(opts)
-        b.params["OnFailureDestinationArn"] = {
-            "Type": "String",
-            "Description": f"ARN of the {kind.upper()} destination that receives the metadata "
-            "of a batch Lambda gave up on (the records stay in the stream)",
-        }
-        b.params["MaximumRetryAttempts"] = {
-            "Type": "Number",
-            "Default": 10,
-            "MinValue": 0,
-            "MaxValue": 10000,
-            "Description": "Retries of a failing batch before it is skipped",
-        }
-        source["MaximumRetryAttempts"] = {"Ref": "MaximumRetryAttempts"}
-        source["DestinationConfig"] = {
-            "OnFailure": {"Type": kind.upper(), "Destination": {"Ref": "OnFailureDestinationArn"}}
-        }
-        _grant_destination(statements, kind)
+        source.update(
+            _on_failure(
+                b,
+                opts,
+                statements,
+                "the metadata of a batch Lambda gave up on (the records stay in the stream)",
+                retries=(10, 10000, "Retries of a failing batch before it is skipped"),
+            )
+        )
     props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
+
+
+def _on_failure(
+    b: _Builder,
+    opts: TemplateOptions,
+    statements: list[dict[str, Any]],
+    what: str,
+    *,
+    retries: tuple[int, int, str],
+) -> dict[str, Any]:
+    """The ``--on-failure`` destination: its two parameters, the grant to send to it, and the
+    ``MaximumRetryAttempts``/``DestinationConfig`` properties of the event source."""
+    kind = _on_failure_kind(opts)
+    default, most, description = retries
+    b.params["OnFailureDestinationArn"] = {
+        "Type": "String",
+        "Description": f"ARN of the {kind.upper()} destination that receives {what}",
+    }
+    b.params["MaximumRetryAttempts"] = {
+        "Type": "Number",
+        "Default": default,
+        "MinValue": 0,
+        "MaxValue": most,
+        "Description": description,
+    }
+    _grant_destination(statements, kind)
+    return {
+        "MaximumRetryAttempts": {"Ref": "MaximumRetryAttempts"},
+        "DestinationConfig": {
+            "OnFailure": {"Type": kind.upper(), "Destination": {"Ref": "OnFailureDestinationArn"}}
+        },
+    }
 
 
 def _on_failure_kind(opts: TemplateOptions) -> str:
@@ -281,29 +304,17 @@ def _s3(
     else:
         raise SquallError("--s3-bucket must be create or existing")
     if opts.on_failure:
-        kind = _on_failure_kind(opts)
-        b.params["OnFailureDestinationArn"] = {
-            "Type": "String",
-            "Description": f"ARN of the {kind.upper()} destination that receives an S3 event "
-            "Lambda gave up on (the objects stay in the bucket)",
-        }
-        b.params["MaximumRetryAttempts"] = {
-            "Type": "Number",
-            "Default": MAX_ASYNC_RETRIES,
-            "MinValue": 0,
-            "MaxValue": MAX_ASYNC_RETRIES,
-            "Description": "Retries of a failing S3 event before it goes to the destination",
-        }
-        props["EventInvokeConfig"] = {
-            "MaximumRetryAttempts": {"Ref": "MaximumRetryAttempts"},
-            "DestinationConfig": {
-                "OnFailure": {
-                    "Type": kind.upper(),
-                    "Destination": {"Ref": "OnFailureDestinationArn"},
-                }
-            },
-        }
-        _grant_destination(statements, kind)
+        props["EventInvokeConfig"] = _on_failure(
+            b,
+            opts,
+            statements,
+            "an S3 event Lambda gave up on (the objects stay in the bucket)",
+            retries=(
+                MAX_ASYNC_RETRIES,
+                MAX_ASYNC_RETRIES,
+                "Retries of a failing S3 event before it goes to the destination",
+            ),
+        )
 
 
 def _notification(trigger: LambdaTrigger) -> dict[str, Any]:

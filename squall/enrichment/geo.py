@@ -391,12 +391,7 @@ class GeoBolt(Bolt):
 
     def resolve(self, texts: dict[str, None] | list[str]) -> dict[str, _Resolved]:
         """The resolution of each address string, from the cache or the databases."""
-        found, missing = self._addresses.get_many(texts)
-        if missing:
-            fresh = {text: self._resolve_one(text) for text in missing}
-            self._addresses.put_many(fresh)
-            found.update(fresh)
-        return found
+        return self._addresses.get_or_compute(texts, self._resolve_one)
 
     def _resolve_one(self, text: str) -> _Resolved:
         parsed = addresses.parse(text)
