@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -157,20 +157,31 @@ def read_lines(
                 continue
             # Over the limit: keep a prefix for the dead letter, stream the rest through the digest.
             prefix, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
-            while not chunk.endswith(b"\n"):
-                chunk = readline(max_line_bytes)
-                if not chunk:
-                    break
-                length += len(chunk)
-                digest.update(chunk)
-            yield Line(
-                prefix, length - chunk.endswith(b"\n"), digest.hexdigest()[:32], too_long=True
-            )
+            chunk = b""
+            length += _rest_of_line(readline, max_line_bytes, digest.update)
+            yield Line(prefix, length, digest.hexdigest()[:32], too_long=True)
     except (EOFError, OSError, zlib.error) as exc:
         raise SquallError(
             f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
             "(truncated or corrupt gzip?)"
         ) from None
+
+
+def _rest_of_line(
+    readline: Callable[[int], bytes], max_line_bytes: int, update: Callable[[bytes], None]
+) -> int:
+    """Read the rest of a line over the limit through the digest, never holding it; its length
+    without the newline. The caller keeps only a prefix of the first part (and drops that part
+    first: two parts held at once would double the memory bound)."""
+    length = 0
+    while True:
+        chunk = readline(max_line_bytes)
+        if not chunk:
+            return length
+        update(chunk)
+        if chunk.endswith(b"\n"):
+            return length + len(chunk) - 1
+        length += len(chunk)
 
 
 def _batches(
@@ -208,13 +219,8 @@ def _batches(
                     continue
             else:  # over the limit: a prefix for the dead letter, the rest through the digest
                 data, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
-                while not chunk.endswith(b"\n"):
-                    chunk = readline(max_line_bytes)
-                    if not chunk:
-                        break
-                    length += len(chunk)
-                    update(chunk)
-                length -= chunk.endswith(b"\n")
+                chunk = b""
+                length += _rest_of_line(readline, max_line_bytes, update)
                 defect = (
                     f"line {number} is {length} bytes, over max_line_bytes ({max_line_bytes}); "
                     f"only its first {len(data)} bytes are kept"
