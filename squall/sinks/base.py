@@ -29,6 +29,7 @@ Two optional parts of the contract:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,6 +51,22 @@ class Prepared:
     def reject(self, event: Event, component: str, reason: str) -> None:
         event.failure = Failure(component, reason, "error")
         self.rejected.append(event)
+
+    @classmethod
+    def each(cls, events: list[Event], component: str, make: Callable[[Event], Any]) -> Prepared:
+        """One payload item per event from ``make`` (the payload is their list); an event whose
+        ``make`` raises ``ValueError`` is rejected with the error's message."""
+        out = cls([])
+        items = []
+        for ev in events:
+            try:
+                items.append(make(ev))
+            except ValueError as exc:
+                out.reject(ev, component, str(exc))
+                continue
+            out.events.append(ev)
+        out.payload = items
+        return out
 
 
 @dataclass

@@ -11,6 +11,7 @@ nothing. Standard queues have no deduplication: every message carries the event 
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 from collections.abc import Callable
@@ -161,17 +162,8 @@ class SqsSink(Sink):
 
     def prepare(self, events: list[Event]) -> Prepared:
         """Build each message and check it against the SQS limits; reject what SQS would refuse."""
-        out = Prepared([])
-        items: list[Item] = []
-        for ev in events:
-            try:
-                items.append(self._message(ev, len(items)))
-            except ValueError as exc:
-                out.reject(ev, self.id, str(exc))
-                continue
-            out.events.append(ev)
-        out.payload = items
-        return out
+        ids = itertools.count()  # entry ids, unique in the batch
+        return Prepared.each(events, self.id, lambda ev: self._message(ev, next(ids)))
 
     def _message(self, ev: Event, n: int) -> Item:
         cfg = self.config
