@@ -60,3 +60,16 @@ def format_time(ms: int | None) -> str | None:
 @functools.lru_cache(maxsize=65_536)  # the same times come again (a key's registration, per event)
 def _format_ms(ms: int) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
+
+
+def arrival_ms(arrival: datetime | None) -> int:
+    """Epoch milliseconds of a record's arrival time (naive means UTC); ``ValueError`` when the
+    record has none (a file's lines): the component then needs a time field."""
+    if arrival is None:
+        raise ValueError("the record has no arrival time")
+    if arrival.tzinfo is None:
+        arrival = arrival.replace(tzinfo=UTC)
+    ms = (arrival - _EPOCH) // _ONE_MS
+    if ms < 0:
+        raise ValueError(f"arrival time before 1970: {arrival.isoformat()}")
+    return ms

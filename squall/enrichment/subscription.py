@@ -14,7 +14,6 @@ a crash, or a sink outage — is enriched from exactly the state its first deliv
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -42,7 +41,7 @@ from squall.enrichment.stores import (
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
-from squall.times import parse_time
+from squall.times import arrival_ms, parse_time
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -306,12 +305,7 @@ class SubscriptionBolt(Bolt):
             return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
         try:
             if self._get_time is None:
-                arrival = event.meta.arrival_time
-                if arrival is None:
-                    raise ValueError("the record has no arrival time")
-                if arrival.tzinfo is None:
-                    arrival = arrival.replace(tzinfo=UTC)
-                time_ms = parse_time(arrival.isoformat())
+                time_ms = arrival_ms(event.meta.arrival_time)
             else:
                 value = self._get_time(event)
                 if value is MISSING:
