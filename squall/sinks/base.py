@@ -132,6 +132,11 @@ class Sink(Component):
         """The id of the stateful bolt that receives this sink's ``WriteResult.feedback``."""
         return None
 
+    def may_hold(self) -> bool:
+        """Whether this sink, as configured, can hold what it wrote across batches (asked once,
+        at start); by default, whether its class implements ``holding``."""
+        return type(self).holding is not Sink.holding
+
     def holding(self) -> bool:
         """True while events accepted by ``write_batch`` are kept but not yet durable."""
         return False

@@ -246,7 +246,7 @@ class Engine:
         holds = [
             n
             for n in self.plan.nodes
-            if n.kind == "sink" and type(self.components[n.index]).holding is not Sink.holding
+            if n.kind == "sink" and self.components[n.index].may_hold()  # type: ignore[union-attr]
         ]
         for node in holds:
             if node.dead_letter or node.index in self._tx_sinks:
