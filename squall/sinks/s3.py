@@ -17,7 +17,8 @@ in memory instead, dropping events whose position it already holds (a re-deliver
 checkpoint back until then. A rolled object is named by its *first* position only
 (``stream.shard.first``): after a crash the source delivers again from the held checkpoint, the
 buffers start at the same first rows, and whatever grouping the replay rolls overwrites the
-objects a lost release may already have put — no row is left in two objects. Without roll
+objects a lost release may already have put — no row is left in two objects (rows after a
+record that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
 Size (~450 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
@@ -41,14 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
-from squall.event import Event
+from squall.event import Event, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import aws_call
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
 #: Rolling keeps rows in memory: at this size a buffer is due whatever ``roll_bytes`` says.
-MAX_HELD_BYTES = 256 * 1024 * 1024
+MAX_HELD_BYTES = 128 * 1024 * 1024
 
 
 class S3Column(BaseModel):
@@ -194,8 +195,8 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
     return orjson.dumps(value).decode()  # json
 
 
-def _position(ev: Event) -> str:
-    return f"{ev.meta.sequence_number}.{ev.meta.sub_sequence_number}"
+def _position(meta: RecordMeta) -> str:
+    return f"{meta.sequence_number}.{meta.sub_sequence_number}"
 
 
 class S3Sink(Sink):
@@ -216,7 +217,8 @@ class S3Sink(Sink):
         #: Rolling: (partition, stream, shard) -> its held (event, row, size) rows; the positions
         #: held (re-deliveries are dropped by them); a release not finished (its objects).
         self.rolling = config.roll_bytes is not None or config.roll_seconds is not None
-        self._held: dict[tuple[str, str, str], list[tuple[Event, Any, int]]] = {}
+        # Held rows keep the record's metadata, not the event (its raw bytes and decoded value).
+        self._held: dict[tuple[str, str, str], list[tuple[RecordMeta, Any]]] = {}
         self._positions: set[tuple[str, str, str, int, str]] = set()  # and the event id
         self._releasing: list[_Object] = []
         self.held_bytes = 0
@@ -249,7 +251,11 @@ class S3Sink(Sink):
         for rows in groups.values():  # position order, whatever order the graph delivered them in
             rows.sort(key=lambda pair: pair[0].meta.position.key())
         out.payload = [
-            _Object(self._key(part, stream, shard, rows), rows, (part, stream, shard))
+            _Object(
+                self._key(part, stream, shard, rows[0][0].meta, rows[-1][0].meta),
+                rows,
+                (part, stream, shard),
+            )
             for (part, stream, shard), rows in groups.items()
         ]
         return out
@@ -289,12 +295,13 @@ class S3Sink(Sink):
         partition: str,
         stream: str,
         shard: str,
-        rows: list[tuple[Event, Any]],
+        first_meta: RecordMeta,
+        last_meta: RecordMeta,
         *,
-        rolled=False,
+        rolled: bool = False,
     ) -> str:
         """``prefix/partition/stream.shard.first-last.ext``; rolled: ``…stream.shard.first.ext``."""
-        first, last = _position(rows[0][0]), _position(rows[-1][0])
+        first, last = _position(first_meta), _position(last_meta)
         ext = (
             ".parquet"
             if self.config.format == "parquet"
@@ -306,7 +313,7 @@ class S3Sink(Sink):
         name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{span}{ext}"
         return f"{self.config.prefix}{partition}/{name}"
 
-    def body(self, rows: list[tuple[Event, Any]]) -> bytes:
+    def body(self, rows: list[tuple[Any, Any]]) -> bytes:
         """The object's bytes: deterministic for the same rows (gzip without a timestamp)."""
         cfg = self.config
         if cfg.format == "jsonl":
@@ -395,7 +402,7 @@ class S3Sink(Sink):
                 taken.append((pos, obj.group, ev, line if jsonl else row, len(line)))
         for pos, group, ev, row, size in taken:
             seen.add(pos)
-            self._held.setdefault(group, []).append((ev, row, size))
+            self._held.setdefault(group, []).append((ev.meta, row))
             self.held_bytes += size
         if taken and self._since is None:
             self._since = self.clock()
@@ -427,10 +434,11 @@ class S3Sink(Sink):
         self.held_bytes = 0
         self._since = None
 
-    def _rolled(self, group: tuple[str, str, str], held: list[tuple[Event, Any, int]]) -> _Object:
-        rows = sorted(((ev, row) for ev, row, _ in held), key=lambda r: r[0].meta.position.key())
+    def _rolled(self, group: tuple[str, str, str], held: list[tuple[RecordMeta, Any]]) -> _Object:
+        rows = sorted(held, key=lambda r: r[0].position.key())
         part, stream, shard = group
-        return _Object(self._key(part, stream, shard, rows, rolled=True), rows, group)
+        key = self._key(part, stream, shard, rows[0][0], rows[-1][0], rolled=True)
+        return _Object(key, rows, group)
 
     def close(self) -> None:
         close: Callable[[], None] | None = getattr(self.client, "close", None)
@@ -439,9 +447,9 @@ class S3Sink(Sink):
 
 
 class _Object:
-    """One object to put: its key and its (event, row) pairs."""
+    """One object to put: its key, its (event or record metadata, row) pairs and its group."""
 
     __slots__ = ("key", "rows", "group", "done")
 
-    def __init__(self, key: str, rows: list[tuple[Event, Any]], group: tuple[str, str, str]):
+    def __init__(self, key: str, rows: list[tuple[Any, Any]], group: tuple[str, str, str]):
         self.key, self.rows, self.group, self.done = key, rows, group, False
