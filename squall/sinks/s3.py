@@ -17,8 +17,8 @@ in memory instead, dropping events whose position it already holds (a re-deliver
 checkpoint back until then. A rolled object is named by its *first* position only
 (``stream.shard.first``): after a crash the source delivers again from the held checkpoint, the
 buffers start at the same first rows, and whatever grouping the replay rolls overwrites the
-objects a lost release may already have put — no row is left in two objects (rows after a
-record that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
+objects a lost release may already have put — no row is left in two objects (rows after a record
+that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
 Size (~450 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
@@ -214,8 +214,8 @@ class S3Sink(Sink):
             for name, spec in (config.columns or {}).items()
         ]
         self.puts = 0
-        #: Rolling: (partition, stream, shard) -> its held (event, row, size) rows; the positions
-        #: held (re-deliveries are dropped by them); a release not finished (its objects).
+        #: Rolling: (partition, stream, shard) -> its held (record metadata, row) pairs; the
+        #: positions held (re-deliveries are dropped by them); a release not finished (its objects).
         self.rolling = config.roll_bytes is not None or config.roll_seconds is not None
         # Held rows keep the record's metadata, not the event (its raw bytes and decoded value).
         self._held: dict[tuple[str, str, str], list[tuple[RecordMeta, Any]]] = {}
