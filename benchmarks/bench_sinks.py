@@ -2,7 +2,8 @@
 
     python benchmarks/bench_sinks.py [--events 5000] [--runs 3]
 
-sqs, s3 (gzip JSON lines and Parquet) and firehose write to moto's standalone server on loopback
+sqs, s3 (gzip JSON lines and Parquet; one object set per batch, and rolled across batches with
+``roll_bytes``, released when due as the engine does) and firehose write to moto's standalone server on loopback
 (started here, stopped at the end); http and push post to a local threading HTTP server (push
 also fetches its OAuth2 token there, once). Each figure is the median of ``--runs`` runs of
 prepare + write_batch over the events in batches of 500, in events per second, on this machine.
@@ -74,21 +75,31 @@ def make_events(n: int) -> list[Event]:
 def run_sink(sink: Any, events: list[Event]) -> float:
     """Seconds to prepare and write the events in batches; fails loudly if anything was not written."""
     started = time.perf_counter()
+    rolling = getattr(sink, "rolling", False)
     for i in range(0, len(events), BATCH):
         prepared = sink.prepare(events[i : i + BATCH])
         assert not prepared.rejected, prepared.rejected[0].failure
         result = sink.write_batch(prepared, None)
         assert result is None or not (result.failed or getattr(result, "dead_tokens", None)), result
+        if rolling and sink.holding() and sink.due():  # what the engine does after each batch
+            sink.release()
+    if rolling and sink.holding():  # end of input
+        sink.release()
     return time.perf_counter() - started
 
 
-def median_rate(make_sink: Any, events: list[Event], runs: int) -> float:
+def median_rate(
+    make_sink: Any, events: list[Event], runs: int, objects: list | None = None
+) -> float:
+    """Median events/s over ``runs`` fresh sinks; ``objects`` gets each run's S3 puts."""
     rates = []
     for _ in range(runs):
         sink = make_sink()
         sink.open()
         try:
             rates.append(len(events) / run_sink(sink, events))
+            if objects is not None:
+                objects.append(sink.puts)
         finally:
             sink.close()
     return statistics.median(rates)
@@ -104,6 +115,7 @@ def main() -> None:
     os.environ.update(DUMMY_ENV)
     events = make_events(args.events)
     rows: list[tuple[str, int, float]] = []
+    s3_objects: dict[str, float] = {}  # objects written per run, for the s3 rows
     with tempfile.TemporaryDirectory() as tmp:
         moto = MotoServer(Path(tmp))
         try:
@@ -142,55 +154,43 @@ def main() -> None:
                     median_rate(instant_sqs, events, args.runs),
                 )
             )
-            rows.append(
-                (
-                    "s3 jsonl.gz (per hour partition)",
-                    len(events),
-                    median_rate(
-                        lambda: S3Sink(
-                            S3SinkConfig(
-                                id="s3",
-                                type="s3",
-                                bucket=bucket,
-                                endpoint_url=ep,
-                                time_field="timestamp",
-                            ),
-                            CTX,
-                        ),
-                        events,
-                        args.runs,
-                    ),
-                )
-            )
             cols = {
                 "event_id": "meta.event_id",
                 "user_id": "user_id",
                 "n": {"path": "n", "type": "int64"},
                 "at": {"path": "timestamp", "type": "timestamp"},
             }
-            rows.append(
-                (
-                    "s3 parquet (4 columns)",
-                    len(events),
-                    median_rate(
-                        lambda: S3Sink(
+            parquet = {"format": "parquet", "compression": "snappy", "columns": cols}
+            # per-batch objects and rolled ones, interleaved run by run so both see the same load
+            variants = [
+                ("s3 jsonl.gz, per batch (per hour partition)", {}),
+                ("s3 jsonl.gz, rolled at 1 MiB", {"roll_bytes": 1 << 20}),
+                ("s3 jsonl.gz, rolled at 64 MiB (end of input)", {"roll_bytes": 64 << 20}),
+                ("s3 parquet (4 columns), per batch", parquet),
+                ("s3 parquet (4 columns), rolled at 64 MiB", {**parquet, "roll_bytes": 64 << 20}),
+            ]
+            found: dict[str, tuple[list[float], list[int]]] = {n: ([], []) for n, _ in variants}
+            for _ in range(args.runs):
+                for name, extra in variants:
+
+                    def s3_sink(extra: dict = extra) -> S3Sink:
+                        return S3Sink(
                             S3SinkConfig(
                                 id="s3",
                                 type="s3",
                                 bucket=bucket,
                                 endpoint_url=ep,
-                                format="parquet",
-                                compression="snappy",
-                                columns=cols,
                                 time_field="timestamp",
+                                **extra,
                             ),
                             CTX,
-                        ),
-                        events,
-                        args.runs,
-                    ),
-                )
-            )
+                        )
+
+                    rates, puts = found[name]
+                    rates.append(median_rate(s3_sink, events, 1, puts))
+            for name, (rates, puts) in found.items():
+                rows.append((name, len(events), statistics.median(rates)))
+                s3_objects[name] = statistics.median(puts)
             stream = f"bench-{uuid.uuid4().hex[:8]}"
             fh.create_delivery_stream(
                 DeliveryStreamName=stream,
@@ -259,6 +259,12 @@ def main() -> None:
     print("|---|---|---|")
     for name, n, rate in rows:
         print(f"| {name} | {n} | {rate:,.0f} |")
+    base = next(r for n, _, r in rows if n.startswith("s3 jsonl.gz, per batch"))
+    print("\n| s3 variant (same run) | objects written | events/s | vs per batch |")
+    print("|---|---|---|---|")
+    for name, _n, rate in rows:
+        if name in s3_objects:
+            print(f"| {name} | {s3_objects[name]:.0f} | {rate:,.0f} | {rate / base:.2f}× |")
 
 
 def push_bench(events: list[Event], runs: int) -> list[tuple[str, int, float]]:

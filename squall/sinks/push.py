@@ -11,10 +11,17 @@ limit. Answers (FCM v1 error codes):
   written (there is nothing more to deliver) and the token is reported in
   ``PushWriteResult.dead_tokens``; with ``dead_tokens: {stream: …}`` the sink also puts an
   ``unsubscribe`` event per dead token into that Kinesis stream before the batch is acknowledged,
-  so the subscription bolt reading the stream stops targeting the token.
+  so the subscription bolt reading the stream stops targeting the token; with
+  ``unsubscribe: {state: <subscription bolt id>}`` the sink returns one ``unsubscribe`` event per
+  dead token in ``WriteResult.feedback`` instead (or as well), and the engine stages it in that
+  bolt and commits it with the batch's state — no round trip through a stream.
 - ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500): retried with backoff,
   waiting at least ``Retry-After``; still failing after ``max_attempts``: the record fails.
 - ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` and other 4xx: the record's failure.
+
+Size (~510 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+cache, the answer codes and the two outlets for dead tokens (stream, state feedback) read together;
+the config models are a third of it.
 """
 
 from __future__ import annotations
@@ -117,6 +124,33 @@ class DeadTokenStream(BaseModel):
     )
 
 
+class UnsubscribeFeedback(BaseModel):
+    """The unsubscribe events the push sink hands to the subscription bolt for dead tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state: str = Field(
+        description="Id of the subscription bolt that keeps the tokens' state (a stateful bolt of "
+        "this topology)."
+    )
+    event_type: str = Field(
+        "unsubscribe",
+        description="Event type of the events (an unsubscribe in the bolt's actions).",
+    )
+    type_field: paths.DottedPath = Field(
+        "event_type", description="Where the event type goes: the bolt's `type_field`."
+    )
+    token_field: paths.DottedPath = Field(
+        "device_token", description="Where the dead token goes: the bolt's `key`."
+    )
+    time_field: paths.DottedPath | None = Field(
+        "timestamp",
+        description="The bolt's `time_field`: the event gets the pushed event's own time from this "
+        "path (else its arrival time), so a later subscribe of the token still wins. Null: the bolt "
+        "uses arrival times.",
+    )
+
+
 class PushSinkConfig(ComponentConfig):
     project_id: str = Field(
         description="Firebase project id (`projects/{project_id}/messages:send`)."
@@ -156,6 +190,12 @@ class PushSinkConfig(ComponentConfig):
         description="Write an unsubscribe event per dead token to this Kinesis stream before the batch is "
         "acknowledged ({stream, region, endpoint_url, event_type, type_field, token_field, "
         "id_field}); the subscription bolt reading that stream then stops targeting it.",
+    )
+    unsubscribe: UnsubscribeFeedback | None = Field(
+        None,
+        description="Unsubscribe each dead token in the subscription bolt `state` of this topology, "
+        "committed with the batch's state ({state, event_type, type_field, token_field, "
+        "time_field}).",
     )
 
     @model_validator(mode="after")
@@ -279,6 +319,19 @@ class PushSink(ConcurrentRequests, Sink):
         self.sent = 0
         self.dead_tokens_seen = 0
         self.unsubscribe_writer: PutRecordsWriter | None = None
+        feedback = config.unsubscribe
+        self._feedback_time = (
+            paths.getter(feedback.time_field) if feedback and feedback.time_field else None
+        )
+        self._feedback_set = (
+            [
+                paths.setter(feedback.type_field),
+                paths.setter(feedback.token_field),
+                paths.setter(feedback.time_field) if feedback.time_field else None,
+            ]
+            if feedback
+            else []
+        )
 
     def open(self, resources: Any = None) -> None:
         import httpx
@@ -361,7 +414,33 @@ class PushSink(ConcurrentRequests, Sink):
         result = PushWriteResult(**known, dead_tokens=list(dead))
         if self.unsubscribe_writer is not None:
             result.failed = result.failed + self._emit_unsubscribes(dead)
+        if self.config.unsubscribe is not None:
+            failed = {id(ev) for ev in result.failed}  # sent again: their feedback comes then
+            result.feedback = [self._feedback(d) for d in dead if id(d.event) not in failed]
         return result
+
+    def feedback_target(self) -> str | None:
+        return self.config.unsubscribe.state if self.config.unsubscribe is not None else None
+
+    def _feedback(self, d: DeadToken) -> Event:
+        """An unsubscribe of the dead token for the subscription bolt: the pushed event's ``meta``
+        and ``origin`` (committed only when its record is), its time, a replay-stable id."""
+        cfg = self.config.unsubscribe
+        assert cfg is not None
+        ev = Event(b"", d.event.meta, _unsubscribe_id(d), d.event.origin, {})
+        set_type, set_token, set_time = self._feedback_set
+        set_type(ev, cfg.event_type)
+        set_token(ev, d.token)
+        if set_time is not None and self._feedback_time is not None:
+            when = self._feedback_time(d.event)
+            if (when is paths.MISSING or when is None) and d.event.meta.arrival_time is not None:
+                arrival = d.event.meta.arrival_time
+                when = (arrival if arrival.tzinfo else arrival.replace(tzinfo=UTC)).isoformat()
+            if when is not paths.MISSING and when is not None:
+                set_time(ev, when)
+        ev.value["reason"] = f"fcm:{d.code}"
+        ev.raw = orjson.dumps(ev.value)
+        return ev
 
     def _emit_unsubscribes(self, dead: list[DeadToken]) -> list[Event]:
         """Put one unsubscribe event per dead token; the events whose put failed fail (sent again later)."""
@@ -371,9 +450,7 @@ class PushSink(ConcurrentRequests, Sink):
         entries = []
         for d in dead:
             doc = {
-                cfg.id_field: hashlib.blake2b(
-                    f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16
-                ).hexdigest(),
+                cfg.id_field: _unsubscribe_id(d),
                 cfg.type_field: cfg.event_type,
                 cfg.token_field: d.token,
                 "timestamp": now,
@@ -429,3 +506,8 @@ class PushSink(ConcurrentRequests, Sink):
             after = retry_after_seconds(resp.headers.get("Retry-After"))
             return Retry(reason, None if after is None else min(after, self.config.max_retry_after))
         return Reject(reason)
+
+
+def _unsubscribe_id(d: DeadToken) -> str:
+    """The id of a dead token's unsubscribe: from the pushed event and the token (replay-stable)."""
+    return hashlib.blake2b(f"{d.event.event_id}\x1f{d.token}".encode(), digest_size=16).hexdigest()

@@ -7,6 +7,22 @@ again (a retry, a replay after a crash) produces the same names and the same byt
 overwrites its objects instead of adding duplicates. Objects are put with PutObject, one per
 group; an object that cannot be written fails the call with ``TransientError`` and the engine
 retries only the objects not yet written. Nothing is acknowledged before S3 answered.
+
+Rolling (``roll_bytes`` and/or ``roll_seconds``, for the runners that can hold: the local runner
+and the KCL): ``write_batch`` appends the batch's rows to a buffer per (partition, stream, shard)
+in memory instead, dropping events whose position it already holds (a re-delivery); the sink is
+``holding()`` while anything is buffered and ``due()`` when the buffered rows reach ``roll_bytes``
+(their JSON size, uncompressed), when the oldest was buffered ``roll_seconds`` ago, or at
+``MAX_HELD_BYTES``; ``release()`` puts every buffer as one object, and the engine holds the
+checkpoint back until then. A rolled object is named by its *first* position only
+(``stream.shard.first``): after a crash the source delivers again from the held checkpoint, the
+buffers start at the same first rows, and whatever grouping the replay rolls overwrites the
+objects a lost release may already have put — no row is left in two objects (rows after a record
+that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
+settings the sink writes each batch's objects as before (names from the first and last positions).
+
+Size (~450 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+conversion share the object naming and the body writer, and are read together.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ import gzip
 import io
 import math
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -25,12 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
-from squall.event import Event
+from squall.event import Event, RecordMeta
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import aws_call
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
+#: Rolling keeps rows in memory: at this size a buffer is due whatever ``roll_bytes`` says.
+MAX_HELD_BYTES = 128 * 1024 * 1024
 
 
 class S3Column(BaseModel):
@@ -75,6 +94,21 @@ class S3SinkConfig(ComponentConfig):
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
     endpoint_url: aws.OptionalSetting = Field(None, description="S3 endpoint (local testing).")
+    roll_bytes: int | None = Field(
+        None,
+        ge=1024,
+        le=MAX_HELD_BYTES,
+        description="Roll objects across batches: write them when the held rows reach this many bytes "
+        "(their JSON size, uncompressed). Local runner and KCL only (Lambda writes every batch); "
+        "the checkpoint waits for the objects.",
+    )
+    roll_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="Roll objects across batches: write them when the oldest held row was taken this "
+        "many seconds ago (checked after each batch and, when the source is idle, between polls).",
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -161,8 +195,8 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
     return orjson.dumps(value).decode()  # json
 
 
-def _position(ev: Event) -> str:
-    return f"{ev.meta.sequence_number}.{ev.meta.sub_sequence_number}"
+def _position(meta: RecordMeta) -> str:
+    return f"{meta.sequence_number}.{meta.sub_sequence_number}"
 
 
 class S3Sink(Sink):
@@ -180,6 +214,17 @@ class S3Sink(Sink):
             for name, spec in (config.columns or {}).items()
         ]
         self.puts = 0
+        #: Rolling: (partition, stream, shard) -> its held (record metadata, row) pairs; the
+        #: positions held (re-deliveries are dropped by them); a release not finished (its objects).
+        self.rolling = config.roll_bytes is not None or config.roll_seconds is not None
+        # Held rows keep the record's metadata, not the event (its raw bytes and decoded value).
+        self._held: dict[tuple[str, str, str], list[tuple[RecordMeta, Any]]] = {}
+        self._positions: set[tuple[str, str, str, int, str]] = set()  # and the event id
+        self._releasing: list[_Object] = []
+        self.held_bytes = 0
+        self._since: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self.redelivered = 0
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
@@ -206,7 +251,11 @@ class S3Sink(Sink):
         for rows in groups.values():  # position order, whatever order the graph delivered them in
             rows.sort(key=lambda pair: pair[0].meta.position.key())
         out.payload = [
-            _Object(self._key(part, stream, shard, rows), rows)
+            _Object(
+                self._key(part, stream, shard, rows[0][0].meta, rows[-1][0].meta),
+                rows,
+                (part, stream, shard),
+            )
             for (part, stream, shard), rows in groups.items()
         ]
         return out
@@ -241,8 +290,18 @@ class S3Sink(Sink):
                 raise ValueError(f"column '{name}': {exc}") from None
         return row
 
-    def _key(self, partition: str, stream: str, shard: str, rows: list[tuple[Event, Any]]) -> str:
-        first, last = _position(rows[0][0]), _position(rows[-1][0])
+    def _key(
+        self,
+        partition: str,
+        stream: str,
+        shard: str,
+        first_meta: RecordMeta,
+        last_meta: RecordMeta,
+        *,
+        rolled: bool = False,
+    ) -> str:
+        """``prefix/partition/stream.shard.first-last.ext``; rolled: ``…stream.shard.first.ext``."""
+        first, last = _position(first_meta), _position(last_meta)
         ext = (
             ".parquet"
             if self.config.format == "parquet"
@@ -250,15 +309,19 @@ class S3Sink(Sink):
             if self.config.compression == "gzip"
             else ".jsonl"
         )
-        name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{first}-{last}{ext}"
+        span = first if rolled else f"{first}-{last}"
+        name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{span}{ext}"
         return f"{self.config.prefix}{partition}/{name}"
 
-    def body(self, rows: list[tuple[Event, Any]]) -> bytes:
+    def body(self, rows: list[tuple[Any, Any]]) -> bytes:
         """The object's bytes: deterministic for the same rows (gzip without a timestamp)."""
         cfg = self.config
         if cfg.format == "jsonl":
-            try:
-                data = b"".join(orjson.dumps(row, default=str) + b"\n" for _, row in rows)
+            try:  # a held row is its JSON line already (bytes)
+                data = b"".join(
+                    row if isinstance(row, bytes) else orjson.dumps(row, default=str) + b"\n"
+                    for _, row in rows
+                )
             except TypeError as exc:
                 raise SinkError(f"{self.id}: a row cannot be serialized as JSON: {exc}") from None
             return (
@@ -286,26 +349,96 @@ class S3Sink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         if self.client is None:
             raise SinkError(f"{self.id}: open() the sink first")
-        for obj in prepared.payload or []:
-            if obj.done:  # written by an earlier attempt of this batch
+        if self.rolling:
+            self._hold(prepared.payload or [])
+            return None
+        self._put_all(prepared.payload or [])
+        return None
+
+    def _put_all(self, objects: list[_Object]) -> None:
+        """Put each object not yet written (``done`` survives a failed attempt)."""
+        content_type = (
+            "application/vnd.apache.parquet"
+            if self.config.format == "parquet"
+            else "application/x-ndjson"
+        )
+        for obj in objects:
+            if obj.done:  # written by an earlier attempt
                 continue
-            body = self.body(obj.rows)
-            content_type = (
-                "application/vnd.apache.parquet"
-                if self.config.format == "parquet"
-                else "application/x-ndjson"
-            )
             aws_call(
                 f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
                 self.client.put_object,
                 Bucket=self.config.bucket,
                 Key=obj.key,
-                Body=body,
+                Body=self.body(obj.rows),
                 ContentType=content_type,
             )
             obj.done = True
             self.puts += 1
-        return None
+
+    # -- rolling ----------------------------------------------------------------------------
+
+    def _hold(self, objects: list[_Object]) -> None:
+        """Add the batch's rows to the buffers, dropping positions already held (re-deliveries).
+        Rows are measured (JSON lines: kept as their line) before anything is added, so a row
+        that cannot be serialized fails the call with nothing half-held."""
+        jsonl = self.config.format == "jsonl"
+        taken: list[tuple[tuple, tuple[str, str, str], Event, Any, int]] = []
+        seen, batch = self._positions, set()
+        for obj in objects:
+            for ev, row in obj.rows:
+                m = ev.meta
+                pos = (m.stream, m.shard_id, m.sequence_number, m.sub_sequence_number, ev.event_id)
+                if pos in seen or pos in batch:
+                    self.redelivered += 1
+                    continue
+                batch.add(pos)
+                try:
+                    line = orjson.dumps(row, default=str) + b"\n"
+                except TypeError as exc:
+                    raise SinkError(
+                        f"{self.id}: a row cannot be serialized as JSON: {exc}"
+                    ) from None
+                taken.append((pos, obj.group, ev, line if jsonl else row, len(line)))
+        for pos, group, ev, row, size in taken:
+            seen.add(pos)
+            self._held.setdefault(group, []).append((ev.meta, row))
+            self.held_bytes += size
+        if taken and self._since is None:
+            self._since = self.clock()
+
+    def holding(self) -> bool:
+        return bool(self._held or self._releasing)
+
+    def due(self) -> bool:
+        cfg = self.config
+        if self._releasing:  # a release that failed: finish it as soon as asked
+            return True
+        if not self._held:
+            return False
+        if self.held_bytes >= (cfg.roll_bytes or MAX_HELD_BYTES):
+            return True
+        age = self.clock() - self._since if self._since is not None else 0.0
+        return cfg.roll_seconds is not None and age >= cfg.roll_seconds
+
+    def release(self) -> None:
+        """Put every held buffer as one object (named by its first position). A put that fails
+        raises ``TransientError``; the next call puts only the objects not yet written."""
+        while self._releasing or self._held:
+            if not self._releasing:
+                self._releasing = [self._rolled(group, rows) for group, rows in self._held.items()]
+                self._held = {}
+            self._put_all(self._releasing)
+            self._releasing = []
+        self._positions.clear()
+        self.held_bytes = 0
+        self._since = None
+
+    def _rolled(self, group: tuple[str, str, str], held: list[tuple[RecordMeta, Any]]) -> _Object:
+        rows = sorted(held, key=lambda r: r[0].position.key())
+        part, stream, shard = group
+        key = self._key(part, stream, shard, rows[0][0], rows[-1][0], rolled=True)
+        return _Object(key, rows, group)
 
     def close(self) -> None:
         close: Callable[[], None] | None = getattr(self.client, "close", None)
@@ -314,9 +447,9 @@ class S3Sink(Sink):
 
 
 class _Object:
-    """One object to put: its key and its (event, row) pairs."""
+    """One object to put: its key, its (event or record metadata, row) pairs and its group."""
 
-    __slots__ = ("key", "rows", "done")
+    __slots__ = ("key", "rows", "group", "done")
 
-    def __init__(self, key: str, rows: list[tuple[Event, Any]]):
-        self.key, self.rows, self.done = key, rows, False
+    def __init__(self, key: str, rows: list[tuple[Any, Any]], group: tuple[str, str, str]):
+        self.key, self.rows, self.group, self.done = key, rows, group, False

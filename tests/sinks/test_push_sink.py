@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -312,17 +314,48 @@ def test_pistats_notify_example_pushes_to_subscribed_devices_only(
     )
     push = next(c for c in run.engine.components if c.id == "push")
     # tok-a subscribed: pushed; tok-b unsubscribed and tok-c never subscribed: filtered;
-    # tok-dead subscribed but FCM says UNREGISTERED: reported; c-43 has no body: dead letter
+    # tok-dead subscribed but FCM says UNREGISTERED: unsubscribed; c-43 has no body: dead letter
     assert [
         (m["token"], m["notification"]["title"], m["data"]["campaign_id"]) for m in fcm.sent
     ] == [("tok-a", "Storm warning", "c-42")]
     assert push.dead_tokens_seen == 1
+    subscription = next(c for c in run.engine.components if c.id == "subscription")
+    states = subscription.store.load(["tok-a", "tok-dead"])  # the dead token was unsubscribed
+    assert (states["tok-a"].status, states["tok-dead"].status) == ("subscribed", "unsubscribed")
     counts = run.results[0].counts()
     assert counts[Outcome.DEAD_LETTERED] == 1 and counts[Outcome.FAILED] == 0
     rejects = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [(r["component"], r["reason"]) for r in rejects] == [
         ("push", "template field 'campaign.body' is missing")
     ]
+
+
+def test_push_unsubscribe_feedback_is_shaped_for_the_subscription_bolt(fcm, key_pair):
+    sink = make_sink(
+        fcm,
+        key_pair,
+        unsubscribe={"state": "subs", "token_field": "who.token", "time_field": "at"},
+    )
+    evs = events(["tok-1", "tok-dead", "tok-invalid"], at="2026-11-03T18:05:00Z")
+    del evs[2].value["at"]  # no time in the payload: the record's arrival time
+    evs[2].meta = replace(evs[2].meta, arrival_time=datetime(2026, 11, 3, 18, 6, tzinfo=UTC))
+    result = sink.write_batch(sink.prepare(evs), None)
+    replayed = events(["tok-1", "tok-dead"], at="2026-11-03T18:05:00Z")
+    again = sink.write_batch(sink.prepare(replayed), None)
+    sink.close()
+    assert sink.feedback_target() == "subs"
+    by_token = {fb.value["who"]["token"]: fb for fb in result.feedback}
+    dead = by_token["tok-dead"]
+    assert dead.value == {
+        "event_type": "unsubscribe",
+        "who": {"token": "tok-dead"},
+        "at": "2026-11-03T18:05:00Z",  # the push's own time: a later subscribe still wins
+        "reason": "fcm:UNREGISTERED",
+    }
+    assert (dead.meta, dead.origin) == (evs[1].meta, evs[1].origin)  # committed with its record
+    assert dead.event_id == again.feedback[0].event_id != evs[1].event_id  # replay-stable
+    assert by_token["tok-invalid"].value["reason"] == "fcm:INVALID_ARGUMENT"
+    assert by_token["tok-invalid"].value["at"] == "2026-11-03T18:06:00+00:00"
 
 
 def test_push_dead_tokens_become_unsubscribe_events_that_the_subscription_bolt_applies(
