@@ -11,14 +11,16 @@ in docs/enrichment.md. Bot evidence combines three sources:
 - a short list of words only automated clients put in a user agent.
 
 Lists leading to the same decision are matched in one pass by one ua-parser-rs regex set (Python's
-``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in :meth:`DeviceClassifier.load` (the
-bolt's ``setup()``), never at import. Client hints, when an event carries them, are applied by
+``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in
+:meth:`DeviceClassifier.load`, at the first classification (the device bolt shares one
+classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -205,12 +207,16 @@ class DeviceClassifier:
 
     def __init__(self) -> None:
         self._loaded = False
+        self._lock = threading.Lock()
         self.crawler_patterns = 0
 
     def load(self) -> None:
         """Compile the crawler list and the class rules (once; 20-60 ms with ua-parser-rs)."""
-        if self._loaded:
-            return
+        with self._lock:
+            if not self._loaded:
+                self._load()
+
+    def _load(self) -> None:
         import crawleruseragents
 
         patterns = [

@@ -666,3 +666,28 @@ def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
 )
 def test_os_names_ua_parser_emits_are_classified(ua, os, expected):
     assert classify(ua, "Other", os, "Other", None, None) == expected
+
+
+def test_rules_compile_at_first_use_once_per_process(monkeypatch):
+    """open() compiles nothing; the first user agent builds the resolver and the class rules,
+    and every other device bolt of the process uses the same ones."""
+    from squall.enrichment import device
+    from squall.enrichment.device_class import DeviceClassifier
+
+    monkeypatch.setattr(device, "_shared_resolvers", [])
+    monkeypatch.setattr(device, "_default_classifier", DeviceClassifier())
+    first, second = (
+        DeviceBolt(DeviceBolt.Config(id=name, type="device"), ComponentContext("test"))
+        for name in ("a", "b")
+    )
+    first.open(None)
+    second.open(None)
+    assert device._shared_resolvers == []
+    assert first._classifier is second._classifier is device.shared_classifier()
+    assert not first._classifier._loaded
+    ua = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    assert first.parse(ua)["device_class"] == "bot"
+    assert second.parse(ua)["device_class"] == "bot"
+    assert len(device._shared_resolvers) == 1
+    assert first._resolver is second._resolver is device.shared_resolver()
+    assert first._classifier._loaded
