@@ -15,6 +15,10 @@ Lists leading to the same decision are matched in one pass by one ua-parser-rs r
 :meth:`DeviceClassifier.load`, at the first classification (the device bolt shares one
 classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
+
+Size (~430 lines): the rules are data (pattern lists with the reason for each) read in one place
+with the one function that applies them in order; splitting the lists from it would scatter
+the rule order that docs/enrichment.md describes.
 """
 
 from __future__ import annotations
@@ -200,9 +204,18 @@ DESKTOP_OS = frozenset(
 # write "Macintosh", "Mac OS", "Windows NT" or "Desktop" in their own formats).
 _DESKTOP_WORDS = (
     r"Macintosh|Mac ?OS ?X|MacBook|iMac|Mac(?:mini|Pro)\d|Windows NT|Win64|WOW64|X11|\bDesktop\b|"
-    r"CrOS"
+    r"CrOS|"
+    # Desktop systems ua-parser does not name: older Windows and Mac, Amiga, BeOS/Haiku, OS/2,
+    # Unix workstations.
+    r"Windows (?:95|98|ME|2000|XP)|(?i:\bwin(?:95|98|nt|7|8|10|11)\b)|Mac_P(?:owerPC|PC)|macOS|"
+    r"AmigaOS|\bBeOS\b|\bHaiku\b|\bOS/2\b|OpenVMS|\bIRIX\b|SunOS|\bOSF1\b|MorphOS|RISC OS"
 )
-_MOBILE_WORDS = r"Mobile|Mobi\b|Phone|MIDP|CLDC|Symbian|Series ?(?:40|60)|Opera Mini"
+# Phones named by their software: WAP and UP.Browser (feature phones), Facebook's Android and
+# iOS apps (FB4A, FBIOS), UC Browser's "dv(iPh…)" model field.
+_MOBILE_WORDS = (
+    r"Mobile|Mobi\b|Phone|MIDP|CLDC|Symbian|Series ?(?:40|60)|Opera Mini|"
+    r"\bWAP\b|UP\.Browser|\bFB4A\b|\bFBIOS\b|\(iPh\d"
+)
 # Client hints: Sec-CH-UA-Form-Factors (Chrome 126+) names the form factor outright.
 _FORM_FACTORS = {
     "desktop": DESKTOP,

@@ -749,3 +749,21 @@ def test_rules_compile_at_first_use_once_per_process(monkeypatch):
 def test_general_rules_for_boxes_cut_strings_phone_series_and_tools(bolt, ua, expected):
     [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
     assert event.value["device"]["device_class"] == expected
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        (
+            "Mozilla/5.0 (AmigaOS; U; AmigaOS 4.1; en-US; rv:1.8.1.21) Gecko/20090303 Example/1.0",
+            "desktop",
+        ),
+        ("Mozilla/5.0 (OS/2; Warp 4.5; rv:45.0) Gecko/20100101 Firefox/45.0", "desktop"),
+        ("ExampleLauncher/2.1 (win10 x64)", "desktop"),
+        ("SAMPLE-X100/1.0 UP.Browser/6.2.3 (GUI) MMP/2.0", "mobile"),
+        ("[FBAN/FB4A;FBAV/400.0.0.1;FBPN/com.facebook.katana;FBDV/Example-1;FBSV/12;]", "mobile"),
+    ],
+)
+def test_systems_and_phone_software_ua_parser_does_not_name(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
