@@ -126,7 +126,9 @@ _COMPUTER = (
 )
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
 # The last token of a whole browser string (its engine or browser); see classify().
-_WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/")
+_WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/|UCBrowser/")
+# "Mobile" or Opera's "Mobi" as a word: an app's "MobileAppClient/…" token is not the phone mark.
+_MOBILE_WORD = re.compile(r"\bMobile\b|\bMobi\b")
 # Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
 # Lenovo Tab, Huawei MediaPad/MatePad, Amazon Fire (KF…), Xiaomi/Redmi Pad.
 _TABLET_MODEL = re.compile(
@@ -328,8 +330,7 @@ class DeviceClassifier:
             # its engine token ("… Chrome/77.0.3865.120" of an app's web view) says nothing.
             # (ua-parser's "Generic_Android_Tablet" brand is this same guess.)
             if (
-                "Mobile" in ua
-                or "Mobi" in ua
+                _MOBILE_WORD.search(ua) is not None
                 or not ua.startswith(("Mozilla/", "Opera/"))
                 or _WHOLE_BROWSER.search(ua) is None
             ):
