@@ -330,7 +330,8 @@ class DeviceClassifier:
             # its engine token ("… Chrome/77.0.3865.120" of an app's web view) says nothing.
             # (ua-parser's "Generic_Android_Tablet" brand is this same guess.)
             if (
-                _MOBILE_WORD.search(ua) is not None
+                "Mobile Safari/" in ua  # most phones: skip the regexes below
+                or ("Mobi" in ua and _MOBILE_WORD.search(ua) is not None)
                 or not ua.startswith(("Mozilla/", "Opera/"))
                 or _WHOLE_BROWSER.search(ua) is None
             ):
