@@ -212,12 +212,7 @@ class DeviceBolt(Bolt):
 
     def parse_many(self, uas: dict[str, None] | list[str]) -> dict[str, dict[str, Any]]:
         """The device block of each user-agent string, from the cache or parsed once."""
-        found, missing = self._cache.get_many(uas)
-        if missing:
-            fresh = {ua: self.parse(ua) for ua in missing}
-            self._cache.put_many(fresh)
-            found.update(fresh)
-        return found
+        return self._cache.get_or_compute(uas, self.parse)
 
     def _use(self, resolver: Any) -> None:
         self._resolver = resolver

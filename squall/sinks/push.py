@@ -359,17 +359,9 @@ class PushSink(ConcurrentRequests, Sink):
             self.unsubscribe_writer = PutRecordsWriter(client, ref, sleep=lambda s: self.sleep(s))
 
     def prepare(self, events: list[Event]) -> Prepared:
-        out = Prepared([])
-        items = []
-        for ev in events:
-            try:
-                items.append(Item([ev], self._message(ev), key=ev.event_id))
-            except ValueError as exc:
-                out.reject(ev, self.id, str(exc))
-                continue
-            out.events.append(ev)
-        out.payload = items
-        return out
+        return Prepared.each(
+            events, self.id, lambda ev: Item([ev], self._message(ev), key=ev.event_id)
+        )
 
     def _message(self, ev: Event) -> tuple[str, bytes]:
         token = self._token(ev)

@@ -407,6 +407,9 @@ class S3Sink(Sink):
         if taken and self._since is None:
             self._since = self.clock()
 
+    def may_hold(self) -> bool:
+        return self.rolling
+
     def holding(self) -> bool:
         return bool(self._held or self._releasing)
 

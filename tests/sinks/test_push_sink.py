@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -338,7 +337,7 @@ def test_push_unsubscribe_feedback_is_shaped_for_the_subscription_bolt(fcm, key_
     )
     evs = events(["tok-1", "tok-dead", "tok-invalid"], at="2026-11-03T18:05:00Z")
     del evs[2].value["at"]  # no time in the payload: the record's arrival time
-    evs[2].meta = replace(evs[2].meta, arrival_time=datetime(2026, 11, 3, 18, 6, tzinfo=UTC))
+    evs[2].meta = evs[2].meta._replace(arrival_time=datetime(2026, 11, 3, 18, 6, tzinfo=UTC))
     result = sink.write_batch(sink.prepare(evs), None)
     replayed = events(["tok-1", "tok-dead"], at="2026-11-03T18:05:00Z")
     again = sink.write_batch(sink.prepare(replayed), None)
