@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from squall.bolts.schema import SchemaConfig, write_checked
 from squall.errors import SquallError
 from squall.topology.model import Topology
 
@@ -336,6 +337,10 @@ def build(
             _prune_botocore(deps, aws_services(topo, aws_service))
         shutil.copytree(
             topology.resolve().parent, code / "topology", ignore=shutil.ignore_patterns(*IGNORED)
+        )
+        # The schemas were checked by load() above: the function's init need not check them again.
+        write_checked(
+            [b.schema_ for b in topo.bolts if isinstance(b, SchemaConfig)], code / "topology"
         )
         (code / "squall_lambda.py").write_text(
             HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.name)
