@@ -21,6 +21,7 @@ squall_lambda``) and as ``make_handler`` called directly; CPU and wall time. Wri
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -70,7 +71,11 @@ def build(topology: Path, out: Path, *extra: str, tree: Path = ROOT) -> str:
         *extra,
     ]
     r = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(tree)}
+        cmd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        cwd=tree,  # `python -m` puts the working directory first on sys.path: the tree's squall runs
     )
     if r.returncode != 0:
         raise SystemExit(r.stderr)
@@ -135,6 +140,14 @@ def measure(zip_path: Path | None, work: Path, runs: int) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in results) for k in results[0]}
 
 
+def squall_digest(root: Path) -> str:
+    """A digest of the squall sources in an unzipped package (which squall it holds)."""
+    h = hashlib.sha256()
+    for path in sorted((root / "squall").rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def compare(base: str, runs: int, work: Path, topology: Path) -> None:
     """The package of ``base``'s squall against this tree's, alternating fresh processes."""
     head = subprocess.run(
@@ -153,6 +166,9 @@ def compare(base: str, runs: int, work: Path, topology: Path) -> None:
         roots[name] = work / f"{name}-task"
         with zipfile.ZipFile(out) as zf:
             zf.extractall(roots[name])
+    digests = {name: squall_digest(root) for name, root in roots.items()}
+    if digests["base"] == digests["head"]:
+        raise SystemExit(f"both packages hold the same squall: is {base} this tree's code?")
     rounds: dict[str, list[dict[str, float]]] = {"base": [], "head": []}
     loads = [os.getloadavg()[0]]
     for r in range(runs):
@@ -174,6 +190,7 @@ def compare(base: str, runs: int, work: Path, topology: Path) -> None:
         "load_average_1min": loads,
         "base": base,
         "head": head,
+        "squall_digests": digests,
         "rounds": rounds,
         "summary": summary,
     }
