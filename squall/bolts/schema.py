@@ -28,8 +28,10 @@ CHECKED_FILE = ".squall-checked-schemas.json"
 def schema_digest(schema: dict[str, Any]) -> str | None:
     """A digest of a schema's content and this squall version; None when it cannot be serialised."""
     try:
-        body = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # a YAML schema holding a value JSON has no form for: always checked
+        # Only JSON's own types: a YAML date or a non-string key raises, so that schema is always
+        # checked (it would share a digest with the JSON spelling of the same value).
+        body = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
+    except TypeError:
         return None
     return hashlib.sha256(f"squall {__version__}\n".encode() + body).hexdigest()
 

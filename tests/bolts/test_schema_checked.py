@@ -89,3 +89,12 @@ def test_jsonschema_is_imported_at_the_first_invalid_event_of_a_checked_schema(t
         r.stdout.strip().splitlines()[-1]
         == "False False True schema: $.a: 'x' is not of type 'integer'"
     )
+
+
+def test_only_json_values_get_a_digest():
+    import datetime
+
+    assert schema_bolt.schema_digest({"const": "2026-12-04"}) is not None
+    assert schema_bolt.schema_digest({"const": datetime.date(2026, 12, 4)}) is None
+    assert schema_bolt.schema_digest({1: {"type": "string"}}) is None
+    assert schema_bolt.schema_digest({"a": 1}) != schema_bolt.schema_digest({"a": 1.0})
