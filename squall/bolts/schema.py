@@ -1,18 +1,71 @@
-"""``schema`` bolt: JSON Schema validation; failures go to the ``invalid`` stream with the reason."""
+"""``schema`` bolt: JSON Schema validation; failures go to the ``invalid`` stream with the reason.
+
+jsonschema (~45 ms of imports: attrs, referencing, rpds) is imported only when it is needed: to
+check a schema at load time, to validate when the schema is beyond what fastjsonschema compiles,
+and to word the reason of an invalid event. A Lambda package built by ``squall package`` lists
+the digests of the schemas checked when it was built (``CHECKED_FILE`` beside the topology), so
+its init does not check them again; a schema changed since (another digest) is checked as usual.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
-from squall import safe_json
+from squall import __version__, safe_json
 from squall.bolts.base import Bolt, Output
 from squall.component import INVALID, ComponentConfig
 from squall.event import Event
+
+#: Written beside the topology in a Lambda package: ``{"schemas": [digest, ...]}``.
+CHECKED_FILE = ".squall-checked-schemas.json"
+
+
+def schema_digest(schema: dict[str, Any]) -> str | None:
+    """A digest of a schema's content and this squall version; None when it cannot be serialised."""
+    try:
+        # Only JSON's own types: a YAML date or a non-string key raises, so that schema is always
+        # checked (it would share a digest with the JSON spelling of the same value).
+        body = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
+    except TypeError:
+        return None
+    return hashlib.sha256(f"squall {__version__}\n".encode() + body).hexdigest()
+
+
+def _checked_when_packaged(base_dir: Path) -> frozenset[str]:
+    try:
+        return frozenset(orjson.loads((base_dir / CHECKED_FILE).read_bytes())["schemas"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset()
+
+
+def write_checked(schemas: list[dict[str, Any]], folder: Path) -> None:
+    """Record ``schemas`` (each already checked: its topology loaded) in ``folder/CHECKED_FILE``."""
+    digests = sorted({d for d in map(schema_digest, schemas) if d is not None})
+    (folder / CHECKED_FILE).write_bytes(orjson.dumps({"schemas": digests}))
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``schema`` is a valid JSON Schema of its draft (jsonschema decides)."""
+    import jsonschema
+
+    validator = jsonschema.validators.validator_for(schema)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+
+
+def full_validator(schema: dict[str, Any]) -> Any:
+    """jsonschema's validator of the schema's draft, with its format checker."""
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 class SchemaConfig(ComponentConfig):
@@ -44,11 +97,10 @@ class SchemaConfig(ComponentConfig):
                 raise ValueError(f"schema file '{v}' is not valid: {exc}") from None
         if not isinstance(v, dict):
             raise ValueError("a JSON Schema must be an object")
-        validator = jsonschema.validators.validator_for(v)
-        try:
-            validator.check_schema(v)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+        base = (info.context or {}).get("base_dir")
+        digest = schema_digest(v) if base is not None else None
+        if digest is None or digest not in _checked_when_packaged(Path(base)):
+            check_schema(v)
         return v
 
 
@@ -132,6 +184,12 @@ def fast_check(schema: dict[str, Any]):
 MAX_REASON = 1000
 
 
+def _best_match(errors: Any) -> Any:
+    from jsonschema.exceptions import best_match
+
+    return best_match(errors)
+
+
 class SchemaBolt(Bolt):
     """Validate payloads against a JSON Schema; invalid events go to ``invalid`` with the first error.
 
@@ -145,9 +203,9 @@ class SchemaBolt(Bolt):
 
     def __init__(self, config: SchemaConfig, context):
         super().__init__(config, context)
-        cls = jsonschema.validators.validator_for(config.schema_)
-        self._validator = cls(config.schema_, format_checker=cls.FORMAT_CHECKER)
         self._fast = fast_check(config.schema_)
+        # With a compiled check, jsonschema serves only invalid events: built at the first one.
+        self._validator = None if self._fast is not None else full_validator(config.schema_)
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -156,7 +214,9 @@ class SchemaBolt(Bolt):
             if fast is not None and fast(ev.value):
                 out.emit(ev)
                 continue
-            error = jsonschema.exceptions.best_match(validator.iter_errors(ev.value))
+            if validator is None:
+                validator = self._validator = full_validator(self.config.schema_)
+            error = _best_match(validator.iter_errors(ev.value))
             if error is None:
                 out.emit(ev)
             else:

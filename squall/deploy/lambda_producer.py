@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from squall import redact
-from squall.deploy.lambda_consumer import warn_about_local_dead_letters
+from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
@@ -212,9 +212,10 @@ def make_handler(
 ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
     redact.install()
-    topology = load(topology_path)
-    warn_about_local_dead_letters(topology)
-    engine = Engine.for_topology(topology).open()
+    with collector_paused():  # as the consumer's init
+        topology = load(topology_path)
+        warn_about_local_dead_letters(topology)
+        engine = Engine.for_topology(topology).open()
     sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

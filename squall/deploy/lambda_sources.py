@@ -13,21 +13,22 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
   destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
   sinks and dead letters.
+
+The SQS and S3 spout modules (and with them botocore) are imported when such an event arrives
+or the topology's spout is S3, not at a Kinesis consumer's init.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from squall import aws
-from squall.component import TriggerSource
 from squall.errors import BatchFailed, SquallError
-from squall.spouts.s3 import object_records, read_object
-from squall.spouts.sqs import Message, message_record, queue_name, settled
-from squall.topology import registry
-from squall.topology.executor import Engine
+
+if TYPE_CHECKING:
+    from squall.spouts.sqs import Message
+    from squall.topology.executor import Engine
 
 log = logging.getLogger("squall.lambda")
 
@@ -54,6 +55,8 @@ def event_source(event: object) -> str:
 
 def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
     """(queue name, message) per record of an SQS event."""
+    from squall.spouts.sqs import Message, queue_name
+
     out = []
     for r in event.get("Records", []):
         a = r.get("attributes", {})
@@ -76,6 +79,8 @@ def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
 
 def handle_sqs(engine: Engine, event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Run an SQS batch; the partial batch response names every message that is not settled."""
+    from squall.spouts.sqs import message_record, settled
+
     messages = sqs_messages(event)
     records = [message_record(queue, m) for queue, m in messages]
     try:
@@ -102,6 +107,8 @@ def handle_s3(
     engine: Engine, event: dict[str, Any], client: Any, *, batch_size: int
 ) -> dict[str, Any]:
     """Run every line of the objects an S3 event names; raise if any line is not settled."""
+    from squall.spouts.s3 import object_records, read_object
+
     counts = {"objects": 0, "records": 0, "failed": 0}
     for r in event.get("Records", []):
         s3 = r.get("s3", {})
@@ -133,20 +140,13 @@ def handle_s3(
 
 
 class LambdaSources:
-    """The SQS and S3 triggers of one Lambda handler; clients open at init, once per container."""
+    """The SQS and S3 triggers of one Lambda handler. The S3 client opens once per container, at
+    the first S3 event (a Kinesis or SQS function never imports what it needs)."""
 
     def __init__(self, topology: Any, *, s3_client: Any = None):
         self.batch_size = topology.settings.batch_size
         self._s3 = s3_client
-        spout = topology.spout
-        trigger = registry.capabilities("spout", spout).lambda_trigger
-        if self._s3 is None and trigger is not None and trigger.source is TriggerSource.S3:
-            # the spout's endpoint and region serve the trigger too
-            self._s3 = aws.client(
-                "s3",
-                region=getattr(spout, "region", None),
-                endpoint_url=getattr(spout, "endpoint_url", None),
-            )
+        self._spout = topology.spout
 
     def handle(self, engine: Engine, event: dict[str, Any]) -> Any:
         """The answer to an SQS or S3 event; ``NotImplemented`` for others (Kinesis)."""
@@ -155,6 +155,21 @@ class LambdaSources:
             return handle_sqs(engine, event)
         if source == "aws:s3":
             if self._s3 is None:
-                self._s3 = aws.client("s3", region=None, endpoint_url=None)
+                self._s3 = self._s3_client()
             return handle_s3(engine, event, self._s3, batch_size=self.batch_size)
         return NotImplemented
+
+    def _s3_client(self) -> Any:
+        """An S3 client; with the spout's endpoint and region when the spout declares the S3
+        trigger (it reads the same bucket)."""
+        from squall import aws
+        from squall.component import TriggerSource
+        from squall.topology import registry
+
+        trigger = registry.capabilities("spout", self._spout).lambda_trigger
+        own = trigger is not None and trigger.source is TriggerSource.S3
+        return aws.client(
+            "s3",
+            region=getattr(self._spout, "region", None) if own else None,
+            endpoint_url=getattr(self._spout, "endpoint_url", None) if own else None,
+        )

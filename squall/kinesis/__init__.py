@@ -2,31 +2,6 @@
 
 Used by the engine (KPL de-aggregation of every source), the ``kinesis`` spout and sink, the
 Kinesis dead-letter sink, ``squall produce`` and the runners. Components import these, never
-each other's modules.
+each other's modules. The package itself imports nothing: the engine's ``kpl`` import must not
+bring pydantic models or botocore into a topology without a Kinesis component (Lambda init).
 """
-
-from __future__ import annotations
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from squall import aws
-
-
-class StreamFields(BaseModel):
-    """The stream a Kinesis component reads or writes: name or ARN, region, endpoint (one
-    definition for the spout, the sink and the Kinesis dead letter)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stream: aws.StreamName = Field(description="Stream name or ARN.")
-    region: str | None = Field(
-        None,
-        description="AWS region (default: from the ARN, AWS_REGION, "
-        "AWS_DEFAULT_REGION, else us-east-1).",
-    )
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        return aws.check_endpoint_url(v)

@@ -12,7 +12,7 @@ from squall import aws, paths
 from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.event import Event, Failure
 from squall.iam import AwsPermission, kinesis_stream_arn
-from squall.kinesis import StreamFields
+from squall.kinesis.fields import StreamFields
 from squall.kinesis.putrecords import (
     SHARD_MAP_TTL,
     Aggregator,

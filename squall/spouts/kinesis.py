@@ -27,7 +27,7 @@ from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.identifiers import check_application, check_dynamodb_table, check_identifier
-from squall.kinesis import StreamFields
+from squall.kinesis.fields import StreamFields
 from squall.kinesis.kpl import deaggregate, is_aggregated, last_position
 from squall.kinesis.shards import (
     SHARD_END,

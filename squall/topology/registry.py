@@ -79,16 +79,21 @@ class UnknownType(SquallError, LookupError):
 
 
 @cache
-def _plugins(kind: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUPS[kind]):
-        found[ep.name] = ep.value
-    return found
+def _plugins() -> dict[str, dict[str, str]]:
+    """kind -> type -> ``module:Class`` of the installed plugin packages.
+
+    One scan of the installed distributions for every kind: each scan reads every package's
+    metadata (~2 ms of a Lambda init per scan with the packaged dependencies)."""
+    found = entry_points()
+    return {
+        kind: {ep.name: ep.value for ep in found.select(group=group)}
+        for kind, group in ENTRY_POINT_GROUPS.items()
+    }
 
 
 def known_types(kind: str) -> dict[str, str]:
     """Every registered type of a kind (built-ins, then plugins), as ``type -> module:Class``."""
-    return {**BUILTINS[kind], **_plugins(kind)}
+    return {**BUILTINS[kind], **_plugins()[kind]}
 
 
 def _import(ref: str) -> type:

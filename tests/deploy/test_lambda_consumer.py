@@ -116,3 +116,29 @@ def test_a_slice_whose_dependency_stays_down_is_reported_from_its_first_record(t
     seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[2]}]}
     assert rows(tmp_path) == [1, 2]
+
+
+def test_init_runs_no_garbage_collection_and_leaves_the_collector_as_it_was(tmp_path: Path):
+    import gc
+
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    again = tmp_path / "again"
+    again.mkdir()
+    gc.callbacks.append(count)
+    try:
+        handler = handler_for(tmp_path, dlq=True)
+        during_init = list(collections)
+        assert gc.isenabled()
+        gc.disable()
+        handler_for(again, dlq=True)
+        assert not gc.isenabled()  # a caller that paused it keeps it paused
+    finally:
+        gc.enable()
+        gc.callbacks.remove(count)
+    assert during_init == []
+    assert handler(kinesis_lambda_event([{"n": 1}]), None) == {"batchItemFailures": []}

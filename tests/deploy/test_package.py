@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from squall.bolts.schema import schema_digest
 from squall.deploy import package as pkg
 from squall.topology import registry
 from squall.topology.loader import load
@@ -220,8 +221,11 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
             "topology/topology.yaml",
             "topology/producer.yaml",
             "_maxminddb_geolite2/GeoLite2-City.mmdb",
+            "topology/.squall-checked-schemas.json",  # the validate bolt's schema, checked here
         } <= names
         assert not any(n.startswith("topology/out/") for n in names)
+        checked = json.loads(zf.read("topology/.squall-checked-schemas.json"))["schemas"]
+        assert checked == [schema_digest(json.loads((PISTATS / "schemas/event.json").read_text()))]
         zf.extractall(root)
     subprocess.run(
         [

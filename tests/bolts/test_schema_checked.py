@@ -1,0 +1,100 @@
+"""Schemas checked when a Lambda package was built are not checked again at its init; any other is,
+and jsonschema is imported only when something needs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from squall.bolts import schema as schema_bolt
+from squall.errors import TopologyError
+from squall.topology.loader import load
+from tests.conftest import ROOT
+
+INVALID_SCHEMA = {"type": 12}  # 'type' must be a string or a list of strings
+
+
+def topology_with_schema(folder: Path, schema: dict) -> Path:
+    (folder / "event.json").write_text(json.dumps(schema))
+    path = folder / "topology.yaml"
+    path.write_text(
+        "name: t\nspout: {type: stdin}\n"
+        "bolts:\n  - {id: decode, type: json}\n  - {id: v, type: schema, schema: event.json}\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+    )
+    return path
+
+
+def test_a_schema_listed_as_checked_is_trusted_and_a_changed_one_is_checked_again(tmp_path: Path):
+    path = topology_with_schema(tmp_path, INVALID_SCHEMA)
+    with pytest.raises(TopologyError, match="invalid JSON Schema"):
+        load(path)
+    # Listed (here, falsely: the only way to see the check skipped) → trusted as the packager's word.
+    schema_bolt.write_checked([INVALID_SCHEMA], tmp_path)
+    assert load(path).bolts[1].schema_ == INVALID_SCHEMA
+    # Edited after packaging: another digest, so the list says nothing about it.
+    topology_with_schema(tmp_path, {"type": 13})
+    with pytest.raises(TopologyError, match="invalid JSON Schema"):
+        load(path)
+
+
+def test_a_list_from_another_squall_version_is_not_trusted(tmp_path: Path, monkeypatch):
+    path = topology_with_schema(tmp_path, INVALID_SCHEMA)
+    monkeypatch.setattr(schema_bolt, "__version__", "0.0.0-another")
+    schema_bolt.write_checked([INVALID_SCHEMA], tmp_path)
+    monkeypatch.undo()
+    with pytest.raises(TopologyError, match="invalid JSON Schema"):
+        load(path)
+
+
+def test_an_unreadable_list_is_ignored(tmp_path: Path):
+    path = topology_with_schema(tmp_path, INVALID_SCHEMA)
+    (tmp_path / schema_bolt.CHECKED_FILE).write_text("{not json")
+    with pytest.raises(TopologyError, match="invalid JSON Schema"):
+        load(path)
+
+
+CHILD = """
+import sys
+from squall.testing import records_from
+from squall.topology.executor import Engine
+
+engine = Engine.for_topology(sys.argv[1]).open()
+before = "jsonschema" in sys.modules
+result = engine.process(records_from([{"a": 1}]))
+valid_only = "jsonschema" in sys.modules
+result = engine.process(records_from([{"a": "x"}]))
+[failed] = result.failed
+print(before, valid_only, "jsonschema" in sys.modules, failed.reason)
+"""
+
+
+def test_jsonschema_is_imported_at_the_first_invalid_event_of_a_checked_schema(tmp_path: Path):
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    path = topology_with_schema(tmp_path, schema)
+    schema_bolt.write_checked([schema], tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (
+        r.stdout.strip().splitlines()[-1]
+        == "False False True schema: $.a: 'x' is not of type 'integer'"
+    )
+
+
+def test_only_json_values_get_a_digest():
+    import datetime
+
+    assert schema_bolt.schema_digest({"const": "2026-12-04"}) is not None
+    assert schema_bolt.schema_digest({"const": datetime.date(2026, 12, 4)}) is None
+    assert schema_bolt.schema_digest({1: {"type": "string"}}) is None
+    assert schema_bolt.schema_digest({"a": 1}) != schema_bolt.schema_digest({"a": 1.0})
