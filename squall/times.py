@@ -72,4 +72,6 @@ def arrival_ms(arrival: datetime | None) -> int:
     ms = (arrival - _EPOCH) // _ONE_MS
     if ms < 0:
         raise ValueError(f"arrival time before 1970: {arrival.isoformat()}")
+    if ms > _MAX_MS:
+        raise ValueError(f"arrival time after the year 9999: {arrival.isoformat()}")
     return ms

@@ -35,6 +35,7 @@ from squall.enrichment.device_class import (
     DeviceClassifier,
     class_from_hints,
 )
+from squall.errors import Problem, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, DottedPath, getter, setter
 
@@ -164,15 +165,31 @@ class DeviceBolt(Bolt):
 
     def open(self, resources: Resources | None) -> None:
         # The libraries must be there now, not at the first batch; compiling waits for the first
-        # user agent (once per process, see shared_resolver()), so open() costs the import (~5 ms).
+        # user agent (once per process, see shared_resolver()), so open() costs the imports.
         import crawleruseragents  # noqa: F401
 
+        try:
+            import ua_parser_builtins  # noqa: F401 - the rules ua-parser compiles
+        except ImportError as exc:
+            raise TopologyError(
+                self._problem(f"ua-parser's rules are not installed: {exc}")
+            ) from exc
+
+    def _problem(self, message: str) -> Problem:
+        return Problem(self.context.topology, 0, 0, self.id, message)
+
     def _compile(self) -> None:
-        """Use the process's resolver and rules, building them if this is the first use."""
+        """Use the process's resolver and rules, building them if this is the first use. A
+        failure is the component's (``TopologyError``: the batch fails), never a record's."""
         started = time.perf_counter()
         first = not _shared_resolvers
-        self._use(shared_resolver())
-        self._classifier.load()
+        try:
+            self._use(shared_resolver())
+            self._classifier.load()
+        except Exception as exc:
+            raise TopologyError(
+                self._problem(f"cannot build the user-agent rules: {type(exc).__name__}: {exc}")
+            ) from exc
         if first:
             log.info(
                 "%s: user agents parsed with %s, %d crawler patterns; rules compiled in %.0f ms",

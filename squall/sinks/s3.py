@@ -300,8 +300,13 @@ class S3Sink(Sink):
         *,
         rolled: bool = False,
     ) -> str:
-        """``prefix/partition/stream.shard.first-last.ext``; rolled: ``…stream.shard.first.ext``."""
+        """``prefix/partition/stream.shard.first-last.ext``; rolled: ``…stream.shard.first.ext``.
+        Sources numbered by line (files, stdin) add the first row's fingerprint to the position:
+        two inputs with one name and the same line numbers never share an object, while a
+        replay of the same bytes writes the same name."""
         first, last = _position(first_meta), _position(last_meta)
+        if first_meta.fingerprint:
+            first = f"{first}.{first_meta.fingerprint[:12]}"
         ext = (
             ".parquet"
             if self.config.format == "parquet"

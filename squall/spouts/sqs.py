@@ -192,8 +192,27 @@ class SqsSpout(Spout):
                 if self.idle_batches:
                     yield batch  # empty: a sink rolling by age hears that time moves
                 continue
-            self._records.extend(batch)
+            self._keep(batch)
             yield batch
+
+    def _keep(self, batch: list[Record]) -> None:
+        """Remember the batch's records until a checkpoint covers them. A message received again
+        (its visibility timeout passed: it failed, or a sink held it long) replaces its earlier
+        record — a stale copy ahead of it would count as covered with it, and be deleted (FIFO:
+        before the checkpoint) — and its receipt handle is the new one."""
+        keys = {(r.meta.shard_id, r.meta.sequence_number) for r in batch}
+        if len(keys) < len(batch):  # SQS delivered one message twice in the batch: keep the last
+            last = {(r.meta.shard_id, r.meta.sequence_number): i for i, r in enumerate(batch)}
+            batch[:] = [
+                r
+                for i, r in enumerate(batch)
+                if last[(r.meta.shard_id, r.meta.sequence_number)] == i
+            ]
+        if self._records:
+            self._records = [
+                r for r in self._records if (r.meta.shard_id, r.meta.sequence_number) not in keys
+            ]
+        self._records.extend(batch)
 
     def commit(self, checkpoint: dict[str, Position]) -> None:
         """Delete the messages the checkpoint covers, of every batch not yet deleted (a sink that
