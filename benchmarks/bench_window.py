@@ -1,25 +1,30 @@
 """The window bolt: a count per key per minute with 100k distinct keys, on one core.
 
-    python benchmarks/bench_window.py [--events 1000000] [--keys 100000] [--batch 10000] [--per-minute 500000]
+    python benchmarks/bench_window.py [--events 1000000] [--keys 100000] [--batch 10000]
+        [--per-minute 500000] [--aggregates count|numeric|locked] [--stores sqlite,postgresql,redis]
 
-Events carry a key drawn uniformly from ``--keys`` keys and an event time advancing so that one
-minute of event time holds ``--per-minute`` events (each window then has ~all keys). Rows:
+Events carry a key drawn uniformly from ``--keys`` keys, a number ``v`` and an event time
+advancing so that one minute of event time holds ``--per-minute`` events (each window then has
+~all keys). ``--aggregates``: ``count`` (the issue's goal), ``numeric`` (count, sum, min, max,
+mean of ``v``: merged by the store too) or ``locked`` (count and count distinct: the locked
+read-fold-write commit). Rows:
 
 - ``hand loop``: a dict counting per (minute, key), nothing stored — Python's floor, same run.
 - ``process only``: the bolt's ``process`` (parse time, key, fold into the batch's delta, close
   windows) with the store's reads but no commit — the CPU cost per event.
 - ``process + commit (<store>)``: the whole batch cycle as the engine runs it: process, then
-  ``commit_state`` (count-only windows: the deltas added by the store itself — SQLite/PostgreSQL
-  ``ON CONFLICT … DO UPDATE`` adding to the stored state, PostgreSQL via COPY into a temporary
-  table, Redis in one Lua script — then the shard marks).
+  ``commit_state`` (aggregates the store merges: the deltas merged by the store itself —
+  SQLite/PostgreSQL ``INSERT … SELECT`` from one JSON parameter ``ON CONFLICT … DO UPDATE``,
+  Redis one Lua script — then the shard marks).
 
-Stores: SQLite (a temporary file), PostgreSQL (database ``squall_bench``, created when missing)
-and Redis (db 15), never the test database or db 0; override with SQUALL_BENCH_PG_URL,
-SQUALL_BENCH_REDIS_URL. Figures: medians of ``--rounds`` rounds, variants interleaved, in events
-per second of this process's CPU time (``time.process_time``: the machine is shared) and of wall
-time, and the CPU time per event as a multiple of the hand loop's in the same round. The CPU of
-the Redis and PostgreSQL servers is not in the CPU figure (the wall figure has it, with the
-machine's load). Also printed: the stored bytes per (window, key) cell.
+Stores: SQLite (a temporary file), PostgreSQL (the URL's database, created when missing;
+default ``squall_bench``) and Redis (default db 15), never the test database or db 0; override
+with SQUALL_BENCH_PG_URL, SQUALL_BENCH_REDIS_URL. Figures: medians of ``--rounds`` rounds,
+variants interleaved, in events per second of this process's CPU time (``time.process_time``:
+the machine is shared) and of wall time, and the CPU time per event as a multiple of the hand
+loop's in the same round. The CPU of the Redis and PostgreSQL servers is not in the CPU figure
+(the wall figure has it, with the machine's load). Also printed: the load average at the start
+and the end, and the stored bytes per (window, key) cell.
 """
 
 from __future__ import annotations

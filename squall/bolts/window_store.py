@@ -21,7 +21,7 @@ while processing is still the revision at commit: else someone added to it meanw
 is closed (and emitted again, complete) by a later batch. Dependency failures →
 ``TransientError``.
 
-Size (~760 lines): the same window-state protocol on SQL (SQLite and PostgreSQL, one path and a
+Size (~810 lines): the same window-state protocol on SQL (SQLite and PostgreSQL, one path and a
 table of their differences) and Redis, kept side by side so that their locking and merge rules
 can be compared; the Redis merge is a Lua script.
 """
