@@ -753,8 +753,20 @@ local function enc(v)
   end
   return cjson.encode(v)
 end
+local function plain(v)  -- what cjson writes exactly: integers below 1e14, text, null
+  local t = type(v)
+  if t == 'number' then return v == math.floor(v) and v > -1e14 and v < 1e14 end
+  if t == 'table' then
+    for j = 1, #v do if not plain(v[j]) then return false end end
+  end
+  return true
+end
 local function put(h, key, cell)
-  redis.call('HSET', h, key, '[' .. enc(cell[1]) .. ',' .. tostring(cell[2]) .. ',' .. enc(cell[3]) .. ']')
+  if plain(cell[3]) then  -- cjson's encoder in C: counts, whole sums
+    redis.call('HSET', h, key, cjson.encode(cell))
+  else
+    redis.call('HSET', h, key, '[' .. enc(cell[1]) .. ',' .. tostring(cell[2]) .. ',' .. enc(cell[3]) .. ']')
+  end
 end
 local written = {}
 for _, w in ipairs(p.w) do
