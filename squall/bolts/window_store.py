@@ -263,7 +263,7 @@ POSTGRESQL = _Dialect(
 )
 
 
-def _merge_sql(d: _Dialect, merges: list[str]) -> str:
+def _merged_state_sql(d: _Dialect, merges: list[str]) -> str:
     """The merged state: aggregate i by ``merges[i]`` (window_aggs' store_merge: ``add``,
     ``pair`` — two numbers added element by element, a mean's sum and count —, ``min``, ``max``)."""
     items = []
@@ -320,7 +320,7 @@ class SqlWindowStore:
                 f"SELECT {p}, {d.integer((0, 0))}, {d.text((0, 1))}, {d.integer((0, 0))} + {p}, "
                 f"{d.json((1,))}, 1, false FROM {rows} WHERE true ORDER BY 2, 3 "
                 "ON CONFLICT (name, window_start, key) DO UPDATE SET "
-                f"state = {_merge_sql(d, merges)}, rev = c.rev + 1"
+                f"state = {_merged_state_sql(d, merges)}, rev = c.rev + 1"
             )
             # A cell added to after it was closed (by a writer whose watermark was further) is open
             # again. Not in the upsert's SET: SQLite rewrites an index whose column a SET names,
