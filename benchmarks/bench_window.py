@@ -1,25 +1,30 @@
 """The window bolt: a count per key per minute with 100k distinct keys, on one core.
 
-    python benchmarks/bench_window.py [--events 1000000] [--keys 100000] [--batch 10000] [--per-minute 500000]
+    python benchmarks/bench_window.py [--events 1000000] [--keys 100000] [--batch 10000]
+        [--per-minute 500000] [--aggregates count|numeric|locked] [--stores sqlite,postgresql,redis]
 
-Events carry a key drawn uniformly from ``--keys`` keys and an event time advancing so that one
-minute of event time holds ``--per-minute`` events (each window then has ~all keys). Rows:
+Events carry a key drawn uniformly from ``--keys`` keys, a number ``v`` and an event time
+advancing so that one minute of event time holds ``--per-minute`` events (each window then has
+~all keys). ``--aggregates``: ``count`` (the issue's goal), ``numeric`` (count, sum, min, max,
+mean of ``v``: merged by the store too) or ``locked`` (count and count distinct: the locked
+read-fold-write commit). Rows:
 
 - ``hand loop``: a dict counting per (minute, key), nothing stored — Python's floor, same run.
 - ``process only``: the bolt's ``process`` (parse time, key, fold into the batch's delta, close
   windows) with the store's reads but no commit — the CPU cost per event.
 - ``process + commit (<store>)``: the whole batch cycle as the engine runs it: process, then
-  ``commit_state`` (count-only windows: the deltas added by the store itself — SQLite/PostgreSQL
-  ``ON CONFLICT … DO UPDATE`` adding to the stored state, PostgreSQL via COPY into a temporary
-  table, Redis in one Lua script — then the shard marks).
+  ``commit_state`` (aggregates the store merges: the deltas merged by the store itself —
+  SQLite/PostgreSQL ``INSERT … SELECT`` from one JSON parameter ``ON CONFLICT … DO UPDATE``,
+  Redis one Lua script — then the shard marks).
 
-Stores: SQLite (a temporary file), PostgreSQL (database ``squall_bench``, created when missing)
-and Redis (db 15), never the test database or db 0; override with SQUALL_BENCH_PG_URL,
-SQUALL_BENCH_REDIS_URL. Figures: medians of ``--rounds`` rounds, variants interleaved, in events
-per second of this process's CPU time (``time.process_time``: the machine is shared) and of wall
-time, and the CPU time per event as a multiple of the hand loop's in the same round. The CPU of
-the Redis and PostgreSQL servers is not in the CPU figure (the wall figure has it, with the
-machine's load). Also printed: the stored bytes per (window, key) cell.
+Stores: SQLite (a temporary file), PostgreSQL (the URL's database, created when missing;
+default ``squall_bench``) and Redis (default db 15), never the test database or db 0; override
+with SQUALL_BENCH_PG_URL, SQUALL_BENCH_REDIS_URL. Figures: medians of ``--rounds`` rounds,
+variants interleaved, in events per second of this process's CPU time (``time.process_time``:
+the machine is shared) and of wall time, and the CPU time per event as a multiple of the hand
+loop's in the same round. The CPU of the Redis and PostgreSQL servers is not in the CPU figure
+(the wall figure has it, with the machine's load). Also printed: the load average at the start
+and the end, and the stored bytes per (window, key) cell.
 """
 
 from __future__ import annotations
@@ -64,20 +69,39 @@ def events(n: int, keys: int, per_minute: int, seed: int = 1) -> list[Event]:
                 meta,
                 "x",
                 i,
-                {"timestamp": T0 + int(i * step), "key": f"k{rng.randrange(keys)}"},
+                {
+                    "timestamp": T0 + int(i * step),
+                    "key": f"k{rng.randrange(keys)}",
+                    "v": rng.randrange(1000),
+                },
             )
         )
     return out
 
 
-def bolt_for(url: str, name: str) -> WindowBolt:
+#: ``--aggregates``: a count alone (the issue's goal), or the numeric aggregates the store merges
+#: itself, or with the ones merged in Python under a lock (count distinct, percentile)
+SHAPES = {
+    "count": {"n": {"fn": "count"}},
+    "numeric": {
+        "n": {"fn": "count"},
+        "total": {"fn": "sum", "field": "v"},
+        "low": {"fn": "min", "field": "v"},
+        "high": {"fn": "max", "field": "v"},
+        "avg": {"fn": "mean", "field": "v"},
+    },
+    "locked": {"n": {"fn": "count"}, "users": {"fn": "count_distinct", "field": "v"}},
+}
+
+
+def bolt_for(url: str, name: str, shape: str = "count") -> WindowBolt:
     config = WindowBolt.Config(
         id="w",
         type="window",
         store="state",
         key=["key"],
         size="1m",
-        aggregates={"n": {"fn": "count"}},
+        aggregates=SHAPES[shape],
         name=name,
         table=f"bw_{name}",
         key_prefix="bench:",
@@ -139,13 +163,13 @@ def available(url: str) -> bool:
         if url.startswith("redis"):
             redis.Redis.from_url(url, socket_connect_timeout=1).ping()
         else:
-            base = url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
-            admin = sa.create_engine(base + "/postgres", isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
+            target = sa.make_url(url).set(drivername="postgresql+psycopg2")
+            admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:  # the URL's own database, created when missing
                 if not conn.exec_driver_sql(
-                    "select 1 from pg_database where datname = 'squall_bench'"
+                    "select 1 from pg_database where datname = %s", (target.database,)
                 ).first():
-                    conn.exec_driver_sql("create database squall_bench")
+                    conn.exec_driver_sql(f'create database "{target.database}"')
         return True
     except Exception:
         return False
@@ -170,12 +194,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--per-minute", type=int, default=500_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--aggregates", choices=sorted(SHAPES), default="count")
+    p.add_argument(
+        "--stores", default="sqlite,postgresql,redis", help="comma-separated: which stores to run"
+    )
     a = p.parse_args()
     evs = events(a.events, a.keys, a.per_minute)
     print(
         f"{platform.python_implementation()} {platform.python_version()} on {platform.machine()}; "
         f"{a.events:,} events, {a.keys:,} keys, batches of {a.batch:,}, "
-        f"{a.per_minute:,} events per minute; medians of {a.rounds} rounds (variants interleaved)"
+        f"{a.per_minute:,} events per minute; aggregates: {a.aggregates}; medians of {a.rounds} "
+        f"rounds (variants interleaved); load average {os.getloadavg()[0]:.2f} at the start"
     )
     print(
         "events/s of this process's CPU time (the store's own CPU is not in it: Redis and "
@@ -184,20 +213,24 @@ def main() -> None:
     rows: dict[str, list[tuple[float, float, float]]] = {}
     extra: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        stores = [("SQLite", f"sqlite:///{tmp}/state.db")]
-        if available(PG_URL):
+        wanted = a.stores.split(",")
+        stores = [("SQLite", f"sqlite:///{tmp}/state.db")] if "sqlite" in wanted else []
+        if "postgresql" in wanted and available(PG_URL):
             stores.append(("PostgreSQL", PG_URL))
-        if available(REDIS_URL):
+        if "redis" in wanted and available(REDIS_URL):
             stores.append(("Redis", REDIS_URL))
         for _ in range(a.rounds):
             name = f"b{uuid.uuid4().hex[:8]}"
             hand = hand_loop(evs, a.batch)
             rows.setdefault("hand loop (dict, nothing stored)", []).append((hand, 0.0, 1.0))
-            cpu, wall, _ = run(bolt_for(stores[0][1], name + "p"), evs, a.batch, commit=False)
+            scratch = f"sqlite:///{tmp}/scratch.db"
+            cpu, wall, _ = run(
+                bolt_for(scratch, name + "p", a.aggregates), evs, a.batch, commit=False
+            )
             rows.setdefault("process only", []).append((cpu, wall, hand / cpu))
             for label, url in stores:
                 n = f"{name}{label[0].lower()}"
-                cpu, wall, results = run(bolt_for(url, n), evs, a.batch, commit=True)
+                cpu, wall, results = run(bolt_for(url, n, a.aggregates), evs, a.batch, commit=True)
                 rows.setdefault(f"process + commit ({label})", []).append((cpu, wall, hand / cpu))
                 size = cell_bytes(url, n)
                 extra[label] = f"{results:,} results" + (
@@ -213,6 +246,7 @@ def main() -> None:
             f"{label:34s} {cpu:10,.0f} cpu   {wall:10,.0f} wall   x{ratio:5.1f}"
             + (f"   ({extra[store]})" if store in extra else "")
         )
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
     print(
         f"one delta cell in memory during a batch: ~{sys.getsizeof([0]) + 8 + 120} bytes "
         f"(tuple key, list of states, dict slot); result event: {len(orjson.dumps({'window_start': 'x' * 24}))}+ bytes"

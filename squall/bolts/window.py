@@ -10,8 +10,8 @@ wired), counted, never lost.
 
 Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
 after the sinks have committed the results. It folds only the covered events' deltas into the
-store (under a lock; when every aggregate is a count, the store adds them itself without
-reading), marks emitted windows closed, and saves the shard marks — in the batch's
+store (under a lock; when every aggregate is one the store can merge itself — count, sum, mean,
+min, max — it does, without reading), marks emitted windows closed, and saves the shard marks — in the batch's
 SQL transaction when the store shares it. A batch delivered again therefore starts from the
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
@@ -194,13 +194,12 @@ class WindowBolt(Bolt):
             a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values()
         )
         self._agg_names = list(c.aggregates)
-        # every aggregate a count: the store adds deltas without reading the cells
-        self._counts = (
-            len(c.aggregates) if all(a.fn == "count" for a in c.aggregates.values()) else 0
-        )
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
+        # every aggregate one the store merges itself: it does, without the cells being read
+        merges = [agg.store_merge for agg in self._aggs]
+        self._merges: list[str] | None = merges if None not in merges else None  # type: ignore[assignment]
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
         self._agg_where = [
             [
@@ -241,10 +240,12 @@ class WindowBolt(Bolt):
         try:
             kind = resources.kind(c.store)
             if kind == "redis":
-                self.store = RedisWindowStore(resources.redis(c.store), self.name, c.key_prefix)
+                self.store = RedisWindowStore(
+                    resources.redis(c.store), self.name, c.key_prefix, self._merges
+                )
             elif kind == "sql":
                 self.store = SqlWindowStore(
-                    resources.sql(c.store), self.name, c.table, self._counts
+                    resources.sql(c.store), self.name, c.table, self._merges
                 )
                 self._state_resource = c.store
             else:
@@ -618,7 +619,9 @@ class WindowBolt(Bolt):
         new_marks: dict[str, ShardMark] = {}
         for shard, items in self._seen.items():
             last = None
-            for event, t in items:
+            # covered: a prefix of each shard's records, so with every last record covered the
+            # marks need only the last (no call per event)
+            for event, t in items[-1:] if full else items:
                 if not covered(event):
                     break
                 last = event
@@ -647,8 +650,8 @@ class WindowBolt(Bolt):
             if shut and covered(event):
                 closes[cid] = rev
         expire = (end_before if end_before is not None else 0) - self.size
-        if self._counts:  # the store adds the deltas without reading the cells
-            self.store.commit_counts(delta, self.size, closes, new_marks, expire, connection)
+        if self._merges:  # the store merges the deltas without reading the cells
+            self.store.commit_merged(delta, self.size, closes, new_marks, expire, connection)
             return
         writes: dict[CellId, CellWrite] = {
             cid: CellWrite(d, cid[0] + self.size) for cid, d in delta.items()

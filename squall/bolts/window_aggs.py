@@ -5,6 +5,11 @@ Every aggregation is a small object with ``new() -> state``, ``add(state, value,
 dict) so it is stored as is in SQL or Redis, and ``merge`` lets a batch's *delta* be folded into
 the stored state at commit time, under a row lock, whatever other shards committed meanwhile.
 
+``store_merge`` names how a store can merge the states itself, without the bolt reading them
+(``add``: numbers added; ``pair``: two numbers added element by element; ``min``/``max``), or is None (merged here, under a
+lock). ``min``/``max`` order every value the same way everywhere (here, SQL, the Redis script):
+numbers before text, numbers by value, text by code point.
+
 Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few dozen bytes;
 ``count_distinct`` keeps the exact set up to ``exact_limit`` values (default 64) and then an
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
@@ -14,7 +19,7 @@ is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 %
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -28,6 +33,7 @@ KLL_K = 200
 
 class Count:
     __slots__ = ()
+    store_merge: ClassVar[str | None] = "add"
 
     def new(self) -> Any:
         return 0
@@ -51,13 +57,14 @@ class Sum(Count):
 
 class Min(Count):
     __slots__ = ()
+    store_merge = "min"
 
     def new(self) -> Any:
         return None
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
-        return value if state is None or value < state else state
+        return value if state is None or _before(value, state) else state
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
@@ -67,14 +74,16 @@ class Min(Count):
 
 class Max(Min):
     __slots__ = ()
+    store_merge = "max"
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
-        return value if state is None or value > state else state
+        return value if state is None or _before(state, value) else state
 
 
 class Mean(Count):
     __slots__ = ()
+    store_merge = "pair"
 
     def new(self) -> Any:
         return [0, 0]
@@ -90,9 +99,13 @@ class Mean(Count):
 
 
 class First(Count):
-    """The value of the earliest event (event time, then shard position): ``[order, value]``."""
+    """The value of the earliest event (event time, then shard position): ``[order, value]``.
+
+    Merged here, not by the stores: the order holds Kinesis sequence numbers (up to 56 digits),
+    which SQLite's JSON functions and the Redis script's numbers (doubles) cannot compare exactly."""
 
     __slots__ = ()
+    store_merge = None
 
     def new(self) -> Any:
         return None
@@ -120,6 +133,7 @@ class CountDistinct(Count):
     """Exact (a sorted list) up to ``limit`` values, then an HLL sketch: ``{"h": base64}``."""
 
     __slots__ = ("limit",)
+    store_merge = None
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -163,6 +177,7 @@ class Percentile(Count):
     """A KLL sketch of the values, ``{"k": base64}``; the result is the value at quantile ``q``."""
 
     __slots__ = ("q",)
+    store_merge = None
 
     def __init__(self, q: float):
         self.q = q
@@ -212,6 +227,14 @@ def _number(value: Any) -> int | float:
 def _comparable(value: Any) -> None:
     if value.__class__ not in (int, float, str):
         raise ValueError(f"not a number or string: {value!r}")
+
+
+def _before(a: Any, b: Any) -> bool:
+    """``a < b`` in the one order of min/max: numbers before text (no TypeError between them)."""
+    a_text, b_text = a.__class__ is str, b.__class__ is str
+    if a_text is b_text:
+        return a < b
+    return b_text
 
 
 def _b64(data: bytes) -> str:

@@ -206,6 +206,57 @@ def test_every_aggregate_and_where_filters(tmp_path: Path, unique_name):
     assert abs(r["p90"] - 900) <= 30
 
 
+NUMERIC = {
+    "n": {"fn": "count"},
+    "total": {"fn": "sum", "field": "v"},
+    "low": {"fn": "min", "field": "v"},
+    "high": {"fn": "max", "field": "v"},
+    "avg": {"fn": "mean", "field": "v"},
+    "low_s": {"fn": "min", "field": "s"},
+    "high_s": {"fn": "max", "field": "s"},
+}
+
+
+def test_the_store_merges_sum_min_max_mean_as_python_does(store_url, unique_name, tmp_path: Path):
+    """Aggregates the store merges itself (no read of the cells): four batches, one event per key
+    each, give what one batch merged in Python gives — float sums to the last bit, min/max in one
+    order (numbers before text, text by code point: 'Z' < 'a' < 'é'), a batch without the field."""
+    merged = make_bolt(store_url, unique_name, aggregates=NUMERIC)
+    assert merged.store.merges == ["add", "add", "min", "max", "pair", "min", "max"]
+    values = {
+        "x": [(1 / 3, "b"), (0.2, 5), (0.7, None), (-3, "a")],
+        "y": [(10**15 + 1, "é"), (2, "Z"), (2.5, "a"), (1e300, None)],
+        "z": [(1, None), (2, None), (3, "Z"), (4, None)],
+    }
+    batches = [
+        [
+            ev(
+                10 * b + i,
+                T0 + 1000 * b + i,
+                app=k,
+                v=vs[b][0],
+                **({"s": vs[b][1]} if vs[b][1] is not None else {}),
+            )
+            for i, (k, vs) in enumerate(values.items())
+        ]
+        for b in range(4)
+    ]
+    for batch in batches:
+        run(merged, batch)
+    results, _ = run(merged, [ev(99, T0 + 2 * MIN, app="x", v=0)])
+    got = {r["app"]: r for r in results if r["window_start"].endswith("10:00:00.000Z")}
+
+    reference = make_bolt(f"sqlite:///{tmp_path / 'ref.db'}", unique_name, aggregates=NUMERIC)
+    want, _ = run(
+        reference, [e for batch in batches for e in batch] + [ev(99, T0 + 2 * MIN, app="x", v=0)]
+    )
+    want = {r["app"]: r for r in want if r["window_start"].endswith("10:00:00.000Z")}
+    assert got == want
+    assert got["x"]["total"] == 1 / 3 + 0.2 + 0.7 - 3 and got["x"]["low_s"] == 5
+    assert (got["y"]["low_s"], got["y"]["high_s"], got["y"]["n"]) == ("Z", "é", 4)
+    assert got["y"]["total"] == 10**15 + 1 + 2 + 2.5 + 1e300
+
+
 def test_a_bad_record_is_its_own_failure_and_changes_nothing(tmp_path: Path, unique_name):
     bolt = make_bolt(
         f"sqlite:///{tmp_path / 's.db'}",
@@ -361,14 +412,19 @@ def test_a_close_after_another_writer_added_to_the_window_is_refused(store_url, 
     assert not [r for r in results if r["window_start"].endswith("10:00:00.000Z")]
 
 
-def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(store_url, unique_name):
+@pytest.mark.parametrize("aggregates", ["count", "numeric"])
+def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(
+    store_url, unique_name, aggregates
+):
     """Four writers (shards in parallel, as under Lambda) add to the same 40 keys of one window in
-    batches, each commit retried when the store says transient (lock conflicts): no count lost."""
+    batches, each commit retried when the store says transient (lock conflicts): no count lost —
+    nor any sum, minimum or maximum, which the store merges itself like the counts."""
     import threading
 
     from squall.errors import TransientError
 
-    bolts = [make_bolt(store_url, unique_name) for _ in range(4)]
+    aggs = {"n": {"fn": "count"}} if aggregates == "count" else NUMERIC
+    bolts = [make_bolt(store_url, unique_name, aggregates=aggs) for _ in range(4)]
     per_writer, batch = 600, 50
 
     def write(k: int) -> None:
@@ -379,6 +435,7 @@ def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(store_url, un
                 T0 + rng.randrange(50_000),
                 f"shardId-00000000000{k}",
                 app=f"k{rng.randrange(40)}",
+                v=1000 * k + i,
             )
             for i in range(per_writer)
         ]
@@ -411,8 +468,18 @@ def test_concurrent_writers_adding_to_the_same_cells_lose_no_count(store_url, un
     results = []
     for k in range(4):
         results += run(closer, [ev(per_writer + k, T0 + 2 * MIN, f"shardId-00000000000{k}")])[0]
-    got = {r["app"]: r["n"] for r in results if r["window_start"].endswith("10:00:00.000Z")}
+    mine = [r for r in results if r["window_start"].endswith("10:00:00.000Z")]
+    got = {r["app"]: r["n"] for r in mine}
     assert sum(got.values()) == 4 * per_writer and len(got) == 40
+    if aggregates == "numeric":  # v: 1000 * writer + its event number, 0 … 3599 in all
+        assert sum(r["total"] for r in mine) == sum(
+            1000 * k + i for k in range(4) for i in range(per_writer)
+        )
+        assert (
+            min(r["low"] for r in mine) == 0
+            and max(r["high"] for r in mine) == 3000 + per_writer - 1
+        )
+        assert all(r["avg"] == pytest.approx(r["total"] / r["n"]) for r in mine)
 
 
 def test_an_idle_parent_shard_stops_holding_windows_open(tmp_path: Path, unique_name):
