@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
@@ -43,10 +42,9 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import Problem, SquallError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, DottedPath, getter
-from squall.times import format_time, parse_time
+from squall.times import arrival_ms, format_time, parse_time
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -237,23 +235,17 @@ class WindowBolt(Bolt):
 
     def open(self, resources: Resources) -> None:
         c = self.config
-        try:
-            kind = resources.kind(c.store)
-            if kind == "redis":
-                self.store = RedisWindowStore(
-                    resources.redis(c.store), self.name, c.key_prefix, self._merges
-                )
-            elif kind == "sql":
-                self.store = SqlWindowStore(
-                    resources.sql(c.store), self.name, c.table, self._merges
-                )
-                self._state_resource = c.store
-            else:
-                raise ValueError(f"store resource '{c.store}' is neither SQL nor Redis")
-        except (SquallError, ValueError) as exc:
-            raise TopologyError(
-                Problem(self.context.topology, 0, 0, f"{self.id}.store", str(exc))
-            ) from exc
+
+        def sql(engine: Any) -> Any:
+            self._state_resource = c.store
+            return SqlWindowStore(engine, self.name, c.table, self._merges)
+
+        self.store = resources.open_store(
+            c.store,
+            (self.context.topology, f"{self.id}.store"),
+            sql=sql,
+            redis=lambda client: RedisWindowStore(client, self.name, c.key_prefix, self._merges),
+        )
 
     # -- processing ------------------------------------------------------------------------------
 
@@ -416,12 +408,7 @@ class WindowBolt(Bolt):
         if not isinstance(event.value, dict):
             raise ValueError("payload is not a JSON object")
         if self._get_time is None:
-            arrival = event.meta.arrival_time
-            if arrival is None:
-                raise ValueError("the record has no arrival time")
-            if arrival.tzinfo is None:
-                arrival = arrival.replace(tzinfo=UTC)
-            return int(arrival.timestamp() * 1000)
+            return arrival_ms(event.meta.arrival_time)
         tf = self._time_key
         if tf is not None:
             v = event.value

@@ -88,6 +88,16 @@ COUNTS_TOPOLOGY = (
     .replace("p50: {path: p50, type: float}", "p50: {path: p50, type: integer}")
 )
 
+#: Sum, mean and min (over text) merged by the store itself, like counts (no locked read).
+MERGED_TOPOLOGY = TOPOLOGY.replace(
+    """      users: {fn: count_distinct, field: user, exact_limit: 8}
+      total: {fn: sum, field: ms}
+      p50: {fn: percentile, field: ms, q: 0.5}""",
+    """      users: {fn: min, field: user}
+      total: {fn: sum, field: ms}
+      p50: {fn: mean, field: ms}""",
+).replace("users: {path: users, type: integer}", "users: users")
+
 
 def write_workload(folder: Path, seed: int = 3) -> int:
     """The events file; returns how many lines are bad JSON (dead letters besides the late ones)."""
@@ -176,12 +186,13 @@ def state(request) -> str:
         client.delete(*keys)
 
 
-@pytest.mark.parametrize("aggregates", ["mixed", "counts"])
+@pytest.mark.parametrize("aggregates", ["mixed", "counts", "merged"])
 def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(
     state, aggregates, tmp_path: Path
 ):
-    """``counts``: every aggregate a count, the path where the store adds the deltas itself."""
-    topology = TOPOLOGY if aggregates == "mixed" else COUNTS_TOPOLOGY
+    """``counts``: every aggregate a count, the path where the store adds the deltas itself;
+    ``merged``: sum, mean and min, which the store merges the same way."""
+    topology = {"mixed": TOPOLOGY, "counts": COUNTS_TOPOLOGY, "merged": MERGED_TOPOLOGY}[aggregates]
     bad = write_workload(tmp_path)
     reference_run = make_run(tmp_path, state, topology)
     reference_run.to_end()
