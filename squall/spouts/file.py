@@ -23,7 +23,7 @@ MAX_LINE_BYTES = 10 * 1_048_576
 #: How much of an over-long line is kept for the dead letter.
 KEPT_PREFIX = 1024
 MAX_LINE_DOC = (
-    "Longest line accepted, in bytes (after gzip decompression, without the newline). A longer "
+    "Longest line accepted, in bytes (after gzip decompression, without the newline, LF or CRLF). A longer "
     "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
     f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
 )
@@ -147,18 +147,22 @@ def read_lines(
     readline = lines.readline
     try:
         while True:
-            chunk = readline(max_line_bytes + 1)
+            chunk = readline(max_line_bytes + 2)  # the limit, and a CRLF
             if not chunk:
                 return
             number += 1
             digest.update(chunk)
-            if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
-                yield Line(chunk.rstrip(b"\r\n"), len(chunk), digest.hexdigest()[:32])
+            data = chunk.rstrip(b"\r\n")
+            ended = chunk.endswith(b"\n")
+            if len(data) <= max_line_bytes and (ended or len(chunk) < max_line_bytes + 2):
+                yield Line(data, len(chunk), digest.hexdigest()[:32])
                 continue
             # Over the limit: keep a prefix for the dead letter, stream the rest through the digest.
-            prefix, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
-            chunk = b""
-            length += _rest_of_line(readline, max_line_bytes, digest.update)
+            prefix, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk) - ended
+            more = not ended and len(chunk) == max_line_bytes + 2
+            chunk = data = b""
+            if more:
+                length += _rest_of_line(readline, max_line_bytes, digest.update)
             yield Line(prefix, length, digest.hexdigest()[:32], too_long=True)
     except (EOFError, OSError, zlib.error) as exc:
         raise SquallError(
@@ -202,7 +206,7 @@ def _batches(
     digest = hashlib.sha256()
     update, hexdigest = digest.update, digest.hexdigest
     readline = lines.readline
-    limit = max_line_bytes + 1
+    limit = max_line_bytes + 2  # the limit, and a CRLF
     number = 0
     where = f"{spout.id}: {stream}"
     try:
@@ -213,14 +217,18 @@ def _batches(
             number += 1
             update(chunk)
             defect = None
-            if len(chunk) <= max_line_bytes or chunk.endswith(b"\n"):
-                data = chunk.rstrip(b"\r\n")
+            data = chunk.rstrip(b"\r\n")
+            ended = chunk.endswith(b"\n")
+            if len(data) <= max_line_bytes and (ended or len(chunk) < limit):
                 if skip_blank and not data.strip():
                     continue
             else:  # over the limit: a prefix for the dead letter, the rest through the digest
-                data, length = chunk[: min(KEPT_PREFIX, max_line_bytes)], len(chunk)
+                more = not ended and len(chunk) == limit
+                length = len(chunk) - ended
+                data = chunk[: min(KEPT_PREFIX, max_line_bytes)]
                 chunk = b""
-                length += _rest_of_line(readline, max_line_bytes, update)
+                if more:
+                    length += _rest_of_line(readline, max_line_bytes, update)
                 defect = (
                     f"line {number} is {length} bytes, over max_line_bytes ({max_line_bytes}); "
                     f"only its first {len(data)} bytes are kept"

@@ -146,3 +146,33 @@ def test_stdin_ids_depend_on_the_input_not_only_the_line_number():
     assert ids(b'{"n": 1}\n{"n": 2}\n') == ids(b'{"n": 1}\n{"n": 2}\n')
     assert ids(b'{"n": 1}\n{"n": 2}\n')[0] == ids(b'{"n": 1}\n{"n": 3}\n')[0]
     assert ids(b'{"n": 1}\n{"n": 2}\n')[1] != ids(b'{"n": 1}\n{"n": 3}\n')[1]
+
+
+def test_file_spout_accepts_a_crlf_line_exactly_at_max_line_bytes():
+    """``max_line_bytes`` is documented as the longest line *without the newline*
+    (docs/reference.md). A line of exactly ``max_line_bytes`` bytes ending in LF is accepted, but
+    the same line ending in CRLF is read as ``max_line_bytes + 1`` bytes (the ``\\r``) by
+    ``readline(max_line_bytes + 1)``, does not end in ``\\n``, and is dead-lettered as too long
+    ("line 1 is 9 bytes, over max_line_bytes (8)"). Same in 982481e's ``read_lines``; the inline
+    reader kept it."""
+    import io
+
+    from squall.spouts.file import _batches
+
+    class Spout:
+        id = "in"
+        stopping = False
+
+    def records(data: bytes):
+        return [
+            r
+            for b in _batches(
+                io.BytesIO(data), "s", "f", 10, Spout(), skip_blank=False, max_line_bytes=8
+            )
+            for r in b
+        ]
+
+    lf = records(b"12345678\nab\n")
+    assert [(r.data, r.meta.defect) for r in lf] == [(b"12345678", None), (b"ab", None)]
+    crlf = records(b"12345678\r\nab\r\n")
+    assert [(r.data, r.meta.defect) for r in crlf] == [(b"12345678", None), (b"ab", None)]
