@@ -178,6 +178,7 @@ class Engine:
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
         self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
+        self._last_stream, self._last_print = "", None  # of the last record (the end of input's)
         self._opened = False
 
     @classmethod
@@ -441,7 +442,10 @@ class Engine:
         units, default_dl = self._expand(records)
         end = None
         if final:  # the origin of what flush() emits: filtered unless that is committed
-            end = Event(b"", END_OF_INPUT, "end-of-input", len(units))
+            # The input's fingerprint (its running digest, files and stdin): what is built on the
+            # end of one input is never named like what another input's end built.
+            meta = END_OF_INPUT._replace(stream=self._last_stream, fingerprint=self._last_print)
+            end = Event(b"", meta, "end-of-input", len(units))
             units.append(end)
         ledger = _Ledger(len(units))
         if end is not None:
@@ -864,6 +868,9 @@ class Engine:
                 continue
             for sub in subs:
                 units.append(Event(sub.data, sub.meta, None, len(units)))
+        if records:
+            last = records[-1].meta
+            self._last_stream, self._last_print = last.stream, last.fingerprint
         s = self.spout_stats
         s.received += len(records)
         s.emitted += len(units) - len(bad)

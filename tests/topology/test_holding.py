@@ -19,7 +19,7 @@ from pydantic import Field
 
 from squall.component import ComponentConfig
 from squall.errors import BatchFailed, TopologyError, TransientError
-from squall.event import Event
+from squall.event import Event, Record
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.testing import MemorySink, memory_stores, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
@@ -326,3 +326,74 @@ def test_feedback_to_a_bolt_that_is_not_stateful_is_refused_at_open(tmp_path):
     with pytest.raises(TopologyError, match="sink 'push': feedback goes to 'decode'.*subs"):
         engine.open()
     engine.close()
+
+
+# -- the end of input is named after its input ------------------------------------------------
+
+
+class EndsConfig(ComponentConfig):
+    pass
+
+
+class Ends(Sink):
+    """Keeps the metadata of what reached it (a window's end-of-input results would)."""
+
+    Config = EndsConfig
+
+    def open(self, resources=None) -> None:
+        self.metas = MemorySink.stores.setdefault(self.id, [])
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        self.metas.extend(ev.meta for ev in prepared.events)
+
+
+class Flusher(__import__("squall.bolts.base", fromlist=["Bolt"]).Bolt):
+    """Emits one event built on the end of input (as the window bolt does for open windows)."""
+
+    Config = EndsConfig
+
+    def process(self, batch):
+        from squall.bolts.base import Output
+
+        out = Output(self.id)
+        for ev in batch:
+            out.drop(ev)
+        return out
+
+    def flush(self, end, final):
+        from squall.bolts.base import Output
+
+        out = Output(self.id)
+        out.emit(Event(b"", end.meta, f"result-{end.meta.fingerprint}", end.origin, {}))
+        return out
+
+
+def test_the_end_of_input_carries_the_inputs_fingerprint(tmp_path):
+    """What a bolt emits at the end of input is built on its unit; its metadata names the input
+    (the running digest of a file or stdin), so two different files' end results never share a
+    name in a sink that names objects by position (s3), and the same file's always do."""
+    from squall.testing import run_topology
+
+    spec = json.dumps(
+        {
+            "name": "ends",
+            "spout": {"type": "squall.testing:ListSpout"},
+            "bolts": [{"id": "flush", "type": f"{__name__}:Flusher"}],
+            "sinks": [{"id": "ends", "type": f"{__name__}:Ends"}],
+        }
+    )
+    topo = load_text(spec)
+
+    def end_meta(payloads: list[bytes]):
+        records = [  # a running digest of the input, as the file spout gives
+            Record(r.data, r.meta._replace(fingerprint=b"|".join(payloads[: i + 1]).hex()))
+            for i, r in enumerate(records_from(payloads))
+        ]
+        with memory_stores({}) as stores:
+            run_topology(topo, records, end_of_input=True)
+            (meta,) = stores["ends"]
+        return meta
+
+    a, b, a_again = end_meta([b"1", b"2"]), end_meta([b"1", b"3"]), end_meta([b"1", b"2"])
+    assert a.shard_id == "<end of input>" and a.stream == "test"
+    assert a.fingerprint != b.fingerprint and a == a_again
