@@ -146,3 +146,12 @@ class FlakyClient:
             return hook(kwargs, attr)
 
         return call
+
+
+def queue_counts(sqs, url: str) -> int:
+    """Messages in a queue, visible or in flight."""
+    a = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])

@@ -16,7 +16,7 @@ from squall.testing import memory_stores
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
 from tests.topology.test_review_hold import HeldSink
 
 HOLDING_NO_DLQ = """
@@ -55,14 +55,6 @@ def test_kcl_failed_records_release_and_checkpoint_before_them_when_a_sink_holds
 @pytest.fixture
 def moto(moto_server):  # noqa: F811 - the imported fixture
     return moto_server
-
-
-def queue_counts(sqs, url: str) -> int:
-    a = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_sqs_spout_deletes_the_messages_of_every_batch_a_holding_sink_released(moto):

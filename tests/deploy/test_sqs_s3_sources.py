@@ -20,7 +20,7 @@ from squall.deploy.local import LocalRunner
 from squall.testing import MemorySink
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
 
 PIPELINE = """
 bolts:
@@ -40,14 +40,6 @@ def topology_text(spout: str, store: str, transient: int = 0) -> str:
 @pytest.fixture
 def moto(moto_server):  # noqa: F811 - the imported fixture
     return moto_server
-
-
-def queue_counts(sqs, url: str) -> int:
-    a = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
 def test_sqs_spout_deletes_settled_messages_and_leaves_failed_ones_in_the_queue(moto):

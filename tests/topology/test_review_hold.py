@@ -16,10 +16,11 @@ from squall.errors import TopologyError
 from squall.event import Event
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.testing import MemorySink, memory_stores, records_from
-from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
+from squall.topology.checkpoint import SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.resources import Resources
+from tests.topology.test_holding import engine_with_checkpoints
 
 SHARD = "shardId-000000000000"
 T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z, a minute boundary
@@ -69,19 +70,7 @@ class HeldDeadLetterSink(HeldSink):
 
 
 def with_checkpoints(spec: dict, **kwargs) -> tuple[Engine, SqlCheckpointStore, Resources]:
-    topo = load_text(json.dumps(spec))
-    resources = Resources(topo.resources)
-    store = SqlCheckpointStore(
-        resources.sql("db"), topo.name, resource="db", table=f"cp_{uuid.uuid4().hex[:8]}"
-    )
-    engine = Engine(
-        topo.plan,
-        resources=resources,
-        checkpointer=Checkpointer(store),
-        sleep=lambda s: None,
-        **kwargs,
-    )
-    return engine, store, resources
+    return engine_with_checkpoints(json.dumps(spec), **kwargs)
 
 
 def comp(engine: Engine, cid: str):
