@@ -14,8 +14,8 @@ Handler module (packaged with your topology):
 
 from __future__ import annotations
 
-import base64
 import binascii
+import functools
 import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -59,7 +59,10 @@ def records_from_event(event: dict[str, Any]) -> list[Record]:
             f"not a Kinesis event: received {source}; this function is the consumer "
             "of a Kinesis event source mapping"
         )
-    out = []
+    out: list[Record] = []
+    append = out.append
+    streams: dict[object, str] = {}  # ARN -> stream name: one ARN per event
+    arrivals: dict[float, datetime | None] = {}  # records of a batch share arrival times
     for i, r in enumerate(event["Records"]):
         k = r.get("kinesis") if isinstance(r, dict) else None
         seq = k.get("sequenceNumber") if isinstance(k, dict) else None
@@ -70,10 +73,19 @@ def records_from_event(event: dict[str, Any]) -> list[Record]:
         event_id = r.get("eventID")
         shard_id = (event_id.split(":", 1)[0] if isinstance(event_id, str) else "") or "unknown"
         arn = r.get("eventSourceARN")
-        stream = arn.rsplit("/", 1)[-1] if isinstance(arn, str) else ""
+        stream = streams.get(arn) if isinstance(arn, str) else ""
+        if stream is None:
+            stream = streams[arn] = arn.rsplit("/", 1)[-1]
         data, defect = _data(k.get("data"))
         pk = k.get("partitionKey")
-        out.append(
+        ts = k.get("approximateArrivalTimestamp")
+        if type(ts) is float or type(ts) is int:  # not bool (an int subclass)
+            arrival = arrivals.get(ts, _UNSET)
+            if arrival is _UNSET:
+                arrival = arrivals[ts] = _arrival(ts)
+        else:
+            arrival = None
+        append(
             Record(
                 data,
                 RecordMeta(
@@ -81,12 +93,15 @@ def records_from_event(event: dict[str, Any]) -> list[Record]:
                     shard_id=shard_id,
                     sequence_number=seq,
                     partition_key=pk if isinstance(pk, str) else "",
-                    arrival_time=_arrival(k.get("approximateArrivalTimestamp")),
+                    arrival_time=arrival,
                     defect=defect,
                 ),
             )
         )
     return out
+
+
+_UNSET: Any = object()
 
 
 def _data(value: object) -> tuple[bytes, str | None]:
@@ -96,7 +111,8 @@ def _data(value: object) -> tuple[bytes, str | None]:
             f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text",
         )
     try:
-        return base64.b64decode(value, validate=True), None
+        # What base64.b64decode(validate=True) accepts, without its regular-expression pre-check.
+        return binascii.a2b_base64(value, strict_mode=True), None
     except (binascii.Error, ValueError) as exc:
         kept = value[:KEPT_PREFIX].encode("utf-8", "backslashreplace")
         return (
@@ -172,6 +188,31 @@ def warn_about_local_dead_letters(topology) -> None:
             )
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (Lambda's Python runtimes run on glibc), or None elsewhere."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system after an invocation.
+
+    An invocation's slices allocate and free tens of megabytes of small objects (records,
+    events, rows, SQL parameters); glibc keeps the freed pages in its arenas, so the container's
+    RSS stays at the invocation's peak. ``malloc_trim(0)`` returns them: measured on the example
+    (benchmarks/lambda_bench.py), 4-9 MB less RSS after a 10,000-record invocation for 1-3 ms
+    of CPU (the first call includes loading ctypes).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """No garbage collection while a Lambda init runs (restored after, as it was).
@@ -220,7 +261,9 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
         try:
             return process_in_slices(engine, observer, records, size)
         finally:
+            del records  # the event stays with the runtime; its decoded copy goes now
             observer.flush(context)
+            release_free_memory()
 
     handler.engine = engine  # type: ignore[attr-defined] - for tests and shutdown hooks
     return handler

@@ -155,3 +155,81 @@ def test_consumer_keeps_working_after_a_refused_event(tmp_path: Path):
     with pytest.raises(NotAKinesisEvent):
         handler(DYNAMODB, None)  # (SQS and S3 events are triggers of their own: docs/sinks.md)
     assert handler(kinesis_lambda_event([{"n": 7}]), None) == {"batchItemFailures": []}
+
+
+def _reference_records(event: dict) -> list[tuple]:
+    """What records_from_event must produce, decoded the plain way (one call per record)."""
+    import base64
+    import binascii
+    from datetime import UTC, datetime
+
+    out = []
+    for r in event["Records"]:
+        k = r["kinesis"]
+        try:
+            data = base64.b64decode(k["data"], validate=True)
+        except (binascii.Error, ValueError):
+            data = None  # a defect: the prefix is kept, checked by the test above
+        ts = k.get("approximateArrivalTimestamp")
+        arrival = None
+        if isinstance(ts, int | float) and not isinstance(ts, bool):
+            try:
+                arrival = datetime.fromtimestamp(ts, UTC)
+            except (OverflowError, OSError, ValueError):
+                pass  # out of range: no arrival time
+        arn = r.get("eventSourceARN")
+        out.append(
+            (
+                data,
+                arn.rsplit("/", 1)[-1] if isinstance(arn, str) else "",
+                r["eventID"].split(":", 1)[0],
+                k["sequenceNumber"],
+                k.get("partitionKey", ""),
+                arrival,
+            )
+        )
+    return out
+
+
+def test_records_from_event_matches_a_plain_decode_of_every_record():
+    """The decoding loop shares arrival times and stream names between records and decodes base64
+    without the regular-expression check: randomized events (valid and broken base64, repeated,
+    integer, boolean and missing timestamps, several streams) decode as the plain way does."""
+    import base64
+    import random
+
+    from squall.deploy.lambda_consumer import records_from_event
+
+    rng = random.Random(18)
+    for _ in range(30):
+        event = kinesis_lambda_event([b"x"] * rng.randint(1, 60))
+        for r in event["Records"]:
+            k = r["kinesis"]
+            payload = rng.randbytes(rng.randint(0, 40))
+            k["data"] = rng.choice(
+                [
+                    base64.b64encode(payload).decode(),
+                    base64.b64encode(payload).decode().rstrip("="),  # padding lost
+                    base64.b64encode(payload).decode() + "=",
+                    "a b",
+                    "é",
+                ]
+            )
+            k["approximateArrivalTimestamp"] = rng.choice(
+                [1.7e9, 1.7e9 + 0.5, 1_700_000_001, True, None, "soon", 1e300]
+            )
+            r["eventSourceARN"] = rng.choice(
+                ["arn:aws:kinesis:us-east-1:1:stream/a", "arn:aws:kinesis:us-east-1:1:stream/b"]
+            )
+        got = [
+            (
+                None if rec.meta.defect else rec.data,
+                rec.meta.stream,
+                rec.meta.shard_id,
+                rec.meta.sequence_number,
+                rec.meta.partition_key,
+                rec.meta.arrival_time,
+            )
+            for rec in records_from_event(event)
+        ]
+        assert got == _reference_records(event)
