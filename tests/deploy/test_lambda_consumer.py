@@ -142,3 +142,28 @@ def test_init_runs_no_garbage_collection_and_leaves_the_collector_as_it_was(tmp_
         gc.callbacks.remove(count)
     assert during_init == []
     assert handler(kinesis_lambda_event([{"n": 1}]), None) == {"batchItemFailures": []}
+
+
+def test_committed_slices_leave_the_invocations_list_before_the_next_slice_runs(tmp_path: Path):
+    """Memory holds one slice: when a slice runs, the records of the slices before it are gone
+    from the list the invocation decoded; a failed slice leaves itself and the rest, reported."""
+    from squall.deploy.lambda_consumer import process_in_slices, records_from_event
+    from squall.observability.runners import lambda_observer
+
+    handler = handler_for(tmp_path, dlq=False, size=2)
+    event = kinesis_lambda_event([{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4, "fail": "bad"}, {"n": 5}])
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    records = records_from_event(event)
+    held: list[list[str]] = []
+    process = handler.engine.process
+
+    def spy(part):
+        held.append([r.meta.sequence_number for r in records])
+        return process(part)
+
+    handler.engine.process = spy
+    answer = process_in_slices(handler.engine, lambda_observer("lambda-test"), records, 2)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": seqs[3]}]}
+    assert held == [seqs, seqs[2:]]
+    assert [r.meta.sequence_number for r in records] == seqs[2:]  # not committed: kept
+    assert rows(tmp_path) == [1, 2, 3]
