@@ -3,16 +3,22 @@
     python benchmarks/lambda_ab.py --base 39bf7e4 [--rounds 5] [--records 10000]
 
 Extracts ``--base`` (a commit) with ``git archive`` into a temporary folder, compiles both trees'
-bytecode, then runs each tree's own ``benchmarks/lambda_bench.py`` in fresh processes, alternating
-base / this tree (the order swapped every round), on the same generated events. Writes
-``benchmarks/results/<UTC time>-lambda-ab.json`` with every round and the medians (CPU time
-first: wall time on a shared machine mostly measures the neighbours).
+bytecode, then runs this tree's ``benchmarks/lambda_bench.py`` (the same harness and example
+topology for both; ``PYTHONPATH`` picks the squall under test) in fresh processes, alternating
+base / this tree (the order swapped every round), on the same events (``make_events.py``, seed
+7, generated once). ``--hand-loop`` adds, each round, ``benchmarks/hand_loop.py --variant
+optimized`` on the first invocation's events in a fresh process (its batch: the example's
+``lambda_batch_size``): the work of one 10,000-record invocation written by hand, as a floor for
+the invocation's CPU. Writes ``benchmarks/results/<UTC time>-lambda-ab.json`` with every round
+and the medians (CPU time first: wall time on a shared machine mostly measures the neighbours).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("init_cpu_ms", "import_cpu_ms", "make_handler_cpu_ms", "init_ms", "rss_after_init_mb")
 
 
-def run(tree: Path, workdir: Path, records: int) -> dict:
+def run(tree: Path, workdir: Path, records: int, events: Path) -> dict:
     workdir.mkdir()
     out = subprocess.run(
-        [sys.executable, str(tree / "benchmarks" / "lambda_bench.py")]
-        + ["--dir", str(workdir), "--records", str(records)],
+        [sys.executable, str(ROOT / "benchmarks" / "lambda_bench.py")]
+        + ["--dir", str(workdir), "--records", str(records), "--events", str(events)],
         cwd=tree,
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -38,12 +44,44 @@ def run(tree: Path, workdir: Path, records: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def hand_loop(workdir: Path, events: Path, batch: int) -> dict:
+    """The optimized hand loop over ``events`` in a fresh process: CPU of its work (setup and
+    imports excluded, as the invocation's CPU excludes init) and of the whole process."""
+    workdir.mkdir()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "hand_loop.py"), "--variant", "optimized"]
+        + ["--input", str(events), "--batch", str(batch)]
+        + [f"--warehouse=sqlite:///{workdir}/w.db", f"--state=sqlite:///{workdir}/s.db"]
+        + ["--rejects", str(workdir / "rejects.jsonl")],
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e3
+    doc = json.loads(r.stdout.strip().splitlines()[-1])
+    return {
+        "work_cpu_ms": sum(doc["cpu_per_part"].values()) * 1e3,
+        "run_cpu_ms": doc["cpu_seconds"] * 1e3,
+        "parts_cpu_ms": {k: round(v * 1e3, 1) for k, v in doc["cpu_per_part"].items()},
+        "rows": doc["rows"],
+        "dead_letters": doc["dead_letters"],
+        "process_cpu_ms": process_cpu,  # imports and setup included
+    }
+
+
 def summary(docs: list[dict]) -> dict:
     s = {k: statistics.median(d[k] for d in docs) for k in KEYS}
     for i in range(2):
         s[f"invoke_{i + 1}_cpu_ms"] = statistics.median(d["invoke_cpu_ms"][i] for d in docs)
         s[f"invoke_{i + 1}_ms"] = statistics.median(d["invoke_ms"][i] for d in docs)
         s[f"rss_after_{i + 1}_mb"] = statistics.median(d["rss_mb"][i] for d in docs)
+        for kind in ("anon", "file"):
+            s[f"rss_{kind}_after_{i + 1}_mb"] = statistics.median(
+                d[f"rss_{kind}_mb"][i] for d in docs
+            )
     return s
 
 
@@ -52,6 +90,17 @@ def main() -> int:
     ap.add_argument("--base", required=True, help="commit to compare with")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--records", type=int, default=10_000)
+    ap.add_argument(
+        "--hand-loop",
+        action="store_true",
+        help="also run the optimized hand loop on the first invocation's events, every round",
+    )
+    ap.add_argument(
+        "--hand-loop-batch",
+        type=int,
+        default=2_500,
+        help="its batch (the example's lambda_batch_size)",
+    )
     args = ap.parse_args()
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -68,11 +117,32 @@ def main() -> int:
             subprocess.run(
                 [sys.executable, "-m", "compileall", "-q", str(tree / "squall")], check=True
             )
+        events = tmp / "events.jsonl"
+        make_events = ROOT / "examples" / "pistats" / "make_events.py"
+        subprocess.run(
+            [sys.executable, str(make_events), str(2 * args.records), str(events)], check=True
+        )
+        first = tmp / "first.jsonl"  # the first invocation's events, for the hand loop
+        with events.open("rb") as src, first.open("wb") as dst:
+            dst.writelines(itertools.islice(src, args.records))
         rounds: dict[str, list[dict]] = {"base": [], "head": []}
+        hand: list[dict] = []
         for r in range(args.rounds):
             order = [("base", base), ("head", ROOT)]
-            for name, tree in order if r % 2 == 0 else order[::-1]:
-                doc = run(tree, tmp / f"{name}-{r}", args.records)
+            if args.hand_loop:
+                order.append(("hand", None))
+            if r % 2:
+                order.reverse()
+            for name, tree in order:
+                if tree is None:
+                    doc = hand_loop(tmp / f"hand-{r}", first, args.hand_loop_batch)
+                    hand.append(doc)
+                    print(
+                        f"round {r + 1} hand loop: work {doc['work_cpu_ms']:.0f} ms cpu",
+                        file=sys.stderr,
+                    )
+                    continue
+                doc = run(tree, tmp / f"{name}-{r}", args.records, events)
                 rounds[name].append(doc)
                 print(
                     f"round {r + 1} {name}: init {doc['init_cpu_ms']:.0f} ms cpu, invocations "
@@ -88,6 +158,12 @@ def main() -> int:
         "rounds": rounds,
         "summary": {name: summary(docs) for name, docs in rounds.items()},
     }
+    if hand:
+        result["hand_loop"] = hand
+        result["summary"]["hand_loop"] = {
+            k: statistics.median(d[k] for d in hand)
+            for k in ("work_cpu_ms", "run_cpu_ms", "process_cpu_ms")
+        }
     path = ROOT / "benchmarks" / "results" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-lambda-ab.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"], indent=1))
