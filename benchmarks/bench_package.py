@@ -14,7 +14,9 @@ database, no network besides pip's.
 ``--base COMMIT``: only the variant with the geo database outside the zip, built twice — by
 COMMIT's squall (extracted with ``git archive``) and by this tree's — then both packages'
 inits measured alternately (the order swapped every round), as Lambda starts them (``import
-squall_lambda``) and as ``make_handler`` called directly; CPU and wall time. Writes
+squall_lambda``) and as ``make_handler`` called directly; CPU and wall time; and the runtime's
+init split into the dependencies every topology imports, SQLAlchemy with its SQLite dialect, and
+the rest (``CHILD_SPLIT``: what the init would cost without SQLAlchemy). Writes
 ``benchmarks/results/<UTC time>-package-ab.json``.
 """
 
@@ -46,6 +48,23 @@ handler = make_handler(os.path.join(sys.argv[1], "topology", "topology.yaml"))
 t2, c2 = time.perf_counter(), time.process_time()
 print(json.dumps({"import_ms": (t1 - t0) * 1000, "handler_ms": (t2 - t1) * 1000,
                   "import_cpu_ms": (c1 - c0) * 1000, "handler_cpu_ms": (c2 - c1) * 1000}))
+"""
+#: The runtime's init split in three: the dependencies every topology imports, SQLAlchemy (with
+#: the SQLite dialect: what a SQLite warehouse or state costs), then ``import squall_lambda``.
+CHILD_SPLIT = """
+import gc, json, sys, time
+gc.disable()  # as squall_lambda does during init
+c0 = time.process_time()
+import pydantic, yaml, logging, typing, dataclasses, re, enum, json, datetime, decimal, uuid
+import importlib.metadata
+c1 = time.process_time()
+import sqlalchemy, sqlalchemy.dialects.sqlite
+c2 = time.process_time()
+import squall_lambda
+c3 = time.process_time()
+print(json.dumps({"common_cpu_ms": (c1 - c0) * 1000, "sqlalchemy_cpu_ms": (c2 - c1) * 1000,
+                  "rest_cpu_ms": (c3 - c2) * 1000, "total_cpu_ms": (c3 - c0) * 1000,
+                  "without_sqlalchemy_cpu_ms": (c3 - c0 - (c2 - c1)) * 1000}))
 """
 #: What the Lambda runtime does: import the generated handler module (import + make_handler).
 CHILD_RUNTIME = """
@@ -175,6 +194,7 @@ def compare(base: str, runs: int, work: Path, topology: Path) -> None:
         for name in ("base", "head") if r % 2 == 0 else ("head", "base"):
             doc = run_child(roots[name], work, CHILD)
             doc.update(run_child(roots[name], work, CHILD_RUNTIME))
+            doc.update(run_child(roots[name], work, CHILD_SPLIT))
             doc["init_ms"] = doc["import_ms"] + doc["handler_ms"]
             doc["init_cpu_ms"] = doc["import_cpu_ms"] + doc["handler_cpu_ms"]
             rounds[name].append(doc)
