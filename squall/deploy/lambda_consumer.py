@@ -199,9 +199,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
     try:
         import ctypes
 
-        return ctypes.CDLL(None).malloc_trim  # the process's own C library
+        trim = ctypes.CDLL(None).malloc_trim  # the process's own C library
     except (ImportError, OSError, AttributeError):
         return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
 
 
 def release_free_memory() -> None:

@@ -167,3 +167,20 @@ def test_committed_slices_leave_the_invocations_list_before_the_next_slice_runs(
     assert held == [seqs, seqs[2:]]
     assert [r.meta.sequence_number for r in records] == seqs[2:]  # not committed: kept
     assert rows(tmp_path) == [1, 2, 3]
+
+
+def test_free_heap_pages_are_returned_after_every_invocation(tmp_path: Path, monkeypatch):
+    """malloc_trim runs once after each invocation, also one whose dependency stayed down."""
+    import squall.deploy.lambda_consumer as lc
+
+    calls: list[int] = []
+    monkeypatch.setattr(lc, "release_free_memory", lambda: calls.append(len(calls)))
+    handler = handler_for(tmp_path, dlq=True)
+    assert handler(kinesis_lambda_event([{"n": 1}]), None) == {"batchItemFailures": []}
+    [chaos] = [c for c in handler.engine.components if c.id == "chaos"]
+    chaos.config = chaos.config.model_copy(update={"transient_failures": 5})
+    event = kinesis_lambda_event([{"n": 2}])
+    first = event["Records"][0]["kinesis"]["sequenceNumber"]
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": first}]}
+    assert calls == [0, 1]
+    assert lc._malloc_trim() is None or lc._malloc_trim()(0) in (0, 1)  # glibc: 1 if it freed
