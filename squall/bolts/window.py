@@ -23,6 +23,7 @@ the state store (window_store.py); the aggregate functions live in window_aggs.p
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
 from collections.abc import Callable
@@ -260,6 +261,9 @@ class WindowBolt(Bolt):
         assert self.store is not None, "open() was not called"
         self._begin()
         undo = self._snapshot()
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             self._stage(batch, out)
         except BaseException:
@@ -267,6 +271,9 @@ class WindowBolt(Bolt):
             # events (or halves of them): what this call staged must not count twice.
             undo()
             raise
+        finally:
+            if collecting:
+                gc.enable()
         return out
 
     def _begin(self) -> None:
@@ -306,6 +313,11 @@ class WindowBolt(Bolt):
         cur: str | None = None  # the shard of the previous event, its `seen` list and its mark
         bucket: list[tuple[Event, int | None]] = []
         m: list[int] | None = None
+        checking = False  # the shard's records may still be at or before its mark
+        # the previous event's time in this shard, and its window and whether that is open:
+        # an event with the same time moves no watermark and falls in the same window
+        last_t, ws, is_open = None, 0, False
+        floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
@@ -313,7 +325,9 @@ class WindowBolt(Bolt):
                 cur = shard
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 m = marks.get(shard)
-            if shard not in past:
+                checking = shard not in past
+                last_t = None
+            if checking:
                 mark = base.get(shard)
                 if (
                     mark is not None
@@ -326,12 +340,13 @@ class WindowBolt(Bolt):
                     )  # counted in the committed state already (a replay after the state commit)
                     continue
                 past.add(shard)  # sequence numbers only grow within a shard
+                checking = False
             key = None
             if fast:
                 v = event.value
                 if v.__class__ is dict:
                     t = v.get(tf)
-                    if t.__class__ is int and _MS_EPOCH_FLOOR <= t <= _MS_EPOCH_TOP:
+                    if t.__class__ is int and floor <= t <= top_ms:
                         k = v.get(kf)
                         if k.__class__ is str:
                             key = cache.get(k)
@@ -344,26 +359,29 @@ class WindowBolt(Bolt):
                     out.fail(event, str(exc))
                     continue
             bucket.append((event, t))
-            # The watermark as of this event: so lateness depends on the order of events, never on
-            # where batches begin (a replay after a partial failure starts its batches elsewhere).
-            if m is None or t > m[0]:
-                old = None if m is None else m[0]
-                if m is None:
-                    m = marks[shard] = [t, 0, 0]
-                else:
-                    m[0] = t
-                if wm is None or top is None or t > top or old is None or old <= wm:
-                    top = t if top is None or t > top else top
-                    now = t if len(marks) == 1 else self._watermark(marks)
-                    if now is not None and (wm is None or now > wm):
-                        # never goes back: a shard leaving idleness does not reopen windows
-                        wm = now
-                        closed_before = wm - lateness
+            if t != last_t:
+                last_t = t
+                # The watermark as of this event: so lateness depends on the order of events, never
+                # on where batches begin (a replay after a partial failure starts its batches elsewhere).
+                if m is None or t > m[0]:
+                    old = None if m is None else m[0]
+                    if m is None:
+                        m = marks[shard] = [t, 0, 0]
+                    else:
+                        m[0] = t
+                    if wm is None or top is None or t > top or old is None or old <= wm:
+                        top = t if top is None or t > top else top
+                        now = t if len(marks) == 1 else self._watermark(marks)
+                        if now is not None and (wm is None or now > wm):
+                            # never goes back: a shard leaving idleness does not reopen windows
+                            wm = now
+                            closed_before = wm - lateness
+                ws = t - t % size
+                is_open = closed_before is None or ws + size > closed_before
             if plain:
                 # (not in `accepted`: a partial commit finds these events in `seen` — see
                 # _covered_delta — which saves the per-event tuple)
-                ws = t - t % size
-                if closed_before is None or ws + size > closed_before:
+                if is_open:
                     cid = (ws, key)
                     cell = delta.get(cid)
                     if cell is None:
