@@ -69,12 +69,13 @@ class Input:
     def __init__(self, n: int, keys: int, per_minute: int, batch: int, seed: int = 1):
         self.n, self.keys, self.per_minute, self.batch, self.seed = n, keys, per_minute, batch, seed
 
-    def batches(self) -> Iterator[list[Event]]:
+    def batches(self, pause: bool = True) -> Iterator[list[Event]]:
         rng = random.Random(self.seed)
         step = 60_000 / self.per_minute
         for start in range(0, self.n, self.batch):
-            collecting = gc.isenabled()
-            gc.disable()
+            collecting = pause and gc.isenabled()
+            if collecting:
+                gc.disable()
             out = []
             for j, i in enumerate(range(start, min(start + self.batch, self.n))):
                 meta = RecordMeta("bench", "shardId-000000000000", str(10**20 + i), 0, "pk")
@@ -156,6 +157,21 @@ def hand_loop(evs: Input) -> float:
     return evs.n / cpu
 
 
+def as_it_falls(bolt: WindowBolt, evs: Input) -> float:
+    """A cross-check without pausing anything: the CPU time of building and processing every
+    batch (the collector running whenever it will) minus that of building alone, in events/s."""
+    started = time.process_time()
+    for _ in evs.batches(pause=False):
+        pass
+    build = time.process_time() - started
+    started = time.process_time()
+    for part in evs.batches(pause=False):
+        bolt.process(part)
+        bolt.commit_state(lambda e: True, None)
+        bolt.state_committed()
+    return evs.n / (time.process_time() - started - build)
+
+
 def cell_bytes(url: str, name: str) -> float | None:
     """SQLite: bytes of the closed windows' snapshots per (window, key) they hold."""
     if not url.startswith("sqlite"):
@@ -222,6 +238,12 @@ def main() -> None:
     p.add_argument(
         "--stores", default="sqlite,postgresql,redis", help="comma-separated: which stores to run"
     )
+    p.add_argument(
+        "--cross-check",
+        action="store_true",
+        help="also measure each store building and processing with the collector never paused, "
+        "minus building alone",
+    )
     a = p.parse_args()
     evs = Input(a.events, a.keys, a.per_minute, a.batch)
     print(
@@ -260,6 +282,12 @@ def main() -> None:
                         (a.events / (used / 1e6), 0.0, hand / (a.events / (used / 1e6)))
                     )
                 rows.setdefault(f"process + commit ({label})", []).append((cpu, wall, hand / cpu))
+                if a.cross_check:
+                    fallen = as_it_falls(bolt_for(url, n + "x", a.aggregates), evs)
+                    rows.setdefault(f"  cross-check ({label}): GC as it falls", []).append(
+                        (fallen, 0.0, hand / fallen)
+                    )
+                    drop(url, n + "x")
                 size = cell_bytes(url, n)
                 extra[label] = f"{results:,} results" + (
                     f", {size:.0f} bytes per stored cell" if size else ""

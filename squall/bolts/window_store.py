@@ -366,12 +366,12 @@ class RedisWindowStore:
             pipe = self.r.pipeline(transaction=False)
             for ws, _ in found:
                 pipe.hlen(self._h(int(ws)))
+                pipe.hexists(self._h(int(ws)), HEAD)
+                pipe.hexists(self._h(int(ws)), SNAPSHOT)
+            n = pipe.execute()
             return {
-                int(ws): (
-                    int(end),
-                    n,
-                )  # (n: the head and snapshot counted too; it only paces compaction)
-                for (ws, end), n in zip(found, pipe.execute(), strict=True)
+                int(ws): (int(end), n[3 * i] - n[3 * i + 1] - n[3 * i + 2])
+                for i, (ws, end) in enumerate(found)
             }
 
     def read(self, windows: list[int]) -> dict[int, WindowRows]:
