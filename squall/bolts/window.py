@@ -9,16 +9,17 @@ emitted. Events whose every window has closed go to the ``late`` stream (dead le
 wired), counted, never lost.
 
 Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
-after the sinks have committed the results. It folds only the covered events' deltas into the
-store (under a lock; when every aggregate is one the store can merge itself — count, sum, mean,
-min, max — it does, without reading), marks emitted windows closed, and saves the shard marks — in the batch's
-SQL transaction when the store shares it. A batch delivered again therefore starts from the
+after the sinks have committed the results. It appends the covered events' delta to the store's
+log — one row per window, no read and no lock —, replaces the rows of the windows it closed by
+their folded snapshot (if no other closer got there first: window_store.py), and saves the shard
+marks — in the batch's SQL transaction when the store shares it. A batch delivered again therefore starts from the
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~660 lines): the bolt's batch path, its watermark and its commit are one protocol with
-the state store (window_store.py); the aggregate functions live in window_aggs.py.
+Size (~780 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+and its commit are one protocol with the state store (window_store.py); the aggregate functions
+live in window_aggs.py.
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class WindowBolt(Bolt):
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
         # every aggregate a count or sum: states merged by adding, inline (see _fold_bodies)
-        self._adds = all(agg.store_merge == "add" for agg in self._aggs)
+        self._adds = all(agg.additive for agg in self._aggs)
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
         self._agg_where = [
             [

@@ -24,6 +24,9 @@ SQLite and PostgreSQL share one path (SQLAlchemy Core); the head's conditional b
 serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a hash per window
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
+
+Size (~490 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+(its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
 from __future__ import annotations

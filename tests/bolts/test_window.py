@@ -217,9 +217,11 @@ NUMERIC = {
 }
 
 
-def test_the_store_merges_sum_min_max_mean_as_python_does(store_url, unique_name, tmp_path: Path):
-    """Aggregates the store merges itself (no read of the cells): four batches, one event per key
-    each, give what one batch merged in Python gives — float sums to the last bit, min/max in one
+def test_deltas_folded_from_the_log_give_what_one_batch_gives(
+    store_url, unique_name, tmp_path: Path
+):
+    """Four batches' deltas, one event per key each, folded from the store's log when the window
+    closes, give what one batch gives — float sums to the last bit, min/max in one
     order (numbers before text, text by code point: 'Z' < 'a' < 'é'), a batch without the field."""
     merged = make_bolt(store_url, unique_name, aggregates=NUMERIC)
     values = {
