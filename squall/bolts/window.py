@@ -9,23 +9,26 @@ emitted. Events whose every window has closed go to the ``late`` stream (dead le
 wired), counted, never lost.
 
 Nothing durable is written in ``process``: the engine's commit sequence calls ``commit_state``
-after the sinks have committed the results. It folds only the covered events' deltas into the
-store (under a lock; when every aggregate is one the store can merge itself — count, sum, mean,
-min, max — it does, without reading), marks emitted windows closed, and saves the shard marks — in the batch's
-SQL transaction when the store shares it. A batch delivered again therefore starts from the
+after the sinks have committed the results. It appends the covered events' delta to the store's
+log — one row per window, no read and no lock —, replaces the rows of the windows it closed by
+their folded snapshot (if no other closer got there first: window_store.py), and saves the shard
+marks — in the batch's SQL transaction when the store shares it. A batch delivered again therefore starts from the
 state its first delivery saw (same results), or, when its state was already committed (a crash
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~660 lines): the bolt's batch path, its watermark and its commit are one protocol with
-the state store (window_store.py); the aggregate functions live in window_aggs.py.
+Size (~780 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+and its commit are one protocol with the state store (window_store.py); the aggregate functions
+live in window_aggs.py.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import re
 from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
@@ -34,11 +37,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from squall.bolts import window_aggs
 from squall.bolts.base import Bolt, Output
 from squall.bolts.window_store import (
-    CellId,
-    CellWrite,
     RedisWindowStore,
+    Replace,
     ShardMark,
     SqlWindowStore,
+    WindowRows,
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
@@ -56,6 +59,9 @@ _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
+#: a window with this many deltas in the store is compacted (folded into one) by the next batch
+COMPACT_AT = 64
+CellId = tuple[int, str]  # (window start ms, key as JSON text)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
@@ -195,9 +201,8 @@ class WindowBolt(Bolt):
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
-        # every aggregate one the store merges itself: it does, without the cells being read
-        merges = [agg.store_merge for agg in self._aggs]
-        self._merges: list[str] | None = merges if None not in merges else None  # type: ignore[assignment]
+        # every aggregate a count or sum: states merged by adding, inline (see _fold_bodies)
+        self._adds = all(agg.additive for agg in self._aggs)
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
         self._agg_where = [
             [
@@ -226,9 +231,12 @@ class WindowBolt(Bolt):
             tuple[Event, int, str, int | None]
         ] = []  # event, time, key, lateness bound
         self._delta: dict[CellId, list[Any]] = {}
-        self._emitted: dict[
-            CellId, tuple[Event, int]
-        ] = {}  # final results: (result event, stored rev seen)
+        self._open: dict[int, tuple[int, int]] | None = None  # the store's open windows
+        self._read: dict[int, WindowRows] = {}  # windows' rows read during this batch
+        # windows whose final results were emitted: (the record ending that call, rows read,
+        # the new snapshot); windows to compact at the commit: (rows read, their deltas folded)
+        self._closing: dict[int, tuple[Event, WindowRows, str]] = {}
+        self._compact: dict[int, tuple[WindowRows, dict[str, list[Any]]]] = {}
         self._wm: int | None = None
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
@@ -238,13 +246,13 @@ class WindowBolt(Bolt):
 
         def sql(engine: Any) -> Any:
             self._state_resource = c.store
-            return SqlWindowStore(engine, self.name, c.table, self._merges)
+            return SqlWindowStore(engine, self.name, c.table)
 
         self.store = resources.open_store(
             c.store,
             (self.context.topology, f"{self.id}.store"),
             sql=sql,
-            redis=lambda client: RedisWindowStore(client, self.name, c.key_prefix, self._merges),
+            redis=lambda client: RedisWindowStore(client, self.name, c.key_prefix),
         )
 
     # -- processing ------------------------------------------------------------------------------
@@ -254,6 +262,9 @@ class WindowBolt(Bolt):
         assert self.store is not None, "open() was not called"
         self._begin()
         undo = self._snapshot()
+        collecting = gc.isenabled()
+        if collecting:
+            gc.disable()
         try:
             self._stage(batch, out)
         except BaseException:
@@ -261,6 +272,9 @@ class WindowBolt(Bolt):
             # events (or halves of them): what this call staged must not count twice.
             undo()
             raise
+        finally:
+            if collecting:
+                gc.enable()
         return out
 
     def _begin(self) -> None:
@@ -300,6 +314,11 @@ class WindowBolt(Bolt):
         cur: str | None = None  # the shard of the previous event, its `seen` list and its mark
         bucket: list[tuple[Event, int | None]] = []
         m: list[int] | None = None
+        checking = False  # the shard's records may still be at or before its mark
+        # the previous event's time in this shard, and its window and whether that is open:
+        # an event with the same time moves no watermark and falls in the same window
+        last_t, ws, is_open = None, 0, False
+        floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         for event in batch:
             meta = event.meta
             shard = meta.shard_id
@@ -307,7 +326,9 @@ class WindowBolt(Bolt):
                 cur = shard
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 m = marks.get(shard)
-            if shard not in past:
+                checking = shard not in past
+                last_t = None
+            if checking:
                 mark = base.get(shard)
                 if (
                     mark is not None
@@ -320,12 +341,13 @@ class WindowBolt(Bolt):
                     )  # counted in the committed state already (a replay after the state commit)
                     continue
                 past.add(shard)  # sequence numbers only grow within a shard
+                checking = False
             key = None
             if fast:
                 v = event.value
                 if v.__class__ is dict:
                     t = v.get(tf)
-                    if t.__class__ is int and _MS_EPOCH_FLOOR <= t <= _MS_EPOCH_TOP:
+                    if t.__class__ is int and floor <= t <= top_ms:
                         k = v.get(kf)
                         if k.__class__ is str:
                             key = cache.get(k)
@@ -338,26 +360,29 @@ class WindowBolt(Bolt):
                     out.fail(event, str(exc))
                     continue
             bucket.append((event, t))
-            # The watermark as of this event: so lateness depends on the order of events, never on
-            # where batches begin (a replay after a partial failure starts its batches elsewhere).
-            if m is None or t > m[0]:
-                old = None if m is None else m[0]
-                if m is None:
-                    m = marks[shard] = [t, 0, 0]
-                else:
-                    m[0] = t
-                if wm is None or top is None or t > top or old is None or old <= wm:
-                    top = t if top is None or t > top else top
-                    now = t if len(marks) == 1 else self._watermark(marks)
-                    if now is not None and (wm is None or now > wm):
-                        # never goes back: a shard leaving idleness does not reopen windows
-                        wm = now
-                        closed_before = wm - lateness
+            if t != last_t:
+                last_t = t
+                # The watermark as of this event: so lateness depends on the order of events, never
+                # on where batches begin (a replay after a partial failure starts its batches elsewhere).
+                if m is None or t > m[0]:
+                    old = None if m is None else m[0]
+                    if m is None:
+                        m = marks[shard] = [t, 0, 0]
+                    else:
+                        m[0] = t
+                    if wm is None or top is None or t > top or old is None or old <= wm:
+                        top = t if top is None or t > top else top
+                        now = t if len(marks) == 1 else self._watermark(marks)
+                        if now is not None and (wm is None or now > wm):
+                            # never goes back: a shard leaving idleness does not reopen windows
+                            wm = now
+                            closed_before = wm - lateness
+                ws = t - t % size
+                is_open = closed_before is None or ws + size > closed_before
             if plain:
                 # (not in `accepted`: a partial commit finds these events in `seen` — see
                 # _covered_delta — which saves the per-event tuple)
-                ws = t - t % size
-                if closed_before is None or ws + size > closed_before:
+                if is_open:
                     cid = (ws, key)
                     cell = delta.get(cid)
                     if cell is None:
@@ -393,13 +418,15 @@ class WindowBolt(Bolt):
     def _snapshot(self) -> Callable[[], None]:
         """A function putting this batch's staging back as it is now (before a call's events)."""
         delta = {cid: list(states) for cid, states in self._delta.items()}
-        accepted, emitted = list(self._accepted), dict(self._emitted)
+        accepted, closing = list(self._accepted), dict(self._closing)
+        compact = dict(self._compact)
         seen = {s: list(items) for s, items in self._seen.items()}
         marks = {s: list(m) for s, m in self._marks.items()}
         wm, past = self._wm, set(self._past_mark)
 
         def undo() -> None:
-            self._delta, self._accepted, self._emitted = delta, accepted, emitted
+            self._delta, self._accepted = delta, accepted
+            self._closing, self._compact = closing, compact
             self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
 
         return undo
@@ -521,68 +548,152 @@ class WindowBolt(Bolt):
 
     def _close(self, out: Output, last: Event, end_before: int | None = None) -> None:
         """Emit the results of windows the watermark closed (and early results when asked);
-        with ``end_before``, of the windows ending by then (the end of input: all)."""
+        with ``end_before``, of the windows ending by then (the end of input: all).
+
+        A closing window's rows are read and folded: its deltas (and the batch's own) give the
+        keys to emit, each with the snapshot's states merged in (the snapshot alone was emitted
+        already); the new snapshot is kept for the commit. Windows with many deltas are read
+        too, to be compacted at the commit."""
         assert self.store is not None
         flushing = end_before is not None
         if end_before is None:
             if self._wm is None:
                 return
             end_before = self._wm - self.lateness
-        closing = self.store.closable(end_before)
-        if self._delta and min(self._delta)[0] + self.size <= end_before:  # (min: in C)
-            for cid in self._delta:
-                if cid[0] + self.size <= end_before:
-                    closing.setdefault(cid, None)  # type: ignore[arg-type]
-        closing = {cid: c for cid, c in closing.items() if cid not in self._emitted}
-        early = (
-            [cid for cid in self._delta if cid not in closing and cid not in self._emitted]
-            if self.config.emit == "every_batch" and not flushing
-            else []
-        )
-        missing = [cid for cid, c in closing.items() if c is None] + early
-        stored = self.store.load(missing) if missing else {}
-        for cid, cell in closing.items():
-            # (a cell closed meanwhile by another writer, when its view of our shard was older:
-            # emit it whole again, with what this batch adds)
-            cell = cell or stored.get(cid)
-            states = self._merged(cell.states if cell else None, self._delta.get(cid))
-            event = self._result(last, cid, states, True)
-            self._emitted[cid] = (event, cell.rev if cell else 0)
-            out.emit(event)
-        for cid in early:
-            cell = stored.get(cid)
-            states = self._merged(cell.states if cell else None, self._delta[cid])
-            out.emit(self._result(last, cid, states, False))
+        if self._open is None:
+            self._open = self.store.open_windows()
+        done = self._closing.keys() | self._compact.keys()
+        closing = {ws for ws, (end, _) in self._open.items() if end <= end_before}
+        starts = set(map(itemgetter(0), self._delta))  # (in C)
+        closing.update(ws for ws in starts if ws + self.size <= end_before)
+        closing -= self._closing.keys()
+        early = set()
+        if self.config.emit == "every_batch" and not flushing:
+            early = starts - closing - self._closing.keys()
+        compact = {ws for ws, (_, n) in self._open.items() if n >= COMPACT_AT} - closing - done
+        compact |= early - done
+        need = [ws for ws in sorted(closing | compact) if ws not in self._read]
+        if need:
+            self._read.update(self.store.read(need))
+        own = self._by_window(self._delta, starts) if closing or early else {}
+        for ws in sorted(closing):
+            rows = self._read[ws]
+            snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
+            pending = self._fold_bodies(rows.deltas)
+            self._merge_into(pending, own.get(ws))
+            if snapshot:
+                merge = self.merge
+                for key, states in pending.items():
+                    done_states = snapshot.get(key)
+                    if done_states is not None:
+                        pending[key] = merge(done_states, states)
+                snapshot.update(pending)
+            else:
+                snapshot = pending
+            self._results(out, last, ws, pending.items(), True)
+            self._closing[ws] = (last, rows, orjson.dumps(snapshot).decode())
+        for ws in compact - done:
+            rows = self._read[ws]
+            self._compact[ws] = (rows, self._fold_bodies(rows.deltas))
+        for ws in sorted(early):
+            rows, pending = self._compact[ws]
+            snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
+            updates = []
+            for key, states in own.get(ws, {}).items():
+                for stored in (pending.get(key), snapshot.get(key)):
+                    if stored is not None:
+                        states = self.merge(stored, states)
+                updates.append((key, states))
+            self._results(out, last, ws, updates, False)
 
-    def _merged(self, stored: list[Any] | None, delta: list[Any] | None) -> list[Any]:
-        if stored is None:
-            return list(delta) if delta is not None else [agg.new() for agg in self._aggs]
-        if delta is None:
-            return stored
-        return self.merge(stored, delta)
+    @staticmethod
+    def _by_window(
+        delta: dict[CellId, list[Any]], starts: set[int] | None = None
+    ) -> dict[int, dict[str, list[Any]]]:
+        """The batch's delta per window: start → {key: states}."""
+        if starts is None:
+            starts = set(map(itemgetter(0), delta))
+        if len(starts) == 1:  # one window (the usual case): no test per cell
+            return {next(iter(starts)): {key: states for (_, key), states in delta.items()}}
+        out: dict[int, dict[str, list[Any]]] = {}
+        for (ws, key), states in delta.items():
+            w = out.get(ws)
+            if w is None:
+                w = out[ws] = {}
+            w[key] = states
+        return out
+
+    def _fold_bodies(self, bodies: list[str]) -> dict[str, list[Any]]:
+        """Deltas (JSON bodies ``{key: states}``) merged into one ``{key: states}`` (new lists)."""
+        acc: dict[str, list[Any]] = {}
+        for body in bodies:
+            d = orjson.loads(body)
+            if not acc:
+                acc = d
+                continue
+            if len(d) > len(acc):
+                acc, d = d, acc  # the smaller into the larger
+            if self._adds and len(self._aggs) == 1:  # a count or a sum: add in place
+                for key, states in d.items():
+                    cur = acc.get(key)
+                    if cur is None:
+                        acc[key] = states
+                    else:
+                        cur[0] += states[0]
+            elif self._adds:  # counts and sums: add in place (the lists are this call's own)
+                for key, states in d.items():
+                    cur = acc.get(key)
+                    if cur is None:
+                        acc[key] = states
+                    else:
+                        for i, x in enumerate(states):
+                            cur[i] += x
+            else:
+                merge = self.merge
+                for key, states in d.items():
+                    cur = acc.get(key)
+                    acc[key] = states if cur is None else merge(cur, states)
+        return acc
+
+    def _merge_into(self, acc: dict[str, list[Any]], delta: dict[str, list[Any]] | None) -> None:
+        """Merge ``delta`` into ``acc`` without changing ``delta``'s lists (the batch keeps them)."""
+        for key, states in (delta or {}).items():
+            cur = acc.get(key)
+            acc[key] = list(states) if cur is None else self.merge(cur, states)
 
     def merge(self, stored: list[Any], delta: list[Any]) -> list[Any]:
         return [agg.merge(a, b) for agg, a, b in zip(self._aggs, stored, delta, strict=True)]
 
-    def _result(self, origin: Event, cid: CellId, states: list[Any], final: bool) -> Event:
-        ws, key = cid
-        times = self._times.get(ws)  # a window closes for all its keys at once: format it once
+    def _results(self, out: Output, origin: Event, ws: int, items: Any, final: bool) -> None:
+        """Emit a result per (key, states) of ``items`` for window ``ws`` (invariants hoisted:
+        a window closes for all its keys at once)."""
+        times = self._times.get(ws)
         if times is None:
             if len(self._times) > 1000:
                 self._times.clear()
             times = self._times[ws] = (format_time(ws), format_time(ws + self.size))
-        value: dict[str, Any] = {"window_start": times[0], "window_end": times[1]}
-        value.update(zip(self._key_names, orjson.loads(key), strict=True))
-        for name, agg, state in zip(self._agg_names, self._aggs, states, strict=True):
-            value[name] = agg.result(state)
-        value["final"] = final
-        # The final result's id is the window's and key's; an early one's also names the record that
-        # ends its batch, so an insert-mode sink (idempotent on event_id) keeps each once.
-        ident = f"{self.name}\x1f{ws}\x1f{key}"
-        if not final:
-            ident += f"\x1fearly\x1f{origin.meta.shard_id}\x1f{origin.meta.sequence_number}"
-        eid = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
-        return Event(b"", origin.meta, eid, origin.origin, value)
+        start, end = times
+        names, aggs, agg_names = self._key_names, self._aggs, self._agg_names
+        one_key = names[0] if len(names) == 1 else None
+        # The final result's id is the window's and key's; an early one's also names the record
+        # that ends its batch, so an insert-mode sink (idempotent on event_id) keeps each once.
+        prefix = f"{self.name}\x1f{ws}\x1f"
+        suffix = (
+            "" if final else f"\x1fearly\x1f{origin.meta.shard_id}\x1f{origin.meta.sequence_number}"
+        )
+        meta, org, blake2b, loads = origin.meta, origin.origin, hashlib.blake2b, orjson.loads
+        bucket = out.streams.setdefault("default", [])
+        for key, states in items:
+            value: dict[str, Any] = {"window_start": start, "window_end": end}
+            if one_key is not None:
+                value[one_key] = loads(key)[0]
+            else:
+                value.update(zip(names, loads(key), strict=True))
+            for name, agg, state in zip(agg_names, aggs, states, strict=True):
+                value[name] = agg.result(state)
+            value["final"] = final
+            eid = blake2b((prefix + key + suffix).encode(), digest_size=16).hexdigest()
+            bucket.append(Event(b"", meta, eid, org, value))
 
     # -- the commit sequence ----------------------------------------------------------------------
 
@@ -631,28 +742,35 @@ class WindowBolt(Bolt):
         end_before = None if wm is None else wm - self.lateness
         # A result emitted in a batch not wholly covered may hold changes of records that come
         # again (in another shard of the batch): such windows stay open and are emitted again.
-        closes: dict[CellId, int] = {}
-        for cid, (event, rev) in self._emitted.items() if full else ():
-            shut = self._flushed or (end_before is not None and cid[0] + self.size <= end_before)
-            if shut and covered(event):
-                closes[cid] = rev
-        expire = (end_before if end_before is not None else 0) - self.size
-        if self._merges:  # the store merges the deltas without reading the cells
-            self.store.commit_merged(delta, self.size, closes, new_marks, expire, connection)
-            return
-        writes: dict[CellId, CellWrite] = {
-            cid: CellWrite(d, cid[0] + self.size) for cid, d in delta.items()
-        }
-        for cid, rev in closes.items():
-            w = writes.get(cid)
-            if w is None:
-                writes[cid] = CellWrite(None, cid[0] + self.size, rev)
-            else:
-                w.close_if_rev = rev
-        self.store.commit(writes, new_marks, expire, self.merge, connection)
+        size = self.size
+        own = self._by_window(delta)
+        replaces: dict[int, Replace] = {}
+        for ws, (origin, rows, snapshot) in self._closing.items() if full else ():
+            shut = self._flushed or (end_before is not None and ws + size <= end_before)
+            if shut and covered(origin):
+                mine = own.pop(ws, None)
+                replaces[ws] = Replace(
+                    ws + size, rows.rev, rows.ids, snapshot, None, _dumps(mine) if mine else None
+                )
+        for ws, (rows, pending) in self._compact.items():
+            if ws in replaces:
+                continue
+            mine = own.pop(ws, None)
+            folded = dict(pending)  # (pending's lists are not changed: a retry reuses them)
+            self._merge_into(folded, mine)
+            replaces[ws] = Replace(
+                ws + size, rows.rev, rows.ids, None, _dumps(folded), _dumps(mine) if mine else None
+            )
+        appends = {ws: (ws + size, _dumps(d)) for ws, d in own.items()}
+        expire = (end_before if end_before is not None else 0) - size
+        self.store.commit(appends, replaces, new_marks, expire, connection)
 
     def state_committed(self) -> None:
         self._reset()
 
     def discard_state(self) -> None:
         self._reset()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()

@@ -2,13 +2,12 @@
 
 Every aggregation is a small object with ``new() -> state``, ``add(state, value, order) -> state``,
 ``merge(a, b) -> state`` and ``result(state)``. A state is JSON data (a number, a list, a small
-dict) so it is stored as is in SQL or Redis, and ``merge`` lets a batch's *delta* be folded into
-the stored state at commit time, under a row lock, whatever other shards committed meanwhile.
+dict) so a batch's partial states are stored as is (a delta in the window's log, SQL or Redis),
+and ``merge`` folds the deltas of every writer when the window closes, in any grouping.
 
-``store_merge`` names how a store can merge the states itself, without the bolt reading them
-(``add``: numbers added; ``pair``: two numbers added element by element; ``min``/``max``), or is None (merged here, under a
-lock). ``min``/``max`` order every value the same way everywhere (here, SQL, the Redis script):
-numbers before text, numbers by value, text by code point.
+``additive``: the states merge by adding numbers (count, sum): the bolt folds those inline.
+``min``/``max`` order every value the same way: numbers before text, numbers by value, text by
+code point.
 
 Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few dozen bytes;
 ``count_distinct`` keeps the exact set up to ``exact_limit`` values (default 64) and then an
@@ -33,7 +32,7 @@ KLL_K = 200
 
 class Count:
     __slots__ = ()
-    store_merge: ClassVar[str | None] = "add"
+    additive: ClassVar[bool] = True
 
     def new(self) -> Any:
         return 0
@@ -57,7 +56,7 @@ class Sum(Count):
 
 class Min(Count):
     __slots__ = ()
-    store_merge = "min"
+    additive = False
 
     def new(self) -> Any:
         return None
@@ -74,7 +73,7 @@ class Min(Count):
 
 class Max(Min):
     __slots__ = ()
-    store_merge = "max"
+    additive = False
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
@@ -83,7 +82,7 @@ class Max(Min):
 
 class Mean(Count):
     __slots__ = ()
-    store_merge = "pair"
+    additive = False
 
     def new(self) -> Any:
         return [0, 0]
@@ -105,7 +104,7 @@ class First(Count):
     which SQLite's JSON functions and the Redis script's numbers (doubles) cannot compare exactly."""
 
     __slots__ = ()
-    store_merge = None
+    additive = False
 
     def new(self) -> Any:
         return None
@@ -133,7 +132,7 @@ class CountDistinct(Count):
     """Exact (a sorted list) up to ``limit`` values, then an HLL sketch: ``{"h": base64}``."""
 
     __slots__ = ("limit",)
-    store_merge = None
+    additive = False
 
     def __init__(self, limit: int):
         self.limit = limit
@@ -177,7 +176,7 @@ class Percentile(Count):
     """A KLL sketch of the values, ``{"k": base64}``; the result is the value at quantile ``q``."""
 
     __slots__ = ("q",)
-    store_merge = None
+    additive = False
 
     def __init__(self, q: float):
         self.q = q
