@@ -153,7 +153,8 @@ class WindowBolt(Bolt):
             "(final: false) result after each batch that changed it.",
         )
         table: str = Field(
-            "squall_windows", description="SQL table of the window state (and `<table>_shards`)."
+            "squall_windows",
+            description="SQL tables of the window state: `<table>_log` and `<table>_shards`.",
         )
         key_prefix: str = Field("squall:window:", description="Prefix of the Redis keys.")
         name: str | None = Field(
