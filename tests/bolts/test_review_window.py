@@ -1,0 +1,61 @@
+"""Adversarial review of the window bolt's delta log (branch w19): each test states the guarantee
+it checks; an xfail names the bug it shows (strict: it fails on the code under review)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, run, store_url  # noqa: F401
+
+S1, S2 = "shardId-000000000001", "shardId-000000000002"
+#: a real Kinesis sequence number: 56 digits
+KINESIS_SEQ = 49590338271490256608559692538361571095921575989136588898
+
+
+def upsert(table: dict, out) -> None:
+    """An upsert sink keyed by (window_start, app): the last committed result wins."""
+    for e in out.streams.get("default", []) if out is not None else []:
+        table[(e.value["window_start"], e.value["app"])] = e.value["n"]
+
+
+def at_ten(table: dict) -> dict[str, int]:
+    return {app: n for (ws, app), n in table.items() if ws.endswith("10:00:00.000Z")}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the loser of two closes emitted a stale view of keys only the winner changed, "
+    "and on losing it re-appends only its own delta: those keys are never emitted again",
+)
+def test_the_loser_of_two_closes_never_leaves_a_stale_result_in_an_upsert_sink(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """10:00 holds deltas k=1, j=1. a closes it by the watermark with one more k of its own; b
+    closes it at its end of input with nothing of its own. Both emit; the sinks commit a's then
+    b's results (each process commits its sinks, then its state: nothing orders two processes);
+    a's state commit wins, b's loses. The results table must end with k=2 (two k events were
+    accepted) whatever comes later — here more input on both shards and a final end of input."""
+    a, b = make_bolt(store_url, unique_name), make_bolt(store_url, unique_name)
+    table: dict = {}
+    run(a, [ev(0, T0, S1, app="k"), ev(1, T0 + 1, S1, app="j")])
+    run(b, [ev(0, T0 + MIN + 5, S2, app="y")])  # shard 2 is past 10:00's end
+    out_a = a.process([ev(2, T0 + 2, S1, app="k"), ev(3, T0 + 2 * MIN, S1, app="z")])
+    out_b = b.flush(ev(9, T0 + MIN + 5, S2))
+    assert at_ten({}) == {}
+    upsert(at_a := {}, out_a)
+    upsert(at_b := {}, out_b)
+    assert (at_ten(at_a), at_ten(at_b)) == ({"k": 2, "j": 1}, {"k": 1, "j": 1})  # both closed it
+    upsert(table, out_a)
+    upsert(table, out_b)
+    a.commit_state(lambda e: True)
+    a.state_committed()
+    b.commit_state(lambda e: True)
+    b.state_committed()
+    # later: more input on both shards, then the end of input
+    c = make_bolt(store_url, unique_name)
+    upsert(table, c.process([ev(4, T0 + 3 * MIN, S1, app="z"), ev(1, T0 + 3 * MIN, S2, app="y")]))
+    upsert(table, c.flush(ev(4, T0 + 3 * MIN, S1)))
+    c.commit_state(lambda e: True)
+    c.state_committed()
+    assert at_ten(table) == {"k": 2, "j": 1}
