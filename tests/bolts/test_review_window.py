@@ -59,3 +59,31 @@ def test_the_loser_of_two_closes_never_leaves_a_stale_result_in_an_upsert_sink(
     c.commit_state(lambda e: True)
     c.state_committed()
     assert at_ten(table) == {"k": 2, "j": 1}
+
+
+def kinesis_ev(i: int, t: int, shard: str = S1, **payload):
+    from squall.event import Event, RecordMeta
+
+    meta = RecordMeta("s", shard, str(KINESIS_SEQ + i), 0, "pk")
+    return Event(b"", meta, None, i, {"timestamp": t, "app": "a", **payload})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: first/last keep the Kinesis sequence number (56 digits) as a JSON integer; "
+    "orjson cannot write integers beyond 64 bits: the commit raises TypeError",
+)
+def test_first_and_last_with_real_kinesis_sequence_numbers(store_url, unique_name):  # noqa: F811
+    """Real Kinesis sequence numbers are 56 decimal digits: a window of first/last must commit and
+    close with them, and order two records of one millisecond by their position."""
+    aggs = {
+        "n": {"fn": "count"},
+        "f": {"fn": "first", "field": "v"},
+        "l": {"fn": "last", "field": "v"},
+    }
+    bolt = make_bolt(store_url, unique_name, aggregates=aggs)
+    run(bolt, [kinesis_ev(0, T0 + 5, v="one"), kinesis_ev(1, T0 + 5, v="two")])
+    run(bolt, [kinesis_ev(2, T0 + 5, v="three")])
+    results, _ = run(bolt, [kinesis_ev(3, T0 + 2 * MIN, v="x")])
+    got = [(r["n"], r["f"], r["l"]) for r in results if r["window_start"].endswith("10:00:00.000Z")]
+    assert got == [(3, "one", "three")]
