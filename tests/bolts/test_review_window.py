@@ -87,3 +87,36 @@ def test_first_and_last_with_real_kinesis_sequence_numbers(store_url, unique_nam
     results, _ = run(bolt, [kinesis_ev(3, T0 + 2 * MIN, v="x")])
     got = [(r["n"], r["f"], r["l"]) for r in results if r["window_start"].endswith("10:00:00.000Z")]
     assert got == [(3, "one", "three")]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: the watermark goes back across batches when an idle shard comes back (each batch "
+    "recomputes it from the marks): a window closed and expired is reopened and its result, "
+    "counted from scratch, overwrites the complete one",
+)
+def test_a_shard_leaving_idleness_never_reopens_a_closed_and_expired_window(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """Shard 2 is idle (10 min behind shard 1): 10:06 closes with k=2 and is expired. Shard 2 then
+    comes back (4 min behind: not idle). Its events for 10:06 are late — in one batch or in two —
+    and the results table keeps k=2."""
+    bolt = make_bolt(store_url, unique_name, idle_shard_after="5m")
+    table: dict = {}
+
+    def batch(events):
+        out = bolt.process(events)
+        upsert(table, out)
+        bolt.commit_state(lambda e: True)
+        bolt.state_committed()
+        return out.streams.get("late", [])
+
+    batch([ev(0, T0, S2, app="x")])
+    batch([ev(0, T0 + 6 * MIN + 1, S1, app="k"), ev(1, T0 + 6 * MIN + 2, S1, app="k")])
+    batch([ev(2, T0 + 10 * MIN, S1, app="z")])  # shard 2 idle: 10:06 closes
+    assert table[(f"{'2024-05-01T10:06:00.000Z'}", "k")] == 2
+    late = batch([ev(1, T0 + 6 * MIN + 3, S2, app="k")])  # the watermark stays at 10:10
+    late += batch([ev(2, T0 + 6 * MIN + 4, S2, app="k")])
+    batch([ev(3, T0 + 8 * MIN, S2, app="y")])
+    assert (len(late), table[("2024-05-01T10:06:00.000Z", "k")]) == (2, 2)
