@@ -199,3 +199,66 @@ def test_a_redis_commit_retried_after_its_reply_was_lost_counts_once(redis_url, 
         for key in client.scan_iter(f"test:{unique_name}:*"):
             client.delete(key)
     assert at_ten({(r["window_start"], r["app"]): r["n"] for r in results}) == {"k": 3}
+
+
+def test_concurrent_appends_closes_and_compactions_keep_the_store_exact(
+    store_url,  # noqa: F811
+    unique_name,
+    monkeypatch,
+):
+    """Three threads (each its own bolt and connections: three shards' processes) add to 10:00;
+    every other batch each closes it (end of input) and compactions run (COMPACT_AT 3), all
+    racing. Whatever wins or loses, the snapshot plus the deltas left hold every count once."""
+    import random
+    import threading
+
+    from squall.bolts import window as window_module
+    from squall.errors import TransientError
+
+    monkeypatch.setattr(window_module, "COMPACT_AT", 3)
+    expected: dict[str, int] = {}
+    lock, errors = threading.Lock(), []
+
+    def writer(k: int) -> None:
+        rng = random.Random(k)
+        bolt = make_bolt(store_url, unique_name)
+        shard = f"shardId-00000000000{k}"
+        try:
+            for b in range(12):
+                events = [
+                    ev(b * 10 + i, T0 + rng.randrange(50_000), shard, app=f"k{rng.randrange(6)}")
+                    for i in range(rng.randrange(1, 6))
+                ]
+                for _ in range(100):
+                    try:
+                        bolt.process(events)
+                        if b % 2:
+                            bolt.flush(events[-1])
+                        bolt.commit_state(lambda e: True)
+                        bolt.state_committed()
+                        break
+                    except TransientError:
+                        bolt.discard_state()
+                else:
+                    raise AssertionError("the store stayed busy")
+                with lock:
+                    for e in events:
+                        expected[e.value["app"]] = expected.get(e.value["app"], 0) + 1
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    check = make_bolt(store_url, unique_name)
+    rows = check.store.read([T0])[T0]
+    import orjson
+
+    folded = check._fold_bodies(rows.deltas)
+    snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
+    for key, states in folded.items():
+        snapshot[key] = check.merge(snapshot[key], states) if key in snapshot else states
+    assert {orjson.loads(k)[0]: s[0] for k, s in snapshot.items()} == expected
