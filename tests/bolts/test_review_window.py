@@ -262,3 +262,68 @@ def test_concurrent_appends_closes_and_compactions_keep_the_store_exact(
     for key, states in folded.items():
         snapshot[key] = check.merge(snapshot[key], states) if key in snapshot else states
     assert {orjson.loads(k)[0]: s[0] for k, s in snapshot.items()} == expected
+
+
+MIXED = {
+    "n": {"fn": "count"},
+    "d": {"fn": "count_distinct", "field": "v", "exact_limit": 4},
+    "f": {"fn": "first", "field": "v"},
+    "l": {"fn": "last", "field": "v"},
+    "lo": {"fn": "min", "field": "v"},
+    "m": {"fn": "mean", "field": "v"},
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("hop", [None, "30s"])
+def test_mixed_aggregates_and_early_updates_survive_partial_commits_replays_and_failures(
+    store_url,  # noqa: F811
+    unique_name,
+    seed,
+    hop,
+):
+    """The replay test of test_window.py with every mergeable aggregate, hopping windows and early
+    updates: partial commits, lost checkpoints and store failures end with the finals of one clean
+    run (upserted by window and key), and every early result is below or at its final count."""
+    import random
+
+    from squall.event import Event
+    from tests.bolts.test_window import finals, workload
+
+    config = {"allowed_lateness": "5s", "aggregates": MIXED, "emit": "every_batch", "hop": hop}
+    events = workload(seed=seed)
+    clean = make_bolt(store_url, unique_name + "r", **config)
+    want: dict = {}
+    for i in range(0, len(events), 25):
+        want.update(finals(run(clean, events[i : i + 25])[0]))
+    bolt = make_bolt(store_url, unique_name, **config)
+    rng = random.Random(seed)
+    table, early, pos = {}, [], 0
+    while pos < len(events):
+        batch = [
+            Event(b"", e.meta, None, j, dict(e.value)) for j, e in enumerate(events[pos : pos + 25])
+        ]
+        results = [e.value for e in bolt.process(batch).streams.get("default", [])]
+        table.update(finals(results))
+        early += [r for r in results if not r["final"]]
+        fate = rng.random()
+        if fate < 0.3:
+            k = rng.randrange(len(batch))
+            bolt.commit_state(lambda e, k=k: e.origin < k)
+            pos += k
+        elif fate < 0.45:
+            bolt.commit_state(lambda e: True)
+        elif fate < 0.55:
+            bolt.discard_state()
+            continue
+        else:
+            bolt.commit_state(lambda e: True)
+            pos += len(batch)
+        bolt.state_committed()
+    assert table == want
+    assert all(
+        r["n"] <= want[(r["window_start"], r["app"])]["n"]
+        for r in early
+        if (r["window_start"], r["app"]) in want
+    )
+    assert len(want) > 5 and early
