@@ -327,3 +327,45 @@ def test_mixed_aggregates_and_early_updates_survive_partial_commits_replays_and_
         if (r["window_start"], r["app"]) in want
     )
     assert len(want) > 5 and early
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: float sums/means depend on how the events were grouped into deltas (batch "
+    "boundaries, replays, compaction, the fold's smaller-into-larger swap): the results after "
+    "replays differ from a clean run in the last bits",
+)
+def test_float_sums_after_replays_are_identical_to_a_clean_run(tmp_path, unique_name):
+    """Float values (prices, durations): the same events in batches of other sizes (what a restart
+    after kill -9 delivers) must give a results table identical to an uninterrupted run's, as the
+    exactly-once guarantee says. Counts agree; the sums differ in their last bits."""
+    import random
+
+    from squall.event import Event
+    from tests.bolts.test_window import finals, workload
+
+    rng = random.Random(7)
+    events = workload()
+    for e in events:
+        e.value["v"] = rng.random() * 100
+    config = {
+        "allowed_lateness": "5s",
+        "aggregates": {"s": {"fn": "sum", "field": "v"}, "n": {"fn": "count"}},
+    }
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    clean = make_bolt(url, unique_name + "r", **config)
+    want: dict = {}
+    for i in range(0, len(events), 25):
+        want.update(finals(run(clean, events[i : i + 25])[0]))
+    bolt = make_bolt(url, unique_name, **config)
+    table, pos = {}, 0
+    while pos < len(events):
+        size = rng.randrange(3, 40)
+        batch = [
+            Event(b"", e.meta, None, j, dict(e.value))
+            for j, e in enumerate(events[pos : pos + size])
+        ]
+        table.update(finals(run(bolt, batch)[0]))
+        pos += size
+    assert {k: r["n"] for k, r in table.items()} == {k: r["n"] for k, r in want.items()}
+    assert table == want
