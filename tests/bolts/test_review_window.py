@@ -369,3 +369,40 @@ def test_float_sums_after_replays_are_identical_to_a_clean_run(tmp_path, unique_
         pos += size
     assert {k: r["n"] for k, r in table.items()} == {k: r["n"] for k, r in want.items()}
     assert table == want
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug (cost): with emit every_batch every batch reads, folds and rewrites the whole "
+    "window (an early window is always compacted): a batch's write grows with the window's keys",
+)
+def test_early_updates_write_per_batch_what_the_batch_changed(tmp_path, unique_name):
+    """emit: every_batch on a 1 h window, each batch 50 new keys: what a batch writes to the store
+    must stay in proportion to the batch (its delta), not grow with every key the window holds."""
+    from squall.event import Event, RecordMeta
+
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, emit="every_batch", size="1h")
+    written, commit = [], bolt.store.commit
+
+    def counting(appends, replaces, *args, **kwargs):
+        bodies = [body for _, body in appends.values()]
+        bodies += [b for r in replaces.values() for b in (r.delta, r.snapshot) if b]
+        written.append(sum(map(len, bodies)))
+        return commit(appends, replaces, *args, **kwargs)
+
+    bolt.store.commit = counting
+    for b in range(60):
+        run(
+            bolt,
+            [
+                Event(
+                    b"",
+                    RecordMeta("s", S1, str(1000 + 50 * b + i), 0, "pk"),
+                    None,
+                    i,
+                    {"timestamp": T0 + 50 * b + i, "app": f"k{50 * b + i}"},
+                )
+                for i in range(50)
+            ],
+        )
+    assert written[-1] <= 4 * written[0]
