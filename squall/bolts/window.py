@@ -236,7 +236,9 @@ class WindowBolt(Bolt):
         self._read: dict[int, WindowRows] = {}  # windows' rows read during this batch
         # windows whose final results were emitted: (the record ending that call, rows read,
         # the new snapshot); windows to compact at the commit: (rows read, their deltas folded)
-        self._closing: dict[int, tuple[Event, WindowRows, str]] = {}
+        # closing window → (the event closing it, its rows as read, the new snapshot, the keys
+        # emitted)
+        self._closing: dict[int, tuple[Event, WindowRows, str, list[str]]] = {}
         self._compact: dict[int, tuple[WindowRows, dict[str, list[Any]]]] = {}
         self._wm: int | None = None
         self._past_mark: set[str] = set()
@@ -592,7 +594,7 @@ class WindowBolt(Bolt):
             else:
                 snapshot = pending
             self._results(out, last, ws, pending.items(), True)
-            self._closing[ws] = (last, rows, orjson.dumps(snapshot).decode())
+            self._closing[ws] = (last, rows, orjson.dumps(snapshot).decode(), list(pending))
         for ws in compact - done:
             rows = self._read[ws]
             self._compact[ws] = (rows, self._fold_bodies(rows.deltas))
@@ -661,6 +663,10 @@ class WindowBolt(Bolt):
         for key, states in (delta or {}).items():
             cur = acc.get(key)
             acc[key] = list(states) if cur is None else self.merge(cur, states)
+
+    def _identity(self) -> list[Any]:
+        """States that change nothing when merged (each aggregate's ``new()``)."""
+        return [agg.new() for agg in self._aggs]
 
     def merge(self, stored: list[Any], delta: list[Any]) -> list[Any]:
         return [agg.merge(a, b) for agg, a, b in zip(self._aggs, stored, delta, strict=True)]
@@ -746,12 +752,25 @@ class WindowBolt(Bolt):
         size = self.size
         own = self._by_window(delta)
         replaces: dict[int, Replace] = {}
-        for ws, (origin, rows, snapshot) in self._closing.items() if full else ():
+        for ws, (origin, rows, snapshot, emitted) in self._closing.items() if full else ():
             shut = self._flushed or (end_before is not None and ws + size <= end_before)
             if shut and covered(origin):
                 mine = own.pop(ws, None)
+                # If this close loses to another writer's replace, what it emitted may be an older
+                # view than the winner's: the fallback delta names every key it emitted (with the
+                # aggregates' identity states where it has no events of its own), so the window
+                # stays open for them and a later close emits them again, complete.
+                fallback = dict(mine) if mine else {}
+                for key in emitted:
+                    if key not in fallback:
+                        fallback[key] = self._identity()
                 replaces[ws] = Replace(
-                    ws + size, rows.rev, rows.ids, snapshot, None, _dumps(mine) if mine else None
+                    ws + size,
+                    rows.rev,
+                    rows.ids,
+                    snapshot,
+                    None,
+                    _dumps(fallback) if fallback else None,
                 )
         for ws, (rows, pending) in self._compact.items():
             if ws in replaces:

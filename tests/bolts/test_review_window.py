@@ -22,11 +22,6 @@ def at_ten(table: dict) -> dict[str, int]:
     return {app: n for (ws, app), n in table.items() if ws.endswith("10:00:00.000Z")}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the loser of two closes emitted a stale view of keys only the winner changed, "
-    "and on losing it re-appends only its own delta: those keys are never emitted again",
-)
 def test_the_loser_of_two_closes_never_leaves_a_stale_result_in_an_upsert_sink(
     store_url,  # noqa: F811
     unique_name,
