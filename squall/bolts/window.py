@@ -518,8 +518,10 @@ class WindowBolt(Bolt):
                             continue
                     if order is None:
                         meta = event.meta
-                        seq = int(meta.sequence_number) if meta.sequence_number.isdigit() else 0
-                        order = [t, meta.shard_id, seq, meta.sub_sequence_number]
+                        # the position as (digits, text): numeric order without an int (a
+                        # Kinesis sequence number has 56 digits: beyond JSON's 64-bit integers)
+                        seq = meta.sequence_number if meta.sequence_number.isdigit() else "0"
+                        order = [t, meta.shard_id, len(seq), seq, meta.sub_sequence_number]
                     new[i] = agg.add(new[i], value, order)
                 updates.append((cid, new))
             ws -= hop

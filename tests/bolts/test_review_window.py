@@ -63,11 +63,6 @@ def kinesis_ev(i: int, t: int, shard: str = S1, **payload):
     return Event(b"", meta, None, i, {"timestamp": t, "app": "a", **payload})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: first/last keep the Kinesis sequence number (56 digits) as a JSON integer; "
-    "orjson cannot write integers beyond 64 bits: the commit raises TypeError",
-)
 def test_first_and_last_with_real_kinesis_sequence_numbers(store_url, unique_name):  # noqa: F811
     """Real Kinesis sequence numbers are 56 decimal digits: a window of first/last must commit and
     close with them, and order two records of one millisecond by their position."""
