@@ -278,12 +278,17 @@ class SqlWindowStore:
                         for s, k in sorted(marks.items())
                     ],
                 )  # fmt: skip
+            # Never a window this commit touched (as the Redis script): a window closed here keeps
+            # its snapshot at least until a later commit, so a delta another writer appends
+            # meanwhile (its view of the watermark older) is folded with it, not alone.
             still_open = sa.select(t.c.window_start).where(t.c.name == name, self._is_delta())
+            touched = sorted(replaces.keys() | appends.keys())
             conn.execute(
                 sa.delete(t).where(
                     t.c.name == name,
                     t.c.window_end < expire_before,
                     t.c.window_start.not_in(still_open),
+                    *([t.c.window_start.not_in(touched)] if touched else []),
                 )
             )
 

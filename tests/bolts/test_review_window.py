@@ -120,15 +120,6 @@ def test_a_window_closed_and_expired_while_another_writer_appends_keeps_its_snap
     """a's shard jumps 4 min ahead: a closes 10:00 (k=2) and, in the same commit, deletes it as
     expired (SQL). b, whose view of shard 1's mark is older, adds k to 10:00 and commits after a.
     The next close must emit k=3, not k=1 (the snapshot gone, b's delta alone)."""
-    if not store_url.startswith("redis"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="bug (SQL): the commit that closes a window deletes it as expired in the "
-                "same transaction; a concurrent writer's delta then stands alone and its close "
-                "overwrites the complete result (Redis spares windows the commit touched)",
-            )
-        )
     a = make_bolt(store_url, unique_name, idle_shard_after="10m")
     b = make_bolt(store_url, unique_name, idle_shard_after="10m")
     table: dict = {}
