@@ -59,6 +59,8 @@ _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
+#: The mark (among the shard marks, under a name no shard has) of the highest watermark committed.
+WATERMARK_MARK = ""
 #: a window with this many deltas in the store is compacted (folded into one) by the next batch
 COMPACT_AT = 64
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
@@ -219,6 +221,7 @@ class WindowBolt(Bolt):
         self._reset()
 
     def _reset(self) -> None:
+        self._floor: int | None = None  # the highest watermark committed (never goes back)
         self._base: dict[str, ShardMark] | None = (
             None  # shard marks as committed, read once per batch
         )
@@ -284,10 +287,12 @@ class WindowBolt(Bolt):
         """Read the shard marks at the first call of a batch (a TransientError here changes nothing)."""
         if self._base is None:
             assert self.store is not None, "open() was not called"
-            base = self.store.shards()
+            base = dict(self.store.shards())
+            floor = base.pop(WATERMARK_MARK, None)
+            self._floor = None if floor is None else floor.watermark
             self._base = base
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
-            self._wm = self._watermark(self._marks)
+            self._wm = _highest(self._watermark(self._marks), self._floor)
 
     def flush(self, end: Event, final: bool = True) -> Output | None:
         """End of input: emit every window still open, final, whatever the watermark; the commit
@@ -747,7 +752,11 @@ class WindowBolt(Bolt):
                 else (self._base[shard].watermark if shard in self._base else 0)
             )
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
-        wm = self._watermark(marks)
+        # The watermark never goes back, across batches too (a shard leaving idleness would
+        # lower it and reopen closed windows): the highest reached is saved with the marks.
+        wm = _highest(self._watermark(marks), self._floor, self._wm if full else None)
+        if wm is not None:
+            new_marks[WATERMARK_MARK] = ShardMark(wm, 0, 0)
         end_before = None if wm is None else wm - self.lateness
         # A result emitted in a batch not wholly covered may hold changes of records that come
         # again (in another shard of the batch): such windows stay open and are emitted again.
@@ -792,6 +801,10 @@ class WindowBolt(Bolt):
 
     def discard_state(self) -> None:
         self._reset()
+
+
+def _highest(*values: int | None) -> int | None:
+    return max((v for v in values if v is not None), default=None)
 
 
 def _dumps(value: Any) -> str:

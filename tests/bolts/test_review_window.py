@@ -79,12 +79,6 @@ def test_first_and_last_with_real_kinesis_sequence_numbers(store_url, unique_nam
     assert got == [(3, "one", "three")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the watermark goes back across batches when an idle shard comes back (each batch "
-    "recomputes it from the marks): a window closed and expired is reopened and its result, "
-    "counted from scratch, overwrites the complete one",
-)
 def test_a_shard_leaving_idleness_never_reopens_a_closed_and_expired_window(
     store_url,  # noqa: F811
     unique_name,
