@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import re
+import uuid
 from collections.abc import Callable
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -222,6 +223,7 @@ class WindowBolt(Bolt):
 
     def _reset(self) -> None:
         self._floor: int | None = None  # the highest watermark committed (never goes back)
+        self._token: str | None = None  # names this staged batch's commit (store.commit)
         self._base: dict[str, ShardMark] | None = (
             None  # shard marks as committed, read once per batch
         )
@@ -794,7 +796,9 @@ class WindowBolt(Bolt):
             )
         appends = {ws: (ws + size, _dumps(d)) for ws, d in own.items()}
         expire = (end_before if end_before is not None else 0) - size
-        self.store.commit(appends, replaces, new_marks, expire, connection)
+        if self._token is None:  # one per staged batch: the engine's retry reuses it
+            self._token = uuid.uuid4().hex
+        self.store.commit(appends, replaces, new_marks, expire, connection, self._token)
 
     def state_committed(self) -> None:
         self._reset()

@@ -100,9 +100,13 @@ class WindowStore(Protocol):
         marks: dict[str, ShardMark],
         expire_before: int,
         connection: Any = None,
+        token: str | None = None,
     ) -> None:
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
-        shard marks, delete windows without deltas that ended before ``expire_before``."""
+        shard marks, delete windows without deltas that ended before ``expire_before``. ``token``
+        names the staged batch: a commit retried with the same token after the first went through
+        (its reply lost) changes nothing. (SQL needs none: its transaction either committed or
+        not, and the engine retries only one that did not.)"""
         ...
 
 
@@ -219,6 +223,7 @@ class SqlWindowStore:
         marks: dict[str, ShardMark],
         expire_before: int,
         connection: Any = None,
+        token: str | None = None,
     ) -> None:
         t, name = self.log, self.name
         with self._writing(connection) as conn:
@@ -403,9 +408,10 @@ class RedisWindowStore:
         marks: dict[str, ShardMark],
         expire_before: int,
         connection: Any = None,
+        token: str | None = None,
     ) -> None:
         # bodies travel as their own arguments (never inside the JSON header: no escaping)
-        args: list[Any] = [self.base, str(expire_before), ""]
+        args: list[Any] = [self.base, str(expire_before), "", token or ""]
 
         def arg(body: str | None) -> int:
             if body is None:
@@ -443,9 +449,12 @@ class RedisWindowStore:
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id] (arg 0: none);
-#: ``m``: shard marks. Every check is made before the first write.
+#: ``m``: shard marks; then the commit's token ("": none). Every check is made before the first
+#: write; a token seen in the last day means this commit went through already (a retry after a
+#: lost reply): nothing is written again.
 _COMMIT = """
-local base, expire = ARGV[1], tonumber(ARGV[2])
+local base, expire, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+if token ~= '' and redis.call('EXISTS', base .. 't:' .. token) == 1 then return 0 end
 local p = cjson.decode(ARGV[3])
 local touched = {}
 local wins = {}
@@ -489,5 +498,6 @@ for _, ws in ipairs(redis.call('ZRANGEBYSCORE', base .. 'all', '-inf', '(' .. ex
     redis.call('ZREM', base .. 'all', ws)
   end
 end
+if token ~= '' then redis.call('SET', base .. 't:' .. token, 1, 'EX', 86400) end
 return 1
 """

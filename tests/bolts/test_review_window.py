@@ -134,12 +134,6 @@ def test_a_window_closed_and_expired_while_another_writer_appends_keeps_its_snap
     assert at_ten(table) == {"k": 3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a Redis commit whose script ran but whose reply was lost (timeout, dropped "
-    "connection) raises TransientError; the engine retries commit_state with the same staged "
-    "state and the script appends the deltas again: counted twice",
-)
 def test_a_redis_commit_retried_after_its_reply_was_lost_counts_once(redis_url, unique_name):
     """The engine's commit sequence retries ``commit_state`` on TransientError (executor._call);
     Redis ran the first script, only its reply was lost. Counts must stay exact."""
