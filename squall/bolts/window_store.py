@@ -112,7 +112,7 @@ class WindowStore(Protocol):
 
 def new_id() -> str:
     """A delta's id: the time (ns, hex) then random bits — read in this order, deltas fold in the
-    order they were written (a float sum then adds as one batch's would)."""
+    order they were written."""
     return f"{time.time_ns():x}{uuid.uuid4().hex[:16]}"
 
 

@@ -298,12 +298,6 @@ def test_mixed_aggregates_and_early_updates_survive_partial_commits_replays_and_
     assert len(want) > 5 and early
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: float sums/means depend on how the events were grouped into deltas (batch "
-    "boundaries, replays, compaction, the fold's smaller-into-larger swap): the results after "
-    "replays differ from a clean run in the last bits",
-)
 def test_float_sums_after_replays_are_identical_to_a_clean_run(tmp_path, unique_name):
     """Float values (prices, durations): the same events in batches of other sizes (what a restart
     after kill -9 delivers) must give a results table identical to an uninterrupted run's, as the
