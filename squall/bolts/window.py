@@ -245,6 +245,8 @@ class WindowBolt(Bolt):
         # emitted)
         self._closing: dict[int, tuple[Event, WindowRows, str, list[str]]] = {}
         self._compact: dict[int, tuple[WindowRows, dict[str, list[Any]]]] = {}
+        # windows read for early updates only (not compacted): rows as read, their deltas folded
+        self._early: dict[int, tuple[WindowRows, dict[str, list[Any]]]] = {}
         self._wm: int | None = None
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
@@ -429,14 +431,14 @@ class WindowBolt(Bolt):
         """A function putting this batch's staging back as it is now (before a call's events)."""
         delta = {cid: list(states) for cid, states in self._delta.items()}
         accepted, closing = list(self._accepted), dict(self._closing)
-        compact = dict(self._compact)
+        compact, early = dict(self._compact), dict(self._early)
         seen = {s: list(items) for s, items in self._seen.items()}
         marks = {s: list(m) for s, m in self._marks.items()}
         wm, past = self._wm, set(self._past_mark)
 
         def undo() -> None:
             self._delta, self._accepted = delta, accepted
-            self._closing, self._compact = closing, compact
+            self._closing, self._compact, self._early = closing, compact, early
             self._seen, self._marks, self._wm, self._past_mark = seen, marks, wm, past
 
         return undo
@@ -583,8 +585,9 @@ class WindowBolt(Bolt):
         if self.config.emit == "every_batch" and not flushing:
             early = starts - closing - self._closing.keys()
         compact = {ws for ws, (_, n) in self._open.items() if n >= COMPACT_AT} - closing - done
-        compact |= early - done
-        need = [ws for ws in sorted(closing | compact) if ws not in self._read]
+        # (early updates read their windows but append only the batch's delta: compacting each
+        # batch would rewrite the whole window every batch; compaction stays at COMPACT_AT)
+        need = [ws for ws in sorted(closing | compact | early) if ws not in self._read]
         if need:
             self._read.update(self.store.read(need))
         own = self._by_window(self._delta, starts) if closing or early else {}
@@ -608,7 +611,13 @@ class WindowBolt(Bolt):
             rows = self._read[ws]
             self._compact[ws] = (rows, self._fold_bodies(rows.deltas))
         for ws in sorted(early):
-            rows, pending = self._compact[ws]
+            if ws in self._compact:
+                rows, pending = self._compact[ws]
+            else:
+                if ws not in self._early:
+                    rows = self._read[ws]
+                    self._early[ws] = (rows, self._fold_bodies(rows.deltas))
+                rows, pending = self._early[ws]
             snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
             updates = []
             for key, states in own.get(ws, {}).items():

@@ -334,11 +334,6 @@ def test_float_sums_after_replays_are_identical_to_a_clean_run(tmp_path, unique_
     assert table == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (cost): with emit every_batch every batch reads, folds and rewrites the whole "
-    "window (an early window is always compacted): a batch's write grows with the window's keys",
-)
 def test_early_updates_write_per_batch_what_the_batch_changed(tmp_path, unique_name):
     """emit: every_batch on a 1 h window, each batch 50 new keys: what a batch writes to the store
     must stay in proportion to the batch (its delta), not grow with every key the window holds."""
