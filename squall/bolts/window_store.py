@@ -31,6 +31,7 @@ Size (~490 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -114,6 +115,12 @@ def new_id() -> str:
     """A delta's id: the time (ns, hex) then random bits — read in this order, deltas fold in the
     order they were written."""
     return f"{time.time_ns():x}{uuid.uuid4().hex[:16]}"
+
+
+def first_rev() -> int:
+    """A new head's revision: random, so a writer holding a read of an earlier head of the same
+    window (deleted as expired meanwhile, then created again) cannot match it by chance (1 in 2³⁰)."""
+    return random.randrange(1, 2**30)
 
 
 # -- SQL ------------------------------------------------------------------------------------------
@@ -303,7 +310,12 @@ class SqlWindowStore:
         t = self.log
         if r.rev is None:
             stmt = self._insert(t).values(
-                name=self.name, window_start=ws, id=HEAD, window_end=r.window_end, rev=1, body=""
+                name=self.name,
+                window_start=ws,
+                id=HEAD,
+                window_end=r.window_end,
+                rev=first_rev(),
+                body="",
             )
             return conn.execute(stmt.on_conflict_do_nothing()).rowcount == 1
         return (
@@ -431,6 +443,7 @@ class RedisWindowStore:
                     arg(r.delta),
                     arg(r.fallback),
                     new_id(),
+                    first_rev(),
                 ]
                 for ws, r in replaces.items()
             ],  # fmt: skip
@@ -448,7 +461,7 @@ class RedisWindowStore:
 
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
-#: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id] (arg 0: none);
+#: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision] (arg 0: none);
 #: ``m``: shard marks; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last day means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
@@ -473,7 +486,7 @@ for i, r in ipairs(p.r) do
   local h = base .. 'w:' .. r[1]
   local body = r[7]
   if wins[i] then
-    redis.call('HSET', h, 'h', r[3] == -1 and 1 or r[3] + 1)
+    redis.call('HSET', h, 'h', r[3] == -1 and r[9] or r[3] + 1)
     for _, id in ipairs(r[4]) do redis.call('HDEL', h, id) end
     if r[5] > 0 then redis.call('HSET', h, 's', ARGV[r[5]]) end
     body = r[6]
