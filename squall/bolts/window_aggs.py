@@ -62,14 +62,16 @@ class Sum(Count):
     def add(self, state: Any, value: Any, order: Any) -> Any:
         value = _number(value)
         if state.__class__ is int and value.__class__ is int:
-            return state + value
+            total = state + value
+            return total if _INT64_MIN <= total <= _INT64_MAX else _spill([total])
         parts = [state] if state.__class__ is int else list(state)
         _add_part(parts, value)
-        return parts
+        return _spill(parts)
 
     def merge(self, a: Any, b: Any) -> Any:
         if a.__class__ is int and b.__class__ is int:
-            return a + b
+            total = a + b
+            return total if _INT64_MIN <= total <= _INT64_MAX else _spill([total])
         if a.__class__ is int:
             a, b = b, a
         parts = list(a)
@@ -79,7 +81,7 @@ class Sum(Count):
             parts[0] += b[0]
             for x in b[1:]:
                 _add_part(parts, x)
-        return parts
+        return _spill(parts)
 
     def result(self, state: Any) -> Any:
         return state if state.__class__ is int else _total(state)
@@ -105,8 +107,35 @@ def _add_part(parts: list[Any], x: int | float) -> None:
     parts.append(x)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _spill(parts: list[Any]) -> list[Any]:
+    """Keep the integer part within 64 bits (what JSON stores): the excess moves into the float
+    partials, still exactly (each ``float(n)`` holds n's top 53 bits; the rest stays)."""
+    n = parts[0]
+    if _INT64_MIN <= n <= _INT64_MAX:
+        return parts
+    parts[0] = 0
+    _add_int(parts, n)
+    return parts
+
+
+def _add_int(parts: list[Any], n: int) -> None:
+    """Add the integer ``n`` to the float partials exactly, 53 bits at a time."""
+    while n:
+        f = float(n)
+        n -= int(f)
+        _add_part(parts, f)
+
+
 def _total(parts: list[Any]) -> float:
-    return math.fsum(parts)
+    """The correctly rounded sum (``math.fsum`` would round an integer part above 2⁵³ first)."""
+    if -(2**53) <= parts[0] <= 2**53:
+        return math.fsum(parts)
+    exact = [0, *parts[1:]]
+    _add_int(exact, parts[0])
+    return math.fsum(exact)
 
 
 class Min(Count):
