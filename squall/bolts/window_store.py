@@ -49,6 +49,8 @@ from squall.topology.resources import redis_errors
 from squall.topology.sql import store_errors
 
 HEAD, SNAPSHOT = "h", "s"
+#: The shard-mark rows of the SQL stores' commit tokens: this prefix, then a process's store id.
+TOKEN_ROW = "~token:"
 
 
 @dataclass(slots=True)
@@ -106,8 +108,7 @@ class WindowStore(Protocol):
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
         shard marks, delete windows without deltas that ended before ``expire_before``. ``token``
         names the staged batch: a commit retried with the same token after the first went through
-        (its reply lost) changes nothing. (SQL needs none: its transaction either committed or
-        not, and the engine retries only one that did not.)"""
+        (its reply or its COMMIT's acknowledgment lost) changes nothing."""
         ...
 
 
@@ -162,6 +163,9 @@ class SqlWindowStore:
         self.log, self.marks = tables(table)
         self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
         self._created = False
+        # this store's row of its last commit's token, among the shard marks (see commit)
+        self._token_row = TOKEN_ROW + uuid.uuid4().hex
+        self._commits = 0
 
     def _ensure(self) -> None:
         if not self._created:
@@ -189,7 +193,11 @@ class SqlWindowStore:
                         m.c.name == self.name
                     )
                 )
-                return {s: ShardMark(w, int(q), sub) for s, w, q, sub in rows}
+                return {
+                    s: ShardMark(w, int(q), sub)
+                    for s, w, q, sub in rows
+                    if not s.startswith(TOKEN_ROW)
+                }
 
     def _is_delta(self) -> Any:
         return self.log.c.id.not_in([HEAD, SNAPSHOT])
@@ -232,8 +240,16 @@ class SqlWindowStore:
         connection: Any = None,
         token: str | None = None,
     ) -> None:
-        t, name = self.log, self.name
+        t, m, name = self.log, self.marks, self.name
         with self._writing(connection) as conn:
+            if token is not None:
+                # This store's last committed token: equal when a commit went through but its
+                # acknowledgment was lost and the engine retries it — nothing to write again.
+                last = conn.execute(
+                    sa.select(m.c.sequence).where(m.c.name == name, m.c.shard == self._token_row)
+                ).scalar()
+                if last == token:
+                    return
             rows = [
                 {"name": name, "window_start": ws, "id": new_id(), "window_end": end, "rev": 0,
                  "body": body}
@@ -290,6 +306,26 @@ class SqlWindowStore:
                         for s, k in sorted(marks.items())
                     ],
                 )  # fmt: skip
+            if token is not None:
+                now = int(time.time() * 1000)
+                stmt = self._insert(m)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[m.c.name, m.c.shard],
+                        set_={"watermark": stmt.excluded.watermark, "sequence": token},
+                    ),
+                    {"name": name, "shard": self._token_row, "watermark": now,
+                     "sequence": token, "sub": 0},
+                )  # fmt: skip
+                if self._commits % 1000 == 0:  # rows of processes gone for a day (Lambda)
+                    conn.execute(
+                        sa.delete(m).where(
+                            m.c.name == name,
+                            m.c.shard.startswith(TOKEN_ROW),
+                            m.c.watermark < now - 86_400_000,
+                        )
+                    )
+                self._commits += 1
             # Never a window this commit touched (as the Redis script): a window closed here keeps
             # its snapshot at least until a later commit, so a delta another writer appends
             # meanwhile (its view of the watermark older) is folded with it, not alone.

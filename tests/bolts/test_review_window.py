@@ -364,3 +364,50 @@ def test_early_updates_write_per_batch_what_the_batch_changed(tmp_path, unique_n
             ],
         )
     assert written[-1] <= 4 * written[0]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_sql_commit_retried_after_its_acknowledgment_was_lost_counts_once(
+    kind, request, tmp_path, unique_name
+):
+    """The SQL store's transaction commits, then the connection drops before the acknowledgment
+    (the driver raises); the engine retries ``commit_state`` with the same staged batch. Its
+    token, saved in the same transaction, makes the retry write nothing: counts stay exact.
+    (Redis: the test above.)"""
+    url = (
+        f"sqlite:///{tmp_path / 'state.db'}"
+        if kind == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    from contextlib import contextmanager
+
+    from squall.errors import TransientError
+
+    bolt = make_bolt(url, unique_name)
+    run(bolt, [ev(0, T0, "s1", app="k"), ev(1, T0 + 1, "s1", app="k")])
+    store = bolt.store
+    real, calls = store._writing, []
+
+    @contextmanager
+    def ack_lost(connection):
+        with real(connection) as conn:
+            yield conn
+        calls.append(1)
+        if len(calls) == 1:  # committed; only the acknowledgment is "lost"
+            raise TransientError("window store write: connection lost during COMMIT")
+
+    bolt.process([ev(2, T0 + 2, "s1", app="k")])
+    store._writing = ack_lost
+    for _ in range(2):  # what executor._call does with a TransientError
+        try:
+            bolt.commit_state(lambda e: True)
+            break
+        except TransientError:
+            continue
+    bolt.state_committed()
+    store._writing = real
+    assert len(calls) == 2
+    results, _ = run(bolt, [ev(3, T0 + 2 * MIN, "s1", app="z")])
+    assert {r["app"]: r["n"] for r in results if r["window_start"].endswith("10:00:00.000Z")} == {
+        "k": 3
+    }
