@@ -19,7 +19,10 @@ emitted again, complete, later. A delta appended by another writer meanwhile is 
 replace: it stays, so the window is open again — the rule the cells' revisions kept before.
 
 A commit (one transaction, or one Redis script) saves the shard marks (watermark and last
-counted position per shard), the appends, the replaces and deletes windows closed long ago.
+counted position per shard; the bolt keeps its highest watermark among them, under a name no
+shard has), the appends, the replaces and the commit's token (a retry of a commit that went
+through, its answer lost, writes nothing), and deletes windows closed long ago (never one this
+commit touched).
 SQLite and PostgreSQL share one path (SQLAlchemy Core); the head's conditional bump is their
 serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a hash per window
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
