@@ -2,14 +2,14 @@
 column) and the late events identical to an uninterrupted run.
 
 Each trial runs ``squall run`` as a real process over events one second apart, a few of them
-late, counted per app per minute (count, distinct users, sum, p50; or counts only, which the
-store adds itself without reading the cells) into an upsert table, kills it
+late, counted per app per minute (count, distinct users, sum, p50; or counts only; or sum,
+mean and min) into an upsert table, kills it
 with SIGKILL once the table holds a random number of rows (twice in every third trial) and runs
 it again to the end. The file spout keeps no checkpoint: every restart re-reads the file from
 the first line, so every committed record comes again and must be recognised by the window
 state's shard mark, never counted twice. The state is in the warehouse's SQLite database (one
-transaction with the rows), in PostgreSQL with the rows (one transaction, cells read
-``FOR UPDATE``) or in Redis (written after the rows, on its own).
+transaction with the rows), in PostgreSQL with the rows (one transaction; the window's
+head revision decides a racing close) or in Redis (written after the rows, on its own).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ sinks:
   - {id: rejects, type: dead_letter, path: "${DLQ_PATH}"}
 """
 
-#: Every aggregate a count: the store adds the deltas itself (no read of the cells).
+#: Every aggregate a count (the bolt's plain count path).
 COUNTS_TOPOLOGY = (
     TOPOLOGY.replace(
         """      users: {fn: count_distinct, field: user, exact_limit: 8}
@@ -88,7 +88,7 @@ COUNTS_TOPOLOGY = (
     .replace("p50: {path: p50, type: float}", "p50: {path: p50, type: integer}")
 )
 
-#: Sum, mean and min (over text) merged by the store itself, like counts (no locked read).
+#: Sum (exact), mean and min (over text), folded from the window's deltas like the rest.
 MERGED_TOPOLOGY = TOPOLOGY.replace(
     """      users: {fn: count_distinct, field: user, exact_limit: 8}
       total: {fn: sum, field: ms}
@@ -190,8 +190,8 @@ def state(request) -> str:
 def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(
     state, aggregates, tmp_path: Path
 ):
-    """``counts``: every aggregate a count, the path where the store adds the deltas itself;
-    ``merged``: sum, mean and min, which the store merges the same way."""
+    """``counts``: every aggregate a count;
+    ``merged``: sum, mean and min (named for the earlier design, where the store merged them)."""
     topology = {"mixed": TOPOLOGY, "counts": COUNTS_TOPOLOGY, "merged": MERGED_TOPOLOGY}[aggregates]
     bad = write_workload(tmp_path)
     reference_run = make_run(tmp_path, state, topology)
