@@ -782,17 +782,20 @@ class WindowBolt(Bolt):
                 # view than the winner's: the fallback delta names every key it emitted (with the
                 # aggregates' identity states where it has no events of its own), so the window
                 # stays open for them and a later close emits them again, complete.
-                fallback = dict(mine) if mine else {}
+                # (only when the winner's snapshot differs from this close's: else every close
+                # would reopen the window for the next, and two closers re-emit it forever)
+                stale = dict(mine) if mine else {}
                 for key in emitted:
-                    if key not in fallback:
-                        fallback[key] = self._identity()
+                    if key not in stale:
+                        stale[key] = self._identity()
                 replaces[ws] = Replace(
                     ws + size,
                     rows.rev,
                     rows.ids,
                     snapshot,
                     None,
-                    _dumps(fallback) if fallback else None,
+                    _dumps(mine) if mine else None,
+                    _dumps(stale) if stale else None,
                 )
         for ws, (rows, pending) in self._compact.items():
             if ws in replaces:

