@@ -8,7 +8,8 @@ client hints. Real traffic repeats a few user agents very often, so each distinc
 batch is parsed at most once, and parsed strings are kept in a bounded LRU cache.
 
 Compiled rules are the process's, not the bolt's: the resolver (~110-175 ms of ua-parser-rs
-compiling ua-parser's regexes) and the class rules (~35-60 ms) are built by the first user agent
+compiling ua-parser's regexes) and the class rules (~35-60 ms, and ~50 ms to load the device-model
+index of :mod:`squall.enrichment.device_models`) are built by the first user agent
 any device bolt of the process parses, and every later bolt uses them (:func:`shared_resolver`,
 :func:`shared_classifier`). ``open()`` only checks that the libraries are installed.
 """
@@ -166,6 +167,7 @@ class DeviceBolt(Bolt):
     def open(self, resources: Resources | None) -> None:
         # The libraries must be there now, not at the first batch; compiling waits for the first
         # user agent (once per process, see shared_resolver()), so open() costs the imports.
+        import ahocorasick  # noqa: F401 - finds the device models
         import crawleruseragents  # noqa: F401
 
         try:

@@ -3,7 +3,9 @@
 A parsed user agent (ua-parser's browser, OS and device) gets its class from, first match wins:
 bot evidence, console, other-device (watch, headset, car, …) and TV tokens, the shape of a
 crawler's string, laptop names, then tablet, mobile and desktop evidence; the rules are listed
-in docs/enrichment.md. Bot evidence combines three sources:
+in docs/enrichment.md. A "mobile" guess, or a string nothing named, is then checked against the
+model names of Matomo's device database (:mod:`squall.enrichment.device_models`): a tablet or TV
+model whose browser writes "Mobile" is told from a phone only that way. Bot evidence combines three sources:
 
 - ua-parser's own "Spider" device family and the automated clients it names as browsers;
 - the maintained crawler pattern list of ``crawler-user-agents`` (monperrus/crawler-user-agents,
@@ -16,7 +18,7 @@ Lists leading to the same decision are matched in one pass by one ua-parser-rs r
 classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
 
-Size (~430 lines): the rules are data (pattern lists with the reason for each) read in one place
+Size (~450 lines): the rules are data (pattern lists with the reason for each) read in one place
 with the one function that applies them in order; splitting the lists from it would scatter
 the rule order that docs/enrichment.md describes.
 """
@@ -27,6 +29,8 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from squall.enrichment.device_models import ModelIndex
 
 DESKTOP, MOBILE, TABLET, TV, CONSOLE, BOT, OTHER, UNKNOWN = (
     "desktop",
@@ -230,13 +234,19 @@ _FORM_FACTORS = {
 }
 
 
+#: What a model name may change: a "mobile" guess (from the platform, "Mobile" or an app's
+#: string) becomes the tablet or TV the model is; "other" (nothing named the device) any class.
+_REFINES = {MOBILE: frozenset({TABLET, TV}), OTHER: frozenset({MOBILE, TABLET, TV})}
+
+
 class DeviceClassifier:
     """Classifies a parsed user agent; rules and pattern lists compile in :meth:`load`."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: ModelIndex | None = None) -> None:
         self._loaded = False
         self._lock = threading.Lock()
         self.crawler_patterns = 0
+        self.models = models if models is not None else ModelIndex()
 
     def load(self) -> None:
         """Compile the crawler list and the class rules (once; 20-60 ms with ua-parser-rs)."""
@@ -267,6 +277,7 @@ class DeviceClassifier:
         self._tablet = _matcher([(TABLET, [_TABLET_WORDS], False)])
         self._desktop = _matcher([(DESKTOP, [_DESKTOP_WORDS], False)])
         self._mobile = _matcher([(MOBILE, [_MOBILE_WORDS], False)])
+        self.models.load()
         self._loaded = True
 
     def is_bot_string(self, ua: str) -> bool:
@@ -320,7 +331,7 @@ class DeviceClassifier:
         ):
             return TABLET
         if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
-            return MOBILE
+            return self._by_model(ua, MOBILE) if device.startswith("Generic") else MOBILE
         if model and _PHONE_MODEL.match(model):
             return MOBILE
         if os == "Android" or "Android" in ua:
@@ -335,13 +346,21 @@ class DeviceClassifier:
                 or not ua.startswith(("Mozilla/", "Opera/"))
                 or _WHOLE_BROWSER.search(ua) is None
             ):
-                return MOBILE
+                return self._by_model(ua, MOBILE)
             return TABLET
         if os in MOBILE_OS or self._mobile(ua) is not None:
-            return MOBILE
+            return self._by_model(ua, MOBILE)
         if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
             return DESKTOP
-        return OTHER
+        return self._by_model(ua, OTHER)
+
+    def _by_model(self, ua: str, found: str) -> str:
+        """``found`` (mobile, or other: nothing else named the device), unless the string names a
+        model Matomo's device database knows as a tablet or TV (or, for other, as a phone)."""
+        named = self.models.lookup(ua)
+        if named in _REFINES[found]:
+            return named
+        return found
 
 
 Groups = list[tuple[str, list[str], bool]]

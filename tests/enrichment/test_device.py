@@ -13,6 +13,7 @@ import ua_parser
 from squall.component import ComponentContext
 from squall.enrichment.device import FIELDS, DeviceBolt, classify
 from squall.enrichment.device_class import class_from_hints
+from squall.enrichment.device_models import ModelIndex
 
 from .support import make_batch, make_event
 
@@ -441,7 +442,7 @@ def test_invalid_options_are_rejected():
 # maintainers of another detector; the full corpora are scored by `python benchmarks/ua_corpus.py
 # run`, which prints the confusion matrix (docs/enrichment.md, "How well it classifies").
 # - ua_sample_browscap.tsv (3,146 rows): browscap's test fixtures (MIT), the independent corpus:
-#   no rule of squall was written from it.
+#   no rule of squall was written from it (the model database comes from Matomo's project).
 # - ua_sample.tsv (3,052 rows): Matomo Device Detector's test fixtures (LGPL-3.0-or-later), the
 #   development corpus the rules were written against (not independent; a regression check).
 # Floors: the sample's measured value minus ~2 points of slack for rule-list updates (console:
@@ -449,12 +450,12 @@ def test_invalid_options_are_rejected():
 # >= 95 % at precision >= 99 %) are not all reached: see docs/enrichment.md.
 SAMPLES = {
     "ua_sample_browscap.tsv": (
-        {"mobile": 0.95, "tablet": 0.81, "desktop": 0.95, "tv": 0.56, "console": 0.64},
+        {"mobile": 0.94, "tablet": 0.91, "desktop": 0.95, "tv": 0.67, "console": 0.64},
         0.77,
         0.94,
     ),
     "ua_sample.tsv": (
-        {"mobile": 0.97, "tablet": 0.83, "desktop": 0.91, "tv": 0.68, "console": 0.70},
+        {"mobile": 0.965, "tablet": 0.93, "desktop": 0.91, "tv": 0.74, "console": 0.70},
         0.84,
         0.955,
     ),
@@ -767,3 +768,103 @@ def test_general_rules_for_boxes_cut_strings_phone_series_and_tools(bolt, ua, ex
 def test_systems_and_phone_software_ua_parser_does_not_name(bolt, ua, expected):
     [event] = bolt.process([make_event({"user_agent": ua})]).streams["default"]
     assert event.value["device"]["device_class"] == expected
+
+
+# --- device models (Matomo's device database) ---------------------------------------------------
+INDEX_DATA = {
+    "names": {"tab 7": "tablet", "lenovo a7600-h": "tablet"},
+    "prefixes": {"sm-t": "tablet", "sm-t1": "mobile", "yt3-x90": "tablet", "tx18": "tv"},
+}
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        ("Dalvik/2.1.0 (Linux; U; Android 7.0; SM-T819Y Build/NRD90M)", "tablet"),
+        ("Dalvik/2.1.0 (Linux; U; Android 7.0; SM-T115 Build/NRD90M)", "mobile"),  # longest wins
+        ("Mozilla/5.0 (Linux; Android 6.0.1; Lenovo YT3-X90L Build/MMB29M) Mobile", "tablet"),
+        ("Mozilla/5.0 (Linux; Android 4.2; TAB 7 Build/JDQ39) Mobile", "tablet"),  # case folded
+        ("Mozilla/5.0 (Linux; Android 4.2; TAB 7X Build/JDQ39) Mobile", None),  # a name ends
+        ("Mozilla/5.0 (Linux; Android 4.2; TAB 7)", "tablet"),
+        ("Mozilla/5.0 (Linux; Android 4.2; XSM-T819 Build/JDQ39)", None),  # inside a word
+        ("Mozilla/5.0 (Linux; Android 4.2; X-TX18 Build/JDQ39)", None),  # after a hyphen
+        ("Mozilla/5.0 (Linux; Android 4.4.2; Lenovo A7600-H Build/KOT49H)", "tablet"),
+        ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)", None),
+    ],
+)
+def test_model_index_finds_a_model_where_one_can_start(ua, expected):
+    index = ModelIndex(INDEX_DATA)
+    assert index.lookup(ua) == expected
+
+
+def test_the_bundled_model_data_names_its_source_and_known_models():
+    index = ModelIndex()
+    index.load()
+    assert index.source.startswith("matomo-org/device-detector ")
+    assert index.size > 20_000
+    # Samsung Galaxy Tab A, Huawei MediaPad T3 (AGS-L09), Lenovo Yoga Tab 3 Pro: tablets.
+    for model in ("SM-T580", "AGS-L09", "Lenovo YT3-X90L"):
+        assert index.lookup(f"Dalvik/2.1.0 (Linux; U; Android 7.0; {model} Build/X)") == "tablet"
+    assert index.lookup("Dalvik/2.1.0 (Linux; U; Android 7.0; SM-G930F Build/X)") == "mobile"
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # Tablets whose browser writes "Mobile": only the model tells.
+        (
+            "Mozilla/5.0 (Linux; Android 7.0; AGS-L09 Build/HUAWEIAGS-L09) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/58.0.3029.83 Mobile Safari/537.36",
+            "tablet",
+        ),
+        (
+            "Mozilla/5.0 (Linux; U; Android 4.2.2; ru-ru; Lenovo A3500-HV Build/JDQ39) "
+            "AppleWebKit/534.30 (KHTML, like Gecko) Version/4.0 Mobile Safari/534.30",
+            "tablet",
+        ),
+        # An OS version is not a model ("Android 4" starts some of Matomo's regexes).
+        (
+            "Mozilla/5.0 (Linux; Android 4.4.2; Nokia X2 Build/KOT49H) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/30.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+        # A phone stays a phone.
+        (
+            "Mozilla/5.0 (Linux; Android 8.0.0; SM-G930F Build/R16NW) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/70.0 Mobile Safari/537.36",
+            "mobile",
+        ),
+    ],
+)
+def test_a_known_model_decides_between_phone_and_tablet(bolt, ua, expected):
+    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+
+
+def test_model_expansion_of_matomo_regexes():
+    expand = _device_models_script().expand
+    assert expand("SM-T81[05]") == [("sm-t810", False), ("sm-t815", False)]
+    # Matomo's end group makes a name that must end there; an open-ended part makes a prefix.
+    assert expand("StarXtrem ?([3-4])(?:[);/ ]|$)") == [
+        ("starxtrem3", True),
+        ("starxtrem4", True),
+        ("starxtrem 3", True),
+        ("starxtrem 4", True),
+    ]
+    assert expand(r"SM-T(\d+)") == [("sm-t", False)]
+    assert expand("(?:OTV-)?SMT-E5015") == [("smt-e5015", False), ("otv-smt-e5015", False)]
+    assert expand("(?<!GOG )Galaxy") == [("", False)]  # look-behind: nothing literal before it
+    script = _device_models_script()
+    assert not script.usable("android 4")  # an OS version, not a model
+    assert not script.usable("lenovo a")  # no digit or hyphen: too generic without the brand
+    assert script.usable("sm-t")
+
+
+def _device_models_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "device_models.py"
+    spec = importlib.util.spec_from_file_location("device_models_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
