@@ -188,12 +188,12 @@ NOT_MODELS = re.compile(
 )
 
 
-def usable(text: str) -> bool:
+def usable(text: str, bounded: bool = False) -> bool:
     """A text specific enough to name a model without its brand: long enough, with a digit or
-    a hyphen, and not a platform token."""
+    a hyphen (or a whole name of 6 characters or more), and not a platform token."""
     return (
         len(text) >= MIN_LENGTH
-        and any(ch.isdigit() or ch == "-" for ch in text)
+        and (any(ch.isdigit() or ch == "-" for ch in text) or (bounded and len(text) >= 6))
         and NOT_MODELS.match(text) is None
     )
 
@@ -206,7 +206,7 @@ def build(mobiles: dict) -> dict[str, dict[str, str]]:
     for regex, kind in entries(mobiles):
         for text, bounded in expand(regex):
             text = text.strip()
-            if usable(text):
+            if usable(text, bounded):
                 found.setdefault((text, bounded), set()).add(kind)
     names = {t: k.pop() for (t, bounded), k in found.items() if bounded and len(k) == 1}
     prefixes = {t: k.pop() for (t, bounded), k in found.items() if not bounded and len(k) == 1}

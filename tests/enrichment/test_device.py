@@ -857,6 +857,8 @@ def test_model_expansion_of_matomo_regexes():
     script = _device_models_script()
     assert not script.usable("android 4")  # an OS version, not a model
     assert not script.usable("lenovo a")  # no digit or hyphen: too generic without the brand
+    assert not script.usable("matador")  # ... unless a whole name of 6 characters or more
+    assert script.usable("matador", bounded=True)
     assert script.usable("sm-t")
 
 
