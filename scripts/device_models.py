@@ -213,6 +213,58 @@ def build(mobiles: dict) -> dict[str, dict[str, str]]:
     return {"names": names, "prefixes": prefixes}
 
 
+def _anchored(items) -> bool:
+    """Whether a parsed regex holds ``^`` or ``$`` anywhere (its texts match only there)."""
+    for op, arg in items:
+        if op is sre_c.AT and arg in (
+            sre_c.AT_BEGINNING,
+            sre_c.AT_BEGINNING_STRING,
+            sre_c.AT_END,
+            sre_c.AT_END_STRING,
+        ):
+            return True
+        if op is sre_c.SUBPATTERN and _anchored(arg[-1]):
+            return True
+        if op is sre_c.BRANCH and any(_anchored(alt) for alt in arg[1]):
+            return True
+        if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT) and _anchored(arg[2]):
+            return True
+    return False
+
+
+def bot_names(pattern: str) -> list[tuple[str, bool]]:
+    """The bot names (lower case) a regex of Matomo's ``bots.yml`` matches in full, each with
+    whether a terminator must follow. Only whole literals count: a regex that goes on with
+    something open-ended (``Baidu.*spider``) gives nothing, and an alternative anchored with
+    ``^``/``$`` (``^(?:chrome|firefox)$``: a user agent that is only that word) is left out."""
+    try:
+        parsed = list(sre_parse.parse(pattern, re.I))
+    except re.error:
+        return []
+    if len(parsed) == 1 and parsed[0][0] is sre_c.BRANCH:
+        alternatives = parsed[0][1][1]
+    else:
+        alternatives = [parsed]
+    out = []
+    for alternative in alternatives:
+        if _anchored(alternative):
+            continue
+        out += [(t, st == END) for t, st in _seq(list(alternative), MAX_EXPANSIONS) if st != OPEN]
+    return out
+
+
+def build_bots(bots: list[dict]) -> dict[str, list[str]]:
+    """``{"names": [...], "prefixes": [...]}`` of Matomo's bot list (same matching as models)."""
+    names: set[str] = set()
+    prefixes: set[str] = set()
+    for bot in bots:
+        for text, bounded in bot_names(bot["regex"]):
+            text = text.strip()
+            if len(text) >= MIN_LENGTH and any(ch.isalnum() for ch in text):
+                (names if bounded else prefixes).add(text)
+    return {"names": sorted(names), "prefixes": sorted(prefixes - names)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,9 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         git("show", f"{sha}:regexes/device/mobiles.yml"),
         Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
     )
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    bots = yaml.load(git("show", f"{sha}:regexes/bots.yml"), Loader=loader)
     index = build(mobiles)
+    index["bots"] = build_bots(bots)
     doc = {
-        "source": f"matomo-org/device-detector {sha} regexes/device/mobiles.yml",
+        "source": f"matomo-org/device-detector {sha} regexes/device/mobiles.yml, regexes/bots.yml",
         "license": "LGPL-3.0-or-later (https://www.gnu.org/licenses/lgpl-3.0.html); "
         "derived from Matomo Device Detector's device database by scripts/device_models.py",
         **index,
@@ -244,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     with gzip.open(args.out, "wt", encoding="utf-8", compresslevel=9) as fh:
         json.dump(doc, fh, separators=(",", ":"), sort_keys=True)
     print(
-        f"{len(index['names']):,} names, {len(index['prefixes']):,} prefixes -> {args.out} "
+        f"{len(index['names']):,} names, {len(index['prefixes']):,} prefixes, "
+        f"{sum(map(len, index['bots'].values())):,} bot names -> {args.out} "
         f"({args.out.stat().st_size:,} bytes)"
     )
     return 0

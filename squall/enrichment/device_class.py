@@ -300,16 +300,18 @@ class DeviceClassifier:
             self.load()
         if device == "Spider" or browser in AUTOMATED_FAMILIES:
             return BOT
+        bot_at, known = self.models.scan(ua)  # Matomo's bot names and device models
         # In the platform part of an Android or iOS string a bot word or crawler pattern is a
         # model or build name ("CUBOT", "VR BOT 552", a build id the list holds): bots that
         # imitate a phone are caught above as ua-parser's "Spider", or say "compatible".
         if os in ("Android", "iOS") and "compatible" not in ua:
             # Outside the platform part, where the model is, a bot word still counts: a
             # crawler that appends its name to a phone browser's string ("… Chrome-Lighthouse").
-            rest = ua.partition(")")[2]
-            if rest and self._bot(rest) is not None:
+            platform_end = ua.find(")")
+            rest = ua[platform_end + 1 :] if platform_end >= 0 else ""
+            if rest and (self._bot(rest) is not None or bot_at > platform_end):
                 return BOT
-        elif self._bot(ua) is not None:
+        elif bot_at >= 0 or self._bot(ua) is not None:
             return BOT
         named = self._device(ua)  # console, other device, TV or computer, in this order
         if named is not None and named != DESKTOP:
@@ -331,7 +333,7 @@ class DeviceClassifier:
         ):
             return TABLET
         if device in MOBILE_FAMILIES and not (device.startswith("Generic") and "Android" in ua):
-            return self._by_model(ua, MOBILE) if device.startswith("Generic") else MOBILE
+            return self._by_model(known, MOBILE) if device.startswith("Generic") else MOBILE
         if model and _PHONE_MODEL.match(model):
             return MOBILE
         if os == "Android" or "Android" in ua:
@@ -346,21 +348,19 @@ class DeviceClassifier:
                 or not ua.startswith(("Mozilla/", "Opera/"))
                 or _WHOLE_BROWSER.search(ua) is None
             ):
-                return self._by_model(ua, MOBILE)
+                return self._by_model(known, MOBILE)
             return TABLET
         if os in MOBILE_OS or self._mobile(ua) is not None:
-            return self._by_model(ua, MOBILE)
+            return self._by_model(known, MOBILE)
         if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
             return DESKTOP
-        return self._by_model(ua, OTHER)
+        return self._by_model(known, OTHER)
 
-    def _by_model(self, ua: str, found: str) -> str:
+    @staticmethod
+    def _by_model(model: str | None, found: str) -> str:
         """``found`` (mobile, or other: nothing else named the device), unless the string names a
         model Matomo's device database knows as a tablet or TV (or, for other, as a phone)."""
-        named = self.models.lookup(ua)
-        if named in _REFINES[found]:
-            return named
-        return found
+        return model if model in _REFINES[found] else found
 
 
 Groups = list[tuple[str, list[str], bool]]

@@ -1,4 +1,4 @@
-"""Device models named in a user agent, with their class, from Matomo's device database.
+"""Device models and bots named in a user agent, from Matomo's device database and bot list.
 
 A cheap Android tablet whose browser writes "Mobile", or an Android TV that does not say TV, is
 told from a phone only by its model name. ``data/device-models.json.gz`` holds ~47,000 model
@@ -6,7 +6,9 @@ names and name prefixes with their class (mobile, tablet, tv, console, other), d
 ``scripts/device_models.py`` from Matomo Device Detector's ``regexes/device/mobiles.yml``
 (LGPL-3.0-or-later; the file's header names the commit). They are found in a user agent with one
 Aho-Corasick pass (``pyahocorasick``, ~3 µs a string) instead of Matomo's ~17,000 regexes,
-which take seconds to compile.
+which take seconds to compile. The same pass finds the ~1,200 bot names of Matomo's
+``regexes/bots.yml`` (the names its regexes match in full; an open-ended regex such as
+``Baidu.*spider`` gives none).
 
 A name counts where a model name can start (not inside a longer word: the character before it
 is none of ``a-z0-9_-``); a *name* must also be followed by ``)``, ``;``, ``/``, a space or the
@@ -24,6 +26,7 @@ from typing import Any
 #: The characters that continue a word: a model name does not start after one of them.
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 _END = frozenset(");/ ")
+BOT = "bot"
 
 
 class ModelIndex:
@@ -46,7 +49,12 @@ class ModelIndex:
         import ahocorasick
 
         automaton = ahocorasick.Automaton()
-        for name, cls in doc["names"].items():
+        bots = doc.get("bots", {})
+        for name in bots.get("names", ()):
+            automaton.add_word(name, (len(name), BOT, True))
+        for name in bots.get("prefixes", ()):
+            automaton.add_word(name, (len(name), BOT, False))
+        for name, cls in doc["names"].items():  # a model name wins over a bot name
             automaton.add_word(name, (len(name), cls, True))
         for name, cls in doc["prefixes"].items():  # also a name: it matches as a prefix
             automaton.add_word(name, (len(name), cls, False))
@@ -57,21 +65,31 @@ class ModelIndex:
 
     def lookup(self, ua: str) -> str | None:
         """The class of the longest model name found in ``ua``, or None."""
+        return self.scan(ua)[1]
+
+    def scan(self, ua: str) -> tuple[int, str | None]:
+        """(where the first bot name found in ``ua`` starts, -1 if none; the class of the
+        longest model name found, None if none), in one pass."""
         if self._automaton is None:
             self.load()
         text = ua.lower()
         last = len(text) - 1
-        best_length, best = 0, None
+        bot_at, best_length, best = -1, 0, None
         for end, (length, cls, bounded) in self._automaton.iter(text):
-            if length <= best_length:
+            if cls is not BOT and length <= best_length:
                 continue
             start = end - length + 1
             if start and text[start - 1] in _WORD:
                 continue
             if bounded and end < last and text[end + 1] not in _END:
                 continue
-            best_length, best = length, cls
-        return best
+            if cls is BOT:
+                # A bot name is a word: "OrangeBot" is not in "FBCR/OrangeBotswana".
+                if bot_at < 0 and (end == last or not text[end + 1].isalpha()):
+                    bot_at = start
+            else:
+                best_length, best = length, cls
+        return bot_at, best
 
 
 def read_data() -> dict[str, Any]:

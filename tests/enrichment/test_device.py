@@ -451,12 +451,12 @@ def test_invalid_options_are_rejected():
 SAMPLES = {
     "ua_sample_browscap.tsv": (
         {"mobile": 0.94, "tablet": 0.91, "desktop": 0.95, "tv": 0.67, "console": 0.64},
-        0.77,
+        0.79,
         0.94,
     ),
     "ua_sample.tsv": (
         {"mobile": 0.965, "tablet": 0.93, "desktop": 0.91, "tv": 0.74, "console": 0.70},
-        0.84,
+        0.955,
         0.955,
     ),
 }
@@ -797,10 +797,40 @@ def test_model_index_finds_a_model_where_one_can_start(ua, expected):
     assert index.lookup(ua) == expected
 
 
+def test_bot_names_are_words_found_in_the_same_pass():
+    index = ModelIndex({**INDEX_DATA, "bots": {"names": ["seobility"], "prefixes": ["orangebot"]}})
+    assert index.scan("Mozilla/5.0 (compatible; OrangeBot/2.0)") == (
+        len("Mozilla/5.0 (compatible; "),
+        None,
+    )
+    assert index.scan("Seobility") == (0, None)
+    assert index.scan("Seobility2") == (-1, None)  # a name must end at a terminator
+    # A bot name is a word: a carrier named "OrangeBotswana" is not the OrangeBot crawler.
+    assert index.scan("Mozilla/5.0 (iPhone) [FBAN/FBIOS;FBCR/OrangeBotswana]") == (-1, None)
+    both = "Dalvik/2.1.0 (Linux; Android 7.0; SM-T819Y) orangebot"
+    assert index.scan(both) == (both.index("orangebot"), "tablet")
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        "CSSCheck/1.2.2",
+        "Seobility",
+        "Shodan-Pull/1.0",
+        "PunkMap (https://github.com/openeasm/punkmap)",
+        "Mozilla/5.0 (Mixnode) AppleWebKit/537.36 (KHTML, like Gecko)",
+    ],
+)
+def test_bots_named_only_by_matomos_bot_list(bolt, ua):
+    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
+    assert event.value["device"]["device_class"] == "bot"
+
+
 def test_the_bundled_model_data_names_its_source_and_known_models():
     index = ModelIndex()
     index.load()
     assert index.source.startswith("matomo-org/device-detector ")
+    assert "regexes/bots.yml" in index.source
     assert index.size > 20_000
     # Samsung Galaxy Tab A, Huawei MediaPad T3 (AGS-L09), Lenovo Yoga Tab 3 Pro: tablets.
     for model in ("SM-T580", "AGS-L09", "Lenovo YT3-X90L"):
@@ -855,6 +885,12 @@ def test_model_expansion_of_matomo_regexes():
     assert expand("(?:OTV-)?SMT-E5015") == [("smt-e5015", False), ("otv-smt-e5015", False)]
     assert expand("(?<!GOG )Galaxy") == [("", False)]  # look-behind: nothing literal before it
     script = _device_models_script()
+    # Bot names: only whole literals; an anchored alternative ("^chrome$") is left out.
+    assert script.bot_names("Baidu.*spider|baidu Transcoder") == [("baidu transcoder", False)]
+    assert script.bot_names("borg|^(?:chrome|firefox)$|Crusader/") == [
+        ("borg", False),
+        ("crusader/", False),
+    ]
     assert not script.usable("android 4")  # an OS version, not a model
     assert not script.usable("lenovo a")  # no digit or hyphen: too generic without the brand
     assert not script.usable("matador")  # ... unless a whole name of 6 characters or more
