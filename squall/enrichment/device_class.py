@@ -236,7 +236,11 @@ _FORM_FACTORS = {
 
 #: What a model name may change: a "mobile" guess (from the platform, "Mobile" or an app's
 #: string) becomes the tablet or TV the model is; "other" (nothing named the device) any class.
-_REFINES = {MOBILE: frozenset({TABLET, TV}), OTHER: frozenset({MOBILE, TABLET, TV})}
+_REFINES = {
+    MOBILE: frozenset({TABLET, TV}),
+    TABLET: frozenset({MOBILE, TV}),
+    OTHER: frozenset({MOBILE, TABLET, TV}),
+}
 
 
 class DeviceClassifier:
@@ -349,7 +353,7 @@ class DeviceClassifier:
                 or _WHOLE_BROWSER.search(ua) is None
             ):
                 return self._by_model(known, MOBILE)
-            return TABLET
+            return self._by_model(known, TABLET)
         if os in MOBILE_OS or self._mobile(ua) is not None:
             return self._by_model(known, MOBILE)
         if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
