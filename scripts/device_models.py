@@ -75,6 +75,8 @@ def _chars(item) -> list[str] | None:
             out.add(chr(arg).lower())
         elif op is sre_c.RANGE and arg[1] - arg[0] < 16:
             out.update(chr(c).lower() for c in range(arg[0], arg[1] + 1))
+        elif op is sre_c.CATEGORY and arg is sre_c.CATEGORY_DIGIT:
+            out.update("0123456789")
         else:
             return None
     return sorted(out)
@@ -92,6 +94,8 @@ def _item(op, arg, limit: int) -> list[tuple[str, str]] | str:
         return [(chr(arg).lower(), GO)]
     if op is sre_c.AT:
         return END if arg in (sre_c.AT_END, sre_c.AT_END_STRING) else [("", GO)]
+    if op is sre_c.CATEGORY and arg is sre_c.CATEGORY_DIGIT:  # \d
+        return [(ch, GO) for ch in "0123456789"]
     if op is sre_c.IN:
         chars = _chars(arg)
         if chars is None:
@@ -147,6 +151,8 @@ def _ends(alternative) -> bool:
         return arg in (sre_c.AT_END, sre_c.AT_END_STRING)
     if op is sre_c.LITERAL:
         return chr(arg) in TERMINATORS
+    if op is sre_c.CATEGORY and arg is sre_c.CATEGORY_DIGIT:  # \d
+        return [(ch, GO) for ch in "0123456789"]
     if op is sre_c.IN:
         chars = _chars(arg)
         return chars is not None and set(chars) <= TERMINATORS

@@ -1,7 +1,7 @@
 """Device models and bots named in a user agent, from Matomo's device database and bot list.
 
 A cheap Android tablet whose browser writes "Mobile", or an Android TV that does not say TV, is
-told from a phone only by its model name. ``data/device-models.json.gz`` holds ~47,000 model
+told from a phone only by its model name. ``data/device-models.json.gz`` holds ~52,000 model
 names and name prefixes with their class (mobile, tablet, tv, console, other), derived by
 ``scripts/device_models.py`` from Matomo Device Detector's ``regexes/device/mobiles.yml``
 (LGPL-3.0-or-later; the file's header names the commit). They are found in a user agent with one

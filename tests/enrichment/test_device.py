@@ -882,6 +882,8 @@ def test_model_expansion_of_matomo_regexes():
         ("starxtrem 4", True),
     ]
     assert expand(r"SM-T(\d+)") == [("sm-t", False)]
+    assert expand(r"\d{2}LEX[-_]")[:2] == [("00lex-", False), ("00lex_", False)]
+    assert len(expand(r"\d{2}LEX[-_]")) == 200
     assert expand("(?:OTV-)?SMT-E5015") == [("smt-e5015", False), ("otv-smt-e5015", False)]
     assert expand("(?<!GOG )Galaxy") == [("", False)]  # look-behind: nothing literal before it
     script = _device_models_script()
