@@ -9,7 +9,7 @@ browser writes "Mobile" from a phone. Its ~17,000 regexes take seconds to compil
 squall does not run them. This script turns each model regex into the literal model names it
 matches (``SM-T81[05]`` → ``sm-t810``, ``sm-t815``; a regex that continues with something
 open-ended, ``SM-T(\\d+)``, becomes the prefix ``sm-t``), lower-cased, with its type, and writes
-them to ``squall/enrichment/data/device-models.json.gz`` (an LGPL-3.0-or-later data file: see
+them to ``squall/enrichment/data/device-models.tsv.gz`` (an LGPL-3.0-or-later data file: see
 the header it carries). :mod:`squall.enrichment.device_models` finds them in a user agent with
 one Aho-Corasick pass.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import re
 import subprocess
 import sys
@@ -37,7 +36,7 @@ except ImportError:  # pragma: no cover
     import sre_parse
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "squall" / "enrichment" / "data" / "device-models.json.gz"
+OUT = ROOT / "squall" / "enrichment" / "data" / "device-models.tsv.gz"
 #: Matomo device types -> squall classes (types squall derives otherwise are left out).
 TYPES = {
     "smartphone": "mobile",
@@ -271,6 +270,25 @@ def build_bots(bots: list[dict]) -> dict[str, list[str]]:
     return {"names": sorted(names), "prefixes": sorted(prefixes - names)}
 
 
+def write(index: dict, source: str, out: Path) -> None:
+    """The data file: gzip text, ``#`` header lines, then one ``kind<TAB>text<TAB>class`` line
+    per entry (kind ``n`` a name, ``p`` a prefix; class ``bot`` for the bot list), so that the
+    reader adds entries one line at a time without holding the whole table in memory."""
+    with gzip.open(out, "wt", encoding="utf-8", compresslevel=9) as fh:
+        fh.write(f"# source: {source}\n")
+        fh.write(
+            "# license: LGPL-3.0-or-later (https://www.gnu.org/licenses/lgpl-3.0.html); derived "
+            "from Matomo Device Detector by scripts/device_models.py\n"
+        )
+        rows = [("n", t, c) for t, c in index["names"].items()]
+        rows += [("p", t, c) for t, c in index["prefixes"].items()]
+        rows += [("n", t, "bot") for t in index["bots"]["names"]]
+        rows += [("p", t, "bot") for t in index["bots"]["prefixes"]]
+        for kind, text, cls in sorted(rows):
+            if "\t" not in text and "\n" not in text:
+                fh.write(f"{kind}\t{text}\t{cls}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,15 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     bots = yaml.load(git("show", f"{sha}:regexes/bots.yml"), Loader=loader)
     index = build(mobiles)
     index["bots"] = build_bots(bots)
-    doc = {
-        "source": f"matomo-org/device-detector {sha} regexes/device/mobiles.yml, regexes/bots.yml",
-        "license": "LGPL-3.0-or-later (https://www.gnu.org/licenses/lgpl-3.0.html); "
-        "derived from Matomo Device Detector's device database by scripts/device_models.py",
-        **index,
-    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(args.out, "wt", encoding="utf-8", compresslevel=9) as fh:
-        json.dump(doc, fh, separators=(",", ":"), sort_keys=True)
+    write(
+        index,
+        f"matomo-org/device-detector {sha} regexes/device/mobiles.yml, regexes/bots.yml",
+        args.out,
+    )
     print(
         f"{len(index['names']):,} names, {len(index['prefixes']):,} prefixes, "
         f"{sum(map(len, index['bots'].values())):,} bot names -> {args.out} "

@@ -1,7 +1,7 @@
 """Device models and bots named in a user agent, from Matomo's device database and bot list.
 
 A cheap Android tablet whose browser writes "Mobile", or an Android TV that does not say TV, is
-told from a phone only by its model name. ``data/device-models.json.gz`` holds ~52,000 model
+told from a phone only by its model name. ``data/device-models.tsv.gz`` holds ~52,000 model
 names and name prefixes with their class (mobile, tablet, tv, console, other), derived by
 ``scripts/device_models.py`` from Matomo Device Detector's ``regexes/device/mobiles.yml``
 (LGPL-3.0-or-later; the file's header names the commit). They are found in a user agent with one
@@ -18,22 +18,28 @@ end, a *prefix* need not. The longest match wins.
 from __future__ import annotations
 
 import gzip
-import json
 import threading
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 
 #: The characters that continue a word: a model name does not start after one of them.
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 _END = frozenset(");/ ")
-BOT = "bot"
+
+
+#: Class codes stored in the automaton (an int per entry, not a Python object per entry).
+CLASSES = ("bot", "mobile", "tablet", "tv", "console", "other", "desktop")
+_CODE = {name: code for code, name in enumerate(CLASSES)}
 
 
 class ModelIndex:
-    """Model names and prefixes with their device class; built once by :meth:`load`."""
+    """Model names and prefixes with their device class, and bot names; built once by
+    :meth:`load` from the bundled data file (or from ``entries``: ``(kind, text, class)`` with
+    kind ``n`` for a name that must end at a terminator, ``p`` for a prefix)."""
 
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
-        self._data = data
+    def __init__(self, entries: Iterable[tuple[str, str, str]] | None = None) -> None:
+        self._entries = entries
         self._automaton: Any = None
         self._lock = threading.Lock()
         self.source = ""
@@ -43,23 +49,16 @@ class ModelIndex:
         """Read the data file and build the automaton (once; ~40-60 ms)."""
         with self._lock:
             if self._automaton is None:
-                self._build(self._data if self._data is not None else read_data())
+                self._build(self._entries if self._entries is not None else read_data(self))
 
-    def _build(self, doc: dict[str, Any]) -> None:
+    def _build(self, entries: Iterable[tuple[str, str, str]]) -> None:
         import ahocorasick
 
-        automaton = ahocorasick.Automaton()
-        bots = doc.get("bots", {})
-        for name in bots.get("names", ()):
-            automaton.add_word(name, (len(name), BOT, True))
-        for name in bots.get("prefixes", ()):
-            automaton.add_word(name, (len(name), BOT, False))
-        for name, cls in doc["names"].items():  # a model name wins over a bot name
-            automaton.add_word(name, (len(name), cls, True))
-        for name, cls in doc["prefixes"].items():  # also a name: it matches as a prefix
-            automaton.add_word(name, (len(name), cls, False))
+        # Each entry's value is one int: length << 4 | class code << 1 | must end at a terminator.
+        automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        for kind, text, cls in entries:
+            automaton.add_word(text, len(text) << 4 | _CODE[cls] << 1 | (kind == "n"))
         automaton.make_automaton()
-        self.source = doc.get("source", "")
         self.size = len(automaton)
         self._automaton = automaton
 
@@ -74,26 +73,34 @@ class ModelIndex:
             self.load()
         text = ua.lower()
         last = len(text) - 1
-        bot_at, best_length, best = -1, 0, None
-        for end, (length, cls, bounded) in self._automaton.iter(text):
-            if cls is not BOT and length <= best_length:
+        bot_at, best_length, best = -1, 0, 0
+        for end, value in self._automaton.iter(text):
+            length, code = value >> 4, value >> 1 & 7
+            if code and length <= best_length:
                 continue
             start = end - length + 1
             if start and text[start - 1] in _WORD:
                 continue
-            if bounded and end < last and text[end + 1] not in _END:
+            if value & 1 and end < last and text[end + 1] not in _END:
                 continue
-            if cls is BOT:
+            if not code:  # a bot name
                 # A bot name is a word: "OrangeBot" is not in "FBCR/OrangeBotswana".
                 if bot_at < 0 and (end == last or not text[end + 1].isalpha()):
                     bot_at = start
             else:
-                best_length, best = length, cls
-        return bot_at, best
+                best_length, best = length, code
+        return bot_at, CLASSES[best] if best else None
 
 
-def read_data() -> dict[str, Any]:
-    """The bundled model data (``squall/enrichment/data/device-models.json.gz``)."""
-    path = resources.files("squall.enrichment").joinpath("data/device-models.json.gz")
+def read_data(index: ModelIndex | None = None) -> Iterator[tuple[str, str, str]]:
+    """The entries of the bundled data file (``squall/enrichment/data/device-models.tsv.gz``),
+    one line at a time; its ``# source:`` header goes to ``index.source``."""
+    path = resources.files("squall.enrichment").joinpath("data/device-models.tsv.gz")
     with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as fh:
-        return json.load(fh)
+        for line in fh:
+            if line.startswith("#"):
+                if line.startswith("# source: ") and index is not None:
+                    index.source = line[10:].strip()
+                continue
+            kind, text, cls = line.rstrip("\n").split("\t")
+            yield kind, text, cls

@@ -771,10 +771,14 @@ def test_systems_and_phone_software_ua_parser_does_not_name(bolt, ua, expected):
 
 
 # --- device models (Matomo's device database) ---------------------------------------------------
-INDEX_DATA = {
-    "names": {"tab 7": "tablet", "lenovo a7600-h": "tablet"},
-    "prefixes": {"sm-t": "tablet", "sm-t1": "mobile", "yt3-x90": "tablet", "tx18": "tv"},
-}
+INDEX_DATA = [
+    ("n", "tab 7", "tablet"),
+    ("n", "lenovo a7600-h", "tablet"),
+    ("p", "sm-t", "tablet"),
+    ("p", "sm-t1", "mobile"),
+    ("p", "yt3-x90", "tablet"),
+    ("p", "tx18", "tv"),
+]
 
 
 @pytest.mark.parametrize(
@@ -798,7 +802,7 @@ def test_model_index_finds_a_model_where_one_can_start(ua, expected):
 
 
 def test_bot_names_are_words_found_in_the_same_pass():
-    index = ModelIndex({**INDEX_DATA, "bots": {"names": ["seobility"], "prefixes": ["orangebot"]}})
+    index = ModelIndex([*INDEX_DATA, ("n", "seobility", "bot"), ("p", "orangebot", "bot")])
     assert index.scan("Mozilla/5.0 (compatible; OrangeBot/2.0)") == (
         len("Mozilla/5.0 (compatible; "),
         None,
