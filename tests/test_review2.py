@@ -160,8 +160,10 @@ def test_device_rules_that_cannot_be_built_never_dead_letter_the_records(monkeyp
     def missing_builtins():
         raise ModuleNotFoundError("No module named 'ua_parser_builtins'")
 
-    monkeypatch.setattr(device.ua_parser, "load_lazy_builtins", missing_builtins)
-    monkeypatch.setattr(device.ua_parser, "load_builtins", missing_builtins)
+    import ua_parser
+
+    monkeypatch.setattr(ua_parser, "load_lazy_builtins", missing_builtins)
+    monkeypatch.setattr(ua_parser, "load_builtins", missing_builtins)
     ua = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
     records = [
         Record(json.dumps({"user_agent": ua, "n": n}).encode(), RecordMeta("s", "sh", str(n)))

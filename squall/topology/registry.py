@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import importlib
 from functools import cache
-from importlib.metadata import entry_points
 from typing import Any
 
 from squall.component import Capabilities, Component, ComponentConfig
@@ -82,8 +81,11 @@ class UnknownType(SquallError, LookupError):
 def _plugins() -> dict[str, dict[str, str]]:
     """kind -> type -> ``module:Class`` of the installed plugin packages.
 
-    One scan of the installed distributions for every kind: each scan reads every package's
-    metadata (~2 ms of a Lambda init per scan with the packaged dependencies)."""
+    One scan of the installed distributions for every kind, made only when a type is not a
+    built-in: importing ``importlib.metadata`` and reading every package's metadata costs
+    ~15-30 ms of a Lambda init, which a topology of built-ins never pays."""
+    from importlib.metadata import entry_points
+
     found = entry_points()
     return {
         kind: {ep.name: ep.value for ep in found.select(group=group)}
@@ -92,8 +94,10 @@ def _plugins() -> dict[str, dict[str, str]]:
 
 
 def known_types(kind: str) -> dict[str, str]:
-    """Every registered type of a kind (built-ins, then plugins), as ``type -> module:Class``."""
-    return {**BUILTINS[kind], **_plugins()[kind]}
+    """Every registered type of a kind, as ``type -> module:Class``: the built-ins, then the
+    plugins' names that are not built in (a built-in name stays the built-in's)."""
+    builtins = BUILTINS[kind]
+    return {**builtins, **{k: v for k, v in _plugins()[kind].items() if k not in builtins}}
 
 
 def _import(ref: str) -> type:
@@ -107,11 +111,19 @@ def _import(ref: str) -> type:
 
 @cache
 def resolve(kind: str, type_name: str) -> type[Component]:
-    """The class for a type name or a ``module:Class`` reference; ``UnknownType`` otherwise."""
-    types = known_types(kind)
+    """The class for a type name or a ``module:Class`` reference; ``UnknownType`` otherwise.
+
+    A built-in name is a built-in: a plugin's entry point of the same name does not replace it
+    (installing a package must not change what a topology runs; name the plugin's class as
+    ``module:Class`` to use it). Plugin metadata is read only for a name that is not built in.
+    """
+    types = BUILTINS[kind]
     ref = types.get(type_name)
     if ref is None and ":" in type_name:
         ref = type_name
+    if ref is None:
+        types = known_types(kind)
+        ref = types.get(type_name)
     if ref is None:
         raise UnknownType(kind, type_name, list(types))
     try:

@@ -912,3 +912,18 @@ def _device_models_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_open_names_a_missing_library_without_importing_any(monkeypatch):
+    import sys
+
+    from squall.enrichment import device as device_module
+    from squall.errors import TopologyError
+
+    monkeypatch.setattr(
+        device_module, "_LIBRARIES", (*device_module._LIBRARIES, ("no_such_lib_x", "X is"))
+    )
+    bolt = DeviceBolt(DeviceBolt.Config(id="dev", type="device"), ComponentContext("t"))
+    with pytest.raises(TopologyError, match="X is not installed: no module 'no_such_lib_x'"):
+        bolt.open(None)
+    assert "no_such_lib_x" not in sys.modules

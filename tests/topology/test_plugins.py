@@ -69,3 +69,28 @@ sinks:
 def test_a_plugin_type_that_is_not_installed_suggests_close_names():
     with pytest.raises(registry.UnknownType, match="did you mean 'route'"):
         registry.resolve("bolt", "rout")
+
+
+def test_a_plugin_cannot_replace_a_built_in_and_built_ins_need_no_metadata_scan(monkeypatch):
+    # A plugin distribution registering "json" (a built-in name) and "shout".
+    calls = []
+
+    def fake_plugins():
+        calls.append(1)
+        return {
+            "spout": {},
+            "bolt": {"json": "squall_shout:ShoutBolt", "shout": "squall_shout:ShoutBolt"},
+            "sink": {},
+        }
+
+    monkeypatch.setattr(registry, "_plugins", fake_plugins)
+    registry.resolve.cache_clear()
+    try:
+        from squall.bolts.json_decode import JsonBolt
+
+        assert registry.resolve("bolt", "json") is JsonBolt
+        assert calls == []  # a built-in resolves without reading any plugin metadata
+        assert registry.known_types("bolt")["json"] == "squall.bolts.json_decode:JsonBolt"
+        assert list(registry.known_types("bolt"))[-1] == "shout"  # plugins after built-ins
+    finally:
+        registry.resolve.cache_clear()
