@@ -235,7 +235,8 @@ _FORM_FACTORS = {
 
 
 #: What a model name may change: a "mobile" guess (from the platform, "Mobile" or an app's
-#: string) becomes the tablet or TV the model is; "other" (nothing named the device) any class.
+#: string) becomes the tablet or TV the model is; a "tablet" guessed from a missing "Mobile" the
+#: phone or TV; "other" (nothing named the device) a phone, tablet or TV.
 _REFINES = {
     MOBILE: frozenset({TABLET, TV}),
     TABLET: frozenset({MOBILE, TV}),
@@ -362,8 +363,8 @@ class DeviceClassifier:
 
     @staticmethod
     def _by_model(model: str | None, found: str) -> str:
-        """``found`` (mobile, or other: nothing else named the device), unless the string names a
-        model Matomo's device database knows as a tablet or TV (or, for other, as a phone)."""
+        """``found`` (a guess), unless the string names a model Matomo's device database knows
+        as another class that guess may become (:data:`_REFINES`)."""
         return model if model in _REFINES[found] else found
 
 

@@ -26,6 +26,7 @@ from typing import Any
 #: The characters that continue a word: a model name does not start after one of them.
 _WORD = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
 _END = frozenset(");/ ")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 #: Class codes stored in the automaton (an int per entry, not a Python object per entry).
@@ -71,7 +72,8 @@ class ModelIndex:
         longest model name found, None if none), in one pass."""
         if self._automaton is None:
             self.load()
-        text = ua.lower()
+        # ASCII case folding only: positions stay those of ``ua`` ("İ".lower() is two characters).
+        text = ua.lower() if ua.isascii() else ua.translate(_ASCII_LOWER)
         last = len(text) - 1
         bot_at, best_length, best = -1, 0, 0
         for end, value in self._automaton.iter(text):

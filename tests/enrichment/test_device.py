@@ -811,6 +811,9 @@ def test_bot_names_are_words_found_in_the_same_pass():
     assert index.scan("Seobility2") == (-1, None)  # a name must end at a terminator
     # A bot name is a word: a carrier named "OrangeBotswana" is not the OrangeBot crawler.
     assert index.scan("Mozilla/5.0 (iPhone) [FBAN/FBIOS;FBCR/OrangeBotswana]") == (-1, None)
+    # Positions are those of the string given, also where lower-casing would lengthen it.
+    dotted = "Mozilla/5.0 (Linux; Android 9; İstanbul) OrangeBot/1.0"
+    assert index.scan(dotted) == (dotted.index("OrangeBot"), None)
     both = "Dalvik/2.1.0 (Linux; Android 7.0; SM-T819Y) orangebot"
     assert index.scan(both) == (both.index("orangebot"), "tablet")
 
