@@ -72,8 +72,10 @@ AUTOMATED_FAMILIES = frozenset(
 # Patterns of the crawler list left out, each matching real clients: okhttp is the HTTP library
 # real Android apps send as their user agent; "Sogou" also matches the Sogou mobile browser
 # (Sogou's crawlers say "spider", caught by the bot words); "008/" matches a build token of the
-# Baidu app. Counting an app's or a browser's users as bots is the worse error for analytics.
-EXCLUDED_PATTERNS = frozenset({"okhttp", "Sogou", "008\\/"})
+# Baidu app; "Fluid" is also Fluid.app, a macOS site-specific browser ("… Fluid/0.9.6
+# Safari/528.16"; the crawler it is listed for says "+http://", a bot word). Counting an app's or
+# a browser's users as bots is the worse error for analytics.
+EXCLUDED_PATTERNS = frozenset({"okhttp", "Sogou", "008\\/", "Fluid"})
 # Words that only automated clients put in a user agent. "bot" must end a word or a name
 # ("Googlebot", "Bytespider-bot/", "AdsBot-Google") so that "Abbott" or "Cubot" phones do not match.
 _BOT_WORDS = (

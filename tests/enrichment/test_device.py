@@ -833,6 +833,19 @@ def test_bots_named_only_by_matomos_bot_list(bolt, ua):
     assert event.value["device"]["device_class"] == "bot"
 
 
+def test_fluid_the_macos_browser_is_not_a_bot(bolt):
+    ua = (
+        "Mozilla/5.0 (Macintosh; U; Intel Mac OS X 10_6_1; nl-nl) AppleWebKit/532.3+ "
+        "(KHTML, like Gecko) Fluid/0.9.6 Safari/532.3+"
+    )
+    crawler = "Mozilla/4.0 (compatible; fluid/0.0; +http://www.leak.info/bot.html)"
+    events = bolt.process(make_batch([{"user_agent": ua}, {"user_agent": crawler}]))
+    assert [e.value["device"]["device_class"] for e in events.streams["default"]] == [
+        "desktop",
+        "bot",
+    ]
+
+
 def test_the_bundled_model_data_names_its_source_and_known_models():
     index = ModelIndex()
     index.load()
