@@ -151,6 +151,10 @@ _TABLET_WORDS = (
     r"\bTB-?X\d|"
     r"\bKindle|\bSilk/|PlayBook|\bTouchPad"
 )
+#: Browser families ua-parser names apart from their mobile versions (Chrome / Chrome Mobile,
+#: Firefox / Firefox Mobile, Safari / Mobile Safari, IE / IE Mobile, Edge / Edge Mobile, Opera /
+#: Opera Mobile and Opera Mini): the desktop one, on a string that names no platform, is a desktop.
+DESKTOP_BROWSERS = frozenset({"Chrome", "Firefox", "Safari", "IE", "Edge", "Opera"})
 MOBILE_FAMILIES = frozenset({"iPhone", "iPod", "Generic Smartphone", "Generic Feature Phone"})
 MOBILE_OS = frozenset(
     {
@@ -361,7 +365,10 @@ class DeviceClassifier:
             return self._by_model(known, MOBILE)
         if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
             return DESKTOP
-        return self._by_model(known, OTHER)
+        found = self._by_model(known, OTHER)
+        if found == OTHER and browser in DESKTOP_BROWSERS:
+            return DESKTOP
+        return found
 
     @staticmethod
     def _by_model(model: str | None, found: str) -> str:

@@ -833,6 +833,25 @@ def test_bots_named_only_by_matomos_bot_list(bolt, ua):
     assert event.value["device"]["device_class"] == "bot"
 
 
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        # ua-parser names the desktop family (not "Firefox Mobile") and no platform: a desktop.
+        ("Mozilla/5.0 (masking-agent; rv:49.0) Gecko/20100101 Firefox/49.0", "desktop"),
+        ("Firefox/30.0 (de); anonymized by Abelssoft 2028724395", "desktop"),
+        # A mobile family without a platform stays what its own words say.
+        (
+            "Opera/9.80 (J2ME/MIDP; Opera Mini/9.80 (S60; SymbOS; Opera Mobi/23.348; U; en))",
+            "mobile",
+        ),
+        ("SomeApp/1.0", "other"),
+    ],
+)
+def test_a_desktop_browser_family_without_a_platform_is_a_desktop(bolt, ua, expected):
+    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+
+
 def test_fluid_the_macos_browser_is_not_a_bot(bolt):
     ua = (
         "Mozilla/5.0 (Macintosh; U; Intel Mac OS X 10_6_1; nl-nl) AppleWebKit/532.3+ "
