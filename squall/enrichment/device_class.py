@@ -133,6 +133,8 @@ _COMPUTER = (
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
 # The last token of a whole browser string (its engine or browser); see classify().
 _WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/|UCBrowser/")
+# Windows 8 or later (NT 6.2, 6.3, 10) with the "Touch" token of a touch screen.
+_WINDOWS_TOUCH = re.compile(r"Windows NT (?:6\.[23]|1\d)\b.*[;( ]Touch\b")
 # "Mobile" or Opera's "Mobi" as a word: an app's "MobileAppClient/…" token is not the phone mark.
 _MOBILE_WORD = re.compile(r"\bMobile\b|\bMobi\b")
 # Models of well-known tablets: Samsung Galaxy Tab (SM-T/SM-X/SM-P, GT-P), Nexus 7/9/10,
@@ -363,6 +365,10 @@ class DeviceClassifier:
             return self._by_model(known, TABLET)
         if os in MOBILE_OS or self._mobile(ua) is not None:
             return self._by_model(known, MOBILE)
+        if os == "Windows" and "Touch" in ua and _WINDOWS_TOUCH.search(ua) is not None:
+            # Internet Explorer 10's "Touch" token: a touch screen on Windows 8 or later. Most
+            # such machines are tablets (Matomo Device Detector's rule, after Microsoft's docs).
+            return TABLET
         if (os in DESKTOP_OS and device in ("Other", "Mac")) or self._desktop(ua) is not None:
             return DESKTOP
         found = self._by_model(known, OTHER)

@@ -852,6 +852,21 @@ def test_a_desktop_browser_family_without_a_platform_is_a_desktop(bolt, ua, expe
     assert event.value["device"]["device_class"] == expected
 
 
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        ("Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.2; ARM; Trident/6.0; Touch)", "tablet"),
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64; Touch) AppleWebKit/537.36 Edge/18", "tablet"),
+        ("Mozilla/5.0 (compatible; MSIE 9.0; Windows NT 6.1; Trident/5.0; Touch)", "desktop"),  # 7
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0", "desktop"),
+        ("Mozilla/5.0 (Windows NT 10.0; TouchPoint/1.0) Chrome/124.0", "desktop"),  # not the token
+    ],
+)
+def test_windows_8_or_later_with_the_touch_token_is_a_tablet(bolt, ua, expected):
+    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
+    assert event.value["device"]["device_class"] == expected
+
+
 def test_fluid_the_macos_browser_is_not_a_bot(bolt):
     ua = (
         "Mozilla/5.0 (Macintosh; U; Intel Mac OS X 10_6_1; nl-nl) AppleWebKit/532.3+ "
