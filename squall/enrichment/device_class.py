@@ -133,6 +133,7 @@ _COMPUTER = (
 TABLET_FAMILIES = frozenset({"iPad", "Kindle", "Generic Tablet", "Kindle Fire", "Surface"})
 # The last token of a whole browser string (its engine or browser); see classify().
 _WHOLE_BROWSER = re.compile(r"Safari/|Presto/|Firefox/|UCBrowser/")
+_ANDROID_3 = re.compile(r"Android 3\.\d")
 # Windows 8 or later (NT 6.2, 6.3, 10) with the "Touch" token of a touch screen.
 _WINDOWS_TOUCH = re.compile(r"Windows NT (?:6\.[23]|1\d)\b.*[;( ]Touch\b")
 # "Mobile" or Opera's "Mobi" as a word: an app's "MobileAppClient/…" token is not the phone mark.
@@ -361,6 +362,9 @@ class DeviceClassifier:
                 or not ua.startswith(("Mozilla/", "Opera/"))
                 or _WHOLE_BROWSER.search(ua) is None
             ):
+                if known is None and _ANDROID_3.search(ua) is not None:
+                    # Android 3 (Honeycomb) ran on tablets only (Matomo's rule likewise).
+                    return TABLET
                 return self._by_model(known, MOBILE)
             return self._by_model(known, TABLET)
         if os in MOBILE_OS or self._mobile(ua) is not None:
