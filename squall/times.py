@@ -57,7 +57,7 @@ def format_time(ms: int | None) -> str | None:
     return _format_ms(ms)
 
 
-@functools.lru_cache(maxsize=65_536)  # the same times come again (a key's registration, per event)
+@functools.lru_cache(maxsize=4_096)  # the same times come again (a key's registration, per event)
 def _format_ms(ms: int) -> str:
     return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
 
