@@ -17,7 +17,7 @@ from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext
 from squall.sinks.dead_letter import dead_letter_line
 from squall.sinks.warehouse.columns import check_identifier
-from squall.topology.sql import sql_errors
+from squall.topology.sql import create_table, sql_errors
 
 
 class DeadLetterTableConfig(ComponentConfig):
@@ -65,7 +65,7 @@ class DeadLetterTableSink(Sink):
         self._insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
         self._insert = self._insert.on_conflict_do_nothing(index_elements=["event_id", "component"])
         with sql_errors(self.id):
-            self.table.metadata.create_all(self.engine, checkfirst=True)
+            create_table(self.engine, self.table)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         rows = []

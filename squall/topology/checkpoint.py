@@ -112,7 +112,9 @@ class SqlCheckpointStore:
                 nullable=False,
             ),
         )
-        meta.create_all(engine, checkfirst=True)
+        from squall.topology.sql import create_table
+
+        create_table(engine, self.table)
 
     def load(self, stream: str) -> dict[str, Position]:
         import sqlalchemy as sa

@@ -197,3 +197,13 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             if not conn.invalidated and is_disconnect(exc, dbapi):
                 conn.invalidate(exc)
             raise
+
+
+def create_table(engine: sa.Engine, table: sa.Table) -> None:
+    """Create ``table`` and its indexes unless they exist, without a check first: processes
+    starting together on one database (a KCL worker's record processors, one per shard; Lambda
+    containers) would all see no table, and all but one would fail with "already exists"."""
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))

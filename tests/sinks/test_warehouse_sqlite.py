@@ -208,3 +208,45 @@ def test_timestamps_are_stored_in_utc_whatever_offset_they_came_with(
     stored = [at for (at,) in sqlite3.connect(db).execute("select at from events order by n")]
     assert stored == ["2026-11-03 18:00:00+00:00"] * 5
     assert sorted(stored) == stored  # text order is time order only because every value is UTC
+
+
+def test_processes_starting_together_on_one_database_all_open(tmp_path: Path, monkeypatch):
+    """A KCL worker starts one record processor per shard, each opening the warehouse at once: a
+    check-then-create lets each see no table (or no new column) and all but one fail. Here the
+    table and a column appear between the check and the create, as another process makes them."""
+    from squall.component import ComponentContext
+    from squall.sinks.warehouse import WarehouseSink
+    from squall.sinks.warehouse.writers import SqlWriter
+    from squall.topology.resource_config import ResourceConfig
+
+    db = tmp_path / "w.db"
+    cfg = dict(id="rows", type="warehouse", resource="db", table="events")
+    columns = {"kind": {"path": "kind", "index": True}, "n": {"path": "n", "type": "integer"}}
+
+    def opened(columns):
+        resources = Resources({"db": ResourceConfig(url=f"sqlite:///{db}")})
+        sink = WarehouseSink(WarehouseSink.Config(**cfg, columns=columns), ComponentContext("t"))
+        sink.open(resources)
+        return sink
+
+    opened({"kind": columns["kind"]})  # another process made the table, without column n
+    # This process's view before it acts: no table, then no column n (the other one adds both).
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+    monkeypatch.setattr(SQLiteDialect, "has_table", lambda *a, **k: False)
+    real_columns = SqlWriter._columns
+    seen: list[int] = []
+
+    def racing_columns(self):
+        seen.append(1)
+        if len(seen) == 1:  # the first look misses n; the other process adds it right then
+            with sqlite3.connect(db) as conn:
+                conn.execute("ALTER TABLE events ADD COLUMN n BIGINT")
+            return {"kind"}
+        return real_columns(self)
+
+    monkeypatch.setattr(SqlWriter, "_columns", racing_columns)
+    sink = opened(columns)
+    with sqlite3.connect(db) as conn:
+        assert [row[1] for row in conn.execute("PRAGMA table_info(events)")][-2:] == ["kind", "n"]
+    assert sink.writer is not None

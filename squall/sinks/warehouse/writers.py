@@ -24,6 +24,7 @@ from squall.sinks.warehouse.columns import (
     build_table,
     check_identifier,
 )
+from squall.topology.sql import create_table
 
 Reject = Callable[[Event, str], None]
 
@@ -137,22 +138,30 @@ class SqlWriter:
                 )
             self._check_upsert_key(inspector)
             return
-        self.table.metadata.create_all(self.engine, tables=[self.table], checkfirst=True)
+        create_table(self.engine, self.table)  # IF NOT EXISTS: processes start together
         self._check_upsert_key(sa.inspect(self.engine))
-        existing = {
-            c["name"]
-            for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)
-        }
         prep = self.engine.dialect.identifier_preparer
-        with self.engine.begin() as conn:
-            for name, spec in self.spec.columns.items():
-                if name not in existing:
-                    col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(
-                        dialect=self.engine.dialect
-                    )
+        for name, spec in self.spec.columns.items():
+            if name in self._columns():
+                continue
+            col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(
+                dialect=self.engine.dialect
+            )
+            try:
+                with self.engine.begin() as conn:
                     conn.exec_driver_sql(
                         f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}"
                     )
+            except sa.exc.DBAPIError:
+                if name not in self._columns():  # not another process adding it at the same time
+                    raise
+
+    def _columns(self) -> set[str]:
+        """The table's columns as the database has them now."""
+        return {
+            c["name"]
+            for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)
+        }
 
     def _check_upsert_key(self, inspector: Any) -> None:
         """Upsert: an existing table must have a primary key or unique index on exactly the key, or
