@@ -141,8 +141,9 @@ class SqlWriter:
         create_table(self.engine, self.table)  # IF NOT EXISTS: processes start together
         self._check_upsert_key(sa.inspect(self.engine))
         prep = self.engine.dialect.identifier_preparer
+        existing = self._columns()
         for name, spec in self.spec.columns.items():
-            if name in self._columns():
+            if name in existing:
                 continue
             col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(
                 dialect=self.engine.dialect
