@@ -770,6 +770,12 @@ def test_systems_and_phone_software_ua_parser_does_not_name(bolt, ua, expected):
     assert event.value["device"]["device_class"] == expected
 
 
+def class_of(bolt: DeviceBolt, ua: str) -> str:
+    """The device class the bolt gives one event with user agent ``ua``."""
+    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
+    return event.value["device"]["device_class"]
+
+
 # --- device models (Matomo's device database) ---------------------------------------------------
 INDEX_DATA = [
     ("n", "tab 7", "tablet"),
@@ -848,8 +854,7 @@ def test_bots_named_only_by_matomos_bot_list(bolt, ua):
     ],
 )
 def test_a_desktop_browser_family_without_a_platform_is_a_desktop(bolt, ua, expected):
-    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
-    assert event.value["device"]["device_class"] == expected
+    assert class_of(bolt, ua) == expected
 
 
 @pytest.mark.parametrize(
@@ -863,8 +868,7 @@ def test_a_desktop_browser_family_without_a_platform_is_a_desktop(bolt, ua, expe
     ],
 )
 def test_windows_8_or_later_with_the_touch_token_is_a_tablet(bolt, ua, expected):
-    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
-    assert event.value["device"]["device_class"] == expected
+    assert class_of(bolt, ua) == expected
 
 
 @pytest.mark.parametrize(
@@ -884,8 +888,7 @@ def test_windows_8_or_later_with_the_touch_token_is_a_tablet(bolt, ua, expected)
     ],
 )
 def test_android_3_is_a_tablet(bolt, ua, expected):
-    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
-    assert event.value["device"]["device_class"] == expected
+    assert class_of(bolt, ua) == expected
 
 
 def test_fluid_the_macos_browser_is_not_a_bot(bolt):
@@ -942,8 +945,7 @@ def test_the_bundled_model_data_names_its_source_and_known_models():
     ],
 )
 def test_a_known_model_decides_between_phone_and_tablet(bolt, ua, expected):
-    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
-    assert event.value["device"]["device_class"] == expected
+    assert class_of(bolt, ua) == expected
 
 
 def test_model_expansion_of_matomo_regexes():
@@ -1114,5 +1116,4 @@ MAINSTREAM = [
 
 @pytest.mark.parametrize(("expected", "ua"), MAINSTREAM)
 def test_mainstream_traffic_keeps_its_class(bolt, expected, ua):
-    [event] = bolt.process(make_batch([{"user_agent": ua}])).streams["default"]
-    assert event.value["device"]["device_class"] == expected
+    assert class_of(bolt, ua) == expected
