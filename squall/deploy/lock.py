@@ -28,6 +28,7 @@ from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.model import Topology
 from squall.topology.resources import SQL_SCHEMES, Resources
+from squall.topology.sqlite_driver import SqliteEngine
 
 log = logging.getLogger("squall.lock")
 
@@ -78,10 +79,10 @@ def acquire(topology: Topology, resources: Resources) -> RunLock:
     """Take the run lock of ``topology``; raises ``AlreadyRunning`` when another process holds it."""
     name = lock_resource(topology)
     if name is not None:
-        engine = resources.sql(name)
+        engine = resources.database(name)  # a SQLite file: the plain driver's (no SQLAlchemy)
         if engine.dialect.name == "postgresql":
             return _advisory(topology.name, engine)
-        database = engine.url.database
+        database = engine.path if isinstance(engine, SqliteEngine) else engine.url.database
         if engine.dialect.name == "sqlite" and database and database != ":memory:":
             path = Path(database)
             return _file(topology.name, path.with_name(f"{path.name}.{topology.name}.lock"))

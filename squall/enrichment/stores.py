@@ -21,10 +21,10 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 import orjson
-import sqlalchemy as sa
 
 from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import TransientError
+from squall.topology import sqlite_driver
 from squall.topology.resources import redis_errors
 from squall.topology.sql import store_errors
 
@@ -214,8 +214,10 @@ class RedisStateStore:
 # -- SQL --------------------------------------------------------------------------------------
 
 
-def subscriptions_table(name: str, metadata: sa.MetaData | None = None) -> sa.Table:
+def subscriptions_table(name: str, metadata: Any = None) -> Any:  # -> sqlalchemy.Table
     """The SQL table of subscription states. Times are epoch milliseconds (UTC)."""
+    import sqlalchemy as sa
+
     # Versions compare byte by byte: PostgreSQL needs the "C" collation for that.
     # (sa.Text, not the PostgreSQL dialect's TEXT: that dialect's import costs a SQLite topology
     # ~70 ms of Lambda init.)
@@ -250,6 +252,20 @@ COLUMNS = (
     "position",
     "history",
 )
+#: ``subscriptions_table`` as SQLAlchemy creates it on SQLite, for the plain SQLite driver (a test
+#: checks the two agree).
+SQLITE_COLUMNS = (
+    sqlite_driver.Column("key", f"VARCHAR({MAX_KEY_LENGTH})", primary_key=True),
+    sqlite_driver.Column("status", "VARCHAR(16)", nullable=False),
+    sqlite_driver.Column("subscribed", "BOOLEAN", nullable=False),
+    sqlite_driver.Column("topics", "TEXT", nullable=False),
+    sqlite_driver.Column("registered_at_ms", "BIGINT"),
+    sqlite_driver.Column("changed_at_ms", "BIGINT"),
+    sqlite_driver.Column("version", "TEXT", nullable=False),
+    sqlite_driver.Column("event_id", "TEXT", nullable=False),
+    sqlite_driver.Column("position", "TEXT", nullable=False),
+    sqlite_driver.Column("history", "TEXT", nullable=False),
+)
 WRITE_PAGE = 500  # rows per INSERT … VALUES page: 5,000 parameters (PostgreSQL allows 65,535)
 #: SQLite's bound-parameter limit when its driver cannot say: 999 before SQLite 3.32 (2020).
 SQLITE_OLD_LIMIT = 999
@@ -265,12 +281,15 @@ class SqlStateStore:
     VALUES`` pages with the version-guarded ``ON CONFLICT … DO UPDATE``.
     """
 
-    def __init__(self, engine: sa.Engine, table: str = "squall_subscriptions"):
+    def __init__(self, engine: Any, table: str = "squall_subscriptions"):
+        """``engine``: a SQLAlchemy engine, or the plain SQLite driver's (``sqlite_driver``)."""
         dialect = engine.dialect.name
         if dialect not in UPSERT_DIALECTS:
             raise ValueError(f"the subscription store needs SQLite or PostgreSQL, not {dialect}")
         self.engine = engine
-        self.table = subscriptions_table(table)
+        self.name = table
+        self._plain = isinstance(engine, sqlite_driver.SqliteEngine)
+        self.table = None if self._plain else subscriptions_table(table)
         self._created = False
         self._sqlite = dialect == "sqlite"
         self._page = None if self._sqlite else WRITE_PAGE  # SQLite: read from the connection
@@ -290,8 +309,13 @@ class SqlStateStore:
         # IF NOT EXISTS, not check-then-create: writers starting together (Lambda shards in
         # parallel) would both see no table, and one would fail with "already exists".
         if not self._created:
-            with self.engine.begin() as conn:
-                conn.execute(sa.schema.CreateTable(self.table, if_not_exists=True))
+            if self._plain:
+                sqlite_driver.create_table(self.engine, self.name, SQLITE_COLUMNS)
+            else:
+                import sqlalchemy as sa
+
+                with self.engine.begin() as conn:
+                    conn.execute(sa.schema.CreateTable(self.table, if_not_exists=True))
             self._created = True
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
@@ -364,7 +388,7 @@ class SqlStateStore:
             with self.engine.begin() as conn:
                 return self._upsert(conn, rows, report)
 
-    def _upsert(self, conn: sa.Connection, rows: list[tuple], report: bool) -> set[str]:
+    def _upsert(self, conn: Any, rows: list[tuple], report: bool) -> set[str]:
         written: set[str] = set()
         tail = self._upsert_tail + (f" RETURNING {self._quoted_key}" if report else "")
         size = self._page or self._sqlite_page(conn)
@@ -377,7 +401,7 @@ class SqlStateStore:
                 written.update(r[0] for r in result)
         return written
 
-    def _sqlite_page(self, conn: sa.Connection) -> int:
+    def _sqlite_page(self, conn: Any) -> int:
         """Rows per page within the SQLite library's bound-parameter limit (999 before 3.32,
         32,766 since), read once from the connection."""
         import sqlite3

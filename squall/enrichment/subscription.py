@@ -160,7 +160,11 @@ class SubscriptionBolt(Bolt):
             return CachedStateStore(cache, store)
 
         self.store = resources.open_store(
-            c.store, (self.context.topology, f"{self.id}.store"), sql=sql, redis=redis
+            c.store,
+            (self.context.topology, f"{self.id}.store"),
+            sql=sql,
+            redis=redis,
+            driver_sql=True,  # a SQLite file on the plain driver: no SQLAlchemy import
         )
 
     def process(self, batch: list[Event]) -> Output:

@@ -559,7 +559,9 @@ class Engine:
             transaction,
         )
 
-        db = self.resources.sql(self._tx_resource)
+        # Driver SQL's engine: the plain SQLite driver unless a component of the transaction
+        # asked for SQLAlchemy on this database (then every one of them gets SQLAlchemy's).
+        db = self.resources.database(self._tx_resource)
         pending = [(node, p) for node, p in inside if p.events]
 
         where = f"transaction on '{self._tx_resource}'"

@@ -56,6 +56,8 @@ def check_url(url: str) -> None:
     written = url.split("://", 1)[0] if "://" in url else parts.scheme  # as written, for messages
     scheme = parts.scheme.split("+", 1)[0].lower()
     if scheme in SQL_SCHEMES:
+        if written.lower() in ("sqlite", "sqlite+pysqlite") and not parts.netloc:
+            return  # sqlite:///path: nothing SQLAlchemy would refuse (and no 100 ms import)
         import sqlalchemy as sa
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

@@ -2,7 +2,10 @@
 
 In YAML: ``resources: {warehouse: {url: "sqlite:///pistats.db"}}``. The URL scheme picks the
 kind: ``sqlite``/``postgresql`` give a SQLAlchemy engine, ``redis``/``rediss`` a Redis client.
-Connections open lazily on first use (in Lambda: during init, outside the handler).
+Connections open lazily on first use (in Lambda: during init, outside the handler). A SQLite
+file used only by components that write driver SQL (warehouse, subscription state, the batch's
+transaction) opens on the plain ``sqlite3`` driver instead (``database``; ``sqlite_driver.py``):
+no SQLAlchemy import in such a process.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, TypeVar
 from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
+from squall.topology.sqlite_driver import SqliteEngine, plain_path
 
 T = TypeVar("T")
 
@@ -28,6 +32,7 @@ class Resources:
         self.configs = dict(configs)
         self.base_dir = base_dir
         self._open: dict[str, Any] = {}
+        self._retired: list[Any] = []  # plain engines a SQLAlchemy engine replaced (closed last)
         self._lock = threading.Lock()
 
     def config(self, name: str) -> ResourceConfig:
@@ -41,10 +46,37 @@ class Resources:
     def sql(self, name: str):  # -> sqlalchemy.Engine
         """The SQLAlchemy engine of a SQL resource, created once; resources with the same
         settings (e.g. ``warehouse`` and ``state`` on one database) share one engine."""
+        cfg = self._sql_config(name)
+        key = self.identity(name)
+        with self._lock:
+            opened = self._open.get(key)
+            if opened is None or isinstance(opened, SqliteEngine):
+                # A plain engine handed out before stays with its components (two pools on one
+                # file, as two processes); from now on ``database`` gives this one, so the batch's
+                # transaction runs on a connection that SQLAlchemy components can use too.
+                self._open[key] = _sql_engine(cfg, self.base_dir)
+                if opened is not None:
+                    self._retired.append(opened)
+            return self._open[key]
+
+    def database(self, name: str):  # -> sqlalchemy.Engine | SqliteEngine
+        """The lightest engine of a SQL resource for code that writes driver SQL only (``begin``,
+        ``connect``, ``exec_driver_sql``, ``dialect``): the plain ``sqlite3`` driver for a SQLite
+        file while no component asked ``sql`` for SQLAlchemy on it, else ``sql``'s engine."""
+        cfg = self._sql_config(name)
+        path = plain_path(cfg.url, cfg.options)
+        if path is None:
+            return self.sql(name)
+        return self._get(
+            self.identity(name),
+            lambda: SqliteEngine(_sqlite_file(path, self.base_dir), cfg.connect_timeout),
+        )
+
+    def _sql_config(self, name: str) -> ResourceConfig:
         cfg = self.config(name)
         if cfg.scheme not in SQL_SCHEMES:
             raise SquallError(f"resource '{name}' is not a SQL database ({redact_url(cfg.url)})")
-        return self._get(self.identity(name), lambda: _sql_engine(cfg, self.base_dir))
+        return cfg
 
     def identity(self, name: str) -> str:
         """Equal for resources that reach the same database with the same settings: the engine
@@ -65,9 +97,11 @@ class Resources:
         *,
         sql: Callable[[Any], T],
         redis: Callable[[Any], T],
+        driver_sql: bool = False,
     ) -> T:
         """A component's store on resource ``name``: ``sql(engine)`` or ``redis(client)`` by the
-        resource's kind. Any problem (no such resource, another kind, a ``ValueError`` of the
+        resource's kind (``driver_sql``: the store writes driver SQL only, and gets
+        ``database``'s engine, else ``sql``'s). Any problem (no such resource, another kind, a ``ValueError`` of the
         callables) is a ``TopologyError`` at ``where`` (topology name, ``<component>.<field>``)."""
         from squall.errors import Problem, TopologyError
 
@@ -76,7 +110,7 @@ class Resources:
             if kind == "redis":
                 return redis(self.redis(name))
             if kind == "sql":
-                return sql(self.sql(name))
+                return sql(self.database(name) if driver_sql else self.sql(name))
             raise ValueError(f"store resource '{name}' is neither SQL nor Redis")
         except (SquallError, ValueError) as exc:
             raise TopologyError(Problem(where[0], 0, 0, where[1], str(exc))) from exc
@@ -97,12 +131,13 @@ class Resources:
 
     def close(self) -> None:
         with self._lock:
-            for obj in self._open.values():
+            for obj in [*self._open.values(), *self._retired]:
                 if hasattr(obj, "dispose"):
                     obj.dispose()
                 elif hasattr(obj, "close"):
                     obj.close()
             self._open.clear()
+            self._retired.clear()
 
 
 def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
@@ -111,12 +146,7 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
     kwargs: dict[str, Any] = {}
     url = sa.make_url(cfg.url)
     if cfg.scheme == "sqlite" and url.database and url.database != ":memory:":
-        # Relative SQLite paths resolve against the topology file, like every other path in it.
-        path = Path(url.database).expanduser()
-        if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        url = url.set(database=str(path))
+        url = url.set(database=_sqlite_file(url.database, base_dir))
     if url.drivername in ("postgresql", "postgres"):
         # SQLAlchemy 2.1 defaults to psycopg 3; squall ships psycopg2 (the `postgres` extra).
         url = url.set(drivername="postgresql+psycopg2")
@@ -134,6 +164,16 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
     if cfg.scheme == "sqlite" and url.database and url.database != ":memory:":
         sa.event.listen(engine, "connect", _sqlite_wal)
     return engine
+
+
+def _sqlite_file(database: str, base_dir: Path | None) -> str:
+    """A SQLite file's path: relative paths resolve against the topology file, like every other
+    path in it; its folder is created."""
+    path = Path(database).expanduser()
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:

@@ -15,11 +15,11 @@ message text.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-
-import sqlalchemy as sa
+from typing import Any
 
 from squall.errors import RecordError, SinkError, SquallError, TransientError
 
@@ -46,6 +46,23 @@ RECORD_CLASSES = ("22", "23")
 RECORD_CODES = frozenset({"54000"})
 #: SQLSTATEs after which the session is gone: the pool must drop the connection.
 DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
+
+
+class _NoSqlAlchemy:
+    """Stands for ``sqlalchemy.exc`` in a process that never imported SQLAlchemy (a SQLite file
+    on the plain driver): no SQLAlchemy error can exist there, so no ``isinstance`` matches."""
+
+    class _Never(Exception):
+        pass
+
+    SQLAlchemyError = DBAPIError = DisconnectionError = TimeoutError = _Never
+    OperationalError = InterfaceError = DataError = IntegrityError = _Never
+
+
+def _sa_exc() -> Any:
+    """``sqlalchemy.exc`` when SQLAlchemy is imported, else a stand-in no error is an instance of."""
+    sa = sys.modules.get("sqlalchemy")
+    return sa.exc if sa is not None else _NoSqlAlchemy
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -78,7 +95,7 @@ def is_disconnect(exc: BaseException, dbapi_connection: object | None = None) ->
     """True when the connection the error came from cannot be used again."""
     if getattr(dbapi_connection, "closed", 0):  # psycopg2: nonzero once the connection is closed
         return True
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, _sa_exc().DBAPIError) and exc.connection_invalidated:
         return True
     code = sqlstate(exc)
     if code is not None:
@@ -90,15 +107,16 @@ def is_transient(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:
         return code.startswith(TRANSIENT_CLASSES) or code in TRANSIENT_CODES
-    if isinstance(exc, sa.exc.DisconnectionError | sa.exc.TimeoutError):  # pool checkout timed out
+    sa_exc = _sa_exc()
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):  # pool checkout timed out
         return True
-    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     busy = _sqlite_busy(exc)
     if busy is not None:
         return busy
     # Connection-level failures without a SQLSTATE.
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or _lost_connection(exc)
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or _lost_connection(exc)
 
 
 def is_record_error(exc: BaseException) -> bool:
@@ -116,7 +134,8 @@ def is_record_error(exc: BaseException) -> bool:
             SQLITE_MISMATCH,
             SQLITE_CONSTRAINT,
         )
-    return isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError)
+    sa_exc = _sa_exc()
+    return isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError)
 
 
 #: SQLite primary result codes that may pass: another connection holds a lock.
@@ -148,7 +167,7 @@ def as_squall_error(exc: BaseException, where: str) -> BaseException:
     """The squall error for a database failure; other exceptions are returned unchanged."""
     if isinstance(exc, SquallError):
         return exc
-    if not isinstance(exc, (sa.exc.SQLAlchemyError, *_psycopg2()[0])):
+    if not isinstance(exc, (_sa_exc().SQLAlchemyError, sqlite3.Error, *_psycopg2()[0])):
         return exc
     if is_transient(exc):
         return TransientError(f"{where}: database unavailable: {describe(exc)}")
@@ -175,19 +194,20 @@ def store_errors(what: str) -> Iterator[None]:
     → ``SinkError`` (a broken store fails the batch; it is never one record's fault)."""
     try:
         yield
-    except sa.exc.SQLAlchemyError as exc:
+    except (_sa_exc().SQLAlchemyError, sqlite3.Error) as exc:
         if is_transient(exc):
             raise TransientError(f"{what}: {describe(exc)}") from exc
         raise SinkError(f"{what}: {describe(exc)}") from exc
 
 
 @contextmanager
-def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def transaction(engine: Any) -> Iterator[Any]:
     """One transaction on a pooled connection: commit on success, roll back on any failure.
 
-    When the failure lost the connection (killed, server restarted), the connection is invalidated
-    so the pool never hands it out again — also when the failure came from the raw driver
-    connection (COPY), which SQLAlchemy does not see.
+    ``engine``: a SQLAlchemy engine, or a plain SQLite one (``sqlite_driver``). When the failure
+    lost the connection (killed, server restarted), the connection is invalidated so the pool
+    never hands it out again — also when the failure came from the raw driver connection (COPY),
+    which SQLAlchemy does not see.
     """
     with engine.begin() as conn:
         try:
@@ -199,11 +219,24 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
             raise
 
 
-def create_table(engine: sa.Engine, table: sa.Table) -> None:
-    """Create ``table`` and its indexes unless they exist, without a check first: processes
-    starting together on one database (a KCL worker's record processors, one per shard; Lambda
-    containers) would all see no table, and all but one would fail with "already exists"."""
+def create_table(engine: Any, table: Any, *, indexes: bool = True) -> None:
+    """Create ``table`` (a SQLAlchemy ``Table``) and its indexes unless they exist, without a check
+    first: processes starting together on one database (a KCL worker's record processors, one
+    per shard; Lambda containers) would all see no table, and all but one would fail with
+    "already exists". ``indexes=False``: the table only (``create_indexes`` once columns an
+    existing table lacks are added)."""
+    import sqlalchemy as sa
+
     with engine.begin() as conn:
         conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+    if indexes:
+        create_indexes(engine, table)
+
+
+def create_indexes(engine: Any, table: Any) -> None:
+    """``CREATE INDEX IF NOT EXISTS`` for each index of ``table``."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
         for index in table.indexes:
             conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from squall.component import ComponentConfig
@@ -184,7 +183,11 @@ class WarehouseSink(Sink):
 
     def open(self, resources) -> None:
         cfg = self.config
-        self.engine: sa.Engine = resources.sql(cfg.resource)
+        # Driver SQL only: a SQLite file opens on the plain sqlite3 driver (no SQLAlchemy import),
+        # unless the table lives in an attached schema (SQLAlchemy's inspector knows those).
+        self.engine = (
+            resources.sql(cfg.resource) if cfg.db_schema else resources.database(cfg.resource)
+        )
         self.spec = cfg.table_spec()
         self.where = f"{self.id} (table {self.spec.shown})"
         try:

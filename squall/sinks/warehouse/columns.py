@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import orjson
-import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
 from squall.event import Event
@@ -58,41 +57,58 @@ def parse_columns(
     return out
 
 
-SA_TYPES: dict[str, Callable[[str], sa.types.TypeEngine]] = {
-    "text": lambda d: sa.Text(),
-    "integer": lambda d: sa.Integer(),
-    "bigint": lambda d: sa.BigInteger(),
-    "float": lambda d: sa.Float(),
-    "boolean": lambda d: sa.Boolean(),
-    "timestamp": lambda d: sa.DateTime(timezone=True),
-    "date": lambda d: sa.Date(),
-    "json": lambda d: _json_type(d),
+def sa_type(column_type: str, dialect: str) -> Any:  # -> sqlalchemy.types.TypeEngine
+    """The SQLAlchemy type of a column type (SQLAlchemy imported only by who builds its tables)."""
+    import sqlalchemy as sa
+
+    if column_type == "json":
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return JSONB()
+        return sa.Text()
+    return {
+        "text": sa.Text,
+        "integer": sa.Integer,
+        "bigint": sa.BigInteger,
+        "float": sa.Float,
+        "boolean": sa.Boolean,
+        "timestamp": lambda: sa.DateTime(timezone=True),
+        "date": sa.Date,
+    }[column_type]()
+
+
+#: Each column type as SQLAlchemy compiles ``sa_type`` for SQLite (for the plain SQLite driver's
+#: DDL; a test checks the two agree).
+SQLITE_TYPES: dict[str, str] = {
+    "text": "TEXT",
+    "integer": "INTEGER",
+    "bigint": "BIGINT",
+    "float": "FLOAT",
+    "boolean": "BOOLEAN",
+    "timestamp": "DATETIME",
+    "date": "DATE",
+    "json": "TEXT",
 }
 
 
-def _json_type(dialect: str) -> sa.types.TypeEngine:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import JSONB
-
-        return JSONB()
-    return sa.Text()
-
-
 def build_table(
-    metadata: sa.MetaData,
+    metadata: Any,
     name: str,
     columns: dict[str, ColumnSpec],
     dialect: str,
     schema: str | None = None,
     key: tuple[str, ...] = ("event_id",),
-) -> sa.Table:
+) -> Any:  # -> sqlalchemy.Table
     """The table as SQLAlchemy sees it; ``key`` is its primary key (event_id, or an upsert's columns)."""
+    import sqlalchemy as sa
+
     cols = []
     for cname, spec in columns.items():
         cols.append(
             sa.Column(
                 cname,
-                SA_TYPES[spec.type](dialect),
+                sa_type(spec.type, dialect),
                 primary_key=cname in key,
                 nullable=spec.nullable and cname not in key,
                 index=spec.index,

@@ -12,19 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.warehouse.columns import (
-    SA_TYPES,
+    SQLITE_TYPES,
     ColumnSpec,
     ConversionError,
     RowBuilder,
     build_table,
     check_identifier,
+    sa_type,
 )
-from squall.topology.sql import create_table
+from squall.topology import sqlite_driver
+from squall.topology.sql import create_indexes, create_table
 
 Reject = Callable[[Event, str], None]
 
@@ -86,36 +86,38 @@ class SqlWriter:
 
     With ``mode: upsert``: ``INSERT … ON CONFLICT (key) DO UPDATE SET column = excluded.column``;
     SQLite applies the rows in batch order, so the last row of a key in the batch wins.
+
+    ``engine``: a SQLAlchemy engine, or the plain SQLite driver's (``sqlite_driver.SqliteEngine``:
+    the table is then checked and created with the same DDL, without SQLAlchemy).
     """
 
-    def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
+    def __init__(self, engine: Any, spec: TableSpec, options: WriteOptions):
         if spec.partition_column:
             raise SinkError(
                 f"table {spec.shown}: partition_by needs PostgreSQL (this is {engine.dialect.name})"
             )
         self.engine = engine
         self.spec = spec
-        self.table = build_table(
-            sa.MetaData(),
-            spec.name,
-            spec.columns,
-            engine.dialect.name,
-            spec.schema,
-            key=spec.conflict_key,
+        self.plain = isinstance(engine, sqlite_driver.SqliteEngine)
+        self.table = (
+            None
+            if self.plain
+            else build_table(
+                _metadata(),
+                spec.name,
+                spec.columns,
+                engine.dialect.name,
+                spec.schema,
+                key=spec.conflict_key,
+            )
         )
         self.rows = RowBuilder(spec.columns, json_as_text=True)
-        prep = engine.dialect.identifier_preparer
-        cols = [c.name for c in self.table.columns]
-        target = prep.format_table(self.table)
-        marks = (
-            ", ".join(["?"] * len(cols))
-            if engine.dialect.paramstyle == "qmark"
-            else ", ".join(["%s"] * len(cols))
-        )
-        keys = ", ".join(prep.quote(c) for c in spec.conflict_key)
+        cols = list(spec.columns)
+        marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
+        keys = ", ".join(quote(c) for c in spec.conflict_key)
         self.insert_sql = (
-            f"INSERT INTO {target} ({', '.join(prep.quote(c) for c in cols)}) VALUES ({marks}) "
-            f"ON CONFLICT ({keys}) {on_conflict(spec, prep.quote)}"
+            f"INSERT INTO {spec.qualified} ({', '.join(quote(c) for c in cols)}) VALUES ({marks}) "
+            f"ON CONFLICT ({keys}) {on_conflict(spec, quote)}"
         )
 
     def open(self, *, create: bool) -> None:
@@ -124,53 +126,82 @@ class SqlWriter:
         With ``create: false`` the table must already exist with every column: checked here, so a
         missing table is refused at start rather than failing every batch.
         """
-        inspector = sa.inspect(self.engine)
         if not create:
-            if not inspector.has_table(self.table.name, schema=self.table.schema):
+            have = self._columns()
+            if not have:
                 raise SinkError(f"table {self.spec.shown} does not exist (create: false)")
-            have = {
-                c["name"] for c in inspector.get_columns(self.table.name, schema=self.table.schema)
-            }
             missing = [name for name in self.spec.columns if name not in have]
             if missing:
                 raise SinkError(
                     f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)"
                 )
-            self._check_upsert_key(inspector)
+            self._check_upsert_key()
             return
-        create_table(self.engine, self.table)  # IF NOT EXISTS: processes start together
-        self._check_upsert_key(sa.inspect(self.engine))
-        prep = self.engine.dialect.identifier_preparer
+        # IF NOT EXISTS: processes start together. Indexes last: one may be on a column that an
+        # existing table gets only below.
+        if self.plain:
+            sqlite_driver.create_table(
+                self.engine, self.spec.name, self.sqlite_columns(), indexes=False
+            )
+        else:
+            create_table(self.engine, self.table, indexes=False)
+        self._check_upsert_key()
         existing = self._columns()
         for name, spec in self.spec.columns.items():
             if name in existing:
                 continue
-            col_type = SA_TYPES[spec.type](self.engine.dialect.name).compile(
-                dialect=self.engine.dialect
-            )
+            if self.plain:
+                col_type = SQLITE_TYPES[spec.type]
+            else:
+                col_type = sa_type(spec.type, self.engine.dialect.name).compile(
+                    dialect=self.engine.dialect
+                )
             try:
                 with self.engine.begin() as conn:
                     conn.exec_driver_sql(
-                        f"ALTER TABLE {prep.format_table(self.table)} ADD COLUMN {prep.quote(name)} {col_type}"
+                        f"ALTER TABLE {self.spec.qualified} ADD COLUMN {quote(name)} {col_type}"
                     )
-            except sa.exc.DBAPIError:
+            except Exception:
                 if name not in self._columns():  # not another process adding it at the same time
                     raise
+        if self.plain:
+            sqlite_driver.create_indexes(self.engine, self.spec.name, self.sqlite_columns())
+        else:
+            create_indexes(self.engine, self.table)
+
+    def sqlite_columns(self) -> list[sqlite_driver.Column]:
+        """The table for the plain SQLite driver, as ``build_table`` describes it to SQLAlchemy."""
+        key = self.spec.conflict_key
+        return [
+            sqlite_driver.Column(
+                name,
+                SQLITE_TYPES[c.type],
+                nullable=c.nullable and name not in key,
+                primary_key=name in key,
+                index=c.index,
+            )
+            for name, c in self.spec.columns.items()
+        ]
 
     def _columns(self) -> set[str]:
-        """The table's columns as the database has them now."""
-        return {
-            c["name"]
-            for c in sa.inspect(self.engine).get_columns(self.table.name, schema=self.table.schema)
-        }
+        """The table's columns as the database has them now (empty: no such table)."""
+        if self.plain:
+            return set(sqlite_driver.table_columns(self.engine, self.spec.name))
+        import sqlalchemy as sa
 
-    def _check_upsert_key(self, inspector: Any) -> None:
-        """Upsert: an existing table must have a primary key or unique index on exactly the key, or
-        every batch would fail on ``ON CONFLICT``; refused at start instead."""
-        if not self.spec.upsert_key:
-            return
-        name, schema = self.table.name, self.table.schema
-        want = set(self.spec.upsert_key)
+        inspector = sa.inspect(self.engine)
+        if not inspector.has_table(self.spec.name, schema=self.spec.schema):
+            return set()
+        return {c["name"] for c in inspector.get_columns(self.spec.name, schema=self.spec.schema)}
+
+    def _unique_keys(self) -> list[set[str]]:
+        """The column sets the table's primary key and unique constraints or indexes cover."""
+        if self.plain:
+            return sqlite_driver.unique_keys(self.engine, self.spec.name)
+        import sqlalchemy as sa
+
+        inspector = sa.inspect(self.engine)
+        name, schema = self.spec.name, self.spec.schema
         keys = [
             set(inspector.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
         ]
@@ -182,7 +213,14 @@ class SqlWriter:
             for i in inspector.get_indexes(name, schema=schema)
             if i.get("unique")
         ]
-        if want not in keys:
+        return keys
+
+    def _check_upsert_key(self) -> None:
+        """Upsert: an existing table must have a primary key or unique index on exactly the key, or
+        every batch would fail on ``ON CONFLICT``; refused at start instead."""
+        if not self.spec.upsert_key:
+            return
+        if set(self.spec.upsert_key) not in self._unique_keys():
             cols = ", ".join(self.spec.upsert_key)
             raise SinkError(
                 f"table {self.spec.shown} has no primary key or unique index on exactly ({cols}), "
@@ -206,7 +244,7 @@ class SqlWriter:
     def before_transaction(self, payload: Any) -> None:
         """Work that must not share the batch's transaction (PostgreSQL: new partitions)."""
 
-    def write(self, conn: sa.Connection, rows: list[tuple]) -> int | None:
+    def write(self, conn: Any, rows: list[tuple]) -> int | None:
         """Insert the rows; returns how many were new (the others were stored already), if known."""
         if not rows:
             return 0
@@ -225,12 +263,16 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.
-WRITERS: dict[str, Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]] = {
-    "sqlite": SqlWriter
-}
+WRITERS: dict[str, Callable[[Any, TableSpec, WriteOptions], SqlWriter]] = {"sqlite": SqlWriter}
 
 
-def writer_for(dialect: str) -> Callable[[sa.Engine, TableSpec, WriteOptions], SqlWriter]:
+def _metadata() -> Any:
+    import sqlalchemy as sa
+
+    return sa.MetaData()
+
+
+def writer_for(dialect: str) -> Callable[[Any, TableSpec, WriteOptions], SqlWriter]:
     """The writer of a dialect; an unsupported database is refused with the reason."""
     if dialect == "postgresql" and "postgresql" not in WRITERS:
         try:
