@@ -23,11 +23,15 @@ sinks:
 """
 
 
-def handler_for(tmp_path: Path, *, dlq: bool, size: int = 2500):
+def topology_for(tmp_path: Path, *, dlq: bool, size: int = 2500) -> Path:
     dl = f"  - {{id: dlq, type: dead_letter, path: {tmp_path / 'dlq.jsonl'}}}" if dlq else ""
     t = tmp_path / "topology.yaml"
     t.write_text(TOPOLOGY.format(db=tmp_path / "w.db", dlq=dl, size=size))
-    return make_handler(t)
+    return t
+
+
+def handler_for(tmp_path: Path, *, dlq: bool, size: int = 2500):
+    return make_handler(topology_for(tmp_path, dlq=dlq, size=size))
 
 
 def test_lambda_consumer_commits_and_reports_no_failures(tmp_path: Path):
@@ -129,13 +133,17 @@ def test_init_runs_no_garbage_collection_and_leaves_the_collector_as_it_was(tmp_
 
     again = tmp_path / "again"
     again.mkdir()
+    # Only make_handler is watched: the test's own allocations before it (writing the file)
+    # may trigger a collection of their own; gc.collect() resets the counters first.
+    first, second = topology_for(tmp_path, dlq=True), topology_for(again, dlq=True)
+    gc.collect()
     gc.callbacks.append(count)
     try:
-        handler = handler_for(tmp_path, dlq=True)
+        handler = make_handler(first)
         during_init = list(collections)
         assert gc.isenabled()
         gc.disable()
-        handler_for(again, dlq=True)
+        make_handler(second)
         assert not gc.isenabled()  # a caller that paused it keeps it paused
     finally:
         gc.enable()
