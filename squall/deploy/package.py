@@ -128,6 +128,24 @@ def project_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "squall").is_dir() else None
 
 
+#: What building squall's wheel reads from a checkout.
+SOURCE_FILES = ("pyproject.toml", "setup.cfg", "README.md")
+
+
+def source_copy(root: Path, dest: Path) -> Path:
+    """The checkout's package sources alone, copied to ``dest`` for building the wheel there:
+    setuptools reuses a checkout's ``build/`` folder, so a module deleted from the source since
+    an earlier build would still go into the zip (bytecode caches are left out too)."""
+    dest.mkdir(parents=True)
+    for name in SOURCE_FILES:
+        if (root / name).is_file():
+            shutil.copy2(root / name, dest / name)
+    shutil.copytree(
+        root / "squall", dest / "squall", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    return dest
+
+
 def _pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -311,7 +329,8 @@ def build(
         if requirement is None:
             root = project_root()
             if root is not None:  # a checkout: build squall's own wheel first (pure Python)
-                _pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(root))
+                source = source_copy(root, work / "source")
+                _pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(source))
                 [wheel] = wheels.glob("squall-*.whl")
                 requirement = f"{wheel}{suffix}"
             else:

@@ -140,6 +140,32 @@ def test_pruning_keeps_what_runs_and_drops_tests_caches_scripts_and_unused_data(
     ]
 
 
+def test_the_wheel_is_built_from_the_sources_alone_not_a_stale_build_folder(tmp_path: Path):
+    """setuptools reuses a checkout's build/ folder: a module deleted since an earlier build would
+    ship. The wheel is built from a copy of the package sources instead."""
+    root = tmp_path / "checkout"
+    (root / "squall" / "sub" / "__pycache__").mkdir(parents=True)
+    (root / "build" / "lib" / "squall").mkdir(parents=True)
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        (root / name).write_text(name)
+    (root / "squall" / "__init__.py").write_text("")
+    (root / "squall" / "sub" / "kept.py").write_text("")
+    (root / "squall" / "sub" / "__pycache__" / "kept.cpython-311.pyc").write_bytes(b"")
+    (root / "build" / "lib" / "squall" / "deleted_since.py").write_text("")
+    (root / "tests").mkdir()
+    source = pkg.source_copy(root, tmp_path / "source")
+    files = sorted(str(f.relative_to(source)) for f in source.rglob("*") if f.is_file())
+    assert files == [
+        "README.md",
+        "pyproject.toml",
+        "setup.cfg",
+        "squall/__init__.py",
+        "squall/sub/kept.py",
+    ]
+    assert pkg.project_root() is not None  # this test runs from a checkout, as squall package does
+    assert all((pkg.project_root() / name).is_file() for name in pkg.SOURCE_FILES)
+
+
 def test_sizes_are_described_largest_first():
     assert pkg.describe_sizes([("botocore", 3 * 2**20), ("sqlalchemy", 2**20)], 8 * 2**20) == (
         "botocore 3.0 MiB (38%), sqlalchemy 1.0 MiB (12%)"
