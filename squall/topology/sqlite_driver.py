@@ -30,14 +30,11 @@ POOL_SIZE = 5
 
 
 class _Cursor(sqlite3.Cursor):
-    """A driver cursor with the two result helpers squall uses from SQLAlchemy's results."""
+    """A driver cursor with ``scalar()``, as SQLAlchemy's results have."""
 
     def scalar(self) -> Any:
         row = self.fetchone()
         return None if row is None else row[0]
-
-    def first(self) -> Any:
-        return self.fetchone()
 
 
 def quote(name: str) -> str:
@@ -91,12 +88,6 @@ class SqliteConnection:
             "a plain SQLite connection runs driver SQL only (exec_driver_sql); a component that "
             "builds SQLAlchemy statements opens its database with Resources.sql()"
         )
-
-    def commit(self) -> None:
-        self.raw.commit()
-
-    def rollback(self) -> None:
-        self.raw.rollback()
 
 
 class SqliteEngine:
