@@ -32,6 +32,18 @@ class Output:
         else:
             bucket.append(event)
 
+    def emit_all(self, events: list[Event], stream: str = DEFAULT) -> None:
+        """Send events downstream on ``stream``, in order: what a bolt that gathers the events
+        it passes in a list (``append`` per event, not a method call) hands over at the end.
+        The list becomes the stream's when the stream has none yet: do not change it afterwards."""
+        if not events:
+            return
+        bucket = self.streams.get(stream)
+        if bucket is None:
+            self.streams[stream] = events
+        else:
+            bucket.extend(events)
+
     def fail(self, event: Event, reason: str, stream: str = ERROR) -> None:
         """Reject one event: it goes to ``stream`` (dead letter unless wired elsewhere) with the reason."""
         event.failure = Failure(self.component, reason, stream)

@@ -29,10 +29,12 @@ class DedupeBolt(Bolt):
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         seen: set = set()
+        passed: list[Event] = []
+        emit = passed.append
         for ev in batch:
             k = self._get(ev)
             if k is MISSING or k is None:
-                out.emit(ev)
+                emit(ev)
                 continue
             try:
                 dup = k in seen
@@ -45,5 +47,6 @@ class DedupeBolt(Bolt):
                 out.drop(ev)
             else:
                 seen.add(k)
-                out.emit(ev)
+                emit(ev)
+        out.emit_all(passed)
         return out

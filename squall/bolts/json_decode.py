@@ -64,7 +64,8 @@ class JsonBolt(Bolt):
         # Settings read once per batch, not per event.
         max_depth, max_bytes, object_only = cfg.max_depth, cfg.max_bytes, cfg.object_only
         always, auto = cfg.gzip == "always", cfg.gzip == "auto"
-        emit, id_of = out.emit, self._id_of
+        passed: list[Event] = []
+        emit, id_of = passed.append, self._id_of
         for ev in batch:
             defect = ev.meta.defect
             if defect:  # the spout could not deliver the record whole (e.g. an over-long line)
@@ -119,6 +120,7 @@ class JsonBolt(Bolt):
                         continue
                     ev.event_id = eid
             emit(ev)
+        out.emit_all(passed)
         return out
 
 

@@ -210,19 +210,22 @@ class SchemaBolt(Bolt):
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         validator, fast = self._validator, self._fast
+        passed: list[Event] = []
+        emit = passed.append
         for ev in batch:
             if fast is not None and fast(ev.value):
-                out.emit(ev)
+                emit(ev)
                 continue
             if validator is None:
                 validator = self._validator = full_validator(self.config.schema_)
             error = _best_match(validator.iter_errors(ev.value))
             if error is None:
-                out.emit(ev)
+                emit(ev)
             else:
                 where = error.json_path if error.absolute_path else "$"
                 # jsonschema's message holds a repr of the value: bound it (a 50k-item list is 400 KB).
                 out.fail(
                     ev, safe_json.text(f"schema: {where}: {error.message}", MAX_REASON), INVALID
                 )
+        out.emit_all(passed)
         return out

@@ -220,6 +220,7 @@ class DeviceBolt(Bolt):
                 keys.append(None)
         blocks = self.parse_many({k: None for k in keys if k is not None})
         set_target, unknown, get_hints = self._set_target, self.unknown, self._get_hints
+        passed: list[Event] = []
         for event, key in zip(batch, keys, strict=True):
             if not isinstance(event.value, dict):
                 out.fail(event, "payload is not a JSON object")
@@ -232,7 +233,8 @@ class DeviceBolt(Bolt):
                     if named is not None:
                         block["device_class"] = named
             set_target(event, block)
-            out.emit(event)
+            passed.append(event)
+        out.emit_all(passed)
         return out
 
     def parse_many(self, uas: dict[str, None] | list[str]) -> dict[str, dict[str, Any]]:

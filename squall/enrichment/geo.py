@@ -319,12 +319,11 @@ class GeoBolt(Bolt):
 
         resolved = self.resolve(unique)
 
-        blocks, set_target, target_name, rewrites, emit = (
+        blocks, set_target, target_name, rewrites = (
             self._status_blocks,
             self._set_target,
             self._target_name,
             self._rewrites,
-            out.emit,
         )
         # Addresses are rewritten (dropped, anonymized) only once every event has its block: a
         # call that raises half-way must leave the events as they came, since the engine then
@@ -371,10 +370,9 @@ class GeoBolt(Bolt):
                     out.fail(event, exc.reason)
                     continue
             emitted.append(event)
-        if not rewrites:
-            for event in emitted:
-                emit(event)
-        elif self._anonymize_inline:  # anonymize_ip of a one-level ip_field, no XFF: inline
+        if (
+            rewrites and self._anonymize_inline
+        ):  # anonymize_ip of a one-level ip_field, no XFF: inline
             for event in emitted:
                 value = event.value
                 ip = value.get(ip_name, MISSING)
@@ -382,11 +380,10 @@ class GeoBolt(Bolt):
                     value[ip_name] = resolved[
                         ip if ip.__class__ is str else _address_text(ip)
                     ].anonymized
-                emit(event)
-        else:
+        elif rewrites:
             for event in emitted:
                 self._rewrite(event, resolved)
-                emit(event)
+        out.emit_all(emitted)
         return out
 
     def resolve(self, texts: dict[str, None] | list[str]) -> dict[str, _Resolved]:

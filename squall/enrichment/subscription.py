@@ -244,7 +244,8 @@ class SubscriptionBolt(Bolt):
                         entry.updates.append((batch[i], updates[i]))
 
         blocks: dict[int, tuple[dict[str, Any], list[str]]] = {}
-        set_target, target_name, emit = self._set_target, self._target_name, out.emit
+        passed: list[Event] = []
+        set_target, target_name, emit = self._set_target, self._target_name, passed.append
         for i, (event, state) in enumerate(zip(batch, seen, strict=True)):
             if i in failures:
                 out.fail(event, failures[i])
@@ -260,6 +261,7 @@ class SubscriptionBolt(Bolt):
             else:
                 set_target(event, block)
             emit(event)
+        out.emit_all(passed)
         self._staged.update(local)
         return out
 

@@ -254,3 +254,19 @@ def test_filter_booleans_equal_only_booleans():
     )
     _, stores = run(bolts, [{"n": False}, {"n": True}, {"n": 0.0}, {"n": 1}])
     assert [ev.value["n"] for ev in stores["out"]] == [0.0, 1]
+
+
+def test_emit_all_hands_over_events_in_order_after_those_emitted_one_by_one():
+    from squall.bolts.base import Output
+    from squall.event import Event, RecordMeta
+
+    meta = RecordMeta("s", "shard", "1", 0, "", None, None, "", None)
+    a, b, c = (Event(b"{}", meta, f"e{n}", n, value={"n": n}) for n in range(3))
+    out = Output("b")
+    out.emit_all([])
+    assert out.streams == {}  # no events, no stream: nothing is delivered downstream
+    out.emit(a)
+    out.emit_all([b, c])
+    out.emit_all([a], "other")
+    assert [e.value["n"] for e in out.streams["default"]] == [0, 1, 2]
+    assert [e.value["n"] for e in out.streams["other"]] == [0]
