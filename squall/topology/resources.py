@@ -69,7 +69,9 @@ class Resources:
             return self.sql(name)
         return self._get(
             self.identity(name),
-            lambda: SqliteEngine(_sqlite_file(path, self.base_dir), cfg.connect_timeout),
+            lambda: SqliteEngine(
+                _sqlite_file(path, self.base_dir), cfg.connect_timeout, cfg.pool_size
+            ),
         )
 
     def _sql_config(self, name: str) -> ResourceConfig:
@@ -152,6 +154,8 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
         url = url.set(drivername="postgresql+psycopg2")
     if cfg.scheme == "sqlite":
         kwargs["connect_args"] = {"timeout": cfg.connect_timeout}
+        if url.database and url.database != ":memory:":  # a file: SQLAlchemy's QueuePool
+            kwargs["pool_size"] = cfg.pool_size
     else:
         kwargs.update(pool_size=cfg.pool_size, pool_pre_ping=True)
         if cfg.scheme in ("postgresql", "postgres"):

@@ -95,9 +95,10 @@ class SqliteEngine:
 
     dialect = DIALECT
 
-    def __init__(self, path: str, timeout: float):
+    def __init__(self, path: str, timeout: float, pool_size: int = POOL_SIZE):
         self.path = path
         self.timeout = timeout
+        self.pool_size = pool_size  # idle connections kept (the resource's ``pool_size``)
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
 
@@ -126,7 +127,7 @@ class SqliteEngine:
             raw.close()
             return
         with self._lock:
-            if len(self._idle) < POOL_SIZE:
+            if len(self._idle) < self.pool_size:
                 self._idle.append(raw)
                 return
         raw.close()

@@ -367,3 +367,19 @@ def test_the_example_consumer_starts_without_importing_sqlalchemy(tmp_path: Path
         check=True,
     )
     assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_sqlite_resource_keeps_at_most_its_pool_size_of_idle_connections(tmp_path: Path):
+    """``pool_size`` counts for SQLite files too, on the plain driver and on SQLAlchemy."""
+    res = Resources({"db": ResourceConfig(url=f"sqlite:///{tmp_path / 'p.db'}", pool_size=2)})
+    try:
+        engine = res.database("db")
+        held = [engine.connect() for _ in range(4)]
+        for c in held:
+            c.__enter__()
+        for c in held:
+            c.__exit__(None, None, None)
+        assert len(engine._idle) == 2
+        assert res.sql("db").pool.size() == 2
+    finally:
+        res.close()
