@@ -370,9 +370,8 @@ class GeoBolt(Bolt):
                     out.fail(event, exc.reason)
                     continue
             emitted.append(event)
-        if (
-            rewrites and self._anonymize_inline
-        ):  # anonymize_ip of a one-level ip_field, no XFF: inline
+        # Rewrites: anonymize_ip of a one-level ip_field without XFF inline, others per event.
+        if rewrites and self._anonymize_inline:
             for event in emitted:
                 value = event.value
                 ip = value.get(ip_name, MISSING)
