@@ -250,26 +250,3 @@ def test_processes_starting_together_on_one_database_all_open(tmp_path: Path, mo
     with sqlite3.connect(db) as conn:
         assert [row[1] for row in conn.execute("PRAGMA table_info(events)")][-2:] == ["kind", "n"]
     assert sink.writer is not None
-
-
-def test_rows_go_in_in_key_order_and_the_first_event_of_an_id_still_wins(
-    tmp_path: Path, unique_name: str
-):
-    """The writer sorts a batch's rows by event id (index locality); the sort is stable, so of
-    two events with one id in a batch the first is stored, and every row is counted once."""
-    db = tmp_path / "w.db"
-    yaml = YAML.replace(
-        "bolts:\n  - {{id: decode, type: json}}",
-        "bolts:\n  - {{id: decode, type: json, event_id_field: id}}",
-    )
-    yaml = yaml.format(db=db, tag=unique_name)
-    batch = [
-        {"id": "z", "kind": "first z", "n": 1},
-        {"id": "m", "kind": "m", "n": 2},
-        {"id": "z", "kind": "second z", "n": 3},
-        {"id": "a", "kind": "a", "n": 4},
-    ]
-    result = run_topology(yaml, records_from(batch))
-    stored = sqlite3.connect(db).execute("select event_id, kind from events order by rowid")
-    assert stored.fetchall() == [("a", "a"), ("m", "m"), ("z", "first z")]
-    assert next(s for s in result.engine.stats if s.id == "rows").written == 3

@@ -8,7 +8,6 @@ the same transaction when it is asked to.
 from __future__ import annotations
 
 import hashlib
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,11 +119,6 @@ class SqlWriter:
             f"INSERT INTO {spec.qualified} ({', '.join(quote(c) for c in cols)}) VALUES ({marks}) "
             f"ON CONFLICT ({keys}) {on_conflict(spec, quote)}"
         )
-        # Rows go in in the order of the conflict key's index (a stable sort: rows of one key keep
-        # their batch order, so the first still wins an insert and the last an upsert): a random
-        # key (event ids) then touches each index page once, in order, instead of all over the
-        # index — 10–15 % less CPU per row in a 300k-row table (docs/performance.md).
-        self._key_order = operator.itemgetter(*(cols.index(c) for c in spec.conflict_key))
 
     def open(self, *, create: bool) -> None:
         """Create the table if missing; add columns that the YAML has and the table lacks.
@@ -254,10 +248,6 @@ class SqlWriter:
         """Insert the rows; returns how many were new (the others were stored already), if known."""
         if not rows:
             return 0
-        try:
-            rows = sorted(rows, key=self._key_order)
-        except TypeError:  # a key column holds values that do not compare (None beside text)
-            pass
         result = conn.exec_driver_sql(self.insert_sql, rows)
         return result.rowcount if result.rowcount >= 0 else None  # sqlite3 sums executemany's rows
 
