@@ -733,23 +733,12 @@ class WindowBolt(Bolt):
         if self._base is None:
             return
         full = all(covered(items[-1][0]) for items in self._seen.values() if items)
-        cut: int | None = None  # a partial commit: the first uncovered record's place in the batch
         if full:
             delta = self._delta
             marks = self._marks
         else:  # some records come after a failed record of their shard: they come again
             delta = self._covered_delta(covered)
             marks = {s: [m.watermark, m.sequence, m.sub] for s, m in self._base.items()}
-            # The records that come again must find the watermark their first delivery saw: the
-            # marks' times are those of the covered records *before the first uncovered one in
-            # batch order*. A covered record of another shard after it (committed, its position
-            # saved) would otherwise move its shard's time on, and the shard whose record failed,
-            # left behind, would look idle — its records would come back late although the first
-            # delivery accepted them. Leaving such a time out only holds windows open longer.
-            cut = min(
-                (e.origin for items in self._seen.values() for e, _ in items if not covered(e)),
-                default=None,
-            )
         new_marks: dict[str, ShardMark] = {}
         for shard, items in self._seen.items():
             last = None
@@ -759,7 +748,7 @@ class WindowBolt(Bolt):
                 if not covered(event):
                     break
                 last = event
-                if not full and t is not None and (cut is None or event.origin < cut):
+                if not full and t is not None:
                     m = marks.get(shard)
                     if m is None:
                         marks[shard] = [t, 0, 0]
