@@ -25,6 +25,8 @@ def parse_time(value: Any) -> int:
 
     Raises ``ValueError`` with a reason for anything else, including times before 1970.
     """
+    if value.__class__ is str and "-" in value:  # ISO-8601 (a number never has a "-")
+        return _parse_iso(value)
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a time: {value!r}")
     if isinstance(value, str) and _NUMBER.match(value):
@@ -34,17 +36,24 @@ def parse_time(value: Any) -> int:
             raise ValueError(f"not a time: {value!r}")
         ms = int(round(value if value >= _MS_THRESHOLD else value * 1000))
     elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError(f"not an ISO-8601 time: {value!r}") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        ms = (dt - _EPOCH) // _ONE_MS
-        if ms < 0:
-            raise ValueError(f"time before 1970: {value!r}")
+        return _parse_iso(value)
     else:
         raise ValueError(f"not a time: {type(value).__name__}")
+    if ms > _MAX_MS:
+        raise ValueError(f"time after the year 9999: {value!r}")
+    return ms
+
+
+def _parse_iso(value: str) -> int:
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    ms = (dt - _EPOCH) // _ONE_MS
+    if ms < 0:
+        raise ValueError(f"time before 1970: {value!r}")
     if ms > _MAX_MS:
         raise ValueError(f"time after the year 9999: {value!r}")
     return ms

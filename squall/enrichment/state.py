@@ -15,7 +15,7 @@ position up in that history.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -40,7 +40,7 @@ class Status(StrEnum):
     UNSUBSCRIBED = "unsubscribed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SubscriptionState:
     """The state of one key. ``version`` is that of the last applied update ("" when none)."""
 
@@ -55,6 +55,31 @@ class SubscriptionState:
     # The states before this one, oldest first, each encoded by ``encode`` (decoded only when a
     # re-delivery needs them); not part of equality.
     history: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __init__(
+        self,
+        status: Status = Status.UNKNOWN,
+        subscribed: bool = False,
+        topics: tuple[str, ...] = (),
+        registered_at: int | None = None,
+        changed_at: int | None = None,
+        version: str = "",
+        event_id: str = "",
+        position: Position | None = None,
+        history: tuple[str, ...] = (),
+    ):
+        # Frozen, but set through the slots' own descriptors: a frozen dataclass's generated
+        # ``__init__`` goes through ``object.__setattr__`` per field, twice as slow, and every
+        # update and every loaded row builds a state.
+        _s_status(self, status)
+        _s_subscribed(self, subscribed)
+        _s_topics(self, topics)
+        _s_registered_at(self, registered_at)
+        _s_changed_at(self, changed_at)
+        _s_version(self, version)
+        _s_event_id(self, event_id)
+        _s_position(self, position)
+        _s_history(self, history)
 
     @property
     def previous(self) -> tuple[SubscriptionState, ...]:
@@ -72,10 +97,21 @@ class SubscriptionState:
         }
 
 
+(
+    _s_status,
+    _s_subscribed,
+    _s_topics,
+    _s_registered_at,
+    _s_changed_at,
+    _s_version,
+    _s_event_id,
+    _s_position,
+    _s_history,
+) = (getattr(SubscriptionState, f.name).__set__ for f in fields(SubscriptionState))
 UNKNOWN_STATE = SubscriptionState()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Update:
     """A state-changing event: what to do, when, and its version."""
 
@@ -85,6 +121,27 @@ class Update:
     event_id: str
     topics: tuple[str, ...] | None = None  # None or empty: no topics given
     position: Position | None = None
+
+    def __init__(
+        self,
+        action: Action,
+        time_ms: int,
+        version: str,
+        event_id: str,
+        topics: tuple[str, ...] | None = None,
+        position: Position | None = None,
+    ):
+        _u_action(self, action)  # as SubscriptionState: one per state-changing event
+        _u_time_ms(self, time_ms)
+        _u_version(self, version)
+        _u_event_id(self, event_id)
+        _u_topics(self, topics)
+        _u_position(self, position)
+
+
+_u_action, _u_time_ms, _u_version, _u_event_id, _u_topics, _u_position = (
+    getattr(Update, f.name).__set__ for f in fields(Update)
+)
 
 
 def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
@@ -98,6 +155,13 @@ def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
     """
     if update.version <= state.version:
         return state
+    return _applied(state, update, ())
+
+
+def _applied(
+    state: SubscriptionState, update: Update, history: tuple[str, ...]
+) -> SubscriptionState:
+    """``apply`` of a newer update, the result remembering ``history``."""
     status, subscribed, registered_at = state.status, state.subscribed, state.registered_at
     topics = state.topics
     action = update.action
@@ -129,6 +193,7 @@ def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
         update.version,
         update.event_id,
         update.position,
+        history,
     )
 
 
@@ -168,21 +233,11 @@ def decode(text: str) -> SubscriptionState:
 
 def advance(state: SubscriptionState, update: Update, keep: int) -> SubscriptionState:
     """``apply``, remembering up to ``keep`` earlier states in the ``history`` of the result."""
-    new = apply(state, update)
-    if new is state or keep <= 0:
-        return new
-    history = (*state.history, encode(state))[-keep:]
-    return SubscriptionState(
-        new.status,
-        new.subscribed,
-        new.topics,
-        new.registered_at,
-        new.changed_at,
-        new.version,
-        new.event_id,
-        new.position,
-        history,
-    )
+    if update.version <= state.version:
+        return state
+    if keep <= 0:
+        return _applied(state, update, ())
+    return _applied(state, update, (*state.history, encode(state))[-keep:])
 
 
 def play(
@@ -241,7 +296,8 @@ def version(time_ms: int, sequence_number: str, sub_sequence_number: int, event_
     number is prefixed by its length, so longer numbers sort after shorter ones.
     """
     seq = sequence_number.lstrip("0") if sequence_number.isdigit() else ""
-    return f"{time_ms:015d}.{len(seq):03d}{seq}.{sub_sequence_number:010d}.{event_id}"
+    # %-formatting: ~25 % faster than the f-string here (one per state-changing event)
+    return "%015d.%03d%s.%010d.%s" % (time_ms, len(seq), seq, sub_sequence_number, event_id)  # noqa: UP031
 
 
 def parse_topics(value: Any) -> tuple[str, ...] | None:

@@ -172,21 +172,23 @@ class SubscriptionBolt(Bolt):
         updates: list[Update | None] = [None] * len(batch)
         failures: dict[int, str] = {}
         by_key: dict[str, list[int]] = {}  # key -> indexes of its events, in batch order
+        keyless: list[int] = []  # events without a usable key: they see the unknown state
         updated: set[str] = set()  # keys with a state-changing event in this call
         get_key, get_type, actions = self._get_key, self._get_type, self._actions
         # Single-key paths (the usual "device_token", "event_type") are read inline.
         key_name, type_name = self._key_name, self._type_name
         for i, event in enumerate(batch):
             value = event.value
-            if not isinstance(value, dict):
+            if value.__class__ is not dict and not isinstance(value, dict):
                 failures[i] = "payload is not a JSON object"
                 continue
             key = value.get(key_name, MISSING) if key_name is not None else get_key(event)
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
-            if key is not None and len(key) > MAX_KEY_LENGTH:
-                key = TOO_LONG
-            elif key is not None and "\x00" in key:
-                key = HAS_NUL
+            if key is not None:
+                if len(key) > MAX_KEY_LENGTH:
+                    key = TOO_LONG
+                elif "\x00" in key:
+                    key = HAS_NUL
             kind = value.get(type_name, MISSING) if type_name is not None else get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
@@ -195,20 +197,25 @@ class SubscriptionBolt(Bolt):
                     failures[i] = update
                     continue
                 updates[i] = update
-                if key.__class__ is str:
-                    updated.add(key)
-            if key is not None and key is not TOO_LONG and key is not HAS_NUL:
-                indexes = by_key.get(key)
-                if indexes is None:
-                    by_key[key] = [i]
-                else:
-                    indexes.append(i)
+                updated.add(key)  # a str: ``_update`` rejects the others
+            elif key is None or key is TOO_LONG or key is HAS_NUL:
+                keyless.append(i)
+                continue
+            indexes = by_key.get(key)
+            if indexes is None:
+                by_key[key] = [i]
+            else:
+                indexes.append(i)
 
         # Load (any store failure raises here, before an event is touched), apply, stage.
         # Staging is kept aside until the call returns: a call that raises (the engine then calls
         # again on parts of the batch) must leave nothing staged, else its changes — also the
         # poison record's — would be committed and the parts enriched from the wrong state.
-        seen: list[SubscriptionState] = [UNKNOWN_STATE] * len(batch)
+        # Every event's state is found before the first event is changed.
+        same: list[tuple[list[int], SubscriptionState]] = []  # events that all see one state
+        each: list[tuple[list[int], list[SubscriptionState]]] = []  # one state per event
+        if keyless:
+            same.append((keyless, UNKNOWN_STATE))
         local: dict[str, _Staged] = {}
         if by_key:
             assert self.store is not None, "open() was not called"
@@ -223,9 +230,8 @@ class SubscriptionBolt(Bolt):
                     # re-delivery from before the update that made that state (then ``play``
                     # finds the state as of its position). Nothing to stage.
                     latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
-                    if _all_after(batch, indexes, latest.position):
-                        for i in indexes:
-                            seen[i] = latest
+                    if latest.position is None or _all_after(batch, indexes, latest.position):
+                        same.append((indexes, latest))
                         continue
                 if prev is None:
                     base = loaded.get(key, UNKNOWN_STATE)
@@ -238,30 +244,40 @@ class SubscriptionBolt(Bolt):
                     entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
                 )
                 entry.latest = after
-                for i, state in zip(indexes, states, strict=True):
-                    seen[i] = state
+                each.append((indexes, states))
+                for i in indexes:
                     if updates[i] is not None:
                         entry.updates.append((batch[i], updates[i]))
 
+        # Enrich: the block of each distinct state is built once, each event gets a copy (and
+        # its own topics list: later bolts may change them).
         blocks: dict[int, tuple[dict[str, Any], list[str]]] = {}
-        passed: list[Event] = []
-        set_target, target_name, emit = self._set_target, self._target_name, passed.append
-        for i, (event, state) in enumerate(zip(batch, seen, strict=True)):
-            if i in failures:
-                out.fail(event, failures[i])
-                continue
-            cached = blocks.get(id(state))
-            if cached is None:
-                block = state.block()
-                cached = blocks[id(state)] = (block, block["topics"])
-            block = cached[0].copy()
-            block["topics"] = list(cached[1])  # each event its own list: bolts may change it
-            if target_name is not None:
-                event.value[target_name] = block
-            else:
-                set_target(event, block)
-            emit(event)
-        out.emit_all(passed)
+        set_target, target_name = self._set_target, self._target_name
+        for indexes, state in same:
+            block, topics = _rendered(blocks, state)
+            for i in indexes:
+                copy = block.copy()
+                copy["topics"] = topics[:]
+                if target_name is not None:
+                    batch[i].value[target_name] = copy
+                else:
+                    set_target(batch[i], copy)
+        for indexes, states in each:
+            for i, state in zip(indexes, states, strict=True):
+                found = blocks.get(id(state))
+                block, topics = found if found is not None else _rendered(blocks, state)
+                copy = block.copy()
+                copy["topics"] = topics[:]
+                if target_name is not None:
+                    batch[i].value[target_name] = copy
+                else:
+                    set_target(batch[i], copy)
+        if failures:
+            for i in sorted(failures):
+                out.fail(batch[i], failures[i])
+            out.emit_all([event for i, event in enumerate(batch) if i not in failures])
+        else:
+            out.emit_all(list(batch))
         self._staged.update(local)
         return out
 
@@ -338,6 +354,18 @@ class _Staged:
         self.base = base
         self.latest = latest
         self.updates: list[tuple[Event, Update]] = []
+
+
+def _rendered(
+    blocks: dict[int, tuple[dict[str, Any], list[str]]], state: SubscriptionState
+) -> tuple[dict[str, Any], list[str]]:
+    """The block of ``state`` and its topics, built once per call (keyed by the state's id: the
+    states outlive the call, so ids are not reused)."""
+    found = blocks.get(id(state))
+    if found is None:
+        block = state.block()
+        found = blocks[id(state)] = (block, block["topics"])
+    return found
 
 
 def _single_key(path: str) -> str | None:
