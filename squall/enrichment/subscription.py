@@ -359,8 +359,8 @@ class _Staged:
 def _rendered(
     blocks: dict[int, tuple[dict[str, Any], list[str]]], state: SubscriptionState
 ) -> tuple[dict[str, Any], list[str]]:
-    """The block of ``state`` and its topics, built once per call (keyed by the state's id: the
-    states outlive the call, so ids are not reused)."""
+    """The block of ``state`` and its topics, built once per call (keyed by the state's id: every
+    state is held by the call's groups until it returns, so no id is reused meanwhile)."""
     found = blocks.get(id(state))
     if found is None:
         block = state.block()
