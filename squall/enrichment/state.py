@@ -69,7 +69,7 @@ class SubscriptionState:
         history: tuple[str, ...] = (),
     ):
         # Frozen, but set through the slots' own descriptors: a frozen dataclass's generated
-        # ``__init__`` goes through ``object.__setattr__`` per field, twice as slow, and every
+        # ``__init__`` goes through ``object.__setattr__`` per field (1.0 against 0.66 µs), and every
         # update and every loaded row builds a state.
         _s_status(self, status)
         _s_subscribed(self, subscribed)
