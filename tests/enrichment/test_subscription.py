@@ -512,3 +512,35 @@ def test_read_only_batches_fill_the_cache_so_sql_is_read_once(tmp_path, redis_ur
         )
         assert not failed and sorted(v["status"] for v in ok.values()) == ["registered", "unknown"]
     assert sql_loads == [["nobody", "known"]]  # after the first batch both come from Redis
+
+
+def test_events_seeing_one_state_each_get_their_own_block_and_topics_list(tmp_path):
+    """Events that see the same state (read-only, after an update in the batch, keyless) are
+    enriched per group from one rendered block: changing one event's block or topics changes no
+    other event's."""
+    bolt = make_bolt(resources(state=f"sqlite:///{tmp_path / 'state.db'}"))
+    run(bolt, [ev("subscribe", "a", topics=["news", "sport"])])
+    ok, failed = run(
+        bolt,
+        [
+            ev("app_open", "a"),  # read-only key: one group seeing the stored state
+            ev("app_open", "a"),
+            ev("subscribe", "b", topics=["tech"]),  # updated key: one state per event
+            ev("app_open", "b"),
+            ev("app_open", "b"),
+            {"event_type": "app_open"},  # keyless: the unknown state
+            {"event_type": "app_open", "device_token": " "},
+        ],
+        start=10,
+    )
+    assert not failed
+    groups = [(10, 11), (13, 14), (15, 16)]
+    for first, second in groups:
+        assert ok[first] == ok[second]
+        ok[first]["topics"].append("changed")
+        ok[first]["status"] = "changed"
+        assert "changed" not in ok[second]["topics"]
+        assert ok[second]["status"] != "changed"
+    assert ok[11]["topics"] == ["news", "sport"] and ok[11]["status"] == "subscribed"
+    assert ok[14]["topics"] == ["tech"] and ok[12]["topics"] == ["tech"]
+    assert ok[16] == UNKNOWN_STATE.block()
