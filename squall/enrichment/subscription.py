@@ -212,8 +212,7 @@ class SubscriptionBolt(Bolt):
         # again on parts of the batch) must leave nothing staged, else its changes — also the
         # poison record's — would be committed and the parts enriched from the wrong state.
         # Every event's state is found before the first event is changed.
-        same: list[tuple[list[int], SubscriptionState]] = []  # events that all see one state
-        each: list[tuple[list[int], list[SubscriptionState]]] = []  # one state per event
+        same: list[tuple[list[int], SubscriptionState]] = []  # groups of events seeing one state
         if keyless:
             same.append((keyless, UNKNOWN_STATE))
         local: dict[str, _Staged] = {}
@@ -244,8 +243,13 @@ class SubscriptionBolt(Bolt):
                     entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
                 )
                 entry.latest = after
-                each.append((indexes, states))
-                for i in indexes:
+                run_state: SubscriptionState | None = None
+                for i, state in zip(indexes, states, strict=True):
+                    if state is not run_state:  # a run of events that see one state: a group
+                        run: list[int] = []
+                        same.append((run, state))
+                        run_state = state
+                    run.append(i)
                     if updates[i] is not None:
                         entry.updates.append((batch[i], updates[i]))
 
@@ -256,16 +260,6 @@ class SubscriptionBolt(Bolt):
         for indexes, state in same:
             block, topics = _rendered(blocks, state)
             for i in indexes:
-                copy = block.copy()
-                copy["topics"] = topics[:]
-                if target_name is not None:
-                    batch[i].value[target_name] = copy
-                else:
-                    set_target(batch[i], copy)
-        for indexes, states in each:
-            for i, state in zip(indexes, states, strict=True):
-                found = blocks.get(id(state))
-                block, topics = found if found is not None else _rendered(blocks, state)
                 copy = block.copy()
                 copy["topics"] = topics[:]
                 if target_name is not None:
