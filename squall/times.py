@@ -49,14 +49,19 @@ def _parse_iso(value: str) -> int:
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+    return _epoch_ms(dt, "time", repr(value))
+
+
+def _epoch_ms(dt: datetime, what: str, shown: str | None = None) -> int:
+    """Epoch milliseconds of ``dt`` (naive means UTC) within 1970 … 9999; the error names
+    ``what`` and ``shown`` (default: the UTC-completed time in ISO form)."""
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     ms = (dt - _EPOCH) // _ONE_MS
-    if ms < 0:
-        raise ValueError(f"time before 1970: {value!r}")
-    if ms > _MAX_MS:
-        raise ValueError(f"time after the year 9999: {value!r}")
-    return ms
+    if 0 <= ms <= _MAX_MS:
+        return ms
+    when = "before 1970" if ms < 0 else "after the year 9999"
+    raise ValueError(f"{what} {when}: {shown if shown is not None else dt.isoformat()}")
 
 
 def format_time(ms: int | None) -> str | None:
@@ -76,11 +81,4 @@ def arrival_ms(arrival: datetime | None) -> int:
     record has none (a file's lines): the component then needs a time field."""
     if arrival is None:
         raise ValueError("the record has no arrival time")
-    if arrival.tzinfo is None:
-        arrival = arrival.replace(tzinfo=UTC)
-    ms = (arrival - _EPOCH) // _ONE_MS
-    if ms < 0:
-        raise ValueError(f"arrival time before 1970: {arrival.isoformat()}")
-    if ms > _MAX_MS:
-        raise ValueError(f"arrival time after the year 9999: {arrival.isoformat()}")
-    return ms
+    return _epoch_ms(arrival, "arrival time")
