@@ -101,33 +101,29 @@ KEEPALIVE = (
 
 
 def _advisory(name: str, engine: Any) -> RunLock:
-    import sqlalchemy as sa
+    """``engine``: psycopg2's plain engine (``pg_driver``) or SQLAlchemy's; both run driver SQL."""
+    from squall.topology.sql import database_errors, describe
 
-    where = redact_url(engine.url.render_as_string(hide_password=True))
+    shown = getattr(engine, "shown", None)  # the plain engine's URL, its password masked
+    where = redact_url(shown or engine.url.render_as_string(hide_password=True))
+    key = (advisory_key(name),)
     try:
         conn = engine.connect()
         # The server drops the session (and the lock) of a host that died without closing it
         # after about a minute, not after the operating system's two-hour keepalive default.
         for setting in KEEPALIVE:
-            conn.execute(sa.text(setting))
+            conn.exec_driver_sql(setting)
         got = False
         deadline = time.monotonic() + LOCK_WAIT
         while True:  # a run killed a moment ago: its session may still be on its way out
-            got = conn.execute(
-                sa.text("select pg_try_advisory_lock(:k)"), {"k": advisory_key(name)}
-            ).scalar()
+            got = conn.exec_driver_sql("select pg_try_advisory_lock(%s)", key).scalar()
             conn.commit()  # the lock is session level: it outlives this transaction
             if got or time.monotonic() >= deadline:
                 break
             time.sleep(LOCK_POLL)
-    except sa.exc.SQLAlchemyError as exc:
-        first = (
-            str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            if str(exc).strip()
-            else type(exc).__name__
-        )
+    except database_errors() as exc:
         raise TransientError(
-            f"cannot take the run lock of topology '{name}' in {where}: {first}"
+            f"cannot take the run lock of topology '{name}' in {where}: {describe(exc)}"
         ) from None
     if not got:
         conn.close()
@@ -138,7 +134,7 @@ def _advisory(name: str, engine: Any) -> RunLock:
 
     def release() -> None:
         try:
-            conn.execute(sa.text("select pg_advisory_unlock(:k)"), {"k": advisory_key(name)})
+            conn.exec_driver_sql("select pg_advisory_unlock(%s)", key)
             conn.commit()
         finally:
             conn.close()

@@ -24,7 +24,7 @@ import orjson
 
 from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import TransientError
-from squall.topology import sqlite_driver
+from squall.topology import driver_engine
 from squall.topology.resources import redis_errors
 from squall.topology.sql import store_errors
 
@@ -252,20 +252,31 @@ COLUMNS = (
     "position",
     "history",
 )
-#: ``subscriptions_table`` as SQLAlchemy creates it on SQLite, for the plain SQLite driver (a test
-#: checks the two agree).
-SQLITE_COLUMNS = (
-    sqlite_driver.Column("key", f"VARCHAR({MAX_KEY_LENGTH})", primary_key=True),
-    sqlite_driver.Column("status", "VARCHAR(16)", nullable=False),
-    sqlite_driver.Column("subscribed", "BOOLEAN", nullable=False),
-    sqlite_driver.Column("topics", "TEXT", nullable=False),
-    sqlite_driver.Column("registered_at_ms", "BIGINT"),
-    sqlite_driver.Column("changed_at_ms", "BIGINT"),
-    sqlite_driver.Column("version", "TEXT", nullable=False),
-    sqlite_driver.Column("event_id", "TEXT", nullable=False),
-    sqlite_driver.Column("position", "TEXT", nullable=False),
-    sqlite_driver.Column("history", "TEXT", nullable=False),
-)
+
+
+def _driver_columns(version_type: str) -> tuple[driver_engine.Column, ...]:
+    """``subscriptions_table`` as SQLAlchemy creates it, for the plain drivers (tests check that
+    both create the same table on SQLite and on PostgreSQL)."""
+    col = driver_engine.Column
+    return (
+        col("key", f"VARCHAR({MAX_KEY_LENGTH})", primary_key=True),
+        col("status", "VARCHAR(16)", nullable=False),
+        col("subscribed", "BOOLEAN", nullable=False),
+        col("topics", "TEXT", nullable=False),
+        col("registered_at_ms", "BIGINT"),
+        col("changed_at_ms", "BIGINT"),
+        col("version", version_type, nullable=False),
+        col("event_id", "TEXT", nullable=False),
+        col("position", "TEXT", nullable=False),
+        col("history", "TEXT", nullable=False),
+    )
+
+
+#: The table's columns per database, for the plain drivers.
+DRIVER_COLUMNS = {
+    "sqlite": _driver_columns("TEXT"),
+    "postgresql": _driver_columns('TEXT COLLATE "C"'),
+}
 WRITE_PAGE = 500  # rows per INSERT … VALUES page: 5,000 parameters (PostgreSQL allows 65,535)
 #: SQLite's bound-parameter limit when its driver cannot say: 999 before SQLite 3.32 (2020).
 SQLITE_OLD_LIMIT = 999
@@ -282,13 +293,13 @@ class SqlStateStore:
     """
 
     def __init__(self, engine: Any, table: str = "squall_subscriptions"):
-        """``engine``: a SQLAlchemy engine, or the plain SQLite driver's (``sqlite_driver``)."""
+        """``engine``: a SQLAlchemy engine, or a plain driver's (``driver_engine``)."""
         dialect = engine.dialect.name
         if dialect not in UPSERT_DIALECTS:
             raise ValueError(f"the subscription store needs SQLite or PostgreSQL, not {dialect}")
         self.engine = engine
         self.name = table
-        self._plain = isinstance(engine, sqlite_driver.SqliteEngine)
+        self._plain = isinstance(engine, driver_engine.DriverEngine)
         self.table = None if self._plain else subscriptions_table(table)
         self._created = False
         self._sqlite = dialect == "sqlite"
@@ -310,7 +321,9 @@ class SqlStateStore:
         # parallel) would both see no table, and one would fail with "already exists".
         if not self._created:
             if self._plain:
-                sqlite_driver.create_table(self.engine, self.name, SQLITE_COLUMNS)
+                driver_engine.create_table(
+                    self.engine, self.name, DRIVER_COLUMNS[self.engine.dialect.name]
+                )
             else:
                 import sqlalchemy as sa
 

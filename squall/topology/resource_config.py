@@ -58,6 +58,8 @@ def check_url(url: str) -> None:
     if scheme in SQL_SCHEMES:
         if written.lower() in ("sqlite", "sqlite+pysqlite") and not parts.netloc:
             return  # sqlite:///path: nothing SQLAlchemy would refuse (and no 100 ms import)
+        if written.lower() in ("postgresql", "postgresql+psycopg2"):
+            return  # a known driver, a valid port: nothing more SQLAlchemy would check
         import sqlalchemy as sa
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

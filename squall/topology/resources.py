@@ -3,9 +3,9 @@
 In YAML: ``resources: {warehouse: {url: "sqlite:///pistats.db"}}``. The URL scheme picks the
 kind: ``sqlite``/``postgresql`` give a SQLAlchemy engine, ``redis``/``rediss`` a Redis client.
 Connections open lazily on first use (in Lambda: during init, outside the handler). A SQLite
-file used only by components that write driver SQL (warehouse, subscription state, the batch's
-transaction) opens on the plain ``sqlite3`` driver instead (``database``; ``sqlite_driver.py``):
-no SQLAlchemy import in such a process.
+file or a PostgreSQL database used only by components that write driver SQL (warehouse,
+subscription state, the batch's transaction, the run lock) opens on its plain driver instead
+(``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
+from squall.topology.driver_engine import DriverEngine
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
 from squall.topology.sqlite_driver import SqliteEngine, plain_path
 
@@ -32,7 +33,7 @@ class Resources:
         self.configs = dict(configs)
         self.base_dir = base_dir
         self._open: dict[str, Any] = {}
-        self._retired: list[Any] = []  # plain engines a SQLAlchemy engine replaced (closed last)
+        self._retired: list[Any] = []  # driver engines a SQLAlchemy engine replaced (closed last)
         self._lock = threading.Lock()
 
     def config(self, name: str) -> ResourceConfig:
@@ -50,29 +51,43 @@ class Resources:
         key = self.identity(name)
         with self._lock:
             opened = self._open.get(key)
-            if opened is None or isinstance(opened, SqliteEngine):
-                # A plain engine handed out before stays with its components (two pools on one
-                # file, as two processes); from now on ``database`` gives this one, so the batch's
+            if opened is None or isinstance(opened, DriverEngine):
+                # A driver engine handed out before stays with its components (two pools on one
+                # database, as two processes); from now on ``database`` gives this one, so the batch's
                 # transaction runs on a connection that SQLAlchemy components can use too.
                 self._open[key] = _sql_engine(cfg, self.base_dir)
                 if opened is not None:
                     self._retired.append(opened)
             return self._open[key]
 
-    def database(self, name: str):  # -> sqlalchemy.Engine | SqliteEngine
+    def database(self, name: str):  # -> sqlalchemy.Engine | DriverEngine
         """The lightest engine of a SQL resource for code that writes driver SQL only (``begin``,
-        ``connect``, ``exec_driver_sql``, ``dialect``): the plain ``sqlite3`` driver for a SQLite
-        file while no component asked ``sql`` for SQLAlchemy on it, else ``sql``'s engine."""
+        ``connect``, ``exec_driver_sql``, ``dialect``): the plain driver (``sqlite3`` for a
+        SQLite file, ``psycopg2`` for PostgreSQL) while no component asked ``sql`` for SQLAlchemy
+        on that database, else ``sql``'s engine."""
         cfg = self._sql_config(name)
+        key = self.identity(name)
+        with self._lock:
+            opened = self._open.get(key)
+        if opened is not None:
+            return opened
         path = plain_path(cfg.url, cfg.options)
-        if path is None:
-            return self.sql(name)
-        return self._get(
-            self.identity(name),
-            lambda: SqliteEngine(
-                _sqlite_file(path, self.base_dir), cfg.connect_timeout, cfg.pool_size
-            ),
-        )
+        if path is not None:
+            return self._get(
+                key,
+                lambda: SqliteEngine(
+                    _sqlite_file(path, self.base_dir), cfg.connect_timeout, cfg.pool_size
+                ),
+            )
+        if cfg.scheme == "postgresql":
+            try:
+                from squall.topology import pg_driver
+            except ImportError:  # no psycopg2: SQLAlchemy's engine says what is missing
+                return self.sql(name)
+            engine = pg_driver.engine_for(cfg.url, cfg.options, cfg.connect_timeout, cfg.pool_size)
+            if engine is not None:
+                return self._get(key, lambda: engine)
+        return self.sql(name)
 
     def _sql_config(self, name: str) -> ResourceConfig:
         cfg = self.config(name)

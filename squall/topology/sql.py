@@ -163,11 +163,17 @@ def describe(exc: BaseException) -> str:
     return f"{text} (SQLSTATE {code})" if code else text
 
 
+def database_errors() -> tuple[type[BaseException], ...]:
+    """Every database error class squall can meet: SQLAlchemy's (when imported), sqlite3's and
+    psycopg2's (when installed)."""
+    return (_sa_exc().SQLAlchemyError, sqlite3.Error, *_psycopg2()[0])
+
+
 def as_squall_error(exc: BaseException, where: str) -> BaseException:
     """The squall error for a database failure; other exceptions are returned unchanged."""
     if isinstance(exc, SquallError):
         return exc
-    if not isinstance(exc, (_sa_exc().SQLAlchemyError, sqlite3.Error, *_psycopg2()[0])):
+    if not isinstance(exc, database_errors()):
         return exc
     if is_transient(exc):
         return TransientError(f"{where}: database unavailable: {describe(exc)}")
@@ -194,7 +200,7 @@ def store_errors(what: str) -> Iterator[None]:
     → ``SinkError`` (a broken store fails the batch; it is never one record's fault)."""
     try:
         yield
-    except (_sa_exc().SQLAlchemyError, sqlite3.Error) as exc:
+    except database_errors() as exc:
         if is_transient(exc):
             raise TransientError(f"{what}: {describe(exc)}") from exc
         raise SinkError(f"{what}: {describe(exc)}") from exc
@@ -204,7 +210,7 @@ def store_errors(what: str) -> Iterator[None]:
 def transaction(engine: Any) -> Iterator[Any]:
     """One transaction on a pooled connection: commit on success, roll back on any failure.
 
-    ``engine``: a SQLAlchemy engine, or a plain SQLite one (``sqlite_driver``). When the failure
+    ``engine``: a SQLAlchemy engine, or a plain driver's (``driver_engine``). When the failure
     lost the connection (killed, server restarted), the connection is invalidated so the pool
     never hands it out again — also when the failure came from the raw driver connection (COPY),
     which SQLAlchemy does not see.

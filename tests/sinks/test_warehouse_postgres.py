@@ -31,6 +31,7 @@ from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
+from squall.topology.pg_driver import PgEngine
 from squall.topology.resources import ResourceConfig, Resources
 
 COLUMNS: dict[str, Any] = {
@@ -892,22 +893,37 @@ def faulty_engine(
     sink: dict | None = None,
     resource: dict | None = None,
     attempts: int = 5,
+    kind: str = "driver",
 ) -> tuple[Engine, str]:
+    """``kind``: the pool the resource opens on, ``driver`` (psycopg2's, the default for a plain
+    URL) or ``sqlalchemy`` (with ``resource`` as its engine options)."""
     application = f"squall-test-{table}"
-    options = {"connect_args": {"application_name": application}, **(resource or {})}
+    if kind == "driver":  # psycopg2's own pool (pg_driver): libpq reads the name from the URL
+        url, resource = f"{url}?application_name={application}", {}
+    else:  # any engine option keeps the resource on SQLAlchemy
+        options = {"connect_args": {"application_name": application}, **(resource or {})}
+        resource = {"options": options}
     topo = load_text(
-        topology(
-            url, table, bolts=bolts, sink=sink, resource={"options": options}, attempts=attempts
-        )
+        topology(url, table, bolts=bolts, sink=sink, resource=resource, attempts=attempts)
     )
-    return Engine(topo.plan, sleep=lambda s: time.sleep(min(s, 0.02))), application
+    engine = Engine(topo.plan, sleep=lambda s: time.sleep(min(s, 0.02)))
+    assert isinstance(engine.resources.database("db"), PgEngine) == (kind == "driver")
+    return engine, application
 
 
 def sink_stats(engine: Engine):
     return next(s for s in engine.stats if s.id == "rows")
 
 
-def test_connections_killed_between_batches_are_never_handed_out_again(url, pg_url, pg, table):
+@pytest.fixture(params=["driver", "sqlalchemy"])
+def kind(request) -> str:
+    """Outage tests run on both pools a PostgreSQL resource can open on."""
+    return request.param
+
+
+def test_connections_killed_between_batches_are_never_handed_out_again(
+    url, pg_url, pg, table, kind
+):
     application = f"squall-test-{table}"
     killer = {
         "id": "killer",
@@ -915,7 +931,7 @@ def test_connections_killed_between_batches_are_never_handed_out_again(url, pg_u
         "dsn": pg_url,
         "application": application,
     }
-    engine, _ = faulty_engine(url, pg_url, table, bolts=[killer])
+    engine, _ = faulty_engine(url, pg_url, table, bolts=[killer], kind=kind)
     KillerBolt.kills.clear()
     with engine:
         for i in range(4):
@@ -960,10 +976,11 @@ def self_kill_trigger(pg, table: str, times: int) -> None:
 
 @pytest.mark.parametrize("path", ["copy", "merge"])
 def test_a_connection_killed_during_the_write_is_retried_without_loss_or_duplicates(
-    url, pg_url, pg, table, path
+    url, pg_url, pg, table, path, kind
 ):
-    # pre-ping off: only the sink's own invalidation keeps the dead connection out of the pool.
-    engine, _ = faulty_engine(url, pg_url, table, resource={"pool_pre_ping": False})
+    # SQLAlchemy with pre-ping off: only the sink's own invalidation keeps the dead connection
+    # out of the pool (the driver's pool always checks; the kill comes mid-write either way).
+    engine, _ = faulty_engine(url, pg_url, table, resource={"pool_pre_ping": False}, kind=kind)
     with engine:
         engine.process(records_from([{"kind": f"a{i}"} for i in range(20)]))
         if path == "merge":  # a replay puts the writer on its staging-merge path
@@ -980,8 +997,8 @@ def test_a_connection_killed_during_the_write_is_retried_without_loss_or_duplica
     assert count(pg, table) == 50
 
 
-def test_random_kills_during_a_run_lose_nothing_and_duplicate_nothing(url, pg_url, pg, table):
-    engine, application = faulty_engine(url, pg_url, table, attempts=4)
+def test_random_kills_during_a_run_lose_nothing_and_duplicate_nothing(url, pg_url, pg, table, kind):
+    engine, application = faulty_engine(url, pg_url, table, attempts=4, kind=kind)
     payloads = [{"kind": f"e{i}"} for i in range(3_000)]
     records = records_from(payloads)
     # Batches overlap (a redelivery after a crash replays part of what was written).
@@ -1029,9 +1046,11 @@ def test_random_kills_during_a_run_lose_nothing_and_duplicate_nothing(url, pg_ur
 
 
 def test_a_statement_timeout_is_a_transient_error_and_the_batch_is_retried(
-    url, pg_url, pg, table, caplog
+    url, pg_url, pg, table, caplog, kind
 ):
-    engine, _ = faulty_engine(url, pg_url, table, sink={"statement_timeout": 0.2}, attempts=40)
+    engine, _ = faulty_engine(
+        url, pg_url, table, sink={"statement_timeout": 0.2}, attempts=40, kind=kind
+    )
     with engine:
         engine.process(records_from([{"kind": "a"}]))
         locker = psycopg2.connect(pg_url)

@@ -183,11 +183,10 @@ class WarehouseSink(Sink):
 
     def open(self, resources) -> None:
         cfg = self.config
-        # Driver SQL only: a SQLite file opens on the plain sqlite3 driver (no SQLAlchemy import),
-        # unless the table lives in an attached schema (SQLAlchemy's inspector knows those).
-        self.engine = (
-            resources.sql(cfg.resource) if cfg.db_schema else resources.database(cfg.resource)
-        )
+        # Driver SQL only: the database opens on its plain driver (no SQLAlchemy import), unless
+        # the table lives in an attached SQLite schema (SQLAlchemy's inspector knows those).
+        attached = cfg.db_schema and resources.config(cfg.resource).scheme == "sqlite"
+        self.engine = resources.sql(cfg.resource) if attached else resources.database(cfg.resource)
         self.spec = cfg.table_spec()
         self.where = f"{self.id} (table {self.spec.shown})"
         try:

@@ -27,10 +27,10 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
-import sqlalchemy as sa
 
 from squall.errors import SinkError
 from squall.event import Event
@@ -82,7 +82,8 @@ class CopyPayload:
 class PostgresWriter(SqlWriter):
     """COPY into the table (fresh rows) or through a staging table (replays), never duplicating."""
 
-    def __init__(self, engine: sa.Engine, spec: TableSpec, options: WriteOptions):
+    def __init__(self, engine: Any, spec: TableSpec, options: WriteOptions):
+        """``engine``: psycopg2's plain engine (``pg_driver``) or SQLAlchemy's on psycopg2."""
         if engine.dialect.driver != "psycopg2":
             raise SinkError(
                 f"table {spec.shown}: the PostgreSQL warehouse uses psycopg2's COPY; write the "
@@ -210,7 +211,7 @@ class PostgresWriter(SqlWriter):
         log.info("%s: partitions ready for %s", self.spec.shown, ", ".join(sorted(missing)))
         self._partitions |= missing
 
-    def write(self, conn: sa.Connection, payload: CopyPayload) -> int:
+    def write(self, conn: Any, payload: CopyPayload) -> int:
         """COPY the rows; returns how many were new (the others were stored already)."""
         with conn.connection.dbapi_connection.cursor() as cur:
             if self._direct:
