@@ -86,6 +86,12 @@ class Component:
     kind: ClassVar[str] = "component"
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     summary: ClassVar[str] = ""
+    #: True when the component uses the batch's SQL connection (a sink's
+    #: ``WriteContext.connection``, a stateful bolt's ``commit_state(connection=…)``) through
+    #: ``exec_driver_sql`` and ``connection.connection.dbapi_connection`` only: the transaction may
+    #: then run on a plain driver's connection (no SQLAlchemy import). By default the component
+    #: gets a SQLAlchemy connection, as documented.
+    driver_sql: ClassVar[bool] = False
 
     def __init__(self, config: Any, context: ComponentContext):
         self.config = config

@@ -63,6 +63,7 @@ class SubscriptionBolt(Bolt):
     summary: ClassVar[str] = (
         "Keeps push-subscription state per device token (Redis and/or SQL) and adds it to events."
     )
+    driver_sql: ClassVar[bool] = True  # the SQL store's upsert is driver SQL
 
     class Config(ComponentConfig):
         store: str = Field(

@@ -76,7 +76,9 @@ class WriteContext:
     ``connection`` is set only for a sink whose ``transaction_resource()`` is the database of the
     batch's transaction: the sink writes its rows on that connection and must neither commit nor
     roll back; the engine then writes the staged state and the checkpoint in the same
-    transaction, so a crash can neither lose nor duplicate.
+    transaction, so a crash can neither lose nor duplicate. It is a SQLAlchemy connection, or a
+    plain driver's (``exec_driver_sql`` only) when every component of the transaction sets
+    ``driver_sql = True``.
     """
 
     connection: Any = None

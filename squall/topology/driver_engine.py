@@ -25,6 +25,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from squall.errors import TransientError
+
+#: Connections a pool opens beyond its size while all are in use (SQLAlchemy's QueuePool default),
+#: and the seconds a checkout then waits for one to come back.
+MAX_OVERFLOW = 10
+POOL_TIMEOUT = 30.0
+
 
 def quote(name: str) -> str:
     """A double-quoted identifier (always quoted: keeps its case, reserved words work)."""
@@ -97,10 +104,14 @@ class DriverConnection:
             self.engine._discard(self.raw)
 
     def close(self) -> None:
+        """Give the connection back (rolled back), or its place when it was invalidated."""
         if not self._closed:
             self._closed = True
-            if not self.invalidated:
-                self.engine._checkin(self.raw)
+            try:
+                if not self.invalidated:
+                    self.engine._checkin(self.raw)
+            finally:
+                self.engine._slots.release()
 
     def __enter__(self) -> DriverConnection:
         return self
@@ -118,10 +129,14 @@ class DriverEngine:
     #: The driver's base error class: a failed reset or check drops the connection.
     driver_error: type[BaseException] = Exception
 
-    def __init__(self, pool_size: int):
+    def __init__(self, pool_size: int, max_overflow: int = MAX_OVERFLOW):
         self.pool_size = pool_size  # idle connections kept (the resource's ``pool_size``)
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        # connections in use at once: at most pool_size + max_overflow; more threads wait
+        self.max_overflow = max_overflow
+        self._slots = threading.BoundedSemaphore(pool_size + max_overflow)
+        self.pool_timeout = POOL_TIMEOUT
 
     # -- what a driver provides ------------------------------------------------------------------
 
@@ -173,7 +188,16 @@ class DriverEngine:
 
     def connect(self) -> DriverConnection:
         """A connection; what it leaves uncommitted is rolled back when it is returned."""
-        return DriverConnection(self, self._checkout())
+        if not self._slots.acquire(timeout=self.pool_timeout):
+            raise TransientError(
+                f"{self!r}: all {self.pool_size} + {self.max_overflow} connections in use, none "
+                f"returned within {self.pool_timeout:g} s"
+            )
+        try:
+            return DriverConnection(self, self._checkout())
+        except BaseException:
+            self._slots.release()
+            raise
 
     @contextmanager
     def begin(self) -> Iterator[DriverConnection]:

@@ -170,6 +170,7 @@ class Engine:
         self._tx_resource: str | None = None
         self._tx_sinks: set[int] = set()
         self._tx_states: set[int] = set()
+        self._tx_driver_sql = True
         self._checkpoint_in_tx = False
         #: Sinks that may hold what they wrote across batches; those released after every batch.
         self._holders: list[Node] = []
@@ -210,6 +211,10 @@ class Engine:
         self._tx_sinks = {i for i, r in sinks.items() if same(r, resource)}
         self._tx_states = {i for i, r in states.items() if same(r, resource)}
         self._checkpoint_in_tx = same(cp, resource) and len(self._tx_states) == len(states)
+        # A component that may use SQLAlchemy on the transaction's connection gets SQLAlchemy's.
+        self._tx_driver_sql = all(
+            self.components[i].driver_sql for i in self._tx_sinks | self._tx_states
+        )
 
     def _plan_feedback(self) -> None:
         """Each sink's feedback target: a stateful bolt of the topology, outside the transaction."""
@@ -559,9 +564,13 @@ class Engine:
             transaction,
         )
 
-        # Driver SQL's engine: the plain SQLite driver unless a component of the transaction
-        # asked for SQLAlchemy on this database (then every one of them gets SQLAlchemy's).
-        db = self.resources.database(self._tx_resource)
+        # The plain driver's engine when every component of the transaction writes driver SQL
+        # and none asked for SQLAlchemy on this database; else SQLAlchemy's, for all of them.
+        db = (
+            self.resources.database(self._tx_resource)
+            if self._tx_driver_sql
+            else self.resources.sql(self._tx_resource)
+        )
         pending = [(node, p) for node, p in inside if p.events]
 
         where = f"transaction on '{self._tx_resource}'"

@@ -2,8 +2,9 @@
 (``driver_engine.py`` says why and what is shared with ``sqlite_driver.py``).
 
 The same connection as the SQLAlchemy engine squall creates for a ``postgresql://`` URL:
-psycopg2, libpq's reading of the URL (host, port, user, password, database and query parameters
-such as ``sslmode``), the resource's ``connect_timeout``, the server's default isolation level
+psycopg2, the URL read as SQLAlchemy reads it (``pg_url.py``: host, port, user, password,
+database, query parameters such as ``sslmode``), the resource's ``connect_timeout``, at most
+``pool_size`` + 10 connections at once, the server's default isolation level
 (READ COMMITTED), transactions begun by the driver, and a pool that checks an idle connection
 with ``SELECT 1`` before handing it out (SQLAlchemy's ``pool_pre_ping``) and rolls a connection
 back when it is returned. A connection the server dropped is never handed out again: a failed
@@ -19,11 +20,10 @@ import psycopg2
 import psycopg2.extensions
 
 from squall.redact import redact_url
+from squall.topology import pg_url
 from squall.topology.driver_engine import Dialect, DriverEngine
 
 DIALECT = Dialect("postgresql", "psycopg2", "pyformat")
-#: URL schemes opened on this driver (``postgres://`` is refused when the topology loads).
-SCHEMES = ("postgresql", "postgresql+psycopg2")
 
 
 class _Cursor(psycopg2.extensions.cursor):
@@ -40,17 +40,18 @@ class PgEngine(DriverEngine):
     dialect = DIALECT
     driver_error = psycopg2.Error
 
-    def __init__(self, dsn: str, connect_timeout: float, pool_size: int, shown: str):
+    def __init__(self, args: dict[str, Any], connect_timeout: float, pool_size: int, shown: str):
+        """``args``: ``psycopg2.connect``'s keywords (``pg_url.connect_args``)."""
         super().__init__(pool_size)
-        self.dsn = dsn
-        self.connect_timeout = max(1, int(connect_timeout))  # libpq takes whole seconds
+        # connect_timeout: libpq takes whole seconds; the resource's wins over the URL's
+        self.args = {**args, "connect_timeout": max(1, int(connect_timeout))}
         self.shown = shown  # the URL with its password masked, for messages
 
     def __repr__(self) -> str:
         return f"PgEngine({self.shown!r})"
 
     def _connect(self) -> Any:
-        return psycopg2.connect(self.dsn, connect_timeout=self.connect_timeout)
+        return psycopg2.connect(**self.args)
 
     def _cursor(self, raw: Any) -> _Cursor:
         return raw.cursor(cursor_factory=_Cursor)
@@ -68,18 +69,16 @@ class PgEngine(DriverEngine):
         return True
 
 
-def plain_dsn(url: str, options: dict[str, Any]) -> str | None:
-    """The libpq URL of a PostgreSQL resource this module opens as SQLAlchemy would, else None
-    (another driver, or ``options:`` — engine settings only SQLAlchemy knows)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or options or scheme.lower() not in SCHEMES:
-        return None
-    return "postgresql://" + rest
-
-
 def engine_for(url: str, options: dict[str, Any], connect_timeout: float, pool_size: int):
-    """A ``PgEngine`` for the resource, or None when it stays on SQLAlchemy."""
-    dsn = plain_dsn(url, options)
-    if dsn is None:
+    """A ``PgEngine`` for the resource, or None when it stays on SQLAlchemy: another driver, a
+    URL form ``pg_url`` leaves to SQLAlchemy, or ``options:`` (engine settings only SQLAlchemy
+    knows)."""
+    if options:
         return None
-    return PgEngine(dsn, connect_timeout, pool_size, redact_url(url))
+    try:
+        args = pg_url.connect_args(url)
+    except ValueError:
+        return None  # SQLAlchemy's engine says what is wrong (also refused at load)
+    if args is None:
+        return None
+    return PgEngine(args, connect_timeout, pool_size, redact_url(url))

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.redact import redact_text, redact_url
+from squall.topology import pg_url
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -58,8 +59,12 @@ def check_url(url: str) -> None:
     if scheme in SQL_SCHEMES:
         if written.lower() in ("sqlite", "sqlite+pysqlite") and not parts.netloc:
             return  # sqlite:///path: nothing SQLAlchemy would refuse (and no 100 ms import)
-        if written.lower() in ("postgresql", "postgresql+psycopg2"):
-            return  # a known driver, a valid port: nothing more SQLAlchemy would check
+        if written.lower() in pg_url.SCHEMES:
+            try:  # read as SQLAlchemy reads it, without its ~150 ms import
+                if pg_url.connect_args(url) is not None:
+                    return
+            except ValueError as exc:
+                raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
         import sqlalchemy as sa
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

@@ -11,13 +11,20 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig
 from squall.errors import RecordError, SinkError, TransientError
+from squall.testing import records_from
 from squall.topology.driver_engine import DriverEngine
-from squall.topology.pg_driver import PgEngine, plain_dsn
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from squall.topology.pg_driver import PgEngine, engine_for
+from squall.topology.pg_url import connect_args
 from squall.topology.resource_config import ResourceConfig
 from squall.topology.resources import Resources
 from squall.topology.sql import as_squall_error, store_errors, transaction
@@ -42,31 +49,106 @@ def schema(pg_url: str):
 
 
 def engine(url: str, pool_size: int = 5) -> PgEngine:
-    dsn = plain_dsn(url, {})
-    assert dsn is not None
-    return PgEngine(dsn, 5, pool_size, url)
+    db = engine_for(url, {}, 5, pool_size)
+    assert isinstance(db, PgEngine)
+    return db
 
 
-# -- which engine ---------------------------------------------------------------------------------
+# -- which engine, and the URL read as SQLAlchemy reads it ----------------------------------------
+
+#: URLs whose reading differs between libpq and SQLAlchemy, or that SQLAlchemy refuses.
+URLS = [
+    "postgresql://u:p%40ss@h/db",
+    "postgresql://u:s3cret%zz@h/db",  # a bad escape: libpq refuses it, quoting the password
+    "postgresql://u:p%25@h/db",
+    "postgresql://u:p%@h/db",
+    "postgresql://u:p+w@h/db",
+    "postgresql://u:p@ss@h/db",
+    "postgresql://u:p:w@h/db",
+    "postgresql://u:p?w@h/db",
+    "postgresql://u:p#w@h/db",
+    "postgresql://u%40x:pw@h/db",
+    "postgresql://u@%2Fvar%2Frun%2Fpostgresql/db",
+    "postgresql://u@/db?host=/var/run/postgresql",
+    "postgresql://u@[::1]:5432/db",
+    "postgresql://u@[::1]/db",
+    "postgresql://u@h",
+    "postgresql://u@h/",
+    "postgresql://h:5432",
+    "postgresql://",
+    "postgresql:///db",
+    "postgresql://u@h/db?sslmode=require",
+    "postgresql://u@h/db?sslmode=require&sslmode=disable",
+    "postgresql://u@/db?host=HostA:5432&host=HostB:5433",
+    "postgresql://u@/db?host=HostA,HostB&port=5432,5433",
+    "postgresql://u@h/my%20db",
+    "postgresql://u@h/db?application_name=a%20b",
+    "postgresql://u@h/db?application_name=a+b",  # a space, as SQLAlchemy reads it
+    "postgresql://u@h/db?options=-c+statement_timeout%3D5000",
+    "postgresql://u@h:0/db",
+    "postgresql://u@h:/db",  # an empty port: refused
+    "postgresql://u@h:x/db",
+    "postgresql://u@h/db?connect_timeout=30",
+    "postgresql://u@h/db?password=secret",
+    "postgresql://u:@h/db",
+    "postgresql://:pw@h/db",
+    "postgresql://u@h/db#frag",
+    "postgresql://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem",
+    "postgresql+psycopg2://u@h/db",
+    "POSTGRESQL://u@h/db",
+    "postgresql:/db",  # refused
+]
+
+
+def sqlalchemy_reading(url: str):
+    """SQLAlchemy's psycopg2 keywords for ``url``, or ValueError when it refuses the URL."""
+    import sqlalchemy as sa
+    from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+
+    try:
+        parsed = sa.make_url(url).set(drivername="postgresql+psycopg2")
+        _, kwargs = PGDialect_psycopg2().create_connect_args(parsed)
+    except (sa.exc.ArgumentError, ValueError):
+        return ValueError
+    return kwargs
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_a_url_is_read_as_sqlalchemy_reads_it_or_left_to_sqlalchemy(url):
+    try:
+        ours = connect_args(url)
+    except ValueError as exc:
+        assert "secret" not in str(exc) and "s3cret" not in str(exc)
+        ours = ValueError
+    if ours is None:  # left to SQLAlchemy: multi-host forms, repeated keys, another scheme
+        assert engine_for(url, {}, 5, 5) is None
+        return
+    assert ours == sqlalchemy_reading(url)
+
+
+def test_a_bad_percent_escape_in_the_password_connects_as_on_sqlalchemy(schema):
+    """libpq would refuse ``%zz`` and quote the password in its error; read as SQLAlchemy reads
+    it, the password is the literal text, and the server's refusal names no password."""
+    _, url = schema
+    bad = url.replace("postgres@", "postgres:s3cret%zz@", 1)
+    db = engine(bad)
+    with db.connect() as conn:  # trust authentication: any password is accepted
+        assert conn.exec_driver_sql("select 1").scalar() == 1
+    db.dispose()
 
 
 @pytest.mark.parametrize(
-    ("url", "options", "dsn"),
+    ("url", "options", "plain"),
     [
-        ("postgresql://u@h/db", {}, "postgresql://u@h/db"),
-        (
-            "postgresql+psycopg2://u:p@h:5433/db?sslmode=require",
-            {},
-            "postgresql://u:p@h:5433/db?sslmode=require",
-        ),
-        ("POSTGRESQL://u@h/db", {}, "postgresql://u@h/db"),
-        ("postgresql://u@h/db", {"pool_recycle": 300}, None),  # options only SQLAlchemy knows
-        ("postgresql+pg8000://u@h/db", {}, None),  # another driver
-        ("sqlite:///x.db", {}, None),
+        ("postgresql://u@h/db", {}, True),
+        ("postgresql+psycopg2://u:p@h:5433/db?sslmode=require", {}, True),
+        ("postgresql://u@h/db", {"pool_recycle": 300}, False),  # options only SQLAlchemy knows
+        ("postgresql+pg8000://u@h/db", {}, False),  # another driver
+        ("postgresql://u@/db?host=a:1&host=b:2", {}, False),  # multi-host: SQLAlchemy's reading
     ],
 )
-def test_which_urls_open_on_the_plain_driver(url, options, dsn):
-    assert plain_dsn(url, options) == dsn
+def test_which_urls_open_on_the_plain_driver(url, options, plain):
+    assert isinstance(engine_for(url, options, 5, 5), PgEngine) == plain
 
 
 def test_database_is_plain_until_a_component_asks_for_sqlalchemy(schema):
@@ -275,3 +357,122 @@ def test_the_example_consumer_on_postgresql_starts_without_importing_sqlalchemy(
         cur.execute("select tablename from pg_tables where schemaname = %s order by 1", (name,))
         assert [t for (t,) in cur.fetchall()] == ["events"]  # the state table: at first use
     tables.close()
+
+
+def test_at_most_pool_size_plus_ten_connections_are_open_at_once(schema):
+    """As SQLAlchemy's QueuePool: beyond pool_size + 10 in use, a checkout waits, then fails as
+    transient (the server's max_connections is never reached by one process's threads)."""
+    _, url = schema
+    db = engine(url, pool_size=1)
+    db.pool_timeout = 0.1
+    held = [db.connect() for _ in range(11)]
+    with pytest.raises(TransientError, match="all 1 \\+ 10 connections in use"):
+        db.connect()
+    held.pop().close()
+    with db.connect() as conn:  # a returned place is taken again
+        assert conn.exec_driver_sql("select 1").scalar() == 1
+    for conn in held:
+        conn.invalidate()  # an invalidated connection gives its place back too
+        conn.close()
+    again = [db.connect() for _ in range(11)]
+    for conn in again:
+        conn.close()
+    db.dispose()
+
+
+# -- a component written to the documented API ----------------------------------------------------
+
+
+class CountConfig(ComponentConfig):
+    resource: str
+    table: str
+
+
+class CountBolt(Bolt):
+    """A user's stateful bolt: writes its count in the batch's transaction with SQLAlchemy Core,
+    as ``Bolt.commit_state`` documents (it does not set ``driver_sql``)."""
+
+    Config = CountConfig
+    stateful = True
+    staged = 0
+
+    def process(self, batch):
+        self.staged += len(batch)
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+    def state_resource(self):
+        return self.config.resource
+
+    def commit_state(self, covered, connection: Any = None) -> None:
+        import sqlalchemy as sa
+
+        connection.execute(
+            sa.text(f'insert into "{self.config.table}" (n) values (:n)'), {"n": self.staged}
+        )
+
+    def state_committed(self):
+        self.staged = 0
+
+    def discard_state(self):
+        self.staged = 0
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_stateful_bolt_without_driver_sql_gets_a_sqlalchemy_connection(
+    database, schema, tmp_path
+):
+    """Beside the warehouse sink (driver SQL) on one database, a bolt that does not say it
+    writes driver SQL only gets SQLAlchemy's connection for the batch's one transaction."""
+    _, pg = schema
+    url = pg if database == "postgresql" else f"sqlite:///{tmp_path / 'db.sqlite'}"
+    doc = {
+        "name": "custom",
+        "resources": {"db": {"url": url}},
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [
+            {"id": "decode", "type": "json"},
+            {"id": "count", "type": f"{__name__}:CountBolt", "resource": "db", "table": "counts"},
+        ],
+        "sinks": [
+            {
+                "id": "rows",
+                "type": "warehouse",
+                "resource": "db",
+                "table": "rows",
+                "columns": {"k": "k"},
+            }
+        ],
+    }
+    engine = Engine(load_text(json.dumps(doc)).plan)
+    with engine:
+        with engine.resources.database("db").begin() as conn:
+            conn.exec_driver_sql('create table "counts" (n int)')
+        assert not engine._tx_driver_sql
+        result = engine.process(records_from([{"k": f"x{i}"} for i in range(5)]))
+        assert result.ok
+        with engine.resources.database("db").connect() as conn:
+            assert conn.exec_driver_sql('select n from "counts"').fetchall() == [(5,)]
+            assert conn.exec_driver_sql('select count(*) from "rows"').scalar() == 5
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("postgresql://u:s3cret@h:/db", "the port is not a number"),
+        ("postgresql://u:s3cret@h:5x/db", "not a valid URL"),
+        ("postgresql:/db", "not a valid SQLAlchemy URL"),  # left to SQLAlchemy, refused there
+        ("postgresql://u:s3cret%zz@h/db", None),  # read as SQLAlchemy reads it
+        ("postgresql://u@/db?host=a:1&host=b:2", None),
+    ],
+)
+def test_postgresql_urls_are_checked_at_load_as_sqlalchemy_checks_them(url, refused):
+    from squall.topology.resource_config import check_url
+
+    if refused is None:
+        check_url(url)
+        return
+    with pytest.raises(ValueError, match=refused) as exc:
+        check_url(url)
+    assert "s3cret" not in str(exc.value)

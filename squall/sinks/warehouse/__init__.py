@@ -180,6 +180,7 @@ class WarehouseSink(Sink):
 
     Config = WarehouseConfig
     summary = "Write events as rows of a SQL table (SQLite, PostgreSQL), idempotent on event_id."
+    driver_sql = True  # rows by executemany (SQLite) or COPY on the driver's connection
 
     def open(self, resources) -> None:
         cfg = self.config
