@@ -439,3 +439,19 @@ def test_addresses_of_one_network_share_its_cached_block_while_each_event_gets_i
     a["geo"]["city"] = "changed downstream"
     assert b["geo"]["city"] == c["geo"]["city"] == "Sydney"
     assert run(bolt, [{"ip": "1.2.3.4"}])[0]["geo"]["city"] == "Sydney"
+
+
+def test_equal_answers_of_different_networks_are_kept_once_and_stay_bounded():
+    """The bundled GeoLite2: many networks of one place give equal answers, kept once (the cache
+    holds one block per distinct answer, strings interned); every address still gets what an
+    uncached bolt gives it, and the table of distinct answers stays within ``cache_size``."""
+    ips = [f"{a}.{b}.{c}.7" for a in (24, 73, 81, 98) for b in range(0, 256, 17) for c in (1, 90)]
+    bolt = geo_bolt(ComponentContext("test"), ip_field="ip", cache_size=64)
+    first = run(bolt, [{"ip": ip} for ip in ips])
+    blocks = [b for b in bolt.city.networks._networks.values() if b is not None]
+    assert len({id(b) for b in blocks}) < len(blocks)  # shared
+    assert len({id(b) for b in blocks}) == len({tuple(b.items()) for b in blocks})  # equal: one
+    assert len(bolt.city._answers) <= 64
+    fresh = geo_bolt(ComponentContext("test"), ip_field="ip", cache_size=1)
+    for ip, value in zip(ips[:40], first[:40], strict=True):
+        assert run(fresh, [{"ip": ip}])[0]["geo"] == value["geo"], ip
