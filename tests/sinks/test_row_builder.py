@@ -208,3 +208,44 @@ def test_a_missing_required_value_runs_the_loop_once():
     else:
         raise AssertionError("a missing required value was stored")
     assert len(calls) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.dictionaries(st.sampled_from(["t", "d"]), ODD_LEAF, max_size=2),
+    arrival=st.sampled_from([None, datetime(2024, 1, 1, tzinfo=UTC)]),
+)
+def test_times_as_text_store_what_sqlite3s_adapters_stored(payload, arrival):
+    """The SQLite writer's rows carry timestamps and dates as text: a table gets exactly the
+    text it got when ``sqlite3``'s default adapters turned the datetime and date values into
+    text (the same refusals too), and the generated function equals the loop."""
+    import sqlite3
+    import warnings
+
+    columns = {
+        "t": ColumnSpec(path="t", type="timestamp"),
+        "d": ColumnSpec(path="d", type="date"),
+        "a": ColumnSpec(path="meta.arrival_time", type="timestamp"),
+    }
+    as_text = RowBuilder(columns, json_as_text=True, times_as_text=True)
+    as_objects = RowBuilder(columns, json_as_text=True)
+    ev = Event(b"{}", RecordMeta("s", "shard-0", "1", 0, "pk", arrival), "id-1", 0, payload)
+    assert outcome(as_text.row, ev) == outcome(as_text.row_checked, ev)
+    try:
+        text_row = as_text.row(ev)
+    except ConversionError as exc:
+        try:
+            as_objects.row(ev)
+        except ConversionError as same:
+            assert str(same) == str(exc)
+            return
+        raise AssertionError("refused as text only") from exc
+    object_row = as_objects.row(ev)
+    db = sqlite3.connect(":memory:")
+    db.execute("create table x (t DATETIME, d DATE, a DATETIME)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the default adapters, Python 3.12+
+        db.execute("insert into x values (?, ?, ?)", object_row)
+    db.execute("insert into x values (?, ?, ?)", text_row)
+    stored = db.execute("select t, d, a, typeof(t), typeof(d), typeof(a) from x").fetchall()
+    assert stored[0] == stored[1]

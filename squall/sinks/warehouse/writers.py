@@ -111,7 +111,7 @@ class SqlWriter:
                 key=spec.conflict_key,
             )
         )
-        self.rows = RowBuilder(spec.columns, json_as_text=True)
+        self.rows = RowBuilder(spec.columns, json_as_text=True, times_as_text=True)
         cols = list(spec.columns)
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
         keys = ", ".join(quote(c) for c in spec.conflict_key)
