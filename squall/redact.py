@@ -13,9 +13,10 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
-# scheme://user:password@ — the password runs to the last '@' before the path (an unescaped '@'
-# in a password is still masked whole).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/@]*:)[^\s/]*@")
+# scheme://user:password@ — the password runs to the last '@' of the URL (an unescaped '@', '/',
+# '#' or '?' in a password is still masked whole, as SQLAlchemy reads such a URL; a URL without a
+# password but with an '@' in its path may lose a little more than its password).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/@]*:)[^\s]*@")
 # password=… in a query string or a libpq-style key/value string.
 _KEYVALUE = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",

@@ -29,6 +29,11 @@ SECRET = "S3CRETpw"
         ("host=h password=S3CRETpw dbname=x", "host=h password=*** dbname=x"),
         ("https://h/?a=1&password=S3CRETpw&b=2", "https://h/?a=1&password=***&b=2"),
         ("sqlite:///x.db and no secret", "sqlite:///x.db and no secret"),
+        # '/', '#', '?' in a password (SQLAlchemy reads the password to the '@'; urlsplit does not)
+        ("postgresql://u:8/S3CRETpw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u:S3C#RETpw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:S3C?RETpw@h/db x", "postgresql://u:***@h/db x"),
+        ("http://host:8080/no/password", "http://host:8080/no/password"),
     ],
 )
 def test_redact_text_masks_every_password_shape(text, expected):
@@ -37,6 +42,8 @@ def test_redact_text_masks_every_password_shape(text, expected):
 
 def test_redact_url_handles_urls_that_do_not_parse():
     assert redact_url("postgresql://u:S3CRETpw@h:abc/db") == "postgresql://u:***@h:abc/db"
+    # urlsplit reads "u:8" as user and port: no password to mask by parsing
+    assert redact_url("postgresql://u:8/S3CRETpw@h/db") == "postgresql://u:***@h/db"
 
 
 def test_every_squall_error_message_is_redacted():

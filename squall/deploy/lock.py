@@ -107,6 +107,7 @@ def _advisory(name: str, engine: Any) -> RunLock:
     shown = getattr(engine, "shown", None)  # the plain engine's URL, its password masked
     where = redact_url(shown or engine.url.render_as_string(hide_password=True))
     key = (advisory_key(name),)
+    conn = None
     try:
         conn = engine.connect()
         # The server drops the session (and the lock) of a host that died without closing it
@@ -122,6 +123,9 @@ def _advisory(name: str, engine: Any) -> RunLock:
                 break
             time.sleep(LOCK_POLL)
     except database_errors() as exc:
+        if conn is not None:
+            with contextlib.suppress(*database_errors()):
+                conn.close()
         raise TransientError(
             f"cannot take the run lock of topology '{name}' in {where}: {describe(exc)}"
         ) from None

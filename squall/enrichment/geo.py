@@ -123,14 +123,26 @@ class _Database:
         return fields, False
 
     def _shared(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """The one kept copy of an answer equal to ``fields``; its strings interned."""
-        kept = self._answers.get(tuple(fields.values()))
+        """The one kept copy of an answer equal to ``fields``; its strings interned.
+
+        Equal means same values of the same types (7 and 7.0, True and 1 differ); an answer
+        holding a zero (0.0 and -0.0 are equal) or an unhashable value (a list, in a file of
+        another producer) is not shared."""
+        values = tuple(fields.values())
+        if 0 in values:
+            return fields
+        try:
+            key = (values, tuple([v.__class__ for v in values]))
+            kept = self._answers.get(key)
+        except TypeError:
+            return fields
         if kept is not None:
             return kept
         for name, value in fields.items():
             if value.__class__ is str:
                 fields[name] = sys.intern(value)
-        key = tuple(fields.values())  # holds the interned strings, not the record's
+        values = tuple(fields.values())  # the interned strings, not the record's
+        key = (values, key[1])
         if len(self._answers) >= self._answers_max:
             self._answers.clear()
         self._answers[key] = fields

@@ -19,7 +19,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from squall.redact import redact_url
 from squall.topology import pg_url
 from squall.topology.driver_engine import Dialect, DriverEngine
 
@@ -81,4 +80,4 @@ def engine_for(url: str, options: dict[str, Any], connect_timeout: float, pool_s
         return None  # SQLAlchemy's engine says what is wrong (also refused at load)
     if args is None:
         return None
-    return PgEngine(args, connect_timeout, pool_size, redact_url(url))
+    return PgEngine(args, connect_timeout, pool_size, pg_url.shown(args))

@@ -53,10 +53,12 @@ def connect_args(url: str) -> dict[str, Any] | None:
         if value:  # SQLAlchemy leaves out empty parts
             args[key] = value if key == "host" else unquote(value)
     if m["port"] is not None:
-        if not m["port"].isascii() or not m["port"].isdigit():
-            raise ValueError("the port is not a number")
-        if int(m["port"]):  # SQLAlchemy leaves out port 0 too (libpq's default port)
-            args["port"] = int(m["port"])
+        try:
+            port = int(m["port"])  # as SQLAlchemy reads it (" 5432", "+5432" included)
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        if port:  # SQLAlchemy leaves out port 0 too (libpq's default port)
+            args["port"] = port
     if m["query"] is not None:
         seen: set[str] = set()
         for key, value in parse_qsl(m["query"]):
@@ -65,3 +67,17 @@ def connect_args(url: str) -> dict[str, Any] | None:
             seen.add(key)
             args[key] = value
     return args
+
+
+def shown(args: dict[str, Any]) -> str:
+    """The connection for messages, built from its keywords: never its password (the URL as
+    written cannot always be masked by pattern: ``u:8/secret@`` reads as a port to ``urlsplit``)."""
+    user = args.get("user", "")
+    userinfo = f"{user}:***@" if "password" in args else (f"{user}@" if user else "")
+    host, query = args.get("host", ""), ""
+    if host.startswith("/"):  # a socket directory
+        host, query = "", f"?host={host}"
+    elif ":" in host:
+        host = f"[{host}]"
+    port = f":{args['port']}" if "port" in args else ""
+    return f"postgresql://{userinfo}{host}{port}/{args.get('dbname', '')}{query}"

@@ -49,6 +49,12 @@ def check_url(url: str) -> None:
     """
     if not url:
         return
+    if url.partition("://")[0].lower() in pg_url.SCHEMES:
+        try:  # read as SQLAlchemy reads it (a '/' in a password is no port), without its import
+            if pg_url.connect_args(url) is not None:
+                return
+        except ValueError as exc:
+            raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -59,12 +65,6 @@ def check_url(url: str) -> None:
     if scheme in SQL_SCHEMES:
         if written.lower() in ("sqlite", "sqlite+pysqlite") and not parts.netloc:
             return  # sqlite:///path: nothing SQLAlchemy would refuse (and no 100 ms import)
-        if written.lower() in pg_url.SCHEMES:
-            try:  # read as SQLAlchemy reads it, without its ~150 ms import
-                if pg_url.connect_args(url) is not None:
-                    return
-            except ValueError as exc:
-                raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
         import sqlalchemy as sa
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 

@@ -41,10 +41,8 @@ def one_error_line(stderr: str) -> str:
     [
         ("oracle+cx_nope://u:pw@h/db", "unknown URL scheme 'oracle+cx_nope'"),
         ("postgresql+nosuchdriver://u:pw@h/db", "unknown SQL driver 'postgresql+nosuchdriver'"),
-        (
-            "postgresql://u:pw@h:port/db",
-            "is not a valid URL: Port could not be cast to integer value as 'port'",
-        ),
+        ("postgresql://u:pw@h:port/db", "is not a valid URL: the port is not a number"),
+        ("redis://u:pw@h:port/0", "is not a valid URL: Port could not be cast to integer value"),
         ("redis://h:6379/notadb", "Redis database 'notadb' is not a number"),
         ("redis://h:6379/0?db=x", "Redis database 'x' is not a number"),
     ],

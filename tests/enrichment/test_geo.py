@@ -455,3 +455,34 @@ def test_equal_answers_of_different_networks_are_kept_once_and_stay_bounded():
     fresh = geo_bolt(ComponentContext("test"), ip_field="ip", cache_size=1)
     for ip, value in zip(ips[:40], first[:40], strict=True):
         assert run(fresh, [{"ip": ip}])[0]["geo"] == value["geo"], ip
+
+
+def test_answers_equal_only_by_python_equality_are_not_shared(tmp_path: Path):
+    """-0.0 and 0.0, 7 and 7.0 compare equal; a list cannot be a key. A file of another producer
+    may hold such values: each network still gets its own answer, and nothing raises."""
+    from mmdb_writer import MmdbF64, MmdbU16
+
+    from .support import write_mmdb
+
+    def located(lat, lon) -> dict:
+        return {
+            "country": {"iso_code": "XX", "names": {"en": "X"}},
+            "location": {"latitude": lat, "longitude": lon},
+        }
+
+    networks = {
+        "11.0.0.0/24": located(MmdbF64(0.0), MmdbF64(5.5)),
+        "12.0.0.0/24": located(MmdbF64(-0.0), MmdbF64(5.5)),
+        "13.0.0.0/24": located(MmdbF64(7.0), MmdbF64(5.5)),
+        "14.0.0.0/24": located(MmdbU16(7), MmdbF64(5.5)),
+        "15.0.0.0/24": {"country": {"iso_code": ["X", "Y"], "names": {"en": "X"}}},
+    }
+    write_mmdb(tmp_path / "odd.mmdb", networks, "GeoIP2-City")
+    context = ComponentContext("test", tmp_path)
+    ips = ["11.0.0.1", "12.0.0.1", "13.0.0.1", "14.0.0.1", "15.0.0.1"]
+    shared = geo_bolt(context, database="odd.mmdb", cache_size=100)
+    for ip in ips:
+        [value] = run(shared, [{"ip": ip}])
+        [alone] = run(geo_bolt(context, database="odd.mmdb", cache_size=100), [{"ip": ip}])
+        got, want = value["geo"], alone["geo"]
+        assert repr(got) == repr(want), ip  # repr: -0.0 and 7 vs 7.0 are told apart

@@ -464,6 +464,9 @@ def test_a_stateful_bolt_without_driver_sql_gets_a_sqlalchemy_connection(
         ("postgresql://u:s3cret@h:5x/db", "not a valid URL"),
         ("postgresql:/db", "not a valid SQLAlchemy URL"),  # left to SQLAlchemy, refused there
         ("postgresql://u:s3cret%zz@h/db", None),  # read as SQLAlchemy reads it
+        ("postgresql://u:8/s3cret@h/db", None),  # a '/' in the password is not a port
+        ("postgresql://u:12/s3cret@h:x/db", "the port is not a number"),
+        ("postgresql://u@h: 5432/db", None),  # int() reads it, as SQLAlchemy does
         ("postgresql://u@/db?host=a:1&host=b:2", None),
     ],
 )
@@ -476,3 +479,24 @@ def test_postgresql_urls_are_checked_at_load_as_sqlalchemy_checks_them(url, refu
     with pytest.raises(ValueError, match=refused) as exc:
         check_url(url)
     assert "s3cret" not in str(exc.value)
+
+
+def test_the_plain_engine_never_shows_a_password(schema):
+    """Its repr, the run lock's messages and the pool's are built from the parsed keywords: a
+    password urlsplit would read as a port (``8/…``) is masked too."""
+    from squall.deploy.lock import _advisory
+    from squall.errors import SquallError
+
+    _, url = schema
+    leaky = url.replace("postgres@", "postgres:8/Zq-s3cret@", 1)
+    db = engine(leaky)
+    assert "s3cret" not in repr(db) and "***" in repr(db)
+    lock = _advisory("leak-check", db)
+    try:
+        with pytest.raises(SquallError) as again:
+            _advisory("leak-check", engine(leaky))
+        assert "already running" in str(again.value) and "s3cret" not in str(again.value)
+        assert "s3cret" not in lock.where
+    finally:
+        lock.release()
+    db.dispose()
