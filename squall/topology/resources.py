@@ -21,7 +21,7 @@ from squall.errors import SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.driver_engine import DriverEngine
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
-from squall.topology.sqlite_driver import SqliteEngine, plain_path
+from squall.topology.sqlite_driver import CONNECTION_PRAGMAS, SqliteEngine, plain_path
 
 T = TypeVar("T")
 
@@ -201,8 +201,8 @@ def _sqlite_wal(dbapi_connection: Any, connection_record: Any) -> None:
     never block the writer."""
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
+        for pragma in CONNECTION_PRAGMAS:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 

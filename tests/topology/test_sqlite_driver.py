@@ -105,6 +105,7 @@ def test_begin_commits_and_rolls_back_and_connect_leaves_nothing_open(tmp_path: 
     with engine.connect() as conn:
         assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("pragma synchronous").scalar() == 2  # FULL
+        assert conn.exec_driver_sql("pragma wal_autocheckpoint").scalar() == 10_000
     engine.dispose()
 
 
@@ -383,3 +384,19 @@ def test_a_sqlite_resource_keeps_at_most_its_pool_size_of_idle_connections(tmp_p
         assert res.sql("db").pool.size() == 2
     finally:
         res.close()
+
+
+def test_both_engines_open_a_file_with_the_same_settings(tmp_path: Path):
+    """WAL, a full fsync of the log per commit, a checkpoint every 10,000 pages — on the plain
+    driver and on SQLAlchemy's engine alike."""
+    res = resources(tmp_path, plain="sqlite:///p.db", core="sqlite:///c.db")
+    plain, core = res.database("plain"), res.sql("core")
+    with plain.connect() as a, core.connect() as b:
+        for pragma, value in (
+            ("journal_mode", "wal"),
+            ("synchronous", 2),
+            ("wal_autocheckpoint", 10_000),
+        ):
+            assert a.exec_driver_sql(f"pragma {pragma}").scalar() == value
+            assert b.exec_driver_sql(f"pragma {pragma}").scalar() == value
+    res.close()
