@@ -113,6 +113,19 @@ class DriverConnection:
             finally:
                 self.engine._slots.release()
 
+    def __del__(self) -> None:
+        # Dropped without close(), as SQLAlchemy's pool allows: the connection's state is unknown,
+        # so it is closed rather than pooled, and its place among the pool's in-use connections
+        # comes back (else pool_size + 10 such drops would block every later checkout).
+        if not getattr(self, "_closed", True):
+            self._closed = True
+            try:
+                if not self.invalidated:
+                    self.engine._discard(self.raw)
+                self.engine._slots.release()
+            except Exception:  # noqa: BLE001,S110 - interpreter shutdown: nothing left to release
+                pass
+
     def __enter__(self) -> DriverConnection:
         return self
 

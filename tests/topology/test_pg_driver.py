@@ -500,3 +500,21 @@ def test_the_plain_engine_never_shows_a_password(schema):
     finally:
         lock.release()
     db.dispose()
+
+
+def test_a_connection_dropped_without_close_gives_its_place_back(schema):
+    """As SQLAlchemy's pool takes back a garbage-collected connection: without it, pool_size + 10
+    dropped connections would block every later checkout."""
+    import gc
+
+    _, url = schema
+    db = engine(url, pool_size=1)
+    db.pool_timeout = 0.1
+    for _ in range(30):  # more than the 11 places
+        db.connect().exec_driver_sql("select 1")  # never closed
+    gc.collect()
+    held = [db.connect() for _ in range(11)]  # every place is free again
+    for conn in held:
+        conn.close()
+    assert len(db._idle) == 1  # the dropped ones were closed, not pooled
+    db.dispose()
