@@ -134,3 +134,76 @@ def test_halves_of_the_stored_matomo_corpus_partition_it():
     dev, held_out = ua_corpus.load(path, "dev"), ua_corpus.load(path, "held-out")
     assert len(dev) + len(held_out) == total
     assert 0.4 < len(held_out) / total < 0.6
+
+
+MOBILEDETECT_PHP = """<?php
+
+return [
+    'Acme' => [
+        'Mozilla/5.0 (Linux; Android 4.2.2; Acme Tab 7 Build/JDQ39) Safari/534.30'   => ['isMobile' => true, 'isTablet' => true],
+        "Mozilla/5.0 (Linux; Android 4.1.1; eZee'Phone Build/JRO03C) Mobile Safari" => ['isMobile' => true, 'isTablet' => false, 'version' => ['Android' => '4.1.1']],
+        //'Mozilla/5.0 (Commented out) Mobile'                                        => ['isMobile' => true, 'isTablet' => false],
+        'Mozilla/5.0 (Nintendo WiiU) NintendoBrowser/3.1.1.9577.EU'                  => ['isMobile' => false, 'isTablet' => false],
+        'Mozilla/5.0 (Linux; Android 4.2.2; Acme Tab 7 Build/JDQ39) Safari/534.30'   => ['isMobile' => true, 'isTablet' => false],
+    ],
+];
+"""
+
+
+def test_mobiledetect_rows_map_is_tablet_and_is_mobile_and_skip_comments(tmp_path):
+    git = ua_corpus._git(_repo(tmp_path, {"tests/providers/vendors/Acme.php": MOBILEDETECT_PHP}))
+    rows = ua_corpus.build_mobiledetect(git, "HEAD")
+    assert [(label, ua[:40]) for label, ua, _, _ in rows] == [
+        ("tablet", "Mozilla/5.0 (Linux; Android 4.2.2; Acme "),
+        ("mobile", "Mozilla/5.0 (Linux; Android 4.1.1; eZee'"),
+        ("", "Mozilla/5.0 (Nintendo WiiU) NintendoBrow"),
+    ]
+    assert rows[0][3] == "Acme.php:5"
+
+
+def test_uaparserjs_rows_count_its_bot_types_as_bots_and_a_bot_label_wins(tmp_path):
+    googlebot = (
+        "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X) Mobile Safari (compatible; Googlebot/2.1)"
+    )
+    files = {
+        "test/data/ua/device/google.json": (
+            f'[{{"ua": "{googlebot}", "expect": {{"type": "mobile"}}}},'
+            ' {"ua": "Mozilla/5.0 (SMART-TV; Tizen 2.3)", "expect": {"type": "smarttv"}}]'
+        ),
+        "test/data/ua/extension/crawler.json": (
+            f'[{{"ua": "{googlebot}", "expect": {{"name": "Googlebot", "type": "crawler"}}}}]'
+        ),
+        "test/data/ua/extension/library.json": '[{"ua": "curl/8.0", "expect": {"type": "cli"}}]',
+        "test/data/ua/browser/browser-all.json": '[{"ua": "Opera/9.80", "expect": {"name": "Opera"}}]',
+        "test/data/ua/os/os-all.json": '[{"ua": "Left/1.0 (out)", "expect": {"name": "Linux"}}]',
+    }
+    rows = ua_corpus.build_uaparserjs(ua_corpus._git(_repo(tmp_path, files)), "HEAD")
+    assert sorted((label, ua) for label, ua, _, _ in rows) == [
+        ("", "Opera/9.80"),
+        ("bot", googlebot),
+        ("bot", "curl/8.0"),
+        ("tv", "Mozilla/5.0 (SMART-TV; Tizen 2.3)"),
+    ]
+
+
+def test_crawlerdetect_and_isbot_rows(tmp_path):
+    files = {
+        "tests/data/user_agent/crawlers.txt": "Googlebot/2.1\nSomeCrawler/1.0\n\n",
+        "tests/data/user_agent/devices.txt": "'Mozilla/5.0 (Windows NT 10.0)'\nSomeCrawler/1.0\n",
+        "fixtures/crawlers.yml": "Google:\n  - Googlebot/2.1\n",
+        "fixtures/browsers.yml": (
+            "Chrome:\n  - Mozilla/5.0 Chrome/120\n"
+            "ZZZ Insignificat bots - These bots have very low appearance rate:\n  - Slurp\n"
+        ),
+    }
+    git = ua_corpus._git(_repo(tmp_path, files))
+    assert [(r[0], r[1], r[3]) for r in ua_corpus.build_crawlerdetect(git, "HEAD")] == [
+        ("bot", "Googlebot/2.1", "crawlers.txt:1"),
+        ("bot", "SomeCrawler/1.0", "crawlers.txt:2"),
+        ("", "'Mozilla/5.0 (Windows NT 10.0)'", "devices.txt:1"),
+    ]
+    assert [(r[0], r[1]) for r in ua_corpus.build_isbot(git, "HEAD")] == [
+        ("bot", "Googlebot/2.1"),
+        ("", "Mozilla/5.0 Chrome/120"),
+        (ua_corpus.NOT_LABELLED, "Slurp"),
+    ]
