@@ -79,6 +79,13 @@ def main() -> int:
         help="experiment: gc.freeze() after make_handler (what a runner could do after init)",
     )
     ap.add_argument(
+        "--snapstart",
+        action="store_true",
+        help="init as Lambda SnapStart runs it (AWS_LAMBDA_INITIALIZATION_TYPE=snap-start: the "
+        "components warm up), then the runtime's before-snapshot and after-restore hooks "
+        "(awslambdaric's runner), timed apart; the invocations are a restored copy's",
+    )
+    ap.add_argument(
         "--lambda-batch-size",
         type=int,
         help="settings.lambda_batch_size of the copy (default: the example's, or squall's default)",
@@ -109,6 +116,8 @@ def main() -> int:
     os.environ["WAREHOUSE_URL"] = f"sqlite:///{args.dir}/warehouse.db"
     os.environ["STATE_URL"] = f"sqlite:///{args.dir}/state.db"
 
+    if args.snapstart:
+        os.environ["AWS_LAMBDA_INITIALIZATION_TYPE"] = "snap-start"
     wall, cpu = time.perf_counter(), time.process_time()
     from squall.deploy.lambda_consumer import make_handler
 
@@ -128,6 +137,7 @@ def main() -> int:
         "init_cpu_ms": init_cpu * 1e3,
         "rss_after_init_mb": rss_mb(),
         "rss_file_after_init_mb": rss_mb("RssFile"),
+        "snapstart": args.snapstart,
         "invoke_ms": [],
         "invoke_cpu_ms": [],
         "rss_mb": [],
@@ -135,6 +145,16 @@ def main() -> int:
         "rss_file_mb": [],
         "failures": [],
     }
+    if args.snapstart:  # what the runtime does after init, and after a restore
+        from awslambdaric import lambda_runtime_hooks_runner as hooks
+
+        cpu = time.process_time()
+        hooks.run_before_snapshot()
+        out["before_snapshot_cpu_ms"] = (time.process_time() - cpu) * 1e3
+        cpu = time.process_time()
+        hooks.run_after_restore()
+        out["after_restore_cpu_ms"] = (time.process_time() - cpu) * 1e3
+        out["rss_after_restore_mb"] = rss_mb()
     for i in range(2):  # each event built just before its invocation, as the runtime hands it over
         event = kinesis_event(
             read_lines(events_file, i * args.records, args.records), 1000 + i * args.records

@@ -116,5 +116,16 @@ class Component:
     def close(self) -> None:
         """Release what the component opened. Called once when the process shuts down."""
 
+    def warm_up(self) -> None:
+        """Build now what the component would otherwise build at its first batch (parsers, rule
+        sets, modules imported on first use). Called after ``open`` only where init time costs
+        nothing per cold start: a Lambda init that SnapStart snapshots (docs/deploy.md)."""
+
+    def after_restore(self) -> None:
+        """The process was restored from a snapshot (Lambda SnapStart), maybe days after ``open``
+        and in many copies at once: drop what must not be shared or may be stale (data loaded at
+        ``open``, a random seed of its own). Pooled connections of the topology's resources are
+        closed by the runner already; a component's own clients are reopened here."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r}>"

@@ -1,7 +1,8 @@
 """The real AWS Lambda Python runtime client (awslambdaric) driven by a minimal Runtime API on loopback.
 
 No Runtime Interface Emulator is available here, so the test serves the few Runtime API routes
-the client uses (invocation/next, response, error, init/error). The function runs in its own
+the client uses (invocation/next, response, error, init/error, and SnapStart's restore/next and
+restore/error: a test holds the restore until it has looked at the snapshotted process). The function runs in its own
 process exactly as in AWS's Python base images: `python -m awslambdaric module.handler`, warm
 between invocations.
 """
@@ -31,6 +32,12 @@ class RuntimeAPI:
         self.results: dict[str, tuple[bytes, bool]] = {}
         self.done: dict[str, threading.Event] = {}
         self.init_errors: list[bytes] = []
+        # SnapStart: set when the runtime asks for restore/next (its before-snapshot hooks ran);
+        # the answer waits for `restore` to be set.
+        self.snapshot_taken = threading.Event()
+        self.restore = threading.Event()
+        self.restore.set()
+        self.restore_errors: list[bytes] = []
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +57,11 @@ class RuntimeAPI:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path.endswith("/runtime/restore/next"):
+                    api.snapshot_taken.set()
+                    if not api.restore.wait(api.timeout_s):
+                        return self._send(500)
+                    return self._send(200)
                 if not self.path.endswith("/runtime/invocation/next"):
                     return self._send(404)
                 rid, event, deadline = api.pending.get()
@@ -78,6 +90,9 @@ class RuntimeAPI:
                     return self._send(202, b'{"status":"OK"}')
                 if self.path.endswith("/runtime/init/error"):
                     api.init_errors.append(body)
+                    return self._send(202, b'{"status":"OK"}')
+                if self.path.endswith("/runtime/restore/error"):
+                    api.restore_errors.append(body)
                     return self._send(202, b'{"status":"OK"}')
                 return self._send(404)
 
@@ -123,8 +138,11 @@ class LambdaFunction:
         env: dict[str, str] | None = None,
         *,
         isolated: bool = False,
+        hold_restore: bool = False,
     ):
         self.api = RuntimeAPI(handler.split(".")[0])
+        if hold_restore:  # SnapStart: restore/next waits for `api.restore` to be set
+            self.api.restore.clear()
         self.log_path = task_root / f"{handler}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         root = Path(__file__).resolve().parents[1]

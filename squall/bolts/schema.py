@@ -207,6 +207,12 @@ class SchemaBolt(Bolt):
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
         self._validator = None if self._fast is not None else full_validator(config.schema_)
 
+    def warm_up(self) -> None:
+        """Build jsonschema's validator (the reasons of invalid events) now, not at the first
+        invalid event."""
+        if self._validator is None:
+            self._validator = full_validator(self.config.schema_)
+
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         validator, fast = self._validator, self._fast

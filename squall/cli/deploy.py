@@ -86,6 +86,13 @@ from squall.cli import _load_or_exit
     help="Also write an AWS SAM template for the function, its trigger and its IAM role here.",
 )
 @click.option(
+    "--snapstart",
+    is_flag=True,
+    help="With --template: Lambda SnapStart (Python 3.12 or later). Each deploy publishes a "
+    "version, snapshotted after its init, under the alias 'live' that the trigger invokes; init "
+    "then also builds what the first batch would (docs/deploy.md).",
+)
+@click.option(
     "--on-failure",
     type=click.Choice(["sqs", "sns"]),
     help="Consumer of Kinesis or S3: bounded retries (parameter MaximumRetryAttempts), then the "
@@ -162,6 +169,7 @@ def package(
     python_version: str,
     arch: str,
     template_path: str | None,
+    snapstart: bool,
     on_failure: str | None,
     batch_window: int | None,
     s3_bucket: str,
@@ -201,8 +209,16 @@ def package(
             click.echo(str(path))
         return
 
+    from squall.deploy import snapstart as snap
     from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
     from squall.deploy.template import TemplateOptions, sam_template, write_template
+
+    if snapstart:
+        if not template_path:
+            raise click.UsageError("--snapstart configures the SAM template: give --template")
+        problem = snap.problem(python_version)
+        if problem is not None:
+            raise click.UsageError(problem)
 
     out = Path(output or f"build/{handler}.zip")
     try:
@@ -214,6 +230,7 @@ def package(
                 on_failure=on_failure,
                 batch_window=batch_window,
                 s3_bucket=s3_bucket,
+                snapstart=snapstart,
                 cors_origins=cors_origins,
                 auth=auth,
                 throttle_rate=throttle_rate,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from squall import redact
+from squall.deploy import snapstart
 from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
@@ -255,6 +256,7 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
     sources = LambdaSources(topology)  # SQS and S3 triggers
 
     size = topology.settings.lambda_batch_size
+    snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         answer = sources.handle(engine, event)

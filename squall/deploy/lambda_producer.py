@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from squall import redact
+from squall.deploy import snapstart
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
@@ -216,6 +217,7 @@ def make_handler(
         topology = load(topology_path)
         warn_about_local_dead_letters(topology)
         engine = Engine.for_topology(topology).open()
+        snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
     sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

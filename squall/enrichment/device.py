@@ -186,6 +186,11 @@ class DeviceBolt(Bolt):
     def _problem(self, message: str) -> Problem:
         return Problem(self.context.topology, 0, 0, self.id, message)
 
+    def warm_up(self) -> None:
+        """Build the process's user-agent parser and rules now, not at the first user agent."""
+        if self._resolver is None:
+            self._compile()
+
     def _compile(self) -> None:
         """Use the process's resolver and rules, building them if this is the first use. A
         failure is the component's (``TopologyError``: the batch fails), never a record's."""

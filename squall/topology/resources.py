@@ -146,6 +146,18 @@ class Resources:
                 self._open[name] = factory()
             return self._open[name]
 
+    def disconnect(self) -> None:
+        """Close every idle pooled connection and keep the engines and clients usable: their
+        next use connects again. For a process about to be snapshotted (Lambda SnapStart), whose
+        copies must not share, or find dead, the sockets of the original."""
+        with self._lock:
+            opened = [*self._open.values(), *self._retired]
+        for obj in opened:
+            if hasattr(obj, "dispose"):  # SQLAlchemy's engine or a plain driver's
+                obj.dispose()
+            elif hasattr(obj, "connection_pool"):  # a redis client
+                obj.connection_pool.disconnect()
+
     def close(self) -> None:
         with self._lock:
             for obj in [*self._open.values(), *self._retired]:

@@ -1,0 +1,259 @@
+"""Lambda SnapStart: warm-up at init, connections closed before the snapshot, hooks after restore.
+
+The lifecycle runs in AWS's own runtime client (awslambdaric, with AWS's snapshot_restore_py):
+with ``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`` it runs the before-snapshot hooks after init,
+asks the Runtime API for ``restore/next`` — which the test's API holds while the test looks at
+the "snapshotted" process —, then runs the after-restore hooks and serves invocations.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+
+from squall.cli import main as cli
+from squall.deploy import snapstart
+from squall.errors import SquallError
+from tests.conftest import EXAMPLES
+from tests.deploy.test_template import checked, template_of
+from tests.lambda_runtime import LambdaFunction
+
+PISTATS = EXAMPLES / "pistats"
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+# A bolt that notes, in a JSON-lines file, when its hooks run and what it sees then.
+PROBE = """
+import json, os
+import psycopg2
+from squall.bolts.base import Bolt, Output
+from squall.component import ComponentConfig
+
+
+class ProbeConfig(ComponentConfig):
+    notes: str
+    dsn: str
+    app: str
+
+
+class Probe(Bolt):
+    Config = ProbeConfig
+    summary = "notes its lifecycle"
+
+    def note(self, **what):
+        with open(self.config.notes, "a") as fh:
+            fh.write(json.dumps(what) + "\\n")
+
+    def connections(self):
+        db = psycopg2.connect(self.config.dsn, application_name="probe")
+        try:
+            with db.cursor() as cur:
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (self.config.app,),
+                )
+                return cur.fetchone()[0]
+        finally:
+            db.close()
+
+    def warm_up(self):
+        from squall.enrichment import device
+        self.note(hook="warm_up", resolver_built=bool(device._shared_resolvers),
+                  connections=self.connections())
+
+    def after_restore(self):
+        self.note(hook="after_restore")
+
+    def process(self, batch):
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+"""
+
+CONSUMER = """
+name: snap
+resources:
+  warehouse: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json, event_id_field: message_id}}
+  - {{id: device, type: device, ua_field: ua}}
+  - {{id: probe, type: "probe:Probe", notes: "{notes}", dsn: "{dsn}", app: "{app}"}}
+sinks:
+  - id: events
+    type: warehouse
+    resource: warehouse
+    table: {table}
+    columns: {{event_type: event_type, device_class: device.device_class}}
+"""
+
+
+def kinesis_event(values: list[dict]) -> dict:
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "partitionKey": "k",
+                    "sequenceNumber": str(1000 + i),
+                    "data": base64.b64encode(json.dumps(v).encode()).decode(),
+                    "approximateArrivalTimestamp": 1714557600.0,
+                },
+                "eventSource": "aws:kinesis",
+                "eventID": f"shardId-000000000000:{1000 + i}",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+            }
+            for i, v in enumerate(values)
+        ]
+    }
+
+
+def _connections(dsn: str, app: str) -> int:
+    db = psycopg2.connect(dsn)
+    try:
+        with db.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,))
+            return cur.fetchone()[0]
+    finally:
+        db.close()
+
+
+@pytest.mark.e2e
+def test_a_snapstart_init_warms_up_closes_its_connections_and_reconnects_after_restore(
+    pg_url: str, unique_name: str, tmp_path: Path
+):
+    app = f"squall-snap-{uuid.uuid4().hex[:8]}"
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={app}"
+    notes = tmp_path / "notes.jsonl"
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "consumer.yaml").write_text(
+        CONSUMER.format(url=url, notes=notes, dsn=pg_url, app=app, table=unique_name)
+    )
+    (tmp_path / "consumer_app.py").write_text(
+        "from squall.deploy.lambda_consumer import make_handler\n"
+        "handler = make_handler('consumer.yaml')\n"
+    )
+    fn = LambdaFunction(
+        "consumer_app.handler",
+        tmp_path,
+        {"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"},
+        hold_restore=True,
+    )
+    try:
+        # The runtime asks for restore/next once init and the before-snapshot hooks are done.
+        assert fn.api.snapshot_taken.wait(60), fn.log()[-3000:]
+        [warm] = [json.loads(line) for line in notes.read_text().splitlines()]
+        assert warm["hook"] == "warm_up"
+        assert warm["resolver_built"] is True  # the device bolt (before the probe) warmed up
+        assert warm["connections"] >= 1  # init opened the warehouse (its table)...
+        assert _connections(pg_url, app) == 0  # ...and the snapshot holds no connection
+        fn.api.restore.set()
+        answer = fn.invoke(
+            kinesis_event(
+                [{"message_id": f"m{i}", "event_type": "page_view", "ua": IPHONE} for i in range(3)]
+            )
+        )
+        assert answer == {"batchItemFailures": []}
+        hooks = [json.loads(line)["hook"] for line in notes.read_text().splitlines()]
+        assert hooks == ["warm_up", "after_restore"]
+        assert fn.api.restore_errors == [] and fn.api.init_errors == []
+        db = psycopg2.connect(pg_url)
+        try:
+            with db.cursor() as cur:
+                cur.execute(f"SELECT event_type, device_class FROM {unique_name}")
+                assert cur.fetchall() == [("page_view", "mobile")] * 3
+                cur.execute(f"DROP TABLE {unique_name}")
+            db.commit()
+        finally:
+            db.close()
+    finally:
+        fn.stop()
+
+
+def test_without_snapstart_nothing_is_registered(monkeypatch: pytest.MonkeyPatch):
+    import snapshot_restore_py
+
+    monkeypatch.delenv(snapstart.INIT_TYPE, raising=False)
+    before = (
+        list(snapshot_restore_py.get_before_snapshot()),
+        list(snapshot_restore_py.get_after_restore()),
+    )
+
+    class Engine:
+        def warm_up(self) -> None:
+            raise AssertionError("warmed up without SnapStart")
+
+    assert snapstart.prepare(Engine()) is False
+    monkeypatch.setenv(snapstart.INIT_TYPE, "on-demand")
+    assert snapstart.prepare(Engine()) is False
+    assert (
+        list(snapshot_restore_py.get_before_snapshot()),
+        list(snapshot_restore_py.get_after_restore()),
+    ) == before
+
+
+@pytest.mark.parametrize("handler", ["consumer", "producer"])
+def test_template_with_snapstart_publishes_versions_and_triggers_the_alias(
+    handler: str, tmp_path: Path
+):
+    template = template_of(PISTATS / "topology.yaml", handler, python="3.12", snapstart=True)
+    props = template["Resources"]["Function"]["Properties"]
+    assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert props["AutoPublishAlias"] == "live"
+    cfn = checked(template, tmp_path)  # cfn-lint and SAM's transform
+    alias = {"Ref": "FunctionAliaslive"}
+    assert cfn["Resources"]["FunctionAliaslive"]["Type"] == "AWS::Lambda::Alias"
+    if handler == "consumer":
+        [mapping] = [
+            r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        ]
+        assert mapping["Properties"]["FunctionName"] == alias
+    else:
+        invoke = [
+            r
+            for r in cfn["Resources"].values()
+            if r["Type"] == "AWS::Lambda::Permission"
+            and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+            and r["Properties"]["FunctionName"] != {"Fn::GetAtt": ["Authorizer", "Arn"]}
+        ]
+        assert [p["Properties"]["FunctionName"] for p in invoke] == [alias]
+    assert (
+        "SnapStart"
+        not in template_of(PISTATS / "topology.yaml", handler)["Resources"]["Function"][
+            "Properties"
+        ]
+    )
+
+
+def test_snapstart_needs_python_3_12():
+    with pytest.raises(
+        SquallError, match=r"SnapStart needs Python 3\.12 or later \(--python 3\.11\)"
+    ):
+        template_of(PISTATS / "topology.yaml", "consumer", python="3.11", snapstart=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--snapstart", "--python", "3.12"], "--snapstart configures the SAM template"),
+        (
+            ["--snapstart", "--template", "t.yaml"],
+            "Lambda SnapStart needs Python 3.12 or later (--python 3.11)",
+        ),
+    ],
+)
+def test_package_refuses_snapstart_it_cannot_configure(args: list[str], message: str):
+    result = CliRunner().invoke(
+        cli,
+        ["package", str(PISTATS / "topology.yaml"), "--handler", "consumer", *args],
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
