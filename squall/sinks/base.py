@@ -130,6 +130,13 @@ class Sink(Component):
         None when the sink commits on its own (files, queues, streams)."""
         return None
 
+    def before_transaction(self, prepared: Prepared) -> None:
+        """Work a sink written in the batch's SQL transaction does on its own connection first
+        (the warehouse: new partitions). The engine calls it for every such sink before it opens
+        the transaction: done inside it, on another connection, it would wait for locks the
+        transaction itself holds (another sink's rows in the same table)."""
+        return None
+
     def feedback_target(self) -> str | None:
         """The id of the stateful bolt that receives this sink's ``WriteResult.feedback``."""
         return None

@@ -595,6 +595,20 @@ class Engine:
             else self.resources.sql(self._tx_resource)
         )
         pending = [(node, p) for node, p in inside if p.events]
+        # Each sink's own work first (the warehouse's new partitions, on another connection):
+        # inside the transaction it would wait for the locks the transaction holds (another
+        # sink's rows in the same partitioned table) - forever. A record's fault there is left
+        # to the write in the transaction, which isolates it.
+        for node, p in pending:
+            try:
+                self._call(
+                    node.id,
+                    self.stats[node.index],
+                    self.components[node.index].before_transaction,  # type: ignore[union-attr]
+                    p,
+                )
+            except _RecordFault:
+                pass
 
         where = f"transaction on '{self._tx_resource}'"
 

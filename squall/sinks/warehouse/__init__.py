@@ -215,6 +215,12 @@ class WarehouseSink(Sink):
     def transaction_resource(self) -> str | None:
         return self.config.resource
 
+    def before_transaction(self, prepared: Prepared) -> None:
+        """New partitions, in a transaction of their own, before the batch's transaction opens."""
+        if prepared.events:
+            with sql_errors(self.where):
+                self.writer.before_transaction(prepared.payload)
+
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         """Write the rows: in the engine's transaction when it gives one (``ctx.connection``: the
         staged state and the checkpoint follow in it), else in a transaction of its own."""
