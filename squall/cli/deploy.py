@@ -93,6 +93,13 @@ from squall.cli import _load_or_exit
     "then also builds what the first batch would (docs/deploy.md).",
 )
 @click.option(
+    "--provisioned-concurrency",
+    "provisioned",
+    type=click.IntRange(1),
+    help="With --template: keep N execution environments of the alias 'live' initialised "
+    "(parameter ProvisionedConcurrency); their init also builds what the first batch would.",
+)
+@click.option(
     "--on-failure",
     type=click.Choice(["sqs", "sns"]),
     help="Consumer of Kinesis or S3: bounded retries (parameter MaximumRetryAttempts), then the "
@@ -170,6 +177,7 @@ def package(
     arch: str,
     template_path: str | None,
     snapstart: bool,
+    provisioned: int | None,
     on_failure: str | None,
     batch_window: int | None,
     s3_bucket: str,
@@ -213,12 +221,17 @@ def package(
     from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
     from squall.deploy.template import TemplateOptions, sam_template, write_template
 
-    if snapstart:
-        if not template_path:
-            raise click.UsageError("--snapstart configures the SAM template: give --template")
-        problem = snap.problem(python_version)
-        if problem is not None:
-            raise click.UsageError(problem)
+    for flag, given in (("--snapstart", snapstart), ("--provisioned-concurrency", provisioned)):
+        if given and not template_path:
+            raise click.UsageError(f"{flag} configures the SAM template: give --template")
+    problem = snap.add_to_function(
+        {},
+        {},
+        {},
+        TemplateOptions(python=python_version, snapstart=snapstart, provisioned=provisioned),
+    )
+    if problem is not None:
+        raise click.UsageError(problem)
 
     out = Path(output or f"build/{handler}.zip")
     try:
@@ -231,6 +244,7 @@ def package(
                 batch_window=batch_window,
                 s3_bucket=s3_bucket,
                 snapstart=snapstart,
+                provisioned=provisioned,
                 cors_origins=cors_origins,
                 auth=auth,
                 throttle_rate=throttle_rate,

@@ -10,8 +10,9 @@ runtime) keep the copies apart: before the snapshot the resources' pooled connec
 after a restore they are closed again (nothing of the original's sockets is used), ``random`` is
 seeded anew and each component's ``after_restore`` runs.
 
-Without SnapStart (``AWS_LAMBDA_INITIALIZATION_TYPE`` other than ``snap-start``) nothing here
-happens: warming up would only move the first batch's work into every cold start's init.
+An init for provisioned concurrency runs ahead of traffic too: there the components warm up
+(no snapshot, no hooks). On demand (``AWS_LAMBDA_INITIALIZATION_TYPE=on-demand``, or unset)
+nothing here happens: warming up would only move the first batch's work into every cold start.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ log = logging.getLogger("squall.snapstart")
 
 #: Lambda SnapStart for Python starts with this runtime.
 PYTHON = (3, 12)
-#: The alias SAM publishes each version under (``squall package --snapstart``); the trigger
-#: invokes it, so invocations start from the version's snapshot.
+#: The alias SAM publishes each version under (``squall package --snapstart`` or
+#: ``--provisioned-concurrency``); the trigger invokes it.
 ALIAS = "live"
 #: The variable Lambda sets for the init: "on-demand", "provisioned-concurrency" or "snap-start".
 INIT_TYPE = "AWS_LAMBDA_INITIALIZATION_TYPE"
 SNAP_START = "snap-start"
+PROVISIONED = "provisioned-concurrency"
 
 
 def problem(python: str) -> str | None:
@@ -43,29 +45,70 @@ def problem(python: str) -> str | None:
     return None
 
 
+def add_to_function(
+    props: dict[str, Any], params: dict[str, Any], outputs: dict[str, Any], options: Any
+) -> str | None:
+    """The SAM function's SnapStart or provisioned concurrency (``options.snapstart``,
+    ``options.provisioned``): each deploy publishes a version under the alias ``live``, which SAM
+    makes the trigger (or the API's integration) invoke. Returns why it cannot, or None."""
+    if options.snapstart and options.provisioned:
+        return (
+            "--snapstart and --provisioned-concurrency cannot be combined: Lambda refuses both "
+            "on one function version"
+        )
+    if options.snapstart:
+        why = problem(options.python)
+        if why is not None:
+            return why
+        props["SnapStart"] = {"ApplyOn": "PublishedVersions"}  # snapshotted at publication
+    elif options.provisioned:
+        params["ProvisionedConcurrency"] = {
+            "Type": "Number",
+            "Default": options.provisioned,
+            "MinValue": 1,
+            "Description": "Execution environments of the alias kept initialised",
+        }
+        props["ProvisionedConcurrencyConfig"] = {
+            "ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}
+        }
+    else:
+        return None
+    props["AutoPublishAlias"] = ALIAS
+    outputs["FunctionAlias"] = {"Value": {"Ref": f"FunctionAlias{ALIAS}"}}
+    return None
+
+
 def snap_starting() -> bool:
     """True during an init that Lambda will snapshot."""
     return os.environ.get(INIT_TYPE) == SNAP_START
 
 
-def prepare(engine: Any) -> bool:
-    """At the end of a handler's init: when SnapStart snapshots it, warm the engine's components
-    up and register the runtime hooks. Returns whether it did."""
-    if not snap_starting():
-        return False
+def prepare(engine: Any) -> str | None:
+    """At the end of a handler's init, by the kind of init: SnapStart — warm the engine's
+    components up and register the snapshot hooks (``"snapstart"``); provisioned concurrency —
+    an init that also runs ahead of traffic — warm up only (``"warm-up"``); on demand — nothing
+    (None: warming up would move the first batch's work into every cold start)."""
+    kind = os.environ.get(INIT_TYPE)
+    if kind not in (SNAP_START, PROVISIONED):
+        return None
+    engine.warm_up()
+    if kind == PROVISIONED:
+        log.info("provisioned concurrency: components warmed up at init")
+        return "warm-up"
     try:
         from snapshot_restore_py import register_after_restore, register_before_snapshot
     except ImportError:  # in every managed Python runtime; a custom image may lack it
+        engine.before_snapshot()  # at least no socket in the snapshot: copies connect anew
         log.warning(
             "SnapStart init without snapshot_restore_py (pip install snapshot-restore-py): "
-            "connections opened at init would be shared by every restored copy"
+            "connections are closed now, but restored copies are not told (random is not "
+            "reseeded, components' after_restore does not run)"
         )
-        return False
-    engine.warm_up()
+        return "warm-up"
     register_before_snapshot(engine.before_snapshot)
     register_after_restore(_restored, engine)
     log.info("SnapStart: components warmed up, snapshot hooks registered")
-    return True
+    return "snapstart"
 
 
 def _restored(engine: Any) -> None:

@@ -66,6 +66,7 @@ class TemplateOptions:
     batch_window: int | None = None  # consumer: MaximumBatchingWindowInSeconds (Kinesis: 1)
     s3_bucket: str = "create"  # S3 trigger: "create" the bucket here, or use an "existing" one
     snapstart: bool = False  # SnapStart on published versions, the trigger on the alias "live"
+    provisioned: int | None = None  # provisioned concurrency of the alias "live"
 
 
 def variables(text: str) -> list[str]:
@@ -239,14 +240,9 @@ def sam_template(
     }
     if fn_env:
         props["Environment"] = {"Variables": fn_env}
-    if opts.snapstart:
-        problem = snapstart.problem(opts.python)
-        if problem is not None:
-            raise SquallError(problem)
-        # Each deploy publishes a version (snapshotted at publication) under the alias; SAM points
-        # the trigger, or the API's integration, at the alias, so invocations start from snapshots.
-        props["SnapStart"] = {"ApplyOn": "PublishedVersions"}
-        props["AutoPublishAlias"] = snapstart.ALIAS
+    problem = snapstart.add_to_function(props, b.params, b.outputs, opts)
+    if problem is not None:
+        raise SquallError(problem)
     if opts.layer_uri:
         b.resources["Dependencies"] = {
             "Type": "AWS::Serverless::LayerVersion",
@@ -269,8 +265,6 @@ def sam_template(
     b.resources["FunctionRole"] = _role(statements)
     b.resources["Function"] = {"Type": "AWS::Serverless::Function", "Properties": props}
     b.outputs["FunctionArn"] = {"Value": {"Fn::GetAtt": ["Function", "Arn"]}}
-    if opts.snapstart:
-        b.outputs["FunctionAlias"] = {"Value": {"Ref": f"FunctionAlias{snapstart.ALIAS}"}}
     template: dict[str, Any] = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

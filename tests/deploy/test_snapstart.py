@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import uuid
 from pathlib import Path
 
@@ -178,26 +179,57 @@ def test_a_snapstart_init_warms_up_closes_its_connections_and_reconnects_after_r
         fn.stop()
 
 
-def test_without_snapstart_nothing_is_registered(monkeypatch: pytest.MonkeyPatch):
+class _Engine:
+    """What ``snapstart.prepare`` calls of an engine."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def warm_up(self) -> None:
+        self.calls.append("warm_up")
+
+    def before_snapshot(self) -> None:
+        self.calls.append("before_snapshot")
+
+
+def _registered() -> tuple[list, list]:
     import snapshot_restore_py
 
-    monkeypatch.delenv(snapstart.INIT_TYPE, raising=False)
-    before = (
-        list(snapshot_restore_py.get_before_snapshot()),
-        list(snapshot_restore_py.get_after_restore()),
+    return list(snapshot_restore_py.get_before_snapshot()), list(
+        snapshot_restore_py.get_after_restore()
     )
 
-    class Engine:
-        def warm_up(self) -> None:
-            raise AssertionError("warmed up without SnapStart")
 
-    assert snapstart.prepare(Engine()) is False
-    monkeypatch.setenv(snapstart.INIT_TYPE, "on-demand")
-    assert snapstart.prepare(Engine()) is False
-    assert (
-        list(snapshot_restore_py.get_before_snapshot()),
-        list(snapshot_restore_py.get_after_restore()),
-    ) == before
+@pytest.mark.parametrize(
+    ("init_type", "done", "calls"),
+    [
+        (None, None, []),
+        ("on-demand", None, []),
+        ("provisioned-concurrency", "warm-up", ["warm_up"]),  # ahead of traffic: warm, no hooks
+    ],
+)
+def test_only_an_init_ahead_of_traffic_warms_up_and_only_snapstart_registers_hooks(
+    monkeypatch: pytest.MonkeyPatch, init_type: str | None, done: str | None, calls: list[str]
+):
+    if init_type is None:
+        monkeypatch.delenv(snapstart.INIT_TYPE, raising=False)
+    else:
+        monkeypatch.setenv(snapstart.INIT_TYPE, init_type)
+    before = _registered()
+    engine = _Engine()
+    assert snapstart.prepare(engine) == done
+    assert engine.calls == calls
+    assert _registered() == before
+
+
+def test_snapstart_without_the_hooks_library_still_snapshots_no_connection(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv(snapstart.INIT_TYPE, "snap-start")
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", None)  # as in an image without it
+    engine = _Engine()
+    assert snapstart.prepare(engine) == "warm-up"
+    assert engine.calls == ["warm_up", "before_snapshot"]
 
 
 @pytest.mark.parametrize("handler", ["consumer", "producer"])
@@ -233,6 +265,29 @@ def test_template_with_snapstart_publishes_versions_and_triggers_the_alias(
     )
 
 
+def test_template_with_provisioned_concurrency_keeps_the_alias_initialised(tmp_path: Path):
+    template = template_of(PISTATS / "topology.yaml", "consumer", provisioned=3)
+    props = template["Resources"]["Function"]["Properties"]
+    assert props["AutoPublishAlias"] == "live" and "SnapStart" not in props
+    assert template["Parameters"]["ProvisionedConcurrency"]["Default"] == 3
+    cfn = checked(template, tmp_path)
+    alias = cfn["Resources"]["FunctionAliaslive"]["Properties"]
+    assert alias["ProvisionedConcurrencyConfig"] == {
+        "ProvisionedConcurrentExecutions": {"Ref": "ProvisionedConcurrency"}
+    }
+    [mapping] = [
+        r for r in cfn["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert mapping["Properties"]["FunctionName"] == {"Ref": "FunctionAliaslive"}
+
+
+def test_snapstart_and_provisioned_concurrency_do_not_combine():
+    with pytest.raises(SquallError, match="cannot be combined"):
+        template_of(
+            PISTATS / "topology.yaml", "consumer", python="3.12", snapstart=True, provisioned=2
+        )
+
+
 def test_snapstart_needs_python_3_12():
     with pytest.raises(
         SquallError, match=r"SnapStart needs Python 3\.12 or later \(--python 3\.11\)"
@@ -247,6 +302,19 @@ def test_snapstart_needs_python_3_12():
         (
             ["--snapstart", "--template", "t.yaml"],
             "Lambda SnapStart needs Python 3.12 or later (--python 3.11)",
+        ),
+        (["--provisioned-concurrency", "2"], "--provisioned-concurrency configures the SAM"),
+        (
+            [
+                "--provisioned-concurrency",
+                "2",
+                "--snapstart",
+                "--python",
+                "3.12",
+                "--template",
+                "t",
+            ],
+            "cannot be combined",
         ),
     ],
 )
