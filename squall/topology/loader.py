@@ -55,6 +55,8 @@ def load_text(
     data, loc, problems = read_yaml(text, file, env)
     if data is None:
         raise TopologyError(problems)
+    # A value that could not be read (an unset ${VAR}) is reported once: not again by validation.
+    unreadable, read = {p.path for p in problems if p.path}, len(problems)
     if not isinstance(data, dict):
         raise TopologyError(
             [*problems, loc.problem((), "a topology is a mapping with name, spout, bolts, sinks")]
@@ -86,6 +88,7 @@ def load_text(
                 components[key].append(cfg)
 
     if problems or doc is None:
+        problems[read:] = [p for p in problems[read:] if p.path not in unreadable]
         raise TopologyError(_dedupe(problems))
     topo = Topology(
         name=doc.name,

@@ -94,6 +94,21 @@ def test_missing_variable_names_the_value():
     ]
 
 
+def test_missing_variable_in_a_plain_scalar_is_one_problem():
+    # Unquoted, the emptied value reads as null: validation must not report it a second time
+    # ("Input should be a valid string / integer") at the same place.
+    text = (
+        GOOD.replace('{url: "sqlite:///w.db"}', "\n    url: ${WAREHOUSE_URL}")
+        + "settings:\n  batch_size: ${BATCH}\n"
+    )
+    assert problems(text) == [
+        "topology.yaml:4:10: resources.warehouse.url: environment variable 'WAREHOUSE_URL' is not "
+        "set (write ${WAREHOUSE_URL:-default} to give a default)",
+        "topology.yaml:13:15: settings.batch_size: environment variable 'BATCH' is not set "
+        "(write ${BATCH:-default} to give a default)",
+    ]
+
+
 def test_variables_substitute_with_defaults_and_types():
     text = GOOD + "settings:\n  batch_size: ${BATCH:-250}\n"
     assert load_text(text, env={}).settings.batch_size == 250
