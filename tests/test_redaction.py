@@ -123,3 +123,24 @@ sinks: [{{id: out, type: warehouse, resource: warehouse, table: t_redaction, col
     assert "DEBUG" in output  # debug logging really was on
     assert SECRET not in output
     assert result.returncode == 0, output
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:S3C@RETpw@127.0.0.1:5432/db",
+        "postgresql+psycopg2://u:S3C@RETpw@127.0.0.1/db?sslmode=disable",
+        "mysql://u:S3C@RETpw@127.0.0.1/db",
+    ],
+)
+def test_an_unescaped_at_in_a_database_password_is_a_load_time_error(url):
+    # The password ends at its first '@' (as SQLAlchemy reads it): the rest would be the host
+    # name, which libpq quotes in its error ('could not translate host name "RETpw@127.0.0.1"').
+    from squall.topology.resource_config import ResourceConfig
+
+    with pytest.raises(ValueError) as exc:  # pydantic's ValidationError
+        ResourceConfig(url=url)
+    message = exc.value.errors()[0]["msg"]  # what squall shows (pydantic's str adds the input)
+    assert "contains an '@': write it as %40" in message
+    assert "RETpw" not in message and "S3C" not in message
+    assert ResourceConfig(url=url.replace("S3C@RETpw", "S3C%40RETpw")).url

@@ -51,10 +51,12 @@ def check_url(url: str) -> None:
         return
     if url.partition("://")[0].lower() in pg_url.SCHEMES:
         try:  # read as SQLAlchemy reads it (a '/' in a password is no port), without its import
-            if pg_url.connect_args(url) is not None:
-                return
+            args = pg_url.connect_args(url)
         except ValueError as exc:
             raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
+        if args is not None:
+            _check_host(url, args.get("host"))
+            return
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -79,6 +81,7 @@ def check_url(url: str) -> None:
             raise ValueError(
                 f"'{redact_url(url)}' is not a valid SQLAlchemy URL: {redact_text(str(exc))}"
             ) from None
+        _check_host(url, sa.make_url(url).host)
     elif scheme in REDIS_SCHEMES:
         db = parts.path.strip("/") if scheme != "unix" else ""
         for key, value in parse_qsl(parts.query):
@@ -92,4 +95,14 @@ def check_url(url: str) -> None:
         raise ValueError(
             f"unknown URL scheme '{written}' in '{redact_url(url)}': use one of "
             f"{', '.join(SQL_SCHEMES + REDIS_SCHEMES)}"
+        )
+
+
+def _check_host(url: str, host: str | None) -> None:
+    """An unescaped '@' in a password ends it there (as SQLAlchemy reads the URL): the rest of the
+    password would become the host name, which drivers quote in their connection errors."""
+    if host and "@" in host:
+        raise ValueError(
+            f"'{redact_url(url)}': the user or password contains an '@': write it as %40 "
+            "(URL-encode the password)"
         )
