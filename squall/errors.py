@@ -116,3 +116,7 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, RecordError):
         return safe_text(exc.reason)
     return f"{name}: {message}" if message else name
+
+
+class MetricsServerError(SquallError):
+    """The Prometheus endpoint could not be served (the port is taken, the address is not this host's)."""

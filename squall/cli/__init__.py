@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from squall import __version__
-from squall.errors import TopologyError
+from squall.errors import MetricsServerError, TopologyError
 from squall.topology.loader import load
 
 
@@ -21,6 +21,18 @@ def _load_or_exit(path: str):
         for p in exc.problems:
             click.echo(str(p), err=True)
         sys.exit(2)
+
+
+def _metrics_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--metrics-port [ADDR:]PORT``: a usage error (exit 2) when it is not one."""
+    if value is not None:
+        from squall.observability.runners import parse_metrics_port
+
+        try:
+            parse_metrics_port(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _more_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
@@ -139,6 +151,7 @@ def validate(file: str) -> None:
 @click.option(
     "--metrics-port",
     metavar="[ADDR:]PORT",
+    callback=_metrics_port,
     help="Serve Prometheus metrics on /metrics at this port.",
 )
 def run(
@@ -157,15 +170,18 @@ def run(
         from squall.spouts.file import path_spout_config
 
         topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
-    sys.exit(
-        run_with_console(
+    try:
+        code = run_with_console(
             topo,
             batch_size=batch_size,
             progress=progress,
             metrics_port=metrics_port,
             log_every=log_interval,
         )
-    )
+    except MetricsServerError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    sys.exit(code)
 
 
 @main.command()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from squall.cli import _load_or_exit
+from squall.cli import _load_or_exit, _metrics_port
 
 
 @click.command()
@@ -391,6 +391,7 @@ def local_aws(
 @click.option(
     "--metrics-port",
     metavar="[ADDR:]PORT",
+    callback=_metrics_port,
     help="Serve the Prometheus metrics of all shard processes of this host on /metrics.",
 )
 def kcl(

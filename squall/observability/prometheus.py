@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from squall.errors import MetricsServerError
 from squall.observability.metrics import SPECS, BatchSample
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -115,7 +116,12 @@ def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None
             registry.register(collector)
         except ValueError:  # already there
             pass
-    start_http_server(port, addr=addr, registry=registry)
+    try:
+        start_http_server(port, addr=addr, registry=registry)
+    except OSError as exc:  # the port is taken, the address is not this host's
+        raise MetricsServerError(
+            f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}"
+        ) from None
 
 
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")

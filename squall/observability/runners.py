@@ -26,6 +26,8 @@ OTEL_ENV = "SQUALL_OTEL"
 def parse_metrics_port(value: str) -> tuple[str, int]:
     """``PORT`` or ``ADDR:PORT`` (all interfaces when no address is given)."""
     addr, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"'{value}' is not [ADDR:]PORT with a port number in 1-65535")
     return (addr or "0.0.0.0"), int(port)
 
 

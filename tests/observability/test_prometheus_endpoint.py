@@ -111,3 +111,38 @@ def test_squall_run_serves_metrics_that_match_the_runs_outcomes(tmp_path: Path):
         out, err = proc.communicate(timeout=30)  # closes stdin: the run ends
     assert proc.returncode == 0, err.decode()
     assert "committed 13" in err.decode()  # the last record, in a batch of 1 at end of input
+
+
+@pytest.mark.parametrize("value", ["abc", "99999", "127.0.0.1:", "host:port"])
+def test_a_bad_metrics_port_is_a_usage_error_not_a_traceback(tmp_path: Path, value: str):
+    from tests.deploy.test_local_runner import run_cli
+
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(dlq=tmp_path / "dlq.jsonl", db=tmp_path / "w.db"))
+    for command in (
+        ["run", str(topology), "--input", "-"],
+        ["kcl", str(topology), "--stream", "s"],
+    ):
+        r = run_cli([*command, "--metrics-port", value], input="")
+        assert r.returncode == 2, r.stderr
+        assert "Invalid value for '--metrics-port'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_metrics_port_in_use_is_one_line(tmp_path: Path):
+    import socket
+
+    from tests.deploy.test_local_runner import run_cli
+
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(dlq=tmp_path / "dlq.jsonl", db=tmp_path / "w.db"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli(
+            ["run", str(topology), "--input", "-", "--metrics-port", f"127.0.0.1:{port}"],
+            input='{"n": 1}\n',
+        )
+    assert r.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
