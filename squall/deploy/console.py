@@ -127,6 +127,11 @@ def print_summary(
     console.print(line)
     if report.setup_error is not None:
         console.print(f"[red]cannot start:[/] {report.setup_error}")
+    if report.input_error is not None:
+        console.print(
+            f"[red]input stopped after {report.batches:,} committed batches:[/] "
+            f"{report.input_error}; what was read after the last committed batch was not committed"
+        )
     if report.error is not None:
         console.print(f"[red]batch failed:[/] {report.error}")
         console.print(

@@ -58,7 +58,13 @@ def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
     from squall.spouts.sqs import Message, queue_name
 
     out = []
-    for r in event.get("Records", []):
+    for i, r in enumerate(event.get("Records", [])):
+        if not isinstance(r, dict) or not isinstance(r.get("messageId"), str):
+            keys = sorted(r) if isinstance(r, dict) else type(r).__name__
+            raise SquallError(
+                f"not an SQS event-source batch: record {i} has no messageId (it has {keys}); "
+                "nothing was processed"
+            )
         a = r.get("attributes", {})
         sent = a.get("SentTimestamp")
         out.append(

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from squall.component import ComponentContext
 from squall.deploy import lock
@@ -48,13 +49,15 @@ class RunReport:
     interrupted: bool = False
     error: BatchFailed | None = None
     setup_error: SquallError | None = None
+    input_error: SquallError | None = None  # the input broke after the run started
     aborted: bool = False
     failed_records: list[RecordOutcome] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        if self.setup_error is not None:
-            return EXIT_FAILED if isinstance(self.setup_error, TransientError) else EXIT_CONFIG
+        broken = self.setup_error or self.input_error
+        if broken is not None:
+            return EXIT_FAILED if isinstance(broken, TransientError) else EXIT_CONFIG
         if self.error is not None or self.failed_records:
             return EXIT_FAILED
         return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
@@ -64,6 +67,18 @@ def one_line(exc: BaseException) -> str:
     """``Type: first line of the message`` of an unexpected error (a database driver's, botocore's)."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
+class _EndOfInput:
+    """The end-of-input flush's result as the recorder reads it: the components' counters moved
+    (rows the flush wrote), but no user record is in it — its one unit stands for the end of
+    input and is not counted as a record."""
+
+    def __init__(self, result: Any):
+        self.checkpoint, self.ok, self.failed = result.checkpoint, result.ok, result.failed
+
+    def counts(self) -> dict:
+        return {}
 
 
 class LocalRunner:
@@ -148,7 +163,7 @@ class LocalRunner:
                 report.aborted = True
                 log.warning("aborted: the batch in flight was not checkpointed")
             except SquallError as exc:  # the input broke mid-way (a truncated .gz): stop, say where
-                report.setup_error = exc
+                report.input_error = exc
                 log.error("%s", exc)
             finally:
                 engine.close()
@@ -216,12 +231,18 @@ class LocalRunner:
             if self._interrupted:
                 return
         if self.spout.finite and not self.spout.stopping:  # the input ended: flush the bolts
+            started = time.perf_counter()
             try:
                 result = engine.finish()
             except BatchFailed as exc:
+                self.recorder.observe(engine, [], None, time.perf_counter() - started, error=exc)
                 report.error = exc
                 log.error("%s", exc)
                 return
+            if result is not None:  # what the flush wrote counts in the totals and metrics
+                self.recorder.observe(
+                    engine, [], _EndOfInput(result), time.perf_counter() - started
+                )
             if result is not None and result.checkpoint:
                 self._commit_spout(engine, result.checkpoint, report)
             if result is not None and not result.ok:

@@ -296,3 +296,9 @@ def test_a_truncated_gzip_input_is_one_clear_line(tmp_path: Path):
     assert r.returncode == 2, r.stderr
     assert "cannot read past line" in r.stderr and "truncated or corrupt gzip" in r.stderr
     assert "Traceback" not in r.stderr and "Aborted" not in r.stderr
+    # The run had started: the batches before the break are committed, and the output says so.
+    committed = sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone()
+    assert committed[0] > 0 and committed[0] % 100 == 0
+    out = r.stdout + r.stderr
+    assert f"input stopped after {committed[0] // 100} committed batches" in out
+    assert "cannot start" not in out

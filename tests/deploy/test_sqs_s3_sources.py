@@ -17,6 +17,7 @@ import pytest
 from squall.deploy.lambda_consumer import make_handler
 from squall.deploy.lambda_sources import S3EventFailed
 from squall.deploy.local import LocalRunner
+from squall.errors import SquallError
 from squall.testing import MemorySink
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
@@ -114,6 +115,20 @@ def test_lambda_sqs_trigger_reports_unsettled_message_ids(tmp_path: Path):
     first_ids = [ev.event_id for ev in MemorySink.stores[store]]
     handler(event, None)  # Lambda delivers the same messages again: the same event ids
     assert [ev.event_id for ev in MemorySink.stores[store]] == first_ids * 2
+
+
+def test_an_sqs_event_whose_record_has_no_message_id_fails_clearly_and_processes_nothing(
+    tmp_path: Path,
+):
+    store = unique("lnoid")
+    handler = make_handler(write_topology(tmp_path, "{type: stdin}", store))
+    good = sqs_lambda_event([("059f36b4-87a3-44ab-83d2-661975475530", {"n": 0}, None)])
+    event = {"Records": [*good["Records"], {"eventSource": "aws:sqs", "body": "{}"}]}
+    with pytest.raises(
+        SquallError, match=r"record 1 has no messageId \(it has \['body', 'eventSource'\]\)"
+    ):
+        handler(event, None)
+    assert MemorySink.stores.get(store, []) == []
 
 
 def test_lambda_sqs_trigger_fifo_reports_the_rest_of_a_group_after_its_failure(tmp_path: Path):
