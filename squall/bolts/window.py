@@ -265,6 +265,12 @@ class WindowBolt(Bolt):
             redis=lambda client: RedisWindowStore(client, self.name, c.key_prefix),
         )
 
+    def after_restore(self) -> None:
+        """Restored from a snapshot (Lambda SnapStart): the SQL store's token row made at
+        ``open`` is the snapshot's, the same in every copy: each copy gets its own."""
+        if isinstance(self.store, SqlWindowStore):
+            self.store.new_token_row()
+
     # -- processing ------------------------------------------------------------------------------
 
     def process(self, batch: list[Event]) -> Output:

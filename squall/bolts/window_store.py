@@ -170,9 +170,15 @@ class SqlWindowStore:
         self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
         self._greatest = sa.func.max if dialect == "sqlite" else sa.func.greatest
         self._created = False
-        # this store's row of its last commit's token, among the shard marks (see commit)
-        self._token_row = TOKEN_ROW + uuid.uuid4().hex
+        self.new_token_row()
         self._commits = 0
+
+    def new_token_row(self) -> None:
+        """This store's own row of its last commit's token, among the shard marks (see commit).
+        Also after a restore from a snapshot (Lambda SnapStart): copies of one snapshot sharing
+        the row would overwrite each other's token (a commit retried after another copy's
+        commit would be written twice) and wait on each other's row lock."""
+        self._token_row = TOKEN_ROW + uuid.uuid4().hex
 
     def _ensure(self) -> None:
         if not self._created:

@@ -325,3 +325,48 @@ def test_package_refuses_snapstart_it_cannot_configure(args: list[str], message:
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+WINDOWED = """
+name: snapwin
+resources:
+  state: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: counts
+    type: window
+    store: state
+    key: [app]
+    size: 1m
+    time_field: ts
+    aggregates: {{events: {{fn: count}}}}
+sinks:
+  - {{id: out, type: stdout}}
+"""
+
+
+def test_each_restored_copy_has_its_own_window_commit_token_row(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """The SQL window store's row of its last commit token is made at open, so it is in the
+    snapshot: copies sharing it overwrite each other's token (a commit retried after another
+    copy's commit is written twice) and wait on one row lock. A restore gives a row of its own."""
+    import snapshot_restore_py
+    from awslambdaric import lambda_runtime_hooks_runner as hooks
+
+    from squall.deploy.lambda_consumer import make_handler
+
+    path = tmp_path / "t.yaml"
+    path.write_text(WINDOWED.format(db=tmp_path / "state.db"))
+    monkeypatch.setenv(snapstart.INIT_TYPE, snapstart.SNAP_START)
+    monkeypatch.setattr(snapshot_restore_py, "_before_snapshot_registry", [])
+    monkeypatch.setattr(snapshot_restore_py, "_after_restore_registry", [])
+    handler = make_handler(path)
+    [window] = [c for c in handler.engine.components if c.id == "counts"]
+    snapshotted = window.store._token_row
+    hooks.run_before_snapshot()
+    hooks.run_after_restore()
+    restored = window.store._token_row
+    assert restored != snapshotted and restored.startswith("~token:")
+    handler.engine.close()
