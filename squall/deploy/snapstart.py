@@ -74,8 +74,16 @@ def add_to_function(
     else:
         return None
     props["AutoPublishAlias"] = ALIAS
-    outputs["FunctionAlias"] = {"Value": {"Ref": f"FunctionAlias{ALIAS}"}}
+    outputs["FunctionAlias"] = {"Value": {"Ref": alias_resource(options)}}
     return None
+
+
+def alias_resource(options: Any) -> str | None:
+    """The logical id of the alias SAM makes for ``AutoPublishAlias`` (``FunctionAliaslive``;
+    ``Ref`` gives its ARN) when the function has one (``--snapstart``,
+    ``--provisioned-concurrency``), else None. What invokes the function must invoke this: an
+    unqualified invocation runs $LATEST, never snapshotted nor provisioned."""
+    return f"FunctionAlias{ALIAS}" if options.snapstart or options.provisioned else None
 
 
 def snap_starting() -> bool:

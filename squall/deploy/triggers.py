@@ -286,11 +286,16 @@ def _s3(
             source["Filter"] = {"S3Key": {"Rules": rules}}
         props["Events"] = {"Objects": {"Type": "S3", "Properties": source}}
     elif opts.s3_bucket == "existing":
+        from squall.deploy.snapstart import alias_resource
+
+        # With an alias (SnapStart, provisioned concurrency) S3 invokes the alias, as SAM makes
+        # a bucket of the template do: the unqualified function is $LATEST.
+        alias = alias_resource(opts)
         b.resources["SourceBucketInvokes"] = {
             "Type": "AWS::Lambda::Permission",
             "Properties": {
                 "Action": "lambda:InvokeFunction",
-                "FunctionName": {"Ref": "Function"},
+                "FunctionName": {"Ref": alias or "Function"},
                 "Principal": "s3.amazonaws.com",
                 "SourceArn": resource_sub(s3_bucket_arn(trigger.name)),
                 "SourceAccount": {"Ref": "AWS::AccountId"},
@@ -299,7 +304,7 @@ def _s3(
         b.outputs["BucketNotification"] = {
             "Description": "Add to the bucket's notification configuration "
             "(aws s3api put-bucket-notification-configuration replaces the whole of it)",
-            "Value": _notification(trigger),
+            "Value": _notification(trigger, f"${{{alias}}}" if alias else "${Function.Arn}"),
         }
     else:
         raise SquallError("--s3-bucket must be create or existing")
@@ -317,11 +322,12 @@ def _s3(
         )
 
 
-def _notification(trigger: LambdaTrigger) -> dict[str, Any]:
-    """The bucket notification that sends new objects to the function, as JSON (``Fn::Sub``)."""
+def _notification(trigger: LambdaTrigger, function_arn: str) -> dict[str, Any]:
+    """The bucket notification that sends new objects to ``function_arn`` (a ``Fn::Sub``
+    reference), as JSON (``Fn::Sub``)."""
     from squall.deploy.template import resource_sub
 
-    config: dict[str, Any] = {"LambdaFunctionArn": "${Function.Arn}", "Events": S3_EVENTS}
+    config: dict[str, Any] = {"LambdaFunctionArn": function_arn, "Events": S3_EVENTS}
     rules = [
         {"Name": name, "Value": value}
         for name, value in (("prefix", trigger.prefix), ("suffix", trigger.suffix))

@@ -370,3 +370,25 @@ def test_each_restored_copy_has_its_own_window_commit_token_row(
     restored = window.store._token_row
     assert restored != snapshotted and restored.startswith("~token:")
     handler.engine.close()
+
+
+@pytest.mark.parametrize("alias", [{"python": "3.12", "snapstart": True}, {"provisioned": 2}])
+def test_an_existing_bucket_notifies_and_lets_s3_invoke_the_alias(alias: dict, tmp_path: Path):
+    """SAM wires a template's own bucket to the alias; for an existing bucket the template's
+    permission and the notification it outputs must name the alias too, or S3 invokes $LATEST
+    (no snapshot, no provisioned environment, and the on-failure destination, configured on the
+    alias, never applies)."""
+    from tests.deploy.test_template import of_type, topology_file
+
+    spout = '{type: "tests.deploy.test_template:TriggeredS3Spout", bucket: etl-logs, prefix: l/}'
+    t = template_of(
+        topology_file(tmp_path, spout), "consumer", s3_bucket="existing", on_failure="sqs", **alias
+    )
+    cfn = checked(t, tmp_path)
+    [permission] = of_type(cfn, "AWS::Lambda::Permission")
+    assert permission["FunctionName"] == {"Ref": "FunctionAliaslive"}
+    [invoke] = of_type(cfn, "AWS::Lambda::EventInvokeConfig")
+    assert invoke["Qualifier"] == "live"
+    notification = json.loads(t["Outputs"]["BucketNotification"]["Value"]["Fn::Sub"])
+    [config] = notification["LambdaFunctionConfigurations"]
+    assert config["LambdaFunctionArn"] == "${FunctionAliaslive}"
