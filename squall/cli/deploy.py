@@ -198,6 +198,10 @@ def package(
     if handler == "kcl":
         from squall.deploy.fleet import write_fleet
 
+        for flag, given in (("--snapstart", snapstart), ("--provisioned-concurrency", provisioned)):
+            if given:
+                raise click.UsageError(f"{flag} is for a Lambda function, not a KCL fleet")
+
         try:
             written = write_fleet(
                 topo,

@@ -305,6 +305,14 @@ def test_snapstart_needs_python_3_12():
         ),
         (["--provisioned-concurrency", "2"], "--provisioned-concurrency configures the SAM"),
         (
+            ["--handler", "kcl", "--stream", "events", "--snapstart", "--python", "3.12"],
+            "--snapstart is for a Lambda function, not a KCL fleet",
+        ),
+        (
+            ["--handler", "kcl", "--stream", "events", "--provisioned-concurrency", "2"],
+            "--provisioned-concurrency is for a Lambda function, not a KCL fleet",
+        ),
+        (
             [
                 "--provisioned-concurrency",
                 "2",
@@ -321,7 +329,9 @@ def test_snapstart_needs_python_3_12():
 def test_package_refuses_snapstart_it_cannot_configure(args: list[str], message: str):
     result = CliRunner().invoke(
         cli,
-        ["package", str(PISTATS / "topology.yaml"), "--handler", "consumer", *args],
+        ["package", str(PISTATS / "topology.yaml"), "--handler", "consumer", *args]
+        if "--handler" not in args
+        else ["package", str(PISTATS / "topology.yaml"), *args],
     )
     assert result.exit_code == 2, result.output
     assert message in result.output
