@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
@@ -173,9 +174,32 @@ def client(
         read_timeout=read_timeout,
         max_pool_connections=20,
     )
-    return boto3.session.Session().client(
+    made = boto3.session.Session().client(
         service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
     )
+    _clients.add(made)
+    return made
+
+
+#: Every client ``client`` made that is still alive (for ``close_connections``).
+_clients: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def close_connections() -> int:
+    """Close the pooled HTTP connections of every live client ``client`` made; the clients stay
+    usable (their next call connects again). For a process about to be snapshotted, or restored
+    from a snapshot (Lambda SnapStart): no copy sends on the original's sockets. Returns how
+    many clients had their connections closed."""
+    closed = 0
+    for made in list(_clients):
+        # botocore has no public call for this: its endpoint's urllib3 session, whose close()
+        # clears the pool managers (a later request opens a new pool).
+        session = getattr(getattr(made, "_endpoint", None), "http_session", None)
+        close = getattr(session, "close", None)
+        if close is not None:
+            close()
+            closed += 1
+    return closed
 
 
 class Backoff:

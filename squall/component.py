@@ -118,8 +118,9 @@ class Component:
 
     def warm_up(self) -> None:
         """Build now what the component would otherwise build at its first batch (parsers, rule
-        sets, modules imported on first use). Called after ``open`` only where init time costs
-        nothing per cold start: a Lambda init that SnapStart snapshots (docs/deploy.md)."""
+        sets, modules imported on first use). Called after ``open`` only where init runs ahead
+        of traffic: a Lambda init that SnapStart snapshots, or one for provisioned concurrency
+        (docs/deploy.md)."""
 
     def after_restore(self) -> None:
         """The process was restored from a snapshot (Lambda SnapStart), maybe days after ``open``

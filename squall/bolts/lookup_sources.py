@@ -186,7 +186,9 @@ class SqlSource:
             if is_transient(exc):
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise ValueError(f"{self.where}: {describe(exc)}") from exc
-        wanted = list(config.columns) if config.columns else [c.name for c in table.columns]
+        # Plain str: reflected names are SQLAlchemy's quoted_name, which orjson refuses as a key
+        # (a shared cache's JSON failed every record).
+        wanted = list(config.columns) if config.columns else [str(c.name) for c in table.columns]
         unknown = [c for c in (*key_columns, *wanted) if c not in table.columns]
         if unknown:
             raise ValueError(f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}")
@@ -194,7 +196,7 @@ class SqlSource:
         self.names = wanted
         # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.
         selected = [table.c[c] for c in dict.fromkeys((*key_columns, *wanted))]
-        self._selected = [c.name for c in selected]
+        self._selected = [str(c.name) for c in selected]
         # Built and compiled once; the expanding parameter takes each chunk's keys at execution.
         keys_param = sa.bindparam("keys", expanding=True)
         if len(self.key_columns) == 1:

@@ -6,9 +6,10 @@ environment from that snapshot. Init time then costs nothing per cold start, so 
 spend more of it: every component builds what it would otherwise build at its first batch
 (``Component.warm_up``: the device bolt's user-agent parser and rules, the schema bolt's
 reporting validator). Two runtime hooks (AWS's ``snapshot_restore_py``, part of the managed
-runtime) keep the copies apart: before the snapshot the resources' pooled connections are closed,
-after a restore they are closed again (nothing of the original's sockets is used), ``random`` is
-seeded anew and each component's ``after_restore`` runs.
+runtime) keep the copies apart: before the snapshot the pooled connections of the resources
+(SQL, Redis) and of the AWS clients (``squall.aws.client``) are closed, after a restore they are
+closed again (nothing of the original's sockets is used), ``random`` is seeded anew and each
+component's ``after_restore`` runs.
 
 An init for provisioned concurrency runs ahead of traffic too: there the components warm up
 (no snapshot, no hooks). On demand (``AWS_LAMBDA_INITIALIZATION_TYPE=on-demand``, or unset)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 log = logging.getLogger("squall.snapstart")
@@ -106,19 +108,33 @@ def prepare(engine: Any) -> str | None:
     try:
         from snapshot_restore_py import register_after_restore, register_before_snapshot
     except ImportError:  # in every managed Python runtime; a custom image may lack it
-        engine.before_snapshot()  # at least no socket in the snapshot: copies connect anew
+        _snapshotting(engine)  # at least no socket in the snapshot: copies connect anew
         log.warning(
             "SnapStart init without snapshot_restore_py (pip install snapshot-restore-py): "
             "connections are closed now, but restored copies are not told (random is not "
             "reseeded, components' after_restore does not run)"
         )
         return "warm-up"
-    register_before_snapshot(engine.before_snapshot)
+    register_before_snapshot(_snapshotting, engine)
     register_after_restore(_restored, engine)
     log.info("SnapStart: components warmed up, snapshot hooks registered")
     return "snapstart"
 
 
+def _close_aws_connections() -> None:
+    """Close the AWS clients' pooled connections (made by ``squall.aws.client``: components that
+    call AWS at ``open``, e.g. an SQS sink resolving its queue URL, keep one alive)."""
+    aws = sys.modules.get("squall.aws")  # not imported: no client was made
+    if aws is not None:
+        aws.close_connections()
+
+
+def _snapshotting(engine: Any) -> None:
+    engine.before_snapshot()
+    _close_aws_connections()
+
+
 def _restored(engine: Any) -> None:
+    _close_aws_connections()
     engine.after_restore()
     log.info("SnapStart: restored from the snapshot")

@@ -345,6 +345,28 @@ def test_shared_redis_cache_serves_other_processes_and_remembers_missing_keys(
     client.close()
 
 
+def test_a_shared_cache_in_front_of_every_reflected_column(sql_db, redis_url, redis_prefix):
+    """No ``columns:``: the table's reflected column names (SQLAlchemy's ``quoted_name`` on
+    PostgreSQL) become the record's keys, and the shared cache stores them as JSON."""
+    url, table = sql_db
+    bolt = make_bolt(
+        resources(db=url, cache=redis_url),
+        key=["app_id", "platform"],
+        source={"type": "sql", "resource": "db", "table": table},
+        shared_cache={"resource": "cache", "key_prefix": redis_prefix},
+    )
+    found, failed, _ = run(bolt, [{"app_id": 1, "platform": "ios"}])
+    assert failed == {}
+    assert found == {0: {"app_id": 1, "platform": "ios", "name": "Weather", "tier": "gold"}}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [key] = client.keys(f"{redis_prefix}*")
+        assert json.loads(client.get(key)) == [found[0]]
+    finally:
+        client.delete(*client.keys(f"{redis_prefix}*"))
+        client.close()
+
+
 # -- Redis source ----------------------------------------------------------------------------------
 
 

@@ -232,6 +232,81 @@ def test_snapstart_without_the_hooks_library_still_snapshots_no_connection(
     assert engine.calls == ["warm_up", "before_snapshot"]
 
 
+class _KeepAliveAWS:
+    """An HTTP/1.1 endpoint that keeps connections open (as AWS does; moto's server closes
+    them) and answers every call with ``{}``; counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.accepted = 0
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                stand_in.accepted += 1
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_snapshot_hooks_close_the_aws_clients_connections_and_the_clients_still_work(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    import snapshot_restore_py
+
+    from squall import aws
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    endpoint = _KeepAliveAWS()
+    client = aws.client("sqs", region="us-east-1", endpoint_url=endpoint.endpoint)
+    monkeypatch.setenv(snapstart.INIT_TYPE, "snap-start")
+    befores = snapshot_restore_py.get_before_snapshot()
+    afters = snapshot_restore_py.get_after_restore()
+    nb, na = len(befores), len(afters)
+    engine = _Engine()
+    engine.after_restore = lambda: engine.calls.append("after_restore")  # type: ignore[attr-defined]
+    try:
+        client.list_queues()  # as an SQS sink's open() resolving its queue URL
+        client.list_queues()
+        assert endpoint.accepted == 1  # one connection, kept alive
+        assert snapstart.prepare(engine) == "snapstart"
+        for func, args, kwargs in befores[nb:]:
+            func(*args, **kwargs)
+        client.list_queues()  # the client still works, on a new connection: the old one closed
+        assert endpoint.accepted == 2
+        for func, args, kwargs in afters[na:]:
+            func(*args, **kwargs)
+        client.list_queues()  # a restored copy does not send on the snapshot's connection
+        assert endpoint.accepted == 3
+        assert engine.calls == ["warm_up", "before_snapshot", "after_restore"]
+    finally:
+        del befores[nb:], afters[na:]
+        endpoint.close()
+
+
 @pytest.mark.parametrize("handler", ["consumer", "producer"])
 def test_template_with_snapstart_publishes_versions_and_triggers_the_alias(
     handler: str, tmp_path: Path
