@@ -111,11 +111,12 @@ def safe_text(value: object, limit: int = MAX_REASON) -> str:
 
 def describe_exception(exc: BaseException) -> str:
     """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
-    message = safe_text(exc)
-    name = type(exc).__name__
+    # Masked before it is cut: the reason goes to dead letters (a queue, a bucket, a table) too.
+    source = exc.reason if isinstance(exc, RecordError) else exc
+    message = safe_text(redact_text(safe_text(source, limit=1 << 62)))
     if isinstance(exc, RecordError):
-        return safe_text(exc.reason)
-    return f"{name}: {message}" if message else name
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class MetricsServerError(SquallError):

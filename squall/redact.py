@@ -38,6 +38,11 @@ def redact_url(url: str) -> str:
     return redact_text(urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}")))
 
 
+def redact_url_passwords(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` masked (to the URL's last ``@``)."""
+    return _USERINFO.sub(rf"\g<head>{MASK}@", text) if "://" in text else text
+
+
 def redact_text(text: str) -> str:
     """``text`` with the passwords of every URL and every ``password=`` value masked."""
     if "://" not in text and "=" not in text:

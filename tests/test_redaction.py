@@ -144,3 +144,87 @@ def test_an_unescaped_at_in_a_database_password_is_a_load_time_error(url):
     assert "contains an '@': write it as %40" in message
     assert "RETpw" not in message and "S3C" not in message
     assert ResourceConfig(url=url.replace("S3C@RETpw", "S3C%40RETpw")).url
+
+
+LEAKY_TOPOLOGY = """
+name: redaction-dead-letter
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - {id: leaky, type: 'tests.test_redaction:LeakyBolt'}
+sinks:
+  - {id: out, type: 'squall.testing:MemorySink'}
+  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}
+"""
+
+
+def _leaky_bolt_class():
+    from squall.bolts import Bolt, Output
+
+    class LeakyBolt(Bolt):
+        summary = "Raise with a password in the message (tests)."
+
+        def process(self, batch):
+            out = Output(self.id)
+            for ev in batch:
+                if ev.value.get("bad"):
+                    raise ValueError(
+                        f"cannot reach postgresql://u:{SECRET}@db:5432/x (password={SECRET})"
+                    )
+                out.emit(ev)
+            return out
+
+    return LeakyBolt
+
+
+LeakyBolt = _leaky_bolt_class()
+
+
+def test_the_dead_letter_reason_of_a_record_never_shows_a_password():
+    """A record's reason goes to the dead letter (a file, a queue, a bucket, a table) and into the
+    metrics' first failed record: it used to be the exception's text as is."""
+    import json as _json
+
+    from squall.event import Record, RecordMeta
+    from squall.testing import memory_stores, run_topology
+
+    records = [
+        Record(_json.dumps({"n": n, "bad": n == 2}).encode(), RecordMeta("s", "sh", str(n)))
+        for n in range(1, 4)
+    ]
+    stores: dict = {}
+    with memory_stores(stores):
+        run = run_topology(LEAKY_TOPOLOGY, records)
+    (dead,) = stores["dlq"]
+    assert dead.failure.component == "leaky"
+    assert SECRET not in dead.failure.reason
+    assert "postgresql://u:***@db:5432/x" in dead.failure.reason
+    assert [o.outcome.value for o in run.outcomes].count("dead_lettered") == 1
+
+
+def test_a_long_reason_is_masked_before_it_is_cut():
+    from squall.errors import MAX_REASON, describe_exception
+
+    exc = ValueError("x" * (MAX_REASON - 20) + f" postgresql://u:{SECRET}@db/x")
+    assert SECRET[:4] not in describe_exception(exc)
+
+
+def test_json_log_fields_mask_a_password_with_an_at_sign_and_stay_valid_json():
+    """The JSON formatter masked the encoded line with a pattern that stopped at the password's
+    first '@' ('u:***@rest-of-password@host') and was not the one helper (squall.redact)."""
+    import json as _json
+
+    from squall.observability.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "squall.invocation", logging.ERROR, __file__, 1, "failed", None, None
+    )
+    record.fields = {
+        "first_failed": {"reason": f"postgresql://u:xy@{SECRET}@db/x"},
+        "user": "someone@example.com",
+    }
+    line = JsonFormatter().format(record)
+    doc = _json.loads(line)
+    assert SECRET not in line
+    assert doc["first_failed"]["reason"] == "postgresql://u:***@db/x"
+    assert doc["user"] == "someone@example.com"

@@ -24,24 +24,38 @@ from typing import Any
 
 import orjson
 
+from squall.redact import redact_url_passwords
+
 FORMAT_ENV = "SQUALL_LOG_FORMAT"
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "squall_log_context", default=None
 )
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+(@)")
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)(\s*[=:]\s*)([^\s&;,'\"()\[\]{}]+)"
 )
 
 
 def redact(text: str) -> str:
-    """Mask passwords in URLs and ``password=…``-style pairs."""
-    if "@" in text:
-        text = _URL_PASSWORD.sub(r"\1***\2", text)
+    """Mask passwords in URLs (``squall.redact``: to the URL's last ``@``) and ``password=…``-style pairs."""
+    text = redact_url_passwords(text)
     if "=" in text or ":" in text:
         text = _KEY_VALUE.sub(r"\1\2***", text)
     return text
+
+
+def _redacted(value: Any) -> Any:
+    """``value`` with every string in it redacted (JSON lines are masked field by field: a URL's
+    password runs to its last ``@``, which in one encoded line could be another field's)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value))  # what orjson would write with default=str
 
 
 @contextmanager
@@ -101,7 +115,7 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = request_id
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return redact(orjson.dumps(out, default=str).decode()) + self.terminator
+        return orjson.dumps(_redacted(out), default=str).decode() + self.terminator
 
 
 def log_format(explicit: str | None = None) -> str:
