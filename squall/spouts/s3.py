@@ -1,9 +1,12 @@
 """``s3`` spout: JSON-lines objects (gzip or plain) in a bucket, one record per line.
 
 A record's position is its object and line: stream = the bucket, shard = the object key,
-sequence number = the line number. Event ids therefore derive from bucket, key and line, so
-reading the same object again (a retried Lambda S3 event, a rerun) yields the same event ids and
-idempotent sinks add nothing. The local runner reads every object under ``prefix`` (key order)
+sequence number = the line number; each record also carries a digest of the object's bytes up to
+and including its line (``fingerprint``, as the file spout does). Event ids derive from bucket,
+key, line and that digest, so reading the same object again (a retried Lambda S3 event, a rerun)
+yields the same event ids and idempotent sinks add nothing, while an object *replaced* under the
+same key with other content gets other ids from its first differing line on: its rows are never
+mistaken for the old object's (and silently skipped by an idempotent sink). The local runner reads every object under ``prefix`` (key order)
 once; the Lambda S3-event trigger (``squall.deploy.lambda_sources``) reads the objects an event
 names with the same function.
 """
@@ -11,6 +14,7 @@ names with the same function.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import zlib
 from collections.abc import Iterator
@@ -32,18 +36,23 @@ from squall.spouts.base import Progress, Spout
 
 
 def object_records(bucket: str, key: str, body: bytes, *, skip_blank: bool = True) -> list[Record]:
-    """The records of one object's lines (gzip detected by its magic bytes); blank lines keep their number."""
+    """The records of one object's lines (gzip detected by its magic bytes); blank lines keep their
+    number. Each record's fingerprint is a digest of the (decompressed) bytes up to and including
+    its line, so other content under the same key never shares an event id with this one."""
     if body[:2] == b"\x1f\x8b":
         try:
             body = gzip.decompress(body)
         except (EOFError, OSError, zlib.error) as exc:
             raise SquallError(f"s3://{bucket}/{key}: truncated or corrupt gzip: {exc}") from None
     out = []
+    digest = hashlib.sha256()
     for number, line in enumerate(io.BytesIO(body), start=1):
+        digest.update(line)
         data = line.rstrip(b"\r\n")
         if skip_blank and not data.strip():
             continue
-        out.append(Record(data, RecordMeta(bucket, key, str(number))))
+        meta = RecordMeta(bucket, key, str(number), fingerprint=digest.hexdigest()[:32])
+        out.append(Record(data, meta))
     return out
 
 
