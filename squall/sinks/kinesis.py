@@ -39,6 +39,12 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
         description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
     )
     aggregate: bool = Field(False, description="Pack user records into KPL aggregates (per shard).")
+    event_id_key: str | None = Field(
+        None,
+        description="json format: add the event id to each object under this key, for the "
+        "consumer's decode bolt (`event_id_field`) to keep it: a replayed put then adds nothing "
+        "to its idempotent sinks (the new records have other sequence numbers).",
+    )
     max_attempts: int = Field(
         5,
         ge=1,
@@ -118,8 +124,16 @@ class KinesisSink(Sink):
                 raise ValueError(
                     "event has no decoded value: add a decode bolt, or set format: raw"
                 )
+            value = ev.value
+            key = self.config.event_id_key
+            if key is not None:
+                if not isinstance(value, dict):
+                    raise ValueError(
+                        f"event_id_key needs an object payload, not {type(value).__name__}"
+                    )
+                value = {**value, key: ev.event_id}
             try:
-                data = orjson.dumps(ev.value)
+                data = orjson.dumps(value)
             except TypeError as exc:
                 raise ValueError(f"value cannot be serialized as JSON: {exc}") from None
         if self._pk is not None:

@@ -266,3 +266,39 @@ def test_a_lone_record_that_looks_like_an_aggregate_is_wrapped_in_one():
     big = Aggregator(None, max_bytes=100).add(KPL_MAGIC + b"y" * 500, "k", None, 2)
     (sub,) = deaggregate(Record(big[0].data, RecordMeta("s", "sh", "1")))
     assert sub.data == KPL_MAGIC + b"y" * 500
+
+
+def test_event_id_key_carries_the_id_so_a_replayed_put_adds_no_rows_downstream(
+    kinesis, kinesis_mock, make_stream, tmp_path
+):
+    """A replayed batch is put again with new sequence numbers: a consumer deriving ids from them
+    writes every row twice. With ``event_id_key`` each record carries the event id, the consumer's
+    decode bolt keeps it (``event_id_field``) and the warehouse's idempotent insert absorbs the
+    replay."""
+    import sqlite3
+
+    from squall.testing import run_topology
+
+    stream = make_stream(1)
+    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk", event_id_key="source_id")
+    batch = events(5)
+    write(sink, batch)
+    write(sink, batch)  # the same batch delivered again upstream (a Lambda retry)
+    prepared = sink.prepare([Event(b"[1]", batch[0].meta, "e-list", 0, value=[1])])
+    assert "event_id_key needs an object payload" in prepared.rejected[0].failure.reason
+    seen = read_all(kinesis_mock.endpoint, stream)
+    assert len(seen) == 10
+    assert orjson.loads(seen[0].data) == {"pk": "user-0", "n": 0, "source_id": "event-0"}
+    db = tmp_path / "wh.db"
+    run_topology(
+        f"""name: downstream
+resources: {{warehouse: {{url: "sqlite:///{db}"}}}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json, event_id_field: source_id}}]
+sinks:
+  - {{id: rows, type: warehouse, resource: warehouse, table: rows, columns: {{n: {{path: n, type: integer}}}}}}
+""",
+        seen,
+    )
+    with sqlite3.connect(db) as conn:
+        assert sorted(n for (n,) in conn.execute("SELECT n FROM rows")) == [0, 1, 2, 3, 4]
