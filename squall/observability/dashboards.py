@@ -49,7 +49,7 @@ def cloudwatch_resources(
     namespace: str = NAMESPACE,
     thresholds: Thresholds = Thresholds(),
 ) -> dict[str, Any]:
-    """CloudFormation resources: four alarms and a dashboard, for the consumer function ``function``."""
+    """CloudFormation resources: six alarms and a dashboard, for the consumer function ``function``."""
     t, th = topology.name, thresholds
     fn_dim = [{"Name": "FunctionName", "Value": {"Ref": function}}]
     squall_dims = [{"Name": "Topology", "Value": t}, {"Name": "service", "Value": t}]
@@ -68,6 +68,25 @@ def cloudwatch_resources(
                 "EvaluationPeriods": 5,
                 "DatapointsToAlarm": 3,
                 "Threshold": threshold,
+                "ComparisonOperator": "GreaterThanThreshold",
+                "TreatMissingData": "notBreaching",
+            },
+        }
+
+    def squall_alarm(metric: str, what: str) -> dict[str, Any]:
+        """Any of the topology's ``metric`` (EMF, summed per minute) in 2 of 3 minutes."""
+        return {
+            "Type": "AWS::CloudWatch::Alarm",
+            "Properties": {
+                "AlarmDescription": f"squall {t}: {what}",
+                "Namespace": namespace,
+                "MetricName": metric,
+                "Dimensions": squall_dims,
+                "Statistic": "Sum",
+                "Period": 60,
+                "EvaluationPeriods": 3,
+                "DatapointsToAlarm": 2,
+                "Threshold": 0,
                 "ComparisonOperator": "GreaterThanThreshold",
                 "TreatMissingData": "notBreaching",
             },
@@ -96,7 +115,20 @@ def cloudwatch_resources(
             f"iterator age over {th.lag_ms} ms: the consumer falls behind",
         ),
         f"{prefix}ErrorsAlarm": lambda_alarm(
-            "Errors", "Sum", 0, "function errors (batches retried whole)"
+            "Errors",
+            "Sum",
+            0,
+            "function errors (the handler raised: an event it cannot read, a failed init; a "
+            "failed batch is answered with batchItemFailures, see the two alarms below)",
+        ),
+        f"{prefix}FailedBatchesAlarm": squall_alarm(
+            cloudwatch_name("batches", "failed"),
+            "batches failed: a dependency stayed down through the retries; nothing after the "
+            "batch is checkpointed and Lambda retries it",
+        ),
+        f"{prefix}RecordsFailedAlarm": squall_alarm(
+            cloudwatch_name("outcomes", "failed"),
+            "records failed with no dead letter to take them: their shard waits for them",
         ),
         f"{prefix}ThrottlesAlarm": lambda_alarm("Throttles", "Sum", 0, "function throttled"),
         f"{prefix}DeadLetterRateAlarm": {

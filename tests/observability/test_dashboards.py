@@ -19,6 +19,7 @@ from squall.observability.dashboards import (
     grafana_dashboard,
     prometheus_rules,
 )
+from squall.observability.metrics import BatchSample
 from squall.topology.loader import load
 from tests.conftest import EXAMPLES
 
@@ -128,6 +129,29 @@ def test_promtool_checks_the_rules_and_their_alerts_fire_on_lag_and_dead_letters
     assert json.loads((tmp_path / "pistats.grafana.json").read_text())["title"] == "squall: pistats"
 
 
+def _emf_metrics(samples: list) -> set[tuple[str, str]]:
+    """(namespace, metric name) of every metric in the EMF documents the Lambda's backend prints
+    for ``samples``, with the topology's dimensions (Topology, service)."""
+    import contextlib
+    import io
+
+    from squall.observability.emf import EmfBackend
+
+    backend = EmfBackend(service="pistats")
+    for sample in samples:
+        backend.record(sample)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        backend.flush()
+    found = set()
+    for line in out.getvalue().splitlines():
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            if sorted(directive["Dimensions"][0]) == ["Topology", "service"]:
+                found.update((directive["Namespace"], m["Name"]) for m in directive["Metrics"])
+    return found
+
+
 def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_graph():
     topo = load(PISTATS)
     template = sam_template(topo, PISTATS.read_text(), handler="consumer", code_uri="function.zip")
@@ -136,9 +160,26 @@ def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_gra
     assert sorted(alarms) == [
         "PistatsDeadLetterRateAlarm",
         "PistatsErrorsAlarm",
+        "PistatsFailedBatchesAlarm",
         "PistatsIteratorAgeAlarm",
+        "PistatsRecordsFailedAlarm",
         "PistatsThrottlesAlarm",
     ]
+    # The failed-batch and failed-record alarms watch what the Lambda's EMF documents carry for a
+    # failed batch and a failed record (the handler answers batchItemFailures: Errors stays 0).
+    emitted = _emf_metrics(
+        [
+            BatchSample("pistats", 1, 2, 0.1, "failed", error="down"),
+            BatchSample("pistats", 2, 2, 0.1, "records_failed", outcomes={"failed": 1}),
+        ]
+    )
+    for name in ("PistatsFailedBatchesAlarm", "PistatsRecordsFailedAlarm"):
+        props = alarms[name]["Properties"]
+        assert (props["Namespace"], props["MetricName"]) in emitted, (props, emitted)
+        assert props["Dimensions"] == [
+            {"Name": "Topology", "Value": "pistats"},
+            {"Name": "service", "Value": "pistats"},
+        ]
     assert alarms["PistatsIteratorAgeAlarm"]["Properties"]["Dimensions"] == [
         {"Name": "FunctionName", "Value": {"Ref": "Function"}}
     ]
