@@ -72,7 +72,8 @@ def run_with_console(
 def print_summary(
     console: Console, topo: Topology, report: RunReport, totals: Totals | None = None
 ) -> None:
-    """The per-component table and the outcome line, within 80 columns."""
+    """The per-component table and the outcome line: within the console's width (80 columns
+    without a terminal) unless the counts need more — a number is never cut."""
     active = totals.active_seconds if totals is not None and totals.batches else report.seconds
     table = Table(
         title=f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
@@ -86,15 +87,8 @@ def print_summary(
     cols = ["component", "in", "out", "dead", "filtered", "retries", "s"]
     if written or present:
         cols[2:2] = ["written", "present"]
-    for col in cols:
-        table.add_column(
-            col,
-            justify="left" if col == "component" else "right",
-            no_wrap=True,
-            max_width=24 if col == "component" else None,
-            overflow="ellipsis",
-        )
     order = {"spout": 0, "bolt": 1, "sink": 2}
+    rows = []
     for s in sorted(
         report.stats, key=lambda s: order.get(s.kind, 3)
     ):  # stable: plan order within a kind
@@ -112,8 +106,29 @@ def print_summary(
                 f"{written[s.id]:,}" if s.id in written else "",
                 f"{present[s.id]:,}" if s.id in present else "",
             ]
-        table.add_row(*row)
-    console.print(table)
+        rows.append(row)
+    # Numbers are never cut ("200,0…" would lie): their columns are as wide as their widest
+    # value, and the table gets the width it needs when that is more than the console's.
+    widths = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(cols)]
+    for col, width in zip(cols, widths, strict=True):
+        numeric = col != "component"
+        table.add_column(
+            col,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+            min_width=width if numeric else None,
+        )
+    for row in rows:
+        name = row[0]  # ids over 24 characters are shortened here, not by the layout
+        table.add_row(name if len(name) <= 24 else name[:23] + "…", *row[1:])
+    # Room for every column at its natural width (print() cannot go wider than the console).
+    natural = sum(widths) + 3 * len(cols) + 1
+    saved = console.width
+    console.width = max(saved, natural)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = saved
     c = report.counts
     rate = report.records / active if active else 0.0
     line = (

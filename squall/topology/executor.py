@@ -1122,8 +1122,13 @@ class Engine:
                 delay = max(self._rng() * backoff, exc.retry_after or 0.0)
                 if stats is not None:
                     stats.retries += 1
+                text = str(exc)  # most errors name their place already ("where: …")
                 log.warning(
-                    "%s: %s; retry %d/%d in %.2fs", where, exc, attempt, policy.attempts - 1, delay
+                    "%s; retry %d/%d in %.2fs",
+                    text if text.startswith(f"{where}:") else f"{where}: {text}",
+                    attempt,
+                    policy.attempts - 1,
+                    delay,
                 )
                 self._sleep(delay)
             except (BatchFailed, _RecordFault, _Refused):

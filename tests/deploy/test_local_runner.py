@@ -302,3 +302,42 @@ def test_a_truncated_gzip_input_is_one_clear_line(tmp_path: Path):
     out = r.stdout + r.stderr
     assert f"input stopped after {committed[0] // 100} committed batches" in out
     assert "cannot start" not in out
+
+
+def test_the_summary_never_cuts_a_number_on_an_80_column_console():
+    """Without a terminal the console is 80 columns wide: a long run's counts widen the table
+    instead of being cut ("200,0…")."""
+    import io
+
+    from rich.console import Console
+
+    from squall.deploy.console import print_summary
+    from squall.deploy.local import RunReport
+    from squall.observability.progress import Totals
+    from squall.topology.loader import load_text
+    from squall.topology.outcomes import ComponentStats
+
+    topo = load_text("name: wide\nspout: {type: stdin}\nsinks:\n  - {id: out, type: stdout}\n")
+    report = RunReport(batches=4_000, records=2_000_000, seconds=123.4)
+    report.stats = [
+        ComponentStats("spout", "spout", "stdin", 2_000_000, 2_000_000, seconds=1.5),
+        ComponentStats(
+            "warehouse-events",
+            "sink",
+            "stdout",
+            2_000_000,
+            1_987_654,
+            dead_lettered=12_346,
+            retries=12,
+            seconds=1234.56,
+        ),
+    ]
+    totals = Totals()
+    totals.written = {"warehouse-events": 1_987_654}
+    totals.present = {"warehouse-events": 0}
+    out = io.StringIO()
+    print_summary(Console(file=out, width=80, force_terminal=False), topo, report, totals)
+    text = out.getvalue()
+    for number in ("2,000,000", "1,987,654", "12,346", "1234.56"):
+        assert number in text, text
+    assert "warehouse-events" in text

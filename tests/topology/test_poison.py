@@ -319,3 +319,37 @@ def test_an_os_error_caused_by_one_records_value_is_that_records_not_the_machine
         Outcome.COMMITTED,
     ]
     assert "Errno 75" in MemorySink.stores[f"{tag}-dlq"][0].failure.reason
+
+
+class PlacedOutage(Bolt):
+    """Raises, once, a TransientError that names its place as the stores' errors do."""
+
+    summary = "an outage naming its place"
+    calls = 0
+
+    def process(self, batch):
+        type(self).calls += 1
+        if type(self).calls == 1:
+            from squall.errors import TransientError
+
+            raise TransientError(f"{self.id}: connection refused")
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+def test_a_retry_line_names_the_place_once(caplog: pytest.LogCaptureFixture):
+    PlacedOutage.calls = 0
+    yaml_text = """
+name: retry-line
+spout: {type: stdin}
+settings: {retry: {attempts: 3, initial_backoff: 0, max_backoff: 0}}
+bolts:
+  - {id: outage, type: "tests.topology.test_poison:PlacedOutage"}
+sinks:
+  - {id: out, type: "squall.testing:MemorySink", name: retry-line}
+"""
+    with caplog.at_level("WARNING", logger="squall"):
+        run_topology(yaml_text, records_from([{"n": 1}]))
+    [line] = [r.getMessage() for r in caplog.records if "retry 1/2" in r.getMessage()]
+    assert line.startswith("outage: connection refused; retry 1/2 in "), line
