@@ -29,7 +29,7 @@ from squall.deploy import snapstart
 from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta
-from squall.observability.runners import lambda_observer
+from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology import registry
 from squall.topology.executor import Engine
 from squall.topology.loader import load
@@ -247,6 +247,7 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
 
 def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
+    lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
     topology = load(topology_path)
     warn_about_local_dead_letters(topology)
     # Lambda retries from a sequence number: every user record of a KPL aggregate comes again.

@@ -32,6 +32,7 @@ from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dea
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
 from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
+from squall.observability.runners import lambda_logging
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.outcomes import Outcome
@@ -213,6 +214,7 @@ def make_handler(
 ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
     redact.install()
+    lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
     with collector_paused():  # as the consumer's init
         topology = load(topology_path)
         warn_about_local_dead_letters(topology)

@@ -100,11 +100,17 @@ class LambdaObserver:
             invocation_log.exception("EMF metrics could not be written; the batch is unaffected")
 
 
-def lambda_observer(topology: str) -> LambdaObserver:
-    """Also gives Lambda's log handler squall's formatter when ``SQUALL_LOG_FORMAT`` is set."""
+def lambda_logging() -> None:
+    """Give Lambda's log handler squall's formatter when ``SQUALL_LOG_FORMAT`` is set: first
+    thing in a handler's init, so init's own lines (warnings at load) have the format too."""
     from squall.observability.logs import FORMAT_ENV, install_formatter
 
     if os.environ.get(FORMAT_ENV):
         install_formatter()
+
+
+def lambda_observer(topology: str) -> LambdaObserver:
+    """Also gives Lambda's log handler squall's formatter when ``SQUALL_LOG_FORMAT`` is set."""
+    lambda_logging()
     invocation_log.setLevel(logging.INFO)
     return LambdaObserver(topology)

@@ -192,3 +192,25 @@ def test_free_heap_pages_are_returned_after_every_invocation(tmp_path: Path, mon
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": first}]}
     assert calls == [0, 1]
     assert lc._malloc_trim() is None or lc._malloc_trim()(0) in (0, 1)  # glibc: 1 if it freed
+
+
+def test_init_warnings_already_have_the_json_log_format(tmp_path: Path, monkeypatch):
+    """With SQUALL_LOG_FORMAT=json, Lambda's log handler gets squall's formatter before the
+    topology loads: the init's own warning (a dead-letter file, lost with the container) is a
+    JSON line too."""
+    import io
+    import json
+    import logging
+
+    monkeypatch.setenv("SQUALL_LOG_FORMAT", "json")
+    root = logging.getLogger()
+    stream = io.StringIO()
+    lambda_handler = logging.StreamHandler(stream)  # as the runtime client's, already there
+    saved = root.handlers[:]
+    root.handlers = [lambda_handler]
+    try:
+        handler_for(tmp_path, dlq=True)
+    finally:
+        root.handlers = saved
+    [line] = [ln for ln in stream.getvalue().splitlines() if "lost with the Lambda container" in ln]
+    assert json.loads(line)["level"] == "WARNING"
