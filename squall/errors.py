@@ -93,6 +93,8 @@ class BatchFailed(SquallError):
 
 #: Longest reason kept for a record failure; longer ones are cut with a marker.
 MAX_REASON = 1000
+#: How much of a failure's text ``describe_exception`` masks before it cuts it to ``MAX_REASON``.
+_MASKED_WINDOW = 4 * MAX_REASON
 
 
 def safe_text(value: object, limit: int = MAX_REASON) -> str:
@@ -112,8 +114,12 @@ def safe_text(value: object, limit: int = MAX_REASON) -> str:
 def describe_exception(exc: BaseException) -> str:
     """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
     # Masked before it is cut: the reason goes to dead letters (a queue, a bucket, a table) too.
+    # Only a window past the cut is masked: the URL pattern's cost grows with the square of a
+    # long run without spaces (a record's payload quoted whole), and what lies beyond the window
+    # is cut anyway (a password would have to run from inside the kept text past the window).
     source = exc.reason if isinstance(exc, RecordError) else exc
-    message = safe_text(redact_text(safe_text(source, limit=1 << 62)))
+    text = safe_text(source, limit=1 << 62)
+    message = safe_text(redact_text(text[:_MASKED_WINDOW]) + text[_MASKED_WINDOW:])
     if isinstance(exc, RecordError):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -228,3 +228,18 @@ def test_json_log_fields_mask_a_password_with_an_at_sign_and_stay_valid_json():
     assert SECRET not in line
     assert doc["first_failed"]["reason"] == "postgresql://u:***@db/x"
     assert doc["user"] == "someone@example.com"
+
+
+def test_describe_exception_masks_a_long_message_in_bounded_time():
+    """The reason was masked over the whole uncut message: the URL pattern's cost grows with the
+    square of a long run without spaces (a 100,000-character payload took seconds per record)."""
+    import time
+
+    from squall.errors import MAX_REASON, describe_exception
+
+    exc = ValueError(f"postgresql://u:{SECRET}@db/x " + "x" * 200_000)
+    started = time.perf_counter()
+    reason = describe_exception(exc)
+    assert time.perf_counter() - started < 1.0
+    assert SECRET not in reason and "***" in reason
+    assert len(reason) < MAX_REASON + 40
