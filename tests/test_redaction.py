@@ -243,3 +243,19 @@ def test_describe_exception_masks_a_long_message_in_bounded_time():
     assert time.perf_counter() - started < 1.0
     assert SECRET not in reason and "***" in reason
     assert len(reason) < MAX_REASON + 40
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql:///db?host=/var/run/pg@main",  # a socket directory holding '@'
+        "postgresql://u:pw@/db?host=/run/user@1000/pg",
+        "postgresql://u:pw@db.example/db?application_name=a@b",
+    ],
+)
+def test_an_at_sign_outside_the_userinfo_is_no_password_error(url):
+    """The '@' check read the host from the query too: a '?host=' socket directory with an '@'
+    (valid for libpq and SQLAlchemy) was refused as an unescaped password."""
+    from squall.topology.resource_config import ResourceConfig
+
+    assert ResourceConfig(url=url).url

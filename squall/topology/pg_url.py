@@ -69,6 +69,13 @@ def connect_args(url: str) -> dict[str, Any] | None:
     return args
 
 
+def netloc_host(url: str) -> str | None:
+    """The host written before the path (not a ``?host=`` socket directory or host of the
+    query), as ``connect_args`` reads it; None when there is none."""
+    m = _URL.match(url)
+    return (m["host"] or m["ipv6"]) if m is not None else None
+
+
 def shown(args: dict[str, Any]) -> str:
     """The connection for messages, built from its keywords: never its password (the URL as
     written cannot always be masked by pattern: ``u:8/secret@`` reads as a port to ``urlsplit``)."""

@@ -55,7 +55,7 @@ def check_url(url: str) -> None:
         except ValueError as exc:
             raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
         if args is not None:
-            _check_host(url, args.get("host"))
+            _check_host(url, pg_url.netloc_host(url))  # a '?host=' socket path may hold '@'
             return
     try:
         parts = urlsplit(url)
