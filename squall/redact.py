@@ -16,7 +16,10 @@ MASK = "***"
 # scheme://user:password@ — the password runs to the last '@' of the URL (an unescaped '@', '/',
 # '#' or '?' in a password is still masked whole, as SQLAlchemy reads such a URL; a URL without a
 # password but with an '@' in its path may lose a little more than its password).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]*://[^\s:/@]*:)[^\s]*@")
+# The scheme is at most 40 characters (the longest SQLAlchemy/libpq ones are ~20): unbounded, the
+# pattern tried a scheme from every letter of a long run (a base64 blob in a message) to its end,
+# quadratic in the run's length (seconds per 100 KB).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,39}://[^\s:/@]*:)[^\s]*@")
 # password=… in a query string or a libpq-style key/value string.
 _KEYVALUE = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",

@@ -24,10 +24,13 @@ OTEL_ENV = "SQUALL_OTEL"
 
 
 def parse_metrics_port(value: str) -> tuple[str, int]:
-    """``PORT`` or ``ADDR:PORT`` (all interfaces when no address is given)."""
+    """``PORT`` or ``ADDR:PORT`` (all interfaces when no address is given); an IPv6 address is
+    written in brackets, ``[::1]:9108``, and returned without them."""
     addr, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
         raise ValueError(f"'{value}' is not [ADDR:]PORT with a port number in 1-65535")
+    if addr.startswith("[") and addr.endswith("]"):
+        addr = addr[1:-1]
     return (addr or "0.0.0.0"), int(port)
 
 

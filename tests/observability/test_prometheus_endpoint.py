@@ -146,3 +146,36 @@ def test_a_metrics_port_in_use_is_one_line(tmp_path: Path):
     assert r.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9108", ("0.0.0.0", 9108)),
+        ("127.0.0.1:9108", ("127.0.0.1", 9108)),
+        ("[::1]:9108", ("::1", 9108)),  # brackets as in a URL: the address is served without them
+        ("::1:9108", ("::1", 9108)),
+    ],
+)
+def test_metrics_port_forms(value: str, expected: tuple[str, int]):
+    from squall.observability.runners import parse_metrics_port
+
+    assert parse_metrics_port(value) == expected
+
+
+@pytest.mark.parametrize("value", ["٩١٠٨", "1:٩١٠٨"])  # Arabic-Indic digits: str.isdigit says yes
+def test_metrics_port_digits_are_ascii(value: str):
+    from squall.observability.runners import parse_metrics_port
+
+    with pytest.raises(ValueError, match="is not \\[ADDR:\\]PORT"):
+        parse_metrics_port(value)
+
+
+def test_an_ipv6_metrics_address_in_brackets_is_served():
+    from squall.observability.prometheus import PrometheusBackend, serve
+    from squall.observability.runners import parse_metrics_port
+
+    addr, port = parse_metrics_port(f"[::1]:{free_port()}")
+    serve(port, PrometheusBackend().registry, addr)  # a daemon thread, gone with the process
+    with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
