@@ -504,9 +504,12 @@ class Engine:
                     for ev in emitted
                     if ev.failure is not None and ev.failure.component == node.id
                 )
-                stats.dead_lettered += rejected
-                stats.emitted += len(emitted) - rejected
                 targets = node.outputs.get(stream)
+                if targets:
+                    stats.dead_lettered += rejected
+                else:
+                    self._count_rejected(stats, rejected)
+                stats.emitted += len(emitted) - rejected
                 if targets:
                     self._deliver(emitted, targets, inbox, node.id, stream)
                     continue
@@ -525,7 +528,7 @@ class Engine:
             stats = self.stats[node.index]
             stats.received += len(events)
             p = self._prepare(node, events)
-            stats.dead_lettered += len(p.rejected)
+            self._count_rejected(stats, len(p.rejected))
             default_dl.extend(p.rejected)
             prepared.append((node, p))
 
@@ -835,7 +838,7 @@ class Engine:
         for ev in result.rejected:
             if ev.failure is None:
                 ev.failure = Failure(node.id, "refused by the sink")
-        self.stats[node.index].dead_lettered += len(result.rejected)
+        self._count_rejected(self.stats[node.index], len(result.rejected))
         self._dead_letter_now(result.rejected, ledger)
         gone = {id(ev) for ev in result.rejected}
         return [ev for ev in events if id(ev) not in gone]
@@ -879,7 +882,7 @@ class Engine:
             )
             return Prepared([])
         kept = self._reprepare(node, p.events, bad)
-        self.stats[node.index].dead_lettered += len(kept.rejected)
+        self._count_rejected(self.stats[node.index], len(kept.rejected))
         self._dead_letter_now(kept.rejected, ledger)
         kept.rejected = []
         return kept
@@ -922,7 +925,7 @@ class Engine:
         s = self.spout_stats
         s.received += len(records)
         s.emitted += len(units) - len(bad)
-        s.dead_lettered += len(bad)
+        self._count_rejected(s, len(bad))
         s.seconds += time.perf_counter() - started
         return units, bad
 
@@ -944,6 +947,14 @@ class Engine:
                             source, f"routed to dead letter by stream '{stream}'", stream
                         )
             inbox[t].extend(batch)
+
+    def _count_rejected(self, stats: ComponentStats, n: int) -> None:
+        """Count ``n`` records a component rejected to the default dead letter: dead-lettered, or
+        failed when the topology has no dead-letter sink to take them (they come again)."""
+        if self.plan.dead_letters:
+            stats.dead_lettered += n
+        else:
+            stats.failed += n
 
     def _write_dead_letters(
         self, inbox: list[list[Event]], default_dl: list[Event], ledger: _Ledger

@@ -353,3 +353,44 @@ sinks:
         run_topology(yaml_text, records_from([{"n": 1}]))
     [line] = [r.getMessage() for r in caplog.records if "retry 1/2" in r.getMessage()]
     assert line.startswith("outage: connection refused; retry 1/2 in "), line
+
+
+@pytest.mark.parametrize("with_dead_letter", [True, False])
+def test_a_components_rejections_count_as_failed_when_no_dead_letter_takes_them(
+    with_dead_letter: bool,
+):
+    """The per-component counts agree with the records' outcomes: a record a bolt (or the json
+    decode) rejects is dead-lettered by it when a dead-letter sink takes it, else it fails."""
+    from squall.topology.executor import Engine
+    from squall.topology.loader import load_text
+    from squall.topology.outcomes import Outcome
+
+    tag = uuid.uuid4().hex[:8]
+    text = f"""
+name: counts-{tag}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: touchy, type: "tests.topology.test_poison:TouchyBolt", error: record}}
+sinks:
+  - {{id: out, type: "squall.testing:MemorySink", name: {tag}-out}}
+"""
+    if with_dead_letter:
+        text += f'  - {{id: dlq, type: "squall.testing:MemoryDeadLetterSink", name: {tag}-dl}}\n'
+    engine = Engine.for_topology(load_text(text)).open()
+    try:
+        records = records_from([{"n": 1}, {"boom": True}, {"n": 3}])
+        records.append(records_from([b"not json"])[0])
+        result = engine.process(records)
+    finally:
+        engine.close()
+    stats = {s.id: s for s in engine.stats}
+    counts = result.counts()
+    if with_dead_letter:
+        assert counts[Outcome.DEAD_LETTERED] == 2
+        assert (stats["decode"].dead_lettered, stats["decode"].failed) == (1, 0)
+        assert (stats["touchy"].dead_lettered, stats["touchy"].failed) == (1, 0)
+    else:
+        assert counts[Outcome.FAILED] == 2 and counts[Outcome.DEAD_LETTERED] == 0
+        assert (stats["decode"].dead_lettered, stats["decode"].failed) == (0, 1)
+        assert (stats["touchy"].dead_lettered, stats["touchy"].failed) == (0, 1)
