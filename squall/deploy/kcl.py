@@ -6,7 +6,10 @@ processor checkpoints the engine's safe position. Two rules keep the at-least-on
 because amazon-kclpy swallows exceptions from ``process_records`` and reports the batch done:
 
 - a batch whose dependency stays down is retried here, with capped backoff, until it succeeds
-  or the lease is lost — the shard waits rather than skipping records;
+  or the lease is lost — the shard waits rather than skipping records; so is opening the
+  topology in ``initialize`` (a database down when the shard starts);
+- any other error of a batch exits the process before the batch is reported done, so the
+  daemon restarts the shard from the last checkpoint;
 - records that failed with nowhere to go (no dead-letter sink) are not skippable: the processor
   checkpoints the position before the first of them and exits, so the daemon restarts the shard
   from that checkpoint.
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from squall import redact
-from squall.errors import BatchFailed, SquallError
+from squall.errors import BatchFailed, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.observability.runners import kcl_recorder
 from squall.topology import registry
@@ -45,6 +48,8 @@ from squall.topology.model import Topology
 log = logging.getLogger("squall.kcl")
 
 EXIT_RECORDS_FAILED = 3
+#: Exit code of a processor whose batch (or topology opening) raised an unexpected error.
+EXIT_UNEXPECTED_ERROR = 4
 #: What the daemon answers a checkpoint with once the lease belongs to another worker
 #: (KCL ``ShutdownException``, passed as the error name of the multilang checkpoint message).
 LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
@@ -102,8 +107,39 @@ class RecordProcessor:
 
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
-        self.engine.open()
+        self._open()
         log.info("shard %s: starting at %s", self.shard_id, initialize_input.sequence_number)
+
+    def _open(self) -> None:
+        """Open the engine; a dependency that is down is retried with capped backoff (the shard
+        waits). amazon-kclpy would swallow the error and pass the next batches to an engine that
+        cannot open; any other error exits, so the daemon restarts the shard."""
+        backoff = 1.0
+        while True:
+            try:
+                self.engine.open()
+                return
+            except TransientError as exc:
+                log.error(
+                    "shard %s: opening the topology: %s; retrying in %.0fs",
+                    self.shard_id,
+                    exc,
+                    backoff,
+                )
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            except Exception as exc:
+                self._exit_unexpected("opening the topology", exc)
+
+    def _exit_unexpected(self, what: str, exc: BaseException) -> None:
+        log.error(
+            "shard %s: %s failed: %s: %s; exiting so the daemon restarts from the checkpoint",
+            self.shard_id,
+            what,
+            type(exc).__name__,
+            exc,
+        )
+        sys.exit(EXIT_UNEXPECTED_ERROR)
 
     def process_records(self, process_records_input) -> None:
         records = [self._record(r) for r in process_records_input.records]
@@ -129,6 +165,10 @@ class RecordProcessor:
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
+            except (
+                Exception
+            ) as exc:  # kclpy would report the batch done: a later checkpoint skips it
+                self._exit_unexpected("a batch", exc)
         position = result.checkpoint.get(self.shard_id)
         try:
             if position is not None:

@@ -1,0 +1,111 @@
+"""A dependency that is down when a KCL record processor starts: the shard waits, never skips.
+
+amazon-kclpy swallows an exception from ``initialize`` or ``process_records`` and reports the
+message done, so the daemon passes the next batches on and a later checkpoint skips the records
+of the batches that failed. Found with the real daemon: PostgreSQL unreachable while the shard
+processes started, records produced meanwhile never reached the warehouse."""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.kcl import RecordProcessor
+from squall.errors import TransientError
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+
+TOPOLOGY = """
+name: kcl-open-outage
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+"""
+
+
+def record(seq: int) -> dict:
+    import base64
+
+    return {
+        "action": "record",
+        "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
+        "partitionKey": "pk",
+        "sequenceNumber": str(seq),
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": 1762192800123,
+    }
+
+
+def engine_down_for(tmp_path: Path, opens_failing: int) -> Engine:
+    """An engine whose warehouse sink cannot connect for its first ``opens_failing`` opens."""
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
+    sink = next(c for c in engine.components if getattr(c, "id", None) == "rows")
+    real_open, calls = sink.open, []
+
+    def open_(resources):
+        calls.append(1)
+        if len(calls) <= opens_failing:
+            raise TransientError("rows (table events): database unavailable: connection refused")
+        return real_open(resources)
+
+    sink.open = open_
+    return engine
+
+
+def deliver(processor: RecordProcessor, message, checkpointer: KclCheckpointer) -> None:
+    """What amazon-kclpy's ``KCLProcess._perform_action`` does: an exception of the hook is
+    written to stderr and the message is reported done all the same."""
+    try:
+        message.dispatch(checkpointer, processor)
+    except Exception:  # noqa: BLE001 - kclpy's own behaviour
+        pass
+
+
+def test_a_database_down_at_start_is_waited_for_and_no_batch_is_skipped(tmp_path: Path):
+    slept: list[float] = []
+    processor = RecordProcessor(engine_down_for(tmp_path, 2), stream="s", sleep=slept.append)
+    cp = KclCheckpointer()
+    deliver(processor, kcl_initialize(), cp)
+    deliver(processor, kcl_process_records([{"n": 1}, {"n": 2}], start=100), cp)
+    deliver(processor, kcl_process_records([{"n": 3}], start=200), cp)
+    rows = sqlite3.connect(tmp_path / "w.db").execute("select n from events order by n").fetchall()
+    # before: [(3,)] with a checkpoint at 200 — records 1 and 2 were lost
+    assert rows == [(1,), (2,), (3,)] and cp.calls == [("101", 0), ("200", 0)]
+    assert slept == [1.0, 2.0]  # the shard waited for the database, in initialize
+
+
+def test_an_unexpected_error_of_a_batch_exits_rather_than_being_skipped(tmp_path: Path):
+    processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s", sleep=lambda s: None)
+
+    def broken(records):
+        raise RuntimeError("a bug in the engine")
+
+    processor.engine.process = broken
+    lines = [
+        {
+            "action": "initialize",
+            "shardId": "shardId-000000000001",
+            "sequenceNumber": "TRIM_HORIZON",
+            "subSequenceNumber": 0,
+        },
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record(1)]},
+    ]
+    with pytest.raises(SystemExit) as exited:
+        from amazon_kclpy import kcl
+
+        out, err = io.StringIO(), io.StringIO()
+        stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+        kcl.KCLProcess(processor, input_file=stdin, output_file=out, error_file=err).run()
+    assert exited.value.code != 0
+    statuses = [json.loads(x) for x in out.getvalue().splitlines() if x.strip()]
+    # the batch is never reported done: the daemon restarts the shard from its checkpoint
+    assert [s.get("responseFor") for s in statuses] == ["initialize"]
