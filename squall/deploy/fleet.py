@@ -154,6 +154,9 @@ install -d -o squall -g squall /var/lib/squall/{name}
 token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')
 region=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
 touch "$here/environment"
+# It holds the topology's ${{VARS}} (database passwords): systemd reads it as root; nobody else may.
+chown root:root "$here/environment"
+chmod 600 "$here/environment"
 grep -q '^AWS_REGION=' "$here/environment" || echo "AWS_REGION=$region" >> "$here/environment"
 install -m 0644 "$here/squall-{name}.service" /etc/systemd/system/squall-{name}.service
 systemctl daemon-reload
@@ -317,6 +320,7 @@ def write_fleet(
         path.write_text(text)
         written.append(path)
     (out / "bootstrap.sh").chmod(0o755)
+    (out / "environment").chmod(0o600)  # for the topology's secrets (see bootstrap.sh)
     return written
 
 

@@ -113,3 +113,28 @@ sinks: [{id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}]
 def test_a_fleet_needs_a_stream(tmp_path: Path):
     with pytest.raises(SquallError, match="--stream"):
         fleet.write_fleet(load(PISTATS), PISTATS, tmp_path / "kcl")
+
+
+def test_the_environment_file_of_secrets_is_readable_by_root_only(tmp_path: Path):
+    """The docs put the topology's ${VARS} (a warehouse URL with its password) in `environment`;
+    `aws s3 sync` writes it 0644 on the instance. systemd reads an EnvironmentFile as root, so
+    the bootstrap makes it root's alone (before: world-readable on every instance)."""
+    import subprocess
+
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(PISTATS), PISTATS, out, stream="pistats-events")
+    assert (out / "environment").stat().st_mode & 0o077 == 0
+    lines = [
+        line
+        for line in (out / "bootstrap.sh").read_text().splitlines()
+        if '"$here/environment"' in line and not line.startswith("grep")
+    ]
+    host = tmp_path / "instance"
+    host.mkdir()
+    (host / "environment").write_text("WAREHOUSE_URL=postgresql://u:secret@db/x\n")
+    (host / "environment").chmod(0o644)  # as aws s3 sync leaves it
+    script = f"set -euo pipefail\nhere={host}\n" + "\n".join(
+        line.replace("chown root:root", "true") for line in lines
+    )
+    subprocess.run(["bash", "-c", script], check=True)
+    assert (host / "environment").stat().st_mode & 0o777 == 0o600
