@@ -50,6 +50,8 @@ log = logging.getLogger("squall.kcl")
 EXIT_RECORDS_FAILED = 3
 #: Exit code of a processor whose batch (or topology opening) raised an unexpected error.
 EXIT_UNEXPECTED_ERROR = 4
+#: Exit code of a processor whose daemon went away while it waited for a dependency.
+EXIT_DAEMON_GONE = 5
 #: What the daemon answers a checkpoint with once the lease belongs to another worker
 #: (KCL ``ShutdownException``, passed as the error name of the multilang checkpoint message).
 LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
@@ -91,8 +93,14 @@ class RecordProcessor:
         stream: str = "",
         sleep: Callable[[float], None] = time.sleep,
         max_backoff: float = 30.0,
+        daemon_alive: Callable[[], bool] | None = None,
     ):
         self.engine = engine
+        daemon = os.getppid()
+        # The daemon is our parent: once it is gone (a stop whose grace ran out, kill -9) nobody
+        # reads our checkpoints and the lease belongs to the next worker; a processor waiting for
+        # a dependency must not live on and write the batch again beside the new owner.
+        self._daemon_alive = daemon_alive or (lambda: os.getppid() == daemon)
         self.stream = stream
         self.shard_id = ""
         self._sleep = sleep
@@ -126,10 +134,21 @@ class RecordProcessor:
                     exc,
                     backoff,
                 )
-                self._sleep(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             except Exception as exc:
                 self._exit_unexpected("opening the topology", exc)
+
+    def _wait(self, backoff: float) -> None:
+        """Sleep before a retry; exit when the daemon went away meanwhile."""
+        self._sleep(backoff)
+        if not self._daemon_alive():
+            log.error(
+                "shard %s: the KCL daemon is gone; exiting without retrying (the next owner of "
+                "the lease resumes from the last checkpoint)",
+                self.shard_id,
+            )
+            sys.exit(EXIT_DAEMON_GONE)
 
     def _exit_unexpected(self, what: str, exc: BaseException) -> None:
         log.error(
@@ -163,7 +182,7 @@ class RecordProcessor:
                 break
             except BatchFailed as exc:
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
-                self._sleep(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             except (
                 Exception
@@ -231,7 +250,7 @@ class RecordProcessor:
                 break
             except BatchFailed as exc:
                 log.error("shard %s: %s; retrying in %.0fs", self.shard_id, exc, backoff)
-                self._sleep(backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
         if position is not None:
             self._checkpoint(checkpointer, position)

@@ -109,3 +109,48 @@ def test_an_unexpected_error_of_a_batch_exits_rather_than_being_skipped(tmp_path
     statuses = [json.loads(x) for x in out.getvalue().splitlines() if x.strip()]
     # the batch is never reported done: the daemon restarts the shard from its checkpoint
     assert [s.get("responseFor") for s in statuses] == ["initialize"]
+
+
+FAULTY = """
+name: kcl-daemon-gone
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: chaos, type: 'squall.testing:FaultyBolt', transient_failures: 5}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+"""
+
+
+def test_a_processor_waiting_for_a_dependency_exits_when_the_daemon_is_gone(tmp_path: Path):
+    """Found with the real daemon: SIGTERM to `squall kcl` while PostgreSQL was down; the
+    daemon's shutdown grace ran out, the JVM exited and the four shard processes lived on
+    (parent pid 1), retrying. When the database came back they wrote their batches beside the
+    new worker's: every dead letter of those batches twice."""
+    daemon = {"alive": True}
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        daemon["alive"] = False  # the JVM exits while we wait
+
+    engine = Engine(load_text(FAULTY.format(db=tmp_path / "w.db")).plan)
+    processor = RecordProcessor(
+        engine, stream="s", sleep=sleep, daemon_alive=lambda: daemon["alive"]
+    )
+    cp = KclCheckpointer()
+    kcl_initialize().dispatch(cp, processor)
+    with pytest.raises(SystemExit) as exited:
+        kcl_process_records([{"n": 1}]).dispatch(cp, processor)
+    assert exited.value.code != 0 and slept == [1.0] and cp.calls == []
+    assert sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone() == (
+        0,
+    )
+
+
+def test_the_daemon_is_the_parent_by_default(tmp_path: Path):
+    processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s")
+    assert processor._daemon_alive()
