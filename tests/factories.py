@@ -115,19 +115,24 @@ def kcl_initialize(shard: str = "shardId-000000000001") -> Any:
     )
 
 
+def kcl_record(payload: Any, seq: int) -> dict[str, Any]:
+    """One record of a processRecords message as the daemon writes it; bytes pass as they are,
+    other payloads become JSON."""
+    return {
+        "action": "record",
+        "data": base64.b64encode(
+            payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        ).decode(),
+        "partitionKey": "pk",
+        "sequenceNumber": str(seq),
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": 1762192800123,
+    }
+
+
 def kcl_process_records(payloads: list[Any], start: int = 100) -> Any:
     """A processRecords message; bytes pass as they are, other payloads become JSON."""
-    records = [
-        {
-            "action": "record",
-            "data": base64.b64encode(p if isinstance(p, bytes) else orjson.dumps(p)).decode(),
-            "partitionKey": "pk",
-            "sequenceNumber": str(start + i),
-            "subSequenceNumber": 0,
-            "approximateArrivalTimestamp": 1762192800123,
-        }
-        for i, p in enumerate(payloads)
-    ]
+    records = [kcl_record(p, start + i) for i, p in enumerate(payloads)]
     return kcl_message({"action": "processRecords", "millisBehindLatest": 0, "records": records})
 
 

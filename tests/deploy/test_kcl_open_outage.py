@@ -18,7 +18,7 @@ from squall.deploy.kcl import RecordProcessor
 from squall.errors import TransientError
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
-from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records, kcl_record
 
 TOPOLOGY = """
 name: kcl-open-outage
@@ -33,16 +33,7 @@ sinks:
 
 
 def record(seq: int) -> dict:
-    import base64
-
-    return {
-        "action": "record",
-        "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
-        "partitionKey": "pk",
-        "sequenceNumber": str(seq),
-        "subSequenceNumber": 0,
-        "approximateArrivalTimestamp": 1762192800123,
-    }
+    return kcl_record({"n": seq}, seq)
 
 
 def engine_down_for(tmp_path: Path, opens_failing: int) -> Engine:

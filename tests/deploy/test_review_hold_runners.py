@@ -3,7 +3,6 @@ the local runner's SQS spout. Each test here fails on 995b16b and names what is 
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import logging
@@ -15,7 +14,7 @@ from squall.deploy.local import EXIT_OK, LocalRunner
 from squall.testing import memory_stores
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
-from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records, kcl_record
 from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
 from tests.topology.test_review_hold import HeldSink
 
@@ -141,11 +140,4 @@ def test_a_lease_lost_at_an_idle_polls_checkpoint_is_one_info_line_not_a_traceba
 
 
 def record(seq: int) -> dict:
-    return {
-        "action": "record",
-        "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
-        "partitionKey": "pk",
-        "sequenceNumber": str(seq),
-        "subSequenceNumber": 0,
-        "approximateArrivalTimestamp": 1762192800123,
-    }
+    return kcl_record({"n": seq}, seq)

@@ -25,6 +25,7 @@ from squall.deploy.kcl_daemon import (
 )
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
+from tests.factories import kcl_record
 
 TOPOLOGY = """
 name: worker-test
@@ -51,16 +52,7 @@ def run_protocol(tmp_path: Path, lines: list[dict]) -> tuple[str, str, RecordPro
 
 
 def record(seq: int) -> dict:
-    import base64
-
-    return {
-        "action": "record",
-        "data": base64.b64encode(json.dumps({"n": seq}).encode()).decode(),
-        "partitionKey": "pk",
-        "sequenceNumber": str(seq),
-        "subSequenceNumber": 0,
-        "approximateArrivalTimestamp": 1762192800123,
-    }
+    return kcl_record({"n": seq}, seq)
 
 
 def test_a_lost_lease_is_one_info_line_not_a_traceback(tmp_path: Path, caplog):
