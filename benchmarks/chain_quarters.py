@@ -14,11 +14,13 @@ tables, a cache that stops growing, …). One run per call: compare runs made al
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +47,27 @@ class DropSink(Sink):
 
     def write_batch(self, prepared, ctx):
         return None
+
+
+@contextlib.contextmanager
+def batch_marks() -> Iterator[list[tuple[int, float]]]:
+    """While open, every ``Engine.process`` call of this process appends (records so far, the
+    process's CPU time at its end) to the list it yields; the engine is as it was afterwards."""
+    from squall.topology import executor
+
+    marks: list[tuple[int, float]] = []
+    process = executor.Engine.process
+
+    def noting(self, records, **kwargs):
+        result = process(self, records, **kwargs)
+        marks.append(((marks[-1][0] if marks else 0) + len(records), time.process_time()))
+        return result
+
+    executor.Engine.process = noting  # type: ignore[method-assign]
+    try:
+        yield marks
+    finally:
+        executor.Engine.process = process  # type: ignore[method-assign]
 
 
 def topology(tmp: Path, events: Path, cut: str, geo_cache: int | None) -> Path:
@@ -83,18 +106,11 @@ def main() -> None:
 
     events = args.input or events_file(args.events)
     from squall.cli import main as cli
-    from squall.topology import executor
 
-    marks: list[tuple[int, float]] = []
-    process = executor.Engine.process
-
-    def noting(self, records, **kwargs):
-        result = process(self, records, **kwargs)
-        marks.append(((marks[-1][0] if marks else 0) + len(records), time.process_time()))
-        return result
-
-    executor.Engine.process = noting  # type: ignore[method-assign]
-    with tempfile.TemporaryDirectory(prefix="squall-quarters-") as tmp:
+    with (
+        batch_marks() as marks,
+        tempfile.TemporaryDirectory(prefix="squall-quarters-") as tmp,
+    ):
         path = topology(Path(tmp), events, args.cut, args.geo_cache)
         try:
             cli(["run", str(path)], standalone_mode=False)

@@ -18,14 +18,13 @@ import contextlib
 import io
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.chain_quarters import batch_marks  # noqa: E402
 from squall.bolts.base import Bolt, Output  # noqa: E402
-from squall.sinks.base import Sink  # noqa: E402
 
 
 class Pass(Bolt):
@@ -39,32 +38,13 @@ class Pass(Bolt):
         return out
 
 
-class Drop(Sink):
-    """Takes every event and keeps none."""
-
-    summary = "Drop events (benchmarks)."
-
-    def write_batch(self, prepared, ctx):
-        return None
-
-
 def cpu_per_event(bolts: int, events: Path) -> float:
     """µs of CPU per event, first fifth of the batches excluded, with ``bolts`` pass-through bolts."""
     import yaml
 
     from squall.cli import main as cli
-    from squall.topology import executor
 
-    marks: list[tuple[int, float]] = []
-    process = executor.Engine.process
-
-    def noting(self, records, **kwargs):
-        result = process(self, records, **kwargs)
-        marks.append(((marks[-1][0] if marks else 0) + len(records), time.process_time()))
-        return result
-
-    executor.Engine.process = noting  # type: ignore[method-assign]
-    try:
+    with batch_marks() as marks:
         with tempfile.TemporaryDirectory(prefix="squall-overhead-") as tmp:
             doc = {
                 "name": "overhead",
@@ -76,7 +56,7 @@ def cpu_per_event(bolts: int, events: Path) -> float:
                     for i in range(bolts)
                 ],
                 "sinks": [
-                    {"id": "drop", "type": "benchmarks.engine_overhead:Drop"},
+                    {"id": "drop", "type": "benchmarks.chain_quarters:DropSink"},
                     {"id": "rejects", "type": "dead_letter", "path": str(Path(tmp) / "dl.jsonl")},
                 ],
             }
@@ -88,8 +68,6 @@ def cpu_per_event(bolts: int, events: Path) -> float:
                 contextlib.suppress(SystemExit),
             ):
                 cli(["run", str(path), "--no-progress"], standalone_mode=False)
-    finally:
-        executor.Engine.process = process  # type: ignore[method-assign]
     (n0, t0), (n1, t1) = marks[len(marks) // 5], marks[-1]
     return (t1 - t0) / (n1 - n0) * 1e6
 
