@@ -62,5 +62,15 @@ class ProjectBolt(RecordBolt):
             take(event)
         for get, put, default in self._defaults:
             if get(event) in (MISSING, None):
-                put(event, default)
+                # each event its own copy of an object or list default: one shared object would
+                # carry what a later bolt writes into one event to every other event (and batch)
+                put(event, _copy(default) if isinstance(default, dict | list) else default)
         return "default"
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
