@@ -36,6 +36,8 @@ class DedupeBolt(Bolt):
             if k is MISSING or k is None:
                 emit(ev)
                 continue
+            if k.__class__ is bool:  # JSON's true is not 1 (Python's True == 1 == 1.0)
+                k = (bool, k)
             try:
                 dup = k in seen
             except TypeError:  # an object or a list as the key: compare its canonical JSON

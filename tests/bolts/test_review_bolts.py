@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from squall.topology.outcomes import Outcome
 from tests.bolts.test_builtin_bolts import run
 
 
@@ -20,3 +21,11 @@ def test_project_gives_each_event_its_own_copy_of_an_object_default():
     stores["out"][0].value["tags"].append("x")
     assert stores["out"][1].value["tags"] == []
 
+
+def test_dedupe_does_not_take_true_for_the_key_1():
+    # Python's True == 1: the event keyed `true` was filtered as a duplicate of the one keyed 1
+    # (acknowledged, never written).
+    bolts = "  - {id: decode, type: json}\n  - {id: d, type: dedupe, key: k}"
+    outcomes, stores = run(bolts, [{"k": 1}, {"k": True}, {"k": "1"}, {"k": 1}, {"k": True}])
+    assert [ev.value["k"] for ev in stores["out"]] == [1, True, "1"]
+    assert [o.outcome for o in outcomes][3:] == [Outcome.FILTERED, Outcome.FILTERED]
