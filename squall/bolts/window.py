@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~820 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~850 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -60,6 +60,7 @@ _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
+_NO_MATCH: Any = object()  # what an object or a list is to a `where`: equal to no value
 #: The mark (among the shard marks, under a name no shard has) of the highest watermark committed.
 WATERMARK_MARK = ""
 #: a window with this many deltas in the store is compacted (folded into one) by the next batch
@@ -210,7 +211,7 @@ class WindowBolt(Bolt):
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
         self._agg_where = [
             [
-                (getter(p), frozenset(v) if isinstance(v, list) else frozenset([v]))
+                (getter(p), frozenset(map(_where_value, v if isinstance(v, list) else [v])))
                 for p, v in a.where.items()
             ]
             if a.where
@@ -522,7 +523,9 @@ class WindowBolt(Bolt):
                 new = list(states)
                 for i, agg in enumerate(self._aggs):
                     where = self._agg_where[i]
-                    if where is not None and not all(get(event) in values for get, values in where):
+                    if where is not None and not all(
+                        _where_value(get(event)) in values for get, values in where
+                    ):
                         continue
                     field = self._agg_fields[i]
                     if field is None:
@@ -823,6 +826,16 @@ class WindowBolt(Bolt):
 
     def discard_state(self) -> None:
         self._reset()
+
+
+def _where_value(value: Any) -> Any:
+    """A value as ``where`` compares it: JSON's true is not 1 (Python's True == 1), and an
+    object or a list equals no scalar (it matches nothing; it is not the record's failure)."""
+    if value.__class__ is bool:
+        return (bool, value)
+    if isinstance(value, _CONTAINERS):
+        return _NO_MATCH
+    return value
 
 
 def _highest(*values: int | None) -> int | None:

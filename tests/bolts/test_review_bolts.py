@@ -29,3 +29,30 @@ def test_dedupe_does_not_take_true_for_the_key_1():
     outcomes, stores = run(bolts, [{"k": 1}, {"k": True}, {"k": "1"}, {"k": 1}, {"k": True}])
     assert [ev.value["k"] for ev in stores["out"]] == [1, True, "1"]
     assert [o.outcome for o in outcomes][3:] == [Outcome.FILTERED, Outcome.FILTERED]
+
+
+def test_a_window_where_tells_booleans_from_numbers_and_lets_an_object_match_nothing(
+    tmp_path, unique_name
+):
+    # `where: {paid: true}` counted `paid: 1` (True == 1), and an event whose `paid` was a list
+    # failed as a whole ("unhashable type"), lost to every other aggregate of the window.
+    from tests.bolts.test_window import MIN, T0, ev, make_bolt
+
+    aggs = {
+        "n": {"fn": "count"},
+        "paid": {"fn": "count", "where": {"paid": True}},
+        "ones": {"fn": "count", "where": {"k": [1, "x"]}},
+    }
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, aggregates=aggs)
+    batch = [
+        ev(0, T0, paid=True, k=1),
+        ev(1, T0 + 1, paid=1, k=True),
+        ev(2, T0 + 2, paid=[True], k={"k": 1}),
+        ev(3, T0 + 2 * MIN),
+    ]
+    out = bolt.process(batch)
+    assert "error" not in out.streams
+    bolt.commit_state(lambda e: True, None)
+    bolt.state_committed()
+    [result] = [e.value for e in out.streams["default"]]
+    assert (result["n"], result["paid"], result["ones"]) == (3, 1, 1)
