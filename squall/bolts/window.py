@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 LATE = "late"
 MAX_KEY_LENGTH = 1000
+#: Characters of a shard's name in the store (the SQL column); a longer one (an S3 object's key,
+#: the S3 spout's shard) is kept as its head and a digest of the whole
+MAX_SHARD_NAME = 200
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
@@ -338,11 +341,12 @@ class WindowBolt(Bolt):
         # an event with the same time moves no watermark and falls in the same window
         last_t, ws, is_open = None, 0, False
         floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
+        shard = ""
         for event in batch:
             meta = event.meta
-            shard = meta.shard_id
-            if shard != cur:
-                cur = shard
+            if meta.shard_id != cur:
+                cur = meta.shard_id
+                shard = cur if len(cur) <= MAX_SHARD_NAME else _long_shard(cur)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 m = marks.get(shard)
                 checking = shard not in past
@@ -826,6 +830,12 @@ class WindowBolt(Bolt):
 
     def discard_state(self) -> None:
         self._reset()
+
+
+def _long_shard(shard: str) -> str:
+    """A shard name of ``MAX_SHARD_NAME`` characters standing for a longer one, the same each time."""
+    digest = hashlib.sha256(shard.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{shard[: MAX_SHARD_NAME - len(digest) - 1]}#{digest}"
 
 
 def _where_value(value: Any) -> Any:

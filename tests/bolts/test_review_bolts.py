@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from squall.event import Event, RecordMeta
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_builtin_bolts import run
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, store_url  # noqa: F401
+from tests.bolts.test_window import run as run_window
 
 
 def test_project_gives_each_event_its_own_copy_of_an_object_default():
@@ -36,8 +39,6 @@ def test_a_window_where_tells_booleans_from_numbers_and_lets_an_object_match_not
 ):
     # `where: {paid: true}` counted `paid: 1` (True == 1), and an event whose `paid` was a list
     # failed as a whole ("unhashable type"), lost to every other aggregate of the window.
-    from tests.bolts.test_window import MIN, T0, ev, make_bolt
-
     aggs = {
         "n": {"fn": "count"},
         "paid": {"fn": "count", "where": {"paid": True}},
@@ -56,3 +57,26 @@ def test_a_window_where_tells_booleans_from_numbers_and_lets_an_object_match_not
     bolt.state_committed()
     [result] = [e.value for e in out.streams["default"]]
     assert (result["n"], result["paid"], result["ones"]) == (3, 1, 1)
+
+
+def test_a_window_fed_by_an_s3_object_with_a_long_key_commits_and_knows_its_replays(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    # The S3 spout's shard is the object's key (up to 1,024 bytes): on PostgreSQL every commit
+    # failed (`value too long for type character varying(200)`), so the input never moved on.
+    key = "exports/year=2026/" + "é" * 300 + ".jsonl.gz"
+
+    def line(i: int, t: int) -> Event:
+        meta = RecordMeta("bucket", key, str(i), 0, "", None, None, f"digest{i}")
+        return Event(b"", meta, None, i, {"timestamp": t, "app": "a"})
+
+    bolt = make_bolt(store_url, unique_name)
+    assert run_window(bolt, [line(1, T0), line(2, T0 + 1)]) == ([], [])
+    # delivered again (the state was committed, the checkpoint not): not counted twice
+    again = make_bolt(store_url, unique_name)
+    assert run_window(again, [line(1, T0), line(2, T0 + 1), line(3, T0 + MIN)]) == (
+        [{"window_start": "2024-05-01T10:00:00.000Z", "window_end": "2024-05-01T10:01:00.000Z",
+          "app": "a", "n": 2, "final": True}],
+        [],
+    )  # fmt: skip
