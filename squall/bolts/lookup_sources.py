@@ -231,6 +231,8 @@ class SqlSource:
                 # A known SQLSTATE no key can cause (no table, no rights): the source is broken.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise KeyProblem(describe(exc), certain=code is not None) from exc
+        except ValueError as exc:  # refused by the driver before it is sent (psycopg2: a NUL)
+            raise KeyProblem(f"{self.where}: {exc}", certain=True) from exc
         names = self._selected
         plain = _PLAIN
         for row in rows:

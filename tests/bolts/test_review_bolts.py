@@ -107,3 +107,27 @@ def test_a_second_input_file_is_counted_whole(tmp_path, unique_name):
     counts = {r["window_start"]: r["n"] for r in results}
     assert counts["2024-05-01T10:00:00.000Z"] == 3  # the first file: whole
     assert counts["2024-05-02T10:00:00.000Z"] == 5  # the second: 2 (its lines 1-3 dropped)
+
+
+def test_a_lookup_key_with_a_nul_fails_only_its_events_on_postgresql(pg_url_psycopg2, unique_name):
+    # psycopg2 refuses a NUL in a parameter with a ValueError before sending anything: it left
+    # the bolt's own isolation of keys (raised out of `process`, whatever the other keys).
+    import sqlalchemy as sa
+
+    from tests.bolts.test_lookup import create_apps, make_bolt as make_lookup, run as run_lookup
+    from tests.enrichment.support import resources
+
+    create_apps(pg_url_psycopg2, unique_name)
+    try:
+        bolt = make_lookup(
+            resources(db=pg_url_psycopg2),
+            key="platform",
+            source={"type": "sql", "resource": "db", "table": unique_name, "columns": ["name"],
+                    "key_columns": ["platform"]},
+        )  # fmt: skip
+        ok, failed, _ = run_lookup(bolt, [{"platform": "android"}, {"platform": "i\x00os"}])
+        assert ok == {0: {"name": "Weather"}}
+        assert set(failed) == {1} and "NUL" in failed[1]
+    finally:
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
