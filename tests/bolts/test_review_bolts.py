@@ -114,7 +114,9 @@ def test_a_lookup_key_with_a_nul_fails_only_its_events_on_postgresql(pg_url_psyc
     # the bolt's own isolation of keys (raised out of `process`, whatever the other keys).
     import sqlalchemy as sa
 
-    from tests.bolts.test_lookup import create_apps, make_bolt as make_lookup, run as run_lookup
+    from tests.bolts.test_lookup import create_apps
+    from tests.bolts.test_lookup import make_bolt as make_lookup
+    from tests.bolts.test_lookup import run as run_lookup
     from tests.enrichment.support import resources
 
     create_apps(pg_url_psycopg2, unique_name)
