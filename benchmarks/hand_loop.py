@@ -477,6 +477,8 @@ class Loop:
         self.geo = Geo(cache=self.optimized)
         self.device = Device(cache=self.optimized)
         self.stream = Path(args.input).name
+        self.source: str | None = None
+        self.lineage: str | None = None
         self.pg = args.warehouse.startswith("postgresql")
         self.events_table = args.events_table
         self.state_table = args.state_table
@@ -536,6 +538,10 @@ class Loop:
         seen: set[str] = set()
         loads, stream, validate = orjson.loads, self.stream, self.validator.reason
         self.fingerprints = fingerprints = {}
+        if self.lineage is None:  # where positions count: the shard and the input itself (the
+            # first record's fingerprint), as squall's ``event.lineage``
+            self.source = batch[0][2]
+            self.lineage = f"file\x1f{self.source}"
         for seq, data, fp in batch:
             fingerprints[seq] = fp
             try:
@@ -617,7 +623,7 @@ class Loop:
             if u is not None and u[2] > s[5]:
                 seq, eid = events[i][0], events[i][2]
                 s = current[key] = changed[key] = apply(
-                    s, u[0], u[1], u[2], eid, u[3], ("file", seq, 0)
+                    s, u[0], u[1], u[2], eid, u[3], (self.lineage, seq, 0)
                 )
             seen_states[i] = s
         return {"seen": seen_states, "changed": changed, "bad": bad}
@@ -724,6 +730,7 @@ class Loop:
                         "arrival_time": None,
                         "explicit_hash_key": None,
                         "fingerprint": self.fingerprints[seq],
+                        "source": self.source,
                     },
                 }
                 try:

@@ -36,6 +36,12 @@ class RecordMeta(NamedTuple):
     #: the reason. The record's ``data`` is then only a prefix, and decoding it is that record's
     #: failure with this reason (the json bolt rejects it).
     defect: str | None = None
+    #: Sources whose sequence numbers restart with each input they read: files, stdin and S3
+    #: objects give the fingerprint of the input's first record (the same for an input and its
+    #: appended copy, another for other content under the same name), the Lambda producer its
+    #: request id. With ``shard_id`` it names where the sequence numbers count (``lineage``).
+    #: None for Kinesis, whose shard says it alone. Not part of the event id.
+    source: str | None = None
 
     @property
     def position(self) -> Position:
@@ -52,7 +58,18 @@ class RecordMeta(NamedTuple):
             "explicit_hash_key": self.explicit_hash_key,
             **({"fingerprint": self.fingerprint} if self.fingerprint else {}),
             **({"defect": self.defect} if self.defect else {}),
+            **({"source": self.source} if self.source else {}),
         }
+
+
+def lineage(meta: RecordMeta) -> str:
+    """Where a record's sequence number counts: its shard, and for inputs numbered from 1 each
+    time (files, stdin, S3 objects, a producer's requests) that input (``source``). Two records'
+    positions compare only within one lineage: line 5 of today's file does not come before line 9
+    of yesterday's, nor record 1 of one API request before record 2 of another. A Kinesis
+    shard's lineage is its shard id."""
+    source = meta.source
+    return meta.shard_id if source is None else f"{meta.shard_id}\x1f{source}"
 
 
 def derive_event_id(meta: RecordMeta) -> str:

@@ -46,7 +46,7 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.event import Event
+from squall.event import Event, lineage
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import arrival_ms, format_time, parse_time
 
@@ -342,11 +342,15 @@ class WindowBolt(Bolt):
         last_t, ws, is_open = None, 0, False
         floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         shard = ""
+        source: str | None = None  # the previous event's input (see RecordMeta.source)
         for event in batch:
             meta = event.meta
-            if meta.shard_id != cur:
-                cur = meta.shard_id
-                shard = cur if len(cur) <= MAX_SHARD_NAME else _long_shard(cur)
+            if meta.shard_id != cur or meta.source != source:
+                # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
+                # sources numbered from 1 each time — a second file is not the first's replay.
+                cur, source = meta.shard_id, meta.source
+                name = cur if source is None else lineage(meta)
+                shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 m = marks.get(shard)
                 checking = shard not in past

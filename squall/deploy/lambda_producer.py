@@ -241,7 +241,19 @@ def make_handler(
             )
         stream = f"api:{req.request_id}"
         records = [
-            Record(p, RecordMeta(stream, "api", str(i + 1), 0, req.request_id, req.received_at))
+            # Numbered from 1 in each request: the request is the records' source (lineage).
+            Record(
+                p,
+                RecordMeta(
+                    stream,
+                    "api",
+                    str(i + 1),
+                    0,
+                    req.request_id,
+                    req.received_at,
+                    source=req.request_id,
+                ),
+            )
             for i, p in enumerate(payloads)
         ]
         try:

@@ -23,7 +23,8 @@ import orjson
 
 from squall.times import format_time
 
-#: Where a record was read: shard id, sequence number, sub-sequence number.
+#: Where a record was read: its lineage (``squall.event.lineage``: stream, shard and, for inputs
+#: numbered by line, the input), sequence number, sub-sequence number.
 Position = tuple[str, int, int]
 
 
@@ -247,9 +248,9 @@ def play(
 
     Returns the key's new state and the state each event sees. A newer update is applied and
     its event sees the result. Any other event sees the state as of its position: the latest
-    state if it comes after the update that made it (in the same shard), else — a re-delivery —
+    state if it comes after the update that made it (in the same lineage), else — a re-delivery —
     the remembered state made by the last update at or before its position. Positions in other
-    shards do not compare: such events see the latest state.
+    lineages (shards, inputs) do not compare: such events see the latest state.
     """
     applied = [state]  # states of this call; the history before them is decoded only when needed
     chain: list[SubscriptionState] | None = None
@@ -282,10 +283,10 @@ def _as_of(chain: list[SubscriptionState], position: Position) -> SubscriptionSt
     return chain[0]  # history too short: the oldest remembered state
 
 
-def position_of(shard_id: str, sequence_number: str, sub_sequence_number: int) -> Position | None:
+def position_of(lineage: str, sequence_number: str, sub_sequence_number: int) -> Position | None:
     """The position of a record, when its sequence number is a number (Kinesis, files)."""
     return (
-        (shard_id, int(sequence_number), sub_sequence_number) if sequence_number.isdigit() else None
+        (lineage, int(sequence_number), sub_sequence_number) if sequence_number.isdigit() else None
     )
 
 

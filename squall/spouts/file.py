@@ -208,6 +208,7 @@ def _batches(
     readline = lines.readline
     limit = max_line_bytes + 2  # the limit, and a CRLF
     number = 0
+    source: str | None = None
     where = f"{spout.id}: {stream}"
     try:
         while True:
@@ -233,13 +234,16 @@ def _batches(
                     f"line {number} is {length} bytes, over max_line_bytes ({max_line_bytes}); "
                     f"only its first {len(data)} bytes are kept"
                 )
+            fingerprint = hexdigest()[:32]
+            if source is None:  # the input's first record names it (see RecordMeta.source)
+                source = fingerprint
             # Positional: stream, shard, sequence, sub-sequence, partition key, arrival time,
-            # explicit hash key, fingerprint, defect.
+            # explicit hash key, fingerprint, defect, source.
             append(
                 Record(
                     data,
                     RecordMeta(
-                        stream, shard, str(number), 0, "", None, None, hexdigest()[:32], defect
+                        stream, shard, str(number), 0, "", None, None, fingerprint, defect, source
                     ),
                 )
             )

@@ -46,12 +46,16 @@ def object_records(bucket: str, key: str, body: bytes, *, skip_blank: bool = Tru
             raise SquallError(f"s3://{bucket}/{key}: truncated or corrupt gzip: {exc}") from None
     out = []
     digest = hashlib.sha256()
+    source: str | None = None
     for number, line in enumerate(io.BytesIO(body), start=1):
         digest.update(line)
         data = line.rstrip(b"\r\n")
         if skip_blank and not data.strip():
             continue
-        meta = RecordMeta(bucket, key, str(number), fingerprint=digest.hexdigest()[:32])
+        fingerprint = digest.hexdigest()[:32]
+        if source is None:  # the object's first record names it (see RecordMeta.source)
+            source = fingerprint
+        meta = RecordMeta(bucket, key, str(number), fingerprint=fingerprint, source=source)
         out.append(Record(data, meta))
     return out
 

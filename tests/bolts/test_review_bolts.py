@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from squall.event import Event, RecordMeta
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_builtin_bolts import run
@@ -84,17 +82,16 @@ def test_a_window_fed_by_an_s3_object_with_a_long_key_commits_and_knows_its_repl
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed (a design question, reported): the shard marks name the shard only, and "
-    "every file read by `squall run` is the shard 'file' (stdin 'stdin'; an S3 object replaced "
-    "under its key keeps its shard): a second input's first lines, up to the first input's "
-    "line count, are taken for replays and dropped, counted as filtered",
-)
 def test_a_second_input_file_is_counted_whole(tmp_path, unique_name):
+    """Every file read by `squall run` is the shard 'file', numbered from line 1: the marks are
+    kept per lineage (shard and input), else a second input's first lines, up to the first
+    input's line count, were taken for replays and dropped (counted as filtered)."""
+
     def day(stream: str, n: int, t: int) -> list[Event]:
+        # as the file spout makes them: a running fingerprint, the first one naming the input
         return [
-            Event(b"", RecordMeta(stream, "file", str(i), 0, "", None, None, f"{stream}{i}"),
+            Event(b"", RecordMeta(stream, "file", str(i), 0, "", None, None, f"{stream}{i}",
+                                  None, f"{stream}1"),
                   None, i, {"timestamp": t + i, "app": "a"})
             for i in range(1, n + 1)
         ]  # fmt: skip

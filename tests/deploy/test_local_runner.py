@@ -341,3 +341,56 @@ def test_the_summary_never_cuts_a_number_on_an_80_column_console():
     for number in ("2,000,000", "1,987,654", "12,346", "1234.56"):
         assert number in text, text
     assert "warehouse-events" in text
+
+
+SUBSCRIPTION_TOPOLOGY = """
+name: daily
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: file, path: {path}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: subs, type: subscription, store: db}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: events
+    columns:
+      kind: {{path: event_type, type: text}}
+      status: {{path: subscription.status, type: text}}
+"""
+
+
+def _register_subscribe_view(day: str) -> list[dict]:
+    return [
+        {"event_type": "register", "device_token": "K", "timestamp": f"{day}T10:00:00Z"},
+        {"event_type": "subscribe", "device_token": "K", "timestamp": f"{day}T10:01:00Z"},
+        {"event_type": "page_view", "device_token": "K", "timestamp": f"{day}T10:02:00Z"},
+    ]
+
+
+def test_a_later_input_file_is_enriched_from_the_latest_state_not_as_a_replay(tmp_path: Path):
+    """Line numbers restart with each file: line 1 of tomorrow's file does not come before the
+    update at line 2 of today's. Before positions counted per input (RecordMeta.source), the
+    second file's page view was taken for a re-delivery from before the subscribe and enriched
+    as "registered" — for a differently named file and for new content under the same name."""
+
+    def run(name: str, events: list[dict]) -> None:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        text = SUBSCRIPTION_TOPOLOGY.format(db=tmp_path / "w.db", path=path)
+        assert LocalRunner(load_text(text, base_dir=tmp_path)).run().exit_code == EXIT_OK
+
+    def statuses() -> list[tuple[str, str]]:
+        with sqlite3.connect(tmp_path / "w.db") as db:
+            return db.execute("SELECT kind, status FROM events ORDER BY rowid").fetchall()
+
+    run("day1.jsonl", _register_subscribe_view("2024-05-01"))
+    view = {"event_type": "page_view", "device_token": "K", "timestamp": "2024-05-02T09:00:00Z"}
+    run("day2.jsonl", [view])
+    run("day1.jsonl", [{**view, "timestamp": "2024-05-03T09:00:00Z"}])  # rewritten in place
+    assert statuses()[3:] == [("page_view", "subscribed"), ("page_view", "subscribed")]
+    # The same file read again (or appended to) is still a replay of itself: nothing changes.
+    run("day1.jsonl", [{**view, "timestamp": "2024-05-03T09:00:00Z"}])
+    assert len(statuses()) == 5

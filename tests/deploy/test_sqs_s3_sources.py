@@ -305,3 +305,21 @@ def test_s3_object_records_ids_follow_the_content_not_only_the_key_and_line():
     assert ids(gzip.compress(b'{"n":1}\n{"n":2}\n')) == first  # gzip or not: the same lines
     other = ids(b'{"n":1}\n{"n":3}\n{"n":4}\n')
     assert other[0] == first[0] and other[1] != first[1]
+
+
+def test_s3_object_records_count_their_lines_within_the_object_they_come_from():
+    """Line numbers restart with each object: positions compare only within one lineage, which
+    an object's content names (the first record's fingerprint): the same for the object read
+    again or appended to, another for other content under the same key."""
+    from squall.event import lineage
+    from squall.spouts.s3 import object_records
+
+    def lineages(body: bytes) -> set[str]:
+        return {lineage(r.meta) for r in object_records("b", "k.jsonl", body)}
+
+    first = lineages(b'{"n":1}\n{"n":2}\n')
+    assert len(first) == 1
+    assert lineages(b'{"n":1}\n{"n":2}\n{"n":3}\n') == first  # appended: the same input
+    assert lineages(b'\n{"n":1}\n{"n":2}\n') != first  # other bytes up to its first record
+    assert lineages(b'{"n":0}\n{"n":2}\n').isdisjoint(first)
+    assert lineages(b'{"n":1}\n') <= first and next(iter(first)).startswith("k.jsonl\x1f")

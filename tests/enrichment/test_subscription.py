@@ -17,6 +17,7 @@ from squall.component import ComponentContext
 from squall.enrichment.state import UNKNOWN_STATE, Action, Update, apply, version
 from squall.enrichment.subscription import SubscriptionBolt
 from squall.errors import TopologyError, TransientError
+from squall.event import lineage
 from squall.times import parse_time
 from tests.ports import free_port
 
@@ -379,7 +380,7 @@ def expected_states(events):
                 version(t, str(seq), 0, event.event_id),
                 event.event_id,
                 tuple(sorted(set(value["topics"]))) if value.get("topics") else None,
-                (event.meta.shard_id, seq, 0),
+                (lineage(event.meta), seq, 0),
             )
             states[key] = apply(states.get(key, UNKNOWN_STATE), update)
         as_of[seq] = states.get(key, UNKNOWN_STATE).block()
@@ -544,3 +545,43 @@ def test_events_seeing_one_state_each_get_their_own_block_and_topics_list(tmp_pa
     assert ok[11]["topics"] == ["news", "sport"] and ok[11]["status"] == "subscribed"
     assert ok[14]["topics"] == ["tech"] and ok[12]["topics"] == ["tech"]
     assert ok[16] == UNKNOWN_STATE.block()
+
+
+def test_records_of_two_producer_requests_do_not_compare_positions(tmp_path):
+    """The Lambda producer numbers each request's records from 1 (shard "api"): record 1 of a
+    later request is not a re-delivery from before record 2 of an earlier one — its source (the
+    request id) makes another lineage, so it sees the latest state."""
+    from squall.event import Event, RecordMeta, derive_event_id
+
+    bolt = make_bolt(resources(state=f"sqlite:///{tmp_path / 'state.db'}"))
+
+    def request(rid: str, values: list[dict]) -> list[dict]:
+        batch = []
+        for i, v in enumerate(values):
+            meta = RecordMeta(f"api:{rid}", "api", str(i + 1), 0, rid, None, source=rid)
+            batch.append(Event(b"", meta, derive_event_id(meta), i, v))
+        out = bolt.process(batch)
+        bolt.commit_state(lambda event: True)
+        bolt.state_committed()
+        return [e.value["subscription"]["status"] for e in out.streams["default"]]
+
+    assert request("r1", [ev("register", "K"), ev("subscribe", "K", "2024-05-01T10:01:00Z")]) == [
+        "registered",
+        "subscribed",
+    ]
+    assert request("r2", [ev("page_view", "K", "2024-05-01T10:02:00Z")]) == ["subscribed"]
+
+
+def test_the_bolts_inline_position_is_position_of_the_lineage():
+    from squall.enrichment.state import position_of
+    from squall.enrichment.subscription import _position
+    from squall.event import Event, RecordMeta, lineage
+
+    for meta in (
+        RecordMeta("s", "shardId-000000000001", "4959033827149025660855969253836157109592", 3),
+        RecordMeta("s", "file", "17", 0, "", None, None, "f" * 32, None, "a" * 32),
+        RecordMeta("api:r1", "api", "2", 0, "r1", None, source="r1"),
+        RecordMeta("q", "msg-x", "not-a-number", 0),
+    ):
+        want = position_of(lineage(meta), meta.sequence_number, meta.sub_sequence_number)
+        assert _position(Event(b"", meta, "id", 0, {})) == want
