@@ -124,6 +124,9 @@ class Failure:
     component: str
     reason: str
     stream: str = "error"
+    #: Set by the engine on a record a sink could not write after its retries (``WriteResult.failed``):
+    #: a dependency's failure, not the record's, so delivering it again may succeed.
+    retry: bool = False
 
 
 class Event:

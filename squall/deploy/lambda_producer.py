@@ -220,7 +220,6 @@ def make_handler(
         warn_about_local_dead_letters(topology)
         engine = Engine.for_topology(topology).open()
         snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
-    sinks = {n.id for n in engine.plan.nodes if n.kind == "sink"} | {"engine"}
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         try:
@@ -265,7 +264,10 @@ def make_handler(
             )
         rejected, unavailable = [], False
         for o in result.records:
-            if o.outcome is Outcome.FAILED and o.component in sinks:
+            # Only a write that failed after retries (or the engine's own failure) is worth a retry
+            # of the request; what a sink refused (a missing partition key, a record over Kinesis'
+            # 1 MiB) is that event's problem, answered in "rejected" like a bolt's.
+            if o.outcome is Outcome.FAILED and (o.retry or o.component == "engine"):
                 unavailable = True
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 rejected.append({"index": o.index, "reason": f"{o.component}: {o.reason}"})

@@ -31,6 +31,7 @@ commit sequence share the batch's ledger and must be read together; the parts th
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import logging
@@ -1021,7 +1022,8 @@ class Engine:
         if result is not None and result.failed:
             failed_ids = {id(ev) for ev in result.failed}
             for ev in result.failed:
-                ledger.failed.setdefault(ev.origin, ev.failure or Failure(node.id, "write failed"))
+                failure = ev.failure or Failure(node.id, "write failed")
+                ledger.failed.setdefault(ev.origin, dataclasses.replace(failure, retry=True))
         counts = ledger.dead if dead else ledger.committed
         for ev in events:
             if id(ev) not in failed_ids:

@@ -31,6 +31,9 @@ class RecordOutcome:
     outcome: Outcome
     component: str | None = None
     reason: str | None = None
+    #: A failed record that a sink could not write after its retries (the dependency's failure,
+    #: not the record's): sending it again may succeed. False for a record's own problem.
+    retry: bool = False
 
     def __str__(self) -> str:
         where = f"record {self.event_id} ({self.shard_id} seq {self.position.sequence_number})"
@@ -74,6 +77,7 @@ class BatchResult:
             _CODES[code],
             f.component if f else None,
             f.reason if f else None,
+            bool(f and code == _FAILED and f.retry),
         )
 
     @property

@@ -116,3 +116,50 @@ def test_bad_gzip_bodies_are_400_not_a_crash(handler_for):
     truncated["body"] = __import__("base64").b64encode(raw[: len(raw) // 2]).decode()
     resp = handler(truncated, None)
     assert resp["statusCode"] == 400 and "truncated" in body(resp)["error"]
+
+
+KINESIS_TOPOLOGY = """
+name: producer-kinesis
+spout: {type: stdin}
+settings: {retry: {attempts: 1}}
+bolts:
+  - {id: decode, type: json, event_id_field: message_id}
+sinks:
+  - id: stream
+    type: kinesis
+    stream: never-called
+    region: us-east-1
+    endpoint_url: "http://127.0.0.1:9"
+    partition_key: device_token
+"""
+
+
+def test_event_a_sink_refuses_is_rejected_not_a_503(tmp_path: Path):
+    """An event the Kinesis sink refuses before any call (no partition key, an empty one) is that
+    event's problem: the client learns which one and why; a 503 would make it retry forever."""
+    t = tmp_path / "producer.yaml"
+    t.write_text(KINESIS_TOPOLOGY)
+    handler = make_handler(t)
+    events = [{"message_id": "m1"}, {"message_id": "m2", "device_token": ""}]
+    resp = handler(api_gateway_event(json.dumps(events)), None)
+    assert resp["statusCode"] == 400
+    assert body(resp) == {
+        "accepted": 0,
+        "rejected": [
+            {
+                "index": 0,
+                "reason": "stream: partition key 'device_token' is missing or not a scalar",
+            },
+            {"index": 1, "reason": "stream: empty partition key"},
+        ],
+    }
+
+
+def test_a_refused_event_beside_an_unwritten_one_is_still_a_503(handler_for):
+    """A write that failed after retries wins: the request is retried whole."""
+    handler, _ = handler_for()
+    events = [
+        {"message_id": "m1", "event_type": "click", "sink_fail": 1},
+        {"message_id": "m2"},  # rejected by the schema
+    ]
+    assert handler(api_gateway_event(json.dumps(events)), None)["statusCode"] == 503
