@@ -18,6 +18,7 @@ from squall.topology.model import Topology, TopologyDocument
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
 KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
+_NOT_A_MAPPING = "a topology is a mapping with name, spout, bolts, sinks"
 
 
 def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
@@ -37,8 +38,13 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
             Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")
         ) from None
     except UnicodeDecodeError as exc:
-        line = p.read_bytes()[: exc.start].count(b"\n") + 1
-        raise TopologyError(Problem(str(path), line, 0, "", "the file is not UTF-8 text")) from None
+        before = p.read_bytes()[: exc.start]
+        start_of_line = before.rfind(b"\n") + 1  # the column counts characters, as YAML's do
+        line = before.count(b"\n") + 1
+        column = len(before[start_of_line:].decode("utf-8", "replace")) + 1
+        raise TopologyError(
+            Problem(str(path), line, column, "", "the file is not UTF-8 text")
+        ) from None
     return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env)
 
 
@@ -54,13 +60,12 @@ def load_text(
     base_dir = base_dir or Path.cwd()
     data, loc, problems = read_yaml(text, file, env)
     if data is None:
-        raise TopologyError(problems)
+        # A document of only `---`, `~` or `null` reads as None without a syntax problem.
+        raise TopologyError(problems or [loc.problem((), _NOT_A_MAPPING)])
     # A value that could not be read (an unset ${VAR}) is reported once: not again by validation.
     unreadable, read = {p.path for p in problems if p.path}, len(problems)
     if not isinstance(data, dict):
-        raise TopologyError(
-            [*problems, loc.problem((), "a topology is a mapping with name, spout, bolts, sinks")]
-        )
+        raise TopologyError([*problems, loc.problem((), _NOT_A_MAPPING)])
     if isinstance(data.get("spout"), dict) and "id" not in data["spout"]:
         data["spout"] = {"id": "spout", **data["spout"]}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from squall.errors import TopologyError
@@ -92,8 +94,20 @@ def test_nested_variables_in_defaults_are_refused_not_mangled():
 def test_a_non_utf8_file_is_a_located_problem(tmp_path):
     f = tmp_path / "latin.yaml"
     f.write_bytes(b"name: t\n# caf\xe9\n" + TAIL.encode())
-    with pytest.raises(TopologyError, match=r"latin.yaml:2:0: the file is not UTF-8 text"):
+    with pytest.raises(TopologyError, match=r"latin.yaml:2:6: the file is not UTF-8 text"):
         load(f)
+    f.write_bytes("name: t\n# très caf\xe9\n".encode("latin-1"))  # the column counts characters
+    with pytest.raises(TopologyError, match=r"latin.yaml:2:5: the file is not UTF-8 text"):
+        load(f)
+
+
+@pytest.mark.parametrize("text", ["---\n", "~\n", "null\n", "--- !!null ''\n"])
+def test_a_null_document_says_so_rather_than_failing_silently(text: str):
+    """`squall validate` printed nothing and exited 2 for a file of only `---`."""
+    [problem] = problems(text)
+    assert re.fullmatch(
+        r"t\.yaml:[12]:\d+: a topology is a mapping with name, spout, bolts, sinks", problem
+    )
 
 
 def test_duplicate_ids_name_the_first_place_and_nothing_else():
