@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squall.redact import redact_text, redact_url
+from squall.redact import MASK, redact_text, redact_url
 from squall.topology import pg_url
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
@@ -49,6 +49,14 @@ def check_url(url: str) -> None:
     """
     if not url:
         return
+    if "://" not in url:  # `user:pw@host/db` without its scheme, `postgresql:/…`: no URL parser
+        # would find the password in it, so it is masked here, up to the last '@'.
+        head, colon, rest = url.partition(":")
+        shown = f"{head}:{MASK}@{rest.rpartition('@')[2]}" if colon and "@" in rest else url
+        raise ValueError(
+            f"'{shown}' is not a URL: write scheme://…, e.g. sqlite:///out/db.sqlite, "
+            "postgresql://user@host/db, redis://host:6379/0"
+        )
     if url.partition("://")[0].lower() in pg_url.SCHEMES:
         try:  # read as SQLAlchemy reads it (a '/' in a password is no port), without its import
             args = pg_url.connect_args(url)

@@ -45,6 +45,11 @@ def one_error_line(stderr: str) -> str:
         ("redis://u:pw@h:port/0", "is not a valid URL: Port could not be cast to integer value"),
         ("redis://h:6379/notadb", "Redis database 'notadb' is not a number"),
         ("redis://h:6379/0?db=x", "Redis database 'x' is not a number"),
+        # Without '://' no URL parser finds the password: it was shown in clear.
+        ("u:pw@h/db", "'u:***@h/db' is not a URL: write scheme://"),
+        ("postgresql:/u:pw@h/db", "'postgresql:***@h/db' is not a URL"),
+        ("redis:/:pw@h/x", "'redis:***@h/x' is not a URL"),
+        ("sqlite:u:pw@h/db", "'sqlite:***@h/db' is not a URL"),
     ],
 )
 def test_validate_refuses_a_bad_resource_url_in_one_line(tmp_path: Path, url: str, message: str):
