@@ -5,7 +5,10 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import types
+import typing
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +159,23 @@ def _topology_modules_importable(base_dir: Path, type_name: str) -> None:
 def pydantic_problems(
     exc: pydantic.ValidationError, prefix: Path_, loc: Locator, model: type[pydantic.BaseModel]
 ) -> list[Problem]:
-    """Turn pydantic errors into located problems with messages a data engineer can act on."""
-    out = []
+    """Turn pydantic errors into located problems with messages a data engineer can act on.
+
+    Pydantic's error locations name the member of a union they tried (``source.sql.table``,
+    ``key.list[str]``): such a segment is no key of the document, so it is left out of the path
+    shown (and of the place looked up), and the errors of a union's members at one place become
+    one problem. The full location still picks the model whose keys a typo is compared with.
+    """
+    out: list[Problem] = []
+    merged: dict[tuple[Path_, str], int] = {}  # (path, kind) of a union's errors -> index in out
     for err in exc.errors(include_url=False):
-        rel = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = (*prefix, *rel)
+        raw = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         kind = err["type"]
+        rel = _in_document(loc, prefix, raw, keep_last=kind in ("missing", "extra_forbidden"))
+        path = (*prefix, *rel)
         if kind == "extra_forbidden":
-            key = str(rel[-1]) if rel else "?"
-            fields = _fields_at(model, rel[:-1])
+            key = str(raw[-1]) if raw else "?"
+            fields = _fields_at(model, raw[:-1])
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
             hint = (
                 f" (did you mean '{close[0]}'?)"
@@ -182,22 +193,80 @@ def pydantic_problems(
             msg = err["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
+            if rel != raw:  # one member of a union: "… a valid string or a valid list"
+                first = merged.setdefault((path, "union"), len(out))
+                if first < len(out):
+                    prev = out[first]
+                    more = msg.removeprefix("Input should be ")
+                    if more not in prev.message:
+                        out[first] = replace(prev, message=f"{prev.message} or {more}")
+                    continue
             out.append(loc.problem(path, msg))
     return out
 
 
+def _in_document(loc: Locator, prefix: Path_, raw: tuple, *, keep_last: bool) -> Path_:
+    """``raw`` without the segments that are no key or index of the document (union members).
+
+    A segment is dropped only where the document is known (its parent was read); the last one is
+    kept for a missing or unknown key (a missing key is, by definition, not in the document)."""
+    kept: list[str | int] = []
+    for i, part in enumerate(raw):
+        here = (*prefix, *kept, part)
+        known = here in loc.values or here in loc.keys
+        parent_known = (*prefix, *kept) in loc.values
+        if known or not parent_known or (keep_last and i == len(raw) - 1):
+            kept.append(part)
+    return tuple(kept)
+
+
 def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
-    """Field names of the (nested) model at ``rel``, for did-you-mean hints."""
+    """Keys of the (nested) model at pydantic's location ``rel``, for did-you-mean hints: through
+    nested models, lists, mappings (``resources.<name>``) and unions (by the member's tag)."""
     current: Any = model
     for part in rel:
-        if isinstance(part, int) or current is None:
-            continue
-        f = getattr(current, "model_fields", {}).get(part)
-        ann = f.annotation if f else None
-        current = ann if isinstance(ann, type) and issubclass(ann, pydantic.BaseModel) else None
-    if current is None or not hasattr(current, "model_fields"):
+        current = _step(current, part)
+        if current is None:
+            return []
+    if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
         return []
     return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    """The type found at ``part`` inside ``tp`` (None when it cannot tell)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return _step(args[0], part)
+    if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+        for name, f in tp.model_fields.items():
+            if part in (name, f.alias):
+                return f.annotation
+        return None
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        for m in members:  # pydantic names the member it tried: its tag, or its class name
+            if part in _member_names(m):
+                return m
+        for m in members:
+            found = _step(m, part)
+            if found is not None:
+                return found
+        return None
+    if origin in (list, tuple, set, frozenset) and isinstance(part, int) and args:
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
+    return None
+
+
+def _member_names(member: Any) -> set[str]:
+    names = {getattr(member, "__name__", ""), str(member)}
+    if isinstance(member, type) and issubclass(member, pydantic.BaseModel):
+        for f in member.model_fields.values():
+            if typing.get_origin(f.annotation) is typing.Literal:
+                names.update(str(a) for a in typing.get_args(f.annotation))
+    return names
 
 
 def _check_resources(topo: Topology, loc: Locator) -> None:

@@ -764,8 +764,8 @@ sinks:
     with pytest.raises(TopologyError) as info:
         load_text(yaml)
     text = str(info.value)
-    assert ":11:13: bolts[0].source.sql: missing required key 'resource'" in text
-    assert ":11:5: bolts[0].source.sql.colums: unknown key 'colums'" in text
+    assert ":11:13: bolts[0].source: missing required key 'resource'" in text
+    assert ":11:38: bolts[0].source.colums: unknown key 'colums' (did you mean 'columns'?)" in text
 
 
 # -- property: the bolt answers what a per-event lookup answers, whatever the batches and the cache --

@@ -164,3 +164,25 @@ def test_an_explicit_tag_wins_over_retyping_a_substituted_value():
     assert [str(p) for p in found] == [
         "t.yaml:1:4: a: cannot read value: invalid literal for int() with base 10: 'x'"
     ]
+
+
+def test_typos_in_nested_options_are_located_at_the_key_with_a_suggestion():
+    """Resources, filter conditions and a lookup's source had no "did you mean", and a union's
+    member showed in the path (``source.sql.tabel``, placed at ``source``) and twice for ``key``."""
+    text = (
+        "name: t\n"
+        "resources: {w: {url: 'sqlite:///x.db', pool_sise: 3}}\n"
+        "spout: {type: stdin}\n"
+        "bolts:\n"
+        "  - {id: f, type: filter, where: [{field: a, equlas: 1}]}\n"
+        "  - {id: l, type: lookup, key: 5.5, target: b,"
+        " source: {type: sql, resource: w, tabel: apps, columns: [a]}}\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:2:40: resources.w.pool_sise: unknown key 'pool_sise' (did you mean 'pool_size'?)",
+        "t.yaml:5:46: bolts[0].where[0].equlas: unknown key 'equlas' (did you mean 'equals'?)",
+        "t.yaml:6:32: bolts[1].key: Input should be a valid string or a valid list",
+        "t.yaml:6:56: bolts[1].source: missing required key 'table'",
+        "t.yaml:6:81: bolts[1].source.tabel: unknown key 'tabel' (did you mean 'table'?)",
+    ]
