@@ -23,6 +23,15 @@ def _load_or_exit(path: str):
         sys.exit(2)
 
 
+def _write(path: Path, text: str) -> None:
+    """Write an output file; a path that cannot be written is one line and exit 1, no traceback."""
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        click.echo(f"cannot write {path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
 def _metrics_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--metrics-port [ADDR:]PORT``: a usage error (exit 2) when it is not one."""
     if value is not None:
@@ -206,7 +215,7 @@ def schema(output: str | None) -> None:
 
     text = json.dumps(topology_schema(), indent=2) + "\n"
     if output:
-        Path(output).write_text(text)
+        _write(Path(output), text)
     else:
         click.echo(text, nl=False)
 
@@ -244,7 +253,11 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
     topo = _load_or_exit(file)
     th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"cannot write {out}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
     files = {
         f"{topo.name}.rules.yaml": yaml.safe_dump(
             prometheus_rules(topo, thresholds=th), sort_keys=False
@@ -256,7 +269,7 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
         + "\n",
     }
     for name, text in files.items():
-        (out / name).write_text(text)
+        _write(out / name, text)
         click.echo(str(out / name))
 
 
@@ -270,6 +283,6 @@ def reference(output: str | None) -> None:
 
     text = full_reference()
     if output:
-        Path(output).write_text(text)
+        _write(Path(output), text)
     else:
         click.echo(text, nl=False)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 
 from squall.deploy.local import EXIT_FAILED, EXIT_OK, LocalRunner
@@ -184,6 +185,24 @@ def test_schema_export_validates_the_example_and_rejects_typos(tmp_path: Path):
         run_cli(["schema", "-o", str(out)]).returncode == 0
         and json.loads(out.read_text()) == schema
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["schema", "-o", "{blocked}/s.json"],
+        ["reference", "-o", "{blocked}/r.md"],
+        ["dashboards", str(EXAMPLES / "pistats" / "topology.yaml"), "-o", "{blocked}/monitoring"],
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_one_line_not_a_traceback(
+    tmp_path: Path, args: list[str]
+):
+    blocked = tmp_path / "a-file"  # a file where a directory should be
+    blocked.write_text("")
+    r = run_cli([a.format(blocked=blocked) for a in args])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"cannot write {blocked}/")
 
 
 def test_dead_letter_file_is_idempotent_and_survives_a_torn_line(tmp_path: Path):
