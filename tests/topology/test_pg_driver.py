@@ -462,7 +462,7 @@ def test_a_stateful_bolt_without_driver_sql_gets_a_sqlalchemy_connection(
     [
         ("postgresql://u:s3cret@h:/db", "the port is not a number"),
         ("postgresql://u:s3cret@h:5x/db", "not a valid URL"),
-        ("postgresql:/db", "not a valid SQLAlchemy URL"),  # left to SQLAlchemy, refused there
+        ("postgresql:/db", "is not a URL: write scheme://"),  # no "//": refused before SQLAlchemy
         ("postgresql://u:s3cret%zz@h/db", None),  # read as SQLAlchemy reads it
         ("postgresql://u:8/s3cret@h/db", None),  # a '/' in the password is not a port
         ("postgresql://u:12/s3cret@h:x/db", "the port is not a number"),
