@@ -494,7 +494,9 @@ def _chain(value: Any) -> list[str]:
     if isinstance(value, str):
         return [part for part in (p.strip() for p in value.split(",")) if part]
     if isinstance(value, list):
-        return [v.strip() if isinstance(v, str) else repr(v) for v in value if v not in (None, "")]
+        # Entries stripped first: a blank one (" ") is no address, like an empty one.
+        texts = (v.strip() if isinstance(v, str) else "" if v is None else repr(v) for v in value)
+        return [text for text in texts if text]
     return []
 
 

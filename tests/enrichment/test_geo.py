@@ -173,6 +173,16 @@ def test_xff_chain_uses_the_first_public_address(city):
     assert dublin["geo"]["city"] == "Dublin"
 
 
+def test_blank_entries_of_an_xff_list_are_skipped_like_empty_ones(city):
+    """A list entry of spaces was kept as an empty address that nothing resolved: the whole call
+    raised KeyError, and the event (its address valid) was dead-lettered by isolation."""
+    bolt = geo_bolt(city, database="city.mmdb", xff_field="xff", anonymize_ip=True)
+    listed, blank = run(bolt, [{"xff": [" ", "1.2.3.4", "\t"]}, {"ip": "81.2.69.142", "xff": [" "]}])
+    assert listed["geo"]["city"] == "Sydney"
+    assert listed["xff"] == ["1.2.3.0"]  # the blank entries removed, like malformed ones
+    assert blank["geo"]["city"] == "London"
+
+
 def test_anonymize_ip_rewrites_the_stored_addresses_after_the_lookup(city):
     bolt = geo_bolt(city, database="city.mmdb", xff_field="xff", anonymize_ip=True)
     values = [
