@@ -8,7 +8,7 @@ empty block and a ``status`` saying why. A corrupt record in a database file is 
 the events that need it (dead-lettered, with a reason naming the file), never of the batch.
 Each file's type is read from its metadata at open, and a file of the wrong kind is refused.
 
-Size (~480 lines): the bolt, its two caches and the address parsing they need, used nowhere else.
+Size (~560 lines): the bolt, its two caches and the address parsing they need, used nowhere else.
 """
 
 from __future__ import annotations
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("squall.enrichment.geo")
 
 OK, NOT_FOUND, PRIVATE, INVALID, MISSING_IP = "ok", "not_found", "private", "invalid", "missing"
+#: The lookup key of an address value that is not text (a number, a list, an object): invalid.
+NOT_TEXT = "<not text>"
+#: Longest address text kept in the address cache: a bracketed IPv6 with an embedded IPv4, a zone
+#: and a port is ~60 characters (+ the zone's name). Longer texts are resolved, not cached.
+MAX_CACHED_TEXT = 128
 
 #: Keys of the output block, always present (None when unknown), in this order.
 CITY_FIELDS = (
@@ -422,8 +427,19 @@ class GeoBolt(Bolt):
         return out
 
     def resolve(self, texts: dict[str, None] | list[str]) -> dict[str, _Resolved]:
-        """The resolution of each address string, from the cache or the databases."""
-        return self._addresses.get_or_compute(texts, self._resolve_one)
+        """The resolution of each address string, from the cache or the databases.
+
+        A text longer than ``MAX_CACHED_TEXT`` is resolved but not kept: the cache is bounded by
+        entries, and a client's junk header must not make each entry cost its whole length."""
+        cache = self._addresses
+        found, missing = cache.get_many(texts)
+        if missing:
+            fresh = {text: self._resolve_one(text) for text in missing}
+            found.update(fresh)
+            if max(map(len, fresh)) > MAX_CACHED_TEXT:
+                fresh = {t: r for t, r in fresh.items() if len(t) <= MAX_CACHED_TEXT}
+            cache.put_many(fresh)
+        return found
 
     def _resolve_one(self, text: str) -> _Resolved:
         parsed = addresses.parse(text)
@@ -483,10 +499,11 @@ def _single_key(path: str | None) -> str | None:
 
 def _address_text(value: Any) -> str:
     """The text an ``ip_field`` value is looked up (and anonymized) by, when it is not a str:
-    "" when absent, a str subclass's own text, else the repr (which resolves as invalid)."""
+    "" when absent, a str subclass's own text, else ``NOT_TEXT`` (which resolves as invalid; no
+    repr: a list or an object of any size or depth is one small key)."""
     if value is MISSING or value is None:
         return ""
-    return str.__str__(value) if isinstance(value, str) else repr(value)
+    return str.__str__(value) if isinstance(value, str) else NOT_TEXT
 
 
 def _chain(value: Any) -> list[str]:
@@ -495,7 +512,7 @@ def _chain(value: Any) -> list[str]:
         return [part for part in (p.strip() for p in value.split(",")) if part]
     if isinstance(value, list):
         # Entries stripped first: a blank one (" ") is no address, like an empty one.
-        texts = (v.strip() if isinstance(v, str) else "" if v is None else repr(v) for v in value)
+        texts = (v.strip() if isinstance(v, str) else "" if v is None else NOT_TEXT for v in value)
         return [text for text in texts if text]
     return []
 

@@ -177,7 +177,9 @@ def test_blank_entries_of_an_xff_list_are_skipped_like_empty_ones(city):
     """A list entry of spaces was kept as an empty address that nothing resolved: the whole call
     raised KeyError, and the event (its address valid) was dead-lettered by isolation."""
     bolt = geo_bolt(city, database="city.mmdb", xff_field="xff", anonymize_ip=True)
-    listed, blank = run(bolt, [{"xff": [" ", "1.2.3.4", "\t"]}, {"ip": "81.2.69.142", "xff": [" "]}])
+    listed, blank = run(
+        bolt, [{"xff": [" ", "1.2.3.4", "\t"]}, {"ip": "81.2.69.142", "xff": [" "]}]
+    )
     assert listed["geo"]["city"] == "Sydney"
     assert listed["xff"] == ["1.2.3.0"]  # the blank entries removed, like malformed ones
     assert blank["geo"]["city"] == "London"
@@ -263,6 +265,28 @@ def test_caches_stay_bounded(city):
     run(bolt, [{"ip": f"1.2.{a}.{b}"} for a in range(0, 256, 8) for b in range(0, 256, 64)])
     assert len(bolt._addresses) <= 16
     assert len(bolt.city.networks) <= 16
+
+
+def test_long_or_non_text_address_values_cost_the_cache_a_small_key(city):
+    """The address cache is bounded by entries: a junk header of 100 kB was kept whole per entry,
+    and a value that is not text by its repr (a 10,000-item list: 60 kB; a list nested 1,000 deep,
+    which a json bolt with max_depth 1000 passes, raised RecursionError for the whole call)."""
+    bolt = geo_bolt(city, database="city.mmdb", xff_field="xff", anonymize_ip=True)
+    deep: list = []
+    for _ in range(1000):
+        deep = [deep]
+    values = [
+        {"ip": " " * 100_000 + "1.2.3.4"},
+        {"ip": "x" * 100_000, "xff": "y" * 100_000},
+        {"ip": list(range(10_000)), "xff": [deep, {"a": "b" * 1000}]},
+        {"ip": deep},
+    ]
+    padded, junk, listed, nested = run(bolt, values)
+    assert padded["geo"]["city"] == "Sydney"  # still resolved, just not kept
+    assert padded["ip"] == "1.2.3.0"
+    assert [v["geo"]["status"] for v in (junk, listed, nested)] == ["invalid"] * 3
+    assert (junk["ip"], junk["xff"], listed["ip"], listed["xff"]) == (None, "", None, [])
+    assert max(len(text) for text in bolt._addresses._data) <= 128
 
 
 def test_ipv6_address_against_an_ipv4_only_database_is_not_found(city):
