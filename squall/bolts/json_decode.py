@@ -125,13 +125,28 @@ class JsonBolt(Bolt):
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    result = d.decompress(data, limit + 1)
-    if len(result) > limit:
-        raise ValueError(f"decompressed payload exceeds {limit} bytes")
-    if not d.eof:
-        raise EOFError("truncated gzip stream")
-    return result
+    """The decompressed payload: every member of a multi-member stream (concatenated gzip files
+    are one gzip file, RFC 1952), as ``gzip.decompress`` reads it; trailing zero bytes (padding)
+    are ignored and any other data after the stream is an error, not dropped silently."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        part = d.decompress(data, limit + 1 - size)
+        size += len(part)
+        if size > limit:
+            raise ValueError(f"decompressed payload exceeds {limit} bytes")
+        if not d.eof:
+            raise EOFError("truncated gzip stream")
+        parts.append(part)
+        data = d.unused_data
+        if not data:
+            break
+        if data[:2] != GZIP_MAGIC:
+            if data.strip(b"\x00"):
+                raise ValueError(f"{len(data)} bytes after the end of the gzip stream")
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 __all__ = ["JsonBolt", "JsonConfig", "gzip"]

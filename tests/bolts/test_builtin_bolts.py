@@ -43,6 +43,23 @@ def test_json_decodes_gzip_and_rejects_bad_payloads_with_reasons():
     assert [o.outcome for o in outcomes].count(Outcome.DEAD_LETTERED) == 3
 
 
+def test_json_reads_every_member_of_a_gzip_stream_and_refuses_data_after_it():
+    """Only the first member of a multi-member gzip payload was decoded (a valid payload failed
+    as "invalid JSON"), and data after the stream was dropped silently."""
+    whole = gzip.compress(b'{"a": ') + gzip.compress(b'1, "b": 2}')
+    padded = gzip.compress(b'{"c": 3}') + b"\x00" * 8
+    junk = gzip.compress(b'{"d": 4}') + b'{"e": 5}'
+    _, stores = run("  - {id: decode, type: json, max_bytes: 100}", [whole, padded, junk])
+    assert [ev.value for ev in stores["out"]] == [{"a": 1, "b": 2}, {"c": 3}]
+    [rejected] = stores["dlq"]
+    assert (
+        rejected.failure.reason == "invalid gzip payload: 8 bytes after the end of the gzip stream"
+    )
+    bomb = gzip.compress(b" " * 60) + gzip.compress(b" " * 60)  # the limit counts every member
+    _, stores = run("  - {id: decode, type: json, max_bytes: 100}", [bomb])
+    assert "exceeds 100 bytes" in stores["dlq"][0].failure.reason
+
+
 def test_json_takes_event_id_from_payload_field():
     _, stores = run(
         "  - {id: decode, type: json, event_id_field: msg.id}", [{"msg": {"id": "m-1"}}, {"x": 1}]
