@@ -58,6 +58,48 @@ def check_schema(schema: dict[str, Any]) -> None:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+    _check_refs(schema, validator(schema))
+
+
+#: Keywords whose values are data, not subschemas: a "$ref" key inside them is no reference.
+_DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
+
+
+def _check_refs(schema: dict[str, Any], validator: Any) -> None:
+    """Raise ``ValueError`` for a ``$ref`` that jsonschema cannot resolve (a missing definition,
+    a remote document: nothing is fetched). Such a schema passes the meta-schema, and then every
+    event reaching the reference raised, one by one. References under a nested ``$id`` (another
+    base URI) are left to the validator."""
+    from referencing.exceptions import Unresolvable
+
+    refs: list[str] = []
+
+    def walk(node: Any, top: bool) -> None:
+        if isinstance(node, dict):
+            if not top and isinstance(node.get("$id", node.get("id")), str):
+                return
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                refs.append(ref)
+            for key, value in node.items():
+                if key not in _DATA_KEYWORDS:
+                    walk(value, False)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, False)
+
+    walk(schema, True)
+    # jsonschema's resolver (referencing), rooted at the schema as validation roots it; a
+    # jsonschema without one (before 4.18) leaves the references to the validator.
+    resolver = getattr(validator, "_resolver", None)
+    for ref in dict.fromkeys(refs) if resolver is not None else ():
+        try:
+            resolver.lookup(ref)
+        except Unresolvable as exc:
+            raise ValueError(
+                f"invalid JSON Schema: $ref {ref!r} cannot be resolved ({type(exc).__name__}; "
+                "only references inside the schema are followed)"
+            ) from None
 
 
 def full_validator(schema: dict[str, Any]) -> Any:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 
 import orjson
+import pytest
 
+from squall.errors import TopologyError
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 
@@ -238,6 +240,41 @@ def test_json_max_bytes_applies_to_plain_and_gzip_payloads():
     assert [ev.value for ev in stores["out"]] == [{"a": 1}]
     reasons = [ev.failure.reason for ev in stores["dlq"]]
     assert "exceeds max_bytes" in reasons[0] and "exceeds 100 bytes" in reasons[1]
+
+
+@pytest.mark.parametrize(
+    "schema, ref",
+    [
+        ({"$ref": "#/definitions/missing"}, "#/definitions/missing"),
+        ({"properties": {"a": {"$ref": "#/$defs/nowhere"}}}, "#/$defs/nowhere"),
+        ({"properties": {"a": {"allOf": [{"$ref": "other.json"}]}}}, "other.json"),
+    ],
+)
+def test_schema_with_a_reference_that_cannot_be_resolved_is_refused_at_load(schema, ref):
+    """It passed the meta-schema check, and then every event reaching the reference raised
+    (each dead-lettered alone by the engine's isolation, with jsonschema's internal error)."""
+    with pytest.raises(TopologyError) as caught:
+        run(
+            f"  - {{id: decode, type: json}}\n  - {{id: v, type: schema, schema: {orjson.dumps(schema).decode()}}}",
+            [],
+        )
+    assert f"$ref '{ref}' cannot be resolved" in str(caught.value)
+
+
+def test_schema_references_that_resolve_or_are_data_are_accepted():
+    schema = {
+        "definitions": {"a": {"type": "integer"}},
+        "properties": {
+            "a": {"$ref": "#/definitions/a"},
+            "b": {"const": {"$ref": "#/not/a/reference"}},  # data, not a reference
+            "c": {"$id": "http://example.com/c", "$ref": "#/elsewhere"},  # another base URI
+        },
+    }
+    _, stores = run(
+        f"  - {{id: decode, type: json}}\n  - {{id: v, type: schema, schema: {orjson.dumps(schema).decode()}}}",
+        [{"a": 1}, {"a": "x"}],
+    )
+    assert [ev.value for ev in stores["out"]] == [{"a": 1}]
 
 
 def test_schema_ref_with_sibling_keywords_is_enforced_as_in_2020_12():
