@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 TOO_LONG: Any = type("TooLong", (), {"__repr__": lambda self: "TOO_LONG"})()
 #: A key holding NUL: PostgreSQL text cannot store it (psycopg2 raises ValueError on the parameter).
 HAS_NUL: Any = type("HasNul", (), {"__repr__": lambda self: "HAS_NUL"})()
+#: A key holding a lone surrogate (a Python bolt's ``json.loads`` of ``"\\ud800"``): no store's
+#: driver can encode it; an update with it failed the batch's commit, every retry.
+NOT_UTF8: Any = type("NotUtf8", (), {"__repr__": lambda self: "NOT_UTF8"})()
 
 DEFAULT_ACTIONS = {
     "register": Action.REGISTER,
@@ -189,6 +192,8 @@ class SubscriptionBolt(Bolt):
                     key = TOO_LONG
                 elif "\x00" in key:
                     key = HAS_NUL
+                elif not key.isascii() and not _utf8(key):  # isascii: a flag, no scan
+                    key = NOT_UTF8
             kind = value.get(type_name, MISSING) if type_name is not None else get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
@@ -198,7 +203,7 @@ class SubscriptionBolt(Bolt):
                     continue
                 updates[i] = update
                 updated.add(key)  # a str: ``_update`` rejects the others
-            elif key is None or key is TOO_LONG or key is HAS_NUL:
+            elif key is None or key is TOO_LONG or key is HAS_NUL or key is NOT_UTF8:
                 keyless.append(i)
                 continue
             indexes = by_key.get(key)
@@ -315,8 +320,12 @@ class SubscriptionBolt(Bolt):
             return f"{kind} event without a usable '{c.key}'"
         if key is HAS_NUL:
             return f"{kind} event whose '{c.key}' contains a NUL character (a state store cannot keep it)"
+        if key is NOT_UTF8:
+            return f"{kind} event whose '{c.key}' is not valid UTF-8 text (a lone surrogate)"
         if "\x00" in event.event_id:  # the state row carries it (event_id, version)
             return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
+        if not event.event_id.isascii() and not _utf8(event.event_id):
+            return f"{kind} event whose event id is not valid UTF-8 text (a lone surrogate)"
         if key is TOO_LONG:
             return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
         try:
@@ -334,6 +343,8 @@ class SubscriptionBolt(Bolt):
             topics = parse_topics(None if topics_value is MISSING else topics_value)
         except ValueError as exc:
             return f"{kind} event with bad '{c.topics_field}': {exc}"
+        if topics and not all(t.isascii() or _utf8(t) for t in topics):
+            return f"{kind} event with bad '{c.topics_field}': a topic is not valid UTF-8 text (a lone surrogate)"
         meta = event.meta
         v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, event.event_id)
         return Update(action, time_ms, v, event.event_id, topics, _position(event))
@@ -377,6 +388,15 @@ def _all_after(batch: list[Event], indexes: list[int], made: Position | None) ->
         position = _position(batch[i])
         if position is not None and position[0] == made[0] and position <= made:
             return False
+    return True
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogate), as every store's driver needs."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
     return True
 
 

@@ -114,6 +114,31 @@ def test_lifecycle_in_one_batch_enriches_each_event_with_the_state_as_of_it(back
     }
 
 
+def test_text_with_a_lone_surrogate_is_that_events_failure_not_the_commits(backend):
+    """A Python bolt's ``json.loads`` turns "\\ud800" into a lone surrogate, which no store's
+    driver encodes: the state write of a key or topic holding one raised in the commit sequence
+    (the batch failed, every retry: the shard stalled), a read-only event's key in the load."""
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    ok, failed = run(
+        bolt,
+        [
+            ev("register", "tok\udc80"),
+            ev("subscribe", "t-1", topics=["news", "a\ud800"]),
+            ev("page_view", "r\udc80"),
+            ev("register", "t-2"),
+        ],
+    )
+    assert failed == {
+        1: "register event whose 'device_token' is not valid UTF-8 text (a lone surrogate)",
+        2: "subscribe event with bad 'topics': a topic is not valid UTF-8 text (a lone surrogate)",
+    }
+    assert ok[3]["status"] == "unknown"  # like a key holding NUL: no state to read
+    assert ok[4]["status"] == "registered"
+    again, _ = run(make_bolt(res, **options), [ev("page_view", "t-2")], start=10)
+    assert again[10]["status"] == "registered"  # the batch's state was committed
+
+
 def test_state_persists_across_batches_and_processes(backend):
     res, options = backend
     run(make_bolt(res, **options), [ev("subscribe", "a", topics=["x"]), ev("register", "b")])
