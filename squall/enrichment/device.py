@@ -265,6 +265,12 @@ class DeviceBolt(Bolt):
         """Parse one (already truncated) user-agent string into a device block."""
         if self._resolver is None:
             self._compile()
+        try:
+            return self._parse(ua)
+        except UnicodeEncodeError:  # a lone surrogate (a Python bolt's json.loads of "\\ud800")
+            return self._parse(ua.encode("utf-8", "replace").decode("utf-8"))
+
+    def _parse(self, ua: str) -> dict[str, Any]:
         if self._extractors is not None:
             extract_ua, extract_os, extract_device = self._extractors
             agent, os_, dev = extract_ua(ua), extract_os(ua), extract_device(ua)

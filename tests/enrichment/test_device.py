@@ -1117,3 +1117,15 @@ MAINSTREAM = [
 @pytest.mark.parametrize(("expected", "ua"), MAINSTREAM)
 def test_mainstream_traffic_keeps_its_class(bolt, expected, ua):
     assert class_of(bolt, ua) == expected
+
+
+def test_a_user_agent_with_a_lone_surrogate_is_parsed_not_raised(bolt):
+    """ua-parser's Rust resolver cannot take a lone surrogate (a Python bolt's json.loads of
+    "\\ud800"): the call raised UnicodeEncodeError and isolation dead-lettered the event; the
+    docs say a malformed user agent is parsed as it is."""
+    ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) \udc80 Mobile/15E148"
+    out = bolt.process(make_batch([{"user_agent": ua}, {"user_agent": "\ud800"}]))
+    assert "error" not in out.streams
+    phone, junk = (e.value["device"] for e in out.streams["default"])
+    assert (phone["device"], phone["device_class"]) == ("iPhone", "mobile")
+    assert junk["browser"] == "Other"
