@@ -10,8 +10,9 @@ original record: ``payload`` is dropped first, then ``record``/``record_base64``
 - ``dead_letter_sqs``: one message per failure (SendMessageBatch); on a FIFO queue the group is
   the failing component and the deduplication id the (event id, component) pair, so a replay
   within five minutes adds nothing.
-- ``dead_letter_s3``: one gzip JSON-lines object per batch and source shard, named from the
-  shard and the first/last failed positions, so a replayed batch overwrites its object.
+- ``dead_letter_s3``: one gzip JSON-lines object per dead-letter write and source shard, named
+  from the shard, the first/last failed positions and a digest of the failures it holds, so a
+  replayed batch overwrites its object and other failures at the same positions never do.
 - ``dead_letter_kinesis``: one record per failure (PutRecords, partition key = event id).
 """
 
@@ -207,7 +208,8 @@ class DeadLetterS3Sink(_AwsDeadLetter):
                 key = (
                     f"{cfg.prefix}{_SAFE.sub('_', stream)}/{_SAFE.sub('_', shard)}/"
                     f"{first.sequence_number}.{first.sub_sequence_number}-"
-                    f"{last.sequence_number}.{last.sub_sequence_number}.jsonl.gz"
+                    f"{last.sequence_number}.{last.sub_sequence_number}.{_failures_digest(evs)}"
+                    ".jsonl.gz"
                 )
                 lines = b"".join(
                     orjson.dumps(
@@ -230,6 +232,16 @@ class DeadLetterS3Sink(_AwsDeadLetter):
                 ContentEncoding="gzip",
             )
             obj[2] = True
+
+
+def _failures_digest(events: list[Event]) -> str:
+    """A digest of the (event id, component) pairs an object holds, for its name: the same failures
+    (a replayed batch) get the same name, other failures at the same positions another one — a
+    second dead-letter write in one batch (a record refused by two sinks) or another input with the
+    same name and line numbers (the event ids of line-numbered sources carry the input's
+    fingerprint) never overwrites the first."""
+    keys = sorted(f"{ev.event_id}\x1f{ev.failure.component if ev.failure else ''}" for ev in events)
+    return hashlib.blake2b("\x1e".join(keys).encode(), digest_size=6).hexdigest()
 
 
 class DeadLetterKinesisConfig(_AwsConfig):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from squall.event import Failure
+from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.sinks.dead_letter_aws import fitted
-from squall.testing import records_from, run_topology
+from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 from tests.moto_standin import FlakyClient, unique
 
@@ -96,7 +99,9 @@ def test_dead_letter_s3_writes_one_object_per_batch_and_shard_and_a_replay_overw
     run_topology(yaml, records)
     run_topology(yaml, records)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert keys == ["dead-letters/clicks/shardId-000000000007/501.0-502.0.jsonl.gz"]
+    assert len(keys) == 1 and re.fullmatch(
+        r"dead-letters/clicks/shardId-000000000007/501\.0-502\.0\.[0-9a-f]{12}\.jsonl\.gz", keys[0]
+    )
     body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read()
     docs = sorted(
         (comparable(json.loads(x)) for x in gzip.decompress(body).splitlines()),
@@ -190,3 +195,50 @@ def test_durable_dead_letters_are_registered_as_dead_letter_sinks(sink_type):
     from squall.topology import registry
 
     assert registry.resolve("sink", sink_type).dead_letter is True
+
+
+class RefusingSink(MemorySink):
+    """Refuses for good, at write time, every event whose payload has ``refuse`` (WriteResult.rejected)."""
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult:
+        refused = [ev for ev in prepared.events if ev.value.get("refuse")]
+        for ev in refused:
+            ev.failure = Failure(self.id, f"{self.id} refuses it")
+        self.store.extend(ev for ev in prepared.events if ev not in refused)
+        return WriteResult(rejected=refused)
+
+
+def test_dead_letter_s3_keeps_two_failures_of_one_record_written_apart_in_one_batch(
+    moto_server, tmp_path
+):
+    # Two sinks refuse the same record at write time: the engine dead-letters each refusal as it
+    # comes, so the dead-letter sink writes twice in one batch for the same position. The second
+    # object must not overwrite the first.
+    s3 = moto_server.client("s3")
+    bucket = unique("dl")
+    s3.create_bucket(Bucket=bucket)
+    yaml = f"""
+name: dl2
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: a, type: 'tests.sinks.test_dead_letter_aws:RefusingSink', name: {bucket}-a}}
+  - {{id: b, type: 'tests.sinks.test_dead_letter_aws:RefusingSink', name: {bucket}-b}}
+  - {{id: dlq, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}
+  - {{id: file_dl, type: dead_letter, path: "{tmp_path / "dl.jsonl"}"}}
+"""
+    records = records_from([{"id": 1}, {"refuse": True}, {"id": 3}], stream="clicks")
+    for _ in range(2):  # a replay of the same batch overwrites, it adds nothing
+        run = run_topology(yaml, records)
+        assert [o.outcome for o in run.outcomes] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.COMMITTED,
+        ]
+    docs = []
+    for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]:
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        docs += [comparable(json.loads(x)) for x in gzip.decompress(body).splitlines()]
+    docs.sort(key=lambda d: d["component"])
+    assert [d["component"] for d in docs] == ["a", "b"]
+    assert docs == sorted(file_docs(tmp_path / "dl.jsonl"), key=lambda d: d["component"])
