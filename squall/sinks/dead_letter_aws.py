@@ -42,27 +42,39 @@ SQS_MAX_BYTES = 256 * 1024
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
 
 
-def fitted(ev: Event, limit: int, *, include_payload: bool) -> bytes:
-    """The dead-letter document of an event as JSON, cut to at most ``limit`` bytes (see module doc)."""
-    doc = dead_letter_line(ev, include_payload=include_payload)
+#: U+FFFE and U+FFFF as UTF-8: the only characters outside XML 1.0 that orjson leaves unescaped
+#: (it escapes the controls), and SQS refuses a body holding one for good.
+_NOT_XML = ((b"\xef\xbf\xbe", b"\\ufffe"), (b"\xef\xbf\xbf", b"\\uffff"))
+
+
+def _dumps(doc: dict, xml_safe: bool) -> bytes:
     data = orjson.dumps(doc, default=str)
+    if xml_safe and b"\xef\xbf" in data:
+        for raw, escaped in _NOT_XML:  # only inside JSON strings: the escape is the same text
+            data = data.replace(raw, escaped)
+    return data
+
+
+def fitted(ev: Event, limit: int, *, include_payload: bool, xml_safe: bool = False) -> bytes:
+    """The dead-letter document of an event as JSON, cut to at most ``limit`` bytes (see module
+    doc); ``xml_safe``: characters SQS refuses are written as JSON escapes."""
+    doc = dead_letter_line(ev, include_payload=include_payload)
+    data = _dumps(doc, xml_safe)
     if len(data) <= limit:
         return data
     doc.pop("payload", None)
-    data = orjson.dumps(doc, default=str)
+    data = _dumps(doc, xml_safe)
     if len(data) <= limit:
         return data
     field = "record" if "record" in doc else "record_base64"
     original = doc[field]
     doc["record_truncated"] = len(ev.raw)
     doc[field] = ""
-    room = (
-        limit - len(orjson.dumps(doc, default=str)) - 16
-    )  # escapes can grow a character: check below
+    room = limit - len(_dumps(doc, xml_safe)) - 16  # escapes can grow a character: check below
     text = original[: max(0, room)]
     while True:
         doc[field] = text
-        data = orjson.dumps(doc, default=str)
+        data = _dumps(doc, xml_safe)
         if len(data) <= limit or not text:
             return data
         text = text[: len(text) - max(1, (len(data) - limit))]
@@ -138,7 +150,7 @@ class DeadLetterSqsSink(_AwsDeadLetter):
             items = prepared.payload = []
             for ev in prepared.events:
                 body = fitted(
-                    ev, cfg.max_message_bytes, include_payload=cfg.include_payload
+                    ev, cfg.max_message_bytes, include_payload=cfg.include_payload, xml_safe=True
                 ).decode()
                 entry: dict[str, Any] = {"MessageBody": body}
                 if self.fifo:

@@ -242,3 +242,43 @@ sinks:
     docs.sort(key=lambda d: d["component"])
     assert [d["component"] for d in docs] == ["a", "b"]
     assert docs == sorted(file_docs(tmp_path / "dl.jsonl"), key=lambda d: d["component"])
+
+
+def test_dead_letter_sqs_escapes_characters_sqs_refuses_so_the_record_is_kept_not_stuck(
+    moto_server, tmp_path
+):
+    # SQS refuses a message body holding characters outside XML 1.0 (U+FFFE, U+FFFF) for good;
+    # moto does not, so the wrapped client answers as SQS does. The record's own bytes carry one:
+    # its dead letter must still be taken (escaped in the JSON), or the record fails forever.
+    legal = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
+
+    def like_sqs(kw, call):
+        bad = [e for e in kw["Entries"] if legal.search(e["MessageBody"])]
+        good = [e for e in kw["Entries"] if e not in bad]
+        answer = call(QueueUrl=kw["QueueUrl"], Entries=good) if good else {"Successful": []}
+        answer["Failed"] = [
+            {"Id": e["Id"], "SenderFault": True, "Code": "InvalidMessageContents", "Message": "x"}
+            for e in bad
+        ]
+        return answer
+
+    from squall.testing import topology_from
+    from squall.topology.executor import Engine
+
+    engine = Engine(
+        topology_from(
+            topology(f'{{id: dlq, type: dead_letter_sqs, queue: "{url}"}}', tmp_path / "dl.jsonl")
+        ).plan
+    )
+    next(c for c in engine.components if c.id == "dlq").client = FlakyClient(
+        moto_server.client("sqs"), send_message_batch=like_sqs
+    )
+    records = records_from([{"id": 1}, {"no_id": "a\ufffeb\uffffc"}])
+    with engine:
+        result = engine.process(records)
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
+    (msg,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    doc = json.loads(msg["Body"])
+    assert doc["record"] == records[1].data.decode() and doc["component"] == "validate"
