@@ -282,3 +282,18 @@ def test_dead_letter_sqs_escapes_characters_sqs_refuses_so_the_record_is_kept_no
     (msg,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     doc = json.loads(msg["Body"])
     assert doc["record"] == records[1].data.decode() and doc["component"] == "validate"
+
+
+@pytest.mark.parametrize("char", ["é", "日", "\uffff"])
+def test_an_oversized_non_ascii_record_is_cut_to_what_fits_not_to_nothing(char):
+    from squall.event import Event, Failure
+
+    rec = records_from([{"blob": char * 300_000}])[0]
+    ev = Event(rec.data, rec.meta, None, 0, None, Failure("validate", "too big"))
+    limit = 256 * 1024
+    data = fitted(ev, limit, include_payload=False, xml_safe=True)
+    doc = json.loads(data)
+    assert len(data) <= limit and doc["record_truncated"] == len(rec.data)
+    assert rec.data.decode().startswith(doc["record"])
+    # as much of the record as the limit leaves room for (its escapes counted)
+    assert len(data) > limit - 16
