@@ -64,6 +64,14 @@ def record_problem(
     return None
 
 
+def key_for_id(event_id: str) -> str:
+    """A partition key for an event id: the id itself, or its digest when it is longer than a
+    partition key may be (event ids from a payload field run to 512 bytes)."""
+    if 0 < len(event_id) <= MAX_PARTITION_KEY_CHARS:
+        return event_id
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 #: A user record as the aggregator got it: (data, partition key, explicit hash key).
 UserRecord = tuple[bytes, str, "str | None"]
 #: Times one put re-sends misplaced aggregates' records under a newly listed shard map.

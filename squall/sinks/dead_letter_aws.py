@@ -13,7 +13,8 @@ original record: ``payload`` is dropped first, then ``record``/``record_base64``
 - ``dead_letter_s3``: one gzip JSON-lines object per dead-letter write and source shard, named
   from the shard, the first/last failed positions and a digest of the failures it holds, so a
   replayed batch overwrites its object and other failures at the same positions never do.
-- ``dead_letter_kinesis``: one record per failure (PutRecords, partition key = event id).
+- ``dead_letter_kinesis``: one record per failure (PutRecords, partition key = event id, or its
+  digest when the id is longer than a partition key may be).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
-from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter
+from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all
 from squall.sinks.dead_letter import dead_letter_line
@@ -288,13 +289,11 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         entries = []
         for ev in prepared.events:
-            limit = MAX_RECORD_BYTES - len(ev.event_id.encode())
+            key = key_for_id(ev.event_id)
+            limit = MAX_RECORD_BYTES - len(key.encode())
             entries.append(
                 Entry(
-                    fitted(ev, limit, include_payload=self.config.include_payload),
-                    ev.event_id,
-                    None,
-                    [ev],
+                    fitted(ev, limit, include_payload=self.config.include_payload), key, None, [ev]
                 )
             )
         try:

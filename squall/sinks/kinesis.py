@@ -19,6 +19,7 @@ from squall.kinesis.putrecords import (
     Entry,
     PutRecordsWriter,
     ShardMap,
+    key_for_id,
     load_shard_map,
     record_problem,
 )
@@ -29,7 +30,8 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
     partition_key: paths.DottedPath | None = Field(
         None,
         description="Dotted path of the partition key (`user.id`, `meta.partition_key`); "
-        "default: the source record's partition key, else the event id.",
+        "default: the source record's partition key, else the event id (its digest when longer "
+        "than 256 characters).",
     )
     explicit_hash_key: paths.DottedPath | None = Field(
         None, description="Dotted path of a decimal explicit hash key that picks the shard."
@@ -144,7 +146,7 @@ class KinesisSink(Sink):
                 )
             pk = str(value)
         else:
-            pk = ev.meta.partition_key or ev.event_id
+            pk = ev.meta.partition_key or key_for_id(ev.event_id)
         ehk = None
         if self._ehk is not None:
             value = self._ehk(ev)

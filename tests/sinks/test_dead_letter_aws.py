@@ -297,3 +297,47 @@ def test_an_oversized_non_ascii_record_is_cut_to_what_fits_not_to_nothing(char):
     assert rec.data.decode().startswith(doc["record"])
     # as much of the record as the limit leaves room for (its escapes counted)
     assert len(data) > limit - 16
+
+
+def test_dead_letter_kinesis_takes_an_event_id_longer_than_a_partition_key(moto_server, tmp_path):
+    # Event ids from a payload field may be up to 512 bytes; a partition key at most 256 characters.
+    kinesis = moto_server.client("kinesis")
+    stream = unique("dl")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    long_id = "order-" + "7" * 300
+    yaml = f"""
+name: dl
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json, event_id_field: id}}
+  - {{id: validate, type: schema, schema: {{type: object, required: [n]}}}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dlq, type: dead_letter_kinesis, stream: {stream}, endpoint_url: "{moto_server.endpoint}"}}
+"""
+    run = run_topology(yaml, records_from([{"id": "short", "n": 1}, {"id": long_id}]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
+    shard = kinesis.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    (got,) = kinesis.get_records(ShardIterator=it)["Records"]
+    assert json.loads(got["Data"])["event_id"] == long_id
+    assert 1 <= len(got["PartitionKey"]) <= 256
+
+
+def test_kinesis_sink_keys_a_record_without_a_source_key_by_a_digest_of_a_long_event_id():
+    from squall.component import ComponentContext
+    from squall.event import Event, RecordMeta
+    from squall.sinks.kinesis import KinesisSink, KinesisSinkConfig
+
+    sink = KinesisSink(
+        KinesisSinkConfig(id="out", type="kinesis", stream="s"), ComponentContext("t")
+    )
+    ev = Event(b'{"a":1}', RecordMeta("f", "shard", "1", 0, None), None, 0, {"a": 1})
+    ev.event_id = "x" * 400
+    p = sink.prepare([ev])
+    assert p.rejected == [] and p.events == [ev]
+    ((_, pk, _),) = p.payload
+    assert 1 <= len(pk) <= 256
