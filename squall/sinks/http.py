@@ -123,6 +123,7 @@ class HttpSink(ConcurrentRequests, Sink):
         self.sleep: Callable[[float], None] = time.sleep
         self.requests = 0
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+        self._secrets = _secret_parts(self._headers.values())
 
     def open(self, resources: Any = None) -> None:
         import httpx
@@ -205,11 +206,31 @@ class HttpSink(ConcurrentRequests, Sink):
         try:
             resp = self.client.request(cfg.method, cfg.url, content=item.body, headers=headers)
         except httpx.TransportError as exc:  # connect, read, write errors and timeouts
-            return Retry(f"{type(exc).__name__}: {exc}")
+            return Retry(self._mask(f"{type(exc).__name__}: {exc}"))
         return answer_for(
             resp.status_code,
-            resp.text,
+            self._mask(resp.text),
             resp.headers.get("Retry-After"),
             reason_chars=cfg.reason_chars,
             max_retry_after=cfg.max_retry_after,
         )
+
+    def _mask(self, text: str) -> str:
+        """``text`` without the header values (a receiver may echo the request in its answer)."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
+def _secret_parts(values: Any) -> list[str]:
+    """Header values to mask, longest first: each whole, and the credential of ``Scheme credential``
+    (``Bearer abc``: an echo may show ``abc`` alone). Parts under 6 characters are left: masking
+    them would mangle ordinary text."""
+    parts = set()
+    for value in values:
+        words = value.split()
+        for part in (value, words[-1] if len(words) > 1 else ""):
+            if len(part) >= 6:
+                parts.add(part)
+    return sorted(parts, key=len, reverse=True)

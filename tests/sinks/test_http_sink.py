@@ -217,3 +217,32 @@ def test_http_sink_a_refused_record_is_still_reported_after_the_engine_retries_t
     refused = getattr(result, "rejected", None) or result.failed
     assert [(ev.value["n"], ev.failure.reason) for ev in refused] == [(0, "HTTP 400: bad")]
     assert [json.loads(r.body)["n"] for r in srv.requests].count(0) == 1  # not sent again
+
+
+def test_http_sink_never_puts_header_secrets_a_receiver_echoes_into_reasons_or_logs(caplog):
+    # Receivers often echo the request (headers included) in an error body; the body becomes the
+    # failure reason (dead letters, logs): the configured header values must not come with it.
+    seen = []
+
+    def answer(req: Request):
+        echo = json.dumps({"error": "bad", "headers": req.headers})
+        n = json.loads(req.body)["n"]
+        seen.append(n)
+        if n == 0:
+            return (503, {}, echo) if seen.count(0) == 1 else (200, {}, "")
+        return 400, {}, echo
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(
+            srv.url,
+            max_attempts=2,
+            headers={"Authorization": "Bearer tok-9f8e7d6c5b", "X-Api-Key": "key-1a2b3c4d5e"},
+        )
+        with caplog.at_level("INFO"):
+            result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}])), None)
+        sink.close()
+    assert result.failed == [] and [ev.value["n"] for ev in result.rejected] == [1]
+    text = result.rejected[0].failure.reason + caplog.text
+    assert "HTTP 400" in text and "HTTP 503" in text
+    assert "authorization" in text  # the echo is there, without the values
+    assert "tok-9f8e7d6c5b" not in text and "key-1a2b3c4d5e" not in text
