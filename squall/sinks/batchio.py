@@ -207,7 +207,25 @@ class ConcurrentRequests:
         everything) raise ``TransientError``: the engine retries the batch with backoff, and
         what was already written stays done."""
         assert self.pool is not None
-        answers = list(self.pool.map(self._request, items))
+        futures = [self.pool.submit(self._request, item) for item in items]
+        answers: list[Retry | Reject | None] = []
+        error: BaseException | None = None
+        for future in futures:  # every request ends before anything is raised
+            try:
+                answers.append(future.result())
+            except Exception as exc:  # a token refresh that failed, a bug: the call's error
+                error = error or exc
+                answers.append(Retry(str(exc)))
+        if error is not None:
+            # What got through stays done (what was refused, refused): the engine's retry of the
+            # call must not send it again.
+            for item, future, answer in zip(items, futures, answers, strict=True):
+                if future.exception() is None:
+                    if answer is None:
+                        item.done = True
+                    elif isinstance(answer, Reject):
+                        item.refused = answer.reason
+            raise error
         if answers and all(isinstance(a, Retry) for a in answers):
             waits = [
                 a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None

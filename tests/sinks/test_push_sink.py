@@ -403,3 +403,30 @@ sinks:
 
     states = [ev.value["subscription"] for ev in MemorySink.stores[f"{stream}-state"]]
     assert states[0]["subscribed"] is True and states[-1]["subscribed"] is False
+
+
+def test_push_sends_that_got_through_before_a_failed_token_refresh_are_not_sent_again(
+    fcm, key_pair
+):
+    # The access token is refused mid-batch and the token endpoint is down for the refresh: the
+    # call raises TransientError. The engine retries write_batch on the same prepared batch; the
+    # notification already delivered must not be pushed a second time.
+    answer, down = fcm.answer, {"on": False}
+
+    def flaky(req: Request):
+        if req.path == "/token" and down["on"]:
+            return 503, {}, json.dumps({"error": "temporarily_unavailable"})
+        if req.path != "/token" and json.loads(req.body)["message"]["token"] == "tok-2":
+            if fcm.reject_token is None:
+                down["on"], fcm.reject_token = True, "at-1"  # revoked; the refresh fails
+        return answer(req)
+
+    fcm.http.answer = flaky
+    sink = make_sink(fcm, key_pair, concurrency=1)
+    prepared = sink.prepare(events(["tok-1", "tok-2", "tok-3"]))
+    with pytest.raises(TransientError):
+        sink.write_batch(prepared, None)
+    down["on"] = False
+    assert sink.write_batch(prepared, None) is None
+    sink.close()
+    assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-2", "tok-3"]
