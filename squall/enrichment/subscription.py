@@ -413,9 +413,6 @@ def _position(event: Event) -> Position | None:
     seq = meta.sequence_number
     if not seq.isdigit():
         return None
-    source = meta.source
-    return (
-        meta.shard_id if source is None else f"{meta.shard_id}\x1f{source}",
-        int(seq),
-        meta.sub_sequence_number,
-    )
+    shard, source = meta.shard_id, meta.source
+    lineage = shard if source is None else f"{shard}\x1f{source}"
+    return lineage, int(seq), meta.sub_sequence_number
