@@ -10,6 +10,7 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   dependency stays down lists every message.
 - **S3** (asynchronous invocation per ``s3:ObjectCreated:*`` notification): each object named is
   read (JSON lines, gzip detected) and its lines run through the engine in ``batch_size`` slices.
+  A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``).
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
   destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
   sinks and dead letters.

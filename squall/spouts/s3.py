@@ -9,6 +9,14 @@ same key with other content gets other ids from its first differing line on: its
 mistaken for the old object's (and silently skipped by an idempotent sink). The local runner reads every object under ``prefix`` (key order)
 once; the Lambda S3-event trigger (``squall.deploy.lambda_sources``) reads the objects an event
 names with the same function.
+
+A truncated or corrupt gzip object is that object's problem, not the input's: it becomes one
+record with a ``defect`` (dead-lettered with the reason: ``s3://bucket/key``, version id, ETag,
+size and the gzip error; its bytes are a JSON pointer to the object, for re-driving it), and the
+objects after it are read. None of its lines are kept: gzip verifies its content (CRC-32, length)
+only at the end of the stream, so lines decompressed before the error are unverified and could be
+garbage; the object is re-driven whole (its lines get the same event ids as before, since they
+derive from the content).
 """
 
 from __future__ import annotations
@@ -18,8 +26,9 @@ import hashlib
 import io
 import zlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from pydantic import Field
 
 from squall import aws
@@ -30,20 +39,39 @@ from squall.component import (
     LambdaTrigger,
     TriggerSource,
 )
-from squall.errors import SquallError
+from squall.errors import SquallError, safe_text
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
 
 
-def object_records(bucket: str, key: str, body: bytes, *, skip_blank: bool = True) -> list[Record]:
+class S3Object(NamedTuple):
+    """An object's bytes and what names this version of it (``None`` when S3 did not say)."""
+
+    body: bytes
+    etag: str | None = None
+    version_id: str | None = None
+
+
+def object_records(
+    bucket: str,
+    key: str,
+    body: bytes | S3Object,
+    *,
+    skip_blank: bool = True,
+) -> list[Record]:
     """The records of one object's lines (gzip detected by its magic bytes); blank lines keep their
     number. Each record's fingerprint is a digest of the (decompressed) bytes up to and including
-    its line, so other content under the same key never shares an event id with this one."""
+    its line, so other content under the same key never shares an event id with this one.
+
+    A truncated or corrupt gzip object gives one record instead, with a ``defect`` naming it and the
+    error (see the module docstring): the engine dead-letters it and the input goes on."""
+    obj = body if isinstance(body, S3Object) else S3Object(body)
+    body = obj.body
     if body[:2] == b"\x1f\x8b":
         try:
             body = gzip.decompress(body)
         except (EOFError, OSError, zlib.error) as exc:
-            raise SquallError(f"s3://{bucket}/{key}: truncated or corrupt gzip: {exc}") from None
+            return [corrupt_object_record(bucket, key, obj, exc)]
     out = []
     digest = hashlib.sha256()
     source: str | None = None
@@ -60,10 +88,40 @@ def object_records(bucket: str, key: str, body: bytes, *, skip_blank: bool = Tru
     return out
 
 
-def read_object(client: Any, bucket: str, key: str) -> bytes:
-    """An object's bytes; a missing object or bucket is an error naming it."""
+def corrupt_object_record(bucket: str, key: str, obj: S3Object, exc: BaseException) -> Record:
+    """The one record of an object that cannot be decompressed: at line number 0 (the object as a
+    whole), its bytes a JSON pointer to the object version, its defect the reason. Its event id
+    derives from a digest of the object's bytes, so the same object read again is the same dead
+    letter, a replaced one another."""
+    version = f", version {obj.version_id}" if obj.version_id else ""
+    etag = f", ETag {obj.etag}" if obj.etag else ""
+    reason = (
+        f"s3://{bucket}/{key}{version}{etag} ({len(obj.body)} bytes): truncated or corrupt gzip, "
+        f"no line of it kept: {type(exc).__name__}: {safe_text(exc, 300)}"
+    )
+    pointer = {
+        "bucket": bucket,
+        "key": key,
+        "version_id": obj.version_id,
+        "etag": obj.etag,
+        "size": len(obj.body),
+        "error": "truncated or corrupt gzip",
+    }
+    meta = RecordMeta(
+        bucket,
+        key,
+        "0",
+        fingerprint=hashlib.sha256(obj.body).hexdigest()[:32],
+        defect=reason,
+    )
+    return Record(orjson.dumps(pointer), meta)
+
+
+def read_object(client: Any, bucket: str, key: str) -> S3Object:
+    """An object's bytes, ETag and version id; a missing object or bucket is an error naming it."""
     try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        resp = client.get_object(Bucket=bucket, Key=key)
+        return S3Object(resp["Body"].read(), resp.get("ETag"), resp.get("VersionId"))
     except Exception as exc:
         raise SquallError(
             f"cannot read s3://{bucket}/{key}: {aws.error_code(exc) or exc}"

@@ -323,3 +323,67 @@ def test_s3_object_records_count_their_lines_within_the_object_they_come_from():
     assert lineages(b'\n{"n":1}\n{"n":2}\n') != first  # other bytes up to its first record
     assert lineages(b'{"n":0}\n{"n":2}\n').isdisjoint(first)
     assert lineages(b'{"n":1}\n') <= first and next(iter(first)).startswith("k.jsonl\x1f")
+def corrupt_gzip(payloads: list) -> bytes:
+    """A gzip object cut short (a failed multipart upload, a producer killed while writing)."""
+    whole = gzip.compress(b"".join(orjson.dumps(p) + b"\n" for p in payloads))
+    return whole[: len(whole) - 12]
+
+
+def test_a_corrupt_gzip_object_is_dead_lettered_and_the_s3_spout_reads_the_next_objects(moto):
+    """One bad object used to stop the whole input (``SquallError: truncated or corrupt gzip``):
+    it is now one dead letter naming the object and the error, and the next objects are read."""
+    s3 = moto.client("s3")
+    bucket = unique("corrupt")
+    s3.create_bucket(Bucket=bucket)
+    put_lines(s3, bucket, "in/a.jsonl.gz", [{"n": 1}], gz=True)
+    s3.put_object(Bucket=bucket, Key="in/b.jsonl.gz", Body=corrupt_gzip([{"n": 2}, {"n": 3}]))
+    put_lines(s3, bucket, "in/c.jsonl", [{"n": 4}], gz=False)
+    etag = s3.head_object(Bucket=bucket, Key="in/b.jsonl.gz")["ETag"]
+    store = unique("s3corrupt")
+    spout = f'{{type: s3, bucket: {bucket}, prefix: in/, endpoint_url: "{moto.endpoint}"}}'
+    report = LocalRunner(load_text(topology_text(spout, store)), batch_size=10).run()
+    assert report.counts[Outcome.COMMITTED] == 2 and report.counts[Outcome.DEAD_LETTERED] == 1
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 4]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert dead.failure.component == "spout"
+    reason = dead.failure.reason
+    assert f"s3://{bucket}/in/b.jsonl.gz" in reason and f"ETag {etag}" in reason
+    assert "truncated or corrupt gzip" in reason and "EOFError" in reason
+    assert (dead.meta.shard_id, dead.meta.sequence_number) == ("in/b.jsonl.gz", "0")
+    assert orjson.loads(dead.raw) == {  # what an operator needs to re-drive the object
+        "bucket": bucket,
+        "key": "in/b.jsonl.gz",
+        "version_id": None,
+        "etag": etag,
+        "size": len(corrupt_gzip([{"n": 2}, {"n": 3}])),
+        "error": "truncated or corrupt gzip",
+    }
+
+
+def test_a_corrupt_gzip_object_in_an_s3_event_is_dead_lettered_with_its_version(
+    moto, tmp_path: Path
+):
+    """The Lambda S3 trigger: the corrupt object is dead-lettered (with the version id on a
+    versioned bucket), the event's other objects run, and the handler does not raise (no retry
+    of an object that stays corrupt). The same object again is the same dead letter."""
+    s3 = moto.client("s3")
+    bucket = unique("corruptv")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    body = bytearray(gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(200))))
+    body[len(body) // 2] ^= 0xFF  # a flipped byte in the deflate stream or its CRC
+    version = s3.put_object(Bucket=bucket, Key="drop/bad.jsonl.gz", Body=bytes(body))["VersionId"]
+    put_lines(s3, bucket, "drop/good.jsonl", [{"n": 7}], gz=False)
+    store = unique("ls3corrupt")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    event = s3_lambda_event(bucket, "drop/bad.jsonl.gz")
+    event["Records"] += s3_lambda_event(bucket, "drop/good.jsonl")["Records"]
+    assert handler(event, None) == {"objects": 2, "records": 2, "failed": 0}
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [7]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert f"s3://{bucket}/drop/bad.jsonl.gz, version {version}" in dead.failure.reason
+    assert orjson.loads(dead.raw)["version_id"] == version
+    handler(s3_lambda_event(bucket, "drop/bad.jsonl.gz"), None)  # a retried event
+    again = MemorySink.stores[f"{store}-dlq"][-1]
+    assert again.event_id == dead.event_id
