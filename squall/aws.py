@@ -20,9 +20,16 @@ from botocore.exceptions import (
 )
 from pydantic import AfterValidator, BeforeValidator
 
-#: An optional client setting in a component's config (``region``, ``endpoint_url``): an empty
-#: value — ``${AWS_ENDPOINT_URL:-}`` in the YAML — means unset.
-OptionalSetting = Annotated[str | None, BeforeValidator(lambda value: value or None)]
+
+def blank_is_unset(value: Any) -> Any:
+    """``None`` for an empty or blank string (``"${LOCAL_ENDPOINT:-}"`` with the variable unset),
+    else the value as given."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+#: An optional client setting in a component's config (``region``): an empty value —
+#: ``"${AWS_REGION:-}"`` in the YAML — means unset, in every AWS component.
+OptionalSetting = Annotated[str | None, BeforeValidator(blank_is_unset)]
 
 DEFAULT_REGION = "us-east-1"
 
@@ -135,17 +142,14 @@ StreamName = Annotated[str, AfterValidator(_check_stream)]
 def check_endpoint_url(url: str | None) -> str | None:
     """An endpoint URL as botocore needs it (http or https, a host, a numeric port), else ``ValueError``.
 
-    ``None`` means the AWS default; an empty string (``${X:-}`` with X unset) is an error, not a
-    silent default. The message masks any password in the URL.
+    ``None`` — and an empty or blank string, as ``"${LOCAL_ENDPOINT:-}"`` gives with the variable
+    unset — means AWS's endpoint (``None`` is returned), for every AWS component and
+    ``squall produce --endpoint-url``. The message masks any password in the URL.
     """
-    if url is None:
+    if url is None or not url.strip():
         return None
     from squall.redact import redact_url
 
-    if not url.strip():
-        raise ValueError(
-            "endpoint URL is empty (an unset ${VAR:-}?); leave the option out for AWS's endpoint"
-        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -154,6 +158,14 @@ def check_endpoint_url(url: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"endpoint URL '{redact_url(url)}' must be http(s)://host[:port]")
     return url
+
+
+#: A component's ``endpoint_url``: empty or blank means AWS's endpoint (as for ``OptionalSetting``),
+#: anything else must be http(s)://host[:port] — checked at load time, the same in every AWS
+#: component.
+EndpointUrl = Annotated[
+    str | None, BeforeValidator(blank_is_unset), AfterValidator(check_endpoint_url)
+]
 
 
 def client(

@@ -79,14 +79,14 @@ def test_botocore_debug_logs_and_errors_of_an_endpoint_with_a_password_are_maske
     assert SECRET not in logged
 
 
-def test_an_empty_or_bad_endpoint_url_is_a_located_error_without_the_password(tmp_path: Path):
+def test_a_bad_endpoint_url_is_a_located_error_without_the_password(tmp_path: Path):
     t = tmp_path / "t.yaml"
     t.write_text(f"""
 name: t
 spout: {{type: kinesis, stream: s, endpoint_url: "http://u:{SECRET}@h:notaport", checkpoint: {{store: memory}}}}
 bolts: [{{id: decode, type: json}}]
 sinks:
-  - {{id: out, type: kinesis, stream: s2, endpoint_url: "${{SQUALL_TEST_UNSET_ENDPOINT:-}}"}}
+  - {{id: out, type: kinesis, stream: s2, endpoint_url: "https://u:{SECRET}@"}}
 """)
     result = run_cli(["-vv", "validate", str(t)])
     assert result.returncode == 2
@@ -94,7 +94,7 @@ sinks:
         "spout.endpoint_url: endpoint URL 'http://u:***@h:notaport' is not a valid URL"
         in result.stderr
     )
-    assert "sinks[0].endpoint_url: endpoint URL is empty" in result.stderr
+    assert "sinks[0].endpoint_url: endpoint URL 'https://u:***@' must be http(s)" in result.stderr
     assert SECRET not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 

@@ -116,7 +116,7 @@ def produce_file(
     ``on_progress(bytes_read, report)`` is called after each PutRecords round.
     """
     ref = aws.StreamRef.parse(stream)
-    aws.check_endpoint_url(endpoint_url)
+    endpoint_url = aws.check_endpoint_url(endpoint_url)  # empty: AWS's endpoint
     if client is None:
         client = aws.client(
             "kinesis", region=aws.resolve_region(region, ref.region), endpoint_url=endpoint_url

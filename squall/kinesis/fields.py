@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from squall import aws
 
@@ -14,14 +14,9 @@ class StreamFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stream: aws.StreamName = Field(description="Stream name or ARN.")
-    region: str | None = Field(
+    region: aws.OptionalSetting = Field(
         None,
         description="AWS region (default: from the ARN, AWS_REGION, "
         "AWS_DEFAULT_REGION, else us-east-1).",
     )
-    endpoint_url: str | None = Field(None, description="Kinesis endpoint (local testing).")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        return aws.check_endpoint_url(v)
+    endpoint_url: aws.EndpointUrl = Field(None, description="Kinesis endpoint (local testing).")

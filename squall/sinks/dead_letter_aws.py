@@ -109,7 +109,7 @@ class _AwsConfig(ComponentConfig):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(None, description="Service endpoint (local testing).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="Service endpoint (local testing).")
     include_payload: bool = Field(
         False, description="Also write the decoded payload as it was when it failed."
     )

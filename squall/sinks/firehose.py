@@ -35,9 +35,7 @@ class FirehoseSinkConfig(ComponentConfig):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(
-        None, description="Firehose endpoint (local testing)."
-    )
+    endpoint_url: aws.EndpointUrl = Field(None, description="Firehose endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
         "json",
         description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",

@@ -109,7 +109,7 @@ class DeadTokenStream(BaseModel):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: from the ARN, AWS_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(None, description="Kinesis endpoint (local testing).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="Kinesis endpoint (local testing).")
     event_type: str = Field(
         "unsubscribe", description="Value of the type field of the events written."
     )

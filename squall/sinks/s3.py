@@ -93,7 +93,7 @@ class S3SinkConfig(ComponentConfig):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(None, description="S3 endpoint (local testing).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="S3 endpoint (local testing).")
     roll_bytes: int | None = Field(
         None,
         ge=1024,

@@ -79,14 +79,8 @@ class DynamoDbCheckpoint(_Strict):
 
     store: Literal["dynamodb"]
     table: str = Field(description="DynamoDB table name; created (on demand billing) if missing.")
-    endpoint_url: str | None = Field(None, description="DynamoDB endpoint (local testing).")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, v: str | None) -> str | None:
-        return aws.check_endpoint_url(v)
-
-    region: str | None = Field(None, description="Region (default: the spout's).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="DynamoDB endpoint (local testing).")
+    region: aws.OptionalSetting = Field(None, description="Region (default: the spout's).")
     application: str | None = Field(
         None, description="Checkpoint namespace (default: the topology name)."
     )

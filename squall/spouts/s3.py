@@ -135,7 +135,7 @@ class S3SpoutConfig(ComponentConfig):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(None, description="S3 endpoint (local testing).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="S3 endpoint (local testing).")
     skip_blank: bool = Field(True, description="Skip empty lines.")
 
 

@@ -97,7 +97,7 @@ class SqsSpoutConfig(ComponentConfig):
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
-    endpoint_url: aws.OptionalSetting = Field(None, description="SQS endpoint (local testing).")
+    endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
     wait_time: int = Field(5, ge=0, le=20, description="Long-poll seconds per ReceiveMessage call.")
     visibility_timeout: int | None = Field(
         None,

@@ -81,6 +81,11 @@ def full_reference() -> str:
         "",
         "Generated from the code by `squall reference`; every component also takes `id` and `type`.",
         "",
+        "In every AWS component (and a nested `checkpoint` or `dead_tokens`), an empty or blank "
+        '`region` or `endpoint_url` — `"${LOCAL_ENDPOINT:-}"` with the variable unset, quoted '
+        "or not — is unset: AWS's endpoint, the default region. A non-empty `endpoint_url` must be "
+        "`http(s)://host[:port]`, else the topology is refused at load time.",
+        "",
     ]
     for kind, title in KIND_TITLES.items():
         out += [f"## {title}", ""]

@@ -106,12 +106,22 @@ def test_a_checkpoint_database_that_does_not_exist_is_one_line(tmp_path: Path, p
     )
 
 
-def test_an_empty_endpoint_url_is_caught_by_validate(tmp_path: Path):
+def test_an_empty_endpoint_url_is_unset_and_a_malformed_one_is_caught_by_validate(tmp_path: Path):
+    """Empty (an unset ``${VAR:-}``) means AWS's endpoint, as in every AWS component
+    (tests/test_aws_settings.py); text that is not an http(s) URL is one located line."""
     t = write(
         tmp_path,
         spout="{type: kinesis, stream: s, endpoint_url: '${SQUALL_TEST_UNSET:-}', "
         "checkpoint: {store: memory}}",
     )
+    assert run_cli(["validate", str(t)]).returncode == 0
+    t = write(
+        tmp_path,
+        spout="{type: kinesis, stream: s, endpoint_url: 'localhost:4566', "
+        "checkpoint: {store: memory}}",
+    )
     result = run_cli(["validate", str(t)])
     assert result.returncode == 2
-    assert "spout.endpoint_url: endpoint URL is empty" in one_error_line(result.stderr)
+    assert "spout.endpoint_url: endpoint URL 'localhost:4566' must be http(s)" in one_error_line(
+        result.stderr
+    )
