@@ -117,6 +117,13 @@ class Bolt(Component):
     def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def unwired_reason(self, event: Event, stream: str) -> str | None:
+        """Why this bolt sent ``event`` to ``stream``, when no bolt or sink consumes that stream:
+        added to the event's dead-letter reason (``stream 'S' of 'B' is not wired: …``). Called
+        only for such events, after ``process``; ``None`` adds nothing. The engine masks
+        passwords in it and bounds its length; raising adds nothing either."""
+        return None
+
     def flush(self, end: Event, final: bool = True) -> Output | None:
         """The input ended (a file read to its end by ``squall run``; never under Lambda or the
         KCL, whose streams do not end): emit what is still held back (the windows still open).

@@ -10,6 +10,7 @@ from squall.bolts.base import DEFAULT, ERROR, Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
 from squall.paths import MISSING, DottedPath, getter
+from squall.redact import redact_text
 
 
 class RouteConfig(ComponentConfig):
@@ -53,16 +54,40 @@ class RouteBolt(Bolt):
         routes, default, get = self._routes, self._default, self._get
         for ev in batch:
             v = get(ev)
-            key = (
-                v
-                if isinstance(v, str)
-                else (
-                    None
-                    if v is MISSING or v is None
-                    else str(v).lower()
-                    if isinstance(v, bool)
-                    else str(v)
-                )
-            )
+            key = v if isinstance(v, str) else _key(v)
             out.emit(ev, routes.get(key, default) if key is not None else default)
         return out
+
+    def unwired_reason(self, event: Event, stream: str) -> str | None:
+        """The routed value and why it went to ``stream`` (the engine masks and bounds it)."""
+        v = self._get(event)
+        key = v if isinstance(v, str) else _key(v)
+        field = self.config.field
+        nobody = "which no bolt or sink consumes"
+        if key is None:
+            what = "missing" if v is MISSING else "null"
+            return f"{field} is {what}: sent to the default stream '{stream}', {nobody}"
+        shown = f"{field} = {_shown(key)}"
+        if key in self._routes:
+            return f"{shown} is routed to '{stream}', {nobody}"
+        return f"{shown} is not in routes: sent to the default stream '{stream}', {nobody}"
+
+
+def _key(v: Any) -> str | None:
+    """The string a non-string value compares as (``true``/``false`` for booleans); None when
+    the field is missing or null."""
+    if v is MISSING or v is None:
+        return None
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+#: Longest routed value quoted in a reason.
+MAX_SHOWN = 120
+
+
+def _shown(key: str) -> str:
+    """A routed value quoted for a reason: passwords masked, then cut to ``MAX_SHOWN``."""
+    text = redact_text(key)
+    if len(text) > MAX_SHOWN:
+        text = f"{text[:MAX_SHOWN]}… [{len(text)} chars]"
+    return repr(text)

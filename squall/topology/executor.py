@@ -24,7 +24,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,080 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,100 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -53,10 +53,12 @@ from squall.errors import (
     TopologyError,
     TransientError,
     describe_exception,
+    safe_text,
 )
 from squall.event import Event, Failure, Position, Record, RecordMeta
 from squall.kinesis.kpl import KPL_MAGIC, deaggregate
 from squall.observability.logs import log_context
+from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
@@ -514,11 +516,10 @@ class Engine:
                 if targets:
                     self._deliver(emitted, targets, inbox, node.id, stream)
                     continue
+                bolt = self.components[node.index]
                 for ev in emitted:
                     if ev.failure is None:
-                        ev.failure = Failure(
-                            node.id, f"stream '{stream}' of '{node.id}' is not wired", stream
-                        )
+                        ev.failure = Failure(node.id, _unwired(bolt, node.id, ev, stream), stream)
                 default_dl.extend(emitted)
 
         prepared: list[tuple[Node, Prepared]] = []
@@ -1158,6 +1159,23 @@ class Engine:
 
 def _always(event: Event) -> bool:
     return True
+
+
+#: Longest detail a bolt adds to an unwired stream's reason (``Bolt.unwired_reason``).
+_UNWIRED_DETAIL = 300
+
+
+def _unwired(bolt: Any, node_id: str, event: Event, stream: str) -> str:
+    """The dead-letter reason of an event sent to a stream nothing consumes: the stream, and
+    what the bolt says about why it went there (passwords masked, bounded; never raising)."""
+    reason = f"stream '{stream}' of '{node_id}' is not wired"
+    try:
+        detail = bolt.unwired_reason(event, stream)
+    except Exception:  # noqa: BLE001 - describing a record's failure must never fail the batch
+        detail = None
+    if not detail:
+        return reason
+    return f"{reason}: {safe_text(redact_text(safe_text(detail, 4 * _UNWIRED_DETAIL)), _UNWIRED_DETAIL)}"
 
 
 def _dependency_down(exc: BaseException) -> bool:

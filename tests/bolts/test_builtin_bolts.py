@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from squall.errors import TopologyError
+from squall.bolts.base import Bolt, Output
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 
@@ -152,7 +153,44 @@ def test_route_by_field_value_to_named_streams():
     ]  # the default stream follows the chain
     # the 'clicks' stream is not wired: dead letter with a reason, never dropped
     [dl] = stores["dlq"]
-    assert dl.value["kind"] == "click" and "not wired" in dl.failure.reason
+    assert dl.value["kind"] == "click" and dl.failure.reason == (
+        "stream 'clicks' of 'r' is not wired: kind = 'click' is routed to 'clicks', "
+        "which no bolt or sink consumes"
+    )
+
+
+def test_an_unwired_routes_dead_letter_names_the_value_masked_and_bounded():
+    """Every route goes to a stream nothing consumes (the default one too): each reason names the
+    value that sent the event there — a password in it masked, a long one cut."""
+    bolts = """  - {id: decode, type: json}
+  - {id: r, type: route, field: a.kind, routes: {x: xs, "true": flags}, default: rest}"""
+    long = "v" * 5000
+    secret = "postgresql://app:hunter2secret@db.internal/prod"
+    _, stores = run(
+        bolts,
+        [
+            {"a": {"kind": "x"}},
+            {"a": {"kind": True}},
+            {"a": {}},
+            {"a": {"kind": long}},
+            {"a": {"kind": secret}},
+        ],
+    )
+    reasons = [ev.failure.reason for ev in stores["dlq"]]
+    assert reasons[:3] == [
+        "stream 'xs' of 'r' is not wired: a.kind = 'x' is routed to 'xs', "
+        "which no bolt or sink consumes",
+        "stream 'flags' of 'r' is not wired: a.kind = 'true' is routed to 'flags', "
+        "which no bolt or sink consumes",
+        "stream 'rest' of 'r' is not wired: a.kind is missing: sent to the default stream "
+        "'rest', which no bolt or sink consumes",
+    ]
+    assert "a.kind = 'vvv" in reasons[3] and "[5000 chars]" in reasons[3]
+    assert len(reasons[3]) < 400
+    assert "is not in routes: sent to the default stream 'rest'" in reasons[3]
+    assert "postgresql://app:***@db.internal/prod" in reasons[4]
+    assert "hunter2secret" not in reasons[4]
+    assert all(ev.failure.stream in ("xs", "flags", "rest") for ev in stores["dlq"])
 
 
 def test_dedupe_within_batch_first_wins():
@@ -324,3 +362,24 @@ def test_emit_all_hands_over_events_in_order_after_those_emitted_one_by_one():
     out.emit_all([a], "other")
     assert [e.value["n"] for e in out.streams["default"]] == [0, 1, 2]
     assert [e.value["n"] for e in out.streams["other"]] == [0]
+
+
+class BrokenReasonBolt(Bolt):
+    """Sends every event to an unwired stream and fails to say why."""
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            out.emit(ev, "nowhere")
+        return out
+
+    def unwired_reason(self, event, stream):
+        raise RuntimeError("cannot describe")
+
+
+def test_a_bolt_failing_to_describe_an_unwired_stream_still_dead_letters_the_event():
+    bolts = f"""  - {{id: decode, type: json}}
+  - {{id: b, type: '{__name__}:BrokenReasonBolt'}}"""
+    outcomes, stores = run(bolts, [{"n": 1}])
+    assert [ev.failure.reason for ev in stores["dlq"]] == ["stream 'nowhere' of 'b' is not wired"]
+    assert [o.outcome for o in outcomes] == [Outcome.DEAD_LETTERED]
