@@ -8,6 +8,10 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
 - a batch whose dependency stays down is retried here, with capped backoff, until it succeeds
   or the lease is lost — the shard waits rather than skipping records; so is opening the
   topology in ``initialize`` (a database down when the shard starts);
+- a misconfiguration is not waited for (a database that does not exist, a failed
+  authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
+  logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
+  ``initialize`` as for a batch;
 - any other error of a batch exits the process before the batch is reported done, so the
   daemon restarts the shard from the last checkpoint;
 - records that failed with nowhere to go (no dead-letter sink) are not skippable: the processor
@@ -37,7 +41,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from squall import redact
-from squall.errors import BatchFailed, SquallError, TransientError
+from squall.errors import BatchFailed, SinkError, SquallError, TopologyError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.observability.runners import kcl_recorder
 from squall.topology import registry
@@ -52,6 +56,11 @@ EXIT_RECORDS_FAILED = 3
 EXIT_UNEXPECTED_ERROR = 4
 #: Exit code of a processor whose daemon went away while it waited for a dependency.
 EXIT_DAEMON_GONE = 5
+#: Exit code of a processor stopped by a misconfiguration (no such database, authentication
+#: failed, a missing table): retrying cannot help, waiting would hide it.
+EXIT_MISCONFIGURED = 6
+#: Errors that a retry cannot fix: the processor exits instead of waiting.
+PERMANENT_ERRORS = (SinkError, TopologyError)
 #: What the daemon answers a checkpoint with once the lease belongs to another worker
 #: (KCL ``ShutdownException``, passed as the error name of the multilang checkpoint message).
 LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
@@ -136,6 +145,8 @@ class RecordProcessor:
                 )
                 self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
+            except PERMANENT_ERRORS as exc:
+                self._exit_misconfigured("opening the topology", exc)
             except Exception as exc:
                 self._exit_unexpected("opening the topology", exc)
 
@@ -149,6 +160,19 @@ class RecordProcessor:
                 self.shard_id,
             )
             sys.exit(EXIT_DAEMON_GONE)
+
+    def _exit_misconfigured(self, what: str, exc: BaseException) -> None:
+        """Stop on an error a retry cannot fix; nothing after the last checkpoint is acknowledged
+        (the daemon restarts the shard from it, and stops again until the configuration is fixed)."""
+        log.error(
+            "shard %s: %s: %s; a misconfiguration, not an outage: not retrying, nothing "
+            "checkpointed past %s; exiting (fix it: the shard restarts from its checkpoint)",
+            self.shard_id,
+            what,
+            exc,
+            self.last_checkpoint.sequence_number if self.last_checkpoint else "the last checkpoint",
+        )
+        sys.exit(EXIT_MISCONFIGURED)
 
     def _exit_unexpected(self, what: str, exc: BaseException) -> None:
         log.error(
@@ -181,6 +205,8 @@ class RecordProcessor:
                     watch.result = result = self.engine.process(records)
                 break
             except BatchFailed as exc:
+                if isinstance(exc.cause, PERMANENT_ERRORS):
+                    self._exit_misconfigured("a batch", exc)
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
                 self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
@@ -249,6 +275,8 @@ class RecordProcessor:
                 position = release().get(self.shard_id)
                 break
             except BatchFailed as exc:
+                if isinstance(exc.cause, PERMANENT_ERRORS):
+                    self._exit_misconfigured("releasing what the sinks hold", exc)
                 log.error("shard %s: %s; retrying in %.0fs", self.shard_id, exc, backoff)
                 self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)

@@ -102,7 +102,7 @@ KEEPALIVE = (
 
 def _advisory(name: str, engine: Any) -> RunLock:
     """``engine``: psycopg2's plain engine (``pg_driver``) or SQLAlchemy's; both run driver SQL."""
-    from squall.topology.sql import database_errors, describe
+    from squall.topology.sql import database_errors, describe, is_transient
 
     shown = getattr(engine, "shown", None)  # the plain engine's URL, its password masked
     where = redact_url(shown or engine.url.render_as_string(hide_password=True))
@@ -126,7 +126,8 @@ def _advisory(name: str, engine: Any) -> RunLock:
         if conn is not None:
             with contextlib.suppress(*database_errors()):
                 conn.close()
-        raise TransientError(
+        error = TransientError if is_transient(exc) else SquallError  # no such database: refused
+        raise error(
             f"cannot take the run lock of topology '{name}' in {where}: {describe(exc)}"
         ) from None
     if not got:

@@ -9,11 +9,17 @@ caused by one row's data — a value too long or out of range, bad encoding, a c
 index row too large — is a ``RecordError``: the engine finds the row's record and dead-letters
 it. Everything else (a missing table, no rights) is a ``SinkError``. PostgreSQL failures are told
 apart by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never by
-message text.
+message text — but one exception: a connection the server refuses at its start carries no SQLSTATE
+(libpq reports it as text, psycopg2 as ``OperationalError`` without ``pgcode``), and a database
+that does not exist, an unknown role, a failed authentication or a missing ``pg_hba.conf`` entry
+are misconfigurations, not outages (``refused_for_good``): a ``SinkError``, never retried. Any
+other connection failure (refused, timed out, the server starting, too many clients, a message
+in another language) stays transient.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -103,10 +109,34 @@ def is_disconnect(exc: BaseException, dbapi_connection: object | None = None) ->
     return _lost_connection(exc)
 
 
+#: What the server answers (FATAL, at connection start) when the connection's own settings are
+#: wrong: the same answer on every retry. libpq passes it on as text, without its SQLSTATE
+#: (3D000, 28000, 28P01, 42501); ``fe_sendauth: no password supplied`` is libpq's own.
+_REFUSED_FOR_GOOD = re.compile(
+    r'FATAL:\s+(?:database "[^"]*" does not exist|role "[^"]*" does not exist'
+    r"|\w+ authentication failed for user|no pg_hba\.conf entry for|permission denied for database)"
+    r"|fe_sendauth: no password supplied"
+)
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """True when the server refused the connection for a reason a retry cannot change (a database
+    that does not exist, an unknown role, a failed authentication, no ``pg_hba.conf`` entry, no
+    CONNECT right): a misconfiguration. Only connection errors without SQLSTATE are read."""
+    if sqlstate(exc) is not None:
+        return False
+    err = _driver_error(exc)
+    if not isinstance(err, _psycopg2()[1]):
+        return False
+    return _REFUSED_FOR_GOOD.search(str(err)) is not None
+
+
 def is_transient(exc: BaseException) -> bool:
     code = sqlstate(exc)
     if code is not None:
         return code.startswith(TRANSIENT_CLASSES) or code in TRANSIENT_CODES
+    if refused_for_good(exc):
+        return False
     sa_exc = _sa_exc()
     if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):  # pool checkout timed out
         return True
