@@ -7,8 +7,8 @@ import gzip
 import orjson
 import pytest
 
-from squall.errors import TopologyError
 from squall.bolts.base import Bolt, Output
+from squall.errors import TopologyError
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 
