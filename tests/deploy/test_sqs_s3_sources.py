@@ -323,6 +323,8 @@ def test_s3_object_records_count_their_lines_within_the_object_they_come_from():
     assert lineages(b'\n{"n":1}\n{"n":2}\n') != first  # other bytes up to its first record
     assert lineages(b'{"n":0}\n{"n":2}\n').isdisjoint(first)
     assert lineages(b'{"n":1}\n') <= first and next(iter(first)).startswith("k.jsonl\x1f")
+
+
 def corrupt_gzip(payloads: list) -> bytes:
     """A gzip object cut short (a failed multipart upload, a producer killed while writing)."""
     whole = gzip.compress(b"".join(orjson.dumps(p) + b"\n" for p in payloads))
