@@ -28,10 +28,10 @@ import redis
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squall.errors import TransientError
+from squall.errors import SinkError, TransientError
 from squall.identifiers import check_identifier
-from squall.topology.resources import redis_transient_errors
-from squall.topology.sql import describe, is_transient, sqlstate
+from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
+from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
 Key = tuple[str, ...]
 
@@ -46,8 +46,9 @@ KEY_SQLSTATES = frozenset({"42883", "42804"})
 #: HTTP statuses about the endpoint or the request's configuration, never about one key:
 #: unauthorized, forbidden, method not allowed, proxy authentication required.
 SOURCE_STATUSES = frozenset({401, 403, 405, 407})
-#: Redis errors that may pass (connection lost, timeouts, failover): shared with every Redis user.
-REDIS_TRANSIENT = redis_transient_errors()
+#: Redis errors that are the source's, never a key's: those that may pass (connection lost,
+#: timeouts, failover) and those refused for good (password, ACL); shared with every Redis user.
+REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
 
 
 @dataclass
@@ -223,6 +224,8 @@ class SqlSource:
                 rows = conn.execute(self._statement, self._params(keys)).all()
         except sa.exc.SQLAlchemyError as exc:
             code = sqlstate(exc)
+            if refused_for_good(exc):  # no such database or role, authentication: no key's fault
+                raise SinkError(f"{self.where}: {describe(exc)}") from exc
             if is_transient(exc):
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             if code is not None and not (
@@ -292,15 +295,15 @@ class RedisSource:
                     answers = pipe.execute(raise_on_error=False)
                 else:
                     answers = self.client.mget(names)
-            except REDIS_TRANSIENT as exc:
-                raise TransientError(f"redis source: {type(exc).__name__}: {exc}") from exc
+            except REDIS_FAILURES as exc:
+                raise redis_failure("redis source", exc) from exc
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
-        if isinstance(answer, REDIS_TRANSIENT):
-            raise TransientError(f"redis source: {type(answer).__name__}: {answer}")
+        if isinstance(answer, REDIS_FAILURES):  # not this key's: the source's (down or refused)
+            raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
             fetched.failed[key] = f"redis key '{self.name(key)}': {answer}"
         elif answer is None or answer == {}:
@@ -510,8 +513,8 @@ class SharedCache:
             chunk = keys[i : i + REDIS_CHUNK]
             try:
                 answers = self.client.mget([self.name(k) for k in chunk])
-            except REDIS_TRANSIENT as exc:
-                raise TransientError(f"shared lookup cache: {type(exc).__name__}: {exc}") from exc
+            except REDIS_FAILURES as exc:
+                raise redis_failure("shared lookup cache", exc) from exc
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:
                     continue
@@ -534,5 +537,5 @@ class SharedCache:
                 pipe.set(self.name(key), b"[]", ex=self.missing_ttl)
         try:
             pipe.execute()
-        except REDIS_TRANSIENT as exc:
-            raise TransientError(f"shared lookup cache: {type(exc).__name__}: {exc}") from exc
+        except REDIS_FAILURES as exc:
+            raise redis_failure("shared lookup cache", exc) from exc

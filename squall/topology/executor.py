@@ -1124,7 +1124,9 @@ class Engine:
                 try:
                     return fn(*args)
                 except Exception as exc:
-                    if _dependency_down(exc):  # a driver's error a component let escape
+                    if _refused_for_good(exc):  # a driver's error a component let escape
+                        raise SinkError(f"{where}: {describe_exception(exc)}") from exc
+                    if _dependency_down(exc):
                         raise TransientError(f"{where}: {describe_exception(exc)}") from exc
                     raise
             except TransientError as exc:
@@ -1176,6 +1178,25 @@ def _unwired(bolt: Any, node_id: str, event: Event, stream: str) -> str:
     if not detail:
         return reason
     return f"{reason}: {safe_text(redact_text(safe_text(detail, 4 * _UNWIRED_DETAIL)), _UNWIRED_DETAIL)}"
+
+
+def _refused_for_good(exc: BaseException) -> bool:
+    """A database or Redis client's error a retry cannot change (no such database or role, a
+    failed authentication, a Redis ACL refusal) that a component let escape raw: the batch's
+    failure as a ``SinkError`` — neither waited for as an outage nor isolated as records' faults
+    (each would fail alone and be dead-lettered). Only libraries already imported are looked at."""
+    if isinstance(exc, SquallError):
+        return False
+    if "psycopg2" in sys.modules:
+        from squall.topology.sql import refused_for_good
+
+        if refused_for_good(exc):
+            return True
+    if "redis" in sys.modules:
+        from squall.topology.resources import redis_refused_for_good
+
+        return isinstance(exc, redis_refused_for_good())
+    return False
 
 
 def _dependency_down(exc: BaseException) -> bool:

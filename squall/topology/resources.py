@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from squall.errors import SquallError, TransientError
+from squall.errors import SinkError, SquallError, TransientError
 from squall.redact import redact_url
 from squall.topology.driver_engine import DriverEngine
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
@@ -253,11 +253,31 @@ def redis_transient_errors() -> tuple[type[Exception], ...]:
     )
 
 
+@functools.cache
+def redis_refused_for_good() -> tuple[type[Exception], ...]:
+    """Redis errors a retry cannot change: a wrong or missing password (``AuthenticationError``,
+    which redis-py makes a ``ConnectionError``: it must be told apart from an outage first) and an
+    ACL that does not allow the command or key (``NOPERM``). A misconfiguration: ``SinkError``,
+    never waited for, never one record's fault."""
+    import redis
+
+    e = redis.exceptions
+    return (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)
+
+
+def redis_failure(what: str, exc: BaseException) -> SquallError:
+    """The squall error of a Redis error that may pass or is refused for good (the driver's
+    message names the host and port, never the password)."""
+    text = f"{what}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, redis_refused_for_good()):
+        return SinkError(f"{text} (a misconfiguration, not an outage: not retried)")
+    return TransientError(text)
+
+
 @contextlib.contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Redis failures that may pass → ``TransientError`` (the driver's message names the host and
-    port, never the password)."""
+    """Redis failures that may pass → ``TransientError``; refused for good → ``SinkError``."""
     try:
         yield
-    except redis_transient_errors() as exc:
-        raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    except (*redis_refused_for_good(), *redis_transient_errors()) as exc:
+        raise redis_failure(what, exc) from exc

@@ -148,3 +148,49 @@ def test_lambda_init_fails_at_once_on_a_missing_database(pg_url: str, tmp_path: 
     with pytest.raises(SinkError, match="does not exist") as err:
         make_handler(t)
     assert SECRET not in str(err.value)
+
+
+def test_a_sql_lookup_whose_database_is_dropped_fails_the_batch_not_every_key(pg_url: str):
+    """A lookup source's database dropped while the topology runs: every key's query fails with
+    'database does not exist' (no SQLSTATE). It used to be bisected key by key and then retried
+    as an outage ('the lookup fails for every key'); it is a SinkError at once."""
+    from squall.errors import BatchFailed
+    from squall.testing import records_from
+    from tests.bolts.test_lookup import create_apps
+
+    name = f"squall_hA_lookup_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        parts = urlsplit(pg_url)  # psycopg2 named: SQLAlchemy's default driver is psycopg 3
+        url = parts._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
+        create_apps(url, "apps")
+        engine = Engine.for_topology(
+            load_text(
+                f"""
+name: lookup-dropped
+resources: {{apps: {{url: "{url}"}}}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: app
+    type: lookup
+    key: [app_id, platform]
+    target: app
+    source: {{type: sql, resource: apps, table: apps}}
+sinks:
+  - {{id: out, type: stdout}}
+"""
+            )
+        )
+        engine.open()
+        admin.cursor().execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        with pytest.raises(BatchFailed) as failed:
+            engine.process(records_from([{"app_id": 1, "platform": "ios"}, {"app_id": 2}]))
+        assert failed.value.attempts == 1 and isinstance(failed.value.__cause__, SinkError)
+        assert "does not exist" in str(failed.value)
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
