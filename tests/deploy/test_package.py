@@ -113,6 +113,7 @@ def test_pruning_keeps_what_runs_and_drops_tests_caches_scripts_and_unused_data(
         "pkg/__pycache__/m.cpython-312.pyc",
         "pkg/m.pyi",
         "pkg-1.0.dist-info/RECORD",
+        "pkg-1.0.dist-info/direct_url.json",  # names the build's temporary folder
         "pkg-1.0.dist-info/METADATA",
         "pkg-1.0.dist-info/LICENSE",
         "_maxminddb_geolite2/GeoLite2-City.mmdb",
@@ -138,6 +139,38 @@ def test_pruning_keeps_what_runs_and_drops_tests_caches_scripts_and_unused_data(
         "pkg-1.0.dist-info/METADATA",
         "pkg/__init__.py",
     ]
+
+
+def _tree(root: Path, mode: int, mtime: int) -> Path:
+    for rel, text in (("topology/t.yaml", "name: t\n"), ("topology/my_bolt.py", "X = 1\n")):
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+        f.chmod(mode)
+        os.utime(f, (mtime, mtime))
+    run = root / "topology" / "run.sh"
+    run.write_text("#!/bin/sh\n")
+    run.chmod(0o700)
+    return root
+
+
+def test_the_same_input_gives_the_same_zip_whatever_its_modes_times_and_build_folder(
+    tmp_path: Path,
+):
+    """sam deploy compares the zip's digest: an unchanged topology must give the same bytes. And
+    Lambda runs the code as another user: a file readable by its owner alone would not import."""
+    a = _tree(tmp_path / "a" / "build-1", 0o600, 1_700_000_000)
+    b = _tree(tmp_path / "b" / "other-build", 0o644, 1_800_000_000)
+    for root in (a, b):
+        pkg._compile(root, pkg.TASK_ROOT)
+        pkg._write_zip(root.parent / "x.zip", [(root, "")])
+    assert (a.parent / "x.zip").read_bytes() == (b.parent / "x.zip").read_bytes()
+    with zipfile.ZipFile(a.parent / "x.zip") as zf:
+        modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
+        pyc = zf.read(f"topology/__pycache__/my_bolt.{sys.implementation.cache_tag}.pyc")
+    assert modes["topology/my_bolt.py"] == modes["topology/t.yaml"] == 0o100644
+    assert modes["topology/run.sh"] == 0o100755
+    assert b"/var/task/topology/my_bolt.py" in pyc and str(tmp_path).encode() not in pyc
 
 
 def test_the_wheel_is_built_from_the_sources_alone_not_a_stale_build_folder(tmp_path: Path):
