@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from squall import iam
-from squall.deploy.package import IGNORED  # the same files are left out of a fleet folder
+from squall.deploy.topology_files import IGNORED, check_folder  # what ships of the folder
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.topology import registry
@@ -273,6 +273,7 @@ def write_fleet(
     if retrieval not in RETRIEVAL:
         raise SquallError(f"retrieval must be one of {', '.join(RETRIEVAL)}")
     check_kcl_safe(topology)
+    check_folder(topology, topology_file.read_text(encoding="utf-8"))
     name = _slug(topology.name)
     stream_name = stream_of(topology, stream)
     app = application or topology.name
@@ -295,7 +296,7 @@ def write_fleet(
         }
 
     shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)
-    command = exec_start(topology_file.name, name, stream_name, app, retrieval)
+    command = exec_start(topology_file.resolve().name, name, stream_name, app, retrieval)
     written = [code]
     files = {
         "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),

@@ -18,9 +18,6 @@ uses it; tests, caches, console scripts and bytecode for other Pythons never do.
 the target Python is compiled in (Lambda's code folder is read-only, so without it every cold
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
-
-Size (~430 lines): one build, step by step (install for Lambda's platform, prune, compile, zip
-reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
 from __future__ import annotations
@@ -40,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 
 from squall.bolts.schema import SchemaConfig, write_checked
+from squall.deploy.topology_files import check_folder, copy_folder
 from squall.errors import SquallError
 from squall.topology.model import Topology
 
@@ -48,22 +46,6 @@ HANDLERS = {
     "producer": "squall.deploy.lambda_producer",
 }
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
-#: Skipped when copying the topology directory: outputs of local runs, caches, local tooling.
-IGNORED = (
-    "out",
-    "build",
-    "dist",
-    "__pycache__",
-    "*.db",
-    "*.db-journal",
-    "*.pyc",
-    "*.zip",
-    ".*",
-    "tests",
-    "venv",
-    "node_modules",
-    "*.kcl.properties",
-)
 #: Skipped in dependencies: never imported at run time (console scripts, type stubs, test suites).
 DEPENDENCY_IGNORED = (
     "bin/*",
@@ -322,6 +304,7 @@ def build(
     from squall.topology.loader import load
 
     topo = load(topology)  # refuse an invalid topology before downloading anything
+    check_folder(topo, topology.read_text(encoding="utf-8"))  # and one that would not ship whole
     if handler not in HANDLERS:
         raise SquallError(f"--handler must be one of {', '.join(HANDLERS)}")
     if arch not in PLATFORMS:
@@ -385,15 +368,13 @@ def build(
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
-        shutil.copytree(
-            topology.resolve().parent, code / "topology", ignore=shutil.ignore_patterns(*IGNORED)
-        )
+        copy_folder(topology.resolve().parent, code / "topology")
         # The schemas were checked by load() above: the function's init need not check them again.
         write_checked(
             [b.schema_ for b in topo.bolts if isinstance(b, SchemaConfig)], code / "topology"
         )
         (code / "squall_lambda.py").write_text(
-            HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.name)
+            HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.resolve().name)
         )
         if compile_bytecode:
             _compile(deps, TASK_ROOT if layer is None else LAYER_ROOT)

@@ -1,0 +1,147 @@
+"""What of the topology's folder ships (in a Lambda zip or a fleet folder), checked before building.
+
+The folder is copied whole, less :data:`IGNORED` (outputs of local runs, caches, local tooling).
+Two things would make that copy differ from what ran locally without a word, so they are refused
+with their place before anything is downloaded:
+
+- a file the topology names by a relative path (a schema, a geo database, a service-account file)
+  that is outside the folder (``../shared/event.json``) or left out by :data:`IGNORED`
+  (``lookups.db``, ``build/…``): the package would build and the function fail at init;
+- a symbolic link that points nowhere, or to a folder that contains it (a loop the copy would
+  follow forty levels deep). Other links are followed: the copy holds what they point to.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from squall.errors import Problem, SquallError, TopologyError
+from squall.topology.model import Topology
+
+#: Skipped when copying the topology directory: outputs of local runs, caches, local tooling.
+IGNORED = (
+    "out",
+    "build",
+    "dist",
+    "__pycache__",
+    "*.db",
+    "*.db-journal",
+    "*.pyc",
+    "*.zip",
+    ".*",
+    "tests",
+    "venv",
+    "node_modules",
+    "*.kcl.properties",
+)
+
+
+def ignored_by(rel: str) -> str | None:
+    """The pattern of :data:`IGNORED` that leaves ``rel`` (a path in the folder) out, if any."""
+    for name in Path(rel).parts:
+        for pattern in IGNORED:
+            if fnmatch.fnmatch(name, pattern):
+                return pattern
+    return None
+
+
+def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, (*path, i))
+
+
+def referenced_files_left_out(topology: Topology, text: str) -> list[Problem]:
+    """Files the topology's components name by a relative path that the copy would not hold."""
+    from squall.topology import registry
+    from squall.topology.yamlsource import read_yaml
+
+    data, loc, _ = read_yaml(text, topology.file, os.environ)
+    if not isinstance(data, dict):
+        return []
+    root = Path(topology.base_dir)
+    problems = []
+    for key, kind, configs in (
+        ("bolts", "bolt", topology.bolts),
+        ("sinks", "sink", topology.sinks),
+    ):
+        items = data.get(key)
+        for i, (item, cfg) in enumerate(
+            zip(items if isinstance(items, list) else [], configs, strict=False)
+        ):
+            if registry.capabilities(kind, cfg).writes_local_files:
+                continue  # its paths are written at run time (under /tmp in Lambda), not shipped
+            for path, value in _strings(item, (key, i)):
+                if not value or "\n" in value or len(value) > 1024 or ":" in value:
+                    continue  # inline text, URLs, module:Class
+                if Path(value).is_absolute() or value.startswith("~"):
+                    continue
+                try:
+                    if not (root / value).is_file():
+                        continue
+                except OSError:  # not a name the file system takes
+                    continue
+                rel = os.path.normpath(value)
+                if rel == ".." or rel.startswith(".." + os.sep):
+                    why = "is outside the topology's folder"
+                elif (pattern := ignored_by(rel)) is not None:
+                    why = f"is left out of packages (it matches '{pattern}')"
+                else:
+                    continue
+                problems.append(
+                    loc.problem(
+                        path,
+                        f"'{value}' {why}, so the package would not hold it and the function "
+                        f"would not find it: keep the files the topology reads in {root}",
+                    )
+                )
+    return problems
+
+
+def check_links(folder: Path) -> None:
+    """Refuse a link that points nowhere or to a folder containing it (the copy follows links)."""
+
+    def walk(directory: Path, ancestors: tuple[str, ...]) -> None:
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            rel = Path(entry.path).relative_to(folder)
+            if ignored_by(str(rel)) is not None:
+                continue
+            if entry.is_symlink() and not os.path.exists(entry.path):
+                raise SquallError(
+                    f"{rel} in {folder} is a link to {os.readlink(entry.path)}, which does not "
+                    "exist: the package would not hold it; remove the link or restore its target"
+                )
+            if entry.is_dir():
+                real = os.path.realpath(entry.path)
+                if real in ancestors:
+                    raise SquallError(
+                        f"{rel} in {folder} is a link to a folder that contains it "
+                        f"({os.readlink(entry.path)}): the package would copy it into itself "
+                        "again and again; remove the link"
+                    )
+                walk(Path(entry.path), (*ancestors, real))
+
+    walk(folder, (os.path.realpath(folder),))
+
+
+def check_folder(topology: Topology, text: str) -> None:
+    """Both checks of this module; ``SquallError`` (a located ``TopologyError`` for files)."""
+    problems = referenced_files_left_out(topology, text)
+    if problems:
+        raise TopologyError(problems)
+    check_links(Path(topology.base_dir))
+
+
+def copy_folder(source: Path, dest: Path) -> None:
+    """The topology's folder as it ships (after :func:`check_folder`)."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(*IGNORED))
