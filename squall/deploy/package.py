@@ -18,6 +18,9 @@ uses it; tests, caches, console scripts and bytecode for other Pythons never do.
 the target Python is compiled in (Lambda's code folder is read-only, so without it every cold
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
+
+Size (~440 lines): one build, step by step (install for the runtime's platform, prune, compile,
+zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import compileall
 import fnmatch
 import json
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +49,24 @@ HANDLERS = {
     "consumer": "squall.deploy.lambda_consumer",
     "producer": "squall.deploy.lambda_producer",
 }
-PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+#: Lambda's architectures and their machine names in wheel tags.
+MACHINES = {"x86_64": "x86_64", "arm64": "aarch64"}
+#: The glibc of Lambda's Python runtimes: Amazon Linux 2 up to python3.11 (glibc 2.26), Amazon
+#: Linux 2023 from python3.12 (glibc 2.34).
+LAMBDA_GLIBC = {(3, 11): 26, (3, 12): 34}
+
+
+def platforms(python: str, arch: str) -> list[str]:
+    """pip's ``--platform`` values for a runtime: every manylinux up to its glibc (pip expands
+    ``manylinux2014`` to the older ones, but takes a ``manylinux_2_28`` alone)."""
+    version = tuple(int(part) for part in python.split(".")[:2])
+    glibc = LAMBDA_GLIBC[(3, 11)] if version <= (3, 11) else LAMBDA_GLIBC[(3, 12)]
+    machine = MACHINES[arch]
+    return [f"manylinux_2_{minor}_{machine}" for minor in range(glibc, 16, -1)] + [
+        f"manylinux2014_{machine}"
+    ]
+
+
 #: Skipped in dependencies: never imported at run time (console scripts, type stubs, test suites).
 DEPENDENCY_IGNORED = (
     "bin/*",
@@ -307,8 +328,10 @@ def build(
     check_folder(topo, topology.read_text(encoding="utf-8"))  # and one that would not ship whole
     if handler not in HANDLERS:
         raise SquallError(f"--handler must be one of {', '.join(HANDLERS)}")
-    if arch not in PLATFORMS:
-        raise SquallError(f"--arch must be one of {', '.join(PLATFORMS)}")
+    if arch not in MACHINES:
+        raise SquallError(f"--arch must be one of {', '.join(MACHINES)}")
+    if not re.fullmatch(r"3\.\d+", python):
+        raise SquallError(f"--python {python}: give a Lambda runtime's version, such as 3.12")
     if requirements_file is not None and not requirements_file.is_file():
         raise SquallError(f"--requirements {requirements_file}: no such file")
     same_python = f"{sys.version_info[0]}.{sys.version_info[1]}" == python
@@ -353,8 +376,7 @@ def build(
             "-q",
             "--target",
             str(deps),
-            "--platform",
-            PLATFORMS[arch],
+            *(arg for platform in platforms(python, arch) for arg in ("--platform", platform)),
             "--python-version",
             python,
             "--implementation",

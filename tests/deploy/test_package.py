@@ -173,6 +173,60 @@ def test_the_same_input_gives_the_same_zip_whatever_its_modes_times_and_build_fo
     assert b"/var/task/topology/my_bolt.py" in pyc and str(tmp_path).encode() not in pyc
 
 
+def _wheel(folder: Path, name: str, tag: str) -> Path:
+    """A one-module wheel with that platform tag, as a C extension's would be."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-1.0-cp311.cp312.cp313-cp311.cp312.cp313-{tag}.whl"
+    info = f"{name}-1.0.dist-info"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{name}.py", "")
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        zf.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {tag}\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("python", "arch", "tag", "installs"),
+    [
+        # python3.12 and later run on Amazon Linux 2023 (glibc 2.34): manylinux_2_28 wheels run there
+        ("3.12", "x86_64", "manylinux_2_28_x86_64", True),
+        ("3.13", "arm64", "manylinux_2_34_aarch64", True),
+        ("3.12", "x86_64", "manylinux2014_x86_64", True),
+        ("3.12", "x86_64", "manylinux_2_35_x86_64", False),
+        # up to python3.11 on Amazon Linux 2 (glibc 2.26)
+        ("3.11", "x86_64", "manylinux_2_24_x86_64", True),
+        ("3.11", "arm64", "manylinux2014_aarch64", True),
+        ("3.11", "x86_64", "manylinux_2_28_x86_64", False),
+        ("3.11", "x86_64", "manylinux2014_aarch64", False),
+    ],
+)
+def test_wheels_are_chosen_for_the_glibc_of_the_lambda_runtime(
+    tmp_path: Path, python: str, arch: str, tag: str, installs: bool
+):
+    wheel = _wheel(tmp_path / "wheels", "cext", tag)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--target",
+            str(tmp_path / "t"),
+        ]
+        + ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+        + [arg for platform in pkg.platforms(python, arch) for arg in ("--platform", platform)]
+        + ["--find-links", str(wheel.parent), "cext"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (r.returncode == 0) is installs, r.stderr
+    assert (tmp_path / "t" / "cext.py").exists() is installs
+
+
 def test_the_wheel_is_built_from_the_sources_alone_not_a_stale_build_folder(tmp_path: Path):
     """setuptools reuses a checkout's build/ folder: a module deleted since an earlier build would
     ship. The wheel is built from a copy of the package sources instead."""
