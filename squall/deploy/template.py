@@ -12,6 +12,9 @@ that come from a ``${VAR}`` are written as that parameter (``stream/${EventsStre
 deployment with another name is granted that name. The only ``*`` resource is Lambda's network
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
+
+Size (~430 lines): the function, its role, parameters, VPC and the producer's API are one
+template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,14 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
 #: Headers a browser SDK sends on a POST (the preflight must allow them).
 CORS_HEADERS = ["content-type", "content-encoding", "x-api-key"]
 AUTHORIZER_HANDLER = "squall.deploy.authorizer.handler"
-SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "URL", "KEY")
+SECRET_WORDS = ("PASS", "PWD", "SECRET", "TOKEN", "CREDENTIAL", "AUTH", "URL", "DSN", "KEY")
+#: ``key: value`` in block or flow YAML: a variable in the value of a key named like a secret
+#: (``password:``, ``Authorization:``, ``api_key:``) is one, whatever the variable's name.
+_KEY_VALUE = re.compile(
+    r"""([\w.-]+)["']?\s*:[ \t]*("[^"\n]*"|'[^'\n]*'|(?:\$\{[^}\n]*\}|[^,{}\[\]\n#])*)"""
+)
+#: A URL's user info: ``postgresql://app:${DB_PW}@db/x`` holds a password, whatever its name.
+_USERINFO = re.compile(r"://([^\s/@'\"]*)@")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,18 @@ def variable_defaults(text: str) -> dict[str, str | None]:
     for m in _VAR.finditer(text):
         if out.get(m.group(1)) is None:
             out[m.group(1)] = m.group(2)
+    return out
+
+
+def secret_variables(text: str) -> set[str]:
+    """Variables whose values are secrets: named like one (``DB_PASSWORD``, ``API_TOKEN``), under a
+    key named like one, or inside a URL's user info. Their parameters are ``NoEcho``."""
+    out = {v for v in variables(text) if any(word in v.upper() for word in SECRET_WORDS)}
+    for m in _KEY_VALUE.finditer(text):
+        if any(word in m.group(1).upper() for word in SECRET_WORDS):
+            out.update(variables(m.group(2)))
+    for m in _USERINFO.finditer(text):
+        out.update(variables(m.group(1)))
     return out
 
 
@@ -194,9 +216,10 @@ def sam_template(
     b = _Builder()
     fn_env: dict[str, Any] = {}
     defaults = variable_defaults(topology_text)
+    secrets = secret_variables(topology_text)
     for var in variables(topology_text):
         name = param_name(var)
-        secret = any(word in var for word in SECRET_WORDS)
+        secret = var in secrets
         param: dict[str, Any] = {
             "Type": "String",
             "Description": f"Value of ${{{var}}} in the topology",

@@ -502,3 +502,41 @@ def test_s3_trigger_keeps_the_s3_service_model_in_the_package(tmp_path: Path):
 )
 def test_queue_arn_from_a_name_url_or_arn(queue: str, arn: str):
     assert sqs_queue_arn(queue) == arn
+
+
+def test_variables_holding_secrets_are_no_echo_whatever_their_names(tmp_path: Path, monkeypatch):
+    """A password inside a URL's user info, a header's API key, a `password:`: `sam deploy --guided`
+    and the console must not show them, whatever the variable is called."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        """name: t
+resources:
+  warehouse: {url: "postgresql://${DB_USER:-app}:${DB_PW}@db.internal/events"}
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - id: apps
+    type: lookup
+    key: app_id
+    target: app
+    source:
+      type: http
+      url: "https://apps.internal/{key}"
+      headers: {Authorization: "Bearer ${APPS_API}", X-Client: "${CLIENT_NAME:-squall}"}
+sinks:
+  - id: events
+    type: warehouse
+    resource: warehouse
+    table: "${EVENTS_TABLE:-events}"
+    columns: {app: app.name}
+"""
+    )
+    monkeypatch.setenv("DB_PW", "s3cret")
+    monkeypatch.setenv("APPS_API", "k-123")
+    template = template_of(path, "consumer", stream="s")
+    text = json.dumps(template)
+    assert "s3cret" not in text and "k-123" not in text  # the values here never go in
+    params = template["Parameters"]
+    no_echo = {name for name, p in params.items() if p.get("NoEcho")}
+    assert {"DbUser", "DbPw", "AppsApi"} <= no_echo
+    assert not {"EventsTable", "ClientName"} & no_echo
