@@ -39,6 +39,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
 from squall.deploy.topology_files import check_folder, copy_folder
@@ -183,7 +185,7 @@ def _distribution_requirement(dist: metadata.Distribution) -> str:
         info = json.loads(text)
         url: str = info.get("url", "")
         if url.startswith("file://") and "vcs_info" not in info:
-            return url.removeprefix("file://")
+            return url2pathname(urlsplit(url).path)  # file:///my%20plugins → /my plugins
     return f"{dist.metadata['Name']}=={dist.version}"
 
 

@@ -71,7 +71,7 @@ def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_pat
 @pytest.fixture
 def installed_plugin(tmp_path: Path, monkeypatch):
     """A plugin distribution installed from a local folder (entry point `squall.bolts: tagger`)."""
-    site, source = tmp_path / "site", tmp_path / "src" / "tagpkg"
+    site, source = tmp_path / "site", tmp_path / "my plugins" / "tagpkg"  # a URL quotes the space
     (site / "tagpkg").mkdir(parents=True)
     source.mkdir(parents=True)
     (site / "tagpkg" / "__init__.py").write_text(TAG_BOLT)
