@@ -19,7 +19,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~440 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~450 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -121,6 +121,7 @@ class ZipReport:
     zipped_bytes: int
     unzipped_bytes: int
     largest: list[tuple[str, int]] = field(default_factory=list)
+    largest_unzipped: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -273,6 +274,7 @@ def _write_zip(output: Path, sources: list[tuple[Path, str]]) -> ZipReport:
     output.parent.mkdir(parents=True, exist_ok=True)
     unzipped = 0
     groups: dict[str, int] = defaultdict(int)
+    groups_unzipped: dict[str, int] = defaultdict(int)
     # zlib's default level 6: level 9 took 2.5x as long here for a zip 0.5 % smaller.
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for folder, prefix in sources:
@@ -295,8 +297,10 @@ def _write_zip(output: Path, sources: list[tuple[Path, str]]) -> ZipReport:
                         top.removesuffix(".libs").rstrip("_").lower().replace("-", "_") + " (.libs)"
                     )
                 groups[top] += info.compress_size
+                groups_unzipped[top] += info.file_size
     largest = sorted(groups.items(), key=lambda kv: -kv[1])[:6]
-    return ZipReport(output, output.stat().st_size, unzipped, largest)
+    largest_unzipped = sorted(groups_unzipped.items(), key=lambda kv: -kv[1])[:6]
+    return ZipReport(output, output.stat().st_size, unzipped, largest, largest_unzipped)
 
 
 def build(
@@ -412,10 +416,16 @@ def build(
             layer_report = None
             report = _write_zip(output, [(deps, ""), (code, "")])
     total = report.unzipped_bytes + (layer_report.unzipped_bytes if layer_report else 0)
-    if total > UNZIPPED_LIMIT:
+    if total > UNZIPPED_LIMIT:  # Lambda would refuse it: no zip is left to deploy by mistake
+        zips = [z for z in (report, layer_report) if z is not None]
+        for z in zips:
+            z.path.unlink()
+        parts = sorted((p for z in zips for p in z.largest_unzipped), key=lambda kv: -kv[1])
         raise SquallError(
             f"{output}: {total / 2**20:.0f} MiB unzipped exceeds Lambda's 250 MiB limit "
-            "(function and layers together)"
+            f"(function and layers together); largest unzipped: {describe_sizes(parts[:6], total)}. "
+            "Leave out what the function does not need (large files in the topology's folder, "
+            "dependencies), or give a geo bolt a database: outside the package"
         )
     return PackageReport(
         output,

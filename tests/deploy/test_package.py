@@ -16,6 +16,7 @@ import yaml
 
 from squall.bolts.schema import schema_digest
 from squall.deploy import package as pkg
+from squall.errors import SquallError
 from squall.topology import registry
 from squall.topology.loader import load
 from tests.conftest import EXAMPLES, ROOT
@@ -388,3 +389,22 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
         .fetchall()
     )
     assert rows == [("m-00000001", "GB", "iOS")]
+
+
+def test_over_lambda_s_unzipped_limit_no_zip_is_left_and_the_error_names_what_is_big(
+    tmp_path: Path, monkeypatch
+):
+    project = tmp_path / "project"
+    (project / "samples").mkdir(parents=True)
+    (project / "samples" / "dump.jsonl").write_bytes(b"x" * 300_000)  # unrelated to the topology
+    path = topology(project, "  - {id: decode, type: json}")
+    monkeypatch.setattr(pkg, "UNZIPPED_LIMIT", 200_000)
+    monkeypatch.setattr(
+        pkg, "_pip", lambda *args: None
+    )  # no dependency: the topology's folder alone
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    for layer in (None, tmp_path / "layer.zip"):
+        with pytest.raises(SquallError, match="exceeds Lambda's 250 MiB limit") as e:
+            pkg.build(path, handler="consumer", output=tmp_path / "x.zip", layer=layer)
+        assert "largest unzipped: topology 0.3 MiB" in str(e.value)
+        assert not (tmp_path / "x.zip").exists() and not (tmp_path / "layer.zip").exists()
