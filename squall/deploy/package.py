@@ -162,10 +162,17 @@ def source_copy(root: Path, dest: Path) -> Path:
 
 
 def _pip(*args: str) -> None:
+    """Run pip; its error, and what a version conflict is caused by (pip prints that to stdout,
+    and not at all with ``-q``: no caller passes it), make the message."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SquallError(f"pip failed: {' '.join(args[:2])}…\n{result.stderr.strip()[-2000:]}")
+        _, found, cause = result.stdout.partition("The conflict is caused by:")
+        cause = found + cause.split("\n\n", 1)[0] if found else ""
+        raise SquallError(
+            f"pip failed: {' '.join(args[:2])}…\n{result.stderr.strip()[-2000:]}"
+            + (f"\n{cause[:2000]}" if cause else "")
+        )
 
 
 def uses_bundled_geolite(topology: Topology) -> bool:
@@ -365,7 +372,7 @@ def build(
             root = project_root()
             if root is not None:  # a checkout: build squall's own wheel first (pure Python)
                 source = source_copy(root, work / "source")
-                _pip("wheel", "--no-deps", "-q", "-w", str(wheels), str(source))
+                _pip("wheel", "--no-deps", "-w", str(wheels), str(source))
                 [wheel] = wheels.glob("squall-*.whl")
                 requirement = f"{wheel}{suffix}"
             else:
@@ -376,10 +383,9 @@ def build(
         # Some dependencies ship only as source (maxminddb-geolite2): build wheels of everything here
         # first — pure-Python ones are platform-independent — then install for Lambda's platform,
         # which takes those wheels and downloads the native ones built for the target.
-        _pip("wheel", "-q", "-w", str(wheels), *reqs)
+        _pip("wheel", "-w", str(wheels), *reqs)
         _pip(
             "install",
-            "-q",
             "--target",
             str(deps),
             *(arg for platform in platforms(python, arch) for arg in ("--platform", platform)),

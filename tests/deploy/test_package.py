@@ -174,14 +174,18 @@ def test_the_same_input_gives_the_same_zip_whatever_its_modes_times_and_build_fo
     assert b"/var/task/topology/my_bolt.py" in pyc and str(tmp_path).encode() not in pyc
 
 
-def _wheel(folder: Path, name: str, tag: str) -> Path:
+def _wheel(folder: Path, name: str, tag: str, requires: str = "") -> Path:
     """A one-module wheel with that platform tag, as a C extension's would be."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}-1.0-cp311.cp312.cp313-cp311.cp312.cp313-{tag}.whl"
+    python = "py3-none" if tag == "any" else "cp311.cp312.cp313-cp311.cp312.cp313"
+    path = folder / f"{name}-1.0-{python}-{tag}.whl"
     info = f"{name}-1.0.dist-info"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr(f"{name}.py", "")
-        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        requires = f"Requires-Dist: {requires}\n" if requires else ""
+        zf.writestr(
+            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n{requires}"
+        )
         zf.writestr(f"{info}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: false\nTag: {tag}\n")
         zf.writestr(f"{info}/RECORD", "")
     return path
@@ -408,3 +412,15 @@ def test_over_lambda_s_unzipped_limit_no_zip_is_left_and_the_error_names_what_is
             pkg.build(path, handler="consumer", output=tmp_path / "x.zip", layer=layer)
         assert "largest unzipped: topology 0.3 MiB" in str(e.value)
         assert not (tmp_path / "x.zip").exists() and not (tmp_path / "layer.zip").exists()
+
+
+def test_a_version_conflict_says_which_requirement_pins_what(tmp_path: Path):
+    """pip prints what a conflict is caused by on stdout (and nothing of it with -q)."""
+    wheels = tmp_path / "wheels"
+    _wheel(wheels, "engine", "any", requires="helper>=2")
+    _wheel(wheels, "helper", "any")
+    args = ("wheel", "--no-index", "--find-links", str(wheels), "-w", str(tmp_path / "out"))
+    with pytest.raises(SquallError) as e:
+        pkg._pip(*args, "engine", "helper<2")
+    assert "The conflict is caused by:" in str(e.value)
+    assert "engine 1.0 depends on helper>=2" in str(e.value)
