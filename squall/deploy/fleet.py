@@ -21,6 +21,7 @@ consumer-shard hour and per GB retrieved).
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import yaml
 
 from squall import iam
-from squall.deploy.topology_files import IGNORED, check_folder  # what ships of the folder
+from squall.deploy.topology_files import IGNORED, check_folder, written_files
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.topology import registry
@@ -287,12 +288,16 @@ def write_fleet(
         shutil.rmtree(code)
     patterns = shutil.ignore_patterns(*IGNORED)
     target = out.resolve()
+    written = written_files(topology, topology_file.read_text(encoding="utf-8"))
 
     def ignore(
         folder: str, names: list[str]
     ) -> set[str]:  # never copy the output folder into itself
         return set(patterns(folder, names)) | {
-            n for n in names if (Path(folder) / n).resolve() == target
+            n
+            for n in names
+            if (Path(folder) / n).resolve() == target
+            or os.path.normpath(Path(folder) / n) in written
         }
 
     shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)

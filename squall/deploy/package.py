@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
-from squall.deploy.topology_files import check_folder, copy_folder
+from squall.deploy.topology_files import check_folder, copy_folder, written_files
 from squall.errors import SquallError
 from squall.topology.model import Topology
 
@@ -402,7 +402,8 @@ def build(
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
-        copy_folder(topology.resolve().parent, code / "topology")
+        text = topology.read_text(encoding="utf-8")
+        copy_folder(topology.resolve().parent, code / "topology", written_files(topo, text))
         # The schemas were checked by load() above: the function's init need not check them again.
         write_checked(
             [b.schema_ for b in topo.bolts if isinstance(b, SchemaConfig)], code / "topology"

@@ -61,50 +61,65 @@ def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
             yield from _strings(v, (*path, i))
 
 
-def referenced_files_left_out(topology: Topology, text: str) -> list[Problem]:
-    """Files the topology's components name by a relative path that the copy would not hold."""
+def _named_files(topology: Topology, text: str) -> Iterator[tuple[bool, tuple, str, Any]]:
+    """(written at run time?, YAML path, value, locator) of each existing file a bolt or sink
+    names by a relative path."""
     from squall.topology import registry
     from squall.topology.yamlsource import read_yaml
 
     data, loc, _ = read_yaml(text, topology.file, os.environ)
     if not isinstance(data, dict):
-        return []
+        return
     root = Path(topology.base_dir)
-    problems = []
     for key, kind, configs in (
         ("bolts", "bolt", topology.bolts),
         ("sinks", "sink", topology.sinks),
     ):
         items = data.get(key)
-        for i, (item, cfg) in enumerate(
-            zip(items if isinstance(items, list) else [], configs, strict=False)
-        ):
-            if registry.capabilities(kind, cfg).writes_local_files:
-                continue  # its paths are written at run time (under /tmp in Lambda), not shipped
+        items = items if isinstance(items, list) else []
+        for i, (item, cfg) in enumerate(zip(items, configs, strict=False)):
+            written = registry.capabilities(kind, cfg).writes_local_files
             for path, value in _strings(item, (key, i)):
                 if not value or "\n" in value or len(value) > 1024 or ":" in value:
                     continue  # inline text, URLs, module:Class
                 if Path(value).is_absolute() or value.startswith("~"):
                     continue
                 try:
-                    if not (root / value).is_file():
-                        continue
+                    if (root / value).is_file():
+                        yield written, path, value, loc
                 except OSError:  # not a name the file system takes
                     continue
-                rel = os.path.normpath(value)
-                if rel == ".." or rel.startswith(".." + os.sep):
-                    why = "is outside the topology's folder"
-                elif (pattern := ignored_by(rel)) is not None:
-                    why = f"is left out of packages (it matches '{pattern}')"
-                else:
-                    continue
-                problems.append(
-                    loc.problem(
-                        path,
-                        f"'{value}' {why}, so the package would not hold it and the function "
-                        f"would not find it: keep the files the topology reads in {root}",
-                    )
-                )
+
+
+def written_files(topology: Topology, text: str) -> set[str]:
+    """Files of the folder that a local run wrote (a dead-letter file): records, not code, never
+    shipped (Lambda could not write them there anyway)."""
+    root = Path(topology.base_dir)
+    named = _named_files(topology, text)
+    return {os.path.normpath(root / value) for written, _, value, _ in named if written}
+
+
+def referenced_files_left_out(topology: Topology, text: str) -> list[Problem]:
+    """Files the topology's components read by a relative path that the copy would not hold."""
+    root = Path(topology.base_dir)
+    problems = []
+    for written, path, value, loc in _named_files(topology, text):
+        if written:
+            continue  # written at run time (under /tmp in Lambda), not shipped
+        rel = os.path.normpath(value)
+        if rel == ".." or rel.startswith(".." + os.sep):
+            why = "is outside the topology's folder"
+        elif (pattern := ignored_by(rel)) is not None:
+            why = f"is left out of packages (it matches '{pattern}')"
+        else:
+            continue
+        problems.append(
+            loc.problem(
+                path,
+                f"'{value}' {why}, so the package would not hold it and the function "
+                f"would not find it: keep the files the topology reads in {root}",
+            )
+        )
     return problems
 
 
@@ -142,6 +157,14 @@ def check_folder(topology: Topology, text: str) -> None:
     check_links(Path(topology.base_dir))
 
 
-def copy_folder(source: Path, dest: Path) -> None:
-    """The topology's folder as it ships (after :func:`check_folder`)."""
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(*IGNORED))
+def copy_folder(source: Path, dest: Path, leave_out: set[str] | None = None) -> None:
+    """The topology's folder as it ships (after :func:`check_folder`), less ``leave_out``
+    (paths as :func:`written_files` gives them)."""
+    patterns = shutil.ignore_patterns(*IGNORED)
+    leave_out = leave_out or set()
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        left = {n for n in names if os.path.normpath(os.path.join(folder, n)) in leave_out}
+        return set(patterns(folder, names)) | left
+
+    shutil.copytree(source, dest, ignore=ignore)

@@ -134,3 +134,34 @@ def test_the_kcl_fleet_folder_is_checked_and_started_with_the_link_target_s_name
     write_fleet(load(link), link, tmp_path / "kcl", stream="s")
     unit = next((tmp_path / "kcl").glob("*.service")).read_text()
     assert "topology/prod.yaml" in unit and (tmp_path / "kcl" / "topology" / "prod.yaml").is_file()
+
+
+def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, monkeypatch):
+    """A dead-letter file beside the topology holds records (personal data, maybe), not code."""
+    from squall.deploy.fleet import write_fleet
+
+    rejects = "  - {id: rejects, type: dead_letter, path: rejects/dead.jsonl}\n"
+    path = topology(tmp_path / "t", "{type: object}", rejects)
+    path.write_text(path.read_text().replace("  - {id: out, type: stdout}\n", ""))
+    (tmp_path / "t" / "rejects").mkdir()
+    (tmp_path / "t" / "rejects" / "dead.jsonl").write_text('{"email": "a@example.com"}\n')
+    (tmp_path / "t" / "rejects" / "README").write_text("kept")
+    written = {}
+
+    def stop(output, sources):
+        code = next(folder for folder, prefix in sources if (folder / "squall_lambda.py").exists())
+        written["files"] = sorted(
+            p.relative_to(code).as_posix() for p in (code / "topology").rglob("*") if p.is_file()
+        )
+        raise SystemExit
+
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)
+    monkeypatch.setattr(pkg, "_write_zip", stop)
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    with pytest.raises(SystemExit):
+        pkg.build(path, handler="consumer", output=tmp_path / "x.zip", compile_bytecode=False)
+    assert "topology/rejects/README" in written["files"]
+    assert "topology/rejects/dead.jsonl" not in written["files"]
+    write_fleet(load(path), path, tmp_path / "kcl", stream="s")
+    assert (tmp_path / "kcl" / "topology" / "rejects" / "README").is_file()
+    assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl").exists()
