@@ -256,8 +256,10 @@ def _prune(root: Path, patterns: tuple[str, ...]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _compile(root: Path, installed_at: str) -> None:
-    """Bytecode that Python never re-checks against the sources (zip timestamps are 2 s coarse).
+def _compile(root: Path, installed_at: str, *, checked: bool = False) -> None:
+    """Bytecode valid whatever timestamps the zip restores (they are 2 s coarse): "unchecked
+    hash" ones, which Python never re-checks against the sources, or with ``checked`` ones that
+    it does (the topology's own code: edited in Lambda's console, it must run as edited).
 
     Each file's recorded path is where Lambda puts it (``installed_at``), not this build's
     temporary folder, whose random name would make every build's bytes different."""
@@ -268,7 +270,9 @@ def _compile(root: Path, installed_at: str) -> None:
         ddir=installed_at,
         quiet=2,
         workers=0,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH
+        if checked
+        else py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
 
 
@@ -413,7 +417,7 @@ def build(
         )
         if compile_bytecode:
             _compile(deps, TASK_ROOT if layer is None else LAYER_ROOT)
-            _compile(code, TASK_ROOT)
+            _compile(code, TASK_ROOT, checked=True)  # a few files: hashed at import, ~µs
         if layer is not None:
             layer_report = _write_zip(
                 layer, [(deps, "python/")]

@@ -424,3 +424,29 @@ def test_a_version_conflict_says_which_requirement_pins_what(tmp_path: Path):
         pkg._pip(*args, "engine", "helper<2")
     assert "The conflict is caused by:" in str(e.value)
     assert "engine 1.0 depends on helper>=2" in str(e.value)
+
+
+def test_the_topology_s_own_code_edited_in_the_unzipped_package_runs_as_edited(
+    tmp_path: Path, monkeypatch
+):
+    """Lambda's console edits a small function zip (with --layer, the topology alone) in place:
+    bytecode Python never re-checks would run the code as it was built."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "my_bolt.py").write_text("VERSION = 'built'\n")
+    path = topology(project, "  - {id: decode, type: json}")
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # no dependency: the topology alone
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    pkg.build(path, handler="consumer", output=tmp_path / "fn.zip", layer=tmp_path / "layer.zip")
+    with zipfile.ZipFile(tmp_path / "fn.zip") as zf:
+        assert f"topology/__pycache__/my_bolt.{sys.implementation.cache_tag}.pyc" in zf.namelist()
+        zf.extractall(tmp_path / "task")
+    (tmp_path / "task" / "topology" / "my_bolt.py").write_text("VERSION = 'edited'\n")
+    r = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", "import my_bolt; print(my_bolt.VERSION)"],
+        cwd=tmp_path / "task" / "topology",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.stdout.strip() == "edited", r.stderr
