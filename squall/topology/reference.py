@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import re
 import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
 from squall.topology import registry
@@ -36,9 +38,19 @@ def _type_name(annotation: Any) -> str:
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin is dict:
         args = typing.get_args(annotation)
-        return f"mapping to {_type_name(args[1])}" if len(args) == 2 else "mapping"
+        return (
+            f"mapping to {_type_name(args[1])}"
+            if len(args) == 2 and args[1] is not Any
+            else "mapping"
+        )
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "object"
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f"`{member.value}`" for member in annotation)
+    if annotation is Any:
+        return "any"
+    if annotation is SecretStr:
+        return "text (secret)"
     return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )
@@ -57,7 +69,22 @@ def _default(field: Any) -> str:
         return "see below" if value.model_fields_set else "defaults"
     if value in ({}, []):
         return "empty"
-    return f"`{str(value).lower() if isinstance(value, bool) else value}`"
+    return f"`{_yaml(value)}`"
+
+
+def _yaml(value: Any) -> str:
+    """A default as it would be written in the topology file (flow style)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_yaml(k)}: {_yaml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml(v) for v in value) + "]"
+    if isinstance(value, str) and (not value.isprintable() or "`" in value or "|" in value):
+        return json.dumps(value)  # a newline or a pipe would break the table row
+    return str(value)
 
 
 def component_table(kind: str, type_name: str) -> str:

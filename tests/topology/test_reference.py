@@ -32,3 +32,25 @@ def test_every_option_of_every_component_is_described():
         if name not in ("id", "type") and not f.description
     ]
     assert undocumented == []
+
+
+def test_every_row_of_the_reference_is_one_line_of_four_cells():
+    """A default holding a newline (firehose's `delimiter`) broke its table in two."""
+    import re
+
+    for line in full_reference().splitlines():
+        if line.startswith("| `"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            assert len(cells) == 4, line
+
+
+def test_defaults_and_types_read_as_yaml_not_as_python_reprs():
+    text = full_reference()
+    for python_only in ("<Action.", "{'", "Any", "SecretStr", "mapping to Action"):
+        assert python_only not in text, python_only
+    assert (
+        "| `actions` | mapping to `register` \\| `subscribe` \\| `unsubscribe` | "
+        "`{register: register, subscribe: subscribe, unsubscribe: unsubscribe}` |"
+    ) in text
+    assert '| `delimiter` | text | `"\\n"` |' in text
+    assert "| `credentials` | text (secret) | required |" in text
