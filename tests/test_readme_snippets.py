@@ -1,0 +1,36 @@
+"""The README's "Writing a bolt" and "Testing topologies" code, run as written: the bolt saved as
+`mypackage/bolts.py`, the test's function called."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def python_block(section: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", body, re.S)
+    assert len(blocks) == 1, section
+    return blocks[0]
+
+
+def test_the_readme_bolt_and_its_test_run_as_written(tmp_path: Path, monkeypatch):
+    package = tmp_path / "mypackage"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "bolts.py").write_text(python_block("Writing a bolt"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict = {}
+    try:
+        exec(compile(python_block("Testing topologies"), "README.md", "exec"), namespace)
+        tests = [f for name, f in namespace.items() if name.startswith("test_")]
+        assert tests
+        for test in tests:
+            test()
+    finally:
+        for name in [m for m in sys.modules if m == "mypackage" or m.startswith("mypackage.")]:
+            del sys.modules[name]
