@@ -73,7 +73,10 @@ def print_summary(
     console: Console, topo: Topology, report: RunReport, totals: Totals | None = None
 ) -> None:
     """The per-component table and the outcome line: within the console's width (80 columns
-    without a terminal) unless the counts need more — a number is never cut."""
+    without a terminal) unless the counts need more — a number is never cut. A run that could
+    not start prints nothing: the runner logged its one `cannot start: …` line."""
+    if report.setup_error is not None:
+        return
     active = totals.active_seconds if totals is not None and totals.batches else report.seconds
     table = Table(
         title=f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
@@ -140,8 +143,6 @@ def print_summary(
             f"; rows written {sum(written.values()):,}, already present {sum(present.values()):,}"
         )
     console.print(line)
-    if report.setup_error is not None:
-        console.print(f"[red]cannot start:[/] {report.setup_error}")
     if report.input_error is not None:
         console.print(
             f"[red]input stopped after {report.batches:,} committed batches:[/] "

@@ -122,3 +122,23 @@ def test_an_empty_endpoint_url_is_unset_and_a_malformed_one_is_caught_by_validat
     assert "spout.endpoint_url: endpoint URL 'localhost:4566' must be http(s)" in one_error_line(
         result.stderr
     )
+    assert "spout.endpoint_url: endpoint URL is empty" in one_error_line(result.stderr)
+
+
+def test_a_component_refusing_to_start_is_one_line_without_an_empty_summary(tmp_path: Path):
+    """README: "one `cannot start: …` line". It was the log line, then an empty table, zero
+    counts and the same message again, wrapped at 80 columns."""
+    isp = Path(__file__).resolve().parents[1] / "enrichment/data/maxmind/GeoIP2-ISP-Test.mmdb"
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        "name: start-errors\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\n"
+        f"  - {{id: geo, type: geo, database: {isp}}}\nsinks: [{{id: out, type: stdout}}]\n"
+    )
+    result = run_cli(["run", "--no-progress", str(t)], input='{"ip": "81.2.69.142"}\n')
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert line.endswith(
+        f"cannot start: start-errors: geo.database: MaxMind DB {isp} is of type 'GeoIP2-ISP'; database "
+        "needs a City, Country or Enterprise database (e.g. GeoLite2-City)"
+    )
+    assert result.stdout == ""
