@@ -122,7 +122,6 @@ def test_an_empty_endpoint_url_is_unset_and_a_malformed_one_is_caught_by_validat
     assert "spout.endpoint_url: endpoint URL 'localhost:4566' must be http(s)" in one_error_line(
         result.stderr
     )
-    assert "spout.endpoint_url: endpoint URL is empty" in one_error_line(result.stderr)
 
 
 def test_a_component_refusing_to_start_is_one_line_without_an_empty_summary(tmp_path: Path):
