@@ -78,3 +78,40 @@ def install(handler_or_logger: logging.Handler | logging.Logger | None = None) -
     for h in handlers:
         if not any(isinstance(f, RedactingFilter) for f in h.filters):
             h.addFilter(RedactingFilter())
+
+
+class RequestUrlFilter(logging.Filter):
+    """httpx logs every request at INFO with its whole URL (``HTTP Request: POST https://…``), and
+    a webhook's path or query is often its secret (Slack, Teams, Discord incoming webhooks, a
+    signed URL). Keeps the scheme, host and port of every URL argument; the rest becomes ``/…``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(_origin_only(a) for a in args)
+        return True
+
+
+def _origin_only(value: object) -> object:
+    if not isinstance(value, str) and type(value).__name__ != "URL":  # httpx.URL
+        return value
+    text = str(value)
+    if not text.startswith(("http://", "https://")):
+        return value
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<url>"
+    rest = "/…" if parts.path not in ("", "/") or parts.query or parts.fragment else "/"
+    return f"{parts.scheme}://{netloc}{rest}"
+
+
+def mask_request_urls() -> None:
+    """Install ``RequestUrlFilter`` on httpx's logger, once (components that make HTTP requests call
+    it when they open their client)."""
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, RequestUrlFilter) for f in logger.filters):
+        logger.addFilter(RequestUrlFilter())

@@ -275,3 +275,22 @@ def test_a_url_among_long_runs_without_spaces_is_masked():
     blob = base64.b64encode(bytes(range(256)) * 300).decode()  # ~100 KB, letters and digits
     masked = redact_text(f"{blob}postgresql://bob:hunter2@db/x {blob}")
     assert "hunter2" not in masked and "postgresql://bob:***@db/x" in masked
+
+
+def test_request_urls_in_httpx_log_lines_keep_only_scheme_host_and_port():
+    import logging
+
+    from squall.redact import RequestUrlFilter
+
+    def shown(*args: object) -> str:
+        record = logging.LogRecord("httpx", logging.INFO, "x", 1, "HTTP Request: %s %s", args, None)
+        RequestUrlFilter().filter(record)
+        return record.getMessage()
+
+    assert shown("POST", "https://hooks.slack.com/services/T1/B2/sEcReT") == (
+        "HTTP Request: POST https://hooks.slack.com/…"
+    )
+    assert shown("GET", "http://[::1]:8080/x?token=t") == "HTTP Request: GET http://[::1]:8080/…"
+    assert shown("GET", "https://example.com") == "HTTP Request: GET https://example.com/"
+    assert shown("GET", "https://h:99999/p") == "HTTP Request: GET <url>"  # not a port: nothing
+    assert shown("GET", "not a url") == "HTTP Request: GET not a url"

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.errors import SinkError, TransientError
 from squall.identifiers import check_identifier
+from squall.redact import mask_request_urls
 from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
@@ -378,6 +379,7 @@ class HttpSource:
 
         self.httpx = httpx
         self.config = config
+        mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
         self.client = httpx.Client(
             timeout=config.timeout,
             headers=config.headers,

@@ -27,6 +27,7 @@ from squall import aws
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
+from squall.redact import mask_request_urls
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     ConcurrentRequests,
@@ -133,6 +134,7 @@ class HttpSink(ConcurrentRequests, Sink):
             limits = httpx.Limits(
                 max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
             )
+            mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
             self.client = httpx.Client(
                 timeout=cfg.timeout,
                 limits=limits,

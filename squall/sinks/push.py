@@ -46,6 +46,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, Failure
 from squall.kinesis.putrecords import Entry, PutRecordsWriter
+from squall.redact import mask_request_urls
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     ConcurrentRequests,
@@ -342,6 +343,7 @@ class PushSink(ConcurrentRequests, Sink):
                 _load_service_account(cfg.credentials.get_secret_value(), self.context)
             )
         if self.client is None:
+            mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
             self.client = httpx.Client(
                 timeout=cfg.timeout,
                 follow_redirects=False,

@@ -246,3 +246,19 @@ def test_http_sink_never_puts_header_secrets_a_receiver_echoes_into_reasons_or_l
     assert "HTTP 400" in text and "HTTP 503" in text
     assert "authorization" in text  # the echo is there, without the values
     assert "tok-9f8e7d6c5b" not in text and "key-1a2b3c4d5e" not in text
+
+
+def test_a_webhook_url_s_secret_path_never_reaches_the_logs(caplog):
+    """httpx logs each request at INFO with its URL; an incoming webhook's path is its secret
+    (https://hooks.slack.com/services/T…/B…/<token>). The logs keep the scheme, host and port."""
+    secret = "XyZ-9f8e7d6c5b4a"
+    with LocalHttp(lambda req: (200, {}, "ok")) as srv:
+        sink = make_sink(f"{srv.url}/services/T000/B000/{secret}?sig={secret}")
+        with caplog.at_level("INFO"):
+            sink.write_batch(sink.prepare(events([{"n": 0}])), None)
+        sink.close()
+    assert [json.loads(r.body)["n"] for r in srv.requests] == [0]
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert requests and all(secret not in line for line in requests)
+    host = srv.url.split("://", 1)[1].rstrip("/")
+    assert f"{host}/…" in requests[0] and "200 OK" in requests[0]
