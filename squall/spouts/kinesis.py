@@ -495,6 +495,16 @@ class KinesisSpout(Spout):
                 attempt += 1
         self.stats.shard_syncs += 1
         new = self._lineage.update(listed, self._stored)
+        for st in new:
+            if is_shard_end(st.checkpoint) and not st.info.closed:
+                # Only a closed shard can have been read to its end: this shard id belongs to
+                # another stream of the same name. Reading on would skip it whole, silently.
+                raise SquallError(
+                    f"{self.id}: the checkpoint of shard {st.shard_id} says it was read to its "
+                    f"end (SHARD_END), but stream '{self.stream_name}' lists it open (was the "
+                    "stream deleted and created again?): delete this application's checkpoints "
+                    "of the stream to start over"
+                )
         if self._initial_sync and self.config.start == "latest":
             # Shards closed before the first start hold only old records: `latest` skips them.
             for st in new:

@@ -1,0 +1,61 @@
+"""Kinesis I/O review: defects found by an adversarial review, each tested against kinesis-mock
+(or with the real AWS error shape injected where kinesis-mock cannot produce the condition)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from squall.errors import SquallError
+from squall.kinesis.shards import is_shard_end
+from squall.topology.checkpoint import SqlCheckpointStore
+from tests.kinesis.kinesis_helpers import consume, make_spout, payloads, put_plain, split_shard
+
+
+def docs(n: int, start: int = 0) -> list[dict]:
+    return [{"pk": f"user-{i % 5}", "n": i} for i in range(start, start + n)]
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'checkpoints.db'}")
+    yield SqlCheckpointStore(engine, "test-app", resource="warehouse")
+    engine.dispose()
+
+
+def recreate(kinesis, stream: str, shards: int) -> None:
+    """Delete the stream and create it again under the same name."""
+    kinesis.delete_stream(StreamName=stream)
+    deadline = time.monotonic() + 20
+    while kinesis.list_streams()["StreamNames"].count(stream):
+        assert time.monotonic() < deadline, "stream not deleted"
+        time.sleep(0.05)
+    kinesis.create_stream(StreamName=stream, ShardCount=shards)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=stream, WaiterConfig={"Delay": 0.1, "MaxAttempts": 100}
+    )
+
+
+def test_recreated_stream_with_a_shard_end_checkpoint_is_refused_not_skipped(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
+    """A shard read to its end (SHARD_END stored) whose id is open again in a stream created
+    anew under the same name: the spout skipped it as finished, reading nothing of the new
+    stream and exiting cleanly. It now stops with an error naming the shard."""
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(10))
+    split_shard(kinesis, stream, "shardId-000000000000")
+    assert len(consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store))) == 10
+    assert is_shard_end(sqlite_store.load(stream)["shardId-000000000000"])
+
+    recreate(kinesis, stream, 1)
+    put_plain(kinesis, stream, docs(10, start=10))
+    with pytest.raises(SquallError, match=r"shardId-000000000000.*SHARD_END.*created again"):
+        make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
+    # once the checkpoints are deleted (as the error says), the new stream is read whole
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM squall_checkpoints"))
+    seen = consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store))
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(10, 20))
