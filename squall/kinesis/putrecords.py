@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ MAX_HASH_KEY = 2**128 - 1
 SHARD_MAP_TTL = 60.0
 #: The KPL's default AggregationMaxSize: small aggregates spread load and keep retries cheap.
 AGGREGATE_MAX_BYTES = 51_200
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,38}")
 
 
 def record_problem(
@@ -59,8 +61,13 @@ def record_problem(
     if size > MAX_RECORD_BYTES:
         return f"record is {size} bytes with its partition key (Kinesis allows at most {MAX_RECORD_BYTES})"
     if explicit_hash_key is not None:
-        if not explicit_hash_key.isdigit() or int(explicit_hash_key) > MAX_HASH_KEY:
-            return f"explicit hash key '{explicit_hash_key[:50]}' is not a decimal in [0, 2**128)"
+        # Kinesis' pattern is 0|([1-9]\d{0,38}) (ASCII digits): a leading zero or another script's
+        # digits ("007", "١٢") made it refuse the whole PutRecords call, failing every record of it.
+        if _DECIMAL.fullmatch(explicit_hash_key) is None or int(explicit_hash_key) > MAX_HASH_KEY:
+            return (
+                f"explicit hash key '{explicit_hash_key[:50]}' is not a decimal in [0, 2**128) "
+                "(ASCII digits, no leading zero)"
+            )
     return None
 
 

@@ -59,3 +59,29 @@ def test_recreated_stream_with_a_shard_end_checkpoint_is_refused_not_skipped(
         conn.execute(sa.text("DELETE FROM squall_checkpoints"))
     seen = consume(make_spout(kinesis_mock.endpoint, stream, store=sqlite_store))
     assert sorted(d["n"] for d in payloads(seen)) == list(range(10, 20))
+
+
+def test_explicit_hash_key_kinesis_refuses_is_rejected_not_failing_the_call(
+    kinesis, kinesis_mock, make_stream
+):
+    """Explicit hash keys that are decimals to Python but not to Kinesis (leading zero, digits of
+    another script) passed the check, and Kinesis refused the whole PutRecords call
+    (InvalidArgumentException): SinkError, the batch failed on every delivery. They are now
+    rejected in ``prepare`` (dead-lettered with the reason); the other records are written."""
+    from squall.event import Event, RecordMeta
+    from squall.sinks.base import WriteContext
+    from tests.kinesis.test_kinesis_sink import make_sink, read_all
+
+    stream = make_stream(1)
+    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk", explicit_hash_key="h")
+    hashes = ["5", "007", "\u0661\u0662", "\u00b2", "0", "00"]
+    evs = [
+        Event(b"", RecordMeta("s", "shardId-0", str(10 + i)), f"e{i}", i, value={"pk": "a", "h": h})
+        for i, h in enumerate(hashes)
+    ]
+    prepared = sink.prepare(evs)
+    assert [ev.value["h"] for ev in prepared.events] == ["5", "0"]
+    assert {ev.value["h"] for ev in prepared.rejected} == {"007", "\u0661\u0662", "\u00b2", "00"}
+    assert all("explicit hash key" in ev.failure.reason for ev in prepared.rejected)
+    assert sink.write_batch(prepared, WriteContext()) is None
+    assert len(read_all(kinesis_mock.endpoint, stream)) == 2
