@@ -908,7 +908,9 @@ class Engine:
                 units.append(ev)
                 bad.append(ev)
                 continue
-            if rec.data[:4] != KPL_MAGIC:  # the usual case: one user record
+            # the usual case: one user record. A sub-sequence number says it was taken out of an
+            # aggregate already (a spout resuming inside one, the KCL): its bytes are the user's.
+            if rec.data[:4] != KPL_MAGIC or rec.meta.sub_sequence_number:
                 units.append(Event(rec.data, rec.meta, None, len(units)))
                 continue
             try:

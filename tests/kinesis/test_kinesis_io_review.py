@@ -85,3 +85,53 @@ def test_explicit_hash_key_kinesis_refuses_is_rejected_not_failing_the_call(
     assert all("explicit hash key" in ev.failure.reason for ev in prepared.rejected)
     assert sink.write_batch(prepared, WriteContext()) is None
     assert len(read_all(kinesis_mock.endpoint, stream)) == 2
+
+
+RAW_TOPOLOGY = """
+name: review-raw
+spout: {type: stdin}
+sinks:
+  - {id: out, type: 'squall.testing:MemorySink'}
+  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}
+"""
+
+
+def test_resume_inside_an_aggregate_keeps_a_user_record_that_starts_with_the_magic(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
+    """Resuming inside a KPL aggregate, the spout hands out the aggregate's remaining user
+    records; the engine de-aggregated them again, so a user record whose bytes start with the
+    KPL magic (binary payloads, ``format: raw`` forwarding) was dead-lettered as a "corrupt KPL
+    aggregate" — though its first delivery wrote it. A record with a sub-sequence number is a
+    user record already: it is now taken as it is, as on the first delivery."""
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    from squall.event import Position
+    from squall.kinesis.kpl import KPL_MAGIC
+    from squall.testing import memory_stores, run_topology
+
+    stream = make_stream(1)
+    users = [b"plain-0", KPL_MAGIC + b"binary-1", b"plain-2"]
+    agg = RecordAggregator()
+    for data in users:
+        agg.add_user_record("k", data)
+    pk, _, data = agg.clear_and_get().get_contents()
+    kinesis.put_record(StreamName=stream, PartitionKey=pk, Data=data)
+
+    first = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
+    (whole,) = next(first.read(10))
+    with memory_stores() as stores:  # the first delivery writes every user record
+        run_topology(RAW_TOPOLOGY, [whole])
+        assert [ev.raw for ev in stores["out"]] == users and not stores.get("dlq")
+    # user record 0 was committed, then the process stopped
+    commit_positions = first.test_store.save  # type: ignore[attr-defined]
+    commit_positions(stream, {whole.meta.shard_id: Position(whole.meta.sequence_number, 0)})
+
+    resumed = [
+        r for b in make_spout(kinesis_mock.endpoint, stream, store=sqlite_store).read(10) for r in b
+    ]
+    with memory_stores() as stores:
+        run_topology(RAW_TOPOLOGY, resumed)
+        assert not stores.get("dlq"), stores["dlq"][0].failure
+        assert [ev.raw for ev in stores["out"]] == users[1:]
+        assert [ev.meta.sub_sequence_number for ev in stores["out"]] == [1, 2]
