@@ -321,7 +321,8 @@ class KinesisSpout(Spout):
                 if self.stopping:
                     return
             now = self._clock()
-            if idle_exit is not None and now - self._last_activity >= idle_exit:
+            backing_off = any(s.failures for s in self._lineage.with_status(ShardStatus.READING))
+            if idle_exit is not None and now - self._last_activity >= idle_exit and not backing_off:
                 log.info("%s: no new record for %.1fs: stopping", self.id, idle_exit)
                 return
             wake = min(
@@ -350,6 +351,7 @@ class KinesisSpout(Spout):
         if raw:
             st.last_read = raw[-1]["SequenceNumber"]
             self.stats.records += len(raw)
+        if raw or st.millis_behind:  # behind its tip, a shard may answer nothing: not drained
             self._last_activity = now
         if records:
             st.pending = records[-1]
@@ -367,6 +369,7 @@ class KinesisSpout(Spout):
 
     def _on_error(self, st: ShardState, exc: Exception, now: float) -> None:
         code = aws.error_code(exc)
+        self._last_activity = now  # a shard that cannot be read now is not drained (idle_exit)
         if code == "ExpiredIteratorException":
             # Iterators live 5 minutes; get a new one after the last record read (or the checkpoint).
             self.stats.expired_iterators += 1

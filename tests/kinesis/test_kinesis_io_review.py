@@ -135,3 +135,60 @@ def test_resume_inside_an_aggregate_keeps_a_user_record_that_starts_with_the_mag
         assert not stores.get("dlq"), stores["dlq"][0].failure
         assert [ev.raw for ev in stores["out"]] == users[1:]
         assert [ev.meta.sub_sequence_number for ev in stores["out"]] == [1, 2]
+
+
+def test_idle_exit_waits_for_a_throttled_shard(kinesis, kinesis_mock, make_stream):
+    """``idle_exit`` means "the stream is drained": a shard throttled (or failing with 5xx) for
+    longer than ``idle_exit`` ended the run with its records unread (exit 0, as if drained).
+    Backing off now counts as activity."""
+    from squall.aws import Backoff
+    from squall.topology.checkpoint import MemoryCheckpointStore
+    from tests.kinesis.kinesis_helpers import FakeClock
+    from tests.kinesis.test_kinesis_spout import inject
+
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(5))
+    spout = make_spout(
+        kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), clock=FakeClock()
+    )
+    spout._backoff = Backoff(base=0.1, cap=10.0, rng=lambda: 1.0)  # noqa: SLF001
+    inject(spout.client, "GetRecords", ["ProvisionedThroughputExceededException"] * 5)
+    seen = consume(spout)
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(5))
+    assert spout.stats.throttled == 5
+
+
+def test_idle_exit_waits_while_a_shard_is_behind(kinesis, kinesis_mock, make_stream):
+    """GetRecords may answer no record while the shard is still behind its tip
+    (``MillisBehindLatest`` > 0: a stretch of the shard without data): the run ended there."""
+    from squall.topology.checkpoint import MemoryCheckpointStore
+    from tests.kinesis.kinesis_helpers import FakeClock
+
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(5))
+    spout = make_spout(
+        kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), clock=FakeClock()
+    )
+    empty_answers = [10]
+
+    def behind(model, params, **kwargs):
+        if not empty_answers[0]:
+            return None
+        empty_answers[0] -= 1
+
+        class Http:
+            status_code = 200
+
+        body = {"Records": [], "NextShardIterator": params["body"] and _iterator(params)}
+        return Http(), {**body, "MillisBehindLatest": 60_000}
+
+    spout.client.meta.events.register("before-call.kinesis.GetRecords", behind)
+    seen = consume(spout)
+    assert not empty_answers[0]
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(5))
+
+
+def _iterator(params) -> str:
+    import orjson
+
+    return orjson.loads(params["body"])["ShardIterator"]
