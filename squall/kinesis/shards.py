@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from squall.aws import StreamRef
@@ -89,6 +90,7 @@ class ShardState:
     failures: int = 0  # consecutive throttles / errors, for backoff
     millis_behind: int | None = None
     started: bool = False  # an iterator was requested in this process
+    latest_since: datetime | None = None  # when a LATEST iterator was first asked for (renewals)
 
     @property
     def shard_id(self) -> str:

@@ -6,7 +6,7 @@ the per-shard read limits, backs off on throttling and resumes after the last ch
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
 
-Size (~550 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
+Size (~590 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
 share the per-shard state; the Kinesis pieces others use are in ``squall/kinesis/``.
 """
 
@@ -426,7 +426,12 @@ class KinesisSpout(Spout):
             st.skip_through = cp
         elif self._lineage.read_parent(st) or self.config.start == "trim_horizon":
             args["ShardIteratorType"] = "TRIM_HORIZON"
+        elif self.config.start == "latest" and st.latest_since is not None:
+            # A renewal (expired iterator) before any record was read: LATEST again would skip
+            # what arrived since the first LATEST iterator; start at that moment instead.
+            args.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=st.latest_since)
         elif self.config.start == "latest":
+            st.latest_since = datetime.now(UTC)
             args["ShardIteratorType"] = "LATEST"
         else:
             args.update(ShardIteratorType="AT_TIMESTAMP", Timestamp=self.config.timestamp)

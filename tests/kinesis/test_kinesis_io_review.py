@@ -192,3 +192,24 @@ def _iterator(params) -> str:
     import orjson
 
     return orjson.loads(params["body"])["ShardIterator"]
+
+
+def test_expired_latest_iterator_before_any_record_loses_nothing(
+    kinesis, kinesis_mock, make_stream
+):
+    """``start: latest``, nothing read yet, and the iterator expires (no GetRecords for 5
+    minutes: a long batch elsewhere): the renewal asked for LATEST again, skipping every record
+    that arrived in between. It now starts at the time of the first LATEST iterator."""
+    from squall.topology.checkpoint import MemoryCheckpointStore
+    from tests.kinesis.test_kinesis_spout import inject, record_calls
+
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(5))  # before the spout opened: not read with `latest`
+    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), start="latest")
+    put_plain(kinesis, stream, docs(5, start=5))  # while the iterator was idle, then expired
+    inject(spout.client, "GetRecords", ["ExpiredIteratorException"])
+    renewals = record_calls(spout.client, "GetShardIterator")
+    seen = consume(spout)
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 10))
+    assert spout.stats.expired_iterators == 1
+    assert [c["ShardIteratorType"] for c in renewals] == ["AT_TIMESTAMP"]
