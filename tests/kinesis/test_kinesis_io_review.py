@@ -213,3 +213,27 @@ def test_expired_latest_iterator_before_any_record_loses_nothing(
     assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 10))
     assert spout.stats.expired_iterators == 1
     assert [c["ShardIteratorType"] for c in renewals] == ["AT_TIMESTAMP"]
+
+
+def test_lambda_reports_the_aggregates_sequence_number_for_a_failed_sub_record(tmp_path):
+    """Lambda retries from a Kinesis sequence number: a failed user record of a KPL aggregate is
+    reported as its aggregate's sequence number (there is no other for Lambda to resume at)."""
+    import sqlite3
+
+    import orjson
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.deploy.test_lambda_consumer import topology_for
+    from tests.factories import kinesis_lambda_event
+
+    agg = RecordAggregator()
+    for doc in ({"n": 2}, {"n": 3, "fail": "bad"}, {"n": 4}):
+        agg.add_user_record("k", orjson.dumps(doc))
+    _, _, aggregate = agg.clear_and_get().get_contents()
+    handler = make_handler(topology_for(tmp_path, dlq=False))
+    event = kinesis_lambda_event([{"n": 1}, aggregate, {"n": 5}])
+    seqs = [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[1]}]}
+    db = sqlite3.connect(tmp_path / "w.db")
+    assert 1 in {n for (n,) in db.execute("select n from events")}
