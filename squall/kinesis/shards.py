@@ -11,7 +11,7 @@ SHARD_END.)
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -128,10 +128,13 @@ class ShardLineage:
                 return False
         return True
 
-    def read_parent(self, st: ShardState) -> bool:
-        """True when a parent of this shard was read by this application (so read the child from its start)."""
+    def read_parent(self, st: ShardState, stored: Collection[str] = ()) -> bool:
+        """True when a parent of this shard was read by this application (so read the child from
+        its start). ``stored``: shards with a stored checkpoint — a parent trimmed past retention
+        is no longer listed, but its checkpoint says it was read."""
         return any(
-            p in self.states and (self.states[p].started or self.states[p].checkpoint is not None)
+            (p in self.states and (self.states[p].started or self.states[p].checkpoint is not None))
+            or p in stored
             for p in st.info.parents
         )
 

@@ -424,7 +424,7 @@ class KinesisSpout(Spout):
                 ShardIteratorType="AT_SEQUENCE_NUMBER", StartingSequenceNumber=cp.sequence_number
             )
             st.skip_through = cp
-        elif self._lineage.read_parent(st) or self.config.start == "trim_horizon":
+        elif self._lineage.read_parent(st, self._stored) or self.config.start == "trim_horizon":
             args["ShardIteratorType"] = "TRIM_HORIZON"
         elif self.config.start == "latest" and st.latest_since is not None:
             # A renewal (expired iterator) before any record was read: LATEST again would skip

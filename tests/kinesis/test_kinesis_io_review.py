@@ -237,3 +237,45 @@ def test_lambda_reports_the_aggregates_sequence_number_for_a_failed_sub_record(t
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": seqs[1]}]}
     db = sqlite3.connect(tmp_path / "w.db")
     assert 1 in {n for (n,) in db.execute("select n from events")}
+
+
+def test_child_of_a_parent_trimmed_after_this_application_read_it_starts_at_its_start(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
+    """``start: latest``: a child without a checkpoint starts at TRIM_HORIZON when this
+    application read its parent — but a parent trimmed past retention is no longer listed, and
+    the child then started at LATEST although the parent's SHARD_END is in the store, skipping
+    every record written to the child so far. The stored checkpoint now counts too."""
+    from squall.component import ComponentContext
+    from squall.kinesis.shards import SHARD_END
+    from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
+
+    stream = make_stream(1)
+    parent = "shardId-000000000000"
+    put_plain(kinesis, stream, docs(5))
+    split_shard(kinesis, stream, parent)
+    put_plain(kinesis, stream, docs(10, start=5))  # the children's records
+    sqlite_store.save(stream, {parent: SHARD_END})  # an earlier run read the parent to its end
+
+    def trimmed(parsed, **kwargs):  # ListShards no longer lists a shard past retention
+        parsed["Shards"] = [s for s in parsed.get("Shards", []) if s["ShardId"] != parent]
+
+    spout = KinesisSpout(
+        KinesisSpoutConfig(
+            id="spout",
+            type="kinesis",
+            stream=stream,
+            endpoint_url=kinesis_mock.endpoint,
+            start="latest",
+            poll_interval=0.05,
+            idle_exit=1.0,
+        ),
+        ComponentContext("test-app"),
+    )
+    spout.open(None)
+    spout.client.meta.events.register("after-call.kinesis.ListShards", trimmed)
+    spout.test_store = sqlite_store  # type: ignore[attr-defined]
+    spout.resume(sqlite_store.load(stream))
+    assert parent not in spout.shards()
+    seen = consume(spout)
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 15))
