@@ -279,3 +279,35 @@ def test_child_of_a_parent_trimmed_after_this_application_read_it_starts_at_its_
     assert parent not in spout.shards()
     seen = consume(spout)
     assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 15))
+
+
+def test_partition_key_length_counts_utf16_code_units_as_kinesis_does(
+    kinesis, kinesis_mock, make_stream
+):
+    """Kinesis (and the KPL, in Java) counts a partition key's 256 characters in UTF-16 code
+    units: an emoji counts two. A key of 129-256 emoji passed the sink's check, and Kinesis
+    refused the whole PutRecords call — every record of the batch failed on every delivery. Such
+    keys are now rejected in ``prepare``; an event id that long is keyed by its digest."""
+    from squall.event import Event, RecordMeta
+    from squall.kinesis.putrecords import key_for_id
+    from squall.sinks.base import WriteContext
+    from tests.kinesis.test_kinesis_sink import make_sink, read_all
+
+    emoji = "\U0001f600"
+    stream = make_stream(1)
+    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk")
+    keys = ["a", emoji * 128, emoji * 129, emoji * 256]
+    evs = [
+        Event(b"", RecordMeta("s", "shardId-0", str(10 + i)), f"e{i}", i, value={"pk": k})
+        for i, k in enumerate(keys)
+    ]
+    prepared = sink.prepare(evs)
+    assert [ev.value["pk"] for ev in prepared.events] == keys[:2]
+    assert all("UTF-16" in ev.failure.reason for ev in prepared.rejected)
+    assert len(prepared.rejected) == 2
+    assert sink.write_batch(prepared, WriteContext()) is None
+    assert len(read_all(kinesis_mock.endpoint, stream)) == 2
+
+    long_id = emoji * 200  # event ids from a payload field
+    assert key_for_id(long_id) != long_id and len(key_for_id(long_id)) == 32
+    assert key_for_id(emoji * 128) == emoji * 128
