@@ -397,6 +397,17 @@ class KinesisSpout(Spout):
             log.warning("%s: shard %s: %s; retrying in %.2fs", self.id, st.shard_id, exc, delay)
             st.next_call = now + delay
             return
+        if code == "ResourceNotFoundException" and st.shard_id not in self._sync_shards():
+            # Trimmed past retention since it was listed (a closed parent): nothing is left to
+            # read. It ends as if read to its end, once what was delivered from it is committed.
+            log.warning(
+                "%s: shard %s no longer exists (trimmed past the stream's retention): done with it",
+                self.id,
+                st.shard_id,
+            )
+            st.status = ShardStatus.ENDED
+            st.iterator = None
+            return
         if (
             code == "InvalidArgumentException"
             and st.checkpoint is not None
@@ -482,7 +493,8 @@ class KinesisSpout(Spout):
 
     # -- shards and checkpoints ----------------------------------------------------------------
 
-    def _sync_shards(self) -> None:
+    def _sync_shards(self) -> set[str]:
+        """List the shards (ListShards, retried); returns the ids listed."""
         attempt = 0
         while True:
             try:
@@ -520,6 +532,7 @@ class KinesisSpout(Spout):
                     st.status = ShardStatus.FINISHED
         self._initial_sync = False
         self._next_sync = self._clock() + self.config.shard_sync_interval
+        return {info.shard_id for info in listed}
 
     def commit(self, checkpoint: dict[str, Position]) -> dict[str, Position]:
         """The engine saved these positions; returns SHARD_END for the shards now finished

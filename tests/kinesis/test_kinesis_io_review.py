@@ -311,3 +311,34 @@ def test_partition_key_length_counts_utf16_code_units_as_kinesis_does(
     long_id = emoji * 200  # event ids from a payload field
     assert key_for_id(long_id) != long_id and len(key_for_id(long_id)) == 32
     assert key_for_id(emoji * 128) == emoji * 128
+
+
+def test_a_parent_trimmed_while_listed_is_done_not_a_stopped_run(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
+    """A closed parent trimmed past retention between ListShards and its reading answers
+    ResourceNotFoundException (the real AWS shape is injected: kinesis-mock never trims). The
+    spout stopped with "reading shard … failed"; it now lists the shards again and, the shard
+    being gone, is done with it — its children are read."""
+    from tests.kinesis.test_kinesis_spout import inject
+
+    stream = make_stream(1)
+    parent = "shardId-000000000000"
+    put_plain(kinesis, stream, docs(5))
+    split_shard(kinesis, stream, parent)
+    put_plain(kinesis, stream, docs(10, start=5))
+    spout = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
+    assert spout.shards()[parent] == "reading"
+    gone = []
+
+    def trimmed(parsed, **kwargs):
+        if gone:
+            parsed["Shards"] = [s for s in parsed.get("Shards", []) if s["ShardId"] != parent]
+
+    spout.client.meta.events.register("after-call.kinesis.ListShards", trimmed)
+    gone.append(parent)
+    spout._lineage.states[parent].iterator = None  # noqa: SLF001 - it asks for a new iterator
+    inject(spout.client, "GetShardIterator", ["ResourceNotFoundException"])
+    seen = consume(spout)
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 15))
+    assert spout.shards()[parent] == "finished"
