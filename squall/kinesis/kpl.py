@@ -60,53 +60,62 @@ def deaggregate(record: Record) -> list[Record]:
     if data[:4] != KPL_MAGIC:
         return [record]
     agg = _parse(data)
+    _check(agg)
     pks = agg.partition_key_table
     ehks = agg.explicit_hash_key_table
     meta = record.meta
-    out: list[Record] = []
-    for i, user in enumerate(agg.records):
-        pk_index = user.partition_key_index
-        if pk_index >= len(pks):
-            raise DecodeError(
-                f"corrupt KPL aggregate: user record {i} has partition_key_index {pk_index}, "
-                f"but the partition key table has {len(pks)} entries"
-            )
-        ehk = None
-        if user.HasField("explicit_hash_key_index"):
-            ehk_index = user.explicit_hash_key_index
-            if ehk_index >= len(ehks):
-                raise DecodeError(
-                    f"corrupt KPL aggregate: user record {i} has explicit_hash_key_index {ehk_index}, "
-                    f"but the explicit hash key table has {len(ehks)} entries"
-                )
-            ehk = ehks[ehk_index]
-        out.append(
-            Record(
-                user.data,
-                RecordMeta(
-                    stream=meta.stream,
-                    shard_id=meta.shard_id,
-                    sequence_number=meta.sequence_number,
-                    sub_sequence_number=i,
-                    partition_key=pks[pk_index],
-                    arrival_time=meta.arrival_time,
-                    explicit_hash_key=ehk,
-                ),
-            )
+    return [
+        Record(
+            user.data,
+            RecordMeta(
+                stream=meta.stream,
+                shard_id=meta.shard_id,
+                sequence_number=meta.sequence_number,
+                sub_sequence_number=i,
+                partition_key=pks[user.partition_key_index],
+                arrival_time=meta.arrival_time,
+                explicit_hash_key=ehks[user.explicit_hash_key_index]
+                if user.HasField("explicit_hash_key_index")
+                else None,
+            ),
         )
-    if not out:
+        for i, user in enumerate(agg.records)
+    ]
+
+
+def _check(agg) -> None:
+    """Every user record's key indexes point into the tables, and there is at least one."""
+    pks = len(agg.partition_key_table)
+    ehks = len(agg.explicit_hash_key_table)
+    for i, user in enumerate(agg.records):
+        if user.partition_key_index >= pks:
+            raise DecodeError(
+                f"corrupt KPL aggregate: user record {i} has partition_key_index "
+                f"{user.partition_key_index}, but the partition key table has {pks} entries"
+            )
+        if user.HasField("explicit_hash_key_index") and user.explicit_hash_key_index >= ehks:
+            raise DecodeError(
+                f"corrupt KPL aggregate: user record {i} has explicit_hash_key_index "
+                f"{user.explicit_hash_key_index}, but the explicit hash key table has {ehks} entries"
+            )
+    if not agg.records:
         raise DecodeError("corrupt KPL aggregate: it holds no user records")
-    return out
 
 
 def user_record_count(data: bytes) -> int:
-    """How many user records a Kinesis record carries: 1 for a plain (or corrupt) record."""
+    """How many user records a Kinesis record carries: 1 for a plain (or corrupt) record.
+
+    Corrupt means whatever ``deaggregate`` refuses — a bad key index too: such an aggregate is
+    dead-lettered whole, as sub-record 0, so its last position is sub-record 0.
+    """
     if data[:4] != KPL_MAGIC:
         return 1
     try:
-        return max(1, len(_parse(data).records))
+        agg = _parse(data)
+        _check(agg)
     except DecodeError:
         return 1  # dead-lettered whole, as one record
+    return len(agg.records)
 
 
 def last_position(record: Record) -> Position:

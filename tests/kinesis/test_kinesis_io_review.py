@@ -342,3 +342,51 @@ def test_a_parent_trimmed_while_listed_is_done_not_a_stopped_run(
     seen = consume(spout)
     assert sorted(d["n"] for d in payloads(seen)) == list(range(5, 15))
     assert spout.shards()[parent] == "finished"
+
+
+def test_a_parents_last_record_a_corrupt_aggregate_does_not_hold_back_its_children(
+    kinesis, kinesis_mock, make_stream, sqlite_store
+):
+    """An aggregate whose digest is right but whose user record points out of the key table is
+    dead-lettered whole, as sub-record 0 — but the spout took its last position as that of its
+    last user record (the protobuf's record count), so the engine's checkpoint never covered it:
+    the parent it ended never finished and its children were never read (at every restart)."""
+    import hashlib
+
+    from squall.errors import DecodeError
+    from squall.event import Position, Record, RecordMeta
+    from squall.kinesis.kpl import KPL_MAGIC, _message_class, deaggregate, last_position
+    from tests.kinesis.kinesis_helpers import commit_positions, last_positions
+
+    msg = _message_class()()
+    msg.partition_key_table.append("pk")
+    for index in (0, 5):  # the second user record's key index is out of the table
+        r = msg.records.add()
+        r.partition_key_index = index
+        r.data = b'{"pk": "x", "n": -1}'
+    body = msg.SerializeToString()
+    corrupt = KPL_MAGIC + body + hashlib.md5(body).digest()
+    assert last_position(Record(corrupt, RecordMeta("s", "sh", "7"))) == Position("7", 0)
+
+    stream = make_stream(1)
+    parent = "shardId-000000000000"
+    put_plain(kinesis, stream, docs(3))
+    kinesis.put_record(StreamName=stream, PartitionKey="pk", Data=corrupt)
+    split_shard(kinesis, stream, parent)
+    put_plain(kinesis, stream, docs(5, start=3))
+    spout = make_spout(kinesis_mock.endpoint, stream, store=sqlite_store)
+    seen, dead = [], []
+    for batch in spout.read(100):  # as the engine does: a corrupt aggregate is one unit
+        units = []
+        for rec in batch:
+            try:
+                units.extend(deaggregate(rec))
+            except DecodeError:
+                dead.append(rec)
+                units.append(rec)
+        seen.extend(u for u in units if u.data[:4] != KPL_MAGIC)
+        commit_positions(spout, last_positions(units))
+    commit_positions(spout, {})
+    assert len(dead) == 1
+    assert sorted(d["n"] for d in payloads(seen)) == list(range(8))
+    assert spout.shards()[parent] == "finished"
