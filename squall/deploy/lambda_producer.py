@@ -17,12 +17,13 @@ from __future__ import annotations
 import base64
 import gzip
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -31,7 +32,13 @@ from squall.deploy import snapstart
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
-from squall.limits import DEFAULT_MAX_DEPTH, may_exceed_depth, nesting_depth
+from squall.limits import (
+    DEFAULT_MAX_DEPTH,
+    may_exceed_depth,
+    may_hold_wide_int,
+    nesting_depth,
+    wide_int_reason,
+)
 from squall.observability.runners import lambda_logging
 from squall.topology.executor import Engine
 from squall.topology.loader import load
@@ -138,60 +145,160 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     )
 
 
+class Payload(NamedTuple):
+    """One event of a request: where it is in the body, its bytes, and why it cannot go on."""
+
+    #: The array element's index, or the 0-based line of a JSON-lines body (blank lines count).
+    index: int
+    data: bytes
+    #: Set when the producer refuses the event itself (the engine dead-letters it with ``data``,
+    #: the element as sent): too deep, an integer beyond 64 bits, a field named ``context_key``.
+    defect: str | None = None
+
+
+#: A JSON string (skipped whole), a lone quote (an unclosed string), a bracket or a comma.
+_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|"|[\[\]{},]', re.DOTALL)
+_WS = b" \t\r\n"
+
+
+def array_elements(text: bytes) -> list[bytes] | None:
+    """The top-level elements of a JSON array, each as sent; None when ``text`` is not one array
+    (an unclosed string or bracket, or data after it). Only delimited — strings skipped, nesting
+    counted — never parsed, so a bad element (too deep, a number orjson cannot read, a typo)
+    stays one element, and mismatched brackets inside it only make that element invalid."""
+    if text[:1] != b"[":
+        return None
+    out: list[bytes] = []
+    depth, start = 0, 1
+    for m in _STRUCTURE.finditer(text):
+        c = text[m.start()]
+        if c == 0x22:  # '"'
+            if m.end() - m.start() == 1:
+                return None  # a string that never ends
+        elif c in b"[{":
+            depth += 1
+        elif c in b"]}":
+            depth -= 1
+            if depth == 0:
+                if c != 0x5D or text[m.end() :].strip(_WS):
+                    return None
+                last = text[start : m.start()].strip(_WS)
+                if last or out:
+                    out.append(last)
+                return out
+        elif depth == 1:  # a comma between two elements
+            out.append(text[start : m.start()].strip(_WS))
+            start = m.end()
+    return None
+
+
 def split_events(
     req: Request, context_key: str | None, max_depth: int = DEFAULT_MAX_DEPTH
-) -> list[bytes]:
-    """One record per event: array elements, the single object, or each JSON line as sent.
+) -> list[Payload]:
+    """One record per event: array elements, the single value, or each JSON line as sent.
 
-    Raises ``ValueError`` for a body that is not JSON (lines), or an event nested deeper than
-    ``max_depth`` (such a body could not even be re-serialised with its request context).
+    Raises ``ValueError`` only for a body that is none of these (empty, ``null``, not JSON, an
+    unclosed array). What is wrong with one event is that event's: a line or element that is not
+    JSON goes on as sent (the json bolt rejects it with the reason); one nested deeper than
+    ``max_depth``, holding an integer beyond 64 bits (orjson would round it to a float), or
+    already holding a ``context_key`` field gets a ``defect``. The others get the request context.
     """
     text = req.body.strip()
     if not text:
         raise ValueError("empty body")
+    raws: list[bytes] | None = None
     try:
         doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        doc = None
-    if doc is None:  # JSON lines: keep each line's bytes, so a bad line reaches dead letter as sent
-        lines = [line for line in text.split(b"\n") if line.strip()]
-        if len(lines) < 2:
-            raise ValueError("body is not JSON, a JSON array, or JSON lines")
+    except orjson.JSONDecodeError as exc:
+        # One bad element must not sink the others: split the array without trusting them.
+        raws = array_elements(text)
+        if raws is not None:
+            index = list(range(len(raws)))
+        else:  # JSON lines: numbered as in the body, blank lines included
+            lines = req.body.split(b"\n")
+            index = [i for i, line in enumerate(lines) if line.strip()]
+            if len(index) < 2:
+                raise ValueError(f"body is not JSON, a JSON array, or JSON lines: {exc}") from None
+            raws = [lines[i] for i in index]
         docs: list[Any] = []
-        for line in lines:
+        for raw in raws:
             try:
-                docs.append(orjson.loads(line))
+                docs.append(orjson.loads(raw))
             except orjson.JSONDecodeError:
-                docs.append(line)  # passed on raw: the json bolt rejects it with the reason
+                docs.append(_UNREAD)  # passed on raw: the json bolt rejects it with the reason
     else:
+        if doc is None:
+            raise ValueError("body is JSON null, not an event, an array of events, or JSON lines")
         docs = doc if isinstance(doc, list) else [doc]
-    if may_exceed_depth(text, max_depth):
-        for i, d in enumerate(docs):
-            depth = nesting_depth(d)
-            if depth > max_depth:
-                raise ValueError(
-                    f"event {i} is nested {depth} levels deep, over the limit ({max_depth})"
-                )
+        index = list(range(len(docs)))
+    deep = may_exceed_depth(text, max_depth)
+    wide = may_hold_wide_int(text)
     context = {
         "source_ip": req.source_ip,
         "user_agent": req.user_agent,
         "request_id": req.request_id,
         "received_at": req.received_at.isoformat(),
     }
+    clash = bool(context_key) and any(isinstance(d, dict) and context_key in d for d in docs)
+    if raws is None and (deep or wide or clash):  # a defect's dead letter keeps the bytes as sent
+        raws = _elements(text, doc)
     out = []
-    for d in docs:
-        if isinstance(d, bytes):
-            out.append(d)
-        else:
+    for i, d in enumerate(docs):
+        if d is _UNREAD:
+            out.append(Payload(index[i], raws[i]))  # type: ignore[index]
+            continue
+        defect = None
+        if raws is not None:
+            defect = _defect(d, raws[i], context_key, max_depth, deep, wide)
+        if defect is None:
             try:
                 out.append(
-                    orjson.dumps(
-                        {**d, context_key: context} if isinstance(d, dict) and context_key else d
+                    Payload(
+                        index[i],
+                        orjson.dumps(
+                            {**d, context_key: context}
+                            if isinstance(d, dict) and context_key
+                            else d
+                        ),
                     )
                 )
-            except (orjson.JSONEncodeError, TypeError) as exc:  # e.g. an integer beyond 64 bits
-                raise ValueError(f"event {len(out)} cannot be re-encoded: {exc}") from None
+                continue
+            except (orjson.JSONEncodeError, TypeError) as exc:
+                defect = f"cannot be re-encoded: {exc}"
+                raws = raws or _elements(text, doc)
+        out.append(Payload(index[i], raws[i], defect))  # type: ignore[index]
     return out
+
+
+def _elements(text: bytes, doc: Any) -> list[bytes]:
+    """Each event's bytes as sent, for a body orjson read whole."""
+    raws = array_elements(text) if isinstance(doc, list) else [text]
+    if raws is None or len(raws) != (len(doc) if isinstance(doc, list) else 1):
+        raise AssertionError("a valid JSON array split into another number of elements")
+    return raws
+
+
+_UNREAD = object()
+
+
+def _defect(
+    d: Any, raw: bytes, context_key: str | None, max_depth: int, deep: bool, wide: bool
+) -> str | None:
+    """Why the producer refuses one decoded event, or None."""
+    if deep and may_exceed_depth(raw, max_depth):
+        depth = nesting_depth(d)
+        if depth > max_depth:
+            return f"nested {depth} levels deep, over the limit ({max_depth})"
+    if wide and may_hold_wide_int(raw):
+        reason = wide_int_reason(raw)
+        if reason is not None:
+            return reason
+    if context_key and isinstance(d, dict) and context_key in d:
+        return (
+            f"the event has a field {context_key!r}, where the producer puts the request "
+            "context (context_key): rename it in the client"
+        )
+    return None
 
 
 def _answer(
@@ -242,7 +349,7 @@ def make_handler(
         records = [
             # Numbered from 1 in each request: the request is the records' source (lineage).
             Record(
-                p,
+                p.data,
                 RecordMeta(
                     stream,
                     "api",
@@ -250,6 +357,7 @@ def make_handler(
                     0,
                     req.request_id,
                     req.received_at,
+                    defect=p.defect,
                     source=req.request_id,
                 ),
             )
@@ -270,7 +378,9 @@ def make_handler(
             if o.outcome is Outcome.FAILED and (o.retry or o.component == "engine"):
                 unavailable = True
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
-                rejected.append({"index": o.index, "reason": f"{o.component}: {o.reason}"})
+                # The event's place in the body: its array index, or its line (0-based).
+                at = payloads[o.index].index if o.index < len(payloads) else o.index
+                rejected.append({"index": at, "reason": f"{o.component}: {o.reason}"})
         if unavailable:
             return _answer(
                 503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}

@@ -127,11 +127,6 @@ def _deep(levels: int) -> str:
             "requestContext.identity is a JSON list",
         ),
         (lambda e: e["requestContext"].update(requestTimeEpoch="soon"), "is not a number"),
-        (
-            lambda e: e.update(body=_deep(300)),
-            "event 0 is nested 300 levels deep, over the limit (64)",
-        ),
-        (lambda e: e.update(body="[" + _deep(65) + "]"), "event 0 is nested 65 levels deep"),
         (lambda e: e.update(body="!!!", isBase64Encoded=True), "not base64"),
     ],
 )
@@ -141,6 +136,27 @@ def test_a_malformed_request_is_a_400_with_the_reason_never_a_502(producer, muta
     answer = producer(event, None)
     assert answer["statusCode"] == 400, answer
     assert reason in orjson.loads(answer["body"])["error"]
+
+
+@pytest.mark.parametrize("body", [_deep(300), "[" + _deep(65) + "]", f"[{_deep(2000)}]"])
+def test_an_event_nested_too_deep_is_that_events_rejection(producer, body):
+    """Over the producer's limit (64): rejected with the depth; an element over orjson's own
+    (1024) is not JSON to orjson: the json bolt rejects it with orjson's reason."""
+    answer = producer(api_gateway_event(body), None)
+    assert answer["statusCode"] == 400, answer
+    [rejected] = orjson.loads(answer["body"])["rejected"]
+    assert rejected["index"] == 0
+    if "2000" not in body and body.count("{") < 1000:
+        depth = body.count("{")
+        assert rejected["reason"] == f"spout: nested {depth} levels deep, over the limit (64)"
+    else:
+        assert rejected["reason"].startswith("decode: invalid JSON: depth limit exceeded")
+
+
+def test_a_lone_event_too_deep_for_orjson_is_a_400_saying_so(producer):
+    answer = producer(api_gateway_event(_deep(2000)), None)
+    assert answer["statusCode"] == 400
+    assert "not JSON, a JSON array, or JSON lines: depth limit exceeded" in answer["body"]
 
 
 def test_a_null_method_in_an_http_api_event_is_a_400(producer):
