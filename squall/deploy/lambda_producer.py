@@ -5,8 +5,12 @@ event, a JSON array of events, or JSON lines (optionally ``Content-Encoding: gzi
 gets the request context under ``context_key`` (source IP, user agent, request id, received
 time) so enrichment bolts can use them — ``geo`` with ``ip_field: request.source_ip``.
 
+An event that already has a ``context_key`` field is rejected (not overwritten: the request
+context must be the producer's, and the client's field is not dropped silently).
+
 Answers: ``202`` with ``{"accepted": n, "rejected": [{"index", "reason"}]}`` when at least one
-event was accepted; ``400`` when none was (bad body, or every event rejected); ``413`` for a body
+event was accepted (``index``: the array element, or the 0-based line of a JSON-lines body,
+blank lines counted); a bad element or line is rejected alone, never the whole request; ``400`` when none was (bad body, or every event rejected); ``413`` for a body
 over ``max_body_bytes``; ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
 events after retries — the SDK should retry the request, and a stable ``event_id_field`` (the
 SDK's message id) makes that retry harmless downstream.
