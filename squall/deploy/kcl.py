@@ -105,6 +105,9 @@ class RecordProcessor:
         daemon_alive: Callable[[], bool] | None = None,
     ):
         self.engine = engine
+        # The daemon de-aggregates KPL records before it hands them over (sub-sequence numbers
+        # are theirs): a user record that starts with the KPL magic bytes is not an aggregate.
+        engine.user_records = True
         daemon = os.getppid()
         # The daemon is our parent: once it is gone (a stop whose grace ran out, kill -9) nobody
         # reads our checkpoints and the lease belongs to the next worker; a processor waiting for

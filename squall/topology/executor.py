@@ -140,6 +140,7 @@ class Engine:
         checkpointer: Checkpointer | None = None,
         whole_records: bool = False,
         hold: bool = False,
+        user_records: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
     ):
@@ -148,6 +149,10 @@ class Engine:
         #: aggregate: the checkpoint and the committed state then stop before the failed record's
         #: aggregate, whose earlier user records come again.
         self.whole_records = whole_records
+        #: The runner's source hands over user records only (the KCL de-aggregates KPL aggregates
+        #: itself): a record starting with the KPL magic bytes is then the user's own — a binary
+        #: payload the ``kinesis`` sink wrapped in an aggregate of one —, never de-aggregated again.
+        self.user_records = user_records
         #: The runner can hold its checkpoint back across batches (the local runner, the KCL):
         #: sinks that roll files (``Sink.holding``) then release when due, not after every batch.
         #: Lambda cannot — an invocation's records are acknowledged when it returns.
@@ -910,7 +915,7 @@ class Engine:
                 continue
             # the usual case: one user record. A sub-sequence number says it was taken out of an
             # aggregate already (a spout resuming inside one, the KCL): its bytes are the user's.
-            if rec.data[:4] != KPL_MAGIC or rec.meta.sub_sequence_number:
+            if rec.data[:4] != KPL_MAGIC or rec.meta.sub_sequence_number or self.user_records:
                 units.append(Event(rec.data, rec.meta, None, len(units)))
                 continue
             try:

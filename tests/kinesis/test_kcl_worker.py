@@ -231,3 +231,28 @@ def test_kcl_print_shows_a_unique_worker_and_leaves_no_file(tmp_path: Path, monk
     assert f"workerId = {os.uname().nodename}:{os.getpid()}" in result.output
     assert "shutdownGraceMillis = 20000" in result.output
     assert list(private.iterdir()) == [] and not list(tmp_path.glob("*.properties"))
+
+
+def test_a_user_record_starting_with_the_kpl_magic_is_the_user_s_under_the_kcl(tmp_path: Path):
+    """The daemon de-aggregates KPL records itself (the kinesis sink wraps a binary payload that
+    starts with the magic bytes in an aggregate of one; the daemon hands the payload over at
+    sub-sequence 0): the engine must not take it for an aggregate again and dead-letter it."""
+    from squall.kinesis.kpl import KPL_MAGIC
+    from squall.testing import memory_stores
+    from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+
+    payload = KPL_MAGIC + b"\x00binary user payload"
+    topology = """
+name: kcl-magic
+spout: {type: stdin}
+sinks:
+  - {id: out, type: "squall.testing:MemorySink"}
+  - {id: dlq, type: "squall.testing:MemoryDeadLetterSink"}
+"""
+    with memory_stores() as stores:
+        processor = RecordProcessor(Engine(load_text(topology).plan), stream="s")
+        cp = KclCheckpointer()
+        kcl_initialize().dispatch(cp, processor)
+        kcl_process_records([payload, b"plain"], start=100).dispatch(cp, processor)
+    assert [e.raw for e in stores["out"]] == [payload, b"plain"]
+    assert stores.get("dlq", []) == [] and cp.calls == [("101", 0)]
