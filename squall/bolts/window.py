@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import heapq
 import re
 import uuid
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from squall.bolts import window_aggs
 from squall.bolts.base import Bolt, Output
 from squall.bolts.window_store import (
+    Prune,
     RedisWindowStore,
     Replace,
     ShardMark,
@@ -68,6 +70,8 @@ _NO_MATCH: Any = object()  # what an object or a list is to a `where`: equal to 
 WATERMARK_MARK = ""
 #: a window with this many deltas in the store is compacted (folded into one) by the next batch
 COMPACT_AT = 64
+#: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
+PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
@@ -827,7 +831,37 @@ class WindowBolt(Bolt):
         expire = (end_before if end_before is not None else 0) - size
         if self._token is None:  # one per staged batch: the engine's retry reuses it
             self._token = uuid.uuid4().hex
-        self.store.commit(appends, replaces, new_marks, expire, connection, self._token)
+        prune = self._prune(marks, wm)
+        self.store.commit(appends, replaces, new_marks, expire, connection, self._token, prune)
+
+    def _prune(self, marks: dict[str, list[int]], wm: int | None) -> Prune | None:
+        """The shard marks this commit may delete: without them nothing is decided differently.
+
+        A mark with watermark W is deleted when (1) it is *idle*: W is more than
+        ``idle_shard_after`` behind the most advanced mark, which is never deleted (so W stays
+        idle): it takes no part in the watermark, and a record of its lineage coming later makes
+        a mark no higher than W would have been when its time is below W (idle either way) and
+        the same mark above it; and (2) every window of W has closed: W + size ≤ ``wm`` (the
+        watermark this commit saves, which never goes back) − lateness. Every record its lineage
+        had committed has a time ≤ W, so delivered again it is late (the late stream) instead
+        of dropped as a replay: counted once either way. Not idle alone: a lineage below the saved
+        watermark but within ``idle_shard_after`` of the top (a new SQS message with an older
+        time) still holds the watermark where it is. Marks of this batch's lineages are left
+        to a later commit; at most ``PRUNE_AT_MOST`` (or twice the batch's lineages), lowest
+        first, so that a backlog drains over commits and never faster than marks are added."""
+        base = self._base
+        if wm is None or not base or not marks:
+            return None
+        top = max(m[0] for m in marks.values())
+        cutoff = min(top - self.idle_after - 1, wm - self.lateness - self.size)
+        seen = self._seen
+        old = [(m.watermark, s) for s, m in base.items() if m.watermark <= cutoff and s not in seen]
+        if not old:
+            return None
+        limit = max(PRUNE_AT_MOST, 2 * len(seen))
+        if len(old) > limit:
+            old = heapq.nsmallest(limit, old)
+        return Prune(cutoff, sorted(s for _, s in old))
 
     def state_committed(self) -> None:
         self._reset()

@@ -93,6 +93,16 @@ class Replace:
     stale: str | None = None
 
 
+@dataclass(slots=True)
+class Prune:
+    """Shard marks to delete at a commit: each of ``shards`` only while its stored watermark is
+    at most ``cutoff`` — another process may have raised it since the bolt read it (a newer
+    mark, which must stay). The bolt chooses them (window.py: idle, and their windows closed)."""
+
+    cutoff: int
+    shards: list[str]
+
+
 class WindowStore(Protocol):
     def shards(self) -> dict[str, ShardMark]: ...
 
@@ -110,9 +120,11 @@ class WindowStore(Protocol):
         expire_before: int,
         connection: Any = None,
         token: str | None = None,
+        prune: Prune | None = None,
     ) -> None:
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
-        shard marks, delete windows without deltas that ended before ``expire_before``. ``token``
+        shard marks, delete windows without deltas that ended before ``expire_before``, and delete
+        the marks ``prune`` names whose stored watermark is still at most its ``cutoff``. ``token``
         names the staged batch: a commit retried with the same token after the first went through
         (its reply or its COMMIT's acknowledgment lost) changes nothing."""
         ...
@@ -252,6 +264,7 @@ class SqlWindowStore:
         expire_before: int,
         connection: Any = None,
         token: str | None = None,
+        prune: Prune | None = None,
     ) -> None:
         t, m, name = self.log, self.marks, self.name
         with self._writing(connection) as conn:
@@ -335,6 +348,18 @@ class SqlWindowStore:
                         for s, k in sorted(marks.items())
                     ],
                 )  # fmt: skip
+            if prune is not None:
+                # Conditional: a mark another process raised above the cutoff since it was read
+                # stays (PostgreSQL re-checks the condition on the row a concurrent commit wrote,
+                # after waiting for it; SQLite has one writer at a time).
+                for i in range(0, len(prune.shards), 500):
+                    conn.execute(
+                        sa.delete(m).where(
+                            m.c.name == name,
+                            m.c.shard.in_(prune.shards[i : i + 500]),
+                            m.c.watermark <= prune.cutoff,
+                        )
+                    )
             if token is not None:
                 now = int(time.time() * 1000)
                 stmt = self._insert(m)
@@ -486,6 +511,7 @@ class RedisWindowStore:
         expire_before: int,
         connection: Any = None,
         token: str | None = None,
+        prune: Prune | None = None,
     ) -> None:
         # bodies travel as their own arguments (never inside the JSON header: no escaping)
         args: list[Any] = [self.base, str(expire_before), "", token or ""]
@@ -517,6 +543,7 @@ class RedisWindowStore:
                 [s, orjson.dumps([k.watermark, str(k.sequence), k.sub]).decode()]
                 for s, k in marks.items()
             ],
+            "p": [prune.cutoff, prune.shards] if prune is not None and prune.shards else [0, []],
         }
         args[2] = orjson.dumps(header)
         with redis_errors("window store write"):
@@ -528,7 +555,7 @@ class RedisWindowStore:
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
-#: ``m``: shard marks; then the commit's token ("": none). Every check is made before the first
+#: ``m``: shard marks; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff]; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
@@ -581,6 +608,10 @@ for _, m in ipairs(p.m) do
     if o[1] > n[1] then mark = cjson.encode({o[1], n[2], n[3]}) end
   end
   redis.call('HSET', base .. 'shards', m[1], mark)
+end
+for _, s in ipairs(p.p[2]) do  -- marks to prune, while their watermark is still at most the cutoff
+  local old = redis.call('HGET', base .. 'shards', s)
+  if old and cjson.decode(old)[1] <= p.p[1] then redis.call('HDEL', base .. 'shards', s) end
 end
 for _, ws in ipairs(redis.call('ZRANGEBYSCORE', base .. 'all', '-inf', '(' .. expire)) do
   if not touched[ws] and not redis.call('ZSCORE', base .. 'open', ws) then
