@@ -5,6 +5,7 @@ meanwhile survives the delete, and a mark still holding the watermark is kept. O
 
 from __future__ import annotations
 
+from squall.bolts import window
 from squall.bolts.window import WATERMARK_MARK
 from squall.bolts.window_store import ShardMark
 from tests.bolts.test_window import MIN, T0, ev, finals, make_bolt, run, store_url  # noqa: F401
@@ -85,3 +86,22 @@ def test_a_mark_below_the_saved_watermark_that_is_not_idle_keeps_holding_it(
         (minute(12), "a"): 4,
     }
     assert "C" not in bolt.store.shards()  # idle and closed by then: the next commit deleted it
+
+
+def test_one_commit_deletes_a_bounded_number_of_marks_lowest_first(
+    store_url,  # noqa: F811
+    unique_name,
+    monkeypatch,
+):
+    """A backlog of prunable marks (here 20 messages of one batch, then the watermark 10 min on;
+    after an upgrade, every mark an earlier version kept) drains over commits: each deletes at
+    most ``PRUNE_AT_MOST`` (or twice its batch's lineages), the lowest watermarks first."""
+    monkeypatch.setattr(window, "PRUNE_AT_MOST", 3)
+    bolt = make_bolt(store_url, unique_name)
+    run(bolt, [ev(i, T0 + i * 1000, f"msg-{i}") for i in range(20)])
+    run(bolt, [ev(20, T0 + 10 * MIN, "Z")])
+    assert sorted(s for s in bolt.store.shards() if s.startswith("msg-")) == sorted(
+        f"msg-{i}" for i in range(3, 20)
+    )
+    run(bolt, [ev(21, T0 + 10 * MIN + 1, "Z")])
+    assert len([s for s in bolt.store.shards() if s.startswith("msg-")]) == 14
