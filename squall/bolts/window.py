@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~850 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~900 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -837,18 +837,18 @@ class WindowBolt(Bolt):
     def _prune(self, marks: dict[str, list[int]], wm: int | None) -> Prune | None:
         """The shard marks this commit may delete: without them nothing is decided differently.
 
-        A mark with watermark W is deleted when (1) it is *idle*: W is more than
-        ``idle_shard_after`` behind the most advanced mark, which is never deleted (so W stays
-        idle): it takes no part in the watermark, and a record of its lineage coming later makes
-        a mark no higher than W would have been when its time is below W (idle either way) and
-        the same mark above it; and (2) every window of W has closed: W + size ≤ ``wm`` (the
-        watermark this commit saves, which never goes back) − lateness. Every record its lineage
-        had committed has a time ≤ W, so delivered again it is late (the late stream) instead
-        of dropped as a replay: counted once either way. Not idle alone: a lineage below the saved
-        watermark but within ``idle_shard_after`` of the top (a new SQS message with an older
-        time) still holds the watermark where it is. Marks of this batch's lineages are left
-        to a later commit; at most ``PRUNE_AT_MOST`` (or twice the batch's lineages), lowest
-        first, so that a backlog drains over commits and never faster than marks are added."""
+        A mark (watermark W) goes when it is (1) *idle*: W more than ``idle_shard_after`` behind
+        the most advanced mark, which is never deleted, so W stays idle. It takes no part in the
+        watermark, and a later record of its lineage makes a mark at its own time: idle too when
+        below W, the same as with the old mark when above. (2) *closed*: W + size ≤ ``wm`` (the
+        watermark this commit saves; it never goes back) − lateness. Its lineage's counted
+        records all have times ≤ W: delivered again, they are late (the late stream) instead of
+        dropped as replays — counted once either way. Closed alone is not enough: a lineage
+        below the saved watermark but not idle (an SQS message of an older time) holds the
+        watermark until it is idle. Marks of this batch's lineages wait for a later commit; at
+        most ``PRUNE_AT_MOST`` (or twice the batch's lineages) go, lowest first, so a backlog
+        drains over commits, never slower than marks are added. The store deletes each only
+        while its stored watermark is still ≤ the cutoff (another process may have raised it)."""
         base = self._base
         if wm is None or not base or not marks:
             return None
