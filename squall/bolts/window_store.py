@@ -28,7 +28,7 @@ serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a ha
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
 
-Size (~550 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+Size (~620 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
 (its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
