@@ -256,6 +256,9 @@ class WindowBolt(Bolt):
         # windows read for early updates only (not compacted): rows as read, their deltas folded
         self._early: dict[int, tuple[WindowRows, dict[str, list[Any]]]] = {}
         self._wm: int | None = None
+        # lineage → {(sequence, sub): closed_before}: how the first delivery decided each record
+        # a partial commit left to come again (read with the marks; see commit_state)
+        self._decided: dict[str, dict[tuple[int, int], int | None]] = {}
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
 
@@ -305,7 +308,12 @@ class WindowBolt(Bolt):
         """Read the shard marks at the first call of a batch (a TransientError here changes nothing)."""
         if self._base is None:
             assert self.store is not None, "open() was not called"
-            base = dict(self.store.shards())
+            marks, decided = self.store.read_marks()
+            base = dict(marks)
+            self._decided = {
+                s: {(int(q), sub): cb for q, sub, cb in orjson.loads(body)}
+                for s, body in decided.items()
+            }
             floor = base.pop(WATERMARK_MARK, None)
             self._floor = None if floor is None else floor.watermark
             self._base = base
@@ -347,6 +355,8 @@ class WindowBolt(Bolt):
         floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         shard = ""
         source: str | None = None  # the previous event's input (see RecordMeta.source)
+        decided = self._decided
+        rec = None
         for event in batch:
             meta = event.meta
             if meta.shard_id != cur or meta.source != source:
@@ -356,6 +366,7 @@ class WindowBolt(Bolt):
                 name = cur if source is None else lineage(meta)
                 shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
+                rec = decided.get(shard)
                 m = marks.get(shard)
                 checking = shard not in past
                 last_t = None
@@ -387,10 +398,9 @@ class WindowBolt(Bolt):
                     t = time_of(event)
                     key = key_of(event)
                 except ValueError as exc:
-                    bucket.append((event, None))
+                    bucket.append((event, None, None))
                     out.fail(event, str(exc))
                     continue
-            bucket.append((event, t))
             if t != last_t:
                 last_t = t
                 # The watermark as of this event: so lateness depends on the order of events, never
@@ -410,6 +420,14 @@ class WindowBolt(Bolt):
                             closed_before = wm - lateness
                 ws = t - t % size
                 is_open = closed_before is None or ws + size > closed_before
+            cb = closed_before
+            if rec is not None and meta.sequence_number.isdigit():
+                d = rec.get((int(meta.sequence_number), meta.sub_sequence_number), rec)
+                if d is not rec:  # decided as its first delivery was (a partial commit)
+                    cb = d
+                    last_t = None
+                    is_open = cb is None or ws + size > cb
+            bucket.append((event, t, cb))
             if plain:
                 # (not in `accepted`: a partial commit finds these events in `seen` — see
                 # _covered_delta — which saves the per-event tuple)
@@ -428,12 +446,12 @@ class WindowBolt(Bolt):
                 n = 0
             else:
                 try:
-                    n = fold(delta, event, t, key, closed_before)
+                    n = fold(delta, event, t, key, cb)
                 except (ValueError, TypeError) as exc:
                     out.fail(event, f"{self.id}: {exc}")
                     continue
             if n:
-                accepted.append((event, t, key, closed_before))
+                accepted.append((event, t, key, cb))
                 out.drop(event)  # consumed: its contribution leaves in the window's result
             else:
                 out.fail(
@@ -564,7 +582,7 @@ class WindowBolt(Bolt):
         delta: dict[CellId, list[Any]] = {}
         if self._plain_count:  # accepted: seen, with a time, and neither late nor failed
             for items in self._seen.values():
-                for event, t in items:
+                for event, t, _ in items:
                     if t is not None and event.failure is None and covered(event):
                         self._fold(delta, event, t, self._key(event), None)
             return delta
@@ -765,7 +783,7 @@ class WindowBolt(Bolt):
             last = None
             # covered: a prefix of each shard's records, so with every last record covered the
             # marks need only the last (no call per event)
-            for event, t in items[-1:] if full else items:
+            for event, t, _ in items[-1:] if full else items:
                 if not covered(event):
                     break
                 last = event
@@ -784,6 +802,7 @@ class WindowBolt(Bolt):
                 else (self._base[shard].watermark if shard in self._base else 0)
             )
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
+        decided = self._decisions(covered, full, new_marks)
         # The watermark never goes back, across batches too (a shard leaving idleness would
         # lower it and reopen closed windows): the highest reached is saved with the marks.
         wm = _highest(self._watermark(marks), self._floor, self._wm if full else None)
@@ -832,7 +851,41 @@ class WindowBolt(Bolt):
         if self._token is None:  # one per staged batch: the engine's retry reuses it
             self._token = uuid.uuid4().hex
         prune = self._prune(marks, wm)
-        self.store.commit(appends, replaces, new_marks, expire, connection, self._token, prune)
+        self.store.commit(
+            appends, replaces, new_marks, expire, connection, self._token, prune, decided
+        )
+
+    def _decisions(
+        self, covered: Callable[[Event], bool], full: bool, new_marks: dict[str, ShardMark]
+    ) -> dict[str, str | None]:
+        """The decisions to save (lineage → JSON, None: delete) for the records of a partial
+        commit that come again, so that each is decided with the watermark its first delivery
+        decided it with (``closed_before``): the watermark saved by this commit is that after
+        the other shards' committed records, which came after them in the batch — with it, a
+        record the first delivery accepted could be late (its shard looking idle behind them).
+        A lineage's entry goes once its mark passes every record in it."""
+        out: dict[str, str | None] = {}
+        for shard, items in self._seen.items():
+            rec = self._decided.get(shard)
+            if full and rec is None:
+                continue
+            keep = dict(rec) if rec else {}
+            if not full:
+                for event, t, cb in items:
+                    meta = event.meta
+                    if t is None or not meta.sequence_number.isdigit() or covered(event):
+                        continue
+                    keep.setdefault((int(meta.sequence_number), meta.sub_sequence_number), cb)
+            mark = new_marks.get(shard)
+            if mark is not None:
+                keep = {k: v for k, v in keep.items() if k > (mark.sequence, mark.sub)}
+            if keep != (rec or {}):
+                out[shard] = (
+                    _dumps([[str(q), sub, cb] for (q, sub), cb in sorted(keep.items())])
+                    if keep
+                    else None
+                )
+        return out
 
     def _prune(self, marks: dict[str, list[int]], wm: int | None) -> Prune | None:
         """The shard marks this commit may delete: without them nothing is decided differently.
@@ -855,7 +908,12 @@ class WindowBolt(Bolt):
         top = max(m[0] for m in marks.values())
         cutoff = min(top - self.idle_after - 1, wm - self.lateness - self.size)
         seen = self._seen
-        old = [(m.watermark, s) for s, m in base.items() if m.watermark <= cutoff and s not in seen]
+        pending = self._decided
+        old = [
+            (m.watermark, s)
+            for s, m in base.items()
+            if m.watermark <= cutoff and s not in seen and s not in pending
+        ]
         if not old:
             return None
         limit = max(PRUNE_AT_MOST, 2 * len(seen))

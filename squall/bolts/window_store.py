@@ -106,6 +106,11 @@ class Prune:
 class WindowStore(Protocol):
     def shards(self) -> dict[str, ShardMark]: ...
 
+    def read_marks(self) -> tuple[dict[str, ShardMark], dict[str, str]]:
+        """The shard marks, and the *decisions* saved by partial commits: lineage → JSON list of
+        ``[sequence, sub, closed_before]`` of its records to come again (see window.py)."""
+        ...
+
     def open_windows(self) -> dict[int, tuple[int, int]]:
         """Windows holding deltas: start → (end, number of deltas)."""
         ...
@@ -121,11 +126,12 @@ class WindowStore(Protocol):
         connection: Any = None,
         token: str | None = None,
         prune: Prune | None = None,
+        decided: dict[str, str | None] | None = None,
     ) -> None:
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
         shard marks, delete windows without deltas that ended before ``expire_before``, and delete
         the marks ``prune`` names whose stored watermark is still at most its ``cutoff``. ``token``
-        names the staged batch: a commit retried with the same token after the first went through
+        names the staged batch; ``decided`` sets (or, None, deletes) lineages' decisions. A commit retried with the same token after the first went through
         (its reply or its COMMIT's acknowledgment lost) changes nothing."""
         ...
 
@@ -145,7 +151,7 @@ def first_rev() -> int:
 # -- SQL ------------------------------------------------------------------------------------------
 
 
-def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
+def tables(prefix: str) -> tuple[sa.Table, sa.Table, sa.Table]:
     md = sa.MetaData()
     log = sa.Table(
         f"{prefix}_log",
@@ -166,7 +172,16 @@ def tables(prefix: str) -> tuple[sa.Table, sa.Table]:
         sa.Column("sequence", sa.String(64), nullable=False),
         sa.Column("sub", sa.Integer, nullable=False),
     )
-    return log, shards
+    # (added 6 December: created when missing, like the others — a store of an earlier version
+    # gets it at its first use)
+    decided = sa.Table(
+        f"{prefix}_decided",
+        md,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("shard", sa.String(200), primary_key=True),
+        sa.Column("body", sa.Text, nullable=False),
+    )
+    return log, shards, decided
 
 
 class SqlWindowStore:
@@ -178,7 +193,7 @@ class SqlWindowStore:
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"the window store needs SQLite or PostgreSQL, not {dialect}")
         self.engine, self.name = engine, name
-        self.log, self.marks = tables(table)
+        self.log, self.marks, self.decided = tables(table)
         self._insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
         self._greatest = sa.func.max if dialect == "sqlite" else sa.func.greatest
         self._created = False
@@ -209,7 +224,10 @@ class SqlWindowStore:
             self._created = True
 
     def shards(self) -> dict[str, ShardMark]:
-        m = self.marks
+        return self.read_marks()[0]
+
+    def read_marks(self) -> tuple[dict[str, ShardMark], dict[str, str]]:
+        m, d = self.marks, self.decided
         with store_errors("window store read"):
             self._ensure()
             with self.engine.connect() as conn:
@@ -218,11 +236,13 @@ class SqlWindowStore:
                         m.c.name == self.name
                     )
                 )
-                return {
+                marks = {
                     s: ShardMark(w, int(q), sub)
                     for s, w, q, sub in rows
                     if not s.startswith(TOKEN_ROW)
                 }
+                q = sa.select(d.c.shard, d.c.body).where(d.c.name == self.name)
+                return marks, dict(conn.execute(q).all())
 
     def _is_delta(self) -> Any:
         return self.log.c.id.not_in([HEAD, SNAPSHOT])
@@ -265,6 +285,7 @@ class SqlWindowStore:
         connection: Any = None,
         token: str | None = None,
         prune: Prune | None = None,
+        decided: dict[str, str | None] | None = None,
     ) -> None:
         t, m, name = self.log, self.marks, self.name
         with self._writing(connection) as conn:
@@ -360,6 +381,17 @@ class SqlWindowStore:
                             m.c.watermark <= prune.cutoff,
                         )
                     )
+            d = self.decided
+            for shard, body in sorted((decided or {}).items()):
+                if body is None:
+                    conn.execute(sa.delete(d).where(d.c.name == name, d.c.shard == shard))
+                else:
+                    stmt = self._insert(d).values(name=name, shard=shard, body=body)
+                    conn.execute(
+                        stmt.on_conflict_do_update(
+                            index_elements=[d.c.name, d.c.shard], set_={"body": body}
+                        )
+                    )
             if token is not None:
                 now = int(time.time() * 1000)
                 stmt = self._insert(m)
@@ -434,6 +466,10 @@ class SqlWindowStore:
                     yield conn
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _add(rows: WindowRows, id_: str, rev: Any, body: Any) -> None:
     if isinstance(body, bytes):
         body = body.decode()
@@ -459,19 +495,26 @@ class RedisWindowStore:
         self.r = client
         self.base = f"{prefix}{name}:"
         self.open_key, self.marks_key = self.base + "open", self.base + "shards"
+        self.decided_key = self.base + "decided"
         self._script: Any = None
 
     def _h(self, ws: int) -> str:
         return f"{self.base}w:{ws}"
 
     def shards(self) -> dict[str, ShardMark]:
+        return self.read_marks()[0]
+
+    def read_marks(self) -> tuple[dict[str, ShardMark], dict[str, str]]:
         with redis_errors("window store read"):
-            raw = self.r.hgetall(self.marks_key)
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hgetall(self.marks_key)
+            pipe.hgetall(self.decided_key)
+            raw, dec = pipe.execute()
         out = {}
         for shard, value in raw.items():
             w, q, sub = orjson.loads(value)
             out[shard.decode() if isinstance(shard, bytes) else shard] = ShardMark(w, int(q), sub)
-        return out
+        return out, {_text(k): _text(v) for k, v in dec.items()}
 
     def open_windows(self) -> dict[int, tuple[int, int]]:
         with redis_errors("window store read"):
@@ -512,6 +555,7 @@ class RedisWindowStore:
         connection: Any = None,
         token: str | None = None,
         prune: Prune | None = None,
+        decided: dict[str, str | None] | None = None,
     ) -> None:
         # bodies travel as their own arguments (never inside the JSON header: no escaping)
         args: list[Any] = [self.base, str(expire_before), "", token or ""]
@@ -544,6 +588,7 @@ class RedisWindowStore:
                 for s, k in marks.items()
             ],
             "p": [prune.cutoff, prune.shards] if prune is not None and prune.shards else [0, []],
+            "d": [[s, arg(body)] for s, body in (decided or {}).items()],
         }
         args[2] = orjson.dumps(header)
         with redis_errors("window store write"):
@@ -555,7 +600,7 @@ class RedisWindowStore:
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
-#: ``m``: shard marks; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff]; then the commit's token ("": none). Every check is made before the first
+#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff]; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
@@ -612,6 +657,10 @@ end
 for _, s in ipairs(p.p[2]) do  -- marks to prune, while their watermark is still at most the cutoff
   local old = redis.call('HGET', base .. 'shards', s)
   if old and cjson.decode(old)[1] <= p.p[1] then redis.call('HDEL', base .. 'shards', s) end
+end
+for _, d in ipairs(p.d) do  -- decisions of records to come again (a partial commit)
+  if d[2] > 0 then redis.call('HSET', base .. 'decided', d[1], ARGV[d[2]])
+  else redis.call('HDEL', base .. 'decided', d[1]) end
 end
 for _, ws in ipairs(redis.call('ZRANGEBYSCORE', base .. 'all', '-inf', '(' .. expire)) do
   if not touched[ws] and not redis.call('ZSCORE', base .. 'open', ws) then

@@ -111,13 +111,6 @@ def test_the_saved_watermark_never_goes_back_when_two_processes_commit(
     assert (len(out_c.streams.get("late", [])), table[("2024-05-01T10:06:00.000Z", "k")]) == (1, 2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="partial commit + idle rule (not fixed by fix 4, which saves it): the marks of a "
-    "partial commit leave a shard whose records failed idle, the saved watermark jumps to the "
-    "other shard's, and the failed shard's records, delivered again, are late — the first "
-    "delivery accepted them",
-)
 def test_a_record_delivered_again_after_a_partial_commit_is_decided_as_the_first_time(
     store_url,  # noqa: F811
     unique_name,

@@ -1,0 +1,98 @@
+"""A partial commit saves how its records that come again were decided (window.py
+``_decisions``): another process delivering them decides the same, the saved decisions go once
+the records are committed, a hopping window's partly closed decision is kept too, and a store
+written by the previous version (no decisions table) keeps working. On every store."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tests.bolts.test_review_window2 import S1, S2, commit, results, sql_url  # noqa: F401
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, run, store_url  # noqa: F401
+
+AT = "2024-05-01T10:{:02d}:00.000Z".format
+
+
+def test_a_record_that_comes_again_to_another_process_is_decided_as_the_first_time(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """One batch of two shards: shard 2's record of 10:06 (accepted: shard 1 was at 10:04), then
+    shard 1's of 10:10; shard 2's record failed downstream. The commit saves its decision; a new
+    process (a restart) delivers it again: accepted, the window 10:06 emitted with it, and the
+    saved decision deleted with that commit. Without the saved decision, the watermark (10:10:
+    shard 2, 10 min behind, looks idle) makes it late."""
+    a = make_bolt(store_url, unique_name)
+    run(a, [ev(0, T0, S2, app="x"), ev(0, T0 + 4 * MIN, S1, app="x")])
+    first = a.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(1, T0 + 10 * MIN, S1, app="z")])
+    assert "late" not in first.streams
+    commit(a, lambda e: e.meta.shard_id == S1)
+    assert set(a.store.read_marks()[1]) == {S2}
+    b = make_bolt(store_url, unique_name)
+    again = b.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(2, T0 + 10 * MIN, S2, app="x")])
+    assert "late" not in again.streams
+    assert {(r["window_start"], r["app"]): r["n"] for r in results(again)}[(AT(6), "k")] == 1
+    commit(b)
+    assert b.store.read_marks()[1] == {}
+    late, _ = run(b, [ev(3, T0 + 11 * MIN, S1)]), None
+    assert late[1] == []
+
+
+def test_a_record_failed_twice_keeps_its_first_decision_and_a_hopping_window_its_part(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """Hopping windows (2 min, hop 1 min): shard 2's record of 10:05:30 falls in 10:04–10:06 and
+    10:05–10:07. Shard 1 at 10:06 (lateness 0): the first delivery takes it in 10:05–10:07 only
+    (10:04–10:06 closed). It fails twice, the second time after shard 1 has moved to 10:20; then
+    it is committed: counted in 10:05–10:07 once, and not late."""
+    a = make_bolt(store_url, unique_name, size="2m", hop="1m")
+    run(a, [ev(0, T0 + 6 * MIN, S1, app="x"), ev(0, T0 + 5 * MIN, S2, app="x")])
+    rec = ev(1, T0 + 5 * MIN + 30_000, S2, app="k")
+    out = a.process([rec, ev(1, T0 + 6 * MIN + 1, S1, app="x")])
+    assert "late" not in out.streams
+    commit(a, lambda e: e.meta.shard_id == S1)
+    out = a.process([ev(1, T0 + 5 * MIN + 30_000, S2, app="k"), ev(2, T0 + 20 * MIN, S1)])
+    assert "late" not in out.streams
+    commit(a, lambda e: e.meta.shard_id == S1)
+    b = make_bolt(store_url, unique_name, size="2m", hop="1m")
+    out = b.process([ev(1, T0 + 5 * MIN + 30_000, S2, app="k")])
+    commit(b)
+    assert "late" not in out.streams
+    got = {r["window_start"]: r["n"] for r in results(out) if r["final"] and r["app"] == "k"}
+    assert got == {AT(5): 1}
+
+
+def test_a_sql_store_of_the_previous_version_gets_its_decisions_table(sql_url, unique_name):  # noqa: F811
+    """The previous version's two tables, with a mark, and no ``_decided`` table: the bolt
+    creates it, reads the mark (a record at it is a replay) and saves decisions."""
+    url = sa.make_url(sql_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg2")
+    engine = sa.create_engine(url)
+    table = f"w_{unique_name}"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {table}_log (name VARCHAR(200) NOT NULL, window_start BIGINT NOT NULL, "
+                "id VARCHAR(32) NOT NULL, window_end BIGINT NOT NULL, rev INTEGER NOT NULL, "
+                "body TEXT NOT NULL, PRIMARY KEY (name, window_start, id))"
+            )
+        )
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {table}_shards (name VARCHAR(200) NOT NULL, shard VARCHAR(200) NOT NULL, "
+                "watermark BIGINT NOT NULL, sequence VARCHAR(64) NOT NULL, sub INTEGER NOT NULL, "
+                "PRIMARY KEY (name, shard))"
+            )
+        )
+        conn.execute(
+            sa.text(f"INSERT INTO {table}_shards VALUES (:n, :s, :w, '1000', 0)"),
+            {"n": unique_name, "s": S1, "w": T0},
+        )
+    engine.dispose()
+    bolt = make_bolt(sql_url, unique_name)
+    out = bolt.process([ev(0, T0, S1, app="k"), ev(1, T0 + 1, S2), ev(1, T0 + 2, S1)])
+    assert len(out.dropped) == 3 and "late" not in out.streams  # the replay, and two counted
+    commit(bolt, lambda e: e.meta.shard_id == S1)
+    assert set(bolt.store.read_marks()[1]) == {S2}
