@@ -165,7 +165,8 @@ class WindowBolt(Bolt):
         )
         table: str = Field(
             "squall_windows",
-            description="SQL tables of the window state: `<table>_log` and `<table>_shards`.",
+            description="SQL tables of the window state: `<table>_log`, `<table>_shards` and "
+            "`<table>_decided`.",
         )
         key_prefix: str = Field("squall:window:", description="Prefix of the Redis keys.")
         name: str | None = Field(

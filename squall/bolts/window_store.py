@@ -21,8 +21,10 @@ replace: it stays, so the window is open again — the rule the cells' revisions
 A commit (one transaction, or one Redis script) saves the shard marks (watermark and last
 counted position per shard; the bolt keeps its highest watermark among them, under a name no
 shard has), the appends, the replaces and the commit's token (a retry of a commit that went
-through, its answer lost, writes nothing), and deletes windows closed long ago (never one this
-commit touched).
+through, its answer lost, writes nothing), deletes windows closed long ago (never one this
+commit touched) and the shard marks the bolt found prunable (only while still as low as it saw
+them), and saves or deletes the *decisions* of a partial commit (how the records that come
+again were decided: ``<table>_decided``, a hash in Redis).
 SQLite and PostgreSQL share one path (SQLAlchemy Core); the head's conditional bump is their
 serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a hash per window
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
