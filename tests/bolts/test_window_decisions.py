@@ -96,3 +96,18 @@ def test_a_sql_store_of_the_previous_version_gets_its_decisions_table(sql_url, u
     assert len(out.dropped) == 3 and "late" not in out.streams  # the replay, and two counted
     commit(bolt, lambda e: e.meta.shard_id == S1)
     assert set(bolt.store.read_marks()[1]) == {S2}
+
+
+def test_a_lineage_with_records_to_come_again_keeps_its_mark(store_url, unique_name):  # noqa: F811
+    """After the partial commit, shard 2's mark (10:00) is idle and its window closed — prunable
+    (test_window_marks.py) — but its record of 10:06 is still to come: the mark stays until that
+    record is committed, then goes with a later commit."""
+    a = make_bolt(store_url, unique_name)
+    run(a, [ev(0, T0, S2, app="x"), ev(0, T0 + 4 * MIN, S1, app="x")])
+    a.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(1, T0 + 10 * MIN, S1, app="z")])
+    commit(a, lambda e: e.meta.shard_id == S1)
+    run(a, [ev(2, T0 + 11 * MIN, S1)])
+    assert S2 in a.store.shards()
+    run(a, [ev(1, T0 + 6 * MIN, S2, app="k")])
+    run(a, [ev(3, T0 + 12 * MIN, S1)])
+    assert S2 not in a.store.shards() and a.store.read_marks()[1] == {}
