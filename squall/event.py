@@ -42,6 +42,10 @@ class RecordMeta(NamedTuple):
     #: request id. With ``shard_id`` it names where the sequence numbers count (``lineage``).
     #: None for Kinesis, whose shard says it alone. Not part of the event id.
     source: str | None = None
+    #: How many times ``squall replay`` re-drove this record from a dead letter (0: never). Not
+    #: part of the event id; it keeps a replayed record's new dead letter apart from the one it
+    #: was replayed from, while repeating the same replay writes nothing twice.
+    replay: int = 0
 
     @property
     def position(self) -> Position:
@@ -59,7 +63,39 @@ class RecordMeta(NamedTuple):
             **({"fingerprint": self.fingerprint} if self.fingerprint else {}),
             **({"defect": self.defect} if self.defect else {}),
             **({"source": self.source} if self.source else {}),
+            **({"replay": self.replay} if self.replay else {}),
         }
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> RecordMeta:
+        """The metadata ``as_dict`` wrote (a dead letter's ``meta``); ``ValueError`` naming the
+        field when a value is missing or of the wrong type."""
+        if not isinstance(doc, dict):
+            raise ValueError("meta is not an object")
+        text = {"stream": True, "shard_id": True, "sequence_number": True, "partition_key": False}
+        values: dict[str, Any] = {}
+        for name, required in text.items():
+            value = doc.get(name, None if required else "")
+            if not isinstance(value, str):
+                raise ValueError(f"meta.{name} is {'missing' if value is None else 'not text'}")
+            values[name] = value
+        for name in ("sub_sequence_number", "replay"):
+            value = doc.get(name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"meta.{name} is not a non-negative integer")
+            values[name] = value
+        for name in ("explicit_hash_key", "fingerprint", "defect", "source"):
+            value = doc.get(name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"meta.{name} is not text")
+            values[name] = value
+        arrival = doc.get("arrival_time")
+        if arrival is not None:
+            try:
+                arrival = datetime.fromisoformat(arrival)
+            except (TypeError, ValueError):
+                raise ValueError("meta.arrival_time is not an ISO-8601 time") from None
+        return cls(arrival_time=arrival, **values)
 
 
 def lineage(meta: RecordMeta) -> str:

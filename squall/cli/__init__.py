@@ -82,6 +82,7 @@ class _Commands(click.Group):
         "package": "squall.cli.deploy:package",
         "local-aws": "squall.cli.deploy:local_aws",
         "kcl": "squall.cli.deploy:kcl",
+        "replay": "squall.cli.replay:replay",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -3,7 +3,9 @@
 Writes are flushed and fsynced before the engine moves the checkpoint. A replayed batch (a retry,
 a restart from the last checkpoint, Lambda's retry of an invocation) does not write the same dead
 letter twice: the sink remembers the ``(event_id, component)`` keys of the last ``remember``
-dead letters it wrote, and on open reads them from the file's tail only. A replay re-delivers
+dead letters it wrote, and on open reads them from the file's tail only. A record re-driven by
+``squall replay`` carries its replay count in ``meta.replay``, part of the key: its new failure is
+written beside the dead letter it was replayed from, once however often the replay is repeated. A replay re-delivers
 only what came after the last checkpoint, so its dead letters are among the most recent ones as
 long as fewer than ``remember`` were written since; memory and start time stay bounded however
 large the file grows.
@@ -90,13 +92,14 @@ class DeadLetterSink(Sink):
 
     def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str | None, int], None] = OrderedDict()
         if self.path.exists():
             for line in tail_lines(self.path, self.config.remember):
                 try:
                     doc = orjson.loads(line)
-                    self._seen[(doc["event_id"], doc.get("component"))] = None
-                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    replay = (doc.get("meta") or {}).get("replay", 0)
+                    self._seen[(doc["event_id"], doc.get("component"), replay)] = None
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                     continue  # a torn last line after a crash: the replay rewrites it
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         if self._fh.tell() > 0:
@@ -108,7 +111,7 @@ class DeadLetterSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         lines, keys = [], {}
         for ev in prepared.events:
-            key = (ev.event_id, ev.failure.component if ev.failure else None)
+            key = (ev.event_id, ev.failure.component if ev.failure else None, ev.meta.replay)
             if key in self._seen or key in keys:
                 continue
             keys[key] = None  # a dict: insertion order, so the oldest are forgotten first

@@ -162,7 +162,7 @@ class DeadLetterSqsSink(_AwsDeadLetter):
                     component = ev.failure.component if ev.failure else "unknown"
                     entry["MessageGroupId"] = _SAFE.sub("_", component)[:128] or "unknown"
                     entry["MessageDeduplicationId"] = hashlib.blake2b(
-                        f"{ev.event_id}\x1f{component}".encode(), digest_size=32
+                        _key(ev).encode(), digest_size=32
                     ).hexdigest()
                 items.append(Item([ev], entry, len(body.encode())))
         outcome = send_all(
@@ -251,13 +251,20 @@ class DeadLetterS3Sink(_AwsDeadLetter):
             obj[2] = True
 
 
+def _key(ev: Event) -> str:
+    """A failure's identity: event id and component (and the replay count of a re-driven record,
+    so its new failure is kept beside the one it was replayed from)."""
+    key = f"{ev.event_id}\x1f{ev.failure.component if ev.failure else ''}"
+    return f"{key}\x1f{ev.meta.replay}" if ev.meta.replay else key
+
+
 def _failures_digest(events: list[Event]) -> str:
     """A digest of the (event id, component) pairs an object holds, for its name: the same failures
     (a replayed batch) get the same name, other failures at the same positions another one — a
     second dead-letter write in one batch (a record refused by two sinks) or another input with the
     same name and line numbers (the event ids of line-numbered sources carry the input's
     fingerprint) never overwrites the first."""
-    keys = sorted(f"{ev.event_id}\x1f{ev.failure.component if ev.failure else ''}" for ev in events)
+    keys = sorted(_key(ev) for ev in events)
     return hashlib.blake2b("\x1e".join(keys).encode(), digest_size=6).hexdigest()
 
 

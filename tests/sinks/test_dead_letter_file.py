@@ -67,7 +67,7 @@ def test_on_open_the_keys_come_from_the_files_tail_only(tmp_path: Path):
     e.close()
     e = engine(tmp_path, remember=6, name="c")
     seen = dlq(e)._seen
-    last_six = [(d["event_id"], d["component"]) for d in lines(tmp_path)[-6:]]
+    last_six = [(d["event_id"], d["component"], 0) for d in lines(tmp_path)[-6:]]
     assert list(seen) == last_six  # oldest first, nothing older read
     assert e.process(batches[-1]).ok  # a restart replaying from the last checkpoint
     assert len(lines(tmp_path)) == 20

@@ -1,0 +1,142 @@
+"""``squall replay TOPOLOGY DEAD_LETTERS``: run dead letters through the topology again."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from squall.errors import SquallError
+from squall.topology.model import Topology
+
+log = logging.getLogger("squall.replay")
+
+
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """``--since``/``--until``: an ISO-8601 time or date (UTC without a zone)."""
+    if value is None:
+        return None
+    from squall.deploy.dead_letters import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"'{value}' is not an ISO-8601 time (2026-12-06T10:00:00Z)"
+        ) from None
+
+
+def _source(topo: Topology, where: str, region: str | None, endpoint_url: str | None) -> Iterator:
+    """The dead letters of a file, an ``s3://bucket/prefix`` or ``sql://RESOURCE[/TABLE]``."""
+    from squall.deploy import dead_letters
+
+    if where.startswith("s3://"):
+        return dead_letters.read_s3(where, region=region, endpoint_url=endpoint_url)
+    if where.startswith("sql://"):
+        from squall.sinks.dead_letter_table import DeadLetterTableConfig
+        from squall.topology.resources import Resources
+
+        resource, _, table = where.removeprefix("sql://").partition("/")
+        table = table or DeadLetterTableConfig.model_fields["table"].default
+        if resource not in topo.resources:
+            raise SquallError(f"{where}: the topology has no resource '{resource}'")
+        return _closing(Resources(topo.resources, topo.base_dir), resource, table)
+    if not Path(where).is_file():
+        raise SquallError(f"cannot read dead letters from {where}: no such file")
+    return dead_letters.read_file(Path(where))
+
+
+def _closing(resources, resource: str, table: str) -> Iterator:
+    from squall.deploy.dead_letters import read_table
+
+    try:
+        yield from read_table(resources, resource, table)
+    finally:
+        resources.close()
+
+
+@click.command()
+@click.argument("topology", type=click.Path(dir_okay=False))
+@click.argument("dead_letters", metavar="DEAD_LETTERS")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="ID",
+    help="Only dead letters of this component (repeat for several).",
+)
+@click.option(
+    "--reason-contains", metavar="TEXT", help="Only dead letters whose reason contains TEXT."
+)
+@click.option(
+    "--since", callback=_time, help="Only dead letters that failed at or after this time."
+)
+@click.option("--until", callback=_time, help="Only dead letters that failed before this time.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Count what would be replayed, per component and reason; run nothing.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    help="Records per batch (default: settings.batch_size).",
+)
+@click.option("--region", help="AWS region of an s3:// input.")
+@click.option("--endpoint-url", help="S3 endpoint of an s3:// input (a local stand-in).")
+def replay(
+    topology: str,
+    dead_letters: str,
+    components: tuple[str, ...],
+    reason_contains: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    dry_run: bool,
+    batch_size: int | None,
+    region: str | None,
+    endpoint_url: str | None,
+) -> None:
+    """Run the records of dead letters (a dead_letter file, .gz or not; s3://bucket/prefix of
+    dead_letter_s3 objects; sql://RESOURCE[/TABLE] of a dead_letter_table) through TOPOLOGY's
+    bolts and sinks again, with their original metadata and event ids. The spout is not read and
+    no checkpoint moves."""
+    from squall.cli import _load_or_exit
+    from squall.deploy.replay import Replayer, ReplayReport, Selection, select
+
+    topo = _load_or_exit(topology)
+    selection = Selection(frozenset(components), reason_contains, since, until)
+    unknown = sorted(set(components) - {n.id for n in topo.plan.nodes} - {topo.plan.spout_id})
+    if unknown:
+        click.echo(f"warning: the topology has no component {', '.join(unknown)}", err=True)
+    report = ReplayReport()
+    try:
+        source = _source(topo, dead_letters, region, endpoint_url)
+        records = select(source, selection, report)
+        if dry_run:
+            for _ in records:
+                pass
+    except SquallError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    if dry_run:
+        _print_dry_run(report)
+        return
+    Replayer(topo, batch_size=batch_size).run(records, report)
+    if report.setup_error is None:
+        for line in report.summary():
+            click.echo(line)
+    sys.exit(report.exit_code)
+
+
+def _print_dry_run(report) -> None:
+    click.echo("dead letters to replay, per component and reason:")
+    for (component, reason), n in sorted(report.selected.items(), key=lambda kv: (-kv[1], kv[0])):
+        click.echo(f"{n:>8,}  {component or '-'}: {reason}")
+    click.echo(report.summary()[0])
+    for line in report.summary()[2:]:
+        if line.startswith(("unreplayable", "unreadable")):
+            click.echo(line)

@@ -1,0 +1,218 @@
+"""Reading dead letters back, for ``squall replay``: a JSON-lines file (gzip or not), the objects
+of a ``dead_letter_s3`` prefix, or a ``dead_letter_table``.
+
+Each document becomes a ``DeadLetter``: the original bytes (``record`` or ``record_base64``) and
+the original metadata (``meta``, read back with ``RecordMeta.from_dict``), so the replayed record
+has the event id it had. A line that is not a dead letter is an ``Unreadable`` naming where it is
+(``file:line``) and why; the reader goes on with the next line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from squall.errors import SquallError
+from squall.event import Record, RecordMeta
+
+#: Keys of the JSON pointer an ``s3`` spout writes as the record of a corrupt object.
+POINTER_KEYS = frozenset({"bucket", "key", "version_id", "etag", "size", "error"})
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-letter document, read back."""
+
+    where: str
+    event_id: str
+    component: str | None
+    reason: str
+    failed_at: datetime | None
+    record: Record
+    #: Why the record cannot be replayed as it is (cut by the source or to fit the dead-letter
+    #: destination), or ``s3://…`` of a corrupt object whose record is only a pointer to it.
+    unreplayable: str | None = None
+    pointer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A line or row that is not a dead letter: where it is and why."""
+
+    where: str
+    why: str
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time (or date); without a zone it is UTC."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def parse(doc: Any, where: str) -> DeadLetter | Unreadable:
+    """A dead-letter document (as ``dead_letter_line`` wrote it) read back."""
+    try:
+        return _parse(doc, where)
+    except ValueError as exc:
+        return Unreadable(where, str(exc))
+
+
+def _parse(doc: Any, where: str) -> DeadLetter:
+    if not isinstance(doc, dict):
+        raise ValueError("not a JSON object")
+    meta = RecordMeta.from_dict(doc.get("meta"))
+    event_id, component, reason = doc.get("event_id"), doc.get("component"), doc.get("reason")
+    if not isinstance(event_id, str) or not event_id:
+        raise ValueError("event_id is missing or not text")
+    if component is not None and not isinstance(component, str):
+        raise ValueError("component is not text")
+    if not isinstance(reason, str):
+        raise ValueError("reason is missing or not text")
+    failed_at = doc.get("failed_at")
+    if failed_at is not None:
+        try:
+            failed_at = parse_time(failed_at)
+        except (TypeError, ValueError):
+            raise ValueError("failed_at is not an ISO-8601 time") from None
+    if isinstance(doc.get("record"), str):
+        data = doc["record"].encode()
+    elif isinstance(doc.get("record_base64"), str):
+        try:
+            data = base64.b64decode(doc["record_base64"], validate=True)
+        except binascii.Error:
+            raise ValueError("record_base64 is not base64") from None
+    else:
+        raise ValueError("neither record nor record_base64 holds the record")
+    unreplayable = pointer = None
+    if meta.defect:
+        unreplayable = f"the source kept only part of the record ({meta.defect})"
+    elif doc.get("record_truncated") is not None:
+        unreplayable = (
+            f"the record was cut to fit the dead letter ({doc['record_truncated']} bytes)"
+        )
+    elif (pointer := _pointer(data, meta)) is not None:
+        unreplayable = f"corrupt S3 object {pointer}: re-drive the repaired object itself"
+    record = Record(data, meta)
+    return DeadLetter(where, event_id, component, reason, failed_at, record, unreplayable, pointer)
+
+
+def _pointer(data: bytes, meta: RecordMeta) -> str | None:
+    """``s3://bucket/key`` (with ``?versionId=``) when the record is an ``s3`` spout's pointer to a
+    corrupt object (line 0 of the object), else None."""
+    if meta.sequence_number != "0" or not data.startswith(b"{"):
+        return None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or set(doc) != POINTER_KEYS:
+        return None
+    url = f"s3://{doc['bucket']}/{doc['key']}"
+    return f"{url}?versionId={doc['version_id']}" if doc.get("version_id") else url
+
+
+def read_lines(name: str, lines: Iterator[bytes]) -> Iterator[DeadLetter | Unreadable]:
+    """Dead letters of JSON lines; blank lines are skipped."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            yield Unreadable(where, f"not JSON: {exc}")
+            continue
+        yield parse(doc, where)
+
+
+def read_file(path: Path) -> Iterator[DeadLetter | Unreadable]:
+    """The dead letters of a ``dead_letter`` file (gzip detected); ``SquallError`` when it cannot
+    be read (missing, or a gzip stream that breaks: the message says after which line)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise SquallError(f"cannot read dead letters from {path}: {exc.strerror or exc}") from None
+    with fh:
+        gz = fh.read(2) == GZIP_MAGIC
+        fh.seek(0)
+        stream = gzip.GzipFile(fileobj=fh) if gz else fh
+        number = 0
+        try:
+            for item in read_lines(str(path), stream):
+                number += 1
+                yield item
+        except (OSError, EOFError, zlib.error) as exc:
+            raise SquallError(
+                f"{path}: unreadable after {number} dead letters (truncated or corrupt gzip: {exc})"
+            ) from None
+
+
+def read_s3(
+    url: str, *, region: str | None, endpoint_url: str | None
+) -> Iterator[DeadLetter | Unreadable]:
+    """The dead letters of every ``dead_letter_s3`` object under ``s3://bucket/prefix``, in key order."""
+    from squall import aws
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket:
+        raise SquallError(f"{url}: no bucket (write s3://bucket/prefix)")
+    s3 = aws.client("s3", region=region, endpoint_url=endpoint_url)
+    try:
+        keys = [
+            obj["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", ())
+        ]
+        for key in sorted(keys):
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            name = f"s3://{bucket}/{key}"
+            try:
+                data = gzip.decompress(body) if body[:2] == GZIP_MAGIC else body
+            except (OSError, EOFError, zlib.error) as exc:
+                yield Unreadable(name, f"corrupt gzip object: {exc}")
+                continue
+            yield from read_lines(name, iter(data.splitlines()))
+    except SquallError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore's errors: one line, the URL named
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        raise SquallError(
+            f"cannot read dead letters from {url}: {code or type(exc).__name__}"
+        ) from None
+
+
+def read_table(resources: Any, resource: str, table: str) -> Iterator[DeadLetter | Unreadable]:
+    """The rows of a ``dead_letter_table`` (``resource`` of the topology), oldest first."""
+    import sqlalchemy as sa
+
+    from squall.sinks.dead_letter_table import dead_letters_table
+
+    engine = resources.sql(resource)
+    t = dead_letters_table(table, sa.MetaData())
+    query = sa.select(t).order_by(t.c.failed_at, t.c.event_id, t.c.component)
+    try:
+        with engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+    except sa.exc.SQLAlchemyError as exc:
+        raise SquallError(
+            f"cannot read dead letters from table {table} of {resource}: {type(exc.orig or exc).__name__}"
+        ) from None
+    for row in rows:
+        where = f"{resource}/{table} ({row['event_id']}, {row['component']})"
+        try:
+            row["meta"] = orjson.loads(row["meta"])
+        except orjson.JSONDecodeError as exc:
+            yield Unreadable(where, f"meta is not JSON: {exc}")
+            continue
+        row["component"] = row["component"] or None
+        yield parse({k: v for k, v in row.items() if v is not None}, where)
