@@ -2,7 +2,9 @@
 
 One row per (event_id, component), inserted with ``ON CONFLICT DO NOTHING`` in one transaction
 per batch, so a replayed batch adds nothing. The engine writes dead letters before committing
-sinks and moves the checkpoint only after this transaction committed.
+sinks and moves the checkpoint only after this transaction committed. A record re-driven by
+``squall replay`` (``meta.replay`` > 0) that fails again in the same component replaces its row
+(the key is the same): the row holds its latest failure and reason.
 """
 
 from __future__ import annotations
@@ -62,16 +64,21 @@ class DeadLetterTableSink(Sink):
         if dialect not in ("sqlite", "postgresql"):
             raise SinkError(f"{self.id}: dead letters go to SQLite or PostgreSQL, not {dialect}")
         self.table = dead_letters_table(self.config.table, sa.MetaData())
-        self._insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
-        self._insert = self._insert.on_conflict_do_nothing(index_elements=["event_id", "component"])
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(self.table)
+        keys = ["event_id", "component"]
+        self._insert = insert.on_conflict_do_nothing(index_elements=keys)
+        newer = [c.name for c in self.table.columns if c.name not in keys]
+        self._replace = insert.on_conflict_do_update(
+            index_elements=keys, set_={name: insert.excluded[name] for name in newer}
+        )
         with sql_errors(self.id):
             create_table(self.engine, self.table)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        rows = []
+        rows, replayed = [], []
         for ev in prepared.events:
             doc = dead_letter_line(ev, include_payload=self.config.include_payload)
-            rows.append(
+            (replayed if ev.meta.replay else rows).append(
                 {
                     "event_id": doc["event_id"],
                     "component": doc["component"] or "",
@@ -84,7 +91,10 @@ class DeadLetterTableSink(Sink):
                     "payload": safe_json.dumps_text(doc["payload"]) if "payload" in doc else None,
                 }
             )
-        if not rows:
+        if not rows and not replayed:
             return
         with sql_errors(self.id), self.engine.begin() as conn:
-            conn.execute(self._insert, rows)
+            if rows:
+                conn.execute(self._insert, rows)
+            if replayed:
+                conn.execute(self._replace, replayed)

@@ -251,5 +251,15 @@ def test_a_table_input_is_read_by_resource_and_table(tmp_path: Path, unique_name
     assert "selected 3," in result.output and "committed 1" in result.output
     with sqlite3.connect(tmp_path / "wh.db") as db:
         assert db.execute(f"SELECT count(*) FROM {unique_name}").fetchone() == (2,)
+        # record 3 failed again in validate: its row now holds the new reason and replay count
+        (reason, meta), *others = db.execute(
+            "SELECT reason, meta FROM squall_dead_letters WHERE record LIKE '%\"n\": 3%'"
+        ).fetchall()
+        assert not others and "maximum" in reason and json.loads(meta)["replay"] == 1
+    again = replay(path, input_path="sql://warehouse/squall_dead_letters")  # type: ignore[arg-type]
+    assert again.exit_code == 0, again.output
+    with sqlite3.connect(tmp_path / "wh.db") as db:  # replaced, not added: one row per key
+        assert db.execute(f"SELECT count(*) FROM {unique_name}").fetchone() == (2,)
+        assert db.execute("SELECT count(*) FROM squall_dead_letters").fetchone() == (3,)
     missing = replay(path, input_path="sql://nowhere")  # type: ignore[arg-type]
     assert missing.exit_code == 2 and "no resource 'nowhere'" in missing.output
