@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from squall.cli import main
 from squall.event import Record
+from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
 
 SCHEMA_V1 = {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}}
 #: The fix: kind "c" is valid now, but n may be 2 at most (so record 3 fails again, differently).
@@ -263,3 +264,71 @@ def test_a_table_input_is_read_by_resource_and_table(tmp_path: Path, unique_name
         assert db.execute("SELECT count(*) FROM squall_dead_letters").fetchone() == (3,)
     missing = replay(path, input_path="sql://nowhere")  # type: ignore[arg-type]
     assert missing.exit_code == 2 and "no resource 'nowhere'" in missing.output
+
+
+def test_dead_letter_s3_objects_are_replayed_from_their_prefix(moto_server, tmp_path: Path):  # noqa: F811
+    s3 = moto_server.client("s3")
+    bucket = unique("dl")
+    s3.create_bucket(Bucket=bucket)
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA_V1))
+    text = TOPOLOGY.format(url=f"sqlite:///{tmp_path / 'wh.db'}", table="events").replace(
+        "{id: rejects, type: dead_letter, path: rejects.jsonl, fsync: false}",
+        f'{{id: rejects, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}',
+    )
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    from squall.testing import records_from, run_topology
+
+    run_topology(path, records_from(EVENTS, stream="events", start=100))
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA_V2))
+    url = f"s3://{bucket}/dead-letters/"
+    args = ["--endpoint-url", moto_server.endpoint, "--component", "validate"]
+
+    result = replay(path, *args, input_path=url)  # type: ignore[arg-type]
+
+    assert result.exit_code == 0, result.output
+    assert "selected 2," in result.output
+    assert "committed 1, dead-lettered again 1" in result.output
+    with sqlite3.connect(tmp_path / "wh.db") as db:
+        assert db.execute("SELECT n FROM events ORDER BY n").fetchall() == [(1,), (2,)]
+    # the new failure is an object of its own beside the first (its replay count is in its name)
+    assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 2
+    missing = replay(path, *args, input_path=f"s3://{unique('none')}/x")  # type: ignore[arg-type]
+    assert missing.exit_code == 2 and "NoSuchBucket" in missing.output
+
+
+def test_records_failing_with_no_dead_letter_sink_exit_1_and_the_rest_are_committed(
+    tmp_path: Path,
+):
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA_V2))
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        TOPOLOGY.format(url=f"sqlite:///{tmp_path / 'wh.db'}", table="events").replace(
+            "  - {id: rejects, type: dead_letter, path: rejects.jsonl, fsync: false}\n", ""
+        )
+    )
+    meta = {"stream": "events", "shard_id": "s", "sequence_number": "1"}
+    docs = [
+        {
+            "event_id": "a",
+            "component": "validate",
+            "reason": "r",
+            "meta": meta,
+            "record": '{"n": 1}',
+        },
+        {
+            "event_id": "b",
+            "component": "validate",
+            "reason": "r",
+            "meta": {**meta, "sequence_number": "2"},
+            "record": '{"n": 9}',
+        },
+    ]
+    dl = tmp_path / "dl.jsonl"
+    dl.write_text("".join(json.dumps(d) + "\n" for d in docs))
+
+    result = replay(path, input_path=dl)
+
+    assert result.exit_code == 1, result.output
+    assert "committed 1, dead-lettered again 0, filtered 0, failed 1" in result.output
+    assert "failed: record" in result.output and "in validate" in result.output
