@@ -30,6 +30,15 @@ def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         ) from None
 
 
+def _endpoint(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from squall.aws import check_endpoint_url
+
+    try:
+        return check_endpoint_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _source(topo: Topology, where: str, region: str | None, endpoint_url: str | None) -> Iterator:
     """The dead letters of a file, an ``s3://bucket/prefix`` or ``sql://RESOURCE[/TABLE]``."""
     from squall.deploy import dead_letters
@@ -87,7 +96,9 @@ def _closing(resources, resource: str, table: str) -> Iterator:
     help="Records per batch (default: settings.batch_size).",
 )
 @click.option("--region", help="AWS region of an s3:// input.")
-@click.option("--endpoint-url", help="S3 endpoint of an s3:// input (a local stand-in).")
+@click.option(
+    "--endpoint-url", callback=_endpoint, help="S3 endpoint of an s3:// input (a local stand-in)."
+)
 def replay(
     topology: str,
     dead_letters: str,

@@ -174,6 +174,9 @@ def test_filters_select_by_reason_and_failure_time(topology: Path):
     assert "selected 1," in result.output and "decode:" in result.output
     bad = replay(topology, "--since", "yesterday")
     assert bad.exit_code == 2 and "not an ISO-8601 time" in bad.output
+    endpoint = replay(topology, "--endpoint-url", "ftp://user:secret@host")
+    assert endpoint.exit_code == 2 and "http(s)://host" in endpoint.output
+    assert "secret" not in endpoint.output
 
 
 def test_a_gzip_file_with_bad_lines_is_replayed_and_each_bad_line_is_named_and_counted(
