@@ -103,9 +103,16 @@ def lineage(meta: RecordMeta) -> str:
     time (files, stdin, S3 objects, a producer's requests) that input (``source``). Two records'
     positions compare only within one lineage: line 5 of today's file does not come before line 9
     of yesterday's, nor record 1 of one API request before record 2 of another. A Kinesis
-    shard's lineage is its shard id."""
-    source = meta.source
-    return meta.shard_id if source is None else f"{meta.shard_id}\x1f{source}"
+    shard's lineage is its shard id. A record re-driven by ``squall replay`` (``replay`` > 0) is
+    of a lineage of its own: it was never counted where its position was, it is taken now."""
+    source, replay = meta.source, meta.replay
+    name = meta.shard_id if source is None else f"{meta.shard_id}\x1f{source}"
+    return f"{REPLAY_LINEAGE}{replay}\x1f{name}" if replay else name
+
+
+#: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a
+#: replay repeated is recognised) but is no shard — it takes no part in a window's watermark.
+REPLAY_LINEAGE = "replay "
 
 
 def derive_event_id(meta: RecordMeta) -> str:

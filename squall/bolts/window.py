@@ -48,7 +48,7 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.event import Event, lineage
+from squall.event import REPLAY_LINEAGE, Event, lineage
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import arrival_ms, format_time, parse_time
 
@@ -337,7 +337,9 @@ class WindowBolt(Bolt):
         base, marks, seen = self._base, self._marks, self._seen
         accepted, fold, lateness = self._accepted, self._fold, self.lateness
         wm = self._wm
-        top = max((m[0] for m in marks.values()), default=None)
+        top = max(
+            (m[0] for s, m in marks.items() if not s.startswith(REPLAY_LINEAGE)), default=None
+        )
         plain, size, delta, n_aggs = (self._plain_count, self.size, self._delta, len(self._aggs))
         past = self._past_mark  # shards whose records in this batch are all after their mark
         dropped = out.dropped
@@ -356,15 +358,18 @@ class WindowBolt(Bolt):
         floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         shard = ""
         source: str | None = None  # the previous event's input (see RecordMeta.source)
+        replay = 0
         decided = self._decided
         rec = None
         for event in batch:
             meta = event.meta
-            if meta.shard_id != cur or meta.source != source:
+            if meta.shard_id != cur or meta.source != source or meta.replay != replay:
                 # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
-                # sources numbered from 1 each time — a second file is not the first's replay.
-                cur, source = meta.shard_id, meta.source
-                name = cur if source is None else lineage(meta)
+                # sources numbered from 1 each time — a second file is not the first's replay —,
+                # and a record `squall replay` re-drove is counted now, not taken for a replay.
+                cur, source, replay = meta.shard_id, meta.source, meta.replay
+                name = cur if source is None and not replay else lineage(meta)
+                # a re-driven record is decided by the watermark as it is; it never moves it
                 shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 rec = decided.get(shard)
@@ -412,7 +417,9 @@ class WindowBolt(Bolt):
                         m = marks[shard] = [t, 0, 0]
                     else:
                         m[0] = t
-                    if wm is None or top is None or t > top or old is None or old <= wm:
+                    if replay:
+                        pass
+                    elif wm is None or top is None or t > top or old is None or old <= wm:
                         top = t if top is None or t > top else top
                         now = t if len(marks) == 1 else self._watermark(marks)
                         if now is not None and (wm is None or now > wm):
@@ -594,7 +601,11 @@ class WindowBolt(Bolt):
 
     def _watermark(self, marks: dict[str, list[int]] | dict[str, ShardMark]) -> int | None:
         """The lowest watermark of the shards that are not idle (far behind the most advanced)."""
-        wms = [m[0] if isinstance(m, list) else m.watermark for m in marks.values()]
+        wms = [
+            m[0] if isinstance(m, list) else m.watermark
+            for s, m in marks.items()
+            if not s.startswith(REPLAY_LINEAGE)  # re-driven records: no shard, no watermark
+        ]
         if not wms:
             return None
         top = max(wms)
@@ -906,7 +917,7 @@ class WindowBolt(Bolt):
         base = self._base
         if wm is None or not base or not marks:
             return None
-        top = max(m[0] for m in marks.values())
+        top = max((m[0] for s, m in marks.items() if not s.startswith(REPLAY_LINEAGE)), default=wm)
         cutoff = min(top - self.idle_after - 1, wm - self.lateness - self.size)
         seen = self._seen
         pending = self._decided

@@ -37,7 +37,7 @@ from squall.enrichment.stores import (
     SqlStateStore,
     StateStore,
 )
-from squall.event import Event
+from squall.event import Event, lineage
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 from squall.times import arrival_ms, parse_time
@@ -413,6 +413,7 @@ def _position(event: Event) -> Position | None:
     seq = meta.sequence_number
     if not seq.isdigit():
         return None
-    shard, source = meta.shard_id, meta.source
-    lineage = shard if source is None else f"{shard}\x1f{source}"
-    return lineage, int(seq), meta.sub_sequence_number
+    source = meta.source
+    if source is None and not meta.replay:
+        return meta.shard_id, int(seq), meta.sub_sequence_number
+    return lineage(meta), int(seq), meta.sub_sequence_number

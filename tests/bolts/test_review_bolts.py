@@ -130,3 +130,27 @@ def test_a_lookup_key_with_a_nul_fails_only_its_events_on_postgresql(pg_url_psyc
     finally:
         with sa.create_engine(pg_url_psycopg2).begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
+def test_a_record_squall_replay_redrives_is_counted_in_its_open_window(tmp_path, unique_name):
+    """A record dead-lettered before the window (its decode failed) while later records of its
+    shard were counted: its position is behind the shard's mark. Re-driven by `squall replay`
+    (meta.replay = 1), it is a record of its own lineage — counted now, not dropped as a replay
+    of what the mark covers; the same replay repeated counts nothing twice."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bolt = make_bolt(url, unique_name)
+    # records 1 and 3 counted (record 2 failed upstream and went to the dead letter)
+    run_window(bolt, [ev(1, T0), ev(3, T0 + 2)])
+    replayed = ev(2, T0 + 1)
+    replayed.meta = replayed.meta._replace(replay=1)
+    for _ in range(2):
+        copy = Event(b"", replayed.meta, None, 0, dict(replayed.value))
+        out = bolt.process([copy])
+        bolt.commit_state(lambda e: True, None)
+        bolt.state_committed()
+        assert out.streams.get("late") is None
+    bolt = make_bolt(url, unique_name)
+    results, _ = run_window(bolt, [ev(4, T0 + 3 * MIN)])
+    assert {r["window_start"]: r["n"] for r in results if r["final"]} == {
+        "2024-05-01T10:00:00.000Z": 3
+    }

@@ -607,6 +607,8 @@ def test_the_bolts_inline_position_is_position_of_the_lineage():
         RecordMeta("s", "file", "17", 0, "", None, None, "f" * 32, None, "a" * 32),
         RecordMeta("api:r1", "api", "2", 0, "r1", None, source="r1"),
         RecordMeta("q", "msg-x", "not-a-number", 0),
+        RecordMeta("s", "shardId-000000000001", "49590338", 0, replay=1),
+        RecordMeta("s", "file", "17", 0, "", None, None, "f" * 32, None, "a" * 32, 2),
     ):
         want = position_of(lineage(meta), meta.sequence_number, meta.sub_sequence_number)
         assert _position(Event(b"", meta, "id", 0, {})) == want
