@@ -11,10 +11,11 @@ it. Everything else (a missing table, no rights) is a ``SinkError``. PostgreSQL 
 apart by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html), never by
 message text — but one exception: a connection the server refuses at its start carries no SQLSTATE
 (libpq reports it as text, psycopg2 as ``OperationalError`` without ``pgcode``), and a database
-that does not exist, an unknown role, a failed authentication or a missing ``pg_hba.conf`` entry
-are misconfigurations, not outages (``refused_for_good``): a ``SinkError``, never retried. Any
-other connection failure (refused, timed out, the server starting, too many clients, a message
-in another language) stays transient.
+that does not exist, an unknown role, a failed password or certificate or a missing
+``pg_hba.conf`` entry are misconfigurations, not outages (``refused_for_good``): a ``SinkError``,
+never retried. Any other connection failure (refused, timed out, the server starting, too many
+clients, an LDAP/RADIUS/PAM/GSSAPI/Ident refusal — its service may be down —, a message in
+another language) stays transient.
 """
 
 from __future__ import annotations
@@ -111,10 +112,14 @@ def is_disconnect(exc: BaseException, dbapi_connection: object | None = None) ->
 
 #: What the server answers (FATAL, at connection start) when the connection's own settings are
 #: wrong: the same answer on every retry. libpq passes it on as text, without its SQLSTATE
-#: (3D000, 28000, 28P01, 42501); ``fe_sendauth: no password supplied`` is libpq's own.
+#: (3D000, 28000, 28P01, 42501); ``fe_sendauth: no password supplied`` is libpq's own. Only the
+#: methods the server checks alone (password, md5 and scram say "password"; certificate; peer):
+#: an LDAP, RADIUS, PAM, GSSAPI, SSPI or Ident refusal is all the client is told also when that
+#: service is down or unreachable — an outage, waited for.
 _REFUSED_FOR_GOOD = re.compile(
     r'FATAL:\s+(?:database "[^"]*" does not exist|role "[^"]*" does not exist'
-    r"|\w+ authentication failed for user|no pg_hba\.conf entry for|permission denied for database)"
+    r"|(?:password|certificate|Peer) authentication failed for user"
+    r"|no pg_hba\.conf entry for|permission denied for database)"
     r"|fe_sendauth: no password supplied"
 )
 
