@@ -45,14 +45,16 @@ TRANSIENT_CODES = frozenset(
         "40P01",  # deadlock_detected
         "40003",  # statement_completion_unknown
         "25P03",  # idle_in_transaction_session_timeout
+        "25006",  # read_only_sql_transaction: a failover (the writer's address on a standby)
     }
 )
 #: SQLSTATE classes caused by the data of a row: data exception, integrity constraint violation.
 RECORD_CLASSES = ("22", "23")
 #: Single SQLSTATEs caused by one row: program_limit_exceeded (an index row or a value too large).
 RECORD_CODES = frozenset({"54000"})
-#: SQLSTATEs after which the session is gone: the pool must drop the connection.
-DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
+#: SQLSTATEs after which the session is gone: the pool must drop the connection. A read-only
+#: server too: the next connection resolves the writer's address again (after a failover).
+DISCONNECT_CODES = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03", "25006"})
 
 
 class _NoSqlAlchemy:

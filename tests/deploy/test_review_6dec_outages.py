@@ -74,3 +74,38 @@ def test_a_failed_password_is_still_a_misconfiguration(ldap_pg):
     # trust for everyone else on this cluster: an unknown role is what it refuses
     assert sql.refused_for_good(err.value)
     assert isinstance(sql.as_squall_error(err.value, "where"), SinkError)
+
+
+def test_kcl_waits_for_a_database_that_is_read_only_during_a_failover(pg_url: str, caplog):
+    """A failover: for a while the writer's address still leads to a server that is read-only
+    (the old primary now a standby, a DNS name not yet moved). Every write is refused with
+    SQLSTATE 25006 (read_only_sql_transaction) until it passes: an outage, not a SinkError that
+    stops the KCL worker (exit 6)."""
+    from tests.deploy.test_misconfigured_database import with_parts
+    from tests.factories import kcl_process_records
+
+    name = f"squall_hR_ro_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        text = topology(with_parts(pg_url, database=name))
+        first = Engine.for_topology(load_text(text))
+        first.open()  # the table is created while the database is writable
+        first.close()
+        admin.cursor().execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        slept: list[float] = []
+        processor = RecordProcessor(
+            Engine.for_topology(load_text(text)), stream="s", sleep=no_wait(slept)
+        )
+        cp = KclCheckpointer()
+        kcl_initialize().dispatch(cp, processor)
+        with caplog.at_level(logging.ERROR, logger="squall.kcl"), pytest.raises(Waited):
+            kcl_process_records([{"n": 1}], start=100).dispatch(cp, processor)  # before: exit 6
+        assert slept == [1.0] and cp.calls == []
+        assert any("read-only transaction" in r.getMessage() for r in caplog.records)
+        processor._close()
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
