@@ -108,4 +108,3 @@ def test_kcl_waits_for_a_database_that_is_read_only_during_a_failover(pg_url: st
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
-
