@@ -538,10 +538,10 @@ class Loop:
         seen: set[str] = set()
         loads, stream, validate = orjson.loads, self.stream, self.validator.reason
         self.fingerprints = fingerprints = {}
-        if self.lineage is None:  # where positions count: the shard and the input itself (the
-            # first record's fingerprint), as squall's ``event.lineage``
+        if self.lineage is None:  # where positions count: the shard and the input itself (its
+            # name and first record's fingerprint), as squall's ``event.lineage``
             self.source = batch[0][2]
-            self.lineage = f"file\x1f{self.source}"
+            self.lineage = f"file\x1f{self.stream}\x1f{self.source}"
         for seq, data, fp in batch:
             fingerprints[seq] = fp
             try:

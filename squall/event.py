@@ -39,7 +39,8 @@ class RecordMeta(NamedTuple):
     #: Sources whose sequence numbers restart with each input they read: files, stdin and S3
     #: objects give the fingerprint of the input's first record (the same for an input and its
     #: appended copy, another for other content under the same name), the Lambda producer its
-    #: request id. With ``shard_id`` it names where the sequence numbers count (``lineage``).
+    #: request id. With ``shard_id`` and ``stream`` it names where the sequence numbers count
+    #: (``lineage``): two inputs starting with the same line are two inputs when their names differ.
     #: None for Kinesis, whose shard says it alone. Not part of the event id.
     source: str | None = None
     #: How many times ``squall replay`` re-drove this record from a dead letter (0: never). Not
@@ -113,6 +114,13 @@ def lineage(meta: RecordMeta) -> str:
 #: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a
 #: replay repeated is recognised) but is no shard — it takes no part in a window's watermark.
 REPLAY_LINEAGE = "replay "
+    time (files, stdin, S3 objects, a producer's requests) that input: its stream (the file's
+    name, the bucket; part of the event id) and ``source``. Two records' positions compare only
+    within one lineage: line 5 of today's file does not come before line 9 of yesterday's — even
+    when both files start with the same line —, nor record 1 of one API request before record 2
+    of another. A Kinesis shard's lineage is its shard id."""
+    source = meta.source
+    return meta.shard_id if source is None else f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
 
 
 def derive_event_id(meta: RecordMeta) -> str:

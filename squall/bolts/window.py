@@ -370,6 +370,14 @@ class WindowBolt(Bolt):
                 cur, source, replay = meta.shard_id, meta.source, meta.replay
                 name = cur if source is None and not replay else lineage(meta)
                 # a re-driven record is decided by the watermark as it is; it never moves it
+        stream = ""
+        for event in batch:
+            meta = event.meta
+            if meta.shard_id != cur or meta.source != source or meta.stream != stream:
+                # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
+                # sources numbered from 1 each time — a second file is not the first's replay.
+                cur, source, stream = meta.shard_id, meta.source, meta.stream
+                name = cur if source is None else lineage(meta)
                 shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 rec = decided.get(shard)

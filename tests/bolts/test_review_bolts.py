@@ -106,6 +106,32 @@ def test_a_second_input_file_is_counted_whole(tmp_path, unique_name):
     assert counts["2024-05-02T10:00:00.000Z"] == 5  # the second: 2 (its lines 1-3 dropped)
 
 
+def test_a_second_file_starting_with_the_first_files_line_is_counted_whole(tmp_path, unique_name):
+    """Review of 6 December: two files whose first line is the same (a header line) have the
+    same source (the first record's fingerprint); the lineage also names the input (its stream,
+    the file name), else day 2's first lines were dropped as replays of day 1's."""
+
+    def day(stream: str, n: int, t: int) -> list[Event]:
+        return [
+            Event(b"", RecordMeta(stream, "file", str(i), 0, "", None, None, f"{stream}{i}",
+                                  None, "same-first-line"),
+                  None, i, {"timestamp": t + i, "app": "a"})
+            for i in range(1, n + 1)
+        ]  # fmt: skip
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    run_window(make_bolt(url, unique_name), day("day1.jsonl", 3, T0))
+    bolt = make_bolt(url, unique_name)
+    results, _ = run_window(bolt, day("day2.jsonl", 5, T0 + 24 * 60 * MIN))
+    results += [e.value for e in bolt.flush(day("day2.jsonl", 1, T0)[0]).streams["default"]]
+    counts = {r["window_start"]: r["n"] for r in results}
+    assert counts["2024-05-02T10:00:00.000Z"] == 5  # before: 2 (its lines 1-3 dropped)
+    # the same file read again is still its own replay: nothing counted twice
+    again = make_bolt(url, unique_name)
+    results, _ = run_window(again, day("day2.jsonl", 5, T0 + 24 * 60 * MIN))
+    assert results == []
+
+
 def test_a_lookup_key_with_a_nul_fails_only_its_events_on_postgresql(pg_url_psycopg2, unique_name):
     # psycopg2 refuses a NUL in a parameter with a ValueError before sending anything: it left
     # the bolt's own isolation of keys (raised out of `process`, whatever the other keys).

@@ -413,3 +413,27 @@ def test_a_later_input_file_is_enriched_from_the_latest_state_not_as_a_replay(tm
     # The same file read again (or appended to) is still a replay of itself: nothing changes.
     run("day1.jsonl", [{**view, "timestamp": "2024-05-03T09:00:00Z"}])
     assert len(statuses()) == 5
+
+
+def test_two_files_starting_with_the_same_line_are_two_inputs(tmp_path: Path):
+    """Review of 6 December: a file's lineage was its shard ('file') and its first record's
+    fingerprint only, so two differently named files whose first line is the same (an export's
+    header line, a constant first event) shared their positions: day 2's page view at line 2 came
+    'before' day 1's subscribe at line 3 and was enriched from day 1's register. The input's name
+    (the stream, part of every event id already) is part of the lineage too."""
+
+    def run(name: str, events: list[dict]) -> None:
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        text = SUBSCRIPTION_TOPOLOGY.format(db=tmp_path / "w.db", path=path)
+        assert LocalRunner(load_text(text, base_dir=tmp_path)).run().exit_code == EXIT_OK
+
+    def statuses() -> list[tuple[str, str]]:
+        with sqlite3.connect(tmp_path / "w.db") as db:
+            return db.execute("SELECT kind, status FROM events ORDER BY rowid").fetchall()
+
+    header = {"event_type": "export", "device_token": "-", "timestamp": "2024-05-01T00:00:00Z"}
+    run("day1.jsonl", [header, *_register_subscribe_view("2024-05-01")[:2]])
+    view = {"event_type": "page_view", "device_token": "K", "timestamp": "2024-05-02T09:00:00Z"}
+    run("day2.jsonl", [header, view])
+    assert statuses()[-1] == ("page_view", "subscribed")  # before: registered
