@@ -101,26 +101,21 @@ class RecordMeta(NamedTuple):
 
 def lineage(meta: RecordMeta) -> str:
     """Where a record's sequence number counts: its shard, and for inputs numbered from 1 each
-    time (files, stdin, S3 objects, a producer's requests) that input (``source``). Two records'
-    positions compare only within one lineage: line 5 of today's file does not come before line 9
-    of yesterday's, nor record 1 of one API request before record 2 of another. A Kinesis
-    shard's lineage is its shard id. A record re-driven by ``squall replay`` (``replay`` > 0) is
-    of a lineage of its own: it was never counted where its position was, it is taken now."""
+    time (files, stdin, S3 objects, a producer's requests) that input: its stream (the file's
+    name, the bucket; part of the event id) and ``source``. Two records' positions compare only
+    within one lineage: line 5 of today's file does not come before line 9 of yesterday's — even
+    when both files start with the same line —, nor record 1 of one API request before record 2
+    of another. A Kinesis shard's lineage is its shard id. A record re-driven by ``squall
+    replay`` (``replay`` > 0) is of a lineage of its own: never counted where its position was,
+    it is taken now."""
     source, replay = meta.source, meta.replay
-    name = meta.shard_id if source is None else f"{meta.shard_id}\x1f{source}"
+    name = meta.shard_id if source is None else f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
     return f"{REPLAY_LINEAGE}{replay}\x1f{name}" if replay else name
 
 
 #: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a
 #: replay repeated is recognised) but is no shard — it takes no part in a window's watermark.
 REPLAY_LINEAGE = "replay "
-    time (files, stdin, S3 objects, a producer's requests) that input: its stream (the file's
-    name, the bucket; part of the event id) and ``source``. Two records' positions compare only
-    within one lineage: line 5 of today's file does not come before line 9 of yesterday's — even
-    when both files start with the same line —, nor record 1 of one API request before record 2
-    of another. A Kinesis shard's lineage is its shard id."""
-    source = meta.source
-    return meta.shard_id if source is None else f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
 
 
 def derive_event_id(meta: RecordMeta) -> str:

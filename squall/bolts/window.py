@@ -358,26 +358,23 @@ class WindowBolt(Bolt):
         floor, top_ms = _MS_EPOCH_FLOOR, _MS_EPOCH_TOP
         shard = ""
         source: str | None = None  # the previous event's input (see RecordMeta.source)
-        replay = 0
+        replay, stream = 0, ""
         decided = self._decided
         rec = None
         for event in batch:
             meta = event.meta
-            if meta.shard_id != cur or meta.source != source or meta.replay != replay:
+            if (
+                meta.shard_id != cur
+                or meta.source != source
+                or meta.replay != replay
+                or meta.stream != stream
+            ):
                 # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
-                # sources numbered from 1 each time — a second file is not the first's replay —,
-                # and a record `squall replay` re-drove is counted now, not taken for a replay.
-                cur, source, replay = meta.shard_id, meta.source, meta.replay
+                # sources numbered from 1 each time (stream and source) — a second file is not
+                # the first's replay —, and a record `squall replay` re-drove is counted now, not
+                # taken for a replay: it is decided by the watermark as it is, never moving it.
+                cur, source, replay, stream = meta.shard_id, meta.source, meta.replay, meta.stream
                 name = cur if source is None and not replay else lineage(meta)
-                # a re-driven record is decided by the watermark as it is; it never moves it
-        stream = ""
-        for event in batch:
-            meta = event.meta
-            if meta.shard_id != cur or meta.source != source or meta.stream != stream:
-                # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
-                # sources numbered from 1 each time — a second file is not the first's replay.
-                cur, source, stream = meta.shard_id, meta.source, meta.stream
-                name = cur if source is None else lineage(meta)
                 shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 rec = decided.get(shard)

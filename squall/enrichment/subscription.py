@@ -417,6 +417,3 @@ def _position(event: Event) -> Position | None:
     if source is None and not meta.replay:
         return meta.shard_id, int(seq), meta.sub_sequence_number
     return lineage(meta), int(seq), meta.sub_sequence_number
-    shard, source = meta.shard_id, meta.source
-    lineage = shard if source is None else f"{shard}\x1f{meta.stream}\x1f{source}"
-    return lineage, int(seq), meta.sub_sequence_number
