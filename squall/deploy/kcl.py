@@ -12,11 +12,13 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
   authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
   logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
   ``initialize`` as for a batch;
-- any other error of a batch exits the process before the batch is reported done, so the
-  daemon restarts the shard from the last checkpoint;
+- any other error of a batch exits the process before the batch is reported done;
 - records that failed with nowhere to go (no dead-letter sink) are not skippable: the processor
-  checkpoints the position before the first of them and exits, so the daemon restarts the shard
-  from that checkpoint.
+  checkpoints the position before the first of them and exits.
+
+A processor that exits stops the whole daemon (the MultiLangDaemon calls ``System.exit`` when a
+record processor's child ends); the fleet's systemd unit starts the worker again, and each shard
+resumes from its checkpoint.
 
 A lease taken over by another worker (a rebalance, or this worker was too slow to renew it) is
 the fleet's normal life: the checkpoint then answers ``ShutdownException``; the processor logs
@@ -133,7 +135,7 @@ class RecordProcessor:
     def _open(self) -> None:
         """Open the engine; a dependency that is down is retried with capped backoff (the shard
         waits). amazon-kclpy would swallow the error and pass the next batches to an engine that
-        cannot open; any other error exits, so the daemon restarts the shard."""
+        cannot open; any other error exits (and with it the daemon: see the module docstring)."""
         backoff = 1.0
         while True:
             try:
@@ -166,7 +168,8 @@ class RecordProcessor:
 
     def _exit_misconfigured(self, what: str, exc: BaseException) -> None:
         """Stop on an error a retry cannot fix; nothing after the last checkpoint is acknowledged
-        (the daemon restarts the shard from it, and stops again until the configuration is fixed)."""
+        (the worker is started again and resumes from it, and stops again until the configuration
+        is fixed)."""
         log.error(
             "shard %s: %s: %s; a misconfiguration, not an outage: not retrying, nothing "
             "checkpointed past %s; exiting (fix it: the shard restarts from its checkpoint)",
