@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -145,7 +146,10 @@ def read_file(path: Path) -> Iterator[DeadLetter | Unreadable]:
     with fh:
         gz = fh.read(2) == GZIP_MAGIC
         fh.seek(0)
-        stream = gzip.GzipFile(fileobj=fh) if gz else fh
+        # A plain file is read up to its size now: the dead letters appended while it is read —
+        # the replay's own (a record failing again, often the topology's own dead-letter file),
+        # another process's — are not read back as dead letters to replay.
+        stream = gzip.GzipFile(fileobj=fh) if gz else _upto(fh, os.fstat(fh.fileno()).st_size)
         number = 0
         try:
             for item in read_lines(str(path), stream):
@@ -157,10 +161,22 @@ def read_file(path: Path) -> Iterator[DeadLetter | Unreadable]:
             ) from None
 
 
+def _upto(fh: Any, size: int) -> Iterator[bytes]:
+    """The lines of ``fh`` within its first ``size`` bytes."""
+    for line in fh:
+        if size <= 0:
+            return
+        if len(line) > size:
+            line = line[:size]
+        size -= len(line)
+        yield line
+
+
 def read_s3(
     url: str, *, region: str | None, endpoint_url: str | None
 ) -> Iterator[DeadLetter | Unreadable]:
-    """The dead letters of every ``dead_letter_s3`` object under ``s3://bucket/prefix``, in key order."""
+    """The dead letters of every ``dead_letter_s3`` object under ``s3://bucket/prefix``, oldest
+    first (then in key order)."""
     from squall import aws
 
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
@@ -168,12 +184,15 @@ def read_s3(
         raise SquallError(f"{url}: no bucket (write s3://bucket/prefix)")
     s3 = aws.client("s3", region=region, endpoint_url=endpoint_url)
     try:
-        keys = [
-            obj["Key"]
+        objects = [
+            (obj["LastModified"], obj["Key"])
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for obj in page.get("Contents", ())
         ]
-        for key in sorted(keys):
+        # Oldest first: a record's first dead letter before the one a replay wrote when it failed
+        # again (whose key, named by the same positions, may sort first), as ``select`` re-drives
+        # the first dead letter of an event id; repeating a replay then writes nothing new.
+        for _, key in sorted(objects):
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             name = f"s3://{bucket}/{key}"
             try:

@@ -140,12 +140,19 @@ def select(
 
 
 def batches(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    """``records`` in lists of ``size``; when the input breaks (a truncated gzip), the records
+    read before the break are a last batch of their own, then the error is raised."""
     batch: list[Record] = []
-    for record in records:
-        batch.append(record)
-        if len(batch) >= size:
+    try:
+        for record in records:
+            batch.append(record)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    except SquallError:
+        if batch:
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 
