@@ -106,11 +106,16 @@ def lineage(meta: RecordMeta) -> str:
     within one lineage: line 5 of today's file does not come before line 9 of yesterday's — even
     when both files start with the same line —, nor record 1 of one API request before record 2
     of another. A Kinesis shard's lineage is its shard id. A record re-driven by ``squall
-    replay`` (``replay`` > 0) is of a lineage of its own: never counted where its position was,
-    it is taken now."""
+    replay`` (``replay`` > 0) is of a lineage of its own, one per record: never counted where its
+    position was, it is taken now."""
     source, replay = meta.source, meta.replay
     name = meta.shard_id if source is None else f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
-    return f"{REPLAY_LINEAGE}{replay}\x1f{name}" if replay else name
+    if not replay:
+        return name
+    # One lineage per re-driven record: replays select records in any order (by component,
+    # reason, time), so no high-water position could tell a repeat from one not yet counted.
+    position = f"{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+    return f"{REPLAY_LINEAGE}{replay}\x1f{name}\x1f{position}"
 
 
 #: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a

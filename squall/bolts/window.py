@@ -368,6 +368,7 @@ class WindowBolt(Bolt):
                 or meta.source != source
                 or meta.replay != replay
                 or meta.stream != stream
+                or replay  # a re-driven record is a lineage of its own
             ):
                 # Marks are kept per lineage (squall.event.lineage): the shard, and the input of
                 # sources numbered from 1 each time (stream and source) — a second file is not

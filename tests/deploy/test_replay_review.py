@@ -9,8 +9,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.deploy.test_replay import (  # noqa: F401 - fixtures
     EVENTS,
     SCHEMA_V1,
@@ -131,13 +129,6 @@ sinks:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed (review of squall replay): a window keeps one high-water mark per replay "
-    "lineage, so a record re-driven after one at a later position of its shard (another "
-    "replay's --component/--reason-contains/--since selection) is taken for a repeat and never "
-    "counted",
-)
 def test_a_window_counts_a_record_replayed_after_a_later_one_of_its_shard(tmp_path: Path):
     from squall.testing import records_from, run_topology
 
