@@ -68,6 +68,10 @@ _END_OF_TIME = 2**62  # ms: every window ends before
 _NO_MATCH: Any = object()  # what an object or a list is to a `where`: equal to no value
 #: The mark (among the shard marks, under a name no shard has) of the highest watermark committed.
 WATERMARK_MARK = ""
+#: The mark of the highest bound a prune used (``_prune``'s cutoff, under a name no lineage has):
+#: a record of a time at or below it is late, and a mark at or below it idle — as when the prune
+#: decided, whatever ``allowed_lateness``, ``size`` or ``idle_shard_after`` are now.
+PRUNED_MARK = "\x1fpruned"
 #: a window with this many deltas in the store is compacted (folded into one) by the next batch
 COMPACT_AT = 64
 #: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
@@ -232,6 +236,7 @@ class WindowBolt(Bolt):
 
     def _reset(self) -> None:
         self._floor: int | None = None  # the highest watermark committed (never goes back)
+        self._pruned: int | None = None  # the highest bound of a prune (PRUNED_MARK)
         self._token: str | None = None  # names this staged batch's commit (store.commit)
         self._base: dict[str, ShardMark] | None = (
             None  # shard marks as committed, read once per batch
@@ -317,6 +322,8 @@ class WindowBolt(Bolt):
             }
             floor = base.pop(WATERMARK_MARK, None)
             self._floor = None if floor is None else floor.watermark
+            pruned = base.pop(PRUNED_MARK, None)
+            self._pruned = None if pruned is None else pruned.watermark
             self._base = base
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
             self._wm = _highest(self._watermark(self._marks), self._floor)
@@ -348,6 +355,11 @@ class WindowBolt(Bolt):
         tf, kf, cache = self._time_key, self._key_field, self._key_cache
         fast = tf is not None and kf is not None
         closed_before = None if wm is None else wm - lateness  # windows ending by then are closed
+        # a record at or below a prune's bound is late, whatever the lateness (or size) is now:
+        # its lineage's mark may be gone (see _prune); with the same configuration, a no-op
+        shut = -_END_OF_TIME if self._pruned is None else self._pruned + size
+        if self._pruned is not None and (closed_before is None or closed_before < shut):
+            closed_before = shut
         cur: str | None = None  # the shard of the previous event, its `seen` list and its mark
         bucket: list[tuple[Event, int | None]] = []
         m: list[int] | None = None
@@ -431,7 +443,7 @@ class WindowBolt(Bolt):
                         if now is not None and (wm is None or now > wm):
                             # never goes back: a shard leaving idleness does not reopen windows
                             wm = now
-                            closed_before = wm - lateness
+                            closed_before = wm - lateness if wm - lateness > shut else shut
                 ws = t - t % size
                 is_open = closed_before is None or ws + size > closed_before
             cb = closed_before
@@ -615,7 +627,11 @@ class WindowBolt(Bolt):
         if not wms:
             return None
         top = max(wms)
-        return min(w for w in wms if top - w <= self.idle_after)
+        low = top - self.idle_after
+        pruned = self._pruned  # a mark at or below a prune's bound is idle (as when it was pruned)
+        if pruned is not None and pruned >= low:
+            low = pruned + 1 if pruned < top else top
+        return min(w for w in wms if w >= low)
 
     def _close(self, out: Output, last: Event, end_before: int | None = None) -> None:
         """Emit the results of windows the watermark closed (and early results when asked);
@@ -869,6 +885,8 @@ class WindowBolt(Bolt):
         if self._token is None:  # one per staged batch: the engine's retry reuses it
             self._token = uuid.uuid4().hex
         prune = self._prune(marks, wm)
+        if prune is not None:
+            new_marks[PRUNED_MARK] = ShardMark(prune.cutoff, 0, 0)
         self.store.commit(
             appends, replaces, new_marks, expire, connection, self._token, prune, decided
         )
