@@ -265,6 +265,7 @@ class WindowBolt(Bolt):
         # lineage → {(sequence, sub): closed_before}: how the first delivery decided each record
         # a partial commit left to come again (read with the marks; see commit_state)
         self._decided: dict[str, dict[tuple[int, int], int | None]] = {}
+        self._decided_raw: dict[str, str] = {}  # the same, as read: [sequence, sub, cb, time]
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
 
@@ -316,8 +317,9 @@ class WindowBolt(Bolt):
             assert self.store is not None, "open() was not called"
             marks, decided = self.store.read_marks()
             base = dict(marks)
+            self._decided_raw = decided
             self._decided = {
-                s: {(int(q), sub): cb for q, sub, cb in orjson.loads(body)}
+                s: {(int(e[0]), e[1]): e[2] for e in orjson.loads(body)}
                 for s, body in decided.items()
             }
             floor = base.pop(WATERMARK_MARK, None)
@@ -905,23 +907,31 @@ class WindowBolt(Bolt):
             rec = self._decided.get(shard)
             if full and rec is None:
                 continue
-            keep = dict(rec) if rec else {}
+            # (each with its record's time: the entry goes once its windows expired, see _prune)
+            keep = self._entries(shard) if rec else {}
             if not full:
                 for event, t, cb in items:
                     meta = event.meta
                     if t is None or not meta.sequence_number.isdigit() or covered(event):
                         continue
-                    keep.setdefault((int(meta.sequence_number), meta.sub_sequence_number), cb)
+                    keep.setdefault((int(meta.sequence_number), meta.sub_sequence_number), (cb, t))
             mark = new_marks.get(shard)
             if mark is not None:
                 keep = {k: v for k, v in keep.items() if k > (mark.sequence, mark.sub)}
-            if keep != (rec or {}):
+            if {k: v[0] for k, v in keep.items()} != (rec or {}):
                 out[shard] = (
-                    _dumps([[str(q), sub, cb] for (q, sub), cb in sorted(keep.items())])
+                    _dumps([[str(q), sub, cb, t] for (q, sub), (cb, t) in sorted(keep.items())])
                     if keep
                     else None
                 )
         return out
+
+    def _entries(self, shard: str) -> dict[tuple[int, int], tuple[int | None, int | None]]:
+        """A lineage's saved decisions as read: (sequence, sub) → (closed before, time)."""
+        return {
+            (int(e[0]), e[1]): (e[2], e[3] if len(e) > 3 else None)
+            for e in orjson.loads(self._decided_raw[shard])
+        }
 
     def _prune(self, marks: dict[str, list[int]], wm: int | None) -> Prune | None:
         """The shard marks this commit may delete: without them nothing is decided differently.
@@ -945,17 +955,27 @@ class WindowBolt(Bolt):
         cutoff = min(top - self.idle_after - 1, wm - self.lateness - self.size)
         seen = self._seen
         pending = self._decided
+        # Saved decisions of a lineage that never came back (a producer request the client
+        # retried as another, an SQS message moved to its queue's dead letter) go once every
+        # window of their records has expired (time + size < cutoff): delivered again, such a
+        # record is late — accepted by its old decision, it would emit its expired window again
+        # from itself alone. Deleted only while the entry is still the one read.
+        gone = {}
+        for s in pending.keys() - seen.keys():
+            times = [t for _, t in self._entries(s).values()]
+            if None not in times and max(times) + self.size < cutoff:
+                gone[s] = self._decided_raw[s]
         old = [
             (m.watermark, s)
             for s, m in base.items()
-            if m.watermark <= cutoff and s not in seen and s not in pending
+            if m.watermark <= cutoff and s not in seen and (s not in pending or s in gone)
         ]
-        if not old:
+        if not old and not gone:
             return None
         limit = max(PRUNE_AT_MOST, 2 * len(seen))
         if len(old) > limit:
             old = heapq.nsmallest(limit, old)
-        return Prune(cutoff, sorted(s for _, s in old))
+        return Prune(cutoff, sorted(s for _, s in old), gone)
 
     def state_committed(self) -> None:
         self._reset()

@@ -103,6 +103,8 @@ class Prune:
 
     cutoff: int
     shards: list[str]
+    #: saved decisions to delete (lineage → the body read: deleted only while still the same)
+    decided: dict[str, str] = field(default_factory=dict)
 
 
 class WindowStore(Protocol):
@@ -384,6 +386,10 @@ class SqlWindowStore:
                         )
                     )
             d = self.decided
+            for shard, body in sorted(prune.decided.items() if prune is not None else ()):
+                conn.execute(
+                    sa.delete(d).where(d.c.name == name, d.c.shard == shard, d.c.body == body)
+                )
             for shard, body in sorted((decided or {}).items()):
                 if body is None:
                     conn.execute(sa.delete(d).where(d.c.name == name, d.c.shard == shard))
@@ -589,7 +595,9 @@ class RedisWindowStore:
                 [s, orjson.dumps([k.watermark, str(k.sequence), k.sub]).decode()]
                 for s, k in marks.items()
             ],
-            "p": [prune.cutoff, prune.shards] if prune is not None and prune.shards else [0, []],
+            "p": [prune.cutoff, prune.shards, [[s, arg(b)] for s, b in prune.decided.items()]]
+            if prune is not None
+            else [0, [], []],
             "d": [[s, arg(body)] for s, body in (decided or {}).items()],
         }
         args[2] = orjson.dumps(header)
@@ -602,7 +610,7 @@ class RedisWindowStore:
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
-#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff]; then the commit's token ("": none). Every check is made before the first
+#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff, decisions to delete while unchanged: [lineage, body arg]]; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
@@ -659,6 +667,11 @@ end
 for _, s in ipairs(p.p[2]) do  -- marks to prune, while their watermark is still at most the cutoff
   local old = redis.call('HGET', base .. 'shards', s)
   if old and cjson.decode(old)[1] <= p.p[1] then redis.call('HDEL', base .. 'shards', s) end
+end
+for _, d in ipairs(p.p[3]) do  -- decisions to prune, while still the ones the bolt read
+  if redis.call('HGET', base .. 'decided', d[1]) == ARGV[d[2]] then
+    redis.call('HDEL', base .. 'decided', d[1])
+  end
 end
 for _, d in ipairs(p.d) do  -- decisions of records to come again (a partial commit)
   if d[2] > 0 then redis.call('HSET', base .. 'decided', d[1], ARGV[d[2]])

@@ -111,3 +111,26 @@ def test_a_lineage_with_records_to_come_again_keeps_its_mark(store_url, unique_n
     run(a, [ev(1, T0 + 6 * MIN, S2, app="k")])
     run(a, [ev(3, T0 + 12 * MIN, S1)])
     assert S2 not in a.store.shards() and a.store.read_marks()[1] == {}
+
+
+def test_decisions_of_a_lineage_that_never_comes_back_go_once_its_windows_expired(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """A producer request (its own lineage) whose second record failed after the request's first
+    record and another shard's were committed: the decision of the failed record is saved. The
+    client retries with a new request (another lineage): this one never comes back. Once the
+    failed record's windows have expired and its lineage is idle, the decision and the mark go
+    (they stayed for ever, read by every batch); delivered again after all, the record is late
+    (accepted by its old decision, it would have emitted its window again from itself alone)."""
+    bolt = make_bolt(store_url, unique_name, idle_shard_after="2m")
+    req = "api-req-1"
+    bolt.process([ev(0, T0, req), ev(1, T0 + 1000, req), ev(2, T0 + 2000, S1)])
+    commit(bolt, lambda e: e.origin != 1)
+    assert set(bolt.store.read_marks()[1]) == {req}
+    for i in range(3, 8):
+        run(bolt, [ev(i, T0 + i * 2 * MIN, S1)])
+    marks, decided = bolt.store.read_marks()
+    assert req not in marks and decided == {}
+    out = bolt.process([ev(1, T0 + 1000, req)])
+    assert len(out.streams.get("late", [])) == 1 and "default" not in out.streams
