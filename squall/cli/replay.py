@@ -133,6 +133,9 @@ def replay(
     except SquallError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C while counting: the interrupted exit code, as a run's
+        click.echo("interrupted", err=True)
+        sys.exit(130)
     if dry_run:
         _print_dry_run(report)
         return

@@ -335,3 +335,17 @@ def test_records_failing_with_no_dead_letter_sink_exit_1_and_the_rest_are_commit
     assert result.exit_code == 1, result.output
     assert "committed 1, dead-lettered again 0, filtered 0, failed 1" in result.output
     assert "failed: record" in result.output and "in validate" in result.output
+
+
+def test_ctrl_c_while_a_dry_run_counts_exits_130_as_an_interrupted_run(topology: Path, monkeypatch):
+    """README: 130 for an interrupted run. A dry run interrupted while it counts went through
+    click's "Aborted!" with exit 1."""
+    import squall.deploy.replay as replay_module
+
+    def interrupted(source, selection, report):
+        yield from ()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay_module, "select", interrupted)
+    result = replay(topology, "--dry-run")
+    assert result.exit_code == 130 and "Aborted" not in result.output
