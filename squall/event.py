@@ -120,7 +120,9 @@ def lineage(meta: RecordMeta) -> str:
 
 #: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a
 #: replay repeated is recognised) but is no shard — it takes no part in a window's watermark.
-REPLAY_LINEAGE = "replay "
+#: It starts with a control character no shard id starts with (an S3 object key may well start
+#: with "replay").
+REPLAY_LINEAGE = "\x1freplay "
 
 
 def derive_event_id(meta: RecordMeta) -> str:

@@ -180,3 +180,13 @@ def test_a_record_squall_replay_redrives_is_counted_in_its_open_window(tmp_path,
     assert {r["window_start"]: r["n"] for r in results if r["final"]} == {
         "2024-05-01T10:00:00.000Z": 3
     }
+
+
+def test_an_s3_key_named_like_a_replay_is_a_shard_that_holds_the_watermark(tmp_path, unique_name):
+    """Marks of re-driven records take no part in the watermark, told by their lineage's head;
+    an S3 object whose key starts with "replay" is an input like any other."""
+    from squall.event import REPLAY_LINEAGE, lineage
+
+    meta = RecordMeta("bucket", "replay 2024-05-01.jsonl", "1", 0, "", None, None, "f", None, "s")
+    assert not lineage(meta).startswith(REPLAY_LINEAGE)
+    assert lineage(meta._replace(replay=1)).startswith(REPLAY_LINEAGE)
