@@ -230,7 +230,7 @@ class Event:
             self.meta,
             self._event_id,
             self.origin,
-            _deep_copy(self.value),
+            deep_copy(self.value),
             self.failure,
             dict(self.extra),
         )
@@ -239,10 +239,12 @@ class Event:
         return f"Event(event_id={self.event_id!r}, origin={self.origin}, value={self.value!r}, failure={self.failure!r})"
 
 
-def _deep_copy(value: Any) -> Any:
-    # Payloads are JSON-shaped: this is several times faster than copy.deepcopy.
+def deep_copy(value: Any) -> Any:
+    """A copy of a JSON-shaped value whose dicts and lists are its own (several times faster than
+    ``copy.deepcopy``): an event's value on a fan-out edge, a default or a cached record handed to
+    each event (later bolts may change it)."""
     if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
+        return {k: deep_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
+        return [deep_copy(v) for v in value]
     return value

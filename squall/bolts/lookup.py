@@ -32,7 +32,7 @@ from squall.bolts.lookup_sources import (
 from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import Problem, RecordError, SquallError, TopologyError
-from squall.event import Event
+from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
 
 if TYPE_CHECKING:
@@ -208,7 +208,8 @@ class LookupBolt(Bolt):
         # Each event gets its own copy of its record (downstream bolts may change it): a flat
         # record, the usual table row, is copied by dict.copy; nested ones value by value.
         copiers = {
-            k: dict.copy if v.__class__ is dict and _flat(v) else _copy for k, v in records.items()
+            k: dict.copy if v.__class__ is dict and _flat(v) else deep_copy
+            for k, v in records.items()
         }
 
         # Every read succeeded: only now are events changed.
@@ -317,15 +318,6 @@ class LookupBolt(Bolt):
 
 def _flat(record: dict) -> bool:
     return not any(v.__class__ is dict or v.__class__ is list for v in record.values())
-
-
-def _copy(value: Any) -> Any:
-    """Each event gets its own copy of a cached record: downstream bolts may change it."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def _show(key: Key) -> str:

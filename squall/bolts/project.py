@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from squall.bolts.base import RecordBolt
 from squall.component import ComponentConfig
-from squall.event import Event
+from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, deleter, getter, setter
 
 
@@ -64,13 +64,5 @@ class ProjectBolt(RecordBolt):
             if get(event) in (MISSING, None):
                 # each event its own copy of an object or list default: one shared object would
                 # carry what a later bolt writes into one event to every other event (and batch)
-                put(event, _copy(default) if isinstance(default, dict | list) else default)
+                put(event, deep_copy(default) if isinstance(default, dict | list) else default)
         return "default"
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
