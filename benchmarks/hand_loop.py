@@ -501,13 +501,11 @@ class Loop:
                 cur.execute(STATE_DDL.format(state=self.state_table, collate='COLLATE "C"'))
             self.mark = "%s"
         else:
-            import sqlite3
-
-            self.wdb = sqlite3.connect(_sqlite_path(a.warehouse), isolation_level=None)
+            self.wdb = _sqlite_connect(a.warehouse)
             if not a.state or _sqlite_path(a.state) == _sqlite_path(a.warehouse):
                 self.sdb = self.wdb  # one file, as in the example: one transaction per batch
             else:
-                self.sdb = sqlite3.connect(_sqlite_path(a.state), isolation_level=None)
+                self.sdb = _sqlite_connect(a.state)
             self.wdb.executescript(SQLITE_DDL.format(events=self.events_table))
             self.sdb.executescript(STATE_DDL.format(state=self.state_table, collate=""))
             self.mark = "?"
@@ -857,6 +855,25 @@ def _copy_value(v: Any) -> str:
 def _describe(v: Any) -> str:
     shown = repr(v)
     return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
+#: The journal squall's SQLite connections use (``squall.topology.sqlite_driver.CONNECTION_PRAGMAS``;
+#: tests/benchmarks/test_harness.py checks they are the same): the same durability (every commit
+#: fsync'd) and the same I/O. SQLite's default rollback journal costs more CPU per commit.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA wal_autocheckpoint=10000",
+)
+
+
+def _sqlite_connect(url: str) -> Any:
+    import sqlite3
+
+    db = sqlite3.connect(_sqlite_path(url), isolation_level=None)
+    for pragma in SQLITE_PRAGMAS:
+        db.execute(pragma)
+    return db
 
 
 def _sqlite_path(url: str) -> str:

@@ -131,3 +131,19 @@ def test_make_events_reproduces_the_bundled_sample():
         .splitlines()
     )
     assert list(make_events.events(len(bundled))) == bundled
+
+
+def test_the_optimized_loop_writes_sqlite_with_squalls_journal(sqlite_runs):
+    """Like with like: the loop's SQLite files use the journal and durability of squall's driver
+    (SQLite's default rollback journal costs more CPU per commit than WAL)."""
+    from benchmarks.hand_loop import SQLITE_PRAGMAS
+    from squall.topology.sqlite_driver import CONNECTION_PRAGMAS
+
+    assert SQLITE_PRAGMAS == CONNECTION_PRAGMAS
+    for variant in ("squall", "optimized"):
+        url = sqlite_runs[variant].warehouse
+        db = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", variant
+        finally:
+            db.close()
