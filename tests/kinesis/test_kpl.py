@@ -213,3 +213,17 @@ def test_last_position_of_an_aggregate_is_its_last_sub_record():
     assert last_position(Record(data, META)) == Position(META.sequence_number, 2)
     assert last_position(Record(b"plain", META)) == Position(META.sequence_number, 0)
     assert user_record_count(data[:-1]) == 1  # corrupt: dead-lettered whole
+
+
+def test_the_engine_imports_protobuf_only_for_an_aggregate():
+    """Every runner imports the engine, which imports this module: protobuf (~8 ms) waits for
+    the first record that starts with the KPL magic."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import squall.topology.executor; "
+        "print(sorted(m for m in sys.modules if m.startswith('google.protobuf')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
