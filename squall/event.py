@@ -99,6 +99,14 @@ class RecordMeta(NamedTuple):
         return cls(arrival_time=arrival, **values)
 
 
+#: ``new_meta(RecordMeta, (stream, shard_id, sequence_number, sub_sequence_number,
+#: partition_key, arrival_time, explicit_hash_key, fingerprint, defect, source, replay))``: every
+#: field, in order, none defaulted — the spouts' per-record constructor. ``RecordMeta(...)`` runs
+#: the named tuple's ``__new__`` (a Python frame with defaults: ~0.9 against ~0.4 µs a record);
+#: tests/test_event_meta.py checks each spout's records carry every field.
+new_meta = tuple.__new__
+
+
 def lineage(meta: RecordMeta) -> str:
     """Where a record's sequence number counts: its shard, and for inputs numbered from 1 each
     time (files, stdin, S3 objects, a producer's requests) that input: its stream (the file's

@@ -67,3 +67,49 @@ def test_the_replay_count_is_not_part_of_the_event_id():
 def test_a_malformed_meta_names_its_field(doc, message):
     with pytest.raises(ValueError, match=message):
         RecordMeta.from_dict(doc)
+
+
+def test_spouts_that_build_metadata_positionally_fill_every_field(tmp_path):
+    """The file spout and the Lambda consumer build ``RecordMeta`` with ``new_meta`` (no
+    defaults): a field added to ``RecordMeta`` must be added there too, else its records are
+    one value short (unequal to the class-built metadata, and the new field unreadable)."""
+    import base64
+
+    from squall.deploy.lambda_consumer import records_from_event
+    from squall.spouts.file import _batches
+
+    class Spout:
+        id, stopping = "spout", False
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n')
+    with path.open("rb") as fh:
+        records = [
+            r for b in _batches(fh, "in.jsonl", "file", 10, Spout(), skip_blank=True) for r in b
+        ]
+    first = records[0].meta
+    assert first == RecordMeta(
+        "in.jsonl", "file", "1", fingerprint=first.fingerprint, source=first.fingerprint
+    )
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:kinesis",
+                "eventID": "shardId-000000000001:4954",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
+                "kinesis": {
+                    "sequenceNumber": "4954",
+                    "partitionKey": "pk",
+                    "data": base64.b64encode(b"{}").decode(),
+                    "approximateArrivalTimestamp": 1.5,
+                },
+            }
+        ]
+    }
+    (record,) = records_from_event(event)
+    assert record.meta == RecordMeta(
+        "s", "shardId-000000000001", "4954", 0, "pk", record.meta.arrival_time
+    )
+    for meta in (first, record.meta):
+        assert len(meta) == len(RecordMeta._fields)
+        assert meta.replay == 0

@@ -28,7 +28,7 @@ from squall import redact
 from squall.deploy import snapstart
 from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
-from squall.event import Record, RecordMeta
+from squall.event import Record, RecordMeta, new_meta
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology import registry
 from squall.topology.executor import Engine
@@ -89,13 +89,21 @@ def records_from_event(event: dict[str, Any]) -> list[Record]:
         append(
             Record(
                 data,
-                RecordMeta(
-                    stream=stream,
-                    shard_id=shard_id,
-                    sequence_number=seq,
-                    partition_key=pk if isinstance(pk, str) else "",
-                    arrival_time=arrival,
-                    defect=defect,
+                new_meta(  # every field, in order (squall.event.new_meta)
+                    RecordMeta,
+                    (
+                        stream,
+                        shard_id,
+                        seq,
+                        0,
+                        pk if isinstance(pk, str) else "",
+                        arrival,
+                        None,
+                        None,
+                        defect,
+                        None,
+                        0,
+                    ),
                 ),
             )
         )

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from squall.component import ComponentConfig
 from squall.errors import SquallError
-from squall.event import Record, RecordMeta
+from squall.event import Record, RecordMeta, new_meta
 from squall.spouts.base import Progress, Spout
 
 #: Default line limit: the json bolt's default ``max_bytes``, so a line it would accept is never cut.
@@ -237,16 +237,10 @@ def _batches(
             fingerprint = hexdigest()[:32]
             if source is None:  # the input's first record names it (see RecordMeta.source)
                 source = fingerprint
-            # Positional: stream, shard, sequence, sub-sequence, partition key, arrival time,
-            # explicit hash key, fingerprint, defect, source.
-            append(
-                Record(
-                    data,
-                    RecordMeta(
-                        stream, shard, str(number), 0, "", None, None, fingerprint, defect, source
-                    ),
-                )
-            )
+            # Every field, in order (squall.event.new_meta): stream, shard, sequence, sub-sequence,
+            # partition key, arrival time, explicit hash key, fingerprint, defect, source, replay.
+            meta = (stream, shard, str(number), 0, "", None, None, fingerprint, defect, source, 0)
+            append(Record(data, new_meta(RecordMeta, meta)))
             if len(batch) >= max_records:
                 yield batch
                 batch = []
