@@ -7,21 +7,34 @@ obtained with google-auth and cached until it expires (google-auth refreshes it 
 early); a 401 answer refreshes it once. Requests run on ``concurrency`` threads under a rate
 limit. Answers (FCM v1 error codes):
 
-- ``UNREGISTERED`` (404) and ``INVALID_ARGUMENT`` (400): the token is dead. The event counts as
-  written (there is nothing more to deliver) and the token is reported in
-  ``PushWriteResult.dead_tokens``; with ``dead_tokens: {stream: …}`` the sink also puts an
-  ``unsubscribe`` event per dead token into that Kinesis stream before the batch is acknowledged,
-  so the subscription bolt reading the stream stops targeting the token; with
+- ``UNREGISTERED`` (404), and ``INVALID_ARGUMENT`` (400) when FCM says it is the token: the token
+  is dead. The event counts as written (there is nothing more to deliver) and the token is
+  reported in ``PushWriteResult.dead_tokens``; with ``dead_tokens: {stream: …}`` the sink also
+  puts an ``unsubscribe`` event per dead token into that Kinesis stream before the batch is
+  acknowledged, so the subscription bolt reading the stream stops targeting the token; with
   ``unsubscribe: {state: <subscription bolt id>}`` the sink returns one ``unsubscribe`` event per
   dead token in ``WriteResult.feedback`` instead (or as well), and the engine stages it in that
   bolt and commits it with the batch's state — no round trip through a stream.
+- ``INVALID_ARGUMENT`` otherwise: the record's failure (dead-lettered with FCM's message), the
+  token kept. FCM answers INVALID_ARGUMENT for an invalid registration token *and* for an invalid
+  message (too big, a reserved data key, a bad TTL or package name, a data value of the wrong
+  type…); unsubscribing on every one would let a bad template unsubscribe every device of a
+  campaign. The token is dead only when FCM names it: a ``google.rpc.BadRequest`` detail whose
+  ``fieldViolations`` name the field ``message.token``, or — without field violations, as in the
+  example of FCM's error-codes page (firebase.google.com/docs/cloud-messaging/error-codes) — its
+  documented message "The registration token is not a valid FCM registration token". A BadRequest naming other fields only, or an answer with no
+  details and another message (an oversized message gets the bare "Request contains an invalid
+  argument."), keeps the token.
 - ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500): retried with backoff,
   waiting at least ``Retry-After``; still failing after ``max_attempts``: the record fails.
 - ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` and other 4xx: the record's failure.
 
-Size (~510 lines): one sink speaking one protocol — the message templates, the OAuth2 token
-cache, the answer codes and the two outlets for dead tokens (stream, state feedback) read together;
-the config models are a third of it.
+A failure's reason is ``FCM <status> <code>: <FCM's message>`` plus the fields a BadRequest
+names; the device token, should FCM's message quote it, is replaced by ``<token>``.
+
+Size (~560 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+cache, the answer codes (which INVALID_ARGUMENT is a dead token) and the two outlets for dead
+tokens (stream, state feedback) read together; the config models are a third of it.
 """
 
 from __future__ import annotations
@@ -64,7 +77,10 @@ log = logging.getLogger("squall.sinks.push")
 
 FCM_ENDPOINT = "https://fcm.googleapis.com"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-DEAD_TOKEN_CODES = frozenset({"UNREGISTERED", "INVALID_ARGUMENT"})
+#: The field a ``google.rpc.BadRequest`` names for an invalid registration token.
+TOKEN_FIELD = "message.token"
+#: FCM's documented message for an invalid registration token (compared without case).
+INVALID_TOKEN_MESSAGE = "the registration token is not a valid fcm registration token"
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_.]+)\}")
 
 
@@ -285,17 +301,53 @@ def _load_service_account(value: str, context: ComponentContext) -> dict[str, An
     return info
 
 
-def fcm_error(status: int, text: str) -> tuple[str, str]:
-    """The FCM error code (``details[].errorCode``, else the google.rpc status) and message of an answer."""
+@dataclass(frozen=True)
+class FcmAnswer:
+    """An FCM error answer: its code (``details[].errorCode``, else the google.rpc status), its
+    message and the fields a ``google.rpc.BadRequest`` detail names (``fieldViolations[].field``)."""
+
+    code: str
+    message: str
+    fields: tuple[str, ...] = ()
+
+    def dead_token(self) -> bool:
+        """Whether the answer says the registration token is dead (see the module docstring)."""
+        if self.code == "UNREGISTERED":
+            return True
+        if self.code != "INVALID_ARGUMENT":
+            return False
+        if self.fields:
+            return TOKEN_FIELD in self.fields
+        return self.message.strip().rstrip(".").lower() == INVALID_TOKEN_MESSAGE
+
+    def reason(self, status: int, token: str) -> str:
+        """The record's failure reason: FCM's message and the fields named, never the token."""
+        text = truncate(self.message.replace(token, "<token>") if token else self.message, 200)
+        named = [f for f in self.fields if f not in text]
+        if named:
+            text = f"{text} (field {', '.join(named)})".lstrip()
+        return f"FCM {status} {self.code}: {text}".rstrip(": ")
+
+
+def fcm_error(status: int, text: str) -> FcmAnswer:
+    """The ``FcmAnswer`` of an error answer's body (``HTTP_<status>`` and the text when not JSON)."""
     try:
         err = orjson.loads(text).get("error", {})
     except (orjson.JSONDecodeError, AttributeError):
-        return f"HTTP_{status}", truncate(text, 200)
+        return FcmAnswer(f"HTTP_{status}", text)
+    if not isinstance(err, dict):
+        return FcmAnswer(f"HTTP_{status}", text)
     code = err.get("status") or f"HTTP_{status}"
+    fields: list[str] = []
     for d in err.get("details") or []:
-        if isinstance(d, dict) and d.get("errorCode"):
+        if not isinstance(d, dict):
+            continue
+        if d.get("errorCode"):
             code = d["errorCode"]
-    return code, truncate(str(err.get("message", "")), 200)
+        for v in d.get("fieldViolations") or []:
+            if isinstance(v, dict) and isinstance(v.get("field"), str):
+                fields.append(v["field"])
+    return FcmAnswer(str(code), str(err.get("message", "")), tuple(fields))
 
 
 class PushSink(ConcurrentRequests, Sink):
@@ -490,12 +542,12 @@ class PushSink(ConcurrentRequests, Sink):
         if 200 <= status < 300:
             self.sent += 1
             return None
-        code, message = fcm_error(status, resp.text)
-        reason = f"FCM {status} {code}: {message}".rstrip(": ")
-        if code in DEAD_TOKEN_CODES:
-            self._dead.append(DeadToken(token, code, item.events[0]))
-            log.info("%s: token of event %s is dead (%s)", self.id, item.key, code)
+        answer = fcm_error(status, resp.text)
+        if answer.dead_token():
+            self._dead.append(DeadToken(token, answer.code, item.events[0]))
+            log.info("%s: token of event %s is dead (%s)", self.id, item.key, answer.code)
             return None  # nothing more to deliver; the token is reported for unsubscribing
+        reason = answer.reason(status, token)
         if status == 429 or status >= 500:
             after = retry_after_seconds(resp.headers.get("Retry-After"))
             return Retry(reason, None if after is None else min(after, self.config.max_retry_after))

@@ -4,6 +4,7 @@ The push sink (``unsubscribe: {state: subscription}``) returns an ``unsubscribe`
 local FCM stand-in answers UNREGISTERED for; the engine stages it in the subscription bolt and
 commits it with the batch's state (SQLite and PostgreSQL), so the next campaign does not target
 the token. A later subscribe of the token still wins (the unsubscribe carries the push's time).
+An INVALID_ARGUMENT about the message, not the token, unsubscribes nothing: a dead letter each.
 """
 
 from __future__ import annotations
@@ -151,6 +152,58 @@ def test_a_failed_batch_commits_no_unsubscribe_and_its_replay_commits_it(fcm, ke
         result = engine.process(campaign)
         assert result.ok and result.checkpoint[SHARD].sequence_number == "4"
         assert subs.store.load(["tok-dead"])["tok-dead"].status == "unsubscribed"
+
+
+def test_a_message_fcm_refuses_is_dead_lettered_and_no_token_of_the_campaign_is_unsubscribed(
+    fcm, key_pair, state_url
+):
+    """INVALID_ARGUMENT naming a field of the message, not the token (a bad template, a payload
+    FCM will not take): each push is that record's dead letter with FCM's reason, and every
+    device of the campaign stays subscribed, so the next campaign reaches them."""
+    answer = fcm.http.answer
+
+    def bad_campaign(req):
+        if req.path.endswith(":send") and b'"c-bad"' in req.body:
+            return 400, {}, standin.INVALID_ARGUMENT["tok-payload"]
+        return answer(req)
+
+    fcm.http.answer = bad_campaign
+    table = f"subs_{uuid.uuid4().hex[:10]}"
+    engine = Engine(load_text(topology(fcm, key_pair, state_url, table)).plan)
+    with engine:
+        subs = next(c for c in engine.components if c.id == "subscription")
+        push = next(c for c in engine.components if c.id == "push")
+        dlq = next(c for c in engine.components if c.id == "dlq")
+        subscribe = [
+            event(1, "subscribe", "tok-1", "2026-11-03T18:00:00Z"),
+            event(2, "subscribe", "tok-2", "2026-11-03T18:00:01Z"),
+        ]
+        assert engine.process(records_from(subscribe, start=1)).ok
+        bad = [
+            event(3, "campaign", "tok-1", "2026-11-03T18:05:00Z", campaign="c-bad"),
+            event(4, "campaign", "tok-2", "2026-11-03T18:05:00Z", campaign="c-bad"),
+        ]
+        result = engine.process(records_from(bad, start=3))
+        assert result.ok and result.checkpoint[SHARD].sequence_number == "4"
+        assert push.dead_tokens_seen == 0
+        assert [
+            (ev.value["device_token"], ev.failure.component, ev.failure.reason) for ev in dlq.store
+        ] == [
+            (
+                tok,
+                "push",
+                "FCM 400 INVALID_ARGUMENT: Invalid value at 'message.data[0].value' (TYPE_STRING), 12",
+            )
+            for tok in ("tok-1", "tok-2")
+        ]
+        stored = subs.store.load(["tok-1", "tok-2"])
+        assert (stored["tok-1"].status, stored["tok-2"].status) == ("subscribed", "subscribed")
+        good = [
+            event(5, "campaign", "tok-1", "2026-11-03T19:00:00Z", campaign="c-2"),
+            event(6, "campaign", "tok-2", "2026-11-03T19:00:00Z", campaign="c-2"),
+        ]
+        assert engine.process(records_from(good, start=5)).ok
+        assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-2"]  # still targeted
 
 
 def test_the_unsubscribe_must_go_to_a_stateful_bolt_of_the_topology(fcm, key_pair, tmp_path):

@@ -29,12 +29,63 @@ from tests.conftest import EXAMPLES
 from tests.sinks.local_http import LocalHttp, Request
 
 
+def invalid_argument(message: str, *, fcm_error: bool = False, fields: dict | None = None) -> str:
+    """A 400 INVALID_ARGUMENT body of FCM v1: an ``FcmError`` detail and/or a ``BadRequest`` one
+    whose ``fieldViolations`` name ``fields`` (field → description)."""
+    details: list[dict] = []
+    if fcm_error:
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                "errorCode": "INVALID_ARGUMENT",
+            }
+        )
+    if fields:
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": f, "description": d} for f, d in fields.items()],
+            }
+        )
+    error = {"code": 400, "message": message, "status": "INVALID_ARGUMENT"}
+    return json.dumps({"error": {**error, "details": details} if details else error})
+
+
+#: FCM's INVALID_ARGUMENT answers, by device token.
+INVALID_ARGUMENT = {
+    # FCM's error-codes page, example 2: an invalid registration token (an FcmError detail only)
+    "tok-invalid": invalid_argument(
+        "The registration token is not a valid FCM registration token", fcm_error=True
+    ),
+    # a malformed token as FCM answers it too: a BadRequest naming message.token
+    "tok-malformed": invalid_argument(
+        "Request contains an invalid argument.",
+        fcm_error=True,
+        fields={"message.token": "Invalid registration token"},
+    ),
+    # the same page, example 1: an invalid payload (a data value that is not a string)
+    "tok-payload": invalid_argument(
+        "Invalid value at 'message.data[0].value' (TYPE_STRING), 12",
+        fields={
+            "message.data[0].value": "Invalid value at 'message.data[0].value' (TYPE_STRING), 12"
+        },
+    ),
+    # a message too big: no details at all
+    "tok-toobig": invalid_argument("Request contains an invalid argument."),
+    # a BadRequest naming another field, whose message quotes the token
+    "tok-ttl": invalid_argument(
+        "Invalid TTL for the message to tok-ttl", fields={"message.android.ttl": "Invalid TTL"}
+    ),
+}
+
+
 class FakeFcm:
     """FCM v1 ``messages:send`` and Google's OAuth2 token endpoint, answering by device token.
 
-    ``tok-dead``: 404 UNREGISTERED; ``tok-invalid``: 400 INVALID_ARGUMENT; ``tok-mismatch``: 403
-    SENDER_ID_MISMATCH; ``tok-quota``: 429 QUOTA_EXCEEDED (Retry-After 3) on its first send;
-    ``tok-down``: 503 UNAVAILABLE always. ``reject_token``: an access token answered with 401.
+    ``tok-dead``: 404 UNREGISTERED; ``tok-mismatch``: 403 SENDER_ID_MISMATCH; ``tok-quota``: 429
+    QUOTA_EXCEEDED (Retry-After 3) on its first send; ``tok-down``: 503 UNAVAILABLE always;
+    the 400 INVALID_ARGUMENT answers of ``INVALID_ARGUMENT`` for the tokens named there.
+    ``reject_token``: an access token answered with 401.
     """
 
     def __init__(self, public_pem: bytes, expires_in: int = 3600):
@@ -86,10 +137,11 @@ class FakeFcm:
             n = self.tries[tok]
         errors = {
             "tok-dead": (404, "NOT_FOUND", "UNREGISTERED"),
-            "tok-invalid": (400, "INVALID_ARGUMENT", None),
             "tok-mismatch": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
             "tok-down": (503, "UNAVAILABLE", "UNAVAILABLE"),
         }
+        if tok in INVALID_ARGUMENT:
+            return 400, {}, INVALID_ARGUMENT[tok]
         if tok == "tok-quota" and n == 1:
             errors[tok] = (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED")
         if tok in errors:
@@ -240,6 +292,28 @@ def test_push_dead_tokens_are_reported_for_unsubscribing_and_count_as_written(fc
     assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-2"]
 
 
+def test_push_invalid_argument_is_a_dead_token_only_when_fcm_names_the_token(fcm, key_pair):
+    # FCM answers INVALID_ARGUMENT for an invalid token and for an invalid message alike: only an
+    # answer naming the token (a BadRequest on message.token, or the documented invalid-token
+    # message) unsubscribes it; any other is that record's dead letter, its token kept.
+    sink = make_sink(fcm, key_pair, unsubscribe={"state": "subs"})
+    tokens = ["tok-invalid", "tok-malformed", "tok-payload", "tok-toobig", "tok-ttl", "tok-1"]
+    result = sink.write_batch(sink.prepare(events(tokens)), None)
+    sink.close()
+    dead = ["tok-invalid", "tok-malformed"]
+    assert sorted(d.token for d in result.dead_tokens) == dead and sink.dead_tokens_seen == 2
+    assert sorted(fb.value["device_token"] for fb in result.feedback) == dead
+    assert result.failed == []
+    assert {ev.value["device_token"]: ev.failure.reason for ev in result.rejected} == {
+        "tok-payload": "FCM 400 INVALID_ARGUMENT: Invalid value at 'message.data[0].value' "
+        "(TYPE_STRING), 12",
+        "tok-toobig": "FCM 400 INVALID_ARGUMENT: Request contains an invalid argument.",
+        "tok-ttl": "FCM 400 INVALID_ARGUMENT: Invalid TTL for the message to <token> "
+        "(field message.android.ttl)",
+    }
+    assert [m["token"] for m in fcm.sent] == ["tok-1"]
+
+
 def test_push_quota_exceeded_waits_retry_after_then_sends_and_other_4xx_fail_the_record(
     fcm, key_pair
 ):
@@ -250,7 +324,7 @@ def test_push_quota_exceeded_waits_retry_after_then_sends_and_other_4xx_fail_the
     assert [ev.value["device_token"] for ev in refused] == ["tok-mismatch"]
     assert (
         refused[0].failure.reason
-        == "FCM 403 SENDER_ID_MISMATCH: PERMISSION_DENIED for tok-mismatch"
+        == "FCM 403 SENDER_ID_MISMATCH: PERMISSION_DENIED for <token>"  # FCM's text, no token
     )
     assert sink.sleeps[0] >= 3  # Retry-After honoured
     assert fcm.tries["tok-quota"] == 2 and sorted(m["token"] for m in fcm.sent) == [
