@@ -6,6 +6,10 @@ are loose: throttling and partial-failure paths are exercised with ``FlakyClient
 a real boto3 client and injects AWS error answers.
 
 Use it from a test module with ``from tests.moto_standin import moto_server, aws_env  # noqa: F401``.
+
+``moto_in_process``: the same server in a thread of the test process, for the few tests that set
+its clock: ``s3_clock(at)`` dates the S3 objects written meanwhile — S3 keeps LastModified to the
+second, so an object "written an hour ago" is made without waiting for the clock to turn.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
@@ -104,6 +111,37 @@ def moto_server(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     except Exception:
         server.stop()
         raise
+    yield server
+    server.stop()
+
+
+class InProcessMoto:
+    """moto's server in a thread of this process on 127.0.0.1 (a free port), whose clock can be set."""
+
+    def __init__(self) -> None:
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+
+    client = MotoServer.client
+
+    @contextmanager
+    def s3_clock(self, at: datetime) -> Iterator[None]:
+        """S3 objects written in the block have LastModified ``at`` (an aware time)."""
+        naive_utc = at.astimezone(UTC).replace(tzinfo=None)  # as moto keeps times
+        with mock.patch("moto.s3.models.utcnow", return_value=naive_utc):
+            yield
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_in_process(aws_env: None) -> Iterator[InProcessMoto]:
+    server = InProcessMoto()
     yield server
     server.stop()
 

@@ -7,6 +7,7 @@ import gzip
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.deploy.test_replay import (  # noqa: F401 - fixtures
@@ -19,7 +20,7 @@ from tests.deploy.test_replay import (  # noqa: F401 - fixtures
     rows,
     topology,
 )
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import aws_env, moto_in_process, unique  # noqa: F401 - fixtures
 
 
 def test_the_dead_letters_a_replay_appends_to_the_file_it_reads_are_not_read_back(
@@ -58,36 +59,38 @@ def test_the_records_read_before_a_gzip_input_breaks_are_replayed(
 
 
 def test_repeating_a_replay_of_dead_letter_s3_objects_writes_no_new_dead_letter(
-    moto_server,  # noqa: F811
+    moto_in_process,  # noqa: F811
     tmp_path: Path,
 ):
-    s3 = moto_server.client("s3")
+    s3 = moto_in_process.client("s3")
     bucket = unique("dl")
     s3.create_bucket(Bucket=bucket)
     (tmp_path / "schema.json").write_text(json.dumps(SCHEMA_V1))
     text = TOPOLOGY.format(url=f"sqlite:///{tmp_path / 'wh.db'}", table="events").replace(
         "{id: rejects, type: dead_letter, path: rejects.jsonl, fsync: false}",
-        f'{{id: rejects, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}',
+        f'{{id: rejects, type: dead_letter_s3, bucket: {bucket}, endpoint_url: "{moto_in_process.endpoint}"}}',
     )
     path = tmp_path / "topology.yaml"
     path.write_text(text)
     from squall.testing import records_from, run_topology
 
-    # One record, failing in validate; after the fix it fails again (n over 2): its new dead
-    # letter is an object named by the same position, whose digest sorts before the first's.
-    run_topology(path, records_from([EVENTS[2]], stream="events", start=START))
+    # One record, failing in validate an hour ago (S3's LastModified counts seconds: the
+    # stand-in's clock dates the object, rather than the test waiting for the next second);
+    # after the fix it fails again (n over 2): its new dead letter is an object named by the
+    # same position, whose digest sorts before the first's.
+    with moto_in_process.s3_clock(datetime.now(UTC) - timedelta(hours=1)):
+        run_topology(path, records_from([EVENTS[2]], stream="events", start=START))
     (tmp_path / "schema.json").write_text(json.dumps(SCHEMA_V2))
     url = f"s3://{bucket}/dead-letters/"
-    args = ["--endpoint-url", moto_server.endpoint]
-    time.sleep(1.1)  # S3's LastModified counts seconds
+    args = ["--endpoint-url", moto_in_process.endpoint]
 
     first = replay(path, *args, input_path=url)  # type: ignore[arg-type]
 
     assert first.exit_code == 0 and "dead-lettered again 1" in first.output, first.output
-    objects = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    objects = sorted(s3.list_objects_v2(Bucket=bucket)["Contents"], key=lambda o: o["Key"])
     assert len(objects) == 2
-    newest = max(objects, key=lambda o: o["LastModified"])["Key"]
-    assert newest == min(o["Key"] for o in objects)  # the case: the re-failure's key sorts first
+    # the case: the re-failure's object is the newer one and its key sorts first
+    assert objects[0]["LastModified"] > objects[1]["LastModified"]
 
     again = replay(path, *args, input_path=url)  # type: ignore[arg-type]
 
