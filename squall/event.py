@@ -41,7 +41,7 @@ class RecordMeta(NamedTuple):
     #: appended copy, another for other content under the same name), the Lambda producer its
     #: request id. With ``shard_id`` and ``stream`` it names where the sequence numbers count
     #: (``lineage``): two inputs starting with the same line are two inputs when their names differ.
-    #: None for Kinesis, whose shard says it alone. Not part of the event id.
+    #: None for Kinesis (and SQS), whose stream and shard say it. Not part of the event id.
     source: str | None = None
     #: How many times ``squall replay`` re-drove this record from a dead letter (0: never). Not
     #: part of the event id; it keeps a replayed record's new dead letter apart from the one it
@@ -108,22 +108,35 @@ new_meta = tuple.__new__
 
 
 def lineage(meta: RecordMeta) -> str:
-    """Where a record's sequence number counts: its shard, and for inputs numbered from 1 each
-    time (files, stdin, S3 objects, a producer's requests) that input: its stream (the file's
-    name, the bucket; part of the event id) and ``source``. Two records' positions compare only
-    within one lineage: line 5 of today's file does not come before line 9 of yesterday's — even
-    when both files start with the same line —, nor record 1 of one API request before record 2
-    of another. A Kinesis shard's lineage is its shard id. A record re-driven by ``squall
-    replay`` (``replay`` > 0) is of a lineage of its own, one per record: never counted where its
-    position was, it is taken now."""
+    """Where a record's sequence number counts: its stream's shard, and for inputs numbered from
+    1 each time (files, stdin, S3 objects, a producer's requests) that input: its ``source``.
+    Two records' positions compare only within one lineage: line 5 of today's file does not come
+    before line 9 of yesterday's — even when both files start with the same line —, nor record 1
+    of one API request before record 2 of another, nor a record of one Kinesis stream's
+    ``shardId-000000000000`` before one of another stream's (every stream has that shard). A
+    Kinesis (or SQS) shard's lineage is ``<shard id>\x1f<stream>``; squall before this version
+    stored the shard id alone (``is_old_lineage``). A record re-driven by ``squall replay``
+    (``replay`` > 0) is of a lineage of its own, one per record: never counted where its position
+    was, it is taken now."""
     source, replay = meta.source, meta.replay
-    name = meta.shard_id if source is None else f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
+    if source is None:
+        name = f"{meta.shard_id}\x1f{meta.stream}"  # (inline in the subscription bolt, too)
+    else:
+        name = f"{meta.shard_id}\x1f{meta.stream}\x1f{source}"
     if not replay:
         return name
     # One lineage per re-driven record: replays select records in any order (by component,
     # reason, time), so no high-water position could tell a repeat from one not yet counted.
     position = f"{meta.sequence_number}\x1f{meta.sub_sequence_number}"
     return f"{REPLAY_LINEAGE}{replay}\x1f{name}\x1f{position}"
+
+
+def is_old_lineage(name: str) -> bool:
+    """Whether a stored lineage is a shard id alone, as squall before this version (6 December)
+    saved a Kinesis or SQS shard's positions and window marks (and, earlier still, a file's):
+    every lineage named since holds a U+001F (between shard, stream and source; a re-driven
+    record's head)."""
+    return "\x1f" not in name
 
 
 #: The head of a re-driven record's lineage (``lineage``): such a lineage counts positions (a

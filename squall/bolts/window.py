@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~900 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,070 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -42,13 +42,14 @@ from squall.bolts.window_store import (
     Prune,
     RedisWindowStore,
     Replace,
+    Retire,
     ShardMark,
     SqlWindowStore,
     WindowRows,
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.event import REPLAY_LINEAGE, Event, lineage
+from squall.event import REPLAY_LINEAGE, Event, is_old_lineage, lineage
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import arrival_ms, format_time, parse_time
 
@@ -268,6 +269,11 @@ class WindowBolt(Bolt):
         self._decided_raw: dict[str, str] = {}  # the same, as read: [sequence, sub, cb, time]
         self._past_mark: set[str] = set()
         self._flushed = False  # end of input: every window emitted is closed at the commit
+        # Marks and decisions saved under a shard id alone (before lineages named their stream,
+        # 6 December), and the lineages of this batch taking them over: lineage → (the old
+        # name, whether it took its decisions too). See _inherit.
+        self._old: set[str] = set()
+        self._heirs: dict[str, tuple[str, bool]] = {}
 
     def open(self, resources: Resources) -> None:
         c = self.config
@@ -328,6 +334,7 @@ class WindowBolt(Bolt):
             self._pruned = None if pruned is None else pruned.watermark
             self._base = base
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
+            self._old = {s for s in (*base, *decided) if is_old_lineage(s)}
             self._wm = _highest(self._watermark(self._marks), self._floor)
 
     def flush(self, end: Event, final: bool = True) -> Output | None:
@@ -375,6 +382,7 @@ class WindowBolt(Bolt):
         replay, stream = 0, ""
         decided = self._decided
         rec = None
+        renamed, heirs = self._old, self._heirs  # (see _inherit)
         for event in batch:
             meta = event.meta
             if (
@@ -389,8 +397,11 @@ class WindowBolt(Bolt):
                 # the first's replay —, and a record `squall replay` re-drove is counted now, not
                 # taken for a replay: it is decided by the watermark as it is, never moving it.
                 cur, source, replay, stream = meta.shard_id, meta.source, meta.replay, meta.stream
-                name = cur if source is None and not replay else lineage(meta)
+                name = lineage(meta)
                 shard = name if len(name) <= MAX_SHARD_NAME else _long_shard(name)
+                if renamed and cur in renamed and source is None and not replay:
+                    if shard in heirs or shard not in base:
+                        self._inherit(shard, cur)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 rec = decided.get(shard)
                 m = marks.get(shard)
@@ -398,18 +409,22 @@ class WindowBolt(Bolt):
                 last_t = None
             if checking:
                 mark = base.get(shard)
-                if (
+                counted = (
                     mark is not None
                     and meta.sequence_number.isdigit()
                     and (int(meta.sequence_number), meta.sub_sequence_number)
                     <= (mark.sequence, mark.sub)
-                ):
+                )
+                if counted and shard in heirs:  # a mark taken over: maybe another stream's
+                    counted = self._counted_before(event, mark)
+                if counted:
                     dropped.append(
                         event
                     )  # counted in the committed state already (a replay after the state commit)
                     continue
-                past.add(shard)  # sequence numbers only grow within a shard
-                checking = False
+                if counted is not None:  # (None: no time; it fails below, the next is checked)
+                    past.add(shard)  # sequence numbers only grow within a shard
+                    checking = False
             key = None
             if fast:
                 v = event.value
@@ -491,6 +506,39 @@ class WindowBolt(Bolt):
         self._wm = wm
         if batch:
             self._close(out, batch[-1])
+
+    def _inherit(self, name: str, old: str) -> None:
+        """Lineage ``name`` (a stream's shard, without a mark of its own) takes over what was
+        saved under its shard id alone before lineages named their stream (an upgrade): the mark
+        — its records at or before it are replays, counted before the upgrade — and the
+        decisions of a partial commit. Another stream's shard of the same id may have written
+        that mark (a consumer of two streams, which this naming fixes), so a record the mark
+        covers is dropped only if its time is within the mark's watermark too (``_counted_before``).
+        The commit that gives ``name`` a mark of its own deletes the old name's (``Retire``).
+        Outside the undo of ``process``: run again at each of the lineage's runs, the same."""
+        base, marks = self._base, self._marks
+        assert base is not None
+        mark = base.get(old)
+        if name not in self._heirs:
+            took = old in self._decided_raw and name not in self._decided_raw
+            if took:
+                self._decided_raw[name] = self._decided_raw[old]
+                self._decided[name] = self._decided[old]
+            if mark is not None:
+                base[name] = mark
+            self._heirs[name] = (old, took)
+        if mark is not None:
+            marks.setdefault(name, [mark.watermark, mark.sequence, mark.sub])
+            marks.pop(old, None)  # (held by its heirs now: the watermark is the same)
+
+    def _counted_before(self, event: Event, mark: ShardMark) -> bool | None:
+        """Whether a record a taken-over mark covers (``_inherit``) is a replay: every record
+        the mark counted has a time within its watermark; a record of another stream with a
+        later time is new. None: the record has no time (it fails, as on any delivery)."""
+        try:
+            return self._time(event) <= mark.watermark
+        except ValueError:
+            return None
 
     def _snapshot(self) -> Callable[[], None]:
         """A function putting this batch's staging back as it is now (before a call's events)."""
@@ -889,8 +937,15 @@ class WindowBolt(Bolt):
         prune = self._prune(marks, wm)
         if prune is not None:
             new_marks[PRUNED_MARK] = ShardMark(prune.cutoff, 0, 0)
+        retire = Retire()  # old names whose heir gets its own mark (see _inherit)
+        for name, (old, _) in self._heirs.items():
+            if name in new_marks:
+                if old in self._base:
+                    retire.marks[old] = self._base[old]
+                if old in self._decided_raw:
+                    retire.decided[old] = self._decided_raw[old]
         self.store.commit(
-            appends, replaces, new_marks, expire, connection, self._token, prune, decided
+            appends, replaces, new_marks, expire, connection, self._token, prune, decided, retire
         )
 
     def _decisions(
@@ -907,6 +962,8 @@ class WindowBolt(Bolt):
             rec = self._decided.get(shard)
             if full and rec is None:
                 continue
+            # taken over from the old name (_inherit): not under this name in the store yet
+            stored = None if self._heirs.get(shard, ("", False))[1] else rec
             # (each with its record's time: the entry goes once its windows expired, see _prune)
             keep = self._entries(shard) if rec else {}
             if not full:
@@ -918,7 +975,7 @@ class WindowBolt(Bolt):
             mark = new_marks.get(shard)
             if mark is not None:
                 keep = {k: v for k, v in keep.items() if k > (mark.sequence, mark.sub)}
-            if {k: v[0] for k, v in keep.items()} != (rec or {}):
+            if {k: v[0] for k, v in keep.items()} != (stored or {}):
                 out[shard] = (
                     _dumps([[str(q), sub, cb, t] for (q, sub), (cb, t) in sorted(keep.items())])
                     if keep

@@ -30,7 +30,7 @@ serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a ha
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
 
-Size (~620 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+Size (~740 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
 (its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
@@ -107,6 +107,17 @@ class Prune:
     decided: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Retire:
+    """Marks and decisions saved under a shard id alone (before lineages named their stream),
+    to delete at a commit that saves the mark of the lineage taking them over (window.py
+    ``_inherit``): each only while still as read (an older squall still running may have
+    written it since)."""
+
+    marks: dict[str, ShardMark] = field(default_factory=dict)
+    decided: dict[str, str] = field(default_factory=dict)
+
+
 class WindowStore(Protocol):
     def shards(self) -> dict[str, ShardMark]: ...
 
@@ -131,11 +142,13 @@ class WindowStore(Protocol):
         token: str | None = None,
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
+        retire: Retire | None = None,
     ) -> None:
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
         shard marks, delete windows without deltas that ended before ``expire_before``, and delete
         the marks ``prune`` names whose stored watermark is still at most its ``cutoff``. ``token``
-        names the staged batch; ``decided`` sets (or, None, deletes) lineages' decisions. A commit retried with the same token after the first went through
+        names the staged batch; ``decided`` sets (or, None, deletes) lineages' decisions; ``retire``
+        deletes old names' marks and decisions while unchanged. A commit retried with the same token after the first went through
         (its reply or its COMMIT's acknowledgment lost) changes nothing."""
         ...
 
@@ -290,6 +303,7 @@ class SqlWindowStore:
         token: str | None = None,
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
+        retire: Retire | None = None,
     ) -> None:
         t, m, name = self.log, self.marks, self.name
         with self._writing(connection) as conn:
@@ -386,7 +400,17 @@ class SqlWindowStore:
                         )
                     )
             d = self.decided
-            for shard, body in sorted(prune.decided.items() if prune is not None else ()):
+            for shard, k in sorted(retire.marks.items() if retire is not None else ()):
+                conn.execute(
+                    sa.delete(m).where(
+                        m.c.name == name,
+                        m.c.shard == shard,
+                        m.c.watermark == k.watermark,
+                        m.c.sequence == str(k.sequence),
+                        m.c.sub == k.sub,
+                    )
+                )
+            for shard, body in sorted(_decided_gone(prune, retire).items()):
                 conn.execute(
                     sa.delete(d).where(d.c.name == name, d.c.shard == shard, d.c.body == body)
                 )
@@ -472,6 +496,11 @@ class SqlWindowStore:
             else:
                 with self.engine.begin() as conn:
                     yield conn
+
+
+def _decided_gone(prune: Prune | None, retire: Retire | None) -> dict[str, str]:
+    """Decisions to delete while still as read: the prune's, and old names' (``retire``)."""
+    return {**(prune.decided if prune else {}), **(retire.decided if retire else {})}
 
 
 def _text(value: Any) -> str:
@@ -564,6 +593,7 @@ class RedisWindowStore:
         token: str | None = None,
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
+        retire: Retire | None = None,
     ) -> None:
         # bodies travel as their own arguments (never inside the JSON header: no escaping)
         args: list[Any] = [self.base, str(expire_before), "", token or ""]
@@ -595,9 +625,15 @@ class RedisWindowStore:
                 [s, orjson.dumps([k.watermark, str(k.sequence), k.sub]).decode()]
                 for s, k in marks.items()
             ],
-            "p": [prune.cutoff, prune.shards, [[s, arg(b)] for s, b in prune.decided.items()]]
-            if prune is not None
-            else [0, [], []],
+            "p": [
+                prune.cutoff if prune is not None else 0,
+                prune.shards if prune is not None else [],
+                [[s, arg(b)] for s, b in _decided_gone(prune, retire).items()],
+            ],
+            "x": [
+                [s, k.watermark, str(k.sequence), k.sub]
+                for s, k in (retire.marks.items() if retire is not None else ())
+            ],
             "d": [[s, arg(body)] for s, body in (decided or {}).items()],
         }
         args[2] = orjson.dumps(header)
@@ -610,7 +646,7 @@ class RedisWindowStore:
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
-#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff, decisions to delete while unchanged: [lineage, body arg]]; then the commit's token ("": none). Every check is made before the first
+#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff, decisions to delete while unchanged: [lineage, body arg]]; ``x``: old names' marks to delete while unchanged [name, watermark, sequence, sub]; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
@@ -667,6 +703,15 @@ end
 for _, s in ipairs(p.p[2]) do  -- marks to prune, while their watermark is still at most the cutoff
   local old = redis.call('HGET', base .. 'shards', s)
   if old and cjson.decode(old)[1] <= p.p[1] then redis.call('HDEL', base .. 'shards', s) end
+end
+for _, x in ipairs(p.x) do  -- old names' marks taken over, while still the ones the bolt read
+  local old = redis.call('HGET', base .. 'shards', x[1])
+  if old then
+    local o = cjson.decode(old)
+    if o[1] == x[2] and tostring(o[2]) == x[3] and o[3] == x[4] then
+      redis.call('HDEL', base .. 'shards', x[1])
+    end
+  end
 end
 for _, d in ipairs(p.p[3]) do  -- decisions to prune, while still the ones the bolt read
   if redis.call('HGET', base .. 'decided', d[1]) == ARGV[d[2]] then

@@ -21,9 +21,10 @@ from typing import Any
 
 import orjson
 
+from squall.event import RecordMeta, derive_event_id
 from squall.times import format_time
 
-#: Where a record was read: its lineage (``squall.event.lineage``: stream, shard and, for inputs
+#: Where a record was read: its lineage (``squall.event.lineage``: shard, stream and, for inputs
 #: numbered by line, the input), sequence number, sub-sequence number.
 Position = tuple[str, int, int]
 
@@ -250,8 +251,9 @@ def play(
     its event sees the result. Any other event sees the state as of its position: the latest
     state if it comes after the update that made it (in the same lineage), else — a re-delivery —
     the remembered state made by the last update at or before its position. Positions in other
-    lineages (shards, inputs) do not compare: such events see the latest state.
-    """
+    lineages (streams' shards, inputs) do not compare: such events see the latest state. A
+    position saved before lineages named their stream compares in the lineage its update was
+    read in (``_read_in``)."""
     applied = [state]  # states of this call; the history before them is decoded only when needed
     chain: list[SubscriptionState] | None = None
     latest = state
@@ -263,7 +265,18 @@ def play(
             seen.append(latest)
             continue
         made = latest.position
-        if position is None or made is None or position[0] != made[0] or position > made:
+        if (
+            position is None
+            or made is None
+            or (
+                position > made
+                if position[0] == made[0]
+                # another lineage, unless ``made`` was saved before lineages named their stream
+                else "\x1f" in made[0]
+                or (position[1], position[2]) > (made[1], made[2])
+                or not _read_in(made, latest.event_id, position[0])
+            )
+        ):
             seen.append(latest)  # the usual case: an event after the latest update
             continue
         if chain is None:
@@ -278,9 +291,30 @@ def _as_of(chain: list[SubscriptionState], position: Position) -> SubscriptionSt
     """The state as of an earlier ``position``: made by the last update at or before it."""
     for state in reversed(chain):
         at = state.position
-        if at is None or at[0] != position[0] or at <= position:
+        if at is None or (
+            at <= position
+            if at[0] == position[0]
+            else (at[1], at[2]) <= (position[1], position[2])
+            or not _read_in(at, state.event_id, position[0])
+        ):
             return state  # the state before all updates, from another shard, or as of the position
     return chain[0]  # history too short: the oldest remembered state
+
+
+def _read_in(at: Position, event_id: str, name: str) -> bool:
+    """Whether position ``at`` of another lineage than ``name`` is of ``name`` after all: saved
+    before lineages named their stream (its lineage a shard id alone:
+    ``squall.event.is_old_lineage``), by an update read in ``name`` (a stream's shard) — the
+    event id derived from that stream's record at that position is the update's. Else it does
+    not compare. Only states an earlier version saved, until their key's next update."""
+    shard = at[0]
+    n = len(shard)
+    if "\x1f" in shard or name[n : n + 1] != "\x1f" or not name.startswith(shard):
+        return False
+    stream = name[n + 1 :]
+    if "\x1f" in stream:  # a file's, an S3 object's or a request's lineage (it has a source)
+        return False
+    return derive_event_id(RecordMeta(stream, shard, str(at[1]), at[2])) == event_id
 
 
 def position_of(lineage: str, sequence_number: str, sub_sequence_number: int) -> Position | None:

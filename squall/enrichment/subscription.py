@@ -381,12 +381,14 @@ def _single_key(path: str) -> str | None:
 
 def _all_after(batch: list[Event], indexes: list[int], made: Position | None) -> bool:
     """Whether every event at ``indexes`` comes after position ``made`` (or cannot be compared
-    with it: another lineage, no numeric position) — what ``play`` checks for a read."""
+    with it: another lineage, no numeric position) — what ``play`` checks for a read. A position
+    saved before lineages named their stream (a shard id alone) is left to ``play``."""
     if made is None:
         return True
+    old = "\x1f" not in made[0]
     for i in indexes:
-        position = _position(batch[i])
-        if position is not None and position[0] == made[0] and position <= made:
+        p = _position(batch[i])
+        if p is not None and (p <= made if p[0] == made[0] else old and p[1:] <= made[1:]):
             return False
     return True
 
@@ -413,7 +415,6 @@ def _position(event: Event) -> Position | None:
     seq = meta.sequence_number
     if not seq.isdigit():
         return None
-    source = meta.source
-    if source is None and not meta.replay:
-        return meta.shard_id, int(seq), meta.sub_sequence_number
+    if meta.source is None and not meta.replay:  # a stream's shard (Kinesis, SQS)
+        return f"{meta.shard_id}\x1f{meta.stream}", int(seq), meta.sub_sequence_number
     return lineage(meta), int(seq), meta.sub_sequence_number

@@ -17,7 +17,7 @@ import redis
 from squall.bolts.window import WindowBolt, duration_ms
 from squall.component import ComponentContext
 from squall.deploy.lambda_consumer import make_handler
-from squall.event import Event, RecordMeta
+from squall.event import Event, RecordMeta, lineage
 from squall.testing import records_from, run_topology
 from tests.enrichment.support import resources
 from tests.factories import kinesis_lambda_event
@@ -62,6 +62,11 @@ def make_bolt(url: str, name: str, **config) -> WindowBolt:
 def ev(i: int, t: int, shard: str = "shardId-000000000000", **payload) -> Event:
     meta = RecordMeta("s", shard, str(1000 + i), 0, "pk")
     return Event(b"", meta, None, i, {"timestamp": t, "app": "a", **payload})
+
+
+def mark_name(shard: str) -> str:
+    """The name of the mark of ``ev``'s records of ``shard``: their lineage (shard and stream)."""
+    return lineage(ev(0, 0, shard).meta)
 
 
 def run(

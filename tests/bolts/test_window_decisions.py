@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tests.bolts.test_review_window2 import S1, S2, commit, results, sql_url  # noqa: F401
-from tests.bolts.test_window import MIN, T0, ev, make_bolt, run, store_url  # noqa: F401
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, mark_name, run, store_url  # noqa: F401
 
 AT = "2024-05-01T10:{:02d}:00.000Z".format
 
@@ -27,7 +27,7 @@ def test_a_record_that_comes_again_to_another_process_is_decided_as_the_first_ti
     first = a.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(1, T0 + 10 * MIN, S1, app="z")])
     assert "late" not in first.streams
     commit(a, lambda e: e.meta.shard_id == S1)
-    assert set(a.store.read_marks()[1]) == {S2}
+    assert set(a.store.read_marks()[1]) == {mark_name(S2)}
     b = make_bolt(store_url, unique_name)
     again = b.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(2, T0 + 10 * MIN, S2, app="x")])
     assert "late" not in again.streams
@@ -95,7 +95,7 @@ def test_a_sql_store_of_the_previous_version_gets_its_decisions_table(sql_url, u
     out = bolt.process([ev(0, T0, S1, app="k"), ev(1, T0 + 1, S2), ev(1, T0 + 2, S1)])
     assert len(out.dropped) == 3 and "late" not in out.streams  # the replay, and two counted
     commit(bolt, lambda e: e.meta.shard_id == S1)
-    assert set(bolt.store.read_marks()[1]) == {S2}
+    assert set(bolt.store.read_marks()[1]) == {mark_name(S2)}
 
 
 def test_a_lineage_with_records_to_come_again_keeps_its_mark(store_url, unique_name):  # noqa: F811
@@ -107,10 +107,10 @@ def test_a_lineage_with_records_to_come_again_keeps_its_mark(store_url, unique_n
     a.process([ev(1, T0 + 6 * MIN, S2, app="k"), ev(1, T0 + 10 * MIN, S1, app="z")])
     commit(a, lambda e: e.meta.shard_id == S1)
     run(a, [ev(2, T0 + 11 * MIN, S1)])
-    assert S2 in a.store.shards()
+    assert mark_name(S2) in a.store.shards()
     run(a, [ev(1, T0 + 6 * MIN, S2, app="k")])
     run(a, [ev(3, T0 + 12 * MIN, S1)])
-    assert S2 not in a.store.shards() and a.store.read_marks()[1] == {}
+    assert mark_name(S2) not in a.store.shards() and a.store.read_marks()[1] == {}
 
 
 def test_decisions_of_a_lineage_that_never_comes_back_go_once_its_windows_expired(
@@ -127,10 +127,10 @@ def test_decisions_of_a_lineage_that_never_comes_back_go_once_its_windows_expire
     req = "api-req-1"
     bolt.process([ev(0, T0, req), ev(1, T0 + 1000, req), ev(2, T0 + 2000, S1)])
     commit(bolt, lambda e: e.origin != 1)
-    assert set(bolt.store.read_marks()[1]) == {req}
+    assert set(bolt.store.read_marks()[1]) == {mark_name(req)}
     for i in range(3, 8):
         run(bolt, [ev(i, T0 + i * 2 * MIN, S1)])
     marks, decided = bolt.store.read_marks()
-    assert req not in marks and decided == {}
+    assert mark_name(req) not in marks and decided == {}
     out = bolt.process([ev(1, T0 + 1000, req)])
     assert len(out.streams.get("late", [])) == 1 and "default" not in out.streams

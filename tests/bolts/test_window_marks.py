@@ -8,7 +8,16 @@ from __future__ import annotations
 from squall.bolts import window
 from squall.bolts.window import PRUNED_MARK, WATERMARK_MARK
 from squall.bolts.window_store import Prune, ShardMark
-from tests.bolts.test_window import MIN, T0, ev, finals, make_bolt, run, store_url  # noqa: F401
+from tests.bolts.test_window import (  # noqa: F401
+    MIN,
+    T0,
+    ev,
+    finals,
+    make_bolt,
+    mark_name,
+    run,
+    store_url,
+)
 
 
 def minute(k: int) -> str:
@@ -37,7 +46,7 @@ def test_marks_of_a_shard_per_message_stay_bounded_and_a_redelivery_counts_once(
         >= T0 + 399_000 - 3 * MIN
     )
     assert {k: r["n"] for k, r in got.items()} == {(minute(k), "a"): 60 for k in range(4)}
-    assert "msg-0" not in marks and "msg-399" in marks
+    assert mark_name("msg-0") not in marks and mark_name("msg-399") in marks
 
     results, late = run(bolt, [ev(i, T0 + i * 1000, f"msg-{i}") for i in range(10)])
     assert results == [] and len(late) == 10 and all("late" in e.failure.reason for e in late)
@@ -62,7 +71,7 @@ def test_a_delete_never_loses_a_mark_another_process_raised_since(
     run(b, [ev(2, T0 + 10 * MIN, "X")])
     a.commit_state(lambda e: True)
     a.state_committed()
-    assert a.store.shards()["X"] == ShardMark(T0 + 10 * MIN, 1002, 0)
+    assert a.store.shards()[mark_name("X")] == ShardMark(T0 + 10 * MIN, 1002, 0)
     out = b.process([ev(2, T0 + 10 * MIN, "X")])
     assert out.streams == {} and len(out.dropped) == 1
 
@@ -86,7 +95,9 @@ def test_a_mark_below_the_saved_watermark_that_is_not_idle_keeps_holding_it(
         (minute(10), "a"): 2,
         (minute(12), "a"): 4,
     }
-    assert "C" not in bolt.store.shards()  # idle and closed by then: the next commit deleted it
+    assert (
+        mark_name("C") not in bolt.store.shards()
+    )  # idle and closed by then: the next commit deleted it
 
 
 def test_one_commit_deletes_a_bounded_number_of_marks_lowest_first(
@@ -102,7 +113,7 @@ def test_one_commit_deletes_a_bounded_number_of_marks_lowest_first(
     run(bolt, [ev(i, T0 + i * 1000, f"msg-{i}") for i in range(20)])
     run(bolt, [ev(20, T0 + 10 * MIN, "Z")])
     assert sorted(s for s in bolt.store.shards() if s.startswith("msg-")) == sorted(
-        f"msg-{i}" for i in range(3, 20)
+        mark_name(f"msg-{i}") for i in range(3, 20)
     )
     run(bolt, [ev(21, T0 + 10 * MIN + 1, "Z")])
     assert len([s for s in bolt.store.shards() if s.startswith("msg-")]) == 14
@@ -121,7 +132,7 @@ def test_a_lateness_raised_after_a_prune_does_not_count_a_record_again(
     run(bolt, [ev(0, T0, "msg-X")])
     results, _ = run(bolt, [ev(1, T0 + 10 * MIN, "Z")])
     assert {k: r["n"] for k, r in finals(results).items()} == {(minute(0), "a"): 1}
-    assert "msg-X" not in bolt.store.shards()
+    assert mark_name("msg-X") not in bolt.store.shards()
     later = make_bolt(store_url, unique_name, idle_shard_after="2m", allowed_lateness="15m")
     results, late = run(later, [ev(0, T0, "msg-X")])
     assert results == [] and len(late) == 1
@@ -152,7 +163,7 @@ def test_an_idle_shard_after_raised_after_a_prune_moves_the_watermark_as_the_kep
         bolt = make_bolt(store_url, name, idle_shard_after="2m")
         run(bolt, [ev(0, T0, "msg-X")])
         run(bolt, [ev(1, T0 + 10 * MIN, "Z")])
-        assert ("msg-X" in bolt.store.shards()) is not prune
+        assert (mark_name("msg-X") in bolt.store.shards()) is not prune
         later = make_bolt(store_url, name, idle_shard_after="30m")
         results, _ = run(later, [ev(2, T0 + 12 * MIN, "Z")])
         got.append({k: r["n"] for k, r in finals(results).items()})
