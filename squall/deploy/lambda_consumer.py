@@ -268,15 +268,16 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
     snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        answer = sources.handle(engine, event)
-        if answer is not NotImplemented:
-            return answer
         try:
-            records = records_from_event(event)
-        except NotAKinesisEvent as exc:
-            log.error("%s", exc)  # the invocation fails with this message; nothing is acknowledged
-            raise
-        try:
+            answer = sources.handle(engine, event, observer.recorder)
+            if answer is not NotImplemented:
+                return answer
+            try:
+                records = records_from_event(event)
+            except NotAKinesisEvent as exc:
+                # the invocation fails with this message; nothing is acknowledged
+                log.error("%s", exc)
+                raise
             return process_in_slices(engine, observer, records, size)
         finally:
             observer.flush(context)

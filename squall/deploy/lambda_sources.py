@@ -15,6 +15,9 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
   sinks and dead letters.
 
+Each engine batch goes through the invocation's recorder, as a Kinesis slice does: its EMF
+metrics and its ``squall.invocation`` line (the template's alarms watch them).
+
 The SQS and S3 spout modules (and with them botocore) are imported when such an event arrives
 or the topology's spout is S3, not at a Kinesis consumer's init.
 """
@@ -28,8 +31,11 @@ from urllib.parse import unquote_plus
 from squall.errors import BatchFailed, SquallError
 
 if TYPE_CHECKING:
+    from squall.event import Record
+    from squall.observability.metrics import Recorder
     from squall.spouts.sqs import Message
     from squall.topology.executor import Engine
+    from squall.topology.outcomes import BatchResult
 
 log = logging.getLogger("squall.lambda")
 
@@ -84,14 +90,25 @@ def sqs_messages(event: dict[str, Any]) -> list[tuple[str, Message]]:
     return out
 
 
-def handle_sqs(engine: Engine, event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+def process(engine: Engine, records: list[Record], recorder: Recorder | None) -> BatchResult:
+    """One engine batch, observed by the invocation's recorder (metrics, the invocation line)."""
+    if recorder is None:
+        return engine.process(records)
+    with recorder.batch(engine, records) as watch:
+        watch.result = result = engine.process(records)
+    return result
+
+
+def handle_sqs(
+    engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
+) -> dict[str, list[dict[str, str]]]:
     """Run an SQS batch; the partial batch response names every message that is not settled."""
     from squall.spouts.sqs import message_record, settled
 
     messages = sqs_messages(event)
     records = [message_record(queue, m) for queue, m in messages]
     try:
-        result = engine.process(records)
+        result = process(engine, records, recorder)
     except BatchFailed as exc:
         log.error("SQS batch of %d messages failed: %s", len(records), exc)
         return {"batchItemFailures": [{"itemIdentifier": m.message_id} for _, m in messages]}
@@ -111,7 +128,12 @@ class S3EventFailed(SquallError):
 
 
 def handle_s3(
-    engine: Engine, event: dict[str, Any], client: Any, *, batch_size: int
+    engine: Engine,
+    event: dict[str, Any],
+    client: Any,
+    *,
+    batch_size: int,
+    recorder: Recorder | None = None,
 ) -> dict[str, Any]:
     """Run every line of the objects an S3 event names; raise if any line is not settled."""
     from squall.spouts.s3 import object_records, read_object
@@ -130,7 +152,7 @@ def handle_s3(
         for i in range(0, len(records), batch_size):
             part = records[i : i + batch_size]
             try:
-                result = engine.process(part)
+                result = process(engine, part, recorder)
             except BatchFailed as exc:
                 raise S3EventFailed(
                     f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
@@ -155,15 +177,17 @@ class LambdaSources:
         self._s3 = s3_client
         self._spout = topology.spout
 
-    def handle(self, engine: Engine, event: dict[str, Any]) -> Any:
+    def handle(
+        self, engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
+    ) -> Any:
         """The answer to an SQS or S3 event; ``NotImplemented`` for others (Kinesis)."""
         source = event_source(event)
         if source == "aws:sqs":
-            return handle_sqs(engine, event)
+            return handle_sqs(engine, event, recorder)
         if source == "aws:s3":
             if self._s3 is None:
                 self._s3 = self._s3_client()
-            return handle_s3(engine, event, self._s3, batch_size=self.batch_size)
+            return handle_s3(engine, event, self._s3, batch_size=self.batch_size, recorder=recorder)
         return NotImplemented
 
     def _s3_client(self) -> Any:

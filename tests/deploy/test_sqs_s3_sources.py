@@ -389,3 +389,38 @@ def test_a_corrupt_gzip_object_in_an_s3_event_is_dead_lettered_with_its_version(
     handler(s3_lambda_event(bucket, "drop/bad.jsonl.gz"), None)  # a retried event
     again = MemorySink.stores[f"{store}-dlq"][-1]
     assert again.event_id == dead.event_id
+
+
+def emf_top_documents(out: str) -> list[dict]:
+    """The topology-level EMF documents printed on stdout (one per invocation with batches)."""
+    docs = [json.loads(x) for x in out.splitlines() if x.startswith('{"_aws"')]
+    return [d for d in docs if "Component" not in d and "Topology" in d]
+
+
+def test_sqs_and_s3_invocations_print_emf_metrics_and_an_invocation_line(
+    moto, tmp_path: Path, caplog, capsys
+):
+    """The consumer handler serves SQS and S3 events too: their batches are recorded like a
+    Kinesis slice's (EMF on stdout, one squall.invocation line per batch), so the dead-letter
+    and failed-record alarms of `squall package --template` see them. They printed nothing."""
+    import logging
+
+    s3 = moto.client("s3")
+    bucket = unique("metered")
+    s3.create_bucket(Bucket=bucket)
+    put_lines(s3, bucket, "in/a.jsonl", [{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}], gz=False)
+    store = unique("lmetered")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        handler(s3_lambda_event(bucket, "in/a.jsonl"), None)
+        handler(sqs_lambda_event([("m-1", {"n": 4}, None), ("m-2", {"n": 5, "fail": "x"}, None)]))
+    [s3_doc, sqs_doc] = emf_top_documents(capsys.readouterr().out)
+    assert (s3_doc["RecordsCommitted"], s3_doc["RecordsDeadLettered"]) == ([2.0], [1.0])
+    assert (sqs_doc["RecordsCommitted"], sqs_doc["RecordsDeadLettered"]) == ([1.0], [1.0])
+    lines = [r.fields for r in caplog.records if r.name == "squall.invocation"]
+    assert [(f["records"], f["committed"], f["dead_lettered"]) for f in lines] == [
+        (3, 2, 1),
+        (2, 1, 1),
+    ]
