@@ -9,7 +9,8 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   failed one are listed too, so the group keeps its order (AWS requires this). A batch whose
   dependency stays down lists every message.
 - **S3** (asynchronous invocation per ``s3:ObjectCreated:*`` notification): each object named is
-  read (JSON lines, gzip detected) and its lines run through the engine in ``batch_size`` slices.
+  read (on a versioned bucket, the version the event names; JSON lines, gzip detected) and its
+  lines run through the engine in ``batch_size`` slices.
   A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``).
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
   destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
@@ -142,12 +143,14 @@ def handle_s3(
     for r in event.get("Records", []):
         s3 = r.get("s3", {})
         bucket = s3.get("bucket", {}).get("name")
-        key = unquote_plus(
-            s3.get("object", {}).get("key", "")
-        )  # keys arrive URL-encoded, spaces as '+'
+        obj = s3.get("object", {})
+        key = unquote_plus(obj.get("key", ""))  # keys arrive URL-encoded, spaces as '+'
         if not bucket or not key:
             raise S3EventFailed(f"S3 event record without bucket or key: {r.get('eventName')}")
-        records = object_records(bucket, key, read_object(client, bucket, key))
+        # A versioned bucket's event names the version it is about: the key's latest version
+        # may be a later upload (with an event of its own), and this one's lines must be read.
+        version = obj.get("versionId") if isinstance(obj.get("versionId"), str) else None
+        records = object_records(bucket, key, read_object(client, bucket, key, version))
         counts["objects"] += 1
         for i in range(0, len(records), batch_size):
             part = records[i : i + batch_size]

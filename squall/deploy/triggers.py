@@ -46,8 +46,9 @@ SQS_TRIGGER_ACTIONS = (
     "sqs:GetQueueAttributes",
     "sqs:ReceiveMessage",
 )
-#: What the consumer handler calls for an S3 event: it reads each object the event names.
-S3_TRIGGER_ACTIONS = ("s3:GetObject",)
+#: What the consumer handler calls for an S3 event: it reads each object the event names, the
+#: version the event names on a versioned bucket (GetObject with a VersionId needs the second).
+S3_TRIGGER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 S3_EVENTS = ["s3:ObjectCreated:*"]
 #: S3 invokes asynchronously: Lambda retries a failed event at most twice.
 MAX_ASYNC_RETRIES = 2

@@ -117,14 +117,25 @@ def corrupt_object_record(bucket: str, key: str, obj: S3Object, exc: BaseExcepti
     return Record(orjson.dumps(pointer), meta)
 
 
-def read_object(client: Any, bucket: str, key: str) -> S3Object:
-    """An object's bytes, ETag and version id; a missing object or bucket is an error naming it."""
+def read_object(client: Any, bucket: str, key: str, version_id: str | None = None) -> S3Object:
+    """An object's bytes, ETag and version id (``version_id``: that version, not the latest); a
+    missing object, version or bucket is an error naming it."""
+    kwargs = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
     try:
-        resp = client.get_object(Bucket=bucket, Key=key)
+        resp = client.get_object(**kwargs)
         return S3Object(resp["Body"].read(), resp.get("ETag"), resp.get("VersionId"))
     except Exception as exc:
+        code = aws.error_code(exc)
+        version = f" version {version_id}" if version_id else ""
+        hint = (
+            " (reading a version needs s3:GetObjectVersion)"
+            if version_id and code == "AccessDenied"
+            else ""
+        )
         raise SquallError(
-            f"cannot read s3://{bucket}/{key}: {aws.error_code(exc) or exc}"
+            f"cannot read s3://{bucket}/{key}{version}: {code or exc}{hint}"
         ) from None
 
 

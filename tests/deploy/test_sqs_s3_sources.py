@@ -424,3 +424,37 @@ def test_sqs_and_s3_invocations_print_emf_metrics_and_an_invocation_line(
         (3, 2, 1),
         (2, 1, 1),
     ]
+
+
+def test_an_s3_event_reads_the_object_version_it_names(moto, tmp_path: Path):
+    """On a versioned bucket an object overwritten before its first event ran is still read as
+    that event names it (`versionId`): reading the key's latest version made both events read
+    the second upload, and the first one's lines were never processed, silently."""
+    s3 = moto.client("s3")
+    bucket = unique("versioned")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    uploads = [
+        s3.put_object(Bucket=bucket, Key="in/export.jsonl", Body=body)
+        for body in (b'{"n": 1}\n{"n": 2}\n', b'{"n": 3}\n')
+    ]
+    store = unique("lversion")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    for upload in uploads:
+        event = s3_lambda_event(bucket, "in/export.jsonl")
+        event["Records"][0]["s3"]["object"]["versionId"] = upload["VersionId"]
+        handler(event, None)
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 3]
+
+
+def test_a_version_the_role_may_not_read_is_an_error_naming_the_permission(moto):
+    from squall.spouts.s3 import read_object
+    from tests.moto_standin import FlakyClient, client_error
+
+    def refuse(kwargs, call):
+        raise client_error("AccessDenied", "Access Denied", 403)
+
+    client = FlakyClient(moto.client("s3"), get_object=refuse)
+    with pytest.raises(SquallError, match="version v1: AccessDenied .*s3:GetObjectVersion"):
+        read_object(client, "bucket", "in/a.jsonl", "v1")

@@ -405,10 +405,11 @@ def test_s3_spout_creates_its_bucket_notifying_the_function_of_new_objects(
             },
         }
     }
-    # The handler reads the objects (GetObject) under the prefix, nothing else of the bucket.
+    # The handler reads the objects (GetObject; on a versioned bucket the version its event
+    # names: GetObjectVersion) under the prefix, nothing else of the bucket.
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
-        OBJECTS: {"s3:GetObject"},
+        OBJECTS: {"s3:GetObject", "s3:GetObjectVersion"},
         ARN + "orders": {"kinesis:PutRecords"},
     }
     bucket = cfn["Resources"]["SourceBucket"]
@@ -439,7 +440,10 @@ def test_s3_trigger_on_an_existing_bucket_outputs_the_notification_to_add(tmp_pa
     )
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
-        "arn:${AWS::Partition}:s3:::${LogBucket}/logs/*.jsonl.gz": {"s3:GetObject"},
+        "arn:${AWS::Partition}:s3:::${LogBucket}/logs/*.jsonl.gz": {
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+        },
         ARN + "orders": {"kinesis:PutRecords"},
         "Ref OnFailureDestinationArn": {"sqs:SendMessage"},
     }
