@@ -58,6 +58,23 @@ def s3_bucket_arn(bucket: str) -> str:
     return f"arn:${{AWS::Partition}}:s3:::{bucket}"
 
 
+def s3_objects_arn(bucket: str, prefix: str = "") -> str:
+    """The objects of a bucket whose keys start with ``prefix``."""
+    return f"{s3_bucket_arn(bucket)}/{prefix}*"
+
+
+def firehose_stream_arn(name: str, region: str | None = None) -> str:
+    return f"arn:${{AWS::Partition}}:firehose:{region or '${AWS::Region}'}:${{AWS::AccountId}}:deliverystream/{name}"
+
+
+def sqs_send(queue: str, region: str | None, why: str) -> AwsPermission:
+    """Sending to a queue (SendMessageBatch is authorized as sqs:SendMessage); a queue given by
+    name is looked up with GetQueueUrl first."""
+    by_url = queue.startswith(("http://", "https://"))
+    actions = ("sqs:SendMessage",) if by_url else ("sqs:GetQueueUrl", "sqs:SendMessage")
+    return AwsPermission(actions, sqs_queue_arn(queue, region), why)
+
+
 def service_role(
     service: str,
     statements: list[dict[str, Any]],

@@ -34,6 +34,7 @@ from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
+from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all
@@ -136,6 +137,10 @@ class DeadLetterSqsSink(_AwsDeadLetter):
     Config = DeadLetterSqsConfig
     summary = "Write failed events (reason, component, original record) as SQS messages: durable in Lambda."
 
+    @classmethod
+    def aws_permissions(cls, config: DeadLetterSqsConfig) -> list[AwsPermission]:
+        return [sqs_send(config.queue, config.region, f"dead letters {config.id}")]
+
     def open(self, resources: Any = None) -> None:
         self._client("sqs")
         cfg = self.config
@@ -205,6 +210,16 @@ class DeadLetterS3Sink(_AwsDeadLetter):
     summary = (
         "Write failed events (reason, component, original record) as gzip JSON-lines S3 objects."
     )
+
+    @classmethod
+    def aws_permissions(cls, config: DeadLetterS3Config) -> list[AwsPermission]:
+        return [
+            AwsPermission(
+                ("s3:PutObject",),
+                s3_objects_arn(config.bucket, config.prefix),
+                f"dead letters {config.id}",
+            )
+        ]
 
     def open(self, resources: Any = None) -> None:
         self._client("s3")
@@ -280,6 +295,16 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
 
     Config = DeadLetterKinesisConfig
     summary = "Write failed events (reason, component, original record) to a Kinesis stream."
+
+    @classmethod
+    def aws_permissions(cls, config: DeadLetterKinesisConfig) -> list[AwsPermission]:
+        return [
+            AwsPermission(
+                ("kinesis:PutRecords",),
+                kinesis_stream_arn(config.stream, config.region),
+                f"dead letters {config.id}",
+            )
+        ]
 
     def open(self, resources: Any = None) -> None:
         self.ref = aws.StreamRef.parse(self.config.stream)

@@ -22,6 +22,7 @@ from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
+from squall.iam import AwsPermission, firehose_stream_arn
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import Item, Retry, aws_call, send_all, write_result
 
@@ -62,6 +63,16 @@ class FirehoseSink(Sink):
 
     Config = FirehoseSinkConfig
     summary = "Send events to an Amazon Data Firehose stream with PutRecordBatch."
+
+    @classmethod
+    def aws_permissions(cls, config: FirehoseSinkConfig) -> list[AwsPermission]:
+        return [
+            AwsPermission(
+                ("firehose:PutRecordBatch",),
+                firehose_stream_arn(config.delivery_stream, config.region),
+                f"sink {config.id}",
+            )
+        ]
 
     def __init__(self, config: FirehoseSinkConfig, context: ComponentContext):
         super().__init__(config, context)

@@ -43,6 +43,7 @@ from squall import aws, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event, RecordMeta
+from squall.iam import AwsPermission, s3_objects_arn
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import aws_call
 
@@ -225,6 +226,15 @@ class S3Sink(Sink):
         self._since: float | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.redelivered = 0
+
+    @classmethod
+    def aws_permissions(cls, config: S3SinkConfig) -> list[AwsPermission]:
+        """PutObject under its prefix."""
+        return [
+            AwsPermission(
+                ("s3:PutObject",), s3_objects_arn(config.bucket, config.prefix), f"sink {config.id}"
+            )
+        ]
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config

@@ -25,6 +25,7 @@ from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
+from squall.iam import AwsPermission, sqs_send
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     Item,
@@ -136,6 +137,10 @@ class SqsSink(Sink):
 
     Config = SqsSinkConfig
     summary = "Send events to an SQS queue (standard or FIFO) with SendMessageBatch."
+
+    @classmethod
+    def aws_permissions(cls, config: SqsSinkConfig) -> list[AwsPermission]:
+        return [sqs_send(config.queue, config.region, f"sink {config.id}")]
 
     def __init__(self, config: SqsSinkConfig, context: ComponentContext):
         super().__init__(config, context)

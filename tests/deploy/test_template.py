@@ -544,3 +544,18 @@ sinks:
     no_echo = {name for name, p in params.items() if p.get("NoEcho")}
     assert {"DbUser", "DbPw", "AppsApi"} <= no_echo
     assert not {"EventsTable", "ClientName"} & no_echo
+
+
+def test_the_lake_and_s3_dead_letters_are_granted_put_object_under_their_prefixes(tmp_path: Path):
+    """Sinks that write to AWS declare it (tests/sinks/test_sink_permissions.py): the role may
+    write the lake and the dead letters, under their prefixes only. It could write neither."""
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "name: lake\nspout: {type: kinesis, stream: raw}\nbolts: [{id: decode, type: json}]\n"
+        "sinks:\n"
+        "  - {id: lake, type: s3, bucket: '${LAKE_BUCKET:-lake}', prefix: orders, time_field: ts}\n"
+        "  - {id: dl, type: dead_letter_s3, bucket: '${LAKE_BUCKET:-lake}'}\n"
+    )
+    g = grants(policy(checked(template_of(path, "consumer"), tmp_path)))
+    assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/orders/*"] == {"s3:PutObject"}
+    assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/dead-letters/*"] == {"s3:PutObject"}
