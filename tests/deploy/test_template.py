@@ -559,3 +559,36 @@ def test_the_lake_and_s3_dead_letters_are_granted_put_object_under_their_prefixe
     g = grants(policy(checked(template_of(path, "consumer"), tmp_path)))
     assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/orders/*"] == {"s3:PutObject"}
     assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/dead-letters/*"] == {"s3:PutObject"}
+
+
+def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only(
+    tmp_path: Path,
+):
+    """examples/etl: ingest reads the landing prefix and writes the raw stream and its dead
+    letters; transform reads the raw stream and writes the curated stream and the lake."""
+    s3 = "arn:${AWS::Partition}:s3:::"
+    vpc = {"if InVpc: *"}
+    ingest = grants(
+        policy(checked(template_of(EXAMPLES / "etl/ingest.yaml", "consumer"), tmp_path))
+    )
+    assert ingest == {
+        "GetAtt LogGroup.Arn": LOGS,
+        s3 + "${LandingBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectVersion"},
+        ARN + "${RawStream}": {"kinesis:ListShards", "kinesis:PutRecords"},
+        s3 + "${LakeBucket}/dead-letters/ingest/*": {"s3:PutObject"},
+    }
+    transform = template_of(EXAMPLES / "etl/transform.yaml", "consumer")
+    got = grants(policy(checked(transform, tmp_path)))
+    assert {k: v for k, v in got.items() if k not in vpc} == {
+        "GetAtt LogGroup.Arn": LOGS,
+        ARN + "${RawStream}": {
+            "kinesis:DescribeStream",
+            "kinesis:DescribeStreamSummary",
+            "kinesis:GetRecords",
+            "kinesis:GetShardIterator",
+            "kinesis:ListShards",
+        },
+        ARN + "${CuratedStream}": {"kinesis:PutRecords"},
+        s3 + "${LakeBucket}/orders/*": {"s3:PutObject"},
+    }
+    assert transform["Parameters"]["WarehouseUrl"]["NoEcho"] is True
