@@ -187,6 +187,9 @@ class Engine:
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
         self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
+        #: Per sink index: rows the part writes of this batch's isolation added (counted as
+        #: written when they committed; the rest's write then finds them present, not new).
+        self._isolated_rows: dict[int, int] = {}
         self._last_stream, self._last_print = "", None  # of the last record (the end of input's)
         self._opened = False
 
@@ -475,6 +478,7 @@ class Engine:
         return self.process([], final=True)
 
     def _process(self, records: list[Record], final: bool = False) -> BatchResult:
+        self._isolated_rows.clear()
         units, default_dl = self._expand(records)
         end = None
         if final:  # the origin of what flush() emits: filtered unless that is committed
@@ -888,6 +892,12 @@ class Engine:
                 dead=False,
             )
             return Prepared([])
+        if part_written and None not in part_written:  # committed: new rows, whatever comes next
+            stats = self.stats[node.index]
+            stats.written = (stats.written or 0) + sum(part_written)  # type: ignore[arg-type]
+            self._isolated_rows[node.index] = self._isolated_rows.get(node.index, 0) + sum(
+                part_written  # type: ignore[arg-type]
+            )
         kept = self._reprepare(node, p.events, bad)
         self._count_rejected(self.stats[node.index], len(kept.rejected))
         self._dead_letter_now(kept.rejected, ledger)
@@ -1019,8 +1029,10 @@ class Engine:
         stats.failed += failed
         stats.emitted += len(events) - failed
         if result is not None and result.written is not None:
+            # Rows the isolation's part writes added are new rows, counted then, not present.
+            earlier = self._isolated_rows.pop(node.index, 0)
             stats.written = (stats.written or 0) + result.written
-            stats.present = (stats.present or 0) + len(events) - failed - result.written
+            stats.present = (stats.present or 0) + len(events) - failed - result.written - earlier
 
     @staticmethod
     def _settle_into(

@@ -1,0 +1,102 @@
+"""The counts an operator reads (the run summary, Prometheus, EMF) agree with what was stored:
+when isolation bisects a batch to find a poison record, and when a batch is retried."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from squall.observability.metrics import Recorder
+from squall.observability.progress import Totals
+from squall.observability.prometheus import PrometheusBackend
+from squall.testing import records_from
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+
+CHECKED = """
+name: checked
+resources: {{db: {{url: "{url}"}}}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: {table}, columns: {{n: {{path: n, type: integer}}}}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
+"""
+
+
+def _checked_table(database: str, tmp_path: Path, request, table: str) -> str:
+    """A warehouse table that refuses n >= 500 (a CHECK constraint): a record's fault at write time."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+        with sqlite3.connect(tmp_path / "w.db") as conn:
+            conn.execute(
+                f"CREATE TABLE {table} (event_id TEXT PRIMARY KEY, n INTEGER CHECK (n < 500))"
+            )
+        return url
+    import psycopg2
+
+    url = request.getfixturevalue("pg_url")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            f'CREATE TABLE "{table}" (event_id TEXT COLLATE "C" PRIMARY KEY, n INTEGER CHECK (n < 500))'
+        )
+    conn.close()
+
+    def drop() -> None:
+        c = psycopg2.connect(url)
+        c.autocommit = True
+        with c.cursor() as cur:
+            cur.execute(f'DROP TABLE IF EXISTS "{table}"')
+        c.close()
+
+    request.addfinalizer(drop)
+    return url
+
+
+def _stored(database: str, url: str, table: str) -> int:
+    if database == "sqlite":
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute(f'SELECT count(*) FROM "{table}"')
+        n = cur.fetchone()[0]
+    conn.close()
+    return n
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_rows_written_while_isolating_a_poison_record_count_as_written_not_present(
+    tmp_path: Path, database: str, request, unique_name: str
+):
+    url = _checked_table(database, tmp_path, request, unique_name)
+    topo = load_text(CHECKED.format(url=url, table=unique_name), base_dir=tmp_path)
+    engine = Engine(topo.plan).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    totals = Totals()
+    rec = Recorder("checked", [backend, totals])
+    # A fresh table: the 9 good rows are new (bisection writes some of them on the way to the
+    # poison record, the rest after it); the tenth breaks the CHECK and is dead-lettered.
+    batch = records_from([{"n": i} for i in range(9)] + [{"n": 900}])
+    with rec.batch(engine, batch) as watch:
+        watch.result = engine.process(batch)
+    engine.close()
+    assert _stored(database, url, unique_name) == 9
+    assert totals.outcomes["committed"] == 9 and totals.outcomes["dead_lettered"] == 1
+    assert (totals.written, totals.present) == ({"rows": 9}, {"rows": 0})
+    r = backend.registry
+    labels = {"topology": "checked", "component": "rows"}
+    assert r.get_sample_value("squall_sink_rows_total", {**labels, "result": "written"}) == 9
+    assert r.get_sample_value("squall_sink_rows_total", {**labels, "result": "present"}) is None
+    # The same records again (a replay): every row is found present, none written.
+    with rec.batch(engine.open(), batch) as watch:
+        watch.result = engine.process(batch)
+    engine.close()
+    assert (totals.written, totals.present) == ({"rows": 9}, {"rows": 9})
