@@ -456,9 +456,14 @@ class Engine:
             self.open()
         thresholds = gc.get_threshold()  # the process's own, restored after the batch
         gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
+        counted = [_record_counts(s) for s in (self.spout_stats, *self.stats)]
         try:
             return self._process(records, final)
         except BaseException:
+            # The batch comes again (the runner retries it, or the next run does): its records
+            # count when they are settled, once. Retries, time and rows written stay counted.
+            for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
+                s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
             for node in self._stateful:
                 try:
                     self.components[node.index].discard_state()  # type: ignore[union-attr]
@@ -1180,6 +1185,11 @@ class Engine:
 
 def _always(event: Event) -> bool:
     return True
+
+
+def _record_counts(s: ComponentStats) -> tuple[int, int, int, int, int]:
+    """The counters of records a component saw and settled (not retries, time or rows)."""
+    return s.received, s.emitted, s.dead_lettered, s.dropped, s.failed
 
 
 #: Longest detail a bolt adds to an unwired stream's reason (``Bolt.unwired_reason``).

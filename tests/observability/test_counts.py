@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from squall.errors import BatchFailed
 from squall.observability.metrics import Recorder
 from squall.observability.progress import Totals
 from squall.observability.prometheus import PrometheusBackend
@@ -100,3 +101,53 @@ def test_rows_written_while_isolating_a_poison_record_count_as_written_not_prese
         watch.result = engine.process(batch)
     engine.close()
     assert (totals.written, totals.present) == ({"rows": 9}, {"rows": 9})
+
+
+RETRIED = """
+name: retried
+spout: {type: stdin}
+settings: {retry: {attempts: 2, initial_backoff: 0, max_backoff: 0}}
+bolts: [{id: decode, type: json}]
+sinks:
+  - {id: rows, type: 'squall.testing:FaultySink', transient_failures: 3}
+  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}
+"""
+
+
+def test_a_batch_retried_after_a_sink_outage_counts_its_records_once(tmp_path: Path, sink_stores):
+    """The first delivery fails (the sink is down through both attempts); the second succeeds.
+    Per component, each record counts once, as in the topology's outcomes; the retries count all."""
+    engine = Engine(load_text(RETRIED, base_dir=tmp_path).plan).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    totals = Totals()
+    rec = Recorder("retried", [backend, totals])
+    batch = records_from([{"n": 1}, b"not json", {"n": 3}])
+    for attempt in (1, 2):  # a runner delivering the batch again (KCL, Lambda)
+        try:
+            with rec.batch(engine, batch) as watch:
+                watch.result = engine.process(batch)
+        except BatchFailed:
+            assert attempt == 1
+    assert (
+        len(sink_stores["rows"]) == 2 and len(sink_stores["dlq"]) == 2
+    )  # dead letter written twice
+    assert totals.outcomes == {"committed": 2, "dead_lettered": 1, "filtered": 0, "failed": 0}
+    assert totals.failed_batches == 1 and totals.batches == 2
+
+    def count(component: str, outcome: str) -> float | None:
+        labels = {"topology": "retried", "component": component, "outcome": outcome}
+        return backend.registry.get_sample_value("squall_records_total", labels)
+
+    assert (count("spout", "in"), count("decode", "in"), count("decode", "out")) == (3, 3, 2)
+    assert (count("decode", "dead_lettered"), count("dlq", "in"), count("dlq", "out")) == (1, 1, 1)
+    assert (count("rows", "in"), count("rows", "out")) == (2, 2)
+    retries = backend.registry.get_sample_value(
+        "squall_retries_total", {"topology": "retried", "component": "rows"}
+    )
+    assert retries == 2  # a retry in each delivery: the failed delivery's work still shows here
+    by_id = {s.id: s for s in [engine.spout_stats, *engine.stats]}  # what the run summary prints
+    assert (by_id["decode"].received, by_id["decode"].dead_lettered, by_id["dlq"].emitted) == (
+        3,
+        1,
+        1,
+    )
