@@ -15,6 +15,7 @@ from squall.observability.logs import JsonFormatter, configure
 from tests.deploy.test_kcl_processor import processor
 from tests.deploy.test_lambda_consumer import handler_for
 from tests.factories import KclCheckpointer, kcl_message, kinesis_lambda_event
+from tests.moto_standin import aws_env, moto_server  # noqa: F401 - fixtures
 
 
 def test_kcl_processor_records_millis_behind_latest_of_its_shard(tmp_path: Path):
@@ -73,3 +74,50 @@ def test_squall_log_format_env_selects_json(monkeypatch):
     finally:
         monkeypatch.delenv("SQUALL_LOG_FORMAT")
         configure("text", stream=sys.stderr)
+
+
+def test_an_sqs_triggered_invocation_prints_emf_and_its_log_line(tmp_path: Path, caplog, capsys):
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.deploy.test_sqs_s3_sources import sqs_lambda_event, write_topology
+
+    handler = make_handler(write_topology(tmp_path, "{type: stdin}", "sqs-metrics"))
+    event = sqs_lambda_event(
+        [("m-0", {"n": 0}, None), ("m-1", {"n": 1, "fail": "bad"}, None), ("m-2", {"n": 2}, None)]
+    )
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        assert handler(event, None) == {"batchItemFailures": []}
+    [line] = [r for r in caplog.records if r.name == "squall.invocation"]
+    assert (line.fields["records"], line.fields["committed"], line.fields["dead_lettered"]) == (
+        3,
+        2,
+        1,
+    )
+    docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    [top] = [d for d in docs if "Component" not in d and "Topology" in d]
+    assert top["RecordsCommitted"] == [2.0] and top["RecordsDeadLettered"] == [1.0]
+    assert {d["Component"]: d["RecordsIn"] for d in docs if "Component" in d}["decode"] == [3.0]
+
+
+def test_an_s3_triggered_invocation_prints_emf_and_its_log_line(
+    moto_server,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+    caplog,
+    capsys,
+):
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.deploy.test_sqs_s3_sources import put_lines, s3_lambda_event, write_topology
+    from tests.moto_standin import unique
+
+    s3 = moto_server.client("s3")
+    bucket = unique("metered")
+    s3.create_bucket(Bucket=bucket)
+    put_lines(s3, bucket, "in/a.jsonl", [{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}], gz=False)
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, "s3-metrics"))
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        assert handler(s3_lambda_event(bucket, "in/a.jsonl"), None)["records"] == 3
+    [line] = [r for r in caplog.records if r.name == "squall.invocation"]
+    assert (line.fields["committed"], line.fields["dead_lettered"]) == (2, 1)
+    docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    [top] = [d for d in docs if "Component" not in d and "Topology" in d]
+    assert top["RecordsCommitted"] == [2.0] and top["BatchesOk"] == [1.0]
