@@ -43,7 +43,7 @@ from squall.limits import (
     nesting_depth,
     wide_int_reason,
 )
-from squall.observability.runners import lambda_logging
+from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.outcomes import Outcome
@@ -330,6 +330,7 @@ def make_handler(
         topology = load(topology_path)
         warn_about_local_dead_letters(topology)
         engine = Engine.for_topology(topology).open()
+        observer = lambda_observer(topology.name)  # EMF metrics + one log line per request
         snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -368,12 +369,15 @@ def make_handler(
             for i, p in enumerate(payloads)
         ]
         try:
-            result = engine.process(records)
+            with observer.recorder.batch(engine, records) as watch:
+                watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("request %s: %s", req.request_id, exc)
             return _answer(
                 503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
             )
+        finally:
+            observer.flush(context)
         rejected, unavailable = [], False
         for o in result.records:
             # Only a write that failed after retries (or the engine's own failure) is worth a retry

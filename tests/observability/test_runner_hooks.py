@@ -121,3 +121,24 @@ def test_an_s3_triggered_invocation_prints_emf_and_its_log_line(
     docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
     [top] = [d for d in docs if "Component" not in d and "Topology" in d]
     assert top["RecordsCommitted"] == [2.0] and top["BatchesOk"] == [1.0]
+
+
+def test_a_producer_request_prints_emf_and_its_log_line(tmp_path: Path, caplog, capsys):
+    from squall.deploy.lambda_producer import make_handler
+    from tests.factories import api_gateway_event
+
+    (tmp_path / "producer.yaml").write_text(
+        "name: metered-producer\nspout: {type: stdin}\n"
+        "bolts: [{id: decode, type: json}, {id: chaos, type: 'squall.testing:FaultyBolt'}]\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    handler = make_handler(tmp_path / "producer.yaml")
+    body = json.dumps([{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}])
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        assert handler(api_gateway_event(body), None)["statusCode"] == 202
+    [line] = [r for r in caplog.records if r.name == "squall.invocation"]
+    assert (line.fields["records"], line.fields["committed"], line.fields["failed"]) == (3, 2, 1)
+    docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
+    [top] = [d for d in docs if "Component" not in d and "Topology" in d]
+    assert top["Topology"] == "metered-producer" and top["RecordsCommitted"] == [2.0]
+    assert top["BatchesRecordsFailed"] == [1.0] and top["RecordsFailed"] == [1.0]
