@@ -465,9 +465,14 @@ def kcl(
             click.echo(text + describe(cmd))
             return
         if metrics_port:  # a scrape server beside the daemon, summing the shard processes' files
+            from squall.errors import MetricsServerError
             from squall.observability.prometheus import start_multiprocess_server
 
-            start_multiprocess_server(metrics_port, out.with_suffix(".metrics"))
+            try:
+                start_multiprocess_server(metrics_port, out.with_suffix(".metrics"))
+            except MetricsServerError as exc:  # the daemon is not started without its metrics
+                click.echo(str(exc), err=True)
+                sys.exit(2)
         code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
     finally:
         if not properties_out:  # the private directory goes with the worker

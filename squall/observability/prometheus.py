@@ -23,6 +23,8 @@ from squall.errors import MetricsServerError
 from squall.observability.metrics import SPECS, BatchSample
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: What the host's scrape server prints once it listens.
+READY = "listening"
 #: Seconds: a batch takes milliseconds (small batches) to a minute (a slow warehouse).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
 
@@ -116,6 +118,11 @@ def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None
             registry.register(collector)
         except ValueError:  # already there
             pass
+    _listen(port, addr, registry)
+
+
+def _listen(port: int, addr: str, registry: CollectorRegistry) -> None:
+    """Start the scrape server; a port that is taken is one clear ``MetricsServerError``."""
     try:
         start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:  # the port is taken, the address is not this host's
@@ -150,10 +157,18 @@ def _alive(pid: int) -> bool:
 def serve_multiprocess(
     directory: Path, port: int, *, parent: int | None = None, addr: str = "0.0.0.0"
 ) -> None:
-    """Serve the sum of all processes' metrics in ``directory``; return when ``parent`` exits."""
+    """Serve the sum of all processes' metrics in ``directory``; return when ``parent`` exits.
+
+    Says ``listening`` on stdout once it is (``start_multiprocess_server`` waits for it), or
+    why it cannot, and exits 2."""
     registry = CollectorRegistry()
     _LiveOnly(registry, path=str(directory))
-    start_http_server(port, addr=addr, registry=registry)
+    try:
+        _listen(port, addr, registry)
+    except MetricsServerError as exc:
+        print(exc, flush=True)
+        raise SystemExit(2) from None
+    print(READY, flush=True)
     while parent is None or _alive(parent):
         time.sleep(1.0)
 
@@ -166,9 +181,10 @@ def prepare_multiprocess_dir(directory: Path) -> None:
 
 
 def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
-    """Before the KCL daemon starts: clean the metrics directory, export it, start the server process.
+    """Before the KCL daemon starts: clean the metrics directory, export it, start the server
+    process and wait until it listens; ``MetricsServerError`` when it cannot (a port in use).
 
-    The server exits when this process (which becomes the daemon through ``exec``) exits.
+    The server exits when this process (which waits for the daemon) exits.
     """
     import subprocess
     import sys
@@ -178,7 +194,7 @@ def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
     addr, port = parse_metrics_port(metrics_port)
     prepare_multiprocess_dir(directory)
     os.environ[MULTIPROC_ENV] = str(directory.resolve())
-    subprocess.Popen(
+    server = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -193,8 +209,17 @@ def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
             str(os.getpid()),
         ],
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         start_new_session=False,
     )
+    assert server.stdout is not None
+    with server.stdout:
+        said = server.stdout.readline().decode(errors="replace").strip()
+    if said != READY:
+        server.wait()
+        raise MetricsServerError(
+            said or f"the metrics server on {addr}:{port} exited ({server.returncode})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

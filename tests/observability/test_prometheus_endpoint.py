@@ -179,3 +179,42 @@ def test_an_ipv6_metrics_address_in_brackets_is_served():
     serve(port, PrometheusBackend().registry, addr)  # a daemon thread, gone with the process
     with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as resp:
         assert resp.status == 200
+
+
+def test_a_kcl_metrics_port_in_use_is_one_line_and_the_daemon_does_not_start(tmp_path: Path):
+    """The scrape server of ``squall kcl`` runs in a process of its own: a port in use must stop
+    ``squall kcl`` with one line, not leave a traceback in that process and a fleet unscraped."""
+    import socket
+
+    from tests.deploy.test_local_runner import run_cli
+
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(dlq=tmp_path / "dlq.jsonl", db=tmp_path / "w.db"))
+    bin_dir = tmp_path / "bin"  # a "java" that only says it ran: no daemon, no network
+    bin_dir.mkdir()
+    (bin_dir / "java").write_text(f"#!/bin/sh\ntouch {tmp_path / 'daemon-started'}\n")
+    (bin_dir / "java").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run_cli(
+            [
+                "kcl",
+                str(topology),
+                "--stream",
+                "s",
+                "--kinesis-endpoint",
+                "http://127.0.0.1:9",
+                "--dynamodb-endpoint",
+                "http://127.0.0.1:9",
+                "--metrics-port",
+                f"127.0.0.1:{port}",
+            ],
+            env=env,
+        )
+    assert r.returncode == 2, r.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "daemon-started").exists()
