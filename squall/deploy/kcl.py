@@ -194,14 +194,16 @@ class RecordProcessor:
         records = [self._record(r) for r in process_records_input.records]
         if self.lost:
             return
+        ms = getattr(process_records_input, "millis_behind_latest", None)
         if not records:  # an idle poll (callProcessRecordsEvenForEmptyRecordList): roll when due
+            if ms is not None:  # and the shard's lag moves (caught up: 0), though no batch ran
+                self.metrics.lag({self.shard_id: ms})
             try:
                 self._release(process_records_input.checkpointer, self.engine.tick)
             except LeaseLost:
                 pass  # the new owner replays from the last checkpoint
             return
         backoff = 1.0
-        ms = getattr(process_records_input, "millis_behind_latest", None)
         lag = {self.shard_id: ms} if ms is not None else None
         while True:
             try:

@@ -333,6 +333,25 @@ class Recorder:
                 millis_behind=lag() if lag else None,
             )
 
+    def lag(self, millis_behind: dict[str, int]) -> None:
+        """A poll that brought no record still says how far behind its shard is (the KCL's idle
+        ``process_records``): the backends that keep a lag (``record_lag``) take it; no batch."""
+        if not millis_behind:
+            return
+        for backend in self.backends:
+            record_lag = getattr(backend, "record_lag", None)
+            if record_lag is None:
+                continue
+            try:
+                record_lag(self.topology, millis_behind)
+            except Exception:  # metrics never fail the runner
+                if id(backend) not in self._broken:
+                    self._broken.add(id(backend))
+                    log.exception(
+                        "metrics backend %s failed; the batch is unaffected",
+                        type(backend).__name__,
+                    )
+
     def observe(
         self,
         engine: Any,

@@ -63,11 +63,14 @@ class OtelBackend:
                 self.retries.add(c.retries, {**t, "component": c.id})
             if c.received:
                 self.component_seconds.record(c.seconds, {**t, "component": c.id})
-        for shard, ms in s.millis_behind.items():
-            self.lag.set(ms, {**t, "shard": shard})
+        self.record_lag(s.topology, s.millis_behind)
         for shard, ms in s.iterator_age_ms.items():
             self.age.set(ms, {**t, "shard": shard})
         self._spans(s)
+
+    def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        for shard, ms in millis_behind.items():
+            self.lag.set(ms, {"topology": topology, "shard": shard})
 
     def _spans(self, s: BatchSample) -> None:
         end = time.time_ns()

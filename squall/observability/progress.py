@@ -56,6 +56,9 @@ class Totals:
         if s.first_failed and self.first_failed is None:
             self.first_failed = s.first_failed
 
+    def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        self.millis_behind.update(millis_behind)
+
     @property
     def active_seconds(self) -> float:
         """From the first batch's start to the last one's end: no start-up, no idle wait for more records."""

@@ -102,11 +102,14 @@ class PrometheusBackend:
                 self._child(self.cache, t, c.id, "hit").inc(c.cache_hits)
             if c.cache_misses:
                 self._child(self.cache, t, c.id, "miss").inc(c.cache_misses)
-        for shard, ms in s.millis_behind.items():
-            self._child(self.millis_behind, t, shard).set(ms)
+        self.record_lag(t, s.millis_behind)
         for shard, ms in s.iterator_age_ms.items():
             self._child(self.iterator_age, t, shard).set(ms)
         self._child(self.rss, t).set(s.rss_bytes)
+
+    def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        for shard, ms in millis_behind.items():
+            self._child(self.millis_behind, topology, shard).set(ms)
 
 
 def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None:

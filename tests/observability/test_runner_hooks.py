@@ -142,3 +142,37 @@ def test_a_producer_request_prints_emf_and_its_log_line(tmp_path: Path, caplog, 
     [top] = [d for d in docs if "Component" not in d and "Topology" in d]
     assert top["Topology"] == "metered-producer" and top["RecordsCommitted"] == [2.0]
     assert top["BatchesRecordsFailed"] == [1.0] and top["RecordsFailed"] == [1.0]
+
+
+def test_an_idle_kcl_poll_updates_the_lag_of_its_shard(tmp_path: Path):
+    """After a backlog, the KCL's idle polls say the shard is caught up (MillisBehindLatest 0):
+    the lag gauge must follow, not keep the last batch's value (SquallLagHigh, SquallStalled)."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.prometheus import PrometheusBackend
+
+    p, _ = processor(tmp_path)
+    backend = PrometheusBackend(CollectorRegistry())
+    p.metrics.backends.append(backend)
+    totals = p.metrics.backends[0]
+    cp = KclCheckpointer()
+    batch = [
+        {
+            "action": "record",
+            "data": base64.b64encode(orjson.dumps({"n": 1})).decode(),
+            "partitionKey": "pk",
+            "sequenceNumber": "100",
+            "subSequenceNumber": 0,
+            "approximateArrivalTimestamp": 1762192800123,
+        }
+    ]
+    labels = {"topology": "kcl-test", "shard": p.shard_id}
+    kcl_message(
+        {"action": "processRecords", "millisBehindLatest": 90_000, "records": batch}
+    ).dispatch(cp, p)
+    assert backend.registry.get_sample_value("squall_millis_behind_latest", labels) == 90_000
+    kcl_message({"action": "processRecords", "millisBehindLatest": 0, "records": []}).dispatch(
+        cp, p
+    )
+    assert backend.registry.get_sample_value("squall_millis_behind_latest", labels) == 0
+    assert totals.lag_ms == 0 and totals.batches == 1  # an idle poll is not a batch
