@@ -35,16 +35,19 @@ at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (de
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from squall import redact
 from squall.errors import BatchFailed, SinkError, SquallError, TopologyError, TransientError
 from squall.event import Position, Record, RecordMeta
+from squall.observability.logs import log_context
 from squall.observability.runners import kcl_recorder
 from squall.topology import registry
 from squall.topology.executor import Engine
@@ -92,6 +95,20 @@ def check_kcl_safe(topology: Topology) -> None:
             )
 
 
+def _in_context(
+    hook: Callable[[RecordProcessor, Any], None],
+) -> Callable[[RecordProcessor, Any], None]:
+    """Every line logged during a daemon's call names the topology and the shard."""
+
+    @functools.wraps(hook)
+    def logged(self: RecordProcessor, hook_input: Any) -> None:
+        shard = self.shard_id or getattr(hook_input, "shard_id", None)
+        with log_context(topology=self.engine.topology.name, shard=shard):
+            hook(self, hook_input)
+
+    return logged
+
+
 class RecordProcessor:
     """A v3 amazon-kclpy record processor over a squall engine (duck-typed; no kclpy import needed)."""
 
@@ -127,6 +144,7 @@ class RecordProcessor:
             engine.topology.name
         )  # Prometheus (multiprocess) + a progress line
 
+    @_in_context
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
         self._open()
@@ -190,6 +208,7 @@ class RecordProcessor:
         )
         sys.exit(EXIT_UNEXPECTED_ERROR)
 
+    @_in_context
     def process_records(self, process_records_input) -> None:
         records = [self._record(r) for r in process_records_input.records]
         if self.lost:
@@ -243,11 +262,13 @@ class RecordProcessor:
             )
             sys.exit(EXIT_RECORDS_FAILED)
 
+    @_in_context
     def lease_lost(self, lease_lost_input) -> None:
         if not self.lost and not self._stopping:  # after a requested shutdown, the release is ours
             self._lost()
         self._close()
 
+    @_in_context
     def shard_ended(self, shard_ended_input) -> None:
         # KCL rule: checkpoint at SHARD_END so the child shards can start — after what the sinks
         # hold is durable (the release), never before.
@@ -257,6 +278,7 @@ class RecordProcessor:
         except LeaseLost:
             pass
 
+    @_in_context
     def shutdown_requested(self, shutdown_requested_input) -> None:
         self._stopping = True
         try:

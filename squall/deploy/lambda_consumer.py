@@ -29,6 +29,7 @@ from squall.deploy import snapstart
 from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta, new_meta
+from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology import registry
 from squall.topology.executor import Engine
@@ -157,12 +158,16 @@ def process_in_slices(
     while records:
         part = records[:size]
         try:
-            with observer.recorder.batch(engine, part) as watch:
+            # An event source mapping's batch is one shard's: every line of it names the shard.
+            shard = part[0].meta.shard_id
+            with observer.recorder.batch(engine, part, shard=shard) as watch:
                 watch.result = result = engine.process(part)
         except BatchFailed as exc:
-            log.error("batch of %d records failed: %s", len(part), exc)
+            with log_context(shard=shard):
+                log.error("batch of %d records failed: %s", len(part), exc)
             return batch_item_failures(records, None)
-        result.log_failures(log)
+        with log_context(shard=shard):
+            result.log_failures(log)
         if result.failed:
             return batch_item_failures(records, result, after=records[size:])
         del records[:size], part, result, watch  # committed
@@ -268,7 +273,11 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
     snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        try:
+        with log_context(topology=topology.name):  # every line of the invocation names it
+            return invoke(event, context)
+
+    def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:  # SQS and S3 batches are observed as Kinesis' are (an S3 failure raises)
             answer = sources.handle(engine, event, observer.recorder)
             if answer is not NotImplemented:
                 return answer

@@ -43,6 +43,7 @@ from squall.limits import (
     nesting_depth,
     wide_int_reason,
 )
+from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology.executor import Engine
 from squall.topology.loader import load
@@ -334,6 +335,10 @@ def make_handler(
         snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        with log_context(topology=topology.name):  # every line of the request names it
+            return answer(event, context)
+
+    def answer(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             req = parse_request(event, max_body_bytes)
         except OverflowError as exc:

@@ -18,6 +18,7 @@ from typing import Any
 from squall.component import ComponentContext
 from squall.deploy import lock
 from squall.errors import BatchFailed, SquallError, TransientError
+from squall.observability.logs import log_context
 from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
@@ -154,9 +155,10 @@ class LocalRunner:
                 return report
             report.stats = [engine.spout_stats, *engine.stats]
             try:
-                self._loop(engine, report)
-                if report.error is None and self._release(engine, engine.release, report):
-                    self._commit_spout(engine, {}, report)
+                with log_context(topology=self.topology.name):  # each line about a batch names it
+                    self._loop(engine, report)
+                    if report.error is None and self._release(engine, engine.release, report):
+                        self._commit_spout(engine, {}, report)
             except (
                 KeyboardInterrupt
             ):  # a second Ctrl-C: stop now; the batch in flight is not acknowledged

@@ -26,6 +26,7 @@ from squall.deploy.dead_letters import DeadLetter, Unreadable
 from squall.deploy.local import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
 from squall.errors import BatchFailed, SquallError, TransientError
 from squall.event import Record
+from squall.observability.logs import log_context
 from squall.topology.executor import Engine
 from squall.topology.model import Topology
 from squall.topology.outcomes import Outcome, RecordOutcome
@@ -202,7 +203,8 @@ class Replayer:
                 log.error("cannot start: %s", report.setup_error)
                 return report
             try:
-                self._loop(engine, records, report)
+                with log_context(topology=self.topology.name):  # each line about a batch names it
+                    self._loop(engine, records, report)
             except KeyboardInterrupt:
                 report.aborted = True
             except SquallError as exc:  # the input broke mid-way (a truncated .gz)
