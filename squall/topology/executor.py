@@ -102,6 +102,8 @@ class _Refused(Exception):
         self.events = events
 
 
+#: How many isolated poison records the engine remembers having logged (a bounded memory).
+_POISON_LOGGED = 4096
 #: Errors that are the batch's, never a record's: the call is not split.
 _FATAL = (SinkError, TopologyError)
 #: ``OSError`` numbers of the machine (disk full, I/O, no memory or descriptors, no rights): the
@@ -190,6 +192,8 @@ class Engine:
         #: Per sink index: rows the part writes of this batch's isolation added (counted as
         #: written when they committed; the rest's write then finds them present, not new).
         self._isolated_rows: dict[int, int] = {}
+        #: (component index, event id) of the poison records logged lately, oldest first.
+        self._poison_logged: dict[tuple[int, str], None] = {}
         self._last_stream, self._last_print = "", None  # of the last record (the end of input's)
         self._opened = False
 
@@ -767,7 +771,16 @@ class Engine:
         return bad
 
     def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
-        log.warning(
+        # A batch delivered again (its sink was down) isolates the same record again: it is
+        # logged once (its dead letter says it each time), then at DEBUG.
+        key = (node.index, event.event_id)
+        seen = key in self._poison_logged
+        if not seen:
+            if len(self._poison_logged) >= _POISON_LOGGED:
+                del self._poison_logged[next(iter(self._poison_logged))]
+            self._poison_logged[key] = None
+        log.log(
+            logging.DEBUG if seen else logging.WARNING,
             "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
             node.id,
             event.event_id,

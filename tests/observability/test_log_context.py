@@ -64,3 +64,30 @@ def test_a_lambda_invocations_lines_name_the_topology_and_the_shard(tmp_path: Pa
     assert failed and invocation
     for line in failed + invocation:
         assert (line["topology"], line["shard"]) == ("lambda-test", shard), line
+
+
+def test_a_poison_record_is_logged_once_though_its_batch_is_retried(tmp_path: Path, caplog):
+    """The KCL retries a batch whose sink is down; each delivery isolates the same poison record
+    again. Its dead letter is its record of the failure; the log says it once."""
+    from squall.deploy.kcl import RecordProcessor
+    from squall.topology.executor import Engine
+    from tests.factories import kcl_initialize
+
+    topo = load_text(
+        "name: poisoned\nspout: {type: stdin}\nsettings: {retry: {attempts: 1}}\nbolts:\n"
+        "  - {id: decode, type: json}\n"
+        "  - {id: touchy, type: 'tests.topology.test_poison:TouchyBolt', trigger: boom, error: type}\n"
+        "sinks:\n  - {id: rows, type: 'squall.testing:FaultySink', transient_failures: 2}\n"
+        "  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}\n",
+        base_dir=tmp_path,
+    )
+    p = RecordProcessor(Engine(topo.plan), stream="s", sleep=lambda s: None)
+    kcl_initialize().dispatch(None, p)
+    with caplog.at_level(logging.INFO):
+        kcl_process_records([{"i": 1}, {"i": 2, "boom": 1}, {"i": 3}]).dispatch(
+            KclCheckpointer(), p
+        )
+    retried = [r for r in caplog.records if "retrying the batch" in r.getMessage()]
+    isolated = [r for r in caplog.records if "fails alone" in r.getMessage()]
+    assert len(retried) == 2 and p.metrics.last.outcomes["dead_lettered"] == 1
+    assert len(isolated) == 1 and isolated[0].levelno == logging.WARNING, isolated
