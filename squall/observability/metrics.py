@@ -460,8 +460,7 @@ class Recorder:
                     0,
                     0,
                 )
-            d = [
-                None if a is None or b is None else a - b for a, b in zip(now, before, strict=True)
-            ]
+            # A sink's row counts start at its first write (None before): from 0, not unknown.
+            d = [None if a is None else a - (b or 0) for a, b in zip(now, before, strict=True)]
             out.append(ComponentDelta(s.id, s.kind, s.type, *d))  # type: ignore[arg-type]
         return out

@@ -151,3 +151,26 @@ def test_a_batch_retried_after_a_sink_outage_counts_its_records_once(tmp_path: P
         1,
         1,
     )
+
+
+def test_rows_of_a_sinks_first_write_count_when_earlier_batches_gave_it_nothing(tmp_path: Path):
+    """The sink counts rows from its first write on; a batch before that (every record
+    dead-lettered upstream) must not make the recorder drop the first write's rows."""
+    topo = load_text(CHECKED.format(url=f"sqlite:///{tmp_path / 'w.db'}", table="ev"))
+    engine = Engine(topo.plan).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    totals = Totals()
+    rec = Recorder("checked", [backend, totals])
+    batches = [
+        records_from([b"not json"]),
+        records_from([{"n": 1}, {"n": 2}], start=10),
+        records_from([{"n": 3}], start=20),
+    ]
+    for batch in batches:
+        with rec.batch(engine, batch) as watch:
+            watch.result = engine.process(batch)
+    engine.close()
+    assert _stored("sqlite", f"sqlite:///{tmp_path / 'w.db'}", "ev") == 3
+    assert (totals.written, totals.present) == ({"rows": 3}, {"rows": 0})
+    labels = {"topology": "checked", "component": "rows", "result": "written"}
+    assert backend.registry.get_sample_value("squall_sink_rows_total", labels) == 3
