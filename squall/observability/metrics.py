@@ -8,7 +8,8 @@ backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here r
 
 ``METRICS`` is the one list of names: each backend spells them its own way (Prometheus:
 ``squall_…`` with the unit in the name; CloudWatch: a CamelCase name with a unit and bounded
-dimensions ``Topology`` and ``Component`` — never the shard or the record).
+dimensions ``Topology`` and ``Component`` — never the shard or the record). Only
+``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own.
 
 Size (~450 lines): the ``METRICS`` table is about 130 lines of literals; the recorder is the rest.
 """
@@ -145,8 +146,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "IteratorAge",
         "Milliseconds",
         "gauge",
-        ("topology", "shard"),
-        "Now minus the arrival time of the batch's last record.",
+        ("topology",),
+        "Now minus the arrival time of the batch's last record (of its shard farthest behind).",
     ),
     MetricSpec(
         "cache",

@@ -64,8 +64,8 @@ class OtelBackend:
             if c.received:
                 self.component_seconds.record(c.seconds, {**t, "component": c.id})
         self.record_lag(s.topology, s.millis_behind)
-        for shard, ms in s.iterator_age_ms.items():
-            self.age.set(ms, {**t, "shard": shard})
+        if s.iterator_age_ms:
+            self.age.set(max(s.iterator_age_ms.values()), t)
         self._spans(s)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:

@@ -52,7 +52,8 @@ class Totals:
             if c.present is not None:
                 self.present[c.id] = self.present.get(c.id, 0) + c.present
         self.millis_behind.update(s.millis_behind)
-        self.iterator_age_ms.update(s.iterator_age_ms)
+        if s.iterator_age_ms:  # the last batch's: per shard it saw (an SQS message is a shard)
+            self.iterator_age_ms = dict(s.iterator_age_ms)
         if s.first_failed and self.first_failed is None:
             self.first_failed = s.first_failed
 

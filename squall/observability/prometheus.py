@@ -63,7 +63,8 @@ class PrometheusBackend:
         self.cache = counter("cache")
         self.batch_seconds = histogram("batch_seconds")
         self.component_seconds = histogram("component_seconds")
-        # One shard is read by one process at a time: the max over live processes is its value.
+        # One shard is read by one process at a time: the max over live processes is its value
+        # (the iterator age: the oldest of the host's shards).
         self.millis_behind = gauge("millis_behind", "livemax")
         self.iterator_age = gauge("iterator_age", "livemax")
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
@@ -103,8 +104,8 @@ class PrometheusBackend:
             if c.cache_misses:
                 self._child(self.cache, t, c.id, "miss").inc(c.cache_misses)
         self.record_lag(t, s.millis_behind)
-        for shard, ms in s.iterator_age_ms.items():
-            self._child(self.iterator_age, t, shard).set(ms)
+        if s.iterator_age_ms:  # one series per topology: a source's shards may be unbounded (SQS)
+            self._child(self.iterator_age, t).set(max(s.iterator_age_ms.values()))
         self._child(self.rss, t).set(s.rss_bytes)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:

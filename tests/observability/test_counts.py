@@ -174,3 +174,34 @@ def test_rows_of_a_sinks_first_write_count_when_earlier_batches_gave_it_nothing(
     assert (totals.written, totals.present) == ({"rows": 3}, {"rows": 0})
     labels = {"topology": "checked", "component": "rows", "result": "written"}
     assert backend.registry.get_sample_value("squall_sink_rows_total", labels) == 3
+
+
+def test_an_sqs_source_does_not_make_a_time_series_per_message(tmp_path: Path):
+    """An SQS message is its own shard (``msg-<id>``): a shard label on the iterator age made one
+    time series per message read, for ever (and the console's lag the oldest age ever seen)."""
+    import uuid
+
+    from squall.spouts.sqs import Message, message_record
+
+    topo = load_text(RETRIED.replace("transient_failures: 3", "transient_failures: 0"))
+    engine = Engine(topo.plan).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    totals = Totals()
+    clock = [1_800_000_000.0]
+    rec = Recorder("retried", [backend, totals], clock=lambda: clock[0])
+    for sent_ago_s in (600, 5):  # an old message, then a fresh one
+        sent_ms = int((clock[0] - sent_ago_s) * 1000)
+        batch = [
+            message_record("q", Message(str(uuid.uuid4()), "rh", '{"n": 1}', sent_at_ms=sent_ms))
+            for _ in range(20)
+        ]
+        with rec.batch(engine, batch) as watch:
+            watch.result = engine.process(batch)
+    series = [
+        s
+        for m in backend.registry.collect()
+        for s in m.samples
+        if s.name == "squall_iterator_age_milliseconds"
+    ]
+    assert len(series) == 1 and series[0].value == 5000, series
+    assert totals.lag_ms == 5000
