@@ -31,7 +31,7 @@ from squall.bolts.lookup_sources import (
 )
 from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import Problem, RecordError, SquallError, TopologyError
+from squall.errors import Problem, RecordError, SquallError, TopologyError, TransientError
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
 
@@ -187,6 +187,10 @@ class LookupBolt(Bolt):
                     f"the http source needs httpx (pip install 'squall[http]'): {exc}",
                 )
             ) from exc
+        except TransientError as exc:
+            # The source (or the shared cache) is down: an outage, not a mistake in the topology
+            # (`squall run` exits 1, a KCL shard waits and retries, as for every other resource).
+            raise TransientError(f"{self.id}.source: {exc}", retry_after=exc.retry_after) from exc
         except (SquallError, ValueError) as exc:
             if isinstance(exc, TopologyError):
                 raise

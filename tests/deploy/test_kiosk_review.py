@@ -1,0 +1,94 @@
+"""The kiosk backend built from the docs (orders → schema → a kiosk lookup on PostgreSQL with a
+Redis cache → priority route → SQS FIFO queues): what a new user hit, each a regression test.
+
+- A lookup whose database is unreachable when the topology starts is an outage (README: `squall
+  run` exits 1 when "a database was unreachable at start"; a KCL shard waits for it), not a
+  misconfiguration: it was wrapped as a ``TopologyError``, so `squall run` exited 2 and a KCL
+  record processor exited as misconfigured instead of waiting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from squall.deploy.kcl import RecordProcessor
+from squall.errors import TransientError
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from tests.deploy.test_local_runner import run_cli
+from tests.factories import KclCheckpointer, kcl_initialize
+from tests.ports import free_port
+
+SECRET = "kiosk-pw-5b1e"
+
+LOOKUP_TOPOLOGY = """
+name: kiosk-review-{port}
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: kiosk
+    type: lookup
+    key: kiosk_id
+    target: kiosk
+    source: {{type: sql, resource: db, table: kiosks}}
+    on_missing: fail
+sinks:
+  - {{id: out, type: stdout}}
+"""
+
+
+def unreachable_database(pg_url: str) -> tuple[str, str]:
+    """(topology text, URL) of a lookup whose PostgreSQL, with a password, listens nowhere."""
+    port = free_port()
+    path = urlsplit(pg_url).path
+    url = f"postgresql://kiosk:{SECRET}@127.0.0.1:{port}{path}"
+    return LOOKUP_TOPOLOGY.format(url=url, port=port), url
+
+
+def test_a_lookup_database_unreachable_at_start_exits_1_as_the_readme_says(
+    pg_url: str, tmp_path: Path
+):
+    text, _ = unreachable_database(pg_url)
+    t = tmp_path / "kiosk.yaml"
+    t.write_text(text)
+    result = run_cli(["run", str(t)], input='{"kiosk_id": "k1"}\n')
+    assert result.returncode == 1, result.stderr  # was 2: "invalid topology"
+    assert "cannot start:" in result.stderr and "table kiosks" in result.stderr
+    assert "Connection refused" in result.stderr or "connection" in result.stderr.lower()
+    assert SECRET not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+class Waited(Exception):
+    """The processor waited for the database, as for an outage."""
+
+
+def test_a_kcl_shard_waits_for_a_lookup_database_that_is_down_at_start(pg_url: str):
+    text, _ = unreachable_database(pg_url)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        raise Waited
+
+    processor = RecordProcessor(Engine.for_topology(load_text(text)), stream="s", sleep=sleep)
+    cp = KclCheckpointer()
+    # Before: SystemExit(EXIT_MISCONFIGURED) — the worker stopped as if the YAML were wrong.
+    with pytest.raises(Waited):
+        kcl_initialize().dispatch(cp, processor)
+    assert slept == [1.0] and cp.calls == []
+
+
+def test_the_lookup_outage_at_open_is_a_transient_error_naming_the_bolt(pg_url: str):
+    text, _ = unreachable_database(pg_url)
+    engine = Engine.for_topology(load_text(text))
+    with pytest.raises(TransientError) as err:
+        engine.open()
+    assert str(err.value).startswith("kiosk.source: table kiosks: ")
+    assert SECRET not in str(err.value)
+    engine.close()
