@@ -49,6 +49,17 @@ _BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 _RETRY_CODES = (
     aws.THROTTLING_CODES | aws.SERVER_CODES | {"AWS.SimpleQueueService.ServiceUnavailable"}
 )
+#: Whole-call SendMessageBatch refusals one message can cause — a message over the queue's own
+#: MaximumMessageSize, an attribute value SQS refuses — rather than the queue (gone, no rights,
+#: KMS): the call is split in halves until the refused messages are alone.
+_MESSAGE_CODES = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidMessageContents",
+        "BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+    }
+)
 
 
 class SqsSinkConfig(ComponentConfig):
@@ -259,12 +270,15 @@ class SqsSink(Sink):
         entries = []
         for i, item in enumerate(chunk):  # ids are positions in this call
             entries.append({**item.body, "Id": str(i)})
-        resp = aws_call(
-            f"{self.id}: SendMessageBatch",
-            self.client.send_message_batch,
-            QueueUrl=self.queue_url,
-            Entries=entries,
-        )
+        try:
+            resp = aws_call(
+                f"{self.id}: SendMessageBatch",
+                self.client.send_message_batch,
+                QueueUrl=self.queue_url,
+                Entries=entries,
+            )
+        except SinkError as exc:
+            return self._split(chunk, exc)
         answers: list[Retry | Reject | None] = [None] * len(chunk)
         seen = {s["Id"] for s in resp.get("Successful", [])}
         for f in resp.get("Failed", []):
@@ -280,6 +294,32 @@ class SqsSink(Sink):
         for i in range(len(chunk)):
             if str(i) not in seen:  # neither successful nor failed: not known to be written
                 answers[i] = Retry("SendMessageBatch did not answer for this message")
+        return answers
+
+    def _split(self, chunk: list[Item], exc: SinkError) -> list[Retry | Reject | None]:
+        """The answers to a call SQS refused whole: a message's fault (``_MESSAGE_CODES``) is
+        found by sending each half alone, down to single messages, which are refused with SQS's
+        reason; any other refusal is the queue's and fails the batch. What a half wrote stays
+        done even if a later half meets an outage, so the engine's retry does not send it again."""
+        cause = exc.__cause__
+        code = aws.error_code(cause) if cause is not None else None
+        if code not in _MESSAGE_CODES:
+            raise exc
+        if len(chunk) == 1:
+            message = cause.response.get("Error", {}).get("Message", "")  # type: ignore[union-attr]
+            return [
+                Reject(f"SendMessageBatch refused this message: {code}: {message}".rstrip(": "))
+            ]
+        half = len(chunk) // 2
+        answers: list[Retry | Reject | None] = []
+        for part in (chunk[:half], chunk[half:]):
+            part_answers = self._send_chunk(part)
+            for item, answer in zip(part, part_answers, strict=True):
+                if answer is None:
+                    item.done = True
+                elif isinstance(answer, Reject):
+                    item.refused = answer.reason
+            answers.extend(part_answers)
         return answers
 
     def close(self) -> None:

@@ -305,3 +305,64 @@ def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(
     )
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len(orders) - len(valid) == 1 and rejects[0]["component"] == "validate"
+
+
+def test_one_message_over_the_queues_own_size_limit_is_dead_lettered_alone(moto_server, sqs):
+    """A queue created with a MaximumMessageSize below the sink's max_message_bytes refuses the
+    whole SendMessageBatch call for one message too long (InvalidParameterValue). That failed the
+    batch — and every run after it, at the same message. The call is split until the message is
+    alone: only it is dead-lettered, with SQS's reason; the others are sent, in order."""
+    url = sqs.create_queue(
+        QueueName=unique("small") + ".fifo",
+        Attributes={"FifoQueue": "true", "MaximumMessageSize": "1024"},
+    )["QueueUrl"]
+    payloads = [{"kiosk": "k1", "n": i} for i in range(12)]
+    payloads[6]["note"] = "x" * 2000
+    run = run_topology(
+        sink_yaml(moto_server.endpoint, url, ", message_group: kiosk"), records_from(payloads)
+    )
+    outcomes = [o.outcome for o in run.outcomes]
+    assert outcomes == [Outcome.COMMITTED] * 6 + [Outcome.DEAD_LETTERED] + [Outcome.COMMITTED] * 5
+    reason = run.outcomes[6].reason
+    assert "InvalidParameterValue" in reason and "shorter than 1024 bytes" in reason
+    assert run.outcomes[6].component == "out"
+    assert [json.loads(m["Body"])["n"] for m in drain(sqs, url)] == [n for n in range(12) if n != 6]
+
+
+def test_an_outage_while_a_refused_call_is_split_sends_nothing_twice(moto_server, sqs):
+    """The halves already sent stay written when a later half meets an outage: the engine's
+    retry of the batch sends only the rest (a standard queue would hold duplicates)."""
+    url = make_queue(sqs)
+    state = {"calls": 0}
+
+    def refuse_big_then_throttle(kw, call):
+        state["calls"] += 1
+        if any("note" in e["MessageBody"] for e in kw["Entries"]):
+            raise client_error("InvalidParameterValue", "Message must be shorter than 1024 bytes.")
+        if state["calls"] == 4:  # 1: all refused, 2: n 0-4 sent, 3: 5-9 refused, 4: 5-6
+            raise client_error("RequestThrottled", "slow down", 403)
+        return call(**kw)
+
+    flaky = FlakyClient(moto_server.client("sqs"), send_message_batch=refuse_big_then_throttle)
+    sink = _sink(flaky, url)
+    payloads = [{"n": i} for i in range(10)]
+    payloads[7]["note"] = "big"
+    prepared = sink.prepare(_events(payloads))
+    with pytest.raises(TransientError, match="RequestThrottled"):
+        sink.write_batch(prepared, None)
+    result = sink.write_batch(prepared, None)  # the engine's retry, same prepared batch
+    refused = getattr(result, "rejected", None) or result.failed
+    assert [ev.value["n"] for ev in refused] == [7]
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [
+        n for n in range(10) if n != 7
+    ]
+
+
+def test_a_queue_problem_refusing_the_whole_call_still_fails_the_batch(moto_server, sqs):
+    """Not every refused call is a message's fault: a deleted queue fails the batch, unsplit."""
+    url = make_queue(sqs)
+    flaky = FlakyClient(moto_server.client("sqs"))
+    sink = _sink(flaky, url)
+    sqs.delete_queue(QueueUrl=url)
+    with pytest.raises(Exception, match="NonExistentQueue|QueueDoesNotExist"):
+        sink.write_batch(sink.prepare(_events([{"n": i} for i in range(10)])), None)
