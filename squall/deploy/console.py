@@ -157,6 +157,11 @@ def print_summary(
         console.print(f"[red]failed:[/] {r}", markup=True)
     if report.aborted:
         console.print("aborted by a second interrupt: the batch in flight was not checkpointed")
-    elif report.interrupted:
+    elif report.interrupted and report.checkpointed:
         console.print("interrupted: the batch in flight was finished and checkpointed")
+    elif report.interrupted:
+        console.print(
+            f"interrupted: the batch in flight was finished; the {topo.spout.type} spout keeps "
+            "no checkpoint: the next run reads its input from the start (same event ids)"
+        )
     sys.stderr.flush()

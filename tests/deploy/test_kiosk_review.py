@@ -5,19 +5,28 @@ Redis cache → priority route → SQS FIFO queues): what a new user hit, each a
   run` exits 1 when "a database was unreachable at start"; a KCL shard waits for it), not a
   misconfiguration: it was wrapped as a ``TopologyError``, so `squall run` exited 2 and a KCL
   record processor exited as misconfigured instead of waiting.
+- Ctrl-C during `squall run` of the example (a `file` spout) said "the batch in flight was
+  finished and checkpointed": a file spout keeps no checkpoint, the next run reads the file from
+  its start (SQS FIFO deduplicates the re-sent orders for five minutes only).
 """
 
 from __future__ import annotations
 
+import io
+import signal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from rich.console import Console
 
+from squall.deploy.console import print_summary
 from squall.deploy.kcl import RecordProcessor
+from squall.deploy.local import LocalRunner
 from squall.errors import TransientError
+from squall.observability.progress import Totals
 from squall.topology.executor import Engine
-from squall.topology.loader import load_text
+from squall.topology.loader import load, load_text
 from tests.deploy.test_local_runner import run_cli
 from tests.factories import KclCheckpointer, kcl_initialize
 from tests.ports import free_port
@@ -92,3 +101,27 @@ def test_the_lookup_outage_at_open_is_a_transient_error_naming_the_bolt(pg_url: 
     assert str(err.value).startswith("kiosk.source: table kiosks: ")
     assert SECRET not in str(err.value)
     engine.close()
+
+
+def test_ctrl_c_on_a_file_spout_does_not_claim_a_checkpoint(tmp_path: Path):
+    orders = tmp_path / "orders.jsonl"
+    orders.write_text("".join(f'{{"order_id": "o-{i}"}}\n' for i in range(30)))
+    t = tmp_path / "kiosk.yaml"
+    t.write_text(
+        "name: kiosk-ctrl-c\nspout: {type: file, path: orders.jsonl}\n"
+        "settings: {batch_size: 10}\nbolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+
+    def interrupt_after_the_first_batch(result, spout) -> None:
+        runner._on_sigint(signal.SIGINT, None)  # what Ctrl-C does
+
+    runner = LocalRunner(load(t), on_batch=interrupt_after_the_first_batch)
+    report = runner.run()
+    assert report.interrupted and report.exit_code == 130 and report.batches == 1
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200, force_terminal=False), load(t), report, Totals())
+    text = " ".join(out.getvalue().split())
+    assert "checkpointed" not in text  # was: "the batch in flight was finished and checkpointed"
+    assert "interrupted: the batch in flight was finished" in text
+    assert "keeps no checkpoint: the next run reads its input from the start" in text
