@@ -84,7 +84,7 @@ class JsonBolt(Bolt):
             try:
                 value = loads(data)
             except orjson.JSONDecodeError as exc:
-                out.fail(ev, f"invalid JSON: {exc}")
+                out.fail(ev, _invalid_json(data, exc))
                 continue
             if object_only and not isinstance(value, dict):
                 out.fail(ev, f"payload is a JSON {type(value).__name__}, not an object")
@@ -122,6 +122,24 @@ class JsonBolt(Bolt):
             emit(ev)
         out.emit_all(passed)
         return out
+
+
+def _invalid_json(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """The reason a payload is not JSON. For bytes that are not UTF-8 orjson says "str is not
+    valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)" whatever the byte and wherever
+    it is: name the first such byte and its place instead."""
+    if "not valid UTF-8" in str(exc):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            at = err.start
+            line = data.count(b"\n", 0, at) + 1
+            column = at - data.rfind(b"\n", 0, at)
+            return (
+                f"invalid JSON: not UTF-8: byte 0x{data[at]:02X} at offset {at} "
+                f"(line {line}, column {column})"
+            )
+    return f"invalid JSON: {exc}"
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
