@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from squall.deploy.local import LocalRunner, RunReport
 from squall.observability.progress import Totals, format_lag
 from squall.observability.runners import local_recorder
+from squall.redact import redact_text
 from squall.topology.model import Topology
 from squall.topology.outcomes import Outcome
 
@@ -146,15 +148,16 @@ def print_summary(
     if report.input_error is not None:
         console.print(
             f"[red]input stopped after {report.batches:,} committed batches:[/] "
-            f"{report.input_error}; what was read after the last committed batch was not committed"
+            f"{_plain(report.input_error)}; what was read after the last committed batch was "
+            "not committed"
         )
     if report.error is not None:
-        console.print(f"[red]batch failed:[/] {report.error}")
+        console.print(f"[red]batch failed:[/] {_plain(report.error)}")
         console.print(
             "nothing after the last checkpoint was acknowledged; run again to retry from there"
         )
     for r in report.failed_records[:10]:
-        console.print(f"[red]failed:[/] {r}", markup=True)
+        console.print(f"[red]failed:[/] {_plain(r)}")
     if report.aborted:
         console.print("aborted by a second interrupt: the batch in flight was not checkpointed")
     elif report.interrupted and report.checkpointed:
@@ -165,3 +168,9 @@ def print_summary(
             "no checkpoint: the next run reads its input from the start (same event ids)"
         )
     sys.stderr.flush()
+
+
+def _plain(value: object) -> str:
+    """A reason or an error as text in a markup line: passwords masked (as in the log lines),
+    brackets escaped (a record's `[/]` crashed the summary, `[bold]` styled it)."""
+    return escape(redact_text(str(value)))

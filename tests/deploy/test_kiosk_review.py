@@ -125,3 +125,33 @@ def test_ctrl_c_on_a_file_spout_does_not_claim_a_checkpoint(tmp_path: Path):
     assert "checkpointed" not in text  # was: "the batch in flight was finished and checkpointed"
     assert "interrupted: the batch in flight was finished" in text
     assert "keeps no checkpoint: the next run reads its input from the start" in text
+
+
+def test_the_summary_prints_failed_records_as_text_masked_never_as_markup(tmp_path: Path):
+    """Records failing with no dead letter are listed at the end of `squall run`. Their reasons
+    (a kiosk id quoted by the lookup) were printed as rich markup: a kiosk id `[/]` crashed the
+    summary with a MarkupError traceback, `[bold]x` lost its brackets, and a password in a
+    URL-shaped key was shown in clear there while the log line of the same record masked it."""
+    import sqlite3
+
+    db = tmp_path / "kiosks.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE kiosks (kiosk_id text PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO kiosks VALUES ('k1', 'Front 1')")
+    t = tmp_path / "kiosk.yaml"
+    t.write_text(
+        f'name: kiosk-summary\nresources: {{db: {{url: "sqlite:///{db}"}}}}\n'
+        "spout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\n"
+        "  - {id: kiosk, type: lookup, key: kiosk_id, target: kiosk, on_missing: fail,\n"
+        "     source: {type: sql, resource: db, table: kiosks}}\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    keys = ["[/]", "[bold]x", f"postgresql://admin:{SECRET}@db/x"]
+    lines = "".join(f'{{"kiosk_id": "{k}"}}\n' for k in ["k1", *keys])
+    result = run_cli(["run", "--no-progress", str(t)], input=lines)
+    assert result.returncode == 1, result.stderr  # records failed, no dead letter
+    assert "Traceback" not in result.stderr and "MarkupError" not in result.stderr
+    summary = result.stderr[result.stderr.index("committed 1, dead-lettered 0") :]
+    text = " ".join(summary.split())  # the console wraps long lines at 80 columns
+    assert "key '[/]' not found" in text and "key '[bold]x' not found" in text
+    assert SECRET not in result.stderr and "postgresql://admin:***@db/x" in text
