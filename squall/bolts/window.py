@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,070 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,080 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -49,7 +49,7 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.event import REPLAY_LINEAGE, Event, is_old_lineage, lineage
+from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import arrival_ms, format_time, parse_time
 
@@ -402,6 +402,8 @@ class WindowBolt(Bolt):
                 if renamed and cur in renamed and source is None and not replay:
                     if shard in heirs or shard not in base:
                         self._inherit(shard, cur)
+                elif replay and source is None and shard not in base:
+                    shard = self._replayed_before(meta, shard)
                 bucket = seen.get(shard) or seen.setdefault(shard, [])
                 rec = decided.get(shard)
                 m = marks.get(shard)
@@ -530,6 +532,19 @@ class WindowBolt(Bolt):
         if mark is not None:
             marks.setdefault(name, [mark.watermark, mark.sequence, mark.sub])
             marks.pop(old, None)  # (held by its heirs now: the watermark is the same)
+
+    def _replayed_before(self, meta: RecordMeta, shard: str) -> str:
+        """The lineage of a re-driven Kinesis or SQS record (``squall replay``): ``shard``, or
+        the name the previous version gave it (``replay N``, the shard id alone, the position)
+        when a replay before the upgrade left its mark or decisions there — the same replay
+        repeated after the upgrade is then recognised, not counted again. One lineage per
+        record: it keeps the old name until its mark is pruned."""
+        pos = f"{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+        old = f"{REPLAY_LINEAGE}{meta.replay}\x1f{meta.shard_id}\x1f{pos}"
+        if len(old) > MAX_SHARD_NAME:
+            old = _long_shard(old)
+        assert self._base is not None
+        return old if old in self._base or old in self._decided else shard
 
     def _counted_before(self, event: Event, mark: ShardMark) -> bool | None:
         """Whether a record a taken-over mark covers (``_inherit``) is a replay: every record

@@ -13,7 +13,7 @@ from squall.bolts import window
 from squall.bolts.window import WATERMARK_MARK
 from squall.bolts.window_store import Retire, ShardMark
 from squall.deploy.lambda_consumer import make_handler
-from squall.event import Event, RecordMeta, lineage
+from squall.event import REPLAY_LINEAGE, Event, RecordMeta, lineage
 from tests.factories import kinesis_lambda_event
 
 from .test_review_window2 import S1, S2, commit, results
@@ -184,3 +184,36 @@ def test_an_old_mark_another_process_wrote_since_it_was_read_stays(
     bolt.store.commit({}, {}, {}, 0, retire=Retire(read, {"a": "[1]", "b": "[1]"}))
     marks, decided = bolt.store.read_marks()
     assert marks == {"b": ShardMark(T0 + 1, 6, 0)} and decided == {"b": "[2]"}
+
+
+def _old_replay_lineage(meta: RecordMeta) -> str:
+    """Lineages exactly as the previous version named them, a re-driven Kinesis record's too:
+    ``replay N``, the shard id alone and the position (no stream)."""
+    if meta.source is None and meta.replay:
+        position = f"{meta.sequence_number}\x1f{meta.sub_sequence_number}"
+        return f"{REPLAY_LINEAGE}{meta.replay}\x1f{meta.shard_id}\x1f{position}"
+    return _old_lineage(meta)
+
+
+def test_a_replay_counted_before_the_upgrade_and_repeated_after_it_counts_once(
+    store_url,  # noqa: F811
+    unique_name,
+    monkeypatch,
+):
+    """`squall replay` re-drove record 2 of a Kinesis shard (dead-lettered upstream) with the
+    previous version: counted in 10:00, its mark under the old replay lineage. The same replay
+    repeated after the upgrade is recognised by that mark and dropped: 10:00 holds 3. (Named
+    with the stream only, the repeat was counted again: 4.)"""
+    replayed = _on("clicks", 2, T0 + 2000)
+    replayed.meta = replayed.meta._replace(replay=1)
+    with monkeypatch.context() as m:
+        m.setattr(window, "lineage", _old_replay_lineage)
+        old = make_bolt(store_url, unique_name)
+        run(old, [_on("clicks", i, T0 + i * 1000) for i in (1, 3)])
+        run(old, [Event(b"", replayed.meta, None, 0, dict(replayed.value))])
+    bolt = make_bolt(store_url, unique_name)
+    again = bolt.process([Event(b"", replayed.meta, None, 0, dict(replayed.value))])
+    assert not again.streams.get("late")
+    commit(bolt)
+    got, late = run(bolt, [_on("clicks", 4, T0 + 70_000)])
+    assert late == [] and _counts(got) == {("10:00", "a"): 3}
