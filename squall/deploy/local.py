@@ -48,8 +48,9 @@ class RunReport:
     seconds: float = 0.0
     stats: list[ComponentStats] = field(default_factory=list)
     interrupted: bool = False
-    #: The spout keeps a checkpoint (a Kinesis stream); a ``file`` or ``stdin`` one does not, and
-    #: a new run reads its input from the start.
+    #: The spout keeps a checkpoint (a Kinesis stream) or acknowledges what was settled (SQS
+    #: deletes it); a ``file``, ``stdin`` or ``s3`` one does neither, and a new run reads its
+    #: input from the start.
     checkpointed: bool = True
     error: BatchFailed | None = None
     setup_error: SquallError | None = None
@@ -135,7 +136,7 @@ class LocalRunner:
                 )  # one run per topology and store
                 self.spout.open(self.resources)
                 spec = self.spout.checkpointing()
-                report.checkpointed = spec is not None
+                report.checkpointed = spec is not None or self.spout.acknowledges
                 if spec is not None:
                     self._stream = spec.stream
                     self.checkpointer = Checkpointer(

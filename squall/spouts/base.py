@@ -42,6 +42,9 @@ class Spout(Component):
     #: Set by the runner when a sink rolls files by age: an unbounded ``read`` then also yields an
     #: empty batch when it finds nothing new (about twice a second), so time moves while idle.
     idle_batches: bool = False
+    #: Whether what a batch settled is acknowledged at the source (``commit``: SQS deletes the
+    #: messages) though the spout keeps no checkpoint: the next run does not read it again.
+    acknowledges: ClassVar[bool] = False
 
     def open(self, resources: Resources) -> None:
         """Connect."""

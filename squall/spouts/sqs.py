@@ -117,6 +117,7 @@ class SqsSpout(Spout):
     summary = (
         "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
     )
+    acknowledges = True  # a settled message is deleted: no run reads it again
 
     @classmethod
     def capabilities(cls, config: SqsSpoutConfig) -> Capabilities:

@@ -8,6 +8,8 @@ Redis cache → priority route → SQS FIFO queues): what a new user hit, each a
 - Ctrl-C during `squall run` of the example (a `file` spout) said "the batch in flight was
   finished and checkpointed": a file spout keeps no checkpoint, the next run reads the file from
   its start (SQS FIFO deduplicates the re-sent orders for five minutes only).
+  The fix said so of every spout without a checkpoint, an ``sqs`` one too — whose batch in
+  flight was finished and its messages deleted: the next run does not read them again.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from squall.errors import TransientError
 from squall.observability.progress import Totals
 from squall.topology.executor import Engine
 from squall.topology.loader import load, load_text
+from squall.topology.outcomes import Outcome
 from tests.deploy.test_local_runner import run_cli
 from tests.factories import KclCheckpointer, kcl_initialize
+from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
 from tests.ports import free_port
 
 SECRET = "kiosk-pw-5b1e"
@@ -155,3 +159,33 @@ def test_the_summary_prints_failed_records_as_text_masked_never_as_markup(tmp_pa
     text = " ".join(summary.split())  # the console wraps long lines at 80 columns
     assert "key '[/]' not found" in text and "key '[bold]x' not found" in text
     assert SECRET not in result.stderr and "postgresql://admin:***@db/x" in text
+
+
+def test_ctrl_c_on_an_sqs_spout_says_its_batch_was_acknowledged_not_read_again(moto_server):  # noqa: F811
+    """An ``sqs`` spout keeps no checkpoint, but the batch in flight was finished and its
+    messages deleted: the summary said the next run reads the input from the start."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("orders"))["QueueUrl"]
+    for i in range(10):
+        sqs.send_message(QueueUrl=url, MessageBody=f'{{"order_id": "o-{i}"}}')
+    spout = f'{{type: sqs, queue: "{url}", endpoint_url: "{moto_server.endpoint}", wait_time: 0}}'
+    text = (
+        f"name: kiosk-sqs-ctrl-c\nspout: {spout}\nsettings: {{batch_size: 10}}\n"
+        "bolts: [{id: decode, type: json}]\nsinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+
+    def interrupt_after_the_first_batch(result, spout) -> None:
+        runner._on_sigint(signal.SIGINT, None)  # what Ctrl-C does
+
+    runner = LocalRunner(load_text(text), on_batch=interrupt_after_the_first_batch)
+    report = runner.run()
+    assert report.interrupted and report.batches == 1
+    committed = report.counts[Outcome.COMMITTED]
+    assert committed and committed + queue_counts(sqs, url) == 10  # the batch's were deleted
+    out = io.StringIO()
+    print_summary(
+        Console(file=out, width=200, force_terminal=False), load_text(text), report, Totals()
+    )
+    said = " ".join(out.getvalue().split())
+    assert "reads its input from the start" not in said
+    assert "interrupted: the batch in flight was finished and checkpointed" in said
