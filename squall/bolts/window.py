@@ -839,10 +839,16 @@ class WindowBolt(Bolt):
         names, aggs, agg_names = self._key_names, self._aggs, self._agg_names
         one_key = names[0] if len(names) == 1 else None
         # The final result's id is the window's and key's; an early one's also names the record
-        # that ends its batch, so an insert-mode sink (idempotent on event_id) keeps each once.
+        # that ends its batch — its lineage (two files, or two streams' shards of one id, end
+        # batches at the same numbers) and its position with the sub-sequence (a batch may end
+        # inside a KPL aggregate) —, so an insert-mode sink (idempotent on event_id) keeps each
+        # once.
         prefix = f"{self.name}\x1f{ws}\x1f"
+        om = origin.meta
         suffix = (
-            "" if final else f"\x1fearly\x1f{origin.meta.shard_id}\x1f{origin.meta.sequence_number}"
+            ""
+            if final
+            else f"\x1fearly\x1f{lineage(om)}\x1f{om.sequence_number}\x1f{om.sub_sequence_number}"
         )
         meta, org, blake2b, loads = origin.meta, origin.origin, hashlib.blake2b, orjson.loads
         bucket = out.streams.setdefault("default", [])

@@ -845,3 +845,26 @@ def test_sum_is_exact_whatever_the_grouping():
     assert s.result(s.merge(s.add(0, 2**63 - 1, None), 1)) == float(2**63)
     with pytest.raises(ValueError, match="finite"):
         s.add(s.new(), float("inf"), None)
+
+
+def test_early_results_of_two_inputs_ending_a_batch_at_the_same_line_have_two_ids(
+    tmp_path: Path, unique_name
+):
+    """An early result's id names the record ending its batch by lineage and position: two
+    daily files (both the file spout's shard) end their first batch at line 2, and an insert-mode
+    sink (idempotent on event_id) kept only the first file's update."""
+
+    def line(source: str, n: int, t: int) -> Event:
+        meta = RecordMeta("day.jsonl", "file", str(n), 0, "", fingerprint=source, source=source)
+        return Event(b"", meta, None, n, {"timestamp": t, "app": "a"})
+
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}", unique_name, emit="every_batch", allowed_lateness="30s"
+    )
+    first = bolt.process([line("d1", 1, T0), line("d1", 2, T0 + 1)])
+    bolt.commit_state(lambda e: True, None)
+    bolt.state_committed()
+    second = bolt.process([line("d2", 1, T0 + 2), line("d2", 2, T0 + 3)])
+    (a,), (b,) = first.streams["default"], second.streams["default"]
+    assert (a.value["n"], b.value["n"]) == (2, 4)
+    assert a.event_id != b.event_id
