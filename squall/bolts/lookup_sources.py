@@ -28,6 +28,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from squall import exact_json
 from squall.errors import SinkError, TransientError
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls
@@ -317,8 +318,8 @@ class RedisSource:
             fetched.found[key] = answer.decode(errors="replace")
         else:
             try:
-                fetched.found[key] = orjson.loads(answer)
-            except orjson.JSONDecodeError as exc:
+                fetched.found[key] = exact_json.loads(answer)
+            except ValueError as exc:  # not JSON; an integer over Python's digit limit
                 fetched.failed[key] = f"redis key '{self.name(key)}' does not hold JSON: {exc}"
 
     def close(self) -> None:
@@ -442,8 +443,8 @@ class HttpSource:
                 f"lookup endpoint answered HTTP {response.status_code} for key '{self.text(key)}'",
             )
         try:
-            value = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
+            value = exact_json.loads(response.content)
+        except ValueError as exc:
             return (
                 "failed",
                 f"lookup endpoint answered invalid JSON for key '{self.text(key)}': {exc}",
@@ -464,8 +465,8 @@ class HttpSource:
                 f"lookup endpoint {shown_url(url)} answered HTTP {response.status_code}"
             )
         try:
-            answer = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
+            answer = exact_json.loads(response.content)
+        except ValueError as exc:
             raise TransientError(
                 f"lookup endpoint {shown_url(url)} answered invalid JSON: {exc}"
             ) from exc
@@ -521,8 +522,8 @@ class SharedCache:
                 if raw is None:
                     continue
                 try:
-                    value = orjson.loads(raw)
-                except orjson.JSONDecodeError:
+                    value = exact_json.loads(raw)
+                except ValueError:
                     continue  # not ours or damaged: look the key up again (and overwrite it)
                 if value == []:
                     missing.add(key)
@@ -533,7 +534,7 @@ class SharedCache:
     def put(self, found: dict[Key, Any], missing: Iterable[Key]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for key, value in found.items():
-            pipe.set(self.name(key), orjson.dumps([value]), ex=self.ttl)
+            pipe.set(self.name(key), exact_json.dumps([value]), ex=self.ttl)
         if self.missing_ttl:
             for key in missing:
                 pipe.set(self.name(key), b"[]", ex=self.missing_ttl)

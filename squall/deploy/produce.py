@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-import orjson
 
-from squall import aws
+from squall import aws, exact_json
 from squall.errors import SinkError, SquallError, TransientError
 from squall.kinesis.putrecords import (
     MAX_CALL_BYTES,
@@ -82,8 +81,8 @@ def _open_lines(path: Path) -> tuple[IO[bytes], IO[bytes]]:
 def _key_of(data: bytes, path: str) -> str | None:
     """The scalar at a dotted path of a JSON line, as a string; None if not JSON or absent."""
     try:
-        doc: Any = orjson.loads(data)
-    except orjson.JSONDecodeError:
+        doc: Any = exact_json.loads(data)  # an integer key beyond 64 bits as its digits
+    except ValueError:
         return None
     for part in path.split("."):
         if not isinstance(doc, dict) or part not in doc:
