@@ -2,9 +2,11 @@
 
 A dead letter or a failure reason is written *because* a record is odd: a payload nested a
 thousand levels deep, a string with lone surrogates, an object a user bolt put in the payload.
-Writing it must not fail in turn. ``dumps`` tries orjson first (the usual case: no cost); on any
-error, each offending value is replaced by a bounded ``reprlib`` rendering marked with
-``TRUNCATED``, so the document is still JSON and still says what it could.
+Writing it must not fail in turn. ``dumps`` tries orjson first (the usual case: no cost); an
+integer beyond 64 bits is then written exactly, as its digits (``exact_json``: valid JSON, read
+back exactly by ``squall replay``); on any other error, each offending value is replaced by a
+bounded ``reprlib`` rendering marked with ``TRUNCATED``, so the document is still JSON and still
+says what it could.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import reprlib
 from typing import Any
 
 import orjson
+
+from squall import exact_json
 
 #: Marks a value that could not be serialised as it was.
 TRUNCATED = "[squall: not serialisable, truncated repr]"
@@ -58,10 +62,15 @@ def _marked(value: Any, exc: BaseException) -> dict[str, str]:
     }
 
 
+def _dumps(value: Any) -> bytes:
+    # exact_json: orjson, except that an integer beyond 64 bits is written as its digits.
+    return exact_json.dumps(value, default=_default, option=_OPTIONS)
+
+
 def dumps(doc: Any) -> bytes:
     """JSON bytes of ``doc``; a value that cannot be serialised becomes a marked, truncated repr. Never raises."""
     try:
-        return orjson.dumps(doc, default=_default, option=_OPTIONS)
+        return _dumps(doc)
     except Exception as exc:  # noqa: BLE001 - JSONEncodeError, TypeError, RecursionError…: all fall back
         problem: BaseException = exc
     if isinstance(doc, dict):
@@ -69,12 +78,12 @@ def dumps(doc: Any) -> bytes:
         fixed: dict[str, Any] = {}
         for key, value in doc.items():
             try:
-                orjson.dumps(value, default=_default, option=_OPTIONS)
+                _dumps(value)
                 fixed[text(key, 200)] = value
             except Exception as inner:  # noqa: BLE001 - whatever it is, it is replaced
                 fixed[text(key, 200)] = _marked(value, inner)
         try:
-            return orjson.dumps(fixed, default=_default, option=_OPTIONS)
+            return _dumps(fixed)
         except Exception as again:  # noqa: BLE001
             problem = again
     return orjson.dumps(_marked(doc, problem))

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from squall import exact_json
 from squall.errors import SquallError
 from squall.event import Record, RecordMeta
 
@@ -129,8 +130,8 @@ def read_lines(name: str, lines: Iterator[bytes]) -> Iterator[DeadLetter | Unrea
             continue
         where = f"{name}:{number}"
         try:
-            doc = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            doc = exact_json.loads(line)  # a payload may hold integers beyond 64 bits
+        except ValueError as exc:
             yield Unreadable(where, f"not JSON: {exc}")
             continue
         yield parse(doc, where)

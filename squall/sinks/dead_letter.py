@@ -18,10 +18,9 @@ import os
 from collections import OrderedDict
 from datetime import UTC, datetime
 
-import orjson
 from pydantic import Field
 
-from squall import safe_json
+from squall import exact_json, safe_json
 from squall.component import Capabilities, ComponentConfig
 from squall.errors import SinkError
 from squall.event import Event
@@ -96,10 +95,10 @@ class DeadLetterSink(Sink):
         if self.path.exists():
             for line in tail_lines(self.path, self.config.remember):
                 try:
-                    doc = orjson.loads(line)
+                    doc = exact_json.loads(line)  # a payload may hold integers beyond 64 bits
                     replay = (doc.get("meta") or {}).get("replay", 0)
                     self._seen[(doc["event_id"], doc.get("component"), replay)] = None
-                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue  # a torn last line after a crash: the replay rewrites it
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         if self._fh.tell() > 0:

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from pydantic import Field
 
-from squall import aws
+from squall import aws, safe_json
 from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
@@ -50,7 +49,9 @@ _NOT_XML = ((b"\xef\xbf\xbe", b"\\ufffe"), (b"\xef\xbf\xbf", b"\\uffff"))
 
 
 def _dumps(doc: dict, xml_safe: bool) -> bytes:
-    data = orjson.dumps(doc, default=str)
+    # safe_json, as the file and table sinks: an integer beyond 64 bits is written as its digits,
+    # a value orjson cannot write (a lone surrogate) as a marked repr; never a failed dead letter.
+    data = safe_json.dumps(doc)
     if xml_safe and b"\xef\xbf" in data:
         for raw, escaped in _NOT_XML:  # only inside JSON strings: the escape is the same text
             data = data.replace(raw, escaped)
@@ -244,9 +245,7 @@ class DeadLetterS3Sink(_AwsDeadLetter):
                     ".jsonl.gz"
                 )
                 lines = b"".join(
-                    orjson.dumps(
-                        dead_letter_line(ev, include_payload=cfg.include_payload), default=str
-                    )
+                    safe_json.dumps(dead_letter_line(ev, include_payload=cfg.include_payload))
                     + b"\n"
                     for ev in evs
                 )

@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~450 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~470 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -39,7 +39,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from squall import aws, paths
+from squall import aws, exact_json, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event, RecordMeta
@@ -160,7 +160,7 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
         return (
             value
             if isinstance(value, str)
-            else orjson.dumps(value).decode()
+            else exact_json.dumps(value).decode()
             if isinstance(value, dict | list)
             else str(value).lower()
             if isinstance(value, bool)
@@ -193,7 +193,14 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
         return value
     if kind == "timestamp":
         return _timestamp(value, unit)
-    return orjson.dumps(value).decode()  # json
+    return exact_json.dumps(value).decode()  # json; an integer beyond 64 bits as its digits
+
+
+def _line(row: Any) -> bytes:
+    """A JSON-lines row, an integer beyond 64 bits written as its digits. What orjson cannot write
+    otherwise (a lone surrogate a user bolt put in the payload) raises ``TypeError``: not a
+    ``SinkError``, so the engine fails that record alone, not the batch."""
+    return exact_json.dumps(row, default=str) + b"\n"
 
 
 def _position(meta: RecordMeta) -> str:
@@ -337,8 +344,8 @@ class S3Sink(Sink):
                     row if isinstance(row, bytes) else orjson.dumps(row, default=str) + b"\n"
                     for _, row in rows
                 )
-            except TypeError as exc:
-                raise SinkError(f"{self.id}: a row cannot be serialized as JSON: {exc}") from None
+            except TypeError:  # an integer beyond 64 bits: its digits (anything else: the record's)
+                data = b"".join(row if isinstance(row, bytes) else _line(row) for _, row in rows)
             return (
                 gzip.compress(data, compresslevel=6, mtime=0) if cfg.compression == "gzip" else data
             )
@@ -410,10 +417,8 @@ class S3Sink(Sink):
                 batch.add(pos)
                 try:
                     line = orjson.dumps(row, default=str) + b"\n"
-                except TypeError as exc:
-                    raise SinkError(
-                        f"{self.id}: a row cannot be serialized as JSON: {exc}"
-                    ) from None
+                except TypeError:
+                    line = _line(row)
                 taken.append((pos, obj.group, ev, line if jsonl else row, len(line)))
         for pos, group, ev, row, size in taken:
             seen.add(pos)

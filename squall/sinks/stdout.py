@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import orjson
 from pydantic import Field
 
+from squall import exact_json
 from squall.component import Capabilities, ComponentConfig
 from squall.sinks.base import Prepared, Sink, WriteContext
 
@@ -33,5 +33,5 @@ class StdoutSink(Sink):
                 if self.config.with_meta
                 else ev.value
             )
-            out.write(orjson.dumps(doc, default=str) + b"\n")
+            out.write(exact_json.dumps(doc, default=str) + b"\n")  # big integers as digits
         out.flush()

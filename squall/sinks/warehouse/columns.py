@@ -13,6 +13,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from squall import exact_json
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys
@@ -121,11 +122,19 @@ class ConversionError(ValueError):
     """A value cannot be stored in its column; the event goes to dead letter with this reason."""
 
 
+def json_text(v: Any) -> str:
+    """A value as JSON text; an integer beyond 64 bits, which orjson cannot write, as its digits."""
+    try:
+        return orjson.dumps(v).decode()
+    except TypeError:
+        return exact_json.dumps(v).decode()
+
+
 def _to_text(v: Any) -> str:
     if isinstance(v, str):
         return v
     if isinstance(v, dict | list):
-        return orjson.dumps(v).decode()
+        return json_text(v)
     if isinstance(v, datetime):
         return v.isoformat()
     return str(v).lower() if isinstance(v, bool) else str(v)
@@ -268,7 +277,7 @@ class RowBuilder:
             # SQL integers are at most 64-bit: a bigger value is that event's failure, not the batch's.
             conv = _to_int64 if spec.type in ("integer", "bigint") else CONVERTERS[spec.type]
             if spec.type == "json" and json_as_text:
-                conv = lambda v: orjson.dumps(v).decode()  # noqa: E731
+                conv = json_text
             elif spec.type == "timestamp" and times_as_text:
                 conv = _timestamp_text
             elif spec.type == "date" and times_as_text:

@@ -30,6 +30,7 @@ from squall.sinks.warehouse.columns import (
     ColumnSpec,
     ConversionError,
     describe_value,
+    json_text,
     to_datetime,
 )
 
@@ -105,7 +106,7 @@ def _date(v: Any) -> str:
 
 
 def _json(v: Any) -> str:
-    return _checked_json(orjson.dumps(v).decode())
+    return _checked_json(json_text(v))
 
 
 def _checked_json(text: str) -> str:
