@@ -329,10 +329,10 @@ def produce(
         TransientError,
         ValueError,
     ) as exc:  # ValueError: a malformed ARN or endpoint URL
-        err.print(f"[red]produce failed:[/red] {redact_text(str(exc))}")
+        err.print(f"[red]produce failed:[/red] {_text(exc)}")
         raise click.exceptions.Exit(2) from None
     except SquallError as exc:  # the file itself (a truncated .gz)
-        err.print(f"[red]produce failed:[/red] {exc}")
+        err.print(f"[red]produce failed:[/red] {_text(exc)}")
         raise click.exceptions.Exit(1) from None
     click.echo(
         f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
@@ -346,12 +346,20 @@ def produce(
         )
     if report.unkeyed:
         err.print(
-            f"{report.unkeyed:,} line(s) had no '{partition_key}' (or were not JSON): "
+            f"{report.unkeyed:,} line(s) had no '{_text(partition_key)}' (or were not JSON): "
             "keyed by line number"
         )
     for line in report.failures:
-        err.print(f"[red]failed[/red] {line}", highlight=False)
+        err.print(f"[red]failed[/red] {_text(line)}", highlight=False)
     if report.failed > MAX_REPORTED_FAILURES:
         err.print(f"… and {report.failed - len(report.failures):,} more")
     if report.failed:
         raise click.exceptions.Exit(1)
+
+
+def _text(value: object) -> str:
+    """Text for the console, as printed: passwords masked, rich's markup brackets escaped (an
+    endpoint or a record's reason holding ``[/]`` raised MarkupError, ``[bold]`` styled it)."""
+    from rich.markup import escape
+
+    return escape(redact_text(str(value)))

@@ -35,6 +35,16 @@ def test_a_malformed_stream_arn_or_endpoint_is_exit_2(tmp_path: Path):
         assert "produce failed" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_an_error_holding_markup_brackets_is_printed_as_written(tmp_path: Path):
+    """rich reads ``[...]`` as markup: an endpoint holding ``[/]`` raised MarkupError (a
+    traceback, exit 1) and ``[bold]`` would have been swallowed."""
+    f = tmp_path / "e.jsonl"
+    f.write_text('{"a": 1}\n')
+    r = produce("--stream", "s", "--endpoint-url", "notaurl[/]x[bold]", str(f))
+    assert r.returncode == 2, r.stderr
+    assert "'notaurl[/]x[bold]'" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_a_truncated_gzip_file_is_one_line_and_exit_1(tmp_path: Path, kinesis_mock, make_stream):
     data = gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(3000)))
     f = tmp_path / "trunc.jsonl.gz"
