@@ -32,6 +32,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
+from squall import aws
 from tests.ports import free_port
 
 DUMMY_ENV = {
@@ -193,3 +194,21 @@ def queue_counts(sqs, url: str) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.fixture
+def called(monkeypatch):
+    """'service:Operation' of every call made by clients that squall.aws.client creates from now on."""
+    seen: set[str] = set()
+    real = aws.client
+
+    def recording(service: str, **kwargs):
+        client = real(service, **kwargs)
+        prefix = client.meta.service_model.signing_name  # IAM's service prefix
+        client.meta.events.register(
+            "before-call.*.*", lambda model, **_: seen.add(f"{prefix}:{model.name}")
+        )
+        return client
+
+    monkeypatch.setattr(aws, "client", recording)
+    return seen

@@ -4,30 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from squall import aws
 from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
 from tests.kinesis.kinesis_helpers import consume, make_spout
 from tests.kinesis.test_kinesis_sink import events, make_sink, write
+from tests.moto_standin import called  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def called(monkeypatch):
-    """'service:Operation' of every call made by clients that squall.aws.client creates from now on."""
-    seen: set[str] = set()
-    real = aws.client
-
-    def recording(service: str, **kwargs):
-        client = real(service, **kwargs)
-        prefix = client.meta.service_model.signing_name  # IAM's service prefix
-        client.meta.events.register(
-            "before-call.*.*", lambda model, **_: seen.add(f"{prefix}:{model.name}")
-        )
-        return client
-
-    monkeypatch.setattr(aws, "client", recording)
-    return seen
 
 
 def declared(component_cls, config) -> set[str]:
@@ -35,7 +17,7 @@ def declared(component_cls, config) -> set[str]:
 
 
 @pytest.mark.parametrize("aggregate", [False, True])
-def test_kinesis_sink_declares_the_calls_it_makes(kinesis_mock, make_stream, called, aggregate):
+def test_kinesis_sink_declares_the_calls_it_makes(kinesis_mock, make_stream, called, aggregate):  # noqa: F811
     stream = make_stream(2)
     sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk", aggregate=aggregate)
     _, result = write(sink, events(30))
@@ -44,7 +26,12 @@ def test_kinesis_sink_declares_the_calls_it_makes(kinesis_mock, make_stream, cal
 
 
 def test_kinesis_spout_with_dynamodb_checkpoints_declares_the_calls_it_makes(
-    kinesis, kinesis_mock, dynalite, make_stream, called, unique_name
+    kinesis,
+    kinesis_mock,
+    dynalite,
+    make_stream,
+    called,  # noqa: F811
+    unique_name,
 ):
     stream = make_stream(2)
     kinesis.put_records(

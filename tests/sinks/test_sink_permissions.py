@@ -8,38 +8,17 @@ durable dead letter: every such write was AccessDenied once deployed.
 
 from __future__ import annotations
 
-import pytest
-
-from squall import aws
 from squall.deploy.template import component_permissions
 from squall.testing import records_from, run_topology
 from squall.topology.loader import load_text
-from tests.moto_standin import unique
+from tests.moto_standin import called, unique  # noqa: F401 - fixture
 
 #: IAM's action for an API operation, where the two differ (batch calls are authorized singly).
 IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
 PARTITION = "arn:${AWS::Partition}"
 
 
-@pytest.fixture
-def called(monkeypatch):
-    """'service:Operation' of every call made by clients that squall.aws.client creates from now on."""
-    seen: set[str] = set()
-    real = aws.client
-
-    def recording(service: str, **kwargs):
-        client = real(service, **kwargs)
-        prefix = client.meta.service_model.signing_name  # IAM's service prefix
-        client.meta.events.register(
-            "before-call.*.*", lambda model, **_: seen.add(f"{prefix}:{model.name}")
-        )
-        return client
-
-    monkeypatch.setattr(aws, "client", recording)
-    return seen
-
-
-def test_aws_sinks_and_durable_dead_letters_declare_the_calls_they_make(moto_server, called):
+def test_aws_sinks_and_durable_dead_letters_declare_the_calls_they_make(moto_server, called):  # noqa: F811
     s3, sqs = moto_server.client("s3"), moto_server.client("sqs")
     bucket, queue, dlq, stream, delivery = (unique(x) for x in ("lake", "out", "dlq", "dls", "fh"))
     s3.create_bucket(Bucket=bucket)
