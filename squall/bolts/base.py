@@ -151,7 +151,8 @@ class Bolt(Component):
         """Write the state staged by this batch's ``process`` calls.
 
         Only changes made by events for which ``covered(event)`` is true are written: the others
-        come after a failed record of their shard and will be delivered again. ``connection`` is
+        come after a failed record of their lineage (``squall.event.lineage``: their shard; a
+        replayed record alone) and will be delivered again. ``connection`` is
         a SQLAlchemy connection inside the batch's transaction (on ``state_resource()``) — a
         plain driver's, with ``exec_driver_sql`` only, when the class sets ``driver_sql = True``
         — or None: then write in a transaction of your own. Raise ``TransientError`` when the store

@@ -55,7 +55,7 @@ from squall.errors import (
     describe_exception,
     safe_text,
 )
-from squall.event import Event, Failure, Position, Record, RecordMeta
+from squall.event import Event, Failure, Position, Record, RecordMeta, lineage
 from squall.kinesis.kpl import KPL_MAGIC, deaggregate
 from squall.observability.logs import log_context
 from squall.redact import redact_text
@@ -1094,29 +1094,39 @@ class Engine:
         return codes
 
     def _unsettled(self, units: list[Event], codes: list[int]) -> list[bool]:
-        """Per unit: True when it is at or after the first failed record of its shard (it comes again).
+        """Per unit: True when it is at or after the first failed record of its lineage (it comes
+        again). Per lineage (``squall.event.lineage``), not per shard id: a ``squall replay``
+        batch mixes streams (every stream has ``shardId-000000000000``), and each re-driven
+        record is a lineage of its own — one failing again holds back no other.
 
         With ``whole_records`` (the source resumes at a Kinesis sequence number, never inside a KPL
         aggregate: Lambda), the user records of the failed record's aggregate before it come again
         too, so they are not settled either.
         """
         flags = [False] * len(units)
-        blocked: dict[str, str] = {}  # shard -> sequence number of its first failed record
-        for i, (ev, code) in enumerate(zip(units, codes, strict=True)):
-            shard = ev.meta.shard_id
-            if shard in blocked:
+        blocked: dict[str, str] = {}  # lineage -> sequence number of its first failed record
+        lineages = [lineage(ev.meta) for ev in units]  # only a batch with a failure gets here
+        for i, code in enumerate(codes):
+            name = lineages[i]
+            if name in blocked:
                 flags[i] = True
             elif code == _FAILED:
-                blocked[shard] = ev.meta.sequence_number
+                blocked[name] = units[i].meta.sequence_number
                 flags[i] = True
         if self.whole_records:
             for i, ev in enumerate(units):
-                if not flags[i] and blocked.get(ev.meta.shard_id) == ev.meta.sequence_number:
+                if not flags[i] and blocked.get(lineages[i]) == ev.meta.sequence_number:
                     flags[i] = True
         return flags
 
     def _checkpoint_from(self, units: list[Event], codes: list[int]) -> dict[str, Position]:
-        """Per shard, the last position before the first failed record."""
+        """Per shard, the last position before the first failed record.
+
+        Keyed by shard id, as the checkpoint stores keep it under the batch's stream: every
+        source that is checkpointed (a Kinesis stream, an SQS queue, a file, one Lambda event
+        source mapping, one KCL lease) gives batches of one stream, one input. A ``squall replay``
+        batch mixes streams, but nothing checkpoints it: its settled records are found per
+        lineage (``_unsettled``), and this dict is not used."""
         last: dict[str, RecordMeta] = {}
         if _FAILED not in codes:
             for ev in units:

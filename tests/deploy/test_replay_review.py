@@ -152,3 +152,50 @@ def test_a_window_counts_a_record_replayed_after_a_later_one_of_its_shard(tmp_pa
 
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         assert sorted(db.execute("SELECT kind, n FROM counts")) == [("c", 2), ("d", 1)]
+
+
+def test_a_record_failing_again_holds_back_no_other_replayed_record_of_its_shard_id(
+    tmp_path: Path,
+):
+    """Replayed records are of a lineage each (``squall.event.lineage``), whatever their stream
+    and shard: one that fails again (no dead-letter sink: it is failed) must not keep the state
+    of the records after it in the batch — another stream's ``shardId-000000000000``, or its own
+    — from being committed (a replay delivers none of them again)."""
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"kind": {"enum": ["a"]}}}))
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        WINDOW_TOPOLOGY.format(db=tmp_path / "db.sqlite").replace(
+            "  - {id: rejects, type: dead_letter, path: rejects.jsonl, fsync: false}\n", ""
+        )
+    )
+    now = int(time.time() * 1000)  # the hour's window is open
+    shard = "shardId-000000000000"  # every stream has it
+    docs = [
+        ("other", "1", "x"),  # fails again (kind 'x' is still invalid)
+        ("events", "2", "a"),  # another stream, the same shard id
+        ("other", "3", "a"),  # the failed record's own stream and shard
+    ]
+    dl = tmp_path / "dl.jsonl"
+    dl.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"e{seq}",
+                    "component": "validate",
+                    "reason": "r",
+                    "meta": {"stream": stream, "shard_id": shard, "sequence_number": seq},
+                    "record": json.dumps({"kind": kind, "ts": now}),
+                }
+            )
+            + "\n"
+            for stream, seq, kind in docs
+        )
+    )
+
+    result = replay(path, input_path=dl)
+
+    assert result.exit_code == 1, result.output
+    assert "committed 0, dead-lettered again 0, filtered 2, failed 1" in result.output  # counted
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        assert sorted(db.execute("SELECT kind, n FROM counts")) == [("a", 2)]
