@@ -111,6 +111,21 @@ def safe_text(value: object, limit: int = MAX_REASON) -> str:
     return text
 
 
+#: Longest value of a record quoted in a reason (``quoted``).
+MAX_QUOTED = 120
+
+
+def quoted(value: str, limit: int = MAX_QUOTED) -> str:
+    """A record's value (a key: maybe an e-mail address, a token, a URL) quoted in a reason:
+    passwords masked (``redact_text``), cut to ``limit`` characters with its length, in quotes.
+    Only a window of four times ``limit`` is masked: what lies past it is cut anyway."""
+    window = value[: 4 * limit]
+    text = redact_text(window)
+    if len(text) > limit or len(window) < len(value):
+        text = f"{text[:limit]}… [{len(value)} chars]"
+    return repr(text)
+
+
 def describe_exception(exc: BaseException) -> str:
     """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
     # Masked before it is cut: the reason goes to dead letters (a queue, a bucket, a table) too.

@@ -31,7 +31,14 @@ from squall.bolts.lookup_sources import (
 )
 from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import Problem, RecordError, SquallError, TopologyError, TransientError
+from squall.errors import (
+    Problem,
+    RecordError,
+    SquallError,
+    TopologyError,
+    TransientError,
+    quoted,
+)
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
 
@@ -325,4 +332,6 @@ def _flat(record: dict) -> bool:
 
 
 def _show(key: Key) -> str:
-    return repr(key[0]) if len(key) == 1 else repr(list(key))
+    """A key quoted in a reason: each part masked and cut (``quoted``: a key may be an e-mail
+    address, a token, a URL with its password)."""
+    return quoted(key[0]) if len(key) == 1 else f"[{', '.join(quoted(k) for k in key)}]"

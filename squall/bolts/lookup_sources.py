@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall import exact_json
-from squall.errors import SinkError, TransientError
+from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls
 from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
@@ -307,7 +307,7 @@ class RedisSource:
         if isinstance(answer, REDIS_FAILURES):  # not this key's: the source's (down or refused)
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
-            fetched.failed[key] = f"redis key '{self.name(key)}': {answer}"
+            fetched.failed[key] = f"redis key {quoted(self.name(key))}: {answer}"
         elif answer is None or answer == {}:
             return
         elif self.config.data == "hash":
@@ -320,7 +320,9 @@ class RedisSource:
             try:
                 fetched.found[key] = exact_json.loads(answer)
             except ValueError as exc:  # not JSON; an integer over Python's digit limit
-                fetched.failed[key] = f"redis key '{self.name(key)}' does not hold JSON: {exc}"
+                fetched.failed[key] = (
+                    f"redis key {quoted(self.name(key))} does not hold JSON: {exc}"
+                )
 
     def close(self) -> None:
         """The client belongs to the resource."""
@@ -440,14 +442,14 @@ class HttpSource:
         if response.status_code != 200:
             return (
                 "failed",
-                f"lookup endpoint answered HTTP {response.status_code} for key '{self.text(key)}'",
+                f"lookup endpoint answered HTTP {response.status_code} for key {quoted(self.text(key))}",
             )
         try:
             value = exact_json.loads(response.content)
         except ValueError as exc:
             return (
                 "failed",
-                f"lookup endpoint answered invalid JSON for key '{self.text(key)}': {exc}",
+                f"lookup endpoint answered invalid JSON for key {quoted(self.text(key))}: {exc}",
             )
         return ("missing", None) if value is None else ("found", value)
 

@@ -181,6 +181,31 @@ def test_on_missing_applies_to_unknown_keys_and_events_without_a_key(tmp_path, o
         assert failed == {1: "key '42' not found", 2: "no key at 'app_id'", 3: "no key at 'app_id'"}
 
 
+def test_a_key_not_found_is_quoted_masked_and_cut_in_its_reason(tmp_path):
+    """A key may be a URL with its password, a token, a pasted blob: its reason (a dead letter, a
+    log line) masks what ``redact_text`` masks and keeps at most ``MAX_QUOTED`` characters."""
+    from squall.errors import MAX_QUOTED
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    bolt = make_bolt(
+        resources(db=url),
+        key=["platform", "name"],
+        on_missing="fail",
+        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["tier"]},
+    )
+    long = "x" * 5000
+    values = [
+        {"platform": "postgresql://app:s3cret@db/x", "name": "token=t0ps3cret"},
+        {"platform": "ios", "name": long},
+        {"platform": "alice@example.com", "name": "Weather"},
+    ]
+    _, failed, _ = run(bolt, values)
+    assert failed[0] == "key ['postgresql://app:***@db/x', 'token=***'] not found"
+    assert failed[1] == f"key ['ios', '{'x' * MAX_QUOTED}… [5000 chars]'] not found"
+    assert failed[2] == "key ['alice@example.com', 'Weather'] not found"
+
+
 def test_unusable_keys_and_payloads_fail_only_their_event(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     create_apps(url, "apps")
