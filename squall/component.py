@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from squall.errors import Problem
 from squall.iam import AwsPermission
 
 #: Stream names every bolt has: the normal output, and failures (dead letter unless wired).
@@ -73,11 +75,24 @@ class ComponentContext:
 
     topology: str
     base_dir: Path = field(default_factory=Path.cwd)
+    #: ``(component id, option, message) -> Problem`` located in the topology file
+    #: (``Topology.problem``); None for a component built without one (a test).
+    locate: Callable[[str, str, str], Problem] | None = field(default=None, compare=False)
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path from the YAML relative to the topology file's directory."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def problem(self, component: str, option: str, message: str) -> Problem:
+        """A problem found at start at a component's ``option`` (dotted; "" for its entry):
+        file, line and column in the topology file when the runner gave them, else named by
+        the topology and the component id."""
+        if self.locate is not None:
+            return self.locate(component, option, message)
+        return Problem(
+            self.topology, 0, 0, f"{component}.{option}" if option else component, message
+        )
 
 
 class Component:

@@ -23,6 +23,7 @@ from squall.bolts.lookup_sources import (
     HttpSource,
     HttpSourceConfig,
     Key,
+    OptionError,
     RedisSource,
     RedisSourceConfig,
     SharedCache,
@@ -32,7 +33,6 @@ from squall.bolts.lookup_sources import (
 from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import (
-    Problem,
     RecordError,
     SquallError,
     TopologyError,
@@ -186,11 +186,9 @@ class LookupBolt(Bolt):
                 )
         except ImportError as exc:
             raise TopologyError(
-                Problem(
-                    self.context.topology,
-                    0,
-                    0,
-                    f"{self.id}.source",
+                self.context.problem(
+                    self.id,
+                    "source.type",
                     f"the http source needs httpx (pip install 'squall[http]'): {exc}",
                 )
             ) from exc
@@ -201,9 +199,8 @@ class LookupBolt(Bolt):
         except (SquallError, ValueError) as exc:
             if isinstance(exc, TopologyError):
                 raise
-            raise TopologyError(
-                Problem(self.context.topology, 0, 0, f"{self.id}.source", str(exc))
-            ) from exc
+            option = exc.option if isinstance(exc, OptionError) else "source"
+            raise TopologyError(self.context.problem(self.id, option, str(exc))) from exc
 
     def close(self) -> None:
         if self.source is not None:

@@ -61,6 +61,15 @@ class Fetched:
     failed: dict[Key, str] = field(default_factory=dict)
 
 
+class OptionError(ValueError):
+    """A source's option names what the source does not have (a table, a column): ``option`` is
+    its path in the bolt's configuration (``source.table``), for a located start-up error."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+
+
 class KeyProblem(Exception):
     """A query over several keys failed in a way one of the keys may have caused: split and retry.
 
@@ -184,7 +193,7 @@ class SqlSource:
                 config.table, sa.MetaData(), schema=config.db_schema, autoload_with=engine
             )
         except sa.exc.NoSuchTableError:
-            raise ValueError(f"{self.where} does not exist") from None
+            raise OptionError("source.table", f"{self.where} does not exist") from None
         except sa.exc.SQLAlchemyError as exc:
             if is_transient(exc):
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
@@ -194,7 +203,13 @@ class SqlSource:
         wanted = list(config.columns) if config.columns else [str(c.name) for c in table.columns]
         unknown = [c for c in (*key_columns, *wanted) if c not in table.columns]
         if unknown:
-            raise ValueError(f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}")
+            if any(c not in table.columns for c in key_columns):  # the defaults: the key paths
+                option = "source.key_columns" if config.key_columns else "key"
+            else:
+                option = "source.columns"
+            raise OptionError(
+                option, f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}"
+            )
         self.key_columns = [table.c[c] for c in key_columns]
         self.names = wanted
         # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.

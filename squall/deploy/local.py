@@ -103,7 +103,7 @@ class LocalRunner:
         self.resources = Resources(topology.resources, topology.base_dir)
         spout_cls = registry.resolve("spout", topology.spout.type)
         self.spout: Spout = spout_cls(
-            topology.spout, ComponentContext(topology.name, topology.base_dir)
+            topology.spout, ComponentContext(topology.name, topology.base_dir, topology.problem)
         )  # type: ignore[assignment]
         self.on_batch = on_batch
         self.checkpointer: Checkpointer | None = None

@@ -184,7 +184,7 @@ class DeviceBolt(Bolt):
                 raise TopologyError(self._problem(f"{what} not installed: no module '{module}'"))
 
     def _problem(self, message: str) -> Problem:
-        return Problem(self.context.topology, 0, 0, self.id, message)
+        return self.context.problem(self.id, "", message)
 
     def warm_up(self) -> None:
         """Build the process's user-agent parser and rules now, not at the first user agent."""

@@ -30,7 +30,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.enrichment import addresses
 from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
-from squall.errors import Problem, RecordError, TopologyError
+from squall.errors import RecordError, TopologyError
 from squall.event import Event
 from squall.paths import MISSING, DottedPath, deleter, getter, payload_keys, setter
 
@@ -319,7 +319,7 @@ class GeoBolt(Bolt):
         return db
 
     def _problem(self, option: str, message: str) -> TopologyError:
-        return TopologyError(Problem(self.context.topology, 0, 0, f"{self.id}.{option}", message))
+        return TopologyError(self.context.problem(self.id, option, message))
 
     def close(self) -> None:
         for db in (self.city, self.asn):

@@ -168,7 +168,9 @@ class Engine:
         self._own_resources = resources is None
         self.retry: RetryConfig = plan.topology.settings.retry
         self._sleep, self._rng = sleep, rng
-        context = ComponentContext(self.topology.name, self.topology.base_dir)
+        context = ComponentContext(
+            self.topology.name, self.topology.base_dir, self.topology.problem
+        )
         self.components: list[Bolt | Sink] = [n.cls(n.config, context) for n in plan.nodes]
         self.stats = [ComponentStats(n.id, n.kind, n.config.type) for n in plan.nodes]
         self.spout_stats = ComponentStats(plan.spout_id, "spout", self.topology.spout.type)

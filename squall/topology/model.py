@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from squall.component import ComponentConfig
+from squall.errors import Problem
 from squall.topology.resource_config import ResourceConfig
-from squall.topology.yamlsource import Locator
+from squall.topology.yamlsource import Locator, format_path
 
 if TYPE_CHECKING:
     from squall.topology.graph import Plan
@@ -112,3 +113,20 @@ class Topology:
         from dataclasses import replace
 
         return replace(self, spout=spout)
+
+    def problem(self, component: str, option: str, message: str) -> Problem:
+        """A problem a component found at start (a table or file it names is not there), at its
+        ``option`` (dotted; "" for the entry itself) in the topology file: file, line and column
+        when the topology was read from one. The message names the component."""
+        kind, place = "component", ()
+        if component == self.spout.id:
+            kind, place = "spout", ("spout",)
+        for name, key, configs in (("bolt", "bolts", self.bolts), ("sink", "sinks", self.sinks)):
+            i = next((i for i, c in enumerate(configs) if c.id == component), None)
+            if i is not None:
+                kind, place = name, (key, i)
+        path = (*place, *option.split(".")) if option else place
+        text = f"{kind} '{component}': {message}"
+        if self.locator is not None:
+            return self.locator.problem(path, text)
+        return Problem(self.file, 0, 0, format_path(path), text)

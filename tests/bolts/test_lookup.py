@@ -739,6 +739,70 @@ def test_a_missing_table_or_column_is_refused_at_setup(tmp_path):
 # -- in a topology --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("key", "source", "where", "message"),
+    [
+        (
+            "app_id",
+            "{type: sql, resource: db, table: nope}",
+            ":13:46: bolts[1].source.table",
+            "table nope does not exist",
+        ),
+        (
+            "app_id",
+            "{type: sql, resource: db, table: apps, columns: [name, colour]}",
+            ":13:61: bolts[1].source.columns",
+            "table apps has no column(s) colour",
+        ),
+        (
+            "app.id",
+            "{type: sql, resource: db, table: apps}",
+            ":10:10: bolts[1].key",
+            "table apps has no column(s) id",
+        ),
+        (
+            "app.id",
+            "{type: sql, resource: db, table: apps, key_columns: [ident]}",
+            ":13:65: bolts[1].source.key_columns",
+            "table apps has no column(s) ident",
+        ),
+    ],
+)
+def test_a_missing_table_or_column_is_located_in_the_topology_file(
+    tmp_path, key, source, where, message
+):
+    """As every other start-up error: the file, line and column of the option, and the bolt."""
+    from squall.topology.executor import Engine
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"""
+name: lookup
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: app
+    type: lookup
+    key: {key}
+    target: app_record
+    on_missing: fail
+    source: {source}
+sinks: [{{id: out, type: stdout}}]
+"""
+    )
+    engine = Engine.for_topology(path)
+    try:
+        with pytest.raises(TopologyError) as err:
+            engine.open()
+    finally:
+        engine.close()
+    assert str(err.value) == f"{path}{where}: bolt 'app': {message}"
+
+
 def test_lookup_in_a_topology_dead_letters_missing_keys(tmp_path, unique_name):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     create_apps(url, "apps")

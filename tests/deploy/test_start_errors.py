@@ -137,7 +137,8 @@ def test_a_component_refusing_to_start_is_one_line_without_an_empty_summary(tmp_
     assert result.returncode == 2
     line = one_error_line(result.stderr)
     assert line.endswith(
-        f"cannot start: start-errors: geo.database: MaxMind DB {isp} is of type 'GeoIP2-ISP'; database "
+        f"cannot start: {t}:5:36: bolts[1].database: bolt 'geo': MaxMind DB {isp} is of type "
+        "'GeoIP2-ISP'; database "
         "needs a City, Country or Enterprise database (e.g. GeoLite2-City)"
     )
     assert result.stdout == ""
