@@ -58,13 +58,19 @@ def run_with_console(
     )
     task = bar.add_task(topo.name[:16], total=None, status="")
 
-    def on_batch(result, spout) -> None:
+    def show_progress(spout) -> None:
         p = spout.progress()  # in the spout's own unit (bytes of a file): shown as a share only
         done, total = (p.done, p.total) if p is not None else (totals.records, None)
         share = done / total if total else None
         bar.update(task, completed=done, total=total, status=_status(totals, share))
 
-    runner = LocalRunner(topo, batch_size=batch_size, on_batch=on_batch, recorder=recorder)
+    runner = LocalRunner(
+        topo,
+        batch_size=batch_size,
+        on_batch=lambda result, spout: show_progress(spout),
+        on_idle=show_progress,  # an idle stream's lag moves (caught up: 0) though no batch ran
+        recorder=recorder,
+    )
     with bar:
         report = runner.run()
     print_summary(console, topo, report, totals)

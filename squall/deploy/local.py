@@ -95,6 +95,7 @@ class LocalRunner:
         *,
         batch_size: int | None = None,
         on_batch: Callable[[BatchResult, Spout], None] | None = None,
+        on_idle: Callable[[Spout], None] | None = None,
         recorder: Recorder | None = None,
     ):
         self.topology = topology
@@ -106,6 +107,8 @@ class LocalRunner:
             topology.spout, ComponentContext(topology.name, topology.base_dir, topology.problem)
         )  # type: ignore[assignment]
         self.on_batch = on_batch
+        #: Called when a spout that reports its lag polled and found nothing (the live view).
+        self.on_idle = on_idle
         self.checkpointer: Checkpointer | None = None
         self._stream = ""
         self.recorder = recorder or Recorder(
@@ -147,8 +150,9 @@ class LocalRunner:
                     self.plan, resources=self.resources, checkpointer=self.checkpointer, hold=True
                 )
                 engine.open()
-                # a sink that rolls files by age hears of idle time: the spout yields empty batches
-                self.spout.idle_batches = bool(engine.holding_sinks)
+                # a sink that rolls files by age hears of idle time, and a lag caught up is
+                # shown (MillisBehindLatest 0 on an idle stream): the spout yields empty batches
+                self.spout.idle_batches = bool(engine.holding_sinks) or _reports_lag(self.spout)
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
@@ -212,6 +216,10 @@ class LocalRunner:
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
             if not batch:  # the source is idle: a holding sink may be due by age
+                if _reports_lag(self.spout):  # its polls still say how far behind it is
+                    self.recorder.lag(self.spout.lag())  # type: ignore[attr-defined]
+                    if self.on_idle is not None:
+                        self.on_idle(self.spout)
                 if not self._release(engine, engine.tick, report) or self._interrupted:
                     return
                 continue
@@ -255,3 +263,8 @@ class LocalRunner:
             if result is not None and not result.ok:
                 report.failed_records = result.failed
                 result.log_failures(log)
+
+
+def _reports_lag(spout: Spout) -> bool:
+    """Whether the spout says how far behind its source it is (``lag()``: the Kinesis poller)."""
+    return callable(getattr(spout, "lag", None))

@@ -143,3 +143,42 @@ sinks: [{{id: rows, type: 'squall.testing:MemorySink', name: polled}}]
     assert set(totals.millis_behind) == shards  # GetRecords' MillisBehindLatest, per shard
     assert all(ms >= 0 for ms in totals.millis_behind.values())
     assert set(totals.iterator_age_ms) <= shards and totals.iterator_age_ms
+
+
+def test_an_idle_poll_of_the_polling_spout_updates_the_lag_to_zero(
+    tmp_path: Path, kinesis, kinesis_mock, make_stream
+):
+    """``squall run`` on a stream gone idle: GetRecords answers no record and MillisBehindLatest
+    0. The live view and the gauges showed the last batch's lag, however long ago it ran."""
+    from squall import aws
+    from squall.deploy.local import LocalRunner
+    from squall.observability.metrics import Recorder
+    from squall.observability.progress import Totals
+    from squall.topology.loader import load_text
+
+    stream = make_stream(1, prefix="idle")
+    put(kinesis, stream, [{"id": f"a{i}", "n": i} for i in range(3)])
+    topo = load_text(
+        f"""
+name: idle
+spout: {{type: kinesis, stream: {stream}, endpoint_url: "{kinesis_mock.endpoint}", poll_interval: 0.05,
+         idle_exit: 1.0}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: rows, type: 'squall.testing:MemorySink', name: idle}}]
+""",
+        base_dir=tmp_path,
+    )
+    totals = Totals()
+    runner = LocalRunner(topo, recorder=Recorder("idle", [totals]))
+    client = aws.client("kinesis", region="us-east-1", endpoint_url=kinesis_mock.endpoint)
+
+    def behind_while_records(parsed, **kwargs):  # a backlog while records come, then caught up
+        parsed["MillisBehindLatest"] = 60_000 if parsed.get("Records") else 0
+
+    client.meta.events.register("after-call.kinesis.GetRecords", behind_while_records)
+    runner.spout.client = client
+
+    report = runner.run()
+
+    assert report.exit_code == 0 and totals.outcomes["committed"] == 3 and totals.batches == 1
+    assert totals.millis_behind == {"shardId-000000000000": 0} and totals.lag_ms == 0
