@@ -71,6 +71,12 @@ class EmfBackend:
             )
             for outcome, n in s.outcomes.items():
                 top.add_metric(name=cloudwatch_name("outcomes", outcome), unit="Count", value=n)
+            if s.checkpoint_retries:
+                top.add_metric(
+                    name=cloudwatch_name("checkpoint_retries"),
+                    unit="Count",
+                    value=s.checkpoint_retries,
+                )
             if s.iterator_age_ms:
                 top.add_metric(
                     name=cloudwatch_name("iterator_age"),

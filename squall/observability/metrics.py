@@ -11,7 +11,7 @@ backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here r
 dimensions ``Topology`` and ``Component`` — never the shard or the record). Only
 ``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own.
 
-Size (~450 lines): the ``METRICS`` table is about 130 lines of literals; the recorder is the rest.
+Size (~480 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
 """
 
 from __future__ import annotations
@@ -84,6 +84,15 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("topology", "component"),
         "Retries of a component call after a transient (dependency) error.",
+    ),
+    MetricSpec(
+        "checkpoint_retries",
+        "squall_checkpoint_retries_total",
+        "CheckpointRetries",
+        "Count",
+        "counter",
+        ("topology",),
+        "Retries of a checkpoint save after a transient error of the store (throttled, down).",
     ),
     MetricSpec(
         "batches",
@@ -205,6 +214,9 @@ class BatchSample:
     )
     error: str | None = None  # the BatchFailed message
     rss_bytes: int = 0
+    #: Checkpoint saves retried since the last sample (the engine's, after the sinks; when the
+    #: checkpoint is written in the sinks' transaction, a retry counts for the transaction's sink).
+    checkpoint_retries: int = 0
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the one structured log line per batch/invocation."""
@@ -283,6 +295,7 @@ class Recorder:
         self.clock = clock
         self.batches = 0
         self._last: dict[str, tuple] = {}
+        self._checkpoint_retries = 0  # the engine's count at the last sample
         self._caches: dict[str, list[Any]] | None = None
         self._components: dict[str, Any] = {}
         self.last: BatchSample | None = None
@@ -396,6 +409,9 @@ class Recorder:
                     "reason": first.reason,
                 }
         sample.components = self._deltas(engine)
+        retries = engine.checkpoint_stats.retries
+        sample.checkpoint_retries = retries - self._checkpoint_retries
+        self._checkpoint_retries = retries
         self.last = sample
         with log_context(topology=self.topology, batch_id=sample.batch_id):
             for backend in self.backends:

@@ -27,6 +27,7 @@ _INSTRUMENTS = (
     ("outcomes", "outcomes", "counter", "{record}"),
     ("batches", "batches", "counter", "{batch}"),
     ("retries", "retries", "counter", "{retry}"),
+    ("checkpoint_retries", "checkpoint_retries", "counter", "{retry}"),
     ("batch_seconds", "batch_seconds", "histogram", "s"),
     ("component_seconds", "component_seconds", "histogram", "s"),
     ("lag", "millis_behind", "gauge", "ms"),
@@ -52,6 +53,8 @@ class OtelBackend:
         t = {"topology": s.topology}
         self.batches.add(1, {**t, "status": s.status})
         self.batch_seconds.record(s.seconds, t)
+        if s.checkpoint_retries:
+            self.checkpoint_retries.add(s.checkpoint_retries, t)
         for outcome, n in s.outcomes.items():
             if n:
                 self.outcomes.add(n, {**t, "outcome": outcome})

@@ -57,6 +57,7 @@ class PrometheusBackend:
         self.records = counter("records")
         self.outcomes = counter("outcomes")
         self.retries = counter("retries")
+        self.checkpoint_retries = counter("checkpoint_retries")
         self.batches = counter("batches")
         self.checkpoints = counter("checkpoints")
         self.sink_rows = counter("sink_rows")
@@ -84,6 +85,8 @@ class PrometheusBackend:
         self._child(self.batch_seconds, t).observe(s.seconds)
         if s.checkpointed:
             self._child(self.checkpoints, t).inc()
+        if s.checkpoint_retries:
+            self._child(self.checkpoint_retries, t).inc(s.checkpoint_retries)
         for outcome, n in s.outcomes.items():
             if n:
                 self._child(self.outcomes, t, outcome).inc(n)

@@ -174,6 +174,8 @@ class Engine:
         self.components: list[Bolt | Sink] = [n.cls(n.config, context) for n in plan.nodes]
         self.stats = [ComponentStats(n.id, n.kind, n.config.type) for n in plan.nodes]
         self.spout_stats = ComponentStats(plan.spout_id, "spout", self.topology.spout.type)
+        #: The checkpoint saves' retries and time (the engine's, outside a sinks' transaction).
+        self.checkpoint_stats = ComponentStats("checkpoint", "checkpoint", "checkpoint")
         self._data_sinks = [n for n in plan.nodes if n.kind == "sink" and not n.dead_letter]
         self._dl_sinks = [n for n in plan.nodes if n.dead_letter]
         self._bolts = [n for n in plan.nodes if n.kind == "bolt"]
@@ -392,7 +394,14 @@ class Engine:
         """Save positions the source adds after a batch (SHARD_END of a finished shard) with the
         checkpoint step's retries; raises ``BatchFailed`` when the store stays down."""
         if self.checkpointer is not None and positions:
-            self._call("checkpoint", None, self.checkpointer.save, stream, positions, isolate=False)
+            self._call(
+                "checkpoint",
+                self.checkpoint_stats,
+                self.checkpointer.save,
+                stream,
+                positions,
+                isolate=False,
+            )
 
     @property
     def holding_sinks(self) -> list[str]:
@@ -413,7 +422,7 @@ class Engine:
         if held and self.checkpointer is not None:
             self._call(
                 "checkpoint",
-                None,
+                self.checkpoint_stats,
                 self.checkpointer.save,
                 self._held_stream,
                 held,
@@ -581,7 +590,7 @@ class Engine:
             if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
                 self._call(
                     "checkpoint",
-                    None,
+                    self.checkpoint_stats,
                     self.checkpointer.save,
                     stream or self._held_stream,
                     checkpoint,

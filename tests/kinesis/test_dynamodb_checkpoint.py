@@ -128,3 +128,50 @@ def test_kinesis_spout_with_a_dynamodb_store_resumes(kinesis, kinesis_mock, make
     assert sorted(d["n"] for d in payloads(seen1 + seen2)) == list(range(130))
     stored = store_for(dynalite, table, "test-app").load(stream)
     assert set(stored) == {"shardId-000000000000", "shardId-000000000001"}
+
+
+def test_checkpoint_retries_are_counted_in_the_metrics(dynalite, tmp_path):
+    """The engine retries a checkpoint store that throttles (or is down) as any dependency; those
+    retries were in no metric (``squall_retries_total`` counts components' calls only)."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.metrics import Recorder
+    from squall.observability.prometheus import PrometheusBackend
+    from squall.testing import records_from
+    from squall.topology.checkpoint import Checkpointer
+    from squall.topology.executor import Engine
+    from squall.topology.loader import load_text
+
+    store = store_for(dynalite)
+    throttled = [2]  # the next two UpdateItem calls are throttled, then they pass
+
+    def throttle(**kwargs):
+        if not throttled[0]:
+            return None
+        throttled[0] -= 1
+
+        class Http:
+            status_code = 400
+
+        return Http(), {
+            "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"}
+        }
+
+    store.client.meta.events.register("before-call.dynamodb.UpdateItem", throttle)
+    topology = load_text(
+        "name: cp-retries\nspout: {type: stdin}\nbolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink', name: cp-retries}]\n",
+        base_dir=tmp_path,
+    )
+    engine = Engine(topology.plan, checkpointer=Checkpointer(store), sleep=lambda s: None)
+    backend = PrometheusBackend(CollectorRegistry())
+    recorder = Recorder("cp-retries", [backend])
+    with engine:
+        for start in (1, 3):
+            records = records_from([{"n": start}, {"n": start + 1}], start=start)
+            with recorder.batch(engine, records) as watch:
+                watch.result = engine.process(records)
+            assert recorder.last.checkpoint_retries == (2 if start == 1 else 0)
+    assert store.load("test") == {"shardId-000000000000": Position("4")}
+    value = backend.registry.get_sample_value
+    assert value("squall_checkpoint_retries_total", {"topology": "cp-retries"}) == 2
