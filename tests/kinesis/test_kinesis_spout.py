@@ -248,14 +248,36 @@ def test_latest_reads_only_new_records(kinesis, kinesis_mock, make_stream):
     assert sorted(d["n"] for d in payloads(seen)) == list(range(50, 80))
 
 
+def arrival_times(kinesis, stream: str) -> list[datetime]:
+    """The arrival time kinesis-mock gave each record of a one-shard stream, in order."""
+    (shard,) = kinesis.list_shards(StreamName=stream)["Shards"]
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    out: list[datetime] = []
+    while True:
+        resp = kinesis.get_records(ShardIterator=it, Limit=10_000)
+        if not resp["Records"]:
+            return out
+        out += [r["ApproximateArrivalTimestamp"] for r in resp["Records"]]
+        it = resp["NextShardIterator"]
+
+
 def test_at_timestamp_starts_at_the_time(kinesis, kinesis_mock, make_stream):
-    stream = make_stream(1)
-    put_plain(kinesis, stream, docs(20))
-    later = datetime.now(UTC) + timedelta(seconds=1)
     import time
 
-    time.sleep(1.2)  # arrival timestamps have millisecond resolution; leave a clear gap
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(20))
+    # kinesis-mock stamps arrivals with this machine's clock, to the millisecond: the start time
+    # is a millisecond after the first records' last arrival, and the second put waits until the
+    # clock is past it (a few milliseconds, polled)
+    later = max(arrival_times(kinesis, stream)) + timedelta(milliseconds=1)
+    deadline = time.monotonic() + 10
+    while datetime.now(UTC) <= later:
+        assert time.monotonic() < deadline, f"the clock did not pass {later}"
+        time.sleep(0.001)
     put_plain(kinesis, stream, docs(20, start=20))
+    assert min(arrival_times(kinesis, stream)[20:]) > later  # else the test proves nothing
     spout = make_spout(
         kinesis_mock.endpoint,
         stream,
