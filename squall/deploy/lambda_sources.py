@@ -135,9 +135,12 @@ def handle_s3(
     *,
     batch_size: int,
     recorder: Recorder | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every line of the objects an S3 event names; raise if any line is not settled."""
-    from squall.spouts.s3 import object_records, read_object
+    """Run every line of the objects an S3 event names; raise if any line is not settled.
+    ``options``: the s3 spout's reading options (``skip_blank``, ``max_line_bytes``,
+    ``max_object_bytes``)."""
+    from squall.spouts.s3 import object_batches, open_object
 
     counts = {"objects": 0, "records": 0, "failed": 0}
     for r in event.get("Records", []):
@@ -150,10 +153,9 @@ def handle_s3(
         # A versioned bucket's event names the version it is about: the key's latest version
         # may be a later upload (with an event of its own), and this one's lines must be read.
         version = obj.get("versionId") if isinstance(obj.get("versionId"), str) else None
-        records = object_records(bucket, key, read_object(client, bucket, key, version))
         counts["objects"] += 1
-        for i in range(0, len(records), batch_size):
-            part = records[i : i + batch_size]
+        s3_object = open_object(client, bucket, key, version)
+        for part in object_batches(s3_object, batch_size, **(options or {})):
             try:
                 result = process(engine, part, recorder)
             except BatchFailed as exc:
@@ -179,6 +181,7 @@ class LambdaSources:
         self.batch_size = topology.settings.batch_size
         self._s3 = s3_client
         self._spout = topology.spout
+        self._s3_options: dict[str, Any] | None = None
 
     def handle(
         self, engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
@@ -190,7 +193,14 @@ class LambdaSources:
         if source == "aws:s3":
             if self._s3 is None:
                 self._s3 = self._s3_client()
-            return handle_s3(engine, event, self._s3, batch_size=self.batch_size, recorder=recorder)
+            return handle_s3(
+                engine,
+                event,
+                self._s3,
+                batch_size=self.batch_size,
+                recorder=recorder,
+                options=self._s3_options,
+            )
         return NotImplemented
 
     def _s3_client(self) -> Any:
@@ -202,6 +212,11 @@ class LambdaSources:
 
         trigger = registry.capabilities("spout", self._spout).lambda_trigger
         own = trigger is not None and trigger.source is TriggerSource.S3
+        if own:  # the spout's reading options too (a spout of yours may not have them all)
+            names = ("skip_blank", "max_line_bytes", "max_object_bytes")
+            self._s3_options = {
+                n: getattr(self._spout, n) for n in names if hasattr(self._spout, n)
+            }
         return aws.client(
             "s3",
             region=getattr(self._spout, "region", None) if own else None,

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -15,17 +15,14 @@ from pydantic import Field
 
 from squall.component import ComponentConfig
 from squall.errors import SquallError
-from squall.event import Record, RecordMeta, new_meta
+from squall.event import Record
 from squall.spouts.base import Progress, Spout
-
-#: Default line limit: the json bolt's default ``max_bytes``, so a line it would accept is never cut.
-MAX_LINE_BYTES = 10 * 1_048_576
-#: How much of an over-long line is kept for the dead letter.
-KEPT_PREFIX = 1024
-MAX_LINE_DOC = (
-    "Longest line accepted, in bytes (after gzip decompression, without the newline, LF or CRLF). A longer "
-    "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
-    f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
+from squall.spouts.lines import (
+    KEPT_PREFIX,
+    MAX_LINE_BYTES,
+    MAX_LINE_DOC,
+    line_batches,
+    rest_of_line,
 )
 
 
@@ -162,30 +159,13 @@ def read_lines(
             more = not ended and len(chunk) == max_line_bytes + 2
             chunk = data = b""
             if more:
-                length += _rest_of_line(readline, max_line_bytes, digest.update)
+                length += rest_of_line(readline, max_line_bytes, digest.update)
             yield Line(prefix, length, digest.hexdigest()[:32], too_long=True)
     except (EOFError, OSError, zlib.error) as exc:
         raise SquallError(
             f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
             "(truncated or corrupt gzip?)"
         ) from None
-
-
-def _rest_of_line(
-    readline: Callable[[int], bytes], max_line_bytes: int, update: Callable[[bytes], None]
-) -> int:
-    """Read the rest of a line over the limit through the digest, never holding it; its length
-    without the newline. The caller keeps only a prefix of the first part (and drops that part
-    first: two parts held at once would double the memory bound)."""
-    length = 0
-    while True:
-        chunk = readline(max_line_bytes)
-        if not chunk:
-            return length
-        update(chunk)
-        if chunk.endswith(b"\n"):
-            return length + len(chunk) - 1
-        length += len(chunk)
 
 
 def _batches(
@@ -198,62 +178,18 @@ def _batches(
     skip_blank: bool,
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[list[Record]]:
-    """``read_lines`` made into batches of records; the usual line (under the limit) is read
-    inline here — this runs per line, and a ``Line`` and a second generator per line cost as much
-    as the rest of the spout."""
-    batch: list[Record] = []
-    append = batch.append
-    digest = hashlib.sha256()
-    update, hexdigest = digest.update, digest.hexdigest
-    readline = lines.readline
-    limit = max_line_bytes + 2  # the limit, and a CRLF
-    number = 0
-    source: str | None = None
-    where = f"{spout.id}: {stream}"
-    try:
-        while True:
-            chunk = readline(limit)
-            if not chunk:
-                break
-            number += 1
-            update(chunk)
-            defect = None
-            data = chunk.rstrip(b"\r\n")
-            ended = chunk.endswith(b"\n")
-            if len(data) <= max_line_bytes and (ended or len(chunk) < limit):
-                if skip_blank and not data.strip():
-                    continue
-            else:  # over the limit: a prefix for the dead letter, the rest through the digest
-                more = not ended and len(chunk) == limit
-                length = len(chunk) - ended
-                data = chunk[: min(KEPT_PREFIX, max_line_bytes)]
-                chunk = b""
-                if more:
-                    length += _rest_of_line(readline, max_line_bytes, update)
-                defect = (
-                    f"line {number} is {length} bytes, over max_line_bytes ({max_line_bytes}); "
-                    f"only its first {len(data)} bytes are kept"
-                )
-            fingerprint = hexdigest()[:32]
-            if source is None:  # the input's first record names it (see RecordMeta.source)
-                source = fingerprint
-            # Every field, in order (squall.event.new_meta): stream, shard, sequence, sub-sequence,
-            # partition key, arrival time, explicit hash key, fingerprint, defect, source, replay.
-            meta = (stream, shard, str(number), 0, "", None, None, fingerprint, defect, source, 0)
-            append(Record(data, new_meta(RecordMeta, meta)))
-            if len(batch) >= max_records:
-                yield batch
-                batch = []
-                append = batch.append
-                if spout.stopping:
-                    return
-    except (EOFError, OSError, zlib.error) as exc:
-        raise SquallError(
-            f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
-            "(truncated or corrupt gzip?)"
-        ) from None
-    if batch:
-        yield batch
+    """``line_batches`` for a file or stdin: errors name the spout and the stream; reading stops
+    when the spout is stopping."""
+    yield from line_batches(
+        lines,
+        stream,
+        shard,
+        max_records,
+        where=f"{spout.id}: {stream}",
+        skip_blank=skip_blank,
+        max_line_bytes=max_line_bytes,
+        stopping=lambda: spout.stopping,
+    )
 
 
 def path_spout_config(path: str | Path, spout_id: str = "spout") -> ComponentConfig:

@@ -6,17 +6,26 @@ and including its line (``fingerprint``, as the file spout does). Event ids deri
 key, line and that digest, so reading the same object again (a retried Lambda S3 event, a rerun)
 yields the same event ids and idempotent sinks add nothing, while an object *replaced* under the
 same key with other content gets other ids from its first differing line on: its rows are never
-mistaken for the old object's (and silently skipped by an idempotent sink). The local runner reads every object under ``prefix`` (key order)
-once; the Lambda S3-event trigger (``squall.deploy.lambda_sources``) reads the objects an event
-names with the same function.
+mistaken for the old object's (and silently skipped by an idempotent sink). The local runner reads
+every object under ``prefix`` (key order) once; the Lambda S3-event trigger
+(``squall.deploy.lambda_sources``) reads the objects an event names with the same functions.
+
+Memory is bounded by the batch, not by the object: an object is streamed (``CHUNK`` bytes per
+read, ``CHUNK`` decompressed bytes per step) and its records come in batches; a line over
+``max_line_bytes`` is that line's dead letter and never held whole (``squall.spouts.lines``).
 
 A truncated or corrupt gzip object is that object's problem, not the input's: it becomes one
 record with a ``defect`` (dead-lettered with the reason: ``s3://bucket/key``, version id, ETag,
 size and the gzip error; its bytes are a JSON pointer to the object, for re-driving it), and the
 objects after it are read. None of its lines are kept: gzip verifies its content (CRC-32, length)
 only at the end of the stream, so lines decompressed before the error are unverified and could be
-garbage; the object is re-driven whole (its lines get the same event ids as before, since they
-derive from the content).
+garbage. So a gzip object is read twice: a first pass decompresses it to its end, verifying it
+and counting its content against ``max_object_bytes`` without keeping a line, and only a verified
+object's lines are read, in a second pass (from memory when the compressed object is at most
+``KEPT_COMPRESSED`` bytes, else a second GET of the same version or ETag). The first pass costs
+one more decompression (and, above ``KEPT_COMPRESSED``, one more download); docs/sinks.md gives the
+figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
+to gigabytes) is one dead letter the same way, naming the bound.
 """
 
 from __future__ import annotations
@@ -25,8 +34,8 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import orjson
 from pydantic import Field
@@ -42,100 +51,256 @@ from squall.component import (
 from squall.errors import SquallError, safe_text
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
+from squall.spouts.lines import MAX_LINE_BYTES, MAX_LINE_DOC, line_batches
+
+#: Bytes read from S3 per call, and decompressed bytes produced per step.
+CHUNK = 1_048_576
+#: A gzip object up to this size (compressed) is kept in memory between its two passes.
+KEPT_COMPRESSED = 8 * 1_048_576
+#: Default bound on an object's content (after gzip decompression).
+MAX_OBJECT_BYTES = 4 * 1024**3
+MAX_OBJECT_DOC = (
+    "Largest object content read, in bytes (after gzip decompression). A larger object (a gzip "
+    "bomb, an export far beyond what one run or one Lambda invocation can process) is one dead "
+    "letter naming the bound; none of its lines are read, the other objects go on."
+)
 
 
-class S3Object(NamedTuple):
-    """An object's bytes and what names this version of it (``None`` when S3 did not say)."""
-
-    body: bytes
-    etag: str | None = None
-    version_id: str | None = None
+class ObjectReadError(SquallError):
+    """S3 failed while an object was streamed (connection lost, object replaced between passes):
+    not the object's fault, so the input (or the Lambda event) fails and is read again."""
 
 
-def object_records(
-    bucket: str,
-    key: str,
-    body: bytes | S3Object,
+class S3Object:
+    """One version of an object: what names it, its size, and its bytes as a stream — a new
+    stream of the same bytes each time ``stream()`` is called (a gzip object is read twice)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        size: int,
+        opener: Callable[[], BinaryIO],
+        *,
+        etag: str | None = None,
+        version_id: str | None = None,
+    ):
+        self.bucket, self.key, self.size = bucket, key, size
+        self.etag, self.version_id = etag, version_id
+        self._opener = opener
+
+    @classmethod
+    def of_bytes(cls, bucket: str, key: str, body: bytes) -> S3Object:
+        """An object whose bytes are already here (tests, small callers)."""
+        return cls(bucket, key, len(body), lambda: io.BytesIO(body))
+
+    @property
+    def where(self) -> str:
+        """``s3://bucket/key``, and the version when the bucket keeps versions."""
+        version = f", version {self.version_id}" if self.version_id else ""
+        return f"s3://{self.bucket}/{self.key}{version}"
+
+    def stream(self) -> BinaryIO:
+        return self._opener()
+
+
+class _Body(io.RawIOBase):
+    """An S3 body (botocore's StreamingBody: ``read(n)`` only) as a raw stream for
+    ``io.BufferedReader``; optionally through a digest, keeping the bytes while they are few."""
+
+    def __init__(self, obj: S3Object, body: Any, *, digest: Any = None, keep: int = 0):
+        self.obj, self.body, self.digest = obj, body, digest
+        self.read_bytes = 0
+        self.kept: list[bytes] | None = [] if keep else None
+        self._keep = keep
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self.body.read(len(buffer))
+        except Exception as exc:
+            raise ObjectReadError(
+                f"{self.obj.where}: reading failed after {self.read_bytes} bytes: "
+                f"{aws.error_code(exc) or type(exc).__name__}: {safe_text(exc, 200)}"
+            ) from None
+        n = len(data)
+        buffer[:n] = data
+        self.read_bytes += n
+        if self.digest is not None:
+            self.digest.update(data)
+        if self.kept is not None:
+            if self.read_bytes <= self._keep:
+                self.kept.append(data)
+            else:
+                self.kept = None
+        return n
+
+    def drain(self) -> None:
+        """Read the rest through the digest (the object's fingerprint covers all its bytes)."""
+        buffer = bytearray(CHUNK)
+        while self.readinto(buffer):
+            pass
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
+def object_batches(
+    obj: S3Object,
+    max_records: int,
     *,
     skip_blank: bool = True,
-) -> list[Record]:
-    """The records of one object's lines (gzip detected by its magic bytes); blank lines keep their
-    number. Each record's fingerprint is a digest of the (decompressed) bytes up to and including
-    its line, so other content under the same key never shares an event id with this one.
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_object_bytes: int = MAX_OBJECT_BYTES,
+) -> Iterator[list[Record]]:
+    """The records of one object's lines in batches of ``max_records`` (gzip detected by its magic
+    bytes); blank lines keep their number, a UTF-8 BOM opening the content is dropped (the digest
+    keeps it). Each record's fingerprint is a digest of the (decompressed) bytes up to and
+    including its line, so other content under the same key never shares an event id with this
+    one. A corrupt or truncated gzip object, or one over ``max_object_bytes``, gives one record
+    instead, with a ``defect`` naming it (see the module docstring)."""
+    raw = _Body(obj, obj.stream(), digest=hashlib.sha256(), keep=KEPT_COMPRESSED)
+    with io.BufferedReader(raw, CHUNK) as head:
+        gzipped = head.peek(2)[:2] == b"\x1f\x8b"
+        if not gzipped:  # one pass: the lines' digests are the fingerprints, nothing is kept
+            raw.digest = raw.kept = None
+            if obj.size > max_object_bytes:
+                yield [over_bound_record(obj, max_object_bytes, False)]
+                return
+            yield from _lines(obj, head, max_records, skip_blank, max_line_bytes)
+            return
+        refused = _check_gzip(obj, raw, head, max_object_bytes)
+    if refused is not None:
+        yield [refused]
+        return
+    again = io.BytesIO(b"".join(raw.kept)) if raw.kept is not None else None
+    second = io.BufferedReader(_Body(obj, obj.stream()), CHUNK) if again is None else again
+    with second, gzip.GzipFile(fileobj=second) as lines:
+        yield from _lines(obj, lines, max_records, skip_blank, max_line_bytes)
 
-    A truncated or corrupt gzip object gives one record instead, with a ``defect`` naming it and the
-    error (see the module docstring): the engine dead-letters it and the input goes on."""
-    obj = body if isinstance(body, S3Object) else S3Object(body)
-    body = obj.body
-    if body[:2] == b"\x1f\x8b":
-        try:
-            body = gzip.decompress(body)
-        except (EOFError, OSError, zlib.error) as exc:
-            return [corrupt_object_record(bucket, key, obj, exc)]
-    out = []
-    digest = hashlib.sha256()
-    source: str | None = None
-    for number, line in enumerate(io.BytesIO(body), start=1):
-        digest.update(line)
-        data = line.rstrip(b"\r\n")
-        if skip_blank and not data.strip():
-            continue
-        fingerprint = digest.hexdigest()[:32]
-        if source is None:  # the object's first record names it (see RecordMeta.source)
-            source = fingerprint
-        meta = RecordMeta(bucket, key, str(number), fingerprint=fingerprint, source=source)
-        out.append(Record(data, meta))
-    return out
+
+def _check_gzip(obj: S3Object, raw: _Body, head: Any, bound: int) -> Record | None:
+    """The first pass over a gzip object: decompress to the end (``CHUNK`` bytes at a time,
+    nothing kept) so the CRC and length are verified; the object's dead letter if it is corrupt,
+    truncated or over the bound, else None."""
+    content = 0
+    try:
+        with gzip.GzipFile(fileobj=head) as gz:
+            while step := len(gz.read(CHUNK)):
+                content += step
+                if content > bound:
+                    return over_bound_record(obj, bound, True)
+    except (EOFError, OSError, zlib.error) as exc:
+        raw.drain()  # the dead letter's fingerprint covers the object's bytes
+        return corrupt_object_record(obj, exc, raw.digest.hexdigest()[:32])
+    return None
 
 
-def corrupt_object_record(bucket: str, key: str, obj: S3Object, exc: BaseException) -> Record:
-    """The one record of an object that cannot be decompressed: at line number 0 (the object as a
-    whole), its bytes a JSON pointer to the object version, its defect the reason. Its event id
-    derives from a digest of the object's bytes, so the same object read again is the same dead
-    letter, a replaced one another."""
-    version = f", version {obj.version_id}" if obj.version_id else ""
-    etag = f", ETag {obj.etag}" if obj.etag else ""
-    reason = (
-        f"s3://{bucket}/{key}{version}{etag} ({len(obj.body)} bytes): truncated or corrupt gzip, "
-        f"no line of it kept: {type(exc).__name__}: {safe_text(exc, 300)}"
+def _lines(
+    obj: S3Object, lines: Any, max_records: int, skip_blank: bool, max_line_bytes: int
+) -> Iterator[list[Record]]:
+    yield from line_batches(
+        lines,
+        obj.bucket,
+        obj.key,
+        max_records,
+        where=obj.where,
+        skip_blank=skip_blank,
+        max_line_bytes=max_line_bytes,
+        label=f"s3://{obj.bucket}/{obj.key}",
     )
+
+
+def object_records(bucket: str, key: str, body: bytes | S3Object, **options: Any) -> list[Record]:
+    """Every record of one object at once (``object_batches`` in one list): for small objects."""
+    obj = body if isinstance(body, S3Object) else S3Object.of_bytes(bucket, key, body)
+    return [r for batch in object_batches(obj, 10_000, **options) for r in batch]
+
+
+def _pointer_record(obj: S3Object, error: str, reason: str, fingerprint: str) -> Record:
+    """The one record of an object that is not read line by line: at line number 0 (the object
+    as a whole), its bytes a JSON pointer to the object version, its defect the reason."""
+    etag = f", ETag {obj.etag}" if obj.etag else ""
     pointer = {
-        "bucket": bucket,
-        "key": key,
+        "bucket": obj.bucket,
+        "key": obj.key,
         "version_id": obj.version_id,
         "etag": obj.etag,
-        "size": len(obj.body),
-        "error": "truncated or corrupt gzip",
+        "size": obj.size,
+        "error": error,
     }
     meta = RecordMeta(
-        bucket,
-        key,
+        obj.bucket,
+        obj.key,
         "0",
-        fingerprint=hashlib.sha256(obj.body).hexdigest()[:32],
-        defect=reason,
+        fingerprint=fingerprint,
+        defect=f"{obj.where}{etag} ({obj.size} bytes): {reason}",
     )
     return Record(orjson.dumps(pointer), meta)
 
 
-def read_object(client: Any, bucket: str, key: str, version_id: str | None = None) -> S3Object:
-    """An object's bytes, ETag and version id (``version_id``: that version, not the latest); a
-    missing object, version or bucket is an error naming it."""
+def corrupt_object_record(obj: S3Object, exc: BaseException, fingerprint: str) -> Record:
+    """A gzip object that cannot be decompressed. Its event id derives from a digest of the
+    object's bytes (``fingerprint``), so the same object read again is the same dead letter, a
+    replaced one another."""
+    reason = (
+        "truncated or corrupt gzip, no line of it kept: "
+        f"{type(exc).__name__}: {safe_text(exc, 300)}"
+    )
+    return _pointer_record(obj, "truncated or corrupt gzip", reason, fingerprint)
+
+
+def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
+    """An object whose content is over ``max_object_bytes``. It is not read to its end, so its
+    event id derives from what names this version of it (ETag, version id, size)."""
+    found = "decompresses to more than" if gzipped else f"is {obj.size} bytes, over"
+    reason = f"its content {found} max_object_bytes ({bound}); no line of it kept"
+    name = f"{obj.etag}\x1f{obj.version_id}\x1f{obj.size}".encode()
+    return _pointer_record(
+        obj, f"over max_object_bytes ({bound})", reason, hashlib.sha256(name).hexdigest()[:32]
+    )
+
+
+def open_object(client: Any, bucket: str, key: str, version_id: str | None = None) -> S3Object:
+    """An object version, its body not yet read (``version_id``: that version, not the latest); a
+    missing object, version or bucket is an error naming it. Reading it again (a gzip object's
+    second pass) asks for the same version, or for the same ETag on a bucket without versions."""
     kwargs = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
+    resp = _get(client, kwargs, version_id)
+    first: list[Any] = [resp["Body"]]
+    etag, version = resp.get("ETag"), resp.get("VersionId")
+    again = dict(kwargs, VersionId=version) if version else dict(kwargs, IfMatch=etag)
+
+    def opener() -> BinaryIO:
+        return first.pop() if first else _get(client, again, version_id)["Body"]
+
+    return S3Object(
+        bucket, key, int(resp.get("ContentLength") or 0), opener, etag=etag, version_id=version
+    )
+
+
+def _get(client: Any, kwargs: dict[str, Any], version_id: str | None) -> Any:
     try:
-        resp = client.get_object(**kwargs)
-        return S3Object(resp["Body"].read(), resp.get("ETag"), resp.get("VersionId"))
+        return client.get_object(**kwargs)
     except Exception as exc:
         code = aws.error_code(exc)
         version = f" version {version_id}" if version_id else ""
         hint = (
             " (reading a version needs s3:GetObjectVersion)"
             if version_id and code == "AccessDenied"
+            else " (the object was replaced while it was read)"
+            if code == "PreconditionFailed"
             else ""
         )
-        raise SquallError(
-            f"cannot read s3://{bucket}/{key}{version}: {code or exc}{hint}"
+        raise ObjectReadError(
+            f"cannot read s3://{kwargs['Bucket']}/{kwargs['Key']}{version}: {code or exc}{hint}"
         ) from None
 
 
@@ -148,6 +313,8 @@ class S3SpoutConfig(ComponentConfig):
     )
     endpoint_url: aws.EndpointUrl = Field(None, description="S3 endpoint (local testing).")
     skip_blank: bool = Field(True, description="Skip empty lines.")
+    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_LINE_DOC)
+    max_object_bytes: int = Field(MAX_OBJECT_BYTES, ge=1, description=MAX_OBJECT_DOC)
 
 
 class S3Spout(Spout):
@@ -191,19 +358,21 @@ class S3Spout(Spout):
             ) from None
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
+        cfg = self.config
         batch: list[Record] = []
         for key in self._keys:
-            records = object_records(
-                self.config.bucket,
-                key,
-                read_object(self.client, self.config.bucket, key),
-                skip_blank=self.config.skip_blank,
-            )
-            for rec in records:
-                batch.append(rec)
-                if len(batch) >= max_records:
-                    yield batch
-                    batch = []
+            obj = open_object(self.client, cfg.bucket, key)
+            for part in object_batches(
+                obj,
+                max_records,
+                skip_blank=cfg.skip_blank,
+                max_line_bytes=cfg.max_line_bytes,
+                max_object_bytes=cfg.max_object_bytes,
+            ):
+                batch.extend(part)  # batches span objects: at most 2 x max_records held
+                while len(batch) >= max_records:
+                    yield batch[:max_records]
+                    batch = batch[max_records:]
                     if self.stopping:
                         return
             self._done += 1

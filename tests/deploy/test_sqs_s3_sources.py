@@ -449,7 +449,7 @@ def test_an_s3_event_reads_the_object_version_it_names(moto, tmp_path: Path):
 
 
 def test_a_version_the_role_may_not_read_is_an_error_naming_the_permission(moto):
-    from squall.spouts.s3 import read_object
+    from squall.spouts.s3 import open_object
     from tests.moto_standin import FlakyClient, client_error
 
     def refuse(kwargs, call):
@@ -457,4 +457,4 @@ def test_a_version_the_role_may_not_read_is_an_error_naming_the_permission(moto)
 
     client = FlakyClient(moto.client("s3"), get_object=refuse)
     with pytest.raises(SquallError, match="version v1: AccessDenied .*s3:GetObjectVersion"):
-        read_object(client, "bucket", "in/a.jsonl", "v1")
+        open_object(client, "bucket", "in/a.jsonl", "v1")

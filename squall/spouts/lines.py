@@ -1,0 +1,123 @@
+"""JSON lines into records, one line at a time: the reader the ``file``, ``stdin`` and ``s3`` spouts share.
+
+A line is never held whole when it is over ``max_line_bytes``: it becomes a record failure (its
+first ``KEPT_PREFIX`` bytes kept for the dead letter) and the lines after it are read. Each record
+carries a digest of every byte read so far, its line included (``fingerprint``), and the input's
+first record's digest names the input (``source``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator
+from typing import IO
+
+from squall.errors import SquallError
+from squall.event import Record, RecordMeta, new_meta
+
+#: Default line limit: the json bolt's default ``max_bytes``, so a line it would accept is never cut.
+MAX_LINE_BYTES = 10 * 1_048_576
+#: How much of an over-long line is kept for the dead letter.
+KEPT_PREFIX = 1024
+MAX_LINE_DOC = (
+    "Longest line accepted, in bytes (after gzip decompression, without the newline, LF or CRLF). A longer "
+    "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
+    f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
+)
+#: The UTF-8 byte order mark some tools (Excel, Windows exports) write at the start of a file.
+BOM = b"\xef\xbb\xbf"
+
+
+def rest_of_line(
+    readline: Callable[[int], bytes], max_line_bytes: int, update: Callable[[bytes], None]
+) -> int:
+    """Read the rest of a line over the limit through the digest, never holding it; its length
+    without the newline. The caller keeps only a prefix of the first part (and drops that part
+    first: two parts held at once would double the memory bound)."""
+    length = 0
+    while True:
+        chunk = readline(max_line_bytes)
+        if not chunk:
+            return length
+        update(chunk)
+        if chunk.endswith(b"\n"):
+            return length + len(chunk) - 1
+        length += len(chunk)
+
+
+def line_batches(
+    lines: IO[bytes],
+    stream: str,
+    shard: str,
+    max_records: int,
+    *,
+    where: str,
+    skip_blank: bool,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    label: str | None = None,
+    strip_bom: bool = False,
+    stopping: Callable[[], bool] | None = None,
+) -> Iterator[list[Record]]:
+    """The records of ``lines`` in batches of ``max_records``: stream and shard as given, the line
+    number as sequence number. ``where`` names the input in a read error, ``label`` (when given)
+    starts an over-long line's defect; ``strip_bom`` drops a UTF-8 BOM opening the first line
+    (the digest still covers it: the bytes as they are); ``stopping`` is asked after each batch.
+
+    The usual line (under the limit) is read inline here — this runs per line, and a second
+    generator per line costs as much as the rest of the spout."""
+    batch: list[Record] = []
+    append = batch.append
+    digest = hashlib.sha256()
+    update, hexdigest = digest.update, digest.hexdigest
+    readline = lines.readline
+    limit = max_line_bytes + 2  # the limit, and a CRLF
+    number = 0
+    source: str | None = None
+    named = f"{label}: " if label else ""
+    try:
+        while True:
+            chunk = readline(limit)
+            if not chunk:
+                break
+            number += 1
+            update(chunk)
+            defect = None
+            data = chunk.rstrip(b"\r\n")
+            if strip_bom and number == 1 and data.startswith(BOM):
+                data = data[len(BOM) :]
+            ended = chunk.endswith(b"\n")
+            if len(data) <= max_line_bytes and (ended or len(chunk) < limit):
+                if skip_blank and not data.strip():
+                    continue
+            else:  # over the limit: a prefix for the dead letter, the rest through the digest
+                more = not ended and len(chunk) == limit
+                length = len(chunk) - ended
+                data = data[: min(KEPT_PREFIX, max_line_bytes)]
+                chunk = b""
+                if more:
+                    length += rest_of_line(readline, max_line_bytes, update)
+                defect = (
+                    f"{named}line {number} is {length} bytes, over max_line_bytes "
+                    f"({max_line_bytes}); only its first {len(data)} bytes are kept"
+                )
+            fingerprint = hexdigest()[:32]
+            if source is None:  # the input's first record names it (see RecordMeta.source)
+                source = fingerprint
+            # Every field, in order (squall.event.new_meta): stream, shard, sequence, sub-sequence,
+            # partition key, arrival time, explicit hash key, fingerprint, defect, source, replay.
+            meta = (stream, shard, str(number), 0, "", None, None, fingerprint, defect, source, 0)
+            append(Record(data, new_meta(RecordMeta, meta)))
+            if len(batch) >= max_records:
+                yield batch
+                batch = []
+                append = batch.append
+                if stopping is not None and stopping():
+                    return
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SquallError(
+            f"{where}: cannot read past line {number}: {exc or type(exc).__name__} "
+            "(truncated or corrupt gzip?)"
+        ) from None
+    if batch:
+        yield batch
