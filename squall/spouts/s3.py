@@ -213,6 +213,7 @@ def _lines(
         skip_blank=skip_blank,
         max_line_bytes=max_line_bytes,
         label=f"s3://{obj.bucket}/{obj.key}",
+        strip_bom=True,  # Excel and Windows exports open with one: not part of the first line
     )
 
 

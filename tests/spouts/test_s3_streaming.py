@@ -177,3 +177,21 @@ def test_an_object_replaced_between_the_two_passes_fails_the_read_instead_of_mix
 
     with pytest.raises(SquallError, match="swap.jsonl.gz: PreconditionFailed .*replaced"):
         next(batches)
+
+
+def test_a_utf8_bom_opening_an_object_is_not_part_of_its_first_line(s3):
+    """Excel and Windows exports start with a UTF-8 BOM: the first line was dead-lettered as bad
+    JSON. The BOM is dropped from the content's start only; the fingerprint still digests the
+    bytes as they are (an object's event ids do not change)."""
+    content = b'\xef\xbb\xbf{"n": 1}\n{"n": 2, "s": "\xef\xbb\xbf inside"}\n'
+    s3.put_object(Bucket=s3.bucket, Key="excel.jsonl", Body=content)
+    s3.put_object(Bucket=s3.bucket, Key="excel.jsonl.gz", Body=gzip.compress(content))
+    for key in ("excel.jsonl", "excel.jsonl.gz"):
+        (records,) = list(object_batches(open_object(s3, s3.bucket, key), 10))
+        assert [r.data for r in records] == [b'{"n": 1}', b'{"n": 2, "s": "\xef\xbb\xbf inside"}']
+        got = [(r.meta.sequence_number, r.meta.fingerprint) for r in records]
+        assert got == expected_fingerprints(content)
+    store = unique("bom")
+    report = run_spout(s3, "", store)
+    assert report.counts[Outcome.COMMITTED] == 4 and report.counts[Outcome.DEAD_LETTERED] == 0
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
