@@ -12,6 +12,8 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   read (on a versioned bucket, the version the event names; JSON lines, gzip detected) and its
   lines run through the engine in ``batch_size`` slices.
   A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``).
+  With an ``s3`` spout the same objects may be named by notifications through SNS, SQS or
+  EventBridge (``squall.deploy.s3_events``); through SQS, failures are answered per message.
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
   destination); event ids come from bucket, key and line, so a retry adds nothing to idempotent
   sinks and dead letters.
@@ -26,8 +28,10 @@ or the topology's spout is S3, not at a Kinesis consumer's init.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
+
+import orjson
 
 from squall.errors import BatchFailed, SquallError
 
@@ -55,6 +59,8 @@ def event_source(event: object) -> str:
         )
     if "deliveryStreamArn" in event:
         return "firehose"
+    if "detail-type" in event and isinstance(event.get("source"), str):
+        return event["source"]  # EventBridge: aws.s3, …
     if isinstance(records, list) and not records:
         return "an event with an empty Records list"
     keys = ", ".join(sorted(map(str, event))[:8]) or "none"
@@ -112,16 +118,17 @@ def handle_sqs(
         result = process(engine, records, recorder)
     except BatchFailed as exc:
         log.error("SQS batch of %d messages failed: %s", len(records), exc)
-        return {"batchItemFailures": [{"itemIdentifier": m.message_id} for _, m in messages]}
+        return batch_item_failures(m.message_id for _, m in messages)
     result.log_failures(log)
     done = settled(records, result.checkpoint)
-    return {
-        "batchItemFailures": [
-            {"itemIdentifier": m.message_id}
-            for (_, m), ok in zip(messages, done, strict=True)
-            if not ok
-        ]
-    }
+    return batch_item_failures(
+        m.message_id for (_, m), ok in zip(messages, done, strict=True) if not ok
+    )
+
+
+def batch_item_failures(message_ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+    """The partial batch response naming these SQS messages (Lambda deletes the others)."""
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in message_ids]}
 
 
 class S3EventFailed(SquallError):
@@ -137,86 +144,154 @@ def handle_s3(
     recorder: Recorder | None = None,
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every line of the objects an S3 event names; raise if any line is not settled.
-    ``options``: the s3 spout's reading options (``skip_blank``, ``max_line_bytes``,
-    ``max_object_bytes``)."""
-    from squall.spouts.s3 import object_batches, open_object
+    """Run every line of the objects an S3, SNS or EventBridge event names (all its records
+    checked first); raise if any line is not settled. ``options``: the s3 spout's reading
+    options (``skip_blank``, ``max_line_bytes``, ``max_object_bytes``)."""
+    from squall.deploy.s3_events import event_objects
 
     counts = {"objects": 0, "records": 0, "failed": 0}
-    for r in event.get("Records", []):
-        s3 = r.get("s3", {})
-        bucket = s3.get("bucket", {}).get("name")
-        obj = s3.get("object", {})
-        key = unquote_plus(obj.get("key", ""))  # keys arrive URL-encoded, spaces as '+'
-        if not bucket or not key:
-            raise S3EventFailed(f"S3 event record without bucket or key: {r.get('eventName')}")
-        # A versioned bucket's event names the version it is about: the key's latest version
-        # may be a later upload (with an event of its own), and this one's lines must be read.
-        version = obj.get("versionId") if isinstance(obj.get("versionId"), str) else None
-        counts["objects"] += 1
-        s3_object = open_object(client, bucket, key, version)
-        for part in object_batches(s3_object, batch_size, **(options or {})):
-            try:
-                result = process(engine, part, recorder)
-            except BatchFailed as exc:
-                raise S3EventFailed(
-                    f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
-                    f"{part[-1].meta.sequence_number} failed: {exc}"
-                ) from exc
-            counts["records"] += len(result)
-            if not result.ok:
-                first = result.failed[0]
-                raise S3EventFailed(
-                    f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
-                    f"{first.position.sequence_number} in {first.component}: {first.reason}"
-                )
+    for ref in event_objects(event):
+        run_object(engine, ref, client, batch_size, recorder, options, counts)
     return counts
 
 
+def handle_s3_messages(
+    engine: Engine,
+    event: dict[str, Any],
+    client: Any,
+    *,
+    batch_size: int,
+    recorder: Recorder | None = None,
+    options: dict[str, Any] | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """Run the objects named by the S3 notifications an SQS batch carries (S3 → SQS, S3 → SNS →
+    SQS, EventBridge → SQS); the partial batch response names each message whose objects are not
+    all settled. A message that is no S3 notification is dead-lettered with the reason (naming
+    its index and id). For a FIFO queue the messages after a failed one are not run and are
+    named too, as AWS requires."""
+    from squall.deploy.s3_events import NotAnS3Notification, notification_objects
+    from squall.spouts.s3 import ObjectReadError
+    from squall.spouts.sqs import message_record
+
+    counts = {"objects": 0, "records": 0, "failed": 0}
+    failed: list[str] = []
+    for i, (queue, m) in enumerate(sqs_messages(event)):
+        if failed and m.group_id is not None:
+            failed.append(m.message_id)
+            continue
+        where = f"Records[{i}] (SQS message {m.message_id})"
+        try:
+            body = orjson.loads(m.body)
+        except orjson.JSONDecodeError:
+            body = m.body
+        try:
+            refs = notification_objects(body, where)
+        except NotAnS3Notification as exc:
+            rec = message_record(queue, m)
+            bad = type(rec)(rec.data, rec.meta._replace(defect=str(exc)))
+            try:
+                ok = process(engine, [bad], recorder).ok
+            except BatchFailed:
+                ok = False
+            if not ok:
+                failed.append(m.message_id)
+            continue
+        try:
+            for ref in refs:
+                run_object(engine, ref, client, batch_size, recorder, options, counts)
+        except (S3EventFailed, ObjectReadError) as exc:
+            log.error("%s: %s", where, exc)
+            failed.append(m.message_id)
+    return batch_item_failures(failed)
+
+
+def run_object(
+    engine: Engine,
+    ref: Any,
+    client: Any,
+    batch_size: int,
+    recorder: Recorder | None,
+    options: dict[str, Any] | None,
+    counts: dict[str, int],
+) -> None:
+    """Run one object's lines in ``batch_size`` slices; raise ``S3EventFailed`` at the first
+    slice with a line that is not settled."""
+    from squall.spouts.s3 import object_batches, open_object
+
+    bucket, key = ref.bucket, ref.key
+    counts["objects"] += 1
+    s3_object = open_object(client, bucket, key, ref.version_id)
+    for part in object_batches(s3_object, batch_size, **(options or {})):
+        try:
+            result = process(engine, part, recorder)
+        except BatchFailed as exc:
+            raise S3EventFailed(
+                f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
+                f"{part[-1].meta.sequence_number} failed: {exc}"
+            ) from exc
+        counts["records"] += len(result)
+        if not result.ok:
+            first = result.failed[0]
+            raise S3EventFailed(
+                f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
+                f"{first.position.sequence_number} in {first.component}: {first.reason}"
+            )
+
+
 class LambdaSources:
-    """The SQS and S3 triggers of one Lambda handler. The S3 client opens once per container, at
-    the first S3 event (a Kinesis or SQS function never imports what it needs)."""
+    """The SQS and S3 triggers of one Lambda handler. Whether the spout reads S3 (and with it the
+    S3 client) is settled at the first SQS, SNS, EventBridge or S3 event, once per container (a
+    Kinesis function never imports what it needs)."""
+
+    #: Event sources an ``s3`` spout's function may get its notifications through.
+    S3_ENVELOPES = ("aws:sqs", "aws:sns", "aws.s3")
 
     def __init__(self, topology: Any, *, s3_client: Any = None):
         self.batch_size = topology.settings.batch_size
         self._s3 = s3_client
         self._spout = topology.spout
-        self._s3_options: dict[str, Any] | None = None
+        self._reads_s3: bool | None = None
+        self._s3_options: dict[str, Any] = {}
 
     def handle(
         self, engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
     ) -> Any:
-        """The answer to an SQS or S3 event; ``NotImplemented`` for others (Kinesis)."""
+        """The answer to an SQS, S3, SNS or EventBridge event; ``NotImplemented`` for others
+        (Kinesis). SQS messages are messages unless the spout reads S3: then they, like SNS and
+        EventBridge events, carry S3 notifications."""
         source = event_source(event)
+        if source != "aws:s3" and source not in self.S3_ENVELOPES:
+            return NotImplemented
+        if source != "aws:s3" and not self.reads_s3():
+            return handle_sqs(engine, event, recorder) if source == "aws:sqs" else NotImplemented
+        if self._s3 is None:
+            self._s3 = self._s3_client()
+        kwargs = {"batch_size": self.batch_size, "recorder": recorder, "options": self._s3_options}
         if source == "aws:sqs":
-            return handle_sqs(engine, event, recorder)
-        if source == "aws:s3":
-            if self._s3 is None:
-                self._s3 = self._s3_client()
-            return handle_s3(
-                engine,
-                event,
-                self._s3,
-                batch_size=self.batch_size,
-                recorder=recorder,
-                options=self._s3_options,
-            )
-        return NotImplemented
+            return handle_s3_messages(engine, event, self._s3, **kwargs)
+        return handle_s3(engine, event, self._s3, **kwargs)
+
+    def reads_s3(self) -> bool:
+        """Whether the topology's spout declares the S3 trigger (``s3``, or a spout of yours)."""
+        if self._reads_s3 is None:
+            from squall.component import TriggerSource
+            from squall.topology import registry
+
+            trigger = registry.capabilities("spout", self._spout).lambda_trigger
+            self._reads_s3 = trigger is not None and trigger.source is TriggerSource.S3
+            if self._reads_s3:  # its reading options (a spout of yours may not have them all)
+                names = ("skip_blank", "max_line_bytes", "max_object_bytes")
+                self._s3_options = {
+                    n: getattr(self._spout, n) for n in names if hasattr(self._spout, n)
+                }
+        return self._reads_s3
 
     def _s3_client(self) -> Any:
         """An S3 client; with the spout's endpoint and region when the spout declares the S3
         trigger (it reads the same bucket)."""
         from squall import aws
-        from squall.component import TriggerSource
-        from squall.topology import registry
 
-        trigger = registry.capabilities("spout", self._spout).lambda_trigger
-        own = trigger is not None and trigger.source is TriggerSource.S3
-        if own:  # the spout's reading options too (a spout of yours may not have them all)
-            names = ("skip_blank", "max_line_bytes", "max_object_bytes")
-            self._s3_options = {
-                n: getattr(self._spout, n) for n in names if hasattr(self._spout, n)
-            }
+        own = self.reads_s3()
         return aws.client(
             "s3",
             region=getattr(self._spout, "region", None) if own else None,

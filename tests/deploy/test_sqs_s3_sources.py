@@ -412,10 +412,15 @@ def test_sqs_and_s3_invocations_print_emf_metrics_and_an_invocation_line(
     store = unique("lmetered")
     spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
     handler = make_handler(write_topology(tmp_path, spout, store))
+    # an s3 spout's function reads SQS messages as S3 notifications: SQS messages need another
+    (tmp_path / "sqs").mkdir()
+    sqs_handler = make_handler(write_topology(tmp_path / "sqs", "{type: stdin}", store + "-sqs"))
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="squall.invocation"):
         handler(s3_lambda_event(bucket, "in/a.jsonl"), None)
-        handler(sqs_lambda_event([("m-1", {"n": 4}, None), ("m-2", {"n": 5, "fail": "x"}, None)]))
+        sqs_handler(
+            sqs_lambda_event([("m-1", {"n": 4}, None), ("m-2", {"n": 5, "fail": "x"}, None)])
+        )
     [s3_doc, sqs_doc] = emf_top_documents(capsys.readouterr().out)
     assert (s3_doc["RecordsCommitted"], s3_doc["RecordsDeadLettered"]) == ([2.0], [1.0])
     assert (sqs_doc["RecordsCommitted"], sqs_doc["RecordsDeadLettered"]) == ([1.0], [1.0])

@@ -1,0 +1,202 @@
+"""An s3 spout's Lambda function gets S3 notifications through SNS, SQS and EventBridge too.
+
+Events are shaped as AWS documents them: the S3 event message structure
+(docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html, with its
+``s3:TestEvent``), SNS's Lambda event and its SQS envelope (sns/latest/dg/sns-sqs-as-subscriber,
+http-notification-json) and S3's EventBridge "Object Created" event (userguide/ev-events.html).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.lambda_consumer import make_handler
+from squall.errors import SquallError
+from squall.testing import MemorySink
+from tests.deploy.test_sqs_s3_sources import (
+    put_lines,
+    s3_lambda_event,
+    sqs_lambda_event,
+    write_topology,
+)
+from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+
+TOPIC = "arn:aws:sns:us-east-1:123456789012:s3-landing"
+
+
+def sns_envelope(message: dict) -> dict:
+    """What SNS delivers to an SQS queue (without raw message delivery) for a published message."""
+    return {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": TOPIC,
+        "Subject": "Amazon S3 Notification",
+        "Message": json.dumps(message),
+        "Timestamp": "2026-12-06T08:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0QHVCkhRS7fUQvi2egU3N858fiTDN6bkkOxYDVrY0Ad8L10Hs3zH81mtnPk5uvvolIC1CXGu43obcgFxeL3khZl8IKvO61GWB6jI9b5+gLPoBc1Q=",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-f3ecfb7224c7233fe7bb5f59f96de52f.pem",
+        "UnsubscribeURL": f"https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:c9135db0-26c4-47ec-8998-413945fb5a96",
+    }
+
+
+def sns_lambda_event(message: dict) -> dict:
+    return {
+        "Records": [
+            {
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{TOPIC}:c9135db0-26c4-47ec-8998-413945fb5a96",
+                "EventSource": "aws:sns",
+                "Sns": {**sns_envelope(message), "MessageAttributes": {}},
+            }
+        ]
+    }
+
+
+def eventbridge_event(bucket: str, key: str, version: str | None = None) -> dict:
+    obj = {
+        "key": key,
+        "size": 5,
+        "etag": "b1946ac92492d2347c6235b4d2611184",
+        "sequencer": "00617F08299329D189",
+    }
+    if version:
+        obj["version-id"] = version
+    return {
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-12-06T08:00:00Z",
+        "region": "us-east-1",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "source-ip-address": "1.2.3.4",
+            "reason": "PutObject",
+        },
+    }
+
+
+def s3_test_event(bucket: str) -> dict:
+    return {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2026-12-06T07:59:02.089Z",
+        "Bucket": bucket,
+        "RequestId": "5582815E1AEA5ADF",
+        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE",
+    }
+
+
+@pytest.fixture
+def landing(moto_server, tmp_path: Path):  # noqa: F811 - the imported fixture
+    """A bucket with two objects (one key with a space and a plus) and an s3-spout handler."""
+    s3 = moto_server.client("s3")
+    bucket = unique("landing")
+    s3.create_bucket(Bucket=bucket)
+    put_lines(s3, bucket, "in/day one+1.jsonl", [{"n": 1}, {"n": 2}], gz=True)
+    put_lines(s3, bucket, "in/bad.jsonl", [{"n": 3}, {"n": 4, "sink_fail": True}], gz=False)
+    store = unique("envelope")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    return bucket, store, handler
+
+
+ENCODED = "in/day+one%2B1.jsonl"  # "in/day one+1.jsonl" as S3 puts it in an event
+
+
+def test_s3_to_sqs_messages_are_read_as_notifications_and_failures_reported_per_message(landing):
+    bucket, store, handler = landing
+    event = sqs_lambda_event(
+        [
+            ("m-test", s3_test_event(bucket), None),  # sent when the notification is configured
+            ("m-good", s3_lambda_event(bucket, ENCODED), None),
+            ("m-bad", s3_lambda_event(bucket, "in/bad.jsonl"), None),
+            ("m-junk", {"hello": "world"}, None),  # not an S3 notification: its dead letter
+            ("m-sns", sns_envelope(s3_lambda_event(bucket, ENCODED)), None),  # S3 -> SNS -> SQS
+            ("m-eb", eventbridge_event(bucket, ENCODED), None),  # EventBridge -> SQS
+        ]
+    )
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
+    day = [("in/day one+1.jsonl", 1), ("in/day one+1.jsonl", 2)]
+    rows = [(ev.meta.shard_id, ev.value["n"]) for ev in MemorySink.stores[store]]
+    assert rows == [*day, ("in/bad.jsonl", 3), *day, *day]  # bad.jsonl's line 2 failed
+    assert len({ev.event_id for ev in MemorySink.stores[store]}) == 3  # the same lines each time
+    (junk,) = [ev for ev in MemorySink.stores[f"{store}-dlq"]]
+    assert junk.failure.reason == (
+        "Records[3] (SQS message m-junk): not an S3 notification (keys: hello)"
+    )
+    assert json.loads(junk.raw) == {"hello": "world"}
+
+
+def test_s3_to_sns_to_lambda_and_eventbridge_to_lambda_read_the_named_objects(landing):
+    bucket, store, handler = landing
+    assert handler(sns_lambda_event(s3_lambda_event(bucket, ENCODED)), None) == {
+        "objects": 1,
+        "records": 2,
+        "failed": 0,
+    }
+    assert handler(eventbridge_event(bucket, ENCODED), None)["records"] == 2
+    assert handler(sns_lambda_event(s3_test_event(bucket)), None)["objects"] == 0
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
+
+
+def test_an_eventbridge_event_reads_the_version_it_names(moto_server, tmp_path: Path):  # noqa: F811
+    s3 = moto_server.client("s3")
+    bucket = unique("ebversion")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = s3.put_object(Bucket=bucket, Key="a.jsonl", Body=b'{"n": 1}\n')["VersionId"]
+    s3.put_object(Bucket=bucket, Key="a.jsonl", Body=b'{"n": 2}\n')
+    store = unique("ebv")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    handler(eventbridge_event(bucket, "a.jsonl", first), None)
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1]
+
+
+def test_a_malformed_record_of_a_direct_event_is_an_error_naming_it_and_nothing_runs(landing):
+    bucket, store, handler = landing
+    event = s3_lambda_event(bucket, ENCODED)
+    event["Records"].append({"eventSource": "aws:s3", "eventName": "ObjectCreated:Put", "s3": {}})
+    with pytest.raises(SquallError, match=r"Records\[1\]: an S3 event without bucket name"):
+        handler(event, None)
+    sns = sns_lambda_event({"Records": "no"})
+    sns["Records"][0]["Sns"]["Message"] = "{not json"
+    with pytest.raises(SquallError, match=r"Records\[0\]: Sns.Message: not JSON"):
+        handler(sns, None)
+    assert MemorySink.stores.get(store, []) == []
+
+
+def test_a_fifo_queue_reports_the_messages_after_a_failed_one_without_running_them(landing):
+    """EventBridge can feed a FIFO queue: after a failed message the later ones stay, in order."""
+    bucket, store, handler = landing
+    event = sqs_lambda_event(
+        [
+            ("f-1", eventbridge_event(bucket, "in/bad.jsonl"), "g"),
+            ("f-2", eventbridge_event(bucket, ENCODED), "g"),
+        ],
+        queue="landing.fifo",
+    )
+    assert handler(event, None) == {
+        "batchItemFailures": [{"itemIdentifier": "f-1"}, {"itemIdentifier": "f-2"}]
+    }
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [3]
+
+
+def test_an_sqs_spout_function_keeps_reading_s3_notifications_as_plain_messages(tmp_path: Path):
+    store = unique("plain")
+    handler = make_handler(write_topology(tmp_path, "{type: stdin}", store))
+    event = sqs_lambda_event([("m-1", s3_lambda_event("b", "k.jsonl"), None)])
+    assert handler(event, None) == {"batchItemFailures": []}
+    (ev,) = MemorySink.stores[store]
+    assert ev.value["Records"][0]["s3"]["object"]["key"] == "k.jsonl"
