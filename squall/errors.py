@@ -8,6 +8,7 @@
 - Any other exception from a component call is taken to be caused by some record of the call:
   the engine isolates those records and dead-letters them (``describe_exception`` is the reason).
 - ``BatchFailed``: retries are exhausted; the runner must not checkpoint the batch.
+- ``ComponentFailed``: a component's ``open``/``warm_up``/``after_restore`` raised another error.
 """
 
 from __future__ import annotations
@@ -89,6 +90,19 @@ class BatchFailed(SquallError):
         self.cause = cause
         self.attempts = attempts
         super().__init__(f"{component}: batch failed after {attempts} attempt(s): {cause}")
+
+
+class ComponentFailed(SquallError):
+    """A component's lifecycle hook (``open``, ``warm_up``, ``after_restore``) raised an error
+    that is not squall's (a client library's, the component's own code): one line naming the
+    component and the hook, its password masked. Runners that report the exception themselves
+    (AWS's Lambda runtime client prints an init error as it is) then show no secret."""
+
+    def __init__(self, kind: str, component: str, hook: str, cause: BaseException):
+        self.component, self.hook, self.cause = component, hook, cause
+        first = safe_text(cause).strip().splitlines()
+        detail = f"{type(cause).__name__}: {first[0]}" if first else type(cause).__name__
+        super().__init__(f"{kind} '{component}': {hook} failed: {detail}")
 
 
 #: Longest reason kept for a record failure; longer ones are cut with a marker.

@@ -46,6 +46,7 @@ from squall.bolts.base import Bolt, Output
 from squall.component import ComponentContext
 from squall.errors import (
     BatchFailed,
+    ComponentFailed,
     DecodeError,
     Problem,
     SinkError,
@@ -129,6 +130,18 @@ def _batch_error(exc: BaseException) -> bool:
     if isinstance(exc, _FATAL) or isinstance(exc, ConnectionError | TimeoutError):
         return True
     return isinstance(exc, OSError) and (exc.errno is None or exc.errno in _MACHINE_ERRNOS)
+
+
+def _call_hook(comp: Any, hook: str, *args: Any) -> None:
+    """A component's lifecycle hook; an error that is not squall's becomes ``ComponentFailed``
+    (the component named, passwords masked). squall's own errors pass as they are: a
+    ``TransientError`` at open is retried by the KCL processor, a ``TopologyError`` is located."""
+    try:
+        getattr(comp, hook)(*args)
+    except SquallError:
+        raise
+    except Exception as exc:
+        raise ComponentFailed(comp.kind, comp.id, hook, exc) from exc
 
 
 class Engine:
@@ -343,7 +356,7 @@ class Engine:
     def open(self) -> Engine:
         if not self._opened:
             for comp in self.components:
-                comp.open(self.resources)  # type: ignore[union-attr]
+                _call_hook(comp, "open", self.resources)
             self._plan_transaction()
             self._plan_feedback()
             self._plan_holders()
@@ -367,7 +380,7 @@ class Engine:
         """Let every component build now what it would build at its first batch (``warm_up``);
         what that built is frozen with the rest of init (the collector does not scan it)."""
         for comp in self.components:
-            comp.warm_up()  # type: ignore[union-attr]
+            _call_hook(comp, "warm_up")
         gc.freeze()
 
     def before_snapshot(self) -> None:
@@ -382,7 +395,7 @@ class Engine:
         self.resources.disconnect()
         random.seed()
         for comp in self.components:
-            comp.after_restore()  # type: ignore[union-attr]
+            _call_hook(comp, "after_restore")
 
     def __enter__(self) -> Engine:
         return self.open()
