@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import traceback
 from functools import cache
 from typing import Any
 
@@ -109,6 +110,20 @@ def _import(ref: str) -> type:
     return obj  # type: ignore[return-value]
 
 
+def _raised_at(exc: BaseException) -> str:
+    """`` (at FILE, line N)``: the innermost line of code (a module's own, or one it imports) that
+    raised while importing a type's module; empty when only the import machinery did (no such
+    module, no such class). A ``SyntaxError`` says its file and line itself."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    where = ""
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if module != __name__ and module != "importlib" and not module.startswith("importlib."):
+            where = f" (at {frame.f_code.co_filename}, line {line})"
+    return where
+
+
 @cache
 def resolve(kind: str, type_name: str) -> type[Component]:
     """The class for a type name or a ``module:Class`` reference; ``UnknownType`` otherwise.
@@ -130,7 +145,10 @@ def resolve(kind: str, type_name: str) -> type[Component]:
         cls = _import(ref)
     except Exception as exc:  # a missing module, a bad reference, or a module that fails at import
         raise UnknownType(
-            kind, type_name, list(types), f"cannot import '{ref}': {type(exc).__name__}: {exc}"
+            kind,
+            type_name,
+            list(types),
+            f"cannot import '{ref}': {type(exc).__name__}: {exc}{_raised_at(exc)}",
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
         raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")

@@ -9,6 +9,7 @@ past squall's log filter.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from squall.deploy.lambda_consumer import make_handler
 from squall.deploy.lambda_producer import make_handler as make_producer
 from squall.errors import SquallError
+from squall.topology import registry
 from tests.lambda_runtime import LambdaFunction
 
 TOPOLOGY = """
@@ -51,6 +53,19 @@ class ScoreBolt(RecordBolt):
     def process_event(self, event):
         return "default"
 """
+
+
+@pytest.fixture(autouse=True)
+def fresh_imports(monkeypatch):
+    """Each test's ``myteam`` is its own: not the module, path or resolved type of another test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "myteam" or m.startswith("myteam.")]:
+        monkeypatch.delitem(sys.modules, name)
+    registry.resolve.cache_clear()
+    yield
+    for name in [m for m in sys.modules if m == "myteam" or m.startswith("myteam.")]:
+        del sys.modules[name]
+    registry.resolve.cache_clear()
 
 
 def project(tmp_path: Path, bolts: str = PACKAGE) -> Path:
@@ -89,3 +104,35 @@ def test_the_runtime_client_reports_that_init_error_masked(tmp_path: Path):
     assert error["errorMessage"].startswith("bolt 'score': open failed: ConnectionError")
     assert "scorer:***@" in error["errorMessage"]
     assert "hunter2secret" not in json.dumps(error) + fn.log()
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("import cachetools_not_installed", "ModuleNotFoundError: No module named"),
+        ("WEIGHTS = load_weights()", "NameError: name 'load_weights' is not defined"),
+    ],
+)
+def test_an_error_importing_an_own_module_says_where_in_it(tmp_path: Path, line: str, error: str):
+    """The team's module fails at import (a requirement left out of requirements.txt, a typo):
+    the YAML place of the type, and the file and line of the team's code that raised."""
+    bolts = PACKAGE.replace("from pydantic import Field\n", f"from pydantic import Field\n{line}\n")
+    topology = project(tmp_path, bolts)
+    with pytest.raises(SquallError) as err:
+        make_handler(topology)
+    message = str(err.value)
+    assert message.startswith(f"{topology}:7:11: bolts[1].type: cannot import")
+    assert error in message
+    assert message.endswith(f"(at {tmp_path / 'myteam' / 'bolts.py'}, line 3)")
+
+
+def test_a_type_naming_no_module_or_no_class_says_no_more_than_that(tmp_path: Path):
+    topology = project(tmp_path)
+    for ref, detail in [
+        ("nomodule.bolts:ScoreBolt", "ModuleNotFoundError: No module named 'nomodule'"),
+        ("myteam.bolts:ScoreBlot", "AttributeError: module 'myteam.bolts' has no attribute"),
+    ]:
+        topology.write_text(TOPOLOGY.replace("myteam.bolts:ScoreBolt", ref))
+        with pytest.raises(SquallError) as err:
+            make_handler(topology)
+        assert detail in str(err.value) and "(at " not in str(err.value)
