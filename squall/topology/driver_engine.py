@@ -2,7 +2,7 @@
 
 SQLAlchemy costs 100–160 ms to import (a third to a half of a Lambda init, and as much in every
 `squall run`) and a little on every statement. The warehouse sink, the subscription store, the
-engine's batch transaction and the run lock write driver SQL already, so a SQLite file
+dead-letter table, the engine's batch transaction and the run lock write driver SQL, so a SQLite file
 (``sqlite_driver.py``) or a PostgreSQL database (``pg_driver.py``) used only by them runs on a
 ``DriverEngine``: the part of SQLAlchemy's ``Engine``/``Connection`` interface squall uses
 (``begin``, ``connect``, ``exec_driver_sql``, ``commit``, ``invalidate``, ``dialect.name``,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import sqlalchemy as sa
 
 from squall.testing import records_from, run_topology
 from squall.topology.outcomes import Outcome
+from tests.conftest import ROOT
 
 YAML = """
 name: dlt
@@ -73,3 +77,72 @@ def test_an_unreachable_dead_letter_database_is_transient_not_fatal(unique_name:
     yaml = YAML.format(url="postgresql://postgres@127.0.0.1:1/test", table=unique_name)
     with pytest.raises(TransientError, match="database unavailable"):
         run_topology(yaml, records_from([b"bad"]), sleep=lambda s: None)
+
+
+CHILD = """
+import json, sys
+from squall.deploy.lambda_consumer import make_handler
+make_handler(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "sqlalchemy")))
+"""
+
+LAMBDA_YAML = """
+name: dlt-init
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: {table}_rows, columns: {{n: n}}}}
+  - {{id: dlq, type: dead_letter_table, resource: db, table: {table}}}
+"""
+
+
+def test_a_lambda_init_with_a_dead_letter_table_imports_no_sqlalchemy(
+    url: str, unique_name: str, tmp_path: Path
+):
+    """The durable dead letter a Lambda consumer needs (a local file is lost with the container)
+    writes driver SQL: SQLAlchemy's ~100–150 ms of imports stay out of the init, as they do for
+    the warehouse beside it."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(LAMBDA_YAML.format(url=url, table=unique_name))
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(topology)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_REGION": "us-east-1", "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+    if url.startswith("postgresql"):
+        with sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://")).begin() as c:
+            c.exec_driver_sql(f'drop table if exists "{unique_name}_rows"')
+
+
+def test_the_table_is_the_one_sqlalchemy_made(url: str, unique_name: str):
+    """Created by the sink's driver SQL, the table has the columns, types, nullability and key
+    that SQLAlchemy's ``dead_letters_table`` (what ``squall replay`` reads) gives it."""
+    from squall.sinks.dead_letter_table import dead_letters_table
+
+    run_topology(YAML.format(url=url, table=unique_name), records_from([b"bad"]))
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
+    reference = f"{unique_name}_sa"
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateTable(dead_letters_table(reference, sa.MetaData())))
+        inspector = sa.inspect(engine)
+
+        def shape(table: str) -> tuple:
+            columns = [
+                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+            ]
+            return columns, inspector.get_pk_constraint(table)["constrained_columns"]
+
+        assert shape(unique_name) == shape(reference)
+        assert shape(unique_name)[1] == ["event_id", "component"]
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'drop table if exists "{reference}"')
+        engine.dispose()
