@@ -156,6 +156,7 @@ class LocalRunner:
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
+                log.debug("cannot start", exc_info=True)  # -vv: where (a component's own code)
                 return report
             except Exception as exc:  # noqa: BLE001 - a driver's own error at start: one line, not a traceback
                 report.setup_error = SquallError(one_line(exc))

@@ -197,6 +197,7 @@ class Replayer:
             except SquallError as exc:
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
+                log.debug("cannot start", exc_info=True)  # -vv: where (a component's own code)
                 return report
             except Exception as exc:  # noqa: BLE001 - a driver's own error at start: one line
                 report.setup_error = SquallError(one_line(exc))

@@ -18,6 +18,7 @@ from squall.deploy.lambda_consumer import make_handler
 from squall.deploy.lambda_producer import make_handler as make_producer
 from squall.errors import SquallError
 from squall.topology import registry
+from tests.deploy.test_local_runner import run_cli
 from tests.lambda_runtime import LambdaFunction
 
 TOPOLOGY = """
@@ -136,3 +137,19 @@ def test_a_type_naming_no_module_or_no_class_says_no_more_than_that(tmp_path: Pa
         with pytest.raises(SquallError) as err:
             make_handler(topology)
         assert detail in str(err.value) and "(at " not in str(err.value)
+
+
+def test_squall_run_says_it_in_one_line_and_with_vv_shows_where_in_the_team_s_code(
+    tmp_path: Path,
+):
+    topology = project(tmp_path)
+    quiet = run_cli(["run", str(topology)], input="")
+    assert quiet.returncode == 2
+    assert quiet.stderr.strip().endswith(
+        "cannot start: bolt 'score': open failed: ConnectionError: cannot reach "
+        "https://scorer:***@scores.example.com/v1"
+    )
+    assert "Traceback" not in quiet.stderr
+    debug = run_cli(["run", "-vv", str(topology)], input="")
+    assert f'{tmp_path / "myteam" / "bolts.py"}", line 17, in open' in debug.stderr
+    assert "hunter2secret" not in quiet.stderr + debug.stderr
