@@ -482,7 +482,7 @@ def test_equal_answers_of_different_networks_are_kept_once_and_stay_bounded():
     ips = [f"{a}.{b}.{c}.7" for a in (24, 73, 81, 98) for b in range(0, 256, 17) for c in (1, 90)]
     bolt = geo_bolt(ComponentContext("test"), ip_field="ip", cache_size=64)
     first = run(bolt, [{"ip": ip} for ip in ips])
-    blocks = [b for b in bolt.city.networks._networks.values() if b is not None]
+    blocks = [b for b in bolt.city.networks.answers() if b is not None]
     assert len({id(b) for b in blocks}) < len(blocks)  # shared
     assert len({id(b) for b in blocks}) == len({tuple(b.items()) for b in blocks})  # equal: one
     assert len(bolt.city._answers) <= 64

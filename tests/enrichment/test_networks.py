@@ -49,6 +49,10 @@ def check(version: int, networks, picks, maxsize: int) -> None:
         else:
             assert found == answer
     assert len(cache) <= maxsize
+    # The prefix-length index counts exactly the cached networks: it shrinks with evictions.
+    indexed = [*cache._regions.values(), *cache._wide.values()]
+    assert sum(sum(lengths.values()) for lengths in indexed) == len(cache)
+    assert all(cache._regions.values())  # no empty region kept
     if maxsize >= len(networks):  # nothing evicted: one lookup per network at most
         assert lookups <= len(
             {owner(networks, bits, networks[i % len(networks)][0])[0] for i, _ in picks}
@@ -88,3 +92,13 @@ def test_small_networks_do_not_answer_for_their_bucket():
     cache.add(4, 0x01020301, 30, "small")  # 1.2.3.0/30
     assert cache.find(4, 0x01020302) == "small"
     assert cache.find(4, 0x01020305) is MISSING  # same /24, other network
+
+
+def test_a_miss_probes_only_the_lengths_cached_in_its_region():
+    """Networks of many lengths elsewhere cost a miss nothing: its /16 holds none of them."""
+    cache = NetworkCache(100)
+    for prefix in range(17, 31):  # one network of each length, each in its own /16
+        cache.add(4, (prefix << 24) | 0x010000, prefix, prefix)
+    assert cache._regions.get(cache._region_key(4, 0x63000001)) is None  # 99.0.0.1: nothing
+    assert cache.find(4, 0x63000001) is MISSING
+    assert cache.find(4, (20 << 24) | 0x010001) == 20  # inside the /20 of 20.1.0.0
