@@ -9,8 +9,12 @@ A Lambda function with an ``s3`` spout may be invoked:
 - by EventBridge (``"source": "aws.s3"``, ``"detail-type": "Object Created"``), directly or through
   SQS: ``detail.bucket.name``, ``detail.object.key``, ``detail.object["version-id"]``.
 S3's ``s3:TestEvent`` (sent when a notification is configured) names no object; events other than
-object-created ones (a topic shared with ``ObjectRemoved``) name none either. Keys are
-URL-decoded the same way in every shape.
+object-created ones (a topic shared with ``ObjectRemoved``) name none either. S3's own
+notifications (directly, through SNS or SQS) carry the key URL-encoded, a space as ``+``
+(userguide/notification-content-structure.html): it is decoded. An EventBridge event carries the
+key as it is (userguide/ev-events.html documents no encoding, and a rule's ``prefix`` on
+``detail.object.key`` matches the raw key): it is taken as it is — decoding it would turn
+``a+b.jsonl`` into ``a b.jsonl``, another (missing) object.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def _record_objects(record: object, where: str) -> list[ObjectRef]:
         return []
     bucket = (s3.get("bucket") or {}).get("name")
     obj = s3.get("object") or {}
-    return [_ref(bucket, obj.get("key"), obj.get("versionId"), where)]
+    return [_ref(bucket, obj.get("key"), obj.get("versionId"), where, encoded=True)]
 
 
 def _eventbridge_objects(doc: dict[str, Any], where: str) -> list[ObjectRef]:
@@ -94,15 +98,19 @@ def _eventbridge_objects(doc: dict[str, Any], where: str) -> list[ObjectRef]:
     detail = doc.get("detail") or {}
     bucket = (detail.get("bucket") or {}).get("name") if isinstance(detail, dict) else None
     obj = detail.get("object") or {} if isinstance(detail, dict) else {}
-    return [_ref(bucket, obj.get("key"), obj.get("version-id"), where or "the event")]
+    key, version = obj.get("key"), obj.get("version-id")
+    return [_ref(bucket, key, version, where or "the event", encoded=False)]
 
 
-def _ref(bucket: object, key: object, version: object, where: str) -> ObjectRef:
+def _ref(bucket: object, key: object, version: object, where: str, *, encoded: bool) -> ObjectRef:
+    """``encoded``: the key is URL-encoded (S3's own notifications), not as it is (EventBridge)."""
     if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
         raise NotAnS3Notification(f"{where}: an S3 event without bucket name or object key")
-    # Keys arrive URL-encoded, spaces as '+'; a versioned bucket's event names the version it is
-    # about (the key's latest may be a later upload, with an event of its own).
-    return ObjectRef(bucket, unquote_plus(key), version if isinstance(version, str) else None)
+    if encoded:  # spaces as '+', a '+' as '%2B'
+        key = unquote_plus(key)
+    # A versioned bucket's event names the version it is about (the key's latest may be a later
+    # upload, with an event of its own).
+    return ObjectRef(bucket, key, version if isinstance(version, str) else None)
 
 
 def _json(text: object, where: str) -> object:

@@ -111,7 +111,8 @@ def landing(moto_server, tmp_path: Path):  # noqa: F811 - the imported fixture
     return bucket, store, handler
 
 
-ENCODED = "in/day+one%2B1.jsonl"  # "in/day one+1.jsonl" as S3 puts it in an event
+RAW = "in/day one+1.jsonl"
+ENCODED = "in/day+one%2B1.jsonl"  # RAW as S3 puts it in an event (EventBridge does not encode)
 
 
 def test_s3_to_sqs_messages_are_read_as_notifications_and_failures_reported_per_message(landing):
@@ -123,7 +124,7 @@ def test_s3_to_sqs_messages_are_read_as_notifications_and_failures_reported_per_
             ("m-bad", s3_lambda_event(bucket, "in/bad.jsonl"), None),
             ("m-junk", {"hello": "world"}, None),  # not an S3 notification: its dead letter
             ("m-sns", sns_envelope(s3_lambda_event(bucket, ENCODED)), None),  # S3 -> SNS -> SQS
-            ("m-eb", eventbridge_event(bucket, ENCODED), None),  # EventBridge -> SQS
+            ("m-eb", eventbridge_event(bucket, RAW), None),  # EventBridge -> SQS
         ]
     )
     assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": "m-bad"}]}
@@ -145,9 +146,28 @@ def test_s3_to_sns_to_lambda_and_eventbridge_to_lambda_read_the_named_objects(la
         "records": 2,
         "failed": 0,
     }
-    assert handler(eventbridge_event(bucket, ENCODED), None)["records"] == 2
+    assert handler(eventbridge_event(bucket, RAW), None)["records"] == 2
     assert handler(sns_lambda_event(s3_test_event(bucket)), None)["objects"] == 0
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
+
+
+def test_an_eventbridge_key_is_the_key_as_it_is_not_url_decoded(moto_server, tmp_path: Path):  # noqa: F811
+    """S3 URL-encodes the key of its own notifications (S3, SNS, SQS: a space is '+', a '+' is
+    '%2B'); its EventBridge events carry the key as it is (userguide/ev-events.html documents no
+    encoding; moto sends it raw; an EventBridge rule's key prefix matches the raw key). Decoding
+    it named another object: 'a+b.jsonl' became 'a b.jsonl', a missing key, and the object was
+    never read."""
+    s3 = moto_server.client("s3")
+    bucket = unique("ebraw")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="in/a+b%41.jsonl", Body=b'{"n": 1}\n')
+    store = unique("ebraw")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    assert handler(eventbridge_event(bucket, "in/a+b%41.jsonl"), None)["records"] == 1
+    event = sqs_lambda_event([("m-1", eventbridge_event(bucket, "in/a+b%41.jsonl"), None)])
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert [ev.meta.shard_id for ev in MemorySink.stores[store]] == ["in/a+b%41.jsonl"] * 2
 
 
 def test_an_eventbridge_event_reads_the_version_it_names(moto_server, tmp_path: Path):  # noqa: F811
@@ -183,7 +203,7 @@ def test_a_fifo_queue_reports_the_messages_after_a_failed_one_without_running_th
     event = sqs_lambda_event(
         [
             ("f-1", eventbridge_event(bucket, "in/bad.jsonl"), "g"),
-            ("f-2", eventbridge_event(bucket, ENCODED), "g"),
+            ("f-2", eventbridge_event(bucket, RAW), "g"),
         ],
         queue="landing.fifo",
     )
