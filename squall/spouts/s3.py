@@ -270,14 +270,18 @@ def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
 def open_object(client: Any, bucket: str, key: str, version_id: str | None = None) -> S3Object:
     """An object version, its body not yet read (``version_id``: that version, not the latest); a
     missing object, version or bucket is an error naming it. Reading it again (a gzip object's
-    second pass) asks for the same version, or for the same ETag on a bucket without versions."""
+    second pass) asks for the same version and the same ETag: a replaced object is an error."""
     kwargs = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
     resp = _get(client, kwargs, version_id)
     first: list[Any] = [resp["Body"]]
     etag, version = resp.get("ETag"), resp.get("VersionId")
-    again = dict(kwargs, VersionId=version) if version else dict(kwargs, IfMatch=etag)
+    # The ETag too when a version is named: a bucket whose versioning is suspended has one version
+    # "null" per key, replaced in place by the next upload (GET ?versionId=null gives the new bytes).
+    again = dict(kwargs, VersionId=version) if version else dict(kwargs)
+    if etag:
+        again["IfMatch"] = etag
 
     def opener() -> BinaryIO:
         return first.pop() if first else _get(client, again, version_id)["Body"]
