@@ -84,8 +84,6 @@ def line_batches(
             update(chunk)
             defect = None
             data = chunk.rstrip(b"\r\n")
-            if strip_bom and number == 1 and data.startswith(BOM):
-                data = data[len(BOM) :]
             ended = chunk.endswith(b"\n")
             if len(data) <= max_line_bytes and (ended or len(chunk) < limit):
                 if skip_blank and not data.strip():
@@ -101,6 +99,10 @@ def line_batches(
                     f"{named}line {number} is {length} bytes, over max_line_bytes "
                     f"({max_line_bytes}); only its first {len(data)} bytes are kept"
                 )
+            if strip_bom and number == 1 and data.startswith(BOM):
+                # After the blank-line test: a line of only a BOM stays a record, as it was before
+                # BOMs were dropped (the input's records, and its source, do not change).
+                data = data[len(BOM) :]
             fingerprint = hexdigest()[:32]
             if source is None:  # the input's first record names it (see RecordMeta.source)
                 source = fingerprint

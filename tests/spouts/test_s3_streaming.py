@@ -197,6 +197,20 @@ def test_a_utf8_bom_opening_an_object_is_not_part_of_its_first_line(s3):
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
 
 
+def test_a_first_line_of_only_a_bom_is_still_a_record_and_names_the_object(s3):
+    """Dropping the BOM must not make a first line blank (and skipped): before the BOM was
+    dropped such a line was a record (a dead letter: not JSON), and the object's first record
+    names it (``source``: the lineage a window or subscription bolt keeps positions under). The
+    line stays a record, so the object's records, ids and source are what they were."""
+    for content in (b'\xef\xbb\xbf\n{"n": 2}\n', b'\xef\xbb\xbf \r\n\n{"n": 3}\n'):
+        s3.put_object(Bucket=s3.bucket, Key="bom-only.jsonl", Body=content)
+        (records,) = list(object_batches(open_object(s3, s3.bucket, "bom-only.jsonl"), 10))
+        got = [(r.meta.sequence_number, r.meta.fingerprint) for r in records]
+        assert got == expected_fingerprints(content)
+        assert {r.meta.source for r in records} == {records[0].meta.fingerprint}
+        assert records[0].data.strip() == b""
+
+
 def null_versions(kwargs, call):
     """S3's answers for a bucket whose versioning is suspended: each object is version "null"
     (``x-amz-version-id: null``) and ``VersionId=null`` asks for it, i.e. for what the key holds
