@@ -168,15 +168,18 @@ def handle_s3_messages(
     SQS, EventBridge → SQS); the partial batch response names each message whose objects are not
     all settled. A message that is no S3 notification is dead-lettered with the reason (naming
     its index and id). For a FIFO queue the messages after a failed one are not run and are
-    named too, as AWS requires."""
+    named too, as AWS requires; so are every queue's after a dependency stayed down
+    (``BatchFailed``): each would wait through its own retries, the invocation then outlasting
+    its timeout."""
     from squall.deploy.s3_events import NotAnS3Notification, notification_objects
     from squall.spouts.s3 import ObjectReadError
     from squall.spouts.sqs import message_record
 
     counts = {"objects": 0, "records": 0, "failed": 0}
     failed: list[str] = []
+    down = False  # a dependency stayed down: the later messages are not run
     for i, (queue, m) in enumerate(sqs_messages(event)):
-        if failed and m.group_id is not None:
+        if down or (failed and m.group_id is not None):
             failed.append(m.message_id)
             continue
         where = f"Records[{i}] (SQS message {m.message_id})"
@@ -191,8 +194,9 @@ def handle_s3_messages(
             bad = type(rec)(rec.data, rec.meta._replace(defect=str(exc)))
             try:
                 ok = process(engine, [bad], recorder).ok
-            except BatchFailed:
-                ok = False
+            except BatchFailed as exc:
+                log.error("%s: %s", where, exc)
+                ok, down = False, True
             if not ok:
                 failed.append(m.message_id)
             continue
@@ -202,6 +206,7 @@ def handle_s3_messages(
         except (S3EventFailed, ObjectReadError) as exc:
             log.error("%s: %s", where, exc)
             failed.append(m.message_id)
+            down = isinstance(exc.__cause__, BatchFailed)
     return batch_item_failures(failed)
 
 

@@ -220,3 +220,29 @@ def test_an_sqs_spout_function_keeps_reading_s3_notifications_as_plain_messages(
     assert handler(event, None) == {"batchItemFailures": []}
     (ev,) = MemorySink.stores[store]
     assert ev.value["Records"][0]["s3"]["object"]["key"] == "k.jsonl"
+
+
+def test_a_dependency_down_fails_the_rest_of_the_sqs_batch_without_running_it(
+    moto_server,  # noqa: F811 - the imported fixture
+    tmp_path: Path,
+):
+    """A dependency that stays down (retries exhausted: ``BatchFailed``) is every message's
+    problem: the messages after it are named failed without being run, as the SQS trigger does
+    for a batch of plain messages. Running each of them through its own retries and backoff made
+    one invocation last the retries times the batch size (Lambda's timeout then fails it all)."""
+    s3 = moto_server.client("s3")
+    bucket = unique("down")
+    s3.create_bucket(Bucket=bucket)
+    for i in range(3):
+        put_lines(s3, bucket, f"in/{i}.jsonl", [{"n": i}], gz=False)
+    store = unique("down")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store, transient=1000))
+    ids = ["m-0", "m-1", "m-2"]
+    event = sqs_lambda_event(
+        [(mid, s3_lambda_event(bucket, f"in/{i}.jsonl"), None) for i, mid in enumerate(ids)]
+    )
+    assert handler(event, None) == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
+    (faulty,) = [c for c in handler.engine.components if c.id == "faulty"]
+    assert faulty.calls == 2  # the first message's attempts (settings.retry.attempts), no more
+    assert MemorySink.stores.get(store, []) == []
