@@ -67,6 +67,10 @@ class Capabilities:
     kinesis_streams: tuple[str, ...] = ()
     #: A spout: the Lambda trigger that delivers its records (None: a Kinesis stream, if any).
     lambda_trigger: LambdaTrigger | None = None
+    #: A spout: the local files it reads its records from, as configured (relative to the
+    #: topology file). Deployed, the spout does not run (Lambda's trigger, the KCL or the HTTP
+    #: request delivers the records), so ``squall package`` leaves them out of the package.
+    input_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

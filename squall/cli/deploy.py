@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~440 lines): ``package`` has twenty-two options, each with its help text; no logic lives
+Size (~490 lines): ``package`` has twenty-two options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -219,6 +219,10 @@ def package(
             sys.exit(1)
         for path in written:
             click.echo(str(path))
+        from squall.deploy.topology_files import left_out
+
+        for item in left_out(topo, Path(file).read_text(encoding="utf-8")):
+            click.echo(f"  left out of topology/: {item.path} ({item.why})")
         return
 
     from squall.deploy import snapstart as snap
@@ -299,6 +303,8 @@ def package(
         f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
         + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else "")
     )
+    for item in report.left_out:
+        click.echo(f"  left out: {item.path} ({item.why})")
     if template_path:
         click.echo(f"{template_path}: SAM template (sam deploy --guided)")
     for z in (report, report.layer):

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from squall import iam
-from squall.deploy.topology_files import IGNORED, check_folder, written_files
+from squall.deploy.topology_files import IGNORED, check_folder, left_out_paths
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
 from squall.topology import registry
@@ -288,7 +288,7 @@ def write_fleet(
         shutil.rmtree(code)
     patterns = shutil.ignore_patterns(*IGNORED)
     target = out.resolve()
-    written = written_files(topology, topology_file.read_text(encoding="utf-8"))
+    records = left_out_paths(topology, topology_file.read_text(encoding="utf-8"))
 
     def ignore(
         folder: str, names: list[str]
@@ -297,7 +297,7 @@ def write_fleet(
             n
             for n in names
             if (Path(folder) / n).resolve() == target
-            or os.path.normpath(Path(folder) / n) in written
+            or os.path.normpath(Path(folder) / n) in records
         }
 
     shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)

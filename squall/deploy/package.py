@@ -5,7 +5,8 @@
 Dependencies are installed for Lambda's platform (manylinux wheels for the chosen architecture
 and Python version), so the package builds on any machine with network access to PyPI. The
 zip holds ``squall_lambda.py`` (the handler: ``squall_lambda.handler``) and the topology's
-folder under ``topology/``, which is put on ``sys.path`` as it is when you run the topology
+folder under ``topology/`` (less the files that hold records: the spout's input, what a local
+run's sinks wrote; see ``topology_files.left_out``), which is put on ``sys.path`` as it is when you run the topology
 locally: a bolt written beside the topology (``type: kiosk_lookup:LookupBolt``) imports in
 Lambda too. Paths in the topology resolve there, except files written at run time, which must
 go under ``/tmp`` (the only writable place in Lambda).
@@ -19,7 +20,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~450 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~470 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import compileall
 import fnmatch
 import json
+import os
 import py_compile
 import re
 import shutil
@@ -43,7 +45,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
-from squall.deploy.topology_files import check_folder, copy_folder, written_files
+from squall.deploy.topology_files import LeftOut, check_folder, copy_folder, left_out
 from squall.errors import SquallError
 from squall.topology.model import Topology
 
@@ -135,6 +137,8 @@ class PackageReport:
     geolite_included: bool = False
     distributions: list[str] = field(default_factory=list)
     compiled: bool = False
+    #: Files of the topology's folder not shipped because they hold records (spout input, dead letters).
+    left_out: list[LeftOut] = field(default_factory=list)
 
 
 def project_root() -> Path | None:
@@ -407,7 +411,9 @@ def build(
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
         text = topology.read_text(encoding="utf-8")
-        copy_folder(topology.resolve().parent, code / "topology", written_files(topo, text))
+        records = left_out(topo, text)
+        folder = topology.resolve().parent
+        copy_folder(folder, code / "topology", {os.path.normpath(folder / r.path) for r in records})
         # The schemas were checked by load() above: the function's init need not check them again.
         write_checked(
             [b.schema_ for b in topo.bolts if isinstance(b, SchemaConfig)], code / "topology"
@@ -447,6 +453,7 @@ def build(
         geolite_included=geolite,
         distributions=[d.metadata["Name"] for d in dists],
         compiled=compile_bytecode,
+        left_out=records,
     )
 
 

@@ -9,6 +9,10 @@ with their place before anything is downloaded:
   (``lookups.db``, ``build/…``): the package would build and the function fail at init;
 - a symbolic link that points nowhere, or to a folder that contains it (a loop the copy would
   follow forty levels deep). Other links are followed: the copy holds what they point to.
+
+Records are never shipped (:func:`left_out`): the files a local run's sinks wrote in the folder
+(a dead-letter file), and the spout's input file (``Capabilities.input_files``), which a deployed
+topology never reads: its trigger, the KCL or the HTTP request delivers the records instead.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import fnmatch
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +66,9 @@ def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
             yield from _strings(v, (*path, i))
 
 
-def _named_files(topology: Topology, text: str) -> Iterator[tuple[bool, tuple, str, Any]]:
-    """(written at run time?, YAML path, value, locator) of each existing file a bolt or sink
-    names by a relative path."""
+def _named_files(topology: Topology, text: str) -> Iterator[tuple[bool, tuple, str, Any, str]]:
+    """(written at run time?, YAML path, value, locator, component id) of each existing file a
+    bolt or sink names by a relative path."""
     from squall.topology import registry
     from squall.topology.yamlsource import read_yaml
 
@@ -86,24 +91,65 @@ def _named_files(topology: Topology, text: str) -> Iterator[tuple[bool, tuple, s
                     continue
                 try:
                     if (root / value).is_file():
-                        yield written, path, value, loc
+                        yield written, path, value, loc, f"{kind} '{cfg.id}'"
                 except OSError:  # not a name the file system takes
                     continue
 
 
-def written_files(topology: Topology, text: str) -> set[str]:
-    """Files of the folder that a local run wrote (a dead-letter file): records, not code, never
-    shipped (Lambda could not write them there anyway)."""
+@dataclass(frozen=True)
+class LeftOut:
+    """A file of the topology's folder that packages leave out, and why."""
+
+    #: Relative to the topology's folder.
+    path: str
+    why: str
+
+
+def left_out(topology: Topology, text: str) -> list[LeftOut]:
+    """Files of the folder that hold records, not code, so are never shipped: those a local run's
+    sinks wrote (a dead-letter file; Lambda could not write them there anyway) and the spout's
+    input (``Capabilities.input_files``) unless a bolt or sink reads it too."""
+    from squall.topology import registry
+
     root = Path(topology.base_dir)
-    named = _named_files(topology, text)
-    return {os.path.normpath(root / value) for written, _, value, _ in named if written}
+    found: dict[str, LeftOut] = {}
+    read_by_others = set()
+    for written, _, value, _, component in _named_files(topology, text):
+        rel = os.path.normpath(value)
+        if not written:
+            read_by_others.add(rel)
+        elif not rel.startswith(".." + os.sep) and ignored_by(rel) is None:
+            found.setdefault(rel, LeftOut(rel, f"written by {component} in a local run"))
+    spout = topology.spout
+    for value in registry.capabilities("spout", spout).input_files:
+        path = Path(value).expanduser()
+        rel = os.path.relpath(path if path.is_absolute() else root / path, root)
+        if rel.startswith(".." + os.sep) or ignored_by(rel) is not None or rel in read_by_others:
+            continue  # not shipped anyway, or needed deployed
+        if not (root / rel).is_file():
+            continue
+        found.setdefault(
+            rel,
+            LeftOut(
+                rel,
+                f"input of the {spout.type} spout '{spout.id}', which does not run deployed "
+                "(the trigger delivers the records)",
+            ),
+        )
+    return sorted(found.values(), key=lambda item: item.path)
+
+
+def left_out_paths(topology: Topology, text: str) -> set[str]:
+    """:func:`left_out` as normalised absolute paths, as :func:`copy_folder` takes them."""
+    root = Path(topology.base_dir)
+    return {os.path.normpath(root / item.path) for item in left_out(topology, text)}
 
 
 def referenced_files_left_out(topology: Topology, text: str) -> list[Problem]:
     """Files the topology's components read by a relative path that the copy would not hold."""
     root = Path(topology.base_dir)
     problems = []
-    for written, path, value, loc in _named_files(topology, text):
+    for written, path, value, loc, _ in _named_files(topology, text):
         if written:
             continue  # written at run time (under /tmp in Lambda), not shipped
         rel = os.path.normpath(value)
@@ -159,7 +205,7 @@ def check_folder(topology: Topology, text: str) -> None:
 
 def copy_folder(source: Path, dest: Path, leave_out: set[str] | None = None) -> None:
     """The topology's folder as it ships (after :func:`check_folder`), less ``leave_out``
-    (paths as :func:`written_files` gives them)."""
+    (paths as :func:`left_out_paths` gives them)."""
     patterns = shutil.ignore_patterns(*IGNORED)
     leave_out = leave_out or set()
 

@@ -13,7 +13,7 @@ from typing import IO, BinaryIO
 
 from pydantic import Field
 
-from squall.component import ComponentConfig
+from squall.component import Capabilities, ComponentConfig
 from squall.errors import SquallError
 from squall.event import Record
 from squall.spouts.base import Progress, Spout
@@ -48,6 +48,10 @@ class FileSpout(Spout):
     Config = FileConfig
     summary = "Read records from a JSON-lines file, optionally gzip-compressed."
     finite = True
+
+    @classmethod
+    def capabilities(cls, config: FileConfig) -> Capabilities:
+        return Capabilities(input_files=(config.path,))
 
     def __init__(self, config: FileConfig, context):
         super().__init__(config, context)

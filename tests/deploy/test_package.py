@@ -322,6 +322,10 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
         assert r.returncode == 0, r.stderr[-3000:]
         outs.append(r.stdout)
     assert "bundled GeoLite2: left out" in outs[0] and "bundled GeoLite2: included" in outs[1]
+    # the file spout's sample input: the trigger delivers the records, the zip need not hold it
+    assert "  left out: events.jsonl.gz (input of the file spout 'spout'" in outs[1]
+    assert "  left out of topology/: events.jsonl.gz" in outs[2]
+    assert not (build / "kcl" / "topology" / "events.jsonl.gz").exists()
     for name in ("producer", "consumer"):
         path = build / f"{name}.template.yaml"
         translate(yaml.safe_load(path.read_text()))
@@ -342,6 +346,7 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
             "topology/.squall-checked-schemas.json",  # the validate bolt's schema, checked here
         } <= names
         assert not any(n.startswith("topology/out/") for n in names)
+        assert "topology/events.jsonl.gz" not in names
         checked = json.loads(zf.read("topology/.squall-checked-schemas.json"))["schemas"]
         assert checked == [schema_digest(json.loads((PISTATS / "schemas/event.json").read_text()))]
         zf.extractall(root)

@@ -165,3 +165,53 @@ def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, m
     write_fleet(load(path), path, tmp_path / "kcl", stream="s")
     assert (tmp_path / "kcl" / "topology" / "rejects" / "README").is_file()
     assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl").exists()
+
+
+def test_the_file_spout_s_input_is_not_shipped_and_the_summary_says_why(
+    tmp_path: Path, monkeypatch
+):
+    """Deployed, the trigger (or the KCL) delivers the records: a sample input in the folder
+    only makes the zip bigger (pistats' events.jsonl.gz; a real dump passes Lambda's limits)."""
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from squall.cli import main as cli
+    from squall.deploy.fleet import write_fleet
+
+    folder = tmp_path / "t"
+    path = topology(folder, "{type: object}")
+    text = path.read_text().replace("{type: stdin}", "{type: file, path: data/in.jsonl}")
+    path.write_text(text.replace("type: stdout", "type: dead_letter, path: /tmp/dl.jsonl"))
+    (folder / "data").mkdir()
+    (folder / "data" / "in.jsonl").write_text('{"n": 1}\n')
+    (folder / "data" / "lookup.jsonl").write_text('{"n": 2}\n')  # not the spout's: shipped
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # no dependency: the folder alone
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    out = tmp_path / "fn.zip"
+    result = CliRunner().invoke(
+        cli, ["package", str(path), "--handler", "consumer", "-o", str(out), "--no-compile"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "  left out: data/in.jsonl (input of the file spout 'spout', which does not run "
+        "deployed (the trigger delivers the records))" in result.output
+    )
+    names = zipfile.ZipFile(out).namelist()
+    assert "topology/data/lookup.jsonl" in names and "topology/data/in.jsonl" not in names
+    write_fleet(load(path), path, tmp_path / "kcl", stream="s")
+    assert (tmp_path / "kcl" / "topology" / "data" / "lookup.jsonl").is_file()
+    assert not (tmp_path / "kcl" / "topology" / "data" / "in.jsonl").exists()
+
+
+def test_a_spout_input_a_bolt_reads_too_ships(tmp_path: Path):
+    from squall.deploy.topology_files import left_out
+
+    folder = tmp_path / "t"
+    path = topology(folder, "shared.json")
+    path.write_text(path.read_text().replace("{type: stdin}", "{type: file, path: ./shared.json}"))
+    (folder / "shared.json").write_text(SCHEMA + "\n")
+    assert left_out(load(path), path.read_text()) == []
+    (folder / "in.jsonl").write_text("{}\n")
+    path.write_text(path.read_text().replace("./shared.json}", "in.jsonl}"))
+    assert [item.path for item in left_out(load(path), path.read_text())] == ["in.jsonl"]
