@@ -1,7 +1,7 @@
 """Secrets out of logs and errors: the one helper every URL-like value goes through before it is shown.
 
 ``redact_url`` masks the password of one URL; ``redact_text`` masks every ``scheme://user:password@``
-and ``password=…`` in free text — a driver's error message, a botocore log line. ``SquallError``
+and ``password=…`` (``token=``, ``access_token=``, ``api_key=``, …) in free text — a driver's error message, a botocore log line. ``SquallError``
 applies ``redact_text`` to every message, and ``RedactingFilter`` (installed by the CLI and the
 Lambda handlers) to every log record, whatever library wrote it and at any verbosity.
 """
@@ -20,9 +20,13 @@ MASK = "***"
 # pattern tried a scheme from every letter of a long run (a base64 blob in a message) to its end,
 # quadratic in the run's length (seconds per 100 KB).
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,39}://[^\s:/@]*:)[^\s]*@")
-# password=… in a query string or a libpq-style key/value string.
+# password=… in a query string or a libpq-style key/value string, also with a prefix
+# (access_token=, client_secret=, X-Amz-Security-Token=, api_key=: a URL a team's own bolt calls,
+# quoted by its HTTP client's error). ``key=`` alone is too common a name to mask. The prefix is
+# bounded, so a long run of ``a-a-a-…`` costs linear time.
 _KEYVALUE = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd|secret|token|access_key|secret_key)=)[^&\s'\"]+",
+    r"(?P<head>\b(?:[a-z0-9]{1,40}[_-]){0,4}"
+    r"(?:password|passwd|pwd|secret|token|api[_-]?key|access_key|secret_key)=)[^&\s'\"]+",
     re.IGNORECASE,
 )
 

@@ -34,6 +34,19 @@ SECRET = "S3CRETpw"
         ("postgresql://u:S3C#RETpw@h/db", "postgresql://u:***@h/db"),
         ("postgresql://u:S3C?RETpw@h/db x", "postgresql://u:***@h/db x"),
         ("http://host:8080/no/password", "http://host:8080/no/password"),
+        # a team's own bolt: its HTTP client's error quotes the URL it called, key and all
+        (
+            "401 Client Error: Unauthorized for url: https://api.example.com/score?ip=1.2.3.4"
+            "&api_key=S3CRETpw",
+            "401 Client Error: Unauthorized for url: https://api.example.com/score?ip=1.2.3.4"
+            "&api_key=***",
+        ),
+        ("https://h/me?access_token=S3CRETpw&f=id", "https://h/me?access_token=***&f=id"),
+        ("client_secret=S3CRETpw apikey=S3CRETpw", "client_secret=*** apikey=***"),
+        ("?X-Amz-Security-Token=S3CRETpw&X-Amz-Date=1", "?X-Amz-Security-Token=***&X-Amz-Date=1"),
+        ("x-api-key=S3CRETpw", "x-api-key=***"),
+        # names that are no secret stay: key=, tokens=, a token count
+        ("key=events/2026/a.json max_tokens=5", "key=events/2026/a.json max_tokens=5"),
     ],
 )
 def test_redact_text_masks_every_password_shape(text, expected):
