@@ -116,10 +116,19 @@ from squall.cli import _load_or_exit, _metrics_port
     "--s3-bucket",
     "s3_bucket",
     type=click.Choice(["create", "existing"]),
-    default="create",
+    default=None,
+    help="Consumer of an s3 spout: declare the spout's bucket in the template (the default with "
+    "--s3-delivery direct or eventbridge), or use an existing bucket and output the notification "
+    "to add to it (always, with --s3-delivery sqs).",
+)
+@click.option(
+    "--s3-delivery",
+    type=click.Choice(["direct", "sqs", "eventbridge"]),
+    default="direct",
     show_default=True,
-    help="Consumer of an s3 spout: declare the spout's bucket in the template (SAM's S3 event "
-    "needs it there), or use an existing bucket and output the notification to add to it.",
+    help="Consumer of an s3 spout: how the bucket's notifications reach the function — S3 "
+    "invokes it, an SQS queue it (or an SNS topic) feeds (the queue ARN a parameter), or an "
+    "EventBridge rule on the bucket and prefix.",
 )
 @click.option(
     "--cors-origin",
@@ -180,7 +189,8 @@ def package(
     provisioned: int | None,
     on_failure: str | None,
     batch_window: int | None,
-    s3_bucket: str,
+    s3_bucket: str | None,
+    s3_delivery: str,
     cors_origins: tuple[str, ...],
     auth: str,
     throttle_rate: int,
@@ -251,6 +261,7 @@ def package(
                 on_failure=on_failure,
                 batch_window=batch_window,
                 s3_bucket=s3_bucket,
+                s3_delivery=s3_delivery,
                 snapstart=snapstart,
                 provisioned=provisioned,
                 cors_origins=cors_origins,

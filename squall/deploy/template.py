@@ -74,7 +74,9 @@ class TemplateOptions:
     throttle_burst: int = 200
     stream: str | None = None  # consumer: default of StreamName when the spout names none
     batch_window: int | None = None  # consumer: MaximumBatchingWindowInSeconds (Kinesis: 1)
-    s3_bucket: str = "create"  # S3 trigger: "create" the bucket here, or use an "existing" one
+    s3_bucket: str | None = None  # S3 trigger: "create" the bucket here (None: the default),
+    # or use an "existing" one
+    s3_delivery: str = "direct"  # S3 trigger: "direct", through "sqs" or "eventbridge"
     snapstart: bool = False  # SnapStart on published versions, the trigger on the alias "live"
     provisioned: int | None = None  # provisioned concurrency of the alias "live"
 

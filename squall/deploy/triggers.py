@@ -11,6 +11,11 @@ An S3 notification can only be configured by whoever owns the bucket's configura
 event needs the bucket in the same template. ``--s3-bucket create`` (the default) declares it
 there (kept when the stack is deleted); ``--s3-bucket existing`` leaves an existing bucket alone,
 grants S3 the right to invoke the function, and outputs the notification to put on the bucket.
+``--s3-delivery`` says how the notifications reach the function: ``direct`` (S3 invokes it),
+``sqs`` (an existing queue the bucket or an SNS topic feeds: an SQS event source with partial
+batch answers) or ``eventbridge`` (a rule on the default bus matching the bucket and prefix).
+
+Size (~475 lines): one event source per delivery, each with its parameters, grants and outputs.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ SQS_TRIGGER_ACTIONS = (
 #: version the event names on a versioned bucket (GetObject with a VersionId needs the second).
 S3_TRIGGER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 S3_EVENTS = ["s3:ObjectCreated:*"]
+#: How S3 notifications reach the function (``--s3-delivery``).
+S3_DELIVERIES = ("direct", "sqs", "eventbridge")
 #: S3 invokes asynchronously: Lambda retries a failed event at most twice.
 MAX_ASYNC_RETRIES = 2
 
@@ -93,6 +100,12 @@ def add_consumer_trigger(
 ) -> None:
     """The function's ``Events`` entry and the role's statements for its trigger."""
     trigger = declared_trigger(marked)
+    if opts.s3_delivery not in S3_DELIVERIES:
+        raise SquallError(f"--s3-delivery must be one of {', '.join(S3_DELIVERIES)}")
+    source = trigger.source if trigger else TriggerSource.KINESIS
+    if source is not TriggerSource.S3 and (opts.s3_delivery != "direct" or opts.s3_bucket):
+        flag = "--s3-delivery" if opts.s3_delivery != "direct" else "--s3-bucket"
+        raise SquallError(f"{flag} is for an s3 spout; this spout is triggered by {source.upper()}")
     if trigger is None or trigger.source is TriggerSource.KINESIS:
         _kinesis(b, topology, trigger, props, statements, opts)
         return
@@ -229,14 +242,23 @@ def _sqs(
     if fifo and window:
         raise SquallError("--batch-window: Lambda has no batching window for FIFO queues")
     limit = MAX_SQS_WINDOWED_BATCH if window else MAX_SQS_BATCH
+    props["Events"] = {
+        "Queue": _sqs_event(b, queue_arn, min(topology.settings.batch_size, limit), props, opts)
+    }
+
+
+def _sqs_event(
+    b: _Builder, queue_arn: Any, batch_size: Any, props: dict[str, Any], opts: TemplateOptions
+) -> dict[str, Any]:
+    """An SQS event source answered per message, and the function's timeout parameter."""
     source: dict[str, Any] = {
         "Queue": queue_arn,
-        "BatchSize": min(topology.settings.batch_size, limit),
+        "BatchSize": batch_size,
         # squall answers batchItemFailures by message id: only those messages come back.
         "FunctionResponseTypes": ["ReportBatchItemFailures"],
     }
-    if window:
-        source["MaximumBatchingWindowInSeconds"] = window
+    if opts.batch_window:
+        source["MaximumBatchingWindowInSeconds"] = opts.batch_window
     # Lambda refuses a mapping whose function may run longer than the queue hides a message.
     b.params["FunctionTimeout"] = {
         "Type": "Number",
@@ -247,7 +269,7 @@ def _sqs(
         "(AWS advises a visibility of six times this)",
     }
     props["Timeout"] = {"Ref": "FunctionTimeout"}
-    props["Events"] = {"Queue": {"Type": "SQS", "Properties": source}}
+    return {"Type": "SQS", "Properties": source}
 
 
 def _s3(
@@ -257,31 +279,46 @@ def _s3(
     statements: list[dict[str, Any]],
     opts: TemplateOptions,
 ) -> None:
-    from squall.deploy.template import resource_sub, value_sub
+    from squall.deploy.template import resource_sub
 
     # Written as a name, not a reference to the bucket: the bucket's notification depends on
     # the function, which depends on this role.
     _grant(statements, S3_TRIGGER_ACTIONS, resource_sub(s3_object_arn(trigger)))
+    if opts.s3_delivery == "sqs":
+        _s3_through_sqs(b, trigger, props, statements, opts)
+        return
+    if opts.s3_delivery == "eventbridge":
+        _s3_through_eventbridge(b, trigger, props, opts)
+    else:
+        _s3_direct(b, trigger, props, opts)
+    if opts.on_failure:
+        props["EventInvokeConfig"] = _on_failure(
+            b,
+            opts,
+            statements,
+            "an S3 event Lambda gave up on (the objects stay in the bucket)",
+            retries=(
+                MAX_ASYNC_RETRIES,
+                MAX_ASYNC_RETRIES,
+                "Retries of a failing S3 event before it goes to the destination",
+            ),
+        )
+
+
+def _s3_direct(
+    b: _Builder, trigger: LambdaTrigger, props: dict[str, Any], opts: TemplateOptions
+) -> None:
+    """S3 invokes the function: SAM's S3 event on a bucket of the template, or the permission
+    and the notification to add to an existing bucket."""
+    from squall.deploy.template import resource_sub, value_sub
+
     rules = [
         {"Name": name, "Value": value_sub(value)}
         for name, value in (("prefix", trigger.prefix), ("suffix", trigger.suffix))
         if value
     ]
-    if opts.s3_bucket == "create":
-        b.resources["SourceBucket"] = {
-            "Type": "AWS::S3::Bucket",
-            "DeletionPolicy": "Retain",  # the data outlives the stack
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "BucketName": value_sub(trigger.name),
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": True,
-                    "BlockPublicPolicy": True,
-                    "IgnorePublicAcls": True,
-                    "RestrictPublicBuckets": True,
-                },
-            },
-        }
+    if opts.s3_bucket in (None, "create"):
+        _source_bucket(b, trigger)
         source: dict[str, Any] = {"Bucket": {"Ref": "SourceBucket"}, "Events": S3_EVENTS}
         if rules:
             source["Filter"] = {"S3Key": {"Rules": rules}}
@@ -305,30 +342,128 @@ def _s3(
         b.outputs["BucketNotification"] = {
             "Description": "Add to the bucket's notification configuration "
             "(aws s3api put-bucket-notification-configuration replaces the whole of it)",
-            "Value": _notification(trigger, f"${{{alias}}}" if alias else "${Function.Arn}"),
+            "Value": _notification(
+                trigger,
+                "LambdaFunctionConfigurations",
+                "LambdaFunctionArn",
+                f"${{{alias}}}" if alias else "${Function.Arn}",
+            ),
         }
     else:
         raise SquallError("--s3-bucket must be create or existing")
+
+
+def _source_bucket(b: _Builder, trigger: LambdaTrigger, **properties: Any) -> None:
+    """The spout's bucket, declared by the template (``--s3-bucket create``)."""
+    from squall.deploy.template import value_sub
+
+    b.resources["SourceBucket"] = {
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",  # the data outlives the stack
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketName": value_sub(trigger.name),
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            **properties,
+        },
+    }
+
+
+def _s3_through_sqs(
+    b: _Builder,
+    trigger: LambdaTrigger,
+    props: dict[str, Any],
+    statements: list[dict[str, Any]],
+    opts: TemplateOptions,
+) -> None:
+    """An existing queue fed by the bucket (or by an SNS topic, or an EventBridge rule): an SQS
+    event answered per message. The bucket is not touched: the queue's policy must let S3 (or
+    the topic) send first, so its notification is an output to add."""
     if opts.on_failure:
-        props["EventInvokeConfig"] = _on_failure(
-            b,
-            opts,
-            statements,
-            "an S3 event Lambda gave up on (the objects stay in the bucket)",
-            retries=(
-                MAX_ASYNC_RETRIES,
-                MAX_ASYNC_RETRIES,
-                "Retries of a failing S3 event before it goes to the destination",
-            ),
+        raise SquallError(
+            "--on-failure: with --s3-delivery sqs, messages that keep failing go to the queue's "
+            "own dead-letter queue (its redrive policy)"
         )
+    if opts.s3_bucket == "create":
+        raise SquallError(
+            "--s3-bucket create: with --s3-delivery sqs the template leaves the bucket alone (the "
+            "queue's policy must allow S3 first); it outputs the notification to add to it"
+        )
+    b.params["NotificationQueueArn"] = {
+        "Type": "String",
+        "Description": "ARN of the SQS queue the bucket's object-created notifications arrive "
+        "in (from S3, through SNS, or from EventBridge)",
+        "AllowedPattern": "arn:aws[a-z-]*:sqs:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,80}(\\.fifo)?",
+    }
+    queue = {"Ref": "NotificationQueueArn"}
+    _grant(statements, SQS_TRIGGER_ACTIONS, queue)
+    most = MAX_SQS_WINDOWED_BATCH if opts.batch_window else MAX_SQS_BATCH
+    b.params["ObjectsPerInvocation"] = {
+        "Type": "Number",
+        "Default": 1,
+        "MinValue": 1,
+        "MaxValue": most,
+        "Description": "Messages (objects, usually one each) per invocation: every object is "
+        "read whole within FunctionTimeout",
+    }
+    props["Events"] = {
+        "Notifications": _sqs_event(b, queue, {"Ref": "ObjectsPerInvocation"}, props, opts)
+    }
+    b.outputs["BucketNotification"] = {
+        "Description": "For S3 -> SQS: add to the bucket's notification configuration (aws "
+        "s3api put-bucket-notification-configuration replaces the whole of it)",
+        "Value": _notification(
+            trigger, "QueueConfigurations", "QueueArn", "${NotificationQueueArn}"
+        ),
+    }
 
 
-def _notification(trigger: LambdaTrigger, function_arn: str) -> dict[str, Any]:
-    """The bucket notification that sends new objects to ``function_arn`` (a ``Fn::Sub``
-    reference), as JSON (``Fn::Sub``)."""
+def _s3_through_eventbridge(
+    b: _Builder, trigger: LambdaTrigger, props: dict[str, Any], opts: TemplateOptions
+) -> None:
+    """A rule on the default event bus for the bucket's "Object Created" events under the
+    prefix; the bucket sends its events to EventBridge once that is turned on for it."""
+    from squall.deploy.template import value_sub
+
+    detail: dict[str, Any] = {"bucket": {"name": [value_sub(trigger.name)]}}
+    prefix, suffix = trigger.prefix, trigger.suffix
+    if prefix and suffix:  # one wildcard; a '*' or a backslash of the key's own is escaped
+        escaped = (v.replace("\\", "\\\\").replace("*", "\\*") for v in (prefix, suffix))
+        detail["object"] = {"key": [{"wildcard": value_sub("*".join(escaped))}]}
+    elif prefix or suffix:
+        match = {"prefix": prefix} if prefix else {"suffix": suffix}
+        detail["object"] = {"key": [{k: value_sub(v) for k, v in match.items()}]}
+    pattern = {"source": ["aws.s3"], "detail-type": ["Object Created"], "detail": detail}
+    props["Events"] = {
+        "ObjectCreated": {"Type": "EventBridgeRule", "Properties": {"Pattern": pattern}}
+    }
+    if opts.s3_bucket in (None, "create"):
+        _source_bucket(
+            b,
+            trigger,
+            NotificationConfiguration={"EventBridgeConfiguration": {"EventBridgeEnabled": True}},
+        )
+    elif opts.s3_bucket == "existing":
+        b.outputs["BucketNotification"] = {
+            "Description": "Turns on EventBridge delivery for the bucket: add to its notification "
+            "configuration (aws s3api put-bucket-notification-configuration replaces the whole of it)",
+            "Value": json.dumps({"EventBridgeConfiguration": {}}),
+        }
+    else:
+        raise SquallError("--s3-bucket must be create or existing")
+
+
+def _notification(trigger: LambdaTrigger, kind: str, key: str, arn: str) -> dict[str, Any]:
+    """The bucket notification (``kind``: ``LambdaFunctionConfigurations``, ``QueueConfigurations``)
+    that sends new objects to ``arn`` (a ``Fn::Sub`` reference), as JSON (``Fn::Sub``)."""
     from squall.deploy.template import resource_sub
 
-    config: dict[str, Any] = {"LambdaFunctionArn": function_arn, "Events": S3_EVENTS}
+    config: dict[str, Any] = {key: arn, "Events": S3_EVENTS}
     rules = [
         {"Name": name, "Value": value}
         for name, value in (("prefix", trigger.prefix), ("suffix", trigger.suffix))
@@ -336,4 +471,4 @@ def _notification(trigger: LambdaTrigger, function_arn: str) -> dict[str, Any]:
     ]
     if rules:
         config["Filter"] = {"Key": {"FilterRules": rules}}
-    return resource_sub(json.dumps({"LambdaFunctionConfigurations": [config]}))
+    return resource_sub(json.dumps({kind: [config]}))
