@@ -183,7 +183,9 @@ def _batches(
     max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[list[Record]]:
     """``line_batches`` for a file or stdin: errors name the spout and the stream; reading stops
-    when the spout is stopping."""
+    when the spout is stopping. A UTF-8 BOM opening the input (Excel and Windows exports) is not
+    part of its first line; fingerprints digest the bytes as they are, so event ids are those of
+    before."""
     yield from line_batches(
         lines,
         stream,
@@ -192,6 +194,7 @@ def _batches(
         where=f"{spout.id}: {stream}",
         skip_blank=skip_blank,
         max_line_bytes=max_line_bytes,
+        strip_bom=True,
         stopping=lambda: spout.stopping,
     )
 

@@ -176,3 +176,33 @@ def test_file_spout_accepts_a_crlf_line_exactly_at_max_line_bytes():
     assert [(r.data, r.meta.defect) for r in lf] == [(b"12345678", None), (b"ab", None)]
     crlf = records(b"12345678\r\nab\r\n")
     assert [(r.data, r.meta.defect) for r in crlf] == [(b"12345678", None), (b"ab", None)]
+
+
+def test_a_utf8_bom_opening_a_file_or_stdin_is_not_part_of_its_first_line(tmp_path: Path):
+    """Excel and Windows exports start with a UTF-8 BOM: the first line was dead-lettered as bad
+    JSON. It is dropped from the input's start only, and the records' metadata — the event ids
+    derive from it, fingerprints digesting the bytes as they are — is what it was."""
+    from squall.spouts.lines import line_batches
+    from tests.deploy.test_local_runner import TOPOLOGY, run_cli
+
+    content = b'\xef\xbb\xbf{"n": 0}\n{"n": 1, "s": "\xef\xbb\xbf inside"}\n{"n": 2}\n'
+    path = tmp_path / "excel.jsonl"
+    path.write_bytes(content)
+    report = _run_file(tmp_path, path)
+    assert report.counts[Outcome.COMMITTED] == 3 and report.counts[Outcome.DEAD_LETTERED] == 0
+    assert _rows(tmp_path / "w.db") == [0, 1, 2]
+    for shard in ("file", "stdin"):
+        (records,) = _batches(io.BytesIO(content), "s", shard, 10, _spout(), skip_blank=True)
+        assert [r.data for r in records] == [
+            b'{"n": 0}',
+            b'{"n": 1, "s": "\xef\xbb\xbf inside"}',
+            b'{"n": 2}',
+        ]
+        (before,) = line_batches(io.BytesIO(content), "s", shard, 10, where="w", skip_blank=True)
+        assert [r.meta for r in records] == [r.meta for r in before]
+    t = tmp_path / "stdin.yaml"
+    db = tmp_path / "stdin.db"
+    t.write_text(TOPOLOGY.format(db=db, spout="{type: stdin}", batch=2, extra="", dlq=""))
+    r = run_cli(["run", str(t)], input=content.decode("utf-8"))
+    assert r.returncode == 0, r.stderr
+    assert _rows(db) == [0, 1, 2]
