@@ -311,7 +311,27 @@ class RowBuilder:
         """
         env: dict[str, Any] = {"MISSING": MISSING, "isinstance": isinstance, "dict": dict}
         env["checked"], env["Fallback"] = self.row_checked, _Fallback
-        lines = ["def row(ev):", "    p = ev.value", "    try:"]
+        # A payload that is not a plain dict (rare: a bolt's own mapping) takes the loop.
+        lines = ["def row(ev):", "    p = ev.value", "    if p.__class__ is not dict:"]
+        lines += ["        return checked(ev)", "    try:"]
+        # One variable per distinct path prefix: ``geo.city`` and ``geo.status`` read ``geo``
+        # once. A deeper step reads a dict's key (an exact dict without a call, a subclass with
+        # one); anything else, MISSING and None included, gives MISSING, as ``row_checked`` walks.
+        nodes: dict[tuple[str, ...], str] = {(): "p"}
+
+        def node(keys: tuple[str, ...]) -> str:
+            var = nodes.get(keys)
+            if var is None:
+                parent = node(keys[:-1])
+                var = nodes[keys] = f"n{len(nodes)}"
+                step = f"{parent}.get({keys[-1]!r}, MISSING)"
+                if parent != "p":
+                    step += (
+                        f" if {parent}.__class__ is dict or isinstance({parent}, dict) else MISSING"
+                    )
+                lines.append(f"        {var} = {step}")
+            return var
+
         out = []
         for i, (_name, _spec, keys, get, conv, nullable, text) in enumerate(self._plan):
             env[f"conv{i}"] = conv
@@ -319,16 +339,16 @@ class RowBuilder:
                 env[f"get{i}"] = get
                 lines.append(f"        v = get{i}(ev)")
             else:
-                lines.append("        v = p")
-                for k in keys:
-                    lines.append(
-                        f"        v = v.get({k!r}, MISSING) if isinstance(v, dict) else MISSING"
-                    )
+                lines.append(f"        v = {node(tuple(keys))}")
             lines.append("        if v is None or v is MISSING:")
             lines.append(f"            c{i} = None" if nullable else "            raise Fallback")
             if text:
                 lines.append(
                     f"        else:\n            c{i} = v if v.__class__ is str else conv{i}(v)"
+                )
+            elif conv is _to_bool:  # a JSON boolean is stored as it is
+                lines.append(
+                    f"        else:\n            c{i} = v if v.__class__ is bool else conv{i}(v)"
                 )
             else:
                 lines.append(f"        else:\n            c{i} = conv{i}(v)")
