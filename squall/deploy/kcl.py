@@ -14,7 +14,12 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
   ``initialize`` as for a batch;
 - any other error of a batch exits the process before the batch is reported done;
 - records that failed with nowhere to go (no dead-letter sink) are not skippable: the processor
-  checkpoints the position before the first of them and exits.
+  checkpoints the position before the first of them and exits;
+- a checkpoint the daemon could not store (``ThrottlingException``,
+  ``KinesisClientLibDependencyException``) is retried with capped backoff before the message is
+  reported done — kclpy would report it done, and a SHARD_END never stored keeps the child shards
+  from starting; any other checkpoint error (``InvalidStateException``…) exits as a batch's error
+  does (on a requested shutdown it is logged: the shard resumes from its last stored checkpoint).
 
 A processor that exits stops the whole daemon (the MultiLangDaemon calls ``System.exit`` when a
 record processor's child ends); the fleet's systemd unit starts the worker again, and each shard
@@ -69,6 +74,11 @@ PERMANENT_ERRORS = (SinkError, TopologyError)
 #: What the daemon answers a checkpoint with once the lease belongs to another worker
 #: (KCL ``ShutdownException``, passed as the error name of the multilang checkpoint message).
 LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
+#: Checkpoint errors the KCL says to back off from and retry: DynamoDB throttled the write, or could
+#: not be reached. Retried here with capped backoff; the message is not reported done meanwhile.
+RETRIED_CHECKPOINT_ERRORS = frozenset(
+    ("ThrottlingException", "KinesisClientLibDependencyException")
+)
 
 
 class LeaseLost(Exception):
@@ -221,6 +231,8 @@ class RecordProcessor:
                 self._release(process_records_input.checkpointer, self.engine.tick)
             except LeaseLost:
                 pass  # the new owner replays from the last checkpoint
+            except Exception as exc:  # kclpy would report the poll done
+                self._exit_unexpected("an idle poll", exc)
             return
         backoff = 1.0
         lag = {self.shard_id: ms} if ms is not None else None
@@ -251,6 +263,8 @@ class RecordProcessor:
                 self._release(process_records_input.checkpointer, self.engine.release)
         except LeaseLost:
             return  # the new owner replays from the last checkpoint; failed records included
+        except Exception as exc:  # kclpy would report the batch done: the exit below is skipped
+            self._exit_unexpected("checkpointing a batch", exc)
         if not result.ok:
             first = result.failed[0]
             log.error(
@@ -277,6 +291,8 @@ class RecordProcessor:
             self._call_checkpoint(shard_ended_input.checkpointer.checkpoint)
         except LeaseLost:
             pass
+        except Exception as exc:  # done without SHARD_END: the child shards would never start
+            self._exit_unexpected("checkpointing the shard's end", exc)
 
     @_in_context
     def shutdown_requested(self, shutdown_requested_input) -> None:
@@ -294,6 +310,8 @@ class RecordProcessor:
             )
         except LeaseLost:
             pass
+        except Exception as exc:  # stopping anyway: the shard resumes from its last checkpoint
+            log.error("shard %s: shutdown requested; final checkpoint: %r", self.shard_id, exc)
         self._close()
 
     def _release(self, checkpointer, release: Callable[[], dict[str, Position]]) -> None:
@@ -325,14 +343,29 @@ class RecordProcessor:
         self.last_checkpoint = position
 
     def _call_checkpoint(self, checkpoint, *args) -> None:
-        """Checkpoint; a lease that moved to another worker raises ``LeaseLost`` (logged once, at INFO)."""
-        try:
-            checkpoint(*args)
-        except Exception as exc:
-            if _checkpoint_error_name(exc) not in LEASE_LOST_ERRORS:
-                raise
-            self._lost()
-            raise LeaseLost(self.shard_id) from None
+        """Checkpoint; a lease that moved to another worker raises ``LeaseLost`` (logged once, at
+        INFO); a throttled or unreachable DynamoDB is retried with capped backoff."""
+        backoff = 1.0
+        while True:
+            try:
+                checkpoint(*args)
+                return
+            except Exception as exc:
+                name = _checkpoint_error_name(exc)
+                if name in LEASE_LOST_ERRORS:
+                    self._lost()
+                    raise LeaseLost(self.shard_id) from None
+                if name not in RETRIED_CHECKPOINT_ERRORS:
+                    raise
+                log.warning(
+                    "shard %s: checkpoint at %s not stored: %s; retrying in %.0fs",
+                    self.shard_id,
+                    args[0] if args else "SHARD_END",
+                    name,
+                    backoff,
+                )
+            self._wait(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
 
     def _lost(self) -> None:
         self.lost = True

@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from squall.cli import main
-from squall.deploy.kcl import RecordProcessor
+from squall.deploy.kcl import EXIT_UNEXPECTED_ERROR, RecordProcessor
 from squall.deploy.kcl_daemon import (
     KclSettings,
     private_properties_path,
@@ -107,8 +108,9 @@ def test_other_checkpoint_errors_still_surface(tmp_path: Path):
             "error": "InvalidStateException",
         },
     ]
-    _, err, processor = run_protocol(tmp_path, lines)
-    assert "InvalidStateException" in err and not processor.lost
+    with pytest.raises(SystemExit) as exited:  # not reported done (test_kcl_checkpoint_errors.py)
+        run_protocol(tmp_path, lines)
+    assert exited.value.code == EXIT_UNEXPECTED_ERROR
 
 
 def test_shutdown_requested_takes_a_final_checkpoint(tmp_path: Path, caplog):

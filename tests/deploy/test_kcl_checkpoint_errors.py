@@ -1,0 +1,180 @@
+"""What the KCL record processor does when the daemon answers a checkpoint with an error.
+
+The MultiLangDaemon answers each checkpoint message with the name of the exception its
+checkpointer raised (``RecordProcessorCheckpointer.checkpoint``): ``ThrottlingException`` and
+``KinesisClientLibDependencyException`` (DynamoDB throttled or unreachable: "the application can
+back off and retry"), ``ShutdownException`` (the lease is another worker's), ``InvalidStateException``
+and ``IllegalArgumentException``. amazon-kclpy raises it as a ``CheckpointError`` in the hook, and
+swallows whatever the hook raises: the message is reported done all the same.
+
+Driven through amazon-kclpy's own loop (``KCLProcess``) with the daemon's protocol lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.kcl import EXIT_RECORDS_FAILED, EXIT_UNEXPECTED_ERROR, RecordProcessor
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from tests.factories import kcl_record
+
+TOPOLOGY = """
+name: kcl-checkpoint-errors
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: chaos, type: 'squall.testing:FaultyBolt'}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+"""
+INIT = {
+    "action": "initialize",
+    "shardId": "shardId-000000000001",
+    "sequenceNumber": "TRIM_HORIZON",
+    "subSequenceNumber": 0,
+}
+
+
+def batch(*docs: dict, start: int = 100) -> dict:
+    records = [kcl_record(d, start + i) for i, d in enumerate(docs)]
+    return {"action": "processRecords", "millisBehindLatest": 0, "records": records}
+
+
+def answer(seq: str | None, error: str | None = None) -> dict:
+    """The daemon's answer to a checkpoint message (sequence None: a checkpoint at SHARD_END)."""
+    doc = {"action": "checkpoint", "sequenceNumber": seq, "subSequenceNumber": None}
+    if seq is not None:
+        doc["subSequenceNumber"] = 0
+    return {**doc, "error": error} if error else doc
+
+
+class Run:
+    """One record processor process: the daemon's lines in, its lines and stderr out."""
+
+    def __init__(self, tmp_path: Path, lines: list[dict]):
+        from amazon_kclpy import kcl
+
+        self.db = tmp_path / "w.db"
+        engine = Engine(load_text(TOPOLOGY.format(db=self.db)).plan)
+        self.slept: list[float] = []
+        self.processor = RecordProcessor(
+            engine, stream="s", sleep=self.slept.append, daemon_alive=lambda: True
+        )
+        out, err = io.StringIO(), io.StringIO()
+        stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+        self.exit_code = None
+        try:
+            kcl.KCLProcess(self.processor, input_file=stdin, output_file=out, error_file=err).run()
+        except SystemExit as exc:
+            self.exit_code = exc.code
+        self.err = err.getvalue()
+        self.sent = [json.loads(x) for x in out.getvalue().splitlines() if x.strip()]
+
+    def done(self) -> list[str]:
+        """The messages reported done, in order."""
+        return [s["responseFor"] for s in self.sent if s["action"] == "status"]
+
+    def checkpoints(self) -> list[str | None]:
+        return [s["sequenceNumber"] for s in self.sent if s["action"] == "checkpoint"]
+
+    def rows(self) -> list[int]:
+        conn = sqlite3.connect(self.db)
+        return [n for (n,) in conn.execute("select n from events order by n")]
+
+
+@pytest.mark.parametrize("error", ["ThrottlingException", "KinesisClientLibDependencyException"])
+def test_a_throttled_checkpoint_is_retried_before_the_batch_is_done(tmp_path: Path, error: str):
+    run = Run(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}, {"n": 2}),
+            answer("101", error),
+            answer("101", error),
+            answer("101"),
+        ],
+    )
+    assert run.exit_code is None and "Caught exception" not in run.err, run.err
+    assert run.checkpoints() == ["101", "101", "101"] and run.slept == [1.0, 2.0]
+    assert run.done() == ["initialize", "processRecords"]
+    assert run.processor.last_checkpoint.sequence_number == "101"
+
+
+def test_failed_records_still_stop_the_shard_when_the_checkpoint_before_them_throttles(
+    tmp_path: Path,
+):
+    """No dead-letter sink: record 101 fails, the processor checkpoints 100 and exits. Before, a
+    throttled checkpoint escaped the hook: kclpy reported the batch done, and the next batch's
+    checkpoint (here 200) moved past record 101, which was never written anywhere."""
+    run = Run(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}),
+            answer("100", "ThrottlingException"),
+            answer("100"),
+            batch({"n": 4}, start=200),
+            answer("200"),
+        ],
+    )
+    assert run.exit_code == EXIT_RECORDS_FAILED, run.err
+    assert run.checkpoints() == ["100", "100"] and run.done() == ["initialize"]
+    assert run.rows() == [1, 3]
+
+
+def test_a_throttled_shard_end_checkpoint_is_retried(tmp_path: Path):
+    """The daemon sends shardEnded once: answered without a SHARD_END checkpoint, the KCL's
+    shutdown task fails ("Application didn't checkpoint at end of shard") and is retried against a
+    processor already shut down, so the child shards never start until the worker restarts."""
+    run = Run(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}),
+            answer("100"),
+            {"action": "shardEnded"},
+            answer(None, "ThrottlingException"),
+            answer(None),
+        ],
+    )
+    assert run.exit_code is None and "Caught exception" not in run.err, run.err
+    assert run.checkpoints() == ["100", None, None]
+    assert run.done() == ["initialize", "processRecords", "shardEnded"]
+
+
+def test_a_throttled_final_checkpoint_on_a_requested_shutdown_is_retried(tmp_path: Path):
+    run = Run(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}),
+            answer("100", "ThrottlingException"),
+            answer("100"),
+            {"action": "shutdownRequested"},
+            answer("100"),
+            {"action": "leaseLost"},
+        ],
+    )
+    assert run.exit_code is None and "Caught exception" not in run.err, run.err
+    assert run.done() == ["initialize", "processRecords", "shutdownRequested", "leaseLost"]
+    assert run.processor._closed
+
+
+@pytest.mark.parametrize("error", ["InvalidStateException", "IllegalArgumentException"])
+def test_a_checkpoint_that_cannot_be_stored_stops_the_shard_before_the_batch_is_done(
+    tmp_path: Path, error: str
+):
+    """Not reported done: the daemon restarts the shard from its last checkpoint (the batch's rows
+    are already stored: idempotent). Before, kclpy reported the batch done with a traceback and
+    the shard went on without a checkpoint; failed records after it were skipped."""
+    run = Run(tmp_path, [INIT, batch({"n": 1}), answer("100", error), batch({"n": 2}, start=200)])
+    assert run.exit_code == EXIT_UNEXPECTED_ERROR, run.err
+    assert run.done() == ["initialize"] and run.rows() == [1]
