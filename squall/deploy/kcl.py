@@ -28,7 +28,9 @@ resumes from its checkpoint.
 A lease taken over by another worker (a rebalance, or this worker was too slow to renew it) is
 the fleet's normal life: the checkpoint then answers ``ShutdownException``; the processor logs
 one INFO line, stops checkpointing, and closes the engine when the daemon says ``leaseLost``. The
-new owner resumes from the last checkpoint (sinks are idempotent on ``event_id``).
+new owner resumes from the last checkpoint (sinks are idempotent on ``event_id``). A processor
+waiting to retry reads its lease's owner before each retry (``kcl_lease``) and gives the batch up
+once the lease is another's: committed after the new owner's batches, it would undo them.
 
 On a graceful stop (``squall kcl`` got SIGTERM and passed it to the daemon alone) the daemon calls
 ``shutdown_requested`` on every processor: it takes a final checkpoint and closes the engine.
@@ -36,6 +38,9 @@ On a graceful stop (``squall kcl`` got SIGTERM and passed it to the daemon alone
 stdout is the daemon's protocol channel: logs go to stderr (the daemon logs every stderr line
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
+
+Size (~435 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ class RecordProcessor:
         sleep: Callable[[float], None] = time.sleep,
         max_backoff: float = 30.0,
         daemon_alive: Callable[[], bool] | None = None,
+        lease_held: Callable[[str], bool] = lambda shard: True,
     ):
         self.engine = engine
         # The daemon de-aggregates KPL records before it hands them over (sub-sequence numbers
@@ -142,6 +148,7 @@ class RecordProcessor:
         # reads our checkpoints and the lease belongs to the next worker; a processor waiting for
         # a dependency must not live on and write the batch again beside the new owner.
         self._daemon_alive = daemon_alive or (lambda: os.getppid() == daemon)
+        self._lease_held = lease_held  # asked before each retry (kcl_lease.LeaseProbe.held)
         self.stream = stream
         self.shard_id = ""
         self._sleep = sleep
@@ -157,7 +164,10 @@ class RecordProcessor:
     @_in_context
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
-        self._open()
+        try:
+            self._open()
+        except LeaseLost:
+            return
         log.info("shard %s: starting at %s", self.shard_id, initialize_input.sequence_number)
 
     def _open(self) -> None:
@@ -184,7 +194,8 @@ class RecordProcessor:
                 self._exit_unexpected("opening the topology", exc)
 
     def _wait(self, backoff: float) -> None:
-        """Sleep before a retry; exit when the daemon went away meanwhile."""
+        """Sleep before a retry; exit when the daemon went away meanwhile, raise ``LeaseLost`` when
+        another worker holds the lease now (it commits what this retry would)."""
         self._sleep(backoff)
         if not self._daemon_alive():
             log.error(
@@ -193,6 +204,9 @@ class RecordProcessor:
                 self.shard_id,
             )
             sys.exit(EXIT_DAEMON_GONE)
+        if not self.lost and not self._lease_held(self.shard_id):
+            self._lost()
+            raise LeaseLost(self.shard_id)
 
     def _exit_misconfigured(self, what: str, exc: BaseException) -> None:
         """Stop on an error a retry cannot fix; nothing after the last checkpoint is acknowledged
@@ -247,7 +261,10 @@ class RecordProcessor:
                 if isinstance(exc.cause, PERMANENT_ERRORS):
                     self._exit_misconfigured("a batch", exc)
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
-                self._wait(backoff)
+                try:
+                    self._wait(backoff)
+                except LeaseLost:
+                    return  # not committed: the new owner commits the batch
                 backoff = min(backoff * 2, self._max_backoff)
             except (
                 Exception
@@ -395,7 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point the daemon runs: ``python -m squall.deploy.kcl TOPOLOGY [STREAM]``."""
     from amazon_kclpy import kcl
 
-    args = sys.argv[1:] if argv is None else argv
+    from squall.deploy.kcl_lease import LeaseProbe, LeaseTable
+
+    args, lease = LeaseTable.from_args(sys.argv[1:] if argv is None else argv)
     from squall.observability.logs import configure
 
     level = os.environ.get("SQUALL_LOG_LEVEL", "WARNING").upper()
@@ -410,7 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     topology = load(args[0])
     check_kcl_safe(topology)
     engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
-    kcl.KCLProcess(RecordProcessor(engine, stream=args[1] if len(args) > 1 else "")).run()
+    stream = args[1] if len(args) > 1 else ""
+    held = LeaseProbe(lease).held if lease else (lambda shard: True)
+    kcl.KCLProcess(RecordProcessor(engine, stream=stream, lease_held=held)).run()
 
 
 if __name__ == "__main__":

@@ -86,8 +86,20 @@ class KclSettings:
     extra: dict[str, str] = field(default_factory=dict)
 
     def properties(self) -> str:
+        from squall.deploy.kcl_lease import LeaseTable
+
+        worker = self.worker_id or default_worker_id()
+        # the processor reads its lease's owner before retrying a batch (kcl_lease)
+        lease = LeaseTable(self.application, worker, self.region, self.dynamodb_endpoint)
         executable = " ".join(
-            [self.python, "-m", "squall.deploy.kcl", str(self.topology.resolve()), self.stream]
+            [
+                self.python,
+                "-m",
+                "squall.deploy.kcl",
+                str(self.topology.resolve()),
+                self.stream,
+                *lease.args(),
+            ]
         )
         props = {
             "executableName": executable,
@@ -104,7 +116,7 @@ class KclSettings:
             props["dynamoDBEndpoint"] = self.dynamodb_endpoint
         if not self.metrics:
             props["metricsLevel"] = "NONE"
-        props["workerId"] = self.worker_id or default_worker_id()
+        props["workerId"] = worker
         props["shutdownGraceMillis"] = str(DEFAULT_SHUTDOWN_GRACE_MILLIS)
         # Idle polls reach the processor too: a sink that rolls files by age releases (and the
         # checkpoint moves) while no record arrives.

@@ -1,0 +1,100 @@
+"""A record processor waiting to retry a batch reads its lease's owner first (``kcl_lease``).
+
+End to end with the real daemon: tests/kinesis/test_kcl_zombie.py."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from squall.deploy.kcl import RecordProcessor
+from squall.deploy.kcl_daemon import KclSettings
+from squall.deploy.kcl_lease import LeaseProbe, LeaseTable
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+
+TOPOLOGY = """
+name: kcl-lease
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: chaos, type: 'squall.testing:FaultyBolt', transient_failures: 3}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: events, columns: {{n: {{path: n, type: integer}}}}}}
+"""
+
+
+def test_a_retry_is_given_up_once_another_worker_holds_the_lease(tmp_path: Path):
+    owners = iter(["w1", "w2"])  # held at the first retry, taken before the second
+    asked: list[str] = []
+
+    def held(shard: str) -> bool:
+        asked.append(shard)
+        return next(owners) == "w1"
+
+    slept: list[float] = []
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
+    processor = RecordProcessor(engine, stream="s", sleep=slept.append, lease_held=held)
+    cp = KclCheckpointer()
+    kcl_initialize().dispatch(cp, processor)
+    kcl_process_records([{"n": 1}]).dispatch(cp, processor)  # reported done, not committed
+    assert slept == [1.0, 2.0] and asked == ["shardId-000000000001"] * 2
+    assert processor.lost and cp.calls == []
+    kcl_process_records([{"n": 2}], start=200).dispatch(cp, processor)  # until leaseLost comes
+    rows = sqlite3.connect(tmp_path / "w.db").execute("select count(*) from events").fetchone()
+    assert rows == (0,) and cp.calls == []
+
+
+class Table:
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls: list[dict] = []
+
+    def get_item(self, **kwargs):
+        self.calls.append(kwargs)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_the_probe_reads_the_lease_owner_and_never_stops_a_retry_on_doubt():
+    lease = LeaseTable("app", "w1")
+
+    def held(answer) -> bool:
+        return LeaseProbe(lease, Table(answer)).held("shardId-000000000001")
+
+    assert held({"Item": {"leaseKey": {"S": "s"}, "leaseOwner": {"S": "w1"}}})
+    assert not held({"Item": {"leaseKey": {"S": "s"}, "leaseOwner": {"S": "w2"}}})
+    assert not held({"Item": {"leaseKey": {"S": "s"}}})  # released
+    assert held({})  # no such lease: not the KCL's table
+    assert held(ConnectionError("DynamoDB unreachable"))
+    table = Table({})
+    LeaseProbe(lease, table).held("shardId-000000000001")
+    assert table.calls == [
+        {
+            "TableName": "app",
+            "Key": {"leaseKey": {"S": "shardId-000000000001"}},
+            "ConsistentRead": True,
+            "ProjectionExpression": "leaseKey, leaseOwner",
+        }
+    ]
+
+
+def test_squall_kcl_tells_the_processor_its_lease_table(tmp_path: Path):
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    settings = KclSettings(
+        topology, "s", "app", worker_id="host a:1", dynamodb_endpoint="http://127.0.0.1:4567"
+    )
+    [line] = [x for x in settings.properties().splitlines() if x.startswith("executableName")]
+    words = line.split(" = ", 1)[1].split(" ")  # as the KCL splits it
+    assert words[1:5] == ["-m", "squall.deploy.kcl", str(topology.resolve()), "s"]
+    rest, lease = LeaseTable.from_args(words[3:])
+    assert rest == [str(topology.resolve()), "s"]
+    assert lease == LeaseTable("app", "host a:1", "us-east-1", "http://127.0.0.1:4567")
+    assert LeaseTable.from_args(LeaseTable("app", "w1").args()) == ([], LeaseTable("app", "w1"))
+    assert LeaseTable.from_args(["t.yaml", "s"]) == (["t.yaml", "s"], None)
