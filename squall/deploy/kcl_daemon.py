@@ -88,21 +88,8 @@ class KclSettings:
     def properties(self) -> str:
         from squall.deploy.kcl_lease import LeaseTable
 
-        worker = self.worker_id or default_worker_id()
-        # the processor reads its lease's owner before retrying a batch (kcl_lease)
-        lease = LeaseTable(self.application, worker, self.region, self.dynamodb_endpoint)
-        executable = " ".join(
-            [
-                self.python,
-                "-m",
-                "squall.deploy.kcl",
-                str(self.topology.resolve()),
-                self.stream,
-                *lease.args(),
-            ]
-        )
         props = {
-            "executableName": executable,
+            "executableName": "",  # below: it names the lease table the daemon ends up using
             "streamName": self.stream,
             "applicationName": self.application,
             "AWSCredentialsProvider": "DefaultAWSCredentialsProviderChain",
@@ -116,12 +103,34 @@ class KclSettings:
             props["dynamoDBEndpoint"] = self.dynamodb_endpoint
         if not self.metrics:
             props["metricsLevel"] = "NONE"
-        props["workerId"] = worker
+        props["workerId"] = self.worker_id or default_worker_id()
         props["shutdownGraceMillis"] = str(DEFAULT_SHUTDOWN_GRACE_MILLIS)
         # Idle polls reach the processor too: a sink that rolls files by age releases (and the
         # checkpoint moves) while no record arrives.
         props["callProcessRecordsEvenForEmptyRecordList"] = "true"
         props.update(self.extra)
+        if "workerIdentifier" in self.extra and "workerId" not in self.extra:
+            del props["workerId"]  # one worker id in the file: the one the user set
+        if not self.extra.get("executableName"):
+            # The processor reads its lease's owner before retrying a batch (kcl_lease): the
+            # table, worker id, region and endpoint the daemon uses, ``--set`` ones included (a
+            # worker id it does not write as ``leaseOwner`` gives up every retried batch).
+            lease = LeaseTable(
+                props.get("tableName") or props["applicationName"],
+                props.get("workerIdentifier") or props["workerId"],
+                props.get("regionName") or None,
+                props.get("dynamoDBEndpoint") or None,
+            )
+            props["executableName"] = " ".join(
+                [
+                    self.python,
+                    "-m",
+                    "squall.deploy.kcl",
+                    str(self.topology.resolve()),
+                    self.stream,
+                    *lease.args(),
+                ]
+            )
         if " " in str(self.topology.resolve()) or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")
         return "".join(f"{k} = {v}\n" for k, v in props.items())

@@ -98,3 +98,30 @@ def test_squall_kcl_tells_the_processor_its_lease_table(tmp_path: Path):
     assert lease == LeaseTable("app", "host a:1", "us-east-1", "http://127.0.0.1:4567")
     assert LeaseTable.from_args(LeaseTable("app", "w1").args()) == ([], LeaseTable("app", "w1"))
     assert LeaseTable.from_args(["t.yaml", "s"]) == (["t.yaml", "s"], None)
+
+
+def test_the_lease_table_is_the_one_the_daemon_uses_with_set_properties(tmp_path: Path):
+    # ``squall kcl --set workerId=…`` (or tableName, regionName, dynamoDBEndpoint): the daemon
+    # writes that worker id as ``leaseOwner``; a probe asking for another id finds every lease
+    # "another's" and a healthy worker gives up each batch it retries, then stalls the shard.
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+
+    def lease_of(**extra: str) -> tuple[LeaseTable | None, dict[str, str]]:
+        settings = KclSettings(topology, "s", "app", worker_id="w1", extra=extra)
+        props = dict(x.split(" = ", 1) for x in settings.properties().splitlines())
+        words = props["executableName"].split(" ")
+        return LeaseTable.from_args(words[3:])[1], props
+
+    assert lease_of()[0] == LeaseTable("app", "w1", "us-east-1")
+    lease, props = lease_of(
+        workerId="w9",
+        tableName="leases",
+        regionName="eu-west-1",
+        dynamoDBEndpoint="http://127.0.0.1:9",
+    )
+    assert props["workerId"] == "w9"
+    assert lease == LeaseTable("leases", "w9", "eu-west-1", "http://127.0.0.1:9")
+    lease, props = lease_of(workerIdentifier="w8")
+    assert "workerId" not in props and lease == LeaseTable("app", "w8", "us-east-1")
+    assert lease_of(executableName="my-processor")[1]["executableName"] == "my-processor"
