@@ -20,12 +20,15 @@ MASK = "***"
 # pattern tried a scheme from every letter of a long run (a base64 blob in a message) to its end,
 # quadratic in the run's length (seconds per 100 KB).
 _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,39}://[^\s:/@]*:)[^\s]*@")
-# password=… in a query string or a libpq-style key/value string, also with a prefix
-# (access_token=, client_secret=, X-Amz-Security-Token=, api_key=: a URL a team's own bolt calls,
-# quoted by its HTTP client's error). ``key=`` alone is too common a name to mask. The prefix is
-# bounded, so a long run of ``a-a-a-…`` costs linear time.
+# password=… in a query string or a libpq-style key/value string, also as the last word of a
+# longer name (access_token=, client_secret=, X-Amz-Security-Token=, api_key=: a URL a team's own
+# bolt calls, quoted by its HTTP client's error; SQUALL_PROD_EU_WAREHOUSE_DB_PASSWORD=): the
+# keyword follows anything but a letter or digit, whatever the name before it (a pattern matching
+# the name's words from a word boundary missed names of five words or one word over 40
+# characters, and tried every word of a run like ``a-a-a-…``). ``key=`` alone is too common a
+# name to mask; ``mytoken=``, ``max_tokens=`` are no secret.
 _KEYVALUE = re.compile(
-    r"(?P<head>\b(?:[a-z0-9]{1,40}[_-]){0,4}"
+    r"(?P<head>(?<![a-z0-9])"
     r"(?:password|passwd|pwd|secret|token|api[_-]?key|access_key|secret_key)=)[^&\s'\"]+",
     re.IGNORECASE,
 )

@@ -47,6 +47,14 @@ SECRET = "S3CRETpw"
         ("x-api-key=S3CRETpw", "x-api-key=***"),
         # names that are no secret stay: key=, tokens=, a token count
         ("key=events/2026/a.json max_tokens=5", "key=events/2026/a.json max_tokens=5"),
+        # a name of many words, or of a long one: its last word is the secret's name
+        (
+            "SQUALL_PROD_EU_WAREHOUSE_DB_PASSWORD=S3CRETpw",
+            "SQUALL_PROD_EU_WAREHOUSE_DB_PASSWORD=***",
+        ),
+        ("a-b-c-d-e-f-api-key=S3CRETpw", "a-b-c-d-e-f-api-key=***"),
+        ("x" * 41 + "_token=S3CRETpw", "x" * 41 + "_token=***"),
+        ("mytoken=abc passwords=2", "mytoken=abc passwords=2"),
     ],
 )
 def test_redact_text_masks_every_password_shape(text, expected):
