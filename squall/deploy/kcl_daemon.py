@@ -133,7 +133,24 @@ class KclSettings:
             )
         if " " in str(self.topology.resolve()) or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")
-        return "".join(f"{k} = {v}\n" for k, v in props.items())
+        return "".join(f"{_java(k)} = {_java(v)}\n" for k, v in props.items())
+
+
+def _java(text: str) -> str:
+    """``text`` as ``java.util.Properties.load`` reads it back: the daemon reads the file as
+    ISO-8859-1, so other characters are ``\\uXXXX`` escapes (a worker id ``wörker`` read as
+    ``wÃ¶rker`` is the ``leaseOwner`` the KCL writes, and the processor's lease check, comparing
+    ``wörker``, would take each of its leases for another worker's); a backslash is doubled."""
+    if text.isascii() and "\\" not in text:
+        return text
+    out = []
+    for ch in text.replace("\\", "\\\\"):
+        if ch.isascii():
+            out.append(ch)
+            continue
+        units = ch.encode("utf-16-be")
+        out.extend(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+    return "".join(out)
 
 
 def jars_dir(explicit: str | Path | None = None) -> Path:

@@ -4,6 +4,7 @@ End to end with the real daemon: tests/kinesis/test_kcl_zombie.py."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -125,3 +126,35 @@ def test_the_lease_table_is_the_one_the_daemon_uses_with_set_properties(tmp_path
     lease, props = lease_of(workerIdentifier="w8")
     assert "workerId" not in props and lease == LeaseTable("app", "w8", "us-east-1")
     assert lease_of(executableName="my-processor")[1]["executableName"] == "my-processor"
+
+
+def java_properties(data: bytes) -> dict[str, str]:
+    """A properties file as ``java.util.Properties.load(InputStream)`` reads it (the daemon's
+    ``KinesisClientLibConfigurator``): ISO-8859-1, ``\\uXXXX`` and backslash escapes."""
+
+    def unescape(text: str) -> str:
+        units = re.sub(
+            r"\\u([0-9a-fA-F]{4})|\\(.)",
+            lambda m: chr(int(m[1], 16)) if m[1] else m[2],
+            text,
+        )
+        return units.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+    lines = data.decode("iso-8859-1").splitlines()
+    return dict(tuple(unescape(part) for part in line.split(" = ", 1)) for line in lines)
+
+
+def test_a_worker_id_beyond_ascii_is_the_lease_owner_the_processor_looks_for(tmp_path: Path):
+    # The daemon reads the properties file as ISO-8859-1: written as UTF-8, ``wörker`` became
+    # ``wÃ¶rker``, the leaseOwner the KCL writes, and the processor (comparing ``wörker``) gave up
+    # every batch it retried.
+    topology = tmp_path / "tö.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    out = tmp_path / "kcl.properties"
+    worker = "wörker-☃-𝄞"
+    out.write_text(KclSettings(topology, "s", "app", worker_id=worker).properties())
+    props = java_properties(out.read_bytes())
+    assert props["workerId"] == worker
+    words = props["executableName"].split(" ")
+    assert words[3] == str(topology.resolve())
+    assert LeaseTable.from_args(words[3:])[1] == LeaseTable("app", worker, "us-east-1")
