@@ -33,6 +33,7 @@ from squall.kinesis.putrecords import (
 )
 from squall.redact import redact_text
 from squall.spouts.file import read_lines
+from squall.spouts.lines import BOM
 
 log = logging.getLogger("squall.produce")
 
@@ -221,7 +222,10 @@ def _records(lines: IO[bytes]) -> Iterator[tuple[int, bytes, str | None]]:
                 f"record is {line.length} bytes, over the Kinesis record limit ({PRODUCE_MAX_LINE})",
             )
         elif line.data.strip():
-            yield number, line.data, None
+            # A UTF-8 BOM opening the file (Excel and Windows exports) is not the first record's:
+            # the file spout drops it too, and a JSON decoder refuses it.
+            data = line.data[len(BOM) :] if number == 1 and line.data.startswith(BOM) else line.data
+            yield number, data, None
 
 
 def _send(

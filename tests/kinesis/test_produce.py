@@ -164,3 +164,23 @@ def test_default_partition_key_is_the_line_number(kinesis_mock, make_stream, tmp
         "2",
         "3",
     ]
+
+
+def test_a_bom_opening_the_file_is_not_sent(kinesis_mock, make_stream, tmp_path):
+    # An Excel export: the file spout drops the BOM; produce sent it with the first line, which a
+    # JSON decoder refuses (and --partition-key found no key in it).
+    stream = make_stream(1)
+    path = tmp_path / "excel.jsonl.gz"
+    path.write_bytes(gzip.compress(b'\xef\xbb\xbf{"pk": "a"}\r\n{"pk": "b"}\r\n'))
+    result = CliRunner().invoke(
+        produce,
+        ["--stream", stream, "--endpoint-url", kinesis_mock.endpoint, "--partition-key", "pk"]
+        + [str(path)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "sent 2 records" in result.output and "had no 'pk'" not in result.output
+    seen = read_back(kinesis_mock.endpoint, stream)
+    assert [(r.meta.partition_key, r.data) for r in seen] == [
+        ("a", b'{"pk": "a"}'),
+        ("b", b'{"pk": "b"}'),
+    ]
