@@ -26,12 +26,21 @@ _USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,39}://[^\s:/@]*:)[^
 # keyword follows anything but a letter or digit, whatever the name before it (a pattern matching
 # the name's words from a word boundary missed names of five words or one word over 40
 # characters, and tried every word of a run like ``a-a-a-…``). ``key=`` alone is too common a
-# name to mask; ``mytoken=``, ``max_tokens=`` are no secret.
+# name to mask; ``mytoken=``, ``max_tokens=`` are no secret. A quoted value (a Python repr,
+# ``Lookup(api_key='…')``; libpq's ``password='a b'``) is masked to its closing quote, looked for
+# within 1024 characters (a quote never closed costs no scan to the text's end per pair); past
+# that, as an unquoted value, to the first space (a long token in quotes still is masked).
 _KEYVALUE = re.compile(
     r"(?P<head>(?<![a-z0-9])"
-    r"(?:password|passwd|pwd|secret|token|api[_-]?key|access_key|secret_key)=)[^&\s'\"]+",
+    r"(?:password|passwd|pwd|secret|token|api[_-]?key|access_key|secret_key)=)"
+    r"(?:'(?P<sq>)[^'\n]{0,1024}'|\"(?P<dq>)[^\"\n]{0,1024}\"|['\"]?[^&\s'\"]+)",
     re.IGNORECASE,
 )
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    quote = "'" if match["sq"] is not None else '"' if match["dq"] is not None else ""
+    return f"{match['head']}{quote}{MASK}{quote}"
 
 
 def redact_url(url: str) -> str:
@@ -57,7 +66,7 @@ def redact_text(text: str) -> str:
     """``text`` with the passwords of every URL and every ``password=`` value masked."""
     if "://" not in text and "=" not in text:
         return text
-    return _KEYVALUE.sub(rf"\g<head>{MASK}", _USERINFO.sub(rf"\g<head>{MASK}@", text))
+    return _KEYVALUE.sub(_masked_value, _USERINFO.sub(rf"\g<head>{MASK}@", text))
 
 
 class RedactingFilter(logging.Filter):

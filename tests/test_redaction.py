@@ -55,6 +55,11 @@ SECRET = "S3CRETpw"
         ("a-b-c-d-e-f-api-key=S3CRETpw", "a-b-c-d-e-f-api-key=***"),
         ("x" * 41 + "_token=S3CRETpw", "x" * 41 + "_token=***"),
         ("mytoken=abc passwords=2", "mytoken=abc passwords=2"),
+        # quoted: a Python repr of a config, a libpq value with a space
+        ("Lookup(api_key='S3CRETpw', n=1)", "Lookup(api_key='***', n=1)"),
+        ("host=h password='S3CRET pw' dbname=x", "host=h password='***' dbname=x"),
+        ('password="S3CRETpw" user=u', 'password="***" user=u'),
+        ("t(access_token='" + "S3CRETpw" * 200 + "')", "t(access_token=***')"),  # a long JWT
     ],
 )
 def test_redact_text_masks_every_password_shape(text, expected):
