@@ -219,7 +219,7 @@ class GeoBolt(Bolt):
         anonymize_ip: bool = Field(
             False,
             description="After the lookup, zero the last IPv4 octet / last 80 IPv6 bits of the stored "
-            "address(es); malformed values are removed.",
+            "address(es); a malformed address becomes null, a malformed chain entry is removed.",
         )
         drop_ip: bool = Field(
             False, description="After the lookup, remove `ip_field` and `xff_field` from the event."
