@@ -243,3 +243,57 @@ def test_the_option_checker_finds_a_gone_command_and_a_gone_option(tmp_path: Pat
         "a.md:2: no command 'squall fleet'",
         "a.md:4: 'squall package' has no option --templat",
     ]
+
+
+PYTHON_NAME = re.compile(r"(?<![\w.<>/-])squall(?:\.[A-Za-z_]\w*)+(?::[A-Za-z_]\w*)?")
+FILE_NAME = re.compile(r"\.(?:json|ya?ml)$")  # `squall.schema.json`: a file
+
+
+def _resolves(name: str) -> bool:
+    import importlib
+
+    parts = name.replace(":", ".").split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attribute in parts[i:]:
+            if not hasattr(obj, attribute):
+                return False
+            obj = getattr(obj, attribute)
+        return True
+    return False
+
+
+def name_problems(files: list[Path], root: Path = ROOT) -> list[str]:
+    """`squall.…` names that are neither a module or attribute (`squall.redact`,
+    `squall.testing:MemorySink`) nor a name the code uses (a logger, a span, an OTel metric)."""
+    from squall.observability.metrics import METRICS
+    from squall.observability.otel import otel_name
+
+    in_code = {otel_name(spec.key) for spec in METRICS} | {
+        m
+        for source in (ROOT / "squall").rglob("*.py")
+        for m in re.findall(r"[\"'](squall\.[\w.]+)[\"']", source.read_text())
+    }
+    return [
+        f"{path.relative_to(root)}:{number}: {name}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for name in PYTHON_NAME.findall(line)
+        if not FILE_NAME.search(name) and name not in in_code and not _resolves(name)
+    ]
+
+
+def test_every_squall_python_name_in_the_docs_exists():
+    assert name_problems(user_docs()) == []
+
+
+def test_the_name_checker_finds_a_gone_function(tmp_path: Path):
+    page = tmp_path / "a.md"
+    page.write_text(
+        "`squall.testing:MemorySink`, `squall.redact`, logger `squall.progress`, "
+        "`squall.schema.json`, `.t.squall.lock`\n`squall.testing.run_topolgy(path)`\n"
+    )
+    assert name_problems([page], tmp_path) == ["a.md:2: squall.testing.run_topolgy"]
