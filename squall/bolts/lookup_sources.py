@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import orjson
 import redis
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import exact_json
 from squall.errors import SinkError, TransientError, quoted
@@ -352,9 +352,10 @@ class HttpSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["http"] = "http"
-    url: str = Field(
+    url: str | None = Field(
+        None,
         description="GET URL of one record, with {key} where the key goes (URL-encoded); "
-        "200 → the JSON record, 404 → missing."
+        "200 → the JSON record, 404 → missing. Required unless `batch_url` is set.",
     )
     batch_url: str | None = Field(
         None,
@@ -374,10 +375,16 @@ class HttpSourceConfig(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _template(cls, v: str) -> str:
-        if "{key}" not in v:
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None and "{key}" not in v:
             raise ValueError("url needs a {key} placeholder")
         return v
+
+    @model_validator(mode="after")
+    def _an_endpoint(self) -> HttpSourceConfig:
+        if self.url is None and not self.batch_url:
+            raise ValueError("an http source needs a url (with {key}) or a batch_url")
+        return self
 
 
 def shown_url(url: str) -> str:
@@ -450,7 +457,7 @@ class HttpSource:
         return response
 
     def _one(self, key: Key) -> tuple[str, Any]:
-        url = self.config.url.replace("{key}", quote(self.text(key), safe=""))
+        url = self.config.url.replace("{key}", quote(self.text(key), safe=""))  # set: no batch_url
         response = self._request("GET", url)
         if response.status_code == 404:
             return "missing", None

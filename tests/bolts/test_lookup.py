@@ -567,6 +567,19 @@ def test_http_batch_endpoint_is_called_in_chunks_and_a_refused_key_is_isolated()
         bolt.close()
 
 
+def test_an_http_source_with_only_a_batch_url_needs_no_per_key_url():
+    """The README offers `batch_url` as the alternative to `url`; `url` was required anyway, so a
+    service with only a batch endpoint had to invent a per-key URL that was never called."""
+    with Endpoint(RECORDS) as ep:
+        bolt = make_bolt(
+            resources(), key="app_id", source={"type": "http", "batch_url": ep.url + "/apps:batch"}
+        )
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 3}])
+        assert (ok, failed) == ({0: {"name": "Weather"}, 1: None}, {})
+        assert ep.requests == [("POST", "1,3")]
+        bolt.close()
+
+
 @pytest.mark.parametrize("status", [500, 503, 429, 401, 403])
 def test_http_server_errors_are_transient_and_change_no_event(status):
     with Endpoint(RECORDS) as ep:
@@ -689,6 +702,10 @@ def test_http_endpoint_down():
         (
             {"key": "a", "source": {"type": "http", "url": "http://x/apps"}},
             "url needs a {key} placeholder",
+        ),
+        (
+            {"key": "a", "source": {"type": "http", "batch_size": 10}},
+            "an http source needs a url (with {key}) or a batch_url",
         ),
         (
             {
