@@ -297,3 +297,40 @@ def test_the_name_checker_finds_a_gone_function(tmp_path: Path):
         "`squall.schema.json`, `.t.squall.lock`\n`squall.testing.run_topolgy(path)`\n"
     )
     assert name_problems([page], tmp_path) == ["a.md:2: squall.testing.run_topolgy"]
+
+
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:tests|squall|examples|benchmarks|scripts|docs)/[\w./*-]*[\w*])"
+)
+
+
+def path_problems(files: list[Path], root: Path = ROOT) -> list[str]:
+    """Files of this repository the docs cite (`tests/kinesis/test_lambda_e2e.py`,
+    `examples/pistats/apps_topology.yaml`) that do not exist. Not checked: what a run writes
+    (`…/out/…`) and a path on a line citing another repository (`[browscap](https://…)
+    fixtures (`tests/issues/*.php`)`)."""
+    problems = []
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for match in REPO_PATH.finditer(line):
+                cited = match.group(1)
+                if "/out/" in cited or "](http" in line[: match.start()]:
+                    continue
+                if not any(any(base.glob(cited)) for base in (root, path.parent)):
+                    problems.append(f"{path.relative_to(root)}:{number}: {cited}")
+    return problems
+
+
+def test_every_file_of_the_repository_the_docs_cite_exists():
+    assert path_problems(user_docs()) == []
+
+
+def test_the_path_checker_finds_a_renamed_test(tmp_path: Path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("")
+    page = tmp_path / "a.md"
+    page.write_text(
+        "See `tests/test_a.py`, `tests/test_*.py` and tests/test_b.py; writes `examples/x/out/a.db`.\n"
+        "[other](https://example.test) fixtures (`tests/data/x.txt`)\n"
+    )
+    assert path_problems([page], tmp_path) == ["a.md:1: tests/test_b.py"]
