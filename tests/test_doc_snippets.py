@@ -169,6 +169,9 @@ def test_the_snippet_checker_finds_unknown_options_and_bad_values():
 SQUALL_COMMAND = re.compile(
     r"(?<![\w./\[-])squall((?:\s+(?:-v+|--verbose|--log-format[= ]\S+))*)\s+([a-z][\w-]*)(.*)"
 )
+# `python benchmarks/run.py --only x`, `chain_quarters.py --cut full`: a script of benchmarks/ or
+# scripts/ (argparse: each option is a string literal in its source).
+SCRIPT = re.compile(r"(?<![\w.-])(?:[\w./-]*/)?(\w+\.py)\b(.*)")
 FLAG = re.compile(r"(?<![\w\[-])(--?[a-zA-Z][\w-]*)")
 
 
@@ -224,6 +227,20 @@ def flag_problems(files: list[Path], root: Path = ROOT) -> list[str]:
                     for flag in FLAG.findall(rest)
                     if flag not in known
                 ]
+            for match in SCRIPT.finditer(text):
+                where = f"{path.relative_to(root)}:{number}"
+                scripts = [
+                    s for d in ("benchmarks", "scripts") for s in (root / d).rglob(match.group(1))
+                ]
+                if not scripts:
+                    continue  # not one of ours (or cited by path: path_problems checks it)
+                source = scripts[0].read_text()
+                rest = re.split(r"\s(?:&&|\|\|?|;|#|>)\s", match.group(2))[0]
+                problems += [
+                    f"{where}: {match.group(1)} has no option {flag}"
+                    for flag in FLAG.findall(rest)
+                    if flag.startswith("--") and f'"{flag}"' not in source
+                ]
     return problems
 
 
@@ -237,11 +254,15 @@ def test_the_option_checker_finds_a_gone_command_and_a_gone_option(tmp_path: Pat
         "Run `squall run t.yaml --batchsize 5` or `squall -v run t.yaml --[no-]progress`;\n"
         "`squall fleet` once.\n```sh\nsquall package t.yaml --handler consumer \\\n"
         "  --templat t.yml  # --not-checked\npip install squall[kcl] --upgrade\n```\n"
+        "`python benchmarks/b.py --rounds 3 --round 2` `other.py --x`\n"
     )
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "b.py").write_text('parser.add_argument("--rounds")\n')
     assert flag_problems([page], tmp_path) == [
         "a.md:1: 'squall run' has no option --batchsize",
         "a.md:2: no command 'squall fleet'",
         "a.md:4: 'squall package' has no option --templat",
+        "a.md:8: b.py has no option --round",
     ]
 
 
