@@ -180,3 +180,66 @@ def test_the_table_checker_finds_gone_options_wrong_defaults_and_unmarked_tables
     ]
     assert problems[3].startswith("a.md:8: bolt/subscription: options missing from the table: ")
     assert problems[4:] == ["a.md:15: option table without an <!-- options: kind/type --> marker"]
+
+
+def _choices() -> dict[str, set[str] | None]:
+    """Option name → the values it takes, over every built-in component (nested models too);
+    None when some option of that name is not a fixed set (`store: state` of a window)."""
+    found: dict[str, set[str] | None] = {}
+    seen: set[type] = set()
+
+    def walk(model: type[pydantic.BaseModel]) -> None:
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            values, todo, free = set(), [field.annotation], False
+            while todo:
+                tp = todo.pop()
+                if typing.get_origin(tp) is typing.Literal:
+                    values |= {str(v) for v in typing.get_args(tp)}
+                elif isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+                    free = True
+                    if tp not in seen:
+                        walk(tp)
+                elif typing.get_args(tp):
+                    todo.extend(typing.get_args(tp))
+                elif tp is not type(None):
+                    free = True
+            key = field.alias or name
+            if free or not values or found.get(key, set()) is None:
+                found[key] = None
+            else:
+                found[key] = found.get(key, set()) | values
+
+    for kind, types_ in registry.BUILTINS.items():
+        for type_name in types_:
+            walk(registry.resolve(kind, type_name).Config)
+    return found
+
+
+def choice_problems(files: list[Path], root: Path = ROOT) -> list[str]:
+    """`option: value` quoted in the prose (`mode: upsert`, `start: latest`) for an option whose
+    values are a fixed set: the value is one of them."""
+    choices = _choices()
+    problems = []
+    for path in files:
+        for number, line in enumerate(without_code_blocks(path.read_text()).splitlines(), 1):
+            for name, value in re.findall(r"`(\w+): ([\w-]+)`", line):
+                allowed = choices.get(name)
+                if allowed and value not in allowed:
+                    problems.append(
+                        f"{path.relative_to(root)}:{number}: {name}: {value} "
+                        f"(one of {', '.join(sorted(allowed))})"
+                    )
+    return problems
+
+
+def test_every_quoted_option_value_of_a_fixed_set_exists():
+    assert choice_problems(user_docs()) == []
+
+
+def test_the_value_checker_finds_a_renamed_value(tmp_path: Path):
+    page = tmp_path / "a.md"
+    page.write_text("`mode: upsert`, `emit: on_each_batch`, `store: state`, `start: latest`\n")
+    assert choice_problems([page], tmp_path) == [
+        "a.md:1: emit: on_each_batch (one of every_batch, on_close)"
+    ]
