@@ -49,6 +49,7 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
+from squall.errors import TopologyError
 from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import arrival_ms, format_time, parse_time
@@ -277,6 +278,7 @@ class WindowBolt(Bolt):
 
     def open(self, resources: Resources) -> None:
         c = self.config
+        self._check_sketches()
 
         def sql(engine: Any) -> Any:
             self._state_resource = c.store
@@ -288,6 +290,24 @@ class WindowBolt(Bolt):
             sql=sql,
             redis=lambda client: RedisWindowStore(client, self.name, c.key_prefix),
         )
+
+    def _check_sketches(self) -> None:
+        """count_distinct (past its exact values) and percentile keep DataSketches sketches: without
+        the package every event reaching them would be dead-lettered, so the start stops instead."""
+        for name, agg in self.config.aggregates.items():
+            if agg.fn in ("count_distinct", "percentile"):
+                try:
+                    import datasketches  # noqa: F401
+                except ImportError as exc:
+                    raise TopologyError(
+                        self.context.problem(
+                            self.id,
+                            f"aggregates.{name}.fn",
+                            f"{agg.fn} needs datasketches (pip install 'squall[windows]'; "
+                            f"squall package --extras windows): {exc}",
+                        )
+                    ) from exc
+                return
 
     def after_restore(self) -> None:
         """Restored from a snapshot (Lambda SnapStart): the SQL store's token row made at

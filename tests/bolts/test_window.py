@@ -736,6 +736,29 @@ sinks:
     assert ":12:55: bolts[0].aggregates.n.fn: Input should be 'count'" in text
 
 
+@pytest.mark.parametrize(
+    ("aggregate", "fn"),
+    [
+        ({"fn": "percentile", "field": "ms", "q": 0.9}, "percentile"),
+        ({"fn": "count_distinct", "field": "user"}, "count_distinct"),
+    ],
+)
+def test_a_sketch_aggregate_without_datasketches_stops_the_start(
+    tmp_path: Path, unique_name, monkeypatch, aggregate, fn
+):
+    """Without the `windows` extra every event reaching a percentile (or a count_distinct past
+    its exact values) was dead-lettered with ModuleNotFoundError; the start stops instead."""
+    from squall.errors import TopologyError
+
+    monkeypatch.setitem(__import__("sys").modules, "datasketches", None)
+    with pytest.raises(TopologyError) as info:
+        make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, aggregates={"x": aggregate})
+    assert f"win.aggregates.x.fn: {fn} needs datasketches (pip install 'squall[windows]'" in str(
+        info.value
+    )
+    make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name).close()  # count alone needs none
+
+
 def test_two_key_fields_and_arrival_time(tmp_path: Path, unique_name):
     from datetime import UTC, datetime
 
