@@ -355,3 +355,42 @@ def test_the_path_checker_finds_a_renamed_test(tmp_path: Path):
         "[other](https://example.test) fixtures (`tests/data/x.txt`)\n"
     )
     assert path_problems([page], tmp_path) == ["a.md:1: tests/test_b.py"]
+
+
+EXTRAS = re.compile(r"(?:\bsquall|(?<![\w/])\.)\[([\w,-]+)\]|--extras[ =]([\w,-]+)")
+
+
+def extra_problems(files: list[Path], root: Path = ROOT) -> list[str]:
+    """`pip install 'squall[http]'`, `-e '.[postgres,bench]'`, `squall package --extras windows`:
+    each extra is one setup.cfg declares."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    declared = (
+        set(setup["options.extras_require"])
+        if setup.has_section("options.extras_require")
+        else set()
+    )
+    return [
+        f"{path.relative_to(root)}:{number}: no extra '{extra}'"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        for match in EXTRAS.finditer(line)
+        for extra in (match.group(1) or match.group(2)).split(",")
+        if extra not in declared
+    ]
+
+
+def test_every_extra_the_docs_name_is_declared():
+    assert extra_problems(user_docs()) == []
+
+
+def test_the_extra_checker_finds_an_undeclared_extra(tmp_path: Path):
+    (tmp_path / "setup.cfg").write_text("[options.extras_require]\nhttp =\n    httpx\n")
+    page = tmp_path / "a.md"
+    page.write_text("`pip install 'squall[http]'`, `.[http,sketch]`, `--extras http,windows`\n")
+    assert extra_problems([page], tmp_path) == [
+        "a.md:1: no extra 'sketch'",
+        "a.md:1: no extra 'windows'",
+    ]
