@@ -21,6 +21,7 @@ from squall.spouts.lines import (
     KEPT_PREFIX,
     MAX_LINE_BYTES,
     MAX_LINE_DOC,
+    MAX_STDIN_LINE_DOC,
     line_batches,
     rest_of_line,
 )
@@ -99,7 +100,7 @@ class FileSpout(Spout):
 class StdinConfig(ComponentConfig):
     stream: str = Field("stdin", description="Stream name in record metadata.")
     skip_blank: bool = Field(True, description="Skip empty lines.")
-    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_LINE_DOC)
+    max_line_bytes: int = Field(MAX_LINE_BYTES, ge=1, description=MAX_STDIN_LINE_DOC)
 
 
 class StdinSpout(Spout):

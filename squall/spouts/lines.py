@@ -20,10 +20,18 @@ from squall.event import Record, RecordMeta, new_meta
 MAX_LINE_BYTES = 10 * 1_048_576
 #: How much of an over-long line is kept for the dead letter.
 KEPT_PREFIX = 1024
+_OVER_THE_LIMIT = (
+    "A longer line is never held in memory: it becomes a record failure (dead letter) keeping "
+    f"only its first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
+)
 MAX_LINE_DOC = (
-    "Longest line accepted, in bytes (after gzip decompression, without the newline, LF or CRLF). A longer "
-    "line is never held in memory: it becomes a record failure (dead letter) keeping only its "
-    f"first {KEPT_PREFIX} bytes; the rest of the line is lost, the other lines go on."
+    "Longest line accepted, in bytes (after gzip decompression, without the newline, LF or CRLF). "
+    + _OVER_THE_LIMIT
+)
+#: The same for standard input, which is read as it is (a gzip stream is not decompressed).
+MAX_STDIN_LINE_DOC = (
+    "Longest line accepted, in bytes (without the newline, LF or CRLF; standard input is read as "
+    "it is, never decompressed). " + _OVER_THE_LIMIT
 )
 #: The UTF-8 byte order mark some tools (Excel, Windows exports) write at the start of a file.
 BOM = b"\xef\xbb\xbf"
