@@ -221,11 +221,22 @@ def run_object(
 ) -> None:
     """Run one object's lines in ``batch_size`` slices; raise ``S3EventFailed`` at the first
     slice with a line that is not settled."""
-    from squall.spouts.s3 import object_batches, open_object
+    from squall.spouts.s3 import ObjectReadError, object_batches, open_object
 
     bucket, key = ref.bucket, ref.key
     counts["objects"] += 1
-    s3_object = open_object(client, bucket, key, ref.version_id)
+    try:
+        s3_object = open_object(client, bucket, key, ref.version_id)
+    except ObjectReadError as exc:
+        if ref.decoded is None or exc.code not in ("NoSuchKey", "NoSuchVersion"):
+            raise
+        try:  # an EventBridge key that was URL-encoded after all
+            s3_object = open_object(client, bucket, ref.decoded, ref.version_id)
+        except ObjectReadError as again:
+            if again.code not in ("NoSuchKey", "NoSuchVersion"):
+                raise
+            raise exc from None  # neither exists: the key as the event gave it
+        key = ref.decoded
     for part in object_batches(s3_object, batch_size, **(options or {})):
         try:
             result = process(engine, part, recorder)

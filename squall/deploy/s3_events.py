@@ -14,7 +14,9 @@ notifications (directly, through SNS or SQS) carry the key URL-encoded, a space 
 (userguide/notification-content-structure.html): it is decoded. An EventBridge event carries the
 key as it is (userguide/ev-events.html documents no encoding, and a rule's ``prefix`` on
 ``detail.object.key`` matches the raw key): it is taken as it is — decoding it would turn
-``a+b.jsonl`` into ``a b.jsonl``, another (missing) object.
+``a+b.jsonl`` into ``a b.jsonl``, another (missing) object. AWS does not state this outright,
+so when an EventBridge key would read otherwise decoded and S3 has no object under it as it is,
+the decoded key is tried (``ObjectRef.decoded``): either way the object is read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class ObjectRef:
     bucket: str
     key: str
     version_id: str | None = None
+    #: The key URL-decoded, where that differs, for a key whose encoding is not documented
+    #: (EventBridge): read when S3 has no object under ``key`` itself.
+    decoded: str | None = None
 
 
 class NotAnS3Notification(SquallError):
@@ -106,11 +111,14 @@ def _ref(bucket: object, key: object, version: object, where: str, *, encoded: b
     """``encoded``: the key is URL-encoded (S3's own notifications), not as it is (EventBridge)."""
     if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
         raise NotAnS3Notification(f"{where}: an S3 event without bucket name or object key")
+    decoded = None
     if encoded:  # spaces as '+', a '+' as '%2B'
         key = unquote_plus(key)
+    elif unquote_plus(key) != key:
+        decoded = unquote_plus(key)
     # A versioned bucket's event names the version it is about (the key's latest may be a later
     # upload, with an event of its own).
-    return ObjectRef(bucket, key, version if isinstance(version, str) else None)
+    return ObjectRef(bucket, key, version if isinstance(version, str) else None, decoded)
 
 
 def _json(text: object, where: str) -> object:

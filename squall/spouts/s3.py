@@ -68,7 +68,12 @@ MAX_OBJECT_DOC = (
 
 class ObjectReadError(SquallError):
     """S3 failed while an object was streamed (connection lost, object replaced between passes):
-    not the object's fault, so the input (or the Lambda event) fails and is read again."""
+    not the object's fault, so the input (or the Lambda event) fails and is read again.
+    ``code``: S3's error code, when it gave one (``NoSuchKey``)."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class S3Object:
@@ -305,7 +310,8 @@ def _get(client: Any, kwargs: dict[str, Any], version_id: str | None) -> Any:
             else ""
         )
         raise ObjectReadError(
-            f"cannot read s3://{kwargs['Bucket']}/{kwargs['Key']}{version}: {code or exc}{hint}"
+            f"cannot read s3://{kwargs['Bucket']}/{kwargs['Key']}{version}: {code or exc}{hint}",
+            code,
         ) from None
 
 

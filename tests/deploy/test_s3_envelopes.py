@@ -246,3 +246,22 @@ def test_a_dependency_down_fails_the_rest_of_the_sqs_batch_without_running_it(
     (faulty,) = [c for c in handler.engine.components if c.id == "faulty"]
     assert faulty.calls == 2  # the first message's attempts (settings.retry.attempts), no more
     assert MemorySink.stores.get(store, []) == []
+
+
+def test_an_eventbridge_key_that_was_url_encoded_after_all_is_read_decoded(  # noqa: F811
+    moto_server, tmp_path: Path
+):
+    """AWS does not state whether EventBridge encodes keys: when no object has the key as it
+    came and its decoded form names one, that object is read (a space sent as '+')."""
+    s3 = moto_server.client("s3")
+    bucket = unique("ebenc")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="in/day one.jsonl", Body=b'{"n": 1}\n{"n": 2}\n')
+    store = unique("ebenc")
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    assert handler(eventbridge_event(bucket, "in/day+one.jsonl"), None)["records"] == 2
+    assert [ev.meta.shard_id for ev in MemorySink.stores[store]] == ["in/day one.jsonl"] * 2
+    missing = eventbridge_event(bucket, "in/no+such.jsonl")
+    with pytest.raises(Exception, match="no\\+such.jsonl: NoSuchKey"):  # the key as it came
+        handler(missing, None)
