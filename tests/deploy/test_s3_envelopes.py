@@ -248,8 +248,9 @@ def test_a_dependency_down_fails_the_rest_of_the_sqs_batch_without_running_it(
     assert MemorySink.stores.get(store, []) == []
 
 
-def test_an_eventbridge_key_that_was_url_encoded_after_all_is_read_decoded(  # noqa: F811
-    moto_server, tmp_path: Path
+def test_an_eventbridge_key_that_was_url_encoded_after_all_is_read_decoded(
+    moto_server,  # noqa: F811
+    tmp_path: Path,
 ):
     """AWS does not state whether EventBridge encodes keys: when no object has the key as it
     came and its decoded form names one, that object is read (a space sent as '+')."""
