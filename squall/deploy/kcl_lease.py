@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from squall.errors import safe_text
+
 log = logging.getLogger("squall.kcl")
 
 #: The option that starts the lease table's arguments on the record processor's command line.
@@ -58,6 +60,7 @@ class LeaseProbe:
     def __init__(self, lease: LeaseTable, client: Any = None):
         self.lease = lease
         self._client = client
+        self._warned = False  # the protection is off: said once per process, not per retry
 
     def held(self, shard: str) -> bool:
         try:
@@ -78,8 +81,22 @@ class LeaseProbe:
                 ProjectionExpression="leaseKey, leaseOwner",
             ).get("Item")
         except Exception as exc:  # the probe only stops a retry early; it never fails one
-            log.debug("shard %s: lease owner not read: %s", shard, type(exc).__name__)
+            self._off(shard, f"cannot read it ({type(exc).__name__}: {safe_text(exc, 160)})")
             return True
         if item is None:  # no such lease: not what the KCL writes; keep retrying
+            self._off(shard, "no such lease in it (another table?)")
             return True
         return item.get("leaseOwner", {}).get("S") == self.lease.worker  # none: released
+
+    def _off(self, shard: str, why: str) -> None:
+        """Tell the operator once that a retried batch is not checked against its lease: a worker
+        that lost the lease during an outage may then write a batch its new owner wrote."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "shard %s: lease table %s: %s; batches retried after an outage are not checked "
+                "against their lease owner (zombie protection off)",
+                shard,
+                self.lease.table,
+                why,
+            )

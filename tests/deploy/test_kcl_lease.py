@@ -158,3 +158,18 @@ def test_a_worker_id_beyond_ascii_is_the_lease_owner_the_processor_looks_for(tmp
     words = props["executableName"].split(" ")
     assert words[3] == str(topology.resolve())
     assert LeaseTable.from_args(words[3:])[1] == LeaseTable("app", worker, "us-east-1")
+
+
+def test_a_probe_that_cannot_check_says_so_once(caplog):
+    """A lease table the probe cannot read (or a wrong one) turns the protection off: one WARNING
+    naming the table, not one per retry, and never a failed retry."""
+    lease = LeaseTable("app-leases", "w1")
+    probe = LeaseProbe(lease, Table(ConnectionError("DynamoDB unreachable")))
+    with caplog.at_level("WARNING", logger="squall.kcl"):
+        assert probe.held("shardId-000000000001") and probe.held("shardId-000000000001")
+    [record] = [r for r in caplog.records if r.name == "squall.kcl"]
+    assert "app-leases" in record.getMessage() and "zombie protection off" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="squall.kcl"):
+        assert LeaseProbe(lease, Table({})).held("shardId-000000000001")
+    assert "no such lease" in caplog.records[0].getMessage()
