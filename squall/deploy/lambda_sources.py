@@ -143,16 +143,44 @@ def handle_s3(
     batch_size: int,
     recorder: Recorder | None = None,
     options: dict[str, Any] | None = None,
+    scope: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """Run every line of the objects an S3, SNS or EventBridge event names (all its records
     checked first); raise if any line is not settled. ``options``: the s3 spout's reading
-    options (``skip_blank``, ``max_line_bytes``, ``max_object_bytes``)."""
+    options (``skip_blank``, ``max_line_bytes``, ``max_object_bytes``); ``scope``: its bucket,
+    prefix and suffix (objects outside them are skipped, see ``in_scope``)."""
     from squall.deploy.s3_events import event_objects
 
-    counts = {"objects": 0, "records": 0, "failed": 0}
+    counts = {"objects": 0, "records": 0, "failed": 0, "skipped": 0}
     for ref in event_objects(event):
-        run_object(engine, ref, client, batch_size, recorder, options, counts)
+        if in_scope(ref, scope, "the event", counts):
+            run_object(engine, ref, client, batch_size, recorder, options, counts)
     return counts
+
+
+def in_scope(ref: Any, scope: tuple[str, str, str] | None, where: str, counts: dict) -> bool:
+    """Whether an object lies in the spout's bucket, under its prefix and with its suffix.
+
+    A notification of another object (a topic or an EventBridge rule shared with other readers,
+    a bucket-wide notification) is not this topology's input: the template grants reads under
+    the prefix only, so reading it would fail with AccessDenied at every delivery until the
+    queue's dead-letter queue. It is skipped, with an INFO line naming it."""
+    if scope is None:
+        return True
+    bucket, prefix, suffix = scope
+    if ref.bucket == bucket and ref.key.startswith(prefix) and ref.key.endswith(suffix):
+        return True
+    log.info(
+        "%s: s3://%s/%s skipped: outside the spout's s3://%s/%s%s",
+        where,
+        ref.bucket,
+        ref.key,
+        bucket,
+        prefix,
+        f" (*{suffix})" if suffix else "",
+    )
+    counts["skipped"] = counts.get("skipped", 0) + 1
+    return False
 
 
 def handle_s3_messages(
@@ -163,6 +191,7 @@ def handle_s3_messages(
     batch_size: int,
     recorder: Recorder | None = None,
     options: dict[str, Any] | None = None,
+    scope: tuple[str, str, str] | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Run the objects named by the S3 notifications an SQS batch carries (S3 → SQS, S3 → SNS →
     SQS, EventBridge → SQS); the partial batch response names each message whose objects are not
@@ -202,7 +231,8 @@ def handle_s3_messages(
             continue
         try:
             for ref in refs:
-                run_object(engine, ref, client, batch_size, recorder, options, counts)
+                if in_scope(ref, scope, where, counts):
+                    run_object(engine, ref, client, batch_size, recorder, options, counts)
         except (S3EventFailed, ObjectReadError) as exc:
             log.error("%s: %s", where, exc)
             failed.append(m.message_id)
@@ -268,6 +298,7 @@ class LambdaSources:
         self._spout = topology.spout
         self._reads_s3: bool | None = None
         self._s3_options: dict[str, Any] = {}
+        self._s3_scope: tuple[str, str, str] | None = None
 
     def handle(
         self, engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
@@ -282,7 +313,12 @@ class LambdaSources:
             return handle_sqs(engine, event, recorder) if source == "aws:sqs" else NotImplemented
         if self._s3 is None:
             self._s3 = self._s3_client()
-        kwargs = {"batch_size": self.batch_size, "recorder": recorder, "options": self._s3_options}
+        kwargs = {
+            "batch_size": self.batch_size,
+            "recorder": recorder,
+            "options": self._s3_options,
+            "scope": self._s3_scope,
+        }
         if source == "aws:sqs":
             return handle_s3_messages(engine, event, self._s3, **kwargs)
         return handle_s3(engine, event, self._s3, **kwargs)
@@ -296,6 +332,7 @@ class LambdaSources:
             trigger = registry.capabilities("spout", self._spout).lambda_trigger
             self._reads_s3 = trigger is not None and trigger.source is TriggerSource.S3
             if self._reads_s3:  # its reading options (a spout of yours may not have them all)
+                self._s3_scope = (trigger.name, trigger.prefix, trigger.suffix)  # type: ignore[union-attr]
                 names = ("skip_blank", "max_line_bytes", "max_object_bytes")
                 self._s3_options = {
                     n: getattr(self._spout, n) for n in names if hasattr(self._spout, n)

@@ -145,6 +145,7 @@ def test_s3_to_sns_to_lambda_and_eventbridge_to_lambda_read_the_named_objects(la
         "objects": 1,
         "records": 2,
         "failed": 0,
+        "skipped": 0,
     }
     assert handler(eventbridge_event(bucket, RAW), None)["records"] == 2
     assert handler(sns_lambda_event(s3_test_event(bucket)), None)["objects"] == 0
@@ -266,3 +267,38 @@ def test_an_eventbridge_key_that_was_url_encoded_after_all_is_read_decoded(
     missing = eventbridge_event(bucket, "in/no+such.jsonl")
     with pytest.raises(Exception, match="no\\+such.jsonl: NoSuchKey"):  # the key as it came
         handler(missing, None)
+
+
+def test_objects_outside_the_spouts_bucket_or_prefix_are_skipped_not_failed(
+    moto_server,  # noqa: F811
+    tmp_path: Path,
+    caplog,
+):
+    """A topic or rule shared with other readers names objects the function may not read (the
+    template grants reads under the prefix only): they were read, failed with AccessDenied at
+    every delivery, and held the message until its dead-letter queue. They are skipped now,
+    with an INFO line; the spout's own objects in the same message are read."""
+    s3 = moto_server.client("s3")
+    bucket = unique("scope")
+    s3.create_bucket(Bucket=bucket)
+    for key in ("in/a.jsonl", "other/b.jsonl", "in/c.csv"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b'{"n": 1}\n')
+    store = unique("scope")
+    spout = (
+        f'{{type: s3, bucket: {bucket}, prefix: "in/", endpoint_url: "{moto_server.endpoint}"}}'
+    )
+    handler = make_handler(write_topology(tmp_path, spout, store))
+    with caplog.at_level("INFO", logger="squall.lambda"):
+        got = handler(eventbridge_event(bucket, "other/b.jsonl"), None)
+    assert got == {"objects": 0, "records": 0, "failed": 0, "skipped": 1}
+    assert "outside the spout's s3://" in caplog.text
+    elsewhere = eventbridge_event("another-bucket", "in/a.jsonl")
+    assert handler(elsewhere, None)["skipped"] == 1
+    event = sqs_lambda_event(
+        [
+            ("m-1", eventbridge_event(bucket, "other/b.jsonl"), None),
+            ("m-2", eventbridge_event(bucket, "in/a.jsonl"), None),
+        ]
+    )
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert [ev.meta.shard_id for ev in MemorySink.stores[store]] == ["in/a.jsonl"]

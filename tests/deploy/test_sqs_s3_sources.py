@@ -226,6 +226,7 @@ def test_lambda_s3_trigger_runs_the_objects_lines_and_raises_so_lambda_retries_a
         "objects": 1,
         "records": 3,
         "failed": 0,
+        "skipped": 0,
     }
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 3]
     assert [ev.failure.reason for ev in MemorySink.stores[f"{store}-dlq"]] == ["bad"]
@@ -381,7 +382,7 @@ def test_a_corrupt_gzip_object_in_an_s3_event_is_dead_lettered_with_its_version(
     handler = make_handler(write_topology(tmp_path, spout, store))
     event = s3_lambda_event(bucket, "drop/bad.jsonl.gz")
     event["Records"] += s3_lambda_event(bucket, "drop/good.jsonl")["Records"]
-    assert handler(event, None) == {"objects": 2, "records": 2, "failed": 0}
+    assert handler(event, None) == {"objects": 2, "records": 2, "failed": 0, "skipped": 0}
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [7]
     [dead] = MemorySink.stores[f"{store}-dlq"]
     assert f"s3://{bucket}/drop/bad.jsonl.gz, version {version}" in dead.failure.reason
