@@ -284,9 +284,7 @@ def test_objects_outside_the_spouts_bucket_or_prefix_are_skipped_not_failed(
     for key in ("in/a.jsonl", "other/b.jsonl", "in/c.csv"):
         s3.put_object(Bucket=bucket, Key=key, Body=b'{"n": 1}\n')
     store = unique("scope")
-    spout = (
-        f'{{type: s3, bucket: {bucket}, prefix: "in/", endpoint_url: "{moto_server.endpoint}"}}'
-    )
+    spout = f'{{type: s3, bucket: {bucket}, prefix: "in/", endpoint_url: "{moto_server.endpoint}"}}'
     handler = make_handler(write_topology(tmp_path, spout, store))
     with caplog.at_level("INFO", logger="squall.lambda"):
         got = handler(eventbridge_event(bucket, "other/b.jsonl"), None)
