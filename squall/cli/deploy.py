@@ -208,7 +208,15 @@ def package(
     if handler == "kcl":
         from squall.deploy.fleet import write_fleet
 
-        for flag, given in (("--snapstart", snapstart), ("--provisioned-concurrency", provisioned)):
+        lambda_only = (
+            ("--snapstart", snapstart),
+            ("--provisioned-concurrency", provisioned),
+            ("--on-failure", on_failure),
+            ("--batch-window", batch_window is not None),
+            ("--s3-bucket", s3_bucket),
+            ("--s3-delivery", s3_delivery != "direct"),
+        )
+        for flag, given in lambda_only:
             if given:
                 raise click.UsageError(f"{flag} is for a Lambda function, not a KCL fleet")
 
@@ -239,7 +247,15 @@ def package(
     from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
     from squall.deploy.template import TemplateOptions, sam_template, write_template
 
-    for flag, given in (("--snapstart", snapstart), ("--provisioned-concurrency", provisioned)):
+    template_only = (
+        ("--snapstart", snapstart),
+        ("--provisioned-concurrency", provisioned),
+        ("--on-failure", on_failure),
+        ("--batch-window", batch_window is not None),
+        ("--s3-bucket", s3_bucket),
+        ("--s3-delivery", s3_delivery != "direct"),
+    )
+    for flag, given in template_only:
         if given and not template_path:
             raise click.UsageError(f"{flag} configures the SAM template: give --template")
     problem = snap.add_to_function(

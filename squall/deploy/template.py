@@ -286,6 +286,15 @@ def sam_template(
 
         add_consumer_trigger(b, topology, marked, props, statements, opts)
     else:
+        consumer_only = (
+            ("--on-failure", opts.on_failure),
+            ("--batch-window", opts.batch_window is not None),
+            ("--s3-bucket", opts.s3_bucket),
+            ("--s3-delivery", opts.s3_delivery != "direct"),
+        )
+        for flag, given in consumer_only:
+            if given:
+                raise SquallError(f"{flag} configures a consumer's trigger, not the producer")
         _producer(b, topology, props, opts, code_uri)
     b.resources["FunctionRole"] = _role(statements)
     b.resources["Function"] = {"Type": "AWS::Serverless::Function", "Properties": props}

@@ -284,6 +284,12 @@ def _s3(
     # Written as a name, not a reference to the bucket: the bucket's notification depends on
     # the function, which depends on this role.
     _grant(statements, S3_TRIGGER_ACTIONS, resource_sub(s3_object_arn(trigger)))
+    if opts.batch_window is not None and opts.s3_delivery != "sqs":
+        raise SquallError(
+            f"--batch-window is for a Kinesis or SQS event source; S3 notifications delivered "
+            f"{'by S3' if opts.s3_delivery == 'direct' else 'by EventBridge'} invoke the function "
+            "per event (with --s3-delivery sqs the queue's batching window applies)"
+        )
     if opts.s3_delivery == "sqs":
         _s3_through_sqs(b, trigger, props, statements, opts)
         return

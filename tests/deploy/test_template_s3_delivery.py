@@ -185,3 +185,24 @@ def test_the_package_command_passes_the_delivery_to_the_template(tmp_path: Path)
     assert result.exit_code == 1, result.output
     assert "--s3-delivery is for an s3 spout" in result.output
     assert not (tmp_path / "sam.yaml").exists()
+
+
+def test_flags_that_would_change_nothing_are_refused(tmp_path: Path):
+    """A trigger flag the template cannot apply was silently dropped: a batching window on a
+    function S3 or EventBridge invokes per event, consumer flags on the producer, template flags
+    without --template or for a KCL fleet."""
+    from click.testing import CliRunner
+
+    from squall.cli import main as cli
+
+    spout = topology_file(tmp_path, SPOUT)
+    for delivery in ("direct", "eventbridge"):
+        with pytest.raises(SquallError, match="--batch-window is for a Kinesis or SQS"):
+            template_of(spout, "consumer", s3_delivery=delivery, batch_window=5)
+    with pytest.raises(SquallError, match="--on-failure configures a consumer's trigger"):
+        template_of(spout, "producer", on_failure="sqs")
+    for flags in (["--batch-window", "5"], ["--s3-delivery", "sqs"], ["--on-failure", "sqs"]):
+        result = CliRunner().invoke(cli, ["package", str(spout), "--handler", "consumer", *flags])
+        assert result.exit_code == 2 and "give --template" in result.output, result.output
+        result = CliRunner().invoke(cli, ["package", str(spout), "--handler", "kcl", *flags])
+        assert result.exit_code == 2 and "not a KCL fleet" in result.output, result.output
