@@ -20,12 +20,14 @@ from pydantic import Field, field_validator, model_validator
 
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig, ComponentContext
+from squall.enrichment.positions import all_after, made_before, position, positions_of
 from squall.enrichment.state import (
     UNKNOWN_STATE,
     Action,
     Position,
     SubscriptionState,
     Update,
+    advance,
     parse_topics,
     play,
     version,
@@ -37,7 +39,7 @@ from squall.enrichment.stores import (
     SqlStateStore,
     StateStore,
 )
-from squall.event import Event, lineage
+from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 from squall.times import arrival_ms, parse_time
@@ -177,6 +179,9 @@ class SubscriptionBolt(Bolt):
         by_key: dict[str, list[int]] = {}  # key -> indexes of its events, in batch order
         keyless: list[int] = []  # events without a usable key: they see the unknown state
         updated: set[str] = set()  # keys with a state-changing event in this call
+        # Every event's position (``positions_of``), once an update or a stored state needs them.
+        pos: list[Position | None] | None = None
+        low: Position | None = None  # the first, when the batch is of one lineage and in order
         get_key, get_type, actions = self._get_key, self._get_type, self._actions
         # Single-key paths (the usual "device_token", "event_type") are read inline.
         key_name, type_name = self._key_name, self._type_name
@@ -197,7 +202,9 @@ class SubscriptionBolt(Bolt):
             kind = value.get(type_name, MISSING) if type_name is not None else get_type(event)
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
-                update = self._update(event, kind, action, key)
+                if pos is None:
+                    pos, low = positions_of(batch)
+                update = self._update(event, kind, action, key, pos[i])
                 if update.__class__ is str:
                     failures[i] = update
                     continue
@@ -229,24 +236,37 @@ class SubscriptionBolt(Bolt):
             keep = self.config.history
             for key, indexes in by_key.items():
                 prev = staged.get(key)
+                latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
+                made = latest.position
+                if pos is None and made is not None:  # (keys with updates: computed)
+                    pos, low = positions_of(batch)
                 if key not in updated:
                     # Only reads: each event sees the key's latest state, unless it is a
                     # re-delivery from before the update that made that state (then ``play``
                     # finds the state as of its position). Nothing to stage.
-                    latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
-                    if latest.position is None or _all_after(batch, indexes, latest.position):
+                    if made is None or made_before(made, low) or all_after(pos, indexes, made):
                         same.append((indexes, latest))
                         continue
                 if prev is None:
-                    base = loaded.get(key, UNKNOWN_STATE)
-                    entry = _Staged(base, base)
+                    entry = _Staged(latest, latest)
                 else:  # a later call of the same batch: a copy, in case this call raises
-                    entry = _Staged(prev.base, prev.latest)
+                    entry = _Staged(prev.base, latest)
                     entry.updates = list(prev.updates)
                 local[key] = entry
-                after, states = play(
-                    entry.latest, [(_position(batch[i]), updates[i]) for i in indexes], keep
-                )
+                assert pos is not None  # computed at the key's first update
+                if made_before(made, low):
+                    # ``play``'s usual case, without looking at each event: the batch is of one
+                    # lineage and in order, the key's state made before it: each event sees the
+                    # state after the updates before it.
+                    states = []
+                    for i in indexes:
+                        update = updates[i]
+                        if update is not None and update.version > latest.version:
+                            latest = advance(latest, update, keep)
+                        states.append(latest)
+                    after = latest
+                else:
+                    after, states = play(latest, [(pos[i], updates[i]) for i in indexes], keep)
                 entry.latest = after
                 run_state: SubscriptionState | None = None
                 for i, state in zip(indexes, states, strict=True):
@@ -296,7 +316,7 @@ class SubscriptionBolt(Bolt):
             if all(covered(ev) for ev, _ in entry.updates):
                 new = entry.latest
             else:  # some updates come after a failed record of their shard: they come again
-                kept = [(_position(ev), u) for ev, u in entry.updates if covered(ev)]
+                kept = [(position(ev), u) for ev, u in entry.updates if covered(ev)]
                 new = play(entry.base, kept, keep)[0] if kept else entry.base
             if new is not entry.base:
                 changed[key] = new
@@ -313,7 +333,9 @@ class SubscriptionBolt(Bolt):
         if self.store is not None:
             self.store.discard()
 
-    def _update(self, event: Event, kind: str, action: Action, key: str | None) -> Update | str:
+    def _update(
+        self, event: Event, kind: str, action: Action, key: str | None, at: Position | None
+    ) -> Update | str:
         """The update a state-changing event carries, or why it is rejected."""
         c = self.config
         if key is None:
@@ -347,7 +369,7 @@ class SubscriptionBolt(Bolt):
             return f"{kind} event with bad '{c.topics_field}': a topic is not valid UTF-8 text (a lone surrogate)"
         meta = event.meta
         v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, event.event_id)
-        return Update(action, time_ms, v, event.event_id, topics, _position(event))
+        return Update(action, time_ms, v, event.event_id, topics, at)
 
 
 class _Staged:
@@ -379,20 +401,6 @@ def _single_key(path: str) -> str | None:
     return keys[0] if keys is not None and len(keys) == 1 else None
 
 
-def _all_after(batch: list[Event], indexes: list[int], made: Position | None) -> bool:
-    """Whether every event at ``indexes`` comes after position ``made`` (or cannot be compared
-    with it: another lineage, no numeric position) — what ``play`` checks for a read. A position
-    saved before lineages named their stream (a shard id alone) is left to ``play``."""
-    if made is None:
-        return True
-    old = "\x1f" not in made[0]
-    for i in indexes:
-        p = _position(batch[i])
-        if p is not None and (p <= made if p[0] == made[0] else old and p[1:] <= made[1:]):
-            return False
-    return True
-
-
 def _utf8(text: str) -> bool:
     """Whether ``text`` encodes as UTF-8 (no lone surrogate), as every store's driver needs."""
     try:
@@ -407,14 +415,3 @@ def _scalar_key(value: Any) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
-
-
-def _position(event: Event) -> Position | None:
-    """``position_of(lineage(meta), …)``, inline: this runs for most events of a batch."""
-    meta = event.meta
-    seq = meta.sequence_number
-    if not seq.isdigit():
-        return None
-    if meta.source is None and not meta.replay:  # a stream's shard (Kinesis, SQS)
-        return f"{meta.shard_id}\x1f{meta.stream}", int(seq), meta.sub_sequence_number
-    return lineage(meta), int(seq), meta.sub_sequence_number

@@ -597,18 +597,31 @@ def test_records_of_two_producer_requests_do_not_compare_positions(tmp_path):
     assert request("r2", [ev("page_view", "K", "2024-05-01T10:02:00Z")]) == ["subscribed"]
 
 
-def test_the_bolts_inline_position_is_position_of_the_lineage():
+def test_the_bolts_inline_positions_are_position_of_the_lineage():
+    from squall.enrichment.positions import position, positions_of
     from squall.enrichment.state import position_of
-    from squall.enrichment.subscription import _position
     from squall.event import Event, RecordMeta, lineage
 
-    for meta in (
+    metas = (
         RecordMeta("s", "shardId-000000000001", "4959033827149025660855969253836157109592", 3),
         RecordMeta("s", "file", "17", 0, "", None, None, "f" * 32, None, "a" * 32),
         RecordMeta("api:r1", "api", "2", 0, "r1", None, source="r1"),
         RecordMeta("q", "msg-x", "not-a-number", 0),
         RecordMeta("s", "shardId-000000000001", "49590338", 0, replay=1),
         RecordMeta("s", "file", "17", 0, "", None, None, "f" * 32, None, "a" * 32, 2),
-    ):
-        want = position_of(lineage(meta), meta.sequence_number, meta.sub_sequence_number)
-        assert _position(Event(b"", meta, "id", 0, {})) == want
+    )
+    want = [position_of(lineage(m), m.sequence_number, m.sub_sequence_number) for m in metas]
+    events = [Event(b"", meta, "id", 0, {}) for meta in metas]
+    assert [position(e) for e in events] == want
+    # A batch's positions at once: the first one too when the batch is of one lineage, in order.
+    assert positions_of(events) == (want, None)
+    for meta, p in zip(metas, want, strict=True):
+        one = [Event(b"", meta._replace(sub_sequence_number=n), "id", 0, {}) for n in (1, 1, 2)]
+        got = [position(e) for e in one]
+        assert positions_of(one) == (got, None if p is None or meta.replay else got[0])
+        assert positions_of(one[::-1])[1] is None  # not in order
+    s = metas[1]
+    assert (
+        positions_of([Event(b"", s, "i", 0), Event(b"", s._replace(source="b" * 32), "j", 1)])[1]
+        is None
+    )  # two inputs

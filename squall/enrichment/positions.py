@@ -1,0 +1,73 @@
+"""Where the events of a batch were read, for the subscription bolt: positions (``state.Position``)
+and the checks that tell, without ``state.play``, which events come after a key's state.
+
+Spouts deliver a batch of one lineage in order (one shard's records, one input's lines): then its
+lineage is named once (``positions_of``), and a key whose state was made before the batch's first
+position gives each of its events the state after the updates before it (``made_before``).
+"""
+
+from __future__ import annotations
+
+from itertools import islice, repeat
+from operator import attrgetter, le
+
+from squall.enrichment.state import Position
+from squall.event import Event, lineage
+
+
+def positions_of(batch: list[Event]) -> tuple[list[Position | None], Position | None]:
+    """``position`` of every event, and the first of them when all are of one lineage and in
+    order (else None). A batch of one lineage — what a spout delivers: one shard's records in
+    order, one input's lines — names it once, the rest at C speed (map, zip)."""
+    metas = [event.meta for event in batch]
+    numbers = list(map(_SEQUENCE, metas))
+    if (
+        metas
+        and not metas[0].replay
+        and len(set(map(_LINEAGE_FIELDS, metas))) == 1
+        and all(map(str.isdigit, numbers))
+    ):
+        positions = list(
+            zip(repeat(lineage(metas[0])), map(int, numbers), map(_SUB_SEQUENCE, metas))
+        )
+        in_order = all(map(le, positions, islice(positions, 1, None)))
+        return positions, positions[0] if in_order else None  # type: ignore[return-value]
+    return [position(event) for event in batch], None
+
+
+_SEQUENCE = attrgetter("sequence_number")
+_SUB_SEQUENCE = attrgetter("sub_sequence_number")
+_LINEAGE_FIELDS = attrgetter("shard_id", "stream", "source", "replay")
+
+
+def position(event: Event) -> Position | None:
+    """Where ``event`` was read: ``state.position_of(lineage(meta), …)``, inline."""
+    meta = event.meta
+    seq = meta.sequence_number
+    if not seq.isdigit():
+        return None
+    if meta.source is None and not meta.replay:  # a stream's shard (Kinesis, SQS)
+        return f"{meta.shard_id}\x1f{meta.stream}", int(seq), meta.sub_sequence_number
+    return lineage(meta), int(seq), meta.sub_sequence_number
+
+
+def made_before(made: Position | None, low: Position | None) -> bool:
+    """Whether a state made at position ``made`` (None: not by an update with a position) comes
+    before every event of a batch that is of one lineage and in order, from position ``low`` on
+    (None: the batch is not), or does not compare with them (another lineage, that names its
+    stream). Then ``play`` gives each event of the key the state after the updates before it."""
+    if low is None:
+        return False
+    return made is None or (made < low if made[0] == low[0] else "\x1f" in made[0])
+
+
+def all_after(positions: list[Position | None], indexes: list[int], made: Position) -> bool:
+    """Whether every event at ``indexes`` comes after position ``made`` (or cannot be compared
+    with it: another lineage, no numeric position) — what ``play`` checks for a read. A position
+    saved before lineages named their stream (a shard id alone) is left to ``play``."""
+    old = "\x1f" not in made[0]
+    for i in indexes:
+        p = positions[i]
+        if p is not None and (p <= made if p[0] == made[0] else old and p[1:] <= made[1:]):
+            return False
+    return True
