@@ -289,7 +289,8 @@ class SqlStateStore:
     created from its SQLAlchemy model): building and compiling a Core statement per batch cost
     more than the database work on small batches. Reads select the batch's keys with ``IN (?, …)``
     (SQLite) or ``= ANY(%s)`` (PostgreSQL, one array parameter); writes are multi-row ``INSERT …
-    VALUES`` pages with the version-guarded ``ON CONFLICT … DO UPDATE``.
+    VALUES`` pages (SQLite: one row's statement, ``executemany``, unless the written keys are
+    asked for) with the version-guarded ``ON CONFLICT … DO UPDATE``.
     """
 
     def __init__(self, engine: Any, table: str = "squall_subscriptions"):
@@ -402,6 +403,11 @@ class SqlStateStore:
                 return self._upsert(conn, rows, report)
 
     def _upsert(self, conn: Any, rows: list[tuple], report: bool) -> set[str]:
+        if self._sqlite and not report:
+            # SQLite: one prepared one-row statement, executemany (parsing a page of VALUES, new
+            # text for each page size, cost more than stepping the statement per row).
+            conn.exec_driver_sql(self._insert + self._row_marks + self._upsert_tail, rows)
+            return set()
         written: set[str] = set()
         tail = self._upsert_tail + (f" RETURNING {self._quoted_key}" if report else "")
         size = self._page or self._sqlite_page(conn)
