@@ -68,12 +68,23 @@ def format_time(ms: int | None) -> str | None:
     """ISO-8601 UTC text with milliseconds, e.g. ``2024-05-01T12:00:00.000Z``."""
     if ms is None:
         return None
-    return _format_ms(ms)
+    return format_ms(ms)
 
 
 @functools.lru_cache(maxsize=4_096)  # the same times come again (a key's registration, per event)
-def _format_ms(ms: int) -> str:
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(ms // 1000))}.{ms % 1000:03d}Z"
+def format_ms(ms: int) -> str:
+    """``format_time`` of a time that is not None. The date is ``strftime``'s (cached per day), the
+    time of day arithmetic: a new time costs about half of ``gmtime`` + ``strftime``."""
+    seconds, milli = divmod(ms, 1000)
+    days, seconds = divmod(seconds, 86_400)
+    hours, seconds = divmod(seconds, 3_600)
+    minutes, seconds = divmod(seconds, 60)
+    return "%sT%02d:%02d:%02d.%03dZ" % (_format_day(days), hours, minutes, seconds, milli)  # noqa: UP031
+
+
+@functools.lru_cache(maxsize=1_024)
+def _format_day(days: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(days * 86_400))
 
 
 def arrival_ms(arrival: datetime | None) -> int:

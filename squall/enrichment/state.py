@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from squall.event import RecordMeta, derive_event_id
-from squall.times import format_time
+from squall.times import format_ms
 
 #: Where a record was read: its lineage (``squall.event.lineage``: shard, stream and, for inputs
 #: numbered by line, the input), sequence number, sub-sequence number.
@@ -90,12 +90,13 @@ class SubscriptionState:
 
     def block(self) -> dict[str, Any]:
         """The enrichment block of an event that sees this state."""
+        registered_at, changed_at = self.registered_at, self.changed_at
         return {
-            "status": str(self.status),
+            "status": self.status._value_,  # the text, without str()'s copy
             "subscribed": self.subscribed,
             "topics": list(self.topics),
-            "registered_at": format_time(self.registered_at),
-            "last_change_at": format_time(self.changed_at),
+            "registered_at": None if registered_at is None else format_ms(registered_at),
+            "last_change_at": None if changed_at is None else format_ms(changed_at),
         }
 
 
@@ -160,32 +161,39 @@ def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
     return _applied(state, update, ())
 
 
+_REGISTER, _SUBSCRIBE = Action.REGISTER, Action.SUBSCRIBE
+_UNKNOWN, _REGISTERED = Status.UNKNOWN, Status.REGISTERED
+_SUBSCRIBED, _UNSUBSCRIBED = Status.SUBSCRIBED, Status.UNSUBSCRIBED
+
+
 def _applied(
     state: SubscriptionState, update: Update, history: tuple[str, ...]
 ) -> SubscriptionState:
     """``apply`` of a newer update, the result remembering ``history``."""
+    # (members as module globals: ``Action.REGISTER`` is a class attribute lookup through the
+    # enum's metaclass, ~70 ns each)
     status, subscribed, registered_at = state.status, state.subscribed, state.registered_at
     topics = state.topics
     action = update.action
-    if action is Action.REGISTER:
+    if action is _REGISTER:
         if registered_at is None:
             registered_at = update.time_ms
-        if status is Status.UNKNOWN:
-            status = Status.REGISTERED
-    elif action is Action.SUBSCRIBE:
+        if status is _UNKNOWN:
+            status = _REGISTERED
+    elif action is _SUBSCRIBE:
         if update.topics:
             topics = tuple(sorted(set(topics).union(update.topics)))
-        subscribed, status = True, Status.SUBSCRIBED
+        subscribed, status = True, _SUBSCRIBED
     else:
         if update.topics:
             remaining = tuple(t for t in topics if t not in update.topics)
             if topics and not remaining:
-                subscribed, status = False, Status.UNSUBSCRIBED
+                subscribed, status = False, _UNSUBSCRIBED
             topics = remaining
         else:
-            topics, subscribed, status = (), False, Status.UNSUBSCRIBED
-        if status is Status.UNKNOWN:
-            status = Status.UNSUBSCRIBED
+            topics, subscribed, status = (), False, _UNSUBSCRIBED
+        if status is _UNKNOWN:
+            status = _UNSUBSCRIBED
     return SubscriptionState(
         status,
         subscribed,
@@ -204,7 +212,7 @@ def encode(state: SubscriptionState) -> str:
     p = state.position
     return orjson.dumps(
         [
-            str(state.status),
+            state.status._value_,
             state.subscribed,
             state.topics,
             state.registered_at,

@@ -383,7 +383,7 @@ class SqlStateStore:
         rows = [
             (
                 key,
-                str(s.status),
+                s.status._value_,
                 s.subscribed,
                 orjson.dumps(s.topics).decode(),
                 s.registered_at,

@@ -92,6 +92,15 @@ def test_format_time():
     assert format_time(None) is None
 
 
+@given(st.integers(-(10**13), 260_000_000_000_000))
+def test_format_time_is_gmtime_and_strftime(ms):
+    """The date from ``strftime``, the time of day by arithmetic: as ``gmtime`` of the whole."""
+    import time
+
+    want = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    assert format_time(ms) == want
+
+
 @pytest.mark.parametrize(
     ("value", "topics"),
     [
