@@ -20,9 +20,10 @@ from squall.component import ComponentConfig
 from squall.event import Event
 from squall.exact_json import DIGIT_RUN, SCAN, exact, recoverable, wide_spans
 from squall.limits import DEFAULT_MAX_DEPTH, MAX_EVENT_ID_BYTES, nesting_depth
-from squall.paths import MISSING, DottedPath, getter
+from squall.paths import MISSING, DottedPath, getter, payload_keys
 
 GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_FIRST = GZIP_MAGIC[0]
 INEXACT = "an integer beyond 64 bits cannot be decoded exactly"
 
 
@@ -64,6 +65,10 @@ class JsonBolt(Bolt):
     def __init__(self, config: JsonConfig, context):
         super().__init__(config, context)
         self._id_of = getter(config.event_id_field) if config.event_id_field else None
+        # A payload key of one level (the usual ``message_id``) is read inline in ``process``,
+        # not through the getter's call (``squall.paths.getter``'s rules: None otherwise).
+        keys = payload_keys(config.event_id_field) if config.event_id_field else None
+        self._id_key = keys[0] if keys is not None and len(keys) == 1 else None
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -73,7 +78,7 @@ class JsonBolt(Bolt):
         max_depth, max_bytes, object_only = cfg.max_depth, cfg.max_bytes, cfg.object_only
         always, auto = cfg.gzip == "always", cfg.gzip == "auto"
         passed: list[Event] = []
-        emit, id_of = passed.append, self._id_of
+        emit, id_of, id_key = passed.append, self._id_of, self._id_key
         scan_map, run = SCAN, DIGIT_RUN
         for ev in batch:
             defect = ev.meta.defect
@@ -81,7 +86,8 @@ class JsonBolt(Bolt):
                 out.fail(ev, defect)
                 continue
             data = ev.raw
-            if always or (auto and data[:2] == GZIP_MAGIC):
+            # The first byte alone rules out gzip for almost every payload (no slice to build).
+            if always or (auto and data and data[0] == _GZIP_FIRST and data[:2] == GZIP_MAGIC):
                 try:
                     data = _gunzip(data, max_bytes)
                 except (OSError, EOFError, zlib.error, ValueError) as exc:
@@ -120,7 +126,10 @@ class JsonBolt(Bolt):
                     continue
             ev.value = value
             if id_of is not None:
-                eid = id_of(ev)
+                if id_key is not None:
+                    eid = value.get(id_key, MISSING) if isinstance(value, dict) else MISSING
+                else:
+                    eid = id_of(ev)
                 if eid is not MISSING and eid is not None and eid != "":
                     eid = str(eid)
                     # At most 4 bytes a character: only a long id needs encoding to be measured.
@@ -136,7 +145,7 @@ class JsonBolt(Bolt):
                     if "\x00" in eid:  # no SQL text key (PostgreSQL) can hold it
                         out.fail(ev, f"{cfg.event_id_field} contains a NUL character")
                         continue
-                    ev.event_id = eid
+                    ev._event_id = eid  # Event.event_id's setter, without the property's call
             emit(ev)
         out.emit_all(passed)
         return out
