@@ -25,14 +25,21 @@ class DedupeBolt(Bolt):
     def __init__(self, config: DedupeConfig, context):
         super().__init__(config, context)
         self._get = getter(config.key)
+        #: The default key (``meta.event_id``) is read inline: no getter call, no property call.
+        self._by_event_id = config.key == "meta.event_id"
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
         seen: set = set()
         passed: list[Event] = []
-        emit = passed.append
+        emit, get, by_event_id = passed.append, self._get, self._by_event_id
         for ev in batch:
-            k = self._get(ev)
+            if by_event_id:
+                k = ev._event_id  # Event.event_id, without the property's call
+                if k is None:
+                    k = ev.event_id
+            else:
+                k = get(ev)
             if k is MISSING or k is None:
                 emit(ev)
                 continue
