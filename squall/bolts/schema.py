@@ -197,8 +197,9 @@ def _ref_with_siblings(node: Any) -> bool:
     return False
 
 
-def fast_check(schema: dict[str, Any]):
-    """A compiled validity check (fastjsonschema, ~10x faster), or None when the schema needs jsonschema."""
+def _compiled(schema: dict[str, Any]):
+    """fastjsonschema's compiled validator (raising ``JsonSchemaException`` on an invalid value),
+    or None when the schema needs jsonschema."""
     if (
         _keywords(schema) & NEWER_KEYWORDS
         or "format" in _keywords(schema)
@@ -208,9 +209,17 @@ def fast_check(schema: dict[str, Any]):
     try:
         import fastjsonschema
 
-        compiled = fastjsonschema.compile({k: v for k, v in schema.items() if k != "$schema"})
+        return fastjsonschema.compile({k: v for k, v in schema.items() if k != "$schema"})
     except Exception:  # any schema fastjsonschema cannot compile falls back to jsonschema
         return None
+
+
+def fast_check(schema: dict[str, Any]):
+    """A compiled validity check (fastjsonschema, ~10x faster), or None when the schema needs jsonschema."""
+    compiled = _compiled(schema)
+    if compiled is None:
+        return None
+    import fastjsonschema
 
     def check(value: Any) -> bool:
         try:
@@ -245,7 +254,8 @@ class SchemaBolt(Bolt):
 
     def __init__(self, config: SchemaConfig, context):
         super().__init__(config, context)
-        self._fast = fast_check(config.schema_)
+        # fastjsonschema's validator, called inline per event (``fast_check`` without its call).
+        self._fast = _compiled(config.schema_)
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
         self._validator = None if self._fast is not None else full_validator(config.schema_)
 
@@ -260,10 +270,17 @@ class SchemaBolt(Bolt):
         validator, fast = self._validator, self._fast
         passed: list[Event] = []
         emit = passed.append
+        if fast is not None:
+            from fastjsonschema import JsonSchemaException as not_valid
         for ev in batch:
-            if fast is not None and fast(ev.value):
-                emit(ev)
-                continue
+            if fast is not None:
+                try:
+                    fast(ev.value)
+                except not_valid:
+                    pass
+                else:
+                    emit(ev)
+                    continue
             if validator is None:
                 validator = self._validator = full_validator(self.config.schema_)
             error = _best_match(validator.iter_errors(ev.value))
