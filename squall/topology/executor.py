@@ -77,6 +77,9 @@ from squall.topology.resources import Resources
 
 log = logging.getLogger("squall.engine")
 
+#: The first byte of a KPL aggregate (``_expand`` tests it before slicing the magic).
+_KPL_FIRST = KPL_MAGIC[0]
+
 #: The metadata of the unit standing for the end of a finite input (``Engine.finish``).
 END_OF_INPUT = RecordMeta("", "<end of input>", "0")
 
@@ -956,19 +959,27 @@ class Engine:
         units: list[Event] = []
         bad: list[Event] = []
         started = time.perf_counter()
+        append, user_records = units.append, self.user_records
         for rec in records:
-            if (
-                rec.meta.defect is not None
-            ):  # the source could not deliver it whole (too long, bad base64)
-                ev = Event(rec.data, rec.meta, None, len(units))
-                ev.failure = Failure(self.plan.spout_id, rec.meta.defect)
-                units.append(ev)
+            data, meta = rec.data, rec.meta
+            # the source could not deliver it whole (too long, bad base64)
+            if meta.defect is not None:
+                ev = Event(data, meta, None, len(units))
+                ev.failure = Failure(self.plan.spout_id, meta.defect)
+                append(ev)
                 bad.append(ev)
                 continue
             # the usual case: one user record. A sub-sequence number says it was taken out of an
             # aggregate already (a spout resuming inside one, the KCL): its bytes are the user's.
-            if rec.data[:4] != KPL_MAGIC or rec.meta.sub_sequence_number or self.user_records:
-                units.append(Event(rec.data, rec.meta, None, len(units)))
+            # (The first byte alone rules most records out without slicing.)
+            if (
+                user_records
+                or not data
+                or data[0] != _KPL_FIRST
+                or data[:4] != KPL_MAGIC
+                or meta.sub_sequence_number
+            ):
+                append(Event(data, meta, None, len(units)))
                 continue
             try:
                 subs = deaggregate(rec)
@@ -1087,8 +1098,12 @@ class Engine:
                 failure = ev.failure or Failure(node.id, "write failed")
                 ledger.failed.setdefault(ev.origin, dataclasses.replace(failure, retry=True))
         counts = ledger.dead if dead else ledger.committed
-        for ev in events:
-            if id(ev) not in failed_ids:
+        if failed_ids:
+            for ev in events:
+                if id(ev) not in failed_ids:
+                    counts[ev.origin] += 1
+        else:  # the usual case: no id() and no set look-up per event
+            for ev in events:
                 counts[ev.origin] += 1
         return len(failed_ids)
 
