@@ -213,6 +213,8 @@ class Event:
     set it first.
     """
 
+    #: A slot added here is set in ``Engine._expand`` too (it builds each record's event without
+    #: calling ``__init__``; tests/topology/test_engine_events.py).
     __slots__ = ("raw", "meta", "_event_id", "origin", "value", "failure", "extra")
 
     def __init__(

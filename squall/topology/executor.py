@@ -77,6 +77,7 @@ from squall.topology.resources import Resources
 
 log = logging.getLogger("squall.engine")
 
+_new_event = object.__new__
 #: The first byte of a KPL aggregate (``_expand`` tests it before slicing the magic).
 _KPL_FIRST = KPL_MAGIC[0]
 
@@ -979,7 +980,17 @@ class Engine:
                 or data[:4] != KPL_MAGIC
                 or meta.sub_sequence_number
             ):
-                append(Event(data, meta, None, len(units)))
+                # Event(data, meta, None, len(units)), its slots set here: Event.__init__ is a
+                # Python call per record (tests/topology/test_engine_events.py holds them equal).
+                ev = _new_event(Event)
+                ev.raw = data
+                ev.meta = meta
+                ev._event_id = None
+                ev.origin = len(units)
+                ev.value = None
+                ev.failure = None
+                ev.extra = {}
+                append(ev)
                 continue
             try:
                 subs = deaggregate(rec)
