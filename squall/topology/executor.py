@@ -690,7 +690,8 @@ class Engine:
                 for node, events, result in written:
                     self._settle_into(trial, node, events, result, dead=False)
                 codes = self._codes(trial)
-                checkpoint = self._checkpoint_from(units, codes)
+                # Only a checkpoint written here is used (else the caller finds it after commit).
+                checkpoint = self._checkpoint_from(units, codes) if with_checkpoint else {}
                 covered = self._covered(units, codes)
                 for node in states:
                     self.components[node.index].commit_state(covered, conn)  # type: ignore[union-attr]
