@@ -205,18 +205,19 @@ def package(
 
     topo = _load_or_exit(file)
     extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
+    # Flags of the SAM template (whether given): refused for a fleet and without --template.
+    template_flags = (
+        ("--snapstart", snapstart),
+        ("--provisioned-concurrency", provisioned),
+        ("--on-failure", on_failure),
+        ("--batch-window", batch_window is not None),
+        ("--s3-bucket", s3_bucket),
+        ("--s3-delivery", s3_delivery != "direct"),
+    )
     if handler == "kcl":
         from squall.deploy.fleet import write_fleet
 
-        lambda_only = (
-            ("--snapstart", snapstart),
-            ("--provisioned-concurrency", provisioned),
-            ("--on-failure", on_failure),
-            ("--batch-window", batch_window is not None),
-            ("--s3-bucket", s3_bucket),
-            ("--s3-delivery", s3_delivery != "direct"),
-        )
-        for flag, given in lambda_only:
+        for flag, given in template_flags:
             if given:
                 raise click.UsageError(f"{flag} is for a Lambda function, not a KCL fleet")
 
@@ -247,15 +248,7 @@ def package(
     from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
     from squall.deploy.template import TemplateOptions, sam_template, write_template
 
-    template_only = (
-        ("--snapstart", snapstart),
-        ("--provisioned-concurrency", provisioned),
-        ("--on-failure", on_failure),
-        ("--batch-window", batch_window is not None),
-        ("--s3-bucket", s3_bucket),
-        ("--s3-delivery", s3_delivery != "direct"),
-    )
-    for flag, given in template_only:
+    for flag, given in template_flags:
         if given and not template_path:
             raise click.UsageError(f"{flag} configures the SAM template: give --template")
     problem = snap.add_to_function(
