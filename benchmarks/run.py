@@ -75,6 +75,8 @@ class Measured:
     max_rss_mb: float
     stdout: str
     samples: list[dict] = field(default_factory=list)
+    user: float = 0.0
+    system: float = 0.0
 
 
 def measure(
@@ -105,7 +107,15 @@ def measure(
             f"benchmark process failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
             f"{stdout[-2000:]}\n{stderr[-4000:]}"
         )
-    return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout, samples)
+    return Measured(
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        stdout,
+        samples,
+        user=usage.ru_utime,
+        system=usage.ru_stime,
+    )
 
 
 def compile_bytecode() -> dict:
@@ -327,7 +337,8 @@ def bench_pipeline(dialect: str, args) -> dict:
                 )
                 measured[v], outputs[v] = m, out
                 print(
-                    f"  {dialect} round {r + 1}/{args.rounds} {v:9} wall {m.wall:7.2f} s  cpu {m.cpu:7.2f} s  "
+                    f"  {dialect} round {r + 1}/{args.rounds} {v:9} wall {m.wall:7.2f} s  cpu {m.cpu:7.2f} s "
+                    f"(user {m.user:.2f}, sys {m.system:.2f})  "
                     f"rss {m.max_rss_mb:6.1f} MB",
                     file=sys.stderr,
                     flush=True,
@@ -359,6 +370,8 @@ def bench_pipeline(dialect: str, args) -> dict:
                     "position": order.index(v),
                     "wall": m.wall,
                     "cpu": m.cpu,
+                    "user": m.user,
+                    "system": m.system,
                     "max_rss_mb": m.max_rss_mb,
                 }
             )
@@ -373,6 +386,8 @@ def bench_pipeline(dialect: str, args) -> dict:
         summary[v] = {
             "median_wall": wall,
             "median_cpu": cpu,
+            "median_user": statistics.median(x["user"] for x in runs[v]),
+            "median_system": statistics.median(x["system"] for x in runs[v]),
             "events_per_s_wall": n / wall,
             "events_per_s_cpu": n / cpu,
             "cpu_us_per_event": cpu / n * 1e6,
