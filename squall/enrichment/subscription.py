@@ -9,6 +9,9 @@ The engine's commit sequence writes them after the sinks have committed
 (``commit_state``), only the changes of records the checkpoint covers, in the batch's SQL
 transaction when the store shares the warehouse's database. So a batch delivered again — after
 a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
+
+Size (~430 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
+the commit hooks — on one batch's data; split, each part would pass the others that data.
 """
 
 from __future__ import annotations
@@ -140,6 +143,8 @@ class SubscriptionBolt(Bolt):
         self._key_name = _single_key(c.key)
         self._type_name = _single_key(c.type_field)
         self._target_name = _single_key(c.target)
+        self._time_name = _single_key(c.time_field) if c.time_field else None
+        self._topics_name = _single_key(c.topics_field)
         self._actions = dict(c.actions)
         self.store: StateStore | None = None
         self._state_resource: str | None = None
@@ -283,7 +288,13 @@ class SubscriptionBolt(Bolt):
         blocks: dict[int, tuple[dict[str, Any], list[str]]] = {}
         set_target, target_name = self._set_target, self._target_name
         for indexes, state in same:
-            block, topics = _rendered(blocks, state)
+            # Keyed by the state's id: every state is held by the call's groups until it
+            # returns, so no id is reused meanwhile.
+            found = blocks.get(id(state))
+            if found is None:
+                block = state.block()
+                found = blocks[id(state)] = (block, block["topics"])
+            block, topics = found
             for i in indexes:
                 copy = block.copy()
                 copy["topics"] = topics[:]
@@ -338,38 +349,54 @@ class SubscriptionBolt(Bolt):
     ) -> Update | str:
         """The update a state-changing event carries, or why it is rejected."""
         c = self.config
-        if key is None:
-            return f"{kind} event without a usable '{c.key}'"
-        if key is HAS_NUL:
-            return f"{kind} event whose '{c.key}' contains a NUL character (a state store cannot keep it)"
-        if key is NOT_UTF8:
-            return f"{kind} event whose '{c.key}' is not valid UTF-8 text (a lone surrogate)"
-        if "\x00" in event.event_id:  # the state row carries it (event_id, version)
-            return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
-        if not event.event_id.isascii() and not _utf8(event.event_id):
-            return f"{kind} event whose event id is not valid UTF-8 text (a lone surrogate)"
-        if key is TOO_LONG:
-            return f"{kind} event whose '{c.key}' is longer than {MAX_KEY_LENGTH} characters"
+        eid = event._event_id
+        if eid is None:
+            eid = event.event_id
+        if key.__class__ is not str or "\x00" in eid or (not eid.isascii() and not _utf8(eid)):
+            return self._unusable(kind, key, eid)
+        # One-level paths (the usual "timestamp", "topics") are read inline.
+        value, time_name, topics_name = event.value, self._time_name, self._topics_name
         try:
             if self._get_time is None:
                 time_ms = arrival_ms(event.meta.arrival_time)
             else:
-                value = self._get_time(event)
-                if value is MISSING:
+                when = value.get(time_name, MISSING) if time_name else self._get_time(event)
+                if when is MISSING:
                     raise ValueError("missing")
-                time_ms = parse_time(value)
+                time_ms = parse_time(when)
         except ValueError as exc:
             return f"{kind} event with a bad '{c.time_field or 'arrival time'}': {exc}"
-        try:
-            topics_value = self._get_topics(event)
-            topics = parse_topics(None if topics_value is MISSING else topics_value)
-        except ValueError as exc:
-            return f"{kind} event with bad '{c.topics_field}': {exc}"
-        if topics and not all(t.isascii() or _utf8(t) for t in topics):
-            return f"{kind} event with bad '{c.topics_field}': a topic is not valid UTF-8 text (a lone surrogate)"
+        found = value.get(topics_name, MISSING) if topics_name else self._get_topics(event)
+        if found is MISSING or found is None:
+            topics = None
+        else:
+            try:
+                topics = parse_topics(found)
+            except ValueError as exc:
+                return f"{kind} event with bad '{c.topics_field}': {exc}"
+            if topics and not all(map(str.isascii, topics)) and not all(map(_utf8, topics)):
+                return (
+                    f"{kind} event with bad '{c.topics_field}': a topic is not valid UTF-8 text "
+                    "(a lone surrogate)"
+                )
         meta = event.meta
-        v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, event.event_id)
-        return Update(action, time_ms, v, event.event_id, topics, at)
+        v = version(time_ms, meta.sequence_number, meta.sub_sequence_number, eid)
+        return Update(action, time_ms, v, eid, topics, at)
+
+    def _unusable(self, kind: str, key: Any, eid: str) -> str:
+        """Why a state-changing event whose key or event id no store can keep is rejected."""
+        name = self.config.key
+        if key is None:
+            return f"{kind} event without a usable '{name}'"
+        if key is HAS_NUL:
+            return f"{kind} event whose '{name}' contains a NUL character (a state store cannot keep it)"
+        if key is NOT_UTF8:
+            return f"{kind} event whose '{name}' is not valid UTF-8 text (a lone surrogate)"
+        if "\x00" in eid:  # the state row carries it (event_id, version)
+            return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
+        if not eid.isascii() and not _utf8(eid):
+            return f"{kind} event whose event id is not valid UTF-8 text (a lone surrogate)"
+        return f"{kind} event whose '{name}' is longer than {MAX_KEY_LENGTH} characters"
 
 
 class _Staged:
@@ -381,18 +408,6 @@ class _Staged:
         self.base = base
         self.latest = latest
         self.updates: list[tuple[Event, Update]] = []
-
-
-def _rendered(
-    blocks: dict[int, tuple[dict[str, Any], list[str]]], state: SubscriptionState
-) -> tuple[dict[str, Any], list[str]]:
-    """The block of ``state`` and its topics, built once per call (keyed by the state's id: every
-    state is held by the call's groups until it returns, so no id is reused meanwhile)."""
-    found = blocks.get(id(state))
-    if found is None:
-        block = state.block()
-        found = blocks[id(state)] = (block, block["topics"])
-    return found
 
 
 def _single_key(path: str) -> str | None:
