@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field
 
-from squall import aws
+from squall import aws, exact_json
 from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
@@ -39,7 +38,8 @@ class FirehoseSinkConfig(ComponentConfig):
     endpoint_url: aws.EndpointUrl = Field(None, description="Firehose endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
         "json",
-        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
+        description="`json`: the event's value as JSON (orjson; an integer beyond 64 bits as its "
+        "digits); `raw`: the record's bytes.",
     )
     event_id_key: str | None = Field(
         None,
@@ -111,7 +111,7 @@ class FirehoseSink(Sink):
                         continue
                     value = {**value, key: ev.event_id}
                 try:
-                    data = orjson.dumps(value)
+                    data = exact_json.dumps(value)  # an integer beyond 64 bits as its digits
                 except TypeError as exc:
                     out.reject(ev, self.id, f"value cannot be serialized as JSON: {exc}")
                     continue

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, SecretStr, field_validator
 
-from squall import aws
+from squall import aws, exact_json
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
@@ -152,7 +151,7 @@ class HttpSink(ConcurrentRequests, Sink):
                 out.reject(ev, self.id, "event has no decoded value: add a decode bolt")
                 continue
             try:
-                bodies.append((ev, orjson.dumps(ev.value)))
+                bodies.append((ev, exact_json.dumps(ev.value)))  # wide integers as digits
             except TypeError as exc:
                 out.reject(ev, self.id, f"value cannot be serialized as JSON: {exc}")
                 continue

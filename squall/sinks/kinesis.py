@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field
 
-from squall import aws, paths
+from squall import aws, exact_json, paths
 from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.event import Event, Failure
 from squall.iam import AwsPermission, kinesis_stream_arn
@@ -38,7 +37,8 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
     )
     format: Literal["json", "raw"] = Field(
         "json",
-        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes.",
+        description="`json`: the event's value as JSON (orjson; an integer beyond 64 bits as its "
+        "digits); `raw`: the record's bytes.",
     )
     aggregate: bool = Field(False, description="Pack user records into KPL aggregates (per shard).")
     event_id_key: str | None = Field(
@@ -135,7 +135,7 @@ class KinesisSink(Sink):
                     )
                 value = {**value, key: ev.event_id}
             try:
-                data = orjson.dumps(value)
+                data = exact_json.dumps(value)  # an integer beyond 64 bits as its digits
             except TypeError as exc:
                 raise ValueError(f"value cannot be serialized as JSON: {exc}") from None
         if self._pk is not None:

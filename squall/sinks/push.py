@@ -54,7 +54,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from squall import aws, paths
+from squall import aws, exact_json, paths
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, Failure
@@ -111,7 +111,13 @@ class Template:
             value = get(ev)
             if value is paths.MISSING or value is None:
                 raise ValueError(f"template field '{path}' is missing")
-            out.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+            if isinstance(value, str):
+                out.append(value)
+                continue
+            try:  # an integer beyond 64 bits as its digits
+                out.append(exact_json.dumps(value).decode())
+            except TypeError as exc:
+                raise ValueError(f"template field '{path}' cannot be serialized: {exc}") from None
         return "".join(out)
 
 
@@ -485,7 +491,7 @@ class PushSink(ConcurrentRequests, Sink):
             if when is not paths.MISSING and when is not None:
                 set_time(ev, when)
         ev.value["reason"] = f"fcm:{d.code}"
-        ev.raw = orjson.dumps(ev.value)
+        ev.raw = exact_json.dumps(ev.value)  # the event's time may be a wide integer
         return ev
 
     def _emit_unsubscribes(self, dead: list[DeadToken]) -> list[Event]:

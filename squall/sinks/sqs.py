@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, field_validator, model_validator
 
-from squall import aws, paths
+from squall import aws, exact_json, paths
 from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
@@ -73,7 +72,8 @@ class SqsSinkConfig(ComponentConfig):
     endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
         "json",
-        description="`json`: the event's value serialized with orjson; `raw`: the record's bytes (UTF-8 text).",
+        description="`json`: the event's value as JSON (orjson; an integer beyond 64 bits as its "
+        "digits); `raw`: the record's bytes (UTF-8 text).",
     )
     message_group: paths.DottedPath | None = Field(
         None,
@@ -196,7 +196,7 @@ class SqsSink(Sink):
                     "event has no decoded value: add a decode bolt, or set format: raw"
                 )
             try:
-                body = orjson.dumps(ev.value).decode()
+                body = exact_json.dumps(ev.value).decode()  # wide integers as digits
             except TypeError as exc:
                 raise ValueError(f"value cannot be serialized as JSON: {exc}") from None
         if not body:
@@ -216,9 +216,16 @@ class SqsSink(Sink):
             if value is paths.MISSING or value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                text = (
-                    orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
-                )
+                try:
+                    text = (
+                        exact_json.dumps(value).decode()
+                        if isinstance(value, dict | list)
+                        else str(value)
+                    )
+                except TypeError as exc:
+                    raise ValueError(
+                        f"attribute '{name}' cannot be serialized as JSON: {exc}"
+                    ) from None
                 attrs[name] = {"DataType": "String", "StringValue": text}
             else:
                 attrs[name] = {"DataType": "Number", "StringValue": repr(value)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from squall import exact_json
 from squall.component import ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, RecordMeta
@@ -95,6 +96,25 @@ def test_explicit_hash_key_picks_the_shard(kinesis, kinesis_mock, make_stream):
     for r in seen:
         by_shard[r.meta.shard_id].append(orjson.loads(r.data)["n"])
     assert by_shard == {"shardId-000000000000": [0, 1, 2, 3], "shardId-000000000001": [4, 5, 6, 7]}
+
+
+WIDE = b'{"n": 18446744073709551616, "m": -9223372036854775809}'  # beyond 64 bits, both
+
+
+@pytest.mark.parametrize("aggregate", [False, True], ids=["plain", "aggregated"])
+def test_integers_beyond_64_bits_are_put_as_their_digits(
+    kinesis, kinesis_mock, make_stream, aggregate
+):
+    """The json bolt keeps them exact (Python ints); orjson cannot write them: the event was
+    rejected ("value cannot be serialized as JSON") instead of put."""
+    stream = make_stream(1)
+    sink = make_sink(kinesis_mock.endpoint, stream, aggregate=aggregate)
+    ev = events(1)[0]
+    ev.value = exact_json.loads(WIDE)
+    prepared, result = write(sink, [ev])
+    assert result is None and not prepared.rejected
+    [record] = read_all(kinesis_mock.endpoint, stream)
+    assert record.data == b'{"n":18446744073709551616,"m":-9223372036854775809}'
 
 
 def test_prepare_rejects_what_kinesis_would_refuse(kinesis_mock):
