@@ -7,6 +7,14 @@ characters of letters, digits and punctuation): the group comes from a payload p
 deduplication id from the event id, so a replay within SQS's 5-minute deduplication interval adds
 nothing. Standard queues have no deduplication: every message carries the event id as the
 ``event_id`` message attribute for consumers to deduplicate on.
+
+FIFO order when a call fails in part: SQS enqueues a call's messages in the order sent and
+answers per message, so a message it did not take may sit before later messages of its group
+that it took. Sending it again then would put it after them. So, within one write: once a
+message of a group is not taken, the group's later messages are held back (not sent) and go
+again after it, in order, or fail with it (the source delivers them again, in order); a message
+not taken while SQS took a later one of its group in the same call cannot be put back in order
+and is refused (the dead letter) rather than sent after it.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -27,6 +35,7 @@ from squall.event import Event
 from squall.iam import AwsPermission, sqs_send
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    Answer,
     Item,
     Reject,
     Retry,
@@ -108,7 +117,8 @@ class SqsSinkConfig(ComponentConfig):
         ge=1,
         le=20,
         description="SendMessageBatch attempts for messages that fail "
-        "(first included); then they fail the batch.",
+        "(first included); then they fail the batch (FIFO: with their group's later messages, "
+        "held back unsent).",
     )
 
     @field_validator("attributes")
@@ -263,17 +273,76 @@ class SqsSink(Sink):
         return write_result(self.id, outcome)
 
     def send(self, items: list[Item]) -> SendOutcome:
-        """Send items in calls of 10 (and at most max_message_bytes); retry the failed entries."""
+        """Send items in calls of 10 (and at most max_message_bytes); retry the failed entries.
+        FIFO queues: every attempt goes over all the messages still to send, in order, so a
+        group's later messages held back by ``_send_parts`` go again after the failed one."""
+        size = self.config.max_message_bytes
         return send_all(
             f"{self.id}: SendMessageBatch",
-            chunks(items, MAX_BATCH_ENTRIES, self.config.max_message_bytes),
-            self._send_chunk,
+            iter([items]) if self.fifo else chunks(items, MAX_BATCH_ENTRIES, size),
+            self._rounds() if self.fifo else self._send_chunk,
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
         )
 
-    def _send_chunk(self, chunk: list[Item]) -> list[Retry | Reject | None]:
+    def _rounds(self) -> Callable[[list[Item]], list[Answer]]:
+        """FIFO: ``_send_round`` for ``send_all``, told which attempts are retries."""
+        rounds = itertools.count()
+        return lambda pending: self._send_round(pending, retry=next(rounds) > 0)
+
+    def _send_round(self, pending: list[Item], retry: bool) -> list[Answer]:
+        """FIFO: one attempt at each pending message, in calls of 10 in order. A retry sends each
+        group's earliest message first, in calls of their own, and the group's later messages
+        (held back behind it) only once SQS took it: in one call with them, it could fail again
+        while SQS took them, and could then never be sent in order (``_keep_order``)."""
+        size = self.config.max_message_bytes
+        if not retry:
+            return self._send_parts(chunks(pending, MAX_BATCH_ENTRIES, size))
+        heads: list[Item] = []
+        rest: list[Item] = []
+        seen: set[str] = set()
+        for item in pending:
+            group = item.body["MessageGroupId"]
+            (rest if group in seen else heads).append(item)
+            seen.add(group)
+        parts = itertools.chain(
+            chunks(heads, MAX_BATCH_ENTRIES, size), chunks(rest, MAX_BATCH_ENTRIES, size)
+        )
+        answers = dict(zip(map(id, heads + rest), self._send_parts(parts), strict=True))
+        return [answers[id(item)] for item in pending]
+
+    def _send_parts(self, parts: Iterable[list[Item]]) -> list[Answer]:
+        """The answers to each part sent in turn (one call each, split if SQS refuses it whole).
+        What a part wrote stays done, what SQS refused stays refused, even when a later part
+        meets an outage: the engine's retry of the batch sends only the rest. FIFO: once a
+        message of a group is not taken, the group's later messages are held back (answered
+        ``Retry``, not sent): they go again after it, in order, or fail with it."""
+        answers: list[Answer] = []
+        waiting: dict[str, str] = {}  # FIFO: group → why its earliest message is not taken yet
+        for part in parts:
+            held = [self.fifo and item.body["MessageGroupId"] in waiting for item in part]
+            send = [item for item, hold in zip(part, held, strict=True) if not hold]
+            got = iter(self._send_chunk(send) if send else [])
+            for item, hold in zip(part, held, strict=True):
+                group = item.body.get("MessageGroupId", "")
+                if hold:
+                    answer: Answer = Retry(
+                        f"held back behind an earlier message of group '{group}' that SQS did "
+                        f"not take ({waiting[group]})"
+                    )
+                else:
+                    answer = next(got)
+                    if answer is None:
+                        item.done = True
+                    elif isinstance(answer, Reject):
+                        item.refused = answer.reason
+                    elif self.fifo:
+                        waiting.setdefault(group, answer.reason)
+                answers.append(answer)
+        return answers
+
+    def _send_chunk(self, chunk: list[Item]) -> list[Answer]:
         entries = []
         for i, item in enumerate(chunk):  # ids are positions in this call
             entries.append({**item.body, "Id": str(i)})
@@ -286,7 +355,7 @@ class SqsSink(Sink):
             )
         except SinkError as exc:
             return self._split(chunk, exc)
-        answers: list[Retry | Reject | None] = [None] * len(chunk)
+        answers: list[Answer] = [None] * len(chunk)
         seen = {s["Id"] for s in resp.get("Successful", [])}
         for f in resp.get("Failed", []):
             i = int(f["Id"])
@@ -301,9 +370,11 @@ class SqsSink(Sink):
         for i in range(len(chunk)):
             if str(i) not in seen:  # neither successful nor failed: not known to be written
                 answers[i] = Retry("SendMessageBatch did not answer for this message")
+        if self.fifo:
+            _keep_order(chunk, answers)
         return answers
 
-    def _split(self, chunk: list[Item], exc: SinkError) -> list[Retry | Reject | None]:
+    def _split(self, chunk: list[Item], exc: SinkError) -> list[Answer]:
         """The answers to a call SQS refused whole: a message's fault (``_MESSAGE_CODES``) is
         found by sending each half alone, down to single messages, which are refused with SQS's
         reason; any other refusal is the queue's and fails the batch. What a half wrote stays
@@ -318,18 +389,26 @@ class SqsSink(Sink):
                 Reject(f"SendMessageBatch refused this message: {code}: {message}".rstrip(": "))
             ]
         half = len(chunk) // 2
-        answers: list[Retry | Reject | None] = []
-        for part in (chunk[:half], chunk[half:]):
-            part_answers = self._send_chunk(part)
-            for item, answer in zip(part, part_answers, strict=True):
-                if answer is None:
-                    item.done = True
-                elif isinstance(answer, Reject):
-                    item.refused = answer.reason
-            answers.extend(part_answers)
-        return answers
+        return self._send_parts((chunk[:half], chunk[half:]))
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _keep_order(chunk: list[Item], answers: list[Answer]) -> None:
+    """FIFO: a message SQS did not take in a call where it took a later message of the same
+    group can no longer be sent in its group's order: it is refused (the dead letter), never
+    sent after that later message."""
+    taken: set[str] = set()
+    for i in range(len(chunk) - 1, -1, -1):
+        group = chunk[i].body["MessageGroupId"]
+        answer = answers[i]
+        if answer is None:
+            taken.add(group)
+        elif isinstance(answer, Retry) and group in taken:
+            answers[i] = Reject(
+                f"{answer.reason}; not sent again: SQS took a later message of group "
+                f"'{group}' in the same call, and this one after it would break the group's order"
+            )
