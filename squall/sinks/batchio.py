@@ -58,6 +58,7 @@ class Item:
     done: bool = False
     key: str = ""
     refused: str | None = None  # the service refused it for good (kept across engine retries)
+    tried: bool = False  # sent and not taken yet (the sqs sink's FIFO queues send it first)
 
 
 @dataclass

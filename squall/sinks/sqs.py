@@ -280,24 +280,20 @@ class SqsSink(Sink):
         return send_all(
             f"{self.id}: SendMessageBatch",
             iter([items]) if self.fifo else chunks(items, MAX_BATCH_ENTRIES, size),
-            self._rounds() if self.fifo else self._send_chunk,
+            self._send_round if self.fifo else self._send_chunk,
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
         )
 
-    def _rounds(self) -> Callable[[list[Item]], list[Answer]]:
-        """FIFO: ``_send_round`` for ``send_all``, told which attempts are retries."""
-        rounds = itertools.count()
-        return lambda pending: self._send_round(pending, retry=next(rounds) > 0)
-
-    def _send_round(self, pending: list[Item], retry: bool) -> list[Answer]:
-        """FIFO: one attempt at each pending message, in calls of 10 in order. A retry sends each
-        group's earliest message first, in calls of their own, and the group's later messages
-        (held back behind it) only once SQS took it: in one call with them, it could fail again
-        while SQS took them, and could then never be sent in order (``_keep_order``)."""
+    def _send_round(self, pending: list[Item]) -> list[Answer]:
+        """FIFO: one attempt at each pending message, in calls of 10 in order. Once a message was
+        not taken (``tried``: a retry, or the engine's retry of the batch), each group's earliest
+        message goes first, in calls of their own, and the group's later messages only once SQS
+        took it: in one call with them, it could fail again while SQS took them, and could then
+        never be sent in order (``_keep_order``)."""
         size = self.config.max_message_bytes
-        if not retry:
+        if not any(item.tried for item in pending):
             return self._send_parts(chunks(pending, MAX_BATCH_ENTRIES, size))
         heads: list[Item] = []
         rest: list[Item] = []
@@ -338,6 +334,7 @@ class SqsSink(Sink):
                     elif isinstance(answer, Reject):
                         item.refused = answer.reason
                     elif self.fifo:
+                        item.tried = True
                         waiting.setdefault(group, answer.reason)
                 answers.append(answer)
         return answers

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 
-from tests.moto_standin import FlakyClient
+import pytest
+
+from squall.errors import TransientError
+from tests.moto_standin import FlakyClient, client_error
 from tests.sinks.test_sqs_sink import _events, _sink, drain, make_queue
 
 
@@ -114,8 +117,6 @@ def test_a_call_split_for_a_refused_message_holds_the_group_behind_a_failed_half
     """A call SQS refuses whole for one message is split in halves; a message of the first half
     not taken holds back its group's messages in the second half too (sent after it: the halves
     sent 6 before 3 was sent again)."""
-    from tests.moto_standin import client_error
-
     sqs = moto_server.client("sqs")
     url = make_queue(sqs, fifo=True)
     calls: list[list[int]] = []
@@ -135,3 +136,31 @@ def test_a_call_split_for_a_refused_message_holds_the_group_behind_a_failed_half
     assert by_group(drain(sqs, url)) == {"k1": [3, 6], "k2": [0, 1, 2, 4, 5]}
     assert calls[:3] == [list(range(8)), [0, 1, 2, 3], [4, 5, 7]]  # 6 waits for 3
     assert [ev.value["n"] for ev in result.rejected] == [7] and result.failed == []
+
+
+def test_after_a_throttled_call_the_engines_retry_still_sends_the_failed_message_first(
+    moto_server,
+):
+    """n=9 (k1) is not taken, then the next call is throttled (the batch raises, the engine
+    retries it). The retry sends 9 before k1's later messages, not in one call with them: when
+    9 fails again they wait for it instead of overtaking it (which would refuse it)."""
+    sqs = moto_server.client("sqs")
+    url = make_queue(sqs, fifo=True)
+    calls: list[list[int]] = []
+    partly = failing({9: 2}, calls)
+
+    def throttle_second(kw, call):
+        if len(calls) == 1:
+            calls.append([])
+            raise client_error("RequestThrottled", "slow down", 403)
+        return partly(kw, call)
+
+    flaky = FlakyClient(moto_server.client("sqs"), send_message_batch=throttle_second)
+    sink = _sink(flaky, url, message_group="g")
+    payloads = [{"g": "k1" if n % 2 else "k2", "n": n} for n in range(14)]
+    prepared = sink.prepare(_events(payloads))
+    with pytest.raises(TransientError, match="RequestThrottled"):
+        sink.write_batch(prepared, None)
+    assert sink.write_batch(prepared, None) is None  # the engine's retry, same prepared batch
+    assert by_group(drain(sqs, url)) == {"k1": [1, 3, 5, 7, 9, 11, 13], "k2": list(range(0, 14, 2))}
+    assert calls == [list(range(10)), [], [9, 10], [12], [9], [11, 13]]
