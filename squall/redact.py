@@ -1,10 +1,13 @@
 """Secrets out of logs and errors: the one helper every URL-like value goes through before it is shown.
 
-``redact_url`` masks the password of one URL; ``redact_text`` masks every ``scheme://user:password@``
-and ``password=…`` (``token=``, ``access_token=``, ``api_key=``, …) in free text — a driver's error message, a botocore log line. ``SquallError``
-applies ``redact_text`` to every message, and ``RedactingFilter`` (installed by the CLI and the
-Lambda handlers) to every log record, whatever library wrote it and at any verbosity.
-"""
+``redact_url`` masks the password of one URL; ``redact_text`` masks in free text — a driver's
+error message, a botocore log line, a rendered dict of request headers — every
+``scheme://user:password@``, every ``password=…`` (``token=``, ``access_token=``, ``api_key=``,
+``Signature=``, …), every credential header or key (``Authorization: Bearer …``, ``X-Api-Key:
+…``, ``'X-Amz-Security-Token': b'…'``, ``"password": "…"``, ``Cookie: …``) and STS's
+``<SecretAccessKey>``. ``SquallError`` applies ``redact_text`` to every message, and
+``RedactingFilter`` (installed by the CLI and the Lambda handlers) to every log record, whatever
+library wrote it and at any verbosity."""
 
 from __future__ import annotations
 
@@ -16,31 +19,121 @@ MASK = "***"
 # scheme://user:password@ — the password runs to the last '@' of the URL (an unescaped '@', '/',
 # '#' or '?' in a password is still masked whole, as SQLAlchemy reads such a URL; a URL without a
 # password but with an '@' in its path may lose a little more than its password).
-# The scheme is at most 40 characters (the longest SQLAlchemy/libpq ones are ~20): unbounded, the
-# pattern tried a scheme from every letter of a long run (a base64 blob in a message) to its end,
-# quadratic in the run's length (seconds per 100 KB).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-_]{0,39}://[^\s:/@]*:)[^\s]*@")
-# password=… in a query string or a libpq-style key/value string, also as the last word of a
-# longer name (access_token=, client_secret=, X-Amz-Security-Token=, api_key=: a URL a team's own
-# bolt calls, quoted by its HTTP client's error; SQUALL_PROD_EU_WAREHOUSE_DB_PASSWORD=): the
-# keyword follows anything but a letter or digit, whatever the name before it (a pattern matching
-# the name's words from a word boundary missed names of five words or one word over 40
-# characters, and tried every word of a run like ``a-a-a-…``). ``key=`` alone is too common a
-# name to mask; ``mytoken=``, ``max_tokens=`` are no secret. A quoted value (a Python repr,
-# ``Lookup(api_key='…')``; libpq's ``password='a b'``) is masked to its closing quote, looked for
-# within 1024 characters (a quote never closed costs no scan to the text's end per pair); past
-# that, as an unquoted value, to the first space (a long token in quotes still is masked).
-_KEYVALUE = re.compile(
-    r"(?P<head>(?<![a-z0-9])"
-    r"(?:password|passwd|pwd|secret|token|api[_-]?key|access_key|secret_key)=)"
-    r"(?:'(?P<sq>)[^'\n]{0,1024}'|\"(?P<dq>)[^\"\n]{0,1024}\"|['\"]?[^&\s'\"]+)",
-    re.IGNORECASE,
+# The pattern starts at '://' (after a scheme's character), which the regex engine finds at
+# C speed: one starting at the scheme tried every letter of the text (100 ns a character;
+# unbounded, it tried a scheme from every letter of a long run — a base64 blob in a message — to
+# its end, quadratic in the run's length: seconds per 100 KB).
+_USERINFO = re.compile(r"(?<=[A-Za-z0-9+.\-_])(?P<head>://[^\s:/@]*:)[^\s]*@")
+# Credentials in free text, found in one scan (one pattern: two cost twice as much per character
+# of every log line that names one). A name starts after no letter or digit (after a repr's
+# '\r\n' escape too), and is either
+# - ``name=``: password=… in a query string or a libpq-style key/value string, also as the last
+#   word of a longer name (access_token=, client_secret=, X-Amz-Security-Token=, api_key=: a URL a
+#   team's own bolt calls, quoted by its HTTP client's error; SQUALL_PROD_EU_WAREHOUSE_DB_PASSWORD=),
+#   whatever the name before it (a pattern matching the name's words from a word boundary missed
+#   names of five words or one word over 40 characters, and tried every word of a run like
+#   ``a-a-a-…``). ``key=`` alone is too common a name to mask; ``mytoken=``, ``max_tokens=`` are
+#   no secret, nor is ``device_token=`` (a push registration token addresses an app install; it
+#   opens nothing). ``signature=`` (a presigned URL's ``Signature=``, ``X-Amz-Signature=``) and
+#   ``sig=`` (a SAS URL) are credentials, as is ``authorization=`` (its scheme kept:
+#   ``authorization=Basic ***``). Spaces may surround the ``=`` (``aws_secret_access_key = …`` of
+#   a credentials file; ``==`` is no assignment). A quoted value (a Python repr,
+#   ``Lookup(api_key='…')``; libpq's ``password='a b'``) is masked to its closing quote, looked
+#   for within 1024 characters (a quote never closed costs no scan to the text's end per pair);
+#   past that, as an unquoted value (a long token in quotes still is masked). An unquoted value
+#   ends at a space, ``&``, a quote or a repr's ``\r``/``\n`` escape, and leaves its closing
+#   brackets and commas (``(password=***)``).
+# - ``name:``, a header (``Authorization: Bearer …``, ``X-Api-Key: …``, botocore's canonical
+#   ``x-amz-security-token:…``) or the key of a rendered dict or JSON (``'X-Amz-Security-Token':
+#   b'…'``, ``"password": "…"``, ``\"apiKey\": \"…\"`` inside a JSON string), or ``<name>``, an
+#   XML element (``<SecretAccessKey>`` of an STS answer in botocore's debug log). Here the whole
+#   name is matched, not its last word: ``device_token``, a bare ``token`` (the FCM message's
+#   device token), ``NextToken`` (a page) and ``key`` stay. A quoted value is masked to its
+#   closing quote (within 4096 characters); an unquoted one as a ``name=`` value is, except an
+#   ``Authorization`` or ``Cookie`` header's, masked to the end of its line (or of a repr's
+#   ``\r\n``: ``AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…``, ``a=1; sid=…``).
+#   An ``Authorization`` value keeps its scheme (``Bearer ***``).
+_RUN = r"(?:[^\s'\"&\\]|\\(?![rn]))*(?:[^\s'\"&\\,;)\]}>]|\\(?![rn]))"
+_SCHEMES = (
+    r"(?:basic|bearer|digest|negotiate|ntlm|token|bot|oauth|dpop|mac|hoba|ssws|apikey|key"
+    r"|aws4-hmac-sha256|aws4-ecdsa-p256-sha256|aws|googlelogin)[ \t]+(?=[^\s'\"])"
 )
+# Each alternative starts with a letter of its own (no optional prefix): see _SECRET_SOURCE.
+_NAMES = (
+    r"api[-_]?key|x-api-key|x-goog-api-key|x-amz-security-token|x-amz-signature|signature"
+    r"|password|passwd|pwd|secret|client[-_]?secret|access[-_]?token|refresh[-_]?token"
+    r"|id[-_]?token|auth[-_]?token|x-auth-token|session[-_]?token|secret[-_]?access[-_]?key"
+    r"|aws[-_]?secret[-_]?access[-_]?key|aws[-_]?session[-_]?token"
+)
+_WHOLE = r"authorization|proxy-authorization|cookie|set-cookie"  # a header value with spaces: to its line's end
+# Lowercase, matched against the text's lowercase copy after a space: without IGNORECASE, the
+# regex engine skips an alternative at its first letter, and it finds the character before a
+# name (no letter or digit; an 'n' or 'r' only as a repr's '\r\n' escape) at C speed, where a
+# leading lookbehind was tried at every character (~40 ns each).
+_SECRET_SOURCE = (
+    r"[^a-mo-qs-z0-9](?<![^\\][nr])(?=[pstacrix<'\"\\])(?:"
+    # name=value
+    r"(?P<head>(?:password|passwd|pwd|secret|(?<!device[_-])token|api[_-]?key|access_key"
+    r"|secret_key|signature|sig)[ \t]*=[ \t]*"
+    rf"|(?:authorization|proxy-authorization)[ \t]*=[ \t]*(?:{_SCHEMES})?)"
+    r"(?:'(?P<sq>)[^'\n]{0,1024}'|\"(?P<dq>)[^\"\n]{0,1024}\"|['\"]?(?!=)" + _RUN + ")"
+    # <name>value</
+    rf"|(?<![_-])<(?P<tag>{_WHOLE}|{_NAMES})>[^<]{{1,4096}}(?=</)"
+    # name: value, 'name': 'value', "name": "value"
+    rf"|(?<![_-])(?P<kq>\\?[\"']?)(?:(?P<whole>{_WHOLE})|{_NAMES})(?P=kq)"
+    r"[ \t]*:(?:[ \t]*|\n(?=[0-9a-f]{64}(?:\n|$)))"  # botocore's 'Signature:\n<hex>'
+    r"(?:b?(?P<vq>\\?[\"'])(?P<quoted>(?:\\.|[^\\\n]){0,4096}?)(?P=vq)"
+    r"|(?:b?\\?[\"'])?(?(whole)(?P<line>(?:[^\r\n'\"\\]|\\(?![rn]))+)|(?P<word>" + _RUN + ")))"
+    r")"
+)
+_SECRET = re.compile(_SECRET_SOURCE)
+_SECRET_ANY_CASE = re.compile(_SECRET_SOURCE, re.IGNORECASE)  # a text whose lowercase is longer
+_SCHEME = re.compile(_SCHEMES, re.IGNORECASE)
+_SECRET_NAME = re.compile(rf"{_WHOLE}|{_NAMES}", re.IGNORECASE)
+#: Words a credential's name holds (lowercase): a text with none of them is not scanned.
+_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "sig", "cookie")
 
 
-def _masked_value(match: re.Match[str]) -> str:
-    quote = "'" if match["sq"] is not None else '"' if match["dq"] is not None else ""
-    return f"{match['head']}{quote}{MASK}{quote}"
+def _mask_secrets(text: str, lower: str) -> str:
+    if len(lower) == len(text):
+        found = _SECRET.finditer(" " + lower)
+    else:  # 'İ' lowercases to two characters: match the text itself
+        found = _SECRET_ANY_CASE.finditer(" " + text)
+    out: list[str] = []
+    last = 0
+    for match in found:  # its spans are one past the text's (the space); its first character stays
+        out += (text[last : match.start()], _masked(match, text))
+        last = match.end() - 1
+    return "".join(out) + text[last:] if out else text
+
+
+def _masked(match: re.Match[str], text: str) -> str:
+    """The replacement of ``match`` (found in ``" " + text`` or its lowercase), cut from ``text``."""
+
+    def cut(start: int, end: int) -> str:
+        return text[start - 1 : end - 1]
+
+    if match["head"] is not None:
+        quote = "'" if match["sq"] is not None else '"' if match["dq"] is not None else ""
+        return f"{cut(match.start() + 1, match.end('head'))}{quote}{MASK}{quote}"
+    if match["tag"] is not None:
+        return f"{cut(match.start() + 1, match.end('tag') + 1)}{MASK}"
+    group = "quoted" if match["vq"] is not None else "line" if match["whole"] else "word"
+    head = cut(match.start() + 1, match.start(group))
+    value = cut(match.start(group), match.end(group))
+    return head + masked_secret(match["whole"] or "", value) + (match["vq"] or "")
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a header, field or key called ``name`` holds a credential (``Authorization``,
+    ``X-Api-Key``, ``password``, ``access_token``, ``aws_secret_access_key``, ``Cookie``, …)."""
+    return _SECRET_NAME.fullmatch(name) is not None
+
+
+def masked_secret(name: str, value: str) -> str:
+    """``value`` of the credential ``name`` masked, an ``Authorization`` keeping its scheme."""
+    scheme = _SCHEME.match(value) if name.lower().endswith("authorization") else None
+    return (scheme.group(0) if scheme else "") + MASK
 
 
 def redact_url(url: str) -> str:
@@ -63,10 +156,16 @@ def redact_url_passwords(text: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the passwords of every URL and every ``password=`` value masked."""
-    if "://" not in text and "=" not in text:
+    """``text`` with the passwords of every URL and every credential (``password=``, an
+    ``Authorization:`` header, a ``"password": …`` key) masked."""
+    if "://" in text:
+        text = _USERINFO.sub(rf"\g<head>{MASK}@", text)
+    if "=" not in text and ":" not in text and "<" not in text:
         return text
-    return _KEYVALUE.sub(_masked_value, _USERINFO.sub(rf"\g<head>{MASK}@", text))
+    lower = text.lower()
+    if not any(hint in lower for hint in _HINTS):
+        return text
+    return _mask_secrets(text, lower)
 
 
 class RedactingFilter(logging.Filter):
