@@ -3,8 +3,10 @@
 Every line carries the context of the batch in flight — topology, shard, sequence range, batch
 id, and the component when one is named — from a context variable the runner sets around each
 batch, so a line from deep inside a bolt still says which records it was about. Credentials in
-URLs (``scheme://user:password@host``) and ``password=…`` pairs are masked in every line, in both
-formats: a connection error that quotes its DSN does not leak the password.
+URLs (``scheme://user:password@host``), ``password=…`` pairs, ``Authorization:``-style headers
+and credential keys (``squall.redact``) are masked in every line, in both formats — in JSON, the
+value of an extra field named as a credential too: a connection error that quotes its DSN, or an
+HTTP error that echoes its request's headers, does not leak the secret.
 
 The JSON formatter is written here (with orjson, already a dependency) rather than taken from
 python-json-logger: it is the context injection and the masking that matter, a few lines each.
@@ -24,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from squall.redact import redact_url_passwords
+from squall.redact import is_secret_name, masked_secret, redact_text
 
 FORMAT_ENV = "SQUALL_LOG_FORMAT"
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -34,28 +36,42 @@ _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar
 _KEY_VALUE = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|aws_secret_access_key)(\s*[=:]\s*)([^\s&;,'\"()\[\]{}]+)"
 )
+_KEY_VALUE_WORDS = ("pass", "pwd", "secret", "token")  # a line with none of them is not scanned
 
 
 def redact(text: str) -> str:
-    """Mask passwords in URLs (``squall.redact``: to the URL's last ``@``) and ``password=…``-style pairs."""
-    text = redact_url_passwords(text)
-    if "=" in text or ":" in text:
+    """Mask credentials (``squall.redact.redact_text``: URL passwords, ``password=…`` pairs,
+    ``Authorization:`` headers, credential keys of a rendered dict or JSON) and ``token: …``-style
+    pairs."""
+    text = redact_text(text)
+    if ("=" in text or ":" in text) and any(w in text.lower() for w in _KEY_VALUE_WORDS):
         text = _KEY_VALUE.sub(r"\1\2***", text)
     return text
 
 
 def _redacted(value: Any) -> Any:
     """``value`` with every string in it redacted (JSON lines are masked field by field: a URL's
-    password runs to its last ``@``, which in one encoded line could be another field's)."""
+    password runs to its last ``@``, which in one encoded line could be another field's), and the
+    value of a key named as a credential (``Authorization``, ``X-Api-Key``, ``password``) masked."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {
+            k: _masked(k, v) if isinstance(k, str) and is_secret_name(k) else _redacted(v)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_redacted(v) for v in value]
     if value is None or isinstance(value, (bool, int, float)):
         return value
     return redact(str(value))  # what orjson would write with default=str
+
+
+def _masked(name: str, value: Any) -> Any:
+    if value is None or isinstance(value, (bool, dict, list, tuple)):
+        return _redacted(value)
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return masked_secret(name, text)
 
 
 @contextmanager
