@@ -168,6 +168,8 @@ def test_a_sink_error_quoting_an_oauth_answer_is_masked():
         "max_tokens=5 mytoken=abc passwords=2 keys: 3 authorized: yes",
         "HTTP 503 Service Unavailable; retrying in 0.40s [topology=t shard=shardId-0001]",
         "déjà vu: İstanbul — Ünïcode text with no credential",
+        # a located config error: the path's last key is no header
+        "t.yaml:5:81: sinks[0].headers.Authorization: Input should be a valid string",
     ],
 )
 def test_ordinary_text_is_left_as_it_is(text):
