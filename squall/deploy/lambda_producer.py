@@ -393,7 +393,8 @@ def make_handler(
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 # The event's place in the body: its array index, or its line (0-based).
                 at = payloads[o.index].index if o.index < len(payloads) else o.index
-                rejected.append({"index": at, "reason": f"{o.component}: {o.reason}"})
+                reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
+                rejected.append({"index": at, "reason": reason})
         if unavailable:
             return _answer(
                 503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from squall.cache import LRUCache
 from squall.observability.logs import log_context
+from squall.redact import redact_text
 from squall.topology.outcomes import ComponentStats
 
 log = logging.getLogger("squall.metrics")
@@ -395,7 +396,7 @@ class Recorder:
             sample.iterator_age_ms = self._iterator_age(records)
         if result is None:
             sample.status = "failed"
-            sample.error = str(error) if error is not None else "batch failed"
+            sample.error = redact_text(str(error)) if error is not None else "batch failed"
         else:
             sample.outcomes = {o.value: n for o, n in result.counts().items()}
             sample.checkpointed = bool(result.checkpoint)
@@ -406,7 +407,7 @@ class Recorder:
                     "sequence": first.position.sequence_number,
                     "shard": first.shard_id,
                     "component": first.component,
-                    "reason": first.reason,
+                    "reason": redact_text(first.reason),
                 }
         sample.components = self._deltas(engine)
         retries = engine.checkpoint_stats.retries

@@ -24,6 +24,7 @@ from squall import exact_json, safe_json
 from squall.component import Capabilities, ComponentConfig
 from squall.errors import SinkError
 from squall.event import Event
+from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext
 
 #: Default of ``remember``: twice the largest Lambda/KCL batch (10,000 records), about 5 MB.
@@ -54,7 +55,9 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
         "event_id": ev.event_id,
         "component": f.component if f else None,
         "stream": f.stream if f else None,
-        "reason": safe_json.text(f.reason) if f else "unknown",
+        # A reason may quote what a dependency answered (a receiver echoing a header, an
+        # OAuth error): credentials in it are masked, as in logs.
+        "reason": safe_json.text(redact_text(f.reason)) if f else "unknown",
         "failed_at": datetime.now(UTC).isoformat(),
         "meta": ev.meta.as_dict(),
     }

@@ -1,0 +1,67 @@
+"""A record's failure reason may quote what a dependency answered (a receiver echoing a request
+header, an OAuth error): wherever the reason leaves the process — the dead letter, the producer's
+answer to its caller, the metrics' first failed record — credentials in it are masked, as in logs.
+(Log lines were masked by the logging filter already; these three were written as they were.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from squall.deploy.lambda_producer import make_handler as producer_handler
+from tests.deploy.test_lambda_consumer import handler_for
+from tests.factories import api_gateway_event, kinesis_lambda_event
+
+TOKEN = "s3cr3t-t0ken-4711"
+ECHO = f"receiver answered 401 to a request with Authorization: Bearer {TOKEN}"
+
+
+def test_the_dead_letter_file_masks_a_credential_quoted_in_a_reason(tmp_path: Path):
+    handler = handler_for(tmp_path, dlq=True)
+    assert handler(kinesis_lambda_event([{"n": 1}, {"n": 2, "fail": ECHO}]), None) == {
+        "batchItemFailures": []
+    }
+    [line] = (tmp_path / "dlq.jsonl").read_text().splitlines()
+    doc = json.loads(line)
+    assert doc["component"] == "chaos"
+    assert doc["reason"] == "receiver answered 401 to a request with Authorization: Bearer ***"
+    assert TOKEN in doc["record"]  # the record itself is kept as it came: nothing is lost
+
+
+def test_the_metrics_first_failed_record_masks_a_credential_quoted_in_its_reason(
+    tmp_path: Path, caplog
+):
+    handler = handler_for(tmp_path, dlq=False)
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        handler(kinesis_lambda_event([{"n": 1}, {"n": 2, "fail": ECHO}]), None)
+    [line] = [r for r in caplog.records if r.name == "squall.invocation"]
+    reason = line.fields["first_failed"]["reason"]  # the sample as every backend gets it
+    assert TOKEN not in reason and reason.endswith("Authorization: Bearer ***")
+
+
+PRODUCER = """
+name: producer
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json, event_id_field: message_id}
+  - {id: chaos, type: 'squall.testing:FaultyBolt'}
+sinks:
+  - {id: out, type: 'squall.testing:MemorySink'}
+"""
+
+
+def test_the_producer_answer_masks_a_credential_quoted_in_a_rejection(tmp_path: Path):
+    t = tmp_path / "producer.yaml"
+    t.write_text(PRODUCER)
+    handler = producer_handler(t)
+    events = [{"message_id": "m1"}, {"message_id": "m2", "fail": ECHO}]
+    resp = handler(api_gateway_event(json.dumps(events)), None)
+    body = json.loads(resp["body"])
+    assert body["accepted"] == 1
+    assert body["rejected"] == [
+        {
+            "index": 1,
+            "reason": "chaos: receiver answered 401 to a request with Authorization: Bearer ***",
+        }
+    ]
