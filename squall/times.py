@@ -18,6 +18,16 @@ _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+#: Default ``max_future`` of the components that order or window by event time: how far after
+#: its record's arrival an event time is believed (device clocks a few minutes fast are common).
+MAX_FUTURE = "5m"
+MAX_FUTURE_DOC = (
+    "How far after its record's arrival an event time is believed (seconds, or e.g. 30s, 5m, 1h); "
+    "a later one (a device whose clock runs ahead) is taken as the arrival time. Null: no bound. "
+    "Records without an arrival time (files, stdin) are not bounded."
+)
 
 
 def parse_time(value: Any) -> int:
@@ -85,6 +95,40 @@ def format_ms(ms: int) -> str:
 @functools.lru_cache(maxsize=1_024)
 def _format_day(days: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(days * 86_400))
+
+
+def duration_ms(value: Any) -> int:
+    """Milliseconds of a duration: seconds as a number, or text like ``500ms``, ``30s``, ``1m``, ``2h``, ``1d``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"not a duration: {value!r}")
+        return int(round(value * 1000))
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. 500ms, 30s, 1m, 2h, 1d)")
+    return int(round(float(match.group(1)) * _UNIT_MS[match.group(2)]))
+
+
+def not_after_arrival(time_ms: int, arrival: datetime | None, slack_ms: int | None) -> int:
+    """An event time bounded by its record's arrival: one more than ``slack_ms`` after the
+    arrival time (a device whose clock runs ahead: an event cannot happen after it arrived) is
+    taken as the arrival time. Unbounded without an arrival time (files, stdin) or a slack.
+
+    Ordering by such a time would let one event stamped years ahead outrank every later update
+    of its key (a subscription bolt would ignore the device's real unsubscribe until then), and
+    push a window's watermark so far that every later event is late. The arrival time is the
+    record's (Kinesis' approximate arrival), so a replay bounds the same way."""
+    if slack_ms is None or arrival is None:
+        return time_ms
+    arrived = _arrival_ms(arrival)
+    return arrived if time_ms > arrived + slack_ms else time_ms
+
+
+@functools.lru_cache(maxsize=4_096)  # records of a batch often share their arrival time
+def _arrival_ms(arrival: datetime) -> int:
+    return _epoch_ms(arrival, "arrival time")
 
 
 def arrival_ms(arrival: datetime | None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import heapq
-import re
 import uuid
 from collections.abc import Callable
 from operator import itemgetter
@@ -52,7 +51,15 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import TopologyError
 from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
 from squall.paths import MISSING, DottedPath, getter
-from squall.times import arrival_ms, format_time, parse_time
+from squall.times import (
+    MAX_FUTURE,
+    MAX_FUTURE_DOC,
+    arrival_ms,
+    duration_ms,
+    format_time,
+    not_after_arrival,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -62,7 +69,6 @@ MAX_KEY_LENGTH = 1000
 #: Characters of a shard's name in the store (the SQL column); a longer one (an S3 object's key,
 #: the S3 spout's shard) is kept as its head and a digest of the whole
 MAX_SHARD_NAME = 200
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -79,21 +85,6 @@ COMPACT_AT = 64
 #: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
 PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
-
-
-def duration_ms(value: Any) -> int:
-    """Milliseconds of a duration: seconds as a number, or text like ``500ms``, ``30s``, ``1m``, ``2h``, ``1d``."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"not a duration: {value!r}")
-        return int(round(value * 1000))
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. 500ms, 30s, 1m, 2h, 1d)")
-    return int(round(float(match.group(1)) * _UNIT_MS[match.group(2)]))
 
 
 class Aggregate(BaseModel):
@@ -163,6 +154,7 @@ class WindowBolt(Bolt):
             description="A shard whose watermark is this far behind the most advanced shard no longer "
             "holds windows open (a parent shard after a split, a shard that stopped receiving).",
         )
+        max_future: int | float | str | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
         aggregates: dict[str, Aggregate] = Field(description="Output field → aggregation.")
         emit: Literal["on_close", "every_batch"] = Field(
             "on_close",
@@ -189,6 +181,8 @@ class WindowBolt(Bolt):
                 raise ValueError("hop must divide size (e.g. size: 1h, hop: 5m)")
             duration_ms(self.allowed_lateness)
             duration_ms(self.idle_shard_after)
+            if self.max_future is not None:
+                duration_ms(self.max_future)
             if not self.aggregates:
                 raise ValueError("aggregates: name at least one")
             names = {p.rsplit(".", 1)[-1] for p in self.key}
@@ -204,6 +198,7 @@ class WindowBolt(Bolt):
         self.hop = duration_ms(c.hop) if c.hop is not None else self.size
         self.lateness = duration_ms(c.allowed_lateness)
         self.idle_after = duration_ms(c.idle_shard_after)
+        self._slack = None if c.max_future is None else duration_ms(c.max_future)
         self.name = c.name or f"{context.topology}.{self.id}"
         self._key_getters = [getter(p) for p in c.key]
         self._key_names = [p.rsplit(".", 1)[-1] for p in c.key]
@@ -603,13 +598,15 @@ class WindowBolt(Bolt):
         else:
             value = self._get_time(event)
         if value.__class__ is int and _MS_EPOCH_FLOOR <= value <= _MS_EPOCH_TOP:
-            return value  # epoch ms: the common case, without parse_time's checks
-        if value is MISSING:
+            ms = value  # epoch ms: the common case, without parse_time's checks
+        elif value is MISSING:
             raise ValueError(f"no '{self.config.time_field}'")
-        try:
-            return parse_time(value)
-        except ValueError as exc:
-            raise ValueError(f"bad '{self.config.time_field}': {exc}") from None
+        else:
+            try:
+                ms = parse_time(value)
+            except ValueError as exc:
+                raise ValueError(f"bad '{self.config.time_field}': {exc}") from None
+        return not_after_arrival(ms, event.meta.arrival_time, self._slack)
 
     def _key(self, event: Event) -> str:
         getters = self._key_getters

@@ -10,7 +10,7 @@ The engine's commit sequence writes them after the sinks have committed
 transaction when the store shares the warehouse's database. So a batch delivered again — after
 a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
 
-Size (~430 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
+Size (~450 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
 the commit hooks — on one batch's data; split, each part would pass the others that data.
 """
 
@@ -45,7 +45,14 @@ from squall.enrichment.stores import (
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
-from squall.times import arrival_ms, parse_time
+from squall.times import (
+    MAX_FUTURE,
+    MAX_FUTURE_DOC,
+    arrival_ms,
+    duration_ms,
+    not_after_arrival,
+    parse_time,
+)
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -103,6 +110,15 @@ class SubscriptionBolt(Bolt):
         target: DottedPath = Field(
             "subscription", description="Dotted path where the subscription block is written."
         )
+        max_future: int | float | str | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
+
+        @field_validator("max_future")
+        @classmethod
+        def _max_future(cls, v: Any) -> Any:
+            if v is not None:
+                duration_ms(v)
+            return v
+
         table: str = Field(
             "squall_subscriptions", description="SQL table of the states (created if missing)."
         )
@@ -145,6 +161,7 @@ class SubscriptionBolt(Bolt):
         self._target_name = _single_key(c.target)
         self._time_name = _single_key(c.time_field) if c.time_field else None
         self._topics_name = _single_key(c.topics_field)
+        self._slack = None if c.max_future is None else duration_ms(c.max_future)
         self._actions = dict(c.actions)
         self.store: StateStore | None = None
         self._state_resource: str | None = None
@@ -364,6 +381,8 @@ class SubscriptionBolt(Bolt):
                 if when is MISSING:
                     raise ValueError("missing")
                 time_ms = parse_time(when)
+                if self._slack is not None:  # an event cannot happen after it arrived
+                    time_ms = not_after_arrival(time_ms, event.meta.arrival_time, self._slack)
         except ValueError as exc:
             return f"{kind} event with a bad '{c.time_field or 'arrival time'}': {exc}"
         found = value.get(topics_name, MISSING) if topics_name else self._get_topics(event)

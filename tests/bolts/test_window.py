@@ -14,11 +14,12 @@ import pydantic
 import pytest
 import redis
 
-from squall.bolts.window import WindowBolt, duration_ms
+from squall.bolts.window import WindowBolt
 from squall.component import ComponentContext
 from squall.deploy.lambda_consumer import make_handler
 from squall.event import Event, RecordMeta, lineage
 from squall.testing import records_from, run_topology
+from squall.times import duration_ms
 from tests.enrichment.support import resources
 from tests.factories import kinesis_lambda_event
 

@@ -24,7 +24,9 @@ def make_event(
     arrival: datetime | None = None,
 ) -> Event:
     """An event as the engine hands it to a bolt, with a deterministic event id."""
-    meta = RecordMeta(stream, shard, str(seq), 0, "pk", arrival or datetime(2024, 5, 1, tzinfo=UTC))
+    # Arrival after the events' times (2024-05-01): an event time later than its arrival is not
+    # believed beyond `max_future` (squall.times.not_after_arrival).
+    meta = RecordMeta(stream, shard, str(seq), 0, "pk", arrival or datetime(2024, 5, 2, tzinfo=UTC))
     return Event(raw=b"", meta=meta, event_id=derive_event_id(meta), origin=seq, value=value)
 
 
