@@ -531,8 +531,9 @@ def bench_memory(args) -> dict:
         doc["optimized"] = _long_run(loop, {}, HERE.parent, events, n, chunk, offsets)
     doc["how"] = (
         "squall run examples/pistats/topology.yaml (SQLite: rows and states in two files) --input "
-        "<events>, then the optimized hand loop (the same two files) over the same events; RSS, CPU and the input file's read "
-        "position sampled from /proc every 0.2 s; the last chunk ends at exit"
+        "<events>, then the optimized hand loop (the same two files) over the same events; RSS, "
+        "CPU and the input file's read position sampled from /proc every 0.2 s; the last chunk "
+        "ends at exit"
     )
     return doc
 
