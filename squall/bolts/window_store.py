@@ -30,7 +30,7 @@ serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a ha
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
 
-Size (~740 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+Size (~780 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
 (its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
@@ -534,14 +534,25 @@ class RedisWindowStore:
         self.open_key, self.marks_key = self.base + "open", self.base + "shards"
         self.decided_key = self.base + "decided"
         self._script: Any = None
+        self._layout_checked = False
 
     def _h(self, ws: int) -> str:
         return f"{self.base}w:{ws}"
+
+    def _set_aside_cells(self) -> None:
+        """Once per process, before the first read: move the cells squall kept before the log
+        layout (same ``w:<start>`` hashes, a field per key) to ``cells:<start>``, unread, as the
+        SQL stores leave the old ``<table>``; read as log rows, they failed every batch."""
+        if not self._layout_checked:
+            with redis_errors("window store read"):
+                self.r.eval(_SET_ASIDE_CELLS, 0, self.base)
+            self._layout_checked = True
 
     def shards(self) -> dict[str, ShardMark]:
         return self.read_marks()[0]
 
     def read_marks(self) -> tuple[dict[str, ShardMark], dict[str, str]]:
+        self._set_aside_cells()
         with redis_errors("window store read"):
             pipe = self.r.pipeline(transaction=False)
             pipe.hgetall(self.marks_key)
@@ -554,6 +565,7 @@ class RedisWindowStore:
         return out, {_text(k): _text(v) for k, v in dec.items()}
 
     def open_windows(self) -> dict[int, tuple[int, int]]:
+        self._set_aside_cells()
         with redis_errors("window store read"):
             found = self.r.zrange(self.open_key, 0, -1, withscores=True)
             if not found:
@@ -573,6 +585,7 @@ class RedisWindowStore:
         out = {ws: WindowRows() for ws in windows}
         if not windows:
             return out
+        self._set_aside_cells()
         with redis_errors("window store read"):
             pipe = self.r.pipeline(transaction=False)
             for ws in windows:
@@ -641,6 +654,39 @@ class RedisWindowStore:
             if self._script is None:
                 self._script = self.r.register_script(_COMMIT)
             self._script(args=args)
+
+
+#: ``RedisWindowStore._set_aside_cells``: ARGV = key base. A field of a window hash whose name
+#: is a JSON list is a cell of the layout before the log (a key's text; log rows are ``h``, ``s``
+#: and hex ids): it moves to ``cells:<start>``, and a window left without a delta leaves ``open``.
+#: Every window of ``all`` and ``open`` (kept until a window's size after its close: few): a
+#: window the old layout had closed (a flush at the end of an input) is read too when records
+#: come for it.
+_SET_ASIDE_CELLS = """
+local base = ARGV[1]
+local moved = 0
+local seen = {}
+local windows = redis.call('ZRANGE', base .. 'all', 0, -1)
+for _, ws in ipairs(redis.call('ZRANGE', base .. 'open', 0, -1)) do table.insert(windows, ws) end
+for _, ws in ipairs(windows) do
+ if not seen[ws] then
+  seen[ws] = true
+  local h = base .. 'w:' .. ws
+  local deltas = 0
+  for _, f in ipairs(redis.call('HKEYS', h)) do
+    if string.sub(f, 1, 1) == '[' then
+      redis.call('HSET', base .. 'cells:' .. ws, f, redis.call('HGET', h, f))
+      redis.call('HDEL', h, f)
+      moved = moved + 1
+    elseif f ~= 'h' and f ~= 's' then
+      deltas = deltas + 1
+    end
+  end
+  if deltas == 0 then redis.call('ZREM', base .. 'open', ws) end
+ end
+end
+return moved
+"""
 
 
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
