@@ -122,7 +122,10 @@ def not_after_arrival(time_ms: int, arrival: datetime | None, slack_ms: int | No
     record's (Kinesis' approximate arrival), so a replay bounds the same way."""
     if slack_ms is None or arrival is None:
         return time_ms
-    arrived = _arrival_ms(arrival)
+    try:
+        arrived = _arrival_ms(arrival)
+    except ValueError:  # an arrival time out of range (a broken source) bounds nothing
+        return time_ms
     return arrived if time_ms > arrived + slack_ms else time_ms
 
 

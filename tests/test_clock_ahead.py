@@ -38,6 +38,8 @@ def test_the_bound_keeps_times_up_to_the_slack_and_takes_later_ones_as_the_arriv
     assert not_after_arrival(arrived + 10**9, ARRIVAL, None) == arrived + 10**9  # no bound
     naive = ARRIVAL.replace(tzinfo=None)  # naive arrival times are UTC, as elsewhere
     assert not_after_arrival(arrived + slack + 1, naive, slack) == arrived
+    broken = datetime(1960, 1, 1, tzinfo=UTC)  # an arrival out of range bounds nothing
+    assert not_after_arrival(arrived, broken, slack) == arrived
 
 
 def subscription(tmp_path: Path, **options) -> SubscriptionBolt:
