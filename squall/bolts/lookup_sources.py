@@ -211,6 +211,9 @@ class SqlSource:
                 option, f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}"
             )
         self.key_columns = [table.c[c] for c in key_columns]
+        # CHAR(n) pads with blanks and compares without them: the row of `k1` comes back as
+        # `k1      `, matched to its key with the trailing blanks ignored on both sides.
+        self._padded = tuple(isinstance(c.type, sa.CHAR | sa.NCHAR) for c in self.key_columns)
         self.names = wanted
         # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.
         selected = [table.c[c] for c in dict.fromkeys((*key_columns, *wanted))]
@@ -255,14 +258,31 @@ class SqlSource:
             raise KeyProblem(f"{self.where}: {exc}", certain=True) from exc
         names = self._selected
         plain = _PLAIN
+        unpadded: dict[Key, list[Key]] | None = None
         for row in rows:
             key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
-            if key in wanted and key not in out:
+            if key in wanted:
+                matched = () if key in out else (key,)
+            elif any(self._padded):  # a CHAR(n) column: `k1` is stored as `k1      `
+                if unpadded is None:
+                    unpadded = {}
+                    for k in keys:
+                        unpadded.setdefault(self._unpad(k), []).append(k)
+                matched = [k for k in unpadded.get(self._unpad(key), ()) if k not in out]
+            else:
+                continue
+            if matched:
                 record = dict(zip(names, row, strict=True))
-                out[key] = {
+                value = {
                     n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
                 }
+                for k in matched:
+                    out[k] = value
         return out
+
+    def _unpad(self, key: Key) -> Key:
+        """The key with the trailing blanks of its CHAR(n) parts removed."""
+        return tuple(p.rstrip(" ") if pad else p for p, pad in zip(key, self._padded, strict=True))
 
     def close(self) -> None:
         """The engine belongs to the resource: nothing to release here."""
