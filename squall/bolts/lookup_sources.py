@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from squall.topology.resources import redis_failure, redis_refused_for_good, red
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
 Key = tuple[str, ...]
+log = logging.getLogger("squall.bolts.lookup")
 
 #: Keys per ``SELECT … IN (…)``: well under SQLite's bound-parameter limit (999 before 3.32).
 SQL_CHUNK = 500
@@ -586,3 +588,9 @@ class SharedCache:
             pipe.execute()
         except REDIS_FAILURES as exc:
             raise redis_failure("shared lookup cache", exc) from exc
+        except redis.exceptions.ResponseError as exc:
+            # A Redis that refuses writes (OOM under maxmemory/noeviction, MISCONF): the source
+            # answered, so the batch is served; its keys are just not cached (a later miss). Its
+            # pipeline's message quotes the command, a record: only the server's reason is logged.
+            reason = str(exc).rsplit("caused error: ", 1)[-1]
+            log.warning("shared lookup cache not written: %s: %s", type(exc).__name__, reason)

@@ -4,17 +4,27 @@ its fix.
 
 - A kiosk table keyed by a ``CHAR(n)`` column (PostgreSQL pads ``k1`` to ``k1      ``): every
   order's kiosk was reported missing, since rows were matched back to keys by their text.
+- A shared Redis cache that refuses writes (OOM under ``maxmemory``/``noeviction``, MISCONF): the
+  raw ``ResponseError`` escaped the bolt as each record's fault, so every order was dead-lettered
+  (the reason quoting the cached record) although the table had answered. A private
+  redis-server with a full ``maxmemory``; the shared one is not touched.
 """
 
 from __future__ import annotations
 
+import logging
+import subprocess
 from collections.abc import Iterator
 
 import pytest
+import redis
 import sqlalchemy as sa
 
-from tests.bolts.test_lookup import make_bolt, run
+from squall.testing import memory_stores, records_from, run_topology
+from squall.topology.outcomes import Outcome
+from tests.bolts.test_lookup import create_apps, make_bolt, run
 from tests.enrichment.support import resources
+from tests.ports import free_port, wait_port
 
 
 @pytest.fixture
@@ -61,3 +71,67 @@ def test_a_composite_key_with_char_n_parts(pg_url_psycopg2, pg_kiosks):
     found, failed, _ = run(bolt, values)
     assert found == {0: {"lane": 1}, 1: {"lane": 3}}
     assert failed == {2: "key ['s2', 'k2'] not found"}
+
+
+@pytest.fixture(scope="module")
+def full_redis(tmp_path_factory) -> Iterator[int]:
+    """A private redis-server whose memory is over its ``maxmemory`` (``noeviction``): it answers
+    reads and refuses every write with ``OOM command not allowed``."""
+    port = free_port()
+    directory = tmp_path_factory.mktemp("full-redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
+        + ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        admin = redis.Redis(host="127.0.0.1", port=port)
+        admin.set("filler", b"x" * 4_000_000)
+        admin.config_set("maxmemory", "1mb")
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            admin.set("probe", "1")
+        admin.close()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+SHARED = """
+name: kiosk-full-cache
+resources:
+  db: {{url: "{db}"}}
+  cache: {{url: "redis://127.0.0.1:{port}/0"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: app
+    type: lookup
+    key: app_id
+    target: app
+    source: {{type: sql, resource: db, table: apps, columns: [name]}}
+    shared_cache: {{resource: cache}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
+"""
+
+
+def test_a_shared_cache_refusing_writes_serves_the_batch_uncached(full_redis, tmp_path, caplog):
+    db = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(db, "apps")
+    records = records_from([{"app_id": 1}, {"app_id": 3}, {"app_id": 1}])
+    with memory_stores() as stores, caplog.at_level(logging.WARNING, logger="squall.bolts"):
+        result = run_topology(SHARED.format(db=db, port=full_redis), records)
+    assert [o.outcome for o in result.outcomes] == [Outcome.COMMITTED] * 3  # before: dead letters
+    assert stores["dlq"] == []
+    assert [e.value["app"] for e in stores["out"]] == [
+        {"name": "Weather"},
+        {"name": "Chess"},
+        {"name": "Weather"},
+    ]
+    logged = [r.getMessage() for r in caplog.records if "shared lookup cache" in r.getMessage()]
+    assert logged and all("maxmemory" in m and "Weather" not in m for m in logged)
