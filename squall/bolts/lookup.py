@@ -11,10 +11,12 @@ Redis key of the wrong type) fails only that key's events.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall.bolts.base import Bolt, Output
@@ -76,7 +78,9 @@ class SharedCacheConfig(BaseModel):
         300, ge=0, description="Seconds a missing key stays in Redis as missing (0: never)."
     )
     key_prefix: str | None = Field(
-        None, description="Prefix of the cache keys (default: squall:lookup:<bolt id>:)."
+        None,
+        description="Prefix of the cache keys (default: squall:lookup:<topology>:<bolt id>:<hash "
+        "of the key paths and the source's options>:).",
     )
 
 
@@ -180,7 +184,7 @@ class LookupBolt(Bolt):
                 self.source = HttpSource(src)
             if c.shared_cache is not None:
                 sc = c.shared_cache
-                prefix = sc.key_prefix if sc.key_prefix is not None else f"squall:lookup:{self.id}:"
+                prefix = sc.key_prefix if sc.key_prefix is not None else self._default_prefix()
                 self.shared = SharedCache(
                     resources.redis(sc.resource), prefix, sc.ttl, sc.missing_ttl
                 )
@@ -201,6 +205,16 @@ class LookupBolt(Bolt):
                 raise
             option = exc.option if isinstance(exc, OptionError) else "source"
             raise TopologyError(self.context.problem(self.id, option, str(exc))) from exc
+
+    def _default_prefix(self) -> str:
+        """``squall:lookup:<topology>:<bolt id>:<hash>:``: another topology's lookup of the same id,
+        or this one after its table, columns or endpoint changed, never reads these records."""
+        shape = self.config.source.model_dump(
+            mode="json", by_alias=True, exclude={"headers", "timeout", "concurrency", "batch_size"}
+        )
+        text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(text).hexdigest()[:12]
+        return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"
 
     def close(self) -> None:
         if self.source is not None:

@@ -8,6 +8,9 @@ its fix.
   raw ``ResponseError`` escaped the bolt as each record's fault, so every order was dead-lettered
   (the reason quoting the cached record) although the table had answered. A private
   redis-server with a full ``maxmemory``; the shared one is not touched.
+- The shared cache's default key prefix was ``squall:lookup:<bolt id>:``: another topology's
+  lookup with the same id (``kiosk``) on another table read this one's records, for the cache's
+  TTL (an hour), and so did this one after its ``columns`` changed (the old record's shape).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from squall.bolts.lookup import LookupBolt
+from squall.component import ComponentContext
 from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_lookup import create_apps, make_bolt, run
-from tests.enrichment.support import resources
+from tests.enrichment.support import make_batch, resources
 from tests.ports import free_port, wait_port
 
 
@@ -135,3 +140,54 @@ def test_a_shared_cache_refusing_writes_serves_the_batch_uncached(full_redis, tm
     ]
     logged = [r.getMessage() for r in caplog.records if "shared lookup cache" in r.getMessage()]
     assert logged and all("maxmemory" in m and "Weather" not in m for m in logged)
+
+
+def shared_lookup(topology: str, db: str, redis_url: str, **source) -> LookupBolt:
+    bolt = LookupBolt(
+        LookupBolt.Config(
+            id="kiosk",
+            type="lookup",
+            key="kiosk_id",
+            target="kiosk",
+            source={"type": "sql", "resource": "db", **source},
+            shared_cache={"resource": "cache"},
+        ),
+        ComponentContext(topology),
+    )
+    bolt.open(resources(db=db, cache=redis_url))
+    return bolt
+
+
+def test_the_default_shared_cache_prefix_is_the_topologys_and_the_sources(
+    tmp_path, redis_url, unique_name
+):
+    db = f"sqlite:///{tmp_path / 'kiosks.db'}"
+    with sa.create_engine(db).begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE kiosks (kiosk_id text PRIMARY KEY, store text)")
+        conn.exec_driver_sql("CREATE TABLE menus (kiosk_id text PRIMARY KEY, menu text)")
+        conn.exec_driver_sql("INSERT INTO kiosks VALUES ('k1', 's1')")
+        conn.exec_driver_sql("INSERT INTO menus VALUES ('k1', 'breakfast')")
+
+    def enrich(bolt: LookupBolt) -> dict:
+        return bolt.process(make_batch([{"kiosk_id": "k1"}])).streams["default"][0].value["kiosk"]
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        orders = shared_lookup(f"{unique_name}-orders", db, redis_url, table="kiosks")
+        assert enrich(orders) == {"kiosk_id": "k1", "store": "s1"}
+        menus = shared_lookup(f"{unique_name}-menus", db, redis_url, table="menus")
+        assert enrich(menus) == {"kiosk_id": "k1", "menu": "breakfast"}  # before: the kiosk's
+        redeployed = shared_lookup(
+            f"{unique_name}-orders", db, redis_url, table="kiosks", columns=["store"]
+        )
+        assert enrich(redeployed) == {"store": "s1"}  # before: the old shape, kiosk_id with it
+        again = shared_lookup(f"{unique_name}-orders", db, redis_url, table="kiosks")
+        assert enrich(again) == {"kiosk_id": "k1", "store": "s1"}
+        assert again.stats["shared_hits"] == 1  # the same topology and source share the cache
+        keys = sorted(k.decode() for k in client.scan_iter(f"squall:lookup:{unique_name}-*"))
+        assert len(keys) == 3 and all(k.endswith(":k1") for k in keys)
+        assert keys[0].startswith(f"squall:lookup:{unique_name}-menus:kiosk:")
+    finally:
+        for key in client.scan_iter(f"squall:lookup:{unique_name}-*"):
+            client.delete(key)
+        client.close()
