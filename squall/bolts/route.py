@@ -26,11 +26,23 @@ class RouteConfig(ComponentConfig):
     @classmethod
     def _streams(cls, v: dict[str, str]) -> dict[str, str]:
         for stream in v.values():
-            if stream == ERROR:
-                raise ValueError("'error' is reserved for failed events")
-            if not stream:
-                raise ValueError("stream names cannot be empty")
+            _check_stream(stream)
         return v
+
+    @field_validator("default")
+    @classmethod
+    def _default_stream(cls, v: str) -> str:
+        # `default: error` sent unmatched events to the dead letter as "stream 'error' … is not
+        # wired" (the error stream carries failures, not emitted events)
+        return _check_stream(v)
+
+
+def _check_stream(stream: str) -> str:
+    if stream == ERROR:
+        raise ValueError("'error' is reserved for failed events")
+    if not stream:
+        raise ValueError("stream names cannot be empty")
+    return stream
 
 
 class RouteBolt(Bolt):

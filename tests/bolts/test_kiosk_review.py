@@ -11,6 +11,8 @@ its fix.
 - The shared cache's default key prefix was ``squall:lookup:<bolt id>:``: another topology's
   lookup with the same id (``kiosk``) on another table read this one's records, for the cache's
   TTL (an hour), and so did this one after its ``columns`` changed (the old record's shape).
+- ``route`` with ``default: error`` (or ``""``) was accepted, though refused in ``routes``: each
+  unmatched order was dead-lettered as "stream 'error' of 'priority' is not wired".
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import sqlalchemy as sa
 
 from squall.bolts.lookup import LookupBolt
 from squall.component import ComponentContext
+from squall.errors import TopologyError
 from squall.testing import memory_stores, records_from, run_topology
+from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_lookup import create_apps, make_bolt, run
 from tests.enrichment.support import make_batch, resources
@@ -191,3 +195,27 @@ def test_the_default_shared_cache_prefix_is_the_topologys_and_the_sources(
         for key in client.scan_iter(f"squall:lookup:{unique_name}-*"):
             client.delete(key)
         client.close()
+
+
+ROUTE = """
+name: kiosk-route
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: priority, type: route, field: priority, routes: {{rush: high}}, default: {default}}}
+sinks:
+  - {{id: high_queue, type: stdout}}
+  - {{id: rejects, type: dead_letter, path: rejects.jsonl}}
+streams:
+  - {{from: priority, stream: high, to: high_queue}}
+"""
+
+
+@pytest.mark.parametrize("default", ["error", '""'])
+def test_a_route_default_stream_is_checked_as_its_routes_are(default):
+    with pytest.raises(TopologyError) as refused:
+        load_text(ROUTE.format(default=default))
+    assert "bolts[1].default" in str(refused.value)
+    assert ("reserved for failed events" if default == "error" else "cannot be empty") in str(
+        refused.value
+    )
