@@ -129,6 +129,18 @@ class LookupConfig(ComponentConfig):
                 f"source.key_columns names {len(src.key_columns)} column(s) for "
                 f"{len(self.key_paths)} key path(s)"
             )
+        if isinstance(src, SqlSourceConfig):
+            columns = src.key_columns or [p.split(".")[-1] for p in self.key_paths]
+            twice = sorted({c for c in columns if columns.count(c) > 1})
+            if twice:
+                # (id, id) IN ((…)) matches nothing sensible, and rows were matched back to keys
+                # by columns shifted by one: every key was reported missing
+                raise ValueError(
+                    f"source.key_columns names {', '.join(twice)} twice"
+                    if src.key_columns
+                    else f"the key paths end in the same column name ({', '.join(twice)}): name "
+                    "the table's column of each one in source.key_columns"
+                )
         if self.shared_cache is not None and isinstance(src, RedisSourceConfig):
             raise ValueError("shared_cache: the source is Redis already")
         return self

@@ -13,6 +13,9 @@ its fix.
   TTL (an hour), and so did this one after its ``columns`` changed (the old record's shape).
 - ``route`` with ``default: error`` (or ``""``) was accepted, though refused in ``routes``: each
   unmatched order was dead-lettered as "stream 'error' of 'priority' is not wired".
+- A composite key ``[store.id, kiosk.id]`` on a SQL table without ``key_columns``: both paths
+  defaulted to the column ``id``, the query was ``(id, id) IN (…)`` and rows were matched back by
+  columns shifted by one, so every key was reported missing. Refused at load.
 """
 
 from __future__ import annotations
@@ -219,3 +222,33 @@ def test_a_route_default_stream_is_checked_as_its_routes_are(default):
     assert ("reserved for failed events" if default == "error" else "cannot be empty") in str(
         refused.value
     )
+
+
+COMPOSITE = """
+name: kiosk-composite
+resources: {{db: {{url: "sqlite:///kiosks.db"}}}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: kiosk
+    type: lookup
+    key: [store.id, kiosk.id]
+    target: kiosk
+    source: {{type: sql, resource: db, table: kiosks{extra}}}
+sinks:
+  - {{id: out, type: stdout}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", "the key paths end in the same column name (id): name the table's column"),
+        (", key_columns: [id, id]", "source.key_columns names id twice"),
+    ],
+)
+def test_a_composite_key_naming_one_column_twice_is_refused(extra, message):
+    with pytest.raises(TopologyError) as refused:
+        load_text(COMPOSITE.format(extra=extra))
+    assert message in str(refused.value) and "bolts[1]" in str(refused.value)
+    load_text(COMPOSITE.format(extra=", key_columns: [store_id, kiosk_id]"))  # the way out
