@@ -44,9 +44,9 @@ SQL_CHUNK = 500
 #: Keys per MGET / pipeline.
 REDIS_CHUNK = 1000
 #: PostgreSQL SQLSTATEs a key's own value can cause: data exceptions (class 22: a text key for an
-#: integer column), an operator that does not exist for its type, a datatype mismatch.
+#: integer column). Not "operator does not exist" (42883) nor "datatype mismatch" (42804): keys
+#: are sent as untyped literals, so those are the key column's type (json, point), every key's.
 KEY_SQLSTATE_CLASSES = ("22",)
-KEY_SQLSTATES = frozenset({"42883", "42804"})
 #: HTTP statuses about the endpoint or the request's configuration, never about one key:
 #: unauthorized, forbidden, method not allowed, proxy authentication required.
 SOURCE_STATUSES = frozenset({401, 403, 405, 407})
@@ -250,10 +250,9 @@ class SqlSource:
                 raise SinkError(f"{self.where}: {describe(exc)}") from exc
             if is_transient(exc):
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
-            if code is not None and not (
-                code.startswith(KEY_SQLSTATE_CLASSES) or code in KEY_SQLSTATES
-            ):
-                # A known SQLSTATE no key can cause (no table, no rights): the source is broken.
+            if code is not None and not code.startswith(KEY_SQLSTATE_CLASSES):
+                # A known SQLSTATE no key can cause (no table, no rights, a key column without
+                # equality): the source is broken.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise KeyProblem(describe(exc), certain=code is not None) from exc
         except ValueError as exc:  # refused by the driver before it is sent (psycopg2: a NUL)

@@ -16,6 +16,9 @@ its fix.
 - A composite key ``[store.id, kiosk.id]`` on a SQL table without ``key_columns``: both paths
   defaulted to the column ``id``, the query was ``(id, id) IN (…)`` and rows were matched back by
   columns shifted by one, so every key was reported missing. Refused at load.
+- A key column whose type has no equality (``json``; PostgreSQL: "operator does not exist",
+  42883) was taken as every key's own fault: all traffic was dead-lettered, one key at a time,
+  instead of the broken source stopping the batch as docs/lookup.md promises.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import sqlalchemy as sa
 
 from squall.bolts.lookup import LookupBolt
 from squall.component import ComponentContext
-from squall.errors import TopologyError
+from squall.errors import TopologyError, TransientError
 from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
@@ -252,3 +255,25 @@ def test_a_composite_key_naming_one_column_twice_is_refused(extra, message):
         load_text(COMPOSITE.format(extra=extra))
     assert message in str(refused.value) and "bolts[1]" in str(refused.value)
     load_text(COMPOSITE.format(extra=", key_columns: [store_id, kiosk_id]"))  # the way out
+
+
+@pytest.mark.parametrize("values", [[{"kiosk_id": "k1"}], [{"kiosk_id": "k1"}, {"kiosk_id": 2}]])
+def test_a_key_column_without_equality_is_the_sources_failure(pg_url_psycopg2, unique_name, values):
+    engine = sa.create_engine(pg_url_psycopg2)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{unique_name}" (kiosk_id json, lane integer)')
+    try:
+        bolt = make_bolt(
+            resources(db=pg_url_psycopg2),
+            key="kiosk_id",
+            on_missing="fail",
+            source={"type": "sql", "resource": "db", "table": unique_name, "columns": ["lane"]},
+        )
+        batch = make_batch(values)
+        with pytest.raises(TransientError, match="operator does not exist"):
+            bolt.process(batch)  # before: each event dead-lettered with that reason
+        assert [e.value for e in batch] == values
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
+        engine.dispose()
