@@ -117,6 +117,16 @@ def isolate(
     fetched.failed.update(failed)
 
 
+def every_key_failed(keys: list[Key], fetched: Fetched) -> None:
+    """Raise ``TransientError`` when each of several keys failed: the source is broken (see
+    ``isolate``), and a mass dead letter would checkpoint past all of its traffic."""
+    if len(keys) > 1 and len(fetched.failed) == len(keys):
+        raise TransientError(
+            f"the lookup fails for every key ({len(keys)} keys): "
+            f"{next(iter(fetched.failed.values()))}"
+        )
+
+
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
@@ -337,6 +347,7 @@ class RedisSource:
                 raise redis_failure("redis source", exc) from exc
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
+        every_key_failed(keys, fetched)  # `data: hash` over strings: WRONGTYPE for every key
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
@@ -450,12 +461,7 @@ class HttpSource:
                 fetched.found[key] = value
             elif kind == "failed":
                 fetched.failed[key] = value
-        if len(keys) > 1 and len(fetched.failed) == len(keys):
-            # Every key refused: the endpoint, not the keys (see ``isolate``).
-            raise TransientError(
-                f"the lookup fails for every key ({len(keys)} keys): "
-                f"{next(iter(fetched.failed.values()))}"
-            )
+        every_key_failed(keys, fetched)  # every key refused: the endpoint, not the keys
         return fetched
 
     def _request(self, method: str, url: str, **kwargs: Any):

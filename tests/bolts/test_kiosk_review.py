@@ -19,6 +19,9 @@ its fix.
 - A key column whose type has no equality (``json``; PostgreSQL: "operator does not exist",
   42883) was taken as every key's own fault: all traffic was dead-lettered, one key at a time,
   instead of the broken source stopping the batch as docs/lookup.md promises.
+- A Redis source failing for every key — the default ``data: hash`` over keys holding JSON
+  strings (WRONGTYPE for each) — dead-lettered every event: the "a source failing for every key
+  is down" rule of the SQL and HTTP sources was missing from the Redis one.
 """
 
 from __future__ import annotations
@@ -277,3 +280,26 @@ def test_a_key_column_without_equality_is_the_sources_failure(pg_url_psycopg2, u
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
         engine.dispose()
+
+
+def test_a_redis_source_failing_for_every_key_is_down(redis_url, redis_prefix):
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{redis_prefix}k1", '{"tier": "gold"}')  # JSON strings; the source says hashes
+    client.set(f"{redis_prefix}k2", '{"tier": "silver"}')
+    client.hset(f"{redis_prefix}k3", mapping={"tier": "bronze"})
+    client.close()
+    bolt = make_bolt(
+        resources(r=redis_url),
+        key="kiosk_id",
+        on_missing="fail",
+        source={"type": "redis", "resource": "r", "key_prefix": redis_prefix},
+    )
+    values = [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}, {"kiosk_id": "k1"}]
+    batch = make_batch(values)
+    with pytest.raises(TransientError, match=r"fails for every key \(2 keys\).*WRONGTYPE"):
+        bolt.process(batch)  # before: three dead letters
+    assert [e.value for e in batch] == values
+    # One key of the wrong type among others is still that key's own failure.
+    found, failed, _ = run(bolt, [{"kiosk_id": "k3"}, {"kiosk_id": "k2"}, {"kiosk_id": "k9"}])
+    assert found == {0: {"tier": "bronze"}} and "WRONGTYPE" in failed[1]
+    assert failed[2] == "key 'k9' not found"
