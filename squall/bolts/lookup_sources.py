@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~530 lines): three sources behind one interface, kept together so the interface and its
+Size (~600 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150 lines each) read side by side.
 """
 
@@ -53,6 +53,12 @@ SOURCE_STATUSES = frozenset({401, 403, 405, 407})
 #: Redis errors that are the source's, never a key's: those that may pass (connection lost,
 #: timeouts, failover) and those refused for good (password, ACL); shared with every Redis user.
 REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
+
+
+def redis_busy(answer: object) -> bool:
+    """Redis running a script past its time limit answers ``BUSY`` to every command until the
+    script ends: an outage (a plain ``ResponseError`` in redis-py, not one of its classes)."""
+    return isinstance(answer, redis.exceptions.ResponseError) and str(answer).startswith("BUSY ")
 
 
 @dataclass
@@ -345,13 +351,17 @@ class RedisSource:
                     answers = self.client.mget(names)
             except REDIS_FAILURES as exc:
                 raise redis_failure("redis source", exc) from exc
+            except redis.exceptions.ResponseError as exc:
+                if redis_busy(exc):
+                    raise redis_failure("redis source", exc) from exc
+                raise
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
         every_key_failed(keys, fetched)  # `data: hash` over strings: WRONGTYPE for every key
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
-        if isinstance(answer, REDIS_FAILURES):  # not this key's: the source's (down or refused)
+        if isinstance(answer, REDIS_FAILURES) or redis_busy(answer):  # the source's, not the key's
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
             fetched.failed[key] = f"redis key {quoted(self.name(key))}: {answer}"
@@ -569,6 +579,10 @@ class SharedCache:
                 answers = self.client.mget([self.name(k) for k in chunk])
             except REDIS_FAILURES as exc:
                 raise redis_failure("shared lookup cache", exc) from exc
+            except redis.exceptions.ResponseError as exc:
+                if redis_busy(exc):
+                    raise redis_failure("shared lookup cache", exc) from exc
+                raise
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:
                     continue

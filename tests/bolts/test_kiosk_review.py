@@ -22,13 +22,18 @@ its fix.
 - A Redis source failing for every key — the default ``data: hash`` over keys holding JSON
   strings (WRONGTYPE for each) — dead-lettered every event: the "a source failing for every key
   is down" rule of the SQL and HTTP sources was missing from the Redis one.
+- A Redis running a script past its time limit answers ``BUSY`` to every command (a plain
+  ``ResponseError``): the Redis source and the shared cache let it escape as each record's fault,
+  so every event was dead-lettered during the outage. A private redis-server again.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -303,3 +308,69 @@ def test_a_redis_source_failing_for_every_key_is_down(redis_url, redis_prefix):
     found, failed, _ = run(bolt, [{"kiosk_id": "k3"}, {"kiosk_id": "k2"}, {"kiosk_id": "k9"}])
     assert found == {0: {"tier": "bronze"}} and "WRONGTYPE" in failed[1]
     assert failed[2] == "key 'k9' not found"
+
+
+@pytest.fixture(scope="module")
+def scripted_redis(tmp_path_factory) -> Iterator[int]:
+    """A private redis-server that answers BUSY 50 ms into a script (``busy-reply-threshold``)."""
+    port = free_port()
+    directory = tmp_path_factory.mktemp("busy-redis")
+    proc = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
+        + ["--save", "", "--appendonly", "no", "--busy-reply-threshold", "50"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextmanager
+def busy(port: int) -> Iterator[None]:
+    """Redis running an endless script: every command is answered BUSY until it is killed."""
+    runner = threading.Thread(
+        target=lambda: pytest.raises(
+            redis.exceptions.ResponseError,
+            redis.Redis(port=port).eval,
+            "while true do end",
+            0,
+        )
+    )
+    runner.start()
+    probe = redis.Redis(port=port)
+    try:
+        while True:  # until the server says so: the script is past its threshold
+            try:
+                probe.ping()
+            except redis.exceptions.ResponseError as exc:
+                assert str(exc).startswith("BUSY ")
+                break
+        yield
+    finally:
+        probe.script_kill()
+        runner.join()
+        probe.close()
+
+
+@pytest.mark.parametrize("data", ["hash", "json", "shared cache"])
+def test_a_busy_redis_is_down_not_every_records_fault(scripted_redis, tmp_path, data):
+    url = f"redis://127.0.0.1:{scripted_redis}/0"
+    if data == "shared cache":
+        db = f"sqlite:///{tmp_path / 'apps.db'}"
+        create_apps(db, "apps")
+        res = resources(db=db, cache=url)
+        source = {"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]}
+        bolt = make_bolt(res, key="app_id", source=source, shared_cache={"resource": "cache"})
+    else:
+        source = {"type": "redis", "resource": "r", "key_prefix": "app:", "data": data}
+        bolt = make_bolt(resources(r=url), key="app_id", source=source)
+    values = [{"app_id": 1}]  # one key: no "every key failed" rule to fall back on
+    batch = make_batch(values)
+    with busy(scripted_redis), pytest.raises(TransientError, match="BUSY"):
+        bolt.process(batch)  # before: a raw ResponseError (json, shared cache: each record's
+        # fault, dead-lettered) or the key's own failure (hash)
+    assert [e.value for e in batch] == values
