@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -133,14 +134,19 @@ def every_key_failed(keys: list[Key], fetched: Fetched) -> None:
         )
 
 
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+#: Values copied as they are (a float is checked: NaN and infinities are not JSON).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def jsonable(value: Any) -> Any:
     """A database value in the JSON shape events carry (and the shared cache stores)."""
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, str | int | bool):
         return value
-    if isinstance(value, decimal.Decimal):
+    if isinstance(value, float):  # NaN, ±Infinity: null, as every JSON writer of squall has them
+        return value if math.isfinite(value) else None
+    if isinstance(value, decimal.Decimal):  # numeric 'NaN', 'Infinity' (PostgreSQL 14+) too
+        if not value.is_finite():
+            return None
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
@@ -157,7 +163,11 @@ def jsonable(value: Any) -> Any:
 
 def key_text(value: Any) -> str:
     """A database key value as the text the bolt looks keys up by."""
-    if isinstance(value, decimal.Decimal) and value == value.to_integral_value():
+    if (
+        isinstance(value, decimal.Decimal)
+        and value.is_finite()
+        and value == value.to_integral_value()
+    ):
         return str(int(value))
     return value if isinstance(value, str) else str(value)
 

@@ -25,6 +25,10 @@ its fix.
 - A Redis running a script past its time limit answers ``BUSY`` to every command (a plain
   ``ResponseError``): the Redis source and the shared cache let it escape as each record's fault,
   so every event was dead-lettered during the outage. A private redis-server again.
+- A row holding ``numeric 'Infinity'`` (PostgreSQL 14+): ``int(Decimal('Infinity'))`` raised
+  OverflowError, and the events of that key were dead-lettered; NaN and float infinities passed
+  into events as Python floats, which JSON writes as null — so a process served from the shared
+  cache saw null where the first one saw ``inf``. All are null now, as JSON has them.
 """
 
 from __future__ import annotations
@@ -374,3 +378,39 @@ def test_a_busy_redis_is_down_not_every_records_fault(scripted_redis, tmp_path, 
         bolt.process(batch)  # before: a raw ResponseError (json, shared cache: each record's
         # fault, dead-lettered) or the key's own failure (hash)
     assert [e.value for e in batch] == values
+
+
+def test_infinite_and_nan_numbers_of_a_row_are_null(
+    pg_url_psycopg2, unique_name, redis_url, redis_prefix
+):
+    engine = sa.create_engine(pg_url_psycopg2)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'CREATE TABLE "{unique_name}" (kiosk_id text PRIMARY KEY, credit numeric, '
+            "rating float8, lane numeric)"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO \"{unique_name}\" VALUES ('k1', 'Infinity', '-Infinity', 2), "
+            "('k2', 'NaN', 'NaN', 2.5)"
+        )
+    try:
+        options = dict(
+            key="kiosk_id",
+            on_missing="fail",
+            source={"type": "sql", "resource": "db", "table": unique_name},
+            shared_cache={"resource": "cache", "key_prefix": redis_prefix},
+        )
+        first = make_bolt(resources(db=pg_url_psycopg2, cache=redis_url), **options)
+        found, failed, _ = run(first, [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}])
+        assert failed == {}  # before: 'k1' failed with OverflowError
+        assert found == {
+            0: {"kiosk_id": "k1", "credit": None, "rating": None, "lane": 2},
+            1: {"kiosk_id": "k2", "credit": None, "rating": None, "lane": 2.5},
+        }
+        second = make_bolt(resources(db=pg_url_psycopg2, cache=redis_url), **options)
+        assert run(second, [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}])[0] == found
+        assert second.stats["shared_hits"] == 2
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
+        engine.dispose()
