@@ -186,6 +186,7 @@ class LookupBolt(Bolt):
     def open(self, resources: Resources) -> None:
         c = self.config
         src = c.source
+        where = "source"
         try:
             if isinstance(src, SqlSourceConfig):
                 key_columns = src.key_columns or [p.split(".")[-1] for p in c.key_paths]
@@ -196,6 +197,7 @@ class LookupBolt(Bolt):
                 self.source = HttpSource(src)
             if c.shared_cache is not None:
                 sc = c.shared_cache
+                where = "shared_cache.resource"
                 prefix = sc.key_prefix if sc.key_prefix is not None else self._default_prefix()
                 self.shared = SharedCache(
                     resources.redis(sc.resource), prefix, sc.ttl, sc.missing_ttl
@@ -211,11 +213,11 @@ class LookupBolt(Bolt):
         except TransientError as exc:
             # The source (or the shared cache) is down: an outage, not a mistake in the topology
             # (`squall run` exits 1, a KCL shard waits and retries, as for every other resource).
-            raise TransientError(f"{self.id}.source: {exc}", retry_after=exc.retry_after) from exc
+            raise TransientError(f"{self.id}.{where}: {exc}", retry_after=exc.retry_after) from exc
         except (SquallError, ValueError) as exc:
             if isinstance(exc, TopologyError):
                 raise
-            option = exc.option if isinstance(exc, OptionError) else "source"
+            option = exc.option if isinstance(exc, OptionError) else where
             raise TopologyError(self.context.problem(self.id, option, str(exc))) from exc
 
     def _default_prefix(self) -> str:

@@ -273,10 +273,16 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
     problems = []
     for key, configs in (("spout", [topo.spout]), ("bolts", topo.bolts), ("sinks", topo.sinks)):
         for i, cfg in enumerate(configs):
-            for field_name in ("resource", "store", "cache"):
-                name = getattr(cfg, field_name, None)
+            at = (key,) if key == "spout" else (key, i)
+            named = [((*at, f), getattr(cfg, f, None)) for f in ("resource", "store", "cache")]
+            # One level down too: a lookup's `source.resource` and `shared_cache.resource`
+            # (else `squall validate` passed them and `squall run` failed to start).
+            for f in type(cfg).model_fields:
+                nested = getattr(cfg, f, None)
+                if isinstance(nested, pydantic.BaseModel):
+                    named.append(((*at, f, "resource"), getattr(nested, "resource", None)))
+            for path, name in named:
                 if isinstance(name, str) and name not in topo.resources:
-                    path = (key, field_name) if key == "spout" else (key, i, field_name)
                     close = difflib.get_close_matches(name, list(topo.resources), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))

@@ -29,6 +29,8 @@ its fix.
   OverflowError, and the events of that key were dead-lettered; NaN and float infinities passed
   into events as Python floats, which JSON writes as null — so a process served from the shared
   cache saw null where the first one saw ``inf``. All are null now, as JSON has them.
+- ``squall validate`` passed a lookup whose ``source.resource`` or ``shared_cache.resource``
+  names no resource (a typo); ``squall run`` then failed to start, located at ``source`` for both.
 """
 
 from __future__ import annotations
@@ -414,3 +416,34 @@ def test_infinite_and_nan_numbers_of_a_row_are_null(
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
         engine.dispose()
+
+
+def test_validate_finds_a_lookups_unknown_resources():
+    text = COMPOSITE.format(extra=", key_columns: [store_id, kiosk_id]").replace(
+        "resource: db,", "resource: dbb,"
+    )
+    text = text.replace(
+        "    target: kiosk\n", "    target: kiosk\n    shared_cache: {resource: cahce}\n"
+    )
+    text = text.replace("resources: {db:", "resources: {cache: {url: 'redis://127.0.0.1:1/0'}, db:")
+    with pytest.raises(TopologyError) as refused:
+        load_text(text)  # what `squall validate` runs; before: no problem
+    assert [str(p) for p in refused.value.problems] == [
+        "<string>:12:35: bolts[1].source.resource: unknown resource 'dbb' (did you mean 'db'?)",
+        "<string>:11:30: bolts[1].shared_cache.resource: unknown resource 'cahce' "
+        "(did you mean 'cache'?)",
+    ]
+
+
+def test_a_shared_cache_on_a_sql_resource_is_located_at_its_resource(tmp_path):
+    db = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(db, "apps")
+    with pytest.raises(TopologyError) as refused:
+        make_bolt(
+            resources(db=db),
+            key="app_id",
+            source={"type": "sql", "resource": "db", "table": "apps"},
+            shared_cache={"resource": "db"},
+        )
+    assert "apps.shared_cache.resource" in str(refused.value)  # before: apps.source
+    assert "is not Redis" in str(refused.value)
