@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from squall import exact_json
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
-from squall.redact import mask_request_urls
+from squall.redact import mask_request_urls, redact_text
 from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
@@ -122,6 +122,23 @@ def isolate(
             f"the lookup fails for every key ({len(keys)} keys): {next(iter(failed.values()))}"
         )
     fetched.failed.update(failed)
+
+
+#: Longest driver message in a key's reason.
+MAX_DRIVER_MESSAGE = 300
+
+
+def key_reason(exc: BaseException) -> str:
+    """The driver's message for a key that made the query fail: it quotes the key whole
+    (`invalid input syntax for type integer: "…"`: an e-mail address, a URL with its password,
+    20,000 characters), so it is masked and cut as a quoted key is; the SQLSTATE is kept."""
+    text, code = describe(exc), sqlstate(exc)
+    suffix = f" (SQLSTATE {code})" if code else ""
+    body = text.removesuffix(suffix)
+    shown = redact_text(body[: 4 * MAX_DRIVER_MESSAGE])
+    if len(shown) > MAX_DRIVER_MESSAGE or len(body) > 4 * MAX_DRIVER_MESSAGE:
+        shown = f"{shown[:MAX_DRIVER_MESSAGE]}… [{len(body)} chars]"
+    return shown + suffix
 
 
 def every_key_failed(keys: list[Key], fetched: Fetched) -> None:
@@ -280,7 +297,7 @@ class SqlSource:
                 # A known SQLSTATE no key can cause (no table, no rights, a key column without
                 # equality): the source is broken.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
-            raise KeyProblem(describe(exc), certain=code is not None) from exc
+            raise KeyProblem(key_reason(exc), certain=code is not None) from exc
         except ValueError as exc:  # refused by the driver before it is sent (psycopg2: a NUL)
             raise KeyProblem(f"{self.where}: {exc}", certain=True) from exc
         names = self._selected

@@ -31,6 +31,9 @@ its fix.
   cache saw null where the first one saw ``inf``. All are null now, as JSON has them.
 - ``squall validate`` passed a lookup whose ``source.resource`` or ``shared_cache.resource``
   names no resource (a typo); ``squall run`` then failed to start, located at ``source`` for both.
+- A key that makes the query fail is dead-lettered with the driver's message, which quotes the
+  key whole: a 20,000-character key gave a 20,000-character reason, and a key holding a URL with
+  its password kept the password — though docs/lookup.md promises keys masked and cut in reasons.
 """
 
 from __future__ import annotations
@@ -447,3 +450,22 @@ def test_a_shared_cache_on_a_sql_resource_is_located_at_its_resource(tmp_path):
         )
     assert "apps.shared_cache.resource" in str(refused.value)  # before: apps.source
     assert "is not Redis" in str(refused.value)
+
+
+def test_a_drivers_message_quoting_a_key_is_masked_and_cut(pg_url_psycopg2, unique_name):
+    create_apps(pg_url_psycopg2, unique_name)  # app_id is an integer column
+    try:
+        bolt = make_bolt(
+            resources(db=pg_url_psycopg2),
+            key="app_id",
+            source={"type": "sql", "resource": "db", "table": unique_name, "columns": ["name"]},
+        )
+        secret = "postgresql://kiosk:hunter2-7f3@db.internal/orders"
+        found, failed, _ = run(bolt, [{"app_id": "x" * 20_000}, {"app_id": secret}, {"app_id": 1}])
+        assert found == {2: {"name": "Weather"}}
+        assert failed[0].startswith('invalid input syntax for type integer: "xxx')
+        assert len(failed[0]) < 400 and failed[0].endswith("chars] (SQLSTATE 22P02)")
+        assert "hunter2" not in failed[1] and "(SQLSTATE 22P02)" in failed[1]
+    finally:
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
