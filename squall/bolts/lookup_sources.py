@@ -402,11 +402,14 @@ class RedisSource:
             fetched.found[key] = answer.decode(errors="replace")
         else:
             try:
-                fetched.found[key] = exact_json.loads(answer)
+                value = exact_json.loads(answer)
             except ValueError as exc:  # not JSON; an integer over Python's digit limit
                 fetched.failed[key] = (
                     f"redis key {quoted(self.name(key))} does not hold JSON: {exc}"
                 )
+                return
+            if value is not None:  # JSON null: missing, as from an HTTP source
+                fetched.found[key] = value
 
     def close(self) -> None:
         """The client belongs to the resource."""

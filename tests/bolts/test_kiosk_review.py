@@ -34,6 +34,8 @@ its fix.
 - A key that makes the query fail is dead-lettered with the driver's message, which quotes the
   key whole: a 20,000-character key gave a 20,000-character reason, and a key holding a URL with
   its password kept the password — though docs/lookup.md promises keys masked and cut in reasons.
+- A Redis ``data: json`` key holding ``null`` (a deleted kiosk's tombstone) was "found": its
+  orders passed ``on_missing: fail`` with ``kiosk: null``, where an HTTP source's null is missing.
 """
 
 from __future__ import annotations
@@ -469,3 +471,19 @@ def test_a_drivers_message_quoting_a_key_is_masked_and_cut(pg_url_psycopg2, uniq
     finally:
         with sa.create_engine(pg_url_psycopg2).begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
+def test_a_redis_json_null_is_missing_as_an_http_null_is(redis_url, redis_prefix):
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{redis_prefix}k1", "null")
+    client.set(f"{redis_prefix}k2", '{"tier": "gold"}')
+    client.close()
+    bolt = make_bolt(
+        resources(r=redis_url),
+        key="kiosk_id",
+        on_missing="fail",
+        source={"type": "redis", "resource": "r", "key_prefix": redis_prefix, "data": "json"},
+    )
+    found, failed, _ = run(bolt, [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}])
+    assert failed == {0: "key 'k1' not found"}  # before: passed on with app = None
+    assert found == {1: {"tier": "gold"}}
