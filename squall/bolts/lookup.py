@@ -240,7 +240,10 @@ class LookupBolt(Bolt):
         out = Output(self.id)
         keys = self._keys(batch)
         distinct = list(dict.fromkeys(k for k in keys if k.__class__ is tuple))
-        records, failed = self._resolve(distinct) if distinct else ({}, {})
+        # Records re-driven by `squall replay` (a batch holds only those) were dead-lettered for
+        # a missing row the user has since added: keys known to be missing are asked again.
+        recheck = batch[0].meta.replay > 0 if batch else False
+        records, failed = self._resolve(distinct, recheck) if distinct else ({}, {})
         # Each event gets its own copy of its record (downstream bolts may change it): a flat
         # record, the usual table row, is copied by dict.copy; nested ones value by value.
         copiers = {
@@ -313,21 +316,26 @@ class LookupBolt(Bolt):
                 return f"key '{path}' is a {type(v).__name__}, not text or an integer"
         return tuple(parts)
 
-    def _resolve(self, keys: list[Key]) -> tuple[dict[Key, Any], dict[Key, str]]:
-        """The record of each key that has one, and the keys that failed; raises ``TransientError``."""
+    def _resolve(
+        self, keys: list[Key], recheck: bool = False
+    ) -> tuple[dict[Key, Any], dict[Key, str]]:
+        """The record of each key that has one, and the keys that failed; raises ``TransientError``.
+        ``recheck``: the caches' missing keys are asked from the source again."""
         stats = self.stats
         records: dict[Key, Any] = {}
         todo = keys
         if self._found is not None:
             records, todo = self._found.get_many(todo)
             stats["memory_hits"] += len(records)
-        if todo and self._missing is not None:
+        if todo and self._missing is not None and not recheck:
             known_missing, todo = self._missing.get_many(todo)
             stats["memory_hits"] += len(known_missing)
         fetched = Fetched()
         missing: list[Key] = []
         if todo and self.shared is not None:
             shared_found, shared_missing = self.shared.get(todo)
+            if recheck:
+                shared_missing = set()
             stats["shared_hits"] += len(shared_found) + len(shared_missing)
             records.update(shared_found)
             self._remember(shared_found, shared_missing)

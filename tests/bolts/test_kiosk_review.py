@@ -36,6 +36,10 @@ its fix.
   its password kept the password — though docs/lookup.md promises keys masked and cut in reasons.
 - A Redis ``data: json`` key holding ``null`` (a deleted kiosk's tombstone) was "found": its
   orders passed ``on_missing: fail`` with ``kiosk: null``, where an HTTP source's null is missing.
+- docs/sinks.md: "once the cause of a dead letter is fixed — … a missing lookup row — send its
+  records through the topology again" with ``squall replay``. With a shared cache the key was
+  still cached as missing (``missing_ttl``, 5 minutes by default): the re-driven orders were
+  dead-lettered again. Re-driven records ask the source for keys the caches hold as missing.
 """
 
 from __future__ import annotations
@@ -487,3 +491,48 @@ def test_a_redis_json_null_is_missing_as_an_http_null_is(redis_url, redis_prefix
     found, failed, _ = run(bolt, [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}])
     assert failed == {0: "key 'k1' not found"}  # before: passed on with app = None
     assert found == {1: {"tier": "gold"}}
+
+
+REPLAYED = """
+name: kiosk-replay
+resources:
+  db: {{url: "sqlite:///kiosks.db"}}
+  cache: {{url: "{redis_url}"}}
+spout: {{type: file, path: orders.jsonl}}
+bolts:
+  - {{id: decode, type: json, event_id_field: order_id}}
+  - id: kiosk
+    type: lookup
+    key: kiosk_id
+    target: kiosk
+    source: {{type: sql, resource: db, table: kiosks}}
+    shared_cache: {{resource: cache, key_prefix: "{prefix}"}}
+    on_missing: fail
+sinks:
+  - {{id: out, type: stdout}}
+  - {{id: rejects, type: dead_letter, path: rejects.jsonl}}
+"""
+
+
+def test_a_replay_after_the_missing_row_was_added_finds_it(tmp_path, redis_url, redis_prefix):
+    from tests.deploy.test_local_runner import run_cli
+
+    topology = tmp_path / "kiosk.yaml"
+    topology.write_text(REPLAYED.format(redis_url=redis_url, prefix=redis_prefix))
+    (tmp_path / "orders.jsonl").write_text(
+        '{"order_id": "o1", "kiosk_id": "k1"}\n{"order_id": "o2", "kiosk_id": "k4"}\n'
+    )
+    db = sa.create_engine(f"sqlite:///{tmp_path / 'kiosks.db'}")
+    with db.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE kiosks (kiosk_id text PRIMARY KEY, tier text)")
+        conn.exec_driver_sql("INSERT INTO kiosks VALUES ('k1', 'gold')")
+    first = run_cli(["run", str(topology)])
+    assert "committed 1, dead-lettered 1" in first.stdout + first.stderr
+    with db.begin() as conn:  # the cause fixed: the kiosk's row added
+        conn.exec_driver_sql("INSERT INTO kiosks VALUES ('k4', 'silver')")
+    db.dispose()
+    replay = run_cli(["replay", str(topology), str(tmp_path / "rejects.jsonl")])
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    out = replay.stdout + replay.stderr
+    assert "committed 1, dead-lettered again 0" in out  # before: dead-lettered again 1
+    assert '"kiosk":{"kiosk_id":"k4","tier":"silver"}' in replay.stdout
