@@ -141,6 +141,26 @@ def key_reason(exc: BaseException) -> str:
     return shown + suffix
 
 
+def _unpadded(text: str) -> str:
+    return text.rstrip(" ")
+
+
+def _uuid_text(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+def _canonical_form(column_type: Any) -> Callable[[str], str] | None:
+    """How a key column's values compare in the database, when not as their exact text."""
+    if isinstance(column_type, sa.CHAR | sa.NCHAR):
+        return _unpadded
+    if isinstance(column_type, sa.Uuid):
+        return _uuid_text
+    return None
+
+
 def every_key_failed(keys: list[Key], fetched: Fetched) -> None:
     """Raise ``TransientError`` when each of several keys failed: the source is broken (see
     ``isolate``), and a mass dead letter would checkpoint past all of its traffic."""
@@ -256,9 +276,12 @@ class SqlSource:
                 option, f"{self.where} has no column(s) {', '.join(dict.fromkeys(unknown))}"
             )
         self.key_columns = [table.c[c] for c in key_columns]
-        # CHAR(n) pads with blanks and compares without them: the row of `k1` comes back as
-        # `k1      `, matched to its key with the trailing blanks ignored on both sides.
-        self._padded = tuple(isinstance(c.type, sa.CHAR | sa.NCHAR) for c in self.key_columns)
+        # Rows are matched back to keys by text; where the database compares otherwise, both
+        # sides are brought to one form: CHAR(n) pads with blanks (`k1` comes back `k1      `),
+        # a UUID column finds `550E8400-E29B-…` (iOS writes them in capitals) and returns it
+        # in small letters.
+        self._canon = tuple(_canonical_form(c.type) for c in self.key_columns)
+        self._any_canon = any(self._canon)
         self.names = wanted
         # Key columns are selected too (to match rows back to keys); only ``columns`` reach events.
         selected = [table.c[c] for c in dict.fromkeys((*key_columns, *wanted))]
@@ -302,31 +325,34 @@ class SqlSource:
             raise KeyProblem(f"{self.where}: {exc}", certain=True) from exc
         names = self._selected
         plain = _PLAIN
-        unpadded: dict[Key, list[Key]] | None = None
+        values: list[tuple[Key, Any]] = []
         for row in rows:
             key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
-            if key in wanted:
-                matched = () if key in out else (key,)
-            elif any(self._padded):  # a CHAR(n) column: `k1` is stored as `k1      `
-                if unpadded is None:
-                    unpadded = {}
-                    for k in keys:
-                        unpadded.setdefault(self._unpad(k), []).append(k)
-                matched = [k for k in unpadded.get(self._unpad(key), ()) if k not in out]
-            else:
+            if key in out or (key not in wanted and not self._any_canon):
                 continue
-            if matched:
-                record = dict(zip(names, row, strict=True))
-                value = {
-                    n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
-                }
-                for k in matched:
+            record = dict(zip(names, row, strict=True))
+            value = {
+                n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
+            }
+            if key in wanted:
+                out[key] = value
+            if self._any_canon:
+                values.append((key, value))
+        if self._any_canon and len(out) < len(wanted):
+            # A CHAR(n) or UUID column: the keys not found by their exact text get the row of
+            # their form (exact matches first: SQLite keeps `k1` and `k1 ` apart).
+            canonical: dict[Key, list[Key]] = {}
+            for k in keys:
+                if k not in out:
+                    canonical.setdefault(self._canonical(k), []).append(k)
+            for key, value in values:
+                for k in canonical.pop(self._canonical(key), ()):
                     out[k] = value
         return out
 
-    def _unpad(self, key: Key) -> Key:
-        """The key with the trailing blanks of its CHAR(n) parts removed."""
-        return tuple(p.rstrip(" ") if pad else p for p, pad in zip(key, self._padded, strict=True))
+    def _canonical(self, key: Key) -> Key:
+        """The key with its CHAR(n) and UUID parts in the form the database compares them in."""
+        return tuple(f(p) if f else p for p, f in zip(key, self._canon, strict=True))
 
     def close(self) -> None:
         """The engine belongs to the resource: nothing to release here."""

@@ -40,6 +40,9 @@ its fix.
   records through the topology again" with ``squall replay``. With a shared cache the key was
   still cached as missing (``missing_ttl``, 5 minutes by default): the re-driven orders were
   dead-lettered again. Re-driven records ask the source for keys the caches hold as missing.
+- A kiosk table keyed by a ``uuid`` column and kiosks sending their ids in capitals (iOS's
+  ``UUID().uuidString``): PostgreSQL found each row, returned it in small letters, and the key
+  was reported missing — like the CHAR(n) case, rows matched back by their exact text.
 """
 
 from __future__ import annotations
@@ -536,3 +539,32 @@ def test_a_replay_after_the_missing_row_was_added_finds_it(tmp_path, redis_url, 
     out = replay.stdout + replay.stderr
     assert "committed 1, dead-lettered again 0" in out  # before: dead-lettered again 1
     assert '"kiosk":{"kiosk_id":"k4","tier":"silver"}' in replay.stdout
+
+
+def test_a_uuid_key_column_finds_its_rows_whatever_the_letters(pg_url_psycopg2, unique_name):
+    engine = sa.create_engine(pg_url_psycopg2)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE TABLE "{unique_name}" (kiosk_id uuid PRIMARY KEY, lane int)')
+        conn.exec_driver_sql(
+            f"INSERT INTO \"{unique_name}\" VALUES ('550e8400-e29b-41d4-a716-446655440000', 4)"
+        )
+    try:
+        bolt = make_bolt(
+            resources(db=pg_url_psycopg2),
+            key="kiosk_id",
+            on_missing="fail",
+            source={"type": "sql", "resource": "db", "table": unique_name, "columns": ["lane"]},
+        )
+        ids = [
+            "550E8400-E29B-41D4-A716-446655440000",  # iOS
+            "550e8400-e29b-41d4-a716-446655440000",
+            "{550e8400-e29b-41d4-a716-446655440000}",
+            "00000000-0000-0000-0000-000000000000",
+        ]
+        found, failed, _ = run(bolt, [{"kiosk_id": i} for i in ids])
+        assert found == {0: {"lane": 4}, 1: {"lane": 4}, 2: {"lane": 4}}  # before: 1 only
+        assert failed == {3: "key '00000000-0000-0000-0000-000000000000' not found"}
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
+        engine.dispose()
