@@ -51,6 +51,10 @@ KEY_SQLSTATE_CLASSES = ("22",)
 #: HTTP statuses about the endpoint or the request's configuration, never about one key:
 #: unauthorized, forbidden, method not allowed, proxy authentication required.
 SOURCE_STATUSES = frozenset({401, 403, 405, 407})
+#: Statuses of a batch POST that one of its keys may cause (bad request, payload too large,
+#: unprocessable): the keys are split to find it. Any other (404: a wrong `batch_url`, a
+#: redirect) is the endpoint's, even for a batch of one key.
+BATCH_KEY_STATUSES = frozenset({400, 413, 422})
 #: Redis errors that are the source's, never a key's: those that may pass (connection lost,
 #: timeouts, failover) and those refused for good (password, ACL); shared with every Redis user.
 REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
@@ -577,10 +581,11 @@ class HttpSource:
             content=orjson.dumps({"keys": list(texts)}),
             headers={"content-type": "application/json"},
         )
-        if response.status_code != 200:  # 400, 422: maybe one key the endpoint refuses
-            raise KeyProblem(
-                f"lookup endpoint {shown_url(url)} answered HTTP {response.status_code}"
-            )
+        status = response.status_code
+        if status in BATCH_KEY_STATUSES:  # maybe one key the endpoint refuses: split
+            raise KeyProblem(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
+        if status != 200:  # a 404 or a redirect of the batch URL: the endpoint, whatever the keys
+            raise TransientError(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
         try:
             answer = exact_json.loads(response.content)
         except ValueError as exc:

@@ -43,6 +43,9 @@ its fix.
 - A kiosk table keyed by a ``uuid`` column and kiosks sending their ids in capitals (iOS's
   ``UUID().uuidString``): PostgreSQL found each row, returned it in small letters, and the key
   was reported missing — like the CHAR(n) case, rows matched back by their exact text.
+- An HTTP source's ``batch_url`` answering 404 (a wrong path) or a redirect: taken as the keys'
+  fault, so a batch of one distinct key — a quiet kiosk, a Lambda batch of one order — was
+  dead-lettered, while a batch of several was retried as the source being down.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from squall.errors import TopologyError, TransientError
 from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
-from tests.bolts.test_lookup import create_apps, make_bolt, run
+from tests.bolts.test_lookup import RECORDS, Endpoint, create_apps, make_bolt, run
 from tests.enrichment.support import make_batch, resources
 from tests.ports import free_port, wait_port
 
@@ -568,3 +571,21 @@ def test_a_uuid_key_column_finds_its_rows_whatever_the_letters(pg_url_psycopg2, 
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE "{unique_name}"')
         engine.dispose()
+
+
+@pytest.mark.parametrize("status", [404, 301, 410])
+def test_a_batch_url_answering_404_is_down_even_for_one_key(status):
+    with Endpoint(RECORDS) as ep:
+        ep.status = status
+        bolt = make_bolt(
+            resources(), key="app_id", source={"type": "http", "batch_url": ep.url + "/nope"}
+        )
+        for values in ([{"app_id": 1}], [{"app_id": 1}, {"app_id": 2}]):
+            batch = make_batch(values)
+            with pytest.raises(TransientError, match=f"HTTP {status}"):
+                bolt.process(batch)  # before: one key's batch was dead-lettered
+            assert [e.value for e in batch] == values
+        ep.status = 422  # a status one key may cause is still split to find it
+        found, failed, _ = run(bolt, [{"app_id": 1}])
+        assert found == {} and "HTTP 422" in failed[0]
+        bolt.close()
