@@ -554,6 +554,10 @@ class HttpSource:
         return response
 
     def _one(self, key: Key) -> tuple[str, Any]:
+        if not any(key):
+            # An empty key would GET another resource: `/kiosks/{key}` → `/kiosks/`, the list
+            # of every kiosk, taken for this key's record.
+            return "missing", None
         url = self.config.url.replace("{key}", quote(self.text(key), safe=""))  # set: no batch_url
         response = self._request("GET", url)
         if response.status_code == 404:

@@ -46,6 +46,9 @@ its fix.
 - An HTTP source's ``batch_url`` answering 404 (a wrong path) or a redirect: taken as the keys'
   fault, so a batch of one distinct key — a quiet kiosk, a Lambda batch of one order — was
   dead-lettered, while a batch of several was retried as the source being down.
+- An empty key (``"kiosk_id": ""``, a kiosk not set up yet) with a per-key ``url``
+  ``…/kiosks/{key}`` sent ``GET …/kiosks/``: the collection, every kiosk, became that order's
+  record.
 """
 
 from __future__ import annotations
@@ -588,4 +591,19 @@ def test_a_batch_url_answering_404_is_down_even_for_one_key(status):
         ep.status = 422  # a status one key may cause is still split to find it
         found, failed, _ = run(bolt, [{"app_id": 1}])
         assert found == {} and "HTTP 422" in failed[0]
+        bolt.close()
+
+
+def test_an_empty_key_is_not_sent_as_a_url_of_another_resource():
+    with Endpoint({"": [{"kiosk": "k1"}, {"kiosk": "k2"}], "k1": {"lane": 1}}) as ep:
+        bolt = make_bolt(
+            resources(),
+            key="kiosk_id",
+            on_missing="fail",
+            source={"type": "http", "url": ep.url + "/kiosks/{key}"},
+        )
+        found, failed, _ = run(bolt, [{"kiosk_id": ""}, {"kiosk_id": "k1"}])
+        assert found == {1: {"lane": 1}}  # before: 0 got the list of every kiosk
+        assert failed == {0: "key '' not found"}
+        assert ep.requests == [("GET", "/kiosks/k1")]
         bolt.close()
