@@ -489,6 +489,10 @@ class HttpSourceConfig(BaseModel):
         return self
 
 
+#: Keys that, put in a URL's path, name another resource: empty, or a dot segment.
+_OTHER_RESOURCE = frozenset({"", ".", ".."})
+
+
 def shown_url(url: str) -> str:
     """A URL for messages: no query string, no credentials (either may hold a secret)."""
     parts = urlsplit(url)
@@ -554,11 +558,12 @@ class HttpSource:
         return response
 
     def _one(self, key: Key) -> tuple[str, Any]:
-        if not any(key):
-            # An empty key would GET another resource: `/kiosks/{key}` → `/kiosks/`, the list
-            # of every kiosk, taken for this key's record.
+        text = self.text(key)
+        if text in _OTHER_RESOURCE:
+            # Such a key would GET another resource: `/kiosks/{key}` → `/kiosks/` (the list of
+            # every kiosk), and httpx resolves `/kiosks/..` to `/` — taken for this key's record.
             return "missing", None
-        url = self.config.url.replace("{key}", quote(self.text(key), safe=""))  # set: no batch_url
+        url = self.config.url.replace("{key}", quote(text, safe=""))  # set: no batch_url
         response = self._request("GET", url)
         if response.status_code == 404:
             return "missing", None

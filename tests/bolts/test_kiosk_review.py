@@ -49,6 +49,9 @@ its fix.
 - An empty key (``"kiosk_id": ""``, a kiosk not set up yet) with a per-key ``url``
   ``…/kiosks/{key}`` sent ``GET …/kiosks/``: the collection, every kiosk, became that order's
   record.
+- A key ``..`` or ``.`` with a per-key ``url``: httpx resolves dot segments, so ``…/kiosks/..``
+  was ``GET /`` (the API's root, or with ``/v1/kiosks/{key}`` the ``/v1`` document) and
+  ``…/kiosks/.`` the collection — each taken as that key's record.
 """
 
 from __future__ import annotations
@@ -602,8 +605,9 @@ def test_an_empty_key_is_not_sent_as_a_url_of_another_resource():
             on_missing="fail",
             source={"type": "http", "url": ep.url + "/kiosks/{key}"},
         )
-        found, failed, _ = run(bolt, [{"kiosk_id": ""}, {"kiosk_id": "k1"}])
-        assert found == {1: {"lane": 1}}  # before: 0 got the list of every kiosk
-        assert failed == {0: "key '' not found"}
+        values = [{"kiosk_id": k} for k in ("", "k1", "..", ".")]
+        found, failed, _ = run(bolt, values)
+        assert found == {1: {"lane": 1}}  # before: 0 and 3 got every kiosk, 2 the root's answer
+        assert failed == {0: "key '' not found", 2: "key '..' not found", 3: "key '.' not found"}
         assert ep.requests == [("GET", "/kiosks/k1")]
         bolt.close()
