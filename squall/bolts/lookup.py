@@ -31,6 +31,7 @@ from squall.bolts.lookup_sources import (
     SharedCache,
     SqlSource,
     SqlSourceConfig,
+    shown_url,
 )
 from squall.cache import LRUCache
 from squall.component import ComponentConfig, ComponentContext
@@ -226,6 +227,9 @@ class LookupBolt(Bolt):
         shape = self.config.source.model_dump(
             mode="json", by_alias=True, exclude={"headers", "timeout", "concurrency", "batch_size"}
         )
+        for url in ("url", "batch_url"):  # without a query string: it may hold a token
+            if shape.get(url):
+                shape[url] = shown_url(shape[url])
         text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(text).hexdigest()[:12]
         return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"

@@ -611,3 +611,16 @@ def test_an_empty_key_is_not_sent_as_a_url_of_another_resource():
         assert failed == {0: "key '' not found", 2: "key '..' not found", 3: "key '.' not found"}
         assert ep.requests == [("GET", "/kiosks/k1")]
         bolt.close()
+
+
+def test_the_default_prefix_hashes_an_http_url_without_its_token():
+    def prefix(url: str) -> str:
+        config = LookupBolt.Config(
+            id="kiosk", type="lookup", key="k", target="t", source={"type": "http", "url": url}
+        )
+        return LookupBolt(config, ComponentContext("orders"))._default_prefix()
+
+    base = "https://api.example/v1/kiosks/{key}"
+    assert prefix(base + "?token=a1") == prefix(base + "?token=b2")  # a rotated token
+    assert prefix(base) != prefix("https://api.example/v2/kiosks/{key}")
+    assert prefix(base).startswith("squall:lookup:orders:kiosk:")
