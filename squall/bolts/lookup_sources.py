@@ -541,7 +541,7 @@ class HttpSource:
     def _request(self, method: str, url: str, **kwargs: Any):
         try:
             response = self.client.request(method, url, **kwargs)
-        except self.httpx.TransportError as exc:  # connect, read, timeouts, protocol errors
+        except self.httpx.RequestError as exc:  # connect, timeouts, protocol, a body not decoded
             raise TransientError(
                 f"lookup endpoint {shown_url(url)}: {type(exc).__name__}: {exc}"
             ) from exc

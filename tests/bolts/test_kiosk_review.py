@@ -52,6 +52,9 @@ its fix.
 - A key ``..`` or ``.`` with a per-key ``url``: httpx resolves dot segments, so ``…/kiosks/..``
   was ``GET /`` (the API's root, or with ``/v1/kiosks/{key}`` the ``/v1`` document) and
   ``…/kiosks/.`` the collection — each taken as that key's record.
+- An endpoint whose answers cannot be decoded (``Content-Encoding: gzip`` on a plain body, as a
+  misconfigured proxy sends): httpx's ``DecodingError`` is not a ``TransportError``, escaped the
+  bolt as each record's fault, and every event was dead-lettered.
 """
 
 from __future__ import annotations
@@ -624,3 +627,34 @@ def test_the_default_prefix_hashes_an_http_url_without_its_token():
     assert prefix(base + "?token=a1") == prefix(base + "?token=b2")  # a rotated token
     assert prefix(base) != prefix("https://api.example/v2/kiosks/{key}")
     assert prefix(base).startswith("squall:lookup:orders:kiosk:")
+
+
+def test_an_answer_that_cannot_be_decoded_is_the_endpoints_failure():
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Gzipless(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            body = b'{"lane": 1}'  # said to be gzip, sent plain
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzipless)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/kiosks/{{key}}"
+        bolt = make_bolt(resources(), key="kiosk_id", source={"type": "http", "url": url})
+        batch = make_batch([{"kiosk_id": "k1"}])
+        with pytest.raises(TransientError, match="DecodingError"):
+            bolt.process(batch)  # before: a raw DecodingError, each event dead-lettered
+        assert batch[0].value == {"kiosk_id": "k1"}
+        bolt.close()
+    finally:
+        server.shutdown()
+        server.server_close()
