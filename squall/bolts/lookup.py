@@ -334,6 +334,14 @@ class LookupBolt(Bolt):
         if todo and self._missing is not None and not recheck:
             known_missing, todo = self._missing.get_many(todo)
             stats["memory_hits"] += len(known_missing)
+            # One hit or miss per key in squall_cache_lookups_total, counted on the found cache:
+            # a key it missed that is known to be missing was served from memory (a hit), and
+            # the missing cache's own counts would count every other key twice.
+            found_cache = self._found
+            assert found_cache is not None  # the missing cache exists only beside it
+            found_cache.misses -= len(known_missing)
+            found_cache.hits += len(known_missing)
+            self._missing.hits = self._missing.misses = 0
         fetched = Fetched()
         missing: list[Key] = []
         if todo and self.shared is not None:

@@ -55,6 +55,9 @@ its fix.
 - An endpoint whose answers cannot be decoded (``Content-Encoding: gzip`` on a plain body, as a
   misconfigured proxy sends): httpx's ``DecodingError`` is not a ``TransportError``, escaped the
   bolt as each record's fault, and every event was dead-lettered.
+- ``squall_cache_lookups_total`` of a lookup counted its found and missing caches apart: a key
+  in neither was two misses, a key known to be missing a miss and a hit — a cold batch of two
+  keys read five misses, a warm one a hit rate of 2/3 where every key came from memory.
 """
 
 from __future__ import annotations
@@ -658,3 +661,44 @@ def test_an_answer_that_cannot_be_decoded_is_the_endpoints_failure():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_cache_metric_counts_one_lookup_per_key(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.metrics import Recorder
+    from squall.observability.prometheus import PrometheusBackend
+    from squall.topology.executor import Engine
+    from tests.observability.test_metrics import value
+
+    db = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(db, "apps")
+    topo = load_text(
+        f"""
+name: kiosk-metrics
+resources: {{db: {{url: "{db}"}}}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: app, type: lookup, key: app_id, target: app, source: {{type: sql, resource: db, table: apps}}}}
+sinks: [{{id: out, type: stdout}}]
+"""
+    )
+    engine = Engine(topo.plan).open()
+    backend = PrometheusBackend(CollectorRegistry())
+    recorder = Recorder("kiosk-metrics", [backend])
+
+    def lookups(result: str) -> float:
+        labels = dict(topology="kiosk-metrics", component="app", result=result)
+        return value(backend.registry, "squall_cache_lookups_total", **labels)
+
+    try:
+        for start in (1, 4):  # app 1 exists, 404 does not; the second batch is all memory
+            batch = records_from([{"app_id": 1}, {"app_id": 404}, {"app_id": 1}], start=start)
+            with recorder.batch(engine, batch) as watch:
+                watch.result = engine.process(batch)
+            if start == 1:
+                assert (lookups("miss"), lookups("hit")) == (2, 0)  # before: 4 misses
+        assert (lookups("miss"), lookups("hit")) == (2, 2)  # before: 5 misses, 2 hits
+    finally:
+        engine.close()
