@@ -613,11 +613,19 @@ class HttpSource:
         self.client.close()
 
 
+#: Longest ``Retry-After`` honoured, in seconds (the ``http`` sink's default bound): a day's
+#: quota answered ``Retry-After: 86400`` (or ``inf``) parked the batch that long.
+MAX_RETRY_AFTER = 60.0
+
+
 def _retry_after(value: str | None) -> float | None:
     try:
-        return max(0.0, float(value)) if value else None
+        seconds = float(value) if value else None
     except ValueError:  # an HTTP date: let the engine's own backoff decide
         return None
+    if seconds is None or seconds != seconds:  # absent, NaN
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 # -- the shared Redis cache -------------------------------------------------------------------

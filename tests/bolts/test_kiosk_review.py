@@ -58,6 +58,9 @@ its fix.
 - ``squall_cache_lookups_total`` of a lookup counted its found and missing caches apart: a key
   in neither was two misses, a key known to be missing a miss and a hit — a cold batch of two
   keys read five misses, a warm one a hit rate of 2/3 where every key came from memory.
+- An HTTP source answering 429 with ``Retry-After: 86400`` (a day's quota) or ``inf``: the
+  engine waited that long before the next attempt (``squall run`` parked, a Lambda to its
+  timeout); the ``http`` sink bounds it at 60 s by default, the lookup did not bound it at all.
 """
 
 from __future__ import annotations
@@ -702,3 +705,31 @@ sinks: [{{id: out, type: stdout}}]
         assert (lookups("miss"), lookups("hit")) == (2, 2)  # before: 5 misses, 2 hits
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(("header", "wait"), [("86400", 60.0), ("inf", 60.0), ("2", 2.0)])
+def test_a_retry_after_is_bounded(header, wait):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quota(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(429)
+            self.send_header("retry-after", header)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Quota)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/kiosks/{{key}}"
+        bolt = make_bolt(resources(), key="kiosk_id", source={"type": "http", "url": url})
+        with pytest.raises(TransientError, match="HTTP 429") as raised:
+            bolt.process(make_batch([{"kiosk_id": "k1"}]))
+        assert raised.value.retry_after == wait  # before: 86400 and inf
+        bolt.close()
+    finally:
+        server.shutdown()
+        server.server_close()
