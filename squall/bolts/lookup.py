@@ -80,6 +80,7 @@ class SharedCacheConfig(BaseModel):
     )
     key_prefix: str | None = Field(
         None,
+        min_length=1,  # "": the cache's SET … EX would overwrite the database's own keys
         description="Prefix of the cache keys (default: squall:lookup:<topology>:<bolt id>:<hash "
         "of the key paths and the source's options>:).",
     )

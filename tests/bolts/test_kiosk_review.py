@@ -61,6 +61,8 @@ its fix.
 - An HTTP source answering 429 with ``Retry-After: 86400`` (a day's quota) or ``inf``: the
   engine waited that long before the next attempt (``squall run`` parked, a Lambda to its
   timeout); the ``http`` sink bounds it at 60 s by default, the lookup did not bound it at all.
+- ``shared_cache: {key_prefix: ""}`` was accepted: the cache's ``SET k1 … EX 3600`` overwrote
+  (and expired) the Redis database's own key ``k1`` — the kiosk app's record of that kiosk.
 """
 
 from __future__ import annotations
@@ -733,3 +735,14 @@ def test_a_retry_after_is_bounded(header, wait):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_empty_shared_cache_prefix_is_refused():
+    text = COMPOSITE.format(extra=", key_columns: [store_id, kiosk_id]").replace(
+        "    target: kiosk\n",
+        '    target: kiosk\n    shared_cache: {resource: db, key_prefix: ""}\n',
+    )
+    with pytest.raises(TopologyError) as refused:
+        load_text(text)  # before: accepted; the cache then SET … EX over the database's own keys
+    assert "bolts[1].shared_cache.key_prefix" in str(refused.value)
+    assert "at least 1 character" in str(refused.value)
