@@ -53,7 +53,10 @@ class RouteBolt(Bolt):
 
     @classmethod
     def output_streams(cls, config: Any) -> tuple[str, ...]:
-        return (DEFAULT, ERROR, config.default, *config.routes.values())
+        # Only the streams events are sent to: `default` only when it is a target (else
+        # `squall validate` warned that it is not wired, though nothing is ever sent there).
+        targets = (config.default, *config.routes.values())
+        return (DEFAULT, ERROR, *targets) if DEFAULT in targets else (ERROR, *targets)
 
     def __init__(self, config: RouteConfig, context):
         super().__init__(config, context)

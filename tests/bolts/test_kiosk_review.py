@@ -63,6 +63,8 @@ its fix.
   timeout); the ``http`` sink bounds it at 60 s by default, the lookup did not bound it at all.
 - ``shared_cache: {key_prefix: ""}`` was accepted: the cache's ``SET k1 … EX 3600`` overwrote
   (and expired) the Redis database's own key ``k1`` — the kiosk app's record of that kiosk.
+- ``squall validate`` of the kiosk example without its dead-letter sink warned "stream 'default'
+  of 'priority' is not wired": a route with ``default: low`` never sends anything there.
 """
 
 from __future__ import annotations
@@ -746,3 +748,25 @@ def test_an_empty_shared_cache_prefix_is_refused():
         load_text(text)  # before: accepted; the cache then SET … EX over the database's own keys
     assert "bolts[1].shared_cache.key_prefix" in str(refused.value)
     assert "at least 1 character" in str(refused.value)
+
+
+def test_validate_does_not_warn_of_a_route_stream_nothing_is_sent_to(tmp_path):
+    from tests.deploy.test_local_runner import run_cli
+    from tests.test_doc_links import ROOT
+
+    example = (ROOT / "examples" / "kiosk" / "topology.yaml").read_text()
+    kept = [line for line in example.splitlines() if "rejects" not in line]
+    assert len(kept) == len(example.splitlines()) - 2  # the dead-letter sink and its stream
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "order.json").write_text(
+        (ROOT / "examples" / "kiosk" / "schemas" / "order.json").read_text()
+    )
+    topology = tmp_path / "kiosk.yaml"
+    topology.write_text("\n".join(kept) + "\n")
+    checked = run_cli(["validate", str(topology)])
+    assert checked.returncode == 0, checked.stderr
+    assert "warning" not in checked.stderr  # before: stream 'default' of 'priority'
+    topology.write_text(topology.read_text().replace("vip: high", "vip: vips"))
+    unwired = run_cli(["validate", str(topology)])
+    assert "stream 'vips' of 'priority' is not wired" in unwired.stderr  # a real one still is
+    assert "'default'" not in unwired.stderr
