@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import orjson
 import redis
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from squall import exact_json
 from squall.errors import SinkError, TransientError, quoted
@@ -469,9 +469,10 @@ class HttpSourceConfig(BaseModel):
     timeout: float = Field(
         5.0, gt=0, description="Seconds per request; a timeout is a transient error."
     )
-    headers: dict[str, str] = Field(
+    headers: dict[str, SecretStr] = Field(
         default_factory=dict,
-        description="Request headers (e.g. an API key from ${ENV}); never logged.",
+        description="Request headers (e.g. an API key from ${ENV}); secret: never logged, "
+        "never shown in an error or in the configuration's repr.",
     )
     separator: str = Field(":", description="Joins the parts of a composite key.")
 
@@ -513,7 +514,7 @@ class HttpSource:
         mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
         self.client = httpx.Client(
             timeout=config.timeout,
-            headers=config.headers,
+            headers={k: v.get_secret_value() for k, v in config.headers.items()},
             limits=httpx.Limits(
                 max_connections=config.concurrency, max_keepalive_connections=config.concurrency
             ),

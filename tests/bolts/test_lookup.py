@@ -455,6 +455,7 @@ class Endpoint:
     def __init__(self, records: dict[str, object]):
         self.records = records
         self.requests: list[tuple[str, str]] = []
+        self.keys_sent: list[str | None] = []  # each GET's X-Api-Key header
         self.status: int | None = None  # answer every request with this status when set
         endpoint = self
 
@@ -471,6 +472,7 @@ class Endpoint:
 
             def do_GET(self):
                 endpoint.requests.append(("GET", self.path))
+                endpoint.keys_sent.append(self.headers.get("x-api-key"))
                 key = unquote(self.path.split("?")[0].rsplit("/", 1)[-1])
                 if endpoint.status:
                     return self._answer(endpoint.status)
@@ -503,6 +505,17 @@ class Endpoint:
 
 
 RECORDS = {"1": {"name": "Weather"}, "2": {"name": "Chess"}, "a b/c": {"name": "Odd key"}}
+
+
+def test_http_headers_are_sent_and_never_shown_in_the_configuration():
+    """An API key in `headers` is a secret, as in the http sink: sent with every request, masked
+    in the options' repr (what a log or an error message would show)."""
+    with Endpoint(RECORDS) as ep:
+        source = {"type": "http", "url": ep.url + "/apps/{key}", "headers": {"X-Api-Key": "k-81"}}
+        bolt = make_bolt(resources(), key="app_id", source=source)
+        ok, _, _ = run(bolt, [{"app_id": 1}])
+        assert ok == {0: {"name": "Weather"}} and ep.keys_sent == ["k-81"]
+        assert "k-81" not in repr(bolt.config) and "k-81" not in str(bolt.config.model_dump())
 
 
 def test_http_per_key_gets_with_missing_and_refused_keys():
