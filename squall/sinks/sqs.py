@@ -96,7 +96,7 @@ class SqsSinkConfig(ComponentConfig):
     attributes: dict[str, str] = Field(
         default_factory=dict,
         description="Message attribute name → dotted path; values are sent as String "
-        "(Number for numbers); missing values are left out.",
+        "(Number for numbers; booleans, objects and lists as JSON text); missing values are left out.",
     )
     event_id_attribute: str | None = Field(
         "event_id",
@@ -227,9 +227,9 @@ class SqsSink(Sink):
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 try:
-                    text = (
+                    text = (  # booleans as JSON writes them (true), as the group id does
                         exact_json.dumps(value).decode()
-                        if isinstance(value, dict | list)
+                        if isinstance(value, dict | list | bool)
                         else str(value)
                     )
                 except TypeError as exc:

@@ -66,8 +66,10 @@ def sqs(moto_server):
 
 def test_sqs_sink_sends_each_event_once_in_calls_of_ten_with_event_id_attribute(moto_server, sqs):
     url = make_queue(sqs)
-    payloads = [{"n": i, "store": f"s{i % 2}"} for i in range(25)]
-    topo = load_text(sink_yaml(moto_server.endpoint, url, ", attributes: {store: store, n: n}"))
+    payloads = [{"n": i, "store": f"s{i % 2}", "vip": i == 3} for i in range(25)]
+    topo = load_text(
+        sink_yaml(moto_server.endpoint, url, ", attributes: {store: store, n: n, vip: vip}")
+    )
     engine = Engine(topo.plan)
     real = moto_server.client("sqs")
     flaky = FlakyClient(real, send_message_batch=lambda kw, call: call(**kw))
@@ -83,6 +85,9 @@ def test_sqs_sink_sends_each_event_once_in_calls_of_ten_with_event_id_attribute(
     assert {m["MessageAttributes"]["event_id"]["StringValue"] for m in msgs} == ids
     assert by_n[3]["MessageAttributes"]["store"] == {"StringValue": "s1", "DataType": "String"}
     assert by_n[3]["MessageAttributes"]["n"] == {"StringValue": "3", "DataType": "Number"}
+    # a boolean as JSON writes it (was Python's "True")
+    assert by_n[3]["MessageAttributes"]["vip"] == {"StringValue": "true", "DataType": "String"}
+    assert by_n[4]["MessageAttributes"]["vip"]["StringValue"] == "false"
 
 
 def test_sqs_sink_rejects_a_message_over_the_size_limit_to_dead_letter_with_the_reason(
