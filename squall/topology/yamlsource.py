@@ -18,7 +18,10 @@ from squall.errors import Problem
 
 Path_ = tuple[str | int, ...]
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+#: ``$$``, ``${VAR}``, ``${VAR:-default}``; then any other ``${`` (``${VAR-x}``, ``${VAR:=x}``,
+#: ``${ VAR }``, an unclosed ``${VAR``): refused rather than kept as text.
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+_START = re.compile(r"\$\{\s*[A-Za-z0-9_]*.?")
 
 
 def format_path(path: Path_) -> str:
@@ -243,6 +246,18 @@ def _substitute(
         if m.group(0) == "$$":
             return "$"
         name, default = m.group(1), m.group(2)
+        if name is None:  # `${DLQ_PATH-dlq.jsonl}` was kept as a file name, `${STAGE-dev}` as data
+            # Quoted up to the name only: what follows may be a password (`${PW-hunter2}`).
+            start = _START.match(value, m.start())
+            shown = start.group(0) if start else "${"
+            problems.append(
+                loc.problem(
+                    path,
+                    f"'{shown}…' is no variable squall replaces: write ${{VAR}} or "
+                    "${VAR:-default} (a name of letters, digits and '_'), or $${ for a literal '${'",
+                )
+            )
+            return ""
         if default is None:
             if name in env:
                 return env[name]
@@ -259,6 +274,15 @@ def _substitute(
                     path,
                     f"the default of ${{{name}}} contains '${{': nested variables "
                     "are not supported",
+                )
+            )
+            return ""
+        if "{" in default:  # `${RX:-^a{2}$}`: the default ends at the first '}', giving `^a{2$}`
+            problems.append(
+                loc.problem(
+                    path,
+                    f"the default of ${{{name}}} contains '{{': a default ends at the first '}}', "
+                    f"so it cannot hold braces; set {name} in the environment instead",
                 )
             )
             return ""

@@ -186,3 +186,34 @@ def test_typos_in_nested_options_are_located_at_the_key_with_a_suggestion():
         "t.yaml:6:56: bolts[1].source: missing required key 'table'",
         "t.yaml:6:81: bolts[1].source.tabel: unknown key 'tabel' (did you mean 'table'?)",
     ]
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("${DLQ_PATH-dlq.jsonl}", "'${DLQ_PATH-…'"),  # the shell's unset-only form
+        ("${STAGE:=dev}", "'${STAGE:…'"),
+        ("${ STAGE }", "'${ STAGE …'"),
+        ("${STAGE", "'${STAGE…'"),
+        ("postgresql://u:${PW-hunter2}@h/db", "'${PW-…'"),  # the default is not shown
+    ],
+)
+def test_a_variable_squall_does_not_replace_is_refused_not_kept_as_text(value: str, shown: str):
+    """`path: "${DLQ_PATH-dlq.jsonl}"` wrote a file of that name; `${STAGE-dev}` went into data."""
+    _, _, found = read_yaml(f'a: "{value}"\n', "t.yaml", {})
+    assert [str(p) for p in found] == [
+        f"t.yaml:1:4: a: {shown} is no variable squall replaces: write ${{VAR}} or "
+        "${VAR:-default} (a name of letters, digits and '_'), or $${ for a literal '${'"
+    ]
+    assert "hunter2" not in str(found)
+    data, _, found = read_yaml('a: "$${STAGE-dev}"\n', "t.yaml", {})
+    assert found == [] and data == {"a": "${STAGE-dev}"}
+
+
+def test_a_default_holding_braces_is_refused_not_cut_at_its_first_brace():
+    """`${RX:-^a{2}$}` read as the regex `^a{2$}`: the default ends at the first '}'."""
+    _, _, found = read_yaml('a: "${RX:-^a{2}$}"\n', "t.yaml", {})
+    assert [str(p) for p in found] == [
+        "t.yaml:1:4: a: the default of ${RX} contains '{': a default ends at the first '}', "
+        "so it cannot hold braces; set RX in the environment instead"
+    ]
