@@ -136,10 +136,26 @@ def _component(
         problems.append(loc.problem((*path, "type"), exc.message))
         return None
     try:
-        return cls.Config.model_validate(item, context=vctx)
+        config = cls.Config.model_validate(item, context=vctx)
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, path, loc, cls.Config))
         return None
+    problems.extend(_surprises(path, loc, cls.Config))
+    return config
+
+
+def _surprises(prefix: Path_, loc: Locator, model: type[pydantic.BaseModel]) -> list[Problem]:
+    """An unquoted ``NO``, ``2024-01-05``, ``12:30`` or ``01234`` where the option takes any
+    value (a filter's ``in``, a project's ``defaults``, an inline schema): YAML 1.1 read a
+    boolean, a date or another number than the text, and no event's JSON text equals it.
+    Where the option wants a boolean, a date or a number, that reading is what was meant."""
+    out = []
+    for path, (_, message) in loc.typed.items():
+        if message is None or path[: len(prefix)] != prefix:
+            continue
+        if _type_at(model, path[len(prefix) :]) in (None, Any, object):
+            out.append(loc.problem(path, message))
+    return out
 
 
 def _topology_modules_importable(base_dir: Path, type_name: str) -> None:
@@ -231,6 +247,18 @@ def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
     if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
         return []
     return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _type_at(model: type[pydantic.BaseModel], rel: tuple) -> Any:
+    """The type an option takes at ``rel`` inside ``model`` (None when it cannot tell)."""
+    current: Any = model
+    for part in rel:
+        current = _step(current, part)
+        if current is None:
+            return None
+    while typing.get_origin(current) is typing.Annotated:
+        current = typing.get_args(current)[0]
+    return current
 
 
 def _step(tp: Any, part: str | int) -> Any:

@@ -42,6 +42,10 @@ class Locator:
     file: str
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    #: Unquoted values YAML read as another type than text: what it read (``a number``) and,
+    #: for the YAML 1.1 readings few expect (``NO`` is false, ``2024-01-05`` a date), what to
+    #: say where an option takes any value.
+    typed: dict[Path_, tuple[str, str | None]] = field(default_factory=dict)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The mark of ``path`` or of its nearest located ancestor."""
@@ -198,6 +202,9 @@ class _Converter:
             self._problem(key_node, path, f"cannot read key: {_reason(exc)}")
             return None
         if isinstance(key, bool):
+            if key_node.style is None and key_node.value.lower() not in ("true", "false"):
+                kpath = (*path, key_node.value)
+                self._problem(key_node, kpath, word_problem(key_node.value, key, "key"))
             return "true" if key else "false"  # as YAML wrote it, not Python's True
         return "null" if key is None else str(key)
 
@@ -214,10 +221,15 @@ class _Converter:
                     tag = "tag:yaml.org,2002:str"
                 node = yaml.ScalarNode(tag, substituted, node.start_mark, node.end_mark, node.style)
         try:
-            return self.ctor.construct_object(node, deep=True)
+            value = self.ctor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self.problems.append(self.loc.problem(path, f"cannot read value: {_reason(exc)}"))
             return None
+        if node.style is None and not getattr(node, "explicit_tag", False):
+            what = _TYPED.get(node.tag)
+            if what is not None:
+                self.loc.typed[path] = (what, _surprise(node.tag, node.value, value))
+        return value
 
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
         self.problems.append(
@@ -229,6 +241,39 @@ class _Converter:
                 message,
             )
         )
+
+
+_TYPED = {
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    "tag:yaml.org,2002:bool": "a boolean",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date",
+}
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+
+
+def _surprise(tag: str, text: str, value: Any) -> str | None:
+    """What to say of an unquoted value YAML 1.1 read where few would expect it, else None."""
+    if tag == "tag:yaml.org,2002:bool" and text.lower() not in ("true", "false"):
+        return word_problem(text, value, "value")  # yes, no, on, off: `country: NO`
+    how = None
+    if tag == "tag:yaml.org,2002:timestamp":
+        how = "a date, which no JSON value equals"
+    elif tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in text:
+        how = "a number in base 60 (12:30 is 750)"
+    elif tag == "tag:yaml.org,2002:int" and _OCTAL.fullmatch(text):
+        how = "an octal number (01234 is 668)"
+    return how and f"YAML reads this unquoted value as {how}: write it in quotes for the text"
+
+
+def word_problem(text: str, value: bool, where: str) -> str:
+    """A ``yes``/``no``/``on``/``off`` that YAML 1.1 reads as a boolean where text may be meant."""
+    flag = "true" if value else "false"
+    return (
+        f"YAML reads the {where} {text} as the boolean {flag}: "
+        f"write '{text}' in quotes for the text, or {flag} for the boolean"
+    )
 
 
 def _reason(exc: BaseException) -> str:

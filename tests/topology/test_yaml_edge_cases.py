@@ -217,3 +217,42 @@ def test_a_default_holding_braces_is_refused_not_cut_at_its_first_brace():
         "t.yaml:1:4: a: the default of ${RX} contains '{': a default ends at the first '}', "
         "so it cannot hold braces; set RX in the environment instead"
     ]
+
+
+def test_yaml_1_1_readings_where_an_option_takes_any_value_are_refused():
+    """`in: [NO, SE]` kept Norway's events out (NO is false), `equals: 2024-01-05` matched no
+    event (a date), `12:30` was 750 and `01234` 668: silently, no event's JSON equals them."""
+    text = (
+        "name: t\nspout: {type: stdin}\nbolts:\n"
+        "  - {id: f, type: filter, where: [{field: c, in: [NO, SE]}, {field: d, equals: 2024-01-05}]}\n"
+        "  - {id: g, type: filter, any: [{field: t, equals: 12:30}, {field: z, not_in: [01234]}]}\n"
+        "  - {id: p, type: project, defaults: {opted_in: no}}\n"
+        "  - {id: r, type: route, field: c, routes: {NO: nordic}}\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    quote = "write it in quotes for the text"
+    assert problems(text) == [
+        "t.yaml:7:45: bolts[3].routes.NO: YAML reads the key NO as the boolean false: "
+        "write 'NO' in quotes for the text, or false for the boolean",
+        "t.yaml:4:51: bolts[0].where[0].in[0]: YAML reads the value NO as the boolean false: "
+        "write 'NO' in quotes for the text, or false for the boolean",
+        "t.yaml:4:80: bolts[0].where[1].equals: YAML reads this unquoted value as a date, "
+        f"which no JSON value equals: {quote}",
+        "t.yaml:5:52: bolts[1].any[0].equals: YAML reads this unquoted value as a number in "
+        f"base 60 (12:30 is 750): {quote}",
+        "t.yaml:5:80: bolts[1].any[1].not_in[0]: YAML reads this unquoted value as an octal "
+        f"number (01234 is 668): {quote}",
+        "t.yaml:6:49: bolts[2].defaults.opted_in: YAML reads the value no as the boolean false: "
+        "write 'no' in quotes for the text, or false for the boolean",
+    ]
+
+
+def test_yaml_1_1_readings_stand_where_the_option_wants_that_type():
+    topo = load_text(
+        "name: t\nspout: {type: stdin}\nbolts:\n"
+        "  - {id: f, type: filter, where: [{field: c, in: ['NO', false]}, {field: d, exists: yes}]}\n"
+        "sinks: [{id: out, type: stdout, with_meta: on}]\n",
+        env={},
+    )
+    assert topo.bolts[0].where[0].in_ == ["NO", False] and topo.bolts[0].where[1].exists is True
+    assert topo.sinks[0].with_meta is True
