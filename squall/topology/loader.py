@@ -217,6 +217,9 @@ def pydantic_problems(
                     if more not in prev.message:
                         out[first] = replace(prev, message=f"{prev.message} or {more}")
                     continue
+            if kind == "string_type" and rel == raw and loc.typed.get(path, ("null",))[0] != "null":
+                # `table: 2024`, `bucket: 123456`, `id: yes`
+                msg = f"{msg}: YAML reads this unquoted value as {loc.typed[path][0]}; write it in quotes"
             out.append(loc.problem(path, msg))
     return out
 

@@ -256,3 +256,13 @@ def test_yaml_1_1_readings_stand_where_the_option_wants_that_type():
     )
     assert topo.bolts[0].where[0].in_ == ["NO", False] and topo.bolts[0].where[1].exists is True
     assert topo.sinks[0].with_meta is True
+
+
+def test_a_number_where_text_is_wanted_says_to_quote_it():
+    """`table: 2024` (or `bucket: 123456`) said only "Input should be a valid string"."""
+    text = "name: t\nspout: {type: s3, bucket: 123456}\nsinks: [{id: o, type: sqs, queue: null}]\n"
+    assert problems(text) == [
+        "t.yaml:2:27: spout.bucket: Input should be a valid string: YAML reads this unquoted "
+        "value as a number; write it in quotes",
+        "t.yaml:3:35: sinks[0].queue: Input should be a valid string",
+    ]
