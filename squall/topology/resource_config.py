@@ -64,6 +64,10 @@ def check_url(url: str) -> None:
             raise ValueError(f"'{redact_url(url)}' is not a valid URL: {exc}") from None
         if args is not None:
             _check_host(url, pg_url.netloc_host(url))  # a '?host=' socket path may hold '@'
+            if not 0 <= args.get("port", 0) <= 65535:  # `:543200`: libpq refuses it at start
+                raise ValueError(
+                    f"'{pg_url.shown(args)}' is not a valid URL: the port is not in 0-65535"
+                )
             return
     try:
         parts = urlsplit(url)

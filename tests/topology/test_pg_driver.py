@@ -467,6 +467,7 @@ def test_a_stateful_bolt_without_driver_sql_gets_a_sqlalchemy_connection(
         ("postgresql://u:8/s3cret@h/db", None),  # a '/' in the password is not a port
         ("postgresql://u:12/s3cret@h:x/db", "the port is not a number"),
         ("postgresql://u@h: 5432/db", None),  # int() reads it, as SQLAlchemy does
+        ("postgresql://u:s3cret@h:543200/db", "the port is not in 0-65535"),  # libpq's refusal
         ("postgresql://u@/db?host=a:1&host=b:2", None),
     ],
 )
