@@ -206,6 +206,13 @@ class _Converter:
                 kpath = (*path, key_node.value)
                 self._problem(key_node, kpath, word_problem(key_node.value, key, "key"))
             return "true" if key else "false"  # as YAML wrote it, not Python's True
+        if isinstance(key, str) and any(m.group(0) != "$$" for m in _VAR.finditer(key)):
+            # `routes: {"${VIP_TIER}": vip}` matched no event, silently: keys are not replaced
+            self._problem(
+                key_node,
+                (*path, key),
+                "variables are not replaced in a mapping key, only in values: write the key itself",
+            )
         return "null" if key is None else str(key)
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:

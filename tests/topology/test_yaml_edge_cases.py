@@ -266,3 +266,12 @@ def test_a_number_where_text_is_wanted_says_to_quote_it():
         "value as a number; write it in quotes",
         "t.yaml:3:35: sinks[0].queue: Input should be a valid string",
     ]
+
+
+def test_a_variable_in_a_mapping_key_is_refused_not_kept_as_text():
+    """`routes: {"${VIP_TIER}": vip}` routed no event to vip: keys are not substituted."""
+    _, _, found = read_yaml('r: {"${VIP_TIER}": vip, $$x: 1, $schema: s}\n', "t.yaml", {})
+    assert [str(p) for p in found] == [
+        "t.yaml:1:5: r.${VIP_TIER}: variables are not replaced in a mapping key, only in values: "
+        "write the key itself"
+    ]
