@@ -64,8 +64,11 @@ class UnknownType(SquallError, LookupError):
 
     def __init__(self, kind: str, type_name: str, known: list[str], detail: str = ""):
         self.kind, self.type_name = kind, type_name
+        elsewhere = [k for k in BUILTINS if k != kind and type_name in BUILTINS[k]]
         if detail:
             message = detail
+        elif elsewhere:  # `bolts: [{type: warehouse}]`: not unknown, in the wrong list
+            message = misplaced(type_name, kind, elsewhere[0])
         else:
             close = difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
             hint = (
@@ -76,6 +79,18 @@ class UnknownType(SquallError, LookupError):
             message = f"unknown {kind} type '{type_name}'{hint}"
         self.message = message
         super().__init__(message)
+
+
+#: Where a component of each kind is listed in a topology.
+SECTIONS = {"spout": "spout", "bolt": "bolts", "sink": "sinks"}
+
+
+def misplaced(type_name: str, kind: str, other: str) -> str:
+    """A type of another kind than its place in the topology wants."""
+    return (
+        f"'{type_name}' is a {other} type, not a {kind} one: list it under "
+        f"'{SECTIONS[other]}', not '{SECTIONS[kind]}'"
+    )
 
 
 @cache
@@ -151,7 +166,13 @@ def resolve(kind: str, type_name: str) -> type[Component]:
             f"cannot import '{ref}': {type(exc).__name__}: {exc}{_raised_at(exc)}",
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Component) and cls.kind == kind):
-        raise UnknownType(kind, type_name, list(types), f"'{ref}' is not a squall {kind} class")
+        other = cls.kind if isinstance(cls, type) and issubclass(cls, Component) else None
+        detail = (
+            misplaced(ref, kind, other)
+            if other in SECTIONS
+            else f"'{ref}' is not a squall {kind} class"
+        )
+        raise UnknownType(kind, type_name, list(types), detail)
     return cls
 
 

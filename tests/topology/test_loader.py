@@ -187,3 +187,22 @@ def test_load_returns_the_model_with_its_plan_compiled_once(monkeypatch):
     assert topo.plan is topo.plan and topo.plan.topology is topo
     assert sorted(n.id for n in topo.plan.nodes) == ["decode", "dlq", "keep", "out"]
     assert len(calls) == 1  # taking the plan again compiles nothing
+
+
+def test_a_type_in_the_wrong_list_says_where_it_belongs():
+    """`bolts: [{type: warehouse}]` said "unknown bolt type 'warehouse'" and listed the bolts."""
+    text = (
+        "name: t\nspout: {type: json}\n"
+        "bolts: [{id: w, type: warehouse}, {id: s, type: 'squall.sinks.stdout:StdoutSink'}]\n"
+        "sinks: [{id: o, type: filter}]\n"
+    )
+    assert problems(text) == [
+        "topology.yaml:2:15: spout.type: 'json' is a bolt type, not a spout one: "
+        "list it under 'bolts', not 'spout'",
+        "topology.yaml:3:23: bolts[0].type: 'warehouse' is a sink type, not a bolt one: "
+        "list it under 'sinks', not 'bolts'",
+        "topology.yaml:3:49: bolts[1].type: 'squall.sinks.stdout:StdoutSink' is a sink type, "
+        "not a bolt one: list it under 'sinks', not 'bolts'",
+        "topology.yaml:4:23: sinks[0].type: 'filter' is a bolt type, not a sink one: "
+        "list it under 'bolts', not 'sinks'",
+    ]
