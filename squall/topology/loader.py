@@ -304,21 +304,29 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
     problems = []
     for key, configs in (("spout", [topo.spout]), ("bolts", topo.bolts), ("sinks", topo.sinks)):
         for i, cfg in enumerate(configs):
-            at = (key,) if key == "spout" else (key, i)
-            named = [((*at, f), getattr(cfg, f, None)) for f in ("resource", "store", "cache")]
-            # One level down too: a lookup's `source.resource` and `shared_cache.resource`
-            # (else `squall validate` passed them and `squall run` failed to start).
-            for f in type(cfg).model_fields:
-                nested = getattr(cfg, f, None)
-                if isinstance(nested, pydantic.BaseModel):
-                    named.append(((*at, f, "resource"), getattr(nested, "resource", None)))
-            for path, name in named:
-                if isinstance(name, str) and name not in topo.resources:
+            for path, name in _resource_names(cfg, (key,) if key == "spout" else (key, i)):
+                if name not in topo.resources:
                     close = difflib.get_close_matches(name, list(topo.resources), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
     if problems:
         raise TopologyError(problems)
+
+
+def _resource_names(
+    model: pydantic.BaseModel, path: Path_, fields: tuple[str, ...] = ("resource", "store", "cache")
+) -> list[tuple[Path_, str]]:
+    """(path, name) of every resource a config names: its own ``resource``, ``store`` or
+    ``cache``, and a nested option's ``resource`` (a lookup's ``source`` and ``shared_cache``, a
+    Kinesis spout's ``checkpoint``), which `squall validate` passed and `squall run` refused."""
+    out = []
+    for name, f in type(model).model_fields.items():
+        value, here = getattr(model, name), (*path, f.alias or name)
+        if name in fields and isinstance(value, str):
+            out.append((here, value))
+        elif isinstance(value, pydantic.BaseModel):  # nested, `store` is a kind (`store: sql`)
+            out.extend(_resource_names(value, here, ("resource",)))
+    return out
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

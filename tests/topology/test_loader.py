@@ -145,6 +145,26 @@ def test_unknown_resource():
     ]
 
 
+def test_an_unknown_resource_in_a_nested_option_is_refused_at_load():
+    """A lookup's `source.resource`, its `shared_cache.resource` and a Kinesis spout's
+    `checkpoint.resource` were not checked: `squall validate` said ok, `squall run` refused."""
+    text = (
+        "name: t\nresources: {warehouse: {url: 'sqlite:///w.db'}}\n"
+        "spout: {type: kinesis, stream: s, checkpoint: {store: sql, resource: warehose}}\n"
+        "bolts:\n  - {id: l, type: lookup, key: a, target: b,"
+        " source: {type: sql, resource: warehous, table: apps, columns: [a]},"
+        " shared_cache: {resource: cache}}\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "topology.yaml:3:70: spout.checkpoint.resource: unknown resource 'warehose' "
+        "(did you mean 'warehouse'?)",
+        "topology.yaml:5:76: bolts[0].source.resource: unknown resource 'warehous' "
+        "(did you mean 'warehouse'?)",
+        "topology.yaml:5:139: bolts[0].shared_cache.resource: unknown resource 'cache'",
+    ]
+
+
 def test_bad_filter_condition_is_located():
     text = GOOD.replace("in: [click]", "in: [click], gt: 3")
     [line] = problems(text)
