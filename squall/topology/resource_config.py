@@ -44,11 +44,13 @@ class ResourceConfig(BaseModel):
 def check_url(url: str) -> None:
     """Refuse at load time what would fail (or silently mean something else) when the resource opens.
 
-    Messages show the URL with its password masked. An empty URL is left to the substitution
-    that emptied it (``${VAR}`` unset is reported there) or to the component that needs it.
+    Messages show the URL with its password masked. An empty URL (``"${WAREHOUSE_URL:-}"`` with
+    the variable unset) is refused here: every component that names the resource, and a Kinesis
+    spout's default checkpoint, would refuse it at start; a ``${VAR}`` left unset is reported by
+    the substitution once, not again here.
     """
     if not url:
-        return
+        raise ValueError("the URL is empty: set its variable, or write a URL (sqlite:///…)")
     if "://" not in url:  # `user:pw@host/db` without its scheme, `postgresql:/…`: no URL parser
         # would find the password in it, so it is masked here, up to the last '@'.
         head, colon, rest = url.partition(":")

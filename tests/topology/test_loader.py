@@ -226,3 +226,17 @@ def test_a_type_in_the_wrong_list_says_where_it_belongs():
         "topology.yaml:4:23: sinks[0].type: 'filter' is a bolt type, not a sink one: "
         "list it under 'bolts', not 'sinks'",
     ]
+
+
+def test_an_empty_resource_url_is_refused_at_load():
+    """`url: "${WAREHOUSE_URL:-}"` with the variable unset passed `squall validate`; `squall run`
+    then stopped with "resource 'warehouse' is not a SQL database ()", naming no line."""
+    text = GOOD.replace('"sqlite:///w.db"', '"${WAREHOUSE_URL:-}"')
+    assert problems(text) == [
+        "topology.yaml:3:20: resources.warehouse.url: the URL is empty: set its variable, or "
+        "write a URL (sqlite:///…)"
+    ]
+    assert problems(GOOD.replace('"sqlite:///w.db"', '"${WAREHOUSE_URL}"')) == [
+        "topology.yaml:3:20: resources.warehouse.url: environment variable 'WAREHOUSE_URL' is "
+        "not set (write ${WAREHOUSE_URL:-default} to give a default)"
+    ]
