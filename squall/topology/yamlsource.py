@@ -87,6 +87,9 @@ def read_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Any, Locato
         what = exc.problem or str(exc)
         if exc.context:
             what = f"{what} ({exc.context})"
+        if mark and text[max(mark.index - 1, 0) : mark.index + 1] == "${":
+            # `settings: {batch_size: ${N:-500}}`: in a flow collection `{` starts a mapping
+            what += '; inside { } or [ ], write a variable in quotes: "${VAR}"'
         problems.append(Problem(file, line, col, "", f"YAML syntax error: {what}"))
         return None, loc, problems
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare

@@ -40,6 +40,11 @@ def problems(text: str, env: dict | None = None) -> list[str]:
             "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings",
         ),
         ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
+        (  # the bare parser error did not say that `{` starts a mapping there
+            "name: t\nsettings: {batch_size: ${N:-500}}\n" + TAIL,
+            "t.yaml:2:25: YAML syntax error: expected ',' or '}', but got '{' (while parsing a "
+            'flow mapping); inside { } or [ ], write a variable in quotes: "${VAR}"',
+        ),
         (
             "name: t\nspout: {type: ':'}\nsinks: [{id: out, type: stdout}]\n",
             "t.yaml:2:15: spout.type: cannot import ':': ValueError: Empty module name",
