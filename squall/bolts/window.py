@@ -33,7 +33,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from squall.bolts import window_aggs
 from squall.bolts.base import Bolt, Output
@@ -171,18 +171,20 @@ class WindowBolt(Bolt):
             None, description="Name of this state in the store (default: topology.bolt id)."
         )
 
+        @field_validator("size", "hop", "allowed_lateness", "idle_shard_after", "max_future")
+        @classmethod
+        def _duration(cls, value: Any, info: ValidationInfo) -> Any:
+            """Each duration at its own key (a model check named only the bolt's entry)."""
+            if value is not None and duration_ms(value) <= 0 and info.field_name in ("size", "hop"):
+                raise ValueError(f"{info.field_name} must be positive")
+            return value
+
         @model_validator(mode="after")
         def _check(self) -> WindowBolt.Config:
             size = duration_ms(self.size)
             hop = duration_ms(self.hop) if self.hop is not None else size
-            if size <= 0 or hop <= 0:
-                raise ValueError("size and hop must be positive")
             if size % hop:
                 raise ValueError("hop must divide size (e.g. size: 1h, hop: 5m)")
-            duration_ms(self.allowed_lateness)
-            duration_ms(self.idle_shard_after)
-            if self.max_future is not None:
-                duration_ms(self.max_future)
             if not self.aggregates:
                 raise ValueError("aggregates: name at least one")
             names = {p.rsplit(".", 1)[-1] for p in self.key}

@@ -240,3 +240,20 @@ def test_an_empty_resource_url_is_refused_at_load():
         "topology.yaml:3:20: resources.warehouse.url: environment variable 'WAREHOUSE_URL' is "
         "not set (write ${WAREHOUSE_URL:-default} to give a default)"
     ]
+
+
+def test_a_bad_window_duration_is_located_at_its_key():
+    """`size`, `hop`, `allowed_lateness`, `idle_shard_after` were checked by a model check:
+    the error named only the bolt's entry (its first line), not the option."""
+    text = (
+        "name: t\nresources: {st: {url: 'sqlite:///st.db'}}\nspout: {type: stdin}\nbolts:\n"
+        "  - id: w\n    type: window\n    store: st\n    size: 1M\n    hop: 0\n"
+        "    idle_shard_after: soon\n    aggregates: {n: {fn: count}}\n"
+        "sinks: [{id: o, type: stdout}]\n"
+    )
+    hint = "(use seconds, or e.g. 500ms, 30s, 1m, 2h, 1d)"
+    assert problems(text) == [
+        f"topology.yaml:8:11: bolts[0].size: not a duration: '1M' {hint}",
+        "topology.yaml:9:10: bolts[0].hop: hop must be positive",
+        f"topology.yaml:10:23: bolts[0].idle_shard_after: not a duration: 'soon' {hint}",
+    ]
