@@ -128,15 +128,13 @@ class SchemaConfig(ComponentConfig):
                 text = path.read_bytes()
             except OSError as exc:
                 raise ValueError(f"cannot read schema file '{v}': {exc.strerror}") from None
-            try:
-                if path.suffix in (".yaml", ".yml"):
-                    import yaml
-
-                    v = yaml.safe_load(text)
-                else:
+            if path.suffix in (".yaml", ".yml"):
+                v = _yaml_schema(text, v)
+            else:
+                try:
                     v = orjson.loads(text)
-            except Exception as exc:
-                raise ValueError(f"schema file '{v}' is not valid: {exc}") from None
+                except Exception as exc:
+                    raise ValueError(f"schema file '{v}' is not valid: {exc}") from None
         if not isinstance(v, dict):
             raise ValueError("a JSON Schema must be an object")
         base = (info.context or {}).get("base_dir")
@@ -144,6 +142,30 @@ class SchemaConfig(ComponentConfig):
         if digest is None or digest not in _checked_when_packaged(Path(base)):
             check_schema(v)
         return v
+
+
+def _yaml_schema(raw: bytes, name: str) -> Any:
+    """A YAML schema file read as the topology is (no ``${VAR}`` here: a schema is data): a
+    duplicate key is refused, not the last one kept, and so are YAML 1.1's surprising readings
+    (``enum: [NO, SE]`` holds the boolean false), each with its line in the file."""
+    from squall.topology.yamlsource import read_yaml
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"schema file '{name}' is not UTF-8 text") from None
+    data, loc, problems = read_yaml(text, name, None)
+    problems += [loc.problem(path, how) for path, (_, how) in loc.typed.items() if how]
+    if data is None and not problems:
+        raise ValueError(f"schema file '{name}' is empty")
+    if problems:
+        shown = "; ".join(
+            f"line {p.line}, column {p.column}: {p.path + ': ' if p.path else ''}{p.message}"
+            for p in problems[:5]
+        )
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ValueError(f"schema file '{name}' is not valid: {shown}{more}")
+    return data
 
 
 #: Keywords newer than draft 7, which fastjsonschema does not implement: schemas using them are

@@ -74,8 +74,11 @@ class _Loader(yaml.SafeLoader):
         return node
 
 
-def read_yaml(text: str, file: str, env: Mapping[str, str]) -> tuple[Any, Locator, list[Problem]]:
-    """Parse ``text`` into plain data; returns the data, its locator and the problems found."""
+def read_yaml(
+    text: str, file: str, env: Mapping[str, str] | None
+) -> tuple[Any, Locator, list[Problem]]:
+    """Parse ``text`` into plain data; returns the data, its locator and the problems found.
+    ``env`` None: no ``${VAR}`` substitution (a schema file is data, not configuration)."""
     loc = Locator(file)
     problems: list[Problem] = []
     loader = _Loader(text)
@@ -136,7 +139,7 @@ _RETYPED = (
 class _Converter:
     """YAML nodes → plain data, recording marks; every problem is located, nothing raises."""
 
-    def __init__(self, loc: Locator, env: Mapping[str, str], problems: list[Problem]):
+    def __init__(self, loc: Locator, env: Mapping[str, str] | None, problems: list[Problem]):
         self.loc, self.env, self.problems = loc, env, problems
         self.ctor = yaml.SafeLoader("")
         self.count = 0
@@ -209,7 +212,8 @@ class _Converter:
                 kpath = (*path, key_node.value)
                 self._problem(key_node, kpath, word_problem(key_node.value, key, "key"))
             return "true" if key else "false"  # as YAML wrote it, not Python's True
-        if isinstance(key, str) and any(m.group(0) != "$$" for m in _VAR.finditer(key)):
+        variable = self.env is not None and isinstance(key, str)
+        if variable and any(m.group(0) != "$$" for m in _VAR.finditer(key)):
             # `routes: {"${VIP_TIER}": vip}` matched no event, silently: keys are not replaced
             self._problem(
                 key_node,
@@ -220,7 +224,7 @@ class _Converter:
 
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         value = node.value
-        if "$" in value and node.tag in _RETYPED:
+        if "$" in value and node.tag in _RETYPED and self.env is not None:
             substituted = _substitute(value, path, self.loc, self.env, self.problems)
             if substituted != value:
                 if getattr(node, "explicit_tag", False):  # `!!str ${A:-5}` stays a string

@@ -98,3 +98,34 @@ def test_only_json_values_get_a_digest():
     assert schema_bolt.schema_digest({"const": datetime.date(2026, 12, 4)}) is None
     assert schema_bolt.schema_digest({1: {"type": "string"}}) is None
     assert schema_bolt.schema_digest({"a": 1}) != schema_bolt.schema_digest({"a": 1.0})
+
+
+def test_a_yaml_schema_file_is_read_as_strictly_as_the_topology(tmp_path: Path):
+    """A YAML schema file kept the last of two equal keys and read `enum: [NO, SE]` as
+    [False, 'SE'] (Norway's events dead-lettered): silently. Its syntax error was several lines."""
+    (tmp_path / "event.yaml").write_text(
+        "type: object\nproperties:\n  country: {enum: [NO, SE]}\n  age: {type: integer}\n"
+        "  age: {type: string}\n"
+    )
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: t\nspout: {type: stdin}\n"
+        "bolts:\n  - {id: decode, type: json}\n  - {id: v, type: schema, schema: event.yaml}\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+    )
+    with pytest.raises(TopologyError) as exc:
+        load(path)
+    assert [str(p) for p in exc.value.problems] == [
+        f"{path}:5:35: bolts[1].schema: schema file 'event.yaml' is not valid: line 5, column 3: "
+        "properties.age: duplicate key; line 3, column 20: properties.country.enum[0]: YAML reads "
+        "the value NO as the boolean false: write 'NO' in quotes for the text, or false for the "
+        "boolean"
+    ]
+    (tmp_path / "event.yaml").write_text("type: object\nproperties: {a: {type: [integer\n")
+    with pytest.raises(TopologyError) as exc:
+        load(path)
+    assert str(exc.value).count("\n") == 0 and "line 3, column 1: YAML syntax error" in str(
+        exc.value
+    )
+    (tmp_path / "event.yaml").write_text("type: object\nproperties: {c: {enum: ['NO', SE]}}\n")
+    assert load(path).bolts[1].schema_["properties"]["c"]["enum"] == ["NO", "SE"]
