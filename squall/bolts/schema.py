@@ -132,9 +132,10 @@ class SchemaConfig(ComponentConfig):
                 v = _yaml_schema(text, v)
             else:
                 try:
-                    v = orjson.loads(text)
+                    name, v = v, orjson.loads(text)
                 except Exception as exc:
                     raise ValueError(f"schema file '{v}' is not valid: {exc}") from None
+                _no_duplicate_keys(text, name)
         if not isinstance(v, dict):
             raise ValueError("a JSON Schema must be an object")
         base = (info.context or {}).get("base_dir")
@@ -142,6 +143,22 @@ class SchemaConfig(ComponentConfig):
         if digest is None or digest not in _checked_when_packaged(Path(base)):
             check_schema(v)
         return v
+
+
+def _no_duplicate_keys(raw: bytes, name: str) -> None:
+    """JSON parsers keep the last of two equal keys of an object: a schema file whose `age` is
+    written twice would check the second only, silently."""
+    import json
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise ValueError(f"schema file '{name}' has the key {key!r:.80} twice in an object")
+            seen.add(key)
+        return dict(items)
+
+    json.loads(raw, object_pairs_hook=pairs)
 
 
 def _yaml_schema(raw: bytes, name: str) -> Any:

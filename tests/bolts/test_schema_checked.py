@@ -129,3 +129,13 @@ def test_a_yaml_schema_file_is_read_as_strictly_as_the_topology(tmp_path: Path):
     )
     (tmp_path / "event.yaml").write_text("type: object\nproperties: {c: {enum: ['NO', SE]}}\n")
     assert load(path).bolts[1].schema_["properties"]["c"]["enum"] == ["NO", "SE"]
+
+
+def test_a_json_schema_file_with_a_key_twice_is_refused(tmp_path: Path):
+    """The JSON parser kept the second `age`: the first rule was never checked, silently."""
+    path = topology_with_schema(tmp_path, {})
+    (tmp_path / "event.json").write_text(
+        '{"type": "object", "properties": {"age": {"type": "integer"}, "age": {"type": "string"}}}'
+    )
+    with pytest.raises(TopologyError, match="schema file 'event.json' has the key 'age' twice"):
+        load(path)
