@@ -174,7 +174,7 @@ def compile_plan(topo: Topology) -> Plan:
         base: Path_ = ("streams", i)
         ok = True
         if e.from_ not in comps:
-            problems.append(loc.problem((*base, "from"), _unknown_id(e.from_, order)))
+            problems.append(loc.problem((*base, "from"), _unknown_id(e.from_, order, topo)))
             ok = False
         elif comps[e.from_][0] == "sink":
             problems.append(
@@ -191,7 +191,7 @@ def compile_plan(topo: Topology) -> Plan:
             )
             ok = False
         if e.to not in comps:
-            problems.append(loc.problem((*base, "to"), _unknown_id(e.to, order)))
+            problems.append(loc.problem((*base, "to"), _unknown_id(e.to, order, topo)))
             ok = False
         elif comps[e.to][0] == "spout":
             problems.append(loc.problem((*base, "to"), f"'{e.to}' is the spout: it takes no input"))
@@ -274,9 +274,11 @@ def compile_plan(topo: Topology) -> Plan:
     return Plan(topo, tuple(nodes), entry, tuple(index[d] for d in dl_ids))
 
 
-def _unknown_id(name: str, known: list[str]) -> str:
+def _unknown_id(name: str, known: list[str], topo: Topology) -> str:
     import difflib
 
+    if name == "spout":  # `from: spout` where the spout has an id of its own
+        return f"unknown component 'spout' (the spout's id is '{topo.spout.id}')"
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"unknown component '{name}'" + (f" (did you mean '{close[0]}'?)" if close else "")
 

@@ -257,3 +257,13 @@ def test_a_bad_window_duration_is_located_at_its_key():
         "topology.yaml:9:10: bolts[0].hop: hop must be positive",
         f"topology.yaml:10:23: bolts[0].idle_shard_after: not a duration: 'soon' {hint}",
     ]
+
+
+def test_from_spout_names_the_spouts_own_id():
+    """A spout with an id of its own: `from: spout` said "unknown component 'spout'" only."""
+    text = (
+        GOOD.replace("type: file,", "id: src, type: file,") + "streams: [{from: spout, to: keep}]\n"
+    )
+    assert problems(text) == [
+        "topology.yaml:11:18: streams[0].from: unknown component 'spout' (the spout's id is 'src')"
+    ]
