@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import graphlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from squall.component import DEFAULT, ComponentConfig
@@ -142,13 +142,15 @@ def compile_plan(topo: Topology) -> Plan:
                 first = comps[cfg.id][2]
                 line, col = loc.where(first)
                 where = f"line {line}, column {col}" if line else format_path(first)
-                problems.append(
-                    loc.problem(
-                        path,
-                        f"duplicate id '{cfg.id}' (first used by {format_path(first[:-1])} "
-                        f"at {where})",
-                    )
+                message = (
+                    f"duplicate id '{cfg.id}' (first used by {format_path(first[:-1])} at {where})"
                 )
+                if line and loc.where(path) == (line, col):  # `- <<: *decode`: the id is merged
+                    # from the first one's anchor: the entry that merged it is the place to fix
+                    found = loc.problem(path[:-1], f"{message}: merged from it with '<<'")
+                    problems.append(replace(found, path=format_path(path)))
+                else:
+                    problems.append(loc.problem(path, message))
                 continue
             comps[cfg.id] = (kind, cfg, path)
             order.append(cfg.id)

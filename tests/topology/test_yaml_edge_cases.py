@@ -280,3 +280,16 @@ def test_a_variable_in_a_mapping_key_is_refused_not_kept_as_text():
         "t.yaml:1:5: r.${VIP_TIER}: variables are not replaced in a mapping key, only in values: "
         "write the key itself"
     ]
+
+
+def test_a_duplicate_id_merged_from_an_anchor_points_at_the_entry_that_merged_it():
+    """Both places were the anchor's line: "bolts[1].id at 4:15 … first used by bolts[0] at
+    line 4, column 15", and line 4 has nothing to change."""
+    text = (
+        "name: t\nspout: {type: stdin}\nbolts:\n  - &dec {id: decode, type: json}\n"
+        "  - <<: *dec\n    max_depth: 10\nsinks: [{id: o, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:5:5: bolts[1].id: duplicate id 'decode' (first used by bolts[0] at line 4, "
+        "column 15): merged from it with '<<'"
+    ]
