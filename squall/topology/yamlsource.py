@@ -127,6 +127,7 @@ def _too_deep(file: str, loader: yaml.SafeLoader) -> Problem:
 #: expand into gigabytes.
 MAX_NODES = 100_000
 MERGE_TAG = "tag:yaml.org,2002:merge"
+_SEQ, _MAP = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
 _RETYPED = (
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -161,6 +162,10 @@ class _Converter:
         self.loc.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        plain = _SEQ if isinstance(node, yaml.SequenceNode) else _MAP
+        if node.tag != plain:  # `!!set {a, b}`, `!Ref [x]`, `!!python/object/apply:…`: not dropped
+            self.problems.append(self.loc.problem(path, _unsupported(node.tag)))
+            return None
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -239,6 +244,9 @@ class _Converter:
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self.problems.append(self.loc.problem(path, f"cannot read value: {_reason(exc)}"))
             return None
+        if isinstance(value, bytes):  # `!!binary`: no JSON value, no text option takes it
+            self.problems.append(self.loc.problem(path, _unsupported(node.tag)))
+            return None
         if node.style is None and not getattr(node, "explicit_tag", False):
             what = _TYPED.get(node.tag)
             if what is not None:
@@ -288,6 +296,13 @@ def word_problem(text: str, value: bool, where: str) -> str:
         f"YAML reads the {where} {text} as the boolean {flag}: "
         f"write '{text}' in quotes for the text, or {flag} for the boolean"
     )
+
+
+def _unsupported(tag: str) -> str:
+    shown = (
+        "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,") else tag
+    )
+    return f"the tag '{shown}' is not supported: write a plain list, mapping or value"
 
 
 def _reason(exc: BaseException) -> str:

@@ -40,6 +40,24 @@ def problems(text: str, env: dict | None = None) -> list[str]:
             "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings",
         ),
         ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
+        (  # a tag on a list or mapping was dropped: `!!set {a}` read as {a: None}, silently
+            "name: t\nx: !!set {a, b}\n" + TAIL,
+            "t.yaml:2:4: x: the tag '!!set' is not supported: write a plain list, mapping or value",
+        ),
+        (
+            "name: t\nx: !!python/object/apply:os.system [id]\n" + TAIL,
+            "t.yaml:2:4: x: the tag '!!python/object/apply:os.system' is not supported: "
+            "write a plain list, mapping or value",
+        ),
+        (
+            "name: t\nx: !Ref [a]\n" + TAIL,
+            "t.yaml:2:4: x: the tag '!Ref' is not supported: write a plain list, mapping or value",
+        ),
+        (  # bytes: no JSON value
+            "name: t\nx: !!binary aGk=\n" + TAIL,
+            "t.yaml:2:4: x: the tag '!!binary' is not supported: write a plain list, mapping or "
+            "value",
+        ),
         (  # the bare parser error did not say that `{` starts a mapping there
             "name: t\nsettings: {batch_size: ${N:-500}}\n" + TAIL,
             "t.yaml:2:25: YAML syntax error: expected ',' or '}', but got '{' (while parsing a "
