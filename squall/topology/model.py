@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.component import ComponentConfig
 from squall.errors import Problem
@@ -81,6 +82,17 @@ class TopologyDocument(_Strict):
         default_factory=list, description="Explicit edges beside the default chain."
     )
     settings: Settings = Field(default_factory=Settings)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> object:
+        """What a name may hold, in words (the pattern's own error quoted the regular expression)."""
+        if isinstance(value, str) and not re.fullmatch(NAME_PATTERN, value):
+            raise ValueError(
+                "a topology name is a letter, then up to 127 letters, digits, '_', '.' or '-' "
+                "(it also names the checkpoints)"
+            )
+        return value
 
 
 @dataclass(frozen=True, eq=False)

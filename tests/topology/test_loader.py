@@ -267,3 +267,11 @@ def test_from_spout_names_the_spouts_own_id():
     assert problems(text) == [
         "topology.yaml:11:18: streams[0].from: unknown component 'spout' (the spout's id is 'src')"
     ]
+
+
+def test_a_bad_topology_name_is_explained_in_words():
+    """It quoted the regular expression: "String should match pattern '^[A-Za-z]…$'"."""
+    assert problems(GOOD.replace("name: t", "name: my topology")) == [
+        "topology.yaml:1:7: name: a topology name is a letter, then up to 127 letters, digits, "
+        "'_', '.' or '-' (it also names the checkpoints)"
+    ]
