@@ -158,6 +158,14 @@ def resolve(kind: str, type_name: str) -> type[Component]:
         raise UnknownType(kind, type_name, list(types))
     try:
         cls = _import(ref)
+    except SystemExit as exc:  # argparse or sys.exit() run at import: not squall's exit
+        raise UnknownType(
+            kind,
+            type_name,
+            list(types),
+            f"cannot import '{ref}': the module exits when imported (SystemExit: {exc.code})"
+            f'{_raised_at(exc)}; keep a script\'s code under `if __name__ == "__main__":`',
+        ) from None
     except Exception as exc:  # a missing module, a bad reference, or a module that fails at import
         raise UnknownType(
             kind,

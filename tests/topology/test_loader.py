@@ -275,3 +275,22 @@ def test_a_bad_topology_name_is_explained_in_words():
         "topology.yaml:1:7: name: a topology name is a letter, then up to 127 letters, digits, "
         "'_', '.' or '-' (it also names the checkpoints)"
     ]
+
+
+def test_a_module_that_exits_when_imported_is_a_located_problem(tmp_path: Path, monkeypatch):
+    """A team's script named as a type, running argparse (or sys.exit) at import: `squall
+    validate` printed only "bye" (or argparse's usage) and exited, naming no line."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "exits_at_import_y7.py").write_text("import sys\nsys.exit('bye')\n")
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: t\nspout: {type: stdin}\nbolts: [{id: b, type: 'exits_at_import_y7:Score'}]\n"
+        "sinks: [{id: o, type: stdout}]\n"
+    )
+    with pytest.raises(TopologyError) as exc:
+        load(path)
+    assert str(exc.value) == (
+        f"{path}:3:23: bolts[0].type: cannot import 'exits_at_import_y7:Score': the module exits "
+        f"when imported (SystemExit: bye) (at {tmp_path / 'exits_at_import_y7.py'}, line 2); keep "
+        'a script\'s code under `if __name__ == "__main__":`'
+    )
