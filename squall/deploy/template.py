@@ -81,17 +81,29 @@ class TemplateOptions:
     provisioned: int | None = None  # provisioned concurrency of the alias "live"
 
 
+def _references(text: str) -> list[tuple[str, str | None]]:
+    """(name, default) of each variable the loader replaces: not one in a comment (a resource
+    commented out made a parameter without default, which a deploy must be given), nor a
+    literal `$${X}`. A fragment of a line that is no YAML of its own is read as text."""
+    from squall.topology.yamlsource import variables_in
+
+    try:
+        return variables_in(text)
+    except yaml.YAMLError:
+        return [(m[1], m[2]) for m in _VAR.finditer(text.replace("$$", ""))]
+
+
 def variables(text: str) -> list[str]:
     """Environment variables a topology file refers to, in order of appearance."""
-    return list(dict.fromkeys(m.group(1) for m in _VAR.finditer(text)))
+    return list(dict.fromkeys(name for name, _ in _references(text)))
 
 
 def variable_defaults(text: str) -> dict[str, str | None]:
     """Each variable's ``:-default`` (the first one written), or None when it has none."""
     out: dict[str, str | None] = {}
-    for m in _VAR.finditer(text):
-        if out.get(m.group(1)) is None:
-            out[m.group(1)] = m.group(2)
+    for name, default in _references(text):
+        if out.get(name) is None:
+            out[name] = default
     return out
 
 
@@ -104,7 +116,7 @@ def secret_variables(text: str) -> set[str]:
             out.update(variables(m.group(2)))
     for m in _USERINFO.finditer(text):
         out.update(variables(m.group(1)))
-    return out
+    return out & set(variables(text))  # not one found on a comment's line
 
 
 def param_name(var: str) -> str:

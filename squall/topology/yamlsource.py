@@ -114,6 +114,33 @@ def read_yaml(
     return data, loc, problems
 
 
+def variables_in(text: str) -> list[tuple[str, str | None]]:
+    """``(name, default)`` of each ``${VAR}`` the loader replaces, in the order written: in
+    values only, not in comments or keys, ``$$`` skipped (what ``squall package`` makes template
+    parameters of). ``yaml.YAMLError`` for text that is no YAML."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    out: list[tuple[str, str | None]] = []
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias: its variables are those of its anchor
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            if "$" in node.value and node.tag in _RETYPED:
+                out += [(m[1], m[2]) for m in _VAR.finditer(node.value) if m[1] is not None]
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+        else:
+            stack.extend(reversed([v for k, v in node.value]))
+    return out
+
+
 def _too_deep(file: str, loader: yaml.SafeLoader) -> Problem:
     """Where the parser was when the nesting ran out of stack."""
     try:

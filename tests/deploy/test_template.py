@@ -255,6 +255,27 @@ def test_variable_defaults_keep_the_first_default_written():
     }
 
 
+def test_a_variable_in_a_comment_or_written_as_a_literal_is_no_parameter(tmp_path: Path):
+    """A resource commented out (`#  cache: {url: "${CACHE_URL}"}`) made a parameter without
+    default, which a deploy must be given a value for; `$${X}`, a literal, made one too."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: t\n"
+        "# set ${OLD_NOTE} before deploying\n"
+        "resources:\n"
+        '#  cache: {url: "redis://:${CACHE_PASSWORD}@cache:6379/0"}\n'
+        '  warehouse: {url: "${WAREHOUSE_URL:-sqlite:///w.db}"}\n'
+        "spout: {type: stdin}\n"
+        "bolts:\n  - {id: decode, type: json}\n"
+        '  - {id: p, type: project, defaults: {template: "$${NAME}"}}\n'
+        "sinks: [{id: out, type: warehouse, resource: warehouse, table: t, columns: {a: a}}]\n"
+    )
+    assert variables(path.read_text()) == ["WAREHOUSE_URL"]
+    params = template_of(path, "consumer", stream="s")["Parameters"]
+    assert "WarehouseUrl" in params
+    assert not {"OldNote", "CachePassword", "Name"} & set(params)
+
+
 # --- SQS and S3 triggers -------------------------------------------------------------------------
 # The template asks the spout for its trigger (``Capabilities.lambda_trigger``): the built-in sqs
 # and s3 spouts, and subclasses declaring it as a plugin would (the S3 one with a suffix filter).
