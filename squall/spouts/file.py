@@ -14,7 +14,7 @@ from typing import IO, BinaryIO
 from pydantic import Field
 
 from squall.component import Capabilities, ComponentConfig
-from squall.errors import SquallError
+from squall.errors import SquallError, TopologyError
 from squall.event import Record
 from squall.spouts.base import Progress, Spout
 from squall.spouts.lines import (
@@ -65,8 +65,11 @@ class FileSpout(Spout):
     def open(self, resources=None) -> None:
         try:
             self._raw = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise SquallError(f"{self.id}: cannot read {self.path}: {exc.strerror}") from None
+        except OSError as exc:  # at the spout's `path` in the topology file, where one is known
+            problem = self.context.problem(
+                self.id, "path", f"cannot read {self.path}: {exc.strerror}"
+            )
+            raise TopologyError(problem) from None
         self._total = self.path.stat().st_size
 
     def _lines_of(self) -> IO[bytes]:

@@ -110,6 +110,8 @@ class Topology:
     file: str = "<string>"
     base_dir: Path = field(default_factory=Path.cwd)
     locator: Locator | None = None
+    #: Where the spout came from when not from the file (``--input``): its problems name that.
+    spout_source: str | None = None
 
     @cached_property
     def plan(self) -> Plan:
@@ -120,11 +122,12 @@ class Topology:
 
         return compile_plan(self)
 
-    def with_spout(self, spout: ComponentConfig) -> Topology:
-        """The same topology reading from another spout (e.g. ``squall run --input``)."""
+    def with_spout(self, spout: ComponentConfig, source: str = "--input") -> Topology:
+        """The same topology reading from another spout (e.g. ``squall run --input``), which
+        ``source`` names in the spout's problems (the file's spout entry is not where it is)."""
         from dataclasses import replace
 
-        return replace(self, spout=spout)
+        return replace(self, spout=spout, spout_source=source)
 
     def problem(self, component: str, option: str, message: str) -> Problem:
         """A problem a component found at start (a table or file it names is not there), at its
@@ -139,6 +142,8 @@ class Topology:
                 kind, place = name, (key, i)
         path = (*place, *option.split(".")) if option else place
         text = f"{kind} '{component}': {message}"
+        if kind == "spout" and self.spout_source is not None:
+            return Problem(self.spout_source, 0, 0, "", text)
         if self.locator is not None:
             return self.locator.problem(path, text)
         return Problem(self.file, 0, 0, format_path(path), text)

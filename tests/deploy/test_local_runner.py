@@ -237,8 +237,16 @@ def test_a_missing_input_file_is_a_clear_error_with_exit_2(tmp_path: Path):
     )
     r = run_cli(["run", str(t)])
     assert r.returncode == 2
-    assert f"cannot read {tmp_path / 'nowhere.jsonl'}: No such file or directory" in r.stderr
+    # at the spout's `path` in the file (it named only the spout's id)
+    assert (
+        f"{t}:5:27: spout.path: spout 'spout': cannot read {tmp_path / 'nowhere.jsonl'}: "
+        "No such file or directory"
+    ) in r.stderr
     assert "Traceback" not in r.stderr
+    # `--input` is no place in the file: the problem says where the path came from
+    r = run_cli(["run", str(t), "--input", str(tmp_path / "gone.jsonl")])
+    assert r.returncode == 2
+    assert f"--input: spout 'spout': cannot read {tmp_path / 'gone.jsonl'}: No such" in r.stderr
 
 
 def test_a_dead_letter_write_that_fails_is_written_on_the_retry(tmp_path: Path):
