@@ -102,7 +102,7 @@ def duration_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
-        if value < 0:
+        if not math.isfinite(value) or value < 0:  # `.inf`: int() raised OverflowError, a crash
             raise ValueError(f"not a duration: {value!r}")
         return int(round(value * 1000))
     match = _DURATION.match(str(value))

@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from squall.component import ComponentConfig
-from squall.errors import Problem, TopologyError
+from squall.errors import Problem, TopologyError, describe_exception
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.yamlsource import Locator, Path_, read_yaml
@@ -139,6 +139,10 @@ def _component(
         config = cls.Config.model_validate(item, context=vctx)
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, path, loc, cls.Config))
+        return None
+    except Exception as exc:  # noqa: BLE001 - a validator raising what pydantic does not wrap
+        # (an OverflowError, a plugin's KeyError): the component's problem, not a traceback
+        problems.append(loc.problem(path, f"cannot check the options: {describe_exception(exc)}"))
         return None
     problems.extend(_surprises(path, loc, cls.Config))
     return config

@@ -9,6 +9,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from squall.bolts import RecordBolt
+from squall.component import ComponentConfig
 from squall.errors import TopologyError
 from squall.topology.loader import load, load_text
 
@@ -248,14 +250,41 @@ def test_a_bad_window_duration_is_located_at_its_key():
     text = (
         "name: t\nresources: {st: {url: 'sqlite:///st.db'}}\nspout: {type: stdin}\nbolts:\n"
         "  - id: w\n    type: window\n    store: st\n    size: 1M\n    hop: 0\n"
-        "    idle_shard_after: soon\n    aggregates: {n: {fn: count}}\n"
+        "    idle_shard_after: soon\n    allowed_lateness: .inf\n    aggregates: {n: {fn: count}}\n"
         "sinks: [{id: o, type: stdout}]\n"
     )
     hint = "(use seconds, or e.g. 500ms, 30s, 1m, 2h, 1d)"
     assert problems(text) == [
         f"topology.yaml:8:11: bolts[0].size: not a duration: '1M' {hint}",
         "topology.yaml:9:10: bolts[0].hop: hop must be positive",
+        "topology.yaml:11:23: bolts[0].allowed_lateness: not a duration: inf",  # was a traceback
         f"topology.yaml:10:23: bolts[0].idle_shard_after: not a duration: 'soon' {hint}",
+    ]
+
+
+class RaisingConfig(ComponentConfig):  # a team's check raising what pydantic does not wrap
+    table: str = "t"
+
+    @pydantic.field_validator("table")
+    @classmethod
+    def _lookup(cls, value: str) -> str:
+        return {"known": value}[value]
+
+
+class RaisingBolt(RecordBolt):
+    Config = RaisingConfig
+
+
+def test_a_config_check_that_raises_another_error_is_a_located_problem():
+    """A KeyError (or an OverflowError) from a validator is not pydantic's: `squall validate`
+    ended in a traceback."""
+    text = (
+        "name: t\nspout: {type: stdin}\n"
+        f"bolts: [{{id: b, type: '{__name__}:RaisingBolt', table: x}}]\n"
+        "sinks: [{id: o, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "topology.yaml:3:9: bolts[0]: cannot check the options: KeyError: 'x'"
     ]
 
 
