@@ -93,6 +93,17 @@ def read_yaml(
         if mark and text[max(mark.index - 1, 0) : mark.index + 1] == "${":
             # `settings: {batch_size: ${N:-500}}`: in a flow collection `{` starts a mapping
             what += '; inside { } or [ ], write a variable in quotes: "${VAR}"'
+        elif (exc.problem or "").startswith("found unknown escape character"):
+            # `regex: "^\d+$"`: in double quotes a backslash starts an escape
+            what += "; write a regex in single quotes ('^\\d+$'), or double its backslashes"
+        elif (exc.problem or "").startswith("found character '\\t'"):
+            what += "; indent with spaces, not tabs"
+        elif exc.problem == "mapping values are not allowed here":
+            # `description: note: this`, or a key indented one space too far
+            what += (
+                "; a value holding ': ' needs quotes, or this line is indented deeper than the "
+                "key it belongs with"
+            )
         problems.append(Problem(file, line, col, "", f"YAML syntax error: {what}"))
         return None, loc, problems
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare

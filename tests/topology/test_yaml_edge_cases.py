@@ -40,6 +40,22 @@ def problems(text: str, env: dict | None = None) -> list[str]:
             "t.yaml:2:12: settings: a merge key '<<' needs a mapping or a list of mappings",
         ),
         ("name: t\nx: &a [*a]\n" + TAIL, "t.yaml:2:4: x[0]: recursive alias"),
+        (  # the parser's words alone did not say what to change (tests: regex, colon, tab)
+            'name: t\ndescription: "^\\d+$"\n' + TAIL,
+            "t.yaml:2:17: YAML syntax error: found unknown escape character 'd' (while scanning a "
+            "double-quoted scalar); write a regex in single quotes ('^\\d+$'), or double its "
+            "backslashes",
+        ),
+        (
+            "name: t\ndescription: note: this\n" + TAIL,
+            "t.yaml:2:18: YAML syntax error: mapping values are not allowed here; a value holding "
+            "': ' needs quotes, or this line is indented deeper than the key it belongs with",
+        ),
+        (
+            "name: t\nspout:\n\ttype: stdin\n",
+            "t.yaml:3:1: YAML syntax error: found character '\\t' that cannot start any token "
+            "(while scanning for the next token); indent with spaces, not tabs",
+        ),
         (  # a tag on a list or mapping was dropped: `!!set {a}` read as {a: None}, silently
             "name: t\nx: !!set {a, b}\n" + TAIL,
             "t.yaml:2:4: x: the tag '!!set' is not supported: write a plain list, mapping or value",
