@@ -207,9 +207,12 @@ def compile_plan(topo: Topology) -> Plan:
     # The default chain
     bolts = [c.id for c in topo.bolts if c.id in comps and comps[c.id][0] == "bolt"]
     prev = topo.spout.id
+    cut: dict[str, str] = {}  # bolt -> the component whose explicitly wired default it did not get
     for b in bolts:
         if b not in has_input and not edges.get((prev, DEFAULT)):
             edges[(prev, DEFAULT)].append(b)
+        elif b not in has_input:
+            cut[b] = prev
         prev = b
     last = prev
     sink_ids = [c.id for c in topo.sinks if c.id in comps and comps[c.id][0] == "sink"]
@@ -245,8 +248,14 @@ def compile_plan(topo: Topology) -> Plan:
     reachable = _reachable(topo.spout.id, edges)
     for b in bolts:
         if b not in reachable:
+            why = (
+                f": the default stream of '{cut[b]}' is wired in 'streams:', so it does not feed "
+                f"the next bolt too; add {{from: {cut[b]}, to: {b}}}"
+                if b in cut
+                else ""
+            )
             problems.append(
-                loc.problem(comps[b][2][:-1], f"bolt '{b}' is unreachable from the spout")
+                loc.problem(comps[b][2][:-1], f"bolt '{b}' is unreachable from the spout{why}")
             )
     if problems:
         raise TopologyError(problems)

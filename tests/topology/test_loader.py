@@ -323,3 +323,14 @@ def test_a_module_that_exits_when_imported_is_a_located_problem(tmp_path: Path, 
         f"when imported (SystemExit: bye) (at {tmp_path / 'exits_at_import_y7.py'}, line 2); keep "
         'a script\'s code under `if __name__ == "__main__":`'
     )
+
+
+def test_a_bolt_cut_off_by_a_tee_says_why_and_what_to_add():
+    """Wiring decode's default to an archive sink (a tee) stops it feeding the next bolt, as
+    documented; the error said only "bolt 'keep' is unreachable from the spout"."""
+    text = GOOD + "streams: [{from: decode, to: dlq}]\n"
+    assert problems(text) == [
+        "topology.yaml:7:5: bolts[1]: bolt 'keep' is unreachable from the spout: the default "
+        "stream of 'decode' is wired in 'streams:', so it does not feed the next bolt too; add "
+        "{from: decode, to: keep}"
+    ]
