@@ -81,7 +81,16 @@ def read_yaml(
     ``env`` None: no ``${VAR}`` substitution (a schema file is data, not configuration)."""
     loc = Locator(file)
     problems: list[Problem] = []
-    loader = _Loader(text)
+    try:  # the reader refuses a control character (NUL, ESC of a pasted colour code) up front
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        what = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        problems.append(
+            Problem(file, line, col, "", f"the character {what} is not allowed in YAML: remove it")
+        )
+        return None, loc, problems
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:

@@ -56,6 +56,10 @@ def problems(text: str, env: dict | None = None) -> list[str]:
             "t.yaml:3:1: YAML syntax error: found character '\\t' that cannot start any token "
             "(while scanning for the next token); indent with spaces, not tabs",
         ),
+        (  # a control character (a pasted colour code) ended `squall validate` in a traceback
+            'name: t\ndescription: "\x1b[31mred"\n' + TAIL,
+            "t.yaml:2:15: the character U+001B is not allowed in YAML: remove it",
+        ),
         (  # a tag on a list or mapping was dropped: `!!set {a}` read as {a: None}, silently
             "name: t\nx: !!set {a, b}\n" + TAIL,
             "t.yaml:2:4: x: the tag '!!set' is not supported: write a plain list, mapping or value",
