@@ -213,6 +213,9 @@ def pydantic_problems(
             msg = err["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
+            if kind in ("model_type", "model_attributes_type"):  # "… or instance of RetryConfig"
+                keys = _fields_at(model, raw)
+                msg = f"expected a mapping of options ({', '.join(keys) if keys else 'key: value'})"
             if rel != raw:  # one member of a union: "… a valid string or a valid list"
                 first = merged.setdefault((path, "union"), len(out))
                 if first < len(out):

@@ -334,3 +334,14 @@ def test_a_bolt_cut_off_by_a_tee_says_why_and_what_to_add():
         "stream of 'decode' is wired in 'streams:', so it does not feed the next bolt too; add "
         "{from: decode, to: keep}"
     ]
+
+
+def test_a_value_where_options_are_wanted_lists_the_options_not_a_class():
+    """`resources: {w: "sqlite:///w.db"}` said "Input should be a valid dictionary or instance
+    of ResourceConfig": a Python class name, and not which keys to write."""
+    text = GOOD.replace('{url: "sqlite:///w.db"}', '"sqlite:///w.db"') + "streams: [a -> b]\n"
+    assert problems(text) == [
+        "topology.yaml:3:14: resources.warehouse: expected a mapping of options (url, pool_size, "
+        "connect_timeout, options)",
+        "topology.yaml:11:11: streams[0]: expected a mapping of options (from, stream, to)",
+    ]
