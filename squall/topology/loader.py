@@ -249,11 +249,7 @@ def _in_document(loc: Locator, prefix: Path_, raw: tuple, *, keep_last: bool) ->
 def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
     """Keys of the (nested) model at pydantic's location ``rel``, for did-you-mean hints: through
     nested models, lists, mappings (``resources.<name>``) and unions (by the member's tag)."""
-    current: Any = model
-    for part in rel:
-        current = _step(current, part)
-        if current is None:
-            return []
+    current = _type_at(model, rel)  # `dict[str, Annotated[ColumnSpec, …]]`: the model inside
     if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
         return []
     return [f.alias or name for name, f in current.model_fields.items()]

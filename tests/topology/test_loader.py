@@ -345,3 +345,13 @@ def test_a_value_where_options_are_wanted_lists_the_options_not_a_class():
         "connect_timeout, options)",
         "topology.yaml:11:11: streams[0]: expected a mapping of options (from, stream, to)",
     ]
+
+
+def test_a_typo_in_a_warehouse_column_suggests_the_key():
+    """A column's options are `Annotated` (a text shorthand is accepted): the did-you-mean
+    lookup stopped there, so `pth` got no suggestion."""
+    text = GOOD.replace("columns: {kind: event_type}", "columns: {kind: {pth: event_type}}")
+    assert problems(text) == [
+        "topology.yaml:9:84: sinks[0].columns.kind: missing required key 'path'",
+        "topology.yaml:9:85: sinks[0].columns.kind.pth: unknown key 'pth' (did you mean 'path'?)",
+    ]
