@@ -30,7 +30,13 @@ def validate_path(path: str) -> str:
     """Check a dotted path at load time; returns it unchanged or raises ``ValueError``."""
     if not path or any(not part for part in path.split(".")):
         raise ValueError(f"'{path}' is not a dotted path (like 'user.id' or 'meta.shard_id')")
+    if ", " in path:  # `key: app_id, user.id`: one path named "app_id, user" then "id"
+        raise ValueError(
+            f"'{path}' is one dotted path, not several: write a list ([a, b]) where several are taken"
+        )
     parts = path.split(".")
+    if any(part != part.strip() for part in parts):  # `user. id`: a key " id" no event has
+        raise ValueError(f"'{path}': a part of the path starts or ends with a space")
     if parts[0] == "meta" and (len(parts) != 2 or parts[1] not in META_FIELDS):
         raise ValueError(f"'{path}': metadata fields are meta.{{{', '.join(META_FIELDS)}}}")
     return path

@@ -355,3 +355,17 @@ def test_a_typo_in_a_warehouse_column_suggests_the_key():
         "topology.yaml:9:84: sinks[0].columns.kind: missing required key 'path'",
         "topology.yaml:9:85: sinks[0].columns.kind.pth: unknown key 'pth' (did you mean 'path'?)",
     ]
+
+
+def test_a_list_written_as_one_path_is_refused():
+    """`key: app_id, user.id` (block style) was one path, "app_id, user" then "id", that no event
+    has: a dedupe then passed every event, a lookup found nothing. `user. id` likewise."""
+    text = GOOD.replace(
+        "  - {id: keep,", "  - id: dd\n    type: dedupe\n    key: app_id, user.id\n  - {id: keep,"
+    ).replace("field: event_type", "field: 'event. type'")
+    assert problems(text) == [
+        "topology.yaml:9:10: bolts[1].key: 'app_id, user.id' is one dotted path, not several: "
+        "write a list ([a, b]) where several are taken",
+        "topology.yaml:10:46: bolts[2].where[0].field: 'event. type': a part of the path starts "
+        "or ends with a space",
+    ]
