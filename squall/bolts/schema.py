@@ -172,7 +172,7 @@ def _yaml_schema(raw: bytes, name: str) -> Any:
     except UnicodeDecodeError:
         raise ValueError(f"schema file '{name}' is not UTF-8 text") from None
     data, loc, problems = read_yaml(text, name, None)
-    problems += [loc.problem(path, how) for path, (_, how) in loc.typed.items() if how]
+    problems += [loc.problem(path, how) for path, how in loc.surprises.items()]
     if data is None and not problems:
         raise ValueError(f"schema file '{name}' is empty")
     if problems:

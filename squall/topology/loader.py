@@ -154,8 +154,8 @@ def _surprises(prefix: Path_, loc: Locator, model: type[pydantic.BaseModel]) -> 
     boolean, a date or another number than the text, and no event's JSON text equals it.
     Where the option wants a boolean, a date or a number, that reading is what was meant."""
     out = []
-    for path, (_, message) in loc.typed.items():
-        if message is None or path[: len(prefix)] != prefix:
+    for path, message in loc.surprises.items():
+        if path[: len(prefix)] != prefix:
             continue
         if _type_at(model, path[len(prefix) :]) in (None, Any, object):
             out.append(loc.problem(path, message))
@@ -224,9 +224,9 @@ def pydantic_problems(
                     if more not in prev.message:
                         out[first] = replace(prev, message=f"{prev.message} or {more}")
                     continue
-            if kind == "string_type" and rel == raw and loc.typed.get(path, ("null",))[0] != "null":
+            if kind == "string_type" and rel == raw and loc.typed.get(path, "null") != "null":
                 # `table: 2024`, `bucket: 123456`, `id: yes`
-                msg = f"{msg}: YAML reads this unquoted value as {loc.typed[path][0]}; write it in quotes"
+                msg = f"{msg}: YAML reads this unquoted value as {loc.typed[path]}; write it in quotes"
             out.append(loc.problem(path, msg))
     return out
 

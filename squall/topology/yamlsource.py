@@ -42,10 +42,11 @@ class Locator:
     file: str
     values: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path_, tuple[int, int]] = field(default_factory=dict)
-    #: Unquoted values YAML read as another type than text: what it read (``a number``) and,
-    #: for the YAML 1.1 readings few expect (``NO`` is false, ``2024-01-05`` a date), what to
-    #: say where an option takes any value.
-    typed: dict[Path_, tuple[str, str | None]] = field(default_factory=dict)
+    #: Unquoted values YAML read as another type than text: what it read (``a number``).
+    typed: dict[Path_, str] = field(default_factory=dict)
+    #: Those of them YAML 1.1 read as few expect (``NO`` is false, ``2024-01-05`` a date): what
+    #: to say where an option takes any value.
+    surprises: dict[Path_, str] = field(default_factory=dict)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The mark of ``path`` or of its nearest located ancestor."""
@@ -297,7 +298,10 @@ class _Converter:
         if node.style is None and not getattr(node, "explicit_tag", False):
             what = _TYPED.get(node.tag)
             if what is not None:
-                self.loc.typed[path] = (what, _surprise(node.tag, node.value, value))
+                self.loc.typed[path] = what
+                surprise = _surprise(node.tag, node.value, value)
+                if surprise is not None:
+                    self.loc.surprises[path] = surprise
         return value
 
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
