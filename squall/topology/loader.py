@@ -216,6 +216,14 @@ def pydantic_problems(
             if kind in ("model_type", "model_attributes_type"):  # "… or instance of RetryConfig"
                 keys = _fields_at(model, raw)
                 msg = f"expected a mapping of options ({', '.join(keys) if keys else 'key: value'})"
+            if kind in _COLLECTIONS and loc.typed.get(path) == "null":  # `bolts:` all commented
+                empty = "[]" if kind == "list_type" else "{}"
+                fix = (
+                    "it is required"
+                    if _required(model, raw)
+                    else f"remove the key, or write {empty}"
+                )
+                msg = f"has no value (its entries commented out?): {fix}"
             if rel != raw:  # one member of a union: "… a valid string or a valid list"
                 first = merged.setdefault((path, "union"), len(out))
                 if first < len(out):
@@ -229,6 +237,19 @@ def pydantic_problems(
                 msg = f"{msg}: YAML reads this unquoted value as {loc.typed[path]}; write it in quotes"
             out.append(loc.problem(path, msg))
     return out
+
+
+_COLLECTIONS = ("list_type", "dict_type", "model_type", "model_attributes_type")
+
+
+def _required(model: type[pydantic.BaseModel], raw: tuple) -> bool:
+    """Whether the option at pydantic's location ``raw`` must be given."""
+    parent = _type_at(model, raw[:-1]) if raw else None
+    if not (isinstance(parent, type) and issubclass(parent, pydantic.BaseModel)):
+        return False
+    return any(
+        raw[-1] in (name, f.alias) and f.is_required() for name, f in parent.model_fields.items()
+    )
 
 
 def _in_document(loc: Locator, prefix: Path_, raw: tuple, *, keep_last: bool) -> Path_:

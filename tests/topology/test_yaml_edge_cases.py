@@ -331,3 +331,16 @@ def test_a_duplicate_id_merged_from_an_anchor_points_at_the_entry_that_merged_it
         "t.yaml:5:5: bolts[1].id: duplicate id 'decode' (first used by bolts[0] at line 4, "
         "column 15): merged from it with '<<'"
     ]
+
+
+def test_a_key_whose_entries_are_all_commented_out_says_so():
+    """`bolts:` with every entry commented out is null: "Input should be a valid list"."""
+    text = (
+        "name: t\nresources:\n#  w: {url: x}\nspout: {type: stdin}\nbolts:\n#  - {id: d}\nsinks:\n"
+    )
+    assert problems(text) == [
+        "t.yaml:2:11: resources: has no value (its entries commented out?): remove the key, or "
+        "write {}",
+        "t.yaml:5:7: bolts: has no value (its entries commented out?): remove the key, or write []",
+        "t.yaml:7:7: sinks: has no value (its entries commented out?): it is required",
+    ]
