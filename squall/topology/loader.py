@@ -112,6 +112,7 @@ def load_text(
         locator=loc,
     )
     _check_resources(topo, loc)
+    _check_input_not_written(topo, loc)
     topo.plan  # noqa: B018 - compiled here, once: graph problems are load-time problems
     return topo
 
@@ -335,6 +336,36 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
     if problems:
         raise TopologyError(problems)
+
+
+def _check_input_not_written(topo: Topology, loc: Locator) -> None:
+    """A component writing files (a dead-letter file) must not name the spout's input file: its
+    lines were appended to the records being read, and read back as records by the next run."""
+    spout_files = registry.capabilities("spout", topo.spout).input_files
+    inputs = {_on_disk(topo.base_dir, f) for f in spout_files}
+    problems = []
+    for key, kind, configs in (("bolts", "bolt", topo.bolts), ("sinks", "sink", topo.sinks)):
+        for i, cfg in enumerate(configs):
+            if not inputs or not registry.capabilities(kind, cfg).writes_local_files:
+                continue
+            for name, f in type(cfg).model_fields.items():
+                value = getattr(cfg, name)
+                if name not in ("id", "type") and isinstance(value, str) and value:
+                    if _on_disk(topo.base_dir, value) in inputs:
+                        problems.append(
+                            loc.problem(
+                                (key, i, f.alias or name),
+                                f"{kind} '{cfg.id}' would write into the spout's input file "
+                                f"'{value}': name another file",
+                            )
+                        )
+    if problems:
+        raise TopologyError(problems)
+
+
+def _on_disk(base_dir: Path, value: str) -> str:
+    path = Path(value).expanduser()
+    return os.path.realpath(path if path.is_absolute() else base_dir / path)
 
 
 def _resource_names(

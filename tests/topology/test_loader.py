@@ -369,3 +369,14 @@ def test_a_list_written_as_one_path_is_refused():
         "topology.yaml:10:46: bolts[2].where[0].field: 'event. type': a part of the path starts "
         "or ends with a space",
     ]
+
+
+def test_a_dead_letter_file_that_is_the_spouts_input_is_refused(tmp_path: Path):
+    """Dead letters were appended to the file being read; the next run read them as records."""
+    text = GOOD.replace("path: dlq.jsonl", "path: ./events.jsonl")
+    with pytest.raises(TopologyError) as exc:
+        load_text(text, file="topology.yaml", base_dir=tmp_path, env={})
+    assert [str(p) for p in exc.value.problems] == [
+        "topology.yaml:10:40: sinks[1].path: sink 'dlq' would write into the spout's input file "
+        "'./events.jsonl': name another file"
+    ]
