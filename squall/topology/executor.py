@@ -74,7 +74,7 @@ from squall.topology.outcomes import (
     ComponentStats,
     _Ledger,
 )
-from squall.topology.resources import Resources
+from squall.topology.resources import Resources, WrongResourceKind
 
 log = logging.getLogger("squall.engine")
 
@@ -143,10 +143,23 @@ def _call_hook(comp: Any, hook: str, *args: Any) -> None:
     ``TransientError`` at open is retried by the KCL processor, a ``TopologyError`` is located."""
     try:
         getattr(comp, hook)(*args)
+    except WrongResourceKind as exc:  # at the option that names the resource, file and line
+        raise TopologyError(_at_resource(comp, exc)) from None
     except SquallError:
         raise
     except Exception as exc:
         raise ComponentFailed(comp.kind, comp.id, hook, exc) from exc
+
+
+def _at_resource(comp: Any, exc: WrongResourceKind) -> Problem:
+    from pydantic import BaseModel
+
+    from squall.topology.loader import resource_names
+
+    config = getattr(comp, "config", None)
+    named = resource_names(config, ()) if isinstance(config, BaseModel) else []
+    option = next((".".join(map(str, p)) for p, name in named if name == exc.name), "")
+    return comp.context.problem(comp.id, option, str(exc))
 
 
 class Engine:

@@ -329,7 +329,7 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
     problems = []
     for key, configs in (("spout", [topo.spout]), ("bolts", topo.bolts), ("sinks", topo.sinks)):
         for i, cfg in enumerate(configs):
-            for path, name in _resource_names(cfg, (key,) if key == "spout" else (key, i)):
+            for path, name in resource_names(cfg, (key,) if key == "spout" else (key, i)):
                 if name not in topo.resources:
                     close = difflib.get_close_matches(name, list(topo.resources), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -368,7 +368,7 @@ def _on_disk(base_dir: Path, value: str) -> str:
     return os.path.realpath(path if path.is_absolute() else base_dir / path)
 
 
-def _resource_names(
+def resource_names(
     model: pydantic.BaseModel, path: Path_, fields: tuple[str, ...] = ("resource", "store", "cache")
 ) -> list[tuple[Path_, str]]:
     """(path, name) of every resource a config names: its own ``resource``, ``store`` or
@@ -380,7 +380,7 @@ def _resource_names(
         if name in fields and isinstance(value, str):
             out.append((here, value))
         elif isinstance(value, pydantic.BaseModel):  # nested, `store` is a kind (`store: sql`)
-            out.extend(_resource_names(value, here, ("resource",)))
+            out.extend(resource_names(value, here, ("resource",)))
     return out
 
 

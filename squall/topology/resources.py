@@ -26,6 +26,15 @@ from squall.topology.sqlite_driver import CONNECTION_PRAGMAS, SqliteEngine, plai
 T = TypeVar("T")
 
 
+class WrongResourceKind(SquallError):
+    """A component named a resource of another kind (a Redis URL for a SQL warehouse): the
+    engine places it at the option naming the resource."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        super().__init__(message)
+
+
 class Resources:
     """Named resources of one process. Thread-safe lazy opening; ``close`` releases all."""
 
@@ -92,7 +101,9 @@ class Resources:
     def _sql_config(self, name: str) -> ResourceConfig:
         cfg = self.config(name)
         if cfg.scheme not in SQL_SCHEMES:
-            raise SquallError(f"resource '{name}' is not a SQL database ({redact_url(cfg.url)})")
+            raise WrongResourceKind(
+                name, f"resource '{name}' is not a SQL database ({redact_url(cfg.url)})"
+            )
         return cfg
 
     def identity(self, name: str) -> str:
@@ -104,7 +115,7 @@ class Resources:
         """The Redis client of a Redis resource, created once."""
         cfg = self.config(name)
         if cfg.scheme not in REDIS_SCHEMES:
-            raise SquallError(f"resource '{name}' is not Redis ({redact_url(cfg.url)})")
+            raise WrongResourceKind(name, f"resource '{name}' is not Redis ({redact_url(cfg.url)})")
         return self._get(name, lambda: _redis_client(cfg))
 
     def open_store(
