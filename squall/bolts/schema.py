@@ -127,7 +127,8 @@ class SchemaConfig(ComponentConfig):
             try:
                 text = path.read_bytes()
             except OSError as exc:
-                raise ValueError(f"cannot read schema file '{v}': {exc.strerror}") from None
+                where = "" if Path(v).is_absolute() else f" (relative to the topology: {path})"
+                raise ValueError(f"cannot read schema file '{v}'{where}: {exc.strerror}") from None
             if path.suffix in (".yaml", ".yml"):
                 v = _yaml_schema(text, v)
             else:

@@ -139,3 +139,19 @@ def test_a_json_schema_file_with_a_key_twice_is_refused(tmp_path: Path):
     )
     with pytest.raises(TopologyError, match="schema file 'event.json' has the key 'age' twice"):
         load(path)
+
+
+def test_a_missing_schema_file_says_where_it_was_looked_for(tmp_path: Path):
+    """Run from another folder, `schemas/event.json` is looked for beside the topology, not in the
+    working directory: the error gave the path as written only."""
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "topology.yaml"
+    path.write_text(
+        "name: t\nspout: {type: stdin}\n"
+        "bolts:\n  - {id: v, type: schema, schema: schemas/event.json}\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+    )
+    with pytest.raises(
+        TopologyError, match=r"relative to the topology: .*conf/schemas/event\.json"
+    ):
+        load(path)
