@@ -23,7 +23,7 @@ INVALID = "invalid"
 class ComponentConfig(BaseModel):
     """Base of every component's YAML configuration: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(description="Unique id of the component in the topology.")
     type: str = Field(

@@ -19,7 +19,9 @@ OPERATORS = ("equals", "not_equals", "in", "not_in", "exists", "gt", "gte", "lt"
 class Condition(BaseModel):
     """One test on one field; exactly one operator."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     field: DottedPath = Field(description="Dotted path into the payload, or meta.<field>.")
     equals: Any = None

@@ -57,7 +57,7 @@ _NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
 class CacheConfig(BaseModel):
     """The in-process cache: least recently used first out, entries expire after ``ttl``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     size: int = Field(
         10_000, ge=0, description="Records kept (and as many missing keys); 0: no in-process cache."
@@ -71,7 +71,7 @@ class CacheConfig(BaseModel):
 class SharedCacheConfig(BaseModel):
     """A Redis cache shared by every process, in front of a SQL or HTTP source."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     resource: str = Field(description="Redis resource.")
     ttl: int = Field(3600, ge=1, description="Seconds a found record stays in Redis.")

@@ -219,7 +219,9 @@ def key_text(value: Any) -> str:
 class SqlSourceConfig(BaseModel):
     """A SQL table, queried with the batch's distinct keys (``IN (…)`` in chunks of 500)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
     type: Literal["sql"] = "sql"
     resource: str = Field(description="SQL resource (sqlite:///…, postgresql://…).")
@@ -368,7 +370,7 @@ class SqlSource:
 class RedisSourceConfig(BaseModel):
     """Redis hashes (pipelined HGETALL) or string values (MGET) named ``key_prefix`` + key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: Literal["redis"] = "redis"
     resource: str = Field(description="Redis resource.")
@@ -451,7 +453,7 @@ class RedisSource:
 class HttpSourceConfig(BaseModel):
     """An HTTP JSON endpoint: one GET per key (bounded concurrency), or a batch POST when it has one."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: Literal["http"] = "http"
     url: str | None = Field(

@@ -90,7 +90,7 @@ CellId = tuple[int, str]  # (window start ms, key as JSON text)
 class Aggregate(BaseModel):
     """One output field of a window result."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     fn: Literal[
         "count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile"

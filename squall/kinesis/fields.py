@@ -11,7 +11,7 @@ class StreamFields(BaseModel):
     """The stream a Kinesis component reads or writes: name or ARN, region, endpoint (one
     definition for the spout, the sink and the Kinesis dead letter)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     stream: aws.StreamName = Field(description="Stream name or ARN.")
     region: aws.OptionalSetting = Field(

@@ -124,7 +124,7 @@ class Template:
 class DeadTokenStream(BaseModel):
     """Where the push sink writes an unsubscribe event for each dead token."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     stream: aws.StreamName = Field(
         description="Kinesis stream name or ARN, usually the one the subscription bolt reads."
@@ -150,7 +150,7 @@ class DeadTokenStream(BaseModel):
 class UnsubscribeFeedback(BaseModel):
     """The unsubscribe events the push sink hands to the subscription bolt for dead tokens."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     state: str = Field(
         description="Id of the subscription bolt that keeps the tokens' state (a stateful bolt of "

@@ -56,7 +56,7 @@ MAX_HELD_BYTES = 128 * 1024 * 1024
 class S3Column(BaseModel):
     """One column of the objects (Parquet) or one key of each JSON line."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: paths.DottedPath = Field(description="Dotted path into the payload, or meta.<field>.")
     type: ColumnType = Field(

@@ -50,7 +50,7 @@ MAX_ERRORS = 8
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SqlCheckpoint(_Strict):

@@ -22,7 +22,9 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
 
 class RetryConfig(_Strict):

@@ -21,7 +21,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 class ResourceConfig(BaseModel):
     """One named resource."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     url: str = Field(
         description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis)."

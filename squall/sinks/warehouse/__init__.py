@@ -29,7 +29,7 @@ _PARTITION_SUFFIX = len("_p20260101")
 class PartitionBy(BaseModel):
     """Declarative range partitioning of a PostgreSQL table by a timestamp or date column."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     column: str = Field(
         description="A timestamp or date column of 'columns'; it joins event_id in the key."

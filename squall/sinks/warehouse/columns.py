@@ -24,7 +24,7 @@ ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp
 class ColumnSpec(BaseModel):
     """One warehouse column."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: DottedPath = Field(
         description="Dotted path into the payload, or meta.<field> for record metadata."
