@@ -122,11 +122,19 @@ def not_after_arrival(time_ms: int, arrival: datetime | None, slack_ms: int | No
     record's (Kinesis' approximate arrival), so a replay bounds the same way."""
     if slack_ms is None or arrival is None:
         return time_ms
-    try:
-        arrived = _arrival_ms(arrival)
-    except ValueError:  # an arrival time out of range (a broken source) bounds nothing
+    arrived = arrival_bound(arrival)
+    if arrived is None:
         return time_ms
     return arrived if time_ms > arrived + slack_ms else time_ms
+
+
+def arrival_bound(arrival: datetime) -> int | None:
+    """Epoch milliseconds of an arrival time for ``not_after_arrival``; None when out of range
+    (a broken source: it bounds nothing)."""
+    try:
+        return _arrival_ms(arrival)
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=4_096)  # records of a batch often share their arrival time

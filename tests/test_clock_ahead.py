@@ -153,3 +153,33 @@ def test_an_event_stamped_years_ahead_does_not_make_the_window_watermark_jump(tm
     assert out.streams.get("late", []) == []
     results = {r["window_start"]: r["n"] for r in (e.value for e in out.streams.get("default", []))}
     assert results == {"2024-05-01T10:00:00.000Z": 3}  # 10:01 is still open
+
+
+def test_an_epoch_ms_time_years_ahead_is_bounded_on_the_window_fast_path_too(tmp_path: Path):
+    # Epoch-ms integers of a key seen before take the bolt's inline path: it bounds them too.
+    bolt = WindowBolt(
+        WindowBolt.Config(
+            id="win",
+            type="window",
+            store="state",
+            key=["app"],
+            size="1m",
+            aggregates={"n": {"fn": "count"}},
+            table="w_fast",
+        ),
+        ComponentContext("t"),
+    )
+    bolt.open(resources(state=f"sqlite:///{tmp_path / 'state.db'}"))
+    minute = timedelta(minutes=1)
+    batch = [
+        event({"app": "a", "timestamp": parse_time("2024-05-01T10:00:10Z")}, 1),
+        event({"app": "a", "timestamp": parse_time(AHEAD)}, 2),  # the key is cached by now
+        event({"app": "a", "timestamp": parse_time("2024-05-01T10:00:40Z")}, 3, ARRIVAL + minute),
+        event(
+            {"app": "a", "timestamp": parse_time("2024-05-01T10:01:20Z")}, 4, ARRIVAL + 2 * minute
+        ),
+    ]
+    out = bolt.process(batch)
+    bolt.commit_state(lambda _e: True, None)
+    bolt.state_committed()
+    assert out.streams.get("late", []) == []

@@ -54,6 +54,7 @@ from squall.paths import MISSING, DottedPath, getter
 from squall.times import (
     MAX_FUTURE,
     MAX_FUTURE_DOC,
+    arrival_bound,
     arrival_ms,
     duration_ms,
     format_time,
@@ -380,6 +381,9 @@ class WindowBolt(Bolt):
         # the usual shape inline: epoch-ms integer time and text key, top-level fields, key cached
         tf, kf, cache = self._time_key, self._key_field, self._key_cache
         fast = tf is not None and kf is not None
+        # max_future: the inline path bounds its times as _time does (the arrival's ms kept
+        # while records share it)
+        slack, arr_seen, arrived = self._slack, None, None
         closed_before = None if wm is None else wm - lateness  # windows ending by then are closed
         # a record at or below a prune's bound is late, whatever the lateness (or size) is now:
         # its lineage's mark may be gone (see _prune); with the same configuration, a no-op
@@ -453,6 +457,12 @@ class WindowBolt(Bolt):
                         k = v.get(kf)
                         if k.__class__ is str:
                             key = cache.get(k)
+                            arr = meta.arrival_time
+                            if slack is not None and arr is not None:
+                                if arr is not arr_seen and arr != arr_seen:
+                                    arr_seen, arrived = arr, arrival_bound(arr)
+                                if arrived is not None and t > arrived + slack:
+                                    t = arrived
             if key is None:
                 try:
                     t = time_of(event)
