@@ -123,6 +123,9 @@ def test_a_bad_max_future_is_refused_at_load():
             aggregates={"n": {"fn": "count"}},
             max_future="-1",
         )
+    for endless in (float("inf"), float("nan")):  # YAML's .inf and .nan: refused, not a crash
+        with pytest.raises(ValueError, match="not a duration"):
+            SubscriptionBolt.Config(id="s", type="subscription", store="x", max_future=endless)
 
 
 def test_an_event_stamped_years_ahead_does_not_make_the_window_watermark_jump(tmp_path: Path):
