@@ -80,12 +80,15 @@ _SECRET_SOURCE = (
     # <name>value</
     rf"|(?<![_-])<(?P<tag>{_WHOLE}|{_NAMES})>[^<]{{1,4096}}(?=</)"
     # name: value, 'name': 'value', "name": "value"
-    # (not after a '.': 'sinks[0].headers.Authorization: Input should be a valid string' is a
-    # located config error, its message no secret)
-    rf"|(?<![_.-])(?P<kq>\\?[\"']?)(?:(?P<whole>{_WHOLE})|{_NAMES})(?P=kq)"
+    # (after a '.', only a quoted value: 'sinks[0].headers.Authorization: Input should be a
+    # valid string' is a located config error, its message no secret; 'schema: $.password:
+    # 'hunter2' is too short' quotes the value)
+    rf"|(?:(?<=\.)(?P<dot>)|(?<![_.-]))(?P<kq>\\?[\"']?)(?:(?P<whole>{_WHOLE})|{_NAMES})(?P=kq)"
     r"[ \t]*:(?:[ \t]*|\n(?=[0-9a-f]{64}(?:\n|$)))"  # botocore's 'Signature:\n<hex>'
     r"(?:b?(?P<vq>\\?[\"'])(?P<quoted>(?:\\.|[^\\\n]){0,4096}?)(?P=vq)"
-    r"|(?:b?\\?[\"'])?(?(whole)(?P<line>(?:[^\r\n'\"\\]|\\(?![rn]))+)|(?P<word>" + _RUN + ")))"
+    r"|(?(dot)(?!)|(?:b?\\?[\"'])?(?(whole)(?P<line>(?:[^\r\n'\"\\]|\\(?![rn]))+)|(?P<word>"
+    + _RUN
+    + "))))"
     r")"
 )
 _SECRET = re.compile(_SECRET_SOURCE)

@@ -65,3 +65,33 @@ def test_the_producer_answer_masks_a_credential_quoted_in_a_rejection(tmp_path: 
             "reason": "chaos: receiver answered 401 to a request with Authorization: Bearer ***",
         }
     ]
+
+
+def test_a_schema_reason_quoting_a_credential_field_is_masked_in_the_dead_letter():
+    """jsonschema quotes the value it refuses, under the field's JSON path (``$.password``): the
+    name after a '.' is masked when its value is quoted (a located config error's message, not
+    quoted, stays: tests/test_redaction_headers.py)."""
+    from squall.bolts.schema import SchemaBolt
+    from squall.component import ComponentContext
+    from squall.event import Event, RecordMeta
+    from squall.sinks.dead_letter import dead_letter_line
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "user": {"type": "object", "properties": {"password": {"minLength": 40}}},
+            "api_key": {"pattern": "^pk_"},
+        },
+    }
+    bolt = SchemaBolt(
+        SchemaBolt.Config(id="check", type="schema", schema=schema), ComponentContext("t")
+    )
+    meta = RecordMeta("s", "shardId-0", "1")
+    values = [{"user": {"password": TOKEN}}, {"api_key": TOKEN}]
+    events = [Event(b"", meta, f"e{i}", i, v) for i, v in enumerate(values)]
+    out = bolt.process(events)
+    reasons = [dead_letter_line(ev)["reason"] for ev in out.streams["invalid"]]
+    assert reasons == [
+        "schema: $.user.password: '***' is too short",
+        "schema: $.api_key: '***' does not match '^pk_'",
+    ]
