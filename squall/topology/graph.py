@@ -183,7 +183,10 @@ def compile_plan(topo: Topology) -> Plan:
                 loc.problem((*base, "from"), f"'{e.from_}' is a sink: sinks have no output streams")
             )
             ok = False
-        elif e.stream not in streams_of[e.from_]:
+        # `default` is every bolt's stream (Bolt's contract), even one a bolt never sends to (a
+        # route whose `default` names another stream): an edge from it is a dead edge, not an
+        # error — such topologies loaded before that route declared `default` only when used.
+        elif e.stream not in streams_of[e.from_] and e.stream != DEFAULT:
             problems.append(
                 loc.problem(
                     (*base, "stream"),

@@ -770,3 +770,24 @@ def test_validate_does_not_warn_of_a_route_stream_nothing_is_sent_to(tmp_path):
     unwired = run_cli(["validate", str(topology)])
     assert "stream 'vips' of 'priority' is not wired" in unwired.stderr  # a real one still is
     assert "'default'" not in unwired.stderr
+
+
+def test_an_explicit_edge_from_a_routes_unused_default_stream_still_loads(tmp_path):
+    """A topology wiring `priority`'s `default` stream, although `default: low` sends nothing
+    there, loaded before the route declared `default` only when used: it still loads (a dead
+    edge), so an upgrade does not break it (found by the review of 6 December's fourth session)."""
+    from tests.test_doc_links import ROOT
+
+    example = (ROOT / "examples" / "kiosk" / "topology.yaml").read_text()
+    assert "default: low" in example and "\nstreams:\n" in example
+    text = example.replace(
+        "\nstreams:\n", "\nstreams:\n  - {from: priority, stream: default, to: rejects}\n", 1
+    )
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "order.json").write_text(
+        (ROOT / "examples" / "kiosk" / "schemas" / "order.json").read_text()
+    )
+    (tmp_path / "kiosk.yaml").write_text(text)
+    from squall.topology.loader import load
+
+    load(tmp_path / "kiosk.yaml")  # before: "'priority' has no stream 'default'"
