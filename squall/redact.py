@@ -64,6 +64,7 @@ _NAMES = (
     r"|password|passwd|pwd|secret|client[-_]?secret|access[-_]?token|refresh[-_]?token"
     r"|id[-_]?token|auth[-_]?token|x-auth-token|session[-_]?token|secret[-_]?access[-_]?key"
     r"|aws[-_]?secret[-_]?access[-_]?key|aws[-_]?session[-_]?token"
+    r"|private[-_]?key"  # a Google service account's (the push sink's FCM credentials)
 )
 _WHOLE = r"authorization|proxy-authorization|cookie|set-cookie"  # a header value with spaces: to its line's end
 # Lowercase, matched against the text's lowercase copy after a space: without IGNORECASE, the

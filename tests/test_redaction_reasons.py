@@ -95,3 +95,21 @@ def test_a_schema_reason_quoting_a_credential_field_is_masked_in_the_dead_letter
         "schema: $.user.password: '***' is too short",
         "schema: $.api_key: '***' does not match '^pk_'",
     ]
+
+
+def test_a_service_accounts_private_key_is_masked():
+    """The push sink's FCM credentials are a Google service account's JSON: its `private_key`
+    (a PEM block) is masked wherever the JSON or its dict shows up in a message (found by the
+    review of 6 December's fourth session)."""
+    from squall.redact import redact_text
+
+    account = {
+        "type": "service_account",
+        "private_key_id": "abc123",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n",
+        "client_email": "push@app.iam.gserviceaccount.com",
+    }
+    for shown in (json.dumps(account), repr(account)):
+        masked = redact_text(f"cannot sign the token with {shown}")
+        assert "MIIEvQIBADANBg" not in masked and "push@app.iam.gserviceaccount.com" in masked
+    assert redact_text("the private key file is missing") == "the private key file is missing"
