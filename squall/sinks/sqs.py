@@ -96,7 +96,8 @@ class SqsSinkConfig(ComponentConfig):
     attributes: dict[str, str] = Field(
         default_factory=dict,
         description="Message attribute name → dotted path; values are sent as String "
-        "(Number for numbers; booleans, objects and lists as JSON text); missing values are left out.",
+        "(Number for numbers; booleans, objects and lists as JSON text); missing, null and empty "
+        "values are left out.",
     )
     event_id_attribute: str | None = Field(
         "event_id",
@@ -223,7 +224,7 @@ class SqsSink(Sink):
             attrs[cfg.event_id_attribute] = {"DataType": "String", "StringValue": ev.event_id}
         for name, get in self._attributes:
             value = get(ev)
-            if value is paths.MISSING or value is None:
+            if value is paths.MISSING or value is None or value == "":  # SQS refuses an empty value
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 try:
