@@ -489,6 +489,14 @@ class HttpSourceConfig(BaseModel):
     def _an_endpoint(self) -> HttpSourceConfig:
         if self.url is None and not self.batch_url:
             raise ValueError("an http source needs a url (with {key}) or a batch_url")
+        # An option of the other mode would be accepted and do nothing.
+        if self.batch_url and "concurrency" in self.model_fields_set:
+            raise ValueError(
+                "concurrency is for per-key GETs (url); with batch_url the keys go in POSTs of "
+                "batch_size keys, one at a time: remove concurrency"
+            )
+        if not self.batch_url and "batch_size" in self.model_fields_set:
+            raise ValueError("batch_size is for batch_url's POSTs: remove it, or set batch_url")
         return self
 
 

@@ -720,6 +720,14 @@ def test_http_endpoint_down():
             {"key": "a", "source": {"type": "http", "batch_size": 10}},
             "an http source needs a url (with {key}) or a batch_url",
         ),
+        (  # an option of the other mode did nothing, silently
+            {"key": "a", "source": {"type": "http", "url": "http://x/{key}", "batch_size": 10}},
+            "batch_size is for batch_url's POSTs",
+        ),
+        (
+            {"key": "a", "source": {"type": "http", "batch_url": "http://x/b", "concurrency": 4}},
+            "concurrency is for per-key GETs (url)",
+        ),
         (
             {
                 "key": "a",
