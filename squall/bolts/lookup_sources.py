@@ -385,6 +385,10 @@ class RedisSourceConfig(BaseModel):
     )
 
 
+#: Marks the reason of a key holding another kind of value than `data` reads (WRONGTYPE).
+_WRONG_TYPE = "wrong kind of value: "
+
+
 class RedisSource:
     """One pipeline of HGETALL (hashes) or one MGET (strings) per 1,000 keys."""
 
@@ -416,14 +420,19 @@ class RedisSource:
                 raise
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
-        every_key_failed(keys, fetched)  # `data: hash` over strings: WRONGTYPE for every key
+        # `data: hash` over strings (WRONGTYPE for every key): the source is misread, not the
+        # keys. Values that are not JSON stay each key's own problem (dead letters), or a batch
+        # of them would be retried for ever and stall its shard.
+        wrong_type = Fetched()
+        wrong_type.failed = {k: r for k, r in fetched.failed.items() if _WRONG_TYPE in r}
+        every_key_failed(keys, wrong_type)
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
         if isinstance(answer, REDIS_FAILURES) or redis_busy(answer):  # the source's, not the key's
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
-            fetched.failed[key] = f"redis key {quoted(self.name(key))}: {answer}"
+            fetched.failed[key] = f"redis key {quoted(self.name(key))}: {_WRONG_TYPE}{answer}"
         elif answer is None or answer == {}:
             return
         elif self.config.data == "hash":

@@ -350,6 +350,26 @@ def test_a_redis_source_failing_for_every_key_is_down(redis_url, redis_prefix):
     assert failed[2] == "key 'k9' not found"
 
 
+def test_redis_values_that_are_not_json_stay_each_keys_failure(redis_url, redis_prefix):
+    """Only a type mismatch for every key (the source misread) is an outage: values that are not
+    JSON are the keys' own data, dead-lettered, even when every key of a batch holds one — a
+    retry would meet them again and stall the shard (found by the review of 6 December's fourth
+    session)."""
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{redis_prefix}k1", "{not json")
+    client.set(f"{redis_prefix}k2", "tier=gold")
+    client.close()
+    bolt = make_bolt(
+        resources(r=redis_url),
+        key="kiosk_id",
+        on_missing="fail",
+        source={"type": "redis", "resource": "r", "key_prefix": redis_prefix, "data": "json"},
+    )
+    found, failed, _ = run(bolt, [{"kiosk_id": "k1"}, {"kiosk_id": "k2"}])  # before: retried
+    assert found == {} and sorted(failed) == [0, 1]
+    assert all("does not hold JSON" in reason for reason in failed.values())
+
+
 @pytest.fixture(scope="module")
 def scripted_redis(tmp_path_factory) -> Iterator[int]:
     """A private redis-server that answers BUSY 50 ms into a script (``busy-reply-threshold``)."""
