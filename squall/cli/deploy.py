@@ -350,8 +350,8 @@ def package(
 @click.option(
     "--node-modules",
     type=click.Path(file_okay=False),
-    help="Where kinesis-local and dynalite are installed (default: ~/.cache/squall/node, "
-    "installed with npm on first use).",
+    help="Where kinesis-local and dynalite are installed: an npm prefix or its node_modules "
+    "(default: ~/.cache/squall/node, installed with npm on first use).",
 )
 @click.option(
     "--env-file", type=click.Path(dir_okay=False), help="Also write the environment to this file."

@@ -124,6 +124,13 @@ def environment(kinesis_port: int, dynamodb_port: int) -> dict[str, str]:
     }
 
 
+def node_modules_dir(path: Path) -> Path:
+    """The ``node_modules`` holding the stand-ins: ``path`` itself, or the one inside an npm prefix."""
+    if not (path / "kinesis-local").is_dir() and (path / "node_modules" / "kinesis-local").is_dir():
+        return path / "node_modules"
+    return path
+
+
 def run_local_aws(
     topologies: list[Topology],
     *,
@@ -141,13 +148,17 @@ def run_local_aws(
             raise SquallError(
                 f"port {port} on 127.0.0.1 is in use (choose others with --kinesis-port/--dynamodb-port)"
             )
-    modules = node_modules or install(DEFAULT_NODE_DIR)
+    modules = node_modules_dir(node_modules) if node_modules else install(DEFAULT_NODE_DIR)
     node = shutil.which("node")
     if node is None:
         raise SquallError("node not found: install Node.js 18+")
     km = modules / "kinesis-local"
     if not (km / "main.js").is_file() or not (modules / "dynalite" / "cli.js").is_file():
-        raise SquallError(f"kinesis-local and dynalite are not installed in {modules}")
+        raise SquallError(
+            f"kinesis-local and dynalite are not installed in {modules}: install them with "
+            f"`npm install --prefix DIR {' '.join(PACKAGES)}` and give --node-modules DIR, "
+            f"or leave --node-modules out to have them installed into {DEFAULT_NODE_DIR}"
+        )
     kinesis_env = {
         **os.environ,
         "KINESIS_MOCK_PLAIN_PORT": str(kinesis_port),
