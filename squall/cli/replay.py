@@ -50,20 +50,30 @@ def _source(topo: Topology, where: str, region: str | None, endpoint_url: str | 
         from squall.topology.resources import Resources
 
         resource, _, table = where.removeprefix("sql://").partition("/")
-        table = table or DeadLetterTableConfig.model_fields["table"].default
         if resource not in topo.resources:
             raise SquallError(f"{where}: the topology has no resource '{resource}'")
-        return _closing(Resources(topo.resources, topo.base_dir), resource, table)
+        # The topology's own dead_letter_table(s) on that resource: the default, and the hint.
+        own = sorted(
+            {
+                s.table
+                for s in topo.sinks
+                if isinstance(s, DeadLetterTableConfig) and s.resource == resource
+            }
+        )
+        if not table:
+            table = own[0] if len(own) == 1 else DeadLetterTableConfig.model_fields["table"].default
+        hint = ", ".join(f"sql://{resource}/{t}" for t in own if t != table)
+        return _closing(Resources(topo.resources, topo.base_dir), resource, table, hint)
     if not Path(where).is_file():
         raise SquallError(f"cannot read dead letters from {where}: no such file")
     return dead_letters.read_file(Path(where))
 
 
-def _closing(resources, resource: str, table: str) -> Iterator:
+def _closing(resources, resource: str, table: str, hint: str) -> Iterator:
     from squall.deploy.dead_letters import read_table
 
     try:
-        yield from read_table(resources, resource, table)
+        yield from read_table(resources, resource, table, hint)
     finally:
         resources.close()
 

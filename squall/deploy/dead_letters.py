@@ -211,8 +211,11 @@ def read_s3(
         ) from None
 
 
-def read_table(resources: Any, resource: str, table: str) -> Iterator[DeadLetter | Unreadable]:
-    """The rows of a ``dead_letter_table`` (``resource`` of the topology), oldest first."""
+def read_table(
+    resources: Any, resource: str, table: str, hint: str = ""
+) -> Iterator[DeadLetter | Unreadable]:
+    """The rows of a ``dead_letter_table`` (``resource`` of the topology), oldest first; ``hint``
+    names the topology's own dead-letter tables when ``table`` is not there."""
     import sqlalchemy as sa
 
     from squall.sinks.dead_letter_table import dead_letters_table
@@ -224,6 +227,15 @@ def read_table(resources: Any, resource: str, table: str) -> Iterator[DeadLetter
         with engine.connect() as conn:
             rows = [dict(row._mapping) for row in conn.execute(query)]
     except sa.exc.SQLAlchemyError as exc:
+        try:
+            missing = not sa.inspect(engine).has_table(table)
+        except sa.exc.SQLAlchemyError:
+            missing = False
+        if missing:
+            raise SquallError(
+                f"no table {table} in {resource}: name the dead_letter_table's table, "
+                + (f"the topology's: {hint}" if hint else f"sql://{resource}/TABLE")
+            ) from None
         raise SquallError(
             f"cannot read dead letters from table {table} of {resource}: {type(exc.orig or exc).__name__}"
         ) from None
