@@ -17,7 +17,7 @@ from typing import Any
 
 from squall.component import ComponentContext
 from squall.deploy import lock
-from squall.errors import BatchFailed, SquallError, TransientError
+from squall.errors import BatchFailed, SquallError, TopologyError, TransientError
 from squall.observability.logs import log_context
 from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
@@ -26,7 +26,7 @@ from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
 from squall.topology.executor import Engine
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
-from squall.topology.resources import Resources
+from squall.topology.resources import Resources, WrongResourceKind
 
 log = logging.getLogger("squall.local")
 
@@ -142,9 +142,15 @@ class LocalRunner:
                 report.checkpointed = spec is not None or self.spout.acknowledges
                 if spec is not None:
                     self._stream = spec.stream
-                    self.checkpointer = Checkpointer(
-                        open_checkpoint_store(spec, self.resources, self.topology.name)
-                    )
+                    try:
+                        store = open_checkpoint_store(spec, self.resources, self.topology.name)
+                    except WrongResourceKind as exc:  # located, as a component's own resource is
+                        raise TopologyError(
+                            self.topology.problem(
+                                self.topology.spout.id, "checkpoint.resource", str(exc)
+                            )
+                        ) from None
+                    self.checkpointer = Checkpointer(store)
                     self.spout.resume(self.checkpointer.load(spec.stream))
                 engine = Engine(
                     self.plan, resources=self.resources, checkpointer=self.checkpointer, hold=True
