@@ -34,3 +34,19 @@ def test_the_readme_bolt_and_its_test_run_as_written(tmp_path: Path, monkeypatch
     finally:
         for name in [m for m in sys.modules if m == "mypackage" or m.startswith("mypackage.")]:
             del sys.modules[name]
+
+
+def test_the_readme_says_how_to_ask_the_faulty_components_for_faults():
+    """The README offers FaultyBolt / FaultySink "for injecting record failures, transient errors
+    and partial write failures": usable only when it says how, with their options and the payload
+    keys that trigger each fault."""
+    from squall.testing import FaultyBolt, FaultySink
+
+    text = (ROOT / "README.md").read_text().split("\n## Testing topologies\n", 1)[1]
+    section = text.split("\n## ", 1)[0]
+    for component in (FaultyBolt, FaultySink):
+        own = set(component.Config.model_fields) - set(component.__mro__[1].Config.model_fields)
+        keys = set(re.findall(r'``\{?"(\w+)"', component.__doc__ or ""))
+        assert keys, component.__name__
+        for name in own | keys:
+            assert f"`{name}" in section or f'"{name}"' in section, (component.__name__, name)
