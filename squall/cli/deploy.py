@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~490 lines): ``package`` has twenty-two options, each with its help text; no logic lives
+Size (~520 lines): ``package`` has twenty-three options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -138,6 +138,14 @@ from squall.cli import _load_or_exit, _metrics_port
     help="Producer: an origin allowed to post from a browser (repeatable; default *).",
 )
 @click.option(
+    "--context-key",
+    default="request",
+    show_default=True,
+    metavar="NAME",
+    help="Producer: the field each event gets the request context under (an event that already "
+    "has it is rejected).",
+)
+@click.option(
     "--auth",
     type=click.Choice(["app-key", "none"]),
     default="app-key",
@@ -192,6 +200,7 @@ def package(
     s3_bucket: str | None,
     s3_delivery: str,
     cors_origins: tuple[str, ...],
+    context_key: str,
     auth: str,
     throttle_rate: int,
     throttle_burst: int,
@@ -203,6 +212,8 @@ def package(
 
     from squall.errors import SquallError
 
+    if context_key != "request" and handler != "producer":
+        raise click.UsageError("--context-key is for the producer (--handler producer)")
     topo = _load_or_exit(file)
     extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
     # Flags of the SAM template (whether given): refused for a fleet and without --template.
@@ -300,6 +311,7 @@ def package(
             layer=Path(layer_path) if layer_path else None,
             compile_bytecode=compile_bytecode,
             aws_service=aws_service,
+            context_key=context_key,
         )
         if template_path:
             write_template(Path(template_path), template)

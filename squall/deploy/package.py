@@ -20,7 +20,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~470 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~480 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -109,10 +109,17 @@ gc.disable()  # during init only, imports included: see squall.deploy.lambda_con
 try:
     from {module} import make_handler  # noqa: E402
 
-    handler = make_handler(os.path.join(TOPOLOGY_DIR, {name!r}))
+    handler = make_handler(os.path.join(TOPOLOGY_DIR, {name!r}){kwargs})
 finally:
     gc.enable()
 '''
+
+
+def handler_source(handler: str, name: str, *, context_key: str = "request") -> str:
+    """``squall_lambda.py`` for ``handler`` and the topology file ``name``; a producer's
+    ``context_key`` other than ``request`` is passed to its ``make_handler``."""
+    kwargs = f", context_key={context_key!r}" if context_key != "request" else ""
+    return HANDLER_SOURCE.format(module=HANDLERS[handler], name=name, kwargs=kwargs)
 
 
 @dataclass
@@ -333,6 +340,7 @@ def build(
     layer: Path | None = None,
     compile_bytecode: bool | None = None,
     aws_service: tuple[str, ...] = (),
+    context_key: str = "request",
 ) -> PackageReport:
     """Build the zip (and the layer zip when ``layer`` is given).
 
@@ -419,7 +427,7 @@ def build(
             [b.schema_ for b in topo.bolts if isinstance(b, SchemaConfig)], code / "topology"
         )
         (code / "squall_lambda.py").write_text(
-            HANDLER_SOURCE.format(module=HANDLERS[handler], name=topology.resolve().name)
+            handler_source(handler, topology.resolve().name, context_key=context_key)
         )
         if compile_bytecode:
             _compile(deps, TASK_ROOT if layer is None else LAYER_ROOT)
