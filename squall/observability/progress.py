@@ -119,6 +119,13 @@ class PeriodicLog:
         self._next = clock() + every
 
     def record(self, s: BatchSample) -> None:
+        self._tick()
+
+    def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        """An idle poll (no batch) logs on time too: an idle consumer is not a silent one."""
+        self._tick()
+
+    def _tick(self) -> None:
         now = self.clock()
         if now >= self._next:
             self._next = now + self.every
