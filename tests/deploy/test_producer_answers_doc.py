@@ -47,3 +47,13 @@ def test_a_malformed_request_is_answered_as_documented(tmp_path: Path):
     assert status == 400
     for doc in (ROOT / "README.md", ROOT / "docs" / "deploy.md"):
         assert set(body) in _documented_400_bodies(doc.read_text()), doc.name
+
+
+def test_a_method_other_than_post_is_answered_as_documented(tmp_path: Path):
+    t = tmp_path / "producer.yaml"
+    t.write_text(TOPOLOGY)
+    resp = make_handler(t)(api_gateway_event("{}", method="GET"), None)
+    assert resp["statusCode"] == 405 and resp["headers"]["Allow"] == "POST"
+    shown = '`405 {"error": …}` + `Allow: POST`'
+    for doc in (ROOT / "README.md", ROOT / "docs" / "deploy.md"):
+        assert shown in doc.read_text(), doc.name
