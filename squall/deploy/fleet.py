@@ -269,7 +269,7 @@ def write_fleet(
     """Write the fleet folder; returns the files written (the topology folder as one entry)."""
     from squall import __version__
     from squall.deploy.kcl import check_kcl_safe
-    from squall.deploy.template import parameterised
+    from squall.deploy.template import _MARKER, parameterised, variable_defaults
 
     if retrieval not in RETRIEVAL:
         raise SquallError(f"retrieval must be one of {', '.join(RETRIEVAL)}")
@@ -301,7 +301,18 @@ def write_fleet(
         }
 
     shutil.copytree(topology_file.resolve().parent, code, ignore=ignore)
-    command = exec_start(topology_file.resolve().name, name, stream_name, app, retrieval)
+    text = topology_file.read_text(encoding="utf-8")
+    marked = parameterised(topology, text)
+    # A stream the topology names with ${VARS}: the unit reads them from `environment` (where
+    # the docs put the topology's variables), set there to their values of now.
+    unit_stream, stream_vars = stream_name, ""
+    if stream is None and _MARKER.search(raw := stream_of(marked, None)):
+        unit_stream = _MARKER.sub(lambda m: "${" + m.group(1) + "}", raw)
+        defaults = variable_defaults(text)
+        stream_vars = "".join(
+            f"{v}={os.environ.get(v, defaults.get(v) or '')}\n" for v in _MARKER.findall(raw)
+        )
+    command = exec_start(topology_file.resolve().name, name, unit_stream, app, retrieval)
     written = [code]
     files = {
         "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),
@@ -311,7 +322,7 @@ def write_fleet(
         + yaml.safe_dump(
             instance_role(
                 topology,
-                parameterised(topology, Path(topology_file).read_text()),
+                marked,
                 app,
                 retrieval,
                 stream_name,
@@ -319,7 +330,8 @@ def write_fleet(
             sort_keys=False,
             width=100,
         ),
-        "environment": "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n",
+        "environment": "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n"
+        + stream_vars,
     }
     for filename, text in files.items():
         path = out / filename
