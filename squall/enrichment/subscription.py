@@ -64,6 +64,9 @@ HAS_NUL: Any = type("HasNul", (), {"__repr__": lambda self: "HAS_NUL"})()
 #: driver can encode it; an update with it failed the batch's commit, every retry.
 NOT_UTF8: Any = type("NotUtf8", (), {"__repr__": lambda self: "NOT_UTF8"})()
 
+#: After ``key_prefix``, the names of a SQL store's Redis cache entries.
+CACHE_NAMESPACE = "cache:"
+
 DEFAULT_ACTIONS = {
     "register": Action.REGISTER,
     "subscribe": Action.SUBSCRIBE,
@@ -135,7 +138,8 @@ class SubscriptionBolt(Bolt):
             "first delivery (0: re-deliveries see the latest state).",
         )
         key_prefix: str = Field(
-            "squall:subscription:", description="Prefix of the Redis hash names."
+            "squall:subscription:",
+            description="Prefix of the Redis hash names (a `cache`'s: `<key_prefix>cache:<key>`).",
         )
 
         @model_validator(mode="after")
@@ -183,7 +187,12 @@ class SubscriptionBolt(Bolt):
                 return store
             if resources.kind(c.cache) != "redis":
                 raise ValueError(f"cache resource '{c.cache}' is not Redis")
-            cache = RedisStateStore(resources.redis(c.cache), c.key_prefix, ttl=c.cache_ttl)
+            # Apart from a Redis store's hashes (no expiry): moving a store from Redis to SQL
+            # behind Redis (or back) with the same prefix read each as the other, and the
+            # cache's TTL then expired states that existed nowhere else.
+            cache = RedisStateStore(
+                resources.redis(c.cache), c.key_prefix + CACHE_NAMESPACE, ttl=c.cache_ttl
+            )
             return CachedStateStore(cache, store)
 
         self.store = resources.open_store(

@@ -354,7 +354,7 @@ def test_redis_write_lost_after_sql_commit_is_repaired_by_the_retry(
     retry = run(cached, batch, start=10)  # the engine's retry sees the stale Redis entry
     assert retry == first
     client = redis.Redis.from_url(redis_url)
-    assert not client.exists(f"{redis_prefix}a")  # the stale entry is gone …
+    assert client.exists(f"{redis_prefix}cache:a") == 0  # the stale entry is gone …
     client.close()
     later = run(cached, [ev("click", "a")], start=20)
     assert later[0][20]["status"] == "subscribed"  # … so the next read sees SQL's state
@@ -532,7 +532,7 @@ def test_read_only_batches_fill_the_cache_so_sql_is_read_once(tmp_path, redis_ur
     bolt.store.store.load = lambda keys: sql_loads.append(list(keys)) or real(keys)
     for i in range(3):  # read-only events: one unknown key, one known but evicted from Redis
         if i == 0:
-            redis.Redis.from_url(redis_url).delete(redis_prefix + "known")
+            assert redis.Redis.from_url(redis_url).delete(redis_prefix + "cache:known") == 1
         ok, failed = run(
             bolt, [ev("app_open", "nobody"), ev("app_open", "known")], start=10 + 2 * i
         )
@@ -625,3 +625,23 @@ def test_the_bolts_inline_positions_are_position_of_the_lineage():
         positions_of([Event(b"", s, "i", 0), Event(b"", s._replace(source="b" * 32), "j", 1)])[1]
         is None
     )  # two inputs
+
+
+def test_a_caches_entries_are_apart_from_a_redis_stores_hashes(tmp_path, redis_url, redis_prefix):
+    """Moving `store` from Redis to SQL with a Redis `cache` (same `key_prefix`): the cache read the
+    Redis store's hashes as cached states and set its TTL on them — the states then expired,
+    existing nowhere else, and SQL got no row for their keys (found by the walkthrough review)."""
+    on_redis = make_bolt(resources(state=redis_url), key_prefix=redis_prefix)
+    run(on_redis, [ev("register", "moved")])  # a Redis store's hash: no expiry
+    sql_url = f"sqlite:///{tmp_path / 's.db'}"
+    cached = make_bolt(
+        resources(state=sql_url, cache=redis_url), cache="cache", key_prefix=redis_prefix
+    )
+    run(cached, [ev("subscribe", "moved", "2024-05-01T11:00:00Z")], start=10)
+    client = redis.Redis.from_url(redis_url)
+    assert client.ttl(f"{redis_prefix}moved") == -1  # the store's hash keeps no expiry
+    assert client.ttl(f"{redis_prefix}cache:moved") > 0  # the cache's entry has one
+    client.close()
+    with sa.create_engine(sql_url).connect() as conn:
+        rows = conn.execute(sa.text("select key, status from squall_subscriptions")).all()
+    assert rows == [("moved", "subscribed")]  # SQL holds the state
