@@ -172,14 +172,16 @@ def _squall_batch(bolts: dict, events: list, add: Callable, clock: Callable) -> 
     sub.commit_state(lambda _event: True)
     sub.state_committed()
     t5 = clock()
-    for stage, seconds in (
-        ("decode + validate + dedupe", t1 - t0),
-        ("geo", t2 - t1),
-        ("device", t3 - t2),
-        ("subscription", t4 - t3),
-        ("subscription commit", t5 - t4),
-    ):
-        add("squall", stage, seconds)
+    _add_stages(add, "squall", (t0, t1, t2, t3, t4, t5))
+
+
+STAGES = ("decode + validate + dedupe", "geo", "device", "subscription", "subscription commit")
+
+
+def _add_stages(add: Callable, side: str, marks: tuple[float, ...]) -> None:
+    """The CPU seconds between consecutive clock marks, one per stage of ``STAGES``."""
+    for stage, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
+        add(side, stage, end - start)
 
 
 def _loop_batch(hand: loop.Loop, raw: list, add: Callable, clock: Callable) -> None:
@@ -219,14 +221,7 @@ def _loop_batch(hand: loop.Loop, raw: list, add: Callable, clock: Callable) -> N
     db.executemany(hand.upsert_sql, changed)
     db.execute("COMMIT")
     t5 = clock()
-    for stage, seconds in (
-        ("decode + validate + dedupe", t1 - t0),
-        ("geo", t2 - t1),
-        ("device", t3 - t2),
-        ("subscription", t4 - t3),
-        ("subscription commit", t5 - t4),
-    ):
-        add("loop", stage, seconds)
+    _add_stages(add, "loop", (t0, t1, t2, t3, t4, t5))
 
 
 def main(argv: list[str] | None = None) -> int:
