@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.errors import Problem
 from squall.iam import AwsPermission
@@ -20,15 +20,37 @@ ERROR = "error"
 INVALID = "invalid"
 
 
+#: The longest component id (CloudWatch allows 1,024 characters a dimension value; an id is a
+#: name, and metrics label every series with it).
+MAX_ID_LENGTH = 128
+
+
 class ComponentConfig(BaseModel):
     """Base of every component's YAML configuration: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    id: str = Field(description="Unique id of the component in the topology.")
+    id: str = Field(
+        description="Unique id of the component in the topology: 1–128 characters, no spaces or "
+        "control characters."
+    )
     type: str = Field(
         description="Component type: a built-in name, a plugin name or 'module:Class'."
     )
+
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        # An id names the component in dead letters, logs, metric labels and CloudWatch
+        # dimensions (which refuse empty values): an empty or blank one, or one with spaces or
+        # control characters, would be a component nobody can find again.
+        if not value:
+            raise ValueError("an id cannot be empty")
+        if len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"an id has at most {MAX_ID_LENGTH} characters")
+        if any(not c.isprintable() or c.isspace() for c in value):
+            raise ValueError(f"an id cannot hold spaces or control characters: {value!r}")
+        return value
 
 
 class TriggerSource(StrEnum):

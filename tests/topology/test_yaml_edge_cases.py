@@ -344,3 +344,23 @@ def test_a_key_whose_entries_are_all_commented_out_says_so():
         "t.yaml:5:7: bolts: has no value (its entries commented out?): remove the key, or write []",
         "t.yaml:7:7: sinks: has no value (its entries commented out?): it is required",
     ]
+
+
+@pytest.mark.parametrize(
+    "component_id, expected",
+    [
+        ('""', "t.yaml:3:14: sinks[0].id: an id cannot be empty"),
+        ('" "', "t.yaml:3:14: sinks[0].id: an id cannot hold spaces or control characters: ' '"),
+        ('"dec ode"', "t.yaml:3:14: sinks[0].id: an id cannot hold spaces or control characters"),
+        ('"out\\t"', "t.yaml:3:14: sinks[0].id: an id cannot hold spaces or control characters"),
+        ("x" * 129, "t.yaml:3:14: sinks[0].id: an id has at most 128 characters"),
+    ],
+)
+def test_an_empty_blank_or_spaced_component_id_is_refused_where_it_is_written(
+    component_id, expected
+):
+    # Such an id loaded, and named the component in dead letters, logs and metric labels as
+    # nothing (CloudWatch refuses an empty dimension value: the metrics were lost).
+    text = f"name: t\nspout: {{type: stdin}}\nsinks: [{{id: {component_id}, type: stdout}}]\n"
+    (found,) = problems(text)
+    assert found.startswith(expected)
