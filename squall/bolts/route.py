@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -16,7 +17,8 @@ from squall.redact import redact_text
 class RouteConfig(ComponentConfig):
     field: DottedPath = Field(description="Dotted path whose value picks the stream.")
     routes: dict[str, str] = Field(
-        description="Field value → stream name. Values compare as strings."
+        description="Field value → stream name. Values compare as strings (`true`/`false` for "
+        "booleans); a number compares as a number with a route written as one (`1` is `1.0`)."
     )
     default: str = Field(
         DEFAULT, description="Stream for values not in 'routes' and for missing fields."
@@ -27,6 +29,17 @@ class RouteConfig(ComponentConfig):
     def _streams(cls, v: dict[str, str]) -> dict[str, str]:
         for stream in v.values():
             _check_stream(stream)
+        numbers: dict[int | float, str] = {}
+        for key in v:
+            number = _number(key)
+            if number is None:
+                continue
+            first = numbers.setdefault(number, key)
+            if v[first] != v[key]:
+                raise ValueError(
+                    f"routes {first!r} and {key!r} are the same number, sent to different "
+                    f"streams ({v[first]!r}, {v[key]!r}): a number matches either"
+                )
         return v
 
     @field_validator("default")
@@ -63,15 +76,32 @@ class RouteBolt(Bolt):
         self._get = getter(config.field)
         self._routes = dict(config.routes)
         self._default = config.default
+        # A JSON number matches a route written as that number whatever its spelling: a kiosk
+        # sending `"priority": 1.0` was routed to the default stream past `routes: {"1": high}`.
+        # Python's int/float equality is exact (and equal numbers hash alike), so 1.0 finds 1
+        # and 2**63 + 1 does not find 9.223372036854776e18.
+        self._numbers: dict[int | float, str] = {}
+        for key, stream in config.routes.items():
+            number = _number(key)
+            if number is not None:
+                self._numbers.setdefault(number, stream)
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        routes, default, get = self._routes, self._default, self._get
+        routes, default, get, stream = self._routes, self._default, self._get, self._stream
         for ev in batch:
             v = get(ev)
-            key = v if isinstance(v, str) else _key(v)
-            out.emit(ev, routes.get(key, default) if key is not None else default)
+            out.emit(ev, routes.get(v, default) if v.__class__ is str else stream(v))
         return out
+
+    def _stream(self, v: Any) -> str:
+        """The stream of a value that is not a string."""
+        if v.__class__ in (int, float) and self._numbers:
+            found = self._numbers.get(v)
+            if found is not None:
+                return found
+        key = _key(v)
+        return self._routes.get(key, self._default) if key is not None else self._default
 
     def unwired_reason(self, event: Event, stream: str) -> str | None:
         """The routed value and why it went to ``stream`` (the engine masks and bounds it)."""
@@ -83,7 +113,7 @@ class RouteBolt(Bolt):
             what = "missing" if v is MISSING else "null"
             return f"{field} is {what}: sent to the default stream '{stream}', {nobody}"
         shown = f"{field} = {_shown(key)}"
-        if key in self._routes:
+        if key in self._routes or (v.__class__ in (int, float) and v in self._numbers):
             return f"{shown} is routed to '{stream}', {nobody}"
         return f"{shown} is not in routes: sent to the default stream '{stream}', {nobody}"
 
@@ -95,6 +125,15 @@ def _key(v: Any) -> str | None:
         return None
     return str(v).lower() if isinstance(v, bool) else str(v)
 
+
+def _number(key: str) -> int | float | None:
+    """A route key written as a JSON number, as that number (None for any other text)."""
+    if not _NUMBER.fullmatch(key):
+        return None
+    return int(key) if key.lstrip("-").isdigit() else float(key)
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 #: Longest routed value quoted in a reason.
 MAX_SHOWN = 120

@@ -193,6 +193,34 @@ def test_an_unwired_routes_dead_letter_names_the_value_masked_and_bounded():
     assert all(ev.failure.stream in ("xs", "flags", "rest") for ev in stores["dlq"])
 
 
+def test_route_matches_a_number_whatever_its_json_spelling():
+    """`"priority": 1.0` went to the default stream past `routes: {"1": high}` (values compared
+    as the strings "1.0" and "1"); numbers now compare as numbers, exactly, and text as text."""
+    bolts = """  - {id: decode, type: json}
+  - {id: r, type: route, field: p, routes: {"1": high, "2.5": mid, "1e2": hundred}, default: low}"""
+    sinks = "".join(
+        f"  - {{id: {s}, type: 'squall.testing:MemorySink', name: R-{s}}}\n"
+        for s in ("high", "mid", "hundred", "low")
+    )
+    streams = "streams:\n" + "".join(
+        f"  - {{from: r, stream: {s}, to: {s}}}\n" for s in ("high", "mid", "hundred", "low")
+    )
+    for s in ("high", "mid", "hundred", "low"):
+        MemorySink.stores.pop(f"R-{s}", None)
+    values = [1, 1.0, 2.5, 100, 100.0, "1", "1.0", True, 2**63 + 1, 1.5]
+    run(bolts, [{"p": v, "i": i} for i, v in enumerate(values)], streams=streams, sinks=sinks)
+    got = {
+        s: [ev.value["i"] for ev in MemorySink.stores.get(f"R-{s}", [])]
+        for s in ("high", "mid", "hundred", "low")
+    }
+    assert got == {"high": [0, 1, 5], "mid": [2], "hundred": [3, 4], "low": [6, 7, 8, 9]}
+
+
+def test_route_keys_that_are_one_number_sent_to_two_streams_are_refused():
+    with pytest.raises(TopologyError, match="routes '1' and '1.0' are the same number"):
+        run("  - {id: r, type: route, field: p, routes: {'1': a, '1.0': b}}", [])
+
+
 def test_dedupe_within_batch_first_wins():
     bolts = "  - {id: decode, type: json}\n  - {id: d, type: dedupe, key: id}"
     outcomes, stores = run(
