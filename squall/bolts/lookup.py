@@ -15,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -228,9 +229,9 @@ class LookupBolt(Bolt):
         shape = self.config.source.model_dump(
             mode="json", by_alias=True, exclude={"headers", "timeout", "concurrency", "batch_size"}
         )
-        for url in ("url", "batch_url"):  # without a query string: it may hold a token
-            if shape.get(url):
-                shape[url] = shown_url(shape[url])
+        for url in ("url", "batch_url"):  # without its credentials: a rotated token is the
+            if shape.get(url):  # same source; `?lang=fr` instead of `?lang=en` is another one
+                shape[url] = [shown_url(shape[url]), _plain_query(shape[url])]
         text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(text).hexdigest()[:12]
         return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"
@@ -381,3 +382,28 @@ def _show(key: Key) -> str:
     """A key quoted in a reason: each part masked and cut (``quoted``: a key may be an e-mail
     address, a token, a URL with its password)."""
     return quoted(key[0]) if len(key) == 1 else f"[{', '.join(quoted(k) for k in key)}]"
+
+
+#: Words in a query parameter's name that may make it a credential (left out of the cache's
+#: identity: a rotated one names the same source). Wider than the redaction's names on purpose.
+_CREDENTIAL_WORDS = (
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "sig",
+    "cookie",
+    "cred",
+    "session",
+)
+
+
+def _plain_query(url: str) -> list[tuple[str, str]]:
+    """The query parameters of ``url`` that are not credentials (``token``, ``api_key``, …)."""
+    return [
+        (k, v)
+        for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+        if not any(word in k.lower() for word in _CREDENTIAL_WORDS)
+    ]

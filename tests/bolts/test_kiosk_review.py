@@ -646,7 +646,7 @@ def test_an_empty_key_is_not_sent_as_a_url_of_another_resource():
         bolt.close()
 
 
-def test_the_default_prefix_hashes_an_http_url_without_its_token():
+def test_the_default_prefix_hashes_an_http_url_without_its_token_but_with_its_other_parameters():
     def prefix(url: str) -> str:
         config = LookupBolt.Config(
             id="kiosk", type="lookup", key="k", target="t", source={"type": "http", "url": url}
@@ -657,6 +657,13 @@ def test_the_default_prefix_hashes_an_http_url_without_its_token():
     assert prefix(base + "?token=a1") == prefix(base + "?token=b2")  # a rotated token
     assert prefix(base) != prefix("https://api.example/v2/kiosks/{key}")
     assert prefix(base).startswith("squall:lookup:orders:kiosk:")
+    # Other query parameters name another source: a cache kept across `?lang=en` → `?lang=fr`
+    # served English records for an hour (the whole query string was left out of the hash).
+    assert prefix(base + "?lang=en&token=a1") != prefix(base + "?lang=fr&token=a1")
+    assert prefix(base + "?lang=en&api_key=a1") == prefix(base + "?lang=en&api_key=b2")
+    assert prefix(base + "?lang=en&X-Amz-Credential=a") == prefix(
+        base + "?lang=en&X-Amz-Credential=b"
+    )
 
 
 def test_an_answer_that_cannot_be_decoded_is_the_endpoints_failure():
