@@ -539,6 +539,10 @@ class HttpSource:
             ),
         )
         self._pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="squall-lookup")
+        # Only a key in the URL's path can name another resource; in the query string
+        # (`?id={key}`) an empty or dot key is a value like any other.
+        url = config.url or ""
+        self._key_in_path = "{key}" in url.split("?", 1)[0].split("#", 1)[0]
 
     def text(self, key: Key) -> str:
         return self.config.separator.join(key)
@@ -579,7 +583,7 @@ class HttpSource:
 
     def _one(self, key: Key) -> tuple[str, Any]:
         text = self.text(key)
-        if text in _OTHER_RESOURCE:
+        if text in _OTHER_RESOURCE and self._key_in_path:
             # Such a key would GET another resource: `/kiosks/{key}` → `/kiosks/` (the list of
             # every kiosk), and httpx resolves `/kiosks/..` to `/` — taken for this key's record.
             return "missing", None

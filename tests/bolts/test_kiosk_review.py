@@ -646,6 +646,26 @@ def test_an_empty_key_is_not_sent_as_a_url_of_another_resource():
         bolt.close()
 
 
+def test_an_empty_or_dot_key_in_the_query_string_is_asked_for():
+    """In the query string such keys are values like any other: they were reported missing
+    without a request (the guard above is for keys in the URL's path)."""
+    with Endpoint({"kiosk": {"lane": 9}}) as ep:
+        bolt = make_bolt(
+            resources(),
+            key="kiosk_id",
+            on_missing="fail",
+            source={"type": "http", "url": ep.url + "/kiosk?id={key}"},
+        )
+        found, failed, _ = run(bolt, [{"kiosk_id": k} for k in ("", "..", ".")])
+        assert failed == {} and found == {0: {"lane": 9}, 1: {"lane": 9}, 2: {"lane": 9}}
+        assert sorted(ep.requests) == [
+            ("GET", "/kiosk?id="),
+            ("GET", "/kiosk?id=."),
+            ("GET", "/kiosk?id=.."),
+        ]
+        bolt.close()
+
+
 def test_the_default_prefix_hashes_an_http_url_without_its_token_but_with_its_other_parameters():
     def prefix(url: str) -> str:
         config = LookupBolt.Config(
