@@ -86,7 +86,7 @@ class MotoServer:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(5)
+                self.proc.wait(0.5)  # a stand-in: nothing to keep, no reason to wait long
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
