@@ -111,13 +111,14 @@ class RuntimeAPI:
         )
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def invoke(self, event: Any) -> tuple[Any, bool]:
-        """(payload, is_function_error) of one invocation."""
+    def invoke(self, event: Any, deadline_ms: int | None = None) -> tuple[Any, bool]:
+        """(payload, is_function_error) of one invocation; ``deadline_ms`` (epoch milliseconds,
+        the ``Lambda-Runtime-Deadline-Ms`` header) defaults to ``timeout_s`` from now."""
         rid = str(uuid.uuid4())
         done = self.done.setdefault(rid, threading.Event())
-        self.pending.put(
-            (rid, json.dumps(event).encode(), int((time.time() + self.timeout_s) * 1000))
-        )
+        if deadline_ms is None:
+            deadline_ms = int((time.time() + self.timeout_s) * 1000)
+        self.pending.put((rid, json.dumps(event).encode(), deadline_ms))
         if not done.wait(self.timeout_s):
             raise TimeoutError(f"invocation {rid} timed out; init errors: {self.init_errors}")
         body, is_error = self.results.pop(rid)

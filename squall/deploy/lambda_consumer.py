@@ -26,6 +26,7 @@ from typing import Any
 
 from squall import redact
 from squall.deploy import snapstart
+from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_sources import LambdaSources, event_source
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta, new_meta
@@ -141,7 +142,11 @@ def _arrival(value: object) -> datetime | None:
 
 
 def process_in_slices(
-    engine: Engine, observer: Any, records: list[Record], size: int
+    engine: Engine,
+    observer: Any,
+    records: list[Record],
+    size: int,
+    deadline: Deadline | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Run an invocation's records through the engine ``size`` at a time; the Lambda response.
 
@@ -149,13 +154,18 @@ def process_in_slices(
     slice's events, not the invocation's. Slices cut between Kinesis records, never inside a KPL
     aggregate. A slice that fails, or has failed records, ends the invocation: what is left is
     reported from its first record (or the first failed one), and Lambda retries from there; the
-    slices before it are committed and are not processed again.
+    slices before it are committed and are not processed again. A slice that would not end
+    before the invocation's ``deadline`` is not started (``squall.deploy.deadline``): what is
+    left is reported from each shard's first record, as after a failed slice.
 
     ``records`` is consumed: a committed slice's records leave the list (and with its result,
     the memory) before the next slice runs — 10 MB less RSS after the example's 10,000-record
     invocation (benchmarks/lambda_bench.py). On return the list holds what was not committed.
     """
     while records:
+        if deadline is not None and not deadline.next_slice():
+            deadline.report(len(records), "records")
+            return batch_item_failures(records, None)
         part = records[:size]
         try:
             # An event source mapping's batch is one shard's: every line of it names the shard.
@@ -270,6 +280,7 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
     sources = LambdaSources(topology)  # SQS and S3 triggers
 
     size = topology.settings.lambda_batch_size
+    margin = topology.settings.lambda_deadline_margin
     snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -277,6 +288,7 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
             return invoke(event, context)
 
     def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        deadline = Deadline.of(context, margin)
         try:  # SQS and S3 batches are observed as Kinesis' are (an S3 failure raises)
             answer = sources.handle(engine, event, observer.recorder)
             if answer is not NotImplemented:
@@ -287,8 +299,10 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
                 # the invocation fails with this message; nothing is acknowledged
                 log.error("%s", exc)
                 raise
-            return process_in_slices(engine, observer, records, size)
+            return process_in_slices(engine, observer, records, size, deadline)
         finally:
+            if deadline.stopped:
+                observer.deadline_stop()
             observer.flush(context)
             release_free_memory()
 

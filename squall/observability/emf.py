@@ -43,6 +43,7 @@ class EmfBackend:
         self.service = service
         self._cold = True
         self._pending: list[BatchSample] = []
+        self.deadline_stops = 0  # invocations stopped before their deadline since the last flush
 
     def record(self, s: BatchSample) -> None:
         self._pending.append(s)
@@ -119,6 +120,11 @@ class EmfBackend:
                     m.add_metric(
                         name=cloudwatch_name("cache", "miss"), unit="Count", value=c.cache_misses
                     )
+        if self.deadline_stops:
+            top.add_metric(
+                name=cloudwatch_name("deadline_stops"), unit="Count", value=self.deadline_stops
+            )
+            self.deadline_stops = 0
         top.add_metric(name=cloudwatch_name("rss"), unit="Bytes", value=samples[-1].rss_bytes)
         top.flush_metrics()
         for m in per_component.values():

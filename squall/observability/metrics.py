@@ -169,6 +169,16 @@ METRICS: tuple[MetricSpec, ...] = (
         "Enrichment cache lookups: hit or miss.",
     ),
     MetricSpec(
+        "deadline_stops",
+        "squall_deadline_stops_total",
+        "DeadlineStops",
+        "Count",
+        "counter",
+        ("topology",),
+        "Lambda invocations that stopped starting slices before the function's timeout; their "
+        "records not started were answered as failures, for Lambda to retry.",
+    ),
+    MetricSpec(
         "rss",
         "squall_process_resident_memory_bytes",
         "MaxRss",

@@ -95,6 +95,10 @@ class LambdaObserver:
         self.recorder = Recorder(topology, [self.emf, InvocationLog()])
         _otel(self.recorder)
 
+    def deadline_stop(self) -> None:
+        """This invocation stopped before its deadline (``DeadlineStops`` in its EMF document)."""
+        self.emf.deadline_stops += 1
+
     def flush(self, context: Any = None) -> None:
         """Print this invocation's EMF documents; a metrics problem never fails the invocation."""
         try:

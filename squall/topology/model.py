@@ -52,6 +52,16 @@ class Settings(_Strict):
         "(up to 10,000 records) runs in slices of this many, each committed before the next, "
         "so memory holds one slice's events.",
     )
+    lambda_deadline_margin: float = Field(
+        1.0,
+        ge=0,
+        le=900,
+        description="Seconds the Lambda consumer keeps free before the function's timeout: a "
+        "slice starts only while the time left is over twice the longest slice of the "
+        "invocation plus this margin (the first slice always runs); otherwise the records not "
+        "started are answered as failures, and Lambda retries from them. Covers the answer, "
+        "the metrics flush and a slice slower than any before it.",
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 

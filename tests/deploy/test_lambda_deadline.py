@@ -1,0 +1,174 @@
+"""The Lambda consumer stops starting slices before the invocation's deadline.
+
+The context's remaining time is set by the test (no sleeping, no timing assertions): each slice
+after the first asks it once, and a slice starts only while what is left exceeds twice the
+longest slice so far plus ``settings.lambda_deadline_margin``. What was not started is answered
+as failures, so Lambda retries from there and the committed slices are not done again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.deadline import SAFETY_FACTOR, Deadline
+from squall.deploy.lambda_consumer import make_handler
+from squall.errors import SquallError
+from squall.topology.loader import load_text
+from tests.deploy.test_lambda_consumer import batches_of, rows, topology_for
+from tests.deploy.test_sqs_s3_sources import emf_top_documents
+from tests.factories import kinesis_lambda_event
+
+
+class Context:
+    """A Lambda context whose remaining time the test sets: one value per call, the last one
+    repeated (``calls`` counts them)."""
+
+    function_name = "consumer"  # Powertools' ColdStart metric names it
+
+    def __init__(self, *remaining_ms: float):
+        self.remaining, self.calls = list(remaining_ms), 0
+
+    def get_remaining_time_in_millis(self) -> float:
+        self.calls += 1
+        return self.remaining.pop(0) if len(self.remaining) > 1 else self.remaining[0]
+
+
+def seqs_of(event: dict) -> list[str]:
+    return [r["kinesis"]["sequenceNumber"] for r in event["Records"]]
+
+
+def test_a_kinesis_invocation_stops_before_its_deadline_and_reports_the_first_record_not_started(
+    tmp_path: Path,
+):
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    sizes = batches_of(handler)
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 8)])
+    # 10 s left before the second slice, 0.5 s before the third (margin 1 s by default)
+    context = Context(10_000, 500)
+    assert handler(event, context) == {"batchItemFailures": [{"itemIdentifier": seqs_of(event)[4]}]}
+    assert sizes == [2, 2] and rows(tmp_path) == [1, 2, 3, 4] and context.calls == 2
+    # Lambda retries from record 5: the committed slices are not done again
+    sizes.clear()
+    retry = {"Records": event["Records"][4:]}
+    assert handler(retry, Context(60_000)) == {"batchItemFailures": []}
+    assert sizes == [2, 1] and rows(tmp_path) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_the_first_slice_always_runs_even_with_no_time_left(tmp_path: Path):
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    sizes = batches_of(handler)
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    context = Context(0)
+    assert handler(event, context) == {"batchItemFailures": [{"itemIdentifier": seqs_of(event)[2]}]}
+    assert sizes == [2] and rows(tmp_path) == [1, 2]
+    # an invocation of one slice asks nothing
+    one = kinesis_lambda_event([{"n": 10}], start=1)
+    assert handler(one, context) == {"batchItemFailures": []} and context.calls == 1
+
+
+def test_an_invocation_with_time_enough_or_no_context_runs_every_slice(tmp_path: Path):
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    sizes = batches_of(handler)
+    assert handler(kinesis_lambda_event([{"n": 1}, {"n": 2}, {"n": 3}]), Context(60_000)) == {
+        "batchItemFailures": []
+    }
+    assert handler(kinesis_lambda_event([{"n": 4}] * 3, start=10), object()) == {
+        "batchItemFailures": []
+    }
+    assert sizes == [2, 1, 2, 1]
+
+
+def test_a_failed_record_before_the_stop_is_what_is_reported(tmp_path: Path):
+    handler = make_handler(topology_for(tmp_path, dlq=False, size=2))
+    event = kinesis_lambda_event([{"n": 1}, {"n": 2, "fail": "bad"}, {"n": 3}])
+    assert handler(event, Context(0)) == {
+        "batchItemFailures": [{"itemIdentifier": seqs_of(event)[1]}]
+    }
+
+
+def test_the_margin_is_a_setting_and_says_how_much_time_is_kept(tmp_path: Path):
+    path = topology_for(tmp_path, dlq=True, size=2)
+    path.write_text(
+        path.read_text().replace(
+            "lambda_batch_size: 2", "lambda_batch_size: 2, lambda_deadline_margin: 30"
+        )
+    )
+    handler = make_handler(path)
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    # 20 s left: enough with the default margin (1 s), not with 30 s
+    assert handler(event, Context(20_000)) == {
+        "batchItemFailures": [{"itemIdentifier": seqs_of(event)[2]}]
+    }
+
+
+@pytest.mark.parametrize("margin", ["-1", "901", "nan", "soon"])
+def test_a_margin_out_of_range_is_a_topology_error(margin: str):
+    text = f"name: t\nspout: {{type: stdin}}\nsinks: [{{id: out, type: stdout}}]\nsettings: {{lambda_deadline_margin: {margin}}}\n"
+    with pytest.raises(SquallError, match="lambda_deadline_margin"):
+        load_text(text)
+
+
+def test_the_stop_is_logged_and_counted_in_the_invocations_emf_document(
+    tmp_path: Path, caplog, capsys
+):
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="squall.lambda"):
+        handler(event, Context(0))
+        handler(kinesis_lambda_event([{"n": 9}], start=100), Context(0))
+    [stopped, whole] = emf_top_documents(capsys.readouterr().out)
+    assert stopped["DeadlineStops"] == [1.0] and "DeadlineStops" not in whole
+    [line] = [r.getMessage() for r in caplog.records if "deadline" in r.getMessage()]
+    assert line.startswith("invocation stopped before its deadline: 3 records not started")
+    assert "only one slice fits in the function's timeout: lower settings.lambda_batch_size" in line
+
+
+def test_a_slice_starts_only_while_twice_the_longest_slice_and_the_margin_fit():
+    now = [0.0]
+    left = [0.0]
+    d = Deadline(lambda: left[0], 1.0, clock=lambda: now[0])
+    assert d.next_slice()  # the first: always, and nothing asked
+    now[0] += 2.0  # the first slice took 2 s
+    left[0] = (SAFETY_FACTOR * 2.0 + 1.0) * 1000  # exactly what the next needs
+    assert d.next_slice()
+    now[0] += 0.5  # a shorter slice: the longest (2 s) still counts
+    left[0] -= 1
+    assert not d.next_slice() and d.stopped and d.longest == 2.0 and d.left_ms == left[0]
+
+
+def test_no_remaining_time_no_stop():
+    d = Deadline.of(None, 1.0)
+    assert all(d.next_slice() for _ in range(3)) and not d.stopped
+
+
+@pytest.mark.e2e
+def test_awslambdaric_with_a_deadline_nearly_spent_answers_what_was_not_started(tmp_path: Path):
+    """AWS's runtime client hands the handler a context from ``Lambda-Runtime-Deadline-Ms``: 50 ms
+    left, so after its first slice the handler stops and answers the third record."""
+    from tests.lambda_runtime import LambdaFunction
+
+    topology_for(tmp_path, dlq=True, size=2)
+    (tmp_path / "consumer_app.py").write_text(
+        "from squall.deploy.lambda_consumer import make_handler\n"
+        "handler = make_handler('topology.yaml')\n"
+    )
+    consumer = LambdaFunction("consumer_app.handler", tmp_path)
+    try:
+        event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+        payload, is_error = consumer.api.invoke(event, deadline_ms=int(time.time() * 1000) + 50)
+        assert not is_error, payload
+        assert payload == {"batchItemFailures": [{"itemIdentifier": seqs_of(event)[2]}]}
+        # with the whole timeout ahead, the retry runs the rest
+        retry = {"Records": event["Records"][2:]}
+        assert consumer.invoke(retry) == {"batchItemFailures": []}
+    finally:
+        consumer.stop()
+    assert "invocation stopped before its deadline: 3 records not started" in consumer.log()
+    db = sqlite3.connect(tmp_path / "w.db")
+    assert [n for (n,) in db.execute("select n from events order by n")] == [1, 2, 3, 4, 5]
