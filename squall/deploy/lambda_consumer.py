@@ -290,7 +290,7 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
     def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
         deadline = Deadline.of(context, margin)
         try:  # SQS and S3 batches are observed as Kinesis' are (an S3 failure raises)
-            answer = sources.handle(engine, event, observer.recorder)
+            answer = sources.handle(engine, event, observer.recorder, deadline)
             if answer is not NotImplemented:
                 return answer
             try:

@@ -36,6 +36,7 @@ import orjson
 from squall.errors import BatchFailed, SquallError
 
 if TYPE_CHECKING:
+    from squall.deploy.deadline import Deadline
     from squall.event import Record
     from squall.observability.metrics import Recorder
     from squall.spouts.sqs import Message
@@ -107,23 +108,52 @@ def process(engine: Engine, records: list[Record], recorder: Recorder | None) ->
 
 
 def handle_sqs(
-    engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
+    engine: Engine,
+    event: dict[str, Any],
+    recorder: Recorder | None = None,
+    *,
+    size: int = 10_000,
+    deadline: Deadline | None = None,
 ) -> dict[str, list[dict[str, str]]]:
-    """Run an SQS batch; the partial batch response names every message that is not settled."""
+    """Run an SQS batch in slices of ``size`` messages; the partial batch response names every
+    message that is not settled.
+
+    A FIFO group with a message not settled keeps its later messages out of the later slices
+    (they are named too, so the group keeps its order). A slice whose dependency stays down
+    names its messages and every later one; so does a slice that would not end before the
+    invocation's ``deadline`` (not started: ``squall.deploy.deadline``). The slices before are
+    committed, and their messages deleted by Lambda.
+    """
     from squall.spouts.sqs import message_record, settled
 
     messages = sqs_messages(event)
     records = [message_record(queue, m) for queue, m in messages]
-    try:
-        result = process(engine, records, recorder)
-    except BatchFailed as exc:
-        log.error("SQS batch of %d messages failed: %s", len(records), exc)
-        return batch_item_failures(m.message_id for _, m in messages)
-    result.log_failures(log)
-    done = settled(records, result.checkpoint)
-    return batch_item_failures(
-        m.message_id for (_, m), ok in zip(messages, done, strict=True) if not ok
-    )
+    unsettled: set[int] = set()  # indexes of the messages to name
+    held: set[str] = set()  # FIFO groups (the records' shards) with a message not settled
+    for start in range(0, len(records), size):
+        if deadline is not None and not deadline.next_slice():
+            deadline.report(len(records) - start, "messages")
+            unsettled.update(range(start, len(records)))
+            break
+        indexes = list(range(start, min(start + size, len(records))))
+        if held:
+            unsettled.update(i for i in indexes if records[i].meta.shard_id in held)
+            indexes = [i for i in indexes if records[i].meta.shard_id not in held]
+        part = [records[i] for i in indexes]
+        try:
+            result = process(engine, part, recorder) if part else None
+        except BatchFailed as exc:
+            log.error("SQS batch of %d messages failed: %s", len(part), exc)
+            unsettled.update(indexes, range(start + size, len(records)))
+            break
+        if result is None:
+            continue
+        result.log_failures(log)
+        for i, r, ok in zip(indexes, part, settled(part, result.checkpoint), strict=True):
+            if not ok:
+                unsettled.add(i)
+                held.add(r.meta.shard_id)
+    return batch_item_failures(messages[i][1].message_id for i in sorted(unsettled))
 
 
 def batch_item_failures(message_ids: Iterable[str]) -> dict[str, list[dict[str, str]]]:
@@ -192,6 +222,7 @@ def handle_s3_messages(
     recorder: Recorder | None = None,
     options: dict[str, Any] | None = None,
     scope: tuple[str, str, str] | None = None,
+    deadline: Deadline | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Run the objects named by the S3 notifications an SQS batch carries (S3 → SQS, S3 → SNS →
     SQS, EventBridge → SQS); the partial batch response names each message whose objects are not
@@ -199,7 +230,8 @@ def handle_s3_messages(
     its index and id). For a FIFO queue the messages after a failed one are not run and are
     named too, as AWS requires; so are every queue's after a dependency stayed down
     (``BatchFailed``): each would wait through its own retries, the invocation then outlasting
-    its timeout."""
+    its timeout. A message that would not end before the invocation's ``deadline`` (its
+    messages are its slices) is not started, nor are the later ones: they are named."""
     from squall.deploy.s3_events import NotAnS3Notification, notification_objects
     from squall.spouts.s3 import ObjectReadError
     from squall.spouts.sqs import message_record
@@ -207,10 +239,15 @@ def handle_s3_messages(
     counts = {"objects": 0, "records": 0, "failed": 0}
     failed: list[str] = []
     down = False  # a dependency stayed down: the later messages are not run
-    for i, (queue, m) in enumerate(sqs_messages(event)):
+    messages = sqs_messages(event)
+    for i, (queue, m) in enumerate(messages):
         if down or (failed and m.group_id is not None):
             failed.append(m.message_id)
             continue
+        if deadline is not None and not deadline.next_slice():
+            deadline.report(len(messages) - i, "messages")
+            failed.extend(m.message_id for _, m in messages[i:])
+            break
         where = f"Records[{i}] (SQS message {m.message_id})"
         try:
             body = orjson.loads(m.body)
@@ -294,6 +331,7 @@ class LambdaSources:
 
     def __init__(self, topology: Any, *, s3_client: Any = None):
         self.batch_size = topology.settings.batch_size
+        self.lambda_batch_size = topology.settings.lambda_batch_size
         self._s3 = s3_client
         self._spout = topology.spout
         self._reads_s3: bool | None = None
@@ -301,16 +339,26 @@ class LambdaSources:
         self._s3_scope: tuple[str, str, str] | None = None
 
     def handle(
-        self, engine: Engine, event: dict[str, Any], recorder: Recorder | None = None
+        self,
+        engine: Engine,
+        event: dict[str, Any],
+        recorder: Recorder | None = None,
+        deadline: Deadline | None = None,
     ) -> Any:
         """The answer to an SQS, S3, SNS or EventBridge event; ``NotImplemented`` for others
         (Kinesis). SQS messages are messages unless the spout reads S3: then they, like SNS and
-        EventBridge events, carry S3 notifications."""
+        EventBridge events, carry S3 notifications. The ``deadline`` stops SQS batches early;
+        an S3, SNS or EventBridge event has no partial answer, so it runs to its end (stopping
+        early would fail it, and its retry would start it over)."""
         source = event_source(event)
         if source != "aws:s3" and source not in self.S3_ENVELOPES:
             return NotImplemented
         if source != "aws:s3" and not self.reads_s3():
-            return handle_sqs(engine, event, recorder) if source == "aws:sqs" else NotImplemented
+            if source != "aws:sqs":
+                return NotImplemented
+            return handle_sqs(
+                engine, event, recorder, size=self.lambda_batch_size, deadline=deadline
+            )
         if self._s3 is None:
             self._s3 = self._s3_client()
         kwargs = {
@@ -320,7 +368,7 @@ class LambdaSources:
             "scope": self._s3_scope,
         }
         if source == "aws:sqs":
-            return handle_s3_messages(engine, event, self._s3, **kwargs)
+            return handle_s3_messages(engine, event, self._s3, **kwargs, deadline=deadline)
         return handle_s3(engine, event, self._s3, **kwargs)
 
     def reads_s3(self) -> bool:

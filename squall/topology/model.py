@@ -48,9 +48,9 @@ class Settings(_Strict):
         2_500,
         ge=1,
         le=100_000,
-        description="Kinesis records per engine batch in the Lambda consumer: an invocation "
-        "(up to 10,000 records) runs in slices of this many, each committed before the next, "
-        "so memory holds one slice's events.",
+        description="Kinesis records or SQS messages per engine batch in the Lambda consumer: "
+        "an invocation (up to 10,000 records) runs in slices of this many, each committed "
+        "before the next, so memory holds one slice's events.",
     )
     lambda_deadline_margin: float = Field(
         1.0,

@@ -18,10 +18,12 @@ import pytest
 from squall.deploy.deadline import SAFETY_FACTOR, Deadline
 from squall.deploy.lambda_consumer import make_handler
 from squall.errors import SquallError
+from squall.testing import MemorySink
 from squall.topology.loader import load_text
 from tests.deploy.test_lambda_consumer import batches_of, rows, topology_for
-from tests.deploy.test_sqs_s3_sources import emf_top_documents
+from tests.deploy.test_sqs_s3_sources import emf_top_documents, sqs_lambda_event
 from tests.factories import kinesis_lambda_event
+from tests.moto_standin import unique
 
 
 class Context:
@@ -127,6 +129,84 @@ def test_the_stop_is_logged_and_counted_in_the_invocations_emf_document(
     [line] = [r.getMessage() for r in caplog.records if "deadline" in r.getMessage()]
     assert line.startswith("invocation stopped before its deadline: 3 records not started")
     assert "only one slice fits in the function's timeout: lower settings.lambda_batch_size" in line
+
+
+SQS_TOPOLOGY = """
+name: sqs-deadline
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: faulty, type: 'squall.testing:FaultyBolt'}}
+sinks:
+  - {{id: out, type: 'squall.testing:FaultySink', name: {store}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {store}-dlq}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0}}, lambda_batch_size: 2}}
+"""
+
+
+def sqs_handler(tmp_path: Path):
+    store = unique("ldeadline")
+    path = tmp_path / "sqs.yaml"
+    path.write_text(SQS_TOPOLOGY.format(store=store))
+    return make_handler(path), store
+
+
+def test_an_sqs_invocation_runs_in_slices_and_stops_before_its_deadline(tmp_path: Path):
+    handler, store = sqs_handler(tmp_path)
+    sizes = batches_of(handler)
+    ids = [f"m{i}" for i in range(7)]
+    event = sqs_lambda_event([(m, {"n": i}, None) for i, m in enumerate(ids)])
+    answer = handler(event, Context(10_000, 500))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": m} for m in ids[4:]]}
+    assert sizes == [2, 2] and [ev.value["n"] for ev in MemorySink.stores[store]] == [0, 1, 2, 3]
+
+
+def test_an_sqs_stop_names_failed_messages_of_earlier_slices_too(tmp_path: Path):
+    handler, _ = sqs_handler(tmp_path)
+    event = sqs_lambda_event(
+        [("a", {"n": 0, "sink_fail": True}, None), ("b", {"n": 1}, None), ("c", {"n": 2}, None)]
+    )
+    assert handler(event, Context(0)) == {
+        "batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "c"}]
+    }
+
+
+def test_sqs_slices_keep_a_fifo_group_waiting_after_its_failure(tmp_path: Path):
+    handler, store = sqs_handler(tmp_path)
+    event = sqs_lambda_event(
+        [
+            ("a1", {"n": 1, "sink_fail": True}, "g1"),
+            ("b1", {"n": 2}, "g2"),
+            ("a2", {"n": 3}, "g1"),  # next slice: not run, the group waits for a1
+            ("b2", {"n": 4}, "g2"),
+            ("a3", {"n": 5}, "g1"),
+        ],
+        queue="orders.fifo",
+    )
+    assert handler(event, Context(60_000)) == {
+        "batchItemFailures": [{"itemIdentifier": m} for m in ("a1", "a2", "a3")]
+    }
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [2, 4]
+
+
+def test_an_sqs_slice_whose_dependency_stays_down_names_it_and_the_rest_not_the_slices_before(
+    tmp_path: Path,
+):
+    handler, store = sqs_handler(tmp_path)
+    [faulty] = [c for c in handler.engine.components if c.id == "faulty"]
+    process = handler.engine.process
+
+    def down_after_the_first_slice(records):
+        result = process(records)
+        faulty.config = faulty.config.model_copy(update={"transient_failures": 5})
+        return result
+
+    handler.engine.process = down_after_the_first_slice
+    event = sqs_lambda_event([(f"m{i}", {"n": i}, None) for i in range(5)])
+    assert handler(event, None) == {
+        "batchItemFailures": [{"itemIdentifier": f"m{i}"} for i in range(2, 5)]
+    }
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [0, 1]
 
 
 def test_a_slice_starts_only_while_twice_the_longest_slice_and_the_margin_fit():
