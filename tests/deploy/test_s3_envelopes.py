@@ -300,3 +300,44 @@ def test_objects_outside_the_spouts_bucket_or_prefix_are_skipped_not_failed(
     )
     assert handler(event, None) == {"batchItemFailures": []}
     assert [ev.meta.shard_id for ev in MemorySink.stores[store]] == ["in/a.jsonl"]
+
+
+class NoTimeLeft:
+    """A Lambda context whose invocation has no time left (``calls`` counts the questions)."""
+
+    function_name = "consumer"
+    calls = 0
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls += 1
+        return 0
+
+
+def test_s3_notifications_through_sqs_stop_between_messages_before_the_deadline(landing):
+    """Each message is a slice: the first runs, the later ones are answered, not started."""
+    bucket, store, handler = landing
+    event = sqs_lambda_event(
+        [
+            ("m-1", s3_lambda_event(bucket, ENCODED), None),
+            ("m-2", s3_lambda_event(bucket, ENCODED), None),
+            ("m-3", eventbridge_event(bucket, RAW), None),
+        ]
+    )
+    assert handler(event, NoTimeLeft()) == {
+        "batchItemFailures": [{"itemIdentifier": "m-2"}, {"itemIdentifier": "m-3"}]
+    }
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2]
+
+
+def test_an_s3_event_has_no_partial_answer_and_runs_to_its_end_whatever_the_time_left(landing):
+    """Stopping would fail the event, and its retry would start it over from its first line."""
+    bucket, store, handler = landing
+    event = {
+        "Records": [
+            *s3_lambda_event(bucket, ENCODED)["Records"],
+            *s3_lambda_event(bucket, ENCODED)["Records"],
+        ]
+    }
+    context = NoTimeLeft()
+    assert handler(event, context)["records"] == 4 and context.calls == 0
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
