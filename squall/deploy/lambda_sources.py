@@ -246,7 +246,7 @@ def handle_s3_messages(
             continue
         if deadline is not None and not deadline.next_slice():
             deadline.report(len(messages) - i, "messages")
-            failed.extend(m.message_id for _, m in messages[i:])
+            failed.extend(rest.message_id for _, rest in messages[i:])
             break
         where = f"Records[{i}] (SQS message {m.message_id})"
         try:
