@@ -227,6 +227,18 @@ def test_no_remaining_time_no_stop():
     assert all(d.next_slice() for _ in range(3)) and not d.stopped
 
 
+def test_a_stand_in_context_whose_remaining_time_is_not_a_number_sets_no_deadline(
+    tmp_path: Path,
+):
+    """Handlers are often tested with ``MagicMock()`` as the context: it answers a mock."""
+    from unittest.mock import MagicMock
+
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    event = kinesis_lambda_event([{"n": i} for i in range(1, 6)])
+    assert handler(event, MagicMock()) == {"batchItemFailures": []}
+    assert rows(tmp_path) == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.e2e
 def test_awslambdaric_with_a_deadline_nearly_spent_answers_what_was_not_started(tmp_path: Path):
     """AWS's runtime client hands the handler a context from ``Lambda-Runtime-Deadline-Ms``: 50 ms
