@@ -7,13 +7,14 @@ left (``context.get_remaining_time_in_millis()``) with what a slice needs: the l
 this invocation so far, times ``SAFETY_FACTOR``, plus ``settings.lambda_deadline_margin``. When
 it does not fit, the invocation answers what it has not started as failures (Kinesis: each
 shard's first unprocessed sequence number; SQS: every unprocessed message id), so Lambda retries
-from there and the committed slices are not done again.
+from there and the committed slices are not done again. S3 events (direct, SNS, EventBridge)
+have no partial answer: they run to their end (``squall.deploy.lambda_sources``).
 
 The first slice always runs: an invocation that gives up without trying makes no progress, and
-on a function whose timeout fits one slice every invocation still commits one. A slice that can
-never fit is not something the handler can see in advance: Lambda kills it, the batch comes
-again, and the log line after a lone first slice says to lower ``lambda_batch_size`` or raise the
-timeout.
+on a function whose timeout fits one slice every invocation still commits one (its stop's log
+line then says to lower ``lambda_batch_size`` or raise the timeout). A slice that can never fit
+is not something the handler can see before it runs: Lambda kills it and the batch comes again,
+as before; the function's timeout errors and the iterator age show it.
 """
 
 from __future__ import annotations
