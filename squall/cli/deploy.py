@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~520 lines): ``package`` has twenty-three options, each with its help text; no logic lives
+Size (~530 lines): ``package`` has twenty-three options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -176,8 +176,9 @@ from squall.cli import _load_or_exit, _metrics_port
     type=click.Choice(["polling", "fanout"]),
     default="polling",
     show_default=True,
-    help="kcl: GetRecords polling (shared 2 MB/s per shard) or enhanced fan-out (billed per "
-    "consumer-shard hour and per GB).",
+    help="kcl, and consumer of Kinesis (with --template): GetRecords polling (the 2 MB/s and 5 "
+    "reads/s of a shard shared by its consumers) or enhanced fan-out (a stream consumer of its own "
+    "pushing a dedicated 2 MB/s per shard; billed per consumer-shard hour and per GB).",
 )
 def package(
     file: str,
@@ -214,6 +215,11 @@ def package(
 
     if context_key != "request" and handler != "producer":
         raise click.UsageError("--context-key is for the producer (--handler producer)")
+    if retrieval != "polling" and handler == "producer":
+        raise click.UsageError(
+            "--retrieval is how a consumer reads a Kinesis stream (--handler consumer or kcl); "
+            "the producer reads none"
+        )
     topo = _load_or_exit(file)
     extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
     # Flags of the SAM template (whether given): refused for a fleet and without --template.
@@ -259,7 +265,7 @@ def package(
     from squall.deploy.package import DIRECT_UPLOAD_LIMIT, build, describe_sizes
     from squall.deploy.template import TemplateOptions, sam_template, write_template
 
-    for flag, given in template_flags:
+    for flag, given in (*template_flags, ("--retrieval", retrieval != "polling")):
         if given and not template_path:
             raise click.UsageError(f"{flag} configures the SAM template: give --template")
     problem = snap.add_to_function(
@@ -289,6 +295,7 @@ def package(
                 throttle_rate=throttle_rate,
                 throttle_burst=throttle_burst,
                 stream=stream,
+                retrieval=retrieval,
                 layer_uri=os.path.relpath(Path(layer_path).resolve(), tdir) if layer_path else None,
             )
             template = sam_template(

@@ -79,6 +79,7 @@ class TemplateOptions:
     s3_delivery: str = "direct"  # S3 trigger: "direct", through "sqs" or "eventbridge"
     snapstart: bool = False  # SnapStart on published versions, the trigger on the alias "live"
     provisioned: int | None = None  # provisioned concurrency of the alias "live"
+    retrieval: str = "polling"  # Kinesis consumer: "polling" or "fanout" (a stream consumer)
 
 
 def _references(text: str) -> list[tuple[str, str | None]]:
@@ -195,6 +196,7 @@ def needs_network(topology: Topology, text: str) -> bool:
 class _Builder:
     params: dict[str, Any] = field(default_factory=dict)
     conditions: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
 
@@ -303,6 +305,7 @@ def sam_template(
             ("--batch-window", opts.batch_window is not None),
             ("--s3-bucket", opts.s3_bucket),
             ("--s3-delivery", opts.s3_delivery != "direct"),
+            ("--retrieval", opts.retrieval != "polling"),
         )
         for flag, given in consumer_only:
             if given:
@@ -317,6 +320,8 @@ def sam_template(
         "Description": f"squall topology {topology.name}: Lambda {handler}",
         "Parameters": b.params,
     }
+    if b.rules:  # checked by CloudFormation before anything is created
+        template["Rules"] = b.rules
     if b.conditions:
         template["Conditions"] = b.conditions
     template["Resources"] = b.resources

@@ -99,10 +99,18 @@ def add_consumer_trigger(
     opts: TemplateOptions,
 ) -> None:
     """The function's ``Events`` entry and the role's statements for its trigger."""
+    from squall.deploy.fanout import check_retrieval
+
     trigger = declared_trigger(marked)
     if opts.s3_delivery not in S3_DELIVERIES:
         raise SquallError(f"--s3-delivery must be one of {', '.join(S3_DELIVERIES)}")
+    check_retrieval(opts.retrieval)
     source = trigger.source if trigger else TriggerSource.KINESIS
+    if source is not TriggerSource.KINESIS and opts.retrieval != "polling":
+        raise SquallError(
+            f"--retrieval {opts.retrieval} is a way to read a Kinesis stream (enhanced fan-out); "
+            f"this spout is triggered by {source.upper()}"
+        )
     if source is not TriggerSource.S3 and (opts.s3_delivery != "direct" or opts.s3_bucket):
         flag = "--s3-delivery" if opts.s3_delivery != "direct" else "--s3-bucket"
         raise SquallError(f"{flag} is for an s3 spout; this spout is triggered by {source.upper()}")
@@ -135,22 +143,35 @@ def _kinesis(
 ) -> None:
     from squall.deploy.template import _MARKER, resource_sub
 
+    # Fan-out registers a consumer on the stream itself: where the topology places the stream
+    # (an ARN, the spout's region) is kept, and the stack is ruled to be there.
+    fanout = opts.retrieval == "fanout"
     spout_stream = trigger.name if trigger else None
+    named = opts.stream or spout_stream or ""
     if spout_stream and _MARKER.search(spout_stream):
-        stream_arn = resource_sub(kinesis_stream_arn(spout_stream))
+        arn = kinesis_stream_arn(spout_stream, trigger.region if fanout else None)  # type: ignore[union-attr]
+    elif fanout and named.startswith("arn:"):
+        arn = kinesis_stream_arn(named)
     else:
         b.params["StreamName"] = {
             "Type": "String",
             "Description": "Name of the Kinesis stream to consume",
             "AllowedPattern": "[a-zA-Z0-9_.-]+",
         }
-        default = opts.stream or spout_stream
-        if default and not default.startswith("arn:"):
-            b.params["StreamName"]["Default"] = default
-        stream_arn = {"Fn::Sub": kinesis_stream_arn("${StreamName}")}
+        if named and not named.startswith("arn:"):
+            b.params["StreamName"]["Default"] = named
+        region = trigger.region if fanout and trigger and not opts.stream else None
+        arn = kinesis_stream_arn("${StreamName}", region)
+    stream_arn = resource_sub(arn)
     _grant(statements, TRIGGER_READS, stream_arn)
+    source_arn = stream_arn
+    if fanout:
+        from squall.deploy.fanout import FANOUT_READS, add_stream_consumer
+
+        source_arn = add_stream_consumer(b, topology, arn, stream_arn)
+        _grant(statements, FANOUT_READS, source_arn)
     source: dict[str, Any] = {
-        "Stream": stream_arn,
+        "Stream": source_arn,
         "StartingPosition": "TRIM_HORIZON",
         "BatchSize": min(topology.settings.batch_size, MAX_KINESIS_BATCH),
         "MaximumBatchingWindowInSeconds": 1 if opts.batch_window is None else opts.batch_window,

@@ -22,7 +22,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import aws
-from squall.component import Capabilities, ComponentConfig, ComponentContext
+from squall.component import (
+    Capabilities,
+    ComponentConfig,
+    ComponentContext,
+    LambdaTrigger,
+    TriggerSource,
+)
 from squall.errors import DecodeError, SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -203,7 +209,11 @@ class KinesisSpout(Spout):
 
     @classmethod
     def capabilities(cls, config: KinesisSpoutConfig) -> Capabilities:
-        return Capabilities(kinesis_streams=(config.stream,))
+        # Lambda's trigger is the stream, in the spout's region when it sets one.
+        return Capabilities(
+            kinesis_streams=(config.stream,),
+            lambda_trigger=LambdaTrigger(TriggerSource.KINESIS, config.stream, config.region),
+        )
 
     @classmethod
     def aws_permissions(cls, config: KinesisSpoutConfig) -> list[AwsPermission]:
