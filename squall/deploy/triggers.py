@@ -5,7 +5,9 @@ name); a spout that declares none but names a Kinesis stream (``kinesis_streams`
 from that stream, and any other (a file, during development) from the ``StreamName`` parameter.
 Every source reads with the function's own role, granted on the named stream, queue or bucket
 prefix only. The function is squall's consumer handler, which serves all three
-(``squall.deploy.lambda_consumer`` dispatches SQS and S3 events to ``lambda_sources``).
+(``squall.deploy.lambda_consumer`` dispatches SQS and S3 events to ``lambda_sources``). A Kinesis
+trigger polls the stream, or with ``--retrieval fanout`` reads a stream consumer the template
+registers for it (``squall.deploy.fanout``).
 
 An S3 notification can only be configured by whoever owns the bucket's configuration: SAM's S3
 event needs the bucket in the same template. ``--s3-bucket create`` (the default) declares it
@@ -15,7 +17,7 @@ grants S3 the right to invoke the function, and outputs the notification to put 
 ``sqs`` (an existing queue the bucket or an SNS topic feeds: an SQS event source with partial
 batch answers) or ``eventbridge`` (a rule on the default bus matching the bucket and prefix).
 
-Size (~475 lines): one event source per delivery, each with its parameters, grants and outputs.
+Size (~500 lines): one event source per delivery, each with its parameters, grants and outputs.
 """
 
 from __future__ import annotations
