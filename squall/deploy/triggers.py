@@ -149,9 +149,10 @@ def _kinesis(
     # (an ARN, the spout's region) is kept, and the stack is ruled to be there.
     fanout = opts.retrieval == "fanout"
     spout_stream = trigger.name if trigger else None
+    spout_region = trigger.region if fanout and trigger else None
     named = opts.stream or spout_stream or ""
     if spout_stream and _MARKER.search(spout_stream):
-        arn = kinesis_stream_arn(spout_stream, trigger.region if fanout else None)  # type: ignore[union-attr]
+        arn = kinesis_stream_arn(spout_stream, spout_region)
     elif fanout and named.startswith("arn:"):
         arn = kinesis_stream_arn(named)
     else:
@@ -162,8 +163,8 @@ def _kinesis(
         }
         if named and not named.startswith("arn:"):
             b.params["StreamName"]["Default"] = named
-        region = trigger.region if fanout and trigger and not opts.stream else None
-        arn = kinesis_stream_arn("${StreamName}", region)
+        # --stream NAME names a stream of the stack's region; the spout's, one of its region.
+        arn = kinesis_stream_arn("${StreamName}", None if opts.stream else spout_region)
     stream_arn = resource_sub(arn)
     _grant(statements, TRIGGER_READS, stream_arn)
     source_arn = stream_arn

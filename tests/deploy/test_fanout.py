@@ -299,3 +299,19 @@ def test_the_cli_passes_the_retrieval_to_the_template(tmp_path: Path, monkeypatc
     )
     assert result.exit_code == 1 and "stopped before the zip" in result.output
     assert seen == ["fanout"]
+
+
+def test_stream_option_names_a_stream_of_the_stack_region_whatever_the_spout_region(
+    tmp_path: Path,
+):
+    t = template_of(
+        reader(tmp_path, "{type: kinesis, stream: clicks, region: eu-west-1}"),
+        "consumer",
+        retrieval="fanout",
+        stream="views",
+    )
+    cfn = checked(t, tmp_path)
+    assert t["Parameters"]["StreamName"]["Default"] == "views" and "Rules" not in t
+    assert cfn["Resources"]["Consumer"]["Properties"]["StreamARN"] == {
+        "Fn::Sub": ARN + "${StreamName}"
+    }
