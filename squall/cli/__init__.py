@@ -12,6 +12,7 @@ import click
 from squall import __version__
 from squall.errors import MetricsServerError, TopologyError
 from squall.topology.loader import load
+from squall.yaml_out import dump_yaml
 
 
 def _load_or_exit(path: str):
@@ -242,8 +243,6 @@ def schema(output: str | None) -> None:
 )
 def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
-    import yaml
-
     from squall.observability.dashboards import (
         Thresholds,
         cloudwatch_dashboard,
@@ -260,7 +259,7 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
         click.echo(f"cannot write {out}: {exc.strerror or exc}", err=True)
         sys.exit(1)
     files = {
-        f"{topo.name}.rules.yaml": yaml.safe_dump(
+        f"{topo.name}.rules.yaml": dump_yaml(
             prometheus_rules(topo, thresholds=th), sort_keys=False
         ),
         f"{topo.name}.grafana.json": json.dumps(grafana_dashboard(topo), indent=2) + "\n",

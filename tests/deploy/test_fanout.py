@@ -315,3 +315,21 @@ def test_stream_option_names_a_stream_of_the_stack_region_whatever_the_spout_reg
     assert cfn["Resources"]["Consumer"]["Properties"]["StreamARN"] == {
         "Fn::Sub": ARN + "${StreamName}"
     }
+
+
+def test_written_templates_hold_no_yaml_anchors_or_aliases(tmp_path: Path):
+    """An object used twice in a template (the stream's ARN in the consumer and the policy; a
+    dashboard's dimensions) was written once as `&id001` and then as `*id001`: valid YAML that
+    CloudFormation's own parser refuses (a template uploaded directly or through the console)."""
+    from squall.deploy.template import write_template
+
+    t = template_of(
+        PISTATS / "topology.yaml", "consumer", stream="pistats-events", retrieval="fanout"
+    )
+    path = tmp_path / "t.yaml"
+    write_template(path, t)
+    text = path.read_text()
+    assert not re.search(r"[&*]id\d+", text)
+    import yaml
+
+    assert yaml.safe_load(text) == t
