@@ -54,11 +54,8 @@ def consumer_name(topology: Topology) -> str:
     return base[: MAX_CONSUMER_NAME - len(NAME_SUFFIX)] + NAME_SUFFIX
 
 
-def add_stream_consumer(
-    b: _Builder, topology: Topology, stream_arn_text: str, stream_arn: Any
-) -> dict[str, Any]:
-    """The ``ConsumerName`` parameter, the ``Consumer`` resource on the stream and, when the
-    stream's ARN names its region or account, the rule that the stack is deployed there. Returns
+def add_stream_consumer(b: _Builder, topology: Topology, stream_arn: Any) -> dict[str, Any]:
+    """The ``ConsumerName`` parameter and the ``Consumer`` resource on the stream. Returns
     the consumer's ARN (``Fn::GetAtt``: the trigger and the grants depend on the consumer, so
     CloudFormation creates it first and deletes it last)."""
     b.params["ConsumerName"] = {
@@ -74,13 +71,10 @@ def add_stream_consumer(
         "Type": "AWS::Kinesis::StreamConsumer",
         "Properties": {"ConsumerName": {"Ref": "ConsumerName"}, "StreamARN": stream_arn},
     }
-    assertions = _home_assertions(stream_arn_text)
-    if assertions:
-        b.rules["StreamInStackRegionAndAccount"] = {"Assertions": assertions}
     return {"Fn::GetAtt": ["Consumer", "ConsumerARN"]}
 
 
-def _home_assertions(stream_arn_text: str) -> list[dict[str, Any]]:
+def home_assertions(stream_arn_text: str, retrieval: str) -> list[dict[str, Any]]:
     """Rules that the stack's region and account are the stream's, where its ARN names them."""
     m = _STREAM_HOME.match(stream_arn_text)
     if m is None:  # not an ARN the template writes: nothing to assert
@@ -91,15 +85,20 @@ def _home_assertions(stream_arn_text: str) -> list[dict[str, Any]]:
         (m.group(2), "AWS::AccountId", "account"),
     ):
         expected = _rule_value(value)
-        if expected is None:
-            continue
+        if expected is None or (what == "account" and retrieval != "fanout"):
+            continue  # a polling trigger may read another account's stream (its stream policy)
+        why = (
+            f"the stream consumer is registered in the stack's {what}, and a Lambda trigger "
+            "reads a stream of its own region only"
+            if retrieval == "fanout"
+            else "a Lambda trigger reads a stream of its own region only"
+        )
+        shown = expected if isinstance(expected, str) else "parameter " + expected["Ref"]
         out.append(
             {
                 "Assert": {"Fn::Equals": [{"Ref": pseudo}, expected]},
-                "AssertDescription": f"--retrieval fanout: deploy this stack in the stream's {what} "
-                f"({expected if isinstance(expected, str) else 'parameter ' + expected['Ref']}): "
-                f"the stream consumer is registered in the stack's {what}, and a Lambda trigger "
-                "reads a stream of its own region only",
+                "AssertDescription": f"--retrieval {retrieval}: deploy this stack in the "
+                f"stream's {what} ({shown}): {why}",
             }
         )
     return out

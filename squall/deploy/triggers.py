@@ -145,15 +145,17 @@ def _kinesis(
 ) -> None:
     from squall.deploy.template import _MARKER, resource_sub
 
-    # Fan-out registers a consumer on the stream itself: where the topology places the stream
-    # (an ARN, the spout's region) is kept, and the stack is ruled to be there.
+    # Where the topology places the stream (an ARN, the spout's region) is kept, and the stack
+    # is ruled to be there: a Lambda trigger reads a stream of its own region only (and a
+    # fan-out consumer is registered in the stack's account). Polling read the same-named
+    # stream of whatever region the stack was deployed in.
     fanout = opts.retrieval == "fanout"
     spout_stream = trigger.name if trigger else None
-    spout_region = trigger.region if fanout and trigger else None
+    spout_region = trigger.region if trigger else None
     named = opts.stream or spout_stream or ""
     if spout_stream and _MARKER.search(spout_stream):
         arn = kinesis_stream_arn(spout_stream, spout_region)
-    elif fanout and named.startswith("arn:"):
+    elif named.startswith("arn:"):
         arn = kinesis_stream_arn(named)
     else:
         b.params["StreamName"] = {
@@ -168,10 +170,15 @@ def _kinesis(
     stream_arn = resource_sub(arn)
     _grant(statements, TRIGGER_READS, stream_arn)
     source_arn = stream_arn
+    from squall.deploy.fanout import home_assertions
+
+    assertions = home_assertions(arn, opts.retrieval)
+    if assertions:
+        b.rules["StreamInStackRegionAndAccount"] = {"Assertions": assertions}
     if fanout:
         from squall.deploy.fanout import FANOUT_READS, add_stream_consumer
 
-        source_arn = add_stream_consumer(b, topology, arn, stream_arn)
+        source_arn = add_stream_consumer(b, topology, stream_arn)
         _grant(statements, FANOUT_READS, source_arn)
     source: dict[str, Any] = {
         "Stream": source_arn,

@@ -173,8 +173,8 @@ def test_a_stream_given_by_arn_is_used_as_written_and_the_stack_must_be_in_its_a
 def test_a_spout_region_places_the_stream_and_rules_the_stack_region(
     tmp_path: Path, region: str, written: str, expected: Any
 ):
-    """The polling trigger ignores the spout's region (as before); the consumer is registered on
-    the stream there, and the stack must be deployed in that region."""
+    """The consumer is registered on the stream there, and the stack must be deployed in that
+    region."""
     t = template_of(
         reader(tmp_path, f"{{type: kinesis, stream: clicks, region: {region}}}"),
         "consumer",
@@ -333,3 +333,35 @@ def test_written_templates_hold_no_yaml_anchors_or_aliases(tmp_path: Path):
     import yaml
 
     assert yaml.safe_load(text) == t
+
+
+@pytest.mark.parametrize(
+    "spout, arn",
+    [
+        (
+            "{type: kinesis, stream: clicks, region: eu-west-1}",
+            "arn:${AWS::Partition}:kinesis:eu-west-1:${AWS::AccountId}:stream/${StreamName}",
+        ),
+        (f"{{type: kinesis, stream: '{SOURCE_ARN}'}}", SOURCE_ARN),
+    ],
+    ids=["spout-region", "spout-arn"],
+)
+def test_a_polling_trigger_reads_the_stream_where_the_spout_places_it(
+    tmp_path: Path, spout: str, arn: str
+):
+    """A polling trigger read `arn:…:${AWS::Region}:…:stream/clicks` whatever the spout's region
+    (or dropped the ARN the spout gave for a StreamName parameter): deployed in us-east-1 for a
+    stream in eu-west-1 it read another stream of the same name, or none. The stack is now ruled
+    to be in the stream's region (Lambda reads a stream of its own region only); not its
+    account: a polling trigger may read another account's stream through the stream's policy."""
+    t = template_of(reader(tmp_path, spout), "consumer")
+    cfn = checked(t, tmp_path)
+    assert mapping(cfn)["EventSourceArn"] == {"Fn::Sub": arn}
+    assert grants(policy(cfn))[arn] == STREAM_READS
+    [rule] = t["Rules"].values()
+    [assertion] = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::Region"}, "eu-west-1"]}
+    assert assertion["AssertDescription"].startswith(
+        "--retrieval polling: deploy this stack in the stream's region (eu-west-1)"
+    )
+    assert "Consumer" not in t["Resources"]
