@@ -89,8 +89,28 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get() or {})
 
 
+#: Control characters (C0 but tab, DEL, C1) and Unicode's line and paragraph separators: a
+#: record's value in a text line (an event id, a reason quoting a field) would otherwise end the
+#: line and start a forged one, or send a terminal escape sequence.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x1b``): one line, no terminal escapes."""
+    return _CONTROL.sub(_escape, text) if _CONTROL.search(text) else text
+
+
 class TextFormatter(logging.Formatter):
-    """``LEVEL logger: message [key=value …]``, masked."""
+    """``LEVEL logger: message [key=value …]``, masked, on one line (control characters escaped);
+    a traceback on the lines after it."""
 
     def __init__(self, fmt: str = "%(levelname)s %(name)s: %(message)s"):
         super().__init__(fmt)
@@ -98,13 +118,23 @@ class TextFormatter(logging.Formatter):
     terminator = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         ctx = _context.get()
         if ctx:
             line += (
                 " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
             )
-        return redact(line) + self.terminator
+        line = one_line(redact(line))  # masked first: a secret's pattern may end at a newline
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + redact(record.exc_text)
+        if record.stack_info:
+            line += "\n" + redact(self.formatStack(record.stack_info))
+        return line + self.terminator
 
 
 class JsonFormatter(logging.Formatter):
