@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -159,7 +160,9 @@ class HttpSink(ConcurrentRequests, Sink):
         cfg = self.config
         items: list[Item] = []
         if cfg.mode == "single":
-            items = [Item([ev], body, len(body), key=ev.event_id) for ev, body in bodies]
+            items = [
+                Item([ev], body, len(body), key=header_value(ev.event_id)) for ev, body in bodies
+            ]
         else:
             for i in range(0, len(bodies), cfg.batch_size):
                 group = bodies[i : i + cfg.batch_size]
@@ -222,6 +225,17 @@ class HttpSink(ConcurrentRequests, Sink):
             if secret in text:
                 text = text.replace(secret, "***")
         return text
+
+
+#: What an event id may keep in a header value as it is: visible ASCII but ``%``.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+
+
+def header_value(event_id: str) -> str:
+    """An event id as a header value: itself when visible ASCII (digests, UUIDs, most message ids),
+    else percent-encoded (UTF-8). An id from ``event_id_field`` is the client's text: its CR/LF
+    made every attempt of the request fail (a batch retried for ever), a non-ASCII one the event."""
+    return quote(event_id, safe=_HEADER_SAFE, errors="surrogatepass")
 
 
 def _secret_parts(values: Any) -> list[str]:

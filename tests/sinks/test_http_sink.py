@@ -262,3 +262,26 @@ def test_a_webhook_url_s_secret_path_never_reaches_the_logs(caplog):
     assert requests and all(secret not in line for line in requests)
     host = srv.url.split("://", 1)[1].rstrip("/")
     assert f"{host}/…" in requests[0] and "200 OK" in requests[0]
+
+
+def test_http_sink_an_event_id_from_the_client_with_a_newline_or_non_ascii_is_sent_percent_encoded():
+    """`event_id_field` takes the client's text: a CR/LF in it made every attempt fail (the batch
+    failed, retried for ever, its shard stuck), a non-ASCII one failed the event."""
+    with LocalHttp(lambda req: (200, {}, "ok")) as srv:
+        yaml = f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json, event_id_field: id}}]
+sinks: [{{id: hook, type: http, url: "{srv.url}/events", max_attempts: 2}}]
+"""
+        ids = ["a\r\nX-Injected: 1", "café", "50%", "msg-1f3a"]
+        run = run_topology(yaml, records_from([{"id": i} for i in ids]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 4
+    got = {json.loads(r.body)["id"]: r.headers["idempotency-key"] for r in srv.requests}
+    assert got == {
+        "a\r\nX-Injected: 1": "a%0D%0AX-Injected:%201",
+        "café": "caf%C3%A9",
+        "50%": "50%25",
+        "msg-1f3a": "msg-1f3a",
+    }
+    assert not any("x-injected" in r.headers for r in srv.requests)
