@@ -58,7 +58,15 @@ def check_schema(schema: dict[str, Any]) -> None:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise ValueError(f"invalid JSON Schema: {exc.message}") from None
-    _check_refs(schema, validator(schema))
+    _check_refs(schema, validator(schema, registry=_offline_registry()))
+
+
+def _offline_registry() -> Any:
+    """A ``referencing`` registry that never retrieves: without one, jsonschema fetches a remote
+    ``$ref`` over HTTP (deprecated, but still done), at load time and again during validation."""
+    from referencing import Registry
+
+    return Registry()  # no `retrieve`: a document not in the schema is Unresolvable
 
 
 #: Keywords whose values are data, not subschemas: a "$ref" key inside them is no reference.
@@ -67,9 +75,10 @@ _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples"})
 
 def _check_refs(schema: dict[str, Any], validator: Any) -> None:
     """Raise ``ValueError`` for a ``$ref`` that jsonschema cannot resolve (a missing definition,
-    a remote document: nothing is fetched). Such a schema passes the meta-schema, and then every
-    event reaching the reference raised, one by one. References under a nested ``$id`` (another
-    base URI) are left to the validator."""
+    a remote document: ``validator`` has an offline registry, nothing is fetched). Such a schema
+    passes the meta-schema, and then every event reaching the reference raised, one by one.
+    References under a nested ``$id`` (another base URI) are left to the validator (offline too).
+    """
     from referencing.exceptions import Unresolvable
 
     refs: list[str] = []
@@ -107,7 +116,7 @@ def full_validator(schema: dict[str, Any]) -> Any:
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=_offline_registry())
 
 
 class SchemaConfig(ComponentConfig):
@@ -237,6 +246,21 @@ def _ref_with_siblings(node: Any) -> bool:
     return False
 
 
+def _self_contained(node: Any, top: bool = True) -> bool:
+    """True when every ``$ref`` is a fragment (``#/definitions/x``) and no subschema sets its own
+    ``$id``: fastjsonschema fetches any other reference with urllib while it compiles."""
+    if isinstance(node, dict):
+        if not top and isinstance(node.get("$id", node.get("id")), str):
+            return False
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return False
+        return all(_self_contained(v, False) for k, v in node.items() if k not in _DATA_KEYWORDS)
+    if isinstance(node, list):
+        return all(_self_contained(v, False) for v in node)
+    return True
+
+
 def _compiled(schema: dict[str, Any]):
     """fastjsonschema's compiled validator (raising ``JsonSchemaException`` on an invalid value),
     or None when the schema needs jsonschema."""
@@ -244,6 +268,7 @@ def _compiled(schema: dict[str, Any]):
         _keywords(schema) & NEWER_KEYWORDS
         or "format" in _keywords(schema)
         or _ref_with_siblings(schema)
+        or not _self_contained(schema)
     ):
         return None
     try:
