@@ -250,7 +250,7 @@ def split_events(
     out = []
     for i, d in enumerate(docs):
         if d is _UNREAD:
-            out.append(Payload(index[i], raws[i]))  # type: ignore[index]
+            out.append(Payload(index[i], raws[i], _unread_defect(raws[i])))  # type: ignore[index]
             continue
         defect = None
         if raws is not None:
@@ -284,6 +284,15 @@ def _elements(text: bytes, doc: Any) -> list[bytes]:
 
 
 _UNREAD = object()
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _unread_defect(raw: bytes) -> str | None:
+    """Why an event orjson could not read is refused when the json bolt would read it anyway,
+    with no request context or the client's own: gzip-compressed, or an integer of 310 digits."""
+    if raw.lstrip(_WS)[:2] == _GZIP_MAGIC:
+        return "a gzip-compressed event in the body: compress the whole body (Content-Encoding)"
+    return wide_int_reason(raw) if may_hold_wide_int(raw) else None
 
 
 def _defect(
