@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -124,7 +124,7 @@ class HttpSink(ConcurrentRequests, Sink):
         self.sleep: Callable[[float], None] = time.sleep
         self.requests = 0
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
-        self._secrets = _secret_parts(self._headers.values())
+        self._secrets = _secret_parts(self._headers.values(), config.url)
 
     def open(self, resources: Any = None) -> None:
         import httpx
@@ -238,14 +238,25 @@ def header_value(event_id: str) -> str:
     return quote(event_id, safe=_HEADER_SAFE, errors="surrogatepass")
 
 
-def _secret_parts(values: Any) -> list[str]:
+def _secret_parts(values: Any, url: str = "") -> list[str]:
     """Header values to mask, longest first: each whole, and the credential of ``Scheme credential``
-    (``Bearer abc``: an echo may show ``abc`` alone). Parts under 6 characters are left: masking
-    them would mangle ordinary text."""
+    (``Bearer abc``: an echo may show ``abc`` alone); and the URL's path and query, which are often
+    a webhook's secret (``/services/T…/B…/<token>``) and which a receiver's 404 page echoes
+    (``Cannot POST /services/…``): the path with its query, the path, a segment of 16 characters
+    or more, a query value. Parts under 6 characters are left: masking them would mangle
+    ordinary text."""
     parts = set()
     for value in values:
         words = value.split()
         for part in (value, words[-1] if len(words) > 1 else ""):
             if len(part) >= 6:
                 parts.add(part)
+    split = urlsplit(url)
+    found = [*(v for _, v in parse_qsl(split.query, keep_blank_values=True))]
+    if split.path.strip("/"):
+        found += [split.path, f"{split.path}?{split.query}" if split.query else ""]
+        found += [seg for seg in split.path.split("/") if len(seg) >= 16]
+    for part in found:
+        if len(part) >= 6:
+            parts.update((part, unquote(part), quote(part, safe="/")))
     return sorted(parts, key=len, reverse=True)

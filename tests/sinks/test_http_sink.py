@@ -285,3 +285,28 @@ sinks: [{{id: hook, type: http, url: "{srv.url}/events", max_attempts: 2}}]
         "msg-1f3a": "msg-1f3a",
     }
     assert not any("x-injected" in r.headers for r in srv.requests)
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "Cannot POST {path}",  # Express's 404 page
+        "no such hook: {token}",
+        "bad request to {path}?{query}",
+        "signature {sig} expired",
+    ],
+)
+def test_http_sink_never_puts_the_urls_secret_path_or_query_a_receiver_echoes_into_reasons(echo):
+    """A webhook's path or query is its secret (the logs show only scheme, host and port): a
+    receiver's error page that echoes it made it the failure reason — dead letters, logs, metrics."""
+    token, sig = "XyZ9f8e7d6c5b4a3", "s1g-77aa88bb"
+    path, query = f"/services/T000/B000/{token}", f"sig={sig}"
+    text = echo.format(path=path, token=token, query=query, sig=sig)
+    with LocalHttp(lambda req: (404, {}, text)) as srv:
+        sink = make_sink(f"{srv.url}{path}?{query}", max_attempts=1)
+        result = sink.write_batch(sink.prepare(events([{"n": 0}])), None)
+        sink.close()
+    [rejected] = result.rejected
+    reason = rejected.failure.reason
+    assert reason.startswith("HTTP 404: ") and "***" in reason
+    assert token not in reason and sig not in reason, reason
