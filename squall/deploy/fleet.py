@@ -21,7 +21,9 @@ consumer-shard hour and per GB retrieved).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -213,7 +215,12 @@ def instance_role(
         },
     }
     text = Path(topology.file).read_text() if Path(topology.file).is_file() else ""
-    for var, default in variable_defaults(text).items():  # names a granted resource may use
+    # Only the variables a granted resource names: the others (a database password, a webhook
+    # token) are no business of the role, and a parameter here would show them in the console.
+    used = set(re.findall(r"\$\{([A-Za-z0-9]+)\}", json.dumps(statements)))
+    for var, default in variable_defaults(text).items():
+        if param_name(var) not in used:
+            continue
         params.setdefault(
             param_name(var),
             {

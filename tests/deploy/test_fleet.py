@@ -138,3 +138,31 @@ def test_the_environment_file_of_secrets_is_readable_by_root_only(tmp_path: Path
     )
     subprocess.run(["bash", "-c", script], check=True)
     assert (host / "environment").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_instance_role_asks_for_no_secret_only_the_variables_its_resources_name(
+    tmp_path: Path,
+):
+    """Every ${VAR} of the topology was a parameter of the role's stack, shown in the console
+    (no NoEcho): a deploy of the role asked for the database password and the webhook token."""
+    source = tmp_path / "copy.yaml"
+    source.write_text("""
+name: copier
+resources: {db: {url: "postgresql://app:${DB_PASSWORD}@db.internal/x"}}
+spout: {type: kinesis, stream: clicks}
+bolts: [{id: decode, type: json}]
+sinks:
+  - {id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}
+  - {id: rows, type: warehouse, resource: db, table: t, columns: {a: a}}
+  - {id: hook, type: http, url: "https://h.example.com/x", headers: {X-Token: "${HOOK_TOKEN}"}}
+""")
+    out = tmp_path / "kcl"
+    env = {"DB_PASSWORD": "pw", "HOOK_TOKEN": "tok"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        fleet.write_fleet(load(source), source, out)
+    role = yaml.safe_load((out / "instance-role.yaml").read_text())
+    assert set(role["Parameters"]) == {"StreamName", "ApplicationName", "ArchiveStream"}
+    r = cfn_lint(out / "instance-role.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
