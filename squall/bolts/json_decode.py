@@ -89,8 +89,8 @@ class JsonBolt(Bolt):
             # The first byte alone rules out gzip for almost every payload (no slice to build).
             if always or (auto and data and data[0] == _GZIP_FIRST and data[:2] == GZIP_MAGIC):
                 try:
-                    data = _gunzip(data, max_bytes)
-                except (OSError, EOFError, zlib.error, ValueError) as exc:
+                    data = gunzip(data, max_bytes)
+                except (OSError, EOFError, zlib.error, ValueError, OverflowError) as exc:
                     out.fail(ev, f"invalid gzip payload: {exc}")
                     continue
             elif len(data) > max_bytes:
@@ -188,10 +188,12 @@ def _beyond_double(ev: Event, data: bytes, exc: orjson.JSONDecodeError, out: Out
     return _FAILED
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
+def gunzip(data: bytes, limit: int) -> bytes:
     """The decompressed payload: every member of a multi-member stream (concatenated gzip files
     are one gzip file, RFC 1952), as ``gzip.decompress`` reads it; trailing zero bytes (padding)
-    are ignored and any other data after the stream is an error, not dropped silently."""
+    are ignored and any other data after the stream is an error, not dropped silently. Raises
+    ``OverflowError`` past ``limit`` bytes (never holding more), ``EOFError`` for a truncated
+    stream, ``ValueError``/``zlib.error`` for data that is not gzip (the producer's body too)."""
     parts: list[bytes] = []
     size = 0
     while True:
@@ -199,7 +201,7 @@ def _gunzip(data: bytes, limit: int) -> bytes:
         part = d.decompress(data, limit + 1 - size)
         size += len(part)
         if size > limit:
-            raise ValueError(f"decompressed payload exceeds {limit} bytes")
+            raise OverflowError(f"decompressed payload exceeds {limit} bytes")
         if not d.eof:
             raise EOFError("truncated gzip stream")
         parts.append(part)
@@ -213,4 +215,4 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-__all__ = ["JsonBolt", "JsonConfig", "gzip"]
+__all__ = ["JsonBolt", "JsonConfig", "gunzip", "gzip"]
