@@ -10,7 +10,7 @@ The engine's commit sequence writes them after the sinks have committed
 transaction when the store shares the warehouse's database. So a batch delivered again — after
 a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
 
-Size (~450 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
+Size (~490 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
 the commit hooks — on one batch's data; split, each part would pass the others that data.
 """
 
@@ -42,6 +42,7 @@ from squall.enrichment.stores import (
     SqlStateStore,
     StateStore,
 )
+from squall.errors import quoted
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
@@ -64,6 +65,10 @@ HAS_NUL: Any = type("HasNul", (), {"__repr__": lambda self: "HAS_NUL"})()
 #: driver can encode it; an update with it failed the batch's commit, every retry.
 NOT_UTF8: Any = type("NotUtf8", (), {"__repr__": lambda self: "NOT_UTF8"})()
 
+#: Topics a key may hold by default: FCM's limit per app instance (2,000 topic subscriptions).
+MAX_TOPICS = 2000
+#: Longest topic name: FCM's (900 characters).
+MAX_TOPIC_LENGTH = 900
 #: After ``key_prefix``, the names of a SQL store's Redis cache entries.
 CACHE_NAMESPACE = "cache:"
 
@@ -136,6 +141,12 @@ class SubscriptionBolt(Bolt):
             ge=0,
             description="Earlier states remembered per key, so that a re-delivered event is enriched as on its "
             "first delivery (0: re-deliveries see the latest state).",
+        )
+        max_topics: int = Field(
+            MAX_TOPICS,
+            ge=1,
+            description="Most topics a key may hold (FCM's limit per app instance): a subscribe "
+            "that would leave more, or an event naming more, is that event's failure.",
         )
         key_prefix: str = Field(
             "squall:subscription:",
@@ -293,11 +304,13 @@ class SubscriptionBolt(Bolt):
                     for i in indexes:
                         update = updates[i]
                         if update is not None and update.version > latest.version:
-                            latest = advance(latest, update, keep)
+                            latest = self._bounded(advance(latest, update, keep), key)
                         states.append(latest)
                     after = latest
                 else:
                     after, states = play(latest, [(pos[i], updates[i]) for i in indexes], keep)
+                    for state in states:
+                        self._bounded(state, key)
                 entry.latest = after
                 run_state: SubscriptionState | None = None
                 for i, state in zip(indexes, states, strict=True):
@@ -370,6 +383,18 @@ class SubscriptionBolt(Bolt):
         if self.store is not None:
             self.store.discard()
 
+    def _bounded(self, state: SubscriptionState, key: str) -> SubscriptionState:
+        """``state``, unless it holds more than ``max_topics``: then the event that made it is
+        refused — raised, so the engine isolates it and the others go on, and nothing of this
+        call is staged. Unbounded, a client's subscribes grew a key's topics without end, each
+        event's cost with them (200 events of 1,000 new topics: 10 s)."""
+        if len(state.topics) > self.config.max_topics:
+            raise ValueError(
+                f"a subscribe would leave {len(state.topics)} topics on key "
+                f"{quoted(key)}, over max_topics ({self.config.max_topics})"
+            )
+        return state
+
     def _update(
         self, event: Event, kind: str, action: Action, key: str | None, at: Position | None
     ) -> Update | str:
@@ -402,6 +427,13 @@ class SubscriptionBolt(Bolt):
                 topics = parse_topics(found)
             except ValueError as exc:
                 return f"{kind} event with bad '{c.topics_field}': {exc}"
+            if topics and len(topics) > c.max_topics:
+                return f"{kind} event with {len(topics)} topics, over max_topics ({c.max_topics})"
+            if topics and max(map(len, topics)) > MAX_TOPIC_LENGTH:
+                return (
+                    f"{kind} event with bad '{c.topics_field}': a topic longer than "
+                    f"{MAX_TOPIC_LENGTH} characters"
+                )
             if topics and not all(map(str.isascii, topics)) and not all(map(_utf8, topics)):
                 return (
                     f"{kind} event with bad '{c.topics_field}': a topic is not valid UTF-8 text "
