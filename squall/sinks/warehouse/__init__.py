@@ -19,6 +19,7 @@ from squall.errors import SinkError
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
+from squall.times import duration_ms
 from squall.topology.sql import sql_errors, transaction
 
 log = logging.getLogger("squall.sinks.warehouse")
@@ -37,6 +38,24 @@ class PartitionBy(BaseModel):
     granularity: Literal["day", "month"] = Field(
         "day", description="One partition per UTC day or month."
     )
+    max_future: int | float | str | None = Field(
+        "1d",
+        description="How far after its record's arrival a row's day may be (seconds, or e.g. 12h, "
+        "1d); a later one is that event's failure, not a new partition. Null: no bound.",
+    )
+    max_age: int | float | str | None = Field(
+        "366d",
+        description="How far before its record's arrival a row's day may be; an older one is that "
+        "event's failure (raise it, or null, to backfill older days). Records without an arrival "
+        "time (files, stdin) are not bounded.",
+    )
+
+    @field_validator("max_future", "max_age")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if v is not None:
+            duration_ms(v)  # ValueError: "not a duration"
+        return v
 
 
 def _column_shorthand(v: Any) -> Any:
@@ -172,7 +191,15 @@ class WarehouseConfig(ComponentConfig):
             part.column if part else None,
             part.granularity if part else "day",
             tuple(self.key or ()),
+            _bounds(part),
         )
+
+
+def _bounds(part: PartitionBy | None) -> tuple[int | None, int | None]:
+    """(max_age, max_future) in milliseconds, None where unbounded."""
+    if part is None:
+        return None, None
+    return tuple(None if v is None else duration_ms(v) for v in (part.max_age, part.max_future))  # type: ignore[return-value]
 
 
 class WarehouseSink(Sink):

@@ -312,7 +312,12 @@ class CopyRowBuilder:
     """Turns events into COPY text lines in column order, or a reason why an event cannot be stored."""
 
     def __init__(
-        self, columns: dict[str, ColumnSpec], *, key_column: str | None = None, key_length: int = 10
+        self,
+        columns: dict[str, ColumnSpec],
+        *,
+        key_column: str | None = None,
+        key_length: int = 10,
+        bounds: tuple[int | None, int | None] = (None, None),
     ):
         # event_id first, so that sorting the lines sorts the rows by key (see CopyRows.encode).
         if "event_id" in columns:
@@ -321,12 +326,15 @@ class CopyRowBuilder:
         self._columns = [_Column(name, spec) for name, spec in columns.items()]
         self._key_index = self.names.index(key_column) if key_column else None
         self._key_length = key_length
+        self._bounds = bounds
 
     def build(self, events: list[Event], reject: Callable[[Event, str], None]) -> CopyRows:
         payloads = [v if isinstance(v := ev.value, dict) else _EMPTY for ev in events]
         failed: dict[int, str] = {}
         objects: dict[str, list[dict]] = {}
         texts = [col.format(col.read(events, payloads, objects), failed) for col in self._columns]
+        if self._key_index is not None and self._bounds != (None, None):
+            self._check_days(events, texts[self._key_index], failed)
         lines = list(map("\t".join, zip(*texts, strict=True)))
         kept = events
         if failed:
@@ -339,6 +347,28 @@ class CopyRowBuilder:
             n = self._key_length
             keys = {t[:n] for i, t in enumerate(texts[self._key_index]) if i not in failed}
         return CopyRows(lines, list(kept), keys)
+
+    def _check_days(self, events: list[Event], days: list[str], failed: dict[int, str]) -> None:
+        """Fail the rows whose day is beyond ``partition_by``'s bounds around their record's
+        arrival: each new day is a new partition (a table), and a client's event times — one
+        producer request of 500 events stamped on 500 days — made as many."""
+        max_age, max_future = self._bounds
+        for i, (ev, text) in enumerate(zip(events, days, strict=True)):
+            arrival = ev.meta.arrival_time
+            if i in failed or arrival is None or text == NULL:
+                continue
+            day = date.fromisoformat(text[:10])
+            ms = (day - arrival.astimezone(UTC).date()).days * 86_400_000
+            if max_future is not None and ms > max_future:
+                failed[i] = (
+                    f"partition_by: the row's day {day} is more than max_future after its "
+                    f"record's arrival ({arrival.astimezone(UTC).date()})"
+                )
+            elif max_age is not None and -ms > max_age:
+                failed[i] = (
+                    f"partition_by: the row's day {day} is more than max_age before its "
+                    f"record's arrival ({arrival.astimezone(UTC).date()})"
+                )
 
 
 def partition_key_date(key: str) -> date:

@@ -96,6 +96,7 @@ class PostgresWriter(SqlWriter):
             spec.columns,
             key_column=spec.partition_column,
             key_length=10 if spec.granularity == "day" else 7,
+            bounds=spec.partition_bounds,
         )
         names = ", ".join(quote(c) for c in self.builder.names)  # the order of the COPY lines
         self._names = names

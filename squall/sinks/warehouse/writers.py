@@ -45,6 +45,8 @@ class TableSpec:
     granularity: str = "day"
     #: ``mode: upsert``: the columns that identify a row (a new row with the same key replaces it).
     upsert_key: tuple[str, ...] = ()
+    #: ``partition_by``'s (max_age, max_future) in ms around a record's arrival, None: unbounded.
+    partition_bounds: tuple[int | None, int | None] = (None, None)
 
     @property
     def qualified(self) -> str:
