@@ -77,3 +77,23 @@ def test_an_event_naming_too_many_or_too_long_topics_is_refused(tmp_path: Path):
     reasons = [ev.failure.reason for ev in stores["dlq"]]
     assert reasons[0] == "subscribe event with 4 topics, over max_topics (3)"
     assert reasons[1] == "subscribe event with bad 'topics': a topic longer than 900 characters"
+
+
+def test_a_key_already_over_the_bound_still_takes_unsubscribes_and_reads(tmp_path: Path):
+    """A key stored with more topics than `max_topics` (before the bound existed, or the bound
+    lowered): an unsubscribe that leaves it still over the bound was refused as if it added
+    topics — the opt-out lost, and pushes going on to the topics the user left."""
+    t0 = 1714557600000
+    outcomes, _ = run(tmp_path, [subscribe(["a", "b", "c", "d", "e"], t0)], max_topics=5)
+    assert [o.outcome.value for o in outcomes] == ["committed"]
+    events = [
+        {"event_type": "unsubscribe", "device_token": "tok", "topics": ["a"], "timestamp": t0 + 1},
+        {"event_type": "app_open", "device_token": "tok", "timestamp": t0 + 2},
+        subscribe(["z"], t0 + 3),  # adds: back to 5 → over 3, refused
+    ]
+    outcomes, stores = run(tmp_path, events, max_topics=3)
+    assert [o.outcome.value for o in outcomes] == ["committed", "committed", "dead_lettered"]
+    assert [ev.value["subscription"]["topics"] for ev in stores["out"]] == [
+        ["b", "c", "d", "e"],
+        ["b", "c", "d", "e"],
+    ]
