@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import heapq
+import logging
 import uuid
 from collections.abc import Callable
 from operator import itemgetter
@@ -64,6 +65,8 @@ from squall.times import (
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
+
+log = logging.getLogger("squall.window")
 
 LATE = "late"
 MAX_KEY_LENGTH = 1000
@@ -404,6 +407,7 @@ class WindowBolt(Bolt):
         decided = self._decided
         rec = None
         renamed, heirs = self._old, self._heirs  # (see _inherit)
+        replays: dict[str, int] = {}  # lineage -> records at or before its mark (not counted)
         for event in batch:
             meta = event.meta
             if (
@@ -444,6 +448,7 @@ class WindowBolt(Bolt):
                     dropped.append(
                         event
                     )  # counted in the committed state already (a replay after the state commit)
+                    replays[shard] = replays.get(shard, 0) + 1
                     continue
                 if counted is not None:  # (None: no time; it fails below, the next is checked)
                     past.add(shard)  # sequence numbers only grow within a shard
@@ -533,8 +538,29 @@ class WindowBolt(Bolt):
                     LATE,
                 )
         self._wm = wm
+        if replays:
+            self._warn_replays(replays)
         if batch:
             self._close(out, batch[-1])
+
+    def _warn_replays(self, replays: dict[str, int]) -> None:
+        """Say that records were taken for replays: expected only after a crash or a lost
+        answer, and a sign of records of one shard in several batches at once otherwise — a
+        Lambda event source mapping with ``ParallelizationFactor`` > 1 delivers a shard's
+        partition keys in concurrent batches whose sequence numbers interleave, and a record
+        below the mark another batch committed is not counted (docs/windows.md)."""
+        for shard, n in replays.items():
+            mark = self._base.get(shard)
+            log.warning(
+                "%s: %d record(s) of %s at or before its mark (sequence %s) taken for replays, "
+                "not counted again: expected only when a batch comes again after its commit; "
+                "else records of one shard run in several batches at once — a Lambda event "
+                "source mapping needs ParallelizationFactor 1 for a window bolt",
+                self.id,
+                n,
+                shard.replace("\x1f", " "),
+                None if mark is None else mark.sequence,
+            )
 
     def _inherit(self, name: str, old: str) -> None:
         """Lineage ``name`` (a stream's shard, without a mark of its own) takes over what was
