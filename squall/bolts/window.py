@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,080 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,150 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -238,6 +238,7 @@ class WindowBolt(Bolt):
         self._reset()
 
     def _reset(self) -> None:
+        self._read: dict[str, tuple[int, int]] = {}  # lineage -> its mark's position as read
         self._floor: int | None = None  # the highest watermark committed (never goes back)
         self._pruned: int | None = None  # the highest bound of a prune (PRUNED_MARK)
         self._token: str | None = None  # names this staged batch's commit (store.commit)
@@ -354,6 +355,9 @@ class WindowBolt(Bolt):
             pruned = base.pop(PRUNED_MARK, None)
             self._pruned = None if pruned is None else pruned.watermark
             self._base = base
+            # the marks as stored (not as taken over, _inherit): a commit moves them only if
+            # they are still these (store.commit's ``expect``)
+            self._read = {s: (m.sequence, m.sub) for s, m in base.items()}
             self._marks = {s: [m.watermark, m.sequence, m.sub] for s, m in base.items()}
             self._old = {s for s in (*base, *decided) if is_old_lineage(s)}
             self._wm = _highest(self._watermark(self._marks), self._floor)
@@ -962,6 +966,8 @@ class WindowBolt(Bolt):
                 else (self._base[shard].watermark if shard in self._base else 0)
             )
             new_marks[shard] = ShardMark(wm, seq, last.meta.sub_sequence_number)
+        read = self._read
+        expect = {s: read.get(s) for s in new_marks}
         decided = self._decisions(covered, full, new_marks)
         # The watermark never goes back, across batches too (a shard leaving idleness would
         # lower it and reopen closed windows): the highest reached is saved with the marks.
@@ -1021,7 +1027,16 @@ class WindowBolt(Bolt):
                 if old in self._decided_raw:
                     retire.decided[old] = self._decided_raw[old]
         self.store.commit(
-            appends, replaces, new_marks, expire, connection, self._token, prune, decided, retire
+            appends,
+            replaces,
+            new_marks,
+            expire,
+            connection,
+            self._token,
+            prune,
+            decided,
+            retire,
+            expect,
         )
 
     def _decisions(

@@ -20,7 +20,8 @@ replace: it stays, so the window is open again — the rule the cells' revisions
 
 A commit (one transaction, or one Redis script) saves the shard marks (watermark and last
 counted position per shard; the bolt keeps its highest watermark among them, under a name no
-shard has), the appends, the replaces and the commit's token (a retry of a commit that went
+shard has) — only if each is still as the batch read it, else it writes nothing (``MarkMoved``:
+another process counted records of that shard meanwhile) —, the appends, the replaces and the commit's token (a retry of a commit that went
 through, its answer lost, writes nothing), deletes windows closed long ago (never one this
 commit touched) and the shard marks the bolt found prunable (only while still as low as it saw
 them), and saves or deletes the *decisions* of a partial commit (how the records that come
@@ -30,7 +31,7 @@ serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a ha
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
 
-Size (~780 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+Size (~860 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
 (its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
@@ -56,6 +57,20 @@ from squall.topology.sql import store_errors
 HEAD, SNAPSHOT = "h", "s"
 #: The shard-mark rows of the SQL stores' commit tokens: this prefix, then a process's store id.
 TOKEN_ROW = "~token:"
+
+
+class MarkMoved(TransientError):
+    """A lineage's mark moved since the batch read it: another process (a KCL worker whose lease
+    this one took, an SQS message delivered twice at once) committed records of it meanwhile.
+    Nothing of the commit is written; the batch runs again from the marks as they are, so what
+    the other counted is recognised as replays, not counted twice."""
+
+    def __init__(self, lineage: str):
+        super().__init__(
+            f"window store write: the mark of {lineage.replace(chr(31), ' ')!r} moved since it "
+            "was read (another process committed its records); read again"
+        )
+        self.lineage = lineage
 
 
 @dataclass(slots=True)
@@ -143,13 +158,17 @@ class WindowStore(Protocol):
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
         retire: Retire | None = None,
+        expect: dict[str, tuple[int, int] | None] | None = None,
     ) -> None:
         """Atomically: append a delta per window (start → (end, body)), do the replaces, save the
         shard marks, delete windows without deltas that ended before ``expire_before``, and delete
         the marks ``prune`` names whose stored watermark is still at most its ``cutoff``. ``token``
         names the staged batch; ``decided`` sets (or, None, deletes) lineages' decisions; ``retire``
         deletes old names' marks and decisions while unchanged. A commit retried with the same token after the first went through
-        (its reply or its COMMIT's acknowledgment lost) changes nothing."""
+        (its reply or its COMMIT's acknowledgment lost) changes nothing. ``expect``: per lineage
+        whose mark this commit moves, its (sequence, sub) as the batch read it (None: no mark);
+        if another process moved or created it since (pruning it is no move), nothing is written
+        and ``MarkMoved`` is raised — that process counted records the batch did not know of."""
         ...
 
 
@@ -304,6 +323,7 @@ class SqlWindowStore:
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
         retire: Retire | None = None,
+        expect: dict[str, tuple[int, int] | None] | None = None,
     ) -> None:
         t, m, name = self.log, self.marks, self.name
         with self._writing(connection) as conn:
@@ -315,6 +335,8 @@ class SqlWindowStore:
                 ).scalar()
                 if last == token:
                     return
+            if expect:
+                self._check_marks(conn, expect, marks)
             rows = [
                 {"name": name, "window_start": ws, "id": new_id(), "window_end": end, "rev": 0,
                  "body": body}
@@ -457,6 +479,51 @@ class SqlWindowStore:
                     *([t.c.window_start.not_in(touched)] if touched else []),
                 )
             )
+
+    def _check_marks(
+        self,
+        conn: sa.Connection,
+        expect: dict[str, tuple[int, int] | None],
+        marks: dict[str, ShardMark],
+    ) -> None:
+        """Raise ``MarkMoved`` unless every lineage's mark is still as read (``expect``) or
+        gone (pruned meanwhile: a prune counts nothing): the marks held are locked (PostgreSQL
+        re-reads a row another transaction changed, after waiting for it; SQLite has one writer
+        at a time), and the missing ones are inserted only where none exists yet — two first
+        commits of one lineage never both go through."""
+        m, name = self.marks, self.name
+        held = sorted(s for s, k in expect.items() if k is not None)
+        new = sorted(s for s, k in expect.items() if k is None)
+        for i in range(0, len(held), 500):
+            part = held[i : i + 500]
+            q = (
+                sa.select(m.c.shard, m.c.sequence, m.c.sub)
+                .where(m.c.name == name, m.c.shard.in_(part))
+                .order_by(m.c.shard)
+                .with_for_update()
+            )
+            stored = {s: (int(q_), sub) for s, q_, sub in conn.execute(q)}
+            for s in part:
+                if s not in stored:
+                    new.append(s)
+                elif stored[s] != expect[s]:
+                    raise MarkMoved(s)
+        for i in range(0, len(new), 500):
+            part = new[i : i + 500]
+            rows = [
+                {"name": name, "shard": s, "watermark": marks[s].watermark,
+                 "sequence": str(marks[s].sequence), "sub": marks[s].sub}
+                for s in part
+            ]  # fmt: skip
+            stmt = (
+                self._insert(m)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[m.c.name, m.c.shard])
+            )
+            made = set(conn.execute(stmt.returning(m.c.shard)).scalars())
+            for s in part:
+                if s not in made:
+                    raise MarkMoved(s)
 
     def _bump(self, conn: sa.Connection, ws: int, r: Replace) -> bool:
         """Bump the window's head if it is still at revision ``r.rev``: this replace wins. (On
@@ -607,6 +674,7 @@ class RedisWindowStore:
         prune: Prune | None = None,
         decided: dict[str, str | None] | None = None,
         retire: Retire | None = None,
+        expect: dict[str, tuple[int, int] | None] | None = None,
     ) -> None:
         # bodies travel as their own arguments (never inside the JSON header: no escaping)
         args: list[Any] = [self.base, str(expire_before), "", token or ""]
@@ -648,12 +716,18 @@ class RedisWindowStore:
                 for s, k in (retire.marks.items() if retire is not None else ())
             ],
             "d": [[s, arg(body)] for s, body in (decided or {}).items()],
+            "e": [
+                [s, "" if k is None else str(k[0]), 0 if k is None else k[1]]
+                for s, k in (expect or {}).items()
+            ],
         }
         args[2] = orjson.dumps(header)
         with redis_errors("window store write"):
             if self._script is None:
                 self._script = self.r.register_script(_COMMIT)
-            self._script(args=args)
+            moved = self._script(args=args)
+        if isinstance(moved, bytes | str):
+            raise MarkMoved(_text(moved))
 
 
 #: ``RedisWindowStore._set_aside_cells``: ARGV = key base. A field of a window hash whose name
@@ -692,13 +766,23 @@ return moved
 #: ``RedisWindowStore.commit``: ARGV = key base, expire before (ms), JSON header, bodies…; the
 #: header's ``a``: appends [start, end, id, body arg]; ``r``: replaces [start, end, revision read
 #: (-1: no head), delta ids, snapshot arg, delta arg, fallback arg, new id, a new head's revision, stale fallback arg] (arg 0: none);
-#: ``m``: shard marks; ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff, decisions to delete while unchanged: [lineage, body arg]]; ``x``: old names' marks to delete while unchanged [name, watermark, sequence, sub]; then the commit's token ("": none). Every check is made before the first
+#: ``m``: shard marks; ``e``: the marks as read [lineage, sequence ("": none), sub] — one
+#: moved (or made) since returns its lineage, nothing written (one gone, pruned, is no move); ``d``: decisions [lineage, body arg (0: delete)]; ``p``: [cutoff, marks to delete while their watermark is ≤ cutoff, decisions to delete while unchanged: [lineage, body arg]]; ``x``: old names' marks to delete while unchanged [name, watermark, sequence, sub]; then the commit's token ("": none). Every check is made before the first
 #: write; a token seen in the last hour (retries come within seconds) means this commit went through already (a retry after a
 #: lost reply): nothing is written again.
 _COMMIT = """
 local base, expire, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 if token ~= '' and redis.call('EXISTS', base .. 't:' .. token) == 1 then return 0 end
 local p = cjson.decode(ARGV[3])
+for _, e in ipairs(p.e or {}) do  -- marks as the batch read them ('': none), else nothing is written
+  local old = redis.call('HGET', base .. 'shards', e[1])
+  if e[2] == '' then
+    if old then return e[1] end
+  elseif old then  -- (gone: pruned meanwhile, which counts nothing)
+    local o = cjson.decode(old)
+    if tostring(o[2]) ~= e[2] or o[3] ~= e[3] then return e[1] end
+  end
+end
 local touched = {}
 local wins = {}
 for i, r in ipairs(p.r) do
