@@ -9,7 +9,7 @@ by the state's version in the database itself — a SQL upsert with ``WHERE old.
 new.version``, a Redis script comparing bytes — so an older or replayed update never overwrites a
 newer state, even with two writers. A dependency failure becomes ``TransientError``.
 
-Size (~450 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
+Size (~560 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
 row format; apart they would each need the other two to be read.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -60,10 +61,8 @@ class StateStore(Protocol):
 
 # -- Redis ------------------------------------------------------------------------------------
 
-# KEYS[1]: the hash. ARGV[1]: version ("" marks a key known to be absent from the SQL store),
-# ARGV[2]: TTL in seconds (0: none), ARGV[3..]: field, value pairs.
 # Versions are compared byte by byte: Lua's `<` on strings follows the server's locale.
-_GUARDED_WRITE = """
+_NEWER = """
 local function newer(a, b)
   if a == b then return false end
   local n = math.min(#a, #b)
@@ -73,6 +72,14 @@ local function newer(a, b)
   end
   return #a > #b
 end
+"""
+
+# KEYS[1]: the hash. ARGV[1]: version ("" marks a key known to be absent from the SQL store),
+# ARGV[2]: TTL in seconds (0: none), ARGV[3..]: field, value pairs. A state older than a
+# commit's pending marker (``_PENDING``) was read from SQL before that commit: refused.
+_GUARDED_WRITE = (
+    _NEWER
+    + """
 local v = ARGV[1]
 if v == '' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -80,6 +87,8 @@ if v == '' then
 else
   local cur = redis.call('HGET', KEYS[1], 'version')
   if cur and not newer(v, cur) then return 0 end
+  local pending = redis.call('HGET', KEYS[1], 'pending')
+  if pending and newer(pending, v) then return 0 end
   redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'version', v, unpack(ARGV, 3))
 end
@@ -87,6 +96,27 @@ local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return 1
 """
+)
+
+# KEYS[1]: the hash. ARGV[1]: the version a SQL commit is about to store, ARGV[2]: TTL (s).
+# Replaces what the cache holds by a marker naming that version (kept if a newer one is
+# pending): read as a miss, and no fill older than it lands (see CachedStateStore.save).
+_PENDING = (
+    _NEWER
+    + """
+local cur = redis.call('HGET', KEYS[1], 'pending')
+if cur and newer(cur, ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'pending', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+)
+
+#: Seconds a commit's pending marker lasts at least (a cache TTL below it does not shorten it),
+#: and the age beyond which a batch's fills of what it read are dropped: a fill read before a
+#: commit arrives while that commit's marker still refuses it.
+PENDING_TTL = 900
 
 ABSENT: Any = object()  # a cached "the SQL store has no state for this key"
 
@@ -121,7 +151,7 @@ def _from_hash(h: dict) -> SubscriptionState | None:
         return None
     h = {_text(k): _text(v) for k, v in h.items()}
     if "version" not in h:
-        return ABSENT
+        return None if "pending" in h else ABSENT  # a commit's marker: a miss
     return SubscriptionState(
         status=Status(h["status"]),
         subscribed=h["subscribed"] == "1",
@@ -164,6 +194,7 @@ class RedisStateStore:
         self.prefix = prefix
         self.ttl = ttl or 0
         self._write = client.register_script(_GUARDED_WRITE)
+        self._pending = client.register_script(_PENDING)
 
     def read(self, keys: list[str]) -> dict[str, SubscriptionState | Any]:
         """Cached entries: a state, or ``ABSENT``; keys Redis knows nothing about are left out."""
@@ -196,6 +227,18 @@ class RedisStateStore:
                     self._write(keys=[self.prefix + key], args=args, client=pipe)
             for key in forget:
                 pipe.delete(self.prefix + key)
+            pipe.execute()
+
+    def mark_pending(self, versions: dict[str, str]) -> None:
+        """Before a SQL commit of these keys' states (key -> version): the cache holds, for
+        each, a marker of that version instead (``_PENDING``) until the state itself is written."""
+        if not versions:
+            return
+        ttl = max(self.ttl, PENDING_TTL)
+        with redis_errors("redis write"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, v in versions.items():
+                self._pending(keys=[self.prefix + key], args=[v, ttl], client=pipe)
             pipe.execute()
 
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
@@ -448,16 +491,20 @@ class CachedStateStore:
     """A SQL store with Redis in front: read-through (a miss populates Redis with a TTL) and write-through.
 
     Keys the SQL store does not know are cached as absent, so anonymous or new keys do not hit
-    SQL every batch. ``save`` writes SQL and, before that write can commit, drops the changed
-    keys from Redis (so Redis never serves a state older than SQL's, even if the process dies
-    right after the commit); ``flush`` — after the commit — populates Redis with the batch's
-    misses and new states in one pipeline. A failed population only costs a later miss.
+    SQL every batch. ``save`` writes SQL and, before that write can commit, replaces the changed
+    keys' entries by markers of the versions written (read as misses, so Redis never serves a
+    state older than SQL's, even if the process dies right after the commit; and no process
+    fills in a state older than the marker, read before the commit); ``flush`` — after the
+    commit — populates Redis with the batch's misses and new states in one pipeline. A failed
+    population, or a marker whose commit did not happen, only costs misses (for at least
+    ``PENDING_TTL``).
     """
 
     def __init__(self, cache: RedisStateStore, store: SqlStateStore):
         self.cache = cache
         self.store = store
         self._fill: dict[str, SubscriptionState | Any] = {}
+        self._read_at: float | None = None  # (monotonic) when the batch's first miss was read
         self._pending: tuple[dict[str, SubscriptionState | Any], list[str]] | None = None
         self.hits = self.misses = 0  # Redis cache lookups (read by the metrics recorder)
 
@@ -466,6 +513,8 @@ class CachedStateStore:
         misses = [k for k in keys if k not in cached]
         self.hits += len(keys) - len(misses)
         self.misses += len(misses)
+        if misses and self._read_at is None:
+            self._read_at = time.monotonic()
         from_sql = self.store.load(misses) if misses else {}
         self._fill.update({k: from_sql.get(k, ABSENT) for k in misses})
         states = {k: s for k, s in cached.items() if s is not ABSENT}
@@ -473,10 +522,19 @@ class CachedStateStore:
         return states
 
     def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
+        # Before the SQL write can commit, the changed keys' cache entries become markers of the
+        # versions written: read as misses (Redis never serves a state older than SQL's, even
+        # if this process dies right after the commit), and another process's fill of a state
+        # it read from SQL before this commit — older than the marker — is refused. Forgetting
+        # the keys let such a fill land after the commit: the next batch of the key started from
+        # it, and its newer version replaced the committed state in SQL (an update lost).
+        self.cache.mark_pending({k: s.version for k, s in changed.items()})
         written = self.store.save(changed, connection, report=True)
-        if changed:
-            self.cache.write({}, forget=list(changed))
         fill = dict(self._fill)
+        read_at, self._read_at = self._read_at, None
+        if read_at is not None and time.monotonic() - read_at > PENDING_TTL * 2 / 3:
+            # read so long ago that a commit's marker may have expired since: no fill of misses
+            fill = {}
         for key, state in changed.items():
             if key in written:
                 fill[key] = state
@@ -501,4 +559,4 @@ class CachedStateStore:
             log.warning("subscription cache not populated: %s", exc)
 
     def discard(self) -> None:
-        self._pending, self._fill = None, {}
+        self._pending, self._fill, self._read_at = None, {}, None
