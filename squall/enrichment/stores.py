@@ -7,9 +7,11 @@ engine's connection when it shares the batch's transaction) and ``flush()`` once
 (``discard()`` when it is not). Writes are guarded
 by the state's version in the database itself — a SQL upsert with ``WHERE old.version <
 new.version``, a Redis script comparing bytes — so an older or replayed update never overwrites a
-newer state, even with two writers. A dependency failure becomes ``TransientError``.
+newer state, even with two writers; and the bolt's writes name the version each change was
+computed from, so a key another process updated meanwhile is not written (``StateMoved``) and
+its update is not lost. A dependency failure becomes ``TransientError``.
 
-Size (~560 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
+Size (~680 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
 row format; apart they would each need the other two to be read.
 """
 
@@ -45,9 +47,16 @@ class StateStore(Protocol):
         """The stored state of each key that has one."""
         ...
 
-    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
+    def save(
+        self,
+        changed: dict[str, SubscriptionState],
+        connection: Any = None,
+        base: dict[str, str] | None = None,
+    ) -> None:
         """Store new states, never replacing a state with a newer version (SQL: on ``connection``
-        when given, inside the caller's transaction)."""
+        when given, inside the caller's transaction). ``base``: per key, the version of the
+        state its change was computed from ("" for none); a key whose stored state is neither
+        that nor the new one raises ``StateMoved``."""
         ...
 
     def flush(self) -> None:
@@ -98,6 +107,21 @@ return 1
 """
 )
 
+# A store's write of a state computed from the stored version ARGV[3] ("" for none): ARGV[1]:
+# version, ARGV[2]: TTL in seconds (0: none), ARGV[4..]: field, value pairs. Returns 1 when
+# written (or written already: a retried commit), -1 when the stored version is another.
+_CHECKED_WRITE = """
+local v = ARGV[1]
+local cur = redis.call('HGET', KEYS[1], 'version') or ''
+if cur == v then return 1 end
+if cur ~= ARGV[3] then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', v, unpack(ARGV, 4))
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"""
+
 # KEYS[1]: the hash. ARGV[1]: the version a SQL commit is about to store, ARGV[2]: TTL (s).
 # Replaces what the cache holds by a marker naming that version (kept if a newer one is
 # pending): read as a miss, and no fill older than it lands (see CachedStateStore.save).
@@ -117,6 +141,20 @@ return 1
 #: and the age beyond which a batch's fills of what it read are dropped: a fill read before a
 #: commit arrives while that commit's marker still refuses it.
 PENDING_TTL = 900
+
+
+class StateMoved(TransientError):
+    """A key's stored state is no longer the one the batch computed its change from: another
+    process committed an update of the key meanwhile. Nothing of the key is written; the batch
+    runs again from the stored states, so both updates count."""
+
+    def __init__(self, key: str):
+        super().__init__(
+            f"state store write: the state of key {key[:80]!r} moved since it was read "
+            "(another process committed an update of it); read again"
+        )
+        self.key = key
+
 
 ABSENT: Any = object()  # a cached "the SQL store has no state for this key"
 
@@ -195,6 +233,7 @@ class RedisStateStore:
         self.ttl = ttl or 0
         self._write = client.register_script(_GUARDED_WRITE)
         self._pending = client.register_script(_PENDING)
+        self._checked = client.register_script(_CHECKED_WRITE)
 
     def read(self, keys: list[str]) -> dict[str, SubscriptionState | Any]:
         """Cached entries: a state, or ``ABSENT``; keys Redis knows nothing about are left out."""
@@ -244,8 +283,28 @@ class RedisStateStore:
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         return {k: s for k, s in self.read(keys).items() if s is not ABSENT}
 
-    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
-        self.write(changed)
+    def save(
+        self,
+        changed: dict[str, SubscriptionState],
+        connection: Any = None,
+        base: dict[str, str] | None = None,
+    ) -> None:
+        if base is None:
+            self.write(changed)
+            return
+        if not changed:
+            return
+        # One script per key, atomic each: a key that moved is not written, the others are
+        # (the batch running again finds their updates applied, and changes nothing of them).
+        with redis_errors("redis write"):
+            pipe = self.client.pipeline(transaction=False)
+            for key, state in changed.items():
+                args = [state.version, self.ttl, base.get(key, ""), *_to_fields(state)]
+                self._checked(keys=[self.prefix + key], args=args, client=pipe)
+            answers = pipe.execute()
+        for key, answer in zip(changed, answers, strict=True):
+            if answer == -1:
+                raise StateMoved(key)
 
     def flush(self) -> None:
         pass
@@ -415,9 +474,15 @@ class SqlStateStore:
         return found
 
     def save(
-        self, changed: dict[str, SubscriptionState], connection: Any = None, *, report: bool = False
+        self,
+        changed: dict[str, SubscriptionState],
+        connection: Any = None,
+        base: dict[str, str] | None = None,
+        *,
+        report: bool = False,
     ) -> set[str]:
-        """Upsert in one transaction (``connection``'s, when given), never over a newer version.
+        """Upsert in one transaction (``connection``'s, when given), never over a newer version;
+        with ``base``, only over the version each change was computed from (``StateStore.save``).
 
         With ``report``, returns the keys whose row was written (RETURNING costs a little).
         """
@@ -441,9 +506,59 @@ class SqlStateStore:
         with store_errors("state store write"):
             self._ensure_table()
             if connection is not None:
-                return self._upsert(connection, rows, report)
+                return self._checked_upsert(connection, rows, report, changed, base)
             with self.engine.begin() as conn:
-                return self._upsert(conn, rows, report)
+                return self._checked_upsert(conn, rows, report, changed, base)
+
+    def _checked_upsert(
+        self,
+        conn: Any,
+        rows: list[tuple],
+        report: bool,
+        changed: dict[str, SubscriptionState],
+        base: dict[str, str] | None,
+    ) -> set[str]:
+        """``_upsert``, after checking (``base``) that each existing row is still the state its
+        change was computed from — locked until the commit (PostgreSQL ``FOR UPDATE``; SQLite
+        has one writer, and refuses a write from a transaction whose reads are stale) — and, on
+        PostgreSQL, that each row missing then was inserted by this write."""
+        if base is None:
+            return self._upsert(conn, rows, report)
+        stored = self._versions(conn, list(changed))
+        for key, new in changed.items():
+            have = stored.get(key, "")
+            if have != base.get(key, "") and have != new.version:
+                raise StateMoved(key)
+        if self._sqlite:
+            return self._upsert(conn, rows, report)
+        # PostgreSQL: a row missing when read is only inserted, never updated — another
+        # process may insert it meanwhile (ON CONFLICT waits for that insert's commit).
+        fresh = [row for row in rows if row[0] not in stored]
+        written = self._upsert(conn, [row for row in rows if row[0] in stored], True)
+        tail = f" ON CONFLICT ({self._quoted_key}) DO NOTHING RETURNING {self._quoted_key}"
+        for i in range(0, len(fresh), WRITE_PAGE):
+            page = fresh[i : i + WRITE_PAGE]
+            sql = self._insert + ", ".join([self._row_marks] * len(page)) + tail
+            result = conn.exec_driver_sql(sql, tuple(v for row in page for v in row))
+            written.update(r[0] for r in result)
+        for row in fresh:
+            if row[0] not in written and self._versions(conn, [row[0]]).get(row[0]) != row[6]:
+                raise StateMoved(row[0])  # (row[6]: the version)
+        return written
+
+    def _versions(self, conn: Any, keys: list[str]) -> dict[str, str]:
+        """The stored version of each key that has a row (PostgreSQL: the rows locked)."""
+        q = self.engine.dialect.identifier_preparer.quote
+        head = f"SELECT {q('key')}, {q('version')} FROM {q(self.name)} WHERE {q('key')} "
+        found: dict[str, str] = {}
+        for i in range(0, len(keys), SELECT_CHUNK):
+            chunk = keys[i : i + SELECT_CHUNK]
+            if self._sqlite:
+                sql, params = head + "IN (" + ",".join("?" * len(chunk)) + ")", tuple(chunk)
+            else:
+                sql, params = head + "= ANY(%s) ORDER BY 1 FOR UPDATE", (chunk,)
+            found.update((k, v) for k, v in conn.exec_driver_sql(sql, params))
+        return found
 
     def _upsert(self, conn: Any, rows: list[tuple], report: bool) -> set[str]:
         if self._sqlite and not report:
@@ -521,7 +636,12 @@ class CachedStateStore:
         states.update(from_sql)
         return states
 
-    def save(self, changed: dict[str, SubscriptionState], connection: Any = None) -> None:
+    def save(
+        self,
+        changed: dict[str, SubscriptionState],
+        connection: Any = None,
+        base: dict[str, str] | None = None,
+    ) -> None:
         # Before the SQL write can commit, the changed keys' cache entries become markers of the
         # versions written: read as misses (Redis never serves a state older than SQL's, even
         # if this process dies right after the commit), and another process's fill of a state
@@ -529,7 +649,7 @@ class CachedStateStore:
         # the keys let such a fill land after the commit: the next batch of the key started from
         # it, and its newer version replaced the committed state in SQL (an update lost).
         self.cache.mark_pending({k: s.version for k, s in changed.items()})
-        written = self.store.save(changed, connection, report=True)
+        written = self.store.save(changed, connection, base, report=True)
         fill = dict(self._fill)
         read_at, self._read_at = self._read_at, None
         if read_at is not None and time.monotonic() - read_at > PENDING_TTL * 2 / 3:

@@ -363,6 +363,7 @@ class SubscriptionBolt(Bolt):
         assert self.store is not None, "open() was not called"
         keep = self.config.history
         changed: dict[str, SubscriptionState] = {}
+        base: dict[str, str] = {}  # the version each change was computed from
         for key, entry in self._staged.items():
             if all(covered(ev) for ev, _ in entry.updates):
                 new = entry.latest
@@ -371,8 +372,11 @@ class SubscriptionBolt(Bolt):
                 new = play(entry.base, kept, keep)[0] if kept else entry.base
             if new is not entry.base:
                 changed[key] = new
-        # Also without changes: a cached store fills Redis with this batch's misses.
-        self.store.save(changed, connection)
+                base[key] = entry.base.version
+        # Also without changes: a cached store fills Redis with this batch's misses. A key
+        # another process updated since it was loaded raises StateMoved (a TransientError):
+        # its state computed from the older one would drop that update.
+        self.store.save(changed, connection, base)
 
     def state_committed(self) -> None:
         self._staged = {}

@@ -32,7 +32,7 @@ class MemoryStore:
         self.loads.append(list(keys))
         return {k: self.states[k] for k in keys if k in self.states}
 
-    def save(self, changed: dict[str, SubscriptionState], connection=None) -> None:
+    def save(self, changed: dict[str, SubscriptionState], connection=None, base=None) -> None:
         for key, s in changed.items():
             old = self.states.get(key)
             if old is None or old.version < s.version:

@@ -1,0 +1,155 @@
+"""Two processes updating one key's subscription at once (two invocations of an SQS standard
+queue; a Lambda ParallelizationFactor above 1 with a partition key other than the bolt's key):
+each computes its new state from the state it loaded, so the one committing second must not
+replace the first's committed state with one that never saw it. On every store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.errors import TransientError
+from squall.event import Event
+from tests.enrichment.support import make_event
+from tests.enrichment.test_subscription import backend, ev, make_bolt  # noqa: F401
+
+
+def events(values: list[dict], start: int, shard: str) -> list[Event]:
+    return [make_event(v, start + i, shard=shard) for i, v in enumerate(values)]
+
+
+def commit(bolt) -> None:
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+
+
+def test_an_update_committed_meanwhile_is_never_lost(backend):  # noqa: F811
+    res, options = backend
+    a, b, c = (make_bolt(res, **options) for _ in range(3))
+    b.process(events([ev("subscribe", "k", "2024-05-01T10:00:00Z", topics=["news"])], 1, "m1"))
+    commit(b)
+    # a loads k (news), then b adds "sport" and commits, then a adds "weather" (later in time)
+    batch_a = events([ev("subscribe", "k", "2024-05-01T10:00:09Z", topics=["weather"])], 1, "m3")
+    a.process(batch_a)
+    b.process(events([ev("subscribe", "k", "2024-05-01T10:00:05Z", topics=["sport"])], 1, "m2"))
+    commit(b)
+    try:
+        commit(a)
+    except TransientError as exc:  # the state it read moved: the batch runs again
+        assert "moved" in str(exc)
+        a.discard_state()
+        a.process(batch_a)
+        commit(a)
+    out = c.process(events([ev("click", "k", "2024-05-01T10:00:10Z")], 1, "m4"))
+    [seen] = out.streams["default"]
+    assert seen.value["subscription"]["topics"] == ["news", "sport", "weather"]
+
+
+def test_a_first_state_committed_meanwhile_is_never_lost(backend):  # noqa: F811
+    """a finds no state for k; b creates one (news) and commits; a's weather keeps it."""
+    res, options = backend
+    a, b, c = (make_bolt(res, **options) for _ in range(3))
+    batch_a = events([ev("subscribe", "k", "2024-05-01T10:00:09Z", topics=["weather"])], 1, "m3")
+    a.process(batch_a)
+    b.process(events([ev("subscribe", "k", "2024-05-01T10:00:05Z", topics=["news"])], 1, "m2"))
+    commit(b)
+    try:
+        commit(a)
+    except TransientError:
+        a.discard_state()
+        a.process(batch_a)
+        commit(a)
+    out = c.process(events([ev("click", "k", "2024-05-01T10:00:10Z")], 1, "m4"))
+    assert out.streams["default"][0].value["subscription"]["topics"] == ["news", "weather"]
+
+
+def test_a_commit_of_the_same_states_again_is_no_conflict(backend):  # noqa: F811
+    """The engine retries a commit whose answer was lost: the rows already hold its states."""
+    res, options = backend
+    a = make_bolt(res, **options)
+    a.process(events([ev("subscribe", "k", "2024-05-01T10:00:00Z", topics=["news"])], 1, "m1"))
+    a.commit_state(lambda e: True)
+    a.commit_state(lambda e: True)  # again, the same staged states
+    a.state_committed()
+    out = a.process(events([ev("click", "k", "2024-05-01T10:00:10Z")], 1, "m4"))
+    assert out.streams["default"][0].value["subscription"]["topics"] == ["news"]
+
+
+TOPOLOGY = """
+name: subs-race
+resources:
+  state: {{url: "{state}"}}
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: subs, type: subscription, store: state, key: device_token, {options}}}
+sinks:
+  - id: out
+    type: warehouse
+    resource: db
+    table: events
+    columns: {{event_id: meta.event_id, topics: subscription.topics}}
+  - {{id: handoff, type: "tests.deploy.test_window_concurrent_commits:HandOff"}}
+"""
+
+
+def sqs_event(n: int, value: dict) -> dict:
+    return {
+        "Records": [
+            {
+                "messageId": f"{n:08d}-0000-4000-8000-000000000000",
+                "receiptHandle": f"rh-{n}",
+                "body": json.dumps(value),
+                "attributes": {"SentTimestamp": "1714557660000"},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:devices",
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "redis"])
+def test_two_sqs_invocations_updating_one_key_at_once_keep_both_updates(
+    kind, request, tmp_path: Path, unique_name
+):
+    """Invocation 1 runs "subscribe weather" of key k (subscribed to news); while its sinks
+    write, invocation 2 runs "subscribe sport" of k and commits. Invocation 1's state commit is
+    refused (the state it read moved): its message is answered failed, and delivered again it
+    adds weather to news and sport."""
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.deploy.test_window_concurrent_commits import HandOff
+
+    if kind == "sqlite":
+        state, options = f"sqlite:///{tmp_path / 'state.db'}", f"table: t_{unique_name}"
+    elif kind == "postgresql":
+        state, options = (
+            request.getfixturevalue("pg_url_psycopg2"),
+            "table: " + (request.getfixturevalue("pg_table")),
+        )
+    else:
+        state = request.getfixturevalue("redis_url")
+        options = f"key_prefix: '{request.getfixturevalue('redis_prefix')}'"
+    t = tmp_path / "topology.yaml"
+    t.write_text(TOPOLOGY.format(state=state, db=tmp_path / "w.db", options=options))
+    first, second = make_handler(t), make_handler(t)
+
+    def subscribe(topic: str, second_: int) -> dict:
+        at = f"2024-05-01T10:00:{second_:02d}Z"
+        return {"event_type": "subscribe", "device_token": "k", "timestamp": at, "topics": [topic]}
+
+    assert first(sqs_event(1, subscribe("news", 0)), None) == {"batchItemFailures": []}
+    answers = []
+    HandOff.then[:] = [lambda: answers.append(second(sqs_event(2, subscribe("sport", 5)), None))]
+    failed = first(sqs_event(3, subscribe("weather", 9)), None)
+    assert answers == [{"batchItemFailures": []}]
+    assert first(sqs_event(3, subscribe("weather", 9)), None) == {"batchItemFailures": []}
+    click = {"event_type": "click", "device_token": "k", "timestamp": "2024-05-01T10:00:30Z"}
+    assert first(sqs_event(4, click), None) == {"batchItemFailures": []}
+    rows = sqlite3.connect(tmp_path / "w.db").execute("select topics from events").fetchall()
+    assert json.loads(rows[-1][0]) == ["news", "sport", "weather"]  # not news and weather
+    assert [f["itemIdentifier"][:8] for f in failed["batchItemFailures"]] == ["00000003"]
