@@ -452,7 +452,8 @@ class WindowBolt(Bolt):
                     dropped.append(
                         event
                     )  # counted in the committed state already (a replay after the state commit)
-                    replays[shard] = replays.get(shard, 0) + 1
+                    if source is None:  # a stream's shard (a file read again is no surprise)
+                        replays[shard] = replays.get(shard, 0) + 1
                     continue
                 if counted is not None:  # (None: no time; it fails below, the next is checked)
                     past.add(shard)  # sequence numbers only grow within a shard
@@ -548,7 +549,8 @@ class WindowBolt(Bolt):
             self._close(out, batch[-1])
 
     def _warn_replays(self, replays: dict[str, int]) -> None:
-        """Say that records were taken for replays: expected only after a crash or a lost
+        """Say that records of a stream's shard (Kinesis, SQS: a file read again from its first
+        line is no surprise) were taken for replays: expected only after a crash or a lost
         answer, and a sign of records of one shard in several batches at once otherwise — a
         Lambda event source mapping with ``ParallelizationFactor`` > 1 delivers a shard's
         partition keys in concurrent batches whose sequence numbers interleave, and a record

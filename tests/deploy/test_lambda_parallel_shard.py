@@ -116,3 +116,23 @@ def test_the_same_records_in_one_batch_after_another_are_all_counted_without_a_w
     assert counted(tmp_path) == [("x", 6)]
     [warning] = [r.getMessage() for r in caplog.records if r.name == "squall.window"]
     assert "3 record(s) of shardId-000000000000 pistats" in warning
+
+
+def test_a_file_read_again_is_taken_for_replays_without_a_warning(
+    tmp_path: Path, unique_name, caplog: pytest.LogCaptureFixture
+):
+    """The file spout keeps no checkpoint: a run after a crash reads the file from its first
+    line, and the records counted before are replays by design — no WARNING for them."""
+    from squall.event import Event, RecordMeta
+    from tests.bolts.test_window import make_bolt, run
+
+    def line(i: int) -> Event:
+        meta = RecordMeta("events.jsonl", "file", str(i), 0, source="f0")
+        return Event(b"", meta, None, i, {"timestamp": 1714557600000 + i, "app": "a"})
+
+    bolt = make_bolt(f"sqlite:///{tmp_path / 'state.db'}", unique_name)
+    with caplog.at_level(logging.WARNING, logger="squall.window"):
+        run(bolt, [line(i) for i in range(1, 4)])
+        out = bolt.process([line(i) for i in range(1, 5)])
+    assert len(out.dropped) == 4  # three replays, one counted (consumed)
+    assert not [r for r in caplog.records if r.name == "squall.window"]
