@@ -153,3 +153,50 @@ def test_two_sqs_invocations_updating_one_key_at_once_keep_both_updates(
     rows = sqlite3.connect(tmp_path / "w.db").execute("select topics from events").fetchall()
     assert json.loads(rows[-1][0]) == ["news", "sport", "weather"]  # not news and weather
     assert [f["itemIdentifier"][:8] for f in failed["batchItemFailures"]] == ["00000003"]
+
+
+def test_a_first_state_inserted_by_another_transaction_while_waiting_is_never_overwritten(
+    pg_url_psycopg2, pg_table
+):
+    """PostgreSQL: a finds no row for k and writes its state while b's insert of k is not yet
+    committed; a's insert waits for b's commit, then must not replace b's state: StateMoved."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from squall.enrichment.state import Action, SubscriptionState, Update, apply, version
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+
+    def state(t: int, topic: str) -> SubscriptionState:
+        u = Update(Action.SUBSCRIBE, t, version(t, str(t), 0, f"e{t}"), f"e{t}", (topic,))
+        return apply(SubscriptionState(), u)
+
+    engine = sa.create_engine(pg_url_psycopg2)
+    a, b = SqlStateStore(engine, pg_table), SqlStateStore(engine, pg_table)
+    assert a.load(["k"]) == {}
+    errors: list[BaseException] = []
+    with engine.connect() as conn_b:
+        tx = conn_b.begin()
+        b.save({"k": state(1_000, "news")}, conn_b, {"k": ""})  # inserted, not committed
+
+        def write_a() -> None:
+            try:
+                a.save({"k": state(9_000, "weather")}, None, {"k": ""})
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=write_a)
+        thread.start()
+        with engine.connect() as watch:  # until a waits for b's row (a lock of this database)
+            waiting = sa.text(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                " and datname = current_database()"
+            )
+            for _ in range(100_000):
+                if watch.execute(waiting).scalar() or not thread.is_alive():
+                    break
+        tx.commit()
+    thread.join()
+    assert [type(e) for e in errors] == [StateMoved]
+    assert a.load(["k"])["k"].topics == ("news",)
+    engine.dispose()
