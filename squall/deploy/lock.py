@@ -150,7 +150,10 @@ def _advisory(name: str, engine: Any) -> RunLock:
 
 def _file(name: str, path: Path) -> RunLock:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # Never through a symlink: the lock sits next to the database, often in a shared
+        # directory such as /tmp, where another user's planted link would have this run
+        # truncate and overwrite the file it points to.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:  # a read-only directory: run unlocked rather than not at all
         log.warning(
             "cannot create the run lock %s (%s): two runs of '%s' would not be detected",

@@ -76,6 +76,21 @@ def test_the_lock_lives_next_to_the_sqlite_database(tmp_path: Path, unique_name:
         resources.close()
 
 
+def test_a_symlink_at_the_lock_path_is_not_followed(tmp_path: Path, unique_name: str, caplog):
+    """The lock file was opened through a symlink and truncated: in a shared directory (a
+    database in /tmp), another user's link had the run overwrite the file it pointed to."""
+    topo = topology(tmp_path, unique_name, f"sqlite:///{tmp_path / 'w.db'}")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / f"w.db.{unique_name}.lock").symlink_to(victim)
+    resources = Resources(topo.resources, tmp_path)
+    held = acquire(topo, resources)
+    held.release()
+    resources.close()
+    assert victim.read_text() == "keep me\n"
+    assert "cannot create the run lock" in caplog.text
+
+
 def test_the_advisory_lock_is_released_when_the_holder_dies(pg_url: str, unique_name: str):
     key = advisory_key(unique_name)
     # No pool: closing a connection ends its session, as a process that dies does.
