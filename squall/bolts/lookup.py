@@ -231,7 +231,10 @@ class LookupBolt(Bolt):
         )
         for url in ("url", "batch_url"):  # without its credentials: a rotated token is the
             if shape.get(url):  # same source; `?lang=fr` instead of `?lang=en` is another one
-                shape[url] = [shown_url(shape[url]), _plain_query(shape[url])]
+                query = _plain_query(shape[url])
+                # A URL without such parameters hashes as before they counted: an upgrade keeps
+                # its shared cache warm (a cold one sends every key to the endpoint at once).
+                shape[url] = [shown_url(shape[url]), query] if query else shown_url(shape[url])
         text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(text).hexdigest()[:12]
         return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"
@@ -401,9 +404,10 @@ _CREDENTIAL_WORDS = (
 
 
 def _plain_query(url: str) -> list[tuple[str, str]]:
-    """The query parameters of ``url`` that are not credentials (``token``, ``api_key``, …)."""
+    """The query parameters of ``url`` that name its source: not credentials (``token``,
+    ``api_key``, …), nor the one holding the ``{key}`` placeholder (the same in every URL)."""
     return [
         (k, v)
         for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        if not any(word in k.lower() for word in _CREDENTIAL_WORDS)
+        if "{key}" not in v and not any(word in k.lower() for word in _CREDENTIAL_WORDS)
     ]

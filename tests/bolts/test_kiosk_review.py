@@ -686,6 +686,26 @@ def test_the_default_prefix_hashes_an_http_url_without_its_token_but_with_its_ot
     )
 
 
+def test_an_http_url_without_other_parameters_keeps_the_prefix_it_had_before_they_counted():
+    """Hashing the query parameters changed every http lookup's prefix, those without any too:
+    the upgrade started each with a cold shared cache (every key asked of the endpoint at once).
+    The prefixes below are those of the release before (1573fb9)."""
+
+    def prefix(url: str) -> str:
+        config = LookupBolt.Config(
+            id="kiosk", type="lookup", key="k", target="t", source={"type": "http", "url": url}
+        )
+        return LookupBolt(config, ComponentContext("orders"))._default_prefix()
+
+    api = "https://api.example/v1"
+    assert prefix(api + "/kiosks/{key}") == "squall:lookup:orders:kiosk:be083ca334d0:"
+    assert prefix(api + "/kiosks/{key}?token=a1") == "squall:lookup:orders:kiosk:be083ca334d0:"
+    assert prefix(api + "/kiosk?id={key}") == "squall:lookup:orders:kiosk:46ff4d8b7506:"
+    # A parameter that names the source still counts.
+    assert prefix(api + "/kiosk?id={key}&lang=en") != prefix(api + "/kiosk?id={key}")
+    assert prefix(api + "/kiosk?id={key}&lang=en") != prefix(api + "/kiosk?id={key}&lang=fr")
+
+
 def test_an_answer_that_cannot_be_decoded_is_the_endpoints_failure():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
