@@ -60,9 +60,12 @@ class EmfBackend:
             self._metrics().add_cold_start_metric(context)
         self._cold = False
         samples, self._pending = self._pending, []
-        if not samples:
+        stops, self.deadline_stops = self.deadline_stops, 0
+        # A stop may follow messages that ran no batch (S3 notifications of objects outside the
+        # spout's scope): it is this invocation's, not counted with the next one's batches.
+        if not samples and not (stops and self.service):
             return
-        topology = samples[0].topology
+        topology = samples[0].topology if samples else self.service
         top = self._metrics(Topology=topology)
         per_component: dict[str, EphemeralMetrics] = {}
         for s in samples:
@@ -120,12 +123,10 @@ class EmfBackend:
                     m.add_metric(
                         name=cloudwatch_name("cache", "miss"), unit="Count", value=c.cache_misses
                     )
-        if self.deadline_stops:
-            top.add_metric(
-                name=cloudwatch_name("deadline_stops"), unit="Count", value=self.deadline_stops
-            )
-            self.deadline_stops = 0
-        top.add_metric(name=cloudwatch_name("rss"), unit="Bytes", value=samples[-1].rss_bytes)
+        if stops:
+            top.add_metric(name=cloudwatch_name("deadline_stops"), unit="Count", value=stops)
+        if samples:
+            top.add_metric(name=cloudwatch_name("rss"), unit="Bytes", value=samples[-1].rss_bytes)
         top.flush_metrics()
         for m in per_component.values():
             m.flush_metrics()

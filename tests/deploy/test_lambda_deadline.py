@@ -131,6 +131,25 @@ def test_the_stop_is_logged_and_counted_in_the_invocations_emf_document(
     assert "only one slice fits in the function's timeout: lower settings.lambda_batch_size" in line
 
 
+def test_a_stop_after_messages_that_ran_no_batch_is_counted_in_its_own_invocation(capsys):
+    """An SQS batch of S3 notifications whose first message names only objects outside the
+    spout's scope runs no engine batch, then may stop: its EMF flush printed nothing and the
+    stop was counted in the next invocation's document, one that did not stop."""
+    from squall.observability.metrics import BatchSample
+    from squall.observability.runners import lambda_observer
+
+    observer = lambda_observer("s3-reader")
+    capsys.readouterr()
+    observer.deadline_stop()  # the stopped invocation: no batch recorded
+    observer.flush()
+    [stopped] = emf_top_documents(capsys.readouterr().out)
+    assert stopped["DeadlineStops"] == [1.0] and stopped["Topology"] == "s3-reader"
+    observer.emf.record(BatchSample("s3-reader", batch_id=1, records=1, seconds=0.01, status="ok"))
+    observer.flush()  # the next invocation, which did not stop
+    [whole] = emf_top_documents(capsys.readouterr().out)
+    assert "DeadlineStops" not in whole
+
+
 SQS_TOPOLOGY = """
 name: sqs-deadline
 spout: {{type: stdin}}
