@@ -174,7 +174,8 @@ def _kinesis(
 
     assertions = home_assertions(arn, opts.retrieval)
     if assertions:
-        b.rules["StreamInStackRegionAndAccount"] = {"Assertions": assertions}
+        rule = "StreamInStackRegionAndAccount" if fanout else "StreamInStackRegion"
+        b.rules[rule] = {"Assertions": assertions}
     if fanout:
         from squall.deploy.fanout import FANOUT_READS, add_stream_consumer
 

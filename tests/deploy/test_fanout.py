@@ -358,6 +358,7 @@ def test_a_polling_trigger_reads_the_stream_where_the_spout_places_it(
     cfn = checked(t, tmp_path)
     assert mapping(cfn)["EventSourceArn"] == {"Fn::Sub": arn}
     assert grants(policy(cfn))[arn] == STREAM_READS
+    assert list(t["Rules"]) == ["StreamInStackRegion"]  # the region only, not the account
     [rule] = t["Rules"].values()
     [assertion] = rule["Assertions"]
     assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "AWS::Region"}, "eu-west-1"]}
