@@ -107,11 +107,13 @@ def home_assertions(stream_arn_text: str, retrieval: str) -> list[dict[str, Any]
 def _rule_value(value: str) -> Any:
     """A region or account as a rule compares it: a literal, a parameter's ``Ref`` (a whole
     ``${VAR}``), or None when the template's own pseudo parameter (or a mix) stands there."""
-    from squall.deploy.template import _MARKER, param_name
+    from squall.deploy.template import _MARKER, PSEUDO_PARAMETERS, param_name
 
     if value.startswith("${"):
         return None
     whole = _MARKER.fullmatch(value)
     if whole:
+        if whole.group(1) in PSEUDO_PARAMETERS:  # `${AWS_REGION}`: the stack's own region
+            return None
         return {"Ref": param_name(whole.group(1))}
     return None if _MARKER.search(value) else value

@@ -192,7 +192,7 @@ def instance_role(
                 "KCL enhanced fan-out",
             )
         )
-    statements = _statements(perms + component_permissions(marked))
+    statements = _statements(perms + component_permissions(marked), pseudo=False)
     # PutMetricData has no resource-level permission: it is limited to the application's namespace.
     statements.append(
         {

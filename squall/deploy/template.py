@@ -3,7 +3,8 @@
 Written next to the zip by ``squall package --template template.yaml``; deploy with
 ``sam deploy --guided``. Every ``${VAR}`` the topology uses becomes a template parameter (with
 the topology's ``:-default`` as its default) passed to the function's environment, so the same
-YAML runs locally and in Lambda.
+YAML runs locally and in Lambda — except the variables Lambda sets itself (``AWS_REGION``, …):
+no parameter, no environment entry, and ``${AWS::Region}`` where a resource names the region.
 
 The function gets its own IAM role granting exactly what the code calls: its log group, the
 trigger's reads on the consumed stream, queue or bucket prefix, and what each component declares in
@@ -13,7 +14,7 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~430 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~510 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
@@ -121,8 +122,43 @@ def secret_variables(text: str) -> set[str]:
     return out & set(variables(text))  # not one found on a comment's line
 
 
+#: Variables Lambda sets in every function and refuses in a template's ``Environment`` (its
+#: documentation's reserved keys): a function is created with none of them.
+LAMBDA_RESERVED = frozenset(
+    {
+        "_HANDLER",
+        "_X_AMZN_TRACE_ID",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_EXECUTION_ENV",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_INITIALIZATION_TYPE",
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+        "AWS_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_LAMBDA_RUNTIME_API",
+        "LAMBDA_TASK_ROOT",
+        "LAMBDA_RUNTIME_DIR",
+    }
+)
+#: Of those, the ones a template names by a pseudo parameter: the function's region is the
+#: stack's.
+PSEUDO_PARAMETERS = {"AWS_REGION": "AWS::Region", "AWS_DEFAULT_REGION": "AWS::Region"}
+
+
 def param_name(var: str) -> str:
     return "".join(part.capitalize() for part in var.lower().split("_"))
+
+
+def sub_name(var: str, pseudo: bool = True) -> str:
+    """What ``${var}`` is in a template's ``Fn::Sub``: its parameter, or (``pseudo``: a Lambda
+    function's template) the pseudo parameter Lambda's own value of it equals."""
+    return PSEUDO_PARAMETERS[var] if pseudo and var in PSEUDO_PARAMETERS else param_name(var)
 
 
 def _marker(var: str) -> str:
@@ -130,7 +166,12 @@ def _marker(var: str) -> str:
     return f"SQUALLVAR_{var}_END"
 
 
-def parameterised(topology: Topology, text: str, env: dict[str, str] | None = None) -> Topology:
+def parameterised(
+    topology: Topology,
+    text: str,
+    env: dict[str, str] | None = None,
+    keep: frozenset[str] = frozenset(),
+) -> Topology:
     """The topology loaded with each ``${VAR}`` replaced by a marker where its field accepts one.
 
     ``resource_sub`` turns the markers back into ``${Param}`` references; a variable whose field
@@ -141,6 +182,8 @@ def parameterised(topology: Topology, text: str, env: dict[str, str] | None = No
     env = dict(os.environ if env is None else env)
     best = topology
     for var in variables(text):
+        if var in keep:  # no parameter can stand for it: its value at package time
+            continue
         trial = {**env, var: _marker(var)}
         try:
             best = load_text(text, file=topology.file, base_dir=topology.base_dir, env=trial)
@@ -150,9 +193,9 @@ def parameterised(topology: Topology, text: str, env: dict[str, str] | None = No
     return best
 
 
-def resource_sub(resource: str) -> dict[str, str]:
-    """An ``Fn::Sub`` of a declared resource, markers turned into ``${Param}``."""
-    return {"Fn::Sub": _MARKER.sub(lambda m: "${" + param_name(m.group(1)) + "}", resource)}
+def resource_sub(resource: str, pseudo: bool = True) -> dict[str, str]:
+    """An ``Fn::Sub`` of a declared resource, markers turned into ``${Param}`` (``sub_name``)."""
+    return {"Fn::Sub": _MARKER.sub(lambda m: "${" + sub_name(m.group(1), pseudo) + "}", resource)}
 
 
 def value_sub(value: str) -> str | dict[str, str]:
@@ -171,13 +214,13 @@ def component_permissions(topology: Topology) -> list[AwsPermission]:
     return out
 
 
-def _statements(perms: list[AwsPermission]) -> list[dict[str, Any]]:
+def _statements(perms: list[AwsPermission], pseudo: bool = True) -> list[dict[str, Any]]:
     """One statement per resource, actions merged and sorted (stable output)."""
     by_resource: dict[str, set[str]] = {}
     for p in perms:
         by_resource.setdefault(p.resource, set()).update(p.actions)
     return [
-        {"Effect": "Allow", "Action": sorted(actions), "Resource": resource_sub(resource)}
+        {"Effect": "Allow", "Action": sorted(actions), "Resource": resource_sub(resource, pseudo)}
         for resource, actions in by_resource.items()
     ]
 
@@ -235,6 +278,10 @@ def sam_template(
     defaults = variable_defaults(topology_text)
     secrets = secret_variables(topology_text)
     for var in variables(topology_text):
+        if var in LAMBDA_RESERVED:
+            # Lambda sets it (the function's region, name, …) and refuses a function whose
+            # template does: no parameter, no environment entry (cfn-lint E3663).
+            continue
         name = param_name(var)
         secret = var in secrets
         param: dict[str, Any] = {
@@ -247,7 +294,9 @@ def sam_template(
             param["NoEcho"] = True
         b.params[name] = param
         fn_env[var] = {"Ref": name}
-    marked = parameterised(topology, topology_text, env)
+    marked = parameterised(
+        topology, topology_text, env, keep=LAMBDA_RESERVED - PSEUDO_PARAMETERS.keys()
+    )
     statements = _statements(component_permissions(marked))
     statements.insert(0, _log_statement("LogGroup"))
     b.params["LogRetentionDays"] = {

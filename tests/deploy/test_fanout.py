@@ -366,3 +366,27 @@ def test_a_polling_trigger_reads_the_stream_where_the_spout_places_it(
         "--retrieval polling: deploy this stack in the stream's region (eu-west-1)"
     )
     assert "Consumer" not in t["Resources"]
+
+
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+def test_a_region_from_aws_region_is_the_stacks_and_never_a_function_variable(
+    tmp_path: Path, retrieval: str
+):
+    """`region: "${AWS_REGION:-eu-west-1}"` made a parameter `AwsRegion` and set `AWS_REGION`
+    in the function's environment: a variable Lambda reserves (cfn-lint E3663), so creating the
+    function failed. Lambda sets it to the function's region: the template says `AWS::Region`."""
+    t = template_of(
+        reader(
+            tmp_path,
+            '{type: kinesis, stream: clicks, region: "${AWS_REGION:-eu-west-1}"}',
+        ),
+        "consumer",
+        retrieval=retrieval,
+    )
+    cfn = checked(t, tmp_path)  # cfn-lint passes
+    assert "AwsRegion" not in t["Parameters"]
+    env = t["Resources"]["Function"]["Properties"].get("Environment", {}).get("Variables", {})
+    assert "AWS_REGION" not in env
+    arn = "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/${StreamName}"
+    assert grants(policy(cfn))[arn] == STREAM_READS
+    assert "Rules" not in t  # the stack's own region: nothing to assert
