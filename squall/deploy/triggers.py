@@ -154,6 +154,8 @@ def _kinesis(
     spout_region = trigger.region if trigger else None
     named = opts.stream or spout_stream or ""
     if spout_stream and _MARKER.search(spout_stream):
+        if opts.stream:  # it was ignored: the variable's parameter takes it as its default
+            _stream_into_variable(b, spout_stream, opts.stream)
         arn = kinesis_stream_arn(spout_stream, spout_region)
     elif named.startswith("arn:"):
         arn = kinesis_stream_arn(named)
@@ -203,6 +205,23 @@ def _kinesis(
             )
         )
     props["Events"] = {"Stream": {"Type": "Kinesis", "Properties": source}}
+
+
+def _stream_into_variable(b: _Builder, spout_stream: str, stream: str) -> None:
+    """``--stream NAME`` where the spout's stream is a ``${VAR}``: that variable's parameter
+    defaults to NAME. Refused where it cannot stand for the stream (an ARN, or a stream written
+    as text around the variable)."""
+    from squall.deploy.template import _MARKER, param_name
+
+    whole = _MARKER.fullmatch(spout_stream)
+    param = b.params.get(param_name(whole.group(1))) if whole else None
+    if param is None or stream.startswith("arn:"):
+        written = _MARKER.sub(lambda m: "${" + m.group(1) + "}", spout_stream)
+        raise SquallError(
+            f"--stream {stream}: the spout's stream is written as '{written}': give the stream "
+            "as that variable's value when deploying (its template parameter), not --stream"
+        )
+    param["Default"] = stream
 
 
 def _on_failure(

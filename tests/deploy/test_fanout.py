@@ -390,3 +390,23 @@ def test_a_region_from_aws_region_is_the_stacks_and_never_a_function_variable(
     arn = "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/${StreamName}"
     assert grants(policy(cfn))[arn] == STREAM_READS
     assert "Rules" not in t  # the stack's own region: nothing to assert
+
+
+@pytest.mark.parametrize("retrieval", ["polling", "fanout"])
+def test_stream_option_sets_the_variable_a_spout_stream_is_written_with(
+    tmp_path: Path, retrieval: str
+):
+    """`--stream views` with a spout stream `${SOURCE_STREAM:-clicks}` was silently ignored: the
+    template read `clicks`. The variable's parameter now defaults to the option's stream."""
+    spout = '{type: kinesis, stream: "${SOURCE_STREAM:-clicks}"}'
+    t = template_of(reader(tmp_path, spout), "consumer", retrieval=retrieval, stream="views")
+    checked(t, tmp_path)
+    assert t["Parameters"]["SourceStream"]["Default"] == "views"
+    assert "StreamName" not in t["Parameters"]
+    with pytest.raises(SquallError, match="written as 'events-\\$\\{ENV\\}': give the stream"):
+        template_of(
+            reader(tmp_path, '{type: kinesis, stream: "events-${ENV:-dev}"}'),
+            "consumer",
+            retrieval=retrieval,
+            stream="views",
+        )
