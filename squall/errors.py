@@ -7,6 +7,8 @@
 - ``SinkError``: a sink is broken for every record (no table, no rights): the batch fails.
 - Any other exception from a component call is taken to be caused by some record of the call:
   the engine isolates those records and dead-letters them (``describe_exception`` is the reason).
+- ``StaleState``: a stateful bolt's staged state was computed from a stored state another
+  process changed since: retrying the commit cannot help; the engine runs the batch again.
 - ``BatchFailed``: retries are exhausted; the runner must not checkpoint the batch.
 - ``ComponentFailed``: a component's ``open``/``warm_up``/``after_restore`` raised another error.
 """
@@ -76,6 +78,14 @@ class TransientError(SquallError):
     def __init__(self, message: str, *, retry_after: float | None = None):
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class StaleState(TransientError):
+    """A stateful bolt's commit found the stored state its staged state was computed from
+    changed by another process (``StateMoved``, ``MarkMoved``): nothing of it was written. The
+    same commit again would fail the same way, so the engine does not retry it: it discards the
+    staged state and runs the whole batch again from the stored state (bounded by the retry
+    attempts)."""
 
 
 class SinkError(SquallError):

@@ -50,7 +50,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from squall.errors import TransientError
+from squall.errors import StaleState, TransientError
 from squall.topology.resources import redis_errors
 from squall.topology.sql import store_errors
 
@@ -59,7 +59,7 @@ HEAD, SNAPSHOT = "h", "s"
 TOKEN_ROW = "~token:"
 
 
-class MarkMoved(TransientError):
+class MarkMoved(StaleState):
     """A lineage's mark moved since the batch read it: another process (a KCL worker whose lease
     this one took, an SQS message delivered twice at once) committed records of it meanwhile.
     Nothing of the commit is written; the batch runs again from the marks as they are, so what

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import orjson
 
 from squall.enrichment.state import Position, Status, SubscriptionState
-from squall.errors import TransientError
+from squall.errors import StaleState, TransientError
 from squall.topology import driver_engine
 from squall.topology.resources import redis_errors
 from squall.topology.sql import store_errors
@@ -143,7 +143,7 @@ return 1
 PENDING_TTL = 900
 
 
-class StateMoved(TransientError):
+class StateMoved(StaleState):
     """A key's stored state is no longer the one the batch computed its change from: another
     process committed an update of the key meanwhile. Nothing of the key is written; the batch
     runs again from the stored states, so both updates count."""

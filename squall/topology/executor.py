@@ -52,6 +52,7 @@ from squall.errors import (
     Problem,
     SinkError,
     SquallError,
+    StaleState,
     TopologyError,
     TransientError,
     describe_exception,
@@ -502,22 +503,37 @@ class Engine:
             self.open()
         thresholds = gc.get_threshold()  # the process's own, restored after the batch
         gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
-        counted = [_record_counts(s) for s in (self.spout_stats, *self.stats)]
         try:
-            return self._process(records, final)
-        except BaseException:
-            # The batch comes again (the runner retries it, or the next run does): its records
-            # count when they are settled, once. Retries, time and rows written stay counted.
-            for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
-                s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
-            for node in self._stateful:
+            attempt = 0
+            while True:
+                attempt += 1
+                counted = [_record_counts(s) for s in (self.spout_stats, *self.stats)]
                 try:
-                    self.components[node.index].discard_state()  # type: ignore[union-attr]
-                except Exception:
-                    log.exception("%s: error while discarding staged state", node.id)
-            raise
+                    return self._process(records, final)
+                except BaseException as exc:
+                    self._undo_batch(counted)
+                    # A stateful bolt's commit found its base state moved (another process
+                    # committed meanwhile: StaleState): the same commit again fails the same
+                    # way, so the whole batch runs again, from the stored state as it is now.
+                    stale = isinstance(exc, BatchFailed) and isinstance(exc.cause, StaleState)
+                    if not stale or attempt >= self.retry.attempts:
+                        raise
+                    log.warning("%s; running the batch again (%d/%d)", exc.cause, attempt,
+                                self.retry.attempts - 1)  # fmt: skip
         finally:
             gc.set_threshold(*thresholds)
+
+    def _undo_batch(self, counted: list[tuple[int, int, int, int, int]]) -> None:
+        """The batch failed: it comes again (the runner retries it, or the next run does, or
+        ``process`` at once): its records count when they are settled, once (retries, time and
+        rows written stay counted), and the stateful bolts' staged state is dropped."""
+        for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
+            s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
+        for node in self._stateful:
+            try:
+                self.components[node.index].discard_state()  # type: ignore[union-attr]
+            except Exception:
+                log.exception("%s: error while discarding staged state", node.id)
 
     def finish(self) -> BatchResult | None:
         """The input ended (a finite source read to its end): a batch without records in which
@@ -1252,7 +1268,9 @@ class Engine:
                         raise TransientError(f"{where}: {describe_exception(exc)}") from exc
                     raise
             except TransientError as exc:
-                if attempt >= policy.attempts:
+                # StaleState: this call again would fail the same way (``process`` runs the
+                # batch again instead)
+                if attempt >= policy.attempts or isinstance(exc, StaleState):
                     raise BatchFailed(where, exc, attempt) from exc
                 backoff = min(
                     policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)

@@ -104,8 +104,10 @@ def test_the_old_lease_holder_never_counts_what_the_new_one_committed(
     kcl_process_records([payload(300)], start=103).dispatch(new_cp, new)  # closes 10:00
     rows = sqlite3.connect(tmp_path / "w.db").execute("select k, n from counts").fetchall()
     assert rows == [("x", 3)]  # not 6
-    assert new_cp.calls == [("102", 0), ("103", 0)]
-    assert old.lost and old_cp.calls == []  # its state commit refused; the retry given up
+    # the old holder's state commit refused, its batch ran again at once and found the records
+    # counted (replays): its checkpoint, at the same position (the test's message object hands
+    # it to the new holder's checkpointer; the daemon refuses it, the lease being lost)
+    assert new_cp.calls == [("102", 0), ("102", 0), ("103", 0)]
 
 
 def sqs_event(ids: list[str]) -> dict:
@@ -131,8 +133,8 @@ def test_an_sqs_message_in_two_invocations_at_once_is_counted_once(
     tmp_path: Path,
 ):
     """Messages 1 and 2 go to one invocation; message 1, its visibility timeout passed, to another
-    at the same time, which commits first. The first invocation's commit is refused: both its
-    messages are answered failed, and delivered again message 1 is a replay, message 2 counted."""
+    at the same time, which commits first. The first invocation's commit is refused, and its
+    batch runs again at once: message 1 is a replay, message 2 counted."""
     t = tmp_path / "topology.yaml"
     t.write_text(TOPOLOGY.format(name=unique_name, state=store_url, db=tmp_path / "w.db"))
     first, second = make_handler(t), make_handler(t)
@@ -144,4 +146,4 @@ def test_an_sqs_message_in_two_invocations_at_once_is_counted_once(
     assert first(sqs_event(["600"]), None) == {"batchItemFailures": []}  # closes 10:00
     rows = sqlite3.connect(tmp_path / "w.db").execute("select k, n from counts").fetchall()
     assert rows == [("x", 2)]  # not 3
-    assert [int(f["itemIdentifier"][:8]) for f in failed] == [1, 2]
+    assert failed == []
