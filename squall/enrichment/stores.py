@@ -524,6 +524,15 @@ class SqlStateStore:
         PostgreSQL, that each row missing then was inserted by this write."""
         if base is None:
             return self._upsert(conn, rows, report)
+        if self._sqlite:
+            # The check's read in the write's transaction: the driver begins one only at the
+            # first write, so a read outside it let another process commit between the check
+            # and the write, which then replaced that commit's state (an update lost). BEGIN
+            # IMMEDIATE takes the write lock first; inside a transaction already (the
+            # warehouse's), WAL refuses a write from a snapshot gone stale.
+            raw = conn.connection.driver_connection
+            if not raw.in_transaction:
+                raw.execute("BEGIN IMMEDIATE")
         stored = self._versions(conn, list(changed))
         for key, new in changed.items():
             have = stored.get(key, "")

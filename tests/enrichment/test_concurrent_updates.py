@@ -200,3 +200,52 @@ def test_a_first_state_inserted_by_another_transaction_while_waiting_is_never_ov
     assert [type(e) for e in errors] == [StateMoved]
     assert a.load(["k"])["k"].topics == ("news",)
     engine.dispose()
+
+
+def test_sqlite_a_state_committed_between_the_check_and_the_write_is_never_overwritten(
+    tmp_path: Path,
+):
+    """SQLite, the store on its own database (no warehouse transaction around it): another
+    process commits k between a's check of the stored version and a's write. The check's read
+    must be in the write's transaction (WAL then refuses the write of a stale snapshot); read
+    outside it, a wrote its newer state over b's: b's topic lost."""
+    from squall.enrichment.state import Action, SubscriptionState, Update, apply, version
+    from squall.enrichment.stores import SqlStateStore
+    from squall.topology.model import ResourceConfig
+    from squall.topology.resources import Resources
+
+    def state(base: SubscriptionState, t: int, topic: str) -> SubscriptionState:
+        u = Update(Action.SUBSCRIBE, t, version(t, str(t), 0, f"e{t}"), f"e{t}", (topic,))
+        return apply(base, u)
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    res_a = Resources({"s": ResourceConfig(url=url)})
+    res_b = Resources({"s": ResourceConfig(url=url, connect_timeout=0.1)})  # (busy timeout)
+    a = SqlStateStore(res_a.database("s"), "subs")
+    b = SqlStateStore(res_b.database("s"), "subs")
+    news = state(SubscriptionState(), 1_000, "news")
+    a.save({"k": news}, None, {"k": ""})
+    base = a.load(["k"])["k"]
+    checked = a._versions
+    done: list[str] = []
+
+    def versions_then_b_commits(conn, keys):
+        found = checked(conn, keys)
+        try:
+            b.save({"k": state(base, 5_000, "sport")}, None, {"k": base.version})
+            done.append("sport")
+        except TransientError:
+            pass  # waits for a's write lock: its batch runs again later
+        return found
+
+    a._versions = versions_then_b_commits  # type: ignore[method-assign]
+    try:
+        a.save({"k": state(base, 9_000, "weather")}, None, {"k": base.version})
+        done.append("weather")
+    except TransientError:
+        pass  # refused (the batch runs again from b's state)
+    assert done  # one of them committed
+    topics = a.load(["k"])["k"].topics
+    assert set(done) <= set(topics)  # every committed update kept
+    res_a.close()
+    res_b.close()
