@@ -559,10 +559,23 @@ class SqlWindowStore:
         with store_errors("window store write"):
             self._ensure()
             if connection is not None:
+                self._write_lock(connection)
                 yield connection
             else:
                 with self.engine.begin() as conn:
+                    self._write_lock(conn)
                     yield conn
+
+    def _write_lock(self, conn: sa.Connection) -> None:
+        """SQLite: the commit's reads (its token, the marks it checks) in the write's
+        transaction. The driver begins one only at the first write, so a read before it let
+        another process commit the same lineage's mark between the check and the write: both
+        commits went through (records counted twice). BEGIN IMMEDIATE takes the write lock
+        first; inside a transaction already, WAL refuses a write from a stale snapshot."""
+        if conn.dialect.name == "sqlite":
+            raw = conn.connection.driver_connection
+            if not raw.in_transaction:
+                raw.execute("BEGIN IMMEDIATE")
 
 
 def _decided_gone(prune: Prune | None, retire: Retire | None) -> dict[str, str]:

@@ -147,3 +147,43 @@ def test_an_sqs_message_in_two_invocations_at_once_is_counted_once(
     rows = sqlite3.connect(tmp_path / "w.db").execute("select k, n from counts").fetchall()
     assert rows == [("x", 2)]  # not 3
     assert failed == []
+
+
+def test_sqlite_a_mark_moved_between_the_check_and_the_write_is_seen(tmp_path: Path):
+    """SQLite, the window store on a database of its own: another process commits the lineage's
+    mark between a's check of it and a's write. The check's read must be in the write's
+    transaction (WAL then refuses a write from a stale snapshot); read outside it, both commits
+    went through: the records counted twice."""
+    from squall.bolts.window_store import ShardMark, SqlWindowStore
+    from squall.errors import TransientError
+    from squall.topology.resource_config import ResourceConfig
+    from squall.topology.resources import Resources
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    res_a = Resources({"s": ResourceConfig(url=url, connect_timeout=0.1)})  # (busy timeout)
+    res_b = Resources({"s": ResourceConfig(url=url, connect_timeout=0.1)})
+    a, b = SqlWindowStore(res_a.sql("s"), "w"), SqlWindowStore(res_b.sql("s"), "w")
+    a.commit({}, {}, {"s": ShardMark(1, 1)}, 0, expect={"s": None})
+    checked = a._check_marks
+    done: list[str] = []
+
+    def check_then_b_commits(conn, expect, marks):
+        checked(conn, expect, marks)
+        try:
+            b.commit({60_000: (120_000, '{"b": 1}')}, {}, {"s": ShardMark(2, 5)}, 0,
+                     expect={"s": (1, 0)})  # fmt: skip
+            done.append("b")
+        except TransientError:
+            pass  # waits for a's write lock: its batch runs again later
+
+    a._check_marks = check_then_b_commits  # type: ignore[method-assign]
+    try:
+        a.commit(
+            {60_000: (120_000, '{"a": 1}')}, {}, {"s": ShardMark(2, 5)}, 0, expect={"s": (1, 0)}
+        )
+        done.append("a")
+    except TransientError:
+        pass  # MarkMoved, or refused as stale: the batch runs again
+    assert len(done) == 1  # the same records committed once, not by both
+    res_a.close()
+    res_b.close()
