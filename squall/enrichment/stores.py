@@ -138,8 +138,9 @@ return 1
 )
 
 #: Seconds a commit's pending marker lasts at least (a cache TTL below it does not shorten it),
-#: and the age beyond which a batch's fills of what it read are dropped: a fill read before a
-#: commit arrives while that commit's marker still refuses it.
+#: and, with the cache's TTL when shorter (the state that replaces the marker lives that long),
+#: the bound of the age beyond which a batch's fills of what it read are dropped: a fill read
+#: before a commit arrives while that commit's marker, or its state, still refuses it.
 PENDING_TTL = 900
 
 
@@ -661,8 +662,11 @@ class CachedStateStore:
         written = self.store.save(changed, connection, base, report=True)
         fill = dict(self._fill)
         read_at, self._read_at = self._read_at, None
-        if read_at is not None and time.monotonic() - read_at > PENDING_TTL * 2 / 3:
-            # read so long ago that a commit's marker may have expired since: no fill of misses
+        # Read so long ago that a commit's marker may have expired since — or the state that
+        # replaced it (a commit's fill, living the cache's ttl, which may be the shorter): no
+        # fill of misses.
+        lasts = min(PENDING_TTL, self.cache.ttl or PENDING_TTL)
+        if read_at is not None and time.monotonic() - read_at > lasts * 2 / 3:
             fill = {}
         for key, state in changed.items():
             if key in written:

@@ -71,3 +71,35 @@ def test_a_fill_of_an_older_state_after_another_commit_is_refused(
     assert c.load(["k"]) == {"k": both}
     b.flush()  # late, and still right
     assert c.load(["k"]) == {"k": both}
+
+
+def test_a_fill_read_longer_ago_than_the_cache_ttl_never_lands(
+    redis_client,  # noqa: F811
+    redis_prefix,
+    sql_engine,  # noqa: F811
+    monkeypatch,
+):
+    """a reads "news" from SQL; b adds "sport", commits and fills the cache (its state replaces
+    its pending marker, and lives the cache's ttl, 120 s); that entry expires; a, its batch slow,
+    fills the cache 200 s after its read — before, with "news" (only reads 600 s old were
+    dropped): read-only events saw the older state until it expired."""
+    import types
+
+    from squall.enrichment import stores as stores_module
+
+    clock = [0.0]
+    monkeypatch.setattr(stores_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    a, b, c = stores(redis_client, redis_prefix, sql_engine)
+    engine, _ = sql_engine
+    news = apply(SubscriptionState(), update(Action.SUBSCRIBE, 1_000, "news"))
+    a.store.save({"k": news})
+    assert a.load(["k"]) == {"k": news}  # (a miss: read from SQL at 0 s)
+    both = apply(b.load(["k"])["k"], update(Action.SUBSCRIBE, 2_000, "sport"))
+    with engine.begin() as conn:
+        b.save({"k": both}, conn)
+    b.flush()
+    redis_client.delete(redis_prefix + "k")  # its ttl passed (what expiry does)
+    clock[0] = 200.0
+    a.save({})
+    a.flush()
+    assert c.load(["k"]) == {"k": both}
