@@ -9,6 +9,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from squall.testing import records_from
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
@@ -23,7 +25,7 @@ spout: {{type: stdin}}
 settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
 bolts:
   - {{id: decode, type: json}}
-  - {{id: subs, type: subscription, store: state, key: device_token, table: subs}}
+  - {{id: subs, type: subscription, store: {store}, key: device_token, table: subs}}
 sinks:
   - id: out
     type: warehouse
@@ -39,8 +41,10 @@ def subscribe(topic: str, second: int) -> dict:
     return {"event_type": "subscribe", "device_token": "k", "timestamp": at, "topics": [topic]}
 
 
-def test_a_state_moved_meanwhile_runs_the_batch_again_at_once(tmp_path: Path):
-    text = TOPOLOGY.format(state=tmp_path / "state.db", db=tmp_path / "w.db")
+@pytest.mark.parametrize("shared", [False, True], ids=["own-database", "warehouse-transaction"])
+def test_a_state_moved_meanwhile_runs_the_batch_again_at_once(tmp_path: Path, shared: bool):
+    store = "db" if shared else "state"  # (db: the warehouse's, one transaction)
+    text = TOPOLOGY.format(state=tmp_path / "state.db", db=tmp_path / "w.db", store=store)
     first, second = Engine(load_text(text).plan), Engine(load_text(text).plan)
     HandOff.then[:] = []
     assert first.process(records_from([subscribe("news", 0)], shard_id="a")).ok
