@@ -534,7 +534,10 @@ class SqlStateStore:
             raw = conn.connection.driver_connection
             if not raw.in_transaction:
                 raw.execute("BEGIN IMMEDIATE")
-        stored = self._versions(conn, list(changed))
+        # Keys in one order (code points) in every process: two commits locking (FOR UPDATE)
+        # or inserting overlapping keys in opposite orders deadlocked (PostgreSQL broke it
+        # after its deadlock_timeout, and the batch ran again).
+        stored = self._versions(conn, sorted(changed))
         for key, new in changed.items():
             have = stored.get(key, "")
             if have != base.get(key, "") and have != new.version:
@@ -543,7 +546,7 @@ class SqlStateStore:
             return self._upsert(conn, rows, report)
         # PostgreSQL: a row missing when read is only inserted, never updated — another
         # process may insert it meanwhile (ON CONFLICT waits for that insert's commit).
-        fresh = [row for row in rows if row[0] not in stored]
+        fresh = sorted((row for row in rows if row[0] not in stored), key=lambda row: row[0])
         written = self._upsert(conn, [row for row in rows if row[0] in stored], True)
         tail = f" ON CONFLICT ({self._quoted_key}) DO NOTHING RETURNING {self._quoted_key}"
         for i in range(0, len(fresh), WRITE_PAGE):
@@ -566,7 +569,10 @@ class SqlStateStore:
             if self._sqlite:
                 sql, params = head + "IN (" + ",".join("?" * len(chunk)) + ")", tuple(chunk)
             else:
-                sql, params = head + "= ANY(%s) ORDER BY 1 FOR UPDATE", (chunk,)
+                # COLLATE "C": byte order, which is code point order in UTF-8 — the keys'
+                # (sorted) order across chunks, whatever the database's collation
+                order = f'ORDER BY {q("key")} COLLATE "C" FOR UPDATE'
+                sql, params = head + "= ANY(%s) " + order, (chunk,)
             found.update((k, v) for k, v in conn.exec_driver_sql(sql, params))
         return found
 

@@ -249,3 +249,37 @@ def test_sqlite_a_state_committed_between_the_check_and_the_write_is_never_overw
     assert set(done) <= set(topics)  # every committed update kept
     res_a.close()
     res_b.close()
+
+
+def test_postgresql_locks_and_inserts_a_commits_keys_in_one_order(pg_url_psycopg2, pg_table):
+    """Keys were locked (FOR UPDATE) and inserted in the batch's order: two commits of
+    overlapping keys in opposite orders deadlocked (PostgreSQL broke it after its
+    deadlock_timeout, and a batch ran again). Every commit now takes them in code point order,
+    the SELECT's ORDER BY included (COLLATE "C", whatever the database's collation)."""
+    import sqlalchemy as sa
+
+    from squall.enrichment.state import Action, SubscriptionState, Update, apply, version
+    from squall.enrichment.stores import SqlStateStore
+
+    def state(t: int) -> SubscriptionState:
+        u = Update(Action.SUBSCRIBE, t, version(t, str(t), 0, f"e{t}"), f"e{t}", ("news",))
+        return apply(SubscriptionState(), u)
+
+    engine = sa.create_engine(pg_url_psycopg2)
+    store = SqlStateStore(engine, pg_table)
+    store.save({k: state(1_000) for k in ("k-b", "k-A")}, None, dict.fromkeys(("k-b", "k-A"), ""))
+    seen: list[tuple[str, object]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    keys = ["k-é", "k-b", "k-a", "k-A", "k-B"]  # "k-b" and "k-A" exist: locked; the rest new
+    old = {k: store.load([k])[k].version for k in ("k-b", "k-A")}
+    store.save({k: state(2_000) for k in keys}, None, {k: old.get(k, "") for k in keys})
+    [(select, (locked,))] = [(s, p) for s, p in seen if "FOR UPDATE" in s]
+    assert locked == sorted(keys) and 'COLLATE "C"' in select
+    [(_, values)] = [(s, p) for s, p in seen if "DO NOTHING" in s]
+    inserted = [v for v in values if isinstance(v, str) and v.startswith("k-")]
+    assert inserted == ["k-B", "k-a", "k-é"]
+    engine.dispose()
