@@ -14,7 +14,10 @@ The first slice always runs: an invocation that gives up without trying makes no
 on a function whose timeout fits one slice every invocation still commits one (its stop's log
 line then says to lower ``lambda_batch_size`` or raise the timeout). A slice that can never fit
 is not something the handler can see before it runs: Lambda kills it and the batch comes again,
-as before; the function's timeout errors and the iterator age show it.
+as before; the function's timeout errors and the iterator age show it. Inside a slice, a
+component's retry (a dependency down) is made only while its backoff fits in the time left less
+the margin (``seconds_left``, the engine's ``time_left``): past that the slice fails and is
+answered, the slices before it kept.
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class Deadline:
         """The deadline of a Lambda context (none for a context without one, or no context)."""
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         return cls(remaining if callable(remaining) else None, margin)
+
+    def seconds_left(self) -> float | None:
+        """Seconds left less the margin (None: no deadline): the engine's ``time_left``, asked
+        only when a component's retry is considered — a retry whose backoff would outlast it
+        is not made, and the slice fails with what it has not committed."""
+        left = self._remaining() if self._remaining is not None else None
+        if not isinstance(left, int | float) or isinstance(left, bool):
+            return None
+        return left / 1000.0 - self.margin
 
     def next_slice(self) -> bool:
         """Whether the next slice may start; the first always may. Call it before each slice."""

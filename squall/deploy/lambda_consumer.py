@@ -289,6 +289,9 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
 
     def invoke(event: dict[str, Any], context: Any) -> dict[str, Any]:
         deadline = Deadline.of(context, margin)
+        # A dependency down inside a slice is retried only while time is left: a retry cut off
+        # by the timeout would have the whole batch, its committed slices too, delivered again.
+        engine.time_left = deadline.seconds_left
         try:  # SQS and S3 batches are observed as Kinesis' are (an S3 failure raises)
             answer = sources.handle(engine, event, observer.recorder, deadline)
             if answer is not NotImplemented:
@@ -301,6 +304,7 @@ def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], 
                 raise
             return process_in_slices(engine, observer, records, size, deadline)
         finally:
+            engine.time_left = None
             if deadline.stopped:
                 observer.deadline_stop()
             observer.flush(context)

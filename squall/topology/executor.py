@@ -199,6 +199,10 @@ class Engine:
         )
         self._own_resources = resources is None
         self.retry: RetryConfig = plan.topology.settings.retry
+        #: Seconds left before the runner's time limit (None: no limit), asked only when a
+        #: retry is considered; a runner with a limit sets it (Lambda: the invocation's). A retry
+        #: whose backoff would outlast it is not made: the batch fails at once.
+        self.time_left: Callable[[], float | None] | None = None
         self._sleep, self._rng = sleep, rng
         context = ComponentContext(
             self.topology.name, self.topology.base_dir, self.topology.problem
@@ -1276,6 +1280,12 @@ class Engine:
                     policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)
                 )
                 delay = max(self._rng() * backoff, exc.retry_after or 0.0)
+                left = self.time_left() if self.time_left is not None else None
+                if left is not None and delay >= left:
+                    # The runner's time is nearly spent: a retry would be cut off, and with it
+                    # what this run committed before; failing now keeps that.
+                    log.warning("%s; not retried: %.2fs left, %.2fs of backoff", exc, left, delay)
+                    raise BatchFailed(where, exc, attempt) from exc
                 if stats is not None:
                     stats.retries += 1
                 text = str(exc)  # most errors name their place already ("where: …")

@@ -283,3 +283,22 @@ def test_awslambdaric_with_a_deadline_nearly_spent_answers_what_was_not_started(
     assert "invocation stopped before its deadline: 3 records not started" in consumer.log()
     db = sqlite3.connect(tmp_path / "w.db")
     assert [n for (n,) in db.execute("select n from events order by n")] == [1, 2, 3, 4, 5]
+
+
+def test_a_dependency_down_is_not_retried_past_the_deadline(tmp_path: Path, caplog):
+    """A dependency down inside a slice was retried whatever the time left: Lambda then killed
+    the invocation, and the whole batch — its committed slices too — came again. A retry whose
+    backoff would outlast the time left (less the margin) is not made: the slice fails at once
+    and the answer names its first record; with time enough the retry is made, as before."""
+    handler = make_handler(topology_for(tmp_path, dlq=True, size=2))
+    [chaos] = [c for c in handler.engine.components if c.id == "chaos"]
+    chaos.config = chaos.config.model_copy(update={"transient_failures": 1})
+    event = kinesis_lambda_event([{"n": 1}, {"n": 2}])
+    with caplog.at_level(logging.WARNING, logger="squall.engine"):
+        answer = handler(event, Context(500))  # 0.5 s left, 1 s of margin: no retry
+    assert answer == {"batchItemFailures": [{"itemIdentifier": seqs_of(event)[0]}]}
+    assert chaos.calls == 1 and rows(tmp_path) == []
+    assert "not retried: -0.50s left" in caplog.text
+    chaos.calls = 0  # the dependency fails once more: with a minute left, it is retried
+    assert handler(event, Context(60_000)) == {"batchItemFailures": []}
+    assert chaos.calls == 2 and rows(tmp_path) == [1, 2]
