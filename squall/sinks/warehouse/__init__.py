@@ -47,7 +47,7 @@ class PartitionBy(BaseModel):
         "366d",
         description="How far before its record's arrival a row's day may be; an older one is that "
         "event's failure (raise it, or null, to backfill older days). Records without an arrival "
-        "time (files, stdin) are not bounded.",
+        "time (files, stdin, S3 objects) are not bounded.",
     )
 
     @field_validator("max_future", "max_age")
