@@ -46,10 +46,13 @@ sinks:
 FIRST = 49590338271490256608559692538361571095921575989136588800
 
 
+def payload(second: int) -> dict:
+    """An event of key x, ``second`` seconds after 10:00 (the window's first minute)."""
+    return {"k": "x", "timestamp": f"2024-05-01T10:{second // 60:02d}:{second % 60:02d}Z"}
+
+
 def record(i: int, key: str, second: int) -> dict:
-    data = orjson.dumps(
-        {"k": "x", "timestamp": f"2024-05-01T10:{second // 60:02d}:{second % 60:02d}Z"}
-    )
+    data = orjson.dumps(payload(second))
     seq = str(FIRST + i)
     return {
         "kinesis": {

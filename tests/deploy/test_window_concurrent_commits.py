@@ -21,39 +21,24 @@ from squall.sinks.base import Sink
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.bolts.test_window import store_url  # noqa: F401
+from tests.deploy.test_lambda_parallel_shard import TOPOLOGY as WINDOW_TOPOLOGY
+from tests.deploy.test_lambda_parallel_shard import payload
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
 
-TOPOLOGY = """
-name: {name}
-resources:
-  state: {{url: "{state}"}}
-  db: {{url: "sqlite:///{db}"}}
-spout: {{type: stdin}}
-settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
-bolts:
-  - {{id: decode, type: json}}
-  - id: counts
-    type: window
-    store: state
-    key: [k]
-    size: 1m
-    key_prefix: "test:{name}:"
-    table: t_{name}
-    aggregates: {{n: {{fn: count}}}}
-sinks:
-  - id: out
-    type: warehouse
-    resource: db
-    table: counts
-    mode: upsert
-    key: [k, window_start]
-    columns: {{k: k, window_start: window_start, n: {{path: n, type: integer}}}}
-  - {{id: handoff, type: "tests.deploy.test_window_concurrent_commits:HandOff"}}
+# The window topology of tests/deploy/test_lambda_parallel_shard.py, with retries that do not
+# wait and a sink that hands the batch over while it is written.
+TOPOLOGY = (
+    WINDOW_TOPOLOGY.replace(
+        "spout: {{type: stdin}}\n",
+        "spout: {{type: stdin}}\nsettings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}\n",
+    )
+    + """  - {{id: handoff, type: "tests.deploy.test_window_concurrent_commits:HandOff"}}
 streams:
   - {{from: decode, to: counts}}
   - {{from: counts, to: out}}
   - {{from: decode, to: handoff}}
 """
+)
 
 
 class HandOff(Sink):
@@ -66,10 +51,6 @@ class HandOff(Sink):
         while HandOff.then:
             HandOff.then.pop()()
         return None
-
-
-def payload(second: int) -> dict:
-    return {"k": "x", "timestamp": f"2024-05-01T10:{second // 60:02d}:{second % 60:02d}Z"}
 
 
 def worker(tmp_path: Path, state: str, name: str, owner: list[str], me: str):

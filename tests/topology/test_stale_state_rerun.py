@@ -15,25 +15,11 @@ from squall.testing import records_from
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.deploy.test_window_concurrent_commits import HandOff
+from tests.enrichment.test_concurrent_updates import TOPOLOGY as SUBSCRIPTION_TOPOLOGY
 
-TOPOLOGY = """
-name: stale-rerun
-resources:
-  state: {{url: "sqlite:///{state}"}}
-  db: {{url: "sqlite:///{db}"}}
-spout: {{type: stdin}}
-settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
-bolts:
-  - {{id: decode, type: json}}
-  - {{id: subs, type: subscription, store: {store}, key: device_token, table: subs}}
-sinks:
-  - id: out
-    type: warehouse
-    resource: db
-    table: events
-    columns: {{event_id: meta.event_id, topics: subscription.topics}}
-  - {{id: handoff, type: "tests.deploy.test_window_concurrent_commits:HandOff"}}
-"""
+# The subscription topology of tests/enrichment/test_concurrent_updates.py, its store on its own
+# database (`state`) or on the warehouse's (`db`: one transaction).
+TOPOLOGY = SUBSCRIPTION_TOPOLOGY.replace("store: state,", "store: {store},")
 
 
 def subscribe(topic: str, second: int) -> dict:
@@ -44,7 +30,12 @@ def subscribe(topic: str, second: int) -> dict:
 @pytest.mark.parametrize("shared", [False, True], ids=["own-database", "warehouse-transaction"])
 def test_a_state_moved_meanwhile_runs_the_batch_again_at_once(tmp_path: Path, shared: bool):
     store = "db" if shared else "state"  # (db: the warehouse's, one transaction)
-    text = TOPOLOGY.format(state=tmp_path / "state.db", db=tmp_path / "w.db", store=store)
+    text = TOPOLOGY.format(
+        state=f"sqlite:///{tmp_path / 'state.db'}",
+        db=tmp_path / "w.db",
+        store=store,
+        options="table: subs",
+    )
     first, second = Engine(load_text(text).plan), Engine(load_text(text).plan)
     HandOff.then[:] = []
     assert first.process(records_from([subscribe("news", 0)], shard_id="a")).ok
