@@ -1,0 +1,194 @@
+"""Bot detection for the strings the rules cannot decide: candidates measured on every corpus.
+
+The device bolt's misses on the bot corpora are mostly strings in which ua-parser finds no
+browser, OS or device and that hold no bot word or listed name (``Photon/1.0``, a product name
+with a URL). This script measures what could decide those "undecided" strings, scored on every
+corpus of :mod:`benchmarks.ua_corpus` as bot recall and precision before (the rules alone) and
+after (the rules, then the candidate on the undecided strings only):
+
+- ``model``: a learned classifier, logistic regression over character 1-5-grams (lower case,
+  digit runs as ``0``, presence only), trained on the undecided strings of the non-acceptance
+  corpora: Matomo's development half, CrawlerDetect, isbot, crawler-user-agents' examples,
+  ua-parser-js and Mobile-Detect. Every string also present in browscap, WhichBrowser or
+  Matomo's held-out half is left out of training, so those three are held out (CrawlerDetect,
+  isbot and the others are spent: their figures are in-sample). Thresholds 0.5, 0.7, 0.9;
+  out-of-fold figures (5 folds) of the training set are printed first.
+- ``crawlerdetect``: the patterns of CrawlerDetect's Python port (PyPI ``crawlerdetect``, MIT),
+  with its exclusions, on the undecided strings only (CrawlerDetect's own corpus is then spent).
+- ``crawlerdetect+model``: both must say bot (model at 0.7).
+
+Needs scikit-learn and crawlerdetect, for this script only (``pip install scikit-learn
+crawlerdetect``); neither is a dependency of squall. Nothing here is used at run time: every
+candidate lost precision on the held-out corpora (docs/enrichment.md, "How well it classifies").
+
+    python benchmarks/bot_candidates.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import ua_corpus  # noqa: E402
+
+TRAIN = ("matomo:dev", "crawlerdetect", "isbot", "crawleruseragents", "uaparserjs", "mobiledetect")
+HELD_OUT = ("browscap", "whichbrowser", "matomo:held-out")
+SCORED = (*HELD_OUT, "matomo:dev", "crawlerdetect", "isbot")
+THRESHOLDS = (0.5, 0.7, 0.9)
+
+
+def parsed_corpus(name: str, bolt) -> list[tuple[str, str, bool, bool]]:
+    """(label, user agent, rules say bot, undecided) of each labelled row of corpus ``name``
+    ("matomo:dev" is a half; "crawleruseragents" the crawler list's example strings, all bots).
+    Undecided: not a bot by the rules, and ua-parser names no browser, OS or device."""
+    if name == "crawleruseragents":
+        import crawleruseragents
+
+        path = Path(crawleruseragents.__file__).parent / "crawler-user-agents.json"
+        rows = [
+            ("bot", ua, {})
+            for item in json.loads(path.read_text())
+            for ua in item.get("instances", ())
+        ]
+    else:
+        corpus, _, half = name.partition(":")
+        rows = ua_corpus.load(ua_corpus.CORPORA[corpus], half or None)
+    out = []
+    for label, ua, _ in rows:
+        if label == ua_corpus.NOT_LABELLED:
+            continue
+        block = bolt.parse(ua.strip()[:512])
+        is_bot = block["device_class"] == "bot"
+        nothing = block["browser"] == block["os"] == block["device"] == "Other"
+        out.append((label, ua, is_bot, not is_bot and nothing))
+    return out
+
+
+def features(ua: str) -> str:
+    """The text the n-grams are taken from: lower case, each run of digits as one ``0``."""
+    return re.sub(r"\d+", "0", ua.lower())
+
+
+def train(corpora: dict[str, list], held: set[str]):
+    """The fitted (vectorizer, model) and the out-of-fold probabilities of its training set."""
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    texts, labels, seen = [], [], set()
+    for name in TRAIN:
+        for label, ua, _, undecided in corpora[name]:
+            if undecided and ua not in held and ua not in seen:
+                seen.add(ua)
+                texts.append(ua)
+                labels.append(label == "bot")
+    y = np.array(labels)
+    vectorizer = CountVectorizer(
+        analyzer="char", ngram_range=(1, 5), preprocessor=features, binary=True, min_df=2
+    )
+    matrix = vectorizer.fit_transform(texts)
+    model = LogisticRegression(C=0.3, max_iter=5000, class_weight="balanced")
+    folds = StratifiedKFold(5, shuffle=True, random_state=22)
+    oof = cross_val_predict(model, matrix, y, cv=folds, method="predict_proba")[:, 1]
+    model.fit(matrix, y)
+    print(
+        f"training set: {len(texts):,} undecided strings, {int(y.sum()):,} bots, "
+        f"{matrix.shape[1]:,} n-grams"
+    )
+    for t in THRESHOLDS:
+        flagged = oof >= t
+        tp, fp = int((flagged & y).sum()), int((flagged & ~y).sum())
+        print(
+            f"  out-of-fold at {t}: {tp} of {int(y.sum())} bots, {fp} of {int((~y).sum())} others"
+        )
+    return vectorizer, model
+
+
+def pure_python_cost(vectorizer, model, texts: list[str]) -> float:
+    """µs a string to score the model in plain Python (a dict of n-gram weights), as the bolt
+    would have to: the figure that would be paid per undecided string."""
+    import math
+
+    weights = {
+        gram: float(w)
+        for gram, w in zip(vectorizer.get_feature_names_out(), model.coef_[0], strict=True)
+        if w
+    }
+    bias = float(model.intercept_[0])
+
+    def score(ua: str) -> float:
+        text = features(ua)
+        grams = {text[i : i + n] for n in range(1, 6) for i in range(len(text) - n + 1)}
+        return 1 / (1 + math.exp(-(bias + sum(weights.get(g, 0.0) for g in grams))))
+
+    started = time.perf_counter()
+    for ua in texts:
+        score(ua)
+    return (time.perf_counter() - started) / max(1, len(texts)) * 1e6
+
+
+def line(name: str, rows: list, flag) -> str:
+    """Recall and precision before -> after for one corpus (``flag``: the undecided strings the
+    candidate calls bots)."""
+    bots = sum(label == "bot" for label, *_ in rows)
+    tp0 = sum(label == "bot" and is_bot for label, _, is_bot, _ in rows)
+    flagged0 = sum(is_bot for _, _, is_bot, _ in rows)
+    added = [label for label, ua, _, undecided in rows if undecided and ua in flag]
+    tp = tp0 + sum(label == "bot" for label in added)
+    flagged = flagged0 + len(added)
+
+    def pct(a: int, b: int) -> str:
+        return f"{a / b:6.1%}" if b else "     -"
+
+    return (
+        f"  {name:<17} recall {pct(tp0, bots)} -> {pct(tp, bots)}   precision "
+        f"{pct(tp0, flagged0)} -> {pct(tp, flagged)}   (+{len(added) - (tp - tp0)} others, "
+        f"+{tp - tp0} bots of {bots})"
+    )
+
+
+def main() -> int:
+    from squall.component import ComponentContext
+    from squall.enrichment.device import DeviceBolt
+
+    bolt = DeviceBolt(DeviceBolt.Config(id="device", type="device"), ComponentContext("bots"))
+    corpora = {name: parsed_corpus(name, bolt) for name in dict.fromkeys((*TRAIN, *SCORED))}
+    held = {ua for name in HELD_OUT for _, ua, *_ in corpora[name]}
+    vectorizer, model = train(corpora, held)
+    undecided = {ua for rows in corpora.values() for _, ua, _, u in rows if u}
+    texts = sorted(undecided)
+    probability = dict(
+        zip(texts, model.predict_proba(vectorizer.transform(texts))[:, 1], strict=True)
+    )
+    print(
+        f"model in plain Python: {pure_python_cost(vectorizer, model, texts):.0f} µs a string "
+        f"({len(texts):,} undecided strings)"
+    )
+    candidates = {
+        f"model >= {t}": {ua for ua, p in probability.items() if p >= t} for t in THRESHOLDS
+    }
+    try:
+        from crawlerdetect import CrawlerDetect
+    except ImportError:
+        print("crawlerdetect not installed: its candidates are skipped")
+    else:
+        detect = CrawlerDetect()
+        listed = {ua for ua in texts if detect.is_crawler(ua)}
+        candidates["crawlerdetect"] = listed
+        candidates["crawlerdetect+model >= 0.7"] = listed & candidates["model >= 0.7"]
+    for title, flag in candidates.items():
+        print(f"{title} (held out: {', '.join(HELD_OUT)}; the others are spent)")
+        for name in SCORED:
+            print(line(name, corpora[name], flag))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
