@@ -35,8 +35,10 @@ Four fresh ones, added after the rule work of issue 22 and measured without chan
 the strings another corpus (or ``crawleruseragents``, the crawler list's examples) also holds.
 
 ``build NAME --git DIR`` turns a git directory of the source into benchmarks/data/
-ua-corpus-NAME.tsv.gz (label, user agent, client-hint headers as JSON, fixture); ``run`` scores
-the device bolt on it.
+ua-corpus-NAME.tsv.gz (label, user agent, client-hint headers as JSON, fixture, and for browscap
+and Matomo the labeller's client type: browscap's Browser_Type, Matomo's client type); ``run``
+scores the device bolt on it, and where the corpus has client types also prints the false bot
+positives by client type (see :data:`AUTOMATED_TYPES`).
 
     python benchmarks/ua_corpus.py run                         # browscap, the acceptance corpus
     python benchmarks/ua_corpus.py run --corpus matomo --half held-out
@@ -170,6 +172,13 @@ UAPARSERJS_TYPES = {
 CLASSES = ("mobile", "tablet", "desktop", "tv", "console", "other", "bot")
 # Label of a row whose maintainers labelled neither a class nor a kind of client: not scored.
 NOT_LABELLED = "?"
+# The labellers' own client types (fifth column of the browscap and Matomo corpora: browscap's
+# Browser_Type, Matomo's client type, "bot" for its bot fixtures) that name automated clients
+# they do not call bots: browscap's "Offline Browser" (site downloaders such as Wget and HTTrack)
+# and "Tool", Matomo's "library" (HTTP libraries). squall counts these as bots (automated
+# clients); ``run`` prints its bot precision with and without them, and its false bot positives
+# by client type, so that a difference of conventions is told from a mistake.
+AUTOMATED_TYPES = frozenset({"Offline Browser", "Tool", "library"})
 
 
 def _git(git_dir: str):
@@ -181,8 +190,9 @@ def _git(git_dir: str):
     return git
 
 
-def build_matomo(git, commit: str) -> list[tuple[str, str, dict, str]]:
-    """(label, user agent, headers, fixture) rows of Matomo's fixtures."""
+def build_matomo(git, commit: str) -> list[tuple[str, str, dict, str, str]]:
+    """(label, user agent, headers, fixture, client type) rows of Matomo's fixtures; the client
+    type is Matomo's (browser, mobile app, library, …; "bot" for a bot fixture)."""
     import yaml
 
     names = git("ls-tree", "--name-only", commit, "Tests/fixtures/").decode().split()
@@ -195,8 +205,15 @@ def build_matomo(git, commit: str) -> list[tuple[str, str, dict, str]]:
                 if "bot" in item
                 else MATOMO_TYPES[(item.get("device") or {}).get("type") or ""]
             )
+            kind = "bot" if "bot" in item else str((item.get("client") or {}).get("type") or "")
             rows.append(
-                (label, str(item["user_agent"]), item.get("headers") or {}, f"{name[15:]}:{i}")
+                (
+                    label,
+                    str(item["user_agent"]),
+                    item.get("headers") or {},
+                    f"{name[15:]}:{i}",
+                    kind,
+                )
             )
     return rows
 
@@ -206,8 +223,9 @@ _PHP_ENTRY = re.compile(r"\n    " + _PHP_STRING + r" => \[\n(.*?)\n    \],", re.
 _PHP_PROPERTY = re.compile(_PHP_STRING + r" => (" + _PHP_STRING + r"|true|false|\d+)")
 
 
-def build_browscap(git, commit: str) -> list[tuple[str, str, dict, str]]:
-    """(label, user agent, {}, test id) rows of browscap's full-mode test expectations.
+def build_browscap(git, commit: str) -> list[tuple[str, str, dict, str, str]]:
+    """(label, user agent, {}, test id, Browser_Type) rows of browscap's full-mode test
+    expectations.
 
     Each user agent is kept once, from its first "full" entry (the "lite" and "standard" entries
     of the same string carry fewer properties and sometimes a coarser device type).
@@ -234,7 +252,7 @@ def build_browscap(git, commit: str) -> list[tuple[str, str, dict, str]]:
                 if kind == "unknown"
                 else BROWSCAP_TYPES.get(props.get("Device_Type", ""), "")
             )
-            rows.append((label, ua, {}, f"{name[13:]}:{entry.group(1)}"))
+            rows.append((label, ua, {}, f"{name[13:]}:{entry.group(1)}", kind))
     return rows
 
 
@@ -420,8 +438,9 @@ def build(
     rows = [r for r in rows if "\t" not in r[1] and "\n" not in r[1]]
     with gzip.open(out, "wt", encoding="utf-8", compresslevel=9) as fh:
         fh.write(f"# {header}\n")
-        for label, ua, headers, source in rows:
-            fh.write(f"{label}\t{ua}\t{json.dumps(headers) if headers else ''}\t{source}\n")
+        for label, ua, headers, source, *kind in rows:
+            extra = f"\t{kind[0]}" if kind else ""  # the labeller's client type, when it has one
+            fh.write(f"{label}\t{ua}\t{json.dumps(headers) if headers else ''}\t{source}{extra}\n")
     print(f"{len(rows)} user agents -> {out} ({out.stat().st_size:,} bytes)")
 
 
@@ -482,6 +501,19 @@ def load(path: Path, half: str | None = None) -> list[tuple[str, str, dict]]:
     return rows
 
 
+def client_types(path: Path) -> dict[str, str]:
+    """The labeller's client type of each user agent of a corpus file that has one (fifth
+    column: browscap's Browser_Type, Matomo's client type); empty for the other corpora."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    types = {}
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            columns = line.rstrip("\n").split("\t")
+            if not line.startswith("#") and len(columns) > 4 and columns[4]:
+                types[columns[1]] = columns[4]
+    return types
+
+
 def combine(names: list[str], half: str | None = None) -> list[tuple[str, str, dict]]:
     """The rows of several corpora, each user agent once (:func:`_merge`: a bot label wins over
     a class, a class over no label, otherwise the first corpus); prints how many were shared."""
@@ -515,8 +547,14 @@ def overlap(rows: list[tuple[str, str, dict]], names: list[str]) -> dict[str, se
     return found
 
 
-def score(rows: list[tuple[str, str, dict]], bolt=None) -> dict:
-    """Confusion matrix, per-class agreement and bot precision/recall of the device bolt."""
+def score(
+    rows: list[tuple[str, str, dict]], bolt=None, types: dict[str, str] | None = None
+) -> dict:
+    """Confusion matrix, per-class agreement and bot precision/recall of the device bolt.
+
+    With ``types`` (the labeller's client type of each user agent, :func:`client_types`), also
+    the false bot positives by client type and the precision without the rows of
+    :data:`AUTOMATED_TYPES` (automated clients the labeller does not call bots)."""
     from squall.component import ComponentContext
     from squall.enrichment.device import DeviceBolt
     from squall.event import Event, RecordMeta
@@ -551,7 +589,14 @@ def score(rows: list[tuple[str, str, dict]], bolt=None) -> dict:
     total = sum(sum(matrix[label].values()) for label in labelled)
     agreed = sum(matrix[label][label] for label in labelled)
     flagged = sum(counts["bot"] for label, counts in matrix.items() if label != NOT_LABELLED)
+    false_by_type: Counter = Counter()
+    for (label, ua, _), got in zip(rows, predicted, strict=True):
+        if types is not None and got == "bot" and label not in ("bot", NOT_LABELLED):
+            false_by_type[types.get(ua, "")] += 1
+    automated = sum(false_by_type[kind] for kind in AUTOMATED_TYPES)
     return {
+        "false_by_type": false_by_type,
+        "bot_precision_without_automated": matrix["bot"]["bot"] / max(1, flagged - automated),
         "matrix": matrix,
         "agreement": agreement,
         "overall": agreed / total,
@@ -573,6 +618,16 @@ def report(result: dict) -> None:
         print(f"{label:<13}" + "".join(f"{counts[c]:>9}" for c in columns) + f"{n:>8}{agree}")
     print(f"overall class agreement {result['overall']:.1%} over the labelled rows")
     print(f"bot recall {result['bot_recall']:.1%}, bot precision {result['bot_precision']:.1%}")
+    if result["false_by_type"]:
+        by_type = ", ".join(
+            f"{kind or '(none)'} {n}" for kind, n in result["false_by_type"].most_common()
+        )
+        print(f"false bot positives by the labeller's client type: {by_type}")
+        print(
+            f"bot precision without the automated clients it does not call bots "
+            f"({', '.join(sorted(AUTOMATED_TYPES))}): "
+            f"{result['bot_precision_without_automated']:.1%}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,8 +688,9 @@ def main(argv: list[str] | None = None) -> int:
         dropped = set().union(*shared.values())
         rows = [row for row in rows if row[1] not in dropped]
         print(f"{len(dropped):,} left out")
+    types = client_types(path) if path.exists() else {}
     started = time.perf_counter()
-    result = score(rows)
+    result = score(rows, types=types or None)
     elapsed = time.perf_counter() - started
     print(
         f"{result['rows']:,} user agents from {path.name}{f' ({args.half} half)' if args.half else ''}, "

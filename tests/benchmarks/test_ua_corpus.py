@@ -90,7 +90,7 @@ def _repo(tmp_path: Path, files: dict[str, str]) -> str:
 def test_browscap_rows_take_the_full_entry_and_unescape_php_strings(tmp_path):
     git = ua_corpus._git(_repo(tmp_path, {"tests/issues/issue-1.php": BROWSCAP_ISSUE}))
     rows = ua_corpus.build_browscap(git, "HEAD")
-    assert [(label, ua) for label, ua, _, _ in rows] == [
+    assert [(label, ua) for label, ua, *_ in rows] == [
         (
             "tablet",
             "Mozilla/5.0 (Linux; Android 8.1.0; SM-T380) AppleWebKit/537.36 Chrome/73.0 Safari/537.36",
@@ -99,6 +99,47 @@ def test_browscap_rows_take_the_full_entry_and_unescape_php_strings(tmp_path):
         (ua_corpus.NOT_LABELLED, "SomeThing/2.0"),
     ]
     assert rows[0][3] == "issue-1.php:issue-1-A"
+    assert [row[4] for row in rows] == ["Browser", "Bot/Crawler", "unknown"]
+
+
+def test_the_labellers_client_type_is_stored_and_read_back(tmp_path):
+    out = tmp_path / "browscap.tsv.gz"
+    ua_corpus.build(
+        "browscap", _repo(tmp_path, {"tests/issues/issue-1.php": BROWSCAP_ISSUE}), "HEAD", out
+    )
+    assert ua_corpus.client_types(out) == {
+        "Mozilla/5.0 (Linux; Android 8.1.0; SM-T380) AppleWebKit/537.36 Chrome/73.0 Safari/537.36": "Browser",
+        "O'Reilly\\Fetcher/1.0 (+http://example.com/bot)": "Bot/Crawler",
+        "SomeThing/2.0": "unknown",
+    }
+    assert [label for label, *_ in ua_corpus.load(out)] == ["tablet", "bot", "?"]
+
+
+def test_the_stored_browscap_and_matomo_corpora_carry_their_client_types():
+    browscap = ua_corpus.client_types(ua_corpus.CORPORA["browscap"])
+    matomo = ua_corpus.client_types(ua_corpus.CORPORA["matomo"])
+    assert {"Browser", "Bot", "Offline Browser"} <= set(browscap.values())
+    assert {"browser", "library", "bot"} <= set(matomo.values())
+    assert ua_corpus.client_types(ua_corpus.CORPORA["isbot"]) == {}
+
+
+def test_false_bot_positives_are_counted_by_the_labellers_client_type():
+    rows = [
+        ("desktop", "Wget/1.21.4", {}),
+        ("bot", "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", {}),
+        ("mobile", "python-requests/2.31.0", {}),
+        (
+            "desktop",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            {},
+        ),
+    ]
+    types = {"Wget/1.21.4": "Offline Browser", "python-requests/2.31.0": "Application"}
+    result = ua_corpus.score(rows, types=types)
+    assert result["false_by_type"] == {"Offline Browser": 1, "Application": 1}
+    assert result["bot_precision"] == pytest.approx(1 / 3)
+    assert result["bot_precision_without_automated"] == pytest.approx(1 / 2)
+    assert ua_corpus.score(rows)["false_by_type"] == {}
 
 
 def test_whichbrowser_rows_keep_other_headers_and_leave_untyped_rows_unlabelled(tmp_path):
