@@ -21,12 +21,15 @@ after (the rules, then the candidate on the undecided strings only):
   string the training corpora label as not a bot (the way squall leaves out four patterns of
   crawler-user-agents); on the undecided strings, then on every string the rules do not call a
   bot.
+- ``crawlerdetect, filtered, and isbot`` (with ``--isbot-git DIR``, a clone of omrilotan/isbot,
+  Unlicense): both lists must match, on the undecided strings. isbot's pattern (its
+  ``src/patterns.json``) has look-behinds, so it runs in the ``regex`` module.
 
 Needs scikit-learn and crawlerdetect, for this script only (``pip install scikit-learn
 crawlerdetect``); neither is a dependency of squall. Nothing here is used at run time: every
 candidate lost precision on the held-out corpora (docs/enrichment.md, "How well it classifies").
 
-    python benchmarks/bot_candidates.py
+    python benchmarks/bot_candidates.py [--isbot-git DIR]
 """
 
 from __future__ import annotations
@@ -186,7 +189,27 @@ def filtered_crawlerdetect(corpora: dict[str, list], held: set[str]):
     return lambda ua: found.extract(ua) is not None
 
 
-def main() -> int:
+def isbot_test(git_dir: str):
+    """isbot's pattern (``src/patterns.json`` at the clone's HEAD), case-insensitive."""
+    import subprocess
+
+    import regex
+
+    text = subprocess.run(
+        ["git", "--git-dir", git_dir, "show", "HEAD:src/patterns.json"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    pattern = regex.compile("|".join(json.loads(text)), regex.I)
+    return lambda ua: pattern.search(ua) is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--isbot-git", help="git dir of a clone of omrilotan/isbot")
+    args = parser.parse_args(argv)
     from squall.component import ComponentContext
     from squall.enrichment.device import DeviceBolt
 
@@ -220,6 +243,9 @@ def main() -> int:
         filtered = {ua for ua in every if kept(ua)}
         candidates["crawlerdetect, filtered"] = filtered
         candidates["crawlerdetect, filtered, on every string"] = filtered
+        if args.isbot_git:
+            isbot = isbot_test(args.isbot_git)
+            candidates["crawlerdetect, filtered, and isbot"] = {ua for ua in filtered if isbot(ua)}
     for title, flag in candidates.items():
         print(f"{title} (held out: {', '.join(HELD_OUT)}; the others are spent)")
         for name in SCORED:
