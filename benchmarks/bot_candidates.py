@@ -24,12 +24,16 @@ after (the rules, then the candidate on the undecided strings only):
 - ``crawlerdetect, filtered, and isbot`` (with ``--isbot-git DIR``, a clone of omrilotan/isbot,
   Unlicense): both lists must match, on the undecided strings. isbot's pattern (its
   ``src/patterns.json``) has look-behinds, so it runs in the ``regex`` module.
+- ``undecided, no known client`` (with ``--matomo-git DIR``, a clone of
+  matomo-org/device-detector, LGPL-3.0-or-later): every undecided string that none of Matomo's
+  client lists matches (``regexes/client/``: mobile apps, media players, feed readers, PIM,
+  libraries, browsers; with Matomo's own prefix, case-insensitive) is a bot.
 
 Needs scikit-learn and crawlerdetect, for this script only (``pip install scikit-learn
 crawlerdetect``); neither is a dependency of squall. Nothing here is used at run time: every
 candidate lost precision on the held-out corpora (docs/enrichment.md, "How well it classifies").
 
-    python benchmarks/bot_candidates.py [--isbot-git DIR]
+    python benchmarks/bot_candidates.py [--isbot-git DIR] [--matomo-git DIR]
 """
 
 from __future__ import annotations
@@ -204,11 +208,40 @@ def isbot_test(git_dir: str):
     return lambda ua: pattern.search(ua) is not None
 
 
+MATOMO_CLIENTS = ("mobile_apps", "mediaplayers", "feed_readers", "pim", "libraries", "browsers")
+
+
+def matomo_client_test(git_dir: str):
+    """Whether one of Matomo's client regexes (:data:`MATOMO_CLIENTS`, at the clone's HEAD)
+    matches, with the prefix Matomo puts in front of them."""
+    import subprocess
+
+    import regex
+    import yaml
+
+    patterns = []
+    for name in MATOMO_CLIENTS:
+        text = subprocess.run(
+            ["git", "--git-dir", git_dir, "show", f"HEAD:regexes/client/{name}.yml"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        patterns += [item["regex"] for item in yaml.load(text, Loader=yaml.CSafeLoader)]
+    pattern = regex.compile(
+        r"(?:^|[^A-Z0-9_-]|[^A-Z0-9-]_|sprd-|MZ-)(?:"
+        + "|".join(f"(?:{p})" for p in patterns)
+        + ")",
+        regex.I,
+    )
+    return lambda ua: pattern.search(ua) is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--isbot-git", help="git dir of a clone of omrilotan/isbot")
+    parser.add_argument("--matomo-git", help="git dir of a clone of matomo-org/device-detector")
     args = parser.parse_args(argv)
     from squall.component import ComponentContext
     from squall.enrichment.device import DeviceBolt
@@ -229,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     candidates = {
         f"model >= {t}": {ua for ua, p in probability.items() if p >= t} for t in THRESHOLDS
     }
+    if args.matomo_git:
+        known = matomo_client_test(args.matomo_git)
+        candidates["undecided, no known client"] = {ua for ua in texts if not known(ua)}
     try:
         from crawlerdetect import CrawlerDetect
     except ImportError:
