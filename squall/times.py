@@ -10,6 +10,7 @@ import math
 import re
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 # Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
@@ -33,18 +34,21 @@ MAX_FUTURE_DOC = (
 def parse_time(value: Any) -> int:
     """Epoch milliseconds of an event time: ISO-8601 text (UTC if no offset), or epoch seconds or ms.
 
-    Raises ``ValueError`` with a reason for anything else, including times before 1970.
+    A fraction of a millisecond is dropped (floored), whatever the form. Raises ``ValueError``
+    with a reason for anything else, including times before 1970.
     """
     if value.__class__ is str and "-" in value:  # ISO-8601 (a number never has a "-")
         return _parse_iso(value)
     if isinstance(value, bool) or value is None:
         raise ValueError(f"not a time: {value!r}")
-    if isinstance(value, str) and _NUMBER.match(value):
-        value = float(value)
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+    if isinstance(value, int):
+        if value < 0:
             raise ValueError(f"not a time: {value!r}")
-        ms = int(round(value if value >= _MS_THRESHOLD else value * 1000))
+        ms = value if value >= _MS_THRESHOLD else value * 1000
+    elif isinstance(value, float) or (isinstance(value, str) and _NUMBER.match(value)):
+        if isinstance(value, float) and (not math.isfinite(value) or value < 0):
+            raise ValueError(f"not a time: {value!r}")
+        ms = _floor_ms(value)
     elif isinstance(value, str):
         return _parse_iso(value)
     else:
@@ -52,6 +56,21 @@ def parse_time(value: Any) -> int:
     if ms > _MAX_MS:
         raise ValueError(f"time after the year 9999: {value!r}")
     return ms
+
+
+def _floor_ms(value: float | str) -> int:
+    """Epoch milliseconds of a non-negative number with a fraction (a float, or digits with a
+    point), floored like an ISO time's fraction: 10:00:59.9996 is in 10:00:59.999, not in the
+    next second (rounding put it in the next window). From the number's decimal text (a float's
+    shortest repr: 1714557600.1 is 1714557600.0999999… in binary, meant as .1)."""
+    text = value.strip() if isinstance(value, str) else repr(value)
+    if "e" in text or "E" in text:  # (a float's repr from 1e16 up, or below 1e-4)
+        text = format(Decimal(text), "f")
+    whole, _, fraction = text.partition(".")
+    n = int(whole)
+    if n >= _MS_THRESHOLD:
+        return n
+    return n * 1000 + int((fraction + "000")[:3])
 
 
 def _parse_iso(value: str) -> int:
