@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from squall import exact_json
+
 #: Aggregation names accepted in YAML.
 FUNCTIONS = ("count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile")
 #: Aggregations that need a ``field``.
@@ -233,7 +235,7 @@ class CountDistinct(Count):
         return []
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
-        text = value if value.__class__ is str else orjson.dumps(value).decode()
+        text = _distinct_text(value)
         if state.__class__ is list:
             if text in state:
                 return state
@@ -289,7 +291,9 @@ class Percentile(Count):
         return {"k": _b64(sketch.serialize())}
 
     def result(self, state: Any) -> Any:
-        return None if state is None else _kll_load(state).get_quantile(self.q)
+        # inclusive: the smallest value with at least q of the values at or below it (SQL's
+        # PERCENTILE_DISC; the sketch's default, exclusive, gave the value a rank above)
+        return None if state is None else _kll_load(state).get_quantile(self.q, True)
 
 
 def make(function: str, *, exact_limit: int = 64, q: float = 0.5) -> Count:
@@ -333,6 +337,19 @@ def _before(a: Any, b: Any) -> bool:
     if a_text is b_text:
         return a < b
     return b_text
+
+
+#: Starts the text count_distinct keeps for a value that is not a string (its JSON after it):
+#: a number or true is not the string of its JSON ("1", "true"), as a key 1 is not a key "1".
+#: A string starting with it gets it twice (no value's JSON starts with it): one text per value.
+DISTINCT_MARK = "\x1f"
+
+
+def _distinct_text(value: Any) -> str:
+    """The text count_distinct keeps (exactly, or hashed into its sketch) for ``value``."""
+    if value.__class__ is str:
+        return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
+    return DISTINCT_MARK + exact_json.dumps(value).decode()
 
 
 def _b64(data: bytes) -> str:
