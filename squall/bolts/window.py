@@ -77,6 +77,7 @@ _CONTAINERS = (dict, list)
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # the integers a key holds (what orjson writes)
 _NO_MATCH: Any = object()  # what an object or a list is to a `where`: equal to no value
 #: The mark (among the shard marks, under a name no shard has) of the highest watermark committed.
 WATERMARK_MARK = ""
@@ -657,7 +658,7 @@ class WindowBolt(Bolt):
         if len(getters) == 1:  # the usual case: one field; its text is cached per value
             v = getters[0](event)
             cls = v.__class__
-            if cls is str or cls is int:
+            if cls is str or (cls is int and _INT_MIN <= v <= _INT_MAX):
                 key = self._key_cache.get(v)
                 if key is None:
                     if len(self._key_cache) >= 1_000_000:
@@ -672,6 +673,8 @@ class WindowBolt(Bolt):
             v = get(event)
             if v is MISSING or v is None or isinstance(v, _CONTAINERS):
                 raise ValueError(f"no usable key field '{path}'")
+            if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
+                raise ValueError(f"key field '{path}': an integer beyond 64 bits")
             values.append(v)
         key = orjson.dumps(values).decode()
         if len(key) > MAX_KEY_LENGTH:

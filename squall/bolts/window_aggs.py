@@ -6,7 +6,9 @@ dict) so a batch's partial states are stored as is (a delta in the window's log,
 and ``merge`` folds the deltas of every writer when the window closes, in any grouping.
 
 ``additive``: the states merge by adding numbers (count): the bolt folds those inline. ``sum``
-and ``mean`` keep exact sums (see :class:`Sum`): the same result whatever the grouping.
+and ``mean`` keep exact sums (see :class:`Sum`): the same result whatever the grouping. A state
+is JSON: a value orjson cannot write (an integer beyond 64 bits in min/max/first/last) is the
+event's failure when added, never the commit's.
 ``min``/``max`` order every value the same way: numbers before text, numbers by value, text by
 code point.
 
@@ -52,33 +54,33 @@ class Count:
 
 
 class Sum(Count):
-    """An exact sum, whatever the grouping: an integer while every value is one; with floats,
-    ``[integer part, float partials…]`` — the float values' sum held exactly as non-overlapping
-    partials (Shewchuk's algorithm, the one behind ``math.fsum``), so batches, replays and
-    compaction that group the values differently give the same result to the last bit
-    (``math.fsum`` of the parts: correctly rounded)."""
+    """An exact sum, whatever the grouping. Of integers only: an integer, kept as its decimal
+    text beyond 64 bits (what JSON stores), so the result is the exact integer whatever the
+    order (it was a float once a partial sum left 64 bits: 5 or 5.0 by the order of the same
+    values). With floats, ``[integer part, float partials…]`` — the float values' sum held
+    exactly as non-overlapping partials (Shewchuk's algorithm, the one behind ``math.fsum``), so
+    batches, replays and compaction that group the values differently give the same result to
+    the last bit (``math.fsum`` of the parts: correctly rounded)."""
 
     __slots__ = ()
     additive = False
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         value = _number(value)
-        if state.__class__ is int and value.__class__ is int:
-            total = state + value
-            return total if _INT64_MIN <= total <= _INT64_MAX else _spill([total])
-        parts = [state] if state.__class__ is int else list(state)
+        if value.__class__ is int and state.__class__ is not list:
+            return _whole(_integer(state) + value)
+        parts = list(state) if state.__class__ is list else [_integer(state)]
         _add_part(parts, value)
         return _spill(parts)
 
     def merge(self, a: Any, b: Any) -> Any:
-        if a.__class__ is int and b.__class__ is int:
-            total = a + b
-            return total if _INT64_MIN <= total <= _INT64_MAX else _spill([total])
-        if a.__class__ is int:
+        if a.__class__ is not list and b.__class__ is not list:
+            return _whole(_integer(a) + _integer(b))
+        if a.__class__ is not list:
             a, b = b, a
         parts = list(a)
-        if b.__class__ is int:
-            parts[0] += b
+        if b.__class__ is not list:
+            parts[0] += _integer(b)
         else:
             parts[0] += b[0]
             for x in b[1:]:
@@ -86,7 +88,19 @@ class Sum(Count):
         return _spill(parts)
 
     def result(self, state: Any) -> Any:
-        return state if state.__class__ is int else _total(state)
+        if state.__class__ is int:
+            return state
+        return int(state) if state.__class__ is str else _total(state)
+
+
+def _integer(state: int | str) -> int:
+    """An integer sum's value: an int, or its decimal text beyond 64 bits."""
+    return state if state.__class__ is int else int(state)
+
+
+def _whole(total: int) -> int | str:
+    """An integer sum's state: the int within 64 bits, else its decimal text (exact in JSON)."""
+    return total if _INT64_MIN <= total <= _INT64_MAX else str(total)
 
 
 def _add_part(parts: list[Any], x: int | float) -> None:
@@ -162,7 +176,8 @@ class Min(Count):
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
-        return self.add(a, b, None)
+        return b if _before(b, a) else a
+
 
 
 class Max(Min):
@@ -172,6 +187,11 @@ class Max(Min):
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
         return value if state is None or _before(state, value) else state
+
+    def merge(self, a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return b if a is None else a
+        return b if _before(a, b) else a
 
 
 class Mean(Count):
@@ -188,7 +208,11 @@ class Mean(Count):
         return [_SUM.merge(a[0], b[0]), a[1] + b[1]]
 
     def result(self, state: Any) -> Any:
-        return _SUM.result(state[0]) / state[1] if state[1] else None
+        if not state[1]:
+            return None
+        total = state[0]
+        # an integer sum divided exactly (int / int is correctly rounded, whatever its size)
+        return (_integer(total) if total.__class__ is not list else _total(total)) / state[1]
 
 
 class First(Count):
@@ -204,12 +228,13 @@ class First(Count):
         return None
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
+        _storable(value)  # (every value: whether an event fails must not depend on the others)
         return [order, value] if state is None or order < state[0] else state
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
-        return self.add(a, b[1], b[0])
+        return b if b[0] < a[0] else a
 
     def result(self, state: Any) -> Any:
         return None if state is None else state[1]
@@ -219,7 +244,13 @@ class Last(First):
     __slots__ = ()
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
+        _storable(value)  # (every value: whether an event fails must not depend on the others)
         return [order, value] if state is None or order >= state[0] else state
+
+    def merge(self, a: Any, b: Any) -> Any:
+        if a is None or b is None:
+            return b if a is None else a
+        return b if b[0] >= a[0] else a
 
 
 class CountDistinct(Count):
@@ -313,9 +344,15 @@ def make(function: str, *, exact_limit: int = 64, q: float = 0.5) -> Count:
     }[function]()
 
 
+#: Integers a sum or percentile takes: within a float's range (the json bolt keeps wider exact).
+_WIDEST = 2**1000
+
+
 def _number(value: Any) -> int | float:
     if value.__class__ is int:
-        return value
+        if -_WIDEST < value < _WIDEST:
+            return value
+        raise ValueError(f"an integer beyond a float's range ({len(str(abs(value)))} digits)")
     if value.__class__ is float:
         if math.isfinite(value):
             return value
@@ -329,6 +366,25 @@ _SUM = Sum()
 def _comparable(value: Any) -> None:
     if value.__class__ not in (int, float, str):
         raise ValueError(f"not a number or string: {value!r}")
+    if value.__class__ is int and not _INT64_MIN <= value <= _UINT64_MAX:
+        raise ValueError(_WIDE)
+
+
+_UINT64_MAX = 2**64 - 1
+_WIDE = "an integer beyond 64 bits (min, max, first and last keep what JSON stores)"
+
+
+def _storable(value: Any) -> None:
+    """first/last keep their value in the state (JSON): an integer beyond 64 bits (the json bolt
+    keeps it exact) is that event's failure, not the commit's (orjson cannot write it)."""
+    if value.__class__ is int:
+        if not _INT64_MIN <= value <= _UINT64_MAX:
+            raise ValueError(_WIDE)
+    elif isinstance(value, dict | list):
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            raise ValueError(_WIDE) from None
 
 
 def _before(a: Any, b: Any) -> bool:

@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import orjson
 import pytest
 
 from squall.bolts import window_aggs
@@ -146,3 +147,70 @@ def test_a_number_key_and_its_text_are_two_keys(tmp_path):
         make_bolt(sqlite(tmp_path), "w"), [ev(0, T0, app=1), ev(1, T0, app="1"), ev(2, T0, app=1)]
     )
     assert sorted((repr(k[1]), r["n"]) for k, r in got.items()) == [("'1'", 1), ("1", 2)]
+
+
+def test_a_sum_of_integers_is_the_exact_integer_whatever_the_order_and_grouping():
+    """A partial sum leaving 64 bits made the state a float sum: the same values gave 5 in one
+    order and 5.0 in another (and 2⁶³ + 3 came out as 9223372036854775808.0)."""
+    s, m = window_aggs.Sum(), window_aggs.Mean()
+    rng = random.Random(5)
+    cases = [
+        [2**62, 2**62, 5, -(2**63)],
+        [2**63 - 1, 2**63 - 1, 2**64 - 1],  # beyond 64 bits: exact
+        [-(2**63), -(2**63), 1],
+        [10**30, -(10**30), 7],  # (the json bolt keeps integers beyond 64 bits exact)
+    ]
+    for values in cases:
+        for _ in range(30):
+            parts = list(values)
+            rng.shuffle(parts)
+            states, mstates = [], []
+            while parts:
+                k = rng.randint(1, 3)
+                chunk, parts = parts[:k], parts[k:]
+                st, ms = s.new(), m.new()
+                for v in chunk:
+                    st, ms = s.add(st, v, None), m.add(ms, v, None)
+                states.append(orjson.loads(orjson.dumps(st)))  # stored and read back as JSON
+                mstates.append(orjson.loads(orjson.dumps(ms)))
+            total, mtotal = states[0], mstates[0]
+            for st, ms in zip(states[1:], mstates[1:], strict=True):
+                total = s.merge(total, st) if rng.random() < 0.5 else s.merge(st, total)
+                mtotal = m.merge(mtotal, ms)
+            got = s.result(total)
+            assert (got, type(got)) == (sum(values), int), values
+            assert m.result(mtotal) == sum(values) / len(values)
+
+
+def test_integers_beyond_64_bits_are_summed_exactly_or_fail_their_own_event(tmp_path):
+    """The json bolt keeps an integer beyond 64 bits exact. In a window, `max` (or min, first,
+    last) of one failed the batch's commit (orjson cannot write it into the state: a TypeError,
+    every delivery), a key of one and a sum of one beyond a float crashed `process`; now `sum` and
+    `mean` take it exactly and the others make it that event's failure, with the reason."""
+    bolt = make_bolt(
+        sqlite(tmp_path),
+        "w",
+        aggregates={"total": {"fn": "sum", "field": "v"}, "avg": {"fn": "mean", "field": "v"}},
+    )
+    got = final_results(bolt, [ev(0, T0, v=2**70), ev(1, T0 + 1, v=10**30), ev(2, T0 + 2, v=-5)])
+    [r] = got.values()
+    assert (r["total"], r["avg"]) == (2**70 + 10**30 - 5, (2**70 + 10**30 - 5) / 3)
+
+    for fn in ("max", "min", "first", "last", "percentile"):
+        bolt = make_bolt(sqlite(tmp_path, fn), fn, aggregates={"x": {"fn": fn, "field": "v"}})
+        wide = 10**400 if fn == "percentile" else 2**64
+        out = bolt.process([ev(0, T0, v=3), ev(1, T0 + 1, v=wide), ev(2, T0 + 2, v=[2**70])])
+        bolt.commit_state(lambda e: True)
+        bolt.state_committed()
+        failed = {e.origin: e.failure.reason for e in out.streams["error"]}
+        assert 1 in failed and "beyond" in failed[1] and failed[1].startswith("win: "), fn
+        got = final_results(bolt, [])
+        assert [r["x"] for r in got.values()] == [3], fn
+
+    bolt = make_bolt(sqlite(tmp_path, "key"), "key")
+    out = bolt.process([ev(0, T0, app=2**64), ev(1, T0, app=2**64 - 1)])
+    [failed] = out.streams["error"]
+    assert failed.origin == 0 and "'app': an integer beyond 64 bits" in failed.failure.reason
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    assert [(k[1], r["n"]) for k, r in final_results(bolt, []).items()] == [(2**64 - 1, 1)]
