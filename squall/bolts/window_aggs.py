@@ -16,6 +16,9 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 ``count_distinct`` keeps the exact set up to ``exact_limit`` values (default 64) and then an
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
+
+Size (~440 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+sums beyond 64 bits as digits) and the checks keeping every state writable as JSON.
 """
 
 from __future__ import annotations
@@ -177,7 +180,6 @@ class Min(Count):
         if a is None or b is None:
             return b if a is None else a
         return b if _before(b, a) else a
-
 
 
 class Max(Min):

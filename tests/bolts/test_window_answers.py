@@ -26,7 +26,9 @@ def final_results(bolt, events, end=T0 + 10 * MIN) -> dict:
     results, _ = run(bolt, events)
     more, _ = run(bolt, [ev(10**6, end, app="closer")])
     return {
-        (r["window_start"], r["app"]): r for r in results + more if r["final"] and r["app"] != "closer"
+        (r["window_start"], r["app"]): r
+        for r in results + more
+        if r["final"] and r["app"] != "closer"
     }
 
 
