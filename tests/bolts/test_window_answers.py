@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import orjson
 import pytest
 
 from squall.bolts import window_aggs
+from squall.event import Event, RecordMeta
 from squall.times import parse_time
-from tests.bolts.test_window import MIN, T0, ev, make_bolt, run
+from squall.topology.executor import END_OF_INPUT
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, run, store_url  # noqa: F401
 
 
 def sqlite(tmp_path: Path, name: str = "s") -> str:
@@ -220,12 +223,6 @@ def test_integers_beyond_64_bits_are_summed_exactly_or_fail_their_own_event(tmp_
 
 # -- every aggregate against a plain-Python reference, on each store, with restarts ----------------------
 
-from fractions import Fraction  # noqa: E402
-
-from squall.event import Event, RecordMeta  # noqa: E402
-from squall.topology.executor import END_OF_INPUT  # noqa: E402
-from tests.bolts.test_window import store_url  # noqa: E402, F401  (the three stores' fixture)
-
 EVERY = {
     "n": {"fn": "count"},
     "with_v": {"fn": "count", "field": "v"},
@@ -380,7 +377,7 @@ def answers(finals: dict) -> dict:
 @pytest.mark.parametrize(
     ("size", "hop", "restart"), [(MIN, MIN, False), (MIN, 20_000, True), (30_000, 10_000, False)]
 )
-def test_every_aggregate_equals_a_plain_python_computation(
+def test_every_aggregate_equals_a_plain_python_computation(  # noqa: F811
     store_url, unique_name, size, hop, restart
 ):
     """Three shards, keys 1 and "1", nulls, mixed types, sums past 64 bits, ties in time: every
