@@ -377,8 +377,12 @@ def answers(finals: dict) -> dict:
 @pytest.mark.parametrize(
     ("size", "hop", "restart"), [(MIN, MIN, False), (MIN, 20_000, True), (30_000, 10_000, False)]
 )
-def test_every_aggregate_equals_a_plain_python_computation(  # noqa: F811
-    store_url, unique_name, size, hop, restart
+def test_every_aggregate_equals_a_plain_python_computation(
+    store_url,  # noqa: F811
+    unique_name,
+    size,
+    hop,
+    restart,
 ):
     """Three shards, keys 1 and "1", nulls, mixed types, sums past 64 bits, ties in time: every
     result of every window (tumbling, hopping), on each store, with a new process per batch or
