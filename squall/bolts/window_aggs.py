@@ -174,12 +174,14 @@ class Min(Count):
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
-        return value if state is None or _before(value, state) else state
+        return (
+            value if state is None or _before(value, state) or _preferred(value, state) else state
+        )
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
-        return b if _before(b, a) else a
+        return b if _before(b, a) or _preferred(b, a) else a
 
 
 class Max(Min):
@@ -188,12 +190,14 @@ class Max(Min):
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
-        return value if state is None or _before(state, value) else state
+        return (
+            value if state is None or _before(state, value) or _preferred(value, state) else state
+        )
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
-        return b if _before(a, b) else a
+        return b if _before(a, b) or _preferred(b, a) else a
 
 
 class Mean(Count):
@@ -408,6 +412,19 @@ def _distinct_text(value: Any) -> str:
     if value.__class__ is str:
         return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
     return DISTINCT_MARK + exact_json.dumps(value).decode()
+
+
+def _preferred(a: Any, b: Any) -> bool:
+    """Of two equal numbers in two forms (1 and 1.0, 0.0 and -0.0), whether ``a`` is the one min
+    and max keep — the integer, else 0.0 — so that the order values come in (a replay groups
+    them otherwise) never changes the result."""
+    if a != b or a.__class__ is b.__class__ is not float:
+        return False
+    return _form(a) > _form(b)
+
+
+def _form(v: int | float) -> int:
+    return 2 if v.__class__ is int else 1 if math.copysign(1.0, v) > 0 else 0
 
 
 def _b64(data: bytes) -> str:
