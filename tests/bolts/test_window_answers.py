@@ -356,7 +356,7 @@ def run_all(
                 assert cell not in finals, f"{cell} emitted twice"
                 finals[cell] = r
             else:
-                early.append(r)
+                early.append((i, r))  # (with the number of events processed so far)
     if restart:
         bolt = make_bolt(url, name, **config)
     end = Event(b"", END_OF_INPUT, None, None, {})
@@ -420,3 +420,52 @@ def test_min_and_max_of_equal_numbers_of_two_forms_do_not_depend_on_the_order(fn
                     type(want),
                     math.copysign(1, want),
                 ), (order, got)
+
+
+def test_early_results_are_the_window_so_far_and_the_final_one_the_whole(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """emit: every_batch — each early result (final: false) is its window and key's aggregates
+    over every event processed so far (a new process per batch: read back from the store), and
+    the final results are those of a run without early results, event ids included."""
+    events = random_events(seed=3, n=240)
+    size, hop = 30_000, 10_000
+    cfg = {"size": f"{size}ms", "hop": f"{hop}ms"}
+    finals, early = run_all(
+        store_url, unique_name, events, [5, 31, 2, 60], True, emit="every_batch", **cfg
+    )
+    assert len(early) > 100
+    so_far: dict = {}
+    for i, r in early:
+        if i not in so_far:
+            so_far[i] = reference_results(events[:i], size, hop)
+        cell = (parse_time(r.value["window_start"]), type(r.value["app"]).__name__, r.value["app"])
+        assert {a: r.value[a] for a in EVERY} == so_far[i][cell], (i, cell)
+    assert answers(finals) == reference_results(events, size, hop)
+    plain, _ = run_all(
+        store_url,
+        unique_name,
+        events,
+        [17],
+        False,
+        table=f"w_{unique_name}_b",
+        key_prefix="b:",
+        **cfg,
+    )
+    assert {c: (r.event_id, r.value) for c, r in plain.items()} == {
+        c: (r.event_id, r.value) for c, r in finals.items()
+    }
+
+
+def test_a_batch_delivered_again_before_its_commit_gives_the_same_results_and_ids(tmp_path):
+    bolt = make_bolt(sqlite(tmp_path), "w", aggregates=EVERY, emit="every_batch")
+    events = random_events(seed=9, n=120)
+    run(bolt, events[:60])
+    first = bolt.process(events[60:])  # the commit never happens (a crash): delivered again
+    bolt.discard_state()
+    again = make_bolt(sqlite(tmp_path), "w", aggregates=EVERY, emit="every_batch")
+    second = again.process(events[60:])
+    ids = [(r.event_id, r.value) for r in first.streams["default"]]
+    assert ids and ids == [(r.event_id, r.value) for r in second.streams["default"]]
+    assert len({i for i, _ in ids}) == len(ids)
