@@ -469,3 +469,145 @@ def test_a_batch_delivered_again_before_its_commit_gives_the_same_results_and_id
     ids = [(r.event_id, r.value) for r in first.streams["default"]]
     assert ids and ids == [(r.event_id, r.value) for r in second.streams["default"]]
     assert len({i for i, _ in ids}) == len(ids)
+
+
+# -- the watermark, lateness and time bounds, to the millisecond -------------------------------------------
+
+
+def counts(results: list[dict]) -> dict:
+    return {(r["window_start"][11:19], r["app"]): r["n"] for r in results if r["final"]}
+
+
+def to_the_end(bolt, events: list[Event]) -> list[dict]:
+    """The final results of one batch and of the end of input after it."""
+    results, _ = run(bolt, events)
+    out = bolt.flush(Event(b"", END_OF_INPUT, None, None, {}))
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    return [r for r in results if r["final"]] + [r.value for r in out.streams["default"]]
+
+
+def test_allowed_lateness_to_the_millisecond_and_an_event_at_a_window_end(tmp_path):
+    bolt = make_bolt(sqlite(tmp_path), "w", allowed_lateness="10s")
+    events = [
+        ev(0, T0 + 1000),
+        ev(1, T0 + MIN + 10_000 - 1),  # the watermark 1 ms before 10:00's end + lateness
+        ev(2, T0 + MIN - 1),  # still taken
+        ev(3, T0 + MIN + 10_000),  # the watermark at 10:00's end + lateness: closed
+        ev(4, T0 + MIN - 1),  # late
+        ev(5, T0 + MIN),  # at 10:00's end: in 10:01
+    ]
+    results, late = run(bolt, events)
+    assert counts(results) == {("10:00:00", "a"): 2}
+    assert [e.origin for e in late] == [4]
+    assert "late: every window of 2024-05-01T10:00:59.999Z closed (watermark " in (
+        late[0].failure.reason
+    )
+    more, _ = run(bolt, [ev(6, T0 + 3 * MIN)])
+    assert counts(more) == {("10:01:00", "a"): 3}
+
+
+def test_a_hopping_window_partly_closed_counts_the_event_in_its_open_windows(tmp_path):
+    bolt = make_bolt(sqlite(tmp_path), "w", size="2m", hop="1m")
+    results, late = run(bolt, [ev(0, T0 + 2 * MIN), ev(1, T0 + MIN + 30_000)])
+    assert late == [] and counts(results) == {("09:59:00", "a"): 0} or counts(results) == {}
+    more, _ = run(bolt, [ev(2, T0 + 9 * MIN)])
+    assert counts(results + more) == {("10:01:00", "a"): 2, ("10:02:00", "a"): 1}
+
+
+def test_max_future_bounds_an_event_time_to_the_millisecond(tmp_path):
+    from datetime import UTC, datetime
+
+    arrival = datetime.fromtimestamp((T0 + MIN) / 1000, UTC)  # 10:01
+
+    def at(i: int, t: int):
+        e = ev(i, t)
+        return Event(b"", e.meta._replace(arrival_time=arrival), None, i, e.value)
+
+    bolt = make_bolt(sqlite(tmp_path), "w")
+    # 5 min 1 ms after the arrival, then 5 min
+    assert counts(to_the_end(bolt, [at(0, T0 + 6 * MIN + 1), at(1, T0 + 6 * MIN)])) == {
+        ("10:01:00", "a"): 1,  # taken as the arrival time
+        ("10:06:00", "a"): 1,
+    }
+
+
+def test_times_with_offsets_across_midnight_and_a_leap_day_fall_in_their_utc_windows(tmp_path):
+    """Windows are aligned to the epoch, in UTC: a 1h window is a UTC hour, 1d a UTC day."""
+    bolt = make_bolt(sqlite(tmp_path), "w", size="1h")
+    stamps = [
+        "2028-03-01T00:30:00+01:00",  # 2028-02-29T23:30:00Z
+        "2028-02-29T23:00:00Z",
+        "2028-02-29T23:59:59.999999Z",  # (the fraction floored to the millisecond)
+        "2028-02-29T23:59:59.999-01:00",  # 2028-03-01T00:59:59.999Z
+        "2028-03-01T01:00:00.000+01:00",  # 00:00Z
+    ]
+    events = []
+    for i, s in enumerate(stamps):
+        e = ev(i, 0)
+        e.value["timestamp"] = s
+        events.append(e)
+    got = {(r["window_start"], r["window_end"]): r["n"] for r in to_the_end(bolt, events)}
+    assert got == {
+        ("2028-02-29T23:00:00.000Z", "2028-03-01T00:00:00.000Z"): 3,
+        ("2028-03-01T00:00:00.000Z", "2028-03-01T01:00:00.000Z"): 2,
+    }
+    day = make_bolt(sqlite(tmp_path, "d"), "d", size="1d")
+    assert sorted((r["window_start"][:10], r["n"]) for r in to_the_end(day, events)) == [
+        ("2028-02-29", 3),
+        ("2028-03-01", 2),
+    ]
+
+
+def test_a_time_before_1970_is_its_record_failure(tmp_path):
+    bolt = make_bolt(sqlite(tmp_path), "w")
+    before, negative = ev(0, 0), ev(1, -1)
+    before.value["timestamp"] = "1969-12-31T23:59:59.999Z"
+    out = bolt.process([before, negative, ev(2, T0)])
+    reasons = [e.failure.reason for e in out.streams["error"]]
+    assert reasons == [
+        "bad 'timestamp': time before 1970: '1969-12-31T23:59:59.999Z'",
+        "bad 'timestamp': not a time: -1",
+    ]
+
+
+S1, S2, S3 = "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"
+
+
+def test_the_watermark_across_shards_idle_after_to_the_millisecond_and_a_new_shard(tmp_path):
+    """The lowest shard holds windows open until it is more than idle_shard_after (5m) behind
+    the most advanced; then a new shard's and the idle shard's events in closed windows are late
+    (the watermark never goes back), in open windows counted."""
+    bolt = make_bolt(sqlite(tmp_path), "w")
+    results, late = run(bolt, [ev(0, T0 + 10_000, S1), ev(1, T0 + 5 * MIN + 10_000, S2)])
+    assert results == [] and late == []  # S1 exactly 5m behind: not idle, 10:00 open
+    results, late = run(bolt, [ev(2, T0 + 5 * MIN + 10_001, S2)])  # now 5m 1 ms behind
+    assert counts(results) == {("10:00:00", "a"): 1} and late == []
+    results, late = run(
+        bolt,
+        [
+            ev(3, T0 + 3 * MIN + 30_000, S3),
+            ev(4, T0 + 5 * MIN + 30_000, S3),
+            ev(5, T0 + 20_000, S1),
+        ],
+    )
+    assert results == [] and sorted(e.origin for e in late) == [3, 5]
+    results, late = run(bolt, [ev(6, T0 + 20 * MIN, S2), ev(7, T0 + 20 * MIN, S3)])
+    assert counts(results) == {("10:05:00", "a"): 3}
+
+
+def test_a_key_field_missing_null_or_not_a_scalar_fails_its_event(tmp_path):
+    bolt = make_bolt(sqlite(tmp_path), "w", key=["app", "region"])
+    events = [ev(i, T0 + i, region="eu") for i in range(5)]
+    del events[0].value["app"]
+    events[1].value["region"] = None
+    events[2].value["app"] = {"id": 1}
+    events[3].value["app"] = [1]
+    out = bolt.process(events)
+    failed = {e.origin: e.failure.reason for e in out.streams["error"]}
+    assert failed == {
+        0: "no usable key field 'app'",
+        1: "no usable key field 'region'",
+        2: "no usable key field 'app'",
+        3: "no usable key field 'app'",
+    }
