@@ -611,3 +611,98 @@ def test_a_key_field_missing_null_or_not_a_scalar_fails_its_event(tmp_path):
         2: "no usable key field 'app'",
         3: "no usable key field 'app'",
     }
+
+
+def lagging_events(seed: int, n: int = 420) -> list[Event]:
+    """Three shards at different paces: one falls behind (idle past `idle_shard_after` at times),
+    one stops for minutes and comes back behind the others; times jitter ±9 s."""
+    rng = random.Random(seed)
+    seqs = dict.fromkeys(SHARDS, 0)
+    clock = dict.fromkeys(SHARDS, T0 + 5_000)
+    events = []
+    for i in range(n):
+        shard = rng.choices(SHARDS, weights=[5, 3, 1 if 150 < i < 330 else 0.01])[0]
+        seqs[shard] += 1
+        pace = {SHARDS[0]: 900, SHARDS[1]: 1600, SHARDS[2]: 700}[shard]
+        clock[shard] += rng.randint(0, 2 * pace)
+        t = clock[shard] + rng.randint(-9_000, 9_000)
+        value = {"timestamp": t, "app": rng.choice(["a", "b", 1])}
+        value.update(v=rng.uniform(-10, 10), i=rng.randint(0, 9), user=rng.choice(["u1", 2]))
+        value.update(m=rng.choice([1, "x"]), type="x")
+        seq = str(10**20 + seqs[shard])
+        events.append(Event(b"", RecordMeta("s", shard, seq, 0, "pk"), None, i, value))
+    return events
+
+
+def simulate(events: list[Event], size: int, hop: int, lateness: int, idle: int):
+    """The documented rule, directly: each shard's watermark is its latest event time; the
+    bolt's is the lowest of the shards not more than `idle` behind the most advanced, and never
+    goes back; an event is late when each of its windows ends by the watermark − lateness
+    (the watermark as of that event, itself included). Returns (event → windows taking it,
+    the late events' origins)."""
+    marks: dict = {}
+    wm = None
+    taken, late = {}, []
+    for e in events:
+        t, shard = e.value["timestamp"], e.meta.shard_id
+        marks[shard] = max(marks.get(shard, t), t)
+        top = max(marks.values())
+        now = min(m for m in marks.values() if m >= top - idle)
+        wm = now if wm is None else max(wm, now)
+        first = t - t % hop
+        open_ = [ws for ws in range(first, t - size, -hop) if ws + size > wm - lateness]
+        if open_:
+            taken[e.origin] = open_
+        else:
+            late.append(e.origin)
+    return taken, late
+
+
+def test_lagging_and_returning_shards_decide_lateness_as_documented(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """Shards at different paces, one idle for minutes and coming back behind: which events are
+    late, and every result, equal a direct simulation of the documented watermark (on each
+    store, a new process per batch)."""
+    events = lagging_events(seed=23)
+    size, hop, lateness, idle = 10_000, 5_000, 2_000, 30_000
+    taken, late_want = simulate(events, size, hop, lateness, idle)
+    # late events in each shard, events taken by part of their windows, and a second off in
+    # idle_shard_after or lateness would decide otherwise
+    assert len(late_want) == 82 and sum(len(w) < 2 for w in taken.values()) == 70
+    assert simulate(events, size, hop, lateness, idle + 1000)[1] != late_want
+    assert simulate(events, size, hop, lateness - 1000, idle)[1] != late_want
+    config = {
+        "aggregates": EVERY,
+        "size": f"{size}ms",
+        "hop": f"{hop}ms",
+        "allowed_lateness": f"{lateness}ms",
+        "idle_shard_after": f"{idle}ms",
+    }
+    finals, late_got, i, k, sizes = {}, [], 0, 0, [3, 25, 1, 60, 9]
+    while i < len(events):
+        bolt = make_bolt(store_url, unique_name, **config)
+        batch = events[i : i + sizes[k % len(sizes)]]
+        i, k = i + len(batch), k + 1
+        results, late = run(bolt, batch)
+        late_got += [e.origin for e in late]
+        for r in results:
+            cell = (parse_time(r["window_start"]), type(r["app"]).__name__, r["app"])
+            assert cell not in finals
+            finals[cell] = r
+    bolt = make_bolt(store_url, unique_name, **config)
+    for r in to_the_end(bolt, []):
+        cell = (parse_time(r["window_start"]), type(r["app"]).__name__, r["app"])
+        assert cell not in finals
+        finals[cell] = r
+    assert late_got == late_want
+    cells: dict = {}
+    for e in events:
+        for ws in taken.get(e.origin, []):
+            cells.setdefault((ws, type(e.value["app"]).__name__, e.value["app"]), []).append(e)
+    want = {}
+    for cell, es in cells.items():  # one window per cell: the reference of its events alone
+        [(_, result)] = [(c, r) for c, r in reference_results(es, size, hop).items() if c == cell]
+        want[cell] = result
+    assert {c: {a: r[a] for a in EVERY} for c, r in finals.items()} == want
