@@ -722,9 +722,20 @@ class WindowBolt(Bolt):
                     if order is None:
                         meta = event.meta
                         # the position as (digits, text): numeric order without an int (a
-                        # Kinesis sequence number has 56 digits: beyond JSON's 64-bit integers)
+                        # Kinesis sequence number has 56 digits: beyond JSON's 64-bit integers);
+                        # then the stream and input: two files' lines of one time and number
+                        # tied, and the fold order picked first/last (orders stored before,
+                        # without them, come before those with: a tie only)
                         seq = meta.sequence_number if meta.sequence_number.isdigit() else "0"
-                        order = [t, meta.shard_id, len(seq), seq, meta.sub_sequence_number]
+                        order = [
+                            t,
+                            meta.shard_id,
+                            len(seq),
+                            seq,
+                            meta.sub_sequence_number,
+                            meta.stream,
+                            meta.source or "",
+                        ]
                     new[i] = agg.add(new[i], value, order)
                 updates.append((cid, new))
             ws -= hop

@@ -789,3 +789,31 @@ def test_partial_commits_and_redeliveries_end_with_the_reference_results(
         for c, r in finals.items()
     }
     assert got == reference_results(events, size, hop)
+
+
+def test_first_and_last_of_two_inputs_at_the_same_time_and_line_do_not_depend_on_batching(
+    tmp_path,
+):
+    """Two files (shard "file", lines numbered from 1 each) with events of the same time at the
+    same line tied in first/last's order, and the deltas' fold order — the larger delta first —
+    picked the result: another batching (a replay) gave another first and last value."""
+
+    def line(source: str, user: str, app: str = "a") -> Event:
+        meta = RecordMeta("events", "file", "1", 0, "", None, None, source, None, source)
+        return Event(b"", meta, None, user, {"timestamp": T0, "app": app, "user": user})
+
+    aggs = {"first_u": {"fn": "first", "field": "user"}, "last_u": {"fn": "last", "field": "user"}}
+    got = []
+    for n, batches in enumerate(
+        [
+            [[line("A", "A")], [line("B", "B")]],
+            [[line("A", "A")], [line("B", "B"), line("C", "C", app="c")]],
+            [[line("B", "B")], [line("A", "A")]],
+        ]
+    ):
+        bolt = make_bolt(sqlite(tmp_path, str(n)), f"w{n}", aggregates=aggs)
+        for batch in batches:
+            run(bolt, batch)
+        results = to_the_end(bolt, [])
+        got.append([(r["first_u"], r["last_u"]) for r in results if r["app"] == "a"])
+    assert got[0] == got[1] == got[2] and len(got[0]) == 1
