@@ -119,6 +119,15 @@ class Aggregate(BaseModel):
     def _check(self) -> Aggregate:
         if self.fn in window_aggs.NEEDS_FIELD and self.field is None:
             raise ValueError(f"{self.fn} needs a field")
+        # (an option another function takes did nothing: `exact_limit` on a percentile, which
+        # is exact up to 200 values whatever it says)
+        if "q" in self.model_fields_set and self.fn != "percentile":
+            raise ValueError(f"q applies to percentile, not {self.fn}")
+        if "exact_limit" in self.model_fields_set and self.fn != "count_distinct":
+            raise ValueError(
+                f"exact_limit applies to count_distinct, not {self.fn}"
+                + (" (a percentile is exact up to 200 values)" if self.fn == "percentile" else "")
+            )
         for path, value in (self.where or {}).items():
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, dict | list):

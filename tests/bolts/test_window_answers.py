@@ -817,3 +817,40 @@ def test_first_and_last_of_two_inputs_at_the_same_time_and_line_do_not_depend_on
         results = to_the_end(bolt, [])
         got.append([(r["first_u"], r["last_u"]) for r in results if r["app"] == "a"])
     assert got[0] == got[1] == got[2] and len(got[0]) == 1
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "message"),
+    [
+        (
+            "{fn: percentile, field: v, exact_limit: 1000}",
+            ":9:11: bolts[0].aggregates.p: exact_limit applies to count_distinct, not percentile "
+            "(a percentile is exact up to 200 values)",
+        ),
+        (
+            "{fn: sum, field: v, q: 0.9}",
+            ":9:11: bolts[0].aggregates.p: q applies to percentile, not sum",
+        ),
+    ],
+)
+def test_an_aggregate_option_its_function_ignores_is_refused_where_it_is(aggregate, message):
+    """`exact_limit` on a percentile (or `q` on a sum) did nothing, silently: the percentile
+    stayed a sketch past 200 values whatever exact_limit said."""
+    from squall.errors import TopologyError
+    from squall.topology.loader import load_text
+
+    yaml = f"""
+name: t
+resources:
+  state: {{url: "sqlite:///x.db"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: w, type: window, store: state, size: 1m,
+     aggregates: {{
+       p: {aggregate}}}}}
+sinks:
+  - {{id: out, type: stdout}}
+"""
+    with pytest.raises(TopologyError) as info:
+        load_text(yaml)
+    assert message in str(info.value)
