@@ -854,3 +854,19 @@ sinks:
     with pytest.raises(TopologyError) as info:
         load_text(yaml)
     assert message in str(info.value)
+
+
+def test_hopping_windows_of_the_first_seconds_of_1970_start_before_it(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """An event at 1970-01-01T00:00:01Z is in a hopping window that starts in 1969 (a negative
+    start in the store): emitted with its start as text, on each store."""
+    bolt = make_bolt(store_url, unique_name, size="1m", hop="30s")
+    e = ev(0, 0)
+    e.value["timestamp"] = "1970-01-01T00:00:01Z"
+    got = sorted((r["window_start"], r["window_end"], r["n"]) for r in to_the_end(bolt, [e]))
+    assert got == [
+        ("1969-12-31T23:59:30.000Z", "1970-01-01T00:00:30.000Z", 1),
+        ("1970-01-01T00:00:00.000Z", "1970-01-01T00:01:00.000Z", 1),
+    ]
