@@ -74,8 +74,11 @@ def _floor_ms(value: float | str) -> int:
 
 
 def _parse_iso(value: str) -> int:
+    text = value.strip()
+    if text[-1:] == "z" and text[-2:-1].isdigit():  # RFC 3339's lower-case "z" (fromisoformat: "Z")
+        text = text[:-1] + "Z"
     try:
-        dt = datetime.fromisoformat(value.strip())
+        dt = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"not an ISO-8601 time: {value!r}") from None
     return _epoch_ms(dt, "time", repr(value))

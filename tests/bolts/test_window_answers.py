@@ -894,3 +894,12 @@ def test_a_percentile_of_many_values_delivered_again_is_within_the_rank_error_no
     for r in got:
         rank = sum(v <= r["p"] for v in values) / len(values)
         assert abs(rank - 0.5) <= 0.0133
+
+
+def test_an_rfc_3339_time_with_a_lowercase_z_is_utc():
+    """RFC 3339 allows "t" and "z" in lower case: "…T10:00:00z" was refused (the record's
+    failure: "not an ISO-8601 time"), where "…t10:00:00Z" was read."""
+    assert parse_time("2024-05-01T10:00:00z") == T0
+    assert parse_time("2024-05-01t10:00:00.5z") == T0 + 500
+    with pytest.raises(ValueError, match="not an ISO-8601 time"):
+        parse_time("2024-05-01T10:00:00 z")
