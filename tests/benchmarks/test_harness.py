@@ -147,3 +147,19 @@ def test_the_optimized_loop_writes_sqlite_with_squalls_journal(sqlite_runs):
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal", variant
         finally:
             db.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_lambda_bench_counts_the_resident_pages_of_a_mapped_file(tmp_path):
+    """lambda_bench's ``geo_mapped_mb``: the resident pages of the mappings of one kind of file."""
+    import mmap
+
+    from benchmarks.lambda_bench import mapped_mb
+
+    path = tmp_path / "four pages.mmdb"  # a space in the name: the path is the line's last field
+    path.write_bytes(b"\x01" * (4 * mmap.PAGESIZE))
+    before = mapped_mb(".mmdb")
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapping:
+        assert sum(mapping[i] for i in range(0, len(mapping), mmap.PAGESIZE)) == 4
+        assert mapped_mb(".mmdb") - before == 4 * mmap.PAGESIZE / 2**20
+    assert mapped_mb(".mmdb") == before
