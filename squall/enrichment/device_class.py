@@ -18,16 +18,18 @@ Lists leading to the same decision are matched in one pass by one ua-parser-rs r
 classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
 
-Size (~450 lines): the rules are data (pattern lists with the reason for each) read in one place
+Size (~490 lines): the rules are data (pattern lists with the reason for each) read in one place
 with the one function that applies them in order; splitting the lists from it would scatter
 the rule order that docs/enrichment.md describes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import threading
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from squall.enrichment.device_models import ModelIndex
@@ -269,13 +271,7 @@ class DeviceClassifier:
                 self._load()
 
     def _load(self) -> None:
-        import crawleruseragents
-
-        patterns = [
-            entry["pattern"]
-            for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA
-            if entry["pattern"] not in EXCLUDED_PATTERNS
-        ]
+        patterns = [p for p in crawler_patterns() if p not in EXCLUDED_PATTERNS]
         self.crawler_patterns = len(patterns)
         # Lists that lead to the same decision run as one set: one pass over the string each.
         self._bot = _matcher([(BOT, patterns, False), (BOT, [_BOT_WORDS], True)])
@@ -388,6 +384,24 @@ class DeviceClassifier:
 
 
 Groups = list[tuple[str, list[str], bool]]
+
+
+def crawler_patterns() -> list[str]:
+    """The patterns of the ``crawler-user-agents`` list, read from its JSON file.
+
+    Not through ``import crawleruseragents``: its module keeps the whole list (each entry's URL,
+    description, dates and example strings) for the process's life, ~1.4 MB of objects of which
+    the classifier needs only the patterns (~1 MB of RSS, measured on the Lambda example:
+    docs/performance.md, 6 December, sixth session).
+    """
+    import orjson
+
+    spec = importlib.util.find_spec("crawleruseragents")  # finds the package, imports nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'crawleruseragents'", name="crawleruseragents")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    data = orjson.loads((folder / "crawler-user-agents.json").read_bytes())
+    return [entry["pattern"] for entry in data]
 
 
 def _matcher(groups: Groups) -> Callable[[str], str | None]:

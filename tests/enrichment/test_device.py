@@ -1129,3 +1129,29 @@ def test_a_user_agent_with_a_lone_surrogate_is_parsed_not_raised(bolt):
     phone, junk = (e.value["device"] for e in out.streams["default"])
     assert (phone["device"], phone["device_class"]) == ("iPhone", "mobile")
     assert junk["browser"] == "Other"
+
+
+def test_the_crawler_list_is_read_without_keeping_its_module():
+    """The classifier reads the crawler list's patterns from its JSON file: ``import
+    crawleruseragents`` would keep every entry (URL, description, example strings) for the
+    process's life. A fresh interpreter, so no other test has imported the module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from squall.enrichment.device_class import BOT, DeviceClassifier, EXCLUDED_PATTERNS\n"
+        "c = DeviceClassifier(); c.load()\n"
+        "print('crawleruseragents' in sys.modules, c.crawler_patterns,\n"
+        "      c.classify('Mozilla/5.0 (compatible; Googlebot/2.1)', 'Other', 'Other', 'Other', None, None),\n"
+        "      c.is_bot_string('AhrefsSiteAudit/6.1'))\n"
+        "import crawleruseragents\n"
+        "print(len([e for e in crawleruseragents.CRAWLER_USER_AGENTS_DATA\n"
+        "           if e['pattern'] not in EXCLUDED_PATTERNS]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, second = done.stdout.splitlines()
+    imported, count, googlebot, ahrefs = first.split()
+    assert imported == "False"
+    assert int(count) == int(second) > 1000  # every pattern of the list, the excluded ones out
+    assert (googlebot, ahrefs) == ("bot", "True")
