@@ -18,7 +18,7 @@ Lists leading to the same decision are matched in one pass by one ua-parser-rs r
 classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.
 
-Size (~490 lines): the rules are data (pattern lists with the reason for each) read in one place
+Size (~520 lines): the rules are data (pattern lists with the reason for each) read in one place
 with the one function that applies them in order; splitting the lists from it would scatter
 the rule order that docs/enrichment.md describes.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import string
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -273,6 +274,13 @@ class DeviceClassifier:
     def _load(self) -> None:
         patterns = [p for p in crawler_patterns() if p not in EXCLUDED_PATTERNS]
         self.crawler_patterns = len(patterns)
+        # The crawler patterns that are plain text (1,464 of 1,500) are found by the model
+        # index's pass, which classify() makes anyway: in the regex set they took ~5.5 MB and
+        # ~20 ms to compile (docs/performance.md, 6 December, sixth session).
+        literals = {p: text for p in patterns if (text := literal_text(p)) is not None}
+        self.models.load(literals.values())
+        held = self.models.literals  # all of them, unless the index was built before
+        patterns = [p for p in patterns if literals.get(p) not in held]
         # Lists that lead to the same decision run as one set: one pass over the string each.
         self._bot = _matcher([(BOT, patterns, False), (BOT, [_BOT_WORDS], True)])
         # In rule order: the first that matches names the class (see classify()).
@@ -287,14 +295,13 @@ class DeviceClassifier:
         self._tablet = _matcher([(TABLET, [_TABLET_WORDS], False)])
         self._desktop = _matcher([(DESKTOP, [_DESKTOP_WORDS], False)])
         self._mobile = _matcher([(MOBILE, [_MOBILE_WORDS], False)])
-        self.models.load()
         self._loaded = True
 
     def is_bot_string(self, ua: str) -> bool:
         """Whether the string matches a pattern of the crawler list or a bot word."""
         if not self._loaded:
             self.load()
-        return self._bot(ua) is not None
+        return self._bot(ua) is not None or self.models.scan_all(ua)[2] >= 0
 
     def classify(
         self,
@@ -310,7 +317,8 @@ class DeviceClassifier:
             self.load()
         if device == "Spider" or browser in AUTOMATED_FAMILIES:
             return BOT
-        bot_at, known = self.models.scan(ua)  # Matomo's bot names and device models
+        # Matomo's bot names, device models and the crawler list's plain-text patterns
+        bot_at, known, crawler_at = self.models.scan_all(ua)
         # In the platform part of an Android or iOS string a bot word or crawler pattern is a
         # model or build name ("CUBOT", "VR BOT 552", a build id the list holds): bots that
         # imitate a phone are caught above as ua-parser's "Spider", or say "compatible".
@@ -319,9 +327,11 @@ class DeviceClassifier:
             # crawler that appends its name to a phone browser's string ("… Chrome-Lighthouse").
             platform_end = ua.find(")")
             rest = ua[platform_end + 1 :] if platform_end >= 0 else ""
-            if rest and (self._bot(rest) is not None or bot_at > platform_end):
+            if rest and (
+                self._bot(rest) is not None or bot_at > platform_end or crawler_at > platform_end
+            ):
                 return BOT
-        elif bot_at >= 0 or self._bot(ua) is not None:
+        elif bot_at >= 0 or crawler_at >= 0 or self._bot(ua) is not None:
             return BOT
         named = self._device(ua)  # console, other device, TV or computer, in this order
         if named is not None and named != DESKTOP:
@@ -384,6 +394,31 @@ class DeviceClassifier:
 
 
 Groups = list[tuple[str, list[str], bool]]
+
+
+#: What a backslash may escape in a pattern that is still plain text ("Googlebot\\/"): ASCII
+#: punctuation and the space, which an escape makes literal in Rust's and Python's syntax alike.
+_ESCAPED_TEXT = frozenset(string.punctuation + " ")
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]|()\\")
+
+
+def literal_text(pattern: str) -> str | None:
+    """The text a regular expression matches when it is plain text (escaped punctuation
+    allowed), or None when it uses any other syntax."""
+    if not _REGEX_SYNTAX.intersection(pattern):
+        return pattern
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern) and pattern[i + 1] in _ESCAPED_TEXT:
+            out.append(pattern[i + 1])
+            i += 2
+        elif char in _REGEX_SYNTAX:
+            return None
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
 
 
 def crawler_patterns() -> list[str]:

@@ -32,6 +32,8 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 #: Class codes stored in the automaton (an int per entry, not a Python object per entry).
 CLASSES = ("bot", "mobile", "tablet", "tv", "console", "other", "desktop")
 _CODE = {name: code for code, name in enumerate(CLASSES)}
+#: The code (after the classes') of a literal's key: see :meth:`ModelIndex.scan_all`.
+_LITERAL = 7
 
 
 class ModelIndex:
@@ -43,24 +45,44 @@ class ModelIndex:
         self._entries = entries
         self._automaton: Any = None
         self._lock = threading.Lock()
+        #: Per literal key: the literals (exact case) it stands for, and the value it replaced.
+        self._literal_keys: list[tuple[frozenset[str], int]] = []
+        #: The literals the automaton holds (those given to the first :meth:`load`).
+        self.literals: frozenset[str] = frozenset()
         self.source = ""
         self.size = 0
 
-    def load(self) -> None:
-        """Read the data file and build the automaton (once; ~40-60 ms)."""
+    def load(self, literals: Iterable[str] = ()) -> None:
+        """Read the data file and build the automaton (once; ~40-60 ms). ``literals``: strings
+        found anywhere, case-sensitively (:meth:`scan_all`'s third answer); only the first
+        call's are built in (see :attr:`literals`)."""
         with self._lock:
             if self._automaton is None:
-                self._build(self._entries if self._entries is not None else read_data(self))
+                entries = self._entries if self._entries is not None else read_data(self)
+                self._build(entries, literals)
 
-    def _build(self, entries: Iterable[tuple[str, str, str]]) -> None:
+    def _build(self, entries: Iterable[tuple[str, str, str]], literals: Iterable[str]) -> None:
         import ahocorasick
 
         # Each entry's value is one int: length << 4 | class code << 1 | must end at a terminator.
         automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         for kind, text, cls in entries:
             automaton.add_word(text, len(text) << 4 | _CODE[cls] << 1 | (kind == "n"))
-        automaton.make_automaton()
         self.size = len(automaton)
+        # A literal's key is its ASCII-folded text, as the scanned text is; its value is
+        # index << 4 | LITERAL << 1, the index naming the literals of that key and the value
+        # of a model or bot name the key already had (-1 if none).
+        groups: dict[str, set[str]] = {}
+        for literal in literals:
+            if literal:
+                groups.setdefault(literal.translate(_ASCII_LOWER), set()).add(literal)
+        keys = []
+        for key, originals in groups.items():
+            keys.append((frozenset(originals), automaton.get(key, -1)))
+            automaton.add_word(key, (len(keys) - 1) << 4 | _LITERAL << 1)
+        automaton.make_automaton()
+        self._literal_keys = keys
+        self.literals = frozenset().union(*(originals for originals, _ in keys))
         self._automaton = automaton
 
     def lookup(self, ua: str) -> str | None:
@@ -70,13 +92,25 @@ class ModelIndex:
     def scan(self, ua: str) -> tuple[int, str | None]:
         """(where the first bot name found in ``ua`` starts, -1 if none; the class of the
         longest model name found, None if none), in one pass."""
+        return self.scan_all(ua)[:2]
+
+    def scan_all(self, ua: str) -> tuple[int, str | None, int]:
+        """:meth:`scan`'s answers and where the last of the :attr:`literals` found in ``ua``
+        (exact case, anywhere) starts, -1 if none; in one pass."""
         if self._automaton is None:
             self.load()
         # ASCII case folding only: positions stay those of ``ua`` ("İ".lower() is two characters).
         text = ua.lower() if ua.isascii() else ua.translate(_ASCII_LOWER)
         last = len(text) - 1
-        bot_at, best_length, best = -1, 0, 0
+        bot_at, best_length, best, literal_at = -1, 0, 0, -1
         for end, value in self._automaton.iter(text):
+            if value >> 1 & 7 == _LITERAL:
+                originals, value = self._literal_keys[value >> 4]
+                start = end - len(next(iter(originals))) + 1
+                if start > literal_at and ua[start : end + 1] in originals:
+                    literal_at = start
+                if value < 0:
+                    continue
             length, code = value >> 4, value >> 1 & 7
             if code and length <= best_length:
                 continue
@@ -91,7 +125,7 @@ class ModelIndex:
                     bot_at = start
             else:
                 best_length, best = length, code
-        return bot_at, CLASSES[best] if best else None
+        return bot_at, CLASSES[best] if best else None, literal_at
 
 
 def read_data(index: ModelIndex | None = None) -> Iterator[tuple[str, str, str]]:

@@ -824,6 +824,82 @@ def test_bot_names_are_words_found_in_the_same_pass():
     assert index.scan(both) == (both.index("orangebot"), "tablet")
 
 
+def test_literals_are_found_anywhere_with_their_case_in_the_same_pass():
+    """The crawler list's plain-text patterns ride in the model index's pass: anywhere in the
+    string (no word start needed), exact case, the last one's start reported; a literal whose
+    folded text is also a model or bot name keeps both meanings."""
+    index = ModelIndex([*INDEX_DATA, ("n", "seobility", "bot")])
+    index.load(["Googlebot/", "googlebot/", "Seobility", "SM-T819", "Mail.RU_Bot"])
+    assert index.literals == {"Googlebot/", "googlebot/", "Seobility", "SM-T819", "Mail.RU_Bot"}
+    ua = "Mozilla/5.0 (compatible; XGooglebot/2.1)"
+    assert index.scan_all(ua) == (-1, None, ua.index("Googlebot/"))  # inside a word too
+    assert index.scan_all("GOOGLEBOT/2.1")[2] == -1  # exact case only
+    assert index.scan_all("googlebot/2.1 Googlebot/")[2] == len("googlebot/2.1 ")  # the last
+    assert index.scan_all("Seobility") == (0, None, 0)  # a bot name and a literal
+    assert index.scan_all("seobility") == (0, None, -1)
+    tablet = "Dalvik/2.1.0 (Linux; Android 7.0; SM-T819Y)"  # a model prefix and a literal
+    assert index.scan_all(tablet) == (-1, "tablet", tablet.index("SM-T819"))
+    assert index.scan(tablet) == (-1, "tablet")
+    dotted = "İİ Mail.RU_Bot"  # positions are the string's, not its lower-cased copy's
+    assert index.scan_all(dotted)[2] == dotted.index("Mail.RU_Bot")
+
+
+def test_the_crawler_list_text_patterns_leave_the_regex_set():
+    from squall.enrichment.device_class import DeviceClassifier, literal_text
+
+    assert literal_text(r"Mediapartners \(Googlebot\)") == "Mediapartners (Googlebot)"
+    assert literal_text(r"yandex\.com\/bots") == "yandex.com/bots"
+    assert literal_text("Ahrefs(Bot|SiteAudit)") is None
+    assert literal_text("^curl") is None
+    assert literal_text(r"BlogTraffic\/\d") is None
+    classifier = DeviceClassifier()
+    classifier.load()
+    assert 1_400 < len(classifier.models.literals) < classifier.crawler_patterns
+    android = "Mozilla/5.0 (Linux; Android 10; {}) AppleWebKit/537.36 Mobile Safari/537.36{}"
+    # Outside an Android string's platform part a crawler pattern counts; inside it, it is
+    # taken for a model or build name (as the regex set's match did).
+    assert (
+        classifier.classify(
+            android.format("SM-G960F", " Mediapartners-Google"),
+            "Chrome Mobile",
+            "Android",
+            "Samsung SM-G960F",
+            "Samsung",
+            "SM-G960F",
+        )
+        == "bot"
+    )
+    assert (
+        classifier.classify(
+            android.format("Mediapartners-Google", ""),
+            "Chrome Mobile",
+            "Android",
+            "Generic",
+            None,
+            None,
+        )
+        != "bot"
+    )
+    assert classifier.is_bot_string("Mozilla/5.0 (compatible; Mediapartners-Google)")
+
+
+def test_an_index_built_before_the_classifier_keeps_every_pattern_in_the_set():
+    from squall.enrichment.device_class import DeviceClassifier
+
+    index = ModelIndex(INDEX_DATA)
+    index.load()  # without the crawler list's literals
+    classifier = DeviceClassifier(index)
+    classifier.load()
+    assert index.literals == frozenset()
+    assert classifier.is_bot_string("Mozilla/5.0 (compatible; Mediapartners-Google)")
+    assert (
+        classifier.classify(
+            "Mozilla/5.0 (compatible; Mediapartners-Google)", "Other", "Other", "Other", None, None
+        )
+        == "bot"
+    )
+
+
 @pytest.mark.parametrize(
     "ua",
     [
