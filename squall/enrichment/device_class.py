@@ -13,7 +13,9 @@ model whose browser writes "Mobile" is told from a phone only that way. Bot evid
 - a short list of words only automated clients put in a user agent.
 
 Lists leading to the same decision are matched in one pass by one ua-parser-rs regex set (Python's
-``re`` when it is not installed). Compiling them costs 20-60 ms; it happens in
+``re`` when it is not installed); the crawler list's plain-text patterns are found by the
+device-model index's Aho-Corasick pass instead (:meth:`ModelIndex.scan_all`), which costs less
+memory than compiling them. Compiling the rules costs 20-60 ms; it happens in
 :meth:`DeviceClassifier.load`, at the first classification (the device bolt shares one
 classifier per process), never at import. Client hints, when an event carries them, are applied by
 the bolt through :func:`class_from_hints`.

@@ -12,7 +12,8 @@ which take seconds to compile. The same pass finds the ~1,200 bot names of Matom
 
 A name counts where a model name can start (not inside a longer word: the character before it
 is none of ``a-z0-9_-``); a *name* must also be followed by ``)``, ``;``, ``/``, a space or the
-end, a *prefix* need not. The longest match wins.
+end, a *prefix* need not. The longest match wins. The pass also finds *literals* given to
+:meth:`ModelIndex.load` (the crawler list's plain-text patterns): anywhere, exact case.
 """
 
 from __future__ import annotations
