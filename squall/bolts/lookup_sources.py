@@ -48,9 +48,13 @@ REDIS_CHUNK = 1000
 #: integer column). Not "operator does not exist" (42883) nor "datatype mismatch" (42804): keys
 #: are sent as untyped literals, so those are the key column's type (json, point), every key's.
 KEY_SQLSTATE_CLASSES = ("22",)
-#: HTTP statuses about the endpoint or the request's configuration, never about one key:
-#: unauthorized, forbidden, method not allowed, proxy authentication required.
-SOURCE_STATUSES = frozenset({401, 403, 405, 407})
+#: HTTP statuses about the request's configuration, never about one key: unauthorized, method
+#: not allowed, proxy authentication required. Bad credentials do not mend by waiting: a
+#: ``SinkError`` (the batch fails at once, not retried; a KCL worker stops as misconfigured).
+CONFIG_STATUSES = frozenset({401, 405, 407})
+#: Forbidden: a key the credentials may not read (another tenant's record) in per-key GETs; the
+#: credentials' own refusal when every key of the fetch is forbidden, or for a batch POST.
+FORBIDDEN = 403
 #: Statuses of a batch POST that one of its keys may cause (bad request, payload too large,
 #: unprocessable): the keys are split to find it. Any other (404: a wrong `batch_url`, a
 #: redirect) is the endpoint's, even for a batch of one key.
@@ -523,7 +527,8 @@ def shown_url(url: str) -> str:
 
 
 class HttpSource:
-    """httpx, one client per process; 404 is missing, 429/5xx/timeouts are transient, other 4xx the key's."""
+    """httpx, one client per process; 404 is missing, 429/5xx/timeouts are transient, 401/405/407
+    (and 403 for every key) a misconfiguration, other 4xx the key's."""
 
     def __init__(self, config: HttpSourceConfig):
         import httpx
@@ -554,11 +559,17 @@ class HttpSource:
             for i in range(0, len(keys), size):
                 isolate(keys[i : i + size], self._batch, fetched)
             return fetched
+        forbidden = 0
         for key, (kind, value) in zip(keys, self._pool.map(self._one, keys), strict=True):
             if kind == "found":
                 fetched.found[key] = value
             elif kind == "failed":
                 fetched.failed[key] = value
+            elif kind == "forbidden":
+                fetched.failed[key] = value
+                forbidden += 1
+        if keys and forbidden == len(keys):  # not one key allowed: the credentials' refusal
+            raise _refused(self.config.url or "", FORBIDDEN, every_key=len(keys))
         every_key_failed(keys, fetched)  # every key refused: the endpoint, not the keys
         return fetched
 
@@ -570,10 +581,8 @@ class HttpSource:
                 f"lookup endpoint {shown_url(url)}: {type(exc).__name__}: {exc}"
             ) from exc
         status = response.status_code
-        if (
-            status in SOURCE_STATUSES
-        ):  # no key causes these: the endpoint or its configuration is wrong
-            raise TransientError(f"lookup endpoint {shown_url(url)}: HTTP {status}")
+        if status in CONFIG_STATUSES:  # no key causes these: the source's configuration is wrong
+            raise _refused(url, status)
         if status == 429 or status >= 500:
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise TransientError(
@@ -591,6 +600,8 @@ class HttpSource:
         response = self._request("GET", url)
         if response.status_code == 404:
             return "missing", None
+        if response.status_code == FORBIDDEN:
+            return "forbidden", f"lookup endpoint answered HTTP 403 for key {quoted(text)}"
         if response.status_code != 200:
             return (
                 "failed",
@@ -615,6 +626,8 @@ class HttpSource:
             headers={"content-type": "application/json"},
         )
         status = response.status_code
+        if status == FORBIDDEN:  # a batch POST refused: the credentials', not one key's
+            raise _refused(url, status)
         if status in BATCH_KEY_STATUSES:  # maybe one key the endpoint refuses: split
             raise KeyProblem(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
         if status != 200:  # a 404 or a redirect of the batch URL: the endpoint, whatever the keys
@@ -635,6 +648,26 @@ class HttpSource:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
+
+
+_STATUS_NAMES = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+}
+
+
+def _refused(url: str, status: int, every_key: int = 0) -> SinkError:
+    """The endpoint refuses the source's configuration (its credentials in ``headers`` or the
+    URL's query, its method): waiting cannot mend it. Names the endpoint without its query
+    string or credentials; never a header."""
+    scope = f" for every key asked ({every_key})" if every_key else ""
+    return SinkError(
+        f"lookup endpoint {shown_url(url)} answered HTTP {status} {_STATUS_NAMES[status]}"
+        f"{scope}: check the source's credentials (headers, the URL's query) and URL "
+        "(a misconfiguration, not an outage: not retried)"
+    )
 
 
 #: Longest ``Retry-After`` honoured, in seconds (the ``http`` sink's default bound): a day's

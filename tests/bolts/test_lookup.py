@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from squall.bolts.lookup import LookupBolt
 from squall.component import ComponentContext
-from squall.errors import TopologyError, TransientError
+from squall.errors import BatchFailed, SinkError, TopologyError, TransientError
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 from tests.enrichment.support import make_batch, resources
@@ -593,7 +593,7 @@ def test_an_http_source_with_only_a_batch_url_needs_no_per_key_url():
         bolt.close()
 
 
-@pytest.mark.parametrize("status", [500, 503, 429, 401, 403])
+@pytest.mark.parametrize("status", [500, 503, 429])
 def test_http_server_errors_are_transient_and_change_no_event(status):
     with Endpoint(RECORDS) as ep:
         ep.status = status
@@ -607,6 +607,99 @@ def test_http_server_errors_are_transient_and_change_no_event(status):
                 bolt, [{"app_id": 1}, {"app_id": 2}], match=f"HTTP {status}"
             )
             bolt.close()
+
+
+@pytest.mark.parametrize("status", [401, 405, 407, 403])
+def test_http_refused_credentials_are_a_misconfiguration_not_retried(status):
+    """Bad credentials (401, 407), a wrong method (405), or a 403 for every key asked (the
+    credentials may read nothing) do not mend by waiting: a ``SinkError`` naming the endpoint
+    (no query string, no header), which the engine does not retry — a ``TransientError`` was
+    retried for ever and the shard stalled without a word about credentials. No event is changed
+    or dead-lettered; no key asked twice."""
+    with Endpoint(RECORDS) as ep:
+        ep.status = status
+        for extra in ({}, {"batch_url": ep.url + "/apps:batch?token=secret"}):
+            if status == 403 and not extra:
+                values = [{"app_id": 1}]  # one key, forbidden: every key asked
+            else:
+                values = [{"app_id": 1}, {"app_id": 2}]
+            ep.requests.clear()
+            bolt = make_bolt(
+                resources(),
+                key="app_id",
+                source={
+                    "type": "http",
+                    "url": ep.url + "/apps/{key}?token=secret",
+                    "headers": {"Authorization": "Bearer tok-77"},
+                    **extra,
+                },
+            )
+            batch = make_batch(values)
+            before = copy.deepcopy([e.value for e in batch])
+            with pytest.raises(SinkError) as info:
+                bolt.process(batch)
+            message = str(info.value)
+            assert f"HTTP {status}" in message and "not retried" in message
+            assert ep.url + ("/apps:batch" if extra else "/apps/") in message
+            assert "secret" not in message and "tok-77" not in message
+            assert [e.value for e in batch] == before and all(e.failure is None for e in batch)
+            # each key asked at most once (the other GETs may be in flight when the first fails)
+            sent = [r for r in ep.requests if r[0] == ("POST" if extra else "GET")]
+            assert 1 <= len(sent) == len(set(sent)) <= (1 if extra else len(values))
+            bolt.close()
+
+
+def test_http_refused_credentials_stop_the_run_without_retries(unique_name):
+    """Through the engine: the batch fails at its first attempt (a ``TransientError`` was
+    retried until the attempts ran out, and by a KCL worker for ever), nothing dead-lettered."""
+    with Endpoint(RECORDS) as ep:
+        ep.status = 401
+        yaml = f"""
+name: lookup
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: app
+    type: lookup
+    key: app_id
+    target: app
+    source: {{type: http, url: "{ep.url}/apps/{{key}}"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {unique_name}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}-dlq}}
+"""
+        with pytest.raises(BatchFailed) as info:
+            run_topology(yaml, records_from([{"app_id": 1}, {"app_id": 2}]))
+        assert isinstance(info.value.cause, SinkError) and info.value.attempts == 1
+        assert "HTTP 401 Unauthorized" in str(info.value)
+        assert 1 <= len(ep.requests) == len(set(ep.requests)) <= 2
+        assert not MemorySink.stores.get(unique_name) and not MemorySink.stores.get(
+            f"{unique_name}-dlq"
+        )
+
+
+def test_http_403_for_some_keys_fails_only_those_keys():
+    """A 403 while other keys are answered is the key's: a record the credentials may not read
+    (another tenant's), dead-lettered with its reason; the rest is enriched."""
+    with Endpoint(RECORDS) as ep:
+        forbidden = {"/apps/2"}
+        handler = ep.server.RequestHandlerClass
+        plain_get = handler.do_GET
+
+        def do_get(self):
+            if self.path in forbidden:
+                ep.requests.append(("GET", self.path))
+                return self._answer(403, {"message": "Forbidden"})
+            return plain_get(self)
+
+        handler.do_GET = do_get
+        bolt = make_bolt(
+            resources(), key="app_id", source={"type": "http", "url": ep.url + "/apps/{key}"}
+        )
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 2}, {"app_id": 9}])
+        assert ok == {0: {"name": "Weather"}, 2: None}
+        assert failed == {1: "lookup endpoint answered HTTP 403 for key '2'"}
+        bolt.close()
 
 
 def test_an_endpoint_that_refuses_every_key_is_transient_not_a_mass_dead_letter():
