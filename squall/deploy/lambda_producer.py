@@ -13,7 +13,14 @@ event was accepted (``index``: the array element, or the 0-based line of a JSON-
 blank lines counted); a bad element or line is rejected alone, never the whole request; ``400`` when none was (bad body, or every event rejected); ``413`` for a body
 over ``max_body_bytes``; ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
 events after retries — the SDK should retry the request, and a stable ``event_id_field`` (the
-SDK's message id) makes that retry harmless downstream.
+SDK's message id) makes that retry harmless downstream. Retries stop before the function's
+timeout (``context.get_remaining_time_in_millis()`` less ``settings.lambda_deadline_margin``):
+a retry whose backoff would outlast it is not made and the request is answered ``503`` at once —
+killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
+``Retry-After``).
+
+Size (~430 lines): one adapter — reading the API Gateway event, splitting its body into events
+without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import orjson
 from squall import redact
 from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
+from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
 from squall.errors import BatchFailed
 from squall.event import Record, RecordMeta
@@ -343,6 +351,7 @@ def make_handler(
         engine = Engine.for_topology(topology).open()
         observer = lambda_observer(topology.name)  # EMF metrics + one log line per request
         snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
+    margin = topology.settings.lambda_deadline_margin
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         with log_context(topology=topology.name):  # every line of the request names it
@@ -381,6 +390,10 @@ def make_handler(
             )
             for i, p in enumerate(payloads)
         ]
+        # Retries (the engine's, and a sink's own such as PutRecords') are made only while their
+        # backoff fits in the time left less lambda_deadline_margin: killed at its timeout, the
+        # function answers nothing of its own (API Gateway's 502/504, no Retry-After).
+        engine.time_left = Deadline.of(context, margin).seconds_left
         try:
             with observer.recorder.batch(engine, records) as watch:
                 watch.result = result = engine.process(records)
@@ -390,6 +403,7 @@ def make_handler(
                 503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
             )
         finally:
+            engine.time_left = None
             observer.flush(context)
         rejected, unavailable = [], False
         for o in result.records:

@@ -294,7 +294,9 @@ class PutRecordsWriter:
         self._sleep = sleep
         self._aggregate_max_bytes = aggregate_max_bytes
 
-    def put(self, entries: list[Entry]) -> PutOutcome:
+    def put(
+        self, entries: list[Entry], time_left: Callable[[], float | None] | None = None
+    ) -> PutOutcome:
         """Put every entry. Raises ``TransientError`` if a whole call fails before anything was
         written (throttled, network), ``SinkError`` for a permanent refusal; after the first
         write, whole-call failures count against the failing entries' attempts instead, so a
@@ -304,13 +306,17 @@ class PutRecordsWriter:
         resharded since the shard map was listed) makes the writer list the shards again
         (``outcome.shard_map``); if its user records do not all hash into the shard it landed on,
         they are sent again, re-grouped by the new map, up to ``MAX_RESHARD_ROUNDS`` times.
+
+        ``time_left`` (seconds before the runner's deadline, less its margin; None: no limit):
+        a retry whose backoff would outlast it is not made — its records fail now (the runner
+        answers them as retriable: a Lambda killed at its timeout answers nothing).
         """
         outcome = PutOutcome()
         pending = entries
         for _ in range(MAX_RESHARD_ROUNDS + 1):
             misplaced: list[tuple[Entry, str]] = []
             for chunk in chunks(pending):
-                misplaced.extend(self._put_chunk(chunk, outcome))
+                misplaced.extend(self._put_chunk(chunk, outcome, time_left))
             if not misplaced:
                 return outcome
             pending = self._regroup(misplaced, outcome)
@@ -359,7 +365,12 @@ class PutRecordsWriter:
         )
         return again
 
-    def _put_chunk(self, chunk: list[Entry], outcome: PutOutcome) -> list[tuple[Entry, str]]:
+    def _put_chunk(
+        self,
+        chunk: list[Entry],
+        outcome: PutOutcome,
+        time_left: Callable[[], float | None] | None = None,
+    ) -> list[tuple[Entry, str]]:
         """Put one call's entries (retrying failed ones); returns accepted aggregates that landed
         on another shard than they were built for, with that shard."""
         misplaced: list[tuple[Entry, str]] = []
@@ -405,8 +416,26 @@ class PutRecordsWriter:
                 )
                 outcome.failed.extend(failed)
                 return misplaced
-            outcome.retried += len(failed)
             delay = self.backoff.delay(attempt - 1)
+            left = time_left() if time_left is not None else None
+            if left is not None and delay >= left:
+                # The invocation's time is nearly spent: a retry would be cut off by the
+                # timeout, and the request answered by nobody.
+                log.warning(
+                    "PutRecords to '%s': %d record(s) failed (%s); not retried: %.2fs left "
+                    "before the deadline, %.2fs of backoff",
+                    self.stream.name,
+                    len(failed),
+                    failed[0][1],
+                    max(left, 0.0),
+                    delay,
+                )
+                outcome.failed.extend(
+                    (e, f"{reason} (not retried: the time left before the deadline is spent)")
+                    for e, reason in failed
+                )
+                return misplaced
+            outcome.retried += len(failed)
             log.info(
                 "PutRecords to '%s': %d of %d record(s) failed (%s); retrying in %.2fs",
                 self.stream.name,

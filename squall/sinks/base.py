@@ -79,10 +79,15 @@ class WriteContext:
     transaction, so a crash can neither lose nor duplicate. It is a SQLAlchemy connection, or a
     plain driver's (``exec_driver_sql`` only) when every component of the transaction sets
     ``driver_sql = True``.
+
+    ``time_left``: the engine's ``time_left`` (seconds before the runner's time limit, less its
+    margin; None: no limit — the Lambda runners set one): a sink that retries inside
+    ``write_batch`` makes no retry whose backoff would outlast it, and fails what is left instead.
     """
 
     connection: Any = None
     stream: str = ""
+    time_left: Callable[[], float | None] | None = None
 
 
 @dataclass

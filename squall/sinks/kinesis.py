@@ -164,7 +164,7 @@ class KinesisSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         assert self.writer is not None, "open() the sink first"
         entries = self._entries(prepared)
-        outcome = self.writer.put(entries)
+        outcome = self.writer.put(entries, ctx.time_left)  # retries only while time is left
         if outcome.shard_map is not None:  # an aggregate was misplaced: the stream was resharded
             self._shard_map = outcome.shard_map
         if not outcome.failed:

@@ -701,7 +701,7 @@ class Engine:
             written = []
             # sql_errors: a failed COMMIT (connection lost) is transient like a failed write.
             with sql_errors(where), transaction(db) as conn:
-                ctx = WriteContext(connection=conn, stream=stream)
+                ctx = WriteContext(connection=conn, stream=stream, time_left=self.time_left)
                 for node, p in pending:
                     started = time.perf_counter()
                     try:
@@ -881,7 +881,7 @@ class Engine:
                     self.stats[node.index],
                     comp.write_batch,
                     p,
-                    WriteContext(stream=stream),
+                    WriteContext(stream=stream, time_left=self.time_left),
                 )  # type: ignore[union-attr]
                 break
             except _RecordFault as fault:
@@ -946,7 +946,9 @@ class Engine:
         part_feedback: list[Event] = []
 
         def write(part: list[Event]) -> None:
-            got = comp.write_batch(comp.prepare(part), WriteContext(stream=stream))  # type: ignore[union-attr]
+            got = comp.write_batch(
+                comp.prepare(part), WriteContext(stream=stream, time_left=self.time_left)
+            )  # type: ignore[union-attr]
             part_written.append(None if got is None else got.written)
             if got is not None:
                 part_failed.extend(got.failed)
@@ -1094,7 +1096,11 @@ class Engine:
             p = Prepared(events)
             try:
                 result = self._call(
-                    node.id, self.stats[node.index], comp.write_batch, p, WriteContext()
+                    node.id,
+                    self.stats[node.index],
+                    comp.write_batch,
+                    p,
+                    WriteContext(time_left=self.time_left),
                 )  # type: ignore[union-attr]
             except _RecordFault as fault:
                 # A dead letter that cannot be written even alone: that record fails (it is
@@ -1106,7 +1112,7 @@ class Engine:
                 def write(
                     part: list[Event], c: Sink = comp, out: list[Event] = part_failed
                 ) -> None:  # type: ignore[assignment]
-                    got = c.write_batch(Prepared(part), WriteContext())
+                    got = c.write_batch(Prepared(part), WriteContext(time_left=self.time_left))
                     if got is not None:
                         out.extend(got.failed)
 
