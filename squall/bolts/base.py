@@ -114,6 +114,21 @@ class Bolt(Component):
         """Every stream a bolt with this config can emit on, for graph checks and ``squall graph``."""
         return (DEFAULT, ERROR, *cls.streams)
 
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...] | None:
+        """The payload paths this bolt sets on the events it passes on (``()``: it only reads,
+        filters or routes them); None — the default — when it may change anything (replaces the
+        payload, custom code). For load-time checks of the paths a sink reads (``squall.topology.
+        payload_paths``): a path no schema upstream declares is refused only when every bolt in
+        between says what it writes."""
+        return None
+
+    @classmethod
+    def payload_schema(cls, config: Any) -> dict[str, Any] | None:
+        """A JSON Schema every event this bolt emits on its ``default`` stream satisfies (the
+        ``schema`` bolt's); None when it guarantees none."""
+        return None
+
     def process(self, batch: list[Event]) -> Output:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from squall.bolts.base import Bolt, Output
@@ -20,6 +22,12 @@ class DedupeBolt(Bolt):
     """Drop events whose key was already seen earlier in the same batch (e.g. producer retries)."""
 
     Config = DedupeConfig
+
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """It changes no payload (load-time path checks look through it)."""
+        return ()
+
     summary = "Drop duplicate events (same key) within a batch; the first one wins."
 
     def __init__(self, config: DedupeConfig, context):

@@ -146,6 +146,12 @@ class FilterBolt(Bolt):
     """Keep or drop events by conditions; dropped events are counted as filtered, not errors."""
 
     Config = FilterConfig
+
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """It changes no payload (load-time path checks look through it)."""
+        return ()
+
     summary = "Keep or drop events by conditions (equals, in, exists, numeric comparisons, regex)."
 
     def __init__(self, config: FilterConfig, context):

@@ -157,6 +157,12 @@ class LookupBolt(Bolt):
     """Adds the record of each event's key from a SQL table, Redis or an HTTP endpoint, cached."""
 
     Config = LookupConfig
+
+    @classmethod
+    def payload_writes(cls, config: LookupConfig) -> tuple[str, ...]:
+        """The record goes to ``target``; nothing else is changed."""
+        return (config.target,)
+
     summary: ClassVar[str] = (
         "Enrich events with a record looked up by key (SQL table, Redis, HTTP JSON), with LRU/TTL caches."
     )

@@ -62,6 +62,12 @@ class RouteBolt(Bolt):
     """Route events to named streams by a field value; wire the streams in ``streams:``."""
 
     Config = RouteConfig
+
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """It changes no payload (load-time path checks look through it)."""
+        return ()
+
     summary = "Route events to named streams by the value of a field."
 
     @classmethod

@@ -317,6 +317,16 @@ class SchemaBolt(Bolt):
     summary = "Validate payloads against a JSON Schema; failures go to the 'invalid' stream."
     streams = (INVALID,)
 
+    @classmethod
+    def payload_writes(cls, config: SchemaConfig) -> tuple[str, ...]:
+        """It changes no payload."""
+        return ()
+
+    @classmethod
+    def payload_schema(cls, config: SchemaConfig) -> dict[str, Any]:
+        """Every event on ``default`` is valid against the schema (the invalid go to ``invalid``)."""
+        return config.schema_
+
     def __init__(self, config: SchemaConfig, context):
         super().__init__(config, context)
         # fastjsonschema's validator, called inline per event (``fast_check`` without its call).

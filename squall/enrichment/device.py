@@ -127,6 +127,11 @@ class DeviceBolt(Bolt):
         "Parses user agents (ua-parser) into browser, OS, device, device class and bot flag."
     )
 
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """The device block at ``target``; nothing else is changed."""
+        return (config.target,)
+
     class Config(ComponentConfig):
         ua_field: DottedPath = Field(
             "user_agent", description="Dotted path of the user-agent string."

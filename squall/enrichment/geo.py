@@ -191,6 +191,11 @@ class GeoBolt(Bolt):
         "Geolocates IP addresses with MaxMind GeoIP2/GeoLite2 City (and ASN) databases."
     )
 
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """The geo block at ``target``; the address fields when anonymized."""
+        return tuple(p for p in (config.target, config.ip_field, config.xff_field) if p)
+
     class Config(ComponentConfig):
         ip_field: DottedPath | None = Field(
             "ip",

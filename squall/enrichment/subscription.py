@@ -87,6 +87,11 @@ class SubscriptionBolt(Bolt):
     )
     driver_sql: ClassVar[bool] = True  # the SQL store's upsert is driver SQL
 
+    @classmethod
+    def payload_writes(cls, config: Any) -> tuple[str, ...]:
+        """The subscription block at ``target``; nothing else is changed."""
+        return (config.target,)
+
     class Config(ComponentConfig):
         store: str = Field(
             description="Resource holding the states: a SQL database (sqlite/postgresql URL) or Redis (redis URL)."

@@ -117,6 +117,13 @@ class Sink(Component):
     #: True for sinks that receive failed events (the dead letter).
     dead_letter: ClassVar[bool] = False
 
+    @classmethod
+    def payload_reads(cls, config: Any) -> list[tuple[tuple[str | int, ...], str]]:
+        """The dotted paths this sink reads from each event (the warehouse's columns), each with
+        its option's place in the sink's YAML entry (``("columns", "country")``), for the
+        load-time check that a path names a field the events can have."""
+        return []
+
     def open(self, resources: Resources) -> None:
         """Connect, create tables. Called once per process."""
 

@@ -18,6 +18,7 @@ from squall.component import ComponentConfig
 from squall.errors import Problem, TopologyError, describe_exception
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
+from squall.topology.payload_paths import check_topology_paths
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
 KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
@@ -113,7 +114,7 @@ def load_text(
     )
     _check_resources(topo, loc)
     _check_input_not_written(topo, loc)
-    topo.plan  # noqa: B018 - compiled here, once: graph problems are load-time problems
+    check_topology_paths(topo.plan)  # compiled here, once: graph problems are load-time problems
     return topo
 
 

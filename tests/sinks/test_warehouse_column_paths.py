@@ -1,0 +1,156 @@
+"""A warehouse column's path that names no field: refused at load where a closed schema upstream
+proves it (located, with the closest field), warned about once at run time otherwise — it filled
+the column with NULLs and nobody was told."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.errors import TopologyError
+from squall.testing import records_from, run_topology
+from squall.topology.loader import load_text
+
+SCHEMA = """
+  - id: validate
+    type: schema
+    schema:
+      type: object
+      additionalProperties: {closed}
+      required: [user_id]
+      properties:
+        user_id: {{type: string}}
+        ip: {{type: string}}
+        ua: {{type: string}}
+        device_info:
+          type: object
+          additionalProperties: false
+          properties: {{os: {{type: string}}}}
+"""
+
+
+def topology(db: Path, columns: str, *, closed: str = "false", bolts: str = "") -> str:
+    return (
+        f"""
+name: wh
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+"""
+        + SCHEMA.format(closed=closed)
+        + bolts
+        + f"""
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: events
+    columns:
+{columns}
+"""
+    )
+
+
+def problems(text: str) -> list:
+    with pytest.raises(TopologyError) as info:
+        load_text(text, file="wh.yaml")
+    return info.value.problems
+
+
+def test_a_path_a_closed_schema_rules_out_is_refused_with_its_place_and_the_closest_field(
+    tmp_path: Path,
+):
+    text = topology(
+        tmp_path / "w.db",
+        "      user: user_idd\n"
+        "      os: {path: device_info.oss, type: text}\n"
+        "      ok: ip\n"
+        "      at: meta.arrival_time\n",
+    )
+    [first, second] = problems(text)
+    lines = text.splitlines()
+    assert (first.file, first.path) == ("wh.yaml", "sinks[0].columns.user")
+    assert lines[first.line - 1].strip() == "user: user_idd"
+    assert "path 'user_idd' names no field" in first.message
+    assert "schema of bolt 'validate'" in first.message
+    assert "did you mean 'user_id'?" in first.message
+    assert second.path == "sinks[0].columns.os.path"
+    assert lines[second.line - 1].strip() == "os: {path: device_info.oss, type: text}"
+    assert "did you mean 'device_info.os'?" in second.message
+
+
+@pytest.mark.parametrize(
+    "bolts",
+    [
+        # fields added by bolts after the schema: not refused
+        "  - {id: apps, type: lookup, key: user_id, target: app, "
+        "source: {type: http, url: 'http://127.0.0.1:9/{key}'}}\n",
+        "  - {id: device, type: device, ua_field: ua, target: app}\n",
+        # a bolt that may change anything (project) between: not certain, not refused
+        "  - {id: shape, type: project, rename: {user_id: app}}\n",
+    ],
+    ids=["lookup-target", "device-target", "project"],
+)
+def test_paths_set_by_a_bolt_after_the_schema_are_not_refused(tmp_path: Path, bolts: str):
+    load_text(topology(tmp_path / "w.db", "      name: app.name\n", bolts=bolts), file="wh.yaml")
+
+
+def test_an_open_schema_refuses_nothing(tmp_path: Path):
+    """Without additionalProperties: false the events may have other fields: not refused."""
+    load_text(topology(tmp_path / "w.db", "      user: user_idd\n", closed="true"), file="wh.yaml")
+
+
+def test_a_way_around_the_schema_refuses_nothing(tmp_path: Path):
+    """The sink is also fed straight from the json bolt: its events were never validated."""
+    text = topology(tmp_path / "w.db", "      user: user_idd\n") + (
+        "streams:\n  - {from: decode, to: validate}\n  - {from: validate, to: rows}\n"
+        "  - {from: decode, to: rows}\n"
+    )
+    load_text(text, file="wh.yaml")
+
+
+def test_a_schema_with_combinators_refuses_nothing(tmp_path: Path):
+    text = topology(tmp_path / "w.db", "      user: user_idd\n").replace(
+        "      type: object\n      additionalProperties: false\n",
+        "      type: object\n      additionalProperties: false\n"
+        "      anyOf: [{required: [user_idd]}, {required: [user_id]}]\n",
+        1,
+    )
+    load_text(text, file="wh.yaml")
+
+
+def test_without_a_schema_a_column_absent_from_a_whole_batch_is_warned_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    db = tmp_path / "w.db"
+    text = f"""
+name: wh
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: events
+    columns:
+      user: user_idd
+      note: note
+      shard: meta.shard_id
+"""
+    events = [{"user_id": f"u{i}", "note": None} for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="squall.sinks.warehouse"):
+        run_topology(text, records_from(events), batch_size=2)
+    warned = [r.getMessage() for r in caplog.records if r.name == "squall.sinks.warehouse"]
+    # once (two batches), for the absent path only: `note` is there, null
+    assert len(warned) == 1
+    assert "column 'user' (path 'user_idd') is absent from all 2 event(s) of a batch" in warned[0]
+    rows = sqlite3.connect(db).execute("SELECT user, note FROM events").fetchall()
+    assert rows == [(None, None)] * 4
