@@ -618,7 +618,11 @@ class HttpSource:
 
     def _batch(self, keys: list[Key]) -> dict[Key, Any]:
         url = self.config.batch_url or ""
-        texts = {self.text(k): k for k in keys}
+        # Keys whose parts joined by `separator` read alike (`["a:b", "c"]`, `["a", "b:c"]`)
+        # are one key to the endpoint: each gets its answer (one was reported missing).
+        texts: dict[str, list[Key]] = {}
+        for k in keys:
+            texts.setdefault(self.text(k), []).append(k)
         response = self._request(
             "POST",
             url,
@@ -643,7 +647,9 @@ class HttpSource:
                 f"lookup endpoint {shown_url(url)} answered a {type(answer).__name__}, "
                 f"not an object of key → record"
             )
-        return {texts[k]: v for k, v in answer.items() if k in texts and v is not None}
+        return {
+            key: v for k, v in answer.items() if k in texts and v is not None for key in texts[k]
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -702,7 +708,14 @@ class SharedCache:
         self.missing_ttl = missing_ttl
 
     def name(self, key: Key) -> str:
-        return self.prefix + "\x1f".join(key)
+        """The Redis key of a lookup key: a one-part key as its text (as in earlier releases: an
+        upgrade keeps the cache warm), a composite key as its JSON array — unambiguous, where
+        parts joined by a separator (``\x1f`` before) named ``["a\x1fb", "c"]`` and
+        ``["a", "b\x1fc"]`` alike and served one key's record for the other. Within one prefix
+        every key has as many parts as the bolt has key paths (the default prefix hashes them)."""
+        if len(key) == 1:
+            return self.prefix + key[0]
+        return self.prefix + orjson.dumps(key).decode()
 
     def get(self, keys: list[Key]) -> tuple[dict[Key, Any], set[Key]]:
         """(found records, keys known to be missing); other keys are not cached."""

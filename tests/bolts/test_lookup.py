@@ -392,6 +392,72 @@ def test_a_shared_cache_in_front_of_every_reflected_column(sql_db, redis_url, re
         client.close()
 
 
+def test_composite_keys_whose_parts_hold_the_separator_never_share_a_shared_cache_entry(
+    tmp_path, redis_url, redis_prefix
+):
+    """`["a\x1fb", "c"]` and `["a", "b\x1fc"]` were one Redis entry (parts joined by \x1f): the
+    second write overwrote the first, and another process served one key the other's record.
+    A one-part key keeps its entry's name (`<prefix><key>`): an upgrade keeps it warm."""
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE k (a text, b text, name text)")
+        conn.exec_driver_sql(
+            "INSERT INTO k VALUES ('a\x1fb', 'c', 'first'), ('a', 'b\x1fc', 'second')"
+        )
+    engine.dispose()
+    options = dict(
+        key=["a", "b"],
+        source={"type": "sql", "resource": "db", "table": "k", "columns": ["name"]},
+        shared_cache={"resource": "cache", "key_prefix": redis_prefix},
+    )
+    values = [{"a": "a\x1fb", "b": "c"}, {"a": "a", "b": "b\x1fc"}]
+    expected = {0: {"name": "first"}, 1: {"name": "second"}}
+    first = make_bolt(resources(db=url, cache=redis_url), **options)
+    assert run(first, values)[0] == expected
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert sorted(client.keys(f"{redis_prefix}*")) == sorted(
+            [
+                f'{redis_prefix}["a\\u001fb","c"]'.encode(),
+                f'{redis_prefix}["a","b\\u001fc"]'.encode(),
+            ]
+        )
+        # Another process, memory empty: every record from the shared cache, each its own.
+        second_res = resources(db=url, cache=redis_url)
+        second = make_bolt(second_res, **options)
+        queries = count_queries(second_res.sql("db"))
+        assert run(second, values)[0] == expected
+        assert queries == [] and second.stats["shared_hits"] == 2
+        # One-part keys: named as before.
+        single = make_bolt(
+            resources(db=url, cache=redis_url),
+            key="a",
+            source={"type": "sql", "resource": "db", "table": "k", "columns": ["name"]},
+            shared_cache={"resource": "cache", "key_prefix": redis_prefix + "one:"},
+        )
+        run(single, [{"a": "a"}])
+        assert client.get(f"{redis_prefix}one:a") == b'[{"name":"second"}]'
+    finally:
+        client.delete(*client.keys(f"{redis_prefix}*"))
+        client.close()
+
+
+def test_http_batch_keys_that_join_alike_each_get_the_answer():
+    """`["1:a", "b"]` and `["1", "a:b"]` are both `1:a:b` to the endpoint (`separator: ":"`):
+    asked once, and both get its record, as per-key GETs give — one of them was reported missing."""
+    with Endpoint({"1:a:b": {"name": "joined"}}) as ep:
+        bolt = make_bolt(
+            resources(),
+            key=["x", "y"],
+            source={"type": "http", "batch_url": ep.url + "/apps:batch"},
+        )
+        ok, failed, _ = run(bolt, [{"x": "1:a", "y": "b"}, {"x": "1", "y": "a:b"}])
+        assert (ok, failed) == ({0: {"name": "joined"}, 1: {"name": "joined"}}, {})
+        assert ep.requests == [("POST", "1:a:b")]
+        bolt.close()
+
+
 # -- Redis source ----------------------------------------------------------------------------------
 
 
