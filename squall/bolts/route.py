@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -18,7 +20,8 @@ class RouteConfig(ComponentConfig):
     field: DottedPath = Field(description="Dotted path whose value picks the stream.")
     routes: dict[str, str] = Field(
         description="Field value → stream name. Values compare as strings (`true`/`false` for "
-        "booleans); a number compares as a number with a route written as one (`1` is `1.0`)."
+        "booleans); a number compares as a number, exactly, with a route written as one (`1` "
+        "is `1.0`; `9007199254740993.0` is not 2**53)."
     )
     default: str = Field(
         DEFAULT, description="Stream for values not in 'routes' and for missing fields."
@@ -133,12 +136,40 @@ def _key(v: Any) -> str | None:
 
 
 def _number(key: str) -> int | float | None:
-    """A route key written as a JSON number, as that number (None for any other text)."""
+    """A route key written as a JSON number, as the number an event's value must equal (None for
+    any other text): an integral one as an exact int, whatever its spelling (`1e2` is 100,
+    `9007199254740993.0` is 2**53 + 1 — read as a float it was 2**53, and an event's 2**53 took
+    its route), another as the float an event's number written so reads as (`2.5`).
+
+    Raises ``ValueError`` for a key no event's number can be told apart by: a fraction whose
+    nearest float is an integer or zero (`9007199254740993.5` is the float 2**53 + 2, `1e-400`
+    is 0.0: events of those integers took the route) or infinite, and an integer of more digits
+    than an event can carry."""
     if not _NUMBER.fullmatch(key):
         return None
-    return int(key) if key.lstrip("-").isdigit() else float(key)
+    exact = Decimal(key)
+    if exact.adjusted() >= MAX_DIGITS:
+        raise ValueError(
+            f"route {_shown(key)} is a number of more than {MAX_DIGITS} digits: no event's "
+            "number can equal it"
+        )
+    if exact == exact.to_integral_value():
+        return int(exact)
+    near = float(exact)
+    if near == 0 or not math.isfinite(near):
+        why = f"reads as the float {near!r}"
+    elif near.is_integer():
+        why = f"is not an integer, but its nearest float, {near!r}, is one"
+    else:
+        return near
+    raise ValueError(
+        f"route {_shown(key)} {why}: an event's number cannot be told apart from it; write the "
+        "number an event carries"
+    )
 
 
+#: Longest integer route key: Python's limit on converting integer text (``sys.int_info``).
+MAX_DIGITS = 4300
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 #: Longest routed value quoted in a reason.

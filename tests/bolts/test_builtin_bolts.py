@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import orjson
 import pytest
@@ -219,6 +220,47 @@ def test_route_matches_a_number_whatever_its_json_spelling():
 def test_route_keys_that_are_one_number_sent_to_two_streams_are_refused():
     with pytest.raises(TopologyError, match="routes '1' and '1.0' are the same number"):
         run("  - {id: r, type: route, field: p, routes: {'1': a, '1.0': b}}", [])
+
+
+def test_route_keys_are_exact_numbers_past_the_floats_precision():
+    """Route keys with a fraction or an exponent were read as floats: `9007199254740992.0` and
+    `9007199254740993.0` both became 2**53 (refused as "the same number"), and `1e400` became
+    infinity, which no event's 10**400 matched. Integral keys are exact integers now."""
+    bolts = """  - {id: decode, type: json}
+  - id: r
+    type: route
+    field: p
+    routes: {"9007199254740992.0": a, "9007199254740993.0": b, "1e400": huge}
+    default: low"""
+    names = ("a", "b", "huge", "low")
+    sinks = "".join(
+        f"  - {{id: {s}, type: 'squall.testing:MemorySink', name: X-{s}}}\n" for s in names
+    )
+    streams = "streams:\n" + "".join(f"  - {{from: r, stream: {s}, to: {s}}}\n" for s in names)
+    for s in names:
+        MemorySink.stores.pop(f"X-{s}", None)
+    values = [2**53, 2**53 + 1, float(2**53), 10**400, 10**400 + 1, 2**53 + 2]
+    # as JSON text: orjson writes no integer past 64 bits (the json bolt reads them exactly)
+    payloads = [json.dumps({"p": v, "i": i}).encode() for i, v in enumerate(values)]
+    run(bolts, payloads, streams=streams, sinks=sinks)
+    got = {s: [ev.value["i"] for ev in MemorySink.stores.get(f"X-{s}", [])] for s in names}
+    assert got == {"a": [0, 2], "b": [1], "huge": [3], "low": [4, 5]}
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("9007199254740993.5", "its nearest float, 9007199254740994.0, is one"),
+        ("1e-400", "reads as the float 0.0"),
+        ("1e5000", "more than 4300 digits"),
+    ],
+)
+def test_route_keys_no_events_number_can_be_told_apart_by_are_refused_at_load(key, message):
+    """`9007199254740993.5` read as the float 2**53 + 2 and `1e-400` as 0.0: events of those
+    integers took the route. Refused, at the route, with the reason."""
+    with pytest.raises(TopologyError) as info:
+        run(f"  - {{id: r, type: route, field: p, routes: {{'{key}': a}}, default: b}}", [])
+    assert message in str(info.value) and "bolts[0].routes" in str(info.value)
 
 
 def test_dedupe_within_batch_first_wins():
