@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~600 lines): three sources behind one interface, kept together so the interface and its
+Size (~760 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150 lines each) read side by side.
 """
 

@@ -14,7 +14,7 @@ PutRecords answer's ``ShardId`` is compared with that shard: on a mismatch the s
 again, and the user records of an aggregate that does not fit where it landed are re-sent,
 re-grouped by the new map (never the stale aggregate itself).
 
-Size (~400 lines): one writer — batching, partial-failure retries, aggregation and the
+Size (~460 lines): one writer — batching, partial-failure retries, aggregation and the
 resharding re-send share its shard map and pending entries; split, that state would be passed around.
 """
 
