@@ -173,7 +173,7 @@ def run(
     log_interval: float,
     metrics_port: str | None,
 ) -> None:
-    """Run a topology locally until its spout is exhausted (or Ctrl-C)."""
+    """Run a topology locally until its spout is exhausted (or Ctrl-C / SIGTERM)."""
     from squall.deploy.console import run_with_console
 
     topo = _load_or_exit(file)

@@ -117,18 +117,22 @@ class LocalRunner:
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-C, or SIGTERM (a service manager's stop: systemd, ``docker stop``): finish the
+        batch in flight, commit it, stop. A second one aborts at once."""
         if self._interrupted:  # second Ctrl-C: stop now
             raise KeyboardInterrupt
         self._interrupted = True
-        log.warning("interrupt: finishing the batch in flight (Ctrl-C again to abort)")
+        name = "SIGTERM" if signum == signal.SIGTERM else "interrupt"
+        log.warning("%s: finishing the batch in flight (Ctrl-C again to abort)", name)
         self.spout.stop()
 
     def run(self) -> RunReport:
         report = RunReport()
         started = time.perf_counter()
-        previous = None
+        previous: dict[int, Any] = {}
         try:
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_sigint)
         except ValueError:  # not the main thread: no signal handling
             pass
         run_lock = None
@@ -190,8 +194,9 @@ class LocalRunner:
             if run_lock is not None:
                 run_lock.release()
             self.resources.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
             report.interrupted = self._interrupted
             report.seconds = time.perf_counter() - started
         return report

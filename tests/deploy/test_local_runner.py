@@ -140,7 +140,11 @@ def test_stdin_input(tmp_path: Path):
     )
 
 
-def test_ctrl_c_finishes_the_batch_in_flight_and_exits_130(tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_finishes_the_batch_in_flight_and_exits_130(
+    tmp_path: Path, sig: signal.Signals
+):
+    """SIGTERM is how a service manager (systemd, ``docker stop``) stops a long run: as Ctrl-C."""
     src = tmp_path / "many.jsonl"
     src.write_text("".join(f'{{"n": {i}}}\n' for i in range(200_000)))
     t = tmp_path / "t.yaml"
@@ -164,10 +168,10 @@ def test_ctrl_c_finishes_the_batch_in_flight_and_exits_130(tmp_path: Path):
         except sqlite3.OperationalError:
             pass
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert "finishing the batch in flight" in err and "interrupted" in err
     rows = sqlite3.connect(db).execute("select count(*) from events").fetchone()[0]
     assert 0 < rows < 200_000 and rows % 100 == 0  # whole batches only
 
