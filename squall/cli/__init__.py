@@ -174,14 +174,14 @@ def run(
     metrics_port: str | None,
 ) -> None:
     """Run a topology locally until its spout is exhausted (or Ctrl-C / SIGTERM)."""
-    from squall.deploy.console import run_with_console
-
-    topo = _load_or_exit(file)
-    if input_path:
-        from squall.spouts.file import path_spout_config
-
-        topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
     try:
+        from squall.deploy.console import run_with_console
+
+        topo = _load_or_exit(file)
+        if input_path:
+            from squall.spouts.file import path_spout_config
+
+            topo = topo.with_spout(path_spout_config(input_path, topo.spout.id))
         code = run_with_console(
             topo,
             batch_size=batch_size,
@@ -192,6 +192,11 @@ def run(
     except MetricsServerError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Ctrl-C before the runner took it (loading, opening) or while it closed: as documented,
+        # 130 — not click's "Aborted!" and 1, which says a batch failed
+        click.echo("aborted: nothing after the last checkpoint is acknowledged", err=True)
+        sys.exit(130)
     sys.exit(code)
 
 

@@ -449,3 +449,20 @@ def test_two_files_starting_with_the_same_line_are_two_inputs(tmp_path: Path):
     view = {"event_type": "page_view", "device_token": "K", "timestamp": "2024-05-02T09:00:00Z"}
     run("day2.jsonl", [header, view])
     assert statuses()[-1] == ("page_view", "subscribed")  # before: registered
+
+
+def test_ctrl_c_before_the_run_takes_it_exits_130_not_aborted_1(monkeypatch, tmp_path: Path):
+    """Ctrl-C while the topology loads or the runner opens (Python raises KeyboardInterrupt
+    there: the runner's handler is not installed yet) ends with 130, as every Ctrl-C does."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import console
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(console, "run_with_console", interrupted)
+    result = CliRunner().invoke(main, ["run", str(EXAMPLES / "pistats" / "topology.yaml")])
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.output and "aborted: nothing after" in result.output
