@@ -8,7 +8,9 @@ dead letters it wrote, and on open reads them from the file's tail only. A recor
 written beside the dead letter it was replayed from, once however often the replay is repeated. A replay re-delivers
 only what came after the last checkpoint, so its dead letters are among the most recent ones as
 long as fewer than ``remember`` were written since; memory and start time stay bounded however
-large the file grows.
+large the file grows. A spout that keeps no checkpoint (file, stdin, S3) "replays" its whole input
+on every run: more than ``remember`` dead letters in that input, and a second run (a restart after
+a crash) writes the older ones again.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class DeadLetterConfig(ComponentConfig):
         ge=1,
         description="Dead letters remembered (the most recent; ~250 bytes each) so that a "
         "replayed batch does not write them twice; read back from the file's tail on open. Keep "
-        "it above the dead letters one batch can produce (Lambda's largest batch: 10,000 records).",
+        "it above the dead letters one batch can produce (Lambda's largest batch: 10,000 records); "
+        "with a spout that keeps no checkpoint (file, stdin, s3: a new run reads the input from "
+        "its start), above the dead letters of the whole input, else a second run writes the "
+        "older ones again.",
     )
 
 
