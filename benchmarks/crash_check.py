@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +142,16 @@ def interrupt(trial: Trial, way: str, rng: random.Random, duration: float) -> st
         except ProcessLookupError:
             pass
     _, err = proc.communicate(timeout=300)
-    broken = "Traceback" in err
-    return f"{way} @{delay:.2f}s -> {proc.returncode}{' TRACEBACK' if broken else ''}"
+    return f"{way} @{delay:.2f}s -> {proc.returncode}{traceback_at(err)}"
+
+
+def traceback_at(err: str) -> str:
+    """`` TRACEBACK in <innermost squall frame, else the innermost frame>``, or empty."""
+    if "Traceback" not in err:
+        return ""
+    frames = [line.strip() for line in err.splitlines() if line.strip().startswith('File "')]
+    ours = [f for f in frames if "/squall/" in f] or frames or ["?"]
+    return f" TRACEBACK in {ours[-1]}"
 
 
 def check_config(
@@ -173,7 +182,7 @@ def check_config(
         except AssertionError as exc:
             verdict = f"DIFFERENT: {str(exc)[:600]}"
         if any("TRACEBACK" in d for d in done):
-            verdict += " (a traceback in an interrupted run)"
+            verdict += " (a traceback in an interrupted run: see above)"
         print(f"{config:8} trial {n:3}: {'; '.join(done)} => {verdict}", flush=True)
         found["trials"].append({"interrupts": done, "verdict": verdict})
         if config == "mixed":
@@ -200,11 +209,21 @@ def main() -> None:
             dbs.drop_all()
     print()
     for r in results:
-        bad = [t for t in r["trials"] if t["verdict"] != "same"]
-        print(
-            f"{r['config']:8} {len(r['trials'])} trials, {sum(len(t['interrupts']) for t in r['trials'])} "
-            f"interrupted runs, {len(bad)} different from the reference run"
+        bad = [t for t in r["trials"] if t["verdict"].startswith("DIFFERENT")]
+        tracebacks = [i for t in r["trials"] for i in t["interrupts"] if "TRACEBACK" in i]
+        ends = Counter(
+            f"{i.split()[0]}->{i.split(' -> ')[1].split()[0]}"
+            for t in r["trials"]
+            for i in t["interrupts"]
         )
+        print(
+            f"{r['config']:8} {len(r['trials'])} trials, {sum(ends.values())} interrupted runs "
+            f"({', '.join(f'{k} x{n}' for k, n in sorted(ends.items()))}), "
+            f"{len(bad)} with stores different from the reference run, {len(tracebacks)} runs "
+            "ending in a traceback"
+        )
+        for line in tracebacks:
+            print(f"    {line}")
     out = (
         ROOT
         / "benchmarks"
