@@ -37,7 +37,7 @@ from squall.enrichment.device_class import (
 )
 from squall.errors import Problem, TopologyError
 from squall.event import Event
-from squall.paths import MISSING, DottedPath, getter, setter
+from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -73,6 +73,12 @@ FIELDS = (
     "device_class",
     "is_bot",
 )
+
+
+def _single_key(path: str) -> str | None:
+    """The payload key of a one-level path (read or set inline by ``process``), else None."""
+    keys = payload_keys(path)
+    return keys[0] if keys is not None and len(keys) == 1 else None
 
 
 def _version(part: Any) -> str | None:
@@ -160,6 +166,10 @@ class DeviceBolt(Bolt):
         super().__init__(config, context)
         self._get_ua = getter(config.ua_field)
         self._set_target = setter(config.target)
+        # One-level paths (the usual "user_agent", "device") are read and set inline in
+        # ``process``, without a call per event (``squall.paths``' rules: None otherwise).
+        self._ua_key = _single_key(config.ua_field)
+        self._target_key = _single_key(config.target)
         self._cache: LRUCache[str, dict[str, Any]] = LRUCache(config.cache_size)
         self._get_hints = getter(config.hints_field) if config.hints_field else None
         self._resolver = None
@@ -219,31 +229,41 @@ class DeviceBolt(Bolt):
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
-        get_ua, limit = self._get_ua, self.config.max_length
+        get_ua, limit, ua_key = self._get_ua, self.config.max_length, self._ua_key
         keys: list[str | None] = []
         for event in batch:
-            ua = get_ua(event) if isinstance(event.value, dict) else MISSING
-            if isinstance(ua, str):
+            value = event.value
+            if value.__class__ is not dict and not isinstance(value, dict):
+                ua = MISSING
+            else:
+                ua = value.get(ua_key, MISSING) if ua_key is not None else get_ua(event)
+            if ua.__class__ is str or isinstance(ua, str):
                 ua = ua.strip()
                 keys.append(ua[:limit] if ua else None)
             else:  # missing, null or not a string: nothing to parse
                 keys.append(None)
         blocks = self.parse_many({k: None for k in keys if k is not None})
         set_target, unknown, get_hints = self._set_target, self.unknown, self._get_hints
+        target_key = self._target_key
         passed: list[Event] = []
+        emit = passed.append
         for event, key in zip(batch, keys, strict=True):
-            if not isinstance(event.value, dict):
+            value = event.value
+            if value.__class__ is not dict and not isinstance(value, dict):
                 out.fail(event, "payload is not a JSON object")
                 continue
-            block = dict(blocks[key]) if key is not None else dict(unknown)
+            block = (blocks[key] if key is not None else unknown).copy()
             if get_hints is not None and block["device_class"] in HINTED_CLASSES:
                 hints = get_hints(event)
                 if isinstance(hints, dict) and hints:
                     named = class_from_hints(hints)
                     if named is not None:
                         block["device_class"] = named
-            set_target(event, block)
-            passed.append(event)
+            if target_key is not None:
+                value[target_key] = block
+            else:
+                set_target(event, block)
+            emit(event)
         out.emit_all(passed)
         return out
 
