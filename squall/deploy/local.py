@@ -7,6 +7,7 @@ of its commit sequence (in the warehouse's transaction when they share a databas
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -23,7 +24,7 @@ from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
-from squall.topology.executor import Engine
+from squall.topology.executor import BATCH_GC_THRESHOLD, Engine
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
 from squall.topology.resources import Resources, WrongResourceKind
@@ -225,38 +226,53 @@ class LocalRunner:
             return False
         return not positions or self._commit_spout(engine, positions, report)
 
+    def _batch(self, engine: Engine, batch: list, report: RunReport) -> bool:
+        """Run one batch the spout read (an empty one: the source is idle) and commit what it
+        moved; False when the run stops (an error, a failed record, Ctrl-C)."""
+        if not batch:  # the source is idle: a holding sink may be due by age
+            if _reports_lag(self.spout):  # its polls still say how far behind it is
+                self.recorder.lag(self.spout.lag())  # type: ignore[attr-defined]
+                if self.on_idle is not None:
+                    self.on_idle(self.spout)
+            return self._release(engine, engine.tick, report) and not self._interrupted
+        lag = getattr(self.spout, "lag", None)
+        try:
+            with self.recorder.batch(engine, batch, lag=lag) as watch:
+                watch.result = result = engine.process(batch)
+        except BatchFailed as exc:
+            report.error = exc
+            log.error("%s", exc)
+            return False
+        report.batches += 1
+        report.records += len(result)
+        for outcome, n in result.counts().items():
+            report.counts[outcome] += n
+        if result.checkpoint and not self._commit_spout(engine, result.checkpoint, report):
+            return False
+        if self.on_batch:
+            self.on_batch(result, self.spout)
+        if not result.ok:
+            report.failed_records = result.failed
+            result.log_failures(log)
+            return False
+        return not self._interrupted
+
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
-            if not batch:  # the source is idle: a holding sink may be due by age
-                if _reports_lag(self.spout):  # its polls still say how far behind it is
-                    self.recorder.lag(self.spout.lag())  # type: ignore[attr-defined]
-                    if self.on_idle is not None:
-                        self.on_idle(self.spout)
-                if not self._release(engine, engine.tick, report) or self._interrupted:
-                    return
-                continue
-            lag = getattr(self.spout, "lag", None)
+            # The engine raises the young-collection threshold while it runs the batch; here it
+            # stays raised until the batch is let go (below), so that the young collection then
+            # due — the process's own thresholds apply between batches — scans what outlives the
+            # batch, not its events: the result holds every event, payloads included, and that
+            # collection scanned them all right after ``process`` returned, collecting nothing
+            # (~3,000 objects a batch of the example, ~3 % of a run's CPU; docs/performance.md).
+            thresholds = gc.get_threshold()
+            gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
             try:
-                with self.recorder.batch(engine, batch, lag=lag) as watch:
-                    watch.result = result = engine.process(batch)
-            except BatchFailed as exc:
-                report.error = exc
-                log.error("%s", exc)
-                return
-            report.batches += 1
-            report.records += len(result)
-            for outcome, n in result.counts().items():
-                report.counts[outcome] += n
-            if result.checkpoint and not self._commit_spout(engine, result.checkpoint, report):
-                return
-            if self.on_batch:
-                self.on_batch(result, self.spout)
-            if not result.ok:
-                report.failed_records = result.failed
-                result.log_failures(log)
-                return
-            if self._interrupted:
-                return
+                if not self._batch(engine, batch, report):
+                    return
+                del batch
+            finally:
+                gc.set_threshold(*thresholds)
         if self.spout.finite and not self.spout.stopping:  # the input ended: flush the bolts
             started = time.perf_counter()
             try:

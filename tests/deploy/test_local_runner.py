@@ -8,13 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import jsonschema
 import pytest
 import yaml
 
+from squall.bolts.base import Bolt, Output
 from squall.deploy.local import EXIT_FAILED, EXIT_OK, LocalRunner
+from squall.event import Event, Record
+from squall.testing import ListSpout
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
@@ -466,3 +471,81 @@ def test_ctrl_c_before_the_run_takes_it_exits_130_not_aborted_1(monkeypatch, tmp
     result = CliRunner().invoke(main, ["run", str(EXAMPLES / "pistats" / "topology.yaml")])
     assert result.exit_code == 130, result.output
     assert "Aborted!" not in result.output and "aborted: nothing after" in result.output
+class Marker:
+    """Weak-referenceable: tells whether an event of an earlier batch is still held."""
+
+
+MARKED: list = []
+
+
+class MarkingBolt(Bolt):
+    """Gives each event a marker (in ``extra``) and keeps only weak references to them."""
+
+    def process(self, batch: list[Event]) -> Output:
+        import weakref
+
+        out = Output(self.id)
+        for ev in batch:
+            marker = Marker()
+            ev.extra["marker"] = marker
+            MARKED.append(weakref.ref(marker))
+        out.emit_all(list(batch))
+        return out
+
+
+class CountingSpout(ListSpout):
+    """Before each batch after the first, notes how many events of earlier batches are alive."""
+
+    alive_at_read: ClassVar[list[int]] = []
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        for i in range(0, len(self.records), max_records):
+            if i:
+                self.alive_at_read.append(sum(1 for ref in MARKED if ref() is not None))
+            yield self.records[i : i + max_records]
+
+
+def test_a_batch_is_let_go_before_the_next_is_read(tmp_path: Path):
+    """Its events (held by its result) stayed alive through the next read: the collector's
+    young collections there (Python's own thresholds apply between batches) scanned them all."""
+    MARKED.clear()
+    CountingSpout.alive_at_read.clear()
+    payloads = [{"n": i} for i in range(30)]
+    spout = json.dumps({"type": f"{__name__}:CountingSpout", "records": payloads})
+    extra = f"  - {{id: mark, type: '{__name__}:MarkingBolt'}}"
+    report = LocalRunner(topo(tmp_path, spout, extra=extra)).run()
+    assert report.exit_code == EXIT_OK and report.batches == 3
+    assert len(MARKED) == 30
+    assert CountingSpout.alive_at_read == [0, 0]
+
+
+def test_the_young_collection_after_a_batch_does_not_scan_its_events(tmp_path: Path):
+    """Between batches the process's own thresholds apply (tests/topology/test_gc.py); the young
+    collection then due ran right after ``Engine.process`` returned, while the batch's result
+    still held every event — it scanned them all and collected nothing. The runner now lets
+    the batch go first: no collection under the process's thresholds sees a batch's events."""
+    import gc
+
+    MARKED.clear()
+    CountingSpout.alive_at_read.clear()
+    seen: list[int] = []
+
+    def census(phase: str, info: dict) -> None:
+        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between batches
+            seen.append(sum(1 for ref in MARKED if ref() is not None))
+
+    payloads = [{"n": i, "pad": ["x"] * 20} for i in range(60)]
+    spout = json.dumps({"type": f"{__name__}:CountingSpout", "records": payloads})
+    extra = f"  - {{id: mark, type: '{__name__}:MarkingBolt'}}"
+    runner = LocalRunner(topo(tmp_path, spout, extra=extra))
+    saved = gc.get_threshold()
+    gc.set_threshold(50, 10, 10)  # a young collection due right after every batch
+    gc.callbacks.append(census)
+    try:
+        report = runner.run()
+    finally:
+        gc.callbacks.remove(census)
+        gc.set_threshold(*saved)
+    assert report.exit_code == EXIT_OK and report.batches == 6 and len(MARKED) == 60
+    assert seen and set(seen) == {0}, seen
+    assert gc.get_threshold() == saved
