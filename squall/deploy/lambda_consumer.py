@@ -33,7 +33,7 @@ from squall.event import Record, RecordMeta, new_meta
 from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.topology import registry
-from squall.topology.executor import Engine
+from squall.topology.executor import Engine, batch_collection
 from squall.topology.loader import load
 from squall.topology.outcomes import BatchResult
 
@@ -166,21 +166,24 @@ def process_in_slices(
         if deadline is not None and not deadline.next_slice():
             deadline.report(len(records), "records")
             return batch_item_failures(records, None)
-        part = records[:size]
-        try:
-            # An event source mapping's batch is one shard's: every line of it names the shard.
-            shard = part[0].meta.shard_id
-            with observer.recorder.batch(engine, part, shard=shard) as watch:
-                watch.result = result = engine.process(part)
-        except BatchFailed as exc:
+        # The slice's collector threshold until its records and result are let go: the young
+        # collection due after it then scans what outlives it, not its events.
+        with batch_collection():
+            part = records[:size]
+            try:
+                # An event source mapping's batch is one shard's: every line of it names the shard.
+                shard = part[0].meta.shard_id
+                with observer.recorder.batch(engine, part, shard=shard) as watch:
+                    watch.result = result = engine.process(part)
+            except BatchFailed as exc:
+                with log_context(shard=shard):
+                    log.error("batch of %d records failed: %s", len(part), exc)
+                return batch_item_failures(records, None)
             with log_context(shard=shard):
-                log.error("batch of %d records failed: %s", len(part), exc)
-            return batch_item_failures(records, None)
-        with log_context(shard=shard):
-            result.log_failures(log)
-        if result.failed:
-            return batch_item_failures(records, result, after=records[size:])
-        del records[:size], part, result, watch  # committed
+                result.log_failures(log)
+            if result.failed:
+                return batch_item_failures(records, result, after=records[size:])
+            del records[:size], part, result, watch  # committed
     return {"batchItemFailures": []}
 
 

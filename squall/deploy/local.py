@@ -7,7 +7,6 @@ of its commit sequence (in the warehouse's transaction when they share a databas
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import time
@@ -24,7 +23,7 @@ from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
 from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
-from squall.topology.executor import BATCH_GC_THRESHOLD, Engine
+from squall.topology.executor import Engine, batch_collection
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
 from squall.topology.resources import Resources, WrongResourceKind
@@ -259,20 +258,13 @@ class LocalRunner:
 
     def _loop(self, engine: Engine, report: RunReport) -> None:
         for batch in self.spout.read(self.batch_size):
-            # The engine raises the young-collection threshold while it runs the batch; here it
-            # stays raised until the batch is let go (below), so that the young collection then
-            # due — the process's own thresholds apply between batches — scans what outlives the
-            # batch, not its events: the result holds every event, payloads included, and that
-            # collection scanned them all right after ``process`` returned, collecting nothing
-            # (~3,000 objects a batch of the example, ~3 % of a run's CPU; docs/performance.md).
-            thresholds = gc.get_threshold()
-            gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
-            try:
+            # The batch's collector threshold until the batch is let go (its result with
+            # ``_batch``'s frame, its records here): the young collection due after it then
+            # scans what outlives it, not its events.
+            with batch_collection():
                 if not self._batch(engine, batch, report):
                     return
                 del batch
-            finally:
-                gc.set_threshold(*thresholds)
         if self.spout.finite and not self.spout.stopping:  # the input ended: flush the bolts
             started = time.perf_counter()
             try:

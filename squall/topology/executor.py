@@ -38,7 +38,8 @@ import logging
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -1393,6 +1394,22 @@ _heap_settled = False
 #: would — with 50,000 for good, such cycles held whole batches (1.6 GB instead of 0.2 GB with
 #: 5 MB batches; tests/topology/test_gc.py).
 BATCH_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def batch_collection() -> Iterator[None]:
+    """``BATCH_GC_THRESHOLD`` over a runner's batch, its bookkeeping after ``Engine.process``
+    included; the process's own thresholds again when the block ends. Let the batch go inside
+    the block (its records, its result: the result holds every event, payloads included), so
+    that the young collection then due scans what outlives the batch: right after ``process``
+    returned it scanned the whole batch and collected nothing (~3,000 objects a batch of the
+    example, ~1.5 % of a run's CPU; docs/performance.md)."""
+    thresholds = gc.get_threshold()
+    gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 def _settle_heap() -> None:

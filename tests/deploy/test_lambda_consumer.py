@@ -177,6 +177,38 @@ def test_committed_slices_leave_the_invocations_list_before_the_next_slice_runs(
     assert rows(tmp_path) == [1, 2, 3]
 
 
+def test_the_young_collection_after_a_slice_does_not_scan_its_events(tmp_path: Path):
+    """Between slices the process's own thresholds apply; the young collection then due ran
+    right after ``Engine.process`` returned, while the slice's result still held its events —
+    it scanned them all and collected nothing. A slice is now let go first."""
+    import gc
+
+    from squall.deploy.lambda_consumer import process_in_slices, records_from_event
+    from squall.event import Event
+    from squall.observability.runners import lambda_observer
+
+    handler = handler_for(tmp_path, dlq=False, size=3)
+    event = kinesis_lambda_event([{"n": i, "pad": ["x"] * 20} for i in range(12)])
+    records = records_from_event(event)
+    seen: list[int] = []
+
+    def census(phase: str, info: dict) -> None:
+        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between slices
+            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
+
+    saved = gc.get_threshold()
+    gc.set_threshold(50, 10, 10)  # a young collection due right after every slice
+    gc.callbacks.append(census)
+    try:
+        answer = process_in_slices(handler.engine, lambda_observer("lambda-test"), records, 3)
+    finally:
+        gc.callbacks.remove(census)
+        gc.set_threshold(*saved)
+    assert answer == {"batchItemFailures": []} and rows(tmp_path) == list(range(12))
+    assert seen and set(seen) == {0}, seen
+    assert gc.get_threshold() == saved
+
+
 def test_free_heap_pages_are_returned_after_every_invocation(tmp_path: Path, monkeypatch):
     """malloc_trim runs once after each invocation, also one whose dependency stayed down."""
     import squall.deploy.lambda_consumer as lc
