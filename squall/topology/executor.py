@@ -1389,7 +1389,8 @@ _heap_settled = False
 #: runs a young collection every ~50 events of the example; a batch allocates tens of thousands
 #: of short-lived objects, almost none in cycles (reference counting frees them), so the young
 #: collections mostly scan live batch data (~1.4 µs an event, ~6 %, benchmarks/engine_cpu.py).
-#: Only during the batch: between batches the process's own thresholds apply, so a cycle that
+#: Only during the batch (the runners' ``batch_collection`` holds it until they let the batch
+#: go): between batches the process's own thresholds apply, so a cycle that
 #: outlives its batch (user code keeping an exception and its traceback) is collected as Python
 #: would — with 50,000 for good, such cycles held whole batches (1.6 GB instead of 0.2 GB with
 #: 5 MB batches; tests/topology/test_gc.py).
