@@ -39,7 +39,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~435 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~445 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -60,7 +60,7 @@ from squall.event import Position, Record, RecordMeta
 from squall.observability.logs import log_context
 from squall.observability.runners import kcl_recorder
 from squall.topology import registry
-from squall.topology.executor import Engine
+from squall.topology.executor import Engine, batch_collection
 from squall.topology.loader import load
 from squall.topology.model import Topology
 
@@ -248,6 +248,15 @@ class RecordProcessor:
             except Exception as exc:  # kclpy would report the poll done
                 self._exit_unexpected("an idle poll", exc)
             return
+        # The batch's collector threshold until its records and result are let go (the young
+        # collection due after it then scans what outlives it, not its events).
+        with batch_collection():
+            self._batch(process_records_input, records, ms)
+            del records
+
+    def _batch(self, process_records_input, records: list, ms: int | None) -> None:
+        """Run the records of one ``processRecords`` through the engine (a dependency that is down:
+        again, with backoff) and checkpoint what it settled; exit when a record failed."""
         backoff = 1.0
         lag = {self.shard_id: ms} if ms is not None else None
         while True:

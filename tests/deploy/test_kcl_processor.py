@@ -116,3 +116,34 @@ def test_a_holding_sink_holds_the_checkpoint_idle_polls_roll_and_shard_end_relea
         # the held record is made durable and checkpointed before SHARD_END
         assert cp.calls[-3:] == [("104", 0), ("105", 0), (None, None)]
         assert [ev.value["n"] for ev in lake.durable] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_young_collection_after_a_batch_does_not_scan_its_events(tmp_path: Path):
+    """Between batches the process's own thresholds apply; the young collection then due ran
+    right after ``Engine.process`` returned, while the batch's result still held its events —
+    it scanned them all and collected nothing. A batch is now let go first."""
+    import gc
+
+    from squall.event import Event
+
+    p, _ = processor(tmp_path)
+    cp = KclCheckpointer()
+    seen: list[int] = []
+
+    def census(phase: str, info: dict) -> None:
+        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between batches
+            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
+
+    saved = gc.get_threshold()
+    gc.set_threshold(50, 10, 10)  # a young collection due right after every batch
+    gc.callbacks.append(census)
+    try:
+        for k in range(4):
+            payloads = [{"n": 3 * k + i, "pad": ["x"] * 20} for i in range(3)]
+            kcl_process_records(payloads, start=100 * (k + 1)).dispatch(cp, p)
+    finally:
+        gc.callbacks.remove(census)
+        gc.set_threshold(*saved)
+    assert [c[0] for c in cp.calls] == ["102", "202", "302", "402"]
+    assert seen and set(seen) == {0}, seen
+    assert gc.get_threshold() == saved
