@@ -289,6 +289,7 @@ def run_object(
     """Run one object's lines in ``batch_size`` slices; raise ``S3EventFailed`` at the first
     slice with a line that is not settled."""
     from squall.spouts.s3 import ObjectReadError, object_batches, open_object
+    from squall.topology.executor import batch_collection
 
     bucket, key = ref.bucket, ref.key
     counts["objects"] += 1
@@ -305,20 +306,24 @@ def run_object(
             raise exc from None  # neither exists: the key as the event gave it
         key = ref.decoded
     for part in object_batches(s3_object, batch_size, **(options or {})):
-        try:
-            result = process(engine, part, recorder)
-        except BatchFailed as exc:
-            raise S3EventFailed(
-                f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
-                f"{part[-1].meta.sequence_number} failed: {exc}"
-            ) from exc
-        counts["records"] += len(result)
-        if not result.ok:
-            first = result.failed[0]
-            raise S3EventFailed(
-                f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
-                f"{first.position.sequence_number} in {first.component}: {first.reason}"
-            )
+        # The slice's collector threshold until its lines and result are let go: the young
+        # collection due after it then scans what outlives it, not its events.
+        with batch_collection():
+            try:
+                result = process(engine, part, recorder)
+            except BatchFailed as exc:
+                raise S3EventFailed(
+                    f"s3://{bucket}/{key}: lines {part[0].meta.sequence_number}-"
+                    f"{part[-1].meta.sequence_number} failed: {exc}"
+                ) from exc
+            counts["records"] += len(result)
+            if not result.ok:
+                first = result.failed[0]
+                raise S3EventFailed(
+                    f"s3://{bucket}/{key}: {len(result.failed)} line(s) failed, first line "
+                    f"{first.position.sequence_number} in {first.component}: {first.reason}"
+                )
+            del part, result
 
 
 class LambdaSources:
