@@ -125,6 +125,7 @@ def handle_sqs(
     committed, and their messages deleted by Lambda.
     """
     from squall.spouts.sqs import message_record, settled
+    from squall.topology.executor import batch_collection
 
     messages = sqs_messages(event)
     records = [message_record(queue, m) for queue, m in messages]
@@ -140,19 +141,23 @@ def handle_sqs(
             unsettled.update(i for i in indexes if records[i].meta.shard_id in held)
             indexes = [i for i in indexes if records[i].meta.shard_id not in held]
         part = [records[i] for i in indexes]
-        try:
-            result = process(engine, part, recorder) if part else None
-        except BatchFailed as exc:
-            log.error("SQS batch of %d messages failed: %s", len(part), exc)
-            unsettled.update(indexes, range(start + size, len(records)))
-            break
-        if result is None:
-            continue
-        result.log_failures(log)
-        for i, r, ok in zip(indexes, part, settled(part, result.checkpoint), strict=True):
-            if not ok:
-                unsettled.add(i)
-                held.add(r.meta.shard_id)
+        # The slice's collector threshold until its result is let go: the young collection due
+        # after it then scans what outlives it, not its events.
+        with batch_collection():
+            try:
+                result = process(engine, part, recorder) if part else None
+            except BatchFailed as exc:
+                log.error("SQS batch of %d messages failed: %s", len(part), exc)
+                unsettled.update(indexes, range(start + size, len(records)))
+                break
+            if result is None:
+                continue
+            result.log_failures(log)
+            for i, r, ok in zip(indexes, part, settled(part, result.checkpoint), strict=True):
+                if not ok:
+                    unsettled.add(i)
+                    held.add(r.meta.shard_id)
+            del part, result
     return batch_item_failures(messages[i][1].message_id for i in sorted(unsettled))
 
 

@@ -507,3 +507,40 @@ def test_the_young_collection_after_an_s3_slice_does_not_scan_its_events(moto, t
     db = sqlite3.connect(tmp_path / "w.db")
     assert [n for (n,) in db.execute("select n from events order by n")] == list(range(12))
     assert seen and set(seen) == {0}, seen
+
+
+def test_the_young_collection_after_an_sqs_slice_does_not_scan_its_events(tmp_path: Path):
+    """As an S3 object's slices (above): an SQS event's slices are let go first."""
+    import gc
+    import sqlite3
+
+    from squall.event import Event
+
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(
+        "name: sqsgc\nspout: {type: stdin}\nsettings: {lambda_batch_size: 3}\n"
+        "bolts:\n  - {id: decode, type: json}\n"
+        "sinks:\n  - {id: rows, type: warehouse, resource: db, table: events,\n"
+        "     columns: {n: {path: n, type: integer}}}\n"
+        f'resources:\n  db: {{url: "sqlite:///{tmp_path / "w.db"}"}}\n'
+    )
+    handler = make_handler(topology)
+    event = sqs_lambda_event([(f"m{i}", {"n": i, "pad": ["x"] * 20}, None) for i in range(12)])
+    seen: list[int] = []
+
+    def census(phase: str, info: dict) -> None:
+        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between slices
+            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
+
+    saved = gc.get_threshold()
+    gc.set_threshold(50, 10, 10)  # a young collection due right after every slice
+    gc.callbacks.append(census)
+    try:
+        answer = handler(event, None)
+    finally:
+        gc.callbacks.remove(census)
+        gc.set_threshold(*saved)
+    assert answer == {"batchItemFailures": []}
+    db = sqlite3.connect(tmp_path / "w.db")
+    assert [n for (n,) in db.execute("select n from events order by n")] == list(range(12))
+    assert seen and set(seen) == {0}, seen
