@@ -54,8 +54,14 @@ def parse_time(value: Any) -> int:
     else:
         raise ValueError(f"not a time: {type(value).__name__}")
     if ms > _MAX_MS:
-        raise ValueError(f"time after the year 9999: {value!r}")
+        raise ValueError(f"time after the year 9999: {_shown(value)}")
     return ms
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: a reason names the value, not its thousands of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…{text[-8:]} ({len(text)} characters)"
 
 
 def _floor_ms(value: float | str) -> int:
@@ -63,10 +69,14 @@ def _floor_ms(value: float | str) -> int:
     point), floored like an ISO time's fraction: 10:00:59.9996 is in 10:00:59.999, not in the
     next second (rounding put it in the next window). From the number's decimal text (a float's
     shortest repr: 1714557600.1 is 1714557600.0999999… in binary, meant as .1)."""
-    text = value.strip() if isinstance(value, str) else repr(value)
+    # (float.__repr__: a subclass's repr need not be its number, numpy's is "np.float64(…)")
+    text = value.strip() if isinstance(value, str) else float.__repr__(value)
     if "e" in text or "E" in text:  # (a float's repr from 1e16 up, or below 1e-4)
         text = format(Decimal(text), "f")
     whole, _, fraction = text.partition(".")
+    whole = whole.lstrip("0") or "0"  # (int() refuses over 4,300 digits; float() read them)
+    if len(whole) > len(str(_MAX_MS)):
+        return _MAX_MS + 1  # after the year 9999 in seconds or milliseconds
     n = int(whole)
     if n >= _MS_THRESHOLD:
         return n

@@ -1,0 +1,37 @@
+"""squall.times.parse_time on inputs the floor of 6 December (dd34a65) reads digit by digit."""
+
+from __future__ import annotations
+
+import pytest
+
+from squall.times import parse_time
+
+
+def test_epoch_text_with_leading_zeros_is_its_value() -> None:
+    # float() read these; int() of the whole part refuses more than 4,300 digits, so a time that
+    # parsed before the floor was refused with Python's "sys.set_int_max_str_digits()" advice.
+    assert parse_time("0" * 5000 + "1714557600.5") == 1_714_557_600_500
+    assert parse_time("0" * 5000 + "1714557600500") == 1_714_557_600_500
+
+
+@pytest.mark.parametrize("text", ["1" * 5000, "9" * 5000 + ".5", "1" * 17])
+def test_epoch_text_of_too_many_digits_is_after_9999_shortly(text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_time(text)
+    message = str(caught.value)
+    assert message.startswith("time after the year 9999")
+    assert "set_int_max_str_digits" not in message
+    assert len(message) < 120  # the reason a dead letter carries names the value, shortened
+
+
+class _Stamp(float):
+    """A float subclass whose repr is not its number (numpy's float64 in numpy 2: np.float64(…))."""
+
+    def __repr__(self) -> str:
+        return f"Stamp({float(self)!r})"
+
+
+def test_float_subclass_is_read_by_its_value() -> None:
+    # the floor read the number from repr(value): "Stamp(…)" failed as "invalid literal for int()"
+    assert parse_time(_Stamp(1714557600.9996)) == 1_714_557_600_999
+    assert parse_time(_Stamp(1714557600999.5)) == 1_714_557_600_999
