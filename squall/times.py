@@ -83,10 +83,17 @@ def _floor_ms(value: float | str) -> int:
     return n * 1000 + int((fraction + "000")[:3])
 
 
+def upper_z(text: str) -> str:
+    """``text`` with a final lower-case ``z`` after a digit (RFC 3339 allows it: UTC) as ``Z``,
+    which is all ``datetime.fromisoformat`` reads; shared by every reader of ISO times (the
+    bolts here, the warehouse and S3 sinks' timestamp columns) so that they agree."""
+    if text[-1:] == "z" and text[-2:-1].isdigit():
+        return text[:-1] + "Z"
+    return text
+
+
 def _parse_iso(value: str) -> int:
-    text = value.strip()
-    if text[-1:] == "z" and text[-2:-1].isdigit():  # RFC 3339's lower-case "z" (fromisoformat: "Z")
-        text = text[:-1] + "Z"
+    text = upper_z(value.strip())
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:

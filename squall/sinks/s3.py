@@ -46,6 +46,7 @@ from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import aws_call
+from squall.times import upper_z
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
@@ -147,7 +148,7 @@ def _timestamp(value: Any, unit: str) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
-        dt = datetime.fromisoformat(value)
+        dt = datetime.fromisoformat(upper_z(value))  # (RFC 3339's lower-case z is UTC)
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
     raise ValueError(f"a {type(value).__name__} is not a time")
 

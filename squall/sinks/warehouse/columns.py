@@ -17,6 +17,7 @@ from squall import exact_json
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys
+from squall.times import upper_z
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -204,7 +205,7 @@ def _aware(v: Any) -> datetime:
         seconds = v / 1000.0 if abs(v) > 1e11 else float(v)
         return datetime.fromtimestamp(seconds, UTC)
     if isinstance(v, str):
-        s = v.strip()
+        s = upper_z(v.strip())  # (RFC 3339's lower-case z: the window bolt reads it)
         if s.endswith("Z"):
             s = s[:-1] + "+00:00"
         d = datetime.fromisoformat(s)
