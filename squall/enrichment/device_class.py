@@ -429,15 +429,21 @@ def crawler_patterns() -> list[str]:
     Not through ``import crawleruseragents``: its module keeps the whole list (each entry's URL,
     description, dates and example strings) for the process's life, ~1.4 MB of objects of which
     the classifier needs only the patterns (~1 MB of RSS, measured on the Lambda example:
-    docs/performance.md, 6 December, sixth session).
+    docs/performance.md, 6 December, sixth session). Only a release without that file is read
+    through the module.
     """
     import orjson
 
     spec = importlib.util.find_spec("crawleruseragents")  # finds the package, imports nothing
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("No module named 'crawleruseragents'", name="crawleruseragents")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    data = orjson.loads((folder / "crawler-user-agents.json").read_bytes())
+    path = Path(next(iter(spec.submodule_search_locations))) / "crawler-user-agents.json"
+    if path.is_file():
+        data = orjson.loads(path.read_bytes())
+    else:  # a release that keeps it elsewhere (the dependency is >=1.67): its public list
+        import crawleruseragents
+
+        data = crawleruseragents.CRAWLER_USER_AGENTS_DATA
     return [entry["pattern"] for entry in data]
 
 

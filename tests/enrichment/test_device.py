@@ -1231,3 +1231,22 @@ def test_the_crawler_list_is_read_without_keeping_its_module():
     assert imported == "False"
     assert int(count) == int(second) > 1000  # every pattern of the list, the excluded ones out
     assert (googlebot, ahrefs) == ("bot", "True")
+
+
+def test_crawler_patterns_without_the_json_file_come_from_the_module(tmp_path, monkeypatch):
+    """A crawler-user-agents release (the dependency is ``>=1.67``) whose package holds its list
+    elsewhere than ``crawler-user-agents.json`` still gives the patterns, through the module's
+    public ``CRAWLER_USER_AGENTS_DATA``: reading the file alone failed the device bolt's load
+    with a FileNotFoundError."""
+    import sys
+
+    from squall.enrichment.device_class import crawler_patterns
+
+    package = tmp_path / "crawleruseragents"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        'CRAWLER_USER_AGENTS_DATA = [{"pattern": "FakeBot\\\\/"}, {"pattern": "^other"}]\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "crawleruseragents", raising=False)
+    assert crawler_patterns() == ["FakeBot\\/", "^other"]
