@@ -6,6 +6,10 @@ that takes one chunk and answers per item: ``None`` (written), ``Retry(reason)``
 5xx, an internal error: the same item may succeed later) or ``Reject(reason)`` (the service
 refuses this item for good: a 4xx, an invalid body). ``send_all`` retries the ``Retry`` items
 with jittered backoff up to ``max_attempts``; what still fails is the batch's partial failure.
+Given the runner's ``time_left`` (``WriteContext.time_left``: the Lambda runners' deadline less
+their margin), a retry whose backoff (or ``Retry-After``) would outlast it is not made: its items
+fail now, and the runner answers them for a retry — a Lambda killed at its timeout answers
+nothing, and its whole batch comes again.
 
 Items remember that they were written (``done``) on the ``Prepared`` payload, so when a whole
 call fails (connection lost, the service throttles everything) the sink raises
@@ -28,6 +32,10 @@ from squall.event import Event, Failure
 from squall.sinks.base import WriteResult
 
 log = logging.getLogger("squall.sinks")
+
+NO_TIME_LEFT = "the time left before the deadline is spent"
+#: Appended to the reason of an item that was not retried because the deadline was near.
+NOT_RETRIED = f"(not retried: {NO_TIME_LEFT})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +87,12 @@ def send_all(
     max_attempts: int,
     backoff: aws.Backoff,
     sleep: Callable[[float], None] = time.sleep,
+    time_left: Callable[[], float | None] | None = None,
 ) -> SendOutcome:
     """Send each group; retry items answered ``Retry`` (bounded). ``send`` raises ``TransientError``
-    for a whole-call failure: items already written stay ``done``, so the engine's retry skips them."""
+    for a whole-call failure: items already written stay ``done``, so the engine's retry skips them.
+    ``time_left`` (seconds before the runner's deadline, less its margin; None: no limit): a retry
+    whose delay would outlast it is not made — its items fail with the reason."""
     outcome = SendOutcome()
     for group in groups:
         outcome.rejected.extend((i, i.refused) for i in group if i.refused is not None)
@@ -116,6 +127,23 @@ def send_all(
                 break
             outcome.retried += len(retry)
             delay = max(backoff.delay(attempt - 1), max((a.retry_after or 0.0) for _, a in retry))
+            left = time_left() if time_left is not None else None
+            if left is not None and delay >= left:
+                # The invocation's time is nearly spent: the retry would be cut off by the timeout.
+                log.warning(
+                    "%s: %d item(s) not taken (%s); not retried: %.2fs left before the deadline, "
+                    "%.2fs of backoff",
+                    name,
+                    len(retry),
+                    retry[0][1].reason,
+                    max(left, 0.0),
+                    delay,
+                )
+                outcome.failed.extend(
+                    (item, a.reason if NO_TIME_LEFT in a.reason else f"{a.reason} {NOT_RETRIED}")
+                    for item, a in retry
+                )
+                break
             log.info(
                 "%s: %d of %d item(s) not taken (%s); retrying in %.2fs",
                 name,
@@ -127,6 +155,11 @@ def send_all(
             sleep(delay)
             pending = [item for item, _ in retry]
     return outcome
+
+
+def time_left_of(ctx: Any) -> Callable[[], float | None] | None:
+    """The write's ``time_left`` (None without a context: a sink called directly)."""
+    return getattr(ctx, "time_left", None)
 
 
 #: Set by the engine's commit path when it can dead-letter records a sink refused at write time.
@@ -199,6 +232,16 @@ class ConcurrentRequests:
     id: str
     pool: Any = None  # concurrent.futures.ThreadPoolExecutor
     client: Any = None  # httpx.Client
+    time_left: Callable[[], float | None] | None = None  # the write's (set by write_batch)
+
+    def _timeout(self, configured: float) -> float | None:
+        """A request's timeout: the configured one, but no longer than the time left before the
+        runner's deadline (httpx applies it to the connect and to each read); None: no time is
+        left, the request is not sent."""
+        left = self.time_left() if self.time_left is not None else None
+        if left is None:
+            return configured
+        return min(configured, left) if left > 0 else None
 
     def _request(self, item: Item) -> Retry | Reject | None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -36,7 +36,7 @@ from squall.event import Event
 from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all
+from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all, time_left_of
 from squall.sinks.dead_letter import dead_letter_line
 
 SQS_MAX_BYTES = 256 * 1024
@@ -178,6 +178,7 @@ class DeadLetterSqsSink(_AwsDeadLetter):
             max_attempts=cfg.max_attempts,
             backoff=aws.Backoff(0.1, 5.0),
             sleep=self.sleep,
+            time_left=time_left_of(ctx),  # no retry past the runner's deadline
         )
         # A dead letter has no dead letter: what SQS did not take keeps its record failing (the source
         # delivers it again), with the failure it came with.
@@ -328,7 +329,7 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
                 )
             )
         try:
-            outcome = self.writer.put(entries)
+            outcome = self.writer.put(entries, time_left_of(ctx))  # retries only while time is left
         except SinkError as exc:
             raise SinkError(f"{self.id}: {exc}") from exc
         if not outcome.failed:

@@ -23,7 +23,7 @@ from squall.errors import SinkError
 from squall.event import Event
 from squall.iam import AwsPermission, firehose_stream_arn
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Retry, aws_call, send_all, write_result
+from squall.sinks.batchio import Item, Retry, aws_call, send_all, time_left_of, write_result
 
 MAX_CALL_RECORDS = 500
 MAX_CALL_BYTES = 4 * 1024 * 1024
@@ -138,6 +138,7 @@ class FirehoseSink(Sink):
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
+            time_left=time_left_of(ctx),  # no retry past the runner's deadline
         )
         return write_result(self.id, outcome)
 

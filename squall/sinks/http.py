@@ -30,12 +30,14 @@ from squall.event import Event
 from squall.redact import mask_request_urls
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    NO_TIME_LEFT,
     ConcurrentRequests,
     Item,
     Reject,
     Retry,
     retry_after_seconds,
     send_all,
+    time_left_of,
     truncate,
     write_result,
 )
@@ -182,6 +184,7 @@ class HttpSink(ConcurrentRequests, Sink):
         if self.client is None or self.pool is None:
             raise SinkError(f"{self.id}: open() the sink first")
         items = prepared.payload or []
+        self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         outcome = send_all(
             f"{self.id}: {self.config.method}",
             iter([items]),
@@ -189,6 +192,7 @@ class HttpSink(ConcurrentRequests, Sink):
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
+            time_left=self.time_left,  # no retry past the runner's deadline
         )
         return write_result(self.id, outcome)
 
@@ -206,9 +210,14 @@ class HttpSink(ConcurrentRequests, Sink):
         }
         if cfg.idempotency_header:
             headers[cfg.idempotency_header] = item.key
+        timeout = self._timeout(cfg.timeout)
+        if timeout is None:
+            return Retry(f"not sent: {NO_TIME_LEFT}")
         self.requests += 1
         try:
-            resp = self.client.request(cfg.method, cfg.url, content=item.body, headers=headers)
+            resp = self.client.request(
+                cfg.method, cfg.url, content=item.body, headers=headers, timeout=timeout
+            )
         except httpx.TransportError as exc:  # connect, read, write errors and timeouts
             return Retry(self._mask(f"{type(exc).__name__}: {exc}"))
         return answer_for(

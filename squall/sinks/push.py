@@ -62,12 +62,14 @@ from squall.kinesis.putrecords import Entry, PutRecordsWriter
 from squall.redact import mask_request_urls
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    NO_TIME_LEFT,
     ConcurrentRequests,
     Item,
     Reject,
     Retry,
     retry_after_seconds,
     send_all,
+    time_left_of,
     truncate,
     write_result,
 )
@@ -448,6 +450,7 @@ class PushSink(ConcurrentRequests, Sink):
         if dead is None:
             dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
         self._dead = dead
+        self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         outcome = send_all(
             f"{self.id}: FCM send",
             iter([prepared.payload or []]),
@@ -455,6 +458,7 @@ class PushSink(ConcurrentRequests, Sink):
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
+            time_left=self.time_left,  # no retry past the runner's deadline
         )
         base = write_result(self.id, outcome)
         if not dead:
@@ -511,7 +515,7 @@ class PushSink(ConcurrentRequests, Sink):
             }
             entries.append(Entry(orjson.dumps(doc), d.token[:256], None, [d.event]))
         try:
-            outcome = self.unsubscribe_writer.put(entries)
+            outcome = self.unsubscribe_writer.put(entries, self.time_left)
         except SinkError as exc:
             raise SinkError(f"{self.id}: dead-token stream: {exc}") from exc
         failed = []
@@ -530,6 +534,9 @@ class PushSink(ConcurrentRequests, Sink):
             self.limiter.acquire()
         access = self.tokens.get()
         for _ in range(2):  # a 401 refreshes the access token once
+            timeout = self._timeout(self.config.timeout)
+            if timeout is None:
+                return Retry(f"not sent: {NO_TIME_LEFT}")
             try:
                 resp = self.client.post(
                     self.url,
@@ -538,6 +545,7 @@ class PushSink(ConcurrentRequests, Sink):
                         "Authorization": f"Bearer {access}",
                         "Content-Type": "application/json; charset=UTF-8",
                     },
+                    timeout=timeout,
                 )
             except httpx.TransportError as exc:
                 return Retry(f"{type(exc).__name__}: {exc}")

@@ -42,6 +42,7 @@ from squall.sinks.batchio import (
     SendOutcome,
     aws_call,
     send_all,
+    time_left_of,
     write_result,
 )
 
@@ -270,10 +271,12 @@ class SqsSink(Sink):
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         if self.client is None or self.queue_url is None:
             raise SinkError(f"{self.id}: open() the sink first")
-        outcome = self.send(prepared.payload or [])
+        outcome = self.send(prepared.payload or [], time_left_of(ctx))
         return write_result(self.id, outcome)
 
-    def send(self, items: list[Item]) -> SendOutcome:
+    def send(
+        self, items: list[Item], time_left: Callable[[], float | None] | None = None
+    ) -> SendOutcome:
         """Send items in calls of 10 (and at most max_message_bytes); retry the failed entries.
         FIFO queues: every attempt goes over all the messages still to send, in order, so a
         group's later messages held back by ``_send_parts`` go again after the failed one."""
@@ -285,6 +288,7 @@ class SqsSink(Sink):
             max_attempts=self.config.max_attempts,
             backoff=self.backoff,
             sleep=self.sleep,
+            time_left=time_left,  # no retry past the runner's deadline
         )
 
     def _send_round(self, pending: list[Item]) -> list[Answer]:

@@ -176,6 +176,109 @@ def test_a_dead_letter_sqs_that_cannot_send_keeps_the_records_failing(moto_serve
     )  # stops before the first failure
 
 
+def _fail_first_once(field: str, failed: dict, taken: list):
+    """A hook failing the first entry of the first call (``failed``: that entry's error), and
+    keeping the entries the real call took in ``taken``."""
+    state = {"calls": 0}
+
+    def hook(kw, call):
+        state["calls"] += 1
+        entries = kw[field]
+        keep = entries[1:] if state["calls"] == 1 else entries
+        resp = call(**{**kw, field: keep}) if keep else {}
+        taken.extend(
+            json.loads(e["MessageBody"] if "MessageBody" in e else e["Data"]) for e in keep
+        )
+        if state["calls"] == 1 and field == "Entries":  # SQS: Failed entries by Id
+            resp["Failed"] = [{"Id": entries[0]["Id"], "SenderFault": False, **failed}]
+        elif state["calls"] == 1:  # Kinesis: an answer per record, in order
+            resp["Records"] = [failed, *resp.get("Records", [])]
+            resp["FailedRecordCount"] = 1
+        return resp
+
+    return hook
+
+
+def _dead_letter_run(moto_server, tmp_path, sink_yaml: str, op: str, hook, left: float):
+    """Run PAYLOADS (two records fail validation) with the dead-letter sink ``dlq`` behind
+    ``hook`` and the engine's ``time_left`` (a Lambda runner's deadline) at ``left``."""
+    from squall.testing import topology_from
+    from squall.topology.executor import Engine
+
+    engine = Engine(topology_from(topology(sink_yaml, tmp_path / "dl.jsonl")).plan)
+    dlq = next(c for c in engine.components if c.id == "dlq")
+    service = "sqs" if op == "send_message_batch" else "kinesis"
+    dlq.client = FlakyClient(moto_server.client(service), **{op: hook})
+    dlq.sleeps = []
+    dlq.sleep = dlq.sleeps.append  # before open: the kinesis writer takes it then
+    engine.time_left = lambda: left
+    engine._sleep = dlq.sleeps.append  # the engine's own retries are not slept either
+    with engine:
+        result = engine.process(records_from(PAYLOADS))
+    return result, dlq
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+def test_dead_letter_sqs_retries_only_while_the_backoff_fits_in_the_time_left(
+    moto_server, tmp_path, left, retried
+):
+    """40 ms left (a Lambda runner's deadline less its margin) is under the sink's shortest
+    backoff (50 ms): the dead letter SQS failed is not retried and its record stays failing (the
+    runner answers it for Lambda's retry); with time left it is sent again."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
+    taken: list = []
+    hook = _fail_first_once("Entries", {"Code": "InternalError", "Message": "x"}, taken)
+    result, dlq = _dead_letter_run(
+        moto_server,
+        tmp_path,
+        f'{{id: dlq, type: dead_letter_sqs, queue: "{url}"}}',
+        "send_message_batch",
+        hook,
+        left,
+    )
+    outcomes = [o.outcome for o in result.records]
+    if retried:
+        assert outcomes[1:3] == [Outcome.DEAD_LETTERED] * 2 and len(dlq.sleeps) == 1
+        assert len(taken) == 2
+    else:
+        # one of the two dead letters was not taken: its record stays failing
+        assert set(outcomes[1:3]) == {Outcome.FAILED, Outcome.DEAD_LETTERED}
+        assert dlq.sleeps == []
+        assert len(taken) == 1
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+def test_dead_letter_kinesis_retries_only_while_the_backoff_fits_in_the_time_left(
+    moto_server, tmp_path, left, retried
+):
+    """The same for the kinesis dead letters' PutRecords retries of a throttled record."""
+    kinesis = moto_server.client("kinesis")
+    stream = unique("dl")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    taken: list = []
+    throttled = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"}
+    hook = _fail_first_once("Records", throttled, taken)
+    result, dlq = _dead_letter_run(
+        moto_server,
+        tmp_path,
+        f'{{id: dlq, type: dead_letter_kinesis, stream: {stream}, endpoint_url: "{moto_server.endpoint}"}}',
+        "put_records",
+        hook,
+        left,
+    )
+    outcomes = [o.outcome for o in result.records]
+    if retried:
+        assert outcomes[1:3] == [Outcome.DEAD_LETTERED] * 2 and len(dlq.sleeps) == 1
+        assert len(taken) == 2
+    else:
+        # one of the two dead letters was not taken: its record stays failing
+        assert set(outcomes[1:3]) == {Outcome.FAILED, Outcome.DEAD_LETTERED}
+        assert dlq.sleeps == []
+        assert len(taken) == 1
+
+
 def test_an_oversized_dead_letter_keeps_everything_but_a_cut_record():
     from squall.event import Event, Failure
 

@@ -13,6 +13,7 @@ import pytest
 from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.event import Event
+from squall.sinks.base import WriteContext
 from squall.sinks.batchio import retry_after_seconds
 from squall.sinks.http import HttpSink, HttpSinkConfig
 from squall.sinks.ratelimit import RateLimiter
@@ -88,6 +89,82 @@ def test_http_sink_retries_429_honouring_retry_after_and_5xx_then_succeeds():
     assert seen == {0: 1, 1: 2, 2: 3, 3: 2}
     assert sink.sleeps[0] == 20  # the longest Retry-After asked (an HTTP date 30 s away), capped
     assert len(sink.sleeps) == 2
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "left", "retried"),
+    [(None, 0.05, False), ("30", 10.0, False), ("30", 900.0, True), (None, 900.0, True)],
+)
+def test_http_sink_retries_only_while_the_backoff_or_retry_after_fits_in_the_time_left(
+    retry_after, left, retried
+):
+    """``WriteContext.time_left`` (a Lambda runner's deadline less its margin): 50 ms is under the
+    sink's shortest backoff (100 ms), and a ``Retry-After: 30`` outlasts 10 s left — the request
+    the endpoint answered 503 is not made again, its event fails now with the reason (the runner
+    answers it for Lambda's retry); with time left it is retried and written."""
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def answer(req: Request):
+        n = json.loads(req.body)["n"]
+        with lock:
+            seen[n] = seen.get(n, 0) + 1
+            first = seen[n] == 1
+        if n == 1 and first:
+            return 503, {"Retry-After": retry_after} if retry_after else {}, "busy"
+        return 200, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url)
+        prepared = sink.prepare(events([{"n": i} for i in range(3)]))
+        result = sink.write_batch(prepared, WriteContext(time_left=lambda: left))
+        sink.close()
+    if retried:
+        assert result is None and seen == {0: 1, 1: 2, 2: 1} and len(sink.sleeps) == 1
+    else:
+        assert seen == {0: 1, 1: 1, 2: 1} and sink.sleeps == []
+        assert [ev.value["n"] for ev in result.failed] == [1]
+        assert result.failed[0].failure.reason == (
+            "HTTP 503: busy (not retried: the time left before the deadline is spent)"
+        )
+
+
+def test_http_sink_request_timeout_is_no_longer_than_the_time_left():
+    """A receiver slower than the time left: the request is given up when the time left is
+    spent (0.3 s here), not after the configured ``timeout`` (10 s) — the receiver answers 200
+    only after 5 s, so a request waiting for it would be written. Nothing is timed: what is
+    asserted is which answer the request got."""
+    release = threading.Event()
+
+    def answer(req: Request):
+        release.wait(5)
+        return 200, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, timeout=10, max_attempts=1)
+        try:
+            with pytest.raises(TransientError, match="ReadTimeout"):
+                sink.write_batch(
+                    sink.prepare(events([{"n": 1}])), WriteContext(time_left=lambda: 0.3)
+                )
+        finally:
+            release.set()
+            sink.close()
+    assert len(srv.requests) == 1
+
+
+def test_http_sink_sends_nothing_when_no_time_is_left():
+    """No time left before the runner's deadline (its margin is for the answer): the request is
+    not sent at all; the call fails as transient (the engine's own retry is bounded by the same
+    time left)."""
+    with LocalHttp(lambda req: (200, {}, "")) as srv:
+        sink = make_sink(srv.url)
+        with pytest.raises(
+            TransientError, match="not sent: the time left before the deadline is spent"
+        ):
+            sink.write_batch(sink.prepare(events([{"n": 1}])), WriteContext(time_left=lambda: 0.0))
+        sink.close()
+    assert srv.requests == [] and sink.sleeps == []
 
 
 def test_http_sink_4xx_is_the_records_failure_with_the_truncated_body_and_is_not_retried():

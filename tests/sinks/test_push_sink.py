@@ -22,10 +22,12 @@ from google.auth import jwt
 from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.event import Event
+from squall.sinks.base import WriteContext
 from squall.sinks.push import PushSink, PushSinkConfig, PushWriteResult
 from squall.testing import records_from, run_topology
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
+from tests.moto_standin import FlakyClient
 from tests.sinks.local_http import LocalHttp, Request
 
 
@@ -333,6 +335,35 @@ def test_push_quota_exceeded_waits_retry_after_then_sends_and_other_4xx_fail_the
     ]
 
 
+@pytest.mark.parametrize(("left", "retried"), [(2.0, False), (900.0, True)])
+def test_push_retries_only_while_retry_after_fits_in_the_time_left(fcm, key_pair, left, retried):
+    """``WriteContext.time_left`` (a Lambda runner's deadline less its margin): FCM's
+    ``Retry-After: 3`` outlasts 2 s left, so the send is not made again — the event fails now
+    with the reason (the runner answers it for Lambda's retry); with time left it is sent."""
+    sink = make_sink(fcm, key_pair)
+    prepared = sink.prepare(events(["tok-quota", "tok-1"]))
+    result = sink.write_batch(prepared, WriteContext(time_left=lambda: left))
+    sink.close()
+    if retried:
+        assert result is None and sink.sleeps == [3.0] and fcm.tries["tok-quota"] == 2
+    else:
+        assert sink.sleeps == [] and fcm.tries["tok-quota"] == 1
+        assert [ev.value["device_token"] for ev in result.failed] == ["tok-quota"]
+        assert result.failed[0].failure.reason.endswith(
+            "(not retried: the time left before the deadline is spent)"
+        )
+    assert [m["token"] for m in fcm.sent] == (["tok-1", "tok-quota"] if retried else ["tok-1"])
+
+
+def test_push_sends_nothing_to_fcm_when_no_time_is_left(fcm, key_pair):
+    """No time left before the runner's deadline: no message is sent (the call is transient)."""
+    sink = make_sink(fcm, key_pair)
+    with pytest.raises(TransientError, match="not sent: the time left before the deadline"):
+        sink.write_batch(sink.prepare(events(["tok-1"])), WriteContext(time_left=lambda: 0.0))
+    sink.close()
+    assert fcm.tries == {} and sink.sleeps == []
+
+
 def test_push_fcm_unavailable_for_every_message_is_transient(fcm, key_pair):
     sink = make_sink(fcm, key_pair)
     with pytest.raises(TransientError, match="UNAVAILABLE"):
@@ -429,6 +460,46 @@ def test_push_unsubscribe_feedback_is_shaped_for_the_subscription_bolt(fcm, key_
     assert dead.event_id == again.feedback[0].event_id != evs[1].event_id  # replay-stable
     assert by_token["tok-invalid"].value["reason"] == "fcm:INVALID_ARGUMENT"
     assert by_token["tok-invalid"].value["at"] == "2026-11-03T18:06:00+00:00"
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+def test_push_unsubscribe_put_is_retried_only_while_the_backoff_fits_in_the_time_left(
+    fcm, key_pair, moto_server, left, retried
+):
+    """The dead token's unsubscribe, throttled by Kinesis, is put again only while the backoff
+    (50 ms at least) fits in ``WriteContext.time_left``; else its pushed event fails now (sent
+    again with the batch, its unsubscribe then)."""
+    kinesis = moto_server.client("kinesis")
+    stream = f"pistats-{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    sink = make_sink(
+        fcm, key_pair, dead_tokens={"stream": stream, "endpoint_url": moto_server.endpoint}
+    )
+    calls = {"n": 0}
+
+    def throttle_first(kw, call):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            return call(**kw)
+        error = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"}
+        return {"FailedRecordCount": len(kw["Records"]), "Records": [error] * len(kw["Records"])}
+
+    writer = sink.unsubscribe_writer
+    writer.client = FlakyClient(writer.client, put_records=throttle_first)
+    result = sink.write_batch(
+        sink.prepare(events(["tok-1", "tok-dead"])), WriteContext(time_left=lambda: left)
+    )
+    sink.close()
+    if retried:
+        assert result.failed == [] and calls["n"] == 2 and len(sink.sleeps) == 1
+    else:
+        assert calls["n"] == 1 and sink.sleeps == []
+        assert [ev.value["device_token"] for ev in result.failed] == ["tok-dead"]
+        assert result.failed[0].failure.reason == (
+            "unsubscribe of a dead token not written: ProvisionedThroughputExceededException: "
+            "slow (not retried: the time left before the deadline is spent)"
+        )
 
 
 def test_push_dead_tokens_become_unsubscribe_events_that_the_subscription_bolt_applies(

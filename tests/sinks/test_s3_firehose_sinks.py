@@ -15,6 +15,7 @@ import pytest
 from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.event import Event
+from squall.sinks.base import WriteContext
 from squall.sinks.firehose import FirehoseSink, FirehoseSinkConfig
 from squall.sinks.s3 import S3Sink, S3SinkConfig
 from squall.testing import records_from, run_topology
@@ -306,6 +307,51 @@ def test_firehose_sink_reports_records_still_failing_and_rejects_oversized_ones(
     result = sink.write_batch(prepared, None)
     assert [ev.value["n"] for ev in result.failed] == [0]
     assert result.failed[0].failure.reason == "PutRecordBatch: InternalFailure: x"
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+def test_firehose_sink_retries_failed_records_only_while_the_backoff_fits_in_the_time_left(
+    moto_server, delivery, left, retried
+):
+    """``WriteContext.time_left`` (a Lambda runner's deadline less its margin): 40 ms is under the
+    sink's shortest backoff (50 ms), so the record Firehose failed is not retried — it fails now,
+    with the reason; with time left it is put again."""
+    name, _ = delivery
+    put: list[int] = []  # the records Firehose took, by n
+
+    def partly(kw, call):  # the first call: the 2nd record fails
+        first = not put
+        recs = [r for i, r in enumerate(kw["Records"]) if not (first and i == 1)]
+        resp = call(DeliveryStreamName=kw["DeliveryStreamName"], Records=recs)
+        put.extend(orjson.loads(r["Data"])["n"] for r in recs)
+        if first:
+            resp["RequestResponses"].insert(
+                1, {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "busy"}
+            )
+            resp["FailedPutCount"] = 1
+        return resp
+
+    sink = FirehoseSink(
+        FirehoseSinkConfig(id="fh", type="firehose", delivery_stream=name), ComponentContext("t")
+    )
+    sink.client = FlakyClient(moto_server.client("firehose"), put_record_batch=partly)
+    sink.sleeps = []
+    sink.sleep = sink.sleeps.append
+    sink.open()
+    events = [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from([{"n": i} for i in range(3)]))
+    ]
+    result = sink.write_batch(sink.prepare(events), WriteContext(time_left=lambda: left))
+    if retried:
+        assert result is None and len(sink.sleeps) == 1 and sorted(put) == [0, 1, 2]
+    else:
+        assert sink.sleeps == [] and put == [0, 2]
+        assert [ev.value["n"] for ev in result.failed] == [1]
+        assert result.failed[0].failure.reason == (
+            "PutRecordBatch: ServiceUnavailableException: busy "
+            "(not retried: the time left before the deadline is spent)"
+        )
 
 
 def test_firehose_throttled_call_is_transient(moto_server, delivery):

@@ -10,6 +10,7 @@ import pytest
 
 from squall.component import ComponentContext
 from squall.errors import TransientError
+from squall.sinks.base import WriteContext
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from, run_topology
 from squall.topology.executor import Engine
@@ -219,6 +220,51 @@ def test_sqs_sink_retries_only_the_entries_sqs_failed_then_reports_the_rest_as_f
     assert result.failed[0].failure.reason == "SendMessageBatch: InternalError: try later"
     assert len(sink.sleeps) == 2  # two retries, with backoff
     assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [0, 1, 2, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("fifo", [False, True])
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+def test_sqs_sink_retries_failed_entries_only_while_the_backoff_fits_in_the_time_left(
+    moto_server, sqs, fifo, left, retried
+):
+    """``WriteContext.time_left`` (a Lambda runner's deadline less its margin): 40 ms is under the
+    sink's shortest backoff (50 ms), so the entry SQS failed is not retried — it fails now, with
+    the reason, and the runner answers it for Lambda's retry; with time left it is sent again.
+    FIFO queues (their own retry round) too; each message in a group of its own."""
+    url = make_queue(sqs, fifo=fifo)
+    state = {"n": 0}
+
+    def partly(kw, call):  # the first call: the entry carrying n=1 fails (service side)
+        state["n"] += 1
+        bad = [
+            e for e in kw["Entries"] if state["n"] == 1 and json.loads(e["MessageBody"])["n"] == 1
+        ]
+        keep = [e for e in kw["Entries"] if e not in bad]
+        resp = call(QueueUrl=kw["QueueUrl"], Entries=keep) if keep else {"Successful": []}
+        resp["Failed"] = [
+            {"Id": e["Id"], "SenderFault": False, "Code": "InternalError", "Message": "later"}
+            for e in bad
+        ]
+        return resp
+
+    extra = {"message_group": "g"} if fifo else {}
+    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=partly), url, **extra)
+    asked = []
+    ctx = WriteContext(time_left=lambda: asked.append(left) or left)
+    result = sink.write_batch(
+        sink.prepare(_events([{"n": i, "g": f"g{i}"} for i in range(3)])), ctx
+    )
+    sent = sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url))
+    if retried:
+        assert result is None and len(sink.sleeps) == 1 and sent == [0, 1, 2]
+    else:
+        assert sink.sleeps == [] and asked  # the deadline was asked, and no retry made
+        assert [ev.value["n"] for ev in result.failed] == [1]
+        assert result.failed[0].failure.reason == (
+            "SendMessageBatch: InternalError: later "
+            "(not retried: the time left before the deadline is spent)"
+        )
+        assert sent == [0, 2]
 
 
 def test_sqs_sink_sender_fault_is_a_record_problem_not_retried(moto_server, sqs):
