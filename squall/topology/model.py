@@ -61,8 +61,9 @@ class Settings(_Strict):
         "invocation plus this margin (the first slice always runs); otherwise the records not "
         "started are answered as failures, and Lambda retries from them. Covers the answer, "
         "the metrics flush and a slice slower than any before it. The consumer and the API "
-        "producer retry a dependency (PutRecords throttled) only while the backoff fits in the "
-        "time left less this margin; the producer then answers 503 with Retry-After.",
+        "producer retry a dependency (the engine's retries, and the sinks' own: PutRecords, "
+        "SQS, Firehose, HTTP, FCM) only while the backoff fits in the time left less this "
+        "margin; the producer then answers 503 with Retry-After.",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
