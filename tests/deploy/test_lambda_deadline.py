@@ -8,6 +8,7 @@ as failures, so Lambda retries from there and the committed slices are not done 
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -302,3 +303,43 @@ def test_a_dependency_down_is_not_retried_past_the_deadline(tmp_path: Path, capl
     chaos.calls = 0  # the dependency fails once more: with a minute left, it is retried
     assert handler(event, Context(60_000)) == {"batchItemFailures": []}
     assert chaos.calls == 2 and rows(tmp_path) == [1, 2]
+
+
+@pytest.mark.parametrize(("remaining_ms", "retried"), [(11_000, False), (900_000, True)])
+def test_a_sinks_own_retry_is_not_made_past_the_deadline(tmp_path: Path, remaining_ms, retried):
+    """The consumer's time left reaches a sink's own retries (``WriteContext.time_left``): the
+    webhook answers record 2's first request 503 with ``Retry-After: 30``; with 10 s left past the
+    margin the request is not made again and the answer names record 2 for Lambda's retry (the
+    http sink retried regardless: Lambda killed the function, and the whole batch came again);
+    with time enough it is retried and written."""
+    from tests.sinks.local_http import LocalHttp
+
+    tries: dict[int, int] = {}
+
+    def answer(req):
+        n = json.loads(req.body)["n"]
+        tries[n] = tries.get(n, 0) + 1
+        return (503, {"Retry-After": "30"}, "busy") if n == 2 and tries[n] == 1 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        path = tmp_path / "hook.yaml"
+        path.write_text(
+            f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: hook, type: http, url: "{srv.url}/events", concurrency: 1}}]
+"""
+        )
+        handler = make_handler(path)
+        [hook] = [c for c in handler.engine.components if c.id == "hook"]
+        slept: list[float] = []
+        hook.sleep = slept.append
+        event = kinesis_lambda_event([{"n": 1}, {"n": 2}, {"n": 3}])
+        answer_ = handler(event, Context(remaining_ms))
+    if retried:
+        assert answer_ == {"batchItemFailures": []} and slept == [30.0]
+        assert tries == {1: 1, 2: 2, 3: 1}
+    else:
+        assert answer_ == {"batchItemFailures": [{"itemIdentifier": seqs_of(event)[1]}]}
+        assert slept == [] and tries == {1: 1, 2: 1, 3: 1}
