@@ -243,6 +243,16 @@ class ConcurrentRequests:
             return configured
         return min(configured, left) if left > 0 else None
 
+    def _held_back(self, limiter: Any) -> Retry | None:
+        """Wait for ``limiter``'s next token (None: no rate limit), but only while it comes before
+        the runner's deadline; otherwise the request is not sent: a ``Retry`` whose
+        ``retry_after`` is the wait (``send_all`` then fails it at once, the time being spent)."""
+        if limiter is None:
+            return None
+        left = self.time_left() if self.time_left is not None else None
+        wait = limiter.acquire(max_wait=None if left is None else max(0.0, left))
+        return None if wait is None else Retry(f"not sent: {NO_TIME_LEFT}", retry_after=wait)
+
     def _request(self, item: Item) -> Retry | Reject | None:  # pragma: no cover - abstract
         raise NotImplementedError
 

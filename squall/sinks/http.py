@@ -200,8 +200,9 @@ class HttpSink(ConcurrentRequests, Sink):
         import httpx
 
         cfg = self.config
-        if self.limiter is not None:
-            self.limiter.acquire()
+        held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
+        if held is not None:
+            return held
         headers = {
             "Content-Type": "application/x-ndjson"
             if cfg.mode == "ndjson_batch"

@@ -530,8 +530,9 @@ class PushSink(ConcurrentRequests, Sink):
 
         assert self.tokens is not None
         token, body = item.body
-        if self.limiter is not None:
-            self.limiter.acquire()
+        held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
+        if held is not None:
+            return held
         access = self.tokens.get()
         for _ in range(2):  # a 401 refreshes the access token once
             timeout = self._timeout(self.config.timeout)

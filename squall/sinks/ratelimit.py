@@ -32,15 +32,24 @@ class RateLimiter:
         self._lock = threading.Lock()
         self.waited = 0.0
 
-    def acquire(self) -> None:
-        """Take one token; when none is left, reserve the next one and wait until it is due."""
+    def acquire(self, max_wait: float | None = None) -> float | None:
+        """Take one token; when none is left, reserve the next one and wait until it is due.
+        None: taken.
+
+        ``max_wait`` (seconds; None: no limit): when the token would come that late or later
+        (a Lambda's time left before its deadline), take nothing, do not wait, and return the wait
+        it would have taken."""
         with self._lock:
             now = self._clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
             self._tokens -= 1  # negative: a debt later callers queue behind
             if self._tokens >= 0:
-                return
+                return None
             wait = -self._tokens / self.rate
+            if max_wait is not None and wait >= max_wait:
+                self._tokens += 1  # not taken: the callers queued behind are not delayed by it
+                return wait
             self.waited += wait
         self._sleep(wait)
+        return None

@@ -471,6 +471,8 @@ def test_ctrl_c_before_the_run_takes_it_exits_130_not_aborted_1(monkeypatch, tmp
     result = CliRunner().invoke(main, ["run", str(EXAMPLES / "pistats" / "topology.yaml")])
     assert result.exit_code == 130, result.output
     assert "Aborted!" not in result.output and "aborted: nothing after" in result.output
+
+
 class Marker:
     """Weak-referenceable: tells whether an event of an earlier batch is still held."""
 

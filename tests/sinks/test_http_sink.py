@@ -260,6 +260,36 @@ def test_rate_limiter_spaces_requests_at_the_configured_rate():
     assert len(waits) == 10
 
 
+def test_rate_limiter_takes_no_token_it_would_have_to_wait_for_longer_than_max_wait():
+    now = [0.0]
+    waits: list[float] = []
+    limiter = RateLimiter(2, burst=1, clock=lambda: now[0], sleep=waits.append)
+    assert limiter.acquire(max_wait=0.1) is None  # the burst's token: taken, no wait
+    assert limiter.acquire(max_wait=0.4) == pytest.approx(0.5)  # the next comes in 0.5 s
+    assert waits == [] and limiter.waited == 0.0
+    assert limiter.acquire(max_wait=0.6) is None  # nothing was taken: still 0.5 s, not 1.0
+    assert waits == [pytest.approx(0.5)]
+
+
+def test_http_sink_rate_limit_waits_only_while_the_time_left_allows():
+    """A rate limit's wait (``rate_limit: 1``: a request a second) longer than the time left before
+    the runner's deadline: the requests it holds back are not sent and their events fail now with
+    the reason, instead of the sink sleeping into Lambda's timeout. The limiter's clock is frozen,
+    so nothing here depends on how fast the machine is."""
+    with LocalHttp(lambda req: (200, {}, "")) as srv:
+        sink = make_sink(srv.url, rate_limit=1)
+        slept: list[float] = []
+        sink.limiter = RateLimiter(1, burst=1, clock=lambda: 0.0, sleep=slept.append)
+        prepared = sink.prepare(events([{"n": i} for i in range(3)]))
+        result = sink.write_batch(prepared, WriteContext(time_left=lambda: 0.5))
+        sink.close()
+    assert len(srv.requests) == 1 and slept == []
+    assert len(result.failed) == 2
+    assert {ev.failure.reason for ev in result.failed} == {
+        "not sent: the time left before the deadline is spent"
+    }
+
+
 def test_retry_after_parses_seconds_and_http_dates():
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     assert retry_after_seconds("12") == 12

@@ -364,6 +364,25 @@ def test_push_sends_nothing_to_fcm_when_no_time_is_left(fcm, key_pair):
     assert fcm.tries == {} and sink.sleeps == []
 
 
+def test_push_rate_limit_waits_only_while_the_time_left_allows(fcm, key_pair):
+    """``rate_limit: 1`` holds the second and third message back a second each, longer than the
+    0.5 s left before the runner's deadline: they are not sent and fail now with the reason; the
+    sink does not sleep into Lambda's timeout (the limiter's clock is frozen)."""
+    from squall.sinks.ratelimit import RateLimiter
+
+    sink = make_sink(fcm, key_pair, rate_limit=1)
+    slept: list[float] = []
+    sink.limiter = RateLimiter(1, burst=1, clock=lambda: 0.0, sleep=slept.append)
+    prepared = sink.prepare(events(["tok-1", "tok-2", "tok-3"]))
+    result = sink.write_batch(prepared, WriteContext(time_left=lambda: 0.5))
+    sink.close()
+    assert len(fcm.sent) == 1 and slept == [] and sink.sleeps == []
+    assert len(result.failed) == 2
+    assert {ev.failure.reason for ev in result.failed} == {
+        "not sent: the time left before the deadline is spent"
+    }
+
+
 def test_push_fcm_unavailable_for_every_message_is_transient(fcm, key_pair):
     sink = make_sink(fcm, key_pair)
     with pytest.raises(TransientError, match="UNAVAILABLE"):
