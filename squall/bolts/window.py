@@ -135,6 +135,12 @@ class Aggregate(BaseModel):
         return self
 
 
+#: Hopping windows an event may fall in (``size / hop``): a day by seconds (86,400) is refused,
+#: a day by 10 s (8,640) is not. Each of them is updated for every event, so the bound is there for
+#: a unit typed wrong (``hop: 1s`` for ``1m``) rather than a use anyone means.
+MAX_WINDOWS_PER_EVENT = 10_000
+
+
 class WindowBolt(Bolt):
     """Counts and aggregates events per key in tumbling or hopping windows, with exactly-once results."""
 
@@ -153,7 +159,8 @@ class WindowBolt(Bolt):
         size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
         hop: int | float | str | None = Field(
             None,
-            description="Hopping windows: a new window every `hop` (a divisor of `size`). "
+            description="Hopping windows: a new window every `hop` (a divisor of `size`; at most "
+            "10,000 windows an event). "
             "Default: `size` (tumbling).",
         )
         time_field: DottedPath | None = Field(
@@ -199,6 +206,11 @@ class WindowBolt(Bolt):
             hop = duration_ms(self.hop) if self.hop is not None else size
             if size % hop:
                 raise ValueError("hop must divide size (e.g. size: 1h, hop: 5m)")
+            if size // hop > MAX_WINDOWS_PER_EVENT:
+                raise ValueError(
+                    f"size / hop puts each event in {size // hop:,} windows (at most "
+                    f"{MAX_WINDOWS_PER_EVENT:,}: every event updates each of them); a larger hop"
+                )
             if not self.aggregates:
                 raise ValueError("aggregates: name at least one")
             names = {p.rsplit(".", 1)[-1] for p in self.key}

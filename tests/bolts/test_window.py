@@ -101,10 +101,19 @@ def test_durations_parse_seconds_and_units():
         duration_ms("soon")
 
 
+def test_a_day_by_ten_seconds_is_accepted():
+    """The bound on windows an event falls in (10,000) leaves real hopping windows alone."""
+    c = WindowBolt.Config(
+        id="w", type="window", store="s", size="1d", hop="10s", aggregates={"n": {"fn": "count"}}
+    )
+    assert c.hop == "10s"
+
+
 @pytest.mark.parametrize(
     "config, message",
     [
         ({"hop": "7s"}, "hop must divide size"),
+        ({"size": "1d", "hop": "1s"}, "each event in 86,400 windows"),
         ({"aggregates": {"u": {"fn": "count_distinct"}}}, "count_distinct needs a field"),
         ({"aggregates": {}}, "name at least one"),
         ({"aggregates": {"app": {"fn": "count"}}}, "clash"),
