@@ -528,7 +528,7 @@ def shown_url(url: str) -> str:
 
 class HttpSource:
     """httpx, one client per process; 404 is missing, 429/5xx/timeouts are transient, 401/405/407
-    (and 403 for every key) a misconfiguration, other 4xx the key's."""
+    (and 403 for each of several keys) a misconfiguration, other 4xx the key's."""
 
     def __init__(self, config: HttpSourceConfig):
         import httpx
@@ -568,7 +568,10 @@ class HttpSource:
             elif kind == "forbidden":
                 fetched.failed[key] = value
                 forbidden += 1
-        if keys and forbidden == len(keys):  # not one key allowed: the credentials' refusal
+        # Not one of several keys allowed: the credentials' refusal. A key asked alone is often
+        # the only miss of a warm cache (another tenant's record among cached ones): its 403 is
+        # its own, as ``every_key_failed`` counts one failed key as the key's, not the source's.
+        if len(keys) > 1 and forbidden == len(keys):
             raise _refused(self.config.url or "", FORBIDDEN, every_key=len(keys))
         every_key_failed(keys, fetched)  # every key refused: the endpoint, not the keys
         return fetched

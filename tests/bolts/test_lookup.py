@@ -685,10 +685,7 @@ def test_http_refused_credentials_are_a_misconfiguration_not_retried(status):
     with Endpoint(RECORDS) as ep:
         ep.status = status
         for extra in ({}, {"batch_url": ep.url + "/apps:batch?token=secret"}):
-            if status == 403 and not extra:
-                values = [{"app_id": 1}]  # one key, forbidden: every key asked
-            else:
-                values = [{"app_id": 1}, {"app_id": 2}]
+            values = [{"app_id": 1}, {"app_id": 2}]  # a 403 for each of several keys asked
             ep.requests.clear()
             bolt = make_bolt(
                 resources(),
@@ -1104,3 +1101,33 @@ def test_any_batches_match_one_query_per_event(
         clock.now += data.draw(
             st.sampled_from([0, 6, 11])
         )  # within, past the negative, past both TTLs
+
+
+def test_http_403_for_the_one_key_a_warm_cache_leaves_fails_that_key_not_the_batch():
+    """The keys a fetch asks are the cache's misses: with the others cached, another tenant's
+    record is often the only key asked. Its 403 is that record's failure (dead-lettered), as
+    when other keys are asked beside it; it failed the whole batch as a misconfiguration, and
+    the batch came again to the same one-key fetch — a shard stalled for ever behind one record
+    (a shared cache stays warm across restarts), with a message blaming the credentials."""
+    with Endpoint(RECORDS) as ep:
+        handler = ep.server.RequestHandlerClass
+        plain_get = handler.do_GET
+
+        def do_get(self):
+            if self.path == "/apps/9":
+                ep.requests.append(("GET", self.path))
+                return self._answer(403, {"message": "Forbidden"})
+            return plain_get(self)
+
+        handler.do_GET = do_get
+        bolt = make_bolt(
+            resources(), key="app_id", source={"type": "http", "url": ep.url + "/apps/{key}"}
+        )
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 2}])  # now cached
+        assert ok == {0: {"name": "Weather"}, 1: {"name": "Chess"}} and not failed
+        ep.requests.clear()
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 9}, {"app_id": 2}])
+        assert ep.requests == [("GET", "/apps/9")]  # the only key asked
+        assert ok == {0: {"name": "Weather"}, 2: {"name": "Chess"}}
+        assert failed == {1: "lookup endpoint answered HTTP 403 for key '9'"}
+        bolt.close()
