@@ -86,6 +86,11 @@ class _EndOfInput:
         return {}
 
 
+class _ReadInterrupted(BaseException):
+    """A stop while the spout waited for input (``Spout.read_interruptible``): no batch was in
+    flight. A ``BaseException``, so no spout's ``except Exception`` takes it for a read error."""
+
+
 class LocalRunner:
     """Reads batches from the topology's spout, runs them, commits the safe checkpoint."""
 
@@ -115,6 +120,8 @@ class LocalRunner:
             topology.name
         )  # metrics backends; log context per batch
         self._interrupted = False
+        #: True while the main thread waits in a ``read_interruptible`` spout's ``read``.
+        self._reading = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
         """Ctrl-C, or SIGTERM (a service manager's stop: systemd, ``docker stop``): finish the
@@ -123,8 +130,12 @@ class LocalRunner:
             raise KeyboardInterrupt
         self._interrupted = True
         name = "SIGTERM" if signum == signal.SIGTERM else "interrupt"
-        log.warning("%s: finishing the batch in flight (Ctrl-C again to abort)", name)
         self.spout.stop()
+        if self._reading:  # waiting for input (an idle pipe) that may never come: stop now
+            self._reading = False
+            log.warning("%s: stopping (waiting for input, no batch in flight)", name)
+            raise _ReadInterrupted
+        log.warning("%s: finishing the batch in flight (Ctrl-C again to abort)", name)
 
     def run(self) -> RunReport:
         report = RunReport()
@@ -176,7 +187,10 @@ class LocalRunner:
             report.stats = [engine.spout_stats, *engine.stats]
             try:
                 with log_context(topology=self.topology.name):  # each line about a batch names it
-                    self._loop(engine, report)
+                    try:
+                        self._loop(engine, report)
+                    except _ReadInterrupted:  # stopped while the spout waited for input
+                        pass
                     if report.error is None and self._release(engine, engine.release, report):
                         self._commit_spout(engine, {}, report)
             except (
@@ -257,7 +271,20 @@ class LocalRunner:
         return not self._interrupted
 
     def _loop(self, engine: Engine, report: RunReport) -> None:
-        for batch in self.spout.read(self.batch_size):
+        batches = self.spout.read(self.batch_size)
+        # A spout whose read may wait for input for ever (stdin: an idle pipe) is interrupted by
+        # a stop while it waits (``_on_sigint``): no batch is in flight then, and the stop only
+        # asked it to end after a whole batch more of input. A stop just before: end here.
+        interruptible = self.spout.read_interruptible
+        while True:
+            self._reading = interruptible
+            if interruptible and self._interrupted:
+                self._reading = False
+                return
+            batch = next(batches, None)
+            self._reading = False
+            if batch is None:
+                break
             # The batch's collector threshold until the batch is let go (its result with
             # ``_batch``'s frame, its records here): the young collection due after it then
             # scans what outlives it, not its events.

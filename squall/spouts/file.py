@@ -49,6 +49,7 @@ class FileSpout(Spout):
     Config = FileConfig
     summary = "Read records from a JSON-lines file, optionally gzip-compressed."
     finite = True
+    read_interruptible = True  # a FIFO waits for input as stdin does; no position is kept
 
     @classmethod
     def capabilities(cls, config: FileConfig) -> Capabilities:
@@ -112,6 +113,7 @@ class StdinSpout(Spout):
     Config = StdinConfig
     summary = "Read records from standard input, one JSON document per line."
     finite = True
+    read_interruptible = True  # an idle pipe: a stop must not wait for its next lines
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         yield from _batches(

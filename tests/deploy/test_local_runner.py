@@ -181,6 +181,56 @@ def test_ctrl_c_or_sigterm_finishes_the_batch_in_flight_and_exits_130(
     assert 0 < rows < 200_000 and rows % 100 == 0  # whole batches only
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_while_stdin_waits_for_input_ends_the_run_at_once(
+    tmp_path: Path, sig: signal.Signals
+):
+    """A pipe that stays open (``tail -f … | squall run``, a service's socket): the stop came
+    while the spout waited for its next line, with no batch in flight, and the run went on
+    waiting for a whole batch more of input or its end — a service manager's SIGTERM was
+    ignored until its SIGKILL (before SIGTERM was handled, it ended the run at once). The
+    committed batch stays; the line read into the unfinished batch was acknowledged nowhere."""
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        TOPOLOGY.format(db=tmp_path / "w.db", spout="{type: stdin}", batch=2, extra="", dlq="")
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "squall.cli", "run", str(t)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b'{"n": 1}\n{"n": 2}\n{"n": 3}\n')  # one batch and a line: then idle
+        proc.stdin.flush()
+        db = tmp_path / "w.db"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if sqlite3.connect(db).execute("select count(*) from events").fetchone()[0]:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(timeout=60)  # the pipe stays open: only the signal can end it
+        except subprocess.TimeoutExpired:
+            pytest.fail("the run still waits for input after the stop")
+        err = proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert code == 130, err
+        assert "no batch in flight" in err and "Traceback" not in err
+        assert sqlite3.connect(db).execute("select n from events order by n").fetchall() == [
+            (1,),
+            (2,),
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_schema_export_validates_the_example_and_rejects_typos(tmp_path: Path):
     r = run_cli(["schema"])
     assert r.returncode == 0
