@@ -17,6 +17,7 @@ of a batch).
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +108,10 @@ def check_payload_paths(plan: Plan) -> list[Problem]:
                     _sink_problems(node, ins, ("sinks", sink_index[node.id]), loc)  # type: ignore[arg-type]
                 )
             continue
-        # A plugin bolt without the hooks (not a Bolt subclass) may change anything.
-        schema_of = getattr(node.cls, "payload_schema", None)
-        writes_of = getattr(node.cls, "payload_writes", None)
+        # A plugin bolt without the hooks (not a Bolt subclass), or a team's subclass of a
+        # built-in one with code of its own, may change anything.
+        schema_of = declared(node.cls, "payload_schema")
+        writes_of = declared(node.cls, "payload_writes")
         schema = schema_of(node.config) if schema_of is not None else None
         writes = writes_of(node.config) if writes_of is not None else None
         for stream, targets in node.outputs.items():
@@ -125,9 +127,26 @@ def check_payload_paths(plan: Plan) -> list[Problem]:
     return problems
 
 
+def declared(cls: type, hook: str) -> Any:
+    """``cls``'s ``hook`` (``payload_writes``, ``payload_schema``, ``payload_reads``) when it
+    speaks for the class's code: declared by the most derived class with code of its own. A
+    team's subclass of a built-in bolt that overrides ``process`` (or ``__init__``, a helper)
+    inherits its base's declaration — a filter's "sets nothing", a schema's "every event fits"
+    — whatever the new code sets: None then (not known)."""
+    for klass in cls.__mro__:
+        if hook in vars(klass):
+            return getattr(cls, hook)
+        if any(
+            inspect.isfunction(v) or isinstance(v, classmethod | staticmethod)
+            for v in vars(klass).values()
+        ):
+            return None
+    return None
+
+
 def _sink_problems(node: Any, ins: list[Known], at: tuple, loc: Any) -> list[Problem]:
     problems = []
-    reads = getattr(node.cls, "payload_reads", None)
+    reads = declared(node.cls, "payload_reads")
     for option, path in reads(node.config) if reads is not None else []:
         keys = payload_keys(path)
         if keys is None:  # the record's metadata

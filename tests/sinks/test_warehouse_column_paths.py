@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from squall.bolts.filter import FilterBolt
+from squall.bolts.schema import SchemaBolt
 from squall.errors import TopologyError
 from squall.testing import records_from, run_topology
 from squall.topology.loader import load_text
@@ -154,3 +156,71 @@ sinks:
     assert "column 'user' (path 'user_idd') is absent from all 2 event(s) of a batch" in warned[0]
     rows = sqlite3.connect(db).execute("SELECT user, note FROM events").fetchall()
     assert rows == [(None, None)] * 4
+
+
+class StampedSchema(SchemaBolt):
+    """A team's schema bolt that stamps what it let through: a field its schema does not list."""
+
+    def process(self, batch):
+        out = super().process(batch)
+        for ev in out.streams.get("default", []):
+            ev.value["checked"] = "yes"
+        return out
+
+
+class TaggingFilter(FilterBolt):
+    """A team's filter that also tags what it keeps."""
+
+    def process(self, batch):
+        out = super().process(batch)
+        for ev in out.streams.get("default", []):
+            ev.value["tag"] = "kept"
+        return out
+
+
+class Wrapping(FilterBolt):
+    """Overrides a helper, not ``process``: code of its own below the declaration all the same."""
+
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        plain = self.process
+        self.process = lambda batch: _tagged(plain(batch))  # type: ignore[method-assign]
+
+
+def _tagged(out):
+    for ev in out.streams.get("default", []):
+        ev.value["tag"] = "kept"
+    return out
+
+
+@pytest.mark.parametrize(
+    ("bolts", "column"),
+    [
+        (
+            f"  - {{id: tag, type: '{__name__}:TaggingFilter', where: [{{field: ip, exists: true}}]}}\n",
+            "tag",
+        ),
+        (
+            f"  - {{id: tag, type: '{__name__}:Wrapping', where: [{{field: ip, exists: true}}]}}\n",
+            "tag",
+        ),
+        ("", "checked"),
+    ],
+    ids=["filter-subclass", "filter-subclass-init", "schema-subclass"],
+)
+def test_a_teams_subclass_of_a_builtin_bolt_setting_a_field_is_not_refused(
+    tmp_path: Path, bolts: str, column: str
+):
+    """A team's own bolt that subclasses a built-in one inherited its declaration (`filter`: sets
+    nothing; `schema`: every event fits the schema), so a column of the field it sets was refused
+    at load though every row has it. A declaration speaks for a class only when no class below
+    it has code of its own."""
+    db = tmp_path / "w.db"
+    text = topology(db, f"      got: {column}\n", bolts=bolts)
+    if not bolts:
+        text = text.replace("type: schema", f"type: '{__name__}:StampedSchema'", 1)
+    load_text(text, file="wh.yaml")  # refused before the fix
+    run_topology(text, records_from([{"user_id": "u1", "ip": "10.0.0.1"}]))
+    assert sqlite3.connect(db).execute("SELECT got FROM events").fetchall() == [
+        ("yes" if column == "checked" else "kept",)
+    ]
