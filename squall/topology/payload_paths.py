@@ -120,11 +120,18 @@ def check_payload_paths(plan: Plan) -> list[Problem]:
             elif writes is None:
                 out = [None]
             else:
-                added = frozenset(k for w in writes if (k := payload_keys(w)) is not None)
+                added = frozenset(written_keys(w) for w in writes)
                 out = [None if k is None else Known(k.schema, k.by, k.written | added) for k in ins]
             for t in targets:
                 incoming[t].extend(out)
     return problems
+
+
+def written_keys(path: str) -> tuple[str, ...]:
+    """The payload keys a bolt's target sets (``paths.setter``'s rule): a ``meta.…`` target
+    is a payload key ``meta`` too — a target is never the record's metadata."""
+    parts = tuple(path.split("."))
+    return parts[1:] if parts[0] == "payload" else parts
 
 
 def declared(cls: type, hook: str) -> Any:

@@ -224,3 +224,20 @@ def test_a_teams_subclass_of_a_builtin_bolt_setting_a_field_is_not_refused(
     assert sqlite3.connect(db).execute("SELECT got FROM events").fetchall() == [
         ("yes" if column == "checked" else "kept",)
     ]
+
+
+def test_a_target_written_under_a_payload_key_named_meta_is_not_refused(tmp_path: Path):
+    """`target: meta.stream` (the device, geo and subscription bolts take any dotted path) is
+    set in the payload, under a key `meta`, as every target is: `payload.meta.stream` reads it.
+    The check read the target as the record's metadata and refused that column though every
+    row has the device block."""
+    db = tmp_path / "w.db"
+    text = topology(
+        db,
+        "      got: {path: payload.meta.stream, type: json}\n",
+        bolts="  - {id: device, type: device, ua_field: ua, target: meta.stream}\n",
+    )
+    load_text(text, file="wh.yaml")  # refused before the fix
+    run_topology(text, records_from([{"user_id": "u1", "ua": "curl/8.5.0"}]))
+    [(got,)] = sqlite3.connect(db).execute("SELECT got FROM events").fetchall()
+    assert got is not None and "bot" in got
