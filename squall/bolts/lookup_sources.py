@@ -52,8 +52,9 @@ KEY_SQLSTATE_CLASSES = ("22",)
 #: not allowed, proxy authentication required. Bad credentials do not mend by waiting: a
 #: ``SinkError`` (the batch fails at once, not retried; a KCL worker stops as misconfigured).
 CONFIG_STATUSES = frozenset({401, 405, 407})
-#: Forbidden: a key the credentials may not read (another tenant's record) in per-key GETs; the
-#: credentials' own refusal when every key of the fetch is forbidden, or for a batch POST.
+#: Forbidden: a key the credentials may not read (another tenant's record) in per-key GETs, or
+#: a batch POST of that key alone; the credentials' own refusal when each of several keys of
+#: the fetch is forbidden, or for a batch POST of several keys.
 FORBIDDEN = 403
 #: Statuses of a batch POST that one of its keys may cause (bad request, payload too large,
 #: unprocessable): the keys are split to find it. Any other (404: a wrong `batch_url`, a
@@ -633,8 +634,13 @@ class HttpSource:
             headers={"content-type": "application/json"},
         )
         status = response.status_code
-        if status == FORBIDDEN:  # a batch POST refused: the credentials', not one key's
-            raise _refused(url, status)
+        if status == FORBIDDEN:
+            if len(texts) == 1:  # one key asked (a warm cache's only miss): that key's refusal
+                [text] = texts
+                raise KeyProblem(
+                    f"lookup endpoint answered HTTP 403 for key {quoted(text)}", certain=True
+                )
+            raise _refused(url, status)  # several keys refused at once: the credentials'
         if status in BATCH_KEY_STATUSES:  # maybe one key the endpoint refuses: split
             raise KeyProblem(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
         if status != 200:  # a 404 or a redirect of the batch URL: the endpoint, whatever the keys

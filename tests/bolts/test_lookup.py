@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -1130,4 +1131,40 @@ def test_http_403_for_the_one_key_a_warm_cache_leaves_fails_that_key_not_the_bat
         assert ep.requests == [("GET", "/apps/9")]  # the only key asked
         assert ok == {0: {"name": "Weather"}, 2: {"name": "Chess"}}
         assert failed == {1: "lookup endpoint answered HTTP 403 for key '9'"}
+        bolt.close()
+
+
+def test_http_batch_post_403_for_the_one_key_a_warm_cache_leaves_fails_that_key():
+    """As a per-key GET's: a `batch_url` POST of one key (the cache's only miss) answered 403 is
+    that key's refusal — its events dead-lettered — not the credentials' (the batch failed at
+    every attempt and restart). A POST of several keys answered 403 still stops the run."""
+    with Endpoint(RECORDS) as ep:
+        handler = ep.server.RequestHandlerClass
+        plain_post = handler.do_POST
+
+        def do_post(self):
+            length = int(self.headers["content-length"])
+            body = self.rfile.read(length)
+            keys = json.loads(body)["keys"]
+            if "9" in keys:
+                ep.requests.append(("POST", ",".join(keys)))
+                return self._answer(403, {"message": "Forbidden"})
+            self.rfile = io.BytesIO(body)
+            return plain_post(self)
+
+        handler.do_POST = do_post
+        bolt = make_bolt(
+            resources(),
+            key="app_id",
+            source={"type": "http", "batch_url": ep.url + "/apps:batch?token=secret"},
+        )
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 2}])  # now cached
+        assert ok == {0: {"name": "Weather"}, 1: {"name": "Chess"}} and not failed
+        ep.requests.clear()
+        ok, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 9}, {"app_id": 2}])
+        assert ep.requests == [("POST", "9")]  # the only key asked
+        assert ok == {0: {"name": "Weather"}, 2: {"name": "Chess"}}
+        assert failed == {1: "lookup endpoint answered HTTP 403 for key '9'"}
+        with pytest.raises(SinkError, match="HTTP 403 Forbidden"):
+            run(bolt, [{"app_id": 9}, {"app_id": 3}])
         bolt.close()
