@@ -522,6 +522,8 @@ def shown_url(url: str) -> str:
     """A URL for messages: no query string, no credentials (either may hold a secret)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets (else its port reads as part of it)
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))

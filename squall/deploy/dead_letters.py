@@ -25,6 +25,7 @@ import orjson
 from squall import exact_json
 from squall.errors import SquallError
 from squall.event import Record, RecordMeta
+from squall.times import upper_z
 
 #: Keys of the JSON pointer an ``s3`` spout writes as the record of a corrupt object.
 POINTER_KEYS = frozenset({"bucket", "key", "version_id", "etag", "size", "error"})
@@ -56,8 +57,8 @@ class Unreadable:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO-8601 time (or date); without a zone it is UTC."""
-    value = datetime.fromisoformat(text)
+    """An ISO-8601 time (or date); without a zone it is UTC; RFC 3339's lower-case ``z`` too."""
+    value = datetime.fromisoformat(upper_z(text.strip()))
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 

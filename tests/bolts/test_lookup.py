@@ -1168,3 +1168,19 @@ def test_http_batch_post_403_for_the_one_key_a_warm_cache_leaves_fails_that_key(
         with pytest.raises(SinkError, match="HTTP 403 Forbidden"):
             run(bolt, [{"app_id": 9}, {"app_id": 3}])
         bolt.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://user:pw@[::1]:8080/v1/apps?token=s3cret#frag", "http://[::1]:8080/v1/apps"),
+        ("https://[2001:db8::7]/x", "https://[2001:db8::7]/x"),
+        ("http://user:pw@127.0.0.1:9/apps?key=1", "http://127.0.0.1:9/apps"),
+    ],
+)
+def test_a_url_in_a_message_keeps_an_ipv6_hosts_brackets_and_drops_credentials(url, shown):
+    """``shown_url`` (an endpoint named in an error): no query, fragment or user info; an IPv6
+    host keeps its brackets — without them ``::1:8080`` reads as one address."""
+    from squall.bolts.lookup_sources import shown_url
+
+    assert shown_url(url) == shown

@@ -170,6 +170,8 @@ def test_filters_select_by_reason_and_failure_time(topology: Path):
     (topology.parent / "schema.json").write_text(json.dumps(SCHEMA_V2))
     assert "selected 0," in replay(topology, "--dry-run", "--until", "2000-01-01").output
     assert "selected 3," in replay(topology, "--dry-run", "--since", "2000-01-01").output
+    since_z = replay(topology, "--dry-run", "--since", "2000-01-01T00:00:00z")  # RFC 3339's z
+    assert "selected 3," in since_z.output, since_z.output
     result = replay(topology, "--reason-contains", "JSON", "--dry-run")
     assert "selected 1," in result.output and "decode:" in result.output
     bad = replay(topology, "--since", "yesterday")
