@@ -48,6 +48,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,11 @@ class PushSinkConfig(ComponentConfig):
         None, gt=0, description="Sends per second at most (all threads together)."
     )
     concurrency: int = Field(8, ge=1, le=256, description="Sends in flight at once.")
-    timeout: float = Field(10.0, gt=0, description="Seconds to wait for FCM's answer.")
+    timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds to wait for FCM's answer, and for the OAuth2 token endpoint's.",
+    )
     max_attempts: int = Field(
         5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers."
     )
@@ -266,15 +271,30 @@ class AccessTokens:
         self._lock = threading.Lock()
         self.refreshes = 0
 
-    def get(self, *, stale: str | None = None) -> str:
-        """A valid token; ``stale``: the token a 401 refused, refreshed unless another thread already did."""
+    def get(
+        self, *, stale: str | None = None, timeout: Callable[[], float | None] | None = None
+    ) -> str:
+        """A valid token; ``stale``: the token a 401 refused, refreshed unless another thread already did.
+        ``timeout``: each request of a refresh waits at most what it answers then (the sink's
+        ``timeout`` capped at the time left before the runner's deadline); None from it: no time
+        is left, the request is not made (``TransientError``). urllib3 has no timeout of its
+        own: a token endpoint that did not answer held the sends for ever."""
         from google.auth.exceptions import RefreshError, TransportError
+
+        request = self._request
+        if timeout is not None:
+
+            def request(*args: Any, **kwargs: Any) -> Any:  # google-auth's retries ask again
+                seconds = timeout()
+                if seconds is None:
+                    raise TransientError(f"OAuth2 token not refreshed: {NO_TIME_LEFT}")
+                return self._request(*args, **{**kwargs, "timeout": seconds})
 
         with self._lock:
             if self._creds.valid and (stale is None or self._creds.token != stale):
                 return self._creds.token
             try:
-                self._creds.refresh(self._request)
+                self._creds.refresh(request)
             except TransportError as exc:
                 raise TransientError(
                     f"OAuth2 token endpoint unreachable: {type(exc).__name__}"
@@ -530,12 +550,15 @@ class PushSink(ConcurrentRequests, Sink):
 
         assert self.tokens is not None
         token, body = item.body
+        if self._timeout(self.config.timeout) is None:  # no time left: no token taken, no refresh
+            return Retry(f"not sent: {NO_TIME_LEFT}")
         held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
         if held is not None:
             return held
-        access = self.tokens.get()
+        bounded = partial(self._timeout, self.config.timeout)  # a refresh fits in the time left
+        access = self.tokens.get(timeout=bounded)
         for _ in range(2):  # a 401 refreshes the access token once
-            timeout = self._timeout(self.config.timeout)
+            timeout = bounded()
             if timeout is None:
                 return Retry(f"not sent: {NO_TIME_LEFT}")
             try:
@@ -552,7 +575,7 @@ class PushSink(ConcurrentRequests, Sink):
                 return Retry(f"{type(exc).__name__}: {exc}")
             if resp.status_code != 401:
                 break
-            access = self.tokens.get(stale=access)
+            access = self.tokens.get(stale=access, timeout=bounded)
         status = resp.status_code
         if 200 <= status < 300:
             self.sent += 1

@@ -87,7 +87,8 @@ class FakeFcm:
     ``tok-dead``: 404 UNREGISTERED; ``tok-mismatch``: 403 SENDER_ID_MISMATCH; ``tok-quota``: 429
     QUOTA_EXCEEDED (Retry-After 3) on its first send; ``tok-down``: 503 UNAVAILABLE always;
     the 400 INVALID_ARGUMENT answers of ``INVALID_ARGUMENT`` for the tokens named there.
-    ``reject_token``: an access token answered with 401.
+    ``reject_token``: an access token answered with 401; ``hold_token``: an event the token
+    endpoint waits for before it answers (a stalled endpoint).
     """
 
     def __init__(self, public_pem: bytes, expires_in: int = 3600):
@@ -96,12 +97,15 @@ class FakeFcm:
         self.issued: list[str] = []
         self.sent: list[dict] = []
         self.reject_token: str | None = None
+        self.hold_token: threading.Event | None = None
         self.tries: dict[str, int] = {}
         self.lock = threading.Lock()
         self.http = LocalHttp(self.answer)
 
     def answer(self, req: Request):
         if req.path == "/token":
+            if self.hold_token is not None:
+                self.hold_token.wait(60)
             form = parse_qs(req.body.decode())
             claims = jwt.decode(
                 form["assertion"][0],
@@ -362,6 +366,36 @@ def test_push_sends_nothing_to_fcm_when_no_time_is_left(fcm, key_pair):
         sink.write_batch(sink.prepare(events(["tok-1"])), WriteContext(time_left=lambda: 0.0))
     sink.close()
     assert fcm.tries == {} and sink.sleeps == []
+
+
+def test_push_refreshes_no_access_token_when_no_time_is_left(fcm, key_pair):
+    """No time left before the runner's deadline: the OAuth2 token endpoint is not asked either
+    (the refresh came before the time check, and had no timeout of its own)."""
+    sink = make_sink(fcm, key_pair)
+    with pytest.raises(TransientError, match="not sent: the time left before the deadline"):
+        sink.write_batch(sink.prepare(events(["tok-1"])), WriteContext(time_left=lambda: 0.0))
+    sink.close()
+    assert fcm.issued == [] and fcm.http.requests == []
+
+
+def test_push_token_refresh_waits_no_longer_than_the_time_left(fcm, key_pair):
+    """A token endpoint that does not answer: the refresh gives up within the 0.3 s left (the
+    call is transient, nothing is sent) instead of waiting for the endpoint — urllib3 has no
+    timeout of its own, so the refresh waited until the endpoint answered (here: when the test's
+    fail-safe lets it, 20 s later, and the message was then sent)."""
+    release = threading.Event()
+    fcm.hold_token = release
+    failsafe = threading.Timer(20, release.set)
+    failsafe.start()
+    sink = make_sink(fcm, key_pair)
+    try:
+        with pytest.raises(TransientError, match="OAuth2 token endpoint unreachable"):
+            sink.write_batch(sink.prepare(events(["tok-1"])), WriteContext(time_left=lambda: 0.3))
+    finally:
+        release.set()
+        failsafe.cancel()
+        sink.close()
+    assert fcm.sent == []  # the endpoint answers once released: the sink asked no more
 
 
 def test_push_rate_limit_waits_only_while_the_time_left_allows(fcm, key_pair):
