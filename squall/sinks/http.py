@@ -200,6 +200,8 @@ class HttpSink(ConcurrentRequests, Sink):
         import httpx
 
         cfg = self.config
+        if self._timeout(cfg.timeout) is None:  # no time left: not sent, and no token taken
+            return Retry(f"not sent: {NO_TIME_LEFT}")
         held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
         if held is not None:
             return held

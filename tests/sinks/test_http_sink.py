@@ -290,6 +290,24 @@ def test_http_sink_rate_limit_waits_only_while_the_time_left_allows():
     }
 
 
+def test_http_sink_takes_no_rate_limit_token_for_a_request_it_does_not_send():
+    """No time left: the request is not sent, and the rate limit's token stays for the next
+    write (a warm Lambda's next invocation keeps the sink and its limiter). The token was taken
+    before the time check, so the next write waited for a token nothing had used. The limiter's
+    clock is frozen: no refill hides the loss."""
+    with LocalHttp(lambda req: (200, {}, "")) as srv:
+        sink = make_sink(srv.url, rate_limit=1)
+        slept: list[float] = []
+        sink.limiter = RateLimiter(1, burst=1, clock=lambda: 0.0, sleep=slept.append)
+        with pytest.raises(TransientError, match="not sent: the time left before the deadline"):
+            sink.write_batch(sink.prepare(events([{"n": 0}])), WriteContext(time_left=lambda: 0.0))
+        assert srv.requests == []
+        result = sink.write_batch(sink.prepare(events([{"n": 1}])), WriteContext())
+        sink.close()
+    assert result is None and len(srv.requests) == 1
+    assert slept == []  # the burst's token, not a wait for the next one
+
+
 def test_retry_after_parses_seconds_and_http_dates():
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
     assert retry_after_seconds("12") == 12

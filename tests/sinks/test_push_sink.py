@@ -398,6 +398,22 @@ def test_push_token_refresh_waits_no_longer_than_the_time_left(fcm, key_pair):
     assert fcm.sent == []  # the endpoint answers once released: the sink asked no more
 
 
+def test_push_takes_no_rate_limit_token_for_a_message_it_does_not_send(fcm, key_pair):
+    """No time left: the message is not sent, and the rate limit's token stays for the next write
+    (the limiter's clock is frozen: no refill hides a token taken for nothing)."""
+    from squall.sinks.ratelimit import RateLimiter
+
+    sink = make_sink(fcm, key_pair, rate_limit=1)
+    slept: list[float] = []
+    sink.limiter = RateLimiter(1, burst=1, clock=lambda: 0.0, sleep=slept.append)
+    with pytest.raises(TransientError, match="not sent: the time left before the deadline"):
+        sink.write_batch(sink.prepare(events(["tok-1"])), WriteContext(time_left=lambda: 0.0))
+    result = sink.write_batch(sink.prepare(events(["tok-2"])), WriteContext())
+    sink.close()
+    assert result is None and [m["token"] for m in fcm.sent] == ["tok-2"]
+    assert slept == []  # the burst's token, not a wait for the next one
+
+
 def test_push_rate_limit_waits_only_while_the_time_left_allows(fcm, key_pair):
     """``rate_limit: 1`` holds the second and third message back a second each, longer than the
     0.5 s left before the runner's deadline: they are not sent and fail now with the reason; the
