@@ -57,6 +57,7 @@ class Deadline:
         self.left_ms: float | None = None  # the time left when it stopped
         self.stopped = False
         self._last = 0.0
+        self._unreadable = False  # the context's remaining time raised (logged once)
 
     @classmethod
     def of(cls, context: Any, margin: float) -> Deadline:
@@ -64,23 +65,42 @@ class Deadline:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         return cls(remaining if callable(remaining) else None, margin)
 
+    def _remaining_ms(self) -> float | None:
+        """The context's remaining time (None: no deadline — no context, or a stand-in whose
+        answer is not a number or that raises; the engine's and sinks' time checks then never
+        see the error, which inside a sink's write would fail every record as its own fault)."""
+        if self._remaining is None:
+            return None
+        try:
+            left = self._remaining()
+        except Exception as exc:  # noqa: BLE001 - a context's clock must not fail the records
+            if not self._unreadable:
+                self._unreadable = True
+                log.warning(
+                    "the context's remaining time cannot be read (%s: %s): no deadline",
+                    type(exc).__name__,
+                    exc,
+                )
+            return None
+        # A test's stand-in context (a MagicMock) may answer anything: no deadline then.
+        if not isinstance(left, int | float) or isinstance(left, bool):
+            return None
+        return left
+
     def seconds_left(self) -> float | None:
         """Seconds left less the margin (None: no deadline): the engine's ``time_left``, asked
         only when a component's retry is considered — a retry whose backoff would outlast it
         is not made, and the slice fails with what it has not committed."""
-        left = self._remaining() if self._remaining is not None else None
-        if not isinstance(left, int | float) or isinstance(left, bool):
-            return None
-        return left / 1000.0 - self.margin
+        left = self._remaining_ms()
+        return None if left is None else left / 1000.0 - self.margin
 
     def next_slice(self) -> bool:
         """Whether the next slice may start; the first always may. Call it before each slice."""
         now = self._clock()
         if self.slices:
             self.longest = max(self.longest, now - self._last)
-            left = self._remaining() if self._remaining is not None else None
-            # A test's stand-in context (a MagicMock) may answer anything: no deadline then.
-            if isinstance(left, int | float) and not isinstance(left, bool):
+            left = self._remaining_ms()
+            if left is not None:
                 if left / 1000.0 < SAFETY_FACTOR * self.longest + self.margin:
                     self.left_ms, self.stopped = left, True
                     return False

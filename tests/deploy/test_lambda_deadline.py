@@ -259,6 +259,37 @@ def test_a_stand_in_context_whose_remaining_time_is_not_a_number_sets_no_deadlin
     assert rows(tmp_path) == [1, 2, 3, 4, 5]
 
 
+def test_a_context_whose_remaining_time_raises_sets_no_deadline(tmp_path: Path, caplog):
+    """A stand-in context whose ``get_remaining_time_in_millis`` raises: no deadline, as for one
+    that answers no number. Its error surfaced inside the http sink's request (the time check)
+    and failed every record as the record's own fault — dead-lettered with a DLQ, and the same
+    again on every delivery."""
+    from tests.sinks.local_http import LocalHttp
+
+    class Broken:
+        function_name = "consumer"
+
+        def get_remaining_time_in_millis(self) -> float:
+            raise RuntimeError("no clock here")
+
+    with LocalHttp(lambda req: (200, {}, "")) as srv:
+        path = tmp_path / "hook.yaml"
+        path.write_text(
+            f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: hook, type: http, url: "{srv.url}/events", concurrency: 1}}]
+"""
+        )
+        handler = make_handler(path)
+        event = kinesis_lambda_event([{"n": 1}, {"n": 2}, {"n": 3}])
+        with caplog.at_level(logging.WARNING, logger="squall.lambda"):
+            assert handler(event, Broken()) == {"batchItemFailures": []}
+        assert sorted(json.loads(r.body)["n"] for r in srv.requests) == [1, 2, 3]
+    assert "remaining time cannot be read (RuntimeError: no clock here)" in caplog.text
+
+
 @pytest.mark.e2e
 def test_awslambdaric_with_a_deadline_nearly_spent_answers_what_was_not_started(tmp_path: Path):
     """AWS's runtime client hands the handler a context from ``Lambda-Runtime-Deadline-Ms``: 50 ms
