@@ -272,13 +272,20 @@ class AccessTokens:
         self.refreshes = 0
 
     def get(
-        self, *, stale: str | None = None, timeout: Callable[[], float | None] | None = None
+        self,
+        *,
+        stale: str | None = None,
+        timeout: Callable[[], float | None] | None = None,
+        deadline: bool = False,
     ) -> str:
         """A valid token; ``stale``: the token a 401 refused, refreshed unless another thread already did.
         ``timeout``: each request of a refresh waits at most what it answers then (the sink's
         ``timeout`` capped at the time left before the runner's deadline); None from it: no time
         is left, the request is not made (``TransientError``). urllib3 has no timeout of its
-        own: a token endpoint that did not answer held the sends for ever."""
+        own: a token endpoint that did not answer held the sends for ever. ``deadline`` (the
+        runner has one): a throttled or failing token endpoint is not retried by google-auth,
+        whose backoff (1 s, then 2 s) knows nothing of the time left — ``TransientError`` now,
+        and the engine's retry, which does, decides."""
         from google.auth.exceptions import RefreshError, TransportError
 
         request = self._request
@@ -288,7 +295,10 @@ class AccessTokens:
                 seconds = timeout()
                 if seconds is None:
                     raise TransientError(f"OAuth2 token not refreshed: {NO_TIME_LEFT}")
-                return self._request(*args, **{**kwargs, "timeout": seconds})
+                resp = self._request(*args, **{**kwargs, "timeout": seconds})
+                if deadline and (resp.status >= 500 or resp.status in (408, 429)):
+                    raise TransientError(f"OAuth2 token endpoint answered {resp.status}")
+                return resp
 
         with self._lock:
             if self._creds.valid and (stale is None or self._creds.token != stale):
@@ -556,7 +566,8 @@ class PushSink(ConcurrentRequests, Sink):
         if held is not None:
             return held
         bounded = partial(self._timeout, self.config.timeout)  # a refresh fits in the time left
-        access = self.tokens.get(timeout=bounded)
+        deadline = self.time_left is not None and self.time_left() is not None
+        access = self.tokens.get(timeout=bounded, deadline=deadline)
         for _ in range(2):  # a 401 refreshes the access token once
             timeout = bounded()
             if timeout is None:
@@ -575,7 +586,7 @@ class PushSink(ConcurrentRequests, Sink):
                 return Retry(f"{type(exc).__name__}: {exc}")
             if resp.status_code != 401:
                 break
-            access = self.tokens.get(stale=access, timeout=bounded)
+            access = self.tokens.get(stale=access, timeout=bounded, deadline=deadline)
         status = resp.status_code
         if 200 <= status < 300:
             self.sent += 1

@@ -11,6 +11,7 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qs
 
 import orjson
@@ -88,7 +89,8 @@ class FakeFcm:
     QUOTA_EXCEEDED (Retry-After 3) on its first send; ``tok-down``: 503 UNAVAILABLE always;
     the 400 INVALID_ARGUMENT answers of ``INVALID_ARGUMENT`` for the tokens named there.
     ``reject_token``: an access token answered with 401; ``hold_token``: an event the token
-    endpoint waits for before it answers (a stalled endpoint).
+    endpoint waits for before it answers (a stalled endpoint); ``token_failures``: how many
+    token requests are answered 503 first.
     """
 
     def __init__(self, public_pem: bytes, expires_in: int = 3600):
@@ -98,6 +100,7 @@ class FakeFcm:
         self.sent: list[dict] = []
         self.reject_token: str | None = None
         self.hold_token: threading.Event | None = None
+        self.token_failures = 0
         self.tries: dict[str, int] = {}
         self.lock = threading.Lock()
         self.http = LocalHttp(self.answer)
@@ -106,6 +109,10 @@ class FakeFcm:
         if req.path == "/token":
             if self.hold_token is not None:
                 self.hold_token.wait(60)
+            with self.lock:
+                if self.token_failures:
+                    self.token_failures -= 1
+                    return 503, {"Content-Type": "application/json"}, '{"error": "unavailable"}'
             form = parse_qs(req.body.decode())
             claims = jwt.decode(
                 form["assertion"][0],
@@ -396,6 +403,32 @@ def test_push_token_refresh_waits_no_longer_than_the_time_left(fcm, key_pair):
         failsafe.cancel()
         sink.close()
     assert fcm.sent == []  # the endpoint answers once released: the sink asked no more
+
+
+@pytest.mark.parametrize("left", [0.5, None])
+def test_push_token_refresh_is_not_retried_by_google_auth_past_the_time_left(
+    fcm, key_pair, monkeypatch, left
+):
+    """The token endpoint answers 503 once. google-auth retries a refresh on its own, sleeping
+    about 1 s first — longer than the 0.5 s left before the runner's deadline: with a deadline
+    the refresh is not retried there (the call is transient; the engine's retry, which knows
+    the time left, decides); with none (the local runner, the KCL), google-auth's retry stays."""
+    import google.auth._exponential_backoff as backoff
+
+    slept: list[float] = []
+    monkeypatch.setattr(backoff, "time", SimpleNamespace(sleep=slept.append))
+    fcm.token_failures = 1
+    sink = make_sink(fcm, key_pair)
+    prepared = sink.prepare(events(["tok-1"]))
+    ctx = WriteContext(time_left=None if left is None else lambda: left)
+    if left is None:
+        assert sink.write_batch(prepared, ctx) is None
+        assert len(slept) == 1 and [m["token"] for m in fcm.sent] == ["tok-1"]
+    else:
+        with pytest.raises(TransientError, match="OAuth2 token endpoint answered 503"):
+            sink.write_batch(prepared, ctx)
+        assert slept == [] and fcm.sent == [] and fcm.issued == []
+    sink.close()
 
 
 def test_push_takes_no_rate_limit_token_for_a_message_it_does_not_send(fcm, key_pair):
