@@ -14,12 +14,13 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~510 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~540 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -361,6 +362,7 @@ def sam_template(
             if given:
                 raise SquallError(f"{flag} configures a consumer's trigger, not the producer")
         _producer(b, topology, props, opts, code_uri)
+    _leave_time_beyond_the_margin(b, topology, props, handler)
     b.resources["FunctionRole"] = _role(statements)
     b.resources["Function"] = {"Type": "AWS::Serverless::Function", "Properties": props}
     b.outputs["FunctionArn"] = {"Value": {"Fn::GetAtt": ["Function", "Arn"]}}
@@ -383,6 +385,34 @@ def sam_template(
 
         template["Resources"].update(cloudwatch_resources(topology))
     return template
+
+
+def _leave_time_beyond_the_margin(
+    b: _Builder, topology: Topology, props: dict[str, Any], handler: str
+) -> None:
+    """The function's timeout must be over ``settings.lambda_deadline_margin``: else the time left
+    less the margin is never positive — no retry is made, the ``http`` and ``push`` sinks send
+    nothing, and every invocation fails the same way. A fixed timeout (the producer's 29 s, a
+    Kinesis consumer's 300 s) is checked; the ``FunctionTimeout`` parameter (SQS, S3 triggers)
+    gets a least value over the margin, its default raised to it if below."""
+    margin = topology.settings.lambda_deadline_margin
+    least = math.floor(margin) + 1  # whole seconds over the margin
+    timeout = props["Timeout"]
+    if isinstance(timeout, dict):
+        param = b.params[timeout["Ref"]]
+        if least > param["MaxValue"]:
+            raise SquallError(
+                f"settings.lambda_deadline_margin ({margin:g} s) leaves no time in a function "
+                f"timeout of at most {param['MaxValue']} s: lower the margin"
+            )
+        param["MinValue"] = max(param["MinValue"], least)
+        param["Default"] = max(param["Default"], least)
+    elif least > timeout:
+        raise SquallError(
+            f"settings.lambda_deadline_margin ({margin:g} s) leaves no time in the {handler} "
+            f"function's timeout of {timeout} s: no retry would ever be made and the http and "
+            "push sinks would send nothing; lower the margin"
+        )
 
 
 def _vpc(b: _Builder, props: dict[str, Any], statements: list[dict[str, Any]]) -> None:

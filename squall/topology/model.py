@@ -63,7 +63,8 @@ class Settings(_Strict):
         "the metrics flush and a slice slower than any before it. The consumer and the API "
         "producer retry a dependency (the engine's retries, and the sinks' own: PutRecords, "
         "SQS, Firehose, HTTP, FCM) only while the backoff fits in the time left less this "
-        "margin; the producer then answers 503 with Retry-After.",
+        "margin; the producer then answers 503 with Retry-After. Keep it under the function's "
+        "timeout (squall package refuses one that is not).",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
 

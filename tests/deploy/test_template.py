@@ -613,3 +613,35 @@ def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only
         s3 + "${LakeBucket}/orders/*": {"s3:PutObject"},
     }
     assert transform["Parameters"]["WarehouseUrl"]["NoEcho"] is True
+
+
+@pytest.mark.parametrize(("handler", "timeout"), [("producer", 29), ("consumer", 300)])
+def test_a_deadline_margin_leaving_no_time_in_the_functions_timeout_is_refused(
+    tmp_path: Path, handler: str, timeout: int
+):
+    """``settings.lambda_deadline_margin`` as long as the function's timeout: the time left less
+    the margin is never positive, so no retry is ever made and the ``http`` and ``push`` sinks
+    send nothing — every invocation fails the same way, for ever. Refused when packaging, with
+    the setting and the timeout named; a margin under the timeout is packaged."""
+    spout = "{type: kinesis, stream: clicks}"
+    path = topology_file(tmp_path, spout, f"settings: {{lambda_deadline_margin: {timeout}}}\n")
+    with pytest.raises(SquallError, match=rf"lambda_deadline_margin \({timeout} s\).*{timeout} s"):
+        template_of(path, handler)
+    path = topology_file(tmp_path, spout, f"settings: {{lambda_deadline_margin: {timeout - 1}}}\n")
+    assert template_of(path, handler)["Resources"]["Function"]["Properties"]["Timeout"] == timeout
+
+
+@pytest.mark.parametrize("spout", SQS_SPOUTS)
+def test_the_function_timeout_parameter_leaves_time_beyond_the_deadline_margin(
+    tmp_path: Path, spout: str
+):
+    """An SQS trigger's ``FunctionTimeout`` is a parameter: its least value is over the margin
+    (CloudFormation refuses a smaller one), and its default too."""
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/kiosk-high"
+    settings = "settings: {lambda_deadline_margin: 45.5}\n"
+    t = template_of(
+        topology_file(tmp_path, f'{{type: "{spout}", queue: "{url}"}}', settings), "consumer"
+    )
+    param = t["Parameters"]["FunctionTimeout"]
+    assert param["MinValue"] == 46 and param["Default"] == 46
+    checked(t, tmp_path)
