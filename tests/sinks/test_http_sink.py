@@ -271,6 +271,32 @@ def test_rate_limiter_takes_no_token_it_would_have_to_wait_for_longer_than_max_w
     assert waits == [pytest.approx(0.5)]
 
 
+def test_rate_limiter_gives_back_exactly_the_tokens_it_did_not_take_under_concurrency():
+    """Eight threads acquire with mixed ``max_wait`` (none, 0, and waits some tokens fit in) on a
+    frozen clock: every token taken is one the bucket lost, every wait returned took nothing —
+    no token leaks and none is made (the burst is never exceeded)."""
+    import random
+
+    for _ in range(5):
+        limiter = RateLimiter(5, burst=3, clock=lambda: 0.0, sleep=lambda s: None)
+        taken: list[int] = []
+
+        def work(limiter: RateLimiter = limiter, taken: list[int] = taken) -> None:
+            rng = random.Random()
+            n = sum(
+                limiter.acquire(max_wait=rng.choice([None, 0.0, 0.5, 1.0, 2.0])) is None
+                for _ in range(1000)
+            )
+            taken.append(n)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert limiter._tokens == pytest.approx(3 - sum(taken))
+
+
 def test_http_sink_rate_limit_waits_only_while_the_time_left_allows():
     """A rate limit's wait (``rate_limit: 1``: a request a second) longer than the time left before
     the runner's deadline: the requests it holds back are not sent and their events fail now with
