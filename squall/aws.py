@@ -7,6 +7,8 @@ import random
 import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -189,8 +191,51 @@ def client(
     made = boto3.session.Session().client(
         service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
     )
+    # First among the call's needs-retry handlers (botocore's retry handler is registered on the
+    # same service-specific event): a False answer is the event's answer, so botocore sleeps
+    # and retries only when this handler leaves the decision to it (None).
+    made.meta.events.register_first(
+        f"needs-retry.{made.meta.service_model.service_id.hyphenize()}",
+        _no_retry_under_a_deadline,
+        unique_id="squall-no-retry-under-a-deadline",
+    )
     _clients.add(made)
     return made
+
+
+#: The time left of the AWS calls made inside ``time_bounded`` in this thread (or task).
+_call_time_left: ContextVar[Callable[[], float | None] | None] = ContextVar(
+    "squall_aws_call_time_left", default=None
+)
+
+
+@contextmanager
+def time_bounded(time_left: Callable[[], float | None] | None) -> Iterator[None]:
+    """Calls of clients made by ``client`` inside the block, given ``time_left`` (a Lambda
+    runner's ``WriteContext.time_left``: seconds before its deadline less its margin; None, or
+    None answered: no limit), make one attempt each: botocore's own retries (standard mode: up
+    to 3 attempts, backoff of up to 1 s then 2 s) do not know the deadline, so the caller's
+    loops — the sinks' ``send_all``, ``PutRecordsWriter``, the engine's retry of a
+    ``TransientError`` — which retry only while the backoff fits in the time left, decide."""
+    token = _call_time_left.set(time_left)
+    try:
+        yield
+    finally:
+        _call_time_left.reset(token)
+
+
+def _no_retry_under_a_deadline(**_: Any) -> bool | None:
+    """botocore's ``needs-retry`` event: False (no retry) inside ``time_bounded`` with a time
+    left, else None (botocore's retry handler decides, as configured). botocore's handler still
+    runs on a vetoed retry (an event calls every handler) and takes its retry-quota tokens for it,
+    which come back one per successful call: a client's calls are all inside ``time_bounded`` in
+    a Lambda runner, so only its calls outside (a sink's ``open``) could find the quota short.
+    Each attempt still waits up to the client's ``read_timeout``: botocore sets it per client,
+    not per call."""
+    time_left = _call_time_left.get()
+    if time_left is None or time_left() is None:
+        return None
+    return False
 
 
 #: Every client ``client`` made that is still alive (for ``close_connections``).

@@ -30,6 +30,7 @@ from unittest import mock
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from squall import aws
@@ -212,3 +213,23 @@ def called(monkeypatch):
 
     monkeypatch.setattr(aws, "client", recording)
     return seen
+
+
+class _Raw:
+    def stream(self, **_):
+        yield b""
+
+
+def throttle_first(client, times: int) -> list[str]:
+    """Answer the first ``times`` HTTP attempts of ``client`` 503 (botocore's retry handler
+    retries a 503 in standard mode), let the rest reach the server; returns the attempts seen."""
+    attempts: list[str] = []
+
+    def before_send(request, **_):
+        attempts.append(request.url)
+        if len(attempts) <= times:
+            return AWSResponse(request.url, 503, {}, _Raw())
+        return None
+
+    client.meta.events.register("before-send", before_send)
+    return attempts

@@ -380,9 +380,10 @@ class PutRecordsWriter:
             attempt += 1
             outcome.calls += 1
             try:
-                resp = self.client.put_records(
-                    Records=[e.request() for e in pending], **self.stream.params
-                )
+                with aws.time_bounded(time_left):  # botocore's retries do not know the deadline
+                    resp = self.client.put_records(
+                        Records=[e.request() for e in pending], **self.stream.params
+                    )
             except Exception as exc:
                 if not aws.is_retryable(exc):
                     raise SinkError(f"PutRecords to '{self.stream.name}' failed: {exc}") from exc

@@ -9,7 +9,10 @@ with jittered backoff up to ``max_attempts``; what still fails is the batch's pa
 Given the runner's ``time_left`` (``WriteContext.time_left``: the Lambda runners' deadline less
 their margin), a retry whose backoff (or ``Retry-After``) would outlast it is not made: its items
 fail now, and the runner answers them for a retry — a Lambda killed at its timeout answers
-nothing, and its whole batch comes again.
+nothing, and its whole batch comes again. No call is started once that time is spent (``TransientError``
+``not sent: …``, as an http request's), and a call's AWS client makes one attempt (``aws.time_bounded``: botocore's
+retries do not know the deadline; a whole call throttled is the sink's ``TransientError``, which
+the engine retries only while its backoff fits).
 
 Items remember that they were written (``done``) on the ``Prepared`` payload, so when a whole
 call fails (connection lost, the service throttles everything) the sink raises
@@ -36,6 +39,8 @@ log = logging.getLogger("squall.sinks")
 NO_TIME_LEFT = "the time left before the deadline is spent"
 #: Appended to the reason of an item that was not retried because the deadline was near.
 NOT_RETRIED = f"(not retried: {NO_TIME_LEFT})"
+#: The reason of an item no call was started for because the deadline was reached.
+NOT_SENT = f"not sent: {NO_TIME_LEFT}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +104,17 @@ def send_all(
         pending = [i for i in group if not i.done and i.refused is None]
         attempt = 0
         while pending:
+            if attempt == 0 and time_left is not None:
+                left = time_left()
+                if left is not None and left <= 0:
+                    # No call is started with no time left (the http and push sinks' requests
+                    # neither): the call fails as transient, and the engine's retry, bounded by
+                    # the same time left, is not made — what was written stays done.
+                    raise TransientError(f"{name}: {NOT_SENT}")
             attempt += 1
             outcome.calls += 1
-            answers = send(pending)
+            with aws.time_bounded(time_left):  # botocore's own retries do not know the deadline
+                answers = send(pending)
             if len(answers) != len(pending):  # pragma: no cover - a contract bug in the caller
                 raise RuntimeError(f"{name}: {len(answers)} answers for {len(pending)} items")
             retry: list[tuple[Item, Retry]] = []
@@ -251,7 +264,7 @@ class ConcurrentRequests:
             return None
         left = self.time_left() if self.time_left is not None else None
         wait = limiter.acquire(max_wait=None if left is None else max(0.0, left))
-        return None if wait is None else Retry(f"not sent: {NO_TIME_LEFT}", retry_after=wait)
+        return None if wait is None else Retry(NOT_SENT, retry_after=wait)
 
     def _request(self, item: Item) -> Retry | Reject | None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -254,15 +254,16 @@ class DeadLetterS3Sink(_AwsDeadLetter):
         for obj in objects:
             if obj[2]:
                 continue
-            aws_call(
-                f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}",
-                self.client.put_object,
-                Bucket=cfg.bucket,
-                Key=obj[0],
-                Body=obj[1],
-                ContentType="application/x-ndjson",
-                ContentEncoding="gzip",
-            )
+            with aws.time_bounded(time_left_of(ctx)):  # one attempt: the engine's retry decides
+                aws_call(
+                    f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}",
+                    self.client.put_object,
+                    Bucket=cfg.bucket,
+                    Key=obj[0],
+                    Body=obj[1],
+                    ContentType="application/x-ndjson",
+                    ContentEncoding="gzip",
+                )
             obj[2] = True
 
 

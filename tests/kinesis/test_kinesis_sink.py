@@ -322,3 +322,31 @@ sinks:
     )
     with sqlite3.connect(db) as conn:
         assert sorted(n for (n,) in conn.execute("SELECT n FROM rows")) == [0, 1, 2, 3, 4]
+
+
+def test_a_throttled_put_records_with_a_time_left_is_one_attempt(
+    kinesis, kinesis_mock, make_stream, monkeypatch
+):
+    """Inside a Lambda (a ``WriteContext.time_left``) botocore does not retry the throttled
+    PutRecords itself (its backoff does not know the deadline): the call is the sink's
+    TransientError, which the engine retries only while the backoff fits; the retry puts every
+    record once. Without a time left botocore retries it, as configured."""
+    import types
+
+    import botocore.endpoint
+
+    from tests.moto_standin import throttle_first
+
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=slept.append))
+    stream = make_stream(1)
+    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk")
+    attempts = throttle_first(sink.client, 2)
+    prepared = sink.prepare(events(3))
+    ctx = WriteContext(time_left=lambda: 10.0)
+    with pytest.raises(TransientError):
+        sink.write_batch(prepared, ctx)
+    assert len(attempts) == 1 and slept == []
+    assert sink.write_batch(prepared, WriteContext()) is None  # no deadline: botocore retries
+    assert len(attempts) == 3 and len(slept) == 1
+    assert sorted(d["n"] for d in payloads(read_all(kinesis_mock.endpoint, stream))) == [0, 1, 2]

@@ -1,0 +1,192 @@
+"""AWS calls of the sinks inside a Lambda (a ``WriteContext.time_left``) against moto's server:
+botocore makes one attempt (its own retries do not know the deadline; the sinks' loops and the
+engine's retry, which do, decide), and no call is started once the time left is spent."""
+
+from __future__ import annotations
+
+import types
+
+import botocore.endpoint
+import orjson
+import pytest
+
+from squall import aws
+from squall.component import ComponentContext
+from squall.errors import BatchFailed, TransientError
+from squall.event import Event, Failure
+from squall.sinks.base import WriteContext
+from squall.sinks.batchio import NOT_SENT
+from squall.sinks.dead_letter_aws import (
+    DeadLetterS3Config,
+    DeadLetterS3Sink,
+    DeadLetterSqsConfig,
+    DeadLetterSqsSink,
+)
+from squall.sinks.firehose import FirehoseSink, FirehoseSinkConfig
+from squall.sinks.sqs import SqsSink, SqsSinkConfig
+from squall.testing import records_from, topology_from
+from squall.topology.executor import Engine
+from tests.moto_standin import throttle_first, unique
+
+
+@pytest.fixture
+def botocore_sleeps(monkeypatch) -> list[float]:
+    """botocore's retry backoff recorded, not slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=slept.append))
+    return slept
+
+
+def _events(payloads):
+    return [
+        Event(r.data, r.meta, None, i, orjson.loads(r.data))
+        for i, r in enumerate(records_from(payloads))
+    ]
+
+
+def _sqs_sink(moto_server, url: str) -> SqsSink:
+    sink = SqsSink(
+        SqsSinkConfig(id="out", type="sqs", queue=url, endpoint_url=moto_server.endpoint),
+        ComponentContext("t"),
+    )
+    sink.sleeps = []
+    sink.sleep = sink.sleeps.append
+    sink.open()  # its client from aws.client, as in a deployment
+    return sink
+
+
+def _received(sqs, url: str) -> list[int]:
+    got = []
+    while True:
+        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+        if not msgs:
+            return sorted(got)
+        for m in msgs:
+            got.append(orjson.loads(m["Body"])["n"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+
+def test_a_throttled_call_with_a_time_left_is_one_attempt_and_the_engines_retry_sends_it(
+    moto_server, botocore_sleeps
+):
+    """With a deadline, botocore does not retry the throttled SendMessageBatch (it would sleep
+    and try again, blind to the time left): the sink's TransientError goes to the engine, whose
+    retry — time-aware — sends the messages, once each."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    sink = _sqs_sink(moto_server, url)
+    attempts = throttle_first(sink.client, 1)
+    prepared = sink.prepare(_events([{"n": i} for i in range(3)]))
+    ctx = WriteContext(time_left=lambda: 10.0)
+    with pytest.raises(TransientError):
+        sink.write_batch(prepared, ctx)
+    assert len(attempts) == 1 and botocore_sleeps == []
+    assert sink.write_batch(prepared, ctx) is None  # the engine's retry of the write
+    assert _received(sqs, url) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("ctx", [WriteContext(), WriteContext(time_left=lambda: None)])
+def test_without_a_deadline_botocore_still_retries_as_configured(moto_server, botocore_sleeps, ctx):
+    """Outside a Lambda (no time_left, or one answering None) nothing changes: botocore retries
+    the throttled call itself and the write succeeds."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    sink = _sqs_sink(moto_server, url)
+    attempts = throttle_first(sink.client, 1)
+    assert sink.write_batch(sink.prepare(_events([{"n": 1}])), ctx) is None
+    assert len(attempts) == 2 and len(botocore_sleeps) == 1
+    assert _received(sqs, url) == [1]
+
+
+def test_time_bounded_ends_with_its_block(moto_server, botocore_sleeps):
+    """The bound holds for the calls inside the block only (a context variable)."""
+    client = aws.client("sqs", region=None, endpoint_url=moto_server.endpoint)
+    attempts = throttle_first(client, 2)
+    with aws.time_bounded(lambda: 5.0), pytest.raises(Exception, match="503"):
+        client.list_queues()
+    assert len(attempts) == 1
+    client.list_queues()  # outside: the 503 is retried by botocore
+    assert len(attempts) == 3 and len(botocore_sleeps) == 1
+
+
+@pytest.mark.parametrize("left", [0.0, -0.5])
+def test_sqs_firehose_and_dead_letter_sqs_start_no_call_with_no_time_left(moto_server, left):
+    """As the http and push sinks: once the time left is spent no call is started; the call
+    fails as transient with the reason, and the engine's retry (bounded by the same time left)
+    is not made: the runner answers the records for a retry."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    ctx = WriteContext(time_left=lambda: left)
+    firehose = FirehoseSink(
+        FirehoseSinkConfig(
+            id="fh", type="firehose", delivery_stream="s", endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
+    dead = DeadLetterSqsSink(
+        DeadLetterSqsConfig(
+            id="dlq", type="dead_letter_sqs", queue=url, endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
+    for component in (_sqs_sink(moto_server, url), firehose, dead):
+        component.open()
+        attempts = throttle_first(component.client, 0)  # records every attempt, answers none
+        letters = _events([{"n": 1}, {"n": 2}])
+        for ev in letters:
+            ev.failure = Failure("validate", "bad")  # what a dead letter carries
+        with pytest.raises(TransientError, match=f"{component.id}: .*: {NOT_SENT}$"):
+            component.write_batch(component.prepare(letters), ctx)
+        assert attempts == [], component.id
+    assert _received(sqs, url) == []
+
+
+def test_the_engine_answers_a_batch_whose_sqs_sink_has_no_time_left_failed(moto_server):
+    """End to end in the engine: the write is not retried past the deadline — the batch fails
+    (the runner answers it for a retry) with the reason, and SQS got nothing."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    engine = Engine(
+        topology_from(
+            f"""
+name: t
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: out, type: sqs, queue: "{url}", endpoint_url: "{moto_server.endpoint}"}}
+"""
+        ).plan
+    )
+    engine.time_left = lambda: 0.0
+    slept: list[float] = []
+    engine._sleep = slept.append
+    with engine, pytest.raises(BatchFailed, match=NOT_SENT):
+        engine.process(records_from([{"n": 1}]))
+    assert slept == [] and _received(sqs, url) == []
+
+
+def test_dead_letter_s3_put_object_with_a_time_left_is_one_attempt(moto_server, botocore_sleeps):
+    """The S3 dead letters' PutObject (no retry loop of its own): inside a Lambda a throttled
+    call is one attempt, the engine's time-aware retry writes the object."""
+    s3 = moto_server.client("s3")
+    bucket = unique("dl")
+    s3.create_bucket(Bucket=bucket)
+    dead = DeadLetterS3Sink(
+        DeadLetterS3Config(
+            id="dl", type="dead_letter_s3", bucket=bucket, endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
+    dead.open()
+    attempts = throttle_first(dead.client, 1)
+    letters = _events([{"n": 1}])
+    letters[0].failure = Failure("validate", "bad")
+    prepared = dead.prepare(letters)
+    ctx = WriteContext(time_left=lambda: 10.0)
+    with pytest.raises(TransientError):
+        dead.write_batch(prepared, ctx)
+    assert len(attempts) == 1 and botocore_sleeps == []
+    dead.write_batch(prepared, ctx)
+    assert len(attempts) == 2
+    assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 1
