@@ -18,8 +18,10 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     ReadTimeoutError,
 )
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from pydantic import AfterValidator, BeforeValidator
 
 
@@ -48,6 +50,13 @@ THROTTLING_CODES = frozenset(
         "KMSThrottlingException",
         "RequestThrottled",
         "RequestThrottledException",
+        # botocore's standard retry mode counts these as throttling too: a call it retried
+        # is one squall's loops retry when it makes one attempt (``time_bounded``).
+        "SlowDown",
+        "BandwidthLimitExceeded",
+        "EC2ThrottledException",
+        "PriorRequestNotComplete",
+        "TransactionInProgressException",
     }
 )
 #: Server-side errors worth a retry.
@@ -58,14 +67,19 @@ SERVER_CODES = frozenset(
         "ServiceUnavailable",
         "InternalError",
         "ServiceUnavailableException",
+        "RequestTimeout",  # botocore's standard mode: transient, whatever the status
+        "RequestTimeoutException",
     }
 )
-#: Network-level failures botocore raises before any answer.
+#: Network-level failures botocore raises before any answer (its standard retry mode retries
+#: every ``ConnectionError`` and ``HTTPClientError``: a reset, a proxy or TLS failure too).
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
     EndpointConnectionError,
     ConnectionClosedError,
     ConnectTimeoutError,
     ReadTimeoutError,
+    BotocoreConnectionError,
+    HTTPClientError,
 )
 
 _ARN = re.compile(
@@ -85,7 +99,9 @@ def is_throttling(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Throttling, a 5xx answer or a network failure: the same call may succeed later."""
+    """Throttling (a 429 answer too), a 5xx answer or a network failure: the same call may
+    succeed later — what botocore's standard retry mode retries (but its service-modelled
+    retryable errors, none among the services squall writes to)."""
     if isinstance(exc, NETWORK_ERRORS):
         return True
     code = error_code(exc)
@@ -94,7 +110,7 @@ def is_retryable(exc: BaseException) -> bool:
     if code in THROTTLING_CODES or code in SERVER_CODES:
         return True
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
-    return status >= 500
+    return status >= 500 or status == 429
 
 
 def resolve_region(region: str | None, arn_region: str | None = None) -> str:

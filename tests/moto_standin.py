@@ -220,15 +220,16 @@ class _Raw:
         yield b""
 
 
-def throttle_first(client, times: int) -> list[str]:
-    """Answer the first ``times`` HTTP attempts of ``client`` 503 (botocore's retry handler
-    retries a 503 in standard mode), let the rest reach the server; returns the attempts seen."""
+def throttle_first(client, times: int, status: int = 503) -> list[str]:
+    """Answer the first ``times`` HTTP attempts of ``client`` ``status`` with no body (botocore's
+    standard mode retries a 503 and a 429), let the rest reach the server; returns the attempts
+    seen."""
     attempts: list[str] = []
 
     def before_send(request, **_):
         attempts.append(request.url)
         if len(attempts) <= times:
-            return AWSResponse(request.url, 503, {}, _Raw())
+            return AWSResponse(request.url, status, {}, _Raw())
         return None
 
     client.meta.events.register("before-send", before_send)

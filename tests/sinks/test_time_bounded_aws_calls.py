@@ -9,6 +9,7 @@ import types
 import botocore.endpoint
 import orjson
 import pytest
+from botocore.exceptions import ClientError, ProxyConnectionError, SSLError
 
 from squall import aws
 from squall.component import ComponentContext
@@ -190,3 +191,40 @@ def test_dead_letter_s3_put_object_with_a_time_left_is_one_attempt(moto_server, 
     dead.write_batch(prepared, ctx)
     assert len(attempts) == 2
     assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 1
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "Call",
+    )
+
+
+def test_what_botocore_retries_squall_retries_too():
+    """With botocore making one attempt, squall's loops must retry what it retried: every
+    throttling and transient code of its standard mode (whatever the status), a 5xx and a 429,
+    every connection and HTTP client failure (a reset, a proxy or TLS failure)."""
+    from botocore.retries.standard import ThrottledRetryableChecker, TransientRetryableChecker
+
+    codes = [*ThrottledRetryableChecker()._throttled_error_codes]
+    codes += TransientRetryableChecker()._transient_error_codes
+    missed = [c for c in codes if not aws.is_retryable(_client_error(c, 400))]
+    assert missed == []
+    for status in TransientRetryableChecker()._transient_status_codes + [429]:
+        assert aws.is_retryable(_client_error("Unknown", status)), status
+    for exc_cls in TransientRetryableChecker()._transient_exception_cls:
+        assert issubclass(exc_cls, aws.NETWORK_ERRORS), exc_cls
+    assert aws.is_retryable(ProxyConnectionError(proxy_url="http://p", error="x"))
+    assert aws.is_retryable(SSLError(endpoint_url="https://e", error="x"))
+    assert not aws.is_retryable(_client_error("AccessDenied", 403))
+
+
+def test_a_429_with_an_unmodelled_code_is_transient_in_a_lambda(moto_server, botocore_sleeps):
+    """A 429 answer botocore retried (its throttling status) is the sqs sink's TransientError
+    (the engine's retry) in a Lambda, not a failure for good."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("q"))["QueueUrl"]
+    sink = _sqs_sink(moto_server, url)
+    throttle_first(sink.client, 1, status=429)
+    with pytest.raises(TransientError):
+        sink.write_batch(sink.prepare(_events([{"n": 1}])), WriteContext(time_left=lambda: 10.0))
