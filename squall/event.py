@@ -201,6 +201,8 @@ class Failure:
     #: Set by the engine on a record a sink could not write after its retries (``WriteResult.failed``):
     #: a dependency's failure, not the record's, so delivering it again may succeed.
     retry: bool = False
+    #: Seconds the dependency asked to wait before that (an HTTP ``Retry-After``), if it did.
+    retry_after: float | None = None
 
 
 class Event:

@@ -17,9 +17,10 @@ SDK's message id) makes that retry harmless downstream. Retries stop before the 
 timeout (``context.get_remaining_time_in_millis()`` less ``settings.lambda_deadline_margin``):
 a retry whose backoff would outlast it is not made and the request is answered ``503`` at once —
 killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
-``Retry-After``).
+``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
+sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~430 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~455 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -28,9 +29,10 @@ from __future__ import annotations
 import base64
 import gzip
 import logging
+import math
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +45,7 @@ from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
-from squall.errors import BatchFailed
+from squall.errors import BatchFailed, TransientError
 from squall.event import Record, RecordMeta
 from squall.limits import (
     DEFAULT_MAX_DEPTH,
@@ -334,6 +336,31 @@ def _answer(
     }
 
 
+#: The longest ``Retry-After`` the producer answers, whatever a dependency asked for: a client
+#: told to wait longer would hold its events (an SDK's queue) for a wait the dependency may not
+#: need by then.
+MAX_RETRY_AFTER = 60
+
+
+def retry_after_header(least: int, hints: Iterable[float | None]) -> str:
+    """The 503's ``Retry-After`` (whole seconds): the longest wait a dependency asked for — a
+    ``TransientError``'s ``retry_after``, a sink's throttling answer (an HTTP ``Retry-After``)
+    — rounded up, at least ``least`` (the handler's ``retry_after``) and at most
+    ``MAX_RETRY_AFTER``."""
+    asked = max(
+        (min(h, MAX_RETRY_AFTER) for h in hints if h is not None and not math.isnan(h)), default=0
+    )
+    return str(max(least, math.ceil(asked)))
+
+
+def _unavailable(least: int, hints: Iterable[float | None]) -> dict[str, Any]:
+    return _answer(
+        503,
+        {"error": "temporarily unavailable, retry"},
+        {"Retry-After": retry_after_header(least, hints)},
+    )
+
+
 def make_handler(
     topology_path: str | Path,
     *,
@@ -399,28 +426,26 @@ def make_handler(
                 watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("request %s: %s", req.request_id, exc)
-            return _answer(
-                503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
-            )
+            hint = exc.cause.retry_after if isinstance(exc.cause, TransientError) else None
+            return _unavailable(retry_after, [hint])
         finally:
             engine.time_left = None
             observer.flush(context)
-        rejected, unavailable = [], False
+        rejected, unavailable, hints = [], False, []
         for o in result.records:
             # Only a write that failed after retries (or the engine's own failure) is worth a retry
             # of the request; what a sink refused (a missing partition key, a record over Kinesis'
             # 1 MiB) is that event's problem, answered in "rejected" like a bolt's.
             if o.outcome is Outcome.FAILED and (o.retry or o.component == "engine"):
                 unavailable = True
+                hints.append(o.retry_after)
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 # The event's place in the body: its array index, or its line (0-based).
                 at = payloads[o.index].index if o.index < len(payloads) else o.index
                 reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
                 rejected.append({"index": at, "reason": reason})
         if unavailable:
-            return _answer(
-                503, {"error": "temporarily unavailable, retry"}, {"Retry-After": str(retry_after)}
-            )
+            return _unavailable(retry_after, hints)
         accepted = result.count(Outcome.COMMITTED) + result.count(Outcome.FILTERED)
         return _answer(202 if accepted else 400, {"accepted": accepted, "rejected": rejected})
 

@@ -72,6 +72,7 @@ class Item:
     key: str = ""
     refused: str | None = None  # the service refused it for good (kept across engine retries)
     tried: bool = False  # sent and not taken yet (the sqs sink's FIFO queues send it first)
+    retry_after: float | None = None  # the wait the service asked for when it last failed it
 
 
 @dataclass
@@ -125,6 +126,7 @@ def send_all(
                     item.refused = answer.reason  # never sent again for this batch, still reported
                     outcome.rejected.append((item, answer.reason))
                 else:
+                    item.retry_after = answer.retry_after  # the runner's answer may pass it on
                     retry.append((item, answer))
             if not retry:
                 break
@@ -186,7 +188,7 @@ def write_result(component: str, outcome: SendOutcome) -> WriteResult | None:
     rejected: list[Event] = []
     for item, reason in outcome.failed:
         for ev in item.events:
-            ev.failure = Failure(component, reason)
+            ev.failure = Failure(component, reason, retry_after=item.retry_after)
             failed.append(ev)
     for item, reason in outcome.rejected:
         for ev in item.events:

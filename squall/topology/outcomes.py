@@ -34,6 +34,8 @@ class RecordOutcome:
     #: A failed record that a sink could not write after its retries (the dependency's failure,
     #: not the record's): sending it again may succeed. False for a record's own problem.
     retry: bool = False
+    #: Seconds the dependency asked to wait before a retry (an HTTP ``Retry-After``), if it did.
+    retry_after: float | None = None
 
     def __str__(self) -> str:
         where = f"record {self.event_id} ({self.shard_id} seq {self.position.sequence_number})"
@@ -78,6 +80,7 @@ class BatchResult:
             f.component if f else None,
             f.reason if f else None,
             bool(f and code == _FAILED and f.retry),
+            f.retry_after if f and code == _FAILED else None,
         )
 
     @property
