@@ -45,7 +45,7 @@ from squall.errors import SinkError
 from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import aws_call
+from squall.sinks.batchio import aws_call, time_left_of
 from squall.times import upper_z
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
@@ -375,7 +375,8 @@ class S3Sink(Sink):
         if self.rolling:
             self._hold(prepared.payload or [])
             return None
-        self._put_all(prepared.payload or [])
+        with aws.time_bounded(time_left_of(ctx)):  # one attempt a call: the engine's retry decides
+            self._put_all(prepared.payload or [])
         return None
 
     def _put_all(self, objects: list[_Object]) -> None:

@@ -24,6 +24,7 @@ from squall.sinks.dead_letter_aws import (
     DeadLetterSqsSink,
 )
 from squall.sinks.firehose import FirehoseSink, FirehoseSinkConfig
+from squall.sinks.s3 import S3Sink, S3SinkConfig
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from, topology_from
 from squall.topology.executor import Engine
@@ -228,3 +229,28 @@ def test_a_429_with_an_unmodelled_code_is_transient_in_a_lambda(moto_server, bot
     throttle_first(sink.client, 1, status=429)
     with pytest.raises(TransientError):
         sink.write_batch(sink.prepare(_events([{"n": 1}])), WriteContext(time_left=lambda: 10.0))
+
+
+def test_s3_sink_put_object_with_a_time_left_is_one_attempt(moto_server, botocore_sleeps):
+    """The s3 sink's PutObject (written at each batch, not rolling) in a Lambda: a throttled
+    call is one attempt; the engine's time-aware retry writes the object once."""
+    s3 = moto_server.client("s3")
+    bucket = unique("lake")
+    s3.create_bucket(Bucket=bucket)
+    sink = S3Sink(
+        S3SinkConfig(
+            id="lake", type="s3", bucket=bucket, endpoint_url=moto_server.endpoint, time_field="ts"
+        ),
+        ComponentContext("t"),
+    )
+    sink.open()
+    attempts = throttle_first(sink.client, 1)
+    at = "2026-12-06T10:00:00Z"
+    prepared = sink.prepare(_events([{"n": 1, "ts": at}, {"n": 2, "ts": at}]))
+    assert prepared.payload  # one object to put
+    ctx = WriteContext(time_left=lambda: 10.0)
+    with pytest.raises(TransientError):
+        sink.write_batch(prepared, ctx)
+    assert len(attempts) == 1 and botocore_sleeps == []
+    assert sink.write_batch(prepared, ctx) is None
+    assert len(attempts) == 2 and len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 1
