@@ -9,10 +9,11 @@ with jittered backoff up to ``max_attempts``; what still fails is the batch's pa
 Given the runner's ``time_left`` (``WriteContext.time_left``: the Lambda runners' deadline less
 their margin), a retry whose backoff (or ``Retry-After``) would outlast it is not made: its items
 fail now, and the runner answers them for a retry — a Lambda killed at its timeout answers
-nothing, and its whole batch comes again. No call is started once that time is spent (``TransientError``
-``not sent: …``, as an http request's), and a call's AWS client makes one attempt (``aws.time_bounded``: botocore's
-retries do not know the deadline; a whole call throttled is the sink's ``TransientError``, which
-the engine retries only while its backoff fits).
+nothing, and its whole batch comes again. No call is started once that time is spent
+(``TransientError`` ``not sent: …``, as an http request's), and a call's AWS client makes one
+attempt (``aws.time_bounded``: botocore's retries do not know the deadline; a whole call
+throttled is the sink's ``TransientError``, which the engine retries only while its backoff
+fits).
 
 Items remember that they were written (``done``) on the ``Prepared`` payload, so when a whole
 call fails (connection lost, the service throttles everything) the sink raises
