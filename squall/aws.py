@@ -240,6 +240,22 @@ def time_bounded(time_left: Callable[[], float | None] | None) -> Iterator[None]
         _call_time_left.reset(token)
 
 
+def _answers_false_as_no_retry() -> bool:
+    """Whether botocore reads a ``needs-retry`` handler's False as "no retry" (1.43.3, May 2026,
+    ``Endpoint._needs_retry``); before, any answer but None was a delay: False meant retry at once."""
+    import botocore
+
+    try:
+        major, minor, patch = (int(p) for p in botocore.__version__.split(".")[:3])
+    except ValueError:  # a build with another version scheme: assume the old reading
+        return False
+    return (major, minor, patch) >= (1, 43, 3)
+
+
+#: Read once: an older botocore keeps its own retries under a deadline (docs/deploy.md).
+NO_RETRY_VETO = _answers_false_as_no_retry()
+
+
 def _no_retry_under_a_deadline(**_: Any) -> bool | None:
     """botocore's ``needs-retry`` event: False (no retry) inside ``time_bounded`` with a time
     left, else None (botocore's retry handler decides, as configured). botocore's handler still
@@ -249,8 +265,8 @@ def _no_retry_under_a_deadline(**_: Any) -> bool | None:
     Each attempt still waits up to the client's ``read_timeout``: botocore sets it per client,
     not per call."""
     time_left = _call_time_left.get()
-    if time_left is None or time_left() is None:
-        return None
+    if not NO_RETRY_VETO or time_left is None or time_left() is None:
+        return None  # an older botocore would take False for "retry now, no backoff"
     return False
 
 
