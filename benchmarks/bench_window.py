@@ -1,13 +1,16 @@
 """The window bolt: a count per key per minute with 100k distinct keys, on one core.
 
     python benchmarks/bench_window.py [--events 1000000] [--keys 100000] [--batch 10000]
-        [--per-minute 500000] [--aggregates count|numeric|locked] [--stores sqlite,postgresql,redis]
+        [--per-minute 500000] [--aggregates count|numeric|locked|percentile|max]
+        [--stores sqlite,postgresql,redis]
 
 Events carry a key drawn uniformly from ``--keys`` keys, a number ``v`` and an event time
 advancing so that one minute of event time holds ``--per-minute`` events (each window then has
 ~all keys). ``--aggregates``: ``count`` (the issue's goal), ``numeric`` (count, sum, min, max,
-mean of ``v``: merged by the store too) or ``locked`` (count and count distinct: the locked
-read-fold-write commit). Rows:
+mean of ``v``: merged by the store too), ``locked`` (count and count distinct of ``v``: an HLL
+sketch past 64 values per window and key — ``--keys 10`` gives each cell hundreds) or
+``percentile`` (count and the p99 of ``v``: a KLL sketch), or ``max`` (count and max of ``v``:
+the same general fold with a plain aggregate, what the sketches compare with). Rows:
 
 - ``hand loop``: a dict counting per (minute, key), nothing stored — Python's floor, same run.
 - ``process only``: the bolt's ``process`` (parse time, key, fold into the batch's delta, close
@@ -102,6 +105,8 @@ SHAPES = {
         "avg": {"fn": "mean", "field": "v"},
     },
     "locked": {"n": {"fn": "count"}, "users": {"fn": "count_distinct", "field": "v"}},
+    "percentile": {"n": {"fn": "count"}, "p99": {"fn": "percentile", "field": "v", "q": 0.99}},
+    "max": {"n": {"fn": "count"}, "high": {"fn": "max", "field": "v"}},
 }
 
 

@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,150 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,230 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -277,6 +277,8 @@ class WindowBolt(Bolt):
             tuple[Event, int, str, int | None]
         ] = []  # event, time, key, lateness bound
         self._delta: dict[CellId, list[Any]] = {}
+        # cells of the delta whose sketches _fold left live (serialized by _freeze)
+        self._thawed: set[CellId] = set()
         self._open: dict[int, tuple[int, int]] | None = None  # the store's open windows
         self._read: dict[int, WindowRows] = {}  # windows' rows read during this batch
         # windows whose final results were emitted: (the record ending that call, rows read,
@@ -355,6 +357,7 @@ class WindowBolt(Bolt):
             # A retry (TransientError) or the engine's poison isolation calls again with these
             # events (or halves of them): what this call staged must not count twice.
             undo()
+            self._thawed.clear()  # (the live sketches went with the undone delta)
             raise
         finally:
             if collecting:
@@ -564,6 +567,7 @@ class WindowBolt(Bolt):
                     f"{format_time(wm)}, allowed_lateness {lateness} ms)",
                     LATE,
                 )
+        self._freeze(delta)
         self._wm = wm
         if replays:
             self._warn_replays(replays)
@@ -712,12 +716,15 @@ class WindowBolt(Bolt):
     ) -> int:
         """Add one event to the delta of each of its open windows; how many windows took it.
 
-        All new states are computed before any is stored, so an event that raises changes nothing.
+        All new states are computed before any is stored, so an event that raises changes nothing:
+        a sketch (kept live in the delta, changed in place: ``_freeze`` serializes it) takes the
+        event's value only once every aggregate of every window has taken it.
         """
         size, hop = self.size, self.hop
         first = t - t % hop
         order = None
         updates = []
+        sketches = None  # (index, prepared value) of the live aggregates this event updates
         ws = first
         while ws > t - size:
             end = ws + size
@@ -740,6 +747,11 @@ class WindowBolt(Bolt):
                         value = field(event)
                         if value is MISSING or value is None:
                             continue
+                    if agg.live:
+                        if sketches is None:
+                            sketches = []
+                        sketches.append((i, agg.prepare(value)))  # (raises: nothing changed)
+                        continue
                     if order is None:
                         meta = event.meta
                         # the position as (digits, text): numeric order without an int (a
@@ -758,11 +770,32 @@ class WindowBolt(Bolt):
                             meta.source or "",
                         ]
                     new[i] = agg.add(new[i], value, order)
-                updates.append((cid, new))
+                updates.append((cid, new, sketches))
+                sketches = None
             ws -= hop
-        for cid, new in updates:
+        for cid, new, sketches in updates:
+            if sketches is not None:
+                aggs = self._aggs
+                for i, prepared in sketches:
+                    new[i] = aggs[i].put(new[i], prepared)
+                self._thawed.add(cid)
             delta[cid] = new
         return len(updates)
+
+    def _freeze(self, delta: dict[CellId, list[Any]]) -> None:
+        """Serialize the live sketches ``_fold`` left in ``delta`` (once per cell and call):
+        whatever reads a delta after (closes, early results, the commit, a retry's undo) finds
+        JSON states only."""
+        thawed = self._thawed
+        if not thawed:
+            return
+        live = [(i, agg) for i, agg in enumerate(self._aggs) if agg.live]
+        for cid in thawed:
+            states = delta.get(cid)
+            if states is not None:
+                for i, agg in live:
+                    states[i] = agg.freeze(states[i])
+        thawed.clear()
 
     def _covered_delta(self, covered: Callable[[Event], bool]) -> dict[CellId, list[Any]]:
         """The batch's delta of the events ``covered`` accepts only (a partial commit)."""
@@ -776,6 +809,7 @@ class WindowBolt(Bolt):
         for event, t, key, closed_before in self._accepted:
             if covered(event):
                 self._fold(delta, event, t, key, closed_before)
+        self._freeze(delta)
         return delta
 
     def _watermark(self, marks: dict[str, list[int]] | dict[str, ShardMark]) -> int | None:

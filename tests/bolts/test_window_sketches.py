@@ -1,0 +1,130 @@
+"""The window bolt's sketches (count_distinct past its exact list, percentile) during a batch:
+live objects, decoded and encoded once per (window, key) and call — with the per-event path's
+results, images and isolation of a failed event."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from squall.bolts import window_aggs
+from tests.bolts.test_window import MIN, T0, ev, make_bolt, run
+
+pytest.importorskip("datasketches")
+
+
+def sketch_bolt(tmp_path: Path, name: str, **aggregates):
+    return make_bolt(f"sqlite:///{tmp_path / 's.db'}", name, aggregates=aggregates)
+
+
+def test_a_batch_decodes_and_encodes_each_sketch_once_per_window_and_key(
+    tmp_path: Path, unique_name, monkeypatch
+):
+    bolt = sketch_bolt(
+        tmp_path,
+        unique_name,
+        users={"fn": "count_distinct", "field": "v"},
+        p90={"fn": "percentile", "field": "v", "q": 0.9},
+    )
+    encoded, decoded = [], []
+    b64, hll_load, kll_load = window_aggs._b64, window_aggs._hll_load, window_aggs._kll_load
+    monkeypatch.setattr(window_aggs, "_b64", lambda data: encoded.append(1) or b64(data))
+    monkeypatch.setattr(window_aggs, "_hll_load", lambda s: decoded.append(s) or hll_load(s))
+    monkeypatch.setattr(
+        window_aggs, "_kll_load", lambda s: s is not None and decoded.append(s) or kll_load(s)
+    )
+    # two keys, 500 values each past the exact list of 64: one image per sketch and key
+    bolt.process([ev(i, T0 + i, app=f"a{i % 2}", v=i) for i in range(1000)])
+    assert (len(encoded), len(decoded)) == (4, 0)
+    # a second call of the same batch decodes each of its cells' images once
+    bolt.process([ev(1000 + i, T0 + 1000 + i, app="a0", v=1000 + i) for i in range(100)])
+    assert (len(encoded), len(decoded)) == (6, 2)
+    results, _ = run(bolt, [ev(5000, T0 + 2 * MIN, app="a0", v=0)])
+    got = {r["app"]: r for r in results}
+    assert got["a1"]["users"] == pytest.approx(500, rel=0.05)
+    assert got["a0"]["users"] == pytest.approx(600, rel=0.05)
+
+
+@pytest.mark.parametrize("hop", [None, "30s"])
+def test_an_event_failing_after_a_sketch_took_its_value_leaves_no_trace(
+    tmp_path: Path, unique_name, hop
+):
+    """count_distinct and percentile take "x" and 2**70, a later aggregate refuses them (sum:
+    not a number; min: beyond 64 bits): the event fails, the live sketches are as before."""
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        **({"hop": hop} if hop else {}),
+        aggregates={
+            "users": {"fn": "count_distinct", "field": "v", "exact_limit": 4},
+            "p50": {"fn": "percentile", "field": "w", "q": 0.5},
+            "total": {"fn": "sum", "field": "v"},
+            "low": {"fn": "min", "field": "v"},
+        },
+    )
+    events = [ev(i, T0 + i, v=i, w=i) for i in range(1, 11)]
+    text, wide = ev(11, T0 + 11, v="x", w=11), ev(12, T0 + 12, v=2**70, w=12)
+    out = bolt.process([*events[:5], text, wide, *events[5:]])
+    assert {e.origin for e in out.streams["error"]} == {11, 12}
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results, _ = run(bolt, [ev(99, T0 + 3 * MIN, v=0, w=0)])
+    finals = [r for r in results if r["final"] and r["window_start"] < "2024-05-01T10:01"]
+    # (hopping: the windows from 09:59:30 and 10:00 hold the same events)
+    got = [(r["users"], r["p50"], r["total"], r["low"]) for r in finals]
+    assert got == [(10, 5.0, 55, 1)] * (2 if hop else 1)
+
+
+def chained(agg, values):
+    """The state of ``values`` added one by one, each decoded and encoded (the per-event path
+    of the versions before the live sketches)."""
+    return chained_from(agg, agg.new(), values)
+
+
+def chained_from(agg, state, values):
+    for v in values:
+        state = agg.add(state, v, None)
+    return state
+
+
+def coupons(state: dict) -> tuple[bytes, list[bytes]]:
+    """An HLL image's header and its hashes (4 bytes each), sorted."""
+    image = base64.b64decode(state["h"])
+    head = image[0] * 4  # (its first byte: the header's length in 4-byte words)
+    return image[:head], sorted(image[i : i + 4] for i in range(head, len(image), 4))
+
+
+@pytest.mark.parametrize("n", [70, 300, 1000, 5000])
+def test_the_batch_writes_the_per_event_images(tmp_path: Path, unique_name, n):
+    """A state written by the per-event path reads in the batch path and back (the same
+    images). HLL: the same bytes once the sketch holds its registers (past ~384 values at
+    lg_k 12); before, the same hashes, in the order its hash set took them. KLL: the same
+    bytes up to k (200) values — past them it compacts at random, as before."""
+    bolt = sketch_bolt(
+        tmp_path,
+        unique_name,
+        users={"fn": "count_distinct", "field": "v"},
+        p={"fn": "percentile", "field": "v", "q": 0.5},
+    )
+    values = [(i * 7919) % 100_003 for i in range(n)]
+    bolt.process([ev(i, T0 + i, v=v) for i, v in enumerate(values)])
+    ((users, p),) = bolt._delta.values()
+    distinct, percentile = window_aggs.make("count_distinct"), window_aggs.make("percentile")
+    before = chained(distinct, values)
+    if n > 384:
+        assert users == before
+    else:
+        assert coupons(users) == coupons(before)
+    assert distinct.result(users) == distinct.result(before)
+    if n <= window_aggs.KLL_K:
+        assert p == chained(percentile, values)
+    # either path's image takes more values and merges: the same estimates
+    more = [f"m{i}" for i in range(50)]
+    assert distinct.result(chained_from(distinct, users, more)) == distinct.result(
+        chained_from(distinct, before, more)
+    )
+    assert distinct.result(distinct.merge(users, ["z"])) == distinct.result(
+        distinct.merge(before, ["z"])
+    )
