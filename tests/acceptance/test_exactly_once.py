@@ -285,7 +285,7 @@ def check(run: Run, reference: list[tuple]) -> None:
     assert len({d["event_id"] for d in dead}) == BAD == len(dead)
 
 
-def run_trials(make_run: Callable[[], Run], reference: list[tuple]) -> None:
+def run_trials(make_run: Callable[[], Run], reference: list[tuple], trials: int = TRIALS) -> None:
     def one(seed: int) -> None:
         run = make_run()
         for rows in trial_kills(seed):
@@ -294,7 +294,7 @@ def run_trials(make_run: Callable[[], Run], reference: list[tuple]) -> None:
         check(run, reference)
 
     with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(one, seed) for seed in range(TRIALS)]:
+        for future in [pool.submit(one, seed) for seed in range(trials)]:
             future.result()
 
 
@@ -330,8 +330,9 @@ def test_kill_9_at_random_moments_with_the_file_spout(backend, tmp_path: Path):
 
 
 def test_kill_9_at_random_moments_with_the_kinesis_spout(
-    backend, tmp_path: Path, kinesis, kinesis_mock, make_stream
+    backend, request, tmp_path: Path, kinesis, kinesis_mock, make_stream
 ):
+    backend_name = request.node.callspec.params["backend"]
     stream = make_stream(2, prefix="accept")
     for i in range(0, len(LINES), 500):
         entries = [
@@ -351,7 +352,9 @@ def test_kill_9_at_random_moments_with_the_kinesis_spout(
     reference_run.to_end()
     reference = reference_run.dump()
     assert len(reference) == VALID
-    run_trials(make_run, reference)
+    # PostgreSQL: half the trials — the kill points are the spout's and the engine's, which the
+    # SQLite variant's 20 reach as well; the file-spout test gives PostgreSQL its full 20.
+    run_trials(make_run, reference, TRIALS if backend_name == "sqlite" else max(TRIALS // 2, 1))
 
 
 # -- dependency outages ------------------------------------------------------------------------------

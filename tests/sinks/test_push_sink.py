@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import types
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -653,11 +654,15 @@ sinks:
 
 
 def test_push_sends_that_got_through_before_a_failed_token_refresh_are_not_sent_again(
-    fcm, key_pair
+    fcm, key_pair, monkeypatch
 ):
     # The access token is refused mid-batch and the token endpoint is down for the refresh: the
     # call raises TransientError. The engine retries write_batch on the same prepared batch; the
     # notification already delivered must not be pushed a second time.
+    import google.auth._exponential_backoff as backoff
+
+    slept: list[float] = []  # google-auth's own retries of the token endpoint: recorded, not slept
+    monkeypatch.setattr(backoff, "time", types.SimpleNamespace(sleep=slept.append))
     answer, down = fcm.answer, {"on": False}
 
     def flaky(req: Request):
