@@ -176,7 +176,11 @@ def test_ctrl_c_or_sigterm_finishes_the_batch_in_flight_and_exits_130(
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "finishing the batch in flight" in err and "interrupted" in err
+    # The signal lands in a batch (finished and committed) or, between two, in the file spout's
+    # read (read_interruptible: that read is given up, no batch being in flight): whole batches
+    # committed either way.
+    assert "finishing the batch in flight" in err or "no batch in flight" in err, err
+    assert "interrupted" in err, err
     rows = sqlite3.connect(db).execute("select count(*) from events").fetchone()[0]
     assert 0 < rows < 200_000 and rows % 100 == 0  # whole batches only
 
