@@ -277,7 +277,12 @@ def test_sqlite_killed_at_steps_of_the_commit_sequence_and_signalled(tmp_path: P
 
     done = trial.signal_when(signal.SIGINT, "events", 900)
     assert done.returncode == 130, done.stderr[-2000:]
-    assert "interrupt: finishing the batch in flight" in done.stderr
+    # The signal lands in a batch (finished and committed) or, between two, in the file spout's
+    # read (given up, no batch being in flight): whole batches committed either way.
+    assert (
+        "interrupt: finishing the batch in flight" in done.stderr
+        or "interrupt: stopping (waiting for input, no batch in flight)" in done.stderr
+    ), done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     partial = trial.snapshot()["rows"]
     assert 900 <= len(partial) < len(reference["rows"])
@@ -286,7 +291,10 @@ def test_sqlite_killed_at_steps_of_the_commit_sequence_and_signalled(tmp_path: P
 
     done = trial.signal_when(signal.SIGTERM, "events", 1800)
     assert done.returncode == 130, done.stderr[-2000:]  # a service manager's stop: as Ctrl-C
-    assert "SIGTERM: finishing the batch in flight" in done.stderr
+    assert (
+        "SIGTERM: finishing the batch in flight" in done.stderr
+        or "SIGTERM: stopping (waiting for input, no batch in flight)" in done.stderr
+    ), done.stderr[-2000:]
     assert set(trial.snapshot()["rows"]) <= set(reference["rows"])
     trial.to_end()
     assert_same(trial.snapshot(), reference)
