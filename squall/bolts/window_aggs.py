@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~490 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~510 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -324,7 +324,7 @@ class CountDistinct(Count):
     def result(self, state: Any) -> Any:
         if state.__class__ is list:
             return len(state)
-        return int(round(_hll_load(state).get_estimate()))
+        return int(round(_hll_estimate(_hll_load(state))))
 
 
 class Percentile(Count):
@@ -483,6 +483,21 @@ def _hll_load(state: dict[str, str]) -> Any:
     from datasketches import hll_sketch
 
     return hll_sketch.deserialize(base64.b64decode(state["h"]))
+
+
+def _hll_estimate(sketch: Any) -> float:
+    """A sketch's estimate from its registers alone, the same whatever grouping of batches,
+    merges and replays built it: a sketch filled value by value (one batch's delta, never
+    merged) would give its HIP estimate, which follows the order the values came in, and a
+    union of two (deltas folded at the close) its composite one — 1000 distinct values gave
+    1000 from one batch and 998 from two. A union of the sketch with itself leaves its
+    registers as they are and marks it merged: the composite estimate (~1.6 % error), always."""
+    from datasketches import hll_union
+
+    union = hll_union(HLL_LG_K)
+    union.update(sketch)
+    union.update(sketch)
+    return union.get_estimate()
 
 
 def _kll_load(state: dict[str, str] | None) -> Any:
