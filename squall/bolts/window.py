@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,230 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,250 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -688,7 +688,7 @@ class WindowBolt(Bolt):
                 if key is None:
                     if len(self._key_cache) >= 1_000_000:
                         self._key_cache.clear()
-                    key = self._key_cache[v] = orjson.dumps([v]).decode()
+                    key = self._key_cache[v] = _key_text([v], self.config.key)
                     if len(key) > MAX_KEY_LENGTH:
                         del self._key_cache[v]
                         raise ValueError(f"key longer than {MAX_KEY_LENGTH} characters")
@@ -701,7 +701,7 @@ class WindowBolt(Bolt):
             if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
             values.append(v)
-        key = orjson.dumps(values).decode()
+        key = _key_text(values, self.config.key)
         if len(key) > MAX_KEY_LENGTH:
             raise ValueError(f"key longer than {MAX_KEY_LENGTH} characters")
         return key
@@ -1207,6 +1207,25 @@ def _long_shard(shard: str) -> str:
     """A shard name of ``MAX_SHARD_NAME`` characters standing for a longer one, the same each time."""
     digest = hashlib.sha256(shard.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{shard[: MAX_SHARD_NAME - len(digest) - 1]}#{digest}"
+
+
+def _key_text(values: list[Any], paths: list[str]) -> str:
+    """A key's JSON text; a lone surrogate in a key field (a Python bolt's ``json.loads`` of
+    ``"\\ud800"``) is the event's failure, with the field named (orjson's TypeError escaped
+    ``process``: the engine bisected the batch to find the record)."""
+    try:
+        return orjson.dumps(values).decode()
+    except TypeError:
+        bad = next((p for p, v in zip(paths, values, strict=True) if not _encodable(v)), paths[0])
+        raise ValueError(f"key field '{bad}': not valid UTF-8 text (a lone surrogate)") from None
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _where_value(value: Any) -> Any:

@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~510 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~530 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -413,6 +413,8 @@ def _comparable(value: Any) -> None:
         raise ValueError(f"not a number or string: {value!r}")
     if value.__class__ is int and not _INT64_MIN <= value <= _UINT64_MAX:
         raise ValueError(_WIDE)
+    if value.__class__ is str:
+        _utf8(value)
 
 
 _UINT64_MAX = 2**64 - 1
@@ -425,11 +427,29 @@ def _storable(value: Any) -> None:
     if value.__class__ is int:
         if not _INT64_MIN <= value <= _UINT64_MAX:
             raise ValueError(_WIDE)
+    elif value.__class__ is str:
+        _utf8(value)
     elif isinstance(value, dict | list):
         try:
             orjson.dumps(value)
-        except TypeError:
-            raise ValueError(_WIDE) from None
+        except TypeError as exc:
+            raise ValueError(_WIDE if "Integer" in str(exc) else _NOT_UTF8) from None
+
+
+_NOT_UTF8 = "not valid UTF-8 text (a lone surrogate: a state keeps what JSON stores)"
+
+
+def _utf8(text: str) -> None:
+    """A text a state keeps (min, max, first, last, count_distinct's exact list) or hashes into
+    its sketch must have a UTF-8 form: a lone surrogate (a Python bolt's ``json.loads`` of
+    ``"\\ud800"``) is that event's failure — kept, it failed every commit of the batch (orjson
+    cannot write it); hashed, DataSketches refused it after the event's other sketches took
+    their value."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError(_NOT_UTF8) from None
 
 
 def _before(a: Any, b: Any) -> bool:
@@ -449,6 +469,7 @@ DISTINCT_MARK = "\x1f"
 def _distinct_text(value: Any) -> str:
     """The text count_distinct keeps (exactly, or hashed into its sketch) for ``value``."""
     if value.__class__ is str:
+        _utf8(value)
         return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
     return DISTINCT_MARK + exact_json.dumps(value).decode()
 
