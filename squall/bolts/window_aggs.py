@@ -368,8 +368,10 @@ class Percentile(Count):
 
     def result(self, state: Any) -> Any:
         # inclusive: the smallest value with at least q of the values at or below it (SQL's
-        # PERCENTILE_DISC; the sketch's default, exclusive, gave the value a rank above)
-        return None if state is None else _kll_load(state).get_quantile(self.q, True)
+        # PERCENTILE_DISC; the sketch's default, exclusive, gave the value a rank above).
+        # + 0.0: a zero is 0.0 — the sketch keeps 0.0 and -0.0 apart (equal: whichever came
+        # first of them was the answer, so a replay's other grouping gave the other form)
+        return None if state is None else _kll_load(state).get_quantile(self.q, True) + 0.0
 
 
 def make(function: str, *, exact_limit: int = 64, q: float = 0.5) -> Count:

@@ -287,3 +287,19 @@ def test_a_lone_surrogate_in_a_key_is_its_events_failure_naming_the_field(
     assert [(e.origin, e.failure.reason) for e in out.streams["error"]] == [
         (1, "key field 'app': not valid UTF-8 text (a lone surrogate)")
     ]
+
+
+def test_a_percentile_of_zeros_is_the_same_zero_whatever_their_order():
+    """0.0 and -0.0 are equal: the sketch answered whichever came first (a replay grouping the
+    values otherwise wrote -0.0 over 0.0). A zero is 0.0, as min and max prefer it."""
+    p = window_aggs.Percentile(0.5)
+    states = [
+        chained(p, [0.0, -0.0, 1.0]),
+        chained(p, [-0.0, 0.0, 1.0]),
+        chained(p, [0, -0.0]),
+        chained(p, [-0.0, 0]),
+        p.merge(chained(p, [-0.0]), chained(p, [0.0])),
+        p.merge(chained(p, [0.0]), chained(p, [-0.0])),
+        chained(p, [-0.0]),
+    ]
+    assert [repr(p.result(s)) for s in states] == ["0.0"] * len(states)
