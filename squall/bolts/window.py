@@ -90,6 +90,12 @@ COMPACT_AT = 64
 #: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
 PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
+#: (window, key) cells whose sketches one call keeps live at most: past them, every live sketch is
+#: serialized (as at the end of the call) — a live KLL sketch holds ~1.8 kB whatever its values
+#: (its image: a few dozen bytes for a few values), and a call of 2,000 keys' events in hopping
+#: windows of 1h by 1m (120,000 cells, a percentile) peaked 256 MB above its start with every
+#: sketch live, 59 MB before the live sketches
+MAX_LIVE_CELLS = 2048
 
 
 class Aggregate(BaseModel):
@@ -773,13 +779,17 @@ class WindowBolt(Bolt):
                 updates.append((cid, new, sketches))
                 sketches = None
             ws -= hop
+        thawed = None
         for cid, new, sketches in updates:
             if sketches is not None:
                 aggs = self._aggs
                 for i, prepared in sketches:
                     new[i] = aggs[i].put(new[i], prepared)
-                self._thawed.add(cid)
+                thawed = self._thawed
+                thawed.add(cid)
             delta[cid] = new
+        if thawed is not None and len(thawed) > MAX_LIVE_CELLS:
+            self._freeze(delta)  # (a call boundary's images: memory stays bounded)
         return len(updates)
 
     def _freeze(self, delta: dict[CellId, list[Any]]) -> None:
