@@ -540,6 +540,8 @@ class WindowBolt(Bolt):
                     cb = d
                     last_t = None
                     is_open = cb is None or ws + size > cb
+                    if self._closing:
+                        self._reopen(t, cb)
             bucket.append((event, t, cb))
             if plain:
                 # (not in `accepted`: a partial commit finds these events in `seen` — see
@@ -579,6 +581,20 @@ class WindowBolt(Bolt):
             self._warn_replays(replays)
         if batch:
             self._close(out, batch[-1])
+
+    def _reopen(self, t: int, cb: int | None) -> None:
+        """A record decided as its first delivery was (``cb``: a window ending by then was closed
+        for it) may go into a window an earlier call of this batch closed already (the engine's
+        poison isolation calls ``process`` with halves of the batch; the watermark read at the
+        batch's start closes such windows in the first): that close's snapshot lacks it, and
+        the commit's replace would have dropped it (its window's result short for ever). The
+        window is closed again at the end of this call, with every event of the batch."""
+        closing, size = self._closing, self.size
+        ws = t - t % self.hop
+        while ws > t - size:
+            if ws in closing and (cb is None or ws + size > cb):
+                del closing[ws]
+            ws -= self.hop
 
     def _warn_replays(self, replays: dict[str, int]) -> None:
         """Say that records of a stream's shard (Kinesis, SQS: a file read again from its first

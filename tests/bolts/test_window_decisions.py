@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tests.bolts.test_review_window2 import S1, S2, commit, results, sql_url  # noqa: F401
+from tests.bolts.test_review_window2 import S1, S2, TEN, commit, results, sql_url  # noqa: F401
 from tests.bolts.test_window import MIN, T0, ev, make_bolt, mark_name, run, store_url  # noqa: F401
 
 AT = "2024-05-01T10:{:02d}:00.000Z".format
@@ -134,3 +134,31 @@ def test_decisions_of_a_lineage_that_never_comes_back_go_once_its_windows_expire
     assert mark_name(req) not in marks and decided == {}
     out = bolt.process([ev(1, T0 + 1000, req)])
     assert len(out.streams.get("late", [])) == 1 and "default" not in out.streams
+
+
+def test_a_decided_record_in_a_later_call_of_its_batch_goes_into_a_window_an_earlier_call_closed(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """Shard 2's records of 10:00:30 and 10:00:40, then shard 1's of 10:03 (shard 2 idle after
+    1 min: the window 10:00 closes, emitting 2); the second failed downstream. Delivered again in
+    a batch the engine's poison isolation runs in two calls: the first closes 10:00 (the
+    watermark read at the batch's start passed it) without the record, the second takes it by
+    its saved decision. The window is closed again with it (its result said 1 for ever, the
+    commit's replace dropping the record)."""
+    for split in (False, True):
+        bolt = make_bolt(store_url, f"{unique_name}{int(split)}", idle_shard_after="1m")
+        first = bolt.process(
+            [ev(1, T0 + 30_000, S2), ev(2, T0 + 40_000, S2), ev(3, T0 + 3 * MIN, S1)]
+        )
+        assert [r["n"] for r in results(first)] == [2]
+        commit(bolt, lambda e: e.origin != 2)  # shard 2's checkpoint stops before record 2
+        again = [ev(4, T0 + 3 * MIN + 1, S1), ev(2, T0 + 40_000, S2)]
+        outs = (
+            [bolt.process(again[:1]), bolt.process(again[1:])] if split else [bolt.process(again)]
+        )
+        got = {r["window_start"]: r["n"] for out in outs for r in results(out) if r["final"]}
+        assert got == {TEN: 2}
+        commit(bolt)
+        closed, _ = run(bolt, [ev(5, T0 + 10 * MIN, S1), ev(6, T0 + 10 * MIN, S2)])
+        assert TEN not in {r["window_start"] for r in closed}
