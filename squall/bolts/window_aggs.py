@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~530 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~550 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -417,6 +417,8 @@ def _comparable(value: Any) -> None:
         raise ValueError(_WIDE)
     if value.__class__ is str:
         _utf8(value)
+    elif value.__class__ is float:
+        _finite(value)
 
 
 _UINT64_MAX = 2**64 - 1
@@ -431,6 +433,8 @@ def _storable(value: Any) -> None:
             raise ValueError(_WIDE)
     elif value.__class__ is str:
         _utf8(value)
+    elif value.__class__ is float:
+        _finite(value)
     elif isinstance(value, dict | list):
         try:
             orjson.dumps(value)
@@ -439,6 +443,15 @@ def _storable(value: Any) -> None:
 
 
 _NOT_UTF8 = "not valid UTF-8 text (a lone surrogate: a state keeps what JSON stores)"
+
+
+def _finite(value: float) -> None:
+    """NaN and the infinities (a Python bolt's ``json.loads`` of ``NaN``) have no JSON form: kept
+    in a state (min, max, first, last) they were written as null — min of NaN, 1, 2 said null,
+    of 1, NaN, 2 said 1 —, and count_distinct took all three for one value (their text,
+    ``null``). That event's failure, as in sum, mean and percentile."""
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value!r}")
 
 
 def _utf8(text: str) -> None:
@@ -473,6 +486,8 @@ def _distinct_text(value: Any) -> str:
     if value.__class__ is str:
         _utf8(value)
         return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
+    if value.__class__ is float:
+        _finite(value)
     return DISTINCT_MARK + exact_json.dumps(value).decode()
 
 
