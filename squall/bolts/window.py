@@ -28,6 +28,7 @@ import gc
 import hashlib
 import heapq
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from operator import itemgetter
@@ -722,6 +723,8 @@ class WindowBolt(Bolt):
                 raise ValueError(f"no usable key field '{path}'")
             if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
+            if v.__class__ is float and not math.isfinite(v):  # (JSON writes it as null)
+                raise ValueError(f"key field '{path}': not a finite number: {v!r}")
             values.append(v)
         key = _key_text(values, self.config.key)
         if len(key) > MAX_KEY_LENGTH:

@@ -366,3 +366,14 @@ def test_a_non_finite_number_kept_in_a_state_fails_its_event(tmp_path: Path, uni
         bolt.state_committed()
         results, _ = run(bolt, [ev(99, T0 + 5 * MIN, v=0)])
         assert [r["x"] for r in results] == [want]
+
+
+def test_a_non_finite_number_in_a_key_field_is_its_events_failure(tmp_path: Path, unique_name):
+    """A key NaN or infinite was written as JSON null: a key the docs refuse, its result's field
+    null (and NaN, inf and -inf one key)."""
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name)
+    out = bolt.process([ev(1, T0, app=float("nan")), ev(2, T0, app=float("-inf")), ev(3, T0)])
+    assert [(e.origin, e.failure.reason) for e in out.streams["error"]] == [
+        (1, "key field 'app': not a finite number: nan"),
+        (2, "key field 'app': not a finite number: -inf"),
+    ]
