@@ -147,7 +147,8 @@ def test_a_decided_record_in_a_later_call_of_its_batch_goes_into_a_window_an_ear
     its saved decision. The window is closed again with it (its result said 1 for ever, the
     commit's replace dropping the record)."""
     for split in (False, True):
-        bolt = make_bolt(store_url, f"{unique_name}{int(split)}", idle_shard_after="1m")
+        name = f"{unique_name}{int(split)}"  # (Redis: under the fixture's prefix, deleted after)
+        bolt = make_bolt(store_url, name, key_prefix=f"test:{unique_name}:", idle_shard_after="1m")
         first = bolt.process(
             [ev(1, T0 + 30_000, S2), ev(2, T0 + 40_000, S2), ev(3, T0 + 3 * MIN, S1)]
         )
