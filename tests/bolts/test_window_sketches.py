@@ -395,3 +395,59 @@ def test_the_estimate_is_that_of_the_sketch_merged_with_itself():
         union.update(sketch)
         union.update(sketch)
         assert window_aggs._hll_estimate(state) == union.get_estimate()
+
+
+@pytest.mark.parametrize("where", ["fold", "close"])
+def test_a_call_failing_with_live_sketches_leaves_nothing_for_its_retry(
+    tmp_path: Path, unique_name, monkeypatch, where
+):
+    """The second call of a batch fails after its events' sketches went live — in a put (the
+    first window of an event took its value, the second raises) or reading the store to close
+    (after the call's sketches were serialized): the engine's retry of the call counts each
+    value once (each cell's KLL sketch holds 35 values, not 36)."""
+    from squall.errors import TransientError
+
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        hop="30s",
+        aggregates={
+            "p": {"fn": "percentile", "field": "w", "q": 0.99},
+            "users": {"fn": "count_distinct", "field": "v", "exact_limit": 2},
+        },
+    )
+    run(bolt, [ev(i, T0 + 30_000 + i, v=f"x{i}", w=i) for i in range(2)])
+    batch = [ev(i, T0 + 30_000 + i, v=f"y{i}", w=i) for i in range(5, 40)]
+    bolt.process(batch[:10])  # a first call: its sketches serialized into the batch's delta
+    calls = []
+    if where == "fold":
+        put = window_aggs.Percentile.put
+
+        def failing(self, state, value):
+            calls.append(value)
+            if value == 30.0 and calls.count(30.0) == 2:  # the event of 30's second window
+                raise MemoryError("put")
+            return put(self, state, value)
+
+        monkeypatch.setattr(window_aggs.Percentile, "put", failing)
+        failure = MemoryError
+    else:
+        read = bolt.store.open_windows
+
+        def failing():
+            calls.append(1)
+            if len(calls) == 1:
+                raise TransientError("window store read: connection refused")
+            return read()
+
+        monkeypatch.setattr(bolt.store, "open_windows", failing)
+        bolt._open = None
+        failure = TransientError
+    with pytest.raises(failure):
+        bolt.process(batch[10:])
+    bolt.process(batch[10:])  # the engine's retry
+    counts = {
+        ws: (window_aggs._kll_load(p).n, window_aggs.CountDistinct(2).result(u))
+        for (ws, _), (p, u) in bolt._delta.items()
+    }
+    assert counts == {T0: (35, 35), T0 + 30_000: (35, 35)}
