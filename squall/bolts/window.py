@@ -1244,9 +1244,14 @@ def _key_text(values: list[Any], paths: list[str]) -> str:
     ``process``: the engine bisected the batch to find the record)."""
     try:
         return orjson.dumps(values).decode()
-    except TypeError:
+    except TypeError as exc:
         bad = next((p for p, v in zip(paths, values, strict=True) if not _encodable(v)), paths[0])
-        raise ValueError(f"key field '{bad}': not valid UTF-8 text (a lone surrogate)") from None
+        why = (
+            "not valid UTF-8 text (a lone surrogate)"
+            if "UTF-8" in str(exc)
+            else f"a value without a JSON form ({exc})"  # (a Decimal, bytes: a Python bolt's)
+        )
+        raise ValueError(f"key field '{bad}': {why}") from None
 
 
 def _encodable(value: Any) -> bool:

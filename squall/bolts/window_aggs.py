@@ -427,7 +427,9 @@ _WIDE = "an integer beyond 64 bits (min, max, first and last keep what JSON stor
 
 def _storable(value: Any) -> None:
     """first/last keep their value in the state (JSON): an integer beyond 64 bits (the json bolt
-    keeps it exact) is that event's failure, not the commit's (orjson cannot write it)."""
+    keeps it exact) is that event's failure, not the commit's (orjson cannot write it) — so is
+    a value a Python bolt made that JSON has no form for (a Decimal, bytes, a set: each failed
+    every commit of its batch before 6 December's live-sketches review)."""
     if value.__class__ is int:
         if not _INT64_MIN <= value <= _UINT64_MAX:
             raise ValueError(_WIDE)
@@ -435,11 +437,18 @@ def _storable(value: Any) -> None:
         _utf8(value)
     elif value.__class__ is float:
         _finite(value)
-    elif isinstance(value, dict | list):
+    elif value.__class__ is not bool:  # objects, lists, and whatever a Python bolt put there
         try:
             orjson.dumps(value)
         except TypeError as exc:
-            raise ValueError(_WIDE if "Integer" in str(exc) else _NOT_UTF8) from None
+            text = str(exc)
+            raise ValueError(
+                _WIDE
+                if "Integer" in text
+                else _NOT_UTF8
+                if "UTF-8" in text
+                else f"a value without a JSON form ({text})"
+            ) from None
 
 
 _NOT_UTF8 = "not valid UTF-8 text (a lone surrogate: a state keeps what JSON stores)"

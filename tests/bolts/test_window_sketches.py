@@ -451,3 +451,29 @@ def test_a_call_failing_with_live_sketches_leaves_nothing_for_its_retry(
         for (ws, _), (p, u) in bolt._delta.items()
     }
     assert counts == {T0: (35, 35), T0 + 30_000: (35, 35)}
+
+
+@pytest.mark.parametrize("fn", ["first", "last"])
+def test_a_value_without_a_json_form_kept_by_first_or_last_fails_its_event(
+    tmp_path: Path, unique_name, fn
+):
+    """A Decimal, bytes or a set (a Python bolt's) kept by first/last failed every commit of its
+    batch (orjson: Type is not JSON serializable); in a key field it escaped ``process``."""
+    import decimal
+
+    for i, bad in enumerate((decimal.Decimal("1.5"), b"x", {1})):
+        bolt = make_bolt(
+            f"sqlite:///{tmp_path / f'{i}.db'}",
+            unique_name,
+            aggregates={"x": {"fn": fn, "field": "v"}},
+        )
+        kept = T0 if fn == "first" else T0 + 2  # (the value first or last keeps)
+        out = bolt.process([ev(1, T0 + 1, v="a"), ev(2, kept, v=bad), ev(3, T0 + 1, app=bad)])
+        reasons = [(e.origin, e.failure.reason) for e in out.streams["error"]]
+        kind = type(bad).__name__ if bad.__class__ is not decimal.Decimal else "decimal.Decimal"
+        why = f"a value without a JSON form (Type is not JSON serializable: {kind})"
+        assert reasons == [(2, f"win: {why}"), (3, f"key field 'app': {why}")]
+        bolt.commit_state(lambda e: True)
+        bolt.state_committed()
+        results, _ = run(bolt, [ev(99, T0 + 5 * MIN, v=0)])
+        assert [r["x"] for r in results] == ["a"]
