@@ -29,12 +29,14 @@ Two optional parts of the contract:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from squall.component import Component
 from squall.event import Event, Failure
+from squall.paths import MISSING, getter, payload_keys
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -119,9 +121,12 @@ class Sink(Component):
 
     @classmethod
     def payload_reads(cls, config: Any) -> list[tuple[tuple[str | int, ...], str]]:
-        """The dotted paths this sink reads from each event (the warehouse's columns), each with
-        its option's place in the sink's YAML entry (``("columns", "country")``), for the
-        load-time check that a path names a field the events can have."""
+        """The dotted paths this sink reads from each event (the warehouse's columns, a partition
+        key, a template's placeholders), each with its option's place in the sink's YAML entry
+        (``("columns", "country")``), for the load-time check that a path names a field the
+        events can have. Only paths read for every event as configured (a FIFO-only option of a
+        standard queue is not read), and not a path whose absence is a fallback (a default
+        taken from elsewhere): those may be absent from every event of a working topology."""
         return []
 
     def open(self, resources: Resources) -> None:
@@ -168,3 +173,40 @@ class Sink(Component):
 
     def release(self) -> None:
         """Make everything held durable (raise ``TransientError`` to have the engine retry)."""
+
+
+class AbsentPaths:
+    """The first-batch WARNING for payload paths whose absence fails nothing (a NULL column, an
+    attribute left out), so that a typo the load-time check could not rule out (no closed
+    schema upstream) is told once instead of silently emptying a column.
+
+    ``named`` is label → path (``column 'user'`` → ``user_idd``); metadata paths are passed by.
+    A path leaves the watch at the first batch where some event has it (JSON ``null`` counts:
+    the path exists), or with one WARNING at the first batch where no event has it."""
+
+    def __init__(self, sink: str, named: dict[str, str], outcome: str, log: logging.Logger) -> None:
+        self.sink = sink
+        self.outcome = outcome  # what absence does: "their rows have NULL there"
+        self.log = log
+        self.unseen = {
+            label: (path, getter(path))
+            for label, path in named.items()
+            if payload_keys(path) is not None
+        }
+
+    def check(self, events: list[Event]) -> None:
+        """Warn of each watched path no event of ``events`` has (once per path)."""
+        if not self.unseen or not events:
+            return
+        for label, (path, get) in list(self.unseen.items()):
+            if all(get(ev) is MISSING for ev in events):
+                self.log.warning(
+                    "%s: %s (path '%s') is absent from all %d event(s) of a batch: %s — check "
+                    "the path for a typo (warned once per path)",
+                    self.sink,
+                    label,
+                    path,
+                    len(events),
+                    self.outcome,
+                )
+            del self.unseen[label]

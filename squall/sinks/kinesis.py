@@ -72,6 +72,18 @@ class KinesisSink(Sink):
         self._shard_map: ShardMap | None = None
 
     @classmethod
+    def payload_reads(cls, config: KinesisSinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
+        """The partition key's and the explicit hash key's paths (``meta.…`` ones are passed by)."""
+        return [
+            ((option,), path)
+            for option, path in (
+                ("partition_key", config.partition_key),
+                ("explicit_hash_key", config.explicit_hash_key),
+            )
+            if path
+        ]
+
+    @classmethod
     def capabilities(cls, config: KinesisSinkConfig) -> Capabilities:
         return Capabilities(kinesis_streams=(config.stream,))
 

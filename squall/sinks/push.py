@@ -32,7 +32,7 @@ limit. Answers (FCM v1 error codes):
 A failure's reason is ``FCM <status> <code>: <FCM's message>`` plus the fields a BadRequest
 names; the device token, should FCM's message quote it, is replaced by ``<token>``.
 
-Size (~560 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+Size (~630 lines): one sink speaking one protocol — the message templates, the OAuth2 token
 cache, the answer codes (which INVALID_ARGUMENT is a dead token) and the two outlets for dead
 tokens (stream, state feedback) read together; the config models are a third of it.
 """
@@ -103,6 +103,10 @@ class Template:
                 self.parts.append((m.group(1), paths.getter(m.group(1))))
             pos = m.end()
         self.parts.append(text[pos:])
+
+    def placeholders(self) -> list[str]:
+        """The placeholders' paths, in order."""
+        return [part[0] for part in self.parts if isinstance(part, tuple)]
 
     def render(self, ev: Event) -> str:
         out = []
@@ -393,6 +397,23 @@ class PushSink(ConcurrentRequests, Sink):
 
     Config = PushSinkConfig
     summary = "Send push notifications with Firebase Cloud Messaging HTTP v1 (templates from payload paths)."
+
+    @classmethod
+    def payload_reads(cls, config: PushSinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
+        """The token's path and each template's placeholders. Not ``unsubscribe.time_field``:
+        an event without it takes its arrival time (and the path is the subscription bolt's)."""
+        reads: list[tuple[tuple[str | int, ...], str]] = [(("token",), config.token)]
+        templates: list[tuple[tuple[str | int, ...], str | None]] = [
+            (("title",), config.title),
+            (("body",), config.body),
+            *((("data", key), text) for key, text in config.data.items()),
+        ]
+        for option, text in templates:
+            if text is not None:
+                reads.extend(
+                    (option, path) for path in dict.fromkeys(Template(text).placeholders())
+                )
+        return reads
 
     def __init__(self, config: PushSinkConfig, context: ComponentContext):
         super().__init__(config, context)

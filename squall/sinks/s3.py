@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~470 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~500 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import logging
 import math
 import re
 import time
@@ -44,9 +45,11 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import aws_call, time_left_of
 from squall.times import upper_z
+
+log = logging.getLogger("squall.sinks.s3")
 
 ColumnType = Literal["string", "int64", "float64", "bool", "timestamp", "json"]
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
@@ -222,6 +225,14 @@ class S3Sink(Sink):
             (name, spec.type, paths.getter(spec.path))
             for name, spec in (config.columns or {}).items()
         ]
+        # A column's path absent from every event fills it with nulls: warned once (a typo the
+        # load-time check could not rule out).
+        self._absent = AbsentPaths(
+            self.id,
+            {f"column '{name}'": spec.path for name, spec in (config.columns or {}).items()},
+            "their rows have null there",
+            log,
+        )
         self.puts = 0
         #: Rolling: (partition, stream, shard) -> its held (record metadata, row) pairs; the
         #: positions held (re-deliveries are dropped by them); a release not finished (its objects).
@@ -234,6 +245,18 @@ class S3Sink(Sink):
         self._since: float | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.redelivered = 0
+
+    @classmethod
+    def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
+        """Each column's path and the time field (metadata ones too: the check passes them by)."""
+        reads: list[tuple[tuple[str | int, ...], str]] = [
+            (("columns", name, "path"), spec.path)
+            for name, spec in (config.columns or {}).items()
+            if isinstance(spec, S3Column)
+        ]
+        if config.time_field:
+            reads.append((("time_field",), config.time_field))
+        return reads
 
     @classmethod
     def aws_permissions(cls, config: S3SinkConfig) -> list[AwsPermission]:
@@ -256,6 +279,7 @@ class S3Sink(Sink):
         out = Prepared([])
         groups: dict[tuple[str, str, str], list[tuple[Event, Any]]] = {}
         cfg = self.config
+        self._absent.check(events)
         for ev in events:
             try:
                 when = self._event_time(ev)

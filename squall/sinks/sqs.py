@@ -15,11 +15,15 @@ message of a group is not taken, the group's later messages are held back (not s
 again after it, in order, or fail with it (the source delivers them again, in order); a message
 not taken while SQS took a later one of its group in the same call cannot be put back in order
 and is refused (the dead letter) rather than sent after it.
+
+Size (~440 lines): one sink — the message building (body, attributes, FIFO ids) and the
+SendMessageBatch loop that keeps FIFO order through partial failures are read together.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +37,7 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError
 from squall.event import Event
 from squall.iam import AwsPermission, sqs_send
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     Answer,
     Item,
@@ -45,6 +49,8 @@ from squall.sinks.batchio import (
     time_left_of,
     write_result,
 )
+
+log = logging.getLogger("squall.sinks.sqs")
 
 MAX_BATCH_ENTRIES = 10
 #: 256 KiB: the limit the issue and most deployed queues use; queues created with a larger
@@ -165,6 +171,19 @@ class SqsSink(Sink):
     def aws_permissions(cls, config: SqsSinkConfig) -> list[AwsPermission]:
         return [sqs_send(config.queue, config.region, f"sink {config.id}")]
 
+    @classmethod
+    def payload_reads(cls, config: SqsSinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
+        """The attributes' paths; a FIFO queue's group and deduplication ids (a standard queue
+        reads neither)."""
+        reads: list[tuple[tuple[str | int, ...], str]] = [
+            (("attributes", name), path) for name, path in config.attributes.items()
+        ]
+        if config.queue.endswith(".fifo"):
+            if config.message_group:
+                reads.append((("message_group",), config.message_group))
+            reads.append((("deduplication_id",), config.deduplication_id))
+        return reads
+
     def __init__(self, config: SqsSinkConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None
@@ -175,6 +194,14 @@ class SqsSink(Sink):
         self._group = paths.getter(config.message_group) if config.message_group else None
         self._dedup = paths.getter(config.deduplication_id)
         self._attributes = [(name, paths.getter(path)) for name, path in config.attributes.items()]
+        # An attribute's path absent from every event leaves the attribute out of every message:
+        # warned once (a typo the load-time check could not rule out).
+        self._absent = AbsentPaths(
+            self.id,
+            {f"attribute '{name}'": path for name, path in config.attributes.items()},
+            "their messages go without it",
+            log,
+        )
         self.backoff = aws.Backoff(base=0.1, cap=5.0)
         self.sleep: Callable[[float], None] = time.sleep  # tests inject a recorder
 
@@ -190,6 +217,7 @@ class SqsSink(Sink):
 
     def prepare(self, events: list[Event]) -> Prepared:
         """Build each message and check it against the SQS limits; reject what SQS would refuse."""
+        self._absent.check(events)
         ids = itertools.count()  # entry ids, unique in the batch
         return Prepared.each(events, self.id, lambda ev: self._message(ev, next(ids)))
 

@@ -16,8 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from squall.component import ComponentConfig
 from squall.errors import SinkError
-from squall.paths import MISSING, getter, payload_keys
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
 from squall.times import duration_ms
@@ -215,19 +214,16 @@ class WarehouseSink(Sink):
         """Each column's path (metadata ones too: the check passes them by)."""
         return [(("columns", name, "path"), spec.path) for name, spec in config.columns.items()]
 
-    #: Payload columns not yet seen in an event: name → (path, getter). A column leaves it at
-    #: the first batch where some event has its path (null counts: the path exists), or with
-    #: one WARNING at the first batch where no event has it — a typo in a path the load-time
-    #: check could not rule out (no closed schema upstream) fills the column with NULLs.
-    _unseen: dict[str, tuple[str, Any]] = {}
-
     def open(self, resources) -> None:
         cfg = self.config
-        self._unseen = {
-            name: (spec.path, getter(spec.path))
-            for name, spec in cfg.columns.items()
-            if payload_keys(spec.path) is not None
-        }
+        # A typo in a path the load-time check could not rule out (no closed schema upstream)
+        # fills the column with NULLs: one WARNING at the first batch where no event has it.
+        self._absent = AbsentPaths(
+            self.id,
+            {f"column '{name}'": spec.path for name, spec in cfg.columns.items()},
+            "their rows have NULL there",
+            log,
+        )
         # Driver SQL only: the database opens on its plain driver (no SQLAlchemy import), unless
         # the table lives in an attached SQLite schema (SQLAlchemy's inspector knows those).
         attached = cfg.db_schema and resources.config(cfg.resource).scheme == "sqlite"
@@ -250,30 +246,12 @@ class WarehouseSink(Sink):
             ) from exc
 
     def prepare(self, events: list) -> Prepared:
-        if self._unseen and events:
-            self._warn_absent(events)
+        self._absent.check(events)
         p = Prepared([])
         p.events, p.payload = self.writer.prepare(
             events, lambda ev, reason: p.reject(ev, self.id, reason)
         )
         return p
-
-    def _warn_absent(self, events: list) -> None:
-        for name, (path, get) in list(self._unseen.items()):
-            for ev in events:
-                if get(ev) is not MISSING:
-                    break
-            else:
-                log.warning(
-                    "%s: column '%s' (path '%s') is absent from all %d event(s) of a batch: "
-                    "their rows have NULL there — check the path for a typo (warned once "
-                    "per column)",
-                    self.id,
-                    name,
-                    path,
-                    len(events),
-                )
-            del self._unseen[name]
 
     def transaction_resource(self) -> str | None:
         return self.config.resource
