@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~550 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~570 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -310,7 +310,7 @@ class CountDistinct(Count):
 
     def merge(self, a: Any, b: Any) -> Any:
         if a.__class__ is list and b.__class__ is list:
-            merged = sorted(set(a) | set(b))
+            merged = sorted(set(_canonical_texts(a)) | set(_canonical_texts(b)))
             if len(merged) <= self.limit:
                 return merged
             return {"h": _b64(_hll_of(merged).serialize_compact())}
@@ -323,7 +323,7 @@ class CountDistinct(Count):
 
     def result(self, state: Any) -> Any:
         if state.__class__ is list:
-            return len(state)
+            return len(_canonical_texts(state))
         return int(round(_hll_estimate(state)))
 
 
@@ -491,13 +491,35 @@ DISTINCT_MARK = "\x1f"
 
 
 def _distinct_text(value: Any) -> str:
-    """The text count_distinct keeps (exactly, or hashed into its sketch) for ``value``."""
+    """The text count_distinct keeps (exactly, or hashed into its sketch) for ``value``: an
+    object's canonical JSON (keys sorted, at every depth), so ``{"a":1,"b":2}`` and
+    ``{"b":2,"a":1}`` are one value; a scalar's (or a list of scalars') text is what it always
+    was (sorting keys changes only objects), so the states written before read the same."""
     if value.__class__ is str:
         _utf8(value)
         return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
     if value.__class__ is float:
         _finite(value)
-    return DISTINCT_MARK + exact_json.dumps(value).decode()
+    return DISTINCT_MARK + exact_json.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+#: How the text of an object or a list starts (a string's never does: see ``DISTINCT_MARK``).
+_CONTAINERS = (DISTINCT_MARK + "{", DISTINCT_MARK + "[")
+
+
+def _canonical_texts(texts: list[str]) -> list[str]:
+    """An exact list with each object's text in canonical form, once: in a state an earlier
+    version wrote, an object's text kept its keys in the order the event had them, so a stored
+    list may hold one object in two orders, or in another order than a new event's. ``texts``
+    itself (unchanged) when it holds no object or list — every state of scalar values."""
+    if not any(t.startswith(_CONTAINERS) for t in texts):
+        return texts
+    return list(
+        dict.fromkeys(
+            _distinct_text(exact_json.loads(t[1:])) if t.startswith(_CONTAINERS) else t
+            for t in texts
+        )
+    )
 
 
 def _preferred(a: Any, b: Any) -> bool:
@@ -521,7 +543,7 @@ def _hll_of(values: list[str]) -> Any:
     from datasketches import hll_sketch, tgt_hll_type
 
     sketch = hll_sketch(HLL_LG_K, tgt_hll_type.HLL_8)
-    for v in values:
+    for v in _canonical_texts(values):
         sketch.update(v)
     return sketch
 
