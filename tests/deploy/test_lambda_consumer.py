@@ -184,26 +184,15 @@ def test_the_young_collection_after_a_slice_does_not_scan_its_events(tmp_path: P
     import gc
 
     from squall.deploy.lambda_consumer import process_in_slices, records_from_event
-    from squall.event import Event
     from squall.observability.runners import lambda_observer
+    from tests.deploy.gc_census import young_collections_between_slices
 
     handler = handler_for(tmp_path, dlq=False, size=3)
     event = kinesis_lambda_event([{"n": i, "pad": ["x"] * 20} for i in range(12)])
     records = records_from_event(event)
-    seen: list[int] = []
-
-    def census(phase: str, info: dict) -> None:
-        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between slices
-            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
-
     saved = gc.get_threshold()
-    gc.set_threshold(50, 10, 10)  # a young collection due right after every slice
-    gc.callbacks.append(census)
-    try:
+    with young_collections_between_slices() as seen:
         answer = process_in_slices(handler.engine, lambda_observer("lambda-test"), records, 3)
-    finally:
-        gc.callbacks.remove(census)
-        gc.set_threshold(*saved)
     assert answer == {"batchItemFailures": []} and rows(tmp_path) == list(range(12))
     assert seen and set(seen) == {0}, seen
     assert gc.get_threshold() == saved

@@ -466,81 +466,44 @@ def test_a_version_the_role_may_not_read_is_an_error_naming_the_permission(moto)
         open_object(client, "bucket", "in/a.jsonl", "v1")
 
 
-def test_the_young_collection_after_an_s3_slice_does_not_scan_its_events(moto, tmp_path: Path):
-    """Between an object's slices the process's own thresholds apply; the young collection then
-    due ran right after ``Engine.process`` returned, while the slice's result still held its
-    events — it scanned them all and collected nothing. A slice is now let go first."""
-    import gc
+@pytest.mark.parametrize("source", ["s3", "sqs"])
+def test_the_young_collection_after_an_s3_or_sqs_slice_does_not_scan_its_events(
+    source: str, tmp_path: Path, request: pytest.FixtureRequest
+):
+    """Between an S3 object's (an SQS event's) slices the process's own thresholds apply; the
+    young collection then due ran right after ``Engine.process`` returned, while the slice's
+    result still held its events — it scanned them all and collected nothing. A slice is now let
+    go first (as the Kinesis consumer's: tests/deploy/test_lambda_consumer.py)."""
     import sqlite3
 
-    from squall.event import Event
+    from tests.deploy.gc_census import young_collections_between_slices
 
-    s3 = moto.client("s3")
-    bucket = unique("gc")
-    s3.create_bucket(Bucket=bucket)
-    put_lines(s3, bucket, "big.jsonl", [{"n": i, "pad": ["x"] * 20} for i in range(12)], gz=False)
-    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
+    payloads = [{"n": i, "pad": ["x"] * 20} for i in range(12)]
+    if source == "s3":
+        moto = request.getfixturevalue("moto")
+        s3 = moto.client("s3")
+        bucket = unique("gc")
+        s3.create_bucket(Bucket=bucket)
+        put_lines(s3, bucket, "big.jsonl", payloads, gz=False)
+        spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto.endpoint}"}}'
+        event = s3_lambda_event(bucket, "big.jsonl")
+        expected = {"objects": 1, "records": 12, "failed": 0, "skipped": 0}
+    else:
+        spout = "{type: stdin}"
+        event = sqs_lambda_event([(f"m{i}", p, None) for i, p in enumerate(payloads)])
+        expected = {"batchItemFailures": []}
     topology = tmp_path / "topology.yaml"
     topology.write_text(
-        f"name: s3gc\nspout: {spout}\nsettings: {{lambda_batch_size: 3}}\n"
+        f"name: {source}gc\nspout: {spout}\nsettings: {{lambda_batch_size: 3}}\n"
         "bolts:\n  - {id: decode, type: json}\n"
         "sinks:\n  - {id: rows, type: warehouse, resource: db, table: events,\n"
         "     columns: {n: {path: n, type: integer}}}\n"
         f'resources:\n  db: {{url: "sqlite:///{tmp_path / "w.db"}"}}\n'
     )
     handler = make_handler(topology)
-    seen: list[int] = []
-
-    def census(phase: str, info: dict) -> None:
-        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between slices
-            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
-
-    saved = gc.get_threshold()
-    gc.set_threshold(50, 10, 10)  # a young collection due right after every slice
-    gc.callbacks.append(census)
-    try:
-        answer = handler(s3_lambda_event(bucket, "big.jsonl"), None)
-    finally:
-        gc.callbacks.remove(census)
-        gc.set_threshold(*saved)
-    assert answer == {"objects": 1, "records": 12, "failed": 0, "skipped": 0}
-    db = sqlite3.connect(tmp_path / "w.db")
-    assert [n for (n,) in db.execute("select n from events order by n")] == list(range(12))
-    assert seen and set(seen) == {0}, seen
-
-
-def test_the_young_collection_after_an_sqs_slice_does_not_scan_its_events(tmp_path: Path):
-    """As an S3 object's slices (above): an SQS event's slices are let go first."""
-    import gc
-    import sqlite3
-
-    from squall.event import Event
-
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(
-        "name: sqsgc\nspout: {type: stdin}\nsettings: {lambda_batch_size: 3}\n"
-        "bolts:\n  - {id: decode, type: json}\n"
-        "sinks:\n  - {id: rows, type: warehouse, resource: db, table: events,\n"
-        "     columns: {n: {path: n, type: integer}}}\n"
-        f'resources:\n  db: {{url: "sqlite:///{tmp_path / "w.db"}"}}\n'
-    )
-    handler = make_handler(topology)
-    event = sqs_lambda_event([(f"m{i}", {"n": i, "pad": ["x"] * 20}, None) for i in range(12)])
-    seen: list[int] = []
-
-    def census(phase: str, info: dict) -> None:
-        if phase == "start" and gc.get_threshold()[0] == 50:  # the process's own: between slices
-            seen.append(sum(1 for o in gc.get_objects(generation=0) if isinstance(o, Event)))
-
-    saved = gc.get_threshold()
-    gc.set_threshold(50, 10, 10)  # a young collection due right after every slice
-    gc.callbacks.append(census)
-    try:
+    with young_collections_between_slices() as seen:
         answer = handler(event, None)
-    finally:
-        gc.callbacks.remove(census)
-        gc.set_threshold(*saved)
-    assert answer == {"batchItemFailures": []}
+    assert answer == expected
     db = sqlite3.connect(tmp_path / "w.db")
     assert [n for (n,) in db.execute("select n from events order by n")] == list(range(12))
     assert seen and set(seen) == {0}, seen
