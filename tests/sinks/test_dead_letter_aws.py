@@ -218,56 +218,48 @@ def _dead_letter_run(moto_server, tmp_path, sink_yaml: str, op: str, hook, left:
     return result, dlq
 
 
-@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
-def test_dead_letter_sqs_retries_only_while_the_backoff_fits_in_the_time_left(
-    moto_server, tmp_path, left, retried
-):
-    """40 ms left (a Lambda runner's deadline less its margin) is under the sink's shortest
-    backoff (50 ms): the dead letter SQS failed is not retried and its record stays failing (the
-    runner answers it for Lambda's retry); with time left it is sent again."""
+def _sqs_dead_letter(moto_server) -> tuple[str, str, str, dict]:
+    """A ``dead_letter_sqs`` sink on a new queue: (its YAML, the call, the entries' field, the
+    failed answer of an entry)."""
     sqs = moto_server.client("sqs")
     url = sqs.create_queue(QueueName=unique("dlq"))["QueueUrl"]
-    taken: list = []
-    hook = _fail_first_once("Entries", {"Code": "InternalError", "Message": "x"}, taken)
-    result, dlq = _dead_letter_run(
-        moto_server,
-        tmp_path,
+    return (
         f'{{id: dlq, type: dead_letter_sqs, queue: "{url}"}}',
         "send_message_batch",
-        hook,
-        left,
+        "Entries",
+        {"Code": "InternalError", "Message": "x"},
     )
-    outcomes = [o.outcome for o in result.records]
-    if retried:
-        assert outcomes[1:3] == [Outcome.DEAD_LETTERED] * 2 and len(dlq.sleeps) == 1
-        assert len(taken) == 2
-    else:
-        # one of the two dead letters was not taken: its record stays failing
-        assert set(outcomes[1:3]) == {Outcome.FAILED, Outcome.DEAD_LETTERED}
-        assert dlq.sleeps == []
-        assert len(taken) == 1
 
 
-@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
-def test_dead_letter_kinesis_retries_only_while_the_backoff_fits_in_the_time_left(
-    moto_server, tmp_path, left, retried
-):
-    """The same for the kinesis dead letters' PutRecords retries of a throttled record."""
+def _kinesis_dead_letter(moto_server) -> tuple[str, str, str, dict]:
+    """A ``dead_letter_kinesis`` sink on a new stream, its record throttled (as above)."""
     kinesis = moto_server.client("kinesis")
     stream = unique("dl")
     kinesis.create_stream(StreamName=stream, ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
-    taken: list = []
-    throttled = {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"}
-    hook = _fail_first_once("Records", throttled, taken)
-    result, dlq = _dead_letter_run(
-        moto_server,
-        tmp_path,
+    return (
         f'{{id: dlq, type: dead_letter_kinesis, stream: {stream}, endpoint_url: "{moto_server.endpoint}"}}',
         "put_records",
-        hook,
-        left,
+        "Records",
+        {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow"},
     )
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.04, False), (900.0, True)])
+@pytest.mark.parametrize(
+    "dead_letter", [_sqs_dead_letter, _kinesis_dead_letter], ids=["sqs", "kinesis"]
+)
+def test_a_durable_dead_letter_retries_only_while_the_backoff_fits_in_the_time_left(
+    moto_server, tmp_path, dead_letter, left, retried
+):
+    """40 ms left (a Lambda runner's deadline less its margin) is under the sink's shortest
+    backoff (50 ms): the dead letter SQS failed (Kinesis throttled, in PutRecords) is not retried
+    and its record stays failing (the runner answers it for Lambda's retry); with time left it
+    is sent again."""
+    sink_yaml, op, field, failed = dead_letter(moto_server)
+    taken: list = []
+    hook = _fail_first_once(field, failed, taken)
+    result, dlq = _dead_letter_run(moto_server, tmp_path, sink_yaml, op, hook, left)
     outcomes = [o.outcome for o in result.records]
     if retried:
         assert outcomes[1:3] == [Outcome.DEAD_LETTERED] * 2 and len(dlq.sleeps) == 1
