@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,24 @@ def make_event(
 
 def make_batch(values: list[Any], start: int = 1) -> list[Event]:
     return [make_event(v, start + i) for i, v in enumerate(values)]
+
+
+class Text(str):
+    """A str subclass, as a user bolt may set."""
+
+
+def outcome(bolt: Any, values: list) -> Any:
+    """What a bolt's ``process`` makes of ``values`` (each a payload, copied first): the kept
+    events' (origin, value) and the failed ones' (origin, reason), or what it raised — for the
+    tests comparing a bolt's inline paths with its general path on the same inputs."""
+    batch = [make_event(copy.deepcopy(v), i + 1) for i, v in enumerate(values)]
+    try:
+        out = bolt.process(batch)
+    except Exception as exc:  # compared too: both paths must raise alike
+        return ("raised", type(exc).__name__)
+    ok = [(e.origin, e.value) for e in out.streams.get("default", [])]
+    failed = [(e.origin, e.failure.reason) for e in out.streams.get("error", [])]
+    return ok, failed
 
 
 def resources(**urls: str) -> Resources:

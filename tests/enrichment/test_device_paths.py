@@ -6,20 +6,13 @@ behave exactly as the getter and setter (what a bolt with the inline paths switc
 
 from __future__ import annotations
 
-import copy
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squall.component import ComponentContext
 from squall.enrichment.device import DeviceBolt
 
-from .support import make_event
-
-
-class Text(str):
-    """A str subclass, as a user bolt may set."""
-
+from .support import Text, outcome
 
 UAS = st.sampled_from(
     [
@@ -36,17 +29,6 @@ UAS = st.sampled_from(
         Text("curl/8.5.0"),
     ]
 )
-
-
-def outcome(bolt: DeviceBolt, values: list):
-    batch = [make_event(copy.deepcopy(v), i + 1) for i, v in enumerate(values)]
-    try:
-        out = bolt.process(batch)
-    except Exception as exc:  # compared too: both paths must raise alike
-        return ("raised", type(exc).__name__)
-    ok = [(e.origin, e.value) for e in out.streams.get("default", [])]
-    failed = [(e.origin, e.failure.reason) for e in out.streams.get("error", [])]
-    return ok, failed
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,7 +7,6 @@ the getters, setters and ``_rewrite`` (what a bolt with the inline paths switche
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,7 @@ from hypothesis import strategies as st
 from squall.component import ComponentContext
 from squall.enrichment.geo import GeoBolt
 
-from .support import make_event
-
-
-class Text(str):
-    """A str subclass, as a user bolt may set."""
-
+from .support import Text, outcome
 
 IPS = st.sampled_from(
     [
@@ -46,17 +40,6 @@ IPS = st.sampled_from(
         Text("1.2.3.4"),
     ]
 )
-
-
-def outcome(bolt: GeoBolt, values: list):
-    batch = [make_event(copy.deepcopy(v), i + 1) for i, v in enumerate(values)]
-    try:
-        out = bolt.process(batch)
-    except Exception as exc:  # compared too: both paths must raise alike
-        return ("raised", type(exc).__name__)
-    ok = [(e.origin, e.value) for e in out.streams.get("default", [])]
-    failed = [(e.origin, e.failure.reason) for e in out.streams.get("error", [])]
-    return ok, failed
 
 
 @pytest.fixture
