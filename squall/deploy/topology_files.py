@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.errors import Problem, SquallError, TopologyError
+from squall.sinks.dead_letter_index import SUFFIXES as INDEX_SUFFIXES
 from squall.topology.model import Topology
 
 #: Skipped when copying the topology directory: outputs of local runs, caches, local tooling.
@@ -44,6 +45,10 @@ IGNORED = (
     "node_modules",
     "*.kcl.properties",
 )
+
+
+#: Files a sink writes beside the one it is given (``dead_letter``'s key index), left out with it.
+COMPANIONS = INDEX_SUFFIXES
 
 
 def ignored_by(rel: str) -> str | None:
@@ -120,6 +125,12 @@ def left_out(topology: Topology, text: str) -> list[LeftOut]:
             read_by_others.add(rel)
         elif not rel.startswith(".." + os.sep) and ignored_by(rel) is None:
             found.setdefault(rel, LeftOut(rel, f"written by {component} in a local run"))
+            for suffix in COMPANIONS:  # a dead-letter file's key index (and SQLite's own files)
+                if (root / (rel + suffix)).is_file():
+                    found.setdefault(
+                        rel + suffix,
+                        LeftOut(rel + suffix, f"written by {component} in a local run"),
+                    )
     spout = topology.spout
     for value in registry.capabilities("spout", spout).input_files:
         path = Path(value).expanduser()

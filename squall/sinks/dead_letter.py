@@ -1,33 +1,40 @@
 """``dead_letter`` sink: failed events as JSON lines — reason, component, original record, metadata.
 
-Writes are flushed and fsynced before the engine moves the checkpoint. A replayed batch (a retry,
-a restart from the last checkpoint, Lambda's retry of an invocation) does not write the same dead
-letter twice: the sink remembers the ``(event_id, component)`` keys of the last ``remember``
-dead letters it wrote, and on open reads them from the file's tail only. A record re-driven by
-``squall replay`` carries its replay count in ``meta.replay``, part of the key: its new failure is
-written beside the dead letter it was replayed from, once however often the replay is repeated. A replay re-delivers
-only what came after the last checkpoint, so its dead letters are among the most recent ones as
-long as fewer than ``remember`` were written since; memory and start time stay bounded however
-large the file grows. A spout that keeps no checkpoint (file, stdin, S3) "replays" its whole input
-on every run: more than ``remember`` dead letters in that input, and a second run (a restart after
-a crash) writes the older ones again.
+Writes are flushed and fsynced before the engine moves the checkpoint. A dead letter is written
+once, however often its record comes again — a replayed batch (a retry, a restart from the last
+checkpoint, Lambda's retry of an invocation), and every run of a spout that keeps no checkpoint
+(``file``, ``stdin``, ``s3``: each run re-delivers its whole input): its ``(event_id, component,
+replay)`` key is looked up in the sink's memory of the last ``remember`` dead letters (read back
+from the file's tail on open), then in the file's key index (``dead_letter_index``: every key
+the file holds, on disk beside it). A record re-driven by ``squall replay`` carries its replay
+count in ``meta.replay``, part of the key: its new failure is written beside the dead letter it
+was replayed from, once however often the replay is repeated. Keys count as written only once
+their lines are on disk; the index takes them after that and catches up from the file whatever a
+crash or error kept from it, so a dead letter is never lost and never written twice. With
+``index: false`` only the last ``remember`` keys are known: a spout without a checkpoint then
+writes the older dead letters of its input again on a second run.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import sqlite3
 from collections import OrderedDict
 from datetime import UTC, datetime
 
 from pydantic import Field
 
-from squall import exact_json, safe_json
+from squall import safe_json
 from squall.component import Capabilities, ComponentConfig
-from squall.errors import SinkError
+from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext
+from squall.sinks.dead_letter_index import KeyIndex, digest, line_key
+
+log = logging.getLogger("squall.sinks.dead_letter")
 
 #: Default of ``remember``: twice the largest Lambda/KCL batch (10,000 records), about 5 MB.
 REMEMBER = 20_000
@@ -44,12 +51,16 @@ class DeadLetterConfig(ComponentConfig):
     remember: int = Field(
         REMEMBER,
         ge=1,
-        description="Dead letters remembered (the most recent; ~250 bytes each) so that a "
-        "replayed batch does not write them twice; read back from the file's tail on open. Keep "
-        "it above the dead letters one batch can produce (Lambda's largest batch: 10,000 records); "
-        "with a spout that keeps no checkpoint (file, stdin, s3: a new run reads the input from "
-        "its start), above the dead letters of the whole input, else a second run writes the "
-        "older ones again.",
+        description="Keys of the most recent dead letters kept in memory (~250 bytes each; read "
+        "back from the file's tail on open), so that a replayed batch's are recognised without "
+        "a look-up in the index. With index false, the only dead letters recognised: keep it "
+        "above those of one batch, and of a whole input for a spout without a checkpoint.",
+    )
+    index: bool = Field(
+        True,
+        description="Keep the key of every dead letter in an index beside the file (path + "
+        "'.index', SQLite), so that none is written twice, however long ago it was written "
+        "(a file, stdin or s3 spout re-reads its whole input on every run).",
     )
 
 
@@ -100,45 +111,99 @@ class DeadLetterSink(Sink):
     def _open_file(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: OrderedDict[tuple[str, str | None, int], None] = OrderedDict()
+        self._index: KeyIndex | None = None
         if self.path.exists():
             for line in tail_lines(self.path, self.config.remember):
-                try:
-                    doc = exact_json.loads(line)  # a payload may hold integers beyond 64 bits
-                    replay = (doc.get("meta") or {}).get("replay", 0)
-                    self._seen[(doc["event_id"], doc.get("component"), replay)] = None
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue  # a torn last line after a crash: the replay rewrites it
-        self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-        if self._fh.tell() > 0:
-            with open(self.path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":  # a torn last line: start ours on a line of its own
-                    self._fh.write(b"\n")
+                key = line_key(line)
+                if key is not None:  # else a torn last line after a crash: the replay rewrites it
+                    self._seen[key] = None
+        # Unbuffered: a write that fails leaves nothing in a buffer to be written later; readable:
+        # the index reads the lines it lacks through it.
+        self._fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed in close()
+        self._mend()
+        if self.config.index:
+            try:
+                self._index = KeyIndex(self.path, self._fh.fileno(), fsync=self.config.fsync)
+                self._index.open()
+            except sqlite3.Error as exc:
+                raise SinkError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
+
+    def _mend(self) -> None:
+        """Start the next line on a line of its own after a torn last line (a crash, a write
+        that failed part-way): the torn line is no dead letter, its record's is written again."""
+        fd = self._fh.fileno()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            self._write_all(b"\n")
+        self._torn = False
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) :]
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
-        lines, keys = [], {}
-        for ev in prepared.events:
-            key = (ev.event_id, ev.failure.component if ev.failure else None, ev.meta.replay)
-            if key in self._seen or key in keys:
-                continue
-            keys[key] = None  # a dict: insertion order, so the oldest are forgotten first
-            lines.append(
-                safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload))
-            )
-        if not lines:
+        index = self._index
+        try:
+            if index is not None:
+                index.sync()  # lines the index lacks (a failed index commit, another writer)
+            fresh: dict = {}  # insertion order: the oldest are forgotten first
+            for ev in prepared.events:
+                key = (ev.event_id, ev.failure.component if ev.failure else None, ev.meta.replay)
+                if key not in self._seen and key not in fresh:
+                    fresh[key] = ev
+            digests: dict[bytes, tuple] = {}
+            if index is not None and fresh:
+                digests = {digest(key): key for key in fresh}
+                for d in index.known(list(digests)):
+                    del fresh[digests.pop(d)]
+        except (sqlite3.Error, OSError) as exc:
+            raise TransientError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
+        if not fresh:
             return
-        self._fh.write(b"\n".join(lines) + b"\n")
-        self._fh.flush()
-        if self.config.fsync:
-            os.fsync(self._fh.fileno())
+        lines = [
+            safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload))
+            for ev in fresh.values()
+        ]
+        data = b"\n".join(lines) + b"\n"
+        if self._torn:
+            self._mend()
+        try:
+            self._write_all(data)
+            if self.config.fsync:
+                os.fsync(self._fh.fileno())
+        except BaseException:
+            self._torn = True  # part of it may be in the file
+            raise
+        end = self._fh.tell()  # O_APPEND: the file's end, right after our lines
         # Only now are they on disk: a failed write above leaves them unseen, so the retry writes them.
         seen = self._seen
-        for key in keys:
+        for key in fresh:
             seen[key] = None
         while len(seen) > self.config.remember:
             seen.popitem(last=False)  # the oldest: long since checkpointed
+        if index is not None:
+            try:
+                index.add(list(digests), end - len(data), end)
+            except (sqlite3.Error, OSError) as exc:
+                # The keys wait in memory still: the retry finds them there and writes nothing.
+                raise TransientError(
+                    f"{self.id}: dead-letter index of {self.path}: {exc}"
+                ) from None
 
     def close(self) -> None:
+        index = getattr(self, "_index", None)
+        if index is not None:
+            self._index = None
+            try:
+                index.close()  # commits the keys that wait
+            except (sqlite3.Error, OSError) as exc:
+                log.warning(
+                    "%s: dead-letter index of %s: %s (indexed from the file on the next open)",
+                    self.id,
+                    self.path,
+                    exc,
+                )
         fh = getattr(self, "_fh", None)
         if fh is not None:
             fh.close()

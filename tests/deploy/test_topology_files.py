@@ -145,6 +145,7 @@ def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, m
     path.write_text(path.read_text().replace("  - {id: out, type: stdout}\n", ""))
     (tmp_path / "t" / "rejects").mkdir()
     (tmp_path / "t" / "rejects" / "dead.jsonl").write_text('{"email": "a@example.com"}\n')
+    (tmp_path / "t" / "rejects" / "dead.jsonl.index").write_bytes(b"SQLite format 3")  # its keys
     (tmp_path / "t" / "rejects" / "README").write_text("kept")
     written = {}
 
@@ -162,9 +163,11 @@ def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, m
         pkg.build(path, handler="consumer", output=tmp_path / "x.zip", compile_bytecode=False)
     assert "topology/rejects/README" in written["files"]
     assert "topology/rejects/dead.jsonl" not in written["files"]
+    assert "topology/rejects/dead.jsonl.index" not in written["files"]
     write_fleet(load(path), path, tmp_path / "kcl", stream="s")
     assert (tmp_path / "kcl" / "topology" / "rejects" / "README").is_file()
     assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl").exists()
+    assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl.index").exists()
 
 
 def test_the_file_spout_s_input_is_not_shipped_and_the_summary_says_why(

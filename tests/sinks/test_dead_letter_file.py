@@ -1,4 +1,5 @@
-"""The dead-letter file's replay de-duplication is bounded: the last `remember` keys, read from the tail."""
+"""The dead-letter file writes each dead letter once: the last `remember` keys in memory (read from
+the file's tail), every key in the index beside the file (``dead_letter_index``)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,22 @@ bolts:
   - {{id: decode, type: json}}
 sinks:
   - {{id: out, type: 'squall.testing:MemorySink', name: dl-{name}}}
-  - {{id: dlq, type: dead_letter, path: {path}, fsync: false, remember: {remember}}}
+  - {{id: dlq, type: dead_letter, path: {path}, fsync: {fsync}, remember: {remember}{extra}}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
 """
 
 
-def engine(tmp_path: Path, remember: int, name: str) -> Engine:
+def engine(
+    tmp_path: Path, remember: int, name: str, *, fsync: bool = False, extra: str = ""
+) -> Engine:
     topo = load_text(
-        TOPOLOGY.format(path=tmp_path / "dlq.jsonl", remember=remember, name=name),
+        TOPOLOGY.format(
+            path=tmp_path / "dlq.jsonl",
+            remember=remember,
+            name=name,
+            fsync=str(fsync).lower(),
+            extra=extra,
+        ),
         base_dir=tmp_path,
     )
     return Engine(compile_plan(topo)).open()
@@ -88,3 +98,214 @@ def test_tail_lines_reads_the_last_lines_whatever_the_block_size(
     assert len(tail_lines(f, count, block)) == min(count, 31)
     (tmp_path / "empty").write_bytes(b"")
     assert tail_lines(tmp_path / "empty", count, block) == []
+
+
+def run_input(e: Engine, batches: list) -> None:
+    """One run of a spout without a checkpoint: its whole input, batch after batch."""
+    for b in batches:
+        assert e.process(b).ok
+
+
+def event_ids(tmp_path: Path) -> list[str]:
+    return [d["event_id"] for d in lines(tmp_path)]
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["no-fsync", "fsync"])
+def test_a_second_run_of_an_input_with_more_dead_letters_than_remember_writes_none_again(
+    tmp_path: Path, fsync: bool
+):
+    """A ``file``, ``stdin`` or ``s3`` spout keeps no checkpoint: a second run (a restart after a
+    crash) re-delivers the whole input. Only the last ``remember`` keys were recognised, so the
+    older dead letters were written again (``remember: 10`` on the example: 60 lines, then 120);
+    the index beside the file knows every key."""
+    batches = [bad(i * 10, 10) for i in range(6)]  # 60 dead letters
+    e = engine(tmp_path, remember=10, name="run1", fsync=fsync)
+    run_input(e, batches)
+    e.close()
+    first = event_ids(tmp_path)
+    assert len(first) == 60 == len(set(first))
+    for run in range(2):
+        e = engine(tmp_path, remember=10, name=f"run{run + 2}", fsync=fsync)
+        run_input(e, batches)
+        e.close()
+    assert event_ids(tmp_path) == first
+    assert (tmp_path / "dlq.jsonl.index").exists()
+
+
+def test_without_the_index_only_the_last_remember_are_recognised(tmp_path: Path):
+    """``index: false``: the bounded memory alone (no file beside the dead letters)."""
+    batches = [bad(i * 10, 10) for i in range(6)]
+    for run in range(2):
+        e = engine(tmp_path, remember=10, name=f"noidx{run}", extra=", index: false")
+        run_input(e, batches)
+        e.close()
+    # The run starts from the oldest: each one written again pushes a remembered one out.
+    assert len(lines(tmp_path)) == 120
+    assert not (tmp_path / "dlq.jsonl.index").exists()
+
+
+def test_a_crash_before_the_index_commit_writes_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Dead letters come first in the commit sequence; their keys wait in memory and reach the
+    index later (``COMMIT_KEYS`` at a time, at close). A kill -9 loses what waits: the next open
+    indexes those lines from the file, so the restart's replay of the whole input writes none of
+    them again — and writes the ones never written."""
+    from squall.sinks import dead_letter_index
+
+    monkeypatch.setattr(dead_letter_index, "COMMIT_KEYS", 4)  # a commit every batch or so
+    batches = [bad(i * 10, 10) for i in range(4)]
+    e = engine(tmp_path, remember=1, name="crash1", fsync=True)
+    run_input(e, batches[:2])
+    monkeypatch.setattr(dead_letter_index.KeyIndex, "commit", lambda self: None)
+    assert e.process(batches[2]).ok  # written and fsynced, never indexed: then kill -9
+    monkeypatch.undo()
+    assert len(lines(tmp_path)) == 30
+    e = engine(tmp_path, remember=1, name="crash2", fsync=True)
+    run_input(e, batches)  # the restart: the input again, from its start
+    e.close()
+    ids = event_ids(tmp_path)
+    assert len(ids) == 40 == len(set(ids))
+
+
+def test_an_index_commit_that_fails_is_retried_and_the_retry_writes_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The index refuses (disk I/O error): the dead letters are on disk, the batch is retried
+    (transient), the retry finds their keys waiting in memory and writes nothing again; the
+    next commit takes them."""
+    import sqlite3
+
+    from squall.sinks import dead_letter_index
+
+    monkeypatch.setattr(dead_letter_index, "COMMIT_KEYS", 1)
+    real_commit, calls = dead_letter_index.KeyIndex.commit, []
+
+    def commit_failing_once(self):
+        calls.append(len(self.pending))
+        if len(calls) == 2:  # the first is the open's
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_commit(self)
+
+    monkeypatch.setattr(dead_letter_index.KeyIndex, "commit", commit_failing_once)
+    e = engine(tmp_path, remember=1, name="idxfail")
+    result = e.process(bad(0, 5))
+    assert result.ok
+    assert calls == [0, 5]  # the retry wrote nothing: nothing more to commit
+    assert e.process(bad(5, 1)).ok
+    assert calls == [0, 5, 6]
+    e.close()
+    monkeypatch.undo()
+    e = engine(tmp_path, remember=1, name="idxfail2")
+    assert e.process(bad(0, 6)).ok
+    e.close()
+    assert len(lines(tmp_path)) == 6
+
+
+def test_lines_longer_than_a_read_block_and_small_commits_index_every_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from squall.sinks import dead_letter_index
+
+    monkeypatch.setattr(dead_letter_index, "BLOCK", 64)  # a dead letter is ~400 bytes
+    monkeypatch.setattr(dead_letter_index, "COMMIT_KEYS", 3)
+    batches = [bad(i * 7, 7) for i in range(3)]
+    e = engine(tmp_path, remember=1, name="blk1", extra=", index: false")
+    run_input(e, batches)
+    e.close()
+    for run in range(2):
+        e = engine(tmp_path, remember=1, name=f"blk{run + 2}")
+        run_input(e, batches)
+        e.close()
+    assert len(lines(tmp_path)) == 21
+
+
+def test_a_torn_last_line_is_written_again_once(tmp_path: Path):
+    """kill -9 in the middle of the write: the torn line is no dead letter; the replay writes its
+    record's on a line of its own, and a third run writes nothing."""
+    batches = [bad(0, 3)]
+    e = engine(tmp_path, remember=1, name="torn1")
+    run_input(e, batches)
+    e.close()
+    f = tmp_path / "dlq.jsonl"
+    data = f.read_bytes()
+    f.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 20])  # the last line cut
+    (tmp_path / "dlq.jsonl.index").unlink()  # its key was indexed: an index of an older file
+    for run in range(2):
+        e = engine(tmp_path, remember=1, name=f"torn{run + 2}")
+        run_input(e, batches)
+        e.close()
+    docs = f.read_text().splitlines()
+    assert len(docs) == 4 and not docs[2].endswith("}")
+    assert sorted(json.loads(d)["event_id"] for i, d in enumerate(docs) if i != 2) == sorted(
+        set(json.loads(d)["event_id"] for i, d in enumerate(docs) if i != 2)
+    )
+
+
+def test_a_file_without_an_index_is_indexed_on_the_first_open(tmp_path: Path):
+    """A dead-letter file of an older squall (or whose index was deleted): indexed whole once."""
+    batches = [bad(i * 10, 10) for i in range(3)]
+    e = engine(tmp_path, remember=10, name="old1", extra=", index: false")
+    run_input(e, batches)
+    e.close()
+    e = engine(tmp_path, remember=1, name="old2")
+    run_input(e, batches)
+    e.close()
+    assert len(lines(tmp_path)) == 30
+
+
+def test_a_damaged_index_is_built_again_from_the_file(tmp_path: Path, caplog):
+    batches = [bad(i * 10, 10) for i in range(3)]
+    e = engine(tmp_path, remember=1, name="dmg1")
+    run_input(e, batches)
+    e.close()
+    (tmp_path / "dlq.jsonl.index").write_bytes(b"not a database" * 100)
+    e = engine(tmp_path, remember=1, name="dmg2")
+    run_input(e, batches)
+    e.close()
+    assert len(lines(tmp_path)) == 30
+    assert "unreadable" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["removed", "truncated", "replaced"])
+def test_a_file_rotated_or_replaced_is_indexed_again(tmp_path: Path, how: str):
+    """The index holds the keys of the file as it is: dead letters no longer in the file (rotated
+    away) are written again; the others once."""
+    batches = [bad(i * 10, 10) for i in range(3)]
+    e = engine(tmp_path, remember=1, name=f"rot1{how}")
+    run_input(e, batches)
+    e.close()
+    f = tmp_path / "dlq.jsonl"
+    kept = f.read_text().splitlines()
+    if how == "removed":
+        f.unlink()
+        kept = []
+    elif how == "truncated":
+        kept = kept[:5]
+        f.write_text("".join(line + "\n" for line in kept))
+    else:  # as long, other dead letters: only the start tells
+        other = [line.replace('"event_id":"', '"event_id":"x') for line in kept]
+        f.write_text("".join(line + "\n" for line in other))
+        kept = other
+    e = engine(tmp_path, remember=1, name=f"rot2{how}")
+    run_input(e, batches)
+    e.close()
+    ids = event_ids(tmp_path)
+    assert len(ids) == len(kept) + 30 - (5 if how == "truncated" else 0)
+    assert len(set(ids)) == len(ids)
+
+
+def test_two_writers_of_one_file_know_each_others_dead_letters(tmp_path: Path):
+    """The KCL runs a process per shard: two sinks append to one file. Each indexes the other's
+    lines before it looks a key up."""
+    a = engine(tmp_path, remember=1, name="two-a")
+    b = engine(tmp_path, remember=1, name="two-b")
+    assert a.process(bad(0, 10)).ok
+    assert b.process(bad(10, 10)).ok
+    assert a.process(bad(20, 10)).ok
+    assert b.process(bad(0, 10)).ok  # a's dead letters, delivered to b (a lease taken over)
+    assert a.process(bad(10, 10)).ok
+    a.close()
+    b.close()
+    ids = event_ids(tmp_path)
+    assert len(ids) == 30 == len(set(ids))

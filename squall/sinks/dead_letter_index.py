@@ -1,0 +1,265 @@
+"""The ``dead_letter`` file's key index: every ``(event_id, component, replay)`` key the file holds.
+
+A SQLite database beside the file (``rejects.jsonl`` → ``rejects.jsonl.index``; while it is open,
+SQLite's ``-wal`` and ``-shm`` files too) holding a 16-byte BLAKE2b digest per dead letter, so that
+a dead letter is written once however far back its first copy lies — a ``file``, ``stdin`` or
+``s3`` spout keeps no checkpoint and re-delivers its whole input on every run. The sink asks it
+only about keys its in-memory window (``remember``) does not hold.
+
+The file is the truth and the index is derived from it, under two rules:
+
+* a key is committed to the index only after its line is on disk (written, and fsynced when the
+  sink fsyncs): a key in the index means its dead letter is in the file, so skipping it loses
+  nothing;
+* ``offset`` says how far the file is indexed: every complete line before it has its key in the
+  index. The lines beyond — the last dead letters written, whose keys wait in memory
+  (``pending``) to be committed ``COMMIT_KEYS`` at a time or at close; what a crash kept from the
+  index; another process's lines — are read from the file (:meth:`KeyIndex.sync`: on open, and
+  before a lookup when the file grew under the sink), so a dead letter already in the file is
+  never written twice.
+
+Committing keys in bulk, not per batch, matters with ``fsync``: on ext4 the fsync of the
+dead-letter file also flushes what SQLite wrote since the last one, ~3 ms a batch when the index
+was written each time (``benchmarks/bench_dead_letters.py``). The file's first bytes are kept as
+a digest: a file replaced (rotated, restored from a backup, truncated) is indexed again from its
+start, as is a missing or unreadable index (an older squall's file: indexed once, on the first
+open). SQLite runs in WAL mode with ``synchronous NORMAL``: a commit costs no fsync, and a power
+cut may lose the last commits — never the index's consistency; ``offset`` goes back with them
+and the lines are indexed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from squall import exact_json
+
+log = logging.getLogger("squall.sinks.dead_letter")
+
+#: The index's name: the dead-letter file's with this suffix (and SQLite's ``-wal``/``-shm``).
+SUFFIX = ".index"
+#: The companion files of a dead-letter file (left out of packages with it).
+SUFFIXES = (SUFFIX, SUFFIX + "-wal", SUFFIX + "-shm")
+#: Bytes of the file's start whose digest tells the same file from a replaced one.
+HEAD = 4096
+#: Bytes read at a time when indexing lines from the file; a transaction per block.
+BLOCK = 4 << 20
+#: Keys that wait in memory before they are committed to the index (~1.5 MB).
+COMMIT_KEYS = 10_000
+#: Keys per lookup query (under SQLite's bound on parameters).
+CHUNK = 500
+VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letter_keys (k BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letter_index (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+
+Key = tuple[str, "str | None", int]
+
+
+def digest(key: Key) -> bytes:
+    """The 16 bytes kept for a key (collisions: about one in 2**64 after 2**32 keys)."""
+    try:
+        data = orjson.dumps(key)
+    except TypeError:  # a lone surrogate in an event id taken from a payload field
+        data = repr(key).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def line_key(line: bytes) -> Key | None:
+    """The key of a dead-letter line; None for a line that is not one (a torn line)."""
+    try:
+        doc = exact_json.loads(line)  # a payload may hold integers beyond 64 bits
+        replay = (doc.get("meta") or {}).get("replay", 0)
+        return (doc["event_id"], doc.get("component"), replay)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def index_path(path: Path) -> Path:
+    return path.with_name(path.name + SUFFIX)
+
+
+class KeyIndex:
+    """The index of one dead-letter file, read and extended through the file's descriptor."""
+
+    def __init__(self, path: Path, fd: int, *, fsync: bool = True):
+        self.path = index_path(path)
+        self.data = path
+        self.fd = fd
+        self.fsync = fsync
+        #: Every complete line of the file before this position has its key in the index or in
+        #: ``pending``: ``sync`` reads only what lies beyond.
+        self.known_to = 0
+        #: Keys of lines in the file (before ``known_to``) not yet committed to the index.
+        self.pending: set[bytes] = set()
+        self.head_len = 0
+        self.db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = self._open_db()
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is only derived
+            log.warning("%s: unreadable (%s): indexing %s again", self.path, exc, self.data)
+            for suffix in SUFFIXES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.data.with_name(self.data.name + suffix))
+            db = self._open_db()
+        return db
+
+    def _open_db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT count(*) FROM dead_letter_index").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _meta(self) -> dict:
+        return dict(self.db.execute("SELECT name, value FROM dead_letter_index"))
+
+    def _set(self, **values) -> None:
+        self.db.executemany(
+            "INSERT INTO dead_letter_index (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
+
+    def _head(self, size: int) -> bytes:
+        return hashlib.blake2b(os.pread(self.fd, size, 0), digest_size=16).digest()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time (KCL: a process per shard)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def open(self) -> None:
+        """Check the index is of this file (else start it again), then index what it lacks."""
+        size = os.fstat(self.fd).st_size
+        with self._transaction():
+            meta = self._meta()
+            offset, head_len = meta.get("offset", 0), meta.get("head_len", 0)
+            same = (
+                meta.get("version") == VERSION
+                and offset <= size
+                and head_len <= size
+                and meta.get("head") == self._head(head_len)
+            )
+            if not same:
+                if meta:
+                    log.warning(
+                        "%s: not the index of %s as it is now (replaced, truncated or rotated): "
+                        "indexing it again",
+                        self.path,
+                        self.data,
+                    )
+                self.db.execute("DELETE FROM dead_letter_keys")
+                offset = 0
+                self._set(offset=0, version=VERSION, head_len=0, head=self._head(0))
+            self.head_len = head_len if same else 0
+        self.known_to = offset
+        if size - offset > BLOCK:
+            log.info("%s: indexing %d bytes of dead letters", self.data, size - offset)
+        self.sync()
+        self.commit()
+
+    def sync(self) -> None:
+        """Take the keys of the file's complete lines beyond ``known_to``: usually none (an
+        ``fstat``); committed once ``COMMIT_KEYS`` wait."""
+        size = os.fstat(self.fd).st_size
+        if size < self.known_to:  # truncated under us: what the index holds is gone
+            log.warning("%s shrank: indexing it again", self.data)
+            with self._transaction():
+                self.db.execute("DELETE FROM dead_letter_keys")
+                self._set(offset=0)
+            self.pending.clear()
+            self.known_to = self.head_len = 0
+        span = BLOCK
+        while self.known_to < size:
+            end = self._read_lines(self.known_to, min(size, self.known_to + span))
+            if end == self.known_to:
+                if self.known_to + span >= size:  # only a line still being written (another's)
+                    break
+                span *= 2  # a line longer than a block (a large record or payload)
+                continue
+            self.known_to, span = end, BLOCK
+            if len(self.pending) >= COMMIT_KEYS:
+                self.commit()
+
+    def _read_lines(self, start: int, stop: int) -> int:
+        """Keys of the complete lines in ``[start, stop)`` into ``pending``; where they end."""
+        data = os.pread(self.fd, stop - start, start)
+        cut = data.rfind(b"\n") + 1
+        keys = (line_key(line) for line in data[:cut].split(b"\n"))
+        self.pending.update(digest(k) for k in keys if k is not None)
+        return start + cut
+
+    def known(self, digests: list[bytes]) -> set[bytes]:
+        """Which of these digests the file holds (as far as it is known: ``sync`` first)."""
+        found = {d for d in digests if d in self.pending}
+        rest = [d for d in digests if d not in found]
+        for i in range(0, len(rest), CHUNK):
+            chunk = rest[i : i + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT k FROM dead_letter_keys WHERE k IN ({marks})",  # noqa: S608 - marks only
+                    chunk,
+                )
+            )
+        return found
+
+    def add(self, digests: list[bytes], start: int, end: int) -> None:
+        """Keys of the lines just written at ``[start, end)`` of the file (on disk already)."""
+        if self.known_to < start:  # another writer's lines before ours
+            self.known_to = self._read_lines(self.known_to, start)
+        self.pending.update(digests)
+        if self.known_to == start:
+            self.known_to = end
+        if len(self.pending) >= COMMIT_KEYS:
+            self.commit()
+
+    def commit(self) -> None:
+        """Commit the keys that wait, and how far the file is indexed."""
+        if self.fsync:  # another writer's lines read into pending: on disk before indexed
+            os.fsync(self.fd)
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO dead_letter_keys (k) VALUES (?)",
+                ((d,) for d in self.pending),
+            )
+            offset = self._meta().get("offset", 0)
+            if self.known_to > offset:
+                self._set(offset=self.known_to)
+            head_len = min(self.known_to, HEAD)
+            if head_len > self.head_len:
+                self._set(head_len=head_len, head=self._head(head_len))
+        self.head_len = max(self.head_len, min(self.known_to, HEAD))
+        self.pending.clear()
+
+    def close(self) -> None:
+        try:
+            if self.pending:
+                self.commit()
+        finally:
+            self.db.close()
