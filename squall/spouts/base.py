@@ -45,9 +45,10 @@ class Spout(Component):
     #: Whether what a batch settled is acknowledged at the source (``commit``: SQS deletes the
     #: messages) though the spout keeps no checkpoint: the next run does not read it again.
     acknowledges: ClassVar[bool] = False
-    #: True when ``read`` may wait for input for ever (stdin, a pipe) and abandoning it part-way
-    #: loses nothing kept (no position, nothing acknowledged): ``squall run`` then ends a read at
-    #: a Ctrl-C or SIGTERM instead of waiting for a whole batch more of input.
+    #: True when ``read`` may wait for input for ever (stdin, a pipe) or long (an SQS long poll)
+    #: and abandoning it part-way loses nothing kept (no position moved, nothing acknowledged):
+    #: ``squall run`` then ends a read at a Ctrl-C or SIGTERM instead of waiting for a whole
+    #: batch more of input.
     read_interruptible: ClassVar[bool] = False
 
     def open(self, resources: Resources) -> None:

@@ -16,6 +16,7 @@ Lambda SQS trigger (``squall.deploy.lambda_sources``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from squall.component import (
 from squall.errors import SquallError
 from squall.event import Position, Record, RecordMeta
 from squall.spouts.base import Spout
+
+log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
 
@@ -118,6 +121,11 @@ class SqsSpout(Spout):
         "Read messages from an SQS queue; delete each once processed (FIFO order kept per group)."
     )
     acknowledges = True  # a settled message is deleted: no run reads it again
+    # A long poll (``wait_time``, up to 20 s) may outlast a service manager's grace after SIGTERM
+    # (``docker stop``: 10 s). ``squall run`` gives a receive up at a stop: nothing read is
+    # deleted before its batch is committed, so what it held comes back after its visibility
+    # timeout.
+    read_interruptible = True
 
     @classmethod
     def capabilities(cls, config: SqsSpoutConfig) -> Capabilities:
@@ -178,15 +186,7 @@ class SqsSpout(Spout):
 
     def read(self, max_records: int) -> Iterator[list[Record]]:
         while not self.stopping:
-            batch: list[Record] = []
-            while len(batch) < max_records:
-                msgs = self._receive(max_records - len(batch))
-                if not msgs:
-                    break
-                for m in msgs:
-                    rec = message_record(self.name, m)
-                    self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle
-                    batch.append(rec)
+            batch = self._fill(max_records)
             if not batch:
                 if self.config.stop_when_empty:
                     return
@@ -195,6 +195,31 @@ class SqsSpout(Spout):
                 continue
             self._keep(batch)
             yield batch
+
+    def _fill(self, max_records: int) -> list[Record]:
+        """Receive up to ``max_records`` messages: until a receive returns none."""
+        batch: list[Record] = []
+        try:
+            while len(batch) < max_records:
+                msgs = self._receive(max_records - len(batch))
+                if not msgs:
+                    break
+                for m in msgs:
+                    rec = message_record(self.name, m)
+                    self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle
+                    batch.append(rec)
+        except BaseException:  # a stop gave the receive up (``read_interruptible``), or it failed
+            for rec in batch:
+                self._handles.pop((rec.meta.shard_id, rec.meta.sequence_number), None)
+            if batch:
+                log.warning(
+                    "%s: %d message(s) received into the unfinished batch come back after their "
+                    "visibility timeout",
+                    self.id,
+                    len(batch),
+                )
+            raise
+        return batch
 
     def _keep(self, batch: list[Record]) -> None:
         """Remember the batch's records until a checkpoint covers them. A message received again
