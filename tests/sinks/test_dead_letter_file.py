@@ -309,3 +309,30 @@ def test_two_writers_of_one_file_know_each_others_dead_letters(tmp_path: Path):
     b.close()
     ids = event_ids(tmp_path)
     assert len(ids) == 30 == len(set(ids))
+
+
+def test_squall_run_twice_on_a_file_writes_its_dead_letters_once(tmp_path: Path):
+    """The found case, end to end: ``squall run`` of a ``file`` spout, twice, ``remember`` below
+    the input's dead letters (before: every dead letter written again by the second run)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(f'{{"n": {i}}}\n' if i % 2 else f"bad {i}\n" for i in range(60)))
+    t = tmp_path / "t.yaml"
+    t.write_text(
+        "name: twice\nspout: {type: file, path: in.jsonl}\nsettings: {batch_size: 7}\n"
+        "bolts:\n  - {id: decode, type: json}\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+        "  - {id: dlq, type: dead_letter, path: out/dlq.jsonl, remember: 5}\n"
+    )
+    for _ in range(2):
+        r = subprocess.run(
+            [sys.executable, "-m", "squall.cli", "run", str(t)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in (tmp_path / "out" / "dlq.jsonl").read_text().splitlines()]
+    assert sorted(d["record"] for d in docs) == sorted(f"bad {i}" for i in range(0, 60, 2))
