@@ -209,8 +209,7 @@ class SqsSpout(Spout):
                     self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle
                     batch.append(rec)
         except BaseException:  # a stop gave the receive up (``read_interruptible``), or it failed
-            for rec in batch:
-                self._handles.pop((rec.meta.shard_id, rec.meta.sequence_number), None)
+            # Their handles stay: one may be the newest of a message a held batch still holds.
             if batch:
                 log.warning(
                     "%s: %d message(s) received into the unfinished batch come back after their "
