@@ -207,17 +207,18 @@ def client(
     made = boto3.session.Session().client(
         service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
     )
-    # First among the call's needs-retry handlers (botocore's retry handler is registered on the
-    # same service-specific event): a False answer is the event's answer, so botocore sleeps
-    # and retries only when this handler leaves the decision to it (None).
-    made.meta.events.register_first(
-        f"needs-retry.{made.meta.service_model.service_id.hyphenize()}",
-        _no_retry_under_a_deadline,
-        unique_id="squall-no-retry-under-a-deadline",
-    )
+    _bound_by_the_deadline(made, botocore_retries, read_timeout)
     _clients.add(made)
     return made
 
+
+#: Said of a call not started, or not retried, because the runner's deadline is near.
+NO_TIME_LEFT = "the time left before the deadline is spent"
+#: The reason of what no call was started for because the deadline was reached.
+NOT_SENT = f"not sent: {NO_TIME_LEFT}"
+#: The shortest read timeout a call inside ``time_bounded`` gets, however little time is left
+#: (urllib3 takes 0 for "fail at once"): the sinks start no call with no time left at all.
+MIN_READ_TIMEOUT = 0.1
 
 #: The time left of the AWS calls made inside ``time_bounded`` in this thread (or task).
 _call_time_left: ContextVar[Callable[[], float | None] | None] = ContextVar(
@@ -229,10 +230,11 @@ _call_time_left: ContextVar[Callable[[], float | None] | None] = ContextVar(
 def time_bounded(time_left: Callable[[], float | None] | None) -> Iterator[None]:
     """Calls of clients made by ``client`` inside the block, given ``time_left`` (a Lambda
     runner's ``WriteContext.time_left``: seconds before its deadline less its margin; None, or
-    None answered: no limit), make one attempt each: botocore's own retries (standard mode: up
-    to 3 attempts, backoff of up to 1 s then 2 s) do not know the deadline, so the caller's
-    loops — the sinks' ``send_all``, ``PutRecordsWriter``, the engine's retry of a
-    ``TransientError`` — which retry only while the backoff fits in the time left, decide."""
+    None answered: no limit), make one attempt each and wait for their answer no longer than the
+    time left: botocore's own retries (standard mode: up to 3 attempts, backoff of up to 1 s then
+    2 s) and its read timeout (30 s a read) do not know the deadline, so the caller's loops — the
+    sinks' ``send_all``, ``PutRecordsWriter``, the engine's retry of a ``TransientError`` — which
+    retry only while the backoff fits in the time left, decide."""
     token = _call_time_left.set(time_left)
     try:
         yield
@@ -240,34 +242,92 @@ def time_bounded(time_left: Callable[[], float | None] | None) -> Iterator[None]
         _call_time_left.reset(token)
 
 
-def _answers_false_as_no_retry() -> bool:
-    """Whether botocore reads a ``needs-retry`` handler's False as "no retry" (1.43.3, May 2026,
-    ``Endpoint._needs_retry``); before, any answer but None was a delay: False meant retry at once."""
-    import botocore
-
-    try:
-        major, minor, patch = (int(p) for p in botocore.__version__.split(".")[:3])
-    except ValueError:  # a build with another version scheme: assume the old reading
-        return False
-    return (major, minor, patch) >= (1, 43, 3)
-
-
-#: Read once: an older botocore keeps its own retries under a deadline (docs/deploy.md).
-NO_RETRY_VETO = _answers_false_as_no_retry()
-
-
-def _no_retry_under_a_deadline(**_: Any) -> bool | None:
-    """botocore's ``needs-retry`` event: False (no retry) inside ``time_bounded`` with a time
-    left, else None (botocore's retry handler decides, as configured). botocore's handler still
-    runs on a vetoed retry (an event calls every handler) and takes its retry-quota tokens for it,
-    which come back one per successful call: a client's calls are all inside ``time_bounded`` in
-    a Lambda runner, so only its calls outside (a sink's ``open``) could find the quota short.
-    Each attempt still waits up to the client's ``read_timeout``: botocore sets it per client,
-    not per call."""
+def _time_left_now() -> float | None:
+    """The time left of the ``time_bounded`` block the current call is made in (None: none)."""
     time_left = _call_time_left.get()
-    if not NO_RETRY_VETO or time_left is None or time_left() is None:
-        return None  # an older botocore would take False for "retry now, no backoff"
-    return False
+    return None if time_left is None else time_left()
+
+
+def time_spent(time_left: Callable[[], float | None] | None) -> bool:
+    """Whether a deadline is known and no time is left before it: no call is started then."""
+    left = time_left() if time_left is not None else None
+    return left is not None and left <= 0
+
+
+#: Whether this botocore takes a read timeout per request (``read_timeout`` in the request's
+#: context, read by its urllib3 session; botocore/botocore#3770): before it, a call inside
+#: ``time_bounded`` still waits up to the client's read timeout for an answer.
+PER_REQUEST_READ_TIMEOUT = False
+try:  # pragma: no branch
+    from botocore.httpsession import URLLib3Session
+
+    PER_REQUEST_READ_TIMEOUT = hasattr(URLLib3Session, "_get_request_timeout")
+except ImportError:  # pragma: no cover - every botocore has it
+    pass
+
+
+def _bound_by_the_deadline(made: Any, attempts: int, read_timeout: float) -> None:
+    """Make the client's calls inside ``time_bounded`` one attempt each and their reads no
+    longer than the time left.
+
+    Retries: botocore's standard retry handler (on ``needs-retry.<service>``, unique id
+    ``retry-config-<service>``) is replaced by the same handler behind a gate that, inside
+    ``time_bounded`` with a time left, answers None (no retry) without asking it. Other
+    ``needs-retry`` handlers still answer: S3's region redirect (a bucket in another region:
+    "retry at once, elsewhere") is no retry of botocore's and is kept — a handler answering
+    "no retry" ahead of them all swallowed it, and botocore's handler, still called, took its
+    retry-quota tokens for retries never made (5 a call; after ~100 throttled calls in a warm
+    Lambda the client's calls outside ``time_bounded`` were not retried at all). None is "no
+    retry" in every botocore, where an answer of False was "retry at once" before 1.43.3.
+
+    Read timeout: a ``request-created`` handler (each attempt) sets the request's
+    ``read_timeout`` to the time left (at most ``read_timeout``, at least ``MIN_READ_TIMEOUT``)
+    where botocore reads one per request (``PER_REQUEST_READ_TIMEOUT``); urllib3 applies it to
+    each read of the answer, as httpx does the http sink's. The connect timeout (5 s) stays.
+    """
+    from botocore.retries import standard
+
+    events = made.meta.events
+    name = made.meta.service_model.service_id.hyphenize()
+    event, unique_id = f"needs-retry.{name}", f"retry-config-{name}"
+    events.unregister(event, unique_id=unique_id)  # botocore's own, made with the client
+    botocore_retry = standard.register_retry_handler(made, max_attempts=attempts)
+    events.unregister(event, unique_id=unique_id)
+    events.register(event, _UnlessBounded(botocore_retry.needs_retry), unique_id=unique_id)
+    events.register(
+        f"request-created.{name}",
+        _ReadTimeout(read_timeout),
+        unique_id="squall-read-timeout-of-the-time-left",
+    )
+
+
+class _UnlessBounded:
+    """botocore's retry handler, asked only outside ``time_bounded`` (or with no time known)."""
+
+    def __init__(self, needs_retry: Callable[..., Any]):
+        self._needs_retry = needs_retry
+
+    def __call__(self, **kwargs: Any) -> Any:
+        if _time_left_now() is not None:
+            return None  # one attempt: the caller's time-aware loop decides
+        return self._needs_retry(**kwargs)
+
+
+class _ReadTimeout:
+    """Each attempt inside ``time_bounded`` reads its answer no longer than the time left."""
+
+    def __init__(self, configured: float):
+        self._configured = configured
+
+    def __call__(self, request: Any, **_: Any) -> None:
+        context = getattr(request, "context", None)
+        if context is None:
+            return
+        left = _time_left_now()
+        if left is None:
+            context.pop("read_timeout", None)  # the client's
+        else:
+            context["read_timeout"] = max(MIN_READ_TIMEOUT, min(self._configured, left))
 
 
 #: Every client ``client`` made that is still alive (for ``close_connections``).

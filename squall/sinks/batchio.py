@@ -37,11 +37,11 @@ from squall.sinks.base import WriteResult
 
 log = logging.getLogger("squall.sinks")
 
-NO_TIME_LEFT = "the time left before the deadline is spent"
+NO_TIME_LEFT = aws.NO_TIME_LEFT
 #: Appended to the reason of an item that was not retried because the deadline was near.
 NOT_RETRIED = f"(not retried: {NO_TIME_LEFT})"
 #: The reason of an item no call was started for because the deadline was reached.
-NOT_SENT = f"not sent: {NO_TIME_LEFT}"
+NOT_SENT = aws.NOT_SENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +106,11 @@ def send_all(
         pending = [i for i in group if not i.done and i.refused is None]
         attempt = 0
         while pending:
-            if attempt == 0 and time_left is not None:
-                left = time_left()
-                if left is not None and left <= 0:
-                    # No call is started with no time left (the http and push sinks' requests
-                    # neither): the call fails as transient, and the engine's retry, bounded by
-                    # the same time left, is not made — what was written stays done.
-                    raise TransientError(f"{name}: {NOT_SENT}")
+            if attempt == 0 and aws.time_spent(time_left):
+                # No call is started with no time left (the http and push sinks' requests
+                # neither): the call fails as transient, and the engine's retry, bounded by
+                # the same time left, is not made — what was written stays done.
+                raise TransientError(f"{name}: {NOT_SENT}")
             attempt += 1
             outcome.calls += 1
             with aws.time_bounded(time_left):  # botocore's own retries do not know the deadline

@@ -111,27 +111,6 @@ def test_time_bounded_ends_with_its_block(moto_server, botocore_sleeps):
     assert len(attempts) == 3 and len(botocore_sleeps) == 1
 
 
-def test_a_botocore_that_reads_false_as_a_delay_keeps_its_own_retries(
-    moto_server, botocore_sleeps, monkeypatch
-):
-    """Before botocore 1.43.3 a ``needs-retry`` answer of False was a delay of 0: the veto would
-    retry at once, without backoff. There the bound is off and botocore retries as configured."""
-    monkeypatch.setattr(aws, "NO_RETRY_VETO", False)
-    client = aws.client("sqs", region=None, endpoint_url=moto_server.endpoint)
-    attempts = throttle_first(client, 1)
-    with aws.time_bounded(lambda: 5.0):
-        client.list_queues()
-    assert len(attempts) == 2 and len(botocore_sleeps) == 1  # a retry after botocore's backoff
-
-
-def test_the_veto_is_on_for_the_botocore_installed_here():
-    import botocore
-
-    assert aws.NO_RETRY_VETO is (
-        tuple(int(p) for p in botocore.__version__.split(".")[:3]) >= (1, 43, 3)
-    )
-
-
 @pytest.mark.parametrize("left", [0.0, -0.5])
 def test_sqs_firehose_and_dead_letter_sqs_start_no_call_with_no_time_left(moto_server, left):
     """As the http and push sinks: once the time left is spent no call is started; the call
