@@ -14,7 +14,7 @@ PutRecords answer's ``ShardId`` is compared with that shard: on a mismatch the s
 again, and the user records of an aggregate that does not fit where it landed are re-sent,
 re-grouped by the new map (never the stale aggregate itself).
 
-Size (~460 lines): one writer — batching, partial-failure retries, aggregation and the
+Size (~485 lines): one writer — batching, partial-failure retries, aggregation and the
 resharding re-send share its shard map and pending entries; split, that state would be passed around.
 """
 
@@ -309,7 +309,10 @@ class PutRecordsWriter:
 
         ``time_left`` (seconds before the runner's deadline, less its margin; None: no limit):
         a retry whose backoff would outlast it is not made — its records fail now (the runner
-        answers them as retriable: a Lambda killed at its timeout answers nothing).
+        answers them as retriable: a Lambda killed at its timeout answers nothing); with no time
+        left no call is started (``TransientError`` before anything was written, else the
+        call's records fail ``not sent: …``); each call makes one attempt and reads its answer
+        no longer than the time left (``aws.time_bounded``).
         """
         outcome = PutOutcome()
         pending = entries
@@ -319,7 +322,7 @@ class PutRecordsWriter:
                 misplaced.extend(self._put_chunk(chunk, outcome, time_left))
             if not misplaced:
                 return outcome
-            pending = self._regroup(misplaced, outcome)
+            pending = self._regroup(misplaced, outcome, time_left)
             if not pending:
                 return outcome
         for entry in pending:
@@ -332,10 +335,15 @@ class PutRecordsWriter:
             )
         return outcome
 
-    def _regroup(self, misplaced: list[tuple[Entry, str]], outcome: PutOutcome) -> list[Entry]:
+    def _regroup(
+        self,
+        misplaced: list[tuple[Entry, str]],
+        outcome: PutOutcome,
+        time_left: Callable[[], float | None] | None = None,
+    ) -> list[Entry]:
         """List the shards again; entries for the user records of aggregates that do not fit where they landed."""
         try:
-            shard_map = load_shard_map(self.client, self.stream)
+            shard_map = load_shard_map(self.client, self.stream, time_left)
         except TransientError as exc:  # cannot tell where they belong now: they fail, to come again
             outcome.failed.extend((e, f"landed on another shard and {exc}") for e, _ in misplaced)
             return []
@@ -377,6 +385,14 @@ class PutRecordsWriter:
         pending = chunk
         attempt = 0
         while True:
+            if attempt == 0 and aws.time_spent(time_left):
+                # No call is started with no time left (as the other sinks'): before anything
+                # was written the put fails as transient (the engine's retry, bounded by the
+                # same time left, is not made); after, this call's records fail with the reason.
+                if outcome.sent == 0 and not outcome.failed:
+                    raise TransientError(f"PutRecords to '{self.stream.name}': {aws.NOT_SENT}")
+                outcome.failed.extend((e, aws.NOT_SENT) for e in pending)
+                return misplaced
             attempt += 1
             outcome.calls += 1
             try:
@@ -449,12 +465,16 @@ class PutRecordsWriter:
             pending = [e for e, _ in failed]
 
 
-def load_shard_map(client: Any, stream: aws.StreamRef) -> ShardMap:
-    """The current shard map of a stream; ``TransientError`` when ListShards cannot answer now."""
+def load_shard_map(
+    client: Any, stream: aws.StreamRef, time_left: Callable[[], float | None] | None = None
+) -> ShardMap:
+    """The current shard map of a stream; ``TransientError`` when ListShards cannot answer now
+    (``time_left``: its calls are bounded as a put's, ``aws.time_bounded``)."""
     from squall.kinesis.shards import list_shards
 
     try:
-        return ShardMap(list_shards(client, stream))
+        with aws.time_bounded(time_left):
+            return ShardMap(list_shards(client, stream))
     except SinkError:
         raise
     except Exception as exc:

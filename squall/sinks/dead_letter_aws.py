@@ -31,7 +31,7 @@ from pydantic import Field
 from squall import aws, safe_json
 from squall.aws import chunks
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import SinkError
+from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
@@ -254,6 +254,8 @@ class DeadLetterS3Sink(_AwsDeadLetter):
         for obj in objects:
             if obj[2]:
                 continue
+            if aws.time_spent(time_left_of(ctx)):  # no call started with no time left
+                raise TransientError(f"{self.id}: PutObject: {aws.NOT_SENT}")
             with aws.time_bounded(time_left_of(ctx)):  # one attempt: the engine's retry decides
                 aws_call(
                     f"{self.id}: PutObject s3://{cfg.bucket}/{obj[0]}",
@@ -320,6 +322,10 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
         )
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if aws.time_spent(time_left_of(ctx)):
+            # No call is started with no time left, as dead_letter_sqs' and the sinks': the
+            # engine's retry, bounded by the same time left, is not made.
+            raise TransientError(f"{self.id}: PutRecords: {aws.NOT_SENT}")
         entries = []
         for ev in prepared.events:
             key = key_for_id(ev.event_id)

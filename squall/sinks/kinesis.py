@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
 
 from squall import aws, exact_json, paths
 from squall.component import Capabilities, ComponentConfig, ComponentContext
+from squall.errors import TransientError
 from squall.event import Event, Failure
 from squall.iam import AwsPermission, kinesis_stream_arn
 from squall.kinesis.fields import StreamFields
@@ -175,7 +177,11 @@ class KinesisSink(Sink):
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         assert self.writer is not None, "open() the sink first"
-        entries = self._entries(prepared)
+        if aws.time_spent(ctx.time_left):
+            # No call (ListShards, PutRecords) is started with no time left, as the other
+            # sinks': the engine's retry, bounded by the same time left, is not made.
+            raise TransientError(f"{self.id}: PutRecords: {aws.NOT_SENT}")
+        entries = self._entries(prepared, ctx.time_left)
         outcome = self.writer.put(entries, ctx.time_left)  # retries only while time is left
         if outcome.shard_map is not None:  # an aggregate was misplaced: the stream was resharded
             self._shard_map = outcome.shard_map
@@ -188,7 +194,9 @@ class KinesisSink(Sink):
                 failed.append(ev)
         return WriteResult(failed=failed)
 
-    def _entries(self, prepared: Prepared) -> list[Entry]:
+    def _entries(
+        self, prepared: Prepared, time_left: Callable[[], float | None] | None = None
+    ) -> list[Entry]:
         rows = prepared.payload or []
         if not self.config.aggregate:
             return [
@@ -196,7 +204,7 @@ class KinesisSink(Sink):
                 for ev, (data, pk, ehk) in zip(prepared.events, rows, strict=True)
             ]
         if self._shard_map is None or time.monotonic() - self._shard_map.loaded_at > SHARD_MAP_TTL:
-            self._shard_map = load_shard_map(self.client, self.ref)
+            self._shard_map = load_shard_map(self.client, self.ref, time_left)
         agg = Aggregator(self._shard_map)
         entries: list[Entry] = []
         for ev, (data, pk, ehk) in zip(prepared.events, rows, strict=True):

@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~500 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~520 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from squall import aws, exact_json, paths
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import SinkError
+from squall.errors import SinkError, TransientError
 from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
 from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
@@ -399,12 +399,16 @@ class S3Sink(Sink):
         if self.rolling:
             self._hold(prepared.payload or [])
             return None
-        with aws.time_bounded(time_left_of(ctx)):  # one attempt a call: the engine's retry decides
-            self._put_all(prepared.payload or [])
+        self._put_all(prepared.payload or [], time_left_of(ctx))
         return None
 
-    def _put_all(self, objects: list[_Object]) -> None:
-        """Put each object not yet written (``done`` survives a failed attempt)."""
+    def _put_all(
+        self, objects: list[_Object], time_left: Callable[[], float | None] | None
+    ) -> None:
+        """Put each object not yet written (``done`` survives a failed attempt). With a
+        ``time_left`` (a Lambda runner's) each PutObject makes one attempt and reads its answer
+        no longer than the time left (``aws.time_bounded``: the engine's time-aware retry
+        decides), and none is started with no time left (``TransientError``, ``not sent: …``)."""
         content_type = (
             "application/vnd.apache.parquet"
             if self.config.format == "parquet"
@@ -413,14 +417,17 @@ class S3Sink(Sink):
         for obj in objects:
             if obj.done:  # written by an earlier attempt
                 continue
-            aws_call(
-                f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
-                self.client.put_object,
-                Bucket=self.config.bucket,
-                Key=obj.key,
-                Body=self.body(obj.rows),
-                ContentType=content_type,
-            )
+            if aws.time_spent(time_left):
+                raise TransientError(f"{self.id}: PutObject: {aws.NOT_SENT}")
+            with aws.time_bounded(time_left):
+                aws_call(
+                    f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
+                    self.client.put_object,
+                    Bucket=self.config.bucket,
+                    Key=obj.key,
+                    Body=self.body(obj.rows),
+                    ContentType=content_type,
+                )
             obj.done = True
             self.puts += 1
 
@@ -473,11 +480,12 @@ class S3Sink(Sink):
     def release(self) -> None:
         """Put every held buffer as one object (named by its first position). A put that fails
         raises ``TransientError``; the next call puts only the objects not yet written."""
+        time_left = None
         while self._releasing or self._held:
             if not self._releasing:
                 self._releasing = [self._rolled(group, rows) for group, rows in self._held.items()]
                 self._held = {}
-            self._put_all(self._releasing)
+            self._put_all(self._releasing, time_left)
             self._releasing = []
         self._positions.clear()
         self.held_bytes = 0

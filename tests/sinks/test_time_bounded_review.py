@@ -1,7 +1,8 @@
 """The review of the one-attempt bound on AWS calls in a Lambda (``aws.time_bounded``), against
 moto's server and a stalled local TCP server: what the bound must not take away (S3's region
 redirect, botocore's retry quota outside the bound, whatever botocore reads a handler's answer
-as) and what it adds (a read no longer than the time left)."""
+as), what it adds (a read no longer than the time left), and the calls it must not start (no
+time left: the kinesis sinks, the S3 ones)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from squall.component import ComponentContext
 from squall.errors import TransientError
 from squall.event import Event, Failure
 from squall.sinks.base import WriteContext
+from squall.sinks.dead_letter_aws import (
+    DeadLetterKinesisConfig,
+    DeadLetterKinesisSink,
+    DeadLetterS3Config,
+    DeadLetterS3Sink,
+)
+from squall.sinks.kinesis import KinesisSink, KinesisSinkConfig
 from squall.sinks.s3 import S3Sink, S3SinkConfig
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from
@@ -216,3 +224,72 @@ def test_outside_the_bound_a_call_keeps_the_clients_read_timeout(stalled_endpoin
     with aws.time_bounded(lambda: None):  # a deadline that answers none: no bound
         client.list_queues()
     assert seen == [None, 2.5, None]
+
+
+def _sink(kind: str, endpoint: str):
+    """One of the sinks that started a call with no time left, and whether it takes failures."""
+    context = ComponentContext("t")
+    if kind == "kinesis":
+        config = KinesisSinkConfig(id="out", type="kinesis", stream="s", endpoint_url=endpoint)
+        return KinesisSink(config, context), False
+    if kind == "kinesis-aggregate":  # its ListShards first
+        config = KinesisSinkConfig(
+            id="agg", type="kinesis", stream="s", endpoint_url=endpoint, aggregate=True
+        )
+        return KinesisSink(config, context), False
+    if kind == "dead_letter_kinesis":
+        config = DeadLetterKinesisConfig(
+            id="dlk", type="dead_letter_kinesis", stream="s", endpoint_url=endpoint
+        )
+        return DeadLetterKinesisSink(config, context), True
+    if kind == "s3":
+        config = S3SinkConfig(
+            id="lake", type="s3", bucket="b", endpoint_url=endpoint, time_field="ts"
+        )
+        return S3Sink(config, context), False
+    config = DeadLetterS3Config(id="dls3", type="dead_letter_s3", bucket="b", endpoint_url=endpoint)
+    return DeadLetterS3Sink(config, context), True
+
+
+@pytest.mark.parametrize("left", [0.0, -0.5])
+@pytest.mark.parametrize(
+    "kind", ["kinesis", "kinesis-aggregate", "dead_letter_kinesis", "s3", "dead_letter_s3"]
+)
+def test_the_kinesis_and_s3_sinks_start_no_call_with_no_time_left(moto_server, kind, left):
+    """As the sqs, firehose, http and push sinks: once the time left is spent the kinesis sink
+    (its ListShards too, aggregating), dead_letter_kinesis, the s3 sink and dead_letter_s3 start
+    no call; the write fails as transient with the reason, and the engine's retry (bounded by
+    the same time left) is not made. They made the call (or calls) regardless."""
+    sink, failed = _sink(kind, moto_server.endpoint)
+    sink.open()
+    attempts = throttle_first(sink.client, 0)  # records every attempt, answers none
+    at = "2026-12-06T10:00:00Z"
+    prepared = sink.prepare(_events([{"n": 1, "ts": at}, {"n": 2, "ts": at}], failed))
+    with pytest.raises(TransientError, match=f"^{sink.id}: .*: {aws.NOT_SENT}$"):
+        sink.write_batch(prepared, WriteContext(time_left=lambda: left))
+    assert attempts == []
+
+
+def test_a_put_whose_time_runs_out_between_its_calls_sends_no_more(moto_server):
+    """PutRecords of more than one call (over 500 records): the time spent after the first call,
+    the next is not made — its records fail with the reason (what was written stays written:
+    no TransientError after a write, whose retry would put it again)."""
+    kinesis = moto_server.client("kinesis")
+    stream = unique("s")
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2})
+    sink = KinesisSink(
+        KinesisSinkConfig(
+            id="out", type="kinesis", stream=stream, endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
+    sink.open()
+    attempts = throttle_first(sink.client, 0)
+    result = sink.write_batch(
+        sink.prepare(_events([{"n": i} for i in range(501)])),
+        WriteContext(time_left=lambda: 0.0 if attempts else 5.0),  # spent once a call was made
+    )
+    assert len(attempts) == 1
+    assert result is not None and len(result.failed) == 1
+    assert result.failed[0].failure.reason == f"PutRecords: {aws.NOT_SENT}"
