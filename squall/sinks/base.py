@@ -30,7 +30,9 @@ Two optional parts of the contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -172,7 +174,32 @@ class Sink(Component):
         return False
 
     def release(self) -> None:
-        """Make everything held durable (raise ``TransientError`` to have the engine retry)."""
+        """Make everything held durable (raise ``TransientError`` to have the engine retry).
+        ``release_time_left()`` is the engine's ``time_left`` meanwhile (no ``WriteContext``
+        here): a release in a Lambda runner retries, and starts calls, only while it fits."""
+
+
+#: The engine's ``time_left`` while it calls a holding sink's ``release`` (``releasing``).
+_release_time_left: ContextVar[Callable[[], float | None] | None] = ContextVar(
+    "squall_release_time_left", default=None
+)
+
+
+@contextmanager
+def releasing(time_left: Callable[[], float | None] | None) -> Iterator[None]:
+    """The engine around a holding sink's ``release``: ``time_left`` (None: no limit) is what
+    ``release_time_left()`` answers inside, as ``WriteContext.time_left`` is a write's."""
+    token = _release_time_left.set(time_left)
+    try:
+        yield
+    finally:
+        _release_time_left.reset(token)
+
+
+def release_time_left() -> Callable[[], float | None] | None:
+    """Inside ``Sink.release``: the engine's ``time_left`` (None: no limit, or not called by the
+    engine) — seconds before a Lambda runner's deadline less its margin."""
+    return _release_time_left.get()
 
 
 class AbsentPaths:

@@ -45,7 +45,14 @@ from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
-from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.base import (
+    AbsentPaths,
+    Prepared,
+    Sink,
+    WriteContext,
+    WriteResult,
+    release_time_left,
+)
 from squall.sinks.batchio import aws_call, time_left_of
 from squall.times import upper_z
 
@@ -479,8 +486,10 @@ class S3Sink(Sink):
 
     def release(self) -> None:
         """Put every held buffer as one object (named by its first position). A put that fails
-        raises ``TransientError``; the next call puts only the objects not yet written."""
-        time_left = None
+        raises ``TransientError``; the next call puts only the objects not yet written. Called by
+        a Lambda runner's engine (which releases after every batch), its puts are bounded by the
+        engine's time left as a write's (``release_time_left``)."""
+        time_left = release_time_left()
         while self._releasing or self._held:
             if not self._releasing:
                 self._releasing = [self._rolled(group, rows) for group, rows in self._held.items()]

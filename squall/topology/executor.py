@@ -63,7 +63,7 @@ from squall.event import Event, Failure, Position, Record, RecordMeta, lineage
 from squall.kinesis.kpl import KPL_MAGIC, deaggregate
 from squall.observability.logs import log_context
 from squall.redact import redact_text
-from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult, releasing
 from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
 from squall.topology.model import RetryConfig, Topology
@@ -487,7 +487,8 @@ class Engine:
             if comp.holding() and (  # type: ignore[union-attr]
                 force or not self.hold or node.index in self._release_always or comp.due()  # type: ignore[union-attr]
             ):
-                self._call(node.id, self.stats[node.index], comp.release, isolate=False)  # type: ignore[union-attr]
+                with releasing(self.time_left):  # a Lambda's release fits in its time left too
+                    self._call(node.id, self.stats[node.index], comp.release, isolate=False)  # type: ignore[union-attr]
             still = still or comp.holding()  # type: ignore[union-attr]
         return still
 

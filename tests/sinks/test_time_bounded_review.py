@@ -2,7 +2,7 @@
 moto's server and a stalled local TCP server: what the bound must not take away (S3's region
 redirect, botocore's retry quota outside the bound, whatever botocore reads a handler's answer
 as), what it adds (a read no longer than the time left), and the calls it must not start (no
-time left: the kinesis sinks, the S3 ones)."""
+time left: the kinesis sinks, the S3 ones, a rolling s3 sink's release)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 
 from squall import aws
 from squall.component import ComponentContext
-from squall.errors import TransientError
+from squall.errors import BatchFailed, TransientError
 from squall.event import Event, Failure
 from squall.sinks.base import WriteContext
 from squall.sinks.dead_letter_aws import (
@@ -30,7 +30,8 @@ from squall.sinks.dead_letter_aws import (
 from squall.sinks.kinesis import KinesisSink, KinesisSinkConfig
 from squall.sinks.s3 import S3Sink, S3SinkConfig
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
-from squall.testing import records_from
+from squall.testing import records_from, topology_from
+from squall.topology.executor import Engine
 from tests.moto_standin import throttle_first, unique
 
 
@@ -293,3 +294,60 @@ def test_a_put_whose_time_runs_out_between_its_calls_sends_no_more(moto_server):
     assert len(attempts) == 1
     assert result is not None and len(result.failed) == 1
     assert result.failed[0].failure.reason == f"PutRecords: {aws.NOT_SENT}"
+
+
+def _lambda_engine(moto_server, bucket: str) -> Engine:
+    """A Lambda runner's engine (hold=False: it releases after every batch) over a rolling s3
+    sink."""
+    engine = Engine(
+        topology_from(
+            f"""
+name: t
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0.1, max_backoff: 0.1}}}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: lake, type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}",
+      time_field: ts, roll_bytes: 1048576}}
+"""
+        ).plan
+    )
+    engine.slept = []
+    engine._sleep = engine.slept.append
+    return engine
+
+
+def test_a_rolling_s3_sinks_release_in_a_lambda_is_one_attempt(moto_server, botocore_sleeps):
+    """The release (the object a roll closes; a Lambda's engine releases after every batch) is
+    bounded as a write's: a throttled PutObject is one attempt and the engine's time-aware retry
+    writes it. It was retried by botocore, blind to the time left."""
+    s3 = moto_server.client("s3")
+    bucket = unique("roll")
+    s3.create_bucket(Bucket=bucket)
+    engine = _lambda_engine(moto_server, bucket)
+    engine.time_left = lambda: 10.0
+    with engine:
+        lake = next(c for c in engine.components if c.id == "lake")
+        attempts = throttle_first(lake.client, 1)
+        engine.process(records_from([{"n": 1, "ts": "2026-12-06T10:00:00Z"}]))
+        assert len(attempts) == 2 and botocore_sleeps == [] and len(engine.slept) == 1
+        assert not engine.holding
+    assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 1
+
+
+def test_a_rolling_s3_sinks_release_starts_no_put_with_no_time_left(moto_server):
+    """With the time spent the release puts nothing: the batch fails with the reason (the runner
+    answers it for a retry), no retry is made past the deadline."""
+    s3 = moto_server.client("s3")
+    bucket = unique("roll")
+    s3.create_bucket(Bucket=bucket)
+    engine = _lambda_engine(moto_server, bucket)
+    engine.time_left = lambda: 0.0
+    with engine:
+        lake = next(c for c in engine.components if c.id == "lake")
+        attempts = throttle_first(lake.client, 0)
+        with pytest.raises(BatchFailed, match=aws.NOT_SENT):
+            engine.process(records_from([{"n": 1, "ts": "2026-12-06T10:00:00Z"}]))
+        assert attempts == [] and engine.slept == []
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
