@@ -72,7 +72,8 @@ class TransientError(SquallError):
     """A dependency failed in a way that may pass (connection lost, throttled, timeout).
 
     The engine retries the component call with jittered exponential backoff; ``retry_after``
-    (seconds) is a lower bound the dependency asked for, e.g. a throttling response.
+    (seconds) is a lower bound the dependency asked for, e.g. a throttling response — honoured
+    up to ``executor.MAX_RETRY_AFTER`` (300 s; NaN or a negative value counts for nothing).
     """
 
     def __init__(self, message: str, *, retry_after: float | None = None):

@@ -1287,7 +1287,7 @@ class Engine:
                 backoff = min(
                     policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)
                 )
-                delay = max(self._rng() * backoff, exc.retry_after or 0.0)
+                delay = max(self._rng() * backoff, _asked_wait(exc.retry_after))
                 left = self.time_left() if self.time_left is not None else None
                 if left is not None and delay >= left:
                     # The runner's time is nearly spent: a retry would be cut off, and with it
@@ -1315,6 +1315,21 @@ class Engine:
                 context.__exit__(None, None, None)
                 if stats is not None:
                     stats.seconds += time.perf_counter() - started
+
+
+#: The longest wait a ``TransientError``'s ``retry_after`` gets from the engine's retry: a
+#: dependency asking more (a day's quota, ``inf`` from a component's arithmetic) is asked again
+#: then, the batch not parked for as long (``inf`` raised OverflowError from the sleep, out of
+#: the retry loop).
+MAX_RETRY_AFTER = 300.0
+
+
+def _asked_wait(retry_after: float | None) -> float:
+    """A ``TransientError``'s ``retry_after`` as a wait: 0 for none, NaN or a negative value,
+    at most ``MAX_RETRY_AFTER``."""
+    if not isinstance(retry_after, int | float) or retry_after != retry_after:
+        return 0.0
+    return min(max(0.0, float(retry_after)), MAX_RETRY_AFTER)
 
 
 def _always(event: Event) -> bool:
