@@ -348,7 +348,9 @@ def retry_after_header(least: int, hints: Iterable[float | None]) -> str:
     — rounded up, at least ``least`` (the handler's ``retry_after``) and at most
     ``MAX_RETRY_AFTER``."""
     asked = max(
-        (min(h, MAX_RETRY_AFTER) for h in hints if h is not None and not math.isnan(h)), default=0
+        # NaN and negative waits (-inf too: math.ceil raised OverflowError) count for nothing
+        (min(h, MAX_RETRY_AFTER) for h in hints if h is not None and h >= 0),
+        default=0,
     )
     return str(max(least, math.ceil(asked)))
 

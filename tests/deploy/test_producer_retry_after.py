@@ -91,3 +91,6 @@ def test_retry_after_header_bounds():
     assert retry_after_header(1, [4.0, None, 7.5]) == "8"
     assert retry_after_header(1, [float("inf")]) == str(MAX_RETRY_AFTER)
     assert retry_after_header(1, [float("nan"), 3.0]) == "3"
+    # a component's TransientError(retry_after=-inf) made the handler raise OverflowError
+    assert retry_after_header(1, [float("-inf")]) == "1"
+    assert retry_after_header(1, [-2.0, None]) == "1"
