@@ -139,7 +139,6 @@ def send_all(
                 )
                 outcome.failed.extend((item, a.reason) for item, a in retry)
                 break
-            outcome.retried += len(retry)
             delay = max(backoff.delay(attempt - 1), max((a.retry_after or 0.0) for _, a in retry))
             left = time_left() if time_left is not None else None
             if left is not None and delay >= left:
@@ -158,6 +157,7 @@ def send_all(
                     for item, a in retry
                 )
                 break
+            outcome.retried += len(retry)  # a retry made (not one the deadline left out)
             log.info(
                 "%s: %d of %d item(s) not taken (%s); retrying in %.2fs",
                 name,

@@ -21,6 +21,7 @@ from squall.component import ComponentContext
 from squall.errors import BatchFailed, TransientError
 from squall.event import Event, Failure
 from squall.sinks.base import WriteContext
+from squall.sinks.batchio import Item, Retry, send_all
 from squall.sinks.dead_letter_aws import (
     DeadLetterKinesisConfig,
     DeadLetterKinesisSink,
@@ -351,3 +352,22 @@ def test_a_rolling_s3_sinks_release_starts_no_put_with_no_time_left(moto_server)
             engine.process(records_from([{"n": 1, "ts": "2026-12-06T10:00:00Z"}]))
         assert attempts == [] and engine.slept == []
     assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+
+
+@pytest.mark.parametrize(("left", "retried"), [(0.05, 0), (None, 2)])
+def test_send_all_counts_only_the_retries_it_makes(left, retried):
+    """SendOutcome.retried counts items sent again: one the deadline left out (its backoff past
+    the time left) is failed, not retried — it was counted as both."""
+    items = [Item([], {"n": 1}), Item([], {"n": 2})]
+    answers = iter([[Retry("throttled"), Retry("throttled")], [None, None]])
+    outcome = send_all(
+        "out: Send",
+        iter([items]),
+        lambda chunk: next(answers),
+        max_attempts=3,
+        backoff=aws.Backoff(base=0.2, cap=0.2, rng=lambda: 1.0),
+        sleep=lambda s: None,
+        time_left=lambda: left,
+    )
+    assert outcome.retried == retried
+    assert len(outcome.failed) == (2 if left is not None else 0)
