@@ -94,13 +94,18 @@ def test_a_whole_call_throttled_is_not_retried_by_the_engine_past_the_deadline(
     tmp_path, kinesis, kinesis_mock, make_stream
 ):
     """The first PutRecords call throttled whole is the engine's retry (a ``TransientError``):
-    with no time left for its backoff the request is answered 503 at once, nothing put."""
+    with no time left for its backoff (40 ms past the margin; the engine's backoff, its jitter
+    fixed at the top, 100 ms) the request is answered 503 at once, nothing put."""
     stream = make_stream(1)
     handler, sink, slept = producer(tmp_path, kinesis_mock.endpoint, stream)
-    Faults(sink, kinesis, {0: THROTTLED})
-    resp = handler(request(), Context(2_000))
-    assert resp["statusCode"] == 503 and slept == []
+    handler.engine._rng = lambda: 1.0
+    faults = Faults(sink, kinesis, {0: THROTTLED})
+    resp = handler(request(), Context(2_040))
+    assert resp["statusCode"] == 503 and slept == [] and faults.call == 1
     assert stored(kinesis_mock.endpoint, stream) == []
+    # With no time left at all, no call is made (the sink's own check): 503, nothing asked.
+    resp = handler(request(), Context(2_000))
+    assert resp["statusCode"] == 503 and slept == [] and faults.call == 1
     # The next request, with time: retried by the engine and put (the fault was one call).
     Faults(sink, kinesis, {0: THROTTLED})
     resp = handler(request(), Context(900_000))
