@@ -469,13 +469,14 @@ def load_shard_map(
     client: Any, stream: aws.StreamRef, time_left: Callable[[], float | None] | None = None
 ) -> ShardMap:
     """The current shard map of a stream; ``TransientError`` when ListShards cannot answer now
-    (``time_left``: its calls are bounded as a put's, ``aws.time_bounded``)."""
+    (``time_left``: its calls are bounded as a put's, ``aws.time_bounded``, and none — a
+    re-listing after a misplaced aggregate, a later page — is started with no time left)."""
     from squall.kinesis.shards import list_shards
 
     try:
         with aws.time_bounded(time_left):
-            return ShardMap(list_shards(client, stream))
-    except SinkError:
+            return ShardMap(list_shards(client, stream, time_left))
+    except (SinkError, TransientError):
         raise
     except Exception as exc:
         if aws.is_retryable(exc):

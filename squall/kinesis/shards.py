@@ -11,12 +11,13 @@ SHARD_END.)
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from squall.aws import StreamRef
+from squall.aws import NOT_SENT, StreamRef, time_spent
+from squall.errors import TransientError
 from squall.event import Position, Record
 
 #: The checkpoint a shard gets once it was read to its end and everything from it was committed.
@@ -55,11 +56,16 @@ class ShardInfo:
         )
 
 
-def list_shards(client: Any, stream: StreamRef) -> list[ShardInfo]:
-    """Every shard of the stream, open and closed (paginated ListShards)."""
+def list_shards(
+    client: Any, stream: StreamRef, time_left: Callable[[], float | None] | None = None
+) -> list[ShardInfo]:
+    """Every shard of the stream, open and closed (paginated ListShards). ``time_left`` (a
+    Lambda write's): no page is asked for with no time left (``TransientError``, ``not sent``)."""
     shards: list[ShardInfo] = []
     kwargs: dict[str, Any] = dict(stream.params)
     while True:
+        if time_spent(time_left):
+            raise TransientError(f"ListShards of '{stream.name}': {NOT_SENT}")
         resp = client.list_shards(**kwargs)
         shards.extend(ShardInfo.from_api(s) for s in resp.get("Shards", []))
         token = resp.get("NextToken")
