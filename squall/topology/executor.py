@@ -1329,7 +1329,7 @@ def _asked_wait(retry_after: float | None) -> float:
     at most ``MAX_RETRY_AFTER``."""
     if not isinstance(retry_after, int | float) or retry_after != retry_after:
         return 0.0
-    return min(max(0.0, float(retry_after)), MAX_RETRY_AFTER)
+    return float(min(max(0.0, retry_after), MAX_RETRY_AFTER))  # an int beyond a float's: cut first
 
 
 def _always(event: Event) -> bool:

@@ -32,6 +32,8 @@ class AskingSink(MemorySink):
     [
         (math.inf, MAX_RETRY_AFTER),
         (1e12, MAX_RETRY_AFTER),
+        # an int no float holds (a sink of yours): float() raised OverflowError out of the loop
+        pytest.param(10**400, MAX_RETRY_AFTER, id="int-beyond-float"),
         (42.0, 42.0),
         (math.nan, None),  # the engine's own backoff
         (-5.0, None),
