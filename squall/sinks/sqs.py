@@ -16,7 +16,7 @@ again after it, in order, or fail with it (the source delivers them again, in or
 not taken while SQS took a later one of its group in the same call cannot be put back in order
 and is refused (the dead letter) rather than sent after it.
 
-Size (~440 lines): one sink — the message building (body, attributes, FIFO ids) and the
+Size (~455 lines): one sink — the message building (body, attributes, FIFO ids) and the
 SendMessageBatch loop that keeps FIFO order through partial failures are read together.
 """
 
@@ -39,6 +39,7 @@ from squall.event import Event
 from squall.iam import AwsPermission, sqs_send
 from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
+    NOT_SENT,
     Answer,
     Item,
     Reject,
@@ -191,6 +192,7 @@ class SqsSink(Sink):
             config.queue if config.queue.startswith(("http://", "https://")) else None
         )
         self.fifo = config.queue.endswith(".fifo")
+        self._time_left: Callable[[], float | None] | None = None  # the send's (``send``)
         self._group = paths.getter(config.message_group) if config.message_group else None
         self._dedup = paths.getter(config.deduplication_id)
         self._attributes = [(name, paths.getter(path)) for name, path in config.attributes.items()]
@@ -309,6 +311,7 @@ class SqsSink(Sink):
         FIFO queues: every attempt goes over all the messages still to send, in order, so a
         group's later messages held back by ``_send_parts`` go again after the failed one."""
         size = self.config.max_message_bytes
+        self._time_left = time_left  # no call of a round, or of a split call, once it is spent
         return send_all(
             f"{self.id}: SendMessageBatch",
             iter([items]) if self.fifo else chunks(items, MAX_BATCH_ENTRIES, size),
@@ -350,6 +353,12 @@ class SqsSink(Sink):
         answers: list[Answer] = []
         waiting: dict[str, str] = {}  # FIFO: group → why its earliest message is not taken yet
         for part in parts:
+            if aws.time_spent(self._time_left):
+                # No call with no time left — a FIFO round's next call of 10, a split call's
+                # half (``send_all`` checks only before a group's first): the rest is not sent,
+                # what SQS took stays taken, as for a PutRecords of several calls.
+                answers.extend(Retry(NOT_SENT) for _ in part)
+                continue
             held = [self.fifo and item.body["MessageGroupId"] in waiting for item in part]
             send = [item for item, hold in zip(part, held, strict=True) if not hold]
             got = iter(self._send_chunk(send) if send else [])
