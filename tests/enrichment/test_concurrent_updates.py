@@ -283,3 +283,66 @@ def test_postgresql_locks_and_inserts_a_commits_keys_in_one_order(pg_url_psycopg
     inserted = [v for v in values if isinstance(v, str) and v.startswith("k-")]
     assert inserted == ["k-B", "k-a", "k-é"]
     engine.dispose()
+
+
+def test_sqlite_reads_the_stored_versions_again_only_when_they_may_have_moved(tmp_path: Path):
+    """SQLite: the check's read of the stored versions (a lookup per changed key) is left out
+    when the batch's loads and its write are on one connection whose ``PRAGMA data_version``
+    has not changed (no other connection committed) and no state store wrote through the
+    engine since (a write on the same connection does not change ``data_version``). Any of
+    those, and the versions are read and a moved state refused, as before."""
+    from squall.enrichment.state import Action, SubscriptionState, Update, apply, version
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+    from squall.topology.model import ResourceConfig
+    from squall.topology.resources import Resources
+
+    def state(base: SubscriptionState, t: int, topic: str) -> SubscriptionState:
+        u = Update(Action.SUBSCRIBE, t, version(t, str(t), 0, f"e{t}"), f"e{t}", (topic,))
+        return apply(base, u)
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    res_a, res_b = (
+        Resources({"s": ResourceConfig(url=url)}),
+        Resources({"s": ResourceConfig(url=url)}),
+    )
+    a = SqlStateStore(res_a.database("s"), "subs")
+    same_engine = SqlStateStore(res_a.database("s"), "subs")  # another bolt's, one connection
+    other = SqlStateStore(res_b.database("s"), "subs")  # another process's
+    reads: list[list[str]] = []
+    versions = a._versions
+
+    def counted(conn, keys):
+        reads.append(keys)
+        return versions(conn, keys)
+
+    a._versions = counted  # type: ignore[method-assign]
+    a.save({"k": state(SubscriptionState(), 1_000, "news")}, None, {"k": ""})
+    assert reads == [["k"]]  # no load before it: read
+
+    # Nothing moved since the load: no read, the write goes through.
+    base = a.load(["k"])["k"]
+    a.save({"k": state(base, 2_000, "sport")}, None, {"k": base.version})
+    assert reads == [["k"]]
+
+    # Another connection commits k after a's load: read, and refused.
+    base = a.load(["k"])["k"]
+    other.save({"k": state(base, 3_000, "weather")}, None, {"k": base.version})
+    with pytest.raises(StateMoved):
+        a.save({"k": state(base, 4_000, "music")}, None, {"k": base.version})
+    assert len(reads) == 2
+    a.discard()
+
+    # Another store commits k through the same engine (and connection) after a's load: read,
+    # and refused.
+    base = a.load(["k"])["k"]
+    fresh = same_engine.load(["k"])["k"]
+    same_engine.save({"k": state(fresh, 5_000, "film")}, None, {"k": fresh.version})
+    with pytest.raises(StateMoved):
+        a.save({"k": state(base, 6_000, "music")}, None, {"k": base.version})
+    assert len(reads) == 3
+    a.discard()
+
+    final = a.load(["k"])["k"]
+    assert final.topics == ("film", "news", "sport", "weather")
+    res_a.close()
+    res_b.close()
