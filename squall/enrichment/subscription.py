@@ -10,7 +10,7 @@ The engine's commit sequence writes them after the sinks have committed
 transaction when the store shares the warehouse's database. So a batch delivered again — after
 a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
 
-Size (~490 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
+Size (~515 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
 the commit hooks — on one batch's data; split, each part would pass the others that data.
 """
 
@@ -328,8 +328,9 @@ class SubscriptionBolt(Bolt):
                     if updates[i] is not None:
                         entry.updates.append((batch[i], updates[i]))
 
-        # Enrich: the block of each distinct state is built once, each event gets a copy (and
-        # its own topics list: later bolts may change them).
+        # Enrich: the block of each distinct state is built once; its first event takes it, each
+        # other event a copy (and its own topics list: later bolts may change them) — made here,
+        # before any later bolt sees the first.
         blocks: dict[int, tuple[dict[str, Any], list[str]]] = {}
         set_target, target_name = self._set_target, self._target_name
         for indexes, state in same:
@@ -339,6 +340,13 @@ class SubscriptionBolt(Bolt):
             if found is None:
                 block = state.block()
                 found = blocks[id(state)] = (block, block["topics"])
+                if target_name is not None:
+                    batch[indexes[0]].value[target_name] = block
+                else:
+                    set_target(batch[indexes[0]], block)
+                if len(indexes) == 1:
+                    continue
+                indexes = indexes[1:]
             block, topics = found
             for i in indexes:
                 copy = block.copy()

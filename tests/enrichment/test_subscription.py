@@ -570,6 +570,9 @@ def test_events_seeing_one_state_each_get_their_own_block_and_topics_list(tmp_pa
     assert ok[11]["topics"] == ["news", "sport"] and ok[11]["status"] == "subscribed"
     assert ok[14]["topics"] == ["tech"] and ok[12]["topics"] == ["tech"]
     assert ok[16] == UNKNOWN_STATE.block()
+    for first, second in groups:  # and the other way (the first event's block is the rendered one)
+        ok[second]["topics"].append("other")
+        assert "other" not in ok[first]["topics"]
 
 
 def test_records_of_two_producer_requests_do_not_compare_positions(tmp_path):
