@@ -249,3 +249,48 @@ def test_times_as_text_store_what_sqlite3s_adapters_stored(payload, arrival):
     db.execute("insert into x values (?, ?, ?)", text_row)
     stored = db.execute("select t, d, a, typeof(t), typeof(d), typeof(a) from x").fetchall()
     assert stored[0] == stored[1]
+
+
+class _Stamp(datetime):
+    """A datetime subclass (as a Python bolt may put in a payload) with its own isoformat."""
+
+    def isoformat(self, sep="T", timespec="auto"):
+        return "stamp:" + super().isoformat(sep, timespec)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    when=st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30)), None]),
+    ),
+    whole=st.booleans(),
+    form=st.sampled_from(["iso", "z", "object", "ms", "subclass"]),
+)
+def test_timestamp_text_is_isoformat_with_a_space(when, whole, form):
+    """``_timestamp_text`` writes a plain UTC datetime from its fields and tables, not by
+    ``isoformat``: the same text for every time (years below 1000, no microseconds, other
+    offsets, naive values), and a datetime subclass still by its own ``isoformat``."""
+    from squall.sinks.warehouse.columns import _timestamp_text, to_datetime
+
+    if whole:
+        when = when.replace(microsecond=0)
+    value: object = {
+        "iso": when.isoformat(),
+        "z": when.replace(tzinfo=None).isoformat() + "Z",
+        "object": when,
+        "ms": int(when.replace(tzinfo=when.tzinfo or UTC).timestamp() * 1000),
+        "subclass": _Stamp.fromisoformat(when.isoformat()),
+    }[form]
+    try:
+        expected = to_datetime(value).isoformat(" ")
+    except (ValueError, OverflowError, OSError) as exc:
+        try:
+            _timestamp_text(value)
+        except type(exc):
+            return
+        raise AssertionError("accepted what isoformat refused") from exc
+    assert _timestamp_text(value) == expected
+    if form == "subclass":
+        assert expected.startswith("stamp:")
