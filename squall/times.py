@@ -128,7 +128,12 @@ def format_ms(ms: int) -> str:
     days, seconds = divmod(seconds, 86_400)
     hours, seconds = divmod(seconds, 3_600)
     minutes, seconds = divmod(seconds, 60)
-    return "%sT%02d:%02d:%02d.%03dZ" % (_format_day(days), hours, minutes, seconds, milli)  # noqa: UP031
+    # The numbers from tables: %-formatting an int costs ~1.5k instructions a field.
+    return f"{_format_day(days)}T{_TWO[hours]}:{_TWO[minutes]}:{_TWO[seconds]}.{_THREE[milli]}Z"
+
+
+_TWO = tuple([f"{n:02d}" for n in range(100)])
+_THREE = tuple([digit + two for digit in "0123456789" for two in _TWO])
 
 
 @functools.lru_cache(maxsize=1_024)
