@@ -32,7 +32,7 @@ from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext
-from squall.sinks.dead_letter_index import KeyIndex, digest, line_key
+from squall.sinks.dead_letter_index import KeyIndex, digest, key_id, line_key
 
 log = logging.getLogger("squall.sinks.dead_letter")
 
@@ -149,7 +149,11 @@ class DeadLetterSink(Sink):
                 index.sync()  # lines the index lacks (a failed index commit, another writer)
             fresh: dict = {}  # insertion order: the oldest are forgotten first
             for ev in prepared.events:
-                key = (ev.event_id, ev.failure.component if ev.failure else None, ev.meta.replay)
+                key = (
+                    key_id(ev.event_id),
+                    ev.failure.component if ev.failure else None,
+                    ev.meta.replay,
+                )
                 if key not in self._seen and key not in fresh:
                     fresh[key] = ev
             digests: dict[bytes, tuple] = {}

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import orjson
 
-from squall import exact_json
+from squall import exact_json, safe_json
 
 log = logging.getLogger("squall.sinks.dead_letter")
 
@@ -65,22 +65,44 @@ CREATE TABLE IF NOT EXISTS dead_letter_index (name TEXT PRIMARY KEY, value) WITH
 
 Key = tuple[str, "str | None", int]
 
+#: Starts the key's id of an event id that is not UTF-8 text (a lone surrogate): no event id a
+#: decode bolt sets holds a NUL, so it is told from every other.
+NOT_UTF8 = "\x00"
+
+
+def key_id(event_id: str) -> str:
+    """An event id as its dead letter's line holds it: a lone surrogate (an id a Python bolt or
+    the standard library's ``json`` decoded from ``"\\ud800"``) cannot be written as JSON text,
+    so the line holds ``safe_json``'s marked repr instead; the key is made of that repr."""
+    if isinstance(event_id, str) and not event_id.isascii():
+        try:
+            event_id.encode("utf-8")
+        except UnicodeEncodeError:
+            return NOT_UTF8 + safe_json.text(event_id)
+    return event_id
+
 
 def digest(key: Key) -> bytes:
     """The 16 bytes kept for a key (collisions: about one in 2**64 after 2**32 keys)."""
     try:
         data = orjson.dumps(key)
-    except TypeError:  # a lone surrogate in an event id taken from a payload field
+    except TypeError:  # a replay count beyond 64 bits, or another value orjson cannot write
         data = repr(key).encode("utf-8", "surrogatepass")
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def line_key(line: bytes) -> Key | None:
-    """The key of a dead-letter line; None for a line that is not one (a torn line)."""
+    """The key of a dead-letter line (as ``key_id`` makes it for the event written); None for a
+    line that is not one (a torn line)."""
     try:
         doc = exact_json.loads(line)  # a payload may hold integers beyond 64 bits
         replay = (doc.get("meta") or {}).get("replay", 0)
-        return (doc["event_id"], doc.get("component"), replay)
+        event_id = doc["event_id"]
+        if isinstance(event_id, dict) and event_id.get("squall_truncated") == safe_json.TRUNCATED:
+            event_id = NOT_UTF8 + event_id["repr"]  # an id that was not UTF-8 text
+        key = (event_id, doc.get("component"), replay)
+        hash(key)  # a key of the in-memory window: a line no sink wrote may hold a list
+        return key
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -336,3 +336,36 @@ def test_squall_run_twice_on_a_file_writes_its_dead_letters_once(tmp_path: Path)
         assert r.returncode == 0, r.stderr
     docs = [json.loads(line) for line in (tmp_path / "out" / "dlq.jsonl").read_text().splitlines()]
     assert sorted(d["record"] for d in docs) == sorted(f"bad {i}" for i in range(0, 60, 2))
+
+
+def test_an_event_id_with_a_lone_surrogate_is_written_once_and_its_file_opens_again(
+    tmp_path: Path,
+):
+    """An event id that is not UTF-8 text (a Python bolt's, or the standard library's ``json``
+    reading ``"\\ud800"``) is written as ``safe_json``'s marked repr, an object: read back from
+    the file's tail it made the sink's open fail (an object is no key of the memory: every
+    restart failed), and indexed from the file it was another key than the one written (written
+    again after the index was lost)."""
+    from squall.event import Event, Failure
+    from squall.sinks.base import Prepared, WriteContext
+
+    odd = "order-\ud800-1"
+
+    def batch() -> list:
+        records = bad(0, 3)
+        return [
+            Event(r.data, r.meta, odd if i == 0 else f"ok-{i}", i, failure=Failure("decode", "x"))
+            for i, r in enumerate(records)
+        ]
+
+    def run(remember: int, name: str) -> None:
+        e = engine(tmp_path, remember=remember, name=name)
+        dlq(e).write_batch(Prepared(batch()), WriteContext())
+        e.close()
+
+    run(1, "sur1")
+    assert lines(tmp_path)[0]["event_id"]["repr"] == "order-\\ud800-1"
+    run(5, "sur2")  # its line in the tail read on open
+    (tmp_path / "dlq.jsonl.index").unlink()  # indexed again from the file
+    run(1, "sur3")
+    assert len(lines(tmp_path)) == 3
