@@ -131,11 +131,15 @@ class DeadLetterSink(Sink):
     def _mend(self) -> None:
         """Start the next line on a line of its own after a torn last line (a crash, a write
         that failed part-way): the torn line is no dead letter, its record's is written again."""
+        if self._torn_end():
+            self._write_all(b"\n")
+
+    def _torn_end(self) -> bool:
+        """Whether the file ends in a torn line — ours (a write that failed part-way) or another
+        writer's of the same file (a KCL process per shard: one killed in its write)."""
         fd = self._fh.fileno()
         size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            self._write_all(b"\n")
-        self._torn = False
+        return bool(size) and os.pread(fd, 1, size - 1) != b"\n"
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -170,15 +174,12 @@ class DeadLetterSink(Sink):
             for ev in fresh.values()
         ]
         data = b"\n".join(lines) + b"\n"
-        if self._torn:
-            self._mend()
-        try:
-            self._write_all(data)
-            if self.config.fsync:
-                os.fsync(self._fh.fileno())
-        except BaseException:
-            self._torn = True  # part of it may be in the file
-            raise
+        # After a torn line — a write of ours that failed part-way, or another process's killed
+        # in its write (checked at every write) — ours start on a line of their own, in the same
+        # write: else the first is lost in the torn line.
+        self._write_all(b"\n" + data if self._torn_end() else data)
+        if self.config.fsync:
+            os.fsync(self._fh.fileno())
         end = self._fh.tell()  # O_APPEND: the file's end, right after our lines
         # Only now are they on disk: a failed write above leaves them unseen, so the retry writes them.
         seen = self._seen

@@ -369,3 +369,28 @@ def test_an_event_id_with_a_lone_surrogate_is_written_once_and_its_file_opens_ag
     (tmp_path / "dlq.jsonl.index").unlink()  # indexed again from the file
     run(1, "sur3")
     assert len(lines(tmp_path)) == 3
+
+
+def test_a_line_torn_by_another_writer_does_not_swallow_the_next_dead_letter(tmp_path: Path):
+    """The KCL runs a process per shard, appending to one file: one killed in the middle of its
+    write (or whose write failed part-way, disk full) leaves a line without its end. The other's
+    next dead letter was appended to that torn line — one unreadable line, its dead letter lost
+    though its key was indexed; it starts on a line of its own."""
+    a = engine(tmp_path, remember=1, name="glue-a")
+    assert a.process(bad(0, 2)).ok
+    with open(tmp_path / "dlq.jsonl", "ab") as other:  # the other writer's torn line
+        other.write(b'{"event_id": "torn-by-kill-9", "compo')
+    assert a.process(bad(2, 2)).ok
+    a.close()
+    raw = (tmp_path / "dlq.jsonl").read_text().splitlines()
+    readable = []
+    for line in raw:
+        try:
+            readable.append(json.loads(line)["record"])
+        except ValueError:
+            assert line.startswith('{"event_id": "torn-by-kill-9"')
+    assert readable == [f"not json {i}" for i in range(4)]
+    again = engine(tmp_path, remember=1, name="glue-b")  # every key indexed: none written again
+    assert again.process(bad(0, 4)).ok
+    again.close()
+    assert (tmp_path / "dlq.jsonl").read_text().splitlines() == raw
