@@ -32,7 +32,7 @@ from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext
-from squall.sinks.dead_letter_index import KeyIndex, digest, key_id, line_key
+from squall.sinks.dead_letter_index import KeyIndex, damaged, digest, key_id, line_key
 
 log = logging.getLogger("squall.sinks.dead_letter")
 
@@ -146,25 +146,38 @@ class DeadLetterSink(Sink):
         while view:
             view = view[self._fh.write(view) :]
 
+    def _fresh(self, events: list[Event]) -> tuple[dict, dict[bytes, tuple]]:
+        """The events whose dead letters the file does not hold (by key, in order), and their
+        keys' digests."""
+        index = self._index
+        if index is not None:
+            index.sync()  # lines the index lacks (a failed index commit, another writer)
+        fresh: dict = {}  # insertion order: the oldest are forgotten first
+        for ev in events:
+            key = (
+                key_id(ev.event_id),
+                ev.failure.component if ev.failure else None,
+                ev.meta.replay,
+            )
+            if key not in self._seen and key not in fresh:
+                fresh[key] = ev
+        digests: dict[bytes, tuple] = {}
+        if index is not None and fresh:
+            digests = {digest(key): key for key in fresh}
+            for d in index.known(list(digests)):
+                del fresh[digests.pop(d)]
+        return fresh, digests
+
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
         index = self._index
         try:
-            if index is not None:
-                index.sync()  # lines the index lacks (a failed index commit, another writer)
-            fresh: dict = {}  # insertion order: the oldest are forgotten first
-            for ev in prepared.events:
-                key = (
-                    key_id(ev.event_id),
-                    ev.failure.component if ev.failure else None,
-                    ev.meta.replay,
-                )
-                if key not in self._seen and key not in fresh:
-                    fresh[key] = ev
-            digests: dict[bytes, tuple] = {}
-            if index is not None and fresh:
-                digests = {digest(key): key for key in fresh}
-                for d in index.known(list(digests)):
-                    del fresh[digests.pop(d)]
+            try:
+                fresh, digests = self._fresh(prepared.events)
+            except sqlite3.DatabaseError as exc:
+                if index is None or not damaged(exc):
+                    raise
+                index.rebuild(exc)  # derived from the file: built again, then asked again
+                fresh, digests = self._fresh(prepared.events)
         except (sqlite3.Error, OSError) as exc:
             raise TransientError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
         if not fresh:
@@ -189,7 +202,12 @@ class DeadLetterSink(Sink):
             seen.popitem(last=False)  # the oldest: long since checkpointed
         if index is not None:
             try:
-                index.add(list(digests), end - len(data), end)
+                try:
+                    index.add(list(digests), end - len(data), end)
+                except sqlite3.DatabaseError as exc:
+                    if not damaged(exc):
+                        raise
+                    index.rebuild(exc)  # reads the whole file: these lines too
             except (sqlite3.Error, OSError) as exc:
                 # The keys wait in memory still: the retry finds them there and writes nothing.
                 raise TransientError(

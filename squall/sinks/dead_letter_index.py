@@ -111,6 +111,13 @@ def index_path(path: Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
+def damaged(exc: BaseException) -> bool:
+    """Whether SQLite found the index damaged (a bad sector, a partial copy): pages that a lookup
+    or a commit reaches, beyond what the open read."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class KeyIndex:
     """The index of one dead-letter file, read and extended through the file's descriptor."""
 
@@ -132,11 +139,26 @@ class KeyIndex:
             db = self._open_db()
         except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is only derived
             log.warning("%s: unreadable (%s): indexing %s again", self.path, exc, self.data)
-            for suffix in SUFFIXES:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.data.with_name(self.data.name + suffix))
+            self._remove()
             db = self._open_db()
         return db
+
+    def _remove(self) -> None:
+        for suffix in SUFFIXES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.data.with_name(self.data.name + suffix))
+
+    def rebuild(self, exc: BaseException) -> None:
+        """Start the index again and index the whole file: SQLite found it damaged (``damaged``)
+        in pages the open did not read — every lookup would fail, at every restart."""
+        log.warning("%s: damaged (%s): indexing %s again", self.path, exc, self.data)
+        with contextlib.suppress(sqlite3.Error):
+            self.db.close()
+        self._remove()
+        self.pending.clear()
+        self.known_to = self.head_len = 0
+        self.db = self._open_db()
+        self.open()
 
     def _open_db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

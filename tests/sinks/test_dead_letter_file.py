@@ -394,3 +394,25 @@ def test_a_line_torn_by_another_writer_does_not_swallow_the_next_dead_letter(tmp
     assert again.process(bad(0, 4)).ok
     again.close()
     assert (tmp_path / "dlq.jsonl").read_text().splitlines() == raw
+
+
+def test_an_index_damaged_beyond_what_the_open_reads_is_built_again(tmp_path: Path, caplog):
+    """A bad sector or a partial copy damages pages of keys the open does not read: SQLite says
+    "database disk image is malformed" at the lookup. Every batch failed (the index's error a
+    transient one: retried, then the run stopped), at every restart; the index is derived from
+    the file, so it is built again and the batch goes on."""
+    batches = [bad(i * 500, 500) for i in range(4)]
+    e = engine(tmp_path, remember=1, name="bad1")
+    run_input(e, batches)
+    e.close()
+    index = tmp_path / "dlq.jsonl.index"
+    data = bytearray(index.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096  # a page of keys (SQLite's pages: 4 KiB)
+    data[middle : middle + 4096] = b"\xa5" * 4096
+    index.write_bytes(bytes(data))
+    for run in range(2):
+        e = engine(tmp_path, remember=1, name=f"bad{run + 2}")
+        run_input(e, batches)
+        e.close()
+    assert len(lines(tmp_path)) == 2000
+    assert "damaged" in caplog.text
