@@ -23,9 +23,9 @@ dead-letter file also flushes what SQLite wrote since the last one, ~3 ms a batc
 was written each time (``benchmarks/bench_dead_letters.py``). The file's first bytes are kept as
 a digest: a file replaced (rotated, restored from a backup, truncated) is indexed again from its
 start, as is a missing or unreadable index (an older squall's file: indexed once, on the first
-open) or one a lookup or a commit finds damaged (``rebuild``). SQLite runs in WAL mode with ``synchronous NORMAL``: a commit costs no fsync, and a power
-cut may lose the last commits — never the index's consistency; ``offset`` goes back with them
-and the lines are indexed again.
+open) or one a lookup or a commit finds damaged (``rebuild``). SQLite runs in WAL mode with
+``synchronous NORMAL``: a commit costs no fsync, and a power cut may lose the last commits —
+never the index's consistency; ``offset`` goes back with them and the lines are indexed again.
 """
 
 from __future__ import annotations
