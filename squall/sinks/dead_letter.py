@@ -121,6 +121,10 @@ class DeadLetterSink(Sink):
         # the index reads the lines it lacks through it.
         self._fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed in close()
         self._mend()
+        if self.config.fsync and not self.config.index:  # the index's open fsyncs the file
+            # The tail's keys count as written: a process killed between its write and its fsync
+            # left lines only in the page cache, and a replay finding them writes nothing to sync.
+            os.fsync(self._fh.fileno())
         if self.config.index:
             try:
                 self._index = KeyIndex(self.path, self._fh.fileno(), fsync=self.config.fsync)
