@@ -95,7 +95,10 @@ def _named_files(topology: Topology, text: str) -> Iterator[tuple[bool, tuple, s
                 if Path(value).is_absolute() or value.startswith("~"):
                     continue
                 try:
-                    if (root / value).is_file():
+                    # A dead-letter file deleted by hand may leave its index (its companions).
+                    if (root / value).is_file() or (
+                        written and any((root / (value + s)).is_file() for s in COMPANIONS)
+                    ):
                         yield written, path, value, loc, f"{kind} '{cfg.id}'"
                 except OSError:  # not a name the file system takes
                     continue
@@ -124,7 +127,8 @@ def left_out(topology: Topology, text: str) -> list[LeftOut]:
         if not written:
             read_by_others.add(rel)
         elif not rel.startswith(".." + os.sep) and ignored_by(rel) is None:
-            found.setdefault(rel, LeftOut(rel, f"written by {component} in a local run"))
+            if (root / rel).is_file():
+                found.setdefault(rel, LeftOut(rel, f"written by {component} in a local run"))
             for suffix in COMPANIONS:  # a dead-letter file's key index (and SQLite's own files)
                 if (root / (rel + suffix)).is_file():
                     found.setdefault(

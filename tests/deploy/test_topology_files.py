@@ -136,8 +136,12 @@ def test_the_kcl_fleet_folder_is_checked_and_started_with_the_link_target_s_name
     assert "topology/prod.yaml" in unit and (tmp_path / "kcl" / "topology" / "prod.yaml").is_file()
 
 
-def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, monkeypatch):
-    """A dead-letter file beside the topology holds records (personal data, maybe), not code."""
+@pytest.mark.parametrize("deleted", [False, True], ids=["file", "file-deleted"])
+def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(
+    tmp_path: Path, monkeypatch, deleted: bool
+):
+    """A dead-letter file beside the topology holds records (personal data, maybe), not code; its
+    index neither, also when the file was deleted by hand and the index left (it was shipped)."""
     from squall.deploy.fleet import write_fleet
 
     rejects = "  - {id: rejects, type: dead_letter, path: rejects/dead.jsonl}\n"
@@ -147,6 +151,9 @@ def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, m
     (tmp_path / "t" / "rejects" / "dead.jsonl").write_text('{"email": "a@example.com"}\n')
     (tmp_path / "t" / "rejects" / "dead.jsonl.index").write_bytes(b"SQLite format 3")  # its keys
     (tmp_path / "t" / "rejects" / "README").write_text("kept")
+    if deleted:
+        (tmp_path / "t" / "rejects" / "dead.jsonl").unlink()
+        (tmp_path / "t" / "rejects" / "dead.jsonl.index-wal").write_bytes(b"")
     written = {}
 
     def stop(output, sources):
@@ -164,10 +171,12 @@ def test_a_file_a_local_run_wrote_in_the_folder_is_not_shipped(tmp_path: Path, m
     assert "topology/rejects/README" in written["files"]
     assert "topology/rejects/dead.jsonl" not in written["files"]
     assert "topology/rejects/dead.jsonl.index" not in written["files"]
+    assert "topology/rejects/dead.jsonl.index-wal" not in written["files"]
     write_fleet(load(path), path, tmp_path / "kcl", stream="s")
     assert (tmp_path / "kcl" / "topology" / "rejects" / "README").is_file()
     assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl").exists()
     assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl.index").exists()
+    assert not (tmp_path / "kcl" / "topology" / "rejects" / "dead.jsonl.index-wal").exists()
 
 
 def test_the_file_spout_s_input_is_not_shipped_and_the_summary_says_why(
