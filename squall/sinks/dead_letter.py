@@ -120,6 +120,8 @@ class DeadLetterSink(Sink):
         # Unbuffered: a write that fails leaves nothing in a buffer to be written later; readable:
         # the index reads the lines it lacks through it.
         self._fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed in close()
+        st = os.fstat(self._fh.fileno())
+        self._file_id = (st.st_dev, st.st_ino)
         self._mend()
         if self.config.fsync and not self.config.index:  # the index's open fsyncs the file
             # The tail's keys count as written: a process killed between its write and its fsync
@@ -150,6 +152,24 @@ class DeadLetterSink(Sink):
         while view:
             view = view[self._fh.write(view) :]
 
+    def _follow(self) -> None:
+        """Write to the file the path names: one rotated away while the sink runs (renamed, as
+        logrotate's default does, or deleted) is closed and the path opened again — the dead
+        letters went on into the renamed file, lost once it was compressed or deleted."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._file_id:
+                return
+        except FileNotFoundError:
+            pass
+        log.warning(
+            "%s: %s was rotated away (renamed or deleted): writing to the file at that path",
+            self.id,
+            self.path,
+        )
+        self.close()
+        self._open_file()
+
     def _fresh(self, events: list[Event]) -> tuple[dict, dict[bytes, tuple]]:
         """The events whose dead letters the file does not hold (by key, in order), and their
         keys' digests."""
@@ -173,6 +193,12 @@ class DeadLetterSink(Sink):
         return fresh, digests
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        try:
+            self._follow()
+        except (OSError, SinkError) as exc:  # the path cannot be opened again: retried
+            raise TransientError(
+                f"{self.id}: cannot write dead letters to {self.path}: {exc}"
+            ) from None
         index = self._index
         try:
             try:

@@ -442,3 +442,25 @@ def test_the_lines_an_open_counts_as_written_are_on_disk(
     run_input(e, [batch])  # the replay: every key known, nothing written
     e.close()
     assert opened >= 1 and len(lines(tmp_path)) == 3
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted"])
+def test_a_file_rotated_away_while_the_sink_runs_is_followed(tmp_path: Path, how: str):
+    """logrotate's default renames the file (then compresses and deletes the renamed one): the sink
+    wrote on into the renamed file, or into a deleted one — those dead letters were lost. It
+    writes to the file at its path; the index follows the new file."""
+    f = tmp_path / "dlq.jsonl"
+    e = engine(tmp_path, remember=1, name=f"follow{how}")
+    assert e.process(bad(0, 3)).ok
+    if how == "renamed":
+        f.rename(tmp_path / "dlq.jsonl.1")
+    else:
+        f.unlink()
+    assert e.process(bad(3, 2)).ok
+    assert e.process(bad(3, 2)).ok  # its replay: written once in the new file
+    e.close()
+    assert [d["record"] for d in lines(tmp_path)] == ["not json 3", "not json 4"]
+    e = engine(tmp_path, remember=1, name=f"follow{how}2")
+    assert e.process(bad(3, 2)).ok  # the index is of the new file
+    e.close()
+    assert len(lines(tmp_path)) == 2
