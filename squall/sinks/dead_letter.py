@@ -167,6 +167,8 @@ class DeadLetterSink(Sink):
             self.id,
             self.path,
         )
+        if self._index is not None:  # keys and an offset of the file rotated away: not this one's
+            self._index.pending.clear()
         self.close()
         self._open_file()
 
