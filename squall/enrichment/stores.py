@@ -17,6 +17,7 @@ row format; apart they would each need the other two to be read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -574,8 +575,9 @@ class SqlStateStore:
 
     def _note_read(self, raw: Any) -> None:
         """Before a load's reads on SQLite connection ``raw``: the batch's first load keeps the
-        connection, its ``PRAGMA data_version`` and the engine's count of state writes; a later
-        load of the batch on another connection leaves nothing to compare (``_unmoved``)."""
+        connection, its ``PRAGMA data_version`` and the number of the engine's last state write;
+        a later load of the batch on another connection leaves nothing to compare
+        (``_unmoved``)."""
         if self._read_from is None:
             version = raw.execute("PRAGMA data_version").fetchone()[0]
             self._read_from = (raw, version, _STATE_WRITES.get(self.engine, 0))
@@ -590,8 +592,8 @@ class SqlStateStore:
         the loads and this write are on one SQLite connection ``raw``, whose ``PRAGMA
         data_version`` has not changed since the first load (SQLite changes it when any other
         connection, of this process or another, commits to the database), and no state store
-        wrote through this engine meanwhile (its writes on the same connection do not change
-        ``data_version``). Else the versions are read, as on PostgreSQL."""
+        wrote on a connection of this engine meanwhile (its writes on the same connection do not
+        change ``data_version``). Else the versions are read, as on PostgreSQL."""
         return (
             self.bases_from_load
             and read_from is not None
@@ -619,7 +621,12 @@ class SqlStateStore:
 
     def _upsert(self, conn: Any, rows: list[tuple], report: bool) -> set[str]:
         if self._sqlite:  # (before the write: a write that fails may still have changed rows)
-            _STATE_WRITES[self.engine] = _STATE_WRITES.get(self.engine, 0) + 1
+            # Counted for the engine of the connection written on (that of the loads it may
+            # move), not the store's own: the batch's transaction may be another engine's (a
+            # store's engine retired by ``Resources.sql``). A number never stored before, taken
+            # atomically: a count read and written back by two threads could end where a
+            # store's load left it, a write between them unseen.
+            _STATE_WRITES[conn.engine] = next(_WRITE_NUMBERS)
         if self._sqlite and not report:
             # SQLite: one prepared one-row statement, executemany (parsing a page of VALUES, new
             # text for each page size, cost more than stepping the statement per row).
@@ -658,9 +665,11 @@ class SqlStateStore:
         self._read_from = None
 
 
-#: SQLite state writes per engine (``SqlStateStore._unmoved``): another store's write through the
-#: same connection moves stored states without changing its ``PRAGMA data_version``.
+#: SQLite: per engine, the number of the last state write on one of its connections
+#: (``SqlStateStore._unmoved``): a store's write on the connection another store's loads read
+#: from moves stored states without changing that connection's ``PRAGMA data_version``.
 _STATE_WRITES: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_WRITE_NUMBERS = itertools.count(1)
 
 
 # -- SQL behind a Redis cache -------------------------------------------------------------------

@@ -346,3 +346,117 @@ def test_sqlite_reads_the_stored_versions_again_only_when_they_may_have_moved(tm
     assert final.topics == ("film", "news", "sport", "weather")
     res_a.close()
     res_b.close()
+
+
+def _subscribe(base, t: int, topic: str):
+    from squall.enrichment.state import Action, Update, apply, version
+
+    return apply(
+        base, Update(Action.SUBSCRIBE, t, version(t, str(t), 0, f"e{t}"), f"e{t}", (topic,))
+    )
+
+
+def test_sqlite_a_state_written_on_the_loads_connection_by_a_store_of_another_engine_is_read(
+    tmp_path: Path,
+):
+    """A state store writes on the connection it is given: the batch's transaction's, which is
+    another engine's than the store's own when its engine was retired (``Resources.sql`` asked
+    for after the store opened on the plain driver). Such a write on the connection a store's
+    loads read from changes no ``data_version`` there: it must still count as a write on that
+    connection, else the store's check is left out and its stale state replaces the other's."""
+    from squall.enrichment.state import SubscriptionState
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+    from squall.topology.sqlite_driver import SqliteEngine
+
+    path = str(tmp_path / "state.db")
+    retired, current = SqliteEngine(path, 5.0, pool_size=1), SqliteEngine(path, 5.0, pool_size=1)
+    first = SqlStateStore(retired, "subs")  # opened before the engine was replaced
+    second = SqlStateStore(current, "subs")
+    second.save({"k": _subscribe(SubscriptionState(), 1_000, "news")})
+    base = second.load(["k"])["k"]  # on current's one connection
+    with current.begin() as conn:  # the batch's transaction: current's connection
+        fresh = first.load(["k"])["k"]
+        first.save({"k": _subscribe(fresh, 2_000, "sport")}, conn, {"k": fresh.version})
+    with pytest.raises(StateMoved):
+        second.save({"k": _subscribe(base, 3_000, "film")}, None, {"k": base.version})
+    assert second.load(["k"])["k"].topics == ("news", "sport")
+
+
+_OTHER_PROCESS = """
+import sys
+from squall.enrichment.state import Action, Update, apply, version
+from squall.enrichment.stores import SqlStateStore
+from squall.topology.sqlite_driver import SqliteEngine
+
+store = SqlStateStore(SqliteEngine(sys.argv[1], 5.0), "subs")
+base = store.load(["k"])["k"]
+t = 2_000
+u = Update(Action.SUBSCRIBE, t, version(t, str(t), 0, "e2"), "e2", ("sport",))
+store.save({"k": apply(base, u)}, None, {"k": base.version})
+"""
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_sqlite_a_state_another_process_committed_after_the_load_is_never_replaced(
+    tmp_path: Path, journal: str
+):
+    """Another process (a KCL worker's processor of another shard, another Lambda container)
+    commits a key between this process's load and its write, on one connection here, in WAL and
+    in the rollback journal: ``data_version`` moved, the versions are read, the write refused."""
+    import subprocess
+    import sys
+
+    from squall.enrichment.state import SubscriptionState
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+    from squall.topology.sqlite_driver import SqliteEngine
+
+    path = str(tmp_path / "state.db")
+    engine = SqliteEngine(path, 5.0, pool_size=1)
+    store = SqlStateStore(engine, "subs")
+    store.save({"k": _subscribe(SubscriptionState(), 1_000, "news")})
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA journal_mode={journal}")
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+    base = store.load(["k"])["k"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    if journal == "delete":  # the other process must not turn WAL on again
+        script = _OTHER_PROCESS.replace(
+            "store = SqlStateStore(",
+            "import squall.topology.sqlite_driver as d\n"
+            "d.CONNECTION_PRAGMAS = ('PRAGMA journal_mode=DELETE',)\n"
+            "store = SqlStateStore(",
+        )
+    else:
+        script = _OTHER_PROCESS
+    subprocess.run([sys.executable, "-c", script, path], check=True, env=env, timeout=60)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == mode == journal
+    with pytest.raises(StateMoved):
+        store.save({"k": _subscribe(base, 3_000, "film")}, None, {"k": base.version})
+    assert store.load(["k"])["k"].topics == ("news", "sport")
+
+
+def test_sqlite_a_rolled_back_write_then_another_processes_commit_is_read(tmp_path: Path):
+    """This store's write rolled back (the batch's transaction failed later), then the batch
+    loaded again and another connection commits before the retried write: read, refused."""
+    from squall.enrichment.state import SubscriptionState
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+    from squall.topology.sqlite_driver import SqliteEngine
+
+    path = str(tmp_path / "state.db")
+    engine = SqliteEngine(path, 5.0, pool_size=1)
+    store = SqlStateStore(engine, "subs")
+    other = SqlStateStore(SqliteEngine(path, 5.0, pool_size=1), "subs")
+    store.save({"k": _subscribe(SubscriptionState(), 1_000, "news")})
+    base = store.load(["k"])["k"]
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        store.save({"k": _subscribe(base, 2_000, "film")}, conn, {"k": base.version})
+        raise RuntimeError("the checkpoint's write failed")
+    store.discard()
+    base = store.load(["k"])["k"]
+    assert base.topics == ("news",)
+    theirs = other.load(["k"])["k"]
+    other.save({"k": _subscribe(theirs, 1_500, "sport")}, None, {"k": theirs.version})
+    with pytest.raises(StateMoved):
+        store.save({"k": _subscribe(base, 2_000, "film")}, None, {"k": base.version})
+    assert store.load(["k"])["k"].topics == ("news", "sport")
