@@ -460,3 +460,43 @@ def test_sqlite_a_rolled_back_write_then_another_processes_commit_is_read(tmp_pa
     with pytest.raises(StateMoved):
         store.save({"k": _subscribe(base, 2_000, "film")}, None, {"k": base.version})
     assert store.load(["k"])["k"].topics == ("news", "sport")
+
+
+def test_sqlite_a_commit_between_a_loads_chunks_is_read(tmp_path: Path, monkeypatch):
+    """A load of more keys than one SELECT takes reads in chunks, each on its own: another
+    connection committing a key of the first chunk before the second is read still moves
+    ``data_version`` since the first load began, so the write of a state computed from the first
+    chunk's read is refused."""
+    from squall.enrichment import stores
+    from squall.enrichment.state import SubscriptionState
+    from squall.enrichment.stores import SqlStateStore, StateMoved
+    from squall.topology.driver_engine import DriverConnection
+    from squall.topology.sqlite_driver import SqliteEngine
+
+    path = str(tmp_path / "state.db")
+    engine = SqliteEngine(path, 5.0, pool_size=1)
+    store = SqlStateStore(engine, "subs")
+    other = SqlStateStore(SqliteEngine(path, 5.0, pool_size=1), "subs")
+    keys = [f"k{i:04d}" for i in range(stores.SELECT_CHUNK + 10)]
+    store.save({k: _subscribe(SubscriptionState(), 1_000, "news") for k in keys})
+    selects = []
+    run = DriverConnection.exec_driver_sql
+
+    def exec_driver_sql(conn, sql, params=None):
+        if conn.engine is engine and sql.startswith("SELECT"):
+            selects.append(len(params))
+            if len(selects) == 2:  # the second chunk: another process commits k0000 first
+                theirs = other.load(["k0000"])["k0000"]
+                other.save(
+                    {"k0000": _subscribe(theirs, 1_500, "sport")}, None, {"k0000": theirs.version}
+                )
+        return run(conn, sql, params)
+
+    monkeypatch.setattr(DriverConnection, "exec_driver_sql", exec_driver_sql)
+    loaded = store.load(keys)
+    assert selects == [stores.SELECT_CHUNK, 10] and loaded["k0000"].topics == ("news",)
+    base = loaded["k0000"]
+    with pytest.raises(StateMoved):
+        store.save({"k0000": _subscribe(base, 2_000, "film")}, None, {"k0000": base.version})
+    monkeypatch.undo()
+    assert store.load(["k0000"])["k0000"].topics == ("news", "sport")
