@@ -74,7 +74,8 @@ MAX_KEY_LENGTH = 1000
 #: Characters of a shard's name in the store (the SQL column); a longer one (an S3 object's key,
 #: the S3 spout's shard) is kept as its head and a digest of the whole
 MAX_SHARD_NAME = 200
-_CONTAINERS = (dict, list)
+_CONTAINERS = (dict, list, tuple)  # (a tuple: a Python bolt's; JSON writes it as a list)
+_KEY_TYPES = frozenset((str, int, float, bool))
 _MS_EPOCH_FLOOR = 10**11  # an integer above this is epoch milliseconds (parse_time's rule)
 _MS_EPOCH_TOP = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _END_OF_TIME = 2**62  # ms: every window ends before
@@ -725,6 +726,11 @@ class WindowBolt(Bolt):
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
             if v.__class__ is float and not math.isfinite(v):  # (JSON writes it as null)
                 raise ValueError(f"key field '{path}': not a finite number: {v!r}")
+            if v.__class__ not in _KEY_TYPES:  # (a date was its text: a key of another value)
+                try:
+                    window_aggs.exact(v)
+                except ValueError as exc:
+                    raise ValueError(f"key field '{path}': {exc}") from None
             values.append(v)
         key = _key_text(values, self.config.key)
         if len(key) > MAX_KEY_LENGTH:

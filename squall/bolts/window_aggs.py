@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~580 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~650 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -426,10 +426,11 @@ _WIDE = "an integer beyond 64 bits (min, max, first and last keep what JSON stor
 
 
 def _storable(value: Any) -> None:
-    """first/last keep their value in the state (JSON): an integer beyond 64 bits (the json bolt
-    keeps it exact) is that event's failure, not the commit's (orjson cannot write it) — so is
-    a value a Python bolt made that JSON has no form for (a Decimal, bytes, a set: each failed
-    every commit of its batch before 6 December's live-sketches review)."""
+    """first/last keep their value in the state (JSON) and give it back: an integer beyond 64
+    bits (the json bolt keeps it exact) is that event's failure, not the commit's (orjson cannot
+    write it) — so is a value a Python bolt made that JSON has no form for (a Decimal, bytes, a
+    set: each failed every commit of its batch before 6 December's live-sketches review), and
+    one JSON keeps in another form (see :func:`exact`)."""
     if value.__class__ is int:
         if not _INT64_MIN <= value <= _UINT64_MAX:
             raise ValueError(_WIDE)
@@ -438,17 +439,85 @@ def _storable(value: Any) -> None:
     elif value.__class__ is float:
         _finite(value)
     elif value.__class__ is not bool:  # objects, lists, and whatever a Python bolt put there
+        exact(value)
+
+
+#: orjson writes containers nested this deep, not deeper ("Recursion limit reached").
+_JSON_DEPTH = 254
+
+
+class _Inexact(ValueError):
+    """A value without an exact JSON form, with where it is inside the value (``[2]['x']``)."""
+
+    def __init__(self, reason: str, at: str = ""):
+        super().__init__(reason)
+        self.reason, self.at = reason, at
+
+
+def exact(value: Any, wide: bool = False) -> None:
+    """Raise ``ValueError`` (the event's failure, with a reason and where in the value) unless
+    ``value`` comes back from JSON as itself, at every depth: a NaN or an infinity inside an
+    object or a list (written null), a tuple (a list), a date, a time or another object orjson
+    writes in another form (a UUID, an enum: its text or number), and what JSON has no form for
+    (a Decimal, bytes, a set) — kept by first/last, each gave back something else than came in
+    (6 December); counted by count_distinct, each was one value with its JSON's twin (NaN with
+    null, a tuple with its list, a date with its text); in a key field, a key of another value.
+    ``wide``: integers beyond 64 bits are exact (count_distinct writes their digits)."""
+    try:
+        _walk(value, wide, 0)
+    except _Inexact as exc:
+        raise ValueError(f"{exc.reason} (at {exc.at})" if exc.at else exc.reason) from None
+
+
+def _walk(value: Any, wide: bool, depth: int) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
         try:
-            orjson.dumps(value)
+            _utf8(value)
+        except ValueError as exc:
+            raise _Inexact(str(exc)) from None
+    elif isinstance(value, int):
+        if not wide and not _INT64_MIN <= value <= _UINT64_MAX:
+            raise _Inexact(_WIDE)
+    elif isinstance(value, float) and value.__class__ is float:  # (orjson: no float subclass)
+        if not math.isfinite(value):
+            raise _Inexact(f"not a finite number: {value!r}")
+    elif isinstance(value, (list, dict)):
+        if depth >= _JSON_DEPTH:
+            raise _Inexact(f"nested deeper than JSON keeps ({_JSON_DEPTH} levels)")
+        if isinstance(value, list):
+            items: Any = enumerate(value)
+        else:
+            items = value.items()
+            for k in value:
+                if not isinstance(k, str):
+                    raise _Inexact(f"a value without a JSON form (an object's key is {_kind(k)})")
+        for k, v in items:
+            try:
+                if k.__class__ is not int:
+                    _utf8(k)
+                _walk(v, wide, depth + 1)
+            except ValueError as exc:
+                reason, at = (exc.reason, exc.at) if isinstance(exc, _Inexact) else (str(exc), "")
+                raise _Inexact(reason, f"[{k!r:.40}]{at}") from None
+    else:
+        try:
+            back = orjson.loads(orjson.dumps(value))
         except TypeError as exc:
-            text = str(exc)
-            raise ValueError(
-                _WIDE
-                if "Integer" in text
-                else _NOT_UTF8
-                if "UTF-8" in text
-                else f"a value without a JSON form ({text})"
-            ) from None
+            raise _Inexact(f"a value without a JSON form ({exc})") from None
+        raise _Inexact(
+            f"a value without an exact JSON form ({_kind(value)}: it would come back"
+            f" as {_kind(back)})"
+        )
+
+
+def _kind(value: Any) -> str:
+    """A type's name as orjson's messages write it: ``tuple``, ``decimal.Decimal``."""
+    cls = value.__class__
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 _NOT_UTF8 = "not valid UTF-8 text (a lone surrogate: a state keeps what JSON stores)"
@@ -500,6 +569,8 @@ def _distinct_text(value: Any) -> str:
         return DISTINCT_MARK + value if value.startswith(DISTINCT_MARK) else value
     if value.__class__ is float:
         _finite(value)
+    elif value.__class__ is not int and value.__class__ is not bool:
+        exact(value, wide=True)  # (a tuple was its list, a nested NaN null, a date its text)
     return DISTINCT_MARK + exact_json.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 

@@ -477,3 +477,110 @@ def test_a_value_without_a_json_form_kept_by_first_or_last_fails_its_event(
         bolt.state_committed()
         results, _ = run(bolt, [ev(99, T0 + 5 * MIN, v=0)])
         assert [r["x"] for r in results] == ["a"]
+
+
+#: Values a Python bolt makes that JSON gives back as something else (the reason, located).
+_INEXACT = [
+    (
+        {"a": [1, float("nan")]},
+        "not a finite number: nan (at ['a'][1])",
+    ),
+    ([{"x": float("inf")}], "not a finite number: inf (at [0]['x'])"),
+    ((1, 2), "a value without an exact JSON form (tuple: it would come back as list)"),
+    (
+        {"d": __import__("datetime").date(2026, 12, 6)},
+        "a value without an exact JSON form (datetime.date: it would come back as str) (at ['d'])",
+    ),
+    (
+        __import__("datetime").datetime(2026, 12, 6, 10, 0),
+        "a value without an exact JSON form (datetime.datetime: it would come back as str)",
+    ),
+    ({1: "a"}, "a value without a JSON form (an object's key is int)"),
+]
+
+_IDS = ["nested-nan", "nested-inf", "tuple", "nested-date", "datetime", "int-key"]
+
+
+@pytest.mark.parametrize("fn", ["first", "last"])
+@pytest.mark.parametrize(("bad", "why"), _INEXACT, ids=_IDS)
+def test_first_and_last_keep_values_exactly_or_fail_the_event(
+    tmp_path: Path, unique_name, fn, bad, why
+):
+    """A NaN or an infinity inside an object or a list kept by first/last was written null, a
+    tuple came back a list and a date its text: what first/last gave back was not what came in
+    (a top-level NaN was already the event's failure). Each is now its event's failure, with
+    the reason and where in the value; the window's result is the other events'."""
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}", unique_name, aggregates={"x": {"fn": fn, "field": "v"}}
+    )
+    kept = T0 if fn == "first" else T0 + 2  # (the value first or last would keep)
+    out = bolt.process([ev(1, T0 + 1, v={"ok": [1, 2.5]}), ev(2, kept, v=bad)])
+    assert [(e.origin, e.failure.reason) for e in out.streams["error"]] == [(2, f"win: {why}")]
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results, _ = run(bolt, [ev(99, T0 + 5 * MIN, v=0)])
+    assert [r["x"] for r in results] == [{"ok": [1, 2.5]}]
+
+
+@pytest.mark.parametrize(("bad", "why"), _INEXACT, ids=_IDS)
+def test_count_distinct_takes_no_value_json_would_change(tmp_path: Path, unique_name, bad, why):
+    """count_distinct counted a value and its JSON twin as one (a nested NaN with null, a tuple
+    with its list, a date with its text): the same rule as first/last — the event's failure."""
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        aggregates={"n": {"fn": "count_distinct", "field": "v"}},
+    )
+    out = bolt.process([ev(1, T0 + 1, v=[1, None]), ev(2, T0 + 2, v=bad)])
+    assert [(e.origin, e.failure.reason) for e in out.streams["error"]] == [(2, f"win: {why}")]
+
+
+def test_a_key_field_json_would_change_fails_its_event(tmp_path: Path, unique_name):
+    """A date in a key field was keyed by its text (its window's result said a string, and the
+    events of the string joined its key); a tuple was keyed as its list. Each is the event's
+    failure, with the field named."""
+    import datetime
+    import uuid
+
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name)
+    day = datetime.date(2026, 12, 6)
+    out = bolt.process(
+        [
+            ev(1, T0 + 1, app="2026-12-06"),
+            ev(2, T0 + 2, app=day),
+            ev(3, T0 + 3, app=(1, 2)),
+            ev(4, T0 + 4, app=uuid.UUID(int=1)),
+        ]
+    )
+    assert [(e.origin, e.failure.reason) for e in out.streams["error"]] == [
+        (
+            2,
+            "key field 'app': a value without an exact JSON form (datetime.date: it would come back as str)",
+        ),
+        (3, "no usable key field 'app'"),
+        (
+            4,
+            "key field 'app': a value without an exact JSON form (uuid.UUID: it would come back as str)",
+        ),
+    ]
+
+
+def test_exact_accepts_what_json_gives_back_equal():
+    """Subclasses orjson writes as their base (an IntEnum, a str subclass, an OrderedDict) come
+    back equal: kept; objects and lists as deep as orjson writes them, not deeper."""
+    import collections
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    window_aggs.exact(collections.OrderedDict(a=[Level.HIGH, "x", None, True, 1.5]))
+    deep: object = 1
+    for _ in range(window_aggs._JSON_DEPTH):
+        deep = [deep]
+    window_aggs.exact(deep)
+    with pytest.raises(ValueError, match="nested deeper than JSON keeps"):
+        window_aggs.exact([deep])
+    window_aggs.exact([2**70], wide=True)
+    with pytest.raises(ValueError, match="beyond 64 bits"):
+        window_aggs.exact([2**70])
