@@ -278,7 +278,8 @@ def handle_s3_messages(
         except (S3EventFailed, ObjectReadError) as exc:
             log.error("%s: %s", where, exc)
             failed.append(m.message_id)
-            down = isinstance(exc.__cause__, BatchFailed)
+            # S3 down (a read's retries spent) or the time left spent: a sink's BatchFailed
+            down = isinstance(exc.__cause__, BatchFailed) or getattr(exc, "transient", False)
     return batch_item_failures(failed)
 
 
@@ -292,19 +293,25 @@ def run_object(
     counts: dict[str, int],
 ) -> None:
     """Run one object's lines in ``batch_size`` slices; raise ``S3EventFailed`` at the first
-    slice with a line that is not settled."""
-    from squall.spouts.s3 import ObjectReadError, object_batches, open_object
+    slice with a line that is not settled.
+
+    The object's reads are bounded by the engine's ``time_left`` (the invocation's, less its
+    margin), as its sinks' AWS calls are (``squall.spouts.s3.ReadBound``): a GetObject or a read
+    of its body that cannot finish in time is an ``ObjectReadError`` (``transient``), the event's
+    failure (S3 events) or its message's (SQS), not an invocation killed at its timeout."""
+    from squall.spouts.s3 import ObjectReadError, ReadBound, object_batches, open_object
     from squall.topology.executor import batch_collection
 
     bucket, key = ref.bucket, ref.key
     counts["objects"] += 1
+    bound = ReadBound.of(getattr(engine, "time_left", None), engine.retry)
     try:
-        s3_object = open_object(client, bucket, key, ref.version_id)
+        s3_object = open_object(client, bucket, key, ref.version_id, bound=bound)
     except ObjectReadError as exc:
         if ref.decoded is None or exc.code not in ("NoSuchKey", "NoSuchVersion"):
             raise
         try:  # an EventBridge key that was URL-encoded after all
-            s3_object = open_object(client, bucket, ref.decoded, ref.version_id)
+            s3_object = open_object(client, bucket, ref.decoded, ref.version_id, bound=bound)
         except ObjectReadError as again:
             if again.code not in ("NoSuchKey", "NoSuchVersion"):
                 raise

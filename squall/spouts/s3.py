@@ -26,6 +26,17 @@ object's lines are read, in a second pass (from memory when the compressed objec
 one more decompression (and, above ``KEPT_COMPRESSED``, one more download); docs/sinks.md gives the
 figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
 to gigabytes) is one dead letter the same way, naming the bound.
+
+In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
+every read of its body is bounded by the time left, as the sinks' AWS calls are
+(``aws.time_bounded``): a GetObject makes one attempt, reads its answer no longer than the time
+left and is retried (throttled, 5xx, connection lost) as the engine retries a sink's transient
+error (``settings.retry``) only while the backoff fits; no GetObject is sent and no read of the
+body started with no time left, and each read of the body waits no longer than the time left.
+What cannot finish in time is an ``ObjectReadError`` marked ``transient``.
+
+Size (~530 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
 from __future__ import annotations
@@ -33,8 +44,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
+import random
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
@@ -53,6 +68,8 @@ from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
 from squall.spouts.lines import MAX_LINE_BYTES, MAX_LINE_DOC, line_batches
 
+log = logging.getLogger("squall.spouts")
+
 #: Bytes read from S3 per call, and decompressed bytes produced per step.
 CHUNK = 1_048_576
 #: A gzip object up to this size (compressed) is kept in memory between its two passes.
@@ -69,11 +86,49 @@ MAX_OBJECT_DOC = (
 class ObjectReadError(SquallError):
     """S3 failed while an object was streamed (connection lost, object replaced between passes):
     not the object's fault, so the input (or the Lambda event) fails and is read again.
-    ``code``: S3's error code, when it gave one (``NoSuchKey``)."""
+    ``code``: S3's error code, when it gave one (``NoSuchKey``); ``transient``: S3 throttled,
+    failed (5xx) or was not reached, or the time left was spent — a dependency down, as a sink's
+    ``TransientError`` its retries did not settle."""
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, *, transient: bool = False):
         super().__init__(message)
         self.code = code
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class ReadBound:
+    """A Lambda runner's bound on an object's reads: ``time_left`` (seconds before its deadline
+    less its margin; None answered: no bound) and the retry of a transient GetObject, as the
+    engine's of a sink's ``TransientError`` (``settings.retry``: attempts and backoff)."""
+
+    time_left: Callable[[], float | None]
+    attempts: int = 5
+    initial_backoff: float = 0.1
+    max_backoff: float = 10.0
+    multiplier: float = 2.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: Callable[[], float] = random.random
+
+    @classmethod
+    def of(cls, time_left: Callable[[], float | None] | None, retry: Any) -> ReadBound | None:
+        """The bound of a runner's ``time_left`` (None: none) and retry policy."""
+        if time_left is None:
+            return None
+        return cls(
+            time_left, retry.attempts, retry.initial_backoff, retry.max_backoff, retry.multiplier
+        )
+
+    def delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` (1-based): the engine's jittered backoff."""
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        return self.rng() * ceiling
+
+
+def _socket_of(body: Any) -> Any:
+    """The socket a botocore body is read from (urllib3's connection), else None."""
+    connection = getattr(getattr(body, "_raw_stream", None), "connection", None)
+    return getattr(connection, "sock", None)
 
 
 class S3Object:
@@ -89,10 +144,13 @@ class S3Object:
         *,
         etag: str | None = None,
         version_id: str | None = None,
+        bound: ReadBound | None = None,
     ):
         self.bucket, self.key, self.size = bucket, key, size
         self.etag, self.version_id = etag, version_id
         self._opener = opener
+        #: A Lambda's bound on the reads of the body (None: none).
+        self.bound = bound
 
     @classmethod
     def of_bytes(cls, bucket: str, key: str, body: bytes) -> S3Object:
@@ -118,17 +176,45 @@ class _Body(io.RawIOBase):
         self.read_bytes = 0
         self.kept: list[bytes] | None = [] if keep else None
         self._keep = keep
+        self._timeout: float | None = None  # the socket's own read timeout (a bounded read's cap)
 
     def readable(self) -> bool:
         return True
 
+    def _bound(self) -> float | None:
+        """In a Lambda (the object's ``ReadBound``): no read started with no time left, and the
+        socket's read timeout the time left (at most the request's, at least
+        ``aws.MIN_READ_TIMEOUT``) — the body is read over many slices, long after its GetObject
+        set the timeout. The timeout set, else None."""
+        bound = self.obj.bound
+        left = bound.time_left() if bound is not None else None
+        if left is None:
+            return None
+        if left <= 0:
+            raise ObjectReadError(
+                f"{self.obj.where}: reading stopped after {self.read_bytes} bytes: "
+                f"{aws.NO_TIME_LEFT}",
+                transient=True,
+            )
+        sock = _socket_of(self.body)
+        if sock is None:
+            return None
+        if self._timeout is None:
+            self._timeout = sock.gettimeout() or 30.0
+        timeout = max(aws.MIN_READ_TIMEOUT, min(self._timeout, left))
+        sock.settimeout(timeout)
+        return timeout
+
     def readinto(self, buffer: Any) -> int:
+        timeout = self._bound()
         try:
             data = self.body.read(len(buffer))
         except Exception as exc:
+            waited = f" (a read bounded by the time left: {timeout:.2f}s)" if timeout else ""
             raise ObjectReadError(
                 f"{self.obj.where}: reading failed after {self.read_bytes} bytes: "
-                f"{aws.error_code(exc) or type(exc).__name__}: {safe_text(exc, 200)}"
+                f"{aws.error_code(exc) or type(exc).__name__}: {safe_text(exc, 200)}{waited}",
+                transient=aws.is_retryable(exc),
             ) from None
         n = len(data)
         buffer[:n] = data
@@ -272,14 +358,22 @@ def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
     )
 
 
-def open_object(client: Any, bucket: str, key: str, version_id: str | None = None) -> S3Object:
+def open_object(
+    client: Any,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    *,
+    bound: ReadBound | None = None,
+) -> S3Object:
     """An object version, its body not yet read (``version_id``: that version, not the latest); a
     missing object, version or bucket is an error naming it. Reading it again (a gzip object's
-    second pass) asks for the same version and the same ETag: a replaced object is an error."""
+    second pass) asks for the same version and the same ETag: a replaced object is an error.
+    ``bound``: a Lambda's — its GetObjects and the reads of their bodies fit in the time left."""
     kwargs = {"Bucket": bucket, "Key": key}
     if version_id:
         kwargs["VersionId"] = version_id
-    resp = _get(client, kwargs, version_id)
+    resp = _get(client, kwargs, version_id, bound)
     first: list[Any] = [resp["Body"]]
     etag, version = resp.get("ETag"), resp.get("VersionId")
     # The ETag too when a version is named: a bucket whose versioning is suspended has one version
@@ -289,30 +383,69 @@ def open_object(client: Any, bucket: str, key: str, version_id: str | None = Non
         again["IfMatch"] = etag
 
     def opener() -> BinaryIO:
-        return first.pop() if first else _get(client, again, version_id)["Body"]
+        return first.pop() if first else _get(client, again, version_id, bound)["Body"]
 
     return S3Object(
-        bucket, key, int(resp.get("ContentLength") or 0), opener, etag=etag, version_id=version
+        bucket,
+        key,
+        int(resp.get("ContentLength") or 0),
+        opener,
+        etag=etag,
+        version_id=version,
+        bound=bound,
     )
 
 
-def _get(client: Any, kwargs: dict[str, Any], version_id: str | None) -> Any:
-    try:
-        return client.get_object(**kwargs)
-    except Exception as exc:
-        code = aws.error_code(exc)
-        version = f" version {version_id}" if version_id else ""
-        hint = (
-            " (reading a version needs s3:GetObjectVersion)"
-            if version_id and code == "AccessDenied"
-            else " (the object was replaced while it was read)"
-            if code == "PreconditionFailed"
-            else ""
-        )
-        raise ObjectReadError(
-            f"cannot read s3://{kwargs['Bucket']}/{kwargs['Key']}{version}: {code or exc}{hint}",
-            code,
-        ) from None
+def _get(
+    client: Any, kwargs: dict[str, Any], version_id: str | None, bound: ReadBound | None = None
+) -> Any:
+    """GetObject; with a ``bound`` (a Lambda's) with a time left, one attempt at a time
+    (``aws.time_bounded``), a transient failure retried while the backoff fits in the time left,
+    and none sent with no time left."""
+    where = f"s3://{kwargs['Bucket']}/{kwargs['Key']}" + (
+        f" version {version_id}" if version_id else ""
+    )
+    attempt = 0
+    while True:
+        attempt += 1
+        left = bound.time_left() if bound is not None else None
+        if left is not None and left <= 0:
+            raise ObjectReadError(f"cannot read {where}: {aws.NOT_SENT}", transient=True)
+        try:
+            with aws.time_bounded(bound.time_left if left is not None else None):  # type: ignore[union-attr]
+                return client.get_object(**kwargs)
+        except Exception as exc:
+            code = aws.error_code(exc)
+            transient = aws.is_retryable(exc)
+            reason = f"cannot read {where}: {code or safe_text(exc, 300)}"
+            if left is None or not transient:
+                raise ObjectReadError(
+                    reason + _hint(code, version_id), code, transient=transient
+                ) from None
+            assert bound is not None
+            if attempt >= bound.attempts:
+                raise ObjectReadError(
+                    f"{reason} ({attempt} attempts)", code, transient=True
+                ) from None
+            delay = bound.delay(attempt)
+            now = bound.time_left()
+            if now is not None and delay >= now:
+                log.warning(
+                    "%s; not retried: %.2fs left, %.2fs of backoff", reason, max(now, 0.0), delay
+                )
+                raise ObjectReadError(
+                    f"{reason} (not retried: {aws.NO_TIME_LEFT})", code, transient=True
+                ) from None
+            log.warning("%s; retry %d/%d in %.2fs", reason, attempt, bound.attempts - 1, delay)
+            bound.sleep(delay)
+
+
+def _hint(code: str | None, version_id: str | None) -> str:
+    if version_id and code == "AccessDenied":
+        return " (reading a version needs s3:GetObjectVersion)"
+    if code == "PreconditionFailed":
+        return " (the object was replaced while it was read)"
+    return ""
 
 
 class S3SpoutConfig(ComponentConfig):

@@ -313,6 +313,18 @@ class NoTimeLeft:
         return 0
 
 
+class SpentOnceWritten:
+    """A Lambda context with time enough until the store has rows, then none (no sleeping)."""
+
+    function_name = "consumer"
+
+    def __init__(self, store: str):
+        self.store = store
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 0 if MemorySink.stores.get(self.store) else 60_000
+
+
 def test_s3_notifications_through_sqs_stop_between_messages_before_the_deadline(landing):
     """Each message is a slice: the first runs, the later ones are answered, not started."""
     bucket, store, handler = landing
@@ -323,14 +335,37 @@ def test_s3_notifications_through_sqs_stop_between_messages_before_the_deadline(
             ("m-3", eventbridge_event(bucket, RAW), None),
         ]
     )
-    assert handler(event, NoTimeLeft()) == {
+    assert handler(event, SpentOnceWritten(store)) == {
         "batchItemFailures": [{"itemIdentifier": "m-2"}, {"itemIdentifier": "m-3"}]
     }
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2]
 
 
-def test_an_s3_event_has_no_partial_answer_and_runs_to_its_end_whatever_the_time_left(landing):
-    """Stopping would fail the event, and its retry would start it over from its first line."""
+def test_an_sqs_message_whose_object_cannot_be_read_with_no_time_left_is_answered(landing):
+    """The first message always runs, but its GetObject is not sent with no time left (as no
+    sink's AWS call is): it is answered with the rest, for the queue to deliver again."""
+    bucket, store, handler = landing
+    event = sqs_lambda_event(
+        [
+            ("m-1", s3_lambda_event(bucket, ENCODED), None),
+            ("m-2", eventbridge_event(bucket, RAW), None),
+        ]
+    )
+    assert handler(event, NoTimeLeft()) == {
+        "batchItemFailures": [{"itemIdentifier": "m-1"}, {"itemIdentifier": "m-2"}]
+    }
+    assert MemorySink.stores.get(store, []) == []
+
+
+def test_an_s3_event_has_no_partial_answer_and_runs_to_its_end_whatever_the_time_left(
+    landing, monkeypatch
+):
+    """Stopping would fail the event, and its retry would start it over from its first line:
+    no stop between its objects is considered (its reads are bounded by the time left)."""
+    from squall.deploy.deadline import Deadline
+
+    asked: list[int] = []
+    monkeypatch.setattr(Deadline, "next_slice", lambda self: asked.append(1) or False)
     bucket, store, handler = landing
     event = {
         "Records": [
@@ -338,6 +373,19 @@ def test_an_s3_event_has_no_partial_answer_and_runs_to_its_end_whatever_the_time
             *s3_lambda_event(bucket, ENCODED)["Records"],
         ]
     }
-    context = NoTimeLeft()
-    assert handler(event, context)["records"] == 4 and context.calls == 0
+    assert handler(event, SpentOnceWritten(unique("never")))["records"] == 4 and asked == []
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 1, 2]
+
+
+def test_an_s3_event_whose_time_is_spent_reads_nothing_and_fails_for_lambdas_retry(landing):
+    """With no time left no GetObject is sent (Lambda would kill the invocation mid-read): the
+    event fails with the reason, and Lambda retries it."""
+    from squall.spouts.s3 import ObjectReadError
+
+    bucket, store, handler = landing
+    context = NoTimeLeft()
+    with pytest.raises(
+        ObjectReadError, match="not sent: the time left before the deadline is spent"
+    ):
+        handler(s3_lambda_event(bucket, ENCODED), context)
+    assert context.calls >= 1 and MemorySink.stores.get(store, []) == []
