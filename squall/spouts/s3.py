@@ -425,7 +425,7 @@ def _get(
             assert bound is not None
             if attempt >= bound.attempts:
                 raise ObjectReadError(
-                    f"{reason} ({attempt} attempts)", code, transient=True
+                    f"{reason} (after {attempt} attempt(s))", code, transient=True
                 ) from None
             delay = bound.delay(attempt)
             now = bound.time_left()

@@ -1,0 +1,203 @@
+"""The S3 reads of an S3- or SQS-triggered Lambda are bounded by the invocation's time left, as
+the sinks' AWS calls are (``aws.time_bounded``): against moto's standalone server and a stalled
+local TCP server. A GetObject makes one attempt (botocore's retries do not know the deadline) and
+is retried as the engine retries a sink's transient error while the backoff fits; none is sent,
+and no read of a body started, with no time left; each read waits no longer than the time left.
+No sleeping: the time left is set by the test, botocore's backoff is recorded, not slept."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import types
+from collections.abc import Iterator
+
+import botocore.endpoint
+import pytest
+
+from squall import aws
+from squall.deploy.lambda_sources import handle_s3, handle_s3_messages
+from squall.spouts.s3 import ObjectReadError, ReadBound, object_batches, open_object
+from squall.testing import MemorySink, topology_from
+from squall.topology.executor import Engine
+from tests.deploy.test_s3_envelopes import eventbridge_event
+from tests.deploy.test_sqs_s3_sources import put_lines, sqs_lambda_event
+from tests.moto_standin import aws_env, moto_server, throttle_first, unique  # noqa: F401
+
+
+@pytest.fixture
+def botocore_sleeps(monkeypatch) -> list[float]:
+    """botocore's retry backoff recorded, not slept."""
+    slept: list[float] = []
+    monkeypatch.setattr(botocore.endpoint, "time", types.SimpleNamespace(sleep=slept.append))
+    return slept
+
+
+@pytest.fixture
+def landing(moto_server):  # noqa: F811 - the imported fixture
+    """A bucket with two one-line objects, and an S3 client of ``aws.client`` on moto's server."""
+    s3 = moto_server.client("s3")
+    bucket = unique("bound")
+    s3.create_bucket(Bucket=bucket)
+    for i in range(2):
+        put_lines(s3, bucket, f"in/{i}.jsonl", [{"n": i}], gz=False)
+    return bucket, aws.client("s3", region=None, endpoint_url=moto_server.endpoint)
+
+
+def _engine(store: str, time_left: float | None) -> Engine:
+    engine = Engine(
+        topology_from(
+            f"""
+name: t
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {store}}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0}}}}
+"""
+        ).plan
+    )
+    engine.time_left = lambda: time_left
+    return engine.open()
+
+
+def test_a_throttled_get_object_is_one_attempt_retried_by_squall_while_time_is_left(
+    landing, botocore_sleeps
+):
+    """In a Lambda botocore does not retry the throttled GetObject itself (its backoff is blind
+    to the deadline): squall's retry, time-aware, reads the object."""
+    bucket, client = landing
+    store = unique("read")
+    attempts = throttle_first(client, 2)
+    got = handle_s3(
+        _engine(store, 10.0), eventbridge_event(bucket, "in/0.jsonl"), client, batch_size=10
+    )
+    assert got["records"] == 1 and len(attempts) == 3 and botocore_sleeps == []
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [0]
+
+
+def test_outside_a_lambda_botocore_still_retries_the_get_object(landing, botocore_sleeps):
+    """No deadline (a time left of None): botocore retries as configured, as for the sinks."""
+    bucket, client = landing
+    store = unique("read")
+    attempts = throttle_first(client, 1)
+    got = handle_s3(
+        _engine(store, None), eventbridge_event(bucket, "in/0.jsonl"), client, batch_size=10
+    )
+    assert got["records"] == 1 and len(attempts) == 2 and len(botocore_sleeps) == 1
+
+
+def test_a_get_object_whose_backoff_does_not_fit_is_not_retried(landing, botocore_sleeps):
+    bucket, client = landing
+    attempts = throttle_first(client, 5)
+    slept: list[float] = []
+    bound = ReadBound(lambda: 0.5, initial_backoff=1.0, rng=lambda: 1.0, sleep=slept.append)
+    with pytest.raises(ObjectReadError, match="not retried: the time left") as caught:
+        open_object(client, bucket, "in/0.jsonl", bound=bound)
+    assert caught.value.transient and len(attempts) == 1 and slept == [] and botocore_sleeps == []
+
+
+@pytest.mark.parametrize("left", [0.0, -0.5])
+def test_no_get_object_is_sent_and_no_body_read_started_with_no_time_left(landing, left):
+    bucket, client = landing
+    attempts = throttle_first(client, 0)  # records every attempt, answers none
+    with pytest.raises(ObjectReadError, match=f"{aws.NOT_SENT}$") as caught:
+        open_object(client, bucket, "in/0.jsonl", bound=ReadBound(lambda: left))
+    assert caught.value.transient and attempts == []
+    time_left = [10.0]
+    obj = open_object(client, bucket, "in/0.jsonl", bound=ReadBound(lambda: time_left[0]))
+    time_left[0] = left  # spent between the GetObject and the first read of its body
+    with pytest.raises(ObjectReadError, match="reading stopped after 0 bytes: the time left"):
+        list(object_batches(obj, 10))
+
+
+def test_a_transient_read_failure_names_the_rest_of_the_sqs_batch_unread(landing, botocore_sleeps):
+    """As after a sink's dependency stayed down (``BatchFailed``): the messages after it are
+    named without being read, each would wait through its own retries."""
+    bucket, client = landing
+    attempts = throttle_first(client, 100)
+    event = sqs_lambda_event(
+        [(f"m-{i}", eventbridge_event(bucket, f"in/{i}.jsonl"), None) for i in range(2)]
+    )
+    got = handle_s3_messages(_engine(unique("read"), 10.0), event, client, batch_size=10)
+    assert got == {"batchItemFailures": [{"itemIdentifier": "m-0"}, {"itemIdentifier": "m-1"}]}
+    assert len(attempts) == 3 and botocore_sleeps == []  # settings.retry.attempts, one message
+
+
+class _Stalling:
+    """A local HTTP server whose every answer stops: after its headers and ``sent`` body bytes
+    (of ``length``), or before anything (``sent`` None). Connections stay open until the end."""
+
+    def __init__(self, sent: int | None, length: int = 100):
+        self.sent, self.length = sent, length
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if self.sent is not None:
+                head = (
+                    f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n"
+                    'ETag: "e"\r\nContent-Type: application/x-ndjson\r\n\r\n'
+                ).encode()
+                conn.sendall(head + b'{"n": 1}\n'[: self.sent])
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def stalling() -> Iterator[type[_Stalling]]:
+    made: list[_Stalling] = []
+
+    def make(sent: int | None) -> _Stalling:
+        made.append(_Stalling(sent))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for server in made:
+        server.close()
+
+
+def test_a_stalled_get_object_waits_no_longer_than_the_time_left(stalling, aws_env):  # noqa: F811
+    """Not the client's 30 s: the GetObject's answer is read no longer than the time left."""
+    server = stalling(None)
+    client = aws.client("s3", region=None, endpoint_url=server.url)
+    seen: list[object] = []
+    client.meta.events.register(
+        "before-send", lambda request, **_: seen.append(request.context.get("read_timeout"))
+    )
+    with pytest.raises(ObjectReadError, match="Read timeout on endpoint") as caught:
+        open_object(client, "b", "k.jsonl", bound=ReadBound(lambda: 0.3, attempts=1))
+    assert caught.value.transient and seen == [0.3]
+
+
+def test_a_stalled_body_read_waits_no_longer_than_the_time_left_now(stalling, aws_env):  # noqa: F811
+    """The body is read over many slices, long after its GetObject: each read waits no longer
+    than the time left when it starts, not what was left at the GetObject."""
+    server = stalling(5)
+    client = aws.client("s3", region=None, endpoint_url=server.url)
+    time_left = [5.0]
+    obj = open_object(client, "b", "k.jsonl", bound=ReadBound(lambda: time_left[0]))
+    time_left[0] = 0.2
+    with pytest.raises(ObjectReadError, match=r"after 0 bytes: .*time left: 0\.20s\)") as caught:
+        list(object_batches(obj, 10))
+    assert caught.value.transient
