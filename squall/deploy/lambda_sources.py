@@ -304,7 +304,7 @@ def run_object(
 
     bucket, key = ref.bucket, ref.key
     counts["objects"] += 1
-    bound = ReadBound.of(getattr(engine, "time_left", None), engine.retry)
+    bound = ReadBound.of(getattr(engine, "time_left", None), getattr(engine, "retry", None))
     try:
         s3_object = open_object(client, bucket, key, ref.version_id, bound=bound)
     except ObjectReadError as exc:

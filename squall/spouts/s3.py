@@ -115,6 +115,8 @@ class ReadBound:
         """The bound of a runner's ``time_left`` (None: none) and retry policy."""
         if time_left is None:
             return None
+        if retry is None:
+            return cls(time_left)
         return cls(
             time_left, retry.attempts, retry.initial_backoff, retry.max_backoff, retry.multiplier
         )
