@@ -8,7 +8,8 @@ this invocation so far, times ``SAFETY_FACTOR``, plus ``settings.lambda_deadline
 it does not fit, the invocation answers what it has not started as failures (Kinesis: each
 shard's first unprocessed sequence number; SQS: every unprocessed message id), so Lambda retries
 from there and the committed slices are not done again. S3 events (direct, SNS, EventBridge)
-have no partial answer: they run to their end (``squall.deploy.lambda_sources``).
+have no partial answer: they are not stopped between slices, though their S3 reads, as every
+read of an S3-delivered object, fit in the time left (``squall.deploy.lambda_sources``).
 
 The first slice always runs: an invocation that gives up without trying makes no progress, and
 on a function whose timeout fits one slice every invocation still commits one (its stop's log

@@ -365,8 +365,9 @@ class LambdaSources:
         """The answer to an SQS, S3, SNS or EventBridge event; ``NotImplemented`` for others
         (Kinesis). SQS messages are messages unless the spout reads S3: then they, like SNS and
         EventBridge events, carry S3 notifications. The ``deadline`` stops SQS batches early;
-        an S3, SNS or EventBridge event has no partial answer, so it runs to its end (stopping
-        early would fail it, and its retry would start it over)."""
+        an S3, SNS or EventBridge event has no partial answer, so it is not stopped between
+        slices (stopping early would fail it, and its retry would start it over); the S3 reads
+        of all of them fit in the time left (``run_object``)."""
         source = event_source(event)
         if source != "aws:s3" and source not in self.S3_ENVELOPES:
             return NotImplemented
