@@ -17,6 +17,7 @@ Lambda SQS trigger (``squall.deploy.lambda_sources``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,9 @@ from squall.spouts.base import Spout
 log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
+#: Seconds a stop gives to making the messages of a receive given up visible again (one attempt
+#: per call of 10): past them, or at a call's failure, the rest come back after their timeout.
+GIVE_BACK_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +127,8 @@ class SqsSpout(Spout):
     acknowledges = True  # a settled message is deleted: no run reads it again
     # A long poll (``wait_time``, up to 20 s) may outlast a service manager's grace after SIGTERM
     # (``docker stop``: 10 s). ``squall run`` gives a receive up at a stop: nothing read is
-    # deleted before its batch is committed, so what it held comes back after its visibility
-    # timeout.
+    # deleted before its batch is committed, and the messages received into the unfinished batch
+    # are made visible again at once (``_give_back``).
     read_interruptible = True
 
     @classmethod
@@ -159,11 +163,11 @@ class SqsSpout(Spout):
                     f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}"
                 ) from None
 
-    def _receive(self, n: int) -> list[Message]:
+    def _receive(self, n: int, wait: bool = True) -> list[Message]:
         kwargs: dict[str, Any] = {
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": min(n, MAX_RECEIVE),
-            "WaitTimeSeconds": self.config.wait_time,
+            "WaitTimeSeconds": self.config.wait_time if wait else 0,
             "MessageSystemAttributeNames": ["SentTimestamp", "MessageGroupId", "SequenceNumber"],
         }
         if self.config.visibility_timeout is not None:
@@ -197,11 +201,16 @@ class SqsSpout(Spout):
             yield batch
 
     def _fill(self, max_records: int) -> list[Record]:
-        """Receive up to ``max_records`` messages: until a receive returns none."""
+        """Receive up to ``max_records`` messages: until a receive returns none. Only the first
+        receive long-polls: with messages in hand a receive is a short poll, so a stop that gives
+        it up leaves no long poll running at SQS — one goes on after its client is gone, and would
+        take the messages given back (``_give_back``), hiding them for their visibility timeout."""
         batch: list[Record] = []
+        received: list[Message] = []
         try:
             while len(batch) < max_records:
-                msgs = self._receive(max_records - len(batch))
+                msgs = self._receive(max_records - len(batch), wait=not batch)
+                received.extend(msgs)
                 if not msgs:
                     break
                 for m in msgs:
@@ -209,16 +218,63 @@ class SqsSpout(Spout):
                     self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle
                     batch.append(rec)
         except BaseException:  # a stop gave the receive up (``read_interruptible``), or it failed
-            # Their handles stay: one may be the newest of a message a held batch still holds.
-            if batch:
-                log.warning(
-                    "%s: %d message(s) received into the unfinished batch come back after their "
-                    "visibility timeout",
-                    self.id,
-                    len(batch),
-                )
+            if received:
+                self._give_back(received)
             raise
         return batch
+
+    def _give_back(self, received: list[Message]) -> None:
+        """Make the messages of a receive given up visible again at once
+        (ChangeMessageVisibilityBatch, VisibilityTimeout 0), so a FIFO group is not blocked and
+        no message waits out its visibility timeout. Best effort and bounded (a stop stays
+        prompt): one attempt per call, ``GIVE_BACK_SECONDS`` in all; what fails is logged and
+        comes back after its timeout. A message a held batch still holds (a rolling sink; SQS
+        delivered it again) is not given back: its receipt handle, the newest, stays for that
+        batch's delete."""
+        held = {(r.meta.shard_id, r.meta.sequence_number) for r in self._records}
+        handles: dict[tuple[str, str], str] = {}  # the newest handle of each message given back
+        kept: set[tuple[str, str]] = set()
+        for m in received:
+            meta = message_record(self.name, m).meta
+            key = (meta.shard_id, meta.sequence_number)
+            if key in held:
+                kept.add(key)
+            else:
+                handles[key] = m.receipt_handle
+                self._handles.pop(key, None)
+        given, failure = 0, None
+        todo = list(handles.values())
+        deadline = time.monotonic() + GIVE_BACK_SECONDS
+        with aws.time_bounded(lambda: deadline - time.monotonic()):
+            for i in range(0, len(todo), MAX_RECEIVE):
+                if time.monotonic() >= deadline:
+                    failure = aws.NO_TIME_LEFT
+                    break
+                chunk = todo[i : i + MAX_RECEIVE]
+                try:
+                    resp = self.client.change_message_visibility_batch(
+                        QueueUrl=self.queue_url,
+                        Entries=[
+                            {"Id": str(k), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                            for k, h in enumerate(chunk)
+                        ],
+                    )
+                except Exception as exc:  # the endpoint is down or slow: try no more
+                    failure = aws.error_code(exc) or type(exc).__name__
+                    break
+                failed = resp.get("Failed") or []
+                given += len(chunk) - len(failed)
+                if failed:
+                    failure = failed[0].get("Code") or "failed"
+        log.warning(
+            "%s: %d message(s) received into the unfinished batch given back (visible again)%s%s",
+            self.id,
+            given,
+            f"; {len(handles) - given} come back after their visibility timeout ({failure})"
+            if given < len(handles)
+            else "",
+            f"; {len(kept)} held by an earlier batch kept" if kept else "",
+        )
 
     def _keep(self, batch: list[Record]) -> None:
         """Remember the batch's records until a checkpoint covers them. A message received again

@@ -4,7 +4,11 @@ A receive waits up to ``wait_time`` (20 s at most) for messages; ``docker stop``
 then SIGKILL 10 s later. The run went on waiting for the poll, then processed what it had
 received, killed part-way by a service manager. Now the receive is given up (the spout is
 ``read_interruptible``): no batch is in flight, and the messages received into the unfinished
-batch are not deleted — they come back after their visibility timeout.
+batch are not deleted but made visible again at once (ChangeMessageVisibilityBatch, timeout 0) —
+they stayed hidden for their whole visibility timeout, and a FIFO group was blocked until then.
+Only a batch's first receive long-polls: SQS goes on with a long poll given up, and would take
+the messages given back. The give-back tests run the spout in the test process on moto's server,
+the stop raised from the receive as ``squall run``'s signal handler raises it.
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from squall.component import ComponentContext
+from squall.deploy.local import _ReadInterrupted
+from squall.spouts.sqs import SqsSpout, SqsSpoutConfig
+from tests.moto_standin import (  # noqa: F401 - fixtures
+    FlakyClient,
+    aws_env,
+    client_error,
+    moto_server,
+    unique,
+)
 
 TOPOLOGY = """
 name: sqs-stop
@@ -77,10 +91,10 @@ def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
         text=True,
     )
     try:
-        # The first batch (1, 2) committed and deleted; 3 received into the second batch, whose
-        # next receive waits up to 20 s for a message that never comes.
-        wait_until(lambda: rows(db) == [1, 2], "the first batch")
-        wait_until(lambda: queue_state(sqs, url) == (0, 1), "the third message to be received")
+        # Both batches (1, 2) and (3) committed and deleted; the next receive waits up to 20 s
+        # for a message that never comes.
+        wait_until(lambda: rows(db) == [1, 2, 3], "the batches")
+        wait_until(lambda: queue_state(sqs, url) == (0, 0), "the messages to be deleted")
         proc.send_signal(sig)
         try:
             _, err = proc.communicate(timeout=60)
@@ -91,9 +105,137 @@ def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    # Without the fix: "finishing the batch in flight", then the poll's end, then 3 processed.
+    # Without the fix: "finishing the batch in flight", then the poll's end.
     assert "no batch in flight" in err, err
-    assert "1 message(s) received into the unfinished batch come back" in err, err
     assert "Traceback" not in err, err
-    assert rows(db) == [1, 2]
-    assert queue_state(sqs, url) == (0, 1)  # 3 is not deleted: it comes back, nothing is lost
+    assert rows(db) == [1, 2, 3]
+
+
+class StopDuringReceive:
+    """``receive_message`` hook: the ``at``-th receive is sent to SQS (in a thread, as a request
+    whose client is gone: SQS goes on with it) and given up, as a stop of ``squall run`` gives
+    it up. The thread is waited for 10 s at most: a short poll has ended by then, a long poll
+    given up still runs at SQS (moto's takes a message made visible within about a second, so
+    ``waits`` is checked too)."""
+
+    def __init__(self, at: int):
+        self.at, self.calls, self.waits = at, 0, []
+
+    def __call__(self, kwargs: dict, call):
+        self.calls += 1
+        self.waits.append(kwargs["WaitTimeSeconds"])
+        if self.calls < self.at:
+            return call(**kwargs)
+        abandoned = threading.Thread(target=call, kwargs=kwargs, daemon=True)
+        abandoned.start()
+        abandoned.join(10)
+        raise _ReadInterrupted
+
+
+def spout_on(moto_server, url: str, **hooks) -> SqsSpout:  # noqa: F811 - the imported fixture
+    cfg = SqsSpoutConfig(
+        id="in",
+        type="sqs",
+        queue=url,
+        endpoint_url=moto_server.endpoint,
+        wait_time=20,
+        visibility_timeout=600,
+        stop_when_empty=False,
+    )
+    spout = SqsSpout(cfg, ComponentContext("t"))
+    spout.open()
+    spout.client = FlakyClient(spout.client, **hooks)
+    return spout
+
+
+def receive_now(sqs, url: str) -> list[str]:
+    """The bodies receivable at once (a short poll; moto's answers every visible message)."""
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    return sorted(m["Body"] for m in got.get("Messages", []))
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
+    moto_server,  # noqa: F811 - the imported fixture
+    caplog: pytest.LogCaptureFixture,
+    fifo: bool,
+):
+    """Without the fix they stayed hidden for their visibility timeout (600 s here), and a FIFO
+    group blocked; with the batch's later receives long polls, the poll given up took them."""
+    sqs = moto_server.client("sqs")
+    name = unique("giveback") + (".fifo" if fifo else "")
+    attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+    url = sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+    for n in (1, 2, 3):
+        sqs.send_message(
+            QueueUrl=url, MessageBody=str(n), **({"MessageGroupId": "g"} if fifo else {})
+        )
+    stop = StopDuringReceive(at=2)  # 1, 2, 3 received; the stop comes during the next receive
+    spout = spout_on(moto_server, url, receive_message=stop)
+    with pytest.raises(_ReadInterrupted):
+        next(spout.read(10))
+    assert stop.waits == [20, 0]  # with messages in hand, no long poll for SQS to go on with
+    assert receive_now(sqs, url) == ["1", "2", "3"]
+    assert "3 message(s) received into the unfinished batch given back" in caplog.text
+    assert spout._handles == {}  # nothing kept of them
+
+
+def test_a_message_a_held_batch_still_holds_is_not_given_back(
+    moto_server,  # noqa: F811 - the imported fixture
+    caplog: pytest.LogCaptureFixture,
+):
+    """A message of a batch a rolling sink holds comes again (its visibility timeout passed) into
+    the batch given up: it stays hidden, and its newest receipt handle stays for the held batch's
+    delete; the other message is given back."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("held"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="held")
+    stop = StopDuringReceive(at=4)  # receives 1-2: the held batch; 3: both; 4: given up
+    spout = spout_on(moto_server, url, receive_message=stop)
+    batches = spout.read(10)
+    (held,) = next(batches)  # a sink holds it: no commit covers it yet
+    key = (held.meta.shard_id, held.meta.sequence_number)
+    sqs.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=spout._handles[key], VisibilityTimeout=0
+    )  # its visibility timeout passed
+    sqs.send_message(QueueUrl=url, MessageBody="other")
+    with pytest.raises(_ReadInterrupted):
+        next(batches)
+    assert stop.waits == [20, 0, 20, 0]
+    assert receive_now(sqs, url) == ["other"]
+    assert "1 message(s) received into the unfinished batch given back" in caplog.text
+    assert "1 held by an earlier batch kept" in caplog.text
+    spout.commit({held.meta.shard_id: held.meta.position})  # the newest handle: deleted
+    assert spout.deleted == 1
+    assert receive_now(sqs, url) == []  # "other" is hidden again by the receive above
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert a["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_a_failed_give_back_is_logged_not_raised(
+    moto_server,  # noqa: F811 - the imported fixture
+    caplog: pytest.LogCaptureFixture,
+):
+    """The stop goes on (the receive's interruption is what is raised); the messages come back
+    after their visibility timeout, as before."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("givefail"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="1")
+
+    def unavailable(kwargs, call):
+        raise client_error("ServiceUnavailable", status=503)
+
+    spout = spout_on(
+        moto_server,
+        url,
+        receive_message=StopDuringReceive(at=2),
+        change_message_visibility_batch=unavailable,
+    )
+    with pytest.raises(_ReadInterrupted):
+        next(spout.read(10))
+    assert spout.client.calls["change_message_visibility_batch"] == 1  # one attempt
+    assert receive_now(sqs, url) == []
+    assert (
+        "0 message(s) received into the unfinished batch given back (visible again); 1 come "
+        "back after their visibility timeout (ServiceUnavailable)" in caplog.text
+    )
