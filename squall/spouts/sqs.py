@@ -105,7 +105,13 @@ class SqsSpoutConfig(ComponentConfig):
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
     endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
-    wait_time: int = Field(5, ge=0, le=20, description="Long-poll seconds per ReceiveMessage call.")
+    wait_time: int = Field(
+        5,
+        ge=0,
+        le=20,
+        description="Long-poll seconds of a batch's first ReceiveMessage call (its later ones, "
+        "with messages in hand, do not wait).",
+    )
     visibility_timeout: int | None = Field(
         None,
         ge=0,
