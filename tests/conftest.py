@@ -10,6 +10,11 @@ import pytest
 
 from tests.ports import port_open
 
+# moto's server (S3, SQS, Firehose) and its fixtures, registered once for the whole session: a
+# session fixture imported into each test module was one definition per module — a server each,
+# all running until the session's end.
+pytest_plugins = ("tests.moto_standin",)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -5,7 +5,9 @@ ready when ``/moto-api/`` answers, stopped by its PID. It does not throttle and 
 are loose: throttling and partial-failure paths are exercised with ``FlakyClient``, which wraps
 a real boto3 client and injects AWS error answers.
 
-Use it from a test module with ``from tests.moto_standin import moto_server, aws_env  # noqa: F401``.
+Its fixtures are registered for every test by tests/conftest.py (``pytest_plugins``): one server
+for the session. Do not import them into a test module — an imported session fixture is a
+definition of that module's, with a server of its own.
 
 ``moto_in_process``: the same server in a thread of the test process, for the few tests that set
 its clock: ``s3_clock(at)`` dates the S3 objects written meanwhile — S3 keeps LastModified to the

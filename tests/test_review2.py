@@ -12,7 +12,7 @@ import pytest
 
 from squall.component import ComponentContext
 from squall.spouts.sqs import Message, SqsSpout, SqsSpoutConfig
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from squall.topology.loader import load, load_text
 from squall.topology.outcomes import Outcome
 from tests.deploy.test_local_runner import run_cli
 from tests.factories import KclCheckpointer, kcl_initialize
-from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
+from tests.moto_standin import queue_counts, unique
 from tests.ports import free_port
 
 SECRET = "kiosk-pw-5b1e"

@@ -15,7 +15,7 @@ import pytest
 
 from squall.testing import records_from, run_topology
 from tests.lambda_runtime import LambdaFunction
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 CONSUMER = """
 name: kitchen

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from squall.cli import main
 from squall.event import Record
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 SCHEMA_V1 = {"type": "object", "properties": {"kind": {"enum": ["a", "b"]}}}
 #: The fix: kind "c" is valid now, but n may be 2 at most (so record 3 fails again, differently).

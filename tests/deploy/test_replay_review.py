@@ -20,7 +20,7 @@ from tests.deploy.test_replay import (  # noqa: F401 - fixtures
     rows,
     topology,
 )
-from tests.moto_standin import aws_env, moto_in_process, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 
 def test_the_dead_letters_a_replay_appends_to_the_file_it_reads_are_not_read_back(

@@ -15,7 +15,7 @@ from squall.testing import memory_stores
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records, kcl_record
-from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
+from tests.moto_standin import queue_counts, unique
 from tests.topology.test_review_hold import HeldSink
 
 HOLDING_NO_DLQ = """

@@ -22,7 +22,7 @@ from tests.deploy.test_sqs_s3_sources import (
     sqs_lambda_event,
     write_topology,
 )
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:s3-landing"
 

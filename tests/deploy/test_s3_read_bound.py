@@ -22,7 +22,7 @@ from squall.testing import MemorySink, topology_from
 from squall.topology.executor import Engine
 from tests.deploy.test_s3_envelopes import eventbridge_event
 from tests.deploy.test_sqs_s3_sources import put_lines, sqs_lambda_event
-from tests.moto_standin import aws_env, moto_server, throttle_first, unique  # noqa: F401
+from tests.moto_standin import throttle_first, unique
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from squall.errors import SquallError
 from squall.testing import MemorySink
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
-from tests.moto_standin import aws_env, moto_server, queue_counts, unique  # noqa: F401 - fixtures
+from tests.moto_standin import queue_counts, unique
 
 PIPELINE = """
 bolts:

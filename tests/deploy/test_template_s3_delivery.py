@@ -25,7 +25,6 @@ from tests.deploy.test_template import (
     template_of,
     topology_file,
 )
-from tests.moto_standin import aws_env, moto_server  # noqa: F401
 
 KIN = "arn:${AWS::Partition}:kinesis:${AWS::Region}:${AWS::AccountId}:stream/orders"
 SPOUT = '{type: s3, bucket: "${LOG_BUCKET:-etl-logs}", prefix: logs/}'

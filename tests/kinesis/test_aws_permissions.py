@@ -7,7 +7,6 @@ import pytest
 from squall.spouts.kinesis import KinesisSpout, KinesisSpoutConfig
 from tests.kinesis.kinesis_helpers import consume, make_spout
 from tests.kinesis.test_kinesis_sink import events, make_sink, write
-from tests.moto_standin import called  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,7 @@ from squall.deploy.lambda_consumer import make_handler
 from tests.conftest import EXAMPLES
 from tests.deploy.test_sqs_s3_sources import s3_lambda_event
 from tests.kinesis.test_lambda_e2e import lambda_event
-from tests.moto_standin import aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import unique
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,6 @@ from squall.observability.logs import JsonFormatter, configure
 from tests.deploy.test_kcl_processor import processor
 from tests.deploy.test_lambda_consumer import handler_for
 from tests.factories import KclCheckpointer, kcl_message, kinesis_lambda_event
-from tests.moto_standin import aws_env, moto_server  # noqa: F401 - fixtures
 
 
 def test_kcl_processor_records_millis_behind_latest_of_its_shard(tmp_path: Path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from squall.deploy.template import component_permissions
 from squall.testing import records_from, run_topology
 from squall.topology.loader import load_text
-from tests.moto_standin import called, unique  # noqa: F401 - fixture
+from tests.moto_standin import unique
 
 #: IAM's action for an API operation, where the two differ (batch calls are authorized singly).
 IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}

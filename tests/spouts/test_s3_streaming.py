@@ -18,7 +18,7 @@ from squall.testing import MemorySink
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.deploy.test_sqs_s3_sources import topology_text
-from tests.moto_standin import FlakyClient, aws_env, moto_server, unique  # noqa: F401 - fixtures
+from tests.moto_standin import FlakyClient, unique
 
 
 @pytest.fixture

@@ -27,13 +27,7 @@ import pytest
 from squall.component import ComponentContext
 from squall.deploy.local import _ReadInterrupted
 from squall.spouts.sqs import SqsSpout, SqsSpoutConfig
-from tests.moto_standin import (  # noqa: F401 - fixtures
-    FlakyClient,
-    aws_env,
-    client_error,
-    moto_server,
-    unique,
-)
+from tests.moto_standin import FlakyClient, client_error, unique
 
 TOPOLOGY = """
 name: sqs-stop
