@@ -57,6 +57,8 @@ COMMIT_KEYS = 10_000
 #: Keys per lookup query (under SQLite's bound on parameters).
 CHUNK = 500
 VERSION = 1
+#: Seconds a statement waits for another process's lock on the index before it fails.
+LOCK_TIMEOUT = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letter_keys (k BLOB PRIMARY KEY) WITHOUT ROWID;
@@ -137,7 +139,13 @@ class KeyIndex:
     def _connect(self) -> sqlite3.Connection:
         try:
             db = self._open_db()
-        except sqlite3.DatabaseError as exc:  # not a database, or damaged: it is only derived
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                # Locked past the timeout by another process, or not openable (permissions, a
+                # full disk): the index may be another writer's, in use — its files are left
+                # alone and the open fails (the sink's open: a located error).
+                raise
+            # Not a database, or damaged: it is only derived from the file, built again.
             log.warning("%s: unreadable (%s): indexing %s again", self.path, exc, self.data)
             self._remove()
             db = self._open_db()
@@ -161,7 +169,9 @@ class KeyIndex:
         self.open()
 
     def _open_db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT
+        )
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -267,6 +267,32 @@ def test_a_damaged_index_is_built_again_from_the_file(tmp_path: Path, caplog):
     assert "unreadable" in caplog.text
 
 
+def test_an_index_locked_by_another_process_is_not_taken_for_damaged(tmp_path: Path, monkeypatch):
+    """Another process holding the index locked past the wait makes the open fail with a located
+    error; its files are left alone (they were deleted as if damaged, under the other writer)."""
+    import sqlite3
+
+    from squall.errors import SquallError
+    from squall.sinks import dead_letter_index
+
+    e = engine(tmp_path, remember=1, name="lock1")
+    run_input(e, [bad(0, 10)])
+    e.close()
+    index = tmp_path / "dlq.jsonl.index"
+    other = sqlite3.connect(index, isolation_level=None)
+    other.execute("PRAGMA journal_mode=DELETE")  # as a writer in rollback mode: an exclusive lock
+    other.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(dead_letter_index, "LOCK_TIMEOUT", 0.05)
+    try:
+        with pytest.raises(SquallError, match="locked"):
+            engine(tmp_path, remember=1, name="lock2")
+        assert index.exists()
+        assert other.execute("SELECT count(*) FROM dead_letter_keys").fetchone()[0] == 10
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
 @pytest.mark.parametrize("how", ["removed", "truncated", "replaced"])
 def test_a_file_rotated_or_replaced_is_indexed_again(tmp_path: Path, how: str):
     """The index holds the keys of the file as it is: dead letters no longer in the file (rotated
