@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,12 @@ def damaged(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+def _busy(exc: BaseException) -> bool:
+    """Whether SQLite answered busy or locked (another connection holds what it needs)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 class KeyIndex:
     """The index of one dead-letter file, read and extended through the file's descriptor."""
 
@@ -137,19 +144,26 @@ class KeyIndex:
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        try:
-            db = self._open_db()
-        except sqlite3.DatabaseError as exc:
-            if not damaged(exc):
-                # Locked past the timeout by another process, or not openable (permissions, a
-                # full disk): the index may be another writer's, in use — its files are left
-                # alone and the open fails (the sink's open: a located error).
-                raise
-            # Not a database, or damaged: it is only derived from the file, built again.
-            log.warning("%s: unreadable (%s): indexing %s again", self.path, exc, self.data)
-            self._remove()
-            db = self._open_db()
-        return db
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                return self._open_db()
+            except sqlite3.DatabaseError as exc:
+                if damaged(exc):
+                    problem = exc
+                    break
+                # Busy: another process opening the same index (the KCL's shard processes start
+                # together; setting WAL mode on a new file is not covered by SQLite's busy wait)
+                # — tried again until LOCK_TIMEOUT. Locked past it, or not openable
+                # (permissions, a full disk): the index may be another writer's, in use; its
+                # files are left alone and the open fails (the sink's open: a located error).
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+        # Not a database, or damaged: it is only derived from the file, built again.
+        log.warning("%s: unreadable (%s): indexing %s again", self.path, problem, self.data)
+        self._remove()
+        return self._open_db()
 
     def _remove(self) -> None:
         for suffix in SUFFIXES:

@@ -490,3 +490,39 @@ def test_a_file_rotated_away_while_the_sink_runs_is_followed(tmp_path: Path, how
     assert e.process(bad(3, 2)).ok  # the index is of the new file
     e.close()
     assert len(lines(tmp_path)) == 2
+
+
+def test_processes_opening_a_new_index_together_all_open_it(tmp_path: Path):
+    """The KCL starts a process per shard together, each opening the same new index: SQLite
+    answers busy (setting WAL mode is outside its busy wait) and the open tries again until
+    LOCK_TIMEOUT — it failed the shard's start ("database is locked", seen in a KCL daemon
+    test). Connections of threads stand in for the processes; the race shows in a few trials."""
+    import os
+    import threading
+
+    from squall.sinks.dead_letter_index import KeyIndex
+
+    errors: list[BaseException] = []
+    for trial in range(20):
+        path = tmp_path / f"dlq{trial}.jsonl"
+        path.touch()
+        barrier = threading.Barrier(8)
+
+        def open_it(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            try:
+                barrier.wait()
+                index = KeyIndex(path, fd, fsync=False)
+                index.open()
+                index.close()
+            except Exception as exc:  # collected: asserted below
+                errors.append(exc)
+            finally:
+                os.close(fd)
+
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
