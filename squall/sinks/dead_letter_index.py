@@ -144,26 +144,32 @@ class KeyIndex:
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        try:
+            return self._open_retrying()
+        except sqlite3.DatabaseError as exc:
+            if not damaged(exc):
+                raise
+            problem = exc
+        # Not a database, or damaged: it is only derived from the file, built again.
+        log.warning("%s: unreadable (%s): indexing %s again", self.path, problem, self.data)
+        self._remove()
+        return self._open_retrying()
+
+    def _open_retrying(self) -> sqlite3.Connection:
+        """``_open_db``, tried again while SQLite answers busy, until ``LOCK_TIMEOUT``: another
+        process opening the same new index (the KCL's shard processes start together — so after
+        a damaged index is deleted, each of them finding it damaged; setting WAL mode on a new
+        file is not covered by SQLite's busy wait). Locked past it, or not openable
+        (permissions, a full disk): the index may be another writer's, in use; its files are
+        left alone and the open fails (the sink's open: a located error)."""
         deadline = time.monotonic() + LOCK_TIMEOUT
         while True:
             try:
                 return self._open_db()
             except sqlite3.DatabaseError as exc:
-                if damaged(exc):
-                    problem = exc
-                    break
-                # Busy: another process opening the same index (the KCL's shard processes start
-                # together; setting WAL mode on a new file is not covered by SQLite's busy wait)
-                # — tried again until LOCK_TIMEOUT. Locked past it, or not openable
-                # (permissions, a full disk): the index may be another writer's, in use; its
-                # files are left alone and the open fails (the sink's open: a located error).
                 if not _busy(exc) or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)
-        # Not a database, or damaged: it is only derived from the file, built again.
-        log.warning("%s: unreadable (%s): indexing %s again", self.path, problem, self.data)
-        self._remove()
-        return self._open_db()
 
     def _remove(self) -> None:
         for suffix in SUFFIXES:
@@ -179,7 +185,7 @@ class KeyIndex:
         self._remove()
         self.pending.clear()
         self.known_to = self.head_len = 0
-        self.db = self._open_db()
+        self.db = self._open_retrying()
         self.open()
 
     def _open_db(self) -> sqlite3.Connection:

@@ -526,3 +526,71 @@ def test_processes_opening_a_new_index_together_all_open_it(tmp_path: Path):
         for t in threads:
             t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("when", ["new", "damaged at the open", "damaged at a lookup"])
+def test_an_index_open_answered_busy_at_once_is_tried_again(tmp_path: Path, monkeypatch, when: str):
+    """Another process opening the same new index (the KCL's shard processes start together; so
+    after a damaged index is deleted: each of them finds it damaged) makes SQLite answer busy at
+    once, outside its busy wait: the open is tried again until LOCK_TIMEOUT. After a damaged
+    index was deleted — at the open or at a lookup (``rebuild``) — the new one was opened once,
+    and that busy answer failed the shard's start or its write ("database is locked"). The other
+    process: a connection holding the new index's write lock in rollback mode (SQLite answers
+    setting WAL mode busy at once then); it lets go when the open pauses to try again."""
+    import os
+    import sqlite3
+    import time
+    import types
+
+    from squall.sinks import dead_letter_index
+    from squall.sinks.dead_letter_index import KeyIndex
+
+    data = tmp_path / "dlq.jsonl"
+    data.write_bytes(b'{"event_id": "a", "component": "c"}\n')
+    index = tmp_path / "dlq.jsonl.index"
+    other: list[sqlite3.Connection] = []
+    pauses: list[float] = []
+
+    def hold() -> None:  # another process starts the new index
+        db = sqlite3.connect(index, isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        other.append(db)
+
+    def pause(seconds: float) -> None:  # the open waits to try again: the other one is done
+        pauses.append(seconds)
+        while other:
+            db = other.pop()
+            db.execute("ROLLBACK")
+            db.close()
+
+    remove = KeyIndex._remove
+
+    def remove_then_hold(self: KeyIndex) -> None:  # each process finds it damaged, deletes it
+        remove(self)
+        hold()
+
+    fd = os.open(data, os.O_RDWR | os.O_APPEND)
+    try:
+        if when == "damaged at a lookup":
+            ki = KeyIndex(data, fd, fsync=False)
+            ki.open()
+        elif when == "damaged at the open":
+            index.write_bytes(b"not a database" * 100)
+        else:
+            hold()
+        monkeypatch.setattr(
+            dead_letter_index, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=pause)
+        )
+        monkeypatch.setattr(KeyIndex, "_remove", remove_then_hold)
+        if when == "damaged at a lookup":
+            ki.rebuild(sqlite3.DatabaseError("database disk image is malformed"))
+        else:
+            ki = KeyIndex(data, fd, fsync=False)
+            ki.open()
+        assert pauses  # answered busy, and tried again
+        assert ki.known([dead_letter_index.digest(("a", "c", 0))])  # indexed from the file
+        ki.close()
+    finally:
+        for db in other:
+            db.close()
+        os.close(fd)
