@@ -233,10 +233,10 @@ class SqsSpout(Spout):
         """Make the messages of a receive given up visible again at once
         (ChangeMessageVisibilityBatch, VisibilityTimeout 0), so a FIFO group is not blocked and
         no message waits out its visibility timeout. Best effort and bounded (a stop stays
-        prompt): one attempt per call, ``GIVE_BACK_SECONDS`` in all; what fails is logged and
-        comes back after its timeout. A message a held batch still holds (a rolling sink; SQS
-        delivered it again) is not given back: its receipt handle, the newest, stays for that
-        batch's delete."""
+        prompt): one attempt per call, ``GIVE_BACK_SECONDS`` in all; what fails, or what a stop
+        during it leaves (the stop raised on), is logged and comes back after its timeout. A
+        message a held batch still holds (a rolling sink; SQS delivered it again) is not given
+        back: its receipt handle, the newest, stays for that batch's delete."""
         held = {(r.meta.shard_id, r.meta.sequence_number) for r in self._records}
         handles: dict[tuple[str, str], str] = {}  # the newest handle of each message given back
         kept: set[tuple[str, str]] = set()
@@ -251,36 +251,42 @@ class SqsSpout(Spout):
         given, failure = 0, None
         todo = list(handles.values())
         deadline = time.monotonic() + GIVE_BACK_SECONDS
-        with aws.time_bounded(lambda: deadline - time.monotonic()):
-            for i in range(0, len(todo), MAX_RECEIVE):
-                if time.monotonic() >= deadline:
-                    failure = aws.NO_TIME_LEFT
-                    break
-                chunk = todo[i : i + MAX_RECEIVE]
-                try:
-                    resp = self.client.change_message_visibility_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[
-                            {"Id": str(k), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                            for k, h in enumerate(chunk)
-                        ],
-                    )
-                except Exception as exc:  # the endpoint is down or slow: try no more
-                    failure = aws.error_code(exc) or type(exc).__name__
-                    break
-                failed = resp.get("Failed") or []
-                given += len(chunk) - len(failed)
-                if failed:
-                    failure = failed[0].get("Code") or "failed"
-        log.warning(
-            "%s: %d message(s) received into the unfinished batch given back (visible again)%s%s",
-            self.id,
-            given,
-            f"; {len(handles) - given} come back after their visibility timeout ({failure})"
-            if given < len(handles)
-            else "",
-            f"; {len(kept)} held by an earlier batch kept" if kept else "",
-        )
+        try:
+            with aws.time_bounded(lambda: deadline - time.monotonic()):
+                for i in range(0, len(todo), MAX_RECEIVE):
+                    if time.monotonic() >= deadline:
+                        failure = aws.NO_TIME_LEFT
+                        break
+                    chunk = todo[i : i + MAX_RECEIVE]
+                    try:
+                        resp = self.client.change_message_visibility_batch(
+                            QueueUrl=self.queue_url,
+                            Entries=[
+                                {"Id": str(k), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                                for k, h in enumerate(chunk)
+                            ],
+                        )
+                    except Exception as exc:  # the endpoint is down or slow: try no more
+                        failure = aws.error_code(exc) or type(exc).__name__
+                        break
+                    failed = resp.get("Failed") or []
+                    given += len(chunk) - len(failed)
+                    if failed:
+                        failure = failed[0].get("Code") or "failed"
+        except BaseException:  # a stop during it: a second one (``squall run`` aborts), or the
+            failure = "a stop interrupted the give-back"  # first after a receive's error
+            raise
+        finally:
+            log.warning(
+                "%s: %d message(s) received into the unfinished batch given back (visible "
+                "again)%s%s",
+                self.id,
+                given,
+                f"; {len(handles) - given} come back after their visibility timeout ({failure})"
+                if given < len(handles)
+                else "",
+                f"; {len(kept)} held by an earlier batch kept" if kept else "",
+            )
 
     def _keep(self, batch: list[Record]) -> None:
         """Remember the batch's records until a checkpoint covers them. A message received again

@@ -233,3 +233,37 @@ def test_a_failed_give_back_is_logged_not_raised(
         "0 message(s) received into the unfinished batch given back (visible again); 1 come "
         "back after their visibility timeout (ServiceUnavailable)" in caplog.text
     )
+
+
+def test_a_second_stop_during_the_give_back_aborts_it_and_says_so(
+    moto_server,  # noqa: F811 - the imported fixture
+    caplog: pytest.LogCaptureFixture,
+):
+    """A second Ctrl-C or SIGTERM while the messages are given back aborts the run at once
+    (``squall run``'s handler raises KeyboardInterrupt in the give-back's call): it is not
+    swallowed, and the warning still says how many were given back and that the others come back
+    after their visibility timeout (it was never written: the run ended without a word of them)."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("givetwice"))["QueueUrl"]
+    for n in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+
+    def second_stop(kwargs, call):
+        if spout.client.calls["change_message_visibility_batch"] > 1:
+            raise KeyboardInterrupt
+        return call(**kwargs)
+
+    spout = spout_on(
+        moto_server,
+        url,
+        receive_message=StopDuringReceive(at=3),  # 10 + 2 received: two calls to give them back
+        change_message_visibility_batch=second_stop,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        next(spout.read(20))
+    assert spout.client.calls["change_message_visibility_batch"] == 2
+    assert len(receive_now(sqs, url)) == 10  # the first call's
+    assert (
+        "10 message(s) received into the unfinished batch given back (visible again); 2 come "
+        "back after their visibility timeout (a stop interrupted the give-back)" in caplog.text
+    )
