@@ -42,6 +42,7 @@ log = logging.getLogger("squall.spouts.sqs")
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
 #: Seconds a stop gives to making the messages of a receive given up visible again (one attempt
 #: per call of 10): past them, or at a call's failure, the rest come back after their timeout.
+#: A call's connect is not bounded by them (botocore's 5 s connect timeout: ``aws.time_bounded``).
 GIVE_BACK_SECONDS = 3.0
 
 
