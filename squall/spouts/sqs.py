@@ -33,7 +33,7 @@ from squall.component import (
     LambdaTrigger,
     TriggerSource,
 )
-from squall.errors import SquallError
+from squall.errors import SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.spouts.base import Spout
 
@@ -179,7 +179,11 @@ class SqsSpout(Spout):
         }
         if self.config.visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self.config.visibility_timeout
-        resp = self.client.receive_message(**kwargs)
+        try:
+            resp = self.client.receive_message(**kwargs)
+        except Exception as exc:  # past botocore's retries: located, one line (not a traceback)
+            error = TransientError if aws.is_retryable(exc) else SquallError
+            raise error(f"{self.id}: receiving from queue '{self.name}' failed: {exc}") from exc
         out = []
         for m in resp.get("Messages", []):
             a = m.get("Attributes", {})

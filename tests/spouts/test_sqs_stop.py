@@ -267,3 +267,39 @@ def test_a_second_stop_during_the_give_back_aborts_it_and_says_so(
         "10 message(s) received into the unfinished batch given back (visible again); 2 come "
         "back after their visibility timeout (a stop interrupted the give-back)" in caplog.text
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error"),
+    [("AccessDenied", 403, "SquallError"), ("ServiceUnavailable", 503, "TransientError")],
+)
+def test_a_receive_that_fails_gives_its_messages_back_and_ends_the_run_in_one_line(
+    moto_server,  # noqa: F811 - the imported fixture
+    code: str,
+    status: int,
+    error: str,
+):
+    """A receive failing (after botocore's retries) is the spout's located error, as the
+    kinesis and s3 spouts' are — ``squall run`` reports it in one line (an input error; a
+    transient one exits as failed) — where botocore's ClientError went up through the runner as
+    a traceback; the messages received into the unfinished batch are given back first."""
+    from squall import errors
+
+    sqs = moto_server.client("sqs")
+    name = unique("recvfail")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    for n in (1, 2):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+
+    def fails_second(kwargs, call):
+        if spout.client.calls["receive_message"] > 1:
+            raise client_error(code, status=status)
+        return call(**kwargs)
+
+    spout = spout_on(moto_server, url, receive_message=fails_second)
+    with pytest.raises(errors.SquallError) as raised:
+        next(spout.read(10))
+    assert type(raised.value).__name__ == error
+    assert str(raised.value).startswith(f"in: receiving from queue '{name}' failed: ")
+    assert code in str(raised.value)
+    assert receive_now(sqs, url) == ["1", "2"]  # given back
