@@ -321,10 +321,17 @@ class SqsSpout(Spout):
         handles = [self._handles.pop((r.meta.shard_id, r.meta.sequence_number)) for r in done]
         for i in range(0, len(handles), MAX_RECEIVE):
             chunk = handles[i : i + MAX_RECEIVE]
-            resp = self.client.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(k), "ReceiptHandle": h} for k, h in enumerate(chunk)],
-            )
+            try:
+                resp = self.client.delete_message_batch(
+                    QueueUrl=self.queue_url,
+                    Entries=[{"Id": str(k), "ReceiptHandle": h} for k, h in enumerate(chunk)],
+                )
+            except Exception as exc:  # past botocore's retries: located, one line
+                error = TransientError if aws.is_retryable(exc) else SquallError
+                raise error(
+                    f"{self.id}: deleting {len(handles) - i} message(s) from queue '{self.name}' "
+                    f"failed (they come back after their visibility timeout): {exc}"
+                ) from exc
             if resp.get("Failed"):
                 # The message comes back after its visibility timeout and is processed again;
                 # idempotent sinks make that harmless.

@@ -303,3 +303,25 @@ def test_a_receive_that_fails_gives_its_messages_back_and_ends_the_run_in_one_li
     assert str(raised.value).startswith(f"in: receiving from queue '{name}' failed: ")
     assert code in str(raised.value)
     assert receive_now(sqs, url) == ["1", "2"]  # given back
+
+
+def test_a_delete_that_fails_is_the_spouts_located_error(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """DeleteMessageBatch failing (the identity lacks sqs:DeleteMessage, SQS unreachable) after
+    a batch was committed: one located line (``squall run``: an input error), as a delete's
+    failed entries already were — botocore's ClientError went up as a traceback."""
+    from squall.errors import SquallError
+
+    sqs = moto_server.client("sqs")
+    name = unique("delfail")
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="1")
+
+    def denied(kwargs, call):
+        raise client_error("AccessDenied", status=403)
+
+    spout = spout_on(moto_server, url, delete_message_batch=denied)
+    (rec,) = next(spout.read(10))
+    with pytest.raises(SquallError, match=f"^in: deleting 1 message\\(s\\) from queue '{name}'"):
+        spout.commit({rec.meta.shard_id: rec.meta.position})
