@@ -35,7 +35,7 @@ error (``settings.retry``) only while the backoff fits; no GetObject is sent and
 body started with no time left, and each read of the body waits no longer than the time left.
 What cannot finish in time is an ``ObjectReadError`` marked ``transient``.
 
-Size (~530 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~540 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -128,9 +128,16 @@ class ReadBound:
 
 
 def _socket_of(body: Any) -> Any:
-    """The socket a botocore body is read from (urllib3's connection), else None."""
-    connection = getattr(getattr(body, "_raw_stream", None), "connection", None)
-    return getattr(connection, "sock", None)
+    """The socket a botocore body is read from, else None: the one under the HTTP response's
+    file (as botocore's ``set_socket_timeout`` finds it) — an answer saying ``Connection: close``
+    (moto's always, S3's at times) has http.client hand the socket to the response, the
+    connection's ``sock`` then None — else urllib3's connection's."""
+    raw = getattr(body, "_raw_stream", None)
+    file = getattr(getattr(raw, "_fp", None), "fp", None)  # http.client's, None once read
+    sock = getattr(getattr(file, "raw", None), "_sock", None)
+    if sock is None:
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+    return sock
 
 
 class S3Object:

@@ -127,10 +127,11 @@ def test_a_transient_read_failure_names_the_rest_of_the_sqs_batch_unread(landing
 
 class _Stalling:
     """A local HTTP server whose every answer stops: after its headers and ``sent`` body bytes
-    (of ``length``), or before anything (``sent`` None). Connections stay open until the end."""
+    (of ``length``), or before anything (``sent`` None). Connections stay open until the end.
+    ``close``: its answers say ``Connection: close`` (as moto's do, and S3's at times)."""
 
-    def __init__(self, sent: int | None, length: int = 100):
-        self.sent, self.length = sent, length
+    def __init__(self, sent: int | None, length: int = 100, close: bool = False):
+        self.sent, self.length, self.close_header = sent, length, close
         self.server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
@@ -154,7 +155,9 @@ class _Stalling:
             if self.sent is not None:
                 head = (
                     f"HTTP/1.1 200 OK\r\nContent-Length: {self.length}\r\n"
-                    'ETag: "e"\r\nContent-Type: application/x-ndjson\r\n\r\n'
+                    'ETag: "e"\r\nContent-Type: application/x-ndjson\r\n'
+                    + ("Connection: close\r\n" if self.close_header else "")
+                    + "\r\n"
                 ).encode()
                 conn.sendall(head + b'{"n": 1}\n'[: self.sent])
 
@@ -168,8 +171,8 @@ class _Stalling:
 def stalling() -> Iterator[type[_Stalling]]:
     made: list[_Stalling] = []
 
-    def make(sent: int | None) -> _Stalling:
-        made.append(_Stalling(sent))
+    def make(sent: int | None, close: bool = False) -> _Stalling:
+        made.append(_Stalling(sent, close=close))
         return made[-1]
 
     yield make  # type: ignore[misc]
@@ -190,10 +193,13 @@ def test_a_stalled_get_object_waits_no_longer_than_the_time_left(stalling, aws_e
     assert caught.value.transient and seen == [0.3]
 
 
-def test_a_stalled_body_read_waits_no_longer_than_the_time_left_now(stalling, aws_env):  # noqa: F811
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "connection-close"])
+def test_a_stalled_body_read_waits_no_longer_than_the_time_left_now(stalling, aws_env, close):  # noqa: F811
     """The body is read over many slices, long after its GetObject: each read waits no longer
-    than the time left when it starts, not what was left at the GetObject."""
-    server = stalling(5)
+    than the time left when it starts, not what was left at the GetObject. Also when the answer
+    says ``Connection: close``: http.client then hands the socket from the connection to the
+    response (the connection's ``sock`` is None) and the body is read from it all the same."""
+    server = stalling(5, close)
     client = aws.client("s3", region=None, endpoint_url=server.url)
     time_left = [5.0]
     obj = open_object(client, "b", "k.jsonl", bound=ReadBound(lambda: time_left[0]))
