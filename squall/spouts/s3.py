@@ -32,7 +32,8 @@ every read of its body is bounded by the time left, as the sinks' AWS calls are
 (``aws.time_bounded``): a GetObject makes one attempt, reads its answer no longer than the time
 left and is retried (throttled, 5xx, connection lost) as the engine retries a sink's transient
 error (``settings.retry``) only while the backoff fits; no GetObject is sent and no read of the
-body started with no time left, and each read of the body waits no longer than the time left.
+body started with no time left (nor a step of a gzip object's first pass: a read inflates to up
+to a thousand times more), and each read of the body waits no longer than the time left.
 What cannot finish in time is an ``ObjectReadError`` marked ``transient``.
 
 Size (~540 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
@@ -190,21 +191,29 @@ class _Body(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def time_left(self, decompressed: int | None = None) -> float | None:
+        """The time left of the object's ``ReadBound`` (None: none); with none left, an
+        ``ObjectReadError`` (``transient``) saying how far the reading (and, given, the
+        decompression) got."""
+        bound = self.obj.bound
+        left = bound.time_left() if bound is not None else None
+        if left is not None and left <= 0:
+            inflated = f", {decompressed} decompressed" if decompressed is not None else ""
+            raise ObjectReadError(
+                f"{self.obj.where}: reading stopped after {self.read_bytes} bytes{inflated}: "
+                f"{aws.NO_TIME_LEFT}",
+                transient=True,
+            )
+        return left
+
     def _bound(self) -> float | None:
         """In a Lambda (the object's ``ReadBound``): no read started with no time left, and the
         socket's read timeout the time left (at most the request's, at least
         ``aws.MIN_READ_TIMEOUT``) — the body is read over many slices, long after its GetObject
         set the timeout. The timeout set, else None."""
-        bound = self.obj.bound
-        left = bound.time_left() if bound is not None else None
+        left = self.time_left()
         if left is None:
             return None
-        if left <= 0:
-            raise ObjectReadError(
-                f"{self.obj.where}: reading stopped after {self.read_bytes} bytes: "
-                f"{aws.NO_TIME_LEFT}",
-                transient=True,
-            )
         sock = _socket_of(self.body)
         if sock is None:
             return None
@@ -287,7 +296,9 @@ def object_batches(
 def _check_gzip(obj: S3Object, raw: _Body, head: Any, bound: int) -> Record | None:
     """The first pass over a gzip object: decompress to the end (``CHUNK`` bytes at a time,
     nothing kept) so the CRC and length are verified; the object's dead letter if it is corrupt,
-    truncated or over the bound, else None."""
+    truncated or over the bound, else None. In a Lambda each step is one more that the time
+    left must allow (``_Body.time_left``), as a read is: a read of ``CHUNK`` compressed bytes
+    can inflate to a thousand times more (seconds of CPU before the next read)."""
     content = 0
     try:
         with gzip.GzipFile(fileobj=head) as gz:
@@ -295,6 +306,7 @@ def _check_gzip(obj: S3Object, raw: _Body, head: Any, bound: int) -> Record | No
                 content += step
                 if content > bound:
                     return over_bound_record(obj, bound, True)
+                raw.time_left(content)
     except (EOFError, OSError, zlib.error) as exc:
         raw.drain()  # the dead letter's fingerprint covers the object's bytes
         return corrupt_object_record(obj, exc, raw.digest.hexdigest()[:32])

@@ -7,6 +7,7 @@ No sleeping: the time left is set by the test, botocore's backoff is recorded, n
 
 from __future__ import annotations
 
+import gzip
 import socket
 import threading
 import types
@@ -207,3 +208,28 @@ def test_a_stalled_body_read_waits_no_longer_than_the_time_left_now(stalling, aw
     with pytest.raises(ObjectReadError, match=r"after 0 bytes: .*time left: 0\.20s\)") as caught:
         list(object_batches(obj, 10))
     assert caught.value.transient
+
+
+def test_a_gzip_objects_first_pass_stops_decompressing_once_the_time_left_is_spent(
+    landing, monkeypatch
+):
+    """The first pass decompresses a gzip object to its end between reads of its body: a
+    megabyte read can inflate to a gigabyte (seconds of CPU). It stops at the first step
+    (``CHUNK`` bytes decompressed) after the time left is spent, not at the next read."""
+    from squall.spouts import s3 as s3_spout
+
+    bucket, client = landing
+    client.put_object(Bucket=bucket, Key="in/z.jsonl.gz", Body=gzip.compress(b"\n" * 2**25))
+    reads: list[int] = []
+    readinto = s3_spout._Body.readinto
+
+    def counted(self, buffer):  # the body's reads: all of it (~33 KiB compressed) in the first
+        reads.append(readinto(self, buffer))
+        return reads[-1]
+
+    monkeypatch.setattr(s3_spout._Body, "readinto", counted)
+    spent_once_read = ReadBound(lambda: 0.0 if reads else 10.0)
+    obj = open_object(client, bucket, "in/z.jsonl.gz", bound=spent_once_read)
+    with pytest.raises(ObjectReadError, match=r", 1048576 decompressed: the time left") as caught:
+        list(object_batches(obj, 10))
+    assert caught.value.transient and len(reads) == 1
