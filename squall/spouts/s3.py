@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
+from botocore.exceptions import ReadTimeoutError
 from pydantic import Field
 
 from squall import aws
@@ -87,9 +88,10 @@ MAX_OBJECT_DOC = (
 class ObjectReadError(SquallError):
     """S3 failed while an object was streamed (connection lost, object replaced between passes):
     not the object's fault, so the input (or the Lambda event) fails and is read again.
-    ``code``: S3's error code, when it gave one (``NoSuchKey``); ``transient``: S3 throttled,
-    failed (5xx) or was not reached, or the time left was spent — a dependency down, as a sink's
-    ``TransientError`` its retries did not settle."""
+    ``code``: S3's error code, when it gave one (``NoSuchKey``); ``transient``: a GetObject S3
+    throttled, failed (5xx) or was not reached on, or the time left was spent (a read of the body
+    timed out waiting for it too) — a dependency down, as a sink's ``TransientError`` its retries
+    did not settle. A read of the body failing otherwise (a reset) is not: it is not retried."""
 
     def __init__(self, message: str, code: str | None = None, *, transient: bool = False):
         super().__init__(message)
@@ -187,6 +189,7 @@ class _Body(io.RawIOBase):
         self.kept: list[bytes] | None = [] if keep else None
         self._keep = keep
         self._timeout: float | None = None  # the socket's own read timeout (a bounded read's cap)
+        self._timeout_is_time_left = False  # the read's timeout is the time left, not the cap
 
     def readable(self) -> bool:
         return True
@@ -221,6 +224,7 @@ class _Body(io.RawIOBase):
             self._timeout = sock.gettimeout() or 30.0
         timeout = max(aws.MIN_READ_TIMEOUT, min(self._timeout, left))
         sock.settimeout(timeout)
+        self._timeout_is_time_left = left <= self._timeout
         return timeout
 
     def readinto(self, buffer: Any) -> int:
@@ -229,10 +233,14 @@ class _Body(io.RawIOBase):
             data = self.body.read(len(buffer))
         except Exception as exc:
             waited = f" (a read bounded by the time left: {timeout:.2f}s)" if timeout else ""
+            # A body read is not retried (a GetObject is): only one that waited the whole time
+            # left is the time spent (transient); a reset or a cut with time left is this
+            # object's failure, not S3 down.
+            spent = isinstance(exc, ReadTimeoutError) and self._timeout_is_time_left
             raise ObjectReadError(
                 f"{self.obj.where}: reading failed after {self.read_bytes} bytes: "
                 f"{aws.error_code(exc) or type(exc).__name__}: {safe_text(exc, 200)}{waited}",
-                transient=aws.is_retryable(exc),
+                transient=timeout is not None and spent,
             ) from None
         n = len(data)
         buffer[:n] = data

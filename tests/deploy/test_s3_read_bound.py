@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import struct
 import threading
 import types
 from collections.abc import Iterator
@@ -168,6 +169,41 @@ class _Stalling:
             conn.close()
 
 
+class _CutFirst(_Stalling):
+    """A local HTTP server whose first answer is cut: its headers and 5 of its body's bytes,
+    then the connection reset (``Connection reset by peer``, as S3's are at times); the later
+    answers whole (one line ``{"n": 1}``)."""
+
+    def __init__(self):
+        super().__init__(None)
+        self.answered = 0
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            body = b'{"n": 1}\n'
+            length = 100 if self.answered == 0 else len(body)
+            conn.sendall(
+                f'HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nETag: "e"\r\n'
+                "Connection: close\r\n\r\n".encode()
+                + body[: 5 if self.answered == 0 else None]
+            )
+            if self.answered == 0:  # a reset (RST), not an orderly close
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.answered += 1
+            conn.close()
+
+
 @pytest.fixture
 def stalling() -> Iterator[type[_Stalling]]:
     made: list[_Stalling] = []
@@ -233,3 +269,21 @@ def test_a_gzip_objects_first_pass_stops_decompressing_once_the_time_left_is_spe
     with pytest.raises(ObjectReadError, match=r", 1048576 decompressed: the time left") as caught:
         list(object_batches(obj, 10))
     assert caught.value.transient and len(reads) == 1
+
+
+def test_a_body_read_cut_once_with_time_left_fails_its_message_only(aws_env):  # noqa: F811
+    """A body read is not retried (a GetObject is): one cut with time left is not S3 down — its
+    message is named, the later ones are still read (naming them unread would send them back
+    after the visibility timeout, a receive counted against maxReceiveCount, for nothing)."""
+    server = _CutFirst()
+    try:
+        client = aws.client("s3", region=None, endpoint_url=server.url)
+        store = unique("read")
+        event = sqs_lambda_event(
+            [(f"m-{i}", eventbridge_event("b", f"in/{i}.jsonl"), None) for i in range(2)]
+        )
+        got = handle_s3_messages(_engine(store, 10.0), event, client, batch_size=10)
+    finally:
+        server.close()
+    assert got == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1]
