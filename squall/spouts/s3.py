@@ -33,10 +33,11 @@ every read of its body is bounded by the time left, as the sinks' AWS calls are
 left and is retried (throttled, 5xx, connection lost) as the engine retries a sink's transient
 error (``settings.retry``) only while the backoff fits; no GetObject is sent and no read of the
 body started with no time left (nor a step of a gzip object's first pass: a read inflates to up
-to a thousand times more), and each read of the body waits no longer than the time left.
-What cannot finish in time is an ``ObjectReadError`` marked ``transient``.
+to a thousand times more), and each read of the body waits for bytes no longer than the time
+left. What cannot finish in time is an ``ObjectReadError`` marked ``transient``; a read of the
+body failing otherwise (a reset) is not retried and not ``transient``.
 
-Size (~540 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~560 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
