@@ -175,8 +175,8 @@ class _CutFirst(_Stalling):
     answers whole (one line ``{"n": 1}``)."""
 
     def __init__(self):
+        self.answered = 0  # before the serving thread starts
         super().__init__(None)
-        self.answered = 0
 
     def _serve(self) -> None:
         while True:
