@@ -1,4 +1,9 @@
-"""boto3 clients, AWS error classification and jittered backoff for squall's Kinesis and DynamoDB I/O."""
+"""boto3 clients, AWS error classification and jittered backoff for squall's AWS I/O.
+
+Size (~440 lines): the clients' settings, the bound of their calls by a Lambda's time left
+(``time_bounded``: one attempt, read and connect timeouts of the time left), error
+classification and backoff — one module, since every AWS component needs all of them together.
+"""
 
 from __future__ import annotations
 
@@ -186,6 +191,11 @@ EndpointUrl = Annotated[
 ]
 
 
+#: Seconds a client's call waits for its connection (botocore's default is 60); inside
+#: ``time_bounded``, no longer than the time left.
+CONNECT_TIMEOUT = 5.0
+
+
 def client(
     service: str,
     *,
@@ -200,7 +210,7 @@ def client(
 
     config = Config(
         retries={"mode": "standard", "total_max_attempts": botocore_retries},
-        connect_timeout=5,
+        connect_timeout=CONNECT_TIMEOUT,
         read_timeout=read_timeout,
         max_pool_connections=20,
     )
@@ -283,7 +293,12 @@ def _bound_by_the_deadline(made: Any, attempts: int, read_timeout: float) -> Non
     Read timeout: a ``request-created`` handler (each attempt) sets the request's
     ``read_timeout`` to the time left (at most ``read_timeout``, at least ``MIN_READ_TIMEOUT``)
     where botocore reads one per request (``PER_REQUEST_READ_TIMEOUT``); urllib3 applies it to
-    each read of the answer, as httpx does the http sink's. The connect timeout (5 s) stays.
+    each read of the answer, as httpx does the http sink's. The same handler puts the time left
+    as the attempt's connect timeout (at most the client's ``CONNECT_TIMEOUT``) in the request's
+    context, which ``_ConnectTimeout`` — put in front of the client's urllib3 session's own
+    per-request timeout — applies: botocore takes the pool's connect timeout with a per-request
+    read timeout, so an endpoint that does not answer the connection kept a call started with
+    little time left waiting up to 5 s.
     """
     from botocore.retries import standard
 
@@ -299,6 +314,13 @@ def _bound_by_the_deadline(made: Any, attempts: int, read_timeout: float) -> Non
         _ReadTimeout(read_timeout),
         unique_id="squall-read-timeout-of-the-time-left",
     )
+    # botocore has no per-request connect timeout: its urllib3 session's own per-request timeout
+    # (``_get_request_timeout``, the one that takes ``read_timeout``) is wrapped on this client's
+    # session, where the request's context can shorten the connect timeout too.
+    session = getattr(getattr(made, "_endpoint", None), "http_session", None)
+    get_timeout = getattr(session, "_get_request_timeout", None)
+    if get_timeout is not None:
+        session._get_request_timeout = _ConnectTimeout(get_timeout)
 
 
 class _UnlessBounded:
@@ -326,8 +348,35 @@ class _ReadTimeout:
         left = _time_left_now()
         if left is None:
             context.pop("read_timeout", None)  # the client's
+            context.pop(_CONNECT_KEY, None)
         else:
             context["read_timeout"] = max(MIN_READ_TIMEOUT, min(self._configured, left))
+            context[_CONNECT_KEY] = max(MIN_READ_TIMEOUT, min(CONNECT_TIMEOUT, left))
+
+
+#: Where ``_ReadTimeout`` puts an attempt's connect timeout for ``_ConnectTimeout``.
+_CONNECT_KEY = "squall_connect_timeout"
+
+
+class _ConnectTimeout:
+    """A client's urllib3 session's per-request timeout, its connect part shortened to the time
+    left that ``_ReadTimeout`` put in the request's context (botocore keeps the pool's)."""
+
+    def __init__(self, get_request_timeout: Callable[[Any], Any]):
+        self._get = get_request_timeout
+
+    def __call__(self, request: Any) -> Any:
+        timeout = self._get(request)
+        context = getattr(request, "context", None)
+        connect = context.get(_CONNECT_KEY) if isinstance(context, dict) else None
+        if timeout is None or connect is None:
+            return timeout
+        from urllib3 import Timeout
+
+        configured = timeout.connect_timeout
+        if isinstance(configured, int | float) and configured < connect:
+            connect = configured
+        return Timeout(connect=connect, read=timeout.read_timeout)
 
 
 #: Every client ``client`` made that is still alive (for ``close_connections``).

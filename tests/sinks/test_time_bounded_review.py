@@ -6,6 +6,7 @@ time left: the kinesis sinks, the S3 ones, a rolling s3 sink's release)."""
 
 from __future__ import annotations
 
+import select
 import socket
 import types
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import botocore.endpoint
 import orjson
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
 
 from squall import aws
 from squall.component import ComponentContext
@@ -226,6 +227,86 @@ def test_outside_the_bound_a_call_keeps_the_clients_read_timeout(stalled_endpoin
     with aws.time_bounded(lambda: None):  # a deadline that answers none: no bound
         client.list_queues()
     assert seen == [None, 2.5, None]
+
+
+@pytest.fixture
+def unanswered_endpoint() -> Iterator[str]:
+    """A local TCP port whose listener's accept queue is full: a connection to it is never
+    answered (Linux drops the SYN), as an endpoint cut off by the network."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers: list[socket.socket] = []
+    try:
+        while len(fillers) < 16:  # until one is not connected: the queue is full
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+            if not select.select([], [filler], [], 1.0)[1]:
+                break
+        else:
+            pytest.fail("the listener's accept queue never filled")
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        server.close()
+
+
+def _connect_timeout(exc: BaseException) -> str:
+    """urllib3's message inside botocore's ConnectTimeoutError: '… (connect timeout=N)'."""
+    while exc is not None and not isinstance(exc, ConnectTimeoutError):
+        exc = exc.__cause__
+    assert exc is not None
+    return str(exc.kwargs["error"])
+
+
+@pytest.mark.parametrize("left", [0.3, 0.05])
+def test_a_call_waits_for_its_connection_no_longer_than_the_time_left(
+    unanswered_endpoint, aws_env, left
+):
+    """An AWS call made with little time left waits for its connection no longer than that, not
+    the client's 5 s connect timeout (botocore's per-request timeout took the pool's connect
+    timeout): an endpoint the network has cut off fails the write as transient in time for the
+    runner to answer. Under ``aws.MIN_READ_TIMEOUT`` the floor applies."""
+    sink = SqsSink(
+        SqsSinkConfig(
+            id="out",
+            type="sqs",
+            queue=f"{unanswered_endpoint}/1/q",
+            endpoint_url=unanswered_endpoint,
+        ),
+        ComponentContext("t"),
+    )
+    sink.open()
+    with pytest.raises(TransientError) as caught:
+        sink.write_batch(sink.prepare(_events([{"n": 1}])), WriteContext(time_left=lambda: left))
+    assert f"connect timeout={max(left, aws.MIN_READ_TIMEOUT)})" in _connect_timeout(caught.value)
+
+
+def test_the_connect_timeout_is_the_clients_outside_the_bound_and_at_most_it_inside():
+    """The control: outside ``time_bounded`` (or with more time left than the client's connect
+    timeout) an attempt keeps the client's connect timeout; its read timeout is the time left."""
+    client = aws.client("sqs", region=None, endpoint_url="http://127.0.0.1:9")
+    seen: list[object] = []
+    session = client._endpoint.http_session
+    client.meta.events.register(
+        "before-send",
+        lambda request, **_: seen.append(session._get_request_timeout(request)),
+    )
+    client.meta.events.register(
+        "before-send", lambda request, **_: AWSResponse(request.url, 200, {}, _Body(b"{}"))
+    )
+    client.list_queues()
+    with aws.time_bounded(lambda: 12.0):
+        client.list_queues()
+    with aws.time_bounded(lambda: 2.5):
+        client.list_queues()
+    assert seen[0] is None  # the pool's timeouts: the client's
+    assert (seen[1].connect_timeout, seen[1].read_timeout) == (aws.CONNECT_TIMEOUT, 12.0)
+    assert (seen[2].connect_timeout, seen[2].read_timeout) == (2.5, 2.5)
 
 
 def _sink(kind: str, endpoint: str):
