@@ -70,6 +70,7 @@ from squall.errors import SquallError, safe_text
 from squall.event import Record, RecordMeta
 from squall.spouts.base import Progress, Spout
 from squall.spouts.lines import MAX_LINE_BYTES, MAX_LINE_DOC, line_batches
+from squall.topology.model import backoff_ceiling
 
 log = logging.getLogger("squall.spouts")
 
@@ -127,7 +128,7 @@ class ReadBound:
 
     def delay(self, attempt: int) -> float:
         """Seconds before retry ``attempt`` (1-based): the engine's jittered backoff."""
-        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        ceiling = backoff_ceiling(self.initial_backoff, self.multiplier, self.max_backoff, attempt)
         return self.rng() * ceiling
 
 

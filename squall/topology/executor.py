@@ -66,7 +66,7 @@ from squall.redact import redact_text
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult, releasing
 from squall.topology.checkpoint import Checkpointer
 from squall.topology.graph import Node, Plan
-from squall.topology.model import RetryConfig, Topology
+from squall.topology.model import RetryConfig, Topology, backoff_ceiling
 from squall.topology.outcomes import (
     _COMMITTED,
     _DEAD,
@@ -1284,8 +1284,8 @@ class Engine:
                 # batch again instead)
                 if attempt >= policy.attempts or isinstance(exc, StaleState):
                     raise BatchFailed(where, exc, attempt) from exc
-                backoff = min(
-                    policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)
+                backoff = backoff_ceiling(
+                    policy.initial_backoff, policy.multiplier, policy.max_backoff, attempt
                 )
                 delay = max(self._rng() * backoff, _asked_wait(exc.retry_after))
                 left = self.time_left() if self.time_left is not None else None

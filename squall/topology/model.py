@@ -38,6 +38,20 @@ class RetryConfig(_Strict):
     multiplier: float = Field(2.0, ge=1, description="Growth of the backoff between retries.")
 
 
+def backoff_ceiling(initial: float, multiplier: float, maximum: float, attempt: int) -> float:
+    """The most a retry after call ``attempt`` (1-based) waits: ``initial * multiplier **
+    (attempt - 1)``, at most ``maximum`` — without the float power's OverflowError, which a large
+    ``multiplier`` over many ``attempts`` raised (1e10 from the 32nd call on) and failed the
+    invocation instead of retrying."""
+    if initial <= 0:
+        return 0.0
+    try:
+        grown = initial * multiplier ** (attempt - 1)
+    except OverflowError:
+        return maximum
+    return min(maximum, grown)
+
+
 class Settings(_Strict):
     """Topology-wide settings."""
 

@@ -394,3 +394,50 @@ sinks:
         assert counts[Outcome.FAILED] == 2 and counts[Outcome.DEAD_LETTERED] == 0
         assert (stats["decode"].dead_lettered, stats["decode"].failed) == (0, 1)
         assert (stats["touchy"].dead_lettered, stats["touchy"].failed) == (0, 1)
+
+
+class LongOutage(Bolt):
+    """Raises a TransientError on its first 34 calls."""
+
+    summary = "a long outage"
+    calls = 0
+
+    def process(self, batch):
+        type(self).calls += 1
+        if type(self).calls <= 34:
+            from squall.errors import TransientError
+
+            raise TransientError(f"{self.id}: connection refused")
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+def test_a_large_backoff_multiplier_over_many_attempts_is_retried_not_an_overflow():
+    """``multiplier ** (attempt - 1)`` of a float overflows (1e10 from the 32nd call on): the
+    retry raised OverflowError out of the engine — the invocation failed — instead of waiting
+    ``max_backoff`` (0 here, so nothing is slept)."""
+    from squall.topology.model import backoff_ceiling
+
+    LongOutage.calls = 0
+    tag = uuid.uuid4().hex[:8]
+    yaml_text = f"""
+name: long-outage
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 40, initial_backoff: 0.1, max_backoff: 0, multiplier: 1e10}}}}
+bolts:
+  - {{id: outage, type: "tests.topology.test_poison:LongOutage"}}
+sinks:
+  - {{id: out, type: "squall.testing:MemorySink", name: {tag}}}
+"""
+    run_topology(yaml_text, records_from([{"n": 1}]))
+    assert LongOutage.calls == 35
+    assert len(MemorySink.stores[tag]) == 1  # committed after the 34 failed calls
+    assert backoff_ceiling(0.1, 1e10, 7.0, 40) == 7.0
+    assert backoff_ceiling(0.0, 1e10, 7.0, 40) == 0.0
+    assert backoff_ceiling(0.1, 2.0, 10.0, 3) == 0.4
+    # the triggered S3 reads' retry (the engine's policy, ``spouts/s3.ReadBound``) the same way
+    from squall.spouts.s3 import ReadBound
+
+    bound = ReadBound(lambda: 60.0, 40, 0.1, 3.0, 1e10, rng=lambda: 1.0)
+    assert bound.delay(35) == 3.0
