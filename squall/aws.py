@@ -115,7 +115,13 @@ def is_retryable(exc: BaseException) -> bool:
     if code in THROTTLING_CODES or code in SERVER_CODES:
         return True
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
-    return status >= 500 or status == 429
+    return (status >= 500 and status not in PERMANENT_5XX) or status == 429
+
+
+#: Server answers that say the same call will never succeed: 501 Not Implemented (an
+#: S3-compatible store without the feature) and 505 HTTP Version Not Supported — neither one
+#: botocore retries (its transient statuses are 500, 502, 503 and 504).
+PERMANENT_5XX = frozenset({501, 505})
 
 
 def resolve_region(region: str | None, arn_region: str | None = None) -> str:

@@ -218,6 +218,12 @@ def test_what_botocore_retries_squall_retries_too():
     assert aws.is_retryable(ProxyConnectionError(proxy_url="http://p", error="x"))
     assert aws.is_retryable(SSLError(endpoint_url="https://e", error="x"))
     assert not aws.is_retryable(_client_error("AccessDenied", 403))
+    # ... and not what the server says will never work: 501 (an S3-compatible store without the
+    # feature: "NotImplemented"), 505 — botocore does not retry them either
+    for status in (501, 505):
+        assert status not in TransientRetryableChecker()._transient_status_codes
+        assert not aws.is_retryable(_client_error("NotImplemented", status)), status
+    assert aws.is_retryable(_client_error("Unknown", 599))  # another 5xx: a proxy's, say
 
 
 def test_a_429_with_an_unmodelled_code_is_transient_in_a_lambda(moto_server, botocore_sleeps):
