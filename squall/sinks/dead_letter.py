@@ -10,7 +10,9 @@ the file holds, on disk beside it). A record re-driven by ``squall replay`` carr
 count in ``meta.replay``, part of the key: its new failure is written beside the dead letter it
 was replayed from, once however often the replay is repeated. Keys count as written only once
 their lines are on disk; the index takes them after that and catches up from the file whatever a
-crash or error kept from it, so a dead letter is never lost and never written twice. With
+crash or error kept from it, so a dead letter is never lost and never written twice — also by
+processes appending the same file (the KCL's, one per shard), whose look-up and append are one
+step under an exclusive lock of the file (``flock``). With
 ``index: false`` only the last ``remember`` keys are known: a spout without a checkpoint then
 writes the older dead letters of its input again on a second run.
 """
@@ -18,6 +20,7 @@ writes the older dead letters of its input again on a second run.
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
 import os
 import sqlite3
@@ -201,6 +204,21 @@ class DeadLetterSink(Sink):
             raise TransientError(
                 f"{self.id}: cannot write dead letters to {self.path}: {exc}"
             ) from None
+        index = self._index
+        if index is None:
+            self._write_fresh(prepared)
+            return
+        # Other processes append the same file (the KCL's, one per shard; a lease that moves
+        # mid-batch gives two of them the same records): the look-up and the append are one step
+        # under an exclusive lock of the file, else both find a key absent and both write it.
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        try:
+            self._write_fresh(prepared)
+        finally:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+    def _write_fresh(self, prepared: Prepared) -> None:
+        """Append the dead letters the file does not hold yet (by key), then index them."""
         index = self._index
         try:
             try:

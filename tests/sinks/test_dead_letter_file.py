@@ -594,3 +594,40 @@ def test_an_index_open_answered_busy_at_once_is_tried_again(tmp_path: Path, monk
         for db in other:
             db.close()
         os.close(fd)
+
+
+def test_two_processes_given_the_same_records_write_their_dead_letters_once(tmp_path: Path):
+    """A KCL lease that moves mid-batch gives two shard processes the same records, both
+    appending one file: the look-up and the append are one step under an exclusive lock of the
+    file, so the second finds the first's lines. Without the lock both found the keys absent
+    (each looked before the other wrote) and both wrote them. Two engines stand for the two
+    processes (a lock of the file is per open file, as between processes); the second writes
+    while the first holds its look-up's answer."""
+    import fcntl
+    import threading
+
+    first, second = engine(tmp_path, 100, "lock-a"), engine(tmp_path, 100, "lock-b")
+    records = bad(0, 3)
+    sink = dlq(first)
+    write_all = sink._write_all
+    other: list[BaseException | bool] = []
+
+    def write_between(data: bytes) -> None:  # the first has looked; the second writes now
+        with open(tmp_path / "dlq.jsonl", "rb") as probe:  # another open file: another lock
+            with pytest.raises(BlockingIOError):  # held across look-up and append
+                fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        runner = threading.Thread(target=lambda: other.append(second.process(records).ok))
+        runner.start()
+        runner.join(1.0)  # without the lock it writes now; with it, it waits for ours
+        write_all(data)
+        threads.append(runner)
+
+    threads: list[threading.Thread] = []
+    sink._write_all = write_between
+    assert first.process(records).ok
+    threads[0].join()
+    assert other == [True]
+    written = [d["event_id"] for d in lines(tmp_path)]
+    assert len(written) == len(set(written)) == 3, written
+    first.close()
+    second.close()
