@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~650 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~670 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -439,11 +439,15 @@ def _storable(value: Any) -> None:
     elif value.__class__ is float:
         _finite(value)
     elif value.__class__ is not bool:  # objects, lists, and whatever a Python bolt put there
-        exact(value)
+        exact(value, above=_STATE_DEPTH)
 
 
 #: orjson writes containers nested this deep, not deeper ("Recursion limit reached").
 _JSON_DEPTH = 254
+#: Levels a first/last value is stored under: a window's delta or snapshot is ``{key: [state,
+#: …]}`` and the state ``[order, value]`` — a value as deep as JSON keeps alone (252 to 254
+#: levels) failed every commit of its batch (orjson: "Recursion limit reached").
+_STATE_DEPTH = 3
 
 
 class _Inexact(ValueError):
@@ -454,7 +458,7 @@ class _Inexact(ValueError):
         self.reason, self.at = reason, at
 
 
-def exact(value: Any, wide: bool = False) -> None:
+def exact(value: Any, wide: bool = False, above: int = 0) -> None:
     """Raise ``ValueError`` (the event's failure, with a reason and where in the value) unless
     ``value`` comes back from JSON as itself, at every depth: a NaN or an infinity inside an
     object or a list (written null), a tuple (a list), a date, a time or another object orjson
@@ -462,14 +466,23 @@ def exact(value: Any, wide: bool = False) -> None:
     (a Decimal, bytes, a set) — kept by first/last, each gave back something else than came in
     (6 December); counted by count_distinct, each was one value with its JSON's twin (NaN with
     null, a tuple with its list, a date with its text); in a key field, a key of another value.
-    ``wide``: integers beyond 64 bits are exact (count_distinct writes their digits)."""
+    ``wide``: integers beyond 64 bits are exact (count_distinct writes their digits). ``above``:
+    the levels of JSON the value is written under (it may nest ``_JSON_DEPTH - above``)."""
     try:
-        _walk(value, wide, 0)
+        _walk(value, wide, _JSON_DEPTH - above)
     except _Inexact as exc:
-        raise ValueError(f"{exc.reason} (at {exc.at})" if exc.at else exc.reason) from None
+        reason = exc.reason
+        if reason == _DEEP:
+            reason = f"{_DEEP} ({_JSON_DEPTH - above} levels)"
+        raise ValueError(f"{reason} (at {exc.at})" if exc.at else reason) from None
 
 
-def _walk(value: Any, wide: bool, depth: int) -> None:
+_DEEP = "nested deeper than JSON keeps"
+
+
+def _walk(value: Any, wide: bool, room: int) -> None:
+    """Raise ``_Inexact`` unless ``value`` comes back from JSON as itself; ``room``: the levels
+    of objects and lists it may still nest."""
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, str):
@@ -484,8 +497,8 @@ def _walk(value: Any, wide: bool, depth: int) -> None:
         if not math.isfinite(value):
             raise _Inexact(f"not a finite number: {value!r}")
     elif isinstance(value, (list, dict)):
-        if depth >= _JSON_DEPTH:
-            raise _Inexact(f"nested deeper than JSON keeps ({_JSON_DEPTH} levels)")
+        if room <= 0:
+            raise _Inexact(_DEEP)
         if isinstance(value, list):
             items: Any = enumerate(value)
         else:
@@ -497,7 +510,7 @@ def _walk(value: Any, wide: bool, depth: int) -> None:
             try:
                 if k.__class__ is not int:
                     _utf8(k)
-                _walk(v, wide, depth + 1)
+                _walk(v, wide, room - 1)
             except ValueError as exc:
                 reason, at = (exc.reason, exc.at) if isinstance(exc, _Inexact) else (str(exc), "")
                 raise _Inexact(reason, f"[{k!r:.40}]{at}") from None
