@@ -583,6 +583,8 @@ def _distinct_text(value: Any) -> str:
     if value.__class__ is float:
         _finite(value)
     elif value.__class__ is not int and value.__class__ is not bool:
+        if isinstance(value, str):  # a StrEnum, a Python bolt's str type: the text JSON writes
+            return _distinct_text(str.__str__(value))  # (its JSON was taken: "red" in quotes)
         exact(value, wide=True)  # (a tuple was its list, a nested NaN null, a date its text)
     return DISTINCT_MARK + exact_json.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 

@@ -3,6 +3,9 @@ what a state keeps comes back from every store as it came, and equal values coun
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
+
 import pytest
 
 from squall.bolts import window_aggs
@@ -50,3 +53,31 @@ def test_exact_bounds_the_depth_by_the_levels_above_the_value():
     window_aggs.exact(nested(251), above=3)
     with pytest.raises(ValueError, match=r"nested deeper than JSON keeps \(251 levels\)"):
         window_aggs.exact(nested(252), above=3)
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Tag(str):
+    """A Python bolt's text type."""
+
+
+@pytest.mark.parametrize("limit", [64, 1])
+def test_count_distinct_counts_a_text_subclass_as_its_text(tmp_path: Path, unique_name, limit):
+    """A text subclass (a ``StrEnum`` member, a Python bolt's own ``str`` type) is the text JSON
+    writes for it — the key of its text, kept by first/last as its text —, but count_distinct
+    took its JSON (``"red"`` in quotes) for the value: "red" and ``Colour.RED`` counted two."""
+    pytest.importorskip("datasketches")
+    aggregates = {"n": {"fn": "count_distinct", "field": "v", "exact_limit": limit}}
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, aggregates=aggregates)
+    values = ["red", Colour.RED, Tag("red"), "blue", Tag("blue")]
+    results, _ = run(
+        bolt, [*(ev(i, T0 + i, v=v) for i, v in enumerate(values)), ev(9, T0 + 2 * MIN, v="x")]
+    )
+    assert [r["n"] for r in results] == [2]
+    agg = window_aggs.make("count_distinct", exact_limit=limit)
+    state = agg.new()
+    for v in (Colour.RED, Tag("\x1fa"), "red", "\x1fa"):
+        state = agg.add(state, v, None)
+    assert agg.result(state) == 2
