@@ -602,15 +602,17 @@ def _distinct_text(value: Any) -> str:
     return DISTINCT_MARK + exact_json.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
-#: How the text of an object or a list starts (a string's never does: see ``DISTINCT_MARK``).
-_CONTAINERS = (DISTINCT_MARK + "{", DISTINCT_MARK + "[")
+#: How the text of an object or a list starts (a string's never does: see ``DISTINCT_MARK``),
+#: and the text an earlier version kept for a text subclass (a StrEnum member: its JSON, quoted)
+_CONTAINERS = (DISTINCT_MARK + "{", DISTINCT_MARK + "[", DISTINCT_MARK + '"')
 
 
 def _canonical_texts(texts: list[str]) -> list[str]:
     """An exact list with each object's text in canonical form, once: in a state an earlier
     version wrote, an object's text kept its keys in the order the event had them, so a stored
-    list may hold one object in two orders, or in another order than a new event's. ``texts``
-    itself (unchanged) when it holds no object or list — every state of scalar values."""
+    list may hold one object in two orders, or in another order than a new event's; a text
+    subclass's text was its JSON (``\x1f"red"``: counted apart from ``red``). ``texts`` itself
+    (unchanged) when it holds no object, list or such text — every other state of scalars."""
     if not any(t.startswith(_CONTAINERS) for t in texts):
         return texts
     return list(

@@ -166,3 +166,15 @@ def test_a_value_json_gives_back_equal_is_taken_without_the_walk(monkeypatch):
     window_aggs.exact(nested(251), above=3)
     with pytest.raises(AssertionError, match="walked"):  # (more brackets than room: walked)
         window_aggs.exact(nested(252), above=3)
+
+
+def test_a_state_holding_a_text_subclass_as_its_json_counts_it_as_its_text():
+    """An exact list written before the fix above holds ``Colour.RED`` as its JSON
+    (``\\x1f"red"``): read now, it is the text ``red`` — with a ``red`` stored or coming, once."""
+    pytest.importorskip("datasketches")
+    agg = window_aggs.make("count_distinct")
+    old = [window_aggs.DISTINCT_MARK + '"red"', "blue"]
+    assert agg.result(old) == 2
+    assert agg.result(agg.add(old, "red", None)) == 2
+    assert agg.result(agg.merge(old, ["red", "green"])) == 3
+    assert agg.result(agg.merge(["red"], old)) == 2
