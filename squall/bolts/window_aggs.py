@@ -514,8 +514,8 @@ def _walk(value: Any, wide: bool, room: int) -> None:
             items: Any = enumerate(value)
         else:
             items = value.items()
-            for k in value:
-                if not isinstance(k, str):
+            for k in value:  # (a text subclass too: orjson writes none as a key)
+                if k.__class__ is not str:
                     raise _Inexact(f"a value without a JSON form (an object's key is {_kind(k)})")
         for k, v in items:
             try:
