@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,270 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,290 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -251,6 +251,10 @@ class WindowBolt(Bolt):
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
+        # each aggregate's add, and its add of a value it took for another window (``keep``:
+        # first/last, whose add checks an object's every level; see _fold)
+        self._adds_checked = [agg.add for agg in self._aggs]
+        self._keeps = [getattr(agg, "keep", agg.add) for agg in self._aggs]
         # every aggregate a count or sum: states merged by adding, inline (see _fold_bodies)
         self._adds = all(agg.additive for agg in self._aggs)
         self._agg_fields = [getter(a.field) if a.field else None for a in c.aggregates.values()]
@@ -756,6 +760,9 @@ class WindowBolt(Bolt):
         order = None
         updates = []
         sketches = None  # (index, prepared value) of the live aggregates this event updates
+        # each aggregate's add; in the event's other windows, of the value its first window's
+        # checked (an object's exact-values check in first/last, ~6 µs, was made in each)
+        adds, prepared = self._adds_checked, None
         ws = first
         while ws > t - size:
             end = ws + size
@@ -779,9 +786,10 @@ class WindowBolt(Bolt):
                         if value is MISSING or value is None:
                             continue
                     if agg.live:
-                        if sketches is None:
-                            sketches = []
-                        sketches.append((i, agg.prepare(value)))  # (raises: nothing changed)
+                        if prepared is None:  # (the same for each window of the event)
+                            if sketches is None:
+                                sketches = []
+                            sketches.append((i, agg.prepare(value)))  # (raises: nothing changed)
                         continue
                     if order is None:
                         meta = event.meta
@@ -800,9 +808,9 @@ class WindowBolt(Bolt):
                             meta.stream,
                             meta.source or "",
                         ]
-                    new[i] = agg.add(new[i], value, order)
+                    new[i] = adds[i](new[i], value, order)
                 updates.append((cid, new, sketches))
-                sketches = None
+                adds, prepared = self._keeps, sketches
             ws -= hop
         thawed = None
         for cid, new, sketches in updates:

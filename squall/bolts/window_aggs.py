@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~680 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~690 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -240,6 +240,10 @@ class First(Count):
         _storable(value)  # (every value: whether an event fails must not depend on the others)
         return [order, value] if state is None or order < state[0] else state
 
+    def keep(self, state: Any, value: Any, order: Any) -> Any:
+        """``add`` of a value ``add`` took already (for the event's other windows): unchecked."""
+        return [order, value] if state is None or order < state[0] else state
+
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
@@ -254,6 +258,9 @@ class Last(First):
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _storable(value)  # (every value: whether an event fails must not depend on the others)
+        return [order, value] if state is None or order >= state[0] else state
+
+    def keep(self, state: Any, value: Any, order: Any) -> Any:
         return [order, value] if state is None or order >= state[0] else state
 
     def merge(self, a: Any, b: Any) -> Any:

@@ -209,3 +209,31 @@ def test_an_object_keyed_by_a_text_subclass_fails_its_event_not_the_commit(
     bolt.state_committed()
     results, _ = run(bolt, [ev(99, T0 + 5 * MIN, v=0)])
     assert [r["x"] for r in results] == [1 if fn == "count_distinct" else {"red": 1}]
+
+
+def test_an_event_in_hopping_windows_has_its_values_checked_once(
+    tmp_path: Path, unique_name, monkeypatch
+):
+    """first/last checked their value, and count_distinct made its text, in each of an event's
+    windows: with the exact-values check of an object (~6 µs), an event in 10 hopping windows
+    cost 240 µs in the bolt (45 before the check). Once per event now, each window the same."""
+    pytest.importorskip("datasketches")
+    calls = []
+    storable, distinct = window_aggs._storable, window_aggs._distinct_text
+    monkeypatch.setattr(window_aggs, "_storable", lambda v: calls.append(v) or storable(v))
+    monkeypatch.setattr(window_aggs, "_distinct_text", lambda v: calls.append(v) or distinct(v))
+    aggregates = {
+        "f": {"fn": "first", "field": "v"},
+        "l": {"fn": "last", "field": "v"},
+        "d": {"fn": "count_distinct", "field": "v"},
+    }
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}", unique_name, size="10m", hop="1m", aggregates=aggregates
+    )
+    out = bolt.process([ev(1, T0 + 1, v={"a": [1, 2]}), ev(2, T0 + 2, v={"b": 1})])
+    assert (len(calls), out.streams.get("error")) == (6, None)  # (3 aggregates, 2 events)
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results, _ = run(bolt, [ev(99, T0 + 30 * MIN, v=0)])
+    got = [(r["f"], r["l"], r["d"]) for r in results]
+    assert got == [({"a": [1, 2]}, {"b": 1}, 2)] * 10
