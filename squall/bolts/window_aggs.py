@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~690 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~700 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -250,7 +250,16 @@ class First(Count):
         return b if b[0] < a[0] else a
 
     def result(self, state: Any) -> Any:
-        return None if state is None else state[1]
+        """The kept value; an object or list as a copy of its own: the state holds the event's
+        own value (and an event's hopping windows one value), so a later bolt changing one
+        result changed the others and the state the commit then wrote — not so after a restart,
+        whose values come from the store, each its own."""
+        if state is None:
+            return None
+        value = state[1]
+        if value.__class__ is dict or value.__class__ is list:
+            return orjson.loads(orjson.dumps(value))  # (exact: ``_storable`` took it)
+        return value
 
 
 class Last(First):

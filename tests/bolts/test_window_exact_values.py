@@ -237,3 +237,32 @@ def test_an_event_in_hopping_windows_has_its_values_checked_once(
     results, _ = run(bolt, [ev(99, T0 + 30 * MIN, v=0)])
     got = [(r["f"], r["l"], r["d"]) for r in results]
     assert got == [({"a": [1, 2]}, {"b": 1}, 2)] * 10
+
+
+def test_a_first_or_last_object_in_a_result_is_the_results_own(tmp_path: Path, unique_name):
+    """first/last keep the event's own value, and an event's hopping windows one value: a later
+    bolt changing one result's object changed every other result's, and the state the commit
+    wrote (after a restart each result's value is its own, from the store). Each result now
+    holds a copy."""
+    aggregates = {"f": {"fn": "first", "field": "v"}, "l": {"fn": "last", "field": "v"}}
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        size="2m",
+        hop="1m",
+        aggregates=aggregates,
+        emit="every_batch",
+    )
+    value = {"a": [1, {"b": 2}]}
+    out = bolt.process([ev(1, T0 + 1, v=value)])
+    results = [e.value for e in out.streams["default"]]
+    assert len(results) == 2  # the event's two windows
+    results[0]["f"]["a"][1]["b"] = 99  # a later bolt's change
+    results[0]["l"]["a"].append(3)
+    assert [r["f"] for r in results[1:]] == [{"a": [1, {"b": 2}]}]
+    assert [r["l"] for r in results[1:]] == [{"a": [1, {"b": 2}]}]
+    assert value == {"a": [1, {"b": 2}]}  # the event's value, as the state keeps it
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    results, _ = run(bolt, [ev(99, T0 + 30 * MIN, v=0)])
+    assert [(r["f"], r["l"]) for r in results if r["f"] != 0] == [(value, value)] * 2
