@@ -72,7 +72,7 @@ class _SequencedSqsSpout(SqsSpout):
     """moto 5.2 gives FIFO messages no ``SequenceNumber``: add the one SQS would (stable per
     message, increasing in the group), from the body's ``n``."""
 
-    def _receive(self, n: int, wait: bool = True) -> list[Message]:
+    def _receive(self, n: int, wait: int) -> list[Message]:
         return [
             dataclasses.replace(m, sequence_number=str(1000 + json.loads(m.body)["n"]))
             if m.group_id is not None

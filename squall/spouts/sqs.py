@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
 from pydantic import Field
 
 from squall import aws
@@ -44,6 +45,17 @@ MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
 #: per call of 10): past them, or at a call's failure, the rest come back after their timeout.
 #: A call's connect is not bounded by them (botocore's 5 s connect timeout: ``aws.time_bounded``).
 GIVE_BACK_SECONDS = 3.0
+#: Long-poll seconds of a batch's follow-up receives (with messages in hand; ``wait_time`` if
+#: less). A short poll asks only some of SQS's servers and often answers nothing while messages
+#: wait (fewer than ~1,000 in the queue), ending batches short; a long poll asks them all and
+#: answers as soon as a message is there, so a batch fills while messages wait and ends within
+#: about this long of the queue going empty.
+FOLLOW_UP_WAIT = 1
+#: Seconds past a given-up receive's start plus its ``WaitTimeSeconds`` by which SQS has ended its
+#: poll (the request reaching SQS after the attempt is sent; the answer's own lag): the give-back
+#: waits until then, so the poll, which SQS goes on with after its client is gone, cannot take the
+#: messages given back.
+POLL_END_MARGIN = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ class SqsSpoutConfig(ComponentConfig):
         ge=0,
         le=20,
         description="Long-poll seconds of a batch's first ReceiveMessage call (its later ones, "
-        "with messages in hand, do not wait).",
+        "with messages in hand, long-poll 1 s, or 0 with wait_time 0).",
     )
     visibility_timeout: int | None = Field(
         None,
@@ -145,8 +157,18 @@ class SqsSpout(Spout):
             lambda_trigger=LambdaTrigger(TriggerSource.SQS, config.queue, config.region)
         )
 
-    def __init__(self, config: SqsSpoutConfig, context: ComponentContext):
+    def __init__(
+        self,
+        config: SqsSpoutConfig,
+        context: ComponentContext,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        """``clock`` (monotonic seconds) and ``sleep`` time the give-back's bound and its wait for
+        a given-up receive's poll to end: tests pass their own instead of waiting."""
         super().__init__(config, context)
+        self._clock, self._sleep = clock, sleep
         self.client: Any = None
         self.queue_url: str | None = (
             config.queue if config.queue.startswith(("http://", "https://")) else None
@@ -157,6 +179,10 @@ class SqsSpout(Spout):
         ] = {}  # (shard, sequence) -> receipt handle, in flight
         self._records: list[Record] = []  # read, not yet deleted (in order)
         self.deleted = 0
+        # The receive in progress: its WaitTimeSeconds, and the time by which SQS has ended its
+        # poll (None: no receive left unanswered; see ``_receive``).
+        self._poll_wait = 0
+        self._poll_end: float | None = None
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
@@ -169,21 +195,40 @@ class SqsSpout(Spout):
                 raise SquallError(
                     f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}"
                 ) from None
+        meta = getattr(self.client, "meta", None)
+        if meta is not None:  # each attempt's send (a botocore retry polls anew, later)
+            meta.events.register(
+                "before-send.sqs.ReceiveMessage",
+                self._attempt_sent,
+                unique_id=f"squall-sqs-poll-start-{id(self)}",
+            )
 
-    def _receive(self, n: int, wait: bool = True) -> list[Message]:
+    def _attempt_sent(self, **_: Any) -> None:
+        """An attempt of the receive in progress is sent now: its poll ends after its wait."""
+        self._poll_end = self._clock() + self._poll_wait + POLL_END_MARGIN
+
+    def _receive(self, n: int, wait: int) -> list[Message]:
+        """One ReceiveMessage call of up to ``n`` messages, long-polling ``wait`` seconds."""
         kwargs: dict[str, Any] = {
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": min(n, MAX_RECEIVE),
-            "WaitTimeSeconds": self.config.wait_time if wait else 0,
+            "WaitTimeSeconds": wait,
             "MessageSystemAttributeNames": ["SentTimestamp", "MessageGroupId", "SequenceNumber"],
         }
         if self.config.visibility_timeout is not None:
             kwargs["VisibilityTimeout"] = self.config.visibility_timeout
+        # Until it is answered, SQS may be polling for it: a stop that gives it up (or a network
+        # error) leaves the poll running there, and the give-back waits for its end.
+        self._poll_wait = wait
+        self._poll_end = self._clock() + wait + POLL_END_MARGIN
         try:
             resp = self.client.receive_message(**kwargs)
         except Exception as exc:  # past botocore's retries: located, one line (not a traceback)
+            if isinstance(exc, ClientError):  # SQS answered: its poll is over
+                self._poll_end = None
             error = TransientError if aws.is_retryable(exc) else SquallError
             raise error(f"{self.id}: receiving from queue '{self.name}' failed: {exc}") from exc
+        self._poll_end = None
         out = []
         for m in resp.get("Messages", []):
             a = m.get("Attributes", {})
@@ -212,15 +257,19 @@ class SqsSpout(Spout):
             yield batch
 
     def _fill(self, max_records: int) -> list[Record]:
-        """Receive up to ``max_records`` messages: until a receive returns none. Only the first
-        receive long-polls: with messages in hand a receive is a short poll, so a stop that gives
-        it up leaves no long poll running at SQS — one goes on after its client is gone, and would
-        take the messages given back (``_give_back``), hiding them for their visibility timeout."""
+        """Receive up to ``max_records`` messages: until a receive returns none. The first
+        receive long-polls ``wait_time``; with messages in hand a receive long-polls
+        ``FOLLOW_UP_WAIT`` (at most ``wait_time``), so the batch fills while messages wait and
+        ends soon after the queue is empty. A stop that gives a follow-up up leaves its poll
+        running at SQS, which would take the messages given back: ``_give_back`` waits for its
+        end."""
         batch: list[Record] = []
         received: list[Message] = []
+        follow_up = min(self.config.wait_time, FOLLOW_UP_WAIT)
         try:
             while len(batch) < max_records:
-                msgs = self._receive(max_records - len(batch), wait=not batch)
+                wait = follow_up if batch else self.config.wait_time
+                msgs = self._receive(max_records - len(batch), wait)
                 received.extend(msgs)
                 if not msgs:
                     break
@@ -237,11 +286,13 @@ class SqsSpout(Spout):
     def _give_back(self, received: list[Message]) -> None:
         """Make the messages of a receive given up visible again at once
         (ChangeMessageVisibilityBatch, VisibilityTimeout 0), so a FIFO group is not blocked and
-        no message waits out its visibility timeout. Best effort and bounded (a stop stays
-        prompt): one attempt per call, ``GIVE_BACK_SECONDS`` in all; what fails, or what a stop
-        during it leaves (the stop raised on), is logged and comes back after its timeout. A
-        message a held batch still holds (a rolling sink; SQS delivered it again) is not given
-        back: its receipt handle, the newest, stays for that batch's delete."""
+        no message waits out its visibility timeout. First it waits until the poll of the receive
+        given up has ended at SQS (``_poll_end``), or the poll would take them again. Best effort
+        and bounded (a stop stays prompt): one attempt per call, ``GIVE_BACK_SECONDS`` in all, the
+        wait included; what fails, or what a stop during it leaves (the stop raised on), is
+        logged and comes back after its timeout. A message a held batch still holds (a rolling
+        sink; SQS delivered it again) is not given back: its receipt handle, the newest, stays
+        for that batch's delete."""
         held = {(r.meta.shard_id, r.meta.sequence_number) for r in self._records}
         handles: dict[tuple[str, str], str] = {}  # the newest handle of each message given back
         kept: set[tuple[str, str]] = set()
@@ -255,11 +306,14 @@ class SqsSpout(Spout):
                 self._handles.pop(key, None)
         given, failure = 0, None
         todo = list(handles.values())
-        deadline = time.monotonic() + GIVE_BACK_SECONDS
+        deadline = self._clock() + GIVE_BACK_SECONDS
+        poll_end, self._poll_end = self._poll_end, None
         try:
-            with aws.time_bounded(lambda: deadline - time.monotonic()):
+            with aws.time_bounded(lambda: deadline - self._clock()):
+                if poll_end is not None and todo and poll_end > self._clock():
+                    self._sleep(min(poll_end, deadline) - self._clock())
                 for i in range(0, len(todo), MAX_RECEIVE):
-                    if time.monotonic() >= deadline:
+                    if self._clock() >= deadline:
                         failure = aws.NO_TIME_LEFT
                         break
                     chunk = todo[i : i + MAX_RECEIVE]

@@ -6,9 +6,10 @@ received, killed part-way by a service manager. Now the receive is given up (the
 ``read_interruptible``): no batch is in flight, and the messages received into the unfinished
 batch are not deleted but made visible again at once (ChangeMessageVisibilityBatch, timeout 0) —
 they stayed hidden for their whole visibility timeout, and a FIFO group was blocked until then.
-Only a batch's first receive long-polls: SQS goes on with a long poll given up, and would take
-the messages given back. The give-back tests run the spout in the test process on moto's server,
-the stop raised from the receive as ``squall run``'s signal handler raises it.
+A batch's follow-up receives long-poll 1 s (``FOLLOW_UP_WAIT``): SQS goes on with a poll given
+up, and would take the messages given back, so the give-back first waits for its end. The
+give-back tests run the spout in the test process on moto's server, the stop raised from the
+receive as ``squall run``'s signal handler raises it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ConnectionClosedError
 
 from squall.component import ComponentContext
 from squall.deploy.local import _ReadInterrupted
-from squall.spouts.sqs import SqsSpout, SqsSpoutConfig
+from squall.spouts.sqs import FOLLOW_UP_WAIT, GIVE_BACK_SECONDS, SqsSpout, SqsSpoutConfig
 from tests.moto_standin import FlakyClient, client_error, unique
 
 TOPOLOGY = """
@@ -108,35 +110,65 @@ def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
 class StopDuringReceive:
     """``receive_message`` hook: the ``at``-th receive is sent to SQS (in a thread, as a request
     whose client is gone: SQS goes on with it) and given up, as a stop of ``squall run`` gives
-    it up. The thread is waited for 10 s at most: a short poll has ended by then, a long poll
-    given up still runs at SQS (moto's takes a message made visible within about a second, so
-    ``waits`` is checked too)."""
+    it up. The thread is waited for 10 s at most: a follow-up's 1 s poll has ended by then (the
+    give-back's wait for it is checked with a ``FakeClock``). ``started`` is the spout's clock
+    when the given-up receive was called, ``clock`` that clock if not the real one."""
 
-    def __init__(self, at: int):
-        self.at, self.calls, self.waits = at, 0, []
+    def __init__(self, at: int, clock: FakeClock | None = None):
+        self.at, self.calls, self.waits, self.clock = at, 0, [], clock
+        self.started: float | None = None
 
     def __call__(self, kwargs: dict, call):
         self.calls += 1
         self.waits.append(kwargs["WaitTimeSeconds"])
+        if self.clock is not None:
+            self.clock.now += 0.25  # each receive's time goes by
         if self.calls < self.at:
             return call(**kwargs)
+        self.started = self.clock.now if self.clock is not None else None
         abandoned = threading.Thread(target=call, kwargs=kwargs, daemon=True)
         abandoned.start()
         abandoned.join(10)
         raise _ReadInterrupted
 
 
-def spout_on(moto_server, url: str, **hooks) -> SqsSpout:  # noqa: F811 - the imported fixture
+class FakeClock:
+    """The spout's ``clock`` and ``sleep``: time goes by only when the test moves it or the spout
+    sleeps (``slept`` lists the sleeps, ``events`` the sleeps and the give-back calls in order)."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self.events: list[tuple[str, float]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.events.append(("sleep", seconds))
+        self.now += seconds
+
+
+def spout_on(
+    moto_server,  # noqa: F811 - the imported fixture
+    url: str,
+    *,
+    wait_time: int = 20,
+    clock: FakeClock | None = None,
+    **hooks,
+) -> SqsSpout:
     cfg = SqsSpoutConfig(
         id="in",
         type="sqs",
         queue=url,
         endpoint_url=moto_server.endpoint,
-        wait_time=20,
+        wait_time=wait_time,
         visibility_timeout=600,
         stop_when_empty=False,
     )
-    spout = SqsSpout(cfg, ComponentContext("t"))
+    timing = {"clock": clock, "sleep": clock.sleep} if clock is not None else {}
+    spout = SqsSpout(cfg, ComponentContext("t"), **timing)
     spout.open()
     spout.client = FlakyClient(spout.client, **hooks)
     return spout
@@ -155,7 +187,8 @@ def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
     fifo: bool,
 ):
     """Without the fix they stayed hidden for their visibility timeout (600 s here), and a FIFO
-    group blocked; with the batch's later receives long polls, the poll given up took them."""
+    group blocked; with the give-back not waiting for the end of the follow-up's long poll given
+    up, that poll could take them (see ``test_the_give_back_waits_for_the_end_of_the_poll_given_up``)."""
     sqs = moto_server.client("sqs")
     name = unique("giveback") + (".fifo" if fifo else "")
     attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
@@ -168,7 +201,7 @@ def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
     spout = spout_on(moto_server, url, receive_message=stop)
     with pytest.raises(_ReadInterrupted):
         next(spout.read(10))
-    assert stop.waits == [20, 0]  # with messages in hand, no long poll for SQS to go on with
+    assert stop.waits == [20, FOLLOW_UP_WAIT]
     assert receive_now(sqs, url) == ["1", "2", "3"]
     assert "3 message(s) received into the unfinished batch given back" in caplog.text
     assert spout._handles == {}  # nothing kept of them
@@ -195,7 +228,7 @@ def test_a_message_a_held_batch_still_holds_is_not_given_back(
     sqs.send_message(QueueUrl=url, MessageBody="other")
     with pytest.raises(_ReadInterrupted):
         next(batches)
-    assert stop.waits == [20, 0, 20, 0]
+    assert stop.waits == [20, FOLLOW_UP_WAIT, 20, FOLLOW_UP_WAIT]
     assert receive_now(sqs, url) == ["other"]
     assert "1 message(s) received into the unfinished batch given back" in caplog.text
     assert "1 held by an earlier batch kept" in caplog.text
@@ -204,6 +237,148 @@ def test_a_message_a_held_batch_still_holds_is_not_given_back(
     assert receive_now(sqs, url) == []  # "other" is hidden again by the receive above
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
     assert a["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("wait_time", "waits"),
+    [(20, [20, FOLLOW_UP_WAIT, FOLLOW_UP_WAIT]), (0, [0, 0, 0])],
+    ids=["wait_time 20", "wait_time 0"],
+)
+def test_a_batchs_follow_up_receives_long_poll_one_second(
+    moto_server,  # noqa: F811 - the imported fixture
+    wait_time: int,
+    waits: list[int],
+):
+    """With messages in hand a receive was a short poll (WaitTimeSeconds 0): SQS answers one from
+    some of its servers, so with fewer than ~1,000 messages waiting it often answers none while
+    messages wait and batches ended far below ``batch_size``. The follow-ups now long-poll 1 s
+    (all of SQS's servers; an answer as soon as a message is there); ``wait_time: 0`` keeps every
+    receive a short poll. What botocore sends is captured (moto's short poll answers every
+    message: the batch's size would show nothing)."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("followup"))["QueueUrl"]
+    for n in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    spout = spout_on(moto_server, url, wait_time=wait_time)
+    sent: list[int] = []
+    spout.client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **_: sent.append(params["WaitTimeSeconds"]),
+    )
+    batch = next(spout.read(20))
+    assert len(batch) == 12
+    assert sent == waits  # 10 messages, then 2, then none: the batch ends
+
+
+def recorded_give_back(clock: FakeClock):
+    """A ``change_message_visibility_batch`` hook noting the clock when the give-back is sent."""
+
+    def give_back(kwargs, call):
+        clock.events.append(("give back", clock.now))
+        return call(**kwargs)
+
+    return give_back
+
+
+def test_the_give_back_waits_for_the_end_of_the_poll_given_up(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """SQS goes on with a long poll whose client is gone and takes a message made visible before
+    the poll's end: given back at once, the messages would be taken by the follow-up's poll given
+    up (1 s) and hidden for their visibility timeout (600 s here). The give-back now sleeps first
+    until the poll's start + its WaitTimeSeconds + a margin, inside its 3 s. A fake clock: no time
+    is measured."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("pollend"))["QueueUrl"]
+    for n in (1, 2, 3):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+    stop = StopDuringReceive(at=2, clock=clock)
+    spout = spout_on(
+        moto_server,
+        url,
+        clock=clock,
+        receive_message=stop,
+        change_message_visibility_batch=recorded_give_back(clock),
+    )
+    with pytest.raises(_ReadInterrupted):
+        next(spout.read(10))
+    assert stop.waits == [20, FOLLOW_UP_WAIT]
+    ((slept, _), (sent, at)) = clock.events
+    assert (slept, sent) == ("sleep", "give back")
+    assert at >= stop.started + FOLLOW_UP_WAIT  # the poll given up has ended at SQS
+    assert sum(clock.slept) < GIVE_BACK_SECONDS  # time left for the give-back's calls
+    assert receive_now(sqs, url) == ["1", "2", "3"]
+
+
+def test_the_give_back_waits_for_the_poll_of_a_receives_last_attempt(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """botocore retries a receive whose connection broke (standard mode): the retry polls anew,
+    later than the call was made, and the give-back waits for that poll's end (each attempt's
+    start is taken as it is sent)."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("pollretry"))["QueueUrl"]
+    for n in (1, 2, 3):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+    stop = StopDuringReceive(at=2, clock=clock)
+    spout = spout_on(
+        moto_server,
+        url,
+        clock=clock,
+        receive_message=stop,
+        change_message_visibility_batch=recorded_give_back(clock),
+    )
+    broken: list[float] = []
+
+    def connection_breaks_once(request, **_):
+        if stop.calls == 2 and not broken:  # the follow-up's first attempt
+            broken.append(clock.now)
+            clock.now += 5  # it broke after 5 s; botocore retries
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    spout.client.meta.events.register("before-send.sqs.ReceiveMessage", connection_breaks_once)
+    with pytest.raises(_ReadInterrupted):
+        next(spout.read(10))
+    assert broken  # the first attempt broke, the second was sent
+    ((slept, _), (sent, at)) = clock.events
+    assert (slept, sent) == ("sleep", "give back")
+    assert at >= stop.started + 5 + FOLLOW_UP_WAIT  # the retry's poll has ended
+    assert receive_now(sqs, url) == ["1", "2", "3"]
+
+
+def test_a_second_stop_during_the_wait_for_the_poll_aborts_the_give_back(
+    moto_server,  # noqa: F811 - the imported fixture
+    caplog: pytest.LogCaptureFixture,
+):
+    """A second Ctrl-C or SIGTERM while the give-back waits for the poll given up to end aborts
+    the run at once (not swallowed), nothing is given back, and the warning says so."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("pollstop"))["QueueUrl"]
+    for n in (1, 2, 3):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+
+    def second_stop(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    clock.sleep = second_stop  # type: ignore[method-assign]
+    spout = spout_on(
+        moto_server,
+        url,
+        clock=clock,
+        receive_message=StopDuringReceive(at=2, clock=clock),
+        change_message_visibility_batch=recorded_give_back(clock),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        next(spout.read(10))
+    assert clock.events == []  # no give-back sent
+    assert receive_now(sqs, url) == []
+    assert (
+        "0 message(s) received into the unfinished batch given back (visible again); 3 come "
+        "back after their visibility timeout (a stop interrupted the give-back)" in caplog.text
+    )
 
 
 def test_a_failed_give_back_is_logged_not_raised(
