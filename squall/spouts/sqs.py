@@ -51,6 +51,12 @@ GIVE_BACK_SECONDS = 3.0
 #: answers as soon as a message is there, so a batch fills while messages wait and ends within
 #: about this long of the queue going empty.
 FOLLOW_UP_WAIT = 1
+#: Seconds a batch goes on receiving after its first messages came (at most half the
+#: ``visibility_timeout`` when set): a trickle of a message at least every ``FOLLOW_UP_WAIT``
+#: would keep a batch filling until ``batch_size``, its first messages past their visibility
+#: timeout — received again into the same batch, their receive count raised towards a redrive
+#: policy's ``maxReceiveCount`` — and none processed meanwhile.
+FILL_SECONDS = 5.0
 #: Seconds past a given-up receive's start plus its ``WaitTimeSeconds`` by which SQS has ended its
 #: poll (the request reaching SQS after the attempt is sent; the answer's own lag): the give-back
 #: waits until then, so the poll, which SQS goes on with after its client is gone, cannot take the
@@ -260,19 +266,26 @@ class SqsSpout(Spout):
         """Receive up to ``max_records`` messages: until a receive returns none. The first
         receive long-polls ``wait_time``; with messages in hand a receive long-polls
         ``FOLLOW_UP_WAIT`` (at most ``wait_time``), so the batch fills while messages wait and
-        ends soon after the queue is empty. A stop that gives a follow-up up leaves its poll
-        running at SQS, which would take the messages given back: ``_give_back`` waits for its
-        end."""
+        ends soon after the queue is empty, or ``FILL_SECONDS`` after its first messages came
+        (a trickle). A stop that gives a follow-up up leaves its poll running at SQS, which
+        would take the messages given back: ``_give_back`` waits for its end."""
         batch: list[Record] = []
         received: list[Message] = []
         follow_up = min(self.config.wait_time, FOLLOW_UP_WAIT)
+        visibility = self.config.visibility_timeout
+        fill_seconds = FILL_SECONDS if visibility is None else min(FILL_SECONDS, visibility / 2)
+        filled_by = 0.0  # the batch receives no more after then (set at its first messages)
         try:
             while len(batch) < max_records:
+                if batch and self._clock() >= filled_by:
+                    break
                 wait = follow_up if batch else self.config.wait_time
                 msgs = self._receive(max_records - len(batch), wait)
                 received.extend(msgs)
                 if not msgs:
                     break
+                if not batch:
+                    filled_by = self._clock() + fill_seconds
                 for m in msgs:
                     rec = message_record(self.name, m)
                     self._handles[(rec.meta.shard_id, rec.meta.sequence_number)] = m.receipt_handle

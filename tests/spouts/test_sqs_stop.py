@@ -28,7 +28,13 @@ from botocore.exceptions import ConnectionClosedError
 
 from squall.component import ComponentContext
 from squall.deploy.local import _ReadInterrupted
-from squall.spouts.sqs import FOLLOW_UP_WAIT, GIVE_BACK_SECONDS, SqsSpout, SqsSpoutConfig
+from squall.spouts.sqs import (
+    FILL_SECONDS,
+    FOLLOW_UP_WAIT,
+    GIVE_BACK_SECONDS,
+    SqsSpout,
+    SqsSpoutConfig,
+)
 from tests.moto_standin import FlakyClient, client_error, unique
 
 TOPOLOGY = """
@@ -155,6 +161,7 @@ def spout_on(
     url: str,
     *,
     wait_time: int = 20,
+    visibility_timeout: int = 600,
     clock: FakeClock | None = None,
     **hooks,
 ) -> SqsSpout:
@@ -164,7 +171,7 @@ def spout_on(
         queue=url,
         endpoint_url=moto_server.endpoint,
         wait_time=wait_time,
-        visibility_timeout=600,
+        visibility_timeout=visibility_timeout,
         stop_when_empty=False,
     )
     timing = {"clock": clock, "sleep": clock.sleep} if clock is not None else {}
@@ -268,6 +275,43 @@ def test_a_batchs_follow_up_receives_long_poll_one_second(
     batch = next(spout.read(20))
     assert len(batch) == 12
     assert sent == waits  # 10 messages, then 2, then none: the batch ends
+
+
+@pytest.mark.parametrize(
+    ("visibility_timeout", "fill_seconds", "received"),
+    [(600, FILL_SECONDS, 30), (4, 2, 20)],
+    ids=["visibility 600 s", "visibility 4 s"],
+)
+def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
+    moto_server,  # noqa: F811 - the imported fixture
+    visibility_timeout: int,
+    fill_seconds: float,
+    received: int,
+):
+    """A long-polled follow-up answers as soon as a message comes, so a trickle of a message at
+    least every second kept a batch receiving until ``batch_size``: on moto's server, with a
+    message sent every 0.3 s and a 4 s visibility timeout, the first batch of 40 came after 8 s,
+    14 of the 40 messages it received being its own messages received again past their
+    visibility timeout (their receive count raised towards a redrive policy's maxReceiveCount),
+    nothing processed meanwhile. Now a batch receives no more ``FILL_SECONDS`` (at most half the
+    visibility timeout) after its first messages came. A fake clock: each receive takes 3 s."""
+    assert fill_seconds < 6  # the third receive starts 6 s after the first messages came
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("fill"))["QueueUrl"]
+    for n in range(40):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+
+    def slow(kwargs, call):
+        clock.now += 3
+        return call(**kwargs)
+
+    spout = spout_on(
+        moto_server, url, visibility_timeout=visibility_timeout, clock=clock, receive_message=slow
+    )
+    batch = next(spout.read(40))
+    assert len(batch) == received  # 10 a receive: the one at 3 s, then those started by 3 + fill
+    assert spout.client.calls["receive_message"] == received // 10
 
 
 def recorded_give_back(clock: FakeClock):
