@@ -278,14 +278,13 @@ def test_a_batchs_follow_up_receives_long_poll_one_second(
 
 
 @pytest.mark.parametrize(
-    ("visibility_timeout", "fill_seconds", "received"),
-    [(600, FILL_SECONDS, 30), (4, 2, 20)],
+    ("visibility_timeout", "received"),
+    [(600, 30), (4, 20)],  # FILL_SECONDS (5 s), and half of a 4 s visibility timeout (2 s)
     ids=["visibility 600 s", "visibility 4 s"],
 )
 def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
     moto_server,  # noqa: F811 - the imported fixture
     visibility_timeout: int,
-    fill_seconds: float,
     received: int,
 ):
     """A long-polled follow-up answers as soon as a message comes, so a trickle of a message at
@@ -294,8 +293,9 @@ def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
     14 of the 40 messages it received being its own messages received again past their
     visibility timeout (their receive count raised towards a redrive policy's maxReceiveCount),
     nothing processed meanwhile. Now a batch receives no more ``FILL_SECONDS`` (at most half the
-    visibility timeout) after its first messages came. A fake clock: each receive takes 3 s."""
-    assert fill_seconds < 6  # the third receive starts 6 s after the first messages came
+    visibility timeout) after its first messages came. A fake clock: each receive takes 3 s, so
+    the receives after the first (its 10 messages came at 3 s) start at 3 s, 6 s, 9 s."""
+    assert FILL_SECONDS == 5
     sqs = moto_server.client("sqs")
     url = sqs.create_queue(QueueName=unique("fill"))["QueueUrl"]
     for n in range(40):
@@ -310,7 +310,7 @@ def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
         moto_server, url, visibility_timeout=visibility_timeout, clock=clock, receive_message=slow
     )
     batch = next(spout.read(40))
-    assert len(batch) == received  # 10 a receive: the one at 3 s, then those started by 3 + fill
+    assert len(batch) == received  # 10 a receive: those started before 3 s + the fill time
     assert spout.client.calls["receive_message"] == received // 10
 
 
