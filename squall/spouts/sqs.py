@@ -42,14 +42,16 @@ log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
 #: Seconds a stop gives to making the messages of a receive given up visible again (one attempt
-#: per call of 10): past them, or at a call's failure, the rest come back after their timeout.
-#: A call's connect is not bounded by them (botocore's 5 s connect timeout: ``aws.time_bounded``).
+#: per call of 10; each call's connect and read bounded by the time left: ``aws.time_bounded``):
+#: past them, or at a call's failure, the rest come back after their timeout.
 GIVE_BACK_SECONDS = 3.0
 #: Long-poll seconds of a batch's follow-up receives (with messages in hand; ``wait_time`` if
 #: less). A short poll asks only some of SQS's servers and often answers nothing while messages
 #: wait (fewer than ~1,000 in the queue), ending batches short; a long poll asks them all and
 #: answers as soon as a message is there, so a batch fills while messages wait and ends within
-#: about this long of the queue going empty.
+#: about this long of the queue going empty. Not on a FIFO queue: SQS gives no more of a message
+#: group while messages of it are in flight, so with one or a few groups every follow-up would
+#: wait this long for nothing (a batch a second); its follow-ups stay short polls.
 FOLLOW_UP_WAIT = 1
 #: Seconds a batch goes on receiving after its first messages came (at most half the
 #: ``visibility_timeout`` when set): a trickle of a message at least every ``FOLLOW_UP_WAIT``
@@ -265,13 +267,15 @@ class SqsSpout(Spout):
     def _fill(self, max_records: int) -> list[Record]:
         """Receive up to ``max_records`` messages: until a receive returns none. The first
         receive long-polls ``wait_time``; with messages in hand a receive long-polls
-        ``FOLLOW_UP_WAIT`` (at most ``wait_time``), so the batch fills while messages wait and
+        ``FOLLOW_UP_WAIT`` (at most ``wait_time``; a FIFO queue's is a short poll), so the batch
+        fills while messages wait and
         ends soon after the queue is empty, or ``FILL_SECONDS`` after its first messages came
         (a trickle). A stop that gives a follow-up up leaves its poll running at SQS, which
         would take the messages given back: ``_give_back`` waits for its end."""
         batch: list[Record] = []
         received: list[Message] = []
-        follow_up = min(self.config.wait_time, FOLLOW_UP_WAIT)
+        fifo = self.name.endswith(".fifo")
+        follow_up = 0 if fifo else min(self.config.wait_time, FOLLOW_UP_WAIT)
         visibility = self.config.visibility_timeout
         fill_seconds = FILL_SECONDS if visibility is None else min(FILL_SECONDS, visibility / 2)
         filled_by = 0.0  # the batch receives no more after then (set at its first messages)

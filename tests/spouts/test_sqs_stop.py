@@ -208,7 +208,7 @@ def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
     spout = spout_on(moto_server, url, receive_message=stop)
     with pytest.raises(_ReadInterrupted):
         next(spout.read(10))
-    assert stop.waits == [20, FOLLOW_UP_WAIT]
+    assert stop.waits == [20, 0 if fifo else FOLLOW_UP_WAIT]  # (a FIFO queue's: a short poll)
     assert receive_now(sqs, url) == ["1", "2", "3"]
     assert "3 message(s) received into the unfinished batch given back" in caplog.text
     assert spout._handles == {}  # nothing kept of them
@@ -275,6 +275,31 @@ def test_a_batchs_follow_up_receives_long_poll_one_second(
     batch = next(spout.read(20))
     assert len(batch) == 12
     assert sent == waits  # 10 messages, then 2, then none: the batch ends
+
+
+def test_a_fifo_queues_follow_up_receives_stay_short_polls(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """SQS gives no more of a FIFO message group while messages of it are in flight: with one or
+    a few groups a long-polled follow-up waits its whole second for nothing, every batch (on
+    moto's server, 50 messages of one group in batches of 10 took 5.3 s instead of 0.4 s). A
+    FIFO queue's follow-ups stay short polls."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(
+        QueueName=unique("followup") + ".fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    for n in range(12):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n), MessageGroupId=f"g{n}")
+    spout = spout_on(moto_server, url, wait_time=20)
+    sent: list[int] = []
+    spout.client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **_: sent.append(params["WaitTimeSeconds"]),
+    )
+    batch = next(spout.read(20))
+    assert len(batch) == 12
+    assert sent == [20, 0, 0]
 
 
 @pytest.mark.parametrize(
