@@ -253,11 +253,12 @@ class First(Count):
         """The kept value; an object or list as a copy of its own: the state holds the event's
         own value (and an event's hopping windows one value), so a later bolt changing one
         result changed the others and the state the commit then wrote — not so after a restart,
-        whose values come from the store, each its own."""
+        whose values come from the store, each its own. A Python bolt's dict or list subclass
+        (a ``defaultdict``, an ``OrderedDict``) too: a plain one, as the store gives back."""
         if state is None:
             return None
         value = state[1]
-        if value.__class__ is dict or value.__class__ is list:
+        if isinstance(value, dict | list):
             return orjson.loads(orjson.dumps(value))  # (exact: ``_storable`` took it)
         return value
 

@@ -4,6 +4,7 @@ what a state keeps comes back from every store as it came, and equal values coun
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
 import orjson
@@ -266,3 +267,35 @@ def test_a_first_or_last_object_in_a_result_is_the_results_own(tmp_path: Path, u
     bolt.state_committed()
     results, _ = run(bolt, [ev(99, T0 + 30 * MIN, v=0)])
     assert [(r["f"], r["l"]) for r in results if r["f"] != 0] == [(value, value)] * 2
+
+
+@pytest.mark.parametrize(
+    "value",
+    [OrderedDict(a=[1, {"b": 2}]), defaultdict(list, a=[1, {"b": 2}])],
+    ids=["OrderedDict", "defaultdict"],
+)
+def test_a_first_or_last_dict_subclass_in_a_result_is_the_results_own(
+    tmp_path: Path, unique_name, value
+):
+    """A Python bolt's dict subclass (a defaultdict, an OrderedDict: JSON writes and reads it back
+    equal, so first/last take it) was not copied — only a plain dict or list was — so a later
+    bolt changing one result's object still changed the other window's result and the event's
+    value the state keeps. Each result is a plain dict of its own, as after a restart."""
+    aggregates = {"f": {"fn": "first", "field": "v"}, "l": {"fn": "last", "field": "v"}}
+    bolt = make_bolt(
+        f"sqlite:///{tmp_path / 's.db'}",
+        unique_name,
+        size="2m",
+        hop="1m",
+        aggregates=aggregates,
+        emit="every_batch",
+    )
+    out = bolt.process([ev(1, T0 + 1, v=value)])
+    results = [e.value for e in out.streams["default"]]
+    assert len(results) == 2  # the event's two windows
+    results[0]["f"]["a"][1]["b"] = 99  # a later bolt's change
+    results[0]["l"]["a"].append(3)
+    assert [r["f"] for r in results[1:]] == [{"a": [1, {"b": 2}]}]
+    assert [r["l"] for r in results[1:]] == [{"a": [1, {"b": 2}]}]
+    assert value == {"a": [1, {"b": 2}]}  # the event's value, as the state keeps it
+    assert {type(r[n]) for r in results for n in ("f", "l")} == {dict}
