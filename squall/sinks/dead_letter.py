@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from squall.component import Capabilities, ComponentConfig
 from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.redact import redact_text
+from squall.sinks import dead_letter_index
 from squall.sinks.base import Prepared, Sink, WriteContext
 from squall.sinks.dead_letter_index import KeyIndex, damaged, digest, key_id, line_key
 
@@ -211,11 +213,34 @@ class DeadLetterSink(Sink):
         # Other processes append the same file (the KCL's, one per shard; a lease that moves
         # mid-batch gives two of them the same records): the look-up and the append are one step
         # under an exclusive lock of the file, else both find a key absent and both write it.
-        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX)
+        self._lock()
         try:
             self._write_fresh(prepared)
         finally:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+
+    def _lock(self) -> None:
+        """Take the file's exclusive lock, waiting for another process's write up to the index's
+        ``LOCK_TIMEOUT`` — then a ``TransientError`` naming the file (the engine retries the
+        write), as for the index's own lock: a holder stopped (SIGSTOP, a debugger) or stuck
+        kept every other process's write waiting for ever, without a word."""
+        fd = self._fh.fileno()
+        deadline, pause = None, 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + dead_letter_index.LOCK_TIMEOUT
+                elif now >= deadline:
+                    raise TransientError(
+                        f"{self.id}: {self.path} is locked by another process's write: waited "
+                        f"{dead_letter_index.LOCK_TIMEOUT:g} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(2 * pause, 0.01)  # (a write holds it ~an fsync)
 
     def _write_fresh(self, prepared: Prepared) -> None:
         """Append the dead letters the file does not hold yet (by key), then index them."""

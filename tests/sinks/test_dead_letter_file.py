@@ -631,3 +631,55 @@ def test_two_processes_given_the_same_records_write_their_dead_letters_once(tmp_
     assert len(written) == len(set(written)) == 3, written
     first.close()
     second.close()
+
+
+def test_a_write_waits_for_another_processs_lock_of_the_file_no_longer_than_lock_timeout(
+    tmp_path: Path, monkeypatch
+):
+    """Another process holding the file's lock for ever (stopped by SIGSTOP or a debugger in its
+    write, or stuck) kept this one's write waiting for ever without a word — a blocking flock.
+    It now waits up to the index's LOCK_TIMEOUT, then fails transient, naming the file (as an
+    index locked past the wait does). A lock of the file is per open file: the test's own open
+    of it stands for the other process."""
+    import fcntl
+    import threading
+
+    from squall.errors import TransientError
+    from squall.event import Event, Failure
+    from squall.sinks import dead_letter_index
+    from squall.sinks.base import Prepared, WriteContext
+
+    e = engine(tmp_path, remember=1, name="held")
+    assert e.process(bad(0, 2)).ok
+    monkeypatch.setattr(dead_letter_index, "LOCK_TIMEOUT", 0.2)
+    batch = [
+        Event(r.data, r.meta, f"held-{i}", i, failure=Failure("decode", "x"))
+        for i, r in enumerate(bad(10, 2))
+    ]
+    outcome: list[tuple[BaseException | None, bool]] = []
+    held = True
+
+    def write() -> None:
+        try:
+            dlq(e).write_batch(Prepared(batch), WriteContext())
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            outcome.append((exc, held))
+        else:
+            outcome.append((None, held))
+
+    with open(tmp_path / "dlq.jsonl", "rb") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX)
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(20.0)  # a guard only: with the bound it ends after ~0.2 s
+        held = False
+        fcntl.flock(other.fileno(), fcntl.LOCK_UN)
+    writer.join()
+    ((exc, while_held),) = outcome
+    assert while_held, "the write waited for the lock to be let go"
+    assert isinstance(exc, TransientError) and "locked by another process" in str(exc), exc
+    assert str(tmp_path / "dlq.jsonl") in str(exc)
+    assert "held-0" not in (tmp_path / "dlq.jsonl").read_text()
+    dlq(e).write_batch(Prepared(batch), WriteContext())  # the lock let go: written
+    assert [d["event_id"] for d in lines(tmp_path)][-2:] == ["held-0", "held-1"]
+    e.close()
