@@ -167,15 +167,23 @@ class DeadLetterSink(Sink):
                 return
         except FileNotFoundError:
             pass
-        log.warning(
-            "%s: %s was rotated away (renamed or deleted): writing to the file at that path",
-            self.id,
-            self.path,
-        )
+        if self._file_id is not None:  # (None: the open after a rotation failed, tried again)
+            log.warning(
+                "%s: %s was rotated away (renamed or deleted): writing to the file at that path",
+                self.id,
+                self.path,
+            )
         if self._index is not None:  # keys and an offset of the file rotated away: not this one's
             self._index.pending.clear()
         self.close()
-        self._open_file()
+        try:
+            self._open_file()
+        except BaseException:
+            # Opened again at the next write (the engine's retry): the file may be open already
+            # and its index not (locked past the wait, a full disk) — written to as it was, the
+            # dead letters went on without any index, nor the file's lock, for the rest of the run.
+            self._file_id = None
+            raise
 
     def _fresh(self, events: list[Event]) -> tuple[dict, dict[bytes, tuple]]:
         """The events whose dead letters the file does not hold (by key, in order), and their

@@ -683,3 +683,36 @@ def test_a_write_waits_for_another_processs_lock_of_the_file_no_longer_than_lock
     dlq(e).write_batch(Prepared(batch), WriteContext())  # the lock let go: written
     assert [d["event_id"] for d in lines(tmp_path)][-2:] == ["held-0", "held-1"]
     e.close()
+
+
+def test_a_failed_open_after_a_rotation_is_tried_again_not_written_past(
+    tmp_path: Path, monkeypatch
+):
+    """The file rotated away, the sink opens the one at the path; its index's open failing there
+    (locked by another process past the wait, a full disk) failed that write, transient — but
+    the retry found the new file already open and wrote without any index (nor the file's lock)
+    for the rest of the run: dead letters beyond ``remember`` written again (and two processes'
+    the same ones). The retry opens the file and its index again."""
+    import sqlite3
+
+    from squall.sinks import dead_letter
+
+    e = engine(tmp_path, remember=1, name="reopen")
+    assert e.process(bad(0, 1)).ok
+    (tmp_path / "dlq.jsonl").rename(tmp_path / "dlq.jsonl.1")
+    real, calls = dead_letter.KeyIndex, []
+
+    def failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dead_letter, "KeyIndex", failing_once)
+    assert e.process(bad(10, 3)).ok  # the first attempt fails, the engine's retry writes
+    assert len(calls) == 2, "the retry opened the index again"
+    assert dlq(e)._index is not None
+    assert e.process(bad(10, 3)).ok  # a replay: 2 of its 3 beyond remember, in the index
+    written = [d["event_id"] for d in lines(tmp_path)]
+    assert len(written) == len(set(written)) == 3, written
+    e.close()
