@@ -131,7 +131,8 @@ class SqsSpoutConfig(ComponentConfig):
         ge=0,
         le=20,
         description="Long-poll seconds of a batch's first ReceiveMessage call (its later ones, "
-        "with messages in hand, long-poll 1 s, or 0 with wait_time 0).",
+        "with messages in hand, long-poll 1 s — a FIFO queue's, or with wait_time 0: short "
+        "polls).",
     )
     visibility_timeout: int | None = Field(
         None,
