@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from squall.bolts import window_aggs
 from squall.bolts.base import Bolt, Output
+from squall.bolts.window_aggs import PLAIN_TYPES, plain
 from squall.bolts.window_store import (
     Prune,
     RedisWindowStore,
@@ -785,6 +786,8 @@ class WindowBolt(Bolt):
                         value = field(event)
                         if value is MISSING or value is None:
                             continue
+                        if value.__class__ not in PLAIN_TYPES:  # an IntEnum, a StrEnum: its value
+                            value = plain(value)
                     if agg.live:
                         if prepared is None:  # (the same for each window of the event)
                             if sketches is None:

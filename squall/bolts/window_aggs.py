@@ -17,7 +17,7 @@ Sizes (the bound the docs state): count/sum/min/max/mean/first/last are a few do
 HLL sketch (Apache DataSketches HLL_8 with lg_k 12: 4 kB, ~1.6 % standard error); ``percentile``
 is a DataSketches KLL sketch (k 200: under 4 kB for any number of values, ~1.3 % rank error).
 
-Size (~700 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
+Size (~720 lines): nine aggregations with their exact-sum arithmetic (Shewchuk partials, integer
 sums beyond 64 bits as digits), the checks keeping every state writable as JSON, and the live
 form of the two sketches during a batch (``prepare``/``put``/``freeze``).
 """
@@ -425,6 +425,30 @@ def _number(value: Any) -> int | float:
 
 
 _SUM = Sum()
+
+
+#: The scalar types an aggregate takes as they are; ``plain`` turns their subclasses into them.
+PLAIN_TYPES = frozenset({int, float, str, bool, dict, list, type(None)})
+
+
+def plain(value: Any) -> Any:
+    """A field's value as the aggregates take it: a subclass of ``int``, ``float`` or ``str`` (an
+    ``IntEnum`` or ``StrEnum`` member, a Python bolt's own text type) as the plain value JSON
+    writes for it — so ``min``/``max``/``sum``/``mean``/``percentile`` take it as its number or
+    text, and ``first``/``last`` give back the same type live as after a restart (from the
+    store); anything else as it is (``bool`` stays ``bool``: JSON's ``true`` is no number)."""
+    cls = value.__class__
+    if cls in PLAIN_TYPES:
+        return value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
 
 
 def _comparable(value: Any) -> None:

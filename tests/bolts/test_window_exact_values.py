@@ -299,3 +299,45 @@ def test_a_first_or_last_dict_subclass_in_a_result_is_the_results_own(
     assert [r["l"] for r in results[1:]] == [{"a": [1, {"b": 2}]}]
     assert value == {"a": [1, {"b": 2}]}  # the event's value, as the state keeps it
     assert {type(r[n]) for r in results for n in ("f", "l")} == {dict}
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 3
+
+
+def test_an_int_or_str_subclass_is_its_plain_value_in_every_aggregate(tmp_path: Path, unique_name):
+    """An ``IntEnum`` member was "not a number" to min, max, sum, mean and percentile, while
+    first/last, count_distinct and keys took it; and first/last gave it back as the enum live but
+    as a plain int after a restart (from the store). A subclass of int, float or str is now its
+    plain value in every aggregate: the same answers, types included, live and after a
+    restart; a boolean is still no number."""
+    aggregates = {
+        "lo": {"fn": "min", "field": "v"},
+        "hi": {"fn": "max", "field": "v"},
+        "total": {"fn": "sum", "field": "v"},
+        "avg": {"fn": "mean", "field": "v"},
+        "f": {"fn": "first", "field": "v"},
+        "s": {"fn": "first", "field": "c"},
+    }
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bolt = make_bolt(url, unique_name, aggregates=aggregates, emit="every_batch")
+    events = [ev(1, T0 + 1, v=Level.HIGH, c=Colour.RED), ev(2, T0 + 2, v=Level.LOW, c="x")]
+    out = bolt.process(events)
+    assert out.streams.get("error") is None
+    [live] = [e.value for e in out.streams["default"]]
+    got = {k: live[k] for k in aggregates}
+    assert got == {"lo": 1, "hi": 3, "total": 4, "avg": 2.0, "f": 3, "s": "red"}
+    assert (type(got["f"]), type(got["s"]), type(got["lo"])) == (int, str, int)
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    restarted = make_bolt(url, unique_name, aggregates=aggregates)
+    results, _ = run(restarted, [ev(99, T0 + 5 * MIN, v=0)])
+    [after] = [r for r in results if r["f"] != 0]
+    assert {k: after[k] for k in aggregates} == got
+    assert (type(after["f"]), type(after["s"])) == (int, str)
+    # a boolean is no number, as before
+    out = make_bolt(url, unique_name + "b", aggregates={"n": {"fn": "sum", "field": "v"}}).process(
+        [ev(3, T0 + 3, v=True)]
+    )
+    assert [e.failure.reason for e in out.streams["error"]] == ["win: not a number: True"]
