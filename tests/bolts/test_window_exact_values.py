@@ -301,7 +301,7 @@ def test_a_first_or_last_dict_subclass_in_a_result_is_the_results_own(
     assert {type(r[n]) for r in results for n in ("f", "l")} == {dict}
 
 
-class Level(enum.IntEnum):
+class Grade(enum.IntEnum):
     LOW = 1
     HIGH = 3
 
@@ -322,7 +322,7 @@ def test_an_int_or_str_subclass_is_its_plain_value_in_every_aggregate(tmp_path: 
     }
     url = f"sqlite:///{tmp_path / 's.db'}"
     bolt = make_bolt(url, unique_name, aggregates=aggregates, emit="every_batch")
-    events = [ev(1, T0 + 1, v=Level.HIGH, c=Colour.RED), ev(2, T0 + 2, v=Level.LOW, c="x")]
+    events = [ev(1, T0 + 1, v=Grade.HIGH, c=Colour.RED), ev(2, T0 + 2, v=Grade.LOW, c="x")]
     out = bolt.process(events)
     assert out.streams.get("error") is None
     [live] = [e.value for e in out.streams["default"]]
