@@ -12,6 +12,10 @@ SQS has no shards or offsets, so each message is given a position the engine's p
 Event ids derive from the queue name and the message id (or sequence number), so a redelivered
 message has the same event id and idempotent sinks add nothing. The same mapping serves the
 Lambda SQS trigger (``squall.deploy.lambda_sources``).
+
+Size (~430 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
+their fill time) and the stop's give-back with its wait for the poll given up, which share the
+spout's receive state; splitting them would pass that state between modules.
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ FOLLOW_UP_WAIT = 1
 #: ``visibility_timeout`` when set): a trickle of a message at least every ``FOLLOW_UP_WAIT``
 #: would keep a batch filling until ``batch_size``, its first messages past their visibility
 #: timeout — received again into the same batch, their receive count raised towards a redrive
-#: policy's ``maxReceiveCount`` — and none processed meanwhile.
+#: policy's ``maxReceiveCount`` — and none processed meanwhile. A follow-up whose long poll
+#: would end past them is a short poll, so the batch's receiving ends within them.
 FILL_SECONDS = 5.0
 #: Seconds past a given-up receive's start plus its ``WaitTimeSeconds`` by which SQS has ended its
 #: poll (the request reaching SQS after the attempt is sent; the answer's own lag): the give-back
@@ -284,7 +289,9 @@ class SqsSpout(Spout):
             while len(batch) < max_records:
                 if batch and self._clock() >= filled_by:
                     break
-                wait = follow_up if batch else self.config.wait_time
+                wait = self.config.wait_time
+                if batch:  # a long poll only if it ends within the fill time, else a short one
+                    wait = follow_up if self._clock() + follow_up <= filled_by else 0
                 msgs = self._receive(max_records - len(batch), wait)
                 received.extend(msgs)
                 if not msgs:

@@ -569,3 +569,50 @@ def test_a_delete_that_fails_is_the_spouts_located_error(
     (rec,) = next(spout.read(10))
     with pytest.raises(SquallError, match=f"^in: deleting 1 message\\(s\\) from queue '{name}'"):
         spout.commit({rec.meta.shard_id: rec.meta.position})
+
+
+@pytest.mark.parametrize(
+    ("visibility_timeout", "received"),
+    [(600, 7), (2, 2)],  # FILL_SECONDS (5 s); half of a 2 s visibility timeout (1 s)
+    ids=["visibility 600 s", "visibility 2 s"],
+)
+def test_a_batchs_last_follow_up_ends_within_the_fill_time(
+    moto_server,
+    visibility_timeout: int,
+    received: int,
+):
+    """A trickle, a message every 0.7 s (a fake clock; a long poll answers at a message's
+    arrival, or empty after its wait). A follow-up started before the fill time's end
+    long-polled past it: the batch was held up to ``FOLLOW_UP_WAIT`` longer than the fill time —
+    with a 2 s visibility timeout, 1 s of fill + up to 1 s of poll, the first messages visible
+    again (received by another consumer, or again by this one) before the batch was processed
+    (here 1.4 s; 5.6 s for the 5 s bound). A follow-up that would end past the fill time is a
+    short poll, which answers at once."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("filltail"))["QueueUrl"]
+    for n in range(40):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+    start = clock.now
+    taken = 0  # messages of the trickle received: the next one arrives at start + 0.7 * taken
+
+    def trickle(kwargs, call):
+        nonlocal taken
+        arrives = start + 0.7 * taken
+        if arrives > clock.now + kwargs["WaitTimeSeconds"]:
+            clock.now += kwargs["WaitTimeSeconds"]
+            return {"Messages": []}
+        clock.now = max(clock.now, arrives)
+        taken += 1
+        return call(**{**kwargs, "MaxNumberOfMessages": 1})
+
+    spout = spout_on(
+        moto_server,
+        url,
+        visibility_timeout=visibility_timeout,
+        clock=clock,
+        receive_message=trickle,
+    )
+    batch = next(spout.read(40))
+    assert clock.now - start <= min(FILL_SECONDS, visibility_timeout / 2)  # the first came at 0
+    assert len(batch) == received  # those that came while a follow-up could still end in time
