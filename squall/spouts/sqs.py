@@ -13,7 +13,7 @@ Event ids derive from the queue name and the message id (or sequence number), so
 message has the same event id and idempotent sinks add nothing. The same mapping serves the
 Lambda SQS trigger (``squall.deploy.lambda_sources``).
 
-Size (~430 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
+Size (~450 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
 their fill time) and the stop's give-back with its wait for the poll given up, which share the
 spout's receive state; splitting them would pass that state between modules.
 """
@@ -58,7 +58,7 @@ GIVE_BACK_SECONDS = 3.0
 #: wait this long for nothing (a batch a second); its follow-ups stay short polls.
 FOLLOW_UP_WAIT = 1
 #: Seconds a batch goes on receiving after its first messages came (at most half the
-#: ``visibility_timeout`` when set): a trickle of a message at least every ``FOLLOW_UP_WAIT``
+#: ``visibility_timeout``, or unset the queue's, read at start): a trickle of a message at least every ``FOLLOW_UP_WAIT``
 #: would keep a batch filling until ``batch_size``, its first messages past their visibility
 #: timeout — received again into the same batch, their receive count raised towards a redrive
 #: policy's ``maxReceiveCount`` — and none processed meanwhile. A follow-up whose long poll
@@ -197,6 +197,9 @@ class SqsSpout(Spout):
         # poll (None: no receive left unanswered; see ``_receive``).
         self._poll_wait = 0
         self._poll_end: float | None = None
+        # The messages' visibility timeout: the config's, else the queue's (``open``; None:
+        # unknown); a batch fills for at most half of it.
+        self._visibility: int | None = config.visibility_timeout
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
@@ -209,6 +212,8 @@ class SqsSpout(Spout):
                 raise SquallError(
                     f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}"
                 ) from None
+        if self._visibility is None:
+            self._visibility = self._queue_visibility()
         meta = getattr(self.client, "meta", None)
         if meta is not None:  # each attempt's send (a botocore retry polls anew, later)
             meta.events.register(
@@ -216,6 +221,24 @@ class SqsSpout(Spout):
                 self._attempt_sent,
                 unique_id=f"squall-sqs-poll-start-{id(self)}",
             )
+
+    def _queue_visibility(self) -> int | None:
+        """The queue's own visibility timeout (GetQueueAttributes), which its messages get with
+        ``visibility_timeout`` unset; None when it cannot be read (the identity may lack
+        ``sqs:GetQueueAttributes``): a batch then fills ``FILL_SECONDS``."""
+        try:
+            attrs = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+            )["Attributes"]
+            return int(attrs["VisibilityTimeout"])
+        except Exception as exc:  # noqa: BLE001 - best effort: the receives do not need it
+            log.info(
+                "%s: the queue's visibility timeout is unknown (%s): a batch fills up to %g s",
+                self.id,
+                aws.error_code(exc) or type(exc).__name__,
+                FILL_SECONDS,
+            )
+            return None
 
     def _attempt_sent(self, **_: Any) -> None:
         """An attempt of the receive in progress is sent now: its poll ends after its wait."""
@@ -282,7 +305,7 @@ class SqsSpout(Spout):
         received: list[Message] = []
         fifo = self.name.endswith(".fifo")
         follow_up = 0 if fifo else min(self.config.wait_time, FOLLOW_UP_WAIT)
-        visibility = self.config.visibility_timeout
+        visibility = self._visibility
         fill_seconds = FILL_SECONDS if visibility is None else min(FILL_SECONDS, visibility / 2)
         filled_by = 0.0  # the batch receives no more after then (set at its first messages)
         try:

@@ -339,6 +339,50 @@ def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
     assert spout.client.calls["receive_message"] == received // 10
 
 
+@pytest.mark.parametrize(
+    ("readable", "received"),
+    [(True, 20), (False, 30)],  # half the queue's 4 s (2 s); unknown: FILL_SECONDS (5 s)
+    ids=["the queue's visibility read", "not readable"],
+)
+def test_with_visibility_timeout_unset_a_batch_fills_half_the_queues(
+    moto_server,
+    readable: bool,
+    received: int,
+):
+    """With ``visibility_timeout`` unset the messages get the queue's own visibility timeout,
+    which the spout did not know: a batch filled 5 s whatever it was — on moto's server, a queue
+    whose visibility timeout is 2 s and a message every 0.3 s, the first batch received 24
+    messages, 15 distinct: its own messages again, their receive count raised. The spout reads
+    it at start (GetQueueAttributes) and fills half of it; when it cannot (the identity lacks
+    ``sqs:GetQueueAttributes``) 5 s, as before. The timeline of
+    ``test_a_batch_receives_no_more_fill_seconds_after_its_first_messages``."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("queuevis"), Attributes={"VisibilityTimeout": "4"})[
+        "QueueUrl"
+    ]
+    for n in range(40):
+        sqs.send_message(QueueUrl=url, MessageBody=str(n))
+    clock = FakeClock()
+
+    def slow(kwargs, call):
+        clock.now += 3
+        return call(**kwargs)
+
+    def denied(kwargs, call):
+        raise client_error("AccessDenied", status=403)
+
+    cfg = SqsSpoutConfig(
+        id="in", type="sqs", queue=url, endpoint_url=moto_server.endpoint, wait_time=20
+    )
+    assert cfg.visibility_timeout is None
+    spout = SqsSpout(cfg, ComponentContext("t"), clock=clock, sleep=clock.sleep)
+    hooks = {"receive_message": slow} | ({} if readable else {"get_queue_attributes": denied})
+    spout.client = FlakyClient(moto_server.client("sqs"), **hooks)
+    spout.open()
+    batch = next(spout.read(40))
+    assert len(batch) == received
+
+
 def recorded_give_back(clock: FakeClock):
     """A ``change_message_visibility_batch`` hook noting the clock when the give-back is sent."""
 
