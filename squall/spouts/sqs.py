@@ -184,8 +184,8 @@ class SqsSpout(Spout):
         super().__init__(config, context)
         self._clock, self._sleep = clock, sleep
         self.client: Any = None
-        self.queue_url: str | None = (
-            config.queue if config.queue.startswith(("http://", "https://")) else None
+        self.queue_url: str | None = (  # a URL as SQS gives it: no '/' at the end
+            config.queue.rstrip("/") if config.queue.startswith(("http://", "https://")) else None
         )
         self.name = queue_name(config.queue)
         self._handles: dict[

@@ -660,3 +660,20 @@ def test_a_batchs_last_follow_up_ends_within_the_fill_time(
     batch = next(spout.read(40))
     assert clock.now - start <= min(FILL_SECONDS, visibility_timeout / 2)  # the first came at 0
     assert len(batch) == received  # those that came while a follow-up could still end in time
+
+
+def test_a_queue_url_with_a_trailing_slash_is_read(moto_server):
+    """``queue_name`` and the deploy template's ARN take a URL ending in '/' (its name, a FIFO
+    queue's '.fifo', found), but the spout sent it as it was: SQS (moto's server) answered every
+    call NonExistentQueue — the run failed at its first receive. The URL is used without it."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("slash"))["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="1")
+    cfg = SqsSpoutConfig(
+        id="in", type="sqs", queue=url + "/", endpoint_url=moto_server.endpoint, wait_time=0
+    )
+    spout = SqsSpout(cfg, ComponentContext("t"))
+    spout.open()
+    (rec,) = next(spout.read(10))
+    spout.commit({rec.meta.shard_id: rec.meta.position})
+    assert spout.deleted == 1
