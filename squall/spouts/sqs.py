@@ -45,6 +45,9 @@ from squall.spouts.base import Spout
 log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
+#: Seconds between an empty batch and the next receive when every receive is a short poll
+#: (``wait_time: 0``) and the spout polls until stopped.
+IDLE_PAUSE = 1.0
 #: Seconds a stop gives to making the messages of a receive given up visible again (one attempt
 #: per call of 10; each call's connect and read bounded by the time left: ``aws.time_bounded``):
 #: past them, or at a call's failure, the rest come back after their timeout.
@@ -125,8 +128,19 @@ def queue_name(url_or_arn: str) -> str:
     return url_or_arn.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
+def queue_arn(queue: str) -> tuple[str, str, str] | None:
+    """``(region, account, name)`` of a queue given by ARN (``arn:aws:sqs:region:account:name``,
+    as the Lambda trigger's template takes it), else None."""
+    parts = queue.split(":")
+    if len(parts) == 6 and parts[0] == "arn" and parts[2] == "sqs" and all(parts[3:]):
+        return parts[3], parts[4], parts[5]
+    return None
+
+
 class SqsSpoutConfig(ComponentConfig):
-    queue: str = Field(description="Queue URL, or a queue name resolved with GetQueueUrl at start.")
+    queue: str = Field(
+        description="Queue URL, ARN, or a queue name resolved with GetQueueUrl at start."
+    )
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
     )
@@ -203,11 +217,17 @@ class SqsSpout(Spout):
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
+        arn = queue_arn(cfg.queue)
         if self.client is None:
-            self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
+            region = aws.resolve_region(cfg.region, arn[0] if arn else None)
+            self.client = aws.client("sqs", region=region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
+            # by ARN: its name in its account (the Lambda trigger's template takes an ARN too)
+            named = {"QueueName": arn[2], "QueueOwnerAWSAccountId": arn[1]} if arn else {}
             try:
-                self.queue_url = self.client.get_queue_url(QueueName=cfg.queue)["QueueUrl"]
+                self.queue_url = self.client.get_queue_url(**(named or {"QueueName": cfg.queue}))[
+                    "QueueUrl"
+                ]
             except Exception as exc:
                 raise SquallError(
                     f"{self.id}: queue '{cfg.queue}': {aws.error_code(exc) or exc}"
@@ -287,6 +307,10 @@ class SqsSpout(Spout):
             if not batch:
                 if self.config.stop_when_empty:
                     return
+                if self.config.wait_time == 0:
+                    # short polls only: without a pause an idle queue was polled without end
+                    # (~200 receives a second, each a billed request)
+                    self._sleep(IDLE_PAUSE)
                 if self.idle_batches:
                     yield batch  # empty: a sink rolling by age hears that time moves
                 continue

@@ -32,8 +32,10 @@ from squall.spouts.sqs import (
     FILL_SECONDS,
     FOLLOW_UP_WAIT,
     GIVE_BACK_SECONDS,
+    IDLE_PAUSE,
     SqsSpout,
     SqsSpoutConfig,
+    queue_arn,
 )
 from tests.moto_standin import FlakyClient, client_error, unique
 
@@ -677,3 +679,54 @@ def test_a_queue_url_with_a_trailing_slash_is_read(moto_server):
     (rec,) = next(spout.read(10))
     spout.commit({rec.meta.shard_id: rec.meta.position})
     assert spout.deleted == 1
+
+
+def test_short_polls_until_stopped_pause_between_empty_receives(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """``wait_time: 0`` with ``stop_when_empty: false``: an empty receive was followed by the next
+    at once — an idle queue polled ~200 times a second (each a billed request). The spout now
+    pauses ``IDLE_PAUSE`` after an empty batch when every receive is a short poll."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("idle"))["QueueUrl"]
+    clock = FakeClock()
+    spout = spout_on(moto_server, url, wait_time=0, clock=clock)
+    paused = clock.sleep
+
+    def sleep_then_stop(seconds: float) -> None:
+        paused(seconds)
+        if len(clock.slept) == 3:
+            spout.stop()
+
+    spout._sleep = sleep_then_stop
+    sent: list[int] = []
+    spout.client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage",
+        lambda params, **_: sent.append(params["WaitTimeSeconds"]),
+    )
+    assert list(spout.read(10)) == []
+    assert clock.slept == [IDLE_PAUSE] * 3
+    assert sent == [0, 0, 0]  # one receive before each pause
+
+
+def test_a_queue_given_by_arn_is_read(
+    moto_server,  # noqa: F811 - the imported fixture
+):
+    """The Lambda trigger's template takes the queue's ARN; the local runner's spout failed at
+    open with NonExistentQueue (it asked GetQueueUrl for the ARN as a name). An ARN is now the
+    queue of that name in that account (and region, unless ``region`` says otherwise)."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("by-arn"))["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sqs.send_message(QueueUrl=url, MessageBody="hello")
+    cfg = SqsSpoutConfig(
+        id="in", type="sqs", queue=arn, endpoint_url=moto_server.endpoint, wait_time=0
+    )
+    spout = SqsSpout(cfg, ComponentContext("t"))
+    spout.open()
+    assert spout.queue_url == url
+    assert [r.data for r in next(spout.read(10))] == [b"hello"]
+    assert queue_arn(arn)[2] == spout.name == url.rsplit("/", 1)[1]
+    assert queue_arn("orders") is None and queue_arn("https://sqs/1/q") is None
