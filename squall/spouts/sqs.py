@@ -13,7 +13,7 @@ Event ids derive from the queue name and the message id (or sequence number), so
 message has the same event id and idempotent sinks add nothing. The same mapping serves the
 Lambda SQS trigger (``squall.deploy.lambda_sources``).
 
-Size (~450 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
+Size (~470 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
 their fill time) and the stop's give-back with its wait for the poll given up, which share the
 spout's receive state; splitting them would pass that state between modules.
 """
