@@ -16,7 +16,7 @@ from tests.moto_standin import unique
 
 
 @pytest.fixture
-def moto(moto_server):  # noqa: F811 - the imported fixture
+def moto(moto_server):
     return moto_server
 
 

@@ -52,7 +52,7 @@ def test_kcl_failed_records_release_and_checkpoint_before_them_when_a_sink_holds
 
 
 @pytest.fixture
-def moto(moto_server):  # noqa: F811 - the imported fixture
+def moto(moto_server):
     return moto_server
 
 

@@ -98,7 +98,7 @@ def s3_test_event(bucket: str) -> dict:
 
 
 @pytest.fixture
-def landing(moto_server, tmp_path: Path):  # noqa: F811 - the imported fixture
+def landing(moto_server, tmp_path: Path):
     """A bucket with two objects (one key with a space and a plus) and an s3-spout handler."""
     s3 = moto_server.client("s3")
     bucket = unique("landing")
@@ -224,7 +224,7 @@ def test_an_sqs_spout_function_keeps_reading_s3_notifications_as_plain_messages(
 
 
 def test_a_dependency_down_fails_the_rest_of_the_sqs_batch_without_running_it(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     tmp_path: Path,
 ):
     """A dependency that stays down (retries exhausted: ``BatchFailed``) is every message's

@@ -36,7 +36,7 @@ def botocore_sleeps(monkeypatch) -> list[float]:
 
 
 @pytest.fixture
-def landing(moto_server):  # noqa: F811 - the imported fixture
+def landing(moto_server):
     """A bucket with two one-line objects, and an S3 client of ``aws.client`` on moto's server."""
     s3 = moto_server.client("s3")
     bucket = unique("bound")

@@ -39,7 +39,7 @@ def topology_text(spout: str, store: str, transient: int = 0) -> str:
 
 
 @pytest.fixture
-def moto(moto_server):  # noqa: F811 - the imported fixture
+def moto(moto_server):
     return moto_server
 
 

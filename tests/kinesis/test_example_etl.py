@@ -54,7 +54,7 @@ def test_ingest_then_transform_on_the_stand_ins(
     kinesis,
     kinesis_mock,
     make_stream,
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     pg_url: str,
     unique_name: str,
 ):

@@ -98,7 +98,7 @@ def test_an_sqs_triggered_invocation_prints_emf_and_its_log_line(tmp_path: Path,
 
 
 def test_an_s3_triggered_invocation_prints_emf_and_its_log_line(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     tmp_path: Path,
     caplog,
     capsys,

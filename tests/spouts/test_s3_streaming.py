@@ -22,7 +22,7 @@ from tests.moto_standin import FlakyClient, unique
 
 
 @pytest.fixture
-def s3(moto_server):  # noqa: F811 - the imported fixture
+def s3(moto_server):
     client = moto_server.client("s3")
     bucket = unique("stream")
     client.create_bucket(Bucket=bucket)

@@ -77,7 +77,7 @@ def wait_until(condition, what: str) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     tmp_path: Path,
     sig: signal.Signals,
 ):
@@ -159,7 +159,7 @@ class FakeClock:
 
 
 def spout_on(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     url: str,
     *,
     wait_time: int = 20,
@@ -191,7 +191,7 @@ def receive_now(sqs, url: str) -> list[str]:
 
 @pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
 def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     caplog: pytest.LogCaptureFixture,
     fifo: bool,
 ):
@@ -217,7 +217,7 @@ def test_the_messages_of_a_receive_given_up_are_receivable_again_at_once(
 
 
 def test_a_message_a_held_batch_still_holds_is_not_given_back(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     caplog: pytest.LogCaptureFixture,
 ):
     """A message of a batch a rolling sink holds comes again (its visibility timeout passed) into
@@ -254,7 +254,7 @@ def test_a_message_a_held_batch_still_holds_is_not_given_back(
     ids=["wait_time 20", "wait_time 0"],
 )
 def test_a_batchs_follow_up_receives_long_poll_one_second(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     wait_time: int,
     waits: list[int],
 ):
@@ -280,7 +280,7 @@ def test_a_batchs_follow_up_receives_long_poll_one_second(
 
 
 def test_a_fifo_queues_follow_up_receives_stay_short_polls(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """SQS gives no more of a FIFO message group while messages of it are in flight: with one or
     a few groups a long-polled follow-up waits its whole second for nothing, every batch (on
@@ -310,7 +310,7 @@ def test_a_fifo_queues_follow_up_receives_stay_short_polls(
     ids=["visibility 600 s", "visibility 4 s"],
 )
 def test_a_batch_receives_no_more_fill_seconds_after_its_first_messages(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     visibility_timeout: int,
     received: int,
 ):
@@ -396,7 +396,7 @@ def recorded_give_back(clock: FakeClock):
 
 
 def test_the_give_back_waits_for_the_end_of_the_poll_given_up(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """SQS goes on with a long poll whose client is gone and takes a message made visible before
     the poll's end: given back at once, the messages would be taken by the follow-up's poll given
@@ -427,7 +427,7 @@ def test_the_give_back_waits_for_the_end_of_the_poll_given_up(
 
 
 def test_the_give_back_waits_for_the_poll_of_a_receives_last_attempt(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """botocore retries a receive whose connection broke (standard mode): the retry polls anew,
     later than the call was made, and the give-back waits for that poll's end (each attempt's
@@ -464,7 +464,7 @@ def test_the_give_back_waits_for_the_poll_of_a_receives_last_attempt(
 
 
 def test_a_second_stop_during_the_wait_for_the_poll_aborts_the_give_back(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     caplog: pytest.LogCaptureFixture,
 ):
     """A second Ctrl-C or SIGTERM while the give-back waits for the poll given up to end aborts
@@ -497,7 +497,7 @@ def test_a_second_stop_during_the_wait_for_the_poll_aborts_the_give_back(
 
 
 def test_a_failed_give_back_is_logged_not_raised(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     caplog: pytest.LogCaptureFixture,
 ):
     """The stop goes on (the receive's interruption is what is raised); the messages come back
@@ -526,7 +526,7 @@ def test_a_failed_give_back_is_logged_not_raised(
 
 
 def test_a_second_stop_during_the_give_back_aborts_it_and_says_so(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     caplog: pytest.LogCaptureFixture,
 ):
     """A second Ctrl-C or SIGTERM while the messages are given back aborts the run at once
@@ -564,7 +564,7 @@ def test_a_second_stop_during_the_give_back_aborts_it_and_says_so(
     [("AccessDenied", 403, "SquallError"), ("ServiceUnavailable", 503, "TransientError")],
 )
 def test_a_receive_that_fails_gives_its_messages_back_and_ends_the_run_in_one_line(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
     code: str,
     status: int,
     error: str,
@@ -596,7 +596,7 @@ def test_a_receive_that_fails_gives_its_messages_back_and_ends_the_run_in_one_li
 
 
 def test_a_delete_that_fails_is_the_spouts_located_error(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """DeleteMessageBatch failing (the identity lacks sqs:DeleteMessage, SQS unreachable) after
     a batch was committed: one located line (``squall run``: an input error), as a delete's
@@ -682,7 +682,7 @@ def test_a_queue_url_with_a_trailing_slash_is_read(moto_server):
 
 
 def test_short_polls_until_stopped_pause_between_empty_receives(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """``wait_time: 0`` with ``stop_when_empty: false``: an empty receive was followed by the next
     at once — an idle queue polled ~200 times a second (each a billed request). The spout now
@@ -710,7 +710,7 @@ def test_short_polls_until_stopped_pause_between_empty_receives(
 
 
 def test_a_queue_given_by_arn_is_read(
-    moto_server,  # noqa: F811 - the imported fixture
+    moto_server,
 ):
     """The Lambda trigger's template takes the queue's ARN; the local runner's spout failed at
     open with NonExistentQueue (it asked GetQueueUrl for the ARN as a name). An ARN is now the
