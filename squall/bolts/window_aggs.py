@@ -442,12 +442,14 @@ def plain(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         return value
+    # the base type's own conversion: a subclass's ``__str__`` (a ``(str, Enum)`` member's is
+    # ``Cls.NAME``) or ``__int__``/``__float__`` is not what JSON writes for it
     if isinstance(value, int):
-        return int(value)
+        return int.__int__(value)
     if isinstance(value, float):
-        return float(value)
+        return float.__float__(value)
     if isinstance(value, str):
-        return str(value)
+        return str.__str__(value)
     return value
 
 

@@ -341,3 +341,34 @@ def test_an_int_or_str_subclass_is_its_plain_value_in_every_aggregate(tmp_path: 
         [ev(3, T0 + 3, v=True)]
     )
     assert [e.failure.reason for e in out.streams["error"]] == ["win: not a number: True"]
+
+
+class Shade(str, enum.Enum):  # noqa: UP042 - the mixin, not a StrEnum: str() is "Shade.DARK"
+    DARK = "dark"
+
+
+class Label(str):
+    def __str__(self) -> str:
+        return "<label>"
+
+
+def test_a_str_subclass_with_its_own_str_is_the_text_json_writes(tmp_path: Path, unique_name):
+    """``plain`` took a str subclass's text with ``str(value)``: a ``(str, Enum)`` member (whose
+    str() is ``Shade.DARK`` since Python 3.11) or a bolt's text type with its own ``__str__`` was
+    that text in first/last and min/max live, but the value JSON writes (``dark``) after a
+    restart and in a key. Now the text JSON writes, live as after a restart."""
+    aggregates = {"f": {"fn": "first", "field": "c"}, "lo": {"fn": "min", "field": "c"}}
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bolt = make_bolt(url, unique_name, aggregates=aggregates, emit="every_batch")
+    out = bolt.process([ev(1, T0 + 1, c=Shade.DARK), ev(2, T0 + 2, c=Label("zz"))])
+    assert out.streams.get("error") is None
+    [live] = [e.value for e in out.streams["default"]]
+    assert (live["f"], live["lo"]) == ("dark", "dark")
+    assert window_aggs.plain(Label("zz")) == "zz"
+    assert type(window_aggs.plain(Shade.DARK)) is str
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    restarted = make_bolt(url, unique_name, aggregates=aggregates)
+    results, _ = run(restarted, [ev(99, T0 + 5 * MIN, c="a")])
+    [after] = [r for r in results if r["f"] != "a"]
+    assert (after["f"], after["lo"]) == ("dark", "dark")
