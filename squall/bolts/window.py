@@ -727,6 +727,8 @@ class WindowBolt(Bolt):
             v = get(event)
             if v is MISSING or v is None or isinstance(v, _CONTAINERS):
                 raise ValueError(f"no usable key field '{path}'")
+            if v.__class__ not in _KEY_TYPES:  # an IntEnum, a float subclass: its value, as in
+                v = plain(v)  # the aggregates (orjson writes no float subclass)
             if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
             if v.__class__ is float and not math.isfinite(v):  # (JSON writes it as null)

@@ -372,3 +372,21 @@ def test_a_str_subclass_with_its_own_str_is_the_text_json_writes(tmp_path: Path,
     results, _ = run(restarted, [ev(99, T0 + 5 * MIN, c="a")])
     [after] = [r for r in results if r["f"] != "a"]
     assert (after["f"], after["lo"]) == ("dark", "dark")
+
+
+class Share(float):  # a bolt's own float type (as numpy's float64 is a float subclass)
+    pass
+
+
+def test_a_key_field_subclass_of_a_number_or_text_is_its_plain_value(tmp_path: Path, unique_name):
+    """Every aggregate takes a subclass of int, float or str as its plain value (4a7cf07), but a
+    key field of a float subclass failed the event ("a value without a JSON form": orjson writes
+    no float subclass). Now a key field's such value is its plain value too: the key of 1.5."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bolt = make_bolt(url, unique_name, key=["app", "r"], emit="every_batch")
+    out = bolt.process(
+        [ev(1, T0 + 1, r=Share(1.5)), ev(2, T0 + 2, r=1.5), ev(3, T0 + 3, r=Level.HIGH)]
+    )
+    assert out.streams.get("error") is None
+    results = {(e.value["r"], type(e.value["r"])): e.value["n"] for e in out.streams["default"]}
+    assert results == {(1.5, float): 2, (3, int): 1}
