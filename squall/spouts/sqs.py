@@ -150,8 +150,8 @@ class SqsSpoutConfig(ComponentConfig):
         ge=0,
         le=20,
         description="Long-poll seconds of a batch's first ReceiveMessage call (its later ones, "
-        "with messages in hand, long-poll 1 s — a FIFO queue's, or with wait_time 0: short "
-        "polls).",
+        "with messages in hand, long-poll 1 s — a FIFO queue's, one whose 1 s would end past "
+        "the batch's fill time, or with wait_time 0: short polls).",
     )
     visibility_timeout: int | None = Field(
         None,
