@@ -700,10 +700,13 @@ def test_short_polls_until_stopped_pause_between_empty_receives(
 
     spout._sleep = sleep_then_stop
     sent: list[int] = []
-    spout.client.meta.events.register(
-        "provide-client-params.sqs.ReceiveMessage",
-        lambda params, **_: sent.append(params["WaitTimeSeconds"]),
-    )
+
+    def receiving(params: dict, **_: object) -> None:
+        sent.append(params["WaitTimeSeconds"])
+        if len(sent) > 3:  # (without the pause no sleep stops it: it would poll for ever)
+            spout.stop()
+
+    spout.client.meta.events.register("provide-client-params.sqs.ReceiveMessage", receiving)
     assert list(spout.read(10)) == []
     assert clock.slept == [IDLE_PAUSE] * 3
     assert sent == [0, 0, 0]  # one receive before each pause
