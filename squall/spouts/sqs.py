@@ -175,7 +175,7 @@ class SqsSpout(Spout):
     # A long poll (``wait_time``, up to 20 s) may outlast a service manager's grace after SIGTERM
     # (``docker stop``: 10 s). ``squall run`` gives a receive up at a stop: nothing read is
     # deleted before its batch is committed, and the messages received into the unfinished batch
-    # are made visible again at once (``_give_back``).
+    # are made visible again once the poll given up has ended at SQS (``_give_back``).
     read_interruptible = True
 
     @classmethod
@@ -309,7 +309,7 @@ class SqsSpout(Spout):
                     return
                 if self.config.wait_time == 0:
                     # short polls only: without a pause an idle queue was polled without end
-                    # (~200 receives a second, each a billed request)
+                    # (as fast as SQS answers: ~200 a second estimated, each a billed request)
                     self._sleep(IDLE_PAUSE)
                 if self.idle_batches:
                     yield batch  # empty: a sink rolling by age hears that time moves
