@@ -354,7 +354,7 @@ class Label(str):
 
 def test_a_str_subclass_with_its_own_str_is_the_text_json_writes(tmp_path: Path, unique_name):
     """``plain`` took a str subclass's text with ``str(value)``: a ``(str, Enum)`` member (whose
-    str() is ``Shade.DARK`` since Python 3.11) or a bolt's text type with its own ``__str__`` was
+    str() is ``Shade.DARK``) or a bolt's text type with its own ``__str__`` was
     that text in first/last and min/max live, but the value JSON writes (``dark``) after a
     restart and in a key. Now the text JSON writes, live as after a restart."""
     aggregates = {"f": {"fn": "first", "field": "c"}, "lo": {"fn": "min", "field": "c"}}
