@@ -226,7 +226,7 @@ def test_kill_9_at_random_moments_leaves_the_window_results_of_one_run(
 
     from concurrent.futures import ThreadPoolExecutor
 
-    # TRIALS (12; SQUALL_CRASH_TRIALS) with the state in SQLite; half as many for the other stores,
+    # TRIALS (8; SQUALL_CRASH_TRIALS) with the state in SQLite; half as many for the other stores,
     # whose commit paths the same trials reach; a quarter of those for the counts-only and merged
     # shapes, which differ from the mixed one in how the bolt folds, not in what a kill can
     # interrupt (tests/acceptance/test_crash_consistency.py kills the window topology at each step
