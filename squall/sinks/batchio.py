@@ -219,6 +219,18 @@ def aws_call(name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         raise SinkError(f"{name} failed: {code or type(exc).__name__}: {exc}") from exc
 
 
+def resolve_queue_url(component: str, client: Any, queue: str) -> str:
+    """The URL of ``queue`` (a name: GetQueueUrl; a URL as it is). An error names the queue and
+    the client's region: with the name from ``${VAR}`` or another region's queue, "the specified
+    queue does not exist" alone does not say which one was asked for."""
+    if queue.startswith(("http://", "https://")):
+        return queue
+    region = getattr(getattr(client, "meta", None), "region_name", None)
+    where = f" in {region}" if isinstance(region, str) and region else ""
+    name = f"{component}: GetQueueUrl of queue '{queue}'{where}"
+    return aws_call(name, client.get_queue_url, QueueName=queue)["QueueUrl"]
+
+
 def retry_after_seconds(
     value: str | None, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> float | None:

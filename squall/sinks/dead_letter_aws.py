@@ -36,7 +36,15 @@ from squall.event import Event
 from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
-from squall.sinks.batchio import Item, Reject, Retry, aws_call, send_all, time_left_of
+from squall.sinks.batchio import (
+    Item,
+    Reject,
+    Retry,
+    aws_call,
+    resolve_queue_url,
+    send_all,
+    time_left_of,
+)
 from squall.sinks.dead_letter import dead_letter_line
 
 SQS_MAX_BYTES = 256 * 1024
@@ -146,13 +154,7 @@ class DeadLetterSqsSink(_AwsDeadLetter):
         self._client("sqs")
         cfg = self.config
         self.fifo = cfg.queue.endswith(".fifo")
-        self.queue_url = (
-            cfg.queue
-            if cfg.queue.startswith(("http://", "https://"))
-            else aws_call(
-                f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue
-            )["QueueUrl"]
-        )
+        self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         cfg = self.config

@@ -46,6 +46,7 @@ from squall.sinks.batchio import (
     Retry,
     SendOutcome,
     aws_call,
+    resolve_queue_url,
     send_all,
     time_left_of,
     write_result,
@@ -212,10 +213,7 @@ class SqsSink(Sink):
         if self.client is None:
             self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
-            answer = aws_call(
-                f"{self.id}: GetQueueUrl", self.client.get_queue_url, QueueName=cfg.queue
-            )
-            self.queue_url = answer["QueueUrl"]
+            self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
 
     def prepare(self, events: list[Event]) -> Prepared:
         """Build each message and check it against the SQS limits; reject what SQS would refuse."""

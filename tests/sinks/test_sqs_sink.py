@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from squall.component import ComponentContext
-from squall.errors import TransientError
+from squall.errors import SinkError, TransientError
 from squall.sinks.base import WriteContext
+from squall.sinks.dead_letter_aws import DeadLetterSqsConfig, DeadLetterSqsSink
 from squall.sinks.sqs import SqsSink, SqsSinkConfig
 from squall.testing import records_from, run_topology
 from squall.topology.executor import Engine
@@ -308,15 +309,41 @@ def test_sqs_sink_throttled_call_raises_transient_and_the_retry_sends_only_what_
     assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == list(range(25))
 
 
-def test_sqs_sink_missing_queue_fails_at_open(moto_server):
+def test_sqs_sink_missing_queue_fails_at_open_naming_the_queue_and_region(moto_server):
+    """The name often comes from ``${VAR}`` (the kiosk's ``KIOSK_HIGH_QUEUE``), or the queue is in
+    another region: "the specified queue does not exist" alone did not say which was asked for."""
+    name = unique("nope")
     sink = SqsSink(
         SqsSinkConfig(
-            id="out", type="sqs", queue=unique("nope"), endpoint_url=moto_server.endpoint
+            id="out",
+            type="sqs",
+            queue=name,
+            region="eu-west-1",
+            endpoint_url=moto_server.endpoint,
         ),
         ComponentContext("t"),
     )
-    with pytest.raises(Exception, match="GetQueueUrl failed"):
+    with pytest.raises(SinkError) as err:
         sink.open()
+    assert str(err.value).startswith(f"out: GetQueueUrl of queue '{name}' in eu-west-1 failed: ")
+    assert "NonExistentQueue" in str(err.value)
+
+
+def test_the_sqs_dead_letter_names_its_missing_queue_and_region(moto_server):
+    name = unique("nope-dlq")
+    sink = DeadLetterSqsSink(
+        DeadLetterSqsConfig(
+            id="dlq",
+            type="dead_letter_sqs",
+            queue=name,
+            region="us-west-2",
+            endpoint_url=moto_server.endpoint,
+        ),
+        ComponentContext("t"),
+    )
+    with pytest.raises(SinkError) as err:
+        sink.open()
+    assert str(err.value).startswith(f"dlq: GetQueueUrl of queue '{name}' in us-west-2 failed: ")
 
 
 def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(
