@@ -50,3 +50,14 @@ def test_the_readme_says_how_to_ask_the_faulty_components_for_faults():
         assert keys, component.__name__
         for name in own | keys:
             assert f"`{name}" in section or f'"{name}"' in section, (component.__name__, name)
+
+
+def test_the_readme_says_what_a_record_bolt_returning_none_does():
+    """``process_event(event) -> stream | None`` alone let a new user's first bolt (a price set
+    in place, no ``return``) drop every event, exit 0, write nothing: the README says that
+    ``None`` drops and that ``"default"`` passes an event on."""
+    section = (ROOT / "README.md").read_text().split("\n## Writing a bolt\n", 1)[1]
+    section = " ".join(section.split("\n## ", 1)[0].split())
+    assert 'return `"default"`** to pass it on' in section
+    assert "`None` drops it — counted as *filtered*" in section
+    assert "ends without a `return` drops every event" in section

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,6 +13,8 @@ from squall.event import Event, Failure
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
+
+log = logging.getLogger("squall.bolts")
 
 
 class Output:
@@ -189,7 +192,13 @@ class RecordBolt(Bolt):
     only; any other exception is also that event's failure, reported with its type, so one
     bad record never takes the batch down — the same outcome the engine gives a batch ``Bolt``
     whose ``process`` raises. ``TransientError`` fails the call for a retry.
+
+    A ``process_event`` that forgets its ``return`` drops every event, and a run of it exits 0
+    having written nothing: when every event of the first batch the bolt sees is dropped that
+    way, one WARNING says so (a filter that drops a whole first batch on purpose gets it once).
     """
+
+    _watch_drops: ClassVar[bool] = True  # until the first batch: instance attribute after it
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -209,6 +218,16 @@ class RecordBolt(Bolt):
                 out.drop(event)
             else:
                 out.emit(event, stream)
+        if self._watch_drops and batch:
+            self._watch_drops = False
+            if len(out.dropped) == len(batch):
+                log.warning(
+                    "bolt '%s': process_event returned None for all %d event(s) of its first "
+                    "batch, so they were dropped (counted as filtered, written nowhere): return "
+                    '"default" to pass an event on (warned once)',
+                    self.id,
+                    len(batch),
+                )
         return out
 
     def process_event(self, event: Event) -> str | None:  # pragma: no cover - abstract
