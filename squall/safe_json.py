@@ -92,3 +92,21 @@ def dumps(doc: Any) -> bytes:
 def dumps_text(doc: Any) -> str:
     """``dumps`` as a ``str`` (for a SQL text column)."""
     return dumps(doc).decode("utf-8")
+
+
+#: JSON's names of the types a decoded document holds (RFC 8259), for reasons a user reads:
+#: "a JSON null", not Python's "a JSON NoneType".
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "number", float: "number"}
+_JSON_TYPES.update({str: "string", list: "array", dict: "object"})
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of ``value``'s type (``null``, ``boolean``, ``number``, ``string``, ``array``,
+    ``object``); for anything else, its Python type's name."""
+    for kind, name in _JSON_TYPES.items():
+        if type(value) is kind:
+            return name
+    for kind, name in reversed(_JSON_TYPES.items()):  # a subclass: bool before int
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__

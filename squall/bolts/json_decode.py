@@ -21,6 +21,7 @@ from squall.event import Event
 from squall.exact_json import DIGIT_RUN, SCAN, exact, recoverable, wide_spans
 from squall.limits import DEFAULT_MAX_DEPTH, MAX_EVENT_ID_BYTES, nesting_depth
 from squall.paths import MISSING, DottedPath, getter, payload_keys
+from squall.safe_json import json_type
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_FIRST = GZIP_MAGIC[0]
@@ -105,7 +106,7 @@ class JsonBolt(Bolt):
                     continue
                 exact_yet = True
             if object_only and not isinstance(value, dict):
-                out.fail(ev, f"payload is a JSON {type(value).__name__}, not an object")
+                out.fail(ev, f"payload is a JSON {json_type(value)}, not an object")
                 continue
             # One C-speed pass maps digits to '0' and brackets to '{': more brackets than the
             # limit and only then is the payload walked (brackets inside strings only make this

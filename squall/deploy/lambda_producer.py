@@ -56,6 +56,7 @@ from squall.limits import (
 )
 from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
+from squall.safe_json import json_type
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.outcomes import Outcome
@@ -80,7 +81,7 @@ def _object(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ValueError(f"{where} is a JSON {type(value).__name__}, not an object")
+        raise ValueError(f"{where} is a JSON {json_type(value)}, not an object")
     return value
 
 
@@ -88,7 +89,7 @@ def _text(value: Any, where: str, default: str = "") -> str:
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"{where} is a JSON {type(value).__name__}, not a string")
+        raise ValueError(f"{where} is a JSON {json_type(value)}, not a string")
     return value
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from squall.errors import BatchFailed, SquallError
+from squall.safe_json import json_type
 
 if TYPE_CHECKING:
     from squall.deploy.deadline import Deadline
@@ -50,7 +51,7 @@ def event_source(event: object) -> str:
     """What kind of Lambda event this is: ``aws:kinesis``, ``aws:sqs``, ``aws:dynamodb``, ``aws:s3``,
     ``firehose``, … or a description of what arrived. The one dispatch point for triggers."""
     if not isinstance(event, dict):
-        return f"a JSON {type(event).__name__}, not an object"
+        return f"a JSON {json_type(event)}, not an object"
     records = event.get("Records")
     if isinstance(records, list) and records and isinstance(records[0], dict):
         return str(

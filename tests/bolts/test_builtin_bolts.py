@@ -47,6 +47,17 @@ def test_json_decodes_gzip_and_rejects_bad_payloads_with_reasons():
     assert [o.outcome for o in outcomes].count(Outcome.DEAD_LETTERED) == 3
 
 
+def test_json_names_a_payload_that_is_not_an_object_by_its_json_type():
+    """The reason reaches a dead letter and, through the Lambda producer, an SDK's answer: it
+    read "payload is a JSON NoneType" (Python's name) for `null`, "list" for an array."""
+    payloads = [b"null", b"[1]", b'"x"', b"true", b"1.5", b"7"]
+    _, stores = run("  - {id: decode, type: json}", payloads)
+    assert [ev.failure.reason for ev in stores["dlq"]] == [
+        f"payload is a JSON {kind}, not an object"
+        for kind in ("null", "array", "string", "boolean", "number", "number")
+    ]
+
+
 def test_json_reads_every_member_of_a_gzip_stream_and_refuses_data_after_it():
     """Only the first member of a multi-member gzip payload was decoded (a valid payload failed
     as "invalid JSON"), and data after the stream was dropped silently."""

@@ -69,7 +69,7 @@ FIREHOSE = {
         (FIREHOSE, "received firehose"),
         ({}, "received an object without Records (keys: none)"),
         ({"Records": []}, "an empty Records list"),
-        ([1, 2], "a JSON list"),
+        ([1, 2], "a JSON array"),
         (
             {"Records": [{"eventSource": "aws:kinesis", "kinesis": {"data": "e30="}}]},
             "Records[0]: no kinesis.sequenceNumber",
@@ -118,13 +118,13 @@ def _deep(levels: int) -> str:
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
-        (lambda e: e.update(body={"event": "click"}), "body is a JSON dict, not a string"),
+        (lambda e: e.update(body={"event": "click"}), "body is a JSON object, not a string"),
         (lambda e: e.update(httpMethod=None), "no HTTP method"),
-        (lambda e: e.update(headers=["x"]), "headers is a JSON list"),
-        (lambda e: e.update(requestContext="nope"), "requestContext is a JSON str"),
+        (lambda e: e.update(headers=["x"]), "headers is a JSON array"),
+        (lambda e: e.update(requestContext="nope"), "requestContext is a JSON string"),
         (
             lambda e: e["requestContext"].update(identity=[]),
-            "requestContext.identity is a JSON list",
+            "requestContext.identity is a JSON array",
         ),
         (lambda e: e["requestContext"].update(requestTimeEpoch="soon"), "is not a number"),
         (lambda e: e.update(body="!!!", isBase64Encoded=True), "not base64"),
