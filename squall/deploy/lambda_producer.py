@@ -215,8 +215,8 @@ def split_events(
 ) -> list[Payload]:
     """One record per event: array elements, the single value, or each JSON line as sent.
 
-    Raises ``ValueError`` only for a body that is none of these (empty, ``null``, not JSON, an
-    unclosed array); ``OverflowError`` for more than ``max_events`` (0: any number), counted
+    Raises ``ValueError`` only for a body that is none of these (empty, ``null``, ``[]``, not
+    JSON, an unclosed array); ``OverflowError`` for more than ``max_events`` (0: any number), counted
     before any work per event (5 MB of ``[{},{},…]`` took 27 s and 7 GB to be refused after it).
     What is wrong with one event is that event's: a line or element that is not JSON goes on as
     sent (the json bolt rejects it with the reason); one nested deeper than ``max_depth``, holding
@@ -243,6 +243,8 @@ def split_events(
     else:
         if doc is None:
             raise ValueError("body is JSON null, not an event, an array of events, or JSON lines")
+        if doc == []:  # else answered 400 {"accepted": 0, "rejected": []}: refused, for nothing
+            raise ValueError("body is an empty JSON array: no event to take")
         docs = doc if isinstance(doc, list) else [doc]
         index = list(range(len(docs)))
     if 0 < max_events < len(index):

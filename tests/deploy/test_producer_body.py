@@ -105,6 +105,15 @@ def test_a_null_body_says_it_is_null(producer):
     assert answer == {"error": "body is JSON null, not an event, an array of events, or JSON lines"}
 
 
+@pytest.mark.parametrize("body", [b"[]", b" [ ] ", b"[\n]"])
+def test_an_empty_array_is_a_malformed_request_with_its_reason(producer, body):
+    """It was answered 400 {"accepted": 0, "rejected": []}: refused, with nothing refused (an
+    SDK flushing an empty queue)."""
+    status, answer, out, dlq = producer()(body)
+    assert (status, answer) == (400, {"error": "body is an empty JSON array: no event to take"})
+    assert out == [] and dlq == []
+
+
 def test_an_event_with_its_own_context_field_is_rejected_not_overwritten(producer):
     mine = b'{"n": 1, "request": {"source_ip": "10.0.0.1"}}'
     status, answer, out, dlq = producer()(b'[{"n": 0}, ' + mine + b"]")
