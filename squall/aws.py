@@ -1,15 +1,17 @@
 """boto3 clients, AWS error classification and jittered backoff for squall's AWS I/O.
 
-Size (~440 lines): the clients' settings, the bound of their calls by a Lambda's time left
+Size (~465 lines): the clients' settings, the bound of their calls by a Lambda's time left
 (``time_bounded``: one attempt, read and connect timeouts of the time left), error
 classification and backoff — one module, since every AWS component needs all of them together.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -202,6 +204,25 @@ EndpointUrl = Annotated[
 CONNECT_TIMEOUT = 5.0
 
 
+#: The boto3 session the clients are made from, and the AWS_* environment it was made in.
+_shared: tuple[str, Any] | None = None
+_session_lock = threading.Lock()
+
+
+def _session(boto3: Any) -> Any:
+    """One boto3 session for every client of the process, made again when an ``AWS_*``
+    variable changed (a test's, or a region set after the first client). A session of its own
+    per client parsed botocore's endpoint rules and the service's model again for each: the
+    kiosk's three SQS components or the ETL's S3 and Kinesis ones paid ~100 ms of CPU of a
+    Lambda's init per client (docs/performance.md, "AWS clients at init")."""
+    global _shared
+    env = "\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("AWS_"))
+    key = hashlib.sha256(env.encode()).hexdigest()  # not the secrets themselves, kept aside
+    if _shared is None or _shared[0] != key:
+        _shared = (key, boto3.session.Session())
+    return _shared[1]
+
+
 def client(
     service: str,
     *,
@@ -220,9 +241,10 @@ def client(
         read_timeout=read_timeout,
         max_pool_connections=20,
     )
-    made = boto3.session.Session().client(
-        service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
-    )
+    with _session_lock:  # a botocore session is not thread-safe; the clients it makes are
+        made = _session(boto3).client(
+            service, region_name=resolve_region(region), endpoint_url=endpoint_url, config=config
+        )
     _bound_by_the_deadline(made, botocore_retries, read_timeout)
     _clients.add(made)
     return made
