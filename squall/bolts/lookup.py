@@ -45,6 +45,7 @@ from squall.errors import (
 )
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
+from squall.topology.resource_config import RedisResource
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -74,7 +75,7 @@ class SharedCacheConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    resource: str = Field(description="Redis resource.")
+    resource: RedisResource = Field(description="Redis resource.")
     ttl: int = Field(3600, ge=1, description="Seconds a found record stays in Redis.")
     missing_ttl: int = Field(
         300, ge=0, description="Seconds a missing key stays in Redis as missing (0: never)."

@@ -34,6 +34,7 @@ from squall import exact_json
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
+from squall.topology.resource_config import RedisResource, SqlResource
 from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
@@ -229,7 +230,7 @@ class SqlSourceConfig(BaseModel):
     )
 
     type: Literal["sql"] = "sql"
-    resource: str = Field(description="SQL resource (sqlite:///…, postgresql://…).")
+    resource: SqlResource = Field(description="SQL resource (sqlite:///…, postgresql://…).")
     table: str = Field(description="Table (or view) to read.")
     db_schema: str | None = Field(None, alias="schema", description="Database schema of the table.")
     key_columns: list[str] | None = Field(
@@ -378,7 +379,7 @@ class RedisSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: Literal["redis"] = "redis"
-    resource: str = Field(description="Redis resource.")
+    resource: RedisResource = Field(description="Redis resource.")
     key_prefix: str = Field("", description="Prefix of the Redis key names (the key follows it).")
     separator: str = Field(
         ":", description="Joins the parts of a composite key in the Redis key name."

@@ -54,6 +54,7 @@ from squall.times import (
     not_after_arrival,
     parse_time,
 )
+from squall.topology.resource_config import RedisResource
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -96,7 +97,7 @@ class SubscriptionBolt(Bolt):
         store: str = Field(
             description="Resource holding the states: a SQL database (sqlite/postgresql URL) or Redis (redis URL)."
         )
-        cache: str | None = Field(
+        cache: RedisResource | None = Field(
             None,
             description="Redis resource in front of a SQL `store`: read-through and write-through, with `cache_ttl`.",
         )

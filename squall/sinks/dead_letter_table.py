@@ -20,6 +20,7 @@ from squall.sinks.base import Prepared, Sink, WriteContext
 from squall.sinks.dead_letter import dead_letter_line
 from squall.sinks.warehouse.columns import check_identifier
 from squall.topology.driver_engine import Column, create_table, quote
+from squall.topology.resource_config import SqlResource
 from squall.topology.sql import sql_errors, transaction
 
 #: The table, as SQLAlchemy types it for SQLite and PostgreSQL (``dead_letters_table``).
@@ -38,7 +39,9 @@ KEY = tuple(c.name for c in COLUMNS if c.primary_key)
 
 
 class DeadLetterTableConfig(ComponentConfig):
-    resource: str = Field(description="SQL resource (SQLite or PostgreSQL) holding the table.")
+    resource: SqlResource = Field(
+        description="SQL resource (SQLite or PostgreSQL) holding the table."
+    )
     table: str = Field("squall_dead_letters", description="Table name; created if missing.")
     include_payload: bool = Field(
         False, description="Also store the decoded payload as it was when it failed."

@@ -45,6 +45,7 @@ from squall.kinesis.shards import (
 )
 from squall.spouts.base import Progress, Spout
 from squall.topology.checkpoint import CheckpointSpec
+from squall.topology.resource_config import SqlResource
 
 log = logging.getLogger("squall.spouts.kinesis")
 
@@ -63,7 +64,9 @@ class SqlCheckpoint(_Strict):
     """Checkpoints in a SQL resource (table ``squall_checkpoints``)."""
 
     store: Literal["sql"]
-    resource: str | None = Field(None, description="SQL resource name (default: `warehouse`).")
+    resource: SqlResource | None = Field(
+        None, description="SQL resource name (default: `warehouse`)."
+    )
     table: str = Field("squall_checkpoints", description="Table name; created if missing.")
     application: str | None = Field(
         None, description="Checkpoint namespace (default: the topology name)."

@@ -1,4 +1,8 @@
-"""Load a topology YAML file into a validated ``Topology``, reporting every problem with its place."""
+"""Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
+
+Size (~435 lines): the loading steps (YAML, environment variables, component configs, the graph,
+resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ import pydantic
 
 from squall.component import ComponentConfig
 from squall.errors import Problem, TopologyError, describe_exception
+from squall.redact import redact_url
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.payload_paths import check_topology_paths
+from squall.topology.resource_config import ResourceKind
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
 KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
@@ -335,8 +341,42 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
                     close = difflib.get_close_matches(name, list(topo.resources), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
+            for path, name, kind in resource_kinds(cfg, (key,) if key == "spout" else (key, i)):
+                found = topo.resources.get(name)
+                if found is not None and not kind.accepts(found.scheme):
+                    wanted = "a SQL database" if kind.kind == "sql" else "Redis"
+                    problems.append(  # the words of Resources.sql / redis at start
+                        loc.problem(
+                            path, f"resource '{name}' is not {wanted} ({redact_url(found.url)})"
+                        )
+                    )
     if problems:
         raise TopologyError(problems)
+
+
+def resource_kinds(model: pydantic.BaseModel, path: Path_) -> list[tuple[Path_, str, ResourceKind]]:
+    """(path, name, kind) of every resource a config names in a field marked with its kind
+    (``SqlResource``, ``RedisResource``), nested options included: `squall validate` checks the
+    resource's URL as `squall run` does at start."""
+    out = []
+    for name, f in type(model).model_fields.items():
+        value, here = getattr(model, name), (*path, f.alias or name)
+        if isinstance(value, str):
+            kind = _kind_of(f)
+            if kind is not None:
+                out.append((here, value, kind))
+        elif isinstance(value, pydantic.BaseModel):
+            out.extend(resource_kinds(value, here))
+    return out
+
+
+def _kind_of(f: Any) -> ResourceKind | None:
+    """The ``ResourceKind`` marking a field, in its metadata or in an ``X | None`` member."""
+    marks = list(f.metadata)
+    for member in typing.get_args(f.annotation):
+        if typing.get_origin(member) is typing.Annotated:
+            marks.extend(typing.get_args(member)[1:])
+    return next((m for m in marks if isinstance(m, ResourceKind)), None)
 
 
 def _check_input_not_written(topo: Topology, loc: Locator) -> None:

@@ -6,7 +6,8 @@ engine's ``Resources`` (``resources.py``) opens the connections.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -16,6 +17,24 @@ from squall.topology import pg_url
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """Marks a config field that names a resource of one kind (``sql`` or ``redis``): the loader
+    checks the named resource's URL scheme, so `squall validate` refuses a lookup's SQL source on
+    a Redis resource as `squall run` does at start (``Resources.sql`` / ``redis``)."""
+
+    kind: str
+
+    def accepts(self, scheme: str) -> bool:
+        return scheme in (SQL_SCHEMES if self.kind == "sql" else REDIS_SCHEMES)
+
+
+#: A config field naming a SQL resource (sqlite, postgresql).
+SqlResource = Annotated[str, ResourceKind("sql")]
+#: A config field naming a Redis resource.
+RedisResource = Annotated[str, ResourceKind("redis")]
 
 
 class ResourceConfig(BaseModel):

@@ -146,7 +146,8 @@ def test_a_component_refusing_to_start_is_one_line_without_an_empty_summary(tmp_
 
 def test_a_resource_of_the_wrong_kind_is_located_at_the_option_naming_it(tmp_path: Path):
     """A warehouse pointed at the Redis resource said "resource 'cache' is not a SQL database",
-    naming no file, line or component."""
+    naming no file, line or component. It is refused at load now (`squall validate` too), at
+    the same place."""
     t = write(
         tmp_path,
         resources='{cache: {url: "redis://:s3cret@127.0.0.1:1/0"}}',
@@ -155,6 +156,6 @@ def test_a_resource_of_the_wrong_kind_is_located_at_the_option_naming_it(tmp_pat
     r = run_cli(["run", str(t)], input="")
     assert r.returncode == 2
     assert one_error_line(r.stderr).endswith(
-        f"{t}:6:47: sinks[0].resource: sink 'rows': resource 'cache' is not a SQL database "
+        f"{t}:6:47: sinks[0].resource: resource 'cache' is not a SQL database "
         "(redis://:***@127.0.0.1:1/0)"
     )

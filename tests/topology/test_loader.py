@@ -167,6 +167,61 @@ def test_an_unknown_resource_in_a_nested_option_is_refused_at_load():
     ]
 
 
+def test_a_resource_of_the_wrong_kind_is_refused_at_load_where_it_is_named():
+    """A lookup's SQL source on a Redis resource, a shared cache on a database, a warehouse,
+    dead-letter table or SQL checkpoint on Redis, a subscription cache on a database: `squall
+    validate` said ok and `squall run` (a Lambda init) refused at start."""
+    text = (
+        "name: t\n"
+        "resources:\n"
+        "  db: {url: 'postgresql://u:pw@127.0.0.1/d'}\n"
+        "  cache: {url: 'redis://127.0.0.1:6379/0'}\n"
+        "  states: {url: 'sqlite:///s.db'}\n"
+        "spout: {type: kinesis, stream: s, checkpoint: {store: sql, resource: cache}}\n"
+        "bolts:\n"
+        "  - {id: d, type: json}\n"
+        "  - {id: l, type: lookup, key: a, target: b,"
+        " source: {type: sql, resource: cache, table: apps}, shared_cache: {resource: db}}\n"
+        "  - {id: r, type: lookup, key: a, target: c, source: {type: redis, resource: db}}\n"
+        "  - {id: s, type: subscription, store: states, cache: db}\n"
+        "sinks:\n"
+        "  - {id: w, type: warehouse, resource: cache, table: t, columns: {a: a}}\n"
+        "  - {id: x, type: dead_letter_table, resource: cache}\n"
+    )
+    on_redis = "resource 'cache' is not a SQL database (redis://127.0.0.1:6379/0)"
+    on_db = "resource 'db' is not Redis (postgresql://u:***@127.0.0.1/d)"
+    found = problems(text)
+    assert [p.split(": ", 1)[1] for p in found] == [
+        f"spout.checkpoint.resource: {on_redis}",
+        f"bolts[1].source.resource: {on_redis}",
+        f"bolts[1].shared_cache.resource: {on_db}",
+        f"bolts[2].source.resource: {on_db}",
+        f"bolts[3].cache: {on_db}",
+        f"sinks[0].resource: {on_redis}",
+        f"sinks[1].resource: {on_redis}",
+    ]
+    assert [p.split(":")[1] for p in found] == ["6", "9", "9", "10", "11", "13", "14"]
+
+
+def test_resources_of_the_right_kind_pass():
+    text = (
+        "name: t\n"
+        "resources: {db: {url: 'sqlite:///w.db'}, cache: {url: 'rediss://h:6380/1'}}\n"
+        "spout: {type: kinesis, stream: s, checkpoint: {store: sql, resource: db}}\n"
+        "bolts:\n"
+        "  - {id: d, type: json}\n"
+        "  - {id: l, type: lookup, key: a, target: b,"
+        " source: {type: sql, resource: db, table: apps}, shared_cache: {resource: cache}}\n"
+        "  - {id: s, type: subscription, store: cache}\n"
+        "  - {id: s2, type: subscription, store: db, cache: cache}\n"
+        "sinks:\n"
+        "  - {id: w, type: warehouse, resource: db, table: t, columns: {a: a}}\n"
+        "  - {id: x, type: dead_letter_table, resource: db}\n"
+    )
+    topo = load_text(text, file="topology.yaml", env={})
+    assert [b.id for b in topo.bolts] == ["d", "l", "s", "s2"]
+
+
 def test_bad_filter_condition_is_located():
     text = GOOD.replace("in: [click]", "in: [click], gt: 3")
     [line] = problems(text)

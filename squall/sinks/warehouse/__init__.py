@@ -20,6 +20,7 @@ from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteRe
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
 from squall.times import duration_ms
+from squall.topology.resource_config import SqlResource
 from squall.topology.sql import sql_errors, transaction
 
 log = logging.getLogger("squall.sinks.warehouse")
@@ -64,7 +65,9 @@ def _column_shorthand(v: Any) -> Any:
 
 
 class WarehouseConfig(ComponentConfig):
-    resource: str = Field(description="Name of a SQL resource (sqlite:///…, postgresql://…).")
+    resource: SqlResource = Field(
+        description="Name of a SQL resource (sqlite:///…, postgresql://…)."
+    )
     table: str = Field(description="Target table; created from 'columns' if missing.")
     db_schema: str | None = Field(
         None, alias="schema", description="Database schema of the table (PostgreSQL)."
