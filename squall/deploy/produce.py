@@ -43,6 +43,10 @@ FLUSH_INTERVAL = 0.5
 MAX_REPORTED_FAILURES = 20
 
 
+#: Lines without the partition key named in the report, so a user finds them in the file.
+MAX_UNKEYED_LINES = 5
+
+
 @dataclass
 class ProduceReport:
     """The outcome of one produce run; counts are user records (lines) unless said otherwise."""
@@ -55,6 +59,7 @@ class ProduceReport:
         0  # user records sent again because their aggregate landed on another shard (reshard)
     )
     unkeyed: int = 0  # lines without the partition key field, keyed by line number instead
+    unkeyed_lines: list[int] = field(default_factory=list)  # the first MAX_UNKEYED_LINES of them
     kinesis_records: int = 0  # Kinesis records accepted (aggregates count once)
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -166,6 +171,8 @@ def produce_file(
                 value = _key_of(data, partition_key)
                 if value is None:  # still sent: a test file may hold bad records on purpose
                     report.unkeyed += 1
+                    if len(report.unkeyed_lines) < MAX_UNKEYED_LINES:
+                        report.unkeyed_lines.append(number)
                 else:
                     pk = value
             problem = record_problem(data, pk)
@@ -351,7 +358,7 @@ def produce(
     if report.unkeyed:
         err.print(
             f"{report.unkeyed:,} line(s) had no '{_text(partition_key)}' (or were not JSON): "
-            "keyed by line number"
+            f"keyed by line number ({unkeyed_lines(report)})"
         )
     for line in report.failures:
         err.print(f"[red]failed[/red] {_text(line)}", highlight=False)
@@ -367,3 +374,11 @@ def _text(value: object) -> str:
     from rich.markup import escape
 
     return escape(redact_text(str(value)))
+
+
+def unkeyed_lines(report: ProduceReport) -> str:
+    """``line 2``, ``lines 2, 3`` or ``first lines 2, 3, 5, 6, 8`` of the lines without the key."""
+    shown = ", ".join(str(n) for n in report.unkeyed_lines)
+    if report.unkeyed > len(report.unkeyed_lines):
+        return f"first lines {shown}"
+    return f"line {shown}" if report.unkeyed == 1 else f"lines {shown}"

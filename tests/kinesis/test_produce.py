@@ -91,10 +91,23 @@ def test_lines_without_the_key_are_still_sent(kinesis_mock, make_stream, tmp_pat
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "sent 4 records" in result.output and "2 line(s) had no 'pk'" in result.output
+    assert "sent 4 records" in result.output
+    # The lines are named: "2 line(s) had no 'pk'" alone left the user to search the file.
+    assert "2 line(s) had no 'pk' (or were not JSON): keyed by line number (lines 2, 3)" in (
+        " ".join(result.output.split())
+    )
     seen = read_back(kinesis_mock.endpoint, stream)
     assert [r.meta.partition_key for r in seen] == ["a", "2", "3", "b"]
     assert seen[2].data == b"not json"
+
+
+def test_the_report_names_the_first_lines_without_the_partition_key():
+    from squall.deploy.produce import ProduceReport, unkeyed_lines
+
+    report = ProduceReport(unkeyed=1, unkeyed_lines=[7])
+    assert unkeyed_lines(report) == "line 7"
+    report = ProduceReport(unkeyed=7, unkeyed_lines=[1, 3, 5, 7, 9])
+    assert unkeyed_lines(report) == "first lines 1, 3, 5, 7, 9"
 
 
 def test_records_kinesis_refuses_fail_and_the_exit_code_says_so(
