@@ -172,35 +172,34 @@ class Min(Count):
     __slots__ = ()
     additive = False
 
+    @staticmethod
+    def _replaces(new: Any, kept: Any) -> bool:
+        """Whether ``new`` takes the place of ``kept``: it comes first in the one order of min and
+        max, or is the same number in the form they keep (``_preferred``)."""
+        return _before(new, kept) or _preferred(new, kept)
+
     def new(self) -> Any:
         return None
 
     def add(self, state: Any, value: Any, order: Any) -> Any:
         _comparable(value)
-        return (
-            value if state is None or _before(value, state) or _preferred(value, state) else state
-        )
+        return value if state is None or self._replaces(value, state) else state
 
     def merge(self, a: Any, b: Any) -> Any:
         if a is None or b is None:
             return b if a is None else a
-        return b if _before(b, a) or _preferred(b, a) else a
+        return b if self._replaces(b, a) else a
 
 
 class Max(Min):
+    """``Min`` in the reverse order (the preferred form of equal numbers is the same)."""
+
     __slots__ = ()
     additive = False
 
-    def add(self, state: Any, value: Any, order: Any) -> Any:
-        _comparable(value)
-        return (
-            value if state is None or _before(state, value) or _preferred(value, state) else state
-        )
-
-    def merge(self, a: Any, b: Any) -> Any:
-        if a is None or b is None:
-            return b if a is None else a
-        return b if _before(a, b) or _preferred(b, a) else a
+    @staticmethod
+    def _replaces(new: Any, kept: Any) -> bool:
+        return _before(kept, new) or _preferred(new, kept)
 
 
 class Mean(Count):
