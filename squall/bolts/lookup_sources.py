@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~760 lines): three sources behind one interface, kept together so the interface and its
+Size (~780 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150 lines each) read side by side.
 """
 
@@ -19,8 +19,9 @@ import decimal
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -69,6 +70,22 @@ def redis_busy(answer: object) -> bool:
     """Redis running a script past its time limit answers ``BUSY`` to every command until the
     script ends: an outage (a plain ``ResponseError`` in redis-py, not one of its classes)."""
     return isinstance(answer, redis.exceptions.ResponseError) and str(answer).startswith("BUSY ")
+
+
+def redis_outage(answer: object) -> bool:
+    """Whether a Redis error (raised, or a pipeline's answer) is the source's, never a key's."""
+    return isinstance(answer, REDIS_FAILURES) or redis_busy(answer)
+
+
+@contextmanager
+def redis_outages(what: str) -> Iterator[None]:
+    """A Redis call whose outage (``redis_outage``) is ``what``'s failure; other errors pass."""
+    try:
+        yield
+    except redis.exceptions.RedisError as exc:
+        if redis_outage(exc):
+            raise redis_failure(what, exc) from exc
+        raise
 
 
 @dataclass
@@ -409,7 +426,7 @@ class RedisSource:
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
             names = [self.name(k) for k in chunk]
-            try:
+            with redis_outages("redis source"):
                 if self.config.data == "hash":
                     pipe = self.client.pipeline(transaction=False)
                     for n in names:
@@ -417,12 +434,6 @@ class RedisSource:
                     answers = pipe.execute(raise_on_error=False)
                 else:
                     answers = self.client.mget(names)
-            except REDIS_FAILURES as exc:
-                raise redis_failure("redis source", exc) from exc
-            except redis.exceptions.ResponseError as exc:
-                if redis_busy(exc):
-                    raise redis_failure("redis source", exc) from exc
-                raise
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
         # `data: hash` over strings (WRONGTYPE for every key): the source is misread, not the
@@ -434,7 +445,7 @@ class RedisSource:
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
-        if isinstance(answer, REDIS_FAILURES) or redis_busy(answer):  # the source's, not the key's
+        if redis_outage(answer):  # the source's, not the key's
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
             fetched.failed[key] = f"redis key {quoted(self.name(key))}: {_WRONG_TYPE}{answer}"
@@ -734,14 +745,8 @@ class SharedCache:
         missing: set[Key] = set()
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
-            try:
+            with redis_outages("shared lookup cache"):
                 answers = self.client.mget([self.name(k) for k in chunk])
-            except REDIS_FAILURES as exc:
-                raise redis_failure("shared lookup cache", exc) from exc
-            except redis.exceptions.ResponseError as exc:
-                if redis_busy(exc):
-                    raise redis_failure("shared lookup cache", exc) from exc
-                raise
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:
                     continue
