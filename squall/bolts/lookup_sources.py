@@ -19,9 +19,8 @@ import decimal
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -35,7 +34,13 @@ from squall import exact_json
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
-from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
+from squall.topology.resources import (
+    redis_errors,
+    redis_failure,
+    redis_outage,
+    redis_refused_for_good,
+    redis_transient_errors,
+)
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
 Key = tuple[str, ...]
@@ -64,28 +69,6 @@ BATCH_KEY_STATUSES = frozenset({400, 413, 422})
 #: Redis errors that are the source's, never a key's: those that may pass (connection lost,
 #: timeouts, failover) and those refused for good (password, ACL); shared with every Redis user.
 REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
-
-
-def redis_busy(answer: object) -> bool:
-    """Redis running a script past its time limit answers ``BUSY`` to every command until the
-    script ends: an outage (a plain ``ResponseError`` in redis-py, not one of its classes)."""
-    return isinstance(answer, redis.exceptions.ResponseError) and str(answer).startswith("BUSY ")
-
-
-def redis_outage(answer: object) -> bool:
-    """Whether a Redis error (raised, or a pipeline's answer) is the source's, never a key's."""
-    return isinstance(answer, REDIS_FAILURES) or redis_busy(answer)
-
-
-@contextmanager
-def redis_outages(what: str) -> Iterator[None]:
-    """A Redis call whose outage (``redis_outage``) is ``what``'s failure; other errors pass."""
-    try:
-        yield
-    except redis.exceptions.RedisError as exc:
-        if redis_outage(exc):
-            raise redis_failure(what, exc) from exc
-        raise
 
 
 @dataclass
@@ -426,7 +409,7 @@ class RedisSource:
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
             names = [self.name(k) for k in chunk]
-            with redis_outages("redis source"):
+            with redis_errors("redis source"):
                 if self.config.data == "hash":
                     pipe = self.client.pipeline(transaction=False)
                     for n in names:
@@ -745,7 +728,7 @@ class SharedCache:
         missing: set[Key] = set()
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
-            with redis_outages("shared lookup cache"):
+            with redis_errors("shared lookup cache"):
                 answers = self.client.mget([self.name(k) for k in chunk])
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:

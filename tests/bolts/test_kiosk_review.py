@@ -73,7 +73,6 @@ import logging
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis
@@ -86,6 +85,7 @@ from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_lookup import RECORDS, Endpoint, create_apps, make_bolt, run
+from tests.busy_redis import busy, scripted_redis_server
 from tests.enrichment.support import make_batch, resources
 from tests.ports import free_port, wait_port
 
@@ -372,48 +372,8 @@ def test_redis_values_that_are_not_json_stay_each_keys_failure(redis_url, redis_
 
 @pytest.fixture(scope="module")
 def scripted_redis(tmp_path_factory) -> Iterator[int]:
-    """A private redis-server that answers BUSY 50 ms into a script (``busy-reply-threshold``)."""
-    port = free_port()
-    directory = tmp_path_factory.mktemp("busy-redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--busy-reply-threshold", "50"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
+    with scripted_redis_server(tmp_path_factory.mktemp("busy-redis")) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-@contextmanager
-def busy(port: int) -> Iterator[None]:
-    """Redis running an endless script: every command is answered BUSY until it is killed."""
-    runner = threading.Thread(
-        target=lambda: pytest.raises(
-            redis.exceptions.ResponseError,
-            redis.Redis(port=port).eval,
-            "while true do end",
-            0,
-        )
-    )
-    runner.start()
-    probe = redis.Redis(port=port)
-    try:
-        while True:  # until the server says so: the script is past its threshold
-            try:
-                probe.ping()
-            except redis.exceptions.ResponseError as exc:
-                assert str(exc).startswith("BUSY ")
-                break
-        yield
-    finally:
-        probe.script_kill()
-        runner.join()
-        probe.close()
 
 
 @pytest.mark.parametrize("data", ["hash", "json", "shared cache"])
