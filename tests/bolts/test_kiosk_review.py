@@ -70,7 +70,6 @@ its fix.
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -85,9 +84,8 @@ from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_lookup import RECORDS, Endpoint, create_apps, make_bolt, run
-from tests.busy_redis import busy, scripted_redis_server
 from tests.enrichment.support import make_batch, resources
-from tests.ports import free_port, wait_port
+from tests.private_redis import busy, private_redis_server, scripted_redis_server
 
 
 @pytest.fixture
@@ -140,16 +138,8 @@ def test_a_composite_key_with_char_n_parts(pg_url_psycopg2, pg_kiosks):
 def full_redis(tmp_path_factory) -> Iterator[int]:
     """A private redis-server whose memory is over its ``maxmemory`` (``noeviction``): it answers
     reads and refuses every write with ``OOM command not allowed``."""
-    port = free_port()
     directory = tmp_path_factory.mktemp("full-redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
+    with private_redis_server(directory, "--maxmemory-policy", "noeviction") as port:
         admin = redis.Redis(host="127.0.0.1", port=port)
         admin.set("filler", b"x" * 4_000_000)
         admin.config_set("maxmemory", "1mb")
@@ -157,9 +147,6 @@ def full_redis(tmp_path_factory) -> Iterator[int]:
             admin.set("probe", "1")
         admin.close()
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 SHARED = """

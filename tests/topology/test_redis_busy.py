@@ -17,9 +17,9 @@ import redis
 
 from squall.bolts.window_store import RedisWindowStore
 from squall.errors import TransientError
-from tests.busy_redis import busy, scripted_redis_server
 from tests.enrichment.support import make_batch, resources
 from tests.enrichment.test_subscription import ev, make_bolt
+from tests.private_redis import busy, scripted_redis_server
 
 
 @pytest.fixture(scope="module")

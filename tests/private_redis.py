@@ -1,12 +1,13 @@
-"""A private redis-server that can be made to answer ``BUSY`` to every command (a script running
-past its time limit): for the tests that a busy Redis is an outage, not every record's fault."""
+"""Private redis-servers for the tests that need one configured otherwise than the shared one (a
+password, a full ``maxmemory``, a low ``busy-reply-threshold``), and a Redis made to answer
+``BUSY`` to every command (a script running past its time limit)."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,13 @@ from tests.ports import free_port, wait_port
 
 
 @contextmanager
-def scripted_redis_server(directory: Path) -> Iterator[int]:
-    """A redis-server on a free port that answers BUSY 50 ms into a script
-    (``busy-reply-threshold``); yields its port."""
+def private_redis_server(directory: Path, *options: str) -> Iterator[int]:
+    """A redis-server on a free port of 127.0.0.1, storing nothing on disk, with these command
+    line ``options``; yields its port."""
     port = free_port()
     proc = subprocess.Popen(
         ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--busy-reply-threshold", "50"],
+        + ["--save", "", "--appendonly", "no", *options],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -32,6 +33,11 @@ def scripted_redis_server(directory: Path) -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait()
+
+
+def scripted_redis_server(directory: Path) -> AbstractContextManager[int]:
+    """A private redis-server that answers BUSY 50 ms into a script (``busy-reply-threshold``)."""
+    return private_redis_server(directory, "--busy-reply-threshold", "50")
 
 
 @contextmanager
