@@ -1378,7 +1378,7 @@ def _refused_for_good(exc: BaseException) -> bool:
 
 
 def _dependency_down(exc: BaseException) -> bool:
-    """A database or Redis client's connection-level error that a component let escape raw.
+    """A database or Redis client's server- or connection-level error a component let escape raw.
 
     It is the dependency's failure, never a record's: isolating it would dead-letter every record
     of the batch (each fails alone) and checkpoint past them during an outage. Only libraries
@@ -1394,10 +1394,14 @@ def _dependency_down(exc: BaseException) -> bool:
         from squall.topology.sql import is_transient
 
         return is_transient(exc)
-    redis = sys.modules.get("redis")
-    return redis is not None and isinstance(
-        exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-    )
+    if sys.modules.get("redis") is None:
+        return False
+    from squall.topology.resources import redis_outage
+
+    # The same rule as every squall store's (redis_errors): a lost connection or timeout, a
+    # replica promoted (ReadOnlyError), a server loading (BusyLoadingError) or BUSY running a
+    # script, a refused password: the server's, never one record's.
+    return redis_outage(exc)
 
 
 _heap_settled = False
