@@ -304,8 +304,10 @@ class DeviceBolt(Bolt):
             limit = self.config.renew_parser_after
             if limit and self._parsed_since_renewal >= limit:
                 self._renew()
-            elif _shared_resolvers and _shared_resolvers[0] is not self._resolver:
-                self._use(shared_resolver())  # another bolt renewed it: let the worn one go
+            else:
+                current = _shared_resolvers[:1]  # one read: another thread may be renewing it
+                if current and current[0] is not self._resolver:
+                    self._use(current[0])  # another bolt renewed it: let the worn one go
         return self._cache.get_or_compute(uas, self.parse)
 
     def _renew(self) -> None:
