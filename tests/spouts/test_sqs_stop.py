@@ -712,6 +712,63 @@ def test_short_polls_until_stopped_pause_between_empty_receives(
     assert sent == [0, 0, 0]  # one receive before each pause
 
 
+def test_a_stop_from_another_thread_ends_the_idle_pause(moto_server, monkeypatch):
+    """``stop()`` called from code (an embedding application's thread; a signal raises in the
+    read instead) during the idle pause: the pause, a plain sleep, went on to its end before
+    ``read`` ended. It now waits on the stop. The pause is made 600 s here, so without the fix
+    the reading thread is still asleep when the test stops waiting for it."""
+    monkeypatch.setattr("squall.spouts.sqs.IDLE_PAUSE", 600.0)
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("idle-stop"))["QueueUrl"]
+    spout = spout_on(moto_server, url, wait_time=0)  # the real sleep: no clock given
+    received = threading.Event()
+    spout.client.meta.events.register(
+        "after-call.sqs.ReceiveMessage", lambda **_: received.set()
+    )
+    batches: list[list] = []
+    reader = threading.Thread(target=lambda: batches.extend(spout.read(10)), daemon=True)
+    reader.start()
+    assert received.wait(60), "no receive"
+    spout.stop()  # during the pause, or just before it: either way read() ends now
+    reader.join(60)
+    assert not reader.is_alive(), "read() still in its idle pause after stop()"
+    assert batches == []
+
+
+def test_a_stop_from_a_signal_handler_that_interrupted_the_pause_returns():
+    """``squall run``'s signal handler calls ``stop()`` in the thread it interrupted; in the idle
+    pause that thread may hold the pause's lock (entering or leaving the wait): ``stop()`` must
+    not wait for it (``threading.Event``'s lock is not re-entrant: it would block for ever)."""
+    spout = SqsSpout(
+        SqsSpoutConfig(id="in", type="sqs", queue="q", wait_time=0, stop_when_empty=False),
+        ComponentContext("t"),
+    )
+    done = threading.Event()
+
+    def interrupted_in_the_pause() -> None:
+        with spout._stopped._cond:  # as the wait holds it, when the handler runs
+            spout.stop()
+        done.set()
+
+    threading.Thread(target=interrupted_in_the_pause, daemon=True).start()
+    assert done.wait(60), "stop() blocked on the pause's lock"
+    spout._idle_pause(600)  # ended: returns at once
+    assert spout.stopping
+
+
+def test_a_stop_during_the_last_receive_skips_the_idle_pause(moto_server):
+    """A stop that comes while the empty receive is in flight: ``read`` ends without pausing."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("idle-stop"))["QueueUrl"]
+    clock = FakeClock()
+    spout = spout_on(moto_server, url, wait_time=0, clock=clock)
+    spout.client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage", lambda **_: spout.stop()
+    )
+    assert list(spout.read(10)) == []
+    assert clock.slept == []
+
+
 def test_a_queue_given_by_arn_is_read(
     moto_server,
 ):
