@@ -722,9 +722,7 @@ def test_a_stop_from_another_thread_ends_the_idle_pause(moto_server, monkeypatch
     url = sqs.create_queue(QueueName=unique("idle-stop"))["QueueUrl"]
     spout = spout_on(moto_server, url, wait_time=0)  # the real sleep: no clock given
     received = threading.Event()
-    spout.client.meta.events.register(
-        "after-call.sqs.ReceiveMessage", lambda **_: received.set()
-    )
+    spout.client.meta.events.register("after-call.sqs.ReceiveMessage", lambda **_: received.set())
     batches: list[list] = []
     reader = threading.Thread(target=lambda: batches.extend(spout.read(10)), daemon=True)
     reader.start()
