@@ -75,19 +75,27 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("sig", "wait_time"),
+    [(signal.SIGTERM, 20), (signal.SIGINT, 20), (signal.SIGTERM, 0)],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-short-polls"],
+)
 def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
     moto_server,
     tmp_path: Path,
     sig: signal.Signals,
+    wait_time: int,
 ):
+    """(``wait_time: 0``: the signal comes during a short poll or the idle pause between them,
+    whose wait a ``stop()`` ends: the handler's ``stop()`` in the thread it interrupted.)"""
     sqs = moto_server.client("sqs")
     url = sqs.create_queue(QueueName=unique("stop"))["QueueUrl"]
     for n in (1, 2, 3):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": n}))
     db = tmp_path / "w.db"
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=db, url=url, endpoint=moto_server.endpoint))
+    topology = TOPOLOGY.format(db=db, url=url, endpoint=moto_server.endpoint)
+    t.write_text(topology.replace("wait_time: 20", f"wait_time: {wait_time}"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "squall.cli", "run", str(t)],
         stdout=subprocess.PIPE,
