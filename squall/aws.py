@@ -1,6 +1,6 @@
 """boto3 clients, AWS error classification and jittered backoff for squall's AWS I/O.
 
-Size (~450 lines): the clients' settings, the bound of their calls by a Lambda's time left
+Size (~460 lines): the clients' settings, the bound of their calls by a Lambda's time left
 (``time_bounded``: one attempt, read and connect timeouts of the time left), error
 classification and backoff — one module, since every AWS component needs all of them together.
 """
@@ -200,6 +200,17 @@ def check_endpoint_url(url: str | None) -> str | None:
 EndpointUrl = Annotated[
     str | None, BeforeValidator(blank_is_unset), AfterValidator(check_endpoint_url)
 ]
+
+
+def url_without_slash(value: str) -> str:
+    """A queue URL as SQS gives it — without a ``/`` at the end, which SQS's calls refuse
+    (moto's server: NonExistentQueue) and which hid a FIFO queue's ``.fifo`` —; a name or an ARN
+    as it is."""
+    return value.rstrip("/") if value.startswith(("http://", "https://")) else value
+
+
+#: An SQS queue in a sink's config (a URL or a name): a URL ending in ``/`` is used without it.
+SqsQueue = Annotated[str, AfterValidator(url_without_slash)]
 
 
 #: Seconds a client's call waits for its connection (botocore's default is 60); inside

@@ -226,7 +226,9 @@ class SqsSpout(Spout):
         self._sleep_given = sleep is not None
         self.client: Any = None
         self.queue_url: str | None = (  # a URL as SQS gives it: no '/' at the end
-            config.queue.rstrip("/") if config.queue.startswith(("http://", "https://")) else None
+            aws.url_without_slash(config.queue)
+            if config.queue.startswith(("http://", "https://"))
+            else None
         )
         self.name = queue_name(config.queue)
         self._handles: dict[
