@@ -519,3 +519,23 @@ sinks:
     assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 2]
     [dead] = MemorySink.stores[f"{tag}-dlq"]
     assert dead.value["i"] == 1 and dead.failure.reason.startswith("ResponseError: WRONGTYPE")
+
+
+@pytest.mark.parametrize("option", ["max_backoff", "initial_backoff"])
+def test_a_backoff_beyond_an_hour_is_refused_where_it_is_written(option: str):
+    """A ``max_backoff`` of 1e300 was accepted and a long outage then raised OverflowError out
+    of ``time.sleep`` (its limit is ~9.2e9 s) instead of retrying: refused at load, located."""
+    from squall.errors import TopologyError
+    from squall.topology.loader import load_text
+
+    text = f"""name: slow
+spout: {{type: stdin}}
+settings:
+  retry: {{{option}: 1e300}}
+sinks:
+  - {{id: out, type: "squall.testing:MemorySink", name: slow}}
+"""
+    with pytest.raises(TopologyError) as refused:
+        load_text(text, file="t.yaml")
+    assert "t.yaml:4:" in str(refused.value) and option in str(refused.value), refused.value
+    assert "3600" in str(refused.value)
