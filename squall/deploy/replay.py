@@ -99,7 +99,8 @@ class ReplayReport(ExitStatus):
                 f"batch failed: {self.error}; what was committed stays, run again to finish"
             )
         if self.aborted:
-            lines.append("aborted by a second interrupt: the batch in flight was not committed")
+            by = "a second interrupt" if self.interrupted else "an interrupt"
+            lines.append(f"aborted by {by}: the batch in flight was not committed")
         elif self.interrupted:
             lines.append("interrupted: the batch in flight was finished and committed")
         return lines

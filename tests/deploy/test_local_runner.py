@@ -630,3 +630,9 @@ def test_an_aborted_run_exits_130_even_when_not_interrupted_first(tmp_path: Path
     assert report.aborted and not report.interrupted and report.batches == 1
     assert report.exit_code == EXIT_INTERRUPTED  # before: 0
     assert ReplayReport(aborted=True).exit_code == EXIT_INTERRUPTED
+    # ... and the summary does not speak of a second interrupt that never came
+    assert (
+        "aborted by an interrupt: the batch in flight" in ReplayReport(aborted=True).summary()[-1]
+    )
+    again = ReplayReport(aborted=True, interrupted=True).summary()[-1]
+    assert again.startswith("aborted by a second interrupt")
