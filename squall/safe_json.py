@@ -43,6 +43,8 @@ def text(value: Any, limit: int = MAX_TEXT) -> str:
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, float):  # a float subclass (NumPy's float64): its number, replayable
+        return float.__float__(value)
     return text(value)
 
 
