@@ -70,6 +70,7 @@ class PrometheusBackend:
         self.iterator_age = gauge("iterator_age", "livemax")
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
         self._children: dict[tuple, object] = {}
+        self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
 
     def _child(self, metric, *labels: str):
         """Labelled children are looked up once: ``labels()`` costs a lock and a dict per call."""
@@ -112,8 +113,24 @@ class PrometheusBackend:
         self._child(self.rss, t).set(s.rss_bytes)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        """``millis_behind`` is every shard being read (the runner's spout's ``lag()``): the series
+        of a shard no longer in it (read to its end: the parent of a split or merge) goes. Its last
+        value — a surge's backlog — would otherwise hold ``max()`` up, and ``SquallLagHigh`` and
+        ``SquallStalled`` with it, for as long as the process runs (and one series per shard
+        ever read)."""
+        if not millis_behind:  # nothing known (no poll answered yet): keep what is there
+            return
+        known = self._shards.setdefault(topology, set())
+        for shard in known - millis_behind.keys():
+            if self.multiprocess:  # no removal there (one shard per KCL process: not reached)
+                self._child(self.millis_behind, topology, shard).set(0)
+                continue
+            self._children.pop((id(self.millis_behind), (topology, shard)), None)
+            self.millis_behind.remove(topology, shard)
+            known.discard(shard)
         for shard, ms in millis_behind.items():
             self._child(self.millis_behind, topology, shard).set(ms)
+            known.add(shard)
 
 
 def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None:
