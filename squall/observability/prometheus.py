@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from squall.errors import MetricsServerError
-from squall.observability.metrics import SPECS, BatchSample
+from squall.observability.metrics import BATCH_STATUSES, RECORD_OUTCOMES, SPECS, BatchSample
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: What the host's scrape server prints once it listens.
@@ -37,7 +37,7 @@ def _name(key: str) -> str:
 class PrometheusBackend:
     """Counters, histograms and gauges of every batch, in one registry (or multiprocess files)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, *, topology: str | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         r = self.registry
@@ -71,6 +71,19 @@ class PrometheusBackend:
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
         self._children: dict[tuple, object] = {}
         self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
+        if topology is not None:
+            self.start(topology)
+
+    def start(self, topology: str) -> None:
+        """Export the series the alerting rules read at 0 before the first batch: ``increase()``
+        and ``rate()`` see nothing of a series that appears with its first value (a first
+        ``records_failed`` batch raised no alert), and ``sum()`` over no series is no value at all
+        (a consumer stuck on its first batch never read as stalled)."""
+        for status in BATCH_STATUSES:
+            self._child(self.batches, topology, status)
+        for outcome in RECORD_OUTCOMES:
+            self._child(self.outcomes, topology, outcome)
+        self._child(self.checkpoints, topology)
 
     def _child(self, metric, *labels: str):
         """Labelled children are looked up once: ``labels()`` costs a lock and a dict per call."""

@@ -51,7 +51,7 @@ def local_recorder(
     if metrics_port:
         from squall.observability.prometheus import PrometheusBackend, serve
 
-        backend = PrometheusBackend()
+        backend = PrometheusBackend(topology=topology)
         addr, port = parse_metrics_port(metrics_port)
         serve(port, backend.registry, addr)
         recorder.backends.append(backend)
@@ -70,7 +70,7 @@ def kcl_recorder(topology: str) -> Recorder:
     from squall.observability.prometheus import MULTIPROC_ENV, PrometheusBackend
 
     if os.environ.get(MULTIPROC_ENV):
-        recorder.backends.append(PrometheusBackend())
+        recorder.backends.append(PrometheusBackend(topology=topology))
     _otel(recorder)
     return recorder
 
