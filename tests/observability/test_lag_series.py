@@ -44,3 +44,24 @@ def test_a_shard_read_to_its_end_leaves_the_lag_gauge_and_the_console_lag():
     rec.lag({})
     backend.record(BatchSample("t", 3, 0, 0.1, "ok"))
     assert _lag_series(backend) == {LEFT: 0, RIGHT: 0} and totals.lag_ms == 0
+
+
+def test_the_otel_lag_of_a_shard_read_to_its_end_goes_to_zero():
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from squall.observability.otel import OtelBackend
+
+    reader = InMemoryMetricReader()
+    backend = OtelBackend(MeterProvider(metric_readers=[reader]))
+    backend.record(BatchSample("t", 1, 500, 0.1, "ok", millis_behind={PARENT: 600_000}))
+    backend.record(BatchSample("t", 2, 10, 0.1, "ok", millis_behind={LEFT: 0, RIGHT: 1_200}))
+    lag = {
+        p.attributes["shard"]: p.value
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "squall.millis_behind_latest"
+        for p in m.data.data_points
+    }
+    assert max(lag.values()) == 1_200 and lag[PARENT] == 0
