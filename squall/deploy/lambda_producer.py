@@ -11,7 +11,9 @@ context must be the producer's, and the client's field is not dropped silently).
 Answers: ``202`` with ``{"accepted": n, "rejected": [{"index", "reason"}]}`` when at least one
 event was accepted (``index``: the array element, or the 0-based line of a JSON-lines body,
 blank lines counted); a bad element or line is rejected alone, never the whole request; ``400`` when none was (bad body, or every event rejected); ``413`` for a body
-over ``max_body_bytes``; ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
+over ``max_body_bytes``; ``415`` for a ``Content-Encoding`` other than gzip or none; ``500`` with
+``Retry-After: 60`` when a sink refuses every write for good (``SinkError``: the stream missing, no
+permission); ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
 events after retries — the SDK should retry the request, and a stable ``event_id_field`` (the
 SDK's message id) makes that retry harmless downstream. Retries stop before the function's
 timeout (``context.get_remaining_time_in_millis()`` less ``settings.lambda_deadline_margin``):
@@ -20,7 +22,7 @@ killed at its timeout, the function would answer nothing (API Gateway's own 502/
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~455 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~485 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -45,7 +47,7 @@ from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
-from squall.errors import BatchFailed, TransientError
+from squall.errors import BatchFailed, SinkError, TransientError
 from squall.event import Record, RecordMeta
 from squall.limits import (
     DEFAULT_MAX_DEPTH,
@@ -92,6 +94,14 @@ def _text(value: Any, where: str, default: str = "") -> str:
     return value
 
 
+class UnsupportedEncoding(ValueError):
+    """A body in a ``Content-Encoding`` the producer cannot read (answered ``415``)."""
+
+
+#: Content-Encoding → whether the body is gzip (RFC 9110: ``x-gzip`` is ``gzip``).
+_ENCODINGS = {"": False, "identity": False, "gzip": True, "x-gzip": True}
+
+
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
@@ -130,7 +140,14 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         raw = body.encode("utf-8", "surrogatepass")
     if len(raw) > max_body_bytes:
         raise OverflowError(f"body of {len(raw)} bytes exceeds {max_body_bytes}")
-    if headers.get("content-encoding", "").lower() == "gzip":
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        # Read as JSON, a deflate or brotli body was a few "lines" of binary, each refused as
+        # not UTF-8 (a 400 the SDK takes as its events' fault: dropped, the rest unnamed).
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding[:50]!r} is not supported: send gzip, or no Content-Encoding"
+        )
+    if _ENCODINGS[encoding]:
         try:  # every member: one the client appended was dropped, answered 202
             raw = gunzip(raw, max_body_bytes)
         except OverflowError:
@@ -355,6 +372,10 @@ def retry_after_header(least: int, hints: Iterable[float | None]) -> str:
     return str(max(least, math.ceil(asked)))
 
 
+#: The 500's error when a sink refuses every write for good (its stream missing, no permission).
+MISCONFIGURED = "the producer cannot write events (its configuration: see its logs); retry later"
+
+
 def _unavailable(least: int, hints: Iterable[float | None]) -> dict[str, Any]:
     return _answer(
         503,
@@ -391,6 +412,8 @@ def make_handler(
             req = parse_request(event, max_body_bytes)
         except OverflowError as exc:
             return _answer(413, {"error": str(exc)})
+        except UnsupportedEncoding as exc:
+            return _answer(415, {"error": str(exc)})
         except (ValueError, TypeError) as exc:
             return _answer(400, {"error": f"cannot read body: {exc}"})
         if req.method != "POST":
@@ -428,6 +451,11 @@ def make_handler(
                 watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("request %s: %s", req.request_id, exc)
+            if isinstance(exc.cause, SinkError):
+                # Refused for good (the stream missing, no permission): every request fails
+                # alike until the function is fixed. "503, retry in 1 s" brought every SDK back
+                # each second for as long; the cause is in the log line above, not the answer.
+                return _answer(500, {"error": MISCONFIGURED}, {"Retry-After": str(MAX_RETRY_AFTER)})
             hint = exc.cause.retry_after if isinstance(exc.cause, TransientError) else None
             return _unavailable(retry_after, [hint])
         finally:
