@@ -427,6 +427,8 @@ def make_handler(
         stream = f"api:{req.request_id}"
         records = [
             # Numbered from 1 in each request: the request is the records' source (lineage).
+            # No partition key: a sink's default is then the event id's, spreading a request's
+            # events over the shards (the request id put a whole 5 MB body on one shard).
             Record(
                 p.data,
                 RecordMeta(
@@ -434,7 +436,7 @@ def make_handler(
                     "api",
                     str(i + 1),
                     0,
-                    req.request_id,
+                    "",
                     req.received_at,
                     defect=p.defect,
                     source=req.request_id,

@@ -73,3 +73,44 @@ def test_a_throttled_stream_is_still_a_503_to_retry_soon(
     Faults(sink, kinesis, dict.fromkeys(range(10), "ProvisionedThroughputExceededException"))
     resp = handler(request(), None)
     assert resp["statusCode"] == 503 and resp["headers"]["Retry-After"] == "1"
+
+
+def shards_of(kinesis, stream: str) -> dict[str, set[str]]:
+    """Each shard's message ids, read from its start."""
+    out: dict[str, set[str]] = {}
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        it = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=it, Limit=1000)["Records"]
+        out[shard["ShardId"]] = {json.loads(r["Data"])["message_id"] for r in records}
+    return out
+
+
+def test_without_a_partition_key_a_requests_events_spread_over_the_shards(
+    tmp_path, kinesis_mock, kinesis, make_stream
+):
+    """The sink's default key is the source record's: the producer gave every record of a
+    request the request id, so a request's events all went to one shard — one shard's 1 MiB/s
+    for a body of up to 5 MB, throttled in part whatever the shard count, and a retry of the
+    whole request pinned again. Now each event is keyed by its event id (the SDK's message id
+    with ``event_id_field``): spread over the shards, and a retried request puts each event on
+    the shard it went to before."""
+    stream = make_stream(shards=4)
+    path = tmp_path / "producer.yaml"
+    path.write_text(
+        f"""
+name: producer
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json, event_id_field: message_id}}]
+sinks: [{{id: out, type: kinesis, stream: {stream}, endpoint_url: "{kinesis_mock.endpoint}"}}]
+"""
+    )
+    handler = make_handler(path)
+    body = json.dumps([{"message_id": f"m{i}"} for i in range(64)])
+    assert handler(api_gateway_event(body, request_id="first"), None)["statusCode"] == 202
+    first = shards_of(kinesis, stream)
+    assert all(first.values()), {s: len(ids) for s, ids in first.items()}  # every shard has some
+    assert handler(api_gateway_event(body, request_id="again"), None)["statusCode"] == 202
+    again = shards_of(kinesis, stream)
+    assert again == first  # each event on the shard it went to the first time
