@@ -33,6 +33,7 @@ import gzip
 import logging
 import math
 import re
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -170,7 +171,10 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         raise ValueError(f"the request time {epoch_ms} is out of range") from None
     return Request(
         raw,
-        ctx.get("requestId", ""),
+        # The request's records are numbered from 1 under its id (their event ids without an
+        # event_id_field): without one (an ALB's event, a direct invoke) every request's first
+        # event had one id, and an idempotent sink downstream kept only the first request's.
+        _text(ctx.get("requestId"), "requestContext.requestId") or f"no-id-{uuid.uuid4().hex}",
         source_ip,
         ua or headers.get("user-agent", ""),
         received,
