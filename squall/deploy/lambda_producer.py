@@ -22,7 +22,7 @@ killed at its timeout, the function would answer nothing (API Gateway's own 502/
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~485 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~490 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
