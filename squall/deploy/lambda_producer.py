@@ -22,7 +22,7 @@ killed at its timeout, the function would answer nothing (API Gateway's own 502/
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~490 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~495 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -265,6 +265,8 @@ def split_events(
             raise ValueError("body is JSON null, not an event, an array of events, or JSON lines")
         docs = doc if isinstance(doc, list) else [doc]
         index = list(range(len(docs)))
+    if not index:  # else answered 400 {"accepted": 0, "rejected": []}: nothing named to fix
+        raise ValueError("no events: the body is an empty array")
     if 0 < max_events < len(index):
         raise OverflowError(f"{len(index)} events in one request; at most {max_events}")
     if raws is not None:  # passed on raw when unread: the json bolt rejects it with the reason

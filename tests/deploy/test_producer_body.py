@@ -99,6 +99,14 @@ def test_an_array_that_never_closes_is_not_json(producer):
     assert status == 400
 
 
+@pytest.mark.parametrize("body", [b"[]", b" [ \n ] "])
+def test_an_empty_array_says_there_is_no_event(producer, body):
+    """It was ``400 {"accepted": 0, "rejected": []}``: every event refused, and none named."""
+    status, answer, out, _ = producer()(body)
+    assert (status, answer) == (400, {"error": "no events: the body is an empty array"})
+    assert out == []
+
+
 def test_a_null_body_says_it_is_null(producer):
     status, answer, _, _ = producer()(b" null ")
     assert status == 400
