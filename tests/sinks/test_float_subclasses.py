@@ -84,3 +84,17 @@ sinks:
     with closing(sqlite3.connect(db)) as conn:
         docs = [orjson.loads(d) for (d,) in conn.execute("select doc from scored order by n")]
     assert [d["score"] for d in docs] == [0.125, 0.25]
+
+
+def test_a_dead_letter_keeps_an_object_keyed_by_float_subclasses():
+    # A Python bolt's pandas ``value_counts().to_dict()``: NumPy float64 keys. orjson writes a
+    # float key (OPT_NON_STR_KEYS) but refuses a subclass's and asks no default for a key:
+    # the whole object was a marked repr in the dead letter (not replayable), a plain float
+    # key's its text.
+    doc = {"id": 1, "counts": {Score(1.5): 2, Score(2.0): 1}, "top": [{Score(0.5): 3}]}
+    expected = {"id": 1, "counts": {"1.5": 2, "2.0": 1}, "top": [{"0.5": 3}]}
+    assert orjson.loads(safe_json.dumps(doc)) == expected
+    assert orjson.loads(safe_json.dumps({1.5: 2, "id": 1})) == {"1.5": 2, "id": 1}  # as before
+    marked = orjson.loads(safe_json.dumps({"a": {Score(1.5): 1}, "b": {object(): 1}}))
+    assert marked["a"] == {"1.5": 1}  # another key orjson refuses is still marked alone
+    assert marked["b"]["squall_truncated"] == safe_json.TRUNCATED
