@@ -1,6 +1,6 @@
 """boto3 clients, AWS error classification and jittered backoff for squall's AWS I/O.
 
-Size (~465 lines): the clients' settings, the bound of their calls by a Lambda's time left
+Size (~485 lines): the clients' settings, the bound of their calls by a Lambda's time left
 (``time_bounded``: one attempt, read and connect timeouts of the time left), error
 classification and backoff — one module, since every AWS component needs all of them together.
 """
@@ -106,9 +106,10 @@ def is_throttling(exc: BaseException) -> bool:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Throttling (a 429 answer too), a 5xx answer or a network failure: the same call may
-    succeed later — what botocore's standard retry mode retries (but its service-modelled
-    retryable errors, none among the services squall writes to)."""
+    """Throttling (a 429 answer too), a transient server answer (``TRANSIENT_STATUSES``, or a
+    server error code of ``SERVER_CODES`` whatever its status) or a network failure: the same
+    call may succeed later — what botocore's standard retry mode retries (but its
+    service-modelled retryable errors, none among the services squall writes to)."""
     if isinstance(exc, NETWORK_ERRORS):
         return True
     code = error_code(exc)
@@ -117,13 +118,17 @@ def is_retryable(exc: BaseException) -> bool:
     if code in THROTTLING_CODES or code in SERVER_CODES:
         return True
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
-    return (status >= 500 and status not in PERMANENT_5XX) or status == 429
+    return status in TRANSIENT_STATUSES
 
 
-#: Server answers that say the same call will never succeed: 501 Not Implemented (an
-#: S3-compatible store without the feature) and 505 HTTP Version Not Supported — neither one
-#: botocore retries (its transient statuses are 500, 502, 503 and 504).
-PERMANENT_5XX = frozenset({501, 505})
+#: The statuses of an answer worth a retry whatever its error code: botocore's standard retry
+#: mode's transient ones (500 Internal Server Error, 502 Bad Gateway, 503 Service Unavailable,
+#: 504 Gateway Timeout: ``TransientRetryableChecker``) and its throttling one (429). No other 5xx:
+#: 501 Not Implemented (an S3-compatible store without the feature) and 505 say the call will
+#: never succeed; 506 to 599 are no AWS answer (a proxy's or an S3-compatible store's own: 507
+#: Insufficient Storage, 508 Loop Detected, 511 Network Authentication Required) and botocore
+#: does not retry them either — a retry would fail the same, until the attempts ran out.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def resolve_region(region: str | None, arn_region: str | None = None) -> str:
@@ -197,6 +202,17 @@ def check_endpoint_url(url: str | None) -> str | None:
 EndpointUrl = Annotated[
     str | None, BeforeValidator(blank_is_unset), AfterValidator(check_endpoint_url)
 ]
+
+
+def url_without_slash(value: str) -> str:
+    """A queue URL as SQS gives it — without a ``/`` at the end, which SQS's calls refuse
+    (moto's server: NonExistentQueue) and which hid a FIFO queue's ``.fifo`` —; a name or an ARN
+    as it is."""
+    return value.rstrip("/") if value.startswith(("http://", "https://")) else value
+
+
+#: An SQS queue in a sink's config (a URL or a name): a URL ending in ``/`` is used without it.
+SqsQueue = Annotated[str, AfterValidator(url_without_slash)]
 
 
 #: Seconds a client's call waits for its connection (botocore's default is 60); inside

@@ -165,5 +165,9 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
-class MetricsServerError(SquallError):
+class MetricsError(SquallError):
+    """Metrics the run was asked for cannot be given: the runner does not start without them."""
+
+
+class MetricsServerError(MetricsError):
     """The Prometheus endpoint could not be served (the port is taken, the address is not this host's)."""

@@ -105,9 +105,33 @@ def loads(data: bytes | str) -> Any:
     return value
 
 
+def numbers_first(default: Any = None) -> Any:
+    """An orjson ``default`` that writes a ``float`` subclass as its number (orjson writes
+    subclasses of ``int`` and ``str`` as their base type, but hands a ``float`` subclass — a
+    NumPy ``float64`` a Python bolt computed — to ``default``: it was written as text or refused),
+    then asks ``default``; without one, refuses as orjson does."""
+
+    def call(value: Any) -> Any:
+        if isinstance(value, float):
+            return float.__float__(value)  # the base type's value, not a subclass's __float__
+        if default is None:
+            raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+        return default(value)
+
+    return call
+
+
+#: The ``default`` of :func:`dumps`: a ``float`` subclass as its number, anything else refused.
+plain_numbers = numbers_first()
+#: ``default=str`` that writes a ``float`` subclass as its number (JSON-lines sinks).
+text_default = numbers_first(str)
+
+
 def dumps(value: Any, default: Any = None, option: int | None = None) -> bytes:
     """``orjson.dumps``, but an integer beyond 64 bits is written as its digits (valid JSON; the
-    reader decides what to make of it). Raises ``orjson.JSONEncodeError`` as orjson does."""
+    reader decides what to make of it) and a ``float`` subclass as its number
+    (:func:`numbers_first`). Raises ``orjson.JSONEncodeError`` as orjson does."""
+    default = plain_numbers if default is None else default
     try:
         return orjson.dumps(value, default=default, option=option)
     except orjson.JSONEncodeError as exc:

@@ -43,6 +43,8 @@ def text(value: Any, limit: int = MAX_TEXT) -> str:
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, float):  # a float subclass (NumPy's float64): its number, replayable
+        return float.__float__(value)
     return text(value)
 
 
@@ -67,12 +69,36 @@ def _dumps(value: Any) -> bytes:
     return exact_json.dumps(value, default=_default, option=_OPTIONS)
 
 
+#: The start of orjson's message for a key it cannot write (``OPT_NON_STR_KEYS`` too).
+_KEY_REFUSED = "Dict key must"
+
+
+def _float_keys(value: Any) -> Any:
+    """``value`` with each ``float`` subclass key (NumPy's ``float64``: a pandas
+    ``value_counts().to_dict()``) as its float: orjson writes a float key (``OPT_NON_STR_KEYS``)
+    but refuses a subclass's, and asks no ``default`` for a key."""
+    if isinstance(value, dict):
+        return {
+            float.__float__(k) if isinstance(k, float) else k: _float_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_float_keys(v) for v in value]
+    return value
+
+
 def dumps(doc: Any) -> bytes:
     """JSON bytes of ``doc``; a value that cannot be serialised becomes a marked, truncated repr. Never raises."""
     try:
         return _dumps(doc)
     except Exception as exc:  # noqa: BLE001 - JSONEncodeError, TypeError, RecursionError…: all fall back
         problem: BaseException = exc
+    if _message(problem).startswith(_KEY_REFUSED):  # a float subclass key: its number, replayable
+        try:
+            doc = _float_keys(doc)
+            return _dumps(doc)
+        except Exception as exc:  # noqa: BLE001 - another key or value: the fallback below
+            problem = exc
     if isinstance(doc, dict):
         # Keep what serialises; replace only the offending fields.
         fixed: dict[str, Any] = {}

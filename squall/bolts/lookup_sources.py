@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~760 lines): three sources behind one interface, kept together so the interface and its
+Size (~780 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150 lines each) read side by side.
 """
 
@@ -35,7 +35,13 @@ from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
 from squall.topology.resource_config import RedisResource, SqlResource
-from squall.topology.resources import redis_failure, redis_refused_for_good, redis_transient_errors
+from squall.topology.resources import (
+    redis_errors,
+    redis_failure,
+    redis_outage,
+    redis_refused_for_good,
+    redis_transient_errors,
+)
 from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
 
 Key = tuple[str, ...]
@@ -64,12 +70,6 @@ BATCH_KEY_STATUSES = frozenset({400, 413, 422})
 #: Redis errors that are the source's, never a key's: those that may pass (connection lost,
 #: timeouts, failover) and those refused for good (password, ACL); shared with every Redis user.
 REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
-
-
-def redis_busy(answer: object) -> bool:
-    """Redis running a script past its time limit answers ``BUSY`` to every command until the
-    script ends: an outage (a plain ``ResponseError`` in redis-py, not one of its classes)."""
-    return isinstance(answer, redis.exceptions.ResponseError) and str(answer).startswith("BUSY ")
 
 
 @dataclass
@@ -410,7 +410,7 @@ class RedisSource:
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
             names = [self.name(k) for k in chunk]
-            try:
+            with redis_errors("redis source"):
                 if self.config.data == "hash":
                     pipe = self.client.pipeline(transaction=False)
                     for n in names:
@@ -418,12 +418,6 @@ class RedisSource:
                     answers = pipe.execute(raise_on_error=False)
                 else:
                     answers = self.client.mget(names)
-            except REDIS_FAILURES as exc:
-                raise redis_failure("redis source", exc) from exc
-            except redis.exceptions.ResponseError as exc:
-                if redis_busy(exc):
-                    raise redis_failure("redis source", exc) from exc
-                raise
             for key, answer in zip(chunk, answers, strict=True):
                 self._settle(key, answer, fetched)
         # `data: hash` over strings (WRONGTYPE for every key): the source is misread, not the
@@ -435,7 +429,7 @@ class RedisSource:
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
-        if isinstance(answer, REDIS_FAILURES) or redis_busy(answer):  # the source's, not the key's
+        if redis_outage(answer):  # the source's, not the key's
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
             fetched.failed[key] = f"redis key {quoted(self.name(key))}: {_WRONG_TYPE}{answer}"
@@ -735,14 +729,8 @@ class SharedCache:
         missing: set[Key] = set()
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
-            try:
+            with redis_errors("shared lookup cache"):
                 answers = self.client.mget([self.name(k) for k in chunk])
-            except REDIS_FAILURES as exc:
-                raise redis_failure("shared lookup cache", exc) from exc
-            except redis.exceptions.ResponseError as exc:
-                if redis_busy(exc):
-                    raise redis_failure("shared lookup cache", exc) from exc
-                raise
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:
                     continue

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from squall import __version__
-from squall.errors import MetricsServerError, TopologyError
+from squall.errors import MetricsError, TopologyError
 from squall.topology.loader import load
 from squall.yaml_out import dump_yaml
 
@@ -189,7 +189,7 @@ def run(
             metrics_port=metrics_port,
             log_every=log_interval,
         )
-    except MetricsServerError as exc:
+    except MetricsError as exc:  # a metrics port in use, SQUALL_OTEL without the extra
         click.echo(str(exc), err=True)
         sys.exit(2)
     except KeyboardInterrupt:

@@ -165,7 +165,9 @@ def print_summary(
     for r in report.failed_records[:10]:
         console.print(f"[red]failed:[/] {_plain(r)}")
     if report.aborted:
-        console.print("aborted by a second interrupt: the batch in flight was not checkpointed")
+        # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)
+        by = "a second interrupt" if report.interrupted else "an interrupt"
+        console.print(f"aborted by {by}: the batch in flight was not checkpointed")
     elif report.interrupted and report.checkpointed:
         console.print("interrupted: the batch in flight was finished and checkpointed")
     elif report.interrupted:

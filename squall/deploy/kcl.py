@@ -435,12 +435,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("squall.progress").setLevel(logging.INFO)
     redact.install()
-    topology = load(args[0])
-    check_kcl_safe(topology)
-    engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
-    stream = args[1] if len(args) > 1 else ""
-    held = LeaseProbe(lease).held if lease else (lambda shard: True)
-    kcl.KCLProcess(RecordProcessor(engine, stream=stream, lease_held=held)).run()
+    try:
+        topology = load(args[0])
+        check_kcl_safe(topology)
+        engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
+        stream = args[1] if len(args) > 1 else ""
+        held = LeaseProbe(lease).held if lease else (lambda shard: True)
+        processor = RecordProcessor(engine, stream=stream, lease_held=held)
+    except SquallError as exc:
+        # One located line in the daemon's log (a traceback there buried it), exit 2 as
+        # `squall run` does for a topology or metrics set-up that cannot start.
+        print(f"squall kcl: cannot start: {redact.redact_text(str(exc))}", file=sys.stderr)
+        raise SystemExit(2) from None
+    kcl.KCLProcess(processor).run()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ context must be the producer's, and the client's field is not dropped silently).
 Answers: ``202`` with ``{"accepted": n, "rejected": [{"index", "reason"}]}`` when at least one
 event was accepted (``index``: the array element, or the 0-based line of a JSON-lines body,
 blank lines counted); a bad element or line is rejected alone, never the whole request; ``400`` when none was (bad body, or every event rejected); ``413`` for a body
-over ``max_body_bytes``; ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
+over ``max_body_bytes``; ``415`` for a ``Content-Encoding`` other than gzip or none; ``500`` with
+``Retry-After: 60`` when a sink refuses every write for good (``SinkError``: the stream missing, no
+permission); ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
 events after retries — the SDK should retry the request, and a stable ``event_id_field`` (the
 SDK's message id) makes that retry harmless downstream. Retries stop before the function's
 timeout (``context.get_remaining_time_in_millis()`` less ``settings.lambda_deadline_margin``):
@@ -20,7 +22,7 @@ killed at its timeout, the function would answer nothing (API Gateway's own 502/
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~455 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~495 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -31,6 +33,7 @@ import gzip
 import logging
 import math
 import re
+import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -45,7 +48,7 @@ from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
-from squall.errors import BatchFailed, TransientError
+from squall.errors import BatchFailed, SinkError, TransientError
 from squall.event import Record, RecordMeta
 from squall.limits import (
     DEFAULT_MAX_DEPTH,
@@ -93,6 +96,14 @@ def _text(value: Any, where: str, default: str = "") -> str:
     return value
 
 
+class UnsupportedEncoding(ValueError):
+    """A body in a ``Content-Encoding`` the producer cannot read (answered ``415``)."""
+
+
+#: Content-Encoding → whether the body is gzip (RFC 9110: ``x-gzip`` is ``gzip``).
+_ENCODINGS = {"": False, "identity": False, "gzip": True, "x-gzip": True}
+
+
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
@@ -131,7 +142,14 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         raw = body.encode("utf-8", "surrogatepass")
     if len(raw) > max_body_bytes:
         raise OverflowError(f"body of {len(raw)} bytes exceeds {max_body_bytes}")
-    if headers.get("content-encoding", "").lower() == "gzip":
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in _ENCODINGS:
+        # Read as JSON, a deflate or brotli body was a few "lines" of binary, each refused as
+        # not UTF-8 (a 400 the SDK takes as its events' fault: dropped, the rest unnamed).
+        raise UnsupportedEncoding(
+            f"Content-Encoding {encoding[:50]!r} is not supported: send gzip, or no Content-Encoding"
+        )
+    if _ENCODINGS[encoding]:
         try:  # every member: one the client appended was dropped, answered 202
             raw = gunzip(raw, max_body_bytes)
         except OverflowError:
@@ -154,7 +172,10 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         raise ValueError(f"the request time {epoch_ms} is out of range") from None
     return Request(
         raw,
-        ctx.get("requestId", ""),
+        # The request's records are numbered from 1 under its id (their event ids without an
+        # event_id_field): without one (an ALB's event, a direct invoke) every request's first
+        # event had one id, and an idempotent sink downstream kept only the first request's.
+        _text(ctx.get("requestId"), "requestContext.requestId") or f"no-id-{uuid.uuid4().hex}",
         source_ip,
         ua or headers.get("user-agent", ""),
         received,
@@ -215,8 +236,8 @@ def split_events(
 ) -> list[Payload]:
     """One record per event: array elements, the single value, or each JSON line as sent.
 
-    Raises ``ValueError`` only for a body that is none of these (empty, ``null``, ``[]``, not
-    JSON, an unclosed array); ``OverflowError`` for more than ``max_events`` (0: any number), counted
+    Raises ``ValueError`` only for a body that is none of these (empty, ``null``, not JSON, an
+    unclosed array); ``OverflowError`` for more than ``max_events`` (0: any number), counted
     before any work per event (5 MB of ``[{},{},…]`` took 27 s and 7 GB to be refused after it).
     What is wrong with one event is that event's: a line or element that is not JSON goes on as
     sent (the json bolt rejects it with the reason); one nested deeper than ``max_depth``, holding
@@ -243,10 +264,10 @@ def split_events(
     else:
         if doc is None:
             raise ValueError("body is JSON null, not an event, an array of events, or JSON lines")
-        if doc == []:  # else answered 400 {"accepted": 0, "rejected": []}: refused, for nothing
-            raise ValueError("body is an empty JSON array: no event to take")
         docs = doc if isinstance(doc, list) else [doc]
         index = list(range(len(docs)))
+    if not index:  # else answered 400 {"accepted": 0, "rejected": []}: nothing named to fix
+        raise ValueError("no events: the body is an empty array")
     if 0 < max_events < len(index):
         raise OverflowError(f"{len(index)} events in one request; at most {max_events}")
     if raws is not None:  # passed on raw when unread: the json bolt rejects it with the reason
@@ -358,6 +379,10 @@ def retry_after_header(least: int, hints: Iterable[float | None]) -> str:
     return str(max(least, math.ceil(asked)))
 
 
+#: The 500's error when a sink refuses every write for good (its stream missing, no permission).
+MISCONFIGURED = "the producer cannot write events (its configuration: see its logs); retry later"
+
+
 def _unavailable(least: int, hints: Iterable[float | None]) -> dict[str, Any]:
     return _answer(
         503,
@@ -394,6 +419,8 @@ def make_handler(
             req = parse_request(event, max_body_bytes)
         except OverflowError as exc:
             return _answer(413, {"error": str(exc)})
+        except UnsupportedEncoding as exc:
+            return _answer(415, {"error": str(exc)})
         except (ValueError, TypeError) as exc:
             return _answer(400, {"error": f"cannot read body: {exc}"})
         if req.method != "POST":
@@ -407,6 +434,8 @@ def make_handler(
         stream = f"api:{req.request_id}"
         records = [
             # Numbered from 1 in each request: the request is the records' source (lineage).
+            # No partition key: a sink's default is then the event id's, spreading a request's
+            # events over the shards (the request id put a whole 5 MB body on one shard).
             Record(
                 p.data,
                 RecordMeta(
@@ -414,7 +443,7 @@ def make_handler(
                     "api",
                     str(i + 1),
                     0,
-                    req.request_id,
+                    "",
                     req.received_at,
                     defect=p.defect,
                     source=req.request_id,
@@ -431,6 +460,11 @@ def make_handler(
                 watch.result = result = engine.process(records)
         except BatchFailed as exc:
             log.error("request %s: %s", req.request_id, exc)
+            if isinstance(exc.cause, SinkError):
+                # Refused for good (the stream missing, no permission): every request fails
+                # alike until the function is fixed. "503, retry in 1 s" brought every SDK back
+                # each second for as long; the cause is in the log line above, not the answer.
+                return _answer(500, {"error": MISCONFIGURED}, {"Retry-After": str(MAX_RETRY_AFTER)})
             hint = exc.cause.retry_after if isinstance(exc.cause, TransientError) else None
             return _unavailable(retry_after, [hint])
         finally:

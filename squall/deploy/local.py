@@ -35,11 +35,33 @@ EXIT_FAILED = 1  # a batch failed after retries, or records failed with no dead 
 EXIT_CONFIG = (
     2  # the topology is invalid, or a sink/spout refused it at start (e.g. an incompatible table)
 )
-EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed
+EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed (or, a second
+# one, aborted: not acknowledged)
+
+
+class ExitStatus:
+    """The exit code of a run, ``squall run``'s or ``squall replay``'s (README's table): what
+    broke first, else whether the run stopped before its input ended."""
+
+    error: BatchFailed | None
+    setup_error: SquallError | None
+    input_error: SquallError | None
+    failed_records: list[RecordOutcome]
+    interrupted: bool
+    aborted: bool
+
+    @property
+    def exit_code(self) -> int:
+        broken = self.setup_error or self.input_error
+        if broken is not None:
+            return EXIT_FAILED if isinstance(broken, TransientError) else EXIT_CONFIG
+        if self.error is not None or self.failed_records:
+            return EXIT_FAILED
+        return EXIT_INTERRUPTED if self.interrupted or self.aborted else EXIT_OK
 
 
 @dataclass
-class RunReport:
+class RunReport(ExitStatus):
     """What a run did, for the summary table and the exit code."""
 
     batches: int = 0
@@ -57,15 +79,6 @@ class RunReport:
     input_error: SquallError | None = None  # the input broke after the run started
     aborted: bool = False
     failed_records: list[RecordOutcome] = field(default_factory=list)
-
-    @property
-    def exit_code(self) -> int:
-        broken = self.setup_error or self.input_error
-        if broken is not None:
-            return EXIT_FAILED if isinstance(broken, TransientError) else EXIT_CONFIG
-        if self.error is not None or self.failed_records:
-            return EXIT_FAILED
-        return EXIT_INTERRUPTED if self.interrupted else EXIT_OK
 
 
 def one_line(exc: BaseException) -> str:

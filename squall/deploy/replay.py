@@ -23,8 +23,8 @@ from types import FrameType
 
 from squall.deploy import lock
 from squall.deploy.dead_letters import DeadLetter, Unreadable
-from squall.deploy.local import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, one_line
-from squall.errors import BatchFailed, SquallError, TransientError
+from squall.deploy.local import ExitStatus, one_line
+from squall.errors import BatchFailed, SquallError
 from squall.event import Record
 from squall.observability.logs import log_context
 from squall.topology.executor import Engine
@@ -58,7 +58,7 @@ class Selection:
 
 
 @dataclass
-class ReplayReport:
+class ReplayReport(ExitStatus):
     """What a replay read, selected and did; the summary and the exit code."""
 
     read: int = 0
@@ -77,15 +77,6 @@ class ReplayReport:
     interrupted: bool = False
     aborted: bool = False
     seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        broken = self.setup_error or self.input_error
-        if broken is not None:
-            return EXIT_FAILED if isinstance(broken, TransientError) else EXIT_CONFIG
-        if self.error is not None or self.failed_records:
-            return EXIT_FAILED
-        return EXIT_INTERRUPTED if self.interrupted or self.aborted else EXIT_OK
 
     def summary(self) -> list[str]:
         """The lines ``squall replay`` prints at the end."""
@@ -108,7 +99,8 @@ class ReplayReport:
                 f"batch failed: {self.error}; what was committed stays, run again to finish"
             )
         if self.aborted:
-            lines.append("aborted by a second interrupt: the batch in flight was not committed")
+            by = "a second interrupt" if self.interrupted else "an interrupt"
+            lines.append(f"aborted by {by}: the batch in flight was not committed")
         elif self.interrupted:
             lines.append("interrupted: the batch in flight was finished and committed")
         return lines

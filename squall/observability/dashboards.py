@@ -329,6 +329,11 @@ def prometheus_rules(
     }
 
 
+def promql_string(value: str) -> str:
+    """``value`` as a PromQL string literal: a component id may hold ``"`` and ``\\``."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def grafana_dashboard(topology: Topology) -> dict[str, Any]:
     """A Grafana dashboard (JSON model, schemaVersion 39) over the Prometheus metrics."""
     t = topology.name
@@ -428,7 +433,7 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
     ]
     y = 9
     for cid, kind in components(topology):
-        c = f'{sel},component="{cid}"'
+        c = f"{sel},component={promql_string(cid)}"
         panels.append(row(f"{kind} {cid}", y))
         panels += [
             panel(

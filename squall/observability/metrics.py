@@ -42,6 +42,8 @@ COMPONENT_OUTCOMES = (
 )
 #: Outcomes of a user record at topology level (``squall.topology.executor.Outcome`` values).
 RECORD_OUTCOMES = ("committed", "dead_lettered", "filtered", "failed")
+#: ``BatchSample.status`` values.
+BATCH_STATUSES = ("ok", "records_failed", "failed")
 
 
 @dataclass(frozen=True)

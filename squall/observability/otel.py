@@ -48,6 +48,7 @@ class OtelBackend:
         for attr, key, kind, unit in _INSTRUMENTS:
             create = getattr(meter, f"create_{kind}")
             setattr(self, attr, create(otel_name(key), unit=unit, description=SPECS[key].help))
+        self._shards: dict[str, set[str]] = {}  # per topology: the shards of the last lag
 
     def record(self, s: BatchSample) -> None:
         t = {"topology": s.topology}
@@ -72,6 +73,16 @@ class OtelBackend:
         self._spans(s)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        """``millis_behind`` is every shard being read: one no longer in it (read to its end, the
+        parent of a split) is set to 0 once — a gauge's attributes cannot be removed, and its
+        last value would hold the topology's maximum up for the rest of the run."""
+        if not millis_behind:
+            return
+        known = self._shards.setdefault(topology, set())
+        for shard in known - millis_behind.keys():
+            self.lag.set(0, {"topology": topology, "shard": shard})
+        known.clear()
+        known.update(millis_behind)
         for shard, ms in millis_behind.items():
             self.lag.set(ms, {"topology": topology, "shard": shard})
 

@@ -51,14 +51,16 @@ class Totals:
                 self.written[c.id] = self.written.get(c.id, 0) + c.written
             if c.present is not None:
                 self.present[c.id] = self.present.get(c.id, 0) + c.present
-        self.millis_behind.update(s.millis_behind)
+        if s.millis_behind:  # every shard being read: a shard read to its end is no longer behind
+            self.millis_behind = dict(s.millis_behind)
         if s.iterator_age_ms:  # the last batch's: per shard it saw (an SQS message is a shard)
             self.iterator_age_ms = dict(s.iterator_age_ms)
         if s.first_failed and self.first_failed is None:
             self.first_failed = s.first_failed
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
-        self.millis_behind.update(millis_behind)
+        if millis_behind:
+            self.millis_behind = dict(millis_behind)
 
     @property
     def active_seconds(self) -> float:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from squall.errors import MetricsServerError
-from squall.observability.metrics import SPECS, BatchSample
+from squall.observability.metrics import BATCH_STATUSES, RECORD_OUTCOMES, SPECS, BatchSample
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: What the host's scrape server prints once it listens.
@@ -37,7 +37,7 @@ def _name(key: str) -> str:
 class PrometheusBackend:
     """Counters, histograms and gauges of every batch, in one registry (or multiprocess files)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, *, topology: str | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         r = self.registry
@@ -70,6 +70,20 @@ class PrometheusBackend:
         self.iterator_age = gauge("iterator_age", "livemax")
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
         self._children: dict[tuple, object] = {}
+        self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
+        if topology is not None:
+            self.start(topology)
+
+    def start(self, topology: str) -> None:
+        """Export the series the alerting rules read at 0 before the first batch: ``increase()``
+        and ``rate()`` see nothing of a series that appears with its first value (a first
+        ``records_failed`` batch raised no alert), and ``sum()`` over no series is no value at all
+        (a consumer stuck on its first batch never read as stalled)."""
+        for status in BATCH_STATUSES:
+            self._child(self.batches, topology, status)
+        for outcome in RECORD_OUTCOMES:
+            self._child(self.outcomes, topology, outcome)
+        self._child(self.checkpoints, topology)
 
     def _child(self, metric, *labels: str):
         """Labelled children are looked up once: ``labels()`` costs a lock and a dict per call."""
@@ -112,8 +126,24 @@ class PrometheusBackend:
         self._child(self.rss, t).set(s.rss_bytes)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
+        """``millis_behind`` is every shard being read (the runner's spout's ``lag()``): the series
+        of a shard no longer in it (read to its end: the parent of a split or merge) goes. Its last
+        value — a surge's backlog — would otherwise hold ``max()`` up, and ``SquallLagHigh`` and
+        ``SquallStalled`` with it, for as long as the process runs (and one series per shard
+        ever read)."""
+        if not millis_behind:  # nothing known (no poll answered yet): keep what is there
+            return
+        known = self._shards.setdefault(topology, set())
+        for shard in known - millis_behind.keys():
+            if self.multiprocess:  # no removal there (one shard per KCL process: not reached)
+                self._child(self.millis_behind, topology, shard).set(0)
+                continue
+            self._children.pop((id(self.millis_behind), (topology, shard)), None)
+            self.millis_behind.remove(topology, shard)
+            known.discard(shard)
         for shard, ms in millis_behind.items():
             self._child(self.millis_behind, topology, shard).set(ms)
+            known.add(shard)
 
 
 def serve(port: int, registry: CollectorRegistry, addr: str = "0.0.0.0") -> None:

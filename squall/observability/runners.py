@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Any
 
+from squall.errors import MetricsError
 from squall.observability.metrics import BatchSample, Recorder
 from squall.observability.progress import PeriodicLog, Totals
 
@@ -35,8 +36,16 @@ def parse_metrics_port(value: str) -> tuple[str, int]:
 
 
 def _otel(recorder: Recorder) -> None:
+    """Add the OpenTelemetry backend when ``SQUALL_OTEL`` asks for it; without the ``otel`` extra
+    that is one ``MetricsError`` saying so (not an ``ImportError`` traceback)."""
     if os.environ.get(OTEL_ENV, "").lower() in ("1", "true", "yes"):
-        from squall.observability.otel import OtelBackend
+        try:
+            from squall.observability.otel import OtelBackend
+        except ImportError as exc:
+            raise MetricsError(
+                f"{OTEL_ENV}={os.environ[OTEL_ENV]} asks for OpenTelemetry metrics and traces, but "
+                f"the 'otel' extra is not installed (pip install 'squall[otel]'): {exc}"
+            ) from None
 
         recorder.backends.append(OtelBackend())
 
@@ -51,7 +60,7 @@ def local_recorder(
     if metrics_port:
         from squall.observability.prometheus import PrometheusBackend, serve
 
-        backend = PrometheusBackend()
+        backend = PrometheusBackend(topology=topology)
         addr, port = parse_metrics_port(metrics_port)
         serve(port, backend.registry, addr)
         recorder.backends.append(backend)
@@ -70,7 +79,7 @@ def kcl_recorder(topology: str) -> Recorder:
     from squall.observability.prometheus import MULTIPROC_ENV, PrometheusBackend
 
     if os.environ.get(MULTIPROC_ENV):
-        recorder.backends.append(PrometheusBackend())
+        recorder.backends.append(PrometheusBackend(topology=topology))
     _otel(recorder)
     return recorder
 

@@ -126,7 +126,7 @@ class _AwsConfig(ComponentConfig):
 
 
 class DeadLetterSqsConfig(_AwsConfig):
-    queue: str = Field(
+    queue: aws.SqsQueue = Field(
         description="Queue URL, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO queue)."
     )
     max_message_bytes: int = Field(

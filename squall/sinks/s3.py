@@ -211,7 +211,7 @@ def _line(row: Any) -> bytes:
     """A JSON-lines row, an integer beyond 64 bits written as its digits. What orjson cannot write
     otherwise (a lone surrogate a user bolt put in the payload) raises ``TypeError``: not a
     ``SinkError``, so the engine fails that record alone, not the batch."""
-    return exact_json.dumps(row, default=str) + b"\n"
+    return exact_json.dumps(row, default=exact_json.text_default) + b"\n"
 
 
 def _position(meta: RecordMeta) -> str:
@@ -373,7 +373,9 @@ class S3Sink(Sink):
         if cfg.format == "jsonl":
             try:  # a held row is its JSON line already (bytes)
                 data = b"".join(
-                    row if isinstance(row, bytes) else orjson.dumps(row, default=str) + b"\n"
+                    row
+                    if isinstance(row, bytes)
+                    else orjson.dumps(row, default=exact_json.text_default) + b"\n"
                     for _, row in rows
                 )
             except TypeError:  # an integer beyond 64 bits: its digits (anything else: the record's)
@@ -456,7 +458,7 @@ class S3Sink(Sink):
                     continue
                 batch.add(pos)
                 try:
-                    line = orjson.dumps(row, default=str) + b"\n"
+                    line = orjson.dumps(row, default=exact_json.text_default) + b"\n"
                 except TypeError:
                     line = _line(row)
                 taken.append((pos, obj.group, ev, line if jsonl else row, len(line)))

@@ -80,7 +80,7 @@ _MESSAGE_CODES = frozenset(
 
 
 class SqsSinkConfig(ComponentConfig):
-    queue: str = Field(
+    queue: aws.SqsQueue = Field(
         description="Queue URL, or a queue name resolved with GetQueueUrl at start. "
         "A name or URL ending in `.fifo` is a FIFO queue."
     )

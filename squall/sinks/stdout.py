@@ -33,5 +33,7 @@ class StdoutSink(Sink):
                 if self.config.with_meta
                 else ev.value
             )
-            out.write(exact_json.dumps(doc, default=str) + b"\n")  # big integers as digits
+            out.write(
+                exact_json.dumps(doc, default=exact_json.text_default) + b"\n"
+            )  # big integers as digits
         out.flush()

@@ -518,7 +518,9 @@ class KinesisSpout(Spout):
                     raise SquallError(
                         f"{self.id}: stream '{self.stream_name}' not found: {exc}"
                     ) from exc
-                if not aws.is_retryable(exc) or attempt + 1 >= MAX_ERRORS:
+                if not aws.is_retryable(exc):  # AccessDenied, a bad request: no retry changes it
+                    raise SquallError(f"{self.id}: ListShards failed: {exc}") from exc
+                if attempt + 1 >= MAX_ERRORS:
                     raise TransientError(f"{self.id}: ListShards failed: {exc}") from exc
                 if aws.is_throttling(exc):
                     self.stats.throttled += 1

@@ -13,7 +13,7 @@ Event ids derive from the queue name and the message id (or sequence number), so
 message has the same event id and idempotent sinks add nothing. The same mapping serves the
 Lambda SQS trigger (``squall.deploy.lambda_sources``).
 
-Size (~470 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
+Size (~510 lines): one spout — the message mapping above, a batch's receives (follow-up polls and
 their fill time) and the stop's give-back with its wait for the poll given up, which share the
 spout's receive state; splitting them would pass that state between modules.
 """
@@ -21,6 +21,7 @@ spout's receive state; splitting them would pass that state between modules.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
 #: Seconds between an empty batch and the next receive when every receive is a short poll
-#: (``wait_time: 0``) and the spout polls until stopped.
+#: (``wait_time: 0``) and the spout polls until stopped; a ``stop()`` ends the pause at once.
 IDLE_PAUSE = 1.0
 #: Seconds a stop gives to making the messages of a receive given up visible again (one attempt
 #: per call of 10; each call's connect and read bounded by the time left: ``aws.time_bounded``):
@@ -137,6 +138,27 @@ def queue_arn(queue: str) -> tuple[str, str, str] | None:
     return None
 
 
+class _StopWait:
+    """A wait ``set`` ends at once, also when ``set`` is called by a signal handler that
+    interrupted the waiting thread (``squall run``'s, which calls ``stop()``): its lock is
+    re-entrant — ``threading.Event``'s is not, and a handler that ran while the wait held it
+    (entering or leaving the wait) blocked for ever on it in ``set``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._set = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._set = True
+            self._cond.notify_all()
+
+    def wait(self, seconds: float) -> None:
+        with self._cond:
+            if not self._set:
+                self._cond.wait(seconds)
+
+
 class SqsSpoutConfig(ComponentConfig):
     queue: str = Field(
         description="Queue URL, ARN, or a queue name resolved with GetQueueUrl at start."
@@ -191,15 +213,22 @@ class SqsSpout(Spout):
         context: ComponentContext,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ):
-        """``clock`` (monotonic seconds) and ``sleep`` time the give-back's bound and its wait for
-        a given-up receive's poll to end: tests pass their own instead of waiting."""
+        """``clock`` (monotonic seconds) and ``sleep`` time the give-back's bound, its wait for a
+        given-up receive's poll to end and the idle pause: tests pass their own instead of
+        waiting. Unset, the give-back waits with ``time.sleep`` and the idle pause until its end
+        or a ``stop()``, whichever comes first."""
         super().__init__(config, context)
-        self._clock, self._sleep = clock, sleep
+        #: Ended by ``stop()``: the idle pause (``IDLE_PAUSE``) waits on it.
+        self._stopped = _StopWait()
+        self._clock, self._sleep = clock, sleep or time.sleep
+        self._sleep_given = sleep is not None
         self.client: Any = None
         self.queue_url: str | None = (  # a URL as SQS gives it: no '/' at the end
-            config.queue.rstrip("/") if config.queue.startswith(("http://", "https://")) else None
+            aws.url_without_slash(config.queue)
+            if config.queue.startswith(("http://", "https://"))
+            else None
         )
         self.name = queue_name(config.queue)
         self._handles: dict[
@@ -301,16 +330,30 @@ class SqsSpout(Spout):
             )
         return out
 
+    def stop(self) -> None:
+        """Ask ``read`` to end after the batch in flight; an idle pause ends at once (a stop
+        from another thread: the pause, a plain sleep, went on to its end)."""
+        super().stop()
+        self._stopped.set()
+
+    def _idle_pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if ``stop()`` is called (the give-back's wait uses
+        ``_sleep``, not this: a stop is what starts it); a test's ``sleep`` if one was given."""
+        if self._sleep_given:
+            self._sleep(seconds)
+        else:
+            self._stopped.wait(seconds)
+
     def read(self, max_records: int) -> Iterator[list[Record]]:
         while not self.stopping:
             batch = self._fill(max_records)
             if not batch:
                 if self.config.stop_when_empty:
                     return
-                if self.config.wait_time == 0:
+                if self.config.wait_time == 0 and not self.stopping:
                     # short polls only: without a pause an idle queue was polled without end
                     # (as fast as SQS answers: 185 a second on moto's server, each a billed request)
-                    self._sleep(IDLE_PAUSE)
+                    self._idle_pause(IDLE_PAUSE)
                 if self.idle_batches:
                     yield batch  # empty: a sink rolling by age hears that time moves
                 continue

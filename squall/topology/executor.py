@@ -112,6 +112,9 @@ class _Refused(Exception):
 
 #: How many isolated poison records the engine remembers having logged (a bounded memory).
 _POISON_LOGGED = 4096
+#: How many isolated poison records of one batch and component are logged one by one (at
+#: WARNING); the rest are one line (a sink refusing every record: not one line per record).
+_POISON_WARNED = 10
 #: Errors that are the batch's, never a record's: the call is not split.
 _FATAL = (SinkError, TopologyError)
 #: ``OSError`` numbers of the machine (disk full, I/O, no memory or descriptors, no rights): the
@@ -235,6 +238,8 @@ class Engine:
         self._isolated_rows: dict[int, int] = {}
         #: (component index, event id) of the poison records logged lately, oldest first.
         self._poison_logged: dict[tuple[int, str], None] = {}
+        #: This batch's: per component index, poison records logged one by one, and the rest.
+        self._poison_warned: dict[int, list[int]] = {}
         self._last_stream, self._last_print = "", None  # of the last record (the end of input's)
         self._opened = False
 
@@ -509,6 +514,7 @@ class Engine:
             self.open()
         thresholds = gc.get_threshold()  # the process's own, restored after the batch
         gc.set_threshold(BATCH_GC_THRESHOLD, *thresholds[1:])
+        self._poison_warned.clear()
         try:
             attempt = 0
             while True:
@@ -528,6 +534,19 @@ class Engine:
                                 self.retry.attempts - 1)  # fmt: skip
         finally:
             gc.set_threshold(*thresholds)
+            self._poison_summary()
+
+    def _poison_summary(self) -> None:
+        """One line for the poison records of the batch not logged one by one."""
+        for index, (_, more) in self._poison_warned.items():
+            if more:
+                log.warning(
+                    "%s: %d more record(s) of the batch fail alone, isolated from it (not logged "
+                    "one by one; each has its failure reason, in its dead letter if any)",
+                    self.plan.nodes[index].id,
+                    more,
+                )
+        self._poison_warned.clear()
 
     def _undo_batch(self, counted: list[tuple[int, int, int, int, int]]) -> None:
         """The batch failed: it comes again (the runner retries it, or the next run does, or
@@ -838,12 +857,19 @@ class Engine:
     def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
         # A batch delivered again (its sink was down) isolates the same record again: it is
         # logged once (its dead letter says it each time), then at DEBUG.
+        # Past the first few of a batch and component, the rest are counted for one line.
         key = (node.index, event.event_id)
         seen = key in self._poison_logged
         if not seen:
             if len(self._poison_logged) >= _POISON_LOGGED:
                 del self._poison_logged[next(iter(self._poison_logged))]
             self._poison_logged[key] = None
+            warned = self._poison_warned.setdefault(node.index, [0, 0])
+            if warned[0] >= _POISON_WARNED:
+                warned[1] += 1
+                seen = True
+            else:
+                warned[0] += 1
         log.log(
             logging.DEBUG if seen else logging.WARNING,
             "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
@@ -1378,7 +1404,7 @@ def _refused_for_good(exc: BaseException) -> bool:
 
 
 def _dependency_down(exc: BaseException) -> bool:
-    """A database or Redis client's connection-level error that a component let escape raw.
+    """A database or Redis client's server- or connection-level error a component let escape raw.
 
     It is the dependency's failure, never a record's: isolating it would dead-letter every record
     of the batch (each fails alone) and checkpoint past them during an outage. Only libraries
@@ -1394,10 +1420,14 @@ def _dependency_down(exc: BaseException) -> bool:
         from squall.topology.sql import is_transient
 
         return is_transient(exc)
-    redis = sys.modules.get("redis")
-    return redis is not None and isinstance(
-        exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
-    )
+    if sys.modules.get("redis") is None:
+        return False
+    from squall.topology.resources import redis_outage
+
+    # The same rule as every squall store's (redis_errors): a lost connection or timeout, a
+    # replica promoted (ReadOnlyError), a server loading (BusyLoadingError) or BUSY running a
+    # script, a refused password: the server's, never one record's.
+    return redis_outage(exc)
 
 
 _heap_settled = False

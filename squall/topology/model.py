@@ -33,8 +33,12 @@ class RetryConfig(_Strict):
     attempts: int = Field(
         5, ge=1, le=100, description="Calls per component and batch, first included."
     )
-    initial_backoff: float = Field(0.1, ge=0, description="Seconds before the first retry.")
-    max_backoff: float = Field(10.0, ge=0, description="Upper bound of one backoff, in seconds.")
+    initial_backoff: float = Field(
+        0.1, ge=0, le=3600, description="Seconds before the first retry (at most an hour)."
+    )
+    max_backoff: float = Field(
+        10.0, ge=0, le=3600, description="Upper bound of one backoff, in seconds (at most an hour)."
+    )
     multiplier: float = Field(2.0, ge=1, description="Growth of the backoff between retries.")
 
 

@@ -276,6 +276,34 @@ def redis_refused_for_good() -> tuple[type[Exception], ...]:
     return (e.AuthenticationError, e.AuthorizationError, e.NoPermissionError)
 
 
+@functools.cache
+def _redis_failures() -> tuple[type[Exception], ...]:
+    return (*redis_refused_for_good(), *redis_transient_errors())
+
+
+@functools.cache
+def _redis_response_error() -> type[Exception]:
+    import redis
+
+    return redis.exceptions.ResponseError
+
+
+def redis_busy(answer: object) -> bool:
+    """Redis running a script past its time limit answers ``BUSY`` to every command until the
+    script ends (anyone's script, on a shared server): an outage, though redis-py gives it no
+    class of its own (a plain ``ResponseError``). A pipeline that raises puts the command first:
+    ``Command # 1 (HGETALL k) of pipeline caused error: BUSY …``."""
+    if not isinstance(answer, _redis_response_error()):
+        return False
+    return str(answer).rsplit(" of pipeline caused error: ", 1)[-1].startswith("BUSY ")
+
+
+def redis_outage(answer: object) -> bool:
+    """Whether a Redis error (raised, or a pipeline's answer) is the server's or the
+    connection's — it may pass, or is refused for good — never one key's or record's."""
+    return isinstance(answer, _redis_failures()) or redis_busy(answer)
+
+
 def redis_failure(what: str, exc: BaseException) -> SquallError:
     """The squall error of a Redis error that may pass or is refused for good (the driver's
     message names the host and port, never the password)."""
@@ -287,8 +315,11 @@ def redis_failure(what: str, exc: BaseException) -> SquallError:
 
 @contextlib.contextmanager
 def redis_errors(what: str) -> Iterator[None]:
-    """Redis failures that may pass → ``TransientError``; refused for good → ``SinkError``."""
+    """Redis failures (``redis_outage``) that may pass → ``TransientError``; refused for good →
+    ``SinkError``. Any other error (a key's WRONGTYPE) passes unchanged."""
     try:
         yield
-    except (*redis_refused_for_good(), *redis_transient_errors()) as exc:
-        raise redis_failure(what, exc) from exc
+    except Exception as exc:
+        if redis_outage(exc):
+            raise redis_failure(what, exc) from exc
+        raise

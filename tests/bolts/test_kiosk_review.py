@@ -70,10 +70,8 @@ its fix.
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import redis
@@ -87,7 +85,7 @@ from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_lookup import RECORDS, Endpoint, create_apps, make_bolt, run
 from tests.enrichment.support import make_batch, resources
-from tests.ports import free_port, wait_port
+from tests.private_redis import busy, private_redis_server, scripted_redis_server
 
 
 @pytest.fixture
@@ -140,16 +138,8 @@ def test_a_composite_key_with_char_n_parts(pg_url_psycopg2, pg_kiosks):
 def full_redis(tmp_path_factory) -> Iterator[int]:
     """A private redis-server whose memory is over its ``maxmemory`` (``noeviction``): it answers
     reads and refuses every write with ``OOM command not allowed``."""
-    port = free_port()
     directory = tmp_path_factory.mktemp("full-redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
+    with private_redis_server(directory, "--maxmemory-policy", "noeviction") as port:
         admin = redis.Redis(host="127.0.0.1", port=port)
         admin.set("filler", b"x" * 4_000_000)
         admin.config_set("maxmemory", "1mb")
@@ -157,9 +147,6 @@ def full_redis(tmp_path_factory) -> Iterator[int]:
             admin.set("probe", "1")
         admin.close()
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 SHARED = """
@@ -372,48 +359,8 @@ def test_redis_values_that_are_not_json_stay_each_keys_failure(redis_url, redis_
 
 @pytest.fixture(scope="module")
 def scripted_redis(tmp_path_factory) -> Iterator[int]:
-    """A private redis-server that answers BUSY 50 ms into a script (``busy-reply-threshold``)."""
-    port = free_port()
-    directory = tmp_path_factory.mktemp("busy-redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--busy-reply-threshold", "50"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
+    with scripted_redis_server(tmp_path_factory.mktemp("busy-redis")) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-@contextmanager
-def busy(port: int) -> Iterator[None]:
-    """Redis running an endless script: every command is answered BUSY until it is killed."""
-    runner = threading.Thread(
-        target=lambda: pytest.raises(
-            redis.exceptions.ResponseError,
-            redis.Redis(port=port).eval,
-            "while true do end",
-            0,
-        )
-    )
-    runner.start()
-    probe = redis.Redis(port=port)
-    try:
-        while True:  # until the server says so: the script is past its threshold
-            try:
-                probe.ping()
-            except redis.exceptions.ResponseError as exc:
-                assert str(exc).startswith("BUSY ")
-                break
-        yield
-    finally:
-        probe.script_kill()
-        runner.join()
-        probe.close()
 
 
 @pytest.mark.parametrize("data", ["hash", "json", "shared cache"])

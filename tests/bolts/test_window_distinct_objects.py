@@ -128,3 +128,69 @@ def test_a_stored_list_with_an_object_in_the_old_key_order_meets_the_new_text():
     small = window_aggs.make("count_distinct", exact_limit=3)
     grown = small.add(stored, "u2", None)  # past 3 values: the sketch
     assert isinstance(grown, dict) and small.result(grown) == 4
+
+
+class _CountingOrjson:
+    """``orjson`` as a module sees it, its ``dumps`` calls counted."""
+
+    def __init__(self, real):
+        self._real, self.dumps_calls = real, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._real, name)
+
+    def dumps(self, *args, **kwargs):
+        self.dumps_calls += 1
+        return self._real.dumps(*args, **kwargs)
+
+
+def test_an_objects_text_is_serialized_once(monkeypatch):
+    """An object's text was its JSON written twice: once by the exact-values check, then again
+    with its keys sorted (~1.1 of the 9.6 µs of a 20-field object's event, measured). The
+    sorted text is now written once and read back for the check; the same texts (and refusals)
+    as before."""
+    import orjson
+
+    from squall import exact_json
+
+    counting = _CountingOrjson(orjson)
+    monkeypatch.setattr(window_aggs, "orjson", counting)
+    monkeypatch.setattr(exact_json, "orjson", counting)
+    value = {f"f{i:02d}": i if i % 2 else f"v{i}" for i in reversed(range(20))}
+    text = window_aggs._distinct_text(value)
+    assert counting.dumps_calls == 1
+    assert text == "\x1f" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (
+            {"b": [1, 2.5, None], "a": {"y": True, "x": "t"}},
+            '{"a":{"x":"t","y":true},"b":[1,2.5,null]}',
+        ),
+        ([2**70, {"k": -(2**64)}], '[1180591620717411303424,{"k":-18446744073709551616}]'),
+        ({"z": -0.0, "a": 1e308}, '{"a":1e+308,"z":-0.0}'),
+        ([], "[]"),
+        ({}, "{}"),
+    ],
+    ids=["nested", "wide-ints", "negative-zero", "empty-list", "empty-object"],
+)
+def test_an_objects_text_is_its_canonical_json(value, text):
+    assert window_aggs._distinct_text(value) == "\x1f" + text
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ([float("nan")], "not a finite number"),
+        ({"a": (1, 2)}, "tuple"),
+        ({1: "a"}, "key is int"),
+        ([b"x"], "without a JSON form"),
+        ({"a": "\ud800"}, "UTF-8"),
+    ],
+    ids=["nan", "tuple", "int-key", "bytes", "surrogate"],
+)
+def test_an_object_without_an_exact_json_form_is_still_refused(value, reason):
+    with pytest.raises(ValueError, match=reason):
+        window_aggs._distinct_text(value)

@@ -605,3 +605,34 @@ def test_the_young_collection_after_a_batch_does_not_scan_its_events(tmp_path: P
     assert report.exit_code == EXIT_OK and report.batches == 6 and len(MARKED) == 60
     assert seen and set(seen) == {0}, seen
     assert gc.get_threshold() == saved
+
+
+class InterruptedSpout(ListSpout):
+    """Its second read raises KeyboardInterrupt, as a Ctrl-C does that the runner's handler did not
+    see first (a component's or a library's own SIGINT handler)."""
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        yield self.records[:max_records]
+        raise KeyboardInterrupt
+
+
+def test_an_aborted_run_exits_130_even_when_not_interrupted_first(tmp_path: Path):
+    """README: an abort exits with 130 (nothing after the last checkpoint is acknowledged).
+    ``squall run`` exited 0 — success — when the KeyboardInterrupt came without the runner's
+    handler having marked the run interrupted; ``squall replay``'s copy of the exit-code rule
+    already counted an abort. One rule serves both now (``ExitStatus``)."""
+    from squall.deploy.local import EXIT_INTERRUPTED
+    from squall.deploy.replay import ReplayReport
+
+    payloads = [{"n": i} for i in range(25)]
+    spout = json.dumps({"type": f"{__name__}:InterruptedSpout", "records": payloads})
+    report = LocalRunner(topo(tmp_path, spout)).run()
+    assert report.aborted and not report.interrupted and report.batches == 1
+    assert report.exit_code == EXIT_INTERRUPTED  # before: 0
+    assert ReplayReport(aborted=True).exit_code == EXIT_INTERRUPTED
+    # ... and the summary does not speak of a second interrupt that never came
+    assert (
+        "aborted by an interrupt: the batch in flight" in ReplayReport(aborted=True).summary()[-1]
+    )
+    again = ReplayReport(aborted=True, interrupted=True).summary()[-1]
+    assert again.startswith("aborted by a second interrupt")

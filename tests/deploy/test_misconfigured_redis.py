@@ -9,7 +9,6 @@ password on another loopback port; the shared one is not touched."""
 from __future__ import annotations
 
 import logging
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.deploy.test_misconfigured_database import Waited, no_wait
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
-from tests.ports import free_port, wait_port
+from tests.private_redis import private_redis_server
 
 PASSWORD = "redis-pw-5c1e"
 ACL_USER, ACL_PASSWORD = "pinger", "pinger-pw-77"  # may connect and PING, nothing else
@@ -57,25 +56,14 @@ REGISTER = {"event_type": "register", "device_token": "k", "timestamp": "2024-05
 
 @pytest.fixture(scope="module")
 def locked_redis(tmp_path_factory) -> Iterator[int]:
-    port = free_port()
     directory: Path = tmp_path_factory.mktemp("locked-redis")
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", "--requirepass", PASSWORD],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port, proc)
+    with private_redis_server(directory, "--requirepass", PASSWORD) as port:
         admin = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD)
         admin.execute_command(
             "ACL", "SETUSER", ACL_USER, "on", f">{ACL_PASSWORD}", "~*", "-@all", "+ping", "+hello"
         )
         admin.close()
         yield port
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def urls(port: int) -> dict[str, str]:

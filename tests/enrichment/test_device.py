@@ -1250,3 +1250,60 @@ def test_crawler_patterns_without_the_json_file_come_from_the_module(tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "crawleruseragents", raising=False)
     assert crawler_patterns() == ["FakeBot\\/", "^other"]
+
+
+RENEWAL_UAS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    f"Chrome/{major}.0.0.0 Safari/537.36"
+    for major in range(100, 112)
+]
+
+
+def test_the_resolver_is_renewed_after_its_distinct_user_agents_and_the_worn_one_goes(
+    monkeypatch,
+):
+    """ua-parser's regex engines keep matching caches that grow with every new string and never
+    shrink (docs/performance.md: ~+38 MB after 50,000 distinct user agents): after
+    ``renew_parser_after`` parses a bolt takes a new process resolver, between batches, and
+    the worn one is freed once no bolt holds it. Answers do not change."""
+    import gc
+    import weakref
+
+    from squall.enrichment import device
+
+    monkeypatch.setattr(device, "_shared_resolvers", [])
+    config = {"id": "a", "type": "device", "renew_parser_after": 5}
+    a = DeviceBolt(DeviceBolt.Config(**config), ComponentContext("test"))
+    b = DeviceBolt(DeviceBolt.Config(**{**config, "id": "b"}), ComponentContext("test"))
+    a.open(None)
+    b.open(None)
+    expected = {ua: b.parse(ua) for ua in RENEWAL_UAS}  # b: the first resolver, no renewal
+    first = weakref.ref(device.shared_resolver())
+    assert a.parse_many(RENEWAL_UAS[:4]) == {ua: expected[ua] for ua in RENEWAL_UAS[:4]}
+    assert a._resolver is first()  # 4 parsed: under the limit
+    assert a.parse_many(RENEWAL_UAS[4:6]) == {ua: expected[ua] for ua in RENEWAL_UAS[4:6]}
+    assert a._resolver is first()  # 6 parsed: a batch is parsed by one resolver
+    assert a.parse_many(RENEWAL_UAS[6:]) == {ua: expected[ua] for ua in RENEWAL_UAS[6:]}
+    second = device.shared_resolver()
+    assert a._resolver is second and second is not first()
+    assert b._resolver is first()  # b holds the worn one until its next batch
+    b.parse_many(RENEWAL_UAS[:1])  # cached: nothing parsed, but the worn resolver is let go
+    assert b._resolver is second
+    gc.collect()
+    assert first() is None  # nothing holds the worn resolver: its memory is given back
+    assert a.parsed == len(RENEWAL_UAS)
+
+
+def test_renew_parser_after_0_keeps_one_resolver(monkeypatch):
+    from squall.enrichment import device
+
+    monkeypatch.setattr(device, "_shared_resolvers", [])
+    bolt = DeviceBolt(
+        DeviceBolt.Config(id="d", type="device", renew_parser_after=0), ComponentContext("test")
+    )
+    bolt.open(None)
+    bolt.parse_many(RENEWAL_UAS[:1])
+    first = bolt._resolver
+    for ua in RENEWAL_UAS[1:]:
+        bolt.parse_many([ua])
+    assert bolt._resolver is first is device.shared_resolver()

@@ -258,3 +258,42 @@ sinks:
         kcl_process_records([payload, b"plain"], start=100).dispatch(cp, processor)
     assert [e.raw for e in stores["out"]] == [payload, b"plain"]
     assert stores.get("dlq", []) == [] and cp.calls == [("101", 0)]
+
+
+@pytest.mark.parametrize("problem", ["topology", "otel"])
+def test_a_record_processor_that_cannot_start_says_why_in_one_line(tmp_path: Path, problem: str):
+    """The daemon logs a record processor's stderr: a topology error, or ``SQUALL_OTEL=1``
+    without the ``otel`` extra, was a traceback there (the error's own line at its end); it is
+    one located line now, exit 2 as ``squall run``."""
+    import squall
+
+    root = str(Path(squall.__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": root}
+    topology = tmp_path / "t.yaml"
+    if problem == "topology":
+        topology.write_text(
+            TOPOLOGY.format(db=tmp_path / "w.db").replace("type: json", "type: jsn")
+        )
+    else:
+        topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+        hidden = tmp_path / "hidden" / "opentelemetry"
+        hidden.mkdir(parents=True)
+        (hidden / "__init__.py").write_text(
+            "raise ImportError(\"No module named 'opentelemetry'\")\n"
+        )
+        env.update(SQUALL_OTEL="1", PYTHONPATH=f"{hidden.parent}{os.pathsep}{root}")
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.deploy.kcl", str(topology), "stream"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("squall kcl: cannot start: ")
+    assert (
+        ("t.yaml:7" in line and "jsn" in line) if problem == "topology" else "squall[otel]" in line
+    )

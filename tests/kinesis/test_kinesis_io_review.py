@@ -11,7 +11,14 @@ import sqlalchemy as sa
 from squall.errors import SquallError
 from squall.kinesis.shards import is_shard_end
 from squall.topology.checkpoint import SqlCheckpointStore
-from tests.kinesis.kinesis_helpers import consume, make_spout, payloads, put_plain, split_shard
+from tests.kinesis.kinesis_helpers import (
+    FakeClock,
+    consume,
+    make_spout,
+    payloads,
+    put_plain,
+    split_shard,
+)
 
 
 def docs(n: int, start: int = 0) -> list[dict]:
@@ -390,3 +397,34 @@ def test_a_parents_last_record_a_corrupt_aggregate_does_not_hold_back_its_childr
     assert len(dead) == 1
     assert sorted(d["n"] for d in payloads(seen)) == list(range(8))
     assert spout.shards()[parent] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retried", "transient"),
+    [
+        ("AccessDeniedException", 400, False, False),
+        ("LimitExceededException", 400, True, True),
+    ],
+)
+def test_list_shards_refused_for_good_is_not_an_outage(
+    kinesis_mock, make_stream, monkeypatch, code, status, retried, transient
+):
+    """ListShards answered AccessDenied (the role lacks kinesis:ListShards) was raised as a
+    TransientError — "may pass": `squall run` exited 1 (a failure to retry) instead of 2 (a
+    misconfiguration). A throttled ListShards is still retried, then transient."""
+    from squall.errors import TransientError
+    from squall.spouts import kinesis as kinesis_spout
+    from tests.moto_standin import client_error
+
+    stream = make_stream(1)
+    calls = []
+
+    def refused(client, ref):
+        calls.append(1)
+        raise client_error(code, "not allowed", status)
+
+    monkeypatch.setattr(kinesis_spout, "list_shards", refused)
+    with pytest.raises(SquallError, match=f"ListShards failed.*{code}") as raised:
+        make_spout(kinesis_mock.endpoint, stream, clock=FakeClock())  # backoff not slept
+    assert isinstance(raised.value, TransientError) is transient
+    assert (len(calls) > 1) is retried

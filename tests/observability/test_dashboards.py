@@ -255,3 +255,35 @@ def _plain(obj):
     if isinstance(obj, list):
         return [_plain(v) for v in obj]
     return obj
+
+
+def _matchers(node) -> list:
+    """Every label matcher of a parsed PromQL expression."""
+    found = []
+    for name in ("expr", "lhs", "rhs", "vector_selector"):
+        if hasattr(node, name):
+            found += _matchers(getattr(node, name))
+    for arg in getattr(node, "args", []) or []:
+        found += _matchers(arg)
+    matchers = getattr(node, "matchers", None)
+    if matchers is not None:
+        found += list(matchers.matchers)
+    return found
+
+
+def test_a_component_id_with_quotes_and_backslashes_is_escaped_in_the_grafana_queries():
+    """An id may hold any printable character but a space: ``"`` and ``\\`` made the panel's
+    PromQL invalid (Grafana shows an error instead of the component's records)."""
+    from squall.topology.loader import load_text
+
+    cid = 'geo"v2\\eu'
+    topo = load_text(
+        f"name: q\nspout: {{type: stdin}}\nbolts: [{{id: {json.dumps(cid)}, type: json}}]\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    exprs = [t["expr"] for p in grafana_dashboard(topo)["panels"] for t in p.get("targets", [])]
+    named = []
+    for expr in exprs:
+        tree = promql_parser.parse(expr.replace("$__rate_interval", "5m"))
+        named += [m.value for m in _matchers(tree) if m.name == "component"]
+    assert named == ["spout", "spout", cid, cid, "out", "out"]  # records, time per batch

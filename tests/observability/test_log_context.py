@@ -14,6 +14,7 @@ from pathlib import Path
 from squall.deploy.local import LocalRunner
 from squall.observability.logs import configure
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from tests.deploy.test_kcl_processor import processor
 from tests.deploy.test_lambda_consumer import handler_for
 from tests.factories import KclCheckpointer, kcl_process_records, kinesis_lambda_event
@@ -91,3 +92,38 @@ def test_a_poison_record_is_logged_once_though_its_batch_is_retried(tmp_path: Pa
     isolated = [r for r in caplog.records if "fails alone" in r.getMessage()]
     assert len(retried) == 2 and p.metrics.last.outcomes["dead_lettered"] == 1
     assert len(isolated) == 1 and isolated[0].levelno == logging.WARNING, isolated
+
+
+def test_a_sink_refusing_every_record_of_a_large_batch_logs_a_few_lines_not_one_each(
+    tmp_path: Path, caplog, sink_stores
+):
+    """A table a migration broke (every row refused: a CHECK, a NOT NULL, a type) isolates each
+    record of the batch: the first ten are logged one by one, the rest in one line; every record
+    is still dead-lettered with its reason."""
+    import sqlite3
+
+    from squall.testing import records_from, run_topology
+
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        conn.execute("CREATE TABLE t (event_id TEXT PRIMARY KEY, n INTEGER CHECK (n < 0))")
+    topo = load_text(
+        f'name: refused\nresources: {{db: {{url: "sqlite:///{tmp_path / "w.db"}"}}}}\n'
+        "spout: {type: stdin}\nsettings: {batch_size: 2000}\nbolts: [{id: decode, type: json}]\n"
+        "sinks:\n  - {id: rows, type: warehouse, resource: db, table: t, columns: "
+        "{n: {path: n, type: integer}}}\n  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}\n",
+        base_dir=tmp_path,
+    )
+    with caplog.at_level(logging.WARNING):
+        run = run_topology(topo, records_from([{"n": i} for i in range(3000)]))
+    assert sum(r.counts()[Outcome.DEAD_LETTERED] for r in run.results) == 3000
+    assert len(sink_stores["dlq"]) == 3000
+    lines = [r.getMessage() for r in caplog.records if r.name == "squall.engine"]
+    one_by_one = [x for x in lines if "fails alone, isolated from its batch" in x]
+    summaries = [x for x in lines if "more record(s) of the batch fail alone" in x]
+    assert len(one_by_one) == 20, lines[:3]  # ten in each of the two batches
+    assert summaries == [
+        "rows: 1990 more record(s) of the batch fail alone, isolated from it (not logged one by "
+        "one; each has its failure reason, in its dead letter if any)",
+        "rows: 990 more record(s) of the batch fail alone, isolated from it (not logged one by "
+        "one; each has its failure reason, in its dead letter if any)",
+    ]

@@ -79,3 +79,53 @@ def test_otel_counts_records_and_traces_each_batch_with_a_span_per_component(tmp
     assert all(
         batch_span.start_time <= c.start_time <= c.end_time <= batch_span.end_time for c in children
     )
+
+
+def test_squall_otel_without_the_extra_is_one_clear_line_not_a_traceback(tmp_path: Path):
+    """``SQUALL_OTEL=1`` where opentelemetry is not installed: ``squall run`` says which extra to
+    install and exits 2; it was an ``ImportError`` traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import squall
+
+    hidden = tmp_path / "hidden" / "opentelemetry"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError(\"No module named 'opentelemetry'\")\n")
+    root = str(Path(squall.__file__).parent.parent)
+    (tmp_path / "t.yaml").write_text(
+        "name: t\nspout: {type: stdin}\nbolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    env = {**os.environ, "SQUALL_OTEL": "1", "PYTHONPATH": f"{hidden.parent}{os.pathsep}{root}"}
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.cli", "run", str(tmp_path / "t.yaml")],
+        input='{"n": 1}\n',
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    assert r.stderr.strip() == (
+        "SQUALL_OTEL=1 asks for OpenTelemetry metrics and traces, but the 'otel' extra is not "
+        "installed (pip install 'squall[otel]'): No module named 'opentelemetry'"
+    )
+
+
+def test_the_lambda_and_kcl_recorders_without_the_extra_raise_the_same_error(monkeypatch):
+    import sys
+
+    import pytest
+
+    from squall.errors import MetricsError
+    from squall.observability.runners import kcl_recorder, lambda_observer
+
+    monkeypatch.setenv("SQUALL_OTEL", "true")
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # import opentelemetry: ImportError
+    monkeypatch.delitem(sys.modules, "squall.observability.otel", raising=False)
+    for build in (lambda_observer, kcl_recorder):
+        with pytest.raises(MetricsError, match=r"pip install 'squall\[otel\]'"):
+            build("t")

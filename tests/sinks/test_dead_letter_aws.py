@@ -436,3 +436,28 @@ def test_kinesis_sink_keys_a_record_without_a_source_key_by_a_digest_of_a_long_e
     assert p.rejected == [] and p.events == [ev]
     ((_, pk, _),) = p.payload
     assert 1 <= len(pk) <= 256
+
+
+def test_dead_letter_sqs_takes_a_queue_url_with_a_trailing_slash(moto_server, tmp_path):
+    """A queue URL ending in '/' was sent as it was (SQS, moto's server: NonExistentQueue, the
+    dead letters kept failing); a FIFO queue's was not taken for one. Used without it."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("dlq") + ".fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"
+    ]
+    yaml = topology(
+        f'{{id: dlq, type: dead_letter_sqs, queue: "{url}/", '
+        f'endpoint_url: "{moto_server.endpoint}"}}',
+        tmp_path / "dl.jsonl",
+    )
+    run = run_topology(yaml, records_from(PAYLOADS))
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"])
+    msgs = got.get("Messages", [])
+    assert len(msgs) == 2
+    assert all("MessageGroupId" in m["Attributes"] for m in msgs)  # sent as to a FIFO queue

@@ -445,3 +445,30 @@ def test_a_queue_problem_refusing_the_whole_call_still_fails_the_batch(moto_serv
     sqs.delete_queue(QueueUrl=url)
     with pytest.raises(Exception, match="NonExistentQueue|QueueDoesNotExist"):
         sink.write_batch(sink.prepare(_events([{"n": i} for i in range(10)])), None)
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+def test_a_queue_url_with_a_trailing_slash_is_written(moto_server, sqs, fifo: bool):
+    """A queue URL ending in '/' was sent as it was: SQS (moto's server) answered every
+    SendMessageBatch NonExistentQueue and the batch failed; a FIFO queue's was not taken for one
+    (``.fifo/``), so its message_group was not required. The URL is used without it, as the
+    ``sqs`` spout's is since 855147."""
+    url = make_queue(sqs, fifo=fifo)
+    extra = ", message_group: k" if fifo else ""
+    run = run_topology(
+        sink_yaml(moto_server.endpoint, url + "/", extra), records_from([{"n": 1, "k": "a"}])
+    )
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED]
+    assert [json.loads(m["Body"])["n"] for m in drain(sqs, url)] == [1]
+    topo = load_text(sink_yaml(moto_server.endpoint, url + "/", extra))
+    assert next(s for s in topo.sinks if s.id == "out").queue == url
+    with pytest.raises(Exception, match="message_group") if fifo else _nothing():
+        load_text(sink_yaml(moto_server.endpoint, url + "/"))  # a FIFO queue needs one
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

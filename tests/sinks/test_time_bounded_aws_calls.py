@@ -223,7 +223,25 @@ def test_what_botocore_retries_squall_retries_too():
     for status in (501, 505):
         assert status not in TransientRetryableChecker()._transient_status_codes
         assert not aws.is_retryable(_client_error("NotImplemented", status)), status
-    assert aws.is_retryable(_client_error("Unknown", 599))  # another 5xx: a proxy's, say
+
+
+def test_only_the_5xx_botocore_retries_are_retried():
+    """squall's retryable statuses are botocore's standard mode's: its transient 500, 502, 503
+    and 504 and its throttling 429. Every other 5xx was retried (all but 501 and 505) — 506 to
+    599 are no AWS answer (a proxy's, an S3-compatible store's 507 Insufficient Storage) and
+    botocore gives them up at once: retried until the attempts ran out, the same failure."""
+    from botocore.retries.standard import ThrottlingStatusCodeChecker, TransientRetryableChecker
+
+    botocore_statuses = {
+        *TransientRetryableChecker()._transient_status_codes,
+        *ThrottlingStatusCodeChecker()._throttling_status_codes,
+    }
+    retried = [s for s in range(400, 600) if aws.is_retryable(_client_error("Unknown", s))]
+    assert retried == sorted(botocore_statuses) == [429, 500, 502, 503, 504]
+    assert aws.TRANSIENT_STATUSES == botocore_statuses
+    # an error code botocore counts as transient or throttling is still retried whatever its status
+    assert aws.is_retryable(_client_error("SlowDown", 599))
+    assert aws.is_retryable(_client_error("InternalError", 507))
 
 
 def test_a_429_with_an_unmodelled_code_is_transient_in_a_lambda(moto_server, botocore_sleeps):

@@ -75,19 +75,43 @@ def wait_until(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("sig", "wait_time"),
+    [(signal.SIGTERM, 20), (signal.SIGINT, 20), (signal.SIGTERM, 0)],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-short-polls"],
+)
 def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
     moto_server,
     tmp_path: Path,
     sig: signal.Signals,
+    wait_time: int,
 ):
+    """(``wait_time: 0``: the signal comes during a short poll or the idle pause between them,
+    whose wait a ``stop()`` ends: the handler's ``stop()`` in the thread it interrupted.)
+
+    The signal is sent once the messages are deleted; rarely the run is then still closing that
+    batch ("finishing the batch in flight": it stops after it, which says nothing of a poll),
+    so the scenario is run again, up to three times, until the signal finds the run waiting."""
+    for attempt in range(3):
+        err = _stop_while_waiting(moto_server, tmp_path / str(attempt), sig, wait_time)
+        if "finishing the batch in flight" not in err:
+            break
+    # Without the fix: "finishing the batch in flight", then the poll's end.
+    assert "no batch in flight" in err, err
+
+
+def _stop_while_waiting(moto_server, tmp_path: Path, sig: signal.Signals, wait_time: int) -> str:
+    """Run the topology on three messages, send ``sig`` once they are committed and deleted;
+    the run's stderr (after checking its exit, its rows and that it printed no traceback)."""
+    tmp_path.mkdir()
     sqs = moto_server.client("sqs")
     url = sqs.create_queue(QueueName=unique("stop"))["QueueUrl"]
     for n in (1, 2, 3):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": n}))
     db = tmp_path / "w.db"
     t = tmp_path / "t.yaml"
-    t.write_text(TOPOLOGY.format(db=db, url=url, endpoint=moto_server.endpoint))
+    topology = TOPOLOGY.format(db=db, url=url, endpoint=moto_server.endpoint)
+    t.write_text(topology.replace("wait_time: 20", f"wait_time: {wait_time}"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "squall.cli", "run", str(t)],
         stdout=subprocess.PIPE,
@@ -109,10 +133,9 @@ def test_a_stop_during_a_long_poll_ends_the_run_without_waiting_for_the_poll(
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, err
-    # Without the fix: "finishing the batch in flight", then the poll's end.
-    assert "no batch in flight" in err, err
     assert "Traceback" not in err, err
     assert rows(db) == [1, 2, 3]
+    return err
 
 
 class StopDuringReceive:
@@ -710,6 +733,61 @@ def test_short_polls_until_stopped_pause_between_empty_receives(
     assert list(spout.read(10)) == []
     assert clock.slept == [IDLE_PAUSE] * 3
     assert sent == [0, 0, 0]  # one receive before each pause
+
+
+def test_a_stop_from_another_thread_ends_the_idle_pause(moto_server, monkeypatch):
+    """``stop()`` called from code (an embedding application's thread; a signal raises in the
+    read instead) during the idle pause: the pause, a plain sleep, went on to its end before
+    ``read`` ended. It now waits on the stop. The pause is made 600 s here, so without the fix
+    the reading thread is still asleep when the test stops waiting for it."""
+    monkeypatch.setattr("squall.spouts.sqs.IDLE_PAUSE", 600.0)
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("idle-stop"))["QueueUrl"]
+    spout = spout_on(moto_server, url, wait_time=0)  # the real sleep: no clock given
+    received = threading.Event()
+    spout.client.meta.events.register("after-call.sqs.ReceiveMessage", lambda **_: received.set())
+    batches: list[list] = []
+    reader = threading.Thread(target=lambda: batches.extend(spout.read(10)), daemon=True)
+    reader.start()
+    assert received.wait(60), "no receive"
+    spout.stop()  # during the pause, or just before it: either way read() ends now
+    reader.join(60)
+    assert not reader.is_alive(), "read() still in its idle pause after stop()"
+    assert batches == []
+
+
+def test_a_stop_from_a_signal_handler_that_interrupted_the_pause_returns():
+    """``squall run``'s signal handler calls ``stop()`` in the thread it interrupted; in the idle
+    pause that thread may hold the pause's lock (entering or leaving the wait): ``stop()`` must
+    not wait for it (``threading.Event``'s lock is not re-entrant: it would block for ever)."""
+    spout = SqsSpout(
+        SqsSpoutConfig(id="in", type="sqs", queue="q", wait_time=0, stop_when_empty=False),
+        ComponentContext("t"),
+    )
+    done = threading.Event()
+
+    def interrupted_in_the_pause() -> None:
+        with spout._stopped._cond:  # as the wait holds it, when the handler runs
+            spout.stop()
+        done.set()
+
+    threading.Thread(target=interrupted_in_the_pause, daemon=True).start()
+    assert done.wait(60), "stop() blocked on the pause's lock"
+    spout._idle_pause(600)  # ended: returns at once
+    assert spout.stopping
+
+
+def test_a_stop_during_the_last_receive_skips_the_idle_pause(moto_server):
+    """A stop that comes while the empty receive is in flight: ``read`` ends without pausing."""
+    sqs = moto_server.client("sqs")
+    url = sqs.create_queue(QueueName=unique("idle-stop"))["QueueUrl"]
+    clock = FakeClock()
+    spout = spout_on(moto_server, url, wait_time=0, clock=clock)
+    spout.client.meta.events.register(
+        "provide-client-params.sqs.ReceiveMessage", lambda **_: spout.stop()
+    )
+    assert list(spout.read(10)) == []
+    assert clock.slept == []
 
 
 def test_a_queue_given_by_arn_is_read(

@@ -441,3 +441,101 @@ sinks:
 
     bound = ReadBound(lambda: 60.0, 40, 0.1, 3.0, 1e10, rng=lambda: 1.0)
     assert bound.delay(35) == 3.0
+
+
+class RawRedisOutage(Bolt):
+    """A user's bolt that calls Redis itself and lets the client's error escape unwrapped."""
+
+    summary = "a raw redis-py error"
+    answer = "BUSY"
+    calls = 0
+
+    def process(self, batch):
+        import redis
+
+        type(self).calls += 1
+        errors = {
+            "BUSY": redis.exceptions.ResponseError(
+                "BUSY Redis is busy running a script. You can only call SCRIPT KILL or "
+                "SHUTDOWN NOSAVE."
+            ),
+            "READONLY": redis.exceptions.ReadOnlyError(
+                "You can't write against a read only replica."
+            ),
+            "LOADING": redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+            "WRONGTYPE": redis.exceptions.ResponseError(
+                "WRONGTYPE Operation against a key holding the wrong kind of value"
+            ),
+        }
+        for ev in batch:
+            if ev.value.get("calls_redis"):
+                raise errors[type(self).answer]
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+@pytest.mark.parametrize("answer", ["BUSY", "READONLY", "LOADING"])
+def test_a_redis_outage_a_user_bolt_lets_escape_fails_the_batch_not_each_record(tag, answer):
+    """Before, only redis-py's ConnectionError and TimeoutError counted as Redis being down
+    when a user's bolt let them escape: a server answering BUSY (a script past its time), a
+    replica that was promoted away (READONLY) or a server still loading was taken for each
+    record's fault — every event of the outage dead-lettered, the shard checkpointed past it."""
+    RawRedisOutage.answer, RawRedisOutage.calls = answer, 0
+    yaml_text = f"""
+name: raw-redis
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: cache, type: "tests.topology.test_poison:RawRedisOutage"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    records = records_from([{"i": i, "calls_redis": True} for i in range(4)])
+    expected = {"BUSY": "BUSY", "READONLY": "ReadOnlyError", "LOADING": "BusyLoadingError"}
+    with pytest.raises(BatchFailed, match=expected[answer]):
+        run_topology(yaml_text, records, batch_size=4)
+    assert RawRedisOutage.calls == 2  # retried as an outage, never split record by record
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    assert MemorySink.stores.get(f"{tag}-out", []) == []
+
+
+def test_a_redis_error_about_one_key_stays_that_records_fault(tag):
+    RawRedisOutage.answer, RawRedisOutage.calls = "WRONGTYPE", 0
+    yaml_text = f"""
+name: raw-redis-key
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: cache, type: "tests.topology.test_poison:RawRedisOutage"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    payload = [{"i": 0}, {"i": 1, "calls_redis": True}, {"i": 2}]
+    run_topology(yaml_text, records_from(payload), batch_size=3)
+    assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 2]
+    [dead] = MemorySink.stores[f"{tag}-dlq"]
+    assert dead.value["i"] == 1 and dead.failure.reason.startswith("ResponseError: WRONGTYPE")
+
+
+@pytest.mark.parametrize("option", ["max_backoff", "initial_backoff"])
+def test_a_backoff_beyond_an_hour_is_refused_where_it_is_written(option: str):
+    """A ``max_backoff`` of 1e300 was accepted and a long outage then raised OverflowError out
+    of ``time.sleep`` (its limit is ~9.2e9 s) instead of retrying: refused at load, located."""
+    from squall.errors import TopologyError
+    from squall.topology.loader import load_text
+
+    text = f"""name: slow
+spout: {{type: stdin}}
+settings:
+  retry: {{{option}: 1e300}}
+sinks:
+  - {{id: out, type: "squall.testing:MemorySink", name: slow}}
+"""
+    with pytest.raises(TopologyError) as refused:
+        load_text(text, file="t.yaml")
+    assert "t.yaml:4:" in str(refused.value) and option in str(refused.value), refused.value
+    assert "3600" in str(refused.value)

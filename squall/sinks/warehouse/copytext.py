@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from squall import exact_json
 from squall.event import Event
 from squall.paths import MISSING, getter
 from squall.sinks.warehouse.columns import (
@@ -267,8 +268,8 @@ class _Column:
                 for v in raw
             ]
         if kind == "json":
-            dumps = orjson.dumps
-            out = [NULL if v is None else dumps(v).decode() for v in raw]
+            dumps, numbers = orjson.dumps, exact_json.plain_numbers  # a float subclass: a number
+            out = [NULL if v is None else dumps(v, default=numbers).decode() for v in raw]
             if "\\u0000" in "".join(out):  # rare: find the values that really hold a NUL
                 out = [o if o is NULL else _checked_json(o) for o in out]
             return out

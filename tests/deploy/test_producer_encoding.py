@@ -1,0 +1,63 @@
+"""A body in a Content-Encoding the producer cannot read is answered 415, never read as JSON.
+
+Browsers compress with ``CompressionStream("deflate")`` as readily as with ``"gzip"``, and the
+generated API allows the ``content-encoding`` header. A deflate (or brotli) body was read as JSON
+lines of binary: each "line" refused as not UTF-8, answered ``400`` — the SDK's cue to drop its
+events as bad — with indexes that were not its events'. ``x-gzip`` (RFC 9110: the same as
+``gzip``) was refused the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.lambda_producer import make_handler
+from squall.testing import MemorySink
+from tests.factories import api_gateway_event
+
+TOPOLOGY = """
+name: producer
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json, event_id_field: message_id}}]
+sinks: [{{id: out, type: 'squall.testing:MemorySink', name: {tag}}}]
+"""
+
+LINES = b"".join(b'{"message_id": "m%d"}\n' % i for i in range(40))
+
+
+def post(tmp_path: Path, encoding: str, data: bytes) -> tuple[dict, list]:
+    tag = uuid.uuid4().hex
+    path = tmp_path / f"{tag}.yaml"
+    path.write_text(TOPOLOGY.format(tag=tag))
+    event = api_gateway_event(LINES)
+    event["headers"]["Content-Encoding"] = encoding
+    event["body"] = base64.b64encode(data).decode()
+    return make_handler(path)(event, None), MemorySink.stores.get(tag, [])
+
+
+@pytest.mark.parametrize(
+    ("encoding", "data"),
+    [("deflate", zlib.compress(LINES)), ("br", b"\x1b\x27\x00\xf8\x8d\x94\x6e\xde\n\n\n")],
+)
+def test_an_encoding_the_producer_cannot_read_is_a_415_naming_it(tmp_path, encoding, data):
+    resp, stored = post(tmp_path, encoding, data)
+    assert resp["statusCode"] == 415
+    assert json.loads(resp["body"]) == {
+        "error": f"Content-Encoding '{encoding}' is not supported: send gzip, or no Content-Encoding"
+    }
+    assert stored == []
+
+
+@pytest.mark.parametrize("encoding", ["x-gzip", "GZIP", "identity"])
+def test_x_gzip_is_gzip_and_identity_is_none(tmp_path, encoding):
+    data = LINES if encoding == "identity" else gzip.compress(LINES)
+    resp, stored = post(tmp_path, encoding, data)
+    assert resp["statusCode"] == 202 and json.loads(resp["body"])["accepted"] == 40
+    assert len(stored) == 40

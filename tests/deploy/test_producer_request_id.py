@@ -1,0 +1,59 @@
+"""Every request's events get event ids of their own, with or without a request id.
+
+Without an ``event_id_field`` an event's id comes from its place: the request id and its number
+in the request. An event without ``requestContext.requestId`` — an Application Load Balancer's
+(same shape as a REST API's, no request id), a direct invoke — numbered every request's events
+from 1 under the same empty id: the second request's first event had the first's event id, and
+an idempotent sink downstream (a warehouse upsert on the event id) kept one of them, silently.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from squall.deploy.lambda_producer import make_handler
+from squall.testing import MemorySink
+from tests.factories import api_gateway_event
+
+TOPOLOGY = """
+name: producer
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: out, type: 'squall.testing:MemorySink', name: {tag}}}]
+"""
+
+
+def handler(tmp_path: Path):
+    tag = uuid.uuid4().hex
+    path = tmp_path / f"{tag}.yaml"
+    path.write_text(TOPOLOGY.format(tag=tag))
+    return make_handler(path), tag
+
+
+def alb_event(body: str) -> dict:
+    """An ALB target's event: a REST API's shape, ``requestContext`` without a request id."""
+    event = api_gateway_event(body)
+    event["requestContext"] = {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:..."}}
+    return event
+
+
+def test_requests_without_a_request_id_never_share_event_ids(tmp_path):
+    handle, tag = handler(tmp_path)
+    for n in range(3):
+        resp = handle(alb_event(json.dumps([{"n": n}, {"n": n + 10}])), None)
+        assert resp["statusCode"] == 202
+    stored = MemorySink.stores[tag]
+    assert len(stored) == 6
+    assert len({ev.event_id for ev in stored}) == 6
+    assert len({ev.value["request"]["request_id"] for ev in stored}) == 3
+
+
+def test_a_request_id_that_is_not_a_string_is_a_400(tmp_path):
+    handle, _ = handler(tmp_path)
+    event = api_gateway_event(json.dumps({"n": 1}))
+    event["requestContext"]["requestId"] = 7
+    resp = handle(event, None)
+    assert resp["statusCode"] == 400
+    assert "requestContext.requestId is a JSON int" in json.loads(resp["body"])["error"]

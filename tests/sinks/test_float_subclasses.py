@@ -1,0 +1,100 @@
+"""A ``float`` subclass in a payload — NumPy's ``float64``, which a Python bolt scoring events
+with NumPy puts there — is a number. orjson writes subclasses of ``int`` and ``str`` as their
+base type but hands a ``float`` subclass to ``default``: the JSON-lines sinks (S3 lake, stdout)
+wrote it as the *text* ``"0.25"``, dead letters as text too (a replay then read a string), and
+the Kinesis, Firehose, SQS, HTTP and push sinks refused it (each such event dead-lettered)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import orjson
+import pytest
+
+from squall import exact_json, safe_json
+from squall.bolts.base import Bolt, Output
+from squall.sinks.s3 import _line
+from squall.sinks.warehouse.columns import json_text
+from squall.testing import records_from, run_topology
+
+
+class Score(float):
+    """Stands for ``numpy.float64`` (a ``float`` subclass with its own ``__repr__``)."""
+
+    def __repr__(self) -> str:
+        return f"np.float64({float.__repr__(self)})"
+
+    __str__ = __repr__
+
+
+def test_every_json_writer_writes_a_float_subclass_as_its_number():
+    doc = {"score": Score(0.25), "parts": [Score(1.5)], "big": 2**70}
+    expected = {"score": 0.25, "parts": [1.5], "big": 2**70}
+    assert orjson.loads(exact_json.dumps(doc).replace(b"1180591620717411303424", b"0")) == {
+        **expected,
+        "big": 0,
+    }  # the Kinesis, Firehose, SQS, HTTP, push sinks: before, a TypeError (dead-lettered)
+    assert exact_json.loads(_line(doc)) == expected  # the S3 lake's JSON lines: before "0.25"
+    assert exact_json.loads(safe_json.dumps(doc)) == expected  # dead letters: before text
+    assert exact_json.loads(json_text(doc).encode()) == expected  # a warehouse json column
+    assert orjson.loads(orjson.dumps(doc["parts"], default=exact_json.text_default)) == [1.5]
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        exact_json.dumps({"x": object()})  # anything else is refused as orjson refuses it
+
+
+class Scoring(Bolt):
+    """A user's bolt that scores each event with NumPy (here: a float subclass)."""
+
+    summary = "scores events"
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            ev.value["score"] = Score(ev.value["n"] / 4)
+            ev.value["model"] = {"score": Score(ev.value["n"] / 8)}
+            out.emit(ev)
+        return out
+
+
+def test_a_scored_event_reaches_stdout_and_a_json_column_as_a_number(tmp_path: Path, capsysbinary):
+    db = tmp_path / "w.db"
+    yaml_text = f"""
+name: scored
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: score, type: "{__name__}:Scoring"}}
+sinks:
+  - {{id: out, type: stdout}}
+  - id: rows
+    type: warehouse
+    resource: db
+    table: scored
+    columns:
+      n: {{path: n, type: integer}}
+      doc: {{path: model, type: json}}
+"""
+    run_topology(yaml_text, records_from([{"n": 1}, {"n": 2}]))
+    lines = [orjson.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    assert [line["score"] for line in lines] == [0.25, 0.5]  # before: "np.float64(0.25)"
+    with closing(sqlite3.connect(db)) as conn:
+        docs = [orjson.loads(d) for (d,) in conn.execute("select doc from scored order by n")]
+    assert [d["score"] for d in docs] == [0.125, 0.25]
+
+
+def test_a_dead_letter_keeps_an_object_keyed_by_float_subclasses():
+    # A Python bolt's pandas ``value_counts().to_dict()``: NumPy float64 keys. orjson writes a
+    # float key (OPT_NON_STR_KEYS) but refuses a subclass's and asks no default for a key:
+    # the whole object was a marked repr in the dead letter (not replayable), a plain float
+    # key's its text.
+    doc = {"id": 1, "counts": {Score(1.5): 2, Score(2.0): 1}, "top": [{Score(0.5): 3}]}
+    expected = {"id": 1, "counts": {"1.5": 2, "2.0": 1}, "top": [{"0.5": 3}]}
+    assert orjson.loads(safe_json.dumps(doc)) == expected
+    assert orjson.loads(safe_json.dumps({1.5: 2, "id": 1})) == {"1.5": 2, "id": 1}  # as before
+    marked = orjson.loads(safe_json.dumps({"a": {Score(1.5): 1}, "b": {object(): 1}}))
+    assert marked["a"] == {"1.5": 1}  # another key orjson refuses is still marked alone
+    assert marked["b"]["squall_truncated"] == safe_json.TRUNCATED
