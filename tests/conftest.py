@@ -45,6 +45,14 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory) -> dict[str, str]:
+    """pip's environment for the packaging tests: one wheelhouse, resolved once (tests.wheelhouse)."""
+    from tests import wheelhouse
+
+    return wheelhouse.build(tmp_path_factory.mktemp("wheelhouse"), ROOT)
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A table or key prefix no other test uses."""

@@ -1,5 +1,6 @@
 """`squall package`: what goes into a zip (your code, plugins, only the data the topology uses), and the
-documented pistats commands, whose consumer zip runs by itself under AWS's runtime client."""
+documented pistats commands, whose consumer zip runs by itself under AWS's runtime client (pip
+resolving from the session's wheelhouse: tests/wheelhouse.py)."""
 
 from __future__ import annotations
 
@@ -265,10 +266,10 @@ def test_sizes_are_described_largest_first():
 
 
 @pytest.mark.e2e
-def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
+def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, wheelhouse):
     """The three commands of examples/pistats/README.md; the consumer zip then runs alone under awslambdaric."""
     build = tmp_path / "build"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **wheelhouse}
     commands = [
         [
             "package",
@@ -371,6 +372,7 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path):
         check=True,
         capture_output=True,
         timeout=600,
+        env={**os.environ, **wheelhouse},
     )
     lambda_tmp = tmp_path / "lambda-tmp"
     lambda_tmp.mkdir()

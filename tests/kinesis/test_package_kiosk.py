@@ -5,6 +5,7 @@ A folder holds a producer topology (browser SDK → validate → Kinesis) and a 
 requirement → PostgreSQL). `squall package` builds both zips and SAM templates; the templates
 pass aws-sam-translator and cfn-lint; each zip is unzipped and run alone under AWS's runtime client
 (`python -S`, nothing but the zip and awslambdaric on the path) against kinesis-mock and PostgreSQL.
+pip resolves from the session's wheelhouse (tests/wheelhouse.py: PyPI's answer, fetched once).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ sinks:
 
 
 def package(
-    folder: Path, topology: str, handler: str, out: Path, *extra: str, site: Path
+    folder: Path, topology: str, handler: str, out: Path, *extra: str, site: Path, pip_env: dict
 ) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -128,6 +129,7 @@ def package(
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[2])]),
+        **pip_env,
     }
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -153,7 +155,7 @@ def unzip_layer(layer_python: Path, root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def runtime_client(tmp_path_factory) -> Path:
+def runtime_client(tmp_path_factory, wheelhouse) -> Path:
     root = tmp_path_factory.mktemp("awslambdaric")
     subprocess.run(
         [
@@ -170,12 +172,20 @@ def runtime_client(tmp_path_factory) -> Path:
         check=True,
         capture_output=True,
         timeout=600,
+        env={**os.environ, **wheelhouse},
     )
     return root
 
 
 def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
-    tmp_path: Path, kinesis, kinesis_mock, make_stream, pg_url, unique_name, runtime_client
+    tmp_path: Path,
+    kinesis,
+    kinesis_mock,
+    make_stream,
+    pg_url,
+    unique_name,
+    runtime_client,
+    wheelhouse,
 ):
     folder = tmp_path / "kiosk"
     folder.mkdir()
@@ -208,6 +218,7 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
         check=True,
         capture_output=True,
         timeout=600,
+        env={**os.environ, **wheelhouse},
     )
 
     # The two builds are independent: side by side they take the slower one's time, not the sum.
@@ -225,6 +236,7 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
             "--on-failure",
             "sqs",
             site=site,
+            pip_env=wheelhouse,
         )
         producer_build = pool.submit(
             package,
@@ -238,6 +250,7 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
             "--layer",
             str(build / "producer-deps.zip"),
             site=site,
+            pip_env=wheelhouse,
         )
         r = consumer_build.result()
         producer_build.result()
