@@ -58,6 +58,17 @@ from typing import Any
 
 import orjson
 
+#: JSON's names of the types a decoded payload can have, as squall's reasons give them.
+_JSON_NAMES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "examples" / "pistats" / "schemas" / "event.json"
 HISTORY = 4  # earlier states kept per key (the subscription bolt's default)
@@ -562,7 +573,8 @@ class Loop:
                         derived_id(stream, seq, fp),
                         "decode",
                         "error",
-                        f"payload is a JSON {type(p).__name__}, not an object",
+                        f"payload is a JSON {_JSON_NAMES.get(type(p), type(p).__name__)}, "
+                        "not an object",
                         seq,
                         data,
                     )

@@ -27,6 +27,6 @@ def test_a_sql_checkpoint_on_a_redis_resource_is_located(tmp_path: Path):
     r = run_cli(["run", str(t)], input="")
     assert r.returncode == 2
     assert one_error_line(r.stderr).endswith(
-        f"{t}:8:38: spout.checkpoint.resource: spout 'spout': resource 'cache' is not a SQL "
+        f"{t}:8:38: spout.checkpoint.resource: resource 'cache' is not a SQL "
         "database (redis://:***@127.0.0.1:1/0)"
     )

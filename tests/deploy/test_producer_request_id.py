@@ -56,4 +56,4 @@ def test_a_request_id_that_is_not_a_string_is_a_400(tmp_path):
     event["requestContext"]["requestId"] = 7
     resp = handle(event, None)
     assert resp["statusCode"] == 400
-    assert "requestContext.requestId is a JSON int" in json.loads(resp["body"])["error"]
+    assert "requestContext.requestId is a JSON number" in json.loads(resp["body"])["error"]
