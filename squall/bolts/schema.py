@@ -5,11 +5,17 @@ check a schema at load time, to validate when the schema is beyond what fastjson
 and to word the reason of an invalid event. A Lambda package built by ``squall package`` lists
 the digests of the schemas checked when it was built (``CHECKED_FILE`` beside the topology), so
 its init does not check them again; a schema changed since (another digest) is checked as usual.
+Elsewhere a schema that passed the check leaves an empty file named by its digest (its content,
+squall's, jsonschema's and referencing's versions) in ``checked-schemas/`` under the cache folder
+(``SQUALL_CACHE_DIR``; default ``$XDG_CACHE_HOME/squall`` or ``~/.cache/squall``; empty: none),
+so the next load of the same schema neither imports jsonschema (~50 ms of CPU) nor checks it.
+Only a check that passed writes one; an invalid schema is checked at every load.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,39 @@ def write_checked(schemas: list[dict[str, Any]], folder: Path) -> None:
     """Record ``schemas`` (each already checked: its topology loaded) in ``folder/CHECKED_FILE``."""
     digests = sorted({d for d in map(schema_digest, schemas) if d is not None})
     (folder / CHECKED_FILE).write_bytes(orjson.dumps({"schemas": digests}))
+
+
+def _cache_entry(schema: dict[str, Any]) -> Path | None:
+    """The file whose presence says ``schema`` passed ``check_schema`` with the installed
+    jsonschema and referencing; None when there is no cache or no digest."""
+    folder = os.environ.get("SQUALL_CACHE_DIR")
+    if folder is None:
+        home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        folder = os.path.join(home, "squall")
+    if not folder:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # the checker's versions, read without importing it: another version checks again
+        checker = f"jsonschema {version('jsonschema')} referencing {version('referencing')}"
+    except PackageNotFoundError:
+        return None
+    digest = schema_digest({"checker": checker, "schema": schema})
+    return None if digest is None else Path(folder, "checked-schemas", digest)
+
+
+def check_schema_once(schema: dict[str, Any]) -> None:
+    """``check_schema``, unless the cache says this schema passed it with these versions."""
+    entry = _cache_entry(schema)
+    if entry is not None and entry.is_file():
+        return
+    check_schema(schema)  # raises for an invalid schema: nothing is written
+    if entry is not None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            entry.touch()
+        except OSError:  # a read-only home: checked each time, as before
+            pass
 
 
 def check_schema(schema: dict[str, Any]) -> None:
@@ -151,7 +190,7 @@ class SchemaConfig(ComponentConfig):
         base = (info.context or {}).get("base_dir")
         digest = schema_digest(v) if base is not None else None
         if digest is None or digest not in _checked_when_packaged(Path(base)):
-            check_schema(v)
+            check_schema_once(v)
         return v
 
 

@@ -155,3 +155,61 @@ def test_a_missing_schema_file_says_where_it_was_looked_for(tmp_path: Path):
         TopologyError, match=r"relative to the topology: .*conf/schemas/event\.json"
     ):
         load(path)
+
+
+def test_a_schema_that_passed_the_check_is_not_checked_again_with_the_same_checker(
+    tmp_path: Path, monkeypatch
+):
+    """A one-event `squall run` spent ~50 ms of CPU importing jsonschema to check a schema that
+    passed at every earlier load. Only a passed check is remembered, per content and versions."""
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / "cache"))
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    path = topology_with_schema(tmp_path, schema)
+    checked: list[dict] = []
+    check = schema_bolt.check_schema
+    monkeypatch.setattr(schema_bolt, "check_schema", lambda s: (checked.append(s), check(s)))
+    load(path)
+    load(path)
+    assert checked == [schema]  # the second load trusts the first one's check
+    assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 1
+    # Another jsonschema (or referencing) release: checked again.
+    import importlib.metadata
+
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(
+        "importlib.metadata.version",
+        lambda name: "0.0.1" if name == "jsonschema" else real_version(name),
+    )
+    load(path)
+    assert len(checked) == 2
+    monkeypatch.setattr("importlib.metadata.version", real_version)
+    # Another schema: checked; an invalid one is never remembered.
+    topology_with_schema(tmp_path, INVALID_SCHEMA)
+    for _ in range(2):
+        with pytest.raises(TopologyError, match="invalid JSON Schema"):
+            load(path)
+    assert checked[2:] == [INVALID_SCHEMA, INVALID_SCHEMA]
+    assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 2
+
+
+def test_without_a_cache_folder_every_load_checks(tmp_path: Path, monkeypatch):
+    """`SQUALL_CACHE_DIR=` (empty) keeps no cache; a folder that cannot be written is no error."""
+    schema = {"type": "string"}
+    path = topology_with_schema(tmp_path, schema)
+    checked: list[dict] = []
+    check = schema_bolt.check_schema
+    monkeypatch.setattr(schema_bolt, "check_schema", lambda s: (checked.append(s), check(s)))
+    monkeypatch.setenv("SQUALL_CACHE_DIR", "")
+    load(path)
+    load(path)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / "file"))  # a file: no folder in it
+    load(path)
+    load(path)
+    assert checked == [schema] * 4
+    monkeypatch.delenv("SQUALL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load(path)
+    load(path)
+    assert len(checked) == 5
+    assert len(list((tmp_path / "xdg" / "squall" / "checked-schemas").iterdir())) == 1
