@@ -1,13 +1,18 @@
-"""Console front of the local runner: a progress bar while it runs, a summary table at the end."""
+"""Console front of the local runner: a progress bar while it runs, a summary table at the end.
+
+rich draws both on a terminal. On a stderr that is no terminal (a file, a pipe, a benchmark's
+``squall run``) the usual summary is written by ``_plain_summary`` without importing rich (~40 ms
+of CPU with its table's rendering): the same characters rich would print there, a test compares
+the two; anything out of the ordinary (an error to report, text that is not plain ASCII, forced
+colours) is left to rich.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from squall.deploy.local import LocalRunner, RunReport
 from squall.observability.progress import Totals, format_lag
@@ -15,6 +20,9 @@ from squall.observability.runners import local_recorder
 from squall.redact import redact_text
 from squall.topology.model import Topology
 from squall.topology.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Seconds between progress log lines when stderr is not a terminal.
 LOG_EVERY = 10.0
@@ -42,23 +50,33 @@ def run_with_console(
     log_every: float | None = None,
 ) -> int:
     """Run a topology with a progress bar on stderr (or a log line every N s); print the summary."""
-    console = Console(stderr=True)
-    show = console.is_terminal if progress is None else progress
+    width = None if progress else _plain_width()
+    console = None
+    if width is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    show = (console is not None and console.is_terminal) if progress is None else progress
     recorder = local_recorder(
         topo.name, metrics_port=metrics_port, log_every=None if show else (log_every or LOG_EVERY)
     )
     totals: Totals = recorder.totals  # type: ignore[attr-defined]
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(bar_width=10),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
-    )
-    task = bar.add_task(topo.name[:16], total=None, status="")
+    bar = task = None
+    if show:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=10),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        task = bar.add_task(topo.name[:16], total=None, status="")
 
     def show_progress(spout) -> None:
+        if bar is None:
+            return
         p = spout.progress()  # in the spout's own unit (bytes of a file): shown as a share only
         done, total = (p.done, p.total) if p is not None else (totals.records, None)
         share = done / total if total else None
@@ -71,8 +89,17 @@ def run_with_console(
         on_idle=show_progress,  # an idle stream's lag moves (caught up: 0) though no batch ran
         recorder=recorder,
     )
-    with bar:
+    if bar is not None:
+        with bar:
+            report = runner.run()
+    else:
         report = runner.run()
+    if console is None and width is not None and _plain_summary(topo, report, totals, width):
+        return report.exit_code
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
     print_summary(console, topo, report, totals)
     return report.exit_code
 
@@ -85,13 +112,63 @@ def print_summary(
     not start prints nothing: the runner logged its one `cannot start: …` line."""
     if report.setup_error is not None:
         return
-    active = totals.active_seconds if totals is not None and totals.batches else report.seconds
-    table = Table(
-        title=f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
-        f"{report.seconds:.1f}s",
-        title_justify="left",
-        padding=(0, 1),
-        collapse_padding=True,
+    from rich.table import Table
+
+    title, cols, widths, rows = _summary_table(topo, report, totals)
+    table = Table(title=title, title_justify="left", padding=(0, 1), collapse_padding=True)
+    for col, width in zip(cols, widths, strict=True):
+        numeric = col != "component"
+        table.add_column(
+            col,
+            justify="right" if numeric else "left",
+            no_wrap=True,
+            min_width=width if numeric else None,
+        )
+    for row in rows:
+        table.add_row(*row)
+    # Room for every column at its natural width (print() cannot go wider than the console).
+    natural = sum(widths) + 3 * len(cols) + 1
+    saved = console.width
+    console.width = max(saved, natural)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = saved
+    console.print(_outcome_line(report, totals))
+    if report.input_error is not None:
+        console.print(
+            f"[red]input stopped after {report.batches:,} committed batches:[/] "
+            f"{_plain(report.input_error)}; what was read after the last committed batch was "
+            "not committed"
+        )
+    if report.error is not None:
+        console.print(f"[red]batch failed:[/] {_plain(report.error)}")
+        console.print(
+            "nothing after the last checkpoint was acknowledged; run again to retry from there"
+        )
+    for r in report.failed_records[:10]:
+        console.print(f"[red]failed:[/] {_plain(r)}")
+    if report.aborted:
+        # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)
+        by = "a second interrupt" if report.interrupted else "an interrupt"
+        console.print(f"aborted by {by}: the batch in flight was not checkpointed")
+    elif report.interrupted and report.checkpointed:
+        console.print("interrupted: the batch in flight was finished and checkpointed")
+    elif report.interrupted:
+        console.print(
+            f"interrupted: the batch in flight was finished; the {topo.spout.type} spout keeps "
+            "no checkpoint: the next run reads its input from the start (same event ids)"
+        )
+    sys.stderr.flush()
+
+
+def _summary_table(
+    topo: Topology, report: RunReport, totals: Totals | None
+) -> tuple[str, list[str], list[int], list[list[str]]]:
+    """The table's title, columns, their widths (a numeric column's least) and rows."""
+    title = (
+        f"{topo.name}: {report.records:,} records, {report.batches:,} batches, "
+        f"{report.seconds:.1f}s"
     )
     written = totals.written if totals is not None else {}
     present = totals.present if totals is not None else {}
@@ -121,25 +198,15 @@ def print_summary(
     # Numbers are never cut ("200,0…" would lie): their columns are as wide as their widest
     # value, and the table gets the width it needs when that is more than the console's.
     widths = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(cols)]
-    for col, width in zip(cols, widths, strict=True):
-        numeric = col != "component"
-        table.add_column(
-            col,
-            justify="right" if numeric else "left",
-            no_wrap=True,
-            min_width=width if numeric else None,
-        )
-    for row in rows:
-        name = row[0]  # ids over 24 characters are shortened here, not by the layout
-        table.add_row(name if len(name) <= 24 else name[:23] + "…", *row[1:])
-    # Room for every column at its natural width (print() cannot go wider than the console).
-    natural = sum(widths) + 3 * len(cols) + 1
-    saved = console.width
-    console.width = max(saved, natural)
-    try:
-        console.print(table, crop=False)
-    finally:
-        console.width = saved
+    for row in rows:  # ids over 24 characters are shortened here, not by the layout
+        row[0] = row[0] if len(row[0]) <= 24 else row[0][:23] + "…"
+    return title, cols, widths, rows
+
+
+def _outcome_line(report: RunReport, totals: Totals | None) -> str:
+    active = totals.active_seconds if totals is not None and totals.batches else report.seconds
+    written = totals.written if totals is not None else {}
+    present = totals.present if totals is not None else {}
     c = report.counts
     rate = report.records / active if active else 0.0
     line = (
@@ -150,35 +217,110 @@ def print_summary(
         line += (
             f"; rows written {sum(written.values()):,}, already present {sum(present.values()):,}"
         )
-    console.print(line)
-    if report.input_error is not None:
-        console.print(
-            f"[red]input stopped after {report.batches:,} committed batches:[/] "
-            f"{_plain(report.input_error)}; what was read after the last committed batch was "
-            "not committed"
+    return line
+
+
+def _plain_width() -> int | None:
+    """The width rich's console would give stderr when it is no terminal and nothing forces
+    one (rich's own rules: the first of stdin, stdout, stderr that has a size, else
+    ``COLUMNS``, else 80); None where rich may draw otherwise (styles, ASCII boxes, Windows)."""
+    env = os.environ
+    if sys.platform == "win32" or {"TTY_COMPATIBLE", "FORCE_COLOR", "TTY_INTERACTIVE"} & set(env):
+        return None
+    stream = sys.stderr
+    try:
+        if stream is None or stream.isatty():
+            return None
+    except ValueError:  # closed
+        return None
+    if not (getattr(stream, "encoding", None) or "utf-8").lower().startswith("utf"):
+        return None
+    width = None
+    for fd in (0, 1, 2):
+        try:
+            width = os.get_terminal_size(fd)[0]
+        except (AttributeError, ValueError, OSError):
+            continue
+        break
+    columns = env.get("COLUMNS")
+    if columns is not None and columns.isdigit():
+        width = int(columns)
+    return width or 80
+
+
+#: Text ``_plain_summary`` writes as rich would: printable ASCII (no markup, no emoji codes).
+_PLAIN_TEXT = re.compile(r"[ -9;-Z\\-~]*")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """rich's wrapping of a plain line with no word wider than ``width`` (``rich._wrap``)."""
+    lines, start, used = [], 0, 0
+    for word in re.finditer(r"\s*\S+\s*", text):
+        if width - used >= len(word.group().rstrip()):
+            used += len(word.group())
+        elif used and word.start():
+            lines.append(text[start : word.start()])
+            start, used = word.start(), len(word.group())
+    lines.append(text[start:])
+    # a line's trailing spaces beyond the width are dropped, those within it kept
+    return [line[: max(width, len(line.rstrip()))] for line in lines]
+
+
+def _plain_summary(topo: Topology, report: RunReport, totals: Totals, width: int) -> bool:
+    """Write the usual summary (the table and the outcome line, nothing to report besides) to a
+    stderr that is no terminal, as rich would print it; False (nothing written) otherwise."""
+    if report.setup_error is not None:
+        return True
+    if (
+        report.input_error is not None
+        or report.error is not None
+        or report.failed_records
+        or report.aborted
+        or report.interrupted
+        or not report.stats
+    ):
+        return False
+    title, cols, widths, rows = _summary_table(topo, report, totals)
+    line = _outcome_line(report, totals)
+    cells = [c.replace("…", "") for row in rows for c in row]
+    if not all(_PLAIN_TEXT.fullmatch(t) for t in [title.replace(": ", " ", 1), line, *cells]):
+        return False
+    if any(len(w.rstrip()) > width for w in line.split()):
+        return False
+    # collapsed padding (0, 1): one space before the first column, one after each
+    sizes = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(cols)]
+    inner = [n + 1 + (i == 0) for i, n in enumerate(sizes)]
+    table_width = sum(inner) + len(cols) + 1
+    if table_width > max(width, sum(widths) + 3 * len(cols) + 1) or any(
+        len(w.rstrip()) > table_width for w in title.split()
+    ):
+        return False
+
+    def row_text(left: str, sep: str, right: str, values: list[str]) -> str:
+        return (
+            left
+            + sep.join(
+                (" " if i == 0 else "") + (v.ljust(n) if i == 0 else v.rjust(n)) + " "
+                for i, (v, n) in enumerate(zip(values, sizes, strict=True))
+            )
+            + right
         )
-    if report.error is not None:
-        console.print(f"[red]batch failed:[/] {_plain(report.error)}")
-        console.print(
-            "nothing after the last checkpoint was acknowledged; run again to retry from there"
-        )
-    for r in report.failed_records[:10]:
-        console.print(f"[red]failed:[/] {_plain(r)}")
-    if report.aborted:
-        # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)
-        by = "a second interrupt" if report.interrupted else "an interrupt"
-        console.print(f"aborted by {by}: the batch in flight was not checkpointed")
-    elif report.interrupted and report.checkpointed:
-        console.print("interrupted: the batch in flight was finished and checkpointed")
-    elif report.interrupted:
-        console.print(
-            f"interrupted: the batch in flight was finished; the {topo.spout.type} spout keeps "
-            "no checkpoint: the next run reads its input from the start (same event ids)"
-        )
+
+    out = [t.ljust(table_width) for t in _wrap(title, table_width)]
+    out.append("┏" + "┳".join("━" * n for n in inner) + "┓")
+    out.append(row_text("┃", "┃", "┃", cols))
+    out.append("┡" + "╇".join("━" * n for n in inner) + "┩")
+    out += [row_text("│", "│", "│", row) for row in rows]
+    out.append("└" + "┴".join("─" * n for n in inner) + "┘")
+    out += _wrap(line, width)
+    sys.stderr.write("\n".join(out) + "\n")
     sys.stderr.flush()
+    return True
 
 
 def _plain(value: object) -> str:
     """A reason or an error as text in a markup line: passwords masked (as in the log lines),
     brackets escaped (a record's `[/]` crashed the summary, `[bold]` styled it)."""
+    from rich.markup import escape
+
     return escape(redact_text(str(value)))
