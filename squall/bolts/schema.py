@@ -6,9 +6,9 @@ and to word the reason of an invalid event. A Lambda package built by ``squall p
 the digests of the schemas checked when it was built (``CHECKED_FILE`` beside the topology), so
 its init does not check them again; a schema changed since (another digest) is checked as usual.
 Elsewhere a schema that passed the check leaves an empty file named by its digest (its content,
-squall's, jsonschema's and referencing's versions) in ``checked-schemas/`` under the cache folder
+squall's and the checker's versions) in ``checked-schemas/`` under the cache folder
 (``SQUALL_CACHE_DIR``; default ``$XDG_CACHE_HOME/squall`` or ``~/.cache/squall``; empty: none),
-so the next load of the same schema neither imports jsonschema (~50 ms of CPU) nor checks it.
+so the next load of the same schema neither imports jsonschema (~40 ms of CPU) nor checks it.
 Only a check that passed writes one; an invalid schema is checked at every load.
 """
 
@@ -57,7 +57,7 @@ def write_checked(schemas: list[dict[str, Any]], folder: Path) -> None:
 
 def _cache_entry(schema: dict[str, Any]) -> Path | None:
     """The file whose presence says ``schema`` passed ``check_schema`` with the installed
-    jsonschema and referencing; None when there is no cache or no digest."""
+    jsonschema, referencing and meta-schemas; None when there is no cache or no digest."""
     folder = os.environ.get("SQUALL_CACHE_DIR")
     if folder is None:
         home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -66,8 +66,12 @@ def _cache_entry(schema: dict[str, Any]) -> Path | None:
         return None
     from importlib.metadata import PackageNotFoundError, version
 
-    try:  # the checker's versions, read without importing it: another version checks again
-        checker = f"jsonschema {version('jsonschema')} referencing {version('referencing')}"
+    try:  # the checker's versions (the meta-schemas are jsonschema-specifications'), read
+        # without importing it: another release of any of them checks again
+        checker = " ".join(
+            f"{name} {version(name)}"
+            for name in ("jsonschema", "referencing", "jsonschema-specifications")
+        )
     except PackageNotFoundError:
         return None
     digest = schema_digest({"checker": checker, "schema": schema})

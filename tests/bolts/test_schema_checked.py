@@ -172,24 +172,26 @@ def test_a_schema_that_passed_the_check_is_not_checked_again_with_the_same_check
     load(path)
     assert checked == [schema]  # the second load trusts the first one's check
     assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 1
-    # Another jsonschema (or referencing) release: checked again.
+    # Another release of the checker or its meta-schemas: checked again (once each).
     import importlib.metadata
 
     real_version = importlib.metadata.version
-    monkeypatch.setattr(
-        "importlib.metadata.version",
-        lambda name: "0.0.1" if name == "jsonschema" else real_version(name),
-    )
-    load(path)
-    assert len(checked) == 2
+    for other in ("jsonschema", "referencing", "jsonschema-specifications"):
+        monkeypatch.setattr(
+            "importlib.metadata.version",
+            lambda name, other=other: "0.0.1" if name == other else real_version(name),
+        )
+        load(path)
+        load(path)
+    assert len(checked) == 4
     monkeypatch.setattr("importlib.metadata.version", real_version)
     # Another schema: checked; an invalid one is never remembered.
     topology_with_schema(tmp_path, INVALID_SCHEMA)
     for _ in range(2):
         with pytest.raises(TopologyError, match="invalid JSON Schema"):
             load(path)
-    assert checked[2:] == [INVALID_SCHEMA, INVALID_SCHEMA]
-    assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 2
+    assert checked[4:] == [INVALID_SCHEMA, INVALID_SCHEMA]
+    assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 4
 
 
 def test_without_a_cache_folder_every_load_checks(tmp_path: Path, monkeypatch):
