@@ -17,27 +17,13 @@ import pytest
 from squall.deploy.lambda_producer import MAX_RETRY_AFTER, make_handler
 from tests.factories import api_gateway_event
 from tests.kinesis.kinesis_helpers import Faults
+from tests.kinesis.test_producer_deadline import producer as deadline_producer
 
 
 def producer(tmp_path: Path, endpoint: str, stream: str):
-    """A producer on kinesis-mock; its PutRecords calls are counted, its sleeps recorded."""
-    path = tmp_path / "producer.yaml"
-    path.write_text(
-        f"""
-name: producer
-spout: {{type: stdin}}
-settings: {{retry: {{attempts: 3}}}}
-bolts:
-  - {{id: decode, type: json, event_id_field: message_id}}
-sinks:
-  - {{id: out, type: kinesis, stream: {stream}, endpoint_url: "{endpoint}", partition_key: message_id}}
-"""
-    )
-    handler = make_handler(path)
-    [sink] = [c for c in handler.engine.components if c.id == "out"]
-    slept: list[float] = []
-    sink.writer._sleep = slept.append
-    handler.engine._sleep = slept.append
+    """The deadline tests' producer on kinesis-mock (sleeps recorded, never slept); its
+    PutRecords calls are counted too."""
+    handler, sink, slept = deadline_producer(tmp_path, endpoint, stream)
     calls: list[int] = []
     sink.client.meta.events.register("before-call.kinesis.PutRecords", lambda **_: calls.append(1))
     return handler, sink, slept, calls
