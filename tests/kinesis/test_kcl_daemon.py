@@ -46,12 +46,6 @@ LOCAL_PROPS = {
 }
 
 
-#: stop() signals the daemon's whole process group, the record processors with it: they die
-#: before any shutdown message, so the daemon waits out its grace for nothing (10 s a stop). The
-#: graceful stop, SIGTERM to the daemon alone, is test_kcl_fleet's (`squall kcl` forwards it).
-GROUP_STOP_GRACE_MILLIS = 1000
-
-
 def precreate_leases(ddb, kinesis, app: str, stream: str) -> None:
     """Skip the KCL's table-creation poll and its random 1-30 s 'lease table is still empty' wait."""
     ddb.create_table(
@@ -128,7 +122,7 @@ def start_daemon(
         dynamodb_endpoint=dynalite.endpoint,
         metrics=False,
         worker_id=worker,
-        extra={**LOCAL_PROPS, "shutdownGraceMillis": str(GROUP_STOP_GRACE_MILLIS)},
+        extra=LOCAL_PROPS,
     )
     props = tmp_path / f"{worker}.properties"
     props.write_text(settings.properties())
