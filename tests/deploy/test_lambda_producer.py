@@ -20,7 +20,7 @@ bolts:
   - {{id: decode, type: json, event_id_field: message_id}}
   - {{id: validate, type: schema, schema: {{type: object, required: [message_id, event_type]}}}}
 sinks:
-  - {{id: out, type: 'squall.testing:FaultySink', name: {tag}, transient_failures: {transient}}}
+  - {{id: out, type: 'squall.testing:FaultySink', name: '{tag}', transient_failures: {transient}}}
 """
 
 

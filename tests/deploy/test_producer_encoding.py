@@ -26,7 +26,7 @@ TOPOLOGY = """
 name: producer
 spout: {{type: stdin}}
 bolts: [{{id: decode, type: json, event_id_field: message_id}}]
-sinks: [{{id: out, type: 'squall.testing:MemorySink', name: {tag}}}]
+sinks: [{{id: out, type: 'squall.testing:MemorySink', name: '{tag}'}}]
 """
 
 LINES = b"".join(b'{"message_id": "m%d"}\n' % i for i in range(40))

@@ -21,7 +21,7 @@ TOPOLOGY = """
 name: producer
 spout: {{type: stdin}}
 bolts: [{{id: decode, type: json}}]
-sinks: [{{id: out, type: 'squall.testing:MemorySink', name: {tag}}}]
+sinks: [{{id: out, type: 'squall.testing:MemorySink', name: '{tag}'}}]
 """
 
 

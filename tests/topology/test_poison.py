@@ -365,7 +365,7 @@ def test_a_components_rejections_count_as_failed_when_no_dead_letter_takes_them(
     from squall.topology.loader import load_text
     from squall.topology.outcomes import Outcome
 
-    tag = uuid.uuid4().hex[:8]
+    tag = f"t{uuid.uuid4().hex[:8]}"
     text = f"""
 name: counts-{tag}
 spout: {{type: stdin}}
@@ -420,7 +420,7 @@ def test_a_large_backoff_multiplier_over_many_attempts_is_retried_not_an_overflo
     from squall.topology.model import backoff_ceiling
 
     LongOutage.calls = 0
-    tag = uuid.uuid4().hex[:8]
+    tag = f"t{uuid.uuid4().hex[:8]}"
     yaml_text = f"""
 name: long-outage
 spout: {{type: stdin}}
