@@ -209,9 +209,13 @@ def _outcome_line(report: RunReport, totals: Totals | None) -> str:
     present = totals.present if totals is not None else {}
     c = report.counts
     rate = report.records / active if active else 0.0
+    # held: after a failed record of its shard, not written; the run stops, and a run from the
+    # checkpoint (or of the same input) takes them again
+    held = f", held {c[Outcome.HELD]:,}" if c[Outcome.HELD] else ""
     line = (
         f"committed {c[Outcome.COMMITTED]:,}, dead-lettered {c[Outcome.DEAD_LETTERED]:,}, "
-        f"filtered {c[Outcome.FILTERED]:,}, failed {c[Outcome.FAILED]:,}; {rate:,.0f} records/s"
+        f"filtered {c[Outcome.FILTERED]:,}, failed {c[Outcome.FAILED]:,}{held}; "
+        f"{rate:,.0f} records/s"
     )
     if written:
         line += (

@@ -405,7 +405,9 @@ def make_handler(
     with collector_paused():  # as the consumer's init
         topology = load(topology_path)
         warn_about_local_dead_letters(topology)
-        engine = Engine.for_topology(topology).open()
+        # A request's events are answered one by one (accepted, rejected, or a 503 for the whole
+        # request): an event after a rejected one is not delivered again, so it is not held back.
+        engine = Engine.for_topology(topology, redelivers=False).open()
         observer = lambda_observer(topology.name)  # EMF metrics + one log line per request
         snapstart.prepare(engine)  # a SnapStart init: warm up now, reconnect after each restore
     margin = topology.settings.lambda_deadline_margin

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from squall.observability.emf import NAMESPACE, cloudwatch_name
+from squall.observability.metrics import RECORD_OUTCOMES
 from squall.topology.model import Topology
 
 
@@ -105,7 +106,7 @@ def cloudwatch_resources(
 
     outcomes = [
         squall_metric(f"m{i}", cloudwatch_name("outcomes", o))
-        for i, o in enumerate(("committed", "dead_lettered", "filtered", "failed"))
+        for i, o in enumerate(RECORD_OUTCOMES)
     ]
     resources: dict[str, Any] = {
         f"{prefix}IteratorAgeAlarm": lambda_alarm(
@@ -213,10 +214,7 @@ def cloudwatch_dashboard(
             props["yAxis"] = {"left": {"label": unit, "showUnits": False}}
         return {"type": "metric", "x": x, "y": y, "width": w, "height": 6, "properties": props}
 
-    outcomes = [
-        metric(cloudwatch_name("outcomes", o), t, t, label=o)
-        for o in ("committed", "dead_lettered", "filtered", "failed")
-    ]
+    outcomes = [metric(cloudwatch_name("outcomes", o), t, t, label=o) for o in RECORD_OUTCOMES]
     lag = [metric(cloudwatch_name("iterator_age"), t, t, stat="Maximum", label="iterator age")]
     if function:
         lag.append(

@@ -41,7 +41,7 @@ COMPONENT_OUTCOMES = (
     ("failed", "failed"),
 )
 #: Outcomes of a user record at topology level (``squall.topology.executor.Outcome`` values).
-RECORD_OUTCOMES = ("committed", "dead_lettered", "filtered", "failed")
+RECORD_OUTCOMES = ("committed", "dead_lettered", "filtered", "failed", "held")
 #: ``BatchSample.status`` values.
 BATCH_STATUSES = ("ok", "records_failed", "failed")
 
@@ -77,7 +77,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("topology", "outcome"),
         "User records (after KPL de-aggregation) by final outcome: committed, dead_lettered, filtered, "
-        "failed.",
+        "failed, held (after a failed record of its shard: not written, it comes again).",
     ),
     MetricSpec(
         "retries",

@@ -72,6 +72,7 @@ from squall.topology.outcomes import (
     _DEAD,
     _FAILED,
     _FILTERED,
+    _HELD,
     BatchResult,
     ComponentStats,
     _Ledger,
@@ -178,6 +179,7 @@ class Engine:
         checkpointer: Checkpointer | None = None,
         whole_records: bool = False,
         hold: bool = False,
+        redelivers: bool = True,
         user_records: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
@@ -195,6 +197,12 @@ class Engine:
         #: sinks that roll files (``Sink.holding``) then release when due, not after every batch.
         #: Lambda cannot — an invocation's records are acknowledged when it returns.
         self.hold = hold
+        #: The runner's source delivers a failed record again, and every later record of its
+        #: lineage with it (Kinesis from the failed sequence number, an SQS FIFO group, a
+        #: checkpointed file; every runner but the Lambda producer, whose client is answered per
+        #: event): those later records are then held back from the sinks (``Outcome.HELD``), not
+        #: written now and again — nor ahead of the failed one.
+        self.redelivers = redelivers
         self.topology = plan.topology
         self.resources = (
             resources
@@ -640,11 +648,17 @@ class Engine:
         stream = units[0].meta.stream if units else ""
         for node, p in prepared:
             if p.events and node.index not in self._tx_sinks:
+                if ledger.failed and self.redelivers:
+                    p = self._hold_back(node, p, units, ledger)
                 self._write_sink(node, p, stream, ledger)
         holding = self._release_holders(force=final) if self._holders else False
         inside = [(node, p) for node, p in prepared if node.index in self._tx_sinks]
+        if ledger.failed and self.redelivers:
+            inside = [(node, self._hold_back(node, p, units, ledger)) for node, p in inside]
         saved = self._commit_transaction(inside, units, stream, ledger, holding)
         codes = self._codes(ledger)
+        if self.redelivers and _FAILED in codes:
+            self._mark_held(units, codes)
         checkpoint = saved if saved is not None else self._checkpoint_from(units, codes)
         covered = self._covered(units, codes)
         for node in self._stateful:
@@ -899,8 +913,42 @@ class Engine:
         p.rejected.extend(bad)
         return p
 
+    def _hold_back(self, node: Node, p: Prepared, units: list[Event], ledger: _Ledger) -> Prepared:
+        """``p`` without the events of the failed records and of those after a failed record of
+        their lineage (all are delivered again), prepared again when some were taken out. The
+        set is computed again only when a sink's write found more failed records."""
+        if ledger.held_for != len(ledger.failed):
+            ledger.held_for = len(ledger.failed)
+            codes = [_COMMITTED] * len(units)
+            for i in ledger.failed:
+                codes[i] = _FAILED
+            ledger.held = frozenset(compress(range(len(units)), self._unsettled(units, codes)))
+        held = ledger.held
+        if not held:
+            return p
+        kept = [ev for ev in p.events if ev.origin not in held]
+        if len(kept) == len(p.events):
+            return p
+        if not kept:
+            return Prepared([])
+        again = self._prepare(node, kept)
+        if again.rejected:  # refused now though accepted before: dead-lettered as any reject
+            self._count_rejected(self.stats[node.index], len(again.rejected))
+            self._dead_letter_now(again.rejected, ledger)
+            again.rejected = []
+        return again
+
+    def _mark_held(self, units: list[Event], codes: list[int]) -> None:
+        """Every unit after a failed record of its lineage (``_unsettled``) that did not fail
+        itself is held: it comes again, whatever of it a sink wrote before the failure was known."""
+        for i, unsettled in enumerate(self._unsettled(units, codes)):
+            if unsettled and codes[i] != _FAILED:
+                codes[i] = _HELD
+
     def _write_sink(self, node: Node, p: Prepared, stream: str, ledger: _Ledger) -> None:
         """Write one sink on its own; poison records found in the write are dead-lettered now."""
+        if not p.events:
+            return
         comp = self.components[node.index]
         while True:
             try:
@@ -1207,9 +1255,12 @@ class Engine:
                 codes[i] = _FAILED
             return codes
         codes = []
+        held = ledger.held
         for i in range(ledger.n):
             if failed and i in failed:
                 codes.append(_FAILED)
+            elif i in held:
+                codes.append(_HELD)
             elif dead[i]:
                 codes.append(_DEAD)
             elif committed[i]:

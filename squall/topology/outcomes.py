@@ -18,6 +18,10 @@ class Outcome(enum.Enum):
     DEAD_LETTERED = "dead_lettered"
     FILTERED = "filtered"
     FAILED = "failed"
+    #: Not written: an earlier record of its shard (its lineage) failed in the same batch, and the
+    #: source delivers both again from there (Kinesis, an SQS FIFO group, a checkpointed file).
+    #: Writing it now would write it twice, and ahead of the failed one.
+    HELD = "held"
 
 
 @dataclass(slots=True)
@@ -44,8 +48,8 @@ class RecordOutcome:
         return f"{where} {self.outcome.value} in {self.component}: {self.reason}"
 
 
-_CODES = (Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FILTERED, Outcome.FAILED)
-_COMMITTED, _DEAD, _FILTERED, _FAILED = range(4)
+_CODES = (Outcome.COMMITTED, Outcome.DEAD_LETTERED, Outcome.FILTERED, Outcome.FAILED, Outcome.HELD)
+_COMMITTED, _DEAD, _FILTERED, _FAILED, _HELD = range(5)
 
 
 class BatchResult:
@@ -107,12 +111,20 @@ class BatchResult:
         return _FAILED not in self._codes
 
     def log_failures(self, logger: logging.Logger, limit: int = 10) -> None:
-        """One ERROR line per failed record (the first ``limit``), and how many more there were."""
+        """One ERROR line per failed record (the first ``limit``), how many more there were, and
+        how many later records of their shards were held back."""
         failed = self.failed
         for outcome in failed[:limit]:
             logger.error("%s", outcome)
         if len(failed) > limit:
             logger.error("… and %d more failed records", len(failed) - limit)
+        held = self._codes.count(_HELD)
+        if held:
+            logger.error(
+                "%d later record(s) of the failed records' shards held back: not written, they "
+                "come again with the failed record",
+                held,
+            )
 
 
 @dataclass(slots=True)
@@ -144,6 +156,10 @@ class _Ledger:
     dead: list[int] = field(init=False)
     dropped: list[int] = field(init=False)
     failed: dict[int, Failure] = field(default_factory=dict)
+    #: Units kept from the sinks still to write: the failed ones and those after a failed record
+    #: of their lineage (``Engine.redelivers``); all come again.
+    held: frozenset[int] = frozenset()
+    held_for: int = 0  # how many failed records ``held`` was computed for
 
     def __post_init__(self) -> None:
         self.committed = [0] * self.n
@@ -159,4 +175,5 @@ class _Ledger:
             self.dropped,
         )
         other.failed = dict(self.failed)
+        other.held, other.held_for = self.held, self.held_for
         return other

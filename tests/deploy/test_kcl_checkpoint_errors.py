@@ -127,7 +127,7 @@ def test_failed_records_still_stop_the_shard_when_the_checkpoint_before_them_thr
     )
     assert run.exit_code == EXIT_RECORDS_FAILED, run.err
     assert run.checkpoints() == ["100", "100"] and run.done() == ["initialize"]
-    assert run.rows() == [1, 3]
+    assert run.rows() == [1]  # 3 comes again after 101: held, not written now
 
 
 def test_a_throttled_shard_end_checkpoint_is_retried(tmp_path: Path):

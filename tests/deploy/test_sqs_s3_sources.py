@@ -507,3 +507,33 @@ def test_the_young_collection_after_an_s3_or_sqs_slice_does_not_scan_its_events(
     db = sqlite3.connect(tmp_path / "w.db")
     assert [n for (n,) in db.execute("select n from events order by n")] == list(range(12))
     assert seen and set(seen) == {0}, seen
+
+
+def test_lambda_sqs_trigger_fifo_writes_nothing_of_a_group_after_its_failed_message(tmp_path: Path):
+    """A FIFO group's messages after a failed one come again with it (they are named in the
+    answer): they were written to the sinks all the same — ahead of the failed message, and then
+    again after it (a push sent twice, out of order). They are held back now; other groups and
+    the messages before the failure are written."""
+    store = unique("lfifo-hold")
+    path = tmp_path / "topology.yaml"
+    # no dead-letter sink (the queue's redrive policy takes what keeps failing)
+    path.write_text(
+        "name: fifo-hold\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\n"
+        "  - {id: faulty, type: 'squall.testing:FaultyBolt'}\n"
+        f"sinks:\n  - {{id: out, type: 'squall.testing:MemorySink', name: {store}}}\n"
+    )
+    handler = make_handler(path)
+    event = sqs_lambda_event(
+        [
+            ("a1", {"n": 1}, "g1"),
+            ("b1", {"n": 2}, "g2"),
+            ("a2", {"n": 3, "fail": "bad"}, "g1"),
+            ("b2", {"n": 4}, "g2"),
+            ("a3", {"n": 5}, "g1"),
+        ],
+        queue="orders.fifo",
+    )
+    assert handler(event, None) == {
+        "batchItemFailures": [{"itemIdentifier": "a2"}, {"itemIdentifier": "a3"}]
+    }
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1, 2, 4]

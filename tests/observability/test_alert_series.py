@@ -156,6 +156,6 @@ def test_the_kcl_runners_backend_exports_the_alerting_series_before_its_first_ba
         },
         **{
             f'squall_topology_records_total{{outcome="{o}",topology="fresh"}}': ["0"]
-            for o in ("committed", "dead_lettered", "filtered", "failed")
+            for o in ("committed", "dead_lettered", "filtered", "failed", "held")
         },
     }

@@ -131,7 +131,13 @@ def test_a_batch_retried_after_a_sink_outage_counts_its_records_once(tmp_path: P
     assert (
         len(sink_stores["rows"]) == 2 and len(sink_stores["dlq"]) == 2
     )  # dead letter written twice
-    assert totals.outcomes == {"committed": 2, "dead_lettered": 1, "filtered": 0, "failed": 0}
+    assert totals.outcomes == {
+        "committed": 2,
+        "dead_lettered": 1,
+        "filtered": 0,
+        "failed": 0,
+        "held": 0,
+    }
     assert totals.failed_batches == 1 and totals.batches == 2
 
     def count(component: str, outcome: str) -> float | None:

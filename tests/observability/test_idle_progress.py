@@ -32,7 +32,7 @@ def test_idle_polls_log_progress_every_interval():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines  # at 10 and 20 s
     assert lines[-1] == "progress: batches=0 records=0 committed=0 dead_lettered=0 filtered=0 " + (
-        "failed=0 rate_per_s=0.0 lag_ms=0"
+        "failed=0 held=0 rate_per_s=0.0 lag_ms=0"
     )
 
 

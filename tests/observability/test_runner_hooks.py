@@ -48,17 +48,19 @@ def test_lambda_invocation_logs_one_line_with_the_first_failed_record_and_prints
     [line] = [r for r in caplog.records if r.name == "squall.invocation"]
     assert line.levelno == logging.ERROR
     f = line.fields
-    assert (f["records"], f["status"], f["committed"], f["failed"]) == (
+    assert (f["records"], f["status"], f["committed"], f["failed"], f["held"]) == (
         3,
         "records_failed",
-        2,
         1,
-    )  # the third is written; Lambda retries from the second
+        1,
+        1,
+    )  # the third is held (not written): Lambda retries from the second
     assert f["first_failed"]["sequence"] == answer["batchItemFailures"][0]["itemIdentifier"]
     assert f["first_failed"]["component"] == "chaos" and "bad n" in f["first_failed"]["reason"]
     docs = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith('{"_aws"')]
     [top] = [d for d in docs if "Component" not in d and "Topology" in d]
     assert top["BatchesRecordsFailed"] == [1.0] and top["RecordsFailed"] == [1.0]
+    assert top["RecordsHeld"] == [1.0] and top["RecordsCommitted"] == [1.0]
 
 
 def test_squall_log_format_env_selects_json(monkeypatch):

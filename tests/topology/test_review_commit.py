@@ -322,11 +322,33 @@ def kpl_aggregate(payloads: list[dict]) -> bytes:
     return agg.clear_and_get().get_contents()[2]
 
 
+def _fail_once_bolt_class():
+    from squall.testing import FaultyBolt
+
+    class FailOnceBolt(FaultyBolt):
+        """FaultyBolt whose ``fail`` holds for its first call only (the cause went away)."""
+
+        def process(self, batch):
+            if self.calls:
+                for ev in batch:
+                    if isinstance(ev.value, dict):
+                        ev.value.pop("fail", None)
+            return super().process(batch)
+
+    return FailOnceBolt
+
+
+FailOnceBolt = _fail_once_bolt_class()
+
+
 def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delivery(tag, tmp_path):
     """Lambda retries from the *sequence number* of the first failed record: every sub-record of
     its KPL aggregate comes again. The engine committed the state changes of the sub-records
     before the failed one (covered at sub-record granularity), so the redelivered sub-records were
-    enriched from a state that already held their own changes: a subscribe stored as unsubscribed."""
+    enriched from a state that already held their own changes: a subscribe stored as unsubscribed.
+
+    Since the sub-records before the failed one come again, they are held (not written) at the
+    first delivery, and written once — from the state before them — when the aggregate passes."""
     from squall.deploy.lambda_consumer import make_handler
     from tests.factories import kinesis_lambda_event
 
@@ -338,7 +360,7 @@ def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delive
                 "spout": {"type": "stdin"},
                 "bolts": [
                     {"id": "decode", "type": "json"},
-                    {"id": "chaos", "type": "squall.testing:FaultyBolt"},
+                    {"id": "chaos", "type": f"{__name__}:FailOnceBolt"},
                     {"id": "subs", "type": "subscription", "store": "state", "history": 0},
                 ],
                 # no dead-letter sink: a failed record is reported to Lambda, which delivers it again
@@ -376,13 +398,11 @@ def test_lambda_redelivery_of_a_kpl_aggregate_sees_the_state_of_its_first_delive
     assert first == {
         "batchItemFailures": [{"itemIdentifier": event["Records"][0]["kinesis"]["sequenceNumber"]}]
     }
-    out = MemorySink.stores[f"{tag}-out"]
-    blocks = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
-    assert blocks == [(0, "subscribed"), (1, "unsubscribed")]
-    out.clear()
-    handler(event, None)  # Lambda delivers the whole aggregate again
+    out = MemorySink.stores.setdefault(f"{tag}-out", [])
+    assert out == []  # held: the whole aggregate comes again
+    assert handler(event, None) == {"batchItemFailures": []}  # Lambda delivers it again
     again = [(ev.value["n"], ev.value["subscription"]["status"]) for ev in out]
-    assert again == blocks
+    assert again == [(0, "subscribed"), (1, "unsubscribed"), (2, "unsubscribed")]
     handler.engine.close()
 
 
@@ -590,8 +610,9 @@ def test_a_write_that_fails_only_on_the_whole_batch_commits_what_its_parts_wrote
         again = engine.process(
             records_from([{"i": i, "sink_fail": i == 7} for i in range(10)], start=11)
         )
+    # The two after it were in the same write (written), but come again with it: held.
     assert [o.outcome for o in again.records] == [Outcome.COMMITTED] * 7 + [Outcome.FAILED] + [
-        Outcome.COMMITTED
+        Outcome.HELD
     ] * 2
     assert again.checkpoint["shardId-000000000000"].sequence_number == "17"
 
@@ -623,13 +644,15 @@ def test_dead_letters_that_fail_only_as_a_whole_are_all_written(tag):
                 [{"i": i, "fail": "no", "sink_fail": i == 5} for i in range(7)] + [{"i": 7}]
             )
         )
-    # the dead letter the sink reported not written (WriteResult) fails: it is delivered again
+    # the dead letter the sink reported not written (WriteResult) fails: it is delivered again,
+    # and the records after it with it (held): the last one is not written to `out` now
     assert [o.outcome for o in result.records] == [Outcome.DEAD_LETTERED] * 5 + [
         Outcome.FAILED,
-        Outcome.DEAD_LETTERED,
-        Outcome.COMMITTED,
+        Outcome.HELD,
+        Outcome.HELD,
     ]
     assert sorted({ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]}) == [0, 1, 2, 3, 4, 6]
+    assert MemorySink.stores.get(f"{tag}-out", []) == []
 
 
 # -- the Redis cache in front of the SQL state store -----------------------------------------------------
