@@ -81,8 +81,11 @@ def _cache_entry(schema: dict[str, Any]) -> Path | None:
 def check_schema_once(schema: dict[str, Any]) -> None:
     """``check_schema``, unless the cache says this schema passed it with these versions."""
     entry = _cache_entry(schema)
-    if entry is not None and entry.is_file():
-        return
+    try:  # a folder that cannot be read (another user's, mode 700; a name too long) is no cache
+        if entry is not None and entry.is_file():  # (is_file raises for EACCES, ENAMETOOLONG)
+            return
+    except OSError:
+        entry = None
     check_schema(schema)  # raises for an invalid schema: nothing is written
     if entry is not None:
         try:

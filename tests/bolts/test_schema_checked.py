@@ -215,3 +215,30 @@ def test_without_a_cache_folder_every_load_checks(tmp_path: Path, monkeypatch):
     load(path)
     assert len(checked) == 5
     assert len(list((tmp_path / "xdg" / "squall" / "checked-schemas").iterdir())) == 1
+
+
+def test_a_cache_folder_that_cannot_be_read_only_means_checking_each_time(
+    tmp_path: Path, monkeypatch
+):
+    """`is_file()` raises for an error other than a missing file: a cache folder of another user
+    (mode 700: EACCES) or a name too long for the file system made every topology with a schema
+    fail to load ('cannot check the options: PermissionError'), where a folder that cannot be
+    written only meant checking each time."""
+    schema = {"type": "string"}
+    path = topology_with_schema(tmp_path, schema)
+    checked: list[dict] = []
+    check = schema_bolt.check_schema
+    monkeypatch.setattr(schema_bolt, "check_schema", lambda s: (checked.append(s), check(s)))
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / ("x" * 300)))  # ENAMETOOLONG
+    load(path)
+    load(path)
+    assert checked == [schema] * 2
+    # Another user's folder (as root here, its EACCES is raised the way is_file raises it).
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / "cache"))
+
+    def denied(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    load(path)
+    assert checked == [schema] * 3
