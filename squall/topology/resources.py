@@ -292,16 +292,29 @@ def redis_busy(answer: object) -> bool:
     """Redis running a script past its time limit answers ``BUSY`` to every command until the
     script ends (anyone's script, on a shared server): an outage, though redis-py gives it no
     class of its own (a plain ``ResponseError``). A pipeline that raises puts the command first:
-    ``Command # 1 (HGETALL k) of pipeline caused error: BUSY …``."""
+    ``Command # 1 (HGETALL k) of pipeline caused error: BUSY …``. So does ``MISCONF``: a server
+    whose snapshot failed (``stop-writes-on-bgsave-error``) refuses every write until one works."""
     if not isinstance(answer, _redis_response_error()):
         return False
-    return str(answer).rsplit(" of pipeline caused error: ", 1)[-1].startswith("BUSY ")
+    return (
+        str(answer).rsplit(" of pipeline caused error: ", 1)[-1].startswith(("BUSY ", "MISCONF "))
+    )
+
+
+@functools.cache
+def _redis_full() -> type[Exception]:
+    import redis
+
+    return redis.exceptions.OutOfMemoryError
 
 
 def redis_outage(answer: object) -> bool:
     """Whether a Redis error (raised, or a pipeline's answer) is the server's or the
-    connection's — it may pass, or is refused for good — never one key's or record's."""
-    return isinstance(answer, _redis_failures()) or redis_busy(answer)
+    connection's — it may pass, or is refused for good — never one key's or record's. A server
+    refusing every write (``OOM`` under ``maxmemory``/``noeviction``, ``MISCONF``) is one too: a
+    user's bolt that let it escape dead-lettered every event of it. (The shared lookup cache's
+    write keeps its own rule: such a refusal is logged and the batch served.)"""
+    return isinstance(answer, (*_redis_failures(), _redis_full())) or redis_busy(answer)
 
 
 def redis_failure(what: str, exc: BaseException) -> SquallError:

@@ -464,6 +464,16 @@ class RawRedisOutage(Bolt):
                 "You can't write against a read only replica."
             ),
             "LOADING": redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+            # redis-py strips the OOM code from its message (OutOfMemoryError); MISCONF has no
+            # class of its own. In a pipeline, the command comes first.
+            "OOM": redis.exceptions.OutOfMemoryError(
+                "command not allowed when used memory > 'maxmemory'."
+            ),
+            "MISCONF": redis.exceptions.ResponseError(
+                "Command # 1 (INCR k) of pipeline caused error: MISCONF Redis is configured to "
+                "save RDB snapshots, but it's currently unable to persist to disk. Commands that "
+                "may modify the data set are disabled"
+            ),
             "WRONGTYPE": redis.exceptions.ResponseError(
                 "WRONGTYPE Operation against a key holding the wrong kind of value"
             ),
@@ -476,12 +486,14 @@ class RawRedisOutage(Bolt):
         return out
 
 
-@pytest.mark.parametrize("answer", ["BUSY", "READONLY", "LOADING"])
+@pytest.mark.parametrize("answer", ["BUSY", "READONLY", "LOADING", "OOM", "MISCONF"])
 def test_a_redis_outage_a_user_bolt_lets_escape_fails_the_batch_not_each_record(tag, answer):
     """Before, only redis-py's ConnectionError and TimeoutError counted as Redis being down
     when a user's bolt let them escape: a server answering BUSY (a script past its time), a
     replica that was promoted away (READONLY) or a server still loading was taken for each
-    record's fault — every event of the outage dead-lettered, the shard checkpointed past it."""
+    record's fault — every event of the outage dead-lettered, the shard checkpointed past it.
+    So were a server refusing every write: OOM (memory full under maxmemory with noeviction)
+    and MISCONF (a failed snapshot stops writes)."""
     RawRedisOutage.answer, RawRedisOutage.calls = answer, 0
     yaml_text = f"""
 name: raw-redis
@@ -495,7 +507,13 @@ sinks:
   - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
 """
     records = records_from([{"i": i, "calls_redis": True} for i in range(4)])
-    expected = {"BUSY": "BUSY", "READONLY": "ReadOnlyError", "LOADING": "BusyLoadingError"}
+    expected = {
+        "BUSY": "BUSY",
+        "READONLY": "ReadOnlyError",
+        "LOADING": "BusyLoadingError",
+        "OOM": "OutOfMemoryError",
+        "MISCONF": "MISCONF",
+    }
     with pytest.raises(BatchFailed, match=expected[answer]):
         run_topology(yaml_text, records, batch_size=4)
     assert RawRedisOutage.calls == 2  # retried as an outage, never split record by record
