@@ -32,6 +32,7 @@ from squall.errors import BatchFailed, SquallError
 from squall.event import Record, RecordMeta, new_meta
 from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
+from squall.safe_json import json_type
 from squall.topology import registry
 from squall.topology.executor import Engine, batch_collection
 from squall.topology.loader import load
@@ -119,7 +120,7 @@ def _data(value: object) -> tuple[bytes, str | None]:
     if not isinstance(value, str):
         return (
             b"",
-            f"kinesis.data is {'missing' if value is None else 'a ' + type(value).__name__}, not base64 text",
+            f"kinesis.data is {'missing' if value is None else 'a JSON ' + json_type(value)}, not base64 text",
         )
     try:
         # What base64.b64decode(validate=True) accepts, without its regular-expression pre-check.

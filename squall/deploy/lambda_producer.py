@@ -107,9 +107,7 @@ _ENCODINGS = {"": False, "identity": False, "gzip": True, "x-gzip": True}
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
-        raise ValueError(
-            f"the event is a JSON {type(event).__name__}, not an API Gateway proxy event"
-        )
+        raise ValueError(f"the event is a JSON {json_type(event)}, not an API Gateway proxy event")
     headers = {
         str(k).lower(): v
         for k, v in _object(event.get("headers"), "headers").items()

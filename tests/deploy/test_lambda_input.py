@@ -33,7 +33,7 @@ def test_bad_base64_or_missing_data_is_a_dead_letter_not_a_failed_invocation(tmp
     )
     assert reasons[1:] == [
         "kinesis.data is missing, not base64 text",
-        "kinesis.data is a int, not base64 text",
+        "kinesis.data is a JSON number, not base64 text",
     ]
     assert {d["meta"]["sequence_number"] for d in dead} == {
         r["kinesis"]["sequenceNumber"] for r in event["Records"][1:4]

@@ -57,3 +57,14 @@ def test_a_request_id_that_is_not_a_string_is_a_400(tmp_path):
     resp = handle(event, None)
     assert resp["statusCode"] == 400
     assert "requestContext.requestId is a JSON number" in json.loads(resp["body"])["error"]
+
+
+def test_an_event_that_is_not_an_object_is_named_by_its_json_type(tmp_path):
+    """bff2677 named JSON's types in the producer's messages but for the event itself: "the
+    event is a JSON list"."""
+    handle, _ = handler(tmp_path)
+    resp = handle([{"body": "{}"}], None)
+    assert resp["statusCode"] == 400
+    assert json.loads(resp["body"])["error"] == (
+        "cannot read body: the event is a JSON array, not an API Gateway proxy event"
+    )
