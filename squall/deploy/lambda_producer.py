@@ -22,7 +22,7 @@ killed at its timeout, the function would answer nothing (API Gateway's own 502/
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~495 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~510 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -104,6 +104,17 @@ class UnsupportedEncoding(ValueError):
 _ENCODINGS = {"": False, "identity": False, "gzip": True, "x-gzip": True}
 
 
+def multi_value(event: Any) -> bool:
+    """An event with ``multiValueHeaders`` and no ``headers``: an Application Load Balancer's
+    target group with multi-value headers on sends only those (Content-Encoding among them: a
+    gzip body was read as binary JSON lines) and reads only those in the answer."""
+    return (
+        isinstance(event, dict)
+        and event.get("headers") is None
+        and isinstance(event.get("multiValueHeaders"), dict)
+    )
+
+
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
@@ -113,6 +124,10 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         for k, v in _object(event.get("headers"), "headers").items()
         if isinstance(v, str)
     }
+    if multi_value(event):  # an ALB target group with multi-value headers: no "headers" at all
+        for k, values in event["multiValueHeaders"].items():
+            if isinstance(values, list) and values and isinstance(values[-1], str):
+                headers[str(k).lower()] = values[-1]
     ctx = _object(event.get("requestContext"), "requestContext")
     if event.get("version") == "2.0":
         http = _object(ctx.get("http"), "requestContext.http")
@@ -412,7 +427,10 @@ def make_handler(
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         with log_context(topology=topology.name):  # every line of the request names it
-            return answer(event, context)
+            out = answer(event, context)
+        if multi_value(event):  # its answer's headers are read from multiValueHeaders only
+            out["multiValueHeaders"] = {k: [v] for k, v in out.pop("headers").items()}
+        return out
 
     def answer(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:

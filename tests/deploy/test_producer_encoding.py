@@ -61,3 +61,32 @@ def test_x_gzip_is_gzip_and_identity_is_none(tmp_path, encoding):
     resp, stored = post(tmp_path, encoding, data)
     assert resp["statusCode"] == 202 and json.loads(resp["body"])["accepted"] == 40
     assert len(stored) == 40
+
+
+def alb_multi_value_event(encoding: str, data: bytes) -> dict:
+    """An ALB target group's event with multi-value headers on: only ``multiValueHeaders``."""
+    event = api_gateway_event(LINES)
+    event["requestContext"] = {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:..."}}
+    headers = {**event.pop("headers"), "Content-Encoding": encoding}
+    event["multiValueHeaders"] = {k: [v] for k, v in headers.items()}
+    event["body"] = base64.b64encode(data).decode()
+    return event
+
+
+def test_an_alb_event_with_multi_value_headers_is_read_and_answered_in_them(tmp_path):
+    """Such an event has no ``headers``: its Content-Encoding went unseen, the gzip body was read
+    as binary JSON lines (every "line" refused, a 400), and the answer's headers (Retry-After
+    among them) were in the ``headers`` the load balancer does not read in that mode."""
+    tag = uuid.uuid4().hex
+    path = tmp_path / f"{tag}.yaml"
+    path.write_text(TOPOLOGY.format(tag=tag))
+    handle = make_handler(path)
+    resp = handle(alb_multi_value_event("gzip", gzip.compress(LINES)), None)
+    assert resp["statusCode"] == 202, resp
+    assert json.loads(resp["body"]) == {"accepted": 40, "rejected": []}
+    assert len(MemorySink.stores[tag]) == 40
+    assert "headers" not in resp
+    assert resp["multiValueHeaders"] == {"Content-Type": ["application/json"]}
+    refused = handle(alb_multi_value_event("deflate", zlib.compress(LINES)), None)
+    assert refused["statusCode"] == 415
+    assert refused["multiValueHeaders"] == {"Content-Type": ["application/json"]}
