@@ -53,6 +53,7 @@ from squall.bolts.window_store import (
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import TopologyError
 from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
+from squall.exact_json import plain_numbers
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import (
     MAX_FUTURE,
@@ -922,7 +923,7 @@ class WindowBolt(Bolt):
             else:
                 snapshot = pending
             self._results(out, last, ws, pending.items(), True)
-            self._closing[ws] = (last, rows, orjson.dumps(snapshot).decode(), list(pending))
+            self._closing[ws] = (last, rows, _dumps(snapshot), list(pending))
         for ws in compact - done:
             rows = self._read[ws]
             self._compact[ws] = (rows, self._fold_bodies(rows.deltas))
@@ -1296,4 +1297,7 @@ def _highest(*values: int | None) -> int | None:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    """A state's JSON text (a delta, a snapshot): a ``float`` subclass nested in a first/last
+    value (a NumPy ``float64``) as its number, as ``exact_json`` writes it (orjson asks
+    ``default`` only for what it cannot write: no cost otherwise)."""
+    return orjson.dumps(value, default=plain_numbers).decode()

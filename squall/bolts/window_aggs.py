@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import orjson
 
 from squall import exact_json
+from squall.exact_json import plain_numbers
 
 #: Aggregation names accepted in YAML.
 FUNCTIONS = ("count", "count_distinct", "sum", "min", "max", "mean", "first", "last", "percentile")
@@ -258,7 +259,9 @@ class First(Count):
             return None
         value = state[1]
         if isinstance(value, dict | list):
-            return orjson.loads(orjson.dumps(value))  # (exact: ``_storable`` took it)
+            return orjson.loads(
+                orjson.dumps(value, default=plain_numbers)
+            )  # (``_storable`` took it)
         return value
 
 
@@ -511,7 +514,7 @@ def exact(value: Any, wide: bool = False, above: int = 0) -> None:
     ``wide``: integers beyond 64 bits are exact (count_distinct writes their digits). ``above``:
     the levels of JSON the value is written under (it may nest ``_JSON_DEPTH - above``)."""
     try:
-        text = orjson.dumps(value)
+        text = orjson.dumps(value, default=plain_numbers)
     except TypeError:  # (no JSON form, or an integer beyond 64 bits: the walk tells)
         pass
     else:
@@ -546,9 +549,9 @@ def _walk(value: Any, wide: bool, room: int) -> None:
     elif isinstance(value, int):
         if not wide and not _INT64_MIN <= value <= _UINT64_MAX:
             raise _Inexact(_WIDE)
-    elif isinstance(value, float) and value.__class__ is float:  # (orjson: no float subclass)
+    elif isinstance(value, float):  # a float subclass too (NumPy's float64): written as its number
         if not math.isfinite(value):
-            raise _Inexact(f"not a finite number: {value!r}")
+            raise _Inexact(f"not a finite number: {float.__repr__(value)}")
     elif isinstance(value, (list, dict)):
         if room <= 0:
             raise _Inexact(_DEEP)
@@ -569,7 +572,7 @@ def _walk(value: Any, wide: bool, room: int) -> None:
                 raise _Inexact(reason, f"[{k!r:.40}]{at}") from None
     else:
         try:
-            back = orjson.loads(orjson.dumps(value))
+            back = orjson.loads(orjson.dumps(value, default=plain_numbers))
         except TypeError as exc:
             raise _Inexact(f"a value without a JSON form ({exc})") from None
         if back == value:  # (an enum of floats: its value, equal — as the quick check takes it)
@@ -646,7 +649,7 @@ def _distinct_text(value: Any) -> str:
         # and then written, the value was serialized twice (a 20-field object's event: 9.6 µs,
         # now 8.5, measured).
         try:
-            text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            text = orjson.dumps(value, default=plain_numbers, option=orjson.OPT_SORT_KEYS)
         except TypeError:  # (no JSON form, too deep, an integer beyond 64 bits: ``exact`` tells)
             pass
         else:
