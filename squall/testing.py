@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pydantic import Field
 
+from squall import exact_json
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.errors import TransientError
@@ -40,7 +40,7 @@ def records_from(
     """Records with increasing sequence numbers; dicts/lists become JSON, bytes pass as they are."""
     out = []
     for i, p in enumerate(payloads):
-        data = p if isinstance(p, bytes) else orjson.dumps(p)
+        data = p if isinstance(p, bytes) else exact_json.dumps(p)  # (a NumPy float64: a number)
         out.append(Record(data, RecordMeta(stream, shard_id, str(start + i), 0, partition_key)))
     return out
 

@@ -58,7 +58,11 @@ class DedupeBolt(Bolt):
             except TypeError:  # an object or a list as the key: compare its canonical JSON
                 import orjson
 
-                k = orjson.dumps(k, option=orjson.OPT_SORT_KEYS)
+                from squall import exact_json
+
+                # (a float subclass in it, NumPy's float64, as its number: the plain float's key;
+                # an integer beyond 64 bits as its digits — orjson refused both: the event failed)
+                k = exact_json.dumps(k, option=orjson.OPT_SORT_KEYS)
                 dup = k in seen
             if dup:
                 out.drop(ev)

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from squall.exact_json import text_default
 from squall.redact import is_secret_name, masked_secret, redact_text
 
 FORMAT_ENV = "SQUALL_LOG_FORMAT"
@@ -161,7 +162,7 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = request_id
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(_redacted(out), default=str).decode() + self.terminator
+        return orjson.dumps(_redacted(out), default=text_default).decode() + self.terminator
 
 
 def log_format(explicit: str | None = None) -> str:

@@ -6,6 +6,7 @@ the Kinesis, Firehose, SQS, HTTP and push sinks refused it (each such event dead
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -15,6 +16,10 @@ import pytest
 
 from squall import exact_json, safe_json
 from squall.bolts.base import Bolt, Output
+from squall.bolts.dedupe import DedupeBolt
+from squall.component import ComponentContext
+from squall.event import Event, RecordMeta
+from squall.observability.logs import JsonFormatter
 from squall.sinks.s3 import _line
 from squall.sinks.warehouse.columns import json_text
 from squall.testing import records_from, run_topology
@@ -98,3 +103,34 @@ def test_a_dead_letter_keeps_an_object_keyed_by_float_subclasses():
     marked = orjson.loads(safe_json.dumps({"a": {Score(1.5): 1}, "b": {object(): 1}}))
     assert marked["a"] == {"1.5": 1}  # another key orjson refuses is still marked alone
     assert marked["b"]["squall_truncated"] == safe_json.TRUNCATED
+
+
+def test_a_dedupe_key_object_holding_a_float_subclass_is_the_plain_floats_key():
+    # A key that is an object or a list is compared by its canonical JSON, which orjson wrote
+    # without a default: the event failed ("Type is not JSON serializable"), dead-lettered.
+    bolt = DedupeBolt(DedupeBolt.Config(id="d", type="dedupe", key="k"), ComponentContext("t"))
+    keys = [
+        {"s": Score(0.5), "p": [Score(1.0)]},
+        {"p": [1.0], "s": 0.5},
+        [Score(2.5)],
+        [2.5],
+        {"big": 2**70},  # orjson refused an integer beyond 64 bits too
+        {"big": 2**70},
+        {"s": 0.75},
+    ]
+    meta = RecordMeta("s", "shardId-000000000000", "1", 0, "pk")
+    out = bolt.process([Event(b"", meta, None, i, {"k": k}) for i, k in enumerate(keys)])
+    assert [e.origin for e in out.streams["default"]] == [0, 2, 4, 6]
+    assert [e.origin for e in out.dropped] == [1, 3, 5]
+
+
+def test_test_records_and_json_log_lines_write_a_float_subclass_as_its_number():
+    # squall.testing's records_from refused one (TypeError); a JSON log line's field was the
+    # text "np.float64(0.25)".
+    [record] = records_from([{"score": Score(0.25), "parts": [Score(1.5)]}])
+    assert orjson.loads(record.data) == {"score": 0.25, "parts": [1.5]}
+    log = logging.LogRecord("squall", logging.INFO, __file__, 1, "scored", None, None)
+    log.fields = {"score": Score(0.25), "model": {"parts": [Score(1.5)]}, "other": object}
+    line = orjson.loads(JsonFormatter().format(log))
+    assert (line["score"], line["model"]) == (0.25, {"parts": [1.5]})
+    assert line["other"] == "<class 'object'>"  # anything else: its text, as before
