@@ -13,6 +13,7 @@ import pytest
 from squall.bolts import schema as schema_bolt
 from squall.errors import TopologyError
 from squall.topology.loader import load
+from tests.child_env import child_env
 from tests.conftest import ROOT
 
 INVALID_SCHEMA = {"type": 12}  # 'type' must be a string or a list of strings
@@ -81,7 +82,7 @@ def test_jsonschema_is_imported_at_the_first_invalid_event_of_a_checked_schema(t
         [sys.executable, "-c", CHILD, str(path)],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env=child_env(PYTHONPATH=str(ROOT)),
         check=False,
     )
     assert r.returncode == 0, r.stderr
@@ -242,3 +243,79 @@ def test_a_cache_folder_that_cannot_be_read_only_means_checking_each_time(
     monkeypatch.setattr(Path, "is_file", denied)
     load(path)
     assert checked == [schema] * 3
+
+
+def test_a_change_to_squalls_checking_code_checks_a_remembered_schema_again(
+    tmp_path: Path, monkeypatch
+):
+    """squall's version is the same at every commit of a development checkout: a schema
+    remembered (in the cache folder, or in a package's list) before a change to squall's own
+    check was not checked by the changed check. The digest covers the checking module's bytes."""
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / "cache"))
+    code = tmp_path / "schema.py"
+    code.write_bytes(Path(schema_bolt.__file__).read_bytes())
+    monkeypatch.setattr(schema_bolt, "_CHECK_MODULE", code)
+    monkeypatch.setattr(schema_bolt, "_check_code", None)
+    folder = tmp_path / "topology"
+    folder.mkdir()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    path = topology_with_schema(folder, schema)
+    checked: list[dict] = []
+    check = schema_bolt.check_schema
+    monkeypatch.setattr(schema_bolt, "check_schema", lambda s: (checked.append(s), check(s)))
+    load(path)
+    load(path)
+    assert len(checked) == 1
+    code.write_bytes(code.read_bytes() + b"# another check\n")
+    monkeypatch.setattr(schema_bolt, "_check_code", None)  # (read once per process)
+    load(path)
+    load(path)
+    assert len(checked) == 2
+    assert len(list((tmp_path / "cache" / "checked-schemas").iterdir())) == 2
+    # A package's list written by the check before the change says nothing of the changed one.
+    monkeypatch.setenv("SQUALL_CACHE_DIR", "")
+    schema_bolt.write_checked([schema], folder)
+    load(path)
+    assert len(checked) == 2
+    code.write_bytes(code.read_bytes() + b"# and another\n")
+    monkeypatch.setattr(schema_bolt, "_check_code", None)
+    load(path)
+    assert len(checked) == 3
+    # Without its source (bytecode alone) no digest is trusted: every load checks.
+    monkeypatch.setattr(schema_bolt, "_CHECK_MODULE", tmp_path / "gone.py")
+    monkeypatch.setattr(schema_bolt, "_check_code", None)
+    assert schema_bolt.schema_digest(schema) is None
+    monkeypatch.setenv("SQUALL_CACHE_DIR", str(tmp_path / "cache"))
+    load(path)
+    load(path)
+    assert len(checked) == 5
+
+
+def test_a_copy_of_squall_elsewhere_with_other_timestamps_trusts_the_list_this_one_wrote(
+    tmp_path: Path,
+):
+    """``squall package`` lists the digests its own process computes; the function's init
+    computes them with the packaged squall (the same files, in another folder, their times the
+    zip's 1980): the same digests, so the init neither checks nor imports jsonschema."""
+    import os
+    import shutil
+
+    site = tmp_path / "task"
+    shutil.copytree(ROOT / "squall", site / "squall", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in (site / "squall").rglob("*"):
+        os.utime(f, (315532800, 315532800))  # 1980-01-01, as a zip's entries
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    path = topology_with_schema(tmp_path, schema)
+    schema_bolt.write_checked([schema], tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", "import squall; print(squall.__file__)\n" + CHILD, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(PYTHONPATH=str(site)),
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    where, result = r.stdout.strip().splitlines()[-2:]
+    assert where == str(site / "squall" / "__init__.py")
+    assert result == "False False True schema: $.a: 'x' is not of type 'integer'"

@@ -356,6 +356,8 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, w
         assert "topology/events.jsonl.gz" not in names
         checked = json.loads(zf.read("topology/.squall-checked-schemas.json"))["schemas"]
         assert checked == [schema_digest(json.loads((PISTATS / "schemas/event.json").read_text()))]
+        # the digests the init computes: its squall's checking code is this checkout's, byte for byte
+        assert zf.read("squall/bolts/schema.py") == (ROOT / "squall/bolts/schema.py").read_bytes()
         zf.extractall(root)
     subprocess.run(
         [
