@@ -23,6 +23,7 @@ from squall.spouts.file import path_spout_config
 from squall.topology.loader import load
 from squall.topology.outcomes import Outcome
 from tests.bad_inputs import NEEDS_ISOLATION, Case, file_cases, record_cases
+from tests.child_env import child_env
 from tests.conftest import EXAMPLES
 
 SUMMARY = re.compile(
@@ -68,7 +69,7 @@ def corpus_run(tmp_path_factory) -> Outcome_:
         capture_output=True,
         text=True,
         cwd=example,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(root)},
+        env=child_env(HOME=str(root)),
         timeout=600,
     )
     m = SUMMARY.search(proc.stdout + proc.stderr)
@@ -350,13 +351,9 @@ def test_the_corpus_on_postgresql_and_redis_is_accounted_for(
     example = _copy_example(tmp_path / "pistats")
     src = tmp_path / "corpus.jsonl"
     src.write_bytes(b"".join(line + b"\n" for case in record_cases() for line in case.lines))
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "WAREHOUSE_URL": pg_url,
-        "STATE_URL": redis_url,
-        "EVENTS_TABLE": unique_name,
-    }
+    env = child_env(
+        HOME=str(tmp_path), WAREHOUSE_URL=pg_url, STATE_URL=redis_url, EVENTS_TABLE=unique_name
+    )
     try:
         proc = subprocess.run(
             [

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.child_env import child_env
 from tests.conftest import EXAMPLES
 
 SCHEMA_TYPES = {"register", "subscribe", "unsubscribe", "page_view", "click"}
@@ -64,7 +65,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+        env=child_env(HOME=str(cwd)),
         timeout=300,
     )
 
@@ -134,13 +135,9 @@ def test_example_on_postgresql_and_redis(
     import redis
 
     valid, bad = expected_split(example / "events.jsonl.gz")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(example),
-        "WAREHOUSE_URL": pg_url,
-        "STATE_URL": redis_url,
-        "EVENTS_TABLE": unique_name,
-    }
+    env = child_env(
+        HOME=str(example), WAREHOUSE_URL=pg_url, STATE_URL=redis_url, EVENTS_TABLE=unique_name
+    )
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     cache = redis.Redis.from_url(redis_url)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.child_env import child_env
 from tests.conftest import EXAMPLES
 from tests.test_example_pistats import expected_split, sample_events
 
@@ -31,7 +32,7 @@ def run(cwd: Path, env: dict[str, str], *args: str) -> None:
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), **env},
+        env=child_env(PATH=os.environ.get("PATH", "/usr/bin:/bin"), HOME=str(cwd), **env),
         timeout=300,
     )
     assert r.returncode == 0, r.stderr

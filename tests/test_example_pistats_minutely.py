@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.child_env import child_env
 from tests.conftest import EXAMPLES
 from tests.test_example_pistats import expected_split
 
@@ -85,11 +86,11 @@ def expected_rows(example: Path) -> tuple[set[tuple], int]:
 
 
 def test_minutely_example_counts_per_app_and_minute_and_a_replay_changes_nothing(example: Path):
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(example),
-        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # the squall under test
-    }
+    env = child_env(
+        PATH=os.environ.get("PATH", "/usr/bin:/bin"),
+        HOME=str(example),
+        PYTHONPATH=os.environ.get("PYTHONPATH", ""),  # the squall under test
+    )
     summaries = []
     for args in (
         ["apps.py"],

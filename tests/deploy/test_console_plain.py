@@ -15,6 +15,7 @@ from squall.deploy.local import RunReport
 from squall.observability.progress import Totals
 from squall.topology.loader import load_text
 from squall.topology.outcomes import ComponentStats, Outcome
+from tests.child_env import child_env
 from tests.conftest import ROOT
 
 IDS = ["spout", "decode", "v", "warehouse-events", "a-very-long-component-identifier-here", "x9"]
@@ -92,7 +93,7 @@ def test_a_run_into_a_pipe_imports_no_rich(tmp_path):
         "import sys\nfrom squall.cli import main\nsys.argv = ['squall', 'run', sys.argv[1]]\n"
         "try:\n    main()\nfinally:\n    print(sorted(m for m in sys.modules if m.startswith('rich')))"
     )
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "SQUALL_CACHE_DIR": ""}
+    env = child_env(PYTHONPATH=str(ROOT))
     r = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "t.yaml")],
         capture_output=True,
