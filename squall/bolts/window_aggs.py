@@ -259,9 +259,8 @@ class First(Count):
             return None
         value = state[1]
         if isinstance(value, dict | list):
-            return orjson.loads(
-                orjson.dumps(value, default=plain_numbers)
-            )  # (``_storable`` took it)
+            # (exact: ``_storable`` took it; a nested float subclass comes back a plain float)
+            return orjson.loads(orjson.dumps(value, default=plain_numbers))
         return value
 
 
