@@ -122,3 +122,20 @@ def test_exact_takes_a_nested_float_subclass_as_its_number():
     )
     with pytest.raises(ValueError, match=r"an exact JSON form \(tuple.*\(at \['m'\]\)"):
         window_aggs.exact({"m": (Score(0.1),)})  # a tuple is a list in JSON, whatever it holds
+
+
+def test_numpys_float64_nested_is_its_number(tmp_path, unique_name):
+    """The same with NumPy's own ``float64`` (numpy 2's repr: ``np.float64(0.25)``)."""
+    np = pytest.importorskip("numpy")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    aggregates = {
+        "f": {"fn": "first", "field": "v"},
+        "l": {"fn": "last", "field": "v"},
+        "d": {"fn": "count_distinct", "field": "v"},
+    }
+    seen = {}
+    for number in (float, np.float64):
+        bolt = make_bolt(url, f"{unique_name}_{number.__name__}", aggregates=aggregates)
+        results, _ = run(bolt, [*batch(number), ev(9, T0 + 5 * MIN, v=0)])
+        seen[number] = [repr(r) for r in results]
+    assert seen[np.float64] == seen[float]
