@@ -20,7 +20,9 @@ EXAMPLES = ROOT / "examples"
 PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SQUALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # No cache of checked schemas (squall/bolts/schema.py): each test's load checks its schemas, as a
-# first run does, and nothing is written under the home folder. Its own tests set a folder.
+# first run does, and nothing is written under the home folder. Its own tests set a folder. A
+# child inheriting os.environ inherits this; one given an environment of its own gets it from
+# tests.child_env.child_env (tests/test_child_env.py checks that every one does).
 os.environ["SQUALL_CACHE_DIR"] = ""
 
 
