@@ -1,7 +1,8 @@
 """Lambda API-Gateway producer: SDK events over HTTP in, the topology (ending in a Kinesis sink) run, an HTTP answer out.
 
 Accepts REST API (payload v1) and HTTP API (payload v2) proxy events. The body is one JSON
-event, a JSON array of events, or JSON lines (optionally ``Content-Encoding: gzip``). Each event
+event, a JSON array of events, or JSON lines (optionally ``Content-Encoding: gzip``; a UTF-8 BOM
+opening it, plain, base64 or inside the gzip, is dropped). Each event
 gets the request context under ``context_key`` (source IP, user agent, request id, received
 time) so enrichment bolts can use them — ``geo`` with ``ip_field: request.source_ip``.
 
@@ -29,6 +30,7 @@ without trusting them (~200 lines), and the answer — whose parts serve only th
 from __future__ import annotations
 
 import base64
+import codecs
 import gzip
 import logging
 import math
@@ -173,6 +175,9 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
             raise ValueError("truncated gzip body") from None
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"Content-Encoding is gzip but the body is not: {exc}") from None
+    # A UTF-8 BOM opening the body (Windows tools, .NET's default encoder): not JSON (RFC 8259
+    # §8.1 lets a parser ignore it), it made the first event unreadable and one event a 400.
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     if epoch_ms is not None and (
         isinstance(epoch_ms, bool) or not isinstance(epoch_ms, (int, float))
     ):

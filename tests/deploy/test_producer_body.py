@@ -31,8 +31,8 @@ def producer(tmp_path: Path):
         t.write_text(TOPOLOGY.format(tag=tag))
         handler = make_handler(t, **options)
 
-        def send(body: str | bytes):
-            answer = handler(api_gateway_event(body), None)
+        def send(body: str | bytes, **event):
+            answer = handler(api_gateway_event(body, **event), None)
             return (
                 answer["statusCode"],
                 orjson.loads(answer["body"]),
@@ -89,6 +89,26 @@ def test_json_lines_indexes_are_the_bodys_lines_blank_ones_included(producer):
     [bad] = answer["rejected"]
     assert bad["index"] == 3 and bad["reason"].startswith("decode: invalid JSON")
     assert body.split(b"\n")[bad["index"]] == b"{broken\r"
+
+
+BOM_BODIES = {
+    "one event": '{"n": 0}',
+    "an array": '[{"n": 0}, {"n": 1}]',
+    "JSON lines": '{"n": 0}\n{"n": 1}\n',
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BOM_BODIES))
+@pytest.mark.parametrize("sent", ["text", "base64", "gzip"])
+def test_a_utf8_bom_opening_the_body_is_dropped(producer, shape, sent):
+    """A body a Windows tool or .NET's default encoder wrote opens with a BOM: one event, an
+    array or the first line was unreadable (400, or the first line rejected)."""
+    body = "\ufeff" + BOM_BODIES[shape]
+    wire = {"text": body, "base64": body.encode(), "gzip": body}[sent]
+    status, answer, out, dlq = producer()(wire, gzip_body=sent == "gzip")
+    n = 1 if shape == "one event" else 2
+    assert (status, answer) == (202, {"accepted": n, "rejected": []})
+    assert [ev.value["n"] for ev in out] == list(range(n)) and dlq == []
 
 
 def test_an_array_that_never_closes_is_not_json(producer):
