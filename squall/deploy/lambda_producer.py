@@ -15,15 +15,17 @@ blank lines counted); a bad element or line is rejected alone, never the whole r
 over ``max_body_bytes``; ``415`` for a ``Content-Encoding`` other than gzip or none; ``500`` with
 ``Retry-After: 60`` when a sink refuses every write for good (``SinkError``: the stream missing, no
 permission); ``503`` with ``Retry-After`` when a sink (Kinesis) could not take the
-events after retries — the SDK should retry the request, and a stable ``event_id_field`` (the
-SDK's message id) makes that retry harmless downstream. Retries stop before the function's
+events after retries — its body lists the events ``written`` and ``not_written`` (``index`` and
+``event_id`` each) and ``rejected``, so the SDK resends only the unwritten ones (no lists when the
+batch failed as a whole: resend the request; a stable ``event_id_field``, the SDK's message id,
+makes that harmless downstream). Retries stop before the function's
 timeout (``context.get_remaining_time_in_millis()`` less ``settings.lambda_deadline_margin``):
 a retry whose backoff would outlast it is not made and the request is answered ``503`` at once —
 killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
 
-Size (~510 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~535 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -401,10 +403,14 @@ def retry_after_header(least: int, hints: Iterable[float | None]) -> str:
 MISCONFIGURED = "the producer cannot write events (its configuration: see its logs); retry later"
 
 
-def _unavailable(least: int, hints: Iterable[float | None]) -> dict[str, Any]:
+def _unavailable(
+    least: int, hints: Iterable[float | None], which: dict[str, list] | None = None
+) -> dict[str, Any]:
+    """The 503; ``which``: the events ``written``, ``not_written`` and ``rejected`` (absent when
+    the batch failed as a whole: which events a sink wrote before is not known)."""
     return _answer(
         503,
-        {"error": "temporarily unavailable, retry"},
+        {"error": "temporarily unavailable, retry", **(which or {})},
         {"Retry-After": retry_after_header(least, hints)},
     )
 
@@ -493,21 +499,32 @@ def make_handler(
         finally:
             engine.time_left = None
             observer.flush(context)
-        rejected, unavailable, hints = [], False, []
+
+        def at(o: Any) -> int:  # the event's place in the body: its array index, or its line
+            return payloads[o.index].index if o.index < len(payloads) else o.index
+
+        rejected, unwritten, hints = [], [], []
         for o in result.records:
             # Only a write that failed after retries (or the engine's own failure) is worth a retry
             # of the request; what a sink refused (a missing partition key, a record over Kinesis'
             # 1 MiB) is that event's problem, answered in "rejected" like a bolt's.
             if o.outcome is Outcome.FAILED and (o.retry or o.component == "engine"):
-                unavailable = True
+                unwritten.append({"index": at(o), "event_id": o.event_id})
                 hints.append(o.retry_after)
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
-                # The event's place in the body: its array index, or its line (0-based).
-                at = payloads[o.index].index if o.index < len(payloads) else o.index
                 reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
-                rejected.append({"index": at, "reason": reason})
-        if unavailable:
-            return _unavailable(retry_after, hints)
+                rejected.append({"index": at(o), "reason": reason})
+        if unwritten:
+            # Which events to send again: a retry of the whole request duplicates the written
+            # ones downstream unless the topology has an event_id_field. (A filtered event is
+            # taken: nothing to write, nothing to resend.)
+            written = [
+                {"index": at(o), "event_id": o.event_id}
+                for o in result.records
+                if o.outcome in (Outcome.COMMITTED, Outcome.FILTERED)
+            ]
+            which = {"written": written, "not_written": unwritten, "rejected": rejected}
+            return _unavailable(retry_after, hints, which)
         accepted = result.count(Outcome.COMMITTED) + result.count(Outcome.FILTERED)
         return _answer(202 if accepted else 400, {"accepted": accepted, "rejected": rejected})
 

@@ -1,0 +1,55 @@
+"""The Lambda producer's 503 names the events written and those not, against kinesis-mock.
+
+When some records of a PutRecords stay refused after every retry (throttled shards), the events
+of the others are in the stream. The 503 said only "retry": the client resent the whole request
+and the written events went in twice (harmless downstream only with ``event_id_field``). The
+body now lists ``written`` and ``not_written`` (index in the request and event id) beside
+``rejected``, so a client resends only the unwritten ones (docs/deploy.md's example).
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.factories import api_gateway_event
+from tests.kinesis.kinesis_helpers import Faults
+from tests.kinesis.test_producer_deadline import producer, stored
+
+BODY = "[" + ", ".join([*(json.dumps({"message_id": f"m{i}"}) for i in range(5)), "oops"]) + "]"
+
+
+def test_the_503_lists_what_was_written_and_a_client_resends_only_the_rest(
+    tmp_path, kinesis, kinesis_mock, make_stream
+):
+    stream = make_stream()
+    handler, sink, slept = producer(tmp_path, kinesis_mock.endpoint, stream)
+    # The first call refuses m1 and m3; every retry refuses whatever it is sent.
+    faults = Faults(sink, kinesis, {0: {1, 3}, **{n: set(range(5)) for n in range(1, 50)}})
+    resp = handler(api_gateway_event(BODY), None)
+    assert resp["statusCode"] == 503 and resp["headers"]["Retry-After"] == "1"
+    answer = json.loads(resp["body"])
+    assert answer["error"] == "temporarily unavailable, retry"
+    assert answer["written"] == [{"index": i, "event_id": f"m{i}"} for i in (0, 2, 4)]
+    assert answer["not_written"] == [{"index": i, "event_id": f"m{i}"} for i in (1, 3)]
+    [bad] = answer["rejected"]
+    assert bad["index"] == 5 and bad["reason"].startswith("decode: invalid JSON")
+    assert stored(kinesis_mock.endpoint, stream) == ["m0", "m2", "m4"]
+
+    # The client (docs/deploy.md) resends only the unwritten events: each is in the stream once.
+    faults.plan.clear()
+    sent = json.loads(BODY.replace(", oops", ""))
+    again = [sent[e["index"]] for e in answer["not_written"]]
+    resp = handler(api_gateway_event(json.dumps(again)), None)
+    assert (resp["statusCode"], json.loads(resp["body"])) == (202, {"accepted": 2, "rejected": []})
+    assert stored(kinesis_mock.endpoint, stream) == [f"m{i}" for i in range(5)]
+
+
+def test_a_batch_failed_as_a_whole_names_no_event(tmp_path, kinesis, kinesis_mock, make_stream):
+    """Every call throttled whole: which events a sink wrote before is not known, so the 503
+    has no lists (the client resends the request)."""
+    stream = make_stream()
+    handler, sink, slept = producer(tmp_path, kinesis_mock.endpoint, stream)
+    Faults(sink, kinesis, dict.fromkeys(range(50), "ProvisionedThroughputExceededException"))
+    resp = handler(api_gateway_event(BODY), None)
+    assert resp["statusCode"] == 503, resp
+    assert json.loads(resp["body"]) == {"error": "temporarily unavailable, retry"}
