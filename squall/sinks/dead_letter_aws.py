@@ -35,6 +35,7 @@ from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
 from squall.kinesis.putrecords import MAX_RECORD_BYTES, Entry, PutRecordsWriter, key_for_id
+from squall.kinesis.stream_check import DESCRIBE, check_stream
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.batchio import (
     Item,
@@ -305,7 +306,7 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
     def aws_permissions(cls, config: DeadLetterKinesisConfig) -> list[AwsPermission]:
         return [
             AwsPermission(
-                ("kinesis:PutRecords",),
+                ("kinesis:PutRecords", DESCRIBE),
                 kinesis_stream_arn(config.stream, config.region),
                 f"dead letters {config.id}",
             )
@@ -319,6 +320,7 @@ class DeadLetterKinesisSink(_AwsDeadLetter):
                 region=aws.resolve_region(self.config.region, self.ref.region),
                 endpoint_url=self.config.endpoint_url,
             )
+        check_stream(self.id, self.client, self.ref)  # a missing stream stops the start
         self.writer = PutRecordsWriter(
             self.client, self.ref, max_attempts=self.config.max_attempts, sleep=self.sleep
         )

@@ -24,6 +24,7 @@ from squall.kinesis.putrecords import (
     load_shard_map,
     record_problem,
 )
+from squall.kinesis.stream_check import DESCRIBE, check_stream
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 
 
@@ -91,11 +92,12 @@ class KinesisSink(Sink):
 
     @classmethod
     def aws_permissions(cls, config: KinesisSinkConfig) -> list[AwsPermission]:
-        """PutRecords on the stream; ListShards too when aggregating (the shard map)."""
+        """PutRecords on the stream; ListShards too when aggregating (the shard map); the start
+        check's DescribeStreamSummary."""
         actions = (
-            ("kinesis:PutRecords", "kinesis:ListShards")
+            ("kinesis:PutRecords", "kinesis:ListShards", DESCRIBE)
             if config.aggregate
-            else ("kinesis:PutRecords",)
+            else ("kinesis:PutRecords", DESCRIBE)
         )
         return [
             AwsPermission(
@@ -111,6 +113,7 @@ class KinesisSink(Sink):
                 region=aws.resolve_region(cfg.region, self.ref.region),
                 endpoint_url=cfg.endpoint_url,
             )
+        check_stream(self.id, self.client, self.ref)  # a missing stream stops the start
         self.writer = PutRecordsWriter(self.client, self.ref, max_attempts=cfg.max_attempts)
 
     def prepare(self, events: list[Event]) -> Prepared:

@@ -96,7 +96,10 @@ sinks: [{id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}]
     assert by_resource[
         "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ApplicationName}"
     ] == set(fleet.KCL_LEASES)
-    assert by_resource[stream + "${ArchiveStream}"] == {"kinesis:PutRecords"}
+    assert by_resource[stream + "${ArchiveStream}"] == {
+        "kinesis:PutRecords",
+        "kinesis:DescribeStreamSummary",
+    }
     assert ((stream + "${StreamName}/consumer/${ApplicationName}:*") in by_resource) == (
         retrieval == "fanout"
     )

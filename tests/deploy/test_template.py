@@ -132,7 +132,7 @@ def test_pistats_producer_may_put_records_on_the_parameterised_stream_only(tmp_p
     cfn = checked(t, tmp_path)
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": {"logs:CreateLogStream", "logs:PutLogEvents"},
-        ARN + "${EventsStream}": {"kinesis:PutRecords"},
+        ARN + "${EventsStream}": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     # The function reads the stream name from the same parameter it is granted on: deployed with
     # another name, it may write there.
@@ -244,6 +244,7 @@ sinks:
     assert grants(policy(cfn))["arn:aws:kinesis:eu-west-1:123456789012:stream/archive"] == {
         "kinesis:ListShards",
         "kinesis:PutRecords",
+        "kinesis:DescribeStreamSummary",
     }
 
 
@@ -353,7 +354,7 @@ def test_sqs_spout_is_an_sqs_trigger_reporting_failed_message_ids(tmp_path: Path
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         queue_arn["Fn::Sub"]: SQS_READS,
-        ARN + "orders": {"kinesis:PutRecords"},
+        ARN + "orders": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     assert "StreamName" not in t["Parameters"]
     # Lambda refuses a mapping when the function may outlive the queue's visibility timeout.
@@ -431,7 +432,7 @@ def test_s3_spout_creates_its_bucket_notifying_the_function_of_new_objects(
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS: {"s3:GetObject", "s3:GetObjectVersion"},
-        ARN + "orders": {"kinesis:PutRecords"},
+        ARN + "orders": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     bucket = cfn["Resources"]["SourceBucket"]
     assert bucket["DeletionPolicy"] == "Retain"
@@ -465,7 +466,7 @@ def test_s3_trigger_on_an_existing_bucket_outputs_the_notification_to_add(tmp_pa
             "s3:GetObject",
             "s3:GetObjectVersion",
         },
-        ARN + "orders": {"kinesis:PutRecords"},
+        ARN + "orders": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
         "Ref OnFailureDestinationArn": {"sqs:SendMessage"},
     }
     [permission] = of_type(cfn, "AWS::Lambda::Permission")
@@ -595,7 +596,11 @@ def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only
     assert ingest == {
         "GetAtt LogGroup.Arn": LOGS,
         s3 + "${LandingBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectVersion"},
-        ARN + "${RawStream}": {"kinesis:ListShards", "kinesis:PutRecords"},
+        ARN + "${RawStream}": {
+            "kinesis:ListShards",
+            "kinesis:PutRecords",
+            "kinesis:DescribeStreamSummary",
+        },
         s3 + "${LakeBucket}/dead-letters/ingest/*": {"s3:PutObject"},
     }
     transform = template_of(EXAMPLES / "etl/transform.yaml", "consumer")
@@ -609,7 +614,7 @@ def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only
             "kinesis:GetShardIterator",
             "kinesis:ListShards",
         },
-        ARN + "${CuratedStream}": {"kinesis:PutRecords"},
+        ARN + "${CuratedStream}": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
         s3 + "${LakeBucket}/orders/*": {"s3:PutObject"},
     }
     assert transform["Parameters"]["WarehouseUrl"]["NoEcho"] is True

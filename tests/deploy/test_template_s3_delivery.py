@@ -58,7 +58,7 @@ def test_through_sqs_the_queue_is_a_parameter_answered_per_message(tmp_path: Pat
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS + ".jsonl.gz": {"s3:GetObject", "s3:GetObjectVersion"},
         "Ref NotificationQueueArn": SQS_READS,
-        KIN: {"kinesis:PutRecords"},
+        KIN: {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     assert "SourceBucket" not in cfn["Resources"]
     assert not of_type(cfn, "AWS::Lambda::Permission")
@@ -130,7 +130,7 @@ def test_through_eventbridge_a_rule_matches_the_bucket_s_new_objects_under_the_p
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS: {"s3:GetObject", "s3:GetObjectVersion"},
-        KIN: {"kinesis:PutRecords"},
+        KIN: {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     # The rule on moto's EventBridge (its target a queue), the bucket's name filled in: which of
     # the events of the shape S3 sends (test_s3_envelopes.py) it passes on.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 import pytest
 
@@ -117,8 +119,10 @@ def test_integers_beyond_64_bits_are_put_as_their_digits(
     assert record.data == b'{"n":18446744073709551616,"m":-9223372036854775809}'
 
 
-def test_prepare_rejects_what_kinesis_would_refuse(kinesis_mock):
-    sink = make_sink(kinesis_mock.endpoint, "unused", partition_key="pk", explicit_hash_key="h")
+def test_prepare_rejects_what_kinesis_would_refuse(kinesis_mock, make_stream):
+    sink = make_sink(
+        kinesis_mock.endpoint, make_stream(), partition_key="pk", explicit_hash_key="h"
+    )
     ok = events(1, h=5)[0]
     too_big = events(1, h=5, blob="x" * (1024 * 1024))[0]
     no_key = Event(b"", ok.meta, "e-nokey", 2, value={"n": 1, "h": 5})
@@ -231,9 +235,15 @@ def test_whole_call_failure_after_a_written_chunk_is_retried_not_raised(
     )
 
 
-def test_missing_stream_is_a_permanent_sink_error(kinesis_mock):
-    sink = make_sink(kinesis_mock.endpoint, "no-such-stream", partition_key="pk")
-    with pytest.raises(SinkError, match="no-such-stream"):
+def test_a_stream_deleted_after_the_open_is_a_permanent_sink_error(kinesis_mock, kinesis):
+    """(A stream missing at the open stops it: tests/kinesis/test_kinesis_sink_start.py.)"""
+    stream = f"deleted-{uuid.uuid4().hex[:8]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    sink = make_sink(kinesis_mock.endpoint, stream, partition_key="pk")
+    kinesis.delete_stream(StreamName=stream)
+    kinesis.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
+    with pytest.raises(SinkError, match=stream):
         write(sink, events(1))
 
 

@@ -10,6 +10,7 @@ and says nothing of the stream to the client (its logs say which and why).
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,13 @@ def request(n: int = 3) -> dict:
 def test_a_stream_kinesis_refuses_for_good_is_a_500_asking_for_the_longest_wait(
     tmp_path, kinesis_mock, kinesis, make_stream, refusal
 ):
-    if refusal == "missing stream":
-        stream = "no-such-stream-hw"
+    if refusal == "missing stream":  # deleted after the start (one missing at it stops the init)
+        stream = f"deleted-{uuid.uuid4().hex[:8]}"
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+        kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
         handler, sink, slept, calls = producer(tmp_path, kinesis_mock.endpoint, stream)
+        kinesis.delete_stream(StreamName=stream)
+        kinesis.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
     else:
         stream = make_stream()
         handler, sink, slept, calls = producer(tmp_path, kinesis_mock.endpoint, stream)

@@ -62,7 +62,10 @@ sinks:
         f"{PARTITION}:firehose:{region}:{account}:deliverystream/{delivery}": {
             "firehose:PutRecordBatch"
         },
-        f"{PARTITION}:kinesis:{region}:{account}:stream/{stream}": {"kinesis:PutRecords"},
+        f"{PARTITION}:kinesis:{region}:{account}:stream/{stream}": {
+            "kinesis:PutRecords",
+            "kinesis:DescribeStreamSummary",
+        },
     }
 
 

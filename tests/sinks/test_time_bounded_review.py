@@ -309,20 +309,24 @@ def test_the_connect_timeout_is_the_clients_outside_the_bound_and_at_most_it_ins
     assert (seen[2].connect_timeout, seen[2].read_timeout) == (2.5, 2.5)
 
 
-def _sink(kind: str, endpoint: str):
+def _sink(kind: str, moto_server):
     """One of the sinks that started a call with no time left, and whether it takes failures."""
     context = ComponentContext("t")
+    endpoint = moto_server.endpoint
+    if kind.startswith(("kinesis", "dead_letter_kinesis")):  # its stream exists (checked at open)
+        stream = unique("s")
+        moto_server.client("kinesis").create_stream(StreamName=stream, ShardCount=1)
     if kind == "kinesis":
-        config = KinesisSinkConfig(id="out", type="kinesis", stream="s", endpoint_url=endpoint)
+        config = KinesisSinkConfig(id="out", type="kinesis", stream=stream, endpoint_url=endpoint)
         return KinesisSink(config, context), False
     if kind == "kinesis-aggregate":  # its ListShards first
         config = KinesisSinkConfig(
-            id="agg", type="kinesis", stream="s", endpoint_url=endpoint, aggregate=True
+            id="agg", type="kinesis", stream=stream, endpoint_url=endpoint, aggregate=True
         )
         return KinesisSink(config, context), False
     if kind == "dead_letter_kinesis":
         config = DeadLetterKinesisConfig(
-            id="dlk", type="dead_letter_kinesis", stream="s", endpoint_url=endpoint
+            id="dlk", type="dead_letter_kinesis", stream=stream, endpoint_url=endpoint
         )
         return DeadLetterKinesisSink(config, context), True
     if kind == "s3":
@@ -343,7 +347,7 @@ def test_the_kinesis_and_s3_sinks_start_no_call_with_no_time_left(moto_server, k
     (its ListShards too, aggregating), dead_letter_kinesis, the s3 sink and dead_letter_s3 start
     no call; the write fails as transient with the reason, and the engine's retry (bounded by
     the same time left) is not made. They made the call (or calls) regardless."""
-    sink, failed = _sink(kind, moto_server.endpoint)
+    sink, failed = _sink(kind, moto_server)
     sink.open()
     attempts = throttle_first(sink.client, 0)  # records every attempt, answers none
     at = "2026-12-06T10:00:00Z"
