@@ -11,7 +11,11 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
 - **S3** (asynchronous invocation per ``s3:ObjectCreated:*`` notification): each object named is
   read (on a versioned bucket, the version the event names; JSON lines, gzip detected) and its
   lines run through the engine in ``batch_size`` slices.
-  A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``).
+  A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``); so is
+  an object S3 does not have (NoSuchKey, NoSuchVersion: deleted after its notification), where
+  every retry would fail alike. An AccessDenied fails the event: the generated role has
+  ``s3:ListBucket`` on the bucket, so S3 answers a missing object NoSuchKey, and AccessDenied
+  means a permission is missing.
   With an ``s3`` spout the same objects may be named by notifications through SNS, SQS or
   EventBridge (``squall.deploy.s3_events``); through SQS, failures are answered per message.
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure
@@ -23,6 +27,9 @@ metrics and its ``squall.invocation`` line (the template's alarms watch them).
 
 The SQS and S3 spout modules (and with them botocore) are imported when such an event arrives
 or the topology's spout is S3, not at a Kinesis consumer's init.
+
+Size (~445 lines): the SQS and S3 answers share the slicing, the scope check and the object
+runner; each is the whole of one trigger's semantics.
 """
 
 from __future__ import annotations
@@ -300,25 +307,24 @@ def run_object(
     margin), as its sinks' AWS calls are (``squall.spouts.s3.ReadBound``): a GetObject or a read
     of its body that cannot finish in time is an ``ObjectReadError`` (``transient``), the event's
     failure (S3 events) or its message's (SQS), not an invocation killed at its timeout."""
-    from squall.spouts.s3 import ObjectReadError, ReadBound, object_batches, open_object
+    from squall.spouts.s3 import MISSING, ObjectReadError, missing_object_record, object_batches
     from squall.topology.executor import batch_collection
 
-    bucket, key = ref.bucket, ref.key
     counts["objects"] += 1
-    bound = ReadBound.of(getattr(engine, "time_left", None), getattr(engine, "retry", None))
     try:
-        s3_object = open_object(client, bucket, key, ref.version_id, bound=bound)
+        s3_object = _open(engine, ref, client)
     except ObjectReadError as exc:
-        if ref.decoded is None or exc.code not in ("NoSuchKey", "NoSuchVersion"):
+        if exc.code not in MISSING:  # AccessDenied (a permission, or no s3:ListBucket), 5xx
             raise
-        try:  # an EventBridge key that was URL-encoded after all
-            s3_object = open_object(client, bucket, ref.decoded, ref.version_id, bound=bound)
-        except ObjectReadError as again:
-            if again.code not in ("NoSuchKey", "NoSuchVersion"):
-                raise
-            raise exc from None  # neither exists: the key as the event gave it
-        key = ref.decoded
-    for part in object_batches(s3_object, batch_size, **(options or {})):
+        # Deleted after its notification (or never readable): every retry would fail alike,
+        # until the queue's dead-letter queue or the event's on-failure destination. It is that
+        # object's problem: one dead letter naming it, the event's other objects go on.
+        bucket, key = ref.bucket, ref.key
+        parts: Any = [[missing_object_record(bucket, key, ref.version_id, exc.code)]]
+    else:
+        bucket, key = s3_object.bucket, s3_object.key
+        parts = object_batches(s3_object, batch_size, **(options or {}))
+    for part in parts:
         # The slice's collector threshold until its lines and result are let go: the young
         # collection due after it then scans what outlives it, not its events.
         with batch_collection():
@@ -337,6 +343,26 @@ def run_object(
                     f"{first.position.sequence_number} in {first.component}: {first.reason}"
                 )
             del part, result
+
+
+def _open(engine: Engine, ref: Any, client: Any) -> Any:
+    """The object an event names (``S3Object``), its reads bounded by the engine's time left; an
+    EventBridge key that was URL-encoded after all is read decoded. Neither there: the
+    ``ObjectReadError`` of the key as the event gave it."""
+    from squall.spouts.s3 import MISSING, ObjectReadError, ReadBound, open_object
+
+    bound = ReadBound.of(getattr(engine, "time_left", None), getattr(engine, "retry", None))
+    try:
+        return open_object(client, ref.bucket, ref.key, ref.version_id, bound=bound)
+    except ObjectReadError as exc:
+        if ref.decoded is None or exc.code not in MISSING:
+            raise
+        try:
+            return open_object(client, ref.bucket, ref.decoded, ref.version_id, bound=bound)
+        except ObjectReadError as again:
+            if again.code not in MISSING:
+                raise
+            raise exc from None
 
 
 class LambdaSources:

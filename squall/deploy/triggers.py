@@ -56,6 +56,11 @@ SQS_TRIGGER_ACTIONS = (
 #: What the consumer handler calls for an S3 event: it reads each object the event names, the
 #: version the event names on a versioned bucket (GetObject with a VersionId needs the second).
 S3_TRIGGER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+#: On the bucket itself: without it S3 answers a GetObject of a missing object (deleted after its
+#: notification) AccessDenied, not NoSuchKey — a permission problem to retry, where the object's
+#: is a dead letter (``squall.deploy.lambda_sources.run_object``). Keys only, not their content;
+#: no ``s3:prefix`` condition (a GetObject has none: the condition would never match).
+S3_TRIGGER_BUCKET_ACTIONS = ("s3:ListBucket",)
 S3_EVENTS = ["s3:ObjectCreated:*"]
 #: How S3 notifications reach the function (``--s3-delivery``).
 S3_DELIVERIES = ("direct", "sqs", "eventbridge")
@@ -84,7 +89,10 @@ def trigger_permissions(topology: Topology) -> list[AwsPermission]:
         return [AwsPermission(TRIGGER_READS, kinesis_stream_arn(trigger.name, trigger.region))]
     if trigger.source is TriggerSource.SQS:
         return [AwsPermission(SQS_TRIGGER_ACTIONS, sqs_queue_arn(trigger.name, trigger.region))]
-    return [AwsPermission(S3_TRIGGER_ACTIONS, s3_object_arn(trigger))]
+    return [
+        AwsPermission(S3_TRIGGER_ACTIONS, s3_object_arn(trigger)),
+        AwsPermission(S3_TRIGGER_BUCKET_ACTIONS, s3_bucket_arn(trigger.name)),
+    ]
 
 
 def s3_object_arn(trigger: LambdaTrigger) -> str:
@@ -334,6 +342,7 @@ def _s3(
 
     # Written as a name, not a reference to the bucket: the bucket's notification depends on
     # the function, which depends on this role.
+    _grant(statements, S3_TRIGGER_BUCKET_ACTIONS, resource_sub(s3_bucket_arn(trigger.name)))
     _grant(statements, S3_TRIGGER_ACTIONS, resource_sub(s3_object_arn(trigger)))
     if opts.batch_window is not None and opts.s3_delivery != "sqs":
         raise SquallError(

@@ -25,7 +25,9 @@ object's lines are read, in a second pass (from memory when the compressed objec
 ``KEPT_COMPRESSED`` bytes, else a second GET of the same version or ETag). The first pass costs
 one more decompression (and, above ``KEPT_COMPRESSED``, one more download); docs/sinks.md gives the
 figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
-to gigabytes) is one dead letter the same way, naming the bound.
+to gigabytes) is one dead letter the same way, naming the bound. So is an object an S3
+notification names that S3 does not have (``missing_object_record``: NoSuchKey, NoSuchVersion —
+deleted after the notification, or never readable).
 
 In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
 every read of its body is bounded by the time left, as the sinks' AWS calls are
@@ -37,7 +39,7 @@ to a thousand times more), and each read of the body waits for bytes no longer t
 left. What cannot finish in time is an ``ObjectReadError`` marked ``transient``; a read of the
 body failing otherwise (a reset) is not retried and not ``transient``.
 
-Size (~560 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~600 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -389,6 +391,36 @@ def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
     )
 
 
+#: S3's answers for an object, or the version of it, that is not there.
+MISSING = ("NoSuchKey", "NoSuchVersion")
+
+
+def missing_object_record(bucket: str, key: str, version_id: str | None, code: str) -> Record:
+    """An object a notification named that S3 does not have (``code``: one of ``MISSING``):
+    deleted after the notification, or never readable. Its one record (as a corrupt object's:
+    line 0, a JSON pointer to it) carries the reason as its ``defect``, so it is dead-lettered
+    and the other objects go on; retried, it is the same event id."""
+    version = f", version {version_id}" if version_id else ""
+    # The keys of a corrupt object's pointer (``squall replay`` lists it by them), none known
+    pointer = {
+        "bucket": bucket,
+        "key": key,
+        "version_id": version_id,
+        "etag": None,
+        "size": None,
+        "error": code,
+    }
+    meta = RecordMeta(
+        bucket,
+        key,
+        "0",
+        fingerprint=hashlib.sha256(f"{code}\x1f{version_id}".encode()).hexdigest()[:32],
+        defect=f"s3://{bucket}/{key}{version}: {code}: the object is not there (deleted after "
+        "its notification, or never readable); nothing of it read",
+    )
+    return Record(orjson.dumps(pointer), meta)
+
+
 def open_object(
     client: Any,
     bucket: str,
@@ -473,7 +505,15 @@ def _get(
 
 def _hint(code: str | None, version_id: str | None) -> str:
     if version_id and code == "AccessDenied":
-        return " (reading a version needs s3:GetObjectVersion)"
+        return (
+            " (reading a version needs s3:GetObjectVersion; without s3:ListBucket on the bucket "
+            "S3 answers a missing object AccessDenied too)"
+        )
+    if code == "AccessDenied":
+        return (
+            " (reading needs s3:GetObject; without s3:ListBucket on the bucket S3 answers a "
+            "missing object AccessDenied too)"
+        )
     if code == "PreconditionFailed":
         return " (the object was replaced while it was read)"
     return ""

@@ -428,10 +428,13 @@ def test_s3_spout_creates_its_bucket_notifying_the_function_of_new_objects(
         }
     }
     # The handler reads the objects (GetObject; on a versioned bucket the version its event
-    # names: GetObjectVersion) under the prefix, nothing else of the bucket.
+    # names: GetObjectVersion) under the prefix, nothing else of the bucket; it may list the
+    # bucket's keys, so that S3 answers a deleted object NoSuchKey (its dead letter), not
+    # AccessDenied (a failure retried until the event is given up).
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS: {"s3:GetObject", "s3:GetObjectVersion"},
+        "arn:${AWS::Partition}:s3:::${LogBucket}": {"s3:ListBucket"},
         ARN + "orders": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     bucket = cfn["Resources"]["SourceBucket"]
@@ -466,6 +469,7 @@ def test_s3_trigger_on_an_existing_bucket_outputs_the_notification_to_add(tmp_pa
             "s3:GetObject",
             "s3:GetObjectVersion",
         },
+        "arn:${AWS::Partition}:s3:::${LogBucket}": {"s3:ListBucket"},
         ARN + "orders": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
         "Ref OnFailureDestinationArn": {"sqs:SendMessage"},
     }
@@ -596,6 +600,7 @@ def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only
     assert ingest == {
         "GetAtt LogGroup.Arn": LOGS,
         s3 + "${LandingBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectVersion"},
+        s3 + "${LandingBucket}": {"s3:ListBucket"},
         ARN + "${RawStream}": {
             "kinesis:ListShards",
             "kinesis:PutRecords",

@@ -33,6 +33,7 @@ SUFFIXED = (
     "prefix: logs/, suffix: .jsonl.gz}"
 )
 OBJECTS = "arn:${AWS::Partition}:s3:::${LogBucket}/logs/*"
+BUCKET = "arn:${AWS::Partition}:s3:::${LogBucket}"
 
 
 def test_through_sqs_the_queue_is_a_parameter_answered_per_message(tmp_path: Path):
@@ -57,6 +58,7 @@ def test_through_sqs_the_queue_is_a_parameter_answered_per_message(tmp_path: Pat
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS + ".jsonl.gz": {"s3:GetObject", "s3:GetObjectVersion"},
+        BUCKET: {"s3:ListBucket"},
         "Ref NotificationQueueArn": SQS_READS,
         KIN: {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
@@ -130,6 +132,7 @@ def test_through_eventbridge_a_rule_matches_the_bucket_s_new_objects_under_the_p
     assert grants(policy(cfn)) == {
         "GetAtt LogGroup.Arn": LOGS,
         OBJECTS: {"s3:GetObject", "s3:GetObjectVersion"},
+        BUCKET: {"s3:ListBucket"},
         KIN: {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
     }
     # The rule on moto's EventBridge (its target a queue), the bucket's name filled in: which of

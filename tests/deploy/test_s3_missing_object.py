@@ -1,0 +1,117 @@
+"""An object an S3 notification names that is gone: that object's dead letter, not a retry.
+
+An object deleted after its notification (a cleanup job, a retention rule, a user) answered
+NoSuchKey (NoSuchVersion for a version), and the event or its SQS message was retried until
+Lambda gave it up to the on-failure destination or the queue's dead-letter queue, while nothing
+could ever read it. It is now one dead letter naming bucket and key ("deleted after its
+notification, or never readable"), the event's other objects go on. An AccessDenied stays a
+failure naming the permission: the generated role has ``s3:ListBucket`` on the bucket, so a
+missing object answers NoSuchKey and AccessDenied is a real permission problem. Against moto.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from squall.deploy.lambda_consumer import make_handler
+from squall.deploy.lambda_sources import handle_s3
+from squall.spouts.s3 import ObjectReadError
+from squall.testing import MemorySink
+from tests.deploy.test_sqs_s3_sources import (
+    put_lines,
+    s3_lambda_event,
+    sqs_lambda_event,
+    write_topology,
+)
+from tests.moto_standin import FlakyClient, client_error, unique
+
+GONE = "the object is not there (deleted after its notification, or never readable)"
+
+
+def setup(moto_server, tmp_path: Path, name: str, *, versioned: bool = False):
+    s3 = moto_server.client("s3")
+    bucket = unique(name)
+    s3.create_bucket(Bucket=bucket)
+    if versioned:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    store = unique(name)
+    spout = f'{{type: s3, bucket: {bucket}, endpoint_url: "{moto_server.endpoint}"}}'
+    return s3, bucket, store, make_handler(write_topology(tmp_path, spout, store))
+
+
+def test_a_deleted_object_is_dead_lettered_and_the_events_other_objects_run(
+    moto_server, tmp_path: Path
+):
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "gone")
+    put_lines(s3, bucket, "in/gone.jsonl", [{"n": 1}], gz=False)
+    s3.delete_object(Bucket=bucket, Key="in/gone.jsonl")  # after its notification was sent
+    put_lines(s3, bucket, "in/here.jsonl", [{"n": 7}], gz=False)
+    event = s3_lambda_event(bucket, "in/gone.jsonl")
+    event["Records"] += s3_lambda_event(bucket, "in/here.jsonl")["Records"]
+    assert handler(event, None) == {"objects": 2, "records": 2, "failed": 0, "skipped": 0}
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [7]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert (
+        dead.failure.reason == f"s3://{bucket}/in/gone.jsonl: NoSuchKey: {GONE}; nothing of it read"
+    )
+    assert orjson.loads(dead.raw) == {
+        "bucket": bucket,
+        "key": "in/gone.jsonl",
+        "version_id": None,
+        "etag": None,
+        "size": None,
+        "error": "NoSuchKey",
+    }
+    handler(s3_lambda_event(bucket, "in/gone.jsonl"), None)  # a retried event: the same id
+    assert MemorySink.stores[f"{store}-dlq"][-1].event_id == dead.event_id
+
+
+def test_a_deleted_version_names_its_version(moto_server, tmp_path: Path):
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "gonev", versioned=True)
+    version = s3.put_object(Bucket=bucket, Key="in/a.jsonl", Body=b'{"n": 1}\n')["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="in/a.jsonl", VersionId=version)
+    event = s3_lambda_event(bucket, "in/a.jsonl")
+    event["Records"][0]["s3"]["object"]["versionId"] = version
+    assert handler(event, None)["failed"] == 0
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert dead.failure.reason.startswith(f"s3://{bucket}/in/a.jsonl, version {version}: ")
+    assert GONE in dead.failure.reason
+
+
+def test_through_sqs_the_message_of_a_deleted_object_is_settled(moto_server, tmp_path: Path):
+    """Its message is not named in batchItemFailures: the queue does not bring it back until its
+    dead-letter queue."""
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "goneq")
+    put_lines(s3, bucket, "in/here.jsonl", [{"n": 7}], gz=False)
+    event = sqs_lambda_event(
+        [
+            ("m-0", s3_lambda_event(bucket, "in/never.jsonl"), None),
+            ("m-1", s3_lambda_event(bucket, "in/here.jsonl"), None),
+        ]
+    )
+    assert handler(event, None) == {"batchItemFailures": []}
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [7]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert dead.failure.reason.startswith(f"s3://{bucket}/in/never.jsonl: NoSuchKey: {GONE}")
+
+
+def test_access_denied_stays_a_failure_naming_the_permissions(moto_server, tmp_path: Path):
+    """A role without s3:ListBucket is answered AccessDenied for a missing object too: it cannot
+    be told from a real permission problem, so the event fails (and is retried)."""
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "denied")
+    put_lines(s3, bucket, "in/a.jsonl", [{"n": 1}], gz=False)
+
+    def refuse(kwargs, call):
+        raise client_error("AccessDenied", "Access Denied", 403)
+
+    client = FlakyClient(s3, get_object=refuse)
+    with pytest.raises(ObjectReadError) as err:
+        handle_s3(handler.engine, s3_lambda_event(bucket, "in/a.jsonl"), client, batch_size=10)
+    assert str(err.value) == (
+        f"cannot read s3://{bucket}/in/a.jsonl: AccessDenied (reading needs s3:GetObject; "
+        "without s3:ListBucket on the bucket S3 answers a missing object AccessDenied too)"
+    )
+    assert MemorySink.stores.get(f"{store}-dlq", []) == []
