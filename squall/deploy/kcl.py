@@ -7,7 +7,8 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
 
 - a batch whose dependency stays down is retried here, with capped backoff, until it succeeds
   or the lease is lost — the shard waits rather than skipping records; so is opening the
-  topology in ``initialize`` (a database down when the shard starts);
+  topology in ``initialize`` (a database down when the shard starts), each failed attempt
+  counted as a failed batch in the metrics;
 - a misconfiguration is not waited for (a database that does not exist, a failed
   authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
   logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
@@ -39,7 +40,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~445 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~460 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -176,10 +177,22 @@ class RecordProcessor:
         cannot open; any other error exits (and with it the daemon: see the module docstring)."""
         backoff = 1.0
         while True:
+            started = time.perf_counter()
             try:
                 self.engine.open()
                 return
             except TransientError as exc:
+                # Counted as a failed batch of no record: the alert on failed batches fires for a
+                # shard that cannot start as for one that cannot commit (nothing else moves: no
+                # batch runs, no lag is read while ``initialize`` waits).
+                self.metrics.observe(
+                    self.engine,
+                    [],
+                    None,
+                    time.perf_counter() - started,
+                    shard=self.shard_id,
+                    error=exc,
+                )
                 log.error(
                     "shard %s: opening the topology: %s; retrying in %.0fs",
                     self.shard_id,

@@ -74,6 +74,29 @@ def test_a_database_down_at_start_is_waited_for_and_no_batch_is_skipped(tmp_path
     assert slept == [1.0, 2.0]  # the shard waited for the database, in initialize
 
 
+def test_a_database_down_at_start_counts_as_failed_batches_in_the_metrics(tmp_path: Path):
+    """Found in the fleet walkthrough: `squall kcl --metrics-port` with the warehouse unreachable
+    at start showed `squall_batches_total{status="failed"} 0` and no lag series while the shards
+    waited in `initialize`: none of the generated alerts could fire for a fleet started (or
+    restarted) during an outage, the records piling up unseen."""
+    samples = []
+
+    class Capture:
+        def record(self, sample):
+            samples.append(sample)
+
+    processor = RecordProcessor(engine_down_for(tmp_path, 2), stream="s", sleep=lambda s: None)
+    processor.metrics.backends.append(Capture())
+    cp = KclCheckpointer()
+    deliver(processor, kcl_initialize(), cp)
+    assert [(s.status, s.records, s.shard) for s in samples] == [
+        ("failed", 0, "shardId-000000000001")
+    ] * 2
+    assert "database unavailable" in samples[0].error
+    deliver(processor, kcl_process_records([{"n": 1}], start=100), cp)
+    assert [s.status for s in samples] == ["failed", "failed", "ok"]
+
+
 def test_an_unexpected_error_of_a_batch_exits_rather_than_being_skipped(tmp_path: Path):
     processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s", sleep=lambda s: None)
 
