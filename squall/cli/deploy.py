@@ -407,11 +407,17 @@ def local_aws(
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option("--stream", required=True, help="Kinesis stream name.")
+@click.option(
+    "--stream", help="Kinesis stream name (default: the stream of the topology's kinesis spout)."
+)
 @click.option(
     "--application", help="KCL application name: the DynamoDB lease table (default: topology name)."
 )
-@click.option("--region", default="us-east-1", show_default=True)
+@click.option(
+    "--region",
+    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
+    help="AWS region (default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1).",
+)
 @click.option(
     "--initial-position",
     type=click.Choice(["TRIM_HORIZON", "LATEST"]),
@@ -445,9 +451,9 @@ def local_aws(
 )
 def kcl(
     file: str,
-    stream: str,
+    stream: str | None,
     application: str | None,
-    region: str,
+    region: str | None,
     initial_position: str,
     kinesis_endpoint: str | None,
     dynamodb_endpoint: str | None,
@@ -466,6 +472,7 @@ def kcl(
     import os
     import shutil
 
+    from squall.deploy.fleet import stream_of
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.kcl_daemon import (
         KclSettings,
@@ -485,9 +492,9 @@ def kcl(
         worker_id = worker_id or default_worker_id()
         settings = KclSettings(
             Path(file),
-            stream,
+            stream_of(topo, stream),
             application or topo.name,
-            region=region,
+            region=region or "us-east-1",
             initial_position=initial_position,
             kinesis_endpoint=kinesis_endpoint,
             dynamodb_endpoint=dynamodb_endpoint,

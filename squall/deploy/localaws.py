@@ -229,8 +229,11 @@ def run_local_aws(
         echo("# in another shell:")
         for line in lines:
             echo(line)
+        # --stream: needed for a topology whose spout is not the stream (the fleet's own
+        # topology.yaml reads a file locally)
+        stream = f"--stream {created[0]} " if created else ""
         echo(
-            f"# squall kcl FILE --kinesis-endpoint {env['AWS_ENDPOINT_URL_KINESIS']} "
+            f"# squall kcl FILE {stream}--kinesis-endpoint {env['AWS_ENDPOINT_URL_KINESIS']} "
             f"--dynamodb-endpoint {env['AWS_ENDPOINT_URL_DYNAMODB']} --no-metrics"
         )
         echo("ready (Ctrl-C stops both)")

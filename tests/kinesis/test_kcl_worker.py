@@ -235,6 +235,46 @@ def test_kcl_print_shows_a_unique_worker_and_leaves_no_file(tmp_path: Path, monk
     assert list(private.iterdir()) == [] and not list(tmp_path.glob("*.properties"))
 
 
+KINESIS_SPOUT = """
+name: kcl-walkthrough
+spout: {type: kinesis, stream: pistats-events}
+sinks:
+  - {id: out, type: "squall.testing:MemorySink"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "region"),
+    [
+        ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-north-1"}, [], "eu-west-1"),
+        ({"AWS_REGION": None, "AWS_DEFAULT_REGION": "eu-north-1"}, [], "eu-north-1"),
+        ({"AWS_REGION": None, "AWS_DEFAULT_REGION": None}, [], "us-east-1"),
+        ({"AWS_REGION": "eu-west-1"}, ["--region", "ap-south-1"], "ap-south-1"),
+    ],
+)
+def test_kcl_reads_the_topology_s_stream_and_the_environment_s_region(
+    tmp_path: Path, env: dict, args: list[str], region: str
+):
+    """Found in the fleet walkthrough: `squall local-aws` prints `squall kcl FILE
+    --kinesis-endpoint …` (no `--stream`), which failed with `Missing option '--stream'` for a
+    topology whose kinesis spout names the stream; and `--region` was us-east-1 whatever
+    AWS_REGION said, so a worker in another region looked for its stream in us-east-1."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(KINESIS_SPOUT)
+    result = CliRunner().invoke(main, ["kcl", str(topology), "--print", *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert "streamName = pistats-events\n" in result.output
+    assert f"regionName = {region}\n" in result.output
+
+
+def test_kcl_without_a_stream_for_a_spout_that_is_not_kinesis_says_so(tmp_path: Path):
+    topology = tmp_path / "t.yaml"
+    topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
+    result = CliRunner().invoke(main, ["kcl", str(topology), "--print"])
+    assert result.exit_code == 2
+    assert "the topology's spout is not kinesis: name the stream with --stream" in result.output
+
+
 def test_a_user_record_starting_with_the_kpl_magic_is_the_user_s_under_the_kcl(tmp_path: Path):
     """The daemon de-aggregates KPL records itself (the kinesis sink wraps a binary payload that
     starts with the magic bytes in an aggregate of one; the daemon hands the payload over at

@@ -85,6 +85,12 @@ def test_local_aws_starts_both_stand_ins_creates_the_streams_and_stops_on_sigter
         env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
         assert env["AWS_ENDPOINT_URL_KINESIS"] == f"http://127.0.0.1:{kinesis_port}"
         assert f"export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:{dynamodb_port}\n" in lines
+        # the hint is a command that runs: `squall kcl` needs the stream of a topology whose
+        # spout is not kinesis (the fleet's topology.yaml reads a file locally)
+        assert (
+            f"# squall kcl FILE --stream laptop-in --kinesis-endpoint http://127.0.0.1:"
+            f"{kinesis_port} --dynamodb-endpoint http://127.0.0.1:{dynamodb_port} --no-metrics\n"
+        ) in lines
         kinesis = boto3.client(
             "kinesis", endpoint_url=env["AWS_ENDPOINT_URL_KINESIS"], region_name="us-east-1"
         )
