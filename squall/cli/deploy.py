@@ -259,6 +259,10 @@ def package(
 
         for item in left_out(topo, Path(file).read_text(encoding="utf-8")):
             click.echo(f"  left out of topology/: {item.path} ({item.why})")
+        from squall.deploy.fleet import read_only_writes
+
+        for warning in read_only_writes(topo):
+            click.echo(f"  warning: {warning}")
         return
 
     from squall.deploy import snapstart as snap

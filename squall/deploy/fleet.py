@@ -38,6 +38,7 @@ from squall.topology.model import Topology
 from squall.yaml_out import dump_yaml
 
 ROOT = "/opt/squall"
+VAR_LIB = "/var/lib/squall"  # the unit's one writable folder, /var/lib/squall/<name>
 #: The KCL's graceful shutdown budget (ms) written into the properties; systemd waits longer.
 SHUTDOWN_GRACE_MS = 20_000
 STOP_TIMEOUT_S = SHUTDOWN_GRACE_MS // 1000 + 25
@@ -79,6 +80,62 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     if streams:
         return str(streams[0]).rsplit("/", 1)[-1]
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
+
+
+def read_only_writes(topology: Topology) -> list[str]:
+    """Warnings for what the topology, with the variables of now, would write inside its own folder — which the
+    unit makes read-only (``ProtectSystem=strict``), so every shard process would stop at start:
+    the SQLite file of a relative ``sqlite:///`` URL, a relative path of a component that writes
+    local files (the dead-letter file)."""
+    found = []
+    for name, res in topology.resources.items():
+        scheme, _, database = res.url.partition(":///")
+        database = database.split("?", 1)[0]
+        if scheme.split("+", 1)[0] == "sqlite" and _relative(database) and database != ":memory:":
+            found.append(f"resource '{name}' ({database})")
+    for kind, cfg, caps in registry.declared(topology, ("bolt", "sink")):
+        if caps.writes_local_files:
+            found += [
+                f"{kind} '{cfg.id}' ({value})"
+                for key in type(cfg).model_fields
+                if key not in ("id", "type")
+                and isinstance(value := getattr(cfg, key), str)
+                and _relative(value)
+                and ":" not in value
+            ]
+    folder = f"{VAR_LIB}/{_slug(topology.name)}"
+    return [
+        f"{what} writes inside topology/, read-only under the unit: every shard process would "
+        f"stop at start; point it under {folder} (a ${{VAR}} of the topology, set in environment)"
+        for what in found
+    ]
+
+
+def _relative(path: str) -> bool:
+    return bool(path) and not path.startswith(("/", "~"))
+
+
+def environment_file(
+    text: str, name: str, set_now: str, *, skip: frozenset[str] | set[str] = frozenset()
+) -> str:
+    """The unit's ``environment``: the stream's variables set (``set_now``), then every other
+    variable of the topology but ``skip`` as a comment with its default, for the user to fill in."""
+    from squall.deploy.template import variable_defaults
+
+    given = {line.split("=", 1)[0] for line in set_now.splitlines()} | skip
+    hints = [
+        f"# {var}={default or ''}\n"
+        for var, default in variable_defaults(text).items()
+        if var not in given and "\n" not in (default or "")
+    ]
+    head = "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n"
+    if hints:
+        head += (
+            "# The topology's variables, with their defaults: uncomment and set. The topology folder\n"
+            f"# is read-only under the unit: files (SQLite, dead letters) go under {VAR_LIB}/{name}.\n"
+            + "".join(hints)
+        )
+    return head + set_now
 
 
 def exec_start(
@@ -318,6 +375,12 @@ def write_fleet(
         stream_vars = "".join(
             f"{v}={os.environ.get(v, defaults.get(v) or '')}\n" for v in _MARKER.findall(raw)
         )
+    # The spout's stream variables are the unit's (above) or unused (an explicit --stream: the KCL
+    # delivers the records): no hint for them.
+    try:
+        spout_vars = set(_MARKER.findall(stream_of(marked, None)))
+    except SquallError:  # the spout is not kinesis
+        spout_vars = set()
     command = exec_start(topology_file.resolve().name, name, unit_stream, app, retrieval)
     written = [code]
     files = {
@@ -336,8 +399,7 @@ def write_fleet(
             sort_keys=False,
             width=100,
         ),
-        "environment": "# KEY=VALUE lines for the unit (the topology's ${VARS}); bootstrap.sh adds AWS_REGION\n"
-        + stream_vars,
+        "environment": environment_file(text, name, stream_vars, skip=spout_vars),
     }
     for filename, text in files.items():
         path = out / filename

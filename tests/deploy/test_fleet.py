@@ -169,3 +169,64 @@ sinks:
     assert set(role["Parameters"]) == {"StreamName", "ApplicationName", "ArchiveStream"}
     r = cfn_lint(out / "instance-role.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_fleet_folder_says_what_the_read_only_topology_folder_would_refuse(
+    tmp_path: Path, monkeypatch
+):
+    """Found in the fleet walkthrough: `squall package examples/pistats/topology.yaml --handler
+    kcl` as the docs write it left `environment` empty and said nothing, while the example's
+    defaults (a SQLite warehouse and a dead-letter file under `out/`) write inside `topology/`,
+    read-only under the unit (ProtectSystem=strict): every shard process would stop at start,
+    restarted every 5 s, and the dead-letter path had no variable to move it with."""
+    for var in ("WAREHOUSE_URL", "STATE_URL", "REJECTS_FILE", "EVENTS_TABLE"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(PISTATS), PISTATS, out, stream="pistats-events")
+    env = (out / "environment").read_text()
+    for line in (
+        "# WAREHOUSE_URL=sqlite:///out/pistats.db\n",
+        "# STATE_URL=sqlite:///out/pistats.db\n",
+        "# REJECTS_FILE=out/rejects.jsonl\n",
+        "# EVENTS_TABLE=events\n",
+    ):
+        assert line in env
+    assert "/var/lib/squall/pistats" in env
+    warnings = fleet.read_only_writes(load(PISTATS))
+    assert [w.split(" writes inside topology/")[0] for w in warnings] == [
+        "resource 'warehouse' (out/pistats.db)",
+        "resource 'state' (out/pistats.db)",
+        "sink 'rejects' (out/rejects.jsonl)",
+    ]
+    assert all("point it under /var/lib/squall/pistats" in w for w in warnings)
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
+    monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
+    monkeypatch.setenv("REJECTS_FILE", "/var/lib/squall/pistats/rejects.jsonl")
+    assert fleet.read_only_writes(load(PISTATS)) == []
+
+
+def test_a_variable_the_unit_sets_is_not_repeated_as_a_hint(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("PISTATS_STREAM", raising=False)
+    topology = EXAMPLES / "pistats" / "kinesis_topology.yaml"
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(topology), topology, out)
+    env = (out / "environment").read_text()
+    assert "PISTATS_STREAM=pistats-events\n" in env and "# PISTATS_STREAM" not in env
+    assert "# EVENTS_TABLE=events\n" in env
+
+
+def test_squall_package_prints_the_read_only_warnings(tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    for var in ("WAREHOUSE_URL", "STATE_URL", "REJECTS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    args = ["package", str(PISTATS), "--handler", "kcl", "--stream", "pistats-events"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "kcl")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "  warning: sink 'rejects' (out/rejects.jsonl) writes inside topology/, read-only under "
+        "the unit: every shard process would stop at start; point it under "
+        "/var/lib/squall/pistats (a ${VAR} of the topology, set in environment)\n"
+    ) in result.output

@@ -76,7 +76,12 @@ def grants(statements: list[dict[str, Any]]) -> dict[str, set[str]]:
 
 def test_pistats_consumer_grants_its_logs_and_the_trigger_reads_only(tmp_path: Path):
     topology = PISTATS / "topology.yaml"
-    assert variables(topology.read_text()) == ["WAREHOUSE_URL", "STATE_URL", "EVENTS_TABLE"]
+    assert variables(topology.read_text()) == [
+        "WAREHOUSE_URL",
+        "STATE_URL",
+        "EVENTS_TABLE",
+        "REJECTS_FILE",
+    ]
     t = template_of(topology, "consumer", stream="pistats-events")
     cfn = checked(t, tmp_path)
     assert grants(policy(cfn)) == {
