@@ -148,6 +148,24 @@ def print_summary(
         )
     for r in report.failed_records[:10]:
         console.print(f"[red]failed:[/] {_plain(r)}")
+    if len(report.failed_records) > 10:
+        console.print(
+            f"… and {len(report.failed_records) - 10:,} more failed records in that batch"
+        )
+    if report.failed_records and report.error is None:
+        # The run stops at the batch whose records failed: say so, or "1 batches" reads as
+        # the whole input.
+        where = (
+            "the checkpoint stops before the first of them: the next run starts there"
+            if report.checkpointed
+            else f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
+            "from the start"
+        )
+        console.print(
+            "[red]stopped:[/] records failed with no dead letter to take them, so the run "
+            f"stopped after batch {report.batches:,} and read no further; {where}. A dead_letter "
+            "sink keeps bad records with their reasons and lets the run go on"
+        )
     if report.aborted:
         # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)
         by = "a second interrupt" if report.interrupted else "an interrupt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -131,6 +132,26 @@ def run_cli(args: list[str], **kw) -> subprocess.CompletedProcess:
         timeout=120,
         **kw,
     )
+
+
+def test_a_run_stopped_by_failed_records_says_it_read_no_further(tmp_path: Path):
+    """Found in the fleet walkthrough: `squall run producer.yaml --input events.jsonl.gz` (as the
+    producer's own comment says) printed "500 records, 1 batches" and the first failed records,
+    and exited 1: nothing said that 2,500 of the 3,000 events were never read."""
+    (tmp_path / "lines.jsonl").write_text('{"n": 1}\nnot json\n{"n": 3}\n{"n": 4}\n{"n": 5}\n')
+    (tmp_path / "t.yaml").write_text(
+        "name: stops\nspout: {type: file, path: lines.jsonl}\nsettings: {batch_size: 2}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    result = run_cli(["run", str(tmp_path / "t.yaml")], env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == EXIT_FAILED
+    assert (
+        "stopped: records failed with no dead letter to take them, so the run stopped after "
+        "batch 1 and read no further; the file spout keeps no checkpoint: the next run reads "
+        "its input from the start. A dead_letter sink keeps bad records with their reasons and "
+        "lets the run go on"
+    ) in result.stderr
 
 
 def test_stdin_input(tmp_path: Path):
