@@ -259,9 +259,9 @@ def package(
 
         for item in left_out(topo, Path(file).read_text(encoding="utf-8")):
             click.echo(f"  left out of topology/: {item.path} ({item.why})")
-        from squall.deploy.fleet import read_only_writes
+        from squall.deploy.fleet import fleet_warnings
 
-        for warning in read_only_writes(topo):
+        for warning in fleet_warnings(topo):
             click.echo(f"  warning: {warning}")
         return
 

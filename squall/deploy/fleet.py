@@ -17,6 +17,10 @@ writes a folder to copy to each instance (``/opt/squall/<name>``, e.g. with ``aw
 Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares its 2 MB/s and
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
+
+Size (~425 lines): the unit, the bootstrap script and the role are templates of literal text
+(about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
+(SQLite files, the read-only topology folder) read the same loaded topology.
 """
 
 from __future__ import annotations
@@ -82,33 +86,41 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
 
 
-def read_only_writes(topology: Topology) -> list[str]:
-    """Warnings for what the topology, with the variables of now, would write inside its own folder — which the
-    unit makes read-only (``ProtectSystem=strict``), so every shard process would stop at start:
-    the SQLite file of a relative ``sqlite:///`` URL, a relative path of a component that writes
-    local files (the dead-letter file)."""
-    found = []
+def fleet_warnings(topology: Topology) -> list[str]:
+    """What would go wrong on a fleet with the topology's values of now: a SQLite resource is a
+    file per instance (a shard's rows and state stay behind when its lease moves to another
+    worker); a relative path — a relative ``sqlite:///`` URL, a dead-letter file — is inside the
+    topology folder, which the unit makes read-only (``ProtectSystem=strict``): every shard
+    process would stop at start."""
+    folder = f"{VAR_LIB}/{_slug(topology.name)}"
+    read_only = (
+        "inside topology/, read-only under the unit: every shard process would stop at start; "
+        f"point it under {folder} (a ${{VAR}} of the topology, set in environment)"
+    )
+    out = []
     for name, res in topology.resources.items():
         scheme, _, database = res.url.partition(":///")
         database = database.split("?", 1)[0]
-        if scheme.split("+", 1)[0] == "sqlite" and _relative(database) and database != ":memory:":
-            found.append(f"resource '{name}' ({database})")
+        if scheme.split("+", 1)[0] != "sqlite" or database in ("", ":memory:"):
+            continue
+        out.append(
+            f"resource '{name}' is a SQLite file ({database}): each instance of the fleet keeps "
+            "its own, and a shard's rows and state stay behind on the instance its lease leaves; "
+            "use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one instance"
+        )
+        if _relative(database):
+            out.append(f"resource '{name}' ({database}) writes {read_only}")
     for kind, cfg, caps in registry.declared(topology, ("bolt", "sink")):
         if caps.writes_local_files:
-            found += [
-                f"{kind} '{cfg.id}' ({value})"
+            out += [
+                f"{kind} '{cfg.id}' ({value}) writes {read_only}"
                 for key in type(cfg).model_fields
                 if key not in ("id", "type")
                 and isinstance(value := getattr(cfg, key), str)
                 and _relative(value)
                 and ":" not in value
             ]
-    folder = f"{VAR_LIB}/{_slug(topology.name)}"
-    return [
-        f"{what} writes inside topology/, read-only under the unit: every shard process would "
-        f"stop at start; point it under {folder} (a ${{VAR}} of the topology, set in environment)"
-        for what in found
-    ]
+    return out
 
 
 def _relative(path: str) -> bool:

@@ -171,14 +171,16 @@ sinks:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_the_fleet_folder_says_what_the_read_only_topology_folder_would_refuse(
+def test_the_fleet_folder_says_what_a_fleet_cannot_keep_where_the_topology_puts_it(
     tmp_path: Path, monkeypatch
 ):
     """Found in the fleet walkthrough: `squall package examples/pistats/topology.yaml --handler
     kcl` as the docs write it left `environment` empty and said nothing, while the example's
     defaults (a SQLite warehouse and a dead-letter file under `out/`) write inside `topology/`,
     read-only under the unit (ProtectSystem=strict): every shard process would stop at start,
-    restarted every 5 s, and the dead-letter path had no variable to move it with."""
+    restarted every 5 s, and the dead-letter path had no variable to move it with. And a SQLite
+    warehouse and state are a file per instance: a shard's subscription state stays behind when
+    its lease moves to another worker."""
     for var in ("WAREHOUSE_URL", "STATE_URL", "REJECTS_FILE", "EVENTS_TABLE"):
         monkeypatch.delenv(var, raising=False)
     out = tmp_path / "kcl"
@@ -192,17 +194,34 @@ def test_the_fleet_folder_says_what_the_read_only_topology_folder_would_refuse(
     ):
         assert line in env
     assert "/var/lib/squall/pistats" in env
-    warnings = fleet.read_only_writes(load(PISTATS))
-    assert [w.split(" writes inside topology/")[0] for w in warnings] == [
-        "resource 'warehouse' (out/pistats.db)",
-        "resource 'state' (out/pistats.db)",
-        "sink 'rejects' (out/rejects.jsonl)",
+    warnings = fleet.fleet_warnings(load(PISTATS))
+    split = "each instance of the fleet keeps its own"
+    read_only = (
+        " writes inside topology/, read-only under the unit: every shard process would stop at "
+        "start; point it under /var/lib/squall/pistats (a ${VAR} of the topology, set in "
+        "environment)"
+    )
+    assert warnings == [
+        f"resource 'warehouse' is a SQLite file (out/pistats.db): {split}, and a shard's rows "
+        "and state stay behind on the instance its lease leaves; use PostgreSQL (state: "
+        "PostgreSQL or Redis), or a fleet of one instance",
+        "resource 'warehouse' (out/pistats.db)" + read_only,
+        f"resource 'state' is a SQLite file (out/pistats.db): {split}, and a shard's rows "
+        "and state stay behind on the instance its lease leaves; use PostgreSQL (state: "
+        "PostgreSQL or Redis), or a fleet of one instance",
+        "resource 'state' (out/pistats.db)" + read_only,
+        "sink 'rejects' (out/rejects.jsonl)" + read_only,
     ]
-    assert all("point it under /var/lib/squall/pistats" in w for w in warnings)
-    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
+    monkeypatch.setenv("WAREHOUSE_URL", "sqlite:////var/lib/squall/pistats/pistats.db")
     monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
+    assert [w for w in fleet.fleet_warnings(load(PISTATS)) if "rejects" not in w] == [
+        "resource 'warehouse' is a SQLite file (/var/lib/squall/pistats/pistats.db): "
+        f"{split}, and a shard's rows and state stay behind on the instance its lease leaves; "
+        "use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one instance"
+    ]
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
     monkeypatch.setenv("REJECTS_FILE", "/var/lib/squall/pistats/rejects.jsonl")
-    assert fleet.read_only_writes(load(PISTATS)) == []
+    assert fleet.fleet_warnings(load(PISTATS)) == []
 
 
 def test_a_variable_the_unit_sets_is_not_repeated_as_a_hint(tmp_path: Path, monkeypatch):
@@ -215,7 +234,7 @@ def test_a_variable_the_unit_sets_is_not_repeated_as_a_hint(tmp_path: Path, monk
     assert "# EVENTS_TABLE=events\n" in env
 
 
-def test_squall_package_prints_the_read_only_warnings(tmp_path: Path, monkeypatch):
+def test_squall_package_prints_the_fleet_warnings(tmp_path: Path, monkeypatch):
     from click.testing import CliRunner
 
     from squall.cli import main
