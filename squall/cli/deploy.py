@@ -180,6 +180,13 @@ from squall.cli import _load_or_exit, _metrics_port
     "reads/s of a shard shared by its consumers) or enhanced fan-out (a stream consumer of its own "
     "pushing a dedicated 2 MB/s per shard; billed per consumer-shard hour and per GB).",
 )
+@click.option(
+    "--metrics-port",
+    metavar="[ADDR:]PORT",
+    callback=_metrics_port,
+    help="kcl: the unit's `squall kcl` serves the Prometheus metrics of the host's shard "
+    "processes on this port (what `squall dashboards` reads); none without it.",
+)
 def package(
     file: str,
     handler: str,
@@ -207,6 +214,7 @@ def package(
     throttle_burst: int,
     stream: str | None,
     retrieval: str,
+    metrics_port: str | None,
 ) -> None:
     """Package a topology for production: a Lambda zip (+ SAM template) or an EC2 fleet folder."""
     import os
@@ -219,6 +227,11 @@ def package(
         raise click.UsageError(
             "--retrieval is how a consumer reads a Kinesis stream (--handler consumer or kcl); "
             "the producer reads none"
+        )
+    if metrics_port and handler != "kcl":
+        raise click.UsageError(
+            "--metrics-port is for a KCL fleet (--handler kcl); a Lambda function's metrics go "
+            "to CloudWatch (EMF)"
         )
     topo = _load_or_exit(file)
     extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
@@ -249,6 +262,7 @@ def package(
                 requirements_file=Path(requirements_file) if requirements_file else None,
                 with_packages=with_packages,
                 python=python_version,
+                metrics_port=metrics_port,
             )
         except SquallError as exc:
             click.echo(f"error: {exc}", err=True)

@@ -151,9 +151,15 @@ def environment_file(
 
 
 def exec_start(
-    topology_file: str, name: str, stream: str, application: str, retrieval: str
+    topology_file: str,
+    name: str,
+    stream: str,
+    application: str,
+    retrieval: str,
+    metrics_port: str | None = None,
 ) -> list[str]:
     """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file)."""
+    metrics = ["--metrics-port", metrics_port] if metrics_port else []
     return [
         f"{ROOT}/venv/bin/squall",
         "kcl",
@@ -170,6 +176,7 @@ def exec_start(
         f"retrievalMode={RETRIEVAL[retrieval]}",
         "--set",
         f"shutdownGraceMillis={SHUTDOWN_GRACE_MS}",
+        *metrics,
     ]
 
 
@@ -340,8 +347,10 @@ def write_fleet(
     requirements_file: Path | None = None,
     with_packages: tuple[str, ...] = (),
     python: str = "3.11",
+    metrics_port: str | None = None,
 ) -> list[Path]:
-    """Write the fleet folder; returns the files written (the topology folder as one entry)."""
+    """Write the fleet folder; returns the files written (the topology folder as one entry).
+    ``metrics_port``: the unit's ``squall kcl --metrics-port`` (Prometheus), none without it."""
     from squall import __version__
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.template import _MARKER, parameterised, variable_defaults
@@ -393,7 +402,9 @@ def write_fleet(
         spout_vars = set(_MARKER.findall(stream_of(marked, None)))
     except SquallError:  # the spout is not kinesis
         spout_vars = set()
-    command = exec_start(topology_file.resolve().name, name, unit_stream, app, retrieval)
+    command = exec_start(
+        topology_file.resolve().name, name, unit_stream, app, retrieval, metrics_port
+    )
     written = [code]
     files = {
         "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),

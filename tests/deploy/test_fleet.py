@@ -249,3 +249,26 @@ def test_squall_package_prints_the_fleet_warnings(tmp_path: Path, monkeypatch):
         "the unit: every shard process would stop at start; point it under "
         "/var/lib/squall/pistats (a ${VAR} of the topology, set in environment)\n"
     ) in result.output
+
+
+def test_the_unit_serves_the_prometheus_metrics_when_asked(tmp_path: Path):
+    """Found in the fleet walkthrough: the docs' fleet observability (`squall kcl --metrics-port`,
+    read by the rules and dashboard of `squall dashboards`) had no way into the packaged unit,
+    whose `squall kcl` served no metrics; the unit had to be edited by hand."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    args = ["package", str(PISTATS), "--handler", "kcl", "--stream", "pistats-events"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a"), "--metrics-port", "9108"])
+    assert result.exit_code == 0, result.output
+    argv = unit(tmp_path / "a" / "squall-pistats.service")["Service"]["ExecStart"].split()
+    assert argv[argv.index("--metrics-port") + 1] == "9108"
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "b")])
+    assert "--metrics-port" not in (tmp_path / "b" / "squall-pistats.service").read_text()
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "c"), "--metrics-port", "x"])
+    assert result.exit_code == 2 and "is not [ADDR:]PORT" in result.output
+    result = CliRunner().invoke(
+        main, ["package", str(PISTATS), "--handler", "consumer", "--metrics-port", "9108"]
+    )
+    assert result.exit_code == 2 and "--metrics-port is for a KCL fleet" in result.output
