@@ -154,8 +154,19 @@ def _java(text: str) -> str:
 
 
 def jars_dir(explicit: str | Path | None = None) -> Path:
-    """The KCL jars: an explicit directory, $SQUALL_KCL_JARS, or those installed with amazon_kclpy."""
-    candidates = [explicit, os.environ.get("SQUALL_KCL_JARS")]
+    """The KCL jars: an explicit directory, $SQUALL_KCL_JARS, or those installed with amazon_kclpy.
+    A directory named (the option, the variable) that holds no jar is an error, not passed over
+    for the installed ones: those may be another KCL version than the one asked for."""
+    for given, name in (
+        (explicit, "--jars"),
+        (os.environ.get("SQUALL_KCL_JARS"), "SQUALL_KCL_JARS"),
+    ):
+        if given:
+            if Path(given).is_dir() and any(Path(given).glob("*.jar")):
+                return Path(given)
+            what = "is not a directory" if not Path(given).is_dir() else "holds no .jar file"
+            raise SquallError(f"{name} {given}: {what} (the KCL jars)")
+    candidates = []
     try:
         import amazon_kclpy
 

@@ -275,6 +275,31 @@ def test_kcl_without_a_stream_for_a_spout_that_is_not_kinesis_says_so(tmp_path: 
     assert "the topology's spout is not kinesis: name the stream with --stream" in result.output
 
 
+@pytest.mark.parametrize("where", ["option", "environment"])
+@pytest.mark.parametrize("jars", ["missing", "empty"])
+def test_a_jars_directory_named_but_wrong_is_an_error_not_passed_over(
+    tmp_path: Path, where: str, jars: str
+):
+    """Found in the fleet walkthrough: `squall kcl --jars DIR` with a mistyped or empty DIR (or
+    SQUALL_KCL_JARS) started the daemon on amazon_kclpy's jars instead, silently — another KCL
+    version than the one named."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(KINESIS_SPOUT)
+    folder = tmp_path / "jars"
+    if jars == "empty":
+        folder.mkdir()
+    args, env = ["kcl", str(topology), "--print"], {"SQUALL_KCL_JARS": None}
+    if where == "option":
+        args += ["--jars", str(folder)]
+    else:
+        env["SQUALL_KCL_JARS"] = str(folder)
+    result = CliRunner().invoke(main, args, env=env)
+    name = "--jars" if where == "option" else "SQUALL_KCL_JARS"
+    what = "holds no .jar file" if jars == "empty" else "is not a directory"
+    assert result.exit_code == 2, result.output
+    assert f"error: {name} {folder}: {what} (the KCL jars)" in result.output
+
+
 def test_a_user_record_starting_with_the_kpl_magic_is_the_user_s_under_the_kcl(tmp_path: Path):
     """The daemon de-aggregates KPL records itself (the kinesis sink wraps a binary payload that
     starts with the magic bytes in an aggregate of one; the daemon hands the payload over at
