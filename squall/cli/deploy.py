@@ -544,6 +544,9 @@ def kcl(
                 click.echo(str(exc), err=True)
                 sys.exit(2)
         code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
+    except SquallError as exc:  # the daemon could not start (no java)
+        click.echo(f"error: {exc}", err=True)
+        code = 2
     finally:
         if not properties_out:  # the private directory goes with the worker
             shutil.rmtree(out.parent, ignore_errors=True)

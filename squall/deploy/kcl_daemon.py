@@ -213,9 +213,15 @@ def run_daemon(cmd: list[str], env: Mapping[str, str] | None = None) -> int:
     requested stop.
     """
     preexec = _die_with_parent if sys.platform.startswith("linux") else None
-    proc = subprocess.Popen(
-        cmd, env=None if env is None else dict(env), start_new_session=True, preexec_fn=preexec
-    )  # noqa: PLW1509 - one thread here: the CLI
+    try:
+        proc = subprocess.Popen(
+            cmd, env=None if env is None else dict(env), start_new_session=True, preexec_fn=preexec
+        )  # noqa: PLW1509 - one thread here: the CLI
+    except FileNotFoundError:
+        raise SquallError(
+            f"cannot start the KCL MultiLangDaemon: '{cmd[0]}' not found — it runs on Java 11+ "
+            "(e.g. apt-get install openjdk-17-jre-headless); put java on PATH"
+        ) from None
     stopping = False
 
     def forward(signum: int, frame: object) -> None:

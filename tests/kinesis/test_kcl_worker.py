@@ -300,6 +300,32 @@ def test_a_jars_directory_named_but_wrong_is_an_error_not_passed_over(
     assert f"error: {name} {folder}: {what} (the KCL jars)" in result.output
 
 
+def test_without_java_squall_kcl_says_so_in_one_line(tmp_path: Path):
+    """Found in the fleet walkthrough: `squall kcl` on a machine without Java ended in a
+    FileNotFoundError traceback from subprocess."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(KINESIS_SPOUT)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    result = run_cli_kcl(topology, env={**os.environ, "PATH": str(bin_dir)})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "error: cannot start the KCL MultiLangDaemon: 'java' not found — it runs on Java 11+ "
+        "(e.g. apt-get install openjdk-17-jre-headless); put java on PATH"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def run_cli_kcl(topology: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "squall.cli", "kcl", str(topology)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
 def test_a_user_record_starting_with_the_kpl_magic_is_the_user_s_under_the_kcl(tmp_path: Path):
     """The daemon de-aggregates KPL records itself (the kinesis sink wraps a binary payload that
     starts with the magic bytes in an aggregate of one; the daemon hands the payload over at
