@@ -784,7 +784,7 @@ class Engine:
                 p = pending[k][1]
                 kept = self._isolate_write(node, p, stream, ledger, fault)
                 pending[k] = (node, kept)
-                pending = [(n, q) for n, q in pending if q.events]
+                pending = self._hold_back_pending(pending, units, ledger)
             except _Refused as refused:
                 # The sink refused some events for good: dead-letter them, then commit the rest.
                 node = refused.node
@@ -793,7 +793,7 @@ class Engine:
                     node, pending[k][1].events, WriteResult(rejected=refused.events), ledger
                 )
                 pending[k] = (node, self._reprepare(node, rest, []))
-                pending = [(n, q) for n, q in pending if q.events]
+                pending = self._hold_back_pending(pending, units, ledger)
         for node, events, result in written:
             self._settle(node, events, result, ledger, dead=False)
         for node in states:
@@ -937,6 +937,16 @@ class Engine:
             self._dead_letter_now(again.rejected, ledger)
             again.rejected = []
         return again
+
+    def _hold_back_pending(
+        self, pending: list[tuple[Node, Prepared]], units: list[Event], ledger: _Ledger
+    ) -> list[tuple[Node, Prepared]]:
+        """The transaction's sinks still to write, after its isolation found a record that
+        fails (no dead letter to take it): its records and those after them are held back from
+        every sink of the transaction written again, as from a sink written after a failure."""
+        if ledger.failed and self.redelivers:
+            pending = [(n, self._hold_back(n, q, units, ledger)) for n, q in pending]
+        return [(n, q) for n, q in pending if q.events]
 
     def _mark_held(self, units: list[Event], codes: list[int]) -> None:
         """Every unit after a failed record of its lineage (``_unsettled``) that did not fail

@@ -1,0 +1,88 @@
+"""hF's review of held records (engine: ``Outcome.HELD``): what the first version missed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from squall.event import Failure, Record, RecordMeta
+from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
+from squall.testing import MemorySinkConfig, run_topology
+from squall.topology.outcomes import Outcome
+
+
+def records(spec: list[tuple[str, dict]]) -> list[Record]:
+    seq: dict[str, int] = {}
+    out = []
+    for shard, payload in spec:
+        seq[shard] = seq.get(shard, 0) + 1
+        out.append(Record(orjson.dumps(payload), RecordMeta("s", shard, str(seq[shard]), 0, "pk")))
+    return out
+
+
+class TxSink(Sink):
+    """Rows ``(sink, n)`` in table ``rows`` of resource ``db``: in the batch's transaction when the
+    engine gives one, else in a transaction of its own (the isolation's part writes). An event
+    whose payload names this sink in ``poison`` fails its write (a record fault); one naming it
+    in ``refuse`` is refused for good (``WriteResult.rejected``)."""
+
+    Config = MemorySinkConfig
+
+    def open(self, resources=None) -> None:
+        self.engine = resources.sql("db")
+        with self.engine.begin() as conn:
+            conn.execute(text("create table if not exists rows (sink text, n int)"))
+
+    def transaction_resource(self) -> str | None:
+        return "db"
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if any(ev.value.get("poison") == self.id for ev in prepared.events):
+            raise ValueError(f"{self.id} cannot take it")
+        refused = [ev for ev in prepared.events if ev.value.get("refuse") == self.id]
+        for ev in refused:
+            ev.failure = Failure(self.id, "refused")
+        if refused:
+            return WriteResult(rejected=refused)
+        rows = [{"s": self.id, "n": ev.value["n"]} for ev in prepared.events]
+        if ctx.connection is not None:
+            ctx.connection.execute(text("insert into rows values (:s, :n)"), rows)
+        else:
+            with self.engine.begin() as conn:
+                conn.execute(text("insert into rows values (:s, :n)"), rows)
+        return None
+
+
+def rows(db: Path, sink: str) -> list[int]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return sorted(n for (n,) in conn.execute("select n from rows where sink = ?", (sink,)))
+
+
+@pytest.mark.parametrize("fault", ["poison", "refuse"])
+def test_a_record_failed_in_the_transaction_holds_back_the_rest_of_its_shard(
+    tmp_path: Path, fault: str
+):
+    """The first sink of the batch's transaction fails record 1 alone, or refuses it (no
+    dead-letter sink: it fails). The second sink of the transaction was written with it and
+    record 2 after it all the same — the failure was known before the transaction ran again."""
+    db = tmp_path / "w.db"
+    text_ = f"""
+name: txhold
+resources: {{db: {{url: 'sqlite:///{db}'}}}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: one, type: '{__name__}:TxSink'}}
+  - {{id: two, type: '{__name__}:TxSink'}}
+"""
+    batch = records([("A", {"n": 0}), ("A", {"n": 1, fault: "one"}), ("A", {"n": 2})])
+    run = run_topology(text_, batch, batch_size=3)
+    [result] = run.results
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.FAILED, Outcome.HELD]
+    assert rows(db, "two") == [0]
