@@ -929,6 +929,9 @@ class Engine:
         kept = [ev for ev in p.events if ev.origin not in held]
         if len(kept) == len(p.events):
             return p
+        # Not the sink's to write this time: counted when they come again, as a failed batch's
+        # records are (else the sink's "in" exceeds its out, dead, filtered and failed for good).
+        self.stats[node.index].received -= len(p.events) - len(kept)
         if not kept:
             return Prepared([])
         again = self._prepare(node, kept)

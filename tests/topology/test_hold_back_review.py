@@ -86,3 +86,44 @@ sinks:
     [result] = run.results
     assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.FAILED, Outcome.HELD]
     assert rows(db, "two") == [0]
+
+
+def test_a_sink_counts_in_only_the_events_it_was_given_to_write():
+    """Events held back from a sink are not its records in: they count when they come again.
+    They were counted in and never out, dead-lettered, filtered or failed, so every stuck
+    delivery showed the sink losing them (``squall_records_total{component}``, the summary)."""
+    text_ = """
+name: hold-counts
+spout: {type: 'squall.testing:ListSpout'}
+bolts:
+  - {id: decode, type: json}
+  - {id: faulty, type: 'squall.testing:FaultyBolt'}
+sinks:
+  - {id: first, type: 'squall.testing:FaultySink'}
+  - {id: second, type: 'squall.testing:MemorySink'}
+"""
+    batch = records(
+        [
+            ("A", {"n": 0}),
+            ("B", {"n": 1}),
+            ("B", {"n": 2, "sink_fail": True}),  # the first sink writes B's rest, the second not
+            ("A", {"n": 3, "fail": "bad"}),  # no dead-letter sink: fails before the sinks
+            ("B", {"n": 4}),
+            ("A", {"n": 5}),
+        ]
+    )
+    run = run_topology(text_, batch, batch_size=len(batch))
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.COMMITTED,
+        Outcome.FAILED,
+        Outcome.FAILED,
+        Outcome.HELD,
+        Outcome.HELD,
+    ]
+    stats = {s.id: s for s in run.engine.stats}
+    first, second = stats["first"], stats["second"]
+    # first: 0, 1, 2 (failed in its write) and 4 (written with them); 3 and 5 held back
+    assert (first.received, first.emitted, first.failed) == (4, 3, 1)
+    # second: 0 and 1; 2 failed and 4 after it held back, 3 and 5 held back
+    assert (second.received, second.emitted, second.failed) == (2, 2, 0)
