@@ -657,7 +657,7 @@ class Engine:
             inside = [(node, self._hold_back(node, p, units, ledger)) for node, p in inside]
         saved = self._commit_transaction(inside, units, stream, ledger, holding)
         codes = self._codes(ledger)
-        if self.redelivers and _FAILED in codes:
+        if self.redelivers and ledger.failed:  # (_codes put every failed record in it)
             self._mark_held(units, codes)
         checkpoint = saved if saved is not None else self._checkpoint_from(units, codes)
         covered = self._covered(units, codes)
@@ -1272,14 +1272,17 @@ class Engine:
         for i in range(ledger.n):
             if failed and i in failed:
                 codes.append(_FAILED)
-            elif i in held:
-                codes.append(_HELD)
             elif dead[i]:
                 codes.append(_DEAD)
             elif committed[i]:
                 codes.append(_COMMITTED)
             elif dropped[i]:
                 codes.append(_FILTERED)
+            elif i in held:
+                # Held back from every sink: no outcome of its own, not lost. (Looked up last, so
+                # that a batch with a filtered record pays nothing per record for it; the held
+                # records that have an outcome are made held by ``_mark_held``.)
+                codes.append(_HELD)
             else:
                 # A bolt returned without emitting or dropping the event: never acknowledge it.
                 failed[i] = Failure("engine", "no outcome: a bolt lost the event")
