@@ -81,13 +81,16 @@ class ReplayReport(ExitStatus):
     def summary(self) -> list[str]:
         """The lines ``squall replay`` prints at the end."""
         c = self.counts
+        # held: re-driven after a failed dead letter of the same record (their one lineage),
+        # not written; they stay in the input, as the failed one does
+        held = f", held {c[Outcome.HELD]:,}" if c[Outcome.HELD] else ""
         lines = [
             f"read {self.read:,} dead letters: selected {sum(self.selected.values()):,}, "
             f"not matching the filters {self.not_selected:,}, duplicates {self.duplicates:,}, "
             f"unreplayable {len(self.unreplayable):,}, unreadable {len(self.unreadable):,}",
             f"replayed in {self.batches:,} batches: committed {c[Outcome.COMMITTED]:,}, "
             f"dead-lettered again {c[Outcome.DEAD_LETTERED]:,}, filtered {c[Outcome.FILTERED]:,}, "
-            f"failed {c[Outcome.FAILED]:,}; {self.seconds:.1f}s",
+            f"failed {c[Outcome.FAILED]:,}{held}; {self.seconds:.1f}s",
         ]
         lines += [f"unreplayable: {dl.where}: {dl.unreplayable}" for dl in self.unreplayable[:20]]
         lines += [f"unreadable: {u.where}: {u.why}" for u in self.unreadable[:20]]
