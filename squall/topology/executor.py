@@ -24,7 +24,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,100 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,560 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -632,8 +632,18 @@ class Engine:
                 default_dl.extend(emitted)
 
         prepared: list[tuple[Node, Prepared]] = []
+        # Records rejected with no dead-letter sink to take them fail (step 1): known now, so
+        # their events and those held after them are not prepared at all (``_hold_back`` would
+        # take them out and prepare the rest of every sink again).
+        early = (
+            self._held_before_sinks(units, default_dl, ledger)
+            if default_dl and self.redelivers and not self.plan.dead_letters
+            else None
+        )
         for node in self._data_sinks:
             events = inbox[node.index]
+            if early and events:
+                events = [ev for ev in events if ev.origin not in early]
             if not events:
                 continue
             stats = self.stats[node.index]
@@ -912,6 +922,20 @@ class Engine:
             p = self._call(node.id, self.stats[node.index], comp.prepare, rest, isolate=False)  # type: ignore[union-attr]
         p.rejected.extend(bad)
         return p
+
+    def _held_before_sinks(
+        self, units: list[Event], default_dl: list[Event], ledger: _Ledger
+    ) -> frozenset[int]:
+        """The units held by the records that will fail at step 1 (``default_dl`` with no
+        dead-letter sink): they and every later unit of their lineages. Kept in the ledger as
+        ``_hold_back`` computes it, for as many failed records."""
+        failed = {ev.origin for ev in default_dl}
+        codes = [_COMMITTED] * len(units)
+        for i in failed:
+            codes[i] = _FAILED
+        ledger.held = frozenset(compress(range(len(units)), self._unsettled(units, codes)))
+        ledger.held_for = len(failed)
+        return ledger.held
 
     def _hold_back(self, node: Node, p: Prepared, units: list[Event], ledger: _Ledger) -> Prepared:
         """``p`` without the events of the failed records and of those after a failed record of

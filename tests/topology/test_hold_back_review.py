@@ -149,3 +149,50 @@ def test_a_batch_without_failure_looks_no_record_up_among_the_held():
     ledger.held = Counted()
     codes = Engine._codes(ledger)
     assert codes.count(0) == 999 and Counted.lookups == 0
+
+
+class CountingSink(Sink):
+    """Keeps the payloads of each ``prepare`` call (``CountingSink.prepared[id]``)."""
+
+    Config = MemorySinkConfig
+    prepared: dict[str, list[list[int]]] = {}
+
+    def open(self, resources=None) -> None:
+        CountingSink.prepared[self.id] = []
+
+    def prepare(self, events: list) -> Prepared:
+        CountingSink.prepared[self.id].append([ev.value["n"] for ev in events])
+        return Prepared(events)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        return None
+
+
+def test_records_failing_before_the_sinks_hold_back_before_any_sink_prepares():
+    """A record rejected with no dead-letter sink fails at step 1, known before the sinks
+    prepare: every sink prepared the whole batch, then the events left after the hold again —
+    ~20 ms per sink for 9,000 warehouse rows on SQLite (10,000 events over 10 shards, the first
+    record of one failing). Each sink prepares once now, without the held events."""
+    text_ = f"""
+name: hold-prepare
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: faulty, type: 'squall.testing:FaultyBolt'}}
+sinks:
+  - {{id: one, type: '{__name__}:CountingSink'}}
+  - {{id: two, type: '{__name__}:CountingSink'}}
+"""
+    batch = records(
+        [("A", {"n": 0}), ("A", {"n": 1, "fail": "x"}), ("B", {"n": 2}), ("A", {"n": 3})]
+    )
+    run = run_topology(text_, batch, batch_size=len(batch))
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.FAILED,
+        Outcome.COMMITTED,
+        Outcome.HELD,
+    ]
+    assert CountingSink.prepared == {"one": [[0, 2]], "two": [[0, 2]]}
+    stats = {s.id: s for s in run.engine.stats}
+    assert (stats["one"].received, stats["one"].emitted) == (2, 2)
