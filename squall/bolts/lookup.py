@@ -6,14 +6,20 @@ rest from the source — each key once, in chunks (``IN (…)``, MGET, a pipelin
 bounded concurrent GETs). Events are changed only after every read of the batch succeeded: a
 dependency failure raises ``TransientError`` with every event untouched, and the engine retries
 the batch. A key whose own value makes the source fail (a text key against an integer column, a
-Redis key of the wrong type) fails only that key's events.
+Redis key of the wrong type) fails only that key's events; so does a key an HTTP endpoint keeps
+answering 5xx while it answers others (``_count_strikes``).
+
+Size (~480 lines): the configuration, the per-batch path through both caches and the source,
+and the strikes of unanswered keys are one flow, read together.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -54,6 +60,12 @@ Source = Annotated[
     SqlSourceConfig | RedisSourceConfig | HttpSourceConfig, Field(discriminator="type")
 ]
 _NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
+#: Attempts in a row an HTTP endpoint answering other keys may answer a key 5xx (or not in time)
+#: before that key's events fail: the batch is retried until then (``settings.retry``, 5 calls by
+#: default; with fewer, the batch fails and its redelivery counts on in the same process).
+UNANSWERED_ATTEMPTS = 3
+#: Keys whose strikes are remembered (least recently struck out first).
+MAX_STRUCK_KEYS = 10_000
 
 
 class CacheConfig(BaseModel):
@@ -182,6 +194,8 @@ class LookupBolt(Bolt):
         self.source: SqlSource | RedisSource | HttpSource | None = None
         self.shared: SharedCache | None = None
         self.use_clock(clock)
+        #: Keys an endpoint left unanswered while answering others → attempts in a row so.
+        self._strikes: OrderedDict[Key, int] = OrderedDict()
         self.stats = {"memory_hits": 0, "shared_hits": 0, "fetched": 0, "missing": 0, "failed": 0}
 
     def use_clock(self, clock: Callable[[], float]) -> None:
@@ -366,16 +380,63 @@ class LookupBolt(Bolt):
             todo = [k for k in todo if k not in shared_found and k not in shared_missing]
         if todo:
             assert self.source is not None, "open() was not called"
-            fetched = self.source.fetch(todo)
-            missing = [k for k in todo if k not in fetched.found and k not in fetched.failed]
+            if isinstance(self.source, HttpSource):
+                # a key the caches answered: asked when the endpoint may be down (a 5xx for
+                # every key asked), to tell an outage from keys it cannot answer
+                probes = list(islice(records, 1)) or list(islice(set(keys).difference(todo), 1))
+                fetched = self.source.fetch(todo, probes)
+            else:
+                fetched = self.source.fetch(todo)
+            unanswered = fetched.unanswered
+            missing = [
+                k
+                for k in todo
+                if k not in fetched.found and k not in fetched.failed and k not in unanswered
+            ]
             if self.shared is not None:
                 self.shared.put(fetched.found, missing)
             records.update(fetched.found)
             self._remember(fetched.found, missing)
             stats["fetched"] += len(todo)
             stats["missing"] += len(missing)
+            if self._strikes or unanswered:
+                self._count_strikes(todo, fetched)  # raises while a key has attempts left
             stats["failed"] += len(fetched.failed)
         return records, fetched.failed
+
+    def _count_strikes(self, asked: list[Key], fetched: Fetched) -> None:
+        """Each key the endpoint left unanswered (a 5xx, no answer in time) while it answered
+        others gets one more strike; a key answered loses its strikes. While a key has fewer
+        than ``UNANSWERED_ATTEMPTS`` strikes, the batch is retried (``TransientError``, events
+        untouched; what was answered is cached, so a retry asks little more than those keys);
+        at that many, the key's events fail with its reason (``fetched.failed``). A key that
+        reached them fails at its next 5xx without retries, until it is answered again."""
+        strikes = self._strikes
+        unanswered = fetched.unanswered
+        for key in asked:
+            if key not in unanswered:
+                strikes.pop(key, None)
+        retried: list[Key] = []
+        for key, no in unanswered.items():
+            n = strikes.pop(key, 0) + 1
+            strikes[key] = n
+            if n >= UNANSWERED_ATTEMPTS:
+                fetched.failed[key] = (
+                    f"{no.reason}, on {n} attempts in a row while it answered other keys"
+                )
+            else:
+                retried.append(key)
+        while len(strikes) > MAX_STRUCK_KEYS:
+            strikes.popitem(last=False)
+        if retried:
+            first = unanswered[retried[0]]
+            waits = [w for k in retried if (w := unanswered[k].retry_after) is not None]
+            raise TransientError(
+                f"{first.reason} ({len(retried)} of {len(asked)} key(s) asked) while it answered "
+                f"others: the batch is retried; a key so answered on {UNANSWERED_ATTEMPTS} "
+                "attempts in a row fails its events",
+                retry_after=max(waits) if waits else None,
+            )
 
     def _remember(self, found: dict[Key, Any], missing: Any) -> None:
         if self._found is not None and found:

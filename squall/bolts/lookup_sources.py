@@ -8,8 +8,8 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~780 lines): three sources behind one interface, kept together so the interface and its
-three implementations (SQL, Redis, HTTP; ~150 lines each) read side by side.
+Size (~890 lines): three sources behind one interface, kept together so the interface and its
+three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
 from __future__ import annotations
@@ -72,12 +72,24 @@ BATCH_KEY_STATUSES = frozenset({400, 413, 422})
 REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """A key an HTTP endpoint did not answer (a 5xx, no answer in time) while it answered others:
+    ``reason`` names the endpoint, the key (quoted) and the status; the bolt retries the batch
+    and, after repeated attempts, fails that key's events with it."""
+
+    reason: str
+    retry_after: float | None = None
+
+
 @dataclass
 class Fetched:
     """What a source answered for a batch of keys."""
 
     found: dict[Key, Any] = field(default_factory=dict)
     failed: dict[Key, str] = field(default_factory=dict)
+    #: HTTP only: keys answered 5xx (or not in time) by an endpoint that answers other keys.
+    unanswered: dict[Key, Unanswered] = field(default_factory=dict)
 
 
 class OptionError(ValueError):
@@ -173,8 +185,11 @@ def _canonical_form(column_type: Any) -> Callable[[str], str] | None:
 
 def every_key_failed(keys: list[Key], fetched: Fetched) -> None:
     """Raise ``TransientError`` when each of several keys failed: the source is broken (see
-    ``isolate``), and a mass dead letter would checkpoint past all of its traffic."""
-    if len(keys) > 1 and len(fetched.failed) == len(keys):
+    ``isolate``), and a mass dead letter would checkpoint past all of its traffic. Keys an
+    endpoint left unanswered count as failed beside refused ones (not alone: the endpoint that
+    answered for them is up)."""
+    failed = len(fetched.failed)
+    if len(keys) > 1 and failed and failed + len(fetched.unanswered) == len(keys):
         raise TransientError(
             f"the lookup fails for every key ({len(keys)} keys): "
             f"{next(iter(fetched.failed.values()))}"
@@ -478,7 +493,9 @@ class HttpSourceConfig(BaseModel):
     batch_size: int = Field(100, ge=1, description="Keys per batch POST.")
     concurrency: int = Field(8, ge=1, le=256, description="GETs in flight at once (per-key mode).")
     timeout: float = Field(
-        5.0, gt=0, description="Seconds per request; a timeout is a transient error."
+        5.0,
+        gt=0,
+        description="Seconds per request; no answer in time counts as a 5xx (docs/lookup.md).",
     )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -524,9 +541,23 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+class _NoAnswer(Exception):
+    """A request the endpoint answered 5xx, or did not answer in time: the key's, or an outage —
+    ``HttpSource`` decides which (``_up``)."""
+
+    def __init__(self, shown: str, what: str, retry_after: float | None = None):
+        super().__init__(f"lookup endpoint {shown}: {what}")
+        self.shown, self.what, self.retry_after = shown, what, retry_after
+
+    def outage(self) -> TransientError:
+        return TransientError(str(self), retry_after=self.retry_after)
+
+
 class HttpSource:
-    """httpx, one client per process; 404 is missing, 429/5xx/timeouts are transient, 401/405/407
-    (and 403 for each of several keys) a misconfiguration, other 4xx the key's."""
+    """httpx, one client per process; 404 is missing, 429/timeouts/connection errors are
+    transient, 401/405/407 (and 403 for each of several keys) a misconfiguration, other 4xx the
+    key's. A 5xx (or an answer not in time) for some keys while the endpoint answers others is
+    reported as ``Fetched.unanswered``; for every key asked, it is an outage (transient)."""
 
     def __init__(self, config: HttpSourceConfig):
         import httpx
@@ -546,49 +577,104 @@ class HttpSource:
         # (`?id={key}`) an empty or dot key is a value like any other.
         url = config.url or ""
         self._key_in_path = "{key}" in url.split("?", 1)[0].split("#", 1)[0]
+        #: The endpoint in messages: the per-key URL keeps its `{key}` placeholder (a key in the
+        #: path is a record's value: quoted and masked where a message names it, never raw).
+        self.shown = shown_url(config.batch_url or url)
+        #: The last key the endpoint answered (a record, or 404): asked again to tell an outage
+        #: from a key the endpoint cannot answer when every key of a fetch got a 5xx.
+        self._good: Key | None = None
 
     def text(self, key: Key) -> str:
         return self.config.separator.join(key)
 
-    def fetch(self, keys: list[Key]) -> Fetched:
+    def fetch(self, keys: list[Key], probes: Iterable[Key] = ()) -> Fetched:
+        """``probes``: keys of the batch the caches answered, asked when no key of this fetch
+        was answered and the endpoint may be down (see ``_up``)."""
         fetched = Fetched()
         if self.config.batch_url:
             size = self.config.batch_size
+            state = _Probe(probes)
             for i in range(0, len(keys), size):
-                isolate(keys[i : i + size], self._batch, fetched)
+                isolate(keys[i : i + size], lambda part: self._ask(part, fetched, state), fetched)
             return fetched
         forbidden = 0
+        answered = False
+        unanswered: dict[Key, _NoAnswer] = {}
         for key, (kind, value) in zip(keys, self._pool.map(self._one, keys), strict=True):
+            if kind == "unanswered":
+                unanswered[key] = value
+                continue
+            answered = True
             if kind == "found":
                 fetched.found[key] = value
+                self._good = key
+            elif kind == "missing":
+                self._good = key
             elif kind == "failed":
                 fetched.failed[key] = value
             elif kind == "forbidden":
                 fetched.failed[key] = value
                 forbidden += 1
+        if unanswered:
+            first = next(iter(unanswered.values()))
+            if not answered and not self._up(_Probe(probes), unanswered):
+                raise first.outage()
+            for key, no in unanswered.items():
+                fetched.unanswered[key] = self._unanswered(key, no)
         # Not one of several keys allowed: the credentials' refusal. A key asked alone is often
         # the only miss of a warm cache (another tenant's record among cached ones): its 403 is
         # its own, as ``every_key_failed`` counts one failed key as the key's, not the source's.
         if len(keys) > 1 and forbidden == len(keys):
-            raise _refused(self.config.url or "", FORBIDDEN, every_key=len(keys))
+            raise _refused(self.shown, FORBIDDEN, every_key=len(keys))
         every_key_failed(keys, fetched)  # every key refused: the endpoint, not the keys
         return fetched
+
+    def _unanswered(self, key: Key, no: _NoAnswer) -> Unanswered:
+        return Unanswered(
+            f"lookup endpoint {no.shown} answered {no.what} for key {quoted(self.text(key))}",
+            no.retry_after,
+        )
+
+    def _up(self, probe: _Probe, asked: Iterable[Key]) -> bool | None:
+        """Whether the endpoint answers now: it answered another request of this fetch, or the
+        probe — the last key it answered (else a key of the batch the caches answered) — asked
+        again. None: no such key to ask (a cold process, a batch of these keys alone)."""
+        if probe.up is None:
+            skip = set(asked)
+            key = next((k for k in (self._good, *probe.keys) if k and k not in skip), None)
+            if key is None:
+                return None
+            if self.config.batch_url:
+                try:
+                    self._batch([key])
+                    probe.up = True
+                except KeyProblem:  # refused, but answered
+                    probe.up = True
+                except _NoAnswer:
+                    probe.up = False
+            else:
+                probe.up = self._one(key)[0] != "unanswered"
+        return probe.up
 
     def _request(self, method: str, url: str, **kwargs: Any):
         try:
             response = self.client.request(method, url, **kwargs)
-        except self.httpx.RequestError as exc:  # connect, timeouts, protocol, a body not decoded
+        except self.httpx.ReadTimeout as exc:  # sent, not answered in time: as a 5xx
+            raise _NoAnswer(self.shown, f"no answer in {self.config.timeout:g} s") from exc
+        except self.httpx.RequestError as exc:  # connect, protocol, a body not decoded
             raise TransientError(
-                f"lookup endpoint {shown_url(url)}: {type(exc).__name__}: {exc}"
+                f"lookup endpoint {self.shown}: {type(exc).__name__}: {exc}"
             ) from exc
         status = response.status_code
         if status in CONFIG_STATUSES:  # no key causes these: the source's configuration is wrong
-            raise _refused(url, status)
-        if status == 429 or status >= 500:
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            raise _refused(self.shown, status)
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        if status == 429:  # the endpoint's quota: every key's, never one key's
             raise TransientError(
-                f"lookup endpoint {shown_url(url)}: HTTP {status}", retry_after=retry_after
+                f"lookup endpoint {self.shown}: HTTP {status}", retry_after=retry_after
             )
+        if status >= 500:
+            raise _NoAnswer(self.shown, f"HTTP {status}", retry_after)
         return response
 
     def _one(self, key: Key) -> tuple[str, Any]:
@@ -598,7 +684,10 @@ class HttpSource:
             # every kiosk), and httpx resolves `/kiosks/..` to `/` — taken for this key's record.
             return "missing", None
         url = self.config.url.replace("{key}", quote(text, safe=""))  # set: no batch_url
-        response = self._request("GET", url)
+        try:
+            response = self._request("GET", url)
+        except _NoAnswer as no:
+            return "unanswered", no
         if response.status_code == 404:
             return "missing", None
         if response.status_code == FORBIDDEN:
@@ -616,6 +705,57 @@ class HttpSource:
                 f"lookup endpoint answered invalid JSON for key {quoted(self.text(key))}: {exc}",
             )
         return ("missing", None) if value is None else ("found", value)
+
+    def _ask(self, keys: list[Key], fetched: Fetched, probe: _Probe) -> dict[Key, Any]:
+        """``_posted`` for ``isolate``: a POST no answer of the fetch explains is an outage."""
+        try:
+            return self._posted(keys, fetched, probe)
+        except _NoAnswer as no:
+            raise no.outage() from no
+
+    def _posted(self, keys: list[Key], fetched: Fetched, probe: _Probe) -> dict[Key, Any]:
+        """A POST answered 5xx (or not in time) by an endpoint that answers is split in halves to
+        find the keys it cannot answer (``Fetched.unanswered``); by an endpoint that answers
+        nothing (nor the probe), an outage after two requests, not one per half. With no key to
+        probe with, the halves of the first POST are the probe: neither answered, an outage
+        (three requests). Raises ``_NoAnswer`` when it cannot tell."""
+        try:
+            found = self._batch(keys)
+        except KeyProblem:
+            probe.up = True
+            raise
+        except _NoAnswer as no:
+            up = self._up(probe, keys)
+            if up is False:
+                raise no.outage() from no
+            mid = len(keys) // 2
+            if up is None:
+                if len(keys) == 1 or probe.split:
+                    raise
+                probe.split = True
+                found, unknown = {}, []
+                for half in (keys[:mid], keys[mid:]):
+                    try:
+                        found.update(self._posted(half, fetched, probe))
+                    except _NoAnswer:
+                        unknown.append(half)
+                if probe.up is not True:  # neither half answered
+                    raise
+                for half in unknown:  # asked again, now that the endpoint is known to answer
+                    found.update(self._posted(half, fetched, probe))
+                return found
+            if len(keys) == 1:
+                fetched.unanswered[keys[0]] = self._unanswered(keys[0], no)
+                return {}
+            return {
+                **self._posted(keys[:mid], fetched, probe),
+                **self._posted(keys[mid:], fetched, probe),
+            }
+        probe.up = True
+        for key in found:
+            self._good = key
+            break
+        return found
 
     def _batch(self, keys: list[Key]) -> dict[Key, Any]:
         url = self.config.batch_url or ""
@@ -637,20 +777,20 @@ class HttpSource:
                 raise KeyProblem(
                     f"lookup endpoint answered HTTP 403 for key {quoted(text)}", certain=True
                 )
-            raise _refused(url, status)  # several keys refused at once: the credentials'
+            raise _refused(self.shown, status)  # several keys refused at once: the credentials'
         if status in BATCH_KEY_STATUSES:  # maybe one key the endpoint refuses: split
-            raise KeyProblem(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
+            raise KeyProblem(f"lookup endpoint {self.shown} answered HTTP {status}")
         if status != 200:  # a 404 or a redirect of the batch URL: the endpoint, whatever the keys
-            raise TransientError(f"lookup endpoint {shown_url(url)} answered HTTP {status}")
+            raise TransientError(f"lookup endpoint {self.shown} answered HTTP {status}")
         try:
             answer = exact_json.loads(response.content)
         except ValueError as exc:
             raise TransientError(
-                f"lookup endpoint {shown_url(url)} answered invalid JSON: {exc}"
+                f"lookup endpoint {self.shown} answered invalid JSON: {exc}"
             ) from exc
         if not isinstance(answer, dict):
             raise TransientError(
-                f"lookup endpoint {shown_url(url)} answered a {type(answer).__name__}, "
+                f"lookup endpoint {self.shown} answered a {type(answer).__name__}, "
                 f"not an object of key → record"
             )
         return {
@@ -660,6 +800,17 @@ class HttpSource:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
+
+
+class _Probe:
+    """Whether the endpoint was seen answering during one fetch (None: not yet known), and the
+    batch's cached keys it may be asked for."""
+
+    def __init__(self, keys: Iterable[Key]):
+        self.keys = tuple(keys)
+        self.up: bool | None = None
+        #: The halves of a POST were asked as the probe (no key to probe with).
+        self.split = False
 
 
 _STATUS_NAMES = {
