@@ -6,7 +6,9 @@ of XML-legal characters. FIFO queues need a message group id and a deduplication
 characters of letters, digits and punctuation): the group comes from a payload path, the
 deduplication id from the event id, so a replay within SQS's 5-minute deduplication interval adds
 nothing. Standard queues have no deduplication: every message carries the event id as the
-``event_id`` message attribute for consumers to deduplicate on.
+``event_id`` message attribute for consumers to deduplicate on. On a standard queue a message
+group id makes a fair queue (SQS developer guide, "Using the message group ID": each group's
+share of the consumers is kept even), never an ordered one: it is sent, and the start says so.
 
 FIFO order when a call fails in part: SQS enqueues a call's messages in the order sent and
 answers per message, so a message it did not take may sit before later messages of its group
@@ -16,7 +18,7 @@ again after it, in order, or fail with it (the source delivers them again, in or
 not taken while SQS took a later one of its group in the same call cannot be put back in order
 and is refused (the dead letter) rather than sent after it.
 
-Size (~455 lines): one sink — the message building (body, attributes, FIFO ids) and the
+Size (~475 lines): one sink — the message building (body, attributes, FIFO ids) and the
 SendMessageBatch loop that keeps FIFO order through partial failures are read together.
 """
 
@@ -95,8 +97,9 @@ class SqsSinkConfig(ComponentConfig):
     )
     message_group: paths.DottedPath | None = Field(
         None,
-        description="FIFO queues: dotted path of the message group id (`kiosk_id`); "
-        "messages of one group are delivered in order.",
+        description="Dotted path of the message group id (`kiosk_id`). FIFO queues (required): "
+        "messages of one group are delivered in order. Standard queues: the fair-queue group "
+        "(a tenant), no order; an event without one is sent without it.",
     )
     deduplication_id: paths.DottedPath = Field(
         "meta.event_id",
@@ -180,9 +183,9 @@ class SqsSink(Sink):
         reads: list[tuple[tuple[str | int, ...], str]] = [
             (("attributes", name), path) for name, path in config.attributes.items()
         ]
+        if config.message_group:
+            reads.append((("message_group",), config.message_group))
         if config.queue.endswith(".fifo"):
-            if config.message_group:
-                reads.append((("message_group",), config.message_group))
             reads.append((("deduplication_id",), config.deduplication_id))
         return reads
 
@@ -214,6 +217,17 @@ class SqsSink(Sink):
             self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
             self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
+        if cfg.message_group and not self.fifo:
+            # SQS takes a group id on a standard queue (a fair queue) but keeps no order in it:
+            # a user expecting FIFO order is told, not left to find out from the consumers.
+            log.warning(
+                "%s: queue '%s' is a standard queue: message_group '%s' makes it a fair queue "
+                "(each group's share of the consumers kept even), messages of a group are NOT "
+                "delivered in order: for per-group order use a .fifo queue",
+                self.id,
+                cfg.queue,
+                cfg.message_group,
+            )
 
     def prepare(self, events: list[Event]) -> Prepared:
         """Build each message and check it against the SQS limits; reject what SQS would refuse."""
@@ -292,8 +306,16 @@ class SqsSink(Sink):
                 raise ValueError(problem)
             entry["MessageGroupId"] = group
             entry["MessageDeduplicationId"] = dedup
-        elif cfg.delay_seconds:
-            entry["DelaySeconds"] = cfg.delay_seconds
+        else:
+            if self._group is not None:  # a fair queue's group: optional per message
+                value = self._group(ev)
+                if value is not paths.MISSING and value is not None:
+                    group, problem = _id_problem(f"message group '{cfg.message_group}'", value)
+                    if problem:
+                        raise ValueError(problem)
+                    entry["MessageGroupId"] = group
+            if cfg.delay_seconds:
+                entry["DelaySeconds"] = cfg.delay_seconds
         return Item([ev], entry, size)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:

@@ -75,6 +75,12 @@ MISSPELT = {
             ("sinks[0].deduplication_id", "user_idd", "user_id"),
         ],
     ),
+    # a standard queue sends the group (a fair queue's) but no deduplication id
+    "sqs-standard": (
+        "  - {id: out, type: sqs, queue: orders, message_group: kiosk.idd, "
+        "deduplication_id: user_idd}\n",
+        [("sinks[0].message_group", "kiosk.idd", "kiosk.id")],
+    ),
     "kinesis": (
         "  - id: out\n"
         "    type: kinesis\n"
@@ -131,8 +137,8 @@ SPELT = {
     "columns: {user: user_id, kiosk: {path: kiosk.id, type: string}, at: meta.arrival_time}}\n",
     "sqs-fifo": "  - {id: out, type: sqs, queue: orders.fifo, message_group: kiosk.id, "
     "attributes: {user: user_id}}\n",  # deduplication_id: meta.event_id by default
-    # a standard queue reads neither the group nor the deduplication id
-    "sqs-standard": "  - {id: out, type: sqs, queue: orders, message_group: kiosk.idd, "
+    # a standard queue reads no deduplication id
+    "sqs-standard": "  - {id: out, type: sqs, queue: orders, message_group: kiosk.id, "
     "deduplication_id: user_idd}\n",
     "kinesis": "  - {id: out, type: kinesis, stream: out, partition_key: meta.partition_key, "
     "explicit_hash_key: ts}\n",
