@@ -244,12 +244,15 @@ class LocalRunner:
     def _release(self, engine: Engine, release: Callable[[], dict], report: RunReport) -> bool:
         """Make what the sinks hold durable (``Engine.release``, or ``tick`` when due) and tell the
         spout the checkpoint that moved with it. False when a sink or the store stayed down."""
+        started = time.perf_counter()
         try:
             positions = release()
         except BatchFailed as exc:
             report.error = exc
             log.error("%s", exc)
             return False
+        if positions:  # counted as a batch's checkpoint is (squall_checkpoints_total)
+            self.recorder.released(engine, positions, time.perf_counter() - started)
         return not positions or self._commit_spout(engine, positions, report)
 
     def _batch(self, engine: Engine, batch: list, report: RunReport) -> bool:

@@ -69,10 +69,13 @@ class EmfBackend:
         top = self._metrics(Topology=topology)
         per_component: dict[str, EphemeralMetrics] = {}
         for s in samples:
-            top.add_metric(name=cloudwatch_name("batches", s.status), unit="Count", value=1)
-            top.add_metric(
-                name=cloudwatch_name("batch_seconds"), unit="Milliseconds", value=s.seconds * 1000
-            )
+            if not s.release:  # a release between batches is not a batch
+                top.add_metric(name=cloudwatch_name("batches", s.status), unit="Count", value=1)
+                top.add_metric(
+                    name=cloudwatch_name("batch_seconds"),
+                    unit="Milliseconds",
+                    value=s.seconds * 1000,
+                )
             for outcome, n in s.outcomes.items():
                 top.add_metric(name=cloudwatch_name("outcomes", outcome), unit="Count", value=n)
             if s.checkpoint_retries:

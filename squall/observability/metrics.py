@@ -11,7 +11,7 @@ backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here r
 dimensions ``Topology`` and ``Component`` — never the shard or the record). Only
 ``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own.
 
-Size (~480 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
+Size (~530 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "Count",
         "counter",
         ("topology",),
-        "Batches after which a checkpoint moved.",
+        "Batches after which a checkpoint moved, and releases of rolling sinks between batches "
+        "(the source idle) or at the end of a run that moved it.",
     ),
     MetricSpec(
         "batch_seconds",
@@ -230,6 +231,10 @@ class BatchSample:
     #: Checkpoint saves retried since the last sample (the engine's, after the sinks; when the
     #: checkpoint is written in the sinks' transaction, a retry counts for the transaction's sink).
     checkpoint_retries: int = 0
+    #: Not a batch: rolling sinks releasing what they held outside one (the source idle, the run
+    #: ending), which moved the checkpoint (``Recorder.released``). Backends count its
+    #: checkpoint and its components' rows, retries and time — not a batch, nor its duration.
+    release: bool = False
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the one structured log line per batch/invocation."""
@@ -421,11 +426,39 @@ class Recorder:
                     "component": first.component,
                     "reason": redact_text(first.reason),
                 }
+        self._finish(engine, sample)
+        self.last = sample
+        self._send(sample)
+        return sample
+
+    def released(self, engine: Any, positions: dict[str, Any], seconds: float) -> BatchSample:
+        """Record a release of what rolling sinks held done outside a batch (``Engine.tick`` on
+        an idle source, ``Engine.release`` at the end of a run): the checkpoint it saved counts
+        in ``squall_checkpoints_total`` as a batch's does, and the sinks' rows, retries and time
+        and the checkpoint's retries count now, not with the next batch (hours later on an
+        idle stream). Not a batch: ``squall_batches_total`` and the batch duration leave it out."""
+        sample = BatchSample(
+            self.topology,
+            self.batches,
+            0,
+            seconds,
+            "ok",
+            checkpointed=bool(positions),
+            rss_bytes=rss_bytes(),
+            release=True,
+        )
+        self._finish(engine, sample)
+        self._send(sample)
+        return sample
+
+    def _finish(self, engine: Any, sample: BatchSample) -> None:
+        """The components' and the checkpoint's counts since the last sample."""
         sample.components = self._deltas(engine)
         retries = engine.checkpoint_stats.retries
         sample.checkpoint_retries = retries - self._checkpoint_retries
         self._checkpoint_retries = retries
-        self.last = sample
+
+    def _send(self, sample: BatchSample) -> None:
         with log_context(topology=self.topology, batch_id=sample.batch_id):
             for backend in self.backends:
                 try:
@@ -437,7 +470,6 @@ class Recorder:
                             "metrics backend %s failed; the batch is unaffected",
                             type(backend).__name__,
                         )
-        return sample
 
     def _iterator_age(self, records: Sequence[Any]) -> dict[str, float]:
         now = self.clock()

@@ -28,6 +28,7 @@ _INSTRUMENTS = (
     ("batches", "batches", "counter", "{batch}"),
     ("retries", "retries", "counter", "{retry}"),
     ("checkpoint_retries", "checkpoint_retries", "counter", "{retry}"),
+    ("checkpoints", "checkpoints", "counter", "{checkpoint}"),
     ("batch_seconds", "batch_seconds", "histogram", "s"),
     ("component_seconds", "component_seconds", "histogram", "s"),
     ("lag", "millis_behind", "gauge", "ms"),
@@ -52,8 +53,11 @@ class OtelBackend:
 
     def record(self, s: BatchSample) -> None:
         t = {"topology": s.topology}
-        self.batches.add(1, {**t, "status": s.status})
-        self.batch_seconds.record(s.seconds, t)
+        if not s.release:  # a release between batches is not a batch (nor a batch's span)
+            self.batches.add(1, {**t, "status": s.status})
+            self.batch_seconds.record(s.seconds, t)
+        if s.checkpointed:
+            self.checkpoints.add(1, t)
         if s.checkpoint_retries:
             self.checkpoint_retries.add(s.checkpoint_retries, t)
         for outcome, n in s.outcomes.items():
@@ -70,7 +74,8 @@ class OtelBackend:
         self.record_lag(s.topology, s.millis_behind)
         if s.iterator_age_ms:
             self.age.set(max(s.iterator_age_ms.values()), t)
-        self._spans(s)
+        if not s.release:
+            self._spans(s)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
         """``millis_behind`` is every shard being read: one no longer in it (read to its end, the

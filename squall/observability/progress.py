@@ -32,6 +32,9 @@ class Totals:
         self.error: str | None = None
 
     def record(self, s: BatchSample) -> None:
+        if s.release:  # not a batch: only the rows its sinks wrote
+            self._rows(s)
+            return
         self.batches += 1
         self.last_batch_end = self.clock()
         if (
@@ -46,17 +49,20 @@ class Totals:
         self.records += sum(s.outcomes.values())
         for k, n in s.outcomes.items():
             self.outcomes[k] = self.outcomes.get(k, 0) + n
-        for c in s.components:
-            if c.written is not None:
-                self.written[c.id] = self.written.get(c.id, 0) + c.written
-            if c.present is not None:
-                self.present[c.id] = self.present.get(c.id, 0) + c.present
+        self._rows(s)
         if s.millis_behind:  # every shard being read: a shard read to its end is no longer behind
             self.millis_behind = dict(s.millis_behind)
         if s.iterator_age_ms:  # the last batch's: per shard it saw (an SQS message is a shard)
             self.iterator_age_ms = dict(s.iterator_age_ms)
         if s.first_failed and self.first_failed is None:
             self.first_failed = s.first_failed
+
+    def _rows(self, s: BatchSample) -> None:
+        for c in s.components:
+            if c.written is not None:
+                self.written[c.id] = self.written.get(c.id, 0) + c.written
+            if c.present is not None:
+                self.present[c.id] = self.present.get(c.id, 0) + c.present
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
         if millis_behind:

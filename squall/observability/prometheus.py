@@ -95,8 +95,9 @@ class PrometheusBackend:
 
     def record(self, s: BatchSample) -> None:
         t = s.topology
-        self._child(self.batches, t, s.status).inc()
-        self._child(self.batch_seconds, t).observe(s.seconds)
+        if not s.release:  # a release between batches is not a batch
+            self._child(self.batches, t, s.status).inc()
+            self._child(self.batch_seconds, t).observe(s.seconds)
         if s.checkpointed:
             self._child(self.checkpoints, t).inc()
         if s.checkpoint_retries:
