@@ -548,6 +548,8 @@ class _NoAnswer(Exception):
     def __init__(self, shown: str, what: str, retry_after: float | None = None):
         super().__init__(f"lookup endpoint {shown}: {what}")
         self.shown, self.what, self.retry_after = shown, what, retry_after
+        #: What the endpoint did, in a key's reason: "answered HTTP 500", "gave no answer in 5 s".
+        self.answered = f"answered {what}" if what.startswith("HTTP") else f"gave {what}"
 
     def outage(self) -> TransientError:
         return TransientError(str(self), retry_after=self.retry_after)
@@ -631,7 +633,7 @@ class HttpSource:
 
     def _unanswered(self, key: Key, no: _NoAnswer) -> Unanswered:
         return Unanswered(
-            f"lookup endpoint {no.shown} answered {no.what} for key {quoted(self.text(key))}",
+            f"lookup endpoint {no.shown} {no.answered} for key {quoted(self.text(key))}",
             no.retry_after,
         )
 
