@@ -7,7 +7,7 @@ bounded concurrent GETs). Events are changed only after every read of the batch 
 dependency failure raises ``TransientError`` with every event untouched, and the engine retries
 the batch. A key whose own value makes the source fail (a text key against an integer column, a
 Redis key of the wrong type) fails only that key's events; so does a key an HTTP endpoint keeps
-answering 5xx while it answers others (``_count_strikes``).
+answering 500 while it answers others (``_count_strikes``).
 
 Size (~480 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
@@ -60,7 +60,7 @@ Source = Annotated[
     SqlSourceConfig | RedisSourceConfig | HttpSourceConfig, Field(discriminator="type")
 ]
 _NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
-#: Attempts in a row an HTTP endpoint answering other keys may answer a key 5xx (or not in time)
+#: Attempts in a row an HTTP endpoint answering other keys may answer a key 500 (not 502-504)
 #: before that key's events fail: the batch is retried until then (``settings.retry``, 5 calls by
 #: default; with fewer, the batch fails and its redelivery counts on in the same process).
 UNANSWERED_ATTEMPTS = 3
@@ -381,7 +381,7 @@ class LookupBolt(Bolt):
         if todo:
             assert self.source is not None, "open() was not called"
             if isinstance(self.source, HttpSource):
-                # a key the caches answered: asked when the endpoint may be down (a 5xx for
+                # a key the caches answered: asked when the endpoint may be down (a 500 for
                 # every key asked), to tell an outage from keys it cannot answer
                 probes = list(islice(records, 1)) or list(islice(set(keys).difference(todo), 1))
                 fetched = self.source.fetch(todo, probes)
@@ -405,12 +405,12 @@ class LookupBolt(Bolt):
         return records, fetched.failed
 
     def _count_strikes(self, asked: list[Key], fetched: Fetched) -> None:
-        """Each key the endpoint left unanswered (a 5xx, no answer in time) while it answered
+        """Each key the endpoint answered 500 (another 5xx but 502-504) while it answered
         others gets one more strike; a key answered loses its strikes. While a key has fewer
         than ``UNANSWERED_ATTEMPTS`` strikes, the batch is retried (``TransientError``, events
         untouched; what was answered is cached, so a retry asks little more than those keys);
         at that many, the key's events fail with its reason (``fetched.failed``). A key that
-        reached them fails at its next 5xx without retries, until it is answered again."""
+        reached them fails at its next 500 without retries, until it is answered again."""
         strikes = self._strikes
         unanswered = fetched.unanswered
         for key in asked:

@@ -55,6 +55,10 @@ REDIS_CHUNK = 1000
 #: integer column). Not "operator does not exist" (42883) nor "datatype mismatch" (42804): keys
 #: are sent as untyped literals, so those are the key column's type (json, point), every key's.
 KEY_SQLSTATE_CLASSES = ("22",)
+#: HTTP statuses about the endpoint's availability, never about one key: too many requests
+#: (its quota), a bad gateway, unavailable (overload, maintenance), a gateway timeout. Only
+#: other 5xx (500: the handler failed) may be one key's: ``Fetched.unanswered``.
+AVAILABILITY_STATUSES = frozenset({429, 502, 503, 504})
 #: HTTP statuses about the request's configuration, never about one key: unauthorized, method
 #: not allowed, proxy authentication required. Bad credentials do not mend by waiting: a
 #: ``SinkError`` (the batch fails at once, not retried; a KCL worker stops as misconfigured).
@@ -74,7 +78,7 @@ REDIS_FAILURES = (*redis_refused_for_good(), *redis_transient_errors())
 
 @dataclass(frozen=True)
 class Unanswered:
-    """A key an HTTP endpoint did not answer (a 5xx, no answer in time) while it answered others:
+    """A key an HTTP endpoint answered 500 (another 5xx but 502-504) while it answered others:
     ``reason`` names the endpoint, the key (quoted) and the status; the bolt retries the batch
     and, after repeated attempts, fails that key's events with it."""
 
@@ -88,7 +92,7 @@ class Fetched:
 
     found: dict[Key, Any] = field(default_factory=dict)
     failed: dict[Key, str] = field(default_factory=dict)
-    #: HTTP only: keys answered 5xx (or not in time) by an endpoint that answers other keys.
+    #: HTTP only: keys answered 500 (not 502-504) by an endpoint that answers other keys.
     unanswered: dict[Key, Unanswered] = field(default_factory=dict)
 
 
@@ -495,7 +499,7 @@ class HttpSourceConfig(BaseModel):
     timeout: float = Field(
         5.0,
         gt=0,
-        description="Seconds per request; no answer in time counts as a 5xx (docs/lookup.md).",
+        description="Seconds per request; a timeout is a transient error.",
     )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -542,23 +546,21 @@ def shown_url(url: str) -> str:
 
 
 class _NoAnswer(Exception):
-    """A request the endpoint answered 5xx, or did not answer in time: the key's, or an outage —
-    ``HttpSource`` decides which (``_up``)."""
+    """A request the endpoint answered 500 (or another 5xx but 502, 503, 504): the key's, or an
+    outage — ``HttpSource`` decides which (``_up``)."""
 
     def __init__(self, shown: str, what: str, retry_after: float | None = None):
         super().__init__(f"lookup endpoint {shown}: {what}")
         self.shown, self.what, self.retry_after = shown, what, retry_after
-        #: What the endpoint did, in a key's reason: "answered HTTP 500", "gave no answer in 5 s".
-        self.answered = f"answered {what}" if what.startswith("HTTP") else f"gave {what}"
 
     def outage(self) -> TransientError:
         return TransientError(str(self), retry_after=self.retry_after)
 
 
 class HttpSource:
-    """httpx, one client per process; 404 is missing, 429/timeouts/connection errors are
-    transient, 401/405/407 (and 403 for each of several keys) a misconfiguration, other 4xx the
-    key's. A 5xx (or an answer not in time) for some keys while the endpoint answers others is
+    """httpx, one client per process; 404 is missing, 429/502/503/504, timeouts and connection
+    errors are transient, 401/405/407 (and 403 for each of several keys) a misconfiguration,
+    other 4xx the key's. Another 5xx (500) for some keys while the endpoint answers others is
     reported as ``Fetched.unanswered``; for every key asked, it is an outage (transient)."""
 
     def __init__(self, config: HttpSourceConfig):
@@ -583,7 +585,7 @@ class HttpSource:
         #: path is a record's value: quoted and masked where a message names it, never raw).
         self.shown = shown_url(config.batch_url or url)
         #: The last key the endpoint answered (a record, or 404): asked again to tell an outage
-        #: from a key the endpoint cannot answer when every key of a fetch got a 5xx.
+        #: from a key the endpoint cannot answer when every key of a fetch got a 500.
         self._good: Key | None = None
 
     def text(self, key: Key) -> str:
@@ -633,7 +635,7 @@ class HttpSource:
 
     def _unanswered(self, key: Key, no: _NoAnswer) -> Unanswered:
         return Unanswered(
-            f"lookup endpoint {no.shown} {no.answered} for key {quoted(self.text(key))}",
+            f"lookup endpoint {no.shown} answered {no.what} for key {quoted(self.text(key))}",
             no.retry_after,
         )
 
@@ -661,9 +663,9 @@ class HttpSource:
     def _request(self, method: str, url: str, **kwargs: Any):
         try:
             response = self.client.request(method, url, **kwargs)
-        except self.httpx.ReadTimeout as exc:  # sent, not answered in time: as a 5xx
-            raise _NoAnswer(self.shown, f"no answer in {self.config.timeout:g} s") from exc
-        except self.httpx.RequestError as exc:  # connect, protocol, a body not decoded
+        except self.httpx.RequestError as exc:  # connect, timeouts, protocol, a body not decoded
+            # A timeout too: an endpoint slowing under load times out keys at random, and a
+            # strike per timeout would dead-letter them — an outage, never a key's fault.
             raise TransientError(
                 f"lookup endpoint {self.shown}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -671,7 +673,7 @@ class HttpSource:
         if status in CONFIG_STATUSES:  # no key causes these: the source's configuration is wrong
             raise _refused(self.shown, status)
         retry_after = _retry_after(response.headers.get("retry-after"))
-        if status == 429:  # the endpoint's quota: every key's, never one key's
+        if status in AVAILABILITY_STATUSES:  # never one key's: the endpoint's quota or capacity
             raise TransientError(
                 f"lookup endpoint {self.shown}: HTTP {status}", retry_after=retry_after
             )
@@ -716,7 +718,7 @@ class HttpSource:
             raise no.outage() from no
 
     def _posted(self, keys: list[Key], fetched: Fetched, probe: _Probe) -> dict[Key, Any]:
-        """A POST answered 5xx (or not in time) by an endpoint that answers is split in halves to
+        """A POST answered 500 (not 502-504) by an endpoint that answers is split in halves to
         find the keys it cannot answer (``Fetched.unanswered``); by an endpoint that answers
         nothing (nor the probe), an outage after two requests, not one per half. With no key to
         probe with, the halves of the first POST are the probe: neither answered, an outage
