@@ -497,9 +497,7 @@ class HttpSourceConfig(BaseModel):
     batch_size: int = Field(100, ge=1, description="Keys per batch POST.")
     concurrency: int = Field(8, ge=1, le=256, description="GETs in flight at once (per-key mode).")
     timeout: float = Field(
-        5.0,
-        gt=0,
-        description="Seconds per request; a timeout is a transient error.",
+        5.0, gt=0, description="Seconds per request; a timeout is a transient error."
     )
     headers: dict[str, SecretStr] = Field(
         default_factory=dict,
@@ -756,9 +754,7 @@ class HttpSource:
                 **self._posted(keys[mid:], fetched, probe),
             }
         probe.up = True
-        for key in found:
-            self._good = key
-            break
+        self._good = next(iter(found), self._good)
         return found
 
     def _batch(self, keys: list[Key]) -> dict[Key, Any]:
