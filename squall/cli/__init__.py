@@ -246,7 +246,16 @@ def schema(output: str | None) -> None:
     show_default=True,
     help="Dead-letter rate alert threshold (fraction of records).",
 )
-def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float) -> None:
+@click.option(
+    "--heartbeat-s",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="Hang alert threshold: seconds since a run's (a KCL shard's) last batch or idle poll.",
+)
+def dashboards(
+    file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float, heartbeat_s: int
+) -> None:
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
     from squall.observability.dashboards import (
         Thresholds,
@@ -256,7 +265,7 @@ def dashboards(file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float
     )
 
     topo = _load_or_exit(file)
-    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio)
+    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio, heartbeat_s=heartbeat_s)
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,7 @@ class RecordProcessor:
     @_in_context
     def initialize(self, initialize_input) -> None:
         self.shard_id = initialize_input.shard_id
+        self.metrics.idle(shard=self.shard_id)  # the shard's heartbeat: a hang in opening shows
         try:
             self._open()
         except LeaseLost:
@@ -252,8 +253,8 @@ class RecordProcessor:
             return
         ms = getattr(process_records_input, "millis_behind_latest", None)
         if not records:  # an idle poll (callProcessRecordsEvenForEmptyRecordList): roll when due
-            if ms is not None:  # and the shard's lag moves (caught up: 0), though no batch ran
-                self.metrics.lag({self.shard_id: ms})
+            # the shard's lag moves (caught up: 0) and its heartbeat too, though no batch ran
+            self.metrics.idle({self.shard_id: ms} if ms is not None else None, shard=self.shard_id)
             try:
                 self._release(process_records_input.checkpointer, self.engine.tick)
             except LeaseLost:

@@ -184,9 +184,14 @@ class LocalRunner:
                     self.plan, resources=self.resources, checkpointer=self.checkpointer, hold=True
                 )
                 engine.open()
-                # a sink that rolls files by age hears of idle time, and a lag caught up is
-                # shown (MillisBehindLatest 0 on an idle stream): the spout yields empty batches
-                self.spout.idle_batches = bool(engine.holding_sinks) or _reports_lag(self.spout)
+                # a sink that rolls files by age hears of idle time, a lag caught up is shown
+                # (MillisBehindLatest 0 on an idle stream), and the heartbeat moves on an idle
+                # source (``--metrics-port``): the spout yields empty batches
+                self.spout.idle_batches = (
+                    bool(engine.holding_sinks)
+                    or _reports_lag(self.spout)
+                    or self.recorder.heartbeats
+                )
             except SquallError as exc:  # a refused table, an unreachable stream, a missing file
                 report.setup_error = exc
                 log.error("cannot start: %s", exc)
@@ -259,10 +264,10 @@ class LocalRunner:
         """Run one batch the spout read (an empty one: the source is idle) and commit what it
         moved; False when the run stops (an error, a failed record, Ctrl-C)."""
         if not batch:  # the source is idle: a holding sink may be due by age
-            if _reports_lag(self.spout):  # its polls still say how far behind it is
-                self.recorder.lag(self.spout.lag())  # type: ignore[attr-defined]
-                if self.on_idle is not None:
-                    self.on_idle(self.spout)
+            reports_lag = _reports_lag(self.spout)  # its polls still say how far behind it is
+            self.recorder.idle(self.spout.lag() if reports_lag else None)  # type: ignore[attr-defined]
+            if reports_lag and self.on_idle is not None:
+                self.on_idle(self.spout)
             return self._release(engine, engine.tick, report) and not self._interrupted
         lag = getattr(self.spout, "lag", None)
         try:

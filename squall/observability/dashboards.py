@@ -1,12 +1,13 @@
 """Alarms and dashboards generated from a topology: CloudWatch (Lambda) and Prometheus/Grafana (KCL, run).
 
 The dashboards follow the topology graph: an overview row (records by outcome, lag, batch
-duration, failures), then one row per component in plan order — spout, bolts, sinks — with its
-records in, out, dead-lettered, filtered and its time per batch. The alarms are the ones an
-operator of a stream consumer needs: lag (iterator age / MillisBehindLatest) over a threshold,
-a dead-letter rate, failed batches, and for Lambda the function's errors and throttles.
+duration, failures; the time since each heartbeat), then one row per component in plan order —
+spout, bolts, sinks — with its records in, out, dead-lettered, filtered and its time per batch.
+The alarms are the ones an operator of a stream consumer needs: lag (iterator age /
+MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
+nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
 
-Size (~450 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~520 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -28,6 +29,9 @@ class Thresholds:
     lag_ms: int = 60_000
     dead_letter_ratio: float = 0.01
     period_s: int = 300
+    #: Seconds without a batch end or an idle poll (``SquallHung``): far above a slow batch (a
+    #: minute), an SQS long poll (20 s) and the KCL's retry backoff (30 s).
+    heartbeat_s: int = 300
 
 
 def components(topology: Topology) -> list[tuple[str, str]]:
@@ -321,6 +325,18 @@ def prometheus_rules(
                         "critical",
                         f"{t} processes nothing although records are waiting",
                     ),
+                    alert(
+                        # Each series alone: one per `squall run`, one per shard of a KCL host
+                        # (its labels say which). Lag and failures cannot see a hang: they move
+                        # only when a batch ends.
+                        "SquallHung",
+                        f"time() - squall_last_progress_timestamp_seconds{{{sel}}} > {th.heartbeat_s}",
+                        "0m",
+                        "critical",
+                        f"{t}: no batch ended and no idle poll for over {th.heartbeat_s}s: a call "
+                        "that never returns (a sink, a lookup), a deadlock, or a KCL daemon that "
+                        "stopped calling",
+                    ),
                 ],
             }
         ]
@@ -428,8 +444,21 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
             ],
             "ops",
         ),
+        panel(
+            "time since the last batch or idle poll (a hang: it grows)",
+            0,
+            9,
+            24,
+            [
+                (
+                    f"time() - squall_last_progress_timestamp_seconds{{{sel}}}",
+                    "{{instance}} {{shard}}",
+                )
+            ],
+            "s",
+        ),
     ]
-    y = 9
+    y = 17
     for cid, kind in components(topology):
         c = f"{sel},component={promql_string(cid)}"
         panels.append(row(f"{kind} {cid}", y))

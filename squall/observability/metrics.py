@@ -9,7 +9,8 @@ backend (Prometheus, CloudWatch EMF, OpenTelemetry, the console). Nothing here r
 ``METRICS`` is the one list of names: each backend spells them its own way (Prometheus:
 ``squall_…`` with the unit in the name; CloudWatch: a CamelCase name with a unit and bounded
 dimensions ``Topology`` and ``Component`` — never the shard or the record). Only
-``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own.
+``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own
+(and ``heartbeat``: a KCL shard process's, "" for a run).
 
 Size (~530 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
 """
@@ -52,7 +53,7 @@ class MetricSpec:
 
     key: str
     prometheus: str
-    cloudwatch: str
+    cloudwatch: str | None  # None: not sent to CloudWatch (Prometheus only)
     unit: str  # CloudWatch unit
     kind: str  # counter | gauge | histogram
     labels: tuple[str, ...]
@@ -190,6 +191,17 @@ METRICS: tuple[MetricSpec, ...] = (
         ("topology",),
         "Resident memory of the process (peak, where only the peak is known).",
     ),
+    MetricSpec(
+        "heartbeat",
+        "squall_last_progress_timestamp_seconds",
+        None,  # Lambda: the function's own IteratorAge grows while an invocation is stuck
+        "Seconds",
+        "gauge",
+        ("topology", "shard"),
+        "UNIX time of the runner's last batch end (a failed one too) or poll that found no "
+        "record (an idle stream is not a stuck one); per shard under the KCL. It stops while a "
+        "call never returns (a sink, a deadlock).",
+    ),
 )
 SPECS = {m.key: m for m in METRICS}
 
@@ -223,6 +235,8 @@ class BatchSample:
     last_sequence: str | None = None
     millis_behind: dict[str, int] = field(default_factory=dict)
     iterator_age_ms: dict[str, float] = field(default_factory=dict)
+    #: UNIX time the batch ended (the recorder's clock): the heartbeat.
+    ended: float = field(default_factory=time.time)
     first_failed: dict[str, str] | None = (
         None  # sequence, shard, component, reason of the first failed record
     )
@@ -368,14 +382,31 @@ class Recorder:
     def lag(self, millis_behind: dict[str, int]) -> None:
         """A poll that brought no record still says how far behind its shard is (the KCL's idle
         ``process_records``): the backends that keep a lag (``record_lag``) take it; no batch."""
-        if not millis_behind:
-            return
+        if millis_behind:
+            self._each("record_lag", self.topology, millis_behind)
+
+    def idle(
+        self, millis_behind: dict[str, int] | None = None, *, shard: str | None = None
+    ) -> None:
+        """The runner is alive outside a batch: a poll found no record (its ``millis_behind``, if
+        it says), or it starts (a run, a KCL shard). The backends that keep a heartbeat
+        (``record_idle``) take the time: an idle stream is not a stuck one."""
+        self._each("record_idle", self.topology, shard, self.clock())
+        self.lag(millis_behind or {})
+
+    @property
+    def heartbeats(self) -> bool:
+        """Whether a backend keeps a heartbeat: the runner then reports its idle polls."""
+        return any(hasattr(b, "record_idle") for b in self.backends)
+
+    def _each(self, method: str, *args: Any) -> None:
+        """Call ``method`` of every backend that has one; a failing backend is logged once."""
         for backend in self.backends:
-            record_lag = getattr(backend, "record_lag", None)
-            if record_lag is None:
+            call = getattr(backend, method, None)
+            if call is None:
                 continue
             try:
-                record_lag(self.topology, millis_behind)
+                call(*args)
             except Exception:  # metrics never fail the runner
                 if id(backend) not in self._broken:
                     self._broken.add(id(backend))
@@ -406,6 +437,7 @@ class Recorder:
             shard=shard,
             millis_behind=dict(millis_behind or {}),
             rss_bytes=rss_bytes(),
+            ended=self.clock(),
         )
         if records:
             sample.first_sequence = records[0].meta.sequence_number

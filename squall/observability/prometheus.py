@@ -69,6 +69,12 @@ class PrometheusBackend:
         self.millis_behind = gauge("millis_behind", "livemax")
         self.iterator_age = gauge("iterator_age", "livemax")
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
+        # Per shard process under the KCL (its shard label), one per run under ``squall run``.
+        # "livemax": a hung process is alive, so its last value stays and ages; one that exited
+        # (its lease lost, its shard ended) leaves the series — its time would age for ever —
+        # and a shard taken over is the new owner's (another host's series). Not "max", which
+        # keeps the series of exited processes; not "liveall", a pid label per restart.
+        self.heartbeat = gauge("heartbeat", "livemax")
         self._children: dict[tuple, object] = {}
         self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
         if topology is not None:
@@ -125,6 +131,11 @@ class PrometheusBackend:
         if s.iterator_age_ms:  # one series per topology: a source's shards may be unbounded (SQS)
             self._child(self.iterator_age, t).set(max(s.iterator_age_ms.values()))
         self._child(self.rss, t).set(s.rss_bytes)
+        self._child(self.heartbeat, t, s.shard or "").set(s.ended)
+
+    def record_idle(self, topology: str, shard: str | None, when: float) -> None:
+        """No batch, but the runner is alive (a poll found no record; a run or shard starts)."""
+        self._child(self.heartbeat, topology, shard or "").set(when)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
         """``millis_behind`` is every shard being read (the runner's spout's ``lag()``): the series

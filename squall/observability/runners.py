@@ -64,6 +64,7 @@ def local_recorder(
         addr, port = parse_metrics_port(metrics_port)
         serve(port, backend.registry, addr)
         recorder.backends.append(backend)
+        recorder.idle()  # the heartbeat starts with the run: a hang before any batch shows too
     if log_every:
         recorder.periodic = PeriodicLog(totals, log_every)  # type: ignore[attr-defined]
         recorder.backends.append(recorder.periodic)  # type: ignore[attr-defined]

@@ -25,6 +25,8 @@ PROMETHEUS = re.compile(r"`(squall_\w+)(?:\{([\w,]*)\})?")
 def cloudwatch_names() -> set[str]:
     names = {"ColdStart"}  # Powertools' own
     for spec in METRICS:
+        if spec.cloudwatch is None:  # Prometheus only
+            continue
         labels = LABEL_VALUES.get(spec.key)
         names |= {cloudwatch_name(spec.key, v) for v in labels} if labels else {spec.cloudwatch}
     return names
