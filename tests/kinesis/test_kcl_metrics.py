@@ -114,6 +114,13 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(
         dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"
     } == shards
     assert total(samples, "squall_process_resident_memory_bytes") > 2 * 10 * 2**20
+    # a heartbeat per shard process (the time of its last batch or idle processRecords)
+    beats = {
+        dict(lbl)["shard"]: v
+        for (n, lbl), v in samples.items()
+        if n == "squall_last_progress_timestamp_seconds"
+    }
+    assert set(beats) == shards and all(v > 1e9 for v in beats.values())
 
 
 def test_the_polling_spout_reports_millis_behind_latest_per_shard(
