@@ -75,6 +75,7 @@ class PrometheusBackend:
         # and a shard taken over is the new owner's (another host's series). Not "max", which
         # keeps the series of exited processes; not "liveall", a pid label per restart.
         self.heartbeat = gauge("heartbeat", "livemax")
+        self._beat_shard = ""  # the shard of the last heartbeat ("" under ``squall run``)
         self._children: dict[tuple, object] = {}
         self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
         if topology is not None:
@@ -131,11 +132,14 @@ class PrometheusBackend:
         if s.iterator_age_ms:  # one series per topology: a source's shards may be unbounded (SQS)
             self._child(self.iterator_age, t).set(max(s.iterator_age_ms.values()))
         self._child(self.rss, t).set(s.rss_bytes)
-        self._child(self.heartbeat, t, s.shard or "").set(s.ended)
+        self.record_idle(t, s.shard, s.ended)
 
     def record_idle(self, topology: str, shard: str | None, when: float) -> None:
-        """No batch, but the runner is alive (a poll found no record; a run or shard starts)."""
-        self._child(self.heartbeat, topology, shard or "").set(when)
+        """No batch, but the runner is alive (a poll found no record; a run or shard starts).
+        A sample that names no shard is of the process's last one: under the KCL a series with
+        no shard would be no process's, and age for ever."""
+        self._beat_shard = shard = shard or self._beat_shard
+        self._child(self.heartbeat, topology, shard).set(when)
 
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
         """``millis_behind`` is every shard being read (the runner's spout's ``lag()``): the series

@@ -224,3 +224,15 @@ def test_squall_hung_fires_for_a_heartbeat_older_than_the_threshold_and_not_a_fr
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_sample_that_names_no_shard_beats_for_the_kcl_processs_shard():
+    """Under the KCL a series with shard "" would be no process's: nothing would move it, and
+    ``SquallHung`` would fire for it once the threshold passed."""
+    from squall.observability.metrics import BatchSample
+
+    backend = PrometheusBackend(CollectorRegistry())
+    backend.record_idle("t", SHARD_A, 10.0)
+    backend.record(BatchSample("t", 1, 0, 0.1, "ok", ended=20.0))  # e.g. a release between batches
+    assert heartbeat(backend.registry, "t", SHARD_A) == 20.0
+    assert heartbeat(backend.registry, "t") is None
