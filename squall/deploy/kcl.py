@@ -359,8 +359,10 @@ class RecordProcessor:
         checkpoint the position held back for it; a sink that stays down is retried as a batch is."""
         backoff = 1.0
         while True:
+            started = time.perf_counter()
             try:
-                position = release().get(self.shard_id)
+                positions = release()
+                position = positions.get(self.shard_id)
                 break
             except BatchFailed as exc:
                 if isinstance(exc.cause, PERMANENT_ERRORS):
@@ -370,6 +372,8 @@ class RecordProcessor:
                 backoff = min(backoff * 2, self._max_backoff)
         if position is not None:
             self._checkpoint(checkpointer, position)
+            # counted as a batch's checkpoint is (squall_checkpoints_total), as the local runner's
+            self.metrics.released(self.engine, positions, time.perf_counter() - started)
 
     def _close(self) -> None:
         if not self._closed:

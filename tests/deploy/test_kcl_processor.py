@@ -147,3 +147,36 @@ def test_the_young_collection_after_a_batch_does_not_scan_its_events(tmp_path: P
     assert [c[0] for c in cp.calls] == ["102", "202", "302", "402"]
     assert seen and set(seen) == {0}, seen
     assert gc.get_threshold() == saved
+
+
+def test_a_release_outside_a_batch_counts_as_a_checkpoint_not_a_batch():
+    """The local runner counts a rolling sink's idle or final release in
+    ``squall_checkpoints_total`` (hG); the KCL processor checkpointed it without a count."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.metrics import Recorder
+    from squall.observability.prometheus import PrometheusBackend
+    from squall.testing import memory_stores
+
+    backend = PrometheusBackend(CollectorRegistry())
+    with memory_stores({}):
+        engine = Engine(load_text(HOLDING).plan, hold=True)
+        p = RecordProcessor(engine, stream="s")
+        p.metrics = Recorder("kcl-hold", [backend])
+        kcl_initialize().dispatch(None, p)
+        lake = next(c for c in engine.components if c.id == "lake")
+        cp = KclCheckpointer()
+        kcl_process_records([{"n": 1}]).dispatch(cp, p)  # held
+        lake.config = lake.config.model_copy(update={"roll_events": 1})
+        kcl_process_records([]).dispatch(cp, p)  # idle, due: released and checkpointed
+        kcl_process_records([{"n": 2}], start=101).dispatch(cp, p)  # released in its batch
+        lake.config = lake.config.model_copy(update={"roll_events": 9})
+        kcl_process_records([{"n": 3}], start=102).dispatch(cp, p)  # held
+        kcl_message({"action": "shardEnded"}).dispatch(cp, p)  # released before SHARD_END
+    assert cp.calls == [("100", 0), ("101", 0), ("102", 0), (None, None)]
+
+    def value(name: str, **labels: str) -> float:
+        return backend.registry.get_sample_value(name, {"topology": "kcl-hold", **labels}) or 0.0
+
+    assert value("squall_checkpoints_total") == 3  # was 1: the two releases went uncounted
+    assert value("squall_batches_total", status="ok") == 3  # the idle poll is no batch
