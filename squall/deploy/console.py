@@ -35,9 +35,11 @@ def _status(t: Totals, share: float | None = None) -> str:
     lag = (
         f"lag {format_lag(t.lag_ms)} " if t.lag_ms is not None else ""
     )  # none from a file or stdin
+    held = o.get("held", 0)  # only after a failure: the run stops at that batch
     return (
         f"{pct}{t.records:,} rec {t.rate:,.0f}/s {lag}ok {o['committed']:,} "
         f"dl {o['dead_lettered']:,} filt {o['filtered']:,} fail {o['failed']:,}"
+        + (f" held {held:,}" if held else "")
     )
 
 

@@ -112,6 +112,7 @@ def cloudwatch_resources(
         squall_metric(f"m{i}", cloudwatch_name("outcomes", o))
         for i, o in enumerate(RECORD_OUTCOMES)
     ]
+    dead, n = RECORD_OUTCOMES.index("dead_lettered"), len(RECORD_OUTCOMES)
     resources: dict[str, Any] = {
         f"{prefix}IteratorAgeAlarm": lambda_alarm(
             "IteratorAge",
@@ -146,7 +147,8 @@ def cloudwatch_resources(
                         "Id": "ratio",
                         "ReturnData": True,
                         "Label": "dead-letter ratio",
-                        "Expression": "m1 / (m0 + m1 + m2 + m3)",
+                        # every outcome: a held record was read too (as in the Prometheus rule)
+                        "Expression": f"m{dead} / ({' + '.join(f'm{i}' for i in range(n))})",
                     },
                 ],
                 "EvaluationPeriods": 2,

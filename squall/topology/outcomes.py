@@ -121,8 +121,8 @@ class BatchResult:
         held = self._codes.count(_HELD)
         if held:
             logger.error(
-                "%d later record(s) of the failed records' shards held back: not written, they "
-                "come again with the failed record",
+                "%d record(s) held back with them (after a failed record of their shard, or "
+                "in its KPL aggregate): not written, they come again with it",
                 held,
             )
 

@@ -185,12 +185,15 @@ def test_consumer_template_gets_alarms_and_a_dashboard_whose_rows_follow_the_gra
         {"Name": "FunctionName", "Value": {"Ref": "Function"}}
     ]
     ratio = alarms["PistatsDeadLetterRateAlarm"]["Properties"]["Metrics"]
-    assert [m["MetricStat"]["Metric"]["MetricName"] for m in ratio[:4]] == [
+    assert [m["MetricStat"]["Metric"]["MetricName"] for m in ratio[:5]] == [
         "RecordsCommitted",
         "RecordsDeadLettered",
         "RecordsFiltered",
         "RecordsFailed",
+        "RecordsHeld",
     ]
+    # the ratio's denominator is every record read, held ones too (m4 was defined and unused)
+    assert ratio[5]["Expression"] == "m1 / (m0 + m1 + m2 + m3 + m4)"
     body = json.loads(res["PistatsDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"])
     titles = [w["properties"]["title"] for w in body["widgets"]]
     assert titles[4:8] == [

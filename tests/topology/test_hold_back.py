@@ -115,7 +115,7 @@ def test_the_failure_log_says_how_many_records_were_held(tag, caplog):
     log = logging.getLogger("t")
     with caplog.at_level(logging.ERROR, logger="t"):
         run.results[0].log_failures(log)
-    assert "2 later record(s) of the failed records' shards held back" in caplog.text
+    assert "2 record(s) held back with them (after a failed record of their shard" in caplog.text
 
 
 def test_with_a_dead_letter_sink_nothing_is_held(tag):
@@ -131,3 +131,14 @@ def test_with_a_dead_letter_sink_nothing_is_held(tag):
         Outcome.COMMITTED,
     ]
     assert [ev.value["n"] for ev in MemorySink.stores[f"{tag}-out"]] == [1]
+
+
+def test_the_console_status_shows_held_records_only_when_there_are_some():
+    from squall.deploy.console import _status
+    from squall.observability.progress import Totals
+
+    t = Totals()
+    t.outcomes.update(committed=5, failed=1)
+    assert _status(t).endswith("ok 5 dl 0 filt 0 fail 1")
+    t.outcomes["held"] = 3
+    assert _status(t).endswith("ok 5 dl 0 filt 0 fail 1 held 3")
