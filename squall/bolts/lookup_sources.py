@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~890 lines): three sources behind one interface, kept together so the interface and its
+Size (~930 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -619,7 +619,11 @@ class HttpSource:
                 forbidden += 1
         if unanswered:
             first = next(iter(unanswered.values()))
-            if not answered and not self._up(_Probe(probes), unanswered):
+            # No key of the fetch answered: an outage, unless the fetch asked one key and the
+            # probe is answered (the only miss of warm caches). Several keys all answered 500
+            # while a key answered before still is: the endpoint answering what it holds (its
+            # cache, a healthy partition of its backend) and nothing new — a partial outage.
+            if not answered and (len(keys) > 1 or not self._up(_Probe(probes), unanswered)):
                 raise first.outage()
             for key, no in unanswered.items():
                 fetched.unanswered[key] = self._unanswered(key, no)
@@ -716,11 +720,13 @@ class HttpSource:
             raise no.outage() from no
 
     def _posted(self, keys: list[Key], fetched: Fetched, probe: _Probe) -> dict[Key, Any]:
-        """A POST answered 500 (not 502-504) by an endpoint that answers is split in halves to
-        find the keys it cannot answer (``Fetched.unanswered``); by an endpoint that answers
-        nothing (nor the probe), an outage after two requests, not one per half. With no key to
-        probe with, the halves of the first POST are the probe: neither answered, an outage
-        (three requests). Raises ``_NoAnswer`` when it cannot tell."""
+        """A POST answered 500 (not 502-504) is split in halves to find the keys the endpoint
+        cannot answer (``Fetched.unanswered``) only when one half is answered: a POST of several
+        keys neither half of which is answered is an outage (the POST, the probe when there is
+        a key to probe with, the halves: at most four requests), whatever the probe says — an
+        endpoint answering what it answered before and nothing new is down for new keys, not
+        given bad ones. A POST of one key (the only miss of warm caches) is that key's when the
+        probe is answered, an outage when it is not or there is no key to probe with."""
         try:
             found = self._batch(keys)
         except KeyProblem:
@@ -730,31 +736,46 @@ class HttpSource:
             up = self._up(probe, keys)
             if up is False:
                 raise no.outage() from no
-            mid = len(keys) // 2
-            if up is None:
-                if len(keys) == 1 or probe.split:
-                    raise
-                probe.split = True
-                found, unknown = {}, []
-                for half in (keys[:mid], keys[mid:]):
-                    try:
-                        found.update(self._posted(half, fetched, probe))
-                    except _NoAnswer:
-                        unknown.append(half)
-                if probe.up is not True:  # neither half answered
-                    raise
-                for half in unknown:  # asked again, now that the endpoint is known to answer
-                    found.update(self._posted(half, fetched, probe))
-                return found
             if len(keys) == 1:
+                if up is None:
+                    raise no.outage() from no
                 fetched.unanswered[keys[0]] = self._unanswered(keys[0], no)
                 return {}
-            return {
-                **self._posted(keys[:mid], fetched, probe),
-                **self._posted(keys[mid:], fetched, probe),
-            }
+            mid = len(keys) // 2
+            found, unknown = {}, []
+            for half in (keys[:mid], keys[mid:]):
+                try:
+                    found.update(self._answered(half))
+                except _NoAnswer as again:
+                    unknown.append((half, again))
+            if len(unknown) == 2:  # neither half answered: the endpoint's, not the keys'
+                raise no.outage() from no
+            for half, again in unknown:  # its sibling was answered: the endpoint answers
+                found.update(self._split(half, again, fetched))
+            return found
         probe.up = True
         self._good = next(iter(found), self._good)
+        return found
+
+    def _answered(self, keys: list[Key]) -> dict[Key, Any]:
+        """One POST (``_batch``) that, answered, shows the endpoint up for the fetch."""
+        found = self._batch(keys)
+        self._good = next(iter(found), self._good)
+        return found
+
+    def _split(self, keys: list[Key], no: _NoAnswer, fetched: Fetched) -> dict[Key, Any]:
+        """``keys``: a POST answered 500 while the endpoint answered another POST of the same
+        fetch: halved down to the keys it cannot answer (two requests a level)."""
+        if len(keys) == 1:
+            fetched.unanswered[keys[0]] = self._unanswered(keys[0], no)
+            return {}
+        mid = len(keys) // 2
+        found: dict[Key, Any] = {}
+        for half in (keys[:mid], keys[mid:]):
+            try:
+                found.update(self._answered(half))
+            except _NoAnswer as again:
+                found.update(self._split(half, again, fetched))
         return found
 
     def _batch(self, keys: list[Key]) -> dict[Key, Any]:
@@ -809,8 +830,6 @@ class _Probe:
     def __init__(self, keys: Iterable[Key]):
         self.keys = tuple(keys)
         self.up: bool | None = None
-        #: The halves of a POST were asked as the probe (no key to probe with).
-        self.split = False
 
 
 _STATUS_NAMES = {
