@@ -96,17 +96,35 @@ def _parse(doc: Any, where: str) -> DeadLetter:
             raise ValueError("record_base64 is not base64") from None
     else:
         raise ValueError("neither record nor record_base64 holds the record")
-    unreplayable = pointer = None
-    if meta.defect:
+    unreplayable = None
+    # The pointer first: the spout's record of a whole object carries its reason as the defect
+    # too, and "kept only part of the record" hid the object it names.
+    if (pointer := _pointer(data, meta)) is not None:
+        unreplayable = _whole_object(pointer, orjson.loads(data)["error"])
+    elif meta.defect:
         unreplayable = f"the source kept only part of the record ({meta.defect})"
     elif doc.get("record_truncated") is not None:
         unreplayable = (
             f"the record was cut to fit the dead letter ({doc['record_truncated']} bytes)"
         )
-    elif (pointer := _pointer(data, meta)) is not None:
-        unreplayable = f"corrupt S3 object {pointer}: re-drive the repaired object itself"
     record = Record(data, meta)
     return DeadLetter(where, event_id, component, reason, failed_at, record, unreplayable, pointer)
+
+
+#: A pointer's ``error`` for an object S3 did not have (``squall.spouts.s3.MISSING``).
+_MISSING = ("NoSuchKey", "NoSuchVersion")
+
+
+def _whole_object(pointer: str, error: object) -> str:
+    """Why an ``s3`` spout's dead letter of a whole object is not replayed, and what to do."""
+    if error in _MISSING:
+        return (
+            f"S3 object {pointer} was not there ({error}): nothing of it was read; an upload of "
+            "it again is a new object, read by its own notification"
+        )
+    if isinstance(error, str) and error.startswith("over max_object_bytes"):
+        return f"S3 object {pointer} {error}: read it with squall run and a larger bound"
+    return f"corrupt S3 object {pointer} ({error}): re-drive the repaired object itself"
 
 
 def _pointer(data: bytes, meta: RecordMeta) -> str | None:

@@ -351,3 +351,42 @@ def test_ctrl_c_while_a_dry_run_counts_exits_130_as_an_interrupted_run(topology:
     monkeypatch.setattr(replay_module, "select", interrupted)
     result = replay(topology, "--dry-run")
     assert result.exit_code == 130 and "Aborted" not in result.output
+
+
+@pytest.mark.parametrize("topology", ["sqlite"], indirect=True)
+def test_the_s3_spouts_dead_letters_of_whole_objects_are_named_by_their_pointer(
+    topology: Path, tmp_path: Path
+):
+    """As the spout writes them: the record is the pointer, and ``meta.defect`` holds the reason.
+    The defect was read first, so a corrupt object was reported as a record "the source kept only
+    part of" (its pointer never listed), and an object deleted after its notification as well —
+    nothing to repair there: it is gone."""
+    from squall.event import Event, Failure
+    from squall.sinks.dead_letter import dead_letter_line
+    from squall.spouts.s3 import S3Object, corrupt_object_record, missing_object_record
+
+    corrupt = corrupt_object_record(
+        S3Object.of_bytes("in", "a.jsonl.gz", b"\x1f\x8b"), EOFError("ended early"), "f" * 32
+    )
+    gone = missing_object_record("in", "b.jsonl", "v7", "NoSuchVersion")
+    path = tmp_path / "s3-rejects.jsonl"
+    with path.open("w") as out:
+        for n, record in enumerate((corrupt, gone)):
+            ev = Event(record.data, record.meta, None, n)
+            ev.failure = Failure("spout", record.meta.defect or "")
+            out.write(json.dumps(dead_letter_line(ev)) + "\n")
+
+    result = replay(topology, input_path=path)
+
+    assert result.exit_code == 0, result.output
+    assert "unreplayable 2" in result.output and "committed 0" in result.output
+    assert "kept only part" not in result.output
+    assert (
+        f"{path}:1: corrupt S3 object s3://in/a.jsonl.gz (truncated or corrupt gzip): re-drive "
+        "the repaired object itself" in result.output
+    )
+    assert (
+        f"{path}:2: S3 object s3://in/b.jsonl?versionId=v7 was not there (NoSuchVersion): "
+        "nothing of it was read; an upload of it again is a new object, read by its own "
+        "notification" in result.output
+    )
