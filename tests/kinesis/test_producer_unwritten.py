@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+from squall.deploy.lambda_producer import make_handler
 from tests.factories import api_gateway_event
 from tests.kinesis.kinesis_helpers import Faults
 from tests.kinesis.test_producer_deadline import producer, stored
@@ -53,3 +54,44 @@ def test_a_batch_failed_as_a_whole_names_no_event(tmp_path, kinesis, kinesis_moc
     resp = handler(api_gateway_event(BODY), None)
     assert resp["statusCode"] == 503, resp
     assert json.loads(resp["body"]) == {"error": "temporarily unavailable, retry"}
+
+
+def test_with_two_sinks_an_event_not_written_by_one_is_in_the_other(
+    tmp_path, kinesis, kinesis_mock, make_stream
+):
+    """`not_written` means not written by every sink: an event one sink could not put is in
+    the others' streams already (the producer's engine holds nothing back: ``redelivers=False``),
+    and resending it puts it there again — under the same event id only with `event_id_field`
+    (docs/deploy.md said resending only `not_written` puts nothing twice)."""
+    archive, stream = make_stream(), make_stream()
+    path = tmp_path / "producer.yaml"
+    path.write_text(
+        f"""
+name: producer
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 2}}}}
+bolts:
+  - {{id: decode, type: json, event_id_field: message_id}}
+sinks:
+  - {{id: archive, type: kinesis, stream: {archive}, endpoint_url: "{kinesis_mock.endpoint}"}}
+  - {{id: out, type: kinesis, stream: {stream}, endpoint_url: "{kinesis_mock.endpoint}"}}
+"""
+    )
+    handler = make_handler(path)
+    sinks = {c.id: c for c in handler.engine.components if c.id in ("archive", "out")}
+    for sink in sinks.values():
+        sink.writer._sleep = lambda s: None
+    handler.engine._sleep = lambda s: None
+    # "out" refuses m1 (the 2nd entry of the first call, the only one of each retry)
+    faults = Faults(sinks["out"], kinesis, {0: {1}, **{n: {0} for n in range(1, 50)}})
+    body = json.dumps([{"message_id": f"m{i}"} for i in range(3)])
+    answer = json.loads(handler(api_gateway_event(body), None)["body"])
+    assert answer["not_written"] == [{"index": 1, "event_id": "m1"}]
+    assert stored(kinesis_mock.endpoint, archive) == ["m0", "m1", "m2"]
+    assert stored(kinesis_mock.endpoint, stream) == ["m0", "m2"]
+
+    faults.plan.clear()
+    resp = handler(api_gateway_event(json.dumps([{"message_id": "m1"}])), None)
+    assert resp["statusCode"] == 202
+    assert stored(kinesis_mock.endpoint, archive) == ["m0", "m1", "m1", "m2"]  # twice
+    assert stored(kinesis_mock.endpoint, stream) == ["m0", "m1", "m2"]
