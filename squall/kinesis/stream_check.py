@@ -11,13 +11,17 @@ stream) is refused the check: that is not the stream's fault, and such a role is
 deployment, so the start goes on with a WARNING saying the stream was not checked. So does a
 check Kinesis throttled (``DescribeStreamSummary`` allows 20 calls per second per account: a
 fleet of functions starting at once can exceed it) or could not answer: the first batch tells
-then, as it did. The call is bounded by the client's timeouts (connect 5 s, read 30 s,
-botocore's 3 attempts).
+then, as it did. The check is one attempt within ``CHECK_SECONDS`` (``aws.time_bounded``):
+with the client's own bounds (connect 5 s, read 30 s, botocore's 3 attempts with backoff) an
+endpoint that did not answer held a start up to ~100 s — a Lambda's init has 10 s (past them
+it is run again inside the first invocation, whose API Gateway integration gives up at 29 s),
+and each of a KCL worker's shard processes makes its own check.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from squall import aws
@@ -27,6 +31,8 @@ log = logging.getLogger("squall.kinesis")
 
 #: The action the check calls, declared by the components that make it (``aws_permissions``).
 DESCRIBE = "kinesis:DescribeStreamSummary"
+#: The whole check, at most (one attempt: its connection and its answer within it).
+CHECK_SECONDS = 2.0
 
 
 def check_stream(component: str, client: Any, ref: aws.StreamRef) -> None:
@@ -34,8 +40,10 @@ def check_stream(component: str, client: Any, ref: aws.StreamRef) -> None:
     not exist; log a WARNING and return when it cannot be checked (see the module docstring)."""
     region = getattr(getattr(client, "meta", None), "region_name", None)
     where = f"stream '{ref.arn or ref.name}'" + (f" in {region}" if region else "")
+    deadline = time.monotonic() + CHECK_SECONDS
     try:
-        client.describe_stream_summary(**ref.params)
+        with aws.time_bounded(lambda: deadline - time.monotonic()):
+            client.describe_stream_summary(**ref.params)
     except Exception as exc:
         code = aws.error_code(exc)
         detail = f"{code or type(exc).__name__}: {safe_text(exc, 300)}"

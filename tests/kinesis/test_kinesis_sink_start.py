@@ -151,3 +151,42 @@ def test_a_stream_deleted_after_the_start_still_fails_the_batch_for_good(
     kinesis.get_waiter("stream_not_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.1})
     resp = handler(api_gateway_event(json.dumps({"n": 1})), None)
     assert resp["statusCode"] == 500
+
+
+@pytest.mark.parametrize("make", [kinesis_sink, dead_letter_sink])
+def test_the_start_check_is_one_attempt(make, caplog):
+    """A Lambda's init has 10 s and each KCL shard process checks at its start: a check Kinesis
+    throttles is not retried with botocore's backoff (3 attempts; an endpoint that did not
+    answer held the start for up to ~100 s). Against a local endpoint that throttles every
+    call: one request, a WARNING, and the sink opens."""
+    import http.server
+    import threading
+
+    asked: list[str] = []
+
+    class Throttling(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            asked.append(self.headers["x-amz-target"])
+            body = json.dumps({"__type": "LimitExceededException", "message": "slow down"})
+            self.send_response(400)
+            self.send_header("content-type", "application/x-amz-json-1.1")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        sink = make(f"http://127.0.0.1:{server.server_address[1]}", "events", "us-east-1")
+        with caplog.at_level(logging.WARNING, logger="squall.kinesis"):
+            sink.open()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["Kinesis_20131202.DescribeStreamSummary"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "squall.kinesis"]
+    assert "not checked at start: the check failed (LimitExceededException" in line
