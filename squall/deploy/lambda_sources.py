@@ -320,7 +320,7 @@ def run_object(
         # until the queue's dead-letter queue or the event's on-failure destination. It is that
         # object's problem: one dead letter naming it, the event's other objects go on.
         bucket, key = ref.bucket, ref.key
-        parts: Any = [[missing_object_record(bucket, key, ref.version_id, exc.code)]]
+        parts: Any = [[missing_object_record(bucket, key, ref.version_id, exc.code, ref.sequencer)]]
     else:
         bucket, key = s3_object.bucket, s3_object.key
         parts = object_batches(s3_object, batch_size, **(options or {}))

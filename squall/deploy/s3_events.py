@@ -22,7 +22,7 @@ the decoded key is tried (``ObjectRef.decoded``): either way the object is read.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -43,6 +43,9 @@ class ObjectRef:
     #: The key URL-decoded, where that differs, for a key whose encoding is not documented
     #: (EventBridge): read when S3 has no object under ``key`` itself.
     decoded: str | None = None
+    #: The notification's ``sequencer`` (hex, ordered per key): tells two uploads of one key apart
+    #: on an unversioned bucket, where nothing else does once the object is gone.
+    sequencer: str | None = None
 
 
 class NotAnS3Notification(SquallError):
@@ -93,7 +96,8 @@ def _record_objects(record: object, where: str) -> list[ObjectRef]:
         return []
     bucket = (s3.get("bucket") or {}).get("name")
     obj = s3.get("object") or {}
-    return [_ref(bucket, obj.get("key"), obj.get("versionId"), where, encoded=True)]
+    ref = _ref(bucket, obj.get("key"), obj.get("versionId"), where, encoded=True)
+    return [_with_sequencer(ref, obj.get("sequencer"))]
 
 
 def _eventbridge_objects(doc: dict[str, Any], where: str) -> list[ObjectRef]:
@@ -104,7 +108,14 @@ def _eventbridge_objects(doc: dict[str, Any], where: str) -> list[ObjectRef]:
     bucket = (detail.get("bucket") or {}).get("name") if isinstance(detail, dict) else None
     obj = detail.get("object") or {} if isinstance(detail, dict) else {}
     key, version = obj.get("key"), obj.get("version-id")
-    return [_ref(bucket, key, version, where or "the event", encoded=False)]
+    ref = _ref(bucket, key, version, where or "the event", encoded=False)
+    return [_with_sequencer(ref, obj.get("sequencer"))]
+
+
+def _with_sequencer(ref: ObjectRef, sequencer: object) -> ObjectRef:
+    if isinstance(sequencer, str) and sequencer:
+        return replace(ref, sequencer=sequencer)
+    return ref
 
 
 def _ref(bucket: object, key: object, version: object, where: str, *, encoded: bool) -> ObjectRef:

@@ -395,11 +395,15 @@ def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
 MISSING = ("NoSuchKey", "NoSuchVersion")
 
 
-def missing_object_record(bucket: str, key: str, version_id: str | None, code: str) -> Record:
+def missing_object_record(
+    bucket: str, key: str, version_id: str | None, code: str, sequencer: str | None = None
+) -> Record:
     """An object a notification named that S3 does not have (``code``: one of ``MISSING``):
     deleted after the notification, or never readable. Its one record (as a corrupt object's:
     line 0, a JSON pointer to it) carries the reason as its ``defect``, so it is dead-lettered
-    and the other objects go on; retried, it is the same event id."""
+    and the other objects go on; retried, it is the same event id. ``sequencer``: the
+    notification's, so that two uploads of one key on an unversioned bucket, both gone before
+    they were read, are two dead letters, not one."""
     version = f", version {version_id}" if version_id else ""
     # The keys of a corrupt object's pointer (``squall replay`` lists it by them), none known
     pointer = {
@@ -414,7 +418,9 @@ def missing_object_record(bucket: str, key: str, version_id: str | None, code: s
         bucket,
         key,
         "0",
-        fingerprint=hashlib.sha256(f"{code}\x1f{version_id}".encode()).hexdigest()[:32],
+        fingerprint=hashlib.sha256(
+            f"{code}\x1f{version_id}\x1f{sequencer or ''}".encode()
+        ).hexdigest()[:32],
         defect=f"s3://{bucket}/{key}{version}: {code}: the object is not there (deleted after "
         "its notification, or never readable); nothing of it read",
     )

@@ -115,3 +115,18 @@ def test_access_denied_stays_a_failure_naming_the_permissions(moto_server, tmp_p
         "without s3:ListBucket on the bucket S3 answers a missing object AccessDenied too)"
     )
     assert MemorySink.stores.get(f"{store}-dlq", []) == []
+
+
+def test_two_uploads_of_one_key_both_gone_are_two_dead_letters(moto_server, tmp_path: Path):
+    """On an unversioned bucket the dead letter's event id came from the error code alone: two
+    uploads of the same key, both deleted before they were read, were one event id — a dead-letter
+    table or a dead letter file's index kept one of them. The notification's sequencer (ordered
+    per key) tells them apart; the same notification again is the same event id."""
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "twice")
+    first = s3_lambda_event(bucket, "in/again.jsonl")
+    second = s3_lambda_event(bucket, "in/again.jsonl")
+    second["Records"][0]["s3"]["object"]["sequencer"] = "0A1B2C3D4E5F6789FF"
+    for event in (first, second, first):
+        assert handler(event, None)["failed"] == 0
+    ids = [ev.event_id for ev in MemorySink.stores[f"{store}-dlq"]]
+    assert len(ids) == 3 and ids[0] != ids[1] and ids[2] == ids[0]
