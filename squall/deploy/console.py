@@ -163,11 +163,19 @@ def print_summary(
             else f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
             "from the start"
         )
-        console.print(
-            "[red]stopped:[/] records failed with no dead letter to take them, so the run "
-            f"stopped after batch {report.batches:,} and read no further; {where}. A dead_letter "
-            "sink keeps bad records with their reasons and lets the run go on"
-        )
+        if report.failed_at_end:  # the flush at the end of the input: it was all read
+            console.print(
+                "[red]stopped:[/] what the bolts emitted at the end of the input (their flush) "
+                "failed with no dead letter to take it, after the whole input was read "
+                f"({report.batches:,} batches); {where}. A dead_letter sink keeps bad records "
+                "with their reasons"
+            )
+        else:
+            console.print(
+                "[red]stopped:[/] records failed with no dead letter to take them, so the run "
+                f"stopped after batch {report.batches:,} and read no further; {where}. A "
+                "dead_letter sink keeps bad records with their reasons and lets the run go on"
+            )
     if report.aborted:
         # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)
         by = "a second interrupt" if report.interrupted else "an interrupt"

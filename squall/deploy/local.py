@@ -79,6 +79,9 @@ class RunReport(ExitStatus):
     input_error: SquallError | None = None  # the input broke after the run started
     aborted: bool = False
     failed_records: list[RecordOutcome] = field(default_factory=list)
+    #: The failed records are what the bolts emitted at the end of the input (their flush): the
+    #: input was read to its end, not stopped after a batch.
+    failed_at_end: bool = False
 
 
 def one_line(exc: BaseException) -> str:
@@ -330,6 +333,7 @@ class LocalRunner:
                 self._commit_spout(engine, result.checkpoint, report)
             if result is not None and not result.ok:
                 report.failed_records = result.failed
+                report.failed_at_end = True
                 result.log_failures(log)
 
 

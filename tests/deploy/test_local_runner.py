@@ -154,6 +154,36 @@ def test_a_run_stopped_by_failed_records_says_it_read_no_further(tmp_path: Path)
     ) in result.stderr
 
 
+def test_records_failed_at_the_end_of_input_do_not_say_the_run_read_no_further(tmp_path: Path):
+    """A window's flush at the end of the input emits a result a later bolt fails (no dead
+    letter): the whole input was read, but the summary said the run "stopped after batch 2 and
+    read no further" and that a dead_letter sink "lets the run go on" (there was nothing left)."""
+    (tmp_path / "lines.jsonl").write_text(
+        "".join(f'{{"timestamp": {1_700_000_000_000 + i}, "fail": "boom"}}\n' for i in range(3))
+    )
+    (tmp_path / "t.yaml").write_text(
+        "name: stops\nresources: {state: {url: 'sqlite:///state.db'}}\n"
+        "spout: {type: file, path: lines.jsonl}\nsettings: {batch_size: 2}\n"
+        "bolts:\n  - {id: decode, type: json}\n"
+        "  - {id: w, type: window, store: state, key: [fail], size: 1m, "
+        "aggregates: {n: {fn: count}}}\n"
+        "  - {id: check, type: 'squall.testing:FaultyBolt'}\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    result = run_cli(
+        ["run", str(tmp_path / "t.yaml")], env={**os.environ, "COLUMNS": "300"}, cwd=tmp_path
+    )
+    assert result.returncode == EXIT_FAILED
+    assert "failed in check: boom" in result.stderr
+    assert "read no further" not in result.stderr
+    assert (
+        "stopped: what the bolts emitted at the end of the input (their flush) failed with no "
+        "dead letter to take it, after the whole input was read (2 batches); the file spout "
+        "keeps no checkpoint: the next run reads its input from the start. A dead_letter sink "
+        "keeps bad records with their reasons"
+    ) in result.stderr
+
+
 def test_stdin_input(tmp_path: Path):
     t = tmp_path / "t.yaml"
     t.write_text(
