@@ -433,8 +433,8 @@ def local_aws(
 )
 @click.option(
     "--region",
-    envvar=["AWS_REGION", "AWS_DEFAULT_REGION"],
-    help="AWS region (default: $AWS_REGION, else $AWS_DEFAULT_REGION, else us-east-1).",
+    help="AWS region (default: the kinesis spout's region or stream ARN's, else $AWS_REGION, "
+    "else $AWS_DEFAULT_REGION, else us-east-1).",
 )
 @click.option(
     "--initial-position",
@@ -490,7 +490,7 @@ def kcl(
     import os
     import shutil
 
-    from squall.deploy.fleet import stream_of
+    from squall.deploy.fleet import region_of, stream_of
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.kcl_daemon import (
         KclSettings,
@@ -512,7 +512,7 @@ def kcl(
             Path(file),
             stream_of(topo, stream),
             application or topo.name,
-            region=region or "us-east-1",
+            region=region_of(topo, stream, region),
             initial_position=initial_position,
             kinesis_endpoint=kinesis_endpoint,
             dynamodb_endpoint=dynamodb_endpoint,

@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~440 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~470 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -33,7 +33,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from squall import iam
+from squall import aws, iam
 from squall.deploy.topology_files import IGNORED, check_folder, left_out_paths
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -84,6 +84,24 @@ def stream_of(topology: Topology, stream: str | None) -> str:
     if streams:
         return str(streams[0]).rsplit("/", 1)[-1]
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
+
+
+def spout_region(topology: Topology, stream: str | None = None) -> str | None:
+    """The region the topology's kinesis spout names for its stream (its ``region``, else its
+    stream ARN's), when ``stream`` is that stream (or None); None when it names none."""
+    streams = registry.capabilities("spout", topology.spout).kinesis_streams
+    if not streams:
+        return None
+    own = str(streams[0])
+    if stream and stream not in (own, own.rsplit("/", 1)[-1]):
+        return None  # another stream: the spout's region says nothing of it
+    return getattr(topology.spout, "region", None) or aws.StreamRef.parse(own).region
+
+
+def region_of(topology: Topology, stream: str | None, region: str | None) -> str:
+    """The region to consume in, as the spout resolves its own: the option, else the kinesis
+    spout's (``region``, its stream's ARN), else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    return region or aws.resolve_region(spout_region(topology, stream))
 
 
 def fleet_warnings(topology: Topology) -> list[str]:
@@ -157,9 +175,13 @@ def exec_start(
     application: str,
     retrieval: str,
     metrics_port: str | None = None,
+    *,
+    spout_region: bool = False,
 ) -> list[str]:
-    """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file)."""
+    """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file;
+    none when the spout names the stream's region: ``squall kcl`` reads it there)."""
     metrics = ["--metrics-port", metrics_port] if metrics_port else []
+    region = [] if spout_region else ["--region", "${AWS_REGION}"]
     return [
         f"{ROOT}/venv/bin/squall",
         "kcl",
@@ -168,8 +190,7 @@ def exec_start(
         stream,
         "--application",
         application,
-        "--region",
-        "${AWS_REGION}",
+        *region,
         "--properties-out",
         f"/run/squall-{name}/kcl.properties",
         "--set",
@@ -243,7 +264,12 @@ systemctl enable --now squall-{name}.service
 
 
 def instance_role(
-    topology: Topology, marked: Topology, application: str, retrieval: str, stream: str
+    topology: Topology,
+    marked: Topology,
+    application: str,
+    retrieval: str,
+    stream: str,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """CloudFormation: the instance role (KCL reads, leases, metrics in its namespace, components' calls)."""
     from squall.deploy.template import (
@@ -253,7 +279,7 @@ def instance_role(
         variable_defaults,
     )
 
-    stream_arn = kinesis_stream_arn("${StreamName}")
+    stream_arn = kinesis_stream_arn("${StreamName}", region)  # the spout's region, if it names one
     perms = [
         AwsPermission(
             KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"
@@ -402,8 +428,15 @@ def write_fleet(
         spout_vars = set(_MARKER.findall(stream_of(marked, None)))
     except SquallError:  # the spout is not kinesis
         spout_vars = set()
+    region = spout_region(topology, stream)
     command = exec_start(
-        topology_file.resolve().name, name, unit_stream, app, retrieval, metrics_port
+        topology_file.resolve().name,
+        name,
+        unit_stream,
+        app,
+        retrieval,
+        metrics_port,
+        spout_region=region is not None,
     )
     written = [code]
     files = {
@@ -418,6 +451,7 @@ def write_fleet(
                 app,
                 retrieval,
                 stream_name,
+                region,
             ),
             sort_keys=False,
             width=100,

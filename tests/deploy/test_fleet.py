@@ -113,6 +113,35 @@ sinks: [{id: out, type: kinesis, stream: "${ARCHIVE_STREAM:-archive}"}]
     )
 
 
+def test_the_unit_reads_the_stream_in_the_region_the_spout_names(tmp_path: Path):
+    """The unit passed `--region ${AWS_REGION}` (the instance's region) whatever the spout said:
+    a spout with `region: eu-central-1` on instances in eu-west-1 read a stream of the same name
+    in eu-west-1, and the role granted that one. The unit now leaves the region to `squall kcl`
+    (the spout's, else AWS_REGION), and the role grants the spout's stream in its region."""
+    source = tmp_path / "copy.yaml"
+    source.write_text("""
+name: copier
+spout: {type: kinesis, stream: clicks, region: eu-central-1}
+bolts: [{id: decode, type: json}]
+sinks: [{id: out, type: "squall.testing:MemorySink"}]
+""")
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(source), source, out)
+    command = unit(out / "squall-copier.service")["Service"]["ExecStart"].split()
+    assert "--region" not in command and "${AWS_REGION}" not in command
+    role = yaml.safe_load((out / "instance-role.yaml").read_text())
+    [reads] = [
+        s["Resource"]
+        for s in role["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ]
+        if "kinesis:GetRecords" in s["Action"]
+    ]
+    assert reads == {
+        "Fn::Sub": "arn:${AWS::Partition}:kinesis:eu-central-1:${AWS::AccountId}:stream/${StreamName}"
+    }
+
+
 def test_a_fleet_needs_a_stream(tmp_path: Path):
     with pytest.raises(SquallError, match="--stream"):
         fleet.write_fleet(load(PISTATS), PISTATS, tmp_path / "kcl")

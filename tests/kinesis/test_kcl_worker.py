@@ -267,6 +267,43 @@ def test_kcl_reads_the_topology_s_stream_and_the_environment_s_region(
     assert f"regionName = {region}\n" in result.output
 
 
+@pytest.mark.parametrize(
+    ("spout", "args", "region"),
+    [
+        ("{type: kinesis, stream: pistats-events, region: eu-central-1}", [], "eu-central-1"),
+        (
+            "{type: kinesis, stream: 'arn:aws:kinesis:ap-south-1:123456789012:stream/pistats-events'}",
+            [],
+            "ap-south-1",
+        ),
+        (
+            "{type: kinesis, stream: pistats-events, region: eu-central-1}",
+            ["--region", "sa-east-1"],
+            "sa-east-1",
+        ),
+        # another stream than the spout's: the spout's region is not that stream's
+        (
+            "{type: kinesis, stream: pistats-events, region: eu-central-1}",
+            ["--stream", "other"],
+            "eu-west-1",
+        ),
+    ],
+)
+def test_kcl_reads_the_spout_s_stream_in_the_spout_s_region(
+    tmp_path: Path, spout: str, args: list[str], region: str
+):
+    """`squall kcl` takes the stream from the kinesis spout (since hE) but took the region from
+    AWS_REGION even when the spout names its own (`region:`, or its stream's ARN): a worker whose
+    environment is in another region read — or created leases for — a stream of the same name in
+    the wrong region, where `squall run` reads the spout's."""
+    topology = tmp_path / "t.yaml"
+    topology.write_text(KINESIS_SPOUT.replace("{type: kinesis, stream: pistats-events}", spout))
+    env = {"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": None}
+    result = CliRunner().invoke(main, ["kcl", str(topology), "--print", *args], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"regionName = {region}\n" in result.output
+
+
 def test_kcl_without_a_stream_for_a_spout_that_is_not_kinesis_says_so(tmp_path: Path):
     topology = tmp_path / "t.yaml"
     topology.write_text(TOPOLOGY.format(db=tmp_path / "w.db"))
