@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~470 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~500 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -107,14 +107,13 @@ def region_of(topology: Topology, stream: str | None, region: str | None) -> str
 def fleet_warnings(topology: Topology) -> list[str]:
     """What would go wrong on a fleet with the topology's values of now: a SQLite resource is a
     file per instance (a shard's rows and state stay behind when its lease moves to another
-    worker); a relative path — a relative ``sqlite:///`` URL, a dead-letter file — is inside the
-    topology folder, which the unit makes read-only (``ProtectSystem=strict``): every shard
-    process would stop at start."""
+    worker); a path the unit cannot keep — a ``sqlite:///`` URL, a dead-letter file — anywhere but
+    under ``/var/lib/squall/<name>``: the topology folder (a relative path) and the rest of the
+    system are read-only under the unit (``ProtectSystem=strict``), home folders hidden
+    (``ProtectHome``), so every shard process would stop at start; its ``/tmp`` is private and
+    emptied at each restart (``PrivateTmp``)."""
     folder = f"{VAR_LIB}/{_slug(topology.name)}"
-    read_only = (
-        "inside topology/, read-only under the unit: every shard process would stop at start; "
-        f"point it under {folder} (a ${{VAR}} of the topology, set in environment)"
-    )
+    move = f"; point it under {folder} (a ${{VAR}} of the topology, set in environment)"
     out = []
     for name, res in topology.resources.items():
         scheme, _, database = res.url.partition(":///")
@@ -126,23 +125,54 @@ def fleet_warnings(topology: Topology) -> list[str]:
             "its own, and a shard's rows and state stay behind on the instance its lease leaves; "
             "use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one instance"
         )
-        if _relative(database):
-            out.append(f"resource '{name}' ({database}) writes {read_only}")
+        if where := _unit_cannot_keep(database, folder):
+            out.append(f"resource '{name}' ({database}) writes {where}{move}")
     for kind, cfg, caps in registry.declared(topology, ("bolt", "sink")):
         if caps.writes_local_files:
             out += [
-                f"{kind} '{cfg.id}' ({value}) writes {read_only}"
+                f"{kind} '{cfg.id}' ({value}) writes {where}{move}"
                 for key in type(cfg).model_fields
                 if key not in ("id", "type")
                 and isinstance(value := getattr(cfg, key), str)
-                and _relative(value)
                 and ":" not in value
+                and (where := _unit_cannot_keep(value, folder))
             ]
     return out
 
 
-def _relative(path: str) -> bool:
-    return bool(path) and not path.startswith(("/", "~"))
+#: Where the unit writes but keeps nothing: its private /tmp and /var/tmp (``PrivateTmp``),
+#: emptied at each restart.
+_PRIVATE_TMP = ("/tmp", "/var/tmp")
+
+
+def _unit_cannot_keep(path: str, folder: str) -> str | None:
+    """Where ``path`` is, when the unit cannot write it there or keeps nothing written there (None:
+    under ``folder``, the unit's one writable folder; or no path)."""
+    if not path:
+        return None
+    if path.startswith("~"):
+        return (
+            "in a home folder, hidden from the unit (ProtectHome=true): every shard process "
+            "would stop at start"
+        )
+    if not path.startswith("/"):
+        return "inside topology/, read-only under the unit: every shard process would stop at start"
+    path = os.path.normpath(path)
+    if _under(path, folder):
+        return None
+    if any(_under(path, tmp) for tmp in _PRIVATE_TMP):
+        return (
+            "in the unit's private /tmp (PrivateTmp=true), emptied at each restart: what it "
+            "keeps is lost"
+        )
+    return (
+        f"outside {folder}, read-only under the unit (ProtectSystem=strict): every shard "
+        "process would stop at start"
+    )
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + "/")
 
 
 def environment_file(

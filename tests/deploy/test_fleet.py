@@ -253,6 +253,52 @@ def test_the_fleet_folder_says_what_a_fleet_cannot_keep_where_the_topology_puts_
     assert fleet.fleet_warnings(load(PISTATS)) == []
 
 
+@pytest.mark.parametrize(
+    ("rejects", "where"),
+    [
+        (
+            "/srv/squall/rejects.jsonl",
+            "outside /var/lib/squall/pistats, read-only under the unit (ProtectSystem=strict): "
+            "every shard process would stop at start",
+        ),
+        (
+            "~/rejects.jsonl",
+            "in a home folder, hidden from the unit (ProtectHome=true): every shard process "
+            "would stop at start",
+        ),
+        (
+            "/tmp/rejects.jsonl",
+            "in the unit's private /tmp (PrivateTmp=true), emptied at each restart: what it "
+            "keeps is lost",
+        ),
+        ("/var/lib/squall/pistats/../other/rejects.jsonl", "outside /var/lib/squall/pistats"),
+    ],
+)
+def test_an_absolute_path_the_unit_cannot_keep_is_warned_of_too(
+    monkeypatch, rejects: str, where: str
+):
+    """Only a relative path was warned of; the unit makes the whole system read-only but
+    /var/lib/squall/<name> (ProtectSystem=strict), hides home folders (ProtectHome) and gives
+    the service a private /tmp: a dead-letter file at /srv/…, ~/… stopped every shard process
+    at start without a word, and one under /tmp lost its dead letters at each restart."""
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
+    monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
+    monkeypatch.setenv("REJECTS_FILE", rejects)
+    [warning] = fleet.fleet_warnings(load(PISTATS))
+    assert warning.startswith(f"sink 'rejects' ({rejects}) writes {where}")
+    assert warning.endswith(
+        "; point it under /var/lib/squall/pistats (a ${VAR} of the topology, set in environment)"
+    )
+    monkeypatch.setenv("WAREHOUSE_URL", "sqlite:////srv/squall/pistats.db")
+    monkeypatch.setenv("REJECTS_FILE", "/var/lib/squall/pistats/rejects.jsonl")
+    assert fleet.fleet_warnings(load(PISTATS))[1] == (
+        "resource 'warehouse' (/srv/squall/pistats.db) writes outside /var/lib/squall/pistats, "
+        "read-only under the unit (ProtectSystem=strict): every shard process would stop at "
+        "start; point it under /var/lib/squall/pistats (a ${VAR} of the topology, set in "
+        "environment)"
+    )
+
+
 def test_a_variable_the_unit_sets_is_not_repeated_as_a_hint(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("PISTATS_STREAM", raising=False)
     topology = EXAMPLES / "pistats" / "kinesis_topology.yaml"
