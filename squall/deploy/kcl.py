@@ -7,8 +7,9 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
 
 - a batch whose dependency stays down is retried here, with capped backoff, until it succeeds
   or the lease is lost — the shard waits rather than skipping records; so is opening the
-  topology in ``initialize`` (a database down when the shard starts), each failed attempt
-  counted as a failed batch in the metrics;
+  topology in ``initialize`` (a database down when the shard starts) and releasing what a
+  rolling sink holds outside a batch, each failed attempt counted as a failed batch in the
+  metrics;
 - a misconfiguration is not waited for (a database that does not exist, a failed
   authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
   logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
@@ -186,14 +187,7 @@ class RecordProcessor:
                 # Counted as a failed batch of no record: the alert on failed batches fires for a
                 # shard that cannot start as for one that cannot commit (nothing else moves: no
                 # batch runs, no lag is read while ``initialize`` waits).
-                self.metrics.observe(
-                    self.engine,
-                    [],
-                    None,
-                    time.perf_counter() - started,
-                    shard=self.shard_id,
-                    error=exc,
-                )
+                self._failed_attempt(started, exc)
                 log.error(
                     "shard %s: opening the topology: %s; retrying in %.0fs",
                     self.shard_id,
@@ -206,6 +200,12 @@ class RecordProcessor:
                 self._exit_misconfigured("opening the topology", exc)
             except Exception as exc:
                 self._exit_unexpected("opening the topology", exc)
+
+    def _failed_attempt(self, started: float, exc: BaseException) -> None:
+        """An attempt outside a batch (an open, a release) failed: a failed batch of no record."""
+        self.metrics.observe(
+            self.engine, [], None, time.perf_counter() - started, shard=self.shard_id, error=exc
+        )
 
     def _wait(self, backoff: float) -> None:
         """Sleep before a retry; exit when the daemon went away meanwhile, raise ``LeaseLost`` when
@@ -367,6 +367,9 @@ class RecordProcessor:
             except BatchFailed as exc:
                 if isinstance(exc.cause, PERMANENT_ERRORS):
                     self._exit_misconfigured("releasing what the sinks hold", exc)
+                # a failed batch of no record, as a failed open: the outage is seen (the failed
+                # batches' alert, the heartbeat), as when a batch's attempt fails
+                self._failed_attempt(started, exc)
                 log.error("shard %s: %s; retrying in %.0fs", self.shard_id, exc, backoff)
                 self._wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff)

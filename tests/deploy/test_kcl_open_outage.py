@@ -168,3 +168,44 @@ def test_a_processor_waiting_for_a_dependency_exits_when_the_daemon_is_gone(tmp_
 def test_the_daemon_is_the_parent_by_default(tmp_path: Path):
     processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s")
     assert processor._daemon_alive()
+
+
+def test_a_sink_down_while_releasing_on_an_idle_poll_counts_as_failed_batches(tmp_path: Path):
+    """A rolling sink due by age on an idle poll (``Engine.tick``) whose store is down is retried
+    in ``processRecords`` until it answers, as a batch is — but only a batch's attempts were
+    counted: the shard waited with `squall_batches_total{status="failed"}` unmoved (and no
+    heartbeat), so `SquallBatchesFailing` never fired and `SquallHung` called the outage a call
+    that never returns. Each failed attempt is now a failed batch of no record, as a failed
+    open is (since hE), and beats the heartbeat."""
+    from squall.errors import BatchFailed
+
+    samples, beats = [], []
+
+    class Capture:
+        def record(self, sample):
+            samples.append(sample)
+
+        def record_idle(self, topology, shard, when):
+            beats.append(shard)
+
+    processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s", sleep=lambda s: None)
+    processor.metrics.backends.append(Capture())
+    cp = KclCheckpointer()
+    deliver(processor, kcl_initialize(), cp)
+    outage = TransientError("rolled (bucket b): connection refused")
+    ticks = iter([BatchFailed("rolled", outage, 3), BatchFailed("rolled", outage, 3)])
+
+    def tick():
+        failure = next(ticks, None)
+        if failure is not None:
+            raise failure
+        return {}
+
+    processor.engine.tick = tick
+    beats.clear()
+    deliver(processor, kcl_process_records([]), cp)
+    assert [(s.status, s.records, s.shard) for s in samples] == [
+        ("failed", 0, "shardId-000000000001")
+    ] * 2
+    assert "connection refused" in samples[0].error
+    assert beats == ["shardId-000000000001"]  # the idle poll's own beat; the failures beat too
