@@ -157,12 +157,19 @@ def print_summary(
     if report.failed_records and report.error is None:
         # The run stops at the batch whose records failed: say so, or "1 batches" reads as
         # the whole input.
-        where = (
-            "the checkpoint stops before the first of them: the next run starts there"
-            if report.checkpointed
-            else f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
-            "from the start"
-        )
+        if report.acknowledges:  # SQS: nothing to start from; what was not settled comes back
+            where = (
+                f"the {topo.spout.type} spout keeps no checkpoint: the messages that failed, and "
+                "those held after them, were not deleted and come back after their visibility "
+                "timeout"
+            )
+        elif report.checkpointed:
+            where = "the checkpoint stops before the first of them: the next run starts there"
+        else:
+            where = (
+                f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
+                "from the start"
+            )
         if report.failed_at_end:  # the flush at the end of the input: it was all read
             console.print(
                 "[red]stopped:[/] what the bolts emitted at the end of the input (their flush) "

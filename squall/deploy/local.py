@@ -74,6 +74,8 @@ class RunReport(ExitStatus):
     #: deletes it); a ``file``, ``stdin`` or ``s3`` one does neither, and a new run reads its
     #: input from the start.
     checkpointed: bool = True
+    #: The spout acknowledges (SQS): no checkpoint; what was not settled is not deleted.
+    acknowledges: bool = False
     error: BatchFailed | None = None
     setup_error: SquallError | None = None
     input_error: SquallError | None = None  # the input broke after the run started
@@ -171,6 +173,7 @@ class LocalRunner:
                 self.spout.open(self.resources)
                 spec = self.spout.checkpointing()
                 report.checkpointed = spec is not None or self.spout.acknowledges
+                report.acknowledges = self.spout.acknowledges
                 if spec is not None:
                     self._stream = spec.stream
                     try:
