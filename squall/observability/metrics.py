@@ -478,6 +478,7 @@ class Recorder:
             checkpointed=bool(positions),
             rss_bytes=rss_bytes(),
             release=True,
+            ended=self.clock(),
         )
         self._finish(engine, sample)
         self._send(sample)

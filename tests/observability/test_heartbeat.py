@@ -236,3 +236,15 @@ def test_a_sample_that_names_no_shard_beats_for_the_kcl_processs_shard():
     backend.record(BatchSample("t", 1, 0, 0.1, "ok", ended=20.0))  # e.g. a release between batches
     assert heartbeat(backend.registry, "t", SHARD_A) == 20.0
     assert heartbeat(backend.registry, "t") is None
+
+
+def test_a_release_between_batches_beats_at_the_recorders_time():
+    """Every sample's time is the recorder's clock (the heartbeat's), but a release's was
+    ``time.time()`` of the sample's own default: with another clock (the tests'), a release moved
+    the heartbeat to another time than its batches and idle polls."""
+    engine = Engine(load_text(KCL_TOPOLOGY.format(db=":memory:", transient=0, dlq="")).plan)
+    backend = PrometheusBackend(CollectorRegistry(), topology="t")
+    recorder = Recorder("t", [backend], clock=lambda: 42.0)
+    recorder.idle(shard=SHARD_A)
+    recorder.released(engine, {SHARD_A: None}, 0.01)
+    assert heartbeat(backend.registry, "t", SHARD_A) == 42.0
