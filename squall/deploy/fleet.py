@@ -314,7 +314,8 @@ def instance_role(
         AwsPermission(
             KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"
         ),
-        AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}"), "KCL leases"),
+        # the KCL keeps its leases in the region it reads the stream in
+        AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}", region), "KCL leases"),
     ]
     if retrieval == "fanout":
         perms.append(

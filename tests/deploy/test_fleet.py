@@ -140,6 +140,17 @@ sinks: [{id: out, type: "squall.testing:MemorySink"}]
     assert reads == {
         "Fn::Sub": "arn:${AWS::Partition}:kinesis:eu-central-1:${AWS::AccountId}:stream/${StreamName}"
     }
+    [leases] = [
+        s["Resource"]
+        for s in role["Resources"]["InstanceRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ]
+        if "dynamodb:Scan" in s["Action"]
+    ]
+    assert leases == {  # the KCL's leases are in the region it reads in
+        "Fn::Sub": "arn:${AWS::Partition}:dynamodb:eu-central-1:${AWS::AccountId}:table/"
+        "${ApplicationName}"
+    }
 
 
 def test_a_fleet_needs_a_stream(tmp_path: Path):
