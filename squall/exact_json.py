@@ -105,15 +105,38 @@ def loads(data: bytes | str) -> Any:
     return value
 
 
+#: What ``as_number`` returns for a value that is not a number orjson misses.
+NOT_A_NUMBER: Any = object()
+#: NumPy dtype kinds of scalars that are JSON numbers (and booleans): bool, int, uint, float.
+_NUMPY_NUMBERS = frozenset("biuf")
+
+
+def as_number(value: Any) -> Any:
+    """The Python number (or bool) of a value orjson hands to ``default`` but which is one: a
+    ``float`` subclass (NumPy's ``float64``: orjson writes subclasses of ``int`` and ``str`` as
+    their base type, not of ``float``) and NumPy's other scalar numbers (``int64``, ``float32``,
+    ``bool_``: no subclass of Python's; a pandas or NumPy computation in a Python bolt gives them),
+    exact (``item()``: a ``float32`` is its double); ``NOT_A_NUMBER`` for anything else."""
+    if isinstance(value, float):
+        return float.__float__(value)  # the base type's value, not a subclass's __float__
+    if (
+        type(value).__module__ == "numpy"
+        and getattr(value, "shape", None) == ()
+        and getattr(getattr(value, "dtype", None), "kind", None) in _NUMPY_NUMBERS
+    ):
+        return value.item()
+    return NOT_A_NUMBER
+
+
 def numbers_first(default: Any = None) -> Any:
-    """An orjson ``default`` that writes a ``float`` subclass as its number (orjson writes
-    subclasses of ``int`` and ``str`` as their base type, but hands a ``float`` subclass — a
-    NumPy ``float64`` a Python bolt computed — to ``default``: it was written as text or refused),
-    then asks ``default``; without one, refuses as orjson does."""
+    """An orjson ``default`` that writes a number orjson does not know as one (``as_number``: a
+    ``float`` subclass, a NumPy scalar — they were written as text, ``"3"``, or refused), then
+    asks ``default``; without one, refuses as orjson does."""
 
     def call(value: Any) -> Any:
-        if isinstance(value, float):
-            return float.__float__(value)  # the base type's value, not a subclass's __float__
+        number = as_number(value)
+        if number is not NOT_A_NUMBER:
+            return number
         if default is None:
             raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
         return default(value)
@@ -121,9 +144,11 @@ def numbers_first(default: Any = None) -> Any:
     return call
 
 
-#: The ``default`` of :func:`dumps`: a ``float`` subclass as its number, anything else refused.
+#: The ``default`` of :func:`dumps`: a ``float`` subclass or a NumPy scalar as its number,
+#: anything else refused.
 plain_numbers = numbers_first()
-#: ``default=str`` that writes a ``float`` subclass as its number (JSON-lines sinks).
+#: ``default=str`` that writes a ``float`` subclass or a NumPy scalar as its number (JSON-lines
+#: sinks).
 text_default = numbers_first(str)
 
 

@@ -43,9 +43,8 @@ def text(value: Any, limit: int = MAX_TEXT) -> str:
 
 
 def _default(value: Any) -> Any:
-    if isinstance(value, float):  # a float subclass (NumPy's float64): its number, replayable
-        return float.__float__(value)
-    return text(value)
+    number = exact_json.as_number(value)  # a float subclass, a NumPy scalar: replayable
+    return text(value) if number is exact_json.NOT_A_NUMBER else number
 
 
 def _message(exc: BaseException) -> str:
@@ -78,13 +77,18 @@ def _float_keys(value: Any) -> Any:
     ``value_counts().to_dict()``) as its float: orjson writes a float key (``OPT_NON_STR_KEYS``)
     but refuses a subclass's, and asks no ``default`` for a key."""
     if isinstance(value, dict):
-        return {
-            float.__float__(k) if isinstance(k, float) else k: _float_keys(v)
-            for k, v in value.items()
-        }
+        return {_key(k): _float_keys(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_float_keys(v) for v in value]
     return value
+
+
+def _key(key: Any) -> Any:
+    """A key orjson writes (``OPT_NON_STR_KEYS``): a float subclass's or NumPy scalar's number."""
+    if key.__class__ in (str, int, float, bool) or key is None:
+        return key
+    number = exact_json.as_number(key)
+    return key if number is exact_json.NOT_A_NUMBER else number
 
 
 def dumps(doc: Any) -> bytes:

@@ -134,3 +134,37 @@ def test_test_records_and_json_log_lines_write_a_float_subclass_as_its_number():
     line = orjson.loads(JsonFormatter().format(log))
     assert (line["score"], line["model"]) == (0.25, {"parts": [1.5]})
     assert line["other"] == "<class 'object'>"  # anything else: its text, as before
+
+
+def test_numpys_other_scalars_are_numbers_not_text_in_every_json_writer():
+    """NumPy's ``int64``, ``float32``, ``bool_`` (a pandas or NumPy computation in a Python bolt
+    gives them) are no subclass of Python's ``int``, ``float``, ``bool``: only ``float64`` was
+    made a number. The S3 lake's and stdout's JSON lines wrote them as the text ``"3"``, ``"1.5"``
+    and ``"True"`` (not even JSON's ``true``) — a column's type changed without a word —, dead
+    letters as text, and the Kinesis, Firehose, SQS, HTTP and push sinks refused them."""
+    np = pytest.importorskip("numpy")
+    doc = {
+        "n": np.int64(3),
+        "share": np.float32(1.5),
+        "ok": np.bool_(True),
+        "small": np.uint8(7),
+        "parts": [np.int32(-2), {"x": np.float16(0.5)}],
+        "counts": {np.int64(1): 2},  # pandas' value_counts().to_dict() of integers
+    }
+    expected = {
+        "n": 3,
+        "share": 1.5,
+        "ok": True,
+        "small": 7,
+        "parts": [-2, {"x": 0.5}],
+        "counts": {"1": 2},
+    }
+    assert orjson.loads(safe_json.dumps(doc)) == expected  # dead letters, keys too
+    # (a key that is not text is refused by the others, a plain int's too: that record's failure)
+    values = {k: v for k, v in doc.items() if k != "counts"}
+    expected.pop("counts")
+    assert orjson.loads(_line(values)) == expected  # the S3 lake
+    assert orjson.loads(exact_json.dumps(values)) == expected  # Kinesis, Firehose, SQS, HTTP…
+    assert exact_json.dumps({"d": np.datetime64("2020-01-01")}, default=str) == (
+        b'{"d":"2020-01-01"}'
+    )  # anything else is the caller's default's, as before
