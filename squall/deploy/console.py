@@ -106,6 +106,13 @@ def run_with_console(
     return report.exit_code
 
 
+#: Where the next run starts when the spout's checkpoints were kept in memory.
+_IN_MEMORY = (
+    "its checkpoints were kept in memory (no checkpoint store, no 'warehouse' resource): the "
+    "next run starts at the spout's `start` again"
+)
+
+
 def print_summary(
     console: Console, topo: Topology, report: RunReport, totals: Totals | None = None
 ) -> None:
@@ -165,6 +172,8 @@ def print_summary(
             )
         elif report.checkpointed:
             where = "the checkpoint stops before the first of them: the next run starts there"
+        elif report.checkpoint_in_memory:
+            where = _IN_MEMORY
         else:
             where = (
                 f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
@@ -189,6 +198,8 @@ def print_summary(
         console.print(f"aborted by {by}: the batch in flight was not checkpointed")
     elif report.interrupted and report.checkpointed:
         console.print("interrupted: the batch in flight was finished and checkpointed")
+    elif report.interrupted and report.checkpoint_in_memory:
+        console.print(f"interrupted: the batch in flight was finished; {_IN_MEMORY}")
     elif report.interrupted:
         console.print(
             f"interrupted: the batch in flight was finished; the {topo.spout.type} spout keeps "

@@ -22,7 +22,7 @@ from squall.observability.logs import log_context
 from squall.observability.metrics import Recorder
 from squall.spouts.base import Spout
 from squall.topology import registry
-from squall.topology.checkpoint import Checkpointer, open_checkpoint_store
+from squall.topology.checkpoint import Checkpointer, MemoryCheckpointStore, open_checkpoint_store
 from squall.topology.executor import Engine, batch_collection
 from squall.topology.model import Topology
 from squall.topology.outcomes import BatchResult, ComponentStats, Outcome, RecordOutcome
@@ -76,6 +76,9 @@ class RunReport(ExitStatus):
     checkpointed: bool = True
     #: The spout acknowledges (SQS): no checkpoint; what was not settled is not deleted.
     acknowledges: bool = False
+    #: The spout's checkpoints were kept in memory (no store, no ``warehouse`` resource): a new
+    #: run starts at the spout's ``start`` again.
+    checkpoint_in_memory: bool = False
     error: BatchFailed | None = None
     setup_error: SquallError | None = None
     input_error: SquallError | None = None  # the input broke after the run started
@@ -185,6 +188,9 @@ class LocalRunner:
                             )
                         ) from None
                     self.checkpointer = Checkpointer(store)
+                    if isinstance(store, MemoryCheckpointStore):  # gone with the run
+                        report.checkpointed = self.spout.acknowledges
+                        report.checkpoint_in_memory = True
                     self.spout.resume(self.checkpointer.load(spec.stream))
                 engine = Engine(
                     self.plan, resources=self.resources, checkpointer=self.checkpointer, hold=True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -182,6 +183,60 @@ def test_records_failed_at_the_end_of_input_do_not_say_the_run_read_no_further(t
         "keeps no checkpoint: the next run reads its input from the start. A dead_letter sink "
         "keeps bad records with their reasons"
     ) in result.stderr
+
+
+class CheckpointedListSpout(ListSpout):
+    """A list spout that asks for the default checkpoint store, as the kinesis spout does."""
+
+    def checkpointing(self):
+        from squall.topology.checkpoint import CheckpointSpec
+
+        return CheckpointSpec("default", "s", owner=self.id)
+
+
+@pytest.mark.parametrize(
+    ("resources", "next_run"),
+    [
+        (
+            "",
+            "its checkpoints were kept in memory (no checkpoint store, no 'warehouse' resource): "
+            "the next run starts at the spout's `start` again",
+        ),
+        (
+            "resources: {warehouse: {url: 'sqlite:///w.db'}}\n",
+            "the checkpoint stops before the first of them: the next run starts there",
+        ),
+    ],
+)
+def test_a_stopped_run_whose_checkpoints_are_in_memory_does_not_say_the_next_starts_there(
+    tmp_path: Path, resources: str, next_run: str
+):
+    """A kinesis spout with no checkpoint store and no `warehouse` resource keeps its checkpoints
+    in memory (the start warns: "a restart reads from `start` again"), but a run stopped by failed
+    records said "the checkpoint stops before the first of them: the next run starts there", and
+    an interrupted one that the batch in flight was "checkpointed"."""
+    from rich.console import Console
+
+    from squall.deploy.console import print_summary
+
+    topology = load_text(
+        f"name: mem\n{resources}"
+        f"spout: {{type: '{__name__}:CheckpointedListSpout', records: [{{n: 1}}, 'x', {{n: 3}}]}}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n",
+        base_dir=tmp_path,
+    )
+    report = LocalRunner(topology).run()
+    assert report.exit_code == EXIT_FAILED
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400), topology, report)
+    text = " ".join(out.getvalue().split())
+    assert f"read no further; {next_run}." in text
+    report.failed_records, report.interrupted = [], True
+    out = io.StringIO()
+    print_summary(Console(file=out, width=400), topology, report)
+    interrupted = " ".join(out.getvalue().split())
+    assert ("finished and checkpointed" in interrupted) == bool(resources)
 
 
 def test_stdin_input(tmp_path: Path):
