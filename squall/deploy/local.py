@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ EXIT_CONFIG = (
 )
 EXIT_INTERRUPTED = 130  # Ctrl-C: the batch in flight was finished and checkpointed (or, a second
 # one, aborted: not acknowledged)
+
+#: Seconds between heartbeats while ``squall run --metrics-port`` waits for input on a source
+#: without idle polls (stdin, a FIFO): far under ``SquallHung``'s threshold (300 s).
+WAIT_BEAT_S = 1.0
 
 
 class ExitStatus:
@@ -215,6 +220,11 @@ class LocalRunner:
                 log.debug("cannot start", exc_info=True)
                 return report
             report.stats = [engine.spout_stats, *engine.stats]
+            waiting = (
+                self._beat_while_waiting()
+                if self.recorder.heartbeats and self.spout.read_interruptible
+                else None
+            )
             try:
                 with log_context(topology=self.topology.name):  # each line about a batch names it
                     try:
@@ -232,6 +242,8 @@ class LocalRunner:
                 report.input_error = exc
                 log.error("%s", exc)
             finally:
+                if waiting is not None:
+                    waiting.set()
                 engine.close()
         finally:
             self.spout.close()
@@ -244,6 +256,20 @@ class LocalRunner:
             report.interrupted = self._interrupted
             report.seconds = time.perf_counter() - started
         return report
+
+    def _beat_while_waiting(self) -> threading.Event:
+        """Move the heartbeat every ``WAIT_BEAT_S`` while the runner waits in the spout's read for
+        input (an idle pipe: stdin, a FIFO; an SQS long poll), which has no idle polls: waiting
+        for input is not a hang. Set the event returned to stop."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(WAIT_BEAT_S):
+                if self._reading:
+                    self.recorder.idle()
+
+        threading.Thread(target=beat, name="squall-heartbeat", daemon=True).start()
+        return stop
 
     def _commit_spout(self, engine: Engine, checkpoint: dict, report: RunReport) -> bool:
         """Tell the spout what the engine saved; save what it adds (SHARD_END of finished shards),

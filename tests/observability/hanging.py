@@ -59,3 +59,27 @@ class TickingSpout(ListSpout):
             if step or self.idle_batches:
                 yield step
             SEEN.append(PROBE[0]())
+
+
+class WaitingSpoutConfig(ListSpoutConfig):
+    marker: str = Field(description="Path: `<marker>.more` lets the read go on after the first.")
+
+
+class WaitingSpout(ListSpout):
+    """A spout waiting for input as an idle pipe does (``read_interruptible``: stdin, a FIFO):
+    its first batch, then a read that waits (``<marker>.waiting`` written: the first batch has
+    ended) until ``<marker>.more`` appears, then the rest."""
+
+    Config = WaitingSpoutConfig
+    summary = "Waits for input between its first and its other records (tests)."
+    read_interruptible = True
+    finite = True
+
+    def read(self, max_records: int) -> Iterator[list]:
+        more = Path(self.config.marker + ".more")
+        yield self.records[:1]
+        Path(self.config.marker + ".waiting").touch()
+        pause = threading.Event()
+        while not more.exists() and not self.stopping:
+            pause.wait(0.02)
+        yield self.records[1:]

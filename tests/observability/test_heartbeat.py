@@ -248,3 +248,50 @@ def test_a_release_between_batches_beats_at_the_recorders_time():
     recorder.idle(shard=SHARD_A)
     recorder.released(engine, {SHARD_A: None}, 0.01)
     assert heartbeat(backend.registry, "t", SHARD_A) == 42.0
+
+
+def test_squall_run_waiting_for_input_on_an_idle_pipe_is_not_hung(tmp_path: Path, monkeypatch):
+    """`tail -F app.log | squall run t.yaml --metrics-port 9108`: stdin (or a FIFO) has no idle
+    polls, so while the pipe was quiet the heartbeat stood still and `SquallHung` paged after
+    5 minutes of a healthy, idle run. While the runner waits in such a spout's read (no batch in
+    flight: not a hang) the heartbeat now moves about every second (``WAIT_BEAT_S``)."""
+    import threading
+
+    from squall.deploy import local
+
+    monkeypatch.setattr(local, "WAIT_BEAT_S", 0.01, raising=False)
+    now = [1_000.0]
+    backend = PrometheusBackend(CollectorRegistry(), topology="piped")
+    recorder = Recorder("piped", [backend], clock=lambda: now[0])
+    recorder.idle()
+    marker = tmp_path / "m"
+    topo = load_text(
+        f"""
+name: piped
+spout: {{type: 'tests.observability.hanging:WaitingSpout', marker: '{marker}', records: [{{n: 1}}, {{n: 2}}]}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: rows, type: 'squall.testing:MemorySink'}}]
+""",
+        base_dir=tmp_path,
+    )
+    runner = LocalRunner(topo, recorder=recorder)
+    done = threading.Thread(target=runner.run)
+    done.start()
+    pause = threading.Event()
+    try:
+        for _ in range(3000):  # until the first batch ended (at 1,000) and the read waits
+            if (tmp_path / "m.waiting").exists():
+                break
+            pause.wait(0.01)
+        assert heartbeat(backend.registry, "piped") == 1_000.0
+        now[0] = 2_000.0  # the pipe is quiet: time passes while the read waits
+        for _ in range(500):  # (at most 5 s)
+            if heartbeat(backend.registry, "piped") == 2_000.0:
+                break
+            pause.wait(0.01)
+        # before: it stayed at the first batch's end, 1,000, until the next line came
+        assert heartbeat(backend.registry, "piped") == 2_000.0
+    finally:
+        (tmp_path / "m.more").touch()
+        done.join(30)
+    assert not done.is_alive()
