@@ -7,9 +7,9 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
 
 - a batch whose dependency stays down is retried here, with capped backoff, until it succeeds
   or the lease is lost — the shard waits rather than skipping records; so is opening the
-  topology in ``initialize`` (a database down when the shard starts) and releasing what a
-  rolling sink holds outside a batch, each failed attempt counted as a failed batch in the
-  metrics;
+  topology in ``initialize`` (a database down when the shard starts), releasing what a
+  rolling sink holds outside a batch and a throttled checkpoint, each failed attempt counted as
+  a failed batch in the metrics;
 - a misconfiguration is not waited for (a database that does not exist, a failed
   authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
   logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
@@ -41,7 +41,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~475 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~480 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -394,6 +394,7 @@ class RecordProcessor:
         INFO); a throttled or unreachable DynamoDB is retried with capped backoff."""
         backoff = 1.0
         while True:
+            started = time.perf_counter()
             try:
                 checkpoint(*args)
                 return
@@ -404,6 +405,9 @@ class RecordProcessor:
                     raise LeaseLost(self.shard_id) from None
                 if name not in RETRIED_CHECKPOINT_ERRORS:
                     raise
+                # seen as a failed open or release is: the checkpoint does not move (else only
+                # the heartbeat would stop, and ``SquallHung`` call the outage a hang)
+                self._failed_attempt(started, exc)
                 log.warning(
                     "shard %s: checkpoint at %s not stored: %s; retrying in %.0fs",
                     self.shard_id,

@@ -178,3 +178,34 @@ def test_a_checkpoint_that_cannot_be_stored_stops_the_shard_before_the_batch_is_
     run = Run(tmp_path, [INIT, batch({"n": 1}), answer("100", error), batch({"n": 2}, start=200)])
     assert run.exit_code == EXIT_UNEXPECTED_ERROR, run.err
     assert run.done() == ["initialize"] and run.rows() == [1]
+
+
+def test_each_throttled_checkpoint_counts_as_a_failed_batch(tmp_path: Path):
+    """A checkpoint retried while DynamoDB stays throttled (or unreachable) counted nowhere: no
+    failed batch, no checkpoint retry, no heartbeat — after 5 minutes `SquallHung` called the
+    outage "a call that never returns", and `SquallBatchesFailing` never fired. Each retried
+    checkpoint now counts as a failed batch of 0 records, as a failed open or release does."""
+    from amazon_kclpy import kcl
+
+    samples = []
+
+    class Capture:
+        def record(self, sample):
+            samples.append(sample)
+
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
+    processor = RecordProcessor(engine, stream="s", sleep=lambda s: None, daemon_alive=lambda: True)
+    processor.metrics.backends.append(Capture())
+    lines = [
+        INIT,
+        batch({"n": 1}),
+        answer("100", "ThrottlingException"),
+        answer("100", "KinesisClientLibDependencyException"),
+        answer("100"),
+    ]
+    stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+    kcl.KCLProcess(
+        processor, input_file=stdin, output_file=io.StringIO(), error_file=io.StringIO()
+    ).run()
+    assert [(s.status, s.records) for s in samples] == [("ok", 1), ("failed", 0), ("failed", 0)]
+    assert "ThrottlingException" in samples[1].error
