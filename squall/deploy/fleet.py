@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~500 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~515 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -70,6 +70,11 @@ KCL_LEASES = (
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 )
+
+
+#: What the unit's ``ExecStart`` takes as it is: systemd splits words on white space and expands
+#: ``%`` specifiers, ``$`` variables, quotes and backslashes.
+_UNIT_WORD = re.compile(r"[A-Za-z0-9._:/\[\]-]+")
 
 
 def _slug(name: str) -> str:
@@ -423,6 +428,15 @@ def write_fleet(
         raise SquallError(
             "the KCL splits its command line on spaces: name the topology file without spaces"
         )
+    for what, word in (
+        ("the topology file's name", topology_file.name),
+        ("--metrics-port", metrics_port),
+    ):
+        if word is not None and not _UNIT_WORD.fullmatch(word):
+            raise SquallError(
+                f"{what} {word!r}: the unit's command line takes letters, digits and . _ - : [ ] "
+                "/ only (systemd splits on spaces and expands %, $ and quotes)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     code = out / "topology"
     if code.exists():

@@ -358,3 +358,32 @@ def test_the_unit_serves_the_prometheus_metrics_when_asked(tmp_path: Path):
         main, ["package", str(PISTATS), "--handler", "consumer", "--metrics-port", "9108"]
     )
     assert result.exit_code == 2 and "--metrics-port is for a KCL fleet" in result.output
+
+
+@pytest.mark.parametrize(
+    ("file_name", "metrics_port", "refused"),
+    [
+        ("t.yaml", "my host:9108", "--metrics-port 'my host:9108'"),
+        ("t.yaml", "%H:9108", "--metrics-port '%H:9108'"),
+        ("t%n.yaml", None, "the topology file's name 't%n.yaml'"),
+        ("t$X.yaml", None, "the topology file's name 't$X.yaml'"),
+    ],
+)
+def test_a_word_systemd_would_split_or_expand_is_refused_not_written_into_the_unit(
+    tmp_path: Path, file_name: str, metrics_port: str | None, refused: str
+):
+    """`ExecStart` is the command line as words joined by spaces: an address `--metrics-port`
+    accepts (`my host:9108`) was split in two, `%H` became the host name, a topology file named
+    `t%n.yaml` the unit's name — a unit that failed at each start, restarted every 5 s."""
+    source = tmp_path / file_name
+    source.write_text(
+        "name: copier\nspout: {type: kinesis, stream: clicks}\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    with pytest.raises(SquallError) as refusal:
+        fleet.write_fleet(load(source), source, tmp_path / "kcl", metrics_port=metrics_port)
+    assert str(refusal.value).startswith(f"{refused}: the unit's command line takes letters")
+    assert not (tmp_path / "kcl").exists()
+    if metrics_port is not None:  # an address in brackets (IPv6) is written as it is
+        fleet.write_fleet(load(source), source, tmp_path / "ok", metrics_port="[::]:9108")
+        assert "--metrics-port [::]:9108" in (tmp_path / "ok" / "squall-copier.service").read_text()
