@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from squall.exact_json import NOT_A_NUMBER, as_number
+
 # Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -52,7 +54,10 @@ def parse_time(value: Any) -> int:
     elif isinstance(value, str):
         return _parse_iso(value)
     else:
-        raise ValueError(f"not a time: {type(value).__name__}")
+        number = as_number(value)  # NumPy's int64, float32 (a pandas time in ms): its number
+        if number is NOT_A_NUMBER:
+            raise ValueError(f"not a time: {type(value).__name__}")
+        return parse_time(number)
     if ms > _MAX_MS:
         raise ValueError(f"time after the year 9999: {_shown(value)}")
     return ms

@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,290 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,310 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -728,8 +728,8 @@ class WindowBolt(Bolt):
             v = get(event)
             if v is MISSING or v is None or isinstance(v, _CONTAINERS):
                 raise ValueError(f"no usable key field '{path}'")
-            if v.__class__ not in _KEY_TYPES:  # an IntEnum, a float subclass: its value, as in
-                v = plain(v)  # the aggregates (orjson writes no float subclass)
+            if v.__class__ not in _KEY_TYPES:  # an IntEnum, a float subclass, a NumPy scalar:
+                v = plain(v)  # its value, as in the aggregates (orjson writes none of them)
             if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
             if v.__class__ is float and not math.isfinite(v):  # (JSON writes it as null)
@@ -1284,8 +1284,15 @@ def _encodable(value: Any) -> bool:
 
 def _where_value(value: Any) -> Any:
     """A value as ``where`` compares it: JSON's true is not 1 (Python's True == 1), and an
-    object or a list equals no scalar (it matches nothing; it is not the record's failure)."""
-    if value.__class__ is bool:
+    object or a list equals no scalar (it matches nothing; it is not the record's failure); a
+    NumPy scalar is its Python number (its ``bool_`` was 1, not true)."""
+    cls = value.__class__
+    if cls is str or cls is int:
+        return value
+    if cls not in PLAIN_TYPES:
+        value = plain(value)
+        cls = value.__class__
+    if cls is bool:
         return (bool, value)
     if isinstance(value, _CONTAINERS):
         return _NO_MATCH
