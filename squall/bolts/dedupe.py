@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import Field
 
+from squall import exact_json
 from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.event import Event
@@ -51,23 +53,66 @@ class DedupeBolt(Bolt):
             if k is MISSING or k is None:
                 emit(ev)
                 continue
-            if k.__class__ is bool:  # JSON's true is not 1 (Python's True == 1 == 1.0)
-                k = (bool, k)
-            try:
-                dup = k in seen
-            except TypeError:  # an object or a list as the key: compare its canonical JSON
-                import orjson
-
-                from squall import exact_json
-
-                # (a float subclass in it, NumPy's float64, as its number: the plain float's key;
-                # an integer beyond 64 bits as its digits — orjson refused both: the event failed)
-                k = exact_json.dumps(k, option=orjson.OPT_SORT_KEYS)
-                dup = k in seen
-            if dup:
+            cls = k.__class__
+            if cls is not str and cls is not int:
+                k = compared(k)
+            if k in seen:
                 out.drop(ev)
             else:
                 seen.add(k)
                 emit(ev)
         out.emit_all(passed)
         return out
+
+
+def compared(key: Any) -> Any:
+    """A key that is neither text nor an integer as the bolt compares it, as a JSON value:
+    numbers by value (``1`` and ``1.0``, ``0.0`` and ``-0.0`` are one key, as Python compares
+    them), a NumPy scalar as its Python number, ``true`` not ``1`` (Python's ``True == 1``); an
+    object or a list (a tuple: JSON's list) by its JSON with sorted keys, its numbers compared
+    the same way, an integer beyond 64 bits by its digits. Raises ``TypeError`` for a value
+    without a JSON form (that event's failure)."""
+    cls = key.__class__
+    if cls is float:
+        return key
+    if cls is bool:
+        return (bool, key)
+    if isinstance(key, dict | list | tuple):
+        text = exact_json.dumps(key, option=orjson.OPT_SORT_KEYS)
+        # orjson writes a whole float with ".0" (1.0, -0.0) or, from 1e16, "e+": then again,
+        # each as its integer (a text holding ".0" is written twice: no matter)
+        if b".0" in text or b"e+" in text:
+            text = exact_json.dumps(_whole_floats(key, _ROOM), option=orjson.OPT_SORT_KEYS)
+        return (_AS_JSON, text)
+    number = exact_json.as_number(key)  # a float subclass (NumPy's float64), a NumPy scalar
+    if number is not exact_json.NOT_A_NUMBER:
+        return compared(number)
+    try:
+        hash(key)
+    except TypeError:  # (a dataclass: its JSON; a set has none: refused, orjson saying why)
+        return (_AS_JSON, exact_json.dumps(key, option=orjson.OPT_SORT_KEYS))
+    return key  # an IntEnum, a text subclass: equal to its value
+
+
+#: Marks a key compared by its JSON text (no key of bytes a Python bolt set is equal to one).
+_AS_JSON: Any = object()
+#: Levels of objects and lists ``_whole_floats`` goes down (orjson writes 254: deeper, it
+#: refuses the key as it did).
+_ROOM = 256
+
+
+def _whole_floats(value: Any, room: int) -> Any:
+    """``value`` with each whole float (a float subclass, a NumPy scalar) as its integer."""
+    if room <= 0:
+        return value
+    if isinstance(value, dict):
+        return {k: _whole_floats(v, room - 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_whole_floats(v, room - 1) for v in value]
+    cls = value.__class__
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    number = value if cls is float else exact_json.as_number(value)
+    if number.__class__ is float and number.is_integer():  # (NaN and the infinities are not)
+        return int(number)
+    return value
