@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~550 lines): ``package`` has twenty-four options, each with its help text; no logic lives
+Size (~560 lines): ``package`` has twenty-four options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -426,7 +426,9 @@ def local_aws(
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option(
-    "--stream", help="Kinesis stream name (default: the stream of the topology's kinesis spout)."
+    "--stream",
+    help="Kinesis stream name or ARN (default: the stream of the topology's kinesis spout); an "
+    "ARN must be of the region read and of the credentials' account (checked at start).",
 )
 @click.option(
     "--application", help="KCL application name: the DynamoDB lease table (default: topology name)."
@@ -490,10 +492,11 @@ def kcl(
     import os
     import shutil
 
-    from squall.deploy.fleet import region_of, stream_of
+    from squall.deploy.fleet import kcl_stream_arn, region_of, stream_of
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.kcl_daemon import (
         KclSettings,
+        check_stream_account,
         daemon_command,
         default_worker_id,
         describe,
@@ -508,19 +511,24 @@ def kcl(
         check_kcl_safe(topo)
         props = dict(item.split("=", 1) for item in extra)
         worker_id = worker_id or default_worker_id()
+        region = region_of(topo, stream, region)
+        stream_arn = kcl_stream_arn(topo, stream, region)
         settings = KclSettings(
             Path(file),
             stream_of(topo, stream),
             application or topo.name,
-            region=region_of(topo, stream, region),
+            region=region,
             initial_position=initial_position,
             kinesis_endpoint=kinesis_endpoint,
             dynamodb_endpoint=dynamodb_endpoint,
             worker_id=worker_id,
             metrics=not no_metrics,
             extra={k.strip(): v.strip() for k, v in props.items()},
+            stream_arn=stream_arn,
         )
         text = settings.properties()
+        if stream_arn and not print_only:  # the account: one call to the stream, at start
+            check_stream_account(stream_arn, region, kinesis_endpoint)
         out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))

@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~515 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~560 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -81,14 +81,54 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "topology"
 
 
-def stream_of(topology: Topology, stream: str | None) -> str:
-    """The stream to consume: the option, else the topology's kinesis spout."""
+def stream_given(topology: Topology, stream: str | None) -> str:
+    """The stream to consume as it is named, a name or an ARN: the option, else the topology's
+    kinesis spout's."""
     if stream:
         return stream
     streams = registry.capabilities("spout", topology.spout).kinesis_streams
     if streams:
-        return str(streams[0]).rsplit("/", 1)[-1]
+        return str(streams[0])
     raise SquallError("the topology's spout is not kinesis: name the stream with --stream")
+
+
+def stream_of(topology: Topology, stream: str | None) -> str:
+    """The name of the stream to consume (an ARN's ``stream/NAME``): the option, else the
+    topology's kinesis spout's."""
+    return stream_given(topology, stream).rsplit("/", 1)[-1]
+
+
+def kcl_stream_arn(topology: Topology, stream: str | None, region: str) -> str | None:
+    """The ARN the option or the kinesis spout names the stream by (None for a name), checked
+    against what the KCL 2.5.8 MultiLangDaemon can read: it takes ``streamArn`` but keeps only
+    its name, read in the region it is configured with (``region``) and in the account of its
+    credentials. An ARN of another region is refused here, located (the account is checked at
+    start: ``kcl_daemon.check_stream_account``)."""
+    given = stream_given(topology, stream)
+    try:
+        ref = aws.StreamRef.parse(given)
+    except ValueError as exc:
+        raise _stream_problem(topology, stream, str(exc)) from None
+    if ref.arn is None:
+        return None
+    if ref.region != region:
+        raise _stream_problem(
+            topology,
+            stream,
+            f"stream ARN {ref.arn} is in region {ref.region}, but the KCL daemon reads "
+            f"{region} (--region, else the spout's region): the KCL 2.5.8 MultiLangDaemon reads a "
+            "stream ARN's name in the region it is configured with, so it would read another "
+            "stream, or none",
+        )
+    return ref.arn
+
+
+def _stream_problem(topology: Topology, stream: str | None, message: str) -> SquallError:
+    if stream:
+        return SquallError(f"--stream: {message}")
+    from squall.errors import TopologyError
+
+    return TopologyError(topology.problem(topology.spout.id, "stream", message))
 
 
 def spout_region(topology: Topology, stream: str | None = None) -> str | None:
@@ -460,8 +500,9 @@ def write_fleet(
     marked = parameterised(topology, text)
     # A stream the topology names with ${VARS}: the unit reads them from `environment` (where
     # the docs put the topology's variables), set there to their values of now.
-    unit_stream, stream_vars = stream_name, ""
-    if stream is None and _MARKER.search(raw := stream_of(marked, None)):
+    # An ARN stays one: ``squall kcl`` checks that the daemon reads that stream.
+    unit_stream, stream_vars = stream or stream_given(topology, None), ""
+    if stream is None and _MARKER.search(raw := stream_given(marked, None)):
         unit_stream = _MARKER.sub(lambda m: "${" + m.group(1) + "}", raw)
         defaults = variable_defaults(text)
         stream_vars = "".join(
@@ -470,10 +511,12 @@ def write_fleet(
     # The spout's stream variables are the unit's (above) or unused (an explicit --stream: the KCL
     # delivers the records): no hint for them.
     try:
-        spout_vars = set(_MARKER.findall(stream_of(marked, None)))
+        spout_vars = set(_MARKER.findall(stream_given(marked, None)))
     except SquallError:  # the spout is not kinesis
         spout_vars = set()
     region = spout_region(topology, stream)
+    if region is not None:  # the unit reads in the spout's region: an ARN of another is refused
+        kcl_stream_arn(topology, stream, region)
     command = exec_start(
         topology_file.resolve().name,
         name,

@@ -84,13 +84,16 @@ class KclSettings:
     metrics: bool = True
     python: str = sys.executable
     extra: dict[str, str] = field(default_factory=dict)
+    #: The stream's ARN when the topology names it by one (``stream`` is then its name): written
+    #: as ``streamArn`` (see ``check_stream_account`` for what the daemon reads of it).
+    stream_arn: str | None = None
 
     def properties(self) -> str:
         from squall.deploy.kcl_lease import LeaseTable
 
         props = {
             "executableName": "",  # below: it names the lease table the daemon ends up using
-            "streamName": self.stream,
+            **({"streamArn": self.stream_arn} if self.stream_arn else {"streamName": self.stream}),
             "applicationName": self.application,
             "AWSCredentialsProvider": "DefaultAWSCredentialsProviderChain",
             "processingLanguage": "python/3",
@@ -134,6 +137,37 @@ class KclSettings:
         if " " in str(self.topology.resolve()) or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")
         return "".join(f"{_java(k)} = {_java(v)}\n" for k, v in props.items())
+
+
+def check_stream_account(stream_arn: str, region: str, endpoint_url: str | None) -> None:
+    """Refuse a stream ARN the daemon would not read. The KCL 2.5.8 MultiLangDaemon takes
+    ``streamArn`` but keeps only its name (``KinesisClientLibConfigurator``: ``setStreamName``
+    of the ARN's resource), which it reads in the account of its credentials: another account's
+    ARN would read a same-named stream of this one, or fail with "stream not found". So the
+    stream of that name here (DescribeStreamSummary) must be the one the ARN names."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from squall import aws
+
+    name = stream_arn.rsplit("/", 1)[-1]
+    try:
+        kinesis = aws.client("kinesis", region=region, endpoint_url=endpoint_url)
+        here = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+    except (BotoCoreError, ClientError) as exc:  # not found, denied: the daemon cannot read it
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        raise SquallError(
+            f"stream ARN {stream_arn}: no stream {name} in region {region} of these credentials' "
+            f"account ({code}): the KCL 2.5.8 MultiLangDaemon reads a stream by its name in its "
+            "own account, so it cannot read another account's stream (cross-account reading: "
+            "run squall kcl with that account's credentials, or use squall run)"
+        ) from None
+    if here["StreamARN"] != stream_arn:
+        raise SquallError(
+            f"stream ARN {stream_arn}: the KCL 2.5.8 MultiLangDaemon reads a stream by its name "
+            f"in the account of its credentials, which is {here['StreamARN']}, not the stream "
+            "asked for (cross-account reading: run squall kcl with that account's credentials, "
+            "or use squall run)"
+        )
 
 
 def _java(text: str) -> str:
