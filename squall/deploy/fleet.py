@@ -133,11 +133,17 @@ def _stream_problem(topology: Topology, stream: str | None, message: str) -> Squ
 
 def spout_region(topology: Topology, stream: str | None = None) -> str | None:
     """The region the topology's kinesis spout names for its stream (its ``region``, else its
-    stream ARN's), when ``stream`` is that stream (or None); None when it names none."""
+    stream ARN's), when ``stream`` is that stream (or None); for another stream given by ARN,
+    that ARN's region (as the spout reads one); None when neither names one."""
     streams = registry.capabilities("spout", topology.spout).kinesis_streams
-    if not streams:
+    own = str(streams[0]) if streams else None
+    if stream and stream != own and stream.startswith("arn:"):
+        try:
+            return aws.StreamRef.parse(stream).region
+        except ValueError:  # refused, located, with the stream (kcl_stream_arn)
+            return None
+    if own is None:
         return None
-    own = str(streams[0])
     if stream and stream not in (own, own.rsplit("/", 1)[-1]):
         return None  # another stream: the spout's region says nothing of it
     return getattr(topology.spout, "region", None) or aws.StreamRef.parse(own).region
@@ -145,7 +151,8 @@ def spout_region(topology: Topology, stream: str | None = None) -> str | None:
 
 def region_of(topology: Topology, stream: str | None, region: str | None) -> str:
     """The region to consume in, as the spout resolves its own: the option, else the kinesis
-    spout's (``region``, its stream's ARN), else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1."""
+    spout's (``region``, its stream's ARN) or a ``--stream`` ARN's, else AWS_REGION /
+    AWS_DEFAULT_REGION, else us-east-1."""
     return region or aws.resolve_region(spout_region(topology, stream))
 
 

@@ -78,12 +78,29 @@ def test_a_stream_name_is_still_written_as_stream_name(tmp_path: Path):
     assert "streamName = pistats\n" in result.output and "streamArn" not in result.output
 
 
-def test_a_stream_option_arn_is_written_as_stream_arn(tmp_path: Path):
-    arn = ARN.format(region="eu-west-1", account="123456789012", name="other")
-    result = print_props(tmp_path, topology_file(tmp_path, "pistats"), "--stream", arn)
+def test_a_stream_option_arn_is_written_as_stream_arn_and_read_in_its_region(tmp_path: Path):
+    """As the spout reads an ARN: in its region, not AWS_REGION's (eu-west-1 here), nor the
+    spout's own stream's region (another stream)."""
+    arn = ARN.format(region="ap-south-1", account="123456789012", name="other")
+    topology = topology_file(tmp_path, "pistats", region="eu-central-1")
+    result = print_props(tmp_path, topology, "--stream", arn)
     assert result.exit_code == 0, result.output
     assert f"streamArn = {arn}\n" in result.output
-    assert "regionName = eu-west-1\n" in result.output
+    assert "regionName = ap-south-1\n" in result.output
+    assert " other --lease-table arn-app " in result.output
+
+
+def test_the_fleet_unit_reads_a_stream_option_arn_in_its_region(tmp_path: Path):
+    arn = ARN.format(region="ap-south-1", account="123456789012", name="other")
+    (tmp_path / "p").mkdir()
+    topology = topology_file(tmp_path / "p", "pistats")
+    out = tmp_path / "fleet"
+    fleet.write_fleet(load(topology), topology, out, stream=arn)
+    unit = (out / "squall-arn-app.service").read_text()
+    assert f"--stream {arn} " in unit and "--region" not in unit
+    role = (out / "instance-role.yaml").read_text()
+    assert "kinesis:ap-south-1:${AWS::AccountId}:stream/${StreamName}" in role
+    assert "Default: other\n" in role  # the name: not arn:…:stream/arn:…
 
 
 def test_a_spout_arn_of_another_region_than_the_spout_s_is_refused_located(tmp_path: Path):
