@@ -152,6 +152,36 @@ def test_kcl_settings_write_the_arn_and_pass_the_name_to_the_processor(tmp_path:
     assert f" {(tmp_path / 't.yaml').resolve()} s1 --lease-table app " in text
 
 
+def kcl_env() -> dict[str, str]:
+    """The environment of a `squall kcl` started here: the stand-ins' fake credentials, this tree."""
+    return {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_REGION": "us-east-1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+
+
+def kcl_command(topology: Path, kinesis_mock, dynalite, props: Path, *extra: str) -> list[str]:
+    """`squall kcl` on the stand-ins, writing its properties to ``props``."""
+    return [
+        sys.executable,
+        "-m",
+        "squall.cli",
+        "kcl",
+        str(topology),
+        "--kinesis-endpoint",
+        kinesis_mock.endpoint,
+        "--dynamodb-endpoint",
+        dynalite.endpoint,
+        "--properties-out",
+        str(props),
+        *extra,
+    ]
+
+
 @pytest.mark.e2e
 def test_the_daemon_reads_a_stream_given_by_its_arn(
     tmp_path: Path, kinesis, dynamodb, make_stream, kinesis_mock, dynalite
@@ -170,35 +200,21 @@ def test_the_daemon_reads_a_stream_given_by_its_arn(
     precreate_leases(dynamodb, kinesis, app, stream)
     put(kinesis, stream, [{"id": f"a{i}", "n": i} for i in range(20)])
     props = tmp_path / "kcl.properties"
-    cmd = [
-        sys.executable,
-        "-m",
-        "squall.cli",
-        "kcl",
-        str(topology),
-        "--kinesis-endpoint",
-        kinesis_mock.endpoint,
-        "--dynamodb-endpoint",
-        dynalite.endpoint,
+    cmd = kcl_command(
+        topology,
+        kinesis_mock,
+        dynalite,
+        props,
         "--no-metrics",
         "--worker-id",
         "w1",
-        "--properties-out",
-        str(props),
         *[
             a
             for kv in ("failoverTimeMillis=2000", "shardSyncIntervalMillis=1000")
             for a in ("--set", kv)
         ],
-    ]
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_REGION": "us-east-1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
+    )
+    env = kcl_env()
     with open(tmp_path / "w1.log", "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -229,30 +245,11 @@ def test_an_arn_the_daemon_would_not_read_is_refused_at_start(
     topology = topology_file(tmp_path, arn)
     props = tmp_path / "kcl.properties"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "squall.cli",
-            "kcl",
-            str(topology),
-            "--kinesis-endpoint",
-            kinesis_mock.endpoint,
-            "--dynamodb-endpoint",
-            dynalite.endpoint,
-            "--properties-out",
-            str(props),
-        ],
+        kcl_command(topology, kinesis_mock, dynalite, props),
         capture_output=True,
         text=True,
         timeout=60,
-        env={
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_REGION": "us-east-1",
-            "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-        },
+        env=kcl_env(),
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"error: stream ARN {arn}" in result.stderr
