@@ -12,11 +12,9 @@ scraped from the backend minute by minute and handed to ``promtool test rules``.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from squall.errors import BatchFailed
@@ -26,6 +24,7 @@ from squall.observability.prometheus import PrometheusBackend
 from squall.testing import records_from
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
+from tests.observability.promtool import promtool_test
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
@@ -57,27 +56,7 @@ def _scrape(registry: CollectorRegistry, series: dict[str, list[str]], minute: i
 
 def _promtool(tmp_path: Path, name: str, series: dict[str, list[str]], checks: list) -> None:
     topo = load_text(TOPOLOGY.format(name=name))
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(prometheus_rules(topo)))
-    test = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": k, "values": " ".join(v)} for k, v in series.items()],
-                "alert_rule_test": checks,
-            }
-        ],
-    }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
-    r = subprocess.run(
-        ["promtool", "test", "rules", "test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "test.yaml").read_text()
+    promtool_test(tmp_path, prometheus_rules(topo), series, checks)
 
 
 def _fires(name: str, alert: str, at: str) -> dict:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from prometheus_client import CollectorRegistry
 
 from squall.deploy.kcl import RecordProcessor
@@ -29,6 +28,7 @@ from squall.topology.loader import load_text
 from tests.deploy.test_kcl_processor import TOPOLOGY as KCL_TOPOLOGY
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_message, kcl_process_records
 from tests.observability import hanging
+from tests.observability.promtool import promtool_test
 from tests.observability.test_alert_series import needs_promtool
 
 HEARTBEAT = "squall_last_progress_timestamp_seconds"
@@ -186,44 +186,21 @@ def test_squall_hung_fires_for_a_heartbeat_older_than_the_threshold_and_not_a_fr
     assert series[f'{HEARTBEAT}{{shard="{SHARD_A}",topology="{name}"}}'][-1] == "180"
     rules = prometheus_rules(topo, thresholds=Thresholds(heartbeat_s=300))
     [rule] = [r for r in rules["groups"][0]["rules"] if r["alert"] == "SquallHung"]
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
-    check = subprocess.run(
-        ["promtool", "check", "rules", "rules.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
     hung = {
         "exp_labels": {**rule["labels"], "shard": SHARD_A},
         "exp_annotations": rule["annotations"],
     }
-    test = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [{"series": k, "values": " ".join(v)} for k, v in series.items()],
-                "alert_rule_test": [
-                    {"eval_time": "2m", "alertname": "SquallHung", "exp_alerts": []},
-                    {"eval_time": "8m", "alertname": "SquallHung", "exp_alerts": []},
-                    {"eval_time": "9m", "alertname": "SquallHung", "exp_alerts": [hung]},
-                    {"eval_time": "11m", "alertname": "SquallHung", "exp_alerts": [hung]},
-                ],
-            }
+    promtool_test(
+        tmp_path,
+        rules,
+        series,
+        [
+            {"eval_time": "2m", "alertname": "SquallHung", "exp_alerts": []},
+            {"eval_time": "8m", "alertname": "SquallHung", "exp_alerts": []},
+            {"eval_time": "9m", "alertname": "SquallHung", "exp_alerts": [hung]},
+            {"eval_time": "11m", "alertname": "SquallHung", "exp_alerts": [hung]},
         ],
-    }
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
-    r = subprocess.run(
-        ["promtool", "test", "rules", "test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_sample_that_names_no_shard_beats_for_the_kcl_processs_shard():
