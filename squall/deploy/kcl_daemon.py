@@ -154,7 +154,7 @@ def check_stream_account(stream_arn: str, region: str, endpoint_url: str | None)
         kinesis = aws.client("kinesis", region=region, endpoint_url=endpoint_url)
         here = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     except (BotoCoreError, ClientError) as exc:  # not found, denied: the daemon cannot read it
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        code = aws.error_code(exc) or type(exc).__name__
         raise SquallError(
             f"stream ARN {stream_arn}: no stream {name} in region {region} of these credentials' "
             f"account ({code}): the KCL 2.5.8 MultiLangDaemon reads a stream by its name in its "
