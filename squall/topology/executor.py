@@ -111,6 +111,16 @@ class _Refused(Exception):
         self.events = events
 
 
+class _FailedInTransaction(Exception):
+    """A sink in the batch's transaction could not write some events (``WriteResult.failed``)
+    while other sinks share the transaction: roll back, so that none of them writes their records."""
+
+    def __init__(self, node: Node, events: list[Event]):
+        super().__init__(f"{node.id}: {len(events)} event(s) failed")
+        self.node = node
+        self.events = events
+
+
 #: How many isolated poison records the engine remembers having logged (a bounded memory).
 _POISON_LOGGED = 4096
 #: How many isolated poison records of one batch and component are logged one by one (at
@@ -755,8 +765,11 @@ class Engine:
                             result is not None and result.rejected
                         ):  # dead letters first: roll back, then again
                             raise _Refused(node, result.rejected)
+                        if result is not None and result.failed and len(pending) > 1:
+                            # the other sinks of the transaction wrote (or would write) them too
+                            raise _FailedInTransaction(node, result.failed)
                         written.append((node, p.events, result))
-                    except (TransientError, BatchFailed, _Refused):
+                    except (TransientError, BatchFailed, _Refused, _FailedInTransaction):
                         raise
                     except Exception as exc:
                         if _batch_error(exc) or _dependency_down(exc):
@@ -803,6 +816,19 @@ class Engine:
                     node, pending[k][1].events, WriteResult(rejected=refused.events), ledger
                 )
                 pending[k] = (node, self._reprepare(node, rest, []))
+                pending = self._hold_back_pending(pending, units, ledger)
+            except _FailedInTransaction as failure:
+                # Rolled back: the records fail (they come again), no sink of the transaction
+                # writes them, nor (``_hold_back_pending``) what comes after them in their lineage.
+                node = failure.node
+                for ev in failure.events:
+                    reason = ev.failure or Failure(node.id, "write failed")
+                    ledger.failed.setdefault(ev.origin, dataclasses.replace(reason, retry=True))
+                origins = frozenset(ev.origin for ev in failure.events)
+                pending = [(n, self._without(n, q, origins, ledger)) for n, q in pending]
+                stats = self.stats[node.index]
+                stats.received += len(failure.events)  # given to it, and failed there
+                stats.failed += len(failure.events)
                 pending = self._hold_back_pending(pending, units, ledger)
         for node, events, result in written:
             self._settle(node, events, result, ledger, dead=False)
@@ -950,7 +976,13 @@ class Engine:
         held = ledger.held
         if not held:
             return p
-        kept = [ev for ev in p.events if ev.origin not in held]
+        return self._without(node, p, held, ledger)
+
+    def _without(
+        self, node: Node, p: Prepared, origins: frozenset[int], ledger: _Ledger
+    ) -> Prepared:
+        """``p`` without the events of the records ``origins``, prepared again if any was in it."""
+        kept = [ev for ev in p.events if ev.origin not in origins]
         if len(kept) == len(p.events):
             return p
         # Not the sink's to write this time: counted when they come again, as a failed batch's
@@ -1422,7 +1454,7 @@ class Engine:
                     delay,
                 )
                 self._sleep(delay)
-            except (BatchFailed, _RecordFault, _Refused):
+            except (BatchFailed, _RecordFault, _Refused, _FailedInTransaction):
                 raise
             except Exception as exc:
                 if isolate and not _batch_error(exc):

@@ -27,7 +27,8 @@ class TxSink(Sink):
     """Rows ``(sink, n)`` in table ``rows`` of resource ``db``: in the batch's transaction when the
     engine gives one, else in a transaction of its own (the isolation's part writes). An event
     whose payload names this sink in ``poison`` fails its write (a record fault); one naming it
-    in ``refuse`` is refused for good (``WriteResult.rejected``)."""
+    in ``refuse`` is refused for good (``WriteResult.rejected``); one naming it in ``fail`` is
+    not written, the rest are (``WriteResult.failed``: a partial failure)."""
 
     Config = MemorySinkConfig
 
@@ -47,13 +48,14 @@ class TxSink(Sink):
             ev.failure = Failure(self.id, "refused")
         if refused:
             return WriteResult(rejected=refused)
-        rows = [{"s": self.id, "n": ev.value["n"]} for ev in prepared.events]
+        failed = [ev for ev in prepared.events if ev.value.get("fail") == self.id]
+        rows = [{"s": self.id, "n": ev.value["n"]} for ev in prepared.events if ev not in failed]
         if ctx.connection is not None:
             ctx.connection.execute(text("insert into rows values (:s, :n)"), rows)
         else:
             with self.engine.begin() as conn:
                 conn.execute(text("insert into rows values (:s, :n)"), rows)
-        return None
+        return WriteResult(failed=failed) if failed else None
 
 
 def rows(db: Path, sink: str) -> list[int]:
@@ -86,6 +88,44 @@ sinks:
     [result] = run.results
     assert [o.outcome for o in result.records] == [Outcome.COMMITTED, Outcome.FAILED, Outcome.HELD]
     assert rows(db, "two") == [0]
+
+
+@pytest.mark.parametrize("failing", ["one", "two"])
+def test_a_record_a_transaction_sink_reports_failed_is_written_by_no_sink_of_it(
+    tmp_path: Path, failing: str
+):
+    """A sink of the batch's transaction reports record 1 failed (``WriteResult.failed``: not
+    written, comes again). The transaction's other sink wrote it in the same transaction — before
+    it (`two` failing) or after it — and record 2 after it: the transaction is rolled back and
+    written again without them, so the redelivery is their only write."""
+    db = tmp_path / "w.db"
+    text_ = f"""
+name: txfail
+resources: {{db: {{url: 'sqlite:///{db}'}}}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: one, type: '{__name__}:TxSink'}}
+  - {{id: two, type: '{__name__}:TxSink'}}
+"""
+    batch = records(
+        [("A", {"n": 0}), ("A", {"n": 1, "fail": failing}), ("A", {"n": 2}), ("B", {"n": 3})]
+    )
+    run = run_topology(text_, batch, batch_size=4)
+    [result] = run.results
+    assert [o.outcome for o in result.records] == [
+        Outcome.COMMITTED,
+        Outcome.FAILED,
+        Outcome.HELD,
+        Outcome.COMMITTED,
+    ]
+    assert rows(db, "one") == rows(db, "two") == [0, 3]
+    stats = {s.id: s for s in run.engine.stats}
+    # the failing sink was given record 1 and failed it; record 2 is held (counted when it comes)
+    assert (stats[failing].received, stats[failing].emitted, stats[failing].failed) == (3, 2, 1)
+    other = "two" if failing == "one" else "one"
+    assert (stats[other].received, stats[other].emitted, stats[other].failed) == (2, 2, 0)
 
 
 def test_a_sink_counts_in_only_the_events_it_was_given_to_write():
