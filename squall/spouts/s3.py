@@ -22,9 +22,10 @@ only at the end of the stream, so lines decompressed before the error are unveri
 garbage. So a gzip object is read twice: a first pass decompresses it to its end, verifying it
 and counting its content against ``max_object_bytes`` without keeping a line, and only a verified
 object's lines are read, in a second pass (from memory when the compressed object is at most
-``KEPT_COMPRESSED`` bytes, else a second GET of the same version or ETag). The first pass costs
-one more decompression (and, above ``KEPT_COMPRESSED``, one more download); docs/sinks.md gives the
-figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
+``KEPT_COMPRESSED`` bytes, else a second GET of the same version or ETag; ``_Inflated`` bounds
+the steps of both passes alike: the content against ``max_object_bytes``, the time left). The
+first pass costs one more decompression (and, above ``KEPT_COMPRESSED``, one more download);
+docs/sinks.md gives the figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
 to gigabytes) is one dead letter the same way, naming the bound. So is an object an S3
 notification names that S3 does not have (``missing_object_record``: NoSuchKey, NoSuchVersion —
 deleted after the notification, or never readable).
@@ -34,12 +35,13 @@ every read of its body is bounded by the time left, as the sinks' AWS calls are
 (``aws.time_bounded``): a GetObject makes one attempt, reads its answer no longer than the time
 left and is retried (throttled, 5xx, connection lost) as the engine retries a sink's transient
 error (``settings.retry``) only while the backoff fits; no GetObject is sent and no read of the
-body started with no time left (nor a step of a gzip object's first pass: a read inflates to up
-to a thousand times more), and each read of the body waits for bytes no longer than the time
+body started with no time left (nor a step of either pass over a gzip object, ``CHUNK``
+decompressed bytes: a read inflates to up to a thousand times more, and the second pass over an
+object kept in memory reads nothing), and each read of the body waits for bytes no longer than the time
 left. What cannot finish in time is an ``ObjectReadError`` marked ``transient``; a read of the
 body failing otherwise (a reset) is not retried and not ``transient``.
 
-Size (~600 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~650 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -78,6 +80,9 @@ log = logging.getLogger("squall.spouts")
 
 #: Bytes read from S3 per call, and decompressed bytes produced per step.
 CHUNK = 1_048_576
+#: Decompressed bytes per step of a gzip object's second pass: each goes through the line reader
+#: too (a MiB of blank lines, a million of them, is ~0.3 s of CPU; its inflating ~8 ms).
+LINES_STEP = 65_536
 #: A gzip object up to this size (compressed) is kept in memory between its two passes.
 KEPT_COMPRESSED = 8 * 1_048_576
 #: Default bound on an object's content (after gzip decompression).
@@ -198,14 +203,15 @@ class _Body(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def time_left(self, decompressed: int | None = None) -> float | None:
+    def time_left(self, decompressed: int | None = None, second: bool = False) -> float | None:
         """The time left of the object's ``ReadBound`` (None: none); with none left, an
         ``ObjectReadError`` (``transient``) saying how far the reading (and, given, the
-        decompression) got."""
+        decompression of the first or ``second`` pass) got."""
         bound = self.obj.bound
         left = bound.time_left() if bound is not None else None
         if left is not None and left <= 0:
-            inflated = f", {decompressed} decompressed" if decompressed is not None else ""
+            again = " in the second pass" if second else ""
+            inflated = f", {decompressed} decompressed{again}" if decompressed is not None else ""
             raise ObjectReadError(
                 f"{self.obj.where}: reading stopped after {self.read_bytes} bytes{inflated}: "
                 f"{aws.NO_TIME_LEFT}",
@@ -299,26 +305,69 @@ def object_batches(
     if refused is not None:
         yield [refused]
         return
-    again = io.BytesIO(b"".join(raw.kept)) if raw.kept is not None else None
-    second = io.BufferedReader(_Body(obj, obj.stream()), CHUNK) if again is None else again
-    with second, gzip.GzipFile(fileobj=second) as lines:
-        yield from _lines(obj, lines, max_records, skip_blank, max_line_bytes)
+    if raw.kept is not None:  # the compressed bytes are here: their reads were counted already
+        compressed, body = io.BytesIO(b"".join(raw.kept)), raw
+    else:
+        body = _Body(obj, obj.stream())
+        compressed = io.BufferedReader(body, CHUNK)
+    content = _Inflated(compressed, body, max_object_bytes, second=True)
+    with compressed, io.BufferedReader(content, LINES_STEP) as lines:
+        try:
+            yield from _lines(obj, lines, max_records, skip_blank, max_line_bytes)
+        except _OverBound:  # verified under the bound in the first pass: not the same bytes
+            raise ObjectReadError(
+                f"{obj.where}: its content grew past max_object_bytes ({max_object_bytes}) "
+                "in the second pass, not the bytes the first pass verified"
+            ) from None
+
+
+class _OverBound(Exception):
+    """A gzip object's content went past ``max_object_bytes`` (``_Inflated``)."""
+
+
+class _Inflated(io.RawIOBase):
+    """A gzip object's content as a raw stream, decompressed at most ``CHUNK`` bytes per read —
+    the steps of both passes over it, bounded alike: the content is counted against
+    ``max_object_bytes`` (``_OverBound`` past it) and, in a Lambda, each step is one more that
+    the time left must allow (``_Body.time_left``), as a read of the body is: ``CHUNK``
+    compressed bytes (or the few kept in memory for the second pass, read no more) can inflate
+    to a thousand times more, seconds of CPU without another read."""
+
+    def __init__(self, compressed: BinaryIO, body: _Body, bound: int, second: bool = False):
+        self.gz = gzip.GzipFile(fileobj=compressed)
+        self.body, self.bound, self.second = body, bound, second
+        self.content = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.gz.read(min(len(buffer), CHUNK))
+        n = len(data)
+        if n:
+            self.content += n
+            if self.content > self.bound:
+                raise _OverBound
+            self.body.time_left(self.content, self.second)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        self.gz.close()
+        super().close()
 
 
 def _check_gzip(obj: S3Object, raw: _Body, head: Any, bound: int) -> Record | None:
-    """The first pass over a gzip object: decompress to the end (``CHUNK`` bytes at a time,
-    nothing kept) so the CRC and length are verified; the object's dead letter if it is corrupt,
-    truncated or over the bound, else None. In a Lambda each step is one more that the time
-    left must allow (``_Body.time_left``), as a read is: a read of ``CHUNK`` compressed bytes
-    can inflate to a thousand times more (seconds of CPU before the next read)."""
-    content = 0
+    """The first pass over a gzip object: decompress to the end (``_Inflated``'s steps, nothing
+    kept) so the CRC and length are verified; the object's dead letter if it is corrupt,
+    truncated or over the bound, else None."""
+    buffer = bytearray(CHUNK)
     try:
-        with gzip.GzipFile(fileobj=head) as gz:
-            while step := len(gz.read(CHUNK)):
-                content += step
-                if content > bound:
-                    return over_bound_record(obj, bound, True)
-                raw.time_left(content)
+        with _Inflated(head, raw, bound) as content:
+            while content.readinto(buffer):
+                pass
+    except _OverBound:
+        return over_bound_record(obj, bound, True)
     except (EOFError, OSError, zlib.error) as exc:
         raw.drain()  # the dead letter's fingerprint covers the object's bytes
         return corrupt_object_record(obj, exc, raw.digest.hexdigest()[:32])

@@ -287,3 +287,46 @@ def test_a_body_read_cut_once_with_time_left_fails_its_message_only(aws_env):  #
         server.close()
     assert got == {"batchItemFailures": [{"itemIdentifier": "m-0"}]}
     assert [ev.value["n"] for ev in MemorySink.stores[store]] == [1]
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept-in-memory", "read-again"])
+def test_a_gzip_objects_second_pass_stops_decompressing_once_the_time_left_is_spent(
+    landing, monkeypatch, kept
+):
+    """The second pass inflates the object again: an object kept in memory (at most
+    ``KEPT_COMPRESSED`` compressed) is not read again, and ~33 KiB read again can be 32 MiB of
+    blank lines (skipped: no batch between them) — a gigabyte for a megabyte. It stops at its
+    first step (``CHUNK`` decompressed) after the time left is spent, as the first pass does: it
+    inflated the whole object with no time check (kept), or until its next read (read again):
+    32 MiB of blank lines took 34 s of CPU there. Its steps are ``LINES_STEP`` (64 KiB): each
+    byte also goes through the line reader."""
+    from squall.spouts import s3 as s3_spout
+
+    bucket, client = landing
+    if not kept:
+        monkeypatch.setattr(s3_spout, "KEPT_COMPRESSED", 1024)  # a second GET, no 8 MiB object
+    client.put_object(Bucket=bucket, Key="in/z.jsonl.gz", Body=gzip.compress(b"\n" * 2**25))
+    first_pass_done, second_reads = [], []
+    check, readinto = s3_spout._check_gzip, s3_spout._Body.readinto
+
+    def first_pass(*args):
+        first_pass_done.append(check(*args))
+        return first_pass_done[-1]
+
+    def counted(self, buffer):
+        n = readinto(self, buffer)
+        if first_pass_done:
+            second_reads.append(n)
+        return n
+
+    monkeypatch.setattr(s3_spout, "_check_gzip", first_pass)
+    monkeypatch.setattr(s3_spout._Body, "readinto", counted)
+    # Time left through the first pass; spent once the second has its compressed bytes.
+    bound = ReadBound(lambda: 0.0 if first_pass_done and (kept or second_reads) else 10.0)
+    obj = open_object(client, bucket, "in/z.jsonl.gz", bound=bound)
+    with pytest.raises(
+        ObjectReadError, match=f", {s3_spout.LINES_STEP} decompressed in the second pass: the time"
+    ) as caught:
+        list(object_batches(obj, 10))
+    assert caught.value.transient and first_pass_done == [None]
+    assert second_reads == ([] if kept else [obj.size])

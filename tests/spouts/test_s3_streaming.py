@@ -240,3 +240,27 @@ def test_a_null_version_replaced_between_the_two_passes_fails_the_read(s3, monke
     with pytest.raises(SquallError, match="null.jsonl.gz: PreconditionFailed .*replaced"):
         next(batches)
     assert client.calls["get_object"] == 2
+
+
+def ignoring_if_match(kwargs, call):
+    """An S3-compatible endpoint that ignores ``If-Match``: it answers what the key holds now."""
+    return call(**{k: v for k, v in kwargs.items() if k != "IfMatch"})
+
+
+def test_a_second_pass_over_more_than_max_object_bytes_stops_at_the_bound(s3, monkeypatch):
+    """The second pass is bounded as the first: were the second GET's bytes not those the
+    first pass verified (an endpoint ignoring ``If-Match``, the object replaced meanwhile), a
+    bomb's lines were read with no bound at all. It stops at ``max_object_bytes`` and fails the
+    read (the input is read again later), no line past the bound read."""
+    import squall.spouts.s3 as s3_spout
+    from squall.spouts.s3 import ObjectReadError
+
+    monkeypatch.setattr(s3_spout, "KEPT_COMPRESSED", 1024)  # a second GET without 8 MiB objects
+    body = gzip.compress(b"".join(b'{"n": %d}\n' % i for i in range(2000)))
+    assert len(body) > 1024
+    s3.put_object(Bucket=s3.bucket, Key="grow.jsonl.gz", Body=body)
+    obj = open_object(FlakyClient(s3, get_object=ignoring_if_match), s3.bucket, "grow.jsonl.gz")
+    batches = object_batches(obj, 100_000, max_object_bytes=100_000)
+    s3.put_object(Bucket=s3.bucket, Key="grow.jsonl.gz", Body=gzip.compress(b'{"n": -1}\n' * 10**6))
+    with pytest.raises(ObjectReadError, match=r"grew past max_object_bytes \(100000\)"):
+        next(batches)
