@@ -288,7 +288,9 @@ def time_bounded(time_left: Callable[[], float | None] | None) -> Iterator[None]
     time left: botocore's own retries (standard mode: up to 3 attempts, backoff of up to 1 s then
     2 s) and its read timeout (30 s a read) do not know the deadline, so the caller's loops — the
     sinks' ``send_all``, ``PutRecordsWriter``, the engine's retry of a ``TransientError`` — which
-    retry only while the backoff fits in the time left, decide."""
+    retry only while the backoff fits in the time left, decide. Not bounded: the name lookup
+    (``getaddrinfo``) of a call that opens a new connection — urllib3 gives it no timeout and no
+    hook (docs/deploy.md says what bounds it, ``RES_OPTIONS``)."""
     token = _call_time_left.set(time_left)
     try:
         yield
