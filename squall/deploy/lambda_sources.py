@@ -14,8 +14,8 @@ from ``aws:sqs`` or ``aws:s3``; the same engine runs them, and only the answer d
   A truncated or corrupt gzip object is one dead letter naming it (``squall.spouts.s3``); so is
   an object S3 does not have (NoSuchKey, NoSuchVersion: deleted after its notification), where
   every retry would fail alike. An AccessDenied fails the event: the generated role has
-  ``s3:ListBucket`` on the bucket, so S3 answers a missing object NoSuchKey, and AccessDenied
-  means a permission is missing.
+  ``s3:ListBucket`` on the bucket (under the trigger's prefix), so S3 answers a missing object
+  NoSuchKey, and AccessDenied means a permission is missing.
   With an ``s3`` spout the same objects may be named by notifications through SNS, SQS or
   EventBridge (``squall.deploy.s3_events``); through SQS, failures are answered per message.
   If any line fails, the handler raises, so Lambda retries the event (twice, then its on-failure

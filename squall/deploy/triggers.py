@@ -17,7 +17,7 @@ grants S3 the right to invoke the function, and outputs the notification to put 
 ``sqs`` (an existing queue the bucket or an SNS topic feeds: an SQS event source with partial
 batch answers) or ``eventbridge`` (a rule on the default bus matching the bucket and prefix).
 
-Size (~500 lines): one event source per delivery, each with its parameters, grants and outputs.
+Size (~560 lines): one event source per delivery, each with its parameters, grants and outputs.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ SQS_TRIGGER_ACTIONS = (
 S3_TRIGGER_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 #: On the bucket itself: without it S3 answers a GetObject of a missing object (deleted after its
 #: notification) AccessDenied, not NoSuchKey — a permission problem to retry, where the object's
-#: is a dead letter (``squall.deploy.lambda_sources.run_object``). Keys only, not their content;
-#: no ``s3:prefix`` condition (a GetObject has none: the condition would never match).
+#: is a dead letter (``squall.deploy.lambda_sources.run_object``). Keys only, not their content,
+#: and under the trigger's prefix only (``s3_list_statement``): S3 checks this permission for a
+#: missing object with the object's key as ``s3:prefix``.
 S3_TRIGGER_BUCKET_ACTIONS = ("s3:ListBucket",)
 S3_EVENTS = ["s3:ObjectCreated:*"]
 #: How S3 notifications reach the function (``--s3-delivery``).
@@ -81,7 +82,8 @@ def declared_trigger(topology: Topology) -> LambdaTrigger | None:
 
 
 def trigger_permissions(topology: Topology) -> list[AwsPermission]:
-    """What the function's role needs for its trigger (Kinesis from ``StreamName`` aside)."""
+    """What the function's role needs for its trigger (Kinesis from ``StreamName`` aside; an S3
+    trigger's listing is narrowed to its prefix by ``s3_list_statement``)."""
     trigger = declared_trigger(topology)
     if trigger is None:
         return []
@@ -98,6 +100,25 @@ def trigger_permissions(topology: Topology) -> list[AwsPermission]:
 def s3_object_arn(trigger: LambdaTrigger) -> str:
     """The objects the trigger can name: ``bucket/prefix*suffix``."""
     return f"{s3_bucket_arn(trigger.name)}/{trigger.prefix}*{trigger.suffix}"
+
+
+def s3_list_statement(trigger: LambdaTrigger) -> dict[str, Any]:
+    """``s3:ListBucket`` on the trigger's bucket, for the key names under its prefix only: an
+    ``s3:prefix`` condition (``StringLike prefix*``), as AWS's IAM examples narrow a listing to
+    a folder. A GetObject of a missing object is checked against it with the object's key as
+    the prefix (S3 answers NoSuchKey only if that listing is allowed): the trigger's objects,
+    all under the prefix, are answered NoSuchKey still. No prefix: the whole bucket, no
+    condition (one on ``*`` would refuse a listing that names no prefix)."""
+    from squall.deploy.template import resource_sub, value_sub
+
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Action": list(S3_TRIGGER_BUCKET_ACTIONS),
+        "Resource": resource_sub(s3_bucket_arn(trigger.name)),
+    }
+    if trigger.prefix:
+        statement["Condition"] = {"StringLike": {"s3:prefix": value_sub(f"{trigger.prefix}*")}}
+    return statement
 
 
 def add_consumer_trigger(
@@ -342,7 +363,7 @@ def _s3(
 
     # Written as a name, not a reference to the bucket: the bucket's notification depends on
     # the function, which depends on this role.
-    _grant(statements, S3_TRIGGER_BUCKET_ACTIONS, resource_sub(s3_bucket_arn(trigger.name)))
+    statements.insert(1, s3_list_statement(trigger))
     _grant(statements, S3_TRIGGER_ACTIONS, resource_sub(s3_object_arn(trigger)))
     if opts.batch_window is not None and opts.s3_delivery != "sqs":
         raise SquallError(

@@ -6,6 +6,7 @@ Every template goes through aws-sam-translator (SAM → CloudFormation, offline)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -453,6 +454,46 @@ def test_s3_spout_creates_its_bucket_notifying_the_function_of_new_objects(
     assert (
         not of_type(cfn, "AWS::Lambda::EventSourceMapping") and "StreamName" not in t["Parameters"]
     )
+
+
+def _string_like(pattern: str, value: str) -> bool:
+    """IAM's ``StringLike``: ``*`` any run of characters, ``?`` one, the rest literal."""
+    return (
+        re.fullmatch(".*".join(map(re.escape, pattern.split("*"))).replace("\\?", "."), value)
+        is not None
+    )
+
+
+@pytest.mark.parametrize(
+    ("prefix", "condition"),
+    [
+        ("logs/", {"StringLike": {"s3:prefix": "logs/*"}}),
+        ('"${LOG_PREFIX:-logs/}"', {"StringLike": {"s3:prefix": {"Fn::Sub": "${LogPrefix}*"}}}),
+        ('""', None),
+    ],
+    ids=["prefix", "prefix-from-a-variable", "no-prefix"],
+)
+@pytest.mark.parametrize("delivery", ["direct", "sqs"])
+def test_s3_trigger_may_list_the_key_names_under_its_prefix_only(
+    tmp_path: Path, prefix: str, condition: Any, delivery: str
+):
+    """``s3:ListBucket`` (so that S3 answers a deleted object NoSuchKey, not AccessDenied) let
+    the role list the key names of the whole bucket. With a prefix it is an ``s3:prefix``
+    condition (StringLike ``prefix*``): S3 checks a missing object's GetObject against it with
+    the object's key as the prefix, and every key the trigger names is under the prefix. No
+    prefix, no condition (one on ``*`` would refuse a listing naming no prefix)."""
+    spout = f'{{type: s3, bucket: "${{LOG_BUCKET:-etl-logs}}", prefix: {prefix}}}'
+    cfn = checked(
+        template_of(topology_file(tmp_path, spout), "consumer", s3_delivery=delivery), tmp_path
+    )
+    [listing] = [st for st in policy(cfn) if st.get("Action") == ["s3:ListBucket"]]
+    assert listing["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:s3:::${LogBucket}"}
+    assert listing.get("Condition") == condition
+    if condition is not None and not isinstance(condition["StringLike"]["s3:prefix"], dict):
+        pattern = condition["StringLike"]["s3:prefix"]
+        assert _string_like(pattern, "logs/2026/12/07/a.jsonl.gz")
+        assert not _string_like(pattern, "private/payroll.csv")
+        assert not _string_like(pattern, "")  # a listing of the whole bucket
 
 
 def test_s3_trigger_on_an_existing_bucket_outputs_the_notification_to_add(tmp_path: Path):
