@@ -25,21 +25,22 @@ object's lines are read, in a second pass (from memory when the compressed objec
 ``KEPT_COMPRESSED`` bytes, else a second GET of the same version or ETag; ``_Inflated`` bounds
 the steps of both passes alike: the content against ``max_object_bytes``, the time left). The
 first pass costs one more decompression (and, above ``KEPT_COMPRESSED``, one more download);
-docs/sinks.md gives the figures. An object whose content is over ``max_object_bytes`` (a gzip bomb: megabytes that inflate
-to gigabytes) is one dead letter the same way, naming the bound. So is an object an S3
-notification names that S3 does not have (``missing_object_record``: NoSuchKey, NoSuchVersion —
-deleted after the notification, or never readable).
+docs/sinks.md gives the figures. An object whose content is over ``max_object_bytes`` (a gzip
+bomb: megabytes that inflate to gigabytes) is one dead letter the same way, naming the bound. So
+is an object an S3 notification names that S3 does not have (``missing_object_record``:
+NoSuchKey, NoSuchVersion — deleted after the notification, or never readable).
 
 In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
 every read of its body is bounded by the time left, as the sinks' AWS calls are
 (``aws.time_bounded``): a GetObject makes one attempt, reads its answer no longer than the time
 left and is retried (throttled, 5xx, connection lost) as the engine retries a sink's transient
 error (``settings.retry``) only while the backoff fits; no GetObject is sent and no read of the
-body started with no time left (nor a step of either pass over a gzip object, ``CHUNK``
-decompressed bytes: a read inflates to up to a thousand times more, and the second pass over an
-object kept in memory reads nothing), and each read of the body waits for bytes no longer than the time
-left. What cannot finish in time is an ``ObjectReadError`` marked ``transient``; a read of the
-body failing otherwise (a reset) is not retried and not ``transient``.
+body started with no time left (nor a step of either pass over a gzip object, ``CHUNK`` or
+``LINES_STEP`` decompressed bytes: a read inflates to up to a thousand times more, and the second
+pass over an object kept in memory reads nothing), and each read of the body waits for bytes no
+longer than the time left. What cannot finish in time is an ``ObjectReadError`` marked
+``transient``; a read of the body failing otherwise (a reset) is not retried and not
+``transient``.
 
 Size (~650 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
