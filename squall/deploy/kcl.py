@@ -9,7 +9,8 @@ because amazon-kclpy swallows exceptions from ``process_records`` and reports th
   or the lease is lost — the shard waits rather than skipping records; so is opening the
   topology in ``initialize`` (a database down when the shard starts), releasing what a
   rolling sink holds outside a batch and a throttled checkpoint, each failed attempt counted as
-  a failed batch in the metrics;
+  a failed batch in the metrics (a checkpoint's also as a checkpoint retry; a batch's checkpoint
+  counts once the daemon stored it);
 - a misconfiguration is not waited for (a database that does not exist, a failed
   authentication, a missing table or right: ``SinkError``, ``TopologyError``): the processor
   logs it with its place and exits (``EXIT_MISCONFIGURED``) without checkpointing, in
@@ -41,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~480 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~500 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -201,10 +202,19 @@ class RecordProcessor:
             except Exception as exc:
                 self._exit_unexpected("opening the topology", exc)
 
-    def _failed_attempt(self, started: float, exc: BaseException) -> None:
-        """An attempt outside a batch (an open, a release) failed: a failed batch of no record."""
+    def _failed_attempt(
+        self, started: float, exc: BaseException, *, checkpoint_retry: bool = False
+    ) -> None:
+        """An attempt outside a batch (an open, a release, a checkpoint) failed: a failed batch of
+        no record; a checkpoint's also counts in ``squall_checkpoint_retries_total``."""
         self.metrics.observe(
-            self.engine, [], None, time.perf_counter() - started, shard=self.shard_id, error=exc
+            self.engine,
+            [],
+            None,
+            time.perf_counter() - started,
+            shard=self.shard_id,
+            error=exc,
+            checkpoint_retries=int(checkpoint_retry),
         )
 
     def _wait(self, backoff: float) -> None:
@@ -276,7 +286,11 @@ class RecordProcessor:
         while True:
             try:
                 with self.metrics.batch(
-                    self.engine, records, shard=self.shard_id, lag=lambda: lag
+                    self.engine,
+                    records,
+                    shard=self.shard_id,
+                    lag=lambda: lag,
+                    checkpoint_later=True,  # the daemon stores it (or throttles, or refuses)
                 ) as watch:
                     watch.result = result = self.engine.process(records)
                 break
@@ -297,6 +311,9 @@ class RecordProcessor:
         try:
             if position is not None:
                 self._checkpoint(process_records_input.checkpointer, position)
+                # counted once the daemon stored it: a lease table that throttles until the
+                # lease moves (or refuses) leaves squall_checkpoints_total as it was
+                self.metrics.checkpoint_stored()
             if not result.ok and self.engine.holding:
                 # Before exiting: make what the sinks hold durable and checkpoint up to the
                 # failed record, as without a holding sink.
@@ -406,8 +423,9 @@ class RecordProcessor:
                 if name not in RETRIED_CHECKPOINT_ERRORS:
                     raise
                 # seen as a failed open or release is: the checkpoint does not move (else only
-                # the heartbeat would stop, and ``SquallHung`` call the outage a hang)
-                self._failed_attempt(started, exc)
+                # the heartbeat would stop, and ``SquallHung`` call the outage a hang); and as
+                # a checkpoint retry, the series that names the lease table's throttling
+                self._failed_attempt(started, exc, checkpoint_retry=True)
                 log.warning(
                     "shard %s: checkpoint at %s not stored: %s; retrying in %.0fs",
                     self.shard_id,

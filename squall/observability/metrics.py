@@ -12,7 +12,7 @@ dimensions ``Topology`` and ``Component`` — never the shard or the record). On
 ``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own
 (and ``heartbeat``: a KCL shard process's, "" for a run).
 
-Size (~560 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
+Size (~575 lines): the ``METRICS`` table is about 140 lines of literals; the recorder is the rest.
 """
 
 from __future__ import annotations
@@ -341,10 +341,13 @@ class Recorder:
         *,
         shard: str | None = None,
         lag: Callable[[], dict[str, int] | None] | None = None,
+        checkpoint_later: bool = False,
     ) -> Iterator[BatchWatch]:
         """Time the block, give its log lines the batch context, observe the batch when it ends.
 
         Set ``watch.result`` inside the block; an exception leaving it is observed as a failed batch.
+        ``checkpoint_later``: the runner stores the batch's checkpoint after it (the KCL daemon,
+        whose lease table may throttle or refuse it) and counts it then (``checkpoint_stored``).
         """
         watch = BatchWatch()
         fields: dict[str, Any] = {
@@ -377,6 +380,7 @@ class Recorder:
                 time.perf_counter() - started,
                 shard=shard,
                 millis_behind=lag() if lag else None,
+                checkpoint_later=checkpoint_later,
             )
 
     def lag(self, millis_behind: dict[str, int]) -> None:
@@ -425,8 +429,12 @@ class Recorder:
         shard: str | None = None,
         millis_behind: dict[str, int] | None = None,
         error: BaseException | None = None,
+        checkpoint_retries: int = 0,
+        checkpoint_later: bool = False,
     ) -> BatchSample:
-        """Record one batch: ``result`` is the ``BatchResult``, or None with ``error`` when it raised."""
+        """Record one batch: ``result`` is the ``BatchResult``, or None with ``error`` when it raised.
+        ``checkpoint_retries``: checkpoint saves the runner retried, not the engine's store (the
+        KCL daemon's answer ``ThrottlingException``); ``checkpoint_later``: see ``batch``."""
         self.batches += 1
         sample = BatchSample(
             self.topology,
@@ -448,7 +456,7 @@ class Recorder:
             sample.error = redact_text(str(error)) if error is not None else "batch failed"
         else:
             sample.outcomes = {o.value: n for o, n in result.counts().items()}
-            sample.checkpointed = bool(result.checkpoint)
+            sample.checkpointed = bool(result.checkpoint) and not checkpoint_later
             if not result.ok:
                 sample.status = "records_failed"
                 first = result.failed[0]
@@ -459,9 +467,15 @@ class Recorder:
                     "reason": redact_text(first.reason),
                 }
         self._finish(engine, sample)
+        sample.checkpoint_retries += checkpoint_retries
         self.last = sample
         self._send(sample)
         return sample
+
+    def checkpoint_stored(self) -> None:
+        """The runner stored a batch's checkpoint after the batch (``batch(checkpoint_later=True)``):
+        the backends that count checkpoints (``record_checkpoint``) count it now."""
+        self._each("record_checkpoint", self.topology)
 
     def released(self, engine: Any, positions: dict[str, Any], seconds: float) -> BatchSample:
         """Record a release of what rolling sinks held done outside a batch (``Engine.tick`` on

@@ -77,6 +77,10 @@ class OtelBackend:
         if not s.release:
             self._spans(s)
 
+    def record_checkpoint(self, topology: str) -> None:
+        """A batch's checkpoint the runner stored after the batch (the KCL daemon's answer)."""
+        self.checkpoints.add(1, {"topology": topology})
+
     def record_lag(self, topology: str, millis_behind: dict[str, int]) -> None:
         """``millis_behind`` is every shard being read: one no longer in it (read to its end, the
         parent of a split) is set to 0 once — a gauge's attributes cannot be removed, and its

@@ -134,6 +134,10 @@ class PrometheusBackend:
         self._child(self.rss, t).set(s.rss_bytes)
         self.record_idle(t, s.shard, s.ended)
 
+    def record_checkpoint(self, topology: str) -> None:
+        """A batch's checkpoint the runner stored after the batch (the KCL daemon's answer)."""
+        self._child(self.checkpoints, topology).inc()
+
     def record_idle(self, topology: str, shard: str | None, when: float) -> None:
         """No batch, but the runner is alive (a poll found no record; a run or shard starts).
         A sample that names no shard is of the process's last one: under the KCL a series with

@@ -209,3 +209,96 @@ def test_each_throttled_checkpoint_counts_as_a_failed_batch(tmp_path: Path):
     ).run()
     assert [(s.status, s.records) for s in samples] == [("ok", 1), ("failed", 0), ("failed", 0)]
     assert "ThrottlingException" in samples[1].error
+
+
+def _counted(tmp_path: Path, lines: list[dict]) -> tuple[int | None, dict[str, float | None]]:
+    """Run the daemon's lines through kclpy's loop with a Prometheus backend (the multiprocess
+    one, in this process's registry): the exit code, and the series; the recorder's clock says
+    1, 2, 3… at each read (``last_tick``: the last)."""
+    from amazon_kclpy import kcl
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.prometheus import PrometheusBackend
+
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
+    processor = RecordProcessor(engine, stream="s", sleep=lambda s: None, daemon_alive=lambda: True)
+    name = engine.topology.name
+    backend = PrometheusBackend(CollectorRegistry(), topology=name)
+    processor.metrics.backends.append(backend)
+    ticks: list[float] = []
+    processor.metrics.clock = lambda: ticks.append(len(ticks) + 1.0) or ticks[-1]
+    stdin = io.StringIO("".join(json.dumps(line) + "\n" for line in lines))
+    exit_code = None
+    try:
+        kcl.KCLProcess(
+            processor, input_file=stdin, output_file=io.StringIO(), error_file=io.StringIO()
+        ).run()
+    except SystemExit as exc:
+        exit_code = exc.code
+    t = {"topology": name}
+
+    def value(metric: str, **labels: str) -> float | None:
+        return backend.registry.get_sample_value(metric, {**t, **labels})
+
+    return exit_code, {
+        "ok": value("squall_batches_total", status="ok"),
+        "failed": value("squall_batches_total", status="failed"),
+        "checkpoints": value("squall_checkpoints_total"),
+        "checkpoint_retries": value("squall_checkpoint_retries_total"),
+        "heartbeat": value("squall_last_progress_timestamp_seconds", shard="shardId-000000000001"),
+        "last_tick": ticks[-1],
+    }
+
+
+def test_a_checkpoint_the_lease_table_keeps_throttling_is_counted_as_retried_never_as_stored(
+    tmp_path: Path,
+):
+    """DynamoDB throttles the lease table (KCL 2.5.8's ``DynamoDBCheckpointer`` answers its
+    ``ProvisionedThroughputException`` as ``ThrottlingException``) until the lease moves to
+    another worker: the batch's checkpoint is never stored. ``squall_checkpoints_total`` counted
+    it at the batch's end (the engine's safe position, before the daemon answered), and
+    ``squall_checkpoint_retries_total`` — documented as the retries of a checkpoint save with
+    DynamoDB throttled — stayed 0 under the KCL: the throttling had no series of its own, only
+    WARNING lines and failed batches like any outage's."""
+    code, m = _counted(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}),
+            answer("100", "ThrottlingException"),
+            answer("100", "ThrottlingException"),
+            answer("100", "KinesisClientLibDependencyException"),
+            answer("100", "ShutdownException"),  # the lease is another worker's now
+            {"action": "leaseLost"},
+        ],
+    )
+    assert code is None
+    assert m["checkpoints"] == 0.0 and m["checkpoint_retries"] == 3.0, m
+    assert m["ok"] == 1.0 and m["failed"] == 3.0, m
+    # the shard process is alive and retrying (failing: SquallBatchesFailing), not hung: the
+    # last failed attempt beat
+    assert m["heartbeat"] == m["last_tick"], m
+
+
+def test_a_throttled_checkpoint_counts_once_stored_and_each_retry(tmp_path: Path):
+    code, m = _counted(
+        tmp_path,
+        [
+            INIT,
+            batch({"n": 1}),
+            answer("100", "ThrottlingException"),
+            answer("100", "ThrottlingException"),
+            answer("100"),
+            batch({"n": 2}, start=200),
+            answer("200"),
+        ],
+    )
+    assert code is None
+    assert m["checkpoints"] == 2.0 and m["checkpoint_retries"] == 2.0, m
+    assert m["ok"] == 2.0 and m["failed"] == 2.0, m
+
+
+def test_a_checkpoint_the_lease_table_refuses_is_not_counted_as_stored(tmp_path: Path):
+    code, m = _counted(tmp_path, [INIT, batch({"n": 1}), answer("100", "InvalidStateException")])
+    assert code == EXIT_UNEXPECTED_ERROR
+    assert m["checkpoints"] == 0.0 and not m["checkpoint_retries"] and m["ok"] == 1.0, m

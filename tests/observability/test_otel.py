@@ -129,3 +129,31 @@ def test_the_lambda_and_kcl_recorders_without_the_extra_raise_the_same_error(mon
     for build in (lambda_observer, kcl_recorder):
         with pytest.raises(MetricsError, match=r"pip install 'squall\[otel\]'"):
             build("t")
+
+
+def test_otel_counts_a_checkpoint_the_runner_stores_after_the_batch_when_it_is_stored(
+    tmp_path: Path,
+):
+    """The KCL processor's batch checkpoints when the daemon answers: counted then, once, and
+    its throttled attempts as checkpoint retries."""
+    reader = InMemoryMetricReader()
+    rec = Recorder("kcl-otel", [OtelBackend(MeterProvider(metric_readers=[reader]))])
+    engine = engine_for(tmp_path, "kcl-otel")
+    batch = records([{"n": 1}])
+    with rec.batch(engine, batch, shard="shardId-000000000000", checkpoint_later=True) as watch:
+        watch.result = engine.process(batch)
+
+    def points() -> dict[str, float]:
+        out = {}
+        for rm in reader.get_metrics_data().resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for p in m.data.data_points:
+                        if p.attributes == {"topology": "kcl-otel"}:
+                            out[m.name] = getattr(p, "value", None)
+        return out
+
+    assert points().get("squall.checkpoints", 0) == 0  # not stored yet
+    rec.observe(engine, [], None, 0.01, error=RuntimeError("throttled"), checkpoint_retries=1)
+    rec.checkpoint_stored()
+    assert points()["squall.checkpoints"] == 1 and points()["squall.checkpoint_retries"] == 1
