@@ -5,7 +5,10 @@ shard is its own Python process, so ``squall kcl --metrics-port P`` uses prometh
 multiprocess mode: every shard process writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
 (set before the daemon starts, inherited by the processes it spawns) and one small server per
 host sums them on each scrape (``python -m squall.observability.prometheus``). Gauges of shard
-processes that have exited are dropped at scrape time; their counters stay in the totals.
+processes that have exited are dropped at scrape time; their counters stay in the totals. A
+process's files are named by its PID and its start time (``process_identifier``): the system
+gives an exited process's PID to another one sooner or later, and a file named by PID alone
+then came back to life — a new shard process wrote on in it, beside the dead shard's heartbeat.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import values as prometheus_values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from squall.errors import MetricsServerError
@@ -27,6 +31,48 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 READY = "listening"
 #: Seconds: a batch takes milliseconds (small batches) to a minute (a slow warehouse).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, float("inf"))
+
+
+def start_token(pid: int | str = "self") -> str | None:
+    """When a process started, in clock ticks after boot (``/proc/PID/stat``, field 22): with its
+    PID it names one process for the life of the system. None where ``/proc`` cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name, which may hold spaces
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+_identity: list = []  # [pid, identifier]: this process's, computed again after a fork
+
+
+def process_identifier() -> str:
+    """How this process's multiprocess files are named: ``PID-START`` (``PID`` where the start
+    time is unknown). prometheus-client asks it at every write (it compares it to detect a fork)."""
+    pid = os.getpid()
+    if not _identity or _identity[0] != pid:
+        token = start_token()
+        _identity[:] = [pid, f"{pid}-{token}" if token else str(pid)]
+    return _identity[1]
+
+
+def _own_files(directory: str) -> None:
+    """Before this process writes its first value: its files named by ``process_identifier``,
+    and the live gauges that an exited process of the same name left removed (where the start
+    time is unknown, a PID given again: its heartbeat is not this process's). Only where
+    prometheus-client chose its multiprocess values at import (the directory was set before the
+    process started: a KCL shard process), and once: two value classes would map the same files."""
+    value_class = prometheus_values.ValueClass
+    if not getattr(value_class, "_multiprocess", False) or hasattr(
+        value_class, "squall_identifier"
+    ):
+        return
+    mark_process_dead(process_identifier(), directory)
+    value_class = prometheus_values.MultiProcessValue(process_identifier)
+    value_class.squall_identifier = True  # type: ignore[attr-defined]
+    prometheus_values.ValueClass = value_class
 
 
 def _name(key: str) -> str:
@@ -40,6 +86,8 @@ class PrometheusBackend:
     def __init__(self, registry: CollectorRegistry | None = None, *, topology: str | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        if self.multiprocess:
+            _own_files(os.environ[MULTIPROC_ENV])
         r = self.registry
 
         def counter(key: str) -> Counter:
@@ -188,16 +236,19 @@ def _listen(port: int, addr: str, registry: CollectorRegistry) -> None:
         ) from None
 
 
-_LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+#: A live gauge's file: its writer's PID and, when known, its start time (``process_identifier``).
+_LIVE_FILE = re.compile(r"^gauge_live[a-z]+_((\d+)(?:-(\d+))?)\.db$")
 
 
 class _LiveOnly(MultiProcessCollector):
-    """The multiprocess collector, after dropping the live gauges of processes that have exited."""
+    """The multiprocess collector, after dropping the live gauges of processes that have exited
+    (a PID that now names a process started at another time is an exited writer's)."""
 
     def collect(self):
-        for pid in {int(m.group(1)) for f in os.listdir(self._path) if (m := _LIVE_FILE.match(f))}:
-            if not _alive(pid):
-                mark_process_dead(pid, self._path)
+        writers = {m.groups() for f in os.listdir(self._path) if (m := _LIVE_FILE.match(f))}
+        for identifier, pid, token in writers:
+            if not _alive(int(pid)) or (token and start_token(pid) not in (None, token)):
+                mark_process_dead(identifier, self._path)
         return super().collect()
 
 
