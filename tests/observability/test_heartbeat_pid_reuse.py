@@ -126,7 +126,7 @@ def test_a_real_pid_reuse_gives_the_new_shard_process_none_of_the_old_ones_serie
 ):
     """The same, with the PID really given again (another process may take it first: tried a
     few times, skipped when this host does not let the test choose)."""
-    for _ in range(20):
+    for _ in range(10):
         if not _next_pid(exited):
             pytest.skip("cannot choose the next PID here (/proc/sys/kernel/ns_last_pid)")
         reusing = _shard_process(tmp_path, SHARD_B)
