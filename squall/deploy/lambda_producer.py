@@ -66,7 +66,7 @@ from squall.observability.runners import lambda_logging, lambda_observer
 from squall.safe_json import json_type
 from squall.topology.executor import Engine
 from squall.topology.loader import load
-from squall.topology.outcomes import Outcome
+from squall.topology.outcomes import ENGINE, Outcome
 
 log = logging.getLogger("squall.producer")
 
@@ -505,15 +505,20 @@ def make_handler(
 
         rejected, unwritten, hints = [], [], []
         for o in result.records:
-            # Only a write that failed after retries (or the engine's own failure) is worth a retry
-            # of the request; what a sink refused (a missing partition key, a record over Kinesis'
-            # 1 MiB) is that event's problem, answered in "rejected" like a bolt's.
-            if o.outcome is Outcome.FAILED and (o.retry or o.component == "engine"):
+            # Only a write that failed after retries is worth a retry of the request. What a sink
+            # refused (a missing partition key, a record over Kinesis' 1 MiB), what a bolt
+            # rejected, and an event a bolt lost (returned neither emitted nor dropped: the
+            # engine's "no outcome", a bug that loses it again on every resend) are that event's
+            # problem, answered in "rejected": a 503 made the client resend it for ever.
+            if o.outcome is Outcome.FAILED and o.retry:
                 unwritten.append({"index": at(o), "event_id": o.event_id})
                 hints.append(o.retry_after)
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
                 rejected.append({"index": at(o), "reason": reason})
+                if o.outcome is Outcome.FAILED and o.component == ENGINE:
+                    # kept nowhere else (not dead-lettered): the log says which event was lost
+                    log.error("request %s: event %d rejected: %s", req.request_id, at(o), reason)
         if unwritten:
             # Which events to send again: a retry of the whole request duplicates the written
             # ones downstream unless the topology has an event_id_field. (A filtered event is

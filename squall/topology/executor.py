@@ -73,6 +73,7 @@ from squall.topology.outcomes import (
     _FAILED,
     _FILTERED,
     _HELD,
+    ENGINE,
     BatchResult,
     ComponentStats,
     _Ledger,
@@ -1230,7 +1231,7 @@ class Engine:
             # runner reports them (Lambda: batchItemFailures). Nothing is dropped.
             for ev in default_dl:
                 ledger.failed.setdefault(
-                    ev.origin, ev.failure or Failure("engine", "no dead-letter sink")
+                    ev.origin, ev.failure or Failure(ENGINE, "no dead-letter sink")
                 )
         for node in self._dl_sinks:
             events = inbox[node.index] + (default_dl if node.index in defaults else [])
@@ -1341,7 +1342,7 @@ class Engine:
                 codes.append(_HELD)
             else:
                 # A bolt returned without emitting or dropping the event: never acknowledge it.
-                failed[i] = Failure("engine", "no outcome: a bolt lost the event")
+                failed[i] = Failure(ENGINE, "no outcome: a bolt lost the event")
                 codes.append(_FAILED)
         return codes
 

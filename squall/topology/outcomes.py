@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from squall.event import Event, Failure, Position
 
+#: The component a failure of the engine's own names: an event a bolt lost (returned neither
+#: emitted nor dropped), a rejected event with no dead-letter sink to take it.
+ENGINE = "engine"
+
 
 class Outcome(enum.Enum):
     COMMITTED = "committed"
