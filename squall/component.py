@@ -104,6 +104,9 @@ class ComponentContext:
     #: ``(component id, option, message) -> Problem`` located in the topology file
     #: (``Topology.problem``); None for a component built without one (a test).
     locate: Callable[[str, str, str], Problem] | None = field(default=None, compare=False)
+    #: Calls the engine makes of a component per batch before the batch fails
+    #: (``settings.retry.attempts``); None for a component built without an engine (a test).
+    retry_attempts: int | None = None
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path from the YAML relative to the topology file's directory."""

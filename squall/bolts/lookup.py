@@ -7,15 +7,17 @@ bounded concurrent GETs). Events are changed only after every read of the batch 
 dependency failure raises ``TransientError`` with every event untouched, and the engine retries
 the batch. A key whose own value makes the source fail (a text key against an integer column, a
 Redis key of the wrong type) fails only that key's events; so does a key an HTTP endpoint keeps
-answering 500 while it answers others (``_count_strikes``).
+answering 500 while it answers others, on the source's ``fail_key_after`` attempts in a row
+(``_count_strikes``).
 
-Size (~480 lines): the configuration, the per-batch path through both caches and the source,
+Size (~505 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -56,14 +58,12 @@ from squall.topology.resource_config import RedisResource
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
 
+log = logging.getLogger(__name__)
+
 Source = Annotated[
     SqlSourceConfig | RedisSourceConfig | HttpSourceConfig, Field(discriminator="type")
 ]
 _NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
-#: Attempts in a row an HTTP endpoint answering other keys may answer a key 500 (not 502-504)
-#: before that key's events fail: the batch is retried until then (``settings.retry``, 5 calls by
-#: default; with fewer, the batch fails and its redelivery counts on in the same process).
-UNANSWERED_ATTEMPTS = 3
 #: Keys whose strikes are remembered (least recently struck out first).
 MAX_STRUCK_KEYS = 10_000
 
@@ -219,6 +219,7 @@ class LookupBolt(Bolt):
                 self.source = RedisSource(resources.redis(src.resource), src)
             else:
                 self.source = HttpSource(src)
+                self._warn_strikes_outlast_retries(src.fail_key_after)
             if c.shared_cache is not None:
                 sc = c.shared_cache
                 where = "shared_cache.resource"
@@ -244,11 +245,34 @@ class LookupBolt(Bolt):
             option = exc.option if isinstance(exc, OptionError) else where
             raise TopologyError(self.context.problem(self.id, option, str(exc))) from exc
 
+    def _warn_strikes_outlast_retries(self, fail_key_after: int) -> None:
+        """Say at start, at the option, when the engine gives up on a batch before a key the
+        endpoint cannot answer reaches ``fail_key_after`` attempts: the key then fails only if
+        the batch comes again to this process (strikes are counted in memory)."""
+        attempts = self.context.retry_attempts
+        if attempts is None or fail_key_after <= attempts:
+            return
+        problem = self.context.problem(
+            self.id,
+            "source.fail_key_after",
+            f"a key the endpoint answers 500 while it answers others fails its events on "
+            f"attempt {fail_key_after} in a row, but settings.retry.attempts is {attempts}: the "
+            "batch fails first, and the key's events fail only when the batch comes again to "
+            "this process (squall run stops at the failed batch; Lambda may retry it in another "
+            f"instance; a KCL worker retries it here) — set fail_key_after to {attempts} or "
+            f"less, or settings.retry.attempts to {fail_key_after} or more",
+        )
+        log.warning("%s", problem)
+
     def _default_prefix(self) -> str:
         """``squall:lookup:<topology>:<bolt id>:<hash>:``: another topology's lookup of the same id,
         or this one after its table, columns or endpoint changed, never reads these records."""
         shape = self.config.source.model_dump(
-            mode="json", by_alias=True, exclude={"headers", "timeout", "concurrency", "batch_size"}
+            mode="json",
+            by_alias=True,
+            # how the source is asked, not what it answers (fail_key_after: added later, left
+            # out so that an upgrade keeps the prefix, and its shared cache warm)
+            exclude={"headers", "timeout", "concurrency", "batch_size", "fail_key_after"},
         )
         for url in ("url", "batch_url"):  # without its credentials: a rotated token is the
             if shape.get(url):  # same source; `?lang=fr` instead of `?lang=en` is another one
@@ -407,12 +431,13 @@ class LookupBolt(Bolt):
     def _count_strikes(self, asked: list[Key], fetched: Fetched) -> None:
         """Each key the endpoint answered 500 (another 5xx but 502-504) while it answered
         others gets one more strike; a key answered loses its strikes. While a key has fewer
-        than ``UNANSWERED_ATTEMPTS`` strikes, the batch is retried (``TransientError``, events
+        than the source's ``fail_key_after`` strikes, the batch is retried (``TransientError``, events
         untouched; what was answered is cached, so a retry asks little more than those keys);
         at that many, the key's events fail with its reason (``fetched.failed``). A key that
         reached them fails at its next 500 without retries, until it is answered again."""
         strikes = self._strikes
         unanswered = fetched.unanswered
+        limit = self.config.source.fail_key_after  # type: ignore[union-attr]
         for key in asked:
             if key not in unanswered:
                 strikes.pop(key, None)
@@ -420,9 +445,10 @@ class LookupBolt(Bolt):
         for key, no in unanswered.items():
             n = strikes.pop(key, 0) + 1
             strikes[key] = n
-            if n >= UNANSWERED_ATTEMPTS:
+            if n >= limit:
                 fetched.failed[key] = (
-                    f"{no.reason}, on {n} attempts in a row while it answered other keys"
+                    f"{no.reason}, on {n} attempt{'s' if n > 1 else ''} in a row while it "
+                    "answered other keys"
                 )
             else:
                 retried.append(key)
@@ -433,8 +459,8 @@ class LookupBolt(Bolt):
             waits = [w for k in retried if (w := unanswered[k].retry_after) is not None]
             raise TransientError(
                 f"{first.reason} ({len(retried)} of {len(asked)} key(s) asked) while it answered "
-                f"others: the batch is retried; a key so answered on {UNANSWERED_ATTEMPTS} "
-                "attempts in a row fails its events",
+                f"others: the batch is retried; a key so answered on {limit} attempt(s) in a "
+                "row fails its events",
                 retry_after=max(waits) if waits else None,
             )
 

@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~930 lines): three sources behind one interface, kept together so the interface and its
+Size (~940 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -505,6 +505,13 @@ class HttpSourceConfig(BaseModel):
         "never shown in an error or in the configuration's repr.",
     )
     separator: str = Field(":", description="Joins the parts of a composite key.")
+    fail_key_after: int = Field(
+        3,
+        ge=1,
+        description="Attempts in a row a key may be answered 500 while the endpoint answers "
+        "other keys before its events fail (dead letter); until then the batch is retried. "
+        "Counted per process: keep it at most settings.retry.attempts.",
+    )
 
     @field_validator("url")
     @classmethod

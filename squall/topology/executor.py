@@ -228,7 +228,10 @@ class Engine:
         self.time_left: Callable[[], float | None] | None = None
         self._sleep, self._rng = sleep, rng
         context = ComponentContext(
-            self.topology.name, self.topology.base_dir, self.topology.problem
+            self.topology.name,
+            self.topology.base_dir,
+            self.topology.problem,
+            retry_attempts=self.retry.attempts,
         )
         self.components: list[Bolt | Sink] = [n.cls(n.config, context) for n in plan.nodes]
         self.stats = [ComponentStats(n.id, n.kind, n.config.type) for n in plan.nodes]
