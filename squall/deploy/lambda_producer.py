@@ -24,8 +24,10 @@ a retry whose backoff would outlast it is not made and the request is answered `
 killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
+Every answer fits in Lambda's 6 MB (``producer_answer.fitted``: reasons cut, then a 503 without
+its lists, a 202/400 with the first rejected events and ``rejected_not_listed``).
 
-Size (~535 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~540 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -52,6 +54,8 @@ from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
+from squall.deploy.producer_answer import answer as _answer
+from squall.deploy.producer_answer import fitted
 from squall.errors import BatchFailed, SinkError, TransientError
 from squall.event import Record, RecordMeta
 from squall.limits import (
@@ -370,16 +374,6 @@ def _defect(
     return None
 
 
-def _answer(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> dict[str, Any]:
-    return {
-        "statusCode": status,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
-        "body": orjson.dumps(body).decode(),
-    }
-
-
 #: The longest ``Retry-After`` the producer answers, whatever a dependency asked for: a client
 #: told to wait longer would hold its events (an SDK's queue) for a wait the dependency may not
 #: need by then.
@@ -404,14 +398,19 @@ MISCONFIGURED = "the producer cannot write events (its configuration: see its lo
 
 
 def _unavailable(
-    least: int, hints: Iterable[float | None], which: dict[str, list] | None = None
+    least: int,
+    hints: Iterable[float | None],
+    which: dict[str, list] | None = None,
+    request_id: str = "",
 ) -> dict[str, Any]:
     """The 503; ``which``: the events ``written``, ``not_written`` and ``rejected`` (absent when
-    the batch failed as a whole: which events a sink wrote before is not known)."""
-    return _answer(
+    the batch failed as a whole: which events a sink wrote before is not known; left out when
+    they do not fit in Lambda's answer: ``fitted``)."""
+    return fitted(
         503,
         {"error": "temporarily unavailable, retry", **(which or {})},
         {"Retry-After": retry_after_header(least, hints)},
+        request_id,
     )
 
 
@@ -529,9 +528,10 @@ def make_handler(
                 if o.outcome in (Outcome.COMMITTED, Outcome.FILTERED)
             ]
             which = {"written": written, "not_written": unwritten, "rejected": rejected}
-            return _unavailable(retry_after, hints, which)
+            return _unavailable(retry_after, hints, which, req.request_id)
         accepted = result.count(Outcome.COMMITTED) + result.count(Outcome.FILTERED)
-        return _answer(202 if accepted else 400, {"accepted": accepted, "rejected": rejected})
+        status = 202 if accepted else 400
+        return fitted(status, {"accepted": accepted, "rejected": rejected}, None, req.request_id)
 
     handler.engine = engine  # type: ignore[attr-defined]
     return handler
