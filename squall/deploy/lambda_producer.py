@@ -27,7 +27,7 @@ sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one
 Every answer fits in Lambda's 6 MB (``producer_answer.fitted``: reasons cut, then a 503 without
 its lists, a 202/400 with the first rejected events and ``rejected_not_listed``).
 
-Size (~540 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~550 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -502,7 +502,7 @@ def make_handler(
         def at(o: Any) -> int:  # the event's place in the body: its array index, or its line
             return payloads[o.index].index if o.index < len(payloads) else o.index
 
-        rejected, unwritten, hints = [], [], []
+        rejected, unwritten, hints, lost = [], [], [], []
         for o in result.records:
             # Only a write that failed after retries is worth a retry of the request. What a sink
             # refused (a missing partition key, a record over Kinesis' 1 MiB), what a bolt
@@ -516,8 +516,17 @@ def make_handler(
                 reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
                 rejected.append({"index": at(o), "reason": reason})
                 if o.outcome is Outcome.FAILED and o.component == ENGINE:
-                    # kept nowhere else (not dead-lettered): the log says which event was lost
-                    log.error("request %s: event %d rejected: %s", req.request_id, at(o), reason)
+                    lost.append((at(o), reason))
+        if lost:  # kept nowhere else (not dead-lettered): one line names them
+            more = f" and {len(lost) - 10} more" if len(lost) > 10 else ""
+            log.error(
+                "request %s: %d event(s) rejected (%s) at index %s%s",
+                req.request_id,
+                len(lost),
+                lost[0][1],
+                ", ".join(str(i) for i, _ in lost[:10]),
+                more,
+            )
         if unwritten:
             # Which events to send again: a retry of the whole request duplicates the written
             # ones downstream unless the topology has an event_id_field. (A filtered event is

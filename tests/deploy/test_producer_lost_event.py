@@ -68,13 +68,20 @@ def test_an_event_a_bolt_lost_is_rejected_with_the_reason_like_one_a_bolt_fails(
     assert [e.event_id for e in MemorySink.stores[store]] == ["m0"]
     # kept nowhere but the answer (not dead-lettered): the log names the request's lost event
     [line] = [r.getMessage() for r in caplog.records if r.name == "squall.producer"]
-    assert "event 1 rejected: engine: no outcome" in line
+    assert line.endswith(
+        "1 event(s) rejected (engine: no outcome: a bolt lost the event) at index 1"
+    )
 
 
-def test_a_request_whose_every_event_a_bolt_lost_is_a_400_not_a_503(tmp_path):
+def test_a_request_whose_every_event_a_bolt_lost_is_a_400_not_a_503(tmp_path, caplog):
     handler, _ = _handler(tmp_path)
-    resp = handler(api_gateway_event(json.dumps([{"message_id": "m0", "lose": True}])), None)
+    events = [{"message_id": f"m{i}", "lose": True} for i in range(12)]
+    with caplog.at_level(logging.ERROR, logger="squall.producer"):
+        resp = handler(api_gateway_event(json.dumps(events)), None)
     assert resp["statusCode"] == 400 and "Retry-After" not in resp["headers"]
     assert json.loads(resp["body"])["rejected"] == [
-        {"index": 0, "reason": "engine: no outcome: a bolt lost the event"}
+        {"index": i, "reason": "engine: no outcome: a bolt lost the event"} for i in range(12)
     ]
+    # one line for the request, not one per event
+    [line] = [r.getMessage() for r in caplog.records if r.name == "squall.producer"]
+    assert line.endswith("at index 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more")
