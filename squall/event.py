@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from squall.errors import MAX_REASON, safe_text
+
 
 class RecordMeta(NamedTuple):
     """Where a record came from. Replaying the same record yields the same metadata.
@@ -203,6 +205,15 @@ class Failure:
     retry: bool = False
     #: Seconds the dependency asked to wait before that (an HTTP ``Retry-After``), if it did.
     retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        # A reason goes into dead letters (an SQS message: 256 KiB at most), log lines and the
+        # producer's answer: a component's own reason (``Output.fail``) is bounded as an
+        # exception's is (``describe_exception``).
+        # (A cut reason, ``… [truncated, N chars]``, is not cut again by ``dataclasses.replace``.)
+        reason = self.reason
+        if reason.__class__ is not str or len(reason) > MAX_REASON + 40:
+            self.reason = safe_text(reason)
 
 
 class Event:

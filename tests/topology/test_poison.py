@@ -558,3 +558,33 @@ sinks:
         load_text(text, file="t.yaml")
     assert "t.yaml:4:" in str(refused.value) and option in str(refused.value), refused.value
     assert "3600" in str(refused.value)
+
+
+def test_a_bolts_own_long_reason_is_cut_as_an_exceptions_is():
+    """A bolt's ``Output.fail`` reason of 80,000 characters went whole into the dead letter (an
+    SQS dead-letter message is 256 KiB at most), the outcome and the Lambda invocation's ERROR
+    line; an exception's reason is cut to ``MAX_REASON`` already. Cut alike, with its length, and
+    cut once: the engine's ``dataclasses.replace`` of a failure keeps the same text."""
+    import dataclasses
+
+    from squall.errors import MAX_REASON
+
+    text_ = """
+name: long-reason
+spout: {type: 'squall.testing:ListSpout'}
+bolts:
+  - {id: decode, type: json}
+  - {id: faulty, type: 'squall.testing:FaultyBolt'}
+sinks:
+  - {id: out, type: 'squall.testing:MemorySink'}
+  - {id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}
+"""
+    run = run_topology(text_, records_from([{"n": 1, "fail": "x" * 80_000}, {"n": 2}]))
+    [dlq] = [c for c in run.engine.components if isinstance(c, MemoryDeadLetterSink)]
+    dead = dlq.store
+    [reason] = [ev.failure.reason for ev in dead]
+    assert MAX_REASON < len(reason) < MAX_REASON + 40
+    assert reason.endswith("[truncated, 80000 chars]")
+    assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    cut = Failure("faulty", "y" * 5_000)
+    assert dataclasses.replace(cut, retry=True).reason == cut.reason
