@@ -109,6 +109,8 @@ def loads(data: bytes | str) -> Any:
 NOT_A_NUMBER: Any = object()
 #: NumPy dtype kinds of scalars that are JSON numbers (and booleans): bool, int, uint, float.
 _NUMPY_NUMBERS = frozenset("biuf")
+#: What ``item()`` gives for those, but ``longdouble`` (itself).
+_PYTHON_NUMBERS = frozenset((int, float, bool))
 
 
 def as_number(value: Any) -> Any:
@@ -116,7 +118,9 @@ def as_number(value: Any) -> Any:
     ``float`` subclass (NumPy's ``float64``: orjson writes subclasses of ``int`` and ``str`` as
     their base type, not of ``float``) and NumPy's other scalar numbers (``int64``, ``float32``,
     ``bool_``: no subclass of Python's; a pandas or NumPy computation in a Python bolt gives them),
-    exact (``item()``: a ``float32`` is its double); ``NOT_A_NUMBER`` for anything else."""
+    exact (``item()``: a ``float32`` is its double); ``NOT_A_NUMBER`` for anything else —
+    ``longdouble`` too, whose ``item()`` is itself (no double holds it exactly; returned, every
+    caller asking again looped to the recursion limit)."""
     if isinstance(value, float):
         return float.__float__(value)  # the base type's value, not a subclass's __float__
     if (
@@ -124,7 +128,9 @@ def as_number(value: Any) -> Any:
         and getattr(value, "shape", None) == ()
         and getattr(getattr(value, "dtype", None), "kind", None) in _NUMPY_NUMBERS
     ):
-        return value.item()
+        number = value.item()
+        if number.__class__ in _PYTHON_NUMBERS:
+            return number
     return NOT_A_NUMBER
 
 
