@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from squall.errors import SquallError
+from squall.errors import SquallError, safe_text
 
 #: The signal that stops a ``squall kcl`` worker gracefully (what systemd and container runtimes send).
 STOP_SIGNAL = signal.SIGTERM
@@ -148,18 +148,36 @@ def check_stream_account(stream_arn: str, region: str, endpoint_url: str | None)
     from botocore.exceptions import BotoCoreError, ClientError
 
     from squall import aws
+    from squall.redact import redact_text
 
     name = stream_arn.rsplit("/", 1)[-1]
     try:
         kinesis = aws.client("kinesis", region=region, endpoint_url=endpoint_url)
         here = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
-    except (BotoCoreError, ClientError) as exc:  # not found, denied: the daemon cannot read it
+    except (BotoCoreError, ClientError) as exc:
         code = aws.error_code(exc) or type(exc).__name__
+        if code == "ResourceNotFoundException":  # the daemon cannot read it
+            raise SquallError(
+                f"stream ARN {stream_arn}: no stream {name} in region {region} of these "
+                f"credentials' account ({code}): the KCL 2.5.8 MultiLangDaemon reads a stream by "
+                "its name in its own account, so it cannot read another account's stream "
+                "(cross-account reading: run squall kcl with that account's credentials, or use "
+                "squall run)"
+            ) from None
+        # A check not made (denied, throttled, unanswered) says nothing of the stream: not "no
+        # stream", but the daemon is not started on an ARN it may read wrongly either.
+        cause = (
+            f"these credentials may not call kinesis:DescribeStreamSummary on stream {name} in "
+            f"region {region} (the fleet's instance role grants it)"
+            if code in ("AccessDeniedException", "AccessDenied")
+            else "the check failed"
+        )
+        detail = redact_text(safe_text(exc, 300))  # (an endpoint URL's password masked)
         raise SquallError(
-            f"stream ARN {stream_arn}: no stream {name} in region {region} of these credentials' "
-            f"account ({code}): the KCL 2.5.8 MultiLangDaemon reads a stream by its name in its "
-            "own account, so it cannot read another account's stream (cross-account reading: "
-            "run squall kcl with that account's credentials, or use squall run)"
+            f"stream ARN {stream_arn}: not checked: {cause} ({code}: {detail}): "
+            "squall kcl checks at start that the stream the KCL 2.5.8 MultiLangDaemon reads "
+            "(the ARN's name, in these credentials' account) is the ARN's; the daemon was not "
+            "started"
         ) from None
     if here["StreamARN"] != stream_arn:
         raise SquallError(
