@@ -509,9 +509,11 @@ def kcl(
     topo = _load_or_exit(file)
     try:
         check_kcl_safe(topo)
-        props = dict(item.split("=", 1) for item in extra)
+        props = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in extra)}
         worker_id = worker_id or default_worker_id()
-        region = region_of(topo, stream, region)
+        # a --set regionName / kinesisEndpoint is what the daemon uses (the file's last word)
+        region = props.get("regionName") or region_of(topo, stream, region)
+        kinesis_endpoint = props.get("kinesisEndpoint") or kinesis_endpoint
         stream_arn = kcl_stream_arn(topo, stream, region)
         settings = KclSettings(
             Path(file),
@@ -523,7 +525,7 @@ def kcl(
             dynamodb_endpoint=dynamodb_endpoint,
             worker_id=worker_id,
             metrics=not no_metrics,
-            extra={k.strip(): v.strip() for k, v in props.items()},
+            extra=props,
             stream_arn=stream_arn,
         )
         text = settings.properties()

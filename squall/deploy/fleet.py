@@ -116,9 +116,9 @@ def kcl_stream_arn(topology: Topology, stream: str | None, region: str) -> str |
             topology,
             stream,
             f"stream ARN {ref.arn} is in region {ref.region}, but the KCL daemon reads "
-            f"{region} (--region, else the spout's region): the KCL 2.5.8 MultiLangDaemon reads a "
-            "stream ARN's name in the region it is configured with, so it would read another "
-            "stream, or none",
+            f"{region} (--set regionName, --region, else the spout's region): the KCL 2.5.8 "
+            "MultiLangDaemon reads a stream ARN's name in the region it is configured with, so "
+            "it would read another stream, or none",
         )
     return ref.arn
 

@@ -89,3 +89,32 @@ def test_a_throttled_check_is_a_check_not_made(answering):
     message = refusal(answering("LimitExceededException"))
     assert "no stream" not in message
     assert "not checked: the check failed (LimitExceededException" in message
+
+
+def test_a_region_set_as_a_kcl_property_is_the_region_an_arn_is_checked_against(tmp_path):
+    """``--set regionName=…`` is the region the daemon reads in (the file's last word, as the
+    lease check reads it): an ARN of another region is refused as with ``--region``, not
+    written beside it (the daemon would read the ARN's name in eu-west-1: another stream)."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from tests.kinesis.test_kcl_stream_arn import ARN as SHAPE
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    arn = SHAPE.format(region="ap-south-1", account="123456789012", name="pistats")
+    topology = topology_file(tmp_path, arn)
+    result = CliRunner().invoke(
+        main,
+        ["kcl", str(topology), "--print", "--set", "regionName=eu-west-1"],
+        env={"AWS_REGION": "ap-south-1", "AWS_DEFAULT_REGION": None},
+    )
+    assert result.exit_code == 2, result.output
+    assert f"stream ARN {arn} is in region ap-south-1" in result.output
+    assert "reads eu-west-1" in result.output
+    same = CliRunner().invoke(
+        main,
+        ["kcl", str(topology), "--print", "--set", "regionName=ap-south-1"],
+        env={"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": None},
+    )
+    assert same.exit_code == 0, same.output
+    assert f"streamArn = {arn}\n" in same.output and "regionName = ap-south-1\n" in same.output
