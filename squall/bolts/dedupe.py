@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -70,7 +71,8 @@ def compared(key: Any) -> Any:
     numbers by value (``1`` and ``1.0``, ``0.0`` and ``-0.0`` are one key, as Python compares
     them), a NumPy scalar as its Python number, ``true`` not ``1`` (Python's ``True == 1``); an
     object or a list (a tuple: JSON's list) by its JSON with sorted keys, its numbers compared
-    the same way, an integer beyond 64 bits by its digits. Raises ``TypeError`` for a value
+    the same way (an infinity is itself, not ``null``; one holding a NaN equals no other key, as
+    a NaN alone), an integer beyond 64 bits by its digits. Raises ``TypeError`` for a value
     without a JSON form (that event's failure)."""
     cls = key.__class__
     if cls is float:
@@ -79,10 +81,14 @@ def compared(key: Any) -> Any:
         return (bool, key)
     if isinstance(key, dict | list | tuple):
         text = exact_json.dumps(key, option=orjson.OPT_SORT_KEYS)
-        # orjson writes a whole float with ".0" (1.0, -0.0) or, from 1e16, "e+": then again,
-        # each as its integer (a text holding ".0" is written twice: no matter)
-        if b".0" in text or b"e+" in text:
-            text = exact_json.dumps(_whole_floats(key, _ROOM), option=orjson.OPT_SORT_KEYS)
+        # orjson writes a whole float with ".0" (1.0, -0.0) or, from 1e16, "e+", and NaN and
+        # the infinities as null: then again, each whole float as its integer, an infinity as
+        # itself (a text holding ".0" or a null is written twice: no matter)
+        if b".0" in text or b"e+" in text or b"null" in text:
+            try:
+                text = exact_json.dumps(_whole_floats(key, _ROOM), option=orjson.OPT_SORT_KEYS)
+            except _HoldsNaN:
+                return object()  # equal to no other key: NaN == NaN is false
         return (_AS_JSON, text)
     number = exact_json.as_number(key)  # a float subclass (NumPy's float64), a NumPy scalar
     if number is not exact_json.NOT_A_NUMBER:
@@ -101,8 +107,17 @@ _AS_JSON: Any = object()
 _ROOM = 256
 
 
+class _HoldsNaN(Exception):
+    """A key holds a NaN somewhere: it equals no other key."""
+
+
+#: How an infinity is written in a key's text (no JSON: no other value is written so).
+_INFINITIES = {math.inf: orjson.Fragment(b"Infinity"), -math.inf: orjson.Fragment(b"-Infinity")}
+
+
 def _whole_floats(value: Any, room: int) -> Any:
-    """``value`` with each whole float (a float subclass, a NumPy scalar) as its integer."""
+    """``value`` with each whole float (a float subclass, a NumPy scalar) as its integer and
+    each infinity as ``Infinity``; raises ``_HoldsNaN`` for a NaN (orjson writes all as null)."""
     if room <= 0:
         return value
     if isinstance(value, dict):
@@ -113,6 +128,10 @@ def _whole_floats(value: Any, room: int) -> Any:
     if cls is str or cls is int or cls is bool or value is None:
         return value
     number = value if cls is float else exact_json.as_number(value)
-    if number.__class__ is float and number.is_integer():  # (NaN and the infinities are not)
-        return int(number)
+    if number.__class__ is float:
+        if number.is_integer():  # (NaN and the infinities are not)
+            return int(number)
+        if number != number:
+            raise _HoldsNaN
+        return _INFINITIES.get(number, value)
     return value

@@ -69,3 +69,21 @@ def test_a_whole_float_in_an_object_is_its_integer(value):
         assert compared({"v": [value]}) == compared({"v": [int(value)]})
     else:
         assert compared({"v": [value]}) != compared({"v": [round(value)]})
+
+
+def test_an_infinity_or_nan_inside_an_object_is_no_null_and_no_other_infinity():
+    """orjson writes NaN and both infinities as ``null``: inside an object or a list they were
+    one key with each other and with ``None`` — the bolt dropped ``{"a": -inf}`` as a duplicate
+    of ``{"a": inf}``, and ``{"a": None}`` of both. They compare as Python compares them, as
+    they do alone: an infinity is equal to itself only, a NaN to nothing (its event passes)."""
+    inf, nan = float("inf"), float("nan")
+    keys = [{"a": inf}, {"a": -inf}, {"a": None}, [inf], [None], {"a": nan}, {"a": nan}]
+    keys += [{"a": inf}, [-inf], [-inf], {"a": None}]
+    assert passed(keys) == [0, 1, 2, 3, 4, 5, 6, 8]
+    assert passed([inf, -inf, inf, nan, float("nan")]) == [0, 1, 3, 4]  # (alone: as before)
+
+
+def test_a_numpy_infinity_inside_an_object_is_the_python_infinity():
+    np = pytest.importorskip("numpy")
+    keys = [{"a": np.float32("inf")}, {"a": float("inf")}, {"a": np.float64("-inf")}, {"a": 0}]
+    assert passed(keys) == [0, 2, 3]
