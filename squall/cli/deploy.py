@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~560 lines): ``package`` has twenty-four options, each with its help text; no logic lives
+Size (~570 lines): ``package`` has twenty-four options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -510,6 +510,12 @@ def kcl(
     try:
         check_kcl_safe(topo)
         props = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in extra)}
+        for key in ("streamArn", "streamName"):
+            if key in props:  # the daemon would read it unchecked, the processors label another
+                raise SquallError(
+                    f"--set {key}: name the stream with --stream (a name or an ARN): squall kcl "
+                    "checks an ARN and gives the record processors the stream's name"
+                )
         worker_id = worker_id or default_worker_id()
         # a --set regionName / kinesisEndpoint is what the daemon uses (the file's last word)
         region = props.get("regionName") or region_of(topo, stream, region)

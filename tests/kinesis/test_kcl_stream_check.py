@@ -118,3 +118,24 @@ def test_a_region_set_as_a_kcl_property_is_the_region_an_arn_is_checked_against(
     )
     assert same.exit_code == 0, same.output
     assert f"streamArn = {arn}\n" in same.output and "regionName = ap-south-1\n" in same.output
+
+
+@pytest.mark.parametrize("prop", ["streamArn", "streamName"])
+def test_a_stream_set_as_a_kcl_property_is_refused_for_the_stream_option(tmp_path, prop):
+    """``--set streamArn=…`` (the KCL's own name for it) went into the file unchecked beside the
+    topology's stream, and the daemon reads it first: another account's stream read silently,
+    the record processors labelling its records with the topology's stream name."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from tests.kinesis.test_kcl_stream_arn import ARN as SHAPE
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    other = SHAPE.format(region="eu-west-1", account="111122223333", name="other")
+    result = CliRunner().invoke(
+        main,
+        ["kcl", str(topology_file(tmp_path, "pistats")), "--print", "--set", f"{prop}={other}"],
+        env={"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": None},
+    )
+    assert result.exit_code == 2, result.output
+    assert f"error: --set {prop}: name the stream with --stream" in result.output
