@@ -75,8 +75,8 @@ def compared(key: Any) -> Any:
     a NaN alone), an integer beyond 64 bits by its digits. Raises ``TypeError`` for a value
     without a JSON form (that event's failure)."""
     cls = key.__class__
-    if cls is float:
-        return key
+    if cls is float:  # a NaN equals no key: not even the same NaN object (Python's ``in`` would)
+        return key if key == key else object()
     if cls is bool:
         return (bool, key)
     if isinstance(key, dict | list | tuple):
