@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~570 lines): ``package`` has twenty-four options, each with its help text; no logic lives
+Size (~580 lines): ``package`` has twenty-four options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -495,6 +495,7 @@ def kcl(
     from squall.deploy.fleet import kcl_stream_arn, region_of, stream_of
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.kcl_daemon import (
+        DEFAULT_CREDENTIALS,
         KclSettings,
         check_stream_account,
         daemon_command,
@@ -536,7 +537,16 @@ def kcl(
         )
         text = settings.properties()
         if stream_arn and not print_only:  # the account: one call to the stream, at start
-            check_stream_account(stream_arn, region, kinesis_endpoint)
+            provider = props.get("AWSCredentialsProvider", DEFAULT_CREDENTIALS)
+            if provider == DEFAULT_CREDENTIALS:
+                check_stream_account(stream_arn, region, kinesis_endpoint)
+            else:  # (the KCL's cross-account reading: an assumed role's account, not ours)
+                click.echo(
+                    f"warning: stream ARN {stream_arn}: its account not checked: the daemon "
+                    f"reads with AWSCredentialsProvider={provider.split('|', 1)[0]}, not these "
+                    "credentials: it reads the ARN's name in that provider's account",
+                    err=True,
+                )
         out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)
         cmd = daemon_command(out, jars_dir(jars))

@@ -69,6 +69,10 @@ def systemd_stop_settings(
     }
 
 
+#: The daemon's credentials unless ``--set AWSCredentialsProvider=…``: squall's own (the chain).
+DEFAULT_CREDENTIALS = "DefaultAWSCredentialsProviderChain"
+
+
 @dataclass
 class KclSettings:
     """What the properties file needs; ``extra`` is passed through verbatim (KCL property names)."""
@@ -95,7 +99,7 @@ class KclSettings:
             "executableName": "",  # below: it names the lease table the daemon ends up using
             **({"streamArn": self.stream_arn} if self.stream_arn else {"streamName": self.stream}),
             "applicationName": self.application,
-            "AWSCredentialsProvider": "DefaultAWSCredentialsProviderChain",
+            "AWSCredentialsProvider": DEFAULT_CREDENTIALS,
             "processingLanguage": "python/3",
             "initialPositionInStream": self.initial_position,
             "regionName": self.region,

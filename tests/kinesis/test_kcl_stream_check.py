@@ -139,3 +139,44 @@ def test_a_stream_set_as_a_kcl_property_is_refused_for_the_stream_option(tmp_pat
     )
     assert result.exit_code == 2, result.output
     assert f"error: --set {prop}: name the stream with --stream" in result.output
+
+
+STS_PROVIDER = "KclSTSAssumeRoleSessionCredentialsProvider|arn:aws:iam::111122223333:role/r|s"
+
+
+@pytest.mark.parametrize("provider", [STS_PROVIDER, "DefaultAWSCredentialsProviderChain"])
+def test_the_account_is_checked_with_the_daemon_s_credentials_only(
+    tmp_path, answering, monkeypatch, provider
+):
+    """The KCL's documented cross-account reading: ``--set AWSCredentialsProvider=
+    KclSTSAssumeRoleSessionCredentialsProvider|ROLE|SESSION`` (shipped in the 2.5.8 multilang
+    jar), the daemon reading in the role's account. The check, made with squall's own
+    credentials (this account: here an endpoint without the stream), refused that valid setup
+    ("no stream …", "run squall kcl with that account's credentials"). It says now that it
+    cannot check the account of credentials it does not hold, and the daemon starts; with the
+    default chain (squall's own credentials) it still refuses."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import kcl_daemon
+    from tests.kinesis.test_kcl_stream_arn import ARN as SHAPE
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    started = []
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: started.append(cmd) or 0)
+    arn = SHAPE.format(region="us-east-1", account="111122223333", name="pistats")
+    args = ["kcl", str(topology_file(tmp_path, arn)), "--set", f"AWSCredentialsProvider={provider}"]
+    args += ["--kinesis-endpoint", answering("ResourceNotFoundException")]
+    args += ["--properties-out", str(tmp_path / "kcl.properties")]
+    result = CliRunner().invoke(main, args, env={"AWS_REGION": "us-east-1"})
+    if provider == STS_PROVIDER:
+        assert result.exit_code == 0, result.output
+        assert len(started) == 1
+        assert (
+            f"warning: stream ARN {arn}: its account not checked: the daemon reads with "
+            "AWSCredentialsProvider=KclSTSAssumeRoleSessionCredentialsProvider" in result.stderr
+        )
+        assert "role/r" not in result.stderr  # the provider's class only
+    else:
+        assert result.exit_code == 2, result.output
+        assert "no stream pistats in region us-east-1" in result.stderr and not started
