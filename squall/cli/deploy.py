@@ -510,6 +510,9 @@ def kcl(
     topo = _load_or_exit(file)
     try:
         check_kcl_safe(topo)
+        for item in extra:
+            if "=" not in item:
+                raise SquallError(f"--set {item!r}: KEY=VALUE expected (a KCL property)")
         props = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in extra)}
         for key in ("streamArn", "streamName"):
             if key in props:  # the daemon would read it unchecked, the processors label another

@@ -180,3 +180,18 @@ def test_the_account_is_checked_with_the_daemon_s_credentials_only(
     else:
         assert result.exit_code == 2, result.output
         assert "no stream pistats in region us-east-1" in result.stderr and not started
+
+
+def test_a_set_without_a_value_is_named(tmp_path):
+    """``--set retrievalMode`` (no ``=``) said ``error: not enough values to unpack (expected 2,
+    got 1)``."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    result = CliRunner().invoke(
+        main, ["kcl", str(topology_file(tmp_path, "pistats")), "--print", "--set", "retrievalMode"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "error: --set 'retrievalMode': KEY=VALUE expected" in result.output
