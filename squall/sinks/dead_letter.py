@@ -24,6 +24,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import stat
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -127,17 +128,30 @@ class DeadLetterSink(Sink):
         self._fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed in close()
         st = os.fstat(self._fh.fileno())
         self._file_id = (st.st_dev, st.st_ino)
+        # An index only of a regular file: a device (/dev/null, a terminal) keeps nothing to read
+        # back, and its folder (/dev) no file beside it — 6 December's squall, without an index,
+        # wrote to such a path; the index's open refused to start where a user may not create
+        # files in /dev, and root's left /dev/null.index
+        indexed = self.config.index and stat.S_ISREG(st.st_mode)
         self._mend()
-        if self.config.fsync and not self.config.index:  # the index's open fsyncs the file
+        if self.config.fsync and not indexed:  # the index's open fsyncs the file
             # The tail's keys count as written: a process killed between its write and its fsync
             # left lines only in the page cache, and a replay finding them writes nothing to sync.
             os.fsync(self._fh.fileno())
-        if self.config.index:
+        if indexed:
             try:
                 self._index = KeyIndex(self.path, self._fh.fileno(), fsync=self.config.fsync)
                 self._index.open()
             except sqlite3.Error as exc:
-                raise SinkError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
+                if not dead_letter_index.cannot_create(exc):
+                    raise SinkError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
+                where = dead_letter_index.index_path(self.path)
+                raise SinkError(
+                    f"{self.id}: cannot create the key index of {self.path} ({where}: {exc}): "
+                    f"it is kept beside the file, so {where.parent} must let this process create "
+                    "files (6 December's squall, without an index, needed the file alone); or "
+                    "set `index: false` (then only the last `remember` dead letters are recognised)"
+                ) from None
 
     def _mend(self) -> None:
         """Start the next line on a line of its own after a torn last line (a crash, a write

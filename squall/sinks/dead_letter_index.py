@@ -121,6 +121,17 @@ def damaged(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
+def cannot_create(exc: BaseException) -> bool:
+    """Whether SQLite could not open or create the index's files where they go (its folder not
+    writable by this process: a file another user created in a folder of theirs, /proc)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_PERM,
+    )
+
+
 def _busy(exc: BaseException) -> bool:
     """Whether SQLite answered busy or locked (another connection holds what it needs)."""
     code = getattr(exc, "sqlite_errorcode", None)
