@@ -36,6 +36,9 @@ class Problem:
     column: int  # 1-based; 0 when unknown
     path: str  # path in the document, e.g. ``bolts[2].type``
     message: str
+    #: A service it depends on was unreachable or throttled (a secret reference's): the same
+    #: start may work later.
+    outage: bool = False
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
@@ -49,6 +52,12 @@ class TopologyError(SquallError):
     def __init__(self, problems: list[Problem] | Problem):
         self.problems = [problems] if isinstance(problems, Problem) else list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def outage(self) -> bool:
+        """Every problem is a dependency's outage (the file itself is fine): exit as a failed
+        run does (1), not as a configuration error (2)."""
+        return bool(self.problems) and all(p.outage for p in self.problems)
 
 
 class RecordError(SquallError):

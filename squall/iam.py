@@ -67,6 +67,43 @@ def firehose_stream_arn(name: str, region: str | None = None) -> str:
     return f"arn:${{AWS::Partition}}:firehose:{region or '${AWS::Region}'}:${{AWS::AccountId}}:deliverystream/{name}"
 
 
+def ssm_parameter_arn(name: str) -> str:
+    """The ARN of an SSM parameter named in a reference (a name, ``/a/b`` or ``b``, with or without
+    a ``:version`` or ``:label`` selector; or an ARN). IAM names the parameter, not the version."""
+    if name.startswith("arn:"):
+        head, sep, rest = name.partition(":parameter/")
+        return f"{head}{sep}{rest.split(':', 1)[0]}" if sep else name
+    path = name.split(":", 1)[0].lstrip("/")
+    return f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/{path}"
+
+
+def secret_arn(name: str) -> str:
+    """The ARN of a Secrets Manager secret named in a reference. A name gets ``-??????``: Secrets
+    Manager ends every secret's ARN in a dash and six random characters, and AWS's documentation
+    grants a secret by name with that wildcard (``*`` would also grant ``name-other``)."""
+    if name.startswith("arn:"):
+        return name
+    return (
+        f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:"
+        f"secret:{name}-??????"
+    )
+
+
+def reference_permissions(refs: list[Any]) -> list[AwsPermission]:
+    """What reading a topology's secret references (``SecretRef``) takes: ``ssm:GetParameter``
+    on each parameter, ``secretsmanager:GetSecretValue`` on each secret. No ``kms:Decrypt``: the
+    AWS managed keys (``aws/ssm``, ``aws/secretsmanager``) need none in the caller's policy; a
+    customer managed key's is the deployer's to grant (docs/deploy.md)."""
+    out: dict[str, AwsPermission] = {}
+    for ref in refs:
+        if ref.service == "ssm":
+            perm = AwsPermission(("ssm:GetParameter",), ssm_parameter_arn(ref.name), str(ref))
+        else:
+            perm = AwsPermission(("secretsmanager:GetSecretValue",), secret_arn(ref.name), str(ref))
+        out.setdefault(perm.resource, perm)
+    return list(out.values())
+
+
 def sqs_send(queue: str, region: str | None, why: str) -> AwsPermission:
     """Sending to a queue (SendMessageBatch is authorized as sqs:SendMessage); a queue given by
     name is looked up with GetQueueUrl first."""

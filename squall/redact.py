@@ -161,9 +161,33 @@ def redact_url_passwords(text: str) -> str:
     return _USERINFO.sub(rf"\g<head>{MASK}@", text) if "://" in text else text
 
 
+#: Values known to be secrets wherever they appear (``remember``), longest first.
+_known: tuple[str, ...] = ()
+#: Shorter values are not remembered: masking every ``abc`` of every message would hide more
+#: than secrets (a shorter secret is still masked where its place says it is one).
+MIN_REMEMBERED = 4
+
+
+def remember(value: str) -> None:
+    """Mask ``value`` wherever it appears in any text ``redact_text`` sees from now on (a secret
+    resolved from SSM or Secrets Manager, whatever option it was written in). Process-wide."""
+    global _known
+    if isinstance(value, str) and len(value) >= MIN_REMEMBERED and value not in _known:
+        _known = tuple(sorted({*_known, value}, key=len, reverse=True))
+
+
+def _mask_known(text: str) -> str:
+    for value in _known:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
 def redact_text(text: str) -> str:
     """``text`` with the passwords of every URL and every credential (``password=``, an
-    ``Authorization:`` header, a ``"password": …`` key) masked."""
+    ``Authorization:`` header, a ``"password": …`` key) and every ``remember``-ed value masked."""
+    if _known:
+        text = _mask_known(text)
     if "://" in text:
         text = _USERINFO.sub(rf"\g<head>{MASK}@", text)
     if "=" not in text and ":" not in text and "<" not in text:

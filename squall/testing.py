@@ -20,6 +20,7 @@ from squall.bolts.base import Bolt, Output
 from squall.component import ComponentConfig
 from squall.errors import TransientError
 from squall.event import Event, Record, RecordMeta
+from squall.secrets import aws_secrets
 from squall.sinks.base import Prepared, Sink, WriteContext, WriteResult
 from squall.spouts.base import Spout
 from squall.topology.executor import Engine
@@ -148,8 +149,8 @@ def topology_from(source: str | Path | Topology) -> Topology:
     if isinstance(source, Path) or (
         isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml"))
     ):
-        return load(source)
-    return load_text(str(source))
+        return load(source, secrets=aws_secrets())
+    return load_text(str(source), secrets=aws_secrets())
 
 
 def run_topology(

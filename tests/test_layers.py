@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "squall.sinks.base": 1,
     "squall.spouts.base": 1,
     "squall.aws": 1,
+    "squall.secrets": 1,
     "squall.kinesis": 1,
     "squall.cache": 1,
     "squall.observability.logs": 1,

@@ -12,16 +12,27 @@ import click
 from squall import __version__
 from squall.errors import MetricsError, TopologyError
 from squall.topology.loader import load
+from squall.topology.references import SecretRef, placeholder
 from squall.yaml_out import dump_yaml
 
 
-def _load_or_exit(path: str):
+def _load_or_exit(path: str, *, resolve: bool = False):
+    """The topology, or its problems on stderr and exit 2 (1 when every problem is an outage of
+    a service a secret reference is read from). ``resolve``: read the ``${ssm:…}`` and
+    ``${secretsmanager:…}`` references from AWS (``validate``, ``run``); else each stands for a
+    placeholder (``package``, ``graph``: the values are not needed, nor the rights to read them)."""
     try:
-        return load(path)
+        return load(path, secrets=_aws_secrets if resolve else placeholder)
     except TopologyError as exc:
         for p in exc.problems:
             click.echo(str(p), err=True)
-        sys.exit(2)
+        sys.exit(1 if exc.outage else 2)
+
+
+def _aws_secrets(ref: SecretRef) -> str:
+    from squall.secrets import aws_secrets  # boto3 only when a topology has a reference
+
+    return aws_secrets()(ref)
 
 
 def _write(path: Path, text: str) -> None:
@@ -122,7 +133,7 @@ def main(verbose: int, log_format: str | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
     """Check a topology file; print each problem as file:line:column: path: message."""
-    topo = _load_or_exit(file)
+    topo = _load_or_exit(file, resolve=True)
 
     plan = topo.plan
     for bolt, stream in plan.unwired():
@@ -177,7 +188,7 @@ def run(
     try:
         from squall.deploy.console import run_with_console
 
-        topo = _load_or_exit(file)
+        topo = _load_or_exit(file, resolve=True)
         if input_path:
             from squall.spouts.file import path_spout_config
 

@@ -507,7 +507,9 @@ def kcl(
     )
     from squall.errors import SquallError
 
-    topo = _load_or_exit(file)
+    # The secret references are read here too (each shard process reads them again): one missing
+    # or not readable by this host's role is a located error before any daemon starts.
+    topo = _load_or_exit(file, resolve=True)
     try:
         check_kcl_safe(topo)
         for item in extra:

@@ -128,7 +128,7 @@ def replay(
     from squall.cli import _load_or_exit
     from squall.deploy.replay import Replayer, ReplayReport, Selection, select
 
-    topo = _load_or_exit(topology)
+    topo = _load_or_exit(topology, resolve=True)  # its sinks write: their secrets are read
     selection = Selection(frozenset(components), reason_contains, since, until)
     unknown = sorted(set(components) - {n.id for n in topo.plan.nodes} - {topo.plan.spout_id})
     if unknown:

@@ -358,6 +358,7 @@ def instance_role(
         _statements,
         component_permissions,
         param_name,
+        reference_permissions,
         variable_defaults,
     )
 
@@ -377,6 +378,8 @@ def instance_role(
                 "KCL enhanced fan-out",
             )
         )
+    text = Path(topology.file).read_text() if Path(topology.file).is_file() else ""
+    perms += reference_permissions(text)  # each shard process reads them at its start
     statements = _statements(perms + component_permissions(marked), pseudo=False)
     # PutMetricData has no resource-level permission: it is limited to the application's namespace.
     statements.append(
@@ -399,7 +402,6 @@ def instance_role(
             "Description": "KCL application: the DynamoDB lease table and the metrics namespace",
         },
     }
-    text = Path(topology.file).read_text() if Path(topology.file).is_file() else ""
     # Only the variables a granted resource names: the others (a database password, a webhook
     # token) are no business of the role, and a parameter here would show them in the console.
     used = set(re.findall(r"\$\{([A-Za-z0-9]+)\}", json.dumps(statements)))

@@ -62,6 +62,7 @@ from squall.errors import BatchFailed, SinkError, SquallError, TopologyError, Tr
 from squall.event import Position, Record, RecordMeta
 from squall.observability.logs import log_context
 from squall.observability.runners import kcl_recorder
+from squall.secrets import aws_secrets
 from squall.topology import registry
 from squall.topology.executor import Engine, batch_collection
 from squall.topology.loader import load
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("squall.progress").setLevel(logging.INFO)
     redact.install()
     try:
-        topology = load(args[0])
+        topology = load(args[0], secrets=aws_secrets())  # once per shard process
         check_kcl_safe(topology)
         engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
         stream = args[1] if len(args) > 1 else ""

@@ -33,6 +33,7 @@ from squall.event import Record, RecordMeta, new_meta
 from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.safe_json import json_type
+from squall.secrets import aws_secrets
 from squall.topology import registry
 from squall.topology.executor import Engine, batch_collection
 from squall.topology.loader import load
@@ -275,7 +276,7 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
 def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
     lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
-    topology = load(topology_path)
+    topology = load(topology_path, secrets=aws_secrets())  # read at init, once
     warn_about_local_dead_letters(topology)
     # Lambda retries from a sequence number: every user record of a KPL aggregate comes again.
     engine = Engine.for_topology(topology, whole_records=True).open()

@@ -68,6 +68,7 @@ from squall.limits import (
 from squall.observability.logs import log_context
 from squall.observability.runners import lambda_logging, lambda_observer
 from squall.safe_json import json_type
+from squall.secrets import aws_secrets
 from squall.topology.executor import Engine
 from squall.topology.loader import load
 from squall.topology.outcomes import ENGINE, Outcome
@@ -426,7 +427,7 @@ def make_handler(
     redact.install()
     lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
     with collector_paused():  # as the consumer's init
-        topology = load(topology_path)
+        topology = load(topology_path, secrets=aws_secrets())  # read at init, once
         warn_about_local_dead_letters(topology)
         # A request's events are answered one by one (accepted, rejected, or a 503 for the whole
         # request): an event after a rejected one is not delivered again, so it is not held back.

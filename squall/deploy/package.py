@@ -248,12 +248,15 @@ def _prune_botocore(root: Path, keep: frozenset[str]) -> None:
 
 
 def aws_services(topology: Topology, extra: tuple[str, ...] = ()) -> frozenset[str]:
-    """botocore models to keep: squall's own, those the components' declared actions and the
-    Lambda trigger's name (an S3 trigger's handler reads the objects), and ``extra``."""
-    from squall.deploy.template import component_permissions
+    """botocore models to keep: squall's own, those the components' declared actions, the secret
+    references and the Lambda trigger's name (an S3 trigger's handler reads the objects), and
+    ``extra``."""
+    from squall.deploy.template import component_permissions, reference_permissions
     from squall.deploy.triggers import trigger_permissions
 
     perms = component_permissions(topology) + trigger_permissions(topology)
+    if Path(topology.file).is_file():  # ssm, secretsmanager: the function reads its references
+        perms += reference_permissions(Path(topology.file).read_text(encoding="utf-8"))
     declared = {a.split(":", 1)[0] for p in perms for a in p.actions}
     return AWS_SERVICES | declared | set(extra)
 
@@ -352,8 +355,11 @@ def build(
     """
     from squall import __version__
     from squall.topology.loader import load
+    from squall.topology.references import placeholder
 
-    topo = load(topology)  # refuse an invalid topology before downloading anything
+    # refuse an invalid topology before downloading anything; its secret references stand for
+    # placeholders (the function reads them at init: the packager needs no right to them)
+    topo = load(topology, secrets=placeholder)
     check_folder(topo, topology.read_text(encoding="utf-8"))  # and one that would not ship whole
     if handler not in HANDLERS:
         raise SquallError(f"--handler must be one of {', '.join(HANDLERS)}")

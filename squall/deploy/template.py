@@ -14,7 +14,7 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~540 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~560 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
@@ -179,6 +179,7 @@ def parameterised(
     refuses the marker (a number, an ARN) keeps its value at package time.
     """
     from squall.topology.loader import load_text
+    from squall.topology.references import placeholder
 
     env = dict(os.environ if env is None else env)
     best = topology
@@ -187,7 +188,13 @@ def parameterised(
             continue
         trial = {**env, var: _marker(var)}
         try:
-            best = load_text(text, file=topology.file, base_dir=topology.base_dir, env=trial)
+            best = load_text(
+                text,
+                file=topology.file,
+                base_dir=topology.base_dir,
+                env=trial,
+                secrets=placeholder,  # the values are the function's to read, not the packager's
+            )
         except TopologyError:
             continue
         env = trial
@@ -202,6 +209,17 @@ def resource_sub(resource: str, pseudo: bool = True) -> dict[str, str]:
 def value_sub(value: str) -> str | dict[str, str]:
     """A value as written, or its ``Fn::Sub`` when a variable's marker is in it."""
     return resource_sub(value) if _MARKER.search(value) else value
+
+
+def reference_permissions(text: str) -> list[AwsPermission]:
+    """The reads of the topology's ``${ssm:…}`` and ``${secretsmanager:…}`` references (no
+    template parameter stands for one: the function reads the value itself at init)."""
+    from squall.topology.yamlsource import references_in
+
+    try:
+        return iam.reference_permissions(references_in(text))
+    except yaml.YAMLError:
+        return []
 
 
 def component_permissions(topology: Topology) -> list[AwsPermission]:
@@ -298,7 +316,7 @@ def sam_template(
     marked = parameterised(
         topology, topology_text, env, keep=LAMBDA_RESERVED - PSEUDO_PARAMETERS.keys()
     )
-    statements = _statements(component_permissions(marked))
+    statements = _statements(component_permissions(marked) + reference_permissions(topology_text))
     statements.insert(0, _log_statement("LogGroup"))
     b.params["LogRetentionDays"] = {
         "Type": "Number",

@@ -268,9 +268,10 @@ class Engine:
     @classmethod
     def for_topology(cls, source: str | Path | Topology, **kwargs: Any) -> Engine:
         """The engine of a topology file (or loaded model): load, compile, construct (not opened)."""
+        from squall.secrets import aws_secrets
         from squall.topology.loader import load
 
-        topology = source if isinstance(source, Topology) else load(source)
+        topology = source if isinstance(source, Topology) else load(source, secrets=aws_secrets())
         return cls(topology.plan, **kwargs)
 
     def _plan_transaction(self) -> None:

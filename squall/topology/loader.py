@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~435 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~445 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -24,6 +24,7 @@ from squall.redact import redact_url
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.payload_paths import check_topology_paths
+from squall.topology.references import SecretSource
 from squall.topology.resource_config import ResourceKind
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
@@ -31,8 +32,16 @@ KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
 _NOT_A_MAPPING = "a topology is a mapping with name, spout, bolts, sinks"
 
 
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Topology:
+def load(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    secrets: SecretSource | None = None,
+) -> Topology:
     """Read, substitute, validate and compile a topology file; ``TopologyError`` lists all problems.
+
+    ``secrets`` resolves ``${ssm:…}`` and ``${secretsmanager:…}`` references (the runners pass
+    ``squall.secrets.aws_secrets()``); without it a reference is a problem.
 
     Returns the validated model with its compiled graph in ``.plan`` (made here, once). The two
     stay one object rather than ``load`` returning the ``Plan``: runners and deploy read the
@@ -55,7 +64,7 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
         raise TopologyError(
             Problem(str(path), line, column, "", "the file is not UTF-8 text")
         ) from None
-    return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env)
+    return load_text(text, file=str(path), base_dir=p.resolve().parent, env=env, secrets=secrets)
 
 
 def load_text(
@@ -64,11 +73,12 @@ def load_text(
     file: str = "<string>",
     base_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    secrets: SecretSource | None = None,
 ) -> Topology:
     """Like ``load`` for YAML text; relative paths resolve against ``base_dir`` (default: cwd)."""
     env = os.environ if env is None else env
     base_dir = base_dir or Path.cwd()
-    data, loc, problems = read_yaml(text, file, env)
+    data, loc, problems = read_yaml(text, file, env, secrets)
     if data is None:
         # A document of only `---`, `~` or `null` reads as None without a syntax problem.
         raise TopologyError(problems or [loc.problem((), _NOT_A_MAPPING)])

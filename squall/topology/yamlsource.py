@@ -2,25 +2,39 @@
 
 The loader composes the YAML node tree (never constructing arbitrary Python objects), converts it
 to plain data, and records where each value and each mapping key sits, so that every later error
-(pydantic, registry, graph) can name ``file:line:column`` and the path in the document.
+(pydantic, registry, graph) can name ``file:line:column`` and the path in the document. Secret
+references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
+loader is given (``squall.topology.references``).
+
+Size (~500 lines): reading, converting with marks, and substituting are one walk of the node
+tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
+from squall import redact
 from squall.errors import Problem
+from squall.topology import references
+from squall.topology.references import SecretSource, SecretUnavailable
 
 Path_ = tuple[str | int, ...]
 
-#: ``$$``, ``${VAR}``, ``${VAR:-default}``; then any other ``${`` (``${VAR-x}``, ``${VAR:=x}``,
-#: ``${ VAR }``, an unclosed ``${VAR``): refused rather than kept as text.
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+#: ``$$``, ``${VAR}``, ``${VAR:-default}``; a secret reference ``${ssm:…}`` or
+#: ``${secretsmanager:…}`` (a ``:`` not followed by ``-``: ``${ssm:-x}`` is the variable ``ssm``
+#: with a default, as ever; see ``squall.topology.references``); then any other ``${``
+#: (``${VAR-x}``, ``${VAR:=x}``, ``${ VAR }``, an unclosed ``${VAR``): refused rather than kept as
+#: text.
+_VAR = re.compile(
+    r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
+    r"|\$\{(ssm|secretsmanager):(?!-)([^}]*)\}|\$\{"
+)
 _START = re.compile(r"\$\{\s*[A-Za-z0-9_]*.?")
 
 
@@ -76,10 +90,12 @@ class _Loader(yaml.SafeLoader):
 
 
 def read_yaml(
-    text: str, file: str, env: Mapping[str, str] | None
+    text: str, file: str, env: Mapping[str, str] | None, secrets: SecretSource | None = None
 ) -> tuple[Any, Locator, list[Problem]]:
     """Parse ``text`` into plain data; returns the data, its locator and the problems found.
-    ``env`` None: no ``${VAR}`` substitution (a schema file is data, not configuration)."""
+    ``env`` None: no ``${VAR}`` substitution (a schema file is data, not configuration).
+    ``secrets`` gives the value of each ``${ssm:…}`` / ``${secretsmanager:…}`` reference (None:
+    a reference is a problem)."""
     loc = Locator(file)
     problems: list[Problem] = []
     try:  # the reader refuses a control character (NUL, ESC of a pasted colour code) up front
@@ -128,7 +144,7 @@ def read_yaml(
         problems.append(Problem(file, 1, 1, "", "the file is empty"))
         return None, loc, problems
     try:
-        data = _Converter(loc, env, problems).convert(node, ())
+        data = _Converter(loc, env, problems, secrets).convert(node, ())
     except RecursionError:
         problems.append(Problem(file, 0, 0, "", "the YAML is nested too deeply"))
         return None, loc, problems
@@ -139,12 +155,31 @@ def variables_in(text: str) -> list[tuple[str, str | None]]:
     """``(name, default)`` of each ``${VAR}`` the loader replaces, in the order written: in
     values only, not in comments or keys, ``$$`` skipped (what ``squall package`` makes template
     parameters of). ``yaml.YAMLError`` for text that is no YAML."""
+    return [(m[1], m[2]) for m in _substitutions(text) if m[1] is not None]
+
+
+def references_in(text: str) -> list[references.SecretRef]:
+    """Each secret reference the loader resolves (in values only, as ``variables_in``), once, in
+    the order written: what ``squall package`` grants the role to read. One that does not parse
+    is left out (loading reports it). ``yaml.YAMLError`` for text that is no YAML."""
+    out: dict[references.SecretRef, None] = {}
+    for m in _substitutions(text):
+        if m[3] is not None:
+            try:
+                out.setdefault(references.parse(m[3], m[4]))
+            except ValueError:
+                continue
+    return list(out)
+
+
+def _substitutions(text: str) -> list[re.Match[str]]:
+    """The ``_VAR`` matches of the values of ``text``'s YAML, in the order written."""
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
     finally:
         loader.dispose()
-    out: list[tuple[str, str | None]] = []
+    out: list[re.Match[str]] = []
     seen: set[int] = set()
     stack = [root] if root is not None else []
     while stack:
@@ -154,7 +189,7 @@ def variables_in(text: str) -> list[tuple[str, str | None]]:
         seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             if "$" in node.value and node.tag in _RETYPED:
-                out += [(m[1], m[2]) for m in _VAR.finditer(node.value) if m[1] is not None]
+                out += list(_VAR.finditer(node.value))
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(reversed(node.value))
         else:
@@ -188,8 +223,14 @@ _RETYPED = (
 class _Converter:
     """YAML nodes → plain data, recording marks; every problem is located, nothing raises."""
 
-    def __init__(self, loc: Locator, env: Mapping[str, str] | None, problems: list[Problem]):
-        self.loc, self.env, self.problems = loc, env, problems
+    def __init__(
+        self,
+        loc: Locator,
+        env: Mapping[str, str] | None,
+        problems: list[Problem],
+        secrets: SecretSource | None = None,
+    ):
+        self.loc, self.env, self.problems, self.secrets = loc, env, problems, secrets
         self.ctor = yaml.SafeLoader("")
         self.count = 0
         self.active: set[int] = set()  # nodes being converted: an alias back into one is a cycle
@@ -278,9 +319,11 @@ class _Converter:
     def _scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
         value = node.value
         if "$" in value and node.tag in _RETYPED and self.env is not None:
-            substituted = _substitute(value, path, self.loc, self.env, self.problems)
+            substituted = _substitute(value, path, self.loc, self.env, self.problems, self.secrets)
             if substituted != value:
-                if getattr(node, "explicit_tag", False):  # `!!str ${A:-5}` stays a string
+                if any(m[3] for m in _VAR.finditer(value)):  # a secret is text: never retyped
+                    tag = "tag:yaml.org,2002:str"
+                elif getattr(node, "explicit_tag", False):  # `!!str ${A:-5}` stays a string
                     tag = node.tag
                 elif node.style is None:  # plain scalar: `batch_size: ${N:-500}` becomes an int
                     tag = self.ctor.resolve(yaml.ScalarNode, substituted, (True, False))
@@ -363,13 +406,21 @@ def _reason(exc: BaseException) -> str:
 
 
 def _substitute(
-    value: str, path: Path_, loc: Locator, env: Mapping[str, str], problems: list[Problem]
+    value: str,
+    path: Path_,
+    loc: Locator,
+    env: Mapping[str, str],
+    problems: list[Problem],
+    secrets: SecretSource | None = None,
 ) -> str:
-    """``${VAR}`` (an error when unset), ``${VAR:-default}`` (also when empty, as in a shell), ``$$`` → ``$``."""
+    """``${VAR}`` (an error when unset), ``${VAR:-default}`` (also when empty, as in a shell), ``$$`` → ``$``,
+    a secret reference → its value from ``secrets``."""
 
     def repl(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
             return "$"
+        if m.group(3) is not None:
+            return _resolve(m.group(3), m.group(4), path, loc, problems, secrets)
         name, default = m.group(1), m.group(2)
         if name is None:  # `${DLQ_PATH-dlq.jsonl}` was kept as a file name, `${STAGE-dev}` as data
             # Quoted up to the name only: what follows may be a password (`${PW-hunter2}`).
@@ -414,3 +465,36 @@ def _substitute(
         return env[name] if env.get(name) else default.replace("$$", "$")
 
     return _VAR.sub(repl, value)
+
+
+def _resolve(
+    service: str,
+    body: str,
+    path: Path_,
+    loc: Locator,
+    problems: list[Problem],
+    secrets: SecretSource | None,
+) -> str:
+    """The value of ``${service:body}``, remembered by ``redact`` (masked in every message and log
+    line from now on); a located problem naming the reference (never a value) when there is none."""
+    try:
+        ref = references.parse(service, body)
+    except ValueError as exc:
+        problems.append(loc.problem(path, str(exc)))
+        return ""
+    if secrets is None:
+        problems.append(
+            loc.problem(
+                path,
+                f"{ref}: secret references are resolved by squall's commands and runners; "
+                "this load was given no secret source (load(..., secrets=…))",
+            )
+        )
+        return ""
+    try:
+        value = secrets(ref)
+    except SecretUnavailable as exc:
+        problems.append(replace(loc.problem(path, f"{ref}: {exc.reason}"), outage=exc.outage))
+        return ""
+    redact.remember(value)
+    return value

@@ -1,0 +1,77 @@
+"""Secret references in a topology's values: ``${ssm:NAME}`` and ``${secretsmanager:ID}``.
+
+The model layer only reads them: ``parse`` turns the text between ``${`` and ``}`` into a
+``SecretRef``, and the loader asks the ``SecretSource`` it was given (a callable) for each value.
+Where the values come from — SSM Parameter Store, Secrets Manager, through squall's AWS clients —
+is the runners' business (``squall.secrets``), so the loader imports no AWS client.
+
+Syntax: ``${ssm:/pistats/db_password}``, ``${secretsmanager:pistats/db}``, and a key of a secret
+that holds a JSON object: ``${secretsmanager:pistats/db#password}`` (``#`` is in no SSM parameter
+or Secrets Manager name). ``${ssm:-x}`` stays what it always was: the variable ``ssm`` with the
+default ``x``; a ``:`` followed by anything but ``-`` was refused before references existed, so no
+topology that loaded changes meaning. A reference's value is always text (a password ``0123`` is
+not read as the number 83).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: The services a reference names, as written before the ``:``.
+SERVICES = ("ssm", "secretsmanager")
+#: What a name may hold: SSM's ``a-zA-Z0-9_.-/`` (and a ``:version`` or ``:label`` selector, an
+#: ARN's ``:``), Secrets Manager's ``a-zA-Z0-9/_+=.@-``.
+_NAME = re.compile(r"[A-Za-z0-9_.\-/+=@:]+")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """One reference: the service, the parameter's or secret's name (or ARN), a JSON key or None."""
+
+    service: str
+    name: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return "${" + f"{self.service}:{self.name}" + (f"#{self.key}" if self.key else "") + "}"
+
+
+class SecretUnavailable(Exception):  # noqa: N818 - said as it reads: "the secret is unavailable"
+    """A source could not give a reference's value. ``reason`` never holds the value;
+    ``outage``: the service was unreachable or throttled (the same start may work later)."""
+
+    def __init__(self, reason: str, *, outage: bool = False):
+        super().__init__(reason)
+        self.reason, self.outage = reason, outage
+
+
+#: What the loader is given to resolve references: the value of one, else ``SecretUnavailable``.
+SecretSource = Callable[[SecretRef], str]
+
+
+def parse(service: str, body: str) -> SecretRef:
+    """The reference ``${service:body}``; ``ValueError`` (saying what is wrong) when it is none."""
+    name, hash_, key = body.partition("#")
+    if not name:
+        raise ValueError(f"'${{{service}:…}}' names no {_what(service)}")
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"'${{{service}:…}}': a {_what(service)} name holds only letters, digits and "
+            "_ . - / + = @ : (no spaces)"
+        )
+    if hash_ and not key:
+        raise ValueError(f"'${{{service}:{name}#}}' names no JSON key after '#'")
+    return SecretRef(service, name, key or None)
+
+
+def _what(service: str) -> str:
+    return "parameter" if service == "ssm" else "secret"
+
+
+def placeholder(ref: SecretRef) -> str:
+    """A stand-in value (letters and digits only: valid in a URL's password, a header, a name)
+    for loading without resolving, as ``squall package`` does: the packager need not read
+    the production secrets."""
+    return "SQUALLSECRET" + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40]
