@@ -38,6 +38,10 @@ _DENIED = frozenset(
         "KMSAccessDeniedException",
     }
 )
+#: A key the caller may not use, or one disabled (Secrets Manager, SSM's KMS errors).
+_UNDECRYPTABLE = frozenset(
+    {"DecryptionFailure", "InvalidKeyId", "KMSDisabledException", "KMSInvalidStateException"}
+)
 _SERVICE_NAMES = {"ssm": "SSM Parameter Store", "secretsmanager": "Secrets Manager"}
 
 
@@ -130,9 +134,12 @@ def _refused(ref: SecretRef, code: str, exc: BaseException, what: str, region: s
     if code in _NOT_FOUND:
         return f"{what} has no {kind} '{ref.name}' in {region} (not found)"
     if code in _DENIED or "AccessDenied" in code:
-        return f"access denied ({code}): the role needs {ACTIONS[ref.service]} on the {kind}" + (
-            " and kms:Decrypt on its customer managed key" if "KMS" in code else ""
+        return (
+            f"access denied ({code}): the role needs {ACTIONS[ref.service]} on the {kind} "
+            "(and kms:Decrypt on its key, if that is a customer managed key)"
         )
+    if code in _UNDECRYPTABLE:
+        return f"cannot decrypt ({code}): the role needs kms:Decrypt on the {kind}'s key"
     if aws.is_retryable(exc):
         return f"{what} throttled or failing in {region} ({code}): an outage, try again later"
     message = exc.response.get("Error", {}).get("Message", "")  # type: ignore[attr-defined]
