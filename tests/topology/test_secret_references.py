@@ -304,3 +304,86 @@ sinks: [{{id: rows, type: warehouse, resource: db, table: events, columns: {{n: 
     assert "ssm:GetParameter" in called  # at init, before any invocation
     assert handler(kinesis_lambda_event([{"n": 1}]), None) == {"batchItemFailures": []}
     assert sqlite3.connect(tmp_path / "w.db").execute("select n from events").fetchall() == [("1",)]
+
+
+def test_a_kcl_shard_process_reads_its_references_at_start(aws, tmp_path):
+    """``python -m squall.deploy.kcl`` as the MultiLangDaemon starts it, spoken to over its stdio:
+    the database path is an SSM parameter read at the process's start; a missing one stops it
+    there with the located line (exit 2), as the daemon's log shows it."""
+    import base64
+    import sqlite3
+
+    t = tag()
+    aws.client("ssm").put_parameter(Name=f"/{t}/db", Value=str(tmp_path / "w.db"), Type="String")
+    path = tmp_path / "topology.yaml"
+    text = f"""
+name: kcl-{t}
+resources:
+  db: {{url: "sqlite:///${{ssm:/{t}/db}}"}}
+spout: {{type: kinesis, stream: s}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: rows, type: warehouse, resource: db, table: events, columns: {{n: n}}}}]
+"""
+    path.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "squall.deploy.kcl", str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(aws.endpoint),
+    )
+    record = {
+        "action": "record",
+        "data": base64.b64encode(b'{"n": 1}').decode(),
+        "partitionKey": "pk",
+        "sequenceNumber": "100",
+        "subSequenceNumber": 0,
+        "approximateArrivalTimestamp": 1762192800123,
+    }
+    messages = [
+        {
+            "action": "initialize",
+            "shardId": "shardId-0",
+            "sequenceNumber": "TRIM_HORIZON",
+            "subSequenceNumber": 0,
+        },
+        {"action": "processRecords", "millisBehindLatest": 0, "records": [record]},
+    ]
+    answers = []
+    try:
+        for message in messages:
+            proc.stdin.write(json.dumps(message) + "\n")
+            proc.stdin.flush()
+            while True:  # a checkpoint asked for is answered as the daemon does, then the status
+                line = proc.stdout.readline()
+                if not line.strip():  # the protocol writes an empty line before each message
+                    assert line, proc.stderr.read()  # no end of output before the status
+                    continue
+                answer = json.loads(line)
+                answers.append(answer["action"])
+                if answer["action"] == "checkpoint":
+                    proc.stdin.write(json.dumps({**answer, "error": None}) + "\n")
+                    proc.stdin.flush()
+                    continue
+                break
+    finally:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert answers[-1] == "status", answers
+    assert sqlite3.connect(tmp_path / "w.db").execute("select n from events").fetchall() == [("1",)]
+
+    path.write_text(text.replace(f"/{t}/db", f"/{t}/none"))
+    missing = subprocess.run(
+        [sys.executable, "-m", "squall.deploy.kcl", str(path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(aws.endpoint),
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert f"topology.yaml:4:13: resources.db.url: ${{ssm:/{t}/none}}: SSM" in missing.stderr
+    assert missing.stdout == ""  # the daemon's protocol channel
