@@ -10,7 +10,9 @@ region of an ARN or ``AWS_REGION``, and ``AWS_ENDPOINT_URL_SSM`` /
 Each parameter or secret is fetched once per process (``aws_secrets()`` keeps one source): a
 Lambda container reads them at init, a KCL shard process at its start, ``squall run`` before it
 opens anything. A failure is a ``SecretUnavailable`` naming what went wrong — not found, access
-denied, unreachable or throttled (an outage) — and never the value.
+denied, unreachable or throttled (an outage) — and never the value. A value the service does not
+hold as a secret (a ``String`` parameter, ``DATABASE_FIELDS`` of a database secret) is ``Plain``:
+the loader masks every other one wherever it appears.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from squall import aws
 from squall.redact import redact_text
-from squall.topology.references import SecretRef, SecretUnavailable
+from squall.topology.references import Plain, SecretRef, SecretUnavailable
 
 #: IAM's name of each service's read, for the messages of a refused call.
 ACTIONS = {"ssm": "ssm:GetParameter", "secretsmanager": "secretsmanager:GetSecretValue"}
@@ -60,7 +62,7 @@ class AwsSecrets:
         self._client = client or (
             lambda service, region: aws.client(service, region=region, endpoint_url=None)
         )
-        self._raw: dict[tuple[str, str], str] = {}
+        self._raw: dict[tuple[str, str], str] = {}  # a Plain one: an SSM String parameter
 
     def __call__(self, ref: SecretRef) -> str:
         raw = self._raw.get((ref.service, ref.name))
@@ -90,7 +92,8 @@ class AwsSecrets:
                 _refused(ref, code, exc, what, region), outage=aws.is_retryable(exc)
             ) from None
         if ref.service == "ssm":
-            return answer["Parameter"]["Value"]
+            value = answer["Parameter"]["Value"]
+            return value if answer["Parameter"].get("Type") == "SecureString" else Plain(value)
         if "SecretString" in answer:
             return answer["SecretString"]
         try:
@@ -160,8 +163,26 @@ def _json_key(ref: SecretRef, raw: str) -> str:
     value = data[ref.key]
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise SecretUnavailable(f"'#{ref.key}' holds no text or number")
-    return value if isinstance(value, str) else str(value)
+    text = value if isinstance(value, str) else str(value)
+    return Plain(text) if ref.key in DATABASE_FIELDS or isinstance(raw, Plain) else text
 
+
+#: The fields of AWS's JSON structure of a database secret (RDS, Aurora, Redshift, DocumentDB)
+#: that are no secret: ``#password`` is masked wherever it appears, ``#username``, ``#host``,
+#: ``#port`` are not (every ``postgres``, ``5432`` of every log line would be).
+DATABASE_FIELDS = frozenset(
+    {
+        "engine",
+        "host",
+        "port",
+        "username",
+        "dbname",
+        "ssl",
+        "masterarn",
+        "dbInstanceIdentifier",
+        "dbClusterIdentifier",
+    }
+)
 
 _process: AwsSecrets | None = None
 

@@ -47,7 +47,16 @@ class SecretUnavailable(Exception):  # noqa: N818 - said as it reads: "the secre
         self.reason, self.outage = reason, outage
 
 
-#: What the loader is given to resolve references: the value of one, else ``SecretUnavailable``.
+class Plain(str):
+    """A value a source read that is no secret (an SSM ``String`` parameter, the ``host`` of a
+    database secret): the loader does not have it masked wherever it appears, as it does every
+    other value (``redact.remember``) — every ``postgres`` or ``5432`` of every log line would be."""
+
+    __slots__ = ()
+
+
+#: What the loader is given to resolve references: the value of one (a secret unless it is
+#: ``Plain``), else ``SecretUnavailable``.
 SecretSource = Callable[[SecretRef], str]
 
 

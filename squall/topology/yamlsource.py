@@ -475,8 +475,9 @@ def _resolve(
     problems: list[Problem],
     secrets: SecretSource | None,
 ) -> str:
-    """The value of ``${service:body}``, remembered by ``redact`` (masked in every message and log
-    line from now on); a located problem naming the reference (never a value) when there is none."""
+    """The value of ``${service:body}``, remembered by ``redact`` unless the source says it is
+    ``Plain`` (masked in every message and log line from now on); a located problem naming the
+    reference (never a value) when there is none."""
     try:
         ref = references.parse(service, body)
     except ValueError as exc:
@@ -496,5 +497,6 @@ def _resolve(
     except SecretUnavailable as exc:
         problems.append(replace(loc.problem(path, f"{ref}: {exc.reason}"), outage=exc.outage))
         return ""
-    redact.remember(value)
-    return value
+    if not isinstance(value, references.Plain):
+        redact.remember(value)
+    return str(value)

@@ -387,3 +387,22 @@ sinks: [{{id: rows, type: warehouse, resource: db, table: events, columns: {{n: 
     assert missing.returncode == 2
     assert f"topology.yaml:4:13: resources.db.url: ${{ssm:/{t}/none}}: SSM" in missing.stderr
     assert missing.stdout == ""  # the daemon's protocol channel
+
+
+def test_a_securestring_and_a_secret_are_masked_everywhere_a_string_parameter_and_a_host_not(aws):
+    """What the service says is a secret is masked in every text from then on; a String
+    parameter and the host, port, username of a database secret are not (every ``postgres``
+    and ``5432`` of every log line would be)."""
+    t, values = tag(), {k: f"{k}{uuid.uuid4().hex[:12]}" for k in ("secure", "plain", "pw", "host")}
+    ssm = aws.client("ssm")
+    ssm.put_parameter(Name=f"/{t}/secure", Value=values["secure"], Type="SecureString")
+    ssm.put_parameter(Name=f"/{t}/plain", Value=values["plain"], Type="String")
+    aws.client("secretsmanager").create_secret(
+        Name=f"{t}/db", SecretString=json.dumps({"password": values["pw"], "host": values["host"]})
+    )
+    source = AwsSecrets()
+    for written in (f"ssm:/{t}/secure", f"ssm:/{t}/plain", f"secretsmanager:{t}/db#password"):
+        load_text(BASE.format(value="${" + written + "}"), env={}, secrets=source)
+    load_text(BASE.format(value="${secretsmanager:" + t + "/db#host}"), env={}, secrets=source)
+    shown = redact.redact_text(" ".join(values.values()))
+    assert shown == f"*** {values['plain']} *** {values['host']}"
