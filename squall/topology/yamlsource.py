@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~500 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~525 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
@@ -144,7 +144,8 @@ def read_yaml(
         problems.append(Problem(file, 1, 1, "", "the file is empty"))
         return None, loc, problems
     try:
-        data = _Converter(loc, env, problems, secrets).convert(node, ())
+        source = _StopAtOutage(secrets) if secrets is not None else None
+        data = _Converter(loc, env, problems, source).convert(node, ())
     except RecursionError:
         problems.append(Problem(file, 0, 0, "", "the YAML is nested too deeply"))
         return None, loc, problems
@@ -465,6 +466,26 @@ def _substitute(
         return env[name] if env.get(name) else default.replace("$$", "$")
 
     return _VAR.sub(repl, value)
+
+
+class _StopAtOutage:
+    """A load's source, asked nothing more of a service once it was unreachable or throttled:
+    each reference would wait through the same retries again (a Lambda in a VPC with no route to
+    SSM: three 5 s connection timeouts apiece, past Lambda's 10 s init)."""
+
+    def __init__(self, source: SecretSource):
+        self.source, self.down = source, dict[str, str]()
+
+    def __call__(self, ref: references.SecretRef) -> str:
+        earlier = self.down.get(ref.service)
+        if earlier is not None:
+            raise SecretUnavailable(f"not read, as an earlier reference: {earlier}", outage=True)
+        try:
+            return self.source(ref)
+        except SecretUnavailable as exc:
+            if exc.outage:
+                self.down[ref.service] = exc.reason
+            raise
 
 
 def _resolve(

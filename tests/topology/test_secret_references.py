@@ -406,3 +406,26 @@ def test_a_securestring_and_a_secret_are_masked_everywhere_a_string_parameter_an
     load_text(BASE.format(value="${secretsmanager:" + t + "/db#host}"), env={}, secrets=source)
     shown = redact.redact_text(" ".join(values.values()))
     assert shown == f"*** {values['plain']} *** {values['host']}"
+
+
+def test_a_service_down_is_asked_once_per_load_not_once_per_reference():
+    """Each reference would wait through the same retries again (three connection timeouts)."""
+    asked: list[SecretRef] = []
+
+    def down(ref: SecretRef) -> str:
+        asked.append(ref)
+        if ref.service == "ssm":
+            raise SecretUnavailable("SSM Parameter Store unreachable", outage=True)
+        return "Other-value"
+
+    text = BASE.format(value="${ssm:/a}").replace(
+        "https://hooks.example.com/x", "https://h.example.com/${ssm:/b}/${secretsmanager:c}"
+    )
+    with pytest.raises(TopologyError) as err:
+        load_text(text, file="t.yaml", env={}, secrets=down)
+    assert [str(r) for r in asked] == ["${ssm:/b}", "${secretsmanager:c}"]
+    assert err.value.outage
+    assert [p.message for p in err.value.problems] == [
+        "${ssm:/b}: SSM Parameter Store unreachable",
+        "${ssm:/a}: not read, as an earlier reference: SSM Parameter Store unreachable",
+    ]
