@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, NoCredentialsError
+
 from squall import aws
 from squall.redact import redact_text
 from squall.topology.references import Plain, SecretRef, SecretUnavailable
@@ -84,6 +86,14 @@ class AwsSecrets:
                 "try again when it answers",
                 outage=True,
             ) from None
+        except NoCredentialsError:
+            raise SecretUnavailable(
+                f"no AWS credentials to read {what} with (NoCredentialsError): run with a role, "
+                "AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            ) from None
+        except BotoCoreError as exc:  # an invalid name, a profile not found, a bad endpoint URL
+            detail = redact_text(str(exc))[:300]
+            raise SecretUnavailable(f"cannot read {what}: {type(exc).__name__}: {detail}") from None
         except Exception as exc:  # noqa: BLE001 - botocore's ClientError, classified by code
             code = aws.error_code(exc)
             if code is None:

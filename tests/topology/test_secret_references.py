@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError, ProfileNotFound
 
 from squall import redact
 from squall.errors import TopologyError
@@ -167,6 +167,8 @@ def test_a_missing_parameter_or_key_is_a_located_problem_naming_the_reference(aw
         (client_error("AccessDeniedException"), False, "the role needs ssm:GetParameter"),
         (client_error("ThrottlingException"), True, "throttled or failing"),
         (EndpointConnectionError(endpoint_url="http://x"), True, "unreachable in us-east-1"),
+        (NoCredentialsError(), False, "no AWS credentials to read SSM Parameter Store with"),
+        (ProfileNotFound(profile="prod"), False, "ProfileNotFound: The config profile (prod)"),
     ],
 )
 def test_a_refused_or_failed_read_says_why_and_whether_it_is_an_outage(aws, error, outage, said):
