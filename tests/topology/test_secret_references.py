@@ -431,3 +431,16 @@ def test_a_service_down_is_asked_once_per_load_not_once_per_reference():
         "${ssm:/b}: SSM Parameter Store unreachable",
         "${ssm:/a}: not read, as an earlier reference: SSM Parameter Store unreachable",
     ]
+
+
+def test_validate_skip_secrets_checks_the_file_without_aws(tmp_path):
+    """CI without AWS access: the file is checked, its references are not read."""
+    t = tmp_path / "t.yaml"
+    t.write_text(BASE.format(value="${ssm:/pistats/token}"))
+    unreachable = {**cli_env(f"http://127.0.0.1:{free_port()}")}
+    result = run_cli("validate", "--skip-secrets", "t.yaml", cwd=tmp_path, env=unreachable)
+    assert result.returncode == 0, result.stderr
+    assert "t.yaml: ok" in result.stdout
+    t.write_text(BASE.format(value="${ssm:/pistats/token}").replace("http", "hhtp"))
+    result = run_cli("validate", "--skip-secrets", "t.yaml", cwd=tmp_path, env=unreachable)
+    assert result.returncode == 2 and "sinks[0].type: unknown sink type" in result.stderr
