@@ -24,7 +24,7 @@ from squall.redact import redact_url
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.payload_paths import check_topology_paths
-from squall.topology.references import SecretSource
+from squall.topology.references import SecretSource, is_placeholder
 from squall.topology.resource_config import ResourceKind
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
@@ -353,7 +353,9 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
             for path, name, kind in resource_kinds(cfg, (key,) if key == "spout" else (key, i)):
                 found = topo.resources.get(name)
-                if found is not None and not kind.accepts(found.scheme):
+                if found is None or is_placeholder(found.url):  # a URL not read: unknown kind
+                    continue
+                if not kind.accepts(found.scheme):
                     wanted = "a SQL database" if kind.kind == "sql" else "Redis"
                     problems.append(  # the words of Resources.sql / redis at start
                         loc.problem(

@@ -79,8 +79,39 @@ def _what(service: str) -> str:
     return "parameter" if service == "ssm" else "secret"
 
 
-def placeholder(ref: SecretRef) -> str:
-    """A stand-in value (letters and digits only: valid in a URL's password, a header, a name)
-    for loading without resolving, as ``squall package`` does: the packager need not read
-    the production secrets."""
-    return "SQUALLSECRET" + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40]
+#: How every placeholder starts.
+PLACEHOLDER = "SQUALLSECRET"
+
+
+def is_placeholder(value: object) -> bool:
+    """Whether ``value`` is a placeholder a whole resource URL stands for (which is not checked)."""
+    return isinstance(value, str) and value.startswith(PLACEHOLDER) and value.isalnum()
+
+
+class Placeholders:
+    """A source of stand-ins, for loading without reading the references, as ``squall package``,
+    ``graph`` and ``validate --skip-secrets`` do: the packager needs no right to the production
+    secrets. A stand-in is letters and digits (valid in a URL's password, a header, a name); a
+    whole option named ``…url`` or ``…endpoint`` gets an ``https://`` URL (a webhook kept as a
+    secret), and a whole resource URL is taken unchecked (its scheme is in the secret)."""
+
+    def __call__(self, ref: SecretRef) -> str:
+        return Plain(
+            PLACEHOLDER + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40]
+        )
+
+    def at(self, ref: SecretRef, path: tuple[str | int, ...], whole: bool) -> str:
+        """The stand-in of ``ref`` written at ``path``, alone in its value (``whole``) or not."""
+        key = path[-1] if path else ""
+        if (
+            whole
+            and path[:1] != ("resources",)
+            and isinstance(key, str)
+            and key.lower().endswith(("url", "endpoint"))
+        ):
+            return Plain(f"https://squall-placeholder.invalid/{self(ref)}")
+        return self(ref)
+
+
+#: The stand-ins of every load that reads no secret.
+placeholder = Placeholders()

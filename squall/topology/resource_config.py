@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.redact import MASK, redact_text, redact_url
 from squall.topology import pg_url
+from squall.topology.references import is_placeholder
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -52,7 +53,8 @@ class ResourceConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        check_url(url)
+        if not is_placeholder(url):  # a whole URL in a secret, not read (squall package)
+            check_url(url)
         return url
 
     @property

@@ -144,7 +144,11 @@ def read_yaml(
         problems.append(Problem(file, 1, 1, "", "the file is empty"))
         return None, loc, problems
     try:
-        source = _StopAtOutage(secrets) if secrets is not None else None
+        source = (
+            _StopAtOutage(secrets)
+            if secrets is not None and not isinstance(secrets, references.Placeholders)
+            else secrets
+        )
         data = _Converter(loc, env, problems, source).convert(node, ())
     except RecursionError:
         problems.append(Problem(file, 0, 0, "", "the YAML is nested too deeply"))
@@ -421,7 +425,8 @@ def _substitute(
         if m.group(0) == "$$":
             return "$"
         if m.group(3) is not None:
-            return _resolve(m.group(3), m.group(4), path, loc, problems, secrets)
+            whole = m.span() == (0, len(value))
+            return _resolve(m.group(3), m.group(4), path, whole, loc, problems, secrets)
         name, default = m.group(1), m.group(2)
         if name is None:  # `${DLQ_PATH-dlq.jsonl}` was kept as a file name, `${STAGE-dev}` as data
             # Quoted up to the name only: what follows may be a password (`${PW-hunter2}`).
@@ -492,6 +497,7 @@ def _resolve(
     service: str,
     body: str,
     path: Path_,
+    whole: bool,
     loc: Locator,
     problems: list[Problem],
     secrets: SecretSource | None,
@@ -514,7 +520,10 @@ def _resolve(
         )
         return ""
     try:
-        value = secrets(ref)
+        if isinstance(secrets, references.Placeholders):
+            value = secrets.at(ref, path, whole)
+        else:
+            value = secrets(ref)
     except SecretUnavailable as exc:
         problems.append(replace(loc.problem(path, f"{ref}: {exc.reason}"), outage=exc.outage))
         return ""

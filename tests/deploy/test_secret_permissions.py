@@ -135,3 +135,35 @@ def test_a_package_load_reads_no_secret():
     password, a header), never a call to AWS."""
     value = placeholder(SecretRef("ssm", "/pistats/db_password"))
     assert value.isalnum() and value.startswith("SQUALLSECRET")
+
+
+def test_a_whole_url_kept_as_a_secret_packages_without_being_read(tmp_path: Path):
+    """A database URL, a Redis URL and a webhook URL each stored whole as a secret (as the
+    README advises for a password that would need URL-encoding): the package's load, which reads
+    none, takes them — the stand-in of a resource URL is not checked (its scheme is in the
+    secret), a webhook's is an https URL — and the template grants their reads."""
+    path = tmp_path / "topology.yaml"
+    path.write_text("""
+name: whole-urls
+resources:
+  warehouse: {url: "${ssm:/pistats/warehouse_url}"}
+  state: {url: "${secretsmanager:pistats/redis#url}"}
+spout: {type: kinesis, stream: clicks}
+bolts:
+  - {id: decode, type: json}
+  - {id: sub, type: subscription, store: state}
+sinks:
+  - {id: rows, type: warehouse, resource: warehouse, table: t, columns: {a: a}}
+  - {id: hook, type: http, url: "${secretsmanager:pistats/slack#webhook_url}"}
+""")
+    topo = load(path, secrets=placeholder)
+    assert topo.sinks[1].url.startswith("https://squall-placeholder.invalid/SQUALLSECRET")
+    template = sam_template(
+        topo, path.read_text(), handler="consumer", code_uri="c.zip", options=TemplateOptions()
+    )
+    [doc] = template["Resources"]["FunctionRole"]["Properties"]["Policies"]
+    found = grants(doc["PolicyDocument"]["Statement"])
+    assert found[SSM + "pistats/warehouse_url"] == {"ssm:GetParameter"}
+    assert found[SM + "pistats/redis-??????"] == {"secretsmanager:GetSecretValue"}
+    assert found[SM + "pistats/slack-??????"] == {"secretsmanager:GetSecretValue"}
+    assert "SubnetIds" in template["Parameters"]  # the database may be in a VPC
