@@ -444,3 +444,25 @@ def test_validate_skip_secrets_checks_the_file_without_aws(tmp_path):
     t.write_text(BASE.format(value="${ssm:/pistats/token}").replace("http", "hhtp"))
     result = run_cli("validate", "--skip-secrets", "t.yaml", cwd=tmp_path, env=unreachable)
     assert result.returncode == 2 and "sinks[0].type: unknown sink type" in result.stderr
+
+
+def test_the_lambda_producer_reads_its_references_at_init(aws, tmp_path):
+    """The sink's name is a Secrets Manager key here: read when the handler is made, used by the
+    events of a request."""
+    from squall.deploy.lambda_producer import make_handler as producer_handler
+    from squall.testing import MemorySink
+    from tests.factories import api_gateway_event
+
+    t = tag()
+    aws.client("secretsmanager").create_secret(Name=f"{t}/sink", SecretString=json.dumps({"n": t}))
+    path = tmp_path / "producer.yaml"
+    path.write_text(f"""
+name: producer-{t}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: out, type: 'squall.testing:MemorySink', name: "${{secretsmanager:{t}/sink#n}}"}}]
+""")
+    handler = producer_handler(path)
+    answer = handler(api_gateway_event(json.dumps([{"a": 1}])), None)
+    assert answer["statusCode"] == 202, answer
+    assert [e.value["a"] for e in MemorySink.stores[t]] == [1]
