@@ -37,6 +37,13 @@ sinks:
 """
 
 
+@pytest.fixture(autouse=True)
+def _forget_remembered_values(monkeypatch):
+    """The values these tests resolve are masked process-wide from then on (``redact.remember``):
+    forgotten after each test, so that no later test of the suite finds its ``0123`` masked."""
+    monkeypatch.setattr(redact, "_known", redact._known)
+
+
 def token_of(topo, name: str = "X-Token") -> str:
     value = topo.sinks[0].headers[name]
     return value.get_secret_value() if hasattr(value, "get_secret_value") else value
