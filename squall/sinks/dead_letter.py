@@ -12,7 +12,11 @@ was replayed from, once however often the replay is repeated. Keys count as writ
 their lines are on disk; the index takes them after that and catches up from the file whatever a
 crash or error kept from it, so a dead letter is never lost and never written twice — also by
 processes appending the same file (the KCL's, one per shard), whose look-up and append are one
-step under an exclusive lock of the file (``flock``). With
+step under an exclusive lock of the file (``flock``). The fsync comes after the lock is let go,
+so the processes' fsyncs do not wait for each other: the lock orders what the file holds, the
+fsync only makes it durable. A process that finds its keys in lines it has not fsynced itself
+(another's, whose fsync may be still to come, or never: killed before it) fsyncs the file before
+its checkpoint may move. With
 ``index: false`` only the last ``remember`` keys are known: a spout without a checkpoint then
 writes the older dead letters of its input again on a second run.
 """
@@ -27,6 +31,7 @@ import sqlite3
 import stat
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import Field
@@ -94,6 +99,16 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
     return doc
 
 
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    """Dead letters just appended to the file, at ``[start, end)``: not yet fsynced nor indexed."""
+
+    keys: list[tuple[str, str | None, int]]
+    digests: list[bytes]
+    start: int
+    end: int
+
+
 class DeadLetterSink(Sink):
     """Append failed events to a JSON-lines file."""
 
@@ -118,6 +133,7 @@ class DeadLetterSink(Sink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seen: OrderedDict[tuple[str, str | None, int], None] = OrderedDict()
         self._index: KeyIndex | None = None
+        self._unsynced = False  # lines read from the file that this sink has not fsynced
         if self.path.exists():
             for line in tail_lines(self.path, self.config.remember):
                 key = line_key(line)
@@ -204,7 +220,12 @@ class DeadLetterSink(Sink):
         keys' digests."""
         index = self._index
         if index is not None:
+            before = index.known_to
             index.sync()  # lines the index lacks (a failed index commit, another writer)
+            # Lines read from the file now, not fsynced by us (another writer's, its fsync maybe
+            # to come or killed before it; ours, whose fsync failed): a key found in them is
+            # relied on, so the file is fsynced before this batch's checkpoint may move.
+            self._unsynced |= index.known_to != before
         fresh: dict = {}  # insertion order: the oldest are forgotten first
         for ev in events:
             key = (
@@ -228,18 +249,22 @@ class DeadLetterSink(Sink):
             raise TransientError(
                 f"{self.id}: cannot write dead letters to {self.path}: {exc}"
             ) from None
-        index = self._index
-        if index is None:
-            self._write_fresh(prepared)
+        if self._index is None:
+            self._settle(self._append_fresh(prepared))
             return
         # Other processes append the same file (the KCL's, one per shard; a lease that moves
         # mid-batch gives two of them the same records): the look-up and the append are one step
         # under an exclusive lock of the file, else both find a key absent and both write it.
+        # The fsync is not in that step: another process's look-up reads our lines from the page
+        # cache, whether or not they are on disk yet, and fsyncs them itself before relying on
+        # them (``_unsynced``) — held across the fsync, the lock made the processes' fsyncs wait
+        # for each other's.
         self._lock()
         try:
-            self._write_fresh(prepared)
+            written = self._append_fresh(prepared)
         finally:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._settle(written)
 
     def _lock(self) -> None:
         """Take the file's exclusive lock, waiting for another process's write up to the index's
@@ -264,8 +289,8 @@ class DeadLetterSink(Sink):
                 time.sleep(pause)
                 pause = min(2 * pause, 0.01)  # (a write holds it ~an fsync)
 
-    def _write_fresh(self, prepared: Prepared) -> None:
-        """Append the dead letters the file does not hold yet (by key), then index them."""
+    def _append_fresh(self, prepared: Prepared) -> _Appended | None:
+        """Append the dead letters the file does not hold yet (by key); None when it holds all."""
         index = self._index
         try:
             try:
@@ -278,7 +303,7 @@ class DeadLetterSink(Sink):
         except (sqlite3.Error, OSError) as exc:
             raise TransientError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
         if not fresh:
-            return
+            return None
         lines = [
             safe_json.dumps(dead_letter_line(ev, include_payload=self.config.include_payload))
             for ev in fresh.values()
@@ -288,19 +313,29 @@ class DeadLetterSink(Sink):
         # in its write (checked at every write) — ours start on a line of their own, in the same
         # write: else the first is lost in the torn line.
         self._write_all(b"\n" + data if self._torn_end() else data)
-        if self.config.fsync:
-            os.fsync(self._fh.fileno())
         end = self._fh.tell()  # O_APPEND: the file's end, right after our lines
-        # Only now are they on disk: a failed write above leaves them unseen, so the retry writes them.
+        return _Appended(list(fresh), list(digests), end - len(data), end)
+
+    def _settle(self, written: _Appended | None) -> None:
+        """fsync what the file holds for this batch — our lines, or another process's that keys
+        were found in — then count our keys as written and index them."""
+        if self.config.fsync and (written is not None or self._unsynced):
+            os.fsync(self._fh.fileno())
+        self._unsynced = False
+        if written is None:
+            return
+        # Only now are they on disk: a failed write or fsync above leaves them unseen, so the
+        # retry looks them up again (and finds them in the file: written once, fsynced then).
         seen = self._seen
-        for key in fresh:
+        for key in written.keys:
             seen[key] = None
         while len(seen) > self.config.remember:
             seen.popitem(last=False)  # the oldest: long since checkpointed
+        index = self._index
         if index is not None:
             try:
                 try:
-                    index.add(list(digests), end - len(data), end)
+                    index.add(written.digests, written.start, written.end)
                 except sqlite3.DatabaseError as exc:
                     if not damaged(exc):
                         raise

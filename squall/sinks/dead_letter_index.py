@@ -239,8 +239,11 @@ class KeyIndex:
 
     def open(self) -> None:
         """Check the index is of this file (else start it again), then index what it lacks."""
-        size = os.fstat(self.fd).st_size
         with self._transaction():
+            # Read under the index's write lock, with the offset: read before it, another
+            # process's append and commit in between left the offset beyond this size — the
+            # index taken for another file's, every key deleted while other processes looked up.
+            size = os.fstat(self.fd).st_size
             meta = self._meta()
             offset, head_len = meta.get("offset", 0), meta.get("head_len", 0)
             same = (

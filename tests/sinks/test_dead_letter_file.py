@@ -716,3 +716,146 @@ def test_a_failed_open_after_a_rotation_is_tried_again_not_written_past(
     written = [d["event_id"] for d in lines(tmp_path)]
     assert len(written) == len(set(written)) == 3, written
     e.close()
+
+
+def test_the_files_lock_is_let_go_before_the_fsync(tmp_path: Path, monkeypatch):
+    """The look-up and the append are one step under the file's lock; the fsync is not: held
+    across it, the lock made every process appending the file (the KCL's, one per shard) wait
+    for the others' fsyncs. A lock of the file is per open file: the probe's own open of it
+    stands for another process."""
+    import fcntl
+    import os
+
+    from squall.sinks import dead_letter
+
+    e = engine(tmp_path, remember=1, name="unlocked", fsync=True)
+    assert e.process(bad(0, 2)).ok
+    sink_fd = dlq(e)._fh.fileno()
+    free: list[bool] = []
+    real = os.fsync
+
+    def probing(fd: int) -> None:
+        if fd == sink_fd:
+            with open(tmp_path / "dlq.jsonl", "rb") as probe:
+                try:
+                    fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    free.append(False)
+                else:
+                    free.append(True)
+                    fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+        real(fd)
+
+    monkeypatch.setattr(dead_letter.os, "fsync", probing)
+    assert e.process(bad(10, 3)).ok
+    monkeypatch.undo()
+    assert free == [True], free
+    e.close()
+    ids = event_ids(tmp_path)
+    assert len(ids) == 5 == len(set(ids))
+
+
+CHILD = """
+import os, sys
+from pathlib import Path
+from squall.testing import records_from
+from squall.topology.executor import Engine
+from squall.topology.graph import compile_plan
+from squall.topology.loader import load_text
+
+e = Engine(compile_plan(load_text(sys.argv[1], base_dir=Path(sys.argv[2])))).open()
+
+def stopped(fd):  # its lines written, the lock let go: killed here, its fsync never comes
+    print("in fsync", flush=True)
+    sys.stdin.read()
+
+os.fsync = stopped
+e.process(records_from([f"not json {i}".encode() for i in range(3)], start=1))
+"""
+
+
+def test_a_process_killed_before_its_fsync_another_finds_its_lines_and_fsyncs_them(
+    tmp_path: Path, monkeypatch
+):
+    """Two processes given the same records (a KCL lease moving mid-batch). The first appends
+    them and is killed (-9) before its fsync. The second, meanwhile, neither waits for the first's
+    fsync (the lock is let go before it) nor writes the dead letters again (it finds the lines in
+    the file) — and fsyncs the file itself before its checkpoint may move, since it relies on
+    lines nobody has fsynced: before, it wrote nothing and fsynced nothing, and a power cut could
+    lose dead letters of records both had acknowledged. The restart's replay writes none again."""
+    import os
+    import subprocess
+    import sys
+
+    from squall.sinks import dead_letter, dead_letter_index
+
+    text = TOPOLOGY.format(
+        path=tmp_path / "dlq.jsonl", remember=100, name="killed", fsync="true", extra=""
+    )
+    second = engine(tmp_path, remember=100, name="second", fsync=True)  # opened before: its
+    # open's fsync does not cover the first's lines
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, text, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "in fsync\n"
+        assert len(lines(tmp_path)) == 3  # written, the fsync to come
+        # (Only so that a lock held across the fsync fails this test in a second, not 90 s.)
+        monkeypatch.setattr(dead_letter_index, "LOCK_TIMEOUT", 0.3)
+        synced: list[int] = []
+        real = os.fsync
+        monkeypatch.setattr(dead_letter.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+        assert second.process(bad(0, 3)).ok
+        assert dlq(second)._fh.fileno() in synced, "the lines it relies on are fsynced"
+        monkeypatch.undo()
+    finally:
+        child.kill()
+        child.wait()
+    second.close()
+    assert len(lines(tmp_path)) == 3
+    restart = engine(tmp_path, remember=100, name="restart", fsync=True)
+    assert restart.process(bad(0, 3)).ok
+    restart.close()
+    ids = event_ids(tmp_path)
+    assert len(ids) == 3 == len(set(ids))
+
+
+def test_an_index_opened_while_another_process_commits_is_not_taken_for_another_files(
+    tmp_path: Path, monkeypatch, caplog
+):
+    """The open read the file's size before it took the index's write lock: another process
+    appending and committing its keys in between left the index's ``offset`` beyond that size,
+    and the open took the index for another file's — it deleted every key (a third process's
+    look-up then found keys absent whose dead letters the file holds, and wrote them again) and
+    indexed the whole file anew. The size is read under the index's lock, as the offset is."""
+    import os
+
+    from squall.sinks.dead_letter_index import KeyIndex
+
+    first = engine(tmp_path, remember=1, name="commits")
+    assert first.process(bad(0, 5)).ok
+    fd = os.open(tmp_path / "dlq.jsonl", os.O_RDWR | os.O_APPEND)
+    opening = KeyIndex(tmp_path / "dlq.jsonl", fd)
+    real, between = KeyIndex._transaction, []
+
+    def other_commits_first(self: KeyIndex):
+        if self is opening and not between:
+            between.append(True)  # the other process: 5 more dead letters, keys committed
+            assert first.process(bad(5, 5)).ok
+            dlq(first)._index.commit()
+        return real(self)
+
+    monkeypatch.setattr(KeyIndex, "_transaction", other_commits_first)
+    try:
+        opening.open()
+        assert between
+        assert "indexing it again" not in caplog.text
+        assert opening.db.execute("SELECT count(*) FROM dead_letter_keys").fetchone()[0] == 10
+        opening.close()
+    finally:
+        os.close(fd)
+    first.close()
+    assert len(lines(tmp_path)) == 10
