@@ -387,3 +387,73 @@ def test_a_word_systemd_would_split_or_expand_is_refused_not_written_into_the_un
     if metrics_port is not None:  # an address in brackets (IPv6) is written as it is
         fleet.write_fleet(load(source), source, tmp_path / "ok", metrics_port="[::]:9108")
         assert "--metrics-port [::]:9108" in (tmp_path / "ok" / "squall-copier.service").read_text()
+
+
+LOADS = """
+import sys
+from squall.topology.loader import load
+
+load(sys.argv[1])
+print("checked" if "jsonschema" in sys.modules else "trusted")
+"""
+
+
+def test_the_units_shard_processes_check_a_schema_once_in_the_cache_folder_systemd_makes(
+    tmp_path: Path,
+):
+    """The unit's home folder is read-only (ProtectSystem=strict, ProtectHome): squall's cache of
+    checked schemas (~/.cache/squall) could not be written, and every shard process checked its
+    topology's schemas again at start (~40 ms of CPU each, jsonschema imported). The unit has a
+    cache folder systemd makes writable (CacheDirectory=) and points SQUALL_CACHE_DIR at it.
+    Two processes given the unit's environment (systemd's /var/cache here under tmp_path, the
+    home folder one nothing can be written under) stand for two shard processes: the second
+    trusts the first's check."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.child_env import child_env
+    from tests.conftest import ROOT
+
+    out = tmp_path / "kcl"
+    fleet.write_fleet(load(PISTATS), PISTATS, out, stream="pistats-events")
+    service_file = out / "squall-pistats.service"
+    service = unit(service_file)["Service"]
+    assert service["CacheDirectory"] == "squall-pistats"
+    given = dict(
+        line.removeprefix("Environment=").split("=", 1)
+        for line in service_file.read_text().splitlines()
+        if line.startswith("Environment=")
+    )
+    assert given == {"SQUALL_CACHE_DIR": "/var/cache/squall-pistats"}
+    if systemd_analyze := shutil.which("systemd-analyze"):  # the directives are systemd's
+        r = subprocess.run(
+            [systemd_analyze, "verify", service_file.name],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert "Unknown key" not in r.stderr and "Invalid" not in r.stderr, r.stderr
+    var_cache = tmp_path / "var-cache"
+    (var_cache / service["CacheDirectory"]).mkdir(parents=True)  # what systemd does at start
+    (tmp_path / "home").write_text("")  # a home nothing can be written under (even as root)
+    env = child_env(PYTHONPATH=str(ROOT), HOME=str(tmp_path / "home"))
+    del env["SQUALL_CACHE_DIR"]  # the unit's, not the suite's
+    env.update(
+        {k: v.replace("/var/cache", str(var_cache), 1) for k, v in given.items()},
+    )
+    topology = out / "topology" / "topology.yaml"
+    answers = [
+        subprocess.run(
+            [sys.executable, "-c", LOADS, str(topology)],
+            cwd=topology.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]
+    assert answers == ["checked", "trusted"]
+    assert len(list((var_cache / "squall-pistats" / "checked-schemas").iterdir())) == 1
