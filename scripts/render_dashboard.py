@@ -75,7 +75,7 @@ def series(expr: str, samples: list[BatchSample], t: list[float]) -> dict[str, l
                 for k in s.millis_behind
             }
         )
-    elif name == "squall_iterator_age_milliseconds":
+    elif name == "squall_iterator_age_seconds":  # plotted in ms (`* 1000`), as the lag
         if any(s.iterator_age_ms for s in samples):
             out["iterator age"] = [max(s.iterator_age_ms.values(), default=0) for s in samples]
     if by is None and len(out) > 1:

@@ -410,7 +410,7 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
             6,
             [
                 (f"max by (shard) (squall_millis_behind_latest{{{sel}}})", "{{shard}}"),
-                (f"max(squall_iterator_age_milliseconds{{{sel}}})", "iterator age"),
+                (f"max(squall_iterator_age_seconds{{{sel}}}) * 1000", "iterator age"),
             ],
             "ms",
         ),

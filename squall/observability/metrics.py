@@ -58,6 +58,9 @@ class MetricSpec:
     kind: str  # counter | gauge | histogram
     labels: tuple[str, ...]
     help: str
+    #: Still exported, for one release, beside the metric that replaces it; nothing squall
+    #: generates (dashboards, alert rules) reads it.
+    deprecated: bool = False
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -156,12 +159,22 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "iterator_age",
-        "squall_iterator_age_milliseconds",
+        "squall_iterator_age_seconds",  # Prometheus' base unit; CloudWatch's is Lambda's (ms)
         "IteratorAge",
         "Milliseconds",
         "gauge",
         ("topology",),
         "Now minus the arrival time of the batch's last record (of its shard farthest behind).",
+    ),
+    MetricSpec(
+        "iterator_age_ms",
+        "squall_iterator_age_milliseconds",
+        None,  # CloudWatch's IteratorAge is in milliseconds already
+        "Milliseconds",
+        "gauge",
+        ("topology",),
+        "Deprecated (removed in the next release): squall_iterator_age_seconds in milliseconds.",
+        deprecated=True,
     ),
     MetricSpec(
         "cache",

@@ -32,7 +32,8 @@ _INSTRUMENTS = (
     ("batch_seconds", "batch_seconds", "histogram", "s"),
     ("component_seconds", "component_seconds", "histogram", "s"),
     ("lag", "millis_behind", "gauge", "ms"),
-    ("age", "iterator_age", "gauge", "ms"),
+    ("age", "iterator_age", "gauge", "s"),
+    ("age_ms", "iterator_age_ms", "gauge", "ms"),  # deprecated: the same in milliseconds
 )
 
 
@@ -73,7 +74,9 @@ class OtelBackend:
                 self.component_seconds.record(c.seconds, {**t, "component": c.id})
         self.record_lag(s.topology, s.millis_behind)
         if s.iterator_age_ms:
-            self.age.set(max(s.iterator_age_ms.values()), t)
+            age_ms = max(s.iterator_age_ms.values())
+            self.age.set(age_ms / 1000, t)
+            self.age_ms.set(age_ms, t)
         if not s.release:
             self._spans(s)
 

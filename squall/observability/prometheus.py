@@ -116,6 +116,7 @@ class PrometheusBackend:
         # (the iterator age: the oldest of the host's shards).
         self.millis_behind = gauge("millis_behind", "livemax")
         self.iterator_age = gauge("iterator_age", "livemax")
+        self.iterator_age_ms = gauge("iterator_age_ms", "livemax")  # deprecated: the same in ms
         self.rss = gauge("rss", "livesum")  # under the KCL: all shard processes of the host
         # Per shard process under the KCL (its shard label), one per run under ``squall run``.
         # "livemax": a hung process is alive, so its last value stays and ages; one that exited
@@ -178,7 +179,9 @@ class PrometheusBackend:
                 self._child(self.cache, t, c.id, "miss").inc(c.cache_misses)
         self.record_lag(t, s.millis_behind)
         if s.iterator_age_ms:  # one series per topology: a source's shards may be unbounded (SQS)
-            self._child(self.iterator_age, t).set(max(s.iterator_age_ms.values()))
+            age_ms = max(s.iterator_age_ms.values())
+            self._child(self.iterator_age, t).set(age_ms / 1000)
+            self._child(self.iterator_age_ms, t).set(age_ms)
         self._child(self.rss, t).set(s.rss_bytes)
         self.record_idle(t, s.shard, s.ended)
 

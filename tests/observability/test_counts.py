@@ -203,11 +203,13 @@ def test_an_sqs_source_does_not_make_a_time_series_per_message(tmp_path: Path):
         ]
         with rec.batch(engine, batch) as watch:
             watch.result = engine.process(batch)
-    series = [
-        s
+    series = {
+        s.name: s
         for m in backend.registry.collect()
         for s in m.samples
-        if s.name == "squall_iterator_age_milliseconds"
-    ]
-    assert len(series) == 1 and series[0].value == 5000, series
+        if s.name.startswith("squall_iterator_age_")
+    }
+    assert series["squall_iterator_age_seconds"].value == 5, series
+    assert series["squall_iterator_age_milliseconds"].value == 5000, series  # deprecated
+    assert len(series) == 2 and all(s.labels == {"topology": "retried"} for s in series.values())
     assert totals.lag_ms == 5000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -291,3 +292,26 @@ def test_a_component_id_with_quotes_and_backslashes_is_escaped_in_the_grafana_qu
         tree = promql_parser.parse(expr.replace("$__rate_interval", "5m"))
         named += [m.value for m in _matchers(tree) if m.name == "component"]
     assert named == ["spout", "spout", cid, cid, "out", "out"]  # records, time per batch
+
+
+def test_the_generated_dashboard_and_rules_read_no_deprecated_metric():
+    """`squall_iterator_age_milliseconds` gave way to `squall_iterator_age_seconds` (Prometheus'
+    base unit) and stays exported for one release, deprecated: what `squall dashboards` writes
+    reads the new name only — the Grafana lag panel read the milliseconds. Every metric a query
+    names is one squall exports."""
+    from squall.observability.metrics import METRICS
+
+    topo = load(PISTATS)
+    exprs = [
+        target["expr"]
+        for panel in grafana_dashboard(topo)["panels"]
+        for target in panel.get("targets", [])
+    ] + [rule["expr"] for group in prometheus_rules(topo)["groups"] for rule in group["rules"]]
+    current = {spec.prometheus for spec in METRICS if not spec.deprecated}
+    read = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"\bsquall_\w+", expr)
+    }
+    assert "squall_iterator_age_seconds" in read
+    assert read <= current, read - current

@@ -106,8 +106,10 @@ def test_prometheus_counters_match_the_outcomes_of_two_batches(tmp_path: Path):
     assert value(r, "squall_checkpoints_total", topology="metered") == 2
     assert value(r, "squall_batch_duration_seconds_count", topology="metered") == 2
     # the second batch arrived 5 s ago: its iterator age is at least that
-    age = value(r, "squall_iterator_age_milliseconds", topology="metered")
-    assert 5000 <= age < 60_000
+    age = value(r, "squall_iterator_age_seconds", topology="metered")
+    assert 5 <= age < 60
+    # deprecated, exported for one more release: the same age in milliseconds
+    assert value(r, "squall_iterator_age_milliseconds", topology="metered") == age * 1000
     assert value(r, "squall_process_resident_memory_bytes", topology="metered") > 10 * 2**20
 
 

@@ -157,3 +157,26 @@ def test_otel_counts_a_checkpoint_the_runner_stores_after_the_batch_when_it_is_s
     rec.observe(engine, [], None, 0.01, error=RuntimeError("throttled"), checkpoint_retries=1)
     rec.checkpoint_stored()
     assert points()["squall.checkpoints"] == 1 and points()["squall.checkpoint_retries"] == 1
+
+
+def test_otel_exports_the_iterator_age_in_seconds_and_the_deprecated_milliseconds():
+    """Prometheus' base unit: `squall.iterator_age_seconds` (unit s); the milliseconds it was
+    exported in stay one release, deprecated, beside it."""
+    from squall.observability.metrics import BatchSample
+
+    reader = InMemoryMetricReader()
+    backend = OtelBackend(MeterProvider(metric_readers=[reader]), TracerProvider())
+    backend.record(
+        BatchSample("aged", 1, 1, 0.01, "ok", iterator_age_ms={"a": 1500.0, "b": 4500.0})
+    )
+    found = {
+        m.name: (m.unit, [p.value for p in m.data.data_points])
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if "iterator_age" in m.name
+    }
+    assert found == {
+        "squall.iterator_age_seconds": ("s", [4.5]),
+        "squall.iterator_age_milliseconds": ("ms", [4500.0]),
+    }
