@@ -287,7 +287,7 @@ class DeadLetterSink(Sink):
                         f"{dead_letter_index.LOCK_TIMEOUT:g} s"
                     ) from None
                 time.sleep(pause)
-                pause = min(2 * pause, 0.01)  # (a write holds it ~an fsync)
+                pause = min(2 * pause, 0.01)  # (a write holds it for a look-up and an append)
 
     def _append_fresh(self, prepared: Prepared) -> _Appended | None:
         """Append the dead letters the file does not hold yet (by key); None when it holds all."""
@@ -324,8 +324,8 @@ class DeadLetterSink(Sink):
         self._unsynced = False
         if written is None:
             return
-        # Only now are they on disk: a failed write or fsync above leaves them unseen, so the
-        # retry looks them up again (and finds them in the file: written once, fsynced then).
+        # Only now are they on disk: a write or an fsync that failed left them unseen, so the
+        # retry looks them up again.
         seen = self._seen
         for key in written.keys:
             seen[key] = None
