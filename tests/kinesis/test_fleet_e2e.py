@@ -1,8 +1,10 @@
 """The fleet's systemd unit, run as systemd would: its ExecStart, then SIGTERM to the main process only.
 
 The unit's paths are mapped onto this machine (the venv's `squall` → this Python, /opt/squall/<name>
-→ the generated folder, ${AWS_REGION} from the environment file) and the local stand-ins are added
-(kinesis-mock, dynalite, no CloudWatch); everything else is the unit's command line as written.
+→ the generated folder, ${AWS_REGION} from the environment file, /var/cache → a folder of the
+test's, the home folder one nothing can be written under) and the local stand-ins are added
+(kinesis-mock, dynalite, no CloudWatch); everything else is the unit's command line and
+Environment= as written.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ resources:
 spout: {{type: kinesis, stream: {stream}}}
 bolts:
   - {{id: decode, type: json, event_id_field: id}}
+  - {{id: valid, type: schema, schema: event.json}}
+  - {{id: probe, type: 'probe:Probe'}}
 sinks:
   - id: rows
     type: warehouse
@@ -39,6 +43,23 @@ sinks:
     table: events
     columns: {{n: {{path: n, type: integer}}}}
   - {{id: dlq, type: dead_letter, path: {dlq}}}
+"""
+#: A bolt that says, when a shard process opens it, whether that process checked the schema
+#: (jsonschema imported) or trusted the unit's cache of checked schemas.
+PROBE = """
+import os, sys
+from squall.bolts.base import Bolt, Output
+
+class Probe(Bolt):
+    def open(self, resources):
+        with open(os.environ["PROBE_FILE"], "a") as f:
+            f.write("checked\\n" if "jsonschema" in sys.modules else "trusted\\n")
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            out.emit(ev)
+        return out
 """
 #: Local-only start-up speed-ups (the test's, not the unit's).
 FAST = {
@@ -74,6 +95,8 @@ def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_c
     db, dlq = tmp_path / "w.db", tmp_path / "dlq.jsonl"
     source = project / "topology.yaml"
     source.write_text(TOPOLOGY.format(name=name, db=db, dlq=dlq, stream=stream))
+    (project / "event.json").write_text('{"type": "object", "required": ["n"]}')
+    (project / "probe.py").write_text(PROBE)
     out = tmp_path / "fleet"
     fleet.write_fleet(load(source), source, out)
     precreate_leases(dynamodb, kinesis, name, stream)
@@ -99,7 +122,22 @@ def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_c
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        # The unit's home folder, read-only under it: nothing can be written under this one.
+        "HOME": str(tmp_path / "home"),
+        "PROBE_FILE": str(tmp_path / "probe.txt"),
     }
+    (tmp_path / "home").write_text("")
+    env.pop("SQUALL_CACHE_DIR", None)  # the suite's (none): the unit's alone
+    # The unit's Environment= (SQUALL_CACHE_DIR: its CacheDirectory=, which systemd makes), with
+    # systemd's /var/cache mapped here.
+    var_cache = tmp_path / "var-cache"
+    unit_text = (out / f"squall-{name}.service").read_text()
+    for line in unit_text.splitlines():
+        if line.startswith("CacheDirectory="):
+            (var_cache / line.split("=", 1)[1]).mkdir(parents=True)
+        if line.startswith("Environment="):
+            key, value = line.removeprefix("Environment=").split("=", 1)
+            env[key] = value.replace("/var/cache", str(var_cache), 1)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,
@@ -133,3 +171,9 @@ def test_the_units_command_consumes_and_a_sigterm_to_the_main_process_stops_it_c
     )
     assert rows == (60, 60)
     assert not dlq.exists() or not [json.loads(x) for x in dlq.read_text().splitlines()]
+    # The schema is checked once (by `squall kcl`, loading the topology), in the unit's cache
+    # folder; the shard processes, started by the KCL daemon with the unit's environment, trust
+    # that check (before: the home folder's cache could not be written, and each checked again).
+    assert len(list((var_cache / f"squall-{name}" / "checked-schemas").iterdir())) == 1
+    opened = (tmp_path / "probe.txt").read_text().split()
+    assert opened and set(opened) == {"trusted"}, opened
