@@ -160,15 +160,22 @@ def quoted(value: str, limit: int = MAX_QUOTED) -> str:
     return repr(text)
 
 
-def describe_exception(exc: BaseException) -> str:
-    """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
-    # Masked before it is cut: the reason goes to dead letters (a queue, a bucket, a table) too.
+def masked_reason(value: object) -> str:
+    """A failure's reason: ``str(value)``, credentials masked (``redact_text``), then cut to
+    ``MAX_REASON`` (cut first, a URL's password straddling the cut lost its ``@host``, and no
+    later mask found its first characters)."""
     # Only a window past the cut is masked: the URL pattern's cost grows with the square of a
     # long run without spaces (a record's payload quoted whole), and what lies beyond the window
     # is cut anyway (a password would have to run from inside the kept text past the window).
+    text = safe_text(value, limit=1 << 62)
+    return safe_text(redact_text(text[:_MASKED_WINDOW]) + text[_MASKED_WINDOW:])
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The reason a record failed with this exception: ``Type: message``, bounded, never raising."""
+    # Masked before it is cut: the reason goes to dead letters (a queue, a bucket, a table) too.
     source = exc.reason if isinstance(exc, RecordError) else exc
-    text = safe_text(source, limit=1 << 62)
-    message = safe_text(redact_text(text[:_MASKED_WINDOW]) + text[_MASKED_WINDOW:])
+    message = masked_reason(source)
     if isinstance(exc, RecordError):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

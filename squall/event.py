@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from squall.errors import MAX_REASON, safe_text
+from squall.errors import MAX_REASON, masked_reason
 
 
 class RecordMeta(NamedTuple):
@@ -210,10 +210,12 @@ class Failure:
         # A reason goes into dead letters (an SQS message: 256 KiB at most), log lines and the
         # producer's answer: a component's own reason (``Output.fail``) is bounded as an
         # exception's is (``describe_exception``).
+        # Masked before it is cut, as an exception's: a password cut off from its URL's ``@host``
+        # was no longer found by the masks of the dead letter and the producer's answer.
         # (A cut reason, ``… [truncated, N chars]``, is not cut again by ``dataclasses.replace``.)
         reason = self.reason
         if reason.__class__ is not str or len(reason) > MAX_REASON + 40:
-            self.reason = safe_text(reason)
+            self.reason = masked_reason(reason)
 
 
 class Event:

@@ -113,3 +113,17 @@ def test_a_service_accounts_private_key_is_masked():
         masked = redact_text(f"cannot sign the token with {shown}")
         assert "MIIEvQIBADANBg" not in masked and "push@app.iam.gserviceaccount.com" in masked
     assert redact_text("the private key file is missing") == "the private key file is missing"
+
+
+def test_a_long_reason_is_masked_before_it_is_cut(tmp_path: Path):
+    """A component's own reason over ``MAX_REASON`` is cut (``Failure``). Cut first, a URL's
+    password straddling the cut lost its ``@host`` and the dead letter's mask no longer found
+    it: its first characters were written. Masked first, as ``describe_exception`` does."""
+    password = "Zq9vX7pL2mK4"
+    reason = "x" * 980 + f" postgres://app:{password}@db.example/app " + "z" * 100
+    handler = handler_for(tmp_path, dlq=True)
+    handler(kinesis_lambda_event([{"n": 1, "fail": reason}]), None)
+    [line] = (tmp_path / "dlq.jsonl").read_text().splitlines()
+    doc = json.loads(line)
+    assert doc["reason"].endswith(" chars]") and "… [truncated, " in doc["reason"]
+    assert password[:4] not in doc["reason"] and "postgres://app:***" in doc["reason"]
