@@ -24,8 +24,9 @@ a retry whose backoff would outlast it is not made and the request is answered `
 killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
-Every answer fits in Lambda's 6 MB (``producer_answer.fitted``: reasons cut, then a 503 without
-its lists, a 202/400 with the first rejected events and ``rejected_not_listed``).
+Every answer fits in Lambda's 6 MB, an Application Load Balancer's 1 MB (``producer_answer.fitted``:
+reasons cut, then a 503 without ``written``, else without lists, a 202/400 with the first
+rejected events and ``rejected_not_listed``).
 
 Size (~550 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
@@ -54,8 +55,8 @@ from squall.bolts.json_decode import gunzip
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
+from squall.deploy.producer_answer import MAX_ANSWER_BYTES, answer_limit, fitted
 from squall.deploy.producer_answer import answer as _answer
-from squall.deploy.producer_answer import fitted
 from squall.errors import BatchFailed, SinkError, TransientError
 from squall.event import Record, RecordMeta
 from squall.limits import (
@@ -403,15 +404,17 @@ def _unavailable(
     hints: Iterable[float | None],
     which: dict[str, list] | None = None,
     request_id: str = "",
+    limit: int = MAX_ANSWER_BYTES,
 ) -> dict[str, Any]:
     """The 503; ``which``: the events ``written``, ``not_written`` and ``rejected`` (absent when
-    the batch failed as a whole: which events a sink wrote before is not known; left out when
-    they do not fit in Lambda's answer: ``fitted``)."""
+    the batch failed as a whole: which events a sink wrote before is not known; cut when they do
+    not fit in the ``limit`` of the answer: ``fitted``)."""
     return fitted(
         503,
         {"error": "temporarily unavailable, retry", **(which or {})},
         {"Retry-After": retry_after_header(least, hints)},
         request_id,
+        limit,
     )
 
 
@@ -538,10 +541,11 @@ def make_handler(
                 if o.outcome in (Outcome.COMMITTED, Outcome.FILTERED)
             ]
             which = {"written": written, "not_written": unwritten, "rejected": rejected}
-            return _unavailable(retry_after, hints, which, req.request_id)
+            return _unavailable(retry_after, hints, which, req.request_id, answer_limit(event))
         accepted = result.count(Outcome.COMMITTED) + result.count(Outcome.FILTERED)
         status = 202 if accepted else 400
-        return fitted(status, {"accepted": accepted, "rejected": rejected}, None, req.request_id)
+        body = {"accepted": accepted, "rejected": rejected}
+        return fitted(status, body, None, req.request_id, answer_limit(event))
 
     handler.engine = engine  # type: ignore[attr-defined]
     return handler

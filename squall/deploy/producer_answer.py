@@ -5,8 +5,13 @@ A body listing the events of a large request — a ``503``'s ``written`` and ``n
 (600 KB of ``{}``, allowed with ``max_events=0``) made a 13.7 MB answer, and Lambda refuses a
 response over 6 MB: API Gateway then answers an error status of its own, and the client learns
 nothing of what was taken. ``fitted`` answers in full when it fits; else with each reason cut; else a ``503``
-without its lists (the whole request is to be sent again: what it means without them already),
-or a ``202``/``400`` listing the first rejected events that fit and how many more there were.
+without ``written`` (counted in ``written_not_listed``: the client resends ``not_written``
+only, what it needs) and, if need be, with the first rejected events that fit; else a ``503``
+without lists (the whole request is to be sent again: what it means without them already); a
+``202``/``400`` lists the first rejected events that fit and how many more there were.
+
+An Application Load Balancer takes less from a Lambda target: 1 MB of response JSON
+(``MAX_ALB_ANSWER_BYTES``; past it the balancer answers 502), measured the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ log = logging.getLogger("squall.producer")
 #: the Invoke API's "For synchronous invocations, the maximum payload size is 6 MB"), less room
 #: to spare: the answer is measured as the runtime writes it (below).
 MAX_ANSWER_BYTES = 6_000_000
+#: An Application Load Balancer's limit of a Lambda target's answer: "The maximum size of the
+#: response JSON that the Lambda function can send is 1 MB" (ELB's "Lambda functions as
+#: targets" page), less room to spare.
+MAX_ALB_ANSWER_BYTES = 1_000_000
 #: Characters of a reason kept when the answer would not fit with each reason whole.
 SHORT_REASON = 200
 #: The most characters one character of the body becomes in the runtime's JSON of the whole
@@ -52,19 +61,33 @@ def answer_bytes(out: dict[str, Any]) -> int:
     return len(json.dumps(out))
 
 
-def fits(out: dict[str, Any]) -> bool:
-    """Whether the answer fits in ``MAX_ANSWER_BYTES`` (measured only when it may not)."""
-    if len(out["body"]) * _GROWTH + _ENVELOPE <= MAX_ANSWER_BYTES:
+def answer_limit(event: Any) -> int:
+    """The most bytes the answer to this invocation may take: an Application Load Balancer's
+    event (``requestContext.elb``) takes 1 MB, API Gateway's 6 MB (Lambda's own limit)."""
+    ctx = event.get("requestContext") if isinstance(event, dict) else None
+    if isinstance(ctx, dict) and isinstance(ctx.get("elb"), dict):
+        return MAX_ALB_ANSWER_BYTES
+    return MAX_ANSWER_BYTES
+
+
+def fits(out: dict[str, Any], limit: int = MAX_ANSWER_BYTES) -> bool:
+    """Whether the answer fits in ``limit`` bytes (measured only when it may not)."""
+    if len(out["body"]) * _GROWTH + _ENVELOPE <= limit:
         return True
-    return answer_bytes(out) <= MAX_ANSWER_BYTES
+    return answer_bytes(out) <= limit
 
 
 def fitted(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None, request_id: str
+    status: int,
+    body: dict[str, Any],
+    headers: dict[str, str] | None,
+    request_id: str,
+    limit: int = MAX_ANSWER_BYTES,
 ) -> dict[str, Any]:
-    """``answer(status, body, headers)``, made to fit (the module's docstring says how)."""
+    """``answer(status, body, headers)``, made to fit in ``limit`` bytes (``answer_limit``; the
+    module's docstring says how)."""
     out = answer(status, body, headers)
-    if fits(out):
+    if fits(out, limit):
         return out
     full = answer_bytes(out)
     rejected = body.get("rejected") or []
@@ -72,27 +95,53 @@ def fitted(
         rejected = [_short(r) for r in rejected]
         body = {**body, "rejected": rejected}
         out = answer(status, body, headers)
-        if fits(out):
+        if fits(out, limit):
             log.warning(
-                "request %s: answer of %d bytes over Lambda's limit: reasons cut to %d characters",
+                "request %s: answer of %d bytes over its limit (%d): reasons cut to %d characters",
                 request_id,
                 full,
+                limit,
                 SHORT_REASON,
             )
             return out
     if "not_written" in body:
+        # What the client needs is which events to send again: ``written`` goes first (a count
+        # stays); without ``not_written`` the client resends the whole request, and every
+        # event written goes to the stream again.
+        unwritten = body["not_written"]
+        kept = {"error": body["error"], "not_written": unwritten}
+        if "written" in body:
+            kept["written_not_listed"] = len(body["written"])
+        room = limit - _ENVELOPE - answer_bytes(answer(status, kept, headers))
+        if room >= 0:
+            listed = _fitting(rejected, room)
+            kept["rejected"] = rejected[:listed]
+            if listed < len(rejected):
+                kept["rejected_not_listed"] = len(rejected) - listed
+            log.warning(
+                "request %s: answer of %d bytes over its limit (%d): a 503 without the events "
+                "written, %d of %d rejected events listed",
+                request_id,
+                full,
+                limit,
+                listed,
+                len(rejected),
+            )
+            return answer(status, kept, headers)
         log.warning(
-            "request %s: answer of %d bytes over Lambda's limit: a 503 without its lists (the "
+            "request %s: answer of %d bytes over its limit (%d): a 503 without its lists (the "
             "whole request is to be sent again)",
             request_id,
             full,
+            limit,
         )
         return answer(status, {"error": WHOLE_REQUEST}, headers)
-    listed = _fitting(rejected, MAX_ANSWER_BYTES - _ENVELOPE)
+    listed = _fitting(rejected, limit - _ENVELOPE)
     log.warning(
-        "request %s: answer of %d bytes over Lambda's limit: %d of %d rejected events listed",
+        "request %s: answer of %d bytes over its limit (%d): %d of %d rejected events listed",
         request_id,
         full,
+        limit,
         listed,
         len(rejected),
     )

@@ -14,6 +14,7 @@ import pytest
 
 from squall.deploy.lambda_producer import make_handler
 from squall.deploy.producer_answer import (
+    MAX_ALB_ANSWER_BYTES,
     MAX_ANSWER_BYTES,
     SHORT_REASON,
     WHOLE_REQUEST,
@@ -76,16 +77,76 @@ def test_the_largest_request_of_the_default_limits_is_answered_with_its_whole_li
     assert 1_700_000 < answer_bytes(resp) <= MAX_ANSWER_BYTES  # 3.6 KB an event
 
 
-def test_a_503_whose_lists_do_not_fit_asks_for_the_whole_request(producer):
+def test_a_503_whose_lists_do_not_fit_still_names_the_events_to_send_again(producer):
     """With ``max_events=0`` (any number): 4,000 events with wide ids, one not written — the
-    lists took 6.1 MB. The 503 is then the one without lists: resend the whole request."""
+    lists took 6.1 MB. The 503 leaves out ``written`` (counted), not ``not_written``: the client
+    resends the one event. (It left out every list: the client resent the whole request, and
+    the 3,999 events written went to the stream again.)"""
     handler, store = producer(max_events=0)
     events = [{"message_id": f"{i:04}{WIDE_ID[4:]}"} for i in range(4_000)]
     events[1]["sink_fail"] = 1
     resp, got = _send(handler, events)
     assert resp["statusCode"] == 503 and resp["headers"]["Retry-After"] == "1"
-    assert got == {"error": WHOLE_REQUEST}
-    assert len(MemorySink.stores[store]) == 3_999  # written: a resend adds them again
+    assert got["not_written"] == [{"index": 1, "event_id": events[1]["message_id"]}]
+    assert got["written_not_listed"] == 3_999 and "written" not in got
+    assert got["rejected"] == []
+    assert len(MemorySink.stores[store]) == 3_999
+
+
+def test_a_503_whose_events_to_send_again_do_not_fit_asks_for_the_whole_request(producer):
+    """4,000 events with wide ids, none written: ``not_written`` alone takes 6.1 MB. The 503 is
+    then the one without lists: resend the whole request (nothing of it was written)."""
+    handler, store = producer(max_events=0)
+    events = [{"message_id": f"{i:04}{WIDE_ID[4:]}", "sink_fail": 1} for i in range(4_000)]
+    resp, got = _send(handler, events)
+    assert resp["statusCode"] == 503 and got == {"error": WHOLE_REQUEST}
+    assert len(MemorySink.stores.get(store, [])) == 0
+
+
+def test_a_503_with_more_rejected_events_than_fit_keeps_those_to_send_again(producer):
+    """Rejected events with long reasons beside one not written: the 503 keeps ``not_written``
+    whole and lists the first rejected events that fit (``rejected_not_listed``)."""
+    handler, _ = producer(max_events=0)
+    events = [{"message_id": f"m{i}", "fail": "é" * 150} for i in range(7_000)]
+    events.append({"message_id": "last", "sink_fail": 1})
+    resp, got = _send(handler, events)
+    assert resp["statusCode"] == 503
+    assert got["not_written"] == [{"index": 7_000, "event_id": "last"}]
+    listed = [r["index"] for r in got["rejected"]]
+    assert 5_000 < len(listed) < 7_000 and listed == list(range(len(listed)))
+    assert got["rejected_not_listed"] == 7_000 - len(listed)
+
+
+def alb_event(body: str) -> dict:
+    """The event of an Application Load Balancer's target group (``requestContext.elb``)."""
+    event = api_gateway_event(body)
+    event["requestContext"] = {"elb": {"targetGroupArn": "arn:aws:elasticloadbalancing:..."}}
+    return event
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_an_answer_to_a_load_balancer_fits_in_its_1_mb(producer, multi):
+    """An Application Load Balancer takes at most 1 MB of response JSON from a Lambda target
+    (it answers 502 past it): 400 events rejected with reasons of 990 characters made a 2.4 MB
+    202, under Lambda's 6 MB but not under the balancer's. Measured against 1,000,000 bytes,
+    each reason is cut and every event listed."""
+    handler, _ = producer()
+    events = [{"message_id": "ok"}] + [
+        {"message_id": f"m{i}", "fail": "é" * 990} for i in range(400)
+    ]
+    event = alb_event(json.dumps(events, ensure_ascii=False))
+    if multi:  # multi-value headers on: the balancer sends and reads only those
+        event["multiValueHeaders"] = {k: [v] for k, v in event.pop("headers").items()}
+    resp = handler(event, None)
+    assert answer_bytes(resp) <= MAX_ALB_ANSWER_BYTES
+    got = json.loads(resp["body"])
+    assert resp["statusCode"] == 202 and got["accepted"] == 1
+    assert [r["index"] for r in got["rejected"]] == list(range(1, 401))
+    assert got["rejected"][0]["reason"].endswith("… [998 chars]")
+    # the same request through API Gateway is answered whole (it fits in Lambda's 6 MB)
+    whole = handler(api_gateway_event(json.dumps(events, ensure_ascii=False)), None)
+    assert 2_000_000 < answer_bytes(whole) <= MAX_ANSWER_BYTES
+    assert json.loads(whole["body"])["rejected"][0]["reason"] == "faulty: " + "é" * 990
 
 
 def test_long_reasons_are_cut_when_the_answer_would_not_fit_whole(producer):
