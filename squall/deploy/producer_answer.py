@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import orjson
+
+from squall.errors import MAX_REASON
 
 log = logging.getLogger("squall.producer")
 
@@ -149,11 +152,20 @@ def fitted(
     return answer(status, body, headers)
 
 
+#: The end of a reason the engine cut already (``squall.errors.safe_text``): its whole length.
+_CUT = re.compile(r"… \[truncated, (\d+) chars\]$")
+
+
 def _short(entry: dict[str, Any]) -> dict[str, Any]:
     reason = entry["reason"]
     if len(reason) <= SHORT_REASON:
         return entry
-    return {**entry, "reason": f"{reason[:SHORT_REASON]}… [{len(reason)} chars]"}
+    # A reason the engine cut (``Failure``) says how long it was: that length, not the cut one's.
+    cut = _CUT.search(reason)
+    # (What is before the cut text: the component's id, ``component: reason``.)
+    before = len(reason) - len(cut.group(0)) - MAX_REASON if cut else 0
+    length = int(cut.group(1)) + max(0, before) if cut else len(reason)
+    return {**entry, "reason": f"{reason[:SHORT_REASON]}… [{length} chars]"}
 
 
 def _fitting(entries: list[dict[str, Any]], budget: int) -> int:

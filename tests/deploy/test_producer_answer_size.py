@@ -175,3 +175,19 @@ def test_a_400_with_more_rejected_events_than_fit_lists_the_first_and_counts_the
     assert 5_000 < len(listed) < 7_000 and listed == list(range(len(listed)))
     assert got["rejected_not_listed"] == 7_000 - len(listed)
     assert got["rejected"][0]["reason"] == "faulty: " + "é" * 150
+
+
+def test_a_reason_the_engine_cut_is_shortened_with_its_whole_length():
+    """A bolt's reason of 80,000 characters is cut by the engine (``Failure``: 1,000 and
+    ``… [truncated, 80000 chars]``); shortened again to fit the answer, it said ``… [1036 chars]``
+    — the length of the engine's cut, not the reason's."""
+    from squall.deploy.producer_answer import fitted
+    from squall.event import Failure
+
+    cut = Failure("faulty", "é" * 80_000).reason
+    rejected = [{"index": i, "reason": f"faulty: {cut}"} for i in range(700)]
+    out = fitted(400, {"accepted": 0, "rejected": rejected}, None, "r1", MAX_ALB_ANSWER_BYTES)
+    assert answer_bytes(out) <= MAX_ALB_ANSWER_BYTES
+    got = json.loads(out["body"])["rejected"]
+    assert len(got) == 700
+    assert got[0]["reason"] == f"faulty: {'é' * (SHORT_REASON - len('faulty: '))}… [80008 chars]"
