@@ -498,6 +498,7 @@ def kcl(
         DEFAULT_CREDENTIALS,
         KclSettings,
         check_stream_account,
+        credentials_provider,
         daemon_command,
         default_worker_id,
         describe,
@@ -522,6 +523,7 @@ def kcl(
                     f"--set {key}: name the stream with --stream (a name or an ARN): squall kcl "
                     "checks an ARN and gives the record processors the stream's name"
                 )
+        provider = credentials_provider(props)  # (any case of its name: the daemon's rule)
         worker_id = worker_id or default_worker_id()
         # a --set regionName / kinesisEndpoint is what the daemon uses (the file's last word)
         region = props.get("regionName") or region_of(topo, stream, region)
@@ -542,7 +544,6 @@ def kcl(
         )
         text = settings.properties()
         if stream_arn and not print_only:  # the account: one call to the stream, at start
-            provider = props.get("AWSCredentialsProvider", DEFAULT_CREDENTIALS)
             if provider == DEFAULT_CREDENTIALS:
                 check_stream_account(stream_arn, region, kinesis_endpoint)
             else:  # (the KCL's cross-account reading: an assumed role's account, not ours)

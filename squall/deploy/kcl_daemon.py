@@ -73,6 +73,27 @@ def systemd_stop_settings(
 DEFAULT_CREDENTIALS = "DefaultAWSCredentialsProviderChain"
 
 
+def _is_credentials_key(key: str) -> bool:
+    """Whether a KCL property is the daemon's (Kinesis) credentials provider: the daemon reads
+    any case of ``AWSCredentialsProvider`` as that one property (``KinesisClientLibConfigurator
+    .processKey``: ``AwsCredentialsProvider`` in the KCL's own javadoc). Its DynamoDB and
+    CloudWatch ones (``AWSCredentialsProviderDynamoDB``…) are other properties."""
+    return key.lower() == "awscredentialsprovider"
+
+
+def credentials_provider(props: dict[str, str]) -> str:
+    """The credentials provider the daemon reads Kinesis with, given the ``--set`` properties;
+    ``SquallError`` when they set it twice (in two cases of its name: the daemon would take
+    one of them, the order of a Java ``Hashtable``)."""
+    given = {k: v for k, v in props.items() if _is_credentials_key(k)}
+    if len(given) > 1:
+        raise SquallError(
+            f"--set {', '.join(given)}: one property for the daemon (it reads any case of "
+            "AWSCredentialsProvider as one): set it once"
+        )
+    return next(iter(given.values()), DEFAULT_CREDENTIALS)
+
+
 @dataclass
 class KclSettings:
     """What the properties file needs; ``extra`` is passed through verbatim (KCL property names)."""
@@ -115,6 +136,9 @@ class KclSettings:
         # Idle polls reach the processor too: a sink that rolls files by age releases (and the
         # checkpoint moves) while no record arrives.
         props["callProcessRecordsEvenForEmptyRecordList"] = "true"
+        if any(_is_credentials_key(k) for k in self.extra):
+            # the user's, in whatever case: the daemon reads one (else two lines, one property)
+            del props["AWSCredentialsProvider"]
         props.update(self.extra)
         if "workerIdentifier" in self.extra and "workerId" not in self.extra:
             del props["workerId"]  # one worker id in the file: the one the user set

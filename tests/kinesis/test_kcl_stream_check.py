@@ -195,3 +195,50 @@ def test_a_set_without_a_value_is_named(tmp_path):
     )
     assert result.exit_code == 2, result.output
     assert "error: --set 'retrievalMode': KEY=VALUE expected" in result.output
+
+
+@pytest.mark.parametrize("key", ["AwsCredentialsProvider", "awsCredentialsProvider"])
+def test_the_daemon_s_credentials_are_found_in_any_case_of_their_property(
+    tmp_path, answering, monkeypatch, key
+):
+    """The daemon reads ``AwsCredentialsProvider`` (the KCL's own javadoc spelling), or any case
+    of ``AWSCredentialsProvider``, as the one credentials property
+    (``KinesisClientLibConfigurator.processKey``). squall looked for ``AWSCredentialsProvider``
+    only: it checked the account with its own credentials and refused the cross-account setup,
+    and it wrote its default beside the user's — two values for one property, the daemon's
+    choice between them the order of a Java ``Hashtable``."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import kcl_daemon
+    from tests.kinesis.test_kcl_stream_arn import ARN as SHAPE
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    started = []
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: started.append(cmd) or 0)
+    arn = SHAPE.format(region="us-east-1", account="111122223333", name="pistats")
+    out = tmp_path / "kcl.properties"
+    args = ["kcl", str(topology_file(tmp_path, arn)), "--set", f"{key}={STS_PROVIDER}"]
+    args += ["--kinesis-endpoint", answering("ResourceNotFoundException")]
+    args += ["--properties-out", str(out)]
+    result = CliRunner().invoke(main, args, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    assert len(started) == 1 and "its account not checked" in result.stderr
+    providers = [
+        line
+        for line in out.read_text().splitlines()
+        if line.split("=", 1)[0].strip().lower() == "awscredentialsprovider"
+    ]
+    assert len(providers) == 1 and providers[0].startswith(f"{key} = KclSTSAssumeRole"), providers
+
+
+def test_the_credentials_property_set_twice_in_two_cases_is_refused():
+    """The daemon would take one of them (its ``Hashtable``'s order): refused, naming both."""
+    from squall.deploy.kcl_daemon import DEFAULT_CREDENTIALS, credentials_provider
+    from squall.errors import SquallError
+
+    assert credentials_provider({}) == DEFAULT_CREDENTIALS
+    assert credentials_provider({"awscredentialsprovider": "X"}) == "X"
+    assert credentials_provider({"AWSCredentialsProviderDynamoDB": "X"}) == DEFAULT_CREDENTIALS
+    with pytest.raises(SquallError, match="AWSCredentialsProvider, AwsCredentialsProvider"):
+        credentials_provider({"AWSCredentialsProvider": "A", "AwsCredentialsProvider": "B"})
