@@ -2,7 +2,8 @@
 owns the batch's commit.
 
 Per batch: records are de-aggregated (KPL) into user records; bolts run in topological order;
-data sinks ``prepare`` (rejects go to dead letter). Then the **commit sequence**, the same in
+the records a bolt lost (no event of them emitted, dropped or failed) go to dead letter; data
+sinks ``prepare`` (rejects go to dead letter). Then the **commit sequence**, the same in
 every runner:
 
 1. dead letters (durable before anything is acknowledged);
@@ -24,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,560 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,640 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -127,6 +128,19 @@ _POISON_LOGGED = 4096
 #: How many isolated poison records of one batch and component are logged one by one (at
 #: WARNING); the rest are one line (a sink refusing every record: not one line per record).
 _POISON_WARNED = 10
+#: What a record isolated from its batch is logged as (``Engine._warn_once``): a poison record
+#: (it fails alone in a component) or a record a bolt lost (no event of it went on).
+_POISON, _LOST = 0, 1
+_ONE_BY_ONE = (
+    "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
+    "%s: record %s (%s seq %s) lost by the bolt, isolated from its batch: %s",
+)
+_MORE = (
+    "%s: %d more record(s) of the batch fail alone, isolated from it (not logged one by one; "
+    "each has its failure reason, in its dead letter if any)",
+    "%s: %d more record(s) of the batch lost by the bolt, isolated from it (not logged one by "
+    "one; each has its failure reason, in its dead letter if any)",
+)
 #: Errors that are the batch's, never a record's: the call is not split.
 _FATAL = (SinkError, TopologyError)
 #: ``OSError`` numbers of the machine (disk full, I/O, no memory or descriptors, no rights): the
@@ -241,6 +255,7 @@ class Engine:
         self._data_sinks = [n for n in plan.nodes if n.kind == "sink" and not n.dead_letter]
         self._dl_sinks = [n for n in plan.nodes if n.dead_letter]
         self._bolts = [n for n in plan.nodes if n.kind == "bolt"]
+        self._sinks = [n for n in plan.nodes if n.kind == "sink"]
         self._stateful = [n for n in self._bolts if self.components[n.index].stateful]
         self.checkpointer = checkpointer
         self._tx_resource: str | None = None
@@ -260,8 +275,9 @@ class Engine:
         self._isolated_rows: dict[int, int] = {}
         #: (component index, event id) of the poison records logged lately, oldest first.
         self._poison_logged: dict[tuple[int, str], None] = {}
-        #: This batch's: per component index, poison records logged one by one, and the rest.
-        self._poison_warned: dict[int, list[int]] = {}
+        #: This batch's: per component index and kind (``_POISON``, ``_LOST``), records logged
+        #: one by one, and the rest.
+        self._poison_warned: dict[tuple[int, int], list[int]] = {}
         self._last_stream, self._last_print = "", None  # of the last record (the end of input's)
         self._opened = False
 
@@ -561,14 +577,9 @@ class Engine:
 
     def _poison_summary(self) -> None:
         """One line for the poison records of the batch not logged one by one."""
-        for index, (_, more) in self._poison_warned.items():
+        for (index, kind), (_, more) in self._poison_warned.items():
             if more:
-                log.warning(
-                    "%s: %d more record(s) of the batch fail alone, isolated from it (not logged "
-                    "one by one; each has its failure reason, in its dead letter if any)",
-                    self.plan.nodes[index].id,
-                    more,
-                )
+                log.warning(_MORE[kind], self.plan.nodes[index].id, more)
         self._poison_warned.clear()
 
     def _undo_batch(self, counted: list[tuple[int, int, int, int, int]]) -> None:
@@ -612,6 +623,7 @@ class Engine:
             good = good[:-1]
         self._deliver(good, self.plan.entry, inbox, self.plan.spout_id, "default")
 
+        given: list[tuple[Node, list[Event]]] = []  # each bolt's input (to name a loser)
         for node in self._bolts:
             events = inbox[node.index]
             if not events and end is None:
@@ -619,6 +631,8 @@ class Engine:
             inbox[node.index] = []
             stats = self.stats[node.index]
             stats.received += len(events)
+            if events:
+                given.append((node, events[:]))  # a copy: the bolt may empty its list
             out = self._run_bolt(node, events) if events else Output(node.id)
             if end is not None:
                 self._flush(node, out, end)
@@ -645,6 +659,8 @@ class Engine:
                     if ev.failure is None:
                         ev.failure = Failure(node.id, _unwired(bolt, node.id, ev, stream), stream)
                 default_dl.extend(emitted)
+        if given:
+            self._dead_letter_lost(len(units), inbox, default_dl, ledger, given)
 
         prepared: list[tuple[Node, Prepared]] = []
         # Records rejected with no dead-letter sink to take them fail (step 1): known now, so
@@ -710,6 +726,46 @@ class Engine:
         if not holding:
             self._held = {}
         return BatchResult(units, codes, ledger.failed, checkpoint)
+
+    def _dead_letter_lost(
+        self,
+        n: int,
+        inbox: list[list[Event]],
+        default_dl: list[Event],
+        ledger: _Ledger,
+        given: list[tuple[Node, list[Event]]],
+    ) -> None:
+        """After the bolts: the records no event of which went on (to a sink or a dead letter)
+        nor was dropped — a bolt returned without emitting, dropping or failing it — go to the
+        default dead letter (with none, they fail at step 1, as any reject), named after the
+        last bolt that was given one of their events (the one that lost it). The bolt loses it
+        again on every delivery: unacknowledged, it stalled its shard for ever.
+        The usual batch pays one set of its origins."""
+        # (one comprehension: ~20 ns an event; attrgetter and set.update cost twice that)
+        alive = {ev.origin for node in self._sinks for ev in inbox[node.index]}
+        if len(alive) < n:
+            alive.update([ev.origin for ev in default_dl])
+            alive.update(compress(range(n), ledger.dropped))
+        if len(alive) >= n:
+            return
+        missing = {i for i in range(n) if i not in alive}
+        lost: list[tuple[Node, Event]] = []
+        for node, events in reversed(given):  # topological order: the last holder lost it
+            for ev in events:
+                if ev.origin in missing:
+                    missing.discard(ev.origin)
+                    lost.append((node, ev))
+            if not missing:
+                break
+        # (a record in no bolt's input stays without outcome: ``_codes`` fails it)
+        for node, ev in sorted(lost, key=lambda x: x[1].origin):
+            ev.failure = Failure(
+                ENGINE,
+                f"no outcome: bolt '{node.id}' returned without emitting, dropping or failing it",
+            )
+            self._count_rejected(self.stats[node.index], 1)
+            self._warn_once(node, ev, _LOST, ev.failure.reason)
+            default_dl.append(ev)
 
     def _commit_transaction(
         self,
@@ -910,16 +966,20 @@ class Engine:
         return bad
 
     def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
-        # A batch delivered again (its sink was down) isolates the same record again: it is
-        # logged once (its dead letter says it each time), then at DEBUG.
-        # Past the first few of a batch and component, the rest are counted for one line.
+        self._warn_once(node, event, _POISON, fault.reason)
+
+    def _warn_once(self, node: Node, event: Event, kind: int, reason: str) -> None:
+        """Log a record isolated from its batch (``_POISON``: it fails alone; ``_LOST``: a bolt
+        lost it) at WARNING. A batch delivered again (its sink was down) isolates the same record
+        again: it is logged once (its dead letter says it each time), then at DEBUG. Past the
+        first few of a batch, component and kind, the rest are counted for one line."""
         key = (node.index, event.event_id)
         seen = key in self._poison_logged
         if not seen:
             if len(self._poison_logged) >= _POISON_LOGGED:
                 del self._poison_logged[next(iter(self._poison_logged))]
             self._poison_logged[key] = None
-            warned = self._poison_warned.setdefault(node.index, [0, 0])
+            warned = self._poison_warned.setdefault((node.index, kind), [0, 0])
             if warned[0] >= _POISON_WARNED:
                 warned[1] += 1
                 seen = True
@@ -927,12 +987,12 @@ class Engine:
                 warned[0] += 1
         log.log(
             logging.DEBUG if seen else logging.WARNING,
-            "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
+            _ONE_BY_ONE[kind],
             node.id,
             event.event_id,
             event.meta.shard_id,
             event.meta.sequence_number,
-            fault.reason,
+            reason,
         )
 
     def _prepare(self, node: Node, events: list[Event]) -> Prepared:
@@ -1345,7 +1405,8 @@ class Engine:
                 # records that have an outcome are made held by ``_mark_held``.)
                 codes.append(_HELD)
             else:
-                # A bolt returned without emitting or dropping the event: never acknowledge it.
+                # No outcome, though the bolts' losses were dead-lettered (``_dead_letter_lost``):
+                # a record lost outside every bolt's input. Never acknowledge it.
                 failed[i] = Failure(ENGINE, "no outcome: a bolt lost the event")
                 codes.append(_FAILED)
         return codes

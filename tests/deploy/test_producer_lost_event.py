@@ -1,5 +1,5 @@
 """The Lambda producer's answer for an event a user's bolt lost (returned it neither emitted nor
-dropped: the engine's "no outcome"): that event's failure, answered in ``rejected`` like an event
+dropped: the engine's "no outcome", naming the bolt): that event's failure, answered in ``rejected`` like an event
 a bolt rejects — not ``not_written`` in a 503, which made the client resend it for ever (the
 bolt loses it again on every resend). An outage stays a 503 (tests/deploy/test_lambda_producer.py)."""
 
@@ -40,6 +40,9 @@ sinks:
 """
 
 
+LOST = "engine: no outcome: bolt 'forgetful' returned without emitting, dropping or failing it"
+
+
 def _handler(tmp_path: Path):
     tag = uuid.uuid4().hex
     t = tmp_path / "producer.yaml"
@@ -61,16 +64,14 @@ def test_an_event_a_bolt_lost_is_rejected_with_the_reason_like_one_a_bolt_fails(
     assert json.loads(resp["body"]) == {
         "accepted": 1,
         "rejected": [
-            {"index": 1, "reason": "engine: no outcome: a bolt lost the event"},
+            {"index": 1, "reason": LOST},
             {"index": 2, "reason": "faulty: bad record"},
         ],
     }
     assert [e.event_id for e in MemorySink.stores[store]] == ["m0"]
     # kept nowhere but the answer (not dead-lettered): the log names the request's lost event
     [line] = [r.getMessage() for r in caplog.records if r.name == "squall.producer"]
-    assert line.endswith(
-        "1 event(s) rejected (engine: no outcome: a bolt lost the event) at index 1"
-    )
+    assert line.endswith(f"1 event(s) rejected ({LOST}) at index 1")
 
 
 def test_a_request_whose_every_event_a_bolt_lost_is_a_400_not_a_503(tmp_path, caplog):
@@ -79,9 +80,7 @@ def test_a_request_whose_every_event_a_bolt_lost_is_a_400_not_a_503(tmp_path, ca
     with caplog.at_level(logging.ERROR, logger="squall.producer"):
         resp = handler(api_gateway_event(json.dumps(events)), None)
     assert resp["statusCode"] == 400 and "Retry-After" not in resp["headers"]
-    assert json.loads(resp["body"])["rejected"] == [
-        {"index": i, "reason": "engine: no outcome: a bolt lost the event"} for i in range(12)
-    ]
+    assert json.loads(resp["body"])["rejected"] == [{"index": i, "reason": LOST} for i in range(12)]
     # one line for the request, not one per event
     [line] = [r.getMessage() for r in caplog.records if r.name == "squall.producer"]
     assert line.endswith("at index 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more")

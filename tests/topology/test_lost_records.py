@@ -1,0 +1,293 @@
+"""A record a bolt lost — its ``process`` returned without emitting, dropping or failing any event
+of it — is found right after the bolts and dead-lettered with a reason naming the bolt, so its
+shard moves on (unacknowledged, it came again for ever: the bolt loses it again each time). With
+no dead-letter sink it fails, as any record without a dead letter does. Records with an outcome
+through another event (fan-out, a second stream), filtered records, window bolts that keep events
+until a window closes, ``flush`` output and KPL aggregates stay as they were."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+
+from squall.bolts.base import Bolt, Output
+from squall.event import Event, Record, RecordMeta
+from squall.testing import MemorySink, records_from, run_topology
+from squall.topology.outcomes import Outcome
+
+HERE = __name__
+
+
+def lost_reason(bolt: str) -> str:
+    return f"no outcome: bolt '{bolt}' returned without emitting, dropping or failing it"
+
+
+class Forgetful(Bolt):
+    """A user's bolt with a bug: an event with ``"lose": true`` (or its copy ``k`` in ``lose_k``)
+    is neither emitted, dropped nor failed. ``"drop": true`` drops the event on purpose."""
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            v = ev.value
+            if v.get("drop"):
+                out.drop(ev)
+            elif not (v.get("lose") or v.get("k", -1) in v.get("lose_k", ())):
+                out.emit(ev)
+        return out
+
+
+class Emptying(Forgetful):
+    """As ``Forgetful``, but it empties the list it was given as it reads it (``pop``)."""
+
+    def process(self, batch: list[Event]) -> Output:
+        kept = []
+        while batch:
+            kept.append(batch.pop(0))
+        return super().process(kept)
+
+
+class Splitter(Bolt):
+    """One record → three events (``k`` 0, 1, 2)."""
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            for k in range(3):
+                copy = ev.fork()
+                copy.value = {**ev.value, "k": k}
+                copy.event_id = f"{ev.event_id}-{k}"
+                out.emit(copy)
+        return out
+
+
+class Both(Bolt):
+    """Emits each event, the same object, into ``default`` and ``audit``."""
+
+    streams = ("audit",)
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            out.emit(ev)
+            out.emit(ev, "audit")
+        return out
+
+
+def chain(tag: str, bolts: str, *, dead_letter: bool = True, extra_sinks: str = "") -> str:
+    dl = (
+        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}\n"
+        if dead_letter
+        else ""
+    )
+    return f"""
+name: lost
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+{bolts}sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+{extra_sinks}{dl}"""
+
+
+@pytest.fixture
+def tag():
+    name = f"l{uuid.uuid4().hex[:8]}"
+    yield name
+    for suffix in ("out", "dlq", "audit"):
+        MemorySink.stores.pop(f"{name}-{suffix}", None)
+
+
+def store(tag: str, name: str) -> list[Event]:
+    return MemorySink.stores.get(f"{tag}-{name}", [])
+
+
+ENRICH = f"  - {{id: enrich, type: '{HERE}:Forgetful'}}\n"
+
+
+def test_a_record_a_bolt_lost_is_dead_lettered_naming_the_bolt_and_the_shard_moves_on(tag):
+    payloads = [{"i": i, "lose": i == 2} for i in range(6)]
+    run = run_topology(chain(tag, ENRICH), records_from(payloads), batch_size=6)
+    assert [ev.value["i"] for ev in store(tag, "out")] == [0, 1, 3, 4, 5]
+    [dead] = store(tag, "dlq")
+    assert dead.value["i"] == 2
+    assert (dead.failure.component, dead.failure.reason) == ("engine", lost_reason("enrich"))
+    [result] = run.results
+    # was: failed (engine: no outcome: a bolt lost the event), the checkpoint stopped before it
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED] * 2 + [
+        Outcome.DEAD_LETTERED
+    ] + [Outcome.COMMITTED] * 3
+    assert result.records[2].reason == lost_reason("enrich")
+    assert result.checkpoint["shardId-000000000000"].sequence_number == "6"
+    enrich = next(s for s in run.engine.stats if s.id == "enrich")
+    assert (enrich.received, enrich.emitted, enrich.dead_lettered) == (6, 5, 1)
+
+
+def test_without_a_dead_letter_sink_the_lost_record_fails_naming_the_bolt_and_holds_the_rest(tag):
+    payloads = [{"i": i, "lose": i == 2} for i in range(5)]
+    run = run_topology(chain(tag, ENRICH, dead_letter=False), records_from(payloads), batch_size=5)
+    [result] = run.results
+    assert [o.outcome for o in result.records] == [Outcome.COMMITTED] * 2 + [Outcome.FAILED] + [
+        Outcome.HELD
+    ] * 2
+    assert (result.records[2].component, result.records[2].reason) == (
+        "engine",
+        lost_reason("enrich"),
+    )
+    assert [ev.value["i"] for ev in store(tag, "out")] == [0, 1]  # none after it, nor ahead of it
+    assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
+    enrich = next(s for s in run.engine.stats if s.id == "enrich")
+    assert enrich.failed == 1
+
+
+def test_fan_out_names_the_last_bolt_holding_the_record_and_a_partly_lost_record_goes_on(tag):
+    bolts = (
+        f"  - {{id: split, type: '{HERE}:Splitter'}}\n"
+        f"  - {{id: pick, type: '{HERE}:Emptying'}}\n"  # it empties its input list as it reads
+    )
+    payloads = [
+        {"i": 0},
+        {"i": 1, "lose_k": [0, 2]},  # copy 1 goes on: the record has an outcome
+        {"i": 2, "lose": True},  # every copy lost, in `pick` (not in `split`)
+        {"i": 3, "drop": True},  # every copy dropped: filtered
+    ]
+    run = run_topology(chain(tag, bolts), records_from(payloads), batch_size=4)
+    assert [(ev.value["i"], ev.value["k"]) for ev in store(tag, "out")] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 1),
+    ]
+    [dead] = store(tag, "dlq")
+    assert (dead.value["i"], dead.failure.reason) == (2, lost_reason("pick"))
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.FILTERED,
+    ]
+    pick = next(s for s in run.engine.stats if s.id == "pick")
+    assert (pick.received, pick.emitted, pick.dropped, pick.dead_lettered) == (12, 4, 3, 1)
+
+
+def test_an_event_emitted_into_two_streams_is_lost_only_when_both_branches_lose_it(tag):
+    bolts = (
+        f"  - {{id: both, type: '{HERE}:Both'}}\n"
+        f"  - {{id: audit_check, type: '{HERE}:Forgetful'}}\n"
+        f"  - {{id: main_check, type: '{HERE}:Forgetful'}}\n"
+    )
+    yaml = chain(
+        tag,
+        bolts,
+        extra_sinks=f"  - {{id: audit, type: 'squall.testing:MemorySink', name: {tag}-audit}}\n",
+    ) + (
+        "streams:\n"
+        "  - {from: decode, to: both}\n"
+        "  - {from: both, stream: default, to: main_check}\n"
+        "  - {from: both, stream: audit, to: audit_check}\n"
+        "  - {from: main_check, to: out}\n"
+        "  - {from: audit_check, to: audit}\n"
+    )
+    payloads = [{"i": 0}, {"i": 1, "lose": True}]
+    run = run_topology(yaml, records_from(payloads), batch_size=2)
+    assert [ev.value["i"] for ev in store(tag, "out")] == [0]
+    assert [ev.value["i"] for ev in store(tag, "audit")] == [0]
+    [dead] = store(tag, "dlq")
+    assert dead.value["i"] == 1 and dead.failure.reason in {
+        lost_reason("main_check"),
+        lost_reason("audit_check"),
+    }
+    assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
+
+
+def kpl_record(payloads: list[bytes], seq: str) -> Record:
+    from aws_kinesis_agg.aggregator import RecordAggregator
+
+    agg = RecordAggregator()
+    for p in payloads:
+        agg.add_user_record("pk", p)
+    data = agg.clear_and_get().get_contents()[2]
+    return Record(data, RecordMeta("test", "shardId-000000000000", seq, 0, "pk"))
+
+
+@pytest.mark.parametrize("dead_letter", [True, False])
+def test_a_kpl_sub_record_a_bolt_lost(tag, dead_letter):
+    records = [
+        kpl_record([b'{"i": 0}', b'{"i": 1, "lose": true}', b'{"i": 2}'], "10"),
+        kpl_record([b'{"i": 3}'], "11"),
+    ]
+    run = run_topology(
+        chain(tag, ENRICH, dead_letter=dead_letter), records, batch_size=2, whole_records=True
+    )
+    outcomes = [o.outcome for o in run.outcomes]
+    if dead_letter:  # only it is dead-lettered; its aggregate's others are written
+        assert outcomes == [Outcome.COMMITTED, Outcome.DEAD_LETTERED] + [Outcome.COMMITTED] * 2
+        assert [ev.value["i"] for ev in store(tag, "out")] == [0, 2, 3]
+        assert run.results[0].checkpoint["shardId-000000000000"].sequence_number == "11"
+    else:  # it fails: its aggregate comes again whole (Lambda), so none of it is settled
+        assert outcomes == [Outcome.HELD, Outcome.FAILED, Outcome.HELD, Outcome.HELD]
+        assert run.outcomes[1].reason == lost_reason("enrich")
+        assert store(tag, "out") == []
+
+
+def test_window_bolts_keep_events_without_losing_them_and_flush_output_is_committed(tag, tmp_path):
+    yaml = f"""
+name: lost-window
+resources:
+  state: {{url: "sqlite:///{tmp_path / "state.db"}"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: enrich, type: '{HERE}:Forgetful'}}
+  - id: minutely
+    type: window
+    store: state
+    key: [app]
+    size: 1m
+    aggregates:
+      n: {{fn: count}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    t0 = 1_714_557_600_000
+    payloads = [
+        {"timestamp": t0 + i * 10_000, "app": "a", "lose": i == 4, "drop": i == 5} for i in range(8)
+    ]
+    run = run_topology(yaml, records_from(payloads), batch_size=3, end_of_input=True)
+    outcomes = {o.index + 3 * k: o.outcome for k, r in enumerate(run.results) for o in r.records}
+    assert outcomes[4] is Outcome.DEAD_LETTERED  # (batch 2, its second record)
+    [dead] = store(tag, "dlq")
+    assert dead.failure.reason == lost_reason("enrich")  # not the window's: it kept the others
+    assert sum(o.outcome is Outcome.DEAD_LETTERED for o in run.outcomes) == 1
+    assert Outcome.FAILED not in {o.outcome for o in run.outcomes}
+    # the windows' results (the last one flushed at the end of input) count the events they kept
+    finals = {ev.value["window_start"]: ev.value["n"] for ev in store(tag, "out")}
+    assert list(finals.values()) == [4, 2]  # minute 0: 0-5 but 4 (lost) and 5 (dropped); 6, 7
+    ends = [o for o in run.outcomes if o.shard_id == "<end of input>"]
+    assert [o.outcome for o in ends] == [Outcome.COMMITTED]  # it carried the flushed result
+
+
+def test_lost_records_are_logged_at_warning_once_and_bounded(tag, caplog):
+    payloads = [{"i": i, "lose": i >= 3} for i in range(28)]  # 25 lost
+    yaml = chain(tag, ENRICH, dead_letter=False)
+    from squall.testing import topology_from
+    from squall.topology.executor import Engine
+
+    engine = Engine(topology_from(yaml).plan)
+    with engine, caplog.at_level(logging.DEBUG, logger="squall.engine"):
+        engine.process(records_from(payloads))
+        first = [(r.levelno, r.getMessage()) for r in caplog.records]
+        caplog.clear()
+        engine.process(records_from(payloads))  # the same batch again (nothing acknowledged)
+        again = [(r.levelno, r.getMessage()) for r in caplog.records]
+    warned = [m for level, m in first if level == logging.WARNING]
+    assert len(warned) == 11
+    assert all(
+        m.startswith("enrich: record ") and m.endswith(lost_reason("enrich")) for m in warned[:10]
+    )
+    assert "lost by the bolt, isolated from its batch" in warned[0]
+    assert warned[10].startswith("enrich: 15 more record(s) of the batch lost by the bolt")
+    assert [m for level, m in again if level == logging.WARNING] == []
