@@ -11,6 +11,8 @@ import logging
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from squall.bolts.base import Bolt, Output
 from squall.event import Event, Record, RecordMeta
@@ -26,7 +28,8 @@ def lost_reason(bolt: str) -> str:
 
 class Forgetful(Bolt):
     """A user's bolt with a bug: an event with ``"lose": true`` (or its copy ``k`` in ``lose_k``)
-    is neither emitted, dropped nor failed. ``"drop": true`` drops the event on purpose."""
+    is neither emitted, dropped nor failed. ``"drop": true`` drops the event on purpose,
+    ``"fail": reason`` fails it."""
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -34,6 +37,8 @@ class Forgetful(Bolt):
             v = ev.value
             if v.get("drop"):
                 out.drop(ev)
+            elif v.get("fail"):
+                out.fail(ev, v["fail"])
             elif not (v.get("lose") or v.get("k", -1) in v.get("lose_k", ())):
                 out.emit(ev)
         return out
@@ -291,3 +296,67 @@ def test_lost_records_are_logged_at_warning_once_and_bounded(tag, caplog):
     assert "lost by the bolt, isolated from its batch" in warned[0]
     assert warned[10].startswith("enrich: 15 more record(s) of the batch lost by the bolt")
     assert [m for level, m in again if level == logging.WARNING] == []
+
+
+KIND = st.sampled_from(["ok", "ok", "ok", "drop", "fail", "lose", "lose_some"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.lists(st.tuples(KIND, st.integers(0, 1)), max_size=30),
+    dead_letter=st.booleans(),
+    batch_size=st.integers(1, 12),
+)
+def test_every_lost_record_has_one_outcome_and_the_checkpoint_stops_only_for_a_failure(
+    data, dead_letter, batch_size
+):
+    tag = f"l{uuid.uuid4().hex[:8]}"
+    bolts = (
+        f"  - {{id: split, type: '{HERE}:Splitter'}}\n  - {{id: pick, type: '{HERE}:Forgetful'}}\n"
+    )
+    records, seq = [], {0: 0, 1: 0}
+    for i, (kind, shard) in enumerate(data):
+        seq[shard] += 1
+        payload = {
+            "i": i,
+            "drop": kind == "drop",
+            "fail": "bad" if kind == "fail" else "",
+            "lose": kind == "lose",
+            "lose_k": [0, 2] if kind == "lose_some" else [],
+        }
+        [rec] = records_from([payload], shard_id=f"shard-{shard}", start=seq[shard])
+        records.append(rec)
+    try:
+        run = run_topology(
+            chain(tag, bolts, dead_letter=dead_letter), records, batch_size=batch_size
+        )
+        outcomes = [o for r in run.results for o in r.records]
+        assert len(outcomes) == len(data)
+        blocked: set[int] = set()  # shards with a failed record earlier in the batch
+        first = 0
+        for result in run.results:
+            blocked.clear()
+            for o in result.records:
+                kind, shard = data[first + o.index]
+                expected = {
+                    "ok": Outcome.COMMITTED,
+                    "lose_some": Outcome.COMMITTED,
+                    "drop": Outcome.FILTERED,
+                    "fail": Outcome.DEAD_LETTERED,
+                    "lose": Outcome.DEAD_LETTERED,
+                }[kind]
+                if not dead_letter and kind in ("fail", "lose"):
+                    expected = Outcome.FAILED
+                    blocked.add(shard)
+                elif shard in blocked:
+                    expected = Outcome.HELD
+                assert o.outcome is expected, (kind, o)
+                if kind == "lose":
+                    assert (o.component, o.reason) == ("engine", lost_reason("pick"))
+            first += len(result.records)
+        if dead_letter:
+            lost = [ev.value["i"] for ev in store(tag, "dlq") if "no outcome" in ev.failure.reason]
+            assert lost == [i for i, (kind, _) in enumerate(data) if kind == "lose"]
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
