@@ -660,7 +660,7 @@ class Engine:
                         ev.failure = Failure(node.id, _unwired(bolt, node.id, ev, stream), stream)
                 default_dl.extend(emitted)
         if given:
-            self._dead_letter_lost(len(units), inbox, default_dl, ledger, given)
+            self._dead_letter_lost(units, inbox, default_dl, ledger, given)
 
         prepared: list[tuple[Node, Prepared]] = []
         # Records rejected with no dead-letter sink to take them fail (step 1): known now, so
@@ -729,7 +729,7 @@ class Engine:
 
     def _dead_letter_lost(
         self,
-        n: int,
+        units: list[Event],
         inbox: list[list[Event]],
         default_dl: list[Event],
         ledger: _Ledger,
@@ -741,6 +741,7 @@ class Engine:
         last bolt that was given one of their events (the one that lost it). The bolt loses it
         again on every delivery: unacknowledged, it stalled its shard for ever.
         The usual batch pays one set of its origins."""
+        n = len(units)
         # (one comprehension: ~20 ns an event; attrgetter and set.update cost twice that)
         alive = {ev.origin for node in self._sinks for ev in inbox[node.index]}
         if len(alive) < n:
@@ -763,6 +764,9 @@ class Engine:
                 ENGINE,
                 f"no outcome: bolt '{node.id}' returned without emitting, dropping or failing it",
             )
+            # The record's outcome reads its unit's failure: the lost event may be a copy (a
+            # bolt split the record); nothing of the unit went on either.
+            units[ev.origin].failure = ev.failure
             self._count_rejected(self.stats[node.index], 1)
             self._warn_once(node, ev, _LOST, ev.failure.reason)
             default_dl.append(ev)

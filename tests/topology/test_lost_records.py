@@ -167,6 +167,7 @@ def test_fan_out_names_the_last_bolt_holding_the_record_and_a_partly_lost_record
     ]
     [dead] = store(tag, "dlq")
     assert (dead.value["i"], dead.failure.reason) == (2, lost_reason("pick"))
+    assert run.outcomes[2].reason == lost_reason("pick")  # (the copy lost, not the record's event)
     assert [o.outcome for o in run.outcomes] == [
         Outcome.COMMITTED,
         Outcome.COMMITTED,
@@ -360,3 +361,52 @@ def test_every_lost_record_has_one_outcome_and_the_checkpoint_stops_only_for_a_f
     finally:
         for suffix in ("out", "dlq"):
             MemorySink.stores.pop(f"{tag}-{suffix}", None)
+
+
+class Fixed(Bolt):
+    """``Forgetful`` once its bug is fixed: every event is emitted."""
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+def test_a_lost_record_is_replayed_from_its_dead_letter_once_the_bolt_is_fixed(tag, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    text = f"""
+name: lost-replay
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: enrich, type: '{HERE}:BOLT'}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: rejects, type: dead_letter, path: rejects.jsonl, fsync: false}}
+"""
+    path = tmp_path / "lost.yaml"
+    path.write_text(text.replace("BOLT", "Forgetful"))
+    run = run_topology(path, records_from([{"i": 0}, {"i": 1, "lose": True}, {"i": 2}]))
+    assert run.results[0].checkpoint["shardId-000000000000"].sequence_number == "3"
+    [letter] = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert (letter["component"], letter["reason"]) == ("engine", lost_reason("enrich"))
+
+    path.write_text(text.replace("BOLT", "Fixed"))  # the bug fixed
+    result = CliRunner().invoke(
+        main,
+        [
+            "replay",
+            str(path),
+            str(tmp_path / "rejects.jsonl"),
+            "--reason-contains",
+            "bolt 'enrich'",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "committed 1" in result.output
+    assert sorted(ev.value["i"] for ev in store(tag, "out")) == [0, 1, 2]
