@@ -25,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,640 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,690 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -624,6 +624,7 @@ class Engine:
         self._deliver(good, self.plan.entry, inbox, self.plan.spout_id, "default")
 
         given: list[tuple[Node, list[Event]]] = []  # each bolt's input (to name a loser)
+        lost_here: list[Event] = []  # events of records a bolt lost, found at that bolt
         for node in self._bolts:
             events = inbox[node.index]
             if not events and end is None:
@@ -632,10 +633,13 @@ class Engine:
             stats = self.stats[node.index]
             stats.received += len(events)
             if events:
-                given.append((node, events[:]))  # a copy: the bolt may empty its list
+                given.append((node, kept := events[:]))  # a copy: the bolt may empty its list
             out = self._run_bolt(node, events) if events else Output(node.id)
             if end is not None:
                 self._flush(node, out, end)
+            # Fewer events out than in: a record may be lost here (or a record's events merged).
+            if events and len(out.dropped) + sum(map(len, out.streams.values())) < len(kept):
+                self._lost_in_bolt(node, kept, out, default_dl, lost_here)
             for ev in out.dropped:
                 ledger.dropped[ev.origin] += 1
             stats.dropped += len(out.dropped)
@@ -660,7 +664,7 @@ class Engine:
                         ev.failure = Failure(node.id, _unwired(bolt, node.id, ev, stream), stream)
                 default_dl.extend(emitted)
         if given:
-            self._dead_letter_lost(units, inbox, default_dl, ledger, given)
+            self._dead_letter_lost(units, inbox, default_dl, ledger, given, lost_here)
 
         prepared: list[tuple[Node, Prepared]] = []
         # Records rejected with no dead-letter sink to take them fail (step 1): known now, so
@@ -734,16 +738,24 @@ class Engine:
         default_dl: list[Event],
         ledger: _Ledger,
         given: list[tuple[Node, list[Event]]],
+        lost_here: list[Event],
     ) -> None:
         """After the bolts: the records no event of which went on (to a sink or a dead letter)
         nor was dropped — a bolt returned without emitting, dropping or failing it — go to the
         default dead letter (with none, they fail at step 1, as any reject), named after the
         last bolt that was given one of their events (the one that lost it). The bolt loses it
-        again on every delivery: unacknowledged, it stalled its shard for ever.
+        again on every delivery: unacknowledged, it stalled its shard for ever. (Most are found
+        at the bolt already, ``_lost_in_bolt``; here those a bolt lost while it returned as many
+        events as it was given: it split another record.)
         The usual batch pays one set of its origins."""
         n = len(units)
         # (one comprehension: ~20 ns an event; attrgetter and set.update cost twice that)
         alive = {ev.origin for node in self._sinks for ev in inbox[node.index]}
+        for ev in lost_here:
+            # The record's outcome reads its unit's failure: the lost event may be a copy (a bolt
+            # split the record). Not when an event of the record is in a sink: it goes on there.
+            if ev.origin not in alive and units[ev.origin].failure is None:
+                units[ev.origin].failure = ev.failure
         if len(alive) < n:
             alive.update([ev.origin for ev in default_dl])
             alive.update(compress(range(n), ledger.dropped))
@@ -760,16 +772,42 @@ class Engine:
                 break
         # (a record in no bolt's input stays without outcome: ``_codes`` fails it)
         for node, ev in sorted(lost, key=lambda x: x[1].origin):
-            ev.failure = Failure(
-                ENGINE,
-                f"no outcome: bolt '{node.id}' returned without emitting, dropping or failing it",
-            )
-            # The record's outcome reads its unit's failure: the lost event may be a copy (a
-            # bolt split the record); nothing of the unit went on either.
-            units[ev.origin].failure = ev.failure
-            self._count_rejected(self.stats[node.index], 1)
-            self._warn_once(node, ev, _LOST, ev.failure.reason)
-            default_dl.append(ev)
+            units[ev.origin].failure = self._lose(node, ev, default_dl).failure  # (as above)
+
+    def _lost_in_bolt(
+        self,
+        node: Node,
+        events: list[Event],
+        out: Output,
+        default_dl: list[Event],
+        lost_here: list[Event],
+    ) -> None:
+        """A bolt returned fewer events than it was given: the records none of whose events it
+        returned (emitted, dropped or failed) are lost there and dead-lettered — even when
+        another branch of the graph carries them on, whose sink must not miss them silently (the
+        record is then dead-lettered; a replay writes the other branch again, idempotently). A
+        bolt that merges a record's events into fewer loses nothing."""
+        went_on = {ev.origin for ev in out.dropped}
+        for emitted in out.streams.values():
+            went_on.update([ev.origin for ev in emitted])
+        for ev in events:
+            if ev.origin not in went_on:
+                went_on.add(ev.origin)  # one dead letter a record
+                lost_here.append(self._lose(node, ev, default_dl))
+
+    def _lose(self, node: Node, ev: Event, default_dl: list[Event]) -> Event:
+        """Dead-letter an event of a record the bolt lost (counted on the bolt, logged once);
+        the event dead-lettered."""
+        if ev.failure is not None:  # failed or lost elsewhere already (one event, two streams)
+            ev = ev.fork()
+        ev.failure = Failure(
+            ENGINE,
+            f"no outcome: bolt '{node.id}' returned without emitting, dropping or failing it",
+        )
+        self._count_rejected(self.stats[node.index], 1)
+        self._warn_once(node, ev, _LOST, ev.failure.reason)
+        default_dl.append(ev)
+        return ev
 
     def _commit_transaction(
         self,

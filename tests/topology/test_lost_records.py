@@ -178,10 +178,18 @@ def test_fan_out_names_the_last_bolt_holding_the_record_and_a_partly_lost_record
     assert (pick.received, pick.emitted, pick.dropped, pick.dead_lettered) == (12, 4, 3, 1)
 
 
-def test_an_event_emitted_into_two_streams_is_lost_only_when_both_branches_lose_it(tag):
+class AuditForgetful(Forgetful):
+    """``Forgetful`` that also loses an event with ``"lose_audit": true``."""
+
+    def process(self, batch: list[Event]) -> Output:
+        out = super().process([ev for ev in batch if not ev.value.get("lose_audit")])
+        return out
+
+
+def test_an_event_emitted_into_two_streams_and_lost_in_one_branch_is_dead_lettered_there(tag):
     bolts = (
         f"  - {{id: both, type: '{HERE}:Both'}}\n"
-        f"  - {{id: audit_check, type: '{HERE}:Forgetful'}}\n"
+        f"  - {{id: audit_check, type: '{HERE}:AuditForgetful'}}\n"
         f"  - {{id: main_check, type: '{HERE}:Forgetful'}}\n"
     )
     yaml = chain(
@@ -196,15 +204,39 @@ def test_an_event_emitted_into_two_streams_is_lost_only_when_both_branches_lose_
         "  - {from: main_check, to: out}\n"
         "  - {from: audit_check, to: audit}\n"
     )
-    payloads = [{"i": 0}, {"i": 1, "lose": True}]
-    run = run_topology(yaml, records_from(payloads), batch_size=2)
-    assert [ev.value["i"] for ev in store(tag, "out")] == [0]
+    payloads = [{"i": 0}, {"i": 1, "lose": True}, {"i": 2, "lose_audit": True}]
+    run = run_topology(yaml, records_from(payloads), batch_size=3)
+    assert [ev.value["i"] for ev in store(tag, "out")] == [0, 2]
     assert [ev.value["i"] for ev in store(tag, "audit")] == [0]
+    # 1: lost in both branches, one dead letter each; 2: lost in the audit branch only — the
+    # main branch wrote it, but the audit sink must not miss it silently (a replay writes both)
+    assert sorted((ev.value["i"], ev.failure.reason) for ev in store(tag, "dlq")) == [
+        (1, lost_reason("audit_check")),
+        (1, lost_reason("main_check")),
+        (2, lost_reason("audit_check")),
+    ]
+    assert [o.outcome for o in run.outcomes] == [
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+    ]
+    assert run.outcomes[2].reason == lost_reason("audit_check")
+
+
+class SplitAndLose(Splitter):
+    """Splits a record in three and loses one with ``"lose": true`` in the same call: as many
+    events out as in, so the loss is found after the bolts, not at the bolt."""
+
+    def process(self, batch: list[Event]) -> Output:
+        return super().process([ev for ev in batch if not ev.value.get("lose")])
+
+
+def test_a_record_lost_by_a_bolt_that_split_another_is_found_after_the_bolts(tag):
+    bolts = f"  - {{id: split, type: '{HERE}:SplitAndLose'}}\n"
+    run = run_topology(chain(tag, bolts), records_from([{"i": 0}, {"i": 1, "lose": True}]))
+    assert [(ev.value["i"], ev.value["k"]) for ev in store(tag, "out")] == [(0, 0), (0, 1), (0, 2)]
     [dead] = store(tag, "dlq")
-    assert dead.value["i"] == 1 and dead.failure.reason in {
-        lost_reason("main_check"),
-        lost_reason("audit_check"),
-    }
+    assert (dead.value["i"], dead.failure.reason) == (1, lost_reason("split"))
     assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED, Outcome.DEAD_LETTERED]
 
 
