@@ -19,6 +19,15 @@ fsync only makes it durable. A process that finds its keys in lines it has not f
 its checkpoint may move. With
 ``index: false`` only the last ``remember`` keys are known: a spout without a checkpoint then
 writes the older dead letters of its input again on a second run.
+
+A failed fsync of the file is final for the process (PostgreSQL's "fsyncgate": the kernel may
+drop the pages it could not write and reports the failure once, so an fsync tried again answers
+success): the batch fails naming the file, every later write is refused, and the index is marked
+so that the next start takes no key from the lines after the last fsync that succeeded — their
+dead letters are written again (``_fsync``).
+
+Size (~440 lines): one sink and the rules above (memory, index, lock, torn lines, rotation,
+fsync failure), each a few lines where the write needs it; the index is its own module.
 """
 
 from __future__ import annotations
@@ -122,6 +131,8 @@ class DeadLetterSink(Sink):
 
     def open(self, resources=None) -> None:
         self.path = self.context.path(self.config.path)
+        #: The first failed fsync of the file ("fsyncgate"): every later write is refused.
+        self._failed: str | None = None
         try:
             self._open_file()
         except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
@@ -134,6 +145,7 @@ class DeadLetterSink(Sink):
         self._seen: OrderedDict[tuple[str, str | None, int], None] = OrderedDict()
         self._index: KeyIndex | None = None
         self._unsynced = False  # lines read from the file that this sink has not fsynced
+        self._durable = 0  # the file's size at the last fsync that succeeded
         if self.path.exists():
             for line in tail_lines(self.path, self.config.remember):
                 key = line_key(line)
@@ -153,11 +165,14 @@ class DeadLetterSink(Sink):
         if self.config.fsync and not indexed:  # the index's open fsyncs the file
             # The tail's keys count as written: a process killed between its write and its fsync
             # left lines only in the page cache, and a replay finding them writes nothing to sync.
-            os.fsync(self._fh.fileno())
+            self._fsync()
         if indexed:
             try:
-                self._index = KeyIndex(self.path, self._fh.fileno(), fsync=self.config.fsync)
+                self._index = KeyIndex(
+                    self.path, self._fh.fileno(), fsync=self.config.fsync, sync_file=self._fsync
+                )
                 self._index.open()
+                self._forget(self._index.distrusted)
             except sqlite3.Error as exc:
                 if not dead_letter_index.cannot_create(exc):
                     raise SinkError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
@@ -243,9 +258,19 @@ class DeadLetterSink(Sink):
         return fresh, digests
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        if self._failed is not None:
+            raise SinkError(
+                f"{self.id}: refusing to write dead letters to {self.path}: {self._failed} "
+                "earlier in this process — what was written since the last fsync that succeeded "
+                "may not be on disk, and an fsync tried again can answer success (the kernel "
+                "reports a failed writeback once): restart the process; its next start writes "
+                "those dead letters again"
+            )
         try:
             self._follow()
         except (OSError, SinkError) as exc:  # the path cannot be opened again: retried
+            if self._failed is not None:
+                raise
             raise TransientError(
                 f"{self.id}: cannot write dead letters to {self.path}: {exc}"
             ) from None
@@ -320,7 +345,7 @@ class DeadLetterSink(Sink):
         """fsync what the file holds for this batch — our lines, or another process's that keys
         were found in — then count our keys as written and index them."""
         if self.config.fsync and (written is not None or self._unsynced):
-            os.fsync(self._fh.fileno())
+            self._fsync()
         self._unsynced = False
         if written is None:
             return
@@ -346,10 +371,48 @@ class DeadLetterSink(Sink):
                     f"{self.id}: dead-letter index of {self.path}: {exc}"
                 ) from None
 
+    def _fsync(self) -> None:
+        """fsync the file. A failure is final for this process (PostgreSQL's "fsyncgate"): the
+        kernel may have dropped the pages it could not write and reports the failure once, so an
+        fsync tried again — the engine's retry, the next batch finding the same lines in the page
+        cache — answers success for lines that are not on disk. The batch fails naming the file
+        and the cause, every later write is refused (``write_batch``), no key read since is
+        committed to the index (``close``), and the index is marked so that the next start takes
+        no key from the lines after the last fsync that succeeded: their dead letters are
+        written again (twice in the file at worst; never lost)."""
+        fd = self._fh.fileno()
+        if self._failed is None:
+            size = os.fstat(fd).st_size
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self._failed = f"the fsync of {self.path} failed ({exc.strerror or exc})"
+                index = self._index
+                if index is not None:
+                    try:  # on disk: up to our last fsync, or what the index holds (fsynced then)
+                        index.distrust(max(self._durable, index.committed))
+                    except (sqlite3.Error, OSError) as mark:
+                        log.error("%s: cannot mark the index of %s: %s", self.id, self.path, mark)
+            else:
+                self._durable = size
+                return
+        raise SinkError(
+            f"{self.id}: {self._failed}; the batch is not checkpointed and this process writes "
+            "no more dead letters to it"
+        )
+
+    def _forget(self, digests: set[bytes]) -> None:
+        """Drop from memory the keys of lines a failed fsync may have left off the disk."""
+        if digests:
+            for key in [k for k in self._seen if digest(k) in digests]:
+                del self._seen[key]
+
     def close(self) -> None:
         index = getattr(self, "_index", None)
         if index is not None:
             self._index = None
+            if getattr(self, "_failed", None) is not None:
+                index.pending.clear()  # keys of lines that may not be on disk: never committed
             try:
                 index.close()  # commits the keys that wait
             except (sqlite3.Error, OSError) as exc:

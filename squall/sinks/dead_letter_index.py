@@ -36,7 +36,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -141,11 +141,27 @@ def _busy(exc: BaseException) -> bool:
 class KeyIndex:
     """The index of one dead-letter file, read and extended through the file's descriptor."""
 
-    def __init__(self, path: Path, fd: int, *, fsync: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        fd: int,
+        *,
+        fsync: bool = True,
+        sync_file: Callable[[], None] | None = None,
+    ):
         self.path = index_path(path)
         self.data = path
         self.fd = fd
         self.fsync = fsync
+        #: How the file is fsynced (the sink's: a failure is final for its process).
+        self.sync_file = sync_file or (lambda: os.fsync(fd))
+        #: Digests of the lines the open took no key from: after a failed fsync (``distrust``).
+        self.distrusted: set[bytes] = set()
+        #: The bytes ``[start, end)`` of the file whose lines the open takes no key from.
+        self._skip: tuple[int, int] | None = None
+        #: The offset the index holds as far as this process knows: the file is on disk up to it
+        #: (committed after an fsync).
+        self.committed = 0
         #: Every complete line of the file before this position has its key in the index or in
         #: ``pending``: ``sync`` reads only what lies beyond.
         self.known_to = 0
@@ -264,11 +280,47 @@ class KeyIndex:
                 offset = 0
                 self._set(offset=0, version=VERSION, head_len=0, head=self._head(0))
             self.head_len = head_len if same else 0
-        self.known_to = offset
+            distrusted = self._distrusted(meta, size)
+            if distrusted:
+                self.db.executemany(
+                    "DELETE FROM dead_letter_keys WHERE k = ?", ((d,) for d in distrusted)
+                )
+                self.distrusted |= distrusted
+                self._skip = (meta["distrust"], size)  # the mark is let go past it (commit)
+            else:
+                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+        self.known_to = self.committed = offset
         if size - offset > BLOCK:
             log.info("%s: indexing %d bytes of dead letters", self.data, size - offset)
         self.sync()
         self.commit()
+
+    def _distrusted(self, meta: dict, size: int) -> set[bytes]:
+        """Digests of the lines from the offset a failed fsync marked (``distrust``) to the end
+        (still in the page cache, maybe not on disk): their keys are not taken, so their dead
+        letters are written again."""
+        start = meta.get("distrust")
+        head_len = meta.get("head_len", 0)
+        if start is None or start >= size or meta.get("head") != self._head(min(head_len, size)):
+            return set()  # nothing after it, or another file: indexed again from its start
+        log.warning(
+            "%s: an fsync of it failed after offset %d: the %d bytes from there are not taken "
+            "as dead letters on disk; those records' dead letters are written again",
+            self.data,
+            start,
+            size - start,
+        )
+        data = os.pread(self.fd, size - start, start)
+        keys = (line_key(line) for line in data.split(b"\n"))
+        return {digest(k) for k in keys if k is not None}
+
+    def distrust(self, start: int) -> None:
+        """Mark the file's bytes from ``start`` on as maybe not on disk (an fsync failed): the
+        next open takes no key from them (``_distrusted``)."""
+        self.pending.clear()
+        with self._transaction():
+            current = self._meta().get("distrust")
+            self._set(distrust=start if current is None else min(current, start))
 
     def sync(self) -> None:
         """Take the keys of the file's complete lines beyond ``known_to``: usually none (an
@@ -297,7 +349,11 @@ class KeyIndex:
         """Keys of the complete lines in ``[start, stop)`` into ``pending``; where they end."""
         data = os.pread(self.fd, stop - start, start)
         cut = data.rfind(b"\n") + 1
-        keys = (line_key(line) for line in data[:cut].split(b"\n"))
+        body, skip = data[:cut], self._skip
+        if skip is not None and start < skip[1] and skip[0] < start + cut:  # (rare: a slice)
+            lo, hi = max(skip[0] - start, 0), min(skip[1] - start, cut)
+            body = body[:lo] + b"\n" + body[hi:]
+        keys = (line_key(line) for line in body.split(b"\n"))
         self.pending.update(digest(k) for k in keys if k is not None)
         return start + cut
 
@@ -330,7 +386,7 @@ class KeyIndex:
     def commit(self) -> None:
         """Commit the keys that wait, and how far the file is indexed."""
         if self.fsync:  # another writer's lines read into pending: on disk before indexed
-            os.fsync(self.fd)
+            self.sync_file()
         with self._transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO dead_letter_keys (k) VALUES (?)",
@@ -339,6 +395,10 @@ class KeyIndex:
             offset = self._meta().get("offset", 0)
             if self.known_to > offset:
                 self._set(offset=self.known_to)
+            self.committed = max(offset, self.known_to)
+            if self._skip is not None and self.known_to >= self._skip[1]:
+                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+                self._skip = None
             head_len = min(self.known_to, HEAD)
             if head_len > self.head_len:
                 self._set(head_len=head_len, head=self._head(head_len))

@@ -1,0 +1,105 @@
+"""A failed fsync of the dead-letter file is final for the process (PostgreSQL's "fsyncgate": the
+kernel may have dropped the dirty pages, and an fsync tried again can answer success). The EIO is
+injected by wrapping ``os.fsync`` in the test process — a failure of the OS, nothing faked."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from squall.errors import BatchFailed
+from squall.sinks import dead_letter
+from tests.sinks.test_dead_letter_file import bad, dlq, engine, event_ids
+
+
+def failing_fsync(monkeypatch: pytest.MonkeyPatch, fd: int, times: int = 1) -> list[int]:
+    """``os.fsync`` of ``fd`` fails with EIO ``times`` times, then answers as the kernel does
+    after a failed writeback it reported once: success (the dirty pages marked clean)."""
+    real, calls = os.fsync, []
+
+    def fsync(f: int) -> None:
+        if f == fd:
+            calls.append(f)
+            if len(calls) <= times:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(f)
+
+    monkeypatch.setattr(dead_letter.os, "fsync", fsync)
+    return calls
+
+
+def readable_records(path: Path) -> list[str]:
+    out = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            out.append(json.loads(line)["record"])
+        except ValueError:  # a torn or lost line
+            continue
+    return out
+
+
+@pytest.mark.parametrize("after", ["power cut", "same boot"])
+@pytest.mark.parametrize("batch", ["whole", "isolated"])
+def test_a_failed_fsync_fails_the_batch_naming_the_file_and_every_later_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: str, after: str
+):
+    """The fsync after the append fails (EIO): the batch fails naming the file and the cause — a
+    raw ``OSError`` escaped, its message naming no file — and the sink refuses every later write
+    of the process. Before, the engine's next attempt (or the runner's next batch) found the keys
+    in the lines the failed fsync may not have written, fsynced again — success, since the kernel
+    reports a writeback error once — and let the checkpoint move. ``isolated``: the sink's first
+    call fails as one record's fault, so the failing fsync comes in the isolation's part writes
+    (which call ``write_batch`` directly). The next start takes no key from the lines after the
+    last fsync that succeeded: gone (``power cut``: zeros where they were) or still in the page
+    cache (``same boot``: maybe not on disk), their dead letters are written again."""
+    f = tmp_path / "dlq.jsonl"
+    e = engine(tmp_path, remember=100, name=f"eio-{batch}", fsync=True)
+    assert e.process(bad(0, 2)).ok
+    durable = f.stat().st_size
+    sink = dlq(e)
+    if batch == "isolated":
+        real_fresh, calls = sink._fresh, []
+
+        def fresh_faulting_once(events):
+            calls.append(1)
+            if len(calls) == 1:
+                raise ValueError("a record's fault")  # the engine isolates: part writes
+            return real_fresh(events)
+
+        monkeypatch.setattr(sink, "_fresh", fresh_faulting_once)
+    failing_fsync(monkeypatch, sink._fh.fileno())
+    with pytest.raises(BatchFailed) as failed:
+        e.process(bad(2, 3))
+    text = str(failed.value)
+    assert str(f) in text and "fsync" in text and "Input/output error" in text, text
+    assert len(event_ids(tmp_path)) >= 3  # appended, not known to be on disk
+    for _ in range(2):  # the runner's next attempts: refused, naming the first failure
+        with pytest.raises(BatchFailed) as again:
+            e.process(bad(2, 3))
+        assert "refus" in str(again.value) and "Input/output error" in str(again.value)
+        assert str(f) in str(again.value)
+    with pytest.raises(BatchFailed):
+        e.process(bad(10, 1))  # a new dead letter too: its keys could not be trusted either
+    e.close()
+    monkeypatch.undo()
+    expected = [f"not json {i}" for i in range(5)]
+    unsynced = [json.loads(line)["record"] for line in f.read_bytes()[durable:].splitlines()]
+    assert unsynced and set(unsynced) <= set(expected[2:])
+    if after == "power cut":
+        # The pages the failed fsync did not write: zeros where they were (XFS keeps the size;
+        # ext4 may shorten the file, which the index tells by its offset).
+        with open(f, "r+b") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(durable)
+            fh.write(b"\0" * (size - durable))
+    else:  # readable from the page cache, maybe never on disk: written again after them
+        expected += unsynced
+    for run in range(2):  # the replay from the last checkpoint; then again: nothing more
+        restart = engine(tmp_path, remember=100, name=f"eio-{batch}-{run}", fsync=True)
+        assert restart.process(bad(0, 5)).ok
+        restart.close()
+        assert sorted(readable_records(f)) == sorted(expected)
