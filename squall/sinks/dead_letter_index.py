@@ -26,6 +26,15 @@ start, as is a missing or unreadable index (an older squall's file: indexed once
 open) or one a lookup or a commit finds damaged (``rebuild``). SQLite runs in WAL mode with
 ``synchronous NORMAL``: a commit costs no fsync, and a power cut may lose the last commits —
 never the index's consistency; ``offset`` goes back with them and the lines are indexed again.
+
+A file truncated while processes append it (an operator, logrotate's ``copytruncate``) is
+noticed by each at its next look-up or commit (shorter than it read, or other first bytes): its
+keys and offset in memory are dropped, never committed into the index of the file as it is now.
+A failed fsync of the file marks the index (``distrust``): the next open takes no key from the
+lines after the last fsync that succeeded, so their dead letters are written again.
+
+Size (~460 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
+a failed fsync), each needing the offset and head bookkeeping of the others.
 """
 
 from __future__ import annotations
@@ -168,6 +177,9 @@ class KeyIndex:
         #: Keys of lines in the file (before ``known_to``) not yet committed to the index.
         self.pending: set[bytes] = set()
         self.head_len = 0
+        self.head = b""  # the digest of the file's first ``head_len`` bytes (``open``)
+        #: The digest of the file's first ``read_len`` bytes when this process read them.
+        self.read_len, self.read_head = 0, b""
         self.db = self._connect()
 
     def _connect(self) -> sqlite3.Connection:
@@ -212,6 +224,7 @@ class KeyIndex:
         self._remove()
         self.pending.clear()
         self.known_to = self.head_len = 0
+        self.head = self._head(0)
         self.db = self._open_retrying()
         self.open()
 
@@ -262,12 +275,7 @@ class KeyIndex:
             size = os.fstat(self.fd).st_size
             meta = self._meta()
             offset, head_len = meta.get("offset", 0), meta.get("head_len", 0)
-            same = (
-                meta.get("version") == VERSION
-                and offset <= size
-                and head_len <= size
-                and meta.get("head") == self._head(head_len)
-            )
+            same = self._same(meta, size)
             if not same:
                 if meta:
                     log.warning(
@@ -280,6 +288,7 @@ class KeyIndex:
                 offset = 0
                 self._set(offset=0, version=VERSION, head_len=0, head=self._head(0))
             self.head_len = head_len if same else 0
+            self.head = meta["head"] if same else self._head(0)
             distrusted = self._distrusted(meta, size)
             if distrusted:
                 self.db.executemany(
@@ -290,10 +299,59 @@ class KeyIndex:
             else:
                 self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
         self.known_to = self.committed = offset
+        self.read_len = 0
+        self._note_head()
         if size - offset > BLOCK:
             log.info("%s: indexing %d bytes of dead letters", self.data, size - offset)
         self.sync()
         self.commit()
+
+    def _same(self, meta: dict, size: int) -> bool:
+        """Whether the index (its ``meta``) is of the file as it is (``size``): every key it holds
+        of a line the file holds before its offset."""
+        offset, head_len = meta.get("offset", 0), meta.get("head_len", 0)
+        return (
+            meta.get("version") == VERSION
+            and offset <= size
+            and head_len <= size
+            and meta.get("head") == self._head(head_len)
+        )
+
+    def _replaced(self) -> bool:
+        """Whether the file is no longer the one this process read its keys from: truncated
+        (shorter than read) or truncated and written again (its first bytes differ)."""
+        if os.fstat(self.fd).st_size < self.known_to:
+            return True
+        return bool(self.read_len) and self._head(self.read_len) != self.read_head
+
+    def _note_head(self) -> None:
+        """Keep the digest of the file's first bytes as read (up to ``HEAD``): ``_replaced``."""
+        if self.read_len < HEAD and self.known_to > self.read_len:
+            self.read_len = min(self.known_to, HEAD)
+            self.read_head = self._head(self.read_len)
+
+    def _index_again(self) -> None:
+        """The file was truncated under this process (an operator, logrotate's copytruncate):
+        the keys and offset in memory are of what it held, dropped. The index is started again
+        — unless another process did so already and indexed the file as it is now (its keys
+        deleted under it, it wrote dead letters again)."""
+        log.warning("%s shrank or was replaced: indexing it again", self.data)
+        with self._transaction():
+            size = os.fstat(self.fd).st_size
+            meta = self._meta()
+            if self._same(meta, size):
+                offset, head_len, head = meta["offset"], meta["head_len"], meta["head"]
+            else:  # (a failed fsync's mark was of what the file held: let go too)
+                self.db.execute("DELETE FROM dead_letter_keys")
+                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+                offset, head_len, head = 0, 0, self._head(0)
+                self._set(offset=offset, head_len=head_len, head=head)
+                self._skip = None
+        self.pending.clear()
+        self.known_to = self.committed = offset
+        self.head_len, self.head = head_len, head
+        self.read_len = 0
+        self._note_head()
 
     def _distrusted(self, meta: dict, size: int) -> set[bytes]:
         """Digests of the lines from the offset a failed fsync marked (``distrust``) to the end
@@ -325,14 +383,9 @@ class KeyIndex:
     def sync(self) -> None:
         """Take the keys of the file's complete lines beyond ``known_to``: usually none (an
         ``fstat``); committed once ``COMMIT_KEYS`` wait."""
+        if os.fstat(self.fd).st_size < self.known_to:  # truncated under us
+            self._index_again()
         size = os.fstat(self.fd).st_size
-        if size < self.known_to:  # truncated under us: what the index holds is gone
-            log.warning("%s shrank: indexing it again", self.data)
-            with self._transaction():
-                self.db.execute("DELETE FROM dead_letter_keys")
-                self._set(offset=0)
-            self.pending.clear()
-            self.known_to = self.head_len = 0
         span = BLOCK
         while self.known_to < size:
             end = self._read_lines(self.known_to, min(size, self.known_to + span))
@@ -342,6 +395,7 @@ class KeyIndex:
                 span *= 2  # a line longer than a block (a large record or payload)
                 continue
             self.known_to, span = end, BLOCK
+            self._note_head()
             if len(self.pending) >= COMMIT_KEYS:
                 self.commit()
 
@@ -380,6 +434,7 @@ class KeyIndex:
         self.pending.update(digests)
         if self.known_to == start:
             self.known_to = end
+            self._note_head()
         if len(self.pending) >= COMMIT_KEYS:
             self.commit()
 
@@ -387,6 +442,11 @@ class KeyIndex:
         """Commit the keys that wait, and how far the file is indexed."""
         if self.fsync:  # another writer's lines read into pending: on disk before indexed
             self.sync_file()
+        if self._replaced():
+            # Committed, keys and an offset of what the file held: keys of dead letters it no
+            # longer holds, an offset past lines nobody indexed (another process killed -9).
+            self._index_again()
+            return
         with self._transaction():
             self.db.executemany(
                 "INSERT OR IGNORE INTO dead_letter_keys (k) VALUES (?)",
@@ -401,8 +461,8 @@ class KeyIndex:
                 self._skip = None
             head_len = min(self.known_to, HEAD)
             if head_len > self.head_len:
-                self._set(head_len=head_len, head=self._head(head_len))
-        self.head_len = max(self.head_len, min(self.known_to, HEAD))
+                self.head_len, self.head = head_len, self._head(head_len)
+                self._set(head_len=head_len, head=self.head)
         self.pending.clear()
 
     def close(self) -> None:

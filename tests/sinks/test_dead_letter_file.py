@@ -859,3 +859,36 @@ def test_an_index_opened_while_another_process_commits_is_not_taken_for_another_
         os.close(fd)
     first.close()
     assert len(lines(tmp_path)) == 10
+
+
+@pytest.mark.parametrize("refilled", [False, True], ids=["shorter", "refilled"])
+def test_a_file_truncated_while_two_processes_write_it_keeps_an_index_of_what_it_holds(
+    tmp_path: Path, refilled: bool
+):
+    """An operator truncates the file while two processes append it (logrotate's
+    ``copytruncate``; ``: > rejects.jsonl``). The first to write again finds it shrunk and indexes
+    it anew; the other's keys and offset, read before, waited in its memory and were committed at
+    its close into the index of the file as it is now: keys of dead letters the file no longer
+    holds (their records' replay wrote nothing: 35 of 35), and an offset beyond what was indexed
+    — a later open skipped the lines before it that the first had not committed (killed -9), and
+    a replay wrote them again (35 twice). A commit first checks the file is still the one its keys
+    were read from: no shorter, the same first bytes (``refilled``: written past the other's
+    offset again before its commit)."""
+    import os
+
+    a = engine(tmp_path, remember=1, name="trunc-a")
+    b = engine(tmp_path, remember=1, name="trunc-b")
+    assert a.process(bad(0, 5)).ok
+    assert b.process(bad(5, 30)).ok  # b's keys and offset wait in its memory
+    os.truncate(tmp_path / "dlq.jsonl", 0)
+    first = 40 if refilled else 15
+    assert a.process(bad(100, first)).ok  # a indexes the file anew
+    b.close()  # b's commit, into the index of the truncated file
+    assert a.process(bad(100 + first, 45 - first)).ok  # a killed -9: nothing committed
+    del a
+    restart = engine(tmp_path, remember=1, name="trunc-c")
+    assert restart.process(bad(0, 35)).ok  # truncated away: written again
+    assert restart.process(bad(100, 45)).ok  # in the file: written once
+    restart.close()
+    written = [d["record"] for d in lines(tmp_path)]
+    assert sorted(written) == sorted(f"not json {i}" for i in (*range(35), *range(100, 145)))
