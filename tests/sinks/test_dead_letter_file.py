@@ -892,3 +892,28 @@ def test_a_file_truncated_while_two_processes_write_it_keeps_an_index_of_what_it
     restart.close()
     written = [d["record"] for d in lines(tmp_path)]
     assert sorted(written) == sorted(f"not json {i}" for i in (*range(35), *range(100, 145)))
+
+
+def test_a_process_finding_the_file_truncated_keeps_what_another_indexed_of_it_since(
+    tmp_path: Path,
+):
+    """Two processes append one file; it is truncated. The first to look up again starts the
+    index again and commits the keys of what it writes; the second, finding the file shorter
+    than it read, deleted every key again — the first's replay then found its own dead letters
+    absent (beyond ``remember``) and wrote them twice. It keeps an index already of the file as
+    it is now."""
+    import os
+
+    a = engine(tmp_path, remember=1, name="again-a")
+    b = engine(tmp_path, remember=1, name="again-b")
+    assert a.process(bad(0, 5)).ok
+    assert b.process(bad(5, 5)).ok
+    os.truncate(tmp_path / "dlq.jsonl", 0)
+    assert a.process(bad(100, 5)).ok  # a starts the index again
+    dlq(a)._index.commit()  # (COMMIT_KEYS reached)
+    assert b.process(bad(200, 1)).ok  # b finds the file shorter than it read
+    assert a.process(bad(100, 5)).ok  # a's replay
+    a.close()
+    b.close()
+    written = [d["record"] for d in lines(tmp_path)]
+    assert sorted(written) == sorted(f"not json {i}" for i in (*range(100, 105), 200))
