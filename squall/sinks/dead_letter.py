@@ -146,23 +146,25 @@ class DeadLetterSink(Sink):
         self._index: KeyIndex | None = None
         self._unsynced = False  # lines read from the file that this sink has not fsynced
         self._durable = 0  # the file's size at the last fsync that succeeded
-        if self.path.exists():
-            for line in tail_lines(self.path, self.config.remember):
-                key = line_key(line)
-                if key is not None:  # else a torn last line after a crash: the replay rewrites it
-                    self._seen[key] = None
         # Unbuffered: a write that fails leaves nothing in a buffer to be written later; readable:
         # the index reads the lines it lacks through it.
         self._fh = open(self.path, "a+b", buffering=0)  # noqa: SIM115 - closed in close()
         st = os.fstat(self._fh.fileno())
         self._file_id = (st.st_dev, st.st_ino)
-        # An index only of a regular file: a device (/dev/null, a terminal) keeps nothing to read
-        # back, and its folder (/dev) no file beside it — 6 December's squall, without an index,
-        # wrote to such a path; the index's open refused to start where a user may not create
-        # files in /dev, and root's left /dev/null.index
-        indexed = self.config.index and stat.S_ISREG(st.st_mode)
+        # Only a regular file is read back, indexed and fsynced: a device (/dev/null, a terminal)
+        # keeps nothing to read back nor to make durable (its tail: "not seekable"; its fsync:
+        # EINVAL), and its folder (/dev) no file beside it — 6 December's squall, without an
+        # index, wrote to such a path; the index's open refused to start where a user may not
+        # create files in /dev, and root's left /dev/null.index
+        self._regular = stat.S_ISREG(st.st_mode)
+        if self._regular:
+            for line in tail_lines(self.path, self.config.remember):
+                key = line_key(line)
+                if key is not None:  # else a torn last line after a crash: the replay rewrites it
+                    self._seen[key] = None
+        indexed = self.config.index and self._regular
         self._mend()
-        if self.config.fsync and not indexed:  # the index's open fsyncs the file
+        if self.config.fsync and self._regular and not indexed:  # the index's open fsyncs it
             # The tail's keys count as written: a process killed between its write and its fsync
             # left lines only in the page cache, and a replay finding them writes nothing to sync.
             self._fsync()
@@ -338,13 +340,13 @@ class DeadLetterSink(Sink):
         # in its write (checked at every write) — ours start on a line of their own, in the same
         # write: else the first is lost in the torn line.
         self._write_all(b"\n" + data if self._torn_end() else data)
-        end = self._fh.tell()  # O_APPEND: the file's end, right after our lines
+        end = self._fh.tell() if self._regular else len(data)  # O_APPEND: right after ours
         return _Appended(list(fresh), list(digests), end - len(data), end)
 
     def _settle(self, written: _Appended | None) -> None:
         """fsync what the file holds for this batch — our lines, or another process's that keys
         were found in — then count our keys as written and index them."""
-        if self.config.fsync and (written is not None or self._unsynced):
+        if self.config.fsync and self._regular and (written is not None or self._unsynced):
             self._fsync()
         self._unsynced = False
         if written is None:

@@ -98,3 +98,33 @@ def test_an_index_the_process_cannot_create_is_a_clear_error_at_start():
     assert f"cannot create the key index of {path} ({path}.index: unable to open" in message
     assert "/proc/self/fd must let this process create files" in message
     assert "`index: false`" in message
+
+
+@pytest.mark.parametrize("fsync", [False, True], ids=["no-fsync", "fsync"])
+@pytest.mark.parametrize("device", ["terminal", "/dev/null"])
+def test_a_terminal_or_dev_null_takes_the_dead_letters_whatever_fsync_says(
+    device: str, fsync: bool
+):
+    """The README says a path that is no regular file (``/dev/null``, a terminal) keeps no index;
+    but a terminal failed the start (its tail was read: "not seekable"), and either with the
+    default ``fsync: true`` failed it too (fsync of a device: "Invalid argument"). A device keeps
+    nothing to read back nor to make durable: its tail is not read, it is not fsynced."""
+    import os
+    import pty
+
+    master = slave = None
+    if device == "terminal":
+        master, slave = pty.openpty()
+        device = os.ttyname(slave)
+    try:
+        e = engine(device, f"dev{fsync}", fsync=fsync)
+        result = e.process(the_input()[0])
+        assert result.ok and result.count(Outcome.DEAD_LETTERED) == 4
+        e.close()
+        if master is not None:
+            shown = os.read(master, 1 << 16)
+            assert shown.count(b'"event_id"') == 4
+    finally:
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
