@@ -26,7 +26,7 @@ success): the batch fails naming the file, every later write is refused, and the
 so that the next start takes no key from the lines after the last fsync that succeeded — their
 dead letters are written again (``_fsync``).
 
-Size (~440 lines): one sink and the rules above (memory, index, lock, torn lines, rotation,
+Size (~450 lines): one sink and the rules above (memory, index, lock, torn lines, rotation,
 fsync failure), each a few lines where the write needs it; the index is its own module.
 """
 

@@ -30,10 +30,12 @@ never the index's consistency; ``offset`` goes back with them and the lines are 
 A file truncated while processes append it (an operator, logrotate's ``copytruncate``) is
 noticed by each at its next look-up or commit (shorter than it read, or other first bytes): its
 keys and offset in memory are dropped, never committed into the index of the file as it is now.
+The index names the file it is of (device and inode): a process still on a file rotated away
+(renamed) commits nothing into the index of the new file at the path.
 A failed fsync of the file marks the index (``distrust``): the next open takes no key from the
 lines after the last fsync that succeeded, so their dead letters are written again.
 
-Size (~460 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
+Size (~490 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
 a failed fsync), each needing the offset and head bookkeeping of the others.
 """
 
@@ -289,6 +291,8 @@ class KeyIndex:
                 self._set(offset=0, version=VERSION, head_len=0, head=self._head(0))
             self.head_len = head_len if same else 0
             self.head = meta["head"] if same else self._head(0)
+            if meta.get("file") != self._file_id():
+                self._set(file=self._file_id())
             distrusted = self._distrusted(meta, size)
             if distrusted:
                 self.db.executemany(
@@ -305,6 +309,12 @@ class KeyIndex:
             log.info("%s: indexing %d bytes of dead letters", self.data, size - offset)
         self.sync()
         self.commit()
+
+    def _file_id(self) -> str:
+        """The file's device and inode, kept in the index: the index beside the path is of the
+        file at the path, and a process still on one rotated away commits nothing into it."""
+        st = os.fstat(self.fd)
+        return f"{st.st_dev}:{st.st_ino}"
 
     def _same(self, meta: dict, size: int) -> bool:
         """Whether the index (its ``meta``) is of the file as it is (``size``): every key it holds
@@ -448,11 +458,18 @@ class KeyIndex:
             self._index_again()
             return
         with self._transaction():
+            meta = self._meta()
+            if meta.get("file", self._file_id()) != self._file_id():
+                # The index at the path is another file's: this one was rotated away (renamed),
+                # and a process writing at the path started the index of the new one. Keys and
+                # an offset of this file are not that one's (followed at the next write).
+                self.pending.clear()
+                return
             self.db.executemany(
                 "INSERT OR IGNORE INTO dead_letter_keys (k) VALUES (?)",
                 ((d,) for d in self.pending),
             )
-            offset = self._meta().get("offset", 0)
+            offset = meta.get("offset", 0)
             if self.known_to > offset:
                 self._set(offset=self.known_to)
             self.committed = max(offset, self.known_to)

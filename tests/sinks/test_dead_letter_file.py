@@ -917,3 +917,31 @@ def test_a_process_finding_the_file_truncated_keeps_what_another_indexed_of_it_s
     b.close()
     written = [d["record"] for d in lines(tmp_path)]
     assert sorted(written) == sorted(f"not json {i}" for i in (*range(100, 105), 200))
+
+
+def test_a_process_closing_after_its_file_was_rotated_away_commits_nothing_into_the_new_index(
+    tmp_path: Path,
+):
+    """logrotate renames the file while two processes append it. The one that writes next opens
+    the file at the path and starts its index (the index's name is the path's); the other, with
+    no write after the rotation, closed — and committed the keys and the offset it had read of
+    the renamed file into the index of the new one. A later open trusted that offset: the lines
+    of the new file before it, which the first had not committed (killed -9), were never indexed
+    and a replay wrote them again. A commit is made only into the index of its own file."""
+    a = engine(tmp_path, remember=1, name="rot-a")
+    b = engine(tmp_path, remember=1, name="rot-b")
+    assert a.process(bad(0, 15)).ok
+    dlq(a)._index.commit()  # (COMMIT_KEYS reached: a file of some size)
+    assert a.process(bad(15, 15)).ok  # a's keys and offset wait in its memory
+    (tmp_path / "dlq.jsonl").rename(tmp_path / "dlq.jsonl.1")
+    assert b.process(bad(100, 5)).ok  # b follows the path: a new file and index
+    dlq(b)._index.commit()  # (COMMIT_KEYS reached)
+    a.close()  # no write since the rotation: a has not followed
+    assert b.process(bad(105, 40)).ok  # past a's old offset; b killed -9: nothing committed
+    del b
+    restart = engine(tmp_path, remember=1, name="rot-c")
+    assert restart.process(bad(100, 45)).ok  # all in the new file: nothing written again
+    assert restart.process(bad(0, 30)).ok  # in the renamed file only: written to this one
+    restart.close()
+    written = [d["record"] for d in lines(tmp_path)]
+    assert sorted(written) == sorted(f"not json {i}" for i in (*range(100, 145), *range(30)))
