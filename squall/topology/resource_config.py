@@ -92,6 +92,8 @@ def check_url(url: str) -> None:
                     f"'{pg_url.shown(args)}' is not a valid URL: the port is not in 0-65535"
                 )
             return
+    if url.partition("://")[0].lower() in ("redis", "rediss"):  # before the port is read
+        _check_userinfo_ends(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -140,4 +142,20 @@ def _check_host(url: str, host: str | None) -> None:
         raise ValueError(
             f"'{redact_url(url)}': the user or password contains an '@': write it as %40 "
             "(URL-encode the password)"
+        )
+
+
+def _check_userinfo_ends(url: str) -> None:
+    """An unescaped '/', '?' or '#' in a password (a Redis URL's) ends the URL's host part there:
+    the password's start became the port (quoted by the URL parser's error: "Port could not be
+    cast to integer value as '<the password's start>'"), or the host, where a client connected
+    (localhost, or another host) with no password or with its end. An '@' after the host part is
+    the sign; the message names the characters, never the URL's text around them."""
+    rest = url.partition("://")[2]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[cut:]:
+        raise ValueError(
+            f"'{url.partition('://')[0]}://…': the user or password contains a '/', '?' or '#' "
+            "(the URL's host part ends at it): URL-encode the password ('/' is %2F, '?' is %3F, "
+            "'#' is %23), or keep the whole URL in the secret, encoded"
         )
