@@ -299,6 +299,17 @@ def dashboards(
         )
         + "\n",
     }
+    from squall.deploy.template import check_no_placeholder
+
+    written = "\n".join([*files, *files.values()])
+    try:  # a stream or topology name from a secret reference: the dashboards would show its stand-in
+        check_no_placeholder(
+            written, topo, Path(file).read_text(encoding="utf-8"), "the dashboards"
+        )
+    except TopologyError as exc:
+        for p in exc.problems:
+            click.echo(str(p), err=True)
+        sys.exit(2)
     for name, text in files.items():
         _write(out / name, text)
         click.echo(str(out / name))

@@ -402,10 +402,20 @@ def local_aws(
     env_file: str | None,
 ) -> None:
     """Start local Kinesis (kinesis-mock) and DynamoDB (dynalite) on 127.0.0.1; create the topologies' streams."""
-    from squall.deploy.localaws import run_local_aws
-    from squall.errors import SquallError
+    from squall.deploy.localaws import run_local_aws, streams_of
+    from squall.deploy.template import check_no_placeholder
+    from squall.errors import SquallError, TopologyError
 
     topologies = [_load_or_exit(f) for f in files]
+    for f, topo in zip(files, topologies, strict=True):
+        try:  # a stream named by a secret reference: its stand-in would be created (not read here)
+            names = "\n".join(streams_of([topo]))
+            text = Path(f).read_text(encoding="utf-8")
+            check_no_placeholder(names, topo, text, "the streams squall local-aws creates")
+        except TopologyError as exc:
+            for p in exc.problems:
+                click.echo(str(p), err=True)
+            sys.exit(2)
     try:
         sys.exit(
             run_local_aws(

@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~570 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~585 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -472,7 +472,12 @@ def write_fleet(
     ``metrics_port``: the unit's ``squall kcl --metrics-port`` (Prometheus), none without it."""
     from squall import __version__
     from squall.deploy.kcl import check_kcl_safe
-    from squall.deploy.template import _MARKER, parameterised, variable_defaults
+    from squall.deploy.template import (
+        _MARKER,
+        check_no_placeholder,
+        parameterised,
+        variable_defaults,
+    )
 
     if retrieval not in RETRIEVAL:
         raise SquallError(f"retrieval must be one of {', '.join(RETRIEVAL)}")
@@ -563,6 +568,9 @@ def write_fleet(
         ),
         "environment": environment_file(text, name, stream_vars, skip=spout_vars),
     }
+    check_no_placeholder(
+        "\n".join(files.values()), topology, text, "the fleet's unit and instance role"
+    )
     for filename, text in files.items():
         path = out / filename
         path.write_text(text)

@@ -14,12 +14,13 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~560 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~590 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -222,6 +223,39 @@ def reference_permissions(text: str) -> list[AwsPermission]:
         return []
 
 
+def check_no_placeholder(artifact: str, topology: Topology, text: str, what: str) -> None:
+    """Refuse ``artifact`` (a template, a fleet file, a dashboard, as text) holding the stand-in of
+    a secret reference: the packager reads none, so a name it writes (a stream the role is granted
+    or the trigger reads, a queue, the function's name) would be the stand-in, and the deployed
+    function denied or reading nothing. ``TopologyError`` at each such reference."""
+    from squall.errors import Problem, TopologyError
+    from squall.topology.references import PLACEHOLDER, placeholder
+    from squall.topology.yamlsource import reference_marks
+
+    if PLACEHOLDER not in artifact:
+        return
+    try:
+        marks = reference_marks(text)
+    except yaml.YAMLError:
+        marks = {}
+    problems = [
+        Problem(
+            topology.file,
+            line,
+            column,
+            "",
+            f"{ref}: this value would be written into {what}, made without reading "
+            "secret references (a stand-in takes their place; only the function or a shard "
+            "process reads them, at its start): write the name itself, or a ${VAR}",
+        )
+        for ref, (line, column) in marks.items()
+        if placeholder(ref) in artifact
+    ]
+    raise TopologyError(
+        problems or Problem(topology.file, 0, 0, "", f"a secret reference's stand-in is in {what}")
+    )
+
+
 def component_permissions(topology: Topology) -> list[AwsPermission]:
     """What the topology's bolts and sinks declare (the spout is not used in Lambda or under the KCL)."""
     from squall.topology import registry
@@ -402,6 +436,7 @@ def sam_template(
         from squall.observability.dashboards import cloudwatch_resources
 
         template["Resources"].update(cloudwatch_resources(topology))
+    check_no_placeholder(json.dumps(template), topology, topology_text, "the template")
     return template
 
 

@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~525 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~545 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
@@ -167,24 +167,36 @@ def references_in(text: str) -> list[references.SecretRef]:
     """Each secret reference the loader resolves (in values only, as ``variables_in``), once, in
     the order written: what ``squall package`` grants the role to read. One that does not parse
     is left out (loading reports it). ``yaml.YAMLError`` for text that is no YAML."""
-    out: dict[references.SecretRef, None] = {}
-    for m in _substitutions(text):
+    return list(reference_marks(text))
+
+
+def reference_marks(text: str) -> dict[references.SecretRef, tuple[int, int]]:
+    """Each secret reference of ``text``'s values (as ``references_in``) with the 1-based line and
+    column of the first value holding it: where a problem with what it stands for is said."""
+    out: dict[references.SecretRef, tuple[int, int]] = {}
+    for m, node in _substitutions_at(text):
         if m[3] is not None:
             try:
-                out.setdefault(references.parse(m[3], m[4]))
+                ref = references.parse(m[3], m[4])
             except ValueError:
                 continue
-    return list(out)
+            out.setdefault(ref, (node.start_mark.line + 1, node.start_mark.column + 1))
+    return out
 
 
 def _substitutions(text: str) -> list[re.Match[str]]:
     """The ``_VAR`` matches of the values of ``text``'s YAML, in the order written."""
+    return [m for m, _ in _substitutions_at(text)]
+
+
+def _substitutions_at(text: str) -> list[tuple[re.Match[str], yaml.ScalarNode]]:
+    """The ``_VAR`` matches of the values of ``text``'s YAML with their node, in the order written."""
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
     finally:
         loader.dispose()
-    out: list[re.Match[str]] = []
+    out: list[tuple[re.Match[str], yaml.ScalarNode]] = []
     seen: set[int] = set()
     stack = [root] if root is not None else []
     while stack:
@@ -194,7 +206,7 @@ def _substitutions(text: str) -> list[re.Match[str]]:
         seen.add(id(node))
         if isinstance(node, yaml.ScalarNode):
             if "$" in node.value and node.tag in _RETYPED:
-                out += list(_VAR.finditer(node.value))
+                out += [(m, node) for m in _VAR.finditer(node.value)]
         elif isinstance(node, yaml.SequenceNode):
             stack.extend(reversed(node.value))
         else:

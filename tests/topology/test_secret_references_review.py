@@ -57,3 +57,112 @@ def test_an_encoded_redis_password_and_an_at_in_a_sqlite_path_still_load():
     assert topo.resources["state"].url.endswith("@h:6379/0")
     text = REDIS.replace("sub, type: subscription, store: state", "sub, type: json")
     load_text(text.format(url="sqlite:///tmp/a@b/x.db"), env={})
+
+
+# --- squall package reads no reference: none may stand where it writes a name --------------
+
+PACKAGED = """
+name: secret-names
+spout: {type: kinesis, stream: "${ssm:/pistats/stream}"}
+bolts: [{id: decode, type: json}]
+sinks:
+  - {id: out, type: kinesis, stream: "${ssm:/pistats/out_stream}"}
+  - id: hook
+    type: http
+    url: "https://hooks.example.com/x"
+    headers: {Authorization: "Bearer ${secretsmanager:pistats/api#token}"}
+"""
+
+
+def test_the_template_refuses_a_reference_where_it_writes_a_granted_or_triggering_name(tmp_path):
+    """The packager loads with stand-ins: the role was granted PutRecords on
+    ``stream/SQUALLSECRETssmpistatsoutstream`` and the trigger read a stream of that name, the
+    deployed function was denied. Now each such reference is a located error; one in a header
+    (the function reads it, the template never names it) is not."""
+    from squall.deploy.template import TemplateOptions, sam_template
+    from squall.topology.loader import load
+    from squall.topology.references import PLACEHOLDER, placeholder
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(PACKAGED)
+    with pytest.raises(TopologyError) as err:
+        sam_template(
+            load(path, secrets=placeholder),
+            PACKAGED,
+            handler="consumer",
+            code_uri="c.zip",
+            options=TemplateOptions(),
+        )
+    assert [
+        (p.line, p.message.split(":")[0] + ":" + p.message.split(":")[1])
+        for p in err.value.problems
+    ] == [
+        (3, "${ssm:/pistats/stream}"),
+        (6, "${ssm:/pistats/out_stream}"),
+    ]
+    assert "would be written into the template" in err.value.problems[0].message
+    # The same names written plainly: the header's reference stays the function's to read.
+    text = PACKAGED.replace("${ssm:/pistats/stream}", "clicks").replace(
+        "${ssm:/pistats/out_stream}", "enriched"
+    )
+    path.write_text(text)
+    template = sam_template(
+        load(path, secrets=placeholder),
+        text,
+        handler="consumer",
+        code_uri="c.zip",
+        options=TemplateOptions(),
+    )
+    assert PLACEHOLDER not in str(template)
+
+
+def test_the_fleet_refuses_a_reference_as_the_stream_its_unit_reads(tmp_path):
+    from squall.deploy import fleet
+    from squall.topology.loader import load
+    from squall.topology.references import placeholder
+
+    text = PACKAGED.replace("${ssm:/pistats/out_stream}", "enriched")
+    path = tmp_path / "app" / "topology.yaml"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(TopologyError) as err:
+        fleet.write_fleet(load(path, secrets=placeholder), path, tmp_path / "out")
+    [problem] = err.value.problems
+    assert (problem.line, problem.column) == (3, 32)
+    assert problem.message.startswith("${ssm:/pistats/stream}: this value would be written into")
+    assert not (tmp_path / "out" / "instance-role.yaml").exists()
+    # --stream names it: nothing written holds the stand-in
+    fleet.write_fleet(load(path, secrets=placeholder), path, tmp_path / "out", stream="clicks")
+    assert "SQUALLSECRET" not in (tmp_path / "out" / "instance-role.yaml").read_text()
+
+
+def test_dashboards_refuse_a_reference_as_a_name_they_show(tmp_path):
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(PACKAGED.replace("name: secret-names", "name: ${ssm:/pistats/name}"))
+    result = CliRunner().invoke(main, ["dashboards", str(path), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2, result.output
+    assert (
+        ":2:7: ${ssm:/pistats/name}: this value would be written into the dashboards"
+        in result.output
+    )
+    assert not list((tmp_path / "d").glob("*.json"))
+
+
+def test_local_aws_refuses_a_reference_as_a_stream_it_would_create(tmp_path):
+    """It loads without reading references: it created a stream named by the stand-in, and the
+    run (which reads the reference) found none of its name."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(PACKAGED)
+    result = CliRunner().invoke(main, ["local-aws", str(path), "--node-modules", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert ":3:32: ${ssm:/pistats/stream}: this value would be written into the streams" in (
+        result.output
+    )
