@@ -84,27 +84,29 @@ PLACEHOLDER = "SQUALLSECRET"
 
 
 def is_placeholder(value: object) -> bool:
-    """Whether ``value`` is a placeholder a whole resource URL stands for (which is not checked)."""
-    return isinstance(value, str) and value.startswith(PLACEHOLDER) and value.isalnum()
+    """Whether ``value`` is a resource URL that a stand-in opens (which is not checked): the whole
+    URL in a secret, or its start (``"${ssm:/db_url}?sslmode=require"``): its scheme is in it."""
+    return isinstance(value, str) and value.startswith(PLACEHOLDER)
 
 
 class Placeholders:
     """A source of stand-ins, for loading without reading the references, as ``squall package``,
     ``graph`` and ``validate --skip-secrets`` do: the packager needs no right to the production
-    secrets. A stand-in is letters and digits (valid in a URL's password, a header, a name); a
-    whole option named ``…url`` or ``…endpoint`` gets an ``https://`` URL (a webhook kept as a
-    secret), and a whole resource URL is taken unchecked (its scheme is in the secret)."""
+    secrets. A stand-in is letters and digits (valid in a URL's password, a header, a name); one
+    opening an option named ``…url`` or ``…endpoint`` is an ``https://`` URL (a webhook kept as a
+    secret, or a base URL: ``"${ssm:/hook_base}/events"``), and a resource URL a stand-in opens is
+    taken unchecked (its scheme is in the secret)."""
 
     def __call__(self, ref: SecretRef) -> str:
         return Plain(
             PLACEHOLDER + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40]
         )
 
-    def at(self, ref: SecretRef, path: tuple[str | int, ...], whole: bool) -> str:
-        """The stand-in of ``ref`` written at ``path``, alone in its value (``whole``) or not."""
+    def at(self, ref: SecretRef, path: tuple[str | int, ...], first: bool) -> str:
+        """The stand-in of ``ref`` written at ``path``, at the start of its value (``first``) or not."""
         key = path[-1] if path else ""
         if (
-            whole
+            first
             and path[:1] != ("resources",)
             and isinstance(key, str)
             and key.lower().endswith(("url", "endpoint"))

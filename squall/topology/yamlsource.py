@@ -437,8 +437,8 @@ def _substitute(
         if m.group(0) == "$$":
             return "$"
         if m.group(3) is not None:
-            whole = m.span() == (0, len(value))
-            return _resolve(m.group(3), m.group(4), path, whole, loc, problems, secrets)
+            first = m.start() == 0  # a stand-in opening a URL option is a URL (Placeholders.at)
+            return _resolve(m.group(3), m.group(4), path, first, loc, problems, secrets)
         name, default = m.group(1), m.group(2)
         if name is None:  # `${DLQ_PATH-dlq.jsonl}` was kept as a file name, `${STAGE-dev}` as data
             # Quoted up to the name only: what follows may be a password (`${PW-hunter2}`).
@@ -509,7 +509,7 @@ def _resolve(
     service: str,
     body: str,
     path: Path_,
-    whole: bool,
+    first: bool,
     loc: Locator,
     problems: list[Problem],
     secrets: SecretSource | None,
@@ -533,7 +533,7 @@ def _resolve(
         return ""
     try:
         if isinstance(secrets, references.Placeholders):
-            value = secrets.at(ref, path, whole)
+            value = secrets.at(ref, path, first)
         else:
             value = secrets(ref)
     except SecretUnavailable as exc:

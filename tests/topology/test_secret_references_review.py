@@ -166,3 +166,41 @@ def test_local_aws_refuses_a_reference_as_a_stream_it_would_create(tmp_path):
     assert ":3:32: ${ssm:/pistats/stream}: this value would be written into the streams" in (
         result.output
     )
+
+
+# --- loads that read no reference (package, graph, validate --skip-secrets) ------------------
+
+URLS = """
+name: t
+resources:
+  db: {{url: "{db}"}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: t, columns: {{a: a}}}}
+  - {{id: hook, type: http, url: "{hook}"}}
+"""
+
+
+@pytest.mark.parametrize(
+    "db, hook",
+    [
+        ("${ssm:/pistats/db_url}?sslmode=require", "https://h.example/x"),
+        ("sqlite:///x.db", "${ssm:/pistats/hook_base}/events"),
+    ],
+)
+def test_a_url_a_reference_opens_loads_without_its_value_as_it_runs_with_it(db, hook):
+    """The run (the value read: ``postgresql://…``, ``https://…``) takes it; ``squall package``,
+    ``graph`` and ``validate --skip-secrets`` refused it: their stand-in opened the URL
+    (``'SQUALLSECRETssmpistatsdburl?sslmode=require' is not a URL``, ``url must start with
+    http:// or https://``), so a topology that runs could not be packaged."""
+    from squall.topology.references import placeholder
+
+    text = URLS.format(db=db, hook=hook)
+    load_text(text, env={}, secrets=placeholder)
+    values = {
+        "/pistats/db_url": "postgresql://u@db.internal:5432/app",
+        "/pistats/hook_base": "https://hooks.example.com/v1",
+    }
+    topo = load_text(text, env={}, secrets=lambda ref: values[ref.name])
+    assert topo.sinks[1].url.startswith("https://h")
