@@ -77,12 +77,17 @@ def ssm_parameter_arn(name: str) -> str:
     return f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/{path}"
 
 
+#: The end of a complete secret ARN: a dash and six random characters (AWS advises against a
+#: secret name that ends so, since a partial ARN of it reads as complete).
+_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
 def secret_arn(name: str) -> str:
     """The ARN of a Secrets Manager secret named in a reference. A name gets ``-??????``: Secrets
     Manager ends every secret's ARN in a dash and six random characters, and AWS's documentation
     grants a secret by name with that wildcard (``*`` would also grant ``name-other``)."""
-    if name.startswith("arn:"):
-        return name
+    if name.startswith("arn:"):  # a partial ARN (no suffix), which GetSecretValue takes: add it
+        return name if _SECRET_SUFFIX.search(name.partition(":secret:")[2]) else f"{name}-??????"
     return (
         f"arn:${{AWS::Partition}}:secretsmanager:${{AWS::Region}}:${{AWS::AccountId}}:"
         f"secret:{name}-??????"

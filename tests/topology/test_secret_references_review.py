@@ -204,3 +204,29 @@ def test_a_url_a_reference_opens_loads_without_its_value_as_it_runs_with_it(db, 
     }
     topo = load_text(text, env={}, secrets=lambda ref: values[ref.name])
     assert topo.sinks[1].url.startswith("https://h")
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arn, granted",
+    [
+        (  # a partial ARN (GetSecretValue takes one): the secret's real ARN ends in -XXXXXX
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pistats/db",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pistats/db-??????",
+        ),
+        (
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:pistats/db-AbCdEf",
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:pistats/db-AbCdEf",
+        ),
+    ],
+)
+def test_a_secret_arn_is_granted_so_that_it_matches_the_secrets_arn(arn, granted):
+    """Granted as written, a partial ARN matched no secret (every ARN ends in six random
+    characters): the function was denied the read its reference names."""
+    from squall import iam
+    from squall.topology.references import SecretRef
+
+    [perm] = iam.reference_permissions([SecretRef("secretsmanager", arn, "password")])
+    assert perm.resource == granted
