@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from squall.errors import Problem
 from squall.iam import AwsPermission
@@ -23,6 +23,23 @@ INVALID = "invalid"
 #: The longest component id (CloudWatch allows 1,024 characters a dimension value; an id is a
 #: name, and metrics label every series with it).
 MAX_ID_LENGTH = 128
+
+
+def _header_value(value: SecretStr) -> SecretStr:
+    """A header value with a line break or another control character: every request would be
+    refused by the HTTP client (``Illegal header value``), each batch failing again; often a
+    secret stored with its trailing newline. Said at load, without the value."""
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value.get_secret_value()):
+        raise ValueError(
+            "the header value holds a line break or another control character (a secret or "
+            "variable stored with its trailing newline?): remove it"
+        )
+    return value
+
+
+#: Request headers of an HTTP component: values secret (never shown), refused with a control
+#: character.
+HeaderValue = Annotated[SecretStr, AfterValidator(_header_value)]
 
 
 class ComponentConfig(BaseModel):

@@ -11,6 +11,7 @@ library wrote it and at any verbosity."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
@@ -170,10 +171,25 @@ MIN_REMEMBERED = 4
 
 def remember(value: str) -> None:
     """Mask ``value`` wherever it appears in any text ``redact_text`` sees from now on (a secret
-    resolved from SSM or Secrets Manager, whatever option it was written in). Process-wide."""
+    resolved from SSM or Secrets Manager, whatever option it was written in). Process-wide.
+
+    Also as a message shows it escaped — a repr, a bytes repr, a JSON string: a secret stored
+    with its trailing newline was quoted whole by h11's ``Illegal header value b'…\\n'`` — and
+    without the spaces and line breaks around it (a library that trims it before quoting)."""
     global _known
-    if isinstance(value, str) and len(value) >= MIN_REMEMBERED and value not in _known:
-        _known = tuple(sorted({*_known, value}, key=len, reverse=True))
+    if not isinstance(value, str):
+        return
+    forms = {
+        value,
+        value.strip(),
+        repr(value)[1:-1],
+        repr(value.encode("utf-8", "backslashreplace"))[2:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    new = {f for f in forms if len(f) >= MIN_REMEMBERED} - set(_known)
+    if new:
+        _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
 
 
 def _mask_known(text: str) -> str:

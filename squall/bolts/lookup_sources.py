@@ -28,9 +28,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import orjson
 import redis
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import exact_json
+from squall.component import HeaderValue
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
@@ -499,7 +500,7 @@ class HttpSourceConfig(BaseModel):
     timeout: float = Field(
         5.0, gt=0, description="Seconds per request; a timeout is a transient error."
     )
-    headers: dict[str, SecretStr] = Field(
+    headers: dict[str, HeaderValue] = Field(
         default_factory=dict,
         description="Request headers (e.g. an API key from ${ENV}); secret: never logged, "
         "never shown in an error or in the configuration's repr.",

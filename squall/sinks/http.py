@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from squall import aws, exact_json
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import ComponentConfig, ComponentContext, HeaderValue
 from squall.errors import SinkError
 from squall.event import Event
 from squall.redact import mask_request_urls
@@ -59,7 +59,7 @@ class HttpSinkConfig(ComponentConfig):
     batch_size: int = Field(
         100, ge=1, le=10_000, description="Events per request in the batch modes."
     )
-    headers: dict[str, SecretStr] = Field(
+    headers: dict[str, HeaderValue] = Field(
         default_factory=dict,
         description='Extra request headers, e.g. `Authorization: "Bearer ${HOOK_TOKEN}"`. '
         "Values never appear in logs or errors.",

@@ -230,3 +230,83 @@ def test_a_secret_arn_is_granted_so_that_it_matches_the_secrets_arn(arn, granted
 
     [perm] = iam.reference_permissions([SecretRef("secretsmanager", arn, "password")])
     assert perm.resource == granted
+
+
+# --- a value as messages quote it -------------------------------------------------------------
+
+HEADER = """
+name: refs
+spout: {type: stdin}
+bolts: [{id: decode, type: json}]
+sinks:
+  - {id: hook, type: http, url: "https://hooks.example.com/x", headers: {X-Key: "${ssm:/t}"}}
+"""
+
+MEMORY = """
+name: refs
+spout: {type: stdin}
+bolts: [{id: decode, type: json}]
+sinks: [{id: out, type: 'squall.testing:MemorySink', name: "${ssm:/t}"}]
+"""
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ["{t}\n", "{t}\r\n", " {t}", 'a"b\\{t}', "{t}é"],
+    ids=["newline", "crlf", "space", "quote-backslash", "non-ascii"],
+)
+def test_a_value_is_masked_as_a_repr_bytes_or_json_quote_it_and_trimmed(stored):
+    """A secret stored with its trailing newline (``create-secret --secret-string
+    file://token.txt``): h11 refused the header with ``Illegal header value b'<token>\\\\n'``,
+    quoted in the failed batch's message and log lines — escaped, so the remembered value was
+    not found in it, and the token showed whole."""
+    import json
+    import uuid
+
+    from squall.topology.references import SecretRef
+
+    token = f"Tk{uuid.uuid4().hex}"
+    value = stored.format(t=token)
+    ref = SecretRef("ssm", "/t")
+    load_text(MEMORY, env={}, secrets=lambda r: value if r == ref else "")
+    for message in (
+        f"LocalProtocolError: Illegal header value {value.encode()!r}",
+        f"headers={ {'X-Key': value}!r}",
+        json.dumps({"reason": value}),
+        json.dumps({"reason": value}, ensure_ascii=False),
+        f"sent {value.strip()} to the server",
+    ):
+        assert token not in redact.redact_text(message), message
+
+
+LOOKUP = """
+name: refs
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - id: app
+    type: lookup
+    key: app_id
+    target: app
+    source: {type: http, url: "https://api.example.com/apps/{key}", headers: {X-Key: "${ssm:/t}"}}
+sinks: [{id: out, type: stdout}]
+"""
+
+
+@pytest.mark.parametrize(
+    "text, line, path",
+    [
+        (HEADER, 6, "sinks[0].headers.X-Key"),
+        (LOOKUP, 10, "bolts[1].source.headers.X-Key"),
+    ],
+)
+@pytest.mark.parametrize("stored", ["Tok3nValue\n", "Tok\r\nX-Injected: 1"])
+def test_a_header_value_with_a_line_break_is_a_located_error_at_load(text, line, path, stored):
+    """Loaded, every request was refused by the HTTP client (``Illegal header value``) and every
+    batch failed again after its retries — a configuration problem found only at run time."""
+    with pytest.raises(TopologyError) as err:
+        load_text(text, file="t.yaml", env={}, secrets=lambda ref: stored)
+    [problem] = err.value.problems
+    assert (problem.line, problem.path) == (line, path)
+    assert "holds a line break or another control character" in problem.message
+    assert "Tok" not in str(err.value)
