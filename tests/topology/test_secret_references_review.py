@@ -310,3 +310,43 @@ def test_a_header_value_with_a_line_break_is_a_located_error_at_load(text, line,
     assert (problem.line, problem.path) == (line, path)
     assert "holds a line break or another control character" in problem.message
     assert "Tok" not in str(err.value)
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """squall's clients pointed at moto by AWS_ENDPOINT_URL_* (as a user points them at a stand-in)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_server.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_server.endpoint)
+    return moto_server
+
+
+def test_a_load_makes_one_client_per_service_not_one_per_reference(aws):
+    """Each reference made its own client (its own connection pool: a TLS handshake apiece in a
+    cold start)."""
+    import uuid
+
+    from squall import aws as squall_aws
+    from squall.secrets import AwsSecrets
+
+    t = f"t{uuid.uuid4().hex[:10]}"
+    for name in ("a", "b", "c"):
+        aws.client("ssm").put_parameter(Name=f"/{t}/{name}", Value=f"V-{name}-1", Type="String")
+    aws.client("secretsmanager").create_secret(Name=f"{t}/s", SecretString='{"k": "Sm-value"}')
+    made: list[str] = []
+
+    def client(service, region):
+        made.append(service)
+        return squall_aws.client(service, region=region, endpoint_url=None)
+
+    text = HEADER.replace(
+        'headers: {X-Key: "${ssm:/t}"}',
+        f'headers: {{A: "${{ssm:/{t}/a}}", B: "${{ssm:/{t}/b}}", C: "${{ssm:/{t}/c}}", '
+        f'D: "${{secretsmanager:{t}/s#k}}"}}',
+    )
+    topo = load_text(text, env={}, secrets=AwsSecrets(client))
+    values = {k: v.get_secret_value() for k, v in topo.sinks[0].headers.items()}
+    assert values == {"A": "V-a-1", "B": "V-b-1", "C": "V-c-1", "D": "Sm-value"}
+    assert sorted(made) == ["secretsmanager", "ssm"]
