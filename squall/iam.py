@@ -74,7 +74,14 @@ def ssm_parameter_arn(name: str) -> str:
         head, sep, rest = name.partition(":parameter/")
         return f"{head}{sep}{rest.split(':', 1)[0]}" if sep else name
     path = name.split(":", 1)[0].lstrip("/")
-    return f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter/{path}"
+    # AWS's public parameters (/aws/service/…: AMI ids, regions) are in no account: no account
+    # in their ARN.
+    account = "" if path.startswith("aws/service/") else "${AWS::AccountId}"
+    return f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:{account}:parameter/{path}"
+
+
+#: The parameters through which Parameter Store reads a Secrets Manager secret.
+SECRETS_MANAGER_REFERENCE = "/aws/reference/secretsmanager/"
 
 
 #: The end of a complete secret ARN: a dash and six random characters (AWS advises against a
@@ -103,6 +110,12 @@ def reference_permissions(refs: list[Any]) -> list[AwsPermission]:
     for ref in refs:
         if ref.service == "ssm":
             perm = AwsPermission(("ssm:GetParameter",), ssm_parameter_arn(ref.name), str(ref))
+            if ref.name.startswith(SECRETS_MANAGER_REFERENCE):  # the secret read through SSM:
+                secret = ref.name.removeprefix(SECRETS_MANAGER_REFERENCE).split(":", 1)[0]
+                through = AwsPermission(
+                    ("secretsmanager:GetSecretValue",), secret_arn(secret), str(ref)
+                )  # AWS asks both rights of the caller
+                out.setdefault(through.resource, through)
         else:
             perm = AwsPermission(("secretsmanager:GetSecretValue",), secret_arn(ref.name), str(ref))
         out.setdefault(perm.resource, perm)

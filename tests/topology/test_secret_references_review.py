@@ -350,3 +350,44 @@ def test_a_load_makes_one_client_per_service_not_one_per_reference(aws):
     values = {k: v.get_secret_value() for k, v in topo.sinks[0].headers.items()}
     assert values == {"A": "V-a-1", "B": "V-b-1", "C": "V-c-1", "D": "Sm-value"}
     assert sorted(made) == ["secretsmanager", "ssm"]
+
+
+@pytest.mark.parametrize(
+    "name, granted",
+    [
+        (  # Parameter Store's way to a Secrets Manager secret: AWS asks the caller for both rights
+            "/aws/reference/secretsmanager/pistats/db",
+            {
+                (
+                    "ssm:GetParameter",
+                    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                    "parameter/aws/reference/secretsmanager/pistats/db",
+                ),
+                (
+                    "secretsmanager:GetSecretValue",
+                    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
+                    "secret:pistats/db-??????",
+                ),
+            },
+        ),
+        (  # a public parameter is in no account
+            "/aws/service/global-infrastructure/regions/eu-west-1/longName",
+            {
+                (
+                    "ssm:GetParameter",
+                    "arn:${AWS::Partition}:ssm:${AWS::Region}::"
+                    "parameter/aws/service/global-infrastructure/regions/eu-west-1/longName",
+                )
+            },
+        ),
+    ],
+)
+def test_an_ssm_reference_to_a_secret_or_a_public_parameter_is_granted_what_aws_checks(
+    name, granted
+):
+    """Granted only ``ssm:GetParameter`` in the account, the function was denied both reads."""
+    from squall import iam
+    from squall.topology.references import SecretRef
+
+    perms = iam.reference_permissions([SecretRef("ssm", name)])
+    assert {(a, p.resource) for p in perms for a in p.actions} == granted
