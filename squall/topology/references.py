@@ -10,7 +10,7 @@ that holds a JSON object: ``${secretsmanager:pistats/db#password}`` (``#`` is in
 or Secrets Manager name). ``${ssm:-x}`` stays what it always was: the variable ``ssm`` with the
 default ``x``; a ``:`` followed by anything but ``-`` was refused before references existed, so no
 topology that loaded changes meaning. A reference's value is always text (a password ``0123`` is
-not read as the number 83).
+not read as the number 83); in a URL's user info it is URL-encoded (``yamlsource.in_userinfo``).
 """
 
 from __future__ import annotations

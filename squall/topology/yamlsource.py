@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~545 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~575 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -438,7 +439,19 @@ def _substitute(
             return "$"
         if m.group(3) is not None:
             first = m.start() == 0  # a stand-in opening a URL option is a URL (Placeholders.at)
-            return _resolve(m.group(3), m.group(4), path, first, loc, problems, secrets)
+            found = _resolve(m.group(3), m.group(4), path, first, loc, problems, secrets)
+            if found and in_userinfo(value, m.start(), m.end()):
+                # `postgresql://app:${ssm:/pw}@db/x`: the value is the password itself (one
+                # Secrets Manager generates and rotates may hold '%', '#', '@', '/'), so it is
+                # encoded as a URL's user info must be; every driver decodes it back.
+                user, colon, password = found.partition(":")  # `${ssm:/userinfo}`: user:password
+                if not value[: m.start()].endswith("://"):
+                    user, colon, password = found, "", ""  # a password (or a user) alone
+                encoded = quote(user, safe="") + colon + quote(password, safe="")
+                if encoded != found and not isinstance(found, references.Plain):
+                    redact.remember(encoded)
+                return encoded
+            return str(found)
         name, default = m.group(1), m.group(2)
         if name is None:  # `${DLQ_PATH-dlq.jsonl}` was kept as a file name, `${STAGE-dev}` as data
             # Quoted up to the name only: what follows may be a password (`${PW-hunter2}`).
@@ -483,6 +496,18 @@ def _substitute(
         return env[name] if env.get(name) else default.replace("$$", "$")
 
     return _VAR.sub(repl, value)
+
+
+#: A URL up to its user info: a scheme, ``://`` and no end of the authority (``/ ? #``) nor ``@``.
+_BEFORE_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@]*")
+
+
+def in_userinfo(value: str, start: int, end: int) -> bool:
+    """Whether ``value[start:end]`` (a secret reference) is in the user info of the URL ``value``:
+    after ``scheme://``, before the ``@`` that ends it (the other ``${…}`` around it are opaque)."""
+    before = _VAR.sub("x", value[:start])
+    after = re.split(r"[/?#]", _VAR.sub("x", value[end:]), maxsplit=1)[0]
+    return _BEFORE_USERINFO.fullmatch(before) is not None and "@" in after
 
 
 class _StopAtOutage:
@@ -541,4 +566,4 @@ def _resolve(
         return ""
     if not isinstance(value, references.Plain):
         redact.remember(value)
-    return str(value)
+    return value  # a Plain one stays so for the caller (not remembered encoded either)

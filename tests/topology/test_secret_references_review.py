@@ -25,19 +25,78 @@ def _forget_remembered_values(monkeypatch):
     monkeypatch.setattr(redact, "_known", redact._known)
 
 
+PASSWORDS = [
+    "S3cret#Rest",
+    "S3cret/Rest",
+    "S3cret?Rest",
+    "S3cret@h2#Rest",
+    "S3cret%41Rest",
+    "a:b c+d&e",
+]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:${ssm:/p}@10.1.2.3:6380/3",
+        "postgresql://app:${ssm:/p}@db.internal:5432/x",
+        "postgresql+psycopg2://${secretsmanager:db#username}:${ssm:/p}@db.internal/x",
+    ],
+)
+def test_a_password_a_reference_gives_reaches_the_driver_whole_whatever_it_holds(url, password):
+    """The value is the password itself — Secrets Manager generates and rotates RDS passwords with
+    '%', '#', '?', ':' in them; it cannot be stored URL-encoded. Written raw into the URL, a
+    Redis URL's host part ended at a '/', '?' or '#' (the password's start was quoted as the port
+    by the error, and after an '@' another host was connected to), and '%41' was decoded to 'A'
+    by every driver: a wrong password. Now it is encoded as user info is, and decoded back."""
+    import redis
+    import sqlalchemy as sa
+
+    from squall.topology import pg_url
+
+    text = REDIS.format(url=url)
+    if url.startswith("postgresql"):
+        text = text.replace("sub, type: subscription, store: state", "sub, type: json")
+    values = {"/p": password, "db": "app"}  # the source gives the key's value
+    topo = load_text(text, file="t.yaml", env={}, secrets=lambda ref: values[ref.name])
+    written = topo.resources["state"].url
+    if url.startswith("redis"):
+        kwargs = redis.ConnectionPool.from_url(written).connection_kwargs
+        assert (kwargs["host"], kwargs["port"], kwargs["password"]) == ("10.1.2.3", 6380, password)
+    else:
+        parsed = sa.make_url(written)
+        assert (parsed.username, parsed.password, parsed.host) == ("app", password, "db.internal")
+        assert pg_url.connect_args(written)["password"] == password
+    shown = redact.redact_text(f"cannot connect with {written}")
+    assert "S3cret" not in shown and "c+d" not in shown
+
+
+def test_a_whole_user_info_reference_keeps_its_colon():
+    """``postgresql://${ssm:/userinfo}@host/db`` holding ``user:pass``: the first ':' stays."""
+    import sqlalchemy as sa
+
+    topo = load_text(
+        REDIS.format(url="postgresql://${ssm:/ui}@h/x").replace(
+            "sub, type: subscription, store: state", "sub, type: json"
+        ),
+        env={},
+        secrets=lambda ref: "app:p@ss:w/rd",
+    )
+    parsed = sa.make_url(topo.resources["state"].url)
+    assert (parsed.username, parsed.password) == ("app", "p@ss:w/rd")
+
+
 @pytest.mark.parametrize("cut", ["#", "/", "?", "@h2#"])
-def test_a_redis_password_holding_a_url_delimiter_is_refused_without_quoting_any_of_it(cut):
-    """``redis://:S3cretStart#rest@10.1.2.3:6380/3``: the URL's host part ended at the '#', the
-    password's start was read as the port, and the error quoted it ("Port could not be cast to
-    integer value as 'S3cretStart'"); after an '@' in it, the host became part of the password
-    (a client connected there, and its errors name the host)."""
-    password = f"S3cretStart{cut}Rest0fIt"
+def test_a_redis_password_from_a_variable_holding_a_url_delimiter_is_refused_unquoted(cut):
+    """A ``${VAR}`` is written as it is (its value may be encoded already): a '/', '?' or '#' in
+    its password ended the host part, and the URL parser's error quoted the password's start
+    ("Port could not be cast to integer value as 'S3cretStart'")."""
     with pytest.raises(TopologyError) as err:
         load_text(
-            REDIS.format(url="redis://:${ssm:/p}@10.1.2.3:6380/3"),
+            REDIS.format(url="redis://:${PW}@10.1.2.3:6380/3"),
             file="t.yaml",
-            env={},
-            secrets=lambda ref: password,
+            env={"PW": f"S3cretStart{cut}Rest0fIt"},
         )
     [problem] = err.value.problems
     assert (problem.line, problem.path) == (4, "resources.state.url")
@@ -391,3 +450,35 @@ def test_an_ssm_reference_to_a_secret_or_a_public_parameter_is_granted_what_aws_
 
     perms = iam.reference_permissions([SecretRef("ssm", name)])
     assert {(a, p.resource) for p in perms for a in p.actions} == granted
+
+
+def test_a_run_authenticates_to_redis_with_a_generated_password_full_of_url_delimiters(
+    aws, tmp_path
+):
+    """Redis with ``requirepass`` (it checks the password), whose password — as Secrets Manager
+    generates one — holds '%41', '#', '/', '?', '@' and ':': a debug run connects with it and
+    shows none of it."""
+    import json
+    import uuid
+
+    from tests.private_redis import private_redis_server
+    from tests.topology.test_secret_references import cli_env, run_cli
+
+    password, t = f"Rd%41#{uuid.uuid4().hex[:8]}/?@:x", f"t{uuid.uuid4().hex[:10]}"
+    aws.client("secretsmanager").create_secret(
+        Name=f"{t}/redis", SecretString=json.dumps({"password": password})
+    )
+    with private_redis_server(tmp_path, "--requirepass", password) as port:
+        (tmp_path / "t.yaml").write_text(f"""
+name: secrets-{t}
+resources:
+  state: {{url: "redis://:${{secretsmanager:{t}/redis#password}}@127.0.0.1:{port}/0"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts: [{{id: decode, type: json}}, {{id: sub, type: subscription, store: state}}]
+sinks: [{{id: out, type: stdout}}]
+""")
+        result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=cli_env(aws.endpoint))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert password.split("#")[1].split("/")[0] not in output
