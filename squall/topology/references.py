@@ -65,6 +65,12 @@ def parse(service: str, body: str) -> SecretRef:
     name, hash_, key = body.partition("#")
     if not name:
         raise ValueError(f"'${{{service}:…}}' names no {_what(service)}")
+    if "${" in body:  # `${ssm:/pistats/${STAGE}/db}`: the name ended at the variable's '}'
+        raise ValueError(
+            f"'${{{service}:…}}': a {_what(service)} name holds no ${{VAR}} (a reference is read as "
+            "written, once, and granted by that name): write the name itself, e.g. one topology "
+            "file per stage"
+        )
     if not _NAME.fullmatch(name):
         raise ValueError(
             f"'${{{service}:…}}': a {_what(service)} name holds only letters, digits and "

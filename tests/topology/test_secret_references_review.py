@@ -482,3 +482,14 @@ sinks: [{{id: out, type: stdout}}]
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert password.split("#")[1].split("/")[0] not in output
+
+
+def test_a_variable_inside_a_reference_name_is_said_so():
+    """``${ssm:/pistats/${STAGE}/db}`` (the first thing a team with stages writes) was refused as
+    a name holding a character it may not: the name had ended at the variable's '}'."""
+    text = MEMORY.replace("${ssm:/t}", "${ssm:/pistats/${STAGE}/db}")
+    with pytest.raises(TopologyError) as err:
+        load_text(text, file="t.yaml", env={"STAGE": "prod"}, secrets=lambda ref: "v")
+    [problem] = err.value.problems
+    assert (problem.line, problem.path) == (5, "sinks[0].name")
+    assert "a parameter name holds no ${VAR}" in problem.message
