@@ -246,6 +246,7 @@ def client(
     endpoint_url: str | None,
     botocore_retries: int = 3,
     read_timeout: float = 30.0,
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Any:
     """A boto3 client. ``botocore_retries`` is the total attempts botocore makes per call (1: none)."""
     import boto3
@@ -253,7 +254,7 @@ def client(
 
     config = Config(
         retries={"mode": "standard", "total_max_attempts": botocore_retries},
-        connect_timeout=CONNECT_TIMEOUT,
+        connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=20,
     )

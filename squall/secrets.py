@@ -47,6 +47,11 @@ _UNDECRYPTABLE = frozenset(
     {"DecryptionFailure", "InvalidKeyId", "KMSDisabledException", "KMSInvalidStateException"}
 )
 _SERVICE_NAMES = {"ssm": "SSM Parameter Store", "secretsmanager": "Secrets Manager"}
+#: Seconds per attempt (botocore's 3) to connect and to read an answer (a parameter or a secret
+#: answers in tens of milliseconds): with the clients' defaults (5 s, 30 s) an endpoint that
+#: accepted and never answered held a read 90 s, and one with no route 15 s — past Lambda's
+#: 10 s init, whose timeout then showed instead of the located message.
+CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 2.0
 
 
 def arn_region(name: str) -> str | None:
@@ -62,7 +67,13 @@ class AwsSecrets:
 
     def __init__(self, client: Callable[[str, str | None], Any] | None = None):
         self._client = client or (
-            lambda service, region: aws.client(service, region=region, endpoint_url=None)
+            lambda service, region: aws.client(
+                service,
+                region=region,
+                endpoint_url=None,
+                read_timeout=READ_TIMEOUT,
+                connect_timeout=CONNECT_TIMEOUT,
+            )
         )
         self._raw: dict[tuple[str, str], str] = {}  # a Plain one: an SSM String parameter
         #: One client per service and region: each made its own connection pool, so each

@@ -493,3 +493,22 @@ def test_a_variable_inside_a_reference_name_is_said_so():
     [problem] = err.value.problems
     assert (problem.line, problem.path) == (5, "sinks[0].name")
     assert "a parameter name holds no ${VAR}" in problem.message
+
+
+def test_a_read_waits_seconds_not_the_clients_30s_read_and_5s_connect_timeouts(aws):
+    """With squall's client defaults (3 attempts of a 5 s connect and a 30 s read) an endpoint
+    that accepted and never answered held the read 90 s (measured: 90.4 s; now 6.3 s), one with
+    no route 15 s: past Lambda's 10 s init, whose timeout showed instead of the located error."""
+    import uuid
+
+    from squall.secrets import AwsSecrets
+    from squall.topology.references import SecretRef
+
+    name = f"/t{uuid.uuid4().hex[:10]}"
+    aws.client("ssm").put_parameter(Name=name, Value="v-1", Type="String")
+    source = AwsSecrets()
+    assert source(SecretRef("ssm", name)) == "v-1"
+    [made] = source._clients.values()
+    config = made.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (2.0, 2.0)
+    assert config.retries["total_max_attempts"] == 3  # a throttled burst is still retried
