@@ -26,13 +26,20 @@ MAX_ID_LENGTH = 128
 
 
 def _header_value(value: SecretStr) -> SecretStr:
-    """A header value with a line break or another control character: every request would be
-    refused by the HTTP client (``Illegal header value``), each batch failing again; often a
-    secret stored with its trailing newline. Said at load, without the value."""
-    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in value.get_secret_value()):
+    """A header value with a line break or another control character, or a space or tab at
+    either end: every request would be refused by the HTTP client (h11's ``Illegal header
+    value``), each batch failing again; often a secret stored with its trailing newline or a
+    pasted space. Said at load, without the value."""
+    text = value.get_secret_value()
+    if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
         raise ValueError(
             "the header value holds a line break or another control character (a secret or "
             "variable stored with its trailing newline?): remove it"
+        )
+    if text != text.strip(" \t"):
+        raise ValueError(
+            "the header value begins or ends with a space or tab, which HTTP refuses (a secret "
+            "or variable stored with a pasted space?): remove it"
         )
     return value
 
