@@ -462,8 +462,9 @@ def test_an_ssm_reference_to_a_secret_or_a_public_parameter_is_granted_what_aws_
     assert {(a, p.resource) for p in perms for a in p.actions} == granted
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_run_authenticates_to_redis_with_a_generated_password_full_of_url_delimiters(
-    aws, tmp_path
+    aws, tmp_path, log_format
 ):
     """Redis with ``requirepass`` (it checks the password), whose password — as Secrets Manager
     generates one — holds '%41', '#', '/', '?', '@' and ':': a debug run connects with it and
@@ -488,9 +489,11 @@ settings: {{retry: {{attempts: 1}}}}
 bolts: [{{id: decode, type: json}}, {{id: sub, type: subscription, store: state}}]
 sinks: [{{id: out, type: stdout}}]
 """)
-        result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=cli_env(aws.endpoint))
+        env = {**cli_env(aws.endpoint), "SQUALL_LOG_FORMAT": log_format}
+        result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=env)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
+    assert "DEBUG" in output or '"debug"' in output.lower()  # botocore's answers were logged
     assert password.split("#")[1].split("/")[0] not in output
 
 
