@@ -634,7 +634,7 @@ class Engine:
             stats.received += len(events)
             if events:
                 given.append((node, kept := events[:]))  # a copy: the bolt may empty its list
-            out = self._run_bolt(node, events) if events else Output(node.id)
+            out = self._run_bolt(node, events, kept) if events else Output(node.id)
             if end is not None:
                 self._flush(node, out, end)
             # Fewer events out than in: a record may be lost here (or a record's events merged).
@@ -946,13 +946,15 @@ class Engine:
 
     # -- bolts and sinks, with poison isolation ------------------------------------------------
 
-    def _run_bolt(self, node: Node, events: list[Event]) -> Output:
+    def _run_bolt(self, node: Node, events: list[Event], kept: list[Event]) -> Output:
+        """The bolt's output for ``events``; ``kept``, a copy of them, is what a retry and the
+        isolation of a poison record call it with again: the bolt may have emptied its list."""
         comp = self.components[node.index]
         try:
-            return self._call(node.id, self.stats[node.index], comp.process, events)  # type: ignore[union-attr]
+            return self._call(node.id, self.stats[node.index], _anew(comp.process, events, kept))  # type: ignore[union-attr]
         except _RecordFault as fault:
             out = Output(node.id)
-            self._bisect_bolt(node, comp.process, events, fault, out)  # type: ignore[union-attr]
+            self._bisect_bolt(node, comp.process, kept, fault, out)  # type: ignore[union-attr]
             return out
 
     def _flush(self, node: Node, out: Output, end: Event) -> None:
@@ -981,7 +983,7 @@ class Engine:
         mid = len(events) // 2
         for part in (events[:mid], events[mid:]):
             try:
-                got: Output = self._call(node.id, self.stats[node.index], fn, part)
+                got: Output = self._call(node.id, self.stats[node.index], _anew(fn, part[:], part))
             except _RecordFault as inner:
                 self._bisect_bolt(node, fn, part, inner, out)
                 continue
@@ -1587,6 +1589,19 @@ def _asked_wait(retry_after: float | None) -> float:
     if not isinstance(retry_after, int | float) or retry_after != retry_after:
         return 0.0
     return float(min(max(0.0, retry_after), MAX_RETRY_AFTER))  # an int beyond a float's: cut first
+
+
+def _anew(
+    fn: Callable[[list[Event]], Any], first: list[Event], kept: list[Event]
+) -> Callable[[], Any]:
+    """``fn`` called with ``first``, then (a retry) with a new copy of ``kept`` each time: a bolt
+    may empty or reorder the list it is given before it raises."""
+    given = [first]
+
+    def call() -> Any:
+        return fn(given.pop() if given else kept[:])
+
+    return call
 
 
 def _always(event: Event) -> bool:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from squall.bolts.base import Bolt, Output
+from squall.errors import TransientError
 from squall.event import Event, Record, RecordMeta
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
@@ -442,3 +443,48 @@ sinks:
     assert result.exit_code == 0, result.output
     assert "committed 1" in result.output
     assert sorted(ev.value["i"] for ev in store(tag, "out")) == [0, 1, 2]
+
+
+class PopThenRaise(Bolt):
+    """Reads its batch by emptying the list (``pop``) and raises on an event with ``"bad"``
+    (``"transient"``: a dependency down, the first call of the process only)."""
+
+    calls = 0
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        while batch:
+            ev = batch.pop(0)
+            if ev.value.get("bad"):
+                raise ValueError("bad record")
+            if ev.value.get("transient") and PopThenRaise.calls == 0:
+                PopThenRaise.calls += 1
+                raise TransientError("enrich: store down")
+            out.emit(ev)
+        return out
+
+
+def test_a_poison_record_of_a_bolt_that_emptied_its_list_is_isolated_not_the_batch_lost(tag):
+    bolts = f"  - {{id: enrich, type: '{HERE}:PopThenRaise'}}\n"
+    payloads = [{"i": i, "bad": i == 2} for i in range(6)]
+    run = run_topology(chain(tag, bolts), records_from(payloads), batch_size=6)
+    # was: the bisection halved the emptied list: 0, 1 and 2 dead-lettered as lost by the bolt
+    assert [ev.value["i"] for ev in store(tag, "out")] == [0, 1, 3, 4, 5]
+    [dead] = store(tag, "dlq")
+    assert (dead.value["i"], dead.failure.component) == (2, "enrich")
+    assert "bad record" in dead.failure.reason
+    enrich = next(s for s in run.engine.stats if s.id == "enrich")
+    assert (enrich.received, enrich.emitted, enrich.dead_lettered) == (6, 5, 1)
+
+
+def test_a_bolt_that_emptied_its_list_before_a_transient_error_is_retried_on_the_whole_batch(tag):
+    PopThenRaise.calls = 0
+    bolts = f"  - {{id: enrich, type: '{HERE}:PopThenRaise'}}\n"
+    payloads = [{"i": i, "transient": i == 3} for i in range(6)]
+    run = run_topology(
+        chain(tag, bolts), records_from(payloads), batch_size=6, sleep=lambda s: None
+    )
+    # was: the retry was given the emptied list's rest: 0, 1, 2 and 3 dead-lettered as lost
+    assert [ev.value["i"] for ev in store(tag, "out")] == list(range(6))
+    assert store(tag, "dlq") == []
+    assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED] * 6
