@@ -25,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,690 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,740 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -130,16 +130,19 @@ _POISON_LOGGED = 4096
 _POISON_WARNED = 10
 #: What a record isolated from its batch is logged as (``Engine._warn_once``): a poison record
 #: (it fails alone in a component) or a record a bolt lost (no event of it went on).
-_POISON, _LOST = 0, 1
+_POISON, _LOST, _LOST_IN_SINK = 0, 1, 2
 _ONE_BY_ONE = (
     "%s: record %s (%s seq %s) fails alone, isolated from its batch: %s",
     "%s: record %s (%s seq %s) lost by the bolt, isolated from its batch: %s",
+    "%s: record %s (%s seq %s) lost by the sink's prepare, isolated from its batch: %s",
 )
 _MORE = (
     "%s: %d more record(s) of the batch fail alone, isolated from it (not logged one by one; "
     "each has its failure reason, in its dead letter if any)",
     "%s: %d more record(s) of the batch lost by the bolt, isolated from it (not logged one by "
     "one; each has its failure reason, in its dead letter if any)",
+    "%s: %d more record(s) of the batch lost by the sink's prepare, isolated from it (not "
+    "logged one by one; each has its failure reason, in its dead letter if any)",
 )
 #: Errors that are the batch's, never a record's: the call is not split.
 _FATAL = (SinkError, TopologyError)
@@ -1042,10 +1045,33 @@ class Engine:
     def _prepare(self, node: Node, events: list[Event]) -> Prepared:
         comp = self.components[node.index]
         try:
-            return self._call(node.id, self.stats[node.index], comp.prepare, events)  # type: ignore[union-attr]
+            p = self._call(node.id, self.stats[node.index], comp.prepare, events)  # type: ignore[union-attr]
         except _RecordFault as fault:
             bad = self._find_poison(node, comp.prepare, events, fault)  # type: ignore[union-attr]
             return self._reprepare(node, events, bad)
+        if len(p.events) + len(p.rejected) < len(events):
+            self._lost_in_sink(node, events, p)
+        return p
+
+    def _lost_in_sink(self, node: Node, events: list[Event], p: Prepared) -> None:
+        """A sink's ``prepare`` returned fewer events than it was given (a custom sink's bug):
+        the records none of whose events it returned, to write or rejected, are lost there —
+        rejected naming the sink (dead-lettered, counted as its rejects), as a bolt's loss. They
+        failed as "no outcome" on every delivery, for ever; written ahead of them, the records
+        after them were not held. A sink that merges a record's events into fewer loses none."""
+        went_on = {ev.origin for ev in p.events}
+        went_on.update([ev.origin for ev in p.rejected])
+        for ev in events:
+            if ev.origin not in went_on:
+                went_on.add(ev.origin)  # one dead letter a record
+                if ev.failure is not None:
+                    ev = ev.fork()
+                ev.failure = Failure(
+                    ENGINE,
+                    f"no outcome: sink '{node.id}' prepared it neither to write nor to reject",
+                )
+                self._warn_once(node, ev, _LOST_IN_SINK, ev.failure.reason)
+                p.rejected.append(ev)
 
     def _reprepare(self, node: Node, events: list[Event], bad: list[Event]) -> Prepared:
         """``prepare`` again without the poison events, which become rejects (dead letters)."""
@@ -1055,6 +1081,8 @@ class Engine:
         if rest:
             comp = self.components[node.index]
             p = self._call(node.id, self.stats[node.index], comp.prepare, rest, isolate=False)  # type: ignore[union-attr]
+            if len(p.events) + len(p.rejected) < len(rest):
+                self._lost_in_sink(node, rest, p)
         p.rejected.extend(bad)
         return p
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from squall.bolts.base import Bolt, Output
 from squall.errors import TransientError
 from squall.event import Event, Record, RecordMeta
+from squall.sinks.base import Prepared
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
 
@@ -488,3 +489,42 @@ def test_a_bolt_that_emptied_its_list_before_a_transient_error_is_retried_on_the
     assert [ev.value["i"] for ev in store(tag, "out")] == list(range(6))
     assert store(tag, "dlq") == []
     assert [o.outcome for o in run.results[0].records] == [Outcome.COMMITTED] * 6
+
+
+class Skipping(MemorySink):
+    """A user's sink with a bug: its ``prepare`` leaves out an event with ``"skip": true`` (not
+    to write, not rejected)."""
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        return Prepared([ev for ev in events if not ev.value.get("skip")])
+
+
+def sink_lost_reason(sink: str) -> str:
+    return f"no outcome: sink '{sink}' prepared it neither to write nor to reject"
+
+
+@pytest.mark.parametrize("dead_letter", [True, False])
+def test_a_record_a_sinks_prepare_lost_is_dead_lettered_naming_the_sink(tag, dead_letter):
+    text = chain(tag, "", dead_letter=dead_letter).replace(
+        "'squall.testing:MemorySink'", f"'{HERE}:Skipping'"
+    )
+    payloads = [{"i": i, "skip": i == 2} for i in range(5)]
+    run = run_topology(text, records_from(payloads), batch_size=5)
+    assert [ev.value["i"] for ev in store(tag, "out")] == ([0, 1, 3, 4] if dead_letter else [0, 1])
+    [result] = run.results
+    # was: failed as "engine: no outcome: a bolt lost the event" (no bolt lost it), for ever
+    assert result.records[2].reason == sink_lost_reason("out")
+    out = next(s for s in run.engine.stats if s.id == "out")
+    if dead_letter:
+        [dead] = store(tag, "dlq")
+        assert (dead.value["i"], dead.failure.component) == (2, "engine")
+        assert [o.outcome for o in result.records] == [Outcome.COMMITTED] * 2 + [
+            Outcome.DEAD_LETTERED
+        ] + [Outcome.COMMITTED] * 2
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "5"
+        assert (out.received, out.emitted, out.dead_lettered) == (5, 4, 1)
+    else:
+        assert [o.outcome for o in result.records] == [Outcome.COMMITTED] * 2 + [Outcome.FAILED] + [
+            Outcome.HELD
+        ] * 2
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
