@@ -528,3 +528,5 @@ def test_a_record_a_sinks_prepare_lost_is_dead_lettered_naming_the_sink(tag, dea
             Outcome.HELD
         ] * 2
         assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
+        # the held ones count when they come again: in = out + dead + failed
+        assert (out.received, out.emitted, out.dead_lettered, out.failed) == (3, 2, 0, 1)
