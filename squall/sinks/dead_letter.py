@@ -23,10 +23,10 @@ writes the older dead letters of its input again on a second run.
 A failed fsync of the file is final for the process (PostgreSQL's "fsyncgate": the kernel may
 drop the pages it could not write and reports the failure once, so an fsync tried again answers
 success): the batch fails naming the file, every later write is refused, and the index is marked
-so that the next start takes no key from the lines after the last fsync that succeeded — their
-dead letters are written again (``_fsync``).
+so that no later start (of any process) takes a key from the lines after the last fsync that
+succeeded — their dead letters are written again (``_fsync``).
 
-Size (~450 lines): one sink and the rules above (memory, index, lock, torn lines, rotation,
+Size (~460 lines): one sink and the rules above (memory, index, lock, torn lines, rotation,
 fsync failure), each a few lines where the write needs it; the index is its own module.
 """
 
@@ -157,11 +157,9 @@ class DeadLetterSink(Sink):
         # index, wrote to such a path; the index's open refused to start where a user may not
         # create files in /dev, and root's left /dev/null.index
         self._regular = stat.S_ISREG(st.st_mode)
-        if self._regular:
-            for line in tail_lines(self.path, self.config.remember):
-                key = line_key(line)
-                if key is not None:  # else a torn last line after a crash: the replay rewrites it
-                    self._seen[key] = None
+        # Read before the index's open fsyncs the file: its keys count as written once that
+        # fsync succeeded (the lines of a process killed before its own fsync too).
+        tail = tail_entries(self.path, self.config.remember) if self._regular else []
         indexed = self.config.index and self._regular
         self._mend()
         if self.config.fsync and self._regular and not indexed:  # the index's open fsyncs it
@@ -174,7 +172,6 @@ class DeadLetterSink(Sink):
                     self.path, self._fh.fileno(), fsync=self.config.fsync, sync_file=self._fsync
                 )
                 self._index.open()
-                self._forget(self._index.distrusted)
             except sqlite3.Error as exc:
                 if not dead_letter_index.cannot_create(exc):
                     raise SinkError(f"{self.id}: dead-letter index of {self.path}: {exc}") from None
@@ -185,6 +182,14 @@ class DeadLetterSink(Sink):
                     "files (6 December's squall, without an index, needed the file alone); or "
                     "set `index: false` (then only the last `remember` dead letters are recognised)"
                 ) from None
+        # Not from the lines a failed fsync may have left off the disk (the index's ``skips``).
+        skips = self._index.skips if self._index is not None else ()
+        for at, line in tail:
+            if skips and any(a <= at < b for a, b in skips):
+                continue
+            key = line_key(line)
+            if key is not None:  # else a torn last line after a crash: the replay rewrites it
+                self._seen[key] = None
 
     def _mend(self) -> None:
         """Start the next line on a line of its own after a torn last line (a crash, a write
@@ -379,8 +384,8 @@ class DeadLetterSink(Sink):
         fsync tried again — the engine's retry, the next batch finding the same lines in the page
         cache — answers success for lines that are not on disk. The batch fails naming the file
         and the cause, every later write is refused (``write_batch``), no key read since is
-        committed to the index (``close``), and the index is marked so that the next start takes
-        no key from the lines after the last fsync that succeeded: their dead letters are
+        committed to the index (``close``), and the index is marked so that no later start takes
+        a key from the lines after the last fsync that succeeded: their dead letters are
         written again (twice in the file at worst; never lost)."""
         fd = self._fh.fileno()
         if self._failed is None:
@@ -402,12 +407,6 @@ class DeadLetterSink(Sink):
             f"{self.id}: {self._failed}; the batch is not checkpointed and this process writes "
             "no more dead letters to it"
         )
-
-    def _forget(self, digests: set[bytes]) -> None:
-        """Drop from memory the keys of lines a failed fsync may have left off the disk."""
-        if digests:
-            for key in [k for k in self._seen if digest(k) in digests]:
-                del self._seen[key]
 
     def close(self) -> None:
         index = getattr(self, "_index", None)
@@ -435,6 +434,11 @@ def tail_lines(path, count: int, block: int = TAIL_BLOCK) -> list[bytes]:
     Only the blocks holding them are read: opening a sink in front of a large file costs what
     ``count`` lines cost, not the file.
     """
+    return [line for _, line in tail_entries(path, count, block)]
+
+
+def tail_entries(path, count: int, block: int = TAIL_BLOCK) -> list[tuple[int, bytes]]:
+    """``tail_lines``, each line with the offset it starts at."""
     with open(path, "rb") as fh:
         end = fh.seek(0, os.SEEK_END)
         chunks: list[bytes] = []
@@ -446,7 +450,12 @@ def tail_lines(path, count: int, block: int = TAIL_BLOCK) -> list[bytes]:
             chunk = fh.read(size)
             chunks.append(chunk)
             newlines += chunk.count(b"\n")
-    lines = b"".join(reversed(chunks)).splitlines()
+    lines, at = [], pos
+    for line in b"".join(reversed(chunks)).split(b"\n"):
+        lines.append((at, line))
+        at += len(line) + 1
+    if lines and not lines[-1][1]:
+        lines.pop()  # the file ends with a newline: no line after it
     if pos > 0:
         lines = lines[1:]  # began mid-line
     return lines[-count:] if count else []

@@ -32,10 +32,11 @@ noticed by each at its next look-up or commit (shorter than it read, or other fi
 keys and offset in memory are dropped, never committed into the index of the file as it is now.
 The index names the file it is of (device and inode): a process still on a file rotated away
 (renamed) commits nothing into the index of the new file at the path.
-A failed fsync of the file marks the index (``distrust``): the next open takes no key from the
-lines after the last fsync that succeeded, so their dead letters are written again.
+A failed fsync of the file marks the index (``distrust``): no open takes a key from the lines
+after the last fsync that succeeded (a range kept as long as the file: ``skips``), so their dead
+letters are written again.
 
-Size (~490 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
+Size (~510 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
 a failed fsync), each needing the offset and head bookkeeping of the others.
 """
 
@@ -121,6 +122,12 @@ def line_key(line: bytes) -> Key | None:
         return None
 
 
+def _ranges(meta: dict) -> list[tuple[int, int]]:
+    """The ranges a failed fsync's marks left in the index (``KeyIndex.skips``)."""
+    text = meta.get("distrusted")
+    return [(int(a), int(b)) for a, b in orjson.loads(text)] if text else []
+
+
 def index_path(path: Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
@@ -166,10 +173,9 @@ class KeyIndex:
         self.fsync = fsync
         #: How the file is fsynced (the sink's: a failure is final for its process).
         self.sync_file = sync_file or (lambda: os.fsync(fd))
-        #: Digests of the lines the open took no key from: after a failed fsync (``distrust``).
-        self.distrusted: set[bytes] = set()
-        #: The bytes ``[start, end)`` of the file whose lines the open takes no key from.
-        self._skip: tuple[int, int] | None = None
+        #: The byte ranges ``[start, end)`` of the file whose lines no key is taken from: what a
+        #: failed fsync may have left off the disk (``distrust``), for as long as the file lasts.
+        self.skips: list[tuple[int, int]] = []
         #: The offset the index holds as far as this process knows: the file is on disk up to it
         #: (committed after an fsync).
         self.committed = 0
@@ -228,6 +234,10 @@ class KeyIndex:
         self.known_to = self.head_len = 0
         self.head = self._head(0)
         self.db = self._open_retrying()
+        if self.skips:  # derived from the file too, but not from what it holds: kept
+            with self._transaction():
+                self._set(offset=0, version=VERSION, head_len=0, head=self.head)
+                self._set(distrusted=orjson.dumps(self.skips).decode())
         self.open()
 
     def _open_db(self) -> sqlite3.Connection:
@@ -293,15 +303,7 @@ class KeyIndex:
             self.head = meta["head"] if same else self._head(0)
             if meta.get("file") != self._file_id():
                 self._set(file=self._file_id())
-            distrusted = self._distrusted(meta, size)
-            if distrusted:
-                self.db.executemany(
-                    "DELETE FROM dead_letter_keys WHERE k = ?", ((d,) for d in distrusted)
-                )
-                self.distrusted |= distrusted
-                self._skip = (meta["distrust"], size)  # the mark is let go past it (commit)
-            else:
-                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+            self._take_marks(meta, size)
         self.known_to = self.committed = offset
         self.read_len = 0
         self._note_head()
@@ -351,40 +353,57 @@ class KeyIndex:
             meta = self._meta()
             if self._same(meta, size):
                 offset, head_len, head = meta["offset"], meta["head_len"], meta["head"]
-            else:  # (a failed fsync's mark was of what the file held: let go too)
+                self.skips = _ranges(meta)
+            else:  # (a failed fsync's marks were of what the file held: let go too)
                 self.db.execute("DELETE FROM dead_letter_keys")
-                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+                self.db.execute(
+                    "DELETE FROM dead_letter_index WHERE name IN ('distrust', 'distrusted')"
+                )
                 offset, head_len, head = 0, 0, self._head(0)
                 self._set(offset=offset, head_len=head_len, head=head)
-                self._skip = None
+                self.skips = []
         self.pending.clear()
         self.known_to = self.committed = offset
         self.head_len, self.head = head_len, head
         self.read_len = 0
         self._note_head()
 
-    def _distrusted(self, meta: dict, size: int) -> set[bytes]:
-        """Digests of the lines from the offset a failed fsync marked (``distrust``) to the end
-        (still in the page cache, maybe not on disk): their keys are not taken, so their dead
-        letters are written again."""
-        start = meta.get("distrust")
+    def _take_marks(self, meta: dict, size: int) -> None:
+        """The ranges of the file whose lines no key is taken from (``skips``), inside the open's
+        transaction. A failed fsync's mark (``distrust``: from an offset on, maybe not on disk)
+        becomes the range from it to the file's end now: those keys are deleted from the index
+        and the range is kept as long as the file (``distrusted``). Let go at the first open, it
+        left a start that stopped before writing those dead letters again (killed, a dependency
+        down), or another process sharing the file opening first, and every later start, trusting
+        the lines in the file's tail: the records' dead letters never written again."""
         head_len = meta.get("head_len", 0)
-        if start is None or start >= size or meta.get("head") != self._head(min(head_len, size)):
-            return set()  # nothing after it, or another file: indexed again from its start
-        log.warning(
-            "%s: an fsync of it failed after offset %d: the %d bytes from there are not taken "
-            "as dead letters on disk; those records' dead letters are written again",
-            self.data,
-            start,
-            size - start,
-        )
-        data = os.pread(self.fd, size - start, start)
-        keys = (line_key(line) for line in data.split(b"\n"))
-        return {digest(k) for k in keys if k is not None}
+        ours = meta.get("head") == self._head(min(head_len, size))  # else another file's marks
+        skips = [(a, min(b, size)) for a, b in _ranges(meta) if a < size] if ours else []
+        start = meta.get("distrust")
+        if ours and start is not None and start < size:
+            log.warning(
+                "%s: an fsync of it failed after offset %d: the %d bytes from there are not taken "
+                "as dead letters on disk; those records' dead letters are written again",
+                self.data,
+                start,
+                size - start,
+            )
+            data = os.pread(self.fd, size - start, start)
+            keys = (line_key(line) for line in data.split(b"\n"))
+            self.db.executemany(
+                "DELETE FROM dead_letter_keys WHERE k = ?", ((digest(k),) for k in keys if k)
+            )
+            skips.append((start, size))
+        self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
+        if skips:
+            self._set(distrusted=orjson.dumps(skips).decode())
+        elif "distrusted" in meta:
+            self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrusted'")
+        self.skips = skips
 
     def distrust(self, start: int) -> None:
         """Mark the file's bytes from ``start`` on as maybe not on disk (an fsync failed): the
-        next open takes no key from them (``_distrusted``)."""
+        next open takes no key from them, nor does any open after it (``_take_marks``)."""
         self.pending.clear()
         with self._transaction():
             current = self._meta().get("distrust")
@@ -413,10 +432,11 @@ class KeyIndex:
         """Keys of the complete lines in ``[start, stop)`` into ``pending``; where they end."""
         data = os.pread(self.fd, stop - start, start)
         cut = data.rfind(b"\n") + 1
-        body, skip = data[:cut], self._skip
-        if skip is not None and start < skip[1] and skip[0] < start + cut:  # (rare: a slice)
-            lo, hi = max(skip[0] - start, 0), min(skip[1] - start, cut)
-            body = body[:lo] + b"\n" + body[hi:]
+        body = data[:cut]
+        for a, b in reversed(self.skips):  # (rare: a slice per range, from the last)
+            if start < b and a < start + cut:
+                lo, hi = max(a - start, 0), min(b - start, cut)
+                body = body[:lo] + b"\n" + body[hi:]
         keys = (line_key(line) for line in body.split(b"\n"))
         self.pending.update(digest(k) for k in keys if k is not None)
         return start + cut
@@ -473,9 +493,6 @@ class KeyIndex:
             if self.known_to > offset:
                 self._set(offset=self.known_to)
             self.committed = max(offset, self.known_to)
-            if self._skip is not None and self.known_to >= self._skip[1]:
-                self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
-                self._skip = None
             head_len = min(self.known_to, HEAD)
             if head_len > self.head_len:
                 self.head_len, self.head = head_len, self._head(head_len)

@@ -103,3 +103,39 @@ def test_a_failed_fsync_fails_the_batch_naming_the_file_and_every_later_write_is
         assert restart.process(bad(0, 5)).ok
         restart.close()
         assert sorted(readable_records(f)) == sorted(expected)
+
+
+@pytest.mark.parametrize("opened_by", ["the same process", "another process"])
+def test_the_lines_after_a_failed_fsync_stay_distrusted_until_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened_by: str
+):
+    """The mark of a failed fsync was let go by the first open after it, though no dead letter
+    had been written again yet: a start that stopped before its batch was written (killed, or a
+    dependency down), or another process sharing the file (the KCL's, one per shard) opening
+    first, left the next start trusting the lines in its tail — the records' dead letters never
+    written again, though their lines may never reach the disk. It lasts as long as the file."""
+    f = tmp_path / "dlq.jsonl"
+    e = engine(tmp_path, remember=100, name=f"keep-{opened_by}", fsync=True)
+    assert e.process(bad(0, 2)).ok
+    durable = f.stat().st_size
+    failing_fsync(monkeypatch, dlq(e)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        e.process(bad(2, 3))
+    e.close()
+    monkeypatch.undo()
+    unsynced = [json.loads(line)["record"] for line in f.read_bytes()[durable:].splitlines()]
+    assert unsynced
+    # A start that writes nothing: its open reads the mark (and, before, let it go).
+    first = engine(tmp_path, remember=100, name=f"keep-{opened_by}-first", fsync=True)
+    if opened_by == "another process":
+        assert first.process(bad(100, 1)).ok  # its own records only
+    first.close()
+    expected = [f"not json {i}" for i in range(5)] + unsynced
+    if opened_by == "another process":
+        expected.append("not json 100")
+    for run in range(2):  # the replay from the last checkpoint; then again: nothing more
+        restart = engine(tmp_path, remember=100, name=f"keep-{opened_by}-{run}", fsync=True)
+        assert restart.process(bad(0, 5)).ok
+        restart.close()
+        # was: the unsynced lines' dead letters not written again (trusted from the tail)
+        assert sorted(readable_records(f)) == sorted(expected)
