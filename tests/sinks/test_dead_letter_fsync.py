@@ -139,3 +139,30 @@ def test_the_lines_after_a_failed_fsync_stay_distrusted_until_written_again(
         restart.close()
         # was: the unsynced lines' dead letters not written again (trusted from the tail)
         assert sorted(readable_records(f)) == sorted(expected)
+
+
+def test_the_distrusted_range_is_kept_when_a_damaged_index_is_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An index a lookup finds damaged is built again from the file: the range a failed fsync
+    left is not in what the file holds, so it is carried over."""
+    f = tmp_path / "dlq.jsonl"
+    e = engine(tmp_path, remember=100, name="rebuild", fsync=True)
+    assert e.process(bad(0, 2)).ok
+    failing_fsync(monkeypatch, dlq(e)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        e.process(bad(2, 3))
+    e.close()
+    monkeypatch.undo()
+    unsynced = readable_records(f)[2:]
+    first = engine(tmp_path, remember=100, name="rebuild-first", fsync=True)
+    index = dlq(first)._index
+    skips = list(index.skips)
+    assert skips
+    index.rebuild(RuntimeError("database disk image is malformed"))
+    assert index.skips == skips
+    first.close()
+    restart = engine(tmp_path, remember=100, name="rebuild-restart", fsync=True)
+    assert restart.process(bad(0, 5)).ok
+    restart.close()
+    assert sorted(readable_records(f)) == sorted([f"not json {i}" for i in range(5)] + unsynced)
