@@ -732,7 +732,7 @@ class Engine:
                 )
         if not holding:
             self._held = {}
-        return BatchResult(units, codes, ledger.failed, checkpoint)
+        return BatchResult(units, codes, ledger.failed, checkpoint, ledger.dead_failures)
 
     def _dead_letter_lost(
         self,
@@ -1432,6 +1432,11 @@ class Engine:
                 failure = ev.failure or Failure(node.id, "write failed")
                 ledger.failed.setdefault(ev.origin, dataclasses.replace(failure, retry=True))
         counts = ledger.dead if dead else ledger.committed
+        if dead:  # (dead letters only: the few)
+            reasons = ledger.dead_failures
+            for ev in events:
+                if ev.failure is not None and id(ev) not in failed_ids:
+                    reasons.setdefault(ev.origin, ev.failure)
         if failed_ids:
             for ev in events:
                 if id(ev) not in failed_ids:

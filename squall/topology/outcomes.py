@@ -63,7 +63,7 @@ class BatchResult:
     use, so runners that only need counts and the checkpoint do not pay for them.
     """
 
-    __slots__ = ("_units", "_codes", "_failures", "checkpoint", "_records")
+    __slots__ = ("_units", "_codes", "_failures", "checkpoint", "_records", "_dead")
 
     def __init__(
         self,
@@ -71,14 +71,22 @@ class BatchResult:
         codes: list[int],
         failures: dict[int, Failure],
         checkpoint: dict[str, Position],
+        dead: dict[int, Failure] | None = None,
     ):
         self._units, self._codes, self._failures = units, codes, failures
         self.checkpoint = checkpoint
+        #: Per dead-lettered record, its first dead letter's failure (``_Ledger.dead_failures``).
+        self._dead = dead or {}
         self._records: list[RecordOutcome] | None = None
 
     def _outcome(self, i: int) -> RecordOutcome:
         ev, code = self._units[i], self._codes[i]
-        f = self._failures.get(i) if code == _FAILED else (ev.failure if code == _DEAD else None)
+        if code == _FAILED:
+            f = self._failures.get(i)
+        elif code == _DEAD:  # its own failure, else its copy's (a bolt split it)
+            f = ev.failure or self._dead.get(i)
+        else:
+            f = None
         return RecordOutcome(
             i,
             ev.event_id,
@@ -160,6 +168,9 @@ class _Ledger:
     dead: list[int] = field(init=False)
     dropped: list[int] = field(init=False)
     failed: dict[int, Failure] = field(default_factory=dict)
+    #: Per dead-lettered record, the failure of its first dead letter: a record split by a bolt
+    #: is dead-lettered as a copy, its own event (its outcome's reason) without a failure.
+    dead_failures: dict[int, Failure] = field(default_factory=dict)
     #: Units kept from the sinks still to write: the failed ones and those after a failed record
     #: of their lineage (``Engine.redelivers``); all come again.
     held: frozenset[int] = frozenset()
@@ -179,5 +190,6 @@ class _Ledger:
             self.dropped,
         )
         other.failed = dict(self.failed)
+        other.dead_failures = self.dead_failures
         other.held, other.held_for = self.held, self.held_for
         return other

@@ -530,3 +530,24 @@ def test_a_record_a_sinks_prepare_lost_is_dead_lettered_naming_the_sink(tag, dea
         assert result.checkpoint["shardId-000000000000"].sequence_number == "2"
         # the held ones count when they come again: in = out + dead + failed
         assert (out.received, out.emitted, out.dead_lettered, out.failed) == (3, 2, 0, 1)
+
+
+@pytest.mark.parametrize("how", ["failed by a bolt", "left out by a sink's prepare"])
+def test_a_record_dead_lettered_as_a_copy_has_its_dead_letters_reason_in_its_outcome(tag, how):
+    """A record a bolt split, a part of which was failed (``Output.fail``) or left out by a
+    sink: its outcome read its own event's failure — none, the copy was dead-lettered — so it
+    was dead-lettered with no component nor reason (the Lambda producer answered `None: None`)."""
+    split = f"  - {{id: split, type: '{HERE}:Splitter'}}\n"
+    if how == "failed by a bolt":
+        text = chain(tag, split + ENRICH)
+        payloads = [{"i": 0}, {"i": 1, "fail": "bad part"}]
+        want = ("enrich", "bad part")
+    else:
+        text = chain(tag, split).replace("'squall.testing:MemorySink'", f"'{HERE}:Skipping'")
+        payloads = [{"i": 0}, {"i": 1, "skip": True}]
+        want = ("engine", sink_lost_reason("out"))
+    run = run_topology(text, records_from(payloads), batch_size=2)
+    first, second = run.results[0].records
+    assert first.outcome is Outcome.COMMITTED and first.reason is None
+    assert second.outcome is Outcome.DEAD_LETTERED
+    assert (second.component, second.reason) == want  # was: (None, None)
