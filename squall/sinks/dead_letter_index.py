@@ -128,6 +128,17 @@ def _ranges(meta: dict) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in orjson.loads(text)] if text else []
 
 
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges in order, overlapping ones joined (``_read_lines`` cuts them from the last)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
 def index_path(path: Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
@@ -393,7 +404,7 @@ class KeyIndex:
             self.db.executemany(
                 "DELETE FROM dead_letter_keys WHERE k = ?", ((digest(k),) for k in keys if k)
             )
-            skips.append((start, size))
+            skips = _merged([*skips, (start, size)])
         self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrust'")
         if skips:
             self._set(distrusted=orjson.dumps(skips).decode())

@@ -166,3 +166,43 @@ def test_the_distrusted_range_is_kept_when_a_damaged_index_is_built_again(
     assert restart.process(bad(0, 5)).ok
     restart.close()
     assert sorted(readable_records(f)) == sorted([f"not json {i}" for i in range(5)] + unsynced)
+
+
+def test_overlapping_distrusted_ranges_keep_the_lines_after_them_indexed(tmp_path: Path):
+    """Two failed fsyncs whose ranges overlap (a process opened before the first range was taken,
+    its last good fsync inside it): the ranges were cut from the file's lines one after the
+    other, the second cut reckoned on offsets the first had moved — lines written after both,
+    indexed again from the file (a damaged index built again), were cut out with them."""
+    from squall.sinks.dead_letter_index import KeyIndex, digest, line_key
+
+    f = tmp_path / "dlq.jsonl"
+    e = engine(tmp_path, remember=100, name="overlap", fsync=False)
+    assert e.process(bad(0, 10)).ok
+    e.close()
+    data = f.read_bytes()
+    starts = [0] + [i + 1 for i, c in enumerate(data) if c == ord("\n")][:-1]
+    fd = os.open(f, os.O_RDWR | os.O_APPEND)
+    try:
+        index = KeyIndex(f, fd, fsync=False)
+        index.open()
+        index.db.execute(
+            "INSERT INTO dead_letter_index (name, value) VALUES ('distrusted', ?)",
+            (json.dumps([[starts[1], starts[5]]]),),
+        )
+        index.distrust(starts[3])  # later, from inside the first range
+        index.close()
+        index = KeyIndex(f, fd, fsync=False)
+        index.open()
+        more = b"".join(
+            json.dumps({"event_id": f"later-{i}", "component": "decode"}).encode() + b"\n"
+            for i in range(3)
+        )
+        os.write(fd, more)
+        index.rebuild(RuntimeError("database disk image is malformed"))
+        known = index.known([digest((f"later-{i}", "decode", 0)) for i in range(3)])
+        assert len(known) == 3  # was: none of them indexed
+        kept = [digest(line_key(line)) for line in data.splitlines()]
+        assert index.known(kept) == {kept[0]}
+        index.close()
+    finally:
+        os.close(fd)
