@@ -29,12 +29,19 @@ def _header_value(value: SecretStr) -> SecretStr:
     """A header value with a line break or another control character, or a space or tab at
     either end: every request would be refused by the HTTP client (h11's ``Illegal header
     value``), each batch failing again; often a secret stored with its trailing newline or a
-    pasted space. Said at load, without the value."""
+    pasted space. One with a character that is not ASCII: httpx encodes header values as ASCII,
+    so every record of the sink failed alone (``UnicodeEncodeError``, each dead-lettered) and
+    the lookup's client was never made. Said at load, without the value."""
     text = value.get_secret_value()
     if any(ord(c) < 32 and c != "\t" or ord(c) == 127 for c in text):
         raise ValueError(
             "the header value holds a line break or another control character (a secret or "
             "variable stored with its trailing newline?): remove it"
+        )
+    if not text.isascii():  # httpx sends header values as ASCII: each record failed alone
+        raise ValueError(
+            "the header value holds a character that is not ASCII, which an HTTP header cannot "
+            "carry as text: percent-encode it, or keep it out of the header"
         )
     if text != text.strip(" \t"):
         raise ValueError(
