@@ -232,11 +232,17 @@ def _session(boto3: Any) -> Any:
     kiosk's three SQS components or the ETL's S3 and Kinesis ones paid ~100 ms of CPU of a
     Lambda's init per client (docs/performance.md, "AWS clients at init")."""
     global _shared
-    env = "\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("AWS_"))
-    key = hashlib.sha256(env.encode()).hexdigest()  # not the secrets themselves, kept aside
+    key = environment_key()
     if _shared is None or _shared[0] != key:
         _shared = (key, boto3.session.Session())
     return _shared[1]
+
+
+def environment_key() -> str:
+    """A digest of the process's ``AWS_*`` variables (not the secrets themselves, kept aside): what
+    a client made from them is valid for (``_session``; the secret source's clients and values)."""
+    env = "\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("AWS_"))
+    return hashlib.sha256(env.encode()).hexdigest()
 
 
 def client(

@@ -7,9 +7,9 @@ squall's (``squall.aws.client``): the process's shared session, botocore's stand
 region of an ARN or ``AWS_REGION``, and ``AWS_ENDPOINT_URL_SSM`` /
 ``AWS_ENDPOINT_URL_SECRETS_MANAGER`` / ``AWS_ENDPOINT_URL`` for a local stand-in.
 
-Each parameter or secret is fetched once per process (``aws_secrets()`` keeps one source): a
-Lambda container reads them at init, a KCL shard process at its start, ``squall run`` before it
-opens anything. A failure is a ``SecretUnavailable`` naming what went wrong — not found, access
+Each parameter or secret is fetched once per process and ``AWS_*`` settings (``aws_secrets()``
+keeps one source): a Lambda container reads them at init, a KCL shard process at its start,
+``squall run`` before it opens anything. A failure is a ``SecretUnavailable`` naming what went wrong — not found, access
 denied, unreachable or throttled (an outage) — and never the value. A value the service does not
 hold as a secret (a ``String`` parameter, ``DATABASE_FIELDS`` of a database secret) is ``Plain``:
 the loader masks every other one wherever it appears.
@@ -75,25 +75,29 @@ class AwsSecrets:
                 connect_timeout=CONNECT_TIMEOUT,
             )
         )
-        self._raw: dict[tuple[str, str], str] = {}  # a Plain one: an SSM String parameter
+        #: Keyed by the ``AWS_*`` settings too (``aws.environment_key``): after an endpoint, a
+        #: profile or the credentials changed (a test's next stand-in), a name may be another
+        #: parameter, and a client kept asked the endpoint it was made for.
+        self._raw: dict[tuple[str, str, str], str] = {}  # a Plain one: an SSM String parameter
         #: One client per service and region: each made its own connection pool, so each
         #: reference of a cold start paid a client (~7 ms) and a TLS handshake of its own.
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
 
     def __call__(self, ref: SecretRef) -> str:
-        raw = self._raw.get((ref.service, ref.name))
+        env = aws.environment_key()
+        raw = self._raw.get((ref.service, ref.name, env))
         if raw is None:
-            raw = self._fetch(ref)
-            self._raw[(ref.service, ref.name)] = raw
+            raw = self._fetch(ref, env)
+            self._raw[(ref.service, ref.name, env)] = raw
         return raw if ref.key is None else _json_key(ref, raw)
 
-    def _fetch(self, ref: SecretRef) -> str:
+    def _fetch(self, ref: SecretRef, env: str) -> str:
         region = aws.resolve_region(None, arn_region(ref.name))
         what = _SERVICE_NAMES[ref.service]
         try:
-            made = self._clients.get((ref.service, region))
+            made = self._clients.get((ref.service, region, env))
             if made is None:
-                made = self._clients[(ref.service, region)] = self._client(ref.service, region)
+                made = self._clients[(ref.service, region, env)] = self._client(ref.service, region)
             with _answers_unlogged():
                 answer = _read(made, ref)
         except aws.NETWORK_ERRORS as exc:

@@ -75,3 +75,34 @@ sinks:
 def test_a_folded_header_value_without_its_final_line_break_still_loads():
     topo = load_text(FOLDED, file="t.yaml", env={})
     assert topo.sinks[0].headers["Authorization"].get_secret_value() == "Bearer abc"
+
+
+# --- the process's source across AWS_* changes -------------------------------------------------
+
+
+def test_the_process_source_follows_an_aws_endpoint_changed_after_its_first_read(
+    moto_server, moto_in_process, monkeypatch
+):
+    """One client per service and region was kept for the process, made with the AWS_* settings
+    of the first read: a later read after ``AWS_ENDPOINT_URL_SSM`` (or the credentials) changed —
+    a test suite's next stand-in, ``squall.testing.run_topology`` in a user's tests — still asked
+    the first endpoint (not found, or the other's value). squall's other clients follow such a
+    change (``aws.client`` makes its session again); the source now does too."""
+    import uuid
+
+    from squall.secrets import AwsSecrets
+    from squall.topology.references import SecretRef
+
+    name = f"/t{uuid.uuid4().hex[:10]}"
+    moto_server.client("ssm").put_parameter(Name=name, Value="first-1", Type="String")
+    moto_in_process.client("ssm").put_parameter(Name=name, Value="second-2", Type="String")
+    other = f"/t{uuid.uuid4().hex[:10]}"
+    moto_in_process.client("ssm").put_parameter(Name=other, Value="only-there", Type="String")
+    source = AwsSecrets()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_server.endpoint)
+    assert source(SecretRef("ssm", name)) == "first-1"
+    assert source(SecretRef("ssm", name)) == "first-1"  # read once: the same value, no call
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_in_process.endpoint)
+    assert source(SecretRef("ssm", other)) == "only-there"
+    assert source(SecretRef("ssm", name)) == "second-2"
+    assert len(source._clients) == 2
