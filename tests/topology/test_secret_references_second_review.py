@@ -17,6 +17,162 @@ def _forget_remembered_values(monkeypatch):
     monkeypatch.setattr(redact, "_known", redact._known)
 
 
+# --- a reference's value in a URL's user info reaches each driver as the password ------------
+
+#: What Secrets Manager may generate and a person may choose: every URL delimiter, an escape that
+#: a driver would decode ('%41' is 'A'), spaces inside and at the end, quotes, a backslash and
+#: characters that are not ASCII.
+PASSWORD = "p%41 @:/#?+&=é€ü;'\"\\ x "
+
+DRIVERS = """
+name: e2e
+resources:
+  app: {{url: "{scheme}://app:${{ssm:/pw}}@127.0.0.1:{port}/{db}"}}
+  whole: {{url: "{scheme}://${{ssm:/ui}}@127.0.0.1:{port}/{db}", options: {{{options}}}}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: out, type: stdout}}]
+"""
+
+
+def _values(ref):
+    return {"/pw": PASSWORD, "/ui": "app:" + PASSWORD}[ref.name]
+
+
+@pytest.fixture(scope="module")
+def checking_pg():
+    """A private cluster where role ``app`` signs in with ``PASSWORD`` (the shared one trusts
+    loopback: any password would do); the ``hba`` method and the stored hash are set per test."""
+    import psycopg2
+
+    from tests.acceptance.services import PrivatePostgres
+
+    pg = PrivatePostgres()
+    pg.init()
+    pg.start()
+    try:
+        admin = psycopg2.connect(pg.url)
+        admin.autocommit = True
+        yield pg, admin
+        admin.close()
+    finally:
+        pg.remove()
+
+
+@pytest.mark.parametrize("method", ["scram-sha-256", "md5"])
+def test_postgresql_checks_the_password_a_reference_gives_through_either_driver(
+    checking_pg, method
+):
+    """Encoded in the URL at load (the first review's fix), decoded by SQLAlchemy's URL and by
+    squall's own reading for psycopg2 (``pg_url``): the server, which checks it, lets ``app`` in
+    through both engines and both forms (the password alone, the whole user info); a password
+    one character short is refused (the check is real)."""
+    from squall.topology.resources import Resources
+
+    pg, admin = checking_pg
+    with admin.cursor() as cur:
+        cur.execute(f"SET password_encryption = '{method}'")
+        cur.execute("DROP ROLE IF EXISTS app")
+        cur.execute("CREATE ROLE app LOGIN PASSWORD %s", (PASSWORD,))
+        hba = pg.dir / "data" / "pg_hba.conf"
+        hba.write_text(f"host all app 127.0.0.1/32 {method}\nhost all all 127.0.0.1/32 trust\n")
+        cur.execute("SELECT pg_reload_conf()")
+    text = DRIVERS.format(scheme="postgresql", port=pg.port, db="postgres", options="")
+    resources = Resources(load_text(text, env={}, secrets=_values).resources)
+    try:
+        for name in ("app", "whole"):
+            for engine in (resources.database(name), resources.sql(name)):
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("SELECT current_user").scalar() == "app"
+    finally:
+        resources.close()
+    short = load_text(text, env={}, secrets=lambda ref: _values(ref)[:-1])
+    resources = Resources(short.resources)
+    try:
+        with pytest.raises(Exception, match="authentication failed"):
+            resources.database("app").connect().close()
+    finally:
+        resources.close()
+
+
+def test_redis_checks_the_password_a_reference_gives_with_or_without_a_user(tmp_path):
+    """``requirepass`` and an ACL user with ``PASSWORD``: redis-py decodes the encoded user info."""
+    import redis
+
+    from squall.topology.resources import Resources
+    from tests.private_redis import private_redis_server
+
+    with private_redis_server(tmp_path, "--requirepass", PASSWORD) as port:
+        redis.Redis(port=port, password=PASSWORD).execute_command(
+            "ACL", "SETUSER", "app", "on", ">" + PASSWORD, "~*", "+@all"
+        )
+        text = DRIVERS.format(scheme="redis", port=port, db="0", options="").replace(
+            "app:${ssm:/pw}", ":${ssm:/pw}"
+        )
+        resources = Resources(load_text(text, env={}, secrets=_values).resources)
+        try:
+            assert resources.redis("app").execute_command("ACL WHOAMI") in ("default", b"default")
+            assert resources.redis("whole").execute_command("ACL WHOAMI") in ("app", b"app")
+        finally:
+            resources.close()
+
+
+def test_http_basic_auth_in_a_url_sends_the_password_a_reference_gives():
+    """An http sink's and an http lookup's URL with a reference in its user info: httpx decodes
+    it into the ``Authorization: Basic`` it sends (checked by a local server)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from squall import testing
+
+    sent: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._answer()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self._answer()
+
+        def _answer(self):
+            sent.append(base64.b64decode(self.headers["Authorization"].split()[1]).decode())
+            body = b'{"v": 1}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        text = f"""
+name: e2e
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: look
+    type: lookup
+    key: k
+    target: got
+    source: {{type: http, url: "http://app:${{ssm:/pw}}@127.0.0.1:{port}/x/{{key}}"}}
+sinks: [{{id: out, type: http, url: "http://${{ssm:/ui}}@127.0.0.1:{port}/in"}}]
+"""
+        run = testing.run_topology(
+            load_text(text, env={}, secrets=_values), testing.records_from([{"k": "a"}])
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [o.outcome.value for o in run.outcomes] == ["committed"]
+    assert sent == ["app:" + PASSWORD, "app:" + PASSWORD]
+
+
 # --- header values ----------------------------------------------------------------------------
 
 SINK = """
