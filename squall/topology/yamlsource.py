@@ -448,8 +448,12 @@ def _substitute(
                 if not value[: m.start()].endswith("://"):
                     user, colon, password = found, "", ""  # a password (or a user) alone
                 encoded = quote(user, safe="") + colon + quote(password, safe="")
-                if encoded != found and not isinstance(found, references.Plain):
-                    redact.remember(encoded)
+                if not isinstance(found, references.Plain):
+                    if encoded != found:
+                        redact.remember(encoded)
+                    if colon:  # the password alone, as a driver or its error may show it
+                        redact.remember(password)
+                        redact.remember(quote(password, safe=""))
                 return encoded
             return str(found)
         name, default = m.group(1), m.group(2)

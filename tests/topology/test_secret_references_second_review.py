@@ -262,3 +262,16 @@ def test_the_process_source_follows_an_aws_endpoint_changed_after_its_first_read
     assert source(SecretRef("ssm", other)) == "only-there"
     assert source(SecretRef("ssm", name)) == "second-2"
     assert len(source._clients) == 2
+
+
+def test_the_password_of_a_whole_user_info_reference_is_masked_alone_too():
+    """``postgresql://${ssm:/userinfo}@host/db`` holding ``user:password``: only the whole value
+    (and its encoded form) was remembered, so the password alone — as a driver holds it once the
+    URL is read, and may show it — was shown as it is."""
+    load_text(
+        DRIVERS.format(scheme="postgresql", port=5432, db="x", options=""),
+        env={},
+        secrets=lambda ref: "app:S3cret/Passw0rd",
+    )
+    shown = redact.redact_text("refused S3cret/Passw0rd (S3cret%2FPassw0rd) for app")
+    assert shown == "refused *** (***) for app"
