@@ -177,8 +177,8 @@ def remember(value: str) -> None:
     with its trailing newline was quoted whole by h11's ``Illegal header value b'…\\n'`` — and
     without the spaces and line breaks around it (a library that trims it before quoting)."""
     global _known
-    if not isinstance(value, str):
-        return
+    if not isinstance(value, str) or len(value.strip()) < MIN_REMEMBERED:
+        return  # its escaped forms too: `10\n` quoted as `10\\n` is no secret's sign
     forms = {
         value,
         value.strip(),

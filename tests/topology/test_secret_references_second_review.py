@@ -275,3 +275,19 @@ def test_the_password_of_a_whole_user_info_reference_is_masked_alone_too():
     )
     shown = redact.redact_text("refused S3cret/Passw0rd (S3cret%2FPassw0rd) for app")
     assert shown == "refused *** (***) for app"
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        ("10\n", repr("retries: 10\n")),  # a short SecureString stored with its line break
+        ("ü", repr("München".encode())),  # b'M\xc3\xbcnchen'
+        ("ü", '{"city": "M\\u00fcnchen"}'),
+    ],
+)
+def test_a_value_too_short_to_be_remembered_is_not_remembered_escaped_either(value, text):
+    """A value under ``MIN_REMEMBERED`` characters is not masked wherever it appears (it would
+    mangle ordinary text), but its escaped forms — longer — were: every ``10\\n`` of a repr, every
+    ``ü`` of a bytes repr or of a JSON string was masked."""
+    redact.remember(value)
+    assert redact.redact_text(text) == text
