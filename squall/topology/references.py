@@ -95,6 +95,20 @@ def is_placeholder(value: object) -> bool:
     return isinstance(value, str) and value.startswith(PLACEHOLDER)
 
 
+#: How the stand-in of a URL option a reference opens starts (``Placeholders.at``).
+STAND_IN_URL = "https://squall-placeholder.invalid/"
+
+
+def is_stand_in_url(value: object) -> bool:
+    """Whether ``value`` is a URL option's stand-in for a whole URL in a secret: what the URL
+    holds (a lookup's ``{key}``) is known only to the run that reads it, so it is not checked."""
+    return (
+        isinstance(value, str)
+        and value.startswith(STAND_IN_URL + PLACEHOLDER)
+        and ("/" not in value[len(STAND_IN_URL) :])
+    )
+
+
 class Placeholders:
     """A source of stand-ins, for loading without reading the references, as ``squall package``,
     ``graph`` and ``validate --skip-secrets`` do: the packager needs no right to the production
@@ -117,7 +131,7 @@ class Placeholders:
             and isinstance(key, str)
             and key.lower().endswith(("url", "endpoint"))
         ):
-            return Plain(f"https://squall-placeholder.invalid/{self(ref)}")
+            return Plain(f"{STAND_IN_URL}{self(ref)}")
         return self(ref)
 
 

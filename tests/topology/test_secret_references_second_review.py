@@ -291,3 +291,37 @@ def test_a_value_too_short_to_be_remembered_is_not_remembered_escaped_either(val
     ``ü`` of a bytes repr or of a JSON string was masked."""
     redact.remember(value)
     assert redact.redact_text(text) == text
+
+
+LOOKUP_URL = """
+name: lk
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - id: look
+    type: lookup
+    key: k
+    target: got
+    source: {type: http, url: "${ssm:/lk/url}"}
+sinks: [{id: out, type: stdout}]
+"""
+
+
+def test_a_lookup_url_kept_whole_in_a_secret_loads_without_its_value_as_it_runs_with_it():
+    """``squall package``, ``graph`` and ``validate --skip-secrets`` load with stand-ins: a
+    lookup's whole URL in a secret (its path holding an API token) became a stand-in without
+    ``{key}``, refused ("url needs a {key} placeholder") where the run, which reads the URL,
+    loads it."""
+    from squall.topology.references import placeholder
+
+    load_text(LOOKUP_URL, file="t.yaml", env={}, secrets=placeholder)
+    load_text(LOOKUP_URL, env={}, secrets=lambda ref: "https://api.example/v1/T0ken99/i/{key}")
+    with pytest.raises(TopologyError, match=r"url needs a \{key\} placeholder"):
+        load_text(LOOKUP_URL, env={}, secrets=lambda ref: "https://api.example/v1/T0ken99/i")
+    # the part written in the file is still checked
+    with pytest.raises(TopologyError, match=r"url needs a \{key\} placeholder"):
+        load_text(
+            LOOKUP_URL.replace("${ssm:/lk/url}", "${ssm:/lk/base}/items"),
+            env={},
+            secrets=placeholder,
+        )
