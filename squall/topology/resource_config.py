@@ -72,6 +72,11 @@ def check_url(url: str) -> None:
     """
     if not url:
         raise ValueError("the URL is empty: set its variable, or write a URL (sqlite:///…)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):  # `…/db\n`: database "db\n" not found
+        raise ValueError(
+            "the URL holds a line break or another control character (a secret or variable "
+            "stored with its trailing newline?): remove it"
+        )
     if "://" not in url:  # `user:pw@host/db` without its scheme, `postgresql:/…`: no URL parser
         # would find the password in it, so it is masked here, up to the last '@'.
         head, colon, rest = url.partition(":")

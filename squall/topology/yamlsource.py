@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~575 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~590 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
@@ -444,6 +444,17 @@ def _substitute(
                 # `postgresql://app:${ssm:/pw}@db/x`: the value is the password itself (one
                 # Secrets Manager generates and rotates may hold '%', '#', '@', '/'), so it is
                 # encoded as a URL's user info must be; every driver decodes it back.
+                if _CONTROL.search(found):  # encoded, the server only said "authentication failed"
+                    problems.append(
+                        loc.problem(
+                            path,
+                            f"${{{m.group(3)}:{m.group(4)}}}: its value holds a line break or "
+                            "another control character, which no user or password of a URL holds "
+                            "(stored with its trailing newline, as `put-parameter --value "
+                            "file://…` keeps it?): store it without",
+                        )
+                    )
+                    return ""
                 user, colon, password = found.partition(":")  # `${ssm:/userinfo}`: user:password
                 if not value[: m.start()].endswith("://"):
                     user, colon, password = found, "", ""  # a password (or a user) alone
@@ -501,6 +512,9 @@ def _substitute(
 
     return _VAR.sub(repl, value)
 
+
+#: What no URL holds: a line break, another control character.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: A URL up to its user info: a scheme, ``://`` and no end of the authority (``/ ? #``) nor ``@``.
 _BEFORE_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#@]*")

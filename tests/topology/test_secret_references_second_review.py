@@ -325,3 +325,37 @@ def test_a_lookup_url_kept_whole_in_a_secret_loads_without_its_value_as_it_runs_
             env={},
             secrets=placeholder,
         )
+
+
+# --- a value stored with its trailing newline, in a URL --------------------------------------
+
+RESOURCE = """
+name: nl
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: out, type: stdout}}]
+"""
+
+
+@pytest.mark.parametrize(
+    "url, stored",
+    [
+        # encoded (%0A), the server said only "password authentication failed for user app"
+        ("postgresql://app:${ssm:/pw}@db.internal/x", "S3cretPassw0rd\n"),
+        ("redis://:${ssm:/pw}@cache.internal:6379/0", "S3cretPassw0rd\r\n"),
+        # the whole URL: database "x\n" does not exist
+        ("${ssm:/url}", "postgresql://app:S3cretPassw0rd@db.internal/x\n"),
+    ],
+)
+def test_a_url_value_stored_with_its_trailing_newline_is_a_located_error_at_load(url, stored):
+    """A secret stored with its line break (``aws ssm put-parameter --value file://pw.txt``
+    keeps it): in a URL's user info it was encoded as part of the password, in a whole URL it
+    ended the database's name — every connection refused at run time, saying nothing of it."""
+    with pytest.raises(TopologyError) as err:
+        load_text(RESOURCE.format(url=url), file="t.yaml", env={}, secrets=lambda ref: stored)
+    [problem] = err.value.problems
+    assert (problem.line, problem.path) == (4, "resources.db.url")
+    assert "line break or another control character" in problem.message
+    assert "S3cret" not in str(err.value)
