@@ -51,6 +51,19 @@ def _header_value(value: SecretStr) -> SecretStr:
     return value
 
 
+def check_request_url(value: str) -> str:
+    """An HTTP component's URL with a line break or another control character (a webhook URL
+    kept in a secret or variable with its trailing newline): httpx refused it at each request
+    (``InvalidURL``), so every record failed alone and was dead-lettered. Said at load, without
+    the URL (its path is often a webhook's secret)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(
+            "the URL holds a line break or another control character (a secret or variable "
+            "stored with its trailing newline?): remove it"
+        )
+    return value
+
+
 #: Request headers of an HTTP component: values secret (never shown), refused with a control
 #: character.
 HeaderValue = Annotated[SecretStr, AfterValidator(_header_value)]

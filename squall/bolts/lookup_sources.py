@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~945 lines): three sources behind one interface, kept together so the interface and its
+Size (~950 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import exact_json
-from squall.component import HeaderValue
+from squall.component import HeaderValue, check_request_url
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
@@ -522,7 +522,12 @@ class HttpSourceConfig(BaseModel):
         # stand-in holds no {key}; the run that reads it checks it.
         if v is not None and "{key}" not in v and not is_stand_in_url(v):
             raise ValueError("url needs a {key} placeholder")
-        return v
+        return v if v is None else check_request_url(v)
+
+    @field_validator("batch_url")
+    @classmethod
+    def _batch_url(cls, v: str | None) -> str | None:
+        return v if v is None else check_request_url(v)
 
     @model_validator(mode="after")
     def _an_endpoint(self) -> HttpSourceConfig:

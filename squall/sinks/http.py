@@ -24,7 +24,12 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from pydantic import Field, field_validator
 
 from squall import aws, exact_json
-from squall.component import ComponentConfig, ComponentContext, HeaderValue
+from squall.component import (
+    ComponentConfig,
+    ComponentContext,
+    HeaderValue,
+    check_request_url,
+)
 from squall.errors import SinkError
 from squall.event import Event
 from squall.redact import mask_request_urls
@@ -95,7 +100,7 @@ class HttpSinkConfig(ComponentConfig):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("url must start with http:// or https://")
-        return value
+        return check_request_url(value)
 
 
 def answer_for(

@@ -359,3 +359,44 @@ def test_a_url_value_stored_with_its_trailing_newline_is_a_located_error_at_load
     assert (problem.line, problem.path) == (4, "resources.db.url")
     assert "line break or another control character" in problem.message
     assert "S3cret" not in str(err.value)
+
+
+HTTP_URLS = """
+name: nl
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: look, type: lookup, key: k, target: got, source: {{type: http, {lookup}}}}}
+sinks: [{{id: out, type: http, url: "{hook}"}}]
+"""
+
+
+@pytest.mark.parametrize(
+    "lookup, hook, path",
+    [
+        ('url: "https://api.example/v1/{key}"', "${ssm:/hook}", "sinks[0].url"),
+        ('url: "${ssm:/lookup}"', "https://hooks.example/x", "bolts[1].source.url"),
+        ('batch_url: "${ssm:/lookup}"', "https://hooks.example/x", "bolts[1].source.batch_url"),
+    ],
+)
+def test_an_http_url_stored_with_its_trailing_newline_is_a_located_error_at_load(
+    lookup, hook, path
+):
+    """A webhook's URL kept in SSM with its line break: httpx refused it at each request
+    (``InvalidURL: Invalid non-printable ASCII character in URL``), so every record failed alone
+    and was dead-lettered — a configuration problem made every record's."""
+    values = {
+        "/hook": "https://hooks.example/services/T0/B0/XyzSecretTok\n",
+        "/lookup": "https://api.example/v1/XyzSecretTok/{key}\n",
+    }
+    with pytest.raises(TopologyError) as err:
+        load_text(
+            HTTP_URLS.format(lookup=lookup, hook=hook),
+            file="t.yaml",
+            env={},
+            secrets=lambda ref: values[ref.name],
+        )
+    [problem] = err.value.problems
+    assert problem.path == path
+    assert "line break or another control character" in problem.message
+    assert "XyzSecretTok" not in str(err.value)
