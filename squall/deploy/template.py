@@ -14,7 +14,7 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~590 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~595 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
@@ -238,18 +238,22 @@ def check_no_placeholder(artifact: str, topology: Topology, text: str, what: str
         marks = reference_marks(text)
     except yaml.YAMLError:
         marks = {}
+    # A stand-in is letters and digits: that of `${ssm:/a/stream}` starts that of
+    # `${ssm:/a/streamname}`, so one written whole (no letter or digit after it) is looked for
+    # first — else a header's reference was said to be written into the template too.
+    written = [
+        ref for ref in marks if re.search(re.escape(placeholder(ref)) + "(?![A-Za-z0-9])", artifact)
+    ] or [ref for ref in marks if placeholder(ref) in artifact]
     problems = [
         Problem(
             topology.file,
-            line,
-            column,
+            *marks[ref],
             "",
             f"{ref}: this value would be written into {what}, made without reading "
             "secret references (a stand-in takes their place; only the function or a shard "
             "process reads them, at its start): write the name itself, or a ${VAR}",
         )
-        for ref, (line, column) in marks.items()
-        if placeholder(ref) in artifact
+        for ref in written
     ]
     raise TopologyError(
         problems or Problem(topology.file, 0, 0, "", f"a secret reference's stand-in is in {what}")

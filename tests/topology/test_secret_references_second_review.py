@@ -400,3 +400,34 @@ def test_an_http_url_stored_with_its_trailing_newline_is_a_located_error_at_load
     assert problem.path == path
     assert "line break or another control character" in problem.message
     assert "XyzSecretTok" not in str(err.value)
+
+
+def test_the_template_names_only_the_reference_it_writes_not_one_its_stand_in_starts(tmp_path):
+    """Stand-ins are letters and digits: ``${ssm:/a/stream}``'s starts ``${ssm:/a/streamname}``'s.
+    With the latter as a sink's stream, the former — a header's, never in the template — was said
+    to be written into the template too (a user rewriting the header for nothing)."""
+    from squall.deploy.template import TemplateOptions, sam_template
+    from squall.topology.loader import load
+    from squall.topology.references import placeholder
+
+    text = """
+name: pfx
+spout: {type: kinesis, stream: clicks}
+bolts: [{id: decode, type: json}]
+sinks:
+  - {id: out, type: kinesis, stream: "${ssm:/a/streamname}"}
+  - {id: hook, type: http, url: "https://h.example/x", headers: {X-Key: "${ssm:/a/stream}"}}
+"""
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as err:
+        sam_template(
+            load(path, secrets=placeholder),
+            text,
+            handler="consumer",
+            code_uri="c.zip",
+            options=TemplateOptions(),
+        )
+    assert [(p.line, p.message.split(":")[:2]) for p in err.value.problems] == [
+        (6, ["${ssm", "/a/streamname}"])
+    ]
