@@ -15,6 +15,7 @@ not read as the number 83); in a URL's user info it is URL-encoded (``yamlsource
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,8 +119,12 @@ class Placeholders:
     taken unchecked (its scheme is in the secret)."""
 
     def __call__(self, ref: SecretRef) -> str:
+        # The name's first 40 letters and digits (readable), then a digest of the whole
+        # reference: `/org/production/analytics-pipeline/secrets/db` and `…/secrets/api` shared
+        # their stand-in, and where one was written (a granted stream) both were said to be.
+        tail = hashlib.sha256(str(ref).encode()).hexdigest()[:8]
         return Plain(
-            PLACEHOLDER + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40]
+            PLACEHOLDER + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40] + tail
         )
 
     def at(self, ref: SecretRef, path: tuple[str | int, ...], first: bool) -> str:

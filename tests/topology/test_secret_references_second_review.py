@@ -431,3 +431,36 @@ sinks:
     assert [(p.line, p.message.split(":")[:2]) for p in err.value.problems] == [
         (6, ["${ssm", "/a/streamname}"])
     ]
+
+
+def test_references_sharing_a_long_name_start_have_stand_ins_of_their_own(tmp_path):
+    """A stand-in was the name's first 40 letters and digits: two parameters of one deep path
+    (`/acme/production/analytics-pipeline/secrets/…`) had the same, so where one was written
+    into the template (a sink's stream) the other — a header's — was said to be too."""
+    from squall.deploy.template import TemplateOptions, sam_template
+    from squall.topology.loader import load
+    from squall.topology.references import SecretRef, placeholder
+
+    base = "/acme/production/analytics-pipeline/secrets"
+    assert placeholder(SecretRef("ssm", f"{base}/out")) != placeholder(
+        SecretRef("ssm", f"{base}/key")
+    )
+    text = f"""
+name: deep
+spout: {{type: kinesis, stream: clicks}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: out, type: kinesis, stream: "${{ssm:{base}/out}}"}}
+  - {{id: hook, type: http, url: "https://h.example/x", headers: {{X-Key: "${{ssm:{base}/key}}"}}}}
+"""
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as err:
+        sam_template(
+            load(path, secrets=placeholder),
+            text,
+            handler="consumer",
+            code_uri="c.zip",
+            options=TemplateOptions(),
+        )
+    assert [p.line for p in err.value.problems] == [6]
