@@ -53,13 +53,30 @@ class ResourceConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        if not is_placeholder(url):  # a whole URL in a secret, not read (squall package)
-            check_url(url)
+        if is_placeholder(url):  # a whole URL in a secret, not read (squall package)
+            return url
+        url = as_redis_reads(url)
+        check_url(url)
         return url
 
     @property
     def scheme(self) -> str:
         return urlsplit(self.url).scheme.split("+", 1)[0].lower()
+
+
+#: What Python's URL parser removes wherever it is in a URL (bpo-43882): tabs and line breaks.
+_PARSER_REMOVES = str.maketrans("", "", "\t\r\n")
+
+
+def as_redis_reads(url: str) -> str:
+    """A Redis URL without the tabs and line breaks redis-py's parser (``urllib``) removes: a
+    ``redis://cache:6379/0`` kept in a variable with its trailing newline connected to database 0
+    — refused at load as SQL URLs are (there it named another database, another SQLite file), it
+    stopped a working deployment at its upgrade. Kept as the driver reads it, so squall and
+    redis-py see one URL. Other URLs are returned as they are."""
+    if url.partition("://")[0].lower() in REDIS_SCHEMES:
+        return url.translate(_PARSER_REMOVES)
+    return url
 
 
 def check_url(url: str) -> None:
