@@ -25,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,740 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,750 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -921,7 +921,12 @@ class Engine:
                 rest = self._take_rejected(
                     node, pending[k][1].events, WriteResult(rejected=refused.events), ledger
                 )
-                pending[k] = (node, self._reprepare(node, rest, []))
+                again = self._reprepare(node, rest, [])
+                if again.rejected:  # refused (or lost) by this prepare: dead-lettered as any reject
+                    self._count_rejected(self.stats[node.index], len(again.rejected))
+                    self._dead_letter_now(again.rejected, ledger)
+                    again.rejected = []
+                pending[k] = (node, again)
                 pending = self._hold_back_pending(pending, units, ledger)
             except _FailedInTransaction as failure:
                 # Rolled back: the records fail (they come again), no sink of the transaction

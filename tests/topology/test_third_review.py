@@ -3,11 +3,17 @@ left (resource URLs, the engine's sinks, the dead-letter file's distrusted range
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from squall import redact
 from squall.errors import TopologyError
+from squall.event import Event, Failure
+from squall.sinks.base import Prepared, WriteContext, WriteResult
+from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
 from squall.topology.loader import load_text
+from squall.topology.outcomes import Outcome
 from squall.topology.resources import Resources
 
 
@@ -42,9 +48,10 @@ def test_a_redis_url_with_a_trailing_newline_connects_as_it_did_before_the_load_
     try:
         client = resources.redis("cache")
         assert client.ping()
-        assert str(client.connection_pool.connection_kwargs.get("db", 0)) == redis_url.rsplit(
-            "/", 1
-        )[1]
+        assert (
+            str(client.connection_pool.connection_kwargs.get("db", 0))
+            == redis_url.rsplit("/", 1)[1]
+        )
     finally:
         resources.close()
 
@@ -56,3 +63,77 @@ def test_a_sql_url_with_a_trailing_newline_is_still_a_located_error(tmp_path):
     [problem] = err.value.problems
     assert (problem.line, problem.path) == (4, "resources.cache.url")
     assert "line break or another control character" in problem.message
+
+
+# --- a sink in the batch's SQL transaction, prepared again after a refusal ------------------
+
+
+class RefusingTxConfig(MemorySinkConfig):
+    resource: str
+
+
+class RefusingTx(MemorySink):
+    """A user's sink written in the batch's SQL transaction: ``write_batch`` refuses for good an
+    event with ``"refuse": true``; ``prepare`` leaves out (neither to write nor rejected) an event
+    with ``"skip": true`` it has prepared before (a bug: an in-memory de-duplication across
+    calls) — so only the engine's second ``prepare``, after the refusal, loses it."""
+
+    Config = RefusingTxConfig
+    seen: set[str] = set()
+
+    def transaction_resource(self) -> str | None:
+        return self.config.resource
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        kept = [ev for ev in events if not (ev.value.get("skip") and ev.event_id in self.seen)]
+        self.seen.update(ev.event_id for ev in events)
+        return Prepared(kept)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        assert ctx.connection is not None  # in the batch's transaction
+        refused = [ev for ev in prepared.events if ev.value.get("refuse")]
+        for ev in refused:
+            ev.failure = Failure(self.id, "refused")
+        if refused:
+            return WriteResult(rejected=refused)
+        self.store.extend(prepared.events)
+        return None
+
+
+def test_a_record_a_transaction_sinks_second_prepare_loses_is_dead_lettered(tmp_path):
+    """A sink in the transaction refused an event at write time: the engine rolled back,
+    dead-lettered it and prepared the rest again — and took no reject (nor, since the sinks'
+    prepare losses are dead-lettered, no lost record) of that prepare: the record had no outcome
+    ("engine: no outcome") and failed on every delivery, its shard held behind it."""
+    tag = f"t{uuid.uuid4().hex[:8]}"
+    text = f"""
+name: tx
+resources:
+  db: {{url: "sqlite:///{tmp_path}/tx.db"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: out, type: '{__name__}:RefusingTx', name: {tag}-out, resource: db}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    payloads = [{"i": 0}, {"i": 1, "refuse": True}, {"i": 2, "skip": True}, {"i": 3}]
+    try:
+        run = run_topology(text, records_from(payloads), batch_size=4)
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.DEAD_LETTERED,
+            Outcome.COMMITTED,
+        ]
+        assert result.records[2].reason == (
+            "no outcome: sink 'out' prepared it neither to write nor to reject"
+        )
+        assert sorted(ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]) == [1, 2]
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 3]
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "4"
+        out = next(s for s in run.engine.stats if s.id == "out")
+        assert (out.received, out.emitted, out.dead_lettered) == (4, 2, 2)
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
