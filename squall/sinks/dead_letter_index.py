@@ -36,7 +36,7 @@ A failed fsync of the file marks the index (``distrust``): no open takes a key f
 after the last fsync that succeeded (a range kept as long as the file: ``skips``), so their dead
 letters are written again.
 
-Size (~510 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
+Size (~540 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
 a failed fsync), each needing the offset and head bookkeeping of the others.
 """
 
@@ -412,6 +412,21 @@ class KeyIndex:
             self.db.execute("DELETE FROM dead_letter_index WHERE name = 'distrusted'")
         self.skips = skips
 
+    def _follow_ranges(self, ranges: list[tuple[int, int]]) -> set[bytes]:
+        """Take the ranges another process's open took (``_take_marks``) since this process read
+        them: the keys of their lines read meanwhile are dropped from ``pending`` (returned, to
+        be deleted from the index too). A process running since before a range, its index
+        behind it, read the range's lines and committed their keys: every later start trusted
+        them, and those records' dead letters were never written again."""
+        new = [r for r in ranges if r not in self.skips]
+        self.skips = ranges
+        dropped: set[bytes] = set()
+        for a, b in new:
+            keys = (line_key(line) for line in os.pread(self.fd, b - a, a).split(b"\n"))
+            dropped.update(digest(k) for k in keys if k is not None)
+        self.pending -= dropped
+        return dropped
+
     def distrust(self, start: int) -> None:
         """Mark the file's bytes from ``start`` on as maybe not on disk (an fsync failed): the
         next open takes no key from them, nor does any open after it (``_take_marks``)."""
@@ -426,6 +441,11 @@ class KeyIndex:
         if os.fstat(self.fd).st_size < self.known_to:  # truncated under us
             self._index_again()
         size = os.fstat(self.fd).st_size
+        if self.known_to < size:  # another writer's lines: read without a range taken since
+            row = self.db.execute(
+                "SELECT value FROM dead_letter_index WHERE name = 'distrusted'"
+            ).fetchone()
+            self._follow_ranges(_ranges({"distrusted": row[0]} if row else {}))
         span = BLOCK
         while self.known_to < size:
             end = self._read_lines(self.known_to, min(size, self.known_to + span))
@@ -496,6 +516,11 @@ class KeyIndex:
                 # an offset of this file are not that one's (followed at the next write).
                 self.pending.clear()
                 return
+            dropped = self._follow_ranges(_ranges(meta))
+            if dropped:  # (committed before the range was taken: its open deleted them)
+                self.db.executemany(
+                    "DELETE FROM dead_letter_keys WHERE k = ?", ((d,) for d in dropped)
+                )
             self.db.executemany(
                 "INSERT OR IGNORE INTO dead_letter_keys (k) VALUES (?)",
                 ((d,) for d in self.pending),

@@ -206,3 +206,40 @@ def test_overlapping_distrusted_ranges_keep_the_lines_after_them_indexed(tmp_pat
         index.close()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("reads", ["before the range is taken", "after it"])
+def test_a_process_running_since_before_the_range_does_not_index_its_lines_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: str
+):
+    """Processes sharing the file (the KCL's, one per shard): one's fsync fails, another's start
+    turns the mark into a distrusted range and deletes its keys — and a process running since
+    before that, its index behind the range, read the range's lines at its next batch and
+    committed their keys into the index: every later start took them as dead letters on disk,
+    and the records' dead letters were never written again."""
+    f = tmp_path / "dlq.jsonl"
+    a = engine(tmp_path, remember=100, name="running-a", fsync=True)
+    assert a.process(bad(0, 2)).ok
+    durable = f.stat().st_size
+    b = engine(tmp_path, remember=100, name="running-b", fsync=True)  # idle meanwhile
+    failing_fsync(monkeypatch, dlq(a)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        a.process(bad(2, 3))
+    a.close()
+    monkeypatch.undo()
+    unsynced = [json.loads(line)["record"] for line in f.read_bytes()[durable:].splitlines()]
+    assert unsynced
+    if reads == "before the range is taken":  # their keys wait in memory, committed at close
+        assert b.process(bad(100, 1)).ok
+    c = engine(tmp_path, remember=100, name="running-c", fsync=True)  # takes the range
+    assert dlq(c)._index.skips
+    c.close()
+    if reads == "after it":
+        assert b.process(bad(100, 1)).ok  # reads the range's lines: their keys were committed
+    b.close()
+    restart = engine(tmp_path, remember=100, name="running-restart", fsync=True)
+    assert restart.process(bad(0, 5)).ok
+    restart.close()
+    expected = [f"not json {i}" for i in range(5)] + unsynced + ["not json 100"]
+    # was: the unsynced lines' dead letters not written again (their keys in the index)
+    assert sorted(readable_records(f)) == sorted(expected)
