@@ -1193,11 +1193,16 @@ class Engine:
             )
             return
         comp = self.components[target.index]
+        kept = events[:]  # as ``_run_bolt``: a retry or the isolation after the bolt emptied it
         try:
-            out = self._call(target.id, self.stats[target.index], comp.process, events)  # type: ignore[union-attr]
+            out = self._call(
+                target.id,
+                self.stats[target.index],
+                _anew(comp.process, events, kept),  # type: ignore[union-attr]
+            )
         except _RecordFault as fault:
             out = Output(target.id)
-            self._bisect_bolt(target, comp.process, events, fault, out)  # type: ignore[union-attr]
+            self._bisect_bolt(target, comp.process, kept, fault, out)  # type: ignore[union-attr]
         failed = [ev for evs in out.streams.values() for ev in evs if ev.failure is not None]
         for ev in failed:
             log.warning(

@@ -3,18 +3,22 @@ left (resource URLs, the engine's sinks, the dead-letter file's distrusted range
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
 from squall import redact
-from squall.errors import TopologyError
+from squall.bolts.base import Output
+from squall.errors import TopologyError, TransientError
 from squall.event import Event, Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
+from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from squall.topology.resources import Resources
+from tests.topology.test_review_hold import FeedbackCounter
 
 
 @pytest.fixture(autouse=True)
@@ -137,3 +141,48 @@ sinks:
     finally:
         for suffix in ("out", "dlq"):
             MemorySink.stores.pop(f"{tag}-{suffix}", None)
+
+
+# --- feedback to a stateful bolt that empties its list before a transient error -------------
+
+
+class EmptyingCounter(FeedbackCounter):
+    """As ``FeedbackCounter``, but it empties the list it is given as it reads it (``pop``), and
+    its first call with feedback meets a dependency outage (``TransientError``) after that."""
+
+    outages = 1
+
+    def process(self, batch: list[Event]) -> Output:
+        kept = []
+        while batch:
+            kept.append(batch.pop(0))
+        if EmptyingCounter.outages and any(ev.value.get("event_type") for ev in kept):
+            EmptyingCounter.outages -= 1
+            raise TransientError("state store: connection reset")
+        return super().process(kept)
+
+
+def test_feedback_retried_after_an_outage_reaches_a_bolt_that_emptied_its_list():
+    """hX's fix gave a bolt's retries a copy of its batch (a bolt may empty its list before it
+    raises); a sink's feedback to a stateful bolt was still retried with the list the bolt had
+    emptied: the retry staged nothing, and the unsubscribes of dead tokens were lost, unsaid."""
+    FeedbackCounter.committed = []
+    EmptyingCounter.outages = 1
+    spec = {
+        "name": "fb",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [
+            {"id": "decode", "type": "json"},
+            {"id": "counter", "type": f"{__name__}:EmptyingCounter"},
+        ],
+        "sinks": [
+            {"id": "push", "type": "tests.topology.test_review_hold:PickyPush"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink"},
+        ],
+    }
+    engine = Engine(load_text(json.dumps(spec)).plan, sleep=lambda s: None)
+    with engine:
+        result = engine.process(records_from([{"token": "dead-1"}, {"token": "alive"}]))
+    assert result.ok
+    assert EmptyingCounter.outages == 0  # the outage happened, and was retried
+    assert FeedbackCounter.committed == ["dead-1"]  # was: []
