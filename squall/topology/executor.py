@@ -1012,7 +1012,7 @@ class Engine:
         mid = len(events) // 2
         for part in (events[:mid], events[mid:]):
             try:
-                self._call(node.id, self.stats[node.index], fn, part)
+                self._call(node.id, self.stats[node.index], _anew(fn, part[:], part))
             except _RecordFault as inner:
                 bad.extend(self._find_poison(node, fn, part, inner))
         return bad
@@ -1049,13 +1049,14 @@ class Engine:
 
     def _prepare(self, node: Node, events: list[Event]) -> Prepared:
         comp = self.components[node.index]
+        kept = events[:]  # as a bolt's (``_run_bolt``): a sink's prepare may empty its list
         try:
-            p = self._call(node.id, self.stats[node.index], comp.prepare, events)  # type: ignore[union-attr]
+            p = self._call(node.id, self.stats[node.index], _anew(comp.prepare, events, kept))  # type: ignore[union-attr]
         except _RecordFault as fault:
-            bad = self._find_poison(node, comp.prepare, events, fault)  # type: ignore[union-attr]
-            return self._reprepare(node, events, bad)
-        if len(p.events) + len(p.rejected) < len(events):
-            self._lost_in_sink(node, events, p)
+            bad = self._find_poison(node, comp.prepare, kept, fault)  # type: ignore[union-attr]
+            return self._reprepare(node, kept, bad)
+        if len(p.events) + len(p.rejected) < len(kept):
+            self._lost_in_sink(node, kept, p)
         return p
 
     def _lost_in_sink(self, node: Node, events: list[Event], p: Prepared) -> None:
@@ -1085,7 +1086,12 @@ class Engine:
         p = Prepared([])
         if rest:
             comp = self.components[node.index]
-            p = self._call(node.id, self.stats[node.index], comp.prepare, rest, isolate=False)  # type: ignore[union-attr]
+            p = self._call(
+                node.id,
+                self.stats[node.index],
+                _anew(comp.prepare, rest[:], rest),  # type: ignore[union-attr]
+                isolate=False,
+            )
             if len(p.events) + len(p.rejected) < len(rest):
                 self._lost_in_sink(node, rest, p)
         p.rejected.extend(bad)
@@ -1638,7 +1644,7 @@ def _anew(
     fn: Callable[[list[Event]], Any], first: list[Event], kept: list[Event]
 ) -> Callable[[], Any]:
     """``fn`` called with ``first``, then (a retry) with a new copy of ``kept`` each time: a bolt
-    may empty or reorder the list it is given before it raises."""
+    (or a sink's ``prepare``) may empty or reorder the list it is given before it raises."""
     given = [first]
 
     def call() -> Any:

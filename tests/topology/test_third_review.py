@@ -186,3 +186,48 @@ def test_feedback_retried_after_an_outage_reaches_a_bolt_that_emptied_its_list()
     assert result.ok
     assert EmptyingCounter.outages == 0  # the outage happened, and was retried
     assert FeedbackCounter.committed == ["dead-1"]  # was: []
+
+
+# --- a sink's prepare that empties its list before a transient error ------------------------
+
+
+class EmptyingPrepare(MemorySink):
+    """A user's sink whose ``prepare`` empties the list it is given as it reads it (``pop``);
+    its first ``prepare`` meets a dependency outage (``TransientError``) after that."""
+
+    outages = 1
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        kept = []
+        while events:
+            kept.append(events.pop(0))
+        if EmptyingPrepare.outages:
+            EmptyingPrepare.outages -= 1
+            raise TransientError("schema registry: connection reset")
+        return Prepared(kept)
+
+
+def test_a_sinks_prepare_retried_after_an_outage_gets_the_events_it_emptied_its_list_of():
+    """As a bolt's retry (hX): a sink's ``prepare`` retried after a transient error was called
+    with the list it had emptied — it prepared nothing, and every record of the batch had no
+    outcome ("engine: no outcome"), failing on every delivery."""
+    EmptyingPrepare.outages = 1
+    tag = f"p{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": "prep",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [
+            {"id": "out", "type": f"{__name__}:EmptyingPrepare", "name": f"{tag}-out"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+        ],
+    }
+    try:
+        run = run_topology(json.dumps(spec), records_from([{"i": i} for i in range(3)]))
+        [result] = run.results
+        assert EmptyingPrepare.outages == 0  # the outage happened, and was retried
+        assert [o.outcome for o in result.records] == [Outcome.COMMITTED] * 3
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 1, 2]
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
