@@ -365,14 +365,14 @@ class KeyIndex:
             if self._same(meta, size):
                 offset, head_len, head = meta["offset"], meta["head_len"], meta["head"]
                 self.skips = _ranges(meta)
-            else:  # (a failed fsync's marks were of what the file held: let go too)
+            else:
                 self.db.execute("DELETE FROM dead_letter_keys")
-                self.db.execute(
-                    "DELETE FROM dead_letter_index WHERE name IN ('distrust', 'distrusted')"
-                )
                 offset, head_len, head = 0, 0, self._head(0)
                 self._set(offset=offset, head_len=head_len, head=head)
-                self.skips = []
+                # A failed fsync's marks, of what the file still holds (cut short, its head
+                # kept), are kept as a start's open keeps them (``_take_marks``); let go with
+                # the rest when the file was replaced
+                self._take_marks(meta, size)
         self.pending.clear()
         self.known_to = self.committed = offset
         self.head_len, self.head = head_len, head

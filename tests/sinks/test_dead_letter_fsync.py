@@ -243,3 +243,32 @@ def test_a_process_running_since_before_the_range_does_not_index_its_lines_again
     expected = [f"not json {i}" for i in range(5)] + unsynced + ["not json 100"]
     # was: the unsynced lines' dead letters not written again (their keys in the index)
     assert sorted(readable_records(f)) == sorted(expected)
+
+
+def test_a_file_cut_short_under_a_running_process_keeps_the_range_it_still_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The file cut short (``truncate -s``) under a running process: its index was started
+    again from the file's start — and the failed fsync's range let go, though the file still
+    held its first lines: their keys were indexed and every later start trusted them. A start
+    after the cut keeps the range (``_take_marks``); a running process now does the same."""
+    f = tmp_path / "dlq.jsonl"
+    a = engine(tmp_path, remember=1000, name="cut-a", fsync=True)
+    assert a.process(bad(0, 40)).ok  # past the index's head (4 KiB): the cut keeps it
+    durable = f.stat().st_size
+    failing_fsync(monkeypatch, dlq(a)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        a.process(bad(40, 3))
+    a.close()
+    monkeypatch.undo()
+    b = engine(tmp_path, remember=1000, name="cut-b", fsync=True)  # takes the range
+    assert dlq(b)._index.skips
+    first = f.read_bytes()[durable:].split(b"\n")[0]
+    os.truncate(f, durable + len(first) + 1)  # the range's first line is kept
+    assert b.process(bad(100, 1)).ok  # finds the file shorter: indexes it again
+    b.close()
+    restart = engine(tmp_path, remember=1000, name="cut-restart", fsync=True)
+    assert restart.process(bad(40, 1)).ok
+    restart.close()
+    # was: not written again (its key indexed from the kept line, maybe never on disk)
+    assert readable_records(f).count("not json 40") == 2
