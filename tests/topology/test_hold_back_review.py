@@ -65,16 +65,10 @@ def rows(db: Path, sink: str) -> list[int]:
         return sorted(n for (n,) in conn.execute("select n from rows where sink = ?", (sink,)))
 
 
-@pytest.mark.parametrize("fault", ["poison", "refuse"])
-def test_a_record_failed_in_the_transaction_holds_back_the_rest_of_its_shard(
-    tmp_path: Path, fault: str
-):
-    """The first sink of the batch's transaction fails record 1 alone, or refuses it (no
-    dead-letter sink: it fails). The second sink of the transaction was written with it and
-    record 2 after it all the same — the failure was known before the transaction ran again."""
-    db = tmp_path / "w.db"
-    text_ = f"""
-name: txhold
+def two_tx_sinks(name: str, db: Path) -> str:
+    """A topology whose two sinks, ``one`` then ``two``, write in the batch's transaction on ``db``."""
+    return f"""
+name: {name}
 resources: {{db: {{url: 'sqlite:///{db}'}}}}
 spout: {{type: 'squall.testing:ListSpout'}}
 bolts:
@@ -83,6 +77,17 @@ sinks:
   - {{id: one, type: '{__name__}:TxSink'}}
   - {{id: two, type: '{__name__}:TxSink'}}
 """
+
+
+@pytest.mark.parametrize("fault", ["poison", "refuse"])
+def test_a_record_failed_in_the_transaction_holds_back_the_rest_of_its_shard(
+    tmp_path: Path, fault: str
+):
+    """The first sink of the batch's transaction fails record 1 alone, or refuses it (no
+    dead-letter sink: it fails). The second sink of the transaction was written with it and
+    record 2 after it all the same — the failure was known before the transaction ran again."""
+    db = tmp_path / "w.db"
+    text_ = two_tx_sinks("txhold", db)
     batch = records([("A", {"n": 0}), ("A", {"n": 1, fault: "one"}), ("A", {"n": 2})])
     run = run_topology(text_, batch, batch_size=3)
     [result] = run.results
@@ -99,16 +104,7 @@ def test_a_record_a_transaction_sink_reports_failed_is_written_by_no_sink_of_it(
     it (`two` failing) or after it — and record 2 after it: the transaction is rolled back and
     written again without them, so the redelivery is their only write."""
     db = tmp_path / "w.db"
-    text_ = f"""
-name: txfail
-resources: {{db: {{url: 'sqlite:///{db}'}}}}
-spout: {{type: 'squall.testing:ListSpout'}}
-bolts:
-  - {{id: decode, type: json}}
-sinks:
-  - {{id: one, type: '{__name__}:TxSink'}}
-  - {{id: two, type: '{__name__}:TxSink'}}
-"""
+    text_ = two_tx_sinks("txfail", db)
     batch = records(
         [("A", {"n": 0}), ("A", {"n": 1, "fail": failing}), ("A", {"n": 2}), ("B", {"n": 3})]
     )
