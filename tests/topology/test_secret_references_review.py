@@ -142,28 +142,19 @@ def test_the_template_refuses_a_reference_where_it_writes_a_granted_or_triggerin
     from squall.topology.loader import load
     from squall.topology.references import PLACEHOLDER, placeholder
 
-    path = tmp_path / "topology.yaml"
-    path.write_text(PACKAGED)
-    with pytest.raises(TopologyError) as err:
-        sam_template(
-            load(path, secrets=placeholder),
-            PACKAGED,
-            handler="consumer",
-            code_uri="c.zip",
-            options=TemplateOptions(),
-        )
+    problems = template_refusal(tmp_path, PACKAGED)
     assert [
-        (p.line, p.message.split(":")[0] + ":" + p.message.split(":")[1])
-        for p in err.value.problems
+        (p.line, p.message.split(":")[0] + ":" + p.message.split(":")[1]) for p in problems
     ] == [
         (3, "${ssm:/pistats/stream}"),
         (6, "${ssm:/pistats/out_stream}"),
     ]
-    assert "would be written into the template" in err.value.problems[0].message
+    assert "would be written into the template" in problems[0].message
     # The same names written plainly: the header's reference stays the function's to read.
     text = PACKAGED.replace("${ssm:/pistats/stream}", "clicks").replace(
         "${ssm:/pistats/out_stream}", "enriched"
     )
+    path = tmp_path / "topology.yaml"
     path.write_text(text)
     template = sam_template(
         load(path, secrets=placeholder),
@@ -525,3 +516,23 @@ def test_a_read_waits_seconds_not_the_clients_30s_read_and_5s_connect_timeouts(a
     config = made.meta.config
     assert (config.connect_timeout, config.read_timeout) == (2.0, 2.0)
     assert config.retries["total_max_attempts"] == 3  # a throttled burst is still retried
+
+
+def template_refusal(tmp_path, text: str) -> list:
+    """The problems ``sam_template`` refuses ``text`` with, loaded with stand-ins for its secret
+    references as ``squall package`` loads it."""
+    from squall.deploy.template import TemplateOptions, sam_template
+    from squall.topology.loader import load
+    from squall.topology.references import placeholder
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    with pytest.raises(TopologyError) as err:
+        sam_template(
+            load(path, secrets=placeholder),
+            text,
+            handler="consumer",
+            code_uri="c.zip",
+            options=TemplateOptions(),
+        )
+    return err.value.problems

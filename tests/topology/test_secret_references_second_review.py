@@ -9,6 +9,7 @@ import pytest
 from squall import redact
 from squall.errors import TopologyError
 from squall.topology.loader import load_text
+from tests.topology.test_secret_references_review import template_refusal
 
 
 @pytest.fixture(autouse=True)
@@ -406,9 +407,6 @@ def test_the_template_names_only_the_reference_it_writes_not_one_its_stand_in_st
     """Stand-ins are letters and digits: ``${ssm:/a/stream}``'s starts ``${ssm:/a/streamname}``'s.
     With the latter as a sink's stream, the former — a header's, never in the template — was said
     to be written into the template too (a user rewriting the header for nothing)."""
-    from squall.deploy.template import TemplateOptions, sam_template
-    from squall.topology.loader import load
-    from squall.topology.references import placeholder
 
     text = """
 name: pfx
@@ -418,17 +416,7 @@ sinks:
   - {id: out, type: kinesis, stream: "${ssm:/a/streamname}"}
   - {id: hook, type: http, url: "https://h.example/x", headers: {X-Key: "${ssm:/a/stream}"}}
 """
-    path = tmp_path / "topology.yaml"
-    path.write_text(text)
-    with pytest.raises(TopologyError) as err:
-        sam_template(
-            load(path, secrets=placeholder),
-            text,
-            handler="consumer",
-            code_uri="c.zip",
-            options=TemplateOptions(),
-        )
-    assert [(p.line, p.message.split(":")[:2]) for p in err.value.problems] == [
+    assert [(p.line, p.message.split(":")[:2]) for p in template_refusal(tmp_path, text)] == [
         (6, ["${ssm", "/a/streamname}"])
     ]
 
@@ -437,8 +425,6 @@ def test_references_sharing_a_long_name_start_have_stand_ins_of_their_own(tmp_pa
     """A stand-in was the name's first 40 letters and digits: two parameters of one deep path
     (`/acme/production/analytics-pipeline/secrets/…`) had the same, so where one was written
     into the template (a sink's stream) the other — a header's — was said to be too."""
-    from squall.deploy.template import TemplateOptions, sam_template
-    from squall.topology.loader import load
     from squall.topology.references import SecretRef, placeholder
 
     base = "/acme/production/analytics-pipeline/secrets"
@@ -453,14 +439,4 @@ sinks:
   - {{id: out, type: kinesis, stream: "${{ssm:{base}/out}}"}}
   - {{id: hook, type: http, url: "https://h.example/x", headers: {{X-Key: "${{ssm:{base}/key}}"}}}}
 """
-    path = tmp_path / "topology.yaml"
-    path.write_text(text)
-    with pytest.raises(TopologyError) as err:
-        sam_template(
-            load(path, secrets=placeholder),
-            text,
-            handler="consumer",
-            code_uri="c.zip",
-            options=TemplateOptions(),
-        )
-    assert [p.line for p in err.value.problems] == [6]
+    assert [p.line for p in template_refusal(tmp_path, text)] == [6]
