@@ -225,15 +225,22 @@ class AbsentPaths:
         """Warn of each watched path no event of ``events`` has (once per path)."""
         if not self.unseen or not events:
             return
+        # No payload at all (no decode bolt before the sink): a typo is not the cause.
+        hint = (
+            "none of them has a decoded payload: add a decode bolt (type: json) before this sink"
+            if all(ev.value is None for ev in events)
+            else "check the path for a typo"
+        )
         for label, (path, get) in list(self.unseen.items()):
             if all(get(ev) is MISSING for ev in events):
                 self.log.warning(
-                    "%s: %s (path '%s') is absent from all %d event(s) of a batch: %s — check "
-                    "the path for a typo (warned once per path)",
+                    "%s: %s (path '%s') is absent from all %d event(s) of a batch: %s — %s "
+                    "(warned once per path)",
                     self.sink,
                     label,
                     path,
                     len(events),
                     self.outcome,
+                    hint,
                 )
             del self.unseen[label]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from pydantic import Field
@@ -9,6 +10,8 @@ from pydantic import Field
 from squall import exact_json
 from squall.component import Capabilities, ComponentConfig
 from squall.sinks.base import Prepared, Sink, WriteContext
+
+log = logging.getLogger("squall.sinks.stdout")
 
 
 class StdoutConfig(ComponentConfig):
@@ -25,7 +28,23 @@ class StdoutSink(Sink):
     def capabilities(cls, config: StdoutConfig) -> Capabilities:
         return Capabilities(needs_stdout=True)
 
+    #: Told once that the events reach it undecoded (spout → sink, no ``json`` bolt): each
+    #: prints as ``null``, which looked like a working topology printing nothing useful.
+    _told_undecoded = False
+
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> None:
+        if (
+            not self._told_undecoded
+            and prepared.events
+            and all(ev.value is None for ev in prepared.events)
+        ):
+            self._told_undecoded = True
+            log.warning(
+                "%s: none of the %d event(s) of a batch has a decoded payload, so each prints "
+                "as null: add a decode bolt (type: json) before this sink (warned once)",
+                self.id,
+                len(prepared.events),
+            )
         out = sys.stdout.buffer
         for ev in prepared.events:
             doc = (
