@@ -120,7 +120,7 @@ def _whole_object(pointer: str, error: object) -> str:
     if error in _MISSING:
         return (
             f"S3 object {pointer} was not there ({error}): nothing of it was read; an upload of "
-            "it again is a new object, read by its own notification"
+            "it again is a new object, read by its own notification (or the next squall run)"
         )
     if isinstance(error, str) and error.startswith("over max_object_bytes"):
         return f"S3 object {pointer} {error}: read it with squall run and a larger bound"

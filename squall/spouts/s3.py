@@ -28,7 +28,8 @@ first pass costs one more decompression (and, above ``KEPT_COMPRESSED``, one mor
 docs/sinks.md gives the figures. An object whose content is over ``max_object_bytes`` (a gzip
 bomb: megabytes that inflate to gigabytes) is one dead letter the same way, naming the bound. So
 is an object an S3 notification names that S3 does not have (``missing_object_record``:
-NoSuchKey, NoSuchVersion — deleted after the notification, or never readable).
+NoSuchKey, NoSuchVersion — deleted after the notification, or never readable), and one the
+local spout listed that is gone when its turn comes.
 
 In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
 every read of its body is bounded by the time left, as the sinks' AWS calls are
@@ -42,7 +43,7 @@ longer than the time left. What cannot finish in time is an ``ObjectReadError`` 
 ``transient``; a read of the body failing otherwise (a reset) is not retried and not
 ``transient``.
 
-Size (~650 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~680 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -446,14 +447,21 @@ MISSING = ("NoSuchKey", "NoSuchVersion")
 
 
 def missing_object_record(
-    bucket: str, key: str, version_id: str | None, code: str, sequencer: str | None = None
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    code: str,
+    sequencer: str | None = None,
+    *,
+    named_by: str = "its notification",
 ) -> Record:
     """An object a notification named that S3 does not have (``code``: one of ``MISSING``):
     deleted after the notification, or never readable. Its one record (as a corrupt object's:
     line 0, a JSON pointer to it) carries the reason as its ``defect``, so it is dead-lettered
     and the other objects go on; retried, it is the same event id. ``sequencer``: the
     notification's, so that two uploads of one key on an unversioned bucket, both gone before
-    they were read, are two dead letters, not one."""
+    they were read, are two dead letters, not one (the local spout gives the ETag it listed).
+    ``named_by``: what named the object (the reason's "deleted after ...")."""
     version = f", version {version_id}" if version_id else ""
     # The keys of a corrupt object's pointer (``squall replay`` lists it by them), none known
     pointer = {
@@ -472,7 +480,7 @@ def missing_object_record(
             f"{code}\x1f{version_id}\x1f{sequencer or ''}".encode()
         ).hexdigest()[:32],
         defect=f"s3://{bucket}/{key}{version}: {code}: the object is not there (deleted after "
-        "its notification, or never readable); nothing of it read",
+        f"{named_by}, or never readable); nothing of it read",
     )
     return Record(orjson.dumps(pointer), meta)
 
@@ -608,6 +616,7 @@ class S3Spout(Spout):
         super().__init__(config, context)
         self.client: Any = None
         self._keys: list[str] = []
+        self._etags: dict[str, str] = {}  # as listed: a gone object's dead letter names its upload
         self._done = 0
 
     def open(self, resources: Any = None) -> None:
@@ -619,9 +628,10 @@ class S3Spout(Spout):
             kwargs["StartAfter"] = cfg.start_after
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
-                self._keys.extend(
-                    o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")
-                )
+                for o in page.get("Contents", []):
+                    if not o["Key"].endswith("/"):
+                        self._keys.append(o["Key"])
+                        self._etags[o["Key"]] = o.get("ETag") or ""
         except Exception as exc:
             raise SquallError(
                 f"{self.id}: cannot list s3://{cfg.bucket}/{cfg.prefix}: "
@@ -632,14 +642,27 @@ class S3Spout(Spout):
         cfg = self.config
         batch: list[Record] = []
         for key in self._keys:
-            obj = open_object(self.client, cfg.bucket, key)
-            for part in object_batches(
-                obj,
-                max_records,
-                skip_blank=cfg.skip_blank,
-                max_line_bytes=cfg.max_line_bytes,
-                max_object_bytes=cfg.max_object_bytes,
-            ):
+            parts: Any
+            try:
+                obj = open_object(self.client, cfg.bucket, key)
+            except ObjectReadError as exc:
+                if exc.code not in MISSING:
+                    raise
+                # Deleted since the listing (a cleanup job, another reader, a lifecycle rule): that
+                # object's dead letter, as when a Lambda's notification names one that is gone.
+                gone = missing_object_record(
+                    cfg.bucket, key, None, exc.code, self._etags.get(key), named_by="it was listed"
+                )
+                parts = [[gone]]
+            else:
+                parts = object_batches(
+                    obj,
+                    max_records,
+                    skip_blank=cfg.skip_blank,
+                    max_line_bytes=cfg.max_line_bytes,
+                    max_object_bytes=cfg.max_object_bytes,
+                )
+            for part in parts:
                 batch.extend(part)  # batches span objects: at most 2 x max_records held
                 while len(batch) >= max_records:
                     yield batch[:max_records]

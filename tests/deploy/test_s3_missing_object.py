@@ -130,3 +130,41 @@ def test_two_uploads_of_one_key_both_gone_are_two_dead_letters(moto_server, tmp_
         assert handler(event, None)["failed"] == 0
     ids = [ev.event_id for ev in MemorySink.stores[f"{store}-dlq"]]
     assert len(ids) == 3 and ids[0] != ids[1] and ids[2] == ids[0]
+
+
+def test_the_local_spout_dead_letters_an_object_deleted_after_it_listed_it(
+    moto_server, tmp_path: Path, monkeypatch
+):
+    """``squall run`` lists the prefix at start and reads the objects one by one. An object deleted
+    in between (a cleanup job, another reader) stopped the whole run with exit code 2 (``cannot
+    read s3://…: NoSuchKey``), the objects after it never read and the lines read before it not
+    committed; a Lambda's notification naming a gone object was already its dead letter. It is
+    now that object's dead letter in the local runner too, and the other objects are read."""
+    from squall.deploy.local import LocalRunner
+    from squall.spouts.s3 import S3Spout
+    from squall.topology.loader import load_text
+    from tests.deploy.test_sqs_s3_sources import topology_text
+
+    s3 = moto_server.client("s3")
+    bucket = unique("listed")
+    s3.create_bucket(Bucket=bucket)
+    for n, key in enumerate(("in/a.jsonl", "in/b.jsonl", "in/c.jsonl")):
+        put_lines(s3, bucket, key, [{"n": n}], gz=False)
+    listed = S3Spout.open
+
+    def open_then_delete(self, resources=None):
+        listed(self, resources)
+        s3.delete_object(Bucket=bucket, Key="in/b.jsonl")
+
+    monkeypatch.setattr(S3Spout, "open", open_then_delete)
+    store = unique("listed")
+    spout = f'{{type: s3, bucket: {bucket}, prefix: in/, endpoint_url: "{moto_server.endpoint}"}}'
+    LocalRunner(load_text(topology_text(spout, store)), batch_size=10).run()
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [0, 2]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert dead.failure.component == "spout"
+    assert dead.failure.reason == (
+        f"s3://{bucket}/in/b.jsonl: NoSuchKey: the object is not there (deleted after it was "
+        "listed, or never readable); nothing of it read"
+    )
+    assert orjson.loads(dead.raw)["error"] == "NoSuchKey"
