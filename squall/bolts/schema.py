@@ -12,13 +12,15 @@ squall's version and checking code — this module's bytes —, the checker's ve
 schema neither imports jsonschema (~40 ms of CPU) nor checks it. Only a check that passed writes
 one; an invalid schema is checked at every load.
 
-Size (~440 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
-its two caches (the package's list, the cache folder), the fast validator's limits, the bolt.
+Size (~520 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+its two caches (the package's list, the cache folder), the fast validator's limits, the formats
+left unchecked for want of a package, the bolt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from squall import __version__, safe_json
 from squall.bolts.base import Bolt, Output
 from squall.component import INVALID, ComponentConfig
 from squall.event import Event
+
+log = logging.getLogger("squall.bolts")
 
 #: Written beside the topology in a Lambda package: ``{"schemas": [digest, ...]}``.
 CHECKED_FILE = ".squall-checked-schemas.json"
@@ -371,6 +375,61 @@ def fast_check(schema: dict[str, Any]):
     return check
 
 
+#: Formats jsonschema checks only when a package of its own is installed; without it, a value of
+#: that format passes unchecked, silently. squall depends on rfc3339-validator (date-time, time:
+#: the usual formats of event data), so those are checked wherever squall is installed, a Lambda
+#: package included; the others depend on what else the environment holds.
+FORMAT_PACKAGES = {
+    "date-time": "rfc3339-validator",
+    "time": "rfc3339-validator",
+    "hostname": "fqdn",
+    "idn-hostname": "idna",
+    "uri": "rfc3987 or rfc3986-validator",
+    "uri-reference": "rfc3987 or rfc3986-validator",
+    "iri": "rfc3987 or rfc3987-syntax",
+    "iri-reference": "rfc3987 or rfc3987-syntax",
+    "json-pointer": "jsonpointer",
+    "relative-json-pointer": "jsonpointer",
+    "uri-template": "uri-template",
+    "color": "webcolors",
+    "duration": "isoduration",
+}
+#: Keywords whose value is a map of names to subschemas (the names are data, not keywords).
+_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+#: Keywords whose value is data: a ``format`` inside is not a keyword.
+_DATA_VALUES = ("enum", "const", "default", "examples", "format")
+
+
+def formats(node: Any) -> set[str]:
+    """The ``format`` keywords' values of a schema and its subschemas."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        if isinstance(node.get("format"), str):
+            found.add(node["format"])
+        for key, value in node.items():
+            if key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                for sub in value.values():
+                    found |= formats(sub)
+            elif key not in _DATA_VALUES:
+                found |= formats(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= formats(value)
+    return found
+
+
+def unchecked_formats(schema: dict[str, Any]) -> dict[str, str]:
+    """The schema's formats that jsonschema would check with a package this environment lacks:
+    format → the package. Imports jsonschema only for a schema with a ``format``."""
+    used = formats(schema) & set(FORMAT_PACKAGES)
+    if not used:
+        return {}
+    import jsonschema
+
+    checker = jsonschema.validators.validator_for(schema).FORMAT_CHECKER
+    return {f: FORMAT_PACKAGES[f] for f in sorted(used) if f not in checker.checkers}
+
+
 #: Longest reason kept from jsonschema's message.
 MAX_REASON = 1000
 
@@ -408,6 +467,16 @@ class SchemaBolt(Bolt):
         self._fast = _compiled(config.schema_)
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
         self._validator = None if self._fast is not None else full_validator(config.schema_)
+        if self._fast is None and (missing := unchecked_formats(config.schema_)):
+            needs = ", ".join(f"'{f}' (needs {package})" for f, package in missing.items())
+            problem = context.problem(
+                self.id,
+                "schema",
+                f"format {needs} is not checked: jsonschema checks a format only when its "
+                "package is installed, and it is not installed here, so any value passes as that "
+                "format (install it; for a Lambda package: squall package --with PACKAGE)",
+            )
+            log.warning("%s", problem)
 
     def warm_up(self) -> None:
         """Build jsonschema's validator (the reasons of invalid events) now, not at the first
