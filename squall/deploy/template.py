@@ -14,7 +14,7 @@ deployment with another name is granted that name. The only ``*`` resource is La
 interface management in a VPC (``ec2:Describe*`` has no resource-level permissions), present
 only when subnets are given.
 
-Size (~595 lines): the function, its role, parameters, VPC and the producer's API are one
+Size (~610 lines): the function, its role, parameters, VPC and the producer's API are one
 template built in one pass; the consumer's triggers live in ``squall.deploy.triggers``.
 """
 
@@ -439,9 +439,24 @@ def sam_template(
     ):  # alarms and a dashboard following the topology graph (squall.observability)
         from squall.observability.dashboards import cloudwatch_resources
 
-        template["Resources"].update(cloudwatch_resources(topology))
+        template["Resources"].update(
+            cloudwatch_resources(topology, invocation=_invocation(topology, opts))
+        )
     check_no_placeholder(json.dumps(template), topology, topology_text, "the template")
     return template
+
+
+def _invocation(topology: Topology, opts: TemplateOptions) -> str:
+    """How the consumer is invoked, for its alarms (``squall.observability.dashboards``)."""
+    from squall.component import TriggerSource
+    from squall.deploy.triggers import declared_trigger
+
+    trigger = declared_trigger(topology)
+    if trigger is None or trigger.source is TriggerSource.KINESIS:
+        return "stream"
+    if trigger.source is TriggerSource.S3 and opts.s3_delivery != "sqs":
+        return "async"
+    return "queue"
 
 
 def _leave_time_beyond_the_margin(

@@ -7,7 +7,7 @@ The alarms are the ones an operator of a stream consumer needs: lag (iterator ag
 MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
 nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
 
-Size (~520 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~560 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -47,14 +47,24 @@ def _logical(name: str) -> str:
 # -- CloudWatch (squall package --template) -------------------------------------------------------
 
 
+#: How the consumer function is invoked, for its Lambda alarms: by an event source mapping on a
+#: stream (``IteratorAge``), asynchronously (S3 directly or through EventBridge: Lambda retries a
+#: failed event twice and then drops it, ``AsyncEventsDropped``; no ``IteratorAge``), or by one
+#: on a queue (no ``IteratorAge`` either: the queue's own age of the oldest message says it).
+INVOCATIONS = ("stream", "async", "queue")
+
+
 def cloudwatch_resources(
     topology: Topology,
     *,
     function: str = "Function",
     namespace: str = NAMESPACE,
     thresholds: Thresholds = Thresholds(),
+    invocation: str = "stream",
 ) -> dict[str, Any]:
-    """CloudFormation resources: six alarms and a dashboard, for the consumer function ``function``."""
+    """CloudFormation resources: six alarms and a dashboard, for the consumer function ``function``
+    invoked as ``invocation`` says (``INVOCATIONS``): the lag alarm on a stream's iterator age,
+    for an asynchronous function one on the events Lambda dropped, none for a queue's."""
     t, th = topology.name, thresholds
     fn_dim = [{"Name": "FunctionName", "Value": {"Ref": function}}]
     squall_dims = [{"Name": "Topology", "Value": t}, {"Name": "service", "Value": t}]
@@ -113,19 +123,39 @@ def cloudwatch_resources(
         for i, o in enumerate(RECORD_OUTCOMES)
     ]
     dead, n = RECORD_OUTCOMES.index("dead_lettered"), len(RECORD_OUTCOMES)
-    resources: dict[str, Any] = {
-        f"{prefix}IteratorAgeAlarm": lambda_alarm(
+    if invocation not in INVOCATIONS:
+        raise ValueError(f"invocation must be one of {', '.join(INVOCATIONS)}")
+    resources: dict[str, Any] = {}
+    if invocation == "stream":
+        resources[f"{prefix}IteratorAgeAlarm"] = lambda_alarm(
             "IteratorAge",
             "Maximum",
             th.lag_ms,
             f"iterator age over {th.lag_ms} ms: the consumer falls behind",
-        ),
+        )
+    elif invocation == "async":
+        dropped = lambda_alarm(
+            "AsyncEventsDropped",
+            "Sum",
+            0,
+            "events dropped: Lambda gave an event up after its retries (or it was too old) and "
+            "no on-failure destination took it; its objects were not all read — squall run with "
+            "the s3 spout reads them again",
+        )
+        dropped["Properties"].update(EvaluationPeriods=1, DatapointsToAlarm=1)
+        resources[f"{prefix}EventsDroppedAlarm"] = dropped
+    raised = (
+        "a line that failed, an object that could not be read: Lambda retries the event"
+        if invocation == "async"
+        else "an event it cannot read; a failed batch is answered with batchItemFailures, see "
+        "the two alarms below"
+    )
+    resources |= {
         f"{prefix}ErrorsAlarm": lambda_alarm(
             "Errors",
             "Sum",
             0,
-            "function errors (the handler raised: an event it cannot read, a failed init; a "
-            "failed batch is answered with batchItemFailures, see the two alarms below)",
+            f"function errors (the handler raised: {raised}; a failed init)",
         ),
         f"{prefix}FailedBatchesAlarm": squall_alarm(
             cloudwatch_name("batches", "failed"),
@@ -165,7 +195,10 @@ def cloudwatch_resources(
                 "DashboardBody": {
                     "Fn::Sub": json.dumps(
                         cloudwatch_dashboard(
-                            topology, namespace=namespace, function="${" + function + "}"
+                            topology,
+                            namespace=namespace,
+                            function="${" + function + "}",
+                            invocation=invocation,
                         )
                     )
                 },
@@ -181,8 +214,11 @@ def cloudwatch_dashboard(
     namespace: str = NAMESPACE,
     function: str = "",
     region: str = "${AWS::Region}",
+    invocation: str = "stream",
 ) -> dict[str, Any]:
-    """The dashboard body: an overview row, then one row per component (records; time per batch)."""
+    """The dashboard body: an overview row, then one row per component (records; time per batch).
+    With a ``function``, its lag beside squall's: ``IteratorAge`` on a stream, ``AsyncEventAge``
+    invoked asynchronously (``INVOCATIONS``)."""
     t = topology.name
     widgets: list[dict[str, Any]] = []
 
@@ -222,11 +258,12 @@ def cloudwatch_dashboard(
 
     outcomes = [metric(cloudwatch_name("outcomes", o), t, t, label=o) for o in RECORD_OUTCOMES]
     lag = [metric(cloudwatch_name("iterator_age"), t, t, stat="Maximum", label="iterator age")]
-    if function:
+    lambda_lag = {"stream": "IteratorAge", "async": "AsyncEventAge"}.get(invocation)
+    if function and lambda_lag:
         lag.append(
             [
                 "AWS/Lambda",
-                "IteratorAge",
+                lambda_lag,
                 "FunctionName",
                 function,
                 {"stat": "Maximum", "label": "Lambda"},

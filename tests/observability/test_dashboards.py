@@ -315,3 +315,61 @@ def test_the_generated_dashboard_and_rules_read_no_deprecated_metric():
     }
     assert "squall_iterator_age_seconds" in read
     assert read <= current, read - current
+
+
+def _lambda_alarms(template: dict) -> dict[str, str]:
+    return {
+        name: r["Properties"]["MetricName"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("Namespace") == "AWS/Lambda"
+    }
+
+
+def test_an_s3_triggered_function_is_watched_for_dropped_events_not_an_iterator_age():
+    """The ETL example's ingest (S3 notifications, invoked asynchronously) got the stream
+    consumer's alarm on `IteratorAge`, a metric Lambda emits only for stream sources: it could
+    never fire, while an event Lambda gave up after its two retries — an object not all read —
+    raised nothing but the `Errors` of its attempts. It now has an alarm on `AsyncEventsDropped`
+    (its dashboard shows `AsyncEventAge`); a queue-triggered function has no lag alarm of the
+    function (the queue's age says it); a Kinesis consumer keeps `IteratorAge`."""
+    from squall.deploy.template import TemplateOptions
+    from tests.deploy.sam import translate
+
+    ingest = EXAMPLES / "etl" / "ingest.yaml"
+    topo, text = load(ingest), ingest.read_text()
+    template = sam_template(topo, text, handler="consumer", code_uri="ingest.zip")
+    assert _lambda_alarms(template) == {
+        "EtlIngestEventsDroppedAlarm": "AsyncEventsDropped",
+        "EtlIngestErrorsAlarm": "Errors",
+        "EtlIngestThrottlesAlarm": "Throttles",
+    }
+    errors = template["Resources"]["EtlIngestErrorsAlarm"]["Properties"]["AlarmDescription"]
+    assert "batchItemFailures" not in errors and "Lambda retries the event" in errors
+    body = json.loads(
+        template["Resources"]["EtlIngestDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    )
+    lag = [m[1] for m in body["widgets"][1]["properties"]["metrics"] if m[0] == "AWS/Lambda"]
+    assert lag == ["AsyncEventAge"]
+    translate(template)
+    eventbridge = sam_template(
+        topo,
+        text,
+        handler="consumer",
+        code_uri="ingest.zip",
+        options=TemplateOptions(s3_delivery="eventbridge"),
+    )
+    assert "EtlIngestEventsDroppedAlarm" in _lambda_alarms(eventbridge)
+    queued = sam_template(
+        topo,
+        text,
+        handler="consumer",
+        code_uri="ingest.zip",
+        options=TemplateOptions(s3_delivery="sqs", s3_bucket="existing"),
+    )
+    assert set(_lambda_alarms(queued).values()) == {"Errors", "Throttles"}
+    transform = EXAMPLES / "etl" / "transform.yaml"
+    kinesis = sam_template(
+        load(transform), transform.read_text(), handler="consumer", code_uri="t.zip"
+    )
+    assert _lambda_alarms(kinesis)["EtlTransformIteratorAgeAlarm"] == "IteratorAge"
