@@ -3,10 +3,11 @@ Lambda → the curated stream, the Parquet lake and PostgreSQL.
 
 Both topologies run in the consumer handler, in process, with the events Lambda would send: S3
 notifications (URL-encoded keys with a space and a `+`, an empty object, a cut gzip, one event
-delivered twice as Lambda retries it) and Kinesis batches of the raw stream's records as
-GetRecords returns them (KPL aggregates), each delivered twice. The warehouse holds every order
-once; the lake and the curated stream hold each at least once (their readers deduplicate on the
-event id, as the example's README says).
+delivered twice as Lambda retries it, the same export uploaded again under another name) and
+Kinesis batches of the raw stream's records as GetRecords returns them (KPL aggregates), each
+delivered twice. The warehouse holds every order once (one row per order: the second upload's
+lines are other events of the same orders); the lake and the curated stream hold each at least
+once (their readers deduplicate on the event id, as the example's README says).
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def test_ingest_then_transform_on_the_stand_ins(
         "incoming/2026-11-03 export+1.jsonl.gz": gzip.compress(sample),
         "incoming/empty.jsonl": b"",
         "incoming/cut.jsonl.gz": gzip.compress(sample)[:-12],
+        # The same export uploaded again under another name: its lines are other events, the
+        # same orders (the warehouse keeps one row per order, the lake and stream hold both).
+        "incoming/2026-11-03 export (again).jsonl": sample,
     }
     ingest = make_handler(example / "ingest.yaml")
     for key, body in uploads.items():
@@ -105,6 +109,8 @@ def test_ingest_then_transform_on_the_stand_ins(
     assert located == {
         ("incoming/2026-11-03 export+1.jsonl.gz", "5", "decode"),  # the torn line
         ("incoming/2026-11-03 export+1.jsonl.gz", "7", "validate"),  # amount "ten"
+        ("incoming/2026-11-03 export (again).jsonl", "5", "decode"),
+        ("incoming/2026-11-03 export (again).jsonl", "7", "validate"),
         ("incoming/cut.jsonl.gz", "0", "spout"),  # the object as a whole
     }
     assert any("'ten' is not of type 'number'" in d["reason"] for d in dead)
@@ -124,10 +130,12 @@ def test_ingest_then_transform_on_the_stand_ins(
 
     with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
         cur.execute(f'SELECT order_id, kind, currency, amount FROM "{unique_name}_orders"')
-        rows = {r[0]: r[1:] for r in cur.fetchall()}
+        fetched = cur.fetchall()
+        rows = {r[0]: r[1:] for r in fetched}
         cur.execute(f'SELECT component, reason FROM "{unique_name}_rejects"')
         rejects = cur.fetchall()
-    assert len(rows) == 5 and set(rows) == ORDERS | REFUNDS  # once each, whatever the retries
+    # once each, whatever the retries and the second upload (a dict of rows hid duplicates)
+    assert len(fetched) == 5 and set(rows) == ORDERS | REFUNDS
     assert rows["o-1003"] == ("refund", "USD", -12.0)
     assert rows["o-1007"][1] == "EUR"  # the default of a missing currency
     [(component, reason)] = rejects
@@ -145,14 +153,15 @@ def test_ingest_then_transform_on_the_stand_ins(
     table = ds.dataset(local / "orders", format="parquet", partitioning="hive").to_table()
     lake_rows = {(r["order_id"], r["event_id"], r["hour"]) for r in table.to_pylist()}
     # at least once: a row may repeat (the retries put lines again), but deduplicated on
-    # event_id there is one per order, in the hour of its own time (o-1008: 12:59:59+02:00)
+    # event_id there is one per order and upload, in the hour of its own time (o-1008:
+    # 12:59:59+02:00)
     assert {(o, h) for o, _, h in lake_rows} == {
         ("o-1001", 9),
         ("o-1002", 9),
         ("o-1007", 10),
         ("o-1008", 10),
     }
-    assert len({e for _, e, _ in lake_rows}) == 4
+    assert len({e for _, e, _ in lake_rows}) == 8  # the four orders of two uploads
 
     out = [
         json.loads(r["Data"])
@@ -160,7 +169,7 @@ def test_ingest_then_transform_on_the_stand_ins(
         for r in records
     ]
     assert {o["order_id"] for o in out} == ORDERS
-    assert len({o["source_event_id"] for o in out}) == 4
+    assert len({o["source_event_id"] for o in out}) == 8
 
     logged = caplog.text + capsys.readouterr().out
     assert "invocation:" in logged and secret not in logged
