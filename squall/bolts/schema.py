@@ -136,7 +136,10 @@ def check_schema(schema: dict[str, Any]) -> None:
     try:
         validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise ValueError(f"invalid JSON Schema: {exc.message}") from None
+        # Where in the schema (a JSON path), not only what: "'numbr' is not valid under any of
+        # the given schemas" alone left the reader to search the whole schema for it.
+        where = f" at {exc.json_path}" if exc.path else ""
+        raise ValueError(f"invalid JSON Schema{where}: {exc.message}") from None
     _check_refs(schema, validator(schema, registry=_offline_registry()))
 
 
@@ -209,6 +212,7 @@ class SchemaConfig(ComponentConfig):
     @field_validator("schema_")
     @classmethod
     def _load(cls, v: str | dict, info: ValidationInfo) -> dict[str, Any]:
+        named = f"schema file '{v}': " if isinstance(v, str) else ""
         if isinstance(v, str):
             base = (info.context or {}).get("base_dir") or Path.cwd()
             path = Path(v) if Path(v).is_absolute() else Path(base) / v
@@ -230,7 +234,10 @@ class SchemaConfig(ComponentConfig):
         base = (info.context or {}).get("base_dir")
         digest = schema_digest(v) if base is not None else None
         if digest is None or digest not in _checked_when_packaged(Path(base)):
-            check_schema_once(v)
+            try:
+                check_schema_once(v)
+            except ValueError as exc:
+                raise ValueError(f"{named}{exc}") from None
         return v
 
 

@@ -319,3 +319,18 @@ def test_a_copy_of_squall_elsewhere_with_other_timestamps_trusts_the_list_this_o
     where, result = r.stdout.strip().splitlines()[-2:]
     assert where == str(site / "squall" / "__init__.py")
     assert result == "False False True schema: $.a: 'x' is not of type 'integer'"
+
+
+def test_an_invalid_schema_file_is_named_with_the_path_of_its_error(tmp_path: Path):
+    """`squall validate` pointed at the topology's `schema:` line and said only what was wrong
+    (`invalid JSON Schema: 'numbr' is not valid under any of the given schemas`): where, in a
+    schema file of dozens of properties, was left to the reader. The file and the JSON path of
+    the error in it are now named."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "n": {"type": "numbr"}}}
+    path = topology_with_schema(tmp_path, schema)
+    with pytest.raises(TopologyError) as err:
+        load(path)
+    assert (
+        "bolts[1].schema: schema file 'event.json': invalid JSON Schema at "
+        "$.properties.n.type: 'numbr' is not valid under any of the given schemas"
+    ) in str(err.value)
