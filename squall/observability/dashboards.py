@@ -138,9 +138,9 @@ def cloudwatch_resources(
             "AsyncEventsDropped",
             "Sum",
             0,
-            "events dropped: Lambda gave an event up after its retries (or it was too old) and "
-            "no on-failure destination took it; its objects were not all read — squall run with "
-            "the s3 spout reads them again",
+            "events dropped: Lambda gave an event up after its retries (or it was too old); its "
+            "objects were not all read — it is in the on-failure destination if the function "
+            "has one, and squall run with the s3 spout reads them again",
         )
         dropped["Properties"].update(EvaluationPeriods=1, DatapointsToAlarm=1)
         resources[f"{prefix}EventsDroppedAlarm"] = dropped
