@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~950 lines): three sources behind one interface, kept together so the interface and its
+Size (~965 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -262,6 +262,14 @@ class SqlSourceConfig(BaseModel):
     columns: list[str] | None = Field(
         None, description="Columns copied into the target (default: every column of the table)."
     )
+    timeout: float | None = Field(
+        30.0,
+        gt=0,
+        description="PostgreSQL: seconds a lookup query may take, a wait for a lock included "
+        "(`SET LOCAL statement_timeout`); a slower one is cancelled and the batch retried, as "
+        "for a source that is down. Null: no bound (a table locked by a migration held the "
+        "batch for as long).",
+    )
 
     @field_validator("table", "db_schema")
     @classmethod
@@ -329,6 +337,12 @@ class SqlSource:
             self._params = lambda keys: {"keys": keys}
         self._statement = sa.select(*selected).where(match)
         self.chunk = max(1, SQL_CHUNK // len(key_columns))
+        # PostgreSQL's statement_timeout for the query's transaction (ms), else None.
+        self._timeout = (
+            f"SET LOCAL statement_timeout = {max(1, round(config.timeout * 1000))}"
+            if config.timeout and engine.dialect.name == "postgresql"
+            else None
+        )
 
     def fetch(self, keys: list[Key]) -> Fetched:
         fetched = Fetched()
@@ -342,6 +356,8 @@ class SqlSource:
         out: dict[Key, Any] = {}
         try:
             with self.engine.connect() as conn:
+                if self._timeout is not None:  # for this transaction only (rolled back at exit)
+                    conn.exec_driver_sql(self._timeout)
                 rows = conn.execute(self._statement, self._params(keys)).all()
         except sa.exc.SQLAlchemyError as exc:
             code = sqlstate(exc)

@@ -93,8 +93,14 @@ def run(bolt, values, start=1):
 
 
 def count_queries(engine: sa.Engine) -> list[str]:
+    """The lookup queries sent (not the PostgreSQL source's `SET LOCAL statement_timeout`)."""
     seen: list[str] = []
-    sa.event.listen(engine, "before_cursor_execute", lambda conn, cur, stmt, *a: seen.append(stmt))
+
+    def sent(conn, cur, stmt, *args) -> None:
+        if not stmt.startswith("SET LOCAL statement_timeout"):
+            seen.append(stmt)
+
+    sa.event.listen(engine, "before_cursor_execute", sent)
     return seen
 
 
@@ -822,6 +828,35 @@ def test_postgresql_down_after_setup(pg_url_psycopg2, unique_name):
         bolt.source.engine = res._open["db"]
         assert_transient_and_untouched(bolt, [{"app_id": 1}, {"app_id": 2}])
     finally:
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
+def test_a_postgresql_table_locked_for_long_is_an_outage_not_a_hang(pg_url_psycopg2, unique_name):
+    """A lookup query waiting behind a lock (a migration's ALTER TABLE, a long transaction) had no
+    bound: the batch waited as long as the lock was held, with no log, where the http source
+    gives up after its `timeout` and the warehouse after its `statement_timeout`. The source's
+    `timeout` (30 s by default) cancels it: an outage, retried by the engine, nothing changed."""
+    create_apps(pg_url_psycopg2, unique_name)
+    holder = sa.create_engine(pg_url_psycopg2)
+    try:
+        bolt = make_bolt(
+            resources(db=pg_url_psycopg2),
+            key="app_id",
+            source={
+                "type": "sql",
+                "resource": "db",
+                "table": unique_name,
+                "columns": ["name"],
+                "timeout": 0.2,
+            },
+        )
+        with holder.connect() as conn:  # holds the lock until the end of the block
+            conn.exec_driver_sql(f'LOCK TABLE "{unique_name}" IN ACCESS EXCLUSIVE MODE')
+            assert_transient_and_untouched(bolt, [{"app_id": 1}], match="statement timeout")
+        assert run(bolt, [{"app_id": 1}])[0] == {0: {"name": "Weather"}}  # lock released
+    finally:
+        holder.dispose()
         with sa.create_engine(pg_url_psycopg2).begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
 
