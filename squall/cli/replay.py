@@ -63,7 +63,7 @@ def _source(topo: Topology, where: str, region: str | None, endpoint_url: str | 
         if not table:
             table = own[0] if len(own) == 1 else DeadLetterTableConfig.model_fields["table"].default
         hint = ", ".join(f"sql://{resource}/{t}" for t in own if t != table)
-        return _closing(Resources(topo.resources, topo.base_dir), resource, table, hint)
+        return _closing(Resources.for_topology(topo), resource, table, hint)
     if not Path(where).is_file():
         raise SquallError(f"cannot read dead letters from {where}: no such file")
     return dead_letters.read_file(Path(where))

@@ -132,7 +132,7 @@ class LocalRunner:
         self.topology = topology
         self.plan = topology.plan
         self.batch_size = batch_size or topology.settings.batch_size
-        self.resources = Resources(topology.resources, topology.base_dir)
+        self.resources = Resources.for_topology(topology)
         spout_cls = registry.resolve("spout", topology.spout.type)
         self.spout: Spout = spout_cls(
             topology.spout, ComponentContext(topology.name, topology.base_dir, topology.problem)

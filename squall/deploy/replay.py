@@ -165,7 +165,7 @@ class Replayer:
     ):
         self.topology = topology
         self.batch_size = batch_size or topology.settings.batch_size
-        self.resources = Resources(topology.resources, topology.base_dir)
+        self.resources = Resources.for_topology(topology)
         self.on_batch = on_batch
         self._interrupted = False
 

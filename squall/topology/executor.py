@@ -233,9 +233,7 @@ class Engine:
         self.redelivers = redelivers
         self.topology = plan.topology
         self.resources = (
-            resources
-            if resources is not None
-            else Resources(plan.topology.resources, plan.topology.base_dir)
+            resources if resources is not None else Resources.for_topology(plan.topology)
         )
         self._own_resources = resources is None
         self.retry: RetryConfig = plan.topology.settings.retry

@@ -181,3 +181,11 @@ class Topology:
         if self.locator is not None:
             return self.locator.problem(path, text)
         return Problem(self.file, 0, 0, format_path(path), text)
+
+    def resource_problem(self, name: str, message: str) -> Problem:
+        """A problem of resource ``name`` found at start (its driver is not installed), at its
+        ``url`` in the topology file."""
+        path = ("resources", name, "url")
+        if self.locator is not None:
+            return self.locator.problem(path, message)
+        return Problem(self.file, 0, 0, format_path(path), message)

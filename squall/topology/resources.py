@@ -15,15 +15,21 @@ import functools
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from squall.errors import SinkError, SquallError, TransientError
+from squall.errors import Problem, SinkError, SquallError, TopologyError, TransientError
 from squall.redact import redact_url
 from squall.topology.driver_engine import DriverEngine
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
 from squall.topology.sqlite_driver import CONNECTION_PRAGMAS, SqliteEngine, plain_path
 
+if TYPE_CHECKING:
+    from squall.topology.model import Topology
+
 T = TypeVar("T")
+
+#: The driver each kind of resource opens on, and the extra that installs it.
+_DRIVERS = {"postgresql": ("psycopg2", "postgres"), "redis": ("redis", "redis")}
 
 
 class WrongResourceKind(SquallError):
@@ -38,12 +44,42 @@ class WrongResourceKind(SquallError):
 class Resources:
     """Named resources of one process. Thread-safe lazy opening; ``close`` releases all."""
 
-    def __init__(self, configs: dict[str, ResourceConfig], base_dir: Path | None = None):
+    def __init__(
+        self,
+        configs: dict[str, ResourceConfig],
+        base_dir: Path | None = None,
+        locate: Callable[[str, str], Problem] | None = None,
+    ):
+        """``locate(name, message)``: the problem at resource ``name``'s URL in the topology file
+        (``Topology.resource_problem``; ``for_topology`` passes it)."""
         self.configs = dict(configs)
         self.base_dir = base_dir
+        self._locate = locate or (
+            lambda name, text: Problem("", 0, 0, f"resources.{name}.url", text)
+        )
         self._open: dict[str, Any] = {}
         self._retired: list[Any] = []  # driver engines a SQLAlchemy engine replaced (closed last)
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_topology(cls, topology: Topology) -> Resources:
+        """The resources of ``topology``, their problems located in its file."""
+        return cls(topology.resources, topology.base_dir, topology.resource_problem)
+
+    def missing_driver(self, name: str, exc: ImportError) -> TopologyError:
+        """A resource's driver cannot be imported (its extra is not installed): at the resource's
+        URL, with the ``pip install`` that adds it — not a bare ``ModuleNotFoundError`` from
+        whichever component opened the resource first (the run lock, a sink, a bolt's store)."""
+        kind = "redis" if self.config(name).scheme in REDIS_SCHEMES else self.config(name).scheme
+        module, extra = _DRIVERS.get(kind, (exc.name or "its driver", None))
+        install = f"pip install 'squall[{extra}]'" if extra else "install it"
+        return TopologyError(
+            self._locate(
+                name,
+                f"resource '{name}' needs the {module} driver, which cannot be imported "
+                f"here ({exc}): {install}",
+            )
+        )
 
     def config(self, name: str) -> ResourceConfig:
         try:
@@ -64,7 +100,10 @@ class Resources:
                 # A driver engine handed out before stays with its components (two pools on one
                 # database, as two processes); from now on ``database`` gives this one, so the batch's
                 # transaction runs on a connection that SQLAlchemy components can use too.
-                self._open[key] = _sql_engine(cfg, self.base_dir)
+                try:
+                    self._open[key] = _sql_engine(cfg, self.base_dir)
+                except ImportError as exc:  # SQLAlchemy imports the dialect's driver here
+                    raise self.missing_driver(name, exc) from None
                 if opened is not None:
                     self._retired.append(opened)
             return self._open[key]
@@ -91,8 +130,8 @@ class Resources:
         if cfg.scheme == "postgresql":
             try:
                 from squall.topology import pg_driver
-            except ImportError:  # no psycopg2: SQLAlchemy's engine says what is missing
-                return self.sql(name)
+            except ImportError as exc:  # no psycopg2 (the `postgres` extra)
+                raise self.missing_driver(name, exc) from None
             engine = pg_driver.engine_for(cfg.url, cfg.options, cfg.connect_timeout, cfg.pool_size)
             if engine is not None:
                 return self._get(key, lambda: engine)
@@ -116,7 +155,10 @@ class Resources:
         cfg = self.config(name)
         if cfg.scheme not in REDIS_SCHEMES:
             raise WrongResourceKind(name, f"resource '{name}' is not Redis ({redact_url(cfg.url)})")
-        return self._get(name, lambda: _redis_client(cfg))
+        try:
+            return self._get(name, lambda: _redis_client(cfg))
+        except ImportError as exc:  # no redis-py (the `redis` extra)
+            raise self.missing_driver(name, exc) from None
 
     def open_store(
         self,
@@ -131,8 +173,6 @@ class Resources:
         resource's kind (``driver_sql``: the store writes driver SQL only, and gets
         ``database``'s engine, else ``sql``'s). Any problem (no such resource, another kind, a ``ValueError`` of the
         callables) is a ``TopologyError`` at ``where`` (topology name, ``<component>.<field>``)."""
-        from squall.errors import Problem, TopologyError
-
         try:
             kind = self.kind(name)
             if kind == "redis":
@@ -140,6 +180,8 @@ class Resources:
             if kind == "sql":
                 return sql(self.database(name) if driver_sql else self.sql(name))
             raise ValueError(f"store resource '{name}' is neither SQL nor Redis")
+        except TopologyError:  # located already (a driver not installed: at the resource's URL)
+            raise
         except (SquallError, ValueError) as exc:
             raise TopologyError(Problem(where[0], 0, 0, where[1], str(exc))) from exc
 
