@@ -169,6 +169,8 @@ def test_an_unescaped_at_in_a_database_password_is_a_load_time_error(url):
     message = exc.value.errors()[0]["msg"]  # what squall shows (pydantic's str adds the input)
     assert "contains an '@': write it as %40" in message
     assert "RETpw" not in message and "S3C" not in message
+    if url.startswith("mysql"):  # said before squall's refusal of a database it does not run on
+        return
     assert ResourceConfig(url=url.replace("S3C@RETpw", "S3C%40RETpw")).url
 
 

@@ -17,6 +17,11 @@ from squall.topology import pg_url
 from squall.topology.references import is_placeholder
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "redshift", "mysql")
+#: The SQL URL schemes squall runs on: SQLite on Python's ``sqlite3``, PostgreSQL on psycopg2 (a
+#: bare ``postgresql://`` included: squall opens it on psycopg2, where SQLAlchemy 2.1 would pick
+#: psycopg 3). SQLAlchemy knows more (``mysql://``, ``postgresql+pg8000://``): they passed
+#: ``squall validate`` and failed at start.
+SUPPORTED_SQL = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg2")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -132,6 +137,8 @@ def check_url(url: str) -> None:
         try:
             sa.make_url(url).get_dialect()
         except NoSuchModuleError:
+            if scheme == "redshift":  # the sqlalchemy-redshift dialect is not installed
+                raise _unsupported(written, url) from None
             raise ValueError(
                 f"unknown SQL driver '{written}' in '{redact_url(url)}' (e.g. sqlite, "
                 "postgresql, postgresql+psycopg2)"
@@ -141,6 +148,8 @@ def check_url(url: str) -> None:
                 f"'{redact_url(url)}' is not a valid SQLAlchemy URL: {redact_text(str(exc))}"
             ) from None
         _check_host(url, sa.make_url(url).host)
+        if written.lower() not in SUPPORTED_SQL:
+            raise _unsupported(written, url)
     elif scheme in REDIS_SCHEMES:
         db = parts.path.strip("/") if scheme != "unix" else ""
         for key, value in parse_qsl(parts.query):
@@ -155,6 +164,20 @@ def check_url(url: str) -> None:
             f"unknown URL scheme '{written}' in '{redact_url(url)}': use one of "
             f"{', '.join(SQL_SCHEMES + REDIS_SCHEMES)}"
         )
+
+
+def _unsupported(written: str, url: str) -> ValueError:
+    """A SQL URL SQLAlchemy may know but squall does not run on: what is supported instead."""
+    hint = (
+        " (Amazon Redshift is not supported yet: docs/warehouse.md)"
+        if written.lower().split("+")[0] == "redshift"
+        else ""
+    )
+    return ValueError(
+        f"squall does not support '{written}' URLs ('{redact_url(url)}'){hint}: use "
+        "sqlite:///path.db (Python's sqlite3) or postgresql://… or postgresql+psycopg2://… "
+        "(psycopg2, the postgres extra)"
+    )
 
 
 def _check_host(url: str, host: str | None) -> None:

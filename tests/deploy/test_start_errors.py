@@ -50,6 +50,12 @@ def one_error_line(stderr: str) -> str:
         ("postgresql:/u:pw@h/db", "'postgresql:***@h/db' is not a URL"),
         ("redis:/:pw@h/x", "'redis:***@h/x' is not a URL"),
         ("sqlite:u:pw@h/db", "'sqlite:***@h/db' is not a URL"),
+        # SQLAlchemy knows these, squall does not run on them: refused at load, not at start
+        ("mysql://u:pw@h/db", "squall does not support 'mysql' URLs"),
+        ("postgresql+pg8000://u:pw@h/db", "squall does not support 'postgresql+pg8000' URLs"),
+        ("postgresql+psycopg://u:pw@h/db", "squall does not support 'postgresql+psycopg' URLs"),
+        ("sqlite+aiosqlite:///x.db", "squall does not support 'sqlite+aiosqlite' URLs"),
+        ("redshift+psycopg2://u:pw@h/db", "Amazon Redshift is not supported yet"),
     ],
 )
 def test_validate_refuses_a_bad_resource_url_in_one_line(tmp_path: Path, url: str, message: str):
@@ -62,6 +68,8 @@ def test_validate_refuses_a_bad_resource_url_in_one_line(tmp_path: Path, url: st
         and message in line
     )
     assert ":pw@" not in line
+    if "does not support" in message or "Redshift" in message:  # and says what is supported
+        assert "sqlite:///" in line and "postgresql://" in line and "psycopg2" in line
 
 
 def test_a_dead_letter_directory_that_cannot_be_written_exits_2_at_start(tmp_path: Path):
