@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -318,11 +319,15 @@ def produce(
         TextColumn("{task.fields[sent]:,} sent · {task.fields[failed]:,} failed"),
         TimeRemainingColumn(),
     )
+    last = ProduceReport()  # what the last PutRecords round left: said when interrupted
+    previous = _stop_on_sigterm()
     try:
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task(f"→ {stream}", total=total, sent=0, failed=0)
 
             def update(done: int, report: ProduceReport) -> None:
+                nonlocal last
+                last = report
                 bar.update(task, completed=done, sent=report.sent, failed=report.failed)
 
             report = produce_file(
@@ -345,6 +350,17 @@ def produce(
     except SquallError as exc:  # the file itself (a truncated .gz)
         err.print(f"[red]produce failed:[/red] {_text(exc)}")
         raise click.exceptions.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: 130, as `squall run` (not click's 1, "Aborted!")
+        err.print(
+            f"interrupted: {last.sent:,} records sent, {last.failed:,} failed before the stop; "
+            "the rest of the file was not sent (the records of a PutRecords call in flight "
+            "may have been)",
+            highlight=False,
+        )
+        raise click.exceptions.Exit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     click.echo(
         f"sent {report.sent:,} records ({report.kinesis_records:,} Kinesis records) to {stream} "
         f"in {report.seconds:.1f}s: {report.records_per_second:,.0f} records/s; "
@@ -366,6 +382,19 @@ def produce(
         err.print(f"… and {report.failed - len(report.failures):,} more")
     if report.failed:
         raise click.exceptions.Exit(1)
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM (a service manager's stop, ``timeout``, ``kill``) stops the send as Ctrl-C does;
+    returns the handler it replaces (None off the main thread, where no handler can be set)."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:
+        return None
 
 
 def _text(value: object) -> str:

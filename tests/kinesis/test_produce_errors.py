@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from tests.child_env import child_env
 
@@ -53,3 +59,47 @@ def test_a_truncated_gzip_file_is_one_line_and_exit_1(tmp_path: Path, kinesis_mo
     r = produce("--stream", make_stream(1), "--endpoint-url", kinesis_mock.endpoint, str(f))
     assert r.returncode == 1, r.stderr
     assert "truncated or corrupt gzip" in r.stderr and "Aborted" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: signal.Signals):
+    """Ctrl-C exited 1 (click's "Aborted!"), the code of records that failed, and SIGTERM killed
+    the process (-15) without a word. Both now say what was sent and exit 130, as `squall run`.
+
+    The input is a FIFO: the child has opened it (inside the send) once the test's open for
+    writing succeeds, and it waits there for data that never comes — no endpoint is reached."""
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "squall.cli", "produce", "--stream", "s"]
+        + ["--endpoint-url", "http://127.0.0.1:9", str(fifo)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_EC2_METADATA_DISABLED="true",
+        ),
+    )
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None and time.monotonic() < deadline and proc.poll() is None:
+            try:  # ENXIO until the child opened the FIFO for reading
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+                time.sleep(0.02)
+        assert writer is not None, "squall produce never opened its input"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: 0 records sent" in err, err
+    assert "Aborted" not in err and "Traceback" not in err
