@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,310 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,350 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -732,8 +732,10 @@ class WindowBolt(Bolt):
                 v = plain(v)  # its value, as in the aggregates (orjson writes none of them)
             if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
                 raise ValueError(f"key field '{path}': an integer beyond 64 bits")
-            if v.__class__ is float and not math.isfinite(v):  # (JSON writes it as null)
-                raise ValueError(f"key field '{path}': not a finite number: {v!r}")
+            if v.__class__ is float:
+                if not math.isfinite(v):  # (JSON writes it as null)
+                    raise ValueError(f"key field '{path}': not a finite number: {v!r}")
+                v = _whole(v)  # 1.0 is the key of 1, -0.0 of 0: one number in JSON
             if v.__class__ not in _KEY_TYPES:  # (a date was its text: a key of another value)
                 try:
                     window_aggs.exact(v)
@@ -910,7 +912,7 @@ class WindowBolt(Bolt):
         own = self._by_window(self._delta, starts) if closing or early else {}
         for ws in sorted(closing):
             rows = self._read[ws]
-            snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
+            snapshot = self._load(rows.snapshot) if rows.snapshot else {}
             pending = self._fold_bodies(rows.deltas)
             self._merge_into(pending, own.get(ws))
             if snapshot:
@@ -935,7 +937,7 @@ class WindowBolt(Bolt):
                     rows = self._read[ws]
                     self._early[ws] = (rows, self._fold_bodies(rows.deltas))
                 rows, pending = self._early[ws]
-            snapshot = orjson.loads(rows.snapshot) if rows.snapshot else {}
+            snapshot = self._load(rows.snapshot) if rows.snapshot else {}
             updates = []
             for key, states in own.get(ws, {}).items():
                 for stored in (pending.get(key), snapshot.get(key)):
@@ -965,7 +967,7 @@ class WindowBolt(Bolt):
         """Deltas (JSON bodies ``{key: states}``) merged into one ``{key: states}`` (new lists)."""
         acc: dict[str, list[Any]] = {}
         for body in bodies:
-            d = orjson.loads(body)
+            d = self._load(body)
             if not acc:
                 acc = d
                 continue
@@ -992,6 +994,28 @@ class WindowBolt(Bolt):
                     cur = acc.get(key)
                     acc[key] = states if cur is None else merge(cur, states)
         return acc
+
+    def _load(self, body: str) -> dict[str, list[Any]]:
+        """A stored body ``{key: states}`` (a delta, a snapshot), its keys as ``_key`` makes them
+        now: a body a release before this one stored keyed a whole float by its own text
+        (``[1.0]``, ``[-0.0]``), which is the key ``[1]`` (``[0]``) now; the states of keys that
+        become one are merged. Only a body holding such a float's text somewhere is looked into."""
+        d = orjson.loads(body)
+        if not _may_hold_whole_float(body):
+            return d
+        renamed = {}
+        for key in d:
+            if _may_hold_whole_float(key):
+                values = orjson.loads(key)
+                whole = [_whole(v) if v.__class__ is float else v for v in values]
+                text = orjson.dumps(whole).decode()
+                if text != key:
+                    renamed[key] = text
+        for key, text in renamed.items():
+            states = d.pop(key)
+            cur = d.get(text)
+            d[text] = states if cur is None else self.merge(cur, states)
+        return d
 
     def _merge_into(self, acc: dict[str, list[Any]], delta: dict[str, list[Any]] | None) -> None:
         """Merge ``delta`` into ``acc`` without changing ``delta``'s lists (the batch keeps them)."""
@@ -1256,6 +1280,24 @@ def _long_shard(shard: str) -> str:
     """A shard name of ``MAX_SHARD_NAME`` characters standing for a longer one, the same each time."""
     digest = hashlib.sha256(shard.encode("utf-8", "surrogatepass")).hexdigest()
     return f"{shard[: MAX_SHARD_NAME - len(digest) - 1]}#{digest}"
+
+
+#: How orjson writes a whole float a key held before it was made an integer (``1.0``, ``-0.0``;
+#: from 1e16 ``1e16``, ``1.5e17``, up to the integers a key holds, ~1.8e19): a stored body or key
+#: without either holds no such key (a text holding one is parsed and found unchanged).
+_WHOLE_FLOAT_TEXT = (".0", "e1")
+
+
+def _may_hold_whole_float(text: str) -> bool:
+    return _WHOLE_FLOAT_TEXT[0] in text or _WHOLE_FLOAT_TEXT[1] in text
+
+
+def _whole(value: float) -> int | float:
+    """A float key value as the key holds it: a whole number within the integers a key holds
+    as its integer (``1.0`` is ``1``, ``-0.0`` is ``0``), as JSON has one number for them."""
+    if value.is_integer() and _INT_MIN <= value <= _INT_MAX:
+        return int(value)
+    return value
 
 
 def _key_text(values: list[Any], paths: list[str]) -> str:

@@ -1,0 +1,120 @@
+"""A key field's numbers group by value: ``1`` and ``1.0`` (``0`` and ``-0.0``) are one key, as JSON
+has one number for them and the `dedupe` bolt and `where` compare them so. They were two keys,
+two results for one window — and a sink upserting on the key column wrote one over the other.
+Booleans and text stay apart (``true`` is not ``1``, ``"1"`` is text). A window stored before
+(its deltas keyed ``[1.0]``) is read with its keys made the same way: the key's events of both
+sides of the upgrade are one result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from squall.bolts.window import WindowBolt
+from squall.component import ComponentContext
+from squall.event import Event, RecordMeta
+from tests.enrichment.support import resources
+
+T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z, a minute boundary
+MIN = 60_000
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def store_url(request, tmp_path: Path, unique_name: str) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+    elif request.param == "postgresql":
+        yield request.getfixturevalue("pg_url")
+    else:
+        url = request.getfixturevalue("redis_url")
+        yield url
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(f"test:{unique_name}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def make_bolt(url: str, name: str, **config) -> WindowBolt:
+    c = {
+        "id": "win",
+        "type": "window",
+        "store": "state",
+        "key": ["app"],
+        "size": "1m",
+        "aggregates": {"n": {"fn": "count"}},
+        "name": name,
+        "table": f"w_{name}",
+        "key_prefix": "test:",
+        **config,
+    }
+    bolt = WindowBolt(WindowBolt.Config(**c), ComponentContext("t"))
+    bolt.open(resources(state=url))
+    return bolt
+
+
+def ev(i: int, t: int, **payload) -> Event:
+    meta = RecordMeta("s", "shardId-000000000000", str(1000 + i), 0, "pk")
+    return Event(b"", meta, None, i, {"timestamp": t, **payload})
+
+
+def run(bolt: WindowBolt, events: list[Event]) -> list[dict]:
+    out = bolt.process(events)
+    bolt.commit_state(lambda e: True, None)
+    bolt.state_committed()
+    return [e.value for e in out.streams.get("default", []) if e.value["final"]]
+
+
+def counts(results: list[dict], *fields: str) -> list[tuple]:
+    """(key values with their types, count) of each final result, sorted."""
+    return sorted((tuple((type(r[f]).__name__, r[f]) for f in fields), r["n"]) for r in results)
+
+
+def test_whole_numbers_group_by_value_and_booleans_and_text_stay_apart(store_url, unique_name):
+    bolt = make_bolt(store_url, unique_name)
+    apps = [1, 1.0, 0, -0.0, 0.0, True, "1", 2.5, 1e16, 10**16]
+    run(bolt, [ev(i, T0 + 1000 + i, app=a) for i, a in enumerate(apps)])
+    results = run(bolt, [ev(99, T0 + 3 * MIN, app="x")])
+    assert counts(results, "app") == sorted(
+        [
+            ((("int", 0),), 3),
+            ((("int", 1),), 2),
+            ((("int", 10**16),), 2),
+            ((("bool", True),), 1),
+            ((("str", "1"),), 1),
+            ((("float", 2.5),), 1),
+        ]
+    )
+
+
+def test_a_composite_key_groups_its_numbers_by_value(tmp_path: Path, unique_name):
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, key=["app", "v"])
+    run(
+        bolt,
+        [
+            ev(0, T0 + 1000, app="a", v=3),
+            ev(1, T0 + 2000, app="a", v=3.0),
+            ev(2, T0 + 3000, app="a", v=True),
+        ],
+    )
+    results = run(bolt, [ev(99, T0 + 3 * MIN, app="x", v=0)])
+    assert counts(results, "app", "v") == [
+        ((("str", "a"), ("bool", True)), 1),
+        ((("str", "a"), ("int", 3)), 2),
+    ]
+
+
+def test_a_window_stored_with_float_keys_before_closes_as_one_key(store_url, unique_name):
+    """The first batch runs as releases before this one did: its delta is stored under the key
+    text ``[1.0]`` (and ``[-0.0]``). The window closes after the upgrade, with more events of
+    ``1`` and ``0``: one result per key, counting both."""
+    bolt = make_bolt(store_url, unique_name)
+    old_texts = {1.0: "[1.0]", -0.0: "[-0.0]"}
+    bolt._key = lambda event: old_texts[event.value["app"]]  # the key text as it was stored
+    run(bolt, [ev(0, T0 + 1000, app=1.0), ev(1, T0 + 2000, app=-0.0), ev(2, T0 + 3000, app=1.0)])
+    del bolt._key
+    run(bolt, [ev(3, T0 + 4000, app=1), ev(4, T0 + 5000, app=0)])
+    results = run(bolt, [ev(99, T0 + 3 * MIN, app="x")])
+    assert counts(results, "app") == [((("int", 0),), 2), ((("int", 1),), 3)]
