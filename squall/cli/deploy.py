@@ -508,6 +508,7 @@ def kcl(
         DEFAULT_CREDENTIALS,
         KclSettings,
         check_stream_account,
+        client_setting,
         credentials_provider,
         daemon_command,
         default_worker_id,
@@ -535,9 +536,28 @@ def kcl(
                 )
         provider = credentials_provider(props)  # (any case of its name: the daemon's rule)
         worker_id = worker_id or default_worker_id()
-        # a --set regionName / kinesisEndpoint is what the daemon uses (the file's last word)
+        # a --set regionName / kinesisEndpoint is what the daemon uses (the file's last word),
+        # and so is its Kinesis client's own kinesisClient.region / .endpointOverride (refused
+        # when it differs: the daemon would apply both, in an order not known)
         region = props.get("regionName") or region_of(topo, stream, region)
         kinesis_endpoint = props.get("kinesisEndpoint") or kinesis_endpoint
+        region = (
+            client_setting(
+                props,
+                "kinesisClient",
+                "region",
+                "regionName (--region, --set regionName, else the spout's region)",
+                region,
+            )
+            or region
+        )
+        kinesis_endpoint = client_setting(
+            props,
+            "kinesisClient",
+            "endpointOverride",
+            "kinesisEndpoint (--kinesis-endpoint)",
+            kinesis_endpoint,
+        )
         stream_arn = kcl_stream_arn(topo, stream, region)
         settings = KclSettings(
             Path(file),

@@ -94,6 +94,28 @@ def credentials_provider(props: dict[str, str]) -> str:
     return next(iter(given.values()), DEFAULT_CREDENTIALS)
 
 
+def client_setting(
+    props: Mapping[str, str], client: str, name: str, general: str, value: str | None
+) -> str | None:
+    """What the daemon's ``client`` (``kinesisClient``, ``dynamoDbClient``) uses for ``name``
+    (``region``, ``endpointOverride``): its own property ``<client>.<name>`` when ``--set``,
+    else ``value``, the general property's (``regionName``, which sets every client's region;
+    ``kinesisEndpoint``, ``dynamoDBEndpoint``: ``general`` says which and where it comes from).
+    Both set, to different values: ``SquallError`` — the daemon applies its properties in the
+    order of a hash table (``java.util.Properties``), so which one its client gets is not known,
+    nor where the stream check and the lease reads should go."""
+    own = props.get(f"{client}.{name}")
+    if own is None:
+        return value
+    if value is not None and own != value:
+        raise SquallError(
+            f"--set {client}.{name}={own} and {general} = {value} both set the daemon's "
+            f"{client} {name}; it applies them in the order of a hash table, so either may win: "
+            "set one (or the same value in both)"
+        )
+    return own
+
+
 @dataclass
 class KclSettings:
     """What the properties file needs; ``extra`` is passed through verbatim (KCL property names)."""
@@ -146,11 +168,20 @@ class KclSettings:
             # The processor reads its lease's owner before retrying a batch (kcl_lease): the
             # table, worker id, region and endpoint the daemon uses, ``--set`` ones included (a
             # worker id it does not write as ``leaseOwner`` gives up every retried batch).
+            region = "regionName (--region, --set regionName, else the spout's region)"
             lease = LeaseTable(
                 props.get("tableName") or props["applicationName"],
                 props.get("workerIdentifier") or props["workerId"],
-                props.get("regionName") or None,
-                props.get("dynamoDBEndpoint") or None,
+                client_setting(
+                    props, "dynamoDbClient", "region", region, props.get("regionName") or None
+                ),
+                client_setting(
+                    props,
+                    "dynamoDbClient",
+                    "endpointOverride",
+                    "dynamoDBEndpoint (--dynamodb-endpoint)",
+                    props.get("dynamoDBEndpoint") or None,
+                ),
             )
             props["executableName"] = " ".join(
                 [

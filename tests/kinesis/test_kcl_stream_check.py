@@ -242,3 +242,78 @@ def test_the_credentials_property_set_twice_in_two_cases_is_refused():
     assert credentials_provider({"AWSCredentialsProviderDynamoDB": "X"}) == DEFAULT_CREDENTIALS
     with pytest.raises(SquallError, match="AWSCredentialsProvider, AwsCredentialsProvider"):
         credentials_provider({"AWSCredentialsProvider": "A", "AwsCredentialsProvider": "B"})
+
+
+def test_the_kinesis_client_s_own_endpoint_is_where_an_arn_is_checked(
+    tmp_path, answering, monkeypatch
+):
+    """``--set kinesisClient.endpointOverride=…`` is the daemon's Kinesis endpoint (as
+    ``kinesisEndpoint``, which sets that same property): the check asked another endpoint — here
+    the environment's, which denies — and said nothing of the stream the daemon reads."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import kcl_daemon
+    from tests.kinesis.test_kcl_stream_arn import ARN as SHAPE
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: 0)
+    arn = SHAPE.format(region="us-east-1", account="111122223333", name="pistats")
+    daemons = answering("ResourceNotFoundException")
+    args = ["kcl", str(topology_file(tmp_path, arn))]
+    args += ["--set", f"kinesisClient.endpointOverride={daemons}"]
+    args += ["--properties-out", str(tmp_path / "kcl.properties")]
+    env = {"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_KINESIS": answering("AccessDenied")}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert "no stream pistats in region us-east-1" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("client_prop", "general"),
+    [
+        ("kinesisClient.region=eu-west-1", ["--region", "us-east-1"]),
+        ("kinesisClient.endpointOverride=http://127.0.0.1:9", ["--kinesis-endpoint", "http://h:1"]),
+        ("dynamoDbClient.region=eu-west-1", ["--set", "regionName=us-east-1"]),
+        (
+            "dynamoDbClient.endpointOverride=http://127.0.0.1:9",
+            ["--dynamodb-endpoint", "http://h:1"],
+        ),
+    ],
+)
+def test_a_client_s_own_setting_that_differs_from_the_general_one_is_refused(
+    tmp_path, client_prop, general
+):
+    """The daemon applies its properties in the order of a hash table: with ``regionName =
+    us-east-1`` and ``kinesisClient.region = eu-west-1`` in one file, which region its Kinesis
+    client reads in is not known — nor which stream the ARN check should have asked for."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    args = ["kcl", str(topology_file(tmp_path, "pistats")), "--print", "--set", client_prop]
+    result = CliRunner().invoke(main, args + general, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 2, result.output
+    key = client_prop.split("=", 1)[0]
+    assert f"error: --set {key}=" in result.output and "set one" in result.output
+
+
+def test_a_client_s_own_setting_equal_to_the_general_one_is_what_the_daemon_uses(tmp_path):
+    """Alone (or equal to the general property), a client's own setting is the daemon's: the
+    record processors' lease reads go to the DynamoDB endpoint and region it names."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy.kcl_lease import LeaseTable
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    args = ["kcl", str(topology_file(tmp_path, "pistats")), "--print", "--worker-id", "w1"]
+    args += ["--set", "dynamoDbClient.endpointOverride=http://127.0.0.1:9"]
+    args += ["--set", "kinesisClient.region=eu-west-1", "--region", "eu-west-1"]
+    result = CliRunner().invoke(main, args, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("executableName = "))
+    lease = LeaseTable.from_args(line.split(" = ", 1)[1].split(" ")[3:])[1]
+    assert lease is not None
+    assert (lease.region, lease.endpoint) == ("eu-west-1", "http://127.0.0.1:9")
