@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import FrameType
+from typing import Any
 
 from squall.deploy import lock
 from squall.deploy.dead_letters import DeadLetter, Unreadable
@@ -170,17 +171,21 @@ class Replayer:
         self._interrupted = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """Ctrl-C, or SIGTERM (a service manager's stop), as for ``squall run``: finish the
+        batch in flight, stop; a second one aborts at once."""
         if self._interrupted:
             raise KeyboardInterrupt
         self._interrupted = True
-        log.warning("interrupt: finishing the batch in flight (Ctrl-C again to abort)")
+        name = "SIGTERM" if signum == signal.SIGTERM else "interrupt"
+        log.warning("%s: finishing the batch in flight (Ctrl-C again to abort)", name)
 
     def run(self, records: Iterator[Record], report: ReplayReport) -> ReplayReport:
         """Replay ``records`` (from ``select``, which counts into the same ``report``)."""
         started = time.perf_counter()
-        previous = None
+        previous: dict[int, Any] = {}
         try:
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._on_sigint)
         except ValueError:  # not the main thread
             pass
         run_lock = None
@@ -212,8 +217,8 @@ class Replayer:
             if run_lock is not None:
                 run_lock.release()
             self.resources.close()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             report.interrupted = self._interrupted
             report.seconds = time.perf_counter() - started
         return report
