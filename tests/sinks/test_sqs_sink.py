@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
 import pytest
+import sqlalchemy as sa
 
 from squall.component import ComponentContext
 from squall.errors import SinkError, TransientError
@@ -346,9 +351,48 @@ def test_the_sqs_dead_letter_names_its_missing_queue_and_region(moto_server):
     assert str(err.value).startswith(f"dlq: GetQueueUrl of queue '{name}' in us-west-2 failed: ")
 
 
-def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(
-    moto_server, sqs, tmp_path: Path, monkeypatch
+def seed_kiosk_registry(monkeypatch, url: str, table: str) -> None:
+    """Run the example's own seed script (``python examples/kiosk/kiosks.py``) against ``url``."""
+    monkeypatch.setenv("KIOSK_REGISTRY_URL", url)
+    monkeypatch.setenv("KIOSK_TABLE", table)
+    spec = importlib.util.spec_from_file_location("kiosks_seed", EXAMPLES / "kiosk" / "kiosks.py")
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    seed.main()
+
+
+@contextmanager
+def registry_queries(table: str) -> Iterator[list[tuple]]:
+    """The parameters of each SELECT on ``table`` the database was sent (SQLAlchemy's cursor
+    events: the statements as they go to the driver, the table check at start left out)."""
+    sent: list[tuple] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            if "WHERE" in statement.upper():  # the start's check reads no row by key
+                values = parameters.values() if isinstance(parameters, dict) else parameters
+                sent.append(tuple(values))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+
+
+@pytest.mark.parametrize("registry", ["sqlite", "postgresql"])
+def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo_queues(
+    moto_server, sqs, tmp_path: Path, monkeypatch, registry: str, request
 ):
+    """examples/kiosk as its header says: the registry seeded by kiosks.py (SQLite by default,
+    PostgreSQL by URL), each order enriched with its kiosk's store and site, an unknown kiosk's
+    and a retired one's orders dead-lettered, and a rerun adding nothing anywhere."""
+    table = f"kiosks_{uuid.uuid4().hex[:8]}"
+    if registry == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kiosks.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    seed_kiosk_registry(monkeypatch, url, table)
     high, low = unique("kiosk-high") + ".fifo", unique("kiosk-low") + ".fifo"
     high_url = sqs.create_queue(QueueName=high, Attributes={"FifoQueue": "true"})["QueueUrl"]
     low_url = sqs.create_queue(QueueName=low, Attributes={"FifoQueue": "true"})["QueueUrl"]
@@ -367,23 +411,64 @@ def test_kiosk_example_routes_orders_by_priority_into_two_fifo_queues(
     spout.open()
     records = [r for batch in spout.read(1000) for r in batch]
     spout.close()
-    for _ in range(2):  # the second run is a replay: nothing new in either queue
-        run = run_topology(topo, records)
-        assert {o.outcome for o in run.outcomes} == {Outcome.COMMITTED, Outcome.DEAD_LETTERED}
-    valid = [o for o in orders if "kiosk_id" in o]
+    try:
+        for _ in range(2):  # the second run is a replay: nothing new in either queue
+            # batches of 10: the kiosks come back batch after batch, served from the cache
+            with registry_queries(table) as queries:
+                run = run_topology(topo, records, batch_size=10)
+            assert {o.outcome for o in run.outcomes} == {
+                Outcome.COMMITTED,
+                Outcome.DEAD_LETTERED,
+            }
+            # 7 batches, 3 queries: k1-k3 in the first batch, k4 in the second, k9 and k5 in
+            # the last; each kiosk asked once (the unknown k9 too: remembered as missing).
+            asked = [k for q in queries for k in q]
+            assert len(queries) == 3 and sorted(asked) == ["k1", "k2", "k3", "k4", "k5", "k9"]
+    finally:
+        if registry == "postgresql":
+            engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            engine.dispose()
+    sites = {
+        "k1": ("s1", "Lisbon airport, gate 12"),
+        "k2": ("s1", "Lisbon airport, food court"),
+        "k3": ("s2", "Porto station, hall"),
+        "k4": ("s2", "Porto station, platform 3"),
+    }
+    queued = [o for o in orders if o.get("kiosk_id") in sites]
     got_high, got_low = drain(sqs, high_url), drain(sqs, low_url)
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_high) == sorted(
-        o["order_id"] for o in valid if o["priority"] in ("rush", "vip")
+        o["order_id"] for o in queued if o["priority"] in ("rush", "vip")
     )
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_low) == sorted(
-        o["order_id"] for o in valid if o["priority"] not in ("rush", "vip")
+        o["order_id"] for o in queued if o["priority"] not in ("rush", "vip")
     )
-    assert all(
-        m["Attributes"]["MessageGroupId"] == json.loads(m["Body"])["kiosk_id"]
-        for m in got_high + got_low
-    )
+    assert (len(got_high), len(got_low)) == (18, 41)
+    for m in got_high + got_low:
+        body = json.loads(m["Body"])
+        store, site = sites[body["kiosk_id"]]
+        assert body["kiosk"] == {
+            "store_id": store,
+            "site": site,
+            "timezone": "Europe/Lisbon",
+            "active": True,
+        }
+        assert m["Attributes"]["MessageGroupId"] == body["kiosk_id"]
+        attrs = {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
+        assert (attrs["store"], attrs["site"], attrs["priority"]) == (
+            store,
+            site,
+            body["priority"],
+        )
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert len(rejects) == len(orders) - len(valid) == 1 and rejects[0]["component"] == "validate"
+    assert sorted((r["event_id"], r["component"], r["reason"]) for r in rejects) == [
+        ("ord-0017", "validate", "schema: $: 'kiosk_id' is a required property"),
+        ("ord-0060", "kiosk", "key 'k9' not found"),
+        ("ord-0061", "active", "routed to dead letter by stream 'inactive_kiosk'"),
+        ("ord-0062", "kiosk", "key 'k9' not found"),
+        ("ord-0063", "active", "routed to dead letter by stream 'inactive_kiosk'"),
+    ]
 
 
 def test_one_message_over_the_queues_own_size_limit_is_dead_lettered_alone(moto_server, sqs):
