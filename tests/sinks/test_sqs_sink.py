@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 import sqlalchemy as sa
 
 from squall.component import ComponentContext
@@ -380,18 +382,18 @@ def registry_queries(table: str) -> Iterator[list[tuple]]:
         sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
 
 
-@pytest.mark.parametrize("registry", ["sqlite", "postgresql"])
-def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo_queues(
-    moto_server, sqs, tmp_path: Path, monkeypatch, registry: str, request
-):
-    """examples/kiosk as its header says: the registry seeded by kiosks.py (SQLite by default,
-    PostgreSQL by URL), each order enriched with its kiosk's store and site, an unknown kiosk's
-    and a retired one's orders dead-lettered, and a rerun adding nothing anywhere."""
+KIOSK_SITES = {
+    "k1": ("s1", "Lisbon airport, gate 12"),
+    "k2": ("s1", "Lisbon airport, food court"),
+    "k3": ("s2", "Porto station, hall"),
+    "k4": ("s2", "Porto station, platform 3"),
+}
+
+
+def kiosk_example(moto_server, sqs, tmp_path: Path, monkeypatch, url: str, text: str | None = None):
+    """examples/kiosk/topology.yaml (or ``text``, beside it) on a registry seeded by kiosks.py at
+    ``url`` and two fresh FIFO queues: (topology, its records, high queue URL, low queue URL, table)."""
     table = f"kiosks_{uuid.uuid4().hex[:8]}"
-    if registry == "sqlite":
-        url = f"sqlite:///{tmp_path / 'kiosks.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
     seed_kiosk_registry(monkeypatch, url, table)
     high, low = unique("kiosk-high") + ".fifo", unique("kiosk-low") + ".fifo"
     high_url = sqs.create_queue(QueueName=high, Attributes={"FifoQueue": "true"})["QueueUrl"]
@@ -400,43 +402,33 @@ def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo
     monkeypatch.setenv("KIOSK_LOW_QUEUE", low)
     monkeypatch.setenv("SQS_ENDPOINT_URL", moto_server.endpoint)
     monkeypatch.setenv("KIOSK_REJECTS", str(tmp_path / "rejects.jsonl"))
-    path = EXAMPLES / "kiosk" / "topology.yaml"
-    orders = [
-        json.loads(line) for line in (EXAMPLES / "kiosk" / "orders.jsonl").read_text().splitlines()
-    ]
     from squall.spouts.file import FileSpout
 
-    topo = load(path)
+    path = EXAMPLES / "kiosk" / "topology.yaml"
+    topo = load(path) if text is None else load_text(text, base_dir=path.parent)
     spout = FileSpout(topo.spout, ComponentContext(topo.name, topo.base_dir))
     spout.open()
     records = [r for batch in spout.read(1000) for r in batch]
     spout.close()
-    try:
-        for _ in range(2):  # the second run is a replay: nothing new in either queue
-            # batches of 10: the kiosks come back batch after batch, served from the cache
-            with registry_queries(table) as queries:
-                run = run_topology(topo, records, batch_size=10)
-            assert {o.outcome for o in run.outcomes} == {
-                Outcome.COMMITTED,
-                Outcome.DEAD_LETTERED,
-            }
-            # 7 batches, 3 queries: k1-k3 in the first batch, k4 in the second, k9 and k5 in
-            # the last; each kiosk asked once (the unknown k9 too: remembered as missing).
-            asked = [k for q in queries for k in q]
-            assert len(queries) == 3 and sorted(asked) == ["k1", "k2", "k3", "k4", "k5", "k9"]
-    finally:
-        if registry == "postgresql":
-            engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
-            with engine.begin() as conn:
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
-            engine.dispose()
-    sites = {
-        "k1": ("s1", "Lisbon airport, gate 12"),
-        "k2": ("s1", "Lisbon airport, food court"),
-        "k3": ("s2", "Porto station, hall"),
-        "k4": ("s2", "Porto station, platform 3"),
-    }
-    queued = [o for o in orders if o.get("kiosk_id") in sites]
+    return topo, records, high_url, low_url, table
+
+
+def run_kiosk_example(topo, records, table: str) -> list[tuple]:
+    """One run in batches of 10 (the kiosks come back batch after batch), by a new engine as a
+    new process has: the parameters of each query of the registry."""
+    with registry_queries(table) as queries:
+        run = run_topology(topo, records, batch_size=10)
+    assert {o.outcome for o in run.outcomes} == {Outcome.COMMITTED, Outcome.DEAD_LETTERED}
+    return queries
+
+
+def check_kiosk_outputs(sqs, high_url: str, low_url: str, rejects_path: Path) -> None:
+    """Each queued order once, with its kiosk's registry record in the body and its store and site
+    as attributes; the unknown kiosk's, the retired kiosk's and the invalid order dead-lettered once."""
+    orders = [
+        json.loads(line) for line in (EXAMPLES / "kiosk" / "orders.jsonl").read_text().splitlines()
+    ]
+    queued = [o for o in orders if o.get("kiosk_id") in KIOSK_SITES]
     got_high, got_low = drain(sqs, high_url), drain(sqs, low_url)
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_high) == sorted(
         o["order_id"] for o in queued if o["priority"] in ("rush", "vip")
@@ -444,10 +436,10 @@ def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo
     assert sorted(json.loads(m["Body"])["order_id"] for m in got_low) == sorted(
         o["order_id"] for o in queued if o["priority"] not in ("rush", "vip")
     )
-    assert (len(got_high), len(got_low)) == (18, 41)
+    assert (len(got_high), len(got_low)) == (18, 41)  # as docs/sinks.md says
     for m in got_high + got_low:
         body = json.loads(m["Body"])
-        store, site = sites[body["kiosk_id"]]
+        store, site = KIOSK_SITES[body["kiosk_id"]]
         assert body["kiosk"] == {
             "store_id": store,
             "site": site,
@@ -461,7 +453,7 @@ def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo
             site,
             body["priority"],
         )
-    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    rejects = [json.loads(line) for line in rejects_path.read_text().splitlines()]
     assert sorted((r["event_id"], r["component"], r["reason"]) for r in rejects) == [
         ("ord-0017", "validate", "schema: $: 'kiosk_id' is a required property"),
         ("ord-0060", "kiosk", "key 'k9' not found"),
@@ -469,6 +461,70 @@ def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo
         ("ord-0062", "kiosk", "key 'k9' not found"),
         ("ord-0063", "active", "routed to dead letter by stream 'inactive_kiosk'"),
     ]
+
+
+def drop_table(url: str, table: str) -> None:
+    if url.startswith("postgresql"):
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+
+
+@pytest.mark.parametrize("registry", ["sqlite", "postgresql"])
+def test_kiosk_example_enriches_orders_and_routes_them_by_priority_into_two_fifo_queues(
+    moto_server, sqs, tmp_path: Path, monkeypatch, registry: str, request
+):
+    """examples/kiosk as its header says: the registry seeded by kiosks.py (SQLite by default,
+    PostgreSQL by URL), each order enriched with its kiosk's store and site, an unknown kiosk's
+    and a retired one's orders dead-lettered, and a rerun adding nothing anywhere."""
+    if registry == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kiosks.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    topo, records, high_url, low_url, table = kiosk_example(
+        moto_server, sqs, tmp_path, monkeypatch, url
+    )
+    try:
+        for _ in range(2):  # the second run is a replay: nothing new in either queue
+            queries = run_kiosk_example(topo, records, table)
+            # 7 batches, 3 queries: k1-k3 in the first batch, k4 in the second, k9 and k5 in
+            # the last; each kiosk asked once (the unknown k9 too: remembered as missing).
+            asked = [k for q in queries for k in q]
+            assert len(queries) == 3 and sorted(asked) == ["k1", "k2", "k3", "k4", "k5", "k9"]
+    finally:
+        drop_table(url, table)
+    check_kiosk_outputs(sqs, high_url, low_url, tmp_path / "rejects.jsonl")
+
+
+def test_kiosk_example_with_its_shared_cache_lines_asks_the_registry_once_for_the_fleet(
+    moto_server, sqs, tmp_path: Path, monkeypatch, redis_url: str
+):
+    """The two lines the example's comments say to uncomment for a fleet: a second process (a
+    new engine, its in-process cache empty) is served by Redis and queries the registry for
+    nothing, the unknown kiosk included."""
+    text = (EXAMPLES / "kiosk" / "topology.yaml").read_text()
+    fleet = re.sub(r"(?m)^(\s*)# (cache|shared_cache): ", r"\1\2: ", text)
+    assert fleet.count("\n") == text.count("\n") and len(fleet) == len(text) - 4
+    monkeypatch.setenv("KIOSK_CACHE_URL", redis_url)
+    topo, records, high_url, low_url, table = kiosk_example(
+        moto_server, sqs, tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'kiosks.db'}", fleet
+    )
+    client = redis.Redis.from_url(redis_url)
+    pattern = f"squall:lookup:{topo.name}:kiosk:*"
+    before = set(client.scan_iter(match=pattern))
+    try:
+        first = run_kiosk_example(topo, records, table)
+        assert sorted(k for q in first for k in q) == ["k1", "k2", "k3", "k4", "k5", "k9"]
+        assert run_kiosk_example(topo, records, table) == []
+    finally:
+        # the default key prefix holds a hash of the source's options (this test's table)
+        written = set(client.scan_iter(match=pattern)) - before
+        if written:
+            client.delete(*written)
+        client.close()
+    assert len(written) == 6
+    check_kiosk_outputs(sqs, high_url, low_url, tmp_path / "rejects.jsonl")
 
 
 def test_one_message_over_the_queues_own_size_limit_is_dead_lettered_alone(moto_server, sqs):
