@@ -19,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 PG_URL = os.environ.get("SQUALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SQUALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Under pytest-xdist (scripts/test runs two workers) each worker has a database of its own,
+# `<database>_<worker>`, created on first use: some tests wait until no other session of their
+# database is busy or lock-waiting, which another worker's tests would be. Children inherit it
+# through the environment. Redis keys are per test (``unique_name``), so its database is shared.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if WORKER:
+    from tests.worker_db import worker_database
+
+    PG_URL = worker_database(PG_URL, WORKER)
+    os.environ["SQUALL_TEST_PG_URL"] = PG_URL
 # No cache of checked schemas (squall/bolts/schema.py): each test's load checks its schemas, as a
 # first run does, and nothing is written under the home folder. Its own tests set a folder. A
 # child inheriting os.environ inherits this; one given an environment of its own gets it from
@@ -55,7 +65,10 @@ def wheelhouse(tmp_path_factory) -> dict[str, str]:
     """pip's environment for the packaging tests: one wheelhouse, resolved once (tests.wheelhouse)."""
     from tests import wheelhouse
 
-    return wheelhouse.build(tmp_path_factory.mktemp("wheelhouse"), ROOT)
+    # One build for all xdist workers: the first builds into the run's shared folder, the others
+    # wait on its lock and use it.
+    base = tmp_path_factory.getbasetemp()  # a worker's is inside the run's
+    return wheelhouse.build_once((base.parent if WORKER else base) / "wheelhouse", ROOT)
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ passes on), with the same pip commands, flags and versions, and give the same zi
 
 from __future__ import annotations
 
+import fcntl
+import json
 import subprocess
 import sys
 import tempfile
@@ -55,3 +57,18 @@ def build(dest: Path, root: Path) -> dict[str, str]:
     )
     squall.unlink()  # each build makes its own from the checkout, as it does for a user
     return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(dest)}
+
+
+def build_once(dest: Path, root: Path) -> dict[str, str]:
+    """``build`` into ``dest`` unless a process of the same run (another xdist worker) has: the
+    first takes the lock and builds, the others wait for it and read the environment it wrote."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    done = dest.parent / "wheelhouse.json"
+    with open(dest.parent / "wheelhouse.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.exists():
+            return json.loads(done.read_text())
+        dest.mkdir(exist_ok=True)
+        env = build(dest, root)
+        done.write_text(json.dumps(env))
+        return env
