@@ -29,6 +29,7 @@ import hashlib
 import heapq
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable
 from operator import itemgetter
@@ -1282,14 +1283,16 @@ def _long_shard(shard: str) -> str:
     return f"{shard[: MAX_SHARD_NAME - len(digest) - 1]}#{digest}"
 
 
-#: How orjson writes a whole float a key held before it was made an integer (``1.0``, ``-0.0``;
-#: from 1e16 ``1e16``, ``1.5e17``, up to the integers a key holds, ~1.8e19): a stored body or key
-#: without either holds no such key (a text holding one is parsed and found unchanged).
-_WHOLE_FLOAT_TEXT = (".0", "e1")
+#: How orjson writes a whole float a key held before it was made an integer, as a number of a key's
+#: JSON list (followed by ``,`` or ``]``): ``1.0``, ``-0.0``; from 1e16 in its exponent form
+#: ``1e+16``, ``1.5e+17``, up to the integers a key holds (~1.8e19, ``e+19``; ``e16`` without the
+#: sign for other writers). A stored body or key without it holds no such key (a text holding it,
+#: in a string or a state, is parsed and found unchanged).
+_WHOLE_FLOAT_TEXT = re.compile(r"(?:\.0|e\+?1[0-9])[,\]]")
 
 
 def _may_hold_whole_float(text: str) -> bool:
-    return _WHOLE_FLOAT_TEXT[0] in text or _WHOLE_FLOAT_TEXT[1] in text
+    return _WHOLE_FLOAT_TEXT.search(text) is not None
 
 
 def _whole(value: float) -> int | float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -118,3 +119,21 @@ def test_a_window_stored_with_float_keys_before_closes_as_one_key(store_url, uni
     run(bolt, [ev(3, T0 + 4000, app=1), ev(4, T0 + 5000, app=0)])
     results = run(bolt, [ev(99, T0 + 3 * MIN, app="x")])
     assert counts(results, "app") == [((("int", 0),), 2), ((("int", 1),), 3)]
+
+
+@pytest.mark.parametrize("big", [1e16, 1.5e17, 2.0**63, -1e18])
+def test_a_window_stored_with_a_large_whole_float_key_closes_as_one_key(
+    store_url, unique_name, big
+):
+    """Past 10**16 the releases before wrote a whole float key in orjson's exponent form
+    (``[1e+16]``, ``[9.223372036854776e+18]``): no ``.0`` in it. Such a stored key was left as it
+    was — the key's events of both sides of the upgrade gave two results of one window."""
+    bolt = make_bolt(store_url, unique_name)
+    old_text = orjson.dumps([big]).decode()  # the key text as the release before stored it
+    assert ".0" not in old_text
+    bolt._key = lambda event: old_text
+    run(bolt, [ev(0, T0 + 1000, app=big), ev(1, T0 + 2000, app=big)])
+    del bolt._key
+    run(bolt, [ev(2, T0 + 4000, app=big), ev(3, T0 + 5000, app=int(big))])
+    results = run(bolt, [ev(99, T0 + 3 * MIN, app="x")])
+    assert counts(results, "app") == [((("int", int(big)),), 4)]
