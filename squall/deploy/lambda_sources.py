@@ -28,7 +28,7 @@ metrics and its ``squall.invocation`` line (the template's alarms watch them).
 The SQS and S3 spout modules (and with them botocore) are imported when such an event arrives
 or the topology's spout is S3, not at a Kinesis consumer's init.
 
-Size (~445 lines): the SQS and S3 answers share the slicing, the scope check and the object
+Size (~455 lines): the SQS and S3 answers share the slicing, the scope check and the object
 runner; each is the whole of one trigger's semantics.
 """
 
@@ -307,7 +307,13 @@ def run_object(
     margin), as its sinks' AWS calls are (``squall.spouts.s3.ReadBound``): a GetObject or a read
     of its body that cannot finish in time is an ``ObjectReadError`` (``transient``), the event's
     failure (S3 events) or its message's (SQS), not an invocation killed at its timeout."""
-    from squall.spouts.s3 import MISSING, ObjectReadError, missing_object_record, object_batches
+    from squall.spouts.s3 import (
+        MISSING,
+        ObjectReadError,
+        gone_on_second_read,
+        missing_object_record,
+        object_batches,
+    )
     from squall.topology.executor import batch_collection
 
     counts["objects"] += 1
@@ -323,7 +329,10 @@ def run_object(
         parts: Any = [[missing_object_record(bucket, key, ref.version_id, exc.code, ref.sequencer)]]
     else:
         bucket, key = s3_object.bucket, s3_object.key
-        parts = object_batches(s3_object, batch_size, **(options or {}))
+        parts = gone_on_second_read(
+            object_batches(s3_object, batch_size, **(options or {})),
+            lambda code: missing_object_record(bucket, key, ref.version_id, code, ref.sequencer),
+        )
     for part in parts:
         # The slice's collector threshold until its lines and result are let go: the young
         # collection due after it then scans what outlives it, not its events.

@@ -29,7 +29,8 @@ docs/sinks.md gives the figures. An object whose content is over ``max_object_by
 bomb: megabytes that inflate to gigabytes) is one dead letter the same way, naming the bound. So
 is an object an S3 notification names that S3 does not have (``missing_object_record``:
 NoSuchKey, NoSuchVersion — deleted after the notification, or never readable), and one the
-local spout listed that is gone when its turn comes.
+local spout listed that is gone when its turn comes — or at a gzip object's second GET, before
+any of its lines (``gone_on_second_read``).
 
 In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
 every read of its body is bounded by the time left, as the sinks' AWS calls are
@@ -43,7 +44,7 @@ longer than the time left. What cannot finish in time is an ``ObjectReadError`` 
 ``transient``; a read of the body failing otherwise (a reset) is not retried and not
 ``transient``.
 
-Size (~680 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~705 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -485,6 +486,24 @@ def missing_object_record(
     return Record(orjson.dumps(pointer), meta)
 
 
+def gone_on_second_read(
+    parts: Iterator[list[Record]], gone: Callable[[str], Record]
+) -> Iterator[list[Record]]:
+    """``object_batches``'s parts, or ``gone(code)`` (``missing_object_record``) when the object is
+    gone at its second GET — a gzip object over ``KEPT_COMPRESSED`` deleted between its check and
+    its lines: nothing of it was read, as when it is gone at the first GET. A part given already
+    means its lines were read: the error stays the error."""
+    given = False
+    try:
+        for part in parts:
+            given = True
+            yield part
+    except ObjectReadError as exc:
+        if given or exc.code not in MISSING:
+            raise
+        yield [gone(exc.code)]
+
+
 def open_object(
     client: Any,
     bucket: str,
@@ -655,12 +674,17 @@ class S3Spout(Spout):
                 )
                 parts = [[gone]]
             else:
-                parts = object_batches(
-                    obj,
-                    max_records,
-                    skip_blank=cfg.skip_blank,
-                    max_line_bytes=cfg.max_line_bytes,
-                    max_object_bytes=cfg.max_object_bytes,
+                parts = gone_on_second_read(
+                    object_batches(
+                        obj,
+                        max_records,
+                        skip_blank=cfg.skip_blank,
+                        max_line_bytes=cfg.max_line_bytes,
+                        max_object_bytes=cfg.max_object_bytes,
+                    ),
+                    lambda code, key=key: missing_object_record(
+                        cfg.bucket, key, None, code, self._etags.get(key), named_by="it was listed"
+                    ),
                 )
             for part in parts:
                 batch.extend(part)  # batches span objects: at most 2 x max_records held

@@ -168,3 +168,61 @@ def test_the_local_spout_dead_letters_an_object_deleted_after_it_listed_it(
         "listed, or never readable); nothing of it read"
     )
     assert orjson.loads(dead.raw)["error"] == "NoSuchKey"
+
+
+def test_a_large_gzip_object_deleted_between_its_two_passes_is_its_dead_letter(
+    moto_server, tmp_path: Path, monkeypatch
+):
+    """A gzip object over ``KEPT_COMPRESSED`` is read twice (its check, then its lines): a second
+    GetObject. Deleted in between (a cleanup job taking the objects already listed), that GET's
+    NoSuchKey stopped the whole local run as the first GET's did before 7 December's fix — the
+    objects after it unread — though nothing of it had been read. It is its dead letter, as when
+    it is gone at the first GET, and the other objects are read (a Lambda too: its event no
+    longer fails and comes again)."""
+    import squall.spouts.s3 as s3_spout
+    from squall.deploy.local import LocalRunner
+    from squall.topology.loader import load_text
+    from tests.deploy.test_sqs_s3_sources import topology_text
+
+    monkeypatch.setattr(s3_spout, "KEPT_COMPRESSED", 1024)  # a second GET without 8 MiB objects
+    s3 = moto_server.client("s3")
+    bucket = unique("between")
+    s3.create_bucket(Bucket=bucket)
+    put_lines(s3, bucket, "in/a.jsonl", [{"n": 0}], gz=False)
+    put_lines(
+        s3, bucket, "in/b.jsonl.gz", [{"n": 1, "pad": unique(str(i))} for i in range(200)], gz=True
+    )
+    assert s3.head_object(Bucket=bucket, Key="in/b.jsonl.gz")["ContentLength"] > 1024
+    put_lines(s3, bucket, "in/c.jsonl", [{"n": 2}], gz=False)
+    checked = s3_spout._check_gzip
+
+    def check_then_delete(obj, *args):
+        refused = checked(obj, *args)
+        s3.delete_object(Bucket=bucket, Key=obj.key)  # after the first pass, before the second
+        return refused
+
+    monkeypatch.setattr(s3_spout, "_check_gzip", check_then_delete)
+    store = unique("between")
+    spout = f'{{type: s3, bucket: {bucket}, prefix: in/, endpoint_url: "{moto_server.endpoint}"}}'
+    LocalRunner(load_text(topology_text(spout, store)), batch_size=10).run()
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [0, 2]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert dead.failure.reason == (
+        f"s3://{bucket}/in/b.jsonl.gz: NoSuchKey: the object is not there (deleted after it was "
+        "listed, or never readable); nothing of it read"
+    )
+
+    # The Lambda's S3 trigger: the event's other object is read, the gone one is its dead letter.
+    s3, bucket, store, handler = setup(moto_server, tmp_path, "between")
+    put_lines(
+        s3, bucket, "in/b.jsonl.gz", [{"n": 1, "pad": unique(str(i))} for i in range(200)], gz=True
+    )
+    put_lines(s3, bucket, "in/c.jsonl", [{"n": 2}], gz=False)
+    event = s3_lambda_event(bucket, "in/b.jsonl.gz")
+    event["Records"] += s3_lambda_event(bucket, "in/c.jsonl")["Records"]
+    assert handler(event, None)["failed"] == 0
+    assert [ev.value["n"] for ev in MemorySink.stores[store]] == [2]
+    [dead] = MemorySink.stores[f"{store}-dlq"]
+    assert (
+        dead.failure.reason == f"s3://{bucket}/in/b.jsonl.gz: NoSuchKey: {GONE}; nothing of it read"
+    )
