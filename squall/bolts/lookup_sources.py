@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~965 lines): three sources behind one interface, kept together so the interface and its
+Size (~970 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -357,6 +357,11 @@ class SqlSource:
         try:
             with self.engine.connect() as conn:
                 if self._timeout is not None:  # for this transaction only (rolled back at exit)
+                    if getattr(conn.connection.dbapi_connection, "autocommit", False):
+                        # An engine made autocommit (the resource's `options`): SET LOCAL outside
+                        # a transaction is ignored. This connection takes one for the query (its
+                        # level is set back when it returns to the pool).
+                        conn.execution_options(isolation_level=conn.default_isolation_level)
                     conn.exec_driver_sql(self._timeout)
                 rows = conn.execute(self._statement, self._params(keys)).all()
         except sa.exc.SQLAlchemyError as exc:

@@ -861,6 +861,52 @@ def test_a_postgresql_table_locked_for_long_is_an_outage_not_a_hang(pg_url_psyco
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
 
 
+def test_the_timeout_holds_on_an_autocommit_engine(pg_url_psycopg2, unique_name):
+    """A resource whose `options` make its engine autocommit (`isolation_level: AUTOCOMMIT`,
+    passed to SQLAlchemy's create_engine) ran the lookup's `SET LOCAL statement_timeout` outside
+    any transaction: PostgreSQL ignores it (a WARNING), and the query waited behind the lock with
+    no bound again. The lookup's connection takes a transaction of its own for its query (its
+    isolation level set back when it returns to the pool). The lock holder is ended by the
+    server after 5 s (`idle_in_transaction_session_timeout`), so a lookup without its bound waits
+    for that and gets its row instead of failing, not for ever."""
+    from squall.topology.resource_config import ResourceConfig
+    from squall.topology.resources import Resources
+
+    create_apps(pg_url_psycopg2, unique_name)
+    holder = sa.create_engine(pg_url_psycopg2)
+    db = ResourceConfig(
+        url=pg_url_psycopg2, connect_timeout=2, options={"isolation_level": "AUTOCOMMIT"}
+    )
+    try:
+        bolt = make_bolt(
+            Resources({"db": db}),
+            key="app_id",
+            source={
+                "type": "sql",
+                "resource": "db",
+                "table": unique_name,
+                "columns": ["name"],
+                "timeout": 0.2,
+            },
+        )
+        lock = holder.raw_connection()  # holds the lock until closed (or ended by the server)
+        try:
+            cur = lock.cursor()
+            cur.execute("SET idle_in_transaction_session_timeout = 5000")
+            cur.execute(f'LOCK TABLE "{unique_name}" IN ACCESS EXCLUSIVE MODE')
+            assert_transient_and_untouched(bolt, [{"app_id": 1}], match="statement timeout")
+        finally:
+            lock.invalidate()  # (closed: the server may have ended it already)
+        assert run(bolt, [{"app_id": 1}])[0] == {0: {"name": "Weather"}}  # lock released
+        engine = bolt.source.engine
+        with engine.connect() as conn:  # the pooled connection is autocommit again
+            assert conn.connection.dbapi_connection.autocommit
+    finally:
+        holder.dispose()
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
 def test_redis_source_and_shared_cache_down(tmp_path):
     down = f"redis://127.0.0.1:{free_port()}/0"
     bolt = make_bolt(resources(r=down), key="app_id", source={"type": "redis", "resource": "r"})
