@@ -12,7 +12,7 @@ squall's version and checking code — this module's bytes —, the checker's ve
 schema neither imports jsonschema (~40 ms of CPU) nor checks it. Only a check that passed writes
 one; an invalid schema is checked at every load.
 
-Size (~520 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+Size (~555 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
 its two caches (the package's list, the cache folder), the fast validator's limits, the formats
 left unchecked for want of a package, the bolt.
 """
@@ -426,15 +426,36 @@ def formats(node: Any) -> set[str]:
 
 
 def unchecked_formats(schema: dict[str, Any]) -> dict[str, str]:
-    """The schema's formats that jsonschema would check with a package this environment lacks:
-    format → the package. Imports jsonschema only for a schema with a ``format``."""
+    """The schema's formats that jsonschema does not check here: format → why — the package it
+    needs that this environment lacks, or, when some draft's checker has it (its package is
+    here), that the schema's draft does not define it (``time`` in draft 4 or 6, ``duration``
+    before 2019-09): installing would change nothing. Imports jsonschema only for a schema with
+    a ``format``."""
     used = formats(schema) & set(FORMAT_PACKAGES)
     if not used:
         return {}
     import jsonschema
 
-    checker = jsonschema.validators.validator_for(schema).FORMAT_CHECKER
-    return {f: FORMAT_PACKAGES[f] for f in sorted(used) if f not in checker.checkers}
+    cls = jsonschema.validators.validator_for(schema)
+    here, anywhere = cls.FORMAT_CHECKER.checkers, jsonschema.FormatChecker().checkers
+    draft = _draft_name(cls)
+    return {
+        f: (
+            f"not a format of {draft}: a later draft's $schema checks it"
+            if f in anywhere
+            else f"needs {FORMAT_PACKAGES[f]}"
+        )
+        for f in sorted(used)
+        if f not in here
+    }
+
+
+def _draft_name(cls: Any) -> str:
+    """``Draft4Validator`` → ``JSON Schema draft 4``, ``Draft201909Validator`` → ``… 2019-09``."""
+    number = cls.__name__.removeprefix("Draft").removesuffix("Validator")
+    if len(number) == 6 and number.isdigit():
+        number = f"{number[:4]}-{number[4:]}"
+    return f"JSON Schema draft {number}"
 
 
 #: Longest reason kept from jsonschema's message.
@@ -474,16 +495,27 @@ class SchemaBolt(Bolt):
         self._fast = _compiled(config.schema_)
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
         self._validator = None if self._fast is not None else full_validator(config.schema_)
-        if self._fast is None and (missing := unchecked_formats(config.schema_)):
-            needs = ", ".join(f"'{f}' (needs {package})" for f, package in missing.items())
-            problem = context.problem(
-                self.id,
-                "schema",
-                f"format {needs} is not checked: jsonschema checks a format only when its "
-                "package is installed, and it is not installed here, so any value passes as that "
-                "format (install it; for a Lambda package: squall package --with PACKAGE)",
-            )
-            log.warning("%s", problem)
+        if self._fast is None and (unchecked := unchecked_formats(config.schema_)):
+            needs = {f: why for f, why in unchecked.items() if why.startswith("needs ")}
+            if needs:
+                listed = ", ".join(f"'{f}' ({why})" for f, why in needs.items())
+                problem = context.problem(
+                    self.id,
+                    "schema",
+                    f"format {listed} is not checked: jsonschema checks a format only when its "
+                    "package is installed, and it is not installed here, so any value passes as "
+                    "that format (install it; for a Lambda package: squall package --with PACKAGE)",
+                )
+                log.warning("%s", problem)
+            if undefined := {f: why for f, why in unchecked.items() if f not in needs}:
+                listed = ", ".join(f"'{f}' ({why})" for f, why in undefined.items())
+                problem = context.problem(
+                    self.id,
+                    "schema",
+                    f"format {listed} is not checked: the schema's draft does not define it, so "
+                    "any value passes as that format",
+                )
+                log.warning("%s", problem)
 
     def warm_up(self) -> None:
         """Build jsonschema's validator (the reasons of invalid events) now, not at the first

@@ -64,6 +64,7 @@ def test_a_format_whose_package_is_missing_is_a_warning_at_the_option(
     """As in an environment without rfc3339-validator: jsonschema has no date-time checker."""
     checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
     monkeypatch.delitem(checker.checkers, "date-time")
+    monkeypatch.delitem(jsonschema.FormatChecker.checkers, "date-time")  # nor any other draft's
     caplog.set_level(logging.WARNING, "squall.bolts")
     assert outcomes(tmp_path) == [Outcome.COMMITTED, Outcome.COMMITTED]  # what it warns about
     [warning] = [r.getMessage() for r in caplog.records if "not checked" in r.getMessage()]
@@ -83,3 +84,27 @@ def test_formats_are_the_format_keywords_not_names_or_data():
     }
     assert formats(schema) == {"uri", "hostname", "time"}
     assert set(FORMAT_PACKAGES) >= {"date-time", "time", "hostname", "uri"}
+
+
+def test_a_format_the_schemas_draft_does_not_define_is_not_said_to_need_a_package(
+    tmp_path: Path, caplog
+):
+    """Draft 4 and draft 6 have no `time` format: jsonschema checks it from draft 7 on, with the
+    package installed here. The warning told to install rfc3339-validator — installed, and
+    installing changes nothing; it names the draft instead. `date-time` (draft 4's too) is
+    checked and not named."""
+    path = tmp_path / "draft4.yaml"
+    path.write_text(
+        TOPOLOGY.replace(
+            "      type: object\n",
+            "      $schema: 'http://json-schema.org/draft-04/schema#'\n      type: object\n",
+        ).replace("format: {enum: [hostname]}", "t: {type: string, format: time}")
+    )
+    caplog.set_level(logging.WARNING, "squall.bolts")
+    run = run_topology(path, records_from([{"at": "yesterday"}, {"t": "25:99"}]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED, Outcome.COMMITTED]
+    [warning] = [r.getMessage() for r in caplog.records if "not checked" in r.getMessage()]
+    assert warning.startswith(f"{path}:8:7: bolts[1].schema: ")
+    assert "format 'time' (not a format of JSON Schema draft 4: a later draft's $schema" in warning
+    assert "the schema's draft does not define it" in warning
+    assert "needs" not in warning and "install" not in warning and "date-time" not in warning
