@@ -105,6 +105,9 @@ def test_every_date_the_schema_takes_exists_and_the_transform_stores_it():
         ("9999-12-31T23:30:00Z", True),
         ("9999-12-31T23:30:00+01:00", True),
         ("1000-01-01T00:30:00+01:00", True),  # 0999-12-31 in UTC: stored
+        # a pattern's $ matches before a final line break too: the lake refused what ingest took
+        ("2026-11-03T09:12:00Z\n", False),
+        ("2026-11-03T09:12:00+01:00\n", False),
         # RFC 3339 allows a lower-case t (and z), which both store: it was an invalid order
         ("2026-11-03t09:12:00Z", True),
         ("2026-11-03t09:12:00z", True),
