@@ -69,17 +69,20 @@ class Resources:
     def missing_driver(self, name: str, exc: ImportError) -> TopologyError:
         """A resource's driver cannot be imported (its extra is not installed): at the resource's
         URL, with the ``pip install`` that adds it — not a bare ``ModuleNotFoundError`` from
-        whichever component opened the resource first (the run lock, a sink, a bolt's store)."""
+        whichever component opened the resource first (the run lock, a sink, a bolt's store).
+        A driver that is installed but fails to import (a module inside it, its libpq) is said
+        as such: the extra's ``pip install`` would answer "already satisfied"."""
         kind = "redis" if self.config(name).scheme in REDIS_SCHEMES else self.config(name).scheme
         module, extra = _DRIVERS.get(kind, (exc.name or "its driver", None))
-        install = f"pip install 'squall[{extra}]'" if extra else "install it"
-        return TopologyError(
-            self._locate(
-                name,
-                f"resource '{name}' needs the {module} driver, which cannot be imported "
-                f"here ({exc}): {install}",
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
+            install = f"pip install 'squall[{extra}]'" if extra else "install it"
+            text = f"needs the {module} driver, which cannot be imported here ({exc}): {install}"
+        else:  # installed, but a module inside it (its libpq, a C extension) does not load
+            text = (
+                f"needs the {module} driver, which is installed but fails to import here ({exc}): "
+                "repair that install (what the error names), not a pip install of the extra"
             )
-        )
+        return TopologyError(self._locate(name, f"resource '{name}' {text}"))
 
     def config(self, name: str) -> ResourceConfig:
         try:

@@ -134,3 +134,43 @@ sinks:
     assert "t.yaml:5:16: resources.cache.url: resource 'cache'" in r.stderr, r.stderr
     assert "pip install 'squall[redis]'" in r.stderr
     assert "ModuleNotFoundError" not in r.stderr
+
+
+BROKEN = """
+import sys
+
+class _Broken:
+    # psycopg2 is there, its C extension does not load (a libpq it was built against is gone)
+    def find_spec(self, name, path=None, target=None):
+        if name == "psycopg2._psycopg":
+            raise ImportError(
+                "libpq.so.5: cannot open shared object file: No such file or directory", name=name
+            )
+        return None
+
+sys.meta_path.insert(0, _Broken())
+"""
+
+
+def test_an_installed_driver_that_fails_to_import_is_not_called_missing(tmp_path: Path):
+    """psycopg2 installed but broken (its libpq gone, another module inside it failing): the
+    import error is said as it is, at the resource's URL — not "not installed, pip install", which
+    would send the operator to a pip that says "already satisfied"."""
+    _write(tmp_path, TOPOLOGIES["warehouse"])
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(BROKEN)
+    r = subprocess.run(
+        [sys.executable, "-m", "squall.cli", "run", "t.yaml", "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=child_env(PYTHONPATH=f"{block}:{ROOT}", AWS_REGION="us-east-1"),
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "t.yaml:4:13: resources.db.url: resource 'db'" in r.stderr, r.stderr
+    assert "libpq.so.5: cannot open shared object file" in r.stderr
+    assert "is installed but" in r.stderr, r.stderr
+    assert "pip install 'squall[postgres]'" not in r.stderr
+    assert "Traceback" not in r.stderr and "s3cret" not in r.stderr
