@@ -107,13 +107,23 @@ def client_setting(
     own = props.get(f"{client}.{name}")
     if own is None:
         return value
-    if value is not None and own != value:
+    if value is not None and _setting_key(name, own) != _setting_key(name, value):
         raise SquallError(
             f"--set {client}.{name}={own} and {general} = {value} both set the daemon's "
             f"{client} {name}; it applies them in the order of a hash table, so either may win: "
             "set one (or the same value in both)"
         )
     return own
+
+
+def _setting_key(name: str, value: str) -> str:
+    """A client setting as compared: an endpoint with or without its trailing '/' (its scheme and
+    host in any case) is one endpoint to the daemon's clients, whichever property wins."""
+    if name != "endpointOverride":
+        return value
+    scheme, sep, rest = value.rstrip("/").partition("://")
+    host, slash, path = rest.partition("/")
+    return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
 
 
 @dataclass

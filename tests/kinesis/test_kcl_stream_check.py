@@ -317,3 +317,37 @@ def test_a_client_s_own_setting_equal_to_the_general_one_is_what_the_daemon_uses
     lease = LeaseTable.from_args(line.split(" = ", 1)[1].split(" ")[3:])[1]
     assert lease is not None
     assert (lease.region, lease.endpoint) == ("eu-west-1", "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    ("client_prop", "general"),
+    [
+        (
+            "kinesisClient.endpointOverride=http://127.0.0.1:9/",
+            ["--kinesis-endpoint", "http://127.0.0.1:9"],
+        ),
+        (
+            "dynamoDbClient.endpointOverride=http://127.0.0.1:9",
+            ["--dynamodb-endpoint", "http://127.0.0.1:9/"],
+        ),
+        (
+            "kinesisClient.endpointOverride=http://127.0.0.1:9/",
+            ["--set", "kinesisEndpoint=http://127.0.0.1:9"],
+        ),
+    ],
+)
+def test_a_client_s_own_endpoint_written_with_a_trailing_slash_is_the_same_endpoint(
+    tmp_path, client_prop, general
+):
+    """One endpoint with and without its trailing '/' is one endpoint to the daemon's clients,
+    whichever property it applies last: a configuration that started before the client settings
+    were compared is not refused at its upgrade."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from tests.kinesis.test_kcl_stream_arn import topology_file
+
+    args = ["kcl", str(topology_file(tmp_path, "pistats")), "--print", "--set", client_prop]
+    result = CliRunner().invoke(main, args + general, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    assert "set one" not in result.output
