@@ -114,12 +114,14 @@ def produce_file(
     on_progress: Callable[[int, ProduceReport], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    report: ProduceReport | None = None,
 ) -> ProduceReport:
     """Send every non-blank line of ``path`` to ``stream``; returns counts, never raises for a record.
 
     Raises ``SinkError`` when the stream cannot be written at all (missing, access denied).
 
-    ``on_progress(bytes_read, report)`` is called after each PutRecords round.
+    ``on_progress(bytes_read, report)`` is called after each PutRecords round. ``report``: the
+    one to count into (the caller reads it when the send is interrupted), else a new one.
     """
     ref = aws.StreamRef.parse(stream)
     endpoint_url = aws.check_endpoint_url(endpoint_url)  # empty: AWS's endpoint
@@ -129,7 +131,7 @@ def produce_file(
         )
     writer = PutRecordsWriter(client, ref, max_attempts=max_attempts, sleep=sleep)
     aggregator = Aggregator(load_shard_map(client, ref)) if aggregate else None
-    report = ProduceReport()
+    report = ProduceReport() if report is None else report
     started = clock()
     raw, lines = _open_lines(Path(path))
     pending: list[Entry] = []
@@ -319,15 +321,15 @@ def produce(
         TextColumn("{task.fields[sent]:,} sent · {task.fields[failed]:,} failed"),
         TimeRemainingColumn(),
     )
-    last = ProduceReport()  # what the last PutRecords round left: said when interrupted
+    # counted into as the file is read (a line refused before any PutRecords round too): said
+    # when interrupted
+    last = ProduceReport()
     previous = _stop_on_sigterm()
     try:
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task(f"→ {stream}", total=total, sent=0, failed=0)
 
             def update(done: int, report: ProduceReport) -> None:
-                nonlocal last
-                last = report
                 bar.update(task, completed=done, sent=report.sent, failed=report.failed)
 
             report = produce_file(
@@ -339,6 +341,7 @@ def produce(
                 aggregate=aggregate,
                 partition_key=partition_key,
                 on_progress=update,
+                report=last,
             )
     except (
         SinkError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -103,3 +104,35 @@ def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: sig
     assert proc.returncode == 130, err
     assert "interrupted: 0 records sent" in err, err
     assert "Aborted" not in err and "Traceback" not in err
+
+
+def test_an_interrupt_before_the_first_putrecords_round_counts_the_lines_that_failed(
+    tmp_path: Path, monkeypatch
+):
+    """Lines refused before any PutRecords round (a partition key over 256 characters, a line
+    over the record limit) are failed records: stopped then, produce said "0 failed" — the
+    counts it gave were those of the last round's progress call, and there had been none."""
+    from click.testing import CliRunner
+
+    from squall.deploy import produce as produce_module
+
+    f = tmp_path / "e.jsonl"
+    f.write_text("".join(json.dumps({"k": c * 300}) + "\n" for c in "xy"))
+    real = produce_module._records
+
+    def then_ctrl_c(lines):
+        yield from real(lines)
+        raise KeyboardInterrupt  # Ctrl-C while the input is read
+
+    monkeypatch.setattr(produce_module, "_records", then_ctrl_c)
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    args = ["--stream", "s", "--endpoint-url", "http://127.0.0.1:9", "--partition-key", "k"]
+    result = CliRunner().invoke(produce_module.produce, [*args, str(f)])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: 0 records sent, 2 failed before the stop" in result.stderr, result.stderr
