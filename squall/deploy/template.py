@@ -439,8 +439,16 @@ def sam_template(
     ):  # alarms and a dashboard following the topology graph (squall.observability)
         from squall.observability.dashboards import cloudwatch_resources
 
+        invocation = _invocation(topology, opts)
+        queues = [  # the queue the event source mapping reads: its messages' age is the lag
+            e["Properties"]["Queue"] for e in props.get("Events", {}).values() if e["Type"] == "SQS"
+        ]
         template["Resources"].update(
-            cloudwatch_resources(topology, invocation=_invocation(topology, opts))
+            cloudwatch_resources(
+                topology,
+                invocation=invocation,
+                queue=queues[0] if invocation == "queue" and len(queues) == 1 else None,
+            )
         )
     check_no_placeholder(json.dumps(template), topology, topology_text, "the template")
     return template

@@ -7,7 +7,7 @@ The alarms are the ones an operator of a stream consumer needs: lag (iterator ag
 MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
 nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
 
-Size (~560 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~580 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -61,10 +61,13 @@ def cloudwatch_resources(
     namespace: str = NAMESPACE,
     thresholds: Thresholds = Thresholds(),
     invocation: str = "stream",
+    queue: Any = None,
 ) -> dict[str, Any]:
     """CloudFormation resources: six alarms and a dashboard, for the consumer function ``function``
     invoked as ``invocation`` says (``INVOCATIONS``): the lag alarm on a stream's iterator age,
-    for an asynchronous function one on the events Lambda dropped, none for a queue's."""
+    for an asynchronous function one on the events Lambda dropped, for a queue's one on the age
+    of the oldest message of ``queue`` (the ARN its event source mapping reads, a CloudFormation
+    value)."""
     t, th = topology.name, thresholds
     fn_dim = [{"Name": "FunctionName", "Value": {"Ref": function}}]
     squall_dims = [{"Name": "Topology", "Value": t}, {"Name": "service", "Value": t}]
@@ -144,6 +147,22 @@ def cloudwatch_resources(
         )
         dropped["Properties"].update(EvaluationPeriods=1, DatapointsToAlarm=1)
         resources[f"{prefix}EventsDroppedAlarm"] = dropped
+    elif queue is not None:  # the queue's own lag (Lambda has none for it): seconds, per minute
+        aged = lambda_alarm(
+            "ApproximateAgeOfOldestMessage",
+            "Maximum",
+            th.lag_ms / 1000,
+            f"oldest message of the trigger queue over {th.lag_ms / 1000:g} s: the consumer "
+            "falls behind, or fails messages that the queue keeps until its redrive policy moves "
+            "them",
+        )
+        aged["Properties"].update(
+            Namespace="AWS/SQS",
+            Dimensions=[
+                {"Name": "QueueName", "Value": {"Fn::Select": [5, {"Fn::Split": [":", queue]}]}}
+            ],
+        )
+        resources[f"{prefix}QueueAgeAlarm"] = aged
     raised = (
         "a line that failed, an object that could not be read: Lambda retries the event"
         if invocation == "async"

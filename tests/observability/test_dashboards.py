@@ -373,3 +373,63 @@ def test_an_s3_triggered_function_is_watched_for_dropped_events_not_an_iterator_
         load(transform), transform.read_text(), handler="consumer", code_uri="t.zip"
     )
     assert _lambda_alarms(kinesis)["EtlTransformIteratorAgeAlarm"] == "IteratorAge"
+
+
+def _queue_age_alarms(template: dict) -> list[dict]:
+    return [
+        r["Properties"]
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("Namespace") == "AWS/SQS"
+        and r["Properties"]["MetricName"] == "ApproximateAgeOfOldestMessage"
+    ]
+
+
+def test_a_queue_triggered_function_is_watched_by_the_age_of_its_queue_s_oldest_message(
+    tmp_path: Path,
+):
+    """An SQS-triggered function (an sqs spout, or S3 notifications through a queue) had no lag
+    alarm at all once `IteratorAge` (a stream's metric, which never fired for it) was left out:
+    a consumer falling behind, or failing its messages until their redrive, raised nothing. The
+    queue's `ApproximateAgeOfOldestMessage` (seconds) now says it, on the queue the event source
+    mapping reads."""
+    from squall.deploy.template import TemplateOptions
+    from tests.deploy.sam import cfn_lint, translate
+
+    ingest = EXAMPLES / "etl" / "ingest.yaml"
+    queued = sam_template(
+        load(ingest),
+        ingest.read_text(),
+        handler="consumer",
+        code_uri="ingest.zip",
+        options=TemplateOptions(s3_delivery="sqs", s3_bucket="existing"),
+    )
+    [alarm] = _queue_age_alarms(queued)
+    assert alarm["Dimensions"] == [
+        {
+            "Name": "QueueName",
+            "Value": {"Fn::Select": [5, {"Fn::Split": [":", {"Ref": "NotificationQueueArn"}]}]},
+        }
+    ]
+    assert alarm["Statistic"] == "Maximum" and alarm["Threshold"] == 60
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: orders-q\n"
+        "spout: {type: sqs, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/orders'}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    sqs = sam_template(load(path), path.read_text(), handler="consumer", code_uri="q.zip")
+    [alarm] = _queue_age_alarms(sqs)
+    [event] = sqs["Resources"]["Function"]["Properties"]["Events"].values()
+    queue = event["Properties"]["Queue"]
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::Select": [5, {"Fn::Split": [":", queue]}]}
+    for template in (queued, sqs):
+        out = tmp_path / "t.json"
+        out.write_text(json.dumps(translate(template)))
+        lint = cfn_lint(out)
+        assert lint.returncode == 0, lint.stdout
+    ingest_direct = sam_template(
+        load(ingest), ingest.read_text(), handler="consumer", code_uri="ingest.zip"
+    )
+    assert _queue_age_alarms(ingest_direct) == []
