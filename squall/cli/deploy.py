@@ -362,6 +362,8 @@ def package(
     )
     for item in report.left_out:
         click.echo(f"  left out: {item.path} ({item.why})")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if template_path:
         click.echo(f"{template_path}: SAM template (sam deploy --guided)")
     for z in (report, report.layer):

@@ -20,7 +20,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~480 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~495 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -146,6 +146,8 @@ class PackageReport:
     compiled: bool = False
     #: Files of the topology's folder not shipped because they hold records (spout input, dead letters).
     left_out: list[LeftOut] = field(default_factory=list)
+    #: What the function would stop on at init (a resource's driver not in the package).
+    warnings: list[str] = field(default_factory=list)
 
 
 def project_root() -> Path | None:
@@ -421,6 +423,7 @@ def build(
             "--upgrade",
             *reqs,
         )
+        warnings = missing_drivers(topo, deps)
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
@@ -468,7 +471,20 @@ def build(
         distributions=[d.metadata["Name"] for d in dists],
         compiled=compile_bytecode,
         left_out=records,
+        warnings=warnings,
     )
+
+
+def missing_drivers(topology: Topology, deps: Path) -> list[str]:
+    """A resource whose driver the dependencies installed in ``deps`` do not hold: PostgreSQL's
+    psycopg2 comes with the ``postgres`` extra only (Redis's redis-py is squall's own dependency;
+    a URL wholly in a secret is not known here). Such a function stops at every init."""
+    return [
+        f"resource '{name}' is PostgreSQL, but the package holds no psycopg2 (its driver): the "
+        "function cannot open it; add --extras postgres (or --with psycopg2-binary)"
+        for name, res in topology.resources.items()
+        if res.scheme == "postgresql" and not (deps / "psycopg2").is_dir()
+    ]
 
 
 def describe_sizes(largest: list[tuple[str, int]], total: int) -> str:

@@ -465,3 +465,51 @@ def test_the_topology_s_own_code_edited_in_the_unzipped_package_runs_as_edited(
         timeout=60,
     )
     assert r.stdout.strip() == "edited", r.stderr
+
+
+def test_a_postgresql_topology_packaged_without_psycopg2_is_told_at_build(
+    tmp_path: Path, monkeypatch
+):
+    """A PostgreSQL resource needs psycopg2, which only the `postgres` extra (or `--with`, a
+    requirements file) puts in the zip: built without it, the package said nothing and the
+    function stopped at every init with the driver missing. The build now warns, naming the
+    resource and the flag; a zip that holds psycopg2 is not warned of."""
+    project = tmp_path / "project"
+    project.mkdir()
+    path = project / "topology.yaml"
+    path.write_text(
+        "name: t\n"
+        "resources:\n"
+        "  db: {url: 'postgresql://squall:s3cret@db.example:5432/app'}\n"
+        "spout: {type: stdin}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+    )
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # nothing installed: no psycopg2
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    args = ["package", str(path), "--handler", "consumer", "-o", str(tmp_path / "a.zip")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "resource 'db'" in warning and "--extras postgres" in warning
+    assert "s3cret" not in result.output
+
+    def installs_psycopg2(*args: str) -> None:
+        if args[0] == "install":
+            target = Path(args[args.index("--target") + 1])
+            (target / "psycopg2").mkdir(parents=True)
+            (target / "psycopg2" / "__init__.py").write_text("")
+
+    monkeypatch.setattr(pkg, "_pip", installs_psycopg2)
+    report = pkg.build(
+        path,
+        handler="consumer",
+        output=tmp_path / "b.zip",
+        requirement="squall",
+        extras=("postgres",),
+    )
+    assert report.warnings == []
