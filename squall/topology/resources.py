@@ -230,6 +230,9 @@ def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
 
     kwargs: dict[str, Any] = {}
     url = sa.make_url(cfg.url)
+    # A scheme is case-insensitive (`POSTGRESQL://` validates and opens on the plain drivers);
+    # SQLAlchemy looks its dialect up by the name as written.
+    url = url.set(drivername=url.drivername.lower())
     if cfg.scheme == "sqlite" and url.database and url.database != ":memory:":
         url = url.set(database=_sqlite_file(url.database, base_dir))
     if url.drivername in ("postgresql", "postgres"):
