@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~595 lines): ``package`` has twenty-four options, each with its help text; no logic lives
+Size (~620 lines): ``package`` has twenty-four options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations
@@ -273,9 +273,11 @@ def package(
 
         for item in left_out(topo, Path(file).read_text(encoding="utf-8")):
             click.echo(f"  left out of topology/: {item.path} ({item.why})")
-        from squall.deploy.fleet import fleet_warnings
+        from squall.deploy.fleet import driver_warnings, fleet_warnings
 
-        for warning in fleet_warnings(topo):
+        reqs = next((p for p in written if p.name == "requirements.txt"), None)
+        drivers = driver_warnings(topo, reqs.read_text()) if reqs is not None else []
+        for warning in [*fleet_warnings(topo), *drivers]:
             click.echo(f"  warning: {warning}")
         return
 

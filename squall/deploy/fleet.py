@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~585 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~600 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -452,6 +452,21 @@ def requirements(
         lines.append(f"# from {requirements_file.name}")
         lines += [ln for ln in requirements_file.read_text().splitlines() if ln.strip()]
     return "\n".join(lines) + "\n"
+
+
+def driver_warnings(topology: Topology, requirements_text: str) -> list[str]:
+    """A PostgreSQL resource whose driver the fleet's ``requirements.txt`` does not install:
+    psycopg2 comes with the ``postgres`` extra only (or ``--with``, ``--requirements``)."""
+    first = requirements_text.split("\n", 1)[0]  # squall[kcl,…]==version
+    extras = first.partition("[")[2].partition("]")[0].split(",")
+    if "postgres" in extras or "psycopg2" in requirements_text.lower():
+        return []
+    return [
+        f"resource '{name}' is PostgreSQL, but requirements.txt installs no psycopg2 (its "
+        "driver): every shard process would stop at start; add --extras postgres"
+        for name, res in topology.resources.items()
+        if res.scheme == "postgresql"
+    ]
 
 
 def write_fleet(

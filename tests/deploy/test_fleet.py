@@ -457,3 +457,34 @@ def test_the_units_shard_processes_check_a_schema_once_in_the_cache_folder_syste
     ]
     assert answers == ["checked", "trusted"]
     assert len(list((var_cache / "squall-pistats" / "checked-schemas").iterdir())) == 1
+
+
+def test_a_postgresql_fleet_without_the_postgres_extra_is_warned_of(tmp_path: Path):
+    """The fleet's requirements.txt installs squall with the extras given: a PostgreSQL resource
+    without `--extras postgres` (nor psycopg2 in `--with`, `--requirements`) left every shard
+    process to stop at start with its driver missing, and `squall package` said nothing."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: pgfleet\n"
+        "resources:\n"
+        "  db: {url: 'postgresql://squall:s3cret@db.internal:5432/app'}\n"
+        "spout: {type: kinesis, stream: events}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+    )
+    args = ["package", str(path), "--handler", "kcl"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "  warning: resource 'db' is PostgreSQL, but requirements.txt installs no psycopg2 (its "
+        "driver): every shard process would stop at start; add --extras postgres"
+    ) in result.output
+    assert "s3cret" not in result.output
+    for more in (["--extras", "postgres"], ["--with", "psycopg2-binary==2.9.10"]):
+        result = CliRunner().invoke(main, [*args, *more, "-o", str(tmp_path / more[0][2:])])
+        assert result.exit_code == 0, result.output
+        assert "psycopg2" not in result.output, result.output
