@@ -1238,6 +1238,7 @@ class Engine:
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
         part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
+        part_rejected: list[Event] = []  # ... and refused for good
         part_written: list[int | None] = []
         part_feedback: list[Event] = []
 
@@ -1248,6 +1249,7 @@ class Engine:
             part_written.append(None if got is None else got.written)
             if got is not None:
                 part_failed.extend(got.failed)
+                part_rejected.extend(got.rejected)
                 part_feedback.extend(got.feedback)
 
         bad = self._find_poison(node, write, p.events, fault)
@@ -1262,10 +1264,15 @@ class Engine:
             )
             if part_feedback:  # else the rest is written again below, with its feedback
                 self._feed_back(node, part_feedback)
+            # What a part's write refused for good is dead-lettered (it was counted committed,
+            # never written nor dead-lettered); else the rest's write below refuses it again.
+            events = self._take_rejected(
+                node, p.events, WriteResult(rejected=part_rejected), ledger
+            )
             counted = part_written and None not in part_written
             self._settle(
                 node,
-                p.events,
+                events,
                 WriteResult(part_failed, sum(part_written) if counted else None),  # type: ignore[arg-type]
                 ledger,
                 dead=False,

@@ -1,0 +1,90 @@
+"""The third review's fixes (the engine's re-prepares and copies), reviewed again: what a sink
+refused for good on the paths that write or prepare again."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from squall.errors import SinkError
+from squall.event import Event, Failure
+from squall.sinks.base import Prepared, WriteContext, WriteResult
+from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
+from squall.topology.outcomes import Outcome
+
+# --- a write that fails whole, each part written on its own, one part refusing an event ------
+
+
+class SizeLimited(MemorySink):
+    """A user's sink whose service takes at most two events a request (more: ``ValueError``, a
+    size limit — the engine writes the halves on their own) and refuses for good an event with
+    ``"refuse": true`` (``WriteResult.rejected``, a 4xx)."""
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        if len(prepared.events) > 2:
+            raise ValueError("request too large")
+        refused = [ev for ev in prepared.events if ev.value.get("refuse")]
+        for ev in refused:
+            ev.failure = Failure(self.id, "refused: 400")
+        self.store.extend(ev for ev in prepared.events if ev not in refused)
+        return WriteResult(rejected=refused) if refused else None
+
+
+def test_an_event_a_part_write_of_the_isolation_refused_is_dead_lettered():
+    """A write failed whole (a size limit) and each part was written on its own: the engine took
+    the parts' failed events and feedback, not the events a part's write refused for good
+    (``WriteResult.rejected``) — the record was counted committed, never written nor
+    dead-lettered, and the checkpoint passed it."""
+    tag = f"s{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": "iso",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [
+            {"id": "out", "type": f"{__name__}:SizeLimited", "name": f"{tag}-out"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+        ],
+    }
+    payloads = [{"i": 0}, {"i": 1, "refuse": True}, {"i": 2}, {"i": 3}]
+    try:
+        run = run_topology(json.dumps(spec), records_from(payloads), batch_size=4)
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,  # was: committed
+            Outcome.COMMITTED,
+            Outcome.COMMITTED,
+        ]
+        assert (result.records[1].component, result.records[1].reason) == ("out", "refused: 400")
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]] == [1]
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 2, 3]
+        out = next(s for s in run.engine.stats if s.id == "out")
+        assert (out.received, out.emitted, out.dead_lettered, out.failed) == (4, 3, 1, 0)
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
+
+
+def test_with_no_dead_letter_sink_an_event_a_part_write_refused_fails_and_holds_its_shard():
+    """The same refusal with no dead-letter sink: the record fails (it comes again), and the
+    checkpoint stops before it — it had been counted committed and checkpointed past."""
+    tag = f"s{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": "iso",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [{"id": "out", "type": f"{__name__}:SizeLimited", "name": f"{tag}-out"}],
+    }
+    payloads = [{"i": 0}, {"i": 1, "refuse": True}, {"i": 2}, {"i": 3}]
+    try:
+        run = run_topology(json.dumps(spec), records_from(payloads), batch_size=4)
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.FAILED,
+            Outcome.HELD,
+            Outcome.HELD,
+        ]
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "1"
+    finally:
+        MemorySink.stores.pop(f"{tag}-out", None)
