@@ -7,7 +7,7 @@ import json
 import uuid
 
 from squall.errors import SinkError
-from squall.event import Event, Failure
+from squall.event import Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
 from squall.topology.outcomes import Outcome
@@ -88,3 +88,74 @@ def test_with_no_dead_letter_sink_an_event_a_part_write_refused_fails_and_holds_
         assert result.checkpoint["shardId-000000000000"].sequence_number == "1"
     finally:
         MemorySink.stores.pop(f"{tag}-out", None)
+
+
+# --- a sink in the batch's transaction refusing copies of its events -------------------------
+
+
+class CopyRefusingTxConfig(MemorySinkConfig):
+    resource: str
+
+
+class CopyRefusingTx(MemorySink):
+    """A user's sink written in the batch's SQL transaction that refuses an event with
+    ``"refuse": true`` for good, answering a copy of it (``Event.fork``, its failure set on the
+    copy: the event it was given left as it was). Past 20 writes of one run it raises
+    ``SinkError`` (the batch fails): the engine wrote it again and again."""
+
+    Config = CopyRefusingTxConfig
+    writes = 0
+
+    def transaction_resource(self) -> str | None:
+        return self.config.resource
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
+        CopyRefusingTx.writes += 1
+        if CopyRefusingTx.writes > 20:
+            raise SinkError(f"{self.id}: written {CopyRefusingTx.writes} times")
+        refused = []
+        for ev in prepared.events:
+            if ev.value.get("refuse"):
+                copy = ev.fork()
+                copy.failure = Failure(self.id, "refused")
+                refused.append(copy)
+        if refused:
+            return WriteResult(rejected=refused)
+        self.store.extend(prepared.events)
+        return None
+
+
+def test_a_transaction_sink_refusing_copies_of_its_events_is_not_written_for_ever(tmp_path):
+    """A sink in the transaction refused an event, answering a copy of it: the engine took out
+    of the rest only the very objects refused — none —, dead-lettered the copy, rolled back and
+    wrote the same events again: refused again, for ever (a dead letter each time; the batch
+    never ended). The refused record is taken out by its event now, as a copy names it."""
+    CopyRefusingTx.writes = 0
+    tag = f"c{uuid.uuid4().hex[:8]}"
+    text = f"""
+name: tx
+resources:
+  db: {{url: "sqlite:///{tmp_path}/tx.db"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: out, type: '{__name__}:CopyRefusingTx', name: {tag}-out, resource: db}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    payloads = [{"i": 0}, {"i": 1, "refuse": True}, {"i": 2}]
+    try:
+        run = run_topology(text, records_from(payloads), batch_size=3)  # was: BatchFailed
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,
+            Outcome.COMMITTED,
+        ]
+        assert CopyRefusingTx.writes == 2
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]] == [1]
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 2]
+        out = next(s for s in run.engine.stats if s.id == "out")
+        assert (out.received, out.emitted, out.dead_lettered) == (3, 2, 1)
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
