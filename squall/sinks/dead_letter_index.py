@@ -441,11 +441,13 @@ class KeyIndex:
         if os.fstat(self.fd).st_size < self.known_to:  # truncated under us
             self._index_again()
         size = os.fstat(self.fd).st_size
-        if self.known_to < size:  # another writer's lines: read without a range taken since
-            row = self.db.execute(
-                "SELECT value FROM dead_letter_index WHERE name = 'distrusted'"
-            ).fetchone()
-            self._follow_ranges(_ranges({"distrusted": row[0]} if row else {}))
+        # The ranges another's open took since (one query): before another writer's lines are
+        # read, and before a look-up — keys read before a range was taken wait in ``pending``,
+        # and were found there while the file had not grown (a replay in this process).
+        row = self.db.execute(
+            "SELECT value FROM dead_letter_index WHERE name = 'distrusted'"
+        ).fetchone()
+        self._follow_ranges(_ranges({"distrusted": row[0]} if row else {}))
         span = BLOCK
         while self.known_to < size:
             end = self._read_lines(self.known_to, min(size, self.known_to + span))

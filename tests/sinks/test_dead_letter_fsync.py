@@ -272,3 +272,34 @@ def test_a_file_cut_short_under_a_running_process_keeps_the_range_it_still_holds
     restart.close()
     # was: not written again (its key indexed from the kept line, maybe never on disk)
     assert readable_records(f).count("not json 40") == 2
+
+
+def test_a_process_running_since_before_the_range_writes_its_dead_letters_again_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """As above, but the replay of the failed batch comes to the process running since before
+    the range (the KCL moves the failed process's shard lease to it): it had read the range's
+    lines before another's start took the range, and its look-up found their keys in memory —
+    the range was followed only when the file had grown since, and it had not. The records'
+    dead letters were not written again, their checkpoint moved."""
+    f = tmp_path / "dlq.jsonl"
+    a = engine(tmp_path, remember=100, name="lease-a", fsync=True)
+    assert a.process(bad(0, 2)).ok
+    durable = f.stat().st_size
+    b = engine(tmp_path, remember=100, name="lease-b", fsync=True)
+    failing_fsync(monkeypatch, dlq(a)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        a.process(bad(2, 3))
+    a.close()
+    monkeypatch.undo()
+    unsynced = [json.loads(line)["record"] for line in f.read_bytes()[durable:].splitlines()]
+    assert unsynced == ["not json 2", "not json 3", "not json 4"]
+    assert b.process(bad(100, 1)).ok  # reads the lines of the failed fsync (their keys wait)
+    c = engine(tmp_path, remember=100, name="lease-c", fsync=True)  # takes the range
+    assert dlq(c)._index.skips
+    c.close()
+    assert b.process(bad(2, 3)).ok  # the failed batch, replayed by b
+    b.close()
+    records = readable_records(f)
+    # was: 1 each (found in b's memory, not written again)
+    assert [records.count(r) for r in unsynced] == [2, 2, 2]
