@@ -34,9 +34,10 @@ The index names the file it is of (device and inode): a process still on a file 
 (renamed) commits nothing into the index of the new file at the path.
 A failed fsync of the file marks the index (``distrust``): no open takes a key from the lines
 after the last fsync that succeeded (a range kept as long as the file: ``skips``), so their dead
-letters are written again.
+letters are written again; a process sharing the file takes the mark (or the range another's
+open made of it) at its next look-up (``_follow_marks``).
 
-Size (~540 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
+Size (~560 lines): one derived index and its recoveries (damaged, busy, replaced, truncated,
 a failed fsync), each needing the offset and head bookkeeping of the others.
 """
 
@@ -427,6 +428,28 @@ class KeyIndex:
         self.pending -= dropped
         return dropped
 
+    def _follow_marks(self) -> None:
+        """The ranges another's open took since, and a failed fsync's mark no open took yet
+        (taken here as an open takes it): one query, before another writer's lines are read and
+        before a look-up. Keys read before a range was taken wait in ``pending`` and were found
+        there — the replay of the failed batch coming to this process (a shard lease moved to
+        it) wrote none of those dead letters again, and its checkpoint moved."""
+        marks = dict(
+            self.db.execute(
+                "SELECT name, value FROM dead_letter_index "
+                "WHERE name IN ('distrusted', 'distrust', 'file')"
+            )
+        )
+        # (the index of this file: not one at the path after this one was rotated away)
+        if "distrust" in marks and marks.get("file", self._file_id()) == self._file_id():
+            before = self.skips
+            with self._transaction():
+                self._take_marks(self._meta(), os.fstat(self.fd).st_size)
+            ranges, self.skips = self.skips, before
+        else:
+            ranges = _ranges(marks)
+        self._follow_ranges(ranges)
+
     def distrust(self, start: int) -> None:
         """Mark the file's bytes from ``start`` on as maybe not on disk (an fsync failed): the
         next open takes no key from them, nor does any open after it (``_take_marks``)."""
@@ -440,14 +463,8 @@ class KeyIndex:
         ``fstat``); committed once ``COMMIT_KEYS`` wait."""
         if os.fstat(self.fd).st_size < self.known_to:  # truncated under us
             self._index_again()
+        self._follow_marks()
         size = os.fstat(self.fd).st_size
-        # The ranges another's open took since (one query): before another writer's lines are
-        # read, and before a look-up — keys read before a range was taken wait in ``pending``,
-        # and were found there while the file had not grown (a replay in this process).
-        row = self.db.execute(
-            "SELECT value FROM dead_letter_index WHERE name = 'distrusted'"
-        ).fetchone()
-        self._follow_ranges(_ranges({"distrusted": row[0]} if row else {}))
         span = BLOCK
         while self.known_to < size:
             end = self._read_lines(self.known_to, min(size, self.known_to + span))

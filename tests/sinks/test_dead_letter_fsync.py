@@ -303,3 +303,33 @@ def test_a_process_running_since_before_the_range_writes_its_dead_letters_again_
     records = readable_records(f)
     # was: 1 each (found in b's memory, not written again)
     assert [records.count(r) for r in unsynced] == [2, 2, 2]
+
+
+def test_a_running_process_takes_a_failed_fsyncs_mark_that_no_start_took_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The replay of the failed batch comes to a process sharing the file before any start took
+    the failed fsync's mark (``distrust``): it read the lines after the last good fsync as
+    another writer's, found the replayed records' keys in them and wrote none again — then its
+    checkpoint moved, and the next start's open deleted those keys too late. A look-up now
+    takes the mark first, as a start's open does."""
+    f = tmp_path / "dlq.jsonl"
+    a = engine(tmp_path, remember=100, name="mark-a", fsync=True)
+    assert a.process(bad(0, 2)).ok
+    durable = f.stat().st_size
+    b = engine(tmp_path, remember=100, name="mark-b", fsync=True)
+    failing_fsync(monkeypatch, dlq(a)._fh.fileno())
+    with pytest.raises(BatchFailed):
+        a.process(bad(2, 3))
+    monkeypatch.undo()
+    unsynced = [json.loads(line)["record"] for line in f.read_bytes()[durable:].splitlines()]
+    assert unsynced == ["not json 2", "not json 3", "not json 4"]
+    assert b.process(bad(2, 3)).ok  # the failed batch, replayed by b (no start in between)
+    b.close()
+    a.close()
+    records = readable_records(f)
+    assert [records.count(r) for r in unsynced] == [2, 2, 2]  # was: 1 each
+    restart = engine(tmp_path, remember=100, name="mark-restart", fsync=True)
+    assert restart.process(bad(0, 5)).ok  # every dead letter on disk now: nothing more
+    restart.close()
+    assert sorted(readable_records(f)) == sorted(records)
