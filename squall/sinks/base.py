@@ -82,7 +82,10 @@ class WriteContext:
     roll back; the engine then writes the staged state and the checkpoint in the same
     transaction, so a crash can neither lose nor duplicate. It is a SQLAlchemy connection, or a
     plain driver's (``exec_driver_sql`` only) when every component of the transaction sets
-    ``driver_sql = True``.
+    ``driver_sql = True``. It is None in the writes of a poison record's isolation (parts of the
+    batch written on their own): such a sink then writes in a transaction of its own — one that
+    requires the engine's connection fails every part, and every record of the batch is
+    dead-lettered as failing alone.
 
     ``time_left``: the engine's ``time_left`` (seconds before the runner's time limit, less its
     margin; None: no limit — the Lambda runners set one): a sink that retries inside
