@@ -1230,19 +1230,22 @@ class Engine:
         self._count_rejected(self.stats[node.index], len(result.rejected))
         self._dead_letter_now(result.rejected, ledger)
         gone = {id(ev) for ev in result.rejected}
-        given = {id(ev) for ev in events}
-        copies = [ev for ev in result.rejected if id(ev) not in given]
-        if copies:
-            # A copy of an event it was given (``Event.fork``, its failure set on the copy): that
-            # event is taken out, one a copy — in the batch's transaction, written again with the
-            # rest, it was refused again, for ever.
-            want = Counter((ev.origin, ev.event_id) for ev in copies)
+        kept = [ev for ev in events if id(ev) not in gone]
+        if len(events) - len(kept) < len(gone):
+            # Some are copies of events it was given (``Event.fork``, the failure set on the
+            # copy): each takes out the event it copies — in the batch's transaction, written
+            # again with the rest, it was refused again, for ever.
+            given = {id(ev) for ev in events}
+            want = Counter(
+                (ev.origin, ev.event_id) for ev in result.rejected if id(ev) not in given
+            )
             for ev in events:
                 key = (ev.origin, ev.event_id)
                 if want[key] > 0 and id(ev) not in gone:
                     want[key] -= 1
                     gone.add(id(ev))
-        return [ev for ev in events if id(ev) not in gone]
+            kept = [ev for ev in events if id(ev) not in gone]
+        return kept
 
     def _isolate_write(
         self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault
