@@ -1054,13 +1054,14 @@ class Engine:
         except _RecordFault as fault:
             bad = self._find_poison(node, comp.prepare, kept, fault)  # type: ignore[union-attr]
             return self._reprepare(node, kept, bad)
-        if len(p.events) + len(p.rejected) < len(kept):
+        if p.events != kept:  # (by identity, at C speed: every event kept, in order, loses none)
             self._lost_in_sink(node, kept, p)
         return p
 
     def _lost_in_sink(self, node: Node, events: list[Event], p: Prepared) -> None:
-        """A sink's ``prepare`` returned fewer events than it was given (a custom sink's bug):
-        the records none of whose events it returned, to write or rejected, are lost there —
+        """A sink's ``prepare`` did not return the events it was given as they were (fewer, more,
+        others): the records none of whose events it returned, to write or rejected (a custom
+        sink's bug; one record split in the same batch hid it from a count), are lost there —
         rejected naming the sink (dead-lettered, counted as its rejects), as a bolt's loss. They
         failed as "no outcome" on every delivery, for ever; written ahead of them, the records
         after them were not held. A sink that merges a record's events into fewer loses none."""
@@ -1091,7 +1092,7 @@ class Engine:
                 _anew(comp.prepare, rest[:], rest),  # type: ignore[union-attr]
                 isolate=False,
             )
-            if len(p.events) + len(p.rejected) < len(rest):
+            if p.events != rest:
                 self._lost_in_sink(node, rest, p)
         p.rejected.extend(bad)
         return p

@@ -7,7 +7,7 @@ import json
 import uuid
 
 from squall.errors import SinkError
-from squall.event import Failure
+from squall.event import Event, Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
 from squall.topology.outcomes import Outcome
@@ -156,6 +156,60 @@ sinks:
         assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 2]
         out = next(s for s in run.engine.stats if s.id == "out")
         assert (out.received, out.emitted, out.dead_lettered) == (3, 2, 1)
+    finally:
+        for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
+
+
+# --- a sink's prepare that splits one record and leaves out another ---------------------------
+
+
+class RowPerItem(MemorySink):
+    """A user's sink whose ``prepare`` makes one event per item of the payload's ``items`` (a
+    row each): a record with two items becomes two events, one with none becomes none (left
+    out: neither to write nor rejected)."""
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        rows = []
+        for ev in events:
+            for item in ev.value["items"]:
+                row = ev.fork()
+                row.value = {"i": ev.value["i"], "item": item}
+                rows.append(row)
+        return Prepared(rows)
+
+
+def test_a_record_a_sinks_prepare_left_out_while_it_split_another_is_dead_lettered():
+    """The engine looked for records a sink's ``prepare`` left out only when it returned fewer
+    events than it was given: with another record split into two rows in the same batch, the
+    count was even, and the record left out had no outcome — it failed on every delivery as
+    "engine: no outcome: a bolt lost the event" (no bolt had), holding its shard, though the
+    same record in a batch of its own is dead-lettered naming the sink."""
+    tag = f"r{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": "rows",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [
+            {"id": "out", "type": f"{__name__}:RowPerItem", "name": f"{tag}-out"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+        ],
+    }
+    payloads = [{"i": 0, "items": ["a"]}, {"i": 1, "items": []}, {"i": 2, "items": ["b", "c"]}]
+    try:
+        run = run_topology(json.dumps(spec), records_from(payloads), batch_size=3)
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,
+            Outcome.DEAD_LETTERED,  # was: failed, "engine: no outcome: a bolt lost the event"
+            Outcome.COMMITTED,
+        ]
+        assert result.records[1].reason == (
+            "no outcome: sink 'out' prepared it neither to write nor to reject"
+        )
+        assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"]] == [1]
+        assert [ev.value["item"] for ev in MemorySink.stores[f"{tag}-out"]] == ["a", "b", "c"]
+        assert result.checkpoint["shardId-000000000000"].sequence_number == "3"
     finally:
         for suffix in ("out", "dlq"):
             MemorySink.stores.pop(f"{tag}-{suffix}", None)
