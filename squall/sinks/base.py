@@ -9,6 +9,8 @@ An exception from ``prepare`` or ``write_batch`` other than ``TransientError`` a
 is taken to be caused by a record: the engine writes halves of the batch (each with a fresh
 ``prepare``) until it finds the records that fail alone, dead-letters those and commits the
 rest. So a sink's writes must be idempotent on ``event_id``, as they must be for replays.
+``prepare`` may return new events (rows made of an event): prepared again (a half, records
+held back, a refusal), it is given the events it was given of those records, never its own.
 
 Two optional parts of the contract:
 

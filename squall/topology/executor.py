@@ -25,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,770 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,830 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -275,6 +275,8 @@ class Engine:
         #: Per sink index: rows the part writes of this batch's isolation added (counted as
         #: written when they committed; the rest's write then finds them present, not new).
         self._isolated_rows: dict[int, int] = {}
+        #: Per sink index: the events its ``prepare`` was last given this batch (``_made_from``).
+        self._given_to: dict[int, list[Event]] = {}
         #: (component index, event id) of the poison records logged lately, oldest first.
         self._poison_logged: dict[tuple[int, str], None] = {}
         #: This batch's: per component index and kind (``_POISON``, ``_LOST``), records logged
@@ -607,6 +609,7 @@ class Engine:
 
     def _process(self, records: list[Record], final: bool = False) -> BatchResult:
         self._isolated_rows.clear()
+        self._given_to.clear()
         units, default_dl = self._expand(records)
         end = None
         if final:  # the origin of what flush() emits: filtered unless that is committed
@@ -920,6 +923,9 @@ class Engine:
                 rest = self._take_rejected(
                     node, pending[k][1].events, WriteResult(rejected=refused.events), ledger
                 )
+                given = self._made_from(node, rest)
+                if given is not None:  # the events it was given of the rest's records
+                    rest = _of_records(given, rest, {ev.origin for ev in refused.events})
                 again = self._reprepare(node, rest, [])
                 if again.rejected:  # refused (or lost) by this prepare: dead-lettered as any reject
                     self._count_rejected(self.stats[node.index], len(again.rejected))
@@ -1049,6 +1055,7 @@ class Engine:
     def _prepare(self, node: Node, events: list[Event]) -> Prepared:
         comp = self.components[node.index]
         kept = events[:]  # as a bolt's (``_run_bolt``): a sink's prepare may empty its list
+        self._given_to[node.index] = kept
         try:
             p = self._call(node.id, self.stats[node.index], _anew(comp.prepare, events, kept))  # type: ignore[union-attr]
         except _RecordFault as fault:
@@ -1078,6 +1085,17 @@ class Engine:
                 )
                 self._warn_once(node, ev, _LOST_IN_SINK, ev.failure.reason)
                 p.rejected.append(ev)
+
+    def _made_from(self, node: Node, outputs: list[Event]) -> list[Event] | None:
+        """The events the sink's ``prepare`` was given when ``outputs`` (events it returned) are
+        not among them — a ``prepare`` making new events (rows made of an event, a merge) may not
+        read its own back, so it is prepared again with what it was given (``_of_records``) —;
+        else None: prepared again as they are (the usual sink). Asked only to prepare again."""
+        given = self._given_to.get(node.index)
+        if given is None:
+            return None
+        ids = {id(ev) for ev in given}
+        return None if all(id(ev) in ids for ev in outputs) else given
 
     def _reprepare(self, node: Node, events: list[Event], bad: list[Event]) -> Prepared:
         """``prepare`` again without the poison events, which become rejects (dead letters)."""
@@ -1133,9 +1151,14 @@ class Engine:
         kept = [ev for ev in p.events if ev.origin not in origins]
         if len(kept) == len(p.events):
             return p
+        given = self._made_from(node, p.events)
+        if given is not None:  # prepared again with the events it was given of those records
+            before, kept = len(_of_records(given, p.events)), _of_records(given, kept)
+        else:
+            before = len(p.events)
         # Not the sink's to write this time: counted when they come again, as a failed batch's
         # records are (else the sink's "in" exceeds its out, dead, filtered and failed for good).
-        self.stats[node.index].received -= len(p.events) - len(kept)
+        self.stats[node.index].received -= before - len(kept)
         if not kept:
             return Prepared([])
         again = self._prepare(node, kept)
@@ -1254,14 +1277,18 @@ class Engine:
         """Find the events whose write fails alone (parts are written for real: sinks are
         idempotent), dead-letter them, and return the rest, prepared again."""
         comp = self.components[node.index]
+        # A prepare that made new events is given the events it made them of (it cannot read its
+        # own: every part failed, every record was dead-lettered).
+        given = self._made_from(node, p.events)
         part_failed: list[Event] = []  # what the parts' writes reported failed (WriteResult)
         part_rejected: list[Event] = []  # ... and refused for good
         part_written: list[int | None] = []
         part_feedback: list[Event] = []
 
         def write(part: list[Event]) -> None:
+            inputs = part if given is None else _of_records(given, part)
             got = comp.write_batch(
-                comp.prepare(part), WriteContext(stream=stream, time_left=self.time_left)
+                comp.prepare(inputs), WriteContext(stream=stream, time_left=self.time_left)
             )  # type: ignore[union-attr]
             part_written.append(None if got is None else got.written)
             if got is not None:
@@ -1301,7 +1328,8 @@ class Engine:
             self._isolated_rows[node.index] = self._isolated_rows.get(node.index, 0) + sum(
                 part_written  # type: ignore[arg-type]
             )
-        kept = self._reprepare(node, p.events, bad)
+        rest = p.events if given is None else _of_records(given, p.events, {e.origin for e in bad})
+        kept = self._reprepare(node, rest, bad)
         self._count_rejected(self.stats[node.index], len(kept.rejected))
         self._dead_letter_now(kept.rejected, ledger)
         kept.rejected = []
@@ -1660,6 +1688,15 @@ def _asked_wait(retry_after: float | None) -> float:
     if not isinstance(retry_after, int | float) or retry_after != retry_after:
         return 0.0
     return float(min(max(0.0, retry_after), MAX_RETRY_AFTER))  # an int beyond a float's: cut first
+
+
+def _of_records(
+    given: list[Event], outputs: list[Event], without: set[int] | frozenset[int] = frozenset()
+) -> list[Event]:
+    """The events of ``given`` (a sink's ``prepare`` input) of the records ``outputs`` hold, but
+    not of the records ``without``, in their order."""
+    keep = {ev.origin for ev in outputs}.difference(without)
+    return [ev for ev in given if ev.origin in keep]
 
 
 def _anew(

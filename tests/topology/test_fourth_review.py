@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import uuid
 
+import orjson
+
 from squall.errors import SinkError
-from squall.event import Event, Failure
+from squall.event import Event, Failure, Record, RecordMeta
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, MemorySinkConfig, records_from, run_topology
 from squall.topology.outcomes import Outcome
@@ -212,4 +214,46 @@ def test_a_record_a_sinks_prepare_left_out_while_it_split_another_is_dead_letter
         assert result.checkpoint["shardId-000000000000"].sequence_number == "3"
     finally:
         for suffix in ("out", "dlq"):
+            MemorySink.stores.pop(f"{tag}-{suffix}", None)
+
+
+def test_a_sink_whose_prepare_makes_new_events_is_prepared_again_from_what_it_was_given():
+    """The engine prepared a sink again with the events its ``prepare`` had returned (to hold
+    back the records after another sink's failure, to write again without what it refused or
+    what failed alone): a ``prepare`` making new events (rows made of an event) cannot read its
+    own rows (``KeyError: 'items'``), so every record of the sink failed alone and was
+    dead-lettered — records 0 and 3 here, never written, because record 1 failed in another
+    sink. It is prepared again with the events it was given, of the records still to write."""
+    tag = f"r{uuid.uuid4().hex[:8]}"
+    spec = {
+        "name": "rows",
+        "spout": {"type": "squall.testing:ListSpout"},
+        "bolts": [{"id": "decode", "type": "json"}],
+        "sinks": [
+            {"id": "first", "type": "squall.testing:FaultySink", "name": f"{tag}-first"},
+            {"id": "out", "type": f"{__name__}:RowPerItem", "name": f"{tag}-out"},
+            {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink", "name": f"{tag}-dlq"},
+        ],
+    }
+    records = []
+    for i, (shard, extra) in enumerate(
+        [("A", {}), ("A", {"sink_fail": True}), ("A", {}), ("B", {})]
+    ):
+        payload = {"i": i, "items": [f"x{i}"], **extra}
+        records.append(Record(orjson.dumps(payload), RecordMeta("s", shard, str(i + 1), 0, "pk")))
+    try:
+        run = run_topology(json.dumps(spec), records, batch_size=4)
+        [result] = run.results
+        assert [o.outcome for o in result.records] == [
+            Outcome.COMMITTED,  # was: dead-lettered, KeyError: 'items'
+            Outcome.FAILED,
+            Outcome.HELD,
+            Outcome.COMMITTED,  # was: dead-lettered
+        ]
+        assert [ev.value["item"] for ev in MemorySink.stores[f"{tag}-out"]] == ["x0", "x3"]
+        assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+        out = next(s for s in run.engine.stats if s.id == "out")
+        assert (out.received, out.emitted, out.dead_lettered) == (2, 2, 0)
+    finally:
+        for suffix in ("first", "out", "dlq"):
             MemorySink.stores.pop(f"{tag}-{suffix}", None)

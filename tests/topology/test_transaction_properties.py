@@ -8,8 +8,10 @@ batches of two shards, with or without a dead-letter sink, redelivering or not (
 producer): every record has one outcome; a committed one is a row in every sink; a dead-lettered
 one is in the dead letters with its reason; a failed or held one is written by no sink of the
 transaction (unless an isolation's part writes ran); the checkpoint stops before each shard's
-first failed or held record. It found the refusals the isolation's part writes dropped, and
-the refused copies written again for ever (``test_fourth_review.py``).
+first failed or held record. Sink ``two``'s ``prepare`` makes new events, which it cannot
+read back. It found the refusals the isolation's part writes dropped, the refused copies
+written again for ever, and such a sink prepared again with its own events
+(``test_fourth_review.py``).
 """
 
 from __future__ import annotations
@@ -52,9 +54,19 @@ class ChaosSink(Sink):
         return ev.value.get(kind) == self.id
 
     def prepare(self, events: list[Event]) -> Prepared:
+        if self.id == "two" and not all(ev.value.get("orig") for ev in events):
+            raise KeyError("orig")  # (as a record's fault)
         if any(self._is(ev, "ppoison") for ev in events):
             raise KeyError("prepare cannot take it")
-        return Prepared([ev for ev in events if not self._is(ev, "lose")])
+        kept = [ev for ev in events if not self._is(ev, "lose")]
+        if self.id != "two":
+            return Prepared(kept)
+        rows = []  # ``two`` makes new events of them, which it cannot read back ("orig")
+        for ev in kept:
+            row = ev.fork()
+            row.value = {k: v for k, v in ev.value.items() if k != "orig"}
+            rows.append(row)
+        return Prepared(rows)
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         events = prepared.events
@@ -119,7 +131,7 @@ def test_transaction_sinks_keep_the_delivery_contract(
     records = []
     for n, (fault, shard) in enumerate(data):
         seq[shard] += 1
-        payload: dict = {"n": n}
+        payload: dict = {"n": n, "orig": True}
         if fault != "ok":
             kind, sink = fault.split(":")
             payload[kind] = sink
