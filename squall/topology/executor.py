@@ -576,6 +576,7 @@ class Engine:
                     log.warning("%s; running the batch again (%d/%d)", exc.cause, attempt,
                                 self.retry.attempts - 1)  # fmt: skip
         finally:
+            self._given_to.clear()  # the batch's events: not kept past it (the collector)
             gc.set_threshold(*thresholds)
             self._poison_summary()
 
