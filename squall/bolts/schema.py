@@ -12,9 +12,15 @@ squall's version and checking code — this module's bytes —, the checker's ve
 schema neither imports jsonschema (~40 ms of CPU) nor checks it. Only a check that passed writes
 one; an invalid schema is checked at every load.
 
-Size (~555 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
-its two caches (the package's list, the cache folder), the fast validator's limits, the formats
-left unchecked for want of a package, the bolt.
+A ``pattern`` (and a ``patternProperties`` name) is an ECMA-262 regular expression, whose ``$``
+matches at the end of the text only; Python's also matches before a final line break
+(``^[A-Z]{3}$`` took ``"EUR\\n"``). Both validators get the schema with each such ``$`` written
+``\\Z`` (``ecma_schema``) when the bolt is built. The caches above record only that a schema
+passed the check, never a verdict: a schema they hold validates with this ``$`` too.
+
+Size (~640 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+its two caches (the package's list, the cache folder), the fast validator's limits, the patterns'
+``$``, the formats left unchecked for want of a package, the bolt.
 """
 
 from __future__ import annotations
@@ -193,12 +199,80 @@ def _check_refs(schema: dict[str, Any], validator: Any) -> None:
             ) from None
 
 
+def ecma_pattern(pattern: str) -> str:
+    """``pattern`` with ECMA-262's ``$`` (no ``m`` flag: the end of the text) in Python's
+    spelling, ``\\Z``: Python's ``$`` also matches before a final line break. A ``$`` in a
+    character class is a literal ``$`` in both (written ``\\$``, which fastjsonschema's own
+    ``$`` rewrite leaves alone); an escaped one (``\\$``) too."""
+    if "$" not in pattern:
+        return pattern
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            elif c == "$":
+                c = "\\$"
+        elif c == "[":
+            in_class = True
+            # Python reads a "]" first in a class ("[]a]", "[^]a]") as a literal
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            if pattern[j : j + 1] == "]":
+                j += 1
+            out.append(pattern[i:j])
+            i = j
+            continue
+        elif c == "$":
+            c = "\\Z"
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def ecma_schema(node: Any, rewritten: dict[str, str] | None = None) -> Any:
+    """A copy of the schema whose ``pattern`` values and ``patternProperties`` names are
+    ``ecma_pattern``'s (``propertyNames`` is a subschema: its ``pattern`` is one of them); data
+    (``enum``, ``const``, ``default``, ``examples``) is left as written. ``rewritten`` collects
+    each changed pattern (Python's spelling → the schema's), to word a reason as the schema does."""
+
+    def pattern(p: str) -> str:
+        q = ecma_pattern(p)
+        if q != p and rewritten is not None:
+            rewritten[q] = p
+        return q
+
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                out[key] = pattern(value)
+            elif key == "patternProperties" and isinstance(value, dict):
+                out[key] = {pattern(k): ecma_schema(v, rewritten) for k, v in value.items()}
+            elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                out[key] = {k: ecma_schema(v, rewritten) for k, v in value.items()}
+            elif key in _DATA_KEYWORDS:
+                out[key] = value
+            else:
+                out[key] = ecma_schema(value, rewritten)
+        return out
+    if isinstance(node, list):
+        return [ecma_schema(v, rewritten) for v in node]
+    return node
+
+
 def full_validator(schema: dict[str, Any]) -> Any:
-    """jsonschema's validator of the schema's draft, with its format checker."""
+    """jsonschema's validator of the schema's draft, with its format checker; its patterns'
+    ``$`` is ECMA-262's (``ecma_schema``)."""
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER, registry=_offline_registry())
+    return cls(ecma_schema(schema), format_checker=cls.FORMAT_CHECKER, registry=_offline_registry())
 
 
 class SchemaConfig(ComponentConfig):
@@ -349,7 +423,8 @@ def _self_contained(node: Any, top: bool = True) -> bool:
 
 def _compiled(schema: dict[str, Any]):
     """fastjsonschema's compiled validator (raising ``JsonSchemaException`` on an invalid value),
-    or None when the schema needs jsonschema."""
+    or None when the schema needs jsonschema. Its patterns' ``$`` is ECMA-262's (``ecma_schema``:
+    fastjsonschema rewrites a ``pattern``'s ``$``, but not a ``patternProperties`` name's)."""
     if (
         _keywords(schema) & NEWER_KEYWORDS
         or "format" in _keywords(schema)
@@ -360,7 +435,9 @@ def _compiled(schema: dict[str, Any]):
     try:
         import fastjsonschema
 
-        return fastjsonschema.compile({k: v for k, v in schema.items() if k != "$schema"})
+        return fastjsonschema.compile(
+            ecma_schema({k: v for k, v in schema.items() if k != "$schema"})
+        )
     except Exception:  # any schema fastjsonschema cannot compile falls back to jsonschema
         return None
 
@@ -473,6 +550,8 @@ class SchemaBolt(Bolt):
 
     Valid events are recognised by a compiled validator when the schema allows it; the error
     message of an invalid event (and every verdict for newer-draft schemas) comes from jsonschema.
+    A ``pattern``'s ``$`` matches at the end of the text only, as JSON Schema's ECMA-262 regular
+    expressions do (not before a final line break, as Python's ``re`` does).
     """
 
     Config = SchemaConfig
@@ -495,6 +574,9 @@ class SchemaBolt(Bolt):
         self._fast = _compiled(config.schema_)
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
         self._validator = None if self._fast is not None else full_validator(config.schema_)
+        # The patterns the validators hold in Python's spelling → the schema's, for the reasons.
+        self._patterns: dict[str, str] = {}
+        ecma_schema(config.schema_, self._patterns)
         if self._fast is None and (unchecked := unchecked_formats(config.schema_)):
             needs = {f: why for f, why in unchecked.items() if why.startswith("needs ")}
             if needs:
@@ -546,9 +628,10 @@ class SchemaBolt(Bolt):
                 emit(ev)
             else:
                 where = error.json_path if error.absolute_path else "$"
+                message = error.message
+                for python, written in self._patterns.items():
+                    message = message.replace(repr(python), repr(written))
                 # jsonschema's message holds a repr of the value: bound it (a 50k-item list is 400 KB).
-                out.fail(
-                    ev, safe_json.text(f"schema: {where}: {error.message}", MAX_REASON), INVALID
-                )
+                out.fail(ev, safe_json.text(f"schema: {where}: {message}", MAX_REASON), INVALID)
         out.emit_all(passed)
         return out

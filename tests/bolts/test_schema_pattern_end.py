@@ -1,0 +1,113 @@
+"""A JSON Schema ``pattern`` is an ECMA-262 regular expression: its ``$`` (no m flag) matches at the
+end of the text only. Python's ``re`` also matches it before a final line break, so
+``^[A-Z]{3}$`` took ``"EUR\\n"`` (jsonschema said valid where fastjsonschema said invalid, and the
+bolt asks jsonschema about what the fast path refuses); a ``patternProperties`` name and a
+``propertyNames`` pattern the same, on both validators."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from squall.bolts.schema import ecma_pattern, fast_check, full_validator
+from squall.testing import MemorySink, records_from, run_topology
+
+CURRENCY = {
+    "type": "object",
+    "properties": {"currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+}
+NAMES = {
+    "type": "object",
+    "patternProperties": {"^x-[a-z]+$": {"type": "integer"}},
+    "additionalProperties": False,
+}
+PROPERTY_NAMES = {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"}}
+
+
+def run(schema: dict, payloads: list) -> tuple[list, list]:
+    tag = f"t{uuid.uuid4().hex}"
+    yaml = f"""
+name: t
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: v, type: schema, schema: {json.dumps(schema)}}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    run_topology(yaml, records_from(payloads))
+    out, dlq = MemorySink.stores.pop(f"{tag}-out", []), MemorySink.stores.pop(f"{tag}-dlq", [])
+    return [ev.value for ev in out], [ev.failure.reason for ev in dlq]
+
+
+def test_a_pattern_ending_in_dollar_refuses_a_final_line_break_with_the_pattern_as_written():
+    out, reasons = run(CURRENCY, [{"currency": "EUR"}, {"currency": "EUR\n"}])
+    assert out == [{"currency": "EUR"}]
+    assert reasons == ["schema: $.currency: 'EUR\\n' does not match '^[A-Z]{3}$'"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "good", "bad"),
+    [
+        (NAMES, {"x-a": 1}, {"x-a\n": 1}),
+        (PROPERTY_NAMES, {"ab": 1}, {"ab\n": 1}),
+    ],
+)
+def test_pattern_properties_and_property_names_end_at_the_text_end(schema, good, bad):
+    out, reasons = run(schema, [good, bad])
+    assert out == [good]
+    assert len(reasons) == 1
+
+
+@pytest.mark.parametrize(
+    ("written", "python"),
+    [
+        ("^a$", r"^a\Z"),
+        (r"^a\$", r"^a\$"),  # an escaped $: a literal
+        ("^a\\\\$", "^a\\\\\\Z"),  # an escaped backslash, then the end
+        ("^[$]+$", r"^[\$]+\Z"),  # a $ in a class: a literal
+        ("^[]$]$", r"^[]\$]\Z"),  # Python's "]" first in a class is a literal
+        ("^[^]$]$", r"^[^]\$]\Z"),
+        ("(?:a$|b$)", r"(?:a\Z|b\Z)"),
+        ("^abc", "^abc"),
+    ],
+)
+def test_ecma_pattern_rewrites_only_the_end_anchors(written, python):
+    assert ecma_pattern(written) == python
+
+
+def test_both_validators_agree_on_end_anchors_and_line_breaks():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "c": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "d": {"type": "string", "pattern": "[$]$"},
+            "n": {"type": "object", "propertyNames": {"pattern": "^[a-z]$"}},
+        },
+        "patternProperties": {"^x$": {"type": "integer"}},
+    }
+    fast = fast_check(schema)
+    assert fast is not None
+    slow = full_validator(schema)
+    text = st.sampled_from(["EUR", "EUR\n", "EU", "$", "a$", "a$\n", "x", "x\n", "a", "a\n", "\n"])
+    values = st.dictionaries(
+        st.sampled_from(["c", "d", "x", "x\n"]),
+        text | st.integers(0, 1) | st.dictionaries(text, st.integers(0, 1), max_size=2),
+        max_size=3,
+    )
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def agree(v):
+        assert fast(v) is slow.is_valid(v)
+        for key in ("c", "d"):
+            if isinstance(v.get(key), str) and v[key].endswith("\n"):
+                assert not slow.is_valid(v)
+
+    agree()
