@@ -31,7 +31,7 @@ serialization point (PostgreSQL's row lock, SQLite's database lock). Redis: a ha
 and one Lua script per commit (atomic: it checks before it writes). Dependency failures →
 ``TransientError``.
 
-Size (~860 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
+Size (~875 lines): the same log protocol on SQL (SQLite and PostgreSQL, one path) and Redis
 (its commit a Lua script), kept side by side so that their replace rules can be compared.
 """
 
@@ -52,7 +52,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from squall.errors import StaleState, TransientError
 from squall.topology.resources import redis_errors
-from squall.topology.sql import store_errors
+from squall.topology.sql import begin, store_errors
 
 HEAD, SNAPSHOT = "h", "s"
 #: The shard-mark rows of the SQL stores' commit tokens: this prefix, then a process's store id.
@@ -562,7 +562,7 @@ class SqlWindowStore:
                 self._write_lock(connection)
                 yield connection
             else:
-                with self.engine.begin() as conn:
+                with begin(self.engine) as conn:  # a transaction also on an autocommit engine
                     self._write_lock(conn)
                     yield conn
 

@@ -11,7 +11,7 @@ newer state, even with two writers; and the bolt's writes name the version each 
 computed from, so a key another process updated meanwhile is not written (``StateMoved``) and
 its update is not lost. A dependency failure becomes ``TransientError``.
 
-Size (~750 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
+Size (~760 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
 row format; apart they would each need the other two to be read.
 """
 
@@ -31,7 +31,7 @@ from squall.enrichment.state import Position, Status, SubscriptionState
 from squall.errors import StaleState, TransientError
 from squall.topology import driver_engine
 from squall.topology.resources import redis_errors
-from squall.topology.sql import store_errors
+from squall.topology.sql import begin, store_errors
 
 log = logging.getLogger("squall.enrichment.stores")
 
@@ -518,7 +518,7 @@ class SqlStateStore:
             self._ensure_table()
             if connection is not None:
                 return self._checked_upsert(connection, rows, report, changed, base, read_from)
-            with self.engine.begin() as conn:
+            with begin(self.engine) as conn:  # a transaction also on an autocommit engine
                 return self._checked_upsert(conn, rows, report, changed, base, read_from)
 
     def _checked_upsert(

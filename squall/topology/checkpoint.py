@@ -130,7 +130,9 @@ class SqlCheckpointStore:
             }
 
     def save(self, stream: str, positions: dict[str, Position]) -> None:
-        with self.engine.begin() as conn:
+        from squall.topology.sql import begin
+
+        with begin(self.engine) as conn:  # a transaction also on an autocommit engine
             self.save_in(conn, stream, positions)
 
     def save_in(

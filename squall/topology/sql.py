@@ -251,8 +251,12 @@ def transaction(engine: Any) -> Iterator[Any]:
     lost the connection (killed, server restarted), the connection is invalidated so the pool
     never hands it out again — also when the failure came from the raw driver connection (COPY),
     which SQLAlchemy does not see.
+
+    A SQLAlchemy engine made autocommit by the resource's ``options`` (``isolation_level:
+    AUTOCOMMIT``) would commit each statement alone (a batch's rows without its checkpoint, a
+    ``SET LOCAL`` ignored): ``begin`` takes a transaction there too.
     """
-    with engine.begin() as conn:
+    with begin(engine) as conn:
         try:
             yield conn
         except BaseException as exc:
@@ -260,6 +264,35 @@ def transaction(engine: Any) -> Iterator[Any]:
             if not conn.invalidated and is_disconnect(exc, dbapi):
                 conn.invalidate(exc)
             raise
+
+
+@contextmanager
+def begin(engine: Any) -> Iterator[Any]:
+    """``engine.begin()``: one transaction, committed when the block ends, rolled back when it
+    raises — also on a SQLAlchemy engine made autocommit by the resource's ``options``, where
+    ``begin()`` opens none: the connection takes the database's default isolation level for the
+    block (SQLAlchemy sets it back when the connection returns to the pool). A driver engine is
+    never autocommit (``options:`` keep a resource on SQLAlchemy)."""
+    if not hasattr(engine, "execution_options"):  # a driver engine (driver_engine.py)
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        if is_autocommit(conn):
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+        with conn.begin():
+            yield conn
+
+
+def is_autocommit(conn: Any) -> bool:
+    """True when ``conn`` (SQLAlchemy's) commits each statement alone: its driver connection is
+    in autocommit mode (psycopg2, psycopg; ``sqlite3``: no isolation level, or ``autocommit``)."""
+    if not hasattr(conn, "execution_options"):  # a driver engine's connection: never
+        return False
+    raw = conn.connection.dbapi_connection
+    if getattr(raw, "autocommit", None) is True:  # (sqlite3's is an int: -1 in legacy mode)
+        return True
+    return type(raw).__module__ == "sqlite3" and raw.isolation_level is None
 
 
 def create_table(engine: Any, table: Any, *, indexes: bool = True) -> None:
