@@ -151,6 +151,11 @@ class ComponentContext:
     #: Calls the engine makes of a component per batch before the batch fails
     #: (``settings.retry.attempts``); None for a component built without an engine (a test).
     retry_attempts: int | None = None
+    #: Seconds before the runner's time limit, less its margin (None: no limit), read at each
+    #: call: the engine's ``time_left`` (a Lambda invocation's remaining time). A component
+    #: that waits on a dependency bounds its wait by it; None for a component built without an
+    #: engine (a test).
+    time_left: Callable[[], float | None] | None = field(default=None, compare=False)
 
     def path(self, value: str | Path) -> Path:
         """Resolve a path from the YAML relative to the topology file's directory."""

@@ -214,11 +214,13 @@ class LookupBolt(Bolt):
         try:
             if isinstance(src, SqlSourceConfig):
                 key_columns = src.key_columns or [p.split(".")[-1] for p in c.key_paths]
-                self.source = SqlSource(resources.sql(src.resource), src, key_columns)
+                self.source = SqlSource(
+                    resources.sql(src.resource), src, key_columns, self.context.time_left
+                )
             elif isinstance(src, RedisSourceConfig):
                 self.source = RedisSource(resources.redis(src.resource), src)
             else:
-                self.source = HttpSource(src)
+                self.source = HttpSource(src, self.context.time_left)
                 self._warn_strikes_outlast_retries(src.fail_key_after)
             if c.shared_cache is not None:
                 sc = c.shared_cache

@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~970 lines): three sources behind one interface, kept together so the interface and its
+Size (~1,005 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -117,6 +117,22 @@ class KeyProblem(Exception):
     def __init__(self, reason: str, *, certain: bool = False):
         super().__init__(reason)
         self.certain = certain
+
+
+def wait_bound(
+    timeout: float | None, time_left: Callable[[], float | None] | None, where: str
+) -> float | None:
+    """The longest a source waits for an answer: its ``timeout`` (None: none), or the runner's
+    time left when that is shorter (a Lambda invocation's remaining time less its margin: past
+    it the invocation would be killed mid-batch instead of failing the batch cleanly). With no
+    time left, nothing is sent: a ``TransientError`` (the engine makes no retry past the time
+    left, so the batch fails and comes again)."""
+    left = time_left() if time_left is not None else None
+    if left is None:
+        return timeout
+    if left <= 0:
+        raise TransientError(f"{where}: no time left before the runner's time limit")
+    return left if timeout is None else min(timeout, left)
 
 
 def isolate(
@@ -268,7 +284,8 @@ class SqlSourceConfig(BaseModel):
         description="PostgreSQL: seconds a lookup query may take, a wait for a lock included "
         "(`SET LOCAL statement_timeout`); a slower one is cancelled and the batch retried, as "
         "for a source that is down. Null: no bound (a table locked by a migration held the "
-        "batch for as long).",
+        "batch for as long). In Lambda, never longer than the invocation's time left less "
+        "squall's margin.",
     )
 
     @field_validator("table", "db_schema")
@@ -290,7 +307,13 @@ class SqlSourceConfig(BaseModel):
 class SqlSource:
     """``SELECT columns FROM table WHERE key IN (…)`` through the resource's SQLAlchemy engine."""
 
-    def __init__(self, engine: sa.Engine, config: SqlSourceConfig, key_columns: list[str]):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        config: SqlSourceConfig,
+        key_columns: list[str],
+        time_left: Callable[[], float | None] | None = None,
+    ):
         self.engine = engine
         self.config = config
         self.where = f"table {config.db_schema + '.' if config.db_schema else ''}{config.table}"
@@ -337,12 +360,10 @@ class SqlSource:
             self._params = lambda keys: {"keys": keys}
         self._statement = sa.select(*selected).where(match)
         self.chunk = max(1, SQL_CHUNK // len(key_columns))
-        # PostgreSQL's statement_timeout for the query's transaction (ms), else None.
-        self._timeout = (
-            f"SET LOCAL statement_timeout = {max(1, round(config.timeout * 1000))}"
-            if config.timeout and engine.dialect.name == "postgresql"
-            else None
-        )
+        # PostgreSQL's statement_timeout for the query's transaction: the shorter of `timeout`
+        # and the runner's time left (a Lambda invocation's, less its margin), read per query.
+        self._pg = engine.dialect.name == "postgresql"
+        self._time_left = time_left
 
     def fetch(self, keys: list[Key]) -> Fetched:
         fetched = Fetched()
@@ -354,15 +375,21 @@ class SqlSource:
         wanted = set(keys)
         nkeys = len(self.key_columns)
         out: dict[Key, Any] = {}
+        seconds = wait_bound(self.config.timeout, self._time_left, self.where)
+        timeout = (
+            f"SET LOCAL statement_timeout = {max(1, round(seconds * 1000))}"
+            if seconds is not None and self._pg
+            else None
+        )
         try:
             with self.engine.connect() as conn:
-                if self._timeout is not None:  # for this transaction only (rolled back at exit)
+                if timeout is not None:  # for this transaction only (rolled back at exit)
                     if getattr(conn.connection.dbapi_connection, "autocommit", False):
                         # An engine made autocommit (the resource's `options`): SET LOCAL outside
                         # a transaction is ignored. This connection takes one for the query (its
                         # level is set back when it returns to the pool).
                         conn.execution_options(isolation_level=conn.default_isolation_level)
-                    conn.exec_driver_sql(self._timeout)
+                    conn.exec_driver_sql(timeout)
                 rows = conn.execute(self._statement, self._params(keys)).all()
         except sa.exc.SQLAlchemyError as exc:
             code = sqlstate(exc)
@@ -520,7 +547,10 @@ class HttpSourceConfig(BaseModel):
     batch_size: int = Field(100, ge=1, description="Keys per batch POST.")
     concurrency: int = Field(8, ge=1, le=256, description="GETs in flight at once (per-key mode).")
     timeout: float = Field(
-        5.0, gt=0, description="Seconds per request; a timeout is a transient error."
+        5.0,
+        gt=0,
+        description="Seconds per request; a timeout is a transient error. In Lambda, never longer "
+        "than the invocation's time left less squall's margin.",
     )
     headers: dict[str, HeaderValue] = Field(
         default_factory=dict,
@@ -598,11 +628,14 @@ class HttpSource:
     other 4xx the key's. Another 5xx (500) for some keys while the endpoint answers others is
     reported as ``Fetched.unanswered``; for every key asked, it is an outage (transient)."""
 
-    def __init__(self, config: HttpSourceConfig):
+    def __init__(
+        self, config: HttpSourceConfig, time_left: Callable[[], float | None] | None = None
+    ):
         import httpx
 
         self.httpx = httpx
         self.config = config
+        self._time_left = time_left  # the runner's: each request waits no longer (wait_bound)
         mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
         self.client = httpx.Client(
             timeout=config.timeout,
@@ -700,6 +733,9 @@ class HttpSource:
         return probe.up
 
     def _request(self, method: str, url: str, **kwargs: Any):
+        bound = wait_bound(self.config.timeout, self._time_left, f"lookup endpoint {self.shown}")
+        if bound != self.config.timeout:  # the runner's time left is shorter
+            kwargs["timeout"] = bound
         try:
             response = self.client.request(method, url, **kwargs)
         except self.httpx.RequestError as exc:  # connect, timeouts, protocol, a body not decoded

@@ -248,6 +248,7 @@ class Engine:
             self.topology.base_dir,
             self.topology.problem,
             retry_attempts=self.retry.attempts,
+            time_left=self._time_left_now,
         )
         self.components: list[Bolt | Sink] = [n.cls(n.config, context) for n in plan.nodes]
         self.stats = [ComponentStats(n.id, n.kind, n.config.type) for n in plan.nodes]
@@ -293,6 +294,11 @@ class Engine:
 
         topology = source if isinstance(source, Topology) else load(source, secrets=aws_secrets())
         return cls(topology.plan, **kwargs)
+
+    def _time_left_now(self) -> float | None:
+        """``time_left`` as it is now (the runner sets it per invocation): the components'."""
+        time_left = self.time_left
+        return time_left() if time_left is not None else None
 
     def _plan_transaction(self) -> None:
         """Which sinks, states and checkpoint share one SQL transaction (decided once, after open).
