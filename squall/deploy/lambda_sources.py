@@ -28,7 +28,7 @@ metrics and its ``squall.invocation`` line (the template's alarms watch them).
 The SQS and S3 spout modules (and with them botocore) are imported when such an event arrives
 or the topology's spout is S3, not at a Kinesis consumer's init.
 
-Size (~455 lines): the SQS and S3 answers share the slicing, the scope check and the object
+Size (~465 lines): the SQS and S3 answers share the slicing, the scope check and the object
 runner; each is the whole of one trigger's semantics.
 """
 
@@ -309,6 +309,7 @@ def run_object(
     failure (S3 events) or its message's (SQS), not an invocation killed at its timeout."""
     from squall.spouts.s3 import (
         MISSING,
+        REPLACED,
         ObjectReadError,
         gone_on_second_read,
         missing_object_record,
@@ -329,9 +330,17 @@ def run_object(
         parts: Any = [[missing_object_record(bucket, key, ref.version_id, exc.code, ref.sequencer)]]
     else:
         bucket, key = s3_object.bucket, s3_object.key
+        etag = s3_object.etag  # a replaced object's dead letter names the upload read first
         parts = gone_on_second_read(
             object_batches(s3_object, batch_size, **(options or {})),
-            lambda code: missing_object_record(bucket, key, ref.version_id, code, ref.sequencer),
+            lambda code: missing_object_record(
+                bucket,
+                key,
+                ref.version_id,
+                code,
+                ref.sequencer,
+                etag=etag if code == REPLACED else None,
+            ),
         )
     for part in parts:
         # The slice's collector threshold until its lines and result are let go: the young

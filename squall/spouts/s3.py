@@ -30,7 +30,10 @@ bomb: megabytes that inflate to gigabytes) is one dead letter the same way, nami
 is an object an S3 notification names that S3 does not have (``missing_object_record``:
 NoSuchKey, NoSuchVersion — deleted after the notification, or never readable), and one the
 local spout listed that is gone when its turn comes — or at a gzip object's second GET, before
-any of its lines (``gone_on_second_read``).
+any of its lines (``gone_on_second_read``); and a gzip object replaced by another upload between
+its two GETs (S3's ``PreconditionFailed`` on the ETag the first one read): its bytes are gone as
+a deleted object's, and its replacement is another object, read as one (its own notification,
+the next listing), not here too.
 
 In a Lambda (``ReadBound``: the invocation's time left, less its margin) every GetObject and
 every read of its body is bounded by the time left, as the sinks' AWS calls are
@@ -44,7 +47,7 @@ longer than the time left. What cannot finish in time is an ``ObjectReadError`` 
 ``transient``; a read of the body failing otherwise (a reset) is not retried and not
 ``transient``.
 
-Size (~705 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
+Size (~730 lines): the two-pass gzip reader, the objects' dead letters and the Lambda's bounded
 reads share ``_Body`` and ``_get``; splitting them would split one object's read across modules.
 """
 
@@ -445,6 +448,9 @@ def over_bound_record(obj: S3Object, bound: int, gzipped: bool) -> Record:
 
 #: S3's answers for an object, or the version of it, that is not there.
 MISSING = ("NoSuchKey", "NoSuchVersion")
+#: S3's answer to a gzip object's second GET (``IfMatch`` its ETag) when another upload replaced
+#: it under its key since the first (an unversioned bucket, or versioning suspended).
+REPLACED = "PreconditionFailed"
 
 
 def missing_object_record(
@@ -455,6 +461,7 @@ def missing_object_record(
     sequencer: str | None = None,
     *,
     named_by: str = "its notification",
+    etag: str | None = None,
 ) -> Record:
     """An object a notification named that S3 does not have (``code``: one of ``MISSING``):
     deleted after the notification, or never readable. Its one record (as a corrupt object's:
@@ -462,14 +469,26 @@ def missing_object_record(
     and the other objects go on; retried, it is the same event id. ``sequencer``: the
     notification's, so that two uploads of one key on an unversioned bucket, both gone before
     they were read, are two dead letters, not one (the local spout gives the ETag it listed).
-    ``named_by``: what named the object (the reason's "deleted after ...")."""
+    ``named_by``: what named the object (the reason's "deleted after ...").
+
+    ``code`` ``REPLACED``: a gzip object replaced by another upload between its two GETs
+    (``gone_on_second_read``; ``etag``: the replaced upload's). Its bytes are gone as a deleted
+    object's are; its replacement is another object, read as one (S3 notifies its upload, a
+    listing lists it): reading it here too would read it twice."""
     version = f", version {version_id}" if version_id else ""
+    if code == REPLACED:
+        what = (
+            "the object was replaced by another upload under its key while it was read (its "
+            "replacement is another object: its own notification or the next listing brings it)"
+        )
+    else:
+        what = f"the object is not there (deleted after {named_by}, or never readable)"
     # The keys of a corrupt object's pointer (``squall replay`` lists it by them), none known
     pointer = {
         "bucket": bucket,
         "key": key,
         "version_id": version_id,
-        "etag": None,
+        "etag": etag,
         "size": None,
         "error": code,
     }
@@ -480,8 +499,7 @@ def missing_object_record(
         fingerprint=hashlib.sha256(
             f"{code}\x1f{version_id}\x1f{sequencer or ''}".encode()
         ).hexdigest()[:32],
-        defect=f"s3://{bucket}/{key}{version}: {code}: the object is not there (deleted after "
-        f"{named_by}, or never readable); nothing of it read",
+        defect=f"s3://{bucket}/{key}{version}: {code}: {what}; nothing of it read",
     )
     return Record(orjson.dumps(pointer), meta)
 
@@ -491,15 +509,17 @@ def gone_on_second_read(
 ) -> Iterator[list[Record]]:
     """``object_batches``'s parts, or ``gone(code)`` (``missing_object_record``) when the object is
     gone at its second GET — a gzip object over ``KEPT_COMPRESSED`` deleted between its check and
-    its lines: nothing of it was read, as when it is gone at the first GET. A part given already
-    means its lines were read: the error stays the error."""
+    its lines: nothing of it was read, as when it is gone at the first GET — or replaced there
+    (``REPLACED``: another upload under its key; it stopped a local run, and failed a Lambda's
+    event at every retry). A part given already means its lines were read: the error stays the
+    error."""
     given = False
     try:
         for part in parts:
             given = True
             yield part
     except ObjectReadError as exc:
-        if given or exc.code not in MISSING:
+        if given or (exc.code not in MISSING and exc.code != REPLACED):
             raise
         yield [gone(exc.code)]
 
@@ -682,8 +702,14 @@ class S3Spout(Spout):
                         max_line_bytes=cfg.max_line_bytes,
                         max_object_bytes=cfg.max_object_bytes,
                     ),
-                    lambda code, key=key: missing_object_record(
-                        cfg.bucket, key, None, code, self._etags.get(key), named_by="it was listed"
+                    lambda code, key=key, etag=obj.etag: missing_object_record(
+                        cfg.bucket,
+                        key,
+                        None,
+                        code,
+                        self._etags.get(key),
+                        named_by="it was listed",
+                        etag=etag if code == REPLACED else None,
                     ),
                 )
             for part in parts:
