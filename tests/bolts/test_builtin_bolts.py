@@ -302,10 +302,10 @@ def test_fan_out_copies_events_so_branches_do_not_share_payloads():
 
 
 def test_schema_fast_path_and_jsonschema_agree_on_verdicts():
-    from hypothesis import given, settings
+    from hypothesis import example, given, settings
     from hypothesis import strategies as st
 
-    from squall.bolts.schema import fast_check
+    from squall.bolts.schema import fast_check, full_validator
 
     schema = {
         "type": "object",
@@ -315,29 +315,37 @@ def test_schema_fast_path_and_jsonschema_agree_on_verdicts():
             "b": {"enum": ["x", "y"]},
             "c": {"type": "array", "items": {"type": "string"}},
             "d": {"type": "string", "pattern": "^[0-9]{4}-"},
+            # ECMA-262's $: the end of the text, not before a final line break
+            "e": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "f": {"type": "object", "propertyNames": {"pattern": "^[a-z]$"}},
         },
+        "patternProperties": {"^x$": {"type": "integer"}},
         "additionalProperties": False,
     }
-    import jsonschema
-
     fast = fast_check(schema)
     assert fast is not None
-    slow = jsonschema.Draft202012Validator(schema)
+    slow = full_validator(schema)  # jsonschema, as the bolt builds it
     values = st.recursive(
         st.none()
         | st.booleans()
         | st.integers(-5, 5)
         | st.text(max_size=6)
-        | st.sampled_from(["x", "y", "2026-"]),
+        | st.sampled_from(["x", "y", "2026-", "EUR", "EUR\n", "x\n"]),
         lambda inner: (
             st.lists(inner, max_size=3)
-            | st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["a", "b", "c", "d", "e", "f", "x", "x\n"]), inner, max_size=4
+            )
         ),
         max_leaves=8,
     )
 
     @settings(max_examples=300, deadline=None)
     @given(values)
+    @example({"a": 1, "e": "EUR\n"})  # a final line break: both refuse it (ECMA-262's $)
+    @example({"a": 1, "f": {"b\n": 1}})
+    @example({"a": 1, "x\n": 1})
+    @example({"a": 1, "e": "EUR", "x": 1, "f": {"b": None}})
     def agree(v):
         assert fast(v) is slow.is_valid(v)
 
