@@ -58,8 +58,13 @@ def checkpoint_engine(url: str, pg: Any, table: str, **resource: Any) -> tuple[E
     return engine, store
 
 
-def test_rows_and_checkpoint_commit_together_on_an_autocommit_resource(url, pg, table):
-    engine, store = checkpoint_engine(url, pg, table, **AUTOCOMMIT)
+@pytest.mark.parametrize(
+    "options",
+    [AUTOCOMMIT["options"], {"execution_options": {"isolation_level": "AUTOCOMMIT"}}],
+    ids=["isolation_level", "execution_options"],
+)
+def test_rows_and_checkpoint_commit_together_on_an_autocommit_resource(url, pg, table, options):
+    engine, store = checkpoint_engine(url, pg, table, options=options)
     with engine, pytest.raises(BatchFailed, match="division by zero"):
         engine.process(records_from([{"kind": "a"}, {"kind": "b"}]))
     assert count(pg, table) == 0
