@@ -520,3 +520,103 @@ def test_answers_equal_only_by_python_equality_are_not_shared(tmp_path: Path):
         [alone] = run(geo_bolt(context, database="odd.mmdb", cache_size=100), [{"ip": ip}])
         got, want = value["geo"], alone["geo"]
         assert repr(got) == repr(want), ip  # repr: -0.0 and 7 vs 7.0 are told apart
+
+
+def test_equal_answers_holding_a_zero_are_kept_once_and_minus_zero_apart(tmp_path: Path):
+    """Answers are shared when their values are equal bit for bit, zeros included: 0.0 twice is
+    one answer, -0.0 (equal to 0.0 in Python) another, the integer 0 a third."""
+    from mmdb_writer import MmdbF64, MmdbU16
+
+    from .support import write_mmdb
+
+    def located(lat) -> dict:
+        return {
+            "country": {"iso_code": "XX", "names": {"en": "X"}},
+            "location": {"latitude": lat, "longitude": MmdbF64(0.0)},
+        }
+
+    networks = {
+        "11.0.0.0/24": located(MmdbF64(0.0)),
+        "12.0.0.0/24": located(MmdbF64(0.0)),
+        "13.0.0.0/24": located(MmdbF64(-0.0)),
+        "14.0.0.0/24": located(MmdbU16(0)),
+    }
+    write_mmdb(tmp_path / "zeros.mmdb", networks, "GeoIP2-City")
+    bolt = geo_bolt(ComponentContext("test", tmp_path), database="zeros.mmdb", cache_size=100)
+    values = run(bolt, [{"ip": f"{a}.0.0.1"} for a in (11, 12, 13, 14)])
+    assert [repr(v["geo"]["latitude"]) for v in values] == ["0.0", "0.0", "-0.0", "0"]
+    resolved = bolt.resolve(["11.0.0.1", "12.0.0.1", "13.0.0.1", "14.0.0.1"])
+    blocks = [resolved[f"{a}.0.0.1"].block for a in (11, 12, 13, 14)]
+    assert blocks[0] is blocks[1]  # equal: kept once
+    assert len({id(b) for b in blocks}) == 3
+    assert len(bolt.city._answers) == 3
+
+
+@pytest.mark.parametrize("language", ["en", "de", "ja"])
+def test_city_block_reads_every_field_and_falls_back_to_english(language):
+    """The block of a record, field by field, as its rules say: a name in the language, else
+    in English (also when the language's is empty); a missing or empty part leaves its fields
+    None; the status is not_found only when no location field is known."""
+    from squall.enrichment.geo import LOCATION_FIELDS, _city_block
+
+    empty = dict.fromkeys(("status", *CITY_FIELDS, *ASN_FIELDS))
+    full = {
+        "country": {"iso_code": "DE", "names": {"en": "Germany", "de": "Deutschland", "ja": ""}},
+        "subdivisions": [{"iso_code": "BE", "names": {"en": "Land Berlin"}}, {"iso_code": "X"}],
+        "city": {"names": {"en": "Berlin", "de": "Berlin (Stadt)"}},
+        "postal": {"code": "10115"},
+        "location": {
+            "latitude": 52.5,
+            "longitude": 13.4,
+            "accuracy_radius": 5,
+            "time_zone": "Europe/Berlin",
+        },
+        "continent": {"code": "EU", "names": {"de": "Europa"}},
+        "traits": {"is_anycast": True},
+    }
+    block = _city_block(full, language, empty)
+    assert list(block) == list(empty)  # every key, in the block's order; the ASN's stay None
+    assert block == {
+        **empty,
+        "status": "ok",
+        "country_code": "DE",
+        "country": "Deutschland" if language == "de" else "Germany",
+        "subdivision_code": "BE",
+        "subdivision": "Land Berlin",
+        "city": "Berlin (Stadt)" if language == "de" else "Berlin",
+        "postal_code": "10115",
+        "latitude": 52.5,
+        "longitude": 13.4,
+        "accuracy_radius": 5,
+        "time_zone": "Europe/Berlin",
+        "continent_code": "EU",
+        "continent": "Europa" if language == "de" else None,
+    }
+    assert _city_block({"traits": {"is_anycast": True}}, language, empty) == {
+        **empty,
+        "status": "not_found",
+    }
+    assert _city_block(
+        {"country": {}, "subdivisions": [{}], "city": {"names": {}}}, language, empty
+    ) == {
+        **empty,
+        "status": "not_found",
+    }
+    # Each location field alone makes the answer "ok".
+    for field, record in {
+        "country_code": {"country": {"iso_code": "FR"}},
+        "country": {"country": {"names": {"en": "France"}}},
+        "subdivision_code": {"subdivisions": [{"iso_code": "IDF"}]},
+        "subdivision": {"subdivisions": [{"names": {"en": "Île-de-France"}}]},
+        "city": {"city": {"names": {"en": "Paris"}}},
+        "postal_code": {"postal": {"code": "75001"}},
+        "latitude": {"location": {"latitude": 0.0}},
+        "longitude": {"location": {"longitude": 0.0}},
+        "accuracy_radius": {"location": {"accuracy_radius": 0}},
+        "time_zone": {"location": {"time_zone": "Europe/Paris"}},
+        "continent_code": {"continent": {"code": "EU"}},
+        "continent": {"continent": {"names": {"en": "Europe"}}},
+    }.items():
+        block = _city_block(record, language, empty)
+        assert block["status"] == "ok" and block[field] is not None, field
+        assert [f for f in LOCATION_FIELDS if block[f] is not None] == [field]
