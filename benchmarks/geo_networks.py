@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import random
 import statistics
 import sys
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--no-results", action="store_true", help="print only, write no result file")
     args = ap.parse_args(argv)
+    logging.getLogger("squall.enrichment.geo").setLevel(logging.ERROR)  # the bundled file's notice
     started = datetime.now(UTC)
     result: dict[str, Any] = {"started": started.isoformat(), **machine(), "streams": {}}
     gc.collect()
