@@ -192,6 +192,12 @@ def remember(value: str) -> None:
         _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
 
 
+def is_remembered(value: str) -> bool:
+    """Whether ``value`` is masked as a whole (``remember``-ed): a secret's value rewritten (a
+    ``postgres://`` URL as ``postgresql://``) is remembered as rewritten too."""
+    return value in _known
+
+
 def _mask_known(text: str) -> str:
     for value in _known:
         if value in text:

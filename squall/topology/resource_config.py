@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squall.redact import MASK, redact_text, redact_url
+from squall.redact import MASK, is_remembered, redact_text, redact_url, remember
 from squall.topology import pg_url
 from squall.topology.references import PLACEHOLDER, is_placeholder
 
@@ -65,7 +65,7 @@ class ResourceConfig(BaseModel):
     def _url(cls, url: str) -> str:
         if is_placeholder(url):  # a whole URL in a secret, not read (squall package)
             return url
-        url = as_redis_reads(url)
+        url = as_postgresql(as_redis_reads(url))
         check_url(_PORT_STAND_IN.sub(":1", url))  # a port in a secret: checked by the run
         return url
 
@@ -87,6 +87,23 @@ def as_redis_reads(url: str) -> str:
     if url.partition("://")[0].lower() in REDIS_SCHEMES:
         return url.translate(_PARSER_REMOVES)
     return url
+
+
+def as_postgresql(url: str) -> str:
+    """A ``postgres://`` URL (``postgres+psycopg2://``, any ``postgres+driver://``) as
+    ``postgresql://…``: the scheme Heroku, Render, Supabase and many a ``DATABASE_URL`` write,
+    which libpq and psycopg2 read as PostgreSQL but SQLAlchemy (since 1.4) does not know — it was
+    refused at load as an unknown SQL driver. Rewritten here, once, every reader of the resource
+    (engines, the plain driver, ``squall package``'s driver checks) sees ``postgresql``. A URL
+    that was a secret's whole value is masked as written and as rewritten."""
+    scheme, sep, rest = url.partition("://")
+    lower = scheme.lower()
+    if not sep or not (lower == "postgres" or lower.startswith("postgres+")):
+        return url
+    rewritten = f"postgresql{lower[len('postgres') :]}://{rest}"
+    if is_remembered(url):
+        remember(rewritten)
+    return rewritten
 
 
 def check_url(url: str) -> None:

@@ -1,0 +1,149 @@
+"""``postgres://`` URLs (Heroku's, Render's, Supabase's, many a ``DATABASE_URL``): read as
+``postgresql://`` wherever squall reads a SQL resource, on a real PostgreSQL, passwords from SSM
+masked as before."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+import pytest
+
+from squall import redact
+from squall.errors import TopologyError
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
+from tests.topology.test_secret_references import cli_env, run_cli
+
+TOPOLOGY = """
+name: pg-alias
+resources: {{db: {{url: "{url}"}}}}
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks: [{{id: out, type: warehouse, resource: db, table: t, columns: {{n: n}}}}]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _forget_remembered_values(monkeypatch):
+    monkeypatch.setattr(redact, "_known", redact._known)
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("postgres://u:pw@db.example.com:5432/app", "postgresql://u:pw@db.example.com:5432/app"),
+        ("postgres+psycopg2://u@db/app", "postgresql+psycopg2://u@db/app"),
+        ("POSTGRES://u@db/app?sslmode=require", "postgresql://u@db/app?sslmode=require"),
+    ],
+)
+def test_a_postgres_url_loads_as_postgresql(written, read):
+    """Before: "unknown SQL driver 'postgres'" at load (SQLAlchemy ≥ 1.4 dropped the alias)."""
+    topo = load_text(TOPOLOGY.format(url=written), env={})
+    assert topo.resources["db"].url == read
+    assert topo.resources["db"].scheme == "postgresql"
+
+
+def test_a_postgres_url_on_a_driver_squall_does_not_run_on_says_what_it_supports():
+    with pytest.raises(TopologyError) as err:
+        load_text(TOPOLOGY.format(url="postgres+pg8000://u:pw@db/app"), env={})
+    assert "squall does not support 'postgresql+pg8000'" in str(err.value)
+    assert "pw" not in str(err.value).replace("psycopg2", "")
+
+
+def test_a_postgres_url_opens_on_sqlalchemy_and_on_the_plain_driver(pg_url):
+    """The lookup's sql source and the checkpoint store open SQLAlchemy's engine, the warehouse
+    and the batch's transaction the plain driver: both reach the database."""
+    url = pg_url.replace("postgresql://", "postgres://", 1)
+    topo = load_text(TOPOLOGY.format(url=url), env={})
+    resources = Resources.for_topology(topo)
+    try:
+        assert resources.sql("db").dialect.driver == "psycopg2"
+        with resources.sql("db").connect() as conn:
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        resources.close()
+        with resources.database("db").connect() as conn:
+            assert conn.exec_driver_sql("SELECT 2").scalar() == 2
+    finally:
+        resources.close()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch):
+    """SSM at moto's server on loopback."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_server.endpoint)
+    return moto_server
+
+
+@pytest.fixture
+def pg_role(pg_url):
+    """A login role with a password, dropped after the test (with what it owns)."""
+    role, password = f"hk_{uuid.uuid4().hex[:8]}", f"Pg{uuid.uuid4().hex}"
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD %s", (password,))
+        cur.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    yield role, password
+    with conn.cursor() as cur:
+        cur.execute(f"DROP OWNED BY {role}")
+        cur.execute(f"DROP ROLE {role}")
+    conn.close()
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["password", "whole-url"])
+def test_a_run_on_a_postgres_url_with_a_referenced_password_never_shows_it(
+    aws, tmp_path, pg_url, pg_role, whole
+):
+    """A debug run (warehouse sink, lookup with a sql source, checkpoint-free stdin) on a
+    ``postgres://`` URL whose password (or whole URL) is an SSM SecureString: rows written as the
+    role, neither the password nor the URL in the output."""
+    role, password = pg_role
+    t = f"t{uuid.uuid4().hex[:10]}"
+    db = pg_url.rsplit("/", 1)[1]
+    written = f"postgres://{role}:{password}@127.0.0.1:5432/{db}"
+    ssm = aws.client("ssm")
+    if whole:
+        ssm.put_parameter(Name=f"/{t}/url", Value=written, Type="SecureString")
+        url = f"${{ssm:/{t}/url}}"
+    else:
+        ssm.put_parameter(Name=f"/{t}/pw", Value=password, Type="SecureString")
+        url = f"postgres://{role}:${{ssm:/{t}/pw}}@127.0.0.1:5432/{db}"
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE apps_{t} (n TEXT PRIMARY KEY, name TEXT)")
+        cur.execute(f"INSERT INTO apps_{t} VALUES ('1', 'Weather')")
+        cur.execute(f"GRANT SELECT ON apps_{t} TO {role}")
+    (tmp_path / "t.yaml").write_text(f"""
+name: pg-alias-{t}
+resources: {{db: {{url: "{url}"}}}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: app, type: lookup, key: n, target: app, source: {{type: sql, resource: db, table: apps_{t}, columns: [name]}}}}
+sinks: [{{id: out, type: warehouse, resource: db, table: out_{t}, columns: {{n: n, app: app.name}}}}]
+""")
+    try:
+        result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=cli_env(aws.endpoint))
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "DEBUG" in output
+        assert password not in output and written not in output
+        with conn.cursor() as cur:
+            cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = %s", (f"out_{t}",))
+            assert cur.fetchall() == [(role,)]
+            cur.execute(f"SELECT n, app FROM out_{t}")
+            assert cur.fetchall() == [("1", "Weather")]
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS apps_{t}")
+        conn.close()
+
+
+def test_the_rewritten_url_of_a_secret_is_masked_as_the_written_one():
+    written = "postgres://u:S3cret-pw@db.example.com/app"
+    redact.remember(written)
+    topo = load_text(TOPOLOGY.format(url=written), env={})
+    assert redact.redact_text(f"failed: {topo.resources['db'].url}") == "failed: ***"
