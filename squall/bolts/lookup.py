@@ -53,7 +53,7 @@ from squall.errors import (
 )
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
-from squall.topology.resource_config import RedisResource
+from squall.topology.resource_config import OptionalRedisResource
 
 if TYPE_CHECKING:
     from squall.topology.resources import Resources
@@ -87,7 +87,10 @@ class SharedCacheConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    resource: RedisResource = Field(description="Redis resource.")
+    resource: OptionalRedisResource = Field(
+        description='Redis resource; one whose URL is empty (`"${CACHE_URL:-}"` unset): no '
+        "shared cache."
+    )
     ttl: int = Field(3600, ge=1, description="Seconds a found record stays in Redis.")
     missing_ttl: int = Field(
         300, ge=0, description="Seconds a missing key stays in Redis as missing (0: never)."
@@ -222,13 +225,20 @@ class LookupBolt(Bolt):
             else:
                 self.source = HttpSource(src, self.context.time_left)
                 self._warn_strikes_outlast_retries(src.fail_key_after)
-            if c.shared_cache is not None:
-                sc = c.shared_cache
+            sc = c.shared_cache
+            if sc is not None:
                 where = "shared_cache.resource"
-                prefix = sc.key_prefix if sc.key_prefix is not None else self._default_prefix()
-                self.shared = SharedCache(
-                    resources.redis(sc.resource), prefix, sc.ttl, sc.missing_ttl
-                )
+                if not resources.config(sc.resource).url:  # `"${CACHE_URL:-}"` unset: off
+                    log.info(
+                        "lookup '%s': no shared cache (resource '%s' has an empty URL)",
+                        self.id,
+                        sc.resource,
+                    )
+                else:
+                    prefix = sc.key_prefix if sc.key_prefix is not None else self._default_prefix()
+                    self.shared = SharedCache(
+                        resources.redis(sc.resource), prefix, sc.ttl, sc.missing_ttl
+                    )
         except ImportError as exc:
             raise TopologyError(
                 self.context.problem(

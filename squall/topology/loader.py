@@ -25,7 +25,7 @@ from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.payload_paths import check_topology_paths
 from squall.topology.references import SecretSource, is_placeholder
-from squall.topology.resource_config import ResourceKind
+from squall.topology.resource_config import EMPTY, ResourceKind
 from squall.topology.yamlsource import Locator, Path_, read_yaml
 
 KINDS = (("spout", "spout"), ("bolts", "bolt"), ("sinks", "sink"))
@@ -344,16 +344,20 @@ def _member_names(member: Any) -> set[str]:
 
 def _check_resources(topo: Topology, loc: Locator) -> None:
     problems = []
+    off, used = set(), set()  # names an option that may be off names; names another option does
     for key, configs in (("spout", [topo.spout]), ("bolts", topo.bolts), ("sinks", topo.sinks)):
         for i, cfg in enumerate(configs):
+            kinds = resource_kinds(cfg, (key,) if key == "spout" else (key, i))
+            optional = {path for path, _, kind in kinds if kind.optional}
             for path, name in resource_names(cfg, (key,) if key == "spout" else (key, i)):
+                (off if path in optional else used).add(name)
                 if name not in topo.resources:
                     close = difflib.get_close_matches(name, list(topo.resources), n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     problems.append(loc.problem(path, f"unknown resource '{name}'{hint}"))
-            for path, name, kind in resource_kinds(cfg, (key,) if key == "spout" else (key, i)):
+            for path, name, kind in kinds:
                 found = topo.resources.get(name)
-                if found is None or is_placeholder(found.url):  # a URL not read: unknown kind
+                if found is None or is_placeholder(found.url) or not found.url:  # unknown kind
                     continue
                 if not kind.accepts(found.scheme):
                     wanted = "a SQL database" if kind.kind == "sql" else "Redis"
@@ -362,6 +366,12 @@ def _check_resources(topo: Topology, loc: Locator) -> None:
                             path, f"resource '{name}' is not {wanted} ({redact_url(found.url)})"
                         )
                     )
+    # An empty URL (`"${KIOSK_CACHE_URL:-}"` unset): an option that may be off (a lookup's
+    # shared_cache) is off; every other use, a Kinesis spout's default checkpoint on it, or no use
+    # at all, is refused at the URL (it stopped the start without a line: "is not a SQL database ()").
+    for name, found in topo.resources.items():
+        if not found.url and (name not in off or name in used or name == "warehouse"):
+            problems.append(loc.problem(("resources", name, "url"), EMPTY))
     if problems:
         raise TopologyError(problems)
 

@@ -37,6 +37,10 @@ class ResourceKind:
     a Redis resource as `squall run` does at start (``Resources.sql`` / ``redis``)."""
 
     kind: str
+    #: The option may name a resource whose URL is empty (``"${KIOSK_CACHE_URL:-}"`` unset): the
+    #: option is then off (a lookup's ``shared_cache``). Another option naming such a resource,
+    #: or none naming it, leaves the empty URL refused at load.
+    optional: bool = False
 
     def accepts(self, scheme: str) -> bool:
         return scheme in (SQL_SCHEMES if self.kind == "sql" else REDIS_SCHEMES)
@@ -46,6 +50,8 @@ class ResourceKind:
 SqlResource = Annotated[str, ResourceKind("sql")]
 #: A config field naming a Redis resource.
 RedisResource = Annotated[str, ResourceKind("redis")]
+#: A config field naming a Redis resource that may have an empty URL: then the option is off.
+OptionalRedisResource = Annotated[str, ResourceKind("redis", optional=True)]
 
 
 class ResourceConfig(BaseModel):
@@ -64,6 +70,8 @@ class ResourceConfig(BaseModel):
     @classmethod
     def _url(cls, url: str) -> str:
         if is_placeholder(url):  # a whole URL in a secret, not read (squall package)
+            return url
+        if not url:  # refused by the loader unless only options that may be off name it
             return url
         url = as_postgresql(as_redis_reads(url))
         check_url(_PORT_STAND_IN.sub(":1", url))  # a port in a secret: checked by the run
@@ -89,6 +97,10 @@ def as_redis_reads(url: str) -> str:
     return url
 
 
+#: An empty resource URL's problem, at the URL.
+EMPTY = "the URL is empty: set its variable, or write a URL (sqlite:///…)"
+
+
 def as_postgresql(url: str) -> str:
     """A ``postgres://`` URL (``postgres+psycopg2://``, any ``postgres+driver://``) as
     ``postgresql://…``: the scheme Heroku, Render, Supabase and many a ``DATABASE_URL`` write,
@@ -110,12 +122,13 @@ def check_url(url: str) -> None:
     """Refuse at load time what would fail (or silently mean something else) when the resource opens.
 
     Messages show the URL with its password masked. An empty URL (``"${WAREHOUSE_URL:-}"`` with
-    the variable unset) is refused here: every component that names the resource, and a Kinesis
-    spout's default checkpoint, would refuse it at start; a ``${VAR}`` left unset is reported by
-    the substitution once, not again here.
+    the variable unset) is refused here (``EMPTY``) and by the loader for a resource (which lets
+    it through when only options that may be off name it: a lookup's ``shared_cache``): every
+    other component that names the resource, and a Kinesis spout's default checkpoint, would
+    refuse it at start; a ``${VAR}`` left unset is reported by the substitution once, not again.
     """
     if not url:
-        raise ValueError("the URL is empty: set its variable, or write a URL (sqlite:///…)")
+        raise ValueError(EMPTY)
     if any(ord(c) < 32 or ord(c) == 127 for c in url):  # `…/db\n`: database "db\n" not found
         raise ValueError(
             "the URL holds a line break or another control character (a secret or variable "
