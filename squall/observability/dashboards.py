@@ -7,7 +7,7 @@ The alarms are the ones an operator of a stream consumer needs: lag (iterator ag
 MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
 nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
 
-Size (~580 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~605 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -52,6 +52,32 @@ def _logical(name: str) -> str:
 #: failed event twice and then drops it, ``AsyncEventsDropped``; no ``IteratorAge``), or by one
 #: on a queue (no ``IteratorAge`` either: the queue's own age of the oldest message says it).
 INVOCATIONS = ("stream", "async", "queue")
+
+#: What becomes of a failed batch, and of records failed with no dead letter, per invocation (the
+#: alarms' words): a stream's shard waits from its checkpoint; an S3 event (no shard) is retried
+#: by Lambda's asynchronous queue, then dropped; an SQS message (no shard) goes back to its queue.
+_FAILED = {
+    "stream": (
+        "nothing after the batch is checkpointed and Lambda retries it",
+        "their shard waits for them",
+    ),
+    "async": (
+        "the function fails its S3 event, which Lambda's asynchronous queue retries (twice, then "
+        "drops it — to the on-failure destination if the function has one)",
+        "the function fails their S3 event, which Lambda retries twice, then drops (to the "
+        "on-failure destination if the function has one; squall run with the s3 spout reads the "
+        "object again)",
+    ),
+    "queue": (
+        "its messages are answered as failures (batchItemFailures) and go back to the queue, "
+        "seen again after its visibility timeout",
+        "their messages go back to the queue, seen again after its visibility timeout until its "
+        "redrive policy moves them to its dead-letter queue",
+    ),
+}
+#: The lag series' label on the dashboard: a stream's iterator age; an S3 event's or an SQS
+#: message's age (squall's ``iterator_age`` of such a batch).
+_AGE_LABEL = {"stream": "iterator age", "async": "event age", "queue": "message age"}
 
 
 def cloudwatch_resources(
@@ -169,6 +195,7 @@ def cloudwatch_resources(
         else "an event it cannot read; a failed batch is answered with batchItemFailures, see "
         "the two alarms below"
     )
+    batches_failed, records_failed = _FAILED[invocation]
     resources |= {
         f"{prefix}ErrorsAlarm": lambda_alarm(
             "Errors",
@@ -178,12 +205,11 @@ def cloudwatch_resources(
         ),
         f"{prefix}FailedBatchesAlarm": squall_alarm(
             cloudwatch_name("batches", "failed"),
-            "batches failed: a dependency stayed down through the retries; nothing after the "
-            "batch is checkpointed and Lambda retries it",
+            f"batches failed: a dependency stayed down through the retries; {batches_failed}",
         ),
         f"{prefix}RecordsFailedAlarm": squall_alarm(
             cloudwatch_name("outcomes", "failed"),
-            "records failed with no dead letter to take them: their shard waits for them",
+            f"records failed with no dead letter to take them: {records_failed}",
         ),
         f"{prefix}ThrottlesAlarm": lambda_alarm("Throttles", "Sum", 0, "function throttled"),
         f"{prefix}DeadLetterRateAlarm": {
@@ -276,7 +302,10 @@ def cloudwatch_dashboard(
         return {"type": "metric", "x": x, "y": y, "width": w, "height": 6, "properties": props}
 
     outcomes = [metric(cloudwatch_name("outcomes", o), t, t, label=o) for o in RECORD_OUTCOMES]
-    lag = [metric(cloudwatch_name("iterator_age"), t, t, stat="Maximum", label="iterator age")]
+    if invocation not in INVOCATIONS:
+        raise ValueError(f"invocation must be one of {', '.join(INVOCATIONS)}")
+    age = _AGE_LABEL[invocation]
+    lag = [metric(cloudwatch_name("iterator_age"), t, t, stat="Maximum", label=age)]
     lambda_lag = {"stream": "IteratorAge", "async": "AsyncEventAge"}.get(invocation)
     if function and lambda_lag:
         lag.append(

@@ -433,3 +433,96 @@ def test_a_queue_triggered_function_is_watched_by_the_age_of_its_queue_s_oldest_
         load(ingest), ingest.read_text(), handler="consumer", code_uri="ingest.zip"
     )
     assert _queue_age_alarms(ingest_direct) == []
+
+
+def _descriptions(template: dict) -> dict[str, str]:
+    return {
+        name: r["Properties"]["AlarmDescription"]
+        for name, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+def _lag_labels(template: dict, dashboard: str) -> list[str]:
+    body = json.loads(template["Resources"][dashboard]["Properties"]["DashboardBody"]["Fn::Sub"])
+    return [m[-1]["label"] for m in body["widgets"][1]["properties"]["metrics"]]
+
+
+def test_the_alarms_of_s3_and_sqs_triggered_functions_say_what_becomes_of_a_failure(
+    tmp_path: Path,
+):
+    """The failed-records and failed-batches alarms of every consumer spoke of a stream ("their
+    shard waits for them", "nothing after the batch is checkpointed"): an S3 event has no shard
+    (Lambda's asynchronous queue retries it twice, then drops it), an SQS message neither (it
+    goes back to its queue until the redrive policy moves it). Each trigger now reads its own."""
+    from squall.deploy.template import TemplateOptions
+
+    ingest = EXAMPLES / "etl" / "ingest.yaml"
+    topo, text = load(ingest), ingest.read_text()
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: orders-q\n"
+        "spout: {type: sqs, queue: 'https://sqs.eu-west-1.amazonaws.com/123456789012/orders'}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    transform = EXAMPLES / "etl" / "transform.yaml"
+    cases = {
+        "async": [
+            (sam_template(topo, text, handler="consumer", code_uri="i.zip"), "EtlIngest"),
+            (
+                sam_template(
+                    topo,
+                    text,
+                    handler="consumer",
+                    code_uri="i.zip",
+                    options=TemplateOptions(s3_delivery="eventbridge"),
+                ),
+                "EtlIngest",
+            ),
+        ],
+        "queue": [
+            (
+                sam_template(
+                    topo,
+                    text,
+                    handler="consumer",
+                    code_uri="i.zip",
+                    options=TemplateOptions(s3_delivery="sqs", s3_bucket="existing"),
+                ),
+                "EtlIngest",
+            ),
+            (
+                sam_template(load(path), path.read_text(), handler="consumer", code_uri="q.zip"),
+                "OrdersQ",
+            ),
+        ],
+        "stream": [
+            (
+                sam_template(
+                    load(transform), transform.read_text(), handler="consumer", code_uri="t.zip"
+                ),
+                "EtlTransform",
+            )
+        ],
+    }
+    for invocation, templates in cases.items():
+        for template, prefix in templates:
+            said = _descriptions(template)
+            records = said[f"{prefix}RecordsFailedAlarm"]
+            batches = said[f"{prefix}FailedBatchesAlarm"]
+            labels = _lag_labels(template, f"{prefix}Dashboard")
+            if invocation == "stream":
+                assert records.endswith("their shard waits for them")
+                assert "nothing after the batch is checkpointed" in batches
+                assert labels[0] == "iterator age"
+                continue
+            assert not any("shard" in d or "checkpoint" in d for d in said.values()), said
+            if invocation == "async":
+                assert "S3 event, which Lambda retries twice, then drops" in records
+                assert "Lambda's asynchronous queue retries" in batches
+                assert labels == ["event age", "Lambda"]
+            else:
+                assert "messages go back to the queue" in records and "redrive" in records
+                assert "batchItemFailures" in batches and "back to the queue" in batches
+                assert labels == ["message age"]
