@@ -147,3 +147,14 @@ def test_the_rewritten_url_of_a_secret_is_masked_as_the_written_one():
     redact.remember(written)
     topo = load_text(TOPOLOGY.format(url=written), env={})
     assert redact.redact_text(f"failed: {topo.resources['db'].url}") == "failed: ***"
+
+
+def test_squall_package_warns_of_a_postgres_url_without_psycopg2(tmp_path):
+    """`squall package`'s driver check reads the scheme as the run does."""
+    from squall.deploy.package import missing_drivers
+
+    topo = load_text(TOPOLOGY.format(url="postgres://u@db/app"), env={})
+    assert missing_drivers(topo, tmp_path) == [
+        "resource 'db' is PostgreSQL, but the package holds no psycopg2 (its driver): the "
+        "function cannot open it; add --extras postgres (or --with psycopg2-binary)"
+    ]
