@@ -113,6 +113,8 @@ def _parse(doc: Any, where: str) -> DeadLetter:
 
 #: A pointer's ``error`` for an object S3 did not have (``squall.spouts.s3.MISSING``).
 _MISSING = ("NoSuchKey", "NoSuchVersion")
+#: A pointer's ``error`` for a gzip object replaced between its two GETs (``s3.REPLACED``).
+_REPLACED = "PreconditionFailed"
 
 
 def _whole_object(pointer: str, error: object) -> str:
@@ -121,6 +123,12 @@ def _whole_object(pointer: str, error: object) -> str:
         return (
             f"S3 object {pointer} was not there ({error}): nothing of it was read; an upload of "
             "it again is a new object, read by its own notification (or the next squall run)"
+        )
+    if error == _REPLACED:
+        return (
+            f"S3 object {pointer} was replaced by another upload while it was read ({error}): "
+            "nothing of it was read; its replacement is another object, read by its own "
+            "notification (or the next squall run)"
         )
     if isinstance(error, str) and error.startswith("over max_object_bytes"):
         return f"S3 object {pointer} {error}: read it with squall run and a larger bound"

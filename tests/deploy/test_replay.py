@@ -390,3 +390,32 @@ def test_the_s3_spouts_dead_letters_of_whole_objects_are_named_by_their_pointer(
         "nothing of it was read; an upload of it again is a new object, read by its own "
         "notification" in result.output
     )
+
+
+@pytest.mark.parametrize("topology", ["sqlite"], indirect=True)
+def test_the_dead_letter_of_an_s3_object_replaced_while_read_is_not_called_corrupt(
+    topology: Path, tmp_path: Path
+):
+    """A gzip object replaced between its two GETs (``PreconditionFailed``) is not corrupt and
+    there is nothing to repair: its bytes are gone and its replacement is read as its own object.
+    Its dead letter was reported as "corrupt S3 object ...: re-drive the repaired object"."""
+    from squall.event import Event, Failure
+    from squall.sinks.dead_letter import dead_letter_line
+    from squall.spouts.s3 import REPLACED, missing_object_record
+
+    record = missing_object_record("in", "c.jsonl.gz", None, REPLACED, "seq1", etag='"e1"')
+    path = tmp_path / "s3-rejects.jsonl"
+    ev = Event(record.data, record.meta, None, 0)
+    ev.failure = Failure("spout", record.meta.defect or "")
+    path.write_text(json.dumps(dead_letter_line(ev)) + "\n")
+
+    result = replay(topology, input_path=path)
+
+    assert result.exit_code == 0, result.output
+    assert "unreplayable 1" in result.output and "committed 0" in result.output
+    assert "corrupt" not in result.output and "repaired" not in result.output
+    assert (
+        f"{path}:1: S3 object s3://in/c.jsonl.gz was replaced by another upload while it was "
+        "read (PreconditionFailed): nothing of it was read; its replacement is another object, "
+        "read by its own notification (or the next squall run)" in result.output
+    )
