@@ -15,10 +15,12 @@ one; an invalid schema is checked at every load.
 A ``pattern`` (and a ``patternProperties`` name) is an ECMA-262 regular expression, whose ``$``
 matches at the end of the text only; Python's also matches before a final line break
 (``^[A-Z]{3}$`` took ``"EUR\\n"``). Both validators get the schema with each such ``$`` written
-``\\Z`` (``ecma_schema``) when the bolt is built. The caches above record only that a schema
-passed the check, never a verdict: a schema they hold validates with this ``$`` too.
+``\\Z`` (``ecma_schema``) when the bolt is built; a pattern asking for Python's multiline mode
+(``(?m)``) keeps its ``$`` a line's end, and a comment (``(?#…)``, ``(?x)``'s ``#``) is left
+as written. The caches above record only that a schema passed the check, never a verdict: a
+schema they hold validates with this ``$`` too.
 
-Size (~640 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+Size (~685 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
 its two caches (the package's list, the cache folder), the fast validator's limits, the patterns'
 ``$``, the formats left unchecked for want of a package, the bolt.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,15 +202,34 @@ def _check_refs(schema: dict[str, Any], validator: Any) -> None:
             ) from None
 
 
+#: Python's global inline flags (at the start of a pattern) and a group's scoped ones.
+_GLOBAL_FLAGS = re.compile(r"\(\?([aiLmsux]+)\)")
+_SCOPED_FLAGS = re.compile(r"\(\?([aiLmsux]*)(?:-([imsx]+))?:")
+#: Python's ``$`` in multiline mode (before each line break, and at the end), without a ``$``:
+#: fastjsonschema rewrites every unescaped ``$`` of a ``pattern`` to ``\Z``.
+_LINE_END = r"(?=\n|\Z)"
+
+
 def ecma_pattern(pattern: str) -> str:
     """``pattern`` with ECMA-262's ``$`` (no ``m`` flag: the end of the text) in Python's
     spelling, ``\\Z``: Python's ``$`` also matches before a final line break. A ``$`` in a
     character class is a literal ``$`` in both (written ``\\$``, which fastjsonschema's own
-    ``$`` rewrite leaves alone); an escaped one (``\\$``) too."""
+    ``$`` rewrite leaves alone); an escaped one (``\\$``) too.
+
+    Python's inline flags (``re`` compiles them for both validators; ECMA-262 has none) keep
+    their meaning: under ``m`` (``(?m)``, ``(?m:…)``) a ``$`` is a line's end (written
+    ``(?=\\n|\\Z)``); a comment (``(?#…)``, or ``#`` to the line's end under ``x``) is copied as
+    written — a ``[`` there opens no class."""
     if "$" not in pattern:
         return pattern
     out: list[str] = []
     i, n, in_class = 0, len(pattern), False
+    multiline = verbose = False
+    while (flags := _GLOBAL_FLAGS.match(pattern, i)) is not None:
+        multiline, verbose = multiline or "m" in flags[1], verbose or "x" in flags[1]
+        out.append(flags[0])
+        i = flags.end()
+    groups: list[tuple[bool, bool]] = []  # the flags outside each open group
     while i < n:
         c = pattern[i]
         if c == "\\":
@@ -228,8 +250,32 @@ def ecma_pattern(pattern: str) -> str:
             out.append(pattern[i:j])
             i = j
             continue
+        elif c == "(" and pattern.startswith("(?#", i):  # a comment: to the first ")"
+            j = pattern.find(")", i)
+            j = n if j < 0 else j + 1
+            out.append(pattern[i:j])
+            i = j
+            continue
+        elif c == "#" and verbose:  # a comment: to the line's end
+            j = pattern.find("\n", i)
+            j = n if j < 0 else j
+            out.append(pattern[i:j])
+            i = j
+            continue
+        elif c == "(":
+            groups.append((multiline, verbose))
+            if (scoped := _SCOPED_FLAGS.match(pattern, i)) is not None:
+                on, off = scoped[1], scoped[2] or ""
+                multiline = "m" in on or (multiline and "m" not in off)
+                verbose = "x" in on or (verbose and "x" not in off)
+                out.append(scoped[0])
+                i = scoped.end()
+                continue
+        elif c == ")":
+            if groups:
+                multiline, verbose = groups.pop()
         elif c == "$":
-            c = "\\Z"
+            c = _LINE_END if multiline else "\\Z"
         out.append(c)
         i += 1
     return "".join(out)

@@ -111,3 +111,46 @@ def test_both_validators_agree_on_end_anchors_and_line_breaks():
                 assert not slow.is_valid(v)
 
     agree()
+
+
+# Python's inline flags (no ECMA-262 spelling, but jsonschema and fastjsonschema both compile
+# them with ``re``): a pattern that asks for multiline mode keeps its "$" a line's end, and a
+# verbose pattern's comments are not read as the pattern (a "[" there opened no class).
+VERBOSE = "(?x) ^[a-z]+  # one word [lower case\n  $"
+
+
+@pytest.mark.parametrize(
+    ("written", "python"),
+    [
+        ("(?m)^a$", r"(?m)^a(?=\n|\Z)"),
+        ("(?im)^a$|b$", r"(?im)^a(?=\n|\Z)|b(?=\n|\Z)"),
+        ("(?m:^a$)b$", r"(?m:^a(?=\n|\Z))b\Z"),
+        ("(?m)(?-m:a$)b$", r"(?m)(?-m:a\Z)b(?=\n|\Z)"),
+        (VERBOSE, "(?x) ^[a-z]+  # one word [lower case\n  \\Z"),
+        ("(?x)[#]$ # $", r"(?x)[#]\Z # $"),  # a "#" in a class is no comment
+        ("a(?#[ )$", r"a(?#[ )\Z"),  # a comment group ends at the first ")"
+        ("(?x:a # [\n)$", "(?x:a # [\n)\\Z"),
+    ],
+)
+def test_ecma_pattern_reads_inline_flags_and_comments(written, python):
+    assert ecma_pattern(written) == python
+
+
+@pytest.mark.parametrize(
+    ("pattern", "good", "bad"),
+    [
+        ("(?m)^ok$", ["ok", "ok\n", "ok\nmore", "x\nok"], ["okay", "ok more"]),
+        (VERBOSE, ["abc"], ["abc\n", "ab1", "abc$"]),
+    ],
+)
+def test_inline_flags_keep_their_meaning_on_both_validators(pattern, good, bad):
+    schema = {"type": "object", "properties": {"t": {"type": "string", "pattern": pattern}}}
+    fast, slow = fast_check(schema), full_validator(schema)
+    assert fast is not None
+    for text in good:
+        assert fast({"t": text}) is True and slow.is_valid({"t": text}), text
+    for text in bad:
+        assert fast({"t": text}) is False and not slow.is_valid({"t": text}), text
+    out, reasons = run(schema, [{"t": t} for t in good + bad])
+    assert out == [{"t": t} for t in good]
+    assert len(reasons) == len(bad) and f"does not match {pattern!r}" in reasons[0]
