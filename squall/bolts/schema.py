@@ -20,7 +20,7 @@ matches at the end of the text only; Python's also matches before a final line b
 as written. The caches above record only that a schema passed the check, never a verdict: a
 schema they hold validates with this ``$`` too.
 
-Size (~685 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+Size (~725 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
 its two caches (the package's list, the cache folder), the fast validator's limits, the patterns'
 ``$``, the formats left unchecked for want of a package, the bolt.
 """
@@ -33,6 +33,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 from pydantic import Field, ValidationInfo, field_validator
@@ -285,7 +286,8 @@ def ecma_schema(node: Any, rewritten: dict[str, str] | None = None) -> Any:
     """A copy of the schema whose ``pattern`` values and ``patternProperties`` names are
     ``ecma_pattern``'s (``propertyNames`` is a subschema: its ``pattern`` is one of them); data
     (``enum``, ``const``, ``default``, ``examples``) is left as written. ``rewritten`` collects
-    each changed pattern (Python's spelling → the schema's), to word a reason as the schema does."""
+    each changed pattern (Python's spelling → the schema's), to word a reason as the schema does.
+    A ``$ref`` whose JSON pointer names a ``patternProperties`` entry names it as rewritten."""
 
     def pattern(p: str) -> str:
         q = ecma_pattern(p)
@@ -293,23 +295,66 @@ def ecma_schema(node: Any, rewritten: dict[str, str] | None = None) -> Any:
             rewritten[q] = p
         return q
 
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key == "pattern" and isinstance(value, str):
-                out[key] = pattern(value)
-            elif key == "patternProperties" and isinstance(value, dict):
-                out[key] = {pattern(k): ecma_schema(v, rewritten) for k, v in value.items()}
-            elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
-                out[key] = {k: ecma_schema(v, rewritten) for k, v in value.items()}
-            elif key in _DATA_KEYWORDS:
-                out[key] = value
-            else:
-                out[key] = ecma_schema(value, rewritten)
-        return out
-    if isinstance(node, list):
-        return [ecma_schema(v, rewritten) for v in node]
-    return node
+    def copy(node: Any) -> Any:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str):
+                    out[key] = pattern(value)
+                elif key == "patternProperties" and isinstance(value, dict):
+                    out[key] = {pattern(k): copy(v) for k, v in value.items()}
+                elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
+                    out[key] = {k: copy(v) for k, v in value.items()}
+                elif key in _DATA_KEYWORDS:
+                    out[key] = value
+                elif key == "$ref" and isinstance(value, str):
+                    out[key] = _ecma_ref(value, root)
+                else:
+                    out[key] = copy(value)
+            return out
+        if isinstance(node, list):
+            return [copy(v) for v in node]
+        return node
+
+    root = node
+    return copy(node)
+
+
+def _ecma_ref(ref: str, root: Any) -> str:
+    """``ref`` naming, through ``root`` (the document before ``ecma_schema``), each
+    ``patternProperties`` entry it passes as ``ecma_pattern`` renamed it; as written when it
+    passes none or does not resolve in ``root`` (another document, a nested ``$id``'s base)."""
+    uri, sep, fragment = ref.partition("#")
+    if not sep or not fragment.startswith("/") or "$" not in unquote(fragment):
+        return ref
+    segments = [s.replace("~1", "/").replace("~0", "~") for s in unquote(fragment[1:]).split("/")]
+    out: list[str] = []
+    at, kind = root, "schema"  # what ``at`` is: a schema, a map of names, of patterns, data
+    for segment in segments:
+        if isinstance(at, dict) and segment in at:
+            child = at[segment]
+        elif isinstance(at, list) and segment.isdigit() and int(segment) < len(at):
+            child = at[int(segment)]
+        else:
+            return ref
+        out.append(ecma_pattern(segment) if kind == "patterns" else segment)
+        if kind == "schema" and isinstance(at, dict):
+            kind = (
+                "patterns"
+                if segment == "patternProperties"
+                else "names"
+                if segment in _SUBSCHEMA_MAPS
+                else "data"
+                if segment in _DATA_KEYWORDS
+                else "schema"
+            )
+        elif kind != "data":
+            kind = "schema"
+        at = child
+    if out == segments:
+        return ref
+    escaped = (quote(s.replace("~", "~0").replace("/", "~1"), safe="~") for s in out)
+    return f"{uri}#/" + "/".join(escaped)
 
 
 def full_validator(schema: dict[str, Any]) -> Any:

@@ -154,3 +154,27 @@ def test_inline_flags_keep_their_meaning_on_both_validators(pattern, good, bad):
     out, reasons = run(schema, [{"t": t} for t in good + bad])
     assert out == [{"t": t} for t in good]
     assert len(reasons) == len(bad) and f"does not match {pattern!r}" in reasons[0]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "#/patternProperties/^x$",
+        "#/patternProperties/%5Ex%24",  # percent-encoded, as a URI fragment may be
+        "#/definitions/d/patternProperties/^x$",
+    ],
+)
+def test_a_ref_into_pattern_properties_follows_the_rewritten_name(ref):
+    """A ``$ref`` naming a ``patternProperties`` entry by its pattern: the rewrite renamed the
+    entry (``^x$`` → ``^x\\Z``) and the reference pointed to nowhere — every event failed alone
+    with PointerToNowhere, the valid ones too."""
+    entry = {"patternProperties": {"^x$": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        **entry,
+        "definitions": {"d": entry},
+        "properties": {"y": {"$ref": ref}, "$ref": {"type": "string", "pattern": "^a$"}},
+    }
+    out, reasons = run(schema, [{"y": 1}, {"y": "a"}, {"x": 2, "$ref": "a"}])
+    assert out == [{"y": 1}, {"x": 2, "$ref": "a"}]
+    assert reasons == ["schema: $.y: 'a' is not of type 'integer'"]
