@@ -81,6 +81,7 @@ def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: sig
             AWS_ACCESS_KEY_ID="test",
             AWS_SECRET_ACCESS_KEY="test",
             AWS_EC2_METADATA_DISABLED="true",
+            PYTHONFAULTHANDLER="1",  # a hang below is shown where it is (SIGABRT)
         ),
     )
     writer = None
@@ -94,8 +95,23 @@ def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: sig
                     raise
                 time.sleep(0.02)
         assert writer is not None, "squall produce never opened its input"
+        # The signal is sent once the child waits in its read of the FIFO (its open returned:
+        # the state the test means), not while it still returns from the open.
+        wchan = Path(f"/proc/{proc.pid}/wchan")
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if "pipe_read" in wchan.read_text() or "pipe_wait" in wchan.read_text():
+                    break
+            except OSError:
+                break
+            time.sleep(0.01)
         proc.send_signal(sig)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"squall produce did not stop on {sig.name}:\n{err[-6000:]}")
     finally:
         if writer is not None:
             os.close(writer)
