@@ -920,7 +920,7 @@ class Engine:
                 assert node is not None
                 k = next(i for i, (n, _) in enumerate(pending) if n is node)
                 p = pending[k][1]
-                kept = self._isolate_write(node, p, stream, ledger, fault)
+                kept = self._isolate_write(node, p, stream, ledger, fault, again=True)
                 pending[k] = (node, kept)
                 pending = self._hold_back_pending(pending, units, ledger)
             except _Refused as refused:
@@ -1197,20 +1197,18 @@ class Engine:
         if not p.events:
             return
         comp = self.components[node.index]
-        while True:
-            try:
-                result = self._call(
-                    node.id,
-                    self.stats[node.index],
-                    comp.write_batch,
-                    p,
-                    WriteContext(stream=stream, time_left=self.time_left),
-                )  # type: ignore[union-attr]
-                break
-            except _RecordFault as fault:
-                p = self._isolate_write(node, p, stream, ledger, fault)
-                if not p.events:
-                    return
+        try:
+            result = self._call(
+                node.id,
+                self.stats[node.index],
+                comp.write_batch,
+                p,
+                WriteContext(stream=stream, time_left=self.time_left),
+            )  # type: ignore[union-attr]
+        except _RecordFault as fault:
+            # The isolation's part writes are this write: each event is sent once, and settled.
+            self._isolate_write(node, p, stream, ledger, fault)
+            return
         events = self._take_rejected(node, p.events, result, ledger)
         self._settle(node, events, result, ledger, dead=False)
         if result is not None and result.feedback:
@@ -1279,10 +1277,22 @@ class Engine:
         return kept
 
     def _isolate_write(
-        self, node: Node, p: Prepared, stream: str, ledger: _Ledger, fault: _RecordFault
+        self,
+        node: Node,
+        p: Prepared,
+        stream: str,
+        ledger: _Ledger,
+        fault: _RecordFault,
+        *,
+        again: bool = False,
     ) -> Prepared:
-        """Find the events whose write fails alone (parts are written for real: sinks are
-        idempotent), dead-letter them, and return the rest, prepared again."""
+        """Find the events whose write fails alone and dead-letter them. The parts are written
+        for real, each on its own: they are the write of every other event — settled here (what
+        they failed, refused, gave as feedback, the rows they added), and nothing is left to
+        write, so a sink whose writes are visible (a webhook, a queue, a push) sends each good
+        event once. ``again`` (a sink of the batch's transaction): return the rest, prepared
+        again, to write in the transaction once more (rows, state and checkpoint commit
+        together; its writes are upserts), its parts' rows counted as new."""
         comp = self.components[node.index]
         # A prepare that made new events is given the events it made them of (it cannot read its
         # own: every part failed, every record was dead-lettered).
@@ -1313,13 +1323,16 @@ class Engine:
                 len(p.events),
                 fault.reason,
             )
-            if part_feedback:  # else the rest is written again below, with its feedback
-                self._feed_back(node, part_feedback)
+        if not bad or not again:
+            events = p.events
+            if bad:  # dead letters (or failures) now, as the poison records of a prepare
+                self._count_rejected(self.stats[node.index], len(bad))
+                self._dead_letter_now(bad, ledger)
+                gone = {id(ev) for ev in bad}
+                events = [ev for ev in events if id(ev) not in gone]
             # What a part's write refused for good is dead-lettered (it was counted committed,
-            # never written nor dead-lettered); else the rest's write below refuses it again.
-            events = self._take_rejected(
-                node, p.events, WriteResult(rejected=part_rejected), ledger
-            )
+            # never written nor dead-lettered), as a write's own refusals are.
+            events = self._take_rejected(node, events, WriteResult(rejected=part_rejected), ledger)
             counted = part_written and None not in part_written
             self._settle(
                 node,
@@ -1328,6 +1341,8 @@ class Engine:
                 ledger,
                 dead=False,
             )
+            if part_feedback:
+                self._feed_back(node, part_feedback)
             return Prepared([])
         if part_written and None not in part_written:  # committed: new rows, whatever comes next
             stats = self.stats[node.index]

@@ -461,3 +461,42 @@ def test_http_sink_never_puts_the_urls_secret_path_or_query_a_receiver_echoes_in
     reason = rejected.failure.reason
     assert reason.startswith("HTTP 404: ") and "***" in reason
     assert token not in reason and sig not in reason, reason
+
+
+class StrictHook(HttpSink):
+    """The http sink with a check of its own that raises on one kind of record (a record's fault:
+    the engine isolates it)."""
+
+    def write_batch(self, prepared, ctx):
+        if any(ev.value.get("poison") for ev in prepared.events):
+            raise ValueError("this hook takes no poison")
+        return super().write_batch(prepared, ctx)
+
+
+@pytest.mark.parametrize("mode", ["single", "json_batch"])
+def test_a_poison_record_does_not_make_the_http_sink_post_the_rest_of_its_batch_twice(mode):
+    """The isolation's part writes are the batch's write: each good event is posted once (it
+    was posted twice: once by a part, once more with "the rest")."""
+    with LocalHttp(lambda req: (200, {}, "ok")) as srv:
+        yaml = f"""
+name: hook
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: hook, type: '{__name__}:StrictHook', url: "{srv.url}/events", mode: {mode},
+      batch_size: 4}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: hook-poison-{mode}}}
+"""
+        payloads = [{"n": i, "poison": i in (6, 13)} for i in range(20)]
+        run = run_topology(yaml, records_from(payloads), batch_size=20)
+    posted: dict[int, int] = {}
+    for r in srv.requests:
+        body = json.loads(r.body)
+        for item in body if isinstance(body, list) else [body]:
+            posted[item["n"]] = posted.get(item["n"], 0) + 1
+    assert posted == {i: 1 for i in range(20) if i not in (6, 13)}
+    dead = [o.index for o in run.outcomes if o.outcome is Outcome.DEAD_LETTERED]
+    assert dead == [6, 13]
+    assert [o.index for o in run.outcomes if o.outcome is Outcome.COMMITTED] == [
+        i for i in range(20) if i not in (6, 13)
+    ]

@@ -1,0 +1,140 @@
+"""A poison record does not make a sink deliver the other events of its batch twice.
+
+The isolation of a record whose ``write_batch`` raises writes parts of the batch for real. A
+sink written on its own (a webhook, a queue, a push notification: visible actions) counts those
+part writes as the batch's write: each good event is delivered once. A sink of the batch's SQL
+transaction gets the rest again inside the transaction (rows, state and checkpoint commit
+together); its writes are upserts (``test_transaction_properties.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+import pytest
+
+from squall.event import Failure
+from squall.sinks.base import Prepared, WriteContext, WriteResult
+from squall.testing import MemorySink, records_from, run_topology
+from squall.topology.outcomes import Outcome
+
+DELIVERED: dict[str, Counter] = {}
+
+
+class CountingSink(MemorySink):
+    """Delivers each event of a write (counted per event id) unless one carries ``boom``: then the
+    whole call raises before anything is sent. ``soft`` events fail (``WriteResult.failed``),
+    ``refuse`` ones are refused for good (``WriteResult.rejected``)."""
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult:
+        if any("boom" in ev.value for ev in prepared.events):
+            raise ValueError("cannot send it")
+        sent = DELIVERED.setdefault(self.config.name or self.id, Counter())
+        failed = [ev for ev in prepared.events if "soft" in ev.value]
+        refused = [ev for ev in prepared.events if "refuse" in ev.value]
+        bad = {id(ev) for ev in failed + refused}
+        for ev in refused:
+            ev.failure = Failure(self.id, "refused for good")
+        good = [ev for ev in prepared.events if id(ev) not in bad]
+        sent.update(ev.value["i"] for ev in good)
+        self.store.extend(good)
+        return WriteResult(failed=failed, written=len(good), rejected=refused)
+
+
+def topology(tag: str, *, dead_letter: bool = True) -> str:
+    dl = (
+        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}\n"
+        if dead_letter
+        else ""
+    )
+    return f"""
+name: once
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: out, type: '{__name__}:CountingSink', name: {tag}-out}}
+{dl}"""
+
+
+@pytest.fixture
+def tag():
+    name = f"o{uuid.uuid4().hex[:8]}"
+    yield name
+    for suffix in ("out", "dlq"):
+        MemorySink.stores.pop(f"{name}-{suffix}", None)
+    DELIVERED.pop(f"{name}-out", None)
+
+
+def _payloads(n: int, marks: dict[int, str]) -> list[dict]:
+    return [{"i": i, marks[i]: True} if i in marks else {"i": i} for i in range(n)]
+
+
+def stats_of(run, node_id: str):
+    nodes = run.engine.plan.nodes
+    return next(s for n, s in zip(nodes, run.engine.stats, strict=True) if n.id == node_id)
+
+
+@pytest.mark.parametrize("poison", [{3}, {0, 17, 29}, set(range(0, 30, 2))])
+def test_each_good_event_is_delivered_once_when_a_poison_record_is_isolated(tag, poison):
+    run = run_topology(
+        topology(tag), records_from(_payloads(30, dict.fromkeys(poison, "boom"))), batch_size=30
+    )
+    sent = DELIVERED[f"{tag}-out"]
+    good = [i for i in range(30) if i not in poison]
+    assert sent == Counter(good)  # once each, not twice
+    dead = sorted(ev.value["i"] for ev in MemorySink.stores[f"{tag}-dlq"])
+    assert dead == sorted(poison)
+    outcomes = {o.index: o.outcome for o in run.outcomes}
+    assert outcomes == {
+        i: Outcome.DEAD_LETTERED if i in poison else Outcome.COMMITTED for i in range(30)
+    }
+    out = stats_of(run, "out")
+    assert (out.received, out.emitted, out.dead_lettered, out.failed) == (
+        30,
+        len(good),
+        len(poison),
+        0,
+    )
+    assert (out.written, out.present) == (len(good), 0)
+
+
+def test_a_parts_failed_and_refused_events_keep_their_outcomes_and_are_sent_once(tag):
+    marks = {2: "boom", 5: "soft", 11: "refuse", 20: "boom", 23: "soft"}
+    run = run_topology(topology(tag), records_from(_payloads(24, marks)), batch_size=24)
+    good = [i for i in range(24) if i not in marks]
+    assert DELIVERED[f"{tag}-out"] == Counter(good)
+    want = {
+        "boom": Outcome.DEAD_LETTERED,
+        "soft": Outcome.FAILED,
+        "refuse": Outcome.DEAD_LETTERED,
+    }
+    outcomes = {o.index: o.outcome for o in run.outcomes}
+    # after a failed record of its shard (one shard here) a record is held: it comes again (its
+    # dead letter is written, and written again idempotently)
+    first_failed = min(i for i, m in marks.items() if m == "soft")
+    for i in range(24):
+        expected = want[marks[i]] if i in marks else Outcome.COMMITTED
+        if i > first_failed and expected is not Outcome.FAILED:
+            expected = Outcome.HELD
+        assert outcomes[i] is expected, i
+    dead = {ev.value["i"]: ev.failure.reason for ev in MemorySink.stores[f"{tag}-dlq"]}
+    assert dead == {
+        2: "ValueError: cannot send it",
+        11: "refused for good",
+        20: "ValueError: cannot send it",
+    }
+    out = stats_of(run, "out")
+    assert (out.received, out.emitted, out.dead_lettered, out.failed) == (24, 19, 3, 2)
+    assert (out.written, out.present) == (19, 0)
+
+
+def test_without_a_dead_letter_sink_the_poison_fails_and_the_rest_is_sent_once(tag):
+    run = run_topology(
+        topology(tag, dead_letter=False), records_from(_payloads(16, {9: "boom"})), batch_size=16
+    )
+    assert DELIVERED[f"{tag}-out"] == Counter(i for i in range(16) if i != 9)
+    outcomes = [o.outcome for o in run.outcomes]
+    assert outcomes == [Outcome.COMMITTED] * 9 + [Outcome.FAILED] + [Outcome.HELD] * 6
+    assert run.results[0].checkpoint == {run.outcomes[8].shard_id: run.outcomes[8].position}
