@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from squall.event import Failure
+from squall.event import Event, Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
 from squall.testing import MemorySink, records_from, run_topology
 from squall.topology.outcomes import Outcome
@@ -138,3 +138,51 @@ def test_without_a_dead_letter_sink_the_poison_fails_and_the_rest_is_sent_once(t
     outcomes = [o.outcome for o in run.outcomes]
     assert outcomes == [Outcome.COMMITTED] * 9 + [Outcome.FAILED] + [Outcome.HELD] * 6
     assert run.results[0].checkpoint == {run.outcomes[8].shard_id: run.outcomes[8].position}
+
+
+class RowMakingSink(CountingSink):
+    """A sink whose ``prepare`` makes new events (rows) it cannot read back: the isolation gives
+    it the events it was given; a ``copy`` record is refused as a copy of its row."""
+
+    def prepare(self, events: list[Event]) -> Prepared:
+        if not all(ev.value.get("orig") for ev in events):
+            raise KeyError("orig")  # (a record's fault: it would dead-letter every record)
+        rows = []
+        for ev in events:
+            row = ev.fork()
+            row.value = {k: v for k, v in ev.value.items() if k != "orig"}
+            rows.append(row)
+        return Prepared(rows)
+
+    def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult:
+        got = super().write_batch(prepared, ctx)
+        for ev in prepared.events:
+            if "copy" in ev.value:
+                copy = ev.fork()
+                copy.failure = Failure(self.id, "refused, a copy")
+                got.rejected.append(copy)
+        return got
+
+
+def test_a_sink_whose_prepare_makes_new_events_sends_each_once_too(tag):
+    marks = {1: "boom", 4: "copy", 6: "soft", 9: "boom"}
+    payloads = [dict(p, orig=True) for p in _payloads(12, marks)]
+    yaml = topology(tag).replace(f"{__name__}:CountingSink", f"{__name__}:RowMakingSink")
+    run = run_topology(yaml, records_from(payloads), batch_size=12)
+    sent = DELIVERED[f"{tag}-out"]
+    assert sent == Counter(i for i in range(12) if i not in (1, 6, 9))  # 4 is sent, then refused
+    outcomes = {o.index: o.outcome for o in run.outcomes}
+    assert [outcomes[i] for i in (1, 4, 6, 9)] == [
+        Outcome.DEAD_LETTERED,
+        Outcome.DEAD_LETTERED,
+        Outcome.FAILED,
+        Outcome.HELD,  # after the failed record 6 of its shard: it comes again with it
+    ]
+    assert all(outcomes[i] is Outcome.COMMITTED for i in (0, 2, 3, 5))
+    assert all(outcomes[i] is Outcome.HELD for i in (7, 8, 10, 11))
+    dead = sorted((ev.value["i"], ev.failure.reason) for ev in MemorySink.stores[f"{tag}-dlq"])
+    assert dead == [
+        (1, "ValueError: cannot send it"),
+        (4, "refused, a copy"),
+        (9, "ValueError: cannot send it"),
+    ]
