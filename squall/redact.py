@@ -192,10 +192,11 @@ def remember(value: str) -> None:
         _known = tuple(sorted({*_known, *new}, key=len, reverse=True))
 
 
-def is_remembered(value: str) -> bool:
-    """Whether ``value`` is masked as a whole (``remember``-ed): a secret's value rewritten (a
-    ``postgres://`` URL as ``postgresql://``) is remembered as rewritten too."""
-    return value in _known
+def remembered_heads(value: str) -> list[str]:
+    """The ``remember``-ed values ``value`` starts with (``value`` itself among them): a secret
+    that is a URL's start (``"${ssm:/db}?sslmode=require"``) or the whole URL, remembered as
+    rewritten too when the URL's scheme is (a ``postgres://`` URL as ``postgresql://``)."""
+    return [known for known in _known if value.startswith(known)]
 
 
 def _mask_known(text: str) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from squall.redact import MASK, is_remembered, redact_text, redact_url, remember
+from squall.redact import MASK, redact_text, redact_url, remember, remembered_heads
 from squall.topology import pg_url
 from squall.topology.references import PLACEHOLDER, is_placeholder
 
@@ -107,14 +107,16 @@ def as_postgresql(url: str) -> str:
     which libpq and psycopg2 read as PostgreSQL but SQLAlchemy (since 1.4) does not know — it was
     refused at load as an unknown SQL driver. Rewritten here, once, every reader of the resource
     (engines, the plain driver, ``squall package``'s driver checks) sees ``postgresql``. A URL
-    that was a secret's whole value is masked as written and as rewritten."""
+    that was a secret's whole value, or starts with one (``"${ssm:/db}?sslmode=require"``), is
+    masked as written and as rewritten."""
     scheme, sep, rest = url.partition("://")
     lower = scheme.lower()
     if not sep or not (lower == "postgres" or lower.startswith("postgres+")):
         return url
     rewritten = f"postgresql{lower[len('postgres') :]}://{rest}"
-    if is_remembered(url):
-        remember(rewritten)
+    for known in remembered_heads(url):
+        if len(known) > len(scheme):  # a secret within the scheme is in the rewritten one too
+            remember(rewritten[: len(rewritten) - len(url) + len(known)])
     return rewritten
 
 

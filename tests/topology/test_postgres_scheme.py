@@ -158,3 +158,19 @@ def test_squall_package_warns_of_a_postgres_url_without_psycopg2(tmp_path):
         "resource 'db' is PostgreSQL, but the package holds no psycopg2 (its driver): the "
         "function cannot open it; add --extras postgres (or --with psycopg2-binary)"
     ]
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_secret_opening_the_url_is_masked_after_the_rewrite_as_without_it(scheme):
+    """A secret holding the URL's start (a ``DATABASE_URL`` with ``?sslmode=require`` written
+    after it): masked as a whole in the rewritten URL too. Before, only a secret that was the
+    whole URL was remembered rewritten: a ``postgres://`` one showed its user, host and
+    database (``postgresql://u:***@db.internal…/app?sslmode=require``), a ``postgresql://`` one
+    did not."""
+    secret = f"{scheme}://u:S3cret-pw@db.internal.example.com:5432/app"
+    topo = load_text(
+        TOPOLOGY.format(url="${ssm:/pg}?sslmode=require"), env={}, secrets=lambda ref: secret
+    )
+    url = topo.resources["db"].url
+    assert url.startswith("postgresql://")
+    assert redact.redact_text(f"failed: {url}") == "failed: ***?sslmode=require"
