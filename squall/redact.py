@@ -144,7 +144,12 @@ def masked_secret(name: str, value: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
+    """The URL with any password replaced, for logs and error messages; a URL holding a
+    ``remember``-ed value (a secret that is the whole URL, or its start) with that value masked
+    whole (its password alone masked first, it no longer held the value: the secret's user, host
+    and database showed)."""
+    if _known and any(value in url for value in _known):
+        return redact_text(url)
     try:
         parts = urlsplit(url)
         password = parts.password

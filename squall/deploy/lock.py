@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from squall.errors import SquallError, TransientError
-from squall.redact import redact_url
+from squall.redact import redact_url, remembered_heads
 from squall.topology.model import Topology
 from squall.topology.resources import SQL_SCHEMES, Resources
 from squall.topology.sqlite_driver import SqliteEngine
@@ -81,7 +81,7 @@ def acquire(topology: Topology, resources: Resources) -> RunLock:
     if name is not None:
         engine = resources.database(name)  # a SQLite file: the plain driver's (no SQLAlchemy)
         if engine.dialect.name == "postgresql":
-            return _advisory(topology.name, engine)
+            return _advisory(topology.name, engine, topology.resources[name].url)
         database = engine.path if isinstance(engine, SqliteEngine) else engine.url.database
         if engine.dialect.name == "sqlite" and database and database != ":memory:":
             path = Path(database)
@@ -100,12 +100,17 @@ KEEPALIVE = (
 )
 
 
-def _advisory(name: str, engine: Any) -> RunLock:
-    """``engine``: psycopg2's plain engine (``pg_driver``) or SQLAlchemy's; both run driver SQL."""
+def _advisory(name: str, engine: Any, url: str) -> RunLock:
+    """``engine``: psycopg2's plain engine (``pg_driver``) or SQLAlchemy's; both run driver SQL.
+    ``url``: the resource's, shown masked whole when a secret is the whole URL or its start (the
+    engine's rendering of it holds no such secret to mask: its user, host and database showed)."""
     from squall.topology.sql import database_errors, describe, is_transient
 
     shown = getattr(engine, "shown", None)  # the plain engine's URL, its password masked
-    where = redact_url(shown or engine.url.render_as_string(hide_password=True))
+    if remembered_heads(url):
+        where = redact_url(url)
+    else:
+        where = redact_url(shown or engine.url.render_as_string(hide_password=True))
     key = (advisory_key(name),)
     conn = None
     try:

@@ -174,3 +174,54 @@ def test_a_secret_opening_the_url_is_masked_after_the_rewrite_as_without_it(sche
     url = topo.resources["db"].url
     assert url.startswith("postgresql://")
     assert redact.redact_text(f"failed: {url}") == "failed: ***?sslmode=require"
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+@pytest.mark.parametrize("tail", ["", "?application_name=squall"], ids=["whole", "head"])
+def test_the_run_lock_of_a_secret_url_never_shows_its_user_host_or_database(
+    pg_url, unique_name, scheme, tail
+):
+    """The run lock names its database in ``squall run -vv``'s "run lock: … in <where>" and in
+    "already running against <where>": for a URL that was a secret (whole, or its start) that
+    was its user, host, port and database with only the password masked — the plain driver's
+    rendering of the URL, which no remembered value matched. Now the secret masked whole."""
+    from squall.deploy.lock import AlreadyRunning, acquire
+
+    user, at, rest = pg_url.removeprefix("postgresql://").partition("@")
+    assert at and ":" not in user, "the test database's URL has a user and no password"
+    secret = f"{scheme}://{user}:Lock-pw-0@{rest}"  # the test server trusts 127.0.0.1
+    topo = load_text(
+        TOPOLOGY.replace("pg-alias", unique_name).format(url="${ssm:/pg}" + tail),
+        env={},
+        secrets=lambda ref: secret,
+    )
+    host = rest.split("/", 1)[0]
+    first, second = Resources.for_topology(topo), Resources.for_topology(topo)
+    held = acquire(topo, first)
+    try:
+        assert held.where == f"***{tail}"
+        with pytest.raises(AlreadyRunning) as err:
+            acquire(topo, second)
+        assert host not in str(err.value) and "***" in str(err.value)
+    finally:
+        held.release()
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_secret_url_named_as_the_wrong_kind_is_masked_whole_in_the_problem(scheme):
+    """`squall validate`'s "resource 'db' is not Redis (<url>)": ``redact_url`` masked the
+    password only, and a URL so changed no longer held the secret remembered as a whole: its
+    user, host and database showed."""
+    secret = f"{scheme}://u:S3cret-pw@db.internal.example.com:5432/app"
+    text = TOPOLOGY.replace(
+        "bolts: [{{id: decode, type: json}}]",
+        "bolts: [{{id: decode, type: json}}, {{id: app, type: lookup, key: n, target: app, "
+        "source: {{type: redis, resource: db}}}}]",
+    )
+    with pytest.raises(TopologyError) as err:
+        load_text(text.format(url="${ssm:/pg}"), env={}, secrets=lambda ref: secret)
+    message = str(err.value)
+    assert "resource 'db' is not Redis (***)" in message
+    assert "db.internal" not in message and "u:" not in message
