@@ -131,6 +131,8 @@ sinks: [{{id: out, type: warehouse, resource: db, table: out_{t}, columns: {{n: 
         assert result.returncode == 0, output
         assert "DEBUG" in output
         assert password not in output and written not in output
+        if whole:  # the secret's other parts too (the -vv "run lock: … in <url>" showed them)
+            assert role not in output and "127.0.0.1:5432" not in output
         with conn.cursor() as cur:
             cur.execute("SELECT tableowner FROM pg_tables WHERE tablename = %s", (f"out_{t}",))
             assert cur.fetchall() == [(role,)]
