@@ -197,6 +197,14 @@ class Component:
         return Capabilities()
 
     @classmethod
+    def packages(cls, config: Any) -> frozenset[str]:
+        """The optional dependencies a component with this config imports when it runs (import
+        names: ``sqlalchemy``, ``pyarrow``…). ``squall package`` ships squall's optional
+        dependencies (``OPTIONAL`` in ``squall/deploy/package.py``) only when a component of the
+        topology declares them here; a Redis resource declares ``redis`` (none by default)."""
+        return frozenset()
+
+    @classmethod
     def aws_permissions(cls, config: Any) -> list[AwsPermission]:
         """The AWS actions a component with this config calls (``squall package`` grants them)."""
         return []

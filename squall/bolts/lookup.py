@@ -175,6 +175,15 @@ class LookupBolt(Bolt):
     Config = LookupConfig
 
     @classmethod
+    def packages(cls, config: LookupConfig) -> frozenset[str]:
+        """A SQL source reads through SQLAlchemy; Redis (the source or the shared cache)
+        through redis-py (an HTTP source's httpx is the ``http`` extra's)."""
+        needs = {"sqlalchemy"} if isinstance(config.source, SqlSourceConfig) else set()
+        if isinstance(config.source, RedisSourceConfig) or config.shared_cache is not None:
+            needs.add("redis")
+        return frozenset(needs)
+
+    @classmethod
     def payload_writes(cls, config: LookupConfig) -> tuple[str, ...]:
         """The record goes to ``target``; nothing else is changed."""
         return (config.target,)

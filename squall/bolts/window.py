@@ -160,6 +160,11 @@ class WindowBolt(Bolt):
     )
     streams: ClassVar[tuple[str, ...]] = (LATE,)
 
+    @classmethod
+    def packages(cls, config: Any) -> frozenset[str]:
+        """SQLAlchemy: the window stores' module builds its tables with it (imported with the bolt)."""
+        return frozenset({"sqlalchemy"})
+
     class Config(ComponentConfig):
         store: str = Field(
             description="Resource holding the window state: a SQL database or Redis."

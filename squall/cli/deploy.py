@@ -362,6 +362,11 @@ def package(
         f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
         + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else "")
     )
+    if report.left_out_packages:
+        click.echo(
+            f"  dependencies left out (the topology does not use them; --with NAME ships one): "
+            f"{', '.join(report.left_out_packages)}"
+        )
     for item in report.left_out:
         click.echo(f"  left out: {item.path} ({item.why})")
     for warning in report.warnings:

@@ -15,12 +15,15 @@ What goes in is what the topology needs: ``--requirements FILE`` and ``--with PA
 dependencies; plugin packages the topology names (entry-point types, or ``module:Class`` of an
 installed distribution) are included automatically, built from their local source when they
 were installed from a folder. The bundled GeoLite2 database (56 MB) goes in only when a geo bolt
-uses it; tests, caches, console scripts and bytecode for other Pythons never do. Bytecode for
+uses it; squall's dependencies that only some topologies use (SQLAlchemy, redis-py, pyarrow,
+ua-parser, the MaxMind reader, the CLI's rich and click: ``dependencies.OPTIONAL``) only when a
+component or resource of the topology declares them or you ask for them (``--with``); tests,
+caches, console scripts and bytecode for other Pythons never do. Bytecode for
 the target Python is compiled in (Lambda's code folder is read-only, so without it every cold
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~495 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~510 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -45,6 +48,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
+from squall.deploy.dependencies import local_code, needed_packages, prune_unused
 from squall.deploy.topology_files import LeftOut, check_folder, copy_folder, left_out
 from squall.errors import SquallError
 from squall.topology.model import Topology
@@ -148,6 +152,8 @@ class PackageReport:
     left_out: list[LeftOut] = field(default_factory=list)
     #: What the function would stop on at init (a resource's driver not in the package).
     warnings: list[str] = field(default_factory=list)
+    #: squall's optional dependencies the topology does not use, left out (``OPTIONAL``).
+    left_out_packages: list[str] = field(default_factory=list)
 
 
 def project_root() -> Path | None:
@@ -423,6 +429,17 @@ def build(
             "--upgrade",
             *reqs,
         )
+        asked = [*with_packages, *(_distribution_requirement(d) for d in dists)]
+        if requirements_file is not None:
+            lines = requirements_file.read_text(encoding="utf-8").splitlines()
+            asked += [line.split(" #", 1)[0].strip() for line in lines]
+        left_out_packages = prune_unused(
+            deps,
+            needed_packages(topo, topology.read_text(encoding="utf-8")),
+            extras=set(extras),
+            asked=[a for a in asked if a and not a.startswith(("#", "-"))],
+            code=local_code(topo, topology.resolve().parent),
+        )
         warnings = missing_drivers(topo, deps)
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
@@ -472,6 +489,7 @@ def build(
         compiled=compile_bytecode,
         left_out=records,
         warnings=warnings,
+        left_out_packages=left_out_packages,
     )
 
 

@@ -154,6 +154,13 @@ class DeviceBolt(Bolt):
     )
 
     @classmethod
+    def packages(cls, config: Any) -> frozenset[str]:
+        """ua-parser (its regexes, its Rust matcher), the crawler list, the device models' matcher."""
+        return frozenset(
+            {"ua_parser", "ua_parser_builtins", "ua_parser_rs", "crawleruseragents", "ahocorasick"}
+        )
+
+    @classmethod
     def payload_writes(cls, config: Any) -> tuple[str, ...]:
         """The device block at ``target``; nothing else is changed."""
         return (config.target,)

@@ -191,6 +191,13 @@ class GeoBolt(Bolt):
     )
 
     @classmethod
+    def packages(cls, config: Any) -> frozenset[str]:
+        """The MaxMind reader, and the bundled GeoLite2 when ``database`` is not set."""
+        return frozenset(
+            {"maxminddb"} | ({"_maxminddb_geolite2"} if config.database is None else set())
+        )
+
+    @classmethod
     def payload_writes(cls, config: Any) -> tuple[str, ...]:
         """The geo block at ``target``; the address fields when anonymized."""
         return tuple(p for p in (config.target, config.ip_field, config.xff_field) if p)

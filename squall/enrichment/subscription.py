@@ -89,6 +89,11 @@ class SubscriptionBolt(Bolt):
     driver_sql: ClassVar[bool] = True  # the SQL store's upsert is driver SQL
 
     @classmethod
+    def packages(cls, config: Any) -> frozenset[str]:
+        """redis-py for the Redis cache (a store on Redis: its resource declares it)."""
+        return frozenset({"redis"} if config.cache else ())
+
+    @classmethod
     def payload_writes(cls, config: Any) -> tuple[str, ...]:
         """The subscription block at ``target``; nothing else is changed."""
         return (config.target,)

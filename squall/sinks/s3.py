@@ -224,6 +224,11 @@ class S3Sink(Sink):
     Config = S3SinkConfig
     summary = "Write events to S3 as gzip JSON lines or Parquet, partitioned by time, replay-safe object names."
 
+    @classmethod
+    def packages(cls, config: S3SinkConfig) -> frozenset[str]:
+        """pyarrow writes Parquet; JSON lines need nothing."""
+        return frozenset({"pyarrow"} if config.format == "parquet" else ())
+
     def __init__(self, config: S3SinkConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None

@@ -329,6 +329,19 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, w
         assert proc.returncode == 0, err[-3000:]
         outs.append(out)
     assert "bundled GeoLite2: left out" in outs[0] and "bundled GeoLite2: included" in outs[1]
+    # what the topology does not use stays out; the consumer below runs without it
+    producer_out, consumer_out = (
+        {
+            name
+            for line in out.splitlines()
+            if line.startswith("  dependencies left out")
+            for name in line.split(": ", 1)[1].split(", ")
+        }
+        for out in outs[:2]
+    )
+    assert {"SQLAlchemy", "redis", "ua-parser", "maxminddb", "maxminddb-geolite2"} <= producer_out
+    assert {"SQLAlchemy", "rich", "click"} <= consumer_out  # its state may be Redis (${STATE_URL})
+    assert not {"redis", "hiredis", "ua-parser", "maxminddb", "psycopg2-binary"} & consumer_out
     # the file spout's sample input: the trigger delivers the records, the zip need not hold it
     assert "  left out: events.jsonl.gz (input of the file spout 'spout'" in outs[1]
     assert "  left out of topology/: events.jsonl.gz" in outs[2]
@@ -353,6 +366,8 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, w
             "topology/.squall-checked-schemas.json",  # the validate bolt's schema, checked here
         } <= names
         assert not any(n.startswith("topology/out/") for n in names)
+        assert {"redis/__init__.py", "ua_parser/__init__.py", "maxminddb/__init__.py"} <= names
+        assert not any(n.startswith(("sqlalchemy/", "rich/", "click/")) for n in names)
         assert "topology/events.jsonl.gz" not in names
         checked = json.loads(zf.read("topology/.squall-checked-schemas.json"))["schemas"]
         assert checked == [schema_digest(json.loads((PISTATS / "schemas/event.json").read_text()))]

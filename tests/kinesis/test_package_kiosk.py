@@ -31,6 +31,7 @@ from tests.lambda_runtime import LambdaFunction
 pytestmark = pytest.mark.e2e
 
 BOLT = """
+import click  # noqa: F401  (an optional dependency of squall the topology's own code imports: shipped)
 import humanize  # the topology's own requirement (requirements.txt)
 
 from squall.bolts import RecordBolt
@@ -282,6 +283,9 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
     } <= names
     assert not any(n.startswith("_maxminddb_geolite2/") and n.endswith(".mmdb") for n in names)
     assert not any(n.endswith(".kcl.properties") for n in names)
+    # PostgreSQL on psycopg2 alone: no SQLAlchemy, no redis-py in the zip, and it runs below
+    assert "click/__init__.py" in names  # imported by kiosk_lookup.py
+    assert not any(n.startswith(("sqlalchemy/", "redis/", "ua_parser/", "rich/")) for n in names)
     with zipfile.ZipFile(
         build / "consumer.zip"
     ) as zf:  # the local stale cache was replaced by fresh bytecode
@@ -294,6 +298,10 @@ def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
         assert {n.split("/", 1)[0] for n in zf.namelist()} == {"squall_lambda.py", "topology"}
     with zipfile.ZipFile(build / "producer-deps.zip") as zf:
         assert "python/squall/deploy/lambda_producer.py" in zf.namelist()
+        assert not any(
+            n.startswith(("python/sqlalchemy/", "python/redis/", "python/maxminddb/"))
+            for n in zf.namelist()
+        )
         zf.extractall(tmp_path / "opt")  # Lambda unpacks layers in /opt; /opt/python is on sys.path
 
     stream = make_stream(1, prefix="kiosk")

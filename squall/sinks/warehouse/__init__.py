@@ -213,6 +213,11 @@ class WarehouseSink(Sink):
     driver_sql = True  # rows by executemany (SQLite) or COPY on the driver's connection
 
     @classmethod
+    def packages(cls, config: WarehouseConfig) -> frozenset[str]:
+        """SQLAlchemy for a table in an attached SQLite schema (``open``); else the plain driver."""
+        return frozenset({"sqlalchemy"} if config.db_schema else ())
+
+    @classmethod
     def payload_reads(cls, config: WarehouseConfig) -> list[tuple[tuple[str | int, ...], str]]:
         """Each column's path (metadata ones too: the check passes them by)."""
         return [(("columns", name, "path"), spec.path) for name, spec in config.columns.items()]

@@ -1,0 +1,236 @@
+"""Which of squall's dependencies a Lambda zip leaves out: those only some topologies use
+(``OPTIONAL``), when the topology's components and resources do not declare them and nothing the
+user asked for needs them.
+
+A component declares what it imports when it runs (``Component.packages``: the device bolt
+ua-parser, a Parquet sink pyarrow, a lookup's SQL source SQLAlchemy); a resource that may be
+Redis at run time declares redis-py. The packager then deletes, from the folder pip installed
+for Lambda, the optional distributions nobody declared and what they alone require — keeping
+what ``--with``, ``--requirements`` and plugins name (and what those require), every
+distribution squall does not require, and whatever the code beside the topology imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import defaultdict
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from squall.topology.model import Topology
+
+#: squall's dependencies that only some topologies use: the import name a component declares
+#: (``Component.packages``) or a Redis resource needs → the distributions that provide it. A zip
+#: holds one only when the topology declares it, or when you ask for it: ``--with``,
+#: ``--requirements``, a plugin's own requirements, or an import in the code beside the topology.
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "sqlalchemy": ("sqlalchemy",),  # lookup's SQL source, window stores, attached SQLite schemas
+    "redis": ("redis", "hiredis"),  # a Redis resource
+    "pyarrow": ("pyarrow",),  # the s3 sink's Parquet
+    "maxminddb": ("maxminddb",),  # the geo bolt
+    "_maxminddb_geolite2": ("maxminddb-geolite2",),  # a geo bolt without database:
+    "ua_parser": ("ua-parser",),  # the device bolt, and the four below
+    "ua_parser_builtins": ("ua-parser-builtins",),
+    "ua_parser_rs": ("ua-parser-rs",),
+    "crawleruseragents": ("crawler-user-agents",),
+    "ahocorasick": ("pyahocorasick",),
+    "rich": ("rich",),  # the CLI's console and options: no function imports them
+    "click": ("click",),
+}
+
+
+def needed_packages(topology: Topology, text: str) -> frozenset[str]:
+    """Import names (``OPTIONAL``'s) the function imports: what its bolts and sinks declare
+    (``Component.packages``; the spout does not run in Lambda), and ``redis`` when a resource
+    may be Redis at run time — its URL is Redis, or comes from a variable (``${STATE_URL}``) and
+    no option that takes only a SQL resource names it (the load would refuse Redis there)."""
+    from squall.topology import registry
+    from squall.topology.loader import resource_kinds
+    from squall.topology.resource_config import REDIS_SCHEMES
+
+    needs: set[str] = set()
+    sql_only: set[str] = set()
+    for kind, configs in (("bolt", topology.bolts), ("sink", topology.sinks)):
+        for cfg in configs:
+            needs |= registry.resolve(kind, cfg.type).packages(cfg)
+            sql_only |= {name for _, name, k in resource_kinds(cfg, ()) if k.kind == "sql"}
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raw = None
+    raw_resources = raw.get("resources") if isinstance(raw, dict) else None
+    if not isinstance(raw_resources, dict):
+        raw_resources = {}
+    for name, resource in topology.resources.items():
+        from_variable = "${" in str(raw_resources.get(name, "${"))
+        if resource.scheme in REDIS_SCHEMES or (from_variable and name not in sql_only):
+            needs.add("redis")
+    return frozenset(needs)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _parsed(requirement: str):  # -> packaging.requirements.Requirement | None
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(requirement)
+    except InvalidRequirement:  # a path, a URL: found as a distribution squall does not require
+        return None
+
+
+def _edges(dist: metadata.Distribution, extras: set[str]) -> list[tuple[str, set[str]]]:
+    """The distributions ``dist`` requires with ``extras``: every requirement whatever its
+    environment markers (the build's Python is not the target's: keeping one too many is safe),
+    except those of extras not asked for."""
+    out = []
+    for text in dist.requires or ():
+        req = _parsed(text)
+        if req is None:
+            continue
+        wants = set(re.findall(r"""extra\s*==\s*['"]([^'"]+)['"]""", str(req.marker or "")))
+        if wants and not {_canonical(e) for e in wants} & extras:
+            continue
+        out.append((_canonical(req.name), {_canonical(e) for e in req.extras}))
+    return out
+
+
+def _closure(
+    installed: dict[str, metadata.Distribution],
+    roots: list[tuple[str, set[str]]],
+    cut: frozenset[str] = frozenset(),
+) -> set[str]:
+    """The installed distributions ``roots`` require, transitively; squall's own requirements
+    named in ``cut`` are not followed."""
+    extras_of: dict[str, set[str]] = defaultdict(set)
+    kept: set[str] = set()
+    stack = list(roots)
+    while stack:
+        name, extras = stack.pop()
+        if name not in installed or (name in kept and extras <= extras_of[name]):
+            continue
+        kept.add(name)
+        extras_of[name] |= extras
+        for dep, dep_extras in _edges(installed[name], extras_of[name]):
+            if not (name == "squall" and dep in cut):
+                stack.append((dep, dep_extras))
+    return kept
+
+
+def _import_names(dist: metadata.Distribution) -> set[str]:
+    """The top-level modules a distribution installs (``yaml``, ``_yaml``…), from its RECORD."""
+    names = set()
+    for f in dist.files or ():
+        top = f.parts[0]
+        if len(f.parts) == 1 and not top.endswith((".py", ".so", ".pyd")):
+            continue
+        if not top.endswith((".dist-info", ".data", ".libs")) and top not in ("..", "bin"):
+            names.add(top.split(".", 1)[0])
+    return names
+
+
+def _imports(files: list[Path]) -> set[str]:
+    """The top-level modules Python files import (absolute imports; a file that does not parse is skipped)."""
+    names: set[str] = set()
+    for path in files:
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".", 1)[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".", 1)[0])
+    return names
+
+
+def local_code(topology: Topology, folder: Path) -> list[Path]:
+    """The Python files beside the topology that its function imports: the modules of its
+    ``module:Class`` types found in ``folder``, and the modules of the folder those import, in
+    turn (a script beside it that no type names, such as a table's setup, is not)."""
+    files: list[Path] = []
+    seen: set[str] = set()
+    todo = [
+        cfg.type.split(":", 1)[0].split(".", 1)[0]
+        for cfg in (topology.spout, *topology.bolts, *topology.sinks)
+        if ":" in cfg.type
+    ]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        found = [folder / f"{name}.py"] if (folder / f"{name}.py").is_file() else []
+        if (folder / name).is_dir():
+            found += sorted((folder / name).rglob("*.py"))
+        files += found
+        todo += sorted(_imports(found))
+    return files
+
+
+def prune_unused(
+    deps: Path,
+    needs: frozenset[str],
+    *,
+    extras: set[str],
+    asked: list[str],
+    code: list[Path],
+) -> list[str]:
+    """Delete from ``deps`` the distributions of ``OPTIONAL`` the function does not use, and
+    what they alone require; the names of those deleted.
+
+    Kept whatever the topology declares (``needs``): what squall requires with ``extras``
+    besides ``OPTIONAL``; what ``asked`` names (``--with``, ``--requirements`` lines, plugins)
+    and every installed distribution squall does not require (a requirement given as a path),
+    with what they require; and the distributions of the modules that code imports — the
+    topology's own modules (``code``: ``local_code``) and those distributions' files."""
+    installed = {
+        _canonical(d.metadata["Name"]): d for d in metadata.distributions(path=[str(deps)])
+    }
+    if "squall" not in installed:
+        return []
+    cut = frozenset(_canonical(n) for dists in OPTIONAL.values() for n in dists)
+    wanted = {_canonical(n) for name in needs for n in OPTIONAL.get(name, ())}
+    every_extra = installed["squall"].metadata.get_all("Provides-Extra") or []
+    squall_side = _closure(installed, [("squall", {_canonical(e) for e in every_extra})])
+    users = [n for n in installed if n not in squall_side]
+    roots = [(n, set()) for n in users]
+    for text in asked:
+        req = _parsed(text)
+        if req is not None:
+            roots.append((_canonical(req.name), {_canonical(e) for e in req.extras}))
+    user_files = [
+        Path(installed[n].locate_file(f))
+        for n in users
+        for f in installed[n].files or ()
+        if f.suffix == ".py"
+    ]
+    imported = _imports(user_files + code)
+    for name, dist in installed.items():
+        if name in cut and _import_names(dist) & imported:
+            roots.append((name, set()))
+    roots += [("squall", {_canonical(e) for e in extras}), *((n, set()) for n in wanted)]
+    kept = _closure(installed, roots, cut - wanted)
+    dropped = sorted(set(installed) - kept)
+    names = [installed[n].metadata["Name"] for n in dropped]  # before its METADATA goes
+    root = deps.resolve()
+    for name in dropped:
+        dist = installed[name]
+        files = [Path(dist.locate_file(f)).resolve() for f in dist.files or ()]  # RECORD too
+        for path in files:
+            if path.is_relative_to(root) and path.is_file():
+                path.unlink()
+        # then its folders, deepest first, as far as they are empty (another distribution's
+        # files in a shared namespace folder stay)
+        folders = {f.parent for f in files if f.is_relative_to(root)} - {root}
+        for folder in sorted(folders, key=lambda f: -len(f.parts)):
+            while folder != root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+    return names

@@ -1,0 +1,315 @@
+"""Which of squall's optional dependencies a Lambda zip leaves out (squall/deploy/dependencies.py).
+
+What the example topologies declare, and the pruning of a folder pip installed, on small stand-in
+distributions (no pip, no network). The zips of the examples run without what is left out in the
+packaging end-to-end tests (tests/deploy/test_package.py, tests/kinesis/test_package_kiosk.py),
+and the ETL functions, which no test packages, run here with it blocked from import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.dependencies import OPTIONAL, local_code, needed_packages, prune_unused
+from squall.topology.loader import load
+from squall.topology.references import placeholder
+from tests.factories import kinesis_lambda_event
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+DEVICE = {"ua_parser", "ua_parser_builtins", "ua_parser_rs", "crawleruseragents", "ahocorasick"}
+
+
+def needs(path: Path) -> frozenset[str]:
+    return needed_packages(load(path, secrets=placeholder), path.read_text(encoding="utf-8"))
+
+
+def test_the_examples_declare_what_their_components_and_resources_import():
+    assert needs(EXAMPLES / "pistats/topology.yaml") == {
+        *DEVICE,
+        "maxminddb",
+        "_maxminddb_geolite2",  # its geo bolt has no database:
+        "redis",  # the subscription's store: ${STATE_URL}, which may be Redis
+    }
+    assert needs(EXAMPLES / "etl/transform.yaml") == {"pyarrow"}  # its warehouse takes SQL only
+    for name in ("pistats/producer.yaml", "etl/ingest.yaml", "kiosk/topology.yaml"):
+        assert needs(EXAMPLES / name) == set(), name
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+TOPOLOGY = """
+name: t
+resources:
+  db: {{url: "{db}"}}
+  cache: {{url: "{cache}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: geo, type: geo, ip_field: ip, database: {mmdb}}}
+  - {{id: find, type: lookup, key: k, target: found, source: {{type: sql, resource: db, table: t, columns: [v]}}}}
+  - {{id: sub, type: subscription, store: db, key: token}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: t, columns: {{k: k}}}}
+  - {{id: lake, type: s3, bucket: b, format: jsonl}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("db", "cache", "expected"),
+    [
+        ("sqlite:///x.db", "sqlite:///y.db", {"maxminddb", "sqlalchemy"}),
+        # a URL from a variable may be Redis at run time, unless an option taking SQL only names it
+        ("${DB_URL:-sqlite:///x.db}", "sqlite:///y.db", {"maxminddb", "sqlalchemy"}),
+        ("sqlite:///x.db", "${CACHE_URL:-sqlite:///y.db}", {"maxminddb", "sqlalchemy", "redis"}),
+        ("sqlite:///x.db", "redis://127.0.0.1:6379/0", {"maxminddb", "sqlalchemy", "redis"}),
+    ],
+)
+def test_needs_come_from_the_components_options_and_the_resources(
+    tmp_path: Path, db: str, cache: str, expected: set[str]
+):
+    # the geo bolt's database outside the package: the reader, not the bundled GeoLite2
+    path = write(
+        tmp_path / "t.yaml", TOPOLOGY.format(db=db, cache=cache, mmdb=tmp_path / "city.mmdb")
+    )
+    (tmp_path / "city.mmdb").write_bytes(b"")
+    topo = load(path, secrets=placeholder)
+    assert needed_packages(topo, path.read_text()) == expected
+
+
+def dist(deps: Path, name: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> None:
+    """A distribution as pip installs it with --target: its files, METADATA and RECORD."""
+    info = f"{name.replace('-', '_')}-1.0.dist-info"
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    meta += [f"Provides-Extra: {e}" for e in ("postgres", "redis") if name == "squall"]
+    meta += [f"Requires-Dist: {r}" for r in requires]
+    write(deps / info / "METADATA", "\n".join(meta) + "\n")
+    for rel, text in files.items():
+        write(deps / rel, text)
+    record = [*files, f"{info}/METADATA", f"{info}/RECORD"]
+    write(deps / info / "RECORD", "".join(f"{r},,\n" for r in record))
+
+
+@pytest.fixture
+def deps(tmp_path: Path) -> Path:
+    deps = tmp_path / "deps"
+    squall_requires = (
+        "pydantic",
+        "SQLAlchemy>=2.0",
+        "redis>=5.0",
+        "rich",
+        'psycopg2-binary; extra == "postgres"',
+        'redis; extra == "redis"',
+        'hiredis; extra == "redis"',
+    )
+    dist(deps, "squall", {"squall/__init__.py": ""}, squall_requires)
+    dist(deps, "pydantic", {"pydantic/__init__.py": ""}, ("typing-extensions",))
+    dist(deps, "typing-extensions", {"typing_extensions.py": ""})
+    dist(
+        deps,
+        "SQLAlchemy",
+        {"sqlalchemy/__init__.py": "", "sqlalchemy/orm/x.py": ""},
+        ('greenlet; platform_machine == "x86_64"', "typing-extensions"),
+    )
+    dist(deps, "greenlet", {"greenlet/__init__.py": "", "greenlet/_g.cpython-311-x86_64.so": ""})
+    dist(deps, "redis", {"redis/__init__.py": ""})
+    dist(deps, "hiredis", {"hiredis/__init__.py": ""})
+    dist(deps, "rich", {"rich/__init__.py": ""}, ("pygments",))
+    dist(deps, "pygments", {"pygments/__init__.py": ""})
+    dist(deps, "psycopg2-binary", {"psycopg2/__init__.py": ""})
+    return deps
+
+
+def tops(deps: Path) -> set[str]:
+    return {p.name for p in deps.iterdir()}
+
+
+def test_what_no_component_declares_is_deleted_with_what_it_alone_requires(
+    deps: Path, tmp_path: Path
+):
+    left_out = prune_unused(deps, frozenset(), extras={"postgres"}, asked=[], code=[])
+    assert left_out == ["greenlet", "hiredis", "pygments", "redis", "rich", "SQLAlchemy"]
+    assert {t for t in tops(deps) if not t.endswith(".dist-info")} == {
+        "squall",
+        "pydantic",
+        "typing_extensions.py",
+        "psycopg2",  # the postgres extra's: not optional
+    }
+    assert not any(t.startswith(("sqlalchemy", "SQLAlchemy", "greenlet")) for t in tops(deps))
+
+
+def test_a_declared_need_keeps_its_distributions(deps: Path):
+    left_out = prune_unused(
+        deps, frozenset({"redis", "sqlalchemy"}), extras={"postgres"}, asked=[], code=[]
+    )
+    assert left_out == ["pygments", "rich"]
+    assert {"redis", "hiredis", "sqlalchemy", "greenlet"} <= tops(deps)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["with", "requirements path", "own code", "plugin"],
+)
+def test_what_the_user_asks_for_or_imports_is_kept(deps: Path, tmp_path: Path, how: str):
+    asked: list[str] = []
+    code: list[Path] = []
+    if how == "with":  # --with SQLAlchemy, or a requirements.txt line
+        asked = ["SQLAlchemy==2.1.9"]
+    elif how == "requirements path":  # a local package pip installed from a path: it requires it
+        dist(deps, "shop-tools", {"shop_tools/__init__.py": ""}, ("sqlalchemy",))
+        asked = ["./shop-tools"]
+    elif how == "plugin":  # a plugin's module imports it (without declaring it)
+        dist(deps, "kiosk-tags", {"kiosk_tags.py": "from sqlalchemy import text\n"})
+    else:  # the topology's own module imports it
+        code = [write(tmp_path / "topo" / "my_bolt.py", "import sqlalchemy.orm\n")]
+    left_out = prune_unused(deps, frozenset(), extras=set(), asked=asked, code=code)
+    assert "SQLAlchemy" not in left_out and "greenlet" not in left_out
+    assert {"sqlalchemy", "greenlet"} <= tops(deps)
+    assert "redis" in left_out
+
+
+def test_own_code_is_what_the_types_name_and_what_that_imports(tmp_path: Path):
+    folder = tmp_path / "topo"
+    write(folder / "bolts.py", "import helpers\nimport json\n")
+    write(folder / "helpers" / "__init__.py", "import redis\n")
+    write(folder / "setup_tables.py", "import sqlalchemy\n")  # a script no type names
+    path = write(
+        folder / "t.yaml",
+        "name: t\nspout: {type: stdin}\nbolts:\n  - {id: b, type: 'bolts:Mine'}\n"
+        "sinks:\n  - {id: out, type: stdout}\n",
+    )
+    write(
+        folder / "bolts.py",
+        "import helpers\nfrom squall.bolts import RecordBolt\n\n\nclass Mine(RecordBolt):\n"
+        "    def process_event(self, event):\n        return 'default'\n",
+    )
+    sys.path.insert(0, str(folder))
+    try:
+        topo = load(path, secrets=placeholder)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("bolts", None)
+        sys.modules.pop("helpers", None)
+    files = {p.relative_to(folder).as_posix() for p in local_code(topo, folder)}
+    assert files == {"bolts.py", "helpers/__init__.py"}
+
+
+def test_every_optional_import_name_is_what_its_distribution_installs():
+    """OPTIONAL's import names are real modules of the development environment's distributions."""
+    from importlib import metadata, util
+
+    for name, dists in OPTIONAL.items():
+        assert util.find_spec(name) is not None, name
+        for d in dists:
+            metadata.distribution(d)
+
+
+#: Runs a consumer's init and one event with some modules refused at import, as a zip without
+#: them would (a finder first on sys.meta_path); prints the answer and what of them was imported.
+BLOCKED_RUN = """
+import importlib.abc, json, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (left out)", name=name)
+
+BLOCKED = set(json.loads(sys.argv[2]))
+sys.meta_path.insert(0, Refuse())
+from squall.deploy.lambda_consumer import make_handler
+
+handler = make_handler(sys.argv[1])
+print(json.dumps(handler(json.load(open(sys.argv[3])), None)))
+print(json.dumps(sorted(BLOCKED & {m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def run_blocked(topology: Path, event: dict, tmp_path: Path, env: dict[str, str]):
+    """The function's init and ``event`` with every optional module it does not declare refused."""
+    blocked = sorted(set(OPTIONAL) - needs(topology))
+    assert "sqlalchemy" in blocked and "redis" in blocked and "ua_parser" in blocked
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCKED_RUN, str(topology), json.dumps(blocked), "event.json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    answer, imported = r.stdout.strip().splitlines()[-2:]
+    assert json.loads(imported) == []
+    return json.loads(answer)
+
+
+def example_orders() -> list[dict]:
+    docs = []
+    for line in (EXAMPLES / "etl/orders.jsonl").read_text().splitlines():
+        try:
+            docs.append(json.loads(line))
+        except ValueError:  # the example's malformed lines: the ingest's to reject
+            pass
+    return docs
+
+
+def test_the_etl_functions_run_without_what_their_zips_leave_out(
+    tmp_path: Path, moto_server, unique_name: str
+):
+    """No test packages them: their init and a batch each — the ingest reading an object of the
+    landing bucket into Kinesis, the transform writing Kinesis, Parquet to S3, the warehouse
+    and its dead letters — with the optional modules they do not declare refused at import."""
+    name = unique_name.replace("_", "-")
+    landing, lake, raw, curated = (f"{name}-{x}" for x in ("landing", "lake", "raw", "curated"))
+    s3, kinesis = moto_server.client("s3"), moto_server.client("kinesis")
+    for bucket in (landing, lake):
+        s3.create_bucket(Bucket=bucket)
+    for stream in (raw, curated):
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+    body = (EXAMPLES / "etl/orders.jsonl").read_bytes()
+    s3.put_object(Bucket=landing, Key="incoming/orders.jsonl", Body=body)
+    env = {
+        "AWS_ENDPOINT_URL": moto_server.endpoint,
+        "LANDING_BUCKET": landing,
+        "LAKE_BUCKET": lake,
+        "RAW_STREAM": raw,
+        "CURATED_STREAM": curated,
+        "WAREHOUSE_URL": f"sqlite:///{tmp_path}/w.db",
+    }
+    run_blocked(EXAMPLES / "etl/ingest.yaml", s3_lambda_event(landing), tmp_path, env)
+    shard = kinesis.list_shards(StreamName=raw)["Shards"][0]["ShardId"]
+    it = kinesis.get_shard_iterator(StreamName=raw, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+    assert kinesis.get_records(ShardIterator=it["ShardIterator"])["Records"]
+
+    docs = [{**d, "source_event_id": f"e-{i}"} for i, d in enumerate(example_orders())]
+    answer = run_blocked(EXAMPLES / "etl/transform.yaml", kinesis_lambda_event(docs), tmp_path, env)
+    assert answer == {"batchItemFailures": []}
+    rows = sqlite3.connect(tmp_path / "w.db").execute("select count(*) from orders").fetchone()
+    assert rows[0] > 0
+    assert s3.list_objects_v2(Bucket=lake, Prefix="orders/")["KeyCount"] > 0  # the Parquet
+
+
+def s3_lambda_event(bucket: str) -> dict:
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-28T12:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": "incoming/orders.jsonl", "size": 10, "sequencer": "0A1B2C3D4E5F6789"},
+        },
+    }
+    return {"Records": [record]}
