@@ -18,6 +18,19 @@ squall_lambda``) and as ``make_handler`` called directly; CPU and wall time; and
 init split into the dependencies every topology imports, SQLAlchemy with its SQLite dialect, and
 the rest (``CHILD_SPLIT``: what the init would cost without SQLAlchemy). Writes
 ``benchmarks/results/<UTC time>-package-ab.json``.
+
+``--examples [--base COMMIT] [--find-links DIR]``: the five example functions (pistats consumer
+and producer, etl ingest and transform, kiosk), each packaged as its README says — by this
+tree's squall and, with ``--base``, by COMMIT's — then per zip: zipped and unzipped size, the
+largest top-level entries unzipped, and the runtime's init (``import squall_lambda`` in a fresh
+``python -S`` process: imports and ``make_handler``), medians of ``--runs``, the functions and
+trees taken in turn. AWS is moto's server on loopback (the queues, streams and buckets the
+functions check at init); SQL resources are SQLite files. ``--find-links``: resolve from a
+wheelhouse (tests/wheelhouse.py) instead of the index. Writes
+``benchmarks/results/<UTC time>-package-examples.json``.
+
+Size (~440 lines): three measurements of the same packages (one example's variants, two
+versions alternately, the five example functions) sharing the build and fresh-process helpers.
 """
 
 from __future__ import annotations
@@ -76,7 +89,9 @@ print(json.dumps({"runtime_init_ms": (t1 - t0) * 1000, "runtime_init_cpu_ms": (c
 """
 
 
-def build(topology: Path, out: Path, *extra: str, tree: Path = ROOT) -> str:
+def build(
+    topology: Path, out: Path, *extra: str, tree: Path = ROOT, handler: str = "consumer"
+) -> str:
     cmd = [
         sys.executable,
         "-m",
@@ -84,7 +99,7 @@ def build(topology: Path, out: Path, *extra: str, tree: Path = ROOT) -> str:
         "package",
         str(topology),
         "--handler",
-        "consumer",
+        handler,
         "-o",
         str(out),
         *extra,
@@ -220,13 +235,152 @@ def compare(base: str, runs: int, work: Path, topology: Path) -> None:
     print(f"load average {min(loads):.1f}-{max(loads):.1f}; result: {path}")
 
 
+#: The example functions, packaged as their READMEs say: (label, topology, handler, options).
+FUNCTIONS = (
+    ("pistats consumer", "pistats/topology.yaml", "consumer", ("--extras", "postgres,redis")),
+    ("pistats producer", "pistats/producer.yaml", "producer", ()),
+    ("etl ingest", "etl/ingest.yaml", "consumer", ()),
+    ("etl transform", "etl/transform.yaml", "consumer", ("--extras", "postgres,s3")),
+    ("kiosk", "kiosk/topology.yaml", "consumer", ()),
+)
+
+
+def zip_sizes(path: Path) -> dict[str, object]:
+    """Zipped and unzipped bytes, and the eight largest top-level entries unzipped (MiB)."""
+    groups: dict[str, int] = {}
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    for info in infos:
+        top = info.filename.split("/", 1)[0]
+        top = "*.dist-info" if top.endswith(".dist-info") else top
+        groups[top] = groups.get(top, 0) + info.file_size
+    largest = sorted(groups.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "zipped_mib": round(path.stat().st_size / 2**20, 1),
+        "unzipped_mib": round(sum(i.file_size for i in infos) / 2**20, 1),
+        "largest_unzipped_mib": {k: round(v / 2**20, 1) for k, v in largest},
+    }
+
+
+def moto_aws() -> tuple[object, dict[str, str]]:
+    """moto's server on loopback with what the examples check at init; the children's AWS env."""
+    import boto3
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "SQS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    kw = {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}
+    kw |= {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    sqs, kinesis, s3 = (boto3.client(name, **kw) for name in ("sqs", "kinesis", "s3"))
+    for queue in ("kiosk-orders-high.fifo", "kiosk-orders-low.fifo"):
+        sqs.create_queue(QueueName=queue, Attributes={"FifoQueue": "true"})
+    for stream in ("pistats-events", "orders-raw", "orders-curated"):
+        kinesis.create_stream(StreamName=stream, ShardCount=1)
+    for bucket in ("etl-landing", "etl-lake"):
+        s3.create_bucket(Bucket=bucket)
+    return server, env
+
+
+def examples(args: argparse.Namespace, work: Path) -> None:
+    """Sizes and init of the example functions' zips, built by this tree (and ``--base``'s)."""
+    trees = {"head": ROOT}
+    if args.base:
+        trees = {"base": work / "base-tree", **trees}
+        archive = subprocess.run(
+            ["git", "archive", args.base], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        trees["base"].mkdir()
+        subprocess.run(["tar", "-x", "-C", str(trees["base"])], input=archive, check=True)
+    if args.find_links:
+        os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=args.find_links)
+    roots: dict[tuple[str, str], Path] = {}
+    result: dict[str, dict[str, dict[str, object]]] = {name: {} for name in trees}
+    for name, tree in trees.items():
+        for label, topology, handler, options in FUNCTIONS:
+            out = work / name / f"{label.replace(' ', '-')}.zip"
+            t0 = time.perf_counter()
+            build(ROOT / "examples" / topology, out, *options, tree=tree, handler=handler)
+            result[name][label] = {"built_s": round(time.perf_counter() - t0), **zip_sizes(out)}
+            roots[name, label] = out.with_suffix("")
+            with zipfile.ZipFile(out) as zf:
+                zf.extractall(roots[name, label])
+            print(name, label, result[name][label], flush=True)
+    server, aws = moto_aws()
+    inits: dict[tuple[str, str], list[float]] = {key: [] for key in roots}
+    try:
+        for r in range(args.runs):
+            keys = list(roots) if r % 2 == 0 else list(reversed(roots))
+            for key in keys:
+                data = work / "data" / key[0] / key[1].replace(" ", "-")
+                data.mkdir(parents=True, exist_ok=True)
+                env = {**child_env(data), **aws, "PYTHONPATH": str(roots[key])}
+                t0 = time.perf_counter()
+                proc = subprocess.run(
+                    [sys.executable, "-S", "-c", CHILD_RUNTIME],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    cwd=roots[key],
+                )
+                if proc.returncode != 0:
+                    raise SystemExit(f"{key}: {proc.stderr[-3000:]}")
+                inits[key].append(
+                    json.loads(proc.stdout.strip().splitlines()[-1])["runtime_init_ms"]
+                )
+    finally:
+        server.stop()
+    for (name, label), values in inits.items():
+        result[name][label]["init_ms_median"] = round(statistics.median(values), 1)
+        result[name][label]["init_ms"] = [round(v, 1) for v in values]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    doc = {
+        "date": datetime.now(UTC).isoformat(),
+        "command": " ".join(["python", "benchmarks/bench_package.py", *sys.argv[1:]]),
+        "machine": f"python {sys.version.split()[0]}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f}",
+        "base": args.base,
+        "head": head,
+        "functions": result,
+    }
+    path = (
+        ROOT
+        / "benchmarks"
+        / "results"
+        / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-package-examples.json"
+    )
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    for label, *_ in FUNCTIONS:
+        line = "; ".join(
+            f"{name} {r[label]['zipped_mib']}/{r[label]['unzipped_mib']} MiB, "
+            f"init {r[label]['init_ms_median']} ms"
+            for name, r in result.items()
+        )
+        print(f"- {label}: {line}")
+    print(f"result: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--base", help="compare with the package built by this commit's squall")
+    parser.add_argument("--examples", action="store_true", help="the five example functions")
+    parser.add_argument("--find-links", help="a wheelhouse to resolve from (no index)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-package-") as tmp:
         work = Path(tmp)
+        if args.examples:
+            examples(args, work)
+            return
         shipped = EXAMPLE / "topology.yaml"
         # The same topology with its geo bolt on a database outside the package (a layer, EFS, or
         # a file fetched at init in production); here the locally installed GeoLite2 file.
