@@ -23,13 +23,14 @@ the rest (``CHILD_SPLIT``: what the init would cost without SQLAlchemy). Writes
 and producer, etl ingest and transform, kiosk), each packaged as its README says — by this
 tree's squall and, with ``--base``, by COMMIT's — then per zip: zipped and unzipped size, the
 largest top-level entries unzipped, and the runtime's init (``import squall_lambda`` in a fresh
-``python -S`` process: imports and ``make_handler``), medians of ``--runs``, the functions and
-trees taken in turn. AWS is moto's server on loopback (the queues, streams and buckets the
-functions check at init); SQL resources are SQLite files. ``--find-links``: resolve from a
-wheelhouse (tests/wheelhouse.py) instead of the index. Writes
+``python -S`` process: imports and ``make_handler``), wall and CPU medians of ``--runs``; each
+function's two zips run back to back in alternating order, and the median of the rounds' CPU
+ratios is given. AWS is moto's server on loopback (the queues, streams and buckets the functions
+check at init); SQL resources are SQLite files. ``--find-links``: resolve from a wheelhouse
+(tests/wheelhouse.py) instead of the index. Writes
 ``benchmarks/results/<UTC time>-package-examples.json``.
 
-Size (~440 lines): three measurements of the same packages (one example's variants, two
+Size (~450 lines): three measurements of the same packages (one example's variants, two
 versions alternately, the five example functions) sharing the build and fresh-process helpers.
 """
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -267,6 +269,7 @@ def moto_aws() -> tuple[object, dict[str, str]]:
     import boto3
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # a line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -314,32 +317,38 @@ def examples(args: argparse.Namespace, work: Path) -> None:
                 zf.extractall(roots[name, label])
             print(name, label, result[name][label], flush=True)
     server, aws = moto_aws()
-    inits: dict[tuple[str, str], list[float]] = {key: [] for key in roots}
+    inits: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in roots}
     try:
         for r in range(args.runs):
-            keys = list(roots) if r % 2 == 0 else list(reversed(roots))
-            for key in keys:
-                data = work / "data" / key[0] / key[1].replace(" ", "-")
-                data.mkdir(parents=True, exist_ok=True)
-                env = {**child_env(data), **aws, "PYTHONPATH": str(roots[key])}
-                t0 = time.perf_counter()
-                proc = subprocess.run(
-                    [sys.executable, "-S", "-c", CHILD_RUNTIME],
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    cwd=roots[key],
-                )
-                if proc.returncode != 0:
-                    raise SystemExit(f"{key}: {proc.stderr[-3000:]}")
-                inits[key].append(
-                    json.loads(proc.stdout.strip().splitlines()[-1])["runtime_init_ms"]
-                )
+            # one function's trees back to back, the order swapped every round: the load drifts
+            for label, *_ in FUNCTIONS:
+                names = list(trees) if r % 2 == 0 else list(reversed(trees))
+                for name in names:
+                    data = work / "data" / name / label.replace(" ", "-")
+                    data.mkdir(parents=True, exist_ok=True)
+                    env = {**child_env(data), **aws, "PYTHONPATH": str(roots[name, label])}
+                    proc = subprocess.run(
+                        [sys.executable, "-S", "-c", CHILD_RUNTIME],
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        cwd=roots[name, label],
+                    )
+                    if proc.returncode != 0:
+                        raise SystemExit(f"{name} {label}: {proc.stderr[-3000:]}")
+                    inits[name, label].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     finally:
         server.stop()
-    for (name, label), values in inits.items():
-        result[name][label]["init_ms_median"] = round(statistics.median(values), 1)
-        result[name][label]["init_ms"] = [round(v, 1) for v in values]
+    for (name, label), docs in inits.items():
+        for key in ("runtime_init_ms", "runtime_init_cpu_ms"):
+            values = [d[key] for d in docs]
+            result[name][label][f"{key}_median"] = round(statistics.median(values), 1)
+            result[name][label][key] = [round(v, 1) for v in values]
+    if "base" in trees:  # each round's head/base ratio of CPU, median: the drift cancels
+        for label, *_ in FUNCTIONS:
+            pairs = zip(inits["head", label], inits["base", label], strict=True)
+            ratios = [h["runtime_init_cpu_ms"] / b["runtime_init_cpu_ms"] for h, b in pairs]
+            result["head"][label]["cpu_ratio_to_base_median"] = round(statistics.median(ratios), 3)
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -362,7 +371,8 @@ def examples(args: argparse.Namespace, work: Path) -> None:
     for label, *_ in FUNCTIONS:
         line = "; ".join(
             f"{name} {r[label]['zipped_mib']}/{r[label]['unzipped_mib']} MiB, "
-            f"init {r[label]['init_ms_median']} ms"
+            f"init {r[label]['runtime_init_ms_median']} ms "
+            f"(CPU {r[label]['runtime_init_cpu_ms_median']} ms)"
             for name, r in result.items()
         )
         print(f"- {label}: {line}")
