@@ -176,12 +176,9 @@ class LookupBolt(Bolt):
 
     @classmethod
     def packages(cls, config: LookupConfig) -> frozenset[str]:
-        """A SQL source reads through SQLAlchemy; Redis (the source or the shared cache)
-        through redis-py (an HTTP source's httpx is the ``http`` extra's)."""
-        needs = {"sqlalchemy"} if isinstance(config.source, SqlSourceConfig) else set()
-        if isinstance(config.source, RedisSourceConfig) or config.shared_cache is not None:
-            needs.add("redis")
-        return frozenset(needs)
+        """SQLAlchemy and redis-py, whatever the source: the sources' module imports both (an
+        HTTP source's httpx is the ``http`` extra's)."""
+        return frozenset({"sqlalchemy", "redis"})
 
     @classmethod
     def payload_writes(cls, config: LookupConfig) -> tuple[str, ...]:

@@ -162,8 +162,8 @@ class WindowBolt(Bolt):
 
     @classmethod
     def packages(cls, config: Any) -> frozenset[str]:
-        """SQLAlchemy: the window stores' module builds its tables with it (imported with the bolt)."""
-        return frozenset({"sqlalchemy"})
+        """SQLAlchemy and redis-py, whatever the store: the stores' module imports both."""
+        return frozenset({"sqlalchemy", "redis"})
 
     class Config(ComponentConfig):
         store: str = Field(
