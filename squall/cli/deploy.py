@@ -45,7 +45,8 @@ from squall.cli import _load_or_exit, _metrics_port
     "with_packages",
     multiple=True,
     metavar="PACKAGE",
-    help="A dependency to add (a pip requirement such as 'httpx>=0.27'); repeatable.",
+    help="A dependency to add (a pip requirement such as 'httpx>=0.27'); repeatable. Also ships "
+    "one of squall's optional dependencies the topology does not declare (--with sqlalchemy).",
 )
 @click.option(
     "--plugin",
