@@ -39,7 +39,9 @@ def test_the_examples_declare_what_their_components_and_resources_import():
         "redis",  # the subscription's store: ${STATE_URL}, which may be Redis
     }
     assert needs(EXAMPLES / "etl/transform.yaml") == {"pyarrow"}  # its warehouse takes SQL only
-    for name in ("pistats/producer.yaml", "etl/ingest.yaml", "kiosk/topology.yaml"):
+    # the kiosk registry's lookup: its sql source and its (optional) shared Redis cache
+    assert needs(EXAMPLES / "kiosk/topology.yaml") == {"sqlalchemy", "redis"}
+    for name in ("pistats/producer.yaml", "etl/ingest.yaml"):
         assert needs(EXAMPLES / name) == set(), name
 
 
