@@ -1013,12 +1013,20 @@ class Engine:
             out.dropped.extend(got.dropped)
 
     def _find_poison(
-        self, node: Node, fn: Callable[[list[Event]], Any], events: list[Event], fault: _RecordFault
+        self,
+        node: Node,
+        fn: Callable[[list[Event]], Any],
+        events: list[Event],
+        fault: _RecordFault,
+        found: Callable[[Event], None] | None = None,
     ) -> list[Event]:
-        """The events on which ``fn`` fails alone (split in halves); each gets its failure."""
+        """The events on which ``fn`` fails alone (split in halves, in order); each gets its
+        failure, and is given to ``found`` as soon as it is known (before the later parts)."""
         if len(events) == 1:
             self._poisoned(node, events[0], fault)
             events[0].failure = Failure(node.id, fault.reason)
+            if found is not None:
+                found(events[0])
             return [events[0]]
         bad: list[Event] = []
         mid = len(events) // 2
@@ -1026,7 +1034,7 @@ class Engine:
             try:
                 self._call(node.id, self.stats[node.index], _anew(fn, part[:], part))
             except _RecordFault as inner:
-                bad.extend(self._find_poison(node, fn, part, inner))
+                bad.extend(self._find_poison(node, fn, part, inner, found))
         return bad
 
     def _poisoned(self, node: Node, event: Event, fault: _RecordFault) -> None:
@@ -1301,8 +1309,30 @@ class Engine:
         part_rejected: list[Event] = []  # ... and refused for good
         part_written: list[int | None] = []
         part_feedback: list[Event] = []
+        # The held-records rule between the parts (they go in order): once a record fails — a
+        # part's write reported it failed, or it is poison with no dead-letter sink to take it —
+        # the later parts send none of the events of it and of the later records of its lineage.
+        # They are held (they come again): not sent ahead of it (an SQS FIFO group's order),
+        # nor now and again. (What the failing call itself sent with it is the sink's answer.)
+        blocked: dict[str, int] = {}  # lineage -> its first failed record (origin)
+        held: dict[int, Event] = {}
+
+        def block(ev: Event) -> None:
+            name = lineage(ev.meta)
+            blocked[name] = min(blocked.get(name, ev.origin), ev.origin)
 
         def write(part: list[Event]) -> None:
+            if blocked:
+                keep = []
+                for ev in part:
+                    first = blocked.get(lineage(ev.meta))
+                    if first is not None and ev.origin >= first:
+                        held[id(ev)] = ev
+                    else:
+                        keep.append(ev)
+                if not keep:
+                    return
+                part = keep
             inputs = part if given is None else _of_records(given, part)
             got = comp.write_batch(
                 comp.prepare(inputs), WriteContext(stream=stream, time_left=self.time_left)
@@ -1312,9 +1342,13 @@ class Engine:
                 part_failed.extend(got.failed)
                 part_rejected.extend(got.rejected)
                 part_feedback.extend(got.feedback)
+                if self.redelivers:
+                    for ev in got.failed:
+                        block(ev)
 
-        bad = self._find_poison(node, write, p.events, fault)
-        if not bad:
+        fails = self.redelivers and not self.plan.dead_letters  # a poison record fails
+        bad = self._find_poison(node, write, p.events, fault, block if fails else None)
+        if not bad and not held:
             # It failed on the whole, never on a part (a size limit): every part was written, so
             # every event is. Failing the batch would fail it again on every delivery.
             log.warning(
@@ -1325,6 +1359,12 @@ class Engine:
             )
         if not bad or not again:
             events = p.events
+            if held:  # not the sink's to write this time: counted when they come again
+                events = [ev for ev in events if id(ev) not in held]
+                kept = list(held.values())
+                n = len(kept) if given is None else len(_of_records(given, kept))
+                self.stats[node.index].received -= n
+                ledger.held = ledger.held | {ev.origin for ev in kept}
             if bad:  # dead letters (or failures) now, as the poison records of a prepare
                 self._count_rejected(self.stats[node.index], len(bad))
                 self._dead_letter_now(bad, ledger)
