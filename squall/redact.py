@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
 # scheme://user:password@ — the password runs to the last '@' of the URL (an unescaped '@', '/',
@@ -211,11 +211,72 @@ def _mask_known(text: str) -> str:
     return text
 
 
+#: The user names and hosts of secret URLs (``remember_url``), masked as whole names only.
+_parts: tuple[str, ...] = ()
+_parts_pattern: re.Pattern[str] | None = None
+#: User names every installation has (PostgreSQL's superuser, Redis's ACL user): they tell
+#: nothing, and as words of messages they are everywhere (``${VAR:-default}``).
+COMMON_USERS = frozenset({"postgres", "default"})
+#: A quoted masked host followed by the address it resolved to, as libpq names a server
+#: (``connection to server at "db.internal" (10.0.0.5), port 5432 failed``).
+_MASKED_AT_ADDRESS = re.compile(r'(?<="\*\*\*" \()[0-9A-Fa-f.:]+(?:%[\w.-]+)?(?=\))')
+
+
+def remember_url(url: str) -> None:
+    """Also mask the user name and the host(s) of the URL ``url``, a secret's value (a resource's
+    whole URL, or its start): a driver's error names them without the rest of the URL (libpq's
+    ``connection to server at "db.internal.example.com" (10.0.0.5), port 5432 failed: FATAL:
+    password authentication failed for user "app_writer"``, redis-py's ``Error 111 connecting to
+    cache.internal:6379``). Masked wherever they appear as a whole name (not ``db.internal`` in
+    ``mydb.internal``, nor ``postgres`` in ``postgresql``), and with them the address libpq
+    shows after a masked host. Values under ``MIN_REMEMBERED`` characters (``db``, ``app``) and
+    ``COMMON_USERS`` are not remembered."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme:
+        return
+    userinfo, at, after = rest.rpartition("@")  # a password runs to the last '@'
+    names = [userinfo.split(":", 1)[0]] if at else []
+    hosts = re.split(r"[/?#]", after, maxsplit=1)[0].split(",")  # libpq: h1:5432,h2:5432
+    if "?" in after:  # libpq's ?host=…&hostaddr=…&user=…
+        for key, value in parse_qsl(after.partition("?")[2].partition("#")[0]):
+            if key in ("host", "hostaddr", "user"):  # no port: a socket path may hold ':'
+                names += value.split(",")
+    for host in hosts:
+        if host.startswith("["):
+            names.append(host[1:].partition("]")[0])
+        else:
+            names.append(host.rpartition(":")[0] if ":" in host else host)
+    remember_part(*names)
+
+
+def remember_part(*values: str) -> None:
+    """Mask each of ``values`` (a secret URL's user name or host, as written and decoded) where it
+    appears as a whole name (``remember_url``)."""
+    global _parts, _parts_pattern
+    forms = {form for value in values for form in (value, unquote(value))}
+    new = {
+        form for form in forms if len(form) >= MIN_REMEMBERED and form.lower() not in COMMON_USERS
+    } - set(_parts)
+    if new:
+        _parts = tuple(sorted({*_parts, *new}, key=len, reverse=True))
+        alternatives = "|".join(re.escape(part) for part in _parts)
+        _parts_pattern = re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-]|\.\w|://)")
+
+
+def _mask_parts(text: str) -> str:
+    if _parts_pattern is not None and any(part in text for part in _parts):
+        text = _parts_pattern.sub(MASK, text)
+    if '"***" (' in text:
+        text = _MASKED_AT_ADDRESS.sub(MASK, text)
+    return text
+
+
 def redact_text(text: str) -> str:
     """``text`` with the passwords of every URL and every credential (``password=``, an
     ``Authorization:`` header, a ``"password": …`` key) and every ``remember``-ed value masked."""
     if _known:
         text = _mask_known(text)
+    text = _mask_parts(text)
     if "://" in text:
         text = _USERINFO.sub(rf"\g<head>{MASK}@", text)
     if "=" not in text and ":" not in text and "<" not in text:

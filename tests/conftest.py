@@ -78,6 +78,16 @@ def unique_name() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _forget_remembered_url_parts(monkeypatch):
+    """The user names and hosts of secret URLs a test loads are masked process-wide
+    (``redact.remember_url``): forgotten after each test, or a later one's loopback host is."""
+    from squall import redact
+
+    monkeypatch.setattr(redact, "_parts", redact._parts)
+    monkeypatch.setattr(redact, "_parts_pattern", redact._parts_pattern)
+
+
+@pytest.fixture(autouse=True)
 def sink_stores():
     """Every test's memory sinks write to stores of its own (``MemorySink.stores`` reads them)."""
     from squall.testing import memory_stores as scope

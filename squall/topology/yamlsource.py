@@ -465,6 +465,7 @@ def _substitute(
                     if colon:  # the password alone, as a driver or its error may show it
                         redact.remember(password)
                         redact.remember(quote(password, safe=""))
+                        redact.remember_part(user)  # and the user, as its error names it
                 return encoded
             return str(found)
         name, default = m.group(1), m.group(2)
@@ -584,4 +585,8 @@ def _resolve(
         return ""
     if not isinstance(value, references.Plain):
         redact.remember(value)
+        if first and path[:1] == ("resources",) and path[-1:] == ("url",):
+            # a resource's whole URL (or its start): its user and host too, as a driver's
+            # error names them without the rest (`for user "app_writer"`)
+            redact.remember_url(value)
     return value  # a Plain one stays so for the caller (not remembered encoded either)

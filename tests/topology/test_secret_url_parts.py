@@ -1,0 +1,185 @@
+"""A resource URL kept whole in a secret (or its user info or host in one): the drivers' errors
+name its user and its host without the rest of the URL — libpq's ``connection to server at
+"localhost" (127.0.0.1), port 5432 failed: FATAL: role "app_writer" does not exist``, redis-py's
+``Error 111 connecting to localhost:6379`` — so those are masked too, against the real servers
+on loopback (the shared PostgreSQL trusts loopback: an unknown role is what it refuses)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+
+from squall import redact
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
+from tests.ports import free_port
+from tests.topology.test_secret_references import cli_env, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _forget_remembered_values(monkeypatch):
+    monkeypatch.setattr(redact, "_known", redact._known)
+
+
+TOPOLOGY = """
+name: parts
+resources:
+  db: {{url: "{db}"}}
+  cache: {{url: "{cache}"}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts: [{{id: decode, type: json}}, {{id: sub, type: subscription, store: cache}}]
+sinks: [{{id: out, type: warehouse, resource: db, table: t, columns: {{n: n}}}}]
+"""
+
+
+def _role() -> str:
+    return f"app_writer_{uuid.uuid4().hex[:8]}"  # no such role: the shared server refuses it
+
+
+def _errors(resources: Resources) -> str:
+    """The drivers' errors of opening ``db`` and pinging ``cache``, as squall shows them."""
+    shown = []
+    try:
+        resources.database("db").connect().close()
+    except Exception as exc:  # noqa: BLE001 - psycopg2's OperationalError, whatever wraps it
+        shown.append(redact.redact_text(str(exc)))
+    try:
+        resources.redis("cache").ping()
+    except Exception as exc:  # noqa: BLE001 - redis-py's ConnectionError
+        shown.append(redact.redact_text(str(exc)))
+    assert len(shown) == 2, shown  # both failed: the checks below are on real errors
+    return "\n".join(shown)
+
+
+def test_the_drivers_errors_show_neither_the_user_nor_the_host_of_a_whole_url_secret(pg_url):
+    role, port = _role(), free_port()
+    values = {
+        "/db": f"postgresql://{role}:S3cret-pw@localhost:5432/{pg_url.rsplit('/', 1)[1]}",
+        "/cache": f"redis://cache_user:S3cret-pw@localhost:{port}/0",
+    }
+    text = TOPOLOGY.format(db="${ssm:/db}", cache="${ssm:/cache}")
+    resources = Resources(load_text(text, env={}, secrets=lambda ref: values[ref.name]).resources)
+    try:
+        shown = _errors(resources)
+    finally:
+        resources.close()
+    assert 'connection to server at "***" (***), port 5432 failed' in shown
+    assert 'role "***" does not exist' in shown
+    assert f"Error 111 connecting to ***:{port}. Connection refused." in shown
+    for part in (role, "cache_user", "localhost", "127.0.0.1", "::1"):
+        assert part not in shown, shown
+
+
+def test_a_url_written_in_the_file_stays_readable_its_password_alone_a_secret(pg_url):
+    """Only what a secret holds is masked: a user and host written in the file are no secret."""
+    role, port = _role(), free_port()
+    db = pg_url.rsplit("/", 1)[1]
+    text = TOPOLOGY.format(
+        db=f"postgresql://{role}:${{ssm:/pw}}@localhost:5432/{db}",
+        cache=f"redis://cache_user:${{ssm:/pw}}@localhost:{port}/0",
+    )
+    resources = Resources(load_text(text, env={}, secrets=lambda ref: "S3cret-pw").resources)
+    try:
+        shown = _errors(resources)
+    finally:
+        resources.close()
+    assert f'role "{role}" does not exist' in shown
+    assert '"localhost" (127.0.0.1)' in shown
+    assert f"connecting to localhost:{port}" in shown
+
+
+def test_a_user_info_secret_masks_its_user_and_a_host_secret_its_host_and_address(pg_url):
+    """``postgresql://${ssm:/userinfo}@…``: the user it holds; ``…@${ssm:/host}:5432/…``: the
+    host is the secret's whole value (masked before this fix already), its address now too."""
+    role, port = _role(), free_port()
+    db = pg_url.rsplit("/", 1)[1]
+    values = {"/ui": f"{role}:S3cret-pw", "/host": "localhost", "/pw": "S3cret-pw"}
+    text = TOPOLOGY.format(
+        db=f"postgresql://${{ssm:/ui}}@${{ssm:/host}}:5432/{db}",
+        cache=f"redis://cache_user:${{ssm:/pw}}@${{ssm:/host}}:{port}/0",
+    )
+    resources = Resources(load_text(text, env={}, secrets=lambda ref: values[ref.name]).resources)
+    try:
+        shown = _errors(resources)
+    finally:
+        resources.close()
+    assert 'connection to server at "***" (***), port 5432 failed' in shown
+    assert f"Error 111 connecting to ***:{port}." in shown
+    for part in (role, "localhost", "127.0.0.1"):
+        assert part not in shown, shown
+
+
+@pytest.mark.parametrize(
+    ("url", "message", "expected"),
+    [
+        (  # a libpq multi-host URL, ?host= too
+            "postgresql://app_writer:pw@db-a.internal:5432,db-b.internal/x?host=db-c.internal",
+            'at "db-b.internal" (10.0.0.6), port 5432 failed: … "db-c.internal" (fe80::1%eth0)',
+            'at "***" (***), port 5432 failed: … "***" (***)',
+        ),
+        (  # whole names only: another host, a longer user, the scheme
+            "postgresql://postgres_app:pw@db.internal/x",
+            "mydb.internal db.internal.example.com db.internal. postgres_app2 postgresql://h",
+            "mydb.internal db.internal.example.com ***. postgres_app2 postgresql://h",
+        ),
+        (  # under 4 characters and every installation's user names: not remembered
+            "redis://default:pw@db:6379/0 postgres://postgres:pw@app/x",
+            'user "default" user "postgres" at "db" (10.0.0.5) app',
+            'user "default" user "postgres" at "db" (10.0.0.5) app',
+        ),
+        (  # encoded in the URL, decoded in the driver's error
+            "postgresql://app%40corp:pw@[fd00::5]:5432/x",
+            'for user "app@corp" at "fd00::5", port 5432',
+            'for user "***" at "***", port 5432',
+        ),
+    ],
+)
+def test_the_parts_a_secret_url_names_are_masked_as_whole_names(url, message, expected):
+    for one in url.split(" "):
+        redact.remember_url(one)
+    assert redact.redact_text(message) == expected
+
+
+def test_a_run_and_the_lambda_init_show_neither_the_user_nor_the_host(
+    moto_server, monkeypatch, tmp_path, pg_url, caplog
+):
+    """``squall run`` (SSM at moto's server) and the Lambda consumer's init on a whole-URL secret
+    whose role the server refuses: the error names neither the role nor the host."""
+    from squall.deploy.lambda_consumer import make_handler
+
+    role, t = _role(), f"t{uuid.uuid4().hex[:10]}"
+    db = pg_url.rsplit("/", 1)[1]
+    ssm = moto_server.client("ssm")
+    url = f"postgresql://{role}:S3cret-pw@localhost:5432/{db}"
+    ssm.put_parameter(Name=f"/{t}/db", Value=url, Type="SecureString")
+    ssm.put_parameter(
+        Name=f"/{t}/cache", Value=f"redis://localhost:{free_port()}/0", Type="SecureString"
+    )
+    (tmp_path / "t.yaml").write_text(
+        TOPOLOGY.format(db=f"${{ssm:/{t}/db}}", cache=f"${{ssm:/{t}/cache}}")
+    )
+    result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=cli_env(moto_server.endpoint))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "***" in output  # the error was shown, masked
+    assert role not in output and "localhost" not in output, output
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_server.endpoint)
+    with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as err:
+        make_handler(tmp_path / "t.yaml")
+    shown = str(err.value) + caplog.text
+    assert "***" in shown
+    assert role not in shown and "localhost" not in shown, shown
+
+
+def test_validate_shows_neither_the_user_nor_the_host_of_a_secret_url_it_refuses():
+    """``squall validate``'s load: libpq's reading of the URL, rebuilt to name the bad port."""
+    from squall.errors import TopologyError
+
+    url = "postgresql://app_writer:S3cret-pw@db.internal.example.com:543200/x"
+    text = TOPOLOGY.format(db="${ssm:/db}", cache="redis://localhost:6379/0")
+    with pytest.raises(TopologyError) as err:
+        load_text(text, env={}, secrets=lambda ref: url)
+    assert "'postgresql://***:***@***:543200/x' is not a valid URL" in str(err.value)
