@@ -202,6 +202,9 @@ class LookupBolt(Bolt):
         self._shown_key = ", ".join(config.key_paths)
         self.source: SqlSource | RedisSource | HttpSource | None = None
         self.shared: SharedCache | None = None
+        #: "no shared cache" was said: once, not again at each retry of a failed open (a KCL
+        #: shard process opens its engine again until its resources answer)
+        self._said_no_shared = False
         self.use_clock(clock)
         #: Keys an endpoint left unanswered while answering others → attempts in a row so.
         self._strikes: OrderedDict[Key, int] = OrderedDict()
@@ -235,11 +238,13 @@ class LookupBolt(Bolt):
             if sc is not None:
                 where = "shared_cache.resource"
                 if not resources.config(sc.resource).url:  # `"${CACHE_URL:-}"` unset: off
-                    log.info(
-                        "lookup '%s': no shared cache (resource '%s' has an empty URL)",
-                        self.id,
-                        sc.resource,
-                    )
+                    if not self._said_no_shared:
+                        log.info(
+                            "lookup '%s': no shared cache (resource '%s' has an empty URL)",
+                            self.id,
+                            sc.resource,
+                        )
+                    self._said_no_shared = True
                 else:
                     prefix = sc.key_prefix if sc.key_prefix is not None else self._default_prefix()
                     self.shared = SharedCache(

@@ -95,3 +95,32 @@ def test_a_set_url_still_opens_the_shared_cache(tmp_path, redis_url):
         assert bolt.shared is not None
     finally:
         resources.close()
+
+
+def test_no_shared_cache_is_said_once_when_a_failed_open_is_retried(tmp_path, caplog):
+    """A KCL shard process opens its engine again until its resources answer (a warehouse down
+    here): the lookup, opened at each attempt, said "no shared cache" at each one."""
+    from squall.errors import TransientError
+    from squall.topology.executor import Engine
+    from tests.ports import free_port
+
+    db = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(db, "apps")
+    down = f"postgresql://u@127.0.0.1:{free_port()}/x"  # nothing listens: refused
+    text = TOPOLOGY.format(db=db, source="db").replace(
+        "  cache:", f'  down: {{url: "{down}", connect_timeout: 1}}\n  cache:'
+    )
+    text = text.replace(
+        "{id: out, type: 'squall.testing:MemorySink'}",
+        "{id: out, type: warehouse, resource: down, table: t, columns: {n: app_id}}",
+    )
+    engine = Engine.for_topology(load_text(text, env={}, base_dir=tmp_path))
+    try:
+        with caplog.at_level(logging.INFO, logger="squall.bolts"):
+            for _ in range(3):
+                with pytest.raises(TransientError, match="Connection refused"):
+                    engine.open()
+    finally:
+        engine.close()
+    said = [r.getMessage() for r in caplog.records if "no shared cache" in r.getMessage()]
+    assert said == ["lookup 'app': no shared cache (resource 'cache' has an empty URL)"]
