@@ -492,10 +492,10 @@ def test_the_plain_engine_never_shows_a_password(schema):
     leaky = url.replace("postgres@", "postgres:8/Zq-s3cret@", 1)
     db = engine(leaky)
     assert "s3cret" not in repr(db) and "***" in repr(db)
-    lock = _advisory("leak-check", db)
+    lock = _advisory("leak-check", db, leaky)
     try:
         with pytest.raises(SquallError) as again:
-            _advisory("leak-check", engine(leaky))
+            _advisory("leak-check", engine(leaky), leaky)
         assert "already running" in str(again.value) and "s3cret" not in str(again.value)
         assert "s3cret" not in lock.where
     finally:
