@@ -49,7 +49,8 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
     no option that takes only a SQL resource names it (the load would refuse Redis there)."""
     from squall.topology import registry
     from squall.topology.loader import resource_kinds
-    from squall.topology.resource_config import REDIS_SCHEMES
+    from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES
+    from squall.topology.resources import on_plain_driver
 
     needs: set[str] = set()
     sql_only: set[str] = set()
@@ -68,6 +69,8 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
         from_variable = "${" in str(raw_resources.get(name, "${"))
         if resource.scheme in REDIS_SCHEMES or (from_variable and name not in sql_only):
             needs.add("redis")
+        if resource.scheme in SQL_SCHEMES and not on_plain_driver(resource):
+            needs.add("sqlalchemy")  # its load (URL check) and every engine on it are SQLAlchemy's
     return frozenset(needs)
 
 

@@ -225,6 +225,22 @@ class Resources:
             self._retired.clear()
 
 
+def on_plain_driver(cfg: ResourceConfig) -> bool:
+    """Whether ``Resources.database`` opens this SQL resource on its plain driver (``sqlite3``,
+    psycopg2) rather than SQLAlchemy's engine: a SQLite file or a PostgreSQL URL ``pg_url`` reads,
+    without ``options:``. ``squall package`` keeps SQLAlchemy for a resource that is not."""
+    if plain_path(cfg.url, cfg.options) is not None:
+        return True
+    if cfg.scheme != "postgresql" or cfg.options:
+        return False
+    from squall.topology import pg_url
+
+    try:
+        return pg_url.connect_args(cfg.url) is not None
+    except ValueError:  # SQLAlchemy's engine says what is wrong
+        return False
+
+
 def _sql_engine(cfg: ResourceConfig, base_dir: Path | None):
     import sqlalchemy as sa
 

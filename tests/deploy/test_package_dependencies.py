@@ -343,3 +343,50 @@ def test_a_lookup_and_a_window_start_without_what_they_do_not_declare(tmp_path: 
     path = write(tmp_path / "wl.yaml", WINDOW_AND_LOOKUP)
     assert {"sqlalchemy", "redis"} <= needs(path)
     run_blocked(path, None, tmp_path, {})
+
+
+#: A SQL resource that stays on SQLAlchemy (``options:``, as docs/warehouse.md shows for a lock
+#: timeout; a query string or ``:memory:`` on SQLite; a URL form the plain PostgreSQL reader
+#: leaves to SQLAlchemy) under components that otherwise write on the plain driver.
+ON_SQLALCHEMY = """
+name: sa
+resources:
+  db: {url: "sqlite:///w.db", options: {connect_args: {timeout: 7}}}
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+  - {id: sub, type: subscription, store: db, key: token}
+sinks:
+  - {id: rows, type: warehouse, resource: db, table: t, columns: {k: k}}
+  - {id: dead, type: dead_letter_table, resource: db}
+"""
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        '{url: "sqlite:///w.db", options: {connect_args: {timeout: 7}}}',
+        '{url: "sqlite:///w.db?timeout=7"}',
+    ],
+)
+def test_a_sql_resource_that_stays_on_sqlalchemy_keeps_it(tmp_path: Path, resource: str):
+    """The warehouse, the subscription state and the dead-letter table open such a database on
+    SQLAlchemy's engine: its init and a batch with SQLAlchemy refused failed with ImportError."""
+    text = ON_SQLALCHEMY.replace(
+        '{url: "sqlite:///w.db", options: {connect_args: {timeout: 7}}}', resource
+    )
+    path = write(tmp_path / "sa.yaml", text)
+    assert "sqlalchemy" in needs(path)
+    answer = run_blocked(path, kinesis_lambda_event([{"k": "a", "token": "t1"}]), tmp_path, {})
+    assert answer == {"batchItemFailures": []}
+    assert sqlite3.connect(tmp_path / "w.db").execute("select k from t").fetchall() == [("a",)]
+
+
+def test_a_sql_resource_on_the_plain_driver_leaves_sqlalchemy_out(tmp_path: Path):
+    path = write(
+        tmp_path / "plain.yaml",
+        ON_SQLALCHEMY.replace(", options: {connect_args: {timeout: 7}}", ""),
+    )
+    assert "sqlalchemy" not in needs(path)
+    answer = run_blocked(path, kinesis_lambda_event([{"k": "a", "token": "t1"}]), tmp_path, {})
+    assert answer == {"batchItemFailures": []}
