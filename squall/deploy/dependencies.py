@@ -237,3 +237,22 @@ def prune_unused(
                 folder.rmdir()
                 folder = folder.parent
     return names
+
+
+def requirement_lines(path: Path, seen: frozenset[Path] = frozenset()) -> list[str]:
+    """The requirements a ``--requirements`` file names, as pip reads it: continuation lines
+    joined, comments and per-requirement options (``--hash=…``) dropped, nested ``-r FILE``
+    followed (beside the file); other option lines (``--index-url``, ``-c``) skipped."""
+    if path.resolve() in seen or not path.is_file():  # a loop, or a file pip reports missing
+        return []
+    seen |= {path.resolve()}
+    text = re.sub(r"\\\r?\n", " ", path.read_text(encoding="utf-8"))
+    out: list[str] = []
+    for line in text.splitlines():
+        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+        nested = re.fullmatch(r"(?:-r|--requirement)(?:\s+|=)(\S+)", line)
+        if nested:
+            out += requirement_lines(path.parent / nested[1], seen)
+        elif line and not line.startswith("-"):
+            out.append(re.split(r"\s+--?[A-Za-z]", line, maxsplit=1)[0].strip())
+    return out

@@ -48,7 +48,12 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
-from squall.deploy.dependencies import local_code, needed_packages, prune_unused
+from squall.deploy.dependencies import (
+    local_code,
+    needed_packages,
+    prune_unused,
+    requirement_lines,
+)
 from squall.deploy.topology_files import LeftOut, check_folder, copy_folder, left_out
 from squall.errors import SquallError
 from squall.topology.model import Topology
@@ -431,8 +436,7 @@ def build(
         )
         asked = [*with_packages, *(_distribution_requirement(d) for d in dists)]
         if requirements_file is not None:
-            lines = requirements_file.read_text(encoding="utf-8").splitlines()
-            asked += [line.split(" #", 1)[0].strip() for line in lines]
+            asked += requirement_lines(requirements_file)
         left_out_packages = prune_unused(
             deps,
             needed_packages(topo, topology.read_text(encoding="utf-8")),

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from squall.deploy.dependencies import OPTIONAL, local_code, needed_packages, prune_unused
+from squall.deploy.dependencies import (
+    OPTIONAL,
+    local_code,
+    needed_packages,
+    prune_unused,
+    requirement_lines,
+)
 from squall.topology.loader import load
 from squall.topology.references import placeholder
 from tests.factories import kinesis_lambda_event
@@ -390,3 +396,26 @@ def test_a_sql_resource_on_the_plain_driver_leaves_sqlalchemy_out(tmp_path: Path
     assert "sqlalchemy" not in needs(path)
     answer = run_blocked(path, kinesis_lambda_event([{"k": "a", "token": "t1"}]), tmp_path, {})
     assert answer == {"batchItemFailures": []}
+
+
+def test_a_requirements_file_as_pip_compile_writes_it_keeps_what_it_names(
+    deps: Path, tmp_path: Path
+):
+    """Hashes on continuation lines (``pip-compile --generate-hashes``), options after a
+    requirement and a nested ``-r`` file: pip installs every line; their names were not read
+    (invalid requirements), so SQLAlchemy and redis-py were left out."""
+    write(tmp_path / "base.txt", "redis==5.2.1 --hash=sha256:00ff\n")
+    path = write(
+        tmp_path / "requirements.txt",
+        "# via pip-compile\n"
+        "sqlalchemy==2.1.9 \\\n"
+        "    --hash=sha256:0123456789abcdef \\\n"
+        "    --hash=sha256:fedcba9876543210\n"
+        "    # via -r requirements.in\n"
+        "-r base.txt\n"
+        "--index-url https://pypi.example/simple\n",
+    )
+    asked = requirement_lines(path)
+    left_out = prune_unused(deps, frozenset(), extras=set(), asked=asked, code=[])
+    assert not {"SQLAlchemy", "greenlet", "redis"} & set(left_out)
+    assert asked == ["sqlalchemy==2.1.9", "redis==5.2.1"]
