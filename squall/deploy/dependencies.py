@@ -138,8 +138,9 @@ def _import_names(dist: metadata.Distribution) -> set[str]:
 
 
 def _imports(files: list[Path]) -> set[str]:
-    """The top-level modules Python files import (absolute imports; a file that does not parse is skipped)."""
-    names: set[str] = set()
+    """The top-level modules Python files import (absolute imports; a file that does not parse
+    is skipped), and the optional ones squall's modules they import import at module level."""
+    dotted: set[str] = set()
     for path in files:
         try:
             tree = ast.parse(path.read_bytes())
@@ -147,10 +148,76 @@ def _imports(files: list[Path]) -> set[str]:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                names.update(alias.name.split(".", 1)[0] for alias in node.names)
+                dotted.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".", 1)[0])
+                dotted.add(node.module)
+                dotted.update(f"{node.module}.{alias.name}" for alias in node.names)
+    names = {name.split(".", 1)[0] for name in dotted}
+    return names | squall_module_needs(dotted)
+
+
+def _module_level_imports(tree: ast.Module, package: str) -> set[str]:
+    """The dotted modules a module imports when it is imported: its statements, class bodies and
+    ``if``/``try``/``with`` blocks, not its functions' bodies nor ``if TYPE_CHECKING:``; ``from
+    a import b`` names both ``a`` and ``a.b`` (b may be a submodule)."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's package
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack += node.orelse
+        else:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.stmt):
+                    stack.append(child)
+                elif isinstance(child, ast.excepthandler):
+                    stack += child.body
     return names
+
+
+def squall_module_needs(modules: set[str]) -> set[str]:
+    """The optional modules (``OPTIONAL``'s) that importing squall's ``modules`` (dotted names;
+    others are ignored) imports at module level, through squall's modules in turn: code that
+    reuses ``squall.bolts.lookup_sources`` imports SQLAlchemy and redis-py with it."""
+    import squall
+
+    root = Path(squall.__file__).parent
+    needs: set[str] = set()
+    seen: set[str] = set()
+    todo = [m for m in modules if m == "squall" or m.startswith("squall.")]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages run first
+        rel = Path(*parts[1:])
+        for path, package in ((root / rel / "__init__.py", name), (root / f"{rel}.py", "")):
+            if not path.is_file():
+                continue
+            try:
+                tree = ast.parse(path.read_bytes())
+            except (SyntaxError, ValueError, OSError):
+                continue
+            for imported in _module_level_imports(tree, package or name.rpartition(".")[0]):
+                top = imported.split(".", 1)[0]
+                if top == "squall":
+                    todo.append(imported)
+                elif top in OPTIONAL:
+                    needs.add(top)
+    return needs
 
 
 def local_code(topology: Topology, folder: Path) -> list[Path]:

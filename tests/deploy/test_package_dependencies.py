@@ -19,6 +19,7 @@ import pytest
 
 from squall.deploy.dependencies import (
     OPTIONAL,
+    _imports,
     local_code,
     needed_packages,
     prune_unused,
@@ -242,8 +243,10 @@ print(json.dumps(sorted(BLOCKED & {m.split(".")[0] for m in sys.modules})))
 
 
 def run_blocked(topology: Path, event: dict | None, tmp_path: Path, env: dict[str, str]):
-    """The function's init (and ``event``) with every optional module it does not declare refused."""
-    blocked = sorted(set(OPTIONAL) - needs(topology))
+    """The function's init (and ``event``) with every optional module its zip leaves out refused:
+    those it does not declare, nor its own code beside it imports."""
+    code = local_code(load(topology, secrets=placeholder), topology.parent)
+    blocked = sorted(set(OPTIONAL) - needs(topology) - _imports(code))
     args = []
     if event is not None:
         (tmp_path / "event.json").write_text(json.dumps(event))
@@ -419,3 +422,84 @@ def test_a_requirements_file_as_pip_compile_writes_it_keeps_what_it_names(
     left_out = prune_unused(deps, frozenset(), extras=set(), asked=asked, code=[])
     assert not {"SQLAlchemy", "greenlet", "redis"} & set(left_out)
     assert asked == ["sqlalchemy==2.1.9", "redis==5.2.1"]
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        # squall's modules that import them at module level, reached from the user's code
+        ("from squall.bolts.lookup_sources import HttpSource\n", {"SQLAlchemy", "redis"}),
+        ("import squall.bolts.window_store as ws\n", {"SQLAlchemy", "redis"}),
+        ("from squall.bolts import lookup\n", {"SQLAlchemy", "redis"}),  # a submodule by name
+        ("from squall.bolts import RecordBolt\n", set()),  # its lazy imports do not count
+    ],
+)
+def test_own_code_importing_squall_modules_keeps_what_they_import(
+    deps: Path, tmp_path: Path, source: str, kept: set[str]
+):
+    """A custom bolt reusing one of squall's modules (a lookup source, the window store) imports
+    SQLAlchemy and redis-py through it at init: they were left out, and the init failed."""
+    code = [write(tmp_path / "topo" / "my_bolt.py", source)]
+    left_out = prune_unused(deps, frozenset(), extras=set(), asked=[], code=code)
+    assert not kept & set(left_out)
+    assert {"SQLAlchemy", "redis"} - kept <= set(left_out)
+
+
+def test_what_squall_modules_import_at_module_level_is_what_a_blocked_import_refuses():
+    """The static reading agrees with Python: each squall module (the CLI's aside) imports at
+    module level exactly the optional modules whose refusal makes its import fail."""
+    from squall.deploy.dependencies import squall_module_needs
+
+    script = (
+        BLOCKED_RUN.split("from squall.deploy.lambda_consumer")[0]
+        + "import importlib\nfor name in sys.argv[1].split(','):\n"
+        "    try:\n        importlib.import_module(name)\n"
+        "    except ModuleNotFoundError as exc:\n        print(name, exc.name.split('.')[0])\n"
+    )
+    names = [
+        "squall.bolts.lookup",
+        "squall.bolts.window",
+        "squall.enrichment.geo",
+        "squall.enrichment.device",
+        "squall.sinks.s3",
+        "squall.sinks.warehouse",
+        "squall.enrichment.subscription",
+        "squall.deploy.lambda_consumer",
+    ]
+    for name in names:
+        needs_ = squall_module_needs({name})
+        r = subprocess.run(
+            [sys.executable, "-c", script, name, json.dumps(sorted(OPTIONAL))],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        refused = {line.split()[1] for line in r.stdout.splitlines()}
+        assert refused <= needs_, name  # the first refusal stops the import: a subset
+        assert bool(refused) == bool(needs_), name
+
+
+def test_a_custom_bolt_reusing_a_lookup_source_starts_and_runs(tmp_path: Path):
+    """Its module imports ``squall.bolts.lookup_sources`` (SQLAlchemy and redis-py at module
+    level): the init and a batch with what the zip leaves out refused at import."""
+    write(
+        tmp_path / "tagger.py",
+        "from squall.bolts import RecordBolt\n"
+        "from squall.bolts.lookup_sources import key_text\n\n\n"
+        "class Tagger(RecordBolt):\n"
+        "    def process_event(self, event):\n"
+        "        event.value['tag'] = key_text(event.value['k'])\n"
+        "        return 'default'\n",
+    )
+    path = write(
+        tmp_path / "t.yaml",
+        "name: t\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\n"
+        "  - {id: tag, type: 'tagger:Tagger'}\nsinks:\n  - {id: out, type: stdout}\n",
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        answer = run_blocked(path, kinesis_lambda_event([{"k": "a"}]), tmp_path, {})
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("tagger", None)
+    assert answer == {"batchItemFailures": []}
