@@ -397,8 +397,12 @@ def test_a_sql_resource_on_the_plain_driver_leaves_sqlalchemy_out(tmp_path: Path
         ON_SQLALCHEMY.replace(", options: {connect_args: {timeout: 7}}", ""),
     )
     assert "sqlalchemy" not in needs(path)
-    answer = run_blocked(path, kinesis_lambda_event([{"k": "a", "token": "t1"}]), tmp_path, {})
+    # a record that is not JSON: its dead letter goes to the table, in the batch's transaction
+    event = kinesis_lambda_event([{"k": "a", "token": "t1"}, b"{not json"])
+    answer = run_blocked(path, event, tmp_path, {})
     assert answer == {"batchItemFailures": []}
+    db = sqlite3.connect(tmp_path / "w.db")
+    assert db.execute("select count(*) from squall_dead_letters").fetchone() == (1,)
 
 
 def test_a_requirements_file_as_pip_compile_writes_it_keeps_what_it_names(
@@ -503,3 +507,36 @@ def test_a_custom_bolt_reusing_a_lookup_source_starts_and_runs(tmp_path: Path):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("tagger", None)
     assert answer == {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize(
+    "options",
+    ["", ', options: {connect_args: {options: "-c lock_timeout=5000"}}'],  # docs/warehouse.md's
+)
+def test_postgresql_on_psycopg2_alone_or_on_sqlalchemy(
+    tmp_path: Path, pg_url: str, unique_name: str, options: str
+):
+    """The warehouse, subscription state and dead-letter table on PostgreSQL: psycopg2 alone for
+    a plain URL; SQLAlchemy kept, and used, for a resource with ``options:``."""
+    text = ON_SQLALCHEMY.replace(
+        '{url: "sqlite:///w.db", options: {connect_args: {timeout: 7}}}',
+        f'{{url: "{pg_url}"{options}}}',
+    ).replace("table: t,", f"table: {unique_name},")
+    text = text.replace(
+        "type: dead_letter_table, resource: db}",
+        f"type: dead_letter_table, resource: db, table: {unique_name}_dl}}",
+    )
+    text = text.replace("key: token}", f"key: token, table: {unique_name}_sub}}")
+    path = write(tmp_path / "pg.yaml", text)
+    assert ("sqlalchemy" in needs(path)) == bool(options)
+    event = kinesis_lambda_event([{"k": "a", "token": "t1"}, b"{not json"])
+    assert run_blocked(path, event, tmp_path, {}) == {"batchItemFailures": []}
+    import psycopg2
+
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute(f"select k from {unique_name}")
+        assert cur.fetchall() == [("a",)]
+        cur.execute(f"select count(*) from {unique_name}_dl")
+        assert cur.fetchone() == (1,)
+        for t in (unique_name, f"{unique_name}_dl", f"{unique_name}_sub"):
+            cur.execute(f"drop table if exists {t}")
