@@ -200,7 +200,7 @@ class Component:
     def packages(cls, config: Any) -> frozenset[str]:
         """The optional dependencies a component with this config imports when it runs (import
         names: ``sqlalchemy``, ``pyarrow``…). ``squall package`` ships squall's optional
-        dependencies (``OPTIONAL`` in ``squall/deploy/package.py``) only when a component of the
+        dependencies (``OPTIONAL`` in ``squall/deploy/dependencies.py``) only when a component of the
         topology declares them here; a Redis resource declares ``redis`` (none by default)."""
         return frozenset()
 
