@@ -22,7 +22,12 @@ Two optional parts of the contract:
   of input and a graceful shutdown release too. A crash loses only the buffer: the source
   delivers its records again from the held checkpoint, so a held buffer must drop an event whose
   position it already holds (a batch delivered again after a failed batch) — by position, not
-  "at or before": a record that failed elsewhere comes again after later ones were held.
+  "at or before": a record that failed elsewhere comes again after later ones were held. When a
+  batch fails after the sink took its rows, the engine calls ``discard(batch)`` (the batch's
+  ``WriteContext.batch``): the sink drops what it took from that batch and still holds (what
+  earlier batches took stays: their checkpoint waits for the release), so the batch's next
+  delivery is taken anew instead of joining an object with rows the batch never committed; what
+  a release already made durable of it, the sink drops when it comes again.
 * **Feedback**: ``WriteResult.feedback`` — events the service's answers call for (a push token
   that is gone becomes an ``unsubscribe``); the engine runs them through the stateful bolt named by
   ``feedback_target()`` so they are committed with the batch's staged state. Only sinks that
@@ -89,7 +94,7 @@ class WriteContext:
     requires the engine's connection fails every part, and every record of the batch is
     dead-lettered as failing alone.
 
-    ``time_left``: the engine's ``time_left`` (seconds before the runner's time limit, less its
+    ``batch``: the attempt's number (a holding sink's ``discard``). ``time_left``: the engine's ``time_left`` (seconds before the runner's time limit, less its
     margin; None: no limit — the Lambda runners set one): a sink that retries inside
     ``write_batch`` makes no retry whose backoff would outlast it, and fails what is left instead.
     """
@@ -97,6 +102,9 @@ class WriteContext:
     connection: Any = None
     stream: str = ""
     time_left: Callable[[], float | None] | None = None
+    #: The engine's number of the batch being written (each attempt of a batch has its own): what
+    #: ``Sink.discard`` is given when that batch fails.
+    batch: int = 0
 
 
 @dataclass
@@ -177,6 +185,12 @@ class Sink(Component):
     def due(self) -> bool:
         """True when what the sink holds should be made durable now (its size or age)."""
         return False
+
+    def discard(self, batch: int) -> None:
+        """The batch numbered ``batch`` (``WriteContext.batch``) failed and the engine undid it:
+        drop what ``write_batch`` took from it and still holds, keeping what earlier batches took
+        (their records are settled: the checkpoint waits for the release). Rows of it that a
+        release already made durable are dropped when the batch comes again."""
 
     def release(self) -> None:
         """Make everything held durable (raise ``TransientError`` to have the engine retry).

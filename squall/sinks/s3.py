@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~520 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~570 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -257,6 +257,13 @@ class S3Sink(Sink):
         self._since: float | None = None
         self.clock: Callable[[], float] = time.monotonic
         self.redelivered = 0
+        #: The engine's batch the sink last took rows from (``WriteContext.batch``), and what of
+        #: them it still holds: per group, how many rows at the end of its buffer, their bytes;
+        #: and the positions taken (``discard``).
+        self._batch: int | None = None
+        self._fresh: dict[tuple[str, str, str], int] = {}
+        self._fresh_bytes = 0
+        self._fresh_positions: set[tuple[str, str, str, int, str]] = set()
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -411,7 +418,7 @@ class S3Sink(Sink):
         if self.client is None:
             raise SinkError(f"{self.id}: open() the sink first")
         if self.rolling:
-            self._hold(prepared.payload or [])
+            self._hold(prepared.payload or [], ctx.batch if ctx is not None else None)
             return None
         self._put_all(prepared.payload or [], time_left_of(ctx))
         return None
@@ -447,10 +454,14 @@ class S3Sink(Sink):
 
     # -- rolling ----------------------------------------------------------------------------
 
-    def _hold(self, objects: list[_Object]) -> None:
+    def _hold(self, objects: list[_Object], batch: int | None) -> None:
         """Add the batch's rows to the buffers, dropping positions already held (re-deliveries).
         Rows are measured (JSON lines: kept as their line) before anything is added, so a row
-        that cannot be serialized fails the call with nothing half-held."""
+        that cannot be serialized fails the call with nothing half-held. What the engine's batch
+        ``batch`` added is noted for ``discard``."""
+        if batch != self._batch:  # a new batch: the last one's rows are settled
+            self._batch = batch
+            self._fresh, self._fresh_bytes, self._fresh_positions = {}, 0, set()
         jsonl = self.config.format == "jsonl"
         taken: list[tuple[tuple, tuple[str, str, str], Event, Any, int]] = []
         seen, batch = self._positions, set()
@@ -467,12 +478,38 @@ class S3Sink(Sink):
                 except TypeError:
                     line = _line(row)
                 taken.append((pos, obj.group, ev, line if jsonl else row, len(line)))
+        fresh = self._fresh
         for pos, group, ev, row, size in taken:
             seen.add(pos)
             self._held.setdefault(group, []).append((ev.meta, row))
             self.held_bytes += size
+            fresh[group] = fresh.get(group, 0) + 1
+            self._fresh_bytes += size
+            self._fresh_positions.add(pos)
         if taken and self._since is None:
             self._since = self.clock()
+
+    def discard(self, batch: int) -> None:
+        """The engine's batch ``batch`` failed: drop the rows it added that are still held (the
+        last rows of their buffers: a batch's writes all come before its release), keeping the
+        earlier batches'. When a release already took them (due with that batch), they are
+        durable: their positions are kept, so the batch's next delivery is dropped by them rather
+        than put again under other first positions."""
+        if batch != self._batch:  # nothing taken from that batch
+            return
+        if self._fresh:
+            for group, n in self._fresh.items():
+                rows = self._held[group]
+                del rows[len(rows) - n :]
+                if not rows:
+                    del self._held[group]
+            self._positions -= self._fresh_positions
+            self.held_bytes -= self._fresh_bytes
+            if not self._held:
+                self._since = None
+        else:  # released (or in a release still to finish, which keeps every position)
+            self._positions |= self._fresh_positions
+        self._batch, self._fresh, self._fresh_bytes, self._fresh_positions = None, {}, 0, set()
 
     def may_hold(self) -> bool:
         return self.rolling
@@ -501,6 +538,7 @@ class S3Sink(Sink):
             if not self._releasing:
                 self._releasing = [self._rolled(group, rows) for group, rows in self._held.items()]
                 self._held = {}
+                self._fresh, self._fresh_bytes = {}, 0  # the last batch's rows go with them
             self._put_all(self._releasing, time_left)
             self._releasing = []
         self._positions.clear()

@@ -25,7 +25,7 @@ dead-letters exactly those with the component and the reason; the rest goes on. 
 pays nothing for this. A batch whose transient errors outlast the retries raises
 ``BatchFailed`` and checkpoints nothing.
 
-Size (~1,830 lines): the engine is one state machine — a batch's run, its poison isolation and its
+Size (~1,900 lines): the engine is one state machine — a batch's run, its poison isolation and its
 commit sequence share the batch's ledger and must be read together; the parts that stand alone
 (outcomes, checkpoint stores, SQL error classes, resources) live in their own modules.
 """
@@ -273,6 +273,8 @@ class Engine:
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
         self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
+        #: The number of the batch (attempt) being run: ``WriteContext.batch``, ``Sink.discard``.
+        self._batch_no = 0
         #: Per sink index: rows the part writes of this batch's isolation added (counted as
         #: written when they committed; the rest's write then finds them present, not new).
         self._isolated_rows: dict[int, int] = {}
@@ -596,9 +598,16 @@ class Engine:
     def _undo_batch(self, counted: list[tuple[int, int, int, int, int]]) -> None:
         """The batch failed: it comes again (the runner retries it, or the next run does, or
         ``process`` at once): its records count when they are settled, once (retries, time and
-        rows written stay counted), and the stateful bolts' staged state is dropped."""
+        rows written stay counted), the stateful bolts' staged state is dropped, and so are the
+        rows a holding sink took from it (``Sink.discard``: what earlier batches took stays held,
+        their checkpoint waiting for the release)."""
         for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
             s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
+        for node in self._holders:
+            try:
+                self.components[node.index].discard(self._batch_no)  # type: ignore[union-attr]
+            except Exception:
+                log.exception("%s: error while discarding the failed batch's held rows", node.id)
         for node in self._stateful:
             try:
                 self.components[node.index].discard_state()  # type: ignore[union-attr]
@@ -615,6 +624,7 @@ class Engine:
         return self.process([], final=True)
 
     def _process(self, records: list[Record], final: bool = False) -> BatchResult:
+        self._batch_no += 1
         self._isolated_rows.clear()
         self._given_to.clear()
         units, default_dl = self._expand(records)
@@ -871,7 +881,9 @@ class Engine:
             written = []
             # sql_errors: a failed COMMIT (connection lost) is transient like a failed write.
             with sql_errors(where), transaction(db) as conn:
-                ctx = WriteContext(connection=conn, stream=stream, time_left=self.time_left)
+                ctx = WriteContext(
+                    connection=conn, stream=stream, time_left=self.time_left, batch=self._batch_no
+                )
                 for node, p in pending:
                     started = time.perf_counter()
                     try:
@@ -1211,7 +1223,7 @@ class Engine:
                 self.stats[node.index],
                 comp.write_batch,
                 p,
-                WriteContext(stream=stream, time_left=self.time_left),
+                WriteContext(stream=stream, time_left=self.time_left, batch=self._batch_no),
             )  # type: ignore[union-attr]
         except _RecordFault as fault:
             # The isolation's part writes are this write: each event is sent once, and settled.
@@ -1335,7 +1347,8 @@ class Engine:
                 part = keep
             inputs = part if given is None else _of_records(given, part)
             got = comp.write_batch(
-                comp.prepare(inputs), WriteContext(stream=stream, time_left=self.time_left)
+                comp.prepare(inputs),
+                WriteContext(stream=stream, time_left=self.time_left, batch=self._batch_no),
             )  # type: ignore[union-attr]
             part_written.append(None if got is None else got.written)
             if got is not None:
@@ -1510,7 +1523,7 @@ class Engine:
                     self.stats[node.index],
                     comp.write_batch,
                     p,
-                    WriteContext(time_left=self.time_left),
+                    WriteContext(time_left=self.time_left, batch=self._batch_no),
                 )  # type: ignore[union-attr]
             except _RecordFault as fault:
                 # A dead letter that cannot be written even alone: that record fails (it is
@@ -1522,7 +1535,9 @@ class Engine:
                 def write(
                     part: list[Event], c: Sink = comp, out: list[Event] = part_failed
                 ) -> None:  # type: ignore[assignment]
-                    got = c.write_batch(Prepared(part), WriteContext(time_left=self.time_left))
+                    got = c.write_batch(
+                        Prepared(part), WriteContext(time_left=self.time_left, batch=self._batch_no)
+                    )
                     if got is not None:
                         out.extend(got.failed)
 

@@ -1,0 +1,150 @@
+"""A rolling s3 sink and a batch that fails after the sink took its rows (hR).
+
+The engine undoes a failed batch (``Engine._undo_batch``): the rolling sink must then drop the
+rows it took from that batch and still holds (``Sink.discard``), keeping the rows of earlier
+batches (their checkpoint waits for the release); rows of the failed batch that a release already
+made durable are dropped when the batch comes again. Every row ends in S3 once, counted by its
+``n`` in every object of the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+
+import pytest
+
+from squall.errors import BatchFailed, TransientError
+from squall.testing import records_from
+from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
+from tests.moto_standin import unique
+from tests.sinks.test_s3_rolling import SHARD, keys, line_size, payloads, rows, sink_yaml
+
+OTHER = "shardId-000000000001"
+
+
+@pytest.fixture
+def s3(moto_server):
+    return moto_server.client("s3")
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = unique("rollfail")
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def topology(lake: dict) -> str:
+    """The lake, then a memory sink (``mirror``) that ``fail_next`` makes fail a batch."""
+    return json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "resources": {"db": {"url": "sqlite:///:memory:"}},
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [{"id": "decode", "type": "json"}],
+            "sinks": [
+                lake,
+                {"id": "mirror", "type": "squall.testing:FaultySink"},
+                {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink"},
+            ],
+        }
+    )
+
+
+def component(engine: Engine, name: str):
+    return next(c for c in engine.components if c.id == name)
+
+
+def fail_next(engine: Engine) -> None:
+    """The mirror raises ``TransientError`` on its next two writes: both attempts of one batch
+    (the lake, first in ``sinks:``, has taken the batch's rows by then)."""
+    component(engine, "mirror").calls = -2
+
+
+def held(data: list[dict]) -> int:
+    """The bytes the lake counts for these rows (their JSON lines)."""
+    return sum(line_size(p) for p in data)
+
+
+def counts(s3, bucket: str) -> Counter:
+    return Counter(r["n"] for r in rows(s3, bucket))
+
+
+def test_in_process_retry_of_a_failed_batch_puts_each_row_once(moto_server, s3, bucket):
+    """hold=True (the local runner, the KCL retrying a batch): batch 2 fails after the lake took
+    it; the lake then holds batch 1's rows only, and the retry's rows are put once."""
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    engine = Engine(load_text(topology(lake)).plan, hold=True)
+    with engine:
+        sink = component(engine, "lake")
+        assert engine.process(records_from(payloads(4), start=1)).checkpoint == {}  # held
+        fail_next(engine)
+        with pytest.raises(BatchFailed, match="injected transient write failure"):
+            engine.process(records_from(payloads(4, start=4), start=5))
+        assert sink.holding() and sink.held_bytes == held(payloads(4))  # batch 1's only
+        assert engine.process(records_from(payloads(4, start=4), start=5)).checkpoint == {}
+        assert sink.redelivered == 0  # taken again, not dropped as held
+        assert engine.release()[SHARD].sequence_number == "8"
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+
+
+def test_a_lambda_containers_failed_batch_is_not_put_by_its_next_invocation(
+    moto_server, s3, bucket
+):
+    """hold=False (Lambda): a batch failed in one container after its lake took the rows; Lambda
+    retries it, with the records that came since, in another container. The first container's
+    next invocation (another shard) must not put the failed batch's rows: named by the same first
+    position, its objects would replace the retry's, and rows 5-8 would be gone."""
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    x = Engine(load_text(topology(lake)).plan)
+    y = Engine(load_text(topology(lake)).plan)
+    with x, y:
+        fail_next(x)
+        with pytest.raises(BatchFailed):
+            x.process(records_from(payloads(4), start=1))
+        assert not x.holding  # nothing of the failed batch is kept
+        y.process(records_from(payloads(8), start=1))  # the retry, in another container
+        x.process(records_from(payloads(2, start=8), shard_id=OTHER, start=1))  # x's next
+    assert counts(s3, bucket) == Counter(100 + i for i in range(10))
+
+
+class _FlakyStore(SqlCheckpointStore):
+    """A checkpoint store down for the next ``down`` saves."""
+
+    down = 0
+
+    def save(self, *args, **kwargs):
+        if self.down:
+            self.down -= 1
+            raise TransientError("checkpoint store down")
+        return super().save(*args, **kwargs)
+
+
+def test_a_batch_failed_after_its_rows_were_released_is_not_put_again(moto_server, s3, bucket):
+    """hold=True with the engine's checkpointer (the local runner): batch 2 makes the lake due,
+    the release puts batches 1 and 2 in objects named by batch 1's first rows, and then the
+    checkpoint store is down: the batch fails. Its retry must not hold its rows again (they are
+    durable): held, they would be put a second time under batch 2's first positions."""
+    roll = held(payloads(8))
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_bytes=roll)
+    topo = load_text(topology(lake))
+    resources = Resources.for_topology(topo)
+    store = _FlakyStore(resources.sql("db"), topo.name)  # saved on its own
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store), hold=True)
+    with engine:
+        assert engine.process(records_from(payloads(4), start=1)).checkpoint == {}
+        store.down = 2  # both attempts of the save
+        with pytest.raises(BatchFailed, match="checkpoint store down"):
+            engine.process(records_from(payloads(4, start=4), start=5))
+        assert len(keys(s3, bucket)) == 2  # released before the save failed
+        result = engine.process(records_from(payloads(4, start=4), start=5))
+        assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
+        assert engine.release() == {}
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+    assert store.load("test")[SHARD].sequence_number == "8"
