@@ -15,12 +15,14 @@ from collections import Counter
 
 import pytest
 
+from squall.deploy.lambda_consumer import make_handler
 from squall.errors import BatchFailed, TransientError
-from squall.testing import records_from
+from squall.testing import MemorySink, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.resources import Resources
+from tests.factories import kinesis_lambda_event
 from tests.moto_standin import unique
 from tests.sinks.test_s3_rolling import SHARD, keys, line_size, payloads, rows, sink_yaml
 
@@ -148,3 +150,53 @@ def test_a_batch_failed_after_its_rows_were_released_is_not_put_again(moto_serve
         assert engine.release() == {}
     assert counts(s3, bucket) == Counter(100 + i for i in range(8))
     assert store.load("test")[SHARD].sequence_number == "8"
+
+
+# -- the Lambda consumer: two warm containers ---------------------------------------------------
+
+#: Whether ``DownSink`` is down (the containers of one test share the class).
+DOWN = {"now": False}
+
+
+class DownSink(MemorySink):
+    """A memory sink down (``TransientError``) while ``DOWN["now"]``."""
+
+    def write_batch(self, prepared, ctx):
+        if DOWN["now"]:
+            raise TransientError("mirror down")
+        return super().write_batch(prepared, ctx)
+
+
+LAMBDA_TOPOLOGY = """
+name: rollfail-lambda
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 2, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: lake, type: s3, bucket: {bucket}, prefix: events, endpoint_url: "{endpoint}",
+     time_field: ts, roll_seconds: 600}}
+  - {{id: mirror, type: "tests.sinks.test_s3_rolling_failed_batch:DownSink"}}
+"""
+
+
+def test_lambda_consumer_a_failed_invocation_leaves_nothing_for_the_next_one(
+    moto_server, s3, bucket, tmp_path
+):
+    """Container x fails an invocation after its lake took the rows; Lambda retries it, with
+    the records that came since, in container y; x's next invocation (another shard) puts only
+    its own rows: every row once, none replaced by x's stale objects."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(LAMBDA_TOPOLOGY.format(bucket=bucket, endpoint=moto_server.endpoint))
+    x, y = make_handler(path), make_handler(path)
+    data = payloads(10)
+    DOWN["now"] = True
+    try:
+        failed = x(kinesis_lambda_event(data[:4], start=1), None)
+    finally:
+        DOWN["now"] = False
+    assert failed == {"batchItemFailures": [{"itemIdentifier": "1"}]}
+    assert y(kinesis_lambda_event(data[:8], start=1), None) == {"batchItemFailures": []}
+    other = kinesis_lambda_event(data[8:], shard="shardId-000000000001", start=1)
+    assert x(other, None) == {"batchItemFailures": []}
+    assert counts(s3, bucket) == Counter(100 + i for i in range(10))
