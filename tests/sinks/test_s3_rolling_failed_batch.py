@@ -15,6 +15,8 @@ from collections import Counter
 
 import pytest
 
+from squall.bolts.base import Bolt, Output
+from squall.deploy.kcl import EXIT_RECORDS_FAILED, RecordProcessor
 from squall.deploy.lambda_consumer import make_handler
 from squall.errors import BatchFailed, TransientError
 from squall.testing import MemorySink, records_from
@@ -22,7 +24,13 @@ from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.resources import Resources
-from tests.factories import kinesis_lambda_event
+from tests.factories import (
+    KclCheckpointer,
+    kcl_initialize,
+    kcl_message,
+    kcl_process_records,
+    kinesis_lambda_event,
+)
 from tests.moto_standin import unique
 from tests.sinks.test_s3_rolling import SHARD, keys, line_size, payloads, rows, sink_yaml
 
@@ -200,3 +208,78 @@ def test_lambda_consumer_a_failed_invocation_leaves_nothing_for_the_next_one(
     other = kinesis_lambda_event(data[8:], shard="shardId-000000000001", start=1)
     assert x(other, None) == {"batchItemFailures": []}
     assert counts(s3, bucket) == Counter(100 + i for i in range(10))
+
+
+# -- the KCL: a batch retried in process, then a failed record ---------------------------------
+
+#: The ``n`` of the events ``FailSome`` fails (a record's problem found before the sinks).
+FAIL: set[int] = set()
+
+
+class FailSome(Bolt):
+    """Passes every event, failing those whose ``n`` is in ``FAIL``."""
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            if ev.value["n"] in FAIL:
+                out.fail(ev, "failed on purpose")
+            else:
+                out.emit(ev)
+        return out
+
+
+def kcl_topology(lake: dict) -> str:
+    """No dead-letter sink: a record ``FailSome`` fails is a failed record (the KCL exits)."""
+    return json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "some", "type": "tests.sinks.test_s3_rolling_failed_batch:FailSome"},
+            ],
+            "sinks": [
+                lake,
+                {"id": "mirror", "type": "tests.sinks.test_s3_rolling_failed_batch:DownSink"},
+            ],
+        }
+    )
+
+
+def test_kcl_a_retried_batch_with_a_failed_record_releases_none_of_the_first_attempts_rows(
+    moto_server, s3, bucket
+):
+    """The KCL retries batch 2 (the mirror was down after the lake took rows 104-107); on the
+    retry record 105 fails before the sinks, so 106-107 are held back, the KCL releases and exits,
+    and the next owner replays from 105. The release must not put the first attempt's 105-107:
+    the replay puts them under their own first positions, and they would be there twice."""
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    data = payloads(8)
+
+    def outage_over(seconds: float) -> None:  # the KCL's backoff before the retry
+        DOWN["now"] = False
+        FAIL.add(105)
+
+    engine = Engine(load_text(kcl_topology(lake)).plan, hold=True)
+    p = RecordProcessor(engine, stream="s", sleep=outage_over, daemon_alive=lambda: True)
+    kcl_initialize().dispatch(None, p)
+    cp = KclCheckpointer()
+    try:
+        kcl_process_records(data[:4], start=100).dispatch(cp, p)
+        DOWN["now"] = True
+        with pytest.raises(SystemExit) as exc:
+            kcl_process_records(data[4:], start=104).dispatch(cp, p)
+    finally:
+        DOWN["now"] = False
+        FAIL.clear()
+    assert exc.value.code == EXIT_RECORDS_FAILED
+    assert cp.calls == [("104", 0)]  # released, then checkpointed before the failed record
+    # the next owner of the lease replays from 105 (a new process: an empty buffer)
+    again = Engine(load_text(kcl_topology(lake)).plan, hold=True)
+    q = RecordProcessor(again, stream="s", daemon_alive=lambda: True)
+    kcl_initialize().dispatch(None, q)
+    kcl_process_records(data[5:], start=105).dispatch(cp, q)
+    kcl_message({"action": "shardEnded"}).dispatch(cp, q)
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
