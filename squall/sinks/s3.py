@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~570 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~610 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -261,9 +261,13 @@ class S3Sink(Sink):
         #: them it still holds: per group, how many rows at the end of its buffer, their bytes;
         #: and the positions taken (``discard``).
         self._batch: int | None = None
-        self._fresh: dict[tuple[str, str, str], int] = {}
-        self._fresh_bytes = 0
-        self._fresh_positions: set[tuple[str, str, str, int, str]] = set()
+        self._fresh: dict[tuple[str, str, str], _Fresh] = {}
+        #: That batch's rows a release took and has not finished putting: per group, the rows
+        #: its object holds of earlier batches, and what the batch added; and the positions of
+        #: the batch's rows a release made durable (kept by ``discard``).
+        self._in_release: dict[tuple[str, str, str], tuple[list[tuple[RecordMeta, Any]], _Fresh]]
+        self._in_release = {}
+        self._durable: set[tuple[str, str, str, int, str]] = set()
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -461,7 +465,7 @@ class S3Sink(Sink):
         ``batch`` added is noted for ``discard``."""
         if batch != self._batch:  # a new batch: the last one's rows are settled
             self._batch = batch
-            self._fresh, self._fresh_bytes, self._fresh_positions = {}, 0, set()
+            self._fresh, self._in_release, self._durable = {}, {}, set()
         jsonl = self.config.format == "jsonl"
         taken: list[tuple[tuple, tuple[str, str, str], Event, Any, int]] = []
         seen, batch = self._positions, set()
@@ -483,33 +487,51 @@ class S3Sink(Sink):
             seen.add(pos)
             self._held.setdefault(group, []).append((ev.meta, row))
             self.held_bytes += size
-            fresh[group] = fresh.get(group, 0) + 1
-            self._fresh_bytes += size
-            self._fresh_positions.add(pos)
+            noted = fresh.setdefault(group, _Fresh())
+            noted.rows += 1
+            noted.bytes += size
+            noted.positions.add(pos)
         if taken and self._since is None:
             self._since = self.clock()
 
     def discard(self, batch: int) -> None:
         """The engine's batch ``batch`` failed: drop the rows it added that are still held (the
         last rows of their buffers: a batch's writes all come before its release), keeping the
-        earlier batches'. When a release already took them (due with that batch), they are
-        durable: their positions are kept, so the batch's next delivery is dropped by them rather
-        than put again under other first positions."""
+        earlier batches'. Of its rows a release took, those in an object not yet put are dropped
+        from it too (the retry, in this process or another, puts them under their own names: a
+        stale object of the same name would replace the retry's); those a release made durable
+        keep their positions, so the batch's next delivery is dropped rather than put again
+        under other first positions."""
         if batch != self._batch:  # nothing taken from that batch
             return
-        if self._fresh:
-            for group, n in self._fresh.items():
-                rows = self._held[group]
-                del rows[len(rows) - n :]
-                if not rows:
-                    del self._held[group]
-            self._positions -= self._fresh_positions
-            self.held_bytes -= self._fresh_bytes
-            if not self._held:
-                self._since = None
-        else:  # released (or in a release still to finish, which keeps every position)
-            self._positions |= self._fresh_positions
-        self._batch, self._fresh, self._fresh_bytes, self._fresh_positions = None, {}, 0, set()
+        for group, noted in self._fresh.items():
+            rows = self._held[group]
+            del rows[len(rows) - noted.rows :]
+            if not rows:
+                del self._held[group]
+            self._positions -= noted.positions
+            self.held_bytes -= noted.bytes
+        if self._in_release:
+            releasing = []
+            for obj in self._releasing:
+                entry = self._in_release.get(obj.group)
+                if entry is None or obj.done:
+                    if entry is not None:
+                        self._durable |= entry[1].positions
+                    releasing.append(obj)
+                    continue
+                earlier, noted = entry
+                self._positions -= noted.positions
+                self.held_bytes -= noted.bytes
+                if earlier:
+                    releasing.append(self._rolled(obj.group, earlier))
+            self._releasing = releasing
+        self._positions |= self._durable
+        if not self._held:
+            self._since = None
+        if not self._held and not self._releasing:
+            self.held_bytes = 0
+        self._batch, self._fresh, self._in_release, self._durable = None, {}, {}, set()
 
     def may_hold(self) -> bool:
         return self.rolling
@@ -537,10 +559,16 @@ class S3Sink(Sink):
         while self._releasing or self._held:
             if not self._releasing:
                 self._releasing = [self._rolled(group, rows) for group, rows in self._held.items()]
-                self._held = {}
-                self._fresh, self._fresh_bytes = {}, 0  # the last batch's rows go with them
+                # the last batch's rows go with them (``discard``: what else the objects hold)
+                for group, noted in self._fresh.items():
+                    rows = self._held[group]
+                    self._in_release[group] = (rows[: len(rows) - noted.rows], noted)
+                self._held, self._fresh = {}, {}
             self._put_all(self._releasing, time_left)
             self._releasing = []
+            for _, noted in self._in_release.values():  # put: durable
+                self._durable |= noted.positions
+            self._in_release = {}
         self._positions.clear()
         self.held_bytes = 0
         self._since = None
@@ -555,6 +583,16 @@ class S3Sink(Sink):
         close: Callable[[], None] | None = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+class _Fresh:
+    """What the engine's last batch added to one buffer: rows (the last of it), bytes, positions."""
+
+    __slots__ = ("rows", "bytes", "positions")
+
+    def __init__(self) -> None:
+        self.rows, self.bytes = 0, 0
+        self.positions: set[tuple[str, str, str, int, str]] = set()
 
 
 class _Object:

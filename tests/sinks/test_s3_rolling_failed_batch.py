@@ -31,7 +31,7 @@ from tests.factories import (
     kcl_process_records,
     kinesis_lambda_event,
 )
-from tests.moto_standin import unique
+from tests.moto_standin import FlakyClient, client_error, unique
 from tests.sinks.test_s3_rolling import SHARD, keys, line_size, payloads, rows, sink_yaml
 
 OTHER = "shardId-000000000001"
@@ -282,4 +282,62 @@ def test_kcl_a_retried_batch_with_a_failed_record_releases_none_of_the_first_att
     kcl_initialize().dispatch(None, q)
     kcl_process_records(data[5:], start=105).dispatch(cp, q)
     kcl_message({"action": "shardEnded"}).dispatch(cp, q)
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+
+
+# -- hS: a batch whose release failed (its rows in a release still to finish) -------------------
+
+
+def test_a_lambda_containers_batch_failed_in_its_release_is_not_put_by_its_next_invocation(
+    moto_server, s3, bucket
+):
+    """hold=False (Lambda): container x's batch fails in the release itself (S3 answers SlowDown
+    to both attempts), so the batch's rows sit in a release still to finish. Lambda retries the
+    batch, with the records that came since, in container y. x's next invocation (another shard)
+    must not finish that release: named by the same first position, its object would replace
+    the retry's, and rows 4-7 would be gone."""
+    down = {"now": True}
+
+    def put(kw, call):
+        if down["now"]:
+            raise client_error("SlowDown", "Please reduce your request rate.", 503)
+        return call(**kw)
+
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    x = Engine(load_text(topology(lake)).plan)
+    y = Engine(load_text(topology(lake)).plan)
+    with x, y:
+        component(x, "lake").client = FlakyClient(s3, put_object=put)
+        with pytest.raises(BatchFailed, match="SlowDown"):
+            x.process(records_from(payloads(4), start=1))
+        down["now"] = False
+        y.process(records_from(payloads(8), start=1))  # the retry, in another container
+        x.process(records_from(payloads(2, start=8), shard_id=OTHER, start=1))  # x's next
+    assert counts(s3, bucket) == Counter(100 + i for i in range(10))
+
+
+def test_a_batch_failed_in_its_release_keeps_the_earlier_batches_rows(moto_server, s3, bucket):
+    """hold=True: batch 2 makes the lake due and S3 answers SlowDown to both attempts of the
+    release, which holds batches 1 and 2. The failed batch's rows leave the release still to
+    finish; batch 1's stay in it (its checkpoint waits for it). The retry puts every row once."""
+    down = {"now": False}
+
+    def put(kw, call):
+        if down["now"]:
+            raise client_error("SlowDown", "Please reduce your request rate.", 503)
+        return call(**kw)
+
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_bytes=held(payloads(8)))
+    engine = Engine(load_text(topology(lake)).plan, hold=True)
+    with engine:
+        sink = component(engine, "lake")
+        sink.client = FlakyClient(s3, put_object=put)
+        assert engine.process(records_from(payloads(4), start=1)).checkpoint == {}
+        down["now"] = True
+        with pytest.raises(BatchFailed, match="SlowDown"):
+            engine.process(records_from(payloads(4, start=4), start=5))
+        assert sink.holding() and sink.held_bytes == held(payloads(4))  # batch 1's only
+        down["now"] = False
+        result = engine.process(records_from(payloads(4, start=4), start=5))
+        assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
     assert counts(s3, bucket) == Counter(100 + i for i in range(8))
