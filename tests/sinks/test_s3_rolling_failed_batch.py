@@ -341,3 +341,32 @@ def test_a_batch_failed_in_its_release_keeps_the_earlier_batches_rows(moto_serve
         result = engine.process(records_from(payloads(4, start=4), start=5))
         assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
     assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+
+
+def test_a_batch_failed_halfway_through_its_release_puts_each_row_once(moto_server, s3, bucket):
+    """hold=True: the release due with batch 2 puts the 18h object (batches 1 and 2) and S3
+    refuses the 19h one through both attempts. The failed batch's 18h rows are durable (the
+    retry drops them), its 19h rows leave the object still to put (the retry holds them anew):
+    every row once, batch 1's 19h rows included."""
+    down = {"now": False}
+
+    def put(kw, call):
+        if down["now"] and "hour=19" in kw["Key"]:
+            raise client_error("SlowDown", "Please reduce your request rate.", 503)
+        return call(**kw)
+
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_bytes=held(payloads(8)))
+    engine = Engine(load_text(topology(lake)).plan, hold=True)
+    with engine:
+        sink = component(engine, "lake")
+        sink.client = FlakyClient(s3, put_object=put)
+        assert engine.process(records_from(payloads(4), start=1)).checkpoint == {}
+        down["now"] = True
+        with pytest.raises(BatchFailed, match="SlowDown"):
+            engine.process(records_from(payloads(4, start=4), start=5))
+        assert len(keys(s3, bucket)) == 1  # the 18h object
+        down["now"] = False
+        result = engine.process(records_from(payloads(4, start=4), start=5))
+        assert sink.redelivered == 2  # 104 and 106, put with the 18h object
+        assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
