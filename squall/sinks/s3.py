@@ -499,9 +499,11 @@ class S3Sink(Sink):
         last rows of their buffers: a batch's writes all come before its release), keeping the
         earlier batches'. Of its rows a release took, those in an object not yet put are dropped
         from it too (the retry, in this process or another, puts them under their own names: a
-        stale object of the same name would replace the retry's); those a release made durable
-        keep their positions, so the batch's next delivery is dropped rather than put again
-        under other first positions."""
+        stale object of the same name would replace the retry's). Those a release made durable
+        in an object with earlier batches' rows keep their positions, so the batch's next
+        delivery is dropped rather than put again under other first positions; those put in
+        objects of their own do not: the next delivery's objects have the same names and replace
+        them (a batch run again from a stateful bolt's moved state puts what that run made)."""
         if batch != self._batch:  # nothing taken from that batch
             return
         for group, noted in self._fresh.items():
@@ -516,8 +518,10 @@ class S3Sink(Sink):
             for obj in self._releasing:
                 entry = self._in_release.get(obj.group)
                 if entry is None or obj.done:
-                    if entry is not None:
+                    if entry is not None and entry[0]:
                         self._durable |= entry[1].positions
+                    elif entry is not None:  # put alone: the next delivery replaces it
+                        self._positions -= entry[1].positions
                     releasing.append(obj)
                     continue
                 earlier, noted = entry
@@ -566,8 +570,9 @@ class S3Sink(Sink):
                 self._held, self._fresh = {}, {}
             self._put_all(self._releasing, time_left)
             self._releasing = []
-            for _, noted in self._in_release.values():  # put: durable
-                self._durable |= noted.positions
+            for earlier, noted in self._in_release.values():
+                if earlier:  # put with earlier batches' rows: the next delivery is dropped
+                    self._durable |= noted.positions
             self._in_release = {}
         self._positions.clear()
         self.held_bytes = 0

@@ -18,7 +18,7 @@ import pytest
 from squall.bolts.base import Bolt, Output
 from squall.deploy.kcl import EXIT_RECORDS_FAILED, RecordProcessor
 from squall.deploy.lambda_consumer import make_handler
-from squall.errors import BatchFailed, TransientError
+from squall.errors import BatchFailed, StaleState, TransientError
 from squall.testing import MemorySink, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
@@ -370,3 +370,59 @@ def test_a_batch_failed_halfway_through_its_release_puts_each_row_once(moto_serv
         assert sink.redelivered == 2  # 104 and 106, put with the 18h object
         assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
     assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+
+
+# -- hS: a stateful bolt's StaleState re-runs the batch after the lake released it -------------
+
+#: How many times ``Restated`` committed (the first commit finds its state moved).
+RESTATED = {"commits": 0}
+
+
+class Restated(Bolt):
+    """A stateful bolt whose output says which attempt of the batch computed it (``seen``: the
+    stored state the attempt read); its first commit finds the state moved (``StaleState``)."""
+
+    stateful = True
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            child = ev.fork()
+            child.value = {**ev.value, "seen": RESTATED["commits"]}
+            out.emit(child)
+        return out
+
+    def commit_state(self, covered, connection=None):
+        RESTATED["commits"] += 1
+        if RESTATED["commits"] == 1:
+            raise StaleState("state moved (another process committed)")
+
+    def discard_state(self):
+        pass
+
+
+def test_a_batch_run_again_from_moved_state_leaves_the_new_runs_rows(moto_server, s3, bucket):
+    """A stateful bolt upstream makes the lake release after every batch: the first run's rows
+    are put, then the bolt's commit finds its state moved and the engine runs the batch again
+    from the stored state. The rows in S3 must be the second run's (what the committed state
+    says), not the first run's, computed from a state that had moved."""
+    RESTATED["commits"] = 0
+    topo = json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "state", "type": "tests.sinks.test_s3_rolling_failed_batch:Restated"},
+            ],
+            "sinks": [sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)],
+        }
+    )
+    engine = Engine(load_text(topo).plan, hold=True)
+    with engine:
+        result = engine.process(records_from(payloads(4), start=1))
+        assert result.checkpoint[SHARD].sequence_number == "4" and RESTATED["commits"] == 2
+    got = rows(s3, bucket)
+    assert sorted(r["n"] for r in got) == [100, 101, 102, 103]
+    assert {r["seen"] for r in got} == {1}
