@@ -92,10 +92,6 @@ def run_with_console(
         recorder=recorder,
     )
     if bar is not None:
-        from squall.deploy.signals import signals_to_main_thread
-
-        with signals_to_main_thread():  # its refresh thread: Ctrl-C interrupts a spout's read
-            bar.start()
         with bar:
             report = runner.run()
     else:

@@ -20,7 +20,6 @@ from typing import IO, Any
 import click
 
 from squall import aws, exact_json
-from squall.deploy.signals import signals_to_main_thread
 from squall.errors import SinkError, SquallError, TransientError
 from squall.kinesis.putrecords import (
     MAX_CALL_BYTES,
@@ -327,10 +326,7 @@ def produce(
     last = ProduceReport()
     previous = _stop_on_sigterm()
     try:
-        bar = Progress(*columns, console=err, transient=True)
-        with signals_to_main_thread():  # its refresh thread: Ctrl-C interrupts the file's read
-            bar.start()
-        with bar:
+        with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task(f"→ {stream}", total=total, sent=0, failed=0)
 
             def update(done: int, report: ProduceReport) -> None:
