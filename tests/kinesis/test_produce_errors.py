@@ -83,6 +83,10 @@ def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: sig
             AWS_EC2_METADATA_DISABLED="true",
             PYTHONFAULTHANDLER="1",  # a hang below is shown where it is (SIGABRT)
         ),
+        # Ctrl-C as in a terminal, also when this process was started with SIGINT ignored (a
+        # background job of a non-interactive shell: CI's), which its children would inherit —
+        # Python then installs no KeyboardInterrupt handler, and the child waited for ever
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     writer = None
     try:
