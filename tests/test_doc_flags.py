@@ -12,8 +12,9 @@ from tests.test_doc_links import ROOT
 from tests.test_doc_snippets import _options, command_lines, squall_commands, user_docs
 
 LONE_FLAG = re.compile(r"^(--[a-zA-Z][\w-]*)")
-#: Other tools' flags the docs quote (valgrind's cachegrind, in docs/performance.md).
-NOT_OURS = {"--cache-sim", "--branch-sim"}
+#: Other tools' flags the docs quote (valgrind's cachegrind, in docs/performance.md; pip's
+#: requirements-file option, in docs/deploy.md).
+NOT_OURS = {"--cache-sim", "--branch-sim", "--hash"}
 
 
 def lone_flag_problems(files: list[Path], root: Path = ROOT) -> list[str]:
