@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~610 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~630 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -268,6 +268,12 @@ class S3Sink(Sink):
         self._in_release: dict[tuple[str, str, str], tuple[list[tuple[RecordMeta, Any]], _Fresh]]
         self._in_release = {}
         self._durable: set[tuple[str, str, str, int, str]] = set()
+        #: Objects that batch's release put with its rows alone: per group, the key and the
+        #: last position. When the batch fails (``discard``) they are to be replaced: the next
+        #: rolled object of the group starting at or before that position (the batch run again)
+        #: takes the key, even when its first row is gone (dropped or failed by the new run).
+        self._alone: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
+        self._replaced: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -465,7 +471,7 @@ class S3Sink(Sink):
         ``batch`` added is noted for ``discard``."""
         if batch != self._batch:  # a new batch: the last one's rows are settled
             self._batch = batch
-            self._fresh, self._in_release, self._durable = {}, {}, set()
+            self._fresh, self._in_release, self._durable, self._alone = {}, {}, set(), {}
         jsonl = self.config.format == "jsonl"
         taken: list[tuple[tuple, tuple[str, str, str], Event, Any, int]] = []
         seen, batch = self._positions, set()
@@ -522,6 +528,7 @@ class S3Sink(Sink):
                         self._durable |= entry[1].positions
                     elif entry is not None:  # put alone: the next delivery replaces it
                         self._positions -= entry[1].positions
+                        self._replaced[obj.group] = (obj.key, obj.rows[-1][0].position.key())
                     releasing.append(obj)
                     continue
                 earlier, noted = entry
@@ -531,11 +538,13 @@ class S3Sink(Sink):
                     releasing.append(self._rolled(obj.group, earlier))
             self._releasing = releasing
         self._positions |= self._durable
+        self._replaced.update(self._alone)
         if not self._held:
             self._since = None
         if not self._held and not self._releasing:
             self.held_bytes = 0
         self._batch, self._fresh, self._in_release, self._durable = None, {}, {}, set()
+        self._alone = {}
 
     def may_hold(self) -> bool:
         return self.rolling
@@ -569,12 +578,18 @@ class S3Sink(Sink):
                     self._in_release[group] = (rows[: len(rows) - noted.rows], noted)
                 self._held, self._fresh = {}, {}
             self._put_all(self._releasing, time_left)
+            for obj in self._releasing:
+                entry = self._in_release.get(obj.group)
+                if entry is None:
+                    continue
+                if entry[0]:  # put with earlier batches' rows: the next delivery is dropped
+                    self._durable |= entry[1].positions
+                else:  # put alone: the next delivery replaces it (``discard``)
+                    self._alone[obj.group] = (obj.key, obj.rows[-1][0].position.key())
             self._releasing = []
-            for earlier, noted in self._in_release.values():
-                if earlier:  # put with earlier batches' rows: the next delivery is dropped
-                    self._durable |= noted.positions
             self._in_release = {}
         self._positions.clear()
+        self._replaced = {}
         self.held_bytes = 0
         self._since = None
 
@@ -582,6 +597,9 @@ class S3Sink(Sink):
         rows = sorted(held, key=lambda r: r[0].position.key())
         part, stream, shard = group
         key = self._key(part, stream, shard, rows[0][0], rows[-1][0], rolled=True)
+        replaced = self._replaced.get(group)
+        if replaced is not None and rows[0][0].position.key() <= replaced[1]:
+            key = replaced[0]  # a failed batch's object put alone: this one replaces it
         return _Object(key, rows, group)
 
     def close(self) -> None:

@@ -426,3 +426,50 @@ def test_a_batch_run_again_from_moved_state_leaves_the_new_runs_rows(moto_server
     got = rows(s3, bucket)
     assert sorted(r["n"] for r in got) == [100, 101, 102, 103]
     assert {r["seen"] for r in got} == {1}
+
+
+class RestatedDropsFirst(Restated):
+    """``Restated`` whose run from the moved state no longer emits record 100 (a filter the
+    stored state now says no to)."""
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            if RESTATED["commits"] and ev.value["n"] == 100:
+                out.drop(ev)
+                continue
+            child = ev.fork()
+            child.value = {**ev.value, "seen": RESTATED["commits"]}
+            out.emit(child)
+        return out
+
+
+def test_a_run_again_whose_first_row_is_gone_leaves_no_row_of_the_first_run(
+    moto_server, s3, bucket
+):
+    """hT: as above, but the second run drops record 100, the first row of the 18h object the
+    first run put: the second run's 18h object is named by 102. The first run's object (100 and
+    102, computed from moved state) must not stay next to it."""
+    RESTATED["commits"] = 0
+    topo = json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {
+                    "id": "state",
+                    "type": "tests.sinks.test_s3_rolling_failed_batch:RestatedDropsFirst",
+                },
+            ],
+            "sinks": [sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)],
+        }
+    )
+    engine = Engine(load_text(topo).plan, hold=True)
+    with engine:
+        result = engine.process(records_from(payloads(4), start=1))
+        assert result.checkpoint[SHARD].sequence_number == "4" and RESTATED["commits"] == 2
+    got = rows(s3, bucket)
+    assert sorted(r["n"] for r in got) == [101, 102, 103]
+    assert {r["seen"] for r in got} == {1}
