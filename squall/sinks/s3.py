@@ -534,8 +534,10 @@ class S3Sink(Sink):
                 earlier, noted = entry
                 self._positions -= noted.positions
                 self.held_bytes -= noted.bytes
-                if earlier:
+                if earlier:  # same first row, same name: it replaces whatever landed
                     releasing.append(self._rolled(obj.group, earlier))
+                else:  # its put may have landed unanswered (a timeout): to be replaced
+                    self._replaced[obj.group] = (obj.key, obj.rows[-1][0].position.key())
             self._releasing = releasing
         self._positions |= self._durable
         self._replaced.update(self._alone)
