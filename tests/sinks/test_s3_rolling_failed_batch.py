@@ -569,3 +569,31 @@ def test_a_put_that_landed_but_failed_is_replaced_by_the_retry_without_its_first
     got = rows(s3, bucket)
     assert sorted(r["n"] for r in got) == [101, 102, 103]
     assert {r["seen"] for r in got} == {2}
+
+
+def test_a_lambda_containers_unanswered_put_does_not_rename_its_next_invocations_objects(
+    moto_server, s3, bucket
+):
+    """hT: container x's 18h object (100, 102) lands unanswered through both attempts; Lambda
+    retries the batch, with the records that came since, in container y (its 18h object has the
+    same name). x's next invocation, the same shard's next records, starts after that object:
+    it keeps its own name instead of replacing y's (rows 100-106 would be gone)."""
+    lost = {"now": True}
+
+    def put(kw, call):
+        answer = call(**kw)
+        if lost["now"]:
+            raise client_error("RequestTimeout", "Your socket connection timed out.", 400)
+        return answer
+
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    x = Engine(load_text(topology(lake)).plan)
+    y = Engine(load_text(topology(lake)).plan)
+    with x, y:
+        component(x, "lake").client = FlakyClient(s3, put_object=put)
+        with pytest.raises(BatchFailed, match="RequestTimeout"):
+            x.process(records_from(payloads(4), start=1))
+        lost["now"] = False
+        y.process(records_from(payloads(8), start=1))  # the retry, in another container
+        x.process(records_from(payloads(2, start=8), start=9))  # x's next: the shard's next
+    assert counts(s3, bucket) == Counter(100 + i for i in range(10))
