@@ -186,11 +186,12 @@ class Sink(Component):
         """True when what the sink holds should be made durable now (its size or age)."""
         return False
 
-    def discard(self, batch: int) -> None:
+    def discard(self, batch: int, again: bool = False) -> None:
         """The batch numbered ``batch`` (``WriteContext.batch``) failed and the engine undid it:
         drop what ``write_batch`` took from it and still holds, keeping what earlier batches took
         (their records are settled: the checkpoint waits for the release). Rows of it that a
-        release already made durable are dropped when the batch comes again."""
+        release already made durable are dropped when the batch comes again. ``again``: the
+        engine's next batch runs the same records again (a ``StaleState`` re-run)."""
 
     def release(self) -> None:
         """Make everything held durable (raise ``TransientError`` to have the engine retry).

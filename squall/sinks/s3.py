@@ -269,9 +269,9 @@ class S3Sink(Sink):
         self._in_release = {}
         self._durable: set[tuple[str, str, str, int, str]] = set()
         #: Objects that batch's release put with its rows alone: per group, the key and the
-        #: last position. When the batch fails (``discard``) they are to be replaced: the next
-        #: rolled object of the group starting at or before that position (the batch run again)
-        #: takes the key, even when its first row is gone (dropped or failed by the new run).
+        #: last position. When the batch fails and runs again at once (``discard``), the run's
+        #: rolled object of the group (starting at or before that position) takes the key, even
+        #: when its first row is gone (dropped or failed by the new run).
         self._alone: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
         self._replaced: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
 
@@ -500,7 +500,7 @@ class S3Sink(Sink):
         if taken and self._since is None:
             self._since = self.clock()
 
-    def discard(self, batch: int) -> None:
+    def discard(self, batch: int, again: bool = False) -> None:
         """The engine's batch ``batch`` failed: drop the rows it added that are still held (the
         last rows of their buffers: a batch's writes all come before its release), keeping the
         earlier batches'. Of its rows a release took, those in an object not yet put are dropped
@@ -509,7 +509,11 @@ class S3Sink(Sink):
         in an object with earlier batches' rows keep their positions, so the batch's next
         delivery is dropped rather than put again under other first positions; those put in
         objects of their own do not: the next delivery's objects have the same names and replace
-        them (a batch run again from a stateful bolt's moved state puts what that run made)."""
+        them (a batch run again from a stateful bolt's moved state puts what that run made).
+        When the engine runs the same records ``again`` at once, its object of such a group takes
+        the name of the one its release put alone, even when the new run no longer emits that
+        object's first record: no row of the failed run stays beside it."""
+        self._replaced = {}
         if batch != self._batch:  # nothing taken from that batch
             return
         for group, noted in self._fresh.items():
@@ -528,19 +532,17 @@ class S3Sink(Sink):
                         self._durable |= entry[1].positions
                     elif entry is not None:  # put alone: the next delivery replaces it
                         self._positions -= entry[1].positions
-                        self._replaced[obj.group] = (obj.key, obj.rows[-1][0].position.key())
                     releasing.append(obj)
                     continue
                 earlier, noted = entry
                 self._positions -= noted.positions
                 self.held_bytes -= noted.bytes
-                if earlier:  # same first row, same name: it replaces whatever landed
+                if earlier:
                     releasing.append(self._rolled(obj.group, earlier))
-                else:  # its put may have landed unanswered (a timeout): to be replaced
-                    self._replaced[obj.group] = (obj.key, obj.rows[-1][0].position.key())
             self._releasing = releasing
         self._positions |= self._durable
-        self._replaced.update(self._alone)
+        if again:  # only then: another process's retry may start after such an object's first row
+            self._replaced = self._alone
         if not self._held:
             self._since = None
         if not self._held and not self._releasing:

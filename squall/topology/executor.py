@@ -574,12 +574,13 @@ class Engine:
                 try:
                     return self._process(records, final)
                 except BaseException as exc:
-                    self._undo_batch(counted)
                     # A stateful bolt's commit found its base state moved (another process
                     # committed meanwhile: StaleState): the same commit again fails the same
                     # way, so the whole batch runs again, from the stored state as it is now.
                     stale = isinstance(exc, BatchFailed) and isinstance(exc.cause, StaleState)
-                    if not stale or attempt >= self.retry.attempts:
+                    again = stale and attempt < self.retry.attempts
+                    self._undo_batch(counted, again)
+                    if not again:
                         raise
                     log.warning("%s; running the batch again (%d/%d)", exc.cause, attempt,
                                 self.retry.attempts - 1)  # fmt: skip
@@ -595,17 +596,17 @@ class Engine:
                 log.warning(_MORE[kind], self.plan.nodes[index].id, more)
         self._poison_warned.clear()
 
-    def _undo_batch(self, counted: list[tuple[int, int, int, int, int]]) -> None:
+    def _undo_batch(self, counted: list[tuple[int, int, int, int, int]], again: bool) -> None:
         """The batch failed: it comes again (the runner retries it, or the next run does, or
         ``process`` at once): its records count when they are settled, once (retries, time and
         rows written stay counted), the stateful bolts' staged state is dropped, and so are the
         rows a holding sink took from it (``Sink.discard``: what earlier batches took stays held,
-        their checkpoint waiting for the release)."""
+        their checkpoint waiting for the release; ``again``: the next batch runs the same records)."""
         for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
             s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
         for node in self._holders:
             try:
-                self.components[node.index].discard(self._batch_no)  # type: ignore[union-attr]
+                self.components[node.index].discard(self._batch_no, again)  # type: ignore[union-attr]
             except Exception:
                 log.exception("%s: error while discarding the failed batch's held rows", node.id)
         for node in self._stateful:

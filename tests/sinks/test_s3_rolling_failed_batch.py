@@ -509,68 +509,6 @@ def test_a_parquet_release_rebuilt_without_the_failed_batch_holds_the_earlier_ro
     assert sorted(rows(s3, bucket), key=lambda r: r["n"]) == payloads(8)
 
 
-#: How many batches ``DropsOnRetry`` saw.
-SEEN = {"batches": 0}
-
-
-class DropsOnRetry(Bolt):
-    """Passes every event, marked with the batch that computed it; from its second batch on it
-    drops record 100 (what the stored state says when the batch comes again)."""
-
-    def process(self, batch):
-        SEEN["batches"] += 1
-        out = Output(self.id)
-        for ev in batch:
-            if SEEN["batches"] > 1 and ev.value["n"] == 100:
-                out.drop(ev)
-                continue
-            child = ev.fork()
-            child.value = {**ev.value, "seen": SEEN["batches"]}
-            out.emit(child)
-        return out
-
-
-def test_a_put_that_landed_but_failed_is_replaced_by_the_retry_without_its_first_row(
-    moto_server, s3, bucket
-):
-    """hT: S3 stores the release's objects but the answers never come (a read timeout), through
-    both attempts: the batch fails with its objects in S3 though not ``done``. The retry no
-    longer emits record 100, the first row of the 18h object: its 18h object must still replace
-    the landed one (100 and a first-run 102 would stay beside it)."""
-    SEEN["batches"] = 0
-    lost = {"now": True}
-
-    def put(kw, call):
-        answer = call(**kw)
-        if lost["now"]:
-            raise client_error("RequestTimeout", "Your socket connection timed out.", 400)
-        return answer
-
-    topo = json.dumps(
-        {
-            "name": f"rollfail{uuid.uuid4().hex[:6]}",
-            "spout": {"type": "stdin"},
-            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
-            "bolts": [
-                {"id": "decode", "type": "json"},
-                {"id": "mark", "type": "tests.sinks.test_s3_rolling_failed_batch:DropsOnRetry"},
-            ],
-            "sinks": [sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)],
-        }
-    )
-    engine = Engine(load_text(topo).plan)  # hold=False: released after every batch
-    with engine:
-        component(engine, "lake").client = FlakyClient(s3, put_object=put)
-        with pytest.raises(BatchFailed, match="RequestTimeout"):
-            engine.process(records_from(payloads(4), start=1))
-        assert len(keys(s3, bucket)) == 1  # the 18h object landed (100, 102)
-        lost["now"] = False
-        engine.process(records_from(payloads(4), start=1))
-    got = rows(s3, bucket)
-    assert sorted(r["n"] for r in got) == [101, 102, 103]
-    assert {r["seen"] for r in got} == {2}
-
-
 def test_a_lambda_containers_unanswered_put_does_not_rename_its_next_invocations_objects(
     moto_server, s3, bucket
 ):
@@ -597,3 +535,24 @@ def test_a_lambda_containers_unanswered_put_does_not_rename_its_next_invocations
         y.process(records_from(payloads(8), start=1))  # the retry, in another container
         x.process(records_from(payloads(2, start=8), start=9))  # x's next: the shard's next
     assert counts(s3, bucket) == Counter(100 + i for i in range(10))
+
+
+def test_a_retry_from_a_later_record_does_not_take_the_failed_objects_name(moto_server, s3, bucket):
+    """hT: container x puts batch 1-4 alone, then its checkpoint save fails. Container y commits
+    records 1-2 (its objects named by 100 and 101, replacing x's); Lambda hands records 3-4 to
+    x. Only a batch run again at once takes the failed objects' names: x's 3-4 objects taking
+    them would replace y's and lose 100 and 101."""
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    topo = load_text(topology(lake))
+    resources = Resources.for_topology(topo)
+    store = _FlakyStore(resources.sql("db"), topo.name)
+    x = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
+    y = Engine(load_text(topology(lake)).plan)
+    with x, y:
+        store.down = 2  # both attempts of the save
+        with pytest.raises(BatchFailed, match="checkpoint store down"):
+            x.process(records_from(payloads(4), start=1))
+        assert len(keys(s3, bucket)) == 2  # released before the save failed
+        y.process(records_from(payloads(2), start=1))
+        x.process(records_from(payloads(2, start=2), start=3))
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
