@@ -62,6 +62,9 @@ class Locator:
     #: Those of them YAML 1.1 read as few expect (``NO`` is false, ``2024-01-05`` a date): what
     #: to say where an option takes any value.
     surprises: dict[Path_, str] = field(default_factory=dict)
+    #: Values that hold a ``${VAR}`` or a secret reference: another value when deployed than at
+    #: this load (``squall package`` keeps what any value of such an option may need).
+    variables: set[Path_] = field(default_factory=set)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The mark of ``path`` or of its nearest located ancestor."""
@@ -338,6 +341,8 @@ class _Converter:
         value = node.value
         if "$" in value and node.tag in _RETYPED and self.env is not None:
             substituted = _substitute(value, path, self.loc, self.env, self.problems, self.secrets)
+            if any(m.group(0) != "$$" for m in _VAR.finditer(value)):
+                self.loc.variables.add(path)
             if substituted != value:
                 if any(m[3] for m in _VAR.finditer(value)):  # a secret is text: never retyped
                     tag = "tag:yaml.org,2002:str"
