@@ -13,10 +13,14 @@ distribution squall does not require, and whatever the code beside the topology 
 from __future__ import annotations
 
 import ast
+import itertools
 import re
+import types
+import typing
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -44,34 +48,118 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
 
 def needed_packages(topology: Topology, text: str) -> frozenset[str]:
     """Import names (``OPTIONAL``'s) the function imports: what its bolts and sinks declare
-    (``Component.packages``; the spout does not run in Lambda), and ``redis`` when a resource
-    may be Redis at run time — its URL is Redis, or comes from a variable (``${STATE_URL}``) and
-    no option that takes only a SQL resource names it (the load would refuse Redis there)."""
+    (``Component.packages``; the spout does not run in Lambda), and what a resource may need at
+    run time — ``redis`` when its URL is Redis, ``sqlalchemy`` when it is a SQL URL that stays
+    on SQLAlchemy's engine.
+
+    A value taken from a variable (``${VAR}``, ``${VAR:-default}``, a secret reference) may be
+    another one when deployed: an option from a variable counts with every value it may take
+    (``variable_configs``), a component whose ``type`` is a variable keeps every module a
+    function may import, and a resource whose URL or options come from a variable keeps redis-py
+    unless an option taking only SQL names it, and SQLAlchemy unless one taking only Redis does
+    (the load refuses the other kind there)."""
     from squall.topology import registry
     from squall.topology.loader import resource_kinds
     from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES
     from squall.topology.resources import on_plain_driver
 
+    variables = _variable_paths(topology, text)
     needs: set[str] = set()
-    sql_only: set[str] = set()
-    for kind, configs in (("bolt", topology.bolts), ("sink", topology.sinks)):
-        for cfg in configs:
-            needs |= registry.resolve(kind, cfg.type).packages(cfg)
-            sql_only |= {name for _, name, k in resource_kinds(cfg, ()) if k.kind == "sql"}
+    kinds: dict[str, set[str]] = defaultdict(set)
+    for key, kind, configs in (
+        ("bolts", "bolt", topology.bolts),
+        ("sinks", "sink", topology.sinks),
+    ):
+        for i, cfg in enumerate(configs):
+            if (key, i, "type") in variables:  # any component when deployed
+                needs |= set(OPTIONAL) - CLI_ONLY
+            cls = registry.resolve(kind, cfg.type)
+            for variant in variable_configs(cfg, (key, i), variables):
+                needs |= cls.packages(variant)
+            for _, name, k in resource_kinds(cfg, ()):
+                kinds[name].add(k.kind)
+    for name, resource in topology.resources.items():
+        from_variable = any(p[:2] == ("resources", name) for p in variables)
+        if resource.scheme in REDIS_SCHEMES or (from_variable and "sql" not in kinds[name]):
+            needs.add("redis")
+        if resource.scheme in SQL_SCHEMES and not on_plain_driver(resource):
+            needs.add("sqlalchemy")  # its load (URL check) and every engine on it are SQLAlchemy's
+        elif from_variable and "redis" not in kinds[name]:
+            needs.add("sqlalchemy")  # deployed with a query string, `:memory:`, several hosts…
+    return frozenset(needs)
+
+
+#: Modules only the CLI imports: no function needs them, whatever its topology.
+CLI_ONLY = frozenset({"rich", "click"})
+#: At most this many variants of one component's config are asked what they declare (the
+#: values of its options from variables combined; beyond, one option varied at a time).
+_MAX_VARIANTS = 256
+
+
+def _variable_paths(topology: Topology, text: str) -> set[tuple[str | int, ...]]:
+    """The document paths whose values hold a variable or a secret reference: as the loader
+    recorded them (``Locator.variables``); a topology built without one, from ``text``'s
+    resources (each a whole, as before)."""
+    if topology.locator is not None:
+        return set(topology.locator.variables)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:
         raw = None
-    raw_resources = raw.get("resources") if isinstance(raw, dict) else None
-    if not isinstance(raw_resources, dict):
-        raw_resources = {}
-    for name, resource in topology.resources.items():
-        from_variable = "${" in str(raw_resources.get(name, "${"))
-        if resource.scheme in REDIS_SCHEMES or (from_variable and name not in sql_only):
-            needs.add("redis")
-        if resource.scheme in SQL_SCHEMES and not on_plain_driver(resource):
-            needs.add("sqlalchemy")  # its load (URL check) and every engine on it are SQLAlchemy's
-    return frozenset(needs)
+    resources = raw.get("resources") if isinstance(raw, dict) else None
+    if not isinstance(resources, dict):
+        return {("resources", name) for name in topology.resources}  # unknown: any may be
+    return {("resources", n) for n, r in resources.items() if "${" in str(r)}
+
+
+def _alternatives(annotation: Any, current: Any) -> list[Any]:
+    """Values an option of this type may take that may change what a component declares: each
+    of a ``Literal``'s, both booleans, ``None`` when it is optional, and some text when it is
+    text that is empty now (``"${GEO_DB:-}"``); other values are taken as the current one."""
+    out: list[Any] = []
+    todo = [annotation]
+    while todo:
+        t = todo.pop()
+        origin = typing.get_origin(t)
+        if origin is typing.Annotated:
+            todo.append(typing.get_args(t)[0])
+        elif origin is typing.Literal:
+            out += typing.get_args(t)
+        elif origin in (typing.Union, types.UnionType):
+            todo += typing.get_args(t)
+        elif t is type(None):
+            out.append(None)
+        elif t is bool:
+            out += [True, False]
+        elif t is str and not current:
+            out.append("variable")
+    return [current, *(v for v in out if v != current or type(v) is not type(current))]
+
+
+def variable_configs(cfg: Any, path: tuple[str | int, ...], variables: set) -> list[Any]:
+    """``cfg``, and the configs it may be when deployed: each of its options whose value (or a
+    value inside it) comes from a variable given every value of ``_alternatives`` (not
+    validated: only ``packages`` reads them)."""
+    fields = type(cfg).model_fields
+    varied = []
+    for name, f in fields.items():
+        here = (*path, f.alias or name)
+        if any(p[: len(here)] == here for p in variables):
+            values = _alternatives(f.annotation, getattr(cfg, name))
+            if len(values) > 1:
+                varied.append((name, values))
+    if not varied:
+        return [cfg]
+    combos = 1
+    for _, values in varied:
+        combos *= len(values)
+    if combos <= _MAX_VARIANTS:
+        names = [name for name, _ in varied]
+        return [
+            cfg.model_copy(update=dict(zip(names, pick, strict=True)))
+            for pick in itertools.product(*(values for _, values in varied))
+        ]
+    return [cfg, *(cfg.model_copy(update={n: v}) for n, values in varied for v in values)]
 
 
 def _canonical(name: str) -> str:

@@ -44,8 +44,11 @@ def test_the_examples_declare_what_their_components_and_resources_import():
         "maxminddb",
         "_maxminddb_geolite2",  # its geo bolt has no database:
         "redis",  # the subscription's store: ${STATE_URL}, which may be Redis
+        # ${WAREHOUSE_URL} and ${STATE_URL} may be SQL URLs that stay on SQLAlchemy's engine
+        "sqlalchemy",
     }
-    assert needs(EXAMPLES / "etl/transform.yaml") == {"pyarrow"}  # its warehouse takes SQL only
+    # its warehouse takes SQL only (no redis-py), from ${WAREHOUSE_URL} (SQLAlchemy)
+    assert needs(EXAMPLES / "etl/transform.yaml") == {"pyarrow", "sqlalchemy"}
     # the kiosk registry's lookup: its sql source and its (optional) shared Redis cache
     assert needs(EXAMPLES / "kiosk/topology.yaml") == {"sqlalchemy", "redis"}
     for name in ("pistats/producer.yaml", "etl/ingest.yaml"):
@@ -77,9 +80,10 @@ sinks:
     ("db", "cache", "expected"),
     [
         ("sqlite:///x.db", "sqlite:///y.db", {"maxminddb"}),
-        # a URL from a variable may be Redis at run time, unless an option taking SQL only names it
-        ("${DB_URL:-sqlite:///x.db}", "sqlite:///y.db", {"maxminddb"}),
-        ("sqlite:///x.db", "${CACHE_URL:-sqlite:///y.db}", {"maxminddb", "redis"}),
+        # a URL from a variable may be Redis at run time, unless an option taking SQL only names
+        # it, and a SQL URL on SQLAlchemy's engine (a query string, `:memory:`)
+        ("${DB_URL:-sqlite:///x.db}", "sqlite:///y.db", {"maxminddb", "sqlalchemy"}),
+        ("sqlite:///x.db", "${CACHE_URL:-sqlite:///y.db}", {"maxminddb", "redis", "sqlalchemy"}),
         ("sqlite:///x.db", "redis://127.0.0.1:6379/0", {"maxminddb", "redis"}),
     ],
 )
@@ -540,3 +544,90 @@ def test_postgresql_on_psycopg2_alone_or_on_sqlalchemy(
         assert cur.fetchone() == (1,)
         for t in (unique_name, f"{unique_name}_dl", f"{unique_name}_sub"):
             cur.execute(f"drop table if exists {t}")
+
+
+#: Options and URLs from variables: packaged with their defaults, deployed with other values.
+FROM_VARIABLES = """
+name: v
+resources:
+  db: {url: "${WAREHOUSE_URL:-sqlite:///w.db}"}
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+sinks:
+  - {id: rows, type: warehouse, resource: db, table: t, columns: {k: k}}
+  - id: lake
+    type: s3
+    bucket: lake
+    format: ${LAKE_FORMAT:-jsonl}
+    columns: {k: k}
+    endpoint_url: http://127.0.0.1:9
+    region: us-east-1
+"""
+
+
+def test_an_option_or_url_from_a_variable_keeps_what_its_deployed_value_needs(tmp_path: Path):
+    """Packaged with the defaults (JSON lines, a SQLite URL on the plain driver), deployed with
+    Parquet and a SQLite URL with a query string (SQLAlchemy's engine): the init and a batch
+    with every module the zip leaves out refused failed with ImportError (pyarrow, SQLAlchemy)."""
+    path = write(tmp_path / "v.yaml", FROM_VARIABLES)
+    assert needs(path) == {"pyarrow", "sqlalchemy"}  # the warehouse takes SQL only: no redis-py
+    env = {"LAKE_FORMAT": "parquet", "WAREHOUSE_URL": "sqlite:///w.db?timeout=7"}
+    # the s3 sink imports pyarrow when it opens (the URL as packaged: pyarrow's failure alone)
+    run_blocked(path, None, tmp_path, {"LAKE_FORMAT": "parquet"})
+    lake_off = FROM_VARIABLES.split("  - id: lake")[0]
+    path = write(tmp_path / "w.yaml", lake_off)
+    answer = run_blocked(path, kinesis_lambda_event([{"k": "a"}]), tmp_path, env)
+    assert answer == {"batchItemFailures": []}
+    assert sqlite3.connect(tmp_path / "w.db").execute("select k from t").fetchall() == [("a",)]
+
+
+WRITTEN_OUT = """
+name: w
+resources:
+  db: {url: "DB"}
+  cache: {url: "CACHE"}
+spout: {type: stdin}
+bolts:
+  - {id: sub, type: subscription, store: db, key: k, cache: cache}
+sinks:
+  - {id: rows, type: warehouse, resource: db, table: "TABLE", columns: {k: k}}
+  - {id: lake, type: s3, bucket: lake, format: "FORMAT", columns: {k: k}, region: us-east-1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # written out, each counts with its value (the cache is Redis: redis-py)
+        ({}, {"redis"}),
+        ({"FORMAT": "parquet"}, {"redis", "pyarrow"}),
+        ({"FORMAT": "${LAKE_FORMAT:-jsonl}"}, {"redis", "pyarrow"}),
+        ({"DB": "${WAREHOUSE_URL:-sqlite:///w.db}"}, {"redis", "sqlalchemy"}),
+        # a secret reference is a value from elsewhere too
+        ({"DB": "${ssm:/w/db_url}"}, {"redis", "sqlalchemy"}),
+        # the cache takes Redis only: the load refuses any other URL there (no SQLAlchemy)
+        ({"CACHE": "${CACHE_URL:-redis://127.0.0.1:6379/0}"}, {"redis"}),
+        # a name from a variable decides nothing; `$$` is a dollar, no variable
+        ({"TABLE": "${TABLE:-t}"}, {"redis"}),
+        ({"DB": "sqlite:///w$$x.db"}, {"redis"}),
+    ],
+)
+def test_what_a_value_from_a_variable_keeps(tmp_path: Path, values: dict, expected: set[str]):
+    text = WRITTEN_OUT
+    defaults = {"DB": "sqlite:///w.db", "CACHE": "redis://127.0.0.1:6379/0", "TABLE": "t"}
+    for name, value in {**defaults, "FORMAT": "jsonl", **values}.items():
+        text = text.replace(name, value)
+    path = write(tmp_path / "w.yaml", text)
+    assert needed_packages(load(path, secrets=placeholder), text) == expected
+
+
+def test_a_component_type_from_a_variable_keeps_what_any_function_may_import(tmp_path: Path):
+    text = WRITTEN_OUT.replace("type: s3", 'type: "${LAKE_SINK:-s3}"')
+    for name, value in {"DB": "sqlite:///w.db", "CACHE": "redis://127.0.0.1:6379/0"}.items():
+        text = text.replace(name, value)
+    path = write(tmp_path / "w.yaml", text.replace("TABLE", "t").replace("FORMAT", "jsonl"))
+    assert needed_packages(load(path, secrets=placeholder), text) == set(OPTIONAL) - {
+        "rich",
+        "click",
+    }
