@@ -7,53 +7,17 @@ sides of the upgrade are one result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-import redis
 
 from squall.bolts.window import WindowBolt
-from squall.component import ComponentContext
 from squall.event import Event, RecordMeta
-from tests.enrichment.support import resources
+from tests.bolts import test_window
+from tests.bolts.test_window import MIN, T0, make_bolt
 
-T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z, a minute boundary
-MIN = 60_000
-
-
-@pytest.fixture(params=["sqlite", "postgresql", "redis"])
-def store_url(request, tmp_path: Path, unique_name: str) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state.db'}"
-    elif request.param == "postgresql":
-        yield request.getfixturevalue("pg_url")
-    else:
-        url = request.getfixturevalue("redis_url")
-        yield url
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(f"test:{unique_name}:*"))
-        if keys:
-            client.delete(*keys)
-
-
-def make_bolt(url: str, name: str, **config) -> WindowBolt:
-    c = {
-        "id": "win",
-        "type": "window",
-        "store": "state",
-        "key": ["app"],
-        "size": "1m",
-        "aggregates": {"n": {"fn": "count"}},
-        "name": name,
-        "table": f"w_{name}",
-        "key_prefix": "test:",
-        **config,
-    }
-    bolt = WindowBolt(WindowBolt.Config(**c), ComponentContext("t"))
-    bolt.open(resources(state=url))
-    return bolt
+store_url = test_window.store_url  # the same fixture: SQLite, PostgreSQL and Redis stores
 
 
 def ev(i: int, t: int, **payload) -> Event:
