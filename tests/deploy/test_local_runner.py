@@ -25,6 +25,7 @@ from squall.testing import ListSpout
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
+from tests.pipe_wait import wait_in_pipe_read
 
 TOPOLOGY = """
 name: local
@@ -323,6 +324,8 @@ def test_a_stop_while_stdin_waits_for_input_ends_the_run_at_once(
             except sqlite3.OperationalError:
                 pass
             time.sleep(0.05)
+        # a row committed is not the batch ended: the stop is meant for the wait that follows
+        wait_in_pipe_read(proc, deadline - time.monotonic())
         proc.send_signal(sig)
         try:
             code = proc.wait(timeout=60)  # the pipe stays open: only the signal can end it

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.child_env import child_env
+from tests.pipe_wait import wait_in_pipe_read
 
 
 def produce(*args: str) -> subprocess.CompletedProcess:
@@ -101,14 +102,7 @@ def test_ctrl_c_or_sigterm_exits_130_as_squall_run_does(tmp_path: Path, sig: sig
         assert writer is not None, "squall produce never opened its input"
         # The signal is sent once the child waits in its read of the FIFO (its open returned:
         # the state the test means), not while it still returns from the open.
-        wchan = Path(f"/proc/{proc.pid}/wchan")
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if "pipe_read" in wchan.read_text() or "pipe_wait" in wchan.read_text():
-                    break
-            except OSError:
-                break
-            time.sleep(0.01)
+        wait_in_pipe_read(proc, deadline - time.monotonic())
         proc.send_signal(sig)
         try:
             out, err = proc.communicate(timeout=60)
