@@ -14,15 +14,18 @@ one; an invalid schema is checked at every load.
 
 A ``pattern`` (and a ``patternProperties`` name) is an ECMA-262 regular expression, whose ``$``
 matches at the end of the text only; Python's also matches before a final line break
-(``^[A-Z]{3}$`` took ``"EUR\\n"``). Both validators get the schema with each such ``$`` written
-``\\Z`` (``ecma_schema``) when the bolt is built; a pattern asking for Python's multiline mode
-(``(?m)``) keeps its ``$`` a line's end, and a comment (``(?#…)``, ``(?x)``'s ``#``) is left
-as written. The caches above record only that a schema passed the check, never a verdict: a
-schema they hold validates with this ``$`` too.
+(``^[A-Z]{3}$`` took ``"EUR\\n"``). Its ``\\d`` is [0-9] and ``\\w`` [A-Za-z0-9_] (``\\b``
+their boundary), where Python's ``re`` takes any Unicode digit and letter (``^\\d+$`` took
+``"٣"``); its ``\\s`` and ``.`` know other line terminators and white space than Python's. Both
+validators get the schema with each such ``$`` written ``\\Z`` and these classes spelt out in
+ASCII (``ecma_schema``) when the bolt is built; a pattern asking for Python's multiline mode
+(``(?m)``) keeps its ``$`` a line's end, ``(?s)`` its ``.`` any character, and a comment
+(``(?#…)``, ``(?x)``'s ``#``) is left as written. The caches above record only that a schema
+passed the check, never a verdict: a schema they hold validates with these patterns too.
 
-Size (~725 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+Size (~800 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
 its two caches (the package's list, the cache folder), the fast validator's limits, the patterns'
-``$``, the formats left unchecked for want of a package, the bolt.
+``$`` and classes, the formats left unchecked for want of a package, the bolt.
 """
 
 from __future__ import annotations
@@ -209,74 +212,140 @@ _SCOPED_FLAGS = re.compile(r"\(\?([aiLmsux]*)(?:-([imsx]+))?:")
 #: Python's ``$`` in multiline mode (before each line break, and at the end), without a ``$``:
 #: fastjsonschema rewrites every unescaped ``$`` of a ``pattern`` to ``\Z``.
 _LINE_END = r"(?=\n|\Z)"
+#: ECMA-262's character class escapes in Python's spelling, as the inside of a class (``re``
+#: reads ``\d``, ``\w`` and ``\s`` of a str pattern as Unicode's: ``\d`` took ``"٣"``), and
+#: whether the escape is the complement (``\D``): ``\d`` is [0-9], ``\w`` [A-Za-z0-9_], ``\s``
+#: ECMA's WhiteSpace and LineTerminator (Python's also holds U+001C-U+001F and U+0085, not
+#: U+FEFF). The same with the ``u`` flag (JSON Schema 2020-12's advice) as without it.
+_WORD = "A-Za-z0-9_"
+_SPACE = r"\t\n\x0b\x0c\r\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_CLASS_ESCAPES = {
+    "d": ("0-9", False),
+    "D": ("0-9", True),
+    "w": (_WORD, False),
+    "W": (_WORD, True),
+    "s": (_SPACE, False),
+    "S": (_SPACE, True),
+}
+#: ECMA-262's word boundaries, between a [A-Za-z0-9_] character and another one (or an end).
+_BOUNDARIES = {
+    "b": f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))",
+    "B": f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))",
+}
+#: ECMA-262's ``.`` (no s flag): any character but a line terminator; Python's only leaves out
+#: ``\n``.
+_DOT = r"[^\n\r\u2028\u2029]"
+
+
+def _ecma_class(pattern: str, i: int) -> tuple[str, int]:
+    """The character class opening at ``pattern[i]`` (a ``[``) with ECMA-262's ``\\d``, ``\\w``,
+    ``\\s`` and their complements, and a ``$`` written ``\\$``; and where it ends. Python reads a
+    ``]`` first in a class (``[]a]``, ``[^]a]``) as a literal. A complement beside other members
+    (``[a\\D]``, ``[^\\S]``) has no spelling inside one class: it becomes an alternation
+    (``(?:[a]|[^0-9])``) or, negated, look-aheads before the last complement's class."""
+    n = len(pattern)
+    j = i + 1
+    negated = pattern.startswith("^", j)
+    j += negated
+    members: list[str] = []  # as written (ASCII classes for \d \w \s)
+    complements: list[str] = []  # the insides of \D \W \S
+    first = True
+    while j < n and (pattern[j] != "]" or first):
+        first = False
+        c = pattern[j]
+        if c == "\\":
+            escape = _CLASS_ESCAPES.get(pattern[j + 1 : j + 2])
+            if escape is None:
+                members.append(pattern[j : j + 2])
+            else:
+                (complements if escape[1] else members).append(escape[0])
+            j += 2
+            continue
+        members.append("\\$" if c == "$" else c)
+        j += 1
+    if j >= n:  # no end: re refused it when the schema was checked
+        return pattern[i:], n
+    inside = "".join(members)
+    if not complements:
+        return f"[{'^' if negated else ''}{inside}]", j + 1
+    if inside.startswith("^"):  # a literal "^", first once the complements are taken out
+        inside = "\\" + inside
+    if not negated:  # in any of them
+        alternatives = ([f"[{inside}]"] if inside else []) + [f"[^{s}]" for s in complements]
+        return f"(?:{'|'.join(alternatives)})", j + 1
+    # in none of them: not a member, and in every complemented set
+    ahead = (f"(?![{inside}])" if inside else "") + "".join(f"(?=[{s}])" for s in complements[:-1])
+    return f"(?:{ahead}[{complements[-1]}])", j + 1
 
 
 def ecma_pattern(pattern: str) -> str:
-    """``pattern`` with ECMA-262's ``$`` (no ``m`` flag: the end of the text) in Python's
-    spelling, ``\\Z``: Python's ``$`` also matches before a final line break. A ``$`` in a
-    character class is a literal ``$`` in both (written ``\\$``, which fastjsonschema's own
-    ``$`` rewrite leaves alone); an escaped one (``\\$``) too.
+    """``pattern`` read as ECMA-262 reads it, in Python's spelling: its ``$`` (no ``m`` flag:
+    the end of the text) as ``\\Z`` (Python's ``$`` also matches before a final line break), its
+    ``\\d``, ``\\w``, ``\\s``, ``\\b``, their complements and ``.`` as ASCII and ECMA's line
+    terminators make them (``_CLASS_ESCAPES``, ``_BOUNDARIES``, ``_DOT``), in a character class
+    too; a literal character (``é``, ``٣``) still matches itself. A ``$`` in a character class
+    is a literal ``$`` in both (written ``\\$``, which fastjsonschema's own ``$`` rewrite leaves
+    alone); an escaped one (``\\$``) too.
 
     Python's inline flags (``re`` compiles them for both validators; ECMA-262 has none) keep
     their meaning: under ``m`` (``(?m)``, ``(?m:…)``) a ``$`` is a line's end (written
-    ``(?=\\n|\\Z)``); a comment (``(?#…)``, or ``#`` to the line's end under ``x``) is copied as
-    written — a ``[`` there opens no class."""
-    if "$" not in pattern:
+    ``(?=\\n|\\Z)``), under ``s`` a ``.`` any character; a comment (``(?#…)``, or ``#`` to the
+    line's end under ``x``) is copied as written — a ``[`` there opens no class."""
+    if "$" not in pattern and "\\" not in pattern and "." not in pattern:
         return pattern
     out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
-    multiline = verbose = False
+    i, n = 0, len(pattern)
+    multiline = verbose = dotall = False
     while (flags := _GLOBAL_FLAGS.match(pattern, i)) is not None:
         multiline, verbose = multiline or "m" in flags[1], verbose or "x" in flags[1]
+        dotall = dotall or "s" in flags[1]
         out.append(flags[0])
         i = flags.end()
-    groups: list[tuple[bool, bool]] = []  # the flags outside each open group
+    groups: list[tuple[bool, bool, bool]] = []  # the flags outside each open group
     while i < n:
         c = pattern[i]
         if c == "\\":
-            out.append(pattern[i : i + 2])
+            e = pattern[i + 1 : i + 2]
+            if e in _CLASS_ESCAPES:
+                inside, complement = _CLASS_ESCAPES[e]
+                out.append(f"[{'^' if complement else ''}{inside}]")
+            else:
+                out.append(_BOUNDARIES.get(e) or pattern[i : i + 2])
             i += 2
             continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            elif c == "$":
-                c = "\\$"
-        elif c == "[":
-            in_class = True
-            # Python reads a "]" first in a class ("[]a]", "[^]a]") as a literal
-            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
-            if pattern[j : j + 1] == "]":
-                j += 1
-            out.append(pattern[i:j])
-            i = j
+        if c == "[":
+            text, i = _ecma_class(pattern, i)
+            out.append(text)
             continue
-        elif c == "(" and pattern.startswith("(?#", i):  # a comment: to the first ")"
+        if c == "(" and pattern.startswith("(?#", i):  # a comment: to the first ")"
             j = pattern.find(")", i)
             j = n if j < 0 else j + 1
             out.append(pattern[i:j])
             i = j
             continue
-        elif c == "#" and verbose:  # a comment: to the line's end
+        if c == "#" and verbose:  # a comment: to the line's end
             j = pattern.find("\n", i)
             j = n if j < 0 else j
             out.append(pattern[i:j])
             i = j
             continue
-        elif c == "(":
-            groups.append((multiline, verbose))
+        if c == "(":
+            groups.append((multiline, verbose, dotall))
             if (scoped := _SCOPED_FLAGS.match(pattern, i)) is not None:
                 on, off = scoped[1], scoped[2] or ""
                 multiline = "m" in on or (multiline and "m" not in off)
                 verbose = "x" in on or (verbose and "x" not in off)
+                dotall = "s" in on or (dotall and "s" not in off)
                 out.append(scoped[0])
                 i = scoped.end()
                 continue
         elif c == ")":
             if groups:
-                multiline, verbose = groups.pop()
+                multiline, verbose, dotall = groups.pop()
         elif c == "$":
             c = _LINE_END if multiline else "\\Z"
+        elif c == "." and not dotall:
+            c = _DOT
         out.append(c)
         i += 1
     return "".join(out)
@@ -325,7 +394,7 @@ def _ecma_ref(ref: str, root: Any) -> str:
     ``patternProperties`` entry it passes as ``ecma_pattern`` renamed it; as written when it
     passes none or does not resolve in ``root`` (another document, a nested ``$id``'s base)."""
     uri, sep, fragment = ref.partition("#")
-    if not sep or not fragment.startswith("/") or "$" not in unquote(fragment):
+    if not sep or not fragment.startswith("/") or not {"$", "\\", "."} & set(unquote(fragment)):
         return ref
     segments = [s.replace("~1", "/").replace("~0", "~") for s in unquote(fragment[1:]).split("/")]
     out: list[str] = []
@@ -642,7 +711,8 @@ class SchemaBolt(Bolt):
     Valid events are recognised by a compiled validator when the schema allows it; the error
     message of an invalid event (and every verdict for newer-draft schemas) comes from jsonschema.
     A ``pattern``'s ``$`` matches at the end of the text only, as JSON Schema's ECMA-262 regular
-    expressions do (not before a final line break, as Python's ``re`` does).
+    expressions do (not before a final line break, as Python's ``re`` does); its ``\\d``, ``\\w``,
+    ``\\b``, ``\\s`` and ``.`` are ECMA-262's too (``\\d`` is [0-9], not any Unicode digit).
     """
 
     Config = SchemaConfig

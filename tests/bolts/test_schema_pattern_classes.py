@@ -1,0 +1,167 @@
+"""A JSON Schema ``pattern`` is an ECMA-262 regular expression: ``\\d`` is [0-9], ``\\w``
+[A-Za-z0-9_], ``\\b`` a boundary of those, ``\\s`` ECMA's white space and line terminators, ``.``
+any character but a line terminator. Python's ``re`` reads a str pattern's ``\\d`` and ``\\w``
+as Unicode's, so ``^\\d+$`` took Arabic-Indic digits (``"٣"``), ``\\s`` took U+001C and U+0085
+but not U+FEFF, and ``.`` took ``\\r``. The answers below are node's (v20): ``new RegExp(p)``
+and ``new RegExp(p, "u")`` agree on every row; each row of ``DIFFERENT`` is one Python's ``re``
+answered otherwise (with the ``$`` already read as ``\\Z``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from squall.bolts.schema import ecma_pattern, fast_check, full_validator
+from squall.testing import MemorySink, records_from, run_topology
+
+#: (pattern, text, ECMA-262's answer), where Python's ``re`` answers otherwise.
+DIFFERENT = [
+    (r"^\d+$", "\u0663", False),
+    (r"^\d+$", "12\u0663", False),
+    (r"^\d+$", "\uff11\uff12", False),  # fullwidth digits
+    (r"^\D+$", "\u0663", True),
+    (r"^\w+$", "\xe9", False),
+    (r"^\w+$", "\xdf", False),
+    (r"^\w+$", "\u0663", False),
+    (r"^\w+$", "\u03a9", False),
+    (r"^\W$", "\xe9", True),
+    (r"^\s$", "\ufeff", True),
+    (r"^\s$", "\x1c", False),
+    (r"^\s$", "\x1f", False),
+    (r"^\s$", "\x85", False),
+    (r"^\S$", "\ufeff", False),
+    (r"^\S$", "\x1c", True),
+    (r"^\S$", "\x85", True),
+    (r"\bfoo\b", "\xe9foo", True),
+    (r"\bfoo\b", "foo\u0663", True),
+    (r"\Bfoo", "\xe9foo", False),
+    (r"^[\d]+$", "\u0663", False),
+    (r"^[^\d]+$", "\u0663", True),
+    (r"^[\w-]+$", "a-\u0663", False),
+    (r"^[a\D]$", "\u0663", True),
+    (r"^[^\W]$", "\xe9", False),
+    (r"^[^a\S]$", "\ufeff", True),
+    (r"^[^a\S]$", "\x1c", False),
+    (r"^[^\D\s]$", "\u0663", False),
+    (r"^\xe9\d$", "\xe9\u0663", False),
+    (r"^.$", "\r", False),
+    (r"^.$", "\u2028", False),
+    (r"^.+$", "a\rb", False),
+    (r"^\d{2}-\w+\s?$", "\u0661\u0662-ab", False),
+    (r"^(?!.*\s).+$", "a\x1cb", True),
+    (r"^(?!.*\s).+$", "a\ufeffb", False),
+    (r"(?<=\d)x", "\u0663x", False),
+    (r"^[\d-]+$", "\u0661-\u0662", False),
+    (r"^[\x41-\x43\d]+$", "AB\u0663", False),
+]
+#: Rows where both already agreed: the rewrite must keep them (literal non-ASCII characters,
+#: classes mixing members and complements, an escaped or bracketed ".").
+SAME = [
+    (r"^\d+$", "123", True),
+    (r"^\s$", "\xa0", True),
+    (r"^\s$", "\u2028", True),
+    (r"^\s$", "\u200b", False),
+    (r"\bfoo\b", "\xe9 foo", True),
+    (r"\bfoo\b", "_foo", False),
+    (r"^[\s\S]$", "\n", True),
+    (r"^[\s\S]$", "\xe9", True),
+    (r"^[^\s\S]$", "a", False),
+    (r"^[\D^]$", "^", True),
+    (r"^[\D^]$", "1", False),
+    (r"^[^\D\W]$", "1", True),
+    (r"^[^\D\W]$", "a", False),
+    (r"^\xe9\d$", "\xe91", True),
+    (r"^\u0663$", "\u0663", True),
+    (r"^\u0663$", "3", False),
+    (r"^.$", "\xe9", True),
+    (r"^.$", "\n", False),
+    (r"^[.]$", "a", False),
+    (r"^\.$", "a", False),
+]
+
+
+def validators(pattern: str) -> list:
+    """Both validators, as a value's ``pattern`` and as a ``patternProperties`` name."""
+    value = {"type": "object", "properties": {"t": {"type": "string", "pattern": pattern}}}
+    name = {
+        "type": "object",
+        "patternProperties": {pattern: {"type": "integer"}},
+        "additionalProperties": False,
+    }
+    out = []
+    for schema, wrap in ((value, lambda t: {"t": t}), (name, lambda t: {t: 1})):
+        fast = fast_check(schema)
+        assert fast is not None
+        slow = full_validator(schema)
+        out += [(lambda t, f=fast, w=wrap: f(w(t))), (lambda t, s=slow, w=wrap: s.is_valid(w(t)))]
+    return out
+
+
+@pytest.mark.parametrize(("pattern", "text", "ecma"), DIFFERENT + SAME)
+def test_patterns_read_classes_as_ecma_262_does(pattern, text, ecma):
+    answers = [check(text) for check in validators(pattern)]
+    assert answers == [ecma] * 4
+
+
+def test_python_inline_flags_keep_their_meaning():
+    """``(?s)`` (Python's; ECMA-262 has no inline flags) still lets ``.`` take any character."""
+    assert [check("\r") for check in validators("(?s)^.$")] == [True] * 4
+    assert [check("\r\r") for check in validators("^(?s:.).$")] == [False] * 4
+    assert [check("\ra") for check in validators("^(?s:.).$")] == [True] * 4
+
+
+def run(schema: dict, payloads: list) -> tuple[list, list]:
+    tag = f"t{uuid.uuid4().hex}"
+    yaml = f"""
+name: t
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: v, type: schema, schema: {json.dumps(schema)}}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    run_topology(yaml, records_from(payloads))
+    out, dlq = MemorySink.stores.pop(f"{tag}-out", []), MemorySink.stores.pop(f"{tag}-dlq", [])
+    return [ev.value for ev in out], [ev.failure.reason for ev in dlq]
+
+
+def test_the_bolt_refuses_other_digits_with_the_pattern_as_written():
+    schema = {"type": "object", "properties": {"n": {"type": "string", "pattern": r"^\d+$"}}}
+    out, reasons = run(schema, [{"n": "42"}, {"n": "4\u0662"}])
+    assert out == [{"n": "42"}]
+    assert reasons == ["schema: $.n: '4\u0662' does not match '^\\\\d+$'"]
+
+
+def test_a_ref_into_pattern_properties_follows_the_rewritten_name():
+    """A ``$ref`` naming a ``patternProperties`` entry whose name has a ``\\d`` (and no ``$``)
+    still finds it once the name is rewritten."""
+    schema = {
+        "type": "object",
+        "patternProperties": {r"^\d": {"type": "integer"}},
+        "properties": {"y": {"$ref": "#/patternProperties/^\\d"}},
+    }
+    out, reasons = run(schema, [{"y": 1}, {"y": "a"}, {"1": 2}])
+    assert out == [{"y": 1}, {"1": 2}]
+    assert reasons == ["schema: $.y: 'a' is not of type 'integer'"]
+
+
+@pytest.mark.parametrize(
+    ("written", "python"),
+    [
+        (r"\d\D", "[0-9][^0-9]"),
+        (r"[a\D]", "(?:[a]|[^0-9])"),
+        (r"[^a\D]", "(?:(?![a])[0-9])"),
+        (r"[\D^]", r"(?:[\^]|[^0-9])"),  # "^" no longer first, still a literal
+        (r"[^\D\W]", r"(?:(?=[0-9])[A-Za-z0-9_])"),
+        (r"[]\d]", "[]0-9]"),  # Python's "]" first in a class is a literal
+        (r"[\b]", r"[\b]"),  # a backspace in a class, in both
+        (r"\.", r"\."),
+        ("(?x)a # \\d .\n\\d", "(?x)a # \\d .\n[0-9]"),  # a comment is left as written
+    ],
+)
+def test_ecma_pattern_spells_the_classes_in_python(written, python):
+    assert ecma_pattern(written) == python
