@@ -468,6 +468,10 @@ def local_aws(
     "--kinesis-endpoint", help="Kinesis endpoint URL (local testing; must be http:// for h2c)."
 )
 @click.option("--dynamodb-endpoint", help="DynamoDB endpoint URL (local testing).")
+@click.option(
+    "--dynamodb-region",
+    help="Region of the lease table (the KCL's DynamoDB client), when not the stream's region.",
+)
 @click.option("--no-metrics", is_flag=True, help="metricsLevel = NONE (no CloudWatch).")
 @click.option("--worker-id", help="Worker id, unique in the fleet (default: host:pid).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help="Any other KCL property.")
@@ -497,6 +501,7 @@ def kcl(
     initial_position: str,
     kinesis_endpoint: str | None,
     dynamodb_endpoint: str | None,
+    dynamodb_region: str | None,
     no_metrics: bool,
     worker_id: str | None,
     extra: tuple[str, ...],
@@ -568,6 +573,14 @@ def kcl(
             "kinesisEndpoint (--kinesis-endpoint)",
             kinesis_endpoint,
         )
+        # the lease table's region: --dynamodb-region or the DynamoDB client's own property,
+        # written per client when it is not the stream's (kcl_daemon.client_regions)
+        own = props.get("dynamoDbClient.region")
+        if dynamodb_region and own and own != dynamodb_region:
+            raise SquallError(
+                f"--dynamodb-region {dynamodb_region} and --set dynamoDbClient.region={own}: "
+                "two regions for the lease table: give one"
+            )
         stream_arn = kcl_stream_arn(topo, stream, region)
         settings = KclSettings(
             Path(file),
@@ -577,6 +590,7 @@ def kcl(
             initial_position=initial_position,
             kinesis_endpoint=kinesis_endpoint,
             dynamodb_endpoint=dynamodb_endpoint,
+            dynamodb_region=dynamodb_region,
             worker_id=worker_id,
             metrics=not no_metrics,
             extra=props,

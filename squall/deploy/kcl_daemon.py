@@ -126,6 +126,26 @@ def _setting_key(name: str, value: str) -> str:
     return f"{scheme.lower()}{sep}{host.lower()}{slash}{path}"
 
 
+#: The daemon's AWS clients, each with a ``<client>.region`` property of its own.
+CLIENTS = ("kinesisClient", "dynamoDbClient", "cloudWatchClient")
+
+
+def client_regions(props: dict[str, str]) -> None:
+    """Write each client's region in ``props`` instead of ``regionName`` when a client's own
+    region (``dynamoDbClient.region``: the lease table in another region than the stream) differs
+    from it. The daemon sets ``regionName`` on all three clients (``MultiLangDaemonConfiguration
+    .setRegionName``) and each property in the order of a hash table (``java.util.Properties``),
+    so with both in the file either could win; per client, there is one region per client."""
+    general = props.get("regionName")
+    own = {c: props[f"{c}.region"] for c in CLIENTS if props.get(f"{c}.region")}
+    if general is None or all(region == general for region in own.values()):
+        return
+    del props["regionName"]
+    for client in CLIENTS:
+        if not props.get(f"{client}.region"):
+            props[f"{client}.region"] = general
+
+
 @dataclass
 class KclSettings:
     """What the properties file needs; ``extra`` is passed through verbatim (KCL property names)."""
@@ -137,6 +157,8 @@ class KclSettings:
     initial_position: str = "TRIM_HORIZON"
     kinesis_endpoint: str | None = None
     dynamodb_endpoint: str | None = None
+    #: The lease table's region (the daemon's DynamoDB client), when not the stream's ``region``.
+    dynamodb_region: str | None = None
     worker_id: str | None = None
     metrics: bool = True
     python: str = sys.executable
@@ -161,6 +183,8 @@ class KclSettings:
             props["kinesisEndpoint"] = self.kinesis_endpoint
         if self.dynamodb_endpoint:
             props["dynamoDBEndpoint"] = self.dynamodb_endpoint
+        if self.dynamodb_region:
+            props["dynamoDbClient.region"] = self.dynamodb_region
         if not self.metrics:
             props["metricsLevel"] = "NONE"
         props["workerId"] = self.worker_id or default_worker_id()
@@ -174,17 +198,16 @@ class KclSettings:
         props.update(self.extra)
         if "workerIdentifier" in self.extra and "workerId" not in self.extra:
             del props["workerId"]  # one worker id in the file: the one the user set
+        client_regions(props)
         if not self.extra.get("executableName"):
             # The processor reads its lease's owner before retrying a batch (kcl_lease): the
             # table, worker id, region and endpoint the daemon uses, ``--set`` ones included (a
             # worker id it does not write as ``leaseOwner`` gives up every retried batch).
-            region = "regionName (--region, --set regionName, else the spout's region)"
             lease = LeaseTable(
                 props.get("tableName") or props["applicationName"],
                 props.get("workerIdentifier") or props["workerId"],
-                client_setting(
-                    props, "dynamoDbClient", "region", region, props.get("regionName") or None
-                ),
+                # its own region (one per client, client_regions), else every client's
+                props.get("dynamoDbClient.region") or props.get("regionName") or None,
                 client_setting(
                     props,
                     "dynamoDbClient",

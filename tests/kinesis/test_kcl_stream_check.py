@@ -274,7 +274,6 @@ def test_the_kinesis_client_s_own_endpoint_is_where_an_arn_is_checked(
     [
         ("kinesisClient.region=eu-west-1", ["--region", "us-east-1"]),
         ("kinesisClient.endpointOverride=http://127.0.0.1:9", ["--kinesis-endpoint", "http://h:1"]),
-        ("dynamoDbClient.region=eu-west-1", ["--set", "regionName=us-east-1"]),
         (
             "dynamoDbClient.endpointOverride=http://127.0.0.1:9",
             ["--dynamodb-endpoint", "http://h:1"],
@@ -286,7 +285,9 @@ def test_a_client_s_own_setting_that_differs_from_the_general_one_is_refused(
 ):
     """The daemon applies its properties in the order of a hash table: with ``regionName =
     us-east-1`` and ``kinesisClient.region = eu-west-1`` in one file, which region its Kinesis
-    client reads in is not known — nor which stream the ARN check should have asked for."""
+    client reads in is not known — nor which stream the ARN check should have asked for. (A
+    ``dynamoDbClient.region`` of its own is the lease table's: written per client, not refused;
+    test_kcl_lease_region.)"""
     from click.testing import CliRunner
 
     from squall.cli import main
