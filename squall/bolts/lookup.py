@@ -5,12 +5,13 @@ shorter TTL for keys known to be missing), then from the optional shared Redis c
 rest from the source — each key once, in chunks (``IN (…)``, MGET, a pipeline, batch POSTs or
 bounded concurrent GETs). Events are changed only after every read of the batch succeeded: a
 dependency failure raises ``TransientError`` with every event untouched, and the engine retries
-the batch. A key whose own value makes the source fail (a text key against an integer column, a
+the batch. The shared cache is no dependency: down, it is left alone for a while and the source
+answers (``_shared_down``). A key whose own value makes the source fail (a text key against an integer column, a
 Redis key of the wrong type) fails only that key's events; so does a key an HTTP endpoint keeps
 answering 500 while it answers others, on the source's ``fail_key_after`` attempts in a row
 (``_count_strikes``).
 
-Size (~505 lines): the configuration, the per-batch path through both caches and the source,
+Size (~575 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
 """
 
@@ -66,6 +67,9 @@ Source = Annotated[
 _NO_KEY: Any = type("NoKey", (), {"__repr__": lambda self: "NO_KEY"})()
 #: Keys whose strikes are remembered (least recently struck out first).
 MAX_STRUCK_KEYS = 10_000
+#: Seconds a lookup goes straight to its source after finding its shared cache down (then it
+#: tries the cache again): each batch would otherwise wait out the Redis client's timeout.
+SHARED_CACHE_PAUSE = 30.0
 
 
 class CacheConfig(BaseModel):
@@ -205,10 +209,19 @@ class LookupBolt(Bolt):
         #: "no shared cache" was said: once, not again at each retry of a failed open (a KCL
         #: shard process opens its engine again until its resources answer)
         self._said_no_shared = False
+        #: The bolt's clock reading until which the shared cache, found down, is not asked.
+        self._shared_paused_until: float | None = None
         self.use_clock(clock)
         #: Keys an endpoint left unanswered while answering others → attempts in a row so.
         self._strikes: OrderedDict[Key, int] = OrderedDict()
-        self.stats = {"memory_hits": 0, "shared_hits": 0, "fetched": 0, "missing": 0, "failed": 0}
+        self.stats = {
+            "memory_hits": 0,
+            "shared_hits": 0,
+            "shared_down": 0,
+            "fetched": 0,
+            "missing": 0,
+            "failed": 0,
+        }
 
     def use_clock(self, clock: Callable[[], float]) -> None:
         """Read time from ``clock`` (seconds, monotonic): tests pass a fake one. Empties the caches."""
@@ -417,14 +430,20 @@ class LookupBolt(Bolt):
             self._missing.hits = self._missing.misses = 0
         fetched = Fetched()
         missing: list[Key] = []
-        if todo and self.shared is not None:
-            shared_found, shared_missing = self.shared.get(todo)
-            if recheck:
-                shared_missing = set()
-            stats["shared_hits"] += len(shared_found) + len(shared_missing)
-            records.update(shared_found)
-            self._remember(shared_found, shared_missing)
-            todo = [k for k in todo if k not in shared_found and k not in shared_missing]
+        shared = self._shared_cache() if todo else None
+        if shared is not None:
+            try:
+                shared_found, shared_missing = shared.get(todo)
+            except TransientError as exc:  # down: the source answers (a SinkError, a password
+                self._shared_down(exc)  # refused, is a misconfiguration: it still stops)
+                shared = None
+            else:
+                if recheck:
+                    shared_missing = set()
+                stats["shared_hits"] += len(shared_found) + len(shared_missing)
+                records.update(shared_found)
+                self._remember(shared_found, shared_missing)
+                todo = [k for k in todo if k not in shared_found and k not in shared_missing]
         if todo:
             assert self.source is not None, "open() was not called"
             if isinstance(self.source, HttpSource):
@@ -440,8 +459,11 @@ class LookupBolt(Bolt):
                 for k in todo
                 if k not in fetched.found and k not in fetched.failed and k not in unanswered
             ]
-            if self.shared is not None:
-                self.shared.put(fetched.found, missing)
+            if shared is not None:
+                try:
+                    shared.put(fetched.found, missing)
+                except TransientError as exc:  # the source answered: the batch is served
+                    self._shared_down(exc)
             records.update(fetched.found)
             self._remember(fetched.found, missing)
             stats["fetched"] += len(todo)
@@ -450,6 +472,30 @@ class LookupBolt(Bolt):
                 self._count_strikes(todo, fetched)  # raises while a key has attempts left
             stats["failed"] += len(fetched.failed)
         return records, fetched.failed
+
+    def _shared_cache(self) -> SharedCache | None:
+        """The shared cache, unless it was found down less than ``SHARED_CACHE_PAUSE`` ago."""
+        until = self._shared_paused_until
+        if until is not None:
+            if self.clock() < until:
+                return None
+            self._shared_paused_until = None
+        return self.shared
+
+    def _shared_down(self, exc: TransientError) -> None:
+        """The shared cache is down (refused, timed out, ``BUSY``): it is an optimisation, not a
+        dependency — the batch goes on with the source alone, which then answers every key the
+        caches do not hold (a source down too fails the batch, as always), and the cache is left
+        alone for ``SHARED_CACHE_PAUSE`` seconds, so that a Redis that does not answer costs one
+        timeout per pause, not two per batch."""
+        self.stats["shared_down"] += 1
+        self._shared_paused_until = self.clock() + SHARED_CACHE_PAUSE
+        log.warning(
+            "lookup '%s': shared cache down, the source is asked without it for %g s: %s",
+            self.id,
+            SHARED_CACHE_PAUSE,
+            exc,
+        )
 
     def _count_strikes(self, asked: list[Key], fetched: Fetched) -> None:
         """Each key the endpoint answered 500 (another 5xx but 502-504) while it answered

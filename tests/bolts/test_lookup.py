@@ -907,19 +907,11 @@ def test_the_timeout_holds_on_an_autocommit_engine(pg_url_psycopg2, unique_name)
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
 
 
-def test_redis_source_and_shared_cache_down(tmp_path):
+def test_redis_source_down():
+    """(A shared cache down is no outage of the batch: tests/bolts/test_lookup_shared_cache_down.py.)"""
     down = f"redis://127.0.0.1:{free_port()}/0"
     bolt = make_bolt(resources(r=down), key="app_id", source={"type": "redis", "resource": "r"})
     assert_transient_and_untouched(bolt, [{"app_id": 1}])
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    create_apps(url, "apps")
-    cached = make_bolt(
-        resources(db=url, cache=down),
-        key="app_id",
-        shared_cache={"resource": "cache"},
-        source={"type": "sql", "resource": "db", "table": "apps"},
-    )
-    assert_transient_and_untouched(cached, [{"app_id": 1}])
 
 
 def test_http_endpoint_down():

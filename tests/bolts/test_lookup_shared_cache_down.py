@@ -1,0 +1,117 @@
+"""A lookup's shared Redis cache down (refused, ``BUSY``) while its source answers: the cache is an
+optimisation in front of the source, not a dependency of the batch.
+
+Before: every outage of the cache raised ``TransientError``, so the batch was retried and then
+failed without a checkpoint — a Redis restart, failover or long script stopped a pipeline whose
+table answered every key — and a Redis that did not answer cost its client's timeout twice per
+batch (the read, then the write). Now the batch is enriched from the source alone, a warning
+names the cache's failure, and the cache is left alone for ``SHARED_CACHE_PAUSE`` seconds. With
+the source down too, the batch still fails (the source's error), events untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from squall.bolts.lookup import SHARED_CACHE_PAUSE
+from tests.bolts.test_lookup import (
+    FakeClock,
+    assert_transient_and_untouched,
+    create_apps,
+    make_bolt,
+    run,
+)
+from tests.enrichment.support import resources
+from tests.ports import free_port
+from tests.private_redis import busy, scripted_redis_server
+
+SOURCE = {"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]}
+
+
+@pytest.fixture(scope="module")
+def scripted_redis(tmp_path_factory) -> Iterator[int]:
+    with scripted_redis_server(tmp_path_factory.mktemp("busy-cache")) as port:
+        yield port
+
+
+@pytest.fixture
+def apps_db(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(url, "apps")
+    return url
+
+
+def test_a_shared_cache_refusing_connections_serves_the_batch_from_the_source(apps_db, caplog):
+    down = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    bolt = make_bolt(
+        resources(db=apps_db, cache=down),
+        key="app_id",
+        source=SOURCE,
+        shared_cache={"resource": "cache"},
+    )
+    with caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
+        found, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 3}, {"app_id": 404}])
+    # before: TransientError, the batch retried and failed while the table answered
+    assert found == {0: {"name": "Weather"}, 1: {"name": "Chess"}, 2: None} and failed == {}
+    assert bolt.stats["shared_down"] == 1 and bolt.stats["fetched"] == 3
+    [logged] = [r.getMessage() for r in caplog.records]
+    assert "shared cache down" in logged and "ConnectionError" in logged
+    assert "secret" not in logged
+
+
+def test_a_busy_shared_cache_is_paused_then_asked_again(scripted_redis, apps_db, caplog):
+    url = f"redis://127.0.0.1:{scripted_redis}/0"
+    prefix = "squall-test:paused:"
+    clock = FakeClock()
+    bolt = make_bolt(
+        resources(db=apps_db, cache=url),
+        clock=clock,
+        key="app_id",
+        source=SOURCE,
+        shared_cache={"resource": "cache", "key_prefix": prefix},
+        cache={"size": 0},  # every batch passes the in-process cache: only Redis could answer
+    )
+    client = redis.Redis(port=scripted_redis)
+    try:
+        with busy(scripted_redis), caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
+            assert run(bolt, [{"app_id": 1}])[0] == {0: {"name": "Weather"}}  # before: BUSY
+        assert "BUSY" in caplog.text and bolt.stats["shared_down"] == 1
+        # The script ended, but the pause holds: the source alone, nothing written to Redis.
+        clock.now += SHARED_CACHE_PAUSE - 1
+        assert run(bolt, [{"app_id": 3}])[0] == {0: {"name": "Chess"}}
+        assert client.keys(f"{prefix}*") == [] and bolt.stats["shared_hits"] == 0
+        # Past the pause: the cache is read and written again.
+        clock.now += 1
+        assert run(bolt, [{"app_id": 3}])[0] == {0: {"name": "Chess"}}
+        assert client.get(f"{prefix}3") == b'[{"name":"Chess"}]'
+        assert run(bolt, [{"app_id": 3}])[0] == {0: {"name": "Chess"}}
+        assert bolt.stats["shared_hits"] == 1 and bolt.stats["shared_down"] == 1
+    finally:
+        for key in client.keys(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+def test_a_shared_cache_down_with_its_source_down_fails_the_batch(pg_url_psycopg2, unique_name):
+    create_apps(pg_url_psycopg2, unique_name)
+    try:
+        res = resources(db=pg_url_psycopg2, cache=f"redis://127.0.0.1:{free_port()}/0")
+        bolt = make_bolt(
+            res,
+            key="app_id",
+            source={"type": "sql", "resource": "db", "table": unique_name},
+            shared_cache={"resource": "cache"},
+        )
+        # The database goes away too: the resource's engine on a closed port.
+        bolt.source.engine = sa.create_engine(
+            f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x"
+        )
+        assert_transient_and_untouched(bolt, [{"app_id": 1}, {"app_id": 2}], match="table")
+    finally:
+        with sa.create_engine(pg_url_psycopg2).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
