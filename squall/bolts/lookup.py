@@ -398,10 +398,10 @@ class LookupBolt(Bolt):
             v = get(event)
             if v is MISSING or v is None:
                 return _NO_KEY
-            if v.__class__ is str:
-                parts.append(v)
+            if isinstance(v, str):  # a str subclass a user's bolt set is text too: as a str
+                parts.append(str.__str__(v))
             elif isinstance(v, int) and not isinstance(v, bool):
-                parts.append(str(v))
+                parts.append(str(int(v)))  # an IntEnum's own str() may be its name
             else:
                 return f"key '{path}' is a {type(v).__name__}, not text or an integer"
         return tuple(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import enum
 import io
 import json
 import threading
@@ -242,6 +243,40 @@ def test_unusable_keys_and_payloads_fail_only_their_event(tmp_path):
     assert [e.origin for e in out.streams["error"]] == [1]
     assert "cannot set 'app.details'" in out.streams["error"][0].failure.reason
     assert out.streams["default"][0].value["app"] == {"details": {"name": "Weather"}}
+
+
+class Platform(str):
+    """Text a user's bolt may set: a str subclass (with a ``__str__`` of its own)."""
+
+    def __str__(self) -> str:
+        return f"<platform {self!r}>"
+
+
+class AppNo(enum.IntEnum):
+    WEATHER = 1
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def test_a_str_subclass_or_int_enum_key_is_text_or_an_integer(tmp_path):
+    """Before: a str subclass failed its event as "key 'platform' is a Platform, not text or an
+    integer", though docs/lookup.md takes text; an IntEnum was looked up as its str()."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    bolt = make_bolt(
+        resources(db=url),
+        key=["app_id", "platform"],
+        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
+    )
+    found, failed, _ = run(
+        bolt,
+        [
+            {"app_id": 3, "platform": Platform("ios")},
+            {"app_id": AppNo.WEATHER, "platform": "ios"},
+        ],
+    )
+    assert failed == {} and found == {0: {"name": "Chess"}, 1: {"name": "Weather"}}
 
 
 def test_a_key_that_makes_the_query_fail_is_isolated_to_its_events(pg_url_psycopg2, unique_name):
