@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~1,005 lines): three sources behind one interface, kept together so the interface and its
+Size (~1,020 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -18,6 +18,7 @@ import datetime as dt
 import decimal
 import logging
 import math
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,13 @@ from squall.topology.resources import (
     redis_refused_for_good,
     redis_transient_errors,
 )
-from squall.topology.sql import describe, is_transient, refused_for_good, sqlstate
+from squall.topology.sql import (
+    describe,
+    is_record_error,
+    is_transient,
+    refused_for_good,
+    sqlstate,
+)
 
 Key = tuple[str, ...]
 log = logging.getLogger("squall.bolts.lookup")
@@ -400,6 +407,12 @@ class SqlSource:
             if code is not None and not code.startswith(KEY_SQLSTATE_CLASSES):
                 # A known SQLSTATE no key can cause (no table, no rights, a key column without
                 # equality): the source is broken.
+                raise TransientError(f"{self.where}: {describe(exc)}") from exc
+            if isinstance(getattr(exc, "orig", None), sqlite3.Error) and not is_record_error(exc):
+                # SQLite gives no SQLSTATE, and a key bound as text causes none of its errors but
+                # a value too big or mismatched: no such table or column (dropped or renamed
+                # after start), a file unreadable or malformed are the source's. A batch of one
+                # key dead-lettered its events for it (several keys: "fails for every key").
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise KeyProblem(key_reason(exc), certain=code is not None) from exc
         except ValueError as exc:  # refused by the driver before it is sent (psycopg2: a NUL)
