@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~1,020 lines): three sources behind one interface, kept together so the interface and its
+Size (~1,025 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -408,11 +408,18 @@ class SqlSource:
                 # A known SQLSTATE no key can cause (no table, no rights, a key column without
                 # equality): the source is broken.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
-            if isinstance(getattr(exc, "orig", None), sqlite3.Error) and not is_record_error(exc):
+            orig = getattr(exc, "orig", None)
+            if (
+                isinstance(orig, sqlite3.Error)
+                and getattr(orig, "sqlite_errorcode", None) is not None
+                and not is_record_error(exc)
+            ):
                 # SQLite gives no SQLSTATE, and a key bound as text causes none of its errors but
                 # a value too big or mismatched: no such table or column (dropped or renamed
                 # after start), a file unreadable or malformed are the source's. A batch of one
                 # key dead-lettered its events for it (several keys: "fails for every key").
+                # Python's own error decoding a row's text (invalid UTF-8, no SQLite code) is
+                # that row's: its key's events fail, as before.
                 raise TransientError(f"{self.where}: {describe(exc)}") from exc
             raise KeyProblem(key_reason(exc), certain=code is not None) from exc
         except ValueError as exc:  # refused by the driver before it is sent (psycopg2: a NUL)

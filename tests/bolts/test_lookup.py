@@ -339,6 +339,24 @@ def test_a_source_that_fails_for_every_key_is_transient_not_a_mass_dead_letter(
     assert [e.value for e in batch] == before and all(e.failure is None for e in batch)
 
 
+def test_a_sqlite_row_that_cannot_be_decoded_fails_only_its_keys_events(tmp_path):
+    """Python's sqlite3 cannot decode a row's text (invalid UTF-8, written by another program):
+    that row's failure (no SQLite error code), not the table's — the batch goes on."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    with sa.create_engine(url).begin() as conn:
+        conn.exec_driver_sql("UPDATE apps SET name = CAST(X'FF41' AS TEXT) WHERE app_id = 2")
+    bolt = make_bolt(
+        resources(db=url),
+        key="app_id",
+        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
+    )
+    found, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 2}])
+    assert found == {0: {"name": "Weather"}} and "Could not decode" in failed[1]
+    found, failed, _ = run(bolt, [{"app_id": 2}])  # alone in its batch too
+    assert found == {} and "Could not decode" in failed[0]
+
+
 def test_ttl_and_negative_ttl_with_an_injected_clock(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
     create_apps(url, "apps")
