@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~1,025 lines): three sources behind one interface, kept together so the interface and its
+Size (~1,050 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -371,6 +371,9 @@ class SqlSource:
         # and the runner's time left (a Lambda invocation's, less its margin), read per query.
         self._pg = engine.dialect.name == "postgresql"
         self._time_left = time_left
+        #: The table returned a row for a key that is not its text (citext, COLLATE NOCASE):
+        #: from then on, keys no row matched by text are asked one at a time (``_query``).
+        self.loose = False
 
     def fetch(self, keys: list[Key]) -> Fetched:
         fetched = Fetched()
@@ -427,10 +430,15 @@ class SqlSource:
         names = self._selected
         plain = _PLAIN
         values: list[tuple[Key, Any]] = []
+        strays: list[tuple[Key, Any]] = []  # rows whose key text is no key asked
         for row in rows:
             key = tuple(v if v.__class__ is str else key_text(v) for v in row[:nkeys])
-            if key in out or (key not in wanted and not self._any_canon):
+            if key in out:
                 continue
+            if key not in wanted:
+                strays.append((key, row))
+                if not self._any_canon:
+                    continue
             record = dict(zip(names, row, strict=True))
             value = {
                 n: v if (v := record[n]).__class__ in plain else jsonable(v) for n in self.names
@@ -449,6 +457,25 @@ class SqlSource:
             for key, value in values:
                 for k in canonical.pop(self._canonical(key), ()):
                     out[k] = value
+        if strays and self._any_canon:  # those of a key's CHAR(n) or UUID form are explained
+            forms = {self._canonical(k) for k in keys}
+            strays = [(key, row) for key, row in strays if self._canonical(key) not in forms]
+        if strays:
+            self.loose = True
+        if self.loose and len(out) < len(wanted):
+            # The database compares the key column otherwise than by exact text (PostgreSQL
+            # citext, SQLite COLLATE NOCASE, an integer column asked "01"): it returned a row
+            # whose key reads otherwise than any key asked. Each key left is asked alone, and a
+            # row of that query is that key's (its form in the batch may be another one's too:
+            # `k1` and `K1`, so asked alone even when no row strayed in this query).
+            if len(keys) == 1:
+                if strays:
+                    record = dict(zip(names, strays[0][1], strict=True))
+                    out[keys[0]] = {n: jsonable(record[n]) for n in self.names}
+            else:
+                for k in keys:
+                    if k not in out:
+                        out.update(self._query([k]))
         return out
 
     def _canonical(self, key: Key) -> Key:
