@@ -11,7 +11,7 @@ Redis key of the wrong type) fails only that key's events; so does a key an HTTP
 answering 500 while it answers others, on the source's ``fail_key_after`` attempts in a row
 (``_count_strikes``).
 
-Size (~575 lines): the configuration, the per-batch path through both caches and the source,
+Size (~585 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
 """
 
@@ -103,7 +103,7 @@ class SharedCacheConfig(BaseModel):
         None,
         min_length=1,  # "": the cache's SET … EX would overwrite the database's own keys
         description="Prefix of the cache keys (default: squall:lookup:<topology>:<bolt id>:<hash "
-        "of the key paths and the source's options>:).",
+        "of the key paths, the source's options and a sql source's database address>:).",
     )
 
 
@@ -302,7 +302,8 @@ class LookupBolt(Bolt):
 
     def _default_prefix(self) -> str:
         """``squall:lookup:<topology>:<bolt id>:<hash>:``: another topology's lookup of the same id,
-        or this one after its table, columns or endpoint changed, never reads these records."""
+        or this one after its table, columns or endpoint changed, or on another database, never
+        reads these records."""
         shape = self.config.source.model_dump(
             mode="json",
             by_alias=True,
@@ -316,6 +317,13 @@ class LookupBolt(Bolt):
                 # A URL without such parameters hashes as before they counted: an upgrade keeps
                 # its shared cache warm (a cold one sends every key to the endpoint at once).
                 shape[url] = [shown_url(shape[url]), query] if query else shown_url(shape[url])
+        if isinstance(self.source, SqlSource):
+            # The database, as an http source's host: one topology deployed twice (staging and
+            # production, two regions) on one Redis read each other's rows under one resource
+            # name. Its address only: no credentials, no driver (a rotated password, `postgres://`
+            # for `postgresql://`, is the same database).
+            url = self.source.engine.url
+            shape["database"] = [url.get_backend_name(), url.host, url.port, url.database]
         text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(text).hexdigest()[:12]
         return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"

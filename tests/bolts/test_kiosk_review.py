@@ -238,6 +238,37 @@ def test_the_default_shared_cache_prefix_is_the_topologys_and_the_sources(
         client.close()
 
 
+def test_one_topology_on_two_databases_never_shares_shared_cache_entries(
+    tmp_path, redis_url, unique_name
+):
+    """The kiosk topology deployed twice (staging and production, two regions), each on its own
+    registry, with one Redis: the default prefix hashed the resource's name, not its database,
+    so the second read the first one's kiosks (a store moved in one registry, not the other)
+    for the cache's TTL. The database's address is part of it now; credentials are not."""
+
+    def registry(name: str, store: str) -> str:
+        (tmp_path / name).mkdir()
+        db = f"sqlite:///{tmp_path / name / 'kiosks.db'}"
+        with sa.create_engine(db).begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE kiosks (kiosk_id text PRIMARY KEY, store text)")
+            conn.exec_driver_sql(f"INSERT INTO kiosks VALUES ('k1', '{store}')")
+        return db
+
+    staging, production = registry("staging", "s-staging"), registry("production", "s-prod")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for db, store in ((staging, "s-staging"), (production, "s-prod"), (staging, "s-staging")):
+            bolt = shared_lookup(unique_name, db, redis_url, table="kiosks", columns=["store"])
+            out = bolt.process(make_batch([{"kiosk_id": "k1"}]))
+            assert out.streams["default"][0].value["kiosk"] == {"store": store}  # before: s-staging
+        assert bolt.stats["shared_hits"] == 1  # the same database again: served by Redis
+        assert len(list(client.scan_iter(f"squall:lookup:{unique_name}:*"))) == 2
+    finally:
+        for key in client.scan_iter(f"squall:lookup:{unique_name}:*"):
+            client.delete(key)
+        client.close()
+
+
 ROUTE = """
 name: kiosk-route
 spout: {{type: stdin}}
