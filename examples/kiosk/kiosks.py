@@ -29,7 +29,12 @@ TIMEZONE = "Europe/Lisbon"  # both stores' (a kiosk's own column: its store may 
 def engine_url() -> str:
     url = os.environ.get("KIOSK_REGISTRY_URL")
     if url:
-        return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        # `postgres://` too (Heroku's, Render's DATABASE_URL): squall run reads it as PostgreSQL,
+        # SQLAlchemy alone does not know it
+        scheme, sep, rest = url.partition("://")
+        if sep and scheme.lower() in ("postgres", "postgresql"):
+            return f"postgresql+psycopg2://{rest}"
+        return url
     (HERE / "out").mkdir(exist_ok=True)
     return f"sqlite:///{HERE / 'out' / 'kiosks.db'}"
 

@@ -1,5 +1,5 @@
-"""examples/kiosk/topology.yaml says how soon a kiosk changed in the registry is seen: the bounds
-its comment states must be those of its caches' TTLs.
+"""examples/kiosk as its files say. topology.yaml says how soon a kiosk changed in the registry
+is seen: the bounds its comment states must be those of its caches' TTLs.
 
 Before: the comment promised 5 minutes (1 for a new kiosk), but with ``KIOSK_CACHE_URL`` set the
 shared cache held each record for an hour (``ttl: 3600``, ``missing_ttl: 300``) on top of the
@@ -39,3 +39,25 @@ def test_the_kiosk_examples_stated_freshness_is_its_caches():
         cache.ttl + shared.ttl,
         cache.missing_ttl + shared.missing_ttl,
     )
+
+
+def test_the_kiosk_seed_script_takes_a_postgres_url_as_squall_run_does(
+    monkeypatch, pg_url, unique_name
+):
+    """KIOSK_REGISTRY_URL is one variable "for both commands": `postgres://…` (Heroku's, Render's
+    DATABASE_URL), which `squall run` reads as PostgreSQL, made kiosks.py fail with SQLAlchemy's
+    "Can't load plugin: sqlalchemy.dialects:postgres"."""
+    import sqlalchemy as sa
+
+    from tests.sinks.test_sqs_sink import seed_kiosk_registry
+
+    url = "postgres://" + pg_url.split("://", 1)[1]
+    seed_kiosk_registry(monkeypatch, url, unique_name)
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    try:
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql(f'SELECT count(*) FROM "{unique_name}"').scalar() == 5
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+        engine.dispose()
