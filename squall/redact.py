@@ -217,30 +217,64 @@ _parts_pattern: re.Pattern[str] | None = None
 #: User names every installation has (PostgreSQL's superuser, Redis's ACL user): they tell
 #: nothing, and as words of messages they are everywhere (``${VAR:-default}``).
 COMMON_USERS = frozenset({"postgres", "default"})
+#: Settings of a URL's query whose values are one of a few words every installation writes
+#: (``sslmode=require``): masked, they would mask those words in every message.
+PUBLIC_SETTINGS = frozenset(
+    {
+        "sslmode",
+        "gssencmode",
+        "channel_binding",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "sslnegotiation",
+        "sslcompression",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "require_auth",
+        "client_encoding",
+        "replication",
+        "protocol",
+        "ssl_cert_reqs",
+        "decode_responses",
+    }
+)
 #: A quoted masked host followed by the address it resolved to, as libpq names a server
 #: (``connection to server at "db.internal" (10.0.0.5), port 5432 failed``).
+_AUTHORITY_PATH = re.compile(r"([^/?#]*)(/[^?#]*)?")
 _MASKED_AT_ADDRESS = re.compile(r'(?<="\*\*\*" \()[0-9A-Fa-f.:]+(?:%[\w.-]+)?(?=\))')
 
 
 def remember_url(url: str) -> None:
-    """Also mask the user name and the host(s) of the URL ``url``, a secret's value (a resource's
-    whole URL, or its start): a driver's error names them without the rest of the URL (libpq's
-    ``connection to server at "db.internal.example.com" (10.0.0.5), port 5432 failed: FATAL:
-    password authentication failed for user "app_writer"``, redis-py's ``Error 111 connecting to
-    cache.internal:6379``). Masked wherever they appear as a whole name (not ``db.internal`` in
-    ``mydb.internal``, nor ``postgres`` in ``postgresql``), and with them the address libpq
-    shows after a masked host. Values under ``MIN_REMEMBERED`` characters (``db``, ``app``) and
-    ``COMMON_USERS`` are not remembered."""
+    """Also mask every part of the URL ``url``, a secret's value (a resource's whole URL, or its
+    start): a driver's error names them without the rest of the URL (libpq's ``connection to
+    server at "db.internal.example.com" (10.0.0.5), port 5432 failed: FATAL: password
+    authentication failed for user "app_writer"``, ``database "orders_prod" does not exist``,
+    redis-py's ``Error 111 connecting to cache.internal:6379``). The password wherever it
+    appears (``remember``); the user name, the host(s), the database (a SQLite file's path) and
+    the query's values (``?application_name=…``, ``sslrootcert=/path``; not those of
+    ``PUBLIC_SETTINGS``, nor numbers) as whole names (not ``db.internal`` in ``mydb.internal``,
+    nor ``postgres`` in ``postgresql``), and with them the address libpq shows after a masked
+    host. Values under ``MIN_REMEMBERED`` characters (``db``, ``app``, a Redis database ``8``)
+    and ``COMMON_USERS`` are not remembered."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme:
         return
     userinfo, at, after = rest.rpartition("@")  # a password runs to the last '@'
-    names = [userinfo.split(":", 1)[0]] if at else []
-    hosts = re.split(r"[/?#]", after, maxsplit=1)[0].split(",")  # libpq: h1:5432,h2:5432
-    if "?" in after:  # libpq's ?host=…&hostaddr=…&user=…
+    user, colon, password = userinfo.partition(":")
+    names = [user] if at else []
+    if colon:  # as a driver may quote it alone, decoded or not
+        remember(password)
+        remember(unquote(password))
+    authority, path = _AUTHORITY_PATH.match(after).groups()  # type: ignore[union-attr]
+    hosts = authority.split(",")  # libpq: h1:5432,h2:5432
+    # the database (libpq's 'database "…" does not exist'), a SQLite file's path
+    names.append((path or "/")[1:])
+    if "?" in after:  # libpq's ?host=…&hostaddr=…&user=…, and every other setting's value
         for key, value in parse_qsl(after.partition("?")[2].partition("#")[0]):
             if key in ("host", "hostaddr", "user"):  # no port: a socket path may hold ':'
                 names += value.split(",")
+            elif key.lower() not in PUBLIC_SETTINGS and not value.isdigit():
+                names.append(value)  # dbname=, application_name=, sslrootcert=/a/path, …
     for host in hosts:
         if host.startswith("["):
             names.append(host[1:].partition("]")[0])

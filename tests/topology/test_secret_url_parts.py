@@ -183,3 +183,66 @@ def test_validate_shows_neither_the_user_nor_the_host_of_a_secret_url_it_refuses
     with pytest.raises(TopologyError) as err:
         load_text(text, env={}, secrets=lambda ref: url)
     assert "'postgresql://***:***@***:543200/x' is not a valid URL" in str(err.value)
+
+
+def test_a_whole_url_secrets_database_query_values_and_password_are_masked_in_the_errors(
+    pg_url, tmp_path
+):
+    """The real server's ``database "…" does not exist`` named the secret's database (only its
+    user and host were masked); the query's values and the password alone are masked too, and
+    the Redis URL's database index and password say nothing of the secret in redis-py's errors."""
+    from tests.private_redis import private_redis_server
+
+    db = f"orders_prod_{uuid.uuid4().hex[:8]}"  # no such database on the shared server
+    app = f"billing_writer_{uuid.uuid4().hex[:8]}"
+    password = f"S3cret-{uuid.uuid4().hex[:8]}"
+    with private_redis_server(tmp_path, "--requirepass", "right-pw") as port:
+        values = {
+            "/db": f"postgresql://postgres:{password}@localhost:5432/{db}"
+            f"?application_name={app}&sslmode=prefer",
+            "/cache": f"redis://:{password}@localhost:{port}/7",
+        }
+        text = TOPOLOGY.format(db="${ssm:/db}", cache="${ssm:/cache}")
+        resources = Resources(
+            load_text(text, env={}, secrets=lambda ref: values[ref.name]).resources
+        )
+        try:
+            shown = _errors(resources)
+        finally:
+            resources.close()
+    assert 'database "***" does not exist' in shown, shown
+    for part in (db, app, password, "localhost"):
+        assert part not in shown, shown
+    assert redact.redact_text(f"password {password} and {app}") == "password *** and ***"
+    assert redact.redact_text("sslmode prefer, database 7") == "sslmode prefer, database 7"
+
+
+def test_a_run_and_the_lambda_init_do_not_name_a_whole_url_secrets_database(
+    moto_server, monkeypatch, tmp_path, caplog
+):
+    """``squall -vv run`` (SSM at moto's server) and the Lambda consumer's init on a whole-URL
+    secret whose database the real server does not have: 'cannot take the run lock … database
+    "orders_prod_…" does not exist' named it."""
+    from squall.deploy.lambda_consumer import make_handler
+
+    t, db = uuid.uuid4().hex[:10], f"orders_prod_{uuid.uuid4().hex[:8]}"
+    ssm = moto_server.client("ssm")
+    url = f"postgresql://postgres:S3cret-pw@127.0.0.1:5432/{db}?application_name=app_{t}"
+    ssm.put_parameter(Name=f"/{t}/db", Value=url, Type="SecureString")
+    ssm.put_parameter(
+        Name=f"/{t}/cache", Value=f"redis://127.0.0.1:{free_port()}/0", Type="SecureString"
+    )
+    (tmp_path / "t.yaml").write_text(
+        TOPOLOGY.format(db=f"${{ssm:/{t}/db}}", cache=f"${{ssm:/{t}/cache}}")
+    )
+    result = run_cli("-vv", "run", "t.yaml", cwd=tmp_path, env=cli_env(moto_server.endpoint))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert 'database "***" does not exist' in output, output
+    assert db not in output and f"app_{t}" not in output, output
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", moto_server.endpoint)
+    with caplog.at_level(logging.DEBUG), pytest.raises(Exception) as err:
+        make_handler(tmp_path / "t.yaml")
+    shown = str(err.value) + caplog.text
+    assert 'database "***" does not exist' in shown, shown
+    assert db not in shown, shown
