@@ -250,8 +250,8 @@ def remember_url(url: str) -> None:
     server at "db.internal.example.com" (10.0.0.5), port 5432 failed: FATAL: password
     authentication failed for user "app_writer"``, ``database "orders_prod" does not exist``,
     redis-py's ``Error 111 connecting to cache.internal:6379``). The password wherever it
-    appears (``remember``); the user name, the host(s), the database (a SQLite file's path) and
-    the query's values (``?application_name=…``, ``sslrootcert=/path``; not those of
+    appears (``remember``), and so a SQLite file's path (its run lock is ``<path>.<topology>
+    .lock``); the user name, the host(s), the database and the query's values (``?application_name=…``, ``sslrootcert=/path``; not those of
     ``PUBLIC_SETTINGS``, nor numbers) as whole names (not ``db.internal`` in ``mydb.internal``,
     nor ``postgres`` in ``postgresql``), and with them the address libpq shows after a masked
     host. Values under ``MIN_REMEMBERED`` characters (``db``, ``app``, a Redis database ``8``)
@@ -267,8 +267,11 @@ def remember_url(url: str) -> None:
         remember(unquote(password))
     authority, path = _AUTHORITY_PATH.match(after).groups()  # type: ignore[union-attr]
     hosts = authority.split(",")  # libpq: h1:5432,h2:5432
-    # the database (libpq's 'database "…" does not exist'), a SQLite file's path
-    names.append((path or "/")[1:])
+    database = (path or "/")[1:]  # libpq's 'database "…" does not exist'
+    if scheme.lower().startswith("sqlite"):
+        remember(database)  # a file's path, also within a longer one (its run lock's)
+    else:
+        names.append(database)
     if "?" in after:  # libpq's ?host=…&hostaddr=…&user=…, and every other setting's value
         for key, value in parse_qsl(after.partition("?")[2].partition("#")[0]):
             if key in ("host", "hostaddr", "user"):  # no port: a socket path may hold ':'

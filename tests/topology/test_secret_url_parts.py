@@ -246,3 +246,36 @@ def test_a_run_and_the_lambda_init_do_not_name_a_whole_url_secrets_database(
     shown = str(err.value) + caplog.text
     assert 'database "***" does not exist' in shown, shown
     assert db not in shown, shown
+
+
+def test_a_sqlite_url_secrets_file_is_masked_in_the_run_locks_lines(tmp_path, caplog):
+    """A SQLite URL kept whole in a secret: the run lock beside its file (``<file>.<topology>
+    .lock``) showed the file's path in ``-vv``'s 'run lock:' line and in the second run's
+    'already running (pid …, lock …)' error — as a whole name, the path was not masked inside
+    the lock's longer name."""
+    from squall.deploy import lock
+    from squall.deploy.lock import AlreadyRunning
+
+    directory = tmp_path / f"tenant_{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    values = {"/db": f"sqlite:///{directory}/orders.db", "/cache": "redis://127.0.0.1:6379/8"}
+    topo = load_text(
+        TOPOLOGY.format(db="${ssm:/db}", cache="${ssm:/cache}"),
+        env={},
+        secrets=lambda ref: values[ref.name],
+    )
+    resources = Resources(topo.resources)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="squall.lock"):
+            held = lock.acquire(topo, resources)
+        try:
+            with pytest.raises(AlreadyRunning) as err:
+                lock.acquire(topo, resources)
+        finally:
+            held.release()
+    finally:
+        resources.close()
+    shown = redact.redact_text(caplog.text) + str(err.value)
+    assert "run lock: ***.parts.lock" in shown, shown
+    assert "lock ***.parts.lock)" in shown, shown
+    assert directory.name not in shown, shown
