@@ -218,7 +218,8 @@ _parts_pattern: re.Pattern[str] | None = None
 #: nothing, and as words of messages they are everywhere (``${VAR:-default}``).
 COMMON_USERS = frozenset({"postgres", "default"})
 #: Settings of a URL's query whose values are one of a few words every installation writes
-#: (``sslmode=require``): masked, they would mask those words in every message.
+#: (``sslmode=require``): masked, they would mask those words in every message (so are
+#: ``PUBLIC_VALUES`` and numbers, whatever the setting).
 PUBLIC_SETTINGS = frozenset(
     {
         "sslmode",
@@ -251,8 +252,9 @@ def remember_url(url: str) -> None:
     authentication failed for user "app_writer"``, ``database "orders_prod" does not exist``,
     redis-py's ``Error 111 connecting to cache.internal:6379``). The password wherever it
     appears (``remember``), and so a SQLite file's path (its run lock is ``<path>.<topology>
-    .lock``); the user name, the host(s), the database and the query's values (``?application_name=…``, ``sslrootcert=/path``; not those of
-    ``PUBLIC_SETTINGS``, nor numbers) as whole names (not ``db.internal`` in ``mydb.internal``,
+    .lock``); the user name, the host(s), the database and the query's values
+    (``?application_name=…``, ``sslrootcert=/path``; not those of ``PUBLIC_SETTINGS``, nor
+    ``PUBLIC_VALUES`` and numbers) as whole names (not ``db.internal`` in ``mydb.internal``,
     nor ``postgres`` in ``postgresql``), and with them the address libpq shows after a masked
     host. Values under ``MIN_REMEMBERED`` characters (``db``, ``app``, a Redis database ``8``)
     and ``COMMON_USERS`` are not remembered."""
@@ -276,7 +278,7 @@ def remember_url(url: str) -> None:
         for key, value in parse_qsl(after.partition("?")[2].partition("#")[0]):
             if key in ("host", "hostaddr", "user"):  # no port: a socket path may hold ':'
                 names += value.split(",")
-            elif key.lower() not in PUBLIC_SETTINGS and not value.isdigit():
+            elif not (key.lower() in PUBLIC_SETTINGS or _public_value(value)):
                 names.append(value)  # dbname=, application_name=, sslrootcert=/a/path, …
     for host in hosts:
         if host.startswith("["):
@@ -284,6 +286,19 @@ def remember_url(url: str) -> None:
         else:
             names.append(host.rpartition(":")[0] if ":" in host else host)
     remember_part(*names)
+
+
+#: Values of settings that are words every installation writes (``?ssl=true``,
+#: ``?ssl_cert_reqs=required``): masked as names, they would mask those words in every message.
+PUBLIC_VALUES = frozenset(
+    {"true", "false", "none", "null", "disable", "disabled", "allow", "prefer", "require"}
+    | {"required", "optional", "verify-ca", "verify-full", "any", "read-write", "read-only"}
+    | {"primary", "standby", "prefer-standby", "utf8", "utf-8"}
+)
+
+
+def _public_value(value: str) -> bool:
+    return value.isdigit() or value.lower() in PUBLIC_VALUES
 
 
 def remember_part(*values: str) -> None:

@@ -217,6 +217,14 @@ def test_a_whole_url_secrets_database_query_values_and_password_are_masked_in_th
     assert redact.redact_text("sslmode prefer, database 7") == "sslmode prefer, database 7"
 
 
+def test_a_secret_urls_query_values_that_are_common_words_stay_readable():
+    """``?ssl=true``: masking ``true`` as a name would mask it in every message."""
+    redact.remember_url(
+        "postgresql://u:pw@db.internal/x?ssl=true&ssl_cert_reqs=required&app=billing_x"
+    )
+    assert redact.redact_text('"ok": true, required, billing_x') == '"ok": true, required, ***'
+
+
 def test_a_run_and_the_lambda_init_do_not_name_a_whole_url_secrets_database(
     moto_server, monkeypatch, tmp_path, caplog
 ):
