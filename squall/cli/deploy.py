@@ -617,8 +617,10 @@ def kcl(
         sys.exit(2)
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
     try:
-        if print_only:
-            click.echo(text + describe(cmd))
+        if print_only:  # the file keeps a secret reference's value (the daemon reads it)
+            from squall.redact import redact_text
+
+            click.echo(redact_text(text + describe(cmd)))
             return
         if metrics_port:  # a scrape server beside the daemon, summing the shard processes' files
             from squall.errors import MetricsServerError
