@@ -7,13 +7,21 @@ error message, a botocore log line, a rendered dict of request headers — every
 …``, ``'X-Amz-Security-Token': b'…'``, ``"password": "…"``, ``Cookie: …``) and STS's
 ``<SecretAccessKey>``. ``SquallError`` applies ``redact_text`` to every message, and
 ``RedactingFilter`` (installed by the CLI and the Lambda handlers) to every log record, whatever
-library wrote it and at any verbosity."""
+library wrote it and at any verbosity; ``mask_uncaught`` to the traceback of an error nothing
+caught (the CLI, a KCL shard process).
+
+Size (~430 lines): the one place that knows what to mask — the credential patterns (a long
+comment each: what they match and what not), the remembered secret values and URL
+parts, and the hooks that apply them to logs and tracebacks."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+import sys
+import threading
+import traceback
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 MASK = "***"
@@ -364,6 +372,36 @@ def install(handler_or_logger: logging.Handler | logging.Logger | None = None) -
     for h in handlers:
         if not any(isinstance(f, RedactingFilter) for f in h.filters):
             h.addFilter(RedactingFilter())
+
+
+def _write_masked(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+    text = "".join(traceback.format_exception(exc_type, exc, tb))  # type: ignore[arg-type]
+    if sys.stderr is not None:
+        sys.stderr.write(redact_text(text))
+        sys.stderr.flush()
+
+
+def _uncaught(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+    _write_masked(exc_type, exc, tb)
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    if sys.stderr is not None:
+        name = args.thread.name if args.thread is not None else threading.get_ident()
+        sys.stderr.write(f"Exception in thread {name}:\n")
+    _write_masked(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def mask_uncaught() -> None:
+    """Print the traceback of an exception nobody caught (the process's, a thread's) masked, as
+    log lines are: Python's own hooks printed it raw — a component's driver error escaping
+    ``squall run`` named a secret URL's host and database. Only in place of Python's own hooks."""
+    if sys.excepthook is sys.__excepthook__:  # not another's (a test runner's, a debugger's)
+        sys.excepthook = _uncaught
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _uncaught_in_thread
 
 
 class RequestUrlFilter(logging.Filter):

@@ -127,6 +127,7 @@ def main(verbose: int, log_format: str | None) -> None:
     from squall import redact
 
     redact.install()  # no password in any log line, whichever library writes it
+    redact.mask_uncaught()  # nor in the traceback of an error nothing caught
 
 
 @main.command()

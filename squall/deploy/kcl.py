@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     logging.getLogger("squall.progress").setLevel(logging.INFO)
     redact.install()
+    redact.mask_uncaught()  # a traceback the daemon logs: masked as the log lines are
     try:
         topology = load(args[0], secrets=aws_secrets())  # once per shard process
         check_kcl_safe(topology)

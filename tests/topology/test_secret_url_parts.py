@@ -7,6 +7,7 @@ on loopback (the shared PostgreSQL trusts loopback: an unknown role is what it r
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 
 import pytest
@@ -287,3 +288,44 @@ def test_a_sqlite_url_secrets_file_is_masked_in_the_run_locks_lines(tmp_path, ca
     assert "run lock: ***.parts.lock" in shown, shown
     assert "lock ***.parts.lock)" in shown, shown
     assert directory.name not in shown, shown
+
+
+def test_an_uncaught_drivers_error_of_squall_run_is_printed_masked(moto_server, tmp_path):
+    """A component's driver error nothing caught (a team's own spout reading a table): Python's
+    own hook printed its traceback raw, naming the secret URL's host and database."""
+    t, db = uuid.uuid4().hex[:10], f"orders_prod_{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres:S3cret-pw@localhost:5432/{db}"
+    moto_server.client("ssm").put_parameter(Name=f"/{t}/db", Value=url, Type="SecureString")
+    (tmp_path / "t.yaml").write_text(
+        f"""
+name: uncaught
+resources: {{db: {{url: "${{ssm:/{t}/db}}"}}}}
+spout: {{type: "tests.topology.secret_url_spout:TableSpout"}}
+sinks: [{{id: out, type: "squall.testing:MemorySink"}}]
+"""
+    )
+    result = run_cli("run", "t.yaml", cwd=tmp_path, env=cli_env(moto_server.endpoint))
+    assert result.returncode == 1, result.stderr
+    assert 'OperationalError: connection to server at "***"' in result.stderr, result.stderr
+    assert 'database "***" does not exist' in result.stderr, result.stderr
+    assert db not in result.stderr and "localhost" not in result.stderr, result.stderr
+
+
+def test_an_uncaught_error_of_a_thread_is_printed_masked(monkeypatch, capsys):
+    import threading
+
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # not pytest's
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    redact.remember_url("redis://cache_user:S3cret-pw@cache.internal.example:6379/0")
+    redact.mask_uncaught()
+
+    def fail() -> None:
+        raise ConnectionError("Error 111 connecting to cache.internal.example:6379.")
+
+    thread = threading.Thread(target=fail, name="flusher")
+    thread.start()
+    thread.join()
+    shown = capsys.readouterr().err
+    assert "Exception in thread flusher:" in shown
+    assert "ConnectionError: Error 111 connecting to ***:6379." in shown, shown
+    assert "cache.internal.example" not in shown
