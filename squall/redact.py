@@ -219,7 +219,8 @@ def _mask_known(text: str) -> str:
     return text
 
 
-#: The user names and hosts of secret URLs (``remember_url``), masked as whole names only.
+#: The user names, hosts, databases and query values of secret URLs (``remember_url``), masked
+#: as whole names only.
 _parts: tuple[str, ...] = ()
 _parts_pattern: re.Pattern[str] | None = None
 #: User names every installation has (PostgreSQL's superuser, Redis's ACL user): they tell
@@ -247,9 +248,17 @@ PUBLIC_SETTINGS = frozenset(
         "decode_responses",
     }
 )
+#: Values of settings that are words every installation writes (``?ssl=true``,
+#: ``?ssl_cert_reqs=required``): masked as names, they would mask those words in every message.
+PUBLIC_VALUES = frozenset(
+    {"true", "false", "none", "null", "disable", "disabled", "allow", "prefer", "require"}
+    | {"required", "optional", "verify-ca", "verify-full", "any", "read-write", "read-only"}
+    | {"primary", "standby", "prefer-standby", "utf8", "utf-8"}
+)
+#: A URL's authority (after its user info) and its path.
+_AUTHORITY_PATH = re.compile(r"([^/?#]*)(/[^?#]*)?")
 #: A quoted masked host followed by the address it resolved to, as libpq names a server
 #: (``connection to server at "db.internal" (10.0.0.5), port 5432 failed``).
-_AUTHORITY_PATH = re.compile(r"([^/?#]*)(/[^?#]*)?")
 _MASKED_AT_ADDRESS = re.compile(r'(?<="\*\*\*" \()[0-9A-Fa-f.:]+(?:%[\w.-]+)?(?=\))')
 
 
@@ -294,15 +303,6 @@ def remember_url(url: str) -> None:
         else:
             names.append(host.rpartition(":")[0] if ":" in host else host)
     remember_part(*names)
-
-
-#: Values of settings that are words every installation writes (``?ssl=true``,
-#: ``?ssl_cert_reqs=required``): masked as names, they would mask those words in every message.
-PUBLIC_VALUES = frozenset(
-    {"true", "false", "none", "null", "disable", "disabled", "allow", "prefer", "require"}
-    | {"required", "optional", "verify-ca", "verify-full", "any", "read-write", "read-only"}
-    | {"primary", "standby", "prefer-standby", "utf8", "utf-8"}
-)
 
 
 def _public_value(value: str) -> bool:
@@ -381,10 +381,6 @@ def _write_masked(exc_type: type[BaseException], exc: BaseException, tb: object)
         sys.stderr.flush()
 
 
-def _uncaught(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
-    _write_masked(exc_type, exc, tb)
-
-
 def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit or args.exc_value is None:
         return
@@ -399,7 +395,7 @@ def mask_uncaught() -> None:
     log lines are: Python's own hooks printed it raw — a component's driver error escaping
     ``squall run`` named a secret URL's host and database. Only in place of Python's own hooks."""
     if sys.excepthook is sys.__excepthook__:  # not another's (a test runner's, a debugger's)
-        sys.excepthook = _uncaught
+        sys.excepthook = _write_masked
     if threading.excepthook is threading.__excepthook__:
         threading.excepthook = _uncaught_in_thread
 
