@@ -21,7 +21,7 @@ objects a lost release may already have put — no row is left in two objects (r
 that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
 settings the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~630 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~660 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -263,17 +263,15 @@ class S3Sink(Sink):
         self._batch: int | None = None
         self._fresh: dict[tuple[str, str, str], _Fresh] = {}
         #: That batch's rows a release took and has not finished putting: per group, the rows
-        #: its object holds of earlier batches, and what the batch added; and the positions of
-        #: the batch's rows a release made durable (kept by ``discard``).
+        #: its object holds of earlier batches, and what the batch added.
         self._in_release: dict[tuple[str, str, str], tuple[list[tuple[RecordMeta, Any]], _Fresh]]
         self._in_release = {}
-        self._durable: set[tuple[str, str, str, int, str]] = set()
-        #: Objects that batch's release put with its rows alone: per group, the key and the
-        #: last position. When the batch fails and runs again at once (``discard``), the run's
-        #: rolled object of the group (starting at or before that position) takes the key, even
-        #: when its first row is gone (dropped or failed by the new run).
-        self._alone: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
-        self._replaced: dict[tuple[str, str, str], tuple[str, tuple[int, int]]] = {}
+        #: The objects a finished release put with that batch's rows: per group, the key and
+        #: the earlier batches' rows in it. When the batch fails (``discard``) they are taken
+        #: back: deleted, or put again with the earlier rows alone.
+        self._released: dict[tuple[str, str, str], tuple[str, list[tuple[RecordMeta, Any]]]] = {}
+        #: The engine's time left at that batch's write (``discard`` deletes within it).
+        self._time_left: Callable[[], float | None] | None = None
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -289,10 +287,12 @@ class S3Sink(Sink):
 
     @classmethod
     def aws_permissions(cls, config: S3SinkConfig) -> list[AwsPermission]:
-        """PutObject under its prefix."""
+        """PutObject under its prefix; rolling, DeleteObject too (a failed batch's objects)."""
+        rolling = config.roll_bytes is not None or config.roll_seconds is not None
+        actions = ("s3:PutObject", "s3:DeleteObject") if rolling else ("s3:PutObject",)
         return [
             AwsPermission(
-                ("s3:PutObject",), s3_objects_arn(config.bucket, config.prefix), f"sink {config.id}"
+                actions, s3_objects_arn(config.bucket, config.prefix), f"sink {config.id}"
             )
         ]
 
@@ -429,6 +429,7 @@ class S3Sink(Sink):
             raise SinkError(f"{self.id}: open() the sink first")
         if self.rolling:
             self._hold(prepared.payload or [], ctx.batch if ctx is not None else None)
+            self._time_left = time_left_of(ctx)
             return None
         self._put_all(prepared.payload or [], time_left_of(ctx))
         return None
@@ -450,6 +451,7 @@ class S3Sink(Sink):
                 continue
             if aws.time_spent(time_left):
                 raise TransientError(f"{self.id}: PutObject: {aws.NOT_SENT}")
+            obj.sent = True  # from here it may be in S3, answered or not
             with aws.time_bounded(time_left):
                 aws_call(
                     f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
@@ -471,7 +473,7 @@ class S3Sink(Sink):
         ``batch`` added is noted for ``discard``."""
         if batch != self._batch:  # a new batch: the last one's rows are settled
             self._batch = batch
-            self._fresh, self._in_release, self._durable, self._alone = {}, {}, set(), {}
+            self._fresh, self._in_release, self._released = {}, {}, {}
         jsonl = self.config.format == "jsonl"
         taken: list[tuple[tuple, tuple[str, str, str], Event, Any, int]] = []
         seen, batch = self._positions, set()
@@ -501,19 +503,20 @@ class S3Sink(Sink):
             self._since = self.clock()
 
     def discard(self, batch: int, again: bool = False) -> None:
-        """The engine's batch ``batch`` failed: drop the rows it added that are still held (the
-        last rows of their buffers: a batch's writes all come before its release), keeping the
-        earlier batches'. Of its rows a release took, those in an object not yet put are dropped
-        from it too (the retry, in this process or another, puts them under their own names: a
-        stale object of the same name would replace the retry's). Those a release made durable
-        in an object with earlier batches' rows keep their positions, so the batch's next
-        delivery is dropped rather than put again under other first positions; those put in
-        objects of their own do not: the next delivery's objects have the same names and replace
-        them (a batch run again from a stateful bolt's moved state puts what that run made).
-        When the engine runs the same records ``again`` at once, its object of such a group takes
-        the name of the one its release put alone, even when the new run no longer emits that
-        object's first record: no row of the failed run stays beside it."""
-        self._replaced = {}
+        """The engine's batch ``batch`` failed: take back everything the sink did with its rows,
+        whoever runs it again (this process at once, the next run, another Lambda container)
+        and whatever that run emits (its first row may be another, a partition may be gone).
+
+        - Rows it added that are still held (the last rows of their buffers: a batch's writes
+          all come before its release) are dropped; the earlier batches' stay.
+        - Of a release that took them: an object with earlier batches' rows is rebuilt from
+          those alone, under the same name (its first row is an earlier batch's), and put again
+          at the next release, replacing what went out; an object of the batch's rows alone
+          that was sent (answered or not) is deleted now, before the engine reports the failure
+          and so before any retry puts its own; one not sent is dropped.
+
+        The batch's next delivery is then taken anew. ``again`` (the engine runs the same records
+        at once) changes nothing: the retry starts from a clean slate either way."""
         if batch != self._batch:  # nothing taken from that batch
             return
         for group, noted in self._fresh.items():
@@ -523,32 +526,59 @@ class S3Sink(Sink):
                 del self._held[group]
             self._positions -= noted.positions
             self.held_bytes -= noted.bytes
-        if self._in_release:
-            releasing = []
-            for obj in self._releasing:
-                entry = self._in_release.get(obj.group)
-                if entry is None or obj.done:
-                    if entry is not None and entry[0]:
-                        self._durable |= entry[1].positions
-                    elif entry is not None:  # put alone: the next delivery replaces it
-                        self._positions -= entry[1].positions
-                    releasing.append(obj)
-                    continue
-                earlier, noted = entry
-                self._positions -= noted.positions
-                self.held_bytes -= noted.bytes
-                if earlier:
-                    releasing.append(self._rolled(obj.group, earlier))
-            self._releasing = releasing
-        self._positions |= self._durable
-        if again:  # only then: another process's retry may start after such an object's first row
-            self._replaced = self._alone
+        stale: list[str] = []
+        releasing = []
+        for obj in self._releasing:  # a release not finished
+            entry = self._in_release.get(obj.group)
+            if entry is None:  # earlier batches' rows alone: as it was
+                releasing.append(obj)
+                continue
+            earlier, noted = entry
+            self._positions -= noted.positions
+            self.held_bytes -= noted.bytes
+            if earlier:
+                releasing.append(self._rolled(obj.group, earlier))
+            elif obj.sent:
+                stale.append(obj.key)
+        for group, (key, earlier) in self._released.items():  # a release finished
+            if earlier:
+                releasing.append(self._rolled(group, earlier))
+                self.held_bytes += sum(_size(row) for _, row in earlier)
+            else:
+                stale.append(key)
+        self._releasing = releasing
+        self._delete(stale)
         if not self._held:
             self._since = None
         if not self._held and not self._releasing:
             self.held_bytes = 0
-        self._batch, self._fresh, self._in_release, self._durable = None, {}, {}, set()
-        self._alone = {}
+        self._batch, self._fresh, self._in_release, self._released = None, {}, {}, {}
+
+    def _delete(self, keys: list[str]) -> None:
+        """Delete a failed batch's objects (within the engine's time left at its write). One
+        that cannot be deleted stays: logged, with what a reader then sees."""
+        time_left, self._time_left = self._time_left, None
+        for i, key in enumerate(keys):
+            try:
+                if aws.time_spent(time_left):
+                    raise TransientError(f"DeleteObject: {aws.NOT_SENT}")
+                with aws.time_bounded(time_left):
+                    aws_call(
+                        f"{self.id}: DeleteObject s3://{self.config.bucket}/{key}",
+                        self.client.delete_object,
+                        Bucket=self.config.bucket,
+                        Key=key,
+                    )
+            except (TransientError, SinkError) as exc:
+                log.warning(
+                    "%s: a failed batch's objects stay in S3 beside its retry's (%s): %s — "
+                    "their rows can be there twice, or rows the retry does not write "
+                    "(deduplicate on event_id)",
+                    self.id,
+                    ", ".join(keys[i:]),
+                    exc,
+                )
+                return
 
     def may_hold(self) -> bool:
         return self.rolling
@@ -582,34 +612,37 @@ class S3Sink(Sink):
                     self._in_release[group] = (rows[: len(rows) - noted.rows], noted)
                 self._held, self._fresh = {}, {}
             self._put_all(self._releasing, time_left)
-            for obj in self._releasing:
+            for obj in self._releasing:  # the last batch's objects: ``discard`` takes them back
                 entry = self._in_release.get(obj.group)
-                if entry is None:
-                    continue
-                if entry[0]:  # put with earlier batches' rows: the next delivery is dropped
-                    self._durable |= entry[1].positions
-                else:  # put alone: the next delivery replaces it (``discard``)
-                    self._alone[obj.group] = (obj.key, obj.rows[-1][0].position.key())
+                if entry is not None:
+                    self._released[obj.group] = (obj.key, entry[0])
             self._releasing = []
             self._in_release = {}
         self._positions.clear()
-        self._replaced = {}
         self.held_bytes = 0
         self._since = None
 
     def _rolled(self, group: tuple[str, str, str], held: list[tuple[RecordMeta, Any]]) -> _Object:
         rows = sorted(held, key=lambda r: r[0].position.key())
         part, stream, shard = group
-        key = self._key(part, stream, shard, rows[0][0], rows[-1][0], rolled=True)
-        replaced = self._replaced.get(group)
-        if replaced is not None and rows[0][0].position.key() <= replaced[1]:
-            key = replaced[0]  # a failed batch's object put alone: this one replaces it
-        return _Object(key, rows, group)
+        return _Object(
+            self._key(part, stream, shard, rows[0][0], rows[-1][0], rolled=True), rows, group
+        )
 
     def close(self) -> None:
         close: Callable[[], None] | None = getattr(self.client, "close", None)
         if close is not None:
             close()
+
+
+def _size(row: Any) -> int:
+    """The bytes a held row counts: its JSON line."""
+    if isinstance(row, bytes):
+        return len(row)
+    try:
+        return len(orjson.dumps(row, default=exact_json.text_default)) + 1
+    except TypeError:
+        return len(_line(row))
 
 
 class _Fresh:
@@ -625,7 +658,7 @@ class _Fresh:
 class _Object:
     """One object to put: its key, its (event or record metadata, row) pairs and its group."""
 
-    __slots__ = ("key", "rows", "group", "done")
+    __slots__ = ("key", "rows", "group", "done", "sent")
 
     def __init__(self, key: str, rows: list[tuple[Any, Any]], group: tuple[str, str, str]):
-        self.key, self.rows, self.group, self.done = key, rows, group, False
+        self.key, self.rows, self.group, self.done, self.sent = key, rows, group, False, False

@@ -136,11 +136,14 @@ class _FlakyStore(SqlCheckpointStore):
         return super().save(*args, **kwargs)
 
 
-def test_a_batch_failed_after_its_rows_were_released_is_not_put_again(moto_server, s3, bucket):
+def test_a_batch_failed_after_its_rows_were_released_is_put_once_by_its_retry(
+    moto_server, s3, bucket
+):
     """hold=True with the engine's checkpointer (the local runner): batch 2 makes the lake due,
     the release puts batches 1 and 2 in objects named by batch 1's first rows, and then the
-    checkpoint store is down: the batch fails. Its retry must not hold its rows again (they are
-    durable): held, they would be put a second time under batch 2's first positions."""
+    checkpoint store is down: the batch fails. The objects are rebuilt from batch 1's rows (same
+    names) and the retry's rows held anew: its release puts both, each row once (hC: before, the
+    retry's rows were dropped as durable, leaving the failed run's rows in S3)."""
     roll = held(payloads(8))
     lake = sink_yaml(moto_server.endpoint, bucket, roll_bytes=roll)
     topo = load_text(topology(lake))
@@ -367,7 +370,7 @@ def test_a_batch_failed_halfway_through_its_release_puts_each_row_once(moto_serv
         assert len(keys(s3, bucket)) == 1  # the 18h object
         down["now"] = False
         result = engine.process(records_from(payloads(4, start=4), start=5))
-        assert sink.redelivered == 2  # 104 and 106, put with the 18h object
+        assert sink.redelivered == 0  # 104 and 106, taken back from the 18h object (hC)
         assert result.checkpoint[SHARD].sequence_number == "8" and not engine.holding
     assert counts(s3, bucket) == Counter(100 + i for i in range(8))
 
@@ -538,10 +541,10 @@ def test_a_lambda_containers_unanswered_put_does_not_rename_its_next_invocations
 
 
 def test_a_retry_from_a_later_record_does_not_take_the_failed_objects_name(moto_server, s3, bucket):
-    """hT: container x puts batch 1-4 alone, then its checkpoint save fails. Container y commits
-    records 1-2 (its objects named by 100 and 101, replacing x's); Lambda hands records 3-4 to
-    x. Only a batch run again at once takes the failed objects' names: x's 3-4 objects taking
-    them would replace y's and lose 100 and 101."""
+    """hT: container x puts batch 1-4 alone, then its checkpoint save fails (hC: x deletes those
+    objects before it answers). Container y commits records 1-2 (its objects named by 100 and
+    101); Lambda hands records 3-4 to x. x's 3-4 objects must not replace y's (100 and 101
+    would be lost), nor may x's first objects stay (102 and 103 twice)."""
     lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
     topo = load_text(topology(lake))
     resources = Resources.for_topology(topo)
@@ -552,7 +555,111 @@ def test_a_retry_from_a_later_record_does_not_take_the_failed_objects_name(moto_
         store.down = 2  # both attempts of the save
         with pytest.raises(BatchFailed, match="checkpoint store down"):
             x.process(records_from(payloads(4), start=1))
-        assert len(keys(s3, bucket)) == 2  # released before the save failed
+        assert keys(s3, bucket) == []  # released before the save failed, then taken back
         y.process(records_from(payloads(2), start=1))
         x.process(records_from(payloads(2, start=2), start=3))
     assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+# -- hC: a failed run's objects are taken back, whatever the retry's first row -----------------
+
+
+def failing_topology(lake: dict) -> str:
+    """The lake after ``FailSome`` (its failures dead-lettered), with a SQL checkpoint store."""
+    return json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "resources": {"db": {"url": "sqlite:///:memory:"}},
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [
+                {"id": "decode", "type": "json"},
+                {"id": "some", "type": "tests.sinks.test_s3_rolling_failed_batch:FailSome"},
+            ],
+            "sinks": [lake, {"id": "dlq", "type": "squall.testing:MemoryDeadLetterSink"}],
+        }
+    )
+
+
+def flaky_engine(lake: dict, **kwargs) -> tuple[Engine, _FlakyStore]:
+    topo = load_text(failing_topology(lake))
+    resources = Resources.for_topology(topo)
+    store = _FlakyStore(resources.sql("db"), topo.name)
+    return Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store), **kwargs), store
+
+
+def test_a_lambda_retry_in_another_container_without_the_first_runs_rows_leaves_none_of_them(
+    moto_server, s3, bucket
+):
+    """hold=False (Lambda): container x puts batch 1-4 alone (18h: 100, 102 named by 100; 19h:
+    101, 103 named by 101), then the batch fails (checkpoint store down). Lambda retries it in
+    container y, where 100, 101 and 103 now fail (dead-lettered): y's only object is 18h's,
+    named by 102. x's objects must not stay beside it: 102 would be there twice, and 100, 101
+    and 103, which the committed run dead-lettered, would be in the lake too."""
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    x, store = flaky_engine(lake)
+    y = Engine(load_text(failing_topology(lake)).plan)
+    try:
+        with x, y:
+            store.down = 2  # both attempts of the save
+            with pytest.raises(BatchFailed, match="checkpoint store down"):
+                x.process(records_from(payloads(4), start=1))
+            FAIL.update({100, 101, 103})
+            y.process(records_from(payloads(4), start=1))  # the retry, in another container
+    finally:
+        FAIL.clear()
+    assert counts(s3, bucket) == Counter({102: 1})
+    assert sorted(e.value["n"] for e in component(y, "dlq").store) == [100, 101, 103]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_retry_without_a_released_row_takes_it_out_of_the_object_it_went_in(
+    moto_server, s3, bucket, fmt
+):
+    """hold=True (the local runner; the KCL retrying a batch in process): batch 2 makes the lake
+    due, the release puts batches 1 and 2 together, then the checkpoint store is down. On the
+    retry record 104 fails (dead-lettered). Its row, put by the failed run, must not stay in S3
+    (the committed run did not produce it), and every other row is there once."""
+    from tests.sinks.test_s3_rolling import PARQUET
+
+    extra = PARQUET if fmt == "parquet" else {}
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_bytes=held(payloads(8)), **extra)
+    engine, store = flaky_engine(lake, hold=True)
+    try:
+        with engine:
+            engine.process(records_from(payloads(4), start=1))
+            store.down = 2
+            with pytest.raises(BatchFailed, match="checkpoint store down"):
+                engine.process(records_from(payloads(4, start=4), start=5))
+            FAIL.add(104)
+            engine.process(records_from(payloads(4, start=4), start=5))
+            engine.release()
+            assert not engine.holding
+    finally:
+        FAIL.clear()
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8) if i != 4)
+    assert store.load("test")[SHARD].sequence_number == "8"
+
+
+def test_a_failed_batchs_object_that_cannot_be_deleted_is_named_in_a_warning(
+    moto_server, s3, bucket, caplog
+):
+    """hC: the role lacks s3:DeleteObject (deployed before it was declared): the failed batch's
+    objects stay, a warning names them and what a reader sees, and the batch's failure is the
+    one reported (its cause, not the delete's)."""
+
+    def refuse(kw, call):
+        raise client_error("AccessDenied", "Access Denied", 403)
+
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    x, store = flaky_engine(lake)
+    with x:
+        component(x, "lake").client = FlakyClient(s3, delete_object=refuse)
+        store.down = 2
+        with pytest.raises(BatchFailed, match="checkpoint store down"):
+            x.process(records_from(payloads(4), start=1))
+    stay = keys(s3, bucket)
+    assert len(stay) == 2
+    [warning] = [r.getMessage() for r in caplog.records if "stay in S3" in r.getMessage()]
+    assert all(key in warning for key in stay) and "AccessDenied" in warning
+    assert "deduplicate on event_id" in warning

@@ -8,10 +8,17 @@ durable dead letter: every such write was AccessDenied once deployed.
 
 from __future__ import annotations
 
+import pytest
+
 from squall.deploy.template import component_permissions
+from squall.errors import BatchFailed
 from squall.testing import records_from, run_topology
+from squall.topology.checkpoint import Checkpointer
+from squall.topology.executor import Engine
 from squall.topology.loader import load_text
+from squall.topology.resources import Resources
 from tests.moto_standin import unique
+from tests.sinks.test_s3_rolling_failed_batch import _FlakyStore
 
 #: IAM's action for an API operation, where the two differ (batch calls are authorized singly).
 IAM_ACTION = {"sqs:SendMessageBatch": "sqs:SendMessage"}
@@ -79,3 +86,35 @@ sinks:
     [perm] = component_permissions(load_text(text))
     assert perm.actions == ("sqs:SendMessage",)
     assert perm.resource == f"{PARTITION}:sqs:eu-west-1:123456789012:orders"
+
+
+def test_a_rolling_lake_declares_the_delete_of_a_failed_batchs_objects(moto_server, called):  # noqa: F811
+    """hC: a rolling s3 sink deletes the objects a failed batch's release put alone (a Lambda's
+    engine releases after every batch; here the checkpoint store is down after the release):
+    DeleteObject is declared with PutObject, on the prefix."""
+    s3 = moto_server.client("s3")
+    bucket = unique("lake")
+    s3.create_bucket(Bucket=bucket)
+    text = f"""
+name: perms-roll
+resources: {{db: {{url: "sqlite:///:memory:"}}}}
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 1}}}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: lake, type: s3, bucket: {bucket}, prefix: events/, time_field: ts, roll_seconds: 60,
+     endpoint_url: "{moto_server.endpoint}"}}
+"""
+    topo = load_text(text)
+    resources = Resources.for_topology(topo)
+    store = _FlakyStore(resources.sql("db"), topo.name)
+    store.down = 1
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
+    with engine, pytest.raises(BatchFailed, match="checkpoint store down"):
+        engine.process(records_from([{"ts": "2026-11-03T10:00:00Z"}]))
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # put, then deleted
+    declared = component_permissions(load_text(text))
+    assert {c for c in called if c.startswith("s3:")} == {"s3:PutObject", "s3:DeleteObject"}
+    assert {p.resource: set(p.actions) for p in declared} == {
+        f"{PARTITION}:s3:::{bucket}/events/*": {"s3:PutObject", "s3:DeleteObject"}
+    }
