@@ -27,7 +27,10 @@ Two optional parts of the contract:
   ``WriteContext.batch``): the sink drops what it took from that batch and still holds (what
   earlier batches took stays: their checkpoint waits for the release), so the batch's next
   delivery is taken anew instead of joining an object with rows the batch never committed; what
-  a release already made durable of it, the sink drops when it comes again.
+  a release already made durable of it, the sink takes back (the s3 sink: deletes or rewrites
+  the objects), whoever runs the batch again. When records of a batch come again although the
+  batch does not fail (one a sink failed, and those after it in its shard), the engine calls
+  ``held_back(batch, positions)`` before the release: the sink drops what it took of them.
 * **Feedback**: ``WriteResult.feedback`` — events the service's answers call for (a push token
   that is gone becomes an ``unsubscribe``); the engine runs them through the stateful bolt named by
   ``feedback_target()`` so they are committed with the batch's staged state. Only sinks that
@@ -192,6 +195,13 @@ class Sink(Component):
         (their records are settled: the checkpoint waits for the release). Rows of it that a
         release already made durable are dropped when the batch comes again. ``again``: the
         engine's next batch runs the same records again (a ``StaleState`` re-run)."""
+
+    def held_back(self, batch: int, positions: frozenset[tuple[str, str, str, int]]) -> None:
+        """Records of the batch numbered ``batch`` come again though the batch does not fail (a
+        sink failed one of them, and those after it in their shard are held back): drop what
+        ``write_batch`` took of them and still holds, so the release does not make durable
+        what their next delivery writes again. ``positions``: (stream, shard id, sequence
+        number, sub-sequence number) of those records."""
 
     def release(self) -> None:
         """Make everything held durable (raise ``TransientError`` to have the engine retry).

@@ -554,6 +554,39 @@ class S3Sink(Sink):
             self.held_bytes = 0
         self._batch, self._fresh, self._in_release, self._released = None, {}, {}, {}
 
+    def held_back(self, batch: int, positions: frozenset[tuple[str, str, str, int]]) -> None:
+        """Records of the engine's batch ``batch`` come again (a later sink failed one, and
+        those after it in its shard are held back): drop their rows from what the batch added
+        to the buffers, so the release does not put them beside their next delivery's."""
+        if batch != self._batch:
+            return
+
+        def back(meta: RecordMeta) -> bool:
+            where = (meta.stream, meta.shard_id, meta.sequence_number, meta.sub_sequence_number)
+            return where in positions
+
+        for group, noted in list(self._fresh.items()):
+            rows = self._held[group]
+            tail = rows[len(rows) - noted.rows :]
+            gone = [r for r in tail if back(r[0])]
+            if not gone:
+                continue
+            del rows[len(rows) - noted.rows :]
+            rows.extend(r for r in tail if not back(r[0]))
+            size = sum(_size(row) for _, row in gone)
+            dropped = {p for p in noted.positions if p[:4] in positions}
+            noted.rows -= len(gone)
+            noted.bytes -= size
+            noted.positions -= dropped
+            self._positions -= dropped
+            self.held_bytes -= size
+            if not noted.rows:
+                del self._fresh[group]
+            if not rows:
+                del self._held[group]
+        if not self._held:
+            self._since = None
+
     def _delete(self, keys: list[str]) -> None:
         """Delete a failed batch's objects (within the engine's time left at its write). One
         that cannot be deleted stays: logged, with what a reader then sees."""

@@ -719,6 +719,8 @@ class Engine:
                 if ledger.failed and self.redelivers:
                     p = self._hold_back(node, p, units, ledger)
                 self._write_sink(node, p, stream, ledger)
+        if ledger.failed and self.redelivers and self._holders:
+            self._held_back_from_holders(units, ledger)
         holding = self._release_holders(force=final) if self._holders else False
         inside = [(node, p) for node, p in prepared if node.index in self._tx_sinks]
         if ledger.failed and self.redelivers:
@@ -1159,18 +1161,38 @@ class Engine:
 
     def _hold_back(self, node: Node, p: Prepared, units: list[Event], ledger: _Ledger) -> Prepared:
         """``p`` without the events of the failed records and of those after a failed record of
-        their lineage (all are delivered again), prepared again when some were taken out. The
-        set is computed again only when a sink's write found more failed records."""
+        their lineage (all are delivered again), prepared again when some were taken out."""
+        held = self._held_units(units, ledger)
+        if not held:
+            return p
+        return self._without(node, p, held, ledger)
+
+    def _held_units(self, units: list[Event], ledger: _Ledger) -> frozenset[int]:
+        """The failed records and those after a failed record of their lineage (``ledger.held``,
+        computed again only when a sink's write found more failed records)."""
         if ledger.held_for != len(ledger.failed):
             ledger.held_for = len(ledger.failed)
             codes = [_COMMITTED] * len(units)
             for i in ledger.failed:
                 codes[i] = _FAILED
             ledger.held = frozenset(compress(range(len(units)), self._unsettled(units, codes)))
-        held = ledger.held
+        return ledger.held
+
+    def _held_back_from_holders(self, units: list[Event], ledger: _Ledger) -> None:
+        """Before the release: the records that come again (``_held_units``) are dropped from
+        what the holding sinks took of this batch (``Sink.held_back``). Their rows went in
+        before the failure was known; released, they would be durable beside what the records'
+        next delivery writes (a Lambda retry from the failed record, a replay from the
+        checkpoint)."""
+        held = self._held_units(units, ledger)
         if not held:
-            return p
-        return self._without(node, p, held, ledger)
+            return
+        positions = frozenset(
+            (m.stream, m.shard_id, m.sequence_number, m.sub_sequence_number)
+            for m in (units[i].meta for i in held)
+        )
+        for node in self._holders:
+            self.components[node.index].held_back(self._batch_no, positions)  # type: ignore[union-attr]
 
     def _without(
         self, node: Node, p: Prepared, origins: frozenset[int], ledger: _Ledger

@@ -19,6 +19,7 @@ from squall.bolts.base import Bolt, Output
 from squall.deploy.kcl import EXIT_RECORDS_FAILED, RecordProcessor
 from squall.deploy.lambda_consumer import make_handler
 from squall.errors import BatchFailed, StaleState, TransientError
+from squall.sinks.base import WriteResult
 from squall.testing import MemorySink, records_from
 from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
@@ -663,3 +664,61 @@ def test_a_failed_batchs_object_that_cannot_be_deleted_is_named_in_a_warning(
     [warning] = [r.getMessage() for r in caplog.records if "stay in S3" in r.getMessage()]
     assert all(key in warning for key in stay) and "AccessDenied" in warning
     assert "deduplicate on event_id" in warning
+
+
+# -- hC: a record a later sink refuses comes again: the lake keeps none of it, nor what follows --
+
+#: The ``n`` of the events ``RefuseSome`` refuses (``WriteResult.failed``: they come again).
+REFUSE: set[int] = set()
+
+
+class RefuseSome(MemorySink):
+    """A sink after the lake that fails the events whose ``n`` is in ``REFUSE`` (partially)."""
+
+    def write_batch(self, prepared, ctx):
+        super().write_batch(prepared, ctx)
+        return WriteResult(failed=[ev for ev in prepared.events if ev.value["n"] in REFUSE])
+
+
+def refusing_topology(lake: dict) -> str:
+    return json.dumps(
+        {
+            "name": f"rollfail{uuid.uuid4().hex[:6]}",
+            "spout": {"type": "stdin"},
+            "settings": {"retry": {"attempts": 2, "initial_backoff": 0, "max_backoff": 0}},
+            "bolts": [{"id": "decode", "type": "json"}],
+            "sinks": [
+                lake,
+                {"id": "later", "type": "tests.sinks.test_s3_rolling_failed_batch:RefuseSome"},
+            ],
+        }
+    )
+
+
+@pytest.mark.parametrize("refused", [102, 101])
+@pytest.mark.parametrize("hold", [False, True], ids=["lambda", "local"])
+def test_a_record_a_later_sink_refuses_and_those_after_it_are_not_released(
+    moto_server, s3, bucket, hold, refused
+):
+    """Batch 1-4: the sink after the lake refuses record 3 (102), so 102 and 103 come again (a
+    Lambda retry from record 3; a rerun from the checkpoint, at 2). The lake took their rows
+    before the refusal was known: released with the batch (Lambda: at once; the local runner:
+    when due), the first run's objects would hold them beside the retry's (102 and 103 twice).
+    Refusing 101 instead leaves the 19h group of the batch with no row (101 and 103 come again).
+    """
+    lake = sink_yaml(moto_server.endpoint, bucket, roll_seconds=600)
+    engine = Engine(load_text(refusing_topology(lake)).plan, hold=hold)
+    at = refused - 100  # the refused record's index; its sequence number is at + 1
+    try:
+        with engine:
+            REFUSE.add(refused)
+            result = engine.process(records_from(payloads(4), start=1))
+            assert [r.index for r in result.failed] == [at]
+            position = result.checkpoint or engine.release()
+            assert position[SHARD].sequence_number == str(at)
+            REFUSE.clear()
+            engine.process(records_from(payloads(4 - at, start=at), start=at + 1))  # the retry
+            engine.release()
+    finally:
+        REFUSE.clear()
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
