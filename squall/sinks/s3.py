@@ -17,11 +17,15 @@ in memory instead, dropping events whose position it already holds (a re-deliver
 checkpoint back until then. A rolled object is named by its *first* position only
 (``stream.shard.first``): after a crash the source delivers again from the held checkpoint, the
 buffers start at the same first rows, and whatever grouping the replay rolls overwrites the
-objects a lost release may already have put — no row is left in two objects (rows after a record
-that another sink failed still can be: docs/sinks.md, "Where it is at-least-once"). Without roll
-settings the sink writes each batch's objects as before (names from the first and last positions).
+objects a lost release may already have put — no row is left in two objects. A batch that fails
+after the sink took its rows is taken back (``discard``: held rows dropped, objects put with them
+deleted or rebuilt without them) before the failure is reported, so before any retry puts its
+own; records that come again without the batch failing are dropped before the release
+(``held_back``). What is left at-least-once: docs/sinks.md, "What a lake reader can rely on".
+Without roll settings the sink writes each batch's objects as before (names from the first and
+last positions).
 
-Size (~660 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~700 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 

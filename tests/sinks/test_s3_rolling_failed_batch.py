@@ -2,9 +2,11 @@
 
 The engine undoes a failed batch (``Engine._undo_batch``): the rolling sink must then drop the
 rows it took from that batch and still holds (``Sink.discard``), keeping the rows of earlier
-batches (their checkpoint waits for the release); rows of the failed batch that a release already
-made durable are dropped when the batch comes again. Every row ends in S3 once, counted by its
-``n`` in every object of the bucket.
+batches (their checkpoint waits for the release); what a release already made durable of the
+failed batch is taken back (hC: its objects deleted, or rebuilt from the earlier batches' rows),
+whatever the retry emits. Records that come again without the batch failing are not released
+(``Sink.held_back``). Every row ends in S3 once, counted by its ``n`` in every object of the
+bucket.
 """
 
 from __future__ import annotations
