@@ -194,7 +194,10 @@ class Sink(Component):
         drop what ``write_batch`` took from it and still holds, keeping what earlier batches took
         (their records are settled: the checkpoint waits for the release). Rows of it that a
         release already made durable are dropped when the batch comes again. ``again``: the
-        engine's next batch runs the same records again (a ``StaleState`` re-run)."""
+        engine's next batch runs the same records again (a ``StaleState`` re-run). The engine
+        calls it on the holding sinks and on every sink whose class implements it: a sink that
+        writes at once may take back what it wrote of the batch (the s3 sink deletes its
+        objects), before the failure is reported and so before any retry writes again."""
 
     def held_back(self, batch: int, positions: frozenset[tuple[str, str, str, int]]) -> None:
         """Records of the batch numbered ``batch`` come again though the batch does not fail (a

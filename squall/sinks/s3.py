@@ -4,7 +4,8 @@ Per batch, events are grouped by time partition (``dt=YYYY-MM-DD/hour=HH`` from 
 and by source shard; each group becomes one object whose name is derived from the group's first
 and last positions (stream, shard, sequence and sub-sequence numbers). The same batch delivered
 again (a retry, a replay after a crash) produces the same names and the same bytes, so it
-overwrites its objects instead of adding duplicates. Objects are put with PutObject, one per
+overwrites its objects instead of adding duplicates; a batch that fails after its objects were put
+has them deleted (``discard``), so a retry that emits otherwise leaves only its own. Objects are put with PutObject, one per
 group; an object that cannot be written fails the call with ``TransientError`` and the engine
 retries only the objects not yet written. Nothing is acknowledged before S3 answered.
 
@@ -25,7 +26,7 @@ own; records that come again without the batch failing are dropped before the re
 Without roll settings the sink writes each batch's objects as before (names from the first and
 last positions).
 
-Size (~700 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~730 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -276,6 +277,10 @@ class S3Sink(Sink):
         self._released: dict[tuple[str, str, str], tuple[str, list[tuple[RecordMeta, Any]]]] = {}
         #: The engine's time left at that batch's write (``discard`` deletes within it).
         self._time_left: Callable[[], float | None] | None = None
+        #: Per-batch objects (no roll settings): the engine's batch last written, and the keys
+        #: of the objects its writes sent (answered or not): ``discard`` deletes them.
+        self._sent_batch: int | None = None
+        self._sent: dict[str, None] = {}
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -291,12 +296,12 @@ class S3Sink(Sink):
 
     @classmethod
     def aws_permissions(cls, config: S3SinkConfig) -> list[AwsPermission]:
-        """PutObject under its prefix; rolling, DeleteObject too (a failed batch's objects)."""
-        rolling = config.roll_bytes is not None or config.roll_seconds is not None
-        actions = ("s3:PutObject", "s3:DeleteObject") if rolling else ("s3:PutObject",)
+        """PutObject under its prefix, and DeleteObject (a failed batch's objects, ``discard``)."""
         return [
             AwsPermission(
-                actions, s3_objects_arn(config.bucket, config.prefix), f"sink {config.id}"
+                ("s3:PutObject", "s3:DeleteObject"),
+                s3_objects_arn(config.bucket, config.prefix),
+                f"sink {config.id}",
             )
         ]
 
@@ -435,11 +440,25 @@ class S3Sink(Sink):
             self._hold(prepared.payload or [], ctx.batch if ctx is not None else None)
             self._time_left = time_left_of(ctx)
             return None
-        self._put_all(prepared.payload or [], time_left_of(ctx))
+        objects = prepared.payload or []
+        batch = ctx.batch if ctx is not None else None
+        if batch != self._sent_batch:  # a new batch: the last one's objects are settled
+            self._sent_batch, self._sent = batch, {}
+        self._time_left = time_left_of(ctx)
+        # Every body before the first put: a row no encoder writes (a poison record) fails the
+        # write with nothing sent, so its isolation's halves leave no object of the whole batch.
+        bodies = {id(obj): self.body(obj.rows) for obj in objects if not obj.done}
+        try:
+            self._put_all(objects, self._time_left, bodies)
+        finally:
+            self._sent.update((obj.key, None) for obj in objects if obj.sent)
         return None
 
     def _put_all(
-        self, objects: list[_Object], time_left: Callable[[], float | None] | None
+        self,
+        objects: list[_Object],
+        time_left: Callable[[], float | None] | None,
+        bodies: dict[int, bytes] | None = None,
     ) -> None:
         """Put each object not yet written (``done`` survives a failed attempt). With a
         ``time_left`` (a Lambda runner's) each PutObject makes one attempt and reads its answer
@@ -462,7 +481,7 @@ class S3Sink(Sink):
                     self.client.put_object,
                     Bucket=self.config.bucket,
                     Key=obj.key,
-                    Body=self.body(obj.rows),
+                    Body=bodies[id(obj)] if bodies is not None else self.body(obj.rows),
                     ContentType=content_type,
                 )
             obj.done = True
@@ -520,7 +539,15 @@ class S3Sink(Sink):
           and so before any retry puts its own; one not sent is dropped.
 
         The batch's next delivery is then taken anew. ``again`` (the engine runs the same records
-        at once) changes nothing: the retry starts from a clean slate either way."""
+        at once) changes nothing: the retry starts from a clean slate either way.
+
+        Without roll settings, the objects the batch's writes sent (answered or not) are
+        deleted, for the same reason."""
+        if not self.rolling:
+            if batch == self._sent_batch:
+                self._delete(list(self._sent))
+            self._sent_batch, self._sent = None, {}
+            return
         if batch != self._batch:  # nothing taken from that batch
             return
         for group, noted in self._fresh.items():

@@ -269,6 +269,9 @@ class Engine:
         #: Sinks that may hold what they wrote across batches; those released after every batch.
         self._holders: list[Node] = []
         self._release_always: set[int] = set()
+        #: Sinks told when a batch fails (``Sink.discard``): the holders and those that take
+        #: back what they wrote (the s3 sink's per-batch objects).
+        self._discarders: list[Node] = []
         self._stateful_set = {n.index for n in self._stateful}
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
@@ -381,6 +384,13 @@ class Engine:
                     )
                 )
         self._holders, self._release_always = holds, set()
+        held = {n.index for n in holds}
+        self._discarders = [
+            n
+            for n in self.plan.nodes
+            if n.kind == "sink"
+            and (n.index in held or type(self.components[n.index]).discard is not Sink.discard)
+        ]
         for node in holds:
             stateful = [n.id for n in self._upstream(node) if n.index in self._stateful_set]
             if stateful and self.hold:
@@ -601,10 +611,11 @@ class Engine:
         ``process`` at once): its records count when they are settled, once (retries, time and
         rows written stay counted), the stateful bolts' staged state is dropped, and so are the
         rows a holding sink took from it (``Sink.discard``: what earlier batches took stays held,
-        their checkpoint waiting for the release; ``again``: the next batch runs the same records)."""
+        their checkpoint waiting for the release; ``again``: the next batch runs the same records),
+        and what a sink that takes back its writes wrote of it."""
         for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
             s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
-        for node in self._holders:
+        for node in self._discarders:
             try:
                 self.components[node.index].discard(self._batch_no, again)  # type: ignore[union-attr]
             except Exception:

@@ -629,7 +629,10 @@ def test_the_lake_and_s3_dead_letters_are_granted_put_object_under_their_prefixe
         "  - {id: dl, type: dead_letter_s3, bucket: '${LAKE_BUCKET:-lake}'}\n"
     )
     g = grants(policy(checked(template_of(path, "consumer"), tmp_path)))
-    assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/orders/*"] == {"s3:PutObject"}
+    assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/orders/*"] == {
+        "s3:PutObject",
+        "s3:DeleteObject",
+    }
     assert g["arn:${AWS::Partition}:s3:::${LakeBucket}/dead-letters/*"] == {"s3:PutObject"}
 
 
@@ -666,7 +669,7 @@ def test_etl_example_functions_may_write_their_stream_lake_and_dead_letters_only
             "kinesis:ListShards",
         },
         ARN + "${CuratedStream}": {"kinesis:PutRecords", "kinesis:DescribeStreamSummary"},
-        s3 + "${LakeBucket}/orders/*": {"s3:PutObject"},
+        s3 + "${LakeBucket}/orders/*": {"s3:PutObject", "s3:DeleteObject"},
     }
     assert transform["Parameters"]["WarehouseUrl"]["NoEcho"] is True
 

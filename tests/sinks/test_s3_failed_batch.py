@@ -1,0 +1,111 @@
+"""The s3 sink writing each batch's objects (no roll settings) and a batch run again (hC).
+
+A failed batch's objects are taken back before the failure is reported (``Sink.discard``), so
+its retry — in this process or another Lambda container — leaves only its own, whatever it now
+emits; a poison record's isolation (halves of the batch written on their own) leaves no object
+of the whole batch's attempt beside the halves'. Every row is counted by its ``n`` in every
+object of the bucket, against moto's S3 server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from squall.bolts.base import Bolt, Output
+from squall.errors import BatchFailed
+from squall.testing import records_from
+from squall.topology.executor import Engine
+from squall.topology.loader import load_text
+from tests.moto_standin import FlakyClient, client_error, unique
+from tests.sinks.test_s3_rolling import keys, payloads, rows, sink_yaml
+from tests.sinks.test_s3_rolling_failed_batch import (
+    FAIL,
+    component,
+    failing_topology,
+    flaky_engine,
+)
+
+
+@pytest.fixture
+def s3(moto_server):
+    return moto_server.client("s3")
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = unique("batchfail")
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def counts(s3, bucket: str) -> Counter:
+    return Counter(r["n"] for r in rows(s3, bucket))
+
+
+def test_a_lambda_retry_in_another_container_leaves_none_of_the_failed_batchs_objects(
+    moto_server, s3, bucket
+):
+    """Container x puts batch 1-4 (18h: 100-102, 19h: 101-103), then its checkpoint save
+    fails. Lambda retries it in container y, where 100 now fails (dead-lettered): y's 18h object
+    is named 102-102. x's 100-102 must not stay beside it (102 twice, 100 dead-lettered)."""
+    lake = sink_yaml(moto_server.endpoint, bucket)
+    x, store = flaky_engine(lake)
+    y = Engine(load_text(failing_topology(lake)).plan)
+    try:
+        with x, y:
+            store.down = 2  # both attempts of the save
+            with pytest.raises(BatchFailed, match="checkpoint store down"):
+                x.process(records_from(payloads(4), start=1))
+            assert keys(s3, bucket) == []  # put, then taken back
+            FAIL.add(100)
+            y.process(records_from(payloads(4), start=1))  # the retry, in another container
+    finally:
+        FAIL.clear()
+    assert counts(s3, bucket) == Counter({101: 1, 102: 1, 103: 1})
+
+
+def test_a_failed_batchs_object_whose_put_failed_halfway_is_deleted_too(moto_server, s3, bucket):
+    """The 19h put lands but its answer is lost through both attempts (the batch fails): its
+    object may be in S3, so it is deleted with the 18h one."""
+
+    def put(kw, call):
+        answer = call(**kw)
+        if "hour=19" in kw["Key"]:
+            raise client_error("RequestTimeout", "Your socket connection timed out.", 400)
+        return answer
+
+    engine = Engine(load_text(failing_topology(sink_yaml(moto_server.endpoint, bucket))).plan)
+    with engine:
+        component(engine, "lake").client = FlakyClient(s3, put_object=put)
+        with pytest.raises(BatchFailed, match="RequestTimeout"):
+            engine.process(records_from(payloads(4), start=1))
+    assert keys(s3, bucket) == []
+
+
+class LoneSurrogate(Bolt):
+    """Puts a lone surrogate (no JSON encoder writes it as UTF-8) in the payload of n = 103."""
+
+    def process(self, batch):
+        out = Output(self.id)
+        for ev in batch:
+            if ev.value["n"] == 103:
+                ev.value["s"] = "\udc80"
+            out.emit(ev)
+        return out
+
+
+def test_a_poison_rows_isolation_leaves_no_object_of_the_whole_batch(moto_server, s3, bucket):
+    """The 19h object's body cannot be written (103's lone surrogate): the write of the whole
+    batch had put the 18h object (100-102) first, then the engine wrote halves, whose objects
+    have other names (100-100, 102-102): 100 and 102 were there twice. Every body is now built
+    before the first put."""
+    topo = failing_topology(sink_yaml(moto_server.endpoint, bucket)).replace(
+        "test_s3_rolling_failed_batch:FailSome", "test_s3_failed_batch:LoneSurrogate"
+    )
+    engine = Engine(load_text(topo).plan)
+    with engine:
+        result = engine.process(records_from(payloads(4), start=1))
+        assert [o.index for o in result.records if o.outcome.value == "dead_lettered"] == [3]
+    assert counts(s3, bucket) == Counter({100: 1, 101: 1, 102: 1})
