@@ -4,10 +4,11 @@ Per batch, events are grouped by time partition (``dt=YYYY-MM-DD/hour=HH`` from 
 and by source shard; each group becomes one object whose name is derived from the group's first
 and last positions (stream, shard, sequence and sub-sequence numbers). The same batch delivered
 again (a retry, a replay after a crash) produces the same names and the same bytes, so it
-overwrites its objects instead of adding duplicates; a batch that fails after its objects were put
-has them deleted (``discard``), so a retry that emits otherwise leaves only its own. Objects are put with PutObject, one per
-group; an object that cannot be written fails the call with ``TransientError`` and the engine
-retries only the objects not yet written. Nothing is acknowledged before S3 answered.
+overwrites its objects instead of adding duplicates; a batch that fails after its objects were
+put has them deleted (``discard``), so a retry that emits otherwise leaves only its own. Objects
+are put with PutObject, one per group; an object that cannot be written fails the call with
+``TransientError`` and the engine retries only the objects not yet written. Nothing is
+acknowledged before S3 answered.
 
 Rolling (``roll_bytes`` and/or ``roll_seconds``, for the runners that can hold: the local runner
 and the KCL): ``write_batch`` appends the batch's rows to a buffer per (partition, stream, shard)
