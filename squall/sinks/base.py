@@ -203,8 +203,11 @@ class Sink(Component):
         """Records of the batch numbered ``batch`` come again though the batch does not fail (a
         sink failed one of them, and those after it in their shard are held back): drop what
         ``write_batch`` took of them and still holds, so the release does not make durable
-        what their next delivery writes again. ``positions``: (stream, shard id, sequence
-        number, sub-sequence number) of those records."""
+        what their next delivery writes again; a sink that writes at once may take them out of
+        what it wrote (the s3 sink puts its objects again without them). Called on the holding
+        sinks and every sink whose class implements it, after the sinks outside the batch's
+        transaction wrote; raise ``TransientError`` to have the engine retry (then the batch
+        fails). ``positions``: (stream, shard id, sequence number, sub-sequence number)."""
 
     def release(self) -> None:
         """Make everything held durable (raise ``TransientError`` to have the engine retry).

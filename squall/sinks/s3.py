@@ -27,7 +27,7 @@ own; records that come again without the batch failing are dropped before the re
 Without roll settings the sink writes each batch's objects as before (names from the first and
 last positions).
 
-Size (~730 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~770 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -278,10 +278,11 @@ class S3Sink(Sink):
         self._released: dict[tuple[str, str, str], tuple[str, list[tuple[RecordMeta, Any]]]] = {}
         #: The engine's time left at that batch's write (``discard`` deletes within it).
         self._time_left: Callable[[], float | None] | None = None
-        #: Per-batch objects (no roll settings): the engine's batch last written, and the keys
-        #: of the objects its writes sent (answered or not): ``discard`` deletes them.
+        #: Per-batch objects (no roll settings): the engine's batch last written, and the
+        #: objects its writes sent (answered or not), by key, with their (record metadata, row)
+        #: pairs: ``discard`` deletes them, ``held_back`` puts them again without some rows.
         self._sent_batch: int | None = None
-        self._sent: dict[str, None] = {}
+        self._sent: dict[str, _Object] = {}
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -452,7 +453,10 @@ class S3Sink(Sink):
         try:
             self._put_all(objects, self._time_left, bodies)
         finally:
-            self._sent.update((obj.key, None) for obj in objects if obj.sent)
+            for obj in objects:
+                if obj.sent and obj.key not in self._sent:  # its rows' metadata, not the events
+                    rows = [(ev.meta, row) for ev, row in obj.rows]
+                    self._sent[obj.key] = _Object(obj.key, rows, obj.group)
         return None
 
     def _put_all(
@@ -590,12 +594,16 @@ class S3Sink(Sink):
         """Records of the engine's batch ``batch`` come again (a later sink failed one, and
         those after it in its shard are held back): drop their rows from what the batch added
         to the buffers, so the release does not put them beside their next delivery's."""
-        if batch != self._batch:
-            return
 
         def back(meta: RecordMeta) -> bool:
             where = (meta.stream, meta.shard_id, meta.sequence_number, meta.sub_sequence_number)
             return where in positions
+
+        if not self.rolling:
+            self._sent_without(batch, back)
+            return
+        if batch != self._batch:
+            return
 
         for group, noted in list(self._fresh.items()):
             rows = self._held[group]
@@ -618,6 +626,43 @@ class S3Sink(Sink):
                 del self._held[group]
         if not self._held:
             self._since = None
+
+    def _sent_without(self, batch: int, back: Callable[[RecordMeta], bool]) -> None:
+        """Per-batch objects: put again, under the same name, each object of the batch that
+        holds rows of records that come again, without them; delete one left with none. A call
+        that fails for now raises (``TransientError``): the engine retries, then fails the
+        batch, whose ``discard`` deletes its objects. A delete refused for good (a role without
+        ``s3:DeleteObject``) leaves the object, logged: the batch is not failed for it."""
+        if batch != self._sent_batch:
+            return
+        for key, obj in list(self._sent.items()):
+            kept = [r for r in obj.rows if not back(r[0])]
+            if len(kept) == len(obj.rows):
+                continue
+            if kept:
+                again = _Object(key, kept, obj.group)
+                self._put_all([again], self._time_left)
+                self._sent[key] = again
+                continue
+            if aws.time_spent(self._time_left):
+                raise TransientError(f"{self.id}: DeleteObject: {aws.NOT_SENT}")
+            try:
+                with aws.time_bounded(self._time_left):
+                    aws_call(
+                        f"{self.id}: DeleteObject s3://{self.config.bucket}/{key}",
+                        self.client.delete_object,
+                        Bucket=self.config.bucket,
+                        Key=key,
+                    )
+            except SinkError as exc:  # refused for good (a role without s3:DeleteObject)
+                log.warning(
+                    "%s: %s stays in S3 with rows of records that come again: %s — they can be "
+                    "there twice (deduplicate on event_id)",
+                    self.id,
+                    key,
+                    exc,
+                )
+            del self._sent[key]
 
     def _delete(self, keys: list[str]) -> None:
         """Delete a failed batch's objects (within the engine's time left at its write). One

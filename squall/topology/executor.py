@@ -272,6 +272,9 @@ class Engine:
         #: Sinks told when a batch fails (``Sink.discard``): the holders and those that take
         #: back what they wrote (the s3 sink's per-batch objects).
         self._discarders: list[Node] = []
+        #: Sinks told which records of a batch come again though it does not fail
+        #: (``Sink.held_back``): the holders and those that take back what they wrote.
+        self._held_backers: list[Node] = []
         self._stateful_set = {n.index for n in self._stateful}
         self._held: dict[str, Position] = {}  # the checkpoint held back while a sink holds
         self._held_stream = ""
@@ -390,6 +393,12 @@ class Engine:
             for n in self.plan.nodes
             if n.kind == "sink"
             and (n.index in held or type(self.components[n.index]).discard is not Sink.discard)
+        ]
+        self._held_backers = [
+            n
+            for n in self.plan.nodes
+            if n.kind == "sink"
+            and (n.index in held or type(self.components[n.index]).held_back is not Sink.held_back)
         ]
         for node in holds:
             stateful = [n.id for n in self._upstream(node) if n.index in self._stateful_set]
@@ -730,8 +739,8 @@ class Engine:
                 if ledger.failed and self.redelivers:
                     p = self._hold_back(node, p, units, ledger)
                 self._write_sink(node, p, stream, ledger)
-        if ledger.failed and self.redelivers and self._holders:
-            self._held_back_from_holders(units, ledger)
+        if ledger.failed and self.redelivers and self._held_backers:
+            self._held_back_from_sinks(units, ledger)
         holding = self._release_holders(force=final) if self._holders else False
         inside = [(node, p) for node, p in prepared if node.index in self._tx_sinks]
         if ledger.failed and self.redelivers:
@@ -1189,12 +1198,13 @@ class Engine:
             ledger.held = frozenset(compress(range(len(units)), self._unsettled(units, codes)))
         return ledger.held
 
-    def _held_back_from_holders(self, units: list[Event], ledger: _Ledger) -> None:
+    def _held_back_from_sinks(self, units: list[Event], ledger: _Ledger) -> None:
         """Before the release: the records that come again (``_held_units``) are dropped from
-        what the holding sinks took of this batch (``Sink.held_back``). Their rows went in
-        before the failure was known; released, they would be durable beside what the records'
-        next delivery writes (a Lambda retry from the failed record, a replay from the
-        checkpoint)."""
+        what the holding sinks took of this batch, and taken out of what a sink that takes back
+        its writes wrote (``Sink.held_back``; the s3 sink's per-batch objects are put again
+        without them). Their rows went in before the failure was known; left, they would be
+        durable beside what the records' next delivery writes (a Lambda retry from the failed
+        record, a replay from the checkpoint). A sink that cannot (S3 down) fails the batch."""
         held = self._held_units(units, ledger)
         if not held:
             return
@@ -1202,8 +1212,16 @@ class Engine:
             (m.stream, m.shard_id, m.sequence_number, m.sub_sequence_number)
             for m in (units[i].meta for i in held)
         )
-        for node in self._holders:
-            self.components[node.index].held_back(self._batch_no, positions)  # type: ignore[union-attr]
+        for node in self._held_backers:
+            comp = self.components[node.index]
+            self._call(
+                node.id,
+                self.stats[node.index],
+                comp.held_back,  # type: ignore[union-attr]
+                self._batch_no,
+                positions,
+                isolate=False,
+            )
 
     def _without(
         self, node: Node, p: Prepared, origins: frozenset[int], ledger: _Ledger

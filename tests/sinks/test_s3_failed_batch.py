@@ -19,7 +19,7 @@ from squall.testing import records_from
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from tests.moto_standin import FlakyClient, client_error, unique
-from tests.sinks.test_s3_rolling import keys, payloads, rows, sink_yaml
+from tests.sinks.test_s3_rolling import SHARD, keys, payloads, rows, sink_yaml
 from tests.sinks.test_s3_rolling_failed_batch import (
     FAIL,
     component,
@@ -109,3 +109,83 @@ def test_a_poison_rows_isolation_leaves_no_object_of_the_whole_batch(moto_server
         result = engine.process(records_from(payloads(4), start=1))
         assert [o.index for o in result.records if o.outcome.value == "dead_lettered"] == [3]
     assert counts(s3, bucket) == Counter({100: 1, 101: 1, 102: 1})
+
+
+@pytest.mark.parametrize("refused", [102, 101])
+def test_a_record_a_later_sink_refuses_is_taken_out_of_the_batchs_objects(
+    moto_server, s3, bucket, refused
+):
+    """The sink after the lake refuses record ``refused``: it and the records after it come
+    again (a Lambda retry from it). The lake had put them in the batch's objects; the retry
+    puts them under other names (102-102, 103-103): they were there twice. The objects are put
+    again without them (same names), or deleted when nothing is left (refusing 101 empties the
+    19h object: 101 and 103)."""
+    from tests.sinks.test_s3_rolling_failed_batch import REFUSE, refusing_topology
+
+    engine = Engine(load_text(refusing_topology(sink_yaml(moto_server.endpoint, bucket))).plan)
+    at = refused - 100
+    try:
+        with engine:
+            REFUSE.add(refused)
+            result = engine.process(records_from(payloads(4), start=1))
+            assert result.checkpoint[SHARD].sequence_number == str(at)
+            REFUSE.clear()
+            engine.process(records_from(payloads(4 - at, start=at), start=at + 1))  # the retry
+    finally:
+        REFUSE.clear()
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+def test_a_refused_delete_of_an_object_left_empty_is_logged_and_the_batch_goes_on(
+    moto_server, s3, bucket, caplog
+):
+    """A role deployed without s3:DeleteObject: the 19h object left empty by the records that
+    come again (101 refused) cannot be deleted. The batch is not failed for it (its records
+    would come again, and be refused again): the object stays, named in a warning."""
+    from tests.sinks.test_s3_rolling_failed_batch import REFUSE, refusing_topology
+
+    def refuse(kw, call):
+        raise client_error("AccessDenied", "Access Denied", 403)
+
+    engine = Engine(load_text(refusing_topology(sink_yaml(moto_server.endpoint, bucket))).plan)
+    try:
+        with engine:
+            component(engine, "lake").client = FlakyClient(s3, delete_object=refuse)
+            REFUSE.add(101)
+            result = engine.process(records_from(payloads(4), start=1))
+            assert result.checkpoint[SHARD].sequence_number == "1"
+    finally:
+        REFUSE.clear()
+    assert counts(s3, bucket) == Counter({100: 1, 101: 1, 103: 1})  # 18h put again: 100 only
+    [warning] = [r.getMessage() for r in caplog.records if "come again" in r.getMessage()]
+    assert "hour=19" in warning and "AccessDenied" in warning
+
+
+def test_s3_down_while_a_refused_record_is_taken_out_fails_the_batch_and_leaves_nothing(
+    moto_server, s3, bucket
+):
+    """The 18h object cannot be put again without 102 (S3 answers SlowDown to both attempts):
+    the batch fails, its objects are deleted, and its retry puts every row once."""
+    from tests.sinks.test_s3_rolling_failed_batch import REFUSE, refusing_topology
+
+    seen: Counter = Counter()
+
+    def put(kw, call):
+        seen[kw["Key"]] += 1
+        if "hour=18" in kw["Key"] and seen[kw["Key"]] > 1 and REFUSE:
+            raise client_error("SlowDown", "Please reduce your request rate.", 503)
+        return call(**kw)
+
+    engine = Engine(load_text(refusing_topology(sink_yaml(moto_server.endpoint, bucket))).plan)
+    try:
+        with engine:
+            component(engine, "lake").client = FlakyClient(s3, put_object=put)
+            REFUSE.add(102)
+            with pytest.raises(BatchFailed, match="SlowDown"):
+                engine.process(records_from(payloads(4), start=1))
+            assert keys(s3, bucket) == []
+            REFUSE.clear()
+            engine.process(records_from(payloads(4), start=1))
+    finally:
+        REFUSE.clear()
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
