@@ -8,6 +8,10 @@ Redis at run time declares redis-py. The packager then deletes, from the folder 
 for Lambda, the optional distributions nobody declared and what they alone require — keeping
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
+
+Size (~460 lines): one question — what the function imports — read from the topology (options,
+resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
+from the installed distributions' metadata, then the pruning those answers allow.
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
     variables = _variable_paths(topology, text)
     needs: set[str] = set()
     kinds: dict[str, set[str]] = defaultdict(set)
+    may_be_sql = any(
+        resource.scheme in SQL_SCHEMES or any(p[:2] == ("resources", name) for p in variables)
+        for name, resource in topology.resources.items()
+    )
     for key, kind, configs in (
         ("bolts", "bolt", topology.bolts),
         ("sinks", "sink", topology.sinks),
@@ -76,6 +84,8 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
             cls = registry.resolve(kind, cfg.type)
             for variant in variable_configs(cfg, (key, i), variables):
                 needs |= cls.packages(variant)
+            if may_be_sql and joins_on_sqlalchemy(cls):
+                needs.add("sqlalchemy")  # the batch's transaction is then SQLAlchemy's
             for _, name, k in resource_kinds(cfg, ()):
                 kinds[name].add(k.kind)
     for name, resource in topology.resources.items():
@@ -87,6 +97,24 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
         elif from_variable and "redis" not in kinds[name]:
             needs.add("sqlalchemy")  # deployed with a query string, `:memory:`, several hosts…
     return frozenset(needs)
+
+
+def joins_on_sqlalchemy(cls: type) -> bool:
+    """Whether a component may write in the batch's SQL transaction (a sink's
+    ``transaction_resource``, a stateful bolt's ``state_resource``) without ``driver_sql``: the
+    engine then opens that transaction on SQLAlchemy's engine (``WriteContext.connection``), for
+    every component in it — a sink of yours writing with ``exec_driver_sql`` alone imports no
+    SQLAlchemy itself."""
+    from squall.bolts.base import Bolt
+    from squall.sinks.base import Sink
+
+    if getattr(cls, "driver_sql", False):
+        return False
+    if issubclass(cls, Sink):
+        return cls.transaction_resource is not Sink.transaction_resource
+    if issubclass(cls, Bolt):
+        return cls.state_resource is not Bolt.state_resource
+    return False
 
 
 #: Modules only the CLI imports: no function needs them, whatever its topology.
@@ -227,21 +255,45 @@ def _import_names(dist: metadata.Distribution) -> set[str]:
 
 def _imports(files: list[Path]) -> set[str]:
     """The top-level modules Python files import (absolute imports; a file that does not parse
-    is skipped), and the optional ones squall's modules they import import at module level."""
+    is skipped), and the optional ones squall's modules they import import at module level;
+    ``sqlalchemy`` for a file that imports squall and asks its resources for SQLAlchemy's
+    engine (``_asks_for_sqlalchemy``)."""
     dotted: set[str] = set()
+    engines = False
     for path in files:
         try:
             tree = ast.parse(path.read_bytes())
         except (SyntaxError, ValueError, OSError):
             continue
+        here: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                dotted.update(alias.name for alias in node.names)
+                here.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                dotted.add(node.module)
-                dotted.update(f"{node.module}.{alias.name}" for alias in node.names)
+                here.add(node.module)
+                here.update(f"{node.module}.{alias.name}" for alias in node.names)
+        dotted |= here
+        if any(n.split(".", 1)[0] == "squall" for n in here) and _asks_for_sqlalchemy(tree):
+            engines = True
     names = {name.split(".", 1)[0] for name in dotted}
-    return names | squall_module_needs(dotted)
+    return names | squall_module_needs(dotted) | ({"sqlalchemy"} if engines else set())
+
+
+def _asks_for_sqlalchemy(tree: ast.AST) -> bool:
+    """Whether code calls ``….sql(name)`` (``Resources.sql``: SQLAlchemy's engine of a SQL
+    resource) or ``….open_store(…)`` without ``driver_sql=True`` (which opens the SQL side on
+    ``Resources.sql``): SQLAlchemy is imported then, though the code names it nowhere."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        if node.func.attr == "sql":
+            return True
+        if node.func.attr == "open_store" and not any(
+            k.arg == "driver_sql" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in node.keywords
+        ):
+            return True
+    return False
 
 
 def _module_level_imports(tree: ast.Module, package: str) -> set[str]:

@@ -631,3 +631,121 @@ def test_a_component_type_from_a_variable_keeps_what_any_function_may_import(tmp
         "rich",
         "click",
     }
+
+
+#: A sink of the project writing in the batch's SQL transaction with driver SQL alone, but
+#: without ``driver_sql = True``: the engine gives it SQLAlchemy's connection (as documented).
+AUDIT_SINK = """
+from squall.sinks import Sink, WriteResult
+
+
+class Audit(Sink):
+    def transaction_resource(self):
+        return "db"
+
+    def write_batch(self, prepared, ctx):
+        ctx.connection.exec_driver_sql("create table if not exists audit (id text primary key)")
+        ctx.connection.exec_driver_sql(
+            "insert or ignore into audit values (?)", [(e.event_id,) for e in prepared.events]
+        )
+        return WriteResult(written=len(prepared.events))
+"""
+#: A bolt of the project that asks the resources for SQLAlchemy's engine, without importing it.
+COUNT_BOLT = """
+from squall.bolts import RecordBolt
+
+
+class Count(RecordBolt):
+    def open(self, resources):
+        self.engine = resources.sql("db")
+
+    def process_event(self, event):
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql("create table if not exists counted (k text)")
+            conn.exec_driver_sql("insert into counted values (?)", (event.value["k"],))
+        return "default"
+"""
+OWN_SQL = """
+name: own
+resources:
+  db: {url: "sqlite:///w.db"}
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json}
+BOLTS
+sinks:
+SINKS
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "bolts", "sinks", "table"),
+    [
+        ("audit", AUDIT_SINK, "", '  - {id: audit, type: "audit:Audit"}', "audit"),
+        (
+            "count",
+            COUNT_BOLT,
+            '  - {id: count, type: "count:Count"}',
+            "  - {id: out, type: stdout}",
+            "counted",
+        ),
+    ],
+)
+def test_own_components_on_sqlalchemys_engine_start_and_run(
+    tmp_path: Path, module: str, source: str, bolts: str, sinks: str, table: str
+):
+    """A sink of the project in the batch's SQL transaction (no ``driver_sql``) gets SQLAlchemy's
+    connection, and a bolt calling ``resources.sql`` SQLAlchemy's engine, on a SQLite file the
+    warehouse writes on the plain driver: neither imports SQLAlchemy itself, so it was left out
+    — the sink failed every batch ("needs the sqlalchemy driver, which cannot be imported"),
+    the bolt every init."""
+    write(tmp_path / f"{module}.py", source)
+    path = write(tmp_path / "own.yaml", OWN_SQL.replace("BOLTS", bolts).replace("SINKS", sinks))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        answer = run_blocked(path, kinesis_lambda_event([{"k": "a"}]), tmp_path, {})
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module, None)
+    assert answer == {"batchItemFailures": []}
+    assert sqlite3.connect(tmp_path / "w.db").execute(
+        f"select count(*) from {table}"
+    ).fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ("from squall.bolts import RecordBolt\nengine = resources.sql('db')\n", True),
+        (
+            "from squall.bolts import RecordBolt\nstore = resources.open_store('db', w, sql=f, redis=g)\n",
+            True,
+        ),
+        (
+            "from squall.bolts import RecordBolt\n"
+            "store = resources.open_store('db', w, sql=f, redis=g, driver_sql=True)\n",
+            False,
+        ),
+        ("from squall.bolts import RecordBolt\nengine = resources.database('db')\n", False),
+        ("engine = thing.sql('db')\n", False),  # no squall import: not squall's resources
+    ],
+)
+def test_own_code_asking_for_sqlalchemys_engine_keeps_it(tmp_path: Path, source: str, kept: bool):
+    assert ("sqlalchemy" in _imports([write(tmp_path / "mine.py", source)])) == kept
+
+
+def test_a_sink_writing_driver_sql_in_the_transaction_leaves_sqlalchemy_out(tmp_path: Path):
+    """``driver_sql = True``: the transaction runs on the plain driver, SQLAlchemy stays out."""
+    write(tmp_path / "audit2.py", AUDIT_SINK + "    driver_sql = True\n")
+    path = write(
+        tmp_path / "own.yaml",
+        OWN_SQL.replace("BOLTS", "").replace("SINKS", '  - {id: audit, type: "audit2:Audit"}'),
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert "sqlalchemy" not in needs(path)
+        answer = run_blocked(path, kinesis_lambda_event([{"k": "a"}]), tmp_path, {})
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("audit2", None)
+    assert answer == {"batchItemFailures": []}
