@@ -23,7 +23,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~510 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~540 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -49,6 +49,7 @@ from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
 from squall.deploy.dependencies import (
+    OPTIONAL,
     local_code,
     needed_packages,
     prune_unused,
@@ -437,14 +438,15 @@ def build(
         asked = [*with_packages, *(_distribution_requirement(d) for d in dists)]
         if requirements_file is not None:
             asked += requirement_lines(requirements_file)
+        needs = needed_packages(topo, topology.read_text(encoding="utf-8"))
         left_out_packages = prune_unused(
             deps,
-            needed_packages(topo, topology.read_text(encoding="utf-8")),
+            needs,
             extras=set(extras),
             asked=[a for a in asked if a and not a.startswith(("#", "-"))],
             code=local_code(topo, topology.resolve().parent),
         )
-        warnings = missing_drivers(topo, deps)
+        warnings = missing_drivers(topo, deps, needs)
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
@@ -497,16 +499,37 @@ def build(
     )
 
 
-def missing_drivers(topology: Topology, deps: Path) -> list[str]:
-    """A resource whose driver the dependencies installed in ``deps`` do not hold: PostgreSQL's
-    psycopg2 comes with the ``postgres`` extra only (Redis's redis-py is squall's own dependency;
-    a URL wholly in a secret is not known here). Such a function stops at every init."""
-    return [
+#: squall's optional modules that come with an extra only (the others are its requirements):
+#: import name → the extra that installs it.
+EXTRA_OF = {"pyarrow": "s3"}
+
+
+def missing_drivers(
+    topology: Topology, deps: Path, needs: frozenset[str] = frozenset()
+) -> list[str]:
+    """What the function imports that the dependencies installed in ``deps`` do not hold: a
+    resource's driver — PostgreSQL's psycopg2 comes with the ``postgres`` extra only (Redis's
+    redis-py is squall's own dependency; a URL wholly in a secret is not known here) — and a
+    module of ``needs`` (``dependencies.needed_packages``: what the components declare, such as
+    an ``s3`` sink's Parquet writer pyarrow, the ``s3`` extra's). Such a function stops at every
+    init (or batch)."""
+    out = [
         f"resource '{name}' is PostgreSQL, but the package holds no psycopg2 (its driver): the "
         "function cannot open it; add --extras postgres (or --with psycopg2-binary)"
         for name, res in topology.resources.items()
         if res.scheme == "postgresql" and not (deps / "psycopg2").is_dir()
     ]
+    for name in sorted(needs):
+        if (deps / name).is_dir() or any(deps.glob(f"{name}.*")):
+            continue
+        dist = OPTIONAL.get(name, (name,))[0]
+        extra = EXTRA_OF.get(name)
+        fix = f"--extras {extra} (or --with {dist})" if extra else f"--with {dist}"
+        out.append(
+            f"the topology's components import {name}, but the package holds none: the "
+            f"function would stop with ImportError; add {fix}"
+        )
+    return out
 
 
 def describe_sizes(largest: list[tuple[str, int]], total: int) -> str:

@@ -749,3 +749,26 @@ def test_a_sink_writing_driver_sql_in_the_transaction_leaves_sqlalchemy_out(tmp_
         sys.path.remove(str(tmp_path))
         sys.modules.pop("audit2", None)
     assert answer == {"batchItemFailures": []}
+
+
+def test_a_declared_module_the_package_lacks_is_warned_of(tmp_path: Path):
+    """pyarrow is the ``s3`` extra's: a Parquet sink (here a format from a variable, which may be
+    Parquet when deployed) packaged without ``--extras s3`` built a zip without it, silently;
+    deployed so, the init stopped on "sink 'lake': open failed: ModuleNotFoundError: No module
+    named 'pyarrow'". The package now says so, with the fix."""
+    from squall.deploy.package import missing_drivers
+
+    path = write(
+        tmp_path / "lake.yaml",
+        "name: lake\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\nsinks:\n"
+        "  - {id: lake, type: s3, bucket: lake, format: '${LAKE_FORMAT:-jsonl}', columns: {k: k}}\n",
+    )
+    topo = load(path, secrets=placeholder)
+    deps = tmp_path / "deps"
+    (deps / "squall").mkdir(parents=True)
+    assert missing_drivers(topo, deps, needs(path)) == [
+        "the topology's components import pyarrow, but the package holds none: the function "
+        "would stop with ImportError; add --extras s3 (or --with pyarrow)"
+    ]
+    (deps / "pyarrow").mkdir()
+    assert missing_drivers(topo, deps, needs(path)) == []
