@@ -199,9 +199,11 @@ class Component:
     @classmethod
     def packages(cls, config: Any) -> frozenset[str]:
         """The optional dependencies a component with this config imports when it runs (import
-        names: ``sqlalchemy``, ``pyarrow``…). ``squall package`` ships squall's optional
-        dependencies (``OPTIONAL`` in ``squall/deploy/dependencies.py``) only when a component of the
-        topology declares them here; a Redis resource declares ``redis`` (none by default)."""
+        names: ``sqlalchemy``, ``pyarrow``, ``google.auth``…). ``squall package`` ships squall's
+        optional dependencies (``OPTIONAL`` in ``squall/deploy/dependencies.py``) only when a
+        component of the topology declares them here, and warns of one declared that the
+        package does not hold (an extra's: ``pyarrow`` without ``--extras s3``); a Redis
+        resource declares ``redis`` (none by default)."""
         return frozenset()
 
     @classmethod

@@ -180,9 +180,10 @@ class LookupBolt(Bolt):
 
     @classmethod
     def packages(cls, config: LookupConfig) -> frozenset[str]:
-        """SQLAlchemy and redis-py, whatever the source: the sources' module imports both (an
-        HTTP source's httpx is the ``http`` extra's)."""
-        return frozenset({"sqlalchemy", "redis"})
+        """SQLAlchemy and redis-py, whatever the source: the sources' module imports both; and
+        an HTTP source's httpx (the ``http`` extra's)."""
+        http = config.source.type == "http"
+        return frozenset({"sqlalchemy", "redis", *(("httpx",) if http else ())})
 
     @classmethod
     def payload_writes(cls, config: LookupConfig) -> tuple[str, ...]:

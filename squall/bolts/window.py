@@ -162,8 +162,10 @@ class WindowBolt(Bolt):
 
     @classmethod
     def packages(cls, config: Any) -> frozenset[str]:
-        """SQLAlchemy and redis-py, whatever the store: the stores' module imports both."""
-        return frozenset({"sqlalchemy", "redis"})
+        """SQLAlchemy and redis-py, whatever the store: the stores' module imports both; and
+        DataSketches (the ``windows`` extra's) for a ``count_distinct`` or ``percentile``."""
+        sketches = any(a.fn in ("count_distinct", "percentile") for a in config.aggregates.values())
+        return frozenset({"sqlalchemy", "redis", *(("datasketches",) if sketches else ())})
 
     class Config(ComponentConfig):
         store: str = Field(

@@ -499,9 +499,11 @@ def build(
     )
 
 
-#: squall's optional modules that come with an extra only (the others are its requirements):
-#: import name → the extra that installs it.
-EXTRA_OF = {"pyarrow": "s3"}
+#: Modules components declare that come with an extra of squall only (the others they declare
+#: are its requirements): import name → the extra that installs it.
+EXTRA_OF = {"pyarrow": "s3", "httpx": "http", "google.auth": "push", "datasketches": "windows"}
+#: Their distributions, where the name is not the import name.
+DISTRIBUTION_OF = {"google.auth": "google-auth"}
 
 
 def missing_drivers(
@@ -520,9 +522,10 @@ def missing_drivers(
         if res.scheme == "postgresql" and not (deps / "psycopg2").is_dir()
     ]
     for name in sorted(needs):
-        if (deps / name).is_dir() or any(deps.glob(f"{name}.*")):
+        where = deps.joinpath(*name.split("."))  # google.auth: not protobuf's google/
+        if where.is_dir() or any(where.parent.glob(f"{where.name}.*")):
             continue
-        dist = OPTIONAL.get(name, (name,))[0]
+        dist = OPTIONAL.get(name, (DISTRIBUTION_OF.get(name, name),))[0]
         extra = EXTRA_OF.get(name)
         fix = f"--extras {extra} (or --with {dist})" if extra else f"--with {dist}"
         out.append(

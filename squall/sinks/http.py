@@ -122,6 +122,11 @@ class HttpSink(ConcurrentRequests, Sink):
     Config = HttpSinkConfig
     summary = "POST events to an HTTP endpoint (webhook), with retries, a rate limit and idempotency keys."
 
+    @classmethod
+    def packages(cls, config: HttpSinkConfig) -> frozenset[str]:
+        """httpx (the ``http`` extra's), imported at open."""
+        return frozenset({"httpx"})
+
     def __init__(self, config: HttpSinkConfig, context: ComponentContext):
         super().__init__(config, context)
         self.client: Any = None

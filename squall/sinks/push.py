@@ -399,6 +399,11 @@ class PushSink(ConcurrentRequests, Sink):
     summary = "Send push notifications with Firebase Cloud Messaging HTTP v1 (templates from payload paths)."
 
     @classmethod
+    def packages(cls, config: PushSinkConfig) -> frozenset[str]:
+        """httpx and google-auth (the ``push`` extra's), imported at open."""
+        return frozenset({"httpx", "google.auth"})
+
+    @classmethod
     def payload_reads(cls, config: PushSinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
         """The token's path and each template's placeholders. Not ``unsubscribe.time_field``:
         an event without it takes its arrival time (and the path is the subscription bolt's)."""

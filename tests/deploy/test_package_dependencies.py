@@ -751,24 +751,44 @@ def test_a_sink_writing_driver_sql_in_the_transaction_leaves_sqlalchemy_out(tmp_
     assert answer == {"batchItemFailures": []}
 
 
-def test_a_declared_module_the_package_lacks_is_warned_of(tmp_path: Path):
-    """pyarrow is the ``s3`` extra's: a Parquet sink (here a format from a variable, which may be
-    Parquet when deployed) packaged without ``--extras s3`` built a zip without it, silently;
-    deployed so, the init stopped on "sink 'lake': open failed: ModuleNotFoundError: No module
-    named 'pyarrow'". The package now says so, with the fix."""
-    from squall.deploy.package import missing_drivers
+#: Components whose modules come with an extra of squall only, and that extra.
+EXTRA_USERS = {
+    # a format from a variable: Parquet when deployed so
+    "s3": "  - {id: lake, type: s3, bucket: lake, format: '${LAKE_FORMAT:-jsonl}', columns: {k: k}}",
+    "http": "  - {id: hook, type: http, url: 'http://127.0.0.1:9/hook'}",
+    "push": '  - {id: push, type: push, project_id: p, credentials: \'{"type": "x"}\', title: hi}',
+}
+EXTRA_BOLTS = {
+    "http": "  - {id: app, type: lookup, key: k, target: app, source: {type: http, url: 'http://127.0.0.1:9/{key}'}}",
+    "windows": "  - {id: w, type: window, store: db, size: 1m, aggregates: {u: {fn: count_distinct, field: k}}}",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "bolt", "sink"),
+    [
+        *((extra, "", sink) for extra, sink in EXTRA_USERS.items()),
+        *((extra, bolt, "  - {id: out, type: stdout}") for extra, bolt in EXTRA_BOLTS.items()),
+    ],
+    ids=[*(f"{e}-sink" for e in EXTRA_USERS), *(f"{e}-bolt" for e in EXTRA_BOLTS)],
+)
+def test_a_module_of_an_extra_the_package_lacks_is_warned_of(
+    tmp_path: Path, monkeypatch, extra: str, bolt: str, sink: str
+):
+    """pyarrow (the ``s3`` extra's), httpx (``http``), google-auth (``push``) and DataSketches
+    (``windows``) come with extras only: a Parquet sink (here a format from a variable), an
+    http or push sink, an HTTP lookup or a window counting distinct values, packaged without its
+    extra, gave a zip without the module, and no word of it; deployed, the init stopped with
+    ImportError (a Parquet sink: "sink 'lake': open failed: ModuleNotFoundError: No module named
+    'pyarrow'"). The build now warns, naming the extra."""
+    from squall.deploy import package as pkg
 
     path = write(
-        tmp_path / "lake.yaml",
-        "name: lake\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\nsinks:\n"
-        "  - {id: lake, type: s3, bucket: lake, format: '${LAKE_FORMAT:-jsonl}', columns: {k: k}}\n",
+        tmp_path / "project" / "t.yaml",
+        "name: t\nresources:\n  db: {url: 'sqlite:///w.db'}\nspout: {type: stdin}\n"
+        f"bolts:\n  - {{id: decode, type: json}}\n{bolt}\nsinks:\n{sink}\n".replace("\n\n", "\n"),
     )
-    topo = load(path, secrets=placeholder)
-    deps = tmp_path / "deps"
-    (deps / "squall").mkdir(parents=True)
-    assert missing_drivers(topo, deps, needs(path)) == [
-        "the topology's components import pyarrow, but the package holds none: the function "
-        "would stop with ImportError; add --extras s3 (or --with pyarrow)"
-    ]
-    (deps / "pyarrow").mkdir()
-    assert missing_drivers(topo, deps, needs(path)) == []
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # nothing installed
+    report = pkg.build(path, handler="consumer", output=tmp_path / "a.zip", requirement="squall")
+    assert any(f"--extras {extra} " in w for w in report.warnings), report.warnings
