@@ -200,14 +200,23 @@ def _pip(*args: str) -> None:
         )
 
 
-def uses_bundled_geolite(topology: Topology) -> bool:
-    """True when a geo bolt has no ``database:`` of its own (it opens the bundled GeoLite2-City)."""
+def uses_bundled_geolite(topology: Topology, text: str = "") -> bool:
+    """True when a bolt declares the bundled GeoLite2-City (``packages``: a geo bolt, or a
+    subclass of yours, with no ``database:`` or an empty one) with its options as written or
+    as variables may give them when deployed (``dependencies.variable_configs``), or when a
+    bolt's ``type`` is a variable (``text``: the topology file's, for a topology built
+    without a locator)."""
+    from squall.deploy.dependencies import _variable_paths, variable_configs
     from squall.topology import registry
 
-    for bolt in topology.bolts:
-        cls = registry.resolve("bolt", bolt.type)
-        if cls.__module__ == "squall.enrichment.geo" and getattr(bolt, "database", "set") is None:
+    variables = _variable_paths(topology, text)
+    for i, bolt in enumerate(topology.bolts):
+        if ("bolts", i, "type") in variables:  # any bolt when deployed, a geo one too
             return True
+        cls = registry.resolve("bolt", bolt.type)
+        for variant in variable_configs(bolt, ("bolts", i), variables):
+            if "_maxminddb_geolite2" in cls.packages(variant):
+                return True
     return False
 
 
@@ -398,7 +407,7 @@ def build(
             raise SquallError(f"--plugin {name}: no installed distribution of that name") from None
         if all(x.metadata["Name"].lower() != d.metadata["Name"].lower() for x in dists):
             dists.append(d)
-    geolite = uses_bundled_geolite(topo)
+    geolite = uses_bundled_geolite(topo, topology.read_text(encoding="utf-8"))
     suffix = f"[{','.join(extras)}]" if extras else ""
     with tempfile.TemporaryDirectory(prefix="squall-package-") as tmp:
         work = Path(tmp)

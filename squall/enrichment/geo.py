@@ -192,9 +192,10 @@ class GeoBolt(Bolt):
 
     @classmethod
     def packages(cls, config: Any) -> frozenset[str]:
-        """The MaxMind reader, and the bundled GeoLite2 when ``database`` is not set."""
+        """The MaxMind reader, and the bundled GeoLite2 when ``database`` is not set or empty
+        (``open`` opens the bundled file then)."""
         return frozenset(
-            {"maxminddb"} | ({"_maxminddb_geolite2"} if config.database is None else set())
+            {"maxminddb"} | ({"_maxminddb_geolite2"} if not config.database else set())
         )
 
     @classmethod

@@ -55,6 +55,45 @@ def test_the_bundled_geolite_goes_in_only_when_a_geo_bolt_uses_it(tmp_path: Path
     assert not pkg.uses_bundled_geolite(load(own))
 
 
+@pytest.mark.parametrize(
+    ("bolt", "module"),
+    [
+        # the geo bolt opens the bundled file for an empty `database:` too
+        ('  - {id: geo, type: geo, ip_field: ip, database: ""}', None),
+        # as packaged (the variable unset) and as deployed so
+        ('  - {id: geo, type: geo, ip_field: ip, database: "${GEO_DB:-}"}', None),
+        # a subclass of yours, beside the topology, without a database
+        ('  - {id: geo, type: "my_geo:MyGeo", ip_field: ip}', "my_geo"),
+        # a type from a variable may be a geo bolt when deployed
+        ('  - {id: geo, type: "${ENRICH:-json}"}', None),
+    ],
+)
+def test_the_bundled_geolite_goes_in_for_every_geo_bolt_that_opens_it(
+    tmp_path: Path, bolt: str, module: str | None
+):
+    """Left out, while the bolt opened it at init: an empty `database:` (the bolt's `open`
+    takes it as unset; `${GEO_DB:-}` packaged and deployed with the variable unset) and a
+    subclass of the geo bolt in the project kept the GeoLite2 package, or not even that, without
+    its 56 MB file; a `type` from a variable kept the package without the file."""
+    from squall.deploy.dependencies import needed_packages
+    from squall.topology.references import placeholder
+
+    if module:
+        (tmp_path / f"{module}.py").write_text(
+            "from squall.enrichment.geo import GeoBolt\n\n\nclass MyGeo(GeoBolt):\n    pass\n"
+        )
+    path = topology(tmp_path, bolt)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        topo = load(path, secrets=placeholder)
+        text = path.read_text()
+        assert pkg.uses_bundled_geolite(topo, text)
+        assert "_maxminddb_geolite2" in needed_packages(topo, text)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(module or "", None)
+
+
 def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_path: Path):
     project = tmp_path / "kiosk"
     project.mkdir()
