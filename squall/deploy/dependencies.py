@@ -117,6 +117,18 @@ def joins_on_sqlalchemy(cls: type) -> bool:
     return False
 
 
+def resource_uses(topology: Topology) -> dict[str, set[str]]:
+    """Resource name → the kinds (``sql``, ``redis``) of the options of the spout, bolts and
+    sinks that name it (options taking either kind, such as a store, are left out)."""
+    from squall.topology.loader import resource_kinds
+
+    uses: dict[str, set[str]] = defaultdict(set)
+    for cfg in (topology.spout, *topology.bolts, *topology.sinks):
+        for _, name, k in resource_kinds(cfg, ()):
+            uses[name].add(k.kind)
+    return uses
+
+
 #: Modules only the CLI imports: no function needs them, whatever its topology.
 CLI_ONLY = frozenset({"rich", "click"})
 #: At most this many variants of one component's config are asked what they declare (the

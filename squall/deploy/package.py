@@ -455,7 +455,7 @@ def build(
             asked=[a for a in asked if a and not a.startswith(("#", "-"))],
             code=local_code(topo, topology.resolve().parent),
         )
-        warnings = missing_drivers(topo, deps, needs)
+        warnings = missing_drivers(topo, deps, needs, topology.read_text(encoding="utf-8"))
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))
@@ -516,20 +516,35 @@ DISTRIBUTION_OF = {"google.auth": "google-auth"}
 
 
 def missing_drivers(
-    topology: Topology, deps: Path, needs: frozenset[str] = frozenset()
+    topology: Topology, deps: Path, needs: frozenset[str] = frozenset(), text: str = ""
 ) -> list[str]:
     """What the function imports that the dependencies installed in ``deps`` do not hold: a
     resource's driver — PostgreSQL's psycopg2 comes with the ``postgres`` extra only (Redis's
-    redis-py is squall's own dependency; a URL wholly in a secret is not known here) — and a
-    module of ``needs`` (``dependencies.needed_packages``: what the components declare, such as
-    an ``s3`` sink's Parquet writer pyarrow, the ``s3`` extra's). Such a function stops at every
-    init (or batch)."""
-    out = [
-        f"resource '{name}' is PostgreSQL, but the package holds no psycopg2 (its driver): the "
-        "function cannot open it; add --extras postgres (or --with psycopg2-binary)"
-        for name, res in topology.resources.items()
-        if res.scheme == "postgresql" and not (deps / "psycopg2").is_dir()
-    ]
+    redis-py is squall's own dependency), for a PostgreSQL URL, or one from a variable or a
+    secret that may be PostgreSQL when deployed (unless only options taking Redis name it) —
+    and a module of ``needs`` (``dependencies.needed_packages``: what the components declare,
+    such as an ``s3`` sink's Parquet writer pyarrow, the ``s3`` extra's). Such a function stops
+    at every init (or batch). ``text``: the topology file's, for one built without a locator."""
+    from squall.deploy.dependencies import _variable_paths, resource_uses
+
+    out = []
+    variables = _variable_paths(topology, text) if topology.locator or text else set()
+    uses = resource_uses(topology)
+    for name, res in topology.resources.items():
+        if (deps / "psycopg2").is_dir():
+            break
+        if res.scheme == "postgresql":
+            out.append(
+                f"resource '{name}' is PostgreSQL, but the package holds no psycopg2 (its "
+                "driver): the function cannot open it; add --extras postgres (or --with "
+                "psycopg2-binary)"
+            )
+        elif any(p[:2] == ("resources", name) for p in variables) and "redis" not in uses[name]:
+            out.append(
+                f"resource '{name}' takes its URL from a variable or a secret, and the package "
+                "holds no psycopg2: deployed with a PostgreSQL URL, the function could not open "
+                "it; if it may be one, add --extras postgres (or --with psycopg2-binary)"
+            )
     for name in sorted(needs):
         where = deps.joinpath(*name.split("."))  # google.auth: not protobuf's google/
         if where.is_dir() or any(where.parent.glob(f"{where.name}.*")):

@@ -792,3 +792,33 @@ def test_a_module_of_an_extra_the_package_lacks_is_warned_of(
     monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # nothing installed
     report = pkg.build(path, handler="consumer", output=tmp_path / "a.zip", requirement="squall")
     assert any(f"--extras {extra} " in w for w in report.warnings), report.warnings
+
+
+@pytest.mark.parametrize(
+    ("db", "cache", "warned"),
+    [
+        ("${WAREHOUSE_URL:-sqlite:///w.db}", "redis://127.0.0.1:6379/0", {"db"}),
+        ("${ssm:/w/db_url}", "redis://127.0.0.1:6379/0", {"db"}),
+        # the cache takes Redis only: the load refuses a PostgreSQL URL there
+        ("sqlite:///w.db", "${CACHE_URL:-redis://127.0.0.1:6379/0}", set()),
+        ("sqlite:///w.db", "redis://127.0.0.1:6379/0", set()),
+    ],
+)
+def test_a_url_from_a_variable_without_psycopg2_is_warned_of(
+    tmp_path: Path, db: str, cache: str, warned: set[str]
+):
+    """A URL from a variable or a secret, packaged without psycopg2 (no ``--extras postgres``):
+    deployed with a PostgreSQL URL, the init stopped on "resource 'db' needs the psycopg2
+    driver, which cannot be imported here", and the build had said nothing (it warned of a
+    PostgreSQL URL written out only)."""
+    from squall.deploy.package import missing_drivers
+
+    text = WRITTEN_OUT.replace("DB", db).replace("CACHE", cache)
+    text = text.replace("TABLE", "t").replace("FORMAT", "jsonl")
+    path = write(tmp_path / "w.yaml", text)
+    topo = load(path, secrets=placeholder)
+    (tmp_path / "deps").mkdir()
+    found = missing_drivers(topo, tmp_path / "deps", frozenset(), text)
+    assert {w.split("'")[1] for w in found if "from a variable" in w} == warned
+    (tmp_path / "deps" / "psycopg2").mkdir()
+    assert missing_drivers(topo, tmp_path / "deps", frozenset(), text) == []
