@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~460 lines): one question — what the function imports — read from the topology (options,
+Size (~480 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -127,6 +127,13 @@ def resource_uses(topology: Topology) -> dict[str, set[str]]:
         for _, name, k in resource_kinds(cfg, ()):
             uses[name].add(k.kind)
     return uses
+
+
+#: Modules components declare that come with an extra of squall only (the others they declare
+#: are its requirements): import name → the extra that installs it.
+EXTRA_OF = {"pyarrow": "s3", "httpx": "http", "google.auth": "push", "datasketches": "windows"}
+#: Their distributions, where the name is not the import name.
+DISTRIBUTION_OF = {"google.auth": "google-auth"}
 
 
 #: Modules only the CLI imports: no function needs them, whatever its topology.

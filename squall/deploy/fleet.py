@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~600 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~610 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -456,17 +456,29 @@ def requirements(
 
 def driver_warnings(topology: Topology, requirements_text: str) -> list[str]:
     """A PostgreSQL resource whose driver the fleet's ``requirements.txt`` does not install:
-    psycopg2 comes with the ``postgres`` extra only (or ``--with``, ``--requirements``)."""
+    psycopg2 comes with the ``postgres`` extra only (or ``--with``, ``--requirements``); and a
+    module a component declares that comes with an extra only (``dependencies.EXTRA_OF``)."""
     first = requirements_text.split("\n", 1)[0]  # squall[kcl,…]==version
     extras = first.partition("[")[2].partition("]")[0].split(",")
-    if "postgres" in extras or "psycopg2" in requirements_text.lower():
-        return []
-    return [
-        f"resource '{name}' is PostgreSQL, but requirements.txt installs no psycopg2 (its "
-        "driver): every shard process would stop at start; add --extras postgres"
-        for name, res in topology.resources.items()
-        if res.scheme == "postgresql"
-    ]
+    out = []
+    if "postgres" not in extras and "psycopg2" not in requirements_text.lower():
+        out = [
+            f"resource '{name}' is PostgreSQL, but requirements.txt installs no psycopg2 (its "
+            "driver): every shard process would stop at start; add --extras postgres"
+            for name, res in topology.resources.items()
+            if res.scheme == "postgresql"
+        ]
+    from squall.deploy.dependencies import DISTRIBUTION_OF, EXTRA_OF, needed_packages
+
+    # a module of an extra a component declares (an s3 sink's Parquet: pyarrow, `s3`)
+    for name in sorted(needed_packages(topology, "") & EXTRA_OF.keys()):
+        extra, dist = EXTRA_OF[name], DISTRIBUTION_OF.get(name, name)
+        if extra not in extras and dist.lower() not in requirements_text.lower():
+            out.append(
+                f"the topology's components import {name}, but requirements.txt installs none: "
+                f"every shard process would stop at start; add --extras {extra}"
+            )
+    return out
 
 
 def write_fleet(

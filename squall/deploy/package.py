@@ -23,7 +23,7 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~540 lines): one build, step by step (install for the runtime's platform, prune, compile,
+Size (~560 lines): one build, step by step (install for the runtime's platform, prune, compile,
 zip reproducibly, check the limits); the steps share the build's folders and constants.
 """
 
@@ -49,6 +49,8 @@ from urllib.request import url2pathname
 
 from squall.bolts.schema import SchemaConfig, write_checked
 from squall.deploy.dependencies import (
+    DISTRIBUTION_OF,
+    EXTRA_OF,
     OPTIONAL,
     local_code,
     needed_packages,
@@ -506,13 +508,6 @@ def build(
         warnings=warnings,
         left_out_packages=left_out_packages,
     )
-
-
-#: Modules components declare that come with an extra of squall only (the others they declare
-#: are its requirements): import name → the extra that installs it.
-EXTRA_OF = {"pyarrow": "s3", "httpx": "http", "google.auth": "push", "datasketches": "windows"}
-#: Their distributions, where the name is not the import name.
-DISTRIBUTION_OF = {"google.auth": "google-auth"}
 
 
 def missing_drivers(

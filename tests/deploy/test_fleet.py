@@ -488,3 +488,31 @@ def test_a_postgresql_fleet_without_the_postgres_extra_is_warned_of(tmp_path: Pa
         result = CliRunner().invoke(main, [*args, *more, "-o", str(tmp_path / more[0][2:])])
         assert result.exit_code == 0, result.output
         assert "psycopg2" not in result.output, result.output
+
+
+def test_a_fleet_without_the_extra_of_a_declared_module_is_warned_of(tmp_path: Path):
+    """An s3 sink writing Parquet needs pyarrow, the `s3` extra's: the fleet's requirements.txt
+    without it (nor pyarrow in `--with`) left every shard process to stop at start with
+    ImportError, unannounced."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: lakefleet\n"
+        "spout: {type: kinesis, stream: events}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: lake, type: s3, bucket: b, format: parquet, columns: {a: a}}]\n"
+    )
+    args = ["package", str(path), "--handler", "kcl"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert (
+        "  warning: the topology's components import pyarrow, but requirements.txt installs "
+        "none: every shard process would stop at start; add --extras s3"
+    ) in result.output
+    for more in (["--extras", "s3"], ["--with", "pyarrow==25.0.1"]):
+        result = CliRunner().invoke(main, [*args, *more, "-o", str(tmp_path / more[0][2:])])
+        assert result.exit_code == 0, result.output
+        assert "pyarrow" not in result.output, result.output
