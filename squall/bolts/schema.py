@@ -232,6 +232,9 @@ _BOUNDARIES = {
     "b": f"(?:(?<=[{_WORD}])(?![{_WORD}])|(?<![{_WORD}])(?=[{_WORD}]))",
     "B": f"(?:(?<=[{_WORD}])(?=[{_WORD}])|(?<![{_WORD}])(?![{_WORD}]))",
 }
+#: A backreference as Python's ``re`` reads one outside a class: ``\\`` and one or two digits,
+#: the first not 0 (``\\0``, ``\\012`` and ``\\123``, three octal digits, are characters).
+_GROUP_REF = re.compile(r"\\(?![0-7]{3})([1-9][0-9]?)")
 #: ECMA-262's ``.`` (no s flag): any character but a line terminator; Python's only leaves out
 #: ``\n``.
 _DOT = r"[^\n\r\u2028\u2029]"
@@ -285,7 +288,9 @@ def ecma_pattern(pattern: str) -> str:
     terminators make them (``_CLASS_ESCAPES``, ``_BOUNDARIES``, ``_DOT``), in a character class
     too; a literal character (``é``, ``٣``) still matches itself. A ``$`` in a character class
     is a literal ``$`` in both (written ``\\$``, which fastjsonschema's own ``$`` rewrite leaves
-    alone); an escaped one (``\\$``) too.
+    alone); an escaped one (``\\$``) too. A backreference (``\\1``) to a group that took part
+    in no match matches the empty text, as ECMA-262's does (``(?(1)\\1)``; Python's fails),
+    but in a look-behind, which Python's ``re`` takes of a fixed width only.
 
     Python's inline flags (``re`` compiles them for both validators; ECMA-262 has none) keep
     their meaning: under ``m`` (``(?m)``, ``(?m:…)``) a ``$`` is a line's end (written
@@ -295,17 +300,25 @@ def ecma_pattern(pattern: str) -> str:
         return pattern
     out: list[str] = []
     i, n = 0, len(pattern)
-    multiline = verbose = dotall = False
+    multiline = verbose = dotall = behind = False
     while (flags := _GLOBAL_FLAGS.match(pattern, i)) is not None:
         multiline, verbose = multiline or "m" in flags[1], verbose or "x" in flags[1]
         dotall = dotall or "s" in flags[1]
         out.append(flags[0])
         i = flags.end()
-    groups: list[tuple[bool, bool, bool]] = []  # the flags outside each open group
+    # the flags outside each open group, and whether that is in a look-behind
+    groups: list[tuple[bool, bool, bool, bool]] = []
     while i < n:
         c = pattern[i]
         if c == "\\":
             e = pattern[i + 1 : i + 2]
+            if not behind and (ref := _GROUP_REF.match(pattern, i)) is not None:
+                # ECMA-262's backreference to a group that took part in no match matches the
+                # empty text; Python's fails ("^(a)?\\1$" refused ""). Not in a look-behind,
+                # which takes a fixed width only (the group's, there): left as written.
+                out.append(f"(?({ref[1]}){ref[0]})")
+                i = ref.end()
+                continue
             if e in _CLASS_ESCAPES:
                 inside, complement = _CLASS_ESCAPES[e]
                 out.append(f"[{'^' if complement else ''}{inside}]")
@@ -330,7 +343,8 @@ def ecma_pattern(pattern: str) -> str:
             i = j
             continue
         if c == "(":
-            groups.append((multiline, verbose, dotall))
+            groups.append((multiline, verbose, dotall, behind))
+            behind = behind or pattern.startswith(("(?<=", "(?<!"), i)
             if (scoped := _SCOPED_FLAGS.match(pattern, i)) is not None:
                 on, off = scoped[1], scoped[2] or ""
                 multiline = "m" in on or (multiline and "m" not in off)
@@ -341,7 +355,7 @@ def ecma_pattern(pattern: str) -> str:
                 continue
         elif c == ")":
             if groups:
-                multiline, verbose, dotall = groups.pop()
+                multiline, verbose, dotall, behind = groups.pop()
         elif c == "$":
             c = _LINE_END if multiline else "\\Z"
         elif c == "." and not dotall:

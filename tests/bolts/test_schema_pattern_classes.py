@@ -55,6 +55,11 @@ DIFFERENT = [
     (r"(?<=\d)x", "\u0663x", False),
     (r"^[\d-]+$", "\u0661-\u0662", False),
     (r"^[\x41-\x43\d]+$", "AB\u0663", False),
+    # a backreference to a group that took part in no match matches the empty text
+    (r"^(a)?\1$", "", True),
+    (r"^(a)?-\1$", "-", True),
+    (r"^(?:(a)|b)\1$", "b", True),
+    (r"^(?!(a))\1b$", "b", True),
 ]
 #: Rows where both already agreed: the rewrite must keep them (literal non-ASCII characters,
 #: classes mixing members and complements, an escaped or bracketed ".").
@@ -79,6 +84,9 @@ SAME = [
     (r"^.$", "\n", False),
     (r"^[.]$", "a", False),
     (r"^\.$", "a", False),
+    (r"^(a)?\1$", "aa", True),
+    (r"^(a)?\1$", "a", False),
+    (r"^(a)\\1$", "a\\1", True),  # an escaped backslash, then "1"
 ]
 
 
@@ -160,6 +168,9 @@ def test_a_ref_into_pattern_properties_follows_the_rewritten_name():
         (r"[]\d]", "[]0-9]"),  # Python's "]" first in a class is a literal
         (r"[\b]", r"[\b]"),  # a backspace in a class, in both
         (r"\.", r"\."),
+        (r"(a)\1+", r"(a)(?(1)\1)+"),  # Python's: \1 only once group 1 matched
+        (r"(a)(?<=\1)", r"(a)(?<=\1)"),  # a look-behind takes a fixed width only
+        (r"(a)\\1[\1]\101", r"(a)\\1[\1]\101"),
         ("(?x)a # \\d .\n\\d", "(?x)a # \\d .\n[0-9]"),  # a comment is left as written
     ],
 )
