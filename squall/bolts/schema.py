@@ -365,27 +365,30 @@ def ecma_pattern(pattern: str) -> str:
     return "".join(out)
 
 
-def ecma_schema(node: Any, rewritten: dict[str, str] | None = None) -> Any:
+def ecma_schema(node: Any, rewritten: dict[int, dict[str, str]] | None = None) -> Any:
     """A copy of the schema whose ``pattern`` values and ``patternProperties`` names are
     ``ecma_pattern``'s (``propertyNames`` is a subschema: its ``pattern`` is one of them); data
-    (``enum``, ``const``, ``default``, ``examples``) is left as written. ``rewritten`` collects
-    each changed pattern (Python's spelling → the schema's), to word a reason as the schema does.
+    (``enum``, ``const``, ``default``, ``examples``) is left as written. ``rewritten`` collects,
+    by the ``id`` of each subschema of the copy, its changed patterns (Python's spelling → the
+    schema's), to word a reason as the schema does: per subschema, as two patterns may be spelt
+    alike in Python (``^\\d$`` and ``^[\\d]$``).
     A ``$ref`` whose JSON pointer names a ``patternProperties`` entry names it as rewritten."""
 
-    def pattern(p: str) -> str:
+    def pattern(p: str, changed: dict[str, str]) -> str:
         q = ecma_pattern(p)
-        if q != p and rewritten is not None:
-            rewritten[q] = p
+        if q != p:
+            changed[q] = p
         return q
 
     def copy(node: Any) -> Any:
         if isinstance(node, dict):
             out: dict[str, Any] = {}
+            changed: dict[str, str] = {}
             for key, value in node.items():
                 if key == "pattern" and isinstance(value, str):
-                    out[key] = pattern(value)
+                    out[key] = pattern(value, changed)
                 elif key == "patternProperties" and isinstance(value, dict):
-                    out[key] = {pattern(k): copy(v) for k, v in value.items()}
+                    out[key] = {pattern(k, changed): copy(v) for k, v in value.items()}
                 elif key in _SUBSCHEMA_MAPS and isinstance(value, dict):
                     out[key] = {k: copy(v) for k, v in value.items()}
                 elif key in _DATA_KEYWORDS:
@@ -394,6 +397,8 @@ def ecma_schema(node: Any, rewritten: dict[str, str] | None = None) -> Any:
                     out[key] = _ecma_ref(value, root)
                 else:
                     out[key] = copy(value)
+            if changed and rewritten is not None:
+                rewritten[id(out)] = changed
             return out
         if isinstance(node, list):
             return [copy(v) for v in node]
@@ -440,13 +445,19 @@ def _ecma_ref(ref: str, root: Any) -> str:
     return f"{uri}#/" + "/".join(escaped)
 
 
-def full_validator(schema: dict[str, Any]) -> Any:
+def full_validator(
+    schema: dict[str, Any], rewritten: dict[int, dict[str, str]] | None = None
+) -> Any:
     """jsonschema's validator of the schema's draft, with its format checker; its patterns'
-    ``$`` is ECMA-262's (``ecma_schema``)."""
+    ``$`` is ECMA-262's (``ecma_schema``, which fills ``rewritten``)."""
     import jsonschema
 
     cls = jsonschema.validators.validator_for(schema)
-    return cls(ecma_schema(schema), format_checker=cls.FORMAT_CHECKER, registry=_offline_registry())
+    return cls(
+        ecma_schema(schema, rewritten),
+        format_checker=cls.FORMAT_CHECKER,
+        registry=_offline_registry(),
+    )
 
 
 class SchemaConfig(ComponentConfig):
@@ -747,11 +758,13 @@ class SchemaBolt(Bolt):
         super().__init__(config, context)
         # fastjsonschema's validator, called inline per event (``fast_check`` without its call).
         self._fast = _compiled(config.schema_)
+        # The patterns jsonschema's validator holds in Python's spelling → the schema's, by the
+        # subschema holding them (ecma_schema), for the reasons.
+        self._patterns: dict[int, dict[str, str]] = {}
         # With a compiled check, jsonschema serves only invalid events: built at the first one.
-        self._validator = None if self._fast is not None else full_validator(config.schema_)
-        # The patterns the validators hold in Python's spelling → the schema's, for the reasons.
-        self._patterns: dict[str, str] = {}
-        ecma_schema(config.schema_, self._patterns)
+        self._validator = (
+            None if self._fast is not None else full_validator(config.schema_, self._patterns)
+        )
         if self._fast is None and (unchecked := unchecked_formats(config.schema_)):
             needs = {f: why for f, why in unchecked.items() if why.startswith("needs ")}
             if needs:
@@ -778,7 +791,7 @@ class SchemaBolt(Bolt):
         """Build jsonschema's validator (the reasons of invalid events) now, not at the first
         invalid event."""
         if self._validator is None:
-            self._validator = full_validator(self.config.schema_)
+            self._validator = full_validator(self.config.schema_, self._patterns)
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
@@ -797,14 +810,14 @@ class SchemaBolt(Bolt):
                     emit(ev)
                     continue
             if validator is None:
-                validator = self._validator = full_validator(self.config.schema_)
+                validator = self._validator = full_validator(self.config.schema_, self._patterns)
             error = _best_match(validator.iter_errors(ev.value))
             if error is None:
                 emit(ev)
             else:
                 where = error.json_path if error.absolute_path else "$"
                 message = error.message
-                for python, written in self._patterns.items():
+                for python, written in self._patterns.get(id(error.schema), {}).items():
                     message = message.replace(repr(python), repr(written))
                 # jsonschema's message holds a repr of the value: bound it (a 50k-item list is 400 KB).
                 out.fail(ev, safe_json.text(f"schema: {where}: {message}", MAX_REASON), INVALID)

@@ -176,3 +176,24 @@ def test_a_ref_into_pattern_properties_follows_the_rewritten_name():
 )
 def test_ecma_pattern_spells_the_classes_in_python(written, python):
     assert ecma_pattern(written) == python
+
+
+def test_each_reason_shows_its_own_pattern_when_two_are_spelt_alike_in_python():
+    """``^\\d+$`` and ``^[\\d]+$`` are both ``^[0-9]+\\Z`` once rewritten: the reason names the
+    pattern of the property that failed (one reached through a ``$ref`` too), not the other's."""
+    schema = {
+        "$defs": {"digits": {"type": "string", "pattern": r"^\d+$"}},
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "pattern": r"^\d+$"},
+            "b": {"type": "string", "pattern": r"^[\d]+$"},
+            "c": {"$ref": "#/$defs/digits"},
+        },
+    }
+    out, reasons = run(schema, [{"a": "x"}, {"b": "y"}, {"c": "z"}])
+    assert out == []
+    assert reasons == [
+        "schema: $.a: 'x' does not match '^\\\\d+$'",
+        "schema: $.b: 'y' does not match '^[\\\\d]+$'",
+        "schema: $.c: 'z' does not match '^\\\\d+$'",
+    ]
