@@ -37,6 +37,7 @@ DIFFERENT = [
     (r"\bfoo\b", "\xe9foo", True),
     (r"\bfoo\b", "foo\u0663", True),
     (r"\Bfoo", "\xe9foo", False),
+    (r"\B", "", True),  # Python's \B never matches the empty text
     (r"^[\d]+$", "\u0663", False),
     (r"^[^\d]+$", "\u0663", True),
     (r"^[\w-]+$", "a-\u0663", False),
@@ -168,6 +169,7 @@ def test_a_ref_into_pattern_properties_follows_the_rewritten_name():
         (r"[]\d]", "[]0-9]"),  # Python's "]" first in a class is a literal
         (r"[\b]", r"[\b]"),  # a backspace in a class, in both
         (r"\.", r"\."),
+        (r"\bfoo", r"(?a:\b)foo"),  # Python's test of a boundary, of ASCII's \w
         (r"(a)\1+", r"(a)(?(1)\1)+"),  # Python's: \1 only once group 1 matched
         (r"(a)(?<=\1)", r"(a)(?<=\1)"),  # a look-behind takes a fixed width only
         (r"(a)\\1[\1]\101", r"(a)\\1[\1]\101"),
