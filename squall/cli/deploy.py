@@ -188,6 +188,12 @@ from squall.cli import _load_or_exit, _metrics_port
     help="kcl: the unit's `squall kcl` serves the Prometheus metrics of the host's shard "
     "processes on this port (what `squall dashboards` reads); none without it.",
 )
+@click.option(
+    "--dynamodb-region",
+    metavar="REGION",
+    help="kcl: the lease table's region, when not the stream's: the unit's `squall kcl "
+    "--dynamodb-region`, and the instance role grants the table in that region.",
+)
 def package(
     file: str,
     handler: str,
@@ -216,6 +222,7 @@ def package(
     stream: str | None,
     retrieval: str,
     metrics_port: str | None,
+    dynamodb_region: str | None,
 ) -> None:
     """Package a topology for production: a Lambda zip (+ SAM template) or an EC2 fleet folder."""
     import os
@@ -233,6 +240,10 @@ def package(
         raise click.UsageError(
             "--metrics-port is for a KCL fleet (--handler kcl); a Lambda function's metrics go "
             "to CloudWatch (EMF)"
+        )
+    if dynamodb_region and handler != "kcl":
+        raise click.UsageError(
+            "--dynamodb-region is the lease table's region of a KCL fleet (--handler kcl)"
         )
     topo = _load_or_exit(file)
     extra_list = tuple(e.strip() for e in extras.split(",") if e.strip())
@@ -264,6 +275,7 @@ def package(
                 with_packages=with_packages,
                 python=python_version,
                 metrics_port=metrics_port,
+                dynamodb_region=dynamodb_region,
             )
         except SquallError as exc:
             click.echo(f"error: {exc}", err=True)

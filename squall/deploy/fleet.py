@@ -78,6 +78,8 @@ KCL_LEASES = (
 #: What the unit's ``ExecStart`` takes as it is: systemd splits words on white space and expands
 #: ``%`` specifiers, ``$`` variables, quotes and backslashes.
 _UNIT_WORD = re.compile(r"[A-Za-z0-9._:/\[\]-]+")
+#: An AWS region's name (us-east-1, us-gov-west-1, cn-north-1).
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]+")
 
 
 def _slug(name: str) -> str:
@@ -262,10 +264,13 @@ def exec_start(
     metrics_port: str | None = None,
     *,
     spout_region: bool = False,
+    dynamodb_region: str | None = None,
 ) -> list[str]:
     """The unit's ``squall kcl`` command line (``${AWS_REGION}`` comes from the environment file;
-    none when the spout names the stream's region: ``squall kcl`` reads it there)."""
+    none when the spout names the stream's region: ``squall kcl`` reads it there);
+    ``dynamodb_region``: the lease table's region, when not the stream's."""
     metrics = ["--metrics-port", metrics_port] if metrics_port else []
+    leases = ["--dynamodb-region", dynamodb_region] if dynamodb_region else []
     region = [] if spout_region else ["--region", "${AWS_REGION}"]
     return [
         f"{ROOT}/venv/bin/squall",
@@ -276,6 +281,7 @@ def exec_start(
         "--application",
         application,
         *region,
+        *leases,
         "--properties-out",
         f"/run/squall-{name}/kcl.properties",
         "--set",
@@ -360,8 +366,11 @@ def instance_role(
     retrieval: str,
     stream: str,
     region: str | None = None,
+    dynamodb_region: str | None = None,
 ) -> dict[str, Any]:
-    """CloudFormation: the instance role (KCL reads, leases, metrics in its namespace, components' calls)."""
+    """CloudFormation: the instance role (KCL reads, leases, metrics in its namespace, components' calls).
+    ``region``: the stream's, when the spout names it; ``dynamodb_region``: the lease table's,
+    when the unit names one (``squall kcl --dynamodb-region``)."""
     from squall.deploy.template import (
         _statements,
         component_permissions,
@@ -375,8 +384,12 @@ def instance_role(
         AwsPermission(
             KCL_STREAM_READS + (KCL_FANOUT if retrieval == "fanout" else ()), stream_arn, "KCL"
         ),
-        # the KCL keeps its leases in the region it reads the stream in
-        AwsPermission(KCL_LEASES, dynamodb_table_arn("${ApplicationName}", region), "KCL leases"),
+        # the KCL keeps its leases in the region it reads the stream in, or the unit's own
+        AwsPermission(
+            KCL_LEASES,
+            dynamodb_table_arn("${ApplicationName}", dynamodb_region or region),
+            "KCL leases",
+        ),
     ]
     if retrieval == "fanout":
         perms.append(
@@ -494,9 +507,12 @@ def write_fleet(
     with_packages: tuple[str, ...] = (),
     python: str = "3.11",
     metrics_port: str | None = None,
+    dynamodb_region: str | None = None,
 ) -> list[Path]:
     """Write the fleet folder; returns the files written (the topology folder as one entry).
-    ``metrics_port``: the unit's ``squall kcl --metrics-port`` (Prometheus), none without it."""
+    ``metrics_port``: the unit's ``squall kcl --metrics-port`` (Prometheus), none without it.
+    ``dynamodb_region``: the lease table's region, when not the stream's (the unit's ``squall
+    kcl --dynamodb-region``; the instance role grants the table there)."""
     from squall import __version__
     from squall.deploy.kcl import check_kcl_safe
     from squall.deploy.template import (
@@ -508,6 +524,11 @@ def write_fleet(
 
     if retrieval not in RETRIEVAL:
         raise SquallError(f"retrieval must be one of {', '.join(RETRIEVAL)}")
+    if dynamodb_region is not None and not _REGION.fullmatch(dynamodb_region):
+        raise SquallError(
+            f"--dynamodb-region {dynamodb_region!r}: an AWS region is expected (eu-west-1): it "
+            "goes into the unit's command line and the instance role's lease table ARN"
+        )
     check_kcl_safe(topology)
     check_folder(topology, topology_file.read_text(encoding="utf-8"))
     name = _slug(topology.name)
@@ -574,6 +595,7 @@ def write_fleet(
         retrieval,
         metrics_port,
         spout_region=region is not None,
+        dynamodb_region=dynamodb_region,
     )
     written = [code]
     files = {
@@ -589,6 +611,7 @@ def write_fleet(
                 retrieval,
                 stream_name,
                 region,
+                dynamodb_region,
             ),
             sort_keys=False,
             width=100,
