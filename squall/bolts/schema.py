@@ -666,8 +666,16 @@ FORMAT_PACKAGES = {
     "color": "webcolors",
     "duration": "isoduration",
 }
-#: Keywords whose value is a map of names to subschemas (the names are data, not keywords).
-_SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+#: Keywords whose value is a map of names to subschemas (the names are data, not keywords);
+#: draft 7's ``dependencies`` maps a name to a subschema or a list of names.
+_SUBSCHEMA_MAPS = (
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+    "dependencies",
+)
 #: Keywords whose value is data: a ``format`` inside is not a keyword.
 _DATA_VALUES = ("enum", "const", "default", "examples", "format")
 

@@ -199,3 +199,17 @@ def test_each_reason_shows_its_own_pattern_when_two_are_spelt_alike_in_python():
         "schema: $.b: 'y' does not match '^[\\\\d]+$'",
         "schema: $.c: 'z' does not match '^\\\\d+$'",
     ]
+
+
+def test_a_dependencies_schema_named_like_a_data_keyword_has_its_patterns_rewritten():
+    """Draft 7's ``dependencies`` maps property names to subschemas: one named ``default`` (a
+    data keyword elsewhere) was copied as data, its ``^\\d+$`` left Python's (``"٣"`` passed)."""
+    digits = {"properties": {"n": {"type": "string", "pattern": r"^\d+$"}}}
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "dependencies": {"default": digits, "a": ["b"]},
+    }
+    out, reasons = run(schema, [{"default": 1, "n": "\u0663"}, {"default": 1, "n": "3"}])
+    assert out == [{"default": 1, "n": "3"}]
+    assert reasons == ["schema: $.n: '\u0663' does not match '^\\\\d+$'"]
