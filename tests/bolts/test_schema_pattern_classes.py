@@ -213,3 +213,10 @@ def test_a_dependencies_schema_named_like_a_data_keyword_has_its_patterns_rewrit
     out, reasons = run(schema, [{"default": 1, "n": "\u0663"}, {"default": 1, "n": "3"}])
     assert out == [{"default": 1, "n": "3"}]
     assert reasons == ["schema: $.n: '\u0663' does not match '^\\\\d+$'"]
+
+
+def test_a_format_in_a_dependencies_schema_named_like_a_data_keyword_is_found():
+    from squall.bolts.schema import formats
+
+    schema = {"dependencies": {"default": {"properties": {"h": {"format": "hostname"}}}}}
+    assert formats(schema) == {"hostname"}
