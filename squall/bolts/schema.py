@@ -152,8 +152,26 @@ def check_schema(schema: dict[str, Any]) -> None:
         # Where in the schema (a JSON path), not only what: "'numbr' is not valid under any of
         # the given schemas" alone left the reader to search the whole schema for it.
         where = f" at {exc.json_path}" if exc.path else ""
-        raise ValueError(f"invalid JSON Schema{where}: {exc.message}") from None
+        message = exc.message
+        if exc.validator == "format" and exc.validator_value == "regex":
+            message += _regex_problem(exc.instance)
+        raise ValueError(f"invalid JSON Schema{where}: {message}") from None
     _check_refs(schema, validator(schema, registry=_offline_registry()))
+
+
+def _regex_problem(pattern: Any) -> str:
+    """Why Python's ``re`` refuses ``pattern`` (a ``pattern`` or a ``patternProperties`` name
+    that is "not a 'regex'"): a valid ECMA-262 pattern may be one (``\\p{L}``, ``[^]``)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return (
+            f" (Python's re, which reads the schema's patterns: {exc}; ECMA-262 syntax it has "
+            "not, such as \\p{…}, \\u{…}, \\cX, (?<name>…), \\k<name> or [^], is refused)"
+        )
+    except Exception:  # not a string
+        return ""
+    return ""
 
 
 def _offline_registry() -> Any:

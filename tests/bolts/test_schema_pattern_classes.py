@@ -220,3 +220,20 @@ def test_a_format_in_a_dependencies_schema_named_like_a_data_keyword_is_found():
 
     schema = {"dependencies": {"default": {"properties": {"h": {"format": "hostname"}}}}}
     assert formats(schema) == {"hostname"}
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [(r"^\p{L}+$", r"bad escape \p at position 1"), ("^[^]*$", "unterminated character set")],
+)
+def test_a_pattern_python_cannot_read_is_refused_saying_why(pattern, why):
+    """ECMA-262 reads both: "is not a 'regex'" alone left the writer of a valid pattern
+    wondering; the refusal says it is Python's ``re`` that cannot read it, and why."""
+    from squall.bolts.schema import check_schema
+
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": pattern}}}
+    with pytest.raises(ValueError) as refused:
+        check_schema(schema)
+    message = str(refused.value)
+    assert message.startswith("invalid JSON Schema at $.properties.a.pattern: ")
+    assert f"is not a 'regex' (Python's re, which reads the schema's patterns: {why}" in message
