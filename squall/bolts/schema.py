@@ -20,12 +20,14 @@ their boundary), where Python's ``re`` takes any Unicode digit and letter (``^\\
 validators get the schema with each such ``$`` written ``\\Z`` and these classes spelt out in
 ASCII (``ecma_schema``) when the bolt is built; a pattern asking for Python's multiline mode
 (``(?m)``) keeps its ``$`` a line's end, ``(?s)`` its ``.`` any character, and a comment
-(``(?#…)``, ``(?x)``'s ``#``) is left as written. The caches above record only that a schema
-passed the check, never a verdict: a schema they hold validates with these patterns too.
+(``(?#…)``, ``(?x)``'s ``#``) is left as written. A backreference to a group that took part in
+no match matches the empty text, as ECMA-262's does (Python's fails). The caches above record
+only that a schema passed the check, never a verdict: a schema they hold validates with these
+patterns too.
 
-Size (~800 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
+Size (~850 lines): loading a schema file (JSON or YAML, duplicate keys refused), the check and
 its two caches (the package's list, the cache folder), the fast validator's limits, the patterns'
-``$`` and classes, the formats left unchecked for want of a package, the bolt.
+``$``, classes and backreferences, the formats left unchecked for want of a package, the bolt.
 """
 
 from __future__ import annotations
