@@ -283,8 +283,14 @@ def _ecma_class(pattern: str, i: int) -> tuple[str, int]:
             escape = _CLASS_ESCAPES.get(pattern[j + 1 : j + 2])
             if escape is None:
                 members.append(pattern[j : j + 2])
+            elif escape[1]:
+                complements.append(escape[0])
+            elif escape[0][0].isdigit() and members and members[-1][-1].isdigit():
+                # "0-9" after an octal escape would extend it ([\0\d] is not [\00-9], the
+                # range from NUL to "9")
+                members.append("\\x30" + escape[0][1:])
             else:
-                (complements if escape[1] else members).append(escape[0])
+                members.append(escape[0])
             j += 2
             continue
         members.append("\\$" if c == "$" else c)

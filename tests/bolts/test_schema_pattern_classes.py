@@ -86,6 +86,10 @@ SAME = [
     (r"^[.]$", "a", False),
     (r"^\.$", "a", False),
     (r"^(a)?\1$", "aa", True),
+    # an octal escape before \d in a class: not extended by the rewrite's "0-9" (a NUL-to-9 range)
+    (r"^[^-\0\d]$", " ", True),
+    (r"^[\0\d]+$", "\x005", True),
+    (r"^[\0\d]$", "\x01", False),
     (r"^(a)?\1$", "a", False),
     (r"^(a)\\1$", "a\\1", True),  # an escaped backslash, then "1"
 ]
@@ -169,7 +173,11 @@ def test_a_ref_into_pattern_properties_follows_the_rewritten_name():
         (r"[]\d]", "[]0-9]"),  # Python's "]" first in a class is a literal
         (r"[\b]", r"[\b]"),  # a backspace in a class, in both
         (r"\.", r"\."),
-        (r"\bfoo", r"(?a:\b)foo"),  # Python's test of a boundary, of ASCII's \w
+        (r"\bfoo", r"(?a:\b)foo"),
+        (
+            r"[\0\d]",
+            r"[\0\x30-9]",
+        ),  # not "\00-9": an octal escape, then "-9"  # Python's test of a boundary, of ASCII's \w
         (r"(a)\1+", r"(a)(?(1)\1)+"),  # Python's: \1 only once group 1 matched
         (r"(a)(?<=\1)", r"(a)(?<=\1)"),  # a look-behind takes a fixed width only
         (r"(a)\\1[\1]\101", r"(a)\\1[\1]\101"),

@@ -20,7 +20,7 @@ CHARS += ["\x1c", "\x85", "\u2028", "\xa0", "^", "]", "$", "\\", ".", "\u212a", 
 ESCAPES = [r"\d", r"\D", r"\w", r"\W", r"\s", r"\S"]
 LITERALS = ["a", "0", "9", "_", "-", "\xe9", r"\.", r"\\", r"\$", r"\^", r"\]", r"\[", " ", "#"]
 LITERALS += [r"\x41", r"\u00e9", r"\t", r"\n", r"\/", "\u0663"]
-MEMBERS = ["a-z", "0-5", r"\x41-\x5a", "$", ".", r"\b", r"\-", *LITERALS]
+MEMBERS = ["a-z", "0-5", r"\x41-\x5a", "$", ".", r"\b", r"\-", r"\0", r"\1", *LITERALS]
 
 NODE = """
 const rows = JSON.parse(require("fs").readFileSync(0, "utf8"));
