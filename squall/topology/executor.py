@@ -281,6 +281,9 @@ class Engine:
         self._feedback_to: dict[int, Node] = {}  # sink index -> the stateful bolt of its feedback
         #: The number of the batch (attempt) being run: ``WriteContext.batch``, ``Sink.discard``.
         self._batch_no = 0
+        #: The checkpoint this attempt started to save (stream, positions): once its save (or its
+        #: transaction's COMMIT) was sent, a failure does not tell whether it was saved.
+        self._saving: tuple[str, dict[str, Position]] | None = None
         #: Per sink index: rows the part writes of this batch's isolation added (counted as
         #: written when they committed; the rest's write then finds them present, not new).
         self._isolated_rows: dict[int, int] = {}
@@ -624,7 +627,8 @@ class Engine:
         and what a sink that takes back its writes wrote of it."""
         for s, before in zip((self.spout_stats, *self.stats), counted, strict=True):
             s.received, s.emitted, s.dead_lettered, s.dropped, s.failed = before
-        for node in self._discarders:
+        kept = bool(self._discarders) and self._maybe_saved()
+        for node in () if kept else self._discarders:
             try:
                 self.components[node.index].discard(self._batch_no, again)  # type: ignore[union-attr]
             except Exception:
@@ -634,6 +638,34 @@ class Engine:
                 self.components[node.index].discard_state()  # type: ignore[union-attr]
             except Exception:
                 log.exception("%s: error while discarding staged state", node.id)
+
+    def _maybe_saved(self) -> bool:
+        """Whether the failed batch's checkpoint may have been saved though its save (or its
+        transaction's COMMIT) failed: the answer was lost, or the store applied it and then went
+        down for the retries. The next run then starts after the batch, whose records do not
+        come again: what the sinks wrote of them must stay (``Sink.discard`` would delete a
+        committed batch's s3 objects). Read back from the store: saved, or not readable
+        (unknown), is True; the store's positions are not the batch's, False."""
+        if self._saving is None or self.checkpointer is None:
+            return False
+        stream, positions = self._saving
+        try:
+            stored = self.checkpointer.load(stream)
+        except Exception as exc:  # the store is down: the save may have been applied
+            outcome = f"the store cannot tell ({type(exc).__name__}: {exc})"
+        else:
+            if any(
+                (there := stored.get(shard)) is None or there.key() != at.key()
+                for shard, at in positions.items()
+            ):
+                return False  # not saved: the batch's records come again
+            outcome = "the store has it"
+        log.warning(
+            "the failed batch's checkpoint may be saved (%s): what its sinks wrote of it is not "
+            "taken back (its records may come again: at-least-once)",
+            redact_text(outcome),
+        )
+        return True
 
     def finish(self) -> BatchResult | None:
         """The input ended (a finite source read to its end): a batch without records in which
@@ -646,6 +678,7 @@ class Engine:
 
     def _process(self, records: list[Record], final: bool = False) -> BatchResult:
         self._batch_no += 1
+        self._saving = None
         self._isolated_rows.clear()
         self._given_to.clear()
         units, default_dl = self._expand(records)
@@ -764,6 +797,7 @@ class Engine:
                 self._held_stream = stream or self._held_stream
             checkpoint = self._to_save(checkpoint, holding)
             if self.checkpointer is not None and not self._checkpoint_in_tx and checkpoint:
+                self._saving = (stream or self._held_stream, checkpoint)
                 self._call(
                     "checkpoint",
                     self.checkpoint_stats,
@@ -939,6 +973,7 @@ class Engine:
                 if with_checkpoint:
                     checkpoint = self._to_save(checkpoint, holding)
                     if checkpoint:
+                        self._saving = (stream or self._held_stream, checkpoint)  # (its COMMIT's)
                         self.checkpointer.save(stream or self._held_stream, checkpoint, conn)  # type: ignore[union-attr]
             return written, checkpoint
 

@@ -14,10 +14,12 @@ from collections import Counter
 import pytest
 
 from squall.bolts.base import Bolt, Output
-from squall.errors import BatchFailed
+from squall.errors import BatchFailed, TransientError
 from squall.testing import records_from
+from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
+from squall.topology.resources import Resources
 from tests.moto_standin import FlakyClient, client_error, unique
 from tests.sinks.test_s3_rolling import SHARD, keys, payloads, rows, sink_yaml
 from tests.sinks.test_s3_rolling_failed_batch import (
@@ -188,4 +190,51 @@ def test_s3_down_while_a_refused_record_is_taken_out_fails_the_batch_and_leaves_
             engine.process(records_from(payloads(4), start=1))
     finally:
         REFUSE.clear()
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+# -- hJ: a batch whose checkpoint may be saved is not taken back -------------------------------
+
+
+class _LostAnswerStore(SqlCheckpointStore):
+    """A checkpoint store that saves, then loses the answer, for the next ``lost`` saves; and
+    that cannot be read while ``gone`` (down after it saved)."""
+
+    lost = 0
+    gone = False
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        if self.lost:
+            self.lost -= 1
+            raise TransientError("checkpoint saved, its answer lost")
+
+    def load(self, stream):
+        if self.gone:
+            raise TransientError("checkpoint store down")
+        return super().load(stream)
+
+
+@pytest.mark.parametrize("gone", [False, True], ids=["saved", "store-down-after"])
+@pytest.mark.parametrize("roll", [False, True], ids=["per-batch", "rolling"])
+def test_a_batch_whose_checkpoint_was_saved_but_unanswered_keeps_its_objects(
+    moto_server, s3, bucket, roll, gone
+):
+    """The checkpoint save of batch 1-4 is applied but both attempts' answers are lost: the
+    batch fails, yet the store has its checkpoint, so the next run starts after it and its
+    records never come again. Its objects were deleted (``discard``): rows 100-103 were in no
+    object, for ever. The engine reads the checkpoint back before taking anything back: saved
+    (or the store not readable: unknown), the objects stay (at-least-once)."""
+    lake = sink_yaml(moto_server.endpoint, bucket, **({"roll_seconds": 600} if roll else {}))
+    topo = load_text(failing_topology(lake))
+    resources = Resources.for_topology(topo)
+    store = _LostAnswerStore(resources.sql("db"), topo.name)
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
+    with engine:
+        store.lost = 2  # both attempts of the save
+        store.gone = gone
+        with pytest.raises(BatchFailed, match="answer lost"):
+            engine.process(records_from(payloads(4), start=1))
+        store.gone = False
+        assert store.load("test")[SHARD].sequence_number == "4"  # the next run starts after 4
     assert counts(s3, bucket) == Counter(100 + i for i in range(4))
