@@ -9,7 +9,9 @@ object of the bucket, against moto's S3 server on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 
@@ -237,4 +239,38 @@ def test_a_batch_whose_checkpoint_was_saved_but_unanswered_keeps_its_objects(
             engine.process(records_from(payloads(4), start=1))
         store.gone = False
         assert store.load("test")[SHARD].sequence_number == "4"  # the next run starts after 4
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+def test_a_batch_whose_transactions_commit_was_applied_but_unanswered_keeps_its_objects(
+    moto_server, s3, bucket, tmp_path, monkeypatch
+):
+    """The checkpoint is saved in the batch's SQL transaction (its store on the topology's
+    database): the COMMIT is applied but both attempts' answers are lost. The store has the
+    batch's checkpoint: its objects must stay."""
+    from squall.topology import sql
+
+    real = sql.transaction
+    lost = {"n": 2}
+
+    @contextmanager
+    def unanswered(db):
+        with real(db) as conn:
+            yield conn
+        if lost["n"]:
+            lost["n"] -= 1
+            raise TransientError("COMMIT applied, its answer lost")
+
+    monkeypatch.setattr(sql, "transaction", unanswered)
+    data = json.loads(failing_topology(sink_yaml(moto_server.endpoint, bucket)))
+    data["resources"]["db"]["url"] = f"sqlite:///{tmp_path / 'cp.db'}"
+    topo = load_text(json.dumps(data))
+    resources = Resources.for_topology(topo)
+    store = SqlCheckpointStore(resources.sql("db"), topo.name, resource="db")
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
+    with engine:
+        assert engine._checkpoint_in_tx  # (no SQL sink: the transaction holds the checkpoint)
+        with pytest.raises(BatchFailed, match="answer lost"):
+            engine.process(records_from(payloads(4), start=1))
+        assert store.load("test")[SHARD].sequence_number == "4"
     assert counts(s3, bucket) == Counter(100 + i for i in range(4))
