@@ -644,8 +644,8 @@ class Engine:
         transaction's COMMIT) failed: the answer was lost, or the store applied it and then went
         down for the retries. The next run then starts after the batch, whose records do not
         come again: what the sinks wrote of them must stay (``Sink.discard`` would delete a
-        committed batch's s3 objects). Read back from the store: saved, or not readable
-        (unknown), is True; the store's positions are not the batch's, False."""
+        committed batch's s3 objects). Read back from the store: saved (a shard's stored position
+        at or past the batch's), or not readable (unknown), is True; else False."""
         if self._saving is None or self.checkpointer is None:
             return False
         stream, positions = self._saving
@@ -654,8 +654,10 @@ class Engine:
         except Exception as exc:  # the store is down: the save may have been applied
             outcome = f"the store cannot tell ({type(exc).__name__}: {exc})"
         else:
-            if any(
-                (there := stored.get(shard)) is None or there.key() != at.key()
+            # A store may save shard by shard (DynamoDB): one shard saved is enough to keep
+            # everything (the objects are the batch's, not a shard's).
+            if not any(
+                (there := stored.get(shard)) is not None and there.key() >= at.key()
                 for shard, at in positions.items()
             ):
                 return False  # not saved: the batch's records come again

@@ -274,3 +274,34 @@ def test_a_batch_whose_transactions_commit_was_applied_but_unanswered_keeps_its_
             engine.process(records_from(payloads(4), start=1))
         assert store.load("test")[SHARD].sequence_number == "4"
     assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+class _OneShardStore(SqlCheckpointStore):
+    """A store that saves shard by shard (as DynamoDB's does) and goes down after the first."""
+
+    def save(self, stream, positions):
+        first = min(positions)
+        super().save(stream, {first: positions[first]})
+        raise TransientError("checkpoint store down after one shard")
+
+
+def test_a_batch_whose_checkpoint_was_saved_for_one_shard_of_two_keeps_its_objects(
+    moto_server, s3, bucket
+):
+    """A batch of two shards (the local runner reading a stream): the store saves shard 0's
+    checkpoint, then is down for shard 1. Shard 0's records never come again: its objects must
+    stay (all of the batch's stay: the records of shard 1 may be written twice)."""
+    from tests.sinks.test_s3_rolling_failed_batch import OTHER
+
+    topo = load_text(failing_topology(sink_yaml(moto_server.endpoint, bucket)))
+    resources = Resources.for_topology(topo)
+    store = _OneShardStore(resources.sql("db"), topo.name)
+    engine = Engine(topo.plan, resources=resources, checkpointer=Checkpointer(store))
+    records = records_from(payloads(2), start=1) + records_from(
+        payloads(2, start=2), shard_id=OTHER, start=1
+    )
+    with engine:
+        with pytest.raises(BatchFailed, match="after one shard"):
+            engine.process(records)
+        assert set(store.load("test")) == {SHARD}
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
