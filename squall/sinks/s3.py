@@ -23,11 +23,12 @@ objects a lost release may already have put — no row is left in two objects. A
 after the sink took its rows is taken back (``discard``: held rows dropped, objects put with them
 deleted or rebuilt without them) before the failure is reported, so before any retry puts its
 own; records that come again without the batch failing are dropped before the release
-(``held_back``). What is left at-least-once: docs/sinks.md, "What a lake reader can rely on".
-Without roll settings the sink writes each batch's objects as before (names from the first and
-last positions).
+(``held_back``). An object that was in S3 before the batch put it (its conditional PutObject,
+``If-None-Match: *``, answered 412: the same records delivered again) is never deleted. What
+is left at-least-once: docs/sinks.md, "What a lake reader can rely on". Without roll settings
+the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~770 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~800 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -275,7 +276,9 @@ class S3Sink(Sink):
         #: The objects a finished release put with that batch's rows: per group, the key and
         #: the earlier batches' rows in it. When the batch fails (``discard``) they are taken
         #: back: deleted, or put again with the earlier rows alone.
-        self._released: dict[tuple[str, str, str], tuple[str, list[tuple[RecordMeta, Any]]]] = {}
+        self._released: dict[
+            tuple[str, str, str], tuple[str, list[tuple[RecordMeta, Any]], bool]
+        ] = {}
         #: The engine's time left at that batch's write (``discard`` deletes within it).
         self._time_left: Callable[[], float | None] | None = None
         #: Per-batch objects (no roll settings): the engine's batch last written, and the
@@ -283,6 +286,8 @@ class S3Sink(Sink):
         #: pairs: ``discard`` deletes them, ``held_back`` puts them again without some rows.
         self._sent_batch: int | None = None
         self._sent: dict[str, _Object] = {}
+        #: Whether S3 (or the endpoint) takes PutObject's If-None-Match (``_put_all``).
+        self._conditional = True
 
     @classmethod
     def payload_reads(cls, config: S3SinkConfig) -> list[tuple[tuple[str | int, ...], str]]:
@@ -457,6 +462,7 @@ class S3Sink(Sink):
                 if obj.sent and obj.key not in self._sent:  # its rows' metadata, not the events
                     rows = [(ev.meta, row) for ev, row in obj.rows]
                     self._sent[obj.key] = _Object(obj.key, rows, obj.group)
+                    self._sent[obj.key].existed = obj.existed
         return None
 
     def _put_all(
@@ -464,11 +470,18 @@ class S3Sink(Sink):
         objects: list[_Object],
         time_left: Callable[[], float | None] | None,
         bodies: dict[int, bytes] | None = None,
+        conditional: bool = True,
     ) -> None:
         """Put each object not yet written (``done`` survives a failed attempt). With a
         ``time_left`` (a Lambda runner's) each PutObject makes one attempt and reads its answer
         no longer than the time left (``aws.time_bounded``: the engine's time-aware retry
-        decides), and none is started with no time left (``TransientError``, ``not sent: …``)."""
+        decides), and none is started with no time left (``TransientError``, ``not sent: …``).
+
+        An object's first PutObject is conditional (``If-None-Match: *``, ``conditional``): S3's
+        412 says an object of that name was there before (an earlier run's: the same records
+        delivered again, maybe committed), so it is put again unconditionally, as before, and
+        marked ``existed``: ``discard`` never deletes it. An endpoint without conditional writes
+        (501) is asked without from then on."""
         content_type = (
             "application/vnd.apache.parquet"
             if self.config.format == "parquet"
@@ -479,16 +492,29 @@ class S3Sink(Sink):
                 continue
             if aws.time_spent(time_left):
                 raise TransientError(f"{self.id}: PutObject: {aws.NOT_SENT}")
+            # Only before the object's first attempt: a 412 after an unanswered one of ours
+            # would be our own object.
+            only_new = conditional and self._conditional and not obj.sent
             obj.sent = True  # from here it may be in S3, answered or not
+            body = bodies[id(obj)] if bodies is not None else self.body(obj.rows)
+            name = f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}"
+            put = dict(Bucket=self.config.bucket, Key=obj.key, Body=body, ContentType=content_type)
             with aws.time_bounded(time_left):
-                aws_call(
-                    f"{self.id}: PutObject s3://{self.config.bucket}/{obj.key}",
-                    self.client.put_object,
-                    Bucket=self.config.bucket,
-                    Key=obj.key,
-                    Body=bodies[id(obj)] if bodies is not None else self.body(obj.rows),
-                    ContentType=content_type,
-                )
+                plain = True
+                if only_new:
+                    try:
+                        aws_call(name, self.client.put_object, IfNoneMatch="*", **put)
+                        plain = False
+                    except SinkError as exc:
+                        code = aws.error_code(exc.__cause__) if exc.__cause__ else None
+                        if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                            obj.existed = True  # (409: another writer's put of it under way)
+                        elif code == "NotImplemented":
+                            self._conditional = False
+                        else:
+                            raise
+                if plain:
+                    aws_call(name, self.client.put_object, **put)
             obj.done = True
             self.puts += 1
 
@@ -550,7 +576,7 @@ class S3Sink(Sink):
         deleted, for the same reason."""
         if not self.rolling:
             if batch == self._sent_batch:
-                self._delete(list(self._sent))
+                self._delete([key for key, obj in self._sent.items() if not obj.existed])
             self._sent_batch, self._sent = None, {}
             return
         if batch != self._batch:  # nothing taken from that batch
@@ -574,13 +600,13 @@ class S3Sink(Sink):
             self.held_bytes -= noted.bytes
             if earlier:
                 releasing.append(self._rolled(obj.group, earlier))
-            elif obj.sent:
+            elif obj.sent and not obj.existed:
                 stale.append(obj.key)
-        for group, (key, earlier) in self._released.items():  # a release finished
+        for group, (key, earlier, existed) in self._released.items():  # a release finished
             if earlier:
                 releasing.append(self._rolled(group, earlier))
                 self.held_bytes += sum(_size(row) for _, row in earlier)
-            else:
+            elif not existed:
                 stale.append(key)
         self._releasing = releasing
         self._delete(stale)
@@ -641,7 +667,8 @@ class S3Sink(Sink):
                 continue
             if kept:
                 again = _Object(key, kept, obj.group)
-                self._put_all([again], self._time_left)
+                again.existed = obj.existed
+                self._put_all([again], self._time_left, conditional=False)
                 self._sent[key] = again
                 continue
             if aws.time_spent(self._time_left):
@@ -725,7 +752,7 @@ class S3Sink(Sink):
             for obj in self._releasing:  # the last batch's objects: ``discard`` takes them back
                 entry = self._in_release.get(obj.group)
                 if entry is not None:
-                    self._released[obj.group] = (obj.key, entry[0])
+                    self._released[obj.group] = (obj.key, entry[0], obj.existed)
             self._releasing = []
             self._in_release = {}
         self._positions.clear()
@@ -768,7 +795,9 @@ class _Fresh:
 class _Object:
     """One object to put: its key, its (event or record metadata, row) pairs and its group."""
 
-    __slots__ = ("key", "rows", "group", "done", "sent")
+    __slots__ = ("key", "rows", "group", "done", "sent", "existed")
 
     def __init__(self, key: str, rows: list[tuple[Any, Any]], group: tuple[str, str, str]):
         self.key, self.rows, self.group, self.done, self.sent = key, rows, group, False, False
+        #: An object of that name was in S3 before this one's first put (``_put_all``).
+        self.existed = False

@@ -305,3 +305,47 @@ def test_a_batch_whose_checkpoint_was_saved_for_one_shard_of_two_keeps_its_objec
             engine.process(records)
         assert set(store.load("test")) == {SHARD}
     assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+@pytest.mark.parametrize("roll", [False, True], ids=["per-batch", "rolling"])
+def test_a_failed_redelivery_does_not_delete_the_objects_a_committed_run_put(
+    moto_server, s3, bucket, roll
+):
+    """Records delivered again after their batch was committed (Lambda's at-least-once
+    invocations, `squall replay`, a checkpoint reset to reprocess): container x commits batch
+    1-4; a second delivery of it in container y writes the same names (same rows, same bytes)
+    and then fails (its checkpoint store down). y's discard deleted the objects: the committed
+    run's rows were gone, and stay gone if the redelivery is never retried (Lambda's retries
+    spent, a reprocessing given up). An object that was in S3 before the batch put it (its
+    PutObject with If-None-Match: * answered 412) is now put again but not deleted."""
+    lake = sink_yaml(moto_server.endpoint, bucket, **({"roll_seconds": 600} if roll else {}))
+    x = Engine(load_text(failing_topology(lake)).plan)
+    y, store = flaky_engine(lake)
+    with x, y:
+        x.process(records_from(payloads(4), start=1))  # committed
+        before = keys(s3, bucket)
+        store.down = 2  # both attempts of y's save
+        with pytest.raises(BatchFailed, match="checkpoint store down"):
+            y.process(records_from(payloads(4), start=1))
+    assert keys(s3, bucket) == before
+    assert counts(s3, bucket) == Counter(100 + i for i in range(4))
+
+
+def test_an_endpoint_without_conditional_writes_gets_plain_puts(moto_server, s3, bucket):
+    """An S3-compatible endpoint that answers If-None-Match with 501 NotImplemented: the object
+    is put without it, and every later put is plain from the start (one call each)."""
+    asked: Counter = Counter()
+
+    def put(kw, call):
+        asked["conditional" if "IfNoneMatch" in kw else "plain"] += 1
+        if "IfNoneMatch" in kw:
+            raise client_error("NotImplemented", "A header you provided is not implemented", 501)
+        return call(**kw)
+
+    engine = Engine(load_text(failing_topology(sink_yaml(moto_server.endpoint, bucket))).plan)
+    with engine:
+        component(engine, "lake").client = FlakyClient(s3, put_object=put)
+        engine.process(records_from(payloads(4), start=1))
+        engine.process(records_from(payloads(4, start=4), start=5))
+    assert counts(s3, bucket) == Counter(100 + i for i in range(8))
+    assert asked == Counter({"conditional": 1, "plain": 4})
