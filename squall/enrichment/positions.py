@@ -9,35 +9,46 @@ position gives each of its events the state after the updates before it (``made_
 from __future__ import annotations
 
 from itertools import islice, repeat
-from operator import attrgetter, le
+from operator import le
 
 from squall.enrichment.state import Position
-from squall.event import Event, lineage
+from squall.event import Event, RecordMeta, lineage
 
 
 def positions_of(batch: list[Event]) -> tuple[list[Position | None], Position | None]:
     """``position`` of every event, and the first of them when all are of one lineage and in
     order (else None). A batch of one lineage — what a spout delivers: one shard's records in
-    order, one input's lines — names it once, the rest at C speed (map, zip)."""
+    order, one input's lines — names it once, the rest at C speed: the metadata's columns by
+    ``zip`` (a ``RecordMeta`` is a tuple), the lineage's fields compared by ``tuple.count``, the
+    sequence numbers' digits tested in one string. (Per event, a tuple of the lineage's four
+    fields by ``attrgetter``, its hash for a set and ``str.isdigit`` called on each number cost
+    ~2k instructions more.)"""
     metas = [event.meta for event in batch]
-    numbers = list(map(_SEQUENCE, metas))
-    if (
-        metas
-        and not metas[0].replay
-        and len(set(map(_LINEAGE_FIELDS, metas))) == 1
-        and all(map(str.isdigit, numbers))
-    ):
-        positions = list(
-            zip(repeat(lineage(metas[0])), map(int, numbers), map(_SUB_SEQUENCE, metas))
-        )
-        in_order = all(map(le, positions, islice(positions, 1, None)))
-        return positions, positions[0] if in_order else None  # type: ignore[return-value]
+    if metas and not metas[0].replay:
+        columns = list(zip(*metas, strict=True))
+        numbers = columns[_SEQUENCE]
+        n = len(metas)
+        first = metas[0]
+        if (
+            columns[_SHARD_ID].count(first.shard_id) == n
+            and columns[_STREAM].count(first.stream) == n
+            and columns[_SOURCE].count(first.source) == n
+            and columns[_REPLAY].count(first.replay) == n
+            # every number all digits: their concatenation is, and none is empty
+            and "".join(numbers).isdigit()
+            and "" not in numbers
+        ):
+            positions = list(zip(repeat(lineage(first)), map(int, numbers), columns[_SUB_SEQUENCE]))
+            in_order = all(map(le, positions, islice(positions, 1, None)))
+            return positions, positions[0] if in_order else None  # type: ignore[return-value]
     return [position(event) for event in batch], None
 
 
-_SEQUENCE = attrgetter("sequence_number")
-_SUB_SEQUENCE = attrgetter("sub_sequence_number")
-_LINEAGE_FIELDS = attrgetter("shard_id", "stream", "source", "replay")
+_FIELDS = RecordMeta._fields
+_STREAM, _SHARD_ID, _SEQUENCE, _SUB_SEQUENCE, _SOURCE, _REPLAY = map(
+    _FIELDS.index,
+    ("stream", "shard_id", "sequence_number", "sub_sequence_number", "source", "replay"),
+)
 
 
 def position(event: Event) -> Position | None:

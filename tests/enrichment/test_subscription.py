@@ -628,6 +628,23 @@ def test_the_bolts_inline_positions_are_position_of_the_lineage():
         positions_of([Event(b"", s, "i", 0), Event(b"", s._replace(source="b" * 32), "j", 1)])[1]
         is None
     )  # two inputs
+    # One lineage, numbers tested at once: an empty or a non-digit number among digits, another
+    # stream, shard or replay count in the batch — each event's own position, no first.
+    k = metas[0]
+    for other in (
+        k._replace(sequence_number=""),
+        k._replace(sequence_number="12a"),
+        k._replace(sequence_number="١٢"),  # Arabic-Indic digits: isdigit, and int() reads them
+        k._replace(stream="t"),
+        k._replace(shard_id="shardId-000000000002"),
+        k._replace(source="b" * 32),
+        k._replace(replay=1),
+    ):
+        batch = [Event(b"", m, "id", 0, {}) for m in (k, other, k._replace(sub_sequence_number=4))]
+        want = [position(e) for e in batch]
+        assert positions_of(batch) == (want, None)
+    batch = [Event(b"", k._replace(sequence_number=str(n)), "id", 0, {}) for n in (9, 10, 10)]
+    assert positions_of(batch) == ([position(e) for e in batch], position(batch[0]))
 
 
 def test_a_caches_entries_are_apart_from_a_redis_stores_hashes(tmp_path, redis_url, redis_prefix):
