@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -349,7 +350,10 @@ def parse_topics(value: Any) -> tuple[str, ...] | None:
         return None
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+    # At C speed (``map``): a generator for the check and a set comprehension calling ``strip``
+    # twice a topic were ~half of this function's time (one call per state-changing event).
+    if not isinstance(value, list) or not all(map(isinstance, value, repeat(str))):
         raise ValueError("topics must be a string or a list of strings")
-    topics = tuple(sorted({t.strip() for t in value if t.strip()}))
-    return topics or None
+    topics = set(map(str.strip, value))
+    topics.discard("")
+    return tuple(sorted(topics)) if topics else None

@@ -115,7 +115,23 @@ def test_parse_topics(value, topics):
     assert parse_topics(value) == topics
 
 
-@pytest.mark.parametrize("value", [1, ["a", 2], {"a": 1}, [None]])
+_TOPIC = st.text(alphabet=" \t\nab\u00e9\u3000", max_size=4)
+
+
+@given(st.one_of(st.none(), _TOPIC, st.lists(st.one_of(_TOPIC, st.integers(), st.none()))))
+def test_parse_topics_is_the_stripped_distinct_sorted_topics(value):
+    """The rule spelled out (stripped, blank ones dropped, distinct, sorted; None when none
+    is left); anything but a string or a list of strings is refused."""
+    if isinstance(value, list) and not all(isinstance(t, str) for t in value):
+        with pytest.raises(ValueError):
+            parse_topics(value)
+        return
+    given_ = [value] if isinstance(value, str) else value or []
+    want = tuple(sorted({t.strip() for t in given_ if t.strip()})) or None
+    assert parse_topics(value) == want
+
+
+@pytest.mark.parametrize("value", [1, ["a", 2], {"a": 1}, [None], ("a",), [b"a"]])
 def test_parse_topics_rejects(value):
     with pytest.raises(ValueError):
         parse_topics(value)
