@@ -35,3 +35,19 @@ def test_float_subclass_is_read_by_its_value() -> None:
     # the floor read the number from repr(value): "Stamp(…)" failed as "invalid literal for int()"
     assert parse_time(_Stamp(1714557600.9996)) == 1_714_557_600_999
     assert parse_time(_Stamp(1714557600999.5)) == 1_714_557_600_999
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1969-12-31T23:59:59.999Z", "time before 1970: '1969-12-31T23:59:59.999Z'"),
+        (" 9999-12-31T23:30:00-01:00", "time after the year 9999: ' 9999-12-31T23:30:00-01:00'"),
+    ],
+)
+def test_an_iso_time_out_of_range_is_named_as_given(text: str, message: str) -> None:
+    # (the value's repr is made only for the error, no longer for every time read)
+    with pytest.raises(ValueError) as caught:
+        parse_time(text)
+    assert str(caught.value) == message
+    assert parse_time("1970-01-01T01:00:00.0015+01:00") == 1
+    assert parse_time("2024-05-01T10:00:00") == 1_714_557_600_000  # naive: UTC
