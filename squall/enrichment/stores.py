@@ -470,6 +470,12 @@ class SqlStateStore:
                         position,
                         history,
                     ) in conn.exec_driver_sql(sql, params):
+                        # position_from_text and history_from_text inline (a row per key)
+                        if position:
+                            shard, seq, sub = position.rsplit("/", 2)
+                            at: Position | None = (shard, int(seq), int(sub))
+                        else:
+                            at = None
                         found[key] = SubscriptionState(
                             _STATUS[status],
                             bool(subscribed),
@@ -478,8 +484,8 @@ class SqlStateStore:
                             changed,
                             version,
                             event_id,
-                            position_from_text(position),
-                            history_from_text(history),
+                            at,
+                            tuple(history.split("\n")) if history else (),
                         )
         return found
 
@@ -499,21 +505,23 @@ class SqlStateStore:
         read_from, self._read_from = self._read_from, None
         if not changed:
             return set()
-        rows = [
-            (
-                key,
-                s.status._value_,
-                s.subscribed,
-                orjson.dumps(s.topics).decode(),
-                s.registered_at,
-                s.changed_at,
-                s.version,
-                s.event_id,
-                position_to_text(s.position),
-                history_to_text(s),
+        rows = []
+        for key, s in changed.items():
+            p = s.position  # position_to_text and history_to_text inline (a row per key)
+            rows.append(
+                (
+                    key,
+                    s.status._value_,
+                    s.subscribed,
+                    orjson.dumps(s.topics).decode(),
+                    s.registered_at,
+                    s.changed_at,
+                    s.version,
+                    s.event_id,
+                    "" if p is None else f"{p[0]}/{p[1]}/{p[2]}",
+                    "\n".join(s.history),
+                )
             )
-            for key, s in changed.items()
-        ]
         with store_errors("state store write"):
             self._ensure_table()
             if connection is not None:
