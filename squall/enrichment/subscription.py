@@ -245,7 +245,9 @@ class SubscriptionBolt(Bolt):
                 continue
             key = value.get(key_name, MISSING) if key_name is not None else get_key(event)
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)
-            if key is not None:
+            # A key already in ``by_key`` was checked at its first event of the call.
+            indexes = None if key is None else by_key.get(key)
+            if indexes is None and key is not None:
                 if len(key) > MAX_KEY_LENGTH:
                     key = TOO_LONG
                 elif "\x00" in key:
@@ -263,10 +265,11 @@ class SubscriptionBolt(Bolt):
                     continue
                 updates[i] = update
                 updated.add(key)  # a str: ``_update`` rejects the others
-            elif key is None or key is TOO_LONG or key is HAS_NUL or key is NOT_UTF8:
+            elif indexes is None and (
+                key is None or key is TOO_LONG or key is HAS_NUL or key is NOT_UTF8
+            ):
                 keyless.append(i)
                 continue
-            indexes = by_key.get(key)
             if indexes is None:
                 by_key[key] = [i]
             else:
@@ -286,7 +289,7 @@ class SubscriptionBolt(Bolt):
             staged = self._staged
             missing = [key for key in by_key if key not in staged]
             loaded = self.store.load(missing) if missing else {}
-            keep = self.config.history
+            keep, max_topics = self.config.history, self.config.max_topics
             for key, indexes in by_key.items():
                 prev = staged.get(key)
                 latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
@@ -315,7 +318,10 @@ class SubscriptionBolt(Bolt):
                     for i in indexes:
                         update = updates[i]
                         if update is not None and update.version > latest.version:
-                            latest = self._bounded(advance(latest, update, keep), latest, key)
+                            state = advance(latest, update, keep)
+                            if len(state.topics) > max_topics:  # (``_bounded``'s first test)
+                                self._bounded(state, latest, key)
+                            latest = state
                         states.append(latest)
                     after = latest
                 else:

@@ -195,6 +195,22 @@ def test_keys_longer_than_the_key_column_fail_state_changes_and_read_nothing(bac
     assert (ok[2]["status"], ok[3]["status"]) == ("unknown", "subscribed")
 
 
+def test_every_event_of_an_unusable_key_is_treated_as_its_first(backend):
+    """Keys are checked once per distinct key of a call: each repeat of a key no store can keep
+    (too long, NUL, a lone surrogate) is refused or reads nothing like its first event, and a
+    usable key's repeats — its text padded, an integer key and its text — share its state."""
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    values = []
+    for bad in ("k" * 513, "a\x00b", "s\udc80"):
+        values += [ev("click", bad), ev("subscribe", bad), ev("click", bad), ev("register", bad)]
+    values += [ev("subscribe", 7, topics=["x"]), ev("click", "7"), ev("click", " 7 ")]
+    ok, failed = run(bolt, values)
+    assert sorted(failed) == [2, 4, 6, 8, 10, 12]
+    assert [ok[i]["status"] for i in (1, 3, 5, 7, 9, 11)] == ["unknown"] * 6
+    assert [(ok[i]["status"], ok[i]["topics"]) for i in (13, 14, 15)] == [("subscribed", ["x"])] * 3
+
+
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
