@@ -8,40 +8,77 @@ position gives each of its events the state after the updates before it (``made_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import islice, repeat
-from operator import le
+from operator import le, lt
+from typing import Any
 
 from squall.enrichment.state import Position
 from squall.event import Event, RecordMeta, lineage
 
 
-def positions_of(batch: list[Event]) -> tuple[list[Position | None], Position | None]:
+def positions_of(
+    batch: list[Event], lazy: bool = False
+) -> tuple[Sequence[Position | None], Position | None]:
     """``position`` of every event, and the first of them when all are of one lineage and in
     order (else None). A batch of one lineage — what a spout delivers: one shard's records in
     order, one input's lines — names it once, the rest at C speed: the metadata's columns by
     ``zip`` (a ``RecordMeta`` is a tuple), the lineage's fields compared by ``tuple.count``, the
     sequence numbers' digits tested in one string. (Per event, a tuple of the lineage's four
     fields by ``attrgetter``, its hash for a set and ``str.isdigit`` called on each number cost
-    ~2k instructions more.)"""
+    ~2k instructions more.)
+
+    ``lazy``: when the batch's numbers are ASCII digits of one length, strictly increasing —
+    in order whatever their sub-sequence numbers, compared as text —, the positions are
+    computed only when indexed (``_Positions``): the subscription bolt needs those of its
+    updates, not every event's."""
     metas = [event.meta for event in batch]
     if metas and not metas[0].replay:
         columns = list(zip(*metas, strict=True))
         numbers = columns[_SEQUENCE]
         n = len(metas)
         first = metas[0]
+        digits = "".join(numbers)
         if (
             columns[_SHARD_ID].count(first.shard_id) == n
             and columns[_STREAM].count(first.stream) == n
             and columns[_SOURCE].count(first.source) == n
             and columns[_REPLAY].count(first.replay) == n
             # every number all digits: their concatenation is, and none is empty
-            and "".join(numbers).isdigit()
+            and digits.isdigit()
             and "" not in numbers
         ):
-            positions = list(zip(repeat(lineage(first)), map(int, numbers), columns[_SUB_SEQUENCE]))
+            subs = columns[_SUB_SEQUENCE]
+            if (
+                lazy
+                and digits.isascii()
+                and len(digits) == n * len(numbers[0])
+                and len(set(map(len, numbers))) == 1
+                and all(map(lt, numbers, islice(numbers, 1, None)))
+            ):
+                name = lineage(first)
+                return _Positions(name, numbers, subs), (name, int(numbers[0]), subs[0])
+            positions = list(zip(repeat(lineage(first)), map(int, numbers), subs))
             in_order = all(map(le, positions, islice(positions, 1, None)))
             return positions, positions[0] if in_order else None  # type: ignore[return-value]
     return [position(event) for event in batch], None
+
+
+class _Positions(Sequence):
+    """The positions of a batch of one lineage, each computed when indexed."""
+
+    __slots__ = ("name", "numbers", "subs")
+
+    def __init__(self, name: str, numbers: tuple[str, ...], subs: tuple[int, ...]):
+        self.name, self.numbers, self.subs = name, numbers, subs
+
+    def __getitem__(self, i: Any) -> Any:
+        if i.__class__ is int:
+            return self.name, int(self.numbers[i]), self.subs[i]
+        return list(self)[i]
+
+    def __len__(self) -> int:
+        return len(self.numbers)
 
 
 _FIELDS = RecordMeta._fields
@@ -72,7 +109,7 @@ def made_before(made: Position | None, low: Position | None) -> bool:
     return made is None or (made < low if made[0] == low[0] else "\x1f" in made[0])
 
 
-def all_after(positions: list[Position | None], indexes: list[int], made: Position) -> bool:
+def all_after(positions: Sequence[Position | None], indexes: list[int], made: Position) -> bool:
     """Whether every event at ``indexes`` comes after position ``made`` (or cannot be compared
     with it: another lineage, no numeric position) — what ``play`` checks for a read. A position
     saved before lineages named their stream (a shard id alone) is left to ``play``."""

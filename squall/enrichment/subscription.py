@@ -16,7 +16,7 @@ the commit hooks — on one batch's data; split, each part would pass the others
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -233,7 +233,7 @@ class SubscriptionBolt(Bolt):
         keyless: list[int] = []  # events without a usable key: they see the unknown state
         updated: set[str] = set()  # keys with a state-changing event in this call
         # Every event's position (``positions_of``), once an update or a stored state needs them.
-        pos: list[Position | None] | None = None
+        pos: Sequence[Position | None] | None = None
         low: Position | None = None  # the first, when the batch is of one lineage and in order
         get_key, get_type, actions = self._get_key, self._get_type, self._actions
         # Single-key paths (the usual "device_token", "event_type") are read inline.
@@ -258,7 +258,7 @@ class SubscriptionBolt(Bolt):
             action = actions.get(kind) if kind.__class__ is str else None
             if action is not None:
                 if pos is None:
-                    pos, low = positions_of(batch)
+                    pos, low = positions_of(batch, lazy=True)
                 update = self._update(event, kind, action, key, pos[i])
                 if update.__class__ is str:
                     failures[i] = update
@@ -295,7 +295,7 @@ class SubscriptionBolt(Bolt):
                 latest = loaded.get(key, UNKNOWN_STATE) if prev is None else prev.latest
                 made = latest.position
                 if pos is None and made is not None:  # (keys with updates: computed)
-                    pos, low = positions_of(batch)
+                    pos, low = positions_of(batch, lazy=True)
                 if key not in updated:
                     # Only reads: each event sees the key's latest state, unless it is a
                     # re-delivery from before the update that made that state (then ``play``

@@ -661,6 +661,25 @@ def test_the_bolts_inline_positions_are_position_of_the_lineage():
         assert positions_of(batch) == (want, None)
     batch = [Event(b"", k._replace(sequence_number=str(n)), "id", 0, {}) for n in (9, 10, 10)]
     assert positions_of(batch) == ([position(e) for e in batch], position(batch[0]))
+    # Computed when indexed (``lazy``): the same positions and first, whatever the numbers.
+    for numbers, subs in [
+        (("998", "999", "1000"), (0, 0, 0)),  # lengths differ: compared as numbers
+        (("0998", "0999", "1000"), (0, 0, 0)),  # one length: compared as text
+        (("17", "17", "18"), (1, 2, 0)),  # a number twice, its sub-sequences in order
+        (("17", "17"), (2, 1)),
+        (("18", "17"), (0, 0)),
+        (("١٧", "١٨"), (0, 0)),  # not ASCII
+        (("5",), (3,)),
+    ]:
+        for meta in (k, metas[1]):
+            batch = [
+                Event(b"", meta._replace(sequence_number=n, sub_sequence_number=s), "id", 0, {})
+                for n, s in zip(numbers, subs, strict=True)
+            ]
+            got, first = positions_of(batch, lazy=True)
+            want, want_first = positions_of(batch)
+            assert [got[i] for i in range(len(batch))] == want == [position(e) for e in batch]
+            assert first == want_first
 
 
 def test_a_caches_entries_are_apart_from_a_redis_stores_hashes(tmp_path, redis_url, redis_prefix):
