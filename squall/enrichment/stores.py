@@ -23,6 +23,7 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable
+from itertools import repeat
 from typing import Any, Protocol
 
 import orjson
@@ -38,6 +39,7 @@ log = logging.getLogger("squall.enrichment.stores")
 
 _STATUS = {str(s): s for s in Status}
 SELECT_CHUNK = 500  # keys per SELECT ... IN (...): well under SQLite's bound-parameter limit
+SELECT_STEP = 32  # SQLite: a load's keys are padded to a multiple of this (its statement cached)
 MAX_KEY_LENGTH = 512  # the key column; the bolt rejects longer keys
 UPSERT_DIALECTS = ("sqlite", "postgresql")
 
@@ -413,6 +415,7 @@ class SqlStateStore:
         q = engine.dialect.identifier_preparer.quote
         name, cols = q(table), [q(c) for c in COLUMNS]
         self._select = f"SELECT {', '.join(cols)} FROM {name} WHERE {cols[0]} "
+        self._selects: dict[int, str] = {}  # SQLite: the load's statement by number of keys
         self._mark = "?" if self._sqlite else "%s"
         self._row_marks = "(" + ", ".join([self._mark] * len(COLUMNS)) + ")"
         self._insert = f"INSERT INTO {name} ({', '.join(cols)}) VALUES "
@@ -426,6 +429,13 @@ class SqlStateStore:
         #: Whether the ``base`` versions given to ``save`` are those ``load`` read (not so
         #: behind a Redis cache, whose entries may be older than this store's reads).
         self.bases_from_load = True
+
+    def _select_in(self, size: int) -> str:
+        """SQLite: the load's statement for ``size`` keys (cached: the texts are few)."""
+        sql = self._selects.get(size)
+        if sql is None:
+            sql = self._selects[size] = self._select + "IN (" + ",".join("?" * size) + ")"
+        return sql
 
     def _ensure_table(self) -> None:
         # IF NOT EXISTS, not check-then-create: writers starting together (Lambda shards in
@@ -454,8 +464,14 @@ class SqlStateStore:
                 for i in range(0, len(keys), SELECT_CHUNK):
                     chunk = keys[i : i + SELECT_CHUNK]
                     if self._sqlite:
-                        sql = self._select + "IN (" + ",".join("?" * len(chunk)) + ")"
-                        params: tuple = tuple(chunk)
+                        # The keys padded with the last one to a multiple of SELECT_STEP: one
+                        # statement text per size, so sqlite3's statement cache finds it
+                        # prepared (a new size is a new text; each batch's number of keys
+                        # varies, and preparing ~250 parameters cost ~1k instructions an event
+                        # of the example). A key twice in IN selects its row once.
+                        pad = -len(chunk) % SELECT_STEP
+                        sql = self._select_in(len(chunk) + pad)
+                        params: tuple = (*chunk, *repeat(chunk[-1], pad))
                     else:
                         sql, params = self._select + "= ANY(%s)", (chunk,)
                     for (

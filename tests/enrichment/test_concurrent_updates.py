@@ -484,7 +484,7 @@ def test_sqlite_a_commit_between_a_loads_chunks_is_read(tmp_path: Path, monkeypa
 
     def exec_driver_sql(conn, sql, params=None):
         if conn.engine is engine and sql.startswith("SELECT"):
-            selects.append(len(params))
+            selects.append(len(set(params)))  # (keys: padded with repeats)
             if len(selects) == 2:  # the second chunk: another process commits k0000 first
                 theirs = other.load(["k0000"])["k0000"]
                 other.save(

@@ -310,3 +310,30 @@ def test_sqlite_writes_many_states_within_an_older_sqlites_parameter_limit(tmp_p
     store.save(states)  # the same again: written by nobody, refused by nothing
     assert store.load(list(states)) == states
     engine.dispose()
+
+
+def test_sqlite_loads_of_any_number_of_keys_use_few_statements(tmp_path):
+    """SQLite: a load's keys are padded (with its last key) to a multiple of SELECT_STEP, so the
+    batches' varying numbers of keys share a few statement texts, prepared once each by sqlite3's
+    statement cache; every stored key is found once, and only those."""
+    from squall.enrichment.stores import SELECT_CHUNK
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    store = SqlStateStore(engine)
+    stored = {f"k{i}": state(1_000 + i, i) for i in range(SELECT_CHUNK + 10)}
+    store.save(stored)
+    texts: set[str] = set()
+
+    def executed(_conn, _cursor, sql, *_):  # (a local: the listener is held weakly)
+        texts.add(sql.split(" IN ")[-1])
+
+    sa.event.listen(engine, "before_cursor_execute", executed)
+    sizes = [*range(1, 66), SELECT_CHUNK - 1, SELECT_CHUNK, SELECT_CHUNK + 1]
+    for n in sizes:
+        keys = [f"k{i}" for i in range(n)]
+        loaded = store.load([*keys[:-1], "absent", keys[-1]])
+        assert loaded == {k: stored[k] for k in keys}
+        store.discard()
+    # up to 66 keys (with "absent"): three texts (SELECT_STEP 32); a whole chunk and the rest: two
+    assert len([t for t in texts if t.startswith("(?")]) <= 5
+    engine.dispose()
