@@ -323,8 +323,7 @@ class LookupBolt(Bolt):
             # production, two regions) on one Redis read each other's rows under one resource
             # name. Its address only: no credentials, no driver (a rotated password, `postgres://`
             # for `postgresql://`, is the same database).
-            url = self.source.engine.url
-            shape["database"] = [url.get_backend_name(), url.host, url.port, url.database]
+            shape["database"] = _database_address(self.source.engine.url)
         text = orjson.dumps([self.config.key_paths, shape], option=orjson.OPT_SORT_KEYS)
         digest = hashlib.sha256(text).hexdigest()[:12]
         return f"squall:lookup:{self.context.topology}:{self.id}:{digest}:"
@@ -547,6 +546,37 @@ class LookupBolt(Bolt):
             self._found.put_many(found)
         if self._missing is not None and missing:
             self._missing.put_many(dict.fromkeys(missing, True))
+
+
+#: Connection parameters of a URL's query that name its database, not how it is reached: libpq's
+#: (`?host=/cloudsql/project:region:instance`, a Unix socket; `port`, `dbname`, `service`) and
+#: MySQL's `unix_socket`. Never `password`, `sslpassword` and the like.
+_ADDRESS_PARAMETERS = frozenset({"host", "hostaddr", "port", "dbname", "service", "unix_socket"})
+#: A backend's port when its URL names none.
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
+def _database_address(url: Any) -> list[Any]:
+    """The database a SQLAlchemy URL reaches, one spelling per address: its backend, host (in
+    small letters), port (the backend's default when omitted), database, and the query
+    parameters that name a database (``?host=`` of a Unix socket: before 7 December's second
+    review two Cloud SQL instances' `postgresql://…@/orders?host=/cloudsql/…` hashed alike).
+    Nothing secret: no user, password nor driver."""
+    backend = url.get_backend_name()
+    address = [
+        backend,
+        url.host.lower() if url.host else url.host,
+        (url.port or _DEFAULT_PORTS.get(backend)) if url.host else url.port,
+        url.database,
+    ]
+    named = sorted(
+        (k, [str(v) for v in vs] if isinstance(vs, tuple) else str(vs))
+        for k, vs in url.query.items()
+        if k.lower() in _ADDRESS_PARAMETERS
+    )
+    if named:
+        address.append(named)
+    return address
 
 
 def _flat(record: dict) -> bool:

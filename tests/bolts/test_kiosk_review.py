@@ -269,6 +269,34 @@ def test_one_topology_on_two_databases_never_shares_shared_cache_entries(
         client.close()
 
 
+def test_the_default_prefix_names_a_database_addressed_in_the_urls_query(
+    pg_url_psycopg2, pg_kiosks, redis_url, unique_name
+):
+    """Two Cloud SQL instances (`postgresql://…@/orders?host=/cloudsql/project:region:name`):
+    the host is in the URL's query, and the prefix hashed only the URL's own host, port and
+    database — both deployments read each other's rows. A spelling of the same address
+    (`postgres://`, port 5432 written or not, the host in capitals) keeps the prefix, and a
+    password in the query never reaches it."""
+    pg = sa.make_url(pg_url_psycopg2)
+    base = f"postgresql://{pg.username}@/{pg.database}?port={pg.port or 5432}"
+
+    def prefix(url: str) -> str:
+        bolt = shared_lookup(unique_name, url, redis_url, table=pg_kiosks, columns=["store"])
+        bolt.close()
+        return bolt.shared.prefix
+
+    loopback = prefix(f"{base}&host=127.0.0.1&password=first")
+    assert prefix(f"{base}&password=second&host=127.0.0.1") == loopback
+    assert prefix(f"{base}&host=localhost") != loopback  # before: equal
+    assert "first" not in loopback and "second" not in loopback
+    user, db = pg.username, pg.database  # the test server listens on 5432 (tests.conftest)
+    assert (
+        prefix(f"postgresql://{user}@localhost/{db}")
+        == prefix(f"postgres://{user}@LOCALHOST:5432/{db}")  # before: another prefix
+        == prefix(f"postgresql+psycopg2://{user}:secret@localhost:5432/{db}")
+    )
+
+
 ROUTE = """
 name: kiosk-route
 spout: {{type: stdin}}
