@@ -383,8 +383,11 @@ def redis_outage(answer: object) -> bool:
 
 def redis_failure(what: str, exc: BaseException) -> SquallError:
     """The squall error of a Redis error that may pass or is refused for good (the driver's
-    message names the host and port, never the password)."""
-    text = f"{what}: {type(exc).__name__}: {exc}"
+    message names the host and port, never the password). A pipeline's error quotes its command
+    first (``Command # 1 (SET k <record>) of pipeline caused error: READONLY …``): only the
+    server's reason is kept — the record, whatever it holds, went to the logs and the error."""
+    reason = str(exc).rsplit(" of pipeline caused error: ", 1)[-1]
+    text = f"{what}: {type(exc).__name__}: {reason}"
     if isinstance(exc, redis_refused_for_good()):
         return SinkError(f"{text} (a misconfiguration, not an outage: not retried)")
     return TransientError(text)

@@ -11,6 +11,7 @@ the source down too, the batch still fails (the source's error), events untouche
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ import redis
 import sqlalchemy as sa
 
 from squall.bolts.lookup import SHARED_CACHE_PAUSE
+from squall.errors import SinkError
 from tests.bolts.test_lookup import (
     FakeClock,
     assert_transient_and_untouched,
@@ -28,7 +30,7 @@ from tests.bolts.test_lookup import (
 )
 from tests.enrichment.support import resources
 from tests.ports import free_port
-from tests.private_redis import busy, scripted_redis_server
+from tests.private_redis import busy, private_redis_server, scripted_redis_server
 
 SOURCE = {"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]}
 
@@ -115,3 +117,42 @@ def test_a_shared_cache_down_with_its_source_down_fails_the_batch(pg_url_psycopg
     finally:
         with sa.create_engine(pg_url_psycopg2).begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
+@pytest.mark.parametrize("refusal", ["read-only replica", "ACL without SET"])
+def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_path, refusal, caplog):
+    """A write refused by a read-only replica (a failover, a replica's address) or by an ACL
+    that may read but not write: the pipeline's error quotes its first command, a SET of a
+    record — the warning (replica) or the batch's error (ACL) showed the record, whatever it
+    holds (personal data, a token column). Only the server's reason is said now."""
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(private_redis_server(tmp_path))
+        if refusal == "ACL without SET":
+            with redis.Redis(port=port) as admin:
+                admin.acl_setuser(
+                    "app",
+                    enabled=True,
+                    passwords=["+pw"],
+                    keys=["*"],
+                    commands=["+mget", "+ping", "+hello", "+client"],
+                )
+            cache = f"redis://app:pw@127.0.0.1:{port}/0"
+        else:
+            replica = private_redis_server(tmp_path, "--replicaof", "127.0.0.1", str(port))
+            cache = f"redis://127.0.0.1:{stack.enter_context(replica)}/0"
+        bolt = make_bolt(
+            resources(db=apps_db, cache=cache),
+            key="app_id",
+            source=SOURCE,
+            shared_cache={"resource": "cache"},
+        )
+        with caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
+            try:
+                found, failed, _ = run(bolt, [{"app_id": 1}])
+            except SinkError as exc:  # the ACL: a misconfiguration, as a refused password
+                said = str(exc)
+            else:
+                assert found == {0: {"name": "Weather"}} and failed == {}
+                said = caplog.text
+    assert ("'set'" if refusal == "ACL without SET" else "read only replica") in said
+    assert "Weather" not in said  # before: `(SET squall:lookup:…:1 [{"name":"Weather"}] EX 3600)`
