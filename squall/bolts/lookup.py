@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from itertools import islice
@@ -70,6 +71,10 @@ MAX_STRUCK_KEYS = 10_000
 #: Seconds a lookup goes straight to its source after finding its shared cache down (then it
 #: tries the cache again): each batch would otherwise wait out the Redis client's timeout.
 SHARED_CACHE_PAUSE = 30.0
+#: Redis client of a shared cache found down → the clock reading until which no lookup of the
+#: process asks it: lookups on one Redis resource share its client, and each paid the timeout
+#: of a Redis that does not answer once per pause (before 7 December's second review).
+_PAUSED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 class CacheConfig(BaseModel):
@@ -210,8 +215,6 @@ class LookupBolt(Bolt):
         #: "no shared cache" was said: once, not again at each retry of a failed open (a KCL
         #: shard process opens its engine again until its resources answer)
         self._said_no_shared = False
-        #: The bolt's clock reading until which the shared cache, found down, is not asked.
-        self._shared_paused_until: float | None = None
         self.use_clock(clock)
         #: Keys an endpoint left unanswered while answering others → attempts in a row so.
         self._strikes: OrderedDict[Key, int] = OrderedDict()
@@ -482,22 +485,28 @@ class LookupBolt(Bolt):
         return records, fetched.failed
 
     def _shared_cache(self) -> SharedCache | None:
-        """The shared cache, unless it was found down less than ``SHARED_CACHE_PAUSE`` ago."""
-        until = self._shared_paused_until
+        """The shared cache, unless it was found down less than ``SHARED_CACHE_PAUSE`` ago, by
+        this lookup or another of the process on the same Redis resource (``_PAUSED``)."""
+        shared = self.shared
+        if shared is None:
+            return None
+        until = _PAUSED.get(shared.client)
         if until is not None:
             if self.clock() < until:
                 return None
-            self._shared_paused_until = None
-        return self.shared
+            _PAUSED.pop(shared.client, None)
+        return shared
 
     def _shared_down(self, exc: TransientError) -> None:
         """The shared cache is down (refused, timed out, ``BUSY``): it is an optimisation, not a
         dependency — the batch goes on with the source alone, which then answers every key the
         caches do not hold (a source down too fails the batch, as always), and the cache is left
-        alone for ``SHARED_CACHE_PAUSE`` seconds, so that a Redis that does not answer costs one
-        timeout per pause, not two per batch."""
+        alone for ``SHARED_CACHE_PAUSE`` seconds by every lookup of the process on that Redis
+        resource, so that a Redis that does not answer costs one timeout per pause, not two per
+        batch and lookup."""
         self.stats["shared_down"] += 1
-        self._shared_paused_until = self.clock() + SHARED_CACHE_PAUSE
+        assert self.shared is not None
+        _PAUSED[self.shared.client] = self.clock() + SHARED_CACHE_PAUSE
         log.warning(
             "lookup '%s': shared cache down, the source is asked without it for %g s: %s",
             self.id,

@@ -156,3 +156,25 @@ def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_pat
                 said = caplog.text
     assert ("'set'" if refusal == "ACL without SET" else "read only replica") in said
     assert "Weather" not in said  # before: `(SET squall:lookup:…:1 [{"name":"Weather"}] EX 3600)`
+
+
+def test_lookups_on_one_redis_resource_share_the_pause(apps_db, scripted_redis, caplog):
+    """Two lookups of a topology on one cache resource: the first finds it down (here BUSY; a
+    Redis that does not answer costs its `connect_timeout`) and leaves it alone for the pause,
+    and the second asked it anyway — each lookup paid the outage once per pause."""
+    res = resources(db=apps_db, cache=f"redis://127.0.0.1:{scripted_redis}/0")
+    first, second = (
+        make_bolt(
+            res,
+            key="app_id",
+            source=SOURCE,
+            shared_cache={"resource": "cache", "key_prefix": f"squall-test:shared-pause:{i}:"},
+        )
+        for i in (1, 2)
+    )
+    with busy(scripted_redis), caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
+        assert run(first, [{"app_id": 1}])[0] == {0: {"name": "Weather"}}
+        assert run(second, [{"app_id": 3}])[0] == {0: {"name": "Chess"}}
+    assert first.stats["shared_down"] == 1
+    assert second.stats["shared_down"] == 0  # before: 1, a second wait on the same Redis
+    assert len(caplog.records) == 1
