@@ -11,7 +11,7 @@ Redis key of the wrong type) fails only that key's events; so does a key an HTTP
 answering 500 while it answers others, on the source's ``fail_key_after`` attempts in a row
 (``_count_strikes``).
 
-Size (~585 lines): the configuration, the per-batch path through both caches and the source,
+Size (~625 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
 """
 
