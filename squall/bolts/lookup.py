@@ -11,7 +11,7 @@ Redis key of the wrong type) fails only that key's events; so does a key an HTTP
 answering 500 while it answers others, on the source's ``fail_key_after`` attempts in a row
 (``_count_strikes``).
 
-Size (~625 lines): the configuration, the per-batch path through both caches and the source,
+Size (~655 lines): the configuration, the per-batch path through both caches and the source,
 and the strikes of unanswered keys are one flow, read together.
 """
 
@@ -75,6 +75,8 @@ SHARED_CACHE_PAUSE = 30.0
 #: process asks it: lookups on one Redis resource share its client, and each paid the timeout
 #: of a Redis that does not answer once per pause (before 7 December's second review).
 _PAUSED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+#: Redis client of a shared cache found refusing writes → until when it is only read.
+_WRITES_PAUSED: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 class CacheConfig(BaseModel):
@@ -222,6 +224,7 @@ class LookupBolt(Bolt):
             "memory_hits": 0,
             "shared_hits": 0,
             "shared_down": 0,
+            "shared_unwritten": 0,
             "fetched": 0,
             "missing": 0,
             "failed": 0,
@@ -470,11 +473,14 @@ class LookupBolt(Bolt):
                 for k in todo
                 if k not in fetched.found and k not in fetched.failed and k not in unanswered
             ]
-            if shared is not None:
+            if shared is not None and self._shared_writable(shared):
                 try:
-                    shared.put(fetched.found, missing)
+                    refused = shared.put(fetched.found, missing)
                 except TransientError as exc:  # the source answered: the batch is served
                     self._shared_down(exc)
+                else:
+                    if refused is not None:
+                        self._shared_refuses_writes(shared, refused)
             records.update(fetched.found)
             self._remember(fetched.found, missing)
             stats["fetched"] += len(todo)
@@ -496,6 +502,30 @@ class LookupBolt(Bolt):
                 return None
             _PAUSED.pop(shared.client, None)
         return shared
+
+    def _shared_writable(self, shared: SharedCache) -> bool:
+        """Whether to write to the shared cache: not while it refuses writes (``_WRITES_PAUSED``)."""
+        until = _WRITES_PAUSED.get(shared.client)
+        if until is not None:
+            if self.clock() < until:
+                return False
+            _WRITES_PAUSED.pop(shared.client, None)
+        return True
+
+    def _shared_refuses_writes(self, shared: SharedCache, reason: str) -> None:
+        """A Redis out of memory under ``maxmemory``/``noeviction``, or ``MISCONF``, answers
+        reads and refuses writes, for as long as nobody frees it: the batch is served, and it is
+        read but not written for ``SHARED_CACHE_PAUSE`` seconds, said once (a warning per batch,
+        ten a second, before 7 December's second review)."""
+        self.stats["shared_unwritten"] += 1
+        _WRITES_PAUSED[shared.client] = self.clock() + SHARED_CACHE_PAUSE
+        log.warning(
+            "shared lookup cache not written: %s (lookup '%s' reads it but writes nothing to it "
+            "for %g s)",
+            reason,
+            self.id,
+            SHARED_CACHE_PAUSE,
+        )
 
     def _shared_down(self, exc: TransientError) -> None:
         """The shared cache is down (refused, timed out, ``BUSY``): it is an optimisation, not a

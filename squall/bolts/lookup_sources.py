@@ -1091,7 +1091,9 @@ class SharedCache:
                     found[key] = value[0]
         return found, missing
 
-    def put(self, found: dict[Key, Any], missing: Iterable[Key]) -> None:
+    def put(self, found: dict[Key, Any], missing: Iterable[Key]) -> str | None:
+        """Write the records and missing keys; the reason of a Redis that refuses writes (then
+        nothing may be written), else None."""
         pipe = self.client.pipeline(transaction=False)
         for key, value in found.items():
             pipe.set(self.name(key), exact_json.dumps([value]), ex=self.ttl)
@@ -1106,5 +1108,5 @@ class SharedCache:
             # A Redis that refuses writes (OOM under maxmemory/noeviction, MISCONF): the source
             # answered, so the batch is served; its keys are just not cached (a later miss). Its
             # pipeline's message quotes the command, a record: only the server's reason is logged.
-            reason = str(exc).rsplit("caused error: ", 1)[-1]
-            log.warning("shared lookup cache not written: %s: %s", type(exc).__name__, reason)
+            return f"{type(exc).__name__}: {str(exc).rsplit('caused error: ', 1)[-1]}"
+        return None

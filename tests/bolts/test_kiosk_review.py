@@ -77,13 +77,13 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from squall.bolts.lookup import LookupBolt
+from squall.bolts.lookup import SHARED_CACHE_PAUSE, LookupBolt
 from squall.component import ComponentContext
 from squall.errors import TopologyError, TransientError
 from squall.testing import memory_stores, records_from, run_topology
 from squall.topology.loader import load_text
 from squall.topology.outcomes import Outcome
-from tests.bolts.test_lookup import RECORDS, Endpoint, create_apps, make_bolt, run
+from tests.bolts.test_lookup import RECORDS, Endpoint, FakeClock, create_apps, make_bolt, run
 from tests.enrichment.support import make_batch, resources
 from tests.private_redis import busy, private_redis_server, scripted_redis_server
 
@@ -863,3 +863,31 @@ def test_an_explicit_edge_from_a_routes_unused_default_stream_still_loads(tmp_pa
     from squall.topology.loader import load
 
     load(tmp_path / "kiosk.yaml")  # before: "'priority' has no stream 'default'"
+
+
+def test_a_shared_cache_refusing_writes_is_read_but_not_written_for_the_pause(
+    full_redis, tmp_path, caplog
+):
+    """A Redis full under `noeviction` refuses writes until someone frees it: every batch sent
+    its writes again and logged a warning (ten a second at ten batches a second). Now the
+    cache is still read, not written for the pause, and the refusal said once per pause."""
+    db = f"sqlite:///{tmp_path / 'apps.db'}"
+    create_apps(db, "apps")
+    clock = FakeClock()
+    bolt = make_bolt(
+        resources(db=db, cache=f"redis://127.0.0.1:{full_redis}/0"),
+        clock=clock,
+        key="app_id",
+        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
+        shared_cache={"resource": "cache"},
+        cache={"size": 0},
+    )
+    with caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
+        for app in (1, 3, 1):
+            assert run(bolt, [{"app_id": app}])[1] == {}
+        assert len(caplog.records) == 1  # before: 3
+        assert "maxmemory" in caplog.text and "Weather" not in caplog.text
+        clock.now += SHARED_CACHE_PAUSE  # past the pause: written (and refused) again
+        run(bolt, [{"app_id": 1}])
+    assert len(caplog.records) == 2 and bolt.stats["shared_unwritten"] == 2
+    assert bolt.stats["shared_down"] == 0 and bolt.stats["fetched"] == 4
