@@ -222,12 +222,11 @@ def _folded(key: Key) -> Key:
     for part in key:
         text = unicodedata.normalize("NFKD", part.strip()).casefold()
         text = "".join(c for c in text if not unicodedata.combining(c))
-        try:
+        try:  # `1e9999999` overflows normalize(): text as it is
             number = decimal.Decimal(text)
-        except (decimal.InvalidOperation, ValueError):
+            parts.append(str(number.normalize()) if number.is_finite() else text)
+        except (ArithmeticError, ValueError):
             parts.append(text)
-            continue
-        parts.append(str(number.normalize()) if number.is_finite() else text)
     return tuple(parts)
 
 

@@ -156,3 +156,19 @@ def test_a_thousand_keys_in_another_case_cost_a_few_queries_not_a_thousand(
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
         engine.dispose()
+
+
+def test_a_key_that_reads_as_a_huge_number_beside_a_found_one_is_missing(tmp_path):
+    """Keys left beside a found one are read as numbers to compare them: `1e9999999` overflowed
+    that reading (decimal.Overflow out of the batch) in the second review's first version."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    bolt = make_bolt(
+        resources(db=url),
+        key="app_id",
+        on_missing="fail",
+        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
+    )
+    found, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": "1e9999999"}, {"app_id": "1e-99"}])
+    assert found == {0: {"name": "Weather"}}
+    assert failed == {1: "key '1e9999999' not found", 2: "key '1e-99' not found"}
