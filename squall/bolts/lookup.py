@@ -588,9 +588,12 @@ class LookupBolt(Bolt):
 
 
 #: Connection parameters of a URL's query that name its database, not how it is reached: libpq's
-#: (`?host=/cloudsql/project:region:instance`, a Unix socket; `port`, `dbname`, `service`) and
-#: MySQL's `unix_socket`. Never `password`, `sslpassword` and the like.
-_ADDRESS_PARAMETERS = frozenset({"host", "hostaddr", "port", "dbname", "service", "unix_socket"})
+#: (`?host=/cloudsql/project:region:instance`, a Unix socket; `port`, `dbname`, `service`;
+#: `options=-csearch_path=staging`, which schema an unqualified table is read from) and MySQL's
+#: `unix_socket`. Never `password`, `sslpassword` and the like.
+_ADDRESS_PARAMETERS = frozenset(
+    {"host", "hostaddr", "port", "dbname", "service", "options", "unix_socket"}
+)
 #: A backend's port when its URL names none.
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
 

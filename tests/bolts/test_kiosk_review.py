@@ -288,6 +288,9 @@ def test_the_default_prefix_names_a_database_addressed_in_the_urls_query(
     loopback = prefix(f"{base}&host=127.0.0.1&password=first")
     assert prefix(f"{base}&password=second&host=127.0.0.1") == loopback
     assert prefix(f"{base}&host=localhost") != loopback  # before: equal
+    # one database, two schemas an unqualified table is read from (staging, production)
+    search = f"{base}&host=127.0.0.1&options=-csearch_path%3D"
+    assert prefix(f"{search}public") != prefix(f"{search}other,public") != loopback
     assert "first" not in loopback and "second" not in loopback
     user, db = pg.username, pg.database  # the test server listens on 5432 (tests.conftest)
     assert (
