@@ -1075,8 +1075,21 @@ class SharedCache:
         missing: set[Key] = set()
         for i in range(0, len(keys), REDIS_CHUNK):
             chunk = keys[i : i + REDIS_CHUNK]
-            with redis_errors("shared lookup cache"):
-                answers = self.client.mget([self.name(k) for k in chunk])
+            try:
+                with redis_errors("shared lookup cache"):
+                    answers = self.client.mget([self.name(k) for k in chunk])
+            except redis.exceptions.ResponseError as exc:
+                # Not an outage (those are TransientError by now) nor a key's (MGET answers nil
+                # for a key of another type): a server that cannot serve as the cache — MGET
+                # renamed away or not offered (a proxy), a Redis Cluster endpoint (MOVED,
+                # CROSSSLOT). A misconfiguration, as a refused password: escaping as it was, it
+                # made every event of the batch fail alone, dead-lettered, though the source
+                # answered. Its message quotes the first key: left out.
+                reason = str(exc).split(", with args beginning with", 1)[0]
+                raise SinkError(
+                    f"shared lookup cache: {type(exc).__name__}: {reason} (a misconfiguration, "
+                    "not an outage: not retried)"
+                ) from exc
             for key, raw in zip(chunk, answers, strict=True):
                 if raw is None:
                     continue

@@ -20,7 +20,8 @@ import redis
 import sqlalchemy as sa
 
 from squall.bolts.lookup import SHARED_CACHE_PAUSE
-from squall.errors import SinkError
+from squall.errors import BatchFailed, SinkError
+from squall.testing import memory_stores, records_from, run_topology
 from tests.bolts.test_lookup import (
     FakeClock,
     assert_transient_and_untouched,
@@ -28,7 +29,7 @@ from tests.bolts.test_lookup import (
     make_bolt,
     run,
 )
-from tests.enrichment.support import resources
+from tests.enrichment.support import make_batch, resources
 from tests.ports import free_port
 from tests.private_redis import busy, private_redis_server, scripted_redis_server
 
@@ -178,3 +179,51 @@ def test_lookups_on_one_redis_resource_share_the_pause(apps_db, scripted_redis, 
     assert first.stats["shared_down"] == 1
     assert second.stats["shared_down"] == 0  # before: 1, a second wait on the same Redis
     assert len(caplog.records) == 1
+
+
+def test_a_shared_cache_without_mget_stops_the_run_not_a_dead_letter_of_every_event(
+    apps_db, tmp_path
+):
+    """A server that cannot serve as the cache — MGET renamed away or not offered (a proxy), a
+    Redis Cluster endpoint answering MOVED or CROSSSLOT — answers an error that is neither an
+    outage nor a password refused: it escaped the bolt as it was, and the engine, taking it for
+    one record's, failed each event alone — every order dead-lettered (`unknown command
+    'MGET', with args beginning with: '<prefix>1'`: a key in each reason), though the table
+    answered. A misconfiguration now: the batch fails, not retried, nothing dead-lettered."""
+    with private_redis_server(tmp_path, "--rename-command", "MGET", "") as port:
+        bolt = make_bolt(
+            resources(db=apps_db, cache=f"redis://127.0.0.1:{port}/0"),
+            key="app_id",
+            source=SOURCE,
+            shared_cache={"resource": "cache", "key_prefix": "squall-test:no-mget:"},
+        )
+        values = [{"app_id": 1}, {"app_id": 3}]
+        batch = make_batch(values)
+        with pytest.raises(SinkError, match="unknown command 'MGET'") as raised:
+            bolt.process(batch)  # before: redis.exceptions.ResponseError
+        assert "squall-test:no-mget" not in str(raised.value)
+        assert [e.value for e in batch] == values
+        records = records_from([{"app_id": 1}, {"app_id": 3}])
+        with memory_stores() as stores, pytest.raises(BatchFailed, match="misconfiguration"):
+            run_topology(NO_MGET.format(db=apps_db, port=port), records)
+        assert stores["dlq"] == [] and stores["out"] == []  # before: both dead-lettered
+
+
+NO_MGET = """
+name: no-mget
+resources:
+  db: {{url: "{db}"}}
+  cache: {{url: "redis://127.0.0.1:{port}/0"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: app
+    type: lookup
+    key: app_id
+    target: app
+    source: {{type: sql, resource: db, table: apps, columns: [name]}}
+    shared_cache: {{resource: cache}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
+"""
