@@ -8,7 +8,7 @@ bolt changes no event before every fetch of the batch returned.
 A key is a tuple of text parts (one part per key path): integer keys are looked up as their
 decimal text, which PostgreSQL casts to the column's type and SQLite compares by column affinity.
 
-Size (~1,110 lines): three sources behind one interface, kept together so the interface and its
+Size (~1,130 lines): three sources behind one interface, kept together so the interface and its
 three implementations (SQL, Redis, HTTP; ~150-300 lines each) read side by side.
 """
 
@@ -1120,5 +1120,8 @@ class SharedCache:
             # A Redis that refuses writes (OOM under maxmemory/noeviction, MISCONF): the source
             # answered, so the batch is served; its keys are just not cached (a later miss). Its
             # pipeline's message quotes the command, a record: only the server's reason is logged.
-            return f"{type(exc).__name__}: {str(exc).rsplit('caused error: ', 1)[-1]}"
+            reason = str(exc).rsplit("caused error: ", 1)[-1]
+            # SET renamed away: `unknown command 'SET', with args beginning with: <key> <record>`
+            reason = reason.split(", with args beginning with", 1)[0]
+            return f"{type(exc).__name__}: {reason}"
         return None

@@ -120,14 +120,16 @@ def test_a_shared_cache_down_with_its_source_down_fails_the_batch(pg_url_psycopg
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
 
 
-@pytest.mark.parametrize("refusal", ["read-only replica", "ACL without SET"])
+@pytest.mark.parametrize("refusal", ["read-only replica", "ACL without SET", "SET renamed away"])
 def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_path, refusal, caplog):
     """A write refused by a read-only replica (a failover, a replica's address) or by an ACL
     that may read but not write: the pipeline's error quotes its first command, a SET of a
     record — the warning (replica) or the batch's error (ACL) showed the record, whatever it
-    holds (personal data, a token column). Only the server's reason is said now."""
+    holds (personal data, a token column). Only the server's reason is said now. So with SET
+    renamed away: its error quotes the command's first arguments, the record among them."""
     with contextlib.ExitStack() as stack:
-        port = stack.enter_context(private_redis_server(tmp_path))
+        renamed = ("--rename-command", "SET", "") if refusal == "SET renamed away" else ()
+        port = stack.enter_context(private_redis_server(tmp_path, *renamed))
         if refusal == "ACL without SET":
             with redis.Redis(port=port) as admin:
                 admin.acl_setuser(
@@ -138,6 +140,8 @@ def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_pat
                     commands=["+mget", "+ping", "+hello", "+client"],
                 )
             cache = f"redis://app:pw@127.0.0.1:{port}/0"
+        elif refusal == "SET renamed away":
+            cache = f"redis://127.0.0.1:{port}/0"
         else:
             replica = private_redis_server(tmp_path, "--replicaof", "127.0.0.1", str(port))
             cache = f"redis://127.0.0.1:{stack.enter_context(replica)}/0"
@@ -155,7 +159,8 @@ def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_pat
             else:
                 assert found == {0: {"name": "Weather"}} and failed == {}
                 said = caplog.text
-    assert ("'set'" if refusal == "ACL without SET" else "read only replica") in said
+    reason = {"ACL without SET": "'set'", "SET renamed away": "unknown command 'SET'"}
+    assert reason.get(refusal, "read only replica") in said
     assert "Weather" not in said  # before: `(SET squall:lookup:…:1 [{"name":"Weather"}] EX 3600)`
 
 
