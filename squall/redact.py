@@ -390,14 +390,36 @@ def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     _write_masked(args.exc_type, args.exc_value, args.exc_traceback)
 
 
+def _unraisable(args: object) -> None:
+    """``sys.unraisablehook``: an exception Python could not raise (in a ``__del__``, in a
+    generator closed by the garbage collector), printed as Python's own hook does, masked."""
+    if sys.stderr is None:
+        return
+    obj = getattr(args, "object", None)
+    head = getattr(args, "err_msg", None) or "Exception ignored in"
+    if obj is not None:
+        try:
+            head += f": {obj!r}"
+        except Exception:  # noqa: BLE001 - as Python's own hook: a repr that fails
+            head += ": <object repr() failed>"
+    sys.stderr.write(redact_text(head) + "\n")
+    exc_type = getattr(args, "exc_type", None)
+    if exc_type is not None:
+        _write_masked(exc_type, args.exc_value, args.exc_traceback)  # type: ignore[attr-defined]
+
+
 def mask_uncaught() -> None:
-    """Print the traceback of an exception nobody caught (the process's, a thread's) masked, as
-    log lines are: Python's own hooks printed it raw — a component's driver error escaping
-    ``squall run`` named a secret URL's host and database. Only in place of Python's own hooks."""
+    """Print the traceback of an exception nobody caught (the process's, a thread's) or Python
+    could not raise (``sys.unraisablehook``: a ``__del__``'s, a generator's closed by the garbage
+    collector) masked, as log lines are: Python's own hooks printed it raw — a component's driver
+    error escaping ``squall run`` named a secret URL's host and database. Only in place of
+    Python's own hooks."""
     if sys.excepthook is sys.__excepthook__:  # not another's (a test runner's, a debugger's)
         sys.excepthook = _write_masked
     if threading.excepthook is threading.__excepthook__:
         threading.excepthook = _uncaught_in_thread
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _unraisable
 
 
 class RequestUrlFilter(logging.Filter):

@@ -329,3 +329,33 @@ def test_an_uncaught_error_of_a_thread_is_printed_masked(monkeypatch, capsys):
     assert "Exception in thread flusher:" in shown
     assert "ConnectionError: Error 111 connecting to ***:6379." in shown, shown
     assert "cache.internal.example" not in shown
+
+
+def test_an_exception_python_cannot_raise_is_printed_masked(monkeypatch, capsys, pg_url):
+    """``sys.unraisablehook``: a driver's error in a generator the garbage collector closes (a
+    spout's read left suspended, its ``finally`` closing a connection) or in a ``__del__`` —
+    Python's own hook printed 'Exception ignored in: …' and the error raw: the real server's
+    'database "orders_prod_…" does not exist' and the secret URL's host."""
+    import psycopg2
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # not pytest's
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    db = f"orders_prod_{uuid.uuid4().hex[:8]}"  # no such database on the shared server
+    url = f"postgresql://postgres:S3cret-pw@localhost:5432/{db}"
+    redact.remember_url(url)
+    redact.mask_uncaught()
+
+    def read():
+        try:
+            yield 1
+        finally:
+            psycopg2.connect(url).close()
+
+    rows = read()
+    next(rows)
+    del rows  # closed here: its error cannot be raised to anyone
+    shown = capsys.readouterr().err
+    assert "Exception ignored in: <generator object" in shown, shown
+    assert 'OperationalError: connection to server at "***"' in shown, shown
+    assert 'database "***" does not exist' in shown, shown
+    assert db not in shown and "localhost" not in shown, shown
