@@ -319,8 +319,29 @@ def remember_part(*values: str) -> None:
     } - set(_parts)
     if new:
         _parts = tuple(sorted({*_parts, *new}, key=len, reverse=True))
-        alternatives = "|".join(re.escape(part) for part in _parts)
-        _parts_pattern = re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-]|\.\w|://)")
+        _parts_pattern = _whole_names(_parts)
+
+
+def _whole_names(names: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-]|\.\w|://)")
+
+
+#: (``_known``, ``_parts``, the pattern of the parts that hold a remembered value) as last built.
+_holding: tuple[tuple[str, ...], tuple[str, ...], re.Pattern[str] | None] = ((), (), None)
+
+
+def _mask_parts_holding_known(text: str) -> str:
+    """``text`` with the parts that hold a remembered value masked (a password ``orders`` in
+    the database ``orders_prod``): masked after the value, the part no longer matched and its
+    rest was shown (``database "***_prod"``). Built again when either list changed."""
+    global _holding
+    known, parts, pattern = _holding
+    if known is not _known or parts is not _parts:
+        held = tuple(part for part in _parts if any(value in part for value in _known))
+        pattern = _whole_names(held) if held else None
+        _holding = (_known, _parts, pattern)
+    return pattern.sub(MASK, text) if pattern is not None else text
 
 
 def _mask_parts(text: str) -> str:
@@ -335,7 +356,7 @@ def redact_text(text: str) -> str:
     """``text`` with the passwords of every URL and every credential (``password=``, an
     ``Authorization:`` header, a ``"password": …`` key) and every ``remember``-ed value masked."""
     if _known:
-        text = _mask_known(text)
+        text = _mask_known(_mask_parts_holding_known(text))
     text = _mask_parts(text)
     if "://" in text:
         text = _USERINFO.sub(rf"\g<head>{MASK}@", text)

@@ -359,3 +359,28 @@ def test_an_exception_python_cannot_raise_is_printed_masked(monkeypatch, capsys,
     assert 'OperationalError: connection to server at "***"' in shown, shown
     assert 'database "***" does not exist' in shown, shown
     assert db not in shown and "localhost" not in shown, shown
+
+
+def test_a_password_within_the_database_name_leaves_no_rest_of_the_name_shown(pg_url):
+    """The password was masked first, wherever it appears: in the database ``<pw>_prod`` it left
+    ``database "***_prod"`` — the rest of the name shown, the whole name no longer matched."""
+    from squall.errors import SquallError
+
+    password = f"orders_{uuid.uuid4().hex[:8]}"
+    db = f"{password}_prod"  # no such database on the shared server
+    values = {
+        "/db": f"postgresql://postgres:{password}@localhost:5432/{db}?application_name={password}_app",
+        "/cache": "redis://127.0.0.1:6379/8",
+    }
+    text = TOPOLOGY.format(db="${ssm:/db}", cache="${ssm:/cache}")
+    resources = Resources(load_text(text, env={}, secrets=lambda ref: values[ref.name]).resources)
+    try:
+        with pytest.raises(Exception) as err:  # noqa: PT011 - psycopg2's, whatever wraps it
+            resources.database("db").connect().close()
+    finally:
+        resources.close()
+    shown = redact.redact_text(str(err.value))
+    assert 'database "***" does not exist' in shown, shown
+    assert "_prod" not in shown and password not in shown, shown
+    assert str(SquallError(f'application "{password}_app"')) == 'application "***"'
+    assert redact.redact_text(f"{db}_2 {password}x") == "***_prod_2 ***x"  # the value itself still
