@@ -299,9 +299,10 @@ def remember_url(url: str) -> None:
                 names.append(value)  # dbname=, application_name=, sslrootcert=/a/path, …
     for host in hosts:
         if host.startswith("["):
-            names.append(host[1:].partition("]")[0])
-        else:
-            names.append(host.rpartition(":")[0] if ":" in host else host)
+            host = host[1:].partition("]")[0]
+        elif ":" in host:
+            host = host.rpartition(":")[0]
+        names += (host, host.lower())  # redis-py names it as urllib reads it: lowercased
     remember_part(*names)
 
 

@@ -384,3 +384,21 @@ def test_a_password_within_the_database_name_leaves_no_rest_of_the_name_shown(pg
     assert "_prod" not in shown and password not in shown, shown
     assert str(SquallError(f'application "{password}_app"')) == 'application "***"'
     assert redact.redact_text(f"{db}_2 {password}x") == "***_prod_2 ***x"  # the value itself still
+
+
+def test_a_redis_url_secrets_host_written_in_capitals_is_masked_as_redis_py_names_it():
+    """redis-py reads the URL with urllib, whose ``hostname`` is lowercased: ``LocalHost`` in the
+    secret, ``Error 111 connecting to localhost:…`` in its error (not masked: not the host as
+    written)."""
+    port = free_port()
+    values = {"/db": "sqlite:///:memory:", "/cache": f"redis://cache_user:pw@LocalHost:{port}/0"}
+    text = TOPOLOGY.format(db="${ssm:/db}", cache="${ssm:/cache}")
+    resources = Resources(load_text(text, env={}, secrets=lambda ref: values[ref.name]).resources)
+    try:
+        with pytest.raises(Exception) as err:  # noqa: PT011 - redis-py's ConnectionError
+            resources.redis("cache").ping()
+    finally:
+        resources.close()
+    shown = redact.redact_text(str(err.value))
+    assert f"Error 111 connecting to ***:{port}." in shown, shown
+    assert "localhost" not in shown.lower(), shown
