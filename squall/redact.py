@@ -306,8 +306,12 @@ def remember_url(url: str) -> None:
     remember_part(*names)
 
 
+#: A number as a URL's setting writes it (``?socket_timeout=10.0``, ``connect_timeout=30``).
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
 def _public_value(value: str) -> bool:
-    return value.isdigit() or value.lower() in PUBLIC_VALUES
+    return _NUMBER.fullmatch(value) is not None or value.lower() in PUBLIC_VALUES
 
 
 def remember_part(*values: str) -> None:

@@ -402,3 +402,15 @@ def test_a_redis_url_secrets_host_written_in_capitals_is_masked_as_redis_py_name
     shown = redact.redact_text(str(err.value))
     assert f"Error 111 connecting to ***:{port}." in shown, shown
     assert "localhost" not in shown.lower(), shown
+
+
+def test_a_secret_urls_query_values_that_are_numbers_with_a_point_stay_readable():
+    """``?socket_timeout=10.0`` (redis-py's settings are floats): only digits were taken for a
+    number, ``10.0`` was masked as a name in every message — the invocation's log line
+    ``duration_ms=***``."""
+    redact.remember_url(
+        "redis://cache.internal:6379/0?socket_timeout=10.0&socket_connect_timeout=2.50"
+        "&health_check_interval=-100&retry_jitter=1e-3&client_name=billing_x"
+    )
+    line = "invocation: duration_ms=10.0 lag_s=2.50 offset=-100 ratio=1e-3 client=billing_x"
+    assert redact.redact_text(line) == line.replace("billing_x", "***")
