@@ -388,7 +388,47 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact_text(record.exc_text)
+        if record.exc_info and record.exc_info[1] is not None:
+            # for a formatter that reads the exception, not exc_text: Lambda's JSON log format
+            # writes its errorMessage as str(exception)
+            record.exc_info = (
+                record.exc_info[0],
+                _masked_exception(record.exc_info[1]),
+                record.exc_info[2],
+            )
         return True
+
+
+def _masked_exception(exc: BaseException, depth: int = 0) -> BaseException:
+    """``exc`` itself if its message and those of its chain show nothing to mask; else a stand-in
+    of its class (a subclass: ``isinstance`` holds, the same name) whose message is masked, the
+    chain's too."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a str() that fails: shown as Python shows it, nothing to mask
+        return exc
+    cause, context = exc.__cause__, exc.__context__
+    if depth < 8:  # a chain's links (as Python's traceback, not endlessly)
+        cause = _masked_exception(cause, depth + 1) if cause is not None else None
+        context = _masked_exception(context, depth + 1) if context is not None else None
+    clean = redact_text(text)
+    if clean == text and cause is exc.__cause__ and context is exc.__context__:
+        return exc
+    cls = type(exc)
+    attrs = {
+        "__str__": lambda _: clean,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+    }
+    try:
+        masked: type[BaseException] = type(cls.__name__, (cls,), attrs)
+        stand_in = masked.__new__(masked)
+    except Exception:  # noqa: BLE001 - a class that cannot be subclassed or made without arguments
+        stand_in = type(cls.__name__, (Exception,), attrs)()
+    stand_in.__cause__, stand_in.__context__ = cause, context
+    stand_in.__suppress_context__ = exc.__suppress_context__
+    stand_in.__traceback__ = exc.__traceback__
+    return stand_in
 
 
 def install(handler_or_logger: logging.Handler | logging.Logger | None = None) -> None:

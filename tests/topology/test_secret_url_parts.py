@@ -414,3 +414,55 @@ def test_a_secret_urls_query_values_that_are_numbers_with_a_point_stay_readable(
     )
     line = "invocation: duration_ms=10.0 lag_s=2.50 offset=-100 ratio=1e-3 client=billing_x"
     assert redact.redact_text(line) == line.replace("billing_x", "***")
+
+
+def test_lambdas_json_log_format_writes_a_logged_drivers_error_masked(pg_url):
+    """Lambda's JSON log format (``AWS_LAMBDA_LOG_FORMAT=JSON``, the runtime's own formatter)
+    writes a logged exception's ``errorMessage`` as ``str(exception)``, not the masked
+    traceback text: a stateful bolt's 'error while discarding staged state' logged libpq's
+    'database "orders_prod_…" does not exist' and the secret URL's host raw."""
+    import io
+    import json
+
+    import psycopg2
+    from awslambdaric.lambda_runtime_log_utils import JsonFormatter
+
+    db = f"orders_prod_{uuid.uuid4().hex[:8]}"  # no such database on the shared server
+    url = f"postgresql://postgres:S3cret-pw@localhost:5432/{db}"
+    redact.remember_url(url)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    redact.install(handler)
+    records: list[logging.LogRecord] = []
+    log = logging.getLogger(f"tests.lambda_json.{uuid.uuid4().hex[:8]}")
+    log.propagate = False
+    log.addHandler(handler)
+    log.addHandler(logging.Handler())  # another handler sees the record after it: still the type
+    log.handlers[-1].emit = records.append  # type: ignore[method-assign]
+    try:
+        try:
+            psycopg2.connect(url).close()
+        except psycopg2.OperationalError as exc:
+            raise RuntimeError("staged state") from exc
+    except RuntimeError:
+        log.exception("enrich: error while discarding staged state")
+    doc = json.loads(stream.getvalue())
+    assert doc["errorType"] == "RuntimeError", doc
+    assert doc["errorMessage"] == "staged state", doc
+    assert db not in stream.getvalue() and "localhost" not in stream.getvalue(), doc
+    exc = records[0].exc_info[1]  # type: ignore[index]
+    assert isinstance(exc.__cause__, psycopg2.OperationalError)
+    assert 'database "***" does not exist' in str(exc.__cause__)
+    stream.truncate(0)
+    stream.seek(0)
+    try:
+        psycopg2.connect(url).close()
+    except psycopg2.OperationalError:
+        log.exception("enrich: error while discarding staged state")
+    doc = json.loads(stream.getvalue())
+    assert doc["errorType"] == "OperationalError", doc
+    assert 'connection to server at "***" (***), port 5432 failed' in doc["errorMessage"], doc
+    assert 'database "***" does not exist' in doc["errorMessage"], doc
+    assert db not in stream.getvalue() and "localhost" not in stream.getvalue(), doc
+    assert isinstance(records[-1].exc_info[1], psycopg2.OperationalError)  # type: ignore[index]
