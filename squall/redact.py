@@ -379,7 +379,13 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string: leave it to logging's own handling
+        except Exception:  # noqa: BLE001 - a bad format string: left to logging's own handling,
+            # which prints the message and its arguments ('--- Logging error ---'): masked
+            record.msg = _masked_value(record.msg)
+            if isinstance(record.args, dict):
+                record.args = {k: _masked_value(v) for k, v in record.args.items()}
+            elif isinstance(record.args, tuple):
+                record.args = tuple(_masked_value(a) for a in record.args)
             return True
         clean = redact_text(message)
         if clean != message:
@@ -397,6 +403,16 @@ class RedactingFilter(logging.Filter):
                 record.exc_info[2],
             )
         return True
+
+
+def _masked_value(value: object) -> object:
+    """``value`` itself, or its text masked when that shows a secret."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails: nothing shown, nothing to mask
+        return value
+    clean = redact_text(text)
+    return value if clean == text else clean
 
 
 def _masked_exception(exc: BaseException, depth: int = 0) -> BaseException:

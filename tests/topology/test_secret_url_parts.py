@@ -466,3 +466,24 @@ def test_lambdas_json_log_format_writes_a_logged_drivers_error_masked(pg_url):
     assert 'database "***" does not exist' in doc["errorMessage"], doc
     assert db not in stream.getvalue() and "localhost" not in stream.getvalue(), doc
     assert isinstance(records[-1].exc_info[1], psycopg2.OperationalError)  # type: ignore[index]
+
+
+def test_a_log_call_whose_format_fails_prints_its_arguments_masked(capsys):
+    """A log call whose format and arguments do not match (a team's bolt): logging's own
+    '--- Logging error ---' printed the message and its arguments raw — here a secret URL's
+    host and database."""
+    import io
+
+    host, db = f"db-{uuid.uuid4().hex[:8]}.internal", f"orders_{uuid.uuid4().hex[:8]}"
+    redact.remember_url(f"postgresql://app_writer:S3cret-pw@{host}/{db}")
+    handler = logging.StreamHandler(io.StringIO())
+    redact.install(handler)
+    log = logging.getLogger(f"tests.bad_format.{uuid.uuid4().hex[:8]}")
+    log.propagate = False
+    log.addHandler(handler)
+    log.warning("cannot reach %s: %d", host, {"dbname": db})  # (the call stack shows this line)
+    shown = capsys.readouterr().err
+    assert "--- Logging error ---" in shown, shown
+    assert "Message: 'cannot reach %s: %d'" in shown, shown
+    assert "Arguments: ('***', \"{'dbname': '***'}\")" in shown, shown
+    assert host not in shown and db not in shown, shown
