@@ -167,8 +167,14 @@ def masked_reason(value: object) -> str:
     # Only a window past the cut is masked: the URL pattern's cost grows with the square of a
     # long run without spaces (a record's payload quoted whole), and what lies beyond the window
     # is cut anyway (a password would have to run from inside the kept text past the window).
+    # The text past the window is never shown: a mask within the window shortens it, and the
+    # rest of a value masked to the window's end (a password, a private key over 4,000
+    # characters) came back within the kept characters unmasked.
     text = safe_text(value, limit=1 << 62)
-    return safe_text(redact_text(text[:_MASKED_WINDOW]) + text[_MASKED_WINDOW:])
+    if len(text) <= _MASKED_WINDOW:
+        return safe_text(redact_text(text))
+    shown = redact_text(text[:_MASKED_WINDOW])
+    return f"{shown[:MAX_REASON]}… [truncated, {len(text)} chars]"
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -127,3 +127,20 @@ def test_a_long_reason_is_masked_before_it_is_cut(tmp_path: Path):
     doc = json.loads(line)
     assert doc["reason"].endswith(" chars]") and "… [truncated, " in doc["reason"]
     assert password[:4] not in doc["reason"] and "postgres://app:***" in doc["reason"]
+
+
+def test_a_secret_running_past_the_masked_window_shows_none_of_its_rest():
+    """Only a window of a long reason is masked (4 × ``MAX_REASON``); the text past it was
+    appended unmasked before the cut, and a value masked to the window's end shortened the text:
+    the rest of a password (a private key) over 4,000 characters came back into the kept
+    characters."""
+    from squall.errors import MAX_REASON, masked_reason
+
+    for secret in (
+        f"password={'x' * 4100}TAIL-OF-IT&more",
+        f'{{"private_key": "{"K" * 4100}TAIL-OF-IT"}}',
+    ):
+        shown = masked_reason(ValueError(f"auth failed: {secret}"))
+        assert "TAIL-OF-IT" not in shown and "xxx" not in shown and "KKK" not in shown, shown
+        assert shown.endswith(f"… [truncated, {len('auth failed: ') + len(secret)} chars]"), shown
+        assert len(shown) < MAX_REASON + 40
