@@ -275,6 +275,7 @@ def make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], d
 
 def _make_handler(topology_path: str | Path) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     redact.install()  # Lambda's runtime logs through the root logger: mask passwords there too
+    redact.mask_uncaught()  # a thread's uncaught error, an unraisable one: masked in the logs too
     lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
     topology = load(topology_path, secrets=aws_secrets())  # read at init, once
     warn_about_local_dead_letters(topology)

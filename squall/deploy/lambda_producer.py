@@ -428,6 +428,7 @@ def make_handler(
 ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """A Lambda handler for API Gateway; the topology loads and its resources open now (init phase)."""
     redact.install()
+    redact.mask_uncaught()  # a thread's uncaught error, an unraisable one: masked in the logs too
     lambda_logging()  # SQUALL_LOG_FORMAT before anything is logged
     with collector_paused():  # as the consumer's init
         topology = load(topology_path, secrets=aws_secrets())  # read at init, once

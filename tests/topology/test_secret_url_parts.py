@@ -487,3 +487,36 @@ def test_a_log_call_whose_format_fails_prints_its_arguments_masked(capsys):
     assert "Message: 'cannot reach %s: %d'" in shown, shown
     assert "Arguments: ('***', \"{'dbname': '***'}\")" in shown, shown
     assert host not in shown and db not in shown, shown
+
+
+@pytest.mark.parametrize("kind", ["consumer", "producer"])
+def test_a_lambdas_thread_error_nothing_caught_is_logged_masked(
+    kind, tmp_path, monkeypatch, capsys
+):
+    """The Lambda handlers did not install ``mask_uncaught`` (the CLI and the KCL shard process
+    did): a thread's uncaught driver error (a team's bolt flushing in the background) went to
+    the function's log raw, through Python's own hook."""
+    import threading
+
+    from squall.deploy.lambda_consumer import make_handler as consumer
+    from squall.deploy.lambda_producer import make_handler as producer
+
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # not pytest's
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    (tmp_path / "t.yaml").write_text(
+        "name: lam\nspout: {type: kinesis, stream: s}\n"
+        "sinks: [{id: out, type: 'squall.testing:MemorySink'}]\n"
+    )
+    (consumer if kind == "consumer" else producer)(tmp_path / "t.yaml")
+    redact.remember_url("redis://cache_user:S3cret-pw@cache.internal.example:6379/0")
+
+    def fail() -> None:
+        raise ConnectionError("Error 111 connecting to cache.internal.example:6379.")
+
+    thread = threading.Thread(target=fail, name="flusher")
+    thread.start()
+    thread.join()
+    shown = capsys.readouterr().err
+    assert "ConnectionError: Error 111 connecting to ***:6379." in shown, shown
+    assert "cache.internal.example" not in shown
