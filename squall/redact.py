@@ -7,10 +7,11 @@ error message, a botocore log line, a rendered dict of request headers — every
 …``, ``'X-Amz-Security-Token': b'…'``, ``"password": "…"``, ``Cookie: …``) and STS's
 ``<SecretAccessKey>``. ``SquallError`` applies ``redact_text`` to every message, and
 ``RedactingFilter`` (installed by the CLI and the Lambda handlers) to every log record, whatever
-library wrote it and at any verbosity; ``mask_uncaught`` to the traceback of an error nothing
-caught (the CLI, a KCL shard process).
+library wrote it and at any verbosity (the exception a formatter reads itself, a failed
+format's arguments too); ``mask_uncaught`` to the traceback of an error nothing caught or
+Python could not raise (the CLI, a KCL shard process, a Lambda function).
 
-Size (~430 lines): the one place that knows what to mask — the credential patterns (a long
+Size (~510 lines): the one place that knows what to mask — the credential patterns (a long
 comment each: what they match and what not), the remembered secret values and URL
 parts, and the hooks that apply them to logs and tracebacks."""
 
