@@ -11,7 +11,7 @@ library wrote it and at any verbosity (the exception a formatter reads itself, a
 format's arguments too); ``mask_uncaught`` to the traceback of an error nothing caught or
 Python could not raise (the CLI, a KCL shard process, a Lambda function).
 
-Size (~510 lines): the one place that knows what to mask — the credential patterns (a long
+Size (~540 lines): the one place that knows what to mask — the credential patterns (a long
 comment each: what they match and what not), the remembered secret values and URL
 parts, and the hooks that apply them to logs and tracebacks."""
 
