@@ -333,8 +333,13 @@ def _whole_names(names: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w.-])(?:{alternatives})(?![\w-]|\.\w|://)")
 
 
-#: (``_known``, ``_parts``, the pattern of the parts that hold a remembered value) as last built.
-_holding: tuple[tuple[str, ...], tuple[str, ...], re.Pattern[str] | None] = ((), (), None)
+#: (``_known``, ``_parts``, the parts that hold a remembered value, their pattern) as last built.
+_holding: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], re.Pattern[str] | None] = (
+    (),
+    (),
+    (),
+    None,
+)
 
 
 def _mask_parts_holding_known(text: str) -> str:
@@ -342,12 +347,14 @@ def _mask_parts_holding_known(text: str) -> str:
     the database ``orders_prod``): masked after the value, the part no longer matched and its
     rest was shown (``database "***_prod"``). Built again when either list changed."""
     global _holding
-    known, parts, pattern = _holding
+    known, parts, held, pattern = _holding
     if known is not _known or parts is not _parts:
         held = tuple(part for part in _parts if any(value in part for value in _known))
         pattern = _whole_names(held) if held else None
-        _holding = (_known, _parts, pattern)
-    return pattern.sub(MASK, text) if pattern is not None else text
+        _holding = (_known, _parts, held, pattern)
+    if pattern is not None and any(part in text for part in held):
+        text = pattern.sub(MASK, text)
+    return text
 
 
 def _mask_parts(text: str) -> str:
