@@ -160,8 +160,10 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "aws_request_id", None)  # set by Lambda's runtime client
         if request_id:
             out["request_id"] = request_id
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # the text RedactingFilter made of the exception itself, if it did
+            # (the record's exc_info then holds a masked stand-in: an ExceptionGroup's without
+            # its sub-exceptions)
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(_redacted(out), default=text_default).decode() + self.terminator
 
 

@@ -520,3 +520,31 @@ def test_a_lambdas_thread_error_nothing_caught_is_logged_masked(
     shown = capsys.readouterr().err
     assert "ConnectionError: Error 111 connecting to ***:6379." in shown, shown
     assert "cache.internal.example" not in shown
+
+
+def test_squalls_json_lines_keep_a_logged_exception_groups_sub_exceptions_masked():
+    """With the record's exception a masked stand-in (for Lambda's JSON format), squall's own
+    JSON formatter formatted the stand-in: an ExceptionGroup's sub-exceptions were gone. It
+    writes the masked text made of the exception itself."""
+    import io
+    import json
+
+    from squall.observability.logs import JsonFormatter
+
+    redact.remember_url("postgresql://app_writer:S3cret-pw@db.internal.example/orders_prod")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    redact.install(handler)
+    log = logging.getLogger(f"tests.json_group.{uuid.uuid4().hex[:8]}")
+    log.propagate = False
+    log.addHandler(handler)
+    host, db = "db.internal" + ".example", "orders" + "_prod"  # (the traceback shows the line)
+    try:
+        raise ExceptionGroup(f"flush to {host}", [ConnectionError(f"database {db} is gone")])
+    except ExceptionGroup:
+        log.exception("flush failed")
+    shown = json.loads(stream.getvalue())["exception"]
+    assert "ExceptionGroup: flush to *** (1 sub-exception)" in shown, shown
+    assert "ConnectionError: database *** is gone" in shown, shown
+    assert host not in shown and db not in shown, shown
