@@ -1,7 +1,8 @@
 """Lambda API-Gateway producer: SDK events over HTTP in, the topology (ending in a Kinesis sink) run, an HTTP answer out.
 
 Accepts REST API (payload v1) and HTTP API (payload v2) proxy events. The body is one JSON
-event, a JSON array of events, or JSON lines (optionally ``Content-Encoding: gzip``; a UTF-8 BOM
+event, a JSON array of events, or JSON lines (optionally ``Content-Encoding: gzip``, or gzip without
+the header: recognized by its magic bytes, which no JSON text starts with; a UTF-8 BOM
 opening it, plain, base64 or inside the gzip, is dropped). Each event
 gets the request context under ``context_key`` (source IP, user agent, request id, received
 time) so enrichment bolts can use them — ``geo`` with ``ip_field: request.source_ip``.
@@ -28,7 +29,7 @@ Every answer fits in Lambda's 6 MB, an Application Load Balancer's 1 MB (``produ
 reasons cut, then a 503 without ``written``, else without lists, a 202/400 with the first
 rejected events and ``rejected_not_listed``).
 
-Size (~550 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~570 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -183,6 +184,20 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
             raise ValueError("truncated gzip body") from None
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"Content-Encoding is gzip but the body is not: {exc}") from None
+    elif not encoding and raw[:2] == _GZIP_MAGIC:
+        # A gzip body without the header (navigator.sendBeacon cannot set one; a proxy may drop
+        # it): no JSON text starts with 1f 8b. Read as JSON lines, its binary "lines" were
+        # rejected one by one — a 400 naming indexes that were not its events', the rest unnamed.
+        try:
+            raw = gunzip(raw, max_body_bytes)
+        except OverflowError:
+            raise OverflowError(
+                f"gzip body decompresses to more than {max_body_bytes} bytes"
+            ) from None
+        except EOFError:
+            raise ValueError("truncated gzip body") from None
+        except (zlib.error, ValueError):
+            pass  # not one gzip stream (a gzip event on the first line): its lines are answered
     # A UTF-8 BOM opening the body (Windows tools, .NET's default encoder): not JSON (RFC 8259
     # §8.1 lets a parser ignore it), it made the first event unreadable and one event a 400.
     raw = raw.removeprefix(codecs.BOM_UTF8)

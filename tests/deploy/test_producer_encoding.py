@@ -90,3 +90,50 @@ def test_an_alb_event_with_multi_value_headers_is_read_and_answered_in_them(tmp_
     refused = handle(alb_multi_value_event("deflate", zlib.compress(LINES)), None)
     assert refused["statusCode"] == 415
     assert refused["multiValueHeaders"] == {"Content-Type": ["application/json"]}
+
+
+def post_without_encoding(tmp_path: Path, data: bytes, version: int = 1) -> tuple[dict, list]:
+    """``data`` as the body (base64, as API Gateway sends binary) with no Content-Encoding."""
+    tag = uuid.uuid4().hex
+    path = tmp_path / f"{tag}.yaml"
+    path.write_text(TOPOLOGY.format(tag=tag))
+    event = api_gateway_event(data, version=version)
+    assert not any(k.lower() == "content-encoding" for k in event["headers"])
+    return make_handler(path)(event, None), MemorySink.stores.get(tag, [])
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_gzip_body_without_content_encoding_is_read_as_gzip(tmp_path, version):
+    """navigator.sendBeacon cannot set Content-Encoding (a proxy may drop it): the gzip body was
+    read as JSON lines of binary, its "lines" rejected one by one — a 400 whose indexes were not
+    the events', the SDK's cue to drop events that were never read, the others unnamed."""
+    resp, stored = post_without_encoding(tmp_path, gzip.compress(LINES, mtime=0), version)
+    assert resp["statusCode"] == 202, resp
+    assert json.loads(resp["body"]) == {"accepted": 40, "rejected": []}
+    assert [e.event_id for e in stored] == [f"m{i}" for i in range(40)]
+    assert stored[0].value["request"]["source_ip"] == "81.2.69.142"
+
+
+def test_a_gzip_body_without_the_header_is_held_to_the_same_limits(tmp_path):
+    truncated = gzip.compress(LINES, mtime=0)[:-12]
+    resp, stored = post_without_encoding(tmp_path, truncated)
+    assert (resp["statusCode"], json.loads(resp["body"])) == (
+        400,
+        {"error": "cannot read body: truncated gzip body"},
+    )
+    bomb = gzip.compress(b"[" + b" " * 6_000_000 + b"]")
+    resp, stored = post_without_encoding(tmp_path, bomb)
+    assert resp["statusCode"] == 413 and "decompresses to more than" in resp["body"]
+    assert stored == []
+
+
+def test_a_first_line_that_is_a_gzip_event_is_still_that_lines_problem(tmp_path):
+    """A body that is not one gzip stream (a gzip event, then JSON lines) is answered per line."""
+    from tests.deploy.test_producer_context_forgery import gzip_line
+
+    raw = gzip_line({"message_id": "g"}) + b"\n" + LINES
+    resp, stored = post_without_encoding(tmp_path, raw)
+    answer = json.loads(resp["body"])
+    assert resp["statusCode"] == 202 and answer["accepted"] == 40, answer
+    [bad] = answer["rejected"]
+    assert bad["index"] == 0 and "a gzip-compressed event in the body" in bad["reason"]
