@@ -43,7 +43,12 @@ class KinesisSinkConfig(StreamFields, ComponentConfig):
         description="`json`: the event's value as JSON (orjson; an integer beyond 64 bits as its "
         "digits); `raw`: the record's bytes.",
     )
-    aggregate: bool = Field(False, description="Pack user records into KPL aggregates (per shard).")
+    aggregate: bool = Field(
+        False,
+        description="Pack user records into KPL aggregates (per shard); every consumer must "
+        "de-aggregate (squall's runners and the KCL do; a Lambda function of your own gets each "
+        "aggregate as one record).",
+    )
     event_id_key: str | None = Field(
         None,
         description="json format: add the event id to each object under this key, for the "
