@@ -9,6 +9,7 @@ body now lists ``written`` and ``not_written`` (index in the request and event i
 
 from __future__ import annotations
 
+import base64
 import json
 
 from squall.deploy.lambda_producer import make_handler
@@ -94,4 +95,42 @@ sinks:
     resp = handler(api_gateway_event(json.dumps([{"message_id": "m1"}])), None)
     assert resp["statusCode"] == 202
     assert stored(kinesis_mock.endpoint, archive) == ["m0", "m1", "m1", "m2"]  # twice
+    assert stored(kinesis_mock.endpoint, stream) == ["m0", "m1", "m2"]
+
+
+def test_an_event_whose_call_went_unanswered_is_not_written_for_all_the_producer_knows(
+    tmp_path, kinesis, kinesis_mock, make_stream
+):
+    """A PutRecords whose answer never came (a read timeout: a slow Kinesis in a surge, or the
+    call's read cut at the deadline) may have been written: its events are in `not_written`,
+    and a client resending them puts them twice — harmless downstream only with
+    `event_id_field` (docs/deploy.md said resending only `not_written` put nothing twice)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    stream = make_stream()
+    handler, sink, slept = producer(tmp_path, kinesis_mock.endpoint, stream)
+    faults = Faults(sink, kinesis, {0: {1}, **{n: {0} for n in range(2, 50)}})
+    calls = {"n": 0}
+
+    def written_then_unanswered(params, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the retry of m1: Kinesis writes it, its answer never arrives
+            entries = json.loads(params["body"])["Records"]
+            kinesis.put_records(
+                StreamName=stream,
+                Records=[
+                    {"Data": base64.b64decode(e["Data"]), "PartitionKey": e["PartitionKey"]}
+                    for e in entries
+                ],
+            )
+            faults.call += 1
+            raise ReadTimeoutError(endpoint_url=kinesis_mock.endpoint)
+        return None
+
+    sink.client.meta.events.register_first(
+        "before-call.kinesis.PutRecords", written_then_unanswered
+    )
+    body = json.dumps([{"message_id": f"m{i}"} for i in range(3)])
+    answer = json.loads(handler(api_gateway_event(body), None)["body"])
+    assert answer["not_written"] == [{"index": 1, "event_id": "m1"}]
     assert stored(kinesis_mock.endpoint, stream) == ["m0", "m1", "m2"]
