@@ -29,7 +29,7 @@ def app_keys(value: str | None = None) -> tuple[str, ...]:
 
 
 def authorize(headers: dict[str, str] | None, keys: tuple[str, ...]) -> dict[str, Any]:
-    """``{"isAuthorized": …, "context": {"app_key": i}}``; compares in constant time, never logs a key."""
+    """``{"isAuthorized": …, "context": {"app_key_index": i}}``; compares in constant time, never logs a key."""
     sent = {k.lower(): v for k, v in (headers or {}).items()}.get(HEADER, "")
     for i, key in enumerate(keys):
         if sent and hmac.compare_digest(sent.encode(), key.encode()):
