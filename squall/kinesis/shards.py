@@ -95,6 +95,9 @@ class ShardState:
     next_call: float = 0.0  # monotonic time of the next allowed GetRecords
     failures: int = 0  # consecutive throttles / errors, for backoff
     millis_behind: int | None = None
+    # arrival time of the first record fetched but not yet handed to the engine (a GetRecords
+    # answer larger than a batch): the shard's lag counts from there, not from the last read
+    held_arrival: datetime | None = None
     started: bool = False  # an iterator was requested in this process
     latest_since: datetime | None = None  # when a LATEST iterator was first asked for (renewals)
 

@@ -6,7 +6,7 @@ the per-shard read limits, backs off on throttling and resumes after the last ch
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
 
-Size (~590 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
+Size (~620 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
 share the per-shard state; the Kinesis pieces others use are in ``squall/kinesis/``.
 """
 
@@ -194,6 +194,7 @@ class KinesisSpout(Spout):
         self.ref = aws.StreamRef.parse(config.stream)
         self.stream_name = self.ref.name
         self.stats = PollStats()
+        self._now: Callable[[], datetime] = lambda: datetime.now(UTC)  # wall clock: record ages
         self.client: Any = None
         self._stored: dict[str, Position] = {}  # positions loaded by the runner (resume)
         self._to_save: dict[
@@ -319,14 +320,20 @@ class KinesisSpout(Spout):
                 self._last_activity = now
             reading = self._lineage.with_status(ShardStatus.READING)
             batch: list[Record] = []
+            spans: list[tuple[ShardState, int]] = []  # each shard's first record in `batch`
             for st in sorted((s for s in reading if s.next_call <= now), key=lambda s: s.next_call):
-                batch.extend(self._poll(st))
+                records = self._poll(st)
+                if records:
+                    spans.append((st, len(batch)))
+                    batch.extend(records)
                 while len(batch) >= max_records:
-                    yield batch[:max_records]
-                    batch = batch[max_records:]
+                    out, batch = batch[:max_records], batch[max_records:]
+                    spans = self._hold(batch, spans, max_records)
+                    yield out
                     if self.stopping:
                         return
             if batch:
+                self._hold([], spans, len(batch))
                 yield batch
                 continue
             if self.idle_batches:
@@ -343,6 +350,24 @@ class KinesisSpout(Spout):
                 default=now + 0.5,
             )
             self._sleep(min(0.5, max(0.01, wake - now)))
+
+    @staticmethod
+    def _hold(
+        rest: list[Record], spans: list[tuple[ShardState, int]], taken: int
+    ) -> list[tuple[ShardState, int]]:
+        """``taken`` records of the read were handed out, ``rest`` waits: note for each shard the
+        arrival of its first record still waiting (its lag counts from there); returns the spans
+        of ``rest``."""
+        out: list[tuple[ShardState, int]] = []
+        for i, (st, start) in enumerate(spans):
+            end = spans[i + 1][1] - taken if i + 1 < len(spans) else len(rest)
+            start -= taken
+            if end <= 0:
+                st.held_arrival = None
+                continue
+            st.held_arrival = rest[max(start, 0)].meta.arrival_time
+            out.append((st, max(start, 0)))
+        return out
 
     def _poll(self, st: ShardState) -> list[Record]:
         """One GetRecords call on a shard (getting an iterator first if needed)."""
@@ -581,12 +606,21 @@ class KinesisSpout(Spout):
     # -- observability -------------------------------------------------------------------------
 
     def lag(self) -> dict[str, int]:
-        """MillisBehindLatest of every shard being read, from its last GetRecords answer."""
-        return {
-            st.shard_id: st.millis_behind
-            for st in self._lineage.states.values()
-            if st.status is ShardStatus.READING and st.millis_behind is not None
-        }
+        """How far behind the tip each shard being read is: its last GetRecords answer's
+        MillisBehindLatest — or, while records of that answer still wait for a batch (an answer
+        of up to ``limit`` records is handed out ``max_records`` at a time), the age of the first
+        waiting one, if larger: the answer is about the read, the lag about the engine."""
+        lag: dict[str, int] = {}
+        now: datetime | None = None
+        for st in self._lineage.states.values():
+            if st.status is not ShardStatus.READING or st.millis_behind is None:
+                continue
+            ms = st.millis_behind
+            if st.held_arrival is not None:
+                now = now or self._now()
+                ms = max(ms, round((now - st.held_arrival).total_seconds() * 1000))
+            lag[st.shard_id] = ms
+        return lag
 
     def shards(self) -> dict[str, str]:
         """Every known shard and its status (waiting, reading, ended, finished)."""

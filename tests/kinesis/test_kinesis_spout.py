@@ -66,6 +66,39 @@ def test_batches_respect_max_records(kinesis, kinesis_mock, make_stream):
     assert max(sizes) <= 40 and sum(sizes) == 250
 
 
+def test_lag_counts_the_records_read_but_not_yet_handed_out(kinesis, kinesis_mock, make_stream):
+    """One GetRecords answer (up to ``limit`` records) is handed out ``max_records`` at a time: its
+    MillisBehindLatest (here 0: the read reached the tip) is not the engine's lag while most of
+    it still waits. The shard's lag is then the age of the first waiting record (it read 0 for
+    a consumer minutes behind)."""
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(100))
+    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
+    base = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    spout._now = lambda: base + timedelta(seconds=120)  # noqa: SLF001
+
+    def arrivals(parsed, **kwargs):  # record i arrived i seconds after `base`; the read is at tip
+        for r in parsed.get("Records", []):
+            r["ApproximateArrivalTimestamp"] = base + timedelta(
+                seconds=orjson.loads(r["Data"])["n"]
+            )
+        parsed["MillisBehindLatest"] = 0
+
+    spout.client.meta.events.register("after-call.kinesis.GetRecords", arrivals)
+    batches = spout.read(10)
+    first = next(batches)
+    assert [d["n"] for d in payloads(first)] == list(range(10))
+    (shard,) = spout.lag()
+    assert spout.lag() == {shard: 110_000}  # record 10 waits, 110 s old
+    assert spout.progress().millis_behind_latest == 110_000
+    for _ in range(8):
+        next(batches)
+    assert spout.lag() == {shard: 30_000}  # 90..99 wait
+    assert [d["n"] for d in payloads(next(batches))] == list(range(90, 100))
+    assert spout.lag() == {shard: 0}  # all handed out: the read's own answer
+    batches.close()
+
+
 def test_idle_batches_tell_the_runner_that_time_moves(kinesis, kinesis_mock, make_stream):
     """With ``idle_batches`` (a sink rolls files by age) a round that finds nothing yields an
     empty batch before sleeping; without it, only records are yielded."""
