@@ -545,6 +545,7 @@ def kcl(
         run_daemon,
     )
     from squall.errors import SquallError
+    from squall.observability.logs import log_format
 
     # The secret references are read here too (each shard process reads them again): one missing
     # or not readable by this host's role is a located error before any daemon starts.
@@ -643,7 +644,11 @@ def kcl(
             except MetricsServerError as exc:  # the daemon is not started without its metrics
                 click.echo(str(exc), err=True)
                 sys.exit(2)
-        code = run_daemon(cmd, env={**os.environ, "SQUALL_LOG_LEVEL": level})
+        # The shard processes log as this command does: its level, and its --log-format (an
+        # option, not the environment they inherit: they logged text under `--log-format json`)
+        fmt = log_format(click.get_current_context().find_root().params.get("log_format"))
+        env = {**os.environ, "SQUALL_LOG_LEVEL": level, "SQUALL_LOG_FORMAT": fmt}
+        code = run_daemon(cmd, env=env)
     except SquallError as exc:  # the daemon could not start (no java)
         click.echo(f"error: {exc}", err=True)
         code = 2
