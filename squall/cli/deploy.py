@@ -526,11 +526,12 @@ def kcl(
 
     SIGTERM (or Ctrl-C) stops it gracefully: the daemon alone gets it and asks every record
     processor for a final checkpoint."""
+    import hashlib
     import os
     import shutil
 
     from squall.deploy.fleet import kcl_stream_arn, region_of, stream_of
-    from squall.deploy.kcl import check_kcl_safe
+    from squall.deploy.kcl import TOPOLOGY_DIGEST_ENV, check_kcl_safe
     from squall.deploy.kcl_daemon import (
         DEFAULT_CREDENTIALS,
         KclSettings,
@@ -648,6 +649,8 @@ def kcl(
         # option, not the environment they inherit: they logged text under `--log-format json`)
         fmt = log_format(click.get_current_context().find_root().params.get("log_format"))
         env = {**os.environ, "SQUALL_LOG_LEVEL": level, "SQUALL_LOG_FORMAT": fmt}
+        # a shard process started after the file changed says so (warn_if_topology_changed)
+        env[TOPOLOGY_DIGEST_ENV] = hashlib.sha256(Path(file).read_bytes()).hexdigest()
         code = run_daemon(cmd, env=env)
     except SquallError as exc:  # the daemon could not start (no java)
         click.echo(f"error: {exc}", err=True)

@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~500 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~530 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -461,6 +461,35 @@ class RecordProcessor:
         )
 
 
+#: The SHA-256 of the topology file when ``squall kcl`` started (set by it for the daemon).
+TOPOLOGY_DIGEST_ENV = "SQUALL_KCL_TOPOLOGY_SHA256"
+
+
+def warn_if_topology_changed(path: str) -> bool:
+    """Each shard process reads the topology file when it starts: one replaced under a running
+    worker runs in the shard processes started after (a split's children, a lease taken over)
+    while the others keep the earlier version. Say so, once per such process."""
+    import hashlib
+
+    expected = os.environ.get(TOPOLOGY_DIGEST_ENV)
+    if not expected:
+        return False
+    try:
+        with open(path, "rb") as f:
+            now = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return False  # the load reports it
+    if now == expected:
+        return False
+    log.warning(
+        "topology file %s changed since `squall kcl` started: this shard process runs it as it "
+        "is now, the shard processes started before run the earlier version — restart the "
+        "worker (systemctl restart squall-<name>) to run one version on this host",
+        path,
+    )
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point the daemon runs: ``python -m squall.deploy.kcl TOPOLOGY [STREAM]``."""
     from amazon_kclpy import kcl
@@ -482,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     redact.mask_uncaught()  # a traceback the daemon logs: masked as the log lines are
     try:
         topology = load(args[0], secrets=aws_secrets())  # once per shard process
+        warn_if_topology_changed(args[0])
         check_kcl_safe(topology)
         engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
         stream = args[1] if len(args) > 1 else ""

@@ -1,0 +1,63 @@
+"""``squall kcl`` and its shard processes: the log format, and a topology changed under a worker."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from squall.cli import main
+from squall.deploy import kcl_daemon
+from tests.kinesis.test_kcl_stream_arn import topology_file
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--log-format", "json"], {}, "json"),
+        (["--log-format", "text"], {"SQUALL_LOG_FORMAT": "json"}, "text"),
+        ([], {"SQUALL_LOG_FORMAT": "json"}, "json"),
+        ([], {}, "text"),
+    ],
+)
+def test_the_shard_processes_get_the_command_s_log_format(
+    tmp_path, monkeypatch, args, env, expected
+):
+    """The daemon starts one ``python -m squall.deploy.kcl`` per shard, which reads its format from
+    ``SQUALL_LOG_FORMAT``. The option was not passed on: under ``squall --log-format json kcl``
+    the command's lines were JSON and every shard process's (the batches' lines, their failures)
+    text, which a log pipeline parsing JSON drops or mangles (seen in the on-call rehearsal)."""
+    started: list[dict] = []
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: started.append(env) or 0)
+    monkeypatch.delenv("SQUALL_LOG_FORMAT", raising=False)
+    topology = topology_file(tmp_path, "pistats")
+    argv = [*args, "kcl", str(topology), "--properties-out", str(tmp_path / "kcl.properties")]
+    result = CliRunner().invoke(main, argv, env={"AWS_REGION": "us-east-1", **env})
+    assert result.exit_code == 0, result.output
+    (daemon_env,) = started
+    assert daemon_env["SQUALL_LOG_FORMAT"] == expected
+
+
+def test_a_shard_process_started_after_the_topology_changed_says_so(tmp_path, monkeypatch, caplog):
+    """Each shard process reads the topology file when it starts. In the on-call rehearsal a
+    file changed under a running worker (geo's ``anonymize_ip`` turned off) ran in a split's
+    children while the running shard kept the old version: one table, two versions, and not a
+    word in the log. ``squall kcl`` passes the file's digest; a shard process that reads another
+    file warns, naming it and the restart that makes one version again."""
+    from squall.deploy.kcl import TOPOLOGY_DIGEST_ENV, warn_if_topology_changed
+
+    started: list[dict] = []
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: started.append(env) or 0)
+    topology = topology_file(tmp_path, "pistats")
+    argv = ["kcl", str(topology), "--properties-out", str(tmp_path / "kcl.properties")]
+    result = CliRunner().invoke(main, argv, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    (daemon_env,) = started
+    monkeypatch.setenv(TOPOLOGY_DIGEST_ENV, daemon_env[TOPOLOGY_DIGEST_ENV])
+    caplog.set_level("WARNING", logger="squall.kcl")
+    assert not warn_if_topology_changed(str(topology))  # the file squall kcl started with
+    assert not caplog.records
+    topology.write_text(topology.read_text() + "\n# v2\n")
+    assert warn_if_topology_changed(str(topology))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert f"topology file {topology} changed since `squall kcl` started" in line
+    assert "restart the worker" in line
