@@ -10,7 +10,7 @@ The engine's commit sequence writes them after the sinks have committed
 transaction when the store shares the warehouse's database. So a batch delivered again — after
 a crash, or a sink outage — is enriched from exactly the state its first delivery saw.
 
-Size (~515 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
+Size (~540 lines): one bolt's rules — usable keys and updates, replay-aware staging, enrichment,
 the commit hooks — on one batch's data; split, each part would pass the others that data.
 """
 
@@ -44,6 +44,7 @@ from squall.enrichment.stores import (
 )
 from squall.errors import quoted
 from squall.event import Event
+from squall.exact_json import as_number
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 from squall.times import (
@@ -521,7 +522,18 @@ def _utf8(text: str) -> bool:
 
 
 def _scalar_key(value: Any) -> str | None:
-    """An integer key as text; missing, null, booleans and containers give no key."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    """A key that is not a plain ``str``: an integer as its digits, a subclass of ``str`` (a
+    Python bolt's own text type, a ``StrEnum`` member) as its text, NumPy's integer scalars
+    (``int64``: ``exact_json.as_number``) as their number's digits — each the key its plain
+    value is, as the window bolt's key fields take them; missing, null, booleans, floats and
+    containers give no key."""
+    if isinstance(value, str):
+        return str.__str__(value).strip() or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int.__repr__(value)
+    number = as_number(value)
+    if number.__class__ is int:  # (a float's, a bool_'s: no key, as their plain values)
+        return int.__repr__(number)
     return None

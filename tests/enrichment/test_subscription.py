@@ -21,7 +21,7 @@ from squall.event import lineage
 from squall.times import parse_time
 from tests.ports import free_port
 
-from .support import make_batch, make_event, resources
+from .support import Text, make_batch, make_event, resources
 
 T0 = "2024-05-01T10:00:00Z"
 
@@ -209,6 +209,45 @@ def test_every_event_of_an_unusable_key_is_treated_as_its_first(backend):
     assert sorted(failed) == [2, 4, 6, 8, 10, 12]
     assert [ok[i]["status"] for i in (1, 3, 5, 7, 9, 11)] == ["unknown"] * 6
     assert [(ok[i]["status"], ok[i]["topics"]) for i in (13, 14, 15)] == [("subscribed", ["x"])] * 3
+
+
+def test_a_key_of_another_type_equal_to_a_usable_key_is_that_key(backend):
+    """A key equal to a usable one but of another type — a subclass of ``str`` (a Python bolt's
+    own text type, a ``StrEnum`` member), NumPy's ``int64`` — is the key its plain value is
+    (as the window bolt's key fields take them): it was no key at all ("without a usable
+    'device_token'", its reads the unknown state) while its plain text shared the state. A
+    float, a NumPy float or ``bool_`` still give no key, as their plain values do."""
+    import enum
+
+    import numpy as np
+
+    class Token(enum.StrEnum):
+        A = "a"
+
+    res, options = backend
+    bolt = make_bolt(res, **options)
+    values = [
+        ev("register", Text(" a ")),
+        ev("click", "a"),
+        ev("subscribe", "a", "2024-05-01T10:01:00Z", topics=["x"]),
+        ev("click", Token.A),
+        ev("subscribe", np.int64(7), topics=["y"]),
+        ev("click", 7),
+        ev("click", Text("7")),
+        ev("register", np.float64(7.0)),
+        ev("click", np.bool_(True)),
+    ]
+    ok, failed = run(bolt, values)
+    assert failed == {8: "register event without a usable 'device_token'"}
+    assert [ok[i]["status"] for i in (1, 2, 3, 4)] == ["registered"] * 2 + ["subscribed"] * 2
+    assert [(ok[i]["status"], ok[i]["topics"]) for i in (5, 6, 7)] == [("subscribed", ["y"])] * 3
+    assert ok[9]["status"] == "unknown"
+    # stored under the plain keys: a later batch's plain keys read them
+    ok, _ = run(bolt, [ev("click", "a"), ev("click", "7")], start=20)
+    assert [(ok[i]["status"], ok[i]["topics"]) for i in (20, 21)] == [
+        ("subscribed", ["x"]),
+        ("subscribed", ["y"]),
+    ]
 
 
 @pytest.mark.parametrize(
