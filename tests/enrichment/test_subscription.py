@@ -10,7 +10,7 @@ import pydantic
 import pytest
 import redis
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from squall.component import ComponentContext
@@ -719,6 +719,59 @@ def test_the_bolts_inline_positions_are_position_of_the_lineage():
             want, want_first = positions_of(batch)
             assert [got[i] for i in range(len(batch))] == want == [position(e) for e in batch]
             assert first == want_first
+
+
+K0 = "shardId-000000000000"
+_NUMBERS = st.one_of(
+    st.integers(0, 10**4).map(str),  # lengths that differ: 9 and 10, 99 and 100
+    st.integers(0, 10**4).map(lambda n: str(n).zfill(5)),  # leading zeros
+    st.integers(10**55, 10**55 + 50).map(str),  # Kinesis' 56 digits, and past them:
+    st.integers(10**56 - 20, 10**56 + 20).map(str),
+    st.sampled_from(["", "x-1", "١٧", "007"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            _NUMBERS,
+            st.integers(0, 3),  # KPL sub-sequence numbers
+            st.sampled_from(["shardId-000000000000"] * 5 + ["shardId-000000000001"]),
+            st.sampled_from([None] * 5 + ["f" * 32]),  # a Kinesis shard, another input's lines
+            st.sampled_from([0] * 9 + [1]),  # a record re-driven by ``squall replay``
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+)
+@example([("10", 0, K0, None, 0), ("9", 0, K0, None, 0)], False)  # in order as text only
+@example([("99", 0, K0, None, 0), ("100", 0, K0, None, 0)], False)  # in order as numbers only
+@example([("07", 1, K0, None, 0), ("07", 0, K0, None, 0)], False)  # a KPL aggregate, reversed
+def test_lazy_positions_are_the_eager_ones_on_any_batch(rows, sort):
+    """``positions_of(lazy=True)`` (the numbers compared as text, each position made when
+    indexed) gives every event's ``position`` and the batch's first one exactly when the batch
+    is of one lineage and in order — on numbers of several lengths, leading zeros, Kinesis'
+    lengths, a number repeated (a re-sent record, a KPL aggregate's records), two shards or
+    inputs interleaved, replays, numbers out of order."""
+    from squall.enrichment.positions import position, positions_of
+    from squall.event import Event, RecordMeta
+
+    if sort:  # mostly in order, as a spout delivers
+        rows = sorted(rows, key=lambda r: (r[0].isdigit() and int(r[0]), r[1]))
+    batch = [
+        Event(b"", RecordMeta("s", shard, n, sub, source=src, replay=rp), "id", i, {})
+        for i, (n, sub, shard, src, rp) in enumerate(rows)
+    ]
+    want = [position(e) for e in batch]
+    one = None not in want and len({p[0] for p in want}) == 1 and not batch[0].meta.replay
+    in_order = one and all(a <= b for a, b in zip(want, want[1:], strict=False))
+    for lazy in (True, False):
+        got, first = positions_of(batch, lazy=lazy)
+        assert len(got) == len(batch)
+        assert [got[i] for i in range(len(batch))] == want
+        assert first == (want[0] if in_order else None)
 
 
 def test_a_caches_entries_are_apart_from_a_redis_stores_hashes(tmp_path, redis_url, redis_prefix):
