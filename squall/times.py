@@ -102,7 +102,7 @@ def _parse_iso(value: str) -> int:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"not an ISO-8601 time: {value!r}") from None
+        raise ValueError(f"not an ISO-8601 time: {_shown(value)}") from None
     # ``_epoch_ms`` inline: its call, and the ``repr`` of the value it names in an error, made
     # for every time, were a third of this function's instructions.
     if dt.tzinfo is None:
@@ -110,7 +110,7 @@ def _parse_iso(value: str) -> int:
     ms = (dt - _EPOCH) // _ONE_MS
     if 0 <= ms <= _MAX_MS:
         return ms
-    raise ValueError(f"time {'before 1970' if ms < 0 else 'after the year 9999'}: {value!r}")
+    raise ValueError(f"time {'before 1970' if ms < 0 else 'after the year 9999'}: {_shown(value)}")
 
 
 def _epoch_ms(dt: datetime, what: str, shown: str | None = None) -> int:

@@ -51,3 +51,17 @@ def test_an_iso_time_out_of_range_is_named_as_given(text: str, message: str) -> 
     assert str(caught.value) == message
     assert parse_time("1970-01-01T01:00:00.0015+01:00") == 1
     assert parse_time("2024-05-01T10:00:00") == 1_714_557_600_000  # naive: UTC
+
+
+def test_a_long_text_that_is_no_time_is_named_shortened() -> None:
+    """A reason names a text that is no ISO time as a number's reason names its digits
+    (``_shown``): a value of 100,000 characters was repeated whole in its event's reason — a
+    dead letter (and a log line) holding the value twice. A short one is named whole."""
+    text = "2024-05-01T10:00:00" + "x" * 100_000
+    with pytest.raises(ValueError) as caught:
+        parse_time(text)
+    assert str(caught.value) == (
+        "not an ISO-8601 time: '2024-05-01T10:00:00…xxxxxxx' (100021 characters)"
+    )
+    with pytest.raises(ValueError, match=r"^not an ISO-8601 time: 'yesterday-'$"):
+        parse_time("yesterday-")
