@@ -44,8 +44,9 @@ def positions_of(
             and columns[_STREAM].count(first.stream) == n
             and columns[_SOURCE].count(first.source) == n
             and columns[_REPLAY].count(first.replay) == n
-            # every number all digits: their concatenation is, and none is empty
-            and digits.isdigit()
+            # every number all decimal digits: their concatenation is, and none is empty
+            # (``isdecimal``, what ``int`` reads: ``isdigit`` took "²" and "①", and int() raised)
+            and digits.isdecimal()
             and "" not in numbers
         ):
             subs = columns[_SUB_SEQUENCE]
@@ -92,7 +93,7 @@ def position(event: Event) -> Position | None:
     """Where ``event`` was read: ``state.position_of(lineage(meta), …)``, inline."""
     meta = event.meta
     seq = meta.sequence_number
-    if not seq.isdigit():
+    if not seq.isdecimal():  # (not ``isdigit``: "²" is a digit int() cannot read)
         return None
     if meta.source is None and not meta.replay:  # a stream's shard (Kinesis, SQS)
         return f"{meta.shard_id}\x1f{meta.stream}", int(seq), meta.sub_sequence_number

@@ -721,13 +721,40 @@ def test_the_bolts_inline_positions_are_position_of_the_lineage():
             assert first == want_first
 
 
+def test_a_sequence_number_of_digits_int_cannot_read_has_no_position(tmp_path):
+    """A sequence number of Unicode digits that are not decimal ("²", "①": ``str.isdigit`` takes
+    them, ``int`` does not) — a custom spout's, or a dead letter's edited for ``squall replay`` —
+    raised ValueError out of ``process`` for the whole batch (``position`` and the batch's
+    positions read it with ``int``). Like any non-numeric number it has no position: its event is
+    enriched and its update applied (its version ordered by time and event id)."""
+    from squall.enrichment.state import position_of
+    from squall.event import Event, RecordMeta, derive_event_id
+
+    assert position_of("s", "²", 0) is None and position_of("s", "١٧", 0) == ("s", 17, 0)
+    bolt = make_bolt(resources(state=f"sqlite:///{tmp_path / 'state.db'}"))
+    for replay, numbers in [(0, ["1", "2²", "3"]), (1, ["①"]), (0, ["²", "²"])]:
+        batch = []
+        for i, n in enumerate(numbers):
+            meta = RecordMeta("s", "shardId-000000000000", n, 0, "pk", replay=replay)
+            batch.append(
+                Event(b"", meta, derive_event_id(meta), i, ev("subscribe", "k", topics=[n]))
+            )
+        out = bolt.process(batch)
+        bolt.commit_state(lambda event: True)
+        bolt.state_committed()
+        assert not out.streams.get("error")
+        assert [e.value["subscription"]["status"] for e in out.streams["default"]] == [
+            "subscribed"
+        ] * len(numbers)
+
+
 K0 = "shardId-000000000000"
 _NUMBERS = st.one_of(
     st.integers(0, 10**4).map(str),  # lengths that differ: 9 and 10, 99 and 100
     st.integers(0, 10**4).map(lambda n: str(n).zfill(5)),  # leading zeros
     st.integers(10**55, 10**55 + 50).map(str),  # Kinesis' 56 digits, and past them:
     st.integers(10**56 - 20, 10**56 + 20).map(str),
-    st.sampled_from(["", "x-1", "١٧", "007"]),
+    st.sampled_from(["", "x-1", "١٧", "007", "²", "12①"]),  # (digits int() cannot read)
 )
 
 
@@ -759,7 +786,7 @@ def test_lazy_positions_are_the_eager_ones_on_any_batch(rows, sort):
     from squall.event import Event, RecordMeta
 
     if sort:  # mostly in order, as a spout delivers
-        rows = sorted(rows, key=lambda r: (r[0].isdigit() and int(r[0]), r[1]))
+        rows = sorted(rows, key=lambda r: (r[0].isdecimal() and int(r[0]), r[1]))
     batch = [
         Event(b"", RecordMeta("s", shard, n, sub, source=src, replay=rp), "id", i, {})
         for i, (n, sub, shard, src, rp) in enumerate(rows)
