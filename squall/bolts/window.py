@@ -489,7 +489,7 @@ class WindowBolt(Bolt):
                 mark = base.get(shard)
                 counted = (
                     mark is not None
-                    and meta.sequence_number.isdigit()
+                    and meta.sequence_number.isdecimal()
                     and (int(meta.sequence_number), meta.sub_sequence_number)
                     <= (mark.sequence, mark.sub)
                 )
@@ -550,7 +550,7 @@ class WindowBolt(Bolt):
                 ws = t - t % size
                 is_open = closed_before is None or ws + size > closed_before
             cb = closed_before
-            if rec is not None and meta.sequence_number.isdigit():
+            if rec is not None and meta.sequence_number.isdecimal():
                 d = rec.get((int(meta.sequence_number), meta.sub_sequence_number), rec)
                 if d is not rec:  # decided as its first delivery was (a partial commit)
                     cb = d
@@ -814,7 +814,7 @@ class WindowBolt(Bolt):
                         # then the stream and input: two files' lines of one time and number
                         # tied, and the fold order picked first/last (orders stored before,
                         # without them, come before those with: a tie only)
-                        seq = meta.sequence_number if meta.sequence_number.isdigit() else "0"
+                        seq = meta.sequence_number if meta.sequence_number.isdecimal() else "0"
                         order = [
                             t,
                             meta.shard_id,
@@ -1111,7 +1111,7 @@ class WindowBolt(Bolt):
                         m[0] = t
             if last is None:
                 continue
-            seq = int(last.meta.sequence_number) if last.meta.sequence_number.isdigit() else 0
+            seq = int(last.meta.sequence_number) if last.meta.sequence_number.isdecimal() else 0
             wm = (
                 marks[shard][0]
                 if shard in marks
@@ -1212,7 +1212,7 @@ class WindowBolt(Bolt):
             if not full:
                 for event, t, cb in items:
                     meta = event.meta
-                    if t is None or not meta.sequence_number.isdigit() or covered(event):
+                    if t is None or not meta.sequence_number.isdecimal() or covered(event):
                         continue
                     keep.setdefault((int(meta.sequence_number), meta.sub_sequence_number), (cb, t))
             mark = new_marks.get(shard)
