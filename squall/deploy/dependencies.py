@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~480 lines): one question — what the function imports — read from the topology (options,
+Size (~540 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -68,6 +68,7 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
     from squall.topology.resources import on_plain_driver
 
     variables = _variable_paths(topology, text)
+    empty = _empty_paths(topology)
     needs: set[str] = set()
     kinds: dict[str, set[str]] = defaultdict(set)
     may_be_sql = any(
@@ -82,7 +83,7 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
             if (key, i, "type") in variables:  # any component when deployed
                 needs |= set(OPTIONAL) - CLI_ONLY
             cls = registry.resolve(kind, cfg.type)
-            for variant in variable_configs(cfg, (key, i), variables):
+            for variant in variable_configs(cfg, (key, i), variables, empty):
                 needs |= cls.packages(variant)
             if may_be_sql and joins_on_sqlalchemy(cls):
                 needs.add("sqlalchemy")  # the batch's transaction is then SQLAlchemy's
@@ -159,10 +160,19 @@ def _variable_paths(topology: Topology, text: str) -> set[tuple[str | int, ...]]
     return {("resources", n) for n, r in resources.items() if "${" in str(r)}
 
 
-def _alternatives(annotation: Any, current: Any) -> list[Any]:
+def _empty_paths(topology: Topology) -> set[tuple[str | int, ...]] | None:
+    """The paths of values from variables that may be empty (or null) when deployed
+    (``Locator.may_be_empty``); ``None`` when unknown (a topology built without a locator)."""
+    return set(topology.locator.may_be_empty) if topology.locator is not None else None
+
+
+def _alternatives(annotation: Any, current: Any, empty: bool = True) -> list[Any]:
     """Values an option of this type may take that may change what a component declares: each
-    of a ``Literal``'s, both booleans, ``None`` when it is optional, and some text when it is
-    text that is empty now (``"${GEO_DB:-}"``); other values are taken as the current one."""
+    of a ``Literal``'s, both booleans, and — when its value ``empty``-ies when deployed (all of
+    it a ``${VAR}``, ``${VAR:-}`` or a secret) — ``None`` when it is optional and empty text;
+    some text when it is text that is empty now (``"${GEO_DB:-}"``); other values are taken as
+    the current one. ``"/opt/${GEO_FILE:-city.mmdb}"`` is never empty: a geo bolt's database
+    there does not keep the bundled GeoLite2."""
     out: list[Any] = []
     todo = [annotation]
     while todo:
@@ -175,26 +185,70 @@ def _alternatives(annotation: Any, current: Any) -> list[Any]:
         elif origin in (typing.Union, types.UnionType):
             todo += typing.get_args(t)
         elif t is type(None):
-            out.append(None)
+            out += [None] if empty else []
         elif t is bool:
             out += [True, False]
         elif t is str and not current:
             out.append("variable")
+        elif t is str and empty:
+            out.append("")
     return [current, *(v for v in out if v != current or type(v) is not type(current))]
 
 
-def variable_configs(cfg: Any, path: tuple[str | int, ...], variables: set) -> list[Any]:
-    """``cfg``, and the configs it may be when deployed: each of its options whose value (or a
-    value inside it) comes from a variable given every value of ``_alternatives`` (not
-    validated: only ``packages`` reads them)."""
+def _members(annotation: Any) -> list[type]:
+    """The pydantic models a (union, ``Annotated``) annotation names: a lookup's sources."""
+    from pydantic import BaseModel
+
+    out, todo = [], [annotation]
+    while todo:
+        t = todo.pop()
+        if typing.get_origin(t) in (typing.Annotated, typing.Union, types.UnionType):
+            todo += (
+                typing.get_args(t)[:1]
+                if typing.get_origin(t) is typing.Annotated
+                else typing.get_args(t)
+            )
+        elif isinstance(t, type) and issubclass(t, BaseModel):
+            out.append(t)
+    return out
+
+
+def variable_configs(
+    cfg: Any, path: tuple[str | int, ...], variables: set, empty: set | None = None
+) -> list[Any]:
+    """``cfg``, and the configs it may be when deployed: each of its options whose value comes
+    from a variable given every value of ``_alternatives`` (``empty``: the paths of those that
+    may be empty, ``None`` for any), and each whose value is a block with a variable inside
+    (a lookup's ``source: {type: "${SOURCE:-sql}"}``) its own variants and every other model
+    the option takes (not validated: only ``packages`` reads them)."""
+    from pydantic import BaseModel
+
     fields = type(cfg).model_fields
     varied = []
     for name, f in fields.items():
         here = (*path, f.alias or name)
-        if any(p[: len(here)] == here for p in variables):
-            values = _alternatives(f.annotation, getattr(cfg, name))
-            if len(values) > 1:
-                varied.append((name, values))
+        current = getattr(cfg, name)
+        if here in variables:
+            values = _alternatives(f.annotation, current, empty is None or here in empty)
+        elif isinstance(current, BaseModel) and any(p[: len(here)] == here for p in variables):
+            # its discriminator (a Literal: `type`) from a variable: any model the option takes
+            chosen = any(
+                (*here, k) in variables and typing.get_origin(sub.annotation) is typing.Literal
+                for k, sub in type(current).model_fields.items()
+            )
+            values = variable_configs(current, here, variables, empty) + [
+                model.model_construct(
+                    **{k: v for k, v in current if k in model.model_fields and k != "type"}
+                )
+                for model in (_members(f.annotation) if chosen else ())
+                if model is not type(current)
+            ]
+        elif any(p[: len(here)] == here for p in variables):  # a list, a mapping: as it is
+            values = _alternatives(f.annotation, current, False)
+        else:
+            continue
+        if len(values) > 1:
+            varied.append((name, values))
     if not varied:
         return [cfg]
     combos = 1

@@ -208,15 +208,16 @@ def uses_bundled_geolite(topology: Topology, text: str = "") -> bool:
     as variables may give them when deployed (``dependencies.variable_configs``), or when a
     bolt's ``type`` is a variable (``text``: the topology file's, for a topology built
     without a locator)."""
-    from squall.deploy.dependencies import _variable_paths, variable_configs
+    from squall.deploy.dependencies import _empty_paths, _variable_paths, variable_configs
     from squall.topology import registry
 
     variables = _variable_paths(topology, text)
+    empty = _empty_paths(topology)
     for i, bolt in enumerate(topology.bolts):
         if ("bolts", i, "type") in variables:  # any bolt when deployed, a geo one too
             return True
         cls = registry.resolve("bolt", bolt.type)
-        for variant in variable_configs(bolt, ("bolts", i), variables):
+        for variant in variable_configs(bolt, ("bolts", i), variables, empty):
             if "_maxminddb_geolite2" in cls.packages(variant):
                 return True
     return False

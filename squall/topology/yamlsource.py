@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~590 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~600 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
 """
 
@@ -65,6 +65,10 @@ class Locator:
     #: Values that hold a ``${VAR}`` or a secret reference: another value when deployed than at
     #: this load (``squall package`` keeps what any value of such an option may need).
     variables: set[Path_] = field(default_factory=set)
+    #: Those of them that may be empty when deployed (nothing but ``${VAR}``, ``${VAR:-}`` or a
+    #: secret reference: ``${VAR:-default}`` takes its default for an empty variable too), so
+    #: also null when unquoted: ``database: "/opt/${GEO_FILE:-city.mmdb}"`` never is.
+    may_be_empty: set[Path_] = field(default_factory=set)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
         """The mark of ``path`` or of its nearest located ancestor."""
@@ -343,6 +347,8 @@ class _Converter:
             substituted = _substitute(value, path, self.loc, self.env, self.problems, self.secrets)
             if any(m.group(0) != "$$" for m in _VAR.finditer(value)):
                 self.loc.variables.add(path)
+                if not _VAR.sub(lambda m: "$" if m.group(0) == "$$" else m[2] or "", value):
+                    self.loc.may_be_empty.add(path)
             if substituted != value:
                 if any(m[3] for m in _VAR.finditer(value)):  # a secret is text: never retyped
                     tag = "tag:yaml.org,2002:str"

@@ -62,6 +62,9 @@ def test_the_bundled_geolite_goes_in_only_when_a_geo_bolt_uses_it(tmp_path: Path
         ('  - {id: geo, type: geo, ip_field: ip, database: ""}', None),
         # as packaged (the variable unset) and as deployed so
         ('  - {id: geo, type: geo, ip_field: ip, database: "${GEO_DB:-}"}', None),
+        # unquoted, an empty value is YAML's null; a variable without a default may be set empty
+        ("  - id: geo\n    type: geo\n    database: ${GEO_DB:-}", None),
+        ('  - {id: geo, type: geo, ip_field: ip, database: "${ssm:/geo/db}"}', None),
         # a subclass of yours, beside the topology, without a database
         ('  - {id: geo, type: "my_geo:MyGeo", ip_field: ip}', "my_geo"),
         # a type from a variable may be a geo bolt when deployed
@@ -92,6 +95,32 @@ def test_the_bundled_geolite_goes_in_for_every_geo_bolt_that_opens_it(
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(module or "", None)
+
+
+@pytest.mark.parametrize(
+    "database",
+    [
+        # `:-` takes the default for an empty variable too: never empty, never the bundled file
+        '"${GEO_DB:-/opt/geo/GeoIP2-City.mmdb}"',
+        "${GEO_DB:-/opt/geo/GeoIP2-City.mmdb}",  # unquoted
+        '"/opt/geo/${GEO_FILE:-GeoIP2-City.mmdb}"',
+        '"/opt/geo/${GEO_FILE}"',
+    ],
+)
+def test_a_geo_database_from_a_variable_that_is_never_empty_leaves_the_geolite_out(
+    tmp_path: Path, monkeypatch, database: str
+):
+    """A real database path from a variable kept the 56 MB GeoLite2-City file (and its
+    package): any option from a variable counted as possibly unset (``None``), which a
+    ``${VAR:-default}`` or a path around a variable never is."""
+    from squall.deploy.dependencies import needed_packages
+    from squall.topology.references import placeholder
+
+    monkeypatch.setenv("GEO_FILE", "GeoIP2-City.mmdb")
+    path = topology(tmp_path, f"  - id: geo\n    type: geo\n    database: {database}")
+    topo = load(path, secrets=placeholder)
+    assert not pkg.uses_bundled_geolite(topo, path.read_text())
+    assert needed_packages(topo, path.read_text()) == {"maxminddb"}
 
 
 def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_path: Path):

@@ -622,6 +622,22 @@ def test_what_a_value_from_a_variable_keeps(tmp_path: Path, values: dict, expect
     assert needed_packages(load(path, secrets=placeholder), text) == expected
 
 
+def test_a_lookup_source_type_from_a_variable_declares_what_any_source_imports(tmp_path: Path):
+    """``source: {type: "${SOURCE:-sql}"}`` may be an HTTP source when deployed: httpx (the
+    ``http`` extra's) was not declared, so a zip without it was not warned of and the init
+    stopped on ImportError. Each source the option takes counts now."""
+    bolt = "{id: app, type: lookup, key: k, target: app, source: {type: SOURCE, resource: db, table: t}}"
+    text = (
+        "name: l\nresources:\n  db: {url: 'sqlite:///w.db'}\nspout: {type: stdin}\n"
+        f"bolts:\n  - {{id: decode, type: json}}\n  - {bolt}\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+    )
+    written = write(tmp_path / "written.yaml", text.replace("SOURCE", "sql"))
+    assert "httpx" not in needs(written)
+    varied = write(tmp_path / "varied.yaml", text.replace("SOURCE", '"${LOOKUP_SOURCE:-sql}"'))
+    assert needs(varied) == {"sqlalchemy", "redis", "httpx"}
+
+
 def test_a_component_type_from_a_variable_keeps_what_any_function_may_import(tmp_path: Path):
     text = WRITTEN_OUT.replace("type: s3", 'type: "${LAKE_SINK:-s3}"')
     for name, value in {"DB": "sqlite:///w.db", "CACHE": "redis://127.0.0.1:6379/0"}.items():
