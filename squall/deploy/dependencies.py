@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~540 lines): one question — what the function imports — read from the topology (options,
+Size (~560 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -329,8 +329,10 @@ def _import_names(dist: metadata.Distribution) -> set[str]:
 def _imports(files: list[Path]) -> set[str]:
     """The top-level modules Python files import (absolute imports; a file that does not parse
     is skipped), and the optional ones squall's modules they import import at module level;
-    ``sqlalchemy`` for a file that imports squall and asks its resources for SQLAlchemy's
-    engine (``_asks_for_sqlalchemy``)."""
+    ``sqlalchemy`` when the files — one body of code: the project beside the topology, or one
+    distribution — import squall and one of them asks a resource for SQLAlchemy's engine
+    (``_asks_for_sqlalchemy``: a helper module of yours that is handed ``resources`` need not
+    import squall itself)."""
     dotted: set[str] = set()
     engines = False
     for path in files:
@@ -338,32 +340,50 @@ def _imports(files: list[Path]) -> set[str]:
             tree = ast.parse(path.read_bytes())
         except (SyntaxError, ValueError, OSError):
             continue
-        here: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                here.update(alias.name for alias in node.names)
+                dotted.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                here.add(node.module)
-                here.update(f"{node.module}.{alias.name}" for alias in node.names)
-        dotted |= here
-        if any(n.split(".", 1)[0] == "squall" for n in here) and _asks_for_sqlalchemy(tree):
-            engines = True
+                dotted.add(node.module)
+                dotted.update(f"{node.module}.{alias.name}" for alias in node.names)
+        engines = engines or _asks_for_sqlalchemy(tree)
     names = {name.split(".", 1)[0] for name in dotted}
+    if "squall" not in names:
+        engines = False  # not squall's resources
     return names | squall_module_needs(dotted) | ({"sqlalchemy"} if engines else set())
 
 
 def _asks_for_sqlalchemy(tree: ast.AST) -> bool:
-    """Whether code calls ``….sql(name)`` (``Resources.sql``: SQLAlchemy's engine of a SQL
-    resource) or ``….open_store(…)`` without ``driver_sql=True`` (which opens the SQL side on
-    ``Resources.sql``): SQLAlchemy is imported then, though the code names it nowhere."""
+    """Whether code names ``….sql`` (``Resources.sql``: SQLAlchemy's engine of a SQL resource;
+    called, or taken as a value: ``engine_of = resources.sql``), ``getattr(…, "sql")``, or
+    ``….open_store`` other than in a call with ``driver_sql=True`` (which opens the SQL side on
+    ``Resources.sql``): SQLAlchemy is imported then, though the code names it nowhere.
+
+    A hint, read from the source: it cannot see through every indirection, and another
+    object's ``.sql`` (``duckdb.sql(…)``) counts too (a few MiB of SQLAlchemy kept). A
+    component of yours declares it for sure: ``packages(config)`` returning ``{"sqlalchemy"}``
+    (or ``squall package --with sqlalchemy``)."""
+    plain_stores: set[int] = set()
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        if node.func.attr == "sql":
-            return True
-        if node.func.attr == "open_store" and not any(
-            k.arg == "driver_sql" and isinstance(k.value, ast.Constant) and k.value.value is True
-            for k in node.keywords
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "open_store" and any(
+                k.arg == "driver_sql"
+                and isinstance(k.value, ast.Constant)
+                and k.value.value is True
+                for k in node.keywords
+            ):
+                plain_stores.add(id(node.func))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            if node.attr == "sql" or (node.attr == "open_store" and id(node) not in plain_stores):
+                return True
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in ("sql", "open_store")
         ):
             return True
     return False
@@ -488,13 +508,12 @@ def prune_unused(
         req = _parsed(text)
         if req is not None:
             roots.append((_canonical(req.name), {_canonical(e) for e in req.extras}))
-    user_files = [
-        Path(installed[n].locate_file(f))
-        for n in users
-        for f in installed[n].files or ()
-        if f.suffix == ".py"
-    ]
-    imported = _imports(user_files + code)
+    imported = _imports(code)  # the project's code, then each distribution's: one body each
+    for n in users:
+        files = installed[n].files or ()
+        imported |= _imports(
+            [Path(installed[n].locate_file(f)) for f in files if f.suffix == ".py"]
+        )
     for name, dist in installed.items():
         if name in cut and _import_names(dist) & imported:
             roots.append((name, set()))

@@ -76,6 +76,12 @@ class Resources:
         module, extra = _DRIVERS.get(kind, (exc.name or "its driver", None))
         if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == module:
             install = f"pip install 'squall[{extra}]'" if extra else "install it"
+            if module in ("sqlalchemy", "redis"):  # a zip holds them when the topology declares
+                install += (
+                    f"; a zip of `squall package` holds {module} only when the topology declares "
+                    f"it: package with --with {module}, or have your component's "
+                    f"packages(config) return {{'{module}'}}"
+                )
             text = f"needs the {module} driver, which cannot be imported here ({exc}): {install}"
         else:  # installed, but a module inside it (its libpq, a C extension) does not load
             text = (

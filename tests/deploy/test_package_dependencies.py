@@ -744,10 +744,95 @@ def test_own_components_on_sqlalchemys_engine_start_and_run(
         ),
         ("from squall.bolts import RecordBolt\nengine = resources.database('db')\n", False),
         ("engine = thing.sql('db')\n", False),  # no squall import: not squall's resources
+        # taken as a value, or by name: SQLAlchemy's engine all the same
+        ("from squall.bolts import RecordBolt\nengine_of = resources.sql\n", True),
+        ("from squall.bolts import RecordBolt\nengine = getattr(resources, 'sql')('db')\n", True),
+        ("import squall\nopen_store = resources.open_store\n", True),
     ],
 )
 def test_own_code_asking_for_sqlalchemys_engine_keeps_it(tmp_path: Path, source: str, kept: bool):
     assert ("sqlalchemy" in _imports([write(tmp_path / "mine.py", source)])) == kept
+
+
+#: A helper module of the project, handed the resources by a bolt: it imports no squall.
+ENGINES_HELPER = """
+def engine_for(resources):
+    return resources.sql("db")
+"""
+
+
+def test_a_helper_of_yours_asking_for_sqlalchemys_engine_keeps_it(tmp_path: Path):
+    """The bolt imports squall, its helper (which imports none) calls ``resources.sql``: the
+    scan asked each file for both, so SQLAlchemy went out and the init stopped on "resource
+    'db' needs the sqlalchemy driver, which cannot be imported here". The project's code is
+    one body now (and a distribution's files another: an unrelated library's ``.sql`` does
+    not count unless it imports squall)."""
+    write(tmp_path / "engines.py", ENGINES_HELPER)
+    write(
+        tmp_path / "count2.py",
+        COUNT_BOLT.replace(
+            "from squall.bolts import RecordBolt",
+            "from engines import engine_for\n" + "from squall.bolts import RecordBolt",
+        ).replace('resources.sql("db")', "engine_for(resources)"),
+    )
+    path = write(
+        tmp_path / "own.yaml",
+        OWN_SQL.replace("BOLTS", '  - {id: count, type: "count2:Count"}').replace(
+            "SINKS", "  - {id: out, type: stdout}"
+        ),
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        answer = run_blocked(path, kinesis_lambda_event([{"k": "a"}]), tmp_path, {})
+    finally:
+        sys.path.remove(str(tmp_path))
+        for module in ("count2", "engines"):
+            sys.modules.pop(module, None)
+    assert answer == {"batchItemFailures": []}
+    assert sqlite3.connect(tmp_path / "w.db").execute(
+        "select count(*) from counted"
+    ).fetchone() == (1,)
+
+
+def test_sqlalchemy_left_out_of_a_zip_says_how_to_ship_it(tmp_path: Path):
+    """What the scan cannot see (the engine asked for through an indirection) is a cold start
+    stopping on "needs the sqlalchemy driver …: install it" — advice for a pip install, none
+    for the zip. It names the zip's two ways in now: ``--with`` and ``packages(config)``."""
+    write(tmp_path / "count.py", COUNT_BOLT)
+    path = write(
+        tmp_path / "own.yaml",
+        OWN_SQL.replace("BOLTS", '  - {id: count, type: "count:Count"}').replace(
+            "SINKS", "  - {id: out, type: stdout}"
+        ),
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCKED_RUN, str(path), json.dumps(["sqlalchemy"])],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode != 0
+    assert "needs the sqlalchemy driver" in r.stderr, r.stderr[-2000:]
+    assert "--with sqlalchemy" in r.stderr and "packages(config)" in r.stderr, r.stderr[-2000:]
+
+
+def test_a_distributions_sql_calls_count_only_when_it_imports_squall(deps: Path, tmp_path: Path):
+    """A library of ``--with`` calling another object's ``.sql()`` (sqlglot's expressions)
+    keeps no SQLAlchemy; a plugin whose helper module asks for the engine does."""
+    dist(deps, "sqlglot", {"sqlglot/__init__.py": "def render(e):\n    return e.sql()\n"})
+    assert "SQLAlchemy" in prune_unused(deps, frozenset(), extras=set(), asked=[], code=[])
+    dist(deps, "SQLAlchemy", {"sqlalchemy/__init__.py": ""})
+    dist(
+        deps,
+        "kiosk-plugin",
+        {
+            "kiosk_plugin/__init__.py": "from squall.bolts import RecordBolt\n",
+            "kiosk_plugin/db.py": ENGINES_HELPER,
+        },
+    )
+    assert "SQLAlchemy" not in prune_unused(deps, frozenset(), extras=set(), asked=[], code=[])
 
 
 def test_a_sink_writing_driver_sql_in_the_transaction_leaves_sqlalchemy_out(tmp_path: Path):
