@@ -194,6 +194,12 @@ from squall.cli import _load_or_exit, _metrics_port
     help="kcl: the lease table's region, when not the stream's: the unit's `squall kcl "
     "--dynamodb-region`, and the instance role grants the table in that region.",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 when the build warned (a driver or module the function or fleet imports that "
+    "the package lacks, a file written where it cannot be): for CI. The package is written.",
+)
 def package(
     file: str,
     handler: str,
@@ -223,6 +229,7 @@ def package(
     retrieval: str,
     metrics_port: str | None,
     dynamodb_region: str | None,
+    strict: bool,
 ) -> None:
     """Package a topology for production: a Lambda zip (+ SAM template) or an EC2 fleet folder."""
     import os
@@ -290,8 +297,10 @@ def package(
 
         reqs = next((p for p in written if p.name == "requirements.txt"), None)
         drivers = driver_warnings(topo, reqs.read_text()) if reqs is not None else []
-        for warning in [*fleet_warnings(topo), *drivers]:
-            click.echo(f"  warning: {warning}")
+        warnings = [*fleet_warnings(topo), *drivers]
+        for warning in warnings:
+            click.echo(f"  warning: {warning}", err=True)
+        _strict_exit(strict, warnings)
         return
 
     from squall.deploy import snapstart as snap
@@ -393,6 +402,18 @@ def package(
                 "not directly",
                 err=True,
             )
+    _strict_exit(strict, report.warnings)
+
+
+def _strict_exit(strict: bool, warnings: list[str]) -> None:
+    """``--strict``: a build that warned fails (exit 1), the package written as it is."""
+    if strict and warnings:
+        click.echo(
+            f"error: --strict: {len(warnings)} warning(s) above; deployed so, the package would "
+            "fail where they say",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @click.command("local-aws")

@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~560 lines): one question — what the function imports — read from the topology (options,
+Size (~580 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -98,6 +98,30 @@ def needed_packages(topology: Topology, text: str) -> frozenset[str]:
         elif from_variable and "redis" not in kinds[name]:
             needs.add("sqlalchemy")  # deployed with a query string, `:memory:`, several hosts…
     return frozenset(needs)
+
+
+def declared_by(topology: Topology, text: str = "") -> dict[str, list[str]]:
+    """Each module the bolts and sinks declare (``packages``, with their options' values from
+    variables as in ``needed_packages``) → those that do, as a warning names them: ``sink
+    'lake' (s3)``, ``bolt 'app' (lookup, an option from a variable)``."""
+    from squall.topology import registry
+
+    variables = _variable_paths(topology, text)
+    empty = _empty_paths(topology)
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, kind, configs in (
+        ("bolts", "bolt", topology.bolts),
+        ("sinks", "sink", topology.sinks),
+    ):
+        for i, cfg in enumerate(configs):
+            cls = registry.resolve(kind, cfg.type)
+            written = cls.packages(cfg)
+            for name in set().union(
+                *(cls.packages(v) for v in variable_configs(cfg, (key, i), variables, empty))
+            ):
+                why = "" if name in written else ", as an option from a variable may be deployed"
+                out[name].append(f"{kind} '{cfg.id}' ({cfg.type}{why})")
+    return dict(out)
 
 
 def joins_on_sqlalchemy(cls: type) -> bool:

@@ -469,27 +469,65 @@ def requirements(
 
 def driver_warnings(topology: Topology, requirements_text: str) -> list[str]:
     """A PostgreSQL resource whose driver the fleet's ``requirements.txt`` does not install:
-    psycopg2 comes with the ``postgres`` extra only (or ``--with``, ``--requirements``); and a
-    module a component declares that comes with an extra only (``dependencies.EXTRA_OF``)."""
+    psycopg2 comes with the ``postgres`` extra only (or ``--with``, ``--requirements``) — a URL
+    from a variable or a secret too, which may be PostgreSQL when deployed (unless only options
+    taking Redis name it); and a module a component declares that comes with an extra only
+    (``dependencies.EXTRA_OF``). What the file installs is read from its requirements, not
+    from its comments."""
+    from squall.deploy.dependencies import (
+        DISTRIBUTION_OF,
+        EXTRA_OF,
+        _canonical,
+        _parsed,
+        _variable_paths,
+        declared_by,
+        needed_packages,
+        resource_uses,
+    )
+
     first = requirements_text.split("\n", 1)[0]  # squall[kcl,…]==version
     extras = first.partition("[")[2].partition("]")[0].split(",")
-    out = []
-    if "postgres" not in extras and "psycopg2" not in requirements_text.lower():
-        out = [
-            f"resource '{name}' is PostgreSQL, but requirements.txt installs no psycopg2 (its "
-            "driver): every shard process would stop at start; add --extras postgres"
-            for name, res in topology.resources.items()
-            if res.scheme == "postgresql"
-        ]
-    from squall.deploy.dependencies import DISTRIBUTION_OF, EXTRA_OF, needed_packages
+    names, paths = set(), []
+    for line in requirements_text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith(("#", "-")):
+            req = _parsed(line)
+            if req is not None:
+                names.add(_canonical(req.name))
+            else:  # a wheel's path or URL: its file name holds the distribution's
+                paths.append(line.lower().replace("-", "_"))
 
+    def installs(*dists: str) -> bool:
+        return any(
+            _canonical(d) in names or any(d.lower().replace("-", "_") in p for p in paths)
+            for d in dists
+        )
+
+    out = []
+    if "postgres" not in extras and not installs("psycopg2", "psycopg2-binary"):
+        variables, uses = _variable_paths(topology, ""), resource_uses(topology)
+        for name, res in topology.resources.items():
+            if res.scheme == "postgresql":
+                out.append(
+                    f"resource '{name}' is PostgreSQL, but requirements.txt installs no psycopg2 "
+                    "(its driver): every shard process would stop at start; add --extras postgres"
+                )
+            elif any(p[:2] == ("resources", name) for p in variables) and "redis" not in uses[name]:
+                out.append(
+                    f"resource '{name}' takes its URL from a variable or a secret, and "
+                    "requirements.txt installs no psycopg2: deployed with a PostgreSQL URL, every "
+                    "shard process would stop at start; if it may be one, add --extras postgres"
+                )
+    who = declared_by(topology)
     # a module of an extra a component declares (an s3 sink's Parquet: pyarrow, `s3`)
     for name in sorted(needed_packages(topology, "") & EXTRA_OF.keys()):
         extra, dist = EXTRA_OF[name], DISTRIBUTION_OF.get(name, name)
-        if extra not in extras and dist.lower() not in requirements_text.lower():
+        if extra not in extras and not installs(dist):
+            users = who.get(name) or ["the topology's components"]
             out.append(
-                f"the topology's components import {name}, but requirements.txt installs none: "
-                f"every shard process would stop at start; add --extras {extra}"
+                f"{', '.join(users)} import{'s' if len(users) == 1 and name in who else ''} "
+                f"{name}, but requirements.txt installs none: every shard process would stop "
+                f"at start; add --extras {extra}"
             )
     return out
 

@@ -521,7 +521,7 @@ def missing_drivers(
     and a module of ``needs`` (``dependencies.needed_packages``: what the components declare,
     such as an ``s3`` sink's Parquet writer pyarrow, the ``s3`` extra's). Such a function stops
     at every init (or batch). ``text``: the topology file's, for one built without a locator."""
-    from squall.deploy.dependencies import _variable_paths, resource_uses
+    from squall.deploy.dependencies import _variable_paths, declared_by, resource_uses
 
     out = []
     variables = _variable_paths(topology, text) if topology.locator or text else set()
@@ -541,6 +541,7 @@ def missing_drivers(
                 "holds no psycopg2: deployed with a PostgreSQL URL, the function could not open "
                 "it; if it may be one, add --extras postgres (or --with psycopg2-binary)"
             )
+    who = declared_by(topology, text)
     for name in sorted(needs):
         where = deps.joinpath(*name.split("."))  # google.auth: not protobuf's google/
         if where.is_dir() or any(where.parent.glob(f"{where.name}.*")):
@@ -548,9 +549,11 @@ def missing_drivers(
         dist = OPTIONAL.get(name, (DISTRIBUTION_OF.get(name, name),))[0]
         extra = EXTRA_OF.get(name)
         fix = f"--extras {extra} (or --with {dist})" if extra else f"--with {dist}"
+        users = who.get(name) or ["the topology's components"]
         out.append(
-            f"the topology's components import {name}, but the package holds none: the "
-            f"function would stop with ImportError; add {fix}"
+            f"{', '.join(users)} import{'s' if len(users) == 1 and name in who else ''} "
+            f"{name}, but the package holds none: the function would stop with ImportError; "
+            f"add {fix}"
         )
     return out
 

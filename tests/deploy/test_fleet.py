@@ -508,11 +508,45 @@ def test_a_fleet_without_the_extra_of_a_declared_module_is_warned_of(tmp_path: P
     args = ["package", str(path), "--handler", "kcl"]
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    assert (
-        "  warning: the topology's components import pyarrow, but requirements.txt installs "
+    warning = (
+        "  warning: sink 'lake' (s3) imports pyarrow, but requirements.txt installs "
         "none: every shard process would stop at start; add --extras s3"
-    ) in result.output
+    )
+    # located (it said "the topology's components"), on stderr as a Lambda build's (stdout)
+    assert warning in result.stderr and warning not in result.stdout
+    result = CliRunner().invoke(main, [*args, "--strict", "-o", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "error: --strict: 1 warning(s)" in result.stderr
     for more in (["--extras", "s3"], ["--with", "pyarrow==25.0.1"]):
-        result = CliRunner().invoke(main, [*args, *more, "-o", str(tmp_path / more[0][2:])])
+        out = ["-o", str(tmp_path / more[0][2:])]
+        result = CliRunner().invoke(main, [*args, *more, "--strict", *out])
         assert result.exit_code == 0, result.output
         assert "pyarrow" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "requirements", "warned"),
+    [
+        # a URL from a variable may be PostgreSQL when deployed, as a Lambda build warns
+        ("${WAREHOUSE_URL:-sqlite:///w.db}", "", True),
+        # a comment naming the driver installs nothing (the text was searched for it)
+        ("postgresql://db.internal/app", "# psycopg2 comes from the AMI\n", True),
+        ("${WAREHOUSE_URL:-sqlite:///w.db}", "psycopg2-binary==2.9.10\n", False),
+        ("postgresql://db.internal/app", "./wheels/psycopg2_binary-2.9.10-cp311.whl\n", False),
+    ],
+)
+def test_a_fleet_whose_url_may_be_postgresql_without_psycopg2_is_warned_of(
+    tmp_path: Path, url: str, requirements: str, warned: bool
+):
+    from squall.deploy.fleet import driver_warnings
+    from squall.topology.loader import load
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        f"name: pgfleet\nresources:\n  db: {{url: '{url}'}}\n"
+        "spout: {type: kinesis, stream: events}\nbolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+    )
+    text = f"squall[kcl]==1.0\n{requirements}"
+    found = [w for w in driver_warnings(load(path), text) if "psycopg2" in w]
+    assert bool(found) == warned, found
+    assert all(w.startswith("resource 'db' ") for w in found)

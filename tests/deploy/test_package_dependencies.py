@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -893,6 +894,45 @@ def test_a_module_of_an_extra_the_package_lacks_is_warned_of(
     monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # nothing installed
     report = pkg.build(path, handler="consumer", output=tmp_path / "a.zip", requirement="squall")
     assert any(f"--extras {extra} " in w for w in report.warnings), report.warnings
+    # located: the component that imports it (it said "the topology's components")
+    cid = re.search(r"id: (\w+), type: (?!json|stdout)(\w+)", bolt + sink)
+    kind = "bolt" if bolt else "sink"
+    assert any(w.startswith(f"{kind} '{cid[1]}' ({cid[2]}") for w in report.warnings), (
+        report.warnings
+    )
+
+
+def test_a_build_that_warned_fails_with_strict(tmp_path: Path, monkeypatch):
+    """The warnings go to stderr and leave the exit code 0; ``--strict`` (for CI) makes a
+    build that warned exit 1 — there was no way to fail a pipeline on them."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import package as pkg
+
+    path = write(
+        tmp_path / "project" / "t.yaml",
+        "name: t\nspout: {type: stdin}\nbolts:\n  - {id: decode, type: json}\n"
+        f"sinks:\n{EXTRA_USERS['http']}\n",
+    )
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)  # nothing installed: no httpx
+    args = ["package", str(path), "--handler", "consumer", "-o", str(tmp_path / "a.zip")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    warning = "warning: sink 'hook' (http) imports httpx, but the package holds none"
+    assert warning in result.stderr and warning not in result.stdout
+    result = CliRunner().invoke(main, [*args, "--strict"])
+    assert result.exit_code == 1, result.output
+    assert "error: --strict: 1 warning(s) above" in result.stderr
+    (tmp_path / "stub" / "httpx").mkdir(parents=True)  # as if --extras http installed it
+    real = pkg.missing_drivers
+    monkeypatch.setattr(
+        pkg, "missing_drivers", lambda topo, deps, *a: real(topo, tmp_path / "stub", *a)
+    )
+    result = CliRunner().invoke(main, [*args, "--strict"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.output
 
 
 @pytest.mark.parametrize(
