@@ -380,7 +380,7 @@ def package(
         )
         click.echo(f"  largest: {describe_sizes(report.layer.largest, report.layer.zipped_bytes)}")
     click.echo(
-        f"  bundled GeoLite2: {'included (a geo bolt has no database:)' if report.geolite_included else 'left out'}"
+        f"  bundled GeoLite2: {'included (a geo bolt, or your code, opens it)' if report.geolite_included else 'left out'}"
         f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
         + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else "")
     )

@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~580 lines): one question — what the function imports — read from the topology (options,
+Size (~620 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -446,7 +446,10 @@ def _module_level_imports(tree: ast.Module, package: str) -> set[str]:
 def squall_module_needs(modules: set[str]) -> set[str]:
     """The optional modules (``OPTIONAL``'s) that importing squall's ``modules`` (dotted names;
     others are ignored) imports at module level, through squall's modules in turn: code that
-    reuses ``squall.bolts.lookup_sources`` imports SQLAlchemy and redis-py with it."""
+    reuses ``squall.bolts.lookup_sources`` imports SQLAlchemy and redis-py with it. A function
+    of squall's that ``modules`` name (``squall.enrichment.geo.bundled_database``) counts with
+    what its body imports (``_function_imports``); those squall's modules import by name do
+    not (they may never call them)."""
     import squall
 
     root = Path(squall.__file__).parent
@@ -461,20 +464,57 @@ def squall_module_needs(modules: set[str]) -> set[str]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages run first
         rel = Path(*parts[1:])
+        found = False
         for path, package in ((root / rel / "__init__.py", name), (root / f"{rel}.py", "")):
-            if not path.is_file():
+            tree = _parsed_file(path)
+            if tree is None:
                 continue
-            try:
-                tree = ast.parse(path.read_bytes())
-            except (SyntaxError, ValueError, OSError):
-                continue
+            found = True
             for imported in _module_level_imports(tree, package or name.rpartition(".")[0]):
                 top = imported.split(".", 1)[0]
                 if top == "squall":
                     todo.append(imported)
                 elif top in OPTIONAL:
                     needs.add(top)
+        if not found and len(parts) > 2 and name in modules:  # your code's, not squall's:
+            todo += _function_imports(root, parts, needs)  # `import bundled_database`, called
     return needs
+
+
+def _parsed_file(path: Path) -> ast.Module | None:
+    if not path.is_file():
+        return None
+    try:
+        return ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return None
+
+
+def _function_imports(root: Path, parts: list[str], needs: set[str]) -> list[str]:
+    """For ``squall.….module.function``, a top-level function of that module: what its body
+    imports when called (``bundled_database`` imports the GeoLite2 package) — the optional
+    modules added to ``needs``, squall's returned. A class's methods are not read (a base
+    class's lazy imports are its components' to declare)."""
+    module = Path(*parts[1:-1])
+    for path, package in (
+        (root / module / "__init__.py", ".".join(parts[:-1])),
+        (root / f"{module}.py", ".".join(parts[:-2])),
+    ):
+        tree = _parsed_file(path)
+        for node in tree.body if tree is not None else ():
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == parts[-1]:
+                inner = ast.Module(
+                    body=[ast.If(ast.Constant(True), node.body, [])], type_ignores=[]
+                )
+                out = []
+                for imported in _module_level_imports(inner, package):
+                    top = imported.split(".", 1)[0]
+                    if top == "squall":
+                        out.append(imported)
+                    elif top in OPTIONAL:
+                        needs.add(top)
+                return out
+    return []
 
 
 def local_code(topology: Topology, folder: Path) -> list[Path]:

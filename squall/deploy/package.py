@@ -52,6 +52,7 @@ from squall.deploy.dependencies import (
     DISTRIBUTION_OF,
     EXTRA_OF,
     OPTIONAL,
+    _imports,
     local_code,
     needed_packages,
     prune_unused,
@@ -410,7 +411,10 @@ def build(
             raise SquallError(f"--plugin {name}: no installed distribution of that name") from None
         if all(x.metadata["Name"].lower() != d.metadata["Name"].lower() for x in dists):
             dists.append(d)
+    own_code = local_code(topo, topology.resolve().parent)
+    # a geo bolt that opens the bundled file, or code of yours that does (``bundled_database``)
     geolite = uses_bundled_geolite(topo, topology.read_text(encoding="utf-8"))
+    geolite = geolite or "_maxminddb_geolite2" in _imports(own_code)
     suffix = f"[{','.join(extras)}]" if extras else ""
     with tempfile.TemporaryDirectory(prefix="squall-package-") as tmp:
         work = Path(tmp)
@@ -456,7 +460,7 @@ def build(
             needs,
             extras=set(extras),
             asked=[a for a in asked if a and not a.startswith(("#", "-"))],
-            code=local_code(topo, topology.resolve().parent),
+            code=own_code,
         )
         warnings = missing_drivers(topo, deps, needs, topology.read_text(encoding="utf-8"))
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))

@@ -123,6 +123,54 @@ def test_a_geo_database_from_a_variable_that_is_never_empty_leaves_the_geolite_o
     assert needed_packages(topo, path.read_text()) == {"maxminddb"}
 
 
+NEAR_BOLT = """
+from squall.bolts import RecordBolt
+from squall.enrichment.geo import bundled_database
+
+
+class Near(RecordBolt):
+    def open(self, resources):
+        self.path = bundled_database()
+
+    def process_event(self, event):
+        return "default"
+"""
+
+
+def test_own_code_opening_the_bundled_geolite_ships_it(tmp_path: Path, monkeypatch):
+    """A bolt of yours calling ``squall.enrichment.geo.bundled_database()``: that function
+    imports the GeoLite2 package when called (not at module level), so the zip left the
+    package out, and its 56 MB file too: the init stopped on "No module named
+    '_maxminddb_geolite2'". What a squall function imports when called counts now, and code
+    importing the package keeps its file."""
+    import zipfile
+
+    from squall.deploy.dependencies import _imports, local_code
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "near.py").write_text(NEAR_BOLT)
+    path = topology(project, '  - {id: near, type: "near:Near"}')
+
+    def installs_geolite(*args: str) -> None:
+        if args[:2] == ("install", "--target"):
+            (Path(args[2]) / "_maxminddb_geolite2").mkdir(parents=True)
+            (Path(args[2]) / "_maxminddb_geolite2" / "GeoLite2-City.mmdb").write_bytes(b"db")
+
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", installs_geolite)
+    sys.path.insert(0, str(project))
+    try:
+        assert "_maxminddb_geolite2" in _imports(local_code(load(path), project))
+        report = pkg.build(path, handler="consumer", output=tmp_path / "a.zip", requirement="x")
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("near", None)
+    assert report.geolite_included
+    names = zipfile.ZipFile(tmp_path / "a.zip").namelist()
+    assert "_maxminddb_geolite2/GeoLite2-City.mmdb" in names
+
+
 def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_path: Path):
     project = tmp_path / "kiosk"
     project.mkdir()
