@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~620 lines): one question — what the function imports — read from the topology (options,
+Size (~640 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -535,10 +535,29 @@ def local_code(topology: Topology, folder: Path) -> list[Path]:
         seen.add(name)
         found = [folder / f"{name}.py"] if (folder / f"{name}.py").is_file() else []
         if (folder / name).is_dir():
-            found += sorted((folder / name).rglob("*.py"))
+            package = folder / name
+            found += sorted(
+                p for p in package.rglob("*.py") if not _not_run(p.relative_to(package))
+            )
         files += found
         todo += sorted(_imports(found))
     return files
+
+
+def _not_run(path: Path) -> bool:
+    """A file of a package folder (``path``: inside it) the function does not run: its tests
+    (a ``tests``/``test`` folder, ``test_*.py``, ``*_test.py``, ``conftest.py``), or anything in
+    a hidden folder or an installed environment (``.venv``, ``site-packages``) — their imports,
+    and asks for SQLAlchemy's engine, would keep what the function never imports."""
+    name = path.name
+    return (
+        name == "conftest.py"
+        or name.startswith("test_")
+        or name.endswith("_test.py")
+        or any(
+            p in ("tests", "test", "site-packages") or p.startswith(".") for p in path.parts[:-1]
+        )
+    )
 
 
 def prune_unused(

@@ -217,6 +217,34 @@ def test_own_code_is_what_the_types_name_and_what_that_imports(tmp_path: Path):
     assert files == {"bolts.py", "helpers/__init__.py"}
 
 
+def test_a_packages_tests_and_environments_are_not_own_code(tmp_path: Path):
+    """The folder of a package a type names was read whole: its tests (fixtures on SQLAlchemy,
+    a fake's ``resources.sql``) and a virtual environment inside it kept SQLAlchemy (27 MiB
+    unzipped) for a function that never imports them. A folder of tests above the project's
+    does not count."""
+    folder = tmp_path / "tests" / "topo"
+    write(folder / "shop" / "__init__.py", "")
+    write(folder / "shop" / "bolts.py", "from squall.bolts import RecordBolt\n")
+    write(folder / "shop" / "tests" / "test_bolts.py", "import sqlalchemy\n")
+    write(folder / "shop" / "conftest.py", "engine = resources.sql('db')\n")
+    write(folder / "shop" / "test_more.py", "import redis\n")
+    write(folder / "shop" / ".venv" / "lib" / "site-packages" / "x.py", "import pyarrow\n")
+
+    class Cfg:
+        def __init__(self, type_: str):
+            self.type = type_
+
+    class Topo:
+        spout, bolts, sinks = Cfg("stdin"), [Cfg("shop.bolts:B")], [Cfg("stdout")]
+
+    files = local_code(Topo(), folder)  # the types are all it reads
+    assert sorted(f.relative_to(folder).as_posix() for f in files) == [
+        "shop/__init__.py",
+        "shop/bolts.py",
+    ]
+    assert not _imports(files) & {"sqlalchemy", "redis", "pyarrow"}
+
+
 def test_every_optional_import_name_is_what_its_distribution_installs():
     """OPTIONAL's import names are real modules of the development environment's distributions."""
     from importlib import metadata, util
