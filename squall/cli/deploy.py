@@ -1,7 +1,7 @@
 """``squall package``, ``squall local-aws`` and ``squall kcl``: the commands that build and
 start deployments (loaded only when called; see ``_Commands.lazy`` in ``squall/cli``).
 
-Size (~620 lines): ``package`` has twenty-four options, each with its help text; no logic lives
+Size (~680 lines): ``package`` has twenty-seven options, each with its help text; no logic lives
 here."""
 
 from __future__ import annotations

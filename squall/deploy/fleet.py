@@ -18,7 +18,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~640 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~670 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
