@@ -22,30 +22,15 @@ from squall.topology.checkpoint import Checkpointer, SqlCheckpointStore
 from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.resources import Resources
-from tests.moto_standin import FlakyClient, client_error, unique
-from tests.sinks.test_s3_rolling import SHARD, keys, payloads, rows, sink_yaml
+from tests.moto_standin import FlakyClient, client_error
+from tests.sinks.test_s3_rolling import SHARD, keys, payloads, sink_yaml
 from tests.sinks.test_s3_rolling_failed_batch import (
     FAIL,
     component,
+    counts,
     failing_topology,
     flaky_engine,
 )
-
-
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = unique("batchfail")
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def counts(s3, bucket: str) -> Counter:
-    return Counter(r["n"] for r in rows(s3, bucket))
 
 
 def test_a_lambda_retry_in_another_container_leaves_none_of_the_failed_batchs_objects(

@@ -70,18 +70,6 @@ def objects(s3, bucket: str) -> dict[str, bytes]:
     return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
 
 
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = unique("lake")
-    s3.create_bucket(Bucket=name)
-    return name
-
-
 def test_s3_jsonl_objects_are_partitioned_by_event_hour_and_a_replay_overwrites_them(
     moto_server, s3, bucket
 ):

@@ -33,7 +33,7 @@ from squall.topology.executor import Engine
 from squall.topology.loader import load_text
 from squall.topology.resources import Resources
 from tests.factories import KclCheckpointer, kcl_initialize, kcl_message, kcl_process_records
-from tests.moto_standin import FlakyClient, client_error, unique
+from tests.moto_standin import FlakyClient, client_error
 
 SHARD = "shardId-000000000000"
 
@@ -48,18 +48,6 @@ def payloads(n: int, start: int = 0) -> list[dict]:
 
 def line_size(payload: dict) -> int:
     return len(orjson.dumps(payload)) + 1
-
-
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = unique("roll")
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def keys(s3, bucket: str) -> list[str]:

@@ -34,22 +34,10 @@ from tests.factories import (
     kcl_process_records,
     kinesis_lambda_event,
 )
-from tests.moto_standin import FlakyClient, client_error, unique
+from tests.moto_standin import FlakyClient, client_error
 from tests.sinks.test_s3_rolling import SHARD, keys, line_size, payloads, rows, sink_yaml
 
 OTHER = "shardId-000000000001"
-
-
-@pytest.fixture
-def s3(moto_server):
-    return moto_server.client("s3")
-
-
-@pytest.fixture
-def bucket(s3) -> str:
-    name = unique("rollfail")
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def topology(lake: dict) -> str:
