@@ -8,13 +8,10 @@ answered otherwise (with the ``$`` already read as ``\\Z``)."""
 
 from __future__ import annotations
 
-import json
-import uuid
-
 import pytest
 
 from squall.bolts.schema import ecma_pattern, fast_check, full_validator
-from squall.testing import MemorySink, records_from, run_topology
+from tests.bolts.test_schema_pattern_end import run
 
 #: (pattern, text, ECMA-262's answer), where Python's ``re`` answers otherwise.
 DIFFERENT = [
@@ -123,23 +120,6 @@ def test_python_inline_flags_keep_their_meaning():
     assert [check("\r") for check in validators("(?s)^.$")] == [True] * 4
     assert [check("\r\r") for check in validators("^(?s:.).$")] == [False] * 4
     assert [check("\ra") for check in validators("^(?s:.).$")] == [True] * 4
-
-
-def run(schema: dict, payloads: list) -> tuple[list, list]:
-    tag = f"t{uuid.uuid4().hex}"
-    yaml = f"""
-name: t
-spout: {{type: 'squall.testing:ListSpout'}}
-bolts:
-  - {{id: decode, type: json}}
-  - {{id: v, type: schema, schema: {json.dumps(schema)}}}
-sinks:
-  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
-  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
-"""
-    run_topology(yaml, records_from(payloads))
-    out, dlq = MemorySink.stores.pop(f"{tag}-out", []), MemorySink.stores.pop(f"{tag}-dlq", [])
-    return [ev.value for ev in out], [ev.failure.reason for ev in dlq]
 
 
 def test_the_bolt_refuses_other_digits_with_the_pattern_as_written():
