@@ -18,6 +18,16 @@ from tests.bolts.test_lookup import count_queries, create_apps, make_bolt, run
 from tests.enrichment.support import resources
 
 
+def apps_bolt(tmp_path, **options):
+    """A lookup of ``app_id`` in the apps table (tests/bolts/test_lookup.py's rows) of a new SQLite
+    file; the bolt and its resources."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    create_apps(url, "apps")
+    res = resources(db=url)
+    source = {"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]}
+    return make_bolt(res, key="app_id", source=source, **options), res
+
+
 def kiosk_bolt(url: str, table: str):
     res = resources(db=url)
     bolt = make_bolt(
@@ -73,13 +83,7 @@ def test_a_caseless_key_column_finds_its_rows_whatever_the_case(caseless):
 
 
 def test_an_integer_key_column_asked_with_leading_zeros_finds_its_row(tmp_path):
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    create_apps(url, "apps")
-    bolt = make_bolt(
-        resources(db=url),
-        key="app_id",
-        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
-    )
+    bolt, _ = apps_bolt(tmp_path)
     found, failed, _ = run(bolt, [{"app_id": "01"}, {"app_id": "003"}, {"app_id": 2}])
     assert failed == {}
     assert found == {0: {"name": "Weather"}, 1: {"name": "Chess"}, 2: {"name": "Weather"}}
@@ -88,14 +92,7 @@ def test_an_integer_key_column_asked_with_leading_zeros_finds_its_row(tmp_path):
 def test_a_table_compared_by_text_asks_each_batch_once(tmp_path):
     """A table whose rows all read as their keys never asks keys one at a time: missing keys
     included, a batch is one query."""
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    create_apps(url, "apps")
-    res = resources(db=url)
-    bolt = make_bolt(
-        res,
-        key="app_id",
-        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
-    )
+    bolt, res = apps_bolt(tmp_path)
     queries = count_queries(res.sql("db"))
     run(bolt, [{"app_id": k} for k in (1, 2, 7, 8, 9)])
     assert len(queries) == 1 and not bolt.source.loose
@@ -115,14 +112,7 @@ def test_two_spellings_of_a_key_in_a_first_batch_both_find_their_row(caseless):
 
 
 def test_an_integer_asked_in_two_spellings_in_a_first_batch_finds_its_row(tmp_path):
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    create_apps(url, "apps")
-    bolt = make_bolt(
-        resources(db=url),
-        key="app_id",
-        on_missing="fail",
-        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
-    )
+    bolt, _ = apps_bolt(tmp_path, on_missing="fail")
     found, failed, _ = run(bolt, [{"app_id": "01"}, {"app_id": 1}])
     assert failed == {}  # before: {0: "key '01' not found"}
     assert found == {0: {"name": "Weather"}, 1: {"name": "Weather"}}
@@ -161,14 +151,7 @@ def test_a_thousand_keys_in_another_case_cost_a_few_queries_not_a_thousand(
 def test_a_key_that_reads_as_a_huge_number_beside_a_found_one_is_missing(tmp_path):
     """Keys left beside a found one are read as numbers to compare them: `1e9999999` overflowed
     that reading (decimal.Overflow out of the batch) in the second review's first version."""
-    url = f"sqlite:///{tmp_path / 'a.db'}"
-    create_apps(url, "apps")
-    bolt = make_bolt(
-        resources(db=url),
-        key="app_id",
-        on_missing="fail",
-        source={"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]},
-    )
+    bolt, _ = apps_bolt(tmp_path, on_missing="fail")
     found, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": "1e9999999"}, {"app_id": "1e-99"}])
     assert found == {0: {"name": "Weather"}}
     assert failed == {1: "key '1e9999999' not found", 2: "key '1e-99' not found"}
