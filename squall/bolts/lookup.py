@@ -494,23 +494,24 @@ class LookupBolt(Bolt):
         """The shared cache, unless it was found down less than ``SHARED_CACHE_PAUSE`` ago, by
         this lookup or another of the process on the same Redis resource (``_PAUSED``)."""
         shared = self.shared
-        if shared is None:
+        if shared is None or self._paused(_PAUSED, shared.client):
             return None
-        until = _PAUSED.get(shared.client)
-        if until is not None:
-            if self.clock() < until:
-                return None
-            _PAUSED.pop(shared.client, None)
         return shared
 
     def _shared_writable(self, shared: SharedCache) -> bool:
         """Whether to write to the shared cache: not while it refuses writes (``_WRITES_PAUSED``)."""
-        until = _WRITES_PAUSED.get(shared.client)
-        if until is not None:
-            if self.clock() < until:
-                return False
-            _WRITES_PAUSED.pop(shared.client, None)
-        return True
+        return not self._paused(_WRITES_PAUSED, shared.client)
+
+    def _paused(self, pauses: weakref.WeakKeyDictionary[Any, float], client: Any) -> bool:
+        """Whether ``client``'s pause in ``pauses`` (until a time of ``self.clock``) is still on;
+        a pause that is over is forgotten."""
+        until = pauses.get(client)
+        if until is None:
+            return False
+        if self.clock() < until:
+            return True
+        pauses.pop(client, None)
+        return False
 
     def _shared_refuses_writes(self, shared: SharedCache, reason: str) -> None:
         """A Redis out of memory under ``maxmemory``/``noeviction``, or ``MISCONF``, answers
