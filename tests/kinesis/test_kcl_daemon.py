@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from squall.deploy.kcl_daemon import KclSettings, daemon_command, jars_dir
+from tests.process_group import stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -145,13 +145,7 @@ def start_daemon(
 
 
 def stop(proc, log) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_group(proc, 20)
     log.close()
 
 

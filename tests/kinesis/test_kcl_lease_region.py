@@ -7,9 +7,7 @@ chance. squall now writes each client's region instead of `regionName` when they
 from __future__ import annotations
 
 import http.client
-import os
 import re
-import signal
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +22,7 @@ from squall.deploy.kcl_daemon import KclSettings
 from squall.deploy.kcl_lease import LeaseTable
 from tests.kinesis.test_kcl_daemon import precreate_leases, put, wait_rows
 from tests.kinesis.test_kcl_stream_arn import kcl_command, kcl_env, topology_file
+from tests.process_group import stop_group
 
 
 def written(text: str) -> dict[str, str]:
@@ -186,13 +185,7 @@ def test_the_daemon_keeps_its_leases_in_the_lease_table_s_region(
             try:
                 wait_rows(tmp_path / "w.db", 20, proc, tmp_path, "w1")
             finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    try:
-                        proc.wait(30)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
+                stop_group(proc, 30)
     finally:
         recorder.close()
     assert recorder.regions and set(recorder.regions) == {"eu-west-1"}, recorder.regions

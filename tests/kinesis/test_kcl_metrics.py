@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 from tests.kinesis.test_kcl_daemon import LOCAL_PROPS, precreate_leases, put
 from tests.observability.test_prometheus_endpoint import scrape, total
 from tests.ports import free_port
+from tests.process_group import stop_group
 
 pytestmark = pytest.mark.e2e
 
@@ -96,13 +96,7 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(
                 + (tmp_path / "kcl.log").read_text()[-3000:]
             )
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, 20)
         log.close()
     assert total(samples, "squall_topology_records_total", outcome="committed") == 60
     assert total(samples, "squall_topology_records_total", outcome="dead_lettered") == 4

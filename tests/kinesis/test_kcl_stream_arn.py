@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from squall.deploy.kcl_daemon import KclSettings
 from squall.errors import SquallError
 from squall.topology.loader import load
 from tests.kinesis.test_kcl_daemon import precreate_leases, put, wait_rows
+from tests.process_group import stop_group
 
 ARN = "arn:aws:kinesis:{region}:{account}:stream/{name}"
 TOPOLOGY = """
@@ -223,13 +223,7 @@ def test_the_daemon_reads_a_stream_given_by_its_arn(
             wait_rows(tmp_path / "w.db", 20, proc, tmp_path, "w1")
             assert f"streamArn = {arn}\n" in props.read_text()
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_group(proc, 30)
 
 
 @pytest.mark.e2e
