@@ -9,8 +9,6 @@ from __future__ import annotations
 import http.client
 import re
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +21,7 @@ from squall.deploy.kcl_lease import LeaseTable
 from tests.kinesis.test_kcl_daemon import precreate_leases, put, wait_rows
 from tests.kinesis.test_kcl_stream_arn import kcl_command, kcl_env, topology_file
 from tests.process_group import stop_group
+from tests.sinks.local_http import Answer, LocalHttp, Request
 
 
 def written(text: str) -> dict[str, str]:
@@ -115,49 +114,36 @@ class Recorder:
 
     def __init__(self, target: str):
         self.regions: list[str | None] = []
-        host, port = urlsplit(target).hostname, urlsplit(target).port
-        recorder = self
+        self.host, self.port = urlsplit(target).hostname, urlsplit(target).port
+        self.server = LocalHttp(self.forward)
+        self.endpoint = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                scope = re.search(
-                    r"Credential=[^/,]+/\d{8}/([^/,]+)/dynamodb/", self.headers["Authorization"]
-                )
-                recorder.regions.append(scope[1] if scope else None)
-                headers = {
-                    k: v
-                    for k, v in self.headers.items()
-                    if k.lower() not in ("host", "connection", "content-length")
-                }
-                conn = http.client.HTTPConnection(host, port, timeout=30)
-                try:
-                    conn.request("POST", self.path, body, headers)
-                    answer = conn.getresponse()
-                    data = answer.read()
-                finally:
-                    conn.close()
-                self.send_response(answer.status)
-                for k, v in answer.getheaders():
-                    if k.lower() not in ("content-length", "connection", "date", "server"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def forward(self, request: Request) -> Answer:
+        scope = re.search(
+            r"Credential=[^/,]+/\d{8}/([^/,]+)/dynamodb/", request.headers["authorization"]
+        )
+        self.regions.append(scope[1] if scope else None)
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k not in ("host", "connection", "content-length")
+        }
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request(request.method, request.path, request.body, headers)
+            answer = conn.getresponse()
+            data = answer.read()
+        finally:
+            conn.close()
+        kept = {
+            k: v
+            for k, v in answer.getheaders()
+            if k.lower() not in ("content-length", "connection", "date", "server")
+        }
+        return answer.status, kept, data
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.mark.e2e
