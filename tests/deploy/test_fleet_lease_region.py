@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from squall.cli import main
-from squall.deploy.kcl_lease import LeaseTable
 from tests.deploy.sam import cfn_lint
+from tests.kinesis.test_kcl_lease_region import lease_of, written
 
 TOPOLOGY = """
 name: copier
@@ -82,12 +82,11 @@ def test_the_fleet_keeps_its_leases_in_the_region_it_is_given(
         main, [*argv, "--print", "--worker-id", "w1"], env={"AWS_REGION": "us-east-2"}
     )
     assert result.exit_code == 0, result.output
-    props = dict(line.split(" = ", 1) for line in result.output.splitlines() if " = " in line)
+    props = written(result.output)
     assert "regionName" not in props
     assert props["dynamoDbClient.region"] == "eu-west-1"
     assert props["kinesisClient.region"] == (spout_region or "us-east-2")
-    lease = LeaseTable.from_args(props["executableName"].split(" ")[3:])[1]
-    assert lease is not None and lease.region == "eu-west-1"
+    assert lease_of(props).region == "eu-west-1"
 
 
 def test_without_a_lease_region_the_role_grants_the_table_in_the_stream_s_region(tmp_path: Path):
