@@ -36,6 +36,21 @@ from tests.private_redis import busy, private_redis_server, scripted_redis_serve
 SOURCE = {"type": "sql", "resource": "db", "table": "apps", "columns": ["name"]}
 
 
+def cached_bolt(apps_db: str, redis_url: str, prefix: str | None = None, **options):
+    """A lookup of ``app_id`` in ``apps_db``'s apps table, its shared cache the Redis at
+    ``redis_url`` (its keys under ``prefix``, else the default prefix)."""
+    shared = (
+        {"resource": "cache"} if prefix is None else {"resource": "cache", "key_prefix": prefix}
+    )
+    return make_bolt(
+        resources(db=apps_db, cache=redis_url),
+        key="app_id",
+        source=SOURCE,
+        shared_cache=shared,
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
 def scripted_redis(tmp_path_factory) -> Iterator[int]:
     with scripted_redis_server(tmp_path_factory.mktemp("busy-cache")) as port:
@@ -51,12 +66,7 @@ def apps_db(tmp_path) -> str:
 
 def test_a_shared_cache_refusing_connections_serves_the_batch_from_the_source(apps_db, caplog):
     down = f"redis://:secret@127.0.0.1:{free_port()}/0"
-    bolt = make_bolt(
-        resources(db=apps_db, cache=down),
-        key="app_id",
-        source=SOURCE,
-        shared_cache={"resource": "cache"},
-    )
+    bolt = cached_bolt(apps_db, down)
     with caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
         found, failed, _ = run(bolt, [{"app_id": 1}, {"app_id": 3}, {"app_id": 404}])
     # before: TransientError, the batch retried and failed while the table answered
@@ -71,12 +81,11 @@ def test_a_busy_shared_cache_is_paused_then_asked_again(scripted_redis, apps_db,
     url = f"redis://127.0.0.1:{scripted_redis}/0"
     prefix = "squall-test:paused:"
     clock = FakeClock()
-    bolt = make_bolt(
-        resources(db=apps_db, cache=url),
+    bolt = cached_bolt(
+        apps_db,
+        url,
+        prefix,
         clock=clock,
-        key="app_id",
-        source=SOURCE,
-        shared_cache={"resource": "cache", "key_prefix": prefix},
         cache={"size": 0},  # every batch passes the in-process cache: only Redis could answer
     )
     client = redis.Redis(port=scripted_redis)
@@ -145,12 +154,7 @@ def test_a_shared_cache_refusing_a_write_never_shows_the_record(apps_db, tmp_pat
         else:
             replica = private_redis_server(tmp_path, "--replicaof", "127.0.0.1", str(port))
             cache = f"redis://127.0.0.1:{stack.enter_context(replica)}/0"
-        bolt = make_bolt(
-            resources(db=apps_db, cache=cache),
-            key="app_id",
-            source=SOURCE,
-            shared_cache={"resource": "cache"},
-        )
+        bolt = cached_bolt(apps_db, cache)
         with caplog.at_level(logging.WARNING, logger="squall.bolts.lookup"):
             try:
                 found, failed, _ = run(bolt, [{"app_id": 1}])
@@ -196,12 +200,7 @@ def test_a_shared_cache_without_mget_stops_the_run_not_a_dead_letter_of_every_ev
     'MGET', with args beginning with: '<prefix>1'`: a key in each reason), though the table
     answered. A misconfiguration now: the batch fails, not retried, nothing dead-lettered."""
     with private_redis_server(tmp_path, "--rename-command", "MGET", "") as port:
-        bolt = make_bolt(
-            resources(db=apps_db, cache=f"redis://127.0.0.1:{port}/0"),
-            key="app_id",
-            source=SOURCE,
-            shared_cache={"resource": "cache", "key_prefix": "squall-test:no-mget:"},
-        )
+        bolt = cached_bolt(apps_db, f"redis://127.0.0.1:{port}/0", "squall-test:no-mget:")
         values = [{"app_id": 1}, {"app_id": 3}]
         batch = make_batch(values)
         with pytest.raises(SinkError, match="unknown command 'MGET'") as raised:
