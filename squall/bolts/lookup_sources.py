@@ -45,6 +45,7 @@ from squall.topology.resources import (
     redis_outage,
     redis_refused_for_good,
     redis_transient_errors,
+    redis_unservable,
 )
 from squall.topology.sql import (
     describe,
@@ -601,7 +602,9 @@ class RedisSource:
         return fetched
 
     def _settle(self, key: Key, answer: Any, fetched: Fetched) -> None:
-        if redis_outage(answer):  # the source's, not the key's
+        # The source's, not the key's: down, refused, or unable to serve (HGETALL renamed away,
+        # a Cluster endpoint's MOVED): each key's "wrong kind of value" before, dead-lettered.
+        if redis_outage(answer) or redis_unservable(answer):
             raise redis_failure("redis source", answer)
         if isinstance(answer, Exception):  # WRONGTYPE: this key holds another kind of value
             fetched.failed[key] = f"redis key {quoted(self.name(key))}: {_WRONG_TYPE}{answer}"

@@ -624,7 +624,7 @@ class RedisWindowStore:
         layout (same ``w:<start>`` hashes, a field per key) to ``cells:<start>``, unread, as the
         SQL stores leave the old ``<table>``; read as log rows, they failed every batch."""
         if not self._layout_checked:
-            with redis_errors("window store read"):
+            with redis_errors("window store read", keys_are_records=False):
                 self.r.eval(_SET_ASIDE_CELLS, 0, self.base)
             self._layout_checked = True
 
@@ -633,7 +633,7 @@ class RedisWindowStore:
 
     def read_marks(self) -> tuple[dict[str, ShardMark], dict[str, str]]:
         self._set_aside_cells()
-        with redis_errors("window store read"):
+        with redis_errors("window store read", keys_are_records=False):
             pipe = self.r.pipeline(transaction=False)
             pipe.hgetall(self.marks_key)
             pipe.hgetall(self.decided_key)
@@ -646,7 +646,7 @@ class RedisWindowStore:
 
     def open_windows(self) -> dict[int, tuple[int, int]]:
         self._set_aside_cells()
-        with redis_errors("window store read"):
+        with redis_errors("window store read", keys_are_records=False):
             found = self.r.zrange(self.open_key, 0, -1, withscores=True)
             if not found:
                 return {}
@@ -666,7 +666,7 @@ class RedisWindowStore:
         if not windows:
             return out
         self._set_aside_cells()
-        with redis_errors("window store read"):
+        with redis_errors("window store read", keys_are_records=False):
             pipe = self.r.pipeline(transaction=False)
             for ws in windows:
                 pipe.hgetall(self._h(ws))
@@ -735,7 +735,7 @@ class RedisWindowStore:
             ],
         }
         args[2] = orjson.dumps(header)
-        with redis_errors("window store write"):
+        with redis_errors("window store write", keys_are_records=False):
             if self._script is None:
                 self._script = self.r.register_script(_COMMIT)
             moved = self._script(args=args)

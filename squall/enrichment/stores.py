@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from squall.enrichment.state import Position, Status, SubscriptionState
-from squall.errors import StaleState, TransientError
+from squall.errors import SinkError, StaleState, TransientError
 from squall.topology import driver_engine
 from squall.topology.resources import redis_errors
 from squall.topology.sql import begin, store_errors
@@ -774,9 +774,11 @@ class CachedStateStore:
 
         try:
             self.cache.write(*pending)
-        except (TransientError, redis.exceptions.RedisError) as exc:
+        except (TransientError, SinkError, redis.exceptions.RedisError) as exc:
             # After the commit: the SQL store is right; the cache just misses later. A Redis that
-            # refuses writes (OOM under noeviction, MISCONF) must not fail a committed batch.
+            # refuses writes (OOM under noeviction, MISCONF), or that cannot serve the script
+            # (redis_unservable: a SinkError, which the markers before the commit would have
+            # met first), must not fail a committed batch.
             log.warning("subscription cache not populated: %s", exc)
 
     def discard(self) -> None:

@@ -393,19 +393,34 @@ def redis_failure(what: str, exc: BaseException) -> SquallError:
     first (``Command # 1 (SET k <record>) of pipeline caused error: READONLY …``): only the
     server's reason is kept — the record, whatever it holds, went to the logs and the error."""
     reason = str(exc).rsplit(" of pipeline caused error: ", 1)[-1]
+    # `unknown command 'MGET', with args beginning with: <key> <record>`: the command's name only
+    reason = reason.split(", with args beginning with", 1)[0]
     text = f"{what}: {type(exc).__name__}: {reason}"
-    if isinstance(exc, redis_refused_for_good()):
+    if isinstance(exc, redis_refused_for_good()) or not redis_outage(exc):  # redis_unservable
         return SinkError(f"{text} (a misconfiguration, not an outage: not retried)")
     return TransientError(text)
 
 
+def redis_unservable(answer: object, wrong_type: bool = False) -> bool:
+    """Whether a Redis error (raised, or a pipeline's answer) is a server unable to serve
+    squall's commands — a command renamed away or not offered (a proxy), a Cluster endpoint
+    (``MOVED``, ``CROSSSLOT``): a misconfiguration, never a record's (squall's commands are its
+    own; a record is only an argument stored as it is). Only ``WRONGTYPE`` can be a key's (a
+    record's own key that another program wrote) — unless ``wrong_type`` (no record's keys)."""
+    if not isinstance(answer, _redis_response_error()) or redis_outage(answer):
+        return False
+    reason = str(answer).rsplit(" of pipeline caused error: ", 1)[-1]
+    return wrong_type or not reason.startswith("WRONGTYPE ")
+
+
 @contextlib.contextmanager
-def redis_errors(what: str) -> Iterator[None]:
-    """Redis failures (``redis_outage``) that may pass → ``TransientError``; refused for good →
-    ``SinkError``. Any other error (a key's WRONGTYPE) passes unchanged."""
+def redis_errors(what: str, *, keys_are_records: bool = True) -> Iterator[None]:
+    """Redis failures (``redis_outage``) that may pass → ``TransientError``; refused for good or
+    ``redis_unservable`` → ``SinkError``. A key's WRONGTYPE passes unchanged (the record's, when
+    ``keys_are_records``)."""
     try:
         yield
     except Exception as exc:
-        if redis_outage(exc):
+        if redis_outage(exc) or redis_unservable(exc, wrong_type=not keys_are_records):
             raise redis_failure(what, exc) from exc
         raise
