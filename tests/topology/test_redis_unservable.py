@@ -17,7 +17,8 @@ import redis
 
 from squall.bolts.window_store import RedisWindowStore
 from squall.enrichment.stores import RedisStateStore
-from squall.errors import SinkError
+from squall.errors import BatchFailed, SinkError
+from squall.testing import memory_stores, records_from, run_topology
 from tests.bolts.test_lookup import make_bolt as make_lookup
 from tests.enrichment.support import make_batch, resources
 from tests.enrichment.test_subscription import ev
@@ -102,3 +103,26 @@ def test_wrongtype_on_a_subscription_records_own_key_stays_that_records(redis_ur
     finally:
         client.delete("squall-test:hq-state:wrong")
         client.close()
+
+
+def test_a_subscription_topology_on_a_redis_without_hgetall_dead_letters_nothing(crippled):
+    """Through the engine: before, the raw ResponseError was taken for each record's, every
+    event failed alone and was dead-lettered (its shard checkpointed past them)."""
+    records = records_from([ev("register", "a"), ev("app_open", "b"), ev("register", "c")])
+    with memory_stores() as stores, pytest.raises(BatchFailed, match="misconfiguration"):
+        run_topology(SUBSCRIPTION.format(port=crippled), records)
+    assert stores["dlq"] == [] and stores["out"] == []  # before: three dead letters
+
+
+SUBSCRIPTION = """
+name: no-hgetall
+resources:
+  state: {{url: "redis://127.0.0.1:{port}/0"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: subscription, type: subscription, store: state}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
+"""
