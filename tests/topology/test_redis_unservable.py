@@ -126,3 +126,27 @@ sinks:
   - {{id: out, type: 'squall.testing:MemorySink'}}
   - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
 """
+
+
+def test_a_window_topology_on_a_redis_without_eval_dead_letters_nothing(crippled):
+    """Through the engine, the window bolt's Redis store without EVAL/HGETALL: before, each event
+    failed alone and was dead-lettered."""
+    t0 = 1_714_557_600_000
+    records = records_from([{"timestamp": t0 + i, "app": "a"} for i in range(3)])
+    with memory_stores() as stores, pytest.raises(BatchFailed, match="misconfiguration"):
+        run_topology(WINDOW.format(port=crippled), records)
+    assert stores["dlq"] == [] and stores["out"] == []  # before: three dead letters
+
+
+WINDOW = """
+name: no-eval
+resources:
+  state: {{url: "redis://127.0.0.1:{port}/0"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: minutely, type: window, store: state, key: [app], size: 1m, aggregates: {{n: {{fn: count}}}}}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
+"""
