@@ -363,11 +363,15 @@ def redis_busy(answer: object) -> bool:
     script ends (anyone's script, on a shared server): an outage, though redis-py gives it no
     class of its own (a plain ``ResponseError``). A pipeline that raises puts the command first:
     ``Command # 1 (HGETALL k) of pipeline caused error: BUSY …``. So does ``MISCONF``: a server
-    whose snapshot failed (``stop-writes-on-bgsave-error``) refuses every write until one works."""
+    whose snapshot failed (``stop-writes-on-bgsave-error``) refuses every write until one works;
+    and ``NOREPLICAS``: a server short of the replicas ``min-replicas-to-write`` asks for (a
+    replica's link down) refuses every write until it is back."""
     if not isinstance(answer, _redis_response_error()):
         return False
     return (
-        str(answer).rsplit(" of pipeline caused error: ", 1)[-1].startswith(("BUSY ", "MISCONF "))
+        str(answer)
+        .rsplit(" of pipeline caused error: ", 1)[-1]
+        .startswith(("BUSY ", "MISCONF ", "NOREPLICAS "))
     )
 
 

@@ -17,7 +17,7 @@ import redis
 
 from squall.bolts.window_store import RedisWindowStore
 from squall.enrichment.stores import RedisStateStore
-from squall.errors import BatchFailed, SinkError
+from squall.errors import BatchFailed, SinkError, TransientError
 from squall.testing import memory_stores, records_from, run_topology
 from tests.bolts.test_lookup import make_bolt as make_lookup
 from tests.enrichment.support import make_batch, resources
@@ -150,3 +150,14 @@ sinks:
   - {{id: out, type: 'squall.testing:MemorySink'}}
   - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink'}}
 """
+
+
+def test_a_redis_without_the_replicas_it_needs_to_write_is_an_outage(tmp_path):
+    """``min-replicas-to-write`` not met (a replica's link down) answers every write
+    ``NOREPLICAS``: it passes when the replica is back, so the batch is retried — not a
+    misconfiguration that stops the run."""
+    with private_redis_server(tmp_path, "--min-replicas-to-write", "1") as port:
+        bolt = make_subscription(resources(state=f"redis://127.0.0.1:{port}/0"))
+        bolt.process(make_batch([ev("register", "c")]))
+        with pytest.raises(TransientError, match="NOREPLICAS"):
+            bolt.commit_state(lambda event: True)
