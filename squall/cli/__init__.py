@@ -271,8 +271,20 @@ def schema(output: str | None) -> None:
     show_default=True,
     help="Hang alert threshold: seconds since a run's (a KCL shard's) last batch or idle poll.",
 )
+@click.option(
+    "--retrying-s",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="Retrying alert threshold: seconds one batch has been retrying a dependency that is down.",
+)
 def dashboards(
-    file: str, output_dir: str, lag_ms: int, dead_letter_ratio: float, heartbeat_s: int
+    file: str,
+    output_dir: str,
+    lag_ms: int,
+    dead_letter_ratio: float,
+    heartbeat_s: int,
+    retrying_s: int,
 ) -> None:
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
     from squall.observability.dashboards import (
@@ -283,7 +295,12 @@ def dashboards(
     )
 
     topo = _load_or_exit(file)
-    th = Thresholds(lag_ms=lag_ms, dead_letter_ratio=dead_letter_ratio, heartbeat_s=heartbeat_s)
+    th = Thresholds(
+        lag_ms=lag_ms,
+        dead_letter_ratio=dead_letter_ratio,
+        heartbeat_s=heartbeat_s,
+        retrying_s=retrying_s,
+    )
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

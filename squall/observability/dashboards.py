@@ -32,6 +32,9 @@ class Thresholds:
     #: Seconds without a batch end or an idle poll (``SquallHung``): far above a slow batch (a
     #: minute), an SQS long poll (20 s) and the KCL's retry backoff (30 s).
     heartbeat_s: int = 300
+    #: Seconds one batch may retry a dependency that is down (``SquallRetrying``): a database
+    #: restart or failover rides it out; longer, the records wait and someone should look.
+    retrying_s: int = 300
 
 
 def components(topology: Topology) -> list[tuple[str, str]]:
@@ -423,6 +426,17 @@ def prometheus_rules(
                         f"{t}: no batch ended and no idle poll for over {th.heartbeat_s}s: a call "
                         "that never returns (a sink, a lookup), a deadlock, or a KCL daemon that "
                         "stopped calling",
+                    ),
+                    alert(
+                        # Set at a batch's first retry, 0 once a batch ends settled: a
+                        # dependency down is seen while the batch retries, not when it gives up.
+                        "SquallRetrying",
+                        f"squall_retrying_since_timestamp_seconds{{{sel}}} > 0 and time() - "
+                        f"squall_retrying_since_timestamp_seconds{{{sel}}} > {th.retrying_s}",
+                        "0m",
+                        "critical",
+                        f"{t}: a batch has been retrying a dependency that is down for over "
+                        f"{th.retrying_s}s (squall_retries_total says which component)",
                     ),
                 ],
             }

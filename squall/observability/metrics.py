@@ -90,7 +90,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "Count",
         "counter",
         ("topology", "component"),
-        "Retries of a component call after a transient (dependency) error.",
+        "Retries of a component call after a transient (dependency) error, counted as each "
+        "is decided (before its backoff), not when the batch ends.",
     ),
     MetricSpec(
         "checkpoint_retries",
@@ -100,6 +101,26 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("topology",),
         "Retries of a checkpoint save after a transient error of the store (throttled, down).",
+    ),
+    MetricSpec(
+        "retrying_since",
+        "squall_retrying_since_timestamp_seconds",
+        None,  # Lambda: EMF is printed when the invocation ends, the retrying is over by then
+        "Seconds",
+        "gauge",
+        ("topology", "shard"),
+        "UNIX time of the first retry (or failed attempt) of the batch being retried; 0 when "
+        "none is. Set while the batch retries; back to 0 when a batch ends ok or records_failed.",
+    ),
+    MetricSpec(
+        "last_checkpoint",
+        "squall_last_checkpoint_timestamp_seconds",
+        None,  # Lambda: the function's IteratorAge
+        "Seconds",
+        "gauge",
+        ("topology", "shard"),
+        "UNIX time of the runner's last batch (or release) after which a checkpoint moved; per "
+        "shard under the KCL, one series per run under squall run.",
     ),
     MetricSpec(
         "batches",
@@ -345,6 +366,7 @@ class Recorder:
         self._components: dict[str, Any] = {}
         self.last: BatchSample | None = None
         self._broken: set[int] = set()
+        self._shard: str | None = None  # the shard of the batch in progress
 
     @contextmanager
     def batch(
@@ -372,10 +394,16 @@ class Recorder:
             fields["sequence_first"] = records[0].meta.sequence_number
             fields["sequence_last"] = records[-1].meta.sequence_number
         started = time.perf_counter()
+        self._shard = shard
+        told = getattr(engine, "on_retry", None)
+        if hasattr(engine, "on_retry"):  # the engine tells each retry as it happens
+            engine.on_retry = self.retry
         with log_context(**fields):
             try:
                 yield watch
             except Exception as exc:
+                if hasattr(engine, "on_retry"):
+                    engine.on_retry = told
                 self.observe(
                     engine,
                     records,
@@ -386,6 +414,8 @@ class Recorder:
                     error=exc,
                 )
                 raise
+            if hasattr(engine, "on_retry"):
+                engine.on_retry = told
             self.observe(
                 engine,
                 records,
@@ -395,6 +425,13 @@ class Recorder:
                 millis_behind=lag() if lag else None,
                 checkpoint_later=checkpoint_later,
             )
+
+    def retry(self, component: str, kind: str, error: BaseException) -> None:
+        """The engine decided a retry inside the batch (``Engine.on_retry``): the backends that
+        count them live (``record_retry``) count it now, and know since when the batch retries —
+        a dependency down shows while the batch waits for it, not when it gives up. The batch's
+        sample later carries the same retries; such a backend leaves out what it counted here."""
+        self._each("record_retry", self.topology, self._shard, component, kind, self.clock())
 
     def lag(self, millis_behind: dict[str, int]) -> None:
         """A poll that brought no record still says how far behind its shard is (the KCL's idle

@@ -125,6 +125,14 @@ class PrometheusBackend:
         # keeps the series of exited processes; not "liveall", a pid label per restart.
         self.heartbeat = gauge("heartbeat", "livemax")
         self._beat_shard = ""  # the shard of the last heartbeat ("" under ``squall run``)
+        # Set at a batch's first retry (``record_retry``), 0 when a batch ends settled; the time
+        # of the last checkpoint beside it: "stuck retrying the warehouse for 10 minutes".
+        self.retrying_since = gauge("retrying_since", "livemax")
+        self.last_checkpoint = gauge("last_checkpoint", "livemax")
+        self._retrying: dict[tuple[str, str], float] = {}  # (topology, shard): since when
+        # Retries counted live (``record_retry``) that the batch's sample carries again:
+        # (topology, component) -> count; "" for the checkpoint's.
+        self._live: dict[tuple[str, str], int] = {}
         self._children: dict[tuple, object] = {}
         self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
         if topology is not None:
@@ -156,8 +164,12 @@ class PrometheusBackend:
             self._child(self.batch_seconds, t).observe(s.seconds)
         if s.checkpointed:
             self._child(self.checkpoints, t).inc()
-        if s.checkpoint_retries:
-            self._child(self.checkpoint_retries, t).inc(s.checkpoint_retries)
+        shard = s.shard or self._beat_shard
+        if s.checkpointed:
+            self._child(self.last_checkpoint, t, shard).set(s.ended)
+        checkpoint_retries = s.checkpoint_retries - self._live.pop((t, ""), 0)
+        if checkpoint_retries > 0:
+            self._child(self.checkpoint_retries, t).inc(checkpoint_retries)
         for outcome, n in s.outcomes.items():
             if n:
                 self._child(self.outcomes, t, outcome).inc(n)
@@ -165,8 +177,9 @@ class PrometheusBackend:
             for outcome, n in c.outcome_counts():
                 if n:
                     self._child(self.records, t, c.id, outcome).inc(n)
-            if c.retries:
-                self._child(self.retries, t, c.id).inc(c.retries)
+            retries = c.retries - self._live.pop((t, c.id), 0)
+            if retries > 0:
+                self._child(self.retries, t, c.id).inc(retries)
             if c.received or c.seconds:
                 self._child(self.component_seconds, t, c.id).observe(c.seconds)
             if c.written:
@@ -183,11 +196,34 @@ class PrometheusBackend:
             self._child(self.iterator_age, t).set(age_ms / 1000)
             self._child(self.iterator_age_ms, t).set(age_ms)
         self._child(self.rss, t).set(s.rss_bytes)
+        if s.status == "failed" and not s.release:  # the runner tries it again (the KCL)
+            self._retrying.setdefault((t, shard), s.ended)
+        else:
+            self._retrying.pop((t, shard), None)
+        self._child(self.retrying_since, t, shard).set(self._retrying.get((t, shard), 0.0))
         self.record_idle(t, s.shard, s.ended)
+
+    def record_retry(
+        self, topology: str, shard: str | None, component: str, kind: str, when: float
+    ) -> None:
+        """A retry the engine decided inside a batch: counted now (the batch's sample later
+        counts only the retries not counted here), and the batch retrying since its first."""
+        if kind == "checkpoint":
+            self._child(self.checkpoint_retries, topology).inc()
+            key = (topology, "")
+        else:
+            self._child(self.retries, topology, component).inc()
+            key = (topology, component)
+        self._live[key] = self._live.get(key, 0) + 1
+        shard = shard or self._beat_shard
+        if (topology, shard) not in self._retrying:
+            self._retrying[(topology, shard)] = when
+            self._child(self.retrying_since, topology, shard).set(when)
 
     def record_checkpoint(self, topology: str) -> None:
         """A batch's checkpoint the runner stored after the batch (the KCL daemon's answer)."""
         self._child(self.checkpoints, topology).inc()
+        self._child(self.last_checkpoint, topology, self._beat_shard).set(time.time())
 
     def record_idle(self, topology: str, shard: str | None, when: float) -> None:
         """No batch, but the runner is alive (a poll found no record; a run or shard starts).

@@ -242,6 +242,11 @@ class Engine:
         #: retry is considered; a runner with a limit sets it (Lambda: the invocation's). A retry
         #: whose backoff would outlast it is not made: the batch fails at once.
         self.time_left: Callable[[], float | None] | None = None
+        #: Told of each retry as it is decided, before its backoff: ``(component id, kind, error)``
+        #: (kind ``checkpoint``: a checkpoint save's).
+        #: The runner's recorder sets it for the length of a batch (``Recorder.batch``), so a
+        #: batch retrying a dependency that is down shows while it retries, not when it ends.
+        self.on_retry: Callable[[str, str, BaseException], None] | None = None
         self._sleep, self._rng = sleep, rng
         context = ComponentContext(
             self.topology.name,
@@ -1820,6 +1825,12 @@ class Engine:
                     raise BatchFailed(where, exc, attempt) from exc
                 if stats is not None:
                     stats.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(
+                        where if stats is None else stats.id,
+                        "" if stats is None else stats.kind,
+                        exc,
+                    )
                 text = str(exc)  # most errors name their place already ("where: …")
                 log.warning(
                     "%s; retry %d/%d in %.2fs",

@@ -65,6 +65,7 @@ def test_prometheus_rules_parse_and_name_the_topology():
         "SquallRecordsFailing",
         "SquallStalled",
         "SquallHung",
+        "SquallRetrying",
     ]
     for r in group["rules"]:
         promql(r["expr"])

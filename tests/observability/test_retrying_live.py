@@ -1,0 +1,192 @@
+"""A batch retrying a dependency that is down shows on the metrics while it retries.
+
+Found in an on-call rehearsal (docs/operating.md, "A dependency down"): while the engine retried
+the warehouse (``settings.retry``), no metric moved — ``squall_retries_total`` was counted when
+the batch ended, so a dashboard could not see "stuck retrying the warehouse" until it gave up.
+Here the warehouse is the real PostgreSQL behind a loopback forwarder the test takes down and
+brings back; the endpoint of ``squall run --metrics-port`` is scraped while the batch retries."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.observability.test_prometheus_endpoint import scrape, total
+from tests.ports import free_port
+
+TOPOLOGY = """
+name: retrying
+settings: {{retry: {{attempts: 100, initial_backoff: 0.05, max_backoff: 0.2}}}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: {table}, columns: {{n: {{path: n, type: integer}}}}}}
+resources:
+  db: {{url: "{url}"}}
+"""
+
+
+class Forwarder:
+    """127.0.0.1:``port`` → ``target``; ``down()`` closes the listener and every connection
+    (the database is unreachable: refused), ``up()`` listens again on the same port."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target, self.port = target, free_port()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._server: socket.socket | None = None
+
+    def up(self) -> None:
+        server = socket.socket()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.port))
+        server.listen()
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def down(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            try:
+                server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+            except OSError:
+                pass
+            server.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def wait_for(proc: subprocess.Popen, port: int, what: str, cond) -> dict:
+    """Scrape until ``cond(samples)``; fail when the run exits or after 60 s."""
+    deadline = time.monotonic() + 60
+    samples: dict = {}
+    while time.monotonic() < deadline:
+        samples = scrape(port)
+        if samples and cond(samples):
+            return samples
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited waiting for {what}: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    pytest.fail(f"never {what}: {samples}")
+
+
+def gauge(samples: dict, name: str) -> float:
+    return max((v for (n, _), v in samples.items() if n == name), default=-1.0)
+
+
+def test_a_batch_retrying_a_warehouse_that_is_down_shows_while_it_retries(
+    tmp_path: Path, pg_url: str
+):
+    import psycopg2
+
+    parts = urlsplit(pg_url)
+    forwarder = Forwarder((parts.hostname or "127.0.0.1", parts.port or 5432))
+    forwarder.up()
+    via = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{forwarder.port}"))
+    table = f"retrying_{uuid.uuid4().hex[:8]}"
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(TOPOLOGY.format(table=table, url=via))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "squall.cli", "run", str(topology), "--input", "-"]
+        + ["--batch-size", "1", "--metrics-port", f"127.0.0.1:{port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b'{"n": 1}\n')
+        proc.stdin.flush()
+        first = wait_for(
+            proc, port, "a first commit", lambda s: total(s, "squall_checkpoints_total") >= 1
+        )
+        committed_at = gauge(first, "squall_last_checkpoint_timestamp_seconds")
+        assert committed_at > 0
+        assert gauge(first, "squall_retrying_since_timestamp_seconds") == 0
+
+        forwarder.down()  # the warehouse goes away: its connection breaks, new ones are refused
+        proc.stdin.write(b'{"n": 2}\n')
+        proc.stdin.flush()
+        retrying = wait_for(
+            proc,
+            port,
+            "retries while the batch retries",
+            lambda s: total(s, "squall_retries_total", component="rows") >= 3,
+        )
+        # the batch has not ended: no second checkpoint, no second batch
+        assert total(retrying, "squall_checkpoints_total") == 1
+        assert total(retrying, "squall_batches_total") == 1
+        since = gauge(retrying, "squall_retrying_since_timestamp_seconds")
+        assert since >= committed_at
+        assert gauge(retrying, "squall_last_checkpoint_timestamp_seconds") == committed_at
+        seen = total(retrying, "squall_retries_total", component="rows")
+        later = wait_for(  # the counter goes on moving; the gauge keeps the first retry's time
+            proc,
+            port,
+            "more retries",
+            lambda s: total(s, "squall_retries_total", component="rows") > seen,
+        )
+        assert gauge(later, "squall_retrying_since_timestamp_seconds") == since
+
+        forwarder.up()  # the warehouse is back: the batch commits
+        done = wait_for(
+            proc, port, "the commit", lambda s: total(s, "squall_checkpoints_total") >= 2
+        )
+        assert gauge(done, "squall_retrying_since_timestamp_seconds") == 0
+        assert gauge(done, "squall_last_checkpoint_timestamp_seconds") >= since
+        retries = total(done, "squall_retries_total", component="rows")
+        assert retries >= total(later, "squall_retries_total", component="rows")
+    finally:
+        out, err = proc.communicate(timeout=60)  # closes stdin: the run ends
+        forwarder.down()
+    assert proc.returncode == 0, err.decode()
+    # each retry counted once: the live count, not again when the batch ended
+    assert err.decode().count("; retry ") == retries
+    with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute(f"select n from {table} order by n")
+        assert cur.fetchall() == [(1,), (2,)]
+        cur.execute(f"drop table {table}")
