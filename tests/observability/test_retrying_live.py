@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.observability.promtool import promtool_test
+from tests.observability.test_alert_series import needs_promtool
 from tests.observability.test_prometheus_endpoint import scrape, total
 from tests.ports import free_port
 
@@ -190,3 +192,82 @@ def test_a_batch_retrying_a_warehouse_that_is_down_shows_while_it_retries(
         cur.execute(f"select n from {table} order by n")
         assert cur.fetchall() == [(1,), (2,)]
         cur.execute(f"drop table {table}")
+
+
+def test_retries_counted_live_are_not_counted_again_when_the_batch_ends():
+    """The batch's sample carries the retries the engine counted; a backend that counted some
+    live adds only the rest (a retry outside ``Recorder.batch`` — a release — comes with the
+    sample)."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.metrics import BatchSample, ComponentDelta
+    from squall.observability.prometheus import PrometheusBackend
+
+    backend = PrometheusBackend(CollectorRegistry(), topology="t")
+    backend.record_retry("t", "s1", "rows", "sink", 10.0)
+    backend.record_retry("t", "s1", "rows", "sink", 11.0)
+    backend.record_retry("t", "s1", "checkpoint", "checkpoint", 12.0)
+    value = backend.registry.get_sample_value
+    assert value("squall_retries_total", {"topology": "t", "component": "rows"}) == 2
+    assert value("squall_checkpoint_retries_total", {"topology": "t"}) == 1
+    since = {"topology": "t", "shard": "s1"}
+    assert value("squall_retrying_since_timestamp_seconds", since) == 10.0
+    sample = BatchSample("t", 1, 1, 0.1, "ok", shard="s1", ended=20.0, checkpoint_retries=1)
+    sample.components = [ComponentDelta("rows", "sink", "warehouse", retries=3)]
+    backend.record(sample)
+    assert value("squall_retries_total", {"topology": "t", "component": "rows"}) == 3
+    assert value("squall_checkpoint_retries_total", {"topology": "t"}) == 1
+    assert value("squall_retrying_since_timestamp_seconds", since) == 0
+
+
+def test_under_the_kcl_the_retrying_time_holds_across_failed_batches():
+    """The KCL shard runs a failed batch again (its own backoff): the batch is retrying since
+    the first retry of its first attempt, until one ends settled."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.metrics import BatchSample
+    from squall.observability.prometheus import PrometheusBackend
+
+    backend = PrometheusBackend(CollectorRegistry(), topology="t")
+    since = {"topology": "t", "shard": "s1"}
+    value = backend.registry.get_sample_value
+    backend.record_retry("t", "s1", "rows", "sink", 10.0)
+    backend.record(BatchSample("t", 1, 1, 5.0, "failed", shard="s1", ended=15.0))
+    assert value("squall_retrying_since_timestamp_seconds", since) == 10.0
+    backend.record_retry("t", "s1", "rows", "sink", 45.0)
+    backend.record(BatchSample("t", 2, 1, 5.0, "failed", shard="s1", ended=50.0))
+    assert value("squall_retrying_since_timestamp_seconds", since) == 10.0
+    backend.record(BatchSample("t", 3, 1, 0.1, "ok", shard="s1", ended=80.0, checkpointed=True))
+    assert value("squall_retrying_since_timestamp_seconds", since) == 0
+    assert value("squall_last_checkpoint_timestamp_seconds", since) == 80.0
+
+
+@needs_promtool
+def test_squall_retrying_fires_for_a_batch_retrying_longer_than_the_threshold(tmp_path: Path):
+    from squall.observability.dashboards import Thresholds, prometheus_rules
+    from squall.topology.loader import load_text
+
+    topo = load_text(TOPOLOGY.format(table="t", url="postgresql://u@127.0.0.1:1/d"))
+    rules = prometheus_rules(topo, thresholds=Thresholds(retrying_s=300))
+    [rule] = [r for r in rules["groups"][0]["rules"] if r["alert"] == "SquallRetrying"]
+    # minute by minute: settled, then retrying since minute 2 (UNIX time 120) until minute 10
+    values = ["0", "0"] + ["120"] * 8 + ["0", "0"]
+    shard = "shardId-000000000001"  # a KCL shard's series ("" under squall run: no label)
+    series = {
+        f'squall_retrying_since_timestamp_seconds{{shard="{shard}",topology="retrying"}}': values
+    }
+    firing = {
+        "exp_labels": {**rule["labels"], "shard": shard},
+        "exp_annotations": rule["annotations"],
+    }
+    promtool_test(
+        tmp_path,
+        rules,
+        series,
+        [
+            {"eval_time": "1m", "alertname": "SquallRetrying", "exp_alerts": []},
+            {"eval_time": "6m", "alertname": "SquallRetrying", "exp_alerts": []},
+            {"eval_time": "8m", "alertname": "SquallRetrying", "exp_alerts": [firing]},
+            {"eval_time": "11m", "alertname": "SquallRetrying", "exp_alerts": []},
+        ],
+    )
