@@ -271,3 +271,58 @@ def test_squall_retrying_fires_for_a_batch_retrying_longer_than_the_threshold(tm
             {"eval_time": "11m", "alertname": "SquallRetrying", "exp_alerts": []},
         ],
     )
+
+
+def test_the_kcl_shard_shows_its_batch_retrying_while_it_waits(tmp_path: Path):
+    """Under the KCL the engine retries inside an attempt, the shard runs the failed batch again
+    after its own backoff: while it waits, the retries so far are on the endpoint and the batch
+    is retrying since its first; once the batch commits the gauge is 0 again."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.deploy.kcl import RecordProcessor
+    from squall.observability.prometheus import PrometheusBackend
+    from squall.topology.executor import Engine
+    from squall.topology.loader import load_text
+    from tests.deploy.test_kcl_processor import TOPOLOGY as KCL_TOPOLOGY
+    from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+
+    text = KCL_TOPOLOGY.format(db=tmp_path / "w.db", transient=5, dlq="").replace(
+        "attempts: 1", "attempts: 3, initial_backoff: 0, max_backoff: 0"
+    )
+    backend = PrometheusBackend(CollectorRegistry(), topology="kcl-test")
+    value = backend.registry.get_sample_value
+    shard = {"topology": "kcl-test", "shard": "shardId-000000000001"}
+    seen: list[tuple] = []
+
+    def shard_waits(seconds: float) -> None:  # the shard's backoff between attempts of the batch
+        seen.append(
+            (
+                value("squall_retries_total", {"topology": "kcl-test", "component": "chaos"}),
+                value("squall_retrying_since_timestamp_seconds", shard),
+            )
+        )
+
+    during: list[tuple] = []
+
+    def engine_waits(seconds: float) -> None:  # the engine's backoff inside an attempt
+        during.append(
+            (
+                value("squall_retries_total", {"topology": "kcl-test", "component": "chaos"}),
+                value("squall_retrying_since_timestamp_seconds", shard),
+            )
+        )
+
+    engine = Engine(load_text(text).plan, sleep=engine_waits)
+    p = RecordProcessor(engine, stream="s", sleep=shard_waits)
+    p.metrics.backends.append(backend)
+    kcl_initialize().dispatch(None, p)
+    kcl_process_records([{"n": 1}]).dispatch(KclCheckpointer(), p)
+    # the first call failed: its retry is counted while the engine waits to make it
+    assert during[0][0] == 1 and during[0][1] > 0
+    assert [n for n, _ in during] == [1, 2, 3, 4]
+    assert len({t for _, t in during}) == 1  # the batch retries since its first retry
+    [(retries, since)] = seen  # 3 calls failed in the first attempt: 2 retries, then it failed
+    assert retries == 2 and since == during[0][1]
+    assert value("squall_retries_total", {"topology": "kcl-test", "component": "chaos"}) == 4
+    assert value("squall_retrying_since_timestamp_seconds", shard) == 0
+    assert value("squall_last_checkpoint_timestamp_seconds", shard) >= since
