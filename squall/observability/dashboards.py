@@ -546,7 +546,7 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
             "ops",
         ),
         panel(
-            "time since the last batch or idle poll (a hang: it grows)",
+            "time since the last batch or idle poll (a hang: it grows); how long a batch retries",
             0,
             9,
             24,
@@ -554,7 +554,12 @@ def grafana_dashboard(topology: Topology) -> dict[str, Any]:
                 (
                     f"time() - squall_last_progress_timestamp_seconds{{{sel}}}",
                     "{{instance}} {{shard}}",
-                )
+                ),
+                (
+                    f"(time() - squall_retrying_since_timestamp_seconds{{{sel}}}) and "
+                    f"squall_retrying_since_timestamp_seconds{{{sel}}} > 0",
+                    "retrying {{instance}} {{shard}}",
+                ),
             ],
             "s",
         ),

@@ -326,3 +326,12 @@ def test_the_kcl_shard_shows_its_batch_retrying_while_it_waits(tmp_path: Path):
     assert value("squall_retries_total", {"topology": "kcl-test", "component": "chaos"}) == 4
     assert value("squall_retrying_since_timestamp_seconds", shard) == 0
     assert value("squall_last_checkpoint_timestamp_seconds", shard) >= since
+
+
+def test_the_grafana_overview_plots_how_long_a_batch_retries():
+    from squall.observability.dashboards import grafana_dashboard
+    from squall.topology.loader import load_text
+
+    dash = grafana_dashboard(load_text(TOPOLOGY.format(table="t", url="postgresql://u@h:1/d")))
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert any("squall_retrying_since_timestamp_seconds" in e for e in exprs)
