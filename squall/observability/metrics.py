@@ -103,6 +103,17 @@ METRICS: tuple[MetricSpec, ...] = (
         "Retries of a checkpoint save after a transient error of the store (throttled, down).",
     ),
     MetricSpec(
+        "retry_reasons",
+        "squall_retry_reasons_total",
+        None,  # CloudWatch: Retries per component; the reason is in the WARNING log line
+        "Count",
+        "counter",
+        ("topology", "component", "reason"),
+        "Retries as squall_retries_total (and the checkpoint's, component checkpoint), by the "
+        "class of the error retried (its cause's: OperationalError, ConnectionError, "
+        "TransientError), counted as each is decided; under squall run and the KCL.",
+    ),
+    MetricSpec(
         "retrying_since",
         "squall_retrying_since_timestamp_seconds",
         None,  # Lambda: EMF is printed when the invocation ends, the retrying is over by then
@@ -337,6 +348,13 @@ def _caches(component: Any) -> list[Any]:
     return found
 
 
+def retry_reason(error: BaseException) -> str:
+    """The class of what a retry retried: the cause a component's ``TransientError`` wraps (the
+    driver's ``OperationalError``), else the error's own; a bounded label."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    return type(cause).__name__
+
+
 class BatchWatch:
     """Where the runner puts the batch's result inside ``Recorder.batch``."""
 
@@ -431,7 +449,15 @@ class Recorder:
         count them live (``record_retry``) count it now, and know since when the batch retries —
         a dependency down shows while the batch waits for it, not when it gives up. The batch's
         sample later carries the same retries; such a backend leaves out what it counted here."""
-        self._each("record_retry", self.topology, self._shard, component, kind, self.clock())
+        self._each(
+            "record_retry",
+            self.topology,
+            self._shard,
+            component,
+            kind,
+            self.clock(),
+            retry_reason(error),
+        )
 
     def lag(self, millis_behind: dict[str, int]) -> None:
         """A poll that brought no record still says how far behind its shard is (the KCL's idle

@@ -106,6 +106,7 @@ class PrometheusBackend:
         self.outcomes = counter("outcomes")
         self.retries = counter("retries")
         self.checkpoint_retries = counter("checkpoint_retries")
+        self.retry_reasons = counter("retry_reasons")
         self.batches = counter("batches")
         self.checkpoints = counter("checkpoints")
         self.sink_rows = counter("sink_rows")
@@ -204,7 +205,13 @@ class PrometheusBackend:
         self.record_idle(t, s.shard, s.ended)
 
     def record_retry(
-        self, topology: str, shard: str | None, component: str, kind: str, when: float
+        self,
+        topology: str,
+        shard: str | None,
+        component: str,
+        kind: str,
+        when: float,
+        reason: str = "TransientError",
     ) -> None:
         """A retry the engine decided inside a batch: counted now (the batch's sample later
         counts only the retries not counted here), and the batch retrying since its first."""
@@ -215,6 +222,7 @@ class PrometheusBackend:
             self._child(self.retries, topology, component).inc()
             key = (topology, component)
         self._live[key] = self._live.get(key, 0) + 1
+        self._child(self.retry_reasons, topology, component, reason).inc()
         shard = shard or self._beat_shard
         if (topology, shard) not in self._retrying:
             self._retrying[(topology, shard)] = when

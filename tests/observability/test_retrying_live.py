@@ -181,6 +181,13 @@ def test_a_batch_retrying_a_warehouse_that_is_down_shows_while_it_retries(
         assert gauge(done, "squall_retrying_since_timestamp_seconds") == 0
         assert gauge(done, "squall_last_checkpoint_timestamp_seconds") >= since
         retries = total(done, "squall_retries_total", component="rows")
+        reasons = {
+            dict(lbl)["reason"]
+            for (n, lbl), v in done.items()
+            if n == "squall_retry_reasons_total" and dict(lbl)["component"] == "rows" and v
+        }
+        assert total(done, "squall_retry_reasons_total", component="rows") == retries
+        assert reasons == {"OperationalError"}  # psycopg2's, which the warehouse wrapped
         assert retries >= total(later, "squall_retries_total", component="rows")
     finally:
         out, err = proc.communicate(timeout=60)  # closes stdin: the run ends
