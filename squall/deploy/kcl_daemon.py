@@ -199,6 +199,10 @@ class KclSettings:
         if "workerIdentifier" in self.extra and "workerId" not in self.extra:
             del props["workerId"]  # one worker id in the file: the one the user set
         client_regions(props)
+        # Absolute (the daemon's shard processes may run elsewhere) but not resolved: a symlink
+        # swapped under a worker (a Kubernetes ConfigMap, whose old folder is then deleted) is
+        # read as it is when a shard process starts — resolved, that process read a deleted file.
+        topology = str(self.topology.absolute())
         if not self.extra.get("executableName"):
             # The processor reads its lease's owner before retrying a batch (kcl_lease): the
             # table, worker id, region and endpoint the daemon uses, ``--set`` ones included (a
@@ -221,12 +225,12 @@ class KclSettings:
                     self.python,
                     "-m",
                     "squall.deploy.kcl",
-                    str(self.topology.resolve()),
+                    topology,
                     self.stream,
                     *lease.args(),
                 ]
             )
-        if " " in str(self.topology.resolve()) or " " in self.python:
+        if " " in topology or " " in self.python:
             raise SquallError("the KCL splits executableName on spaces: use paths without spaces")
         return "".join(f"{_java(k)} = {_java(v)}\n" for k, v in props.items())
 

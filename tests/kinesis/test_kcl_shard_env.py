@@ -61,3 +61,66 @@ def test_a_shard_process_started_after_the_topology_changed_says_so(tmp_path, mo
     (line,) = [r.getMessage() for r in caplog.records]
     assert f"topology file {topology} changed since `squall kcl` started" in line
     assert "restart the worker" in line
+
+
+def configmap(tmp_path, name: str, text: str) -> None:
+    """A Kubernetes ConfigMap volume: ``topology.yaml`` -> ``..data/topology.yaml``, ``..data`` a
+    symlink to a timestamped folder; an update writes a new folder, swaps ``..data`` atomically
+    and deletes the old folder."""
+    folder = tmp_path / "cm" / f"..{name}"
+    folder.mkdir(parents=True)
+    (folder / "topology.yaml").write_text(text)
+    tmp_link = tmp_path / "cm" / "..data_tmp"
+    tmp_link.symlink_to(folder.name)
+    old = (tmp_path / "cm" / "..data").resolve() if (tmp_path / "cm" / "..data").exists() else None
+    tmp_link.replace(tmp_path / "cm" / "..data")
+    if old is not None:
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    link = tmp_path / "cm" / "topology.yaml"
+    if not link.is_symlink():
+        link.symlink_to("..data/topology.yaml")
+
+
+def test_a_configmap_topology_is_read_through_its_symlink(tmp_path, monkeypatch, caplog):
+    """The shard processes' command named the topology file with its symlinks resolved: on a
+    Kubernetes ConfigMap (a symlink into a timestamped folder, swapped atomically on an update,
+    the old folder deleted) every shard process started after an update - a split's children,
+    a lease taken over - could not read its topology (the folder was gone) and exited, restarted
+    by the daemon for ever, the shard unread; and no warning said the file had changed. The
+    command names the file as given (absolute, symlinks kept)."""
+    from squall.deploy.kcl import TOPOLOGY_DIGEST_ENV, warn_if_topology_changed
+
+    started: list[dict] = []
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: started.append(env) or 0)
+    text = topology_file(tmp_path, "pistats").read_text()
+    configmap(tmp_path, "2026_12_07_10_00_00.1", text)
+    topology = tmp_path / "cm" / "topology.yaml"
+    props = tmp_path / "kcl.properties"
+    argv = ["kcl", str(topology), "--properties-out", str(props)]
+    result = CliRunner().invoke(main, argv, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    (daemon_env,) = started
+    (line,) = [x for x in props.read_text().splitlines() if x.startswith("executableName")]
+    shard_arg = line.split("=", 1)[1].split()[3]  # python -m squall.deploy.kcl TOPOLOGY ...
+    assert shard_arg == str(topology)
+    configmap(tmp_path, "2026_12_07_11_00_00.2", text + "\n# v2\n")  # kubectl apply
+    assert open(shard_arg).read().endswith("# v2\n")  # what a shard process started now reads
+    monkeypatch.setenv(TOPOLOGY_DIGEST_ENV, daemon_env[TOPOLOGY_DIGEST_ENV])
+    caplog.set_level("WARNING", logger="squall.kcl")
+    assert warn_if_topology_changed(shard_arg)
+
+
+def test_a_relative_topology_path_is_made_absolute_for_the_shard_processes(tmp_path, monkeypatch):
+    """The daemon's shard processes may run in another working directory: the command names
+    the file by an absolute path (as before), though no longer with its symlinks resolved."""
+    monkeypatch.setattr(kcl_daemon, "run_daemon", lambda cmd, env: 0)
+    topology = topology_file(tmp_path, "pistats")
+    monkeypatch.chdir(topology.parent)
+    props = tmp_path / "kcl.properties"
+    argv = ["kcl", topology.name, "--properties-out", str(props)]
+    result = CliRunner().invoke(main, argv, env={"AWS_REGION": "us-east-1"})
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in props.read_text().splitlines() if x.startswith("executableName")]
+    assert line.split("=", 1)[1].split()[3] == str(topology)
