@@ -613,9 +613,13 @@ class KinesisSpout(Spout):
         lag: dict[str, int] = {}
         now: datetime | None = None
         for st in self._lineage.states.values():
-            if st.status is not ShardStatus.READING or st.millis_behind is None:
+            # a shard read to its end (its last records and SHARD_END come in one answer) is
+            # ended at once: while those records wait, its lag is theirs, then it leaves the lag
+            if st.held_arrival is None and (
+                st.status is not ShardStatus.READING or st.millis_behind is None
+            ):
                 continue
-            ms = st.millis_behind
+            ms = st.millis_behind or 0
             if st.held_arrival is not None:
                 now = now or self._now()
                 ms = max(ms, round((now - st.held_arrival).total_seconds() * 1000))

@@ -484,3 +484,44 @@ def test_unexpected_client_errors_are_not_swallowed(kinesis, kinesis_mock, make_
 
 def test_shard_end_sentinel_is_above_any_sequence_number():
     assert SHARD_END > Position("9" * 60, 2**40)
+
+
+def test_lag_counts_the_waiting_records_of_a_shard_read_to_its_end(
+    kinesis, kinesis_mock, make_stream
+):
+    """The parent of a split answers its last records and its end in one GetRecords call: the
+    shard is ended at once, and lag() left it out while its records still waited for a batch —
+    lag {} (progress: none; the Prometheus series at 0) while a consumer worked through the
+    parent's backlog, the defect the waiting records' age was added for. Its lag now counts them
+    until the last one is handed out; then the shard leaves the lag as documented."""
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(100))
+    parent = "shardId-000000000000"
+    split_shard(kinesis, stream, parent)
+    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore())
+    base = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    spout._now = lambda: base + timedelta(seconds=120)  # noqa: SLF001
+    ends: list[bool] = []
+
+    def arrivals(parsed, **kwargs):  # record i arrived i seconds after `base`
+        for r in parsed.get("Records", []):
+            r["ApproximateArrivalTimestamp"] = base + timedelta(
+                seconds=orjson.loads(r["Data"])["n"]
+            )
+        if parsed.get("Records"):
+            ends.append(parsed.get("NextShardIterator") is None)
+        parsed["MillisBehindLatest"] = 0
+
+    spout.client.meta.events.register("after-call.kinesis.GetRecords", arrivals)
+    batches = spout.read(10)
+    first = next(batches)
+    assert [d["n"] for d in payloads(first)] == list(range(10))
+    assert ends == [True]  # the records and the shard's end in one answer
+    assert spout.lag() == {parent: 110_000}  # record 10 waits, 110 s old
+    assert spout.progress().millis_behind_latest == 110_000
+    for _ in range(8):
+        next(batches)
+    assert spout.lag() == {parent: 30_000}
+    assert [d["n"] for d in payloads(next(batches))] == list(range(90, 100))
+    assert parent not in spout.lag()  # all handed out: the ended shard leaves the lag
+    batches.close()
