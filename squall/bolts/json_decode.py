@@ -194,24 +194,34 @@ def gunzip(data: bytes, limit: int) -> bytes:
     are one gzip file, RFC 1952), as ``gzip.decompress`` reads it; trailing zero bytes (padding)
     are ignored and any other data after the stream is an error, not dropped silently. Raises
     ``OverflowError`` past ``limit`` bytes (never holding more), ``EOFError`` for a truncated
-    stream, ``ValueError``/``zlib.error`` for data that is not gzip (the producer's body too)."""
+    stream, ``ValueError``/``zlib.error`` for data that is not gzip (the producer's body too).
+
+    Each member is fed a window of the input that doubles from 64 bytes: at a member's end zlib
+    copies what it was given past it (``unused_data``), so feeding the rest of the input was a
+    copy of it per member, quadratic — 4 MB of empty members (a producer body) took 14 s."""
     parts: list[bytes] = []
     size = 0
+    view = memoryview(data)
+    pos, end = 0, len(data)
     while True:
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        part = d.decompress(data, limit + 1 - size)
-        size += len(part)
-        if size > limit:
-            raise OverflowError(f"decompressed payload exceeds {limit} bytes")
-        if not d.eof:
-            raise EOFError("truncated gzip stream")
-        parts.append(part)
-        data = d.unused_data
-        if not data:
+        window = 64
+        while not d.eof:
+            if pos >= end:
+                raise EOFError("truncated gzip stream")
+            chunk = view[pos : pos + window]
+            part = d.decompress(chunk, limit + 1 - size)
+            size += len(part)
+            if size > limit:  # (so an unconsumed_tail, output cut at max_length, is never left)
+                raise OverflowError(f"decompressed payload exceeds {limit} bytes")
+            parts.append(part)
+            pos += len(chunk) - len(d.unused_data)
+            window = min(window * 2, 1 << 20)
+        if pos >= end:
             break
-        if data[:2] != GZIP_MAGIC:
-            if data.strip(b"\x00"):
-                raise ValueError(f"{len(data)} bytes after the end of the gzip stream")
+        if view[pos : pos + 2] != GZIP_MAGIC:
+            if bytes(view[pos:]).strip(b"\x00"):
+                raise ValueError(f"{end - pos} bytes after the end of the gzip stream")
             break
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
