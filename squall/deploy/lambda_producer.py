@@ -29,7 +29,7 @@ Every answer fits in Lambda's 6 MB, an Application Load Balancer's 1 MB (``produ
 reasons cut, then a 503 without ``written``, else without lists, a 202/400 with the first
 rejected events and ``rejected_not_listed``).
 
-Size (~570 lines): one adapter — reading the API Gateway event, splitting its body into events
+Size (~590 lines): one adapter — reading the API Gateway event, splitting its body into events
 without trusting them (~200 lines), and the answer — whose parts serve only this handler.
 """
 
@@ -126,6 +126,16 @@ def multi_value(event: Any) -> bool:
     )
 
 
+def _after_first_member(raw: bytes, limit: int) -> bytes | None:
+    """What follows the first gzip member of ``raw`` (None: that member is not whole gzip)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        d.decompress(raw, limit + 1)
+    except zlib.error:
+        return None
+    return d.unused_data if d.eof else None
+
+
 def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
     """REST (v1) or HTTP API (v2) proxy event → ``Request``; raises ``ValueError`` naming the bad part."""
     if not isinstance(event, dict):
@@ -197,7 +207,16 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
         except EOFError:
             raise ValueError("truncated gzip body") from None
         except (zlib.error, ValueError):
-            pass  # not one gzip stream (a gzip event on the first line): its lines are answered
+            # Not one gzip stream. A gzip event on the first line, then JSON lines: its lines
+            # are answered. A whole gzip body then other bytes (garbage, a trailing newline, a
+            # corrupt member) is malformed, as with the header: read as lines, its binary
+            # "lines" were answered one by one (a 400 naming indexes that were not its events').
+            tail = _after_first_member(raw, max_body_bytes)
+            if tail is not None and not (tail[:1] in (b"\n", b"\r") and tail.strip()):
+                raise ValueError(
+                    f"a gzip body (without Content-Encoding) followed by {len(tail)} bytes "
+                    "that are not gzip"
+                ) from None
     # A UTF-8 BOM opening the body (Windows tools, .NET's default encoder): not JSON (RFC 8259
     # §8.1 lets a parser ignore it), it made the first event unreadable and one event a 400.
     raw = raw.removeprefix(codecs.BOM_UTF8)

@@ -137,3 +137,15 @@ def test_a_first_line_that_is_a_gzip_event_is_still_that_lines_problem(tmp_path)
     assert resp["statusCode"] == 202 and answer["accepted"] == 40, answer
     [bad] = answer["rejected"]
     assert bad["index"] == 0 and "a gzip-compressed event in the body" in bad["reason"]
+
+
+@pytest.mark.parametrize("after", [b"\n", b"\r\n", b"xyz", b"\x00junk", b"\x1f\x8bcorrupt"])
+def test_a_gzip_body_without_the_header_followed_by_other_bytes_is_a_bad_body(tmp_path, after):
+    """A gzip body then bytes that are neither gzip nor JSON lines (a trailing newline, garbage)
+    fell back to JSON lines: its binary "lines" were rejected one by one — a 400 naming indexes
+    0 and 1, which were not its events', the other events unnamed — the failure the header-less
+    gzip reading was added to end. It is a malformed body, as with ``Content-Encoding: gzip``."""
+    resp, stored = post_without_encoding(tmp_path, gzip.compress(LINES, mtime=0) + after)
+    answer = json.loads(resp["body"])
+    assert resp["statusCode"] == 400 and "rejected" not in answer, answer
+    assert "followed by" in answer["error"] and stored == []
