@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~530 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~550 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -465,21 +465,42 @@ class RecordProcessor:
 TOPOLOGY_DIGEST_ENV = "SQUALL_KCL_TOPOLOGY_SHA256"
 
 
-def warn_if_topology_changed(path: str) -> bool:
-    """Each shard process reads the topology file when it starts: one replaced under a running
-    worker runs in the shard processes started after (a split's children, a lease taken over)
-    while the others keep the earlier version. Say so, once per such process."""
+def _digest(path: str) -> str | None:
     import hashlib
 
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None  # the load reports it
+
+
+def load_topology(path: str, attempts: int = 5) -> Topology:
+    """The topology of one version of the file: a file written in place while a shard process
+    read it (an editor, ``cp``, ``kubectl cp``) gave it part of the new text — a topology cut
+    short, run if it still parsed — and the warning then named the file as it was after. The
+    file is read until its digest is the same before and after the load."""
+    for _ in range(attempts):
+        before = _digest(path)
+        topology = load(path, secrets=aws_secrets())
+        after = _digest(path)
+        if before == after:
+            warn_if_topology_changed(path, after)
+            return topology
+        log.info("topology file %s changed while it was read: reading it again", path)
+    raise SquallError(f"topology file {path} kept changing while it was read ({attempts} times)")
+
+
+def warn_if_topology_changed(path: str, now: str | None = None) -> bool:
+    """Each shard process reads the topology file when it starts: one replaced under a running
+    worker runs in the shard processes started after (a split's children, a lease taken over)
+    while the others keep the earlier version. Say so, once per such process. ``now``: the
+    digest of the text loaded (else the file's now)."""
     expected = os.environ.get(TOPOLOGY_DIGEST_ENV)
     if not expected:
         return False
-    try:
-        with open(path, "rb") as f:
-            now = hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        return False  # the load reports it
-    if now == expected:
+    now = now or _digest(path)
+    if now is None or now == expected:
         return False
     log.warning(
         "topology file %s changed since `squall kcl` started: this shard process runs it as it "
@@ -510,8 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     redact.install()
     redact.mask_uncaught()  # a traceback the daemon logs: masked as the log lines are
     try:
-        topology = load(args[0], secrets=aws_secrets())  # once per shard process
-        warn_if_topology_changed(args[0])
+        topology = load_topology(args[0])  # once per shard process
         check_kcl_safe(topology)
         engine = Engine.for_topology(topology, hold=True)  # the KCL checkpoints when told to
         stream = args[1] if len(args) > 1 else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from click.testing import CliRunner
 
@@ -124,3 +126,42 @@ def test_a_relative_topology_path_is_made_absolute_for_the_shard_processes(tmp_p
     assert result.exit_code == 0, result.output
     (line,) = [x for x in props.read_text().splitlines() if x.startswith("executableName")]
     assert line.split("=", 1)[1].split()[3] == str(topology)
+
+
+def test_a_topology_file_written_while_a_shard_process_reads_it_is_read_again(
+    tmp_path, monkeypatch, caplog
+):
+    """A file written in place (an editor, ``cp``) while a shard process started gave it part of
+    the new text: a topology cut short (here without its last bolt) still parses and ran, and
+    the warning said the process ran the file "as it is now" — the whole new file. The shard
+    process reads the file until it is the same before and after its load."""
+    from squall.deploy import kcl
+    from squall.deploy.kcl import TOPOLOGY_DIGEST_ENV, load_topology
+    from squall.topology.loader import load
+
+    topology = topology_file(tmp_path, "pistats")
+    v1 = topology.read_text()
+    monkeypatch.setenv(TOPOLOGY_DIGEST_ENV, hashlib.sha256(v1.encode()).hexdigest())
+    v2 = v1.replace(
+        "  - {id: decode, type: json, event_id_field: id}\n",
+        "  - {id: decode, type: json, event_id_field: id}\n  - {id: keep, type: filter, "
+        "where: [{field: n, equals: 1}]}\n",
+    )
+    assert v2 != v1
+    loads: list[int] = []
+
+    def written_meanwhile(path, **kwargs):  # the writer is half-way when the process reads
+        if not loads:
+            topology.write_text(v2[: v2.index("  - {id: keep")] + "sinks:" + v2.split("sinks:")[1])
+        loaded = load(path, **kwargs)
+        loads.append(len(loaded.bolts))
+        topology.write_text(v2)  # ... and done after
+        return loaded
+
+    monkeypatch.setattr(kcl, "load", written_meanwhile)
+    caplog.set_level("WARNING", logger="squall.kcl")
+    loaded = load_topology(str(topology))
+    assert [b.id for b in loaded.bolts] == ["decode", "keep"]  # the whole new file
+    assert loads == [1, 2]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "changed since `squall kcl` started" in line
