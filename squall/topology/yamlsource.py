@@ -36,6 +36,7 @@ _VAR = re.compile(
     r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}"
     r"|\$\{(ssm|secretsmanager):(?!-)([^}]*)\}|\$\{"
 )
+_NULL = "tag:yaml.org,2002:null"
 _START = re.compile(r"\$\{\s*[A-Za-z0-9_]*.?")
 
 
@@ -67,7 +68,8 @@ class Locator:
     variables: set[Path_] = field(default_factory=set)
     #: Those of them that may be empty when deployed (nothing but ``${VAR}``, ``${VAR:-}`` or a
     #: secret reference: ``${VAR:-default}`` takes its default for an empty variable too), so
-    #: also null when unquoted: ``database: "/opt/${GEO_FILE:-city.mmdb}"`` never is.
+    #: also null when unquoted, and the unquoted ones whose defaults are YAML's null
+    #: (``${GEO_DB:-~}``): ``database: "/opt/${GEO_FILE:-city.mmdb}"`` never is.
     may_be_empty: set[Path_] = field(default_factory=set)
 
     def where(self, path: Path_, *, key: bool = False) -> tuple[int, int]:
@@ -347,7 +349,13 @@ class _Converter:
             substituted = _substitute(value, path, self.loc, self.env, self.problems, self.secrets)
             if any(m.group(0) != "$$" for m in _VAR.finditer(value)):
                 self.loc.variables.add(path)
-                if not _VAR.sub(lambda m: "$" if m.group(0) == "$$" else m[2] or "", value):
+                bare = _VAR.sub(lambda m: "$" if m.group(0) == "$$" else m[2] or "", value)
+                if not bare or (  # `${GEO_DB:-~}` unquoted: its default is YAML's null
+                    node.style is None
+                    and not getattr(node, "explicit_tag", False)
+                    and not any(m[3] for m in _VAR.finditer(value))
+                    and self.ctor.resolve(yaml.ScalarNode, bare, (True, False)) == _NULL
+                ):
                     self.loc.may_be_empty.add(path)
             if substituted != value:
                 if any(m[3] for m in _VAR.finditer(value)):  # a secret is text: never retyped

@@ -171,6 +171,30 @@ def test_own_code_opening_the_bundled_geolite_ships_it(tmp_path: Path, monkeypat
     assert "_maxminddb_geolite2/GeoLite2-City.mmdb" in names
 
 
+@pytest.mark.parametrize("default", ["~", "null", "NULL"])
+def test_a_geo_database_whose_default_is_null_keeps_the_geolite(
+    tmp_path: Path, monkeypatch, default: str
+):
+    """``database: ${GEO_DB:-~}`` unquoted is YAML's null when GEO_DB is unset or empty, so the
+    bolt opens the bundled GeoLite2; packaged with GEO_DB set, the value counted as never
+    empty (a ``${VAR:-default}``), and the zip left the file and its package out: the
+    deployed function's init stopped on ImportError."""
+    from squall.deploy.dependencies import needed_packages
+    from squall.topology.references import placeholder
+
+    monkeypatch.setenv("GEO_DB", "/opt/geo/GeoIP2-City.mmdb")
+    path = topology(tmp_path, f"  - id: geo\n    type: geo\n    database: ${{GEO_DB:-{default}}}")
+    topo = load(path, secrets=placeholder)
+    assert topo.bolts[0].database == "/opt/geo/GeoIP2-City.mmdb"
+    assert pkg.uses_bundled_geolite(topo, path.read_text())
+    assert "_maxminddb_geolite2" in needed_packages(topo, path.read_text())
+    # quoted, the default is the text 'null': never empty
+    quoted = topology(
+        tmp_path, f'  - id: geo\n    type: geo\n    database: "${{GEO_DB:-{default}}}"'
+    )
+    assert not pkg.uses_bundled_geolite(load(quoted, secrets=placeholder), quoted.read_text())
+
+
 def test_a_module_beside_the_topology_imports_from_any_working_directory(tmp_path: Path):
     project = tmp_path / "kiosk"
     project.mkdir()
