@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~640 lines): one question — what the function imports — read from the topology (options,
+Size (~650 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import ast
 import itertools
+import os
 import re
 import types
 import typing
 from collections import defaultdict
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -536,22 +538,34 @@ def local_code(topology: Topology, folder: Path) -> list[Path]:
         found = [folder / f"{name}.py"] if (folder / f"{name}.py").is_file() else []
         if (folder / name).is_dir():
             package = folder / name
-            found += sorted(
-                p for p in package.rglob("*.py") if not _not_run(p.relative_to(package))
-            )
+            found += sorted(_package_files(package))
         files += found
         todo += sorted(_imports(found))
     return files
 
 
+def _package_files(package: Path) -> Iterator[Path]:
+    """The ``.py`` files of a package folder the function may run (not ``_not_run``), its
+    left-out folders not walked: a ``node_modules`` beside the code is not read file by file."""
+    for top, dirs, names in os.walk(package):
+        rel = Path(top).relative_to(package)
+        dirs[:] = sorted(d for d in dirs if not _not_run(rel / d / "x.py"))
+        yield from (Path(top) / n for n in names if n.endswith(".py") and not _not_run(rel / n))
+
+
 def _not_run(path: Path) -> bool:
     """A file of a package folder (``path``: inside it) the function does not run: its tests
     (a ``tests``/``test`` folder, ``test_*.py``, ``*_test.py``, ``conftest.py``), or anything in
-    a hidden folder or an installed environment (``.venv``, ``site-packages``) — their imports,
-    and asks for SQLAlchemy's engine, would keep what the function never imports."""
+    a hidden folder or an installed environment (``.venv``, ``site-packages``), or a folder the
+    package leaves out (``topology_files.IGNORED``: ``node_modules``, ``build``, ``venv``…) —
+    their imports, and asks for SQLAlchemy's engine, would keep what the function never
+    imports."""
+    from squall.deploy.topology_files import ignored_by
+
     name = path.name
     return (
-        name == "conftest.py"
+        ignored_by(path.parent.as_posix()) is not None
+        or name == "conftest.py"
         or name.startswith("test_")
         or name.endswith("_test.py")
         or any(

@@ -245,6 +245,34 @@ def test_a_packages_tests_and_environments_are_not_own_code(tmp_path: Path):
     assert not _imports(files) & {"sqlalchemy", "redis", "pyarrow"}
 
 
+def test_a_packages_folders_the_zip_leaves_out_are_not_own_code(tmp_path: Path):
+    """A package folder's ``node_modules`` (node-gyp ships Python), a ``build/`` copy or a
+    ``venv`` — folders the zip leaves out (``topology_files.IGNORED``) — were read as the
+    function's code: their imports kept redis-py, pyarrow or SQLAlchemy for a function that
+    never holds those files, and a big ``node_modules`` was walked file by file."""
+    folder = tmp_path / "topo"
+    write(folder / "shop" / "__init__.py", "")
+    write(folder / "shop" / "bolts.py", "from squall.bolts import RecordBolt\n")
+    gyp = folder / "shop" / "node_modules" / "node-gyp" / "gyp" / "pylib" / "gyp"
+    write(gyp / "input.py", "import redis\nengine = resources.sql('db')\n")
+    write(folder / "shop" / "build" / "lib" / "shop" / "old.py", "import pyarrow\n")
+    write(folder / "shop" / "venv" / "bin" / "tool.py", "import sqlalchemy\n")
+
+    class Cfg:
+        def __init__(self, type_: str):
+            self.type = type_
+
+    class Topo:
+        spout, bolts, sinks = Cfg("stdin"), [Cfg("shop.bolts:B")], [Cfg("stdout")]
+
+    files = local_code(Topo(), folder)
+    assert sorted(f.relative_to(folder).as_posix() for f in files) == [
+        "shop/__init__.py",
+        "shop/bolts.py",
+    ]
+    assert not _imports(files) & {"sqlalchemy", "redis", "pyarrow"}
+
+
 def test_every_optional_import_name_is_what_its_distribution_installs():
     """OPTIONAL's import names are real modules of the development environment's distributions."""
     from importlib import metadata, util
