@@ -9,7 +9,7 @@ for Lambda, the optional distributions nobody declared and what they alone requi
 what ``--with``, ``--requirements`` and plugins name (and what those require), every
 distribution squall does not require, and whatever the code beside the topology imports.
 
-Size (~650 lines): one question — what the function imports — read from the topology (options,
+Size (~680 lines): one question — what the function imports — read from the topology (options,
 resources, variables), from the code beside it (imports, its asks for SQLAlchemy's engine) and
 from the installed distributions' metadata, then the pruning those answers allow.
 """
@@ -366,17 +366,42 @@ def _imports(files: list[Path]) -> set[str]:
             tree = ast.parse(path.read_bytes())
         except (SyntaxError, ValueError, OSError):
             continue
+        bound: dict[str, str] = {}  # a name an import binds → the dotted name it stands for
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 dotted.update(alias.name for alias in node.names)
+                for alias in node.names:
+                    first = alias.name.split(".", 1)[0]
+                    bound[alias.asname or first] = alias.name if alias.asname else first
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 dotted.add(node.module)
                 dotted.update(f"{node.module}.{alias.name}" for alias in node.names)
+                bound.update((a.asname or a.name, f"{node.module}.{a.name}") for a in node.names)
+        dotted.update(_squall_attributes(tree, bound))
         engines = engines or _asks_for_sqlalchemy(tree)
     names = {name.split(".", 1)[0] for name in dotted}
     if "squall" not in names:
         engines = False  # not squall's resources
     return names | squall_module_needs(dotted) | ({"sqlalchemy"} if engines else set())
+
+
+def _squall_attributes(tree: ast.AST, bound: dict[str, str]) -> set[str]:
+    """The dotted names of squall's that code reaches through a module it imported
+    (``from squall.enrichment import geo`` … ``geo.bundled_database()``): a function named so
+    counts with its body's imports as one imported by name does (``_function_imports``)."""
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        chain, value = [node.attr], node.value
+        while isinstance(value, ast.Attribute):
+            chain.append(value.attr)
+            value = value.value
+        if isinstance(value, ast.Name) and value.id in bound:
+            name = ".".join([bound[value.id], *reversed(chain)])
+            if name.startswith("squall."):
+                out.add(name)
+    return out
 
 
 def _asks_for_sqlalchemy(tree: ast.AST) -> bool:

@@ -273,6 +273,27 @@ def test_a_packages_folders_the_zip_leaves_out_are_not_own_code(tmp_path: Path):
     assert not _imports(files) & {"sqlalchemy", "redis", "pyarrow"}
 
 
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from squall.enrichment import geo\n\ndef path():\n    return geo.bundled_database()\n",
+        "import squall.enrichment.geo\n\ndef path():\n"
+        "    return squall.enrichment.geo.bundled_database()\n",
+        "import squall.enrichment.geo as g\n\nopen_it = g.bundled_database\n",
+    ],
+)
+def test_a_squall_function_reached_through_its_module_counts_with_its_imports(
+    tmp_path: Path, code: str
+):
+    """Only ``from squall.enrichment.geo import bundled_database`` counted the function's
+    body's imports: ``geo.bundled_database()`` through the imported module left the GeoLite2
+    package (and its 56 MB file) out of the zip, and the call stopped on "No module named
+    '_maxminddb_geolite2'"."""
+    assert "_maxminddb_geolite2" in _imports([write(tmp_path / "near.py", code)])
+    other = write(tmp_path / "other.py", "from squall.enrichment import geo\n\nx = geo.GeoBolt\n")
+    assert "_maxminddb_geolite2" not in _imports([other])
+
+
 def test_every_optional_import_name_is_what_its_distribution_installs():
     """OPTIONAL's import names are real modules of the development environment's distributions."""
     from importlib import metadata, util
