@@ -364,3 +364,32 @@ def test_an_empty_blank_or_spaced_component_id_is_refused_where_it_is_written(
     text = f"name: t\nspout: {{type: stdin}}\nsinks: [{{id: {component_id}, type: stdout}}]\n"
     (found,) = problems(text)
     assert found.startswith(expected)
+
+
+def test_may_be_empty_is_every_value_some_variables_empty():
+    """``Locator.may_be_empty`` (what ``squall package`` counts as possibly unset) holds a value
+    exactly when some variables (unset or empty; set to text) make it null or empty text, for
+    every form of one or two pieces, quoted and not. ``${C:-~}`` unquoted is YAML's null when C
+    is unset: it was counted as never empty (its default is text)."""
+    import itertools
+
+    pieces = ["${A}", "${B:-}", "${C:-x}", "${C:-~}", "${C:-null}", "${D:- }", "$$", "t", "~", "nu"]
+    wrong = []
+    for n in (1, 2):
+        for parts in itertools.product(pieces, repeat=n):
+            template = "".join(parts)
+            names = sorted({c for c in "ABCD" if "${" + c in template})
+            if not names:
+                continue
+            for text in (f"v: {template}\n", f'v: "{template}"\n'):
+                flagged, empty = set(), False
+                for combo in itertools.product(("", "x", None), repeat=len(names)):
+                    env = {k: v for k, v in zip(names, combo, strict=True) if v is not None}
+                    data, loc, problems = read_yaml(text, "t.yaml", env)
+                    if problems:  # ${A} unset
+                        continue
+                    flagged.add(("v",) in loc.may_be_empty)
+                    empty = empty or data["v"] in (None, "")
+                if flagged != {empty}:
+                    wrong.append((text.strip(), flagged, empty))
+    assert wrong == []
