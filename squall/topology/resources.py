@@ -6,6 +6,9 @@ Connections open lazily on first use (in Lambda: during init, outside the handle
 file or a PostgreSQL database used only by components that write driver SQL (warehouse,
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
+
+Size (~430 lines): the resource registry and, beside it, the one rule every Redis user shares
+for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
 from __future__ import annotations
