@@ -1917,7 +1917,8 @@ def _unwired(bolt: Any, node_id: str, event: Event, stream: str) -> str:
 
 def _refused_for_good(exc: BaseException) -> bool:
     """A database or Redis client's error a retry cannot change (no such database or role, a
-    failed authentication, a Redis ACL refusal) that a component let escape raw: the batch's
+    failed authentication, a Redis ACL refusal, a Redis that does not serve the command: unknown,
+    or a Cluster node's ``MOVED``) that a component let escape raw: the batch's
     failure as a ``SinkError`` — neither waited for as an outage nor isolated as records' faults
     (each would fail alone and be dead-lettered). Only libraries already imported are looked at."""
     if isinstance(exc, SquallError):
@@ -1928,9 +1929,9 @@ def _refused_for_good(exc: BaseException) -> bool:
         if refused_for_good(exc):
             return True
     if "redis" in sys.modules:
-        from squall.topology.resources import redis_refused_for_good
+        from squall.topology.resources import redis_cannot_serve, redis_refused_for_good
 
-        return isinstance(exc, redis_refused_for_good())
+        return isinstance(exc, redis_refused_for_good()) or redis_cannot_serve(exc)
     return False
 
 

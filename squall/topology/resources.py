@@ -7,7 +7,7 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~430 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~450 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
@@ -418,6 +418,22 @@ def redis_unservable(answer: object, wrong_type: bool = False) -> bool:
         return False
     reason = str(answer).rsplit(" of pipeline caused error: ", 1)[-1]
     return wrong_type or not reason.startswith("WRONGTYPE ")
+
+
+#: Answers no record can cause, whoever sent the command: the server does not offer it (renamed
+#: away, a proxy), or is a Cluster node that does not hold the key (a client that is not
+#: cluster-aware). A user's own component's command can fail for a record (``INCRBY`` of a key
+#: holding text, ``WRONGTYPE``), so only these count for code squall did not write.
+_NEVER_A_RECORDS = ("unknown command ", "MOVED ", "ASK ", "CROSSSLOT ")
+
+
+def redis_cannot_serve(answer: object) -> bool:
+    """Whether a Redis error is a server that cannot serve the command at all (``unknown command``,
+    ``MOVED``, ``ASK``, ``CROSSSLOT``): a misconfiguration whoever sent it, never a record's."""
+    if not isinstance(answer, _redis_response_error()):
+        return False
+    reason = str(answer).rsplit(" of pipeline caused error: ", 1)[-1]
+    return reason.startswith(_NEVER_A_RECORDS)
 
 
 @contextlib.contextmanager

@@ -588,3 +588,70 @@ sinks:
     assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED, Outcome.COMMITTED]
     cut = Failure("faulty", "y" * 5_000)
     assert dataclasses.replace(cut, retry=True).reason == cut.reason
+
+
+class RawRedisCannotServe(Bolt):
+    """A user's bolt whose Redis command the server does not serve, the error escaping raw."""
+
+    summary = "a raw redis-py error"
+    url = ""
+    calls = 0
+
+    def process(self, batch):
+        import redis
+
+        type(self).calls += 1
+        for ev in batch:
+            if ev.value.get("calls_redis"):
+                with redis.Redis.from_url(type(self).url) as client:
+                    client.execute_command("SQUALLNOSUCHCOMMAND", f"k{ev.value['i']}")
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+def test_a_command_the_user_bolts_redis_does_not_serve_fails_the_batch_not_each_record(
+    tag, redis_url
+):
+    """A real Redis answering ``unknown command`` (renamed away, a proxy) to a user's own bolt:
+    no record causes it. Before, the engine took it for each record's fault: every event that
+    reached the command was dead-lettered alone and the shard checkpointed past them. Now the
+    batch fails as a misconfiguration, not retried, nothing dead-lettered."""
+    RawRedisCannotServe.url, RawRedisCannotServe.calls = redis_url, 0
+    yaml_text = f"""
+name: raw-redis-unserved
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: cache, type: "tests.topology.test_poison:RawRedisCannotServe"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    records = records_from([{"i": i, "calls_redis": True} for i in range(4)])
+    with pytest.raises(BatchFailed, match="unknown command"):
+        run_topology(yaml_text, records, batch_size=4)
+    assert RawRedisCannotServe.calls == 1  # neither retried nor split record by record
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    assert MemorySink.stores.get(f"{tag}-out", []) == []
+
+
+def test_a_cluster_nodes_moved_is_never_a_records_fault():
+    """A client that is not cluster-aware gets ``MOVED`` / ``CROSSSLOT`` / ``ASK`` from a Redis
+    Cluster node (no cluster runs here: the answers as redis-py raises them, plain and inside a
+    pipeline); an error a record can cause stays the record's."""
+    import redis
+
+    from squall.topology.executor import _refused_for_good
+
+    err = redis.exceptions.ResponseError
+    for text in (
+        "MOVED 3999 127.0.0.1:6381",
+        "ASK 3999 127.0.0.1:6381",
+        "CROSSSLOT Keys in request don't hash to the same slot",
+        "Command # 2 (MGET a b) of pipeline caused error: MOVED 15495 127.0.0.1:7002",
+    ):
+        assert _refused_for_good(err(text)), text
+    for text in ("value is not an integer or out of range", "WRONGTYPE Operation against a key"):
+        assert not _refused_for_good(err(text)), text
