@@ -379,7 +379,8 @@ class RecordProcessor:
         while True:
             started = time.perf_counter()
             try:
-                positions = release()
+                with self.metrics.retries(self.engine, shard=self.shard_id):  # shown live
+                    positions = release()
                 position = positions.get(self.shard_id)
                 break
             except BatchFailed as exc:

@@ -277,7 +277,8 @@ class LocalRunner:
         finished shard's end again and saves it then)."""
         extra = self.spout.commit(checkpoint)
         try:
-            engine.save_positions(self._stream, extra)
+            with self.recorder.retries(engine):  # its retries show as a batch's do
+                engine.save_positions(self._stream, extra)
         except BatchFailed as exc:
             report.error = exc
             log.error("%s", exc)
@@ -289,7 +290,8 @@ class LocalRunner:
         spout the checkpoint that moved with it. False when a sink or the store stayed down."""
         started = time.perf_counter()
         try:
-            positions = release()
+            with self.recorder.retries(engine):  # a sink retried in a release shows as in a batch
+                positions = release()
         except BatchFailed as exc:
             report.error = exc
             log.error("%s", exc)

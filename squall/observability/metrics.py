@@ -12,7 +12,7 @@ dimensions ``Topology`` and ``Component`` — never the shard or the record). On
 ``millis_behind`` has a shard label: a Kinesis shard's; an SQS message is a "shard" of its own
 (and ``heartbeat``: a KCL shard process's, "" for a run).
 
-Size (~650 lines): the ``METRICS`` table is about 170 lines of literals; the recorder is the rest.
+Size (~675 lines): the ``METRICS`` table is about 170 lines of literals; the recorder is the rest.
 """
 
 from __future__ import annotations
@@ -385,6 +385,7 @@ class Recorder:
         self.last: BatchSample | None = None
         self._broken: set[int] = set()
         self._shard: str | None = None  # the shard of the batch in progress
+        self._retried = False  # a retry was told inside ``retries``
 
     @contextmanager
     def batch(
@@ -419,9 +420,11 @@ class Recorder:
         with log_context(**fields):
             try:
                 yield watch
-            except Exception as exc:
-                if hasattr(engine, "on_retry"):
+            except BaseException as exc:
+                if hasattr(engine, "on_retry"):  # also a Ctrl-C, a SystemExit in the backoff
                     engine.on_retry = told
+                if not isinstance(exc, Exception):
+                    raise
                 self.observe(
                     engine,
                     records,
@@ -444,11 +447,33 @@ class Recorder:
                 checkpoint_later=checkpoint_later,
             )
 
+    @contextmanager
+    def retries(self, engine: Any, *, shard: str | None = None) -> Iterator[None]:
+        """Engine work outside a batch that may retry a dependency (``Engine.tick``, ``release``,
+        ``save_positions``: a holding sink's flush, the checkpoint's save): its retries are told
+        as a batch's are (``retry``), so a release retrying a warehouse that is down shows while
+        it retries. Its sample (``released``, or the runner's failed attempt) or the next batch's
+        carries them again, as a batch's does. When the block ends without an exception after a
+        retry, the retrying is over: the backends that keep it (``record_settled``) say so now
+        (a tick that released nothing sends no sample; the gauge would stay set for ever)."""
+        if not hasattr(engine, "on_retry"):
+            yield
+            return
+        told, self._shard, self._retried = engine.on_retry, shard, False
+        engine.on_retry = self.retry
+        try:
+            yield
+        finally:
+            engine.on_retry = told
+        if self._retried:
+            self._each("record_settled", self.topology, shard)
+
     def retry(self, component: str, kind: str, error: BaseException) -> None:
         """The engine decided a retry inside the batch (``Engine.on_retry``): the backends that
         count them live (``record_retry``) count it now, and know since when the batch retries —
         a dependency down shows while the batch waits for it, not when it gives up. The batch's
         sample later carries the same retries; such a backend leaves out what it counted here."""
+        self._retried = True
         self._each(
             "record_retry",
             self.topology,

@@ -228,6 +228,12 @@ class PrometheusBackend:
             self._retrying[(topology, shard)] = when
             self._child(self.retrying_since, topology, shard).set(when)
 
+    def record_settled(self, topology: str, shard: str | None) -> None:
+        """Engine work outside a batch (a release) retried and then succeeded: not retrying now."""
+        shard = shard or self._beat_shard
+        if self._retrying.pop((topology, shard), None) is not None:
+            self._child(self.retrying_since, topology, shard).set(0.0)
+
     def record_checkpoint(self, topology: str) -> None:
         """A batch's checkpoint the runner stored after the batch (the KCL daemon's answer)."""
         self._child(self.checkpoints, topology).inc()

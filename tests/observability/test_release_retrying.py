@@ -1,0 +1,116 @@
+"""A release outside a batch (``Engine.tick`` on an idle source, ``Engine.release`` at the end of a
+run or of a KCL shard, ``save_positions``) that retries a sink that is down shows while it
+retries, as a batch does: ``squall_retries_total`` counts each retry as it is decided (and once),
+``squall_retrying_since_timestamp_seconds`` is set, and 0 again once the release succeeded.
+
+Found in review: the engine's ``on_retry`` hook was set only inside ``Recorder.batch``; a rolling
+sink's flush retrying a warehouse that is down at the end of a run counted nothing and set no
+gauge until the release gave up or ended. And a Ctrl-C (a ``BaseException``) in a batch's backoff
+left the hook set after the batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from squall.deploy.local import EXIT_OK, LocalRunner
+from squall.observability.metrics import Recorder
+from squall.observability.prometheus import PrometheusBackend
+from squall.testing import memory_stores
+from squall.topology.loader import load_text
+from tests.topology.test_holding import RollingSink
+
+#: The backend the sink reads while its release is retried (set by the test).
+_backend: list[PrometheusBackend] = []
+#: (retries counted, retrying since) as the sink's release saw them on each attempt.
+_seen: list[tuple[float, float]] = []
+
+
+def _value(name: str, **labels: str) -> float:
+    got = _backend[0].registry.get_sample_value(name, {"topology": "rel", **labels})
+    return got or 0.0
+
+
+class WatchedRollingSink(RollingSink):
+    """``RollingSink`` (``fail_release``: its release fails that many times, ``TransientError``)
+    noting on each release attempt what the metrics say then."""
+
+    def release(self) -> None:
+        _seen.append(
+            (
+                _value("squall_retries_total", component=self.id),
+                _value("squall_retrying_since_timestamp_seconds", shard=""),
+            )
+        )
+        super().release()
+
+
+def test_the_end_of_run_release_retrying_a_sink_shows_while_it_retries(tmp_path: Path):
+    yaml_text = f"""
+name: rel
+spout: {{type: 'squall.testing:ListSpout', records: [{{n: 1}}, {{n: 2}}]}}
+settings: {{retry: {{attempts: 5, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: lake, type: '{__name__}:WatchedRollingSink', roll_events: 1000, fail_release: 2}}
+"""
+    _backend[:] = [PrometheusBackend(CollectorRegistry())]
+    _seen.clear()
+    with memory_stores({}) as stores:
+        runner = LocalRunner(
+            load_text(yaml_text, base_dir=tmp_path), recorder=Recorder("rel", [_backend[0]])
+        )
+        assert runner.run().exit_code == EXIT_OK
+        assert [ev.value["n"] for ev in stores["lake"]] == [1, 2]
+    # the 2nd and 3rd attempts ran after one and two retries: each counted and the batch's
+    # retrying time set before its backoff (before: (0, 0) until the release ended)
+    assert [n for n, _ in _seen] == [0, 1, 2]
+    assert _seen[0][1] == 0 and _seen[1][1] > 0 and _seen[2][1] == _seen[1][1]
+    # the release's sample carried the same 2 retries: not counted again; retrying is over
+    assert _value("squall_retries_total", component="lake") == 2
+    assert _value("squall_retry_reasons_total", component="lake", reason="TransientError") == 2
+    assert _value("squall_retrying_since_timestamp_seconds", shard="") == 0
+
+
+class _Engine:
+    """What ``Recorder`` needs of an engine for the hook alone (its ``on_retry`` attribute)."""
+
+    on_retry = None
+
+
+def test_a_ctrl_c_in_a_batch_leaves_no_hook_set_after_it():
+    engine = _Engine()
+    recorder = Recorder("rel", [])
+    with pytest.raises(KeyboardInterrupt):
+        with recorder.batch(engine, []):
+            assert engine.on_retry == recorder.retry
+            raise KeyboardInterrupt  # in the backoff's sleep
+    assert engine.on_retry is None  # before: recorder.retry, told of retries outside any batch
+
+
+def test_a_release_that_retried_and_succeeded_without_a_sample_clears_the_retrying_time():
+    """A tick that retried a sink and then released no checkpoint sends no sample: the backend
+    is told the retrying is over (``record_settled``), else the gauge stays set for ever and
+    ``SquallRetrying`` fires on an idle stream."""
+    backend = PrometheusBackend(CollectorRegistry())
+    engine = _Engine()
+    recorder = Recorder("rel", [backend], clock=lambda: 100.0)
+    labels = {"topology": "rel", "shard": "s1"}
+    with recorder.retries(engine, shard="s1"):
+        engine.on_retry("lake", "sink", ConnectionError("down"))
+        assert (
+            backend.registry.get_sample_value("squall_retrying_since_timestamp_seconds", labels)
+            == 100
+        )
+    assert engine.on_retry is None
+    assert backend.registry.get_sample_value("squall_retrying_since_timestamp_seconds", labels) == 0
+    # a release that failed leaves it set: the runner retries it (the KCL), still retrying
+    with pytest.raises(RuntimeError), recorder.retries(engine, shard="s1"):
+        engine.on_retry("lake", "sink", ConnectionError("down"))
+        raise RuntimeError("the sink stayed down")
+    assert (
+        backend.registry.get_sample_value("squall_retrying_since_timestamp_seconds", labels) == 100
+    )
