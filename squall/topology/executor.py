@@ -1826,11 +1826,14 @@ class Engine:
                 if stats is not None:
                     stats.retries += 1
                 if self.on_retry is not None:
-                    self.on_retry(
-                        where if stats is None else stats.id,
-                        "" if stats is None else stats.kind,
-                        exc,
-                    )
+                    try:  # the runner's metrics: never a reason to give up a retry
+                        self.on_retry(
+                            where if stats is None else stats.id,
+                            "" if stats is None else stats.kind,
+                            exc,
+                        )
+                    except Exception:
+                        log.exception("%s: the retry hook failed; the retry goes on", where)
                 text = str(exc)  # most errors name their place already ("where: …")
                 log.warning(
                     "%s; retry %d/%d in %.2fs",

@@ -114,3 +114,28 @@ def test_a_release_that_retried_and_succeeded_without_a_sample_clears_the_retryi
     assert (
         backend.registry.get_sample_value("squall_retrying_since_timestamp_seconds", labels) == 100
     )
+
+
+def test_a_retry_hook_that_fails_never_fails_the_batch(tmp_path: Path):
+    """``Engine.on_retry`` is a runner's (a metrics backend behind it): when it raises, the retry
+    goes on. Before, its exception left the engine's retry loop from inside its ``except``: the
+    sink's release failed with the hook's error instead of being retried."""
+    from squall.testing import records_from
+    from tests.topology.test_holding import engine_with_checkpoints, lake, topology
+
+    engine, store, resources = engine_with_checkpoints(
+        topology(f"sqlite:///{tmp_path / 'cp.db'}", roll_events=1, fail_release=1), hold=True
+    )
+    told: list[str] = []
+
+    def broken(component: str, kind: str, error: BaseException) -> None:
+        told.append(component)
+        raise RuntimeError("metrics backend down")
+
+    engine.on_retry = broken
+    with memory_stores({}), engine:
+        result = engine.process(records_from([{"n": 1}], start=1))
+        assert told == ["lake"]  # the release was retried once, the hook told
+        assert result.ok and result.checkpoint  # released on the retry, checkpointed
+        assert len(lake(engine).durable) == 1
+    resources.close()
