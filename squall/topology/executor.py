@@ -986,8 +986,15 @@ class Engine:
 
         while True:
             try:
-                # Retries of the transaction count for its (first) sink, as before the engine held it.
-                stats = self.stats[pending[0][0].index] if pending else None
+                # Retries of the transaction count for its (first) sink, as before the engine held
+                # it; with no sink in it, for the checkpoint it commits (else its first state's):
+                # counted in no stats, the retry hook's live count had no component to settle.
+                if pending:
+                    stats = self.stats[pending[0][0].index]
+                elif with_checkpoint:
+                    stats = self.checkpoint_stats
+                else:
+                    stats = self.stats[states[0].index]
                 written, checkpoint = self._call(where, stats, run, isolate=False)
                 break
             except _RecordFault as fault:
