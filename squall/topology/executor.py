@@ -993,8 +993,10 @@ class Engine:
                     stats = self.stats[pending[0][0].index]
                 elif with_checkpoint:
                     stats = self.checkpoint_stats
-                else:
+                elif states:
                     stats = self.stats[states[0].index]
+                else:  # every row dead-lettered on the way: the transaction's first sink
+                    stats = self.stats[inside[0][0].index] if inside else None
                 written, checkpoint = self._call(where, stats, run, isolate=False)
                 break
             except _RecordFault as fault:
