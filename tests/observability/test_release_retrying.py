@@ -33,6 +33,19 @@ def _value(name: str, **labels: str) -> float:
     return got or 0.0
 
 
+def _since() -> float:
+    """``squall_retrying_since_timestamp_seconds`` of whichever shard (a run's "", a KCL shard's)."""
+    return max(
+        (
+            sample.value
+            for metric in _backend[0].registry.collect()
+            for sample in metric.samples
+            if sample.name == "squall_retrying_since_timestamp_seconds"
+        ),
+        default=0.0,
+    )
+
+
 class WatchedRollingSink(RollingSink):
     """``RollingSink`` (``fail_release``: its release fails that many times, ``TransientError``)
     noting on each release attempt what the metrics say then."""
@@ -41,7 +54,7 @@ class WatchedRollingSink(RollingSink):
         _seen.append(
             (
                 _value("squall_retries_total", component=self.id),
-                _value("squall_retrying_since_timestamp_seconds", shard=""),
+                _since(),
             )
         )
         super().release()
@@ -139,3 +152,39 @@ def test_a_retry_hook_that_fails_never_fails_the_batch(tmp_path: Path):
         assert result.ok and result.checkpoint  # released on the retry, checkpointed
         assert len(lake(engine).durable) == 1
     resources.close()
+
+
+def test_a_kcl_shards_release_retrying_a_sink_shows_while_it_retries():
+    """The KCL processor's idle release (``Engine.tick`` when the sink is due) retried by the
+    engine: counted and the shard's retrying time set before each backoff, 0 once released."""
+    from squall.deploy.kcl import RecordProcessor
+    from squall.topology.executor import Engine
+    from tests.factories import KclCheckpointer, kcl_initialize, kcl_process_records
+
+    yaml_text = f"""
+name: rel
+spout: {{type: stdin}}
+settings: {{retry: {{attempts: 5, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - {{id: lake, type: '{__name__}:WatchedRollingSink', roll_events: 1000}}
+"""
+    _backend[:] = [PrometheusBackend(CollectorRegistry())]
+    _seen.clear()
+    with memory_stores({}):
+        engine = Engine(load_text(yaml_text).plan, hold=True, sleep=lambda s: None)
+        p = RecordProcessor(engine, stream="s")
+        p.metrics = Recorder("rel", [_backend[0]])
+        kcl_initialize().dispatch(None, p)
+        lake = next(c for c in engine.components if c.id == "lake")
+        cp = KclCheckpointer()
+        kcl_process_records([{"n": 1}]).dispatch(cp, p)  # held
+        lake.config = lake.config.model_copy(update={"roll_events": 1})
+        lake.failures_left = 2
+        kcl_process_records([]).dispatch(cp, p)  # idle, due: released after two retries
+    assert cp.calls == [("100", 0)]
+    assert [n for n, _ in _seen] == [0, 1, 2]  # before: [0, 0, 0]
+    assert _seen[0][1] == 0 and _seen[1][1] > 0 and _seen[2][1] == _seen[1][1]
+    assert _value("squall_retries_total", component="lake") == 2  # once each
+    assert _since() == 0
