@@ -420,7 +420,11 @@ def prometheus_rules(
                         # (its labels say which). Lag and failures cannot see a hang: they move
                         # only when a batch ends.
                         "SquallHung",
-                        f"time() - squall_last_progress_timestamp_seconds{{{sel}}} > {th.heartbeat_s}",
+                        # A batch retrying a dependency moves no heartbeat either: that is
+                        # SquallRetrying's (it names the cause), not a hang.
+                        f"(time() - squall_last_progress_timestamp_seconds{{{sel}}} > "
+                        f"{th.heartbeat_s}) unless "
+                        f"squall_retrying_since_timestamp_seconds{{{sel}}} > 0",
                         "0m",
                         "critical",
                         f"{t}: no batch ended and no idle poll for over {th.heartbeat_s}s: a call "

@@ -342,3 +342,34 @@ def test_the_grafana_overview_plots_how_long_a_batch_retries():
     dash = grafana_dashboard(load_text(TOPOLOGY.format(table="t", url="postgresql://u@h:1/d")))
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     assert any("squall_retrying_since_timestamp_seconds" in e for e in exprs)
+
+
+def test_squall_hung_leaves_a_batch_retrying_to_squall_retrying(tmp_path: Path):
+    """A batch retrying a dependency that is down moves no heartbeat (it moves when a batch
+    ends): SquallHung fired beside SquallRetrying, calling a known outage "a call that never
+    returns, a deadlock". A shard hung with no retry still fires SquallHung."""
+    from squall.observability.dashboards import Thresholds, prometheus_rules
+    from squall.topology.loader import load_text
+
+    topo = load_text(TOPOLOGY.format(table="t", url="postgresql://u@127.0.0.1:1/d"))
+    rules = prometheus_rules(topo, thresholds=Thresholds(retrying_s=300, heartbeat_s=300))
+    [hung] = [r for r in rules["groups"][0]["rules"] if r["alert"] == "SquallHung"]
+    retrying, stuck = "shardId-000000000001", "shardId-000000000002"
+    series = {}
+    for shard, since in ((retrying, "120"), (stuck, "0")):
+        labels = f'shard="{shard}",topology="retrying"'
+        # minute by minute: the last batch ended at minute 1; nothing until minute 10
+        series[f"squall_last_progress_timestamp_seconds{{{labels}}}"] = ["0"] + ["60"] * 11
+        series[f"squall_retrying_since_timestamp_seconds{{{labels}}}"] = (
+            ["0", "0"] + [since] * 8 + ["0", "0"]
+        )
+    only_stuck = {
+        "exp_labels": {**hung["labels"], "shard": stuck},
+        "exp_annotations": hung["annotations"],
+    }
+    promtool_test(
+        tmp_path,
+        rules,
+        series,
+        [{"eval_time": "8m", "alertname": "SquallHung", "exp_alerts": [only_stuck]}],
+    )
