@@ -356,7 +356,8 @@ class LocalRunner:
         if self.spout.finite and not self.spout.stopping:  # the input ended: flush the bolts
             started = time.perf_counter()
             try:
-                result = engine.finish()
+                with self.recorder.retries(engine):  # its retries show as a batch's do
+                    result = engine.finish()
             except BatchFailed as exc:
                 self.recorder.observe(engine, [], None, time.perf_counter() - started, error=exc)
                 report.error = exc

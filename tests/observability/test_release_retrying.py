@@ -16,9 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from squall.deploy.local import EXIT_OK, LocalRunner
+from squall.errors import TransientError
 from squall.observability.metrics import Recorder
 from squall.observability.prometheus import PrometheusBackend
-from squall.testing import memory_stores
+from squall.testing import FaultyBolt, memory_stores
 from squall.topology.loader import load_text
 from tests.topology.test_holding import RollingSink
 
@@ -187,4 +188,45 @@ sinks:
     assert [n for n, _ in _seen] == [0, 1, 2]  # before: [0, 0, 0]
     assert _seen[0][1] == 0 and _seen[1][1] > 0 and _seen[2][1] == _seen[1][1]
     assert _value("squall_retries_total", component="lake") == 2  # once each
+    assert _since() == 0
+
+
+class FlakyFlushBolt(FaultyBolt):
+    """Its end-of-input flush fails twice (``TransientError``), noting the metrics each time."""
+
+    flushes = 0
+
+    def flush(self, end, final: bool = True):
+        _seen.append((_value("squall_retries_total", component=self.id), _since()))
+        FlakyFlushBolt.flushes += 1
+        if FlakyFlushBolt.flushes <= 2:
+            raise TransientError("window store: injected outage")
+        return None
+
+
+def test_the_end_of_input_flush_retrying_shows_while_it_retries(tmp_path: Path):
+    """``squall run`` on a finite input flushes the bolts after the last batch (``Engine.finish``):
+    its retries show live too, and the retrying time is 0 again once it succeeded."""
+    yaml_text = f"""
+name: rel
+spout: {{type: file, path: {tmp_path / "in.jsonl"}}}
+settings: {{retry: {{attempts: 5, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: win, type: '{__name__}:FlakyFlushBolt'}}
+sinks:
+  - {{id: rows, type: 'squall.testing:MemorySink'}}
+"""
+    (tmp_path / "in.jsonl").write_text('{"n": 1}\n')
+    _backend[:] = [PrometheusBackend(CollectorRegistry())]
+    _seen.clear()
+    FlakyFlushBolt.flushes = 0
+    with memory_stores({}):
+        runner = LocalRunner(
+            load_text(yaml_text, base_dir=tmp_path), recorder=Recorder("rel", [_backend[0]])
+        )
+        assert runner.run().exit_code == EXIT_OK
+    assert [n for n, _ in _seen] == [0, 1, 2]  # before: [0, 0, 0]
+    assert _seen[0][1] == 0 and _seen[1][1] > 0 and _seen[2][1] == _seen[1][1]
+    assert _value("squall_retries_total", component="win") == 2
     assert _since() == 0
