@@ -21,7 +21,7 @@ from tests.sinks.local_http import LocalHttp
 from tests.sinks.test_sqs_sink import drain, make_queue, sink_yaml
 
 fcm, key_pair = push_standin.fcm, push_standin.key_pair  # the FCM stand-in's fixtures
-s3, delivery = firehose_standin.s3, firehose_standin.delivery  # moto's Firehose into S3
+delivery = firehose_standin.delivery  # moto's Firehose into S3 (the s3 fixture: conftest.py)
 
 WIDE = b'{"n": 18446744073709551616, "m": -9223372036854775809}'
 EXACT = b'{"n":18446744073709551616,"m":-9223372036854775809}'
