@@ -131,6 +131,18 @@ def node_modules_dir(path: Path) -> Path:
     return path
 
 
+def _check_installed(modules: Path) -> None:
+    if (
+        not (modules / "kinesis-local" / "main.js").is_file()
+        or not (modules / "dynalite" / "cli.js").is_file()
+    ):
+        raise SquallError(
+            f"kinesis-local and dynalite are not installed in {modules}: install them with "
+            f"`npm install --prefix DIR {' '.join(PACKAGES)}` and give --node-modules DIR, "
+            f"or leave --node-modules out to have them installed into {DEFAULT_NODE_DIR}"
+        )
+
+
 def run_local_aws(
     topologies: list[Topology],
     *,
@@ -143,22 +155,22 @@ def run_local_aws(
     stop: threading.Event | None = None,
 ) -> int:
     """Start both, create the streams, print the environment, wait for a signal (or ``stop``); 0 on a clean stop."""
+    # A folder given without the stand-ins is said first: it does not depend on what else runs.
+    modules = node_modules_dir(node_modules) if node_modules else None
+    if modules is not None:
+        _check_installed(modules)
     for port in (kinesis_port, kinesis_port + 1, dynamodb_port):
         if not _port_free(port):
             raise SquallError(
                 f"port {port} on 127.0.0.1 is in use (choose others with --kinesis-port/--dynamodb-port)"
             )
-    modules = node_modules_dir(node_modules) if node_modules else install(DEFAULT_NODE_DIR)
+    if modules is None:
+        modules = install(DEFAULT_NODE_DIR)
+        _check_installed(modules)
     node = shutil.which("node")
     if node is None:
         raise SquallError("node not found: install Node.js 18+")
     km = modules / "kinesis-local"
-    if not (km / "main.js").is_file() or not (modules / "dynalite" / "cli.js").is_file():
-        raise SquallError(
-            f"kinesis-local and dynalite are not installed in {modules}: install them with "
-            f"`npm install --prefix DIR {' '.join(PACKAGES)}` and give --node-modules DIR, "
-            f"or leave --node-modules out to have them installed into {DEFAULT_NODE_DIR}"
-        )
     kinesis_env = {
         **os.environ,
         "KINESIS_MOCK_PLAIN_PORT": str(kinesis_port),
