@@ -9,6 +9,7 @@ the example's (docs/performance.md). Only a payload holding such an integer is d
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from typing import Any, Literal
 
@@ -24,6 +25,7 @@ from squall.paths import MISSING, DottedPath, getter, payload_keys
 from squall.safe_json import json_type
 
 GZIP_MAGIC = b"\x1f\x8b"
+_NOT_ZERO = re.compile(rb"[^\x00]")
 _GZIP_FIRST = GZIP_MAGIC[0]
 INEXACT = "an integer beyond 64 bits cannot be decoded exactly"
 
@@ -191,8 +193,9 @@ def _beyond_double(ev: Event, data: bytes, exc: orjson.JSONDecodeError, out: Out
 
 def gunzip(data: bytes, limit: int) -> bytes:
     """The decompressed payload: every member of a multi-member stream (concatenated gzip files
-    are one gzip file, RFC 1952), as ``gzip.decompress`` reads it; trailing zero bytes (padding)
-    are ignored and any other data after the stream is an error, not dropped silently. Raises
+    are one gzip file, RFC 1952), as ``gzip.decompress`` reads it; zero bytes (padding) after a
+    member are ignored, before another member or at the end, and any other data after the stream
+    is an error, not dropped silently. Raises
     ``OverflowError`` past ``limit`` bytes (never holding more), ``EOFError`` for a truncated
     stream, ``ValueError``/``zlib.error`` for data that is not gzip (the producer's body too).
 
@@ -217,12 +220,14 @@ def gunzip(data: bytes, limit: int) -> bytes:
             parts.append(part)
             pos += len(chunk) - len(d.unused_data)
             window = min(window * 2, 1 << 20)
-        if pos >= end:
+        # zero bytes after a member are padding, between members too (as gzip.decompress and
+        # GzipFile read them): found by a search from pos, never a copy of the rest per member
+        found = _NOT_ZERO.search(data, pos)
+        if found is None:
             break
-        if view[pos : pos + 2] != GZIP_MAGIC:
-            if bytes(view[pos:]).strip(b"\x00"):
-                raise ValueError(f"{end - pos} bytes after the end of the gzip stream")
-            break
+        if data[found.start() : found.start() + 2] != GZIP_MAGIC:
+            raise ValueError(f"{end - pos} bytes after the end of the gzip stream")
+        pos = found.start()
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
