@@ -480,13 +480,15 @@ def load_topology(path: str, attempts: int = 5) -> Topology:
     """The topology of one version of the file: a file written in place while a shard process
     read it (an editor, ``cp``, ``kubectl cp``) gave it part of the new text — a topology cut
     short, run if it still parsed — and the warning then named the file as it was after. The
-    file is read until its digest is the same before and after the load."""
+    file is read until its digest is the same before and after the load — and the folder its
+    symlinks lead to: a Kubernetes ConfigMap swapped in the meantime (``..data``) may have changed
+    only a file the topology names (a schema), read from the other version."""
     for _ in range(attempts):
-        before = _digest(path)
+        before = (os.path.realpath(path), _digest(path))
         topology = load(path, secrets=aws_secrets())
-        after = _digest(path)
+        after = (os.path.realpath(path), _digest(path))
         if before == after:
-            warn_if_topology_changed(path, after)
+            warn_if_topology_changed(path, after[1])
             return topology
         log.info("topology file %s changed while it was read: reading it again", path)
     raise SquallError(f"topology file {path} kept changing while it was read ({attempts} times)")

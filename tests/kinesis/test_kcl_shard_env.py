@@ -165,3 +165,36 @@ def test_a_topology_file_written_while_a_shard_process_reads_it_is_read_again(
     assert loads == [1, 2]
     (line,) = [r.getMessage() for r in caplog.records]
     assert "changed since `squall kcl` started" in line
+
+
+def test_a_configmap_swapped_while_a_shard_process_reads_it_is_read_again(tmp_path, monkeypatch):
+    """A Kubernetes ConfigMap update swaps ``..data`` to a new folder: one that changed a file the
+    topology names (a schema) but not the topology file itself was not seen — the topology file's
+    digest is the same — and the shard process ran its topology with files of two versions. The
+    folder the symlinks lead to is compared before and after the load too."""
+    import os
+
+    from squall.deploy import kcl
+    from squall.deploy.kcl import load_topology
+    from squall.topology.loader import load
+
+    source = topology_file(tmp_path, "pistats")
+    mount = tmp_path / "mount"
+    for version in ("..v1", "..v2"):
+        (mount / version).mkdir(parents=True)
+        (mount / version / "topology.yaml").write_text(source.read_text())  # the same text
+    (mount / "..data").symlink_to("..v1")
+    (mount / "topology.yaml").symlink_to("..data/topology.yaml")
+    loads: list[str] = []
+
+    def swapped_meanwhile(path, **kwargs):  # the update lands while the process reads
+        loaded = load(path, **kwargs)
+        loads.append(os.path.realpath(path))
+        if len(loads) == 1:
+            (mount / "..tmp").symlink_to("..v2")
+            os.replace(mount / "..tmp", mount / "..data")  # atomic, as the kubelet does it
+        return loaded
+
+    monkeypatch.setattr(kcl, "load", swapped_meanwhile)
+    load_topology(str(mount / "topology.yaml"))
+    assert loads == [str(mount / "..v1" / "topology.yaml"), str(mount / "..v2" / "topology.yaml")]
