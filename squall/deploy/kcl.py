@@ -482,10 +482,17 @@ def load_topology(path: str, attempts: int = 5) -> Topology:
     short, run if it still parsed — and the warning then named the file as it was after. The
     file is read until its digest is the same before and after the load — and the folder its
     symlinks lead to: a Kubernetes ConfigMap swapped in the meantime (``..data``) may have changed
-    only a file the topology names (a schema), read from the other version."""
+    only a file the topology names (a schema), read from the other version. A text cut where it
+    no longer parses is read again too, its error raised only if the file did not change."""
     for _ in range(attempts):
         before = (os.path.realpath(path), _digest(path))
-        topology = load(path, secrets=aws_secrets())
+        try:
+            topology = load(path, secrets=aws_secrets())
+        except SquallError:  # cut short where it no longer parses: an error of that text only
+            if (os.path.realpath(path), _digest(path)) == before:
+                raise
+            log.info("topology file %s changed while it was read: reading it again", path)
+            continue
         after = (os.path.realpath(path), _digest(path))
         if before == after:
             warn_if_topology_changed(path, after[1])

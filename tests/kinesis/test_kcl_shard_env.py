@@ -198,3 +198,35 @@ def test_a_configmap_swapped_while_a_shard_process_reads_it_is_read_again(tmp_pa
     monkeypatch.setattr(kcl, "load", swapped_meanwhile)
     load_topology(str(mount / "topology.yaml"))
     assert loads == [str(mount / "..v1" / "topology.yaml"), str(mount / "..v2" / "topology.yaml")]
+
+
+def test_a_topology_file_cut_where_it_does_not_parse_is_read_again(tmp_path, monkeypatch):
+    """The file read again when it changed during the load — only when the part read still
+    parsed: one cut short where it did not (a YAML error) ended the shard process with the error
+    of a text that no longer exists. Its error stands only if the file did not change."""
+    from squall.deploy import kcl
+    from squall.deploy.kcl import load_topology
+    from squall.errors import TopologyError
+    from squall.topology.loader import load
+
+    topology = topology_file(tmp_path, "pistats")
+    whole = topology.read_text()
+    calls: list[int] = []
+
+    def written_meanwhile(path, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            topology.write_text(whole[: whole.index("{") + 3])  # half-written
+            try:
+                return load(path, **kwargs)
+            finally:
+                topology.write_text(whole + "# v2\n")  # ... and done
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(kcl, "load", written_meanwhile)
+    assert load_topology(str(topology)).bolts
+    assert len(calls) == 2
+    topology.write_text(whole[: whole.index("{") + 3])  # a broken file that stays broken
+    with pytest.raises(TopologyError, match="YAML"):
+        load_topology(str(topology))
+    assert len(calls) == 3
