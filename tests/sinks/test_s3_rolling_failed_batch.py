@@ -339,9 +339,10 @@ def test_a_batch_failed_in_its_release_keeps_the_earlier_batches_rows(moto_serve
 
 def test_a_batch_failed_halfway_through_its_release_puts_each_row_once(moto_server, s3, bucket):
     """hold=True: the release due with batch 2 puts the 18h object (batches 1 and 2) and S3
-    refuses the 19h one through both attempts. The failed batch's 18h rows are durable (the
-    retry drops them), its 19h rows leave the object still to put (the retry holds them anew):
-    every row once, batch 1's 19h rows included."""
+    refuses the 19h one through both attempts. The failed batch's 18h rows are taken back out
+    of the 18h object (``discard``: put again with batch 1's rows only at the next release), its
+    19h rows leave the object still to put; the retry holds them all anew: every row once,
+    batch 1's 19h rows included."""
     down = {"now": False}
 
     def put(kw, call):
