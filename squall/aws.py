@@ -57,6 +57,11 @@ THROTTLING_CODES = frozenset(
         "KMSThrottlingException",
         "RequestThrottled",
         "RequestThrottledException",
+        # SQS when KMS throttles an SSE-KMS queue's data keys: the JSON protocol's shape and the
+        # query protocol's code (botocore gives the latter when SQS sends x-amzn-query-error).
+        # SQS reports them per message with SenderFault true; KMS is only busy.
+        "KmsThrottled",
+        "KMS.ThrottlingException",
         # botocore's standard retry mode counts these as throttling too: a call it retried
         # is one squall's loops retry when it makes one attempt (``time_bounded``).
         "SlowDown",

@@ -610,3 +610,49 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+#: SQS's answers when KMS throttles an SSE-KMS queue's data-key calls: the JSON protocol's error
+#: shape (``KmsThrottled``, what botocore names the code without the query-compatible header)
+#: and the query protocol's code (``KMS.ThrottlingException``, sent as ``x-amzn-query-error``).
+KMS_THROTTLED = ["KmsThrottled", "KMS.ThrottlingException"]
+
+
+@pytest.mark.parametrize("code", KMS_THROTTLED)
+def test_sqs_sink_retries_entries_kms_throttled_as_a_sender_fault(moto_server, sqs, code):
+    """SQS reports a KMS throttle of a message as the sender's fault (SenderFault true): the
+    sink took that for a refusal and dead-lettered the kiosk's orders while KMS was only busy.
+    It is sent again, as for RequestThrottled."""
+    url = make_queue(sqs)
+    state = {"n": 0}
+
+    def kms_busy_once(kw, call):
+        state["n"] += 1
+        if state["n"] > 1:
+            return call(**kw)
+        return {
+            "Successful": [],
+            "Failed": [
+                {"Id": e["Id"], "SenderFault": True, "Code": code, "Message": "KMS throttled"}
+                for e in kw["Entries"]
+            ],
+        }
+
+    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=kms_busy_once), url)
+    assert sink.write_batch(sink.prepare(_events([{"n": 0}, {"n": 1}])), None) is None
+    assert len(sink.sleeps) == 1  # one retry, after a backoff
+    assert sorted(json.loads(m["Body"])["n"] for m in drain(sqs, url)) == [0, 1]
+
+
+@pytest.mark.parametrize("code", KMS_THROTTLED)
+def test_sqs_sink_whole_call_kms_throttled_is_transient(moto_server, sqs, code):
+    """The whole call refused for a KMS throttle is an outage the engine retries, not a refusal
+    of the queue (SinkError: the batch failed at once, and a KCL worker stopped as misconfigured)."""
+    url = make_queue(sqs)
+
+    def kms_busy(kw, call):
+        raise client_error(code, "KMS throttled", 400)
+
+    sink = _sink(FlakyClient(moto_server.client("sqs"), send_message_batch=kms_busy), url)
+    with pytest.raises(TransientError, match=code):
+        sink.write_batch(sink.prepare(_events([{"n": 0}])), None)
