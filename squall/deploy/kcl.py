@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~550 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~600 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -476,29 +476,77 @@ def _digest(path: str) -> str | None:
         return None  # the load reports it
 
 
-def load_topology(path: str, attempts: int = 5) -> Topology:
+def _version(path: str) -> tuple[str, str | None]:
+    """The folder the path's symlinks lead to (a ConfigMap's ``..data``) and the text's digest."""
+    return os.path.realpath(path), _digest(path)
+
+
+def _unsettled(path: str, quiet: float) -> tuple[int, float]:
+    """The file's modification time (ns) and the seconds until it has gone ``quiet`` seconds
+    unwritten (0: it has, or its time is ahead of this clock's, or it cannot be read)."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return 0, 0.0  # the load reports it
+    age = time.time() - mtime / 1e9
+    return mtime, (quiet - age if 0 <= age < quiet else 0.0)
+
+
+#: A topology file written this recently (seconds) may be a writer's part-way text: waited for.
+TOPOLOGY_QUIET_S = 1.0
+
+
+def load_topology(
+    path: str,
+    attempts: int = 5,
+    quiet: float = TOPOLOGY_QUIET_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Topology:
     """The topology of one version of the file: a file written in place while a shard process
     read it (an editor, ``cp``, ``kubectl cp``) gave it part of the new text — a topology cut
     short, run if it still parsed — and the warning then named the file as it was after. The
     file is read until its digest is the same before and after the load — and the folder its
     symlinks lead to: a Kubernetes ConfigMap swapped in the meantime (``..data``) may have changed
     only a file the topology names (a schema), read from the other version. A text cut where it
-    no longer parses is read again too, its error raised only if the file did not change."""
+    no longer parses is read again too, its error raised only if the file did not change.
+
+    A writer that pauses part-way (a second write() after a network read, a slow disk) leaves a
+    cut text the same before and after a load of a few milliseconds: one written in the last
+    ``quiet`` seconds is read again once it has gone that long unwritten, whether it loaded or
+    not; one that did not load (maybe mid-truncation: empty, its time not yet updated) whatever
+    its time. At most ``attempts`` reads, then an error saying the file kept changing."""
+    waited: tuple | None = None  # the file as it was when the last wait began
     for _ in range(attempts):
-        before = (os.path.realpath(path), _digest(path))
+        before = _version(path)
         try:
-            topology = load(path, secrets=aws_secrets())
-        except SquallError:  # cut short where it no longer parses: an error of that text only
-            if (os.path.realpath(path), _digest(path)) == before:
-                raise
+            topology, error = load(path, secrets=aws_secrets()), None
+        except SquallError as exc:  # maybe cut short where it no longer parses: that text's error
+            topology, error = None, exc
+        if _version(path) != before:
             log.info("topology file %s changed while it was read: reading it again", path)
             continue
-        after = (os.path.realpath(path), _digest(path))
-        if before == after:
-            warn_if_topology_changed(path, after[1])
-            return topology
-        log.info("topology file %s changed while it was read: reading it again", path)
-    raise SquallError(f"topology file {path} kept changing while it was read ({attempts} times)")
+        mtime, wait = _unsettled(path, quiet)
+        if error is not None:  # a file being truncated is empty with its old time for a moment
+            wait = quiet  # (measured: 7 ms): a text that does not load waits whatever its time
+        if wait > 0 and (before, mtime) != waited:  # (the same after a wait: it went unwritten)
+            waited = (before, mtime)
+            log.info(
+                "topology file %s %s, maybe not written to its end: reading it again when it "
+                "has gone %g s unwritten",
+                path,
+                "did not load" if error else f"was written {quiet - wait:.2f} s ago",
+                quiet,
+            )
+            sleep(wait)
+            continue
+        if error is not None:
+            raise error
+        warn_if_topology_changed(path, before[1])
+        return topology
+    raise SquallError(
+        f"topology file {path} kept changing while it was read: {attempts} reads, each changed "
+        f"during the load or written within {quiet:g} s before its end"
+    )
 
 
 def warn_if_topology_changed(path: str, now: str | None = None) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -160,7 +162,7 @@ def test_a_topology_file_written_while_a_shard_process_reads_it_is_read_again(
 
     monkeypatch.setattr(kcl, "load", written_meanwhile)
     caplog.set_level("WARNING", logger="squall.kcl")
-    loaded = load_topology(str(topology))
+    loaded = load_topology(str(topology), quiet=0)
     assert [b.id for b in loaded.bolts] == ["decode", "keep"]  # the whole new file
     assert loads == [1, 2]
     (line,) = [r.getMessage() for r in caplog.records]
@@ -196,7 +198,7 @@ def test_a_configmap_swapped_while_a_shard_process_reads_it_is_read_again(tmp_pa
         return loaded
 
     monkeypatch.setattr(kcl, "load", swapped_meanwhile)
-    load_topology(str(mount / "topology.yaml"))
+    load_topology(str(mount / "topology.yaml"), quiet=0)
     assert loads == [str(mount / "..v1" / "topology.yaml"), str(mount / "..v2" / "topology.yaml")]
 
 
@@ -224,9 +226,100 @@ def test_a_topology_file_cut_where_it_does_not_parse_is_read_again(tmp_path, mon
         return load(path, **kwargs)
 
     monkeypatch.setattr(kcl, "load", written_meanwhile)
-    assert load_topology(str(topology)).bolts
+    assert load_topology(str(topology), quiet=0).bolts
     assert len(calls) == 2
     topology.write_text(whole[: whole.index("{") + 3])  # a broken file that stays broken
     with pytest.raises(TopologyError, match="YAML"):
-        load_topology(str(topology))
+        load_topology(str(topology), quiet=0)
     assert len(calls) == 3
+
+
+def two_bolts(tmp_path) -> str:
+    """A topology whose bolts come last: the text cut after its first bolt still parses."""
+    text = topology_file(tmp_path, "pistats").read_text()
+    bolts = "bolts:\n  - {id: decode, type: json, event_id_field: id}\n"
+    assert bolts in text
+    keep = "  - {id: keep, type: filter, where: [{field: n, equals: 1}]}\n"
+    return text.replace(bolts, "") + bolts + keep
+
+
+def written(path, text: str, ago: float) -> None:
+    path.write_text(text)
+    mtime = time.time() - ago
+    os.utime(path, (mtime, mtime))
+
+
+@pytest.mark.parametrize("cut", ["parses", "does not parse"])
+def test_a_topology_file_whose_writer_paused_part_way_is_waited_for(tmp_path, cut):
+    """A writer that paused part-way (its second write() 5 ms after its first: a network copy, a
+    slow disk) left a cut text the same before and after a load of a few milliseconds: measured,
+    the shard process ran the topology without its last bolt, or exited with the YAML error of
+    a text that was gone 5 ms later — what the before/after comparison was to prevent. A file
+    written in the last ``quiet`` seconds is read again once it has gone that long unwritten."""
+    from squall.deploy.kcl import load_topology
+
+    topology = tmp_path / "topology.yaml"
+    whole = two_bolts(tmp_path)
+    part = whole[: whole.index("  - {id: keep")]  # up to the end of the first bolt
+    if cut == "does not parse":
+        part = whole[: whole.index("{id: keep") + 5]
+    written(topology, part, ago=0)  # the writer's first write, just now
+    waits: list[float] = []
+
+    def the_writer_finishes(seconds: float) -> None:
+        waits.append(seconds)
+        written(topology, whole, ago=7200)
+
+    loaded = load_topology(str(topology), quiet=3600, sleep=the_writer_finishes)
+    assert [b.id for b in loaded.bolts] == ["decode", "keep"]
+    assert len(waits) == 1 and 0 < waits[0] <= 3600
+
+
+def test_a_broken_topology_file_is_one_located_error(tmp_path):
+    """Invalid YAML that stays so is its located error, raised once, after one wait whatever the
+    file's time: a file being truncated (``open(path, "w")``, a shrinking ext4 file) was seen
+    empty with its old time for 7 ms, and its "the file is empty" error raised. A valid file
+    whose time is ahead of the clock's (another host's clock) is not waited for."""
+    from squall.deploy.kcl import load_topology
+    from squall.errors import TopologyError
+
+    topology = tmp_path / "topology.yaml"
+    whole = two_bolts(tmp_path)
+    broken = whole[: whole.index("{id: keep") + 5]
+    waits: list[float] = []
+    for ago, expected in ((7200, 1), (-7200, 1), (0, 1)):
+        written(topology, broken, ago=ago)
+        waits.clear()
+        with pytest.raises(TopologyError, match=r"topology.yaml:\d+:\d+: YAML syntax error"):
+            load_topology(str(topology), quiet=3600, sleep=waits.append)
+        assert len(waits) == expected, ago
+    waits.clear()
+    written(topology, "", ago=7200)  # the moment of a truncation
+    with pytest.raises(TopologyError, match="the file is empty"):
+        load_topology(str(topology), quiet=3600, sleep=waits.append)
+    assert len(waits) == 1
+    waits.clear()
+    written(topology, whole, ago=-7200)
+    assert len(load_topology(str(topology), quiet=3600, sleep=waits.append).bolts) == 2
+    assert waits == []
+
+
+def test_a_topology_file_written_for_ever_is_given_up_on_saying_why(tmp_path):
+    """A file written again and again (a sync loop) is not read for ever: 5 reads, then an error
+    naming the file and why."""
+    from squall.deploy.kcl import load_topology
+    from squall.errors import SquallError
+
+    topology = tmp_path / "topology.yaml"
+    whole = two_bolts(tmp_path)
+    written(topology, whole, ago=0)
+    waits: list[float] = []
+
+    def written_again(seconds: float) -> None:
+        waits.append(seconds)
+        written(topology, whole + f"# {len(waits)}\n", ago=0)
+
+    with pytest.raises(SquallError, match="kept changing while it was read: 5 reads") as caught:
+        load_topology(str(topology), quiet=3600, sleep=written_again)
+    assert str(topology) in str(caught.value)
+    assert len(waits) == 5
