@@ -545,7 +545,7 @@ def load_topology(
         return topology
     raise SquallError(
         f"topology file {path} kept changing while it was read: {attempts} reads, each changed "
-        f"during the load or written within {quiet:g} s before its end"
+        f"during the load or in the wait after it (for the file to go {quiet:g} s unwritten)"
     )
 
 
