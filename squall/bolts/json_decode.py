@@ -198,6 +198,9 @@ def gunzip(data: bytes, limit: int) -> bytes:
     is an error, not dropped silently. Raises
     ``OverflowError`` past ``limit`` bytes (never holding more), ``EOFError`` for a truncated
     stream, ``ValueError``/``zlib.error`` for data that is not gzip (the producer's body too).
+    Stricter than ``gzip.decompress`` where zlib checks the header: a header CRC (FHCRC) that
+    does not match, or reserved flag bits set, is a ``zlib.error`` (``gzip.decompress`` skips
+    both); an empty input is a truncated stream (``gzip.decompress``: ``b""``).
 
     Each member is fed a window of the input that doubles from 64 bytes: at a member's end zlib
     copies what it was given past it (``unused_data``), so feeding the rest of the input was a

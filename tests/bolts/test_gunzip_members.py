@@ -103,3 +103,17 @@ def test_a_zip_bomb_is_stopped_without_holding_more_than_its_limit():
     finally:
         tracemalloc.stop()
     assert peak < 3 * 5_000_000
+
+
+@pytest.mark.parametrize("header", ["wrong FHCRC", "reserved flags"])
+def test_a_header_zlib_refuses_is_an_error_where_gzip_decompress_skips_it(header):
+    """The two differences from gzip.decompress its docstring names (zlib checks the header)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    trailer = c.compress(b"{}") + c.flush() + struct.pack("<II", zlib.crc32(b"{}"), 2)
+    if header == "wrong FHCRC":
+        data = b"\x1f\x8b\x08" + bytes([FHCRC]) + bytes(6) + b"\x00\x00" + trailer
+    else:
+        data = b"\x1f\x8b\x08\xe0" + bytes(6) + trailer
+    assert gzip.decompress(data) == b"{}"
+    with pytest.raises(zlib.error, match="header crc mismatch|unknown header flags set"):
+        gunzip(data, 100)
