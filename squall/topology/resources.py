@@ -7,7 +7,7 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~450 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~470 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
@@ -421,17 +421,39 @@ def redis_unservable(answer: object, wrong_type: bool = False) -> bool:
 
 
 #: Answers no record can cause, whoever sent the command: the server does not offer it (renamed
-#: away, a proxy), or is a Cluster node that does not hold the key (a client that is not
-#: cluster-aware). A user's own component's command can fail for a record (``INCRBY`` of a key
-#: holding text, ``WRONGTYPE``), so only these count for code squall did not write.
-_NEVER_A_RECORDS = ("unknown command ", "MOVED ", "ASK ", "CROSSSLOT ")
+#: away, a proxy; called from a Lua script, Redis 7 answers ``Unknown Redis command called from
+#: script``). A user's own component's command can fail for a record
+#: (``INCRBY`` of a key holding text, ``WRONGTYPE``, a script's own error), so only these count
+#: for code squall did not write.
+#: (``MOVED``/``ASK``/``CROSSSLOT`` as text: a client or version without their classes below.)
+_NEVER_A_RECORDS = (
+    "unknown command ",
+    "Unknown Redis command called from ",
+    *("MOVED ", "ASK ", "CROSSSLOT "),
+)
+
+
+@functools.cache
+def _never_a_records() -> tuple[type[Exception], ...]:
+    """The classes redis-py gives answers no record can cause, the error code stripped from their
+    text (``MOVED 12182 host:port`` is ``MovedError('12182 host:port')``): a Cluster node that does
+    not hold the key (``MOVED``, ``ASK``, ``CROSSSLOT``: a client that is not cluster-aware) and a
+    script the server does not hold (``NOSCRIPT``: its cache emptied by a restart or a failover;
+    the same call fails until the script is loaded again)."""
+    import redis
+
+    e = redis.exceptions
+    return (e.AskError, e.ClusterCrossSlotError, e.NoScriptError)  # MovedError is an AskError
 
 
 def redis_cannot_serve(answer: object) -> bool:
     """Whether a Redis error is a server that cannot serve the command at all (``unknown command``,
-    ``MOVED``, ``ASK``, ``CROSSSLOT``): a misconfiguration whoever sent it, never a record's."""
+    ``MOVED``, ``ASK``, ``CROSSSLOT``, ``NOSCRIPT``): a misconfiguration whoever sent it, never a
+    record's."""
     if not isinstance(answer, _redis_response_error()):
         return False
+    if isinstance(answer, _never_a_records()):
+        return True
     reason = str(answer).rsplit(" of pipeline caused error: ", 1)[-1]
     return reason.startswith(_NEVER_A_RECORDS)
 
