@@ -161,6 +161,7 @@ class RecordProcessor:
         self.lost = False
         self._stopping = False  # shutdown_requested came: the daemon releases the lease next
         self._closed = False
+        self._failing = False  # an attempt outside a batch failed and none succeeded since
         self.metrics = kcl_recorder(
             engine.topology.name
         )  # Prometheus (multiprocess) + a progress line
@@ -184,6 +185,7 @@ class RecordProcessor:
             started = time.perf_counter()
             try:
                 self.engine.open()
+                self._attempt_succeeded()
                 return
             except TransientError as exc:
                 # Counted as a failed batch of no record: the alert on failed batches fires for a
@@ -207,7 +209,9 @@ class RecordProcessor:
         self, started: float, exc: BaseException, *, checkpoint_retry: bool = False
     ) -> None:
         """An attempt outside a batch (an open, a release, a checkpoint) failed: a failed batch of
-        no record; a checkpoint's also counts in ``squall_checkpoint_retries_total``."""
+        no record; a checkpoint's also counts in ``squall_checkpoint_retries_total``. The shard
+        is retrying until an attempt succeeds (``_attempt_succeeded``) or a batch ends."""
+        self._failing = True
         self.metrics.observe(
             self.engine,
             [],
@@ -217,6 +221,13 @@ class RecordProcessor:
             error=exc,
             checkpoint_retries=int(checkpoint_retry),
         )
+
+    def _attempt_succeeded(self) -> None:
+        """An open, release or checkpoint succeeded: after a failed attempt the shard is no
+        longer retrying (no batch may end for hours on an idle stream to say it)."""
+        if self._failing:
+            self._failing = False
+            self.metrics.settled(self.shard_id)
 
     def _wait(self, backoff: float) -> None:
         """Sleep before a retry; exit when the daemon went away meanwhile, raise ``LeaseLost`` when
@@ -382,6 +393,7 @@ class RecordProcessor:
                 with self.metrics.retries(self.engine, shard=self.shard_id):  # shown live
                     positions = release()
                 position = positions.get(self.shard_id)
+                self._attempt_succeeded()  # also when it moved no position (nothing was due)
                 break
             except BatchFailed as exc:
                 if isinstance(exc.cause, PERMANENT_ERRORS):
@@ -416,6 +428,7 @@ class RecordProcessor:
             started = time.perf_counter()
             try:
                 checkpoint(*args)
+                self._attempt_succeeded()
                 return
             except Exception as exc:
                 name = _checkpoint_error_name(exc)

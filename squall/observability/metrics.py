@@ -468,6 +468,13 @@ class Recorder:
         if self._retried:
             self._each("record_settled", self.topology, shard)
 
+    def settled(self, shard: str | None = None) -> None:
+        """A runner's own attempt outside a batch (the KCL's open or checkpoint: ``observe``'d as
+        a failed batch of no record, the shard retrying since) succeeded after failing: the
+        backends that keep the retrying (``record_settled``) say it is over — on an idle stream
+        no batch's end would for hours."""
+        self._each("record_settled", self.topology, shard)
+
     def retry(self, component: str, kind: str, error: BaseException) -> None:
         """The engine decided a retry inside the batch (``Engine.on_retry``): the backends that
         count them live (``record_retry``) count it now, and know since when the batch retries —

@@ -246,6 +246,7 @@ def _counted(tmp_path: Path, lines: list[dict]) -> tuple[int | None, dict[str, f
         "checkpoints": value("squall_checkpoints_total"),
         "checkpoint_retries": value("squall_checkpoint_retries_total"),
         "heartbeat": value("squall_last_progress_timestamp_seconds", shard="shardId-000000000001"),
+        "retrying": value("squall_retrying_since_timestamp_seconds", shard="shardId-000000000001"),
         "last_tick": ticks[-1],
     }
 
@@ -302,3 +303,15 @@ def test_a_checkpoint_the_lease_table_refuses_is_not_counted_as_stored(tmp_path:
     code, m = _counted(tmp_path, [INIT, batch({"n": 1}), answer("100", "InvalidStateException")])
     assert code == EXIT_UNEXPECTED_ERROR
     assert m["checkpoints"] == 0.0 and not m["checkpoint_retries"] and m["ok"] == 1.0, m
+
+
+def test_a_throttled_checkpoint_once_stored_leaves_the_idle_shard_not_retrying(tmp_path: Path):
+    """The lease table throttled the batch's checkpoint (a failed attempt: the shard retrying
+    since then), then stored it; the stream goes idle. ``squall_retrying_since`` stayed at the
+    throttle's time — only a batch's end cleared it — so an idle shard read as retrying for
+    ever: ``SquallRetrying`` fired after ``--retrying-s`` and ``SquallHung`` was muted."""
+    idle = {"action": "processRecords", "millisBehindLatest": 0, "records": []}
+    lines = [INIT, batch({"n": 1}), answer("100", "ThrottlingException"), answer("100")]
+    code, counted = _counted(tmp_path, [*lines, idle, idle])
+    assert code is None and counted["failed"] == 1 and counted["checkpoints"] == 1
+    assert counted["retrying"] == 0  # before: the throttle's time (3.0)

@@ -209,3 +209,62 @@ def test_a_sink_down_while_releasing_on_an_idle_poll_counts_as_failed_batches(tm
     ] * 2
     assert "connection refused" in samples[0].error
     assert beats == ["shardId-000000000001"]  # the idle poll's own beat; the failures beat too
+
+
+def test_a_shard_that_opened_after_an_outage_is_not_retrying_while_the_stream_is_idle(
+    tmp_path: Path,
+):
+    """The failed opens set ``squall_retrying_since`` (failed batches of no record, the shard
+    retrying since the first); the open then succeeded and the stream stayed idle. Only a
+    batch's end cleared the gauge: the idle shard read as retrying for ever (``SquallRetrying``
+    fired after ``--retrying-s``, ``SquallHung`` was muted for it)."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.observability.prometheus import PrometheusBackend
+
+    processor = RecordProcessor(engine_down_for(tmp_path, 2), stream="s", sleep=lambda s: None)
+    backend = PrometheusBackend(CollectorRegistry(), topology="kcl-open-outage")
+    processor.metrics.backends.append(backend)
+    labels = {"topology": "kcl-open-outage", "shard": "shardId-000000000001"}
+
+    def retrying() -> float | None:
+        return backend.registry.get_sample_value("squall_retrying_since_timestamp_seconds", labels)
+
+    cp = KclCheckpointer()
+    deliver(processor, kcl_initialize(), cp)
+    failed = backend.registry.get_sample_value(
+        "squall_batches_total", {"topology": "kcl-open-outage", "status": "failed"}
+    )
+    assert failed == 2
+    deliver(processor, kcl_process_records([]), cp)  # an idle poll
+    assert retrying() == 0  # before: the first failed open's time
+
+
+def test_a_release_that_failed_then_moved_nothing_leaves_the_shard_not_retrying(tmp_path: Path):
+    """An idle poll's release failed twice (failed batches of no record), then succeeded with no
+    position of the shard to checkpoint: no sample followed, the gauge stayed set for ever."""
+    from prometheus_client import CollectorRegistry
+
+    from squall.errors import BatchFailed
+    from squall.observability.prometheus import PrometheusBackend
+
+    processor = RecordProcessor(engine_down_for(tmp_path, 0), stream="s", sleep=lambda s: None)
+    backend = PrometheusBackend(CollectorRegistry(), topology="kcl-open-outage")
+    processor.metrics.backends.append(backend)
+    labels = {"topology": "kcl-open-outage", "shard": "shardId-000000000001"}
+    cp = KclCheckpointer()
+    deliver(processor, kcl_initialize(), cp)
+    outage = TransientError("rolled (bucket b): connection refused")
+    ticks = iter([BatchFailed("rolled", outage, 3), BatchFailed("rolled", outage, 3)])
+
+    def tick():
+        failure = next(ticks, None)
+        if failure is not None:
+            raise failure
+        return {}
+
+    processor.engine.tick = tick
+    deliver(processor, kcl_process_records([]), cp)
+    value = backend.registry.get_sample_value
+    assert value("squall_batches_total", {"topology": "kcl-open-outage", "status": "failed"}) == 2
+    assert value("squall_retrying_since_timestamp_seconds", labels) == 0  # before: the first's
