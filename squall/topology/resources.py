@@ -7,7 +7,7 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~470 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~475 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
@@ -311,6 +311,11 @@ def _redis_client(cfg: ResourceConfig):
     # The engine retries transient errors with its own bounded backoff; redis-py's default
     # (10 retries) would hide an outage for seconds per call on top of that.
     options = {"retry": Retry(NoBackoff(), 0), **cfg.options}
+    # A connection answered READONLY is to a primary demoted by a failover: redis-py keeps it
+    # (an error answer, not a lost connection), so every retry would ask the old primary again
+    # while the endpoint's name already leads to the new one. Dropped, the retry connects anew.
+    if isinstance(options["retry"], Retry):
+        options["retry"].update_supported_errors([redis.exceptions.ReadOnlyError])
     return redis.Redis.from_url(
         cfg.url,
         socket_timeout=cfg.connect_timeout,

@@ -1,0 +1,53 @@
+"""A Redis failover behind one endpoint (ElastiCache's primary endpoint, a DNS name or a Service
+that moves to the promoted replica): the old primary, now a replica, answers ``READONLY`` on the
+connections squall already holds. squall retries it as an outage, but redis-py keeps a
+connection after an error answer: each retry asked the old primary again, ``READONLY`` for as
+long as the process lived (the batch failed after its attempts; a KCL shard ran it again for
+ever). squall's Redis clients now drop a connection that answered ``READONLY``, so the retry
+connects anew and reaches the new primary.
+
+The endpoint here is a loopback forwarder whose target moves to the new primary: connections
+made before stay with the old one, as with a DNS name resolved when they were made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from squall.errors import TransientError
+from tests.enrichment.support import make_batch, resources
+from tests.enrichment.test_subscription import ev
+from tests.enrichment.test_subscription import make_bolt as make_subscription
+from tests.observability.test_retrying_live import Forwarder
+from tests.private_redis import private_redis_server
+
+
+def test_a_write_retried_after_a_failover_reaches_the_new_primary(tmp_path: Path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    quick = ("--shutdown-timeout", "0")  # a primary would wait for its replica when stopped
+    with (
+        private_redis_server(tmp_path / "a", *quick) as a,
+        private_redis_server(tmp_path / "b", *quick) as b,
+        redis.Redis(port=a) as old,
+        redis.Redis(port=b) as new,
+    ):
+        endpoint = Forwarder(("127.0.0.1", a))
+        endpoint.up()
+        try:
+            bolt = make_subscription(resources(state=f"redis://127.0.0.1:{endpoint.port}/0"))
+            bolt.process(make_batch([ev("register", "before")]))
+            bolt.commit_state(lambda event: True)  # written to the primary, a
+            assert old.dbsize() > 0
+            # the failover: b is the primary, a its replica; the endpoint now leads to b
+            old.replicaof("127.0.0.1", b)
+            endpoint.target = ("127.0.0.1", b)
+            bolt.process(make_batch([ev("register", "after")], start=2))
+            with pytest.raises(TransientError, match="ReadOnlyError"):
+                bolt.commit_state(lambda event: True)  # on the connection made to a
+            bolt.commit_state(lambda event: True)  # the engine's retry: before, READONLY again
+            assert new.dbsize() > 0  # b was empty when it became the primary
+        finally:
+            endpoint.down()
