@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squall.event import Event, RecordMeta
-from squall.paths import MISSING, getter
+from squall.paths import META_FIELDS, MISSING, getter
 from squall.sinks.warehouse.columns import (
     CONVERTERS,
     ColumnSpec,
@@ -99,6 +99,21 @@ def test_the_generated_row_function_handles_one_column_and_meta_paths():
         json_as_text=True,
     )
     assert meta.row(ev) == ("id-1", "shard-0")
+
+
+def test_every_meta_field_is_read_as_its_getter_reads_it():
+    """The generated function reads ``meta.<field>`` as an attribute (no getter call per row):
+    every field, and an event id derived from the metadata, as ``getter`` gives them."""
+    meta = RecordMeta(
+        "s", "shard-0", "17", 2, "pk", datetime(2024, 5, 1, tzinfo=UTC), "123", "f" * 32
+    )
+    columns = {f"c{i}": ColumnSpec(path=f"meta.{name}") for i, name in enumerate(META_FIELDS)}
+    builder = RowBuilder(columns, json_as_text=True, times_as_text=True)
+    for eid in ("id-1", None):  # None: derived (``Event.event_id``), then kept
+        ev = Event(b"{}", meta, eid, 0, {"a": 1})
+        got = [getter(f"meta.{name}")(ev) for name in META_FIELDS]
+        assert builder.row(ev) == builder.row_checked(ev)  # (the loop, through the getters)
+        assert builder.row(ev)[:6] == (*got[:4], "2", "pk")
 
 
 # -- the generated row function against the loop, on values a payload or a bolt can hold ----------

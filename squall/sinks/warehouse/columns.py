@@ -352,11 +352,11 @@ class RowBuilder:
             return var
 
         out = []
-        for i, (_name, _spec, keys, get, conv, nullable, text) in enumerate(self._plan):
+        for i, (_name, spec, keys, _get, conv, nullable, text) in enumerate(self._plan):
             env[f"conv{i}"] = conv
-            if keys is None:
-                env[f"get{i}"] = get
-                lines.append(f"        v = get{i}(ev)")
+            if keys is None:  # meta.<field>: its attribute, as ``getter`` reads it (no call)
+                name = spec.path.split(".")[1]
+                lines.append("        v = ev." + (name if name == "event_id" else f"meta.{name}"))
             else:
                 lines.append(f"        v = {node(tuple(keys))}")
             lines.append("        if v is None or v is MISSING:")
