@@ -71,6 +71,21 @@ _SAFE = re.compile(r"[^A-Za-z0-9._=-]")
 MAX_HELD_BYTES = 128 * 1024 * 1024
 
 
+_DIRECTIVE = re.compile(r"%.")
+
+
+def partition_text(when: datetime, pattern: str) -> str:
+    """``when.strftime(pattern)`` with a year of four digits, as ISO 8601 writes it: the C
+    library's ``%Y`` writes a year before 1000 as it is (``999-12-31``, ``dt=1-01-01``), a folder
+    no date reader parses and that sorts among the year 9999's."""
+    if when.year >= 1000:
+        return when.strftime(pattern)
+    year = f"{when.year:04d}"
+    return when.strftime(
+        _DIRECTIVE.sub(lambda m: year if m.group() == "%Y" else m.group(), pattern)
+    )
+
+
 class S3Column(BaseModel):
     """One column of the objects (Parquet) or one key of each JSON line."""
 
@@ -104,7 +119,8 @@ class S3SinkConfig(ComponentConfig):
     )
     time_unit: Literal["s", "ms"] = Field("s", description="Unit of numeric event times.")
     partition: str = Field(
-        "dt=%Y-%m-%d/hour=%H", description="strftime pattern of the partition folders (UTC)."
+        "dt=%Y-%m-%d/hour=%H",
+        description="strftime pattern of the partition folders (UTC; `%Y` has four digits).",
     )
     compression: Literal["gzip", "snappy", "zstd", "none"] = Field(
         "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none."
@@ -333,7 +349,7 @@ class S3Sink(Sink):
                 out.reject(ev, self.id, str(exc))
                 continue
             out.events.append(ev)
-            key = (when.strftime(cfg.partition), ev.meta.stream, ev.meta.shard_id)
+            key = (partition_text(when, cfg.partition), ev.meta.stream, ev.meta.shard_id)
             groups.setdefault(key, []).append((ev, row))
         for rows in groups.values():  # position order, whatever order the graph delivered them in
             rows.sort(key=lambda pair: pair[0].meta.position.key())
