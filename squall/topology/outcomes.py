@@ -134,7 +134,9 @@ class BatchResult:
         if held:
             logger.error(
                 "%d record(s) held back with them (after a failed record of their shard, or "
-                "in its KPL aggregate): not written, they come again with it",
+                "in its KPL aggregate): not committed, they come again with it (a sink that "
+                "wrote them before the failure and cannot take a write back — a stream, a "
+                "queue, an HTTP endpoint — gets them again)",
                 held,
             )
 

@@ -94,6 +94,24 @@ def test_a_sink_that_fails_a_record_holds_it_back_from_the_sinks_written_after_i
     assert [ev.value["n"] for ev in MemorySink.stores[f"{tag}-second"]] == [0]
 
 
+def test_the_log_does_not_say_held_records_were_not_written_when_a_sink_wrote_them(tag, caplog):
+    """Record 2 is held, and already in the first sink's rows (the same write: a Kinesis
+    PutRecords that throttled record 1 only, with its retries spent). The failure log said of
+    held records "not written": an operator counting the curated stream's duplicates was told
+    there were none. It says they are not committed and what a sink that wrote them gets."""
+    sinks = (
+        f"  - {{id: first, type: 'squall.testing:FaultySink', name: '{tag}-first'}}\n"
+        f"  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: '{tag}-dlq'}}\n"
+    )
+    batch = records([("A", {"n": 0}), ("A", {"n": 1, "sink_fail": True}), ("A", {"n": 2})])
+    [result] = run_topology(yaml(tag, sinks), batch, batch_size=3).results
+    assert [ev.value["n"] for ev in MemorySink.stores[f"{tag}-first"]] == [0, 2]
+    with caplog.at_level(logging.ERROR, logger="t"):
+        result.log_failures(logging.getLogger("t"))
+    assert "1 record(s) held back" in caplog.text and "not written" not in caplog.text
+    assert "not committed, they come again with it (a sink that wrote them" in caplog.text
+
+
 def test_held_records_are_written_once_when_the_shard_moves_on(tag):
     """Delivered again after the cause went away, the held records are written once."""
     text = yaml(tag, f"  - {{id: out, type: 'squall.testing:MemorySink', name: '{tag}-out'}}\n")
