@@ -173,3 +173,64 @@ def test_ingest_then_transform_on_the_stand_ins(
 
     logged = caplog.text + capsys.readouterr().out
     assert "invocation:" in logged and secret not in logged
+
+
+def test_an_older_export_read_after_a_newer_one_leaves_its_values_as_the_readme_says(
+    tmp_path: Path,
+    monkeypatch,
+    kinesis,
+    kinesis_mock,
+    make_stream,
+    moto_server,
+    pg_url: str,
+    unique_name: str,
+):
+    """The README: the warehouse keeps the values transform wrote last, which are the older
+    export's when its S3 event comes after the newer one's (a Lambda retry); uploading the
+    newest export again puts its values back (its lines are the same events)."""
+    example = tmp_path / "etl"
+    shutil.copytree(EXAMPLES / "etl", example)
+    s3 = moto_server.client("s3")
+    landing, lake = unique("landing"), unique("lake")
+    for bucket in (landing, lake):
+        s3.create_bucket(Bucket=bucket)
+    raw = make_stream(1, "orders-raw")
+    env = {
+        "AWS_ENDPOINT_URL_S3": moto_server.endpoint,
+        "AWS_ENDPOINT_URL_KINESIS": kinesis_mock.endpoint,
+        "LANDING_BUCKET": landing,
+        "LAKE_BUCKET": lake,
+        "RAW_STREAM": raw,
+        "CURATED_STREAM": make_stream(1, "orders-curated"),
+        "WAREHOUSE_URL": pg_url,
+        "ORDERS_TABLE": f"{unique_name}_orders",
+        "REJECTS_TABLE": f"{unique_name}_rejects",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    line = {"order_id": "o-1", "customer_id": "c-1", "kind": "order", "ts": "2026-11-03T09:00:00Z"}
+    exports = {"incoming/0900.jsonl": 10.0, "incoming/1000.jsonl": 12.0}
+    for key, amount in exports.items():
+        s3.put_object(Bucket=landing, Key=key, Body=json.dumps(dict(line, amount=amount)).encode())
+    ingest = make_handler(example / "ingest.yaml")
+    transform = make_handler(example / "transform.yaml")
+    read = 0
+
+    def amount_after(*keys: str) -> float:
+        nonlocal read
+        for key in keys:
+            ingest(s3_lambda_event(landing, key))
+        [records] = shard_records(kinesis, raw).values()
+        shard = kinesis.list_shards(StreamName=raw)["Shards"][0]["ShardId"]
+        assert transform(lambda_event(records[read:], shard, raw), None) == {
+            "batchItemFailures": []
+        }
+        read = len(records)
+        with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+            cur.execute(f'SELECT amount FROM "{unique_name}_orders"')
+            [(amount,)] = cur.fetchall()
+        return amount
+
+    # the newer export, then the older one's event (retried by Lambda after the newer went through)
+    assert amount_after("incoming/1000.jsonl", "incoming/0900.jsonl") == 10.0
+    assert amount_after("incoming/1000.jsonl") == 12.0  # the newest export uploaded again
