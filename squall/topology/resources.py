@@ -7,7 +7,7 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~475 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~520 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
@@ -311,17 +311,60 @@ def _redis_client(cfg: ResourceConfig):
     # The engine retries transient errors with its own bounded backoff; redis-py's default
     # (10 retries) would hide an outage for seconds per call on top of that.
     options = {"retry": Retry(NoBackoff(), 0), **cfg.options}
-    # A connection answered READONLY is to a primary demoted by a failover: redis-py keeps it
-    # (an error answer, not a lost connection), so every retry would ask the old primary again
-    # while the endpoint's name already leads to the new one. Dropped, the retry connects anew.
-    if isinstance(options["retry"], Retry):
-        options["retry"].update_supported_errors([redis.exceptions.ReadOnlyError])
-    return redis.Redis.from_url(
+    single = options.pop("single_connection_client", False)  # the client's, as from_url's
+    pool = _failover_pool().from_url(
         cfg.url,
         socket_timeout=cfg.connect_timeout,
         socket_connect_timeout=cfg.connect_timeout,
         **options,
     )
+    client = redis.Redis(connection_pool=pool, single_connection_client=single)
+    client.auto_close_connection_pool = True  # as Redis.from_url's: close() closes the pool
+    return client
+
+
+@functools.cache
+def _failover_pool() -> type:
+    """A connection pool that drops a connection answered ``READONLY`` when it comes back.
+
+    Such a connection is to a primary demoted by a failover: redis-py keeps it (an error
+    answer, not a lost connection), so every retry would ask the old primary again while the
+    endpoint's name already leads to the new one. Dropped, the next use connects anew.
+
+    Not by adding ``ReadOnlyError`` to the client's ``Retry``: redis-py turns an error its
+    ``Retry`` handles into a ``WatchError`` in a ``WATCH``ed transaction, which
+    ``Redis.transaction`` (and the usual ``WATCH`` loop) runs again at once — on the demoted
+    primary, for as long as the endpoint leads to it: a batch spinning, a connection a try.
+    The answer is noted as it is read (a pipeline reads on past it) and acted on at release.
+    """
+    import redis
+
+    read_only = redis.exceptions.ReadOnlyError
+
+    @functools.cache
+    def dropping(connection_class: type) -> type:
+        def read_response(self, *args, **kwargs):
+            try:
+                return connection_class.read_response(self, *args, **kwargs)
+            except read_only:
+                self.squall_demoted = True
+                raise
+
+        return type(
+            connection_class.__name__, (connection_class,), {"read_response": read_response}
+        )
+
+    class FailoverPool(redis.ConnectionPool):
+        def __init__(self, connection_class: type = redis.Connection, **kwargs: Any):
+            super().__init__(connection_class=dropping(connection_class), **kwargs)
+
+        def release(self, connection: Any) -> None:
+            if getattr(connection, "squall_demoted", False):
+                connection.squall_demoted = False
+                connection.disconnect()
+            super().release(connection)
+
+    return FailoverPool
 
 
 @functools.cache

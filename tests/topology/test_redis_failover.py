@@ -51,3 +51,50 @@ def test_a_write_retried_after_a_failover_reaches_the_new_primary(tmp_path: Path
             assert new.dbsize() > 0  # b was empty when it became the primary
         finally:
             endpoint.down()
+
+
+def test_a_watched_transaction_on_the_demoted_primary_fails_once_then_reaches_the_new_one(
+    tmp_path: Path,
+):
+    """A user's component doing an optimistic update (``Redis.transaction``: WATCH, read,
+    MULTI/EXEC) on the topology's Redis resource. Dropping the connection through the client's
+    ``Retry`` made redis-py turn ``READONLY`` into a ``WatchError``, which ``transaction`` runs
+    again at once: on the demoted primary, a new connection each time, for as long as the
+    endpoint leads to it (here: 1,000 runs in well under a second, the guard's). Now the
+    ``ReadOnlyError`` reaches the component (an outage: the engine retries it), and the
+    retry, on a new connection, reaches the new primary."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    quick = ("--shutdown-timeout", "0")
+    with (
+        private_redis_server(tmp_path / "a", *quick) as a,
+        private_redis_server(tmp_path / "b", *quick) as b,
+        redis.Redis(port=a) as old,
+        redis.Redis(port=b) as new,
+    ):
+        endpoint = Forwarder(("127.0.0.1", a))
+        endpoint.up()
+        runs = 0
+
+        def count(pipe) -> None:
+            nonlocal runs
+            runs += 1
+            if runs > 1000:
+                raise RuntimeError("the transaction is run again and again")
+            seen = int(pipe.get("count") or 0)
+            pipe.multi()
+            pipe.set("count", seen + 1)
+
+        try:
+            client = resources(cache=f"redis://127.0.0.1:{endpoint.port}/0").redis("cache")
+            client.transaction(count, "count")
+            assert old.get("count") == b"1"
+            old.replicaof("127.0.0.1", b)  # the failover, the endpoint still on a for now
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                client.transaction(count, "count")
+            assert runs == 2
+            endpoint.target = ("127.0.0.1", b)
+            client.transaction(count, "count")  # the engine's retry
+            assert new.get("count") == b"1"  # b had nothing of a's when it became the primary
+            assert runs == 3
+        finally:
+            endpoint.down()
