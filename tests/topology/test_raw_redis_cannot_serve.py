@@ -132,3 +132,106 @@ def test_an_error_a_record_can_cause_stays_the_records(cluster):
             with pytest.raises(redis.exceptions.ResponseError) as raised:
                 call()
             assert not _refused_for_good(raised.value), raised.value
+
+
+class ScriptUser(Bolt):
+    """A user's bolt counting with a script of ``register_script`` on the topology's Redis
+    resource, alone or in a pipeline (``how``); the script cache is emptied (``SCRIPT FLUSH``:
+    as by a restart or a failover) before the second batch."""
+
+    summary = "a registered script"
+    port = 0
+    how = ""
+    batches = 0
+
+    def open(self, resources):
+        self.client = resources.redis("cache")
+        self.count = self.client.register_script("return redis.call('INCR', KEYS[1])")
+
+    def process(self, batch):
+        type(self).batches += 1
+        if type(self).batches == 2:
+            with redis.Redis(port=type(self).port) as admin:
+                admin.script_flush()
+        if self.how == "pipeline":
+            pipe = self.client.pipeline(transaction=True)
+            for ev in batch:
+                self.count(keys=[f"{{a}}n{ev.value['i'] % 2}"], client=pipe)
+            pipe.execute()
+        else:
+            for ev in batch:
+                self.count(keys=[f"{{a}}n{ev.value['i'] % 2}"])
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+@pytest.mark.parametrize("how", ["call", "pipeline"])
+def test_a_registered_script_after_the_script_cache_emptied_is_loaded_again(cluster, how):
+    """redis-py's ``Script`` answers ``NOSCRIPT`` itself (it loads the script and runs it again;
+    a pipeline loads its scripts first): the answer never reaches squall, whose rule for a raw
+    ``NoScriptError`` must not stop a user of ``register_script`` after a restart."""
+    tag = f"registered-script-{how}"
+    with redis.Redis(port=cluster[1]) as node:
+        node.delete("{a}n0", "{a}n1")
+    ScriptUser.port, ScriptUser.how, ScriptUser.batches = cluster[1], how, 0
+    yaml_text = f"""
+name: {tag}
+spout: {{type: 'squall.testing:ListSpout'}}
+resources: {{cache: {{url: 'redis://127.0.0.1:{cluster[1]}/0'}}}}
+settings: {{retry: {{attempts: 1, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: count, type: "tests.topology.test_raw_redis_cannot_serve:ScriptUser"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    MemorySink.stores.pop(f"{tag}-out", None), MemorySink.stores.pop(f"{tag}-dlq", None)
+    run = run_topology(yaml_text, records_from([{"i": i} for i in range(8)]), batch_size=4)
+    assert ScriptUser.batches == 2
+    assert all(r.ok for r in run.results)
+    assert len(MemorySink.stores[f"{tag}-out"]) == 8
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    with redis.Redis(port=cluster[1]) as node:
+        assert node.mget("{a}n0", "{a}n1") == [b"4", b"4"]
+
+
+class ClusterUser(Bolt):
+    """A user's bolt on a cluster-aware client (``RedisCluster``) that follows ``MOVED``."""
+
+    summary = "a redis-py cluster client"
+    port = 0
+
+    def process(self, batch):
+        with redis.RedisCluster(host="127.0.0.1", port=type(self).port) as client:
+            for ev in batch:
+                for key in (f"{{a}}c{ev.value['i']}", f"other{ev.value['i']}"):
+                    client.set(key, ev.value["i"])
+                    assert client.get(key) == str(ev.value["i"]).encode()
+        out = Output(self.id)
+        out.emit_all(list(batch))
+        return out
+
+
+def test_a_cluster_client_is_not_stopped_by_the_rule_for_moved(cluster):
+    """A ``RedisCluster`` asked first of the node without the key's slot follows the ``MOVED``
+    itself: the batch is served, nothing failed or dead-lettered."""
+    tag = "cluster-client"
+    ClusterUser.port = cluster[0]
+    yaml_text = f"""
+name: {tag}
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 1, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: write, type: "tests.topology.test_raw_redis_cannot_serve:ClusterUser"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+    MemorySink.stores.pop(f"{tag}-out", None), MemorySink.stores.pop(f"{tag}-dlq", None)
+    run = run_topology(yaml_text, records_from([{"i": i} for i in range(4)]), batch_size=4)
+    assert all(r.ok for r in run.results)
+    assert len(MemorySink.stores[f"{tag}-out"]) == 4
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
