@@ -98,3 +98,43 @@ def test_a_watched_transaction_on_the_demoted_primary_fails_once_then_reaches_th
             assert runs == 3
         finally:
             endpoint.down()
+
+
+def _pipeline_answers(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.get("count")
+    pipe.incr("count")
+    answers = pipe.execute(raise_on_error=False)  # the errors among the answers, not raised
+    assert isinstance(answers[1], redis.exceptions.ReadOnlyError)
+
+
+def _script(client: redis.Redis) -> None:
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        client.register_script("return redis.call('INCR', KEYS[1])")(keys=["count"])
+
+
+def _multi(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=True)
+    pipe.incr("count")
+    pipe.incr("other")
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        pipe.execute()
+
+
+@pytest.mark.parametrize("call", [_pipeline_answers, _script, _multi])
+def test_every_kind_of_call_answered_readonly_drops_its_connection(tmp_path: Path, call):
+    """A pipeline whose errors are returned among its answers (``raise_on_error=False``: the
+    client's ``Retry`` never saw them, the connection was kept), a Lua script (``READONLY``
+    from inside it), a MULTI/EXEC (discarded whole: ``EXECABORT``, nothing of it written)."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with (
+        private_redis_server(tmp_path / "a") as a,
+        private_redis_server(tmp_path / "b") as b,
+        redis.Redis(port=a) as old,
+    ):
+        old.replicaof("127.0.0.1", b)  # a demoted primary
+        client = resources(cache=f"redis://127.0.0.1:{a}/0").redis("cache")
+        before = client.client_id()
+        call(client)
+        assert client.client_id() != before  # a new connection
+        assert old.get("count") is None and old.get("other") is None
