@@ -3,6 +3,7 @@ the last event of a key wins, replays leave the table as it was."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,175 @@ def test_any_batches_and_replays_end_with_the_last_value_of_each_key(db, items, 
         expected[app] = n
     assert rows(url, table) == [(app, n, None) for app, n in sorted(expected.items())]
     sink.close()
+
+
+# -- version: the newer row wins, not the row written last -----------------------------------------
+
+
+def versioned(url: str, table: str, **options: Any) -> WarehouseSink:
+    columns = {**COLUMNS, "at": {"path": "at", "type": "timestamp"}}
+    return open_sink(url, table, columns=columns, version="at", **options)
+
+
+def at(app: str, events: int, when: str) -> dict:
+    return {**result(app, events), "at": when}
+
+
+def test_a_version_keeps_the_newer_row_across_batches_and_in_a_batch(db, caplog):
+    url, table = db
+    sink = versioned(url, table, copy_batch_size=2)  # PostgreSQL: across COPY chunks too
+    # In a batch: the greatest version of a key wins wherever it is, a tie the last of them.
+    write(
+        sink,
+        [
+            at("a", 1, "2026-11-03T10:00:00Z"),
+            at("a", 2, "2026-11-03T09:00:00Z"),
+            at("b", 1, "2026-11-03T09:00:00Z"),
+            at("b", 2, "2026-11-03T09:00:00Z"),
+            at("c", 1, "2026-11-03T08:00:00.5Z"),  # a fraction: later than the whole second
+            at("c", 2, "2026-11-03T08:00:00Z"),
+        ],
+    )
+    assert rows(url, table) == [("a", 1, None), ("b", 2, None), ("c", 1, None)]
+    # Later batches: an older row is not written (no error, no dead letter); a newer one is, and
+    # the same version again (a replay) writes its values again.
+    caplog.set_level(logging.INFO, logger="squall.sinks.warehouse")
+    rejected = write(
+        sink,
+        [
+            at("a", 3, "2026-11-03T09:59:59Z"),
+            at("b", 3, "2026-11-03T09:00:00Z"),
+            at("c", 3, "2026-11-03T10:00:00+02:00"),  # 08:00 UTC: older than 08:00:00.5
+            at("d", 1, "2026-11-03T07:00:00Z"),
+        ],
+    )
+    assert rejected == []
+    assert rows(url, table) == [("a", 1, None), ("b", 3, None), ("c", 1, None), ("d", 1, None)]
+    assert "2 of 4 row(s) not written: a row of their key with a greater at" in caplog.text
+    write(sink, [at("a", 4, "2026-11-03T11:00:00Z")])
+    assert rows(url, table) == [("a", 4, None), ("b", 3, None), ("c", 1, None), ("d", 1, None)]
+    sink.close()
+
+
+@pytest.mark.parametrize(
+    ("spec", "older", "newer"),
+    [
+        ({"path": "v", "type": "integer"}, 9, 10),  # not "10" < "9" as text
+        ({"path": "v", "type": "bigint"}, 2**40, 2**40 + 1),
+        ({"path": "v", "type": "float"}, 9.5, 10.25),
+        ({"path": "v", "type": "date"}, "2026-09-30", "2026-10-01"),
+        ({"path": "v", "type": "timestamp"}, 1_700_000_000, "2023-11-14T22:13:21Z"),
+    ],
+)
+def test_each_version_type_compares_as_its_values(db, spec, older, newer):
+    url, table = db
+    sink = open_sink(url, table, columns={**COLUMNS, "v": spec}, version="v")
+    write(sink, [{**result("a", 1), "v": newer}])
+    write(sink, [{**result("a", 2), "v": older}])
+    assert rows(url, table) == [("a", 1, None)]
+    write(sink, [{**result("a", 3), "v": newer}])
+    assert rows(url, table) == [("a", 3, None)]
+    sink.close()
+
+
+def test_an_event_without_a_version_goes_to_the_dead_letter(db):
+    url, table = db
+    sink = versioned(url, table)
+    rejected = write(sink, [at("a", 1, "2026-11-03T10:00:00Z"), result("a", 2)])
+    assert [e.failure.reason for e in rejected] == ["column 'at': required value 'at' is missing"]
+    assert rows(url, table) == [("a", 1, None)]
+
+
+def test_a_version_column_added_to_an_existing_table_is_older_than_any_version(db):
+    url, table = db
+    sink = open_sink(url, table)
+    write(sink, [result("a", 1), result("b", 1)])
+    sink.close()
+    sink = versioned(url, table)  # adds the column: the stored rows have NULL there
+    write(sink, [at("a", 2, "2020-01-01T00:00:00Z")])
+    write(sink, [at("a", 3, "2019-01-01T00:00:00Z")])
+    assert rows(url, table) == [("a", 2, None), ("b", 1, None)]
+    sink.close()
+    versioned(url, table).close()  # and opens again: the column's NULLs are no problem
+
+
+def test_a_versioned_partitioned_table_on_postgresql(pg_url, unique_name):
+    url = pg_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    try:
+        sink = versioned(url, unique_name, partition_by={"column": "minute"})
+        day1, day2 = "2026-11-28T23:59:00Z", "2026-11-29T00:00:00Z"
+        write(
+            sink,
+            [
+                {**at("a", 1, "2026-12-01T00:00:02Z"), "minute": day1},
+                {**at("a", 2, "2026-12-01T00:00:01Z"), "minute": day1},
+                {**at("a", 3, "2026-12-01T00:00:01Z"), "minute": day2},
+            ],
+        )
+        write(sink, [{**at("a", 4, "2026-12-01T00:00:00Z"), "minute": day2}])
+        assert rows(url, unique_name) == [("a", 1, None), ("a", 3, None)]
+    finally:
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}" CASCADE')
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"mode": "insert", "key": None}, "only with mode: upsert"),
+        ({"version": "nope"}, "'nope' is not one of the columns"),
+        ({"version": "minute"}, "'minute' is a key column"),
+        ({"version": "app"}, "column 'app' is text; a version must be of type"),
+        ({"version": "meta"}, "column 'meta' is json"),
+    ],
+)
+def test_invalid_version_options(options, message):
+    doc = {
+        "id": "rows",
+        "type": "warehouse",
+        "resource": "db",
+        "table": "t",
+        "mode": "upsert",
+        "key": ["minute"],
+        "columns": COLUMNS,
+        "version": "events",
+        **options,
+    }
+    with pytest.raises(pydantic.ValidationError, match=message) as info:
+        WarehouseConfig.model_validate(doc)
+    assert [e["loc"] for e in info.value.errors()] == [("version",)]  # located at its line
+
+
+def test_a_versioned_upsert_through_a_topology_with_an_older_batch_after_a_newer(
+    tmp_path: Path, unique_name: str
+):
+    """The engine's one transaction per batch (rows, then the checkpoint), on a file read twice: a
+    newer and an older line of a key, in batches of one, the run repeated."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    yaml = f"""
+name: versioned
+resources:
+  db: {{url: "{url}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: per_app
+    mode: upsert
+    key: [app]
+    version: v
+    columns: {{app: app, n: {{path: n, type: integer}}, v: {{path: v, type: integer}}}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {unique_name}}}
+"""
+    records = records_from(
+        [{"app": "a", "n": 1, "v": 2}, {"app": "a", "n": 2, "v": 1}, {"app": "a", "n": 3}]
+    )
+    for _ in range(2):
+        run = run_topology(yaml, records, batch_size=1)
+        assert [o.outcome for o in run.outcomes] == [Outcome.COMMITTED] * 2 + [
+            Outcome.DEAD_LETTERED
+        ]
+        assert rows_of(url, "SELECT app, n, v FROM per_app") == [("a", 1, 2)]

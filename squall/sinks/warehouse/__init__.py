@@ -26,6 +26,9 @@ from squall.topology.sql import sql_errors, transaction
 log = logging.getLogger("squall.sinks.warehouse")
 
 _PARTITION_SUFFIX = len("_p20260101")
+#: Column types a ``version`` may have: they compare the same on SQLite and PostgreSQL (SQLite
+#: stores timestamps as UTC text of one fixed form, which sorts as the times do).
+VERSION_TYPES = ("integer", "bigint", "float", "timestamp", "date")
 
 
 class PartitionBy(BaseModel):
@@ -76,7 +79,7 @@ class WarehouseConfig(ComponentConfig):
         "insert",
         description="insert: one row per event, keyed by event_id (a replay adds nothing); upsert: one "
         "row per `key`, a later event with the same key replaces the row (the last in a "
-        "batch wins), e.g. re-emitted window results.",
+        "batch wins; with `version`, the newest), e.g. re-emitted window results.",
     )
     key: list[str] | None = Field(
         None,
@@ -92,6 +95,13 @@ class WarehouseConfig(ComponentConfig):
         description="Column name → dotted path (text column) or {path, type, nullable, index}. "
         "In insert mode an 'event_id' column (meta.event_id) is added when absent; it is the "
         "table's key."
+    )
+    version: str | None = Field(
+        None,
+        description="upsert: a column (integer, bigint, float, timestamp or date; not a key column) "
+        "whose greater value wins: a row replaces its key's stored row only if its version is at "
+        "least the stored one (an older row is not written), and of a key's rows in a batch the "
+        "greatest version wins (a tie: the last). Required values.",
     )
     create: bool = Field(True, description="Create the table and add new columns when missing.")
     partition_by: PartitionBy | None = Field(
@@ -134,6 +144,30 @@ class WarehouseConfig(ComponentConfig):
         # Each column was validated in place above (errors name columns.<name>.<key>); now the
         # shorthand becomes a spec and the event_id key is added (insert mode: it is the key).
         return parse_columns(v, add_event_id=info.data.get("mode", "insert") == "insert")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None, info: Any) -> str | None:  # info: ValidationInfo
+        """A non-key column of a type that compares alike on SQLite and PostgreSQL (checked here,
+        after ``mode``, ``key`` and ``columns``, so the error names the ``version`` line)."""
+        if v is None:
+            return v
+        if info.data.get("mode", "insert") != "upsert":
+            raise ValueError("only with mode: upsert (insert mode never replaces a row)")
+        columns = info.data.get("columns")
+        if columns is None:  # columns were refused: that error says it
+            return v
+        col = columns.get(v)
+        if col is None:
+            raise ValueError(f"'{v}' is not one of the columns")
+        if v in (info.data.get("key") or ()):
+            raise ValueError(f"'{v}' is a key column; the version must be another column")
+        if col.type not in VERSION_TYPES:
+            raise ValueError(
+                f"column '{v}' is {col.type}; a version must be of type "
+                f"{', '.join(VERSION_TYPES)} (text compares by collation, which differs per database)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _upsert(self) -> WarehouseConfig:
@@ -183,7 +217,11 @@ class WarehouseConfig(ComponentConfig):
         """The table as the writers see it: key columns (the partition column, an upsert's key) are required."""
         columns = dict(self.columns)
         part = self.partition_by
-        required = [*(self.key or ()), *([part.column] if part else [])]
+        required = [
+            *(self.key or ()),
+            *([part.column] if part else []),
+            *([self.version] if self.version else []),
+        ]
         for name in required:
             if columns[name].nullable:
                 columns[name] = columns[name].model_copy(update={"nullable": False})
@@ -195,6 +233,7 @@ class WarehouseConfig(ComponentConfig):
             part.granularity if part else "day",
             tuple(self.key or ()),
             _bounds(part),
+            self.version,
         )
 
 

@@ -187,8 +187,8 @@ def problems(spec: TableSpec, table: ExistingTable, *, create: bool) -> list[str
                 f"{where}: column '{name}' is {existing.shown} in the table, but the YAML declares "
                 f"{col.type}, which needs {ACCEPTED_SHOWN[col.type]}"
             )
-        if name in spec.conflict_key:
-            continue
+        if name in spec.conflict_key or name == spec.version_column:
+            continue  # required in every row; the version's stored NULLs (older rows) are older
         if not col.nullable and not existing.not_null:
             out.append(
                 f"{where}: column '{name}' is nullable in the table but nullable: false in the YAML, "
@@ -250,7 +250,8 @@ def create_table_sql(spec: TableSpec) -> str:
 
 def add_column_sql(spec: TableSpec, name: str) -> str:
     col = spec.columns[name]
-    not_null = "" if col.nullable else " NOT NULL"
+    # A new version column is nullable: the stored rows have none (older than any version).
+    not_null = "" if col.nullable or name == spec.version_column else " NOT NULL"
     return f"ALTER TABLE {spec.qualified} ADD COLUMN IF NOT EXISTS {quote(name)} {PG_TYPES[col.type]}{not_null}"
 
 

@@ -13,7 +13,10 @@ Per batch, in the sink's one transaction:
 With ``mode: upsert`` every batch takes the staging path: the staging table numbers its rows in
 COPY order (the batch's order, unsorted), and the merge is ``INSERT … SELECT DISTINCT ON (key) …
 ORDER BY key, row number DESC ON CONFLICT (key) DO UPDATE SET column = EXCLUDED.column``, so the
-last row of a key in the batch wins and a re-emitted row replaces the stored one.
+last row of a key in the batch wins and a re-emitted row replaces the stored one. With a
+``version`` column the order is ``key, version DESC, row number DESC`` (the greatest version of a
+key wins, a tie the last) and the update has ``WHERE table.version <= EXCLUDED.version``: an
+older row than the stored one changes nothing.
 
 Either way the unique constraint on the key decides, so a replayed batch adds no rows, and the
 checkpoint the sink saves afterwards commits or rolls back with them. Rows are COPYed in chunks of
@@ -42,6 +45,7 @@ from squall.sinks.warehouse.writers import (
     SqlWriter,
     TableSpec,
     WriteOptions,
+    log_kept_out,
     on_conflict,
     quote,
 )
@@ -179,9 +183,12 @@ class PostgresWriter(SqlWriter):
         self._copy_staging = f"COPY {stage} ({self._names}) FROM STDIN WITH {self._copy_options}"
         keys = ", ".join(quote(c) for c in spec.conflict_key)
         if self._upsert:
+            # With a version: of a key's rows, the greatest version, then the last (never NULL:
+            # a version is a required value).
+            version = f"{quote(spec.version_column)} DESC, " if spec.version_column else ""
             select = (
                 f"SELECT DISTINCT ON ({keys}) {self._names} FROM {stage} "
-                f"ORDER BY {keys}, squall_row DESC"
+                f"ORDER BY {keys}, {version}squall_row DESC"
             )
         else:
             select = f"SELECT {self._names} FROM {stage}"
@@ -232,7 +239,9 @@ class PostgresWriter(SqlWriter):
             inserted = cur.rowcount
         if self._upsert:
             log.debug("%s: upserted %d rows", self.spec.shown, inserted)
-            return
+            if self.spec.version_column and inserted < payload.rows:
+                log_kept_out(self.spec, payload.rows - inserted, payload.rows)
+            return None
         log.debug(
             "%s: merged %d rows, %d already stored",
             self.spec.shown,

@@ -8,6 +8,7 @@ the same transaction when it is asked to.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from squall.topology.sql import create_indexes, create_table
 
 Reject = Callable[[Event, str], None]
 
+log = logging.getLogger("squall.sinks.warehouse")
+
 
 def quote(name: str) -> str:
     """A checked identifier, double-quoted (keeps its case; reserved words work)."""
@@ -47,6 +50,9 @@ class TableSpec:
     upsert_key: tuple[str, ...] = ()
     #: ``partition_by``'s (max_age, max_future) in ms around a record's arrival, None: unbounded.
     partition_bounds: tuple[int | None, int | None] = (None, None)
+    #: ``mode: upsert``'s ``version``: a row replaces its key's stored row only if its value there
+    #: is at least the stored one (a stored NULL, from before the column existed, is older).
+    version_column: str | None = None
 
     @property
     def qualified(self) -> str:
@@ -87,7 +93,10 @@ class SqlWriter:
     """``INSERT … ON CONFLICT (event_id) DO NOTHING`` with executemany (SQLite).
 
     With ``mode: upsert``: ``INSERT … ON CONFLICT (key) DO UPDATE SET column = excluded.column``;
-    SQLite applies the rows in batch order, so the last row of a key in the batch wins.
+    SQLite applies the rows in batch order, so the last row of a key in the batch wins. With a
+    ``version``, ``… DO UPDATE SET … WHERE table.version <= excluded.version``: a row whose version
+    is older than the stored one (stored by an earlier batch or earlier in this one) changes
+    nothing, so the greatest version of a key wins, a tie the last.
 
     ``engine``: a SQLAlchemy engine, or the plain SQLite driver's (``sqlite_driver.SqliteEngine``:
     the table is then checked and created with the same DDL, without SQLAlchemy).
@@ -251,17 +260,40 @@ class SqlWriter:
         if not rows:
             return 0
         result = conn.exec_driver_sql(self.insert_sql, rows)
-        return result.rowcount if result.rowcount >= 0 else None  # sqlite3 sums executemany's rows
+        if result.rowcount < 0:
+            return None
+        if self.spec.version_column and result.rowcount < len(rows):
+            # An upsert whose WHERE is false changes no row: sqlite3 counts it 0.
+            log_kept_out(self.spec, len(rows) - result.rowcount, len(rows))
+        return result.rowcount  # sqlite3 sums executemany's rows
+
+
+def log_kept_out(spec: TableSpec, kept_out: int, rows: int) -> None:
+    """One INFO line per batch in which a ``version`` kept rows out (docs/warehouse.md#upserts)."""
+    log.info(
+        "%s: %d of %d row(s) not written: a row of their key with a greater %s (or an equal one, "
+        "later in the batch) is stored or in the batch",
+        spec.shown,
+        kept_out,
+        rows,
+        spec.version_column,
+    )
 
 
 def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
-    """What a row whose key is already stored does: nothing (insert), or replace the other columns (upsert)."""
+    """What a row whose key is already stored does: nothing (insert), or replace the other columns
+    (upsert) — with a ``version``, only where the stored row's version is not greater."""
     updated = spec.updated_columns if spec.upsert_key else []
     if not updated:
         return "DO NOTHING"
-    return "DO UPDATE SET " + ", ".join(
+    sql = "DO UPDATE SET " + ", ".join(
         f"{quote_name(c)} = excluded.{quote_name(c)}" for c in updated
     )
+    version = spec.version_column
+    if version:  # the target table by its name (SQLite and PostgreSQL: not schema-qualified)
+        stored = f"{quote_name(spec.name)}.{quote_name(version)}"
+        sql += f" WHERE {stored} IS NULL OR {stored} <= excluded.{quote_name(version)}"
+    return sql
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.
