@@ -35,7 +35,13 @@ sinks:
 streams:
   - {{from: validate, stream: invalid, to: dlq}}
 """
-ORDER = {"order_id": "o-1", "customer_id": "c-1", "kind": "order", "amount": 1.5}
+ORDER = {
+    "order_id": "o-1",
+    "customer_id": "c-1",
+    "kind": "order",
+    "amount": 1.5,
+    "updated_at": "2026-11-03T09:12:00Z",
+}
 
 
 def valid(times: list[str]) -> list[bool]:
@@ -62,6 +68,21 @@ def test_the_sample_orders_times_are_valid():
         except ValueError:  # the torn line and the blank one
             continue
     assert len(times) == 7 and all(valid(times))
+
+
+def test_updated_at_the_warehouse_version_is_required_and_a_time_as_ts_is():
+    """transform.yaml's warehouse keeps an order's version with the latest `updated_at` (a
+    required value there): an order without one, or with one it cannot store, is ingest's dead
+    letter, not transform's."""
+    ts = "2026-11-03T09:12:00Z"
+    orders = [
+        dict(ORDER, ts=ts),
+        {k: v for k, v in dict(ORDER, ts=ts).items() if k != "updated_at"},
+        dict(ORDER, ts=ts, updated_at="2026-13-45T99:99:99Z"),
+        dict(ORDER, ts=ts, updated_at=1762160000),
+    ]
+    run = run_topology(TOPOLOGY, records_from(orders))
+    assert [o.outcome is Outcome.COMMITTED for o in run.outcomes] == [True, False, False, False]
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,7 @@ def test_ingest_then_transform_on_the_stand_ins(
     assert "invocation:" in logged and secret not in logged
 
 
-def test_an_older_export_read_after_a_newer_one_leaves_its_values_as_the_readme_says(
+def test_an_older_export_read_after_a_newer_one_changes_nothing_as_the_readme_says(
     tmp_path: Path,
     monkeypatch,
     kinesis,
@@ -185,9 +185,9 @@ def test_an_older_export_read_after_a_newer_one_leaves_its_values_as_the_readme_
     pg_url: str,
     unique_name: str,
 ):
-    """The README: the warehouse keeps the values transform wrote last, which are the older
-    export's when its S3 event comes after the newer one's (a Lambda retry); uploading the
-    newest export again puts its values back (its lines are the same events)."""
+    """The README: the warehouse keeps, of an order's versions, the one with the latest
+    `updated_at` — not the one transform wrote last, which is the older export's when its S3 event
+    comes after the newer one's (a Lambda retry), or an old export uploaded again."""
     example = tmp_path / "etl"
     shutil.copytree(EXAMPLES / "etl", example)
     s3 = moto_server.client("s3")
@@ -208,10 +208,13 @@ def test_an_older_export_read_after_a_newer_one_leaves_its_values_as_the_readme_
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    line = {"order_id": "o-1", "customer_id": "c-1", "kind": "order", "ts": "2026-11-03T09:00:00Z"}
-    exports = {"incoming/0900.jsonl": 10.0, "incoming/1000.jsonl": 12.0}
-    for key, amount in exports.items():
-        s3.put_object(Bucket=landing, Key=key, Body=json.dumps(dict(line, amount=amount)).encode())
+    line = {"order_id": "o-1", "customer_id": "c-1", "kind": "order", "ts": "2026-11-03T08:00:00Z"}
+    exports = {  # each export: the order as it was then
+        "incoming/0900.jsonl": dict(line, amount=10.0, updated_at="2026-11-03T08:30:00Z"),
+        "incoming/1000.jsonl": dict(line, amount=12.0, updated_at="2026-11-03T09:45:00+01:00"),
+    }
+    for key, order in exports.items():
+        s3.put_object(Bucket=landing, Key=key, Body=json.dumps(order).encode())
     ingest = make_handler(example / "ingest.yaml")
     transform = make_handler(example / "transform.yaml")
     read = 0
@@ -232,5 +235,6 @@ def test_an_older_export_read_after_a_newer_one_leaves_its_values_as_the_readme_
         return amount
 
     # the newer export, then the older one's event (retried by Lambda after the newer went through)
-    assert amount_after("incoming/1000.jsonl", "incoming/0900.jsonl") == 10.0
-    assert amount_after("incoming/1000.jsonl") == 12.0  # the newest export uploaded again
+    assert amount_after("incoming/1000.jsonl", "incoming/0900.jsonl") == 12.0
+    assert amount_after("incoming/0900.jsonl") == 12.0  # the older export once more
+    # (a version: 08:45 UTC is later than 08:30, though its text, in another offset, sorts before)
