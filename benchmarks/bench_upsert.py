@@ -2,8 +2,10 @@
 
     SQUALL_BENCH_PG_URL=postgresql+psycopg2://… python benchmarks/bench_upsert.py [--rows 50000] [--batch 5000]
 
-Three cases on fresh tables, 8 columns: insert mode with fresh rows (direct COPY), upsert mode
-with fresh keys, upsert mode where every row replaces a stored one. Medians of ``--runs``, rows
+Five cases on fresh tables, 8 columns: insert mode with fresh rows (direct COPY), upsert mode
+with fresh keys, upsert mode where every row replaces a stored one, and the last again with
+``version: n`` (every row's version equal to the stored one: replaced) and with every row's
+version older than the stored one (kept out). Medians of ``--runs``, rows
 per second, including building the COPY buffers. The database defaults to ``squall_bench``
 (never the test database; it must exist).
 """
@@ -47,7 +49,7 @@ def events(n: int, first_key: int, generation: int) -> list[Event]:
         payload = {
             "k": f"key{first_key + i:08d}",
             "app": "app-x",
-            "n": i,
+            "n": generation * 10**6 + i,
             "v": i / 3,
             "at": "2026-11-28T20:00:00Z",
             "s1": "a" * 10,
@@ -59,13 +61,26 @@ def events(n: int, first_key: int, generation: int) -> list[Event]:
     return out
 
 
-def open_sink(table: str, upsert: bool) -> WarehouseSink:
+def open_sink(table: str, upsert: bool, version: bool = False) -> WarehouseSink:
     doc = {"id": "rows", "type": "warehouse", "resource": "db", "table": table, "columns": COLUMNS}
     if upsert:
         doc.update(mode="upsert", key=["k"])
+    if version:
+        doc.update(version="n")
     sink = WarehouseSink(WarehouseConfig.model_validate(doc), ComponentContext("bench"))
     sink.open(Resources({"db": ResourceConfig(url=PG_URL)}))
     return sink
+
+
+#: (case, generation stored first (0: none), generation measured): a row's version ``n`` grows
+#: with its generation.
+CASES = [
+    ("insert, fresh rows", 0, 2),
+    ("upsert, fresh keys", 0, 2),
+    ("upsert, every row replaced", 1, 2),
+    ("upsert + version, every row replaced (equal version)", 2, 2),
+    ("upsert + version, every row older (kept out)", 3, 2),
+]
 
 
 def main() -> None:
@@ -79,14 +94,14 @@ def main() -> None:
     n, size = args.rows, args.batch
     rates: dict[str, list[float]] = {}
     for _ in range(args.runs):
-        for case in ("insert, fresh rows", "upsert, fresh keys", "upsert, every row replaced"):
+        for case, stored, measured in CASES:
             table = f"bench_upsert_{uuid.uuid4().hex[:8]}"
-            sink = open_sink(table, upsert=case.startswith("upsert"))
+            sink = open_sink(table, upsert=case.startswith("upsert"), version="version" in case)
             try:
-                if case.endswith("replaced"):
+                if stored:
                     for first in range(0, n, size):
-                        sink.write_batch(sink.prepare(events(size, first, 1)), WriteContext())
-                batches = [events(size, first, 2) for first in range(0, n, size)]
+                        sink.write_batch(sink.prepare(events(size, first, stored)), WriteContext())
+                batches = [events(size, first, measured) for first in range(0, n, size)]
                 start = time.perf_counter()
                 for batch in batches:
                     sink.write_batch(sink.prepare(batch), WriteContext())
