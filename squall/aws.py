@@ -83,6 +83,10 @@ SERVER_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
+#: Errors botocore's service models mark retryable (not throttling) among the services squall
+#: calls: DynamoDB's write to an item a request in another Region is modifying (a multi-Region
+#: strongly consistent table: the checkpoint store's ``UpdateItem``), 409, which botocore retries.
+MODELED_RETRYABLE_CODES = frozenset({"ReplicatedWriteConflictException"})
 #: Network-level failures botocore raises before any answer (its standard retry mode retries
 #: every ``ConnectionError`` and ``HTTPClientError``: a reset, a proxy or TLS failure too).
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
@@ -113,14 +117,14 @@ def is_throttling(exc: BaseException) -> bool:
 def is_retryable(exc: BaseException) -> bool:
     """Throttling (a 429 answer too), a transient server answer (``TRANSIENT_STATUSES``, or a
     server error code of ``SERVER_CODES`` whatever its status) or a network failure: the same
-    call may succeed later — what botocore's standard retry mode retries (but its
-    service-modelled retryable errors, none among the services squall writes to)."""
+    call may succeed later — what botocore's standard retry mode retries, its service-modelled
+    retryable errors too (``MODELED_RETRYABLE_CODES``)."""
     if isinstance(exc, NETWORK_ERRORS):
         return True
     code = error_code(exc)
     if code is None:
         return False
-    if code in THROTTLING_CODES or code in SERVER_CODES:
+    if code in THROTTLING_CODES or code in SERVER_CODES or code in MODELED_RETRYABLE_CODES:
         return True
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
     return status in TRANSIENT_STATUSES

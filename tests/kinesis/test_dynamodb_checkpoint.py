@@ -108,6 +108,25 @@ def test_throttling_is_transient(dynalite):
         store.save("s", {"a": Position("1")})
 
 
+def test_a_replicated_write_conflict_is_transient(dynalite):
+    """A multi-Region strongly consistent table answers UpdateItem 409
+    ReplicatedWriteConflictException while another Region writes the item: botocore's model marks
+    it retryable (and botocore retries it), the checkpoint was a permanent SquallError."""
+    store = store_for(dynalite)
+
+    def conflict(**kwargs):
+        class Http:
+            status_code = 409
+
+        return Http(), {
+            "Error": {"Code": "ReplicatedWriteConflictException", "Message": "injected"}
+        }
+
+    store.client.meta.events.register("before-call.dynamodb.UpdateItem", conflict)
+    with pytest.raises(TransientError, match="ReplicatedWriteConflictException"):
+        store.save("s", {"a": Position("1")})
+
+
 def test_kinesis_spout_with_a_dynamodb_store_resumes(kinesis, kinesis_mock, make_stream, dynalite):
     stream = make_stream(2)
     put_plain(kinesis, stream, [{"pk": f"k{i % 3}", "n": i} for i in range(120)])
