@@ -1,6 +1,6 @@
 """boto3 clients, AWS error classification and jittered backoff for squall's AWS I/O.
 
-Size (~490 lines): the clients' settings, the bound of their calls by a Lambda's time left
+Size (~500 lines): the clients' settings, the bound of their calls by a Lambda's time left
 (``time_bounded``: one attempt, read and connect timeouts of the time left), error
 classification and backoff — one module, since every AWS component needs all of them together.
 """

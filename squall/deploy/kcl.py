@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~600 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~630 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -496,13 +496,24 @@ def _version(path: str) -> tuple[str, str | None]:
 
 def _unsettled(path: str, quiet: float) -> tuple[int, float]:
     """The file's modification time (ns) and the seconds until it has gone ``quiet`` seconds
-    unwritten (0: it has, or its time is ahead of this clock's, or it cannot be read)."""
+    unwritten (0: it has, or it cannot be read).
+
+    A time ahead of this clock's says nothing of the file's age (the writer's clock ahead: an
+    NFS server's, another host's; a ``touch -d``): ``quiet`` seconds, the same file after them
+    having gone that long unwritten. A time of a whole second may be a coarse file system's
+    (HFS+: 1 s, FAT: 2 s, an even second), the write as late as the end of that interval: the
+    age is counted from there (measured, counted from its start: a file written 0.9 s into its
+    second was waited for 0.1 s, and the cut text of a writer pausing 0.5 s was run)."""
     try:
         mtime = os.stat(path).st_mtime_ns
     except OSError:
         return 0, 0.0  # the load reports it
-    age = time.time() - mtime / 1e9
-    return mtime, (quiet - age if 0 <= age < quiet else 0.0)
+    seconds, ns = divmod(mtime, 1_000_000_000)
+    coarse = 0 if ns else 2 if seconds % 2 == 0 else 1
+    age = time.time() - seconds - ns / 1e9 - coarse
+    if age < 0:
+        return mtime, quiet
+    return mtime, (quiet - age if age < quiet else 0.0)
 
 
 #: A topology file written this recently (seconds) may be a writer's part-way text: waited for.
@@ -547,7 +558,7 @@ def load_topology(
                 "topology file %s %s, maybe not written to its end: reading it again when it "
                 "has gone %g s unwritten",
                 path,
-                "did not load" if error else f"was written {quiet - wait:.2f} s ago",
+                "did not load" if error else f"has a time less than {quiet:g} s old, or ahead",
                 quiet,
             )
             sleep(wait)

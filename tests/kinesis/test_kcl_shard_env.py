@@ -275,11 +275,44 @@ def test_a_topology_file_whose_writer_paused_part_way_is_waited_for(tmp_path, cu
     assert len(waits) == 1 and 0 < waits[0] <= 3600
 
 
+@pytest.mark.parametrize("clock", ["ahead", "coarse"])
+def test_a_paused_writer_is_waited_for_whatever_the_file_s_clock(tmp_path, clock):
+    """The file's time is the writer's clock's, at its file system's resolution. Ahead of this
+    clock's (an NFS server's or another host's clock 0.5 s ahead) it read as no write at all: the
+    cut text was run at once. A whole second (HFS+, FAT) is the start of the second the write
+    happened in: a file written 0.9 s into its second read as 0.9 s old, waited for 0.1 s —
+    here a file 3599.x s old by its time with ``quiet`` 3600: waited for 1 s at most, while the
+    writer's pause is longer. Both are waited for at least as long as the writer may have written
+    since."""
+    from squall.deploy.kcl import load_topology
+
+    topology = tmp_path / "topology.yaml"
+    whole = two_bolts(tmp_path)
+    part = whole[: whole.index("  - {id: keep")]
+    topology.write_text(part)
+    if clock == "ahead":
+        mtime_ns = time.time_ns() + 500_000_000
+    else:  # a whole second: 3599 s before the start of this one, 3599.x s ago
+        mtime_ns = (int(time.time()) - 3599) * 1_000_000_000
+    os.utime(topology, ns=(mtime_ns, mtime_ns))
+    waits: list[float] = []
+
+    def the_writer_pauses(seconds: float) -> None:
+        waits.append(seconds)
+        if seconds > 1:
+            written(topology, whole, ago=7200)
+
+    loaded = load_topology(str(topology), quiet=3600, sleep=the_writer_pauses)
+    assert [b.id for b in loaded.bolts] == ["decode", "keep"]
+    assert len(waits) == 1
+
+
 def test_a_broken_topology_file_is_one_located_error(tmp_path):
     """Invalid YAML that stays so is its located error, raised once, after one wait whatever the
     file's time: a file being truncated (``open(path, "w")``, a shrinking ext4 file) was seen
     empty with its old time for 7 ms, and its "the file is empty" error raised. A valid file
-    whose time is ahead of the clock's (another host's clock) is not waited for."""
+    whose time is ahead of the clock's (another host's clock) is waited for once: its time says
+    nothing of its age."""
     from squall.deploy.kcl import load_topology
     from squall.errors import TopologyError
 
@@ -299,9 +332,9 @@ def test_a_broken_topology_file_is_one_located_error(tmp_path):
         load_topology(str(topology), quiet=3600, sleep=waits.append)
     assert len(waits) == 1
     waits.clear()
-    written(topology, whole, ago=-7200)
+    written(topology, whole, ago=-7200)  # a time ahead of this clock's: waited for, once
     assert len(load_topology(str(topology), quiet=3600, sleep=waits.append).bolts) == 2
-    assert waits == []
+    assert waits == [3600]
 
 
 def test_a_topology_file_written_for_ever_is_given_up_on_saying_why(tmp_path):
