@@ -54,7 +54,8 @@ class FirehoseSinkConfig(ComponentConfig):
         ge=1,
         le=20,
         description="PutRecordBatch attempts for records that fail "
-        "(first included); then they fail the batch.",
+        "(first included); then those records fail, not the whole batch: their shard's later "
+        "records are held, delivered again from the first failed.",
     )
 
 

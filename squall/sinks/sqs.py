@@ -130,8 +130,9 @@ class SqsSinkConfig(ComponentConfig):
         ge=1,
         le=20,
         description="SendMessageBatch attempts for messages that fail "
-        "(first included); then they fail the batch (FIFO: with their group's later messages, "
-        "held back unsent).",
+        "(first included); then their records fail, not the whole batch (FIFO: with their "
+        "group's later messages, held back unsent): their shard's later records are held, "
+        "delivered again from the first failed.",
     )
 
     @field_validator("attributes")
