@@ -143,3 +143,29 @@ def test_a_low_queue_refusing_every_call_fails_the_batch_after_the_high_queue_wa
     got_high = [json.loads(m["Body"])["order_id"] for m in drain(sqs, high_url)]
     assert sorted(got_high) == sorted(high)  # each once: 18
     assert len(drain(sqs, low_url)) == 41
+
+
+def test_a_low_queue_gone_fails_the_batch_at_once(example, monkeypatch):
+    """The low queue deleted while the example runs (moto's own answer: the queue does not exist):
+    the batch fails at its first call to it — no retry by the sink nor the engine — after the high
+    queue, listed first, took its orders."""
+    sqs, topo, high_url, low_url = example
+    low_calls = []
+
+    def gone(kw, call):
+        if "kiosk-low" in kw["QueueUrl"]:
+            low_calls.append(len(kw["Entries"]))
+            sqs.delete_queue(QueueUrl=kw["QueueUrl"])
+        return call(**kw)
+
+    real = aws.client
+
+    def client(service, **kwargs):
+        made = real(service, **kwargs)
+        return FlakyClient(made, send_message_batch=gone) if service == "sqs" else made
+
+    monkeypatch.setattr(aws, "client", client)
+    with pytest.raises(BatchFailed, match="low_queue: .*NonExistentQueue"):
+        run_topology(topo, shard_records(by_shard()), batch_size=100)
+    assert len(low_calls) == 1  # not retried, by the sink nor by the engine
+    assert queue_counts(sqs, high_url) == 18
