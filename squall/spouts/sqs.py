@@ -46,6 +46,9 @@ from squall.spouts.base import Spout
 log = logging.getLogger("squall.spouts.sqs")
 
 MAX_RECEIVE = 10  # ReceiveMessage returns at most 10 messages per call
+#: ReceiveMessage's answer when the queue has its most messages in flight (120,000): a state of
+#: the queue (its consumers delete or give back messages), not of this spout's configuration.
+OVER_LIMIT = "OverLimit"
 #: Seconds between an empty batch and the next receive when every receive is a short poll
 #: (``wait_time: 0``) and the spout polls until stopped; a ``stop()`` ends the pause at once.
 IDLE_PAUSE = 1.0
@@ -312,7 +315,8 @@ class SqsSpout(Spout):
         except Exception as exc:  # past botocore's retries: located, one line (not a traceback)
             if isinstance(exc, ClientError):  # SQS answered: its poll is over
                 self._poll_end = None
-            error = TransientError if aws.is_retryable(exc) else SquallError
+            transient = aws.is_retryable(exc) or aws.error_code(exc) == OVER_LIMIT
+            error = TransientError if transient else SquallError
             raise error(f"{self.id}: receiving from queue '{self.name}' failed: {exc}") from exc
         self._poll_end = None
         out = []

@@ -584,7 +584,12 @@ def test_a_second_stop_during_the_give_back_aborts_it_and_says_so(
 
 @pytest.mark.parametrize(
     ("code", "status", "error"),
-    [("AccessDenied", 403, "SquallError"), ("ServiceUnavailable", 503, "TransientError")],
+    [
+        ("AccessDenied", 403, "SquallError"),
+        ("ServiceUnavailable", 503, "TransientError"),
+        # the queue's 120,000 messages in flight: a state of the queue, not a misconfiguration
+        ("OverLimit", 403, "TransientError"),
+    ],
 )
 def test_a_receive_that_fails_gives_its_messages_back_and_ends_the_run_in_one_line(
     moto_server,
