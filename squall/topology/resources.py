@@ -320,6 +320,8 @@ def _redis_client(cfg: ResourceConfig):
     )
     client = redis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True  # as Redis.from_url's: close() closes the pool
+    if single:  # the client's one connection, never released: dropped before its next command
+        client.connection.squall_held = True
     return client
 
 
@@ -335,7 +337,10 @@ def _failover_pool() -> type:
     ``Retry`` handles into a ``WatchError`` in a ``WATCH``ed transaction, which
     ``Redis.transaction`` (and the usual ``WATCH`` loop) runs again at once — on the demoted
     primary, for as long as the endpoint leads to it: a batch spinning, a connection a try.
-    The answer is noted as it is read (a pipeline reads on past it) and acted on at release.
+    The answer is noted as it is read (a pipeline reads on past it) and acted on at release;
+    a ``single_connection_client``'s connection, never released, before it sends again (only
+    it: a pooled one sends again before release in a ``WATCH``, whose watch a new connection
+    would silently lose).
     """
     import redis
 
@@ -350,9 +355,14 @@ def _failover_pool() -> type:
                 self.squall_demoted = True
                 raise
 
-        return type(
-            connection_class.__name__, (connection_class,), {"read_response": read_response}
-        )
+        def send_packed_command(self, *args, **kwargs):
+            if getattr(self, "squall_held", False) and getattr(self, "squall_demoted", False):
+                self.squall_demoted = False
+                self.disconnect()  # the send connects anew
+            return connection_class.send_packed_command(self, *args, **kwargs)
+
+        methods = {"read_response": read_response, "send_packed_command": send_packed_command}
+        return type(connection_class.__name__, (connection_class,), methods)
 
     class FailoverPool(redis.ConnectionPool):
         def __init__(self, connection_class: type = redis.Connection, **kwargs: Any):

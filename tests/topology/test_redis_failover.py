@@ -18,6 +18,8 @@ import pytest
 import redis
 
 from squall.errors import TransientError
+from squall.topology.resource_config import ResourceConfig
+from squall.topology.resources import Resources
 from tests.enrichment.support import make_batch, resources
 from tests.enrichment.test_subscription import ev
 from tests.enrichment.test_subscription import make_bolt as make_subscription
@@ -138,3 +140,28 @@ def test_every_kind_of_call_answered_readonly_drops_its_connection(tmp_path: Pat
         call(client)
         assert client.client_id() != before  # a new connection
         assert old.get("count") is None and old.get("other") is None
+
+
+def test_a_single_connection_client_drops_its_connection_answered_readonly(tmp_path: Path):
+    """``single_connection_client: true`` in the resource's options: the client keeps one
+    connection and never releases it, so the drop at release never came; every retry asked the
+    demoted primary again. It is dropped before its next command instead."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    with (
+        private_redis_server(tmp_path / "a") as a,
+        private_redis_server(tmp_path / "b") as b,
+        redis.Redis(port=a) as old,
+    ):
+        config = ResourceConfig(
+            url=f"redis://127.0.0.1:{a}/0",
+            connect_timeout=2,
+            options={"single_connection_client": True},
+        )
+        client = Resources({"cache": config}).redis("cache")
+        client.set("count", 1)
+        old.replicaof("127.0.0.1", b)  # a demoted primary
+        before = client.client_id()
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            client.incr("count")
+        assert client.client_id() != before  # a new connection
+        assert client.connection is not None  # still the client's one connection
