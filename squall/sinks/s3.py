@@ -75,15 +75,20 @@ _DIRECTIVE = re.compile(r"%.")
 
 
 def partition_text(when: datetime, pattern: str) -> str:
-    """``when.strftime(pattern)`` with a year of four digits, as ISO 8601 writes it: the C
-    library's ``%Y`` writes a year before 1000 as it is (``999-12-31``, ``dt=1-01-01``), a folder
-    no date reader parses and that sorts among the year 9999's."""
-    if when.year >= 1000:
+    """``when.strftime(pattern)`` with years of four digits, as ISO 8601 writes them: the C
+    library writes a year before 1000 as it is (``999-12-31``, ``dt=1-01-01``), a folder no date
+    reader parses and that sorts among the year 9999's — in ``%Y``, in ``%F`` (``%Y-%m-%d``) and
+    in ``%G`` (the ISO week's year); ``%C`` (the century) has two digits."""
+    if when.year > 1000:  # the ISO week's year of 1000-01-01 is 999
         return when.strftime(pattern)
     year = f"{when.year:04d}"
-    return when.strftime(
-        _DIRECTIVE.sub(lambda m: year if m.group() == "%Y" else m.group(), pattern)
-    )
+    fixed = {
+        "%Y": year,
+        "%F": f"{year}-%m-%d",
+        "%G": f"{when.isocalendar()[0]:04d}",
+        "%C": f"{when.year // 100:02d}",
+    }
+    return when.strftime(_DIRECTIVE.sub(lambda m: fixed.get(m.group(), m.group()), pattern))
 
 
 class S3Column(BaseModel):
@@ -120,7 +125,7 @@ class S3SinkConfig(ComponentConfig):
     time_unit: Literal["s", "ms"] = Field("s", description="Unit of numeric event times.")
     partition: str = Field(
         "dt=%Y-%m-%d/hour=%H",
-        description="strftime pattern of the partition folders (UTC; `%Y` has four digits).",
+        description="strftime pattern of the partition folders (UTC; `%Y`, `%F`, `%G` have four-digit years).",
     )
     compression: Literal["gzip", "snappy", "zstd", "none"] = Field(
         "gzip", description="jsonl: gzip or none; parquet: snappy, gzip, zstd or none."

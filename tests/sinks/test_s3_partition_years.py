@@ -63,6 +63,11 @@ def test_a_year_before_1000_is_a_four_digit_partition_read_back_as_a_date(
         (datetime(999, 12, 31, 23, tzinfo=UTC), "dt=%Y-%m-%d/hour=%H", "dt=0999-12-31/hour=23"),
         (datetime(5, 1, 2, tzinfo=UTC), "%Y/%%Y/%y", "0005/%Y/05"),
         (datetime(2026, 11, 3, 9, tzinfo=UTC), "dt=%Y-%m-%d/hour=%H", "dt=2026-11-03/hour=09"),
+        # %F is %Y-%m-%d, %G the ISO week's year (the year 2's for 0001-12-31), %C the century
+        (datetime(999, 12, 31, 23, tzinfo=UTC), "dt=%F/hour=%H", "dt=0999-12-31/hour=23"),
+        (datetime(1, 12, 31, tzinfo=UTC), "%G-W%V/%%F", "0002-W01/%F"),
+        (datetime(999, 1, 4, tzinfo=UTC), "c=%C/y=%y", "c=09/y=99"),
+        (datetime(2026, 11, 3, 9, tzinfo=UTC), "dt=%F/%G/%C", "dt=2026-11-03/2026/20"),
     ],
 )
 def test_the_pattern_is_strftime_with_a_four_digit_year(when, pattern, text):
