@@ -184,7 +184,7 @@ def _timestamp(value: Any, unit: str) -> datetime:
             raise ValueError("not a finite number")
         return datetime.fromtimestamp(value / 1000 if unit == "ms" else value, UTC)
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         dt = datetime.fromisoformat(upper_z(value))  # (RFC 3339's lower-case z is UTC)
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)

@@ -8,12 +8,14 @@ the pattern's other directives and ``%%``, are as ``strftime`` writes them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pyarrow.dataset as ds
 import pytest
 
-from squall.sinks.s3 import partition_text
+from squall.component import ComponentContext
+from squall.event import Event
+from squall.sinks.s3 import S3Sink, S3SinkConfig, partition_text
 from squall.testing import records_from, run_topology
 from squall.topology.outcomes import Outcome
 
@@ -72,3 +74,23 @@ def test_a_year_before_1000_is_a_four_digit_partition_read_back_as_a_date(
 )
 def test_the_pattern_is_strftime_with_a_four_digit_year(when, pattern, text):
     assert partition_text(when, pattern) == text
+
+
+def test_an_event_time_that_is_a_datetime_with_an_offset_is_partitioned_in_utc():
+    """A bolt (a user's Python one) may put a ``datetime`` in the event: one with an offset was
+    partitioned by its own wall clock (``+01:00``'s midnight half past went to the new day),
+    not in UTC as the pattern's documentation says."""
+    sink = S3Sink(
+        S3SinkConfig(id="lake", type="s3", bucket="b", time_field="ts"), ComponentContext("t")
+    )
+    berlin = timezone(timedelta(hours=1))
+    times = [datetime(2026, 1, 1, 0, 30, tzinfo=berlin), datetime(2026, 1, 1, 0, 30)]
+    events = [
+        Event(r.data, r.meta, None, i, {"ts": when})
+        for i, (r, when) in enumerate(zip(records_from([{}, {}]), times, strict=True))
+    ]
+    prepared = sink.prepare(events)
+    assert sorted(obj.group[0] for obj in prepared.payload) == [
+        "dt=2025-12-31/hour=23",  # 23:30 in UTC
+        "dt=2026-01-01/hour=00",  # a time without an offset is UTC's
+    ]
