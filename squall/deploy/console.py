@@ -255,7 +255,7 @@ def _outcome_line(report: RunReport, totals: Totals | None) -> str:
     present = totals.present if totals is not None else {}
     c = report.counts
     rate = report.records / active if active else 0.0
-    # held: after a failed record of its shard, not written; the run stops, and a run from the
+    # held: after a failed record of its shard, not committed; the run stops, and a run from the
     # checkpoint (or of the same input) takes them again
     held = f", held {c[Outcome.HELD]:,}" if c[Outcome.HELD] else ""
     line = (

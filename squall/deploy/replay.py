@@ -83,7 +83,7 @@ class ReplayReport(ExitStatus):
         """The lines ``squall replay`` prints at the end."""
         c = self.counts
         # held: re-driven after a failed dead letter of the same record (their one lineage),
-        # not written; they stay in the input, as the failed one does
+        # not committed; they stay in the input, as the failed one does
         held = f", held {c[Outcome.HELD]:,}" if c[Outcome.HELD] else ""
         lines = [
             f"read {self.read:,} dead letters: selected {sum(self.selected.values()):,}, "

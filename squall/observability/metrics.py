@@ -81,7 +81,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("topology", "outcome"),
         "User records (after KPL de-aggregation) by final outcome: committed, dead_lettered, filtered, "
-        "failed, held (after a failed record of its shard: not written, it comes again).",
+        "failed, held (after a failed record of its shard: not committed, it comes again).",
     ),
     MetricSpec(
         "retries",

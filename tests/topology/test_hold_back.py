@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from squall.event import Record, RecordMeta
+from squall.observability.metrics import METRICS
 from squall.testing import MemorySink, run_topology
 from squall.topology.outcomes import Outcome
 
@@ -110,6 +111,15 @@ def test_the_log_does_not_say_held_records_were_not_written_when_a_sink_wrote_th
         result.log_failures(logging.getLogger("t"))
     assert "1 record(s) held back" in caplog.text and "not written" not in caplog.text
     assert "not committed, they come again with it (a sink that wrote them" in caplog.text
+
+
+def test_the_records_metric_does_not_say_held_records_were_not_written():
+    """The records metric's description (Prometheus ``HELP``, the dashboards' legend) said of
+    held records "not written", as the failure log did, of records a sink may have written in
+    the call that failed the record before them (the test above)."""
+    [spec] = [m for m in METRICS if m.prometheus == "squall_topology_records_total"]
+    assert "not written" not in spec.help
+    assert "held (after a failed record of its shard: not committed, it comes again)" in spec.help
 
 
 def test_held_records_are_written_once_when_the_shard_moves_on(tag):
