@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from squall.redact import redact_text
 
@@ -185,6 +186,55 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, RecordError):
         return message
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+#: Longest code location ``exception_location`` gives (two frames, each path cut to fit).
+_MAX_LOCATION = 400
+
+
+def exception_location(exc: BaseException, skip: int = 0, code: Any = None) -> str:
+    """Where ``exc`` was raised, for a reason: ``at FILE, line N, in FUNC`` of the first frame of
+    its traceback after ``skip`` — or, given ``code``, of the first frame running that code
+    object (a bolt's ``process``) — (the code that was called: a bolt's ``process_event``), and
+    of the innermost one when that is another (``raised at …``: a helper, a library). Empty
+    when the traceback is gone or holds no frame of ``code``. Bounded; never raises."""
+    try:
+        frames = []
+        tb = exc.__traceback__
+        while tb is not None:
+            frames.append(tb)
+            tb = tb.tb_next
+        if code is not None:
+            skip = next((i for i, f in enumerate(frames) if f.tb_frame.f_code is code), len(frames))
+        frames = frames[skip:]
+        if not frames:
+            return ""
+
+        def at(tb: Any) -> str:
+            code = tb.tb_frame.f_code
+            path = safe_text(code.co_filename, limit=_MAX_LOCATION // 2 - 60)
+            return f"{path}, line {tb.tb_lineno}, in {safe_text(code.co_name, limit=100)}"
+
+        text = f"at {at(frames[0])}"
+        if len(frames) > 1:
+            text += f"; raised at {at(frames[-1])}"
+        return text
+    except BaseException:  # noqa: BLE001 - describing an error must never fail
+        return ""
+
+
+def describe_exception_at(exc: BaseException, skip: int = 0, code: Any = None) -> str:
+    """``describe_exception`` with the code location (``exception_location``) appended, the
+    message cut so the whole stays within a ``Failure``'s bound: for an exception that is a
+    bug or an unexpected shape in code of yours (a ``KeyError``), where it was raised."""
+    reason = describe_exception(exc)
+    where = exception_location(exc, skip, code)
+    if not where:
+        return reason
+    room = MAX_REASON + 40 - len(where) - 3
+    if len(reason) > room:
+        reason = reason[: room - 1] + "…"
+    return f"{reason} ({where})"
 
 
 class MetricsError(SquallError):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from squall.component import DEFAULT, ERROR, Component
-from squall.errors import RecordError, TransientError, describe_exception
+from squall.errors import RecordError, TransientError, describe_exception_at
 from squall.event import Event, Failure
 
 if TYPE_CHECKING:
@@ -189,7 +189,8 @@ class RecordBolt(Bolt):
 
     ``process_event`` changes the event in place and returns the stream to emit it on
     (usually ``"default"``), or ``None`` to drop it. Raising ``RecordError`` fails that event
-    only; any other exception is also that event's failure, reported with its type, so one
+    only; any other exception is also that event's failure, reported with its type and where
+    it was raised (``… (at FILE, line N, in process_event)``), so one
     bad record never takes the batch down — the same outcome the engine gives a batch ``Bolt``
     whose ``process`` raises. ``TransientError`` fails the call for a retry.
 
@@ -212,7 +213,8 @@ class RecordBolt(Bolt):
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
-                out.fail(event, describe_exception(exc))
+                # with where it raised: `KeyError: 'amount'` alone leaves the bug to be found
+                out.fail(event, describe_exception_at(exc, skip=1))
                 continue
             if stream is None:
                 out.drop(event)

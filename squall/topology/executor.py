@@ -59,6 +59,7 @@ from squall.errors import (
     TopologyError,
     TransientError,
     describe_exception,
+    describe_exception_at,
     safe_text,
 )
 from squall.event import Event, Failure, Position, Record, RecordMeta, lineage
@@ -1083,8 +1084,10 @@ class Engine:
         out: Output,
     ) -> None:
         if len(events) == 1:
-            self._poisoned(node, events[0], fault)
-            out.fail(events[0], fault.reason)
+            # with where in the bolt it raised (from its ``process`` on): a bug in code of yours
+            reason = describe_exception_at(fault.cause, code=getattr(fn, "__func__", fn).__code__)
+            self._warn_once(node, events[0], _POISON, reason)
+            out.fail(events[0], reason)
             return
         mid = len(events) // 2
         for part in (events[:mid], events[mid:]):
