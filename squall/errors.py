@@ -226,8 +226,11 @@ def exception_location(exc: BaseException, skip: int = 0, code: Any = None) -> s
 def describe_exception_at(exc: BaseException, skip: int = 0, code: Any = None) -> str:
     """``describe_exception`` with the code location (``exception_location``) appended, the
     message cut so the whole stays within a ``Failure``'s bound: for an exception that is a
-    bug or an unexpected shape in code of yours (a ``KeyError``), where it was raised."""
+    bug or an unexpected shape in code of yours (a ``KeyError``), where it was raised. A
+    ``RecordError``'s reason, written on purpose, is given as it is."""
     reason = describe_exception(exc)
+    if isinstance(exc, RecordError):  # a reason the code wrote on purpose: as it is
+        return reason
     where = exception_location(exc, skip, code)
     if not where:
         return reason
