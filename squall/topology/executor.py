@@ -249,6 +249,8 @@ class Engine:
         #: batch retrying a dependency that is down shows while it retries, not when it ends.
         self.on_retry: Callable[[str, str, BaseException], None] | None = None
         self._sleep, self._rng = sleep, rng
+        #: Measures how long a component call's attempt took (a retry must fit it again).
+        self._clock: Callable[[], float] = time.perf_counter
         context = ComponentContext(
             self.topology.name,
             self.topology.base_dir,
@@ -1809,6 +1811,7 @@ class Engine:
         while True:
             attempt += 1
             started = time.perf_counter()
+            began = self._clock()
             context = log_context(component=where)  # every line logged inside names the component
             context.__enter__()
             try:
@@ -1830,10 +1833,20 @@ class Engine:
                 )
                 delay = max(self._rng() * backoff, _asked_wait(exc.retry_after))
                 left = self.time_left() if self.time_left is not None else None
-                if left is not None and delay >= left:
+                # Another attempt may take as long as this one did (a database's lock or
+                # connect wait, a busy timeout: seconds), so the retry must fit both.
+                took = max(self._clock() - began, 0.0) if left is not None else 0.0
+                if left is not None and delay + took >= left:
                     # The runner's time is nearly spent: a retry would be cut off, and with it
                     # what this run committed before; failing now keeps that.
-                    log.warning("%s; not retried: %.2fs left, %.2fs of backoff", exc, left, delay)
+                    log.warning(
+                        "%s; not retried: %.2fs left, %.2fs of backoff and %.2fs for another "
+                        "attempt (as long as the last)",
+                        exc,
+                        left,
+                        delay,
+                        took,
+                    )
                     raise BatchFailed(where, exc, attempt) from exc
                 if stats is not None:
                     stats.retries += 1
