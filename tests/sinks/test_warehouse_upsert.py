@@ -4,6 +4,7 @@ the last event of a key wins, replays leave the table as it was."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -470,3 +471,76 @@ sinks:
             Outcome.DEAD_LETTERED
         ]
         assert rows_of(url, "SELECT app, n, v FROM per_app") == [("a", 1, 2)]
+
+
+def sqlite_table(path: Path, version_type: str) -> str:
+    """An existing SQLite table of the COLUMNS and a version column ``v`` of the given SQL type."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE t (minute DATETIME, app TEXT, events INTEGER, users INTEGER, meta TEXT, "
+            f"v {version_type}, PRIMARY KEY (minute, app))"
+        )
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("sql_type", ["TEXT", "VARCHAR(20)", "CLOB"])
+def test_a_numeric_version_in_an_existing_sqlite_text_column_is_refused_at_start(
+    tmp_path: Path, sql_type: str
+):
+    """A TEXT-affinity column stores 10 as '10', which sorts before '9': every newer row would be
+    kept out, silently. Refused at start, naming the column and its type."""
+    url = sqlite_table(tmp_path / "w.db", sql_type)
+    with pytest.raises(SinkError, match=rf"column 'v' is {re.escape(sql_type)} in the table"):
+        open_sink(url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "integer"}}, version="v")
+
+
+@pytest.mark.parametrize("sql_type", ["INTEGER", "REAL", "NUMERIC", "BIGINT", ""])
+def test_a_numeric_version_in_an_existing_sqlite_numeric_column_compares_as_numbers(
+    tmp_path: Path, sql_type: str
+):
+    url = sqlite_table(tmp_path / "w.db", sql_type)
+    sink = open_sink(
+        url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "float"}}, version="v"
+    )
+    write(sink, [{**result("a", 1), "v": 9}])
+    write(sink, [{**result("a", 2), "v": 10.5}])
+    write(sink, [{**result("a", 3), "v": 10}])
+    assert rows(url, "t") == [("a", 2, None)]
+    sink.close()
+
+
+def test_sqlite_timestamps_stored_with_an_offset_compare_as_times(tmp_path: Path):
+    """Rows an earlier squall wrote kept the event's offset ('13:00:00+01:00' is 12:00 UTC), or
+    another writer's ISO text ('T', 'Z'): compared as the times they are, not as text."""
+    url = sqlite_table(tmp_path / "w.db", "DATETIME")
+    stored = [
+        ("a", "2026-01-05 13:00:00+01:00"),  # 12:00 UTC
+        ("b", "2026-01-05 11:00:00-01:00"),  # 12:00 UTC
+        ("c", "2026-01-05T12:00:00Z"),
+        ("d", "2026-01-05 12:00:00.250+00:00"),  # a fraction with fewer digits
+    ]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        conn.executemany(
+            "INSERT INTO t VALUES ('2026-11-28 20:01:00+00:00', ?, 1, NULL, '{}', ?)", stored
+        )
+    sink = open_sink(
+        url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "timestamp"}}, version="v"
+    )
+    # a: 12:30 UTC is newer than 12:00 UTC (as text '12:30' < '13:00'); b: 11:30 UTC is older (as
+    # text '11:30' > '11:00'); c: newer ('2026-01-05 12:30' < '2026-01-05T' as text); d: 12:00:00.2
+    # is older than 12:00:00.25 (as text '.200000' < '.250')
+    write(
+        sink,
+        [
+            {**result("a", 2), "v": "2026-01-05T12:30:00Z"},
+            {**result("b", 2), "v": "2026-01-05T11:30:00Z"},
+            {**result("c", 2), "v": "2026-01-05T12:30:00Z"},
+            {**result("d", 2), "v": "2026-01-05T12:00:00.2Z"},
+        ],
+    )
+    assert rows(url, "t") == [("a", 2, None), ("b", 1, None), ("c", 2, None), ("d", 1, None)]
+    sink.close()

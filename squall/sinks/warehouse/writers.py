@@ -128,7 +128,7 @@ class SqlWriter:
         keys = ", ".join(quote(c) for c in spec.conflict_key)
         self.insert_sql = (
             f"INSERT INTO {spec.qualified} ({', '.join(quote(c) for c in cols)}) VALUES ({marks}) "
-            f"ON CONFLICT ({keys}) {on_conflict(spec, quote)}"
+            f"ON CONFLICT ({keys}) {on_conflict(spec, quote, sqlite=engine.dialect.name == 'sqlite')}"
         )
 
     def open(self, *, create: bool) -> None:
@@ -147,6 +147,7 @@ class SqlWriter:
                     f"table {self.spec.shown} lacks column(s) {', '.join(missing)} (create: false)"
                 )
             self._check_upsert_key()
+            self._check_version_type()
             return
         # IF NOT EXISTS: processes start together. Indexes last: one may be on a column that an
         # existing table gets only below.
@@ -157,6 +158,7 @@ class SqlWriter:
         else:
             create_table(self.engine, self.table, indexes=False)
         self._check_upsert_key()
+        self._check_version_type()
         existing = self._columns()
         for name, spec in self.spec.columns.items():
             if name in existing:
@@ -239,6 +241,27 @@ class SqlWriter:
                 f"({cols})) or use a new table"
             )
 
+    def _check_version_type(self) -> None:
+        """SQLite: an existing numeric ``version`` column must not have TEXT affinity, which
+        stores 10 as '10' (before '9' as text): every newer row would be kept out, silently."""
+        version = self.spec.version_column
+        if not version or self.engine.dialect.name != "sqlite":
+            return
+        if self.spec.columns[version].type not in ("integer", "bigint", "float"):
+            return  # timestamps and dates are stored as text whatever the affinity
+        prefix = f"{quote(self.spec.schema)}." if self.spec.schema else ""
+        with self.engine.connect() as conn:
+            info = conn.exec_driver_sql(
+                f"PRAGMA {prefix}table_info({quote(self.spec.name)})"
+            ).fetchall()
+        declared = next((row[2] for row in info if row[1] == version), None)
+        if declared is not None and sqlite_affinity(declared) == "TEXT":
+            raise SinkError(
+                f"table {self.spec.shown}: column '{version}' is {declared} in the table (text "
+                f"affinity: numbers compare as text, '10' before '9'), but the version is "
+                f"{self.spec.columns[version].type} — use a column of a numeric type"
+            )
+
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
         """Rows for the events that can be stored; the others are rejected with the reason."""
         kept, rows = [], []
@@ -280,9 +303,28 @@ def log_kept_out(spec: TableSpec, kept_out: int, rows: int) -> None:
     )
 
 
-def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
+def sqlite_affinity(declared: str) -> str:
+    """The type affinity SQLite gives a column of this declared type (its rules, in order)."""
+    t = declared.upper()
+    if "INT" in t:
+        return "INTEGER"
+    if "CHAR" in t or "CLOB" in t or "TEXT" in t:
+        return "TEXT"
+    if "BLOB" in t or not t:
+        return "BLOB"
+    if "REAL" in t or "FLOA" in t or "DOUB" in t:
+        return "REAL"
+    return "NUMERIC"
+
+
+def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bool = False) -> str:
     """What a row whose key is already stored does: nothing (insert), or replace the other columns
-    (upsert) — with a ``version``, only where the stored row's version is not greater."""
+    (upsert) — with a ``version``, only where the stored row's version is not greater.
+
+    SQLite timestamps are text: squall's own UTC form (``YYYY-MM-DD HH:MM:SS[.f]+00:00``) sorts as
+    the times do and is compared as it is; other text in a stored row (an earlier squall kept the
+    event's offset; another writer's ``T`` or ``Z``) is compared by ``julianday`` (to the
+    millisecond), which reads the offset."""
     updated = spec.updated_columns if spec.upsert_key else []
     if not updated:
         return "DO NOTHING"
@@ -292,7 +334,14 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str]) -> str:
     version = spec.version_column
     if version:  # the target table by its name (SQLite and PostgreSQL: not schema-qualified)
         stored = f"{quote_name(spec.name)}.{quote_name(version)}"
-        sql += f" WHERE {stored} IS NULL OR {stored} <= excluded.{quote_name(version)}"
+        new = f"excluded.{quote_name(version)}"
+        if sqlite and spec.columns[version].type == "timestamp":
+            sql += (
+                f" WHERE {stored} IS NULL OR CASE WHEN {stored} LIKE '____-__-__ __:__:__%+00:00' "
+                f"THEN {stored} <= {new} ELSE julianday({stored}) <= julianday({new}) END"
+            )
+        else:
+            sql += f" WHERE {stored} IS NULL OR {stored} <= {new}"
     return sql
 
 
