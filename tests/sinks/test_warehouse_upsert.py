@@ -544,3 +544,52 @@ def test_sqlite_timestamps_stored_with_an_offset_compare_as_times(tmp_path: Path
     )
     assert rows(url, "t") == [("a", 2, None), ("b", 1, None), ("c", 2, None), ("d", 1, None)]
     sink.close()
+
+
+# -- property: with a version, any batches and replays end as "the newest of each key" -----------
+
+#: One instant written several ways (offsets, fractions, epoch seconds): equal versions, and
+#: versions whose text sorts otherwise than their times.
+INSTANTS = {
+    0: ["2026-01-05T12:00:00Z", "2026-01-05T13:00:00+01:00", 1767614400],
+    1: ["2026-01-05T12:00:00.5Z", "2026-01-05T11:00:00.500-01:00"],
+    2: ["2026-01-05T12:00:01Z", "2026-01-05T12:00:01.000000+00:00"],
+    3: ["2026-01-05T12:30:00Z", "2026-01-05T10:30:00-02:00"],
+}
+versioned_updates = st.lists(
+    st.tuples(st.sampled_from("abc"), st.sampled_from(sorted(INSTANTS)), st.integers(0, 2)),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(items=versioned_updates, data=st.data())
+def test_any_versioned_batches_and_replays_end_with_the_newest_row_of_each_key(db, items, data):
+    """Against the documented rule, row by row: a row replaces its key's row if its version is at
+    least the stored one (of a batch's rows of a key: the greatest, a tie the last). SQLite's row
+    by row update and PostgreSQL's DISTINCT ON must both end so, so they end alike."""
+    url, table = db
+    sink = versioned(url, table, copy_batch_size=3)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'DELETE FROM "{table}"')
+    engine.dispose()
+    numbered = [
+        (app, t, INSTANTS[t][form % len(INSTANTS[t])], n) for n, (app, t, form) in enumerate(items)
+    ]
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(items)), max_size=4)) | {len(items)})
+    model: dict[str, tuple[int, int]] = {}
+    start = 0
+    for cut in cuts:
+        batch = numbered[start:cut]
+        for _ in range(2 if data.draw(st.booleans()) else 1):  # the batch may come again
+            write(sink, [at(app, n, when) for app, _t, when, n in batch])
+            for app, t, _when, n in batch:
+                if app not in model or model[app][0] <= t:
+                    model[app] = (t, n)
+        start = cut
+    assert rows(url, table) == [(app, n, None) for app, (_t, n) in sorted(model.items())]
+    sink.close()
