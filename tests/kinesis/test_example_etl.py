@@ -238,3 +238,78 @@ def test_an_older_export_read_after_a_newer_one_changes_nothing_as_the_readme_sa
     assert amount_after("incoming/1000.jsonl", "incoming/0900.jsonl") == 12.0
     assert amount_after("incoming/0900.jsonl") == 12.0  # the older export once more
     # (a version: 08:45 UTC is later than 08:30, though its text, in another offset, sorts before)
+
+
+def test_records_an_earlier_ingest_put_without_updated_at_are_written_as_older_than_any_export(
+    tmp_path: Path,
+    monkeypatch,
+    kinesis,
+    kinesis_mock,
+    make_stream,
+    moto_server,
+    pg_url: str,
+    unique_name: str,
+):
+    """The README's upgrade: records still on orders-raw from the earlier ingest (no `updated_at`)
+    reach the new transform — in whichever order the two are deployed. They are written, older than
+    any export that has `updated_at` (not rejected: the order would be missing from `orders`)."""
+    example = tmp_path / "etl"
+    shutil.copytree(EXAMPLES / "etl", example)
+    earlier = example / "schemas" / "earlier_order.json"  # the earlier ingest's schema
+    schema = json.loads((example / "schemas" / "order.json").read_text())
+    schema["required"].remove("updated_at")
+    earlier.write_text(json.dumps(schema))
+    (example / "earlier_ingest.yaml").write_text(
+        (example / "ingest.yaml").read_text().replace("schemas/order.json", str(earlier))
+    )
+    s3 = moto_server.client("s3")
+    landing, lake = unique("landing"), unique("lake")
+    for bucket in (landing, lake):
+        s3.create_bucket(Bucket=bucket)
+    raw = make_stream(1, "orders-raw")
+    env = {
+        "AWS_ENDPOINT_URL_S3": moto_server.endpoint,
+        "AWS_ENDPOINT_URL_KINESIS": kinesis_mock.endpoint,
+        "LANDING_BUCKET": landing,
+        "LAKE_BUCKET": lake,
+        "RAW_STREAM": raw,
+        "CURATED_STREAM": make_stream(1, "orders-curated"),
+        "WAREHOUSE_URL": pg_url,
+        "ORDERS_TABLE": f"{unique_name}_orders",
+        "REJECTS_TABLE": f"{unique_name}_rejects",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    line = {"order_id": "o-1", "customer_id": "c-1", "kind": "order", "ts": "2026-11-03T08:00:00Z"}
+    exports = {
+        "incoming/old-1.jsonl": dict(line, amount=10.0),  # before updated_at
+        "incoming/new.jsonl": dict(line, amount=12.0, updated_at="2026-11-03T08:30:00Z"),
+        "incoming/old-2.jsonl": dict(line, amount=11.0),
+    }
+    for key, order in exports.items():
+        s3.put_object(Bucket=landing, Key=key, Body=json.dumps(order).encode())
+    earlier_ingest = make_handler(example / "earlier_ingest.yaml")
+    ingest = make_handler(example / "ingest.yaml")
+    transform = make_handler(example / "transform.yaml")
+    read = 0
+
+    def after(handler, key: str) -> list[tuple]:
+        nonlocal read
+        handler(s3_lambda_event(landing, key))
+        [records] = shard_records(kinesis, raw).values()
+        shard = kinesis.list_shards(StreamName=raw)["Shards"][0]["ShardId"]
+        assert transform(lambda_event(records[read:], shard, raw), None) == {
+            "batchItemFailures": []
+        }
+        read = len(records)
+        with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
+            cur.execute(f'SELECT amount FROM "{unique_name}_orders"')
+            orders = cur.fetchall()
+            cur.execute(f'SELECT count(*) FROM "{unique_name}_rejects"')
+            [(rejected,)] = cur.fetchall()
+        assert rejected == 0
+        return orders
+
+    assert after(earlier_ingest, "incoming/old-1.jsonl") == [(10.0,)]  # written, not rejected
+    assert after(ingest, "incoming/new.jsonl") == [(12.0,)]  # a real updated_at is newer
+    assert after(earlier_ingest, "incoming/old-2.jsonl") == [(12.0,)]  # older than it
