@@ -158,6 +158,42 @@ sinks:
     assert rows == [(None, None)] * 4
 
 
+def test_a_required_column_absent_from_a_batch_is_not_warned_as_null(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A key, a version or a nullable: false column is never NULL: its absence dead-letters each
+    event with the reason, so the warning's "their rows have NULL there" would be untrue."""
+    db = tmp_path / "w.db"
+    text = f"""
+name: wh
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+sinks:
+  - id: rows
+    type: warehouse
+    resource: db
+    table: events
+    mode: upsert
+    key: [user]
+    version: at
+    columns:
+      user: user_idd
+      at: {{path: at, type: integer}}
+      note: {{path: note, nullable: false}}
+      extra: extra
+  - {{id: dlq, type: dead_letter, path: "{tmp_path / 'dlq.jsonl'}"}}
+"""
+    events = [{"user_id": f"u{i}"} for i in range(2)]
+    with caplog.at_level(logging.WARNING, logger="squall.sinks.warehouse"):
+        run_topology(text, records_from(events), batch_size=2)
+    warned = [r.getMessage() for r in caplog.records if r.name == "squall.sinks.warehouse"]
+    assert len(warned) == 1 and "column 'extra' (path 'extra') is absent" in warned[0]
+    assert len((tmp_path / "dlq.jsonl").read_text().splitlines()) == 2  # each with its reason
+
+
 class StampedSchema(SchemaBolt):
     """A team's schema bolt that stamps what it let through: a field its schema does not list."""
 

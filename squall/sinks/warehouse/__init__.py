@@ -264,10 +264,15 @@ class WarehouseSink(Sink):
     def open(self, resources) -> None:
         cfg = self.config
         # A typo in a path the load-time check could not rule out (no closed schema upstream)
-        # fills the column with NULLs: one WARNING at the first batch where no event has it.
+        # fills the column with NULLs: one WARNING at the first batch where no event has it. A
+        # required column's (a key, the version, nullable: false) dead-letters each event instead.
         self._absent = AbsentPaths(
             self.id,
-            {f"column '{name}'": spec.path for name, spec in cfg.columns.items()},
+            {
+                f"column '{name}'": spec.path
+                for name, spec in cfg.table_spec().columns.items()
+                if spec.nullable
+            },
             "their rows have NULL there",
             log,
         )
