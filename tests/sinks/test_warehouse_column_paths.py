@@ -184,7 +184,7 @@ sinks:
       at: {{path: at, type: integer}}
       note: {{path: note, nullable: false}}
       extra: extra
-  - {{id: dlq, type: dead_letter, path: "{tmp_path / 'dlq.jsonl'}"}}
+  - {{id: dlq, type: dead_letter, path: "{tmp_path / "dlq.jsonl"}"}}
 """
     events = [{"user_id": f"u{i}"} for i in range(2)]
     with caplog.at_level(logging.WARNING, logger="squall.sinks.warehouse"):
