@@ -593,3 +593,26 @@ def test_any_versioned_batches_and_replays_end_with_the_newest_row_of_each_key(d
         start = cut
     assert rows(url, table) == [(app, n, None) for app, (_t, n) in sorted(model.items())]
     sink.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_versioned_table_named_excluded(request, tmp_path: Path, backend: str):
+    """The stored version is the target's by its alias: by its own name, "excluded".v would be the
+    new row's (SQLite: every row compared with itself; PostgreSQL: every batch refused)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'w.db'}"
+    else:
+        url = request.getfixturevalue("pg_url").replace("postgresql://", "postgresql+psycopg2://")
+    try:
+        sink = open_sink(
+            url, "excluded", columns={**COLUMNS, "v": {"path": "v", "type": "integer"}}, version="v"
+        )
+        write(sink, [{**result("a", 1), "v": 2}])
+        write(sink, [{**result("a", 2), "v": 1}])
+        assert rows(url, "excluded") == [("a", 1, None)]
+        write(sink, [{**result("a", 3), "v": 3}])
+        assert rows(url, "excluded") == [("a", 3, None)]
+        sink.close()
+    finally:
+        with sa.create_engine(url).begin() as conn:
+            conn.exec_driver_sql('DROP TABLE IF EXISTS "excluded"')

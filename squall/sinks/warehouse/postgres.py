@@ -45,6 +45,7 @@ from squall.sinks.warehouse.writers import (
     SqlWriter,
     TableSpec,
     WriteOptions,
+    insert_target,
     log_kept_out,
     on_conflict,
     quote,
@@ -194,7 +195,8 @@ class PostgresWriter(SqlWriter):
             select = f"SELECT {self._names} FROM {stage}"
         conflict = on_conflict(spec, lambda c: quote(c)).replace("excluded.", "EXCLUDED.")
         self._merge_sql = (
-            f"INSERT INTO {spec.qualified} ({self._names}) {select} ON CONFLICT ({keys}) {conflict}"
+            f"INSERT INTO {insert_target(spec)} ({self._names}) {select} "
+            f"ON CONFLICT ({keys}) {conflict}"
         )
 
     # -- one batch -------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class SqlWriter:
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
         keys = ", ".join(quote(c) for c in spec.conflict_key)
         self.insert_sql = (
-            f"INSERT INTO {spec.qualified} ({', '.join(quote(c) for c in cols)}) VALUES ({marks}) "
+            f"INSERT INTO {insert_target(spec)} ({', '.join(quote(c) for c in cols)}) VALUES ({marks}) "
             f"ON CONFLICT ({keys}) {on_conflict(spec, quote, sqlite=engine.dialect.name == 'sqlite')}"
         )
 
@@ -317,6 +317,16 @@ def sqlite_affinity(declared: str) -> str:
     return "NUMERIC"
 
 
+#: The target table's alias in a versioned upsert: its stored version is ``squall_stored.v``, which
+#: is not ``excluded.v`` even in a table named "excluded" (by its own name it would be).
+STORED = "squall_stored"
+
+
+def insert_target(spec: TableSpec) -> str:
+    """The table an ``INSERT`` names: with a ``version``, aliased ``STORED`` (``on_conflict``)."""
+    return f"{spec.qualified} AS {quote(STORED)}" if spec.version_column else spec.qualified
+
+
 def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bool = False) -> str:
     """What a row whose key is already stored does: nothing (insert), or replace the other columns
     (upsert) — with a ``version``, only where the stored row's version is not greater.
@@ -332,8 +342,8 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bo
         f"{quote_name(c)} = excluded.{quote_name(c)}" for c in updated
     )
     version = spec.version_column
-    if version:  # the target table by its name (SQLite and PostgreSQL: not schema-qualified)
-        stored = f"{quote_name(spec.name)}.{quote_name(version)}"
+    if version:  # the target by its alias (``insert_target``): a table may be named "excluded"
+        stored = f"{quote_name(STORED)}.{quote_name(version)}"
         new = f"excluded.{quote_name(version)}"
         if sqlite and spec.columns[version].type == "timestamp":
             sql += (
