@@ -15,8 +15,9 @@ COPY order (the batch's order, unsorted), and the merge is ``INSERT … SELECT D
 ORDER BY key, row number DESC ON CONFLICT (key) DO UPDATE SET column = EXCLUDED.column``, so the
 last row of a key in the batch wins and a re-emitted row replaces the stored one. With a
 ``version`` column the order is ``key, version DESC, row number DESC`` (the greatest version of a
-key wins, a tie the last) and the update has ``WHERE table.version <= EXCLUDED.version``: an
-older row than the stored one changes nothing.
+key wins, a tie the last) and the update has ``WHERE squall_stored.version <=
+EXCLUDED.version`` (``squall_stored``: the table's alias): an older row than the stored one
+changes nothing.
 
 Either way the unique constraint on the key decides, so a replayed batch adds no rows, and the
 checkpoint the sink saves afterwards commits or rolls back with them. Rows are COPYed in chunks of

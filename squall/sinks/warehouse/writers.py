@@ -94,9 +94,10 @@ class SqlWriter:
 
     With ``mode: upsert``: ``INSERT … ON CONFLICT (key) DO UPDATE SET column = excluded.column``;
     SQLite applies the rows in batch order, so the last row of a key in the batch wins. With a
-    ``version``, ``… DO UPDATE SET … WHERE table.version <= excluded.version``: a row whose version
-    is older than the stored one (stored by an earlier batch or earlier in this one) changes
-    nothing, so the greatest version of a key wins, a tie the last.
+    ``version``, ``… DO UPDATE SET … WHERE squall_stored.version <= excluded.version``
+    (``squall_stored``: the table's alias): a row whose version is older than the stored one
+    (stored by an earlier batch or earlier in this one) changes nothing, so the greatest version
+    of a key wins, a tie the last.
 
     ``engine``: a SQLAlchemy engine, or the plain SQLite driver's (``sqlite_driver.SqliteEngine``:
     the table is then checked and created with the same DDL, without SQLAlchemy).
