@@ -29,6 +29,7 @@ __all__ = [
     "Column",
     "SqliteConnection",
     "SqliteEngine",
+    "bool_adapter",
     "create_indexes",
     "create_table",
     "create_table_sql",
@@ -61,6 +62,12 @@ _SAME_VALUE_ADAPTERS = ((type(None), {}.get), (bool, int))
 for _type, _adapter in _SAME_VALUE_ADAPTERS:
     if (_type, sqlite3.PrepareProtocol) not in sqlite3.adapters:
         sqlite3.register_adapter(_type, _adapter)
+
+
+def bool_adapter() -> Any:
+    """The adapter ``sqlite3`` binds a bool through now: ``int`` (the driver's), an
+    application's, or None."""
+    return sqlite3.adapters.get((bool, sqlite3.PrepareProtocol))
 
 
 class _Cursor(sqlite3.Cursor):

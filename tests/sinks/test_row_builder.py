@@ -190,12 +190,20 @@ def outcome(row, ev: Event):
     columns=st.lists(ANY_COLUMN, min_size=0, max_size=6),
     json_as_text=st.booleans(),
     arrival=st.sampled_from([None, datetime(2024, 1, 1, tzinfo=UTC)]),
+    bools_as_int=st.booleans(),
 )
-def test_the_generated_row_function_equals_the_loop(payload, columns, json_as_text, arrival):
+def test_the_generated_row_function_equals_the_loop(
+    payload, columns, json_as_text, arrival, bools_as_int
+):
     """Same row (values and types) or same error, whatever the values, path keys (quotes,
-    backslashes, newlines) and column names (Python keywords), also with no column at all."""
+    backslashes, newlines) and column names (Python keywords), also with no column at all;
+    booleans as they are or as SQLite's 1 and 0."""
     names = ["event_id", "class", "None", "x", "def", "lambda"]
-    builder = RowBuilder(dict(zip(names, columns, strict=False)), json_as_text=json_as_text)
+    builder = RowBuilder(
+        dict(zip(names, columns, strict=False)),
+        json_as_text=json_as_text,
+        bools_as_int=bools_as_int,
+    )
     ev = Event(b"{}", RecordMeta("s", "shard-0", "1", 0, "pk", arrival), "id-1", 0, payload)
     assert outcome(builder.row, ev) == outcome(builder.row_checked, ev)
 

@@ -250,3 +250,67 @@ def test_processes_starting_together_on_one_database_all_open(tmp_path: Path, mo
     with sqlite3.connect(db) as conn:
         assert [row[1] for row in conn.execute("PRAGMA table_info(events)")][-2:] == ["kind", "n"]
     assert sink.writer is not None
+
+
+def test_rows_hold_booleans_as_the_integers_sqlite3_stored_for_them(tmp_path: Path):
+    """``sqlite3`` binds a bool only after "adapting" it (a tuple built, a registry look-up, the
+    adapter's call per value): the SQLite writer's rows carry a boolean column's 1 and 0, what
+    it stored for True and False anyway, so every value but None is bound as it is."""
+    from squall.component import ComponentContext
+    from squall.event import Event, RecordMeta
+    from squall.sinks.warehouse import WarehouseSink
+    from squall.topology.resource_config import ResourceConfig
+
+    db = tmp_path / "w.db"
+    columns = {"ok": {"path": "ok", "type": "boolean"}, "kind": "kind"}
+    cfg = WarehouseSink.Config(
+        id="rows", type="warehouse", resource="db", table="events", columns=columns
+    )
+    sink = WarehouseSink(cfg, ComponentContext("t"))
+    sink.open(Resources({"db": ResourceConfig(url=f"sqlite:///{db}")}))
+    meta = RecordMeta("s", "shard-0", "1")
+    values = [True, False, "yes", 0, None]
+    events = [
+        Event(b"{}", meta, f"id-{i}", i, {"ok": v, "kind": "k"}) for i, v in enumerate(values)
+    ]
+    rows = [sink.writer.rows.row(ev) for ev in events]
+    ok = sink.writer.rows.names.index("ok")
+    assert [row[ok] for row in rows] == [1, 0, 1, 0, None]
+    assert {type(v) for row in rows for v in row} <= {int, str, type(None)}
+    sink.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (ok BOOLEAN)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(True,), (False,), (1,), (0,)])
+        stored = conn.execute("SELECT ok, typeof(ok) FROM t").fetchall()
+    assert stored == [(1, "integer"), (0, "integer"), (1, "integer"), (0, "integer")]
+
+
+def test_an_applications_own_adapter_for_bools_still_decides_what_is_stored(tmp_path: Path):
+    """With an application's adapter for bools registered, the warehouse hands sqlite3 the bools
+    and that adapter decides what is stored, as before."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sqlite3
+sqlite3.register_adapter(bool, lambda b: "yes" if b else "no")
+from squall.component import ComponentContext
+from squall.event import Event, RecordMeta
+from squall.sinks.warehouse import WarehouseSink
+from squall.sinks.base import WriteContext
+from squall.topology.resource_config import ResourceConfig
+from squall.topology.resources import Resources
+
+cfg = WarehouseSink.Config(
+    id="rows", type="warehouse", resource="db", table="events",
+    columns={{"ok": {{"path": "ok", "type": "boolean"}}}},
+)
+sink = WarehouseSink(cfg, ComponentContext("t"))
+sink.open(Resources({{"db": ResourceConfig(url="sqlite:///{tmp_path / "w.db"}")}}))
+events = [Event(b"{{}}", RecordMeta("s", "0", str(i)), f"id-{{i}}", i, {{"ok": v}})
+          for i, v in enumerate([True, False])]
+ok = sink.writer.rows.names.index("ok")
+print(repr([sink.writer.rows.row(ev)[ok] for ev in events]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[True, False]"

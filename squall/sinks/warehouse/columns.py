@@ -1,6 +1,9 @@
 """Warehouse columns from YAML: dotted paths into the event, with types and converters.
 
 ``columns: {event_id: meta.event_id, country: geo.country_code, at: {path: timestamp, type: timestamp}}``
+
+Size (~440 lines): the column specs, their converters and the row builder (a generated row
+function and the loop it falls back to, which tests compare), read by both warehouse writers.
 """
 
 from __future__ import annotations
@@ -178,6 +181,11 @@ def _to_bool(v: Any) -> bool:
     raise ConversionError
 
 
+def _bool_int(v: Any) -> int:
+    """A boolean column's value as the integer SQLite stores (``_to_bool``'s rules)."""
+    return 1 if _to_bool(v) else 0
+
+
 def to_datetime(v: Any) -> datetime:
     """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime in UTC.
 
@@ -284,12 +292,20 @@ class RowBuilder:
     """Turns events into row tuples in column order, or a reason why an event cannot be stored."""
 
     def __init__(
-        self, columns: dict[str, ColumnSpec], *, json_as_text: bool, times_as_text: bool = False
+        self,
+        columns: dict[str, ColumnSpec],
+        *,
+        json_as_text: bool,
+        times_as_text: bool = False,
+        bools_as_int: bool = False,
     ):
         """``json_as_text``: JSON columns as their text; ``times_as_text``: timestamps and dates
         as the text Python's ``sqlite3`` adapters store for them (``isoformat``, with a space
         between date and time) — the same column values, without an adapter call per value,
-        which is a Python function (~2 µs) and deprecated since Python 3.12."""
+        which is a Python function (~2 µs) and deprecated since Python 3.12. ``bools_as_int``:
+        booleans as the 1 and 0 ``sqlite3`` binds for them, which it does only after "adapting"
+        a bool (no exact int: a tuple built, a registry look-up, the adapter's call, ~1.3k
+        instructions a value; docs/performance.md, hJ)."""
         self.names = list(columns)
         self._plan = []
         for name, spec in columns.items():
@@ -301,6 +317,8 @@ class RowBuilder:
                 conv = _timestamp_text
             elif spec.type == "date" and times_as_text:
                 conv = _date_text
+            elif spec.type == "boolean" and bools_as_int:
+                conv = _bool_int
             # Payload paths are walked inline (no call per column); text columns take strings as
             # they are. Same values as getter() + conv: tests/sinks check both ways.
             self._plan.append(
@@ -368,6 +386,10 @@ class RowBuilder:
             elif conv is _to_bool:  # a JSON boolean is stored as it is
                 lines.append(
                     f"        else:\n            c{i} = v if v.__class__ is bool else conv{i}(v)"
+                )
+            elif conv is _bool_int:  # (True and False: singletons)
+                lines.append(
+                    f"        else:\n            c{i} = 1 if v is True else 0 if v is False else conv{i}(v)"
                 )
             else:
                 lines.append(f"        else:\n            c{i} = conv{i}(v)")

@@ -123,7 +123,15 @@ class SqlWriter:
                 key=spec.conflict_key,
             )
         )
-        self.rows = RowBuilder(spec.columns, json_as_text=True, times_as_text=True)
+        # Values as sqlite3 binds them without adapting (but None): times as text, booleans as
+        # 1 and 0 — what it stored for them, unless an application registered its own adapter
+        # for bools (the driver's is ``int``): that one is still used.
+        self.rows = RowBuilder(
+            spec.columns,
+            json_as_text=True,
+            times_as_text=True,
+            bools_as_int=sqlite_driver.bool_adapter() in (None, int),
+        )
         cols = list(spec.columns)
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
         keys = ", ".join(quote(c) for c in spec.conflict_key)
