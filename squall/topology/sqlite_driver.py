@@ -29,10 +29,10 @@ __all__ = [
     "Column",
     "SqliteConnection",
     "SqliteEngine",
-    "bool_adapter",
     "create_indexes",
     "create_table",
     "create_table_sql",
+    "own_adapter",
     "plain_path",
     "quote",
     "table_columns",
@@ -64,10 +64,11 @@ for _type, _adapter in _SAME_VALUE_ADAPTERS:
         sqlite3.register_adapter(_type, _adapter)
 
 
-def bool_adapter() -> Any:
-    """The adapter ``sqlite3`` binds a bool through now: ``int`` (the driver's), an
-    application's, or None."""
-    return sqlite3.adapters.get((bool, sqlite3.PrepareProtocol))
+def own_adapter(type_: type) -> bool:
+    """Whether ``sqlite3`` binds values of ``type_`` (None's, bool) through the driver's adapter
+    above (or none): then what it stores for them is the driver's, not an application's."""
+    found = sqlite3.adapters.get((type_, sqlite3.PrepareProtocol))
+    return found is None or any(found is a for t, a in _SAME_VALUE_ADAPTERS if t is type_)
 
 
 class _Cursor(sqlite3.Cursor):

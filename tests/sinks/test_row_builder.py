@@ -13,6 +13,7 @@ from squall.event import Event, RecordMeta
 from squall.paths import META_FIELDS, MISSING, getter
 from squall.sinks.warehouse.columns import (
     CONVERTERS,
+    SQLITE_NULL,
     ColumnSpec,
     ConversionError,
     RowBuilder,
@@ -191,18 +192,20 @@ def outcome(row, ev: Event):
     json_as_text=st.booleans(),
     arrival=st.sampled_from([None, datetime(2024, 1, 1, tzinfo=UTC)]),
     bools_as_int=st.booleans(),
+    null=st.sampled_from([None, SQLITE_NULL]),
 )
 def test_the_generated_row_function_equals_the_loop(
-    payload, columns, json_as_text, arrival, bools_as_int
+    payload, columns, json_as_text, arrival, bools_as_int, null
 ):
     """Same row (values and types) or same error, whatever the values, path keys (quotes,
     backslashes, newlines) and column names (Python keywords), also with no column at all;
-    booleans as they are or as SQLite's 1 and 0."""
+    booleans as they are or as SQLite's 1 and 0, NULL as None or a NaN."""
     names = ["event_id", "class", "None", "x", "def", "lambda"]
     builder = RowBuilder(
         dict(zip(names, columns, strict=False)),
         json_as_text=json_as_text,
         bools_as_int=bools_as_int,
+        null=null,
     )
     ev = Event(b"{}", RecordMeta("s", "shard-0", "1", 0, "pk", arrival), "id-1", 0, payload)
     assert outcome(builder.row, ev) == outcome(builder.row_checked, ev)

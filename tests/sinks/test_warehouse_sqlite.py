@@ -252,10 +252,13 @@ def test_processes_starting_together_on_one_database_all_open(tmp_path: Path, mo
     assert sink.writer is not None
 
 
-def test_rows_hold_booleans_as_the_integers_sqlite3_stored_for_them(tmp_path: Path):
-    """``sqlite3`` binds a bool only after "adapting" it (a tuple built, a registry look-up, the
-    adapter's call per value): the SQLite writer's rows carry a boolean column's 1 and 0, what
-    it stored for True and False anyway, so every value but None is bound as it is."""
+def test_rows_hold_booleans_and_nulls_as_values_sqlite3_binds_as_they_are(tmp_path: Path):
+    """``sqlite3`` binds a bool or None only after "adapting" it (a tuple built, a registry
+    look-up, the adapter's call per value): the SQLite writer's rows carry a boolean column's 1
+    and 0 — what it stored for True and False anyway — and a NaN for NULL, which SQLite stores
+    as NULL, so every value is bound as it is; the table holds what it held."""
+    import math
+
     from squall.component import ComponentContext
     from squall.event import Event, RecordMeta
     from squall.sinks.warehouse import WarehouseSink
@@ -271,29 +274,40 @@ def test_rows_hold_booleans_as_the_integers_sqlite3_stored_for_them(tmp_path: Pa
     meta = RecordMeta("s", "shard-0", "1")
     values = [True, False, "yes", 0, None]
     events = [
-        Event(b"{}", meta, f"id-{i}", i, {"ok": v, "kind": "k"}) for i, v in enumerate(values)
+        Event(b"{}", meta, f"id-{i}", i, {"ok": v, "kind": "k"} if v is not None else {})
+        for i, v in enumerate(values)
     ]
     rows = [sink.writer.rows.row(ev) for ev in events]
-    ok = sink.writer.rows.names.index("ok")
-    assert [row[ok] for row in rows] == [1, 0, 1, 0, None]
-    assert {type(v) for row in rows for v in row} <= {int, str, type(None)}
+    ok, kind = sink.writer.rows.names.index("ok"), sink.writer.rows.names.index("kind")
+    assert [row[ok] for row in rows[:4]] == [1, 0, 1, 0]
+    assert math.isnan(rows[4][ok]) and math.isnan(rows[4][kind])
+    assert {type(v) for row in rows for v in row} <= {int, str, float}
+    with sink.writer.engine.begin() as conn:
+        sink.writer.write(conn, rows)
     sink.close()
     with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE t (ok BOOLEAN)")
-        conn.executemany("INSERT INTO t VALUES (?)", [(True,), (False,), (1,), (0,)])
-        stored = conn.execute("SELECT ok, typeof(ok) FROM t").fetchall()
-    assert stored == [(1, "integer"), (0, "integer"), (1, "integer"), (0, "integer")]
+        stored = conn.execute(
+            "SELECT ok, typeof(ok), kind, typeof(kind) FROM events ORDER BY event_id"
+        ).fetchall()
+    assert stored == [
+        (1, "integer", "k", "text"),
+        (0, "integer", "k", "text"),
+        (1, "integer", "k", "text"),
+        (0, "integer", "k", "text"),
+        (None, "null", None, "null"),
+    ]
 
 
-def test_an_applications_own_adapter_for_bools_still_decides_what_is_stored(tmp_path: Path):
-    """With an application's adapter for bools registered, the warehouse hands sqlite3 the bools
-    and that adapter decides what is stored, as before."""
+def test_an_applications_own_adapters_still_decide_what_is_stored(tmp_path: Path):
+    """With an application's adapters for bools and None registered, the warehouse hands
+    sqlite3 the bools and None and those adapters decide what is stored, as before."""
     import subprocess
     import sys
 
     code = f"""
 import sqlite3
 sqlite3.register_adapter(bool, lambda b: "yes" if b else "no")
+sqlite3.register_adapter(type(None), lambda n: None)
 from squall.component import ComponentContext
 from squall.event import Event, RecordMeta
 from squall.sinks.warehouse import WarehouseSink
@@ -308,9 +322,9 @@ cfg = WarehouseSink.Config(
 sink = WarehouseSink(cfg, ComponentContext("t"))
 sink.open(Resources({{"db": ResourceConfig(url="sqlite:///{tmp_path / "w.db"}")}}))
 events = [Event(b"{{}}", RecordMeta("s", "0", str(i)), f"id-{{i}}", i, {{"ok": v}})
-          for i, v in enumerate([True, False])]
+          for i, v in enumerate([True, False, None])]
 ok = sink.writer.rows.names.index("ok")
 print(repr([sink.writer.rows.row(ev)[ok] for ev in events]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[True, False]"
+    assert out.stdout.strip() == "[True, False, None]"

@@ -181,6 +181,12 @@ def _to_bool(v: Any) -> bool:
     raise ConversionError
 
 
+#: A NULL for ``sqlite3``: a float it binds as it is (None it "adapts" first, ~1.3k
+#: instructions a value), and SQLite stores a NaN as NULL (``sqlite3VdbeMemSetDouble``). No
+#: column's own value is a NaN (``float`` refuses it).
+SQLITE_NULL = math.nan
+
+
 def _bool_int(v: Any) -> int:
     """A boolean column's value as the integer SQLite stores (``_to_bool``'s rules)."""
     return 1 if _to_bool(v) else 0
@@ -298,6 +304,7 @@ class RowBuilder:
         json_as_text: bool,
         times_as_text: bool = False,
         bools_as_int: bool = False,
+        null: Any = None,
     ):
         """``json_as_text``: JSON columns as their text; ``times_as_text``: timestamps and dates
         as the text Python's ``sqlite3`` adapters store for them (``isoformat``, with a space
@@ -305,8 +312,11 @@ class RowBuilder:
         which is a Python function (~2 µs) and deprecated since Python 3.12. ``bools_as_int``:
         booleans as the 1 and 0 ``sqlite3`` binds for them, which it does only after "adapting"
         a bool (no exact int: a tuple built, a registry look-up, the adapter's call, ~1.3k
-        instructions a value; docs/performance.md, hJ)."""
+        instructions a value; docs/performance.md, hJ). ``null``: what a missing or null value
+        is in the row — None, or for ``sqlite3`` ``SQLITE_NULL``, which it binds as it is and
+        SQLite stores as NULL (None too is adapted first)."""
         self.names = list(columns)
+        self.null = null
         self._plan = []
         for name, spec in columns.items():
             # SQL integers are at most 64-bit: a bigger value is that event's failure, not the batch's.
@@ -347,7 +357,7 @@ class RowBuilder:
         fastjsonschema's generated validators; tests/sinks/test_row_builder.py compares both.
         """
         env: dict[str, Any] = {"MISSING": MISSING, "isinstance": isinstance, "dict": dict}
-        env["checked"], env["Fallback"] = self.row_checked, _Fallback
+        env["checked"], env["Fallback"], env["NULL"] = self.row_checked, _Fallback, self.null
         # A payload that is not a plain dict (rare: a bolt's own mapping) takes the loop.
         lines = ["def row(ev):", "    p = ev.value", "    if p.__class__ is not dict:"]
         lines += ["        return checked(ev)", "    try:"]
@@ -378,7 +388,7 @@ class RowBuilder:
             else:
                 lines.append(f"        v = {node(tuple(keys))}")
             lines.append("        if v is None or v is MISSING:")
-            lines.append(f"            c{i} = None" if nullable else "            raise Fallback")
+            lines.append(f"            c{i} = NULL" if nullable else "            raise Fallback")
             if text:
                 lines.append(
                     f"        else:\n            c{i} = v if v.__class__ is str else conv{i}(v)"
@@ -407,7 +417,7 @@ class RowBuilder:
 
     def row_checked(self, ev: Event) -> tuple:
         """The row of ``ev``, column by column; raises ``ConversionError`` naming the column."""
-        value = ev.value
+        value, null = ev.value, self.null
         values: list[Any] = []
         append = values.append
         for name, spec, keys, get, conv, nullable, text in self._plan:
@@ -427,7 +437,7 @@ class RowBuilder:
                     raise ConversionError(
                         f"column '{name}': required value '{spec.path}' is missing"
                     )
-                append(None)
+                append(null)
                 continue
             if text and v.__class__ is str:
                 append(v)

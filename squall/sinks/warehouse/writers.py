@@ -16,6 +16,7 @@ from typing import Any
 from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.warehouse.columns import (
+    SQLITE_NULL,
     SQLITE_TYPES,
     ColumnSpec,
     ConversionError,
@@ -123,14 +124,15 @@ class SqlWriter:
                 key=spec.conflict_key,
             )
         )
-        # Values as sqlite3 binds them without adapting (but None): times as text, booleans as
-        # 1 and 0 — what it stored for them, unless an application registered its own adapter
-        # for bools (the driver's is ``int``): that one is still used.
+        # Values as sqlite3 binds them without adapting: times as text, booleans as 1 and 0,
+        # NULL as a NaN (SQLITE_NULL) — what it stored for bools and None, unless an application
+        # registered its own adapter for them: that one is still given them.
         self.rows = RowBuilder(
             spec.columns,
             json_as_text=True,
             times_as_text=True,
-            bools_as_int=sqlite_driver.bool_adapter() in (None, int),
+            bools_as_int=sqlite_driver.own_adapter(bool),
+            null=SQLITE_NULL if sqlite_driver.own_adapter(type(None)) else None,
         )
         cols = list(spec.columns)
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
