@@ -3,9 +3,12 @@
 One request per event (``mode: single``), or per ``batch_size`` events as a JSON array
 (``json_batch``) or newline-delimited JSON (``ndjson_batch``). Requests run on at most
 ``concurrency`` threads sharing one connection pool, under an optional rate limit. Answers:
-2xx is written; 429 and 5xx (and connection errors) are retried with jittered backoff, waiting at
-least what ``Retry-After`` asks; any other status (a 4xx) is that record's failure, with the
-status and the start of the response body as the reason. When no request of a call got through
+2xx is written; 408, 425, 429 and 5xx (and connection errors) are retried with jittered backoff,
+waiting at least what ``Retry-After`` asks; a redirect (3xx, not followed), 401, 403, 405 and 407
+say the sink is misconfigured — the same answer for every record — and fail the batch
+(``SinkError``) instead of dead-lettering every record; any other status (a 4xx) is that
+record's failure, with the status and the start of the response body as the reason. When no
+request of a call got through
 (the endpoint is down or throttles everything) the sink raises ``TransientError`` and the engine
 retries only the requests not yet answered. Each request carries an idempotency header derived
 from the event id (or the batch's event ids), so a receiver can drop a replay.
@@ -85,7 +88,7 @@ class HttpSinkConfig(ComponentConfig):
         5,
         ge=1,
         le=20,
-        description="Attempts per request (first included) on 429, 5xx and "
+        description="Attempts per request (first included) on 408, 425, 429, 5xx and "
         "connection errors; then the events fail the batch.",
     )
     max_retry_after: float = Field(
@@ -103,14 +106,46 @@ class HttpSinkConfig(ComponentConfig):
         return check_request_url(value)
 
 
+#: Answers a later attempt of the same request may not get: 408 Request Timeout, 425 Too Early,
+#: 429 Too Many Requests (and every 5xx).
+RETRIED = frozenset({408, 425, 429})
+#: Answers that are the sink's configuration, not the record's: the same URL, method and headers
+#: get them for every record (wrong or expired credentials, a method the endpoint does not take,
+#: a proxy wanting credentials). Dead-lettering each record would empty the stream into the dead
+#: letter until someone noticed; the batch fails instead (``SinkError``), nothing is checkpointed.
+MISCONFIGURED = {
+    401: "check the credentials in `headers`",
+    403: "check the credentials in `headers` and the endpoint's permissions",
+    405: "check `method`",
+    407: "the proxy wants credentials",
+}
+
+
 def answer_for(
-    status: int, body: str, retry_after: str | None, *, reason_chars: int, max_retry_after: float
+    status: int,
+    body: str,
+    retry_after: str | None,
+    *,
+    reason_chars: int,
+    max_retry_after: float,
+    location: str | None = None,
 ) -> Retry | Reject | None:
-    """What an HTTP answer means for the request: written, retry (429/5xx) or refused (other)."""
+    """What an HTTP answer means for the request: written (2xx), retry (408, 425, 429, 5xx) or
+    refused (another 4xx). Raises ``SinkError`` for a redirect (3xx, never followed: the URL is
+    out of date; ``location`` is the masked ``Location``) and for the statuses of
+    ``MISCONFIGURED``. ``body`` and ``location`` come masked."""
     if 200 <= status < 300:
         return None
     reason = f"HTTP {status}: {truncate(body, reason_chars)}" if body.strip() else f"HTTP {status}"
-    if status == 429 or status >= 500:
+    if 300 <= status < 400:
+        moved = f" to {location}" if location else ""
+        raise SinkError(
+            f"{reason} (redirect{moved}, not followed): set `url` to the endpoint the requests "
+            "should go to"
+        )
+    if status in MISCONFIGURED:
+        raise SinkError(f"{reason} ({MISCONFIGURED[status]}; every record would get it)")
+    if status in RETRIED or status >= 500:
         after = retry_after_seconds(retry_after)
         return Retry(reason, None if after is None else min(after, max_retry_after))
     return Reject(reason)
@@ -135,6 +170,9 @@ class HttpSink(ConcurrentRequests, Sink):
         self.backoff = aws.Backoff(base=0.2, cap=10.0)
         self.sleep: Callable[[float], None] = time.sleep
         self.requests = 0
+        #: The misconfiguration an answer revealed in this write: the requests not sent yet are
+        #: not sent (they would get the same answer).
+        self._broken: str | None = None
         self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
         self._secrets = _secret_parts(self._headers.values(), config.url)
 
@@ -195,6 +233,7 @@ class HttpSink(ConcurrentRequests, Sink):
             raise SinkError(f"{self.id}: open() the sink first")
         items = prepared.payload or []
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
+        self._broken = None
         outcome = send_all(
             f"{self.id}: {self.config.method}",
             iter([items]),
@@ -210,6 +249,8 @@ class HttpSink(ConcurrentRequests, Sink):
         import httpx
 
         cfg = self.config
+        if self._broken is not None:  # another request's answer says the sink is misconfigured
+            raise SinkError(self._broken)
         if self._timeout(cfg.timeout) is None:  # no time left: not sent, and no token taken
             return Retry(f"not sent: {NO_TIME_LEFT}")
         held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
@@ -233,13 +274,19 @@ class HttpSink(ConcurrentRequests, Sink):
             )
         except httpx.TransportError as exc:  # connect, read, write errors and timeouts
             return Retry(self._mask(f"{type(exc).__name__}: {exc}"))
-        return answer_for(
-            resp.status_code,
-            self._mask(resp.text),
-            resp.headers.get("Retry-After"),
-            reason_chars=cfg.reason_chars,
-            max_retry_after=cfg.max_retry_after,
-        )
+        location = resp.headers.get("Location")
+        try:
+            return answer_for(
+                resp.status_code,
+                self._mask(resp.text),
+                resp.headers.get("Retry-After"),
+                reason_chars=cfg.reason_chars,
+                max_retry_after=cfg.max_retry_after,
+                location=None if location is None else self._mask(location),
+            )
+        except SinkError as exc:
+            self._broken = f"{self.id}: {cfg.method} {exc}"
+            raise SinkError(self._broken) from None
 
     def _mask(self, text: str) -> str:
         """``text`` without the header values (a receiver may echo the request in its answer)."""

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from squall.component import ComponentContext
-from squall.errors import TransientError
+from squall.errors import BatchFailed, TransientError
 from squall.event import Event
 from squall.sinks.base import WriteContext
 from squall.sinks.batchio import retry_after_seconds
@@ -500,3 +500,61 @@ sinks:
     assert [o.index for o in run.outcomes if o.outcome is Outcome.COMMITTED] == [
         i for i in range(20) if i not in (6, 13)
     ]
+
+
+@pytest.mark.parametrize(
+    "status, headers, says",
+    [
+        (401, {"WWW-Authenticate": "Bearer"}, "check the credentials in `headers`"),
+        (403, {}, "check the credentials in `headers` and the endpoint's permissions"),
+        (405, {"Allow": "GET"}, "check `method`"),
+        (407, {}, "the proxy wants credentials"),
+        (301, {"Location": "/hooks/moved-9f8e7d6c5b"}, "redirect to ***, not followed"),
+        (307, {"Location": "https://new.example/x"}, "redirect to https://new.example/x"),
+        (308, {}, "redirect, not followed"),
+    ],
+)
+def test_http_sink_an_answer_every_record_would_get_fails_the_batch_and_dead_letters_nothing(
+    tmp_path, status, headers, says
+):
+    """Wrong credentials, a method the endpoint refuses or a moved endpoint are the sink's
+    configuration: each record dead-lettered with `HTTP 401` emptied the stream into the dead
+    letter (and checkpointed it) until someone looked. The batch fails, nothing is committed."""
+
+    def answer(req: Request):
+        return (200, {}, "") if json.loads(req.body)["n"] == 0 else (status, headers, "no")
+
+    with LocalHttp(answer) as srv:
+        yaml = f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: hook, type: http, url: "{srv.url}/hooks/moved-9f8e7d6c5b", concurrency: 1}}
+  - {{id: rejects, type: dead_letter, path: "{tmp_path / "rejects.jsonl"}"}}
+"""
+        with pytest.raises(BatchFailed) as failed:
+            run_topology(yaml, records_from([{"n": i} for i in range(3)]))
+    text = str(failed.value)
+    assert f"hook: POST HTTP {status}" in text and says in text, text
+    assert "moved-9f8e7d6c5b" not in text  # the URL's secret path, masked in the Location too
+    rejects = tmp_path / "rejects.jsonl"
+    assert not rejects.exists() or rejects.read_text() == ""
+    assert len(srv.requests) == 2  # n=0 written, n=1 stopped the sink: n=2 never sent
+
+
+@pytest.mark.parametrize("status", [408, 425])
+def test_http_sink_retries_request_timeout_and_too_early(status):
+    """408 (the server gave up waiting for the request) and 425 (Too Early) ask for the same
+    request again: they dead-lettered the record at once."""
+    tries = []
+
+    def answer(req: Request):
+        tries.append(1)
+        return (status, {"Retry-After": "2"}, "again") if len(tries) == 1 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_attempts=3)
+        result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}])), None)
+        sink.close()
+    assert result is None and len(srv.requests) == 3 and sink.sleeps == [2.0]
