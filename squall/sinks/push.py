@@ -27,12 +27,19 @@ limit. Answers (FCM v1 error codes):
   argument."), keeps the token.
 - ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500): retried with backoff,
   waiting at least ``Retry-After``; still failing after ``max_attempts``: the record fails.
-- ``SENDER_ID_MISMATCH``, ``THIRD_PARTY_AUTH_ERROR`` and other 4xx: the record's failure.
+- ``UNAUTHENTICATED`` (401, still after the refresh) and ``PERMISSION_DENIED`` (403 without an
+  FCM error code: the FCM API disabled in the project, a service account without the right, a
+  wrong ``project_id``), or a bare 401/403 (a proxy's): the sink's configuration, the same for
+  every message — the write stops (the messages not sent yet are not sent) and the batch fails
+  (``SinkError``), nothing dead-lettered.
+- ``SENDER_ID_MISMATCH`` (403: the token is another project's), ``THIRD_PARTY_AUTH_ERROR``
+  (401: the APNs or web push credentials, for that platform's tokens only) and other 4xx: the
+  record's failure.
 
 A failure's reason is ``FCM <status> <code>: <FCM's message>`` plus the fields a BadRequest
 names; the device token, should FCM's message quote it, is replaced by ``<token>``.
 
-Size (~630 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+Size (~660 lines): one sink speaking one protocol — the message templates, the OAuth2 token
 cache, the answer codes (which INVALID_ARGUMENT is a dead token) and the two outlets for dead
 tokens (stream, state feedback) read together; the config models are a third of it.
 """
@@ -84,6 +91,9 @@ FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_FIELD = "message.token"
 #: FCM's documented message for an invalid registration token (compared without case).
 INVALID_TOKEN_MESSAGE = "the registration token is not a valid fcm registration token"
+#: Answers that say the sink's credentials or project are wrong (the google.rpc status of a 401 or
+#: 403 without an FCM error code, or a bare 401/403), not the message's: every send gets them.
+MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "HTTP_401", "HTTP_403"})
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_.]+)\}")
 
 
@@ -434,6 +444,9 @@ class PushSink(ConcurrentRequests, Sink):
         self.backoff = aws.Backoff(base=0.2, cap=10.0)
         self.sleep: Callable[[float], None] = time.sleep
         self.sent = 0
+        #: The misconfiguration an answer revealed in this write: the messages not sent yet are
+        #: not sent (they would get the same answer).
+        self._broken: str | None = None
         self.dead_tokens_seen = 0
         self.unsubscribe_writer: PutRecordsWriter | None = None
         feedback = config.unsubscribe
@@ -506,6 +519,7 @@ class PushSink(ConcurrentRequests, Sink):
         if dead is None:
             dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
         self._dead = dead
+        self._broken = None
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         outcome = send_all(
             f"{self.id}: FCM send",
@@ -586,6 +600,8 @@ class PushSink(ConcurrentRequests, Sink):
 
         assert self.tokens is not None
         token, body = item.body
+        if self._broken is not None:  # another send's answer says the sink is misconfigured
+            raise SinkError(self._broken)
         if self._timeout(self.config.timeout) is None:  # no time left: no token taken, no refresh
             return Retry(f"not sent: {NO_TIME_LEFT}")
         held = self._held_back(self.limiter)  # a rate limit's wait past the deadline
@@ -618,6 +634,13 @@ class PushSink(ConcurrentRequests, Sink):
             self.sent += 1
             return None
         answer = fcm_error(status, resp.text)
+        if status in (401, 403) and answer.code in MISCONFIGURED:
+            self._broken = (
+                f"{self.id}: {answer.reason(status, token)} (check `credentials`, `project_id` "
+                "and that the Firebase Cloud Messaging API is enabled for the project; every "
+                "message would get it)"
+            )
+            raise SinkError(self._broken)
         if answer.dead_token():
             self._dead.append(DeadToken(token, answer.code, item.events[0]))
             log.info("%s: token of event %s is dead (%s)", self.id, item.key, answer.code)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
 
 from squall.component import ComponentContext
-from squall.errors import TransientError
+from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.sinks.base import WriteContext
 from squall.sinks.push import PushSink, PushSinkConfig, PushWriteResult
@@ -682,3 +682,87 @@ def test_push_sends_that_got_through_before_a_failed_token_refresh_are_not_sent_
     assert sink.write_batch(prepared, None) is None
     sink.close()
     assert sorted(m["token"] for m in fcm.sent) == ["tok-1", "tok-2", "tok-3"]
+
+
+def fcm_answer(status: int, rpc: str, message: str, code: str | None = None) -> str:
+    details = [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]
+    error = {"code": status, "message": message, "status": rpc}
+    return json.dumps({"error": {**error, "details": details} if code else error})
+
+
+DISABLED = (
+    "Firebase Cloud Messaging API has not been used in project 1234 before or it is disabled. "
+    "Enable it by visiting https://console.developers.google.com/apis/api/fcm.googleapis.com/"
+    "overview?project=1234 then retry."
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (
+            403,
+            fcm_answer(403, "PERMISSION_DENIED", DISABLED),
+            "FCM 403 PERMISSION_DENIED: Firebase",
+        ),
+        (
+            401,
+            fcm_answer(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."),
+            "FCM 401 UNAUTHENTICATED: Request had invalid",
+        ),
+        (403, "<html>Forbidden</html>", "FCM 403 HTTP_403: <html>Forbidden</html>"),
+    ],
+)
+def test_push_credentials_or_a_project_fcm_refuses_fail_the_batch_and_dead_letter_nothing(
+    fcm, key_pair, status, body, reason
+):
+    """The FCM API disabled in the project, a service account without the right to send, a key
+    FCM does not take: every message gets the same 401/403, and each was dead-lettered as its
+    record's failure — a whole campaign emptied into the dead letter and checkpointed. The first
+    such answer stops the write and fails the batch."""
+
+    def answer(req: Request):
+        if json.loads(req.body)["message"]["token"] == "tok-1":
+            return 200, {}, "{}"
+        return status, {}, body
+
+    with LocalHttp(answer) as send:
+        sink = make_sink(fcm, key_pair, endpoint=send.url, concurrency=1)
+        with pytest.raises(SinkError) as failed:
+            sink.write_batch(sink.prepare(events(["tok-1", "tok-2", "tok-3"])), None)
+        sink.close()
+    assert str(failed.value).startswith(f"push: {reason}"), failed.value
+    assert "every message would get it" in str(failed.value)
+    # tok-1 written, tok-2 stopped the sink (a 401 after one refresh), tok-3 never sent
+    sends = [json.loads(r.body)["message"]["token"] for r in send.requests]
+    assert sends == ["tok-1", "tok-2"] + (["tok-2"] if status == 401 else [])
+
+
+def test_push_a_token_of_another_project_or_platform_credentials_stay_that_records_failure(
+    fcm, key_pair
+):
+    """SENDER_ID_MISMATCH (403) and THIRD_PARTY_AUTH_ERROR (401, the APNs or web push key) carry
+    an FCM error code: they are about the message's token or platform, not the sink."""
+    answers = {
+        "tok-other": (
+            403,
+            fcm_answer(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH"),
+        ),
+        "tok-ios": (
+            401,
+            fcm_answer(401, "UNAUTHENTICATED", "Auth error from APNS", "THIRD_PARTY_AUTH_ERROR"),
+        ),
+    }
+
+    def answer(req: Request):
+        status, body = answers.get(json.loads(req.body)["message"]["token"], (200, "{}"))
+        return status, {}, body
+
+    with LocalHttp(answer) as send:
+        sink = make_sink(fcm, key_pair, endpoint=send.url)
+        result = sink.write_batch(sink.prepare(events(["tok-other", "tok-ios", "tok-1"])), None)
+        sink.close()
+    assert {ev.value["device_token"]: ev.failure.reason for ev in result.rejected} == {
+        "tok-other": "FCM 403 SENDER_ID_MISMATCH: SenderId mismatch",
+        "tok-ios": "FCM 401 THIRD_PARTY_AUTH_ERROR: Auth error from APNS",
+    }
