@@ -36,10 +36,14 @@ limit. Answers (FCM v1 error codes):
   (401: the APNs or web push credentials, for that platform's tokens only) and other 4xx: the
   record's failure.
 
+A message whose payload is over FCM's 4096 bytes by the least FCM counts (the UTF-8 bytes of the
+``data`` keys and values, the title and the body) is rejected in ``prepare`` with its size: FCM
+answers it with a bare "Request contains an invalid argument.", which names nothing.
+
 A failure's reason is ``FCM <status> <code>: <FCM's message>`` plus the fields a BadRequest
 names; the device token, should FCM's message quote it, is replaced by ``<token>``.
 
-Size (~660 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+Size (~670 lines): one sink speaking one protocol — the message templates, the OAuth2 token
 cache, the answer codes (which INVALID_ARGUMENT is a dead token) and the two outlets for dead
 tokens (stream, state feedback) read together; the config models are a third of it.
 """
@@ -91,6 +95,10 @@ FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 TOKEN_FIELD = "message.token"
 #: FCM's documented message for an invalid registration token (compared without case).
 INVALID_TOKEN_MESSAGE = "the registration token is not a valid fcm registration token"
+#: FCM's payload limit, in bytes (firebase.google.com/docs/cloud-messaging: "a payload of up to
+#: 4096 bytes"). FCM counts more than the keys and values (it refuses a one-key data payload of
+#: some 4050 bytes of key and value): over the limit by what the sink counts is refused for sure.
+MAX_PAYLOAD = 4096
 #: Answers that say the sink's credentials or project are wrong (the google.rpc status of a 401 or
 #: 403 without an FCM error code, or a bare 401/403), not the message's: every send gets them.
 MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "HTTP_401", "HTTP_403"})
@@ -508,6 +516,14 @@ class PushSink(ConcurrentRequests, Sink):
             message["notification"] = notification
         if self._data:
             message["data"] = {k: t.render(ev) for k, t in self._data.items()}
+        size = sum(len(v.encode()) for v in notification.values()) + sum(
+            len(k.encode()) + len(v.encode()) for k, v in message.get("data", {}).items()
+        )
+        if size > MAX_PAYLOAD:
+            raise ValueError(
+                f"FCM payload of at least {size} bytes (title, body, data keys and values) is "
+                f"over FCM's {MAX_PAYLOAD}-byte limit"
+            )
         return token, orjson.dumps({"message": message})
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:

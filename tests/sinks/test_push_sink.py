@@ -766,3 +766,27 @@ def test_push_a_token_of_another_project_or_platform_credentials_stay_that_recor
         "tok-other": "FCM 403 SENDER_ID_MISMATCH: SenderId mismatch",
         "tok-ios": "FCM 401 THIRD_PARTY_AUTH_ERROR: Auth error from APNS",
     }
+
+
+def test_push_a_payload_over_fcms_4096_bytes_is_that_records_dead_letter_with_its_size(
+    fcm, key_pair
+):
+    """FCM refuses a payload over 4096 bytes with a bare "Request contains an invalid argument.":
+    the dead letter said nothing of the size. Counted in UTF-8 bytes (é is two)."""
+    sink = make_sink(fcm, key_pair, body="{campaign.body}", data={"id": "{campaign.id}"})
+    evs = events(["tok-1", "tok-2", "tok-3"])
+    evs[0].value["campaign"]["body"] = "é" * 2100  # 4200 bytes
+    evs[1].value["campaign"]["body"] = "x" * 4000  # 4000 + "Sale" + "id" + "7": 4007 bytes
+    evs[2].value["campaign"]["title"] = "y" * 90  # 4000 + 90 + 3 = 4093 bytes
+    evs[2].value["campaign"]["body"] = "x" * 4000
+    prepared = sink.prepare(evs)
+    assert [(ev.value["device_token"], ev.failure.reason) for ev in prepared.rejected] == [
+        (
+            "tok-1",
+            "FCM payload of at least 4207 bytes (title, body, data keys and values) is over "
+            "FCM's 4096-byte limit",
+        )
+    ]
+    assert sink.write_batch(prepared, None) is None
+    sink.close()
+    assert sorted(m["token"] for m in fcm.sent) == ["tok-2", "tok-3"]
