@@ -7,7 +7,9 @@ One request per event (``mode: single``), or per ``batch_size`` events as a JSON
 waiting at least what ``Retry-After`` asks; a redirect (3xx, not followed), 401, 403, 405 and 407
 say the sink is misconfigured — the same answer for every record — and fail the batch
 (``SinkError``) instead of dead-lettering every record; any other status (a 4xx) is that
-record's failure, with the status and the start of the response body as the reason. When no
+record's failure, with the status and the start of the response body as the reason — in the
+batch modes a refused request of several events is sent again in halves until the events refused
+alone are found (a 413, or one bad event, is not the whole request's). When no
 request of a call got through
 (the endpoint is down or throttles everything) the sink raises ``TransientError`` and the engine
 retries only the requests not yet answered. Each request carries an idempotency header derived
@@ -43,6 +45,7 @@ from squall.sinks.batchio import (
     Item,
     Reject,
     Retry,
+    SendOutcome,
     retry_after_seconds,
     send_all,
     time_left_of,
@@ -215,18 +218,28 @@ class HttpSink(ConcurrentRequests, Sink):
             ]
         else:
             for i in range(0, len(bodies), cfg.batch_size):
-                group = bodies[i : i + cfg.batch_size]
-                evs = [ev for ev, _ in group]
-                if cfg.mode == "json_batch":
-                    body = b"[" + b",".join(b for _, b in group) + b"]"
-                else:
-                    body = b"".join(b + b"\n" for _, b in group)
-                digest = hashlib.blake2b(
-                    "\x1f".join(ev.event_id for ev in evs).encode(), digest_size=16
-                ).hexdigest()
-                items.append(Item(evs, body, len(body), key=digest))
+                items.append(self._batch_item(bodies[i : i + cfg.batch_size]))
         out.payload = items
         return out
+
+    def _batch_item(self, group: list[tuple[Event, bytes]]) -> Item:
+        """One request of the batch modes: the events' bodies as a JSON array or as NDJSON, and
+        a digest of their event ids as the idempotency key."""
+        evs = [ev for ev, _ in group]
+        if self.config.mode == "json_batch":
+            body = b"[" + b",".join(b for _, b in group) + b"]"
+        else:
+            body = b"".join(b + b"\n" for _, b in group)
+        digest = hashlib.blake2b(
+            "\x1f".join(ev.event_id for ev in evs).encode(), digest_size=16
+        ).hexdigest()
+        return Item(evs, body, len(body), key=digest)
+
+    def _halves(self, item: Item) -> list[Item]:
+        """A refused request of several events as two requests of half of them each."""
+        group = [(ev, exact_json.dumps(ev.value)) for ev in item.events]  # as prepare made them
+        mid = len(group) // 2
+        return [self._batch_item(group[:mid]), self._batch_item(group[mid:])]
 
     def write_batch(self, prepared: Prepared, ctx: WriteContext) -> WriteResult | None:
         if self.client is None or self.pool is None:
@@ -234,7 +247,32 @@ class HttpSink(ConcurrentRequests, Sink):
         items = prepared.payload or []
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         self._broken = None
-        outcome = send_all(
+        outcome = self._send_all(items)
+        # Batch modes: a request refused (a 413, a 400 for one bad event among a hundred) is not
+        # each of its events' problem. It is split in halves, sent again, until the events
+        # refused alone are found; the halves replace it in the batch's payload, so the engine's
+        # retry of a call that failed as a whole sends what is missing of them.
+        while split := [item for item, _ in outcome.rejected if len(item.events) > 1]:
+            log.info(
+                "%s: %d request(s) of several events refused (%s); sending each in halves",
+                self.id,
+                len(split),
+                split[0].refused,
+            )
+            halves = []
+            for item in split:
+                at = next(i for i, other in enumerate(items) if other is item)
+                items[at : at + 1] = parts = self._halves(item)
+                halves.extend(parts)
+            more = self._send_all(halves)
+            outcome.rejected = [
+                (item, why) for item, why in outcome.rejected if len(item.events) == 1
+            ] + more.rejected
+            outcome.failed.extend(more.failed)
+        return write_result(self.id, outcome)
+
+    def _send_all(self, items: list[Item]) -> SendOutcome:
+        return send_all(
             f"{self.id}: {self.config.method}",
             iter([items]),
             self._send,
@@ -243,7 +281,6 @@ class HttpSink(ConcurrentRequests, Sink):
             sleep=self.sleep,
             time_left=self.time_left,  # no retry past the runner's deadline
         )
-        return write_result(self.id, outcome)
 
     def _request(self, item: Item) -> Retry | Reject | None:
         import httpx

@@ -558,3 +558,58 @@ def test_http_sink_retries_request_timeout_and_too_early(status):
         result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}])), None)
         sink.close()
     assert result is None and len(srv.requests) == 3 and sink.sleeps == [2.0]
+
+
+@pytest.mark.parametrize("mode", ["json_batch", "ndjson_batch"])
+def test_http_sink_a_refused_batch_request_is_split_until_the_refused_events_are_alone(mode):
+    """A 413 for a request of many events, or a 400 for one bad event among them, dead-lettered
+    every event of the request. The request is sent again in halves until the events refused
+    alone are found: only those are dead-lettered, the rest is delivered once."""
+
+    def parse(body: bytes) -> list[dict]:
+        if mode == "json_batch":
+            return json.loads(body)
+        return [json.loads(line) for line in body.decode().splitlines()]
+
+    def answer(req: Request):
+        got = parse(req.body)
+        if len(got) > 2:
+            return 413, {}, "payload too large"
+        if any(e["n"] == 3 for e in got):
+            return 400, {}, "n=3 is not allowed"
+        return 200, {}, ""
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, mode=mode, batch_size=4)
+        prepared = sink.prepare(events([{"n": i} for i in range(7)]))
+        result = sink.write_batch(prepared, None)
+        sink.close()
+    assert result.failed == []
+    assert [(ev.value["n"], ev.failure.reason) for ev in result.rejected] == [
+        (3, "HTTP 400: n=3 is not allowed")
+    ]
+    delivered = [[e["n"] for e in parse(r.body)] for r in srv.requests if answer(r)[0] == 200]
+    assert sorted(n for got in delivered for n in got) == [0, 1, 2, 4, 5, 6]
+    # [0-3] 413 → [0,1] ok, [2,3] 400 → [2] ok, [3] 400; [4-6] 413 → [4] ok, [5,6] ok
+    assert len(srv.requests) == 8
+    assert sorted(len(item.events) for item in prepared.payload) == [1, 1, 1, 2, 2]
+
+
+def test_http_sink_the_halves_of_a_refused_request_are_what_the_engines_retry_sends():
+    state = {"down": True}
+
+    def answer(req: Request):
+        if len(json.loads(req.body)) > 2:
+            return 413, {}, "payload too large"
+        return (503, {}, "down") if state["down"] else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, mode="json_batch", batch_size=4, max_attempts=1)
+        prepared = sink.prepare(events([{"n": i} for i in range(4)]))
+        with pytest.raises(TransientError):  # neither half got through
+            sink.write_batch(prepared, None)
+        state["down"] = False
+        assert sink.write_batch(prepared, None) is None  # the engine's retry of the call
+        sink.close()
+    sizes = [len(json.loads(r.body)) for r in srv.requests]
+    assert sizes == [4, 2, 2, 2, 2]  # the 4-event request is not sent again
