@@ -278,18 +278,62 @@ class PushWriteResult(WriteResult):
     dead_tokens: list[DeadToken] = field(default_factory=list)
 
 
-class AccessTokens:
-    """OAuth2 access tokens for a service account (google-auth), cached until they expire."""
+@dataclass(frozen=True)
+class _TokenAnswer:
+    """An httpx answer as google-auth's transport ``Response`` (status, headers, data)."""
 
-    def __init__(self, info: dict[str, Any]):
-        import urllib3
-        from google.auth.transport.urllib3 import Request
+    status: int
+    headers: Any
+    data: bytes
+
+
+class HttpxTransport:
+    """google-auth's transport ``Request`` over the sink's httpx client, so the token endpoint is
+    reached as the sends are: through ``HTTPS_PROXY``/``HTTP_PROXY`` (not for ``NO_PROXY``
+    hosts), with the same certificate checks (``SSL_CERT_FILE``). google-auth's urllib3
+    transport ignores the proxy variables: behind an egress proxy the sends went through it and
+    every token refresh failed (``OAuth2 token endpoint unreachable``), so nothing was sent."""
+
+    def __init__(self, client: Any, timeout: float):
+        self.client = client
+        self.timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> _TokenAnswer:
+        import httpx
+        from google.auth.exceptions import TransportError
+
+        try:
+            resp = self.client.request(
+                method,
+                url,
+                content=body,
+                headers=headers,
+                timeout=self.timeout if timeout is None else timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise TransportError(type(exc).__name__) from None  # no URL: the key's token_uri
+        return _TokenAnswer(resp.status_code, resp.headers, resp.content)
+
+
+class AccessTokens:
+    """OAuth2 access tokens for a service account (google-auth), cached until they expire.
+    ``transport``: google-auth's ``Request`` (the sink's ``HttpxTransport``)."""
+
+    def __init__(self, info: dict[str, Any], transport: Callable[..., Any]):
         from google.oauth2 import service_account
 
         self._creds = service_account.Credentials.from_service_account_info(
             info, scopes=[FCM_SCOPE]
         )
-        self._request = Request(urllib3.PoolManager())
+        self._request = transport
         self._lock = threading.Lock()
         self.refreshes = 0
 
@@ -303,8 +347,8 @@ class AccessTokens:
         """A valid token; ``stale``: the token a 401 refused, refreshed unless another thread already did.
         ``timeout``: each request of a refresh waits at most what it answers then (the sink's
         ``timeout`` capped at the time left before the runner's deadline); None from it: no time
-        is left, the request is not made (``TransientError``). urllib3 has no timeout of its
-        own: a token endpoint that did not answer held the sends for ever. ``deadline`` (the
+        is left, the request is not made (``TransientError``): without it a token endpoint that
+        did not answer held the sends until it did. ``deadline`` (the
         runner has one): a throttled or failing token endpoint is not retried by google-auth,
         whose backoff (1 s, then 2 s) knows nothing of the time left — ``TransientError`` now,
         and the engine's retry, which does, decides."""
@@ -475,16 +519,17 @@ class PushSink(ConcurrentRequests, Sink):
         import httpx
 
         cfg = self.config
-        if self.tokens is None:
-            self.tokens = AccessTokens(
-                _load_service_account(cfg.credentials.get_secret_value(), self.context)
-            )
         if self.client is None:
             mask_request_urls()  # httpx logs each request's URL: a webhook's path is its secret
             self.client = httpx.Client(
                 timeout=cfg.timeout,
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=cfg.concurrency),
+            )
+        if self.tokens is None:
+            self.tokens = AccessTokens(
+                _load_service_account(cfg.credentials.get_secret_value(), self.context),
+                HttpxTransport(self.client, cfg.timeout),
             )
         if self.pool is None:
             self.pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"squall-{self.id}")

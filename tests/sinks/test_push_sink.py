@@ -10,10 +10,11 @@ import json
 import threading
 import types
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -30,6 +31,7 @@ from squall.testing import records_from, run_topology
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
 from tests.moto_standin import FlakyClient
+from tests.ports import free_port
 from tests.sinks.local_http import LocalHttp, Request
 
 
@@ -790,3 +792,31 @@ def test_push_a_payload_over_fcms_4096_bytes_is_that_records_dead_letter_with_it
     assert sink.write_batch(prepared, None) is None
     sink.close()
     assert sorted(m["token"] for m in fcm.sent) == ["tok-2", "tok-3"]
+
+
+def test_push_reaches_the_token_endpoint_through_the_proxy_the_sends_use(
+    fcm, key_pair, monkeypatch
+):
+    """Behind an egress proxy (HTTPS_PROXY/HTTP_PROXY) the sends went through it, but the OAuth2
+    token refresh (google-auth over urllib3) ignored the variables and went direct: every batch
+    failed with `OAuth2 token endpoint unreachable`, nothing was ever sent. Here the proxy is
+    the only way to the token endpoint and FCM: direct, 127.0.0.2 refuses the connection."""
+    closed = f"http://127.0.0.2:{free_port()}"
+    proxy = LocalHttp(lambda req: fcm.answer(replace(req, path=urlsplit(req.path).path)))
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    account = json.loads(service_account(fcm, key_pair[0]))
+    account["token_uri"] = f"{closed}/token"
+    try:
+        sink = make_sink(fcm, key_pair, credentials=json.dumps(account), endpoint=closed)
+        assert sink.write_batch(sink.prepare(events(["tok-1"])), None) is None
+        sink.close()
+    finally:
+        proxy.close()
+    assert [r.path for r in proxy.requests] == [
+        f"{closed}/token",
+        f"{closed}/v1/projects/demo/messages:send",
+    ]
+    assert fcm.issued == ["at-1"] and [m["token"] for m in fcm.sent] == ["tok-1"]
