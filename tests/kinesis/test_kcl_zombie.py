@@ -24,7 +24,7 @@ import pytest
 from squall.bolts.base import Bolt, Output
 from squall.errors import TransientError
 from tests.kinesis.test_kcl_daemon import precreate_leases
-from tests.kinesis.test_kcl_fleet import Worker, owners, wait_for
+from tests.kinesis.test_kcl_fleet import Worker, owners, stop_all, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +114,6 @@ def test_a_processor_whose_lease_was_taken_during_an_outage_does_not_write_its_b
         wait_for(lambda: f"shard {taken}: lease taken over" in w1.log(), "w1 giving up", workers)
         wait_for(lambda: latest(db) == dict.fromkeys(pks, 2), "every key at 2", workers)
     finally:
-        for w in workers:
-            w.stop()
+        stop_all(workers)
     # before: the keys of the taken shard were back at 1 (w1's batch, committed last)
     assert latest(db) == dict.fromkeys(pks, 2)
