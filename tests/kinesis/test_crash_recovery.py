@@ -25,7 +25,7 @@ spout:
   stream: {stream}
   endpoint_url: {endpoint}
   poll_interval: 0.05
-  idle_exit: 3
+  idle_exit: 1
 settings: {{batch_size: 50}}
 bolts:
   - {{id: decode, type: json, event_id_field: id}}
