@@ -71,6 +71,34 @@ def wheelhouse(tmp_path_factory) -> dict[str, str]:
     return wheelhouse.build_once((base.parent if WORKER else base) / "wheelhouse", ROOT)
 
 
+@pytest.fixture(scope="session")
+def runtime_client(tmp_path_factory, wheelhouse) -> Path:
+    """AWS's runtime client (awslambdaric), installed once from the wheelhouse into a folder of
+    its own: the packaging tests link it beside an unzipped package, as Lambda provides it."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("awslambdaric")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--target",
+            str(root),
+            "awslambdaric==4.2.2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, **wheelhouse},
+    )
+    return root
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A table or key prefix no other test uses."""

@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 
+def link_runtime(runtime: Path, root: Path) -> None:
+    """Lambda provides the runtime client; here it sits beside the package (a .pth-free copy),
+    nothing else (``runtime_client``: tests/conftest.py)."""
+    for item in runtime.iterdir():
+        target = root / item.name
+        if not target.exists():
+            target.symlink_to(item, target_is_directory=item.is_dir())
+
+
 class RuntimeAPI:
     """Just enough of the Lambda Runtime API (2018-06-01), in a thread."""
 

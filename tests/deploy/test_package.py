@@ -23,7 +23,7 @@ from squall.topology.loader import load
 from tests.conftest import EXAMPLES, ROOT
 from tests.deploy.sam import cfn_lint, translate
 from tests.factories import kinesis_lambda_event
-from tests.lambda_runtime import LambdaFunction
+from tests.lambda_runtime import LambdaFunction, link_runtime
 
 PISTATS = EXAMPLES / "pistats"
 TAG_BOLT = """
@@ -406,7 +406,9 @@ def test_sizes_are_described_largest_first():
 
 
 @pytest.mark.e2e
-def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, wheelhouse):
+def test_pistats_commands_package_both_functions_and_the_fleet(
+    tmp_path: Path, wheelhouse, runtime_client
+):
     """The three commands of examples/pistats/README.md; the consumer zip then runs alone under awslambdaric."""
     build = tmp_path / "build"
     env = {**os.environ, "PYTHONPATH": str(ROOT), **wheelhouse}
@@ -517,23 +519,7 @@ def test_pistats_commands_package_both_functions_and_the_fleet(tmp_path: Path, w
         # the digests the init computes: its squall's checking code is this checkout's, byte for byte
         assert zf.read("squall/bolts/schema.py") == (ROOT / "squall/bolts/schema.py").read_bytes()
         zf.extractall(root)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(root),
-            "awslambdaric==4.2.2",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, **wheelhouse},
-    )
+    link_runtime(runtime_client, root)
     lambda_tmp = tmp_path / "lambda-tmp"
     lambda_tmp.mkdir()
     function = LambdaFunction(

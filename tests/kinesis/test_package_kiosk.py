@@ -26,7 +26,7 @@ import yaml
 from tests.deploy.sam import cfn_lint, translate
 from tests.factories import api_gateway_event
 from tests.kinesis.test_lambda_e2e import deliver
-from tests.lambda_runtime import LambdaFunction
+from tests.lambda_runtime import LambdaFunction, link_runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -140,11 +140,7 @@ def package(
 def unzip(zip_path: Path, root: Path, runtime: Path) -> Path:
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(root)
-    # Lambda provides the runtime client; here it sits beside the package (a .pth-free copy), nothing else.
-    for item in runtime.iterdir():
-        target = root / item.name
-        if not target.exists():
-            target.symlink_to(item, target_is_directory=item.is_dir())
+    link_runtime(runtime, root)
     return root
 
 
@@ -153,29 +149,6 @@ def unzip_layer(layer_python: Path, root: Path) -> None:
     for item in layer_python.iterdir():
         if not (root / item.name).exists():
             (root / item.name).symlink_to(item, target_is_directory=item.is_dir())
-
-
-@pytest.fixture(scope="module")
-def runtime_client(tmp_path_factory, wheelhouse) -> Path:
-    root = tmp_path_factory.mktemp("awslambdaric")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--target",
-            str(root),
-            "awslambdaric==4.2.2",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, **wheelhouse},
-    )
-    return root
 
 
 def test_kiosk_topologies_package_deploy_offline_and_run_from_their_zips(
