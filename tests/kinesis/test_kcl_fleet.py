@@ -91,7 +91,8 @@ class Worker:
             "--worker-id",
             worker,
         ]
-        given = {kv.split("=", 1)[0] for kv in settings}  # ``settings`` replace SHORT_LEASES of the same key
+        # ``settings`` replace the SHORT_LEASES of the same key
+        given = {kv.split("=", 1)[0] for kv in settings}
         for setting in [
             *(kv for kv in SHORT_LEASES if kv.split("=", 1)[0] not in given),
             *settings,
