@@ -192,12 +192,17 @@ def describe_exception(exc: BaseException) -> str:
 _MAX_LOCATION = 400
 
 
-def exception_location(exc: BaseException, skip: int = 0, code: Any = None) -> str:
+def exception_location(
+    exc: BaseException, skip: int = 0, code: Any = None, after: Any = None
+) -> str:
     """Where ``exc`` was raised, for a reason: ``at FILE, line N, in FUNC`` of the first frame of
     its traceback after ``skip`` — or, given ``code``, of the first frame running that code
-    object (a bolt's ``process``) — (the code that was called: a bolt's ``process_event``), and
-    of the innermost one when that is another (``raised at …``: a helper, a library). Empty
-    when the traceback is gone or holds no frame of ``code``. Bounded; never raises."""
+    object (a bolt's ``process``); given ``after``, of the first frame after the one running
+    that code object (what the engine's caller called, whatever callable a bolt's ``process``
+    is: a ``functools.partialmethod`` has no code of its own) — (the code that was called: a
+    bolt's ``process_event``), and of the innermost one when that is another (``raised at …``:
+    a helper, a library). Empty when the traceback is gone or holds no frame of ``code`` or
+    ``after``. Bounded; never raises."""
     try:
         frames = []
         tb = exc.__traceback__
@@ -206,6 +211,10 @@ def exception_location(exc: BaseException, skip: int = 0, code: Any = None) -> s
             tb = tb.tb_next
         if code is not None:
             skip = next((i for i, f in enumerate(frames) if f.tb_frame.f_code is code), len(frames))
+        elif after is not None:
+            skip = next(
+                (i + 1 for i, f in enumerate(frames) if f.tb_frame.f_code is after), len(frames)
+            )
         frames = frames[skip:]
         if not frames:
             return ""
@@ -223,7 +232,9 @@ def exception_location(exc: BaseException, skip: int = 0, code: Any = None) -> s
         return ""
 
 
-def describe_exception_at(exc: BaseException, skip: int = 0, code: Any = None) -> str:
+def describe_exception_at(
+    exc: BaseException, skip: int = 0, code: Any = None, after: Any = None
+) -> str:
     """``describe_exception`` with the code location (``exception_location``) appended, the
     message cut so the whole stays within a ``Failure``'s bound: for an exception that is a
     bug or an unexpected shape in code of yours (a ``KeyError``), where it was raised. A
@@ -231,7 +242,7 @@ def describe_exception_at(exc: BaseException, skip: int = 0, code: Any = None) -
     reason = describe_exception(exc)
     if isinstance(exc, RecordError):  # a reason the code wrote on purpose: as it is
         return reason
-    where = exception_location(exc, skip, code)
+    where = exception_location(exc, skip, code, after)
     if not where:
         return reason
     room = MAX_REASON + 40 - len(where) - 3

@@ -1086,8 +1086,9 @@ class Engine:
         out: Output,
     ) -> None:
         if len(events) == 1:
-            # with where in the bolt it raised (from its ``process`` on): a bug in code of yours
-            reason = describe_exception_at(fault.cause, code=getattr(fn, "__func__", fn).__code__)
+            # with where in the bolt it raised (from what ``_anew`` called on: its ``process``,
+            # whatever callable that is — a partialmethod has no ``__code__``): a bug of yours
+            reason = describe_exception_at(fault.cause, after=_ANEW_CALL)
             self._warn_once(node, events[0], _POISON, reason)
             out.fail(events[0], reason)
             return
@@ -1915,6 +1916,10 @@ def _anew(
         return fn(given.pop() if given else kept[:])
 
     return call
+
+
+#: The code of ``_anew``'s call: the frame after it in a traceback is the component's own.
+_ANEW_CALL = _anew(list, [], []).__code__
 
 
 def _always(event: Event) -> bool:

@@ -8,6 +8,7 @@ batch; a sink broken for every record (``SinkError``) still fails it.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 import pytest
@@ -35,6 +36,10 @@ def _raise(kind: str, what: str) -> None:
     if kind == "sink":
         raise SinkError(f"{what}: no such table")
     raise TypeError(f"cannot handle {what}")
+
+
+#: The line of ``_raise``'s TypeError (a reason names it).
+RAISED_AT = _raise.__code__.co_firstlineno + 5
 
 
 class TouchyBolt(Bolt):
@@ -141,12 +146,43 @@ def test_a_bolt_that_raises_on_one_record_dead_letters_only_that_record(tag, err
         assert failure.reason.startswith(
             f"TypeError: cannot handle event 17 (at {__file__}, line "
         ) and failure.reason.endswith(
-            ", in process; raised at " + f"{__file__}, line 37, in _raise)"
+            ", in process; raised at " + f"{__file__}, line {RAISED_AT}, in _raise)"
         )
     else:  # a RecordError's reason, written on purpose, as it is
         assert failure.reason == "event 17 refused"
     assert outcome_of(run)[17] is Outcome.DEAD_LETTERED
     assert run.results[0].checkpoint["shardId-000000000000"].sequence_number == "40"
+
+
+class PartialBolt(TouchyBolt):
+    """``process`` a ``functools.partialmethod``: a callable with no ``__code__`` of its own."""
+
+    def _process(self, label: str, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            if self.config.trigger in ev.value:
+                _raise(self.config.error, f"{label} {ev.value['i']}")
+            out.emit(ev)
+        return out
+
+    process = functools.partialmethod(_process, "partial")
+
+
+def test_a_bolt_whose_process_has_no_code_of_its_own_still_dead_letters_the_record(tag):
+    """Naming where it raised looked up ``process.__code__``: a ``partialmethod`` has none, and
+    the AttributeError took the engine's isolation down, where the record was dead-lettered."""
+    source = topology(tag, bolt="error: type").replace(":TouchyBolt'", ":PartialBolt'")
+    run = run_topology(source, records_from(payloads(8, {5})), batch_size=8)
+    out, dlq = MemorySink.stores[f"{tag}-out"], MemorySink.stores[f"{tag}-dlq"]
+    assert [ev.value["i"] for ev in out] == [0, 1, 2, 3, 4, 6, 7]
+    assert [ev.value["i"] for ev in dlq] == [5]
+    # the first frame of the bolt's own code (the partial's function), then where it raised
+    line = PartialBolt._process.__code__.co_firstlineno + 4
+    assert dlq[0].failure.reason == (
+        f"TypeError: cannot handle partial 5 (at {__file__}, line {line}, in _process; "
+        f"raised at {__file__}, line {RAISED_AT}, in _raise)"
+    )
+    assert outcome_of(run)[5] is Outcome.DEAD_LETTERED
 
 
 def test_several_poison_records_are_all_found_and_the_order_of_the_rest_is_kept(tag):
