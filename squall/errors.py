@@ -221,7 +221,11 @@ def exception_location(
 
         def at(tb: Any) -> str:
             code = tb.tb_frame.f_code
-            path = safe_text(code.co_filename, limit=_MAX_LOCATION // 2 - 60)
+            # a long path keeps its end, the file's name (its start, a venv's or a build's
+            # directories, is the same in every reason)
+            path, keep = str(code.co_filename), _MAX_LOCATION // 2 - 60
+            if len(path) > keep:
+                path = f"…{path[-keep:]}"
             return f"{path}, line {tb.tb_lineno}, in {safe_text(code.co_name, limit=100)}"
 
         text = f"at {at(frames[0])}"

@@ -126,3 +126,18 @@ def test_the_location_keeps_the_reason_within_its_bound_and_masks_the_message():
     assert "hunter2secret" not in reason
     assert len(reason) <= MAX_REASON + 40
     assert reason.endswith(f"(at {__file__}, line {line}, in {sys._getframe().f_code.co_name})")
+
+
+def test_a_long_path_keeps_the_files_name():
+    """A module deep in a build's or a venv's directories: the path was cut keeping its start,
+    and the file's name, the part that says where, was what the reason lost."""
+    path = "/opt/build/" + "cache/" * 40 + "myscore/bolts.py"
+    scope: dict = {}
+    exec(compile("def score(order):\n    return order['amount']\n", path, "exec"), scope)
+    try:
+        scope["score"]({})
+    except KeyError as exc:
+        reason = describe_exception_at(exc, skip=1)  # from the function called on
+    assert reason.startswith("KeyError: 'amount' (at …")
+    assert reason.endswith("/cache/myscore/bolts.py, line 2, in score)")
+    assert len(reason) <= MAX_REASON + 40
