@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from squall.bolts.base import RecordBolt
 from squall.component import ComponentConfig
+from squall.errors import RecordError
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, deleter, getter, setter
 
@@ -48,7 +49,9 @@ class ProjectBolt(RecordBolt):
 
     def process_event(self, event: Event) -> str:
         if not isinstance(event.value, dict):
-            raise TypeError("payload is not an object")
+            # a rejection on purpose, its reason as before: a TypeError would be taken for a
+            # bug and get the location in this file (RecordBolt), in a producer's answer too
+            raise RecordError("TypeError: payload is not an object")
         if self._select is not None:
             kept = [(put, v) for get, put in self._select if (v := get(event)) is not MISSING]
             event.value = {}

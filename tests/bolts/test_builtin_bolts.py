@@ -424,6 +424,18 @@ def test_project_never_overwrites_a_non_object_parent():
     assert "'device' holds a str" in bad.failure.reason
 
 
+def test_project_rejects_a_payload_not_an_object_with_its_own_reason_not_squalls_code():
+    """Its rejection is on purpose, not a bug: the reason is as it was, without the location in
+    squall's project.py that a bug of yours gets (which reached a producer's answer too)."""
+    bolts = (
+        "  - {id: decode, type: json, object_only: false}\n"
+        "  - {id: p, type: project, rename: {ua: device.ua}}"
+    )
+    _, stores = run(bolts, [{"ua": "Moz"}, [1]])
+    assert [ev.value for ev in stores["out"]] == [{"device": {"ua": "Moz"}}]
+    assert [ev.failure.reason for ev in stores["dlq"]] == ["TypeError: payload is not an object"]
+
+
 def test_filter_booleans_equal_only_booleans():
     bolts = (
         "  - {id: decode, type: json}\n  - {id: f, type: filter, where: [{field: n, equals: true}]}"
