@@ -328,3 +328,43 @@ print(repr([sink.writer.rows.row(ev)[ok] for ev in events]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[True, False, None]"
+
+
+def test_an_applications_float_and_int_adapters_get_no_stand_ins(tmp_path: Path):
+    """The writer's stand-ins — a NaN for NULL, 1 and 0 for a bool — are bound as they are only
+    while no adapter is registered for float or int: an application's float adapter (here
+    ``repr``) would turn every NULL into the text 'nan', its int adapter would get the
+    booleans. With such adapters the rows hold None and the bools, stored as before."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.db"
+    code = f"""
+import sqlite3
+sqlite3.register_adapter(float, repr)
+sqlite3.register_adapter(int, lambda i: i * 10)
+from squall.component import ComponentContext
+from squall.event import Event, RecordMeta
+from squall.sinks.warehouse import WarehouseSink
+from squall.topology.resource_config import ResourceConfig
+from squall.topology.resources import Resources
+
+cfg = WarehouseSink.Config(
+    id="rows", type="warehouse", resource="db", table="events",
+    columns={{"ok": {{"path": "ok", "type": "boolean"}}, "kind": "kind"}},
+)
+sink = WarehouseSink(cfg, ComponentContext("t"))
+sink.open(Resources({{"db": ResourceConfig(url="sqlite:///{db}")}}))
+events = [Event(b"{{}}", RecordMeta("s", "0", str(i)), f"id-{{i}}", i, p)
+          for i, p in enumerate([{{"ok": True, "kind": "k"}}, {{}}])]
+rows = [sink.writer.rows.row(ev) for ev in events]
+with sink.writer.engine.begin() as conn:
+    sink.writer.write(conn, rows)
+sink.close()
+"""
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT ok, typeof(ok), kind, typeof(kind) FROM events ORDER BY event_id"
+        ).fetchall()
+    assert stored == [(1, "integer", "k", "text"), (None, "null", None, "null")]

@@ -126,13 +126,18 @@ class SqlWriter:
         )
         # Values as sqlite3 binds them without adapting: times as text, booleans as 1 and 0,
         # NULL as a NaN (SQLITE_NULL) — what it stored for bools and None, unless an application
-        # registered its own adapter for them: that one is still given them.
+        # registered its own adapter for them: that one is still given them. Nor when it has
+        # one for the stand-in's type (int, float: sqlite3 then adapts every int or float):
+        # its float adapter would get the NaN (``repr``: the text 'nan' for every NULL), its
+        # int adapter the booleans' 1 and 0.
         self.rows = RowBuilder(
             spec.columns,
             json_as_text=True,
             times_as_text=True,
-            bools_as_int=sqlite_driver.own_adapter(bool),
-            null=SQLITE_NULL if sqlite_driver.own_adapter(type(None)) else None,
+            bools_as_int=sqlite_driver.own_adapter(bool) and sqlite_driver.own_adapter(int),
+            null=SQLITE_NULL
+            if sqlite_driver.own_adapter(type(None)) and sqlite_driver.own_adapter(float)
+            else None,
         )
         cols = list(spec.columns)
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
