@@ -132,9 +132,11 @@ class _Database:
         """The one kept copy of an answer equal to ``fields``; its strings interned.
 
         Equal means the same values of the same types, bit for bit: the key is the values' JSON
-        (orjson), which tells 7 from 7.0 and true, and 0.0 from -0.0, and refuses what is not
-        a plain JSON value (a subclass, in a file of another producer; bytes; an integer beyond
-        64 bits): such an answer is not shared. orjson writes NaN and infinity as ``null``,
+        (orjson), which tells 7 from 7.0 and true, and 0.0 from -0.0, and refuses a subclass of
+        str, int, dict or list (in a file of another producer), bytes and bytearray, an integer
+        beyond 64 bits: such an answer is not shared. (orjson would write a tuple as a list, an
+        enum as its value, a datetime or UUID as text — types a MaxMind DB reader never
+        returns: its values are str, int, float, bool, None, list, dict and bytes.) orjson writes NaN and infinity as ``null``,
         like None: a key whose ``null``s are not all None values is not shared either (nor one
         with "null" inside a text: cautious). (``marshal`` version 2 cost ~2.8× as much an
         answer, a key of the values and their types ~1.35× that: docs/performance.md, hJ.)"""
