@@ -67,7 +67,7 @@ for _type, _adapter in _SAME_VALUE_ADAPTERS:
 def own_adapter(type_: type) -> bool:
     """Whether ``sqlite3`` binds values of ``type_`` (None's, bool; int, float) through the
     driver's adapter above (or none): then what it stores for them is the driver's, not an
-    application's. Read when a writer is built: an adapter registered later is not seen."""
+    application's."""
     found = sqlite3.adapters.get((type_, sqlite3.PrepareProtocol))
     return found is None or any(found is a for t, a in _SAME_VALUE_ADAPTERS if t is type_)
 

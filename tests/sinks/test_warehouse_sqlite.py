@@ -368,3 +368,42 @@ sink.close()
             "SELECT ok, typeof(ok), kind, typeof(kind) FROM events ORDER BY event_id"
         ).fetchall()
     assert stored == [(1, "integer", "k", "text"), (None, "null", None, "null")]
+
+
+def test_adapters_registered_after_the_sink_opened_get_no_stand_ins(tmp_path: Path):
+    """The rows' form is read again each batch: an application (or a component opened after
+    the sink) that registers a float or bool adapter later still gets None and the bools, and
+    a NULL is not handed to its float adapter as a NaN (``repr``: the text 'nan')."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "w.db"
+    code = f"""
+import sqlite3
+from squall.component import ComponentContext
+from squall.event import Event, RecordMeta
+from squall.sinks.warehouse import WarehouseSink
+from squall.topology.resource_config import ResourceConfig
+from squall.topology.resources import Resources
+
+cfg = WarehouseSink.Config(
+    id="rows", type="warehouse", resource="db", table="events",
+    columns={{"ok": {{"path": "ok", "type": "boolean"}}, "kind": "kind"}},
+)
+sink = WarehouseSink(cfg, ComponentContext("t"))
+sink.open(Resources({{"db": ResourceConfig(url="sqlite:///{db}")}}))
+sqlite3.register_adapter(float, repr)
+sqlite3.register_adapter(bool, lambda b: "yes" if b else "no")
+events = [Event(b"{{}}", RecordMeta("s", "0", str(i)), f"id-{{i}}", i, p)
+          for i, p in enumerate([{{"ok": True, "kind": "k"}}, {{}}])]
+kept, rows = sink.writer.prepare(events, lambda ev, reason: None)
+with sink.writer.engine.begin() as conn:
+    sink.writer.write(conn, rows)
+sink.close()
+"""
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT ok, typeof(ok), kind, typeof(kind) FROM events ORDER BY event_id"
+        ).fetchall()
+    assert stored == [("yes", "text", "k", "text"), (None, "null", None, "null")]

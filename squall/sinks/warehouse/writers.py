@@ -124,21 +124,8 @@ class SqlWriter:
                 key=spec.conflict_key,
             )
         )
-        # Values as sqlite3 binds them without adapting: times as text, booleans as 1 and 0,
-        # NULL as a NaN (SQLITE_NULL) — what it stored for bools and None, unless an application
-        # registered its own adapter for them: that one is still given them. Nor when it has
-        # one for the stand-in's type (int, float: sqlite3 then adapts every int or float):
-        # its float adapter would get the NaN (``repr``: the text 'nan' for every NULL), its
-        # int adapter the booleans' 1 and 0.
-        self.rows = RowBuilder(
-            spec.columns,
-            json_as_text=True,
-            times_as_text=True,
-            bools_as_int=sqlite_driver.own_adapter(bool) and sqlite_driver.own_adapter(int),
-            null=SQLITE_NULL
-            if sqlite_driver.own_adapter(type(None)) and sqlite_driver.own_adapter(float)
-            else None,
-        )
+        self._stand_ins = _stand_ins()
+        self.rows = self._row_builder()
         cols = list(spec.columns)
         marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(cols))
         keys = ", ".join(quote(c) for c in spec.conflict_key)
@@ -281,6 +268,9 @@ class SqlWriter:
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
         """Rows for the events that can be stored; the others are rejected with the reason."""
         kept, rows = [], []
+        if _stand_ins() != self._stand_ins:  # an adapter registered since (4 look-ups a batch)
+            self._stand_ins = _stand_ins()
+            self.rows = self._row_builder()
         row = self.rows.row
         for ev in events:
             try:
@@ -290,6 +280,18 @@ class SqlWriter:
                 continue
             kept.append(ev)
         return kept, rows
+
+    def _row_builder(self) -> RowBuilder:
+        """Values as sqlite3 binds them without adapting: times as text, and where
+        ``_stand_ins`` allows, booleans as 1 and 0 and NULL as a NaN (SQLITE_NULL)."""
+        bools_as_int, nan_null = self._stand_ins
+        return RowBuilder(
+            self.spec.columns,
+            json_as_text=True,
+            times_as_text=True,
+            bools_as_int=bools_as_int,
+            null=SQLITE_NULL if nan_null else None,
+        )
 
     def before_transaction(self, payload: Any) -> None:
         """Work that must not share the batch's transaction (PostgreSQL: new partitions)."""
@@ -305,6 +307,17 @@ class SqlWriter:
             # An upsert whose WHERE is false changes no row: sqlite3 counts it 0.
             log_kept_out(self.spec, len(rows) - result.rowcount, len(rows))
         return result.rowcount  # sqlite3 sums executemany's rows
+
+
+def _stand_ins() -> tuple[bool, bool]:
+    """Whether a SQLite row may hold 1 and 0 for a bool, and a NaN for NULL: what sqlite3
+    stored for them, unless an application registered its own adapter for bool or None (that
+    one is still given them) — or for the stand-in's type, int or float (sqlite3 then adapts
+    every int or float: its float adapter would get the NaN, ``repr`` storing the text 'nan'
+    for every NULL; its int adapter the booleans' 1 and 0). Read again each batch: an adapter
+    registered after the sink opened is given them too."""
+    own = sqlite_driver.own_adapter
+    return own(bool) and own(int), own(type(None)) and own(float)
 
 
 def log_kept_out(spec: TableSpec, kept_out: int, rows: int) -> None:
