@@ -184,6 +184,12 @@ class Bolt(Component):
         """The batch is not committed: forget what was staged."""
 
 
+def _batch_error(exc: BaseException) -> bool:
+    from squall.topology.executor import batch_error  # the engine's rule; loaded on a failure
+
+    return batch_error(exc)
+
+
 class RecordBolt(Bolt):
     """A bolt written one event at a time: implement ``process_event``.
 
@@ -192,7 +198,11 @@ class RecordBolt(Bolt):
     only; any other exception is also that event's failure, reported with its type and where
     it was raised (``… (at FILE, line N, in process_event)``), so one
     bad record never takes the batch down — the same outcome the engine gives a batch ``Bolt``
-    whose ``process`` raises. ``TransientError`` fails the call for a retry.
+    whose ``process`` raises. ``TransientError`` fails the call for a retry, and so does a
+    database or Redis client's error that says the dependency is down (a lost connection, a
+    Redis loading or read-only after a failover: the engine's rule for a batch ``Bolt``); one
+    that says it refuses for good (a wrong password) fails the batch. The retry runs
+    ``process_event`` again on the batch's events, also those it already changed.
 
     A ``process_event`` that forgets its ``return`` drops every event, and a run of it exits 0
     having written nothing: when every event of the first batch the bolt sees is dropped that
@@ -213,6 +223,8 @@ class RecordBolt(Bolt):
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
+                if _batch_error(exc):  # a database or Redis down or refusing: the engine's
+                    raise
                 # with where it raised: `KeyError: 'amount'` alone leaves the bug to be found
                 out.fail(event, describe_exception_at(exc, skip=1))
                 continue

@@ -1948,6 +1948,15 @@ def _unwired(bolt: Any, node_id: str, event: Event, stream: str) -> str:
     return f"{reason}: {safe_text(redact_text(safe_text(detail, 4 * _UNWIRED_DETAIL)), _UNWIRED_DETAIL)}"
 
 
+def batch_error(exc: BaseException) -> bool:
+    """An error the engine takes as the batch's, never one record's: a lost connection or the
+    machine's (a full disk, no descriptors), a database or Redis down (retried as an outage) or
+    refusing for good. What a component that isolates records itself (``RecordBolt``) lets
+    escape instead of failing the record with it: caught as a record's, every event of an
+    outage would be dead-lettered and checkpointed past."""
+    return _batch_error(exc) or _refused_for_good(exc) or _dependency_down(exc)
+
+
 def _refused_for_good(exc: BaseException) -> bool:
     """A database or Redis client's error a retry cannot change (no such database or role, a
     failed authentication, a Redis ACL refusal, a Redis that does not serve the command: unknown,

@@ -14,7 +14,7 @@ import uuid
 import pytest
 from pydantic import Field
 
-from squall.bolts.base import Bolt, Output
+from squall.bolts.base import Bolt, Output, RecordBolt
 from squall.component import ComponentConfig
 from squall.errors import BatchFailed, RecordError, SinkError
 from squall.event import Event, Failure
@@ -696,3 +696,87 @@ def test_a_cluster_nodes_moved_is_never_a_records_fault():
         assert _refused_for_good(err(text)), text
     for text in ("value is not an integer or out of range", "WRONGTYPE Operation against a key"):
         assert not _refused_for_good(err(text)), text
+
+
+class RawRedisPerEvent(RecordBolt):
+    """A user's one-event-at-a-time bolt that calls Redis per event and lets the client's
+    error escape unwrapped: down for its first ``down`` calls, then serving."""
+
+    summary = "a raw redis-py error per event"
+    answer = "ConnectionError"
+    down = 0
+    calls = 0
+
+    def process_event(self, event):
+        import redis
+
+        type(self).calls += 1
+        if type(self).calls <= type(self).down:
+            raise {
+                "ConnectionError": redis.exceptions.ConnectionError(
+                    "Error 111 connecting to 127.0.0.1:6390. Connection refused."
+                ),
+                "READONLY": redis.exceptions.ReadOnlyError(
+                    "You can't write against a read only replica."
+                ),
+                "WRONGPASS": redis.exceptions.AuthenticationError(
+                    "WRONGPASS invalid username-password pair or user is disabled."
+                ),
+                "WRONGTYPE": redis.exceptions.ResponseError(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value"
+                ),
+                "refused": ConnectionRefusedError(111, "Connection refused"),
+            }[type(self).answer]
+        event.value["seen"] = event.value.get("seen", 0) + 1
+        return "default"
+
+
+def _per_event_yaml(tag: str) -> str:
+    return f"""
+name: raw-redis-per-event
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: cache, type: "tests.topology.test_poison:RawRedisPerEvent"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+  - {{id: dlq, type: 'squall.testing:MemoryDeadLetterSink', name: {tag}-dlq}}
+"""
+
+
+@pytest.mark.parametrize("answer", ["ConnectionError", "READONLY"])
+def test_a_redis_outage_in_a_record_bolt_is_retried_not_dead_lettered(tag, answer):
+    """``RecordBolt`` caught every exception of ``process_event`` as that event's failure: a
+    raw redis-py ConnectionError (Redis down) dead-lettered each event of the outage and the
+    shard checkpointed past them, where a batch ``Bolt`` gets the engine's retry. Now such an
+    error escapes to the engine: the call is retried and, once Redis serves, every event is
+    written — none dead-lettered."""
+    RawRedisPerEvent.answer, RawRedisPerEvent.down, RawRedisPerEvent.calls = answer, 2, 0
+    records = records_from([{"i": i} for i in range(4)])
+    run_topology(_per_event_yaml(tag), records, batch_size=4)
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 1, 2, 3]
+    assert RawRedisPerEvent.calls == 2 + 4  # two failed calls (at the first event), the batch
+
+
+@pytest.mark.parametrize("answer", ["WRONGPASS", "refused"])
+def test_a_refused_password_or_lost_connection_in_a_record_bolt_fails_the_batch(tag, answer):
+    """A refused password (the engine's misconfiguration) and a lost connection of Python's
+    own (``ConnectionRefusedError`` of a service the bolt calls) fail the batch as they do
+    for a batch ``Bolt``: before, each event was dead-lettered with the same error."""
+    RawRedisPerEvent.answer, RawRedisPerEvent.down, RawRedisPerEvent.calls = answer, 99, 0
+    with pytest.raises(BatchFailed, match="WRONGPASS|Connection refused") as failed:
+        run_topology(_per_event_yaml(tag), records_from([{"i": 0}, {"i": 1}]), batch_size=2)
+    if answer == "WRONGPASS":
+        assert isinstance(failed.value.__cause__, SinkError)  # a misconfiguration: exit 2
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    assert RawRedisPerEvent.calls == 1  # not retried, not isolated record by record
+
+
+def test_a_redis_error_about_one_key_in_a_record_bolt_stays_that_records(tag):
+    RawRedisPerEvent.answer, RawRedisPerEvent.down, RawRedisPerEvent.calls = "WRONGTYPE", 1, 0
+    run_topology(_per_event_yaml(tag), records_from([{"i": 0}, {"i": 1}]), batch_size=2)
+    assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [1]
+    [dead] = MemorySink.stores[f"{tag}-dlq"]
+    assert dead.value["i"] == 0 and dead.failure.reason.startswith("ResponseError: WRONGTYPE")
