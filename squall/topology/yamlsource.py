@@ -6,8 +6,9 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~600 lines): reading, converting with marks, and substituting are one walk of the node
-tree; the YAML 1.1 surprises and the substitution's errors are said where they are found.
+Size (~700 lines): reading, converting with marks, and substituting are one walk of the node
+tree; the YAML 1.1 surprises, the substitution's errors and the parser's are said where they are
+found (a key without its ': ' at its own line, not at the next one where the parser gave up).
 """
 
 from __future__ import annotations
@@ -121,26 +122,7 @@ def read_yaml(
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        what = exc.problem or str(exc)
-        if exc.context:
-            what = f"{what} ({exc.context})"
-        if mark and text[max(mark.index - 1, 0) : mark.index + 1] == "${":
-            # `settings: {batch_size: ${N:-500}}`: in a flow collection `{` starts a mapping
-            what += '; inside { } or [ ], write a variable in quotes: "${VAR}"'
-        elif (exc.problem or "").startswith("found unknown escape character"):
-            # `regex: "^\d+$"`: in double quotes a backslash starts an escape
-            what += "; write a regex in single quotes ('^\\d+$'), or double its backslashes"
-        elif (exc.problem or "").startswith("found character '\\t'"):
-            what += "; indent with spaces, not tabs"
-        elif exc.problem == "mapping values are not allowed here":
-            # `description: note: this`, or a key indented one space too far
-            what += (
-                "; a value holding ': ' needs quotes, or this line is indented deeper than the "
-                "key it belongs with"
-            )
-        problems.append(Problem(file, line, col, "", f"YAML syntax error: {what}"))
+        problems.append(_syntax_problem(text, file, exc))
         return None, loc, problems
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         problems.append(Problem(file, 0, 0, "", f"YAML error: {exc}"))
@@ -164,6 +146,115 @@ def read_yaml(
         problems.append(Problem(file, 0, 0, "", "the YAML is nested too deeply"))
         return None, loc, problems
     return data, loc, problems
+
+
+#: What the parser's "expected <block end>, but found …" found, in a data engineer's words.
+_FOUND = {
+    "'?'": "a key",
+    "'<block mapping start>'": "a key",
+    "'<block sequence start>'": "a list entry",
+    "'-'": "a list entry",
+}
+
+
+def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
+    """The parser's error at the line to change, with what to change there. The parser's own
+    mark is where it gave up, which for a key without its ': ' is the line after it."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or ""
+    what = problem or str(exc)
+    if exc.context:
+        what = f"{what} ({exc.context})"
+    if problem == "could not find expected ':'" and exc.context_mark is not None:
+        # `  events.jsonl.gz` or `  type:file` alone on its line: the parser says so at the next
+        # line; the key it could not finish starts here
+        mark = exc.context_mark
+        what += "; this line has no ': ' after its key: write `key: value` (or '- ' before a list entry)"
+    elif problem == "mapping values are not allowed here":
+        start = _key_run_on(text, mark.index) if mark else None
+        if start is not None:  # `type file` (or `type:file`), then `path: x` on the next line
+            where = mark.line + 1
+            mark = start
+            what += (
+                f"; this line has no ': ' after its key, so YAML read it and what follows as one "
+                f"text up to the ':' on line {where}: write `key: value`, with a space after ':'"
+            )
+        else:  # `description: note: this`, or a key indented one space too far
+            what += (
+                "; a value holding ': ' needs quotes, or this line is indented deeper than the "
+                "key it belongs with"
+            )
+    elif mark and text[max(mark.index - 1, 0) : mark.index + 1] == "${":
+        # `settings: {batch_size: ${N:-500}}`: in a flow collection `{` starts a mapping
+        what += '; inside { } or [ ], write a variable in quotes: "${VAR}"'
+    elif problem.startswith("found unknown escape character"):
+        # `regex: "^\\d+$"`: in double quotes a backslash starts an escape
+        what += "; write a regex in single quotes ('^\\d+$'), or double its backslashes"
+    elif problem.startswith("found character '\\t'"):
+        what += "; indent with spaces, not tabs"
+    elif problem.endswith("that cannot start any token"):
+        # `description: @team owns it`: YAML reserves '@' and '`' (and '%' opens a directive)
+        what += "; a value starting with this character needs quotes ('…')"
+    elif exc.context == "while scanning an alias" or problem.startswith("found undefined alias"):
+        # `path: *.jsonl`: a plain value starting with '*' is an alias
+        mark = exc.context_mark or mark
+        what += "; '*' starts an alias (of an '&anchor'): quote a value starting with '*' ('*…')"
+    elif exc.context in ("while parsing a flow mapping", "while parsing a flow sequence") and (
+        cut := _comment_in_flow(text, exc.context_mark, exc.problem_mark)
+    ):
+        # `{field: tag, equals: #launch}`: ' #' starts a comment, to the end of the line
+        mark = cut
+        what += "; ' #' starts a comment, which cut the { } or [ ] short here: quote a value holding '#'"
+    elif problem.startswith("expected <block end>, but found ") and (
+        problem.removeprefix("expected <block end>, but found ") in _FOUND
+    ):
+        found = _FOUND[problem.removeprefix("expected <block end>, but found ")]
+        what += (
+            f"; {found} here is indented to no level of the lines above: line it up with the "
+            "keys of the mapping it belongs to (or the '-' of its list)"
+        )
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    return Problem(file, line, col, "", f"YAML syntax error: {what}")
+
+
+def _key_run_on(text: str, index: int) -> yaml.Mark | None:
+    """Where a plain text in a key's place starts, when it runs from an earlier line up to the
+    ':' at ``index`` (a key without its ': ', read together with the next line); else None."""
+    tokens: list[yaml.Token] = []
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= index:
+                break
+            tokens.append(token)
+    except yaml.YAMLError:
+        pass
+    if len(tokens) < 2 or not isinstance(tokens[-1], yaml.ScalarToken):
+        return None
+    scalar, before = tokens[-1], tokens[-2]
+    first = before.end_mark.line < scalar.start_mark.line  # the first on its line: a key's place
+    if scalar.style is not None or not (first or isinstance(before, yaml.BlockEntryToken)):
+        return None  # a value that runs on: the next line is indented too deep (said as ever)
+    if scalar.start_mark.line >= text.count("\n", 0, index):
+        return None
+    return scalar.start_mark
+
+
+def _comment_in_flow(
+    text: str, start: yaml.Mark | None, stop: yaml.Mark | None
+) -> yaml.Mark | None:
+    """The mark of a ' #' on the line where a { } or [ ] opened at ``start`` when the parser gave
+    up (at ``stop``) on a later line and a closing bracket follows it: a comment that ate the end
+    of the collection."""
+    if start is None or stop is None or stop.line <= start.line:
+        return None
+    end = text.find("\n", start.index)
+    line = text[start.index : end if end >= 0 else len(text)]
+    at = line.find(" #")
+    if at < 0 or not any(c in line[at:] for c in "}]"):
+        return None
+    return yaml.Mark(
+        start.name, start.index + at + 1, start.line, start.column + at + 1, None, None
+    )
 
 
 def variables_in(text: str) -> list[tuple[str, str | None]]:

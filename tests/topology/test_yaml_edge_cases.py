@@ -393,3 +393,66 @@ def test_may_be_empty_is_every_value_some_variables_empty():
                 if flagged != {empty}:
                     wrong.append((text.strip(), flagged, empty))
     assert wrong == []
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (  # the parser gave up on line 4, at `path:`; the key without its ': ' is on line 3
+            "name: t\nspout:\n  type file\n  path: x.jsonl\n" + TAIL[21:],
+            "t.yaml:3:3: YAML syntax error: mapping values are not allowed here; this line has "
+            "no ': ' after its key, so YAML read it and what follows as one text up to the ':' "
+            "on line 4: write `key: value`, with a space after ':'",
+        ),
+        (
+            "name: t\nspout:\n  type:file\n  path: x.jsonl\n" + TAIL[21:],
+            "t.yaml:3:3: YAML syntax error: mapping values are not allowed here; this line has "
+            "no ': ' after its key, so YAML read it and what follows as one text up to the ':' "
+            "on line 4: write `key: value`, with a space after ':'",
+        ),
+        (  # said at the next line, `sinks:`
+            "name: t\nspout:\n  type: file\n  x.jsonl\n" + TAIL[21:],
+            "t.yaml:4:3: YAML syntax error: could not find expected ':' (while scanning a simple "
+            "key); this line has no ': ' after its key: write `key: value` (or '- ' before a "
+            "list entry)",
+        ),
+        (  # a comment ate `}]}` and the parser gave up on the next line
+            "name: t\nspout: {type: stdin}\nbolts:\n"
+            "  - {id: f, type: filter, where: [{field: tag, equals: #launch}]}\n"
+            "sinks: [{id: out, type: stdout}]\n",
+            "t.yaml:4:56: YAML syntax error: expected ',' or '}', but got ':' (while parsing a "
+            "flow mapping); ' #' starts a comment, which cut the { } or [ ] short here: quote a "
+            "value holding '#'",
+        ),
+        (  # "found '?'" said nothing to whoever wrote an option one level too shallow
+            "name: t\nspout: {type: stdin}\nbolts:\n  - id: g\n    type: geo\n  ip_field: ip\n"
+            "sinks: [{id: out, type: stdout}]\n",
+            "t.yaml:6:3: YAML syntax error: expected <block end>, but found '?' (while parsing a "
+            "block collection); a key here is indented to no level of the lines above: line it "
+            "up with the keys of the mapping it belongs to (or the '-' of its list)",
+        ),
+        (
+            "name: t\nspout: {type: stdin}\nsinks:\n  - id: a\n    type: stdout\n - id: b\n",
+            "t.yaml:6:2: YAML syntax error: expected <block end>, but found '<block sequence "
+            "start>' (while parsing a block mapping); a list entry here is indented to no level "
+            "of the lines above: line it up with the keys of the mapping it belongs to (or the "
+            "'-' of its list)",
+        ),
+        (
+            "name: t\ndescription: @data-team owns it\n" + TAIL,
+            "t.yaml:2:14: YAML syntax error: found character '@' that cannot start any token "
+            "(while scanning for the next token); a value starting with this character needs "
+            "quotes ('…')",
+        ),
+        (
+            "name: t\nspout: {type: file, path: *.jsonl}\nsinks: [{id: out, type: stdout}]\n",
+            "t.yaml:2:27: YAML syntax error: expected alphabetic or numeric character, but found "
+            "'.' (while scanning an alias); '*' starts an alias (of an '&anchor'): quote a value "
+            "starting with '*' ('*…')",
+        ),
+    ],
+)
+def test_a_syntax_error_names_the_line_to_change_and_how(text: str, expected: str):
+    """A key without its ': ' was said at the next line ("mapping values are not allowed here",
+    with a hint about quoting that line's value); the other parser messages named tokens."""
+    assert problems(text) == [expected]
