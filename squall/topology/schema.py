@@ -62,6 +62,48 @@ def topology_schema() -> dict[str, Any]:
         "items": one_of("sink"),
         "description": props["sinks"].get("description", ""),
     }
+    _allow_variables(root)
     root["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     root["title"] = "squall topology"
     return root
+
+
+#: A value holding a ``${VAR}``, ``${VAR:-default}`` or a secret reference: the loader replaces
+#: it (and types a plain one again: ``batch_size: ${N:-500}`` is a number), so an editor cannot
+#: judge it by the option's type.
+VARIABLE = {
+    "type": "string",
+    "pattern": r"\$\{(?:[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?|(?:ssm|secretsmanager):[^}]*)\}",
+    "description": "Replaced when the topology is loaded: ${VAR}, ${VAR:-default}, ${ssm:…}.",
+}
+_META = ("title", "description", "default", "examples", "deprecated")
+
+
+def _allow_variables(node: Any, names: bool = False) -> None:
+    """Let every option whose schema a variable would fail (a number, a boolean, a choice, a
+    text with a pattern) also take a ``${VAR}``: `rate_limit: ${FCM_RATE_LIMIT:-500}` loads, so
+    an editor must not mark it. A ``const`` (a component's ``type``, a union's tag) stays as it
+    is: it picks the member of a ``oneOf``, which a variable would match every one of.
+    ``names``: ``node`` maps names to schemas (``properties``, ``$defs``)."""
+    if isinstance(node, list):
+        for item in node:
+            _allow_variables(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in list(node.items()):
+        if names:  # `properties`, `$defs`: each value is a schema, whatever its name
+            _allow_variables(value)
+        elif key not in ("const", "enum", "default", "examples", "pattern", "required"):
+            _allow_variables(value, key in ("properties", "$defs", "patternProperties"))
+    if names:
+        return
+    kind = node.get("type")
+    judged = kind in ("integer", "number", "boolean") or (
+        kind == "string" and any(k in node for k in ("enum", "pattern", "format", "minLength"))
+    )
+    if judged and "const" not in node:
+        core = {k: v for k, v in node.items() if k not in _META}
+        for k in core:
+            del node[k]
+        node["anyOf"] = [core, VARIABLE]
