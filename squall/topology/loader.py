@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~445 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~485 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -94,6 +94,8 @@ def load_text(
         doc = TopologyDocument.model_validate(data)
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, (), loc, TopologyDocument))
+    if doc is not None:  # `settings: {batch_size: 0500}`, a resource's `pool_size: 010`
+        problems.extend(_other_numbers((), loc, TopologyDocument, tuple((k,) for k, _ in KINDS)))
 
     components: dict[str, Any] = {"spout": None, "bolts": [], "sinks": []}
     vctx = {"base_dir": base_dir}
@@ -163,6 +165,7 @@ def _component(
         problems.append(loc.problem(path, f"cannot check the options: {describe_exception(exc)}"))
         return None
     problems.extend(_surprises(path, loc, cls.Config))
+    problems.extend(_other_numbers(path, loc, cls.Config))
     return config
 
 
@@ -178,6 +181,30 @@ def _surprises(prefix: Path_, loc: Locator, model: type[pydantic.BaseModel]) -> 
         if _type_at(model, path[len(prefix) :]) in (None, Any, object):
             out.append(loc.problem(path, message))
     return out
+
+
+def _other_numbers(
+    prefix: Path_, loc: Locator, model: type[pydantic.BaseModel], skip: tuple[str, ...] = ()
+) -> list[Problem]:
+    """An unquoted ``0100`` or ``8:20`` where the option wants a number: YAML 1.1 read it in
+    octal (64) or base 60 (500), which few mean (``batch_size: 0500`` ran batches of 320)."""
+    out = []
+    for path, message in loc.numbers.items():
+        if path[: len(prefix)] != prefix or path[len(prefix) : len(prefix) + 1] in skip:
+            continue
+        if _is_number(_type_at(model, path[len(prefix) :])):
+            out.append(loc.problem(path, message))
+    return out
+
+
+def _is_number(tp: Any) -> bool:
+    """Whether an option of type ``tp`` takes only numbers (and null)."""
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return bool(members) and all(_is_number(m) for m in members)
+    return tp in (int, float)
 
 
 def _topology_modules_importable(base_dir: Path, type_name: str) -> None:

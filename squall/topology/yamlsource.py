@@ -64,6 +64,9 @@ class Locator:
     #: Those of them YAML 1.1 read as few expect (``NO`` is false, ``2024-01-05`` a date): what
     #: to say where an option takes any value.
     surprises: dict[Path_, str] = field(default_factory=dict)
+    #: Those of them that are another number than their digits show (``0100`` is 64 in octal,
+    #: ``8:20`` is 500 in base 60): what to say where an option wants a number.
+    numbers: dict[Path_, str] = field(default_factory=dict)
     #: Values that hold a ``${VAR}`` or a secret reference: another value when deployed than at
     #: this load (``squall package`` keeps what any value of such an option may need).
     variables: set[Path_] = field(default_factory=set)
@@ -473,6 +476,8 @@ class _Converter:
                 surprise = _surprise(node.tag, node.value, value)
                 if surprise is not None:
                     self.loc.surprises[path] = surprise
+                    if _not_decimal(node.value, value):
+                        self.loc.numbers[path] = _other_number(node.value, value)
         return value
 
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:
@@ -509,6 +514,32 @@ def _surprise(tag: str, text: str, value: Any) -> str | None:
     elif tag == "tag:yaml.org,2002:int" and _OCTAL.fullmatch(text):
         how = "an octal number (01234 is 668)"
     return how and f"YAML reads this unquoted value as {how}: write it in quotes for the text"
+
+
+def _not_decimal(text: str, value: Any) -> bool:
+    """Whether YAML read a number other than the decimal one its digits show (``07`` is 7 in
+    octal too)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return ":" in text or int(text.replace("_", ""), 10) != value
+    except ValueError:
+        return True
+
+
+def _other_number(text: str, value: float) -> str:
+    """What to say of ``0100`` (64) or ``8:20`` (500) where an option wants a number: few mean
+    octal or base 60 (`batch_size: 0500` ran batches of 320)."""
+    if ":" in text:
+        return (
+            f"YAML reads the unquoted {text} as a number in base 60, {value}: write the number "
+            f"in decimal digits ({value} if that is the one meant)"
+        )
+    decimal = ("-" if text.startswith("-") else "") + (text.lstrip("+-").lstrip("0_") or "0")
+    return (
+        f"YAML reads the unquoted {text} as an octal number, {value}: write {decimal} without "
+        f"the leading 0 (or {value} if that is the one meant)"
+    )
 
 
 def word_problem(text: str, value: bool, where: str) -> str:

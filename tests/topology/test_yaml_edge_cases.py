@@ -456,3 +456,35 @@ def test_a_syntax_error_names_the_line_to_change_and_how(text: str, expected: st
     """A key without its ': ' was said at the next line ("mapping values are not allowed here",
     with a hint about quoting that line's value); the other parser messages named tokens."""
     assert problems(text) == [expected]
+
+
+def test_an_octal_or_base_60_number_where_an_option_wants_a_number_is_refused():
+    """`batch_size: 0500` ran batches of 320 and `cache_size: 020000` kept 8192, silently: YAML
+    1.1 reads a leading 0 as octal and `8:20` in base 60. `07` (7 either way), a quoted value and
+    YAML 1.1's other spellings of a number (`0x10`, `1_000`) stand."""
+    text = (
+        "name: t\nspout: {type: stdin}\nbolts:\n"
+        "  - {id: g, type: geo, cache_size: 020000}\n"
+        "  - {id: f, type: filter, where: [{field: n, gt: 8:20}]}\n"
+        "resources: {w: {url: 'sqlite:///w.db', pool_size: 010}}\n"
+        "settings:\n  batch_size: ${N:-0500}\n  retry: {attempts: 07}\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:6:51: resources.w.pool_size: YAML reads the unquoted 010 as an octal number, 8: "
+        "write 10 without the leading 0 (or 8 if that is the one meant)",
+        "t.yaml:8:15: settings.batch_size: YAML reads the unquoted 0500 as an octal number, 320: "
+        "write 500 without the leading 0 (or 320 if that is the one meant)",
+        "t.yaml:4:36: bolts[0].cache_size: YAML reads the unquoted 020000 as an octal number, "
+        "8192: write 20000 without the leading 0 (or 8192 if that is the one meant)",
+        "t.yaml:5:50: bolts[1].where[0].gt: YAML reads the unquoted 8:20 as a number in base 60, "
+        "500: write the number in decimal digits (500 if that is the one meant)",
+    ]
+    topo = load_text(
+        "name: t\nspout: {type: stdin}\n"
+        "settings: {batch_size: '0500', lambda_batch_size: 0x10, retry: {attempts: 07}}\n"
+        "sinks: [{id: out, type: stdout}]\nresources: {w: {url: 'sqlite:///w.db', pool_size: 1_0}}\n",
+        env={},
+    )
+    assert (topo.settings.batch_size, topo.settings.lambda_batch_size) == (500, 16)
+    assert (topo.settings.retry.attempts, topo.resources["w"].pool_size) == (7, 10)
