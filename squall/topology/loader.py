@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~485 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~515 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -269,6 +269,8 @@ def pydantic_problems(
                     else f"remove the key, or write {empty}"
                 )
                 msg = f"has no value (its entries commented out?): {fix}"
+            elif kind in ("list_type", "dict_type") and rel == raw:
+                msg = _collection_message(kind, path, err.get("input"))
             if rel != raw:  # one member of a union: "… a valid string or a valid list"
                 first = merged.setdefault((path, "union"), len(out))
                 if first < len(out):
@@ -285,6 +287,36 @@ def pydantic_problems(
 
 
 _COLLECTIONS = ("list_type", "dict_type", "model_type", "model_attributes_type")
+
+
+def _collection_message(kind: str, path: Path_, value: Any) -> str:
+    """ "Input should be a valid list / dictionary" in words: what YAML read there (never the
+    value: it may be a secret) and what to write instead."""
+    read = (
+        "a list"
+        if isinstance(value, list)
+        else "a mapping"
+        if isinstance(value, dict)
+        else "a boolean"
+        if isinstance(value, bool)
+        else "a number"
+        if isinstance(value, int | float)
+        else "text"
+        if isinstance(value, str)
+        else "a value"
+    )
+    if kind == "list_type":
+        return f"expected a list (an entry per line, each after '- '; or [a, b]), not {read}"
+    component = {
+        ("spout",): ("the spout", "{type: file, path: events.jsonl}"),
+        ("bolts",): ("a bolt", "{id: decode, type: json}"),
+        ("sinks",): ("a sink", "{id: out, type: stdout}"),
+    }.get(tuple(p for p in path if not isinstance(p, int)))
+    if component is not None and (path == ("spout",) or len(path) == 2):
+        return (
+            f"{component[0]} is a mapping of its id, type and options ({component[1]}), not {read}"
+        )
+    return f"expected a mapping (key: value on each line; or {{key: value}}), not {read}"
 
 
 def _required(model: type[pydantic.BaseModel], raw: tuple) -> bool:

@@ -488,3 +488,25 @@ def test_an_octal_or_base_60_number_where_an_option_wants_a_number_is_refused():
     )
     assert (topo.settings.batch_size, topo.settings.lambda_batch_size) == (500, 16)
     assert (topo.settings.retry.attempts, topo.resources["w"].pool_size) == (7, 10)
+
+
+def test_a_list_where_a_mapping_is_wanted_and_back_says_what_to_write():
+    """`bolts: [json]`, `spout: [...]` and `streams:` written as one mapping said only "Input
+    should be a valid dictionary" or "… a valid list"."""
+    text = (
+        "name: t\nspout:\n  - {type: stdin}\nbolts:\n  - json\n"
+        "  - {id: f, type: filter, where: {field: a, exists: true}}\n"
+        "sinks:\n  - [{id: out, type: stdout}]\nstreams:\n  from: f\n  to: out\n"
+    )
+    assert problems(text) == [
+        "t.yaml:3:3: spout: the spout is a mapping of its id, type and options "
+        "({type: file, path: events.jsonl}), not a list",
+        "t.yaml:5:5: bolts[0]: a bolt is a mapping of its id, type and options "
+        "({id: decode, type: json}), not text",
+        "t.yaml:8:5: sinks[0]: a sink is a mapping of its id, type and options "
+        "({id: out, type: stdout}), not a list",
+        "t.yaml:10:3: streams: expected a list (an entry per line, each after '- '; or [a, b]), "
+        "not a mapping",
+        "t.yaml:6:34: bolts[1].where: expected a list (an entry per line, each after '- '; or "
+        "[a, b]), not a mapping",
+    ]
