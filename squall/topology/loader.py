@@ -187,7 +187,8 @@ def _other_numbers(
     prefix: Path_, loc: Locator, model: type[pydantic.BaseModel], skip: tuple[str, ...] = ()
 ) -> list[Problem]:
     """An unquoted ``0100`` or ``8:20`` where the option wants a number: YAML 1.1 read it in
-    octal (64) or base 60 (500), which few mean (``batch_size: 0500`` ran batches of 320)."""
+    octal (64) or base 60 (500), which few mean (``batch_size: 0500`` ran batches of 320); or a
+    boolean, which pydantic takes as 1 or 0 (``attempts: on``, ``initial_backoff: off``)."""
     out = []
     for path, message in loc.numbers.items():
         if path[: len(prefix)] != prefix or path[len(prefix) : len(prefix) + 1] in skip:
@@ -271,6 +272,8 @@ def pydantic_problems(
                 msg = f"has no value (its entries commented out?): {fix}"
             elif kind in ("list_type", "dict_type") and rel == raw:
                 msg = _collection_message(kind, path, err.get("input"))
+            elif path in loc.numbers and _is_number(_type_at(model, raw)):
+                msg = loc.numbers[path]  # `cache_size: off` was "greater than or equal to 1"
             if rel != raw:  # one member of a union: "… a valid string or a valid list"
                 first = merged.setdefault((path, "union"), len(out))
                 if first < len(out):

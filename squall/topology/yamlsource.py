@@ -65,7 +65,8 @@ class Locator:
     #: to say where an option takes any value.
     surprises: dict[Path_, str] = field(default_factory=dict)
     #: Those of them that are another number than their digits show (``0100`` is 64 in octal,
-    #: ``8:20`` is 500 in base 60): what to say where an option wants a number.
+    #: ``8:20`` is 500 in base 60), or a boolean (``on``): what to say where an option wants a
+    #: number.
     numbers: dict[Path_, str] = field(default_factory=dict)
     #: Values that hold a ``${VAR}`` or a secret reference: another value when deployed than at
     #: this load (``squall package`` keeps what any value of such an option may need).
@@ -478,6 +479,11 @@ class _Converter:
                     self.loc.surprises[path] = surprise
                     if _not_decimal(node.value, value):
                         self.loc.numbers[path] = _other_number(node.value, value)
+                if isinstance(value, bool):  # `attempts: on` was 1, `initial_backoff: off` 0
+                    self.loc.numbers[path] = (
+                        f"YAML reads the unquoted {node.value} as the boolean "
+                        f"{'true' if value else 'false'}, which is no number: write the number meant"
+                    )
         return value
 
     def _problem(self, node: yaml.Node, path: Path_, message: str) -> None:

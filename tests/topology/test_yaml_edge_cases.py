@@ -510,3 +510,21 @@ def test_a_list_where_a_mapping_is_wanted_and_back_says_what_to_write():
         "t.yaml:6:34: bolts[1].where: expected a list (an entry per line, each after '- '; or "
         "[a, b]), not a mapping",
     ]
+
+
+def test_a_boolean_where_an_option_wants_a_number_is_refused():
+    """`attempts: on` retried once and `initial_backoff: off` waited 0 s, silently (a boolean is
+    1 or 0 to pydantic); `cache_size: off` said only "greater than or equal to 1"."""
+    text = (
+        "name: t\nspout: {type: stdin}\nbolts:\n  - {id: g, type: geo, cache_size: off}\n"
+        "settings: {retry: {attempts: on, initial_backoff: off}}\n"
+        "sinks: [{id: out, type: stdout, with_meta: yes}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:5:30: settings.retry.attempts: YAML reads the unquoted on as the boolean true, "
+        "which is no number: write the number meant",
+        "t.yaml:5:51: settings.retry.initial_backoff: YAML reads the unquoted off as the boolean "
+        "false, which is no number: write the number meant",
+        "t.yaml:4:36: bolts[0].cache_size: YAML reads the unquoted off as the boolean false, "
+        "which is no number: write the number meant",
+    ]
