@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~515 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~530 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import types
 import typing
@@ -274,6 +275,18 @@ def pydantic_problems(
                 msg = _collection_message(kind, path, err.get("input"))
             elif path in loc.numbers and _is_number(_type_at(model, raw)):
                 msg = loc.numbers[path]  # `cache_size: off` was "greater than or equal to 1"
+            elif loc.typed.get(path) == "null" and path in loc.variables and rel == raw:
+                # `table: ${EVENTS_TABLE}` with EVENTS_TABLE="": "Input should be a valid string"
+                msg = (
+                    f"{msg}: the variable here is empty (set to '', or an empty default), which "
+                    "YAML reads as null: set it, or give it a default (${VAR:-value})"
+                )
+            elif kind == "int_parsing" and _EXPONENT.fullmatch(str(err.get("input", ""))):
+                # `batch_size: 1e3`: YAML 1.1 reads it as text, which no integer parses
+                msg = (
+                    f"{msg}: YAML reads {err['input']} as text (its exponent needs a '.' and a "
+                    "sign, 1.0e+3): write the number in digits"
+                )
             if rel != raw:  # one member of a union: "… a valid string or a valid list"
                 first = merged.setdefault((path, "union"), len(out))
                 if first < len(out):
@@ -290,6 +303,8 @@ def pydantic_problems(
 
 
 _COLLECTIONS = ("list_type", "dict_type", "model_type", "model_attributes_type")
+#: A number in exponent form that YAML 1.1 reads as text (`1e3`: no '.', no sign).
+_EXPONENT = re.compile(r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+")
 
 
 def _collection_message(kind: str, path: Path_, value: Any) -> str:

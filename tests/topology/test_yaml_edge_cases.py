@@ -528,3 +528,21 @@ def test_a_boolean_where_an_option_wants_a_number_is_refused():
         "t.yaml:4:36: bolts[0].cache_size: YAML reads the unquoted off as the boolean false, "
         "which is no number: write the number meant",
     ]
+
+
+def test_an_empty_variable_and_an_exponent_without_a_dot_say_why_the_value_is_wrong():
+    """`table: ${EVENTS_TABLE}` with EVENTS_TABLE set to '' said only "Input should be a valid
+    string" (YAML read the empty text as null); `batch_size: 1e3` "unable to parse string as an
+    integer" (YAML 1.1 reads it as text)."""
+    text = (
+        "name: t\nspout: {type: stdin}\nsettings:\n  batch_size: 1e3\n"
+        "sinks:\n  - id: out\n    type: dead_letter\n    path: ${DL_PATH}\n"
+    )
+    assert problems(text, env={"DL_PATH": ""}) == [
+        "t.yaml:4:15: settings.batch_size: Input should be a valid integer, unable to parse "
+        "string as an integer: YAML reads 1e3 as text (its exponent needs a '.' and a sign, "
+        "1.0e+3): write the number in digits",
+        "t.yaml:8:11: sinks[0].path: Input should be a valid string: the variable here is empty "
+        "(set to '', or an empty default), which YAML reads as null: set it, or give it a "
+        "default (${VAR:-value})",
+    ]
