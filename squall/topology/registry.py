@@ -70,7 +70,9 @@ class UnknownType(SquallError, LookupError):
         elif elsewhere:  # `bolts: [{type: warehouse}]`: not unknown, in the wrong list
             message = misplaced(type_name, kind, elsewhere[0])
         else:
-            close = difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
+            lowered = {k.lower(): k for k in known}  # `type: JSON`: no close ratio
+            close = [lowered[type_name.lower()]] if type_name.lower() in lowered else []
+            close = close or difflib.get_close_matches(type_name, known, n=1, cutoff=0.6)
             hint = (
                 f" (did you mean '{close[0]}'?)"
                 if close

@@ -546,3 +546,11 @@ def test_an_empty_variable_and_an_exponent_without_a_dot_say_why_the_value_is_wr
         "(set to '', or an empty default), which YAML reads as null: set it, or give it a "
         "default (${VAR:-value})",
     ]
+
+
+def test_a_type_in_other_letter_case_is_suggested():
+    """`type: JSON` listed every known type: difflib's ratio of 'JSON' to 'json' is 0."""
+    text = "name: t\nspout: {type: stdin}\nbolts: [{id: d, type: JSON}]\n" + TAIL[21:]
+    assert problems(text) == [
+        "t.yaml:3:23: bolts[0].type: unknown bolt type 'JSON' (did you mean 'json'?)"
+    ]
