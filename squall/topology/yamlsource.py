@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~700 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~775 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises, the substitution's errors and the parser's are said where they are
 found (a key without its ': ' at its own line, not at the next one where the parser gave up).
 """
@@ -195,7 +195,12 @@ def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
         # `regex: "^\\d+$"`: in double quotes a backslash starts an escape
         what += "; write a regex in single quotes ('^\\d+$'), or double its backslashes"
     elif problem.startswith("found character '\\t'"):
-        what += "; indent with spaces, not tabs"
+        start = text.rfind("\n", 0, mark.index) + 1 if mark else 0
+        if mark and text[start : mark.index].strip(" \t"):
+            # `type:<tab>stdin`, or a tab after the value at the end of the line
+            what += "; YAML takes no tab between or after values either: type a space (or none)"
+        else:
+            what += "; indent with spaces, not tabs"
     elif problem.endswith("that cannot start any token"):
         # `description: @team owns it`: YAML reserves '@' and '`' (and '%' opens a directive)
         what += "; a value starting with this character needs quotes ('…')"
@@ -423,6 +428,10 @@ class _Converter:
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self._problem(key_node, path, f"cannot read key: {_reason(exc)}")
             return None
+        if isinstance(key, str) and key_node.style is None and _LOOKALIKE.search(key):
+            # `\u00a0 type: stdin` (indented with a pasted no-break space) was the key ' type'
+            self._problem(key_node, path, f"the key {key!r} {_lookalike(key)}")
+            return None
         if isinstance(key, bool):
             if key_node.style is None and key_node.value.lower() not in ("true", "false"):
                 kpath = (*path, key_node.value)
@@ -469,6 +478,15 @@ class _Converter:
             return None
         if isinstance(value, bytes):  # `!!binary`: no JSON value, no text option takes it
             self.problems.append(self.loc.problem(path, _unsupported(node.tag)))
+            return None
+        if (
+            node.style is None
+            and isinstance(value, str)
+            and (_LOOKALIKE.match(value) or _LOOKALIKE.match(value[-1:]))
+        ):  # `type: json\u00a0`: YAML trims spaces around a plain value, not these
+            shown = "the value of its variable" if path in self.loc.variables else "the value"
+            shown += "" if path in self.loc.variables else f" {value!r}"  # a password, maybe
+            self.problems.append(self.loc.problem(path, f"{shown} {_lookalike(value, edge=True)}"))
             return None
         if node.style is None and not getattr(node, "explicit_tag", False):
             what = _TYPED.get(node.tag)
@@ -531,6 +549,22 @@ def _not_decimal(text: str, value: Any) -> bool:
         return ":" in text or int(text.replace("_", ""), 10) != value
     except ValueError:
         return True
+
+
+#: Characters that look like a space (or like nothing) and that YAML does not read as one:
+#: pasted from a web page, a document or a chat (no-break, thin, zero-width spaces, a BOM).
+_LOOKALIKE = re.compile("[\u00a0\u1680\u2000-\u200b\u202f\u205f\u2060\u3000\ufeff]")
+
+
+def _lookalike(text: str, edge: bool = False) -> str:
+    """What to say of a key (or, ``edge``, a value starting or ending with one) holding one."""
+    found = _LOOKALIKE.search(text)
+    code = f"U+{ord(found.group(0)):04X}" if found else "a character"
+    where = "starts or ends with" if edge else "holds"
+    return (
+        f"{where} {code}, which looks like a space (or nothing) but is none to YAML (pasted "
+        "from a web page or a document?): type an ordinary space, or none"
+    )
 
 
 def _other_number(text: str, value: float) -> str:

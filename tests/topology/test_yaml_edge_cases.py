@@ -554,3 +554,44 @@ def test_a_type_in_other_letter_case_is_suggested():
     assert problems(text) == [
         "t.yaml:3:23: bolts[0].type: unknown bolt type 'JSON' (did you mean 'json'?)"
     ]
+
+
+def test_a_pasted_no_break_or_zero_width_space_is_named():
+    """A no-break space (U+00A0) pasted as indentation made the key ' type' ("unknown key",
+    "spout: has no value"); after a value it made the type 'json ' ("unknown bolt type")."""
+    text = (
+        "name: t\nspout:\n\u00a0 type: stdin\nbolts: [{id: d, type: json\u00a0}]\n"
+        "description: 10\u00a0km\nsinks: [{id: out, type: stdout}]\n"
+    )
+    like = (
+        "U+00A0, which looks like a space (or nothing) but is none to YAML (pasted from a web "
+        "page or a document?): type an ordinary space, or none"
+    )
+    assert problems(text) == [
+        f"t.yaml:3:1: the key '\\xa0 type' holds {like}",
+        f"t.yaml:4:23: bolts[0].type: the value 'json\\xa0' starts or ends with {like}",
+        "t.yaml:2:7: spout: has no value (its entries commented out?): it is required",
+    ]
+    # from a variable, the value is not shown: it may be a password
+    text = "name: t\nspout: {type: stdin}\nsinks:\n  - id: out\n    type: dead_letter\n    path: ${P}\n"
+    assert problems(text, env={"P": "\u200bdl.jsonl"}) == [
+        "t.yaml:6:11: sinks[0].path: the value of its variable starts or ends with U+200B, "
+        "which looks like a space (or nothing) but is none to YAML (pasted from a web page or a "
+        "document?): type an ordinary space, or none"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, place",
+    [
+        ("name: t\nspout:\n  type:\tstdin\n" + TAIL[21:], "3:8"),
+        ("name: t\nspout: {type: stdin}\t\n" + TAIL[21:], "2:21"),
+    ],
+)
+def test_a_tab_between_or_after_values_is_not_said_to_be_indentation(text: str, place: str):
+    """`type:<tab>stdin`, or a tab left after a value, was said as "indent with spaces"."""
+    assert problems(text) == [
+        f"t.yaml:{place}: YAML syntax error: found character '\\t' that cannot start any token "
+        "(while scanning for the next token); YAML takes no tab between or after values either: "
+        "type a space (or none)"
+    ]
