@@ -47,7 +47,7 @@ from pydantic import Field
 
 from squall import safe_json
 from squall.component import Capabilities, ComponentConfig
-from squall.errors import SinkError, TransientError
+from squall.errors import SinkError, TopologyError, TransientError
 from squall.event import Event
 from squall.redact import redact_text
 from squall.sinks import dead_letter_index
@@ -136,8 +136,13 @@ class DeadLetterSink(Sink):
         try:
             self._open_file()
         except OSError as exc:  # a read-only or missing directory: refuse at start, in one line
-            raise SinkError(
-                f"{self.id}: cannot write dead letters to {self.path}: {exc.strerror or exc}"
+            # at the `path:` of the topology file, as a geo bolt's missing database is
+            raise TopologyError(
+                self.context.problem(
+                    self.id,
+                    "path",
+                    f"cannot write dead letters to {self.path}: {exc.strerror or exc}",
+                )
             ) from None
 
     def _open_file(self) -> None:

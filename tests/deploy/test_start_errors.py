@@ -81,8 +81,13 @@ def test_a_dead_letter_directory_that_cannot_be_written_exits_2_at_start(tmp_pat
     result = run_cli(["run", str(t)], input='{"n": 1}\n')
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    # located at its `path:` in the file, as a geo bolt's missing database is (it named only the
+    # sink's id)
+    line = t.read_text().splitlines()[5]  # BASE starts with a blank line
+    assert line.startswith("sinks:")
     assert (
-        f"cannot start: dlq: cannot write dead letters to {tmp_path}/file/dl.jsonl" in result.stderr
+        f"cannot start: {t}:6:{line.index('path:') + 7}: sinks[1].path: sink 'dlq': cannot write dead letters to "
+        f"{tmp_path}/file/dl.jsonl" in result.stderr
     )
 
 
