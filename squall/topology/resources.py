@@ -7,7 +7,7 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~520 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~535 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
@@ -69,6 +69,18 @@ class Resources:
         """The resources of ``topology``, their problems located in its file."""
         return cls(topology.resources, topology.base_dir, topology.resource_problem)
 
+    def no_folder(self, name: str, exc: OSError) -> TopologyError:
+        """The folder of a SQLite file cannot be created (`sqlite:////data/x.db` on a laptop):
+        at the resource's URL, not a bare FileNotFoundError naming the folder alone."""
+        where = f" {exc.filename}" if exc.filename else ""
+        return TopologyError(
+            self._locate(
+                name,
+                f"resource '{name}': cannot create the folder{where} of its SQLite file: "
+                f"{exc.strerror or exc}",
+            )
+        )
+
     def missing_driver(self, name: str, exc: ImportError) -> TopologyError:
         """A resource's driver cannot be imported (its extra is not installed): at the resource's
         URL, with the ``pip install`` that adds it — not a bare ``ModuleNotFoundError`` from
@@ -116,6 +128,8 @@ class Resources:
                     self._open[key] = _sql_engine(cfg, self.base_dir)
                 except ImportError as exc:  # SQLAlchemy imports the dialect's driver here
                     raise self.missing_driver(name, exc) from None
+                except OSError as exc:  # the SQLite file's folder cannot be made
+                    raise self.no_folder(name, exc) from None
                 if opened is not None:
                     self._retired.append(opened)
             return self._open[key]
@@ -133,12 +147,15 @@ class Resources:
             return opened
         path = plain_path(cfg.url, cfg.options)
         if path is not None:
-            return self._get(
-                key,
-                lambda: SqliteEngine(
-                    _sqlite_file(path, self.base_dir), cfg.connect_timeout, cfg.pool_size
-                ),
-            )
+            try:
+                return self._get(
+                    key,
+                    lambda: SqliteEngine(
+                        _sqlite_file(path, self.base_dir), cfg.connect_timeout, cfg.pool_size
+                    ),
+                )
+            except OSError as exc:
+                raise self.no_folder(name, exc) from None
         if cfg.scheme == "postgresql":
             try:
                 from squall.topology import pg_driver

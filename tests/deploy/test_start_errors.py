@@ -172,3 +172,21 @@ def test_a_resource_of_the_wrong_kind_is_located_at_the_option_naming_it(tmp_pat
         f"{t}:6:47: sinks[0].resource: resource 'cache' is not a SQL database "
         "(redis://:***@127.0.0.1:1/0)"
     )
+
+
+def test_a_sqlite_folder_that_cannot_be_made_is_located_at_the_resource_url(tmp_path: Path):
+    """It said only `cannot start: FileNotFoundError: … '/data'`: no file, line or resource."""
+    (tmp_path / "file").write_text("not a directory")
+    t = write(
+        tmp_path,
+        resources=f'{{w: {{url: "sqlite:///{tmp_path}/file/sub/w.db"}}}}',
+        sinks="{id: out, type: warehouse, resource: w, table: events, columns: {n: n}}",
+    )
+    result = run_cli(["run", str(t)], input='{"n": 1}\n')
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert line.startswith(f"ERROR squall.local: cannot start: {t}:3:")
+    assert line.endswith(
+        f": resources.w.url: resource 'w': cannot create the folder {tmp_path}/file/sub of its "
+        "SQLite file: Not a directory"
+    )
