@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~530 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~540 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -58,7 +58,12 @@ def load(
             Problem(str(path), 0, 0, "", f"cannot read topology: {exc.strerror}")
         ) from None
     except UnicodeDecodeError as exc:
-        before = p.read_bytes()[: exc.start]
+        raw = p.read_bytes()
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # PowerShell 5's `>`, Notepad's "Unicode"
+            raise TopologyError(
+                Problem(str(path), 1, 1, "", "the file is UTF-16 text, not UTF-8: save it as UTF-8")
+            ) from None
+        before = raw[: exc.start]
         start_of_line = before.rfind(b"\n") + 1  # the column counts characters, as YAML's do
         line = before.count(b"\n") + 1
         column = len(before[start_of_line:].decode("utf-8", "replace")) + 1

@@ -595,3 +595,19 @@ def test_a_tab_between_or_after_values_is_not_said_to_be_indentation(text: str, 
         "(while scanning for the next token); YAML takes no tab between or after values either: "
         "type a space (or none)"
     ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_says_so(tmp_path, encoding: str):
+    """PowerShell 5's `>` writes UTF-16 with a byte-order mark: "not UTF-8 text" at 1:1 did not
+    say what the file was, nor what to do."""
+    f = tmp_path / "t.yaml"
+    text = "name: t\n" + TAIL
+    f.write_bytes(
+        text.encode(encoding) if encoding == "utf-16" else b"\xfe\xff" + text.encode(encoding)
+    )
+    with pytest.raises(TopologyError) as exc:
+        load(f)
+    assert [str(p) for p in exc.value.problems] == [
+        f"{f}:1:1: the file is UTF-16 text, not UTF-8: save it as UTF-8"
+    ]
