@@ -6,7 +6,7 @@ to plain data, and records where each value and each mapping key sits, so that e
 references (``${ssm:…}``, ``${secretsmanager:…}``) are substituted here too, from the source the
 loader is given (``squall.topology.references``).
 
-Size (~775 lines): reading, converting with marks, and substituting are one walk of the node
+Size (~820 lines): reading, converting with marks, and substituting are one walk of the node
 tree; the YAML 1.1 surprises, the substitution's errors and the parser's are said where they are
 found (a key without its ': ' at its own line, not at the next one where the parser gave up).
 """
@@ -214,6 +214,28 @@ def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
         # `{field: tag, equals: #launch}`: ' #' starts a comment, to the end of the line
         mark = cut
         what += "; ' #' starts a comment, which cut the { } or [ ] short here: quote a value holding '#'"
+    elif exc.context in ("while parsing a flow mapping", "while parsing a flow sequence") and (
+        end := _unclosed_on_its_line(text, exc.context_mark, exc.problem_mark)
+    ):
+        # `spout: {type: stdin` then `sinks:`: the parser gave up on the next line
+        opened, close = ("{", "}") if exc.context.endswith("mapping") else ("[", "]")
+        what += (
+            f"; the '{opened}' opened at column {exc.context_mark.column + 1} is not closed on "
+            f"its line: add the '{close}' at its end (or a ',' if it goes on)"
+        )
+        mark = end
+    elif exc.context == "while scanning a quoted scalar" and problem.startswith(
+        "found unexpected end of stream"
+    ):
+        # said at the end of the file: the quote that is never closed opens here
+        mark = exc.context_mark or mark
+        what += "; this quote is never closed: add the closing quote"
+    elif problem.endswith("but found '<scalar>'") and _after_quote(text, mark):
+        # `description: 'it's here'`: the quote closed at `it'`
+        what += (
+            "; text follows a closing quote: inside '…' write a quote twice ('it''s'), or put "
+            'the value in "…"'
+        )
     elif problem.startswith("expected <block end>, but found ") and (
         problem.removeprefix("expected <block end>, but found ") in _FOUND
     ):
@@ -246,6 +268,31 @@ def _key_run_on(text: str, index: int) -> yaml.Mark | None:
     if scalar.start_mark.line >= text.count("\n", 0, index):
         return None
     return scalar.start_mark
+
+
+def _unclosed_on_its_line(
+    text: str, start: yaml.Mark | None, stop: yaml.Mark | None
+) -> yaml.Mark | None:
+    """The end of the line where a { } or [ ] opened at ``start`` when the parser gave up (at
+    ``stop``) on a later line and that line does not go on (it ends in no ',', '{' or '['):
+    where its closing bracket is missing."""
+    if start is None or stop is None or stop.line <= start.line:
+        return None
+    end = text.find("\n", start.index)
+    end = len(text) if end < 0 else end
+    line = text[start.index : end].rstrip(" \r")
+    if not line or line.endswith((",", "{", "[")):
+        return None
+    at = start.index + len(line)
+    return yaml.Mark(start.name, at, start.line, start.column + len(line), None, None)
+
+
+def _after_quote(text: str, mark: yaml.Mark | None) -> bool:
+    """Whether the text before ``mark`` on its line ends with a closing quote."""
+    if mark is None:
+        return False
+    before = text[text.rfind("\n", 0, mark.index) + 1 : mark.index].rstrip()
+    return before.endswith(("'", '"')) and before.count(before[-1]) >= 2
 
 
 def _comment_in_flow(

@@ -611,3 +611,35 @@ def test_a_utf16_file_says_so(tmp_path, encoding: str):
     assert [str(p) for p in exc.value.problems] == [
         f"{f}:1:1: the file is UTF-16 text, not UTF-8: save it as UTF-8"
     ]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (  # said at the end of the file
+            'name: t\ndescription: "unclosed\n' + TAIL,
+            "t.yaml:2:14: YAML syntax error: found unexpected end of stream (while scanning a "
+            "quoted scalar); this quote is never closed: add the closing quote",
+        ),
+        (  # said at `sinks:` on the next line
+            "name: t\nspout: {type: stdin\nsinks:\n  - {id: out, type: stdout}\n",
+            "t.yaml:2:20: YAML syntax error: expected ',' or '}', but got ':' (while parsing a "
+            "flow mapping); the '{' opened at column 8 is not closed on its line: add the '}' "
+            "at its end (or a ',' if it goes on)",
+        ),
+        (
+            "name: t\nspout: {type: stdin}\nsinks: [{id: out, type: stdout}\nstreams: []\n",
+            "t.yaml:3:32: YAML syntax error: expected ',' or ']', but got '<scalar>' (while "
+            "parsing a flow sequence); the '[' opened at column 8 is not closed on its line: add "
+            "the ']' at its end (or a ',' if it goes on)",
+        ),
+        (
+            "name: t\ndescription: 'it's here'\n" + TAIL,
+            "t.yaml:2:18: YAML syntax error: expected <block end>, but found '<scalar>' (while "
+            "parsing a block mapping); text follows a closing quote: inside '…' write a quote "
+            "twice ('it''s'), or put the value in \"…\"",
+        ),
+    ],
+)
+def test_an_unclosed_quote_or_bracket_is_said_where_it_opens(text: str, expected: str):
+    assert problems(text) == [expected]
