@@ -125,7 +125,7 @@ def test_a_yaml_schema_file_is_read_as_strictly_as_the_topology(tmp_path: Path):
     (tmp_path / "event.yaml").write_text("type: object\nproperties: {a: {type: [integer\n")
     with pytest.raises(TopologyError) as exc:
         load(path)
-    assert str(exc.value).count("\n") == 0 and "line 3, column 1: YAML syntax error" in str(
+    assert str(exc.value).count("\n") == 0 and "line 2, column 32: YAML syntax error" in str(
         exc.value
     )
     (tmp_path / "event.yaml").write_text("type: object\nproperties: {c: {enum: ['NO', SE]}}\n")
