@@ -268,7 +268,14 @@ def pydantic_problems(
             if kind in ("model_type", "model_attributes_type"):  # "… or instance of RetryConfig"
                 keys = _fields_at(model, raw)
                 msg = f"expected a mapping of options ({', '.join(keys) if keys else 'key: value'})"
-            if kind in _COLLECTIONS and loc.typed.get(path) == "null":  # `bolts:` all commented
+            if (
+                kind in _COLLECTIONS
+                and loc.typed.get(path) == "null"
+                and path
+                and (isinstance(path[-1], int))
+            ):  # `bolts:` then `  -` with nothing after it
+                msg = "is an empty list entry (a '-' with nothing after it): remove it, or write the entry"
+            elif kind in _COLLECTIONS and loc.typed.get(path) == "null":  # `bolts:` all commented
                 empty = "[]" if kind == "list_type" else "{}"
                 fix = (
                     "it is required"

@@ -643,3 +643,13 @@ def test_a_utf16_file_says_so(tmp_path, encoding: str):
 )
 def test_an_unclosed_quote_or_bracket_is_said_where_it_opens(text: str, expected: str):
     assert problems(text) == [expected]
+
+
+def test_an_empty_list_entry_is_not_told_to_remove_a_key():
+    """A '-' with nothing after it said "has no value (its entries commented out?): remove the
+    key, or write {}": an entry has no key."""
+    text = "name: t\nspout: {type: stdin}\nbolts:\n  -\n  - {id: d, type: json}\n" + TAIL[21:]
+    assert problems(text) == [
+        "t.yaml:4:4: bolts[0]: is an empty list entry (a '-' with nothing after it): remove it, "
+        "or write the entry"
+    ]
