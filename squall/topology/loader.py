@@ -285,6 +285,9 @@ def pydantic_problems(
                 msg = f"has no value (its entries commented out?): {fix}"
             elif kind in ("list_type", "dict_type") and rel == raw:
                 msg = _collection_message(kind, path, err.get("input"))
+            elif kind == "string_type" and rel == raw and isinstance(err.get("input"), list | dict):
+                # `table: [events]`, `path: {file: x}`
+                msg = f"{msg}, not {_read_as(err.get('input'))}: write the text alone"
             elif path in loc.numbers and _is_number(_type_at(model, raw)):
                 msg = loc.numbers[path]  # `cache_size: off` was "greater than or equal to 1"
             elif loc.typed.get(path) == "null" and path in loc.variables and rel == raw:
@@ -319,22 +322,23 @@ _COLLECTIONS = ("list_type", "dict_type", "model_type", "model_attributes_type")
 _EXPONENT = re.compile(r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+")
 
 
+def _read_as(value: Any) -> str:
+    """What YAML read, in words (never the value: it may be a secret)."""
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "text" if isinstance(value, str) else "a value"
+
+
 def _collection_message(kind: str, path: Path_, value: Any) -> str:
-    """ "Input should be a valid list / dictionary" in words: what YAML read there (never the
-    value: it may be a secret) and what to write instead."""
-    read = (
-        "a list"
-        if isinstance(value, list)
-        else "a mapping"
-        if isinstance(value, dict)
-        else "a boolean"
-        if isinstance(value, bool)
-        else "a number"
-        if isinstance(value, int | float)
-        else "text"
-        if isinstance(value, str)
-        else "a value"
-    )
+    """ "Input should be a valid list / dictionary" in words: what YAML read there and what to
+    write instead."""
+    read = _read_as(value)
     if kind == "list_type":
         return f"expected a list (an entry per line, each after '- '; or [a, b]), not {read}"
     component = {

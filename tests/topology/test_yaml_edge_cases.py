@@ -653,3 +653,25 @@ def test_an_empty_list_entry_is_not_told_to_remove_a_key():
         "t.yaml:4:4: bolts[0]: is an empty list entry (a '-' with nothing after it): remove it, "
         "or write the entry"
     ]
+
+
+def test_a_list_or_mapping_where_text_is_wanted_says_so():
+    """`path: [events.jsonl]` said only "Input should be a valid string"."""
+    text = (
+        "name: t\nspout: {type: file, path: [in.jsonl]}\n"
+        "sinks: [{id: out, type: dead_letter, path: {file: x}}]\n"
+    )
+    assert problems(text) == [
+        "t.yaml:2:27: spout.path: Input should be a valid string, not a list: write the text alone",
+        "t.yaml:3:44: sinks[0].path: Input should be a valid string, not a mapping: write the "
+        "text alone",
+    ]
+    # a union's members still say one sentence: a lookup's `key` takes text or a list
+    text = (
+        "name: t\nresources: {w: {url: 'sqlite:///x.db'}}\nspout: {type: stdin}\nbolts:\n"
+        "  - {id: l, type: lookup, key: {a: b}, target: b,"
+        " source: {type: sql, resource: w, table: apps, columns: [a]}}\n" + TAIL[21:]
+    )
+    assert problems(text) == [
+        "t.yaml:5:32: bolts[0].key: Input should be a valid string or a valid list"
+    ]
