@@ -459,7 +459,12 @@ class _Converter:
                 continue
             kpath = (*path, key)
             if key in explicit:
-                self._problem(key_node, kpath, "duplicate key")
+                line, column = self.loc.keys[kpath]  # PyYAML would keep the last, silently
+                self._problem(
+                    key_node,
+                    kpath,
+                    f"duplicate key (first at line {line}, column {column}): keep one of them",
+                )
                 continue
             self.loc.keys[kpath] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             self.loc.values.pop(kpath, None)  # an explicit value overrides a merged one's place

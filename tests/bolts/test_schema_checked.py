@@ -118,7 +118,8 @@ def test_a_yaml_schema_file_is_read_as_strictly_as_the_topology(tmp_path: Path):
         load(path)
     assert [str(p) for p in exc.value.problems] == [
         f"{path}:5:35: bolts[1].schema: schema file 'event.yaml' is not valid: line 5, column 3: "
-        "properties.age: duplicate key; line 3, column 20: properties.country.enum[0]: YAML reads "
+        "properties.age: duplicate key (first at line 4, column 3): keep one of them; line 3, "
+        "column 20: properties.country.enum[0]: YAML reads "
         "the value NO as the boolean false: write 'NO' in quotes for the text, or false for the "
         "boolean"
     ]

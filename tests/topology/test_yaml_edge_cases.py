@@ -675,3 +675,14 @@ def test_a_list_or_mapping_where_text_is_wanted_says_so():
     assert problems(text) == [
         "t.yaml:5:32: bolts[0].key: Input should be a valid string or a valid list"
     ]
+
+
+def test_a_duplicate_key_names_where_the_first_one_is():
+    """It said only "duplicate key" at the second: in a long file the first was to be found."""
+    text = (
+        "name: t\nsettings:\n  batch_size: 500\n  retry: {attempts: 3}\n  batch_size: 50\n" + TAIL
+    )
+    assert problems(text) == [
+        "t.yaml:5:3: settings.batch_size: duplicate key (first at line 3, column 3): keep one of "
+        "them"
+    ]
