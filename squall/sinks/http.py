@@ -8,9 +8,9 @@ waiting at least what ``Retry-After`` asks; a redirect (3xx, not followed), 401,
 say the sink is misconfigured — the same answer for every record — and fail the batch
 (``SinkError``) instead of dead-lettering every record; any other status (a 4xx) is that
 record's failure, with the status and the start of the response body as the reason — in the
-batch modes a refused request of several events is sent again in halves until the events refused
-alone are found (a 413, or one bad event, is not the whole request's). When no
-request of a call got through
+batch modes a request of several events refused with 400, 413 or 422 is sent again in halves
+until the events refused alone are found (a 413, or one bad event, is not the whole request's).
+When no request of a call got through
 (the endpoint is down or throttles everything) the sink raises ``TransientError`` and the engine
 retries only the requests not yet answered. Each request carries an idempotency header derived
 from the event id (or the batch's event ids), so a receiver can drop a replay.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,20 @@ MISCONFIGURED = {
     405: "check `method`",
     407: "the proxy wants credentials",
 }
+
+
+#: Refusals of a batch-mode request that may be one event's (a 400 or 422 for one bad event among
+#: a hundred, a 413 for the request's size): the request is sent again in halves. Any other
+#: refusal (404, 409, 410, 415…) is the request's as a whole — a wrong path or content type
+#: refuses every half too: splitting only multiplied the requests (2n − 1 for n events).
+SPLIT = frozenset({400, 413, 422})
+_STATUS = re.compile(r"HTTP (\d{3})\b")
+
+
+def split_worthy(reason: str) -> bool:
+    """Whether a refused request's reason (``HTTP <status>…``) is one of ``SPLIT``."""
+    found = _STATUS.match(reason)
+    return found is not None and int(found.group(1)) in SPLIT
 
 
 def answer_for(
@@ -248,11 +263,13 @@ class HttpSink(ConcurrentRequests, Sink):
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         self._broken = None
         outcome = self._send_all(items)
-        # Batch modes: a request refused (a 413, a 400 for one bad event among a hundred) is not
-        # each of its events' problem. It is split in halves, sent again, until the events
+        # Batch modes: a request refused (a 413, a 400 or 422 for one bad event among a hundred:
+        # ``SPLIT``) is not each of its events' problem. It is split in halves, sent again, until the events
         # refused alone are found; the halves replace it in the batch's payload, so the engine's
         # retry of a call that failed as a whole sends what is missing of them.
-        while split := [item for item, _ in outcome.rejected if len(item.events) > 1]:
+        while split := [
+            item for item, why in outcome.rejected if len(item.events) > 1 and split_worthy(why)
+        ]:
             log.info(
                 "%s: %d request(s) of several events refused (%s); sending each in halves",
                 self.id,
@@ -266,7 +283,9 @@ class HttpSink(ConcurrentRequests, Sink):
                 halves.extend(parts)
             more = self._send_all(halves)
             outcome.rejected = [
-                (item, why) for item, why in outcome.rejected if len(item.events) == 1
+                (item, why)
+                for item, why in outcome.rejected
+                if len(item.events) == 1 or not split_worthy(why)
             ] + more.rejected
             outcome.failed.extend(more.failed)
         return write_result(self.id, outcome)

@@ -613,3 +613,30 @@ def test_http_sink_the_halves_of_a_refused_request_are_what_the_engines_retry_se
         sink.close()
     sizes = [len(json.loads(r.body)) for r in srv.requests]
     assert sizes == [4, 2, 2, 2, 2]  # the 4-event request is not sent again
+
+
+@pytest.mark.parametrize("status", [404, 409, 410, 415])
+def test_http_sink_a_batch_request_refused_as_a_whole_is_not_split(status):
+    """Only 400, 413 and 422 may be one event's refusal (as the lookup's batch_url splits). A
+    404 (a wrong path), 410 or 415 (a wrong `mode`) refuses every half too: splitting sent
+    2n − 1 requests for n events — a batch_size of 100 became 199 requests — before
+    dead-lettering each event with the same answer."""
+    with LocalHttp(lambda req: (status, {}, "no such hook")) as srv:
+        sink = make_sink(srv.url, mode="json_batch", batch_size=8)
+        result = sink.write_batch(sink.prepare(events([{"n": i} for i in range(16)])), None)
+        sink.close()
+    assert len(srv.requests) == 2  # one request of 8 events each, none split
+    assert result.failed == []
+    assert [ev.failure.reason for ev in result.rejected] == [f"HTTP {status}: no such hook"] * 16
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_http_sink_a_batch_request_refused_for_an_event_is_still_split(status):
+    with LocalHttp(
+        lambda req: (status, {}, "bad") if b'"n":2' in req.body else (200, {}, "")
+    ) as srv:
+        sink = make_sink(srv.url, mode="json_batch", batch_size=4)
+        result = sink.write_batch(sink.prepare(events([{"n": i} for i in range(4)])), None)
+        sink.close()
+    assert [ev.value["n"] for ev in result.rejected] == [2]
+    assert len(srv.requests) == 5  # [0-3] → [0,1] ok, [2,3] → [2] refused, [3] ok
