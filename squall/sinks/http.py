@@ -147,20 +147,30 @@ def answer_for(
     reason_chars: int,
     max_retry_after: float,
     location: str | None = None,
+    to_https: bool = False,
+    size: int | None = None,
 ) -> Retry | Reject | None:
     """What an HTTP answer means for the request: written (2xx), retry (408, 425, 429, 5xx) or
     refused (another 4xx). Raises ``SinkError`` for a redirect (3xx, never followed: the URL is
-    out of date; ``location`` is the masked ``Location``) and for the statuses of
-    ``MISCONFIGURED``. ``body`` and ``location`` come masked."""
+    out of date; ``location`` is the masked ``Location``; ``to_https``: it is the same URL with
+    https, a load balancer's) and for the statuses of ``MISCONFIGURED``. ``body`` and
+    ``location`` come masked. ``size``: the request body's bytes, named in a 413's reason."""
     if 200 <= status < 300:
         return None
     reason = f"HTTP {status}: {truncate(body, reason_chars)}" if body.strip() else f"HTTP {status}"
     if 300 <= status < 400:
         moved = f" to {location}" if location else ""
+        if to_https:
+            raise SinkError(
+                f"{reason} (redirect{moved}, not followed): the endpoint redirects http to "
+                "https — set `url` to begin with https://"
+            )
         raise SinkError(
             f"{reason} (redirect{moved}, not followed): set `url` to the endpoint the requests "
             "should go to"
         )
+    if status == 413 and size is not None:  # the receiver's page rarely says how big it was
+        reason = f"{reason} (a request body of {size} bytes)"
     if status in MISCONFIGURED:
         raise SinkError(f"{reason} ({MISCONFIGURED[status]}; every record would get it)")
     if status in RETRIED or status >= 500:
@@ -339,6 +349,8 @@ class HttpSink(ConcurrentRequests, Sink):
                 reason_chars=cfg.reason_chars,
                 max_retry_after=cfg.max_retry_after,
                 location=None if location is None else self._mask(location),
+                to_https=location is not None and _same_url_in_https(cfg.url, location),
+                size=item.size,
             )
         except SinkError as exc:
             self._broken = f"{self.id}: {cfg.method} {exc}"
@@ -350,6 +362,18 @@ class HttpSink(ConcurrentRequests, Sink):
             if secret in text:
                 text = text.replace(secret, "***")
         return text
+
+
+def _same_url_in_https(url: str, location: str) -> bool:
+    """Whether a redirect's ``location`` is ``url`` (http) on https: a load balancer's or a
+    server's http → https redirect, whatever the ports."""
+    was, now = urlsplit(url), urlsplit(location)
+    return (
+        was.scheme == "http"
+        and now.scheme == "https"
+        and was.hostname == now.hostname
+        and (was.path or "/") == (now.path or "/")
+    )
 
 
 #: What an event id may keep in a header value as it is: visible ASCII but ``%``.

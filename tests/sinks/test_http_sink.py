@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from squall.component import ComponentContext
-from squall.errors import BatchFailed, TransientError
+from squall.errors import BatchFailed, SinkError, TransientError
 from squall.event import Event
 from squall.sinks.base import WriteContext
 from squall.sinks.batchio import retry_after_seconds
@@ -640,3 +640,42 @@ def test_http_sink_a_batch_request_refused_for_an_event_is_still_split(status):
         sink.close()
     assert [ev.value["n"] for ev in result.rejected] == [2]
     assert len(srv.requests) == 5  # [0-3] → [0,1] ok, [2,3] → [2] refused, [3] ok
+
+
+@pytest.mark.parametrize("mode", ["single", "json_batch"])
+def test_http_sink_a_413_for_one_event_names_the_size_of_its_request(mode):
+    """An event refused alone with 413 is too big for the receiver: its dead letter said
+    `HTTP 413: Request Entity Too Large`, not how big the request was."""
+
+    def answer(req: Request):
+        return (413, {}, "Request Entity Too Large") if len(req.body) > 1000 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, mode=mode, batch_size=4)
+        result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": "x" * 5000}])), None)
+        sink.close()
+    size = len(orjson.dumps({"n": "x" * 5000})) + (2 if mode == "json_batch" else 0)  # [ ]
+    assert [ev.failure.reason for ev in result.rejected] == [
+        f"HTTP 413: Request Entity Too Large (a request body of {size} bytes)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("location", "says"),
+    [
+        ("https://127.0.0.1/hooks/a", "the endpoint redirects http to https"),
+        ("https://127.0.0.1:8443/hooks/a", "the endpoint redirects http to https"),
+        ("https://other.example/hooks/a", "set `url` to the endpoint the requests should go to"),
+        ("/hooks/b", "set `url` to the endpoint the requests should go to"),
+    ],
+)
+def test_http_sink_a_redirect_to_the_same_url_on_https_says_so(location, says):
+    """A load balancer answering an http URL with a redirect to its https twin: the message
+    said only `set url to the endpoint the requests should go to`, and a secret path is
+    masked in the Location (`https://host***`), so the fix was not to be read from it."""
+    with LocalHttp(lambda req: (301, {"Location": location}, "")) as srv:
+        sink = make_sink(f"{srv.url}/hooks/a")
+        with pytest.raises(SinkError) as failed:
+            sink.write_batch(sink.prepare(events([{"n": 0}])), None)
+        sink.close()
+    assert says in str(failed.value), failed.value
