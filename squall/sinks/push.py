@@ -43,7 +43,7 @@ answers it with a bare "Request contains an invalid argument.", which names noth
 A failure's reason is ``FCM <status> <code>: <FCM's message>`` plus the fields a BadRequest
 names; the device token, should FCM's message quote it, is replaced by ``<token>``.
 
-Size (~670 lines): one sink speaking one protocol — the message templates, the OAuth2 token
+Size (~730 lines): one sink speaking one protocol — the message templates, the OAuth2 token
 cache, the answer codes (which INVALID_ARGUMENT is a dead token) and the two outlets for dead
 tokens (stream, state feedback) read together; the config models are a third of it.
 """
@@ -561,9 +561,7 @@ class PushSink(ConcurrentRequests, Sink):
             message["notification"] = notification
         if self._data:
             message["data"] = {k: t.render(ev) for k, t in self._data.items()}
-        size = sum(len(v.encode()) for v in notification.values()) + sum(
-            len(k.encode()) + len(v.encode()) for k, v in message.get("data", {}).items()
-        )
+        size = _payload_bytes(notification, message.get("data"))
         if size > MAX_PAYLOAD:
             raise ValueError(
                 f"FCM payload of at least {size} bytes (title, body, data keys and values) is "
@@ -711,6 +709,18 @@ class PushSink(ConcurrentRequests, Sink):
             after = retry_after_seconds(resp.headers.get("Retry-After"))
             return Retry(reason, None if after is None else min(after, self.config.max_retry_after))
         return Reject(reason)
+
+
+def _payload_bytes(notification: dict[str, str], data: Any) -> int:
+    """The least FCM counts of a message's payload: the UTF-8 bytes of the title, the body and
+    the ``data`` keys and values that are text. ``data`` may come as it is from the ``message``
+    option (``message: {data: {n: 1}}``): what is not text there is FCM's to refuse (a data value
+    must be a string), not a crash of ``prepare`` for every event."""
+    size = sum(len(v.encode()) for v in notification.values())
+    if isinstance(data, dict):
+        size += sum(len(k.encode()) for k in data if isinstance(k, str))
+        size += sum(len(v.encode()) for v in data.values() if isinstance(v, str))
+    return size
 
 
 def _unsubscribe_id(d: DeadToken) -> str:

@@ -820,3 +820,25 @@ def test_push_reaches_the_token_endpoint_through_the_proxy_the_sends_use(
         f"{closed}/v1/projects/demo/messages:send",
     ]
     assert fcm.issued == ["at-1"] and [m["token"] for m in fcm.sent] == ["tok-1"]
+
+
+def test_push_a_data_payload_given_as_it_is_in_message_is_counted_without_crashing(fcm, key_pair):
+    """`message: {data: …}` passes the v1 fields as they are. A value there that is not text
+    (`n: 1`) made the payload count raise AttributeError in `prepare`, for every event: FCM's
+    own answer (a data value must be a string) is the record's dead letter, as before the count
+    came in. Text values there are counted as the templates' are."""
+    sink = make_sink(fcm, key_pair, data={}, message={"data": {"n": 1}})
+    prepared = sink.prepare(events(["tok-payload"]))
+    assert prepared.rejected == [] and len(prepared.events) == 1
+    result = sink.write_batch(prepared, None)
+    assert [ev.failure.reason for ev in result.rejected] == [
+        "FCM 400 INVALID_ARGUMENT: Invalid value at 'message.data[0].value' (TYPE_STRING), 12"
+    ]
+    sink.close()
+    sink = make_sink(fcm, key_pair, data={}, body=None, message={"data": {"k": "x" * 4092}})
+    prepared = sink.prepare(events(["tok-1"]))  # "Sale" + "k" + 4092 bytes
+    assert [ev.failure.reason for ev in prepared.rejected] == [
+        "FCM payload of at least 4097 bytes (title, body, data keys and values) is over "
+        "FCM's 4096-byte limit"
+    ]
+    sink.close()
