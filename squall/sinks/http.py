@@ -4,16 +4,21 @@ One request per event (``mode: single``), or per ``batch_size`` events as a JSON
 (``json_batch``) or newline-delimited JSON (``ndjson_batch``). Requests run on at most
 ``concurrency`` threads sharing one connection pool, under an optional rate limit. Answers:
 2xx is written; 408, 425, 429 and 5xx (and connection errors) are retried with jittered backoff,
-waiting at least what ``Retry-After`` asks; a redirect (3xx, not followed), 401, 403, 405 and 407
+waiting at least what ``Retry-After`` asks; a redirect (3xx, not followed), 401, 405 and 407
 say the sink is misconfigured — the same answer for every record — and fail the batch
-(``SinkError``) instead of dead-lettering every record; any other status (a 4xx) is that
+(``SinkError``) instead of dead-lettering every record, and so does a 403 for two requests or
+more of a write none of whose requests was taken (a 403 beside a request taken is a record's: a
+WAF's, a tenant's); any other status (a 4xx) is that
 record's failure, with the status and the start of the response body as the reason — in the
-batch modes a request of several events refused with 400, 413 or 422 is sent again in halves
+batch modes a request of several events refused with 400, 403, 413 or 422 is sent again in halves
 until the events refused alone are found (a 413, or one bad event, is not the whole request's).
 When no request of a call got through
 (the endpoint is down or throttles everything) the sink raises ``TransientError`` and the engine
 retries only the requests not yet answered. Each request carries an idempotency header derived
 from the event id (or the batch's event ids), so a receiver can drop a replay.
+
+Size (~440 lines): one sink and what its answers mean — the statuses, the batch modes' halving,
+when a 403 is the sink's, and the masking of secrets a receiver echoes — read together.
 """
 
 from __future__ import annotations
@@ -119,24 +124,34 @@ RETRIED = frozenset({408, 425, 429})
 #: letter until someone noticed; the batch fails instead (``SinkError``), nothing is checkpointed.
 MISCONFIGURED = {
     401: "check the credentials in `headers`",
-    403: "check the credentials in `headers` and the endpoint's permissions",
     405: "check `method`",
     407: "the proxy wants credentials",
 }
+#: A 403 is the sink's only when two requests or more of a write got it and none was taken:
+#: a WAF blocking one record's content, or a receiver forbidding one tenant's record, answers
+#: 403 too, and failing the batch for that record stalled the shard behind it for good (the
+#: lookup's http source decides the same way). A 403 beside a request taken, or for a request
+#: alone, is that request's refusal; a request of several events is split to find which.
+FORBIDDEN = 403
 
 
 #: Refusals of a batch-mode request that may be one event's (a 400 or 422 for one bad event among
 #: a hundred, a 413 for the request's size): the request is sent again in halves. Any other
 #: refusal (404, 409, 410, 415…) is the request's as a whole — a wrong path or content type
 #: refuses every half too: splitting only multiplied the requests (2n − 1 for n events).
-SPLIT = frozenset({400, 413, 422})
+SPLIT = frozenset({400, 403, 413, 422})
 _STATUS = re.compile(r"HTTP (\d{3})\b")
+
+
+def status_of(reason: str) -> int | None:
+    """The status of a refused request's reason (``HTTP <status>…``)."""
+    found = _STATUS.match(reason)
+    return None if found is None else int(found.group(1))
 
 
 def split_worthy(reason: str) -> bool:
     """Whether a refused request's reason (``HTTP <status>…``) is one of ``SPLIT``."""
-    found = _STATUS.match(reason)
-    return found is not None and int(found.group(1)) in SPLIT
+    return status_of(reason) in SPLIT
 
 
 def answer_for(
@@ -273,10 +288,12 @@ class HttpSink(ConcurrentRequests, Sink):
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         self._broken = None
         outcome = self._send_all(items)
-        # Batch modes: a request refused (a 413, a 400 or 422 for one bad event among a hundred:
-        # ``SPLIT``) is not each of its events' problem. It is split in halves, sent again, until the events
-        # refused alone are found; the halves replace it in the batch's payload, so the engine's
-        # retry of a call that failed as a whole sends what is missing of them.
+        forbidden = [why for _, why in outcome.rejected if status_of(why) == FORBIDDEN]
+        self._check_forbidden(items, forbidden)
+        # Batch modes: a request refused (a 413, a 400, 403 or 422 for one bad event among a
+        # hundred: ``SPLIT``) is not each of its events' problem. It is split in halves, sent
+        # again, until the events refused alone are found; the halves replace it in the batch's
+        # payload, so the engine's retry of a call that failed as a whole sends what is missing.
         while split := [
             item for item, why in outcome.rejected if len(item.events) > 1 and split_worthy(why)
         ]:
@@ -292,6 +309,8 @@ class HttpSink(ConcurrentRequests, Sink):
                 items[at : at + 1] = parts = self._halves(item)
                 halves.extend(parts)
             more = self._send_all(halves)
+            forbidden += [why for _, why in more.rejected if status_of(why) == FORBIDDEN]
+            self._check_forbidden(items, forbidden)
             outcome.rejected = [
                 (item, why)
                 for item, why in outcome.rejected
@@ -299,6 +318,17 @@ class HttpSink(ConcurrentRequests, Sink):
             ] + more.rejected
             outcome.failed.extend(more.failed)
         return write_result(self.id, outcome)
+
+    def _check_forbidden(self, items: list[Item], forbidden: list[str]) -> None:
+        """Fail the batch (``SinkError``) when two requests or more of this write were answered
+        403 and none was taken: the credentials or the endpoint's permissions, not a record's
+        content. Decided once the requests of a round are answered, whatever their order."""
+        if len(forbidden) >= 2 and not any(item.done for item in items):
+            raise SinkError(
+                f"{self.id}: {self.config.method} {forbidden[0]} (check the credentials in "
+                f"`headers` and the endpoint's permissions; {len(forbidden)} requests refused, "
+                "none taken)"
+            )
 
     def _send_all(self, items: list[Item]) -> SendOutcome:
         return send_all(

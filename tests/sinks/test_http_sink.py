@@ -506,7 +506,6 @@ sinks:
     "status, headers, says",
     [
         (401, {"WWW-Authenticate": "Bearer"}, "check the credentials in `headers`"),
-        (403, {}, "check the credentials in `headers` and the endpoint's permissions"),
         (405, {"Allow": "GET"}, "check `method`"),
         (407, {}, "the proxy wants credentials"),
         (301, {"Location": "/hooks/moved-9f8e7d6c5b"}, "redirect to ***, not followed"),
@@ -679,3 +678,63 @@ def test_http_sink_a_redirect_to_the_same_url_on_https_says_so(location, says):
             sink.write_batch(sink.prepare(events([{"n": 0}])), None)
         sink.close()
     assert says in str(failed.value), failed.value
+
+
+def hook_yaml(url: str, tmp_path, **opts) -> str:
+    extra = "".join(f", {k}: {v}" for k, v in opts.items())
+    return f"""
+name: hook
+spout: {{type: stdin}}
+bolts: [{{id: decode, type: json}}]
+sinks:
+  - {{id: hook, type: http, url: "{url}/hook", concurrency: 1{extra}}}
+  - {{id: rejects, type: dead_letter, path: "{tmp_path / "rejects.jsonl"}"}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["single", "json_batch"])
+def test_http_sink_a_403_for_one_records_content_is_that_records_dead_letter(tmp_path, mode):
+    """A WAF blocking one record's content (AWS WAF, Cloudflare: 403) or a receiver forbidding
+    one tenant's record failed the batch as a misconfiguration — every delivery of the batch
+    again, the shard stalled behind that record for good. Beside requests taken, a 403 is the
+    record's: dead-lettered with the answer (in the batch modes found by halving)."""
+
+    def answer(req: Request):
+        return (403, {}, "Request blocked") if b"DROP TABLE" in req.body else (200, {}, "")
+
+    payloads = [{"n": i, "q": "DROP TABLE users" if i == 2 else "hello"} for i in range(6)]
+    with LocalHttp(answer) as srv:
+        yaml = hook_yaml(srv.url, tmp_path, mode=mode, batch_size=6)
+        run = run_topology(yaml, records_from(payloads))
+    dead = [o.index for o in run.outcomes if o.outcome is Outcome.DEAD_LETTERED]
+    assert dead == [2]
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejects] == ["HTTP 403: Request blocked"]
+
+
+@pytest.mark.parametrize(("mode", "sent"), [("single", 3), ("json_batch", 3)])
+def test_http_sink_a_403_for_every_request_fails_the_batch_and_dead_letters_nothing(
+    tmp_path, mode, sent
+):
+    """Credentials the endpoint forbids: two requests or more answered 403 and none taken
+    fail the batch (nothing dead-lettered, nothing checkpointed). In the batch modes the
+    refused request's two halves are the second and third requests."""
+    with LocalHttp(lambda req: (403, {}, "forbidden")) as srv:
+        yaml = hook_yaml(srv.url, tmp_path, mode=mode, batch_size=6)
+        with pytest.raises(BatchFailed) as failed:
+            run_topology(yaml, records_from([{"n": i} for i in range(3)]))
+    assert "hook: POST HTTP 403: forbidden (check the credentials in `headers`" in str(failed.value)
+    assert "3 requests refused, none taken" in str(failed.value)
+    rejects = tmp_path / "rejects.jsonl"
+    assert not rejects.exists() or rejects.read_text() == ""
+    assert len(srv.requests) == sent
+
+
+def test_http_sink_a_403_for_a_record_alone_in_its_batch_is_its_dead_letter(tmp_path):
+    """One request, answered 403: nothing says it is the credentials rather than the record
+    (as the lookup's source decides), and failing the batch would stall the shard for good if
+    it is the record's. The price, with credentials revoked: a batch of one record is
+    dead-lettered before a batch of two stops the run."""
+    with LocalHttp(lambda req: (403, {}, "forbidden")) as srv:
+        run = run_topology(hook_yaml(srv.url, tmp_path), records_from([{"n": 0}]))
+    assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED]
