@@ -738,3 +738,33 @@ def test_http_sink_a_403_for_a_record_alone_in_its_batch_is_its_dead_letter(tmp_
     with LocalHttp(lambda req: (403, {}, "forbidden")) as srv:
         run = run_topology(hook_yaml(srv.url, tmp_path), records_from([{"n": 0}]))
     assert [o.outcome for o in run.outcomes] == [Outcome.DEAD_LETTERED]
+
+
+def test_http_sink_a_half_keeps_its_idempotency_key_across_retries_and_replays():
+    """docs/sinks.md says a half's Idempotency-Key is the same on each attempt and replay of
+    that half (the digest of its events' ids), so a receiver drops a half it already took."""
+    answered: dict[str, int] = {}
+
+    def answer(req: Request):
+        got = json.loads(req.body)
+        if len(got) > 2:
+            return 413, {}, "too large"
+        key = req.headers["idempotency-key"]
+        answered[key] = answered.get(key, 0) + 1
+        return (503, {}, "busy") if answered[key] == 1 and got[0]["n"] == 2 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        for _ in range(2):  # the batch, then its replay
+            sink = make_sink(srv.url, mode="json_batch", batch_size=4)
+            assert (
+                sink.write_batch(sink.prepare(events([{"n": i} for i in range(4)])), None) is None
+            )
+            sink.close()
+    keys: dict[tuple[int, ...], list[str]] = {}
+    for r in srv.requests:
+        got = tuple(e["n"] for e in json.loads(r.body))
+        keys.setdefault(got, []).append(r.headers["idempotency-key"])
+    # each run: [0-3] 413, [0,1] ok, [2,3] 503 then ok (the retry); the replay: the same
+    assert {half: len(k) for half, k in keys.items()} == {(0, 1, 2, 3): 2, (0, 1): 2, (2, 3): 3}
+    assert all(len(set(k)) == 1 for k in keys.values())  # one key per request, every time
+    assert len({k[0] for k in keys.values()}) == 3
