@@ -4,8 +4,8 @@ Each event becomes one ``projects/{project}/messages:send`` request (FCM v1 has 
 the device token from a payload path, title/body/data from templates whose ``{dotted.path}``
 placeholders are filled from the event. An OAuth2 access token for the service account is
 obtained with google-auth and cached until it expires (google-auth refreshes it a few minutes
-early); a 401 answer refreshes it once. Requests run on ``concurrency`` threads under a rate
-limit. Answers (FCM v1 error codes):
+early); a 401 answer refusing the token (not ``THIRD_PARTY_AUTH_ERROR``) refreshes it once.
+Requests run on ``concurrency`` threads under a rate limit. Answers (FCM v1 error codes):
 
 - ``UNREGISTERED`` (404), and ``INVALID_ARGUMENT`` (400) when FCM says it is the token: the token
   is dead. The event counts as written (there is nothing more to deliver) and the token is
@@ -102,6 +102,10 @@ MAX_PAYLOAD = 4096
 #: Answers that say the sink's credentials or project are wrong (the google.rpc status of a 401 or
 #: 403 without an FCM error code, or a bare 401/403), not the message's: every send gets them.
 MISCONFIGURED = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "HTTP_401", "HTTP_403"})
+#: The codes of a 401 that refuses the access token itself (refreshed once, then sent again); a
+#: 401 ``THIRD_PARTY_AUTH_ERROR`` refuses the APNs or web push credentials for the message's
+#: platform: refreshing the token and sending again got the same answer, for every such message.
+BEARER_REFUSED = frozenset({"UNAUTHENTICATED", "HTTP_401"})
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z0-9_.]+)\}")
 
 
@@ -669,7 +673,7 @@ class PushSink(ConcurrentRequests, Sink):
         bounded = partial(self._timeout, self.config.timeout)  # a refresh fits in the time left
         deadline = self.time_left is not None and self.time_left() is not None
         access = self.tokens.get(timeout=bounded, deadline=deadline)
-        for _ in range(2):  # a 401 refreshes the access token once
+        for attempt in range(2):  # a 401 refusing the access token refreshes it once
             timeout = bounded()
             if timeout is None:
                 return Retry(f"not sent: {NO_TIME_LEFT}")
@@ -685,8 +689,10 @@ class PushSink(ConcurrentRequests, Sink):
                 )
             except httpx.TransportError as exc:
                 return Retry(f"{type(exc).__name__}: {exc}")
-            if resp.status_code != 401:
+            if resp.status_code != 401 or attempt == 1:
                 break
+            if fcm_error(401, resp.text).code not in BEARER_REFUSED:
+                break  # THIRD_PARTY_AUTH_ERROR: the platform's credentials, not the token
             access = self.tokens.get(stale=access, timeout=bounded, deadline=deadline)
         status = resp.status_code
         if 200 <= status < 300:

@@ -842,3 +842,25 @@ def test_push_a_data_payload_given_as_it_is_in_message_is_counted_without_crashi
         "FCM's 4096-byte limit"
     ]
     sink.close()
+
+
+def test_push_third_party_auth_error_neither_refreshes_the_access_token_nor_resends(fcm, key_pair):
+    """A 401 THIRD_PARTY_AUTH_ERROR is FCM refusing the APNs or web push credentials for that
+    message's platform, not the sink's access token: each such message refreshed the OAuth2
+    token (a request to Google's token endpoint per message) and was sent a second time, to
+    the same answer — a campaign to 10,000 iOS devices made 10,000 refreshes."""
+    apns = fcm_answer(401, "UNAUTHENTICATED", "Auth error from APNS", "THIRD_PARTY_AUTH_ERROR")
+
+    def answer(req: Request):
+        ios = json.loads(req.body)["message"]["token"].startswith("ios-")
+        return (401, {}, apns) if ios else (200, {}, "{}")
+
+    with LocalHttp(answer) as send:
+        sink = make_sink(fcm, key_pair, endpoint=send.url, concurrency=1)
+        result = sink.write_batch(sink.prepare(events(["ios-1", "ios-2", "ios-3", "tok-1"])), None)
+        sink.close()
+    assert [ev.failure.reason for ev in result.rejected] == [
+        "FCM 401 THIRD_PARTY_AUTH_ERROR: Auth error from APNS"
+    ] * 3
+    assert len(fcm.issued) == 1  # the one token of the first send
+    assert len(send.requests) == 4  # each message once
