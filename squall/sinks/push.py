@@ -323,7 +323,9 @@ class HttpxTransport:
                 timeout=self.timeout if timeout is None else timeout,
             )
         except httpx.HTTPError as exc:
-            raise TransportError(type(exc).__name__) from None  # no URL: the key's token_uri
+            error = TransportError(type(exc).__name__)  # no URL: the key's token_uri
+            error.kind = type(exc).__name__  # type: ignore[attr-defined]  # ConnectError, ProxyError…
+            raise error from None
         return _TokenAnswer(resp.status_code, resp.headers, resp.content)
 
 
@@ -377,7 +379,7 @@ class AccessTokens:
                 self._creds.refresh(request)
             except TransportError as exc:
                 raise TransientError(
-                    f"OAuth2 token endpoint unreachable: {type(exc).__name__}"
+                    f"OAuth2 token endpoint unreachable: {getattr(exc, 'kind', type(exc).__name__)}"
                 ) from None
             except RefreshError as exc:
                 retryable = getattr(exc, "retryable", False)

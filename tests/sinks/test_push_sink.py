@@ -864,3 +864,19 @@ def test_push_third_party_auth_error_neither_refreshes_the_access_token_nor_rese
     ] * 3
     assert len(fcm.issued) == 1  # the one token of the first send
     assert len(send.requests) == 4  # each message once
+
+
+def test_push_an_unreachable_token_endpoint_is_named_by_what_failed(fcm, key_pair):
+    """The refresh's transport names the httpx error (ConnectError, ConnectTimeout, ProxyError)
+    for the reason; it said `OAuth2 token endpoint unreachable: TransportError` whatever failed,
+    so a proxy refusing and an endpoint not answering read the same."""
+    info = json.loads(service_account(fcm, key_pair[0]))
+    info["token_uri"] = f"http://127.0.0.1:{free_port()}/token"  # nothing listens there
+    sink = make_sink(fcm, key_pair, credentials=json.dumps(info))
+    try:
+        with pytest.raises(TransientError) as failed:
+            sink.write_batch(sink.prepare(events(["tok-1"])), None)
+    finally:
+        sink.close()
+    assert "OAuth2 token endpoint unreachable: ConnectError" in str(failed.value)
+    assert fcm.sent == []
