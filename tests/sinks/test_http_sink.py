@@ -768,3 +768,28 @@ def test_http_sink_a_half_keeps_its_idempotency_key_across_retries_and_replays()
     assert {half: len(k) for half, k in keys.items()} == {(0, 1, 2, 3): 2, (0, 1): 2, (2, 3): 3}
     assert all(len(set(k)) == 1 for k in keys.values())  # one key per request, every time
     assert len({k[0] for k in keys.values()}) == 3
+
+
+def test_http_sink_a_records_403_answered_before_any_request_is_taken_is_still_the_records():
+    """Whether a 403 is the sink's is decided once the write's requests are answered, not on
+    the first answer: here the blocked record's 403 comes back while the others are held, and
+    it stays that record's dead letter (on the first answer it would fail the batch, or not,
+    as the answers happened to arrive)."""
+    refused = threading.Event()
+
+    def answer(req: Request):
+        if b"DROP TABLE" in req.body:
+            refused.set()
+            return 403, {}, "Request blocked"
+        refused.wait(20)  # the others are answered after the 403 (a fail-safe bound only)
+        return 200, {}, ""
+
+    payloads = [{"n": i, "q": "DROP TABLE" if i == 3 else "ok"} for i in range(4)]
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, concurrency=4)
+        result = sink.write_batch(sink.prepare(events(payloads)), None)
+        sink.close()
+    assert refused.is_set() and len(srv.requests) == 4
+    assert [(ev.value["n"], ev.failure.reason) for ev in result.rejected] == [
+        (3, "HTTP 403: Request blocked")
+    ]
