@@ -201,8 +201,12 @@ class RecordBolt(Bolt):
     whose ``process`` raises. ``TransientError`` fails the call for a retry, and so does a
     database or Redis client's error that says the dependency is down (a lost connection, a
     Redis loading or read-only after a failover: the engine's rule for a batch ``Bolt``); one
-    that says it refuses for good (a wrong password) fails the batch. The retry runs
-    ``process_event`` again on the batch's events, also those it already changed.
+    that says it refuses for good (a wrong password) fails the batch; so do Python's
+    ``ConnectionError`` and the machine's ``OSError`` (a full disk). A ``TimeoutError`` or an
+    ``OSError`` without an errno (a record's bad gzip) stays the event's failure: it may be
+    the record's. The retry goes on from the event that raised, given the same events: the
+    events before it keep their outcome (``process_event`` does not run again on an event it
+    changed), and the one that raised gets ``process_event`` again — raise before changing it.
 
     A ``process_event`` that forgets its ``return`` drops every event, and a run of it exits 0
     having written nothing: when every event of the first batch the bolt sees is dropped that
@@ -210,20 +214,26 @@ class RecordBolt(Bolt):
     """
 
     _watch_drops: ClassVar[bool] = True  # until the first batch: instance attribute after it
+    #: The events of a call that raised for a retry (``TransientError``, an outage) already
+    #: processed, and their output: the retry, given the same events, goes on from there.
+    _done: ClassVar[tuple[list[Event], Output] | None] = None
 
     def process(self, batch: list[Event]) -> Output:
-        out = Output(self.id)
+        out, start = self._resume(batch)
         handle = self.process_event
-        for event in batch:
+        for i in range(start, len(batch)):
+            event = batch[i]
             try:
                 stream = handle(event)
             except TransientError:
+                self._done = (batch[:i], out)
                 raise
             except RecordError as exc:
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
                 if _batch_error(exc):  # a database or Redis down or refusing: the engine's
+                    self._done = (batch[:i], out)
                     raise
                 # with where it raised: `KeyError: 'amount'` alone leaves the bug to be found
                 out.fail(event, describe_exception_at(exc, skip=1))
@@ -243,6 +253,20 @@ class RecordBolt(Bolt):
                     len(batch),
                 )
         return out
+
+    def _resume(self, batch: list[Event]) -> tuple[Output, int]:
+        """A new output from the first event; or, when the last call raised for a retry and
+        ``batch`` starts with the events it had processed (the same objects: the engine's
+        retry), that call's output and the index of the event that raised. ``process_event``
+        changes an event in place: run again on one it already changed, a rename found its
+        field gone, a counter counted twice."""
+        done, self._done = self._done, None
+        if done is not None:
+            events, out = done
+            n = len(events)
+            if n <= len(batch) and all(a is b for a, b in zip(events, batch[:n], strict=True)):
+                return out, len(events)
+        return Output(self.id), 0
 
     def process_event(self, event: Event) -> str | None:  # pragma: no cover - abstract
         raise NotImplementedError

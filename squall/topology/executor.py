@@ -1949,12 +1949,23 @@ def _unwired(bolt: Any, node_id: str, event: Event, stream: str) -> str:
 
 
 def batch_error(exc: BaseException) -> bool:
-    """An error the engine takes as the batch's, never one record's: a lost connection or the
-    machine's (a full disk, no descriptors), a database or Redis down (retried as an outage) or
-    refusing for good. What a component that isolates records itself (``RecordBolt``) lets
+    """An error that is the batch's, never the record's a component met it on: a database or
+    Redis down (retried as an outage) or refusing for good, a lost connection (Python's
+    ``ConnectionError``) or the machine's error (a full disk, no descriptors: an errno of
+    ``_MACHINE_ERRNOS``). What a component that isolates records itself (``RecordBolt``) lets
     escape instead of failing the record with it: caught as a record's, every event of an
-    outage would be dead-lettered and checkpointed past."""
-    return _batch_error(exc) or _refused_for_good(exc) or _dependency_down(exc)
+    outage would be dead-lettered and checkpointed past.
+
+    Narrower than the engine's rule for a call it cannot split (``_batch_error``): a
+    ``TimeoutError`` (a per-record regex or alarm timeout) and an ``OSError`` without an errno
+    (``gzip.BadGzipFile`` of a record's bytes, ``requests.HTTPError`` of a record's 404) may be
+    one record's, and failing the batch with one would stop the shard on that record at every
+    replay; a database's or Redis' timeout is an outage above."""
+    if _refused_for_good(exc) or _dependency_down(exc):
+        return True
+    if isinstance(exc, _FATAL) or isinstance(exc, ConnectionError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _MACHINE_ERRNOS
 
 
 def _refused_for_good(exc: BaseException) -> bool:

@@ -780,3 +780,87 @@ def test_a_redis_error_about_one_key_in_a_record_bolt_stays_that_records(tag):
     assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [1]
     [dead] = MemorySink.stores[f"{tag}-dlq"]
     assert dead.value["i"] == 0 and dead.failure.reason.startswith("ResponseError: WRONGTYPE")
+
+
+class RenamePerEvent(RecordBolt):
+    """A user's bolt that changes each event in place (a rename, a counter), then calls Redis —
+    down for its first ``down`` calls — for the event at index ``at`` of the batch."""
+
+    summary = "a rename and a counter per event, Redis for one"
+    down = 0
+    at = 2
+    calls = 0
+
+    def process_event(self, event):
+        import redis
+
+        value = event.value
+        value["name"] = value.pop("n")  # KeyError when run again on an event it renamed
+        value["seen"] = value.get("seen", 0) + 1
+        if value["i"] == type(self).at:
+            type(self).calls += 1
+            if type(self).calls <= type(self).down:
+                value["n"] = value.pop("name")  # as it was: the call failed
+                value["seen"] -= 1
+                raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
+        return "default"
+
+
+def test_an_outage_retry_does_not_run_a_record_bolt_again_on_events_it_changed(tag):
+    """The engine's retry gives the bolt the batch's events again, the same objects: those
+    before the event whose Redis call failed had been renamed and counted, and ran again the
+    rename failed (``KeyError: 'n'``, dead-lettered) and the counter counted twice. The retry
+    now goes on from the event that raised; the events before keep their one outcome."""
+    RenamePerEvent.down, RenamePerEvent.at, RenamePerEvent.calls = 2, 2, 0
+    yaml = _per_event_yaml(tag).replace(
+        "test_poison:RawRedisPerEvent", "test_poison:RenamePerEvent"
+    )
+    run_topology(yaml, records_from([{"i": i, "n": f"x{i}"} for i in range(4)]), batch_size=4)
+    assert MemorySink.stores.get(f"{tag}-dlq", []) == []
+    got = [
+        (ev.value["i"], ev.value["name"], ev.value["seen"])
+        for ev in MemorySink.stores[f"{tag}-out"]
+    ]
+    assert got == [(0, "x0", 1), (1, "x1", 1), (2, "x2", 1), (3, "x3", 1)]
+    assert RenamePerEvent.calls == 3
+
+
+class DataErrorsPerEvent(RecordBolt):
+    """A user's bolt whose per-record work raises, on one record's data, an error of Python's
+    that is an ``OSError`` without an errno or a ``TimeoutError``."""
+
+    summary = "per-record data errors"
+
+    def process_event(self, event):
+        import gzip
+
+        import regex
+
+        kind = event.value.get("bad")
+        if kind == "gzip":
+            gzip.decompress(b"\x1f\x8b" + b"\x00" * 20)  # gzip.BadGzipFile: errno None
+        elif kind == "regex":  # a catastrophic pattern on this record's text, bounded
+            regex.match(r"(a+)+$", "a" * 64 + "!", timeout=0.0)  # TimeoutError
+        elif kind == "eoverflow":
+            raise OSError(75, "Value too large for defined data type")
+        return "default"
+
+
+def test_a_records_data_error_in_a_record_bolt_stays_that_records(tag):
+    """Since the outage rule reached ``RecordBolt``, a record's bad gzip (``BadGzipFile``, an
+    ``OSError`` without an errno) or a per-record regex timeout (``TimeoutError``) failed the
+    whole batch — at every replay: the shard stopped on that record. They are the record's
+    again: dead-lettered, the other records written."""
+    yaml = _per_event_yaml(tag).replace(
+        "test_poison:RawRedisPerEvent", "test_poison:DataErrorsPerEvent"
+    )
+    values = [
+        {"i": 0},
+        {"i": 1, "bad": "gzip"},
+        {"i": 2, "bad": "regex"},
+        {"i": 3, "bad": "eoverflow"},
+    ]
+    run_topology(yaml, records_from(values), batch_size=4)
+    assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0]
+    reasons = [dead.failure.reason for dead in MemorySink.stores[f"{tag}-dlq"]]
+    assert [r.split(":")[0] for r in reasons] == ["BadGzipFile", "TimeoutError", "OSError"], reasons
