@@ -25,6 +25,8 @@ a retry whose backoff would outlast it is not made and the request is answered `
 killed at its timeout, the function would answer nothing (API Gateway's own 502/504, no
 ``Retry-After``). The 503's ``Retry-After`` is the longest wait a dependency asked for (an HTTP
 sink's ``Retry-After``, a ``TransientError``'s ``retry_after``), 1 s without one, at most 60 s.
+A rejected event's reason is a bolt's without where in its code an exception was raised
+(``errors.without_location``: the server's paths are the dead letter's and the log's).
 Every answer fits in Lambda's 6 MB, an Application Load Balancer's 1 MB (``producer_answer.fitted``:
 reasons cut, then a 503 without ``written``, else without lists, a 202/400 with the first
 rejected events and ``rejected_not_listed``).
@@ -58,7 +60,7 @@ from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
 from squall.deploy.producer_answer import MAX_ANSWER_BYTES, answer_limit, fitted
 from squall.deploy.producer_answer import answer as _answer
-from squall.errors import BatchFailed, SinkError, TransientError
+from squall.errors import BatchFailed, SinkError, TransientError, without_location
 from squall.event import Record, RecordMeta
 from squall.limits import (
     DEFAULT_MAX_DEPTH,
@@ -553,7 +555,9 @@ def make_handler(
                 hints.append(o.retry_after)
             elif o.outcome in (Outcome.FAILED, Outcome.DEAD_LETTERED):
                 reason = redact.redact_text(f"{o.component}: {o.reason}")  # an answer, not a log
-                rejected.append({"index": at(o), "reason": reason})
+                # Without where in the bolt's code it raised (the server's paths and lines, for
+                # the operator: in the dead letter, and the log line of the request's failures)
+                rejected.append({"index": at(o), "reason": without_location(reason)})
                 if o.outcome is Outcome.FAILED and o.component == ENGINE:
                     lost.append((at(o), reason))
         if lost:  # kept nowhere else (not dead-lettered): one line names them

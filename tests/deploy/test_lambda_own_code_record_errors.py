@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from squall.deploy.lambda_consumer import make_handler
-from squall.errors import MAX_REASON, describe_exception_at
+from squall.errors import MAX_REASON, describe_exception_at, without_location
 from squall.topology import registry
 from tests.factories import kinesis_lambda_event
 
@@ -141,3 +141,36 @@ def test_a_long_path_keeps_the_files_name():
     assert reason.startswith("KeyError: 'amount' (at …")
     assert reason.endswith("/cache/myscore/bolts.py, line 2, in score)")
     assert len(reason) <= MAX_REASON + 40
+
+
+def test_a_cut_message_keeps_its_length_with_the_location():
+    """The location cut the reason again with a bare ``…``: the ``… [truncated, 5000 chars]``
+    of the message's own cut was lost, and with it how long the message was."""
+    try:
+        raise ValueError("x" * 5000)
+    except ValueError as exc:
+        reason = describe_exception_at(exc)
+    assert len(reason) <= MAX_REASON + 40
+    assert reason.split(" (at ")[0].endswith("x… [truncated, 5000 chars]")
+
+
+@pytest.mark.parametrize(
+    ("reason", "answered"),
+    [
+        (
+            "KeyError: 'amount' (at /var/task/t/b.py, line 13, in process_event)",
+            "KeyError: 'amount'",
+        ),
+        (
+            "ZeroDivisionError: division by zero (at /var/task/b.py, line 12, in process_event; "
+            "raised at /var/task/b.py, line 5, in ratio)",
+            "ZeroDivisionError: division by zero",
+        ),
+        # a path holding " (at ": cut from the first, never half shown
+        ("KeyError: 'a' (at /srv/x (at y)/b.py, line 2, in f)", "KeyError: 'a'"),
+        ("schema: amount too large (at most 3)", "schema: amount too large (at most 3)"),
+        ("a RecordError's reason", "a RecordError's reason"),
+    ],
+)
+def test_without_location_leaves_the_reason_an_outside_caller_may_read(reason, answered):
+    assert without_location(reason) == answered
