@@ -268,5 +268,10 @@ class RecordBolt(Bolt):
                 return out, len(events)
         return Output(self.id), 0
 
+    def retry_over(self) -> None:
+        """The engine's batch is over (committed or failed): the events a call that raised
+        had processed are not held past it (a failed batch's, until the next call)."""
+        self._done = None
+
     def process_event(self, event: Event) -> str | None:  # pragma: no cover - abstract
         raise NotImplementedError

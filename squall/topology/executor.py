@@ -46,7 +46,7 @@ from itertools import compress
 from pathlib import Path
 from typing import Any
 
-from squall.bolts.base import Bolt, Output
+from squall.bolts.base import Bolt, Output, RecordBolt
 from squall.component import ComponentContext
 from squall.errors import (
     BatchFailed,
@@ -268,6 +268,11 @@ class Engine:
         self._bolts = [n for n in plan.nodes if n.kind == "bolt"]
         self._sinks = [n for n in plan.nodes if n.kind == "sink"]
         self._stateful = [n for n in self._bolts if self.components[n.index].stateful]
+        #: ``RecordBolt``s: a call that raised for a retry holds its events until the retry;
+        #: told when the batch is over, so none is held past it (``RecordBolt.retry_over``).
+        self._record_bolts = [
+            c for n in self._bolts if isinstance(c := self.components[n.index], RecordBolt)
+        ]
         self.checkpointer = checkpointer
         self._tx_resource: str | None = None
         self._tx_sinks: set[int] = set()
@@ -616,6 +621,8 @@ class Engine:
                                 self.retry.attempts - 1)  # fmt: skip
         finally:
             self._given_to.clear()  # the batch's events: not kept past it (the collector)
+            for bolt in self._record_bolts:
+                bolt.retry_over()
             gc.set_threshold(*thresholds)
             self._poison_summary()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+import weakref
 
 import pytest
 from pydantic import Field
@@ -19,7 +20,13 @@ from squall.component import ComponentConfig
 from squall.errors import BatchFailed, RecordError, SinkError
 from squall.event import Event, Failure
 from squall.sinks.base import Prepared, WriteContext, WriteResult
-from squall.testing import MemoryDeadLetterSink, MemorySink, records_from, run_topology
+from squall.testing import (
+    MemoryDeadLetterSink,
+    MemorySink,
+    records_from,
+    run_topology,
+    topology_from,
+)
 from squall.topology.outcomes import Outcome
 
 CALLS: dict[str, list[int]] = {}
@@ -864,3 +871,46 @@ def test_a_records_data_error_in_a_record_bolt_stays_that_records(tag):
     assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0]
     reasons = [dead.failure.reason for dead in MemorySink.stores[f"{tag}-dlq"]]
     assert [r.split(":")[0] for r in reasons] == ["BadGzipFile", "TimeoutError", "OSError"], reasons
+
+
+class _Marker:
+    """A weakly referable object in an event's payload: whether the event is still held."""
+
+
+class MarkedPerEvent(RecordBolt):
+    """Puts a marker in each event, then finds Redis down for the event ``i == 2``, for good."""
+
+    summary = "a marker per event, Redis down for one"
+    markers: list = []
+
+    def process_event(self, event):
+        import redis
+
+        marker = _Marker()
+        type(self).markers.append(weakref.ref(marker))
+        event.value["marker"] = marker
+        if event.value["i"] == 2:
+            raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
+        return "default"
+
+
+def test_a_record_bolt_holds_no_event_of_a_failed_batch(tag):
+    """What a call that raised had processed is kept for the retry to go on from: once the
+    retries are spent and the batch failed, the bolt held those events (payloads and all) until
+    its next call — the next batch's, a Lambda's next invocation. The engine ends that with
+    the batch."""
+    import gc
+
+    from squall.topology.executor import Engine
+
+    MarkedPerEvent.markers = []
+    yaml = _per_event_yaml(tag).replace(
+        "test_poison:RawRedisPerEvent", "test_poison:MarkedPerEvent"
+    )
+    engine = Engine(topology_from(yaml).plan)
+    with engine:
+        with pytest.raises(BatchFailed):
+            engine.process(records_from([{"i": i} for i in range(4)]))
+        gc.collect()
+        assert len(MarkedPerEvent.markers) == 2 + 2 + 1  # events 0 and 1 once, 2 three times
+        assert [m() for m in MarkedPerEvent.markers] == [None] * 5
