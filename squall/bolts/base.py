@@ -216,7 +216,7 @@ class RecordBolt(Bolt):
     _watch_drops: ClassVar[bool] = True  # until the first batch: instance attribute after it
     #: The events of a call that raised for a retry (``TransientError``, an outage) already
     #: processed, and their output: the retry, given the same events, goes on from there.
-    _done: ClassVar[tuple[list[Event], Output] | None] = None
+    _done: tuple[list[Event], Output] | None = None
 
     def process(self, batch: list[Event]) -> Output:
         out, start = self._resume(batch)
