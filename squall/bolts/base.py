@@ -190,6 +190,11 @@ def _batch_error(exc: BaseException) -> bool:
     return batch_error(exc)
 
 
+def _before(batch: list[Event], event: Event) -> list[Event]:
+    """The events of ``batch`` before ``event`` (by identity)."""
+    return batch[: next(i for i, ev in enumerate(batch) if ev is event)]
+
+
 class RecordBolt(Bolt):
     """A bolt written one event at a time: implement ``process_event``.
 
@@ -221,19 +226,18 @@ class RecordBolt(Bolt):
     def process(self, batch: list[Event]) -> Output:
         out, start = self._resume(batch)
         handle = self.process_event
-        for i in range(start, len(batch)):
-            event = batch[i]
+        for event in batch[start:] if start else batch:  # (no index: ~8 ns an event)
             try:
                 stream = handle(event)
             except TransientError:
-                self._done = (batch[:i], out)
+                self._done = (_before(batch, event), out)
                 raise
             except RecordError as exc:
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
                 if _batch_error(exc):  # a database or Redis down or refusing: the engine's
-                    self._done = (batch[:i], out)
+                    self._done = (_before(batch, event), out)
                     raise
                 # with where it raised: `KeyError: 'amount'` alone leaves the bug to be found
                 out.fail(event, describe_exception_at(exc, skip=1))
