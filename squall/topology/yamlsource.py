@@ -480,8 +480,9 @@ class _Converter:
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self._problem(key_node, path, f"cannot read key: {_reason(exc)}")
             return None
-        if isinstance(key, str) and key_node.style is None and _LOOKALIKE.search(key):
-            # `\u00a0 type: stdin` (indented with a pasted no-break space) was the key ' type'
+        if isinstance(key, str) and key_node.style is None and _at_an_edge(key):
+            # `\u00a0 type: stdin` (indented with a pasted no-break space) was the key ' type';
+            # one inside a key is the data's (`rename: {Prix\u00a0TTC: price}`), as in a value
             self._problem(key_node, path, f"the key {key!r} {_lookalike(key)}")
             return None
         if isinstance(key, bool):
@@ -532,9 +533,7 @@ class _Converter:
             self.problems.append(self.loc.problem(path, _unsupported(node.tag)))
             return None
         if (
-            node.style is None
-            and isinstance(value, str)
-            and (_LOOKALIKE.match(value) or _LOOKALIKE.match(value[-1:]))
+            node.style is None and isinstance(value, str) and _at_an_edge(value)
         ):  # `type: json\u00a0`: YAML trims spaces around a plain value, not these
             shown = "the value of its variable" if path in self.loc.variables else "the value"
             shown += "" if path in self.loc.variables else f" {value!r}"  # a password, maybe
@@ -606,6 +605,12 @@ def _not_decimal(text: str, value: Any) -> bool:
 #: Characters that look like a space (or like nothing) and that YAML does not read as one:
 #: pasted from a web page, a document or a chat (no-break, thin, zero-width spaces, a BOM).
 _LOOKALIKE = re.compile("[\u00a0\u1680\u2000-\u200b\u202f\u205f\u2060\u3000\ufeff]")
+
+
+def _at_an_edge(text: str) -> bool:
+    """Whether ``text`` starts or ends with a look-alike space: where YAML would have trimmed
+    the space meant (inside a key or a value it is the data's: `10\u00a0km`)."""
+    return bool(_LOOKALIKE.match(text) or _LOOKALIKE.match(text[-1:]))
 
 
 def _lookalike(text: str, edge: bool = False) -> str:

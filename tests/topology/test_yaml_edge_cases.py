@@ -581,6 +581,30 @@ def test_a_pasted_no_break_or_zero_width_space_is_named():
     ]
 
 
+def test_a_no_break_space_inside_a_key_is_data_not_a_paste():
+    """A field name holding a no-break space (`Prix\u00a0TTC`, exported from a French
+    spreadsheet) is a key of the data: a `rename`, `defaults` or `routes` key loaded as written
+    before the pasted-space check, which refused any key holding one; only a key starting or
+    ending with one is a paste (`\u00a0 type: stdin`)."""
+    topo = load_text(
+        "name: t\nspout: {type: stdin}\nbolts:\n"
+        "  - {id: p, type: project, rename: {Prix\u00a0TTC: price}, defaults: {a\u202fb: 1}}\n"
+        "sinks: [{id: out, type: stdout}]\n",
+        env={},
+    )
+    assert (topo.bolts[0].rename, topo.bolts[0].defaults) == (
+        {"Prix\u00a0TTC": "price"},
+        {"a\u202fb": 1},
+    )
+    assert problems(
+        "name: t\nspout: {type: stdin}\nsinks:\n  - {id: out, type\u00a0: stdout}\n"
+    ) == [
+        "t.yaml:4:15: sinks[0]: the key 'type\\xa0' holds U+00A0, which looks like a space (or "
+        "nothing) but is none to YAML (pasted from a web page or a document?): type an ordinary "
+        "space, or none"
+    ]
+
+
 @pytest.mark.parametrize(
     "text, place",
     [
