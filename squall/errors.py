@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from squall.redact import redact_text
@@ -287,3 +289,29 @@ class MetricsError(SquallError):
 
 class MetricsServerError(MetricsError):
     """The Prometheus endpoint could not be served (the port is taken, the address is not this host's)."""
+
+
+#: A folder the process may not write in (mode, owner; a read-only mount: a ConfigMap's).
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def cannot_write(exc: OSError, written: str | None = None) -> str:
+    """Why a file squall writes (or its folder) could not be made, in words: the file in the way
+    of a folder (``mkdir`` says only "File exists" or "Not a directory"), and for a path
+    ``written`` relative in the topology (a dead-letter file, a SQLite database) that the
+    process may not write there, where it is: the topology file's folder, read-only where the
+    topology is mounted (a Kubernetes ConfigMap)."""
+    if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+        path = Path(exc.filename)
+        for part in (path, *path.parents):
+            if part.is_file():
+                return f"{part} is a file, not a folder"
+    reason = exc.strerror or str(exc)
+    if written is not None and not Path(written).expanduser().is_absolute():
+        if exc.errno in _NOT_WRITABLE:
+            reason += (
+                f" (the relative path {written} is in the topology file's folder, read-only where "
+                "the topology is mounted, as a ConfigMap is: write an absolute path on a "
+                "writable volume)"
+            )
+    return reason

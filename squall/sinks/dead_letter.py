@@ -47,7 +47,7 @@ from pydantic import Field
 
 from squall import safe_json
 from squall.component import Capabilities, ComponentConfig
-from squall.errors import SinkError, TopologyError, TransientError
+from squall.errors import SinkError, TopologyError, TransientError, cannot_write
 from squall.event import Event
 from squall.redact import redact_text
 from squall.sinks import dead_letter_index
@@ -141,7 +141,8 @@ class DeadLetterSink(Sink):
                 self.context.problem(
                     self.id,
                     "path",
-                    f"cannot write dead letters to {self.path}: {exc.strerror or exc}",
+                    f"cannot write dead letters to {self.path}: "
+                    f"{cannot_write(exc, self.config.path)}",
                 )
             ) from None
 

@@ -7,20 +7,29 @@ file or a PostgreSQL database used only by components that write driver SQL (war
 subscription state, the batch's transaction, the run lock) opens on its plain driver instead
 (``database``; ``driver_engine.py``): no SQLAlchemy import in such a process.
 
-Size (~535 lines): the resource registry and, beside it, the one rule every Redis user shares
+Size (~565 lines): the resource registry and, beside it, the one rule every Redis user shares
 for what a Redis error is (an outage, a misconfiguration, a record's), kept with the clients.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from squall.errors import Problem, SinkError, SquallError, TopologyError, TransientError
+from squall.errors import (
+    Problem,
+    SinkError,
+    SquallError,
+    TopologyError,
+    TransientError,
+    cannot_write,
+)
 from squall.redact import redact_url
 from squall.topology.driver_engine import DriverEngine
 from squall.topology.resource_config import REDIS_SCHEMES, SQL_SCHEMES, ResourceConfig
@@ -70,15 +79,19 @@ class Resources:
         return cls(topology.resources, topology.base_dir, topology.resource_problem)
 
     def no_folder(self, name: str, exc: OSError) -> TopologyError:
-        """The folder of a SQLite file cannot be created (`sqlite:////data/x.db` on a laptop):
-        at the resource's URL, not a bare FileNotFoundError naming the folder alone."""
-        where = f" {exc.filename}" if exc.filename else ""
+        """The folder of a SQLite file cannot be created (`sqlite:////data/x.db` on a laptop), or
+        the file cannot be created in it (a read-only folder: `sqlite:///state.db` beside a
+        topology mounted from a ConfigMap): at the resource's URL, not a bare FileNotFoundError
+        naming the folder alone, nor sqlite3's "unable to open database file" naming nothing."""
+        cfg = self.config(name)
+        written = plain_path(cfg.url, cfg.options)
+        folder = Path(exc.filename) if exc.filename else None
+        if folder is not None and folder.is_dir():
+            what = f"cannot create its SQLite file in the folder {folder}"
+        else:
+            what = f"cannot create the folder{f' {folder}' if folder else ''} of its SQLite file"
         return TopologyError(
-            self._locate(
-                name,
-                f"resource '{name}': cannot create the folder{where} of its SQLite file: "
-                f"{exc.strerror or exc}",
-            )
+            self._locate(name, f"resource '{name}': {what}: {cannot_write(exc, written)}")
         )
 
     def missing_driver(self, name: str, exc: ImportError) -> TopologyError:
@@ -305,6 +318,10 @@ def _sqlite_file(database: str, base_dir: Path | None) -> str:
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() and not os.access(path.parent, os.W_OK):
+        # SQLite would say only "unable to open database file" at the first connection
+        code = errno.EROFS if os.statvfs(path.parent).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), str(path.parent))
     return str(path)
 
 

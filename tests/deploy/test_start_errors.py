@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
+from squall.errors import TopologyError, cannot_write
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
 from tests.deploy.test_local_runner import run_cli
 
 BASE = """
@@ -87,8 +92,8 @@ def test_a_dead_letter_directory_that_cannot_be_written_exits_2_at_start(tmp_pat
     assert line.startswith("sinks:")
     assert (
         f"cannot start: {t}:6:{line.index('path:') + 7}: sinks[1].path: sink 'dlq': cannot write dead letters to "
-        f"{tmp_path}/file/dl.jsonl" in result.stderr
-    )
+        f"{tmp_path}/file/dl.jsonl: {tmp_path}/file is a file, not a folder" in result.stderr
+    )  # not "File exists", which named no file
 
 
 def test_yaml_nested_50k_deep_is_one_line(tmp_path: Path):
@@ -186,7 +191,57 @@ def test_a_sqlite_folder_that_cannot_be_made_is_located_at_the_resource_url(tmp_
     assert result.returncode == 2
     line = one_error_line(result.stderr)
     assert line.startswith(f"ERROR squall.local: cannot start: {t}:3:")
+    # the file in the way named (mkdir said "Not a directory", naming no file)
     assert line.endswith(
         f": resources.w.url: resource 'w': cannot create the folder {tmp_path}/file/sub of its "
-        "SQLite file: Not a directory"
+        f"SQLite file: {tmp_path}/file is a file, not a folder"
     )
+
+
+def test_a_sqlite_file_in_a_folder_it_cannot_write_is_located_at_the_resource_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`sqlite:///state.db` beside a topology mounted read-only (a ConfigMap): the folder exists,
+    so none was made, and SQLite said only "unable to open database file" at the sink's first
+    connection (`cannot start: out (table ev): …`), naming neither the file nor the resource.
+    (The folder is said unwritable as the OS would say it to a user who is not root.)"""
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: (
+            False if Path(p) == folder and mode & os.W_OK else access(p, mode, **kw)
+        ),
+    )
+    topo = load_text(
+        "name: t\nspout: {type: stdin}\nresources:\n  w: {url: 'sqlite:///state.db'}\n"
+        "sinks: [{id: out, type: warehouse, resource: w, table: ev, columns: {a: a}}]\n",
+        file="t.yaml",
+        base_dir=folder,
+        env={},
+    )
+    with pytest.raises(TopologyError) as exc:
+        Resources.for_topology(topo).database("w")
+    assert str(exc.value) == (
+        f"t.yaml:4:12: resources.w.url: resource 'w': cannot create its SQLite file in the "
+        f"folder {folder}: Permission denied (the relative path state.db is in the topology "
+        "file's folder, read-only where the topology is mounted, as a ConfigMap is: write an "
+        "absolute path on a writable volume)"
+    )
+    assert not (folder / "state.db").exists()
+
+
+def test_a_relative_path_that_cannot_be_written_says_where_it_is():
+    """`path: dl.jsonl` beside a topology mounted read-only said only "Read-only file system":
+    a relative path is in the topology file's folder, which the user may not know to be it."""
+    ro = OSError(errno.EROFS, os.strerror(errno.EROFS), "/cfg/dl.jsonl")
+    assert cannot_write(ro, "dl.jsonl") == (
+        "Read-only file system (the relative path dl.jsonl is in the topology file's folder, "
+        "read-only where the topology is mounted, as a ConfigMap is: write an absolute path on "
+        "a writable volume)"
+    )
+    assert cannot_write(ro, "/cfg/dl.jsonl") == "Read-only file system"
+    missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/cfg/x/dl.jsonl")
+    assert cannot_write(missing, "x/dl.jsonl") == "No such file or directory"
