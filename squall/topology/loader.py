@@ -100,8 +100,9 @@ def load_text(
         doc = TopologyDocument.model_validate(data)
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, (), loc, TopologyDocument))
-    if doc is not None:  # `settings: {batch_size: 0500}`, a resource's `pool_size: 010`
-        problems.extend(_other_numbers((), loc, TopologyDocument, tuple((k,) for k, _ in KINDS)))
+    # `settings: {batch_size: 0500}`, a resource's `pool_size: 010`: said with the document's
+    # other problems (once: a value pydantic refused too is said in these words, deduplicated)
+    problems.extend(_other_numbers((), loc, TopologyDocument, tuple((k,) for k, _ in KINDS)))
 
     components: dict[str, Any] = {"spout": None, "bolts": [], "sinks": []}
     vctx = {"base_dir": base_dir}
@@ -165,6 +166,7 @@ def _component(
         config = cls.Config.model_validate(item, context=vctx)
     except pydantic.ValidationError as exc:
         problems.extend(pydantic_problems(exc, path, loc, cls.Config))
+        problems.extend(_other_numbers(path, loc, cls.Config))  # with the others, not after
         return None
     except Exception as exc:  # noqa: BLE001 - a validator raising what pydantic does not wrap
         # (an OverflowError, a plugin's KeyError): the component's problem, not a traceback

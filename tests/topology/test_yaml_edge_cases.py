@@ -490,6 +490,28 @@ def test_an_octal_or_base_60_number_where_an_option_wants_a_number_is_refused():
     assert (topo.settings.retry.attempts, topo.resources["w"].pool_size) == (7, 10)
 
 
+def test_an_octal_number_is_said_with_the_other_problems_of_its_mapping():
+    """`cache_size: 020000` beside a misspelt option, or `attempts: on` beside
+    `batch_size: abc`, was said only once the other problem was fixed: a second run of
+    `squall validate` to find it."""
+    text = (
+        "name: t\nspout: {type: stdin}\n"
+        "bolts: [{id: g, type: geo, cache_size: 020000, language: 5}]\n"
+        "settings: {batch_size: abc, retry: {attempts: on}}\n"
+        "sinks: [{id: out, type: stdout}]\n"
+    )
+    found = problems(text)
+    assert (
+        "t.yaml:3:40: bolts[0].cache_size: YAML reads the unquoted 020000 as an octal number, "
+        "8192: write 20000 without the leading 0 (or 8192 if that is the one meant)"
+    ) in found
+    assert (
+        "t.yaml:4:47: settings.retry.attempts: YAML reads the unquoted on as the boolean true, "
+        "which is no number: write the number meant"
+    ) in found
+    assert len(found) == 4, found  # and language's, batch_size's: each once
+
+
 def test_a_list_where_a_mapping_is_wanted_and_back_says_what_to_write():
     """`bolts: [json]`, `spout: [...]` and `streams:` written as one mapping said only "Input
     should be a valid dictionary" or "… a valid list"."""
