@@ -546,6 +546,48 @@ def test_sqlite_timestamps_stored_with_an_offset_compare_as_times(tmp_path: Path
     sink.close()
 
 
+def test_sqlite_timestamps_stored_with_an_offset_compare_to_the_microsecond(tmp_path: Path):
+    """A stored time not in squall's UTC form (an earlier squall kept the event's offset, with
+    microseconds) against a new one less than a millisecond apart: julianday rounds both to the
+    same millisecond, where the older replaced the newer. Stored text SQLite cannot read as a
+    time is older than any version, as NULL is (julianday's NULL kept every row out)."""
+    url = sqlite_table(tmp_path / "w.db", "DATETIME")
+    stored = [
+        ("a", "2026-01-05 13:00:00.000800+01:00"),  # 12:00:00.0008 UTC
+        ("b", "2026-01-05T12:00:00.0004Z"),
+        ("c", "2026-01-05 11:00:00.999900-01:00"),  # 11:59:59.9999 UTC (by julianday: 12:00:00)
+        ("d", "2026-01-05T12:00:00Z"),
+        ("e", "not a time"),  # older than any version, as NULL is: replaced
+    ]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        conn.executemany(
+            "INSERT INTO t VALUES ('2026-11-28 20:01:00+00:00', ?, 1, NULL, '{}', ?)", stored
+        )
+    sink = open_sink(
+        url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "timestamp"}}, version="v"
+    )
+    write(
+        sink,
+        [
+            {**result("a", 2), "v": "2026-01-05T12:00:00.0004Z"},  # older: kept out
+            {**result("b", 2), "v": "2026-01-05T12:00:00.0008Z"},  # newer: replaces
+            {**result("c", 2), "v": "2026-01-05T11:59:59.9998Z"},  # older: kept out
+            {**result("d", 2), "v": "2026-01-05T11:59:59.9999Z"},  # older: kept out
+            {**result("e", 2), "v": "2026-01-05T12:00:00Z"},
+        ],
+    )
+    assert rows(url, "t") == [
+        ("a", 1, None),
+        ("b", 2, None),
+        ("c", 1, None),
+        ("d", 1, None),
+        ("e", 2, None),
+    ]
+    sink.close()
+
+
 # -- property: with a version, any batches and replays end as "the newest of each key" -----------
 
 #: One instant written several ways (offsets, fractions, epoch seconds): equal versions, and

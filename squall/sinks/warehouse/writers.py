@@ -3,6 +3,9 @@
 A writer never commits or rolls back: the sink opens one transaction per batch
 (``transactions.transaction``) and hands the connection to ``write``, then saves the checkpoint in
 the same transaction when it is asked to.
+
+Size (~430 lines): the table spec, the SQLite writer (table checks, rows, the upsert's SQL with a
+``version``'s comparison) and the helpers the PostgreSQL writer shares.
 """
 
 from __future__ import annotations
@@ -362,8 +365,9 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bo
 
     SQLite timestamps are text: squall's own UTC form (``YYYY-MM-DD HH:MM:SS[.f]+00:00``) sorts as
     the times do and is compared as it is; other text in a stored row (an earlier squall kept the
-    event's offset; another writer's ``T`` or ``Z``) is compared by ``julianday`` (to the
-    millisecond), which reads the offset."""
+    event's offset; another writer's ``T`` or ``Z``) is compared as ``sqlite_utc_key`` makes it,
+    which reads the offset; text SQLite cannot read as a time is older than any version, as NULL
+    is (kept, no newer row would ever replace it)."""
     updated = spec.updated_columns if spec.upsert_key else []
     if not updated:
         return "DO NOTHING"
@@ -377,11 +381,29 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bo
         if sqlite and spec.columns[version].type == "timestamp":
             sql += (
                 f" WHERE {stored} IS NULL OR CASE WHEN {stored} LIKE '____-__-__ __:__:__%+00:00' "
-                f"THEN {stored} <= {new} ELSE julianday({stored}) <= julianday({new}) END"
+                f"THEN {stored} <= {new} "
+                f"ELSE coalesce({sqlite_utc_key(stored)} <= {sqlite_utc_key(new)}, 1) END"
             )
         else:
             sql += f" WHERE {stored} IS NULL OR {stored} <= {new}"
     return sql
+
+
+def sqlite_utc_key(text: str) -> str:
+    """SQL for a SQLite timestamp's text (any form its date functions read: ``T`` or space,
+    ``Z`` or an offset) as UTC text that sorts as the times do, to the digit: SQLite's
+    ``strftime`` of the whole seconds, which reads the offset (its ``julianday`` keeps whole
+    milliseconds: 0.4 ms apart compared equal), then the fraction's digits as written, without
+    trailing zeros (an offset is whole minutes: the fraction is the same in UTC). NULL for text
+    it cannot read."""
+    rest = f"ltrim(substr({text}, 21), '0123456789')"  # what follows the fraction's digits
+    whole = f"substr({text}, 1, 19) || {rest}"
+    fraction = f"rtrim(rtrim(substr({text}, 20, length({text}) - 19 - length({rest})), '0'), '.')"
+    return (
+        f"(CASE WHEN substr({text}, 20, 1) = '.' "
+        f"THEN strftime('%Y-%m-%d %H:%M:%S', {whole}) || {fraction} "
+        f"ELSE strftime('%Y-%m-%d %H:%M:%S', {text}) END)"
+    )
 
 
 #: dialect name → writer class; the PostgreSQL COPY writer registers itself here.
