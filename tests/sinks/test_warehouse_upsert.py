@@ -496,6 +496,34 @@ def test_a_numeric_version_in_an_existing_sqlite_text_column_is_refused_at_start
         open_sink(url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "integer"}}, version="v")
 
 
+@pytest.mark.parametrize("version_type", ["integer", "bigint"])
+@pytest.mark.parametrize("sql_type", ["REAL", "DOUBLE", "FLOAT"])
+def test_an_integer_version_in_an_existing_sqlite_real_column_is_refused_at_start(
+    tmp_path: Path, sql_type: str, version_type: str
+):
+    """A REAL-affinity column stores integers as floats: 1767614400000000000 (a time in
+    nanoseconds) and the next one are the same float, so the older replaced the newer. Refused at
+    start, naming the column and its type."""
+    url = sqlite_table(tmp_path / "w.db", sql_type)
+    with pytest.raises(SinkError, match=rf"column 'v' is {sql_type} in the table \(real affinity"):
+        open_sink(
+            url, "t", columns={**COLUMNS, "v": {"path": "v", "type": version_type}}, version="v"
+        )
+
+
+def test_an_integer_version_in_an_existing_sqlite_numeric_column_keeps_every_digit(
+    tmp_path: Path,
+):
+    url = sqlite_table(tmp_path / "w.db", "NUMERIC")
+    sink = open_sink(
+        url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "bigint"}}, version="v"
+    )
+    write(sink, [{**result("a", 1), "v": 1767614400000000001}])
+    write(sink, [{**result("a", 2), "v": 1767614400000000000}])  # older by one: kept out
+    assert rows(url, "t") == [("a", 1, None)]
+    sink.close()
+
+
 @pytest.mark.parametrize("sql_type", ["INTEGER", "REAL", "NUMERIC", "BIGINT", ""])
 def test_a_numeric_version_in_an_existing_sqlite_numeric_column_compares_as_numbers(
     tmp_path: Path, sql_type: str

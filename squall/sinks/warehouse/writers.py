@@ -4,7 +4,7 @@ A writer never commits or rolls back: the sink opens one transaction per batch
 (``transactions.transaction``) and hands the connection to ``write``, then saves the checkpoint in
 the same transaction when it is asked to.
 
-Size (~430 lines): the table spec, the SQLite writer (table checks, rows, the upsert's SQL with a
+Size (~445 lines): the table spec, the SQLite writer (table checks, rows, the upsert's SQL with a
 ``version``'s comparison) and the helpers the PostgreSQL writer shares.
 """
 
@@ -249,7 +249,9 @@ class SqlWriter:
 
     def _check_version_type(self) -> None:
         """SQLite: an existing numeric ``version`` column must not have TEXT affinity, which
-        stores 10 as '10' (before '9' as text): every newer row would be kept out, silently."""
+        stores 10 as '10' (before '9' as text): every newer row would be kept out, silently. Nor
+        REAL affinity for an integer version: it stores integers as floats, so versions above
+        2^53 (a nanosecond time, a log sequence number) round, and an older one ties a newer."""
         version = self.spec.version_column
         if not version or self.engine.dialect.name != "sqlite":
             return
@@ -267,6 +269,14 @@ class SqlWriter:
                 f"affinity: numbers compare as text, '10' before '9'), but the version is "
                 f"{self.spec.columns[version].type} — use a column of a numeric type"
             )
+        if declared is not None and sqlite_affinity(declared) == "REAL":
+            if self.spec.columns[version].type != "float":
+                raise SinkError(
+                    f"table {self.spec.shown}: column '{version}' is {declared} in the table (real "
+                    f"affinity: integers are stored as floats, above 2^53 rounded, so an older "
+                    f"version can equal a newer one), but the version is "
+                    f"{self.spec.columns[version].type} — use an INTEGER column"
+                )
 
     def prepare(self, events: list[Event], reject: Reject) -> tuple[list[Event], Any]:
         """Rows for the events that can be stored; the others are rejected with the reason."""
