@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,350 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,430 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -52,7 +52,7 @@ from squall.bolts.window_store import (
     WindowStore,
 )
 from squall.component import ComponentConfig, ComponentContext
-from squall.errors import TopologyError
+from squall.errors import SinkError, TopologyError
 from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
 from squall.exact_json import plain_numbers
 from squall.paths import MISSING, DottedPath, getter
@@ -95,6 +95,10 @@ COMPACT_AT = 64
 #: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
 PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
+#: The entry of a stored body (a delta, a snapshot) naming what its states are: the key paths and
+#: each aggregate's ``[fn, field, where]``, in the order of the states (a key is a JSON list's
+#: text, so no key is this). A body is read by it when the topology's aggregates changed since.
+LAYOUT = "~layout"
 #: (window, key) cells whose sketches one call keeps live at most: past them, every live sketch is
 #: serialized (as at the end of the call) — a live KLL sketch holds ~1.8 kB whatever its values
 #: (its image: a few dozen bytes for a few values), and a call of 2,000 keys' events in hopping
@@ -258,6 +262,20 @@ class WindowBolt(Bolt):
             a.fn == "count" and a.field is None and not a.where for a in c.aggregates.values()
         )
         self._agg_names = list(c.aggregates)
+        # What a stored state is (written in every body, see LAYOUT and _relayout): neither the
+        # output name nor `q` or `exact_limit` (the same sketch state serves any of them).
+        # (as JSON gives it back: a YAML date in a `where` is its text, as read from a body)
+        layout = _dumps(
+            {
+                "key": list(c.key),
+                "aggs": [
+                    [a.fn, a.field, None if a.where is None else dict(sorted(a.where.items()))]
+                    for a in c.aggregates.values()
+                ],
+            }
+        )
+        self._layout = orjson.loads(layout)
+        self._layout_head = '{"' + LAYOUT + '":' + layout
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
         ]
@@ -933,7 +951,7 @@ class WindowBolt(Bolt):
             else:
                 snapshot = pending
             self._results(out, last, ws, pending.items(), True)
-            self._closing[ws] = (last, rows, _dumps(snapshot), list(pending))
+            self._closing[ws] = (last, rows, self._body(snapshot), list(pending))
         for ws in compact - done:
             rows = self._read[ws]
             self._compact[ws] = (rows, self._fold_bodies(rows.deltas))
@@ -1009,6 +1027,9 @@ class WindowBolt(Bolt):
         (``[1.0]``, ``[-0.0]``), which is the key ``[1]`` (``[0]``) now; the states of keys that
         become one are merged. Only a body holding such a float's text somewhere is looked into."""
         d = orjson.loads(body)
+        layout = d.pop(LAYOUT, None)
+        if layout != self._layout:
+            d = self._relayout(d, layout)
         if not _may_hold_whole_float(body):
             return d
         renamed = {}
@@ -1024,6 +1045,47 @@ class WindowBolt(Bolt):
             cur = d.get(text)
             d[text] = states if cur is None else self.merge(cur, states)
         return d
+
+    def _body(self, d: dict[str, list[Any]]) -> str:
+        """A body to store: ``d`` as JSON, its layout (LAYOUT) first."""
+        text = _dumps(d)
+        return self._layout_head + ("}" if len(text) == 2 else "," + text[1:])
+
+    def _relayout(self, d: dict[str, list[Any]], layout: Any) -> dict[str, list[Any]]:
+        """A body written with other aggregates (the topology changed while its window was open
+        or kept): each aggregate's states taken by its ``[fn, field, where]``, an aggregate new
+        since starting from nothing (it counts the events from the change on), one gone dropped.
+        Another key, or a body stored before bodies named their layout whose states do not fit,
+        cannot be read: the batch fails (a misconfiguration, not the records')."""
+        aggs = self._layout["aggs"]
+        if layout is None:  # written before this version: its states are in this order, or not
+            first = next(iter(d.values()), None)
+            if first is None or len(first) == len(aggs):
+                return d
+            raise SinkError(
+                f"window state '{self.name}': a stored window holds {len(first)} aggregate(s) "
+                f"per key, this bolt has {len(aggs)}; it was written by a squall before windows "
+                "named their aggregates, which cannot be matched: give the bolt another `name:` "
+                "(a new state), or let the windows close and expire before changing `aggregates`"
+            )
+        if layout.get("key") != self._layout["key"]:
+            raise SinkError(
+                f"window state '{self.name}': its windows are keyed by {layout.get('key')}, this "
+                f"bolt by {self._layout['key']}: give the bolt another `name:` (a new state), or "
+                "let the windows close and expire before changing `key`"
+            )
+        old = [list(a) for a in layout.get("aggs", [])]
+        where: list[int | None] = []
+        for spec in aggs:
+            j = old.index(spec) if spec in old else None
+            if j is not None:
+                old[j] = None  # an aggregate twice: each takes one
+            where.append(j)
+        new = [agg.new for agg in self._aggs]
+        return {
+            key: [states[j] if j is not None else new[i]() for i, j in enumerate(where)]
+            for key, states in d.items()
+        }
 
     def _merge_into(self, acc: dict[str, list[Any]], delta: dict[str, list[Any]] | None) -> None:
         """Merge ``delta`` into ``acc`` without changing ``delta``'s lists (the batch keeps them)."""
@@ -1152,8 +1214,8 @@ class WindowBolt(Bolt):
                     rows.ids,
                     snapshot,
                     None,
-                    _dumps(mine) if mine else None,
-                    _dumps(stale) if stale else None,
+                    self._body(mine) if mine else None,
+                    self._body(stale) if stale else None,
                 )
         for ws, (rows, pending) in self._compact.items():
             if ws in replaces:
@@ -1162,9 +1224,14 @@ class WindowBolt(Bolt):
             folded = dict(pending)  # (pending's lists are not changed: a retry reuses them)
             self._merge_into(folded, mine)
             replaces[ws] = Replace(
-                ws + size, rows.rev, rows.ids, None, _dumps(folded), _dumps(mine) if mine else None
+                ws + size,
+                rows.rev,
+                rows.ids,
+                None,
+                self._body(folded),
+                self._body(mine) if mine else None,
             )
-        appends = {ws: (ws + size, _dumps(d)) for ws, d in own.items()}
+        appends = {ws: (ws + size, self._body(d)) for ws, d in own.items()}
         expire = (end_before if end_before is not None else 0) - size
         if self._token is None:  # one per staged batch: the engine's retry reuses it
             self._token = uuid.uuid4().hex

@@ -1,0 +1,121 @@
+"""A window bolt whose `aggregates` (or `key`) changed while its state holds windows: a topology
+edited and redeployed with windows open, or a file run again after more input was appended.
+The stored states are lists in the order of the aggregates; before each stored body named its
+layout, an added aggregate failed every record of the batch (`zip() argument 2 is shorter than
+argument 1`, each record dead-lettered alone) and two aggregates swapped exchanged their counts
+silently."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from squall.errors import SinkError
+from squall.event import Event
+from squall.topology.executor import END_OF_INPUT
+from tests.bolts.test_window import MIN, T0, ev, finals, make_bolt, run, store_url  # noqa: F401
+
+OPENS = {"fn": "count", "where": {"kind": "open"}}
+DEVICES = {"fn": "count_distinct", "field": "device"}
+
+
+def events(first: int, n: int, t: int) -> list:
+    """``n`` events of app "a" in the minute of ``t``: kinds register, open, open, …"""
+    return [
+        ev(i, t + i, kind="register" if i % 3 == 0 else "open", device=f"d{i % 4}")
+        for i in range(first, first + n)
+    ]
+
+
+def to_the_end(bolt) -> list[dict]:
+    """The results of the end of input (``squall run`` at a file's end), committed."""
+    out = bolt.flush(Event(b"", END_OF_INPUT, None, None, {}))
+    bolt.commit_state(lambda e: True)
+    bolt.state_committed()
+    return [e.value for e in out.streams.get("default", [])]
+
+
+def test_an_aggregate_added_while_a_window_is_open_counts_from_then_on(store_url, unique_name):  # noqa: F811
+    before = make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}})
+    results, late = run(before, events(0, 6, T0))
+    assert results == [] and late == []
+    after = make_bolt(
+        store_url, unique_name, aggregates={"n": {"fn": "count"}, "opens": OPENS, "d": DEVICES}
+    )
+    results, late = run(after, events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="open")])
+    assert late == []
+    result = finals(results)[("2024-05-01T10:00:00.000Z", "a")]
+    # n over the whole window; the new aggregates over the events since the change (6, 7, 8)
+    assert (result["n"], result["opens"], result["d"]) == (9, 2, 3)
+
+
+def test_aggregates_reordered_and_renamed_keep_their_own_states(store_url, unique_name):  # noqa: F811
+    regs = {"fn": "count", "where": {"kind": "register"}}
+    before = make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}, "regs": regs})
+    run(before, events(0, 6, T0))  # 6 events, 2 registrations
+    after = make_bolt(
+        store_url, unique_name, aggregates={"registrations": regs, "n": {"fn": "count"}}
+    )
+    results, _ = run(after, events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="open")])
+    result = finals(results)[("2024-05-01T10:00:00.000Z", "a")]
+    assert (result["n"], result["registrations"]) == (9, 3)
+
+
+def test_an_aggregate_removed_leaves_the_others_counts(store_url, unique_name):  # noqa: F811
+    before = make_bolt(store_url, unique_name, aggregates={"opens": OPENS, "n": {"fn": "count"}})
+    run(before, events(0, 6, T0))
+    after = make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}})
+    results, _ = run(after, events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="open")])
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 9
+
+
+def test_a_closed_window_reopened_under_new_aggregates_is_emitted_complete(
+    store_url,  # noqa: F811
+    unique_name,
+):
+    """The window's snapshot (its closed state) is read by the layout too."""
+    before = make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}})
+    run(before, events(0, 6, T0))
+    assert [r["n"] for r in to_the_end(before)] == [6]  # emitted and closed
+    after = make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}, "opens": OPENS})
+    results, late = run(after, events(6, 2, T0))  # not late: the end moved no watermark; 1 open
+    assert late == [] and results == []
+    assert [(r["n"], r["opens"]) for r in to_the_end(after)] == [(8, 1)]
+
+
+def test_another_key_fails_the_batch_as_a_misconfiguration(store_url, unique_name):  # noqa: F811
+    before = make_bolt(store_url, unique_name, key=["app"])
+    run(before, events(0, 3, T0))
+    after = make_bolt(store_url, unique_name, key=["app", "kind"])
+    with pytest.raises(SinkError, match=r"keyed by \['app'\], this bolt by \['app', 'kind'\]"):
+        after.process(events(3, 1, T0) + [ev(20, T0 + 2 * MIN, kind="open")])
+
+
+def test_a_body_stored_before_layouts_is_read_as_before_or_refused(tmp_path: Path, unique_name):
+    """A window a squall before this one stored (no layout in its body): read as it is while its
+    states fit the aggregates, else the batch fails naming the state and what to do."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    before = make_bolt(url, unique_name)
+    run(before, events(0, 4, T0))
+    db = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    table = f"w_{unique_name}_log"
+    (body,) = db.execute(f"select body from {table} where body like '%layout%'").fetchone()
+    assert body.startswith('{"~layout":')
+    db.execute(f"update {table} set body = ? where body = ?", ('{"[\\"a\\"]":[4]}', body))
+    same = make_bolt(url, unique_name)
+    results, _ = run(same, events(4, 1, T0) + [ev(20, T0 + 2 * MIN)])
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 5
+    again = make_bolt(url, unique_name + "x")
+    run(again, events(0, 4, T0))
+    table = f"w_{unique_name}x_log"
+    db.execute(f"update {table} set body = ? where body like '%layout%'", ('{"[\\"a\\"]":[4]}',))
+    changed = make_bolt(
+        url,
+        unique_name + "x",
+        table=f"w_{unique_name}x",
+        aggregates={"n": {"fn": "count"}, "opens": OPENS},
+    )
+    with pytest.raises(SinkError, match="holds 1 aggregate.* this bolt has 2.*another `name:`"):
+        changed.process([ev(20, T0 + 2 * MIN)])
