@@ -202,5 +202,8 @@ def arrival_ms(arrival: datetime | None) -> int:
     """Epoch milliseconds of a record's arrival time (naive means UTC); ``ValueError`` when the
     record has none (a file's lines): the component then needs a time field."""
     if arrival is None:
-        raise ValueError("the record has no arrival time")
+        raise ValueError(
+            "the record has no arrival time (a file's, stdin's or an S3 object's records have "
+            "none): set time_field to the event's time field"
+        )
     return _epoch_ms(arrival, "arrival time")

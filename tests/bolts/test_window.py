@@ -905,3 +905,13 @@ def test_early_results_of_two_inputs_ending_a_batch_at_the_same_line_have_two_id
     (a,), (b,) = first.streams["default"], second.streams["default"]
     assert (a.value["n"], b.value["n"]) == (2, 4)
     assert a.event_id != b.event_id
+
+
+def test_arrival_time_on_a_file_names_what_to_set(tmp_path: Path, unique_name):
+    """`time_field: null` reading a file: every record fails (a line has no arrival time), and the
+    reason says why and what to set — it said only `the record has no arrival time`."""
+    bolt = make_bolt(f"sqlite:///{tmp_path / 's.db'}", unique_name, time_field=None)
+    out = bolt.process([ev(0, T0)])  # a RecordMeta without an arrival time, as a file's line
+    (failed,) = out.streams["error"]
+    assert "a file's, stdin's or an S3 object's records have none" in failed.failure.reason
+    assert "set time_field to the event's time field" in failed.failure.reason
