@@ -95,9 +95,9 @@ COMPACT_AT = 64
 #: shard marks one commit deletes at most (or twice the lineages of its batch, if more; see _prune)
 PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
-#: The entry of a stored body (a delta, a snapshot) naming what its states are: the key paths and
-#: each aggregate's ``[fn, field, where]``, in the order of the states (a key is a JSON list's
-#: text, so no key is this). A body is read by it when the topology's aggregates changed since.
+#: The entry of a stored body (a delta, a snapshot) naming what its states are: the key paths, the
+#: size and hop, and each aggregate's ``[fn, field, where]`` in the order of the states (a key is
+#: a JSON list's text, so no key is this). A body is read by it when the topology's aggregates changed since.
 LAYOUT = "~layout"
 #: (window, key) cells whose sketches one call keeps live at most: past them, every live sketch is
 #: serialized (as at the end of the call) — a live KLL sketch holds ~1.8 kB whatever its values
@@ -268,6 +268,8 @@ class WindowBolt(Bolt):
         layout = _dumps(
             {
                 "key": list(c.key),
+                "size": self.size,
+                "hop": self.hop,
                 "aggs": [
                     [a.fn, a.field, None if a.where is None else dict(sorted(a.where.items()))]
                     for a in c.aggregates.values()
@@ -1055,8 +1057,8 @@ class WindowBolt(Bolt):
         """A body written with other aggregates (the topology changed while its window was open
         or kept): each aggregate's states taken by its ``[fn, field, where]``, an aggregate new
         since starting from nothing (it counts the events from the change on), one gone dropped.
-        Another key, or a body stored before bodies named their layout whose states do not fit,
-        cannot be read: the batch fails (a misconfiguration, not the records')."""
+        Another key, size or hop, or a body stored before bodies named their layout whose states
+        do not fit, cannot be read: the batch fails (a misconfiguration, not the records')."""
         aggs = self._layout["aggs"]
         if layout is None:  # written before this version: its states are in this order, or not
             first = next(iter(d.values()), None)
@@ -1073,6 +1075,14 @@ class WindowBolt(Bolt):
                 f"window state '{self.name}': its windows are keyed by {layout.get('key')}, this "
                 f"bolt by {self._layout['key']}: give the bolt another `name:` (a new state), or "
                 "let the windows close and expire before changing `key`"
+            )
+        mine = (self.size, self.hop)
+        if (layout.get("size"), layout.get("hop")) != mine:
+            raise SinkError(
+                f"window state '{self.name}': its windows are {layout.get('size')} ms long every "
+                f"{layout.get('hop')} ms, this bolt's {mine[0]} ms every {mine[1]} ms: give the "
+                "bolt another `name:` (a new state), or let the windows close and expire before "
+                "changing `size` or `hop`"
             )
         old = [list(a) for a in layout.get("aggs", [])]
         where: list[int | None] = []

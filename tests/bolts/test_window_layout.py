@@ -119,3 +119,13 @@ def test_a_body_stored_before_layouts_is_read_as_before_or_refused(tmp_path: Pat
     )
     with pytest.raises(SinkError, match="holds 1 aggregate.* this bolt has 2.*another `name:`"):
         changed.process([ev(20, T0 + 2 * MIN)])
+
+
+def test_another_size_fails_the_batch_as_a_misconfiguration(store_url, unique_name):  # noqa: F811
+    """A minute's states read as an hour's (its start not even an hour's) were emitted as an
+    hour's result: the batch fails instead, naming both."""
+    before = make_bolt(store_url, unique_name)
+    run(before, events(0, 3, T0 + MIN))
+    after = make_bolt(store_url, unique_name, size="1h")
+    with pytest.raises(SinkError, match="60000 ms long every 60000 ms, this bolt's 3600000 ms"):
+        after.process([ev(20, T0 + 3 * 3_600_000)])
