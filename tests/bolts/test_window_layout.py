@@ -129,3 +129,18 @@ def test_another_size_fails_the_batch_as_a_misconfiguration(store_url, unique_na
     after = make_bolt(store_url, unique_name, size="1h")
     with pytest.raises(SinkError, match="60000 ms long every 60000 ms, this bolt's 3600000 ms"):
         after.process([ev(20, T0 + 3 * 3_600_000)])
+
+
+def test_a_where_of_a_yaml_date_reads_its_own_states(tmp_path: Path, unique_name):
+    """The layout is compared as JSON gives it back: a `where` value YAML makes a date (JSON
+    writes its text) must not make the bolt take its own states for another aggregate's."""
+    import datetime
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    config = {"n": {"fn": "count", "where": {"kind": [datetime.date(2026, 3, 29), "open"]}}}
+    run(make_bolt(url, unique_name, aggregates=config), events(0, 6, T0))  # 4 opens
+    results, _ = run(
+        make_bolt(url, unique_name, aggregates=config),
+        events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="x")],
+    )
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 6
