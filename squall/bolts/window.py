@@ -97,7 +97,7 @@ PRUNE_AT_MOST = 1000
 CellId = tuple[int, str]  # (window start ms, key as JSON text)
 #: The entry of a stored body (a delta, a snapshot) naming what its states are: the key paths, the
 #: size and hop, and each aggregate's ``[fn, field, where]`` in the order of the states (a key is
-#: a JSON list's text, so no key is this). A body is read by it when the topology's aggregates changed since.
+#: a JSON list's text, so no key is this). A body of another layout is read by it (_relayout).
 LAYOUT = "~layout"
 #: (window, key) cells whose sketches one call keeps live at most: past them, every live sketch is
 #: serialized (as at the end of the call) — a live KLL sketch holds ~1.8 kB whatever its values
