@@ -190,9 +190,13 @@ def _batch_error(exc: BaseException) -> bool:
     return batch_error(exc)
 
 
-def _before(batch: list[Event], event: Event) -> list[Event]:
-    """The events of ``batch`` before ``event`` (by identity)."""
-    return batch[: next(i for i, ev in enumerate(batch) if ev is event)]
+def _before(batch: list[Event], out: Output) -> list[Event]:
+    """The events of ``batch`` that ``out`` has an outcome for: each event processed gets one
+    (emitted, failed or dropped), so their count is the place of the event that raised — not
+    its first place by identity: the same event twice in a batch (emitted on two streams that
+    both come into the bolt) raising at its second place resumed at its first, and the events
+    between were processed and emitted twice."""
+    return batch[: sum(map(len, out.streams.values())) + len(out.dropped)]
 
 
 class RecordBolt(Bolt):
@@ -230,14 +234,14 @@ class RecordBolt(Bolt):
             try:
                 stream = handle(event)
             except TransientError:
-                self._done = (_before(batch, event), out)
+                self._done = (_before(batch, out), out)
                 raise
             except RecordError as exc:
                 out.fail(event, exc.reason, exc.stream)
                 continue
             except Exception as exc:  # a bug or an unexpected shape in one record
                 if _batch_error(exc):  # a database or Redis down or refusing: the engine's
-                    self._done = (_before(batch, event), out)
+                    self._done = (_before(batch, out), out)
                     raise
                 # with where it raised: `KeyError: 'amount'` alone leaves the bug to be found
                 out.fail(event, describe_exception_at(exc, skip=1))

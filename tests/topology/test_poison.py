@@ -914,3 +914,63 @@ def test_a_record_bolt_holds_no_event_of_a_failed_batch(tag):
         gc.collect()
         assert len(MarkedPerEvent.markers) == 2 + 2 + 1  # events 0 and 1 once, 2 three times
         assert [m() for m in MarkedPerEvent.markers] == [None] * 5
+
+
+class TeeBolt(Bolt):
+    """Emits each event, the same object, on ``default`` and on ``copy``."""
+
+    summary = "each event on two streams"
+    streams = ("copy",)
+
+    def process(self, batch: list[Event]) -> Output:
+        out = Output(self.id)
+        for ev in batch:
+            out.emit(ev)
+            out.emit(ev, "copy")
+        return out
+
+
+class CountedPerEvent(RecordBolt):
+    """Counts its visits of each event; Redis is down once, at the second visit of ``i == 0``."""
+
+    summary = "a visit count per event, Redis down once"
+    visits: list = []
+    raised = 0
+
+    def process_event(self, event):
+        import redis
+
+        i = event.value["i"]
+        if i == 0 and type(self).visits.count(0) == 1 and not type(self).raised:
+            type(self).raised += 1
+            raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
+        type(self).visits.append(i)
+        return "default"
+
+
+def test_an_outage_retry_resumes_at_the_second_place_of_an_event_given_twice(tag):
+    """Two streams of one bolt both coming into a ``RecordBolt`` give it the same event objects
+    twice in a batch. Redis down at an event's second place: the retry resumed at its first
+    place (found by identity), so the events between were processed again and written twice
+    (9 visits and 9 rows for 3 records on two streams). It goes on from the second place."""
+    CountedPerEvent.visits, CountedPerEvent.raised = [], 0
+    yaml = f"""
+name: twice-into-a-record-bolt
+spout: {{type: 'squall.testing:ListSpout'}}
+settings: {{retry: {{attempts: 3, initial_backoff: 0, max_backoff: 0}}}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: tee, type: "tests.topology.test_poison:TeeBolt"}}
+  - {{id: per, type: "tests.topology.test_poison:CountedPerEvent"}}
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink', name: {tag}-out}}
+streams:
+  - {{from: decode, to: tee}}
+  - {{from: tee, to: per}}
+  - {{from: tee, stream: copy, to: per}}
+  - {{from: per, to: out}}
+"""
+    run_topology(yaml, records_from([{"i": i} for i in range(3)]), batch_size=3)
+    assert CountedPerEvent.raised == 1
+    assert CountedPerEvent.visits == [0, 1, 2, 0, 1, 2]
+    assert [ev.value["i"] for ev in MemorySink.stores[f"{tag}-out"]] == [0, 1, 2, 0, 1, 2]
