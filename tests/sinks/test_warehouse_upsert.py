@@ -616,6 +616,49 @@ def test_sqlite_timestamps_stored_with_an_offset_compare_to_the_microsecond(tmp_
     sink.close()
 
 
+def test_sqlite_timestamps_stored_with_trailing_zeros_in_utc_are_equal_versions(tmp_path: Path):
+    """A stored time in UTC with a space and ``+00:00`` but a fraction of zeros or of more than
+    six digits (another writer's ``.000000``, pandas's; ``.5000000``) was compared as text, as
+    squall's own form is: an equal version, ``'…:00+00:00'`` or ``'….500000+00:00'`` as squall
+    writes it, sorted before it and was not written (an equal version is, the docs say). Only
+    squall's own form is compared as text now; the others as the times they are."""
+    url = sqlite_table(tmp_path / "w.db", "DATETIME")
+    stored = [
+        ("a", "2026-01-05 12:00:00.000000+00:00"),
+        ("b", "2026-01-05 12:00:00.0+00:00"),
+        ("c", "2026-01-05 12:00:00.5000000+00:00"),
+        ("d", "2026-01-05 12:00:00.5000001+00:00"),  # newer by 0.1 µs: kept
+        ("e", "2026-01-05 12:00:00.400000+00:00"),  # squall's form, older: replaced
+    ]
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        conn.executemany(
+            "INSERT INTO t VALUES ('2026-11-28 20:01:00+00:00', ?, 1, NULL, '{}', ?)", stored
+        )
+    sink = open_sink(
+        url, "t", columns={**COLUMNS, "v": {"path": "v", "type": "timestamp"}}, version="v"
+    )
+    write(
+        sink,
+        [
+            {**result("a", 2), "v": "2026-01-05T12:00:00Z"},
+            {**result("b", 2), "v": "2026-01-05T12:00:00Z"},
+            {**result("c", 2), "v": "2026-01-05T12:00:00.5Z"},
+            {**result("d", 2), "v": "2026-01-05T12:00:00.5Z"},
+            {**result("e", 2), "v": "2026-01-05T12:00:00.5Z"},
+        ],
+    )
+    assert rows(url, "t") == [
+        ("a", 2, None),
+        ("b", 2, None),
+        ("c", 2, None),
+        ("d", 1, None),
+        ("e", 2, None),
+    ]
+    sink.close()
+
+
 # -- property: with a version, any batches and replays end as "the newest of each key" -----------
 
 #: One instant written several ways (offsets, fractions, epoch seconds): equal versions, and

@@ -373,9 +373,11 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bo
     """What a row whose key is already stored does: nothing (insert), or replace the other columns
     (upsert) — with a ``version``, only where the stored row's version is not greater.
 
-    SQLite timestamps are text: squall's own UTC form (``YYYY-MM-DD HH:MM:SS[.f]+00:00``) sorts as
-    the times do and is compared as it is; other text in a stored row (an earlier squall kept the
-    event's offset; another writer's ``T`` or ``Z``) is compared as ``sqlite_utc_key`` makes it,
+    SQLite timestamps are text: squall's own UTC form (``YYYY-MM-DD HH:MM:SS[.ffffff]+00:00``, six
+    digits not all zeros, or none) sorts as the times do and is compared as it is; other text in
+    a stored row (an earlier squall kept the event's offset; another writer's ``T`` or ``Z``, or a
+    fraction of zeros or of other length: ``.000000`` sorted as text after an equal ``:00+00:00``)
+    is compared as ``sqlite_utc_key`` makes it,
     which reads the offset; text SQLite cannot read as a time is older than any version, as NULL
     is (kept, no newer row would ever replace it)."""
     updated = spec.updated_columns if spec.upsert_key else []
@@ -390,8 +392,9 @@ def on_conflict(spec: TableSpec, quote_name: Callable[[str], str], *, sqlite: bo
         new = f"excluded.{quote_name(version)}"
         if sqlite and spec.columns[version].type == "timestamp":
             sql += (
-                f" WHERE {stored} IS NULL OR CASE WHEN {stored} LIKE '____-__-__ __:__:__%+00:00' "
-                f"THEN {stored} <= {new} "
+                f" WHERE {stored} IS NULL OR CASE WHEN {stored} LIKE '____-__-__ __:__:__+00:00' "
+                f"OR {stored} LIKE '____-__-__ __:__:__.______+00:00' "
+                f"AND substr({stored}, 20, 7) != '.000000' THEN {stored} <= {new} "
                 f"ELSE coalesce({sqlite_utc_key(stored)} <= {sqlite_utc_key(new)}, 1) END"
             )
         else:
