@@ -288,8 +288,7 @@ class HttpSink(ConcurrentRequests, Sink):
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         self._broken = None
         outcome = self._send_all(items)
-        forbidden = [why for _, why in outcome.rejected if status_of(why) == FORBIDDEN]
-        self._check_forbidden(items, forbidden)
+        self._check_forbidden(items)
         # Batch modes: a request refused (a 413, a 400, 403 or 422 for one bad event among a
         # hundred: ``SPLIT``) is not each of its events' problem. It is split in halves, sent
         # again, until the events refused alone are found; the halves replace it in the batch's
@@ -309,8 +308,7 @@ class HttpSink(ConcurrentRequests, Sink):
                 items[at : at + 1] = parts = self._halves(item)
                 halves.extend(parts)
             more = self._send_all(halves)
-            forbidden += [why for _, why in more.rejected if status_of(why) == FORBIDDEN]
-            self._check_forbidden(items, forbidden)
+            self._check_forbidden(items)
             outcome.rejected = [
                 (item, why)
                 for item, why in outcome.rejected
@@ -319,10 +317,13 @@ class HttpSink(ConcurrentRequests, Sink):
             outcome.failed.extend(more.failed)
         return write_result(self.id, outcome)
 
-    def _check_forbidden(self, items: list[Item], forbidden: list[str]) -> None:
+    def _check_forbidden(self, items: list[Item]) -> None:
         """Fail the batch (``SinkError``) when two requests or more of this write were answered
         403 and none was taken: the credentials or the endpoint's permissions, not a record's
-        content. Decided once the requests of a round are answered, whatever their order."""
+        content. Decided once the requests of a round are answered, whatever their order. The
+        requests are the write's as they are now (``items``): a request split in halves is its
+        halves — counted beside them, one blocked record's 403 was two refusals."""
+        forbidden = [i.refused for i in items if i.refused and status_of(i.refused) == FORBIDDEN]
         if len(forbidden) >= 2 and not any(item.done for item in items):
             raise SinkError(
                 f"{self.id}: {self.config.method} {forbidden[0]} (check the credentials in "

@@ -191,7 +191,7 @@ def test_http_sink_endpoint_down_is_transient_and_the_retry_sends_only_what_is_m
         return (503, {"Retry-After": "3"}, "down") if state["down"] else (200, {}, "")
 
     with LocalHttp(answer) as srv:
-        sink = make_sink(srv.url, mode="json_batch", batch_size=2, max_attempts=2)
+        sink = make_sink(srv.url, mode="json_batch", batch_size=2, max_attempts=1)
         prepared = sink.prepare(events([{"n": i} for i in range(4)]))
         prepared.payload[0].done = True  # written by an earlier attempt
         state["down"] = True
@@ -712,19 +712,20 @@ def test_http_sink_a_403_for_one_records_content_is_that_records_dead_letter(tmp
     assert [r["reason"] for r in rejects] == ["HTTP 403: Request blocked"]
 
 
-@pytest.mark.parametrize(("mode", "sent"), [("single", 3), ("json_batch", 3)])
+@pytest.mark.parametrize(("mode", "sent", "counted"), [("single", 3, 3), ("json_batch", 3, 2)])
 def test_http_sink_a_403_for_every_request_fails_the_batch_and_dead_letters_nothing(
-    tmp_path, mode, sent
+    tmp_path, mode, sent, counted
 ):
     """Credentials the endpoint forbids: two requests or more answered 403 and none taken
     fail the batch (nothing dead-lettered, nothing checkpointed). In the batch modes the
-    refused request's two halves are the second and third requests."""
+    refused request's two halves are the second and third requests, and they are the two
+    refusals counted (the request they split is theirs)."""
     with LocalHttp(lambda req: (403, {}, "forbidden")) as srv:
         yaml = hook_yaml(srv.url, tmp_path, mode=mode, batch_size=6)
         with pytest.raises(BatchFailed) as failed:
             run_topology(yaml, records_from([{"n": i} for i in range(3)]))
     assert "hook: POST HTTP 403: forbidden (check the credentials in `headers`" in str(failed.value)
-    assert "3 requests refused, none taken" in str(failed.value)
+    assert f"{counted} requests refused, none taken" in str(failed.value)
     rejects = tmp_path / "rejects.jsonl"
     assert not rejects.exists() or rejects.read_text() == ""
     assert len(srv.requests) == sent
@@ -793,3 +794,28 @@ def test_http_sink_a_records_403_answered_before_any_request_is_taken_is_still_t
     assert [(ev.value["n"], ev.failure.reason) for ev in result.rejected] == [
         (3, "HTTP 403: Request blocked")
     ]
+
+
+def test_http_sink_a_records_403_counted_once_when_its_request_is_split():
+    """A batch mode's request refused with 403 is sent again in halves: the half holding the
+    blocked record gets the 403 again. That was counted as a second request refused, so with
+    the other half not taken (answered 503 and not retried: ``max_attempts: 1``, or a Lambda's
+    time spent) the write had "two requests
+    refused, none taken" and failed the batch as the credentials' — a run stopped as
+    misconfigured for one record's content. A split request's 403 is its halves' now: the
+    blocked record is dead-lettered and the other one fails for a retry."""
+
+    def answer(req: Request):
+        if b"DROP TABLE" in req.body:
+            return 403, {}, "Request blocked"
+        return 503, {}, "busy"
+
+    payloads = [{"n": 0, "q": "DROP TABLE users"}, {"n": 1, "q": "hello"}]
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, mode="json_batch", batch_size=2, max_attempts=1)
+        result = sink.write_batch(sink.prepare(events(payloads)), None)
+        sink.close()
+    assert [(ev.value["n"], ev.failure.reason) for ev in result.rejected] == [
+        (0, "HTTP 403: Request blocked")
+    ]
+    assert [ev.value["n"] for ev in result.failed] == [1]
