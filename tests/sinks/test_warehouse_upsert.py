@@ -729,3 +729,72 @@ def test_a_versioned_table_named_excluded(request, tmp_path: Path, backend: str)
     finally:
         with sa.create_engine(url).begin() as conn:
             conn.exec_driver_sql('DROP TABLE IF EXISTS "excluded"')
+
+
+def _other_form(rng, t, digits: str) -> str:
+    """``t`` (UTC) as another writer might store it: an offset (``Z``, ``+00:00``, ``-00:00``,
+    none, or hours and minutes either way), a ``T`` or a space, a fraction of any length."""
+    from datetime import timedelta, timezone
+
+    off = rng.choice([0, 0, 60, -60, 330, -330, 14 * 60, -14 * 60, -300])
+    local = t.astimezone(timezone(timedelta(minutes=off)))
+    text = f"{local.date().isoformat()}{rng.choice(' T')}{local:%H:%M:%S}"
+    text += f".{digits}" if digits else ""
+    if off == 0:
+        return text + rng.choice(["Z", "+00:00", "-00:00", ""])
+    return text + f"{'+' if off > 0 else '-'}{abs(off) // 60:02d}:{abs(off) % 60:02d}"
+
+
+def test_sqlite_timestamp_version_compare_agrees_with_the_times_over_random_forms():
+    """The upsert's SQL on SQLite (``on_conflict``) against the exact times, over 10,000 pairs of
+    a stored time in another form (offsets crossing midnight and the year, ``T`` or space,
+    ``Z``, fractions of 1–9 digits with trailing zeros, years 1 to 9999) and a new version in
+    squall's form, a third of them the same time to the microsecond: a row is replaced exactly
+    when the stored time is not after the new one."""
+    import random
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+    from fractions import Fraction
+
+    from squall.sinks.warehouse.columns import ColumnSpec, _timestamp_text
+    from squall.sinks.warehouse.writers import TableSpec, on_conflict, quote
+
+    spec = TableSpec(
+        None,
+        "t",
+        {"k": ColumnSpec(path="k"), "v": ColumnSpec(path="v", type="timestamp")},
+        upsert_key=("k",),
+        version_column="v",
+    )
+    rng = random.Random(20261207)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    stored, new, want = [], [], []
+    for k in range(10_000):
+        if rng.random() < 0.1:  # the ends of the calendar
+            y = rng.choice([1, 1969, 1970, 9998])
+            t1 = datetime(y, rng.randint(1, 12), rng.randint(1, 28), rng.randint(0, 23), tzinfo=UTC)
+        else:
+            t1 = base + timedelta(seconds=rng.randint(-3 * 86400, 3 * 86400))
+        digits = ""
+        if rng.random() < 0.7:
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
+            if rng.random() < 0.3:
+                digits = digits[: max(1, len(digits) // 2)].ljust(len(digits), "0")
+        f1 = Fraction(int(digits), 10 ** len(digits)) if digits else Fraction(0)
+        us = int(f1 * 1_000_000) if rng.random() < 0.33 else rng.randint(0, 999_999)
+        t2 = t1 + timedelta(seconds=rng.choice([0, 0, 0, 1, -1]), microseconds=us)
+        stored.append((str(k), _other_form(rng, t1, digits)))
+        new.append((str(k), _timestamp_text(t2)))
+        # stored t1 + f1 s, new t2: exact, in microseconds (f1 may hold more digits)
+        want.append(f1 * 1_000_000 <= (t2 - t1) // timedelta(microseconds=1))
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v TEXT, x INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, 1)", stored)
+    conn.executemany(
+        f"INSERT INTO t AS squall_stored (k, v, x) VALUES (?, ?, 2) ON CONFLICT (k) "
+        f"{on_conflict(spec, quote, sqlite=True).replace('DO UPDATE SET', 'DO UPDATE SET x = 2,', 1)}",
+        new,
+    )
+    got = dict(conn.execute("SELECT k, x FROM t"))
+    wrong = [(stored[k][1], new[k][1]) for k in range(10_000) if (got[str(k)] == 2) != want[k]]
+    assert wrong == [], wrong[:5]
