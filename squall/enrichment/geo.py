@@ -18,11 +18,11 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from marshal import dumps as _marshal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import maxminddb
-import orjson
 from pydantic import Field, model_validator
 
 from squall.bolts.base import Bolt, Output
@@ -131,22 +131,15 @@ class _Database:
     def _shared(self, fields: dict[str, Any]) -> dict[str, Any]:
         """The one kept copy of an answer equal to ``fields``; its strings interned.
 
-        Equal means the same values of the same types, bit for bit: the key is the values' JSON
-        (orjson), which tells 7 from 7.0 and true, and 0.0 from -0.0, and refuses a subclass of
-        str, int, dict or list (in a file of another producer), bytes and bytearray, an integer
-        beyond 64 bits: such an answer is not shared. (orjson would write a tuple as a list, an
-        enum as its value, a datetime or UUID as text — types a MaxMind DB reader never
-        returns: its values are str, int, float, bool, None, list, dict and bytes.) orjson writes NaN and infinity as ``null``,
-        like None: a key whose ``null``s are not all None values is not shared either (nor one
-        with "null" inside a text: cautious). (``marshal`` version 2 cost ~2.8× as much an
-        answer, a key of the values and their types ~1.35× that: docs/performance.md, hJ.)"""
-        values = tuple(fields.values())
+        Equal means the same values of the same types, bit for bit: the key is the values'
+        ``marshal`` form (version 2: no back-references, so it does not depend on which objects
+        are shared), which tells 7 from 7.0 and True, and 0.0 from -0.0. A value ``marshal``
+        cannot write (a subclass, in a file of another producer) is not shared. (A key of the
+        values and their types cost ~1.35× as much: a 26-item tuple of the record's fresh
+        strings to hash, and each value compared with 0 to keep -0.0 apart.)"""
         try:
-            key = _json_key(values, option=_PLAIN_ONLY)
-        except TypeError:  # orjson.JSONEncodeError
-            return fields
-        # (``find``, not ``in``: CPython 3.11 tries a bytes needle of ``in`` as an integer first)
-        if key.find(b"null") >= 0 and key.count(b"null") != values.count(None):
+            key = _marshal(tuple(fields.values()), 2)
+        except ValueError:
             return fields
         kept = self._answers.get(key)
         if kept is not None:
@@ -161,10 +154,6 @@ class _Database:
 
     def close(self) -> None:
         self.reader.close()
-
-
-_json_key = orjson.dumps
-_PLAIN_ONLY = orjson.OPT_PASSTHROUGH_SUBCLASS  # a subclass of str, int, dict, list: TypeError
 
 
 class CorruptRecord(Exception):

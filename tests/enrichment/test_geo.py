@@ -552,55 +552,6 @@ def test_equal_answers_holding_a_zero_are_kept_once_and_minus_zero_apart(tmp_pat
     assert len(bolt.city._answers) == 3
 
 
-def test_answers_whose_json_is_equal_but_values_are_not_are_not_shared(tmp_path: Path):
-    """The answers' key is their JSON, where NaN and infinity are written null like None: a
-    latitude of NaN, of infinity and none at all are three answers, each network keeps its
-    own (and its block repeats what an uncached bolt gives); equal answers are still one, a
-    text holding "null" too."""
-    from mmdb_writer import MmdbF64
-
-    from .support import write_mmdb
-
-    def located(lat=None, city="X") -> dict:
-        record = {"country": {"iso_code": "XX", "names": {"en": "X"}}}
-        record["city"] = {"names": {"en": city}}
-        if lat is not None:
-            record["location"] = {"latitude": MmdbF64(lat), "longitude": MmdbF64(1.5)}
-        else:
-            record["location"] = {"longitude": MmdbF64(1.5)}
-        return record
-
-    networks = {
-        "11.0.0.0/24": located(),
-        "12.0.0.0/24": located(float("nan")),
-        "13.0.0.0/24": located(float("inf")),
-        "14.0.0.0/24": located(),
-        "15.0.0.0/24": located(city="Annullo"),
-        "16.0.0.0/24": located(city="Annullo"),
-    }
-    write_mmdb(tmp_path / "nan.mmdb", networks, "GeoIP2-City")
-    context = ComponentContext("test", tmp_path)
-    bolt = geo_bolt(context, database="nan.mmdb", cache_size=100)
-    ips = [f"{a}.0.0.1" for a in (11, 12, 13, 14, 15, 16)]
-    values = run(bolt, [{"ip": ip} for ip in ips])
-    assert [repr(v["geo"]["latitude"]) for v in values] == [
-        "None",
-        "nan",
-        "inf",
-        "None",
-        "None",
-        "None",
-    ]
-    for ip, value in zip(ips, values, strict=True):
-        [alone] = run(geo_bolt(context, database="nan.mmdb", cache_size=100), [{"ip": ip}])
-        assert repr(value["geo"]) == repr(alone["geo"]), ip
-    resolved = bolt.resolve(ips)
-    blocks = [resolved[ip].block for ip in ips]
-    assert blocks[0] is blocks[3]  # equal: kept once
-    assert len({id(b) for b in blocks[:3]}) == 3  # None, NaN, infinity: three answers
-    assert blocks[4] == blocks[5] and blocks[4] is not blocks[0]
-
-
 @pytest.mark.parametrize("language", ["en", "de", "ja"])
 def test_city_block_reads_every_field_and_falls_back_to_english(language):
     """The block of a record, field by field, as its rules say: a name in the language, else
