@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,430 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,470 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -277,6 +277,7 @@ class WindowBolt(Bolt):
             }
         )
         self._layout = orjson.loads(layout)
+        self._layout_id = _layout_id(self._layout)
         self._layout_head = '{"' + LAYOUT + '":' + layout
         self._aggs = [
             window_aggs.make(a.fn, exact_limit=a.exact_limit, q=a.q) for a in c.aggregates.values()
@@ -1030,7 +1031,7 @@ class WindowBolt(Bolt):
         become one are merged. Only a body holding such a float's text somewhere is looked into."""
         d = orjson.loads(body)
         layout = d.pop(LAYOUT, None)
-        if layout != self._layout:
+        if layout is None or _layout_id(layout) != self._layout_id:
             d = self._relayout(d, layout)
         if not _may_hold_whole_float(body):
             return d
@@ -1084,9 +1085,9 @@ class WindowBolt(Bolt):
                 "bolt another `name:` (a new state), or let the windows close and expire before "
                 "changing `size` or `hop`"
             )
-        old = [list(a) for a in layout.get("aggs", [])]
+        old: list[Any] = [_agg_id(a) for a in layout.get("aggs", [])]
         where: list[int | None] = []
-        for spec in aggs:
+        for spec in map(_agg_id, aggs):
             j = old.index(spec) if spec in old else None
             if j is not None:
                 old[j] = None  # an aggregate twice: each takes one
@@ -1426,6 +1427,34 @@ def _where_value(value: Any) -> Any:
     if isinstance(value, _CONTAINERS):
         return _NO_MATCH
     return value
+
+
+def _agg_id(spec: list[Any]) -> tuple[Any, ...]:
+    """An aggregate of a layout (``[fn, field, where]``) as what its states count: a `where` by
+    the values it matches, as ``_where_value`` compares them (``true`` is not ``1``, which Python's
+    ``True == 1`` would say it is; a list's order, or a value alone or in a list, is no other
+    filter)."""
+    fn, field, where = spec
+    if where is None:
+        return (fn, field, None)
+    return (
+        fn,
+        field,
+        frozenset(
+            (path, frozenset(map(_where_value, v if isinstance(v, list) else [v])))
+            for path, v in where.items()
+        ),
+    )
+
+
+def _layout_id(layout: dict[str, Any]) -> tuple[Any, ...]:
+    """A layout (LAYOUT) as what its states are: two of the same id read each other's bodies."""
+    return (
+        layout.get("key"),
+        layout.get("size"),
+        layout.get("hop"),
+        [_agg_id(a) for a in layout.get("aggs", [])],
+    )
 
 
 def _highest(*values: int | None) -> int | None:

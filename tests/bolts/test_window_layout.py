@@ -144,3 +144,37 @@ def test_a_where_of_a_yaml_date_reads_its_own_states(tmp_path: Path, unique_name
         events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="x")],
     )
     assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 6
+
+
+def test_a_where_from_1_to_true_is_another_aggregate(store_url, unique_name):  # noqa: F811
+    """`where: {vip: 1}` and `{vip: true}` match other events (JSON's true is not 1), but Python
+    says ``True == 1``: the layouts compared equal and the new filter took the old one's count."""
+    before = make_bolt(
+        store_url, unique_name, aggregates={"n": {"fn": "count", "where": {"vip": 1}}}
+    )
+    run(before, [ev(i, T0 + i, vip=1) for i in range(6)])
+    after = make_bolt(
+        store_url, unique_name, aggregates={"n": {"fn": "count", "where": {"vip": True}}}
+    )
+    batch = [ev(i, T0 + i, vip=True) for i in range(6, 9)] + [ev(20, T0 + 2 * MIN, vip=1)]
+    results, _ = run(after, batch)
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 3  # since the change
+
+
+def test_a_where_list_reordered_keeps_its_count(store_url, unique_name):  # noqa: F811
+    """`[open, register]` and `[register, open]` (and `open` and `[open]`) are one filter: the
+    states were dropped and the aggregate counted from the change, as if it were new."""
+    first = {"n": {"fn": "count", "where": {"kind": ["open", "register"]}}}
+    run(make_bolt(store_url, unique_name, aggregates=first), events(0, 6, T0))
+    then = {"n": {"fn": "count", "where": {"kind": ["register", "open"]}}}
+    run(make_bolt(store_url, unique_name, aggregates=then), events(6, 3, T0))
+    opens = {"n": {"fn": "count", "where": {"kind": "open"}}}
+    run(make_bolt(store_url, unique_name, aggregates=opens), events(9, 3, T0))  # 2 opens
+    last = {"n": {"fn": "count", "where": {"kind": ["open"]}}}
+    results, _ = run(
+        make_bolt(store_url, unique_name, aggregates=last),
+        events(12, 3, T0) + [ev(20, T0 + 2 * MIN, kind="x")],  # 2 opens
+    )
+    # 9 (kind open or register), then opens only: an aggregate dropped for `open` (from 9),
+    # whose count starts at 0 there: 2 + 2 under `[open]` read as `open`
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 4
