@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,470 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,490 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -271,7 +271,7 @@ class WindowBolt(Bolt):
                 "size": self.size,
                 "hop": self.hop,
                 "aggs": [
-                    [a.fn, a.field, None if a.where is None else dict(sorted(a.where.items()))]
+                    [a.fn, a.field, None if a.where is None else _layout_where(a.where)]
                     for a in c.aggregates.values()
                 ],
             }
@@ -1441,10 +1441,28 @@ def _agg_id(spec: list[Any]) -> tuple[Any, ...]:
         fn,
         field,
         frozenset(
-            (path, frozenset(map(_where_value, v if isinstance(v, list) else [v])))
+            (path, frozenset(_where_value(_wide(x)) for x in (v if isinstance(v, list) else [v])))
             for path, v in where.items()
         ),
     )
+
+
+def _layout_where(where: dict[str, Any]) -> dict[str, Any]:
+    """A `where` as the layout writes it: an integer beyond 64 bits, which JSON (orjson) does not
+    write, as ``{"int": its text}`` (a `where` holds no object, so this is no value of its own)."""
+
+    def one(v: Any) -> Any:
+        return {"int": str(v)} if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX else v
+
+    return {
+        path: [one(x) for x in v] if isinstance(v, list) else one(v)
+        for path, v in sorted(where.items())
+    }
+
+
+def _wide(value: Any) -> Any:
+    """A layout's `where` value as the `where` held it (see _layout_where)."""
+    return int(value["int"]) if value.__class__ is dict else value
 
 
 def _layout_id(layout: dict[str, Any]) -> tuple[Any, ...]:

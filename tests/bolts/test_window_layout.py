@@ -178,3 +178,30 @@ def test_a_where_list_reordered_keeps_its_count(store_url, unique_name):  # noqa
     # 9 (kind open or register), then opens only: an aggregate dropped for `open` (from 9),
     # whose count starts at 0 there: 2 + 2 under `[open]` read as `open`
     assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 4
+
+
+def test_a_where_of_an_integer_beyond_64_bits_is_written_in_the_layout(store_url, unique_name):  # noqa: F811
+    """JSON writes no integer beyond 64 bits (orjson: `Integer exceeds 64-bit range`): the bolt
+    could not start (`squall run` exit 2) where it had counted them; the number's text (a
+    `where` of another value) is still another filter."""
+    big = 2**70
+    config = {"n": {"fn": "count", "where": {"x": big}}}
+    run(
+        make_bolt(store_url, unique_name, aggregates=config),
+        [ev(i, T0 + i, x=big) for i in range(4)],
+    )
+    results, _ = run(
+        make_bolt(store_url, unique_name, aggregates=config),
+        [ev(4, T0 + 4, x=big), ev(5, T0 + 5, x=str(big)), ev(20, T0 + 2 * MIN, x=1)],
+    )
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 5
+    text = {"n": {"fn": "count", "where": {"x": str(big)}}}
+    results, _ = run(
+        make_bolt(store_url, unique_name + "t", table=f"w_{unique_name}t", aggregates=config),
+        [ev(i, T0 + i, x=big) for i in range(3)],
+    )
+    results, _ = run(
+        make_bolt(store_url, unique_name + "t", table=f"w_{unique_name}t", aggregates=text),
+        [ev(3, T0 + 3, x=str(big)), ev(20, T0 + 2 * MIN, x=1)],
+    )
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 1  # since the change
