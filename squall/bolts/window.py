@@ -17,7 +17,7 @@ state its first delivery saw (same results), or, when its state was already comm
 between the state and the checkpoint: Redis state, Lambda, the KCL), its records are recognised
 by the shard mark and not counted twice. See docs/windows.md.
 
-Size (~1,490 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
+Size (~1,500 lines): the bolt's batch path, its watermark, its closes (folding a window's log)
 and its commit are one protocol with the state store (window_store.py); the aggregate functions
 live in window_aggs.py.
 """
@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import heapq
+import json
 import logging
 import math
 import re
@@ -1448,11 +1449,17 @@ def _agg_id(spec: list[Any]) -> tuple[Any, ...]:
 
 
 def _layout_where(where: dict[str, Any]) -> dict[str, Any]:
-    """A `where` as the layout writes it: an integer beyond 64 bits, which JSON (orjson) does not
-    write, as ``{"int": its text}`` (a `where` holds no object, so this is no value of its own)."""
+    """A `where` as the layout writes it: what JSON (orjson) does not write as a value of its
+    own — an integer beyond 64 bits as ``{"int": its text}``, a text holding a lone surrogate
+    (YAML's ``"\\ud800"``) as ``{"str": its JSON text, escaped}`` (a `where` holds no object, so
+    neither is a value of its own)."""
 
     def one(v: Any) -> Any:
-        return {"int": str(v)} if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX else v
+        if v.__class__ is int and not _INT_MIN <= v <= _INT_MAX:
+            return {"int": str(v)}
+        if v.__class__ is str and not _encodable(v):
+            return {"str": json.dumps(v)}
+        return v
 
     return {
         path: [one(x) for x in v] if isinstance(v, list) else one(v)
@@ -1462,7 +1469,9 @@ def _layout_where(where: dict[str, Any]) -> dict[str, Any]:
 
 def _wide(value: Any) -> Any:
     """A layout's `where` value as the `where` held it (see _layout_where)."""
-    return int(value["int"]) if value.__class__ is dict else value
+    if value.__class__ is dict:
+        return int(value["int"]) if "int" in value else json.loads(value["str"])
+    return value
 
 
 def _layout_id(layout: dict[str, Any]) -> tuple[Any, ...]:

@@ -205,3 +205,16 @@ def test_a_where_of_an_integer_beyond_64_bits_is_written_in_the_layout(store_url
         [ev(3, T0 + 3, x=str(big)), ev(20, T0 + 2 * MIN, x=1)],
     )
     assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 1  # since the change
+
+
+def test_a_where_of_a_lone_surrogate_is_written_in_the_layout(store_url, unique_name):  # noqa: F811
+    """YAML's ``"\\ud800"`` is a text JSON (orjson) does not write: the bolt could not start;
+    a Python bolt's ``json.loads`` gives such a text, which the `where` counts."""
+    config = {"n": {"fn": "count", "where": {"x": ["\ud800", "y"]}}}
+    run(make_bolt(store_url, unique_name, aggregates=config), [ev(0, T0, x="y")])
+    results, _ = run(
+        make_bolt(store_url, unique_name, aggregates=config),
+        [ev(1, T0 + 1, x="y"), ev(2, T0 + 2, x="\\ud800"), ev(3, T0 + 3, x="\ud800")]
+        + [ev(20, T0 + 2 * MIN, x=1)],
+    )
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 3  # not the escaped text
