@@ -148,6 +148,12 @@ class Aggregate(BaseModel):
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, dict | list):
                     raise ValueError(f"where.{path}: compare with scalars only")
+                # (JSON has neither: the layout wrote both as null, and `where: {x: null}`
+                # took their states; NaN equals nothing, not even NaN)
+                if v.__class__ is float and not math.isfinite(v):
+                    raise ValueError(
+                        f"where.{path}: {v} is no JSON value (JSON has no NaN or infinity)"
+                    )
         return self
 
 
@@ -1436,7 +1442,7 @@ def _agg_id(spec: list[Any]) -> tuple[Any, ...]:
     ``True == 1`` would say it is; a list's order, or a value alone or in a list, is no other
     filter)."""
     fn, field, where = spec
-    if where is None:
+    if not where:  # `where: {}` counts every event, as no `where` does
         return (fn, field, None)
     return (
         fn,

@@ -218,3 +218,24 @@ def test_a_where_of_a_lone_surrogate_is_written_in_the_layout(store_url, unique_
         + [ev(20, T0 + 2 * MIN, x=1)],
     )
     assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 3  # not the escaped text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), [float("-inf"), 1]])
+def test_a_where_of_nan_or_infinity_is_refused(value):
+    """JSON has neither: the layout wrote both as null, so `where: {x: .inf}` took the states
+    of `where: {x: null}` (another filter: the events whose `x` is null), seen: 5 + 1."""
+    from squall.bolts.window import Aggregate
+
+    with pytest.raises(ValueError, match=r"where\.x: .* is no JSON value"):
+        Aggregate(fn="count", where={"x": value})
+
+
+def test_an_empty_where_is_no_where(store_url, unique_name):  # noqa: F811
+    """`where: {}` counts every event, as no `where` does: the layouts differed and the
+    aggregate restarted from the change as if it were new."""
+    run(make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count"}}), events(0, 6, T0))
+    results, _ = run(
+        make_bolt(store_url, unique_name, aggregates={"n": {"fn": "count", "where": {}}}),
+        events(6, 3, T0) + [ev(20, T0 + 2 * MIN, kind="x")],
+    )
+    assert finals(results)[("2024-05-01T10:00:00.000Z", "a")]["n"] == 9
