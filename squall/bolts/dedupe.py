@@ -89,18 +89,21 @@ def compared(key: Any) -> Any:
                 text = exact_json.dumps(_whole_floats(key, _ROOM), option=orjson.OPT_SORT_KEYS)
             except _HoldsNaN:
                 return object()  # equal to no other key: NaN == NaN is false
-        return (_AS_JSON, text)
+        return (_AS_JSON, text.decode())  # (see _AS_JSON: text, not orjson's bytes)
     number = exact_json.as_number(key)  # a float subclass (NumPy's float64), a NumPy scalar
     if number is not exact_json.NOT_A_NUMBER:
         return compared(number)
     try:
         hash(key)
     except TypeError:  # (a dataclass: its JSON; a set has none: refused, orjson saying why)
-        return (_AS_JSON, exact_json.dumps(key, option=orjson.OPT_SORT_KEYS))
+        return (_AS_JSON, exact_json.dumps(key, option=orjson.OPT_SORT_KEYS).decode())
     return key  # an IntEnum, a text subclass: equal to its value
 
 
-#: Marks a key compared by its JSON text (no key of bytes a Python bolt set is equal to one).
+#: Marks a key compared by its JSON text (no key a Python bolt set is equal to one). The text
+#: is kept as ``str``, not as the ``bytes`` orjson returns: each of those holds orjson's whole
+#: output buffer (~4 KB however short the JSON), so a batch of 20,000 events keyed by an
+#: object held ~85 MB in the seen set, where the text holds ~2 MB (docs/performance.md, hAB).
 _AS_JSON: Any = object()
 #: Levels of objects and lists ``_whole_floats`` goes down (orjson writes 254: deeper, it
 #: refuses the key as it did).
