@@ -161,6 +161,7 @@ class KinesisSink(Sink):
                 data = exact_json.dumps(value)  # an integer beyond 64 bits as its digits
             except TypeError as exc:
                 raise ValueError(f"value cannot be serialized as JSON: {exc}") from None
+            data = exact_json.owned(data)  # kept for the batch: not orjson's ~4 KB buffer
         if self._pk is not None:
             value = self._pk(ev)
             if value is paths.MISSING or value is None or isinstance(value, dict | list):
