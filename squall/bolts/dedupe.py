@@ -103,7 +103,7 @@ def compared(key: Any) -> Any:
 #: Marks a key compared by its JSON text (no key a Python bolt set is equal to one). The text
 #: is kept as ``str``, not as the ``bytes`` orjson returns: each of those holds orjson's whole
 #: output buffer (~4 KB however short the JSON), so a batch of 20,000 events keyed by an
-#: object held ~85 MB in the seen set, where the text holds ~2 MB (docs/performance.md, hAB).
+#: object held ~85 MB in the seen set, where the keys as text hold ~5 MB (docs/performance.md, hAB).
 _AS_JSON: Any = object()
 #: Levels of objects and lists ``_whole_floats`` goes down (orjson writes 254: deeper, it
 #: refuses the key as it did).
