@@ -87,7 +87,10 @@ def test_kcl_metrics_of_two_shard_processes_are_scraped_from_one_port(
             lagged = {
                 dict(lbl)["shard"] for (n, lbl) in samples if n == "squall_millis_behind_latest"
             }
-            if done >= 64 and lagged == shards:
+            # the KCL checkpoint is counted when the daemon answers it, after the batch's
+            # records: wait for it too, not only for the records
+            checkpoints = total(samples, "squall_checkpoints_total")
+            if done >= 64 and lagged == shards and checkpoints >= 2:
                 break
             time.sleep(0.5)
         else:
