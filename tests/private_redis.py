@@ -19,16 +19,31 @@ from tests.ports import free_port, wait_port
 @contextmanager
 def private_redis_server(directory: Path, *options: str) -> Iterator[int]:
     """A redis-server on a free port of 127.0.0.1, storing nothing on disk, with these command
-    line ``options``; yields its port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no", *options],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    line ``options``; yields its port. Its output is in ``directory/redis.log``.
+
+    A port ``free_port`` found free can be taken by another test's process before redis-server
+    binds it (two workers): a server that exits before its port opens is started again on
+    another port, at most three times in all."""
+    for attempt in range(3):
+        port = free_port()
+        with open(directory / "redis.log", "ab") as log:
+            proc = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
+                + ["--dir", str(directory), "--save", "", "--appendonly", "no", *options],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_port(port, proc)
+        except RuntimeError:
+            exited = proc.poll() is not None  # else it never opened its port: no retry
+            proc.kill()
+            proc.wait()
+            if attempt == 2 or not exited:
+                raise
+            continue
+        break
     try:
-        wait_port(port, proc)
         yield port
     finally:
         proc.terminate()

@@ -34,13 +34,20 @@ def cluster(tmp_path_factory) -> Iterator[tuple[int, int]]:
     with ExitStack() as stack:
         nodes = []
         for name in ("a", "b"):
-            bus = free_port()  # port + 10000 may be past 65535
-            port = stack.enter_context(
-                private_redis_server(
-                    tmp_path_factory.mktemp(f"cluster-{name}"),
-                    *("--cluster-enabled", "yes", "--cluster-port", str(bus)),
-                )
-            )
+            for attempt in range(3):  # the bus port may be taken before the node binds it
+                bus = free_port()  # port + 10000 may be past 65535
+                try:
+                    port = stack.enter_context(
+                        private_redis_server(
+                            tmp_path_factory.mktemp(f"cluster-{name}"),
+                            *("--cluster-enabled", "yes", "--cluster-port", str(bus)),
+                        )
+                    )
+                except RuntimeError:
+                    if attempt == 2:
+                        raise
+                    continue
+                break
             nodes.append((port, bus, stack.enter_context(redis.Redis(port=port))))
         (a, _, first), (b, bus_b, second) = nodes
         first.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 8191)
