@@ -289,6 +289,11 @@ def _to_int64(v: Any) -> int:
     raise ConversionError
 
 
+#: What the generated row function reads a non-dict parent as: its children are all missing.
+#: Only ever read (``get``), never changed.
+_EMPTY: dict[str, Any] = {}
+
+
 class _Fallback(Exception):
     """A required value is missing: the generated row function hands the event to the loop
     (raised, not the loop called inside its ``try``, whose handler would run the loop again)."""
@@ -358,52 +363,64 @@ class RowBuilder:
         """
         env: dict[str, Any] = {"MISSING": MISSING, "isinstance": isinstance, "dict": dict}
         env["checked"], env["Fallback"], env["NULL"] = self.row_checked, _Fallback, self.null
+        env["str"], env["EMPTY"] = str, _EMPTY
         # A payload that is not a plain dict (rare: a bolt's own mapping) takes the loop.
         lines = ["def row(ev):", "    p = ev.value", "    if p.__class__ is not dict:"]
         lines += ["        return checked(ev)", "    try:"]
         # One variable per distinct path prefix: ``geo.city`` and ``geo.status`` read ``geo``
-        # once. A deeper step reads a dict's key (an exact dict without a call, a subclass with
-        # one); anything else, MISSING and None included, gives MISSING, as ``row_checked`` walks.
+        # once. A missing key and a null read as None (``.get`` without a default): both are a
+        # NULL. A node with children is checked once for being a dict: anything else (a string,
+        # a list, None) reads as the empty dict, so its children are None, as ``row_checked``
+        # walks (a subclass of dict is read through its own ``get``, as there).
         nodes: dict[tuple[str, ...], str] = {(): "p"}
+        parents: dict[str, str] = {"p": "p"}  # a node's variable -> the dict its children read
+
+        def parent_of(var: str) -> str:
+            found = parents.get(var)
+            if found is None:
+                found = parents[var] = "d" + var[1:]
+                lines.append(
+                    f"        {found} = {var} if {var}.__class__ is dict or "
+                    f"isinstance({var}, dict) else EMPTY"
+                )
+            return found
 
         def node(keys: tuple[str, ...]) -> str:
             var = nodes.get(keys)
             if var is None:
-                parent = node(keys[:-1])
+                parent = parent_of(node(keys[:-1]))
                 var = nodes[keys] = f"n{len(nodes)}"
-                step = f"{parent}.get({keys[-1]!r}, MISSING)"
-                if parent != "p":
-                    step += (
-                        f" if {parent}.__class__ is dict or isinstance({parent}, dict) else MISSING"
-                    )
-                lines.append(f"        {var} = {step}")
+                lines.append(f"        {var} = {parent}.get({keys[-1]!r})")
             return var
 
         out = []
         for i, (_name, spec, keys, _get, conv, nullable, text) in enumerate(self._plan):
             env[f"conv{i}"] = conv
+            c = f"c{i}"
             if keys is None:  # meta.<field>: its attribute, as ``getter`` reads it (no call)
                 name = spec.path.split(".")[1]
                 lines.append("        v = ev." + (name if name == "event_id" else f"meta.{name}"))
+                lines.append("        if v is MISSING:")
+                lines.append("            v = None")
+                v = "v"
             else:
-                lines.append(f"        v = {node(tuple(keys))}")
-            lines.append("        if v is None or v is MISSING:")
-            lines.append(f"            c{i} = NULL" if nullable else "            raise Fallback")
+                v = node(tuple(keys))
+            # The usual value first: a text column's string, a boolean column's JSON boolean.
             if text:
-                lines.append(
-                    f"        else:\n            c{i} = v if v.__class__ is str else conv{i}(v)"
-                )
+                usual = f"{v} if {v}.__class__ is str else "
             elif conv is _to_bool:  # a JSON boolean is stored as it is
-                lines.append(
-                    f"        else:\n            c{i} = v if v.__class__ is bool else conv{i}(v)"
-                )
+                usual = f"{v} if {v}.__class__ is bool else "
             elif conv is _bool_int:  # (True and False: singletons)
-                lines.append(
-                    f"        else:\n            c{i} = 1 if v is True else 0 if v is False else conv{i}(v)"
-                )
+                usual = f"1 if {v} is True else 0 if {v} is False else "
             else:
-                lines.append(f"        else:\n            c{i} = conv{i}(v)")
-            out.append(f"c{i}")
+                usual = ""
+            if nullable:
+                lines.append(f"        {c} = {usual}NULL if {v} is None else conv{i}({v})")
+            else:
+                lines.append(f"        if {v} is None:")
+                lines.append("            raise Fallback")
+                lines.append(f"        {c} = {usual}conv{i}({v})")
+            out.append(c)
         if not out:
             lines.append("        pass")  # no columns: the empty row
         # The loop runs after the handler, so its error carries no earlier attempt as context.
