@@ -7,7 +7,7 @@ The alarms are the ones an operator of a stream consumer needs: lag (iterator ag
 MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
 nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
 
-Size (~605 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~640 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -365,6 +365,20 @@ def prometheus_rules(
     sel = f'topology="{t}"'
     records = f"sum(rate(squall_topology_records_total{{{sel}}}[5m]))"
     dead = f'sum(rate(squall_topology_records_total{{{sel},outcome="dead_lettered"}}[5m]))'
+    if topology.spout.type == "sqs":
+        # A queue has no MillisBehindLatest (the rule read only that: an SQS consumer falling
+        # behind raised nothing). Its lag is the age of the batches' messages, a gauge that keeps
+        # its last value on an idle queue: read it while records go through.
+        lag = (
+            f"max(squall_iterator_age_seconds{{{sel}}}) * 1000 > {th.lag_ms} and {records} > 0",
+            f"{t}'s messages are more than {th.lag_ms / 1000:.0f}s old when processed: the "
+            "queue's backlog grows",
+        )
+    else:
+        lag = (
+            f"max(squall_millis_behind_latest{{{sel}}}) > {th.lag_ms}",
+            f"{t} is more than {th.lag_ms / 1000:.0f}s behind the tip of a shard",
+        )
 
     def alert(name: str, expr: str, for_: str, severity: str, summary: str) -> dict[str, Any]:
         return {
@@ -380,13 +394,7 @@ def prometheus_rules(
             {
                 "name": f"squall-{t}",
                 "rules": [
-                    alert(
-                        "SquallLagHigh",
-                        f"max(squall_millis_behind_latest{{{sel}}}) > {th.lag_ms}",
-                        "5m",
-                        "warning",
-                        f"{t} is more than {th.lag_ms / 1000:.0f}s behind the tip of a shard",
-                    ),
+                    alert("SquallLagHigh", lag[0], "5m", "warning", lag[1]),
                     alert(
                         "SquallDeadLetterRateHigh",
                         f"{dead} / {records} > {th.dead_letter_ratio}",
