@@ -95,6 +95,10 @@ class ShardState:
     next_call: float = 0.0  # monotonic time of the next allowed GetRecords
     failures: int = 0  # consecutive throttles / errors, for backoff
     millis_behind: int | None = None
+    answered_at: float | None = None  # monotonic time of the last GetRecords answer
+    # monotonic time since which the shard's calls fail (throttled, 5xx): its last answer's,
+    # or the first failure's if it never answered; None while it answers
+    unanswered_since: float | None = None
     # arrival time of the first record fetched but not yet handed to the engine (a GetRecords
     # answer larger than a batch): the shard's lag counts from there, not from the last read
     held_arrival: datetime | None = None

@@ -382,6 +382,7 @@ class KinesisSpout(Spout):
             self._on_error(st, exc, now)
             return []
         st.failures = 0
+        st.answered_at, st.unanswered_since = now, None
         raw = resp.get("Records", [])
         st.millis_behind = resp.get("MillisBehindLatest")
         st.iterator = resp.get("NextShardIterator")
@@ -415,6 +416,8 @@ class KinesisSpout(Spout):
             st.iterator = None
             st.next_call = now
             return
+        if st.unanswered_since is None and (aws.is_throttling(exc) or aws.is_retryable(exc)):
+            st.unanswered_since = st.answered_at if st.answered_at is not None else now
         if aws.is_throttling(exc):
             self.stats.throttled += 1
             st.failures += 1
@@ -609,17 +612,26 @@ class KinesisSpout(Spout):
         """How far behind the tip each shard being read is: its last GetRecords answer's
         MillisBehindLatest — or, while records of that answer still wait for a batch (an answer
         of up to ``limit`` records is handed out ``max_records`` at a time), the age of the first
-        waiting one, if larger: the answer is about the read, the lag about the engine."""
+        waiting one, if larger: the answer is about the read, the lag about the engine. A shard
+        whose calls fail (throttled without end, 5xx answers) adds the time since its last
+        answer: the tip moves on while nothing is read (its last answer, often 0, stayed its lag
+        and no alert saw a shard that could not be read)."""
         lag: dict[str, int] = {}
         now: datetime | None = None
+        clock = self._clock()
         for st in self._lineage.states.values():
+            unanswered = st.unanswered_since is not None and st.status is ShardStatus.READING
             # a shard read to its end (its last records and SHARD_END come in one answer) is
             # ended at once: while those records wait, its lag is theirs, then it leaves the lag
-            if st.held_arrival is None and (
-                st.status is not ShardStatus.READING or st.millis_behind is None
+            if (
+                st.held_arrival is None
+                and not unanswered
+                and (st.status is not ShardStatus.READING or st.millis_behind is None)
             ):
                 continue
             ms = st.millis_behind or 0
+            if unanswered:
+                ms += max(0, round((clock - st.unanswered_since) * 1000))  # type: ignore[operator]
             if st.held_arrival is not None:
                 now = now or self._now()
                 ms = max(ms, round((now - st.held_arrival).total_seconds() * 1000))
