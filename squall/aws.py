@@ -326,16 +326,23 @@ def time_spent(time_left: Callable[[], float | None] | None) -> bool:
     return left is not None and left <= 0
 
 
-#: Whether this botocore takes a read timeout per request (``read_timeout`` in the request's
-#: context, read by its urllib3 session; botocore/botocore#3770): before it, a call inside
-#: ``time_bounded`` still waits up to the client's read timeout for an answer.
-PER_REQUEST_READ_TIMEOUT = False
-try:  # pragma: no branch
-    from botocore.httpsession import URLLib3Session
-
-    PER_REQUEST_READ_TIMEOUT = hasattr(URLLib3Session, "_get_request_timeout")
-except ImportError:  # pragma: no cover - every botocore has it
-    pass
+def __getattr__(name: str) -> Any:
+    """``PER_REQUEST_READ_TIMEOUT``: whether this botocore takes a read timeout per request
+    (``read_timeout`` in the request's context, read by its urllib3 session;
+    botocore/botocore#3770): before it, a call inside ``time_bounded`` still waits up to the
+    client's read timeout for an answer. Found at the first read, not at import: importing
+    ``botocore.httpsession`` (urllib3, http.client, ssl) costs ~80-100 ms of CPU, which a
+    topology without AWS clients (every runner imports this module) need not pay at init."""
+    if name != "PER_REQUEST_READ_TIMEOUT":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from botocore.httpsession import URLLib3Session
+    except ImportError:  # pragma: no cover - every botocore has it
+        found = False
+    else:
+        found = hasattr(URLLib3Session, "_get_request_timeout")
+    globals()[name] = found
+    return found
 
 
 def _bound_by_the_deadline(made: Any, attempts: int, read_timeout: float) -> None:

@@ -1,0 +1,62 @@
+"""What a Lambda init loads when its topology has no AWS client (issue 16: init ≤ 250 ms).
+
+The example consumer (SQLite warehouse and state, no AWS component) used to import botocore's
+HTTP stack at init — ``botocore.httpsession`` with urllib3, ``http.client`` and ``ssl``, ~80–100 ms
+of CPU — only to find out whether botocore reads a timeout per request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from squall import aws
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHILD = """
+import json, sys
+from squall.deploy.lambda_consumer import make_handler
+make_handler(sys.argv[1])
+print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[2:])))
+"""
+
+#: Modules only an AWS client (or an HTTP component) needs.
+HTTP_STACK = ("botocore.httpsession", "urllib3", "http.client", "ssl", "boto3")
+
+
+def test_the_example_consumer_starts_without_botocores_http_stack(tmp_path: Path):
+    env = {
+        **os.environ,
+        "WAREHOUSE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "STATE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "AWS_REGION": "us-east-1",
+    }
+    topology = ROOT / "examples" / "pistats" / "topology.yaml"
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, str(topology), *HTTP_STACK],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=True,
+    )
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_per_request_read_timeout_is_found_when_first_read():
+    """Found from botocore at the first read (and kept), as it was at import."""
+    from botocore.httpsession import URLLib3Session
+
+    assert aws.PER_REQUEST_READ_TIMEOUT is hasattr(URLLib3Session, "_get_request_timeout")
+    assert "PER_REQUEST_READ_TIMEOUT" in vars(aws)
+
+
+def test_an_unknown_attribute_of_the_module_is_still_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'NO_SUCH_SETTING'"):
+        aws.NO_SUCH_SETTING  # noqa: B018
+    assert not hasattr(aws, "NO_SUCH_SETTING")
