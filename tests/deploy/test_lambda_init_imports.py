@@ -2,7 +2,9 @@
 
 The example consumer (SQLite warehouse and state, no AWS component) used to import botocore's
 HTTP stack at init — ``botocore.httpsession`` with urllib3, ``http.client`` and ``ssl``, ~80–100 ms
-of CPU — only to find out whether botocore reads a timeout per request."""
+of CPU — only to find out whether botocore reads a timeout per request; and ``squall.aws`` with
+``botocore.exceptions`` (~2 % of the init's instructions) for ``squall.secrets``, which needs
+them only to read a ``${ssm:…}`` or ``${secretsmanager:…}`` reference."""
 
 from __future__ import annotations
 
@@ -25,11 +27,19 @@ make_handler(sys.argv[1])
 print(json.dumps(sorted(m for m in sys.modules if m in sys.argv[2:])))
 """
 
-#: Modules only an AWS client (or an HTTP component) needs.
-HTTP_STACK = ("botocore.httpsession", "urllib3", "http.client", "ssl", "boto3")
+#: Modules only an AWS client, a secret reference (or an HTTP component) needs.
+AWS_ONLY = (
+    "botocore.httpsession",
+    "urllib3",
+    "http.client",
+    "ssl",
+    "boto3",
+    "botocore.exceptions",
+    "squall.aws",
+)
 
 
-def test_the_example_consumer_starts_without_botocores_http_stack(tmp_path: Path):
+def test_the_example_consumer_starts_without_aws_modules(tmp_path: Path):
     env = {
         **os.environ,
         "WAREHOUSE_URL": f"sqlite:///{tmp_path / 'w.db'}",
@@ -38,7 +48,7 @@ def test_the_example_consumer_starts_without_botocores_http_stack(tmp_path: Path
     }
     topology = ROOT / "examples" / "pistats" / "topology.yaml"
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, str(topology), *HTTP_STACK],
+        [sys.executable, "-c", CHILD, str(topology), *AWS_ONLY],
         capture_output=True,
         text=True,
         env=env,
