@@ -10,7 +10,10 @@ base / this tree (the order swapped every round), on the same events (``make_eve
 optimized`` on the first invocation's events in a fresh process (its batch: the example's
 ``lambda_batch_size``): the work of one 10,000-record invocation written by hand, as a floor for
 the invocation's CPU. Writes ``benchmarks/results/<UTC time>-lambda-ab.json`` with every round
-and the medians (CPU time first: wall time on a shared machine mostly measures the neighbours).
+and the medians (CPU time first: wall time on a shared machine mostly measures the neighbours),
+and ``paired_ratios``: per round head ÷ base of each CPU figure, their median and range.
+``--init-only`` measures init alone (~0.5 s a process), for the many rounds a CPU comparison on a
+shared machine needs.
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("init_cpu_ms", "import_cpu_ms", "make_handler_cpu_ms", "init_ms", "rss_after_init_mb")
 
 
-def run(tree: Path, workdir: Path, records: int, events: Path) -> dict:
+def run(tree: Path, workdir: Path, records: int, events: Path, init_only: bool = False) -> dict:
     workdir.mkdir()
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "lambda_bench.py")]
-        + ["--dir", str(workdir), "--records", str(records), "--events", str(events)],
+        + ["--dir", str(workdir), "--records", str(records), "--events", str(events)]
+        + (["--init-only"] if init_only else []),
         cwd=tree,
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -74,7 +78,7 @@ def hand_loop(workdir: Path, events: Path, batch: int) -> dict:
 
 def summary(docs: list[dict]) -> dict:
     s = {k: statistics.median(d[k] for d in docs) for k in KEYS}
-    for i in range(2):
+    for i in range(min(len(d["invoke_cpu_ms"]) for d in docs)):
         s[f"invoke_{i + 1}_cpu_ms"] = statistics.median(d["invoke_cpu_ms"][i] for d in docs)
         s[f"invoke_{i + 1}_ms"] = statistics.median(d["invoke_ms"][i] for d in docs)
         s[f"rss_after_{i + 1}_mb"] = statistics.median(d["rss_mb"][i] for d in docs)
@@ -83,6 +87,25 @@ def summary(docs: list[dict]) -> dict:
                 d[f"rss_{kind}_mb"][i] for d in docs
             )
     return s
+
+
+def paired(rounds: dict[str, list[dict]]) -> dict:
+    """Per round, head's figure over base's (the two ran next to each other, under the same
+    load): the median and the range of these ratios, for the CPU figures."""
+    pairs = list(zip(rounds["base"], rounds["head"], strict=True))
+    keys = ["init_cpu_ms", "import_cpu_ms", "make_handler_cpu_ms"]
+    out = {}
+    for key in keys:
+        ratios = sorted(h[key] / b[key] for b, h in pairs if b[key])
+        out[key] = {"median": statistics.median(ratios), "min": ratios[0], "max": ratios[-1]}
+    for i in range(min(len(d["invoke_cpu_ms"]) for d in rounds["base"] + rounds["head"])):
+        ratios = sorted(h["invoke_cpu_ms"][i] / b["invoke_cpu_ms"][i] for b, h in pairs)
+        out[f"invoke_{i + 1}_cpu_ms"] = {
+            "median": statistics.median(ratios),
+            "min": ratios[0],
+            "max": ratios[-1],
+        }
+    return out
 
 
 def main() -> int:
@@ -100,6 +123,12 @@ def main() -> int:
         type=int,
         default=2_500,
         help="its batch (the example's lambda_batch_size)",
+    )
+    ap.add_argument(
+        "--init-only",
+        action="store_true",
+        help="measure init only (import + make_handler, RSS after it): cheap enough for many "
+        "rounds, which CPU figures on a shared machine need",
     )
     args = ap.parse_args()
     head = subprocess.run(
@@ -142,7 +171,7 @@ def main() -> int:
                         file=sys.stderr,
                     )
                     continue
-                doc = run(tree, tmp / f"{name}-{r}", args.records, events)
+                doc = run(tree, tmp / f"{name}-{r}", args.records, events, args.init_only)
                 rounds[name].append(doc)
                 print(
                     f"round {r + 1} {name}: init {doc['init_cpu_ms']:.0f} ms cpu, invocations "
@@ -157,6 +186,7 @@ def main() -> int:
         "records": args.records,
         "rounds": rounds,
         "summary": {name: summary(docs) for name, docs in rounds.items()},
+        "paired_ratios": paired(rounds),
     }
     if hand:
         result["hand_loop"] = hand

@@ -163,3 +163,27 @@ def test_lambda_bench_counts_the_resident_pages_of_a_mapped_file(tmp_path):
         assert sum(mapping[i] for i in range(0, len(mapping), mmap.PAGESIZE)) == 4
         assert mapped_mb(".mmdb") - before == 4 * mmap.PAGESIZE / 2**20
     assert mapped_mb(".mmdb") == before
+
+
+def test_lambda_ab_pairs_rounds_and_summarises_init_only_runs():
+    """``lambda_ab``: an init-only round has no invocations; the ratios are per round."""
+    from benchmarks.lambda_ab import paired, summary
+
+    def doc(init: float, invocations: list[float]) -> dict:
+        return {
+            "init_cpu_ms": init,
+            "import_cpu_ms": init / 2,
+            "make_handler_cpu_ms": init / 2,
+            "init_ms": init,
+            "rss_after_init_mb": 40.0,
+            "invoke_cpu_ms": invocations,
+        }
+
+    rounds = {"base": [doc(300, []), doc(400, [])], "head": [doc(240, []), doc(360, [])]}
+    assert summary(rounds["base"])["init_cpu_ms"] == 350
+    assert "invoke_1_cpu_ms" not in summary(rounds["base"])
+    ratios = paired(rounds)
+    assert ratios["init_cpu_ms"] == pytest.approx({"median": 0.85, "min": 0.8, "max": 0.9})
+    assert "invoke_1_cpu_ms" not in ratios
+    rounds = {"base": [doc(300, [500, 400])], "head": [doc(240, [450, 200])]}
+    assert paired(rounds)["invoke_2_cpu_ms"]["median"] == 0.5
