@@ -331,8 +331,9 @@ def __getattr__(name: str) -> Any:
     (``read_timeout`` in the request's context, read by its urllib3 session;
     botocore/botocore#3770): before it, a call inside ``time_bounded`` still waits up to the
     client's read timeout for an answer. Found at the first read, not at import: importing
-    ``botocore.httpsession`` (urllib3, http.client, ssl) costs ~80-100 ms of CPU, which a
-    topology without AWS clients (every runner imports this module) need not pay at init."""
+    ``botocore.httpsession`` (urllib3, http.client, ssl) was 13 % of the example Lambda
+    consumer's init instructions (~45-60 ms of CPU on a 2-core VM), which a topology without
+    AWS clients (every runner imports this module) need not pay (docs/performance.md)."""
     if name != "PER_REQUEST_READ_TIMEOUT":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:

@@ -1,8 +1,8 @@
 """What a Lambda init loads when its topology has no AWS client (issue 16: init ≤ 250 ms).
 
 The example consumer (SQLite warehouse and state, no AWS component) used to import botocore's
-HTTP stack at init — ``botocore.httpsession`` with urllib3, ``http.client`` and ``ssl``, ~80–100 ms
-of CPU — only to find out whether botocore reads a timeout per request; and ``squall.aws`` with
+HTTP stack at init — ``botocore.httpsession`` with urllib3, ``http.client`` and ``ssl``, 13 % of
+the init's instructions — only to find out whether botocore reads a timeout per request; and ``squall.aws`` with
 ``botocore.exceptions`` (~2 % of the init's instructions) for ``squall.secrets``, which needs
 them only to read a ``${ssm:…}`` or ``${secretsmanager:…}`` reference."""
 
