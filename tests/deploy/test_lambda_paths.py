@@ -1,0 +1,99 @@
+"""`squall package --handler consumer|producer` warns of what the function would write where
+Lambda cannot keep it: a SQLite file or a dead-letter file in the read-only topology folder
+(every init stops) or in /tmp (lost with the execution environment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from squall.deploy.lambda_paths import lambda_path_warnings
+from squall.topology.loader import load
+from tests.conftest import EXAMPLES
+
+PISTATS = EXAMPLES / "pistats" / "topology.yaml"
+
+
+def test_the_pistats_consumer_as_shipped_is_warned_of_three_times(monkeypatch):
+    """The documented consumer command packaged the example with its defaults (a SQLite
+    warehouse and state in out/, the dead-letter file out/rejects.jsonl), which are the
+    template's parameter defaults: run as Lambda runs it (the package read-only), the init
+    stopped every time (`sinks[1].path: sink 'rejects': cannot write dead letters to
+    /var/task/topology/out/rejects.jsonl: Read-only file system`), and the build had said
+    nothing (the fleet's command warned). Each is now named, located, with its parameter."""
+    for var in ("WAREHOUSE_URL", "STATE_URL", "REJECTS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    warnings = lambda_path_warnings(load(PISTATS), PISTATS.read_text())
+    assert len(warnings) == 3, warnings
+    warehouse, state, rejects = warnings
+    assert warehouse.startswith(f"{PISTATS}:7:20: resources.warehouse.url: resource 'warehouse'")
+    assert "(out/pistats.db) inside topology/, read-only in Lambda" in warehouse
+    assert "every init would stop" in warehouse and "parameter WarehouseUrl" in warehouse
+    assert "parameter StateUrl" in state and "PostgreSQL URL (or Redis)" in state
+    assert rejects.startswith(f"{PISTATS}:55:44: sinks[1].path: sink 'rejects' writes out/")
+    assert "dead_letter_table" in rejects and "parameter RejectsFile" in rejects
+
+
+def test_values_lambda_keeps_are_not_warned_of_and_tmp_is_said_to_be_lost(monkeypatch):
+    monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
+    monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
+    monkeypatch.setenv("REJECTS_FILE", "/tmp/rejects.jsonl")
+    [rejects] = lambda_path_warnings(load(PISTATS), PISTATS.read_text())
+    assert "writes /tmp/rejects.jsonl in the execution environment's /tmp: lost" in rejects
+    assert "parameter" not in rejects  # another /tmp path would be lost the same way
+    monkeypatch.setenv("REJECTS_FILE", "/var/lib/squall/rejects.jsonl")
+    [rejects] = lambda_path_warnings(load(PISTATS), PISTATS.read_text())
+    assert "outside /tmp, read-only in Lambda: every init would stop" in rejects
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite:////tmp/w.db", "in the execution environment's /tmp: each environment keeps"),
+        ("sqlite:////srv/w.db", "(/srv/w.db) outside /tmp, read-only in Lambda"),
+        ("sqlite:///:memory:", None),
+        ("postgresql://squall@db.internal/app", None),
+    ],
+)
+def test_a_sqlite_resource(tmp_path: Path, url: str, said: str | None):
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        f"name: t\nresources:\n  db: {{url: '{url}'}}\nspout: {{type: stdin}}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+    )
+    warnings = lambda_path_warnings(load(path), path.read_text())
+    if said is None:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert warning.startswith(f"{path}:3:") and said in warning, warning
+        assert "parameter" not in warning  # written out: no template parameter to set
+
+
+def test_the_build_warns_and_strict_fails_it(tmp_path: Path, monkeypatch):
+    """The warnings are the build's (stderr, exit 0; ``--strict`` exits 1), for the producer
+    too."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+    from squall.deploy import package as pkg
+
+    path = tmp_path / "project" / "t.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        "name: t\nspout: {type: stdin}\nbolts: [{id: decode, type: json}]\n"
+        "sinks:\n  - {id: out, type: stdout}\n"
+        "  - {id: rejects, type: dead_letter, path: rejects.jsonl}\n"
+    )
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)
+    for handler in ("consumer", "producer"):
+        args = ["package", str(path), "--handler", handler, "-o", str(tmp_path / "a.zip")]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert f"{path}:6:" in warning and "sink 'rejects' writes rejects.jsonl inside" in warning
+        result = CliRunner().invoke(main, [*args, "--strict"])
+        assert result.exit_code == 1 and "--strict: 1 warning(s)" in result.stderr
