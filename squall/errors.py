@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,18 +301,26 @@ def cannot_write(exc: OSError, written: str | None = None) -> str:
     of a folder (``mkdir`` says only "File exists" or "Not a directory"), and for a path
     ``written`` relative in the topology (a dead-letter file, a SQLite database) that the
     process may not write there, where it is: the topology file's folder, read-only where the
-    topology is mounted (a Kubernetes ConfigMap)."""
+    topology is mounted (a Kubernetes ConfigMap); in a Lambda function, any path outside /tmp."""
     if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
         path = Path(exc.filename)
         for part in (path, *path.parents):
             if part.is_file():
                 return f"{part} is a file, not a folder"
     reason = exc.strerror or str(exc)
-    if written is not None and not Path(written).expanduser().is_absolute():
-        if exc.errno in _NOT_WRITABLE:
-            reason += (
-                f" (the relative path {written} is in the topology file's folder, read-only where "
-                "the topology is mounted, as a ConfigMap is: write an absolute path on a "
-                "writable volume)"
-            )
+    if written is None or exc.errno not in _NOT_WRITABLE:
+        return reason
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # Lambda's package is read-only (/var/task)
+        where = "in the topology's folder, " if not Path(written).is_absolute() else ""
+        return reason + (
+            f" ({written} is {where}outside /tmp, the only folder a Lambda function may write, "
+            "which each execution environment keeps only while it lives: give a SQLite resource "
+            "a PostgreSQL URL, dead letters a durable sink such as dead_letter_table)"
+        )
+    if not Path(written).expanduser().is_absolute():
+        reason += (
+            f" (the relative path {written} is in the topology file's folder, read-only where "
+            "the topology is mounted, as a ConfigMap is: write an absolute path on a "
+            "writable volume)"
+        )
     return reason

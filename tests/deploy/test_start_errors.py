@@ -245,3 +245,23 @@ def test_a_relative_path_that_cannot_be_written_says_where_it_is():
     assert cannot_write(ro, "/cfg/dl.jsonl") == "Read-only file system"
     missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/cfg/x/dl.jsonl")
     assert cannot_write(missing, "x/dl.jsonl") == "No such file or directory"
+
+
+def test_a_path_a_lambda_function_cannot_write_says_what_to_write_instead(monkeypatch):
+    """The pistats consumer deployed with its defaults stopped each init on `cannot write dead
+    letters to /var/task/topology/out/rejects.jsonl: Read-only file system (… read-only where
+    the topology is mounted, as a ConfigMap is: write an absolute path on a writable volume)`:
+    a Lambda function has no volume to mount; its one writable folder is /tmp."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "pistats-consumer")
+    ro = OSError(errno.EROFS, os.strerror(errno.EROFS), "/var/task/topology/out/rejects.jsonl")
+    hint = (
+        "outside /tmp, the only folder a Lambda function may write, which each execution "
+        "environment keeps only while it lives: give a SQLite resource a PostgreSQL URL, dead "
+        "letters a durable sink such as dead_letter_table)"
+    )
+    assert cannot_write(ro, "out/rejects.jsonl") == (
+        f"Read-only file system (out/rejects.jsonl is in the topology's folder, {hint}"
+    )
+    assert cannot_write(ro, "/srv/dl.jsonl") == f"Read-only file system (/srv/dl.jsonl is {hint}"
+    missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/tmp/x/dl.jsonl")
+    assert cannot_write(missing, "/tmp/x/dl.jsonl") == "No such file or directory"
