@@ -155,9 +155,14 @@ class JsonBolt(Bolt):
 
 
 def _invalid_json(data: bytes, exc: orjson.JSONDecodeError) -> str:
-    """The reason a payload is not JSON. For bytes that are not UTF-8 orjson says "str is not
-    valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)" whatever the byte and wherever
-    it is: name the first such byte and its place instead."""
+    """The reason a payload is not JSON (``json_error``'s)."""
+    return f"invalid JSON: {json_error(data, exc)}"
+
+
+def json_error(data: bytes, exc: orjson.JSONDecodeError) -> str:
+    """What is wrong with ``data``, orjson's message. For bytes that are not UTF-8 orjson says
+    "str is not valid UTF-8: surrogates not allowed: line 1 column 1 (char 0)" whatever the byte
+    and wherever it is: name the first such byte and its place instead."""
     if "not valid UTF-8" in str(exc):
         try:
             data.decode("utf-8")
@@ -165,11 +170,8 @@ def _invalid_json(data: bytes, exc: orjson.JSONDecodeError) -> str:
             at = err.start
             line = data.count(b"\n", 0, at) + 1
             column = at - data.rfind(b"\n", 0, at)
-            return (
-                f"invalid JSON: not UTF-8: byte 0x{data[at]:02X} at offset {at} "
-                f"(line {line}, column {column})"
-            )
-    return f"invalid JSON: {exc}"
+            return f"not UTF-8: byte 0x{data[at]:02X} at offset {at} (line {line}, column {column})"
+    return str(exc)
 
 
 _FAILED = object()

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from squall import redact
-from squall.bolts.json_decode import gunzip
+from squall.bolts.json_decode import gunzip, json_error
 from squall.deploy import snapstart
 from squall.deploy.deadline import Deadline
 from squall.deploy.lambda_consumer import collector_paused, warn_about_local_dead_letters
@@ -321,7 +321,10 @@ def split_events(
             lines = req.body.split(b"\n")
             index = [i for i, line in enumerate(lines) if line.strip()]
             if len(index) < 2:
-                raise ValueError(f"body is not JSON, a JSON array, or JSON lines: {exc}") from None
+                raise ValueError(
+                    "body is not JSON, a JSON array, or JSON lines: "
+                    f"{json_error(req.body, exc)}"  # a byte not UTF-8: which, where
+                ) from None
             raws = [lines[i] for i in index]
     else:
         if doc is None:

@@ -194,3 +194,21 @@ def test_array_elements_respect_strings_and_nesting():
     assert array_elements(b'[{"a": 1], 2]') == [b'{"a": 1]', b"2"]  # the bad one stays one
     for not_one_array in (b"[1, 2", b'["abc]', b"[1] [2]", b"[1}", b"{}"):
         assert array_elements(not_one_array) is None
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_body_that_is_not_utf8_is_answered_with_the_byte_and_its_place(producer, version):
+    """A Latin-1 body (one event, not JSON lines) was answered `400 {"error": "body is not JSON,
+    a JSON array, or JSON lines: str is not valid UTF-8: surrogates not allowed: line 1 column 1
+    (char 0)"}` (seen from the packaged pistats producer under awslambdaric): orjson's words
+    about a Python string the client never sent, the same whatever the byte and wherever it is.
+    The answer now names the first byte that is not UTF-8 and its place, as the json bolt's
+    dead letters do."""
+    send = producer()
+    body = '{"city": "Montr\xe9al"}'.encode("latin-1")
+    status, answer, out, _ = send(body, version=version)
+    assert status == 400 and out == []
+    assert answer == {
+        "error": "body is not JSON, a JSON array, or JSON lines: not UTF-8: byte 0xE9 at "
+        "offset 15 (line 1, column 16)"
+    }
