@@ -4,9 +4,10 @@ In Lambda the package is unzipped read-only under ``/var/task`` (the topology un
 ``/var/task/topology``) and ``/tmp`` is the only writable place, each execution environment's
 own and discarded with it. So a SQLite resource or a file a component writes (the dead-letter
 file) at a relative path — the topology's folder — or anywhere but ``/tmp`` stops every init,
-and under ``/tmp`` keeps what it writes only as long as one environment lives. The template
-deploys the topology's values of now (a ``${VAR:-default}``'s default is its parameter's
-default), so the warnings read those, as the fleet's do (``fleet.fleet_warnings``), and name the
+and under ``/tmp`` keeps what it writes only as long as one environment lives. The warnings read
+the values the template deploys unless told otherwise (``as_deployed``: a ``${VAR:-default}``
+as its default, its parameter's default, whatever the variable holds where the package is
+built), as the fleet's read the values it deploys (``fleet.fleet_warnings``), and name the
 parameter to set when the value comes from a variable.
 """
 
@@ -14,13 +15,34 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
+from squall.errors import SquallError
 from squall.topology import registry
 from squall.topology.model import Topology
 
 #: Lambda's one writable folder.
 TMP = "/tmp"
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def as_deployed(path: Path, topology: Topology) -> Topology:
+    """The topology with the values its template deploys by default: each ``${VAR:-default}``
+    as its default (the parameter's default: an environment variable set where the package is
+    built is not in the template), the other variables as they are now (a parameter without a
+    default: the deploy asks for it); ``topology`` itself when that does not load."""
+    from squall.deploy.template import LAMBDA_RESERVED, variable_defaults
+    from squall.topology.loader import load
+    from squall.topology.references import placeholder
+
+    defaults = variable_defaults(path.read_text(encoding="utf-8"))
+    env = {
+        k: v for k, v in os.environ.items() if k in LAMBDA_RESERVED or defaults.get(k, None) is None
+    }
+    try:
+        return load(path, env, secrets=placeholder)
+    except SquallError:
+        return topology
 
 
 def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:

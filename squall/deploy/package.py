@@ -58,7 +58,7 @@ from squall.deploy.dependencies import (
     prune_unused,
     requirement_lines,
 )
-from squall.deploy.lambda_paths import lambda_path_warnings
+from squall.deploy.lambda_paths import as_deployed, lambda_path_warnings
 from squall.deploy.topology_files import LeftOut, check_folder, copy_folder, left_out
 from squall.errors import SquallError
 from squall.topology.model import Topology
@@ -465,7 +465,9 @@ def build(
         )
         warnings = missing_drivers(topo, deps, needs, topology.read_text(encoding="utf-8"))
         # what the function writes where Lambda cannot keep it (deployed, every init stops)
-        warnings += lambda_path_warnings(topo, topology.read_text(encoding="utf-8"))
+        warnings += lambda_path_warnings(
+            as_deployed(topology, topo), topology.read_text(encoding="utf-8")
+        )
         _prune(deps, DEPENDENCY_IGNORED + CONSOLE_ONLY + (() if geolite else (BUNDLED_GEOLITE,)))
         if "all" not in aws_service:
             _prune_botocore(deps, aws_services(topo, aws_service))

@@ -97,3 +97,39 @@ def test_the_build_warns_and_strict_fails_it(tmp_path: Path, monkeypatch):
         assert f"{path}:6:" in warning and "sink 'rejects' writes rejects.jsonl inside" in warning
         result = CliRunner().invoke(main, [*args, "--strict"])
         assert result.exit_code == 1 and "--strict: 1 warning(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        # the template's parameter defaults to the topology's default, not to the value here
+        ("${DB_URL:-sqlite:///w.db}", True),
+        # no default: the deploy asks for the parameter; the value of now is the one to go by
+        ("${DB_URL}", False),
+    ],
+)
+def test_the_build_reads_the_values_the_template_deploys(
+    tmp_path: Path, monkeypatch, url: str, warned: bool
+):
+    """Packaged with `DB_URL=postgresql://…` set (as the fleet's docs have it), the build said
+    nothing, while the template's `DbUrl` parameter still defaulted to `sqlite:///w.db`, which
+    stops every init when deployed as it is."""
+    from squall.deploy import package as pkg
+
+    path = tmp_path / "project" / "t.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        f'name: t\nresources:\n  db: {{url: "{url}"}}\nspout: {{type: stdin}}\n'
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+    )
+    monkeypatch.setenv("DB_URL", "postgresql://squall@db.internal/app")
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: None)
+    report = pkg.build(path, handler="consumer", output=tmp_path / "a.zip", requirement="squall")
+    found = [w for w in report.warnings if "SQLite file" in w]
+    if warned:
+        [warning] = found
+        assert "(w.db) inside topology/" in warning and "parameter DbUrl" in warning
+    else:
+        assert found == []
