@@ -5,7 +5,8 @@
 writes a folder to copy to each instance (``/opt/squall/<name>``, e.g. with ``aws s3 sync``):
 
 - ``topology/``: the topology's folder (without local outputs and caches), imported as it is locally;
-- ``requirements.txt``: squall with the KCL extra, the extras and your requirements;
+- ``requirements.txt``: squall with the KCL extra, the extras and your requirements; run from a
+  checkout (squall is not on PyPI), squall's own wheel, built into ``wheels/`` and named there;
 - ``squall-<name>.service``: the systemd unit. ``ExecStart`` is the ``squall kcl`` command line;
   ``KillMode=mixed`` sends SIGTERM to that main process only (it hands the shutdown to the KCL,
   which lets each record processor finish its batch and checkpoint), and the rest of the
@@ -18,7 +19,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~670 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~720 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -344,7 +345,8 @@ id squall >/dev/null 2>&1 || useradd --system --home-dir /var/lib/squall --shell
 install -d -o squall -g squall /var/lib/squall/{name}
 [ -x {ROOT}/venv/bin/python ] || python{python} -m venv {ROOT}/venv
 {ROOT}/venv/bin/pip install -q --upgrade pip
-{ROOT}/venv/bin/pip install -q -r "$here/requirements.txt"
+# From the folder: requirements.txt may name squall's wheel in wheels/ by a relative path.
+(cd "$here" && {ROOT}/venv/bin/pip install -q -r requirements.txt)
 # The region of this instance (IMDSv2), for the unit's --region.
 token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')
 region=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
@@ -459,12 +461,59 @@ def requirements(
     extras: tuple[str, ...],
     requirements_file: Path | None,
     with_packages: tuple[str, ...],
+    wheel: str | None = None,
 ) -> str:
-    lines = [f"squall[{','.join(('kcl', *extras))}]=={version}", *with_packages]
+    """``wheel``: squall's own wheel, a path relative to the folder (``wheels/…whl``), installed
+    instead of ``squall==version`` from PyPI."""
+    names = f"[{','.join(('kcl', *extras))}]"
+    lines = [f"./{wheel}{names}" if wheel else f"squall{names}=={version}", *with_packages]
     if requirements_file is not None:
         lines.append(f"# from {requirements_file.name}")
         lines += [ln for ln in requirements_file.read_text().splitlines() if ln.strip()]
     return "\n".join(lines) + "\n"
+
+
+#: squall's wheel built from a checkout, per source fingerprint (built once per process).
+_WHEELS: dict[tuple, tuple[str, bytes]] = {}
+
+
+def _fingerprint(root: Path) -> tuple:
+    from squall.deploy.package import SOURCE_FILES
+
+    files = [root / n for n in SOURCE_FILES if (root / n).is_file()]
+    files += [
+        f
+        for f in sorted((root / "squall").rglob("*"))
+        if f.is_file() and "__pycache__" not in f.parts
+    ]
+    return (str(root), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+def squall_wheel(out: Path) -> str | None:
+    """Run from a checkout (``pip install -e .``), squall is not on PyPI: build its wheel (pure
+    Python) into ``out/wheels/`` for the instance to install, and return its path relative to
+    ``out``. Installed from a wheel, None: ``requirements.txt`` names ``squall==version``."""
+    import tempfile
+
+    from squall.deploy.package import _pip, project_root, source_copy
+
+    root = project_root()
+    if root is None:
+        return None
+    key = _fingerprint(root)
+    if key not in _WHEELS:
+        with tempfile.TemporaryDirectory(prefix="squall-wheel-") as tmp:
+            source = source_copy(root, Path(tmp) / "source")
+            _pip("wheel", "--no-deps", "-q", "-w", str(Path(tmp) / "wheels"), str(source))
+            [built] = (Path(tmp) / "wheels").glob("squall-*.whl")
+            _WHEELS[key] = (built.name, built.read_bytes())
+    filename, data = _WHEELS[key]
+    folder = out / "wheels"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    (folder / filename).write_bytes(data)
+    return f"wheels/{filename}"
 
 
 def driver_warnings(topology: Topology, requirements_text: str) -> list[str]:
@@ -635,9 +684,12 @@ def write_fleet(
         spout_region=region is not None,
         dynamodb_region=dynamodb_region,
     )
-    written = [code]
+    wheel = squall_wheel(out)
+    written = [code, *([out / wheel] if wheel else [])]
     files = {
-        "requirements.txt": requirements(__version__, extras, requirements_file, with_packages),
+        "requirements.txt": requirements(
+            __version__, extras, requirements_file, with_packages, wheel
+        ),
         f"squall-{name}.service": systemd_unit(name, command),
         "bootstrap.sh": bootstrap_script(name, python),
         "instance-role.yaml": "# Generated by squall package --handler kcl\n"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from squall import __version__
 from squall.deploy import fleet
 from squall.errors import SquallError
 from squall.topology.loader import load
@@ -48,8 +52,8 @@ def test_the_unit_stops_the_kcl_gracefully_and_runs_the_squall_kcl_command(tmp_p
         f"shutdownGraceMillis={fleet.SHUTDOWN_GRACE_MS}",
     ]
     assert service["RuntimeDirectory"] == "squall-pistats" and service["User"] == "squall"
-    assert (
-        (out / "requirements.txt").read_text().splitlines()[0].startswith("squall[kcl,postgres]==")
+    assert (out / "requirements.txt").read_text().splitlines()[0] == (
+        f"./wheels/squall-{__version__}-py3-none-any.whl[kcl,postgres]"
     )
     assert (out / "topology" / "schemas" / "event.json").is_file()
     assert not (out / "topology" / "out").exists()
@@ -550,3 +554,37 @@ def test_a_fleet_whose_url_may_be_postgresql_without_psycopg2_is_warned_of(
     found = [w for w in driver_warnings(load(path), text) if "psycopg2" in w]
     assert bool(found) == warned, found
     assert all(w.startswith("resource 'db' ") for w in found)
+
+
+def test_the_instance_installs_this_squall_from_the_folder_not_a_name_on_pypi(tmp_path: Path):
+    """Run from a checkout, squall is on no package index: the folder's requirements.txt named
+    `squall[kcl,postgres]==0.1.0`, which bootstrap.sh's `pip install -r` could not find on an
+    instance (or, had someone taken the name on PyPI, found their code and ran it as root). The
+    folder ships squall's own wheel (as the Lambda zip does) and requirements.txt names it by a
+    path relative to the folder, from where bootstrap.sh installs: pip resolves it with no index."""
+    out = tmp_path / "kcl"
+    written = fleet.write_fleet(
+        load(PISTATS), PISTATS, out, stream="pistats-events", extras=("postgres", "redis")
+    )
+    [wheel] = (out / "wheels").glob("squall-*.whl")
+    assert wheel in written
+    assert (
+        '(cd "$here" && /opt/squall/venv/bin/pip install -q -r requirements.txt)'
+        in (out / "bootstrap.sh").read_text()
+    )
+    report = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index"]
+        + ["--ignore-installed", "-q", "--report", "-", "-r", "requirements.txt"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    [installed] = json.loads(report.stdout)["install"]
+    assert (installed["metadata"]["name"], installed["metadata"]["version"]) == (
+        "squall",
+        __version__,
+    )
+    assert sorted(installed["requested_extras"]) == ["kcl", "postgres", "redis"]
+    # the warnings read the extras from the wheel's line as from a name's
+    assert fleet.driver_warnings(load(PISTATS), (out / "requirements.txt").read_text()) == []
