@@ -563,6 +563,7 @@ def kcl(
         default_worker_id,
         describe,
         jars_dir,
+        logback_config,
         private_properties_path,
         run_daemon,
     )
@@ -644,7 +645,11 @@ def kcl(
                 )
         out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)
-        cmd = daemon_command(out, jars_dir(jars))
+        # the daemon's log without its line per message exchanged, nor a copy of each of ours
+        logback = out.with_suffix(".logback.xml")
+        verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+        logback.write_text(logback_config(verbose))
+        cmd = daemon_command(out, jars_dir(jars), logback=logback)
     except (SquallError, ValueError) as exc:
         from squall.redact import redact_text
 

@@ -14,6 +14,10 @@ Fleet rules:
   kcl`` runs the daemon in a session of its own and forwards SIGTERM/SIGINT/SIGHUP to it only;
   a service manager must signal the main process only (systemd ``KillMode=mixed``:
   ``systemd_stop_settings()``).
+
+Size (~430 lines): the properties (each client's region and endpoint, the credentials provider's
+spellings, the stream's ARN checked), the java command with its logging configuration, and the
+signal forwarding are one launcher, read together.
 """
 
 from __future__ import annotations
@@ -329,10 +333,53 @@ def jars_dir(explicit: str | Path | None = None) -> Path:
     )
 
 
-def daemon_command(properties_file: Path, jars: Path, java: str | None = None) -> list[str]:
+#: The daemon's loggers that write one INFO line per message it exchanges with a shard process
+#: (four per ``processRecords``, an empty one too: ``callProcessRecordsEvenForEmptyRecordList``):
+#: 97 % of a worker's log, 16 lines a second per idle shard at 250 ms between reads. WARN unless
+#: ``squall -v kcl``.
+CHATTY_LOGGERS = (
+    "software.amazon.kinesis.multilang.MessageWriter",
+    "software.amazon.kinesis.multilang.LineReaderTask",
+    "software.amazon.kinesis.multilang.MultiLangProtocol",
+)
+#: Logs each stderr line of a shard process at ERROR, whatever its level, and then prints the line
+#: itself to the daemon's stderr: every line of squall was in the log twice. Off: the printed copy,
+#: as the shard process wrote it (its level, its JSON under ``--log-format json``), stays.
+STDERR_COPY_LOGGER = "software.amazon.kinesis.multilang.DrainChildSTDERRTask"
+
+
+def logback_config(verbose: bool = False) -> str:
+    """The daemon's logback configuration: the multilang jar's own (root INFO to the console, its
+    pattern) with the per-message loggers at WARN (INFO when ``verbose``) and the ERROR copy of a
+    shard process's stderr off."""
+    levels = [(STDERR_COPY_LOGGER, "OFF")]
+    if not verbose:
+        levels += [(name, "WARN") for name in CHATTY_LOGGERS]
+    loggers = "".join(f'    <logger name="{n}" level="{lv}"/>\n' for n, lv in levels)
+    return (
+        "<configuration>\n"
+        '    <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">\n'
+        "        <encoder>\n"
+        "            <pattern>%d [%thread] %-5level %logger{36} [%mdc{ShardId:-NONE}] - %msg %n"
+        "</pattern>\n"
+        "        </encoder>\n"
+        "    </appender>\n"
+        f"{loggers}"
+        '    <root level="INFO">\n'
+        '        <appender-ref ref="CONSOLE" />\n'
+        "    </root>\n"
+        "</configuration>\n"
+    )
+
+
+def daemon_command(
+    properties_file: Path, jars: Path, java: str | None = None, logback: Path | None = None
+) -> list[str]:
+    """The java command line; ``logback``: the daemon's logging configuration (``logback_config``)."""
     java = java or shutil.which("java") or "java"
     return [
         java,
+        *([f"-Dlogback.configurationFile={logback}"] if logback else []),
         "-cp",
         f"{jars}/*",
         "software.amazon.kinesis.multilang.MultiLangDaemon",
