@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~630 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~650 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -241,7 +241,7 @@ class RecordProcessor:
             )
             sys.exit(EXIT_DAEMON_GONE)
         if not self.lost and not self._lease_held(self.shard_id):
-            self._lost()
+            self._lost(retrying=True)
             raise LeaseLost(self.shard_id)
 
     def _exit_misconfigured(self, what: str, exc: BaseException) -> None:
@@ -451,13 +451,30 @@ class RecordProcessor:
             self._wait(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
-    def _lost(self) -> None:
+    def _lost(self, retrying: bool = False) -> None:
+        """The lease is another worker's. ``retrying``: found before a retry (an outage): the
+        ERROR lines of the retries end here, so this one is a WARNING (at INFO, the default
+        level showed "retrying the batch in 30s" as the shard's last word on this host), and
+        the shard no longer retries here (``squall_retrying_since_timestamp_seconds`` back to 0:
+        ``SquallRetrying`` is for the new owner's series, not for a process waiting to end)."""
         self.lost = True
-        log.info(
-            "shard %s: lease taken over by another worker; it resumes from the last checkpoint (%s)",
+        position = self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet"
+        if not retrying:
+            log.info(
+                "shard %s: lease taken over by another worker; it resumes from the last "
+                "checkpoint (%s)",
+                self.shard_id,
+                position,
+            )
+            return
+        log.warning(
+            "shard %s: lease taken over by another worker while this one retried; given up, "
+            "not committed here: the new owner resumes from the last checkpoint (%s)",
             self.shard_id,
-            self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet",
+            position,
         )
+        self._failing = False
+        self.metrics.settled(self.shard_id)
 
     def _record(self, r) -> Record:
         ms = r.timestamp_millis

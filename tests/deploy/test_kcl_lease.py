@@ -173,3 +173,29 @@ def test_a_probe_that_cannot_check_says_so_once(caplog):
     with caplog.at_level("WARNING", logger="squall.kcl"):
         assert LeaseProbe(lease, Table({})).held("shardId-000000000001")
     assert "no such lease" in caplog.records[0].getMessage()
+
+
+def test_a_retry_given_up_for_a_lease_taken_says_so_and_no_longer_counts_as_retrying(
+    tmp_path: Path, caplog
+):
+    """SRE rehearsal: the warehouse down, a second worker took the lease of a shard whose batch
+    the first was retrying. The first gave the batch up as it should, but said so at INFO: at
+    the default level its last line for the shard was ERROR "retrying the batch in 30s", and its
+    ``squall_retrying_since_timestamp_seconds`` stayed set for the minute the daemon took to end
+    the process. Now a WARNING says the batch was given up, and the gauge is back to 0."""
+    owners = iter(["w1", "w2"])
+    engine = Engine(load_text(TOPOLOGY.format(db=tmp_path / "w.db")).plan)
+    processor = RecordProcessor(
+        engine, stream="s", sleep=lambda s: None, lease_held=lambda shard: next(owners) == "w1"
+    )
+    settled: list[str | None] = []
+    processor.metrics.settled = settled.append
+    cp = KclCheckpointer()
+    kcl_initialize().dispatch(cp, processor)
+    caplog.set_level("WARNING", logger="squall.kcl")
+    kcl_process_records([{"n": 1}]).dispatch(cp, processor)
+    assert processor.lost and cp.calls == []
+    [given_up] = [r for r in caplog.records if "lease taken over" in r.getMessage()]
+    assert given_up.levelname == "WARNING"
+    assert "given up, not committed here" in given_up.getMessage()
+    assert settled == ["shardId-000000000001"]
