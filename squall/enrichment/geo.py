@@ -288,6 +288,9 @@ class GeoBolt(Bolt):
         self.city: _Database | None = None
         self.asn: _Database | None = None
         self.lookups = 0  # reader lookups, for tests and benchmarks
+        # the bundled database's age is said once: a KCL shard opening its topology again and
+        # again while the warehouse is down repeated it at each attempt, between the outage's lines
+        self._said_bundled = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -297,7 +300,8 @@ class GeoBolt(Bolt):
         self.city = self._open(city_path, "database")
         if c.asn_database:
             self.asn = self._open(self.context.path(c.asn_database), "asn_database")
-        if c.database is None:
+        if c.database is None and not self._said_bundled:
+            self._said_bundled = True
             log.warning(
                 "%s: using the bundled %s built %s; set `database:` to a current GeoLite2/GeoIP2 City file",
                 self.id,

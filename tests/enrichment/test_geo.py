@@ -372,6 +372,18 @@ def test_using_the_bundled_database_logs_a_warning(caplog):
     assert "bundled GeoLite2-City built 2018" in caplog.text
 
 
+def test_the_bundled_database_warning_is_said_once_however_often_the_bolt_opens(caplog):
+    """A KCL shard process opens its topology again after each failed attempt while the
+    warehouse is down at its start (1 s doubling to 30 s): the SRE rehearsal's log had the geo
+    warning once per attempt, interleaved with the outage's lines."""
+    with caplog.at_level(logging.WARNING, logger="squall.enrichment.geo"):
+        bolt = GeoBolt(GeoBolt.Config(id="geo", type="geo"), ComponentContext("test"))
+        for _ in range(3):
+            bolt.open(None)
+        bolt.close()
+    assert caplog.text.count("bundled GeoLite2-City built 2018") == 1
+
+
 # -- MaxMind's published test databases (github maxmind/MaxMind-DB, test-data/, MIT or Apache-2.0)
 
 
