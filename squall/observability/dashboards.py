@@ -368,9 +368,12 @@ def prometheus_rules(
     if topology.spout.type == "sqs":
         # A queue has no MillisBehindLatest (the rule read only that: an SQS consumer falling
         # behind raised nothing). Its lag is the age of the batches' messages, a gauge that keeps
-        # its last value on an idle queue: read it while records go through.
+        # its last value on an idle queue: read it while records go through — each series with
+        # its own run's records (an SQS consumer scales out: one run's old age beside another's
+        # records is not lag).
+        own_records = f"sum without (outcome) (rate(squall_topology_records_total{{{sel}}}[5m]))"
         lag = (
-            f"max(squall_iterator_age_seconds{{{sel}}}) * 1000 > {th.lag_ms} and {records} > 0",
+            f"squall_iterator_age_seconds{{{sel}}} * 1000 > {th.lag_ms} and {own_records} > 0",
             f"{t}'s messages are more than {th.lag_ms / 1000:.0f}s old when processed: the "
             "queue's backlog grows",
         )

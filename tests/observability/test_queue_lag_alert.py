@@ -105,3 +105,39 @@ def test_an_sqs_consumer_that_keeps_up_raises_no_lag_alert(tmp_path: Path):
         series,
         [{"eval_time": "15m", "alertname": "SquallLagHigh", "exp_alerts": []}],
     )
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_an_idle_instance_s_old_age_raises_no_alert_beside_a_busy_one(tmp_path: Path):
+    """Two ``squall run`` of one topology on one queue (an SQS consumer scales out so): the
+    first processed old messages, then took nothing more — its gauge keeps that age — while
+    the second processes fresh messages. No run is behind: no alert. The rule matched the
+    topology's largest age with the topology's record rate, and fired as long as the idle
+    run's age stayed above --lag-ms. Once the busy run falls behind, the alert names it."""
+    topology = load_text(TOPOLOGY.format(url="https://sqs.invalid/1/q", endpoint="http://x"))
+    a, b = 'instance="a:9000",job="squall"', 'instance="b:9000",job="squall"'
+    series = {
+        f'squall_iterator_age_seconds{{{a},topology="queued"}}': ["300"] * 45,
+        f'squall_topology_records_total{{{a},outcome="committed",topology="queued"}}': ["10"] * 45,
+        f'squall_iterator_age_seconds{{{b},topology="queued"}}': ["0.2"] * 30 + ["200"] * 15,
+        f'squall_topology_records_total{{{b},outcome="committed",topology="queued"}}': [
+            str(100 * m) for m in range(45)
+        ],
+    }
+    [rule] = [
+        r for r in prometheus_rules(topology)["groups"][0]["rules"] if r["alert"] == "SquallLagHigh"
+    ]
+    labels = {**rule["labels"], "instance": "b:9000", "job": "squall"}
+    promtool_test(
+        tmp_path,
+        prometheus_rules(topology),
+        series,
+        [
+            {"eval_time": "25m", "alertname": "SquallLagHigh", "exp_alerts": []},
+            {
+                "eval_time": "40m",
+                "alertname": "SquallLagHigh",
+                "exp_alerts": [{"exp_labels": labels, "exp_annotations": rule["annotations"]}],
+            },
+        ],
+    )
