@@ -94,6 +94,7 @@ class ShardState:
     pending: Record | None = None  # last record handed out and not known to be committed
     next_call: float = 0.0  # monotonic time of the next allowed GetRecords
     failures: int = 0  # consecutive throttles / errors, for backoff
+    errors: int = 0  # consecutive server errors / network failures: MAX_ERRORS fail the read
     millis_behind: int | None = None
     answered_at: float | None = None  # monotonic time of the last GetRecords answer
     # monotonic time since which the shard's calls fail (throttled, 5xx): its last answer's,

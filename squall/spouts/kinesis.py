@@ -381,7 +381,7 @@ class KinesisSpout(Spout):
         except Exception as exc:
             self._on_error(st, exc, now)
             return []
-        st.failures = 0
+        st.failures = st.errors = 0
         st.answered_at, st.unanswered_since = now, None
         raw = resp.get("Records", [])
         st.millis_behind = resp.get("MillisBehindLatest")
@@ -430,9 +430,11 @@ class KinesisSpout(Spout):
         if aws.is_retryable(exc):
             self.stats.errors += 1
             st.failures += 1
-            if st.failures >= MAX_ERRORS:
+            # throttles between them count for the backoff, not here: throttling has no limit
+            st.errors += 1
+            if st.errors >= MAX_ERRORS:
                 raise TransientError(
-                    f"{self.id}: shard {st.shard_id}: {st.failures} failed calls in a row: {exc}"
+                    f"{self.id}: shard {st.shard_id}: {st.errors} failed calls in a row: {exc}"
                 ) from exc
             delay = self._backoff.delay(st.failures - 1)
             log.warning("%s: shard %s: %s; retrying in %.2fs", self.id, st.shard_id, exc, delay)

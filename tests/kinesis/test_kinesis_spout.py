@@ -452,6 +452,25 @@ def test_server_errors_retry_then_fail_the_read(kinesis, kinesis_mock, make_stre
         consume(spout)
 
 
+def test_one_server_error_after_a_run_of_throttles_is_retried(kinesis, kinesis_mock, make_stream):
+    """Throttling is backed off without limit (consumers sharing a shard); only server errors
+    and network failures end the read, after MAX_ERRORS of them. Throttles counted toward
+    that limit: a shard throttled 10 times in a row, then answered one 500, failed the read
+    (TransientError, ``squall run`` exit 1) at its first server error."""
+    stream = make_stream(1)
+    put_plain(kinesis, stream, docs(5))
+    spout = make_spout(  # idle_exit 1 s: a shard backing off is not idle
+        kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), clock=FakeClock()
+    )
+    inject(
+        spout.client,
+        "GetRecords",
+        ["ProvisionedThroughputExceededException"] * 10 + ["InternalFailure"],
+    )
+    assert len(consume(spout)) == 5
+    assert (spout.stats.throttled, spout.stats.errors) == (10, 1)
+
+
 def test_list_shards_throttling_is_retried(kinesis, kinesis_mock, make_stream):
     stream = make_stream(2)
     put_plain(kinesis, stream, docs(10))
