@@ -301,7 +301,8 @@ def cannot_write(exc: OSError, written: str | None = None) -> str:
     of a folder (``mkdir`` says only "File exists" or "Not a directory"), and for a path
     ``written`` relative in the topology (a dead-letter file, a SQLite database) that the
     process may not write there, where it is: the topology file's folder, read-only where the
-    topology is mounted (a Kubernetes ConfigMap); in a Lambda function, any path outside /tmp."""
+    topology is mounted (a Kubernetes ConfigMap); in a Lambda function, any path outside /tmp (one
+    under /tmp that cannot be written is said as it is: another cause than the folder)."""
     if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
         path = Path(exc.filename)
         for part in (path, *path.parents):
@@ -311,7 +312,12 @@ def cannot_write(exc: OSError, written: str | None = None) -> str:
     if written is None or exc.errno not in _NOT_WRITABLE:
         return reason
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # Lambda's package is read-only (/var/task)
-        where = "in the topology's folder, " if not Path(written).is_absolute() else ""
+        # where it failed (a relative path is the topology folder's, `~` the home folder's)
+        failed = os.path.normpath(os.path.expanduser(str(exc.filename or written)))
+        if failed == "/tmp" or failed.startswith("/tmp/"):
+            return reason  # the writable folder: another cause (a mode, an owner), said as it is
+        relative = not Path(written).expanduser().is_absolute()
+        where = "in the topology's folder, " if relative else ""
         return reason + (
             f" ({written} is {where}outside /tmp, the only folder a Lambda function may write, "
             "which each execution environment keeps only while it lives: give a SQLite resource "

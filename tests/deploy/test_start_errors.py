@@ -265,3 +265,22 @@ def test_a_path_a_lambda_function_cannot_write_says_what_to_write_instead(monkey
     assert cannot_write(ro, "/srv/dl.jsonl") == f"Read-only file system (/srv/dl.jsonl is {hint}"
     missing = OSError(errno.ENOENT, os.strerror(errno.ENOENT), "/tmp/x/dl.jsonl")
     assert cannot_write(missing, "/tmp/x/dl.jsonl") == "No such file or directory"
+
+
+def test_in_lambda_a_tmp_path_that_cannot_be_written_is_not_said_to_be_outside_tmp(monkeypatch):
+    """Review of 316efb5: in Lambda, a dead-letter file under /tmp in a folder of another owner
+    (`Permission denied`) was said to be `/tmp/shared/dl.jsonl is outside /tmp, the only folder a
+    Lambda function may write`, and a `~/dl.jsonl` that could not be written to be `in the
+    topology's folder`: /tmp is the writable folder, so the cause is another (said as it is),
+    and `~` is the home folder."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "pistats-consumer")
+    denied = OSError(errno.EACCES, os.strerror(errno.EACCES), "/tmp/shared/dl.jsonl")
+    assert cannot_write(denied, "/tmp/shared/dl.jsonl") == "Permission denied"
+    assert cannot_write(denied, "/tmp/../tmp/shared/dl.jsonl") == "Permission denied"
+    # a relative path the topology folder resolved into /tmp: where it failed decides
+    assert cannot_write(denied, "../../tmp/shared/dl.jsonl") == "Permission denied"
+    home = OSError(errno.EROFS, os.strerror(errno.EROFS), "/home/sbx_user1051/dl.jsonl")
+    said = cannot_write(home, "~/dl.jsonl")
+    assert said.startswith("Read-only file system (~/dl.jsonl is outside /tmp, the only"), said
+    escaped = OSError(errno.EROFS, os.strerror(errno.EROFS), "/tmp/../var/dl.jsonl")
+    assert "is outside /tmp, the only folder" in cannot_write(escaped, "/tmp/../var/dl.jsonl")
