@@ -14,8 +14,8 @@ parameter to set when the value comes from a variable.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from squall.errors import SquallError
 from squall.topology import registry
@@ -23,7 +23,6 @@ from squall.topology.model import Topology
 
 #: Lambda's one writable folder.
 TMP = "/tmp"
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def as_deployed(path: Path, topology: Topology) -> Topology:
@@ -52,7 +51,7 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
     out = []
     for name, res in topology.resources.items():
         scheme, _, database = res.url.partition(":///")
-        database = database.split("?", 1)[0]
+        database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
         if scheme.split("+", 1)[0] != "sqlite" or database in ("", ":memory:"):
             continue
         path = ("resources", name, "url")
@@ -70,7 +69,7 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                 text,
                 path,
                 f"resource '{name}' is a SQLite file ({database}) {problem}; give it {fix}",
-                hint=True,
+                hint="url",
             )
         )
     groups = {"bolt": ("bolts", topology.bolts), "sink": ("sinks", topology.sinks)}
@@ -97,7 +96,7 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                         f"{kind} '{cfg.id}' writes {value} {problem}; use a durable sink "
                         "(dead letters: dead_letter_table, dead_letter_sqs, dead_letter_s3 or "
                         "dead_letter_kinesis)" + ("" if tmp else ", or a path under /tmp"),
-                        hint=not tmp,
+                        hint=None if tmp else "path",
                     )
                 )
     return out
@@ -109,6 +108,8 @@ def _in_tmp(path: str) -> bool:
 
 
 def _where(path: str) -> str:
+    if path.startswith("~"):  # expanded, as every path squall writes
+        return "in the home folder, outside /tmp, read-only in Lambda"
     if not path.startswith("/"):
         return "inside topology/, read-only in Lambda (/var/task)"
     return "outside /tmp, read-only in Lambda"
@@ -126,19 +127,40 @@ def _located(
     path: tuple[str | int, ...],
     message: str,
     *,
-    hint: bool = False,
+    hint: str | None = None,
 ) -> str:
     """``file:line:col: path: message``; with ``hint``, the template parameter to set when the
-    value is written with a ``${VAR}`` (the parameter's default is the value warned about)."""
-    from squall.deploy.template import param_name
-
+    value is written with a ``${VAR}`` (the parameter's default is the value warned about):
+    ``"path"``, any of the value's; ``"url"``, one that starts it (another cannot make the URL
+    PostgreSQL's: ``sqlite:///${DIR:-out}/w.db`` is the topology's to change)."""
     loc = topology.locator
     if loc is None:
         return message
-    line, _col = loc.where(path)
-    if hint and text and line and tuple(path) in loc.variables:
-        lines = text.splitlines()
-        names = _VARIABLE.findall(lines[line - 1]) if line <= len(lines) else []
-        if len(names) == 1:
-            message += f" (the template's parameter {param_name(names[0])}, when you deploy)"
+    if hint and text and tuple(path) in loc.variables:
+        message += _parameters(text, loc.where(path), whole_url=hint == "url")
     return str(loc.problem(path, message))
+
+
+def _parameters(text: str, at: tuple[int, int], *, whole_url: bool = False) -> str:
+    """`` (the template's parameter X, when you deploy)``: the parameters of the variables of the
+    value at ``at`` (its own, not its line's: another value on the line may hold another; a
+    folded value's are on the next lines), none for one Lambda sets itself (no parameter)."""
+    import yaml
+
+    from squall.deploy.template import LAMBDA_RESERVED, param_name
+    from squall.topology.yamlsource import variable_marks
+
+    try:
+        names = variable_marks(text).get(at, [])
+    except yaml.YAMLError:
+        return ""
+    if whole_url:
+        names = [(v, start) for v, start in names if start == 0]
+    params = [param_name(v) for v in dict.fromkeys(v for v, _ in names) if v not in LAMBDA_RESERVED]
+    if not params:
+        return ""
+    if len(params) == 1:
+        return f" (the template's parameter {params[0]}, when you deploy)"
+    return (
+        f" (the template's parameters {', '.join(params[:-1])} and {params[-1]}, when you deploy)"
+    )

@@ -341,6 +341,20 @@ def reference_marks(text: str) -> dict[references.SecretRef, tuple[int, int]]:
     return out
 
 
+def variable_marks(text: str) -> dict[tuple[int, int], list[tuple[str, int]]]:
+    """The ``${VAR}`` names of each value of ``text`` (as ``variables_in``: ``$$`` skipped, not
+    secret references), each with its offset in the value as written, keyed by the 1-based line
+    and column where the value starts — the ``Locator``'s mark of it, wherever its variables are
+    (a folded scalar's next line, one of several values on a line). ``yaml.YAMLError`` for text
+    that is no YAML."""
+    out: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for m, node in _substitutions_at(text):
+        if m[1] is not None:
+            at = (node.start_mark.line + 1, node.start_mark.column + 1)
+            out.setdefault(at, []).append((m[1], m.start()))
+    return out
+
+
 def _substitutions(text: str) -> list[re.Match[str]]:
     """The ``_VAR`` matches of the values of ``text``'s YAML, in the order written."""
     return [m for m, _ in _substitutions_at(text)]

@@ -133,3 +133,79 @@ def test_the_build_reads_the_values_the_template_deploys(
         assert "(w.db) inside topology/" in warning and "parameter DbUrl" in warning
     else:
         assert found == []
+
+
+_WAREHOUSE = (
+    "spout: {type: stdin}\nbolts: [{id: decode, type: json}]\n"
+    "sinks: [{id: out, type: warehouse, resource: db, table: t, columns: {a: a}}]\n"
+)
+_REJECTS = (
+    "spout: {type: stdin}\nbolts: [{id: decode, type: json}]\n"
+    "sinks:\n  - {id: out, type: stdout}\n  - {id: rejects, type: dead_letter, path: %s}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "parameter"),
+    [
+        # another value on the line with its own variable: the URL's was not named
+        (
+            'resources:\n  db: {url: "${DB_URL:-sqlite:///w.db}", pool_size: "${POOL:-5}"}\n',
+            "DbUrl",
+        ),
+        # a folded value: its variable is on the next line, not on the line it starts
+        ("resources:\n  db:\n    url: >-\n      ${DB_URL:-sqlite:///w.db}\n", "DbUrl"),
+        # only the folder is a variable: no answer to it makes the URL PostgreSQL's
+        ('resources:\n  db: {url: "sqlite:///${DB_DIR:-out}/w.db"}\n', None),
+    ],
+)
+def test_the_parameter_named_is_the_values_own(tmp_path: Path, monkeypatch, yaml, parameter):
+    """Review of 83beb53: the parameter was found by a regex over the value's first line: one
+    with two variables (a flow mapping) named none, a folded value's none, and a URL whose folder
+    alone is a variable named that variable's parameter to give "a PostgreSQL URL" in."""
+    for var in ("DB_URL", "POOL", "DB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\n{yaml}{_WAREHOUSE}")
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    assert "every init would stop" in warning
+    if parameter is None:
+        assert "template" not in warning, warning
+    else:
+        assert warning.endswith(f"(the template's parameter {parameter}, when you deploy)")
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ('"${REJECTS_DIR:-out}/${REJECTS_NAME:-r}.jsonl"', "parameters RejectsDir and RejectsName"),
+        # Lambda sets it: the template has no such parameter (it named LambdaTaskRoot)
+        ('"${LAMBDA_TASK_ROOT:-.}/r.jsonl"', None),
+    ],
+)
+def test_a_dead_letter_path_names_each_of_its_parameters(tmp_path: Path, monkeypatch, value, said):
+    for var in ("REJECTS_DIR", "REJECTS_NAME", "LAMBDA_TASK_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\n" + _REJECTS % value)
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    if said is None:
+        assert "template" not in warning, warning
+    else:
+        assert said in warning, warning
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        # SQLAlchemy reads %2F as '/': the file is /tmp/w.db, not a folder of the topology
+        ("sqlite:///%2Ftmp%2Fw.db", "(/tmp/w.db) in the execution environment's /tmp"),
+        # expanded to the home folder, as every path squall writes: not inside topology/
+        ("sqlite:///~/w.db", "(~/w.db) in the home folder, outside /tmp, read-only in Lambda"),
+    ],
+)
+def test_a_sqlite_path_is_placed_where_it_opens(tmp_path: Path, url: str, said: str):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nresources:\n  db: {{url: '{url}'}}\n{_WAREHOUSE}")
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    assert said in warning, warning
