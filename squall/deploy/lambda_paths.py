@@ -23,6 +23,8 @@ from squall.topology.model import Topology
 
 #: Lambda's one writable folder.
 TMP = "/tmp"
+#: The topology's folder in the function (``package.TASK_ROOT``/topology): a relative path is its.
+TOPOLOGY_ROOT = "/var/task/topology"
 
 
 def as_deployed(path: Path, topology: Topology) -> Topology:
@@ -102,15 +104,24 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
     return out
 
 
+def _in_lambda(path: str) -> str:
+    """Where ``path`` is in the function: a relative one in the topology's folder, resolved
+    (``../../tmp/x`` is /tmp/x there); ``~`` as it is (the home folder)."""
+    return path if path.startswith("~") else os.path.normpath(os.path.join(TOPOLOGY_ROOT, path))
+
+
 def _in_tmp(path: str) -> bool:
-    path = os.path.normpath(path)
-    return path.startswith("/") and (path == TMP or path.startswith(TMP + "/"))
+    path = _in_lambda(path)
+    return path == TMP or path.startswith(TMP + "/")
 
 
 def _where(path: str) -> str:
     if path.startswith("~"):  # expanded, as every path squall writes
         return "in the home folder, outside /tmp, read-only in Lambda"
     if not path.startswith("/"):
+        there = _in_lambda(path)
+        if there != TOPOLOGY_ROOT and not there.startswith(TOPOLOGY_ROOT + "/"):
+            return f"outside /tmp ({there} in Lambda), read-only"
         return "inside topology/, read-only in Lambda (/var/task)"
     return "outside /tmp, read-only in Lambda"
 

@@ -209,3 +209,20 @@ def test_a_sqlite_path_is_placed_where_it_opens(tmp_path: Path, url: str, said: 
     path.write_text(f"name: t\nresources:\n  db: {{url: '{url}'}}\n{_WAREHOUSE}")
     [warning] = lambda_path_warnings(load(path), path.read_text())
     assert said in warning, warning
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        # /var/task/topology/../../../tmp is /tmp: it opens, and is lost with the environment
+        ("../../../tmp/r.jsonl", "writes ../../../tmp/r.jsonl in the execution environment's /tmp"),
+        ("../r.jsonl", "writes ../r.jsonl outside /tmp (/var/task/r.jsonl in Lambda), read-only"),
+    ],
+)
+def test_a_relative_path_is_placed_where_it_resolves_in_lambda(tmp_path: Path, value, said):
+    """Review of 83beb53: every relative path was said to be "inside topology/" and to stop every
+    init, also one that leaves the folder for /tmp (where it opens) or for /var/task."""
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\n" + _REJECTS % value)
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    assert said in warning, warning
