@@ -31,7 +31,9 @@ def as_deployed(path: Path, topology: Topology) -> Topology:
     """The topology with the values its template deploys by default: each ``${VAR:-default}``
     as its default (the parameter's default: an environment variable set where the package is
     built is not in the template), the other variables as they are now (a parameter without a
-    default: the deploy asks for it); ``topology`` itself when that does not load."""
+    default: the deploy asks for it); ``topology`` itself when that does not load. A variable
+    with a default is set to it, as the function's environment is (its parameter's value): a
+    ``${VAR}`` written elsewhere without one is that default too."""
     from squall.deploy.template import LAMBDA_RESERVED, variable_defaults
     from squall.topology.loader import load
     from squall.topology.references import placeholder
@@ -40,6 +42,7 @@ def as_deployed(path: Path, topology: Topology) -> Topology:
     env = {
         k: v for k, v in os.environ.items() if k in LAMBDA_RESERVED or defaults.get(k, None) is None
     }
+    env |= {k: d for k, d in defaults.items() if d is not None and k not in LAMBDA_RESERVED}
     try:
         return load(path, env, secrets=placeholder)
     except SquallError:

@@ -226,3 +226,26 @@ def test_a_relative_path_is_placed_where_it_resolves_in_lambda(tmp_path: Path, v
     path.write_text("name: t\n" + _REJECTS % value)
     [warning] = lambda_path_warnings(load(path), path.read_text())
     assert said in warning, warning
+
+
+def test_a_variable_written_with_and_without_its_default_is_its_default_deployed(
+    tmp_path: Path, monkeypatch
+):
+    """Review of e9c4257: `${DB_URL:-sqlite:///w.db}` in one place and `${DB_URL}` in another,
+    packaged with DB_URL=postgresql://… set: the template's DbUrl defaults to sqlite:///w.db and
+    sets DB_URL for both, but the warnings removed DB_URL to read the default, the `${DB_URL}`
+    without one no longer loaded, and they fell back to the values of now: not a word."""
+    from squall.deploy.lambda_paths import as_deployed
+    from squall.topology.references import placeholder
+
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'name: t\nresources:\n  db: {url: "${DB_URL:-sqlite:///w.db}"}\n'
+        '  db2: {url: "${DB_URL}"}\n' + _WAREHOUSE
+    )
+    monkeypatch.setenv("DB_URL", "postgresql://squall@db.internal/app")
+    warnings = lambda_path_warnings(
+        as_deployed(path, load(path, secrets=placeholder)), path.read_text()
+    )
+    assert [w.split(": ")[1] for w in warnings] == ["resources.db.url", "resources.db2.url"]
+    assert all("(w.db) inside topology/" in w for w in warnings), warnings
