@@ -323,7 +323,7 @@ def split_events(
             if len(index) < 2:
                 raise ValueError(
                     "body is not JSON, a JSON array, or JSON lines: "
-                    f"{json_error(req.body, exc)}"  # a byte not UTF-8: which, where
+                    f"{json_error(req.body, _as_sent(req.body, text, exc))}"  # a byte not UTF-8
                 ) from None
             raws = [lines[i] for i in index]
     else:
@@ -366,6 +366,18 @@ def split_events(
                 raws = raws or _elements(text, doc)
         out.append(Payload(index[i], raws[i], defect))  # type: ignore[index]
     return out
+
+
+def _as_sent(body: bytes, text: bytes, exc: orjson.JSONDecodeError) -> orjson.JSONDecodeError:
+    """orjson's error for ``body`` as sent, not for ``text`` (it stripped): its line, column and
+    char were counted from the first non-blank byte, so `\n\n{"a": 1,}` was answered "line 1"."""
+    if text == body:
+        return exc
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as as_sent:
+        return as_sent
+    return exc  # blank bytes JSON does not take as whitespace (\v, \f): as it was
 
 
 def _read(raw: bytes) -> Any:

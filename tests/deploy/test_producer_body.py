@@ -212,3 +212,22 @@ def test_a_body_that_is_not_utf8_is_answered_with_the_byte_and_its_place(produce
         "error": "body is not JSON, a JSON array, or JSON lines: not UTF-8: byte 0xE9 at "
         "offset 15 (line 1, column 16)"
     }
+
+
+@pytest.mark.parametrize(
+    ("body", "place"),
+    [
+        (b'\r\n\n{"city": "Montreal",}', "line 3 column 20 (char 22)"),
+        (b'  {"ok": tru}', "line 1 column 10 (char 9)"),
+        (b'\n\n{"city": "Montr\xe9al"}', "byte 0xE9 at offset 17 (line 3, column 16)"),
+    ],
+)
+def test_a_body_that_is_not_json_is_answered_with_its_place_as_sent(producer, body, place):
+    """Review of ddc4511: the byte that is not UTF-8 was placed in the body as sent, orjson's
+    other errors in the body stripped of its leading blank lines: `\\r\\n\\n{…,}` was answered
+    "line 1" in the same answer that says "line 3" for a Latin-1 byte."""
+    send = producer()
+    status, answer, out, _ = send(body)
+    assert status == 400 and out == []
+    assert answer["error"].startswith("body is not JSON, a JSON array, or JSON lines: ")
+    assert answer["error"].endswith(place), answer
