@@ -86,7 +86,7 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                 value = getattr(cfg, field)
                 if field in ("id", "type") or not isinstance(value, str) or not value:
                     continue
-                if ":" in value:
+                if "://" in value:
                     continue  # a URL, not a path
                 tmp = _in_tmp(value)
                 if tmp:

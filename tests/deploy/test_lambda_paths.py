@@ -249,3 +249,19 @@ def test_a_variable_written_with_and_without_its_default_is_its_default_deployed
     )
     assert [w.split(": ")[1] for w in warnings] == ["resources.db.url", "resources.db2.url"]
     assert all("(w.db) inside topology/" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("out/rejects-12:00.jsonl", "inside topology/, read-only in Lambda"),
+        ("/tmp/rejects:a.jsonl", "in the execution environment's /tmp: lost"),
+    ],
+)
+def test_a_path_with_a_colon_is_a_path(tmp_path: Path, value: str, said: str):
+    """Review of 83beb53: any value with a ':' was taken for a URL and left out: a dead-letter
+    file `out/rejects-12:00.jsonl` stopped every init without a warning."""
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\n" + _REJECTS % f'"{value}"')
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    assert said in warning, warning
