@@ -57,7 +57,7 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
     for name, res in topology.resources.items():
         scheme, _, database = res.url.partition(":///")
         database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
-        if scheme.split("+", 1)[0] != "sqlite" or database in ("", ":memory:"):
+        if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
             continue
         path = ("resources", name, "url")
         if _in_tmp(database):

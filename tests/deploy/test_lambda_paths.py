@@ -265,3 +265,14 @@ def test_a_path_with_a_colon_is_a_path(tmp_path: Path, value: str, said: str):
     path.write_text("name: t\n" + _REJECTS % f'"{value}"')
     [warning] = lambda_path_warnings(load(path), path.read_text())
     assert said in warning, warning
+
+
+@pytest.mark.parametrize("url", ["SQLITE:///w.db", "SQLite+pysqlite:///w.db"])
+def test_a_sqlite_scheme_in_capitals_is_sqlite(tmp_path: Path, url: str):
+    """Review of 83beb53: a scheme is case-insensitive — squall opens `SQLITE:///w.db` as the
+    SQLite file w.db beside the topology (every init stops in Lambda) — but the warnings
+    compared it to 'sqlite' as written and said nothing."""
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\nresources:\n  db: {{url: '{url}'}}\n{_WAREHOUSE}")
+    [warning] = lambda_path_warnings(load(path), path.read_text())
+    assert "is a SQLite file (w.db) inside topology/" in warning, warning
