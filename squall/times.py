@@ -11,7 +11,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from squall.exact_json import NOT_A_NUMBER, as_number
 
@@ -23,6 +23,18 @@ _ONE_MS = timedelta(milliseconds=1)
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+
+
+class DurationOption:
+    """The mark of an option that takes a duration (``Duration``): the topology loader refuses
+    there an unquoted ``010`` or ``1:30``, which YAML 1.1 reads in octal (8) or base 60 (90)."""
+
+    def __repr__(self) -> str:
+        return "DurationOption()"
+
+
+#: The type of a duration option: seconds as a number, or text like ``30s`` (``duration_ms``).
+Duration = Annotated[int | float | str, DurationOption()]
 #: Default ``max_future`` of the components that order or window by event time: how far after
 #: its record's arrival an event time is believed (device clocks a few minutes fast are common).
 MAX_FUTURE = "5m"

@@ -60,6 +60,7 @@ from squall.paths import MISSING, DottedPath, getter
 from squall.times import (
     MAX_FUTURE,
     MAX_FUTURE_DOC,
+    Duration,
     arrival_bound,
     arrival_ms,
     duration_ms,
@@ -185,8 +186,8 @@ class WindowBolt(Bolt):
         key: list[DottedPath] = Field(
             default_factory=list, description="Dotted paths of the key fields (none: one key)."
         )
-        size: int | float | str = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
-        hop: int | float | str | None = Field(
+        size: Duration = Field(description="Window length: seconds, or 30s, 1m, 1h, 1d.")
+        hop: Duration | None = Field(
             None,
             description="Hopping windows: a new window every `hop` (a divisor of `size`; at most "
             "10,000 windows an event). "
@@ -196,15 +197,15 @@ class WindowBolt(Bolt):
             "timestamp",
             description="Dotted path of the event time (ISO-8601 or epoch s/ms); null: arrival time.",
         )
-        allowed_lateness: int | float | str = Field(
+        allowed_lateness: Duration = Field(
             0, description="How long after the watermark passes its end a window accepts events."
         )
-        idle_shard_after: int | float | str = Field(
+        idle_shard_after: Duration = Field(
             "5m",
             description="A shard whose watermark is this far behind the most advanced shard no longer "
             "holds windows open (a parent shard after a split, a shard that stopped receiving).",
         )
-        max_future: int | float | str | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
+        max_future: Duration | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
         aggregates: dict[str, Aggregate] = Field(description="Output field → aggregation.")
         emit: Literal["on_close", "every_batch"] = Field(
             "on_close",

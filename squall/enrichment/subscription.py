@@ -50,6 +50,7 @@ from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 from squall.times import (
     MAX_FUTURE,
     MAX_FUTURE_DOC,
+    Duration,
     arrival_ms,
     duration_ms,
     not_after_arrival,
@@ -130,7 +131,7 @@ class SubscriptionBolt(Bolt):
         target: DottedPath = Field(
             "subscription", description="Dotted path where the subscription block is written."
         )
-        max_future: int | float | str | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
+        max_future: Duration | None = Field(MAX_FUTURE, description=MAX_FUTURE_DOC)
 
         @field_validator("max_future")
         @classmethod

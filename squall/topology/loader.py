@@ -22,6 +22,7 @@ import pydantic
 from squall.component import ComponentConfig
 from squall.errors import Problem, TopologyError, describe_exception
 from squall.redact import redact_url
+from squall.times import DurationOption
 from squall.topology import registry
 from squall.topology.model import Topology, TopologyDocument
 from squall.topology.payload_paths import check_topology_paths
@@ -203,6 +204,8 @@ def _other_numbers(
             continue
         if _is_number(_type_at(model, path[len(prefix) :])):
             out.append(loc.problem(path, message))
+        elif _is_duration(_annotation_at(model, path[len(prefix) :])):
+            out.append(loc.problem(path, loc.durations[path]))  # `max_future: 010` was 8s
     return out
 
 
@@ -214,6 +217,18 @@ def _is_number(tp: Any) -> bool:
         members = [a for a in typing.get_args(tp) if a is not type(None)]
         return bool(members) and all(_is_number(m) for m in members)
     return tp in (int, float)
+
+
+def _is_duration(tp: Any) -> bool:
+    """Whether an option of type ``tp`` takes a duration (``squall.times.Duration``, or null),
+    where a number is seconds."""
+    if typing.get_origin(tp) is typing.Annotated:
+        args = typing.get_args(tp)
+        return any(isinstance(m, DurationOption) for m in args[1:]) or _is_duration(args[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(tp) if a is not type(None)]
+        return bool(members) and all(_is_duration(m) for m in members)
+    return False
 
 
 def _topology_modules_importable(base_dir: Path, type_name: str) -> None:
@@ -292,6 +307,8 @@ def pydantic_problems(
                 msg = f"{msg}, not {_read_as(err.get('input'))}: write the text alone"
             elif path in loc.numbers and _is_number(_type_at(model, raw)):
                 msg = loc.numbers[path]  # `cache_size: off` was "greater than or equal to 1"
+            elif path in loc.durations and _is_duration(_annotation_at(model, raw)):
+                msg = loc.durations[path]  # `size: 0:00` was "size must be positive"
             elif loc.typed.get(path) == "null" and path in loc.variables and rel == raw:
                 # `table: ${EVENTS_TABLE}` with EVENTS_TABLE="": "Input should be a valid string"
                 msg = (
@@ -391,13 +408,19 @@ def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
 
 def _type_at(model: type[pydantic.BaseModel], rel: tuple) -> Any:
     """The type an option takes at ``rel`` inside ``model`` (None when it cannot tell)."""
+    current = _annotation_at(model, rel)
+    while typing.get_origin(current) is typing.Annotated:
+        current = typing.get_args(current)[0]
+    return current
+
+
+def _annotation_at(model: type[pydantic.BaseModel], rel: tuple) -> Any:
+    """``_type_at`` with its ``Annotated`` marks (``squall.times.Duration``'s)."""
     current: Any = model
     for part in rel:
         current = _step(current, part)
         if current is None:
             return None
-    while typing.get_origin(current) is typing.Annotated:
-        current = typing.get_args(current)[0]
     return current
 
 
@@ -408,8 +431,8 @@ def _step(tp: Any, part: str | int) -> Any:
         return _step(args[0], part)
     if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
         for name, f in tp.model_fields.items():
-            if part in (name, f.alias):
-                return f.annotation
+            if part in (name, f.alias):  # (pydantic keeps an Annotated's marks apart)
+                return typing.Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
         return None
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]

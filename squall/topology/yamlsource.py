@@ -68,6 +68,9 @@ class Locator:
     #: ``8:20`` is 500 in base 60), or a boolean (``on``): what to say where an option wants a
     #: number.
     numbers: dict[Path_, str] = field(default_factory=dict)
+    #: The same values, and what to say where an option wants a duration (``max_future: 010``
+    #: is 8 seconds, ``size: 1:30`` 90 seconds).
+    durations: dict[Path_, str] = field(default_factory=dict)
     #: Values that hold a ``${VAR}`` or a secret reference: another value when deployed than at
     #: this load (``squall package`` keeps what any value of such an option may need).
     variables: set[Path_] = field(default_factory=set)
@@ -562,10 +565,14 @@ class _Converter:
                     self.loc.surprises[path] = surprise
                     if _not_decimal(node.value, value):
                         self.loc.numbers[path] = _other_number(node.value, value)
+                        self.loc.durations[path] = _other_duration(node.value, value)
                 if isinstance(value, bool):  # `attempts: on` was 1, `initial_backoff: off` 0
-                    self.loc.numbers[path] = (
-                        f"YAML reads the unquoted {node.value} as the boolean "
-                        f"{'true' if value else 'false'}, which is no number: write the number meant"
+                    read = (
+                        f"YAML reads the unquoted {node.value} as the boolean {str(value).lower()}"
+                    )
+                    self.loc.numbers[path] = f"{read}, which is no number: write the number meant"
+                    self.loc.durations[path] = (
+                        f"{read}, which is no duration: write the duration meant (e.g. 30s, 5m)"
                     )
         return value
 
@@ -651,6 +658,33 @@ def _other_number(text: str, value: float) -> str:
         f"YAML reads the unquoted {text} as an octal number, {value}: write {decimal} without "
         f"the leading 0 (or {value} if that is the one meant)"
     )
+
+
+def _other_duration(text: str, value: float) -> str:
+    """What to say of ``010`` (8) or ``1:30`` (90) where an option wants a duration, which a
+    number gives in seconds: ``max_future: 010`` was 8 seconds, ``size: 1:30`` 90."""
+    if ":" in text:
+        meant = f"{_seconds(value)} if that is the one meant"
+        if text.count(":") == 1 and not isinstance(value, float):  # `1:30`: m:ss, or h:mm?
+            meant += f"; {_seconds(value * 60)} for {text} as hours and minutes"
+        return (
+            f"YAML reads the unquoted {text} as a number in base 60, {value} seconds: write the "
+            f"duration with its unit ({meant})"
+        )
+    decimal = ("-" if text.startswith("-") else "") + (text.lstrip("+-").lstrip("0_") or "0")
+    return (
+        f"YAML reads the unquoted {text} as an octal number, {value} seconds: write {decimal}s "
+        f"(or {_seconds(value)} if that is the one meant)"
+    )
+
+
+def _seconds(value: float) -> str:
+    """A number of seconds as a duration's text in its largest whole unit (5400 → ``90m``)."""
+    if isinstance(value, int) and value:
+        for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return f"{value}s"
 
 
 def word_problem(text: str, value: bool, where: str) -> str:

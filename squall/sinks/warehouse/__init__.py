@@ -19,7 +19,7 @@ from squall.errors import SinkError
 from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
-from squall.times import duration_ms
+from squall.times import Duration, duration_ms
 from squall.topology.resource_config import SqlResource
 from squall.topology.sql import sql_errors, transaction
 
@@ -42,12 +42,12 @@ class PartitionBy(BaseModel):
     granularity: Literal["day", "month"] = Field(
         "day", description="One partition per UTC day or month."
     )
-    max_future: int | float | str | None = Field(
+    max_future: Duration | None = Field(
         "1d",
         description="How far after its record's arrival a row's day may be (seconds, or e.g. 12h, "
         "1d); a later one is that event's failure, not a new partition. Null: no bound.",
     )
-    max_age: int | float | str | None = Field(
+    max_age: Duration | None = Field(
         "366d",
         description="How far before its record's arrival a row's day may be; an older one is that "
         "event's failure (raise it, or null, to backfill older days). Records without an arrival "
