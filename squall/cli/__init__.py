@@ -278,6 +278,13 @@ def schema(output: str | None) -> None:
     show_default=True,
     help="Retrying alert threshold: seconds one batch has been retrying a dependency that is down.",
 )
+@click.option(
+    "--restarts",
+    type=click.IntRange(2),
+    default=3,
+    show_default=True,
+    help="Restart alert threshold: starts of one runner in 30 minutes (a deploy is one).",
+)
 def dashboards(
     file: str,
     output_dir: str,
@@ -285,6 +292,7 @@ def dashboards(
     dead_letter_ratio: float,
     heartbeat_s: int,
     retrying_s: int,
+    restarts: int,
 ) -> None:
     """Write Prometheus alerting rules, a Grafana dashboard and a CloudWatch dashboard for a topology."""
     from squall.observability.dashboards import (
@@ -300,6 +308,7 @@ def dashboards(
         dead_letter_ratio=dead_letter_ratio,
         heartbeat_s=heartbeat_s,
         retrying_s=retrying_s,
+        restarts=restarts,
     )
     out = Path(output_dir)
     try:

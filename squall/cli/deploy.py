@@ -667,7 +667,7 @@ def kcl(
             from squall.observability.prometheus import start_multiprocess_server
 
             try:
-                start_multiprocess_server(metrics_port, out.with_suffix(".metrics"))
+                start_multiprocess_server(metrics_port, out.with_suffix(".metrics"), topo.name)
             except MetricsServerError as exc:  # the daemon is not started without its metrics
                 click.echo(str(exc), err=True)
                 sys.exit(2)

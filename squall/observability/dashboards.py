@@ -5,9 +5,10 @@ duration, failures; the time since each heartbeat), then one row per component i
 spout, bolts, sinks — with its records in, out, dead-lettered, filtered and its time per batch.
 The alarms are the ones an operator of a stream consumer needs: lag (iterator age /
 MillisBehindLatest) over a threshold, a dead-letter rate, failed batches, a hang (no batch end
-nor idle poll: Prometheus only), and for Lambda the function's errors and throttles.
+nor idle poll: Prometheus only), a runner restarting again and again (Prometheus only), and for
+Lambda the function's errors and throttles.
 
-Size (~640 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
+Size (~660 lines): two generators (CloudWatch; Prometheus rules and Grafana) of declarative
 JSON, most of it panel and alarm literals.
 """
 
@@ -35,6 +36,11 @@ class Thresholds:
     #: Seconds one batch may retry a dependency that is down (``SquallRetrying``): a database
     #: restart or failover rides it out; longer, the records wait and someone should look.
     retrying_s: int = 300
+    #: Restarts of one runner within ``restart_window`` (``SquallRestarting``): a deploy restarts
+    #: it once, a deploy and its rollback twice; a runner that exits at start does every few
+    #: seconds (systemd's RestartSec) — each start a scrape sees counts.
+    restarts: int = 3
+    restart_window: str = "30m"
 
 
 def components(topology: Topology) -> list[tuple[str, str]]:
@@ -452,6 +458,23 @@ def prometheus_rules(
                         "critical",
                         f"{t}: a batch has been retrying a dependency that is down for over "
                         f"{th.retrying_s}s (squall_retries_total says which component)",
+                    ),
+                    alert(
+                        # Each series alone (one per `squall run`, one per `squall kcl` host:
+                        # its instance label). A start time changes at each restart; a range
+                        # vector holds the samples of the starts scrapes saw, not the gaps
+                        # between (a process that is down exports nothing), so a process scraped
+                        # many times is one start at any interval. A life shorter than the
+                        # interval may go unseen: docs/operating.md's `up` rule covers it.
+                        "SquallRestarting",
+                        f"changes(squall_start_time_seconds{{{sel}}}[{th.restart_window}]) "
+                        f">= {th.restarts}",
+                        "0m",
+                        "critical",
+                        f"{t}: a runner restarted {{{{ $value }}}} times in "
+                        f"{th.restart_window}: it exits soon after it starts (a bad secret, a "
+                        "dependency refusing connections); its exit status and last log lines "
+                        "say why",
                     ),
                 ],
             }

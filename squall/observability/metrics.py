@@ -247,6 +247,16 @@ METRICS: tuple[MetricSpec, ...] = (
         "record (an idle stream is not a stuck one); per shard under the KCL. It stops while a "
         "call never returns (a sink, a deadlock).",
     ),
+    MetricSpec(
+        "started",
+        "squall_start_time_seconds",
+        None,  # Lambda: its function's Errors and the invocations' own lines
+        "Seconds",
+        "gauge",
+        ("topology",),
+        "UNIX time the runner process started: `squall run`'s, under the KCL the host's "
+        "`squall kcl`. A new value is a restart.",
+    ),
 )
 SPECS = {m.key: m for m in METRICS}
 

@@ -9,6 +9,9 @@ processes that have exited are dropped at scrape time; their counters stay in th
 process's files are named by its PID and its start time (``process_identifier``): the system
 gives an exited process's PID to another one sooner or later, and a file named by PID alone
 then came back to life — a new shard process wrote on in it, beside the dead shard's heartbeat.
+
+Size (~445 lines): the backend (every metric and its series from the first batch), the process
+identity of the multiprocess files, and the host's scrape server with its start time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import values as prometheus_values
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from squall.errors import MetricsServerError
@@ -43,6 +47,18 @@ def start_token(pid: int | str = "self") -> str | None:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()  # after the command name, which may hold spaces
     return fields[19].decode() if len(fields) > 19 else None
+
+
+def process_start_time(pid: int | str = "self") -> float:
+    """UNIX time a process started (``/proc``: boot time plus its start in clock ticks), as
+    prometheus-client's ``process_start_time_seconds`` says it; now where ``/proc`` cannot say."""
+    token = start_token(pid)
+    try:
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+        return boot + int(token or "") / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration):
+        return time.time()
 
 
 _identity: list = []  # [pid, identifier]: this process's, computed again after a fork
@@ -136,6 +152,10 @@ class PrometheusBackend:
         self._live: dict[tuple[str, str], int] = {}
         self._children: dict[tuple, object] = {}
         self._shards: dict[str, set[str]] = {}  # per topology: shards with a lag series
+        # The process's start (``SquallRestarting`` counts its changes): `squall run`'s own;
+        # under the KCL the host's scrape server says `squall kcl`'s (a shard process is not the
+        # host: the daemon starts one per lease).
+        self.started = None if self.multiprocess else gauge("started", "livemax")
         if topology is not None:
             self.start(topology)
 
@@ -149,6 +169,8 @@ class PrometheusBackend:
         for outcome in RECORD_OUTCOMES:
             self._child(self.outcomes, topology, outcome)
         self._child(self.checkpoints, topology)
+        if self.started is not None:
+            self._child(self.started, topology).set(process_start_time())
 
     def _child(self, metric, *labels: str):
         """Labelled children are looked up once: ``labels()`` costs a lock and a dict per call."""
@@ -315,15 +337,37 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _Started:
+    """``squall_start_time_seconds`` of the host: the start of ``squall kcl`` (the server's
+    parent), which systemd restarts; not a value of the shard processes' files."""
+
+    def __init__(self, topology: str, pid: int | None):
+        self.topology, self.at = topology, process_start_time(pid or "self")
+
+    def collect(self):
+        spec = SPECS["started"]
+        family = GaugeMetricFamily(spec.prometheus, spec.help, labels=spec.labels)
+        family.add_metric([self.topology], self.at)
+        yield family
+
+
 def serve_multiprocess(
-    directory: Path, port: int, *, parent: int | None = None, addr: str = "0.0.0.0"
+    directory: Path,
+    port: int,
+    *,
+    parent: int | None = None,
+    addr: str = "0.0.0.0",
+    topology: str | None = None,
 ) -> None:
     """Serve the sum of all processes' metrics in ``directory``; return when ``parent`` exits.
+    ``topology``: also the start time of ``parent`` (the host's ``squall kcl``).
 
     Says ``listening`` on stdout once it is (``start_multiprocess_server`` waits for it), or
     why it cannot, and exits 2."""
     registry = CollectorRegistry()
     _LiveOnly(registry, path=str(directory))
+    if topology is not None:
+        registry.register(_Started(topology, parent))
     try:
         _listen(port, addr, registry)
     except MetricsServerError as exc:
@@ -341,7 +385,7 @@ def prepare_multiprocess_dir(directory: Path) -> None:
         f.unlink()
 
 
-def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
+def start_multiprocess_server(metrics_port: str, directory: Path, topology: str) -> None:
     """Before the KCL daemon starts: clean the metrics directory, export it, start the server
     process and wait until it listens; ``MetricsServerError`` when it cannot (a port in use).
 
@@ -368,6 +412,8 @@ def start_multiprocess_server(metrics_port: str, directory: Path) -> None:
             addr,
             "--parent",
             str(os.getpid()),
+            "--topology",
+            topology,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -392,8 +438,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", required=True, type=int)
     p.add_argument("--addr", default="0.0.0.0")
     p.add_argument("--parent", type=int, help="exit when this process exits (the KCL daemon)")
+    p.add_argument("--topology", help="export the parent's start time with this topology label")
     a = p.parse_args(argv)
-    serve_multiprocess(a.dir, a.port, parent=a.parent, addr=a.addr)
+    serve_multiprocess(a.dir, a.port, parent=a.parent, addr=a.addr, topology=a.topology)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,15 @@ import yaml
 
 
 def promtool_test(
-    tmp_path: Path, rules: dict[str, Any], series: dict[str, list[str]], checks: list
+    tmp_path: Path,
+    rules: dict[str, Any],
+    series: dict[str, list[str]],
+    checks: list,
+    *,
+    interval: str = "1m",
 ) -> None:
     """Check ``rules`` and evaluate the ``alert_rule_test`` entries ``checks`` against ``series``
-    (one value a minute each); fail with promtool's output."""
+    (one value an ``interval`` each, a scrape's); fail with promtool's output."""
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
     check = _promtool(tmp_path, "check", "rules", "rules.yaml")
     assert check.returncode == 0, check.stdout + check.stderr
@@ -23,7 +28,7 @@ def promtool_test(
         "evaluation_interval": "1m",
         "tests": [
             {
-                "interval": "1m",
+                "interval": interval,
                 "input_series": [{"series": k, "values": " ".join(v)} for k, v in series.items()],
                 "alert_rule_test": checks,
             }

@@ -66,6 +66,7 @@ def test_prometheus_rules_parse_and_name_the_topology():
         "SquallStalled",
         "SquallHung",
         "SquallRetrying",
+        "SquallRestarting",
     ]
     for r in group["rules"]:
         promql(r["expr"])
@@ -119,7 +120,7 @@ def test_promtool_checks_the_rules_and_their_alerts_fire_on_lag_and_dead_letters
     check = subprocess.run(
         ["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
     )
-    assert check.returncode == 0 and "7 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "8 rules found" in check.stdout, check.stdout + check.stderr
     (tmp_path / "test.yaml").write_text(PROMTOOL_TEST.format(rules=rules.name))
     test = subprocess.run(
         ["promtool", "test", "rules", "test.yaml"],

@@ -107,6 +107,9 @@ def test_squall_run_serves_metrics_that_match_the_runs_outcomes(tmp_path: Path):
         assert total(samples, "squall_batch_duration_seconds_count") == 3
         assert total(samples, "squall_component_duration_seconds_count", component="rows") == 3
         assert total(samples, "process_resident_memory_bytes") > 0
+        # the run's start (SquallRestarting counts its changes), as prometheus-client reads it
+        started = total(samples, "squall_start_time_seconds", topology="scraped")
+        assert started == pytest.approx(total(samples, "process_start_time_seconds"), abs=0.01)
     finally:
         out, err = proc.communicate(timeout=30)  # closes stdin: the run ends
     assert proc.returncode == 0, err.decode()
