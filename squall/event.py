@@ -119,7 +119,8 @@ def lineage(meta: RecordMeta) -> str:
     Kinesis (or SQS) shard's lineage is ``<shard id>\x1f<stream>``; squall before this version
     stored the shard id alone (``is_old_lineage``). A record re-driven by ``squall replay``
     (``replay`` > 0) is of a lineage of its own, one per record: never counted where its position
-    was, it is taken now."""
+    was, it is taken now (the window bolt's marks; the subscription bolt enriches it as of its
+    original position: ``squall.enrichment.positions.position``)."""
     source, replay = meta.source, meta.replay
     if source is None:
         name = f"{meta.shard_id}\x1f{meta.stream}"  # (inline in the subscription bolt, too)

@@ -90,12 +90,19 @@ _STREAM, _SHARD_ID, _SEQUENCE, _SUB_SEQUENCE, _SOURCE, _REPLAY = map(
 
 
 def position(event: Event) -> Position | None:
-    """Where ``event`` was read: ``state.position_of(lineage(meta), …)``, inline."""
+    """Where ``event`` was read: ``state.position_of(lineage(meta), …)``, inline — for a record
+    re-driven by ``squall replay``, where it was read first (its ``replay`` count left out)."""
     meta = event.meta
     seq = meta.sequence_number
     if not seq.isdecimal():  # (not ``isdigit``: "²" is a digit int() cannot read)
         return None
-    if meta.source is None and not meta.replay:  # a stream's shard (Kinesis, SQS)
+    if meta.replay:
+        # A record re-driven by ``squall replay`` is where it was first read: its event sees the
+        # state as of that position (a state made later in its lineage was made after it), as a
+        # re-delivery does. (Not ``lineage``'s own lineage per re-driven record: that serves the
+        # window bolt's marks, which count records; here a position only orders states.)
+        meta = meta._replace(replay=0)
+    if meta.source is None:  # a stream's shard (Kinesis, SQS)
         return f"{meta.shard_id}\x1f{meta.stream}", int(seq), meta.sub_sequence_number
     return lineage(meta), int(seq), meta.sub_sequence_number
 
