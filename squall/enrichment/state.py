@@ -2,9 +2,15 @@
 
 Every update carries a *version*: a string that orders updates by event time, then by the
 record's position in its shard, then by event id, and compares correctly byte by byte (so SQL
-``<`` under a binary collation and a Redis script agree with Python). ``apply`` ignores an update
-whose version is not newer than the state's: a replayed record, or one older than what is
-already applied, changes nothing. So re-delivering any prefix of a stream leaves the same state.
+``<`` under a binary collation and a Redis script agree with Python). ``apply`` ignores a replayed
+update (the same version); one older than the state still applies where no newer update decided
+(``_merged``: an earlier register's time; a subscribe or unsubscribe with only registers after
+it), and the state's version then grows (``compose``), so that the stores write it. So
+re-delivering any prefix of a stream leaves the same state.
+
+Size (~460 lines): the state and update types, the pure update function with its late-update
+merge and composed versions, the history encoding, and ``play``'s as-of lookup for
+re-deliveries; one concern, the rules of one key's state.
 
 Events are enriched with the state *as of* each event: the state after the updates before it in
 the stream. So that a re-delivered event (say, a sink failed after this state was saved) sees
@@ -149,17 +155,109 @@ _u_action, _u_time_ms, _u_version, _u_event_id, _u_topics, _u_position = (
 
 
 def apply(state: SubscriptionState, update: Update) -> SubscriptionState:
-    """The state after ``update``; ``state`` itself when the update is not newer than the state.
+    """The state after ``update``; ``state`` itself when the update changes nothing.
 
     - register: first registration sets ``registered_at``; an unknown key becomes "registered".
     - subscribe: opts in (``subscribed``, "subscribed") and adds the topics given, if any.
     - unsubscribe without topics: opts out of everything ("unsubscribed", no topics).
     - unsubscribe with topics: removes them; removing the last topic opts out. A key subscribed
       without topics stays subscribed when asked to leave topics it does not have.
+
+    An update older than the state (``_merged``) still applies where no newer update decided:
+    a register's earlier time becomes ``registered_at``, and a subscribe or unsubscribe applies
+    when only registers came after it (they change no subscription).
     """
-    if update.version <= state.version:
-        return state
-    return _applied(state, update, ())
+    if update.version > state.version:
+        return _applied(state, update, ())
+    return _merged(state, update, ()) or state
+
+
+#: After the version of a state made by a ``register`` (or into which an older update was
+#: merged): the version of the key's last subscribe or unsubscribe ("" when none), its first
+#: registration (``_registered``), and that version's length (five digits), each after a U+001F.
+#: Byte order is kept: the newest update's version first; then a later subscription, or an
+#: earlier registration, makes a greater version (the stores write a state only over an older
+#: version).
+_SEP = "\x1f"
+_NEVER = "-" * 15  # no registration: before any ("-" < "0")
+_TAIL = 22  # _SEP, 15 characters, _SEP, 5 digits
+
+
+def _registered(registered_at: int | None) -> str:
+    """``registered_at`` as 15 characters that sort higher for an earlier time."""
+    return _NEVER if registered_at is None else "%015d" % (10**15 - 1 - registered_at)  # noqa: UP031
+
+
+def compose(newest: str, subscription: str, registered_at: int | None) -> str:
+    """The version of a state whose newest update is ``newest`` and whose subscription was last
+    set by the update of version ``subscription``."""
+    return (
+        f"{newest}{_SEP}{subscription}{_SEP}{_registered(registered_at)}"
+        f"{_SEP}{len(subscription):05d}"
+    )
+
+
+def split_version(version: str) -> tuple[str, str]:
+    """The version of a state's newest update, and of the update that last set its subscription:
+    both the version itself unless it was ``compose``d (a state of an older squall, or made by a
+    subscribe or unsubscribe)."""
+    if (
+        len(version) <= _TAIL
+        or version[-6] != _SEP
+        or version[-_TAIL] != _SEP
+        or not version[-5:].isdecimal()
+    ):
+        return version, version
+    end = len(version) - _TAIL
+    start = end - int(version[-5:])
+    if start < 1 or version[start - 1] != _SEP:
+        return version, version
+    return version[: start - 1], version[start:end]
+
+
+def _merged(
+    state: SubscriptionState, update: Update, history: tuple[str, ...]
+) -> SubscriptionState | None:
+    """An update not newer than ``state`` — late (a client's lagging clock, a dead letter
+    re-driven after the key's later events), or one already applied — merged into it; None when
+    it changes nothing. A register's earlier time becomes ``registered_at`` (the first
+    registration). A subscribe or unsubscribe applies when it is newer than the update that last
+    set the subscription: only registers came after it, and they change no subscription, so the
+    state is the one of the updates in version order. Else (a newer subscribe or unsubscribe
+    decided) it changes nothing."""
+    if update.version == state.version:
+        return None  # the same update again (a re-delivery)
+    newest, subscription = split_version(state.version)
+    registered_at = state.registered_at
+    if update.action is _REGISTER:
+        if registered_at is not None and registered_at <= update.time_ms:
+            return None
+        registered_at = update.time_ms
+        status, subscribed, topics = state.status, state.subscribed, state.topics
+        if status is _UNKNOWN:
+            status = _REGISTERED
+    else:
+        if update.version <= subscription:
+            return None
+        made = _applied(state, update, ())
+        status, subscribed, topics = made.status, made.subscribed, made.topics
+        subscription = update.version
+    # Where the state was made: at the update, when it comes later in the same lineage (a
+    # client's lagging clock: a re-delivery of the events before it sees the state before it);
+    # else (a dead letter re-driven after its key's later events) where the newest update was.
+    at, made = update.position, state.position
+    later = at is not None and (made is None or (at[0] == made[0] and at > made))
+    return SubscriptionState(
+        status,
+        subscribed,
+        topics,
+        registered_at,
+        state.changed_at,
+        compose(newest, subscription, registered_at),
+        update.event_id if later else state.event_id,
+        at if later else made,
+        history,
+    )
 
 
 _REGISTER, _SUBSCRIBE = Action.REGISTER, Action.SUBSCRIBE
@@ -201,7 +299,10 @@ def _applied(
         topics,
         registered_at,
         update.time_ms,
-        update.version,
+        # a register keeps the version of the update that set the subscription (``_merged``)
+        compose(update.version, split_version(state.version)[1], registered_at)
+        if action is _REGISTER
+        else update.version,
         update.event_id,
         update.position,
         history,
@@ -244,11 +345,13 @@ def decode(text: str) -> SubscriptionState:
 
 def advance(state: SubscriptionState, update: Update, keep: int) -> SubscriptionState:
     """``apply``, remembering up to ``keep`` earlier states in the ``history`` of the result."""
-    if update.version <= state.version:
+    if update.version > state.version:
+        if keep <= 0:
+            return _applied(state, update, ())
+        return _applied(state, update, (*state.history, encode(state))[-keep:])
+    if _merged(state, update, ()) is None:  # (the usual case: nothing to encode)
         return state
-    if keep <= 0:
-        return _applied(state, update, ())
-    return _applied(state, update, (*state.history, encode(state))[-keep:])
+    return _merged(state, update, (*state.history, encode(state))[-keep:] if keep > 0 else ())
 
 
 def play(
@@ -268,8 +371,8 @@ def play(
     latest = state
     seen = []
     for position, update in events:
-        if update is not None and update.version > latest.version:
-            latest = advance(latest, update, keep)
+        if update is not None and (after := advance(latest, update, keep)) is not latest:
+            latest = after  # newer, or an older one merged (``_merged``)
             applied.append(latest)  # a record repeated within the batch finds it too
             seen.append(latest)
             continue

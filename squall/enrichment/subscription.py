@@ -319,8 +319,10 @@ class SubscriptionBolt(Bolt):
                     states = []
                     for i in indexes:
                         update = updates[i]
-                        if update is not None and update.version > latest.version:
-                            state = advance(latest, update, keep)
+                        if (
+                            update is not None
+                            and (state := advance(latest, update, keep)) is not latest
+                        ):
                             if len(state.topics) > max_topics:  # (``_bounded``'s first test)
                                 self._bounded(state, latest, key)
                             latest = state

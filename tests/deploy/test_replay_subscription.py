@@ -149,3 +149,17 @@ def test_a_replayed_event_is_enriched_with_the_state_as_of_its_own_position(
     (want_rows, _), (got_rows, _) = replayed(tmp_path, url, unique_name)
     assert want_rows[1] == (2, True, "subscribed")
     assert got_rows[:4] == want_rows[:4]
+
+
+def test_a_late_unsubscribe_is_applied_when_only_registers_came_after_it(
+    tmp_path: Path, url: str, unique_name: str
+):
+    """J's unsubscribe (n 5) was dead-lettered; J registered again (n 6) from another app. The
+    replayed unsubscribe, older than J's state (made by the register), was not applied: J stayed
+    subscribed and would have been sent pushes. A register changes no subscription, so an older
+    subscribe or unsubscribe still applies over it."""
+    (want_rows, want_states), (got_rows, got_states) = replayed(tmp_path, url, unique_name)
+    assert got_states == want_states
+    assert got_rows[4] == want_rows[4] == (5, False, "unsubscribed")
+    # (J's events after it, n 6 and 7, were written during the bad deploy, enriched with the
+    # state of then: rows are not rewritten.)

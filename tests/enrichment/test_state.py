@@ -18,6 +18,7 @@ from squall.enrichment.state import (
     apply,
     parse_topics,
     play,
+    split_version,
     version,
 )
 from squall.times import format_time, parse_time
@@ -235,6 +236,63 @@ def test_older_or_replayed_update_changes_nothing():
     assert apply(s, upd("subscribe", T0 + 100, 5, ("a",))) is s  # the same record again
 
 
+def test_a_late_subscribe_or_unsubscribe_applies_over_later_registers_only():
+    """A dead letter re-driven after its key's later events (or a client's lagging clock): an
+    unsubscribe older than the state was not applied when the state was made by a register —
+    which changes no subscription —, so the device stayed subscribed where the updates in time
+    order leave it unsubscribed."""
+    subscribed = fold([upd("subscribe", T0, 1, ("a",)), upd("register", T0 + 20, 3)])
+    late = upd("unsubscribe", T0 + 10, 2)
+    s = apply(subscribed, late)
+    in_order = fold([upd("subscribe", T0, 1, ("a",)), late, upd("register", T0 + 20, 3)])
+    assert (s.status, s.subscribed, s.topics) == (Status.UNSUBSCRIBED, False, ())
+    assert (s.status, s.subscribed, s.topics, s.registered_at) == (
+        in_order.status,
+        in_order.subscribed,
+        in_order.topics,
+        in_order.registered_at,
+    )
+    assert s.version > subscribed.version  # the stores write it over the older state
+    assert apply(s, late) is s  # the same dead letter again: nothing
+    newest = upd("register", T0 + 20, 3).version  # and the subscription's, after it
+    assert split_version(subscribed.version) == (newest, upd("subscribe", T0, 1, ("a",)).version)
+    assert split_version(s.version) == (newest, late.version)
+    # A newer subscribe or unsubscribe decided: the late one changes nothing.
+    resubscribed = apply(s, upd("subscribe", T0 + 30, 4))
+    assert apply(resubscribed, upd("unsubscribe", T0 + 5, 5)) is resubscribed
+    assert apply(s, upd("subscribe", T0 + 5, 6)) is s  # older than the merged unsubscribe
+
+
+def test_a_late_register_gives_the_first_registration():
+    s = fold([upd("register", T0 + 20, 2), upd("subscribe", T0 + 30, 3)])
+    earlier = apply(s, upd("register", T0 + 10, 1))
+    assert (earlier.registered_at, earlier.status, earlier.changed_at) == (
+        T0 + 10,
+        Status.SUBSCRIBED,
+        T0 + 30,
+    )
+    assert earlier.version > s.version
+    assert apply(earlier, upd("register", T0 + 15, 4)) is earlier  # not the first either
+
+
+def test_a_state_an_older_squall_made_by_a_register_takes_no_late_update():
+    """A stored version without the subscription's (``compose``): it may have been made by a
+    subscribe or unsubscribe, so an older one changes nothing, as before."""
+    made = fold([upd("subscribe", T0, 1), upd("register", T0 + 20, 3)])
+    old = SubscriptionState(
+        made.status,
+        made.subscribed,
+        made.topics,
+        made.registered_at,
+        made.changed_at,
+        split_version(made.version)[0],
+        made.event_id,
+        made.position,
+    )
+    assert split_version(old.version) == (old.version, old.version)
+    assert apply(old, upd("unsubscribe", T0 + 10, 2)) is old
+
+
 def test_same_event_time_follows_stream_order():
     # Register and subscribe stamped within the same second: the stream position decides.
     s = fold(
@@ -299,7 +357,8 @@ def test_state_invariants(updates):
     assert s.subscribed is (s.status is Status.SUBSCRIBED)
     assert list(s.topics) == sorted(set(s.topics))
     if updates:
-        assert s.version == max(u.version for u in updates)
+        # the newest update's version, then (``compose``) the last subscription's
+        assert split_version(s.version)[0] == max(u.version for u in updates)
     else:
         assert s == UNKNOWN_STATE
 
