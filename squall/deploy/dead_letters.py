@@ -178,15 +178,21 @@ def read_file(path: Path) -> Iterator[DeadLetter | Unreadable]:
         # the replay's own (a record failing again, often the topology's own dead-letter file),
         # another process's — are not read back as dead letters to replay.
         stream = gzip.GzipFile(fileobj=fh) if gz else _upto(fh, os.fstat(fh.fileno()).st_size)
-        number = 0
+        lines = [0]  # lines read whole: where a broken stream stopped (blank ones too)
         try:
-            for item in read_lines(str(path), stream):
-                number += 1
-                yield item
+            yield from read_lines(str(path), _counted(stream, lines))
         except (OSError, EOFError, zlib.error) as exc:
             raise SquallError(
-                f"{path}: unreadable after {number} dead letters (truncated or corrupt gzip: {exc})"
+                f"{path}:{lines[0] + 1}: unreadable from this line on (truncated or corrupt gzip: "
+                f"{exc}); lines 1-{lines[0]} were read"
             ) from None
+
+
+def _counted(lines: Iterator[bytes], count: list[int]) -> Iterator[bytes]:
+    """``lines``, counted into ``count[0]`` as each is read whole."""
+    for line in lines:
+        count[0] += 1
+        yield line
 
 
 def _upto(fh: Any, size: int) -> Iterator[bytes]:

@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from tests.deploy.test_replay import (  # noqa: F401 - fixtures
     EVENTS,
     SCHEMA_V1,
@@ -199,3 +201,25 @@ def test_a_record_failing_again_holds_back_no_other_replayed_record_of_its_shard
     assert "committed 0, dead-lettered again 0, filtered 2, failed 1" in result.output  # counted
     with sqlite3.connect(tmp_path / "db.sqlite") as db:
         assert sorted(db.execute("SELECT kind, n FROM counts")) == [("a", 2)]
+
+
+def test_a_gzip_input_that_breaks_is_named_with_the_line_it_breaks_at(tmp_path: Path):
+    """A truncated .gz said `unreadable after 2 dead letters`: a count of the documents it had
+    parsed (blank lines left out, lines that are no dead letter in), not where the file broke."""
+    from squall.deploy.dead_letters import Unreadable, read_file
+    from squall.errors import SquallError
+
+    meta = {"stream": "s", "shard_id": "shardId-000000000000", "sequence_number": "1"}
+    doc = {"event_id": "e", "component": "c", "reason": "r", "meta": meta, "record": "{}"}
+    text = b"\n".join([json.dumps(doc).encode(), b"", b"not json", json.dumps(doc).encode(), b""])
+    gz = tmp_path / "rejects.jsonl.gz"
+    gz.write_bytes(gzip.compress(text)[:-8])  # the trailer lost: 4 whole lines, then the break
+
+    items = []
+    with pytest.raises(SquallError) as err:
+        items.extend(read_file(gz))
+
+    assert str(err.value).startswith(f"{gz}:5: unreadable from this line on (truncated or corrupt")
+    assert str(err.value).endswith("lines 1-4 were read")
+    assert [type(i).__name__ for i in items] == ["DeadLetter", "Unreadable", "DeadLetter"]
+    assert isinstance(items[1], Unreadable) and items[1].where == f"{gz}:3"
