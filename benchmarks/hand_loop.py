@@ -21,7 +21,8 @@ subscription states and the same dead letters (benchmarks/check.py compares them
   bot flag come from ``squall.enrichment.device.classify`` — imported, because its rules *are*
   the definition of those values and re-typing 60 lines of rules would only risk drift;
 - subscription state per device token with squall's rules (register / subscribe / unsubscribe,
-  versions ordered by event time then position then id, four earlier states kept per key), in a
+  versions ordered by event time then position then id, an older update merged where only
+  registers came after it, four earlier states kept per key), in a
   ``squall_subscriptions`` table with the same columns and values;
 - one warehouse row per event (20 columns, same types), insert-or-ignore on the event id;
 - dead letters as JSON lines with the same fields.
@@ -370,7 +371,69 @@ def apply(
         if status == "unknown":
             status = "unsubscribed"
     history = (*s[8], encode(s))[-HISTORY:]
+    if action == "register":  # keeps the version of the update that set the subscription
+        ver = compose(ver, split_version(s[5])[1], registered_at)
     return (status, subscribed, topics, registered_at, time_ms, ver, event_id, position, history)
+
+
+SEP = "\x1f"
+
+
+def compose(newest: str, subscription: str, registered_at: int | None) -> str:
+    """squall's ``state.compose``: a register-made (or merged) state's version."""
+    reg = "-" * 15 if registered_at is None else "%015d" % (10**15 - 1 - registered_at)  # noqa: UP031
+    return f"{newest}{SEP}{subscription}{SEP}{reg}{SEP}{len(subscription):05d}"
+
+
+def split_version(v: str) -> tuple[str, str]:
+    """squall's ``state.split_version``."""
+    if len(v) <= 22 or v[-6] != SEP or v[-22] != SEP or not v[-5:].isdecimal():
+        return v, v
+    end = len(v) - 22
+    start = end - int(v[-5:])
+    if start < 1 or v[start - 1] != SEP:
+        return v, v
+    return v[: start - 1], v[start:end]
+
+
+def merge(
+    s: tuple,
+    action: str,
+    time_ms: int,
+    ver: str,
+    event_id: str,
+    given: tuple | None,
+    position: tuple,
+) -> tuple | None:
+    """squall's ``state._merged``: an update older than the state; None when it changes nothing."""
+    if ver == s[5]:
+        return None
+    newest, sub = split_version(s[5])
+    status, subscribed, topics, registered_at = s[0], s[1], s[2], s[3]
+    if action == "register":
+        if registered_at is not None and registered_at <= time_ms:
+            return None
+        registered_at = time_ms
+        if status == "unknown":
+            status = "registered"
+    else:
+        if ver <= sub:
+            return None
+        made = apply(s, action, time_ms, ver, event_id, given, position)
+        status, subscribed, topics, sub = made[0], made[1], made[2], ver
+    at, was = position, s[7]
+    later = was is None or (at[0] == was[0] and at > was)
+    return (
+        status,
+        subscribed,
+        topics,
+        registered_at,
+        s[4],
+        compose(newest, sub, registered_at),
+        event_id if later else s[6],
+        at if later else was,
+        (*s[8], encode(s))[-HISTORY:],
+    )
 
 
 def parse_time(value: str) -> int:
@@ -630,11 +693,12 @@ class Loop:
                 continue
             s = current.get(key, UNKNOWN)
             u = updates[i]
-            if u is not None and u[2] > s[5]:
+            if u is not None:
                 seq, eid = events[i][0], events[i][2]
-                s = current[key] = changed[key] = apply(
-                    s, u[0], u[1], u[2], eid, u[3], (self.lineage, seq, 0)
-                )
+                step = apply if u[2] > s[5] else merge  # (an older update: squall's merge)
+                after = step(s, u[0], u[1], u[2], eid, u[3], (self.lineage, seq, 0))
+                if after is not None:
+                    s = current[key] = changed[key] = after
             seen_states[i] = s
         return {"seen": seen_states, "changed": changed, "bad": bad}
 
