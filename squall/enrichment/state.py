@@ -239,8 +239,8 @@ def _merged(
     else:
         if update.version <= subscription:
             return None
-        made = _applied(state, update, ())
-        status, subscribed, topics = made.status, made.subscribed, made.topics
+        after = _applied(state, update, ())
+        status, subscribed, topics = after.status, after.subscribed, after.topics
         subscription = update.version
     # Where the state was made: at the update, when it comes later in the same lineage (a
     # client's lagging clock: a re-delivery of the events before it sees the state before it);
