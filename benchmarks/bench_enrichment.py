@@ -38,7 +38,7 @@ import ua_parser  # noqa: E402
 from benchmarks.data import make_payloads  # noqa: E402
 from squall.component import ComponentContext  # noqa: E402
 from squall.enrichment.device import DeviceBolt, build_resolver, classify  # noqa: E402
-from squall.enrichment.geo import CITY_FIELDS, GeoBolt, _fill_city, bundled_database  # noqa: E402
+from squall.enrichment.geo import CITY_FIELDS, GeoBolt, _city_block, bundled_database  # noqa: E402
 from squall.enrichment.state import (  # noqa: E402
     UNKNOWN_STATE,
     Action,
@@ -188,9 +188,9 @@ def hand_geo(reader) -> Callable[[dict], None]:
                 block["status"] = "private"
             else:
                 record = reader.get(address)
-                block["status"] = "ok" if record else "not_found"
+                block["status"] = "not_found"
                 if record:
-                    _fill_city(block, record, "en")
+                    block = _city_block(record, "en", block)
         p["geo"] = block
 
     return enrich
