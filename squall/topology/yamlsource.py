@@ -662,7 +662,14 @@ def _other_number(text: str, value: float) -> str:
 
 def _other_duration(text: str, value: float) -> str:
     """What to say of ``010`` (8) or ``1:30`` (90) where an option wants a duration, which a
-    number gives in seconds: ``max_future: 010`` was 8 seconds, ``size: 1:30`` 90."""
+    number gives in seconds: ``max_future: 010`` was 8 seconds, ``size: 1:30`` 90. A negative
+    reading (``-010``) is no duration at all: no ``-10s`` to suggest, which is refused too."""
+    if value < 0:
+        how = "a number in base 60" if ":" in text else "an octal number"
+        return (
+            f"YAML reads the unquoted {text} as {how}, {value} seconds, and a duration is never "
+            "negative: write 0 or more with its unit (e.g. 10s, 5m)"
+        )
     if ":" in text:
         meant = f"{_seconds(value)} if that is the one meant"
         if text.count(":") == 1 and not isinstance(value, float):  # `1:30`: m:ss, or h:mm?
@@ -671,7 +678,7 @@ def _other_duration(text: str, value: float) -> str:
             f"YAML reads the unquoted {text} as a number in base 60, {value} seconds: write the "
             f"duration with its unit ({meant})"
         )
-    decimal = ("-" if text.startswith("-") else "") + (text.lstrip("+-").lstrip("0_") or "0")
+    decimal = text.lstrip("+").lstrip("0_") or "0"
     return (
         f"YAML reads the unquoted {text} as an octal number, {value} seconds: write {decimal}s "
         f"(or {_seconds(value)} if that is the one meant)"

@@ -115,3 +115,15 @@ def test_quoted_or_unit_durations_stand_and_a_variable_reads_as_yaml_would(tmp_p
     topo = load(write(tmp_path, future="'010'", size="'0120'", hop="1m", lateness="10s"), env={})
     window = topo.bolts[1]
     assert (window.max_future, window.size, window.allowed_lateness) == ("010", "0120", "10s")
+
+
+def test_a_negative_octal_or_base_60_duration_is_not_answered_with_a_negative_one(tmp_path: Path):
+    """`max_future: -010` was told "write -10s (or -8s …)", and `-10s` is refused in its turn:
+    no duration is negative, whichever the reading."""
+    path = write(tmp_path, future="-010", size="-1:30")
+    assert [p.split(": ", 1)[1] for p in problems(path)] == [
+        "bolts[1].size: YAML reads the unquoted -1:30 as a number in base 60, -90 seconds, and a "
+        "duration is never negative: write 0 or more with its unit (e.g. 10s, 5m)",
+        "bolts[1].max_future: YAML reads the unquoted -010 as an octal number, -8 seconds, and a "
+        "duration is never negative: write 0 or more with its unit (e.g. 10s, 5m)",
+    ]
