@@ -1,6 +1,6 @@
 """Load a topology YAML file into a validated ``Topology``, reporting every problem with its place.
 
-Size (~540 lines): the loading steps (YAML, environment variables, component configs, the graph,
+Size (~590 lines): the loading steps (YAML, environment variables, component configs, the graph,
 resource names and kinds, payload paths) and the locating of pydantic's errors in the YAML.
 """
 
@@ -202,11 +202,25 @@ def _other_numbers(
     for path, message in loc.numbers.items():
         if path[: len(prefix)] != prefix or path[len(prefix) : len(prefix) + 1] in skip:
             continue
-        if _is_number(_type_at(model, path[len(prefix) :])):
-            out.append(loc.problem(path, message))
-        elif _is_duration(_annotation_at(model, path[len(prefix) :])):
-            out.append(loc.problem(path, loc.durations[path]))  # `max_future: 010` was 8s
+        tp = _annotation_at(model, path[len(prefix) :])
+        if _is_number(tp):
+            out.append(loc.problem(path, _or_null(message, loc, path, tp)))
+        elif _is_duration(tp):  # `max_future: 010` was 8s
+            out.append(loc.problem(path, _or_null(loc.durations[path], loc, path, tp)))
     return out
+
+
+def _or_null(message: str, loc: Locator, path: Path_, tp: Any) -> str:
+    """A boolean where the option takes a number or null: ``max_future: off`` or
+    ``statement_timeout: off`` likely meant none, which is null there, not a number."""
+    if loc.typed.get(path) != "a boolean":
+        return message
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return (
+        f"{message}, or null for none" if union and type(None) in typing.get_args(tp) else message
+    )
 
 
 def _is_number(tp: Any) -> bool:
@@ -306,9 +320,11 @@ def pydantic_problems(
                 # `table: [events]`, `path: {file: x}`
                 msg = f"{msg}, not {_read_as(err.get('input'))}: write the text alone"
             elif path in loc.numbers and _is_number(_type_at(model, raw)):
-                msg = loc.numbers[path]  # `cache_size: off` was "greater than or equal to 1"
+                # `cache_size: off` was "greater than or equal to 1"
+                msg = _or_null(loc.numbers[path], loc, path, _annotation_at(model, raw))
             elif path in loc.durations and _is_duration(_annotation_at(model, raw)):
-                msg = loc.durations[path]  # `size: 0:00` was "size must be positive"
+                # `size: 0:00` was "size must be positive"
+                msg = _or_null(loc.durations[path], loc, path, _annotation_at(model, raw))
             elif loc.typed.get(path) == "null" and path in loc.variables and rel == raw:
                 # `table: ${EVENTS_TABLE}` with EVENTS_TABLE="": "Input should be a valid string"
                 msg = (

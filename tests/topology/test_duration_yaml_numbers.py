@@ -127,3 +127,23 @@ def test_a_negative_octal_or_base_60_duration_is_not_answered_with_a_negative_on
         "bolts[1].max_future: YAML reads the unquoted -010 as an octal number, -8 seconds, and a "
         "duration is never negative: write 0 or more with its unit (e.g. 10s, 5m)",
     ]
+
+
+def test_an_unquoted_off_where_null_is_no_bound_says_null_is_the_way(tmp_path: Path):
+    """`max_future: off` (no bound meant) was told to write a duration: null is no bound there.
+    The same for a number option that takes null (`statement_timeout: off`), not where null is
+    refused (`size`)."""
+    path = write(tmp_path, future="off", size="no", part_age="off")
+    path.write_text(
+        path.read_text().replace("table: t\n", "table: t\n    statement_timeout: off\n")
+    )
+    assert [p.split(": ", 1)[1] for p in problems(path)] == [
+        "bolts[1].size: YAML reads the unquoted no as the boolean false, which is no duration: "
+        "write the duration meant (e.g. 30s, 5m)",
+        "bolts[1].max_future: YAML reads the unquoted off as the boolean false, which is no "
+        "duration: write the duration meant (e.g. 30s, 5m), or null for none",
+        "sinks[0].statement_timeout: YAML reads the unquoted off as the boolean false, which is "
+        "no number: write the number meant, or null for none",
+        "sinks[0].partition_by.max_age: YAML reads the unquoted off as the boolean false, which "
+        "is no duration: write the duration meant (e.g. 30s, 5m), or null for none",
+    ]
