@@ -212,14 +212,16 @@ def _other_numbers(
 
 def _or_null(message: str, loc: Locator, path: Path_, tp: Any) -> str:
     """A boolean where the option takes a number or null: ``max_future: off`` or
-    ``statement_timeout: off`` likely meant none, which is null there, not a number."""
+    ``statement_timeout: off`` likely meant none (no bound, no timeout): null there, not a number."""
     if loc.typed.get(path) != "a boolean":
         return message
     while typing.get_origin(tp) is typing.Annotated:
         tp = typing.get_args(tp)[0]
     union = typing.get_origin(tp) in (typing.Union, types.UnionType)
     return (
-        f"{message}, or null for none" if union and type(None) in typing.get_args(tp) else message
+        f"{message}, or null for no value"
+        if union and type(None) in typing.get_args(tp)
+        else message
     )
 
 

@@ -141,9 +141,9 @@ def test_an_unquoted_off_where_null_is_no_bound_says_null_is_the_way(tmp_path: P
         "bolts[1].size: YAML reads the unquoted no as the boolean false, which is no duration: "
         "write the duration meant (e.g. 30s, 5m)",
         "bolts[1].max_future: YAML reads the unquoted off as the boolean false, which is no "
-        "duration: write the duration meant (e.g. 30s, 5m), or null for none",
+        "duration: write the duration meant (e.g. 30s, 5m), or null for no value",
         "sinks[0].statement_timeout: YAML reads the unquoted off as the boolean false, which is "
-        "no number: write the number meant, or null for none",
+        "no number: write the number meant, or null for no value",
         "sinks[0].partition_by.max_age: YAML reads the unquoted off as the boolean false, which "
-        "is no duration: write the duration meant (e.g. 30s, 5m), or null for none",
+        "is no duration: write the duration meant (e.g. 30s, 5m), or null for no value",
     ]
