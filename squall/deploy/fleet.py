@@ -19,7 +19,7 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~720 lines): the unit, the bootstrap script and the role are templates of literal text
+Size (~730 lines): the unit, the bootstrap script and the role are templates of literal text
 (about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
@@ -347,6 +347,11 @@ install -d -o squall -g squall /var/lib/squall/{name}
 {ROOT}/venv/bin/pip install -q --upgrade pip
 # From the folder: requirements.txt may name squall's wheel in wheels/ by a relative path.
 (cd "$here" && {ROOT}/venv/bin/pip install -q -r requirements.txt)
+# pip keeps an installed squall of the wheel's version ("already installed with the same version
+# as the provided wheel"): a wheel rebuilt from a changed checkout, bootstrapped again, is installed.
+if [ -d "$here/wheels" ]; then
+  {ROOT}/venv/bin/pip install -q --no-deps --force-reinstall "$here"/wheels/squall-*.whl
+fi
 # The region of this instance (IMDSv2), for the unit's --region.
 token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')
 region=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
@@ -357,7 +362,9 @@ chmod 600 "$here/environment"
 grep -q '^AWS_REGION=' "$here/environment" || echo "AWS_REGION=$region" >> "$here/environment"
 install -m 0644 "$here/squall-{name}.service" /etc/systemd/system/squall-{name}.service
 systemctl daemon-reload
-systemctl enable --now squall-{name}.service
+systemctl enable squall-{name}.service
+# started, or restarted when bootstrapped again: a running worker takes the new squall and topology
+systemctl restart squall-{name}.service
 """
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import configparser
+import hashlib
 import json
+import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -59,7 +63,8 @@ def test_the_unit_stops_the_kcl_gracefully_and_runs_the_squall_kcl_command(tmp_p
     assert not (out / "topology" / "out").exists()
     bootstrap = (out / "bootstrap.sh").read_text()
     assert (
-        "systemctl enable --now squall-pistats.service" in bootstrap
+        "systemctl enable squall-pistats.service\n" in bootstrap
+        and "systemctl restart squall-pistats.service\n" in bootstrap
         and (out / "bootstrap.sh").stat().st_mode & 0o100
     )
 
@@ -588,3 +593,56 @@ def test_the_instance_installs_this_squall_from_the_folder_not_a_name_on_pypi(tm
     assert sorted(installed["requested_extras"]) == ["kcl", "postgres", "redis"]
     # the warnings read the extras from the wheel's line as from a name's
     assert fleet.driver_warnings(load(PISTATS), (out / "requirements.txt").read_text()) == []
+
+
+def _fake_squall_wheel(folder: Path, build: int) -> None:
+    """A squall wheel of this version whose ``squall/__init__.py`` says which build it is."""
+    info = f"squall-{__version__}.dist-info"
+    files = {
+        "squall/__init__.py": f"BUILD = {build}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: squall\nVersion: {__version__}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{name},sha256="
+        + base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        + f",{len(text.encode())}\n"
+        for name, text in files.items()
+    )
+    files[f"{info}/RECORD"] = record + f"{info}/RECORD,,\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / f"squall-{__version__}-py3-none-any.whl", "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+
+
+@pytest.mark.e2e
+def test_bootstrapped_again_an_instance_installs_the_rebuilt_wheel_of_the_same_version(
+    tmp_path: Path,
+):
+    """A checkout's wheel keeps squall's version whatever changed in it (0.1.0 across commits):
+    bootstrap.sh run again on an instance after `squall package` rebuilt it found squall 0.1.0
+    installed and pip kept it ('squall is already installed with the same version as the provided
+    wheel'), so the instance went on running the old squall. The bootstrap's install lines, run
+    twice, leave the second wheel installed."""
+    root, here = tmp_path / "opt", tmp_path / "opt" / "pistats"
+    subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
+    lines = fleet.bootstrap_script("pistats", "3.11").splitlines()
+    start = lines.index(
+        "# From the folder: requirements.txt may name squall's wheel in wheels/ by a relative path."
+    )
+    end = lines.index("# The region of this instance (IMDSv2), for the unit's --region.")
+    script = "set -euo pipefail\n" + "\n".join(lines[start:end]).replace(fleet.ROOT, str(root))
+    wheel = f"wheels/squall-{__version__}-py3-none-any.whl"
+    here.mkdir(parents=True)
+    (here / "requirements.txt").write_text(fleet.requirements(__version__, (), None, (), wheel))
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    installed = root / "venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for build in (1, 2):
+        _fake_squall_wheel(here / "wheels", build)
+        done = subprocess.run(
+            ["bash", "-c", f"here={here}\n{script}"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        init = installed / "site-packages" / "squall" / "__init__.py"
+        assert init.read_text() == f"BUILD = {build}\n"
