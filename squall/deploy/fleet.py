@@ -5,8 +5,9 @@
 writes a folder to copy to each instance (``/opt/squall/<name>``, e.g. with ``aws s3 sync``):
 
 - ``topology/``: the topology's folder (without local outputs and caches), imported as it is locally;
-- ``requirements.txt``: squall with the KCL extra, the extras and your requirements; run from a
-  checkout (squall is not on PyPI), squall's own wheel, built into ``wheels/`` and named there;
+- ``requirements.txt``: squall with the KCL extra, the extras and your requirements; squall is
+  not on PyPI: its own wheel, in ``wheels/`` and named there (built from a checkout, or its
+  installed files packed again);
 - ``squall-<name>.service``: the systemd unit. ``ExecStart`` is the ``squall kcl`` command line;
   ``KillMode=mixed`` sends SIGTERM to that main process only (it hands the shutdown to the KCL,
   which lets each record processor finish its batch and checkpoint), and the rest of the
@@ -19,8 +20,8 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~730 lines): the unit, the bootstrap script and the role are templates of literal text
-(about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
+Size (~800 lines): the unit, the bootstrap script and the role are templates of literal text
+(about 150 lines); squall's own wheel (built, or packed again from its installed files) is ~90; the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
 
@@ -496,17 +497,81 @@ def _fingerprint(root: Path) -> tuple:
     return (str(root), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
+#: What an installed distribution holds that its wheel did not (the installer's own files).
+_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+
+
+def installed_wheel(folder: Path) -> Path | None:
+    """squall installed without a checkout (a wheel, ``pip install .``) is on no index either:
+    its installed files (its ``RECORD``), packed again as its wheel in ``folder``. None when they
+    are not all on disk (a zipapp) or are not the squall imported here."""
+    import base64
+    import hashlib
+    import zipfile
+    from importlib import metadata
+
+    import squall
+    from squall.deploy.package import ZIP_EPOCH
+
+    try:
+        dist = metadata.distribution("squall")
+    except metadata.PackageNotFoundError:
+        return None
+    init = Path(str(dist.locate_file("squall/__init__.py")))
+    if not init.is_file() or init.resolve() != Path(squall.__file__).resolve():
+        return None
+    infos = {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
+    if len(infos) != 1:
+        return None
+    [info] = infos
+    files = [
+        f
+        for f in dist.files or ()
+        if (f.parts[0] == "squall" and "__pycache__" not in f.parts and f.suffix != ".pyc")
+        or (f.parts[0] == info and f.name not in _INSTALLER_FILES)
+    ]
+    paths = {f.as_posix(): Path(str(dist.locate_file(f))) for f in files}
+    if not all(p.is_file() for p in paths.values()) or f"{info}/WHEEL" not in paths:
+        return None
+    tags = [
+        line.split(":", 1)[1].strip()
+        for line in paths[f"{info}/WHEEL"].read_text().splitlines()
+        if line.startswith("Tag:")
+    ]
+    name = f"squall-{dist.version}-{tags[0] if tags else 'py3-none-any'}.whl"
+    record = []
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / name, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, path in sorted(paths.items()):
+            data = path.read_bytes()
+            zf.writestr(zipfile.ZipInfo(arcname, ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{arcname},sha256={digest.decode()},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(
+            zipfile.ZipInfo(f"{info}/RECORD", ZIP_EPOCH),
+            "\n".join(record) + "\n",
+            zipfile.ZIP_DEFLATED,
+        )
+    return folder / name
+
+
 def squall_wheel(out: Path) -> str | None:
-    """Run from a checkout (``pip install -e .``), squall is not on PyPI: build its wheel (pure
-    Python) into ``out/wheels/`` for the instance to install, and return its path relative to
-    ``out``. Installed from a wheel, None: ``requirements.txt`` names ``squall==version``."""
+    """squall is not on PyPI: its wheel, into ``out/wheels/`` for the instance to install, and its
+    path relative to ``out``. Run from a checkout (``pip install -e .``), built (pure Python);
+    installed from a wheel, its installed files packed again (``installed_wheel``); None when
+    neither can be (``requirements.txt`` names ``squall==version``)."""
     import tempfile
 
     from squall.deploy.package import _pip, project_root, source_copy
 
     root = project_root()
-    if root is None:
-        return None
+    if root is None:  # installed from a wheel (or pip install .): the same files, packed again
+        folder = out / "wheels"
+        if folder.exists():
+            shutil.rmtree(folder)
+        built = installed_wheel(folder)
+        return f"wheels/{built.name}" if built else None
     key = _fingerprint(root)
     if key not in _WHEELS:
         with tempfile.TemporaryDirectory(prefix="squall-wheel-") as tmp:

@@ -646,3 +646,46 @@ def test_bootstrapped_again_an_instance_installs_the_rebuilt_wheel_of_the_same_v
         assert done.returncode == 0, done.stderr
         init = installed / "site-packages" / "squall" / "__init__.py"
         assert init.read_text() == f"BUILD = {build}\n"
+
+
+@pytest.mark.e2e
+def test_squall_installed_from_a_wheel_ships_that_wheel_not_a_name_no_index_has(tmp_path: Path):
+    """squall installed from its wheel (no checkout: `pip install squall-….whl`, or `pip install
+    .`) wrote `squall[kcl]==0.1.0` in requirements.txt, on no index: the original bug, back for
+    everyone who did not install from a checkout. Its installed files go in the folder, packed
+    again as its wheel, which pip installs from the folder with no index."""
+    built = tmp_path / "checkout" / fleet.squall_wheel(tmp_path / "checkout")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+        + [str(built)],
+        check=True,
+    )
+    out = tmp_path / "kcl"
+    code = (
+        "import sys; from pathlib import Path; import squall; from squall.deploy import fleet;"
+        "from squall.topology.loader import load;"
+        f"assert squall.__file__.startswith({str(site)!r}), squall.__file__;"
+        f"fleet.write_fleet(load(Path({str(PISTATS)!r})), Path({str(PISTATS)!r}), Path({str(out)!r}),"
+        " stream='pistats-events')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    line = (out / "requirements.txt").read_text().splitlines()[0]
+    assert line == f"./wheels/{built.name}[kcl]"
+    with zipfile.ZipFile(built) as a, zipfile.ZipFile(out / "wheels" / built.name) as b:
+        assert sorted(a.namelist()) == sorted(b.namelist())
+        assert a.read("squall/deploy/fleet.py") == b.read("squall/deploy/fleet.py")
+    report = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index"]
+        + ["--ignore-installed", "-q", "--report", "-", "-r", "requirements.txt"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    [installed] = json.loads(report.stdout)["install"]
+    assert installed["metadata"]["version"] == __version__
