@@ -20,8 +20,8 @@ Retrieval is explicit: ``polling`` (GetRecords; every consumer of a shard shares
 5 reads/s) or ``fanout`` (enhanced fan-out: a dedicated 2 MB/s per consumer and shard, billed per
 consumer-shard hour and per GB retrieved).
 
-Size (~800 lines): the unit, the bootstrap script and the role are templates of literal text
-(about 150 lines); squall's own wheel (built, or packed again from its installed files) is ~90; the warnings about what a fleet cannot keep where the topology puts it
+Size (~740 lines): the unit, the bootstrap script and the role are templates of literal text
+(about 150 lines); the warnings about what a fleet cannot keep where the topology puts it
 (SQLite files, the read-only topology folder) read the same loaded topology.
 """
 
@@ -497,65 +497,6 @@ def _fingerprint(root: Path) -> tuple:
     return (str(root), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
-#: What an installed distribution holds that its wheel did not (the installer's own files).
-_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
-
-
-def installed_wheel(folder: Path) -> Path | None:
-    """squall installed without a checkout (a wheel, ``pip install .``) is on no index either:
-    its installed files (its ``RECORD``), packed again as its wheel in ``folder``. None when they
-    are not all on disk (a zipapp) or are not the squall imported here."""
-    import base64
-    import hashlib
-    import zipfile
-    from importlib import metadata
-
-    import squall
-    from squall.deploy.package import ZIP_EPOCH
-
-    try:
-        dist = metadata.distribution("squall")
-    except metadata.PackageNotFoundError:
-        return None
-    init = Path(str(dist.locate_file("squall/__init__.py")))
-    if not init.is_file() or init.resolve() != Path(squall.__file__).resolve():
-        return None
-    infos = {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
-    if len(infos) != 1:
-        return None
-    [info] = infos
-    files = [
-        f
-        for f in dist.files or ()
-        if (f.parts[0] == "squall" and "__pycache__" not in f.parts and f.suffix != ".pyc")
-        or (f.parts[0] == info and f.name not in _INSTALLER_FILES)
-    ]
-    paths = {f.as_posix(): Path(str(dist.locate_file(f))) for f in files}
-    if not all(p.is_file() for p in paths.values()) or f"{info}/WHEEL" not in paths:
-        return None
-    tags = [
-        line.split(":", 1)[1].strip()
-        for line in paths[f"{info}/WHEEL"].read_text().splitlines()
-        if line.startswith("Tag:")
-    ]
-    name = f"squall-{dist.version}-{tags[0] if tags else 'py3-none-any'}.whl"
-    record = []
-    folder.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(folder / name, "w", zipfile.ZIP_DEFLATED) as zf:
-        for arcname, path in sorted(paths.items()):
-            data = path.read_bytes()
-            zf.writestr(zipfile.ZipInfo(arcname, ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
-            record.append(f"{arcname},sha256={digest.decode()},{len(data)}")
-        record.append(f"{info}/RECORD,,")
-        zf.writestr(
-            zipfile.ZipInfo(f"{info}/RECORD", ZIP_EPOCH),
-            "\n".join(record) + "\n",
-            zipfile.ZIP_DEFLATED,
-        )
-    return folder / name
-
-
 def squall_wheel(out: Path) -> str | None:
     """squall is not on PyPI: its wheel, into ``out/wheels/`` for the instance to install, and its
     path relative to ``out``. Run from a checkout (``pip install -e .``), built (pure Python);
@@ -563,7 +504,7 @@ def squall_wheel(out: Path) -> str | None:
     neither can be (``requirements.txt`` names ``squall==version``)."""
     import tempfile
 
-    from squall.deploy.package import _pip, project_root, source_copy
+    from squall.deploy.package import _pip, installed_wheel, project_root, source_copy
 
     root = project_root()
     if root is None:  # installed from a wheel (or pip install .): the same files, packed again

@@ -23,8 +23,9 @@ the target Python is compiled in (Lambda's code folder is read-only, so without 
 start compiles every module again). ``layer=`` puts the dependencies in a separate Lambda layer
 zip, so a change to the topology re-uploads a few kilobytes.
 
-Size (~560 lines): one build, step by step (install for the runtime's platform, prune, compile,
-zip reproducibly, check the limits); the steps share the build's folders and constants.
+Size (~630 lines): one build, step by step (install for the runtime's platform, prune, compile,
+zip reproducibly, check the limits); the steps share the build's folders and constants; squall's
+own wheel, from a checkout or packed again from its installed files, is shared with the fleet.
 """
 
 from __future__ import annotations
@@ -188,6 +189,62 @@ def source_copy(root: Path, dest: Path) -> Path:
         root / "squall", dest / "squall", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
     )
     return dest
+
+
+#: What an installed distribution holds that its wheel did not (the installer's own files).
+_INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+
+
+def installed_wheel(folder: Path) -> Path | None:
+    """squall installed without a checkout (a wheel, ``pip install .``) is on no index either:
+    its installed files (its ``RECORD``), packed again as its wheel in ``folder``. None when they
+    are not all on disk (a zipapp) or are not the squall imported here."""
+    import base64
+    import hashlib
+
+    import squall
+
+    try:
+        dist = metadata.distribution("squall")
+    except metadata.PackageNotFoundError:
+        return None
+    init = Path(str(dist.locate_file("squall/__init__.py")))
+    if not init.is_file() or init.resolve() != Path(squall.__file__).resolve():
+        return None
+    infos = {f.parts[0] for f in dist.files or () if f.parts[0].endswith(".dist-info")}
+    if len(infos) != 1:
+        return None
+    [info] = infos
+    files = [
+        f
+        for f in dist.files or ()
+        if (f.parts[0] == "squall" and "__pycache__" not in f.parts and f.suffix != ".pyc")
+        or (f.parts[0] == info and f.name not in _INSTALLER_FILES)
+    ]
+    paths = {f.as_posix(): Path(str(dist.locate_file(f))) for f in files}
+    if not all(p.is_file() for p in paths.values()) or f"{info}/WHEEL" not in paths:
+        return None
+    tags = [
+        line.split(":", 1)[1].strip()
+        for line in paths[f"{info}/WHEEL"].read_text().splitlines()
+        if line.startswith("Tag:")
+    ]
+    name = f"squall-{dist.version}-{tags[0] if tags else 'py3-none-any'}.whl"
+    record = []
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / name, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, path in sorted(paths.items()):
+            data = path.read_bytes()
+            zf.writestr(zipfile.ZipInfo(arcname, ZIP_EPOCH), data, zipfile.ZIP_DEFLATED)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{arcname},sha256={digest.decode()},{len(data)}")
+        record.append(f"{info}/RECORD,,")
+        zf.writestr(
+            zipfile.ZipInfo(f"{info}/RECORD", ZIP_EPOCH),
+            "\n".join(record) + "\n",
+            zipfile.ZIP_DEFLATED,
+        )
+    return folder / name
 
 
 def _pip(*args: str) -> None:
@@ -375,8 +432,8 @@ def build(
 ) -> PackageReport:
     """Build the zip (and the layer zip when ``layer`` is given).
 
-    ``requirement`` overrides what is installed as squall (default: this checkout, else this
-    version from PyPI); ``plugins`` names installed distributions to include besides those the
+    ``requirement`` overrides what is installed as squall (default: this checkout's wheel, else
+    the installed squall's files packed again as its wheel, else this version from an index); ``plugins`` names installed distributions to include besides those the
     topology's types come from; ``compile_bytecode`` defaults to "when this Python is the target's";
     ``aws_service`` names botocore service models to keep besides those the components declare
     (``all`` keeps every one).
@@ -428,8 +485,9 @@ def build(
                 _pip("wheel", "--no-deps", "-w", str(wheels), str(source))
                 [wheel] = wheels.glob("squall-*.whl")
                 requirement = f"{wheel}{suffix}"
-            else:
-                requirement = f"squall{suffix}=={__version__}"
+            else:  # installed from a wheel: its files packed again (squall is on no index)
+                wheel = installed_wheel(wheels)
+                requirement = f"{wheel}{suffix}" if wheel else f"squall{suffix}=={__version__}"
         reqs = [requirement, *with_packages, *(_distribution_requirement(d) for d in dists)]
         if requirements_file is not None:
             reqs += ["-r", str(requirements_file)]

@@ -657,3 +657,31 @@ def test_a_postgresql_topology_packaged_without_psycopg2_is_told_at_build(
         extras=("postgres",),
     )
     assert report.warnings == []
+
+
+def test_squall_installed_from_a_wheel_goes_in_from_its_installed_files_not_a_name(
+    tmp_path: Path, monkeypatch
+):
+    """Not run from a checkout (squall installed from its wheel), the zip's squall was
+    `squall[postgres]==0.1.0`, fetched from an index that has no squall: pip stopped the build.
+    The installed squall's files, packed again as its wheel (``installed_wheel``, tested through
+    the fleet in tests/deploy/test_fleet.py), are what pip installs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    path = topology(project, "  - {id: decode, type: json}")
+    calls: list[tuple[str, ...]] = []
+
+    def packed(folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "squall-0.1.0-py3-none-any.whl").write_bytes(b"")
+        return folder / "squall-0.1.0-py3-none-any.whl"
+
+    monkeypatch.setattr(pkg, "project_root", lambda: None)
+    monkeypatch.setattr(pkg, "installed_wheel", packed)
+    monkeypatch.setattr(pkg, "_pip", lambda *args: calls.append(args))
+    pkg.build(path, handler="consumer", output=tmp_path / "fn.zip", extras=("postgres",))
+    [wheel, install] = calls
+    assert wheel[:2] == ("wheel", "-w") and install[0] == "install"
+    for args in calls:
+        [squall] = [a for a in args if ".whl" in a or a.startswith("squall")]
+        assert squall.endswith("/wheels/squall-0.1.0-py3-none-any.whl[postgres]"), squall
