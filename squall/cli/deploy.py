@@ -564,6 +564,7 @@ def kcl(
         describe,
         jars_dir,
         logback_config,
+        own_logback,
         private_properties_path,
         run_daemon,
     )
@@ -645,10 +646,12 @@ def kcl(
                 )
         out = Path(properties_out) if properties_out else private_properties_path(worker_id)
         out.write_text(text)
-        # the daemon's log without its line per message exchanged, nor a copy of each of ours
-        logback = out.with_suffix(".logback.xml")
-        verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
-        logback.write_text(logback_config(verbose))
+        # the daemon's log without its line per message exchanged, nor a copy of each of ours;
+        # a logback configuration of the user's (JAVA_TOOL_OPTIONS) is left to rule
+        logback = None if own_logback(os.environ) else out.with_suffix(".logback.xml")
+        if logback is not None:
+            verbose = logging.getLogger().getEffectiveLevel() <= logging.INFO
+            logback.write_text(logback_config(verbose))
         cmd = daemon_command(out, jars_dir(jars), logback=logback)
     except (SquallError, ValueError) as exc:
         from squall.redact import redact_text

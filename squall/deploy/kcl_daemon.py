@@ -15,7 +15,7 @@ Fleet rules:
   a service manager must signal the main process only (systemd ``KillMode=mixed``:
   ``systemd_stop_settings()``).
 
-Size (~430 lines): the properties (each client's region and endpoint, the credentials provider's
+Size (~450 lines): the properties (each client's region and endpoint, the credentials provider's
 spellings, the stream's ARN checked), the java command with its logging configuration, and the
 signal forwarding are one launcher, read together.
 """
@@ -370,6 +370,21 @@ def logback_config(verbose: bool = False) -> str:
         "    </root>\n"
         "</configuration>\n"
     )
+
+
+#: Where a JVM reads options from the environment: ``JAVA_TOOL_OPTIONS`` (every JVM) and
+#: ``JDK_JAVA_OPTIONS`` (the java launcher). A ``-D`` on the command line overrides theirs.
+JVM_OPTION_VARIABLES = ("JAVA_TOOL_OPTIONS", "JDK_JAVA_OPTIONS")
+
+
+def own_logback(env: Mapping[str, str]) -> str | None:
+    """The variable that gives the daemon a logback configuration of its own
+    (``-Dlogback.configurationFile=…``), if one does: ``squall kcl`` then passes none of its
+    (``logback_config``), whose ``-D`` on the command line would override it silently."""
+    for name in JVM_OPTION_VARIABLES:
+        if "-Dlogback.configurationFile=" in env.get(name, ""):
+            return name
+    return None
 
 
 def daemon_command(
