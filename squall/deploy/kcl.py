@@ -42,7 +42,7 @@ stdout is the daemon's protocol channel: logs go to stderr (the daemon logs ever
 at ERROR, whatever its level). The log level comes from ``SQUALL_LOG_LEVEL`` (default WARNING;
 ``squall -v kcl`` sets INFO).
 
-Size (~650 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
+Size (~660 lines): the daemon's five hooks and the failure rules above (outage, misconfiguration,
 lease loss, checkpoint errors, daemon gone) are one state machine, read together.
 """
 
@@ -88,6 +88,13 @@ LEASE_LOST_ERRORS = frozenset({"ShutdownException"})
 RETRIED_CHECKPOINT_ERRORS = frozenset(
     ("ThrottlingException", "KinesisClientLibDependencyException")
 )
+
+
+def checkpoint_retried(args: tuple) -> str:
+    """A checkpoint retried, as the lease-lost WARNING names it: its batch is in the sinks (only
+    the position is not stored), so the new owner writes it again, idempotently."""
+    at = f"at {args[0]}" if args else "at the shard's end"
+    return f"storing the checkpoint {at} (its records committed here; not checkpointed)"
 
 
 class LeaseLost(Exception):
@@ -198,7 +205,7 @@ class RecordProcessor:
                     exc,
                     backoff,
                 )
-                self._wait(backoff)
+                self._wait(backoff, "opening the topology")
                 backoff = min(backoff * 2, self._max_backoff)
             except PERMANENT_ERRORS as exc:
                 self._exit_misconfigured("opening the topology", exc)
@@ -229,9 +236,10 @@ class RecordProcessor:
             self._failing = False
             self.metrics.settled(self.shard_id)
 
-    def _wait(self, backoff: float) -> None:
+    def _wait(self, backoff: float, retried: str) -> None:
         """Sleep before a retry; exit when the daemon went away meanwhile, raise ``LeaseLost`` when
-        another worker holds the lease now (it commits what this retry would)."""
+        another worker holds the lease now (it commits what this retry would). ``retried``: what
+        was retried, for the WARNING that says so (``_lost``)."""
         self._sleep(backoff)
         if not self._daemon_alive():
             log.error(
@@ -241,7 +249,7 @@ class RecordProcessor:
             )
             sys.exit(EXIT_DAEMON_GONE)
         if not self.lost and not self._lease_held(self.shard_id):
-            self._lost(retrying=True)
+            self._lost(retried)
             raise LeaseLost(self.shard_id)
 
     def _exit_misconfigured(self, what: str, exc: BaseException) -> None:
@@ -311,7 +319,7 @@ class RecordProcessor:
                     self._exit_misconfigured("a batch", exc)
                 log.error("shard %s: %s; retrying the batch in %.0fs", self.shard_id, exc, backoff)
                 try:
-                    self._wait(backoff)
+                    self._wait(backoff, "a batch; given up, not committed here")
                 except LeaseLost:
                     return  # not committed: the new owner commits the batch
                 backoff = min(backoff * 2, self._max_backoff)
@@ -402,7 +410,9 @@ class RecordProcessor:
                 # batches' alert, the heartbeat), as when a batch's attempt fails
                 self._failed_attempt(started, exc)
                 log.error("shard %s: %s; retrying in %.0fs", self.shard_id, exc, backoff)
-                self._wait(backoff)
+                self._wait(
+                    backoff, "making what the sinks hold durable; given up, not committed here"
+                )
                 backoff = min(backoff * 2, self._max_backoff)
         if position is not None:
             self._checkpoint(checkpointer, position)
@@ -448,18 +458,18 @@ class RecordProcessor:
                     name,
                     backoff,
                 )
-            self._wait(backoff)
+            self._wait(backoff, checkpoint_retried(args))
             backoff = min(backoff * 2, self._max_backoff)
 
-    def _lost(self, retrying: bool = False) -> None:
-        """The lease is another worker's. ``retrying``: found before a retry (an outage): the
+    def _lost(self, retried: str | None = None) -> None:
+        """The lease is another worker's. ``retried``: found before a retry of that (an outage): the
         ERROR lines of the retries end here, so this one is a WARNING (at INFO, the default
         level showed "retrying the batch in 30s" as the shard's last word on this host), and
         the shard no longer retries here (``squall_retrying_since_timestamp_seconds`` back to 0:
         ``SquallRetrying`` is for the new owner's series, not for a process waiting to end)."""
         self.lost = True
         position = self.last_checkpoint.sequence_number if self.last_checkpoint else "none yet"
-        if not retrying:
+        if retried is None:
             log.info(
                 "shard %s: lease taken over by another worker; it resumes from the last "
                 "checkpoint (%s)",
@@ -468,9 +478,10 @@ class RecordProcessor:
             )
             return
         log.warning(
-            "shard %s: lease taken over by another worker while this one retried; given up, "
-            "not committed here: the new owner resumes from the last checkpoint (%s)",
+            "shard %s: lease taken over by another worker while this one retried %s: the new "
+            "owner resumes from the last checkpoint (%s)",
             self.shard_id,
+            retried,
             position,
         )
         self._failing = False

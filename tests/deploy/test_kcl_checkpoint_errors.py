@@ -315,3 +315,32 @@ def test_a_throttled_checkpoint_once_stored_leaves_the_idle_shard_not_retrying(t
     code, counted = _counted(tmp_path, [*lines, idle, idle])
     assert code is None and counted["failed"] == 1 and counted["checkpoints"] == 1
     assert counted["retrying"] == 0  # before: the throttle's time (3.0)
+
+
+def test_a_checkpoint_retry_given_up_for_a_lease_taken_does_not_say_its_batch_uncommitted(
+    tmp_path: Path, caplog, monkeypatch
+):
+    """bd85c1d's WARNING said "given up, not committed here" for every retry the lease probe
+    ended, a throttled checkpoint's too: its batch was committed here (the rows are written; only
+    the position was not stored), and the new owner writes it again. It says what was retried."""
+    owners = iter(["w2"])
+    monkeypatch.setattr(
+        RecordProcessor,
+        "__init__",
+        _with_lease(RecordProcessor.__init__, lambda shard: next(owners) == "w1"),
+    )
+    caplog.set_level("WARNING", logger="squall.kcl")
+    run = Run(tmp_path, [INIT, batch({"n": 1}, {"n": 2}), answer("101", "ThrottlingException")])
+    assert run.processor.lost and run.rows() == [1, 2] and run.checkpoints() == ["101"]
+    [given_up] = [r for r in caplog.records if "lease taken over" in r.getMessage()]
+    assert given_up.levelname == "WARNING"
+    message = given_up.getMessage()
+    assert "retried storing the checkpoint at 101 (its records committed here" in message
+    assert "not committed here" not in message
+
+
+def _with_lease(init, held):
+    def patched(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "lease_held": held})
+
+    return patched
