@@ -517,7 +517,15 @@ def squall_wheel(out: Path) -> str | None:
     if key not in _WHEELS:
         with tempfile.TemporaryDirectory(prefix="squall-wheel-") as tmp:
             source = source_copy(root, Path(tmp) / "source")
-            _pip("wheel", "--no-deps", "-q", "-w", str(Path(tmp) / "wheels"), str(source))
+            try:
+                _pip("wheel", "--no-deps", "-q", "-w", str(Path(tmp) / "wheels"), str(source))
+            except SquallError as exc:  # pip's own words say neither what nor why
+                raise SquallError(
+                    f"building squall's wheel from the checkout {root} for the folder's wheels/ "
+                    "(squall is on no index): pip fetches its build requirements (setuptools>=68, "
+                    "wheel: pyproject.toml) from your index, PyPI or PIP_FIND_LINKS: "
+                    f"{exc}"
+                ) from None
             [built] = (Path(tmp) / "wheels").glob("squall-*.whl")
             _WHEELS[key] = (built.name, built.read_bytes())
     filename, data = _WHEELS[key]

@@ -689,3 +689,25 @@ def test_squall_installed_from_a_wheel_ships_that_wheel_not_a_name_no_index_has(
     assert report.returncode == 0, report.stderr
     [installed] = json.loads(report.stdout)["install"]
     assert installed["metadata"]["version"] == __version__
+
+
+def test_a_wheel_build_that_fails_says_it_was_squall_s_from_the_checkout(
+    tmp_path: Path, monkeypatch
+):
+    """Offline (no index, no find-links holding setuptools), the fleet folder failed with pip's
+    words alone: 'pip failed: wheel --no-deps… No matching distribution found for setuptools>=68',
+    naming neither squall's wheel nor the checkout nor why a fleet folder needs an index now."""
+    from squall.deploy import package
+
+    def offline(*args: str) -> None:
+        raise SquallError(
+            "pip failed: wheel --no-deps…\nNo matching distribution found for setuptools>=68"
+        )
+
+    monkeypatch.setattr(package, "_pip", offline)
+    monkeypatch.setattr(fleet, "_WHEELS", {})
+    with pytest.raises(SquallError) as e:
+        fleet.squall_wheel(tmp_path / "kcl")
+    message = str(e.value)
+    assert message.startswith(f"building squall's wheel from the checkout {package.project_root()}")
+    assert "setuptools>=68" in message and "PIP_FIND_LINKS" in message
