@@ -595,12 +595,12 @@ def test_the_instance_installs_this_squall_from_the_folder_not_a_name_on_pypi(tm
     assert fleet.driver_warnings(load(PISTATS), (out / "requirements.txt").read_text()) == []
 
 
-def _fake_squall_wheel(folder: Path, build: int) -> None:
-    """A squall wheel of this version whose ``squall/__init__.py`` says which build it is."""
-    info = f"squall-{__version__}.dist-info"
+def _fake_squall_wheel(folder: Path, build: int, version: str = __version__) -> None:
+    """A squall wheel (of this version) whose ``squall/__init__.py`` says which build it is."""
+    info = f"squall-{version}.dist-info"
     files = {
         "squall/__init__.py": f"BUILD = {build}\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: squall\nVersion: {__version__}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: squall\nVersion: {version}\n",
         f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(
@@ -611,7 +611,7 @@ def _fake_squall_wheel(folder: Path, build: int) -> None:
     )
     files[f"{info}/RECORD"] = record + f"{info}/RECORD,,\n"
     folder.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(folder / f"squall-{__version__}-py3-none-any.whl", "w") as zf:
+    with zipfile.ZipFile(folder / f"squall-{version}-py3-none-any.whl", "w") as zf:
         for name, text in files.items():
             zf.writestr(name, text)
 
@@ -627,14 +627,16 @@ def test_bootstrapped_again_an_instance_installs_the_rebuilt_wheel_of_the_same_v
     twice, leave the second wheel installed."""
     root, here = tmp_path / "opt", tmp_path / "opt" / "pistats"
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
-    lines = fleet.bootstrap_script("pistats", "3.11").splitlines()
+    wheel = f"wheels/squall-{__version__}-py3-none-any.whl"
+    lines = fleet.bootstrap_script("pistats", "3.11", wheel).splitlines()
     start = lines.index(
         "# From the folder: requirements.txt may name squall's wheel in wheels/ by a relative path."
     )
     end = lines.index("# The region of this instance (IMDSv2), for the unit's --region.")
     script = "set -euo pipefail\n" + "\n".join(lines[start:end]).replace(fleet.ROOT, str(root))
-    wheel = f"wheels/squall-{__version__}-py3-none-any.whl"
     here.mkdir(parents=True)
+    # an older version's wheel left by a sync that deletes nothing: not installed
+    _fake_squall_wheel(here / "wheels", 0, version="0.0.1")
     (here / "requirements.txt").write_text(fleet.requirements(__version__, (), None, (), wheel))
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     installed = root / "venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
