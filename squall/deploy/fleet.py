@@ -34,6 +34,7 @@ import shlex
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from squall import aws, iam
 from squall.deploy.topology_files import IGNORED, check_folder, left_out_paths
@@ -176,8 +177,8 @@ def fleet_warnings(topology: Topology) -> list[str]:
     out = []
     for name, res in topology.resources.items():
         scheme, _, database = res.url.partition(":///")
-        database = database.split("?", 1)[0]
-        if scheme.split("+", 1)[0] != "sqlite" or database in ("", ":memory:"):
+        database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
+        if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
             continue
         out.append(
             f"resource '{name}' is a SQLite file ({database}): each instance of the fleet keeps "
@@ -193,7 +194,7 @@ def fleet_warnings(topology: Topology) -> list[str]:
                 for key in type(cfg).model_fields
                 if key not in ("id", "type")
                 and isinstance(value := getattr(cfg, key), str)
-                and ":" not in value
+                and "://" not in value  # a URL; a file name may hold a ':' (12:00.jsonl)
                 and (where := _unit_cannot_keep(value, folder))
             ]
     return out

@@ -319,6 +319,40 @@ def test_an_absolute_path_the_unit_cannot_keep_is_warned_of_too(
     )
 
 
+@pytest.mark.parametrize(
+    ("warehouse", "rejects", "named"),
+    [
+        # a file name holding a ':' is a path, not a URL (it was left out)
+        (
+            "postgresql://squall@db.internal/pistats",
+            "/srv/squall/rejects-12:00.jsonl",
+            "sink 'rejects' (/srv/squall/rejects-12:00.jsonl) writes outside",
+        ),
+        # SQLite with its scheme in capitals, and a folder written %2F, as SQLAlchemy opens them
+        (
+            "SQLITE:///%2Fsrv%2Fsquall%2Fw.db",
+            "/var/lib/squall/pistats/rejects.jsonl",
+            "resource 'warehouse' is a SQLite file (/srv/squall/w.db)",
+        ),
+        (
+            "SQLite+pysqlite:////srv/squall/w.db",
+            "/var/lib/squall/pistats/rejects.jsonl",
+            "resource 'warehouse' is a SQLite file (/srv/squall/w.db)",
+        ),
+    ],
+)
+def test_a_path_with_a_colon_and_a_sqlite_url_in_capitals_are_warned_of(
+    monkeypatch, warehouse: str, rejects: str, named: str
+):
+    """The same misses the Lambda path warnings had (hG): any value holding a ':' was taken for
+    a URL and skipped, and only a lower-case ``sqlite`` scheme was a SQLite file."""
+    monkeypatch.setenv("WAREHOUSE_URL", warehouse)
+    monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
+    monkeypatch.setenv("REJECTS_FILE", rejects)
+    warnings = fleet.fleet_warnings(load(PISTATS))
+    assert any(w.startswith(named) for w in warnings), warnings
+
+
 def test_a_variable_the_unit_sets_is_not_repeated_as_a_hint(tmp_path: Path, monkeypatch):
     monkeypatch.delenv("PISTATS_STREAM", raising=False)
     topology = EXAMPLES / "pistats" / "kinesis_topology.yaml"
