@@ -442,7 +442,12 @@ class SubscriptionBolt(Bolt):
         eid = event._event_id
         if eid is None:
             eid = event.event_id
-        if key.__class__ is not str or "\x00" in eid or (not eid.isascii() and not _utf8(eid)):
+        if (
+            key.__class__ is not str
+            or "\x00" in eid
+            or "\x1f" in eid
+            or (not eid.isascii() and not _utf8(eid))
+        ):
             return self._unusable(kind, key, eid)
         # One-level paths (the usual "timestamp", "topics") are read inline.
         value, time_name, topics_name = event.value, self._time_name, self._topics_name
@@ -493,6 +498,11 @@ class SubscriptionBolt(Bolt):
             return f"{kind} event whose '{name}' is not valid UTF-8 text (a lone surrogate)"
         if "\x00" in eid:  # the state row carries it (event_id, version)
             return f"{kind} event whose event id contains a NUL character (a state store cannot keep it)"
+        if "\x1f" in eid:  # the separator of a composed version (``state.compose``)
+            return (
+                f"{kind} event whose event id contains a U+001F character (it would be read as "
+                "the separator of the state's version)"
+            )
         if not eid.isascii() and not _utf8(eid):
             return f"{kind} event whose event id is not valid UTF-8 text (a lone surrogate)"
         return f"{kind} event whose '{name}' is longer than {MAX_KEY_LENGTH} characters"

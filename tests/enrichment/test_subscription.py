@@ -829,3 +829,27 @@ def test_a_caches_entries_are_apart_from_a_redis_stores_hashes(tmp_path, redis_u
     with sa.create_engine(sql_url).connect() as conn:
         rows = conn.execute(sa.text("select key, status from squall_subscriptions")).all()
     assert rows == [("moved", "subscribed")]  # SQL holds the state
+
+
+def test_an_event_id_holding_the_version_separator_is_refused(tmp_path):
+    """A state's version is ``compose``d with U+001F separators, and read back by
+    ``split_version`` from its end. An event id (a decode bolt's ``event_id_field``: a client's
+    text) holding U+001F made a plain version that read as composed: a subscribe whose id ended
+    ``\\x1f\\x1f`` + 15 dashes + ``\\x1f00000`` was read as a state no subscribe or unsubscribe
+    had set, so an older unsubscribe (a dead letter re-driven) turned the device's newer
+    subscribe off. Such an update is refused, located, and changes no state."""
+    from squall.event import Event
+
+    bolt = make_bolt(resources(state=f"sqlite:///{tmp_path / 'state.db'}"))
+    evil = "x\x1f\x1f" + "-" * 15 + "\x1f00000"
+    (subscribe,) = make_batch([ev("subscribe", "K", "2024-05-01T10:02:00Z")])
+    subscribe = Event(b"", subscribe.meta, evil, 1, subscribe.value)
+    out = bolt.process([subscribe])
+    bolt.commit_state(lambda event: True)
+    bolt.state_committed()
+    assert [e.failure.reason for e in out.streams["error"]] == [
+        "subscribe event whose event id contains a U+001F character (it would be read as the "
+        "separator of the state's version)"
+    ]
+    ok, failed = run(bolt, [ev("click", "K")], start=2)
+    assert (ok[2]["status"], failed) == ("unknown", {})
