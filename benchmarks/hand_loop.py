@@ -422,7 +422,7 @@ def merge(
         made = apply(s, action, time_ms, ver, event_id, given, position)
         status, subscribed, topics, sub = made[0], made[1], made[2], ver
     at, was = position, s[7]
-    later = was is None or (at[0] == was[0] and at > was)
+    here = was is None or at[0] == was[0]  # (squall: the same lineage, before or after)
     return (
         status,
         subscribed,
@@ -430,8 +430,8 @@ def merge(
         registered_at,
         s[4],
         compose(newest, sub, registered_at),
-        event_id if later else s[6],
-        at if later else was,
+        event_id if here else s[6],
+        at if here else was,
         (*s[8], encode(s))[-HISTORY:],
     )
 

@@ -242,11 +242,13 @@ def _merged(
         after = _applied(state, update, ())
         status, subscribed, topics = after.status, after.subscribed, after.topics
         subscription = update.version
-    # Where the state was made: at the update, when it comes later in the same lineage (a
-    # client's lagging clock: a re-delivery of the events before it sees the state before it);
-    # else (a dead letter re-driven after its key's later events) where the newest update was.
+    # Where the state was made: at the update, when it is of the same lineage — later (a
+    # client's lagging clock: a re-delivery of the events before it sees the state before it)
+    # or earlier (a dead letter ``squall replay`` re-drove at its first position: the same
+    # replay delivered again finds the state it made there, not the one before it); else (another
+    # shard's, an input's) where the newest update was.
     at, made = update.position, state.position
-    later = at is not None and (made is None or (at[0] == made[0] and at > made))
+    here = at is not None and (made is None or at[0] == made[0])
     return SubscriptionState(
         status,
         subscribed,
@@ -254,8 +256,8 @@ def _merged(
         registered_at,
         state.changed_at,
         compose(newest, subscription, registered_at),
-        update.event_id if later else state.event_id,
-        at if later else made,
+        update.event_id if here else state.event_id,
+        at if here else made,
         history,
     )
 

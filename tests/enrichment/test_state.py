@@ -263,6 +263,27 @@ def test_a_late_subscribe_or_unsubscribe_applies_over_later_registers_only():
     assert apply(s, upd("subscribe", T0 + 5, 6)) is s  # older than the merged unsubscribe
 
 
+def test_a_dead_letter_merged_into_its_key_is_seen_alike_when_its_replay_is_delivered_again():
+    """``squall replay`` places a re-driven record at its first position (in the lineage of the
+    key's later updates). Merged into the state there, it left the state where the newest
+    update was: its event saw the merged state (unsubscribed), but the same replay delivered
+    again (a sink failed after the commit) looked its position up in the history, before the
+    merged state, and wrote it subscribed."""
+    subscribe, late, register = (
+        upd("subscribe", T0, 1),
+        upd("unsubscribe", T0 + 10, 2),
+        upd("register", T0 + 20, 3),
+    )
+    state, _ = play(UNKNOWN_STATE, [((SHARD, 1, 0), subscribe), ((SHARD, 3, 0), register)], 4)
+    merged, (first,) = play(state, [((SHARD, 2, 0), late)], 4)
+    assert first.status is Status.UNSUBSCRIBED
+    again, (second,) = play(merged, [((SHARD, 2, 0), late)], 4)
+    assert (again, second) == (merged, first)
+    # An event after the dead letter, delivered again, sees it too; one before it does not.
+    assert play(merged, [((SHARD, 2, 1), None)], 4)[1] == [merged]
+    assert play(merged, [((SHARD, 1, 1), None)], 4)[1][0].status is Status.SUBSCRIBED
+
+
 def test_a_late_register_gives_the_first_registration():
     s = fold([upd("register", T0 + 20, 2), upd("subscribe", T0 + 30, 3)])
     earlier = apply(s, upd("register", T0 + 10, 1))
