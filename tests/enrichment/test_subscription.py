@@ -525,6 +525,77 @@ def test_replayed_deliveries_through_a_real_store_end_in_the_state_of_one_delive
     check()
 
 
+@st.composite
+def shuffled_deliveries(draw):
+    """Updates of a few keys, delivered in any order (a re-drive, a lagging clock, another
+    shard), some again, in batches of any size."""
+    events = [(seq, v) for seq, v in draw(deliveries())[0] if v["event_type"] != "click"] or [
+        (1, ev("register", "a"))
+    ]
+    order = draw(st.permutations(events))
+    for i in draw(st.lists(st.integers(0, len(order) - 1), max_size=3)):
+        order.insert(draw(st.integers(i + 1, len(order))), order[i])
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, len(order) - 1)), max_size=5, unique=True)))
+    bounds = [0, *cuts, len(order)]
+    return order, [order[i:j] for i, j in zip(bounds, bounds[1:], strict=False) if j > i]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "postgresql", "postgresql+redis-cache"])
+def test_updates_in_any_order_and_batches_store_the_pure_states(kind, request, tmp_path):
+    """The late-update merge (``state._merged``: composed versions, the stores' version guards
+    and their checks of the version each change was computed from) through each real store:
+    updates delivered in any order, some again, in any batches, store the states the pure
+    function gives for that order, and the same states whatever the batches."""
+    urls, base = {}, {}
+    if kind == "sqlite":
+        urls["state"] = f"sqlite:///{tmp_path / 'state.db'}"
+    elif kind == "redis":
+        urls["state"] = request.getfixturevalue("redis_url")
+        base["key_prefix"] = request.getfixturevalue("redis_prefix")
+    else:
+        urls["state"] = request.getfixturevalue("pg_url_psycopg2")
+        base["table"] = request.getfixturevalue("pg_table")
+        if kind.endswith("cache"):
+            urls["cache"] = request.getfixturevalue("redis_url")
+            base.update(cache="cache", key_prefix=request.getfixturevalue("redis_prefix"))
+    res = resources(**urls)
+
+    @settings(
+        max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(shuffled_deliveries())
+    def check(case):
+        order, batches = case
+        run_id = uuid.uuid4().hex[:8]
+        bolt = make_bolt(res, history=4, **base)
+        for batch in batches:
+            values = [{**v, "device_token": f"{run_id}-{v['device_token']}"} for _, v in batch]
+            out = bolt.process(
+                [make_event(v, seq) for (seq, _), v in zip(batch, values, strict=True)]
+            )
+            bolt.commit_state(lambda event: True)
+            bolt.state_committed()
+            assert not out.streams.get("error")
+        expected = {}
+        for seq, value in order:
+            key = value["device_token"]
+            event = make_event(value, seq)
+            t = parse_time(value["timestamp"])
+            update = Update(
+                Action(value["event_type"]),
+                t,
+                version(t, str(seq), 0, event.event_id),
+                event.event_id,
+                tuple(sorted(set(value["topics"]))) if value.get("topics") else None,
+                (lineage(event.meta), seq, 0),
+            )
+            expected[key] = apply(expected.get(key, UNKNOWN_STATE), update)
+        stored = bolt.store.load([f"{run_id}-{k}" for k in expected])
+        assert {k.split("-", 1)[1]: s for k, s in stored.items()} == expected
+
+    check()
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
