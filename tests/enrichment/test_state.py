@@ -284,6 +284,36 @@ def test_a_dead_letter_merged_into_its_key_is_seen_alike_when_its_replay_is_deli
     assert play(merged, [((SHARD, 1, 1), None)], 4)[1][0].status is Status.SUBSCRIBED
 
 
+@st.composite
+def dead_lettered(draw):
+    """One key's events in one shard (updates, or None for reads), and those a bad deploy
+    dead-lettered (``squall replay`` re-drives them later, at their first positions)."""
+    n = draw(st.integers(1, 12))
+    items = []
+    for seq in range(1, n + 1):
+        u = None
+        if draw(st.booleans()):
+            u = upd(draw(actions), T0 + draw(st.integers(0, 6)) * 1000, seq, draw(topic_sets))
+        items.append((seq, u))
+    return items, draw(st.sets(st.integers(1, n)))
+
+
+@settings(max_examples=400)
+@given(dead_lettered())
+def test_a_replay_run_again_enriches_its_events_as_the_first_run(case):
+    """The events the first replay run enriched are enriched alike when it runs again (a sink
+    failed after the commit), with a history long enough."""
+    items, dead = case
+    keep = len(items)
+    live = [((SHARD, seq, 0), u) for seq, u in items if seq not in dead]
+    state, _ = play(UNKNOWN_STATE, live, keep)
+    replay = [((SHARD, seq, 0), u) for seq, u in items if seq in dead]
+    after, first = play(state, replay, keep)
+    again, second = play(after, replay, keep)
+    assert again == after
+    assert [s.block() for s in second] == [s.block() for s in first]
+
+
 def test_a_late_register_gives_the_first_registration():
     s = fold([upd("register", T0 + 20, 2), upd("subscribe", T0 + 30, 3)])
     earlier = apply(s, upd("register", T0 + 10, 1))
