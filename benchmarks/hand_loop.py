@@ -422,7 +422,8 @@ def merge(
         made = apply(s, action, time_ms, ver, event_id, given, position)
         status, subscribed, topics, sub = made[0], made[1], made[2], ver
     at, was = position, s[7]
-    here = was is None or at[0] == was[0]  # (squall: the same lineage, before or after)
+    # (squall: the same lineage, after, or before but for a register)
+    here = was is None or (at[0] == was[0] and (at > was or action != "register"))
     return (
         status,
         subscribed,

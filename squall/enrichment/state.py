@@ -244,11 +244,15 @@ def _merged(
         subscription = update.version
     # Where the state was made: at the update, when it is of the same lineage — later (a
     # client's lagging clock: a re-delivery of the events before it sees the state before it)
-    # or earlier (a dead letter ``squall replay`` re-drove at its first position: the same
-    # replay delivered again finds the state it made there, not the one before it); else (another
-    # shard's, an input's) where the newest update was.
+    # or, for a subscribe or unsubscribe, earlier (a dead letter ``squall replay`` re-drove at
+    # its first position: the same replay delivered again finds the state it made there, not the
+    # one before it; only registers came after it, which change no subscription); else where the
+    # newest update was: another shard's, an input's, and an earlier register, whose state holds
+    # the subscribe or unsubscribe after it (placed at the register, the events between saw them).
     at, made = update.position, state.position
-    here = at is not None and (made is None or at[0] == made[0])
+    here = at is not None and (
+        made is None or (at[0] == made[0] and (at > made or update.action is not _REGISTER))
+    )
     return SubscriptionState(
         status,
         subscribed,
@@ -376,8 +380,17 @@ def play(
         if update is not None and (after := advance(latest, update, keep)) is not latest:
             latest = after  # newer, or an older one merged (``_merged``)
             applied.append(latest)  # a record repeated within the batch finds it too
-            seen.append(latest)
-            continue
+            made = latest.position
+            if not (
+                position is not None
+                and made is not None
+                and position[0] == made[0]
+                and position < made
+            ):
+                seen.append(latest)
+                continue
+            # merged and placed where a later update made the state (an earlier register): its
+            # event sees the state as of its position, as its delivery again will
         made = latest.position
         if (
             position is None
