@@ -171,7 +171,8 @@ def fleet_warnings(topology: Topology) -> list[str]:
     under ``/var/lib/squall/<name>``: the topology folder (a relative path) and the rest of the
     system are read-only under the unit (``ProtectSystem=strict``), home folders hidden
     (``ProtectHome``), so every shard process would stop at start; its ``/tmp`` is private and
-    emptied at each restart (``PrivateTmp``)."""
+    emptied at each restart (``PrivateTmp``). Each warning is located (file, line, column and
+    option) when the topology was read from a file."""
     folder = f"{VAR_LIB}/{_slug(topology.name)}"
     move = f"; point it under {folder} (a ${{VAR}} of the topology, set in environment)"
     out = []
@@ -180,17 +181,30 @@ def fleet_warnings(topology: Topology) -> list[str]:
         database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
         if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
             continue
+        at = ("resources", name, "url")
         out.append(
-            f"resource '{name}' is a SQLite file ({database}): each instance of the fleet keeps "
-            "its own, and a shard's rows and state stay behind on the instance its lease leaves; "
-            "use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one instance"
+            _located(
+                topology,
+                at,
+                f"resource '{name}' is a SQLite file ({database}): each instance of the fleet "
+                "keeps its own, and a shard's rows and state stay behind on the instance its "
+                "lease leaves; use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one "
+                "instance",
+            )
         )
         if where := _unit_cannot_keep(database, folder):
-            out.append(f"resource '{name}' ({database}) writes {where}{move}")
-    for kind, cfg, caps in registry.declared(topology, ("bolt", "sink")):
-        if caps.writes_local_files:
+            out.append(
+                _located(topology, at, f"resource '{name}' ({database}) writes {where}{move}")
+            )
+    groups = {"bolt": ("bolts", topology.bolts), "sink": ("sinks", topology.sinks)}
+    for kind, (group, configs) in groups.items():
+        for i, cfg in enumerate(configs):
+            if not registry.capabilities(kind, cfg).writes_local_files:
+                continue
             out += [
-                f"{kind} '{cfg.id}' ({value}) writes {where}{move}"
+                _located(
+                    topology, (group, i, key), f"{kind} '{cfg.id}' ({value}) writes {where}{move}"
+                )
                 for key in type(cfg).model_fields
                 if key not in ("id", "type")
                 and isinstance(value := getattr(cfg, key), str)
@@ -198,6 +212,12 @@ def fleet_warnings(topology: Topology) -> list[str]:
                 and (where := _unit_cannot_keep(value, folder))
             ]
     return out
+
+
+def _located(topology: Topology, path: tuple[str | int, ...], message: str) -> str:
+    """``file:line:col: option: message`` when the topology was read from a file, else the message."""
+    loc = topology.locator
+    return message if loc is None else str(loc.problem(path, message))
 
 
 #: Where the unit writes but keeps nothing: its private /tmp and /var/tmp (``PrivateTmp``),

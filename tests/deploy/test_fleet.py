@@ -32,6 +32,11 @@ def unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
+def message(warning: str) -> str:
+    """A fleet warning without its place (``file:line:col: option: ``)."""
+    return warning.split(": ", 2)[2]
+
+
 def test_the_unit_stops_the_kcl_gracefully_and_runs_the_squall_kcl_command(tmp_path: Path):
     out = tmp_path / "kcl"
     fleet.write_fleet(load(PISTATS), PISTATS, out, stream="pistats-events", extras=("postgres",))
@@ -243,7 +248,12 @@ def test_the_fleet_folder_says_what_a_fleet_cannot_keep_where_the_topology_puts_
     ):
         assert line in env
     assert "/var/lib/squall/pistats" in env
-    warnings = fleet.fleet_warnings(load(PISTATS))
+    located = fleet.fleet_warnings(load(PISTATS))
+    assert located[0].startswith(f"{PISTATS}:7:20: resources.warehouse.url: resource 'warehouse'")
+    assert (
+        located[-1].startswith(f"{PISTATS}:") and ": sinks[1].path: sink 'rejects'" in located[-1]
+    )
+    warnings = [message(w) for w in located]
     split = "each instance of the fleet keeps its own"
     read_only = (
         " writes inside topology/, read-only under the unit: every shard process would stop at "
@@ -263,7 +273,7 @@ def test_the_fleet_folder_says_what_a_fleet_cannot_keep_where_the_topology_puts_
     ]
     monkeypatch.setenv("WAREHOUSE_URL", "sqlite:////var/lib/squall/pistats/pistats.db")
     monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
-    assert [w for w in fleet.fleet_warnings(load(PISTATS)) if "rejects" not in w] == [
+    assert [message(w) for w in fleet.fleet_warnings(load(PISTATS)) if "rejects" not in w] == [
         "resource 'warehouse' is a SQLite file (/var/lib/squall/pistats/pistats.db): "
         f"{split}, and a shard's rows and state stay behind on the instance its lease leaves; "
         "use PostgreSQL (state: PostgreSQL or Redis), or a fleet of one instance"
@@ -304,14 +314,14 @@ def test_an_absolute_path_the_unit_cannot_keep_is_warned_of_too(
     monkeypatch.setenv("WAREHOUSE_URL", "postgresql://squall@db.internal/pistats")
     monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
     monkeypatch.setenv("REJECTS_FILE", rejects)
-    [warning] = fleet.fleet_warnings(load(PISTATS))
+    [warning] = map(message, fleet.fleet_warnings(load(PISTATS)))
     assert warning.startswith(f"sink 'rejects' ({rejects}) writes {where}")
     assert warning.endswith(
         "; point it under /var/lib/squall/pistats (a ${VAR} of the topology, set in environment)"
     )
     monkeypatch.setenv("WAREHOUSE_URL", "sqlite:////srv/squall/pistats.db")
     monkeypatch.setenv("REJECTS_FILE", "/var/lib/squall/pistats/rejects.jsonl")
-    assert fleet.fleet_warnings(load(PISTATS))[1] == (
+    assert message(fleet.fleet_warnings(load(PISTATS))[1]) == (
         "resource 'warehouse' (/srv/squall/pistats.db) writes outside /var/lib/squall/pistats, "
         "read-only under the unit (ProtectSystem=strict): every shard process would stop at "
         "start; point it under /var/lib/squall/pistats (a ${VAR} of the topology, set in "
@@ -349,7 +359,7 @@ def test_a_path_with_a_colon_and_a_sqlite_url_in_capitals_are_warned_of(
     monkeypatch.setenv("WAREHOUSE_URL", warehouse)
     monkeypatch.setenv("STATE_URL", "redis://cache.internal:6379/0")
     monkeypatch.setenv("REJECTS_FILE", rejects)
-    warnings = fleet.fleet_warnings(load(PISTATS))
+    warnings = [message(w) for w in fleet.fleet_warnings(load(PISTATS))]
     assert any(w.startswith(named) for w in warnings), warnings
 
 
@@ -374,7 +384,7 @@ def test_squall_package_prints_the_fleet_warnings(tmp_path: Path, monkeypatch):
     result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "kcl")])
     assert result.exit_code == 0, result.output
     assert (
-        "  warning: sink 'rejects' (out/rejects.jsonl) writes inside topology/, read-only under "
+        "topology.yaml:55:44: sinks[1].path: sink 'rejects' (out/rejects.jsonl) writes inside topology/, read-only under "
         "the unit: every shard process would stop at start; point it under "
         "/var/lib/squall/pistats (a ${VAR} of the topology, set in environment)\n"
     ) in result.output
