@@ -411,6 +411,7 @@ class SqlStateStore:
         self.table = None if self._plain else subscriptions_table(table)
         self._created = False
         self._sqlite = dialect == "sqlite"
+        self._autocommit_reads = self._plain and not self._sqlite  # (``load``)
         self._page = None if self._sqlite else WRITE_PAGE  # SQLite: read from the connection
         q = engine.dialect.identifier_preparer.quote
         name, cols = q(table), [q(c) for c in COLUMNS]
@@ -455,54 +456,70 @@ class SqlStateStore:
     def load(self, keys: list[str]) -> dict[str, SubscriptionState]:
         if not keys:
             return {}
-        found: dict[str, SubscriptionState] = {}
         with store_errors("state store read"):
             self._ensure_table()
             with self.engine.connect() as conn:
                 if self._sqlite and self.bases_from_load:
                     self._note_read(conn.connection.driver_connection)
-                for i in range(0, len(keys), SELECT_CHUNK):
-                    chunk = keys[i : i + SELECT_CHUNK]
-                    if self._sqlite:
-                        # The keys padded with the last one to a multiple of SELECT_STEP: one
-                        # statement text per size, so sqlite3's statement cache finds it
-                        # prepared (a new size is a new text; each batch's number of keys
-                        # varies, and preparing ~250 parameters cost ~1k instructions an event
-                        # of the example). A key twice in IN selects its row once.
-                        pad = -len(chunk) % SELECT_STEP
-                        sql = self._select_in(len(chunk) + pad)
-                        params: tuple = (*chunk, *repeat(chunk[-1], pad))
-                    else:
-                        sql, params = self._select + "= ANY(%s)", (chunk,)
-                    for (
-                        key,
-                        status,
-                        subscribed,
-                        topics,
-                        reg,
-                        changed,
-                        version,
-                        event_id,
-                        position,
-                        history,
-                    ) in conn.exec_driver_sql(sql, params):
-                        # position_from_text and history_from_text inline (a row per key)
-                        if position:
-                            shard, seq, sub = position.rsplit("/", 2)
-                            at: Position | None = (shard, int(seq), int(sub))
-                        else:
-                            at = None
-                        found[key] = SubscriptionState(
-                            _STATUS[status],
-                            bool(subscribed),
-                            tuple(orjson.loads(topics)),
-                            reg,
-                            changed,
-                            version,
-                            event_id,
-                            at,
-                            tuple(history.split("\n")) if history else (),
-                        )
+                # PostgreSQL, plain driver, one SELECT: read outside a transaction (autocommit).
+                # One statement sees one snapshot either way, and the BEGIN before it and the
+                # ROLLBACK when the connection is returned were two round trips per batch.
+                raw = conn.connection.driver_connection if self._autocommit_reads else None
+                if raw is not None and len(keys) <= SELECT_CHUNK:
+                    raw.autocommit = True
+                else:
+                    raw = None
+                try:
+                    found = self._read(conn, keys)
+                finally:
+                    if raw is not None and not raw.closed:
+                        raw.autocommit = False
+        return found
+
+    def _read(self, conn: Any, keys: list[str]) -> dict[str, SubscriptionState]:
+        found: dict[str, SubscriptionState] = {}
+        for i in range(0, len(keys), SELECT_CHUNK):
+            chunk = keys[i : i + SELECT_CHUNK]
+            if self._sqlite:
+                # The keys padded with the last one to a multiple of SELECT_STEP: one
+                # statement text per size, so sqlite3's statement cache finds it
+                # prepared (a new size is a new text; each batch's number of keys
+                # varies, and preparing ~250 parameters cost ~1k instructions an event
+                # of the example). A key twice in IN selects its row once.
+                pad = -len(chunk) % SELECT_STEP
+                sql = self._select_in(len(chunk) + pad)
+                params: tuple = (*chunk, *repeat(chunk[-1], pad))
+            else:
+                sql, params = self._select + "= ANY(%s)", (chunk,)
+            for (
+                key,
+                status,
+                subscribed,
+                topics,
+                reg,
+                changed,
+                version,
+                event_id,
+                position,
+                history,
+            ) in conn.exec_driver_sql(sql, params):
+                # position_from_text and history_from_text inline (a row per key)
+                if position:
+                    shard, seq, sub = position.rsplit("/", 2)
+                    at: Position | None = (shard, int(seq), int(sub))
+                else:
+                    at = None
+                found[key] = SubscriptionState(
+                    _STATUS[status],
+                    bool(subscribed),
+                    tuple(orjson.loads(topics)),
+                    reg,
+                    changed,
+                    version,
+                    event_id,
+                    at,
+                    tuple(history.split("\n")) if history else (),
+                )
         return found
 
     def save(

@@ -337,3 +337,40 @@ def test_sqlite_loads_of_any_number_of_keys_use_few_statements(tmp_path):
     # up to 66 keys (with "absent"): three texts (SELECT_STEP 32); a whole chunk and the rest: two
     assert len([t for t in texts if t.startswith("(?")]) <= 5
     engine.dispose()
+
+
+def test_postgresql_loads_one_select_outside_a_transaction(pg_url, pg_table, monkeypatch):
+    """The plain driver's load of up to SELECT_CHUNK keys is one SELECT in autocommit: no BEGIN
+    before it, no ROLLBACK after (two round trips a batch); more keys stay in one transaction."""
+    import psycopg2.extensions
+
+    from squall.enrichment import stores
+    from squall.topology.driver_engine import DriverConnection
+    from squall.topology.pg_driver import engine_for
+
+    engine = engine_for(pg_url, {}, 5, 1)
+    s = SqlStateStore(engine, pg_table)
+    s.save({"a": state(1_000, 1), "b": state(2_000, 2)})
+    seen = []
+    execute = DriverConnection.exec_driver_sql
+
+    def recording(conn, sql, params=None):
+        result = execute(conn, sql, params)
+        if "SELECT" in sql:
+            seen.append(conn.raw.get_transaction_status())
+        return result
+
+    monkeypatch.setattr(DriverConnection, "exec_driver_sql", recording)
+    idle = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+    in_tx = psycopg2.extensions.TRANSACTION_STATUS_INTRANS
+    assert sorted(s.load(["a", "b", "c"])) == ["a", "b"]
+    assert seen == [idle]  # read, and no transaction open
+    monkeypatch.setattr(stores, "SELECT_CHUNK", 2)
+    seen.clear()
+    assert sorted(s.load(["a", "b", "c"])) == ["a", "b"]
+    assert seen == [in_tx, in_tx]  # two SELECTs: one transaction, as before
+    with engine.connect() as conn:  # the pool's connection is transactional again
+        assert conn.raw.autocommit is False
+    s.save({"a": state(3_000, 3)})  # and a write still commits
+    assert s.load(["a"])["a"].changed_at == 3_000
+    engine.dispose()
