@@ -389,13 +389,24 @@ WRITE_PAGE = 500  # rows per INSERT … VALUES page: 5,000 parameters (PostgreSQ
 SQLITE_OLD_LIMIT = 999
 
 
+def _pg_any(keys: list[str]) -> tuple[str, tuple]:
+    """PostgreSQL: ``= ANY(…)`` of the keys, and its parameters. The keys go as one text the
+    server splits at newlines: psycopg2 adapts a list item by item (~0.6 µs of CPU a key: ~190 µs
+    for a load of 300 keys, the one text ~16 µs). The list itself when a key holds a newline, or
+    when the text would be empty (``string_to_array('', …)`` is no key, not one empty key)."""
+    text = "\n".join(keys)
+    if text and text.count("\n") == len(keys) - 1:
+        return "= ANY(string_to_array(%s, %s))", (text, "\n")
+    return "= ANY(%s)", (keys,)
+
+
 class SqlStateStore:
     """States in a SQL table (SQLite or PostgreSQL), created if missing on first use.
 
     Reads and writes are driver SQL built once from the table's quoted names (the table itself is
     created from its SQLAlchemy model): building and compiling a Core statement per batch cost
     more than the database work on small batches. Reads select the batch's keys with ``IN (?, …)``
-    (SQLite) or ``= ANY(%s)`` (PostgreSQL, one array parameter); writes are multi-row ``INSERT …
+    (SQLite) or ``= ANY(…)`` (PostgreSQL, one parameter: ``_pg_any``); writes are multi-row ``INSERT …
     VALUES`` pages (SQLite: one row's statement, ``executemany``, unless the written keys are
     asked for) with the version-guarded ``ON CONFLICT … DO UPDATE``.
     """
@@ -490,7 +501,8 @@ class SqlStateStore:
                 sql = self._select_in(len(chunk) + pad)
                 params: tuple = (*chunk, *repeat(chunk[-1], pad))
             else:
-                sql, params = self._select + "= ANY(%s)", (chunk,)
+                where, params = _pg_any(chunk)
+                sql = self._select + where
             for (
                 key,
                 status,
@@ -656,7 +668,8 @@ class SqlStateStore:
                 # COLLATE "C": byte order, which is code point order in UTF-8 — the keys'
                 # (sorted) order across chunks, whatever the database's collation
                 order = f'ORDER BY {q("key")} COLLATE "C" FOR UPDATE'
-                sql, params = head + "= ANY(%s) " + order, (chunk,)
+                where, params = _pg_any(chunk)
+                sql = head + where + " " + order
             found.update((k, v) for k, v in conn.exec_driver_sql(sql, params))
         return found
 

@@ -374,3 +374,39 @@ def test_postgresql_loads_one_select_outside_a_transaction(pg_url, pg_table, mon
     s.save({"a": state(3_000, 3)})  # and a write still commits
     assert s.load(["a"])["a"].changed_at == 3_000
     engine.dispose()
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_postgresql_sends_a_loads_keys_as_one_text(pg_url, pg_table, monkeypatch, plain):
+    """psycopg2 adapts a list of keys one by one (~0.6 µs a key); the keys go as one text split
+    by the server, and as the list when a key holds the newline or is the one empty key."""
+    from squall.topology.driver_engine import DriverConnection
+    from squall.topology.pg_driver import engine_for
+
+    engine = engine_for(pg_url, {}, 5, 1) if plain else sa.create_engine(pg_url_sa(pg_url))
+    s = SqlStateStore(engine, pg_table)
+    odd = ["", "a\nb", "100%", "it's", "é"]
+    s.save({k: state(1_000 + i, i) for i, k in enumerate(["k1", "k2", *odd])})
+    sent = []
+    if plain:
+        execute = DriverConnection.exec_driver_sql
+
+        def recording(conn, sql, params=None):
+            sent.append(params)
+            return execute(conn, sql, params)
+
+        monkeypatch.setattr(DriverConnection, "exec_driver_sql", recording)
+    assert sorted(s.load(["k1", "k2", "k3"])) == ["k1", "k2"]
+    if plain:
+        assert sent == [("k1\nk2\nk3", "\n")]  # one text, no list to adapt
+    assert sorted(s.load(["k1", "a\nb", "k3"])) == ["a\nb", "k1"]  # a newline: the list
+    assert sorted(s.load([""])) == [""]
+    assert sorted(s.load(["", "it's", "100%", "é"])) == ["", "100%", "it's", "é"]
+    base = {"k1": state(1_000, 0).version, "": state(1_002, 2).version}
+    s.save({"k1": state(9_000, 9), "": state(9_000, 10)}, base=base)  # its check reads them
+    assert s.load(["k1"])["k1"].changed_at == 9_000 and s.load([""])[""].changed_at == 9_000
+    engine.dispose()
+
+
+def pg_url_sa(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
