@@ -11,7 +11,7 @@ newer state, even with two writers; and the bolt's writes name the version each 
 computed from, so a key another process updated meanwhile is not written (``StateMoved``) and
 its update is not lost. A dependency failure becomes ``TransientError``.
 
-Size (~760 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
+Size (~815 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
 row format; apart they would each need the other two to be read.
 """
 
