@@ -431,6 +431,18 @@ class SqlStateStore:
         self._mark = "?" if self._sqlite else "%s"
         self._row_marks = "(" + ", ".join([self._mark] * len(COLUMNS)) + ")"
         self._insert = f"INSERT INTO {name} ({', '.join(cols)}) VALUES "
+        # PostgreSQL: a page of rows as one JSON text, in its order (``_rows``)
+        values = [f"squall_row->>{i}" for i in range(len(COLUMNS))]
+        for i, name_ in enumerate(COLUMNS):
+            if name_ == "subscribed":
+                values[i] = f"({values[i]})::boolean"
+            elif name_.endswith("_ms"):
+                values[i] = f"({values[i]})::bigint"
+        self._insert_json = (
+            f"INSERT INTO {name} ({', '.join(cols)}) SELECT {', '.join(values)} "
+            f"FROM json_array_elements(%s::json) WITH ORDINALITY AS squall_rows(squall_row, n) "
+            f"ORDER BY n"
+        )
         self._upsert_tail = (
             f" ON CONFLICT ({cols[0]}) DO UPDATE SET "
             + ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
@@ -617,9 +629,8 @@ class SqlStateStore:
         written = self._upsert(conn, [row for row in rows if row[0] in stored], True)
         tail = f" ON CONFLICT ({self._quoted_key}) DO NOTHING RETURNING {self._quoted_key}"
         for i in range(0, len(fresh), WRITE_PAGE):
-            page = fresh[i : i + WRITE_PAGE]
-            sql = self._insert + ", ".join([self._row_marks] * len(page)) + tail
-            result = conn.exec_driver_sql(sql, tuple(v for row in page for v in row))
+            sql, params = self._rows(fresh[i : i + WRITE_PAGE])
+            result = conn.exec_driver_sql(sql + tail, params)
             written.update(r[0] for r in result)
         for row in fresh:
             if row[0] not in written and self._versions(conn, [row[0]]).get(row[0]) != row[6]:
@@ -690,13 +701,29 @@ class SqlStateStore:
         tail = self._upsert_tail + (f" RETURNING {self._quoted_key}" if report else "")
         size = self._page or self._sqlite_page(conn)
         for i in range(0, len(rows), size):
-            page = rows[i : i + size]
-            sql = self._insert + ", ".join([self._row_marks] * len(page)) + tail
-            params = tuple(v for row in page for v in row)
-            result = conn.exec_driver_sql(sql, params)
+            sql, params = self._rows(rows[i : i + size])
+            result = conn.exec_driver_sql(sql + tail, params)
             if report:
                 written.update(r[0] for r in result)
         return written
+
+    def _rows(self, page: list[tuple]) -> tuple[str, tuple]:
+        """An INSERT of ``page``'s rows (without its ON CONFLICT) and its parameters.
+
+        PostgreSQL: the rows as one JSON text the server takes apart (``json_array_elements``,
+        in the page's order): psycopg2 adapts each parameter of a ``VALUES`` list on its own,
+        ~7 µs of CPU a state row, the JSON text ~0.3 µs. ``VALUES`` when the JSON cannot carry
+        the rows as psycopg2 would (a NUL, which PostgreSQL's ``->>`` refuses; what orjson
+        cannot write: a lone surrogate, an integer beyond 64 bits), so those fail as before."""
+        if not self._sqlite:
+            try:
+                text = orjson.dumps(page).decode()
+            except orjson.JSONEncodeError:
+                text = "\\u0000"
+            if "\\u0000" not in text:
+                return self._insert_json, (text,)
+        sql = self._insert + ", ".join([self._row_marks] * len(page))
+        return sql, tuple(v for row in page for v in row)
 
     def _sqlite_page(self, conn: Any) -> int:
         """Rows per page within the SQLite library's bound-parameter limit (999 before 3.32,

@@ -410,3 +410,46 @@ def test_postgresql_sends_a_loads_keys_as_one_text(pg_url, pg_table, monkeypatch
 
 def pg_url_sa(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def test_postgresql_writes_a_pages_states_as_one_json_text(pg_url, pg_table, monkeypatch):
+    """psycopg2 adapts each of a VALUES list's parameters on its own (~7 µs a state row): a page
+    goes as one JSON text, every field stored as it was (nulls, quotes, newlines, percent
+    signs, non-ASCII, 64-bit times); a value JSON cannot carry as psycopg2 would (a NUL) keeps
+    VALUES and fails as before."""
+    from squall.topology.driver_engine import DriverConnection
+    from squall.topology.pg_driver import engine_for
+
+    engine = engine_for(pg_url, {}, 5, 1)
+    s = SqlStateStore(engine, pg_table)
+    sent = []
+    execute = DriverConnection.exec_driver_sql
+
+    def recording(conn, sql, params=None):
+        sent.append(params)
+        return execute(conn, sql, params)
+
+    monkeypatch.setattr(DriverConnection, "exec_driver_sql", recording)
+    odd = SubscriptionState(
+        Status.SUBSCRIBED,
+        True,
+        ("it's", "100%", "a\nb", "é", '"q"', "back\\slash"),
+        None,
+        2**62,
+        version(2**40, "4959033827149025660855969253836157109592157598913658889", 3, "e'1"),
+        "e'1",
+        ("shard-1", 2**70, 3),
+        ("v1\tx", "v2"),
+    )
+    plain = state(1_000, 1)
+    assert s.save({"k'1": odd, "k\n2": plain}, report=True) == {"k'1", "k\n2"}
+    inserts = [p for p in sent if p and len(p) == 1 and isinstance(p[0], str) and "[" in p[0]]
+    assert len(inserts) == 1  # the rows as one text, not 20 parameters
+    assert s.load(["k'1", "k\n2"]) == {"k'1": odd, "k\n2": plain}
+    base = {"k'1": odd.version}
+    newer = state(2**41, 9)
+    assert s.save({"k'1": newer, "k3": plain}, base=base, report=True) == {"k'1", "k3"}
+    assert s.load(["k'1", "k3"]) == {"k'1": newer, "k3": plain}
+    with pytest.raises(ValueError, match="NUL"):  # psycopg2's refusal, as before
+        s.save({"k\x004": plain})
+    engine.dispose()
