@@ -11,7 +11,7 @@ newer state, even with two writers; and the bolt's writes name the version each 
 computed from, so a key another process updated meanwhile is not written (``StateMoved``) and
 its update is not lost. A dependency failure becomes ``TransientError``.
 
-Size (~815 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
+Size (~840 lines): the three stores (Redis, SQL, SQL behind Redis) share one protocol and one
 row format; apart they would each need the other two to be read.
 """
 
@@ -406,9 +406,10 @@ class SqlStateStore:
     Reads and writes are driver SQL built once from the table's quoted names (the table itself is
     created from its SQLAlchemy model): building and compiling a Core statement per batch cost
     more than the database work on small batches. Reads select the batch's keys with ``IN (?, …)``
-    (SQLite) or ``= ANY(…)`` (PostgreSQL, one parameter: ``_pg_any``); writes are multi-row ``INSERT …
-    VALUES`` pages (SQLite: one row's statement, ``executemany``, unless the written keys are
-    asked for) with the version-guarded ``ON CONFLICT … DO UPDATE``.
+    (SQLite) or ``= ANY(…)`` (PostgreSQL, one parameter: ``_pg_any``); writes are pages of rows
+    (PostgreSQL: one JSON text a page, ``_rows``; SQLite: one row's statement, ``executemany``,
+    or ``VALUES`` pages when the written keys are asked for) with the version-guarded
+    ``ON CONFLICT … DO UPDATE``.
     """
 
     def __init__(self, engine: Any, table: str = "squall_subscriptions"):
