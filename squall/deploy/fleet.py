@@ -34,9 +34,9 @@ import shlex
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from squall import aws, iam
+from squall.deploy.lambda_paths import sqlite_file
 from squall.deploy.topology_files import IGNORED, check_folder, left_out_paths
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -177,9 +177,8 @@ def fleet_warnings(topology: Topology) -> list[str]:
     move = f"; point it under {folder} (a ${{VAR}} of the topology, set in environment)"
     out = []
     for name, res in topology.resources.items():
-        scheme, _, database = res.url.partition(":///")
-        database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
-        if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
+        database = sqlite_file(res.url)
+        if database is None:
             continue
         at = ("resources", name, "url")
         out.append(

@@ -55,9 +55,8 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
     value's variable (its template parameter), located when the topology has a locator."""
     out = []
     for name, res in topology.resources.items():
-        scheme, _, database = res.url.partition(":///")
-        database = unquote(database.split("?", 1)[0])  # as SQLAlchemy reads it: %2F is '/'
-        if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
+        database = sqlite_file(res.url)
+        if database is None:
             continue
         path = ("resources", name, "url")
         if _in_tmp(database):
@@ -105,6 +104,17 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                     )
                 )
     return out
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL opens (``sqlite:///out/w.db`` → ``out/w.db``; the scheme in any case,
+    with a driver, ``%2F`` read as SQLAlchemy reads it), None for another URL or an in-memory
+    database. The Lambda build's and the fleet's warnings (``fleet.fleet_warnings``) read it so."""
+    scheme, _, database = url.partition(":///")
+    database = unquote(database.split("?", 1)[0])
+    if scheme.split("+", 1)[0].lower() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return database
 
 
 def _in_lambda(path: str) -> str:
