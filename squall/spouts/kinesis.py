@@ -434,7 +434,8 @@ class KinesisSpout(Spout):
             st.errors += 1
             if st.errors >= MAX_ERRORS:
                 raise TransientError(
-                    f"{self.id}: shard {st.shard_id}: {st.errors} failed calls in a row: {exc}"
+                    f"{self.id}: shard {st.shard_id}: {st.errors} server or network errors "
+                    f"without an answer between (throttles aside): {exc}"
                 ) from exc
             delay = self._backoff.delay(st.failures - 1)
             log.warning("%s: shard %s: %s; retrying in %.2fs", self.id, st.shard_id, exc, delay)

@@ -448,7 +448,9 @@ def test_server_errors_retry_then_fail_the_read(kinesis, kinesis_mock, make_stre
         idle_exit=3600,  # fake seconds: the backoff's growing delays never look idle
     )
     inject(spout.client, "GetRecords", ["InternalFailure"] * 50)
-    with pytest.raises(TransientError, match="failed calls in a row"):
+    with pytest.raises(
+        TransientError, match="8 server or network errors without an answer between"
+    ):
         consume(spout)
 
 
