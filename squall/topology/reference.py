@@ -16,15 +16,20 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined
 
+from squall.times import DurationOption
 from squall.topology import registry
 
 KIND_TITLES = {"spout": "Spouts", "bolt": "Bolts", "sink": "Sinks"}
+#: How a duration option's type reads (``squall.times.Duration``).
+DURATION = "duration (seconds, or text: `500ms`, `30s`, `5m`, `2h`, `1d`)"
 MARKER = re.compile(r"<!-- reference:(\w+)/(\w+) -->\n.*?<!-- /reference -->", re.S)
 
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
+        if any(isinstance(m, DurationOption) for m in typing.get_args(annotation)[1:]):
+            return DURATION
         return _type_name(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         names = dict.fromkeys(
@@ -54,6 +59,14 @@ def _type_name(annotation: Any) -> str:
     return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )
+
+
+def _field_type(field: Any) -> str:
+    """An option's type as the reference names it: pydantic keeps a top-level ``Annotated``'s
+    marks in ``field.metadata`` (a ``Duration`` option's ``DurationOption``), not the annotation."""
+    if any(isinstance(m, DurationOption) for m in field.metadata):
+        return DURATION
+    return _type_name(field.annotation)
 
 
 def _default(field: Any) -> str:
@@ -96,7 +109,7 @@ def component_table(kind: str, type_name: str) -> str:
             continue
         description = " ".join((field.description or "").split()).replace("|", "\\|")
         rows.append(
-            f"| `{field.alias or name}` | {_type_name(field.annotation)} | {_default(field)} | {description} |"
+            f"| `{field.alias or name}` | {_field_type(field)} | {_default(field)} | {description} |"
         )
     return "\n".join(rows) + "\n"
 

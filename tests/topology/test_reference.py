@@ -54,3 +54,15 @@ def test_defaults_and_types_read_as_yaml_not_as_python_reprs():
     ) in text
     assert '| `delimiter` | text | `"\\n"` |' in text
     assert "| `credentials` | text (secret) | required |" in text
+
+
+def test_a_duration_option_reads_as_a_duration():
+    """``squall.times.Duration`` options (the window's ``size``, the subscription's
+    ``max_future``) read "integer or number or text", which says nothing of ``30s``."""
+    from squall.topology.reference import DURATION, component_table
+
+    window = component_table("bolt", "window")
+    for option in ("size", "hop", "allowed_lateness", "idle_shard_after", "max_future"):
+        assert f"| `{option}` | {DURATION} |" in window
+    assert f"| `max_future` | {DURATION} |" in component_table("bolt", "subscription")
+    assert "| `max_topics` | integer |" in component_table("bolt", "subscription")
