@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from squall import aws, iam
-from squall.deploy.lambda_paths import sqlite_file
+from squall.deploy.lambda_paths import sqlite_file, written_paths
 from squall.deploy.topology_files import IGNORED, check_folder, left_out_paths
 from squall.errors import SquallError
 from squall.iam import AwsPermission, dynamodb_table_arn, kinesis_stream_arn
@@ -195,21 +195,9 @@ def fleet_warnings(topology: Topology) -> list[str]:
             out.append(
                 _located(topology, at, f"resource '{name}' ({database}) writes {where}{move}")
             )
-    groups = {"bolt": ("bolts", topology.bolts), "sink": ("sinks", topology.sinks)}
-    for kind, (group, configs) in groups.items():
-        for i, cfg in enumerate(configs):
-            if not registry.capabilities(kind, cfg).writes_local_files:
-                continue
-            out += [
-                _located(
-                    topology, (group, i, key), f"{kind} '{cfg.id}' ({value}) writes {where}{move}"
-                )
-                for key in type(cfg).model_fields
-                if key not in ("id", "type")
-                and isinstance(value := getattr(cfg, key), str)
-                and "://" not in value  # a URL; a file name may hold a ':' (12:00.jsonl)
-                and (where := _unit_cannot_keep(value, folder))
-            ]
+    for kind, at, cfg, value in written_paths(topology):
+        if where := _unit_cannot_keep(value, folder):
+            out.append(_located(topology, at, f"{kind} '{cfg.id}' ({value}) writes {where}{move}"))
     return out
 
 

@@ -14,7 +14,9 @@ parameter to set when the value comes from a variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from squall.errors import SquallError
@@ -76,6 +78,30 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                 hint="url",
             )
         )
+    for kind, at, cfg, value in written_paths(topology):
+        tmp = _in_tmp(value)
+        if tmp:
+            problem = "in the execution environment's /tmp: lost when Lambda discards it"
+        else:
+            problem = f"{_where(value)}: every init would stop"
+        out.append(
+            _located(
+                topology,
+                text,
+                at,
+                f"{kind} '{cfg.id}' writes {value} {problem}; use a durable sink "
+                "(dead letters: dead_letter_table, dead_letter_sqs, dead_letter_s3 or "
+                "dead_letter_kinesis)" + ("" if tmp else ", or a path under /tmp"),
+                hint=None if tmp else "path",
+            )
+        )
+    return out
+
+
+def written_paths(topology: Topology) -> Iterator[tuple[str, tuple[str, int, str], Any, str]]:
+    """(kind, option's place, config, path) of each file path a bolt or sink that writes local
+    files (``writes_local_files``) is given: its text options, URLs left out (a file name may
+    hold a ``:``, ``12:00.jsonl``). The Lambda build's and the fleet's warnings read them so."""
     groups = {"bolt": ("bolts", topology.bolts), "sink": ("sinks", topology.sinks)}
     for kind, (key, configs) in groups.items():
         for i, cfg in enumerate(configs):
@@ -85,25 +111,8 @@ def lambda_path_warnings(topology: Topology, text: str = "") -> list[str]:
                 value = getattr(cfg, field)
                 if field in ("id", "type") or not isinstance(value, str) or not value:
                     continue
-                if "://" in value:
-                    continue  # a URL, not a path
-                tmp = _in_tmp(value)
-                if tmp:
-                    problem = "in the execution environment's /tmp: lost when Lambda discards it"
-                else:
-                    problem = f"{_where(value)}: every init would stop"
-                out.append(
-                    _located(
-                        topology,
-                        text,
-                        (key, i, field),
-                        f"{kind} '{cfg.id}' writes {value} {problem}; use a durable sink "
-                        "(dead letters: dead_letter_table, dead_letter_sqs, dead_letter_s3 or "
-                        "dead_letter_kinesis)" + ("" if tmp else ", or a path under /tmp"),
-                        hint=None if tmp else "path",
-                    )
-                )
-    return out
+                if "://" not in value:  # a URL is not a path
+                    yield kind, (key, i, field), cfg, value
 
 
 def sqlite_file(url: str) -> str | None:
