@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -277,6 +278,41 @@ def test_times_as_text_store_what_sqlite3s_adapters_stored(payload, arrival):
     assert stored[0] == stored[1]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-03T18:00:00.329Z",  # JavaScript's toISOString: cut from the text
+        "2026-11-03T18:00:00.029001Z",
+        "2026-11-03T18:00:00.000Z",  # a fraction of zeros: none, as isoformat writes it
+        "2026-11-03T18:00:00.000000Z",
+        "2026-11-03T18:00:00Z",
+        "0999-01-01T00:00:00.100Z",
+        # texts of the same lengths that are other readings: the general path
+        "2026-11-03 18:00:00.329Z",
+        "2026-11-03T18:00:00,329Z",
+        "2026-W45-2T18:00:00.329Z",
+        "20261103T180000.329000000Z",
+        "2026-11-03T18:00:00.329z",
+        "2026-11-03T18:00:00.3290Z",
+    ],
+)
+def test_timestamp_text_of_the_usual_sdk_times(text):
+    """The usual SDK time is cut from its text (no datetime fields formatted): the same text as
+    ``isoformat(" ")`` of the time it reads as, and any other reading of a text of that length
+    still takes the general path."""
+    from squall.sinks.warehouse.columns import _timestamp_text, to_datetime
+
+    assert _timestamp_text(text) == to_datetime(text).isoformat(" ")
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T18:00:00.329Z", "2026-11-03T24:00:00.000Z"])
+def test_timestamp_text_refuses_an_impossible_usual_time(text):
+    from squall.sinks.warehouse.columns import _timestamp_text
+
+    with pytest.raises(ValueError):
+        _timestamp_text(text)
+
+
 class _Stamp(datetime):
     """A datetime subclass (as a Python bolt may put in a payload) with its own isoformat."""
 
@@ -292,7 +328,7 @@ class _Stamp(datetime):
         timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3, minutes=-30)), None]),
     ),
     whole=st.booleans(),
-    form=st.sampled_from(["iso", "z", "object", "ms", "subclass"]),
+    form=st.sampled_from(["iso", "z", "js", "object", "ms", "subclass"]),
 )
 def test_timestamp_text_is_isoformat_with_a_space(when, whole, form):
     """``_timestamp_text`` writes a plain UTC datetime from its fields and tables, not by
@@ -305,6 +341,7 @@ def test_timestamp_text_is_isoformat_with_a_space(when, whole, form):
     value: object = {
         "iso": when.isoformat(),
         "z": when.replace(tzinfo=None).isoformat() + "Z",
+        "js": when.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z",
         "object": when,
         "ms": int(when.replace(tzinfo=when.tzinfo or UTC).timestamp() * 1000),
         "subclass": _Stamp.fromisoformat(when.isoformat()),

@@ -240,7 +240,30 @@ def _to_json(v: Any) -> Any:
 def _timestamp_text(v: Any) -> str:
     """A timestamp as ``sqlite3``'s default adapter stores a datetime: ``isoformat(" ")`` — for a
     plain datetime in UTC (all ``to_datetime`` makes of JSON) from its fields and tables, not
-    ``isoformat``'s formatting (~8k instructions more; tests/sinks/test_row_builder.py)."""
+    ``isoformat``'s formatting (~8k instructions more; tests/sinks/test_row_builder.py).
+
+    The usual SDK time, ``2024-05-01T12:00:00.123Z`` (JavaScript's ``toISOString``) or with six
+    digits or none, is already that text but for its separators: once ``fromisoformat`` has
+    accepted it (the date checked), the text is cut from it, without a datetime's fields."""
+    if (
+        v.__class__ is str
+        and (n := len(v)) in _Z_LENGTHS
+        and v[10] == "T"
+        and v[-1] == "Z"
+        and v[4] == "-"
+        and v[7] == "-"
+        and v[13] == ":"
+        and v[16] == ":"
+        and (n == 20 or v[19] == ".")
+    ):
+        try:
+            _fromisoformat(v)
+        except ValueError:
+            pass  # the located error, or another reading, from the general path below
+        else:  # (its only "T" is the separator: the rest are digits and the marks tested)
+            if n == 20 or (v[20] == "0" and v[20:-1] == _ZEROS[n]):
+                return v[:19].replace("T", " ") + "+00:00"
+            return v[:-1].replace("T", " ") + _PAD[n]
     d = to_datetime(v)
     if d.__class__ is not datetime or d.tzinfo is not UTC:
         return d.isoformat(" ")
@@ -258,6 +281,12 @@ def _timestamp_text(v: Any) -> str:
 #: ``_timestamp_text``'s tables: two-digit numbers, and dates by ordinal ("2024-05-01 ").
 _TWO = tuple(f"{n:02d}" for n in range(100))
 _DAYS: dict[int, str] = {}
+#: Its usual texts, by length: seconds only (20), milliseconds (24), microseconds (27); a
+#: fraction of zeros is no fraction, as ``isoformat`` writes it, and milliseconds are padded.
+_Z_LENGTHS = frozenset((20, 24, 27))
+_ZEROS = {24: "000", 27: "000000"}
+_PAD = {24: "000+00:00", 27: "+00:00"}
+_fromisoformat = datetime.fromisoformat
 
 
 def _date_text(v: Any) -> str:
