@@ -101,6 +101,12 @@ def _closing(resources, resource: str, table: str, hint: str) -> Iterator:
     help="Count what would be replayed, per component and reason; run nothing.",
 )
 @click.option(
+    "--allow-unreadable",
+    is_flag=True,
+    help="Exit 0, not 3, when lines are not dead letters (torn, not JSON) or dead letters cannot "
+    "be replayed; they are still counted and named.",
+)
+@click.option(
     "--batch-size",
     type=click.IntRange(1, 100_000),
     help="Records per batch (default: settings.batch_size).",
@@ -117,6 +123,7 @@ def replay(
     since: datetime | None,
     until: datetime | None,
     dry_run: bool,
+    allow_unreadable: bool,
     batch_size: int | None,
     region: str | None,
     endpoint_url: str | None,
@@ -124,7 +131,8 @@ def replay(
     """Run the records of dead letters (a dead_letter file, .gz or not; s3://bucket/prefix of
     dead_letter_s3 objects; sql://RESOURCE[/TABLE] of a dead_letter_table) through TOPOLOGY's
     bolts and sinks again, with their original metadata and event ids. The spout is not read and
-    no checkpoint moves."""
+    no checkpoint moves. Exits 3 when lines of the input were not replayed (unreadable, or
+    unreplayable dead letters), 4 when records failed and were dead-lettered again."""
     from squall.cli import _load_or_exit
     from squall.deploy.replay import Replayer, ReplayReport, Selection, select
 
@@ -133,7 +141,7 @@ def replay(
     unknown = sorted(set(components) - {n.id for n in topo.plan.nodes} - {topo.plan.spout_id})
     if unknown:
         click.echo(f"warning: the topology has no component {', '.join(unknown)}", err=True)
-    report = ReplayReport()
+    report = ReplayReport(allow_unreadable=allow_unreadable)
     try:
         source = _source(topo, dead_letters, region, endpoint_url)
         records = select(source, selection, report)
@@ -148,7 +156,7 @@ def replay(
         sys.exit(130)
     if dry_run:
         _print_dry_run(report)
-        return
+        sys.exit(report.exit_code)  # 3 as the replay would for the lines it cannot replay
     Replayer(topo, batch_size=batch_size).run(records, report)
     if report.setup_error is None:
         for line in report.summary():
@@ -162,5 +170,5 @@ def _print_dry_run(report) -> None:
         click.echo(f"{n:>8,}  {component or '-'}: {reason}")
     click.echo(report.summary()[0])
     for line in report.summary()[2:]:
-        if line.startswith(("unreplayable", "unreadable")):
+        if line.startswith(("unreplayable", "unreadable", "not replayed")):
             click.echo(line)

@@ -24,7 +24,7 @@ from typing import Any
 
 from squall.deploy import lock
 from squall.deploy.dead_letters import DeadLetter, Unreadable
-from squall.deploy.local import ExitStatus, one_line
+from squall.deploy.local import EXIT_OK, ExitStatus, one_line
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record
 from squall.observability.logs import log_context
@@ -37,6 +37,20 @@ log = logging.getLogger("squall.replay")
 
 #: Characters of a reason that ``--dry-run`` groups by.
 REASON_CHARS = 80
+#: Unreadable lines and unreplayable dead letters the summary names one by one (each unreadable
+#: line is also logged as it is read).
+LISTED = 20
+
+#: ``squall replay``'s exit codes beyond a run's (README's CLI table), for a script that deletes
+#: its input when the replay succeeded (``squall replay t.yaml rejects.jsonl && rm rejects.jsonl``):
+#: the input still holds lines that were not replayed — not dead letters (torn, not JSON), or
+#: dead letters that cannot be replayed (a record kept in part, a corrupt S3 object's pointer);
+#: every readable one was replayed. ``--allow-unreadable`` accepts them (exit 0).
+EXIT_NOT_REPLAYED = 3
+#: Every selected dead letter was replayed, but some records failed again: they are in the
+#: topology's dead-letter sink again — often the very file or table replayed, which the replay
+#: appends to.
+EXIT_DEAD_LETTERED_AGAIN = 4
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,22 @@ class ReplayReport(ExitStatus):
     interrupted: bool = False
     aborted: bool = False
     seconds: float = 0.0
+    #: ``--allow-unreadable``: unreadable lines and unreplayable dead letters do not make the
+    #: exit code (they are still counted and named).
+    allow_unreadable: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """A run's exit code (README's table), else 3 when lines of the input were not replayed
+        (unless allowed), else 4 when records were dead-lettered again."""
+        code = super().exit_code
+        if code != EXIT_OK:
+            return code
+        if (self.unreadable or self.unreplayable) and not self.allow_unreadable:
+            return EXIT_NOT_REPLAYED
+        if self.counts[Outcome.DEAD_LETTERED]:
+            return EXIT_DEAD_LETTERED_AGAIN
+        return EXIT_OK
 
     def summary(self) -> list[str]:
         """The lines ``squall replay`` prints at the end."""
@@ -93,8 +123,16 @@ class ReplayReport(ExitStatus):
             f"dead-lettered again {c[Outcome.DEAD_LETTERED]:,}, filtered {c[Outcome.FILTERED]:,}, "
             f"failed {c[Outcome.FAILED]:,}{held}; {self.seconds:.1f}s",
         ]
-        lines += [f"unreplayable: {dl.where}: {dl.unreplayable}" for dl in self.unreplayable[:20]]
-        lines += [f"unreadable: {u.where}: {u.why}" for u in self.unreadable[:20]]
+        lines += [
+            f"unreplayable: {dl.where}: {dl.unreplayable}" for dl in self.unreplayable[:LISTED]
+        ]
+        if len(self.unreplayable) > LISTED:
+            lines.append(f"unreplayable: {len(self.unreplayable) - LISTED:,} more not listed")
+        lines += [f"unreadable: {u.where}: {u.why}" for u in self.unreadable[:LISTED]]
+        if len(self.unreadable) > LISTED:
+            lines.append(
+                f"unreadable: {len(self.unreadable) - LISTED:,} more not listed (each was logged)"
+            )
         lines += [f"failed: {r}" for r in self.failed_records[:10]]
         if self.input_error is not None:
             lines.append(f"input stopped: {self.input_error}")
@@ -107,7 +145,32 @@ class ReplayReport(ExitStatus):
             lines.append(f"aborted by {by}: the batch in flight was not committed")
         elif self.interrupted:
             lines.append("interrupted: the batch in flight was finished and committed")
+        lines += self.verdict()
         return lines
+
+    def verdict(self) -> list[str]:
+        """Why the exit code is 3 or 4: what the input still holds."""
+        code, out = self.exit_code, []
+        skipped = []
+        if self.unreadable:
+            skipped.append(f"{len(self.unreadable):,} unreadable line(s)")
+        if self.unreplayable:
+            skipped.append(f"{len(self.unreplayable):,} unreplayable dead letter(s)")
+        if skipped and self.allow_unreadable:
+            out.append(f"not replayed, accepted (--allow-unreadable): {' and '.join(skipped)}")
+        elif code == EXIT_NOT_REPLAYED:
+            out.append(
+                f"not replayed: {' and '.join(skipped)}, named above; the input still holds "
+                f"them (exit {code}; --allow-unreadable accepts them)"
+            )
+        again = self.counts[Outcome.DEAD_LETTERED]
+        if again and code in (EXIT_NOT_REPLAYED, EXIT_DEAD_LETTERED_AGAIN):
+            exit_note = f" (exit {code})" if code == EXIT_DEAD_LETTERED_AGAIN else ""
+            out.append(
+                f"failed again: {again:,} record(s) dead-lettered again, into the topology's "
+                f"dead-letter sink{exit_note}: keep the input if that is what was read"
+            )
+        return out
 
 
 def select(

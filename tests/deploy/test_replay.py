@@ -110,7 +110,7 @@ def test_a_record_fixed_by_a_schema_change_is_replayed_with_its_event_id_and_twi
 
     result = replay(topology, "--component", "validate")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     assert "committed 1, dead-lettered again 1, filtered 0, failed 0" in result.output
     assert "not matching the filters 1" in result.output  # the decode failure
     assert [r[:2] for r in rows(topology)] == [(rows(topology)[0][0], 1), (by_n[2]["event_id"], 2)]
@@ -127,7 +127,7 @@ def test_a_record_fixed_by_a_schema_change_is_replayed_with_its_event_id_and_twi
 
     twice = replay(topology, "--component", "validate")
 
-    assert twice.exit_code == 0, twice.output
+    assert twice.exit_code == 4, twice.output
     assert len(rows(topology)) == 2  # the warehouse absorbed the repeat (same event id)
     assert dead_letters(topology) == after  # and the dead letter too (same replay count)
 
@@ -136,7 +136,7 @@ def test_replay_never_reads_the_spout_nor_writes_a_checkpoint(topology: Path):
     # The spout is a Kinesis stream at a port nothing listens on; its checkpoints are in the
     # warehouse's database.
     (topology.parent / "schema.json").write_text(json.dumps(SCHEMA_V2))
-    assert replay(topology).exit_code == 0
+    assert replay(topology).exit_code == 4
     url, table = where(topology)
     with sa.create_engine(plain(url)).connect() as conn:
         assert f"{table}_cp" not in sa.inspect(conn).get_table_names()
@@ -145,7 +145,7 @@ def test_replay_never_reads_the_spout_nor_writes_a_checkpoint(topology: Path):
 def test_a_record_failing_again_in_another_component_is_dead_lettered_there(topology: Path):
     result = replay(topology, "--component", "decode")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     assert "selected 1," in result.output and "dead-lettered again 1" in result.output
     last = dead_letters(topology)[-1]
     assert (last["component"], last["record"], last["meta"]["replay"]) == ("decode", "not json", 1)
@@ -193,7 +193,7 @@ def test_a_gzip_file_with_bad_lines_is_replayed_and_each_bad_line_is_named_and_c
 
     result = replay(topology, input_path=gz)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "selected 3," in result.output and "unreadable 2" in result.output
     assert f"unreadable: {gz}:2: not JSON" in result.output
     assert f"unreadable: {gz}:3: meta is not an object" in result.output
@@ -232,7 +232,7 @@ def test_a_corrupt_s3_object_pointer_is_reported_not_replayed(topology: Path, tm
 
     result = replay(topology, input_path=path)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "unreplayable 1" in result.output and "committed 0" in result.output
     assert "corrupt S3 object s3://in/2026/12/06/a.jsonl.gz" in result.output
 
@@ -253,7 +253,7 @@ def test_a_table_input_is_read_by_resource_and_table(tmp_path: Path, unique_name
 
     result = replay(path, input_path="sql://warehouse")  # type: ignore[arg-type]
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     assert "selected 3," in result.output and "committed 1" in result.output
     with sqlite3.connect(tmp_path / "wh.db") as db:
         assert db.execute(f"SELECT count(*) FROM {unique_name}").fetchone() == (2,)
@@ -263,7 +263,7 @@ def test_a_table_input_is_read_by_resource_and_table(tmp_path: Path, unique_name
         ).fetchall()
         assert not others and "maximum" in reason and json.loads(meta)["replay"] == 1
     again = replay(path, input_path="sql://warehouse/squall_dead_letters")  # type: ignore[arg-type]
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 4, again.output
     with sqlite3.connect(tmp_path / "wh.db") as db:  # replaced, not added: one row per key
         assert db.execute(f"SELECT count(*) FROM {unique_name}").fetchone() == (2,)
         assert db.execute("SELECT count(*) FROM squall_dead_letters").fetchone() == (3,)
@@ -291,7 +291,7 @@ def test_dead_letter_s3_objects_are_replayed_from_their_prefix(moto_server, tmp_
 
     result = replay(path, *args, input_path=url)  # type: ignore[arg-type]
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     assert "selected 2," in result.output
     assert "committed 1, dead-lettered again 1" in result.output
     with sqlite3.connect(tmp_path / "wh.db") as db:
@@ -378,7 +378,7 @@ def test_the_s3_spouts_dead_letters_of_whole_objects_are_named_by_their_pointer(
 
     result = replay(topology, input_path=path)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "unreplayable 2" in result.output and "committed 0" in result.output
     assert "kept only part" not in result.output
     assert (
@@ -411,7 +411,7 @@ def test_the_dead_letter_of_an_s3_object_replaced_while_read_is_not_called_corru
 
     result = replay(topology, input_path=path)
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output
     assert "unreplayable 1" in result.output and "committed 0" in result.output
     assert "corrupt" not in result.output and "repaired" not in result.output
     assert (

@@ -34,7 +34,7 @@ def test_the_dead_letters_a_replay_appends_to_the_file_it_reads_are_not_read_bac
     # read, one record a batch, so the reader is still in it when they are written.
     result = replay(topology, "--batch-size", "1")
 
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output
     assert "read 3 dead letters: selected 3, not matching the filters 0, duplicates 0" in (
         result.output
     )
@@ -88,7 +88,7 @@ def test_repeating_a_replay_of_dead_letter_s3_objects_writes_no_new_dead_letter(
 
     first = replay(path, *args, input_path=url)  # type: ignore[arg-type]
 
-    assert first.exit_code == 0 and "dead-lettered again 1" in first.output, first.output
+    assert first.exit_code == 4 and "dead-lettered again 1" in first.output, first.output
     objects = sorted(s3.list_objects_v2(Bucket=bucket)["Contents"], key=lambda o: o["Key"])
     assert len(objects) == 2
     # the case: the re-failure's object is the newer one and its key sorts first
@@ -96,7 +96,7 @@ def test_repeating_a_replay_of_dead_letter_s3_objects_writes_no_new_dead_letter(
 
     again = replay(path, *args, input_path=url)  # type: ignore[arg-type]
 
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 4, again.output
     assert "selected 1, not matching the filters 0, duplicates 1" in again.output
     assert len(s3.list_objects_v2(Bucket=bucket)["Contents"]) == 2  # nothing new
     with sqlite3.connect(tmp_path / "wh.db") as db:
