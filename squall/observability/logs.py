@@ -1,8 +1,9 @@
 """Log lines: text or JSON (``--log-format json``, ``SQUALL_LOG_FORMAT=json``), with batch context.
 
-Every line carries the context of the batch in flight — topology, shard, sequence range, batch
-id, and the component when one is named — from a context variable the runner sets around each
-batch, so a line from deep inside a bolt still says which records it was about. Credentials in
+Every line carries the context of the batch in flight — topology, batch id, each shard of its
+records with their sequence range (``batch_positions``), and the component when one is named —
+from a context variable the runner sets around each batch, so a line from deep inside a bolt
+still says which records it was about. Credentials in
 URLs (``scheme://user:password@host``), ``password=…`` pairs, ``Authorization:``-style headers
 and credential keys (``squall.redact``) are masked in every line, in both formats — in JSON, the
 value of an extra field named as a credential too: a connection error that quotes its DSN, or an
@@ -20,7 +21,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -75,6 +76,60 @@ def _masked(name: str, value: Any) -> Any:
     return masked_secret(name, text)
 
 
+#: Shards a batch's ``shards`` field lists; a batch of records of more (an SQS standard queue's
+#: messages, each its own shard) counts the others in ``shards_more``.
+SHARDS_LISTED = 50
+
+
+def batch_positions(records: Sequence[Any]) -> dict[str, Any]:
+    """The fields that say which records a batch held, for its log lines (every runner's, through
+    ``Recorder``): ``shards``, each shard of the records (in the order of their first record) with
+    the sequence numbers of its first and last record in the batch —
+    ``[{"shard", "sequence_first", "sequence_last"}, ...]``, the first ``SHARDS_LISTED`` and
+    ``shards_more`` for the others; a batch of one shard's records (the KCL's, a Lambda Kinesis
+    trigger's, often ``squall run``'s) also has them at the top: ``shard``, ``sequence_first``,
+    ``sequence_last``. A batch of several shards has no top-level range: its first record and
+    its last are of different shards."""
+    ranges: dict[str, list[str]] = {}
+    for record in records:
+        meta = record.meta
+        seen = ranges.get(meta.shard_id)
+        if seen is None:
+            ranges[meta.shard_id] = [meta.sequence_number, meta.sequence_number]
+        else:
+            seen[1] = meta.sequence_number
+    out: dict[str, Any] = {}
+    if len(ranges) == 1:
+        [(shard, (first, last))] = ranges.items()
+        out = {"shard": shard, "sequence_first": first, "sequence_last": last}
+    if ranges:
+        out["shards"] = [
+            {"shard": shard, "sequence_first": first, "sequence_last": last}
+            for shard, (first, last) in list(ranges.items())[:SHARDS_LISTED]
+        ]
+    if len(ranges) > SHARDS_LISTED:
+        out["shards_more"] = len(ranges) - SHARDS_LISTED
+    return out
+
+
+def text_fields(fields: dict[str, Any]) -> str:
+    """``key=value …`` of a text line's fields: ``shards`` as ``shard:first-last,…``, and left
+    out when ``shard`` is there (a batch of one shard: ``shard``, ``sequence_first`` and
+    ``sequence_last`` say it)."""
+    pairs = []
+    for key, value in fields.items():
+        if key == "shards" and isinstance(value, list):
+            if "shard" in fields:
+                continue
+            value = ",".join(
+                f"{s.get('shard')}:{s.get('sequence_first')}-{s.get('sequence_last')}"
+                for s in value
+                if isinstance(s, dict)
+            )
+        pairs.append(f"{key}={value}")
+    return " ".join(pairs)
+
+
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Add fields to every log line emitted inside the block (nested blocks add to the outer ones)."""
@@ -126,7 +181,7 @@ class TextFormatter(logging.Formatter):
         ctx = _context.get()
         if ctx:
             line += (
-                " [" + " ".join(f"{k}={v}" for k, v in ctx.items() if not isinstance(v, dict)) + "]"
+                " [" + text_fields({k: v for k, v in ctx.items() if not isinstance(v, dict)}) + "]"
             )
         line = one_line(redact(line))  # masked first: a secret's pattern may end at a newline
         if record.exc_info and not record.exc_text:

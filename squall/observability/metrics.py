@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from squall.cache import LRUCache
-from squall.observability.logs import log_context
+from squall.observability.logs import batch_positions, log_context
 from squall.redact import redact_text
 from squall.topology.outcomes import ComponentStats
 
@@ -286,8 +286,8 @@ class BatchSample:
     components: list[ComponentDelta] = field(default_factory=list)
     checkpointed: bool = False
     shard: str | None = None
-    first_sequence: str | None = None
-    last_sequence: str | None = None
+    #: Which records the batch held: its shards and their sequence ranges (``batch_positions``).
+    positions: dict[str, Any] = field(default_factory=dict)
     millis_behind: dict[str, int] = field(default_factory=dict)
     iterator_age_ms: dict[str, float] = field(default_factory=dict)
     #: UNIX time the batch ended (the recorder's clock): the heartbeat.
@@ -314,8 +314,7 @@ class BatchSample:
             "duration_ms": round(self.seconds * 1000, 1),
             **self.outcomes,
         }
-        if self.first_sequence is not None:
-            out["sequence_first"], out["sequence_last"] = self.first_sequence, self.last_sequence
+        out.update(self.positions)
         if self.millis_behind:
             out["millis_behind_latest"] = max(self.millis_behind.values())
         if self.iterator_age_ms:
@@ -419,9 +418,8 @@ class Recorder:
             "batch_id": self.batches + 1,
             "shard": shard,
         }
-        if records:
-            fields["sequence_first"] = records[0].meta.sequence_number
-            fields["sequence_last"] = records[-1].meta.sequence_number
+        positions = batch_positions(records)
+        fields.update(positions)
         started = time.perf_counter()
         self._shard = shard
         told = getattr(engine, "on_retry", None)
@@ -443,6 +441,7 @@ class Recorder:
                     shard=shard,
                     millis_behind=lag() if lag else None,
                     error=exc,
+                    positions=positions,
                 )
                 raise
             if hasattr(engine, "on_retry"):
@@ -455,6 +454,7 @@ class Recorder:
                 shard=shard,
                 millis_behind=lag() if lag else None,
                 checkpoint_later=checkpoint_later,
+                positions=positions,
             )
 
     @contextmanager
@@ -549,10 +549,12 @@ class Recorder:
         error: BaseException | None = None,
         checkpoint_retries: int = 0,
         checkpoint_later: bool = False,
+        positions: dict[str, Any] | None = None,
     ) -> BatchSample:
         """Record one batch: ``result`` is the ``BatchResult``, or None with ``error`` when it raised.
         ``checkpoint_retries``: checkpoint saves the runner retried, not the engine's store (the
-        KCL daemon's answer ``ThrottlingException``); ``checkpoint_later``: see ``batch``."""
+        KCL daemon's answer ``ThrottlingException``); ``checkpoint_later``: see ``batch``;
+        ``positions``: ``batch_positions(records)`` when the caller has them."""
         self.batches += 1
         sample = BatchSample(
             self.topology,
@@ -566,8 +568,7 @@ class Recorder:
             ended=self.clock(),
         )
         if records:
-            sample.first_sequence = records[0].meta.sequence_number
-            sample.last_sequence = records[-1].meta.sequence_number
+            sample.positions = batch_positions(records) if positions is None else positions
             sample.iterator_age_ms = self._iterator_age(records)
         if result is None:
             sample.status = "failed"

@@ -109,11 +109,18 @@ class OtelBackend:
         }
         if s.shard:
             attrs["squall.shard"] = s.shard
-        if s.first_sequence is not None:
+        # The batch's log fields (``batch_positions``): one shard's range, else per shard.
+        p = s.positions
+        if "sequence_first" in p:
+            attrs["squall.shard"] = p["shard"]
             attrs["squall.sequence_first"], attrs["squall.sequence_last"] = (
-                s.first_sequence,
-                s.last_sequence,
+                p["sequence_first"],
+                p["sequence_last"],
             )
+        elif p.get("shards"):
+            attrs["squall.shards"] = [
+                f"{x['shard']}:{x['sequence_first']}-{x['sequence_last']}" for x in p["shards"]
+            ]
         batch = self.tracer.start_span("squall.batch", start_time=start, attributes=attrs)
         ctx = trace.set_span_in_context(batch)
         at = start

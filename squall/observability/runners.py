@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from squall.errors import MetricsError
+from squall.observability.logs import text_fields
 from squall.observability.metrics import BatchSample, Recorder
 from squall.observability.progress import PeriodicLog, Totals
 
@@ -91,7 +92,7 @@ class InvocationLog:
     def record(self, s: BatchSample) -> None:
         fields = s.log_fields()
         level = logging.INFO if s.status == "ok" else logging.ERROR
-        text = " ".join(f"{k}={v}" for k, v in fields.items())
+        text = text_fields(fields)
         invocation_log.log(level, "invocation: %s", text, extra={"fields": fields})
 
 

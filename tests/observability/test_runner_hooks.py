@@ -37,7 +37,7 @@ def test_kcl_processor_records_millis_behind_latest_of_its_shard(tmp_path: Path)
     assert sample.millis_behind == {p.shard_id: 4321} and sample.shard == p.shard_id
     # the checkpoint counts once the daemon stored it (``Recorder.checkpoint_stored``), not here
     assert sample.outcomes["committed"] == 3 and not sample.checkpointed
-    assert (sample.first_sequence, sample.last_sequence) == ("100", "102")
+    assert (sample.positions["sequence_first"], sample.positions["sequence_last"]) == ("100", "102")
 
 
 def test_lambda_invocation_logs_one_line_with_the_first_failed_record_and_prints_emf(

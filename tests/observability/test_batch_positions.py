@@ -1,0 +1,178 @@
+"""Which records a batch held, in its log lines: each shard with its own sequence range.
+
+A batch of several shards (``squall run`` reading a stream's shards, a Lambda SQS trigger's
+messages, each its own shard) logged ``sequence_first`` from its first record's shard and
+``sequence_last`` from its last record's, and no shard: a range of no shard, and no field to find
+a shard's batches by."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from squall.bolts.base import Bolt, Output
+from squall.deploy.local import LocalRunner
+from squall.event import Event, Record, RecordMeta
+from squall.observability.logs import (
+    SHARDS_LISTED,
+    JsonFormatter,
+    TextFormatter,
+    batch_positions,
+    log_context,
+)
+from squall.testing import ListSpout
+from squall.topology.loader import load_text
+
+log = logging.getLogger("squall.test.positions")
+A, B = "shardId-000000000000", "shardId-000000000001"
+
+
+class TwoShardSpout(ListSpout):
+    """The list's records from two shards, interleaved as a Kinesis spout's batch of two shards
+    is: A 1, B 101, A 2, B 102, …"""
+
+    def read(self, max_records: int) -> Iterator[list[Record]]:
+        self.records = [
+            Record(r.data, r.meta._replace(shard_id=(A, B)[i % 2], sequence_number=str(n)))
+            for i, r in enumerate(self.records)
+            for n in [i // 2 + 1 + 100 * (i % 2)]
+        ]
+        yield from super().read(max_records)
+
+
+class TellingBolt(Bolt):
+    """Logs one line inside each batch, as a bolt's warning would be."""
+
+    def process(self, batch: list[Event]) -> Output:
+        log.warning("a line about the batch")
+        out = Output(self.id)
+        for ev in batch:
+            out.emit(ev)
+        return out
+
+
+TOPOLOGY = """
+name: positions
+spout: {{type: 'tests.observability.test_batch_positions:TwoShardSpout', records: {records}}}
+settings: {{batch_size: 4}}
+bolts:
+  - {{id: tell, type: 'tests.observability.test_batch_positions:TellingBolt'}}
+sinks:
+  - {{id: rows, type: 'squall.testing:MemorySink', name: positions}}
+"""
+
+
+@pytest.fixture
+def lines():
+    """The JSON lines ``log`` writes (the test's bolt's lines)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield lambda: [json.loads(x) for x in stream.getvalue().splitlines()]
+    finally:
+        log.removeHandler(handler)
+
+
+def test_a_squall_run_batch_of_two_shards_logs_each_shards_range(tmp_path: Path, lines):
+    topology = load_text(TOPOLOGY.format(records=[{"n": n} for n in range(6)]), base_dir=tmp_path)
+
+    assert LocalRunner(topology).run().exit_code == 0
+
+    first, second = lines()
+    assert first["batch_id"] == 1
+    assert first["shards"] == [
+        {"shard": A, "sequence_first": "1", "sequence_last": "2"},
+        {"shard": B, "sequence_first": "101", "sequence_last": "102"},
+    ]
+    # no range of no shard: its first record is A's, its last B's
+    assert not {"sequence_first", "sequence_last", "shard"} & set(first)
+    assert second["shards"] == [
+        {"shard": A, "sequence_first": "3", "sequence_last": "3"},
+        {"shard": B, "sequence_first": "103", "sequence_last": "103"},
+    ]
+    # a log query finds a shard's batches by shards[].shard
+    assert [x["batch_id"] for x in lines() if any(s["shard"] == B for s in x["shards"])] == [1, 2]
+
+
+def records(*positions: tuple[str, int]) -> list[Record]:
+    return [Record(b"{}", RecordMeta("s", shard, str(seq))) for shard, seq in positions]
+
+
+def test_a_batch_of_one_shard_keeps_its_range_at_the_top_and_in_shards():
+    assert batch_positions(records((A, 7), (A, 9))) == {
+        "shard": A,
+        "sequence_first": "7",
+        "sequence_last": "9",
+        "shards": [{"shard": A, "sequence_first": "7", "sequence_last": "9"}],
+    }
+    assert batch_positions([]) == {}
+
+
+def test_a_batch_of_more_shards_than_listed_counts_the_others():
+    fields = batch_positions(records(*((f"msg-{n}", n) for n in range(SHARDS_LISTED + 3))))
+    assert len(fields["shards"]) == SHARDS_LISTED and fields["shards_more"] == 3
+    assert fields["shards"][0] == {"shard": "msg-0", "sequence_first": "0", "sequence_last": "0"}
+
+
+def test_a_text_line_names_each_shards_range_once():
+    formatter = TextFormatter()
+
+    def line(recs: list[Record]) -> str:
+        with log_context(topology="t", **batch_positions(recs)):
+            return formatter.format(
+                log.makeRecord(log.name, logging.WARNING, "f", 1, "x", (), None)
+            )
+
+    assert line(records((A, 1), (B, 101), (A, 2))).endswith(
+        f"[topology=t shards={A}:1-2,{B}:101-101]"
+    )
+    assert line(records((A, 1), (A, 2))).endswith(
+        f"[topology=t shard={A} sequence_first=1 sequence_last=2]"
+    )
+
+
+def test_a_lambda_sqs_invocation_line_names_each_messages_shard(tmp_path: Path, caplog):
+    """The SQS trigger's messages are each their own shard (a standard queue's)."""
+    from squall.deploy.lambda_consumer import make_handler
+    from tests.deploy.test_sqs_s3_sources import sqs_lambda_event, write_topology
+    from tests.moto_standin import unique
+
+    handler = make_handler(write_topology(tmp_path, "{type: stdin}", unique("positions")))
+    ids = [f"059f36b4-87a3-44ab-83d2-66197547553{i}" for i in range(2)]
+    with caplog.at_level(logging.INFO, logger="squall.invocation"):
+        handler(sqs_lambda_event([(ids[0], {"n": 0}, None), (ids[1], {"n": 1}, None)]))
+    [fields] = [r.fields for r in caplog.records if r.name == "squall.invocation"]
+    assert [s["shard"] for s in fields["shards"]] == [f"msg-{i}" for i in ids]
+    assert not {"sequence_first", "sequence_last"} & set(fields)
+    [record] = [r for r in caplog.records if r.name == "squall.invocation"]
+    assert f"shards=msg-{ids[0]}:" in record.getMessage()  # the text line: not a repr
+
+
+def test_an_otel_batch_span_of_two_shards_names_each_shards_range(tmp_path: Path):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from squall.observability.metrics import Recorder
+    from squall.observability.otel import OtelBackend
+    from tests.observability.test_metrics import engine_for
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    rec = Recorder("metered", [OtelBackend(tracer_provider=tracer_provider)])
+    engine = engine_for(tmp_path, "otel-positions")
+    batch = records((A, 1), (B, 101), (A, 2))
+    with rec.batch(engine, batch) as watch:
+        watch.result = engine.process(batch)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "squall.batch"]
+    assert tuple(span.attributes["squall.shards"]) == (f"{A}:1-2", f"{B}:101-101")
+    assert "squall.sequence_first" not in span.attributes
