@@ -168,7 +168,7 @@ class ReplayReport(ExitStatus):
             exit_note = f" (exit {code})" if code == EXIT_DEAD_LETTERED_AGAIN else ""
             out.append(
                 f"failed again: {again:,} record(s) dead-lettered again, into the topology's "
-                f"dead-letter sink{exit_note}: keep the input if that is what was read"
+                f"dead-letter sink{exit_note}: if it writes to the input, the input holds them now"
             )
         return out
 

@@ -108,7 +108,7 @@ def test_records_dead_lettered_again_into_the_file_read_exit_4_so_it_is_not_dele
     assert len(dead_letters(topology)) == len(before) + 3
     assert (
         "failed again: 3 record(s) dead-lettered again, into the topology's dead-letter sink "
-        "(exit 4): keep the input if that is what was read" in result.output
+        "(exit 4): if it writes to the input, the input holds them now" in result.output
     )
     # unreadable lines and records failing again: 3, the lines only the input holds come first
     (topology.parent / "rejects.jsonl").open("a").write("{torn\n")
