@@ -7,11 +7,11 @@ deterministic ``event_id``. One record yields one event, or several when it is a
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from squall.digests import blake2b
 from squall.errors import MAX_REASON, masked_reason
 
 
@@ -156,7 +156,7 @@ def derive_event_id(meta: RecordMeta) -> str:
     )
     if meta.fingerprint:
         key += f"\x1f{meta.fingerprint}"
-    return hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return blake2b(key.encode(), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,6 @@ its two caches (the package's list, the cache folder), the fast validator's limi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -46,6 +45,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from squall import __version__, safe_json
 from squall.bolts.base import Bolt, Output
 from squall.component import INVALID, ComponentConfig
+from squall.digests import small_sha256
 from squall.event import Event
 
 log = logging.getLogger("squall.bolts")
@@ -69,7 +69,7 @@ def _check_code_digest() -> str:
     global _check_code
     if _check_code is None:
         try:
-            _check_code = hashlib.sha256(_CHECK_MODULE.read_bytes()).hexdigest()
+            _check_code = small_sha256(_CHECK_MODULE.read_bytes()).hexdigest()
         except OSError:
             _check_code = ""
     return _check_code
@@ -87,7 +87,7 @@ def schema_digest(schema: dict[str, Any]) -> str | None:
         body = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME)
     except TypeError:
         return None
-    return hashlib.sha256(f"squall {__version__} {code}\n".encode() + body).hexdigest()
+    return small_sha256(f"squall {__version__} {code}\n".encode() + body).hexdigest()
 
 
 def _checked_when_packaged(base_dir: Path) -> frozenset[str]:

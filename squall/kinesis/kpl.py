@@ -13,8 +13,6 @@ whole, raw bytes included.
 
 from __future__ import annotations
 
-import hashlib
-
 from squall.errors import DecodeError
 from squall.event import Position, Record, RecordMeta
 
@@ -131,6 +129,8 @@ def _parse(data: bytes):
             f"({len(KPL_MAGIC) + DIGEST_SIZE} bytes)"
         )
     body = data[len(KPL_MAGIC) : -DIGEST_SIZE]
+    import hashlib  # OpenSSL's MD5: imported at the first aggregate (squall.digests)
+
     if hashlib.md5(body).digest() != data[-DIGEST_SIZE:]:
         raise DecodeError(
             f"corrupt KPL aggregate: MD5 digest mismatch over {len(body)} protobuf bytes "

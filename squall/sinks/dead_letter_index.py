@@ -44,7 +44,6 @@ a failed fsync), each needing the offset and head bookkeeping of the others.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sqlite3
@@ -55,6 +54,7 @@ from pathlib import Path
 import orjson
 
 from squall import exact_json, safe_json
+from squall.digests import blake2b
 
 log = logging.getLogger("squall.sinks.dead_letter")
 
@@ -104,7 +104,7 @@ def digest(key: Key) -> bytes:
         data = orjson.dumps(key)
     except TypeError:  # a replay count beyond 64 bits, or another value orjson cannot write
         data = repr(key).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=16).digest()
+    return blake2b(data, digest_size=16).digest()
 
 
 def line_key(line: bytes) -> Key | None:
@@ -277,7 +277,7 @@ class KeyIndex:
         )
 
     def _head(self, size: int) -> bytes:
-        return hashlib.blake2b(os.pread(self.fd, size, 0), digest_size=16).digest()
+        return blake2b(os.pread(self.fd, size, 0), digest_size=16).digest()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import sys
 import zlib
 from collections.abc import Iterator
@@ -147,6 +146,8 @@ def read_lines(
     of the same bytes — or of a file that was only appended to — gets the same ones. A truncated or
     corrupt gzip stream is an error naming the line it stopped at.
     """
+    import hashlib  # at the first file read, not at import (squall.digests)
+
     digest = (
         hashlib.sha256()
     )  # hardware-accelerated on current CPUs: the cheapest strong digest per line

@@ -8,7 +8,6 @@ first record's digest names the input (``source``).
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from typing import IO
@@ -76,6 +75,8 @@ def line_batches(
     generator per line costs as much as the rest of the spout."""
     batch: list[Record] = []
     append, new_record = batch.append, object.__new__
+    import hashlib  # OpenSSL's SHA-256, at the first file read (squall.digests)
+
     digest = hashlib.sha256()
     update, hexdigest = digest.update, digest.hexdigest
     readline = lines.readline

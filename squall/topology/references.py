@@ -15,10 +15,11 @@ not read as the number 83); in a URL's user info it is URL-encoded (``yamlsource
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from squall.digests import small_sha256
 
 #: The services a reference names, as written before the ``:``.
 SERVICES = ("ssm", "secretsmanager")
@@ -122,7 +123,7 @@ class Placeholders:
         # The name's first 40 letters and digits (readable), then a digest of the whole
         # reference: `/org/production/analytics-pipeline/secrets/db` and `…/secrets/api` shared
         # their stand-in, and where one was written (a granted stream) both were said to be.
-        tail = hashlib.sha256(str(ref).encode()).hexdigest()[:8]
+        tail = small_sha256(str(ref).encode()).hexdigest()[:8]
         return Plain(
             PLACEHOLDER + "".join(c for c in f"{ref.service}{ref.name}" if c.isalnum())[:40] + tail
         )

@@ -4,7 +4,9 @@ The example consumer (SQLite warehouse and state, no AWS component) used to impo
 HTTP stack at init — ``botocore.httpsession`` with urllib3, ``http.client`` and ``ssl``, 13 % of
 the init's instructions — only to find out whether botocore reads a timeout per request; and ``squall.aws`` with
 ``botocore.exceptions`` (~2 % of the init's instructions) for ``squall.secrets``, which needs
-them only to read a ``${ssm:…}`` or ``${secretsmanager:…}`` reference."""
+them only to read a ``${ssm:…}`` or ``${secretsmanager:…}`` reference. And ``hashlib``, whose
+import loads OpenSSL's libcrypto (~3.5 MB of RSS) where the init needs only BLAKE2b and a short
+SHA-256 (``squall.digests``)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,15 @@ AWS_ONLY = (
 
 
 def test_the_example_consumer_starts_without_aws_modules(tmp_path: Path):
+    assert run_init(tmp_path, AWS_ONLY) == []
+
+
+#: ``import hashlib`` loads ``_hashlib`` and libcrypto; the init's digests are CPython's own.
+OPENSSL_DIGESTS = ("hashlib", "_hashlib")
+
+
+def run_init(tmp_path: Path, modules: tuple[str, ...]) -> list[str]:
+    """The modules of ``modules`` loaded after the example consumer's init, in a fresh process."""
     env = {
         **os.environ,
         "WAREHOUSE_URL": f"sqlite:///{tmp_path / 'w.db'}",
@@ -48,14 +59,18 @@ def test_the_example_consumer_starts_without_aws_modules(tmp_path: Path):
     }
     topology = ROOT / "examples" / "pistats" / "topology.yaml"
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, str(topology), *AWS_ONLY],
+        [sys.executable, "-c", CHILD, str(topology), *modules],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
         check=True,
     )
-    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_the_example_consumer_starts_without_openssl_digests(tmp_path: Path):
+    assert run_init(tmp_path, OPENSSL_DIGESTS) == []
 
 
 def test_per_request_read_timeout_is_found_when_first_read():

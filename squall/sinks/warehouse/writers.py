@@ -10,12 +10,12 @@ Size (~445 lines): the table spec, the SQLite writer (table checks, rows, the up
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from squall.digests import blake2b
 from squall.errors import SinkError
 from squall.event import Event
 from squall.sinks.warehouse.columns import (
@@ -82,7 +82,7 @@ class TableSpec:
     def digest(self, *parts: str) -> str:
         """A short stable hash of the table (and extra parts), for derived object names."""
         text = "\x1f".join((self.schema or "", self.name, *parts))
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
