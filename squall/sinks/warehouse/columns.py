@@ -145,8 +145,10 @@ def _to_text(v: Any) -> str:
 
 
 def _to_int(v: Any) -> int:
+    """An integer: a JSON ``true``/``false`` is refused, as a ``float`` column refuses it (a
+    boolean where a count is expected is the sender's mistake, not the number 1 or 0)."""
     if isinstance(v, bool):
-        return int(v)
+        raise ConversionError
     if isinstance(v, int):
         return v
     if isinstance(v, float) and v.is_integer():
