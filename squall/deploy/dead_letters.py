@@ -107,6 +107,11 @@ def _parse(doc: Any, where: str) -> DeadLetter:
         unreplayable = (
             f"the record was cut to fit the dead letter ({doc['record_truncated']} bytes)"
         )
+    elif not data:
+        unreplayable = (
+            "the record is empty: nothing to run again (a result a bolt made, such as a "
+            "window's, has no record of its own; its values are the dead letter's payload)"
+        )
     record = Record(data, meta)
     return DeadLetter(where, event_id, component, reason, failed_at, record, unreplayable, pointer)
 

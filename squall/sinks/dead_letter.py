@@ -103,7 +103,9 @@ def dead_letter_line(ev: Event, *, include_payload: bool = False) -> dict:
         doc["record"] = ev.raw.decode("utf-8")
     except UnicodeDecodeError:
         doc["record_base64"] = base64.b64encode(ev.raw).decode("ascii")
-    if include_payload and ev.value is not None:
+    # An event a bolt made (a window's result) has no record bytes of its own: its payload is
+    # all there is of it, so it is kept whatever ``include_payload`` says.
+    if ev.value is not None and (include_payload or not ev.raw):
         doc["payload"] = ev.value
     return doc
 

@@ -1,0 +1,76 @@
+"""A result a bolt made (a window's) that a sink refuses is dead-lettered with its values: it
+has no record bytes of its own, so its payload is kept whatever ``include_payload`` says, and
+``squall replay`` reports it unreplayable instead of running an empty record through the
+topology (hC: before, the dead letter held ``"record": ""`` and nothing else of the result, and
+a replay dead-lettered it again as "invalid JSON: … empty document")."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from squall.cli import main
+from squall.deploy.dead_letters import DeadLetter, parse
+from squall.event import Event, RecordMeta
+from squall.sinks.dead_letter import dead_letter_line
+from squall.testing import records_from, run_topology
+
+BASE = 1_796_000_000_000
+
+
+def _topology(tmp_path):
+    return f"""
+name: derived-dl
+resources: {{db: {{url: "sqlite:///{tmp_path / "w.db"}"}}}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - id: minutely
+    type: window
+    store: db
+    key: [app]
+    size: 1m
+    time_field: ts
+    aggregates: {{n: {{fn: count}}}}
+sinks:
+  - id: results
+    type: warehouse
+    resource: db
+    table: per_minute
+    mode: upsert
+    key: [window_start, app]
+    columns: {{window_start: {{path: window_start, type: timestamp}}, app: app, busy: {{path: n, type: boolean}}}}
+  - {{id: rejects, type: dead_letter, path: "{tmp_path / "rejects.jsonl"}"}}
+"""
+
+
+def test_a_refused_window_result_keeps_its_values_and_is_not_replayed(tmp_path):
+    # Two events of app "a" make n = 2, which the boolean column refuses; the third closes the window.
+    payloads = [{"app": "a", "ts": BASE}, {"app": "a", "ts": BASE + 1000}]
+    payloads.append({"app": "b", "ts": BASE + 600_000})
+    run_topology(_topology(tmp_path), records_from(payloads))
+    (line,) = (tmp_path / "rejects.jsonl").read_text().splitlines()
+    doc = json.loads(line)
+    assert doc["component"] == "results"
+    assert doc["record"] == ""
+    assert doc["payload"]["app"] == "a"
+    assert doc["payload"]["n"] == 2
+    letter = parse(doc, "rejects.jsonl:1")
+    assert isinstance(letter, DeadLetter)
+    assert letter.unreplayable is not None and "record is empty" in letter.unreplayable
+
+    (tmp_path / "topology.yaml").write_text(_topology(tmp_path))
+    result = CliRunner().invoke(
+        main, ["replay", str(tmp_path / "topology.yaml"), str(tmp_path / "rejects.jsonl")]
+    )
+    assert "unreplayable 1" in result.output, result.output
+    assert "record is empty" in result.output
+    assert len((tmp_path / "rejects.jsonl").read_text().splitlines()) == 1  # nothing new
+
+
+def test_a_record_with_bytes_keeps_include_payload_false():
+    meta = RecordMeta("s", "shard-0", "1")
+    assert "payload" not in dead_letter_line(Event(b'{"a": 1}', meta, "id-1", 0, {"a": 1}))
+    assert dead_letter_line(Event(b"", meta, "id-2", 0, {"n": 2}))["payload"] == {"n": 2}
+    assert "payload" not in dead_letter_line(Event(b"", meta, "id-3", 0, None))
