@@ -127,6 +127,15 @@ class Bolt(Component):
         return None
 
     @classmethod
+    def payload_reads(cls, config: Any) -> list[tuple[tuple[str | int, ...], str]]:
+        """The dotted paths this bolt needs in every event, each with its option's place in the
+        bolt's YAML entry (``("key", 0)``), for the load-time check that a path names a field the
+        events can have (as a sink's ``payload_reads``). Only paths without which the bolt fails
+        every event (a window's key and time field); not a path whose absence is an answer (a
+        filter's ``exists``, a route's default, a lookup's ``on_missing``)."""
+        return []
+
+    @classmethod
     def payload_schema(cls, config: Any) -> dict[str, Any] | None:
         """A JSON Schema every event this bolt emits on its ``default`` stream satisfies (the
         ``schema`` bolt's); None when it guarantees none."""

@@ -173,6 +173,17 @@ class WindowBolt(Bolt):
     streams: ClassVar[tuple[str, ...]] = (LATE,)
 
     @classmethod
+    def payload_reads(cls, config: Any) -> list[tuple[tuple[str | int, ...], str]]:
+        """The key fields and the time field: an event without one is dead-lettered (not an
+        aggregate's ``field``, whose absence only leaves that aggregate alone)."""
+        reads: list[tuple[tuple[str | int, ...], str]] = [
+            (("key", i), path) for i, path in enumerate(config.key)
+        ]
+        if config.time_field:
+            reads.append((("time_field",), config.time_field))
+        return reads
+
+    @classmethod
     def packages(cls, config: Any) -> frozenset[str]:
         """SQLAlchemy and redis-py, whatever the store: the stores' module imports both; and
         DataSketches (the ``windows`` extra's) for a ``count_distinct`` or ``percentile``."""

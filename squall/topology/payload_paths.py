@@ -1,5 +1,5 @@
-"""Load-time check of the payload paths a sink reads (a warehouse's columns) against what the
-events reaching it can hold.
+"""Load-time check of the payload paths a sink reads (a warehouse's columns), or a bolt needs in
+every event (a window's key and time field), against what the events reaching it can hold.
 
 A path is refused only when it is certain no event reaching the sink has it: every way from the
 spout to the sink passes a bolt that guarantees a JSON Schema (the ``schema`` bolt, on its
@@ -91,7 +91,8 @@ def absent(known: Known, keys: tuple[str, ...]) -> Absent | None:
 
 
 def check_payload_paths(plan: Plan) -> list[Problem]:
-    """Problems of the sinks' paths no event reaching them can have (see the module's doc)."""
+    """Problems of the sinks' and bolts' paths no event reaching them can have (see the module's
+    doc)."""
     topo = plan.topology
     loc = topo.locator
     # What is known of the events entering each node: None is "anything".
@@ -100,6 +101,7 @@ def check_payload_paths(plan: Plan) -> list[Problem]:
         incoming[t].append(None)
     problems: list[Problem] = []
     sink_index = {cfg.id: i for i, cfg in enumerate(topo.sinks)}
+    bolt_index = {cfg.id: i for i, cfg in enumerate(topo.bolts)}
     for node in plan.nodes:  # in topological order: every feeder before its targets
         ins = incoming[node.index]
         if node.kind == "sink":
@@ -108,6 +110,9 @@ def check_payload_paths(plan: Plan) -> list[Problem]:
                     _sink_problems(node, ins, ("sinks", sink_index[node.id]), loc)  # type: ignore[arg-type]
                 )
             continue
+        if ins and None not in ins and loc is not None and node.id in bolt_index:
+            # A bolt's own needs (a window's key and time field): every event without them fails.
+            problems.extend(_sink_problems(node, ins, ("bolts", bolt_index[node.id]), loc))  # type: ignore[arg-type]
         # A plugin bolt without the hooks (not a Bolt subclass), or a team's subclass of a
         # built-in one with code of its own, may change anything.
         schema_of = declared(node.cls, "payload_schema")
