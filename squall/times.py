@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
+from pydantic import BeforeValidator
+
 from squall.exact_json import NOT_A_NUMBER, as_number
 
 # Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
@@ -35,6 +37,25 @@ class DurationOption:
 
 #: The type of a duration option: seconds as a number, or text like ``30s`` (``duration_ms``).
 Duration = Annotated[int | float | str, DurationOption()]
+
+
+def _text_as_seconds(value: Any) -> Any:
+    """A duration's text (``30s``, ``5m``, ``1h``; ``300``) as its seconds; anything else as it
+    is, for the option's own type and bounds to check."""
+    if isinstance(value, str):
+        try:
+            return duration_ms(value) / 1000
+        except ValueError:
+            raise ValueError(
+                f"not a duration: {value!r} (seconds, or e.g. 500ms, 30s, 5m, 1h, 1d)"
+            ) from None
+    return value
+
+
+#: An option in seconds that also takes a duration's text, read as seconds (``5m`` is 300.0):
+#: ``Seconds`` a number, ``WholeSeconds`` an integer (a Redis TTL; ``1.5s`` is refused).
+Seconds = Annotated[float, BeforeValidator(_text_as_seconds), DurationOption()]
+WholeSeconds = Annotated[int, BeforeValidator(_text_as_seconds), DurationOption()]
 #: Default ``max_future`` of the components that order or window by event time: how far after
 #: its record's arrival an event time is believed (device clocks a few minutes fast are common).
 MAX_FUTURE = "5m"

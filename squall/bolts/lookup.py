@@ -55,6 +55,7 @@ from squall.errors import (
 )
 from squall.event import Event, deep_copy
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
+from squall.times import Seconds, WholeSeconds
 from squall.topology.resource_config import OptionalRedisResource
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ class CacheConfig(BaseModel):
     size: int = Field(
         10_000, ge=0, description="Records kept (and as many missing keys); 0: no in-process cache."
     )
-    ttl: float = Field(300, gt=0, description="Seconds a found record is served from memory.")
-    missing_ttl: float = Field(
+    ttl: Seconds = Field(300, gt=0, description="Seconds a found record is served from memory.")
+    missing_ttl: Seconds = Field(
         60, ge=0, description="Seconds a missing key is remembered as missing (0: never)."
     )
 
@@ -102,8 +103,8 @@ class SharedCacheConfig(BaseModel):
         description='Redis resource; one whose URL is empty (`"${CACHE_URL:-}"` unset): no '
         "shared cache."
     )
-    ttl: int = Field(3600, ge=1, description="Seconds a found record stays in Redis.")
-    missing_ttl: int = Field(
+    ttl: WholeSeconds = Field(3600, ge=1, description="Seconds a found record stays in Redis.")
+    missing_ttl: WholeSeconds = Field(
         300, ge=0, description="Seconds a missing key stays in Redis as missing (0: never)."
     )
     key_prefix: str | None = Field(

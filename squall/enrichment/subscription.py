@@ -51,6 +51,7 @@ from squall.times import (
     MAX_FUTURE,
     MAX_FUTURE_DOC,
     Duration,
+    WholeSeconds,
     arrival_ms,
     duration_ms,
     not_after_arrival,
@@ -108,7 +109,7 @@ class SubscriptionBolt(Bolt):
             None,
             description="Redis resource in front of a SQL `store`: read-through and write-through, with `cache_ttl`.",
         )
-        cache_ttl: int = Field(
+        cache_ttl: WholeSeconds = Field(
             3600, ge=1, description="Seconds a state stays in the Redis `cache`."
         )
         key: DottedPath = Field(

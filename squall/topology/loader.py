@@ -203,10 +203,10 @@ def _other_numbers(
         if path[: len(prefix)] != prefix or path[len(prefix) : len(prefix) + 1] in skip:
             continue
         tp = _annotation_at(model, path[len(prefix) :])
-        if _is_number(tp):
-            out.append(loc.problem(path, _or_null(message, loc, path, tp)))
-        elif _is_duration(tp):  # `max_future: 010` was 8s
+        if _is_duration(tp):  # `max_future: 010` was 8s (also an option in seconds: `ttl: 010`)
             out.append(loc.problem(path, _or_null(loc.durations[path], loc, path, tp)))
+        elif _is_number(tp):
+            out.append(loc.problem(path, _or_null(message, loc, path, tp)))
     return out
 
 
@@ -321,12 +321,12 @@ def pydantic_problems(
             elif kind == "string_type" and rel == raw and isinstance(err.get("input"), list | dict):
                 # `table: [events]`, `path: {file: x}`
                 msg = f"{msg}, not {_read_as(err.get('input'))}: write the text alone"
-            elif path in loc.numbers and _is_number(_type_at(model, raw)):
-                # `cache_size: off` was "greater than or equal to 1"
-                msg = _or_null(loc.numbers[path], loc, path, _annotation_at(model, raw))
             elif path in loc.durations and _is_duration(_annotation_at(model, raw)):
                 # `size: 0:00` was "size must be positive"
                 msg = _or_null(loc.durations[path], loc, path, _annotation_at(model, raw))
+            elif path in loc.numbers and _is_number(_type_at(model, raw)):
+                # `cache_size: off` was "greater than or equal to 1"
+                msg = _or_null(loc.numbers[path], loc, path, _annotation_at(model, raw))
             elif loc.typed.get(path) == "null" and path in loc.variables and rel == raw:
                 # `table: ${EVENTS_TABLE}` with EVENTS_TABLE="": "Input should be a valid string"
                 msg = (
