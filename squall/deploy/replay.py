@@ -92,6 +92,9 @@ class ReplayReport(ExitStatus):
     interrupted: bool = False
     aborted: bool = False
     seconds: float = 0.0
+    #: The end of input's flush (windows still open, emitted after the last batch) had output
+    #: dead-lettered: no record of the input, but dead letters written as a record's are.
+    dead_lettered_at_end: bool = False
     #: ``--allow-unreadable``: unreadable lines and unreplayable dead letters do not make the
     #: exit code (they are still counted and named).
     allow_unreadable: bool = False
@@ -105,7 +108,7 @@ class ReplayReport(ExitStatus):
             return code
         if (self.unreadable or self.unreplayable) and not self.allow_unreadable:
             return EXIT_NOT_REPLAYED
-        if self.counts[Outcome.DEAD_LETTERED]:
+        if self.counts[Outcome.DEAD_LETTERED] or self.dead_lettered_at_end:
             return EXIT_DEAD_LETTERED_AGAIN
         return EXIT_OK
 
@@ -169,6 +172,13 @@ class ReplayReport(ExitStatus):
             out.append(
                 f"failed again: {again:,} record(s) dead-lettered again, into the topology's "
                 f"dead-letter sink{exit_note}: if it writes to the input, the input holds them now"
+            )
+        if self.dead_lettered_at_end and code in (EXIT_NOT_REPLAYED, EXIT_DEAD_LETTERED_AGAIN):
+            exit_note = f" (exit {code})" if code == EXIT_DEAD_LETTERED_AGAIN and not again else ""
+            out.append(
+                "failed at the end: what the end of input's flush emitted (windows still open) "
+                f"was dead-lettered, into the topology's dead-letter sink{exit_note}: if it "
+                "writes to the input, the input holds it now"
             )
         return out
 
@@ -312,3 +322,5 @@ class Replayer:
             return
         if result is not None:
             report.failed_records += result.failed
+            # its one unit stands for the end of input, not a record: not in the counts
+            report.dead_lettered_at_end = result.counts()[Outcome.DEAD_LETTERED] > 0
