@@ -170,5 +170,5 @@ def _print_dry_run(report) -> None:
         click.echo(f"{n:>8,}  {component or '-'}: {reason}")
     click.echo(report.summary()[0])
     for line in report.summary()[2:]:
-        if line.startswith(("unreplayable", "unreadable", "not replayed")):
+        if line.startswith(("unreplayable", "unreadable", "not replayed", "not selected")):
             click.echo(line)

@@ -152,7 +152,8 @@ class ReplayReport(ExitStatus):
         return lines
 
     def verdict(self) -> list[str]:
-        """Why the exit code is 3 or 4: what the input still holds."""
+        """Why the exit code is 3 or 4, and what the input still holds (the dead letters the
+        filters did not select too: a filtered replay exits 0 without them)."""
         code, out = self.exit_code, []
         skipped = []
         if self.unreadable:
@@ -165,6 +166,11 @@ class ReplayReport(ExitStatus):
             out.append(
                 f"not replayed: {' and '.join(skipped)}, named above; the input still holds "
                 f"them (exit {code}; --allow-unreadable accepts them)"
+            )
+        if self.not_selected:  # whatever the exit code: 0 says nothing of them
+            out.append(
+                f"not selected: {self.not_selected:,} dead letter(s) did not match the filters; "
+                "the input still holds them"
             )
         again = self.counts[Outcome.DEAD_LETTERED]
         if again and code in (EXIT_NOT_REPLAYED, EXIT_DEAD_LETTERED_AGAIN):

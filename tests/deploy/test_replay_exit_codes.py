@@ -126,3 +126,24 @@ def test_every_record_through_exits_0(topology: Path, tmp_path: Path):  # noqa: 
     assert result.exit_code == 0, result.output
     assert "committed 1" in result.output
     assert "not replayed" not in result.output and "failed again" not in result.output
+
+
+def test_a_filtered_replay_exits_0_and_says_the_input_still_holds_what_it_did_not_select(
+    topology: Path,  # noqa: F811
+    tmp_path: Path,
+):
+    """Exit 0 is about the selected dead letters: the summary names the ones the filters left in
+    the input, so ``&& rm`` after a filtered replay is not taken for safe."""
+    path = tmp_path / "fixed.jsonl"
+    path.write_bytes(fixable(topology) + b"\n")
+
+    result = replay(topology, "--component", "decode", input_path=path)
+
+    assert result.exit_code == 0, result.output
+    assert "not matching the filters 1" in result.output
+    assert (
+        "not selected: 1 dead letter(s) did not match the filters; the input still holds them"
+        in result.output
+    )
+    dry = replay(topology, "--component", "decode", "--dry-run", input_path=path)
+    assert dry.exit_code == 0 and "not selected: 1 dead letter(s)" in dry.output, dry.output
