@@ -116,6 +116,16 @@ def test_a_batch_of_one_shard_keeps_its_range_at_the_top_and_in_shards():
     assert batch_positions([]) == {}
 
 
+def test_a_batch_whose_first_and_last_records_are_of_one_shard_is_not_taken_for_one_shards():
+    """The one-shard path compares every record's shard, not the first and the last."""
+    assert batch_positions(records((A, 1), (B, 101), (A, 2))) == {
+        "shards": [
+            {"shard": A, "sequence_first": "1", "sequence_last": "2"},
+            {"shard": B, "sequence_first": "101", "sequence_last": "101"},
+        ]
+    }
+
+
 def test_a_batch_of_more_shards_than_listed_counts_the_others():
     fields = batch_positions(records(*((f"msg-{n}", n) for n in range(SHARDS_LISTED + 3))))
     assert len(fields["shards"]) == SHARDS_LISTED and fields["shards_more"] == 3
