@@ -121,6 +121,8 @@ class OtelBackend:
             attrs["squall.shards"] = [
                 f"{x['shard']}:{x['sequence_first']}-{x['sequence_last']}" for x in p["shards"]
             ]
+            if p.get("shards_more"):  # the shards past the listed ones, counted as in the log
+                attrs["squall.shards_more"] = p["shards_more"]
         batch = self.tracer.start_span("squall.batch", start_time=start, attributes=attrs)
         ctx = trace.set_span_in_context(batch)
         at = start

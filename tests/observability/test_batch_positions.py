@@ -186,3 +186,27 @@ def test_an_otel_batch_span_of_two_shards_names_each_shards_range(tmp_path: Path
     [span] = [s for s in exporter.get_finished_spans() if s.name == "squall.batch"]
     assert tuple(span.attributes["squall.shards"]) == (f"{A}:1-2", f"{B}:101-101")
     assert "squall.sequence_first" not in span.attributes
+
+
+def test_an_otel_batch_span_of_more_shards_than_listed_counts_the_others(tmp_path: Path):
+    """An SQS batch of many messages (each its own shard): the span listed 50 and said nothing
+    of the others, where the log line counts them (``shards_more``)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from squall.observability.metrics import Recorder
+    from squall.observability.otel import OtelBackend
+    from tests.observability.test_metrics import engine_for
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    rec = Recorder("metered", [OtelBackend(tracer_provider=tracer_provider)])
+    engine = engine_for(tmp_path, "otel-more")
+    batch = records(*((f"msg-{n}", n) for n in range(SHARDS_LISTED + 3)))
+    with rec.batch(engine, batch) as watch:
+        watch.result = engine.process(batch)
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "squall.batch"]
+    assert len(span.attributes["squall.shards"]) == SHARDS_LISTED
+    assert span.attributes["squall.shards_more"] == 3
