@@ -27,7 +27,7 @@ from squall.deploy.dead_letters import DeadLetter, Unreadable
 from squall.deploy.local import EXIT_OK, ExitStatus, one_line
 from squall.errors import BatchFailed, SquallError
 from squall.event import Record
-from squall.observability.logs import log_context
+from squall.observability.logs import batch_positions, log_context
 from squall.topology.executor import Engine
 from squall.topology.model import Topology
 from squall.topology.outcomes import Outcome, RecordOutcome
@@ -304,12 +304,14 @@ class Replayer:
 
     def _loop(self, engine: Engine, records: Iterator[Record], report: ReplayReport) -> None:
         for batch in batches(records, self.batch_size):
-            try:
-                result = engine.process(batch)
-            except BatchFailed as exc:
-                report.error = exc
-                log.error("%s", exc)
-                return
+            # its lines name it as a run's do: the batch id, the dead letters' shards and ranges
+            with log_context(batch_id=report.batches + 1, **batch_positions(batch)):
+                try:
+                    result = engine.process(batch)
+                except BatchFailed as exc:
+                    report.error = exc
+                    log.error("%s", exc)
+                    return
             report.batches += 1
             for outcome, n in result.counts().items():
                 report.counts[outcome] += n

@@ -210,3 +210,31 @@ def test_an_otel_batch_span_of_more_shards_than_listed_counts_the_others(tmp_pat
     [span] = [s for s in exporter.get_finished_spans() if s.name == "squall.batch"]
     assert len(span.attributes["squall.shards"]) == SHARDS_LISTED
     assert span.attributes["squall.shards_more"] == 3
+
+
+def test_a_replay_batch_logs_its_id_and_the_dead_letters_shards(tmp_path: Path, lines):
+    """``squall replay``'s lines named the topology only: not which batch, nor which dead letters'
+    records (they keep their shards and sequence numbers), as a run's lines do."""
+    from squall.deploy.dead_letters import read_lines
+    from squall.deploy.replay import Replayer, ReplayReport, Selection, select
+
+    topology = load_text(TOPOLOGY.format(records=[]), base_dir=tmp_path)
+    docs = [
+        {"event_id": f"e{seq}", "component": "tell", "reason": "r", "record": "{}",
+         "meta": {"stream": "s", "shard_id": shard, "sequence_number": str(seq)}}
+        for shard, seq in ((A, 1), (B, 101), (A, 2), (B, 102), (A, 3))
+    ]  # fmt: skip
+    report = ReplayReport()
+    items = read_lines("dl.jsonl", iter(json.dumps(d).encode() for d in docs))
+
+    Replayer(topology).run(select(items, Selection(), report), report)
+
+    assert report.exit_code == 0
+    first, second = lines()
+    assert first["batch_id"] == 1 and first["topology"] == "positions"
+    assert first["shards"] == [
+        {"shard": A, "sequence_first": "1", "sequence_last": "2"},
+        {"shard": B, "sequence_first": "101", "sequence_last": "102"},
+    ]
+    assert second["batch_id"] == 2
+    assert (second["shard"], second["sequence_first"], second["sequence_last"]) == (A, "3", "3")
