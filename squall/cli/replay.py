@@ -132,7 +132,8 @@ def replay(
     dead_letter_s3 objects; sql://RESOURCE[/TABLE] of a dead_letter_table) through TOPOLOGY's
     bolts and sinks again, with their original metadata and event ids. The spout is not read and
     no checkpoint moves. Exits 3 when lines of the input were not replayed (unreadable, or
-    unreplayable dead letters), 4 when records failed and were dead-lettered again."""
+    unreplayable dead letters), 4 when records failed and were dead-lettered again (or what
+    the end of input's flush emitted was)."""
     from squall.cli import _load_or_exit
     from squall.deploy.replay import Replayer, ReplayReport, Selection, select
 
