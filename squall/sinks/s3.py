@@ -28,7 +28,7 @@ own; records that come again without the batch failing are dropped before the re
 is left at-least-once: docs/sinks.md, "What a lake reader can rely on". Without roll settings
 the sink writes each batch's objects as before (names from the first and last positions).
 
-Size (~800 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
+Size (~835 lines): one sink — the per-batch objects, their rolled variant and the Parquet/JSON row
 conversion share the object naming and the body writer, and are read together.
 """
 
@@ -191,10 +191,21 @@ def _timestamp(value: Any, unit: str) -> datetime:
     raise ValueError(f"a {type(value).__name__} is not a time")
 
 
+#: ``_convert``: values taken as they are, and the kinds that read a NumPy scalar as its number.
+_PLAIN = frozenset((str, int, float, bool, dict, list))
+_NUMBER_KINDS = frozenset(("int64", "float64", "bool", "timestamp"))
+
+
 def _convert(value: Any, kind: str, unit: str) -> Any:
     """A column value as its Parquet type; ``ValueError`` when it is not one."""
     if value is None or value is paths.MISSING:
         return None
+    if value.__class__ not in _PLAIN and kind in _NUMBER_KINDS:
+        # NumPy's int64, float32, bool_ (a Python bolt's; no subclass of Python's numbers): its
+        # Python number, as the JSON-lines form writes it (a float subclass is one already)
+        number = exact_json.as_number(value)
+        if number is not exact_json.NOT_A_NUMBER:
+            value = number
     if kind == "string":
         return (
             value

@@ -2,7 +2,7 @@
 
 ``columns: {event_id: meta.event_id, country: geo.country_code, at: {path: timestamp, type: timestamp}}``
 
-Size (~440 lines): the column specs, their converters and the row builder (a generated row
+Size (~515 lines): the column specs, their converters and the row builder (a generated row
 function and the loop it falls back to, which tests compare), read by both warehouse writers.
 """
 
@@ -155,7 +155,20 @@ def _to_int(v: Any) -> int:
         return int(v)
     if isinstance(v, str):
         return int(v.strip())
-    raise ConversionError
+    return _to_int(_numpy_number(v))
+
+
+def _numpy_number(v: Any) -> int | float | bool:
+    """A NumPy scalar number (``int64``, ``float32``, ``bool_``: no subclass of Python's, which
+    a Python bolt computing with NumPy or pandas puts in the payload) as its Python number, as
+    the JSON writers and the window bolt read it (``exact_json.as_number``); anything else is
+    refused. Only on the converters' rare path: a plain value never gets here."""
+    # (a float, a float subclass too, was read as one already: a fraction is refused, not asked
+    # again, so the converters' call on the number this gives ends there)
+    number = exact_json.NOT_A_NUMBER if isinstance(v, float) else exact_json.as_number(v)
+    if number is exact_json.NOT_A_NUMBER:
+        raise ConversionError
+    return number
 
 
 def _to_float(v: Any) -> float:
@@ -167,7 +180,7 @@ def _to_float(v: Any) -> float:
     elif isinstance(v, str):
         f = float(v.strip())
     else:
-        raise ConversionError
+        return _to_float(_numpy_number(v))
     if not math.isfinite(f):
         raise ConversionError
     return f
@@ -180,7 +193,9 @@ def _to_bool(v: Any) -> bool:
         return bool(v)
     if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
         return v.lower() in ("true", "1", "yes")
-    raise ConversionError
+    if isinstance(v, int | str):
+        raise ConversionError
+    return _to_bool(_numpy_number(v))
 
 
 #: A NULL for ``sqlite3``: a float it binds as it is (None it "adapts" first, ~1.3k
@@ -226,7 +241,7 @@ def _aware(v: Any) -> datetime:
             s = s[:-1] + "+00:00"
         d = datetime.fromisoformat(s)
         return d if d.tzinfo else d.replace(tzinfo=UTC)
-    raise ConversionError
+    return _aware(_numpy_number(v))  # NumPy's int64 epoch milliseconds (a pandas time)
 
 
 def _to_date(v: Any) -> date:
