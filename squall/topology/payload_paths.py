@@ -174,14 +174,18 @@ def _sink_problems(node: Any, ins: list[Known], at: tuple, loc: Any) -> list[Pro
         hint = f" (did you mean '{'.'.join((*first.at, close[0]))}'?)" if close else ""
         fields = ", ".join(first.allowed) or "none"
         place = (*at, *option)
-        if place not in loc.values and len(option) > 1:  # `name: path` shorthand: no `path` key
-            place = place[:-1]
+        default = ""
+        if place not in loc.values:
+            if len(option) > 1:  # `name: path` shorthand: no `path` key
+                place = place[:-1]
+            elif option:  # an option left out (a window's `time_field`): its default's path
+                default = f" (the default of '{option[0]}', which is not set)"
         problems.append(
             loc.problem(
                 place,
-                f"path '{path}' names no field the events reaching '{node.id}' can have: the "
-                f"schema of bolt '{first.by}' closes {where} (additionalProperties: false; its "
-                f"fields: {fields}) and no bolt after it sets '{path}'{hint}",
+                f"path '{path}'{default} names no field the events reaching '{node.id}' can "
+                f"have: the schema of bolt '{first.by}' closes {where} (additionalProperties: "
+                f"false; its fields: {fields}) and no bolt after it sets '{path}'{hint}",
             )
         )
     return problems

@@ -71,3 +71,24 @@ def test_without_a_closed_schema_nothing_is_refused():
         "additionalProperties: false", "additionalProperties: true"
     )
     load_text(text, file="window.yaml")
+
+
+def test_a_time_field_left_to_its_default_says_so():
+    # `time_field` not written: its default `timestamp` was named as if the user had written it
+    # ("path 'timestamp' names no field…", at the bolt's line), with no hint where it came from.
+    text = TOPOLOGY.format(key="app_id", time_field="ts").replace("    time_field: ts\n", "")
+    assert "time_field" not in text
+    with pytest.raises(TopologyError) as info:
+        load_text(text, file="window.yaml")
+    (problem,) = info.value.problems
+    assert problem.path == "bolts[2].time_field"
+    assert "- id: minutely" in text.splitlines()[problem.line - 1]
+    assert problem.message.startswith(
+        "path 'timestamp' (the default of 'time_field', which is not set) names no field"
+    )
+
+
+def test_a_written_time_field_names_no_default():
+    with pytest.raises(TopologyError) as info:
+        load_text(TOPOLOGY.format(key="app_id", time_field="tss"), file="window.yaml")
+    assert "default" not in info.value.problems[0].message
