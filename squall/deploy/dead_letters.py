@@ -107,6 +107,12 @@ def _parse(doc: Any, where: str) -> DeadLetter:
         unreplayable = (
             f"the record was cut to fit the dead letter ({doc['record_truncated']} bytes)"
         )
+    elif not data and doc.get("payload_dropped") is not None:
+        unreplayable = (
+            "the record is empty: nothing to run again (a result a bolt made, such as a "
+            "window's, has no record of its own), and its payload was dropped to fit the dead "
+            f"letter ({doc['payload_dropped']} bytes): its values are lost"
+        )
     elif not data:
         unreplayable = (
             "the record is empty: nothing to run again (a result a bolt made, such as a "

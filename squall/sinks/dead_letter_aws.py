@@ -4,8 +4,8 @@ Each writes the same JSON document as the ``dead_letter`` file sink (``dead_lett
 id, component, stream, reason, failed_at, meta, record or record_base64, optionally payload), and
 returns only after the service acknowledged it, so the engine moves the checkpoint only over
 failures that are kept. A document over the service's limit keeps everything but a shortened
-original record: ``payload`` is dropped first, then ``record``/``record_base64`` is cut and
-``record_truncated`` gives its full size in bytes.
+original record: ``payload`` is dropped first (``payload_dropped`` gives its size in bytes), then
+``record``/``record_base64`` is cut and ``record_truncated`` gives its full size in bytes.
 
 - ``dead_letter_sqs``: one message per failure (SendMessageBatch); on a FIFO queue the group is
   the failing component and the deduplication id the (event id, component) pair, so a replay
@@ -74,7 +74,11 @@ def fitted(ev: Event, limit: int, *, include_payload: bool, xml_safe: bool = Fal
     data = _dumps(doc, xml_safe)
     if len(data) <= limit:
         return data
-    doc.pop("payload", None)
+    payload = doc.pop("payload", None)
+    if payload is not None:
+        # Said, not dropped silently: a result a bolt made (a window's) has nothing but its
+        # payload, and a replay's report says where its values went.
+        doc["payload_dropped"] = len(_dumps(payload, xml_safe))
     data = _dumps(doc, xml_safe)
     if len(data) <= limit:
         return data

@@ -74,3 +74,40 @@ def test_a_record_with_bytes_keeps_include_payload_false():
     assert "payload" not in dead_letter_line(Event(b'{"a": 1}', meta, "id-1", 0, {"a": 1}))
     assert dead_letter_line(Event(b"", meta, "id-2", 0, {"n": 2}))["payload"] == {"n": 2}
     assert "payload" not in dead_letter_line(Event(b"", meta, "id-3", 0, None))
+
+
+def test_a_window_result_over_the_destinations_limit_says_its_values_were_dropped():
+    # SQS's 256 KiB, Kinesis's 1 MiB: ``fitted`` drops the payload first. A result a bolt made
+    # has nothing else, and its dead letter held no sign of it: the replay's report said "its
+    # values are the dead letter's payload", which was not there (hG).
+    from squall.event import Failure
+    from squall.sinks.dead_letter_aws import fitted
+
+    meta = RecordMeta("s", "shard-0", "1")
+    ev = Event(b"", meta, "id-1", 0, {"app": "a", "last_body": "x" * 300_000, "n": 2})
+    ev.failure = Failure("results", "column 'busy': cannot store 2 from 'n' as boolean", "error")
+    data = fitted(ev, 256 * 1024, include_payload=False)
+    assert len(data) <= 256 * 1024
+    doc = json.loads(data)
+    assert "payload" not in doc
+    assert doc["payload_dropped"] > 300_000
+    letter = parse(doc, "sqs:1")
+    assert isinstance(letter, DeadLetter)
+    assert "payload was dropped to fit the dead letter" in letter.unreplayable
+    assert "values are the dead letter's payload" not in letter.unreplayable
+    # one that fits keeps its payload, and no marker
+    ev.value = {"app": "a", "n": 2}
+    doc = json.loads(fitted(ev, 256 * 1024, include_payload=False))
+    assert doc["payload"] == {"app": "a", "n": 2} and "payload_dropped" not in doc
+
+
+def test_a_records_payload_dropped_to_fit_is_marked_and_the_record_still_replays():
+    from squall.event import Failure
+    from squall.sinks.dead_letter_aws import fitted
+
+    ev = Event(b'{"a": 1}', RecordMeta("s", "shard-0", "1"), "id-1", 0, {"a": "y" * 2000})
+    ev.failure = Failure("results", "no", "error")
+    doc = json.loads(fitted(ev, 1000, include_payload=True))
+    assert doc["record"] == '{"a": 1}' and doc["payload_dropped"] > 2000
+    letter = parse(doc, "sqs:1")
+    assert isinstance(letter, DeadLetter) and letter.unreplayable is None
