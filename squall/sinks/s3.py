@@ -207,6 +207,10 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
         if number is not exact_json.NOT_A_NUMBER:
             value = number
     if kind == "string":
+        if value.__class__ not in _PLAIN and isinstance(
+            number := exact_json.as_number(value), bool
+        ):
+            value = number  # NumPy's bool_: "true", as JSON's (its own text is "True")
         return (
             value
             if isinstance(value, str)

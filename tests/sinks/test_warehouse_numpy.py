@@ -44,6 +44,16 @@ def test_a_numpy_number_is_its_python_number(kind, value, stored, copied):
     assert FORMATTERS[kind](value) == copied  # PostgreSQL's COPY text
 
 
+def test_a_numpy_bool_in_a_text_column_is_jsons_true_or_false():
+    # (its own text is "True": a JSON true's is "true", as the JSON-lines form writes both)
+    assert CONVERTERS["text"](np.bool_(True)) == FORMATTERS["text"](np.bool_(True)) == "true"
+    assert CONVERTERS["text"](np.bool_(False)) == "false"
+    assert CONVERTERS["text"](np.int64(7)) == "7"
+    assert CONVERTERS["text"](np.float32(0.1)) == "0.1"  # its own text, as before
+    assert _convert(np.bool_(True), "string", "ms") == "true"
+    assert _convert(np.int64(7), "string", "ms") == "7"
+
+
 def test_a_numpy_epoch_time_is_a_time():
     expected = datetime.fromtimestamp(MS / 1000, UTC)
     assert CONVERTERS["timestamp"](np.int64(MS)) == expected

@@ -141,7 +141,11 @@ def _to_text(v: Any) -> str:
         return json_text(v)
     if isinstance(v, datetime):
         return v.isoformat()
-    return str(v).lower() if isinstance(v, bool) else str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if type(v).__module__ == "numpy" and isinstance(b := exact_json.as_number(v), bool):
+        return "true" if b else "false"  # NumPy's bool_, as JSON's (its own text is "True")
+    return str(v)  # (a NumPy number: its own text, as before)
 
 
 def _to_int(v: Any) -> int:
