@@ -107,16 +107,19 @@ def _parse(doc: Any, where: str) -> DeadLetter:
         unreplayable = (
             f"the record was cut to fit the dead letter ({doc['record_truncated']} bytes)"
         )
-    elif not data and doc.get("payload_dropped") is not None:
-        unreplayable = (
-            "the record is empty: nothing to run again (a result a bolt made, such as a "
-            "window's, has no record of its own), and its payload was dropped to fit the dead "
-            f"letter ({doc['payload_dropped']} bytes): its values are lost"
-        )
     elif not data:
+        if doc.get("payload_dropped") is not None:
+            kept = (
+                f"its payload was dropped to fit the dead letter ({doc['payload_dropped']} "
+                "bytes): its values are lost"
+            )
+        elif "payload" in doc:
+            kept = "its values are the dead letter's payload"
+        else:  # a dead letter of a squall that did not keep a result's payload yet
+            kept = "this dead letter holds no payload: its values were not kept"
         unreplayable = (
             "the record is empty: nothing to run again (a result a bolt made, such as a "
-            "window's, has no record of its own; its values are the dead letter's payload)"
+            f"window's, has no record of its own; {kept})"
         )
     record = Record(data, meta)
     return DeadLetter(where, event_id, component, reason, failed_at, record, unreplayable, pointer)

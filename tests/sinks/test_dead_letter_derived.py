@@ -111,3 +111,15 @@ def test_a_records_payload_dropped_to_fit_is_marked_and_the_record_still_replays
     assert doc["record"] == '{"a": 1}' and doc["payload_dropped"] > 2000
     letter = parse(doc, "sqs:1")
     assert isinstance(letter, DeadLetter) and letter.unreplayable is None
+
+
+def test_an_empty_record_without_a_payload_says_its_values_were_not_kept():
+    # A dead letter written before results kept their payload (or by hand): the report said
+    # "its values are the dead letter's payload", which it does not hold (hG).
+    meta = {"stream": "stdin", "shard_id": "stdin", "sequence_number": "3"}
+    doc = {"event_id": "id-1", "component": "results", "reason": "no", "record": "", "meta": meta}
+    letter = parse(doc, "rejects.jsonl:1")
+    assert isinstance(letter, DeadLetter)
+    assert "holds no payload: its values were not kept" in letter.unreplayable
+    letter = parse({**doc, "payload": {"n": 2}}, "rejects.jsonl:2")
+    assert "its values are the dead letter's payload" in letter.unreplayable
