@@ -18,7 +18,7 @@ again after it, in order, or fail with it (the source delivers them again, in or
 not taken while SQS took a later one of its group in the same call cannot be put back in order
 and is refused (the dead letter) rather than sent after it.
 
-Size (~475 lines): one sink — the message building (body, attributes, FIFO ids) and the
+Size (~500 lines): one sink — the message building (body, attributes, FIFO ids) and the
 SendMessageBatch loop that keeps FIFO order through partial failures are read together.
 """
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -158,6 +159,28 @@ class SqsSinkConfig(ComponentConfig):
         return self
 
 
+#: The values an attribute takes as they are; ``_plain`` reads the rest.
+_PLAIN = frozenset((str, int, float, bool, dict, list, type(None)))
+
+
+def _plain(value: Any) -> Any:
+    """An attribute's value as the body's JSON writes it: a subclass of ``int``, ``float`` or
+    ``str`` (an ``IntEnum`` member, NumPy's ``float64``) and NumPy's other scalars (``int64``,
+    ``bool_``) as the plain value — their own text (``np.float64(0.5)``, ``<Tier.GOLD: 3>``)
+    was a Number attribute SQS refuses, ``int64`` a String one, ``bool_`` ``True``; a NaN or
+    infinity as null (left out)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    number = exact_json.as_number(value)
+    if number is exact_json.NOT_A_NUMBER:
+        return value
+    return None if number.__class__ is float and not math.isfinite(number) else number
+
+
 def _id_problem(what: str, value: Any) -> tuple[str | None, str | None]:
     if value is paths.MISSING or value is None or isinstance(value, dict | list):
         return None, f"{what} is missing or not a scalar"
@@ -268,6 +291,10 @@ class SqsSink(Sink):
             attrs[cfg.event_id_attribute] = {"DataType": "String", "StringValue": ev.event_id}
         for name, get in self._attributes:
             value = get(ev)
+            if value.__class__ not in _PLAIN:
+                value = _plain(value)
+            elif value.__class__ is float and not math.isfinite(value):
+                value = None  # NaN and the infinities: the body's JSON writes null, SQS no Number
             if value is paths.MISSING or value is None or value == "":  # SQS refuses an empty value
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
