@@ -11,6 +11,7 @@ SHARD_END.)
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,6 +104,15 @@ class ShardState:
     # arrival time of the first record fetched but not yet handed to the engine (a GetRecords
     # answer larger than a batch): the shard's lag counts from there, not from the last read
     held_arrival: datetime | None = None
+    # records fetched and not yet handed out, in shard order: the poller hands out records of
+    # several shards in arrival-time order, so a shard's page may wait for the others' reads
+    buffer: deque[Record] = field(default_factory=deque)
+    # the shard may hold more records than were fetched: its last page was full or it answered
+    # behind its tip (MillisBehindLatest > 0); the other shards' later records wait for it
+    more: bool = True
+    # no record it has not fetched yet arrived before this (its last record fetched, or the
+    # position an empty answer behind the tip stands at)
+    read_through: datetime | None = None
     started: bool = False  # an iterator was requested in this process
     latest_since: datetime | None = None  # when a LATEST iterator was first asked for (renewals)
 

@@ -1,22 +1,27 @@
 """``kinesis`` spout: poll a Kinesis stream with boto3, in one process, with checkpoints.
 
-One process reads every shard of the stream (GetRecords, round robin). It follows resharding
+One process reads every shard of the stream (GetRecords, round robin) and hands their records
+out in arrival-time order: a shard still behind its tip holds back the others' later records,
+so on a backlog no shard runs ahead of another's unread records. It follows resharding
 (a child shard starts only after its parents were read to SHARD_END and checkpointed), respects
 the per-shard read limits, backs off on throttling and resumes after the last checkpoint.
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
 
-Size (~620 lines): one poller — shard sync, resharding order, iterators, backoff — whose parts
-share the per-shard state; the Kinesis pieces others use are in ``squall/kinesis/``.
+Size (~730 lines): one poller — shard sync, resharding order, iterators, backoff, the merge of
+the shards' records by arrival time — whose parts share the per-shard state; the Kinesis pieces
+others use are in ``squall/kinesis/``.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -48,6 +53,33 @@ from squall.topology.checkpoint import CheckpointSpec
 from squall.topology.resource_config import SqlResource
 
 log = logging.getLogger("squall.spouts.kinesis")
+
+#: Before any arrival time: a shard that may hold records and fetched none yet holds every other.
+_FIRST = datetime.min.replace(tzinfo=UTC)
+
+
+def _later(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def _arrival(item: tuple[datetime, int, ShardState]) -> tuple[datetime, int]:
+    return item[0], item[1]
+
+
+def _due(st: ShardState, frontier: datetime | None) -> Iterator[tuple[datetime, int, ShardState]]:
+    """The shard's fetched records that may be handed out, in its order: (arrival time, rank
+    among the shard's records of that arrival time, shard), up to its first record after the
+    frontier. The rank interleaves the shards' records of one arrival time (a PutRecords call's
+    records share it) instead of handing out one shard's before the other's."""
+    last, rank = None, 0
+    for rec in st.buffer:
+        t = rec.meta.arrival_time or _FIRST
+        if frontier is not None and t > frontier:
+            return
+        rank = rank + 1 if t == last else 0
+        last = t
+        yield t, rank, st
+
 
 #: GetRecords: at most 5 calls per second per shard, and 10,000 records per call.
 MIN_CALL_INTERVAL = 0.2
@@ -208,6 +240,7 @@ class KinesisSpout(Spout):
         self._next_sync = 0.0
         self._last_activity = 0.0
         self._initial_sync = True
+        self._released: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -316,71 +349,112 @@ class KinesisSpout(Spout):
             if now >= self._next_sync:
                 self._sync_shards()
             self._finish_ended()
+            # parents read to their end, handed out, and still not committed a round later
+            self._released = {
+                st.shard_id for st in self._lineage.with_status(ShardStatus.ENDED) if not st.buffer
+            }
             if self._lineage.promote():
                 self._last_activity = now
             reading = self._lineage.with_status(ShardStatus.READING)
-            batch: list[Record] = []
-            spans: list[tuple[ShardState, int]] = []  # each shard's first record in `batch`
-            for st in sorted((s for s in reading if s.next_call <= now), key=lambda s: s.next_call):
-                records = self._poll(st)
-                if records:
-                    spans.append((st, len(batch)))
-                    batch.extend(records)
-                while len(batch) >= max_records:
-                    out, batch = batch[:max_records], batch[max_records:]
-                    spans = self._hold(batch, spans, max_records)
-                    yield out
-                    if self.stopping:
-                        return
-            if batch:
-                self._hold([], spans, len(batch))
+            # a shard whose fetched records still wait is not read again: what is held stays
+            # within about one `limit` of records
+            due = sorted(
+                (s for s in reading if s.next_call <= now and not s.buffer),
+                key=lambda s: s.next_call,
+            )
+            if due:
+                behind = sum(1 for s in reading if s.more)
+                share = max(1, self.config.limit // behind) if behind > 1 else self.config.limit
+                for st in due:
+                    self._poll(st, share if st.more else self.config.limit)
+            delivered = False
+            while batch := self._merge(max_records):
+                delivered = True
                 yield batch
+                if self.stopping:
+                    return
+            if delivered:
                 continue
             if self.idle_batches:
-                yield batch  # empty: the runner's sinks hear that time moves
+                yield []  # the runner's sinks hear that time moves
                 if self.stopping:
                     return
             now = self._clock()
-            backing_off = any(s.failures for s in self._lineage.with_status(ShardStatus.READING))
+            reading = self._lineage.with_status(ShardStatus.READING)
+            backing_off = any(s.failures for s in reading)
             if idle_exit is not None and now - self._last_activity >= idle_exit and not backing_off:
                 log.info("%s: no new record for %.1fs: stopping", self.id, idle_exit)
                 return
-            wake = min(
-                (s.next_call for s in self._lineage.with_status(ShardStatus.READING)),
-                default=now + 0.5,
-            )
+            wake = min((s.next_call for s in reading if not s.buffer), default=now + 0.5)
             self._sleep(min(0.5, max(0.01, wake - now)))
 
-    @staticmethod
-    def _hold(
-        rest: list[Record], spans: list[tuple[ShardState, int]], taken: int
-    ) -> list[tuple[ShardState, int]]:
-        """``taken`` records of the read were handed out, ``rest`` waits: note for each shard the
-        arrival of its first record still waiting (its lag counts from there); returns the spans
-        of ``rest``."""
-        out: list[tuple[ShardState, int]] = []
-        for i, (st, start) in enumerate(spans):
-            end = spans[i + 1][1] - taken if i + 1 < len(spans) else len(rest)
-            start -= taken
-            if end <= 0:
-                st.held_arrival = None
+    def _frontier(self) -> datetime | None:
+        """The latest arrival time the records handed out may reach: no shard that may hold
+        records not fetched yet (a full page, an answer behind its tip, a child waiting for its
+        parents) may have unread records older than what is handed out. None: no bound."""
+        bound: datetime | None = None
+        for st in self._lineage.states.values():
+            if st.status is ShardStatus.READING and (st.more or st.info.closed):
+                # behind its tip, or closed (listed so: children follow its end)
+                t = st.read_through or _FIRST
+            elif st.status is ShardStatus.ENDED and st.shard_id not in self._released:
+                # read to its end (a split or merge): its children's records arrived after its
+                # last one; the others wait there until the children start, at the commit of its
+                # last records — but for one round only once these are handed out (a sink may
+                # hold the commit back for more records)
+                t = st.read_through or _FIRST
+            elif st.status is ShardStatus.WAITING:
+                # a child starts after its parents' end: from their commit (in this round, as a
+                # batch is committed, or the next) until it starts, its parents' end holds the
+                # others — unless a parent waits for its commit a round later (a child of a
+                # waiting shard: that one holds)
+                parents = [p for p in (self._lineage.states.get(x) for x in st.info.parents) if p]
+                if any(
+                    p.shard_id in self._released or p.status is ShardStatus.WAITING for p in parents
+                ):
+                    continue
+                t = max((p.read_through or _FIRST for p in parents), default=_FIRST)
+            else:
                 continue
-            st.held_arrival = rest[max(start, 0)].meta.arrival_time
-            out.append((st, max(start, 0)))
+            if bound is None or t < bound:
+                bound = t
+        return bound
+
+    def _merge(self, n: int) -> list[Record]:
+        """Up to ``n`` fetched records, of every shard, in arrival-time order (each shard's in its
+        own order), none after the frontier; each shard's first record still waiting sets its
+        lag (``held_arrival``) and its last one handed out waits for a commit (``pending``)."""
+        shards = [st for st in self._lineage.states.values() if st.buffer]
+        if not shards:
+            return []
+        frontier = self._frontier()
+        if frontier is None and len(shards) == 1:
+            picks: list[ShardState] = [shards[0]] * min(n, len(shards[0].buffer))
+        else:
+            merged = heapq.merge(*(_due(st, frontier) for st in shards), key=_arrival)
+            picks = [st for _, _, st in islice(merged, n)]
+        out = [st.buffer.popleft() for st in picks]
+        if out:
+            self._last_activity = self._clock()
+        for st in shards:
+            st.held_arrival = st.buffer[0].meta.arrival_time if st.buffer else None
+        for st, rec in zip(picks, out, strict=True):
+            st.pending = rec
         return out
 
-    def _poll(self, st: ShardState) -> list[Record]:
-        """One GetRecords call on a shard (getting an iterator first if needed)."""
+    def _poll(self, st: ShardState, limit: int) -> None:
+        """One GetRecords call on a shard (getting an iterator first if needed); the records
+        join the shard's buffer."""
         now = self._clock()
         try:
             if st.iterator is None:
                 st.iterator = self._get_iterator(st)
                 st.started = True
             self.stats.get_records_calls += 1
-            resp = self.client.get_records(ShardIterator=st.iterator, Limit=self.config.limit)
+            resp = self.client.get_records(ShardIterator=st.iterator, Limit=limit)
         except Exception as exc:
             self._on_error(st, exc, now)
-            return []
+            return
         st.failures = st.errors = 0
         st.answered_at, st.unanswered_since = now, None
         raw = resp.get("Records", [])
@@ -390,21 +464,32 @@ class KinesisSpout(Spout):
         if raw:
             st.last_read = raw[-1]["SequenceNumber"]
             self.stats.records += len(raw)
+            arrival = raw[-1].get("ApproximateArrivalTimestamp")
+            if arrival is not None:
+                st.read_through = _later(st.read_through, arrival.astimezone(UTC))
+        elif st.millis_behind:
+            # an answer without records behind the tip stands that far back from now: nothing
+            # unread arrived before it
+            st.read_through = _later(
+                st.read_through, self._now() - timedelta(milliseconds=st.millis_behind)
+            )
         if raw or st.millis_behind:  # behind its tip, a shard may answer nothing: not drained
             self._last_activity = now
         if records:
-            st.pending = records[-1]
+            st.buffer.extend(records)
+            st.held_arrival = st.buffer[0].meta.arrival_time
+        busy = len(raw) >= limit or bool(st.millis_behind)
+        st.more = busy
         if st.iterator is None:  # SHARD_END: the parent of a split or merge
             st.status = ShardStatus.ENDED
             st.millis_behind = 0
+            st.more = False
             self._next_sync = now  # find the children now
             self._last_activity = now
             log.info("%s: shard %s read to its end", self.id, st.shard_id)
-        busy = len(raw) >= self.config.limit or bool(st.millis_behind)
         st.next_call = now + (
             MIN_CALL_INTERVAL if busy else max(MIN_CALL_INTERVAL, self.config.poll_interval)
         )
-        return records
 
     def _on_error(self, st: ShardState, exc: Exception, now: float) -> None:
         code = aws.error_code(exc)
@@ -596,7 +681,11 @@ class KinesisSpout(Spout):
         return out
 
     def _finish_ended(self) -> None:
-        done = [st for st in self._lineage.with_status(ShardStatus.ENDED) if st.pending is None]
+        done = [
+            st
+            for st in self._lineage.with_status(ShardStatus.ENDED)
+            if st.pending is None and not st.buffer
+        ]
         for st in done:
             self._to_save[st.shard_id] = SHARD_END
         for st in done:
