@@ -158,7 +158,11 @@ class KinesisSpoutConfig(StreamFields, ComponentConfig):
         1.0, ge=0, description="Seconds between GetRecords calls on a caught-up shard."
     )
     limit: int = Field(
-        MAX_LIMIT, ge=1, le=MAX_LIMIT, description="Records per GetRecords call (at most 10,000)."
+        MAX_LIMIT,
+        ge=1,
+        le=MAX_LIMIT,
+        description="Records per GetRecords call (at most 10,000); on a backlog, shared by the "
+        "shards behind their tip.",
     )
     checkpoint: CheckpointConfig | None = Field(
         None,
@@ -702,9 +706,9 @@ class KinesisSpout(Spout):
 
     def lag(self) -> dict[str, int]:
         """How far behind the tip each shard being read is: its last GetRecords answer's
-        MillisBehindLatest — or, while records of that answer still wait for a batch (an answer
-        of up to ``limit`` records is handed out ``max_records`` at a time), the age of the first
-        waiting one, if larger: the answer is about the read, the lag about the engine. A shard
+        MillisBehindLatest — or, while records fetched from it still wait (an answer of up to
+        ``limit`` records is handed out ``max_records`` at a time; records held back behind a
+        shard still behind wait for it), the age of the first waiting one, if larger: the answer is about the read, the lag about the engine. A shard
         whose calls fail (throttled without end, 5xx answers) adds the time since its last
         answer: the tip moves on while nothing is read (its last answer, often 0, stayed its lag
         and no alert saw a shard that could not be read)."""

@@ -283,3 +283,24 @@ def test_a_parent_whose_commit_is_held_back_holds_the_others_one_round_only(
     got = numbers(consume(spout, max_records=40, commit=False))
     assert got == sorted([*range(0, 200, 2), *range(1, 400, 2)])
     assert spout.shards()[SHARD0] == "ended"
+
+
+def test_the_lag_of_a_held_back_shard_is_the_age_of_its_first_waiting_record(
+    kinesis, kinesis_mock, make_stream
+):
+    """Records held back behind another shard have not reached the engine: the shard's lag is
+    their age, not its last answer's MillisBehindLatest."""
+    stream = make_stream(2)
+    put_to(kinesis, stream, clicks(range(0, 1000, 2)), shard=0)
+    put_to(kinesis, stream, clicks(range(1, 1000, 20)), shard=1)
+    spout = make_spout(kinesis_mock.endpoint, stream, store=MemoryCheckpointStore(), limit=100)
+    arrive_at_n(spout)
+    spout._now = lambda: BASE + timedelta(seconds=2000)  # noqa: SLF001
+    batches = spout.read(1000)
+    first = numbers(next(batches))
+    assert first == sorted(first) and max(first) <= 98  # shard 0's first page reaches 98 s
+    waiting = spout._lineage.states[SHARD1].buffer[0]  # noqa: SLF001
+    n = orjson.loads(waiting.data)["n"]
+    assert n > 98
+    assert spout.lag()[SHARD1] == (2000 - n) * 1000
+    batches.close()
