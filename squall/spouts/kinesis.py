@@ -468,9 +468,16 @@ class KinesisSpout(Spout):
         if raw:
             st.last_read = raw[-1]["SequenceNumber"]
             self.stats.records += len(raw)
-            arrival = raw[-1].get("ApproximateArrivalTimestamp")
-            if arrival is not None:
-                st.read_through = _later(st.read_through, arrival.astimezone(UTC))
+            # the latest of the page, not its last record's: arrival times are approximate and
+            # every record fetched must be at most this (else its shard would wait for itself)
+            arrivals = [r.meta.arrival_time for r in records if r.meta.arrival_time is not None]
+            arrivals += [
+                a.astimezone(UTC)
+                for a in (raw[-1].get("ApproximateArrivalTimestamp"),)
+                if a is not None
+            ]
+            if arrivals:
+                st.read_through = _later(st.read_through, max(arrivals))
         elif st.millis_behind:
             # an answer without records behind the tip stands that far back from now: nothing
             # unread arrived before it
