@@ -1,30 +1,66 @@
-"""``dedupe`` bolt: keep the first event per key within a batch; later duplicates are filtered."""
+"""``dedupe`` bolt: keep the first event per key within a batch; later duplicates are filtered.
+With a ``store``, keys are remembered across batches for ``ttl`` (``squall.bolts.dedupe_store``)."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from squall import exact_json
 from squall.bolts.base import Bolt, Output
+from squall.bolts.dedupe_store import KeyMemory, RedisKeys, SqlKeys
 from squall.component import ComponentConfig
 from squall.event import Event
+from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter
+from squall.times import Duration, duration_ms
 
 
 class DedupeConfig(ComponentConfig):
     key: DottedPath = Field(
         "meta.event_id", description="Dotted path of the key; events without it pass through."
     )
+    store: str | None = Field(
+        None,
+        description="Resource remembering keys across batches for `ttl`: a SQL database "
+        "(sqlite/postgresql URL) or Redis (redis URL). Without it, duplicates are dropped within "
+        "a batch only. An event is a duplicate when its key is remembered from another record: "
+        "the same record delivered again (a retry, a replay) is not.",
+    )
+    ttl: Duration = Field(
+        "24h",
+        description="How long a key is remembered by the `store` (seconds, or 30s, 1m, 1h, 1d); "
+        "the store holds the keys of one `ttl` at most.",
+    )
+    table: str = Field(
+        "squall_dedupe", description="SQL table of a SQL `store`'s keys (created if missing)."
+    )
+    key_prefix: str = Field(
+        "squall:dedupe:", description="Prefix of the Redis keys of a Redis `store`."
+    )
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, v: Any) -> Any:
+        if duration_ms(v) <= 0:
+            raise ValueError("ttl must be positive")
+        return v
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return check_identifier(v, "table name")
 
 
 class DedupeBolt(Bolt):
     """Drop events whose key was already seen earlier in the same batch (e.g. producer retries)."""
 
     Config = DedupeConfig
+    driver_sql: ClassVar[bool] = True  # a SQL store's statements are driver SQL
 
     @classmethod
     def payload_writes(cls, config: Any) -> tuple[str, ...]:
@@ -38,9 +74,32 @@ class DedupeBolt(Bolt):
         self._get = getter(config.key)
         #: The default key (``meta.event_id``) is read inline: no getter call, no property call.
         self._by_event_id = config.key == "meta.event_id"
+        self._memory: KeyMemory | None = None  # with a ``store``: keys across batches
+        self._state_resource: str | None = None
+
+    def open(self, resources: Any) -> None:
+        c = self.config
+        if c.store is None:
+            return
+
+        def sql(engine: Any) -> SqlKeys:
+            self._state_resource = c.store
+            return SqlKeys(engine, c.table)
+
+        store = resources.open_store(
+            c.store,
+            (self.context.topology, f"{self.id}.store"),
+            sql=sql,
+            redis=lambda client: RedisKeys(client, c.key_prefix),
+            driver_sql=True,
+        )
+        self._memory = KeyMemory(store, duration_ms(c.ttl))
 
     def process(self, batch: list[Event]) -> Output:
         out = Output(self.id)
+        if self._memory is not None:
+            self._memory.process(batch, [self._key(ev) for ev in batch], out)
+            return out
         seen: set = set()
         passed: list[Event] = []
         emit, get, by_event_id = passed.append, self._get, self._by_event_id
@@ -64,6 +123,36 @@ class DedupeBolt(Bolt):
                 emit(ev)
         out.emit_all(passed)
         return out
+
+    def _key(self, ev: Event) -> Any:
+        """``ev``'s key as compared (None: it has none)."""
+        k = ev.event_id if self._by_event_id else self._get(ev)
+        if k is MISSING or k is None:
+            return None
+        cls = k.__class__
+        return k if cls is str or cls is int else compared(k)
+
+    # -- the commit sequence (with a ``store``) ---------------------------------------------
+
+    @property
+    def stateful(self) -> bool:  # type: ignore[override]
+        return self.config.store is not None
+
+    def state_resource(self) -> str | None:
+        return self._state_resource
+
+    def commit_state(self, covered: Callable[[Event], bool], connection: Any = None) -> None:
+        """Remember the keys first seen in this batch, of covered records only."""
+        if self._memory is not None:
+            self._memory.commit(covered, connection)
+
+    def state_committed(self) -> None:
+        if self._memory is not None:
+            self._memory.clear()
+
+    def discard_state(self) -> None:
+        if self._memory is not None:
+            self._memory.clear()
 
 
 def compared(key: Any) -> Any:

@@ -1,0 +1,233 @@
+"""The dedupe bolt with a ``store``: keys remembered across batches (SQLite, PostgreSQL, Redis),
+a record delivered again never a duplicate of itself, ttl, replays, and a window after it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from squall.bolts import dedupe_store
+from squall.bolts.dedupe import DedupeBolt
+from squall.component import ComponentContext
+from squall.errors import BatchFailed, TransientError
+from squall.event import Event, Record, RecordMeta
+from squall.testing import run_topology
+from tests.enrichment.support import make_event, resources
+
+HOUR = 3_600_000
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+def store_url(request, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+    elif request.param == "postgresql":
+        yield request.getfixturevalue("pg_url")
+    else:
+        yield request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def bolt(request, store_url: str, unique_name: str) -> Iterator[DedupeBolt]:
+    b = make_bolt(store_url, unique_name)
+    pg = request.getfixturevalue("pg_url_psycopg2") if store_url.startswith("postgresql") else ""
+    yield b
+    if store_url.startswith("redis"):
+        client = redis.Redis.from_url(store_url)
+        keys = list(client.scan_iter(f"test:{unique_name}:*"))
+        if keys:
+            client.delete(*keys)
+    elif store_url.startswith("postgresql"):
+        import sqlalchemy as sa
+
+        with sa.create_engine(pg).begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+
+
+def make_bolt(url: str, name: str, **config) -> DedupeBolt:
+    c = {"id": "dd", "type": "dedupe", "key": "mid", "store": "state", "table": name}
+    c |= {"key_prefix": f"test:{name}:", **config}
+    b = DedupeBolt(DedupeBolt.Config(**c), ComponentContext("t"))
+    b.open(resources(state=url))
+    return b
+
+
+def run(b: DedupeBolt, events: list[Event], covered=lambda e: True) -> list[int]:
+    """One batch through the bolt and its commit: the sequence numbers of the events passed."""
+    out = b.process(events)
+    b.commit_state(covered, None)
+    b.state_committed()
+    return [int(e.meta.sequence_number) for e in out.streams.get("default", [])]
+
+
+def click(seq: int, mid: str = "m1", **meta) -> Event:
+    event = make_event({"mid": mid}, seq)
+    if meta:
+        event = make_event({"mid": mid}, seq)
+        event.meta = event.meta._replace(**meta)
+    return event
+
+
+def test_without_a_store_it_is_not_stateful():
+    b = DedupeBolt(DedupeBolt.Config(id="dd", type="dedupe"), ComponentContext("t"))
+    assert not b.stateful
+    assert make_bolt("sqlite://", "t").stateful
+
+
+def test_duplicates_across_batches_are_filtered(bolt):
+    assert run(bolt, [click(1), click(2, "m2")]) == [1, 2]
+    out = bolt.process([click(7), click(8, "m3"), click(9, "m2")])
+    assert [int(e.meta.sequence_number) for e in out.streams["default"]] == [8]
+    assert [int(e.meta.sequence_number) for e in out.dropped] == [7, 9]  # filtered, not failed
+    assert set(out.streams) == {"default"}  # none failed
+
+
+def test_within_a_batch_the_first_wins(bolt):
+    assert run(bolt, [click(1), click(2), click(3, "m2"), click(4, "m2")]) == [1, 3]
+
+
+def test_a_redelivery_is_not_a_duplicate_of_itself(bolt):
+    batch = [click(1), click(2, "m2")]
+    # crash before the commit: nothing remembered
+    bolt.process(batch)
+    bolt.discard_state()
+    # crash after the state commit, before the checkpoint: the same records come again
+    assert run(bolt, [click(1), click(2, "m2")]) == [1, 2]
+    assert run(bolt, [click(1), click(2, "m2"), click(3)]) == [1, 2]
+
+
+def test_only_covered_records_are_remembered(bolt):
+    # the record of m1 comes after a failed record of its shard: it is delivered again later
+    assert run(bolt, [click(1), click(2, "m2")], covered=lambda e: e.value["mid"] != "m1") == [1, 2]
+    assert run(bolt, [click(5), click(6, "m2")]) == [5]  # m1's retry is its first count
+
+
+def test_a_replay_is_its_record_not_a_duplicate(bolt):
+    assert run(bolt, [click(1), click(2)]) == [1]
+    # ``squall replay`` of record 1's dead letter: where it was first read
+    assert run(bolt, [click(1, replay=1)]) == [1]
+    # a replay of the duplicate, record 2: still a duplicate of record 1
+    assert run(bolt, [click(2, replay=1)]) == []
+
+
+def test_keys_are_forgotten_after_the_ttl(store_url, unique_name, monkeypatch):
+    b = make_bolt(store_url, unique_name, ttl="1h")
+    now = [1_800_000_000_000]
+    monkeypatch.setattr(dedupe_store, "now_ms", lambda: now[0])
+    assert run(b, [click(1)]) == [1]
+    now[0] += HOUR - 1
+    assert run(b, [click(2)]) == []
+    if store_url.startswith("redis"):
+        client = redis.Redis.from_url(store_url)
+        (key,) = client.scan_iter(f"test:{unique_name}:*")
+        assert 0 < client.pttl(key) <= HOUR  # Redis forgets it itself
+        client.delete(key)  # (as Redis will, an hour after)
+    else:
+        now[0] += 1
+    assert run(b, [click(3)]) == [3]  # remembered anew, from this record
+    assert run(b, [click(4)]) == []
+
+
+def test_expired_keys_are_pruned(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    b = make_bolt(url, "dd_keys", ttl="1h")
+    now = [1_800_000_000_000]
+    monkeypatch.setattr(dedupe_store, "now_ms", lambda: now[0])
+    run(b, [click(i, f"m{i}") for i in range(1, 11)])
+    now[0] += 2 * HOUR
+    run(b, [click(20, "new")])
+    rows = sqlite3.connect(tmp_path / "s.db").execute("SELECT count(*) FROM dd_keys").fetchone()
+    assert rows == (1,)
+
+
+def test_keys_of_every_kind_are_remembered(bolt):
+    values = ["1", 1, 1.0, True, {"a": [1, 2]}, {"a": [1.0, 2]}, "x" * 5000, "nul\x00"]
+    batch = [make_event({"mid": v}, i + 1) for i, v in enumerate(values)]
+    assert run(bolt, batch) == [1, 2, 4, 5, 7, 8]  # 1.0 is 1, the second object the first
+    again = [make_event({"mid": v}, i + 20) for i, v in enumerate(values)]
+    assert run(bolt, again) == []
+    assert run(bolt, [make_event({"mid": float("nan")}, 40)]) == [40]
+    assert run(bolt, [make_event({"mid": float("nan")}, 41)]) == [41]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/9", "postgresql://postgres@127.0.0.1:1/x"])
+def test_a_store_down_fails_the_batch_for_a_retry(url):
+    b = make_bolt(url, "t_down")
+    with pytest.raises(TransientError):
+        b.process([click(1)])
+
+
+# -- through the engine ---------------------------------------------------------------------
+
+
+def records(copies: list[tuple[int, str]]) -> list[Record]:
+    """Clicks as the producer sent them: (sequence number, message id)."""
+    out = []
+    for seq, mid in copies:
+        data = orjson.dumps({"message_id": mid, "app": "a", "timestamp": 1_714_557_600_000})
+        out.append(Record(data, RecordMeta("clicks", "shardId-000000000000", str(seq), 0, "pk")))
+    return out
+
+
+def walkthrough(db: Path, store: str = "db") -> str:
+    return f"""
+name: clicks
+resources:
+  db: {{url: "sqlite:///{db}"}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json, event_id_field: message_id}}
+  - {{id: dedupe, type: dedupe, store: {store}, ttl: 1h}}
+  - {{id: per_minute, type: window, store: db, key: [app], size: 1m,
+      aggregates: {{clicks: {{fn: count}}}}}}
+sinks:
+  - {{id: minutes, type: warehouse, resource: db, table: per_minute,
+      columns: {{event_id: meta.event_id, app: app, window_start: window_start, clicks: clicks}}}}
+"""
+
+
+def test_a_window_after_the_dedupe_counts_a_retried_click_once(tmp_path):
+    """The walkthrough's case: three copies of a click, in three batches → 1 in the window."""
+    db = tmp_path / "w.db"
+    run_topology(
+        walkthrough(db), records([(1, "c1"), (2, "c1"), (3, "c1")]), batch_size=1, end_of_input=True
+    )
+    rows = (
+        sqlite3.connect(db)
+        .execute("SELECT app, CAST(clicks AS INTEGER) FROM per_minute")
+        .fetchall()
+    )
+    assert rows == [("a", 1)]
+
+
+def test_the_keys_commit_in_the_warehouse_transaction(tmp_path, monkeypatch):
+    """One SQLite file: the bolt writes its keys on the batch's connection (one transaction);
+    a failure after them (the checkpoint) leaves none written, so the retry passes."""
+    db = tmp_path / "w.db"
+    seen = []
+    real = dedupe_store.SqlKeys.save
+
+    def save(self, rows, now, ttl_ms, connection=None):
+        seen.append(connection)
+        real(self, rows, now, ttl_ms, connection)
+        if connection is not None and len(seen) == 1:
+            raise RuntimeError("crash after the keys, before the commit")
+
+    monkeypatch.setattr(dedupe_store.SqlKeys, "save", save)
+    with pytest.raises(BatchFailed, match="crash after the keys"):
+        run_topology(walkthrough(db), records([(1, "c1")]), batch_size=1)
+    assert seen[0] is not None
+    keys = sqlite3.connect(db).execute("SELECT count(*) FROM squall_dedupe").fetchone()
+    assert keys == (0,)  # rolled back with the batch
+    run_topology(walkthrough(db), records([(1, "c1")]), batch_size=1, end_of_input=True)
+    rows = (
+        sqlite3.connect(db)
+        .execute("SELECT app, CAST(clicks AS INTEGER) FROM per_minute")
+        .fetchall()
+    )
+    assert rows == [("a", 1)]
