@@ -1040,3 +1040,37 @@ def test_a_url_from_a_variable_without_psycopg2_is_warned_of(
     assert {w.split("'")[1] for w in found if "from a variable" in w} == warned
     (tmp_path / "deps" / "psycopg2").mkdir()
     assert missing_drivers(topo, tmp_path / "deps", frozenset(), text) == []
+
+
+#: A dedupe remembering keys in the warehouse's SQLite file (hH), or in Redis.
+DEDUPE = """
+name: dd
+resources:
+  db: {url: "sqlite:///w.db"}
+  keys: {url: "redis://127.0.0.1:6379/9"}
+spout: {type: stdin}
+bolts:
+  - {id: decode, type: json, event_id_field: k}
+  - {id: dedupe, type: dedupe, store: STORE}
+sinks:
+  - {id: rows, type: warehouse, resource: db, table: t, columns: {k: k}}
+"""
+
+
+def test_a_dedupe_store_ships_its_driver_and_runs_without_the_rest(tmp_path: Path):
+    """On the warehouse's SQLite file the keys are written on the plain driver: no SQLAlchemy,
+    and the function runs with it (and redis-py, unused) refused; on Redis, redis-py ships."""
+    on_redis = write(tmp_path / "r" / "dd.yaml", DEDUPE.replace("STORE", "keys"))
+    assert "redis" in needs(on_redis)
+    on_sql = write(
+        tmp_path / "dd.yaml",
+        DEDUPE.replace("STORE", "db").replace('  keys: {url: "redis://127.0.0.1:6379/9"}\n', ""),
+    )
+    assert not {"sqlalchemy", "redis"} & needs(on_sql)
+    event = kinesis_lambda_event([{"k": "a"}, {"k": "a"}])
+    assert run_blocked(on_sql, event, tmp_path, {}) == {"batchItemFailures": []}
+    assert run_blocked(on_sql, kinesis_lambda_event([{"k": "a"}]), tmp_path, {}) == {
+        "batchItemFailures": []
+    }
+    db = sqlite3.connect(tmp_path / "w.db")
+    assert db.execute("select count(*) from squall_dedupe").fetchone() == (1,)
