@@ -165,7 +165,9 @@ def test_the_table_checker_finds_gone_options_wrong_defaults_and_unmarked_tables
     page = tmp_path / "a.md"
     page.write_text(
         "<!-- options: bolt/dedupe -->\n| option | default | meaning |\n|---|---|---|\n"
-        "| `key` | `event_id` | the key |\n| `window` | none | gone |\n\n"
+        "| `key` | `event_id` | the key |\n| `window` | none | gone |\n| `store` | none | x |\n"
+        "| `ttl` | `24h` | x |\n| `table` | `squall_dedupe` | x |\n"
+        "| `key_prefix` | `squall:dedupe:` | x |\n\n"
         "<!-- options: bolt/subscription -->\n| option | default | meaning |\n|---|---|---|\n"
         "| `store` | required | x |\n| `actions` | `{register: register, subscribe: subscribe, "
         "unsubscribe: unsubscribe}` | x |\n| `key_prefix` | `squall:subscription:` | x |\n"
@@ -176,10 +178,10 @@ def test_the_table_checker_finds_gone_options_wrong_defaults_and_unmarked_tables
     assert problems[:3] == [
         "a.md:2: bolt/dedupe.key: documented default `event_id`, the code's 'meta.event_id'",
         "a.md:2: bolt/dedupe has no option 'window'",
-        "a.md:8: bolt/subscription.history: documented default `5`, the code's 4",
+        "a.md:12: bolt/subscription.history: documented default `5`, the code's 4",
     ]
-    assert problems[3].startswith("a.md:8: bolt/subscription: options missing from the table: ")
-    assert problems[4:] == ["a.md:15: option table without an <!-- options: kind/type --> marker"]
+    assert problems[3].startswith("a.md:12: bolt/subscription: options missing from the table: ")
+    assert problems[4:] == ["a.md:19: option table without an <!-- options: kind/type --> marker"]
 
 
 def _choices() -> dict[str, set[str] | None]:

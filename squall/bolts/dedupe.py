@@ -33,8 +33,8 @@ class DedupeConfig(ComponentConfig):
     )
     ttl: Duration = Field(
         "24h",
-        description="How long a key is remembered by the `store` (seconds, or 30s, 1m, 1h, 1d); "
-        "the store holds the keys of one `ttl` at most.",
+        description="How long the `store` remembers a key (written at the commit of its first "
+        "record); it holds the keys of one `ttl` at most.",
     )
     table: str = Field(
         "squall_dedupe", description="SQL table of a SQL `store`'s keys (created if missing)."
@@ -67,7 +67,10 @@ class DedupeBolt(Bolt):
         """It changes no payload (load-time path checks look through it)."""
         return ()
 
-    summary = "Drop duplicate events (same key) within a batch; the first one wins."
+    summary = (
+        "Drop duplicate events (same key) within a batch, or across batches with a `store`; "
+        "the first one wins."
+    )
 
     def __init__(self, config: DedupeConfig, context):
         super().__init__(config, context)
