@@ -100,18 +100,23 @@ class KeyMemory:
         stored = self.store.load(wanted, now_ms() - self.ttl_ms) if wanted else {}
         local: dict[str, tuple[str, Event]] = {}
         passed: list[Event] = []
+        kept: set[str] = set()  # keys passed by this call: a later event of one is dropped
         for event, digest in zip(batch, digests, strict=True):
             if digest is None:
                 passed.append(event)
                 continue
+            if digest in kept:  # (as without a store: the first in the batch wins)
+                out.drop(event)
+                continue
             at = position_digest(event)
-            first = local.get(digest) or self._staged.get(digest)
+            first = self._staged.get(digest)
             known = first[0] if first is not None else stored.get(digest)
             if known is None:
                 local[digest] = (at, event)
             elif known != at:
                 out.drop(event)
                 continue
+            kept.add(digest)
             passed.append(event)
         out.emit_all(passed)
         self._staged.update(local)  # (only once the call returns: one that raises stages nothing)

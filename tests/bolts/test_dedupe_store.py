@@ -91,6 +91,15 @@ def test_within_a_batch_the_first_wins(bolt):
     assert run(bolt, [click(1), click(2), click(3, "m2"), click(4, "m2")]) == [1, 3]
 
 
+def test_one_event_twice_in_a_batch_passes_once(bolt):
+    """The same event twice (emitted on two streams into the bolt): one position, one pass —
+    also when the key is remembered from that record."""
+    event = click(1)
+    assert run(bolt, [event, event]) == [1]
+    event = click(1)
+    assert run(bolt, [event, event]) == [1]
+
+
 def test_a_redelivery_is_not_a_duplicate_of_itself(bolt):
     batch = [click(1), click(2, "m2")]
     # crash before the commit: nothing remembered
