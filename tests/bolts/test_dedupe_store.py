@@ -33,20 +33,33 @@ def store_url(request, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def bolt(request, store_url: str, unique_name: str) -> Iterator[DedupeBolt]:
-    b = make_bolt(store_url, unique_name)
-    pg = request.getfixturevalue("pg_url_psycopg2") if store_url.startswith("postgresql") else ""
-    yield b
-    if store_url.startswith("redis"):
-        client = redis.Redis.from_url(store_url)
-        keys = list(client.scan_iter(f"test:{unique_name}:*"))
-        if keys:
-            client.delete(*keys)
-    elif store_url.startswith("postgresql"):
+def bolt(request, store_url: str, unique_name: str) -> DedupeBolt:
+    cleanup(request, store_url, unique_name)
+    return make_bolt(store_url, unique_name)
+
+
+def cleanup(request, url: str, name: str) -> None:
+    """After the test: its Redis keys deleted, its PostgreSQL table dropped."""
+    if url.startswith("redis"):
+        request.addfinalizer(lambda: forget_keys(url, name))
+    elif url.startswith("postgresql"):
         import sqlalchemy as sa
 
-        with sa.create_engine(pg).begin() as conn:
-            conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{unique_name}"')
+        engine = sa.create_engine(request.getfixturevalue("pg_url_psycopg2"))
+
+        def drop() -> None:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+            engine.dispose()
+
+        request.addfinalizer(drop)
+
+
+def forget_keys(url: str, name: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"test:{name}:*"))
+    if keys:
+        client.delete(*keys)
 
 
 def make_bolt(url: str, name: str, **config) -> DedupeBolt:
@@ -124,7 +137,8 @@ def test_a_replay_is_its_record_not_a_duplicate(bolt):
     assert run(bolt, [click(2, replay=1)]) == []
 
 
-def test_keys_are_forgotten_after_the_ttl(store_url, unique_name, monkeypatch):
+def test_keys_are_forgotten_after_the_ttl(request, store_url, unique_name, monkeypatch):
+    cleanup(request, store_url, unique_name)
     b = make_bolt(store_url, unique_name, ttl="1h")
     now = [1_800_000_000_000]
     monkeypatch.setattr(dedupe_store, "now_ms", lambda: now[0])
@@ -240,3 +254,28 @@ def test_the_keys_commit_in_the_warehouse_transaction(tmp_path, monkeypatch):
         .fetchall()
     )
     assert rows == [("a", 1)]
+
+
+def test_a_batch_delivered_again_after_its_keys_were_written_is_counted_once(
+    request, tmp_path, redis_url, unique_name
+):
+    """Keys in Redis (written outside the SQL transaction), window and rows in SQLite: the batch
+    comes again (a crash after the state commit, before the checkpoint). The dedupe passes its
+    records again — none is a duplicate of itself — and the window's marks count them once; a
+    retried copy in the same delivery is filtered."""
+    db = tmp_path / "w.db"
+    text = walkthrough(db, "keys").replace(
+        "resources:\n", f'resources:\n  keys: {{url: "{redis_url}"}}\n'
+    )
+    text = text.replace("ttl: 1h}", f"ttl: 1h, key_prefix: 'test:{unique_name}:'}}")
+    cleanup(request, redis_url, unique_name)
+    first = run_topology(text, records([(1, "c1"), (2, "c2")]))
+    again = run_topology(text, records([(1, "c1"), (2, "c2"), (3, "c1")]), end_of_input=True)
+    dedupe = next(s for s in again.engine.stats if s.id == "dedupe")
+    assert (dedupe.received, dedupe.emitted, dedupe.dropped) == (3, 2, 1)
+    assert next(s for s in first.engine.stats if s.id == "dedupe").dropped == 0
+    rows = sqlite3.connect(db).execute("SELECT app, CAST(clicks AS INTEGER) FROM per_minute")
+    assert rows.fetchall() == [("a", 2)]
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"test:{unique_name}:*"))
+    assert len(keys) == 2
