@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import IO
 
 from squall.errors import SquallError
@@ -34,6 +35,7 @@ MAX_STDIN_LINE_DOC = (
 )
 #: The UTF-8 byte order mark some tools (Excel, Windows exports) write at the start of a file.
 BOM = b"\xef\xbb\xbf"
+_FINGERPRINT = slice(32)  # a record's fingerprint: the digest's first 32 hex digits
 
 
 def rest_of_line(
@@ -83,22 +85,26 @@ def line_batches(
     limit = max_line_bytes + 2  # the limit, and a CRLF
     number = 0
     source: str | None = None
+    cut = _FINGERPRINT
+    first = True  # no record yet: the input's first (its BOM, its source)
     named = f"{label}: " if label else ""
+    # (``iter`` over ``readline`` rather than a call per line; not ``zip`` with the line numbers:
+    # its tuple would hold an over-long line's first part while the rest is read.)
     try:
-        while True:
-            chunk = readline(limit)
-            if not chunk:
-                break
+        for chunk in iter(partial(readline, limit), b""):
             number += 1
             update(chunk)
-            defect = None
             data = chunk.rstrip(b"\r\n")
-            # (a line read is never empty; ``endswith`` parses its arguments, ~0.5k instructions)
-            ended = chunk[-1] == 0x0A
-            if len(data) <= max_line_bytes and (ended or len(chunk) < limit):
+            # The usual line, shorter than the limit whatever its end; else the full test (a line
+            # read is never empty; ``endswith`` parses its arguments, ~0.5k instructions).
+            if len(chunk) <= max_line_bytes or (
+                len(data) <= max_line_bytes and (chunk[-1] == 0x0A or len(chunk) < limit)
+            ):
                 if skip_blank and not data.strip():
                     continue
+                defect = None
             else:  # over the limit: a prefix for the dead letter, the rest through the digest
+                ended = chunk[-1] == 0x0A
                 more = not ended and len(chunk) == limit
                 length = len(chunk) - ended
                 data = data[: min(KEPT_PREFIX, max_line_bytes)]
@@ -109,13 +115,14 @@ def line_batches(
                     f"{named}line {number} is {length} bytes, over max_line_bytes "
                     f"({max_line_bytes}); only its first {len(data)} bytes are kept"
                 )
-            if strip_bom and number == 1 and data.startswith(BOM):
-                # After the blank-line test: a line of only a BOM stays a record, as it was before
-                # BOMs were dropped (the input's records, and its source, do not change).
-                data = data[len(BOM) :]
-            fingerprint = hexdigest()[:32]
-            if source is None:  # the input's first record names it (see RecordMeta.source)
+            fingerprint = hexdigest()[cut]
+            if first:  # the input's first record names it (see RecordMeta.source)
+                first = False
                 source = fingerprint
+                if strip_bom and number == 1 and data.startswith(BOM):
+                    # After the blank-line test: a line of only a BOM stays a record, as it was
+                    # before BOMs were dropped (the input's records, and its source, do not change).
+                    data = data[len(BOM) :]
             # Every field, in order (squall.event.new_meta): stream, shard, sequence, sub-sequence,
             # partition key, arrival time, explicit hash key, fingerprint, defect, source, replay.
             meta = (stream, shard, str(number), 0, "", None, None, fingerprint, defect, source, 0)
