@@ -103,6 +103,14 @@ class DedupeBolt(Bolt):
         if self._memory is not None:
             self._memory.process(batch, [self._key(ev) for ev in batch], out)
             return out
+        if self._by_event_id:
+            # The usual batch: every event's id known and text, no two alike — every event
+            # passes, in order. Found at C speed, the ids taken once (the loop below then runs
+            # only for a batch with a duplicate, an id to derive or one of another type).
+            keys = [ev._event_id for ev in batch]
+            if set(map(type, keys)) <= _TEXT and len(set(keys)) == len(keys):
+                out.emit_all(batch[:])
+                return out
         seen: set = set()
         passed: list[Event] = []
         emit, get, by_event_id = passed.append, self._get, self._by_event_id
@@ -156,6 +164,9 @@ class DedupeBolt(Bolt):
     def discard_state(self) -> None:
         if self._memory is not None:
             self._memory.clear()
+
+
+_TEXT = frozenset([str])  # the usual ids' one class
 
 
 def compared(key: Any) -> Any:

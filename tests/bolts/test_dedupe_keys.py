@@ -149,3 +149,30 @@ def test_a_key_without_hash_is_kept_in_its_own_size():
     keys = [Device(i) for i in range(n)]
     assert compared(Device(1)) == compared(Device(1)) != compared(Device(2))
     assert _traced_peak(lambda: [compared(k) for k in keys]) < n * 1024
+
+
+IDS = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 2))
+
+
+@given(st.lists(IDS, max_size=12))
+def test_by_event_id_the_first_of_each_id_passes_whatever_the_ids(ids):
+    """By event id (the default key) a batch whose ids are all text and all different passes
+    whole at C speed; any other batch (a duplicate, an id to derive, an id of another class)
+    takes the event-by-event rule: the first of each id passes, the others are dropped."""
+    bolt = DedupeBolt(DedupeBolt.Config(id="d", type="dedupe"), ComponentContext("t"))
+    events = [
+        Event(b"", RecordMeta("s", "shardId-000000000000", str(i), 0, "pk"), None, i)
+        for i in range(len(ids))
+    ]
+    for ev, eid in zip(events, ids, strict=True):
+        ev._event_id = eid
+    expected, seen = [], set()
+    for ev in events:
+        key = ev.event_id
+        if key not in seen:
+            seen.add(key)
+            expected.append(ev.origin)
+    out = bolt.process(events)
+    assert [e.origin for e in out.streams.get("default", [])] == expected
+    assert [e.origin for e in out.dropped] == [i for i in range(len(ids)) if i not in expected]
+    assert out.streams.get("default") is not events  # a list of its own
