@@ -64,3 +64,26 @@ def test_a_schema_reason_quoting_a_huge_value_is_bounded():
     (dead,) = stores["dlq"]
     assert dead.failure.reason.startswith("schema: $.t: [0, 1, 2")
     assert len(dead.failure.reason) < 1100 and dead.failure.reason.endswith("characters]")
+
+
+def test_the_usual_id_and_every_other_kind_keep_their_outcome():
+    """The usual id (text, short, no NUL) is taken in fewer steps; every other kind keeps the
+    full rule: a number is its text, an empty or null id keeps the derived one, a NUL or an id
+    over the limit in bytes is the record's failure, 128 four-byte characters are at it."""
+    ids = ["m-1", 7, "", None, "a\x00b", "\U0001f600" * 128, "\U0001f600" * 129, "x" * 129]
+    payloads = [{"id": eid, "n": i} for i, eid in enumerate(ids)]
+    outcomes, stores = run("  - {id: decode, type: json, event_id_field: id}", payloads)
+    assert [o.outcome for o in outcomes] == [Outcome.COMMITTED] * 4 + [
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+        Outcome.DEAD_LETTERED,
+        Outcome.COMMITTED,
+    ]
+    kept = [ev.event_id for ev in stores["out"]]
+    assert kept[:2] == ["m-1", "7"] and len(kept[2]) == len(kept[3]) == 32
+    assert kept[4:] == ["\U0001f600" * 128, "x" * 129]
+    reasons = [ev.failure.reason for ev in stores["dlq"]]
+    assert reasons == [
+        "id contains a NUL character",
+        "id is 516 bytes, over the event id limit (512 bytes)",
+    ]
