@@ -1536,7 +1536,9 @@ class Engine:
         units: list[Event] = []
         bad: list[Event] = []
         started = time.perf_counter()
-        append, user_records = units.append, self.user_records
+        append = units.append
+        # With ``user_records`` no record is an aggregate: a first byte no byte equals.
+        kpl_first = -1 if self.user_records else _KPL_FIRST
         for rec in records:
             data, meta = rec.data, rec.meta
             # the source could not deliver it whole (too long, bad base64)
@@ -1550,9 +1552,8 @@ class Engine:
             # aggregate already (a spout resuming inside one, the KCL): its bytes are the user's.
             # (The first byte alone rules most records out without slicing.)
             if (
-                user_records
-                or not data
-                or data[0] != _KPL_FIRST
+                not data
+                or data[0] != kpl_first
                 or data[:4] != KPL_MAGIC
                 or meta.sub_sequence_number
             ):
@@ -1561,10 +1562,8 @@ class Engine:
                 ev = _new_event(Event)
                 ev.raw = data
                 ev.meta = meta
-                ev._event_id = None
                 ev.origin = len(units)
-                ev.value = None
-                ev.failure = None
+                ev._event_id = ev.value = ev.failure = None
                 ev.extra = {}
                 append(ev)
                 continue
