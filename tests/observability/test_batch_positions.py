@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from squall.bolts.base import Bolt, Output
 from squall.deploy.local import LocalRunner
@@ -238,3 +240,18 @@ def test_a_replay_batch_logs_its_id_and_the_dead_letters_shards(tmp_path: Path, 
     ]
     assert second["batch_id"] == 2
     assert (second["shard"], second["sequence_first"], second["sequence_last"]) == (A, "3", "3")
+
+
+@given(st.lists(st.tuples(st.sampled_from([A, B]), st.integers(1, 99)), max_size=12))
+def test_the_positions_are_the_loops_over_any_shards(pairs):
+    """One shard's batch is read at C speed (its first record and its last): the same fields as
+    the record-by-record loop, whatever the shards and their order."""
+    records = [Record(b"", RecordMeta("s", shard, str(n))) for shard, n in pairs]
+    ranges: dict[str, list[str]] = {}
+    for r in records:
+        ranges.setdefault(r.meta.shard_id, [r.meta.sequence_number, ""])[1] = r.meta.sequence_number
+    shards = [
+        {"shard": s, "sequence_first": f, "sequence_last": la} for s, (f, la) in ranges.items()
+    ]
+    expected = {**shards[0], "shards": shards} if len(shards) == 1 else {"shards": shards}
+    assert batch_positions(records) == (expected if records else {})
