@@ -84,6 +84,8 @@ def _due(st: ShardState, frontier: datetime | None) -> Iterator[tuple[datetime, 
 #: GetRecords: at most 5 calls per second per shard, and 10,000 records per call.
 MIN_CALL_INTERVAL = 0.2
 MAX_LIMIT = 10_000
+#: Records a shard takes at most per second (Kinesis's write limit per shard).
+MAX_SHARD_WRITES = 1_000
 #: Consecutive non-throttling failures (network, 5xx) of one shard before the read fails.
 MAX_ERRORS = 8
 
@@ -162,7 +164,8 @@ class KinesisSpoutConfig(StreamFields, ComponentConfig):
         ge=1,
         le=MAX_LIMIT,
         description="Records per GetRecords call (at most 10,000); on a backlog, shared by the "
-        "shards behind their tip.",
+        "shards behind their tip, each keeping at least what a shard written at 1,000 records a "
+        "second takes between two calls (or `limit`, if smaller).",
     )
     checkpoint: CheckpointConfig | None = Field(
         None,
@@ -367,8 +370,7 @@ class KinesisSpout(Spout):
                 key=lambda s: s.next_call,
             )
             if due:
-                behind = sum(1 for s in reading if s.more)
-                share = max(1, self.config.limit // behind) if behind > 1 else self.config.limit
+                share = self._share(sum(1 for s in reading if s.more))
                 for st in due:
                     self._poll(st, share if st.more else self.config.limit)
             delivered = False
@@ -391,6 +393,19 @@ class KinesisSpout(Spout):
                 return
             wake = min((s.next_call for s in reading if not s.buffer), default=now + 0.5)
             self._sleep(min(0.5, max(0.01, wake - now)))
+
+    def _share(self, behind: int) -> int:
+        """Each shard's part of a round's ``limit`` when ``behind`` shards are behind their tip:
+        never less than what a shard written at its limit (1,000 records a second) takes
+        between two calls, nor than ``limit`` if smaller. Below it a shard behind could never
+        catch up (at 5 calls a second, 8 shards and ``limit: 100`` read 60 records a second of
+        each) and a caught-up shard's page filled its part: it counted as behind and was called
+        every 0.2 s instead of every ``poll_interval``."""
+        limit = self.config.limit
+        if behind <= 1:
+            return limit
+        between = max(MIN_CALL_INTERVAL, self.config.poll_interval)
+        return max(limit // behind, min(limit, round(MAX_SHARD_WRITES * between)))
 
     def _frontier(self) -> datetime | None:
         """The latest arrival time the records handed out may reach: no shard that may hold
