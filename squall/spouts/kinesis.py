@@ -8,7 +8,7 @@ the per-shard read limits, backs off on throttling and resumes after the last ch
 Fleets of hosts use the KCL or Lambda runners instead: they coordinate shard leases, this
 poller does not (two pollers on one stream both read every record).
 
-Size (~730 lines): one poller — shard sync, resharding order, iterators, backoff, the merge of
+Size (~790 lines): one poller — shard sync, resharding order, iterators, backoff, the merge of
 the shards' records by arrival time — whose parts share the per-shard state; the Kinesis pieces
 others use are in ``squall/kinesis/``.
 """
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from itertools import islice
 from typing import Annotated, Any, Literal
 
@@ -79,6 +80,21 @@ def _due(st: ShardState, frontier: datetime | None) -> Iterator[tuple[datetime, 
         rank = rank + 1 if t == last else 0
         last = t
         yield t, rank, st
+
+
+def _answered(resp: dict[str, Any], now: Callable[[], datetime]) -> datetime:
+    """When Kinesis answered, by its clock — the one arrival times are stamped by: the answer's
+    Date header (to the second, so never later than the answer); this host's clock without it.
+    A host clock ahead of Kinesis's placed a shard answering nothing behind its tip that far
+    ahead, and the other shards' later records went out before its older ones."""
+    date = resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    if date:
+        try:
+            at = parsedate_to_datetime(date)
+        except (TypeError, ValueError):
+            return now()
+        return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    return now()
 
 
 #: GetRecords: at most 5 calls per second per shard, and 10,000 records per call.
@@ -494,10 +510,11 @@ class KinesisSpout(Spout):
             if arrivals:
                 st.read_through = _later(st.read_through, max(arrivals))
         elif st.millis_behind:
-            # an answer without records behind the tip stands that far back from now: nothing
-            # unread arrived before it
+            # an answer without records behind the tip stands that far back from its time:
+            # nothing unread arrived before it
             st.read_through = _later(
-                st.read_through, self._now() - timedelta(milliseconds=st.millis_behind)
+                st.read_through,
+                _answered(resp, self._now) - timedelta(milliseconds=st.millis_behind),
             )
         if raw or st.millis_behind:  # behind its tip, a shard may answer nothing: not drained
             self._last_activity = now

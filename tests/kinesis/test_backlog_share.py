@@ -13,6 +13,7 @@ Kinesis: kinesis-mock writes too slowly to load 8 shards for minutes.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 from squall.component import ComponentContext
@@ -107,3 +108,67 @@ def test_caught_up_shards_are_called_as_often_as_before_the_merge():
     spout, stream, read = read_for(120, shards=8, rate=300, backlog=0, limit=1000)
     assert set(stream.limits) == {1000}
     assert len(stream.limits) / 8 / 120 < 1.2
+
+
+class EmptyBehind:
+    """Shard 0 holds records that arrived 0–100 s after BASE; shard 1 answers no record, 60 s
+    behind its tip (a stretch without records on a backlog). Kinesis's clock reads BASE + 100 s;
+    its answers carry that time in their Date header, as every AWS answer does."""
+
+    def __init__(self) -> None:
+        self.server_now = BASE + timedelta(seconds=100)
+
+    def list_shards(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Shards": [{"ShardId": f"shardId-00000000000{i}"} for i in range(2)]}
+
+    def get_shard_iterator(self, ShardId: str, **kwargs: Any) -> dict:
+        return {"ShardIterator": ShardId}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        headers = {"date": format_datetime(self.server_now, usegmt=True)}
+        meta = {"HTTPStatusCode": 200, "HTTPHeaders": headers}
+        if ShardIterator.endswith("1"):
+            return {
+                "Records": [],
+                "MillisBehindLatest": 60_000,
+                "NextShardIterator": "x1",
+                "ResponseMetadata": meta,
+            }
+        records = (
+            [
+                {
+                    "Data": b"{}",
+                    "PartitionKey": "k",
+                    "SequenceNumber": str(k),
+                    "ApproximateArrivalTimestamp": BASE + timedelta(seconds=k),
+                }
+                for k in range(101)
+            ]
+            if ShardIterator == "shardId-000000000000"
+            else []
+        )
+        return {
+            "Records": records,
+            "MillisBehindLatest": 0,
+            "NextShardIterator": "x0",
+            "ResponseMetadata": meta,
+        }
+
+
+def test_an_empty_answer_behind_the_tip_is_placed_by_kinesis_clock_not_ours():
+    """Shard 1 answered nothing 60 s behind its tip: what it has not read arrived after
+    BASE + 40 s by Kinesis's clock. This host's clock is 10 minutes ahead: counted from it, shard
+    1 stood at BASE + 640 s and all of shard 0's records went out before shard 1's older ones
+    (a `window` sends those to `late`). Counted from the answer's Date, shard 0's records up to
+    BASE + 40 s go out and the rest wait."""
+    clock = FakeClock()
+    config = KinesisSpoutConfig(id="spout", type="kinesis", stream="clicks")
+    spout = KinesisSpout(config, ComponentContext("app"), clock=clock.now, sleep=clock.sleep)
+    stream = EmptyBehind()
+    spout.client = stream
+    spout._now = lambda: stream.server_now + timedelta(minutes=10)
+    spout.resume({})
+    batches = spout.read(500)
+    first = next(batches)
+    batches.close()
+    assert [int(r.meta.sequence_number) for r in first] == list(range(41))
