@@ -8,6 +8,9 @@ minutes, and growing); at the tip a caught-up shard's page filled its small part
 as behind and was called every 0.2 s instead of every ``poll_interval`` (3 calls a second per
 shard instead of 1.1 with ``limit: 1000``, 8 shards). A fake stream and clock stand in for
 Kinesis: kinesis-mock writes too slowly to load 8 shards for minutes.
+
+Also: a shard answering no record behind its tip is placed by Kinesis's clock (the answer's
+Date), not this host's (kinesis-mock never answers so).
 """
 
 from __future__ import annotations
