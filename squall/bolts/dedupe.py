@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from squall import exact_json
 from squall.bolts.base import Bolt, Output
@@ -55,6 +55,26 @@ class DedupeConfig(ComponentConfig):
     def _table(cls, v: str) -> str:
         return check_identifier(v, "table name")
 
+    @model_validator(mode="after")
+    def _store_options(self) -> DedupeConfig:
+        # Without a store they would be accepted and do nothing: the duplicates of other
+        # batches would pass while the topology reads as if they were remembered.
+        if self.store is None:
+            unused = [o for o in STORE_OPTIONS if o in self.model_fields_set]
+            if unused:
+                raise ValueError(
+                    f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} for a `store`, "
+                    "which remembers keys across batches: set store (a SQL or Redis resource), "
+                    "or remove "
+                    + ("it" if len(unused) == 1 else "them")
+                    + " (without a store, duplicates are dropped within a batch only)"
+                )
+        return self
+
+
+#: The options that only a ``store`` uses.
+STORE_OPTIONS = ("ttl", "table", "key_prefix")
+
 
 class DedupeBolt(Bolt):
     """Drop events whose key was already seen earlier in the same batch (e.g. producer retries)."""
@@ -86,14 +106,27 @@ class DedupeBolt(Bolt):
             return
 
         def sql(engine: Any) -> SqlKeys:
+            if "key_prefix" in c.model_fields_set:  # (it would do nothing)
+                raise ValueError(
+                    f"key_prefix is for a Redis store; '{c.store}' is a SQL database, whose "
+                    "keys go in `table`: remove key_prefix"
+                )
             self._state_resource = c.store
             return SqlKeys(engine, c.table)
+
+        def redis(client: Any) -> RedisKeys:
+            if "table" in c.model_fields_set:
+                raise ValueError(
+                    f"table is for a SQL store; '{c.store}' is Redis, whose keys are named "
+                    "by `key_prefix`: remove table"
+                )
+            return RedisKeys(client, c.key_prefix)
 
         store = resources.open_store(
             c.store,
             (self.context.topology, f"{self.id}.store"),
             sql=sql,
-            redis=lambda client: RedisKeys(client, c.key_prefix),
+            redis=redis,
             driver_sql=True,
         )
         self._memory = KeyMemory(store, duration_ms(c.ttl))

@@ -14,9 +14,11 @@ import redis
 from squall.bolts import dedupe_store
 from squall.bolts.dedupe import DedupeBolt
 from squall.component import ComponentContext
-from squall.errors import BatchFailed, TransientError
+from squall.errors import BatchFailed, TopologyError, TransientError
 from squall.event import Event, Record, RecordMeta
 from squall.testing import run_topology
+from squall.topology.loader import load_text
+from squall.topology.resources import Resources
 from tests.enrichment.support import make_event, resources
 
 HOUR = 3_600_000
@@ -63,8 +65,10 @@ def forget_keys(url: str, name: str) -> None:
 
 
 def make_bolt(url: str, name: str, **config) -> DedupeBolt:
-    c = {"id": "dd", "type": "dedupe", "key": "mid", "store": "state", "table": name}
-    c |= {"key_prefix": f"test:{name}:", **config}
+    c = {"id": "dd", "type": "dedupe", "key": "mid", "store": "state"}
+    # (each store kind's own option: the other kind's is refused)
+    c |= {"key_prefix": f"test:{name}:"} if url.startswith("redis") else {"table": name}
+    c |= config
     b = DedupeBolt(DedupeBolt.Config(**c), ComponentContext("t"))
     b.open(resources(state=url))
     return b
@@ -279,3 +283,58 @@ def test_a_batch_delivered_again_after_its_keys_were_written_is_counted_once(
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(f"test:{unique_name}:*"))
     assert len(keys) == 2
+
+
+# -- options that only a store uses ----------------------------------------------------------
+
+OPTIONS = """
+name: t
+resources:
+  db: {{url: "sqlite:///{db}"}}
+  keys: {{url: "redis://127.0.0.1:1/12"}}
+spout: {{type: stdin}}
+bolts:
+  - {{id: decode, type: json}}
+  - {{id: dd, type: dedupe, key: mid{extra}}}
+sinks:
+  - {{id: out, type: stdout}}
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (", ttl: 1h", "ttl is for a `store`"),
+        (", table: dd_keys", "table is for a `store`"),
+        (", key_prefix: 'x:'", "key_prefix is for a `store`"),
+        (", ttl: 1h, table: dd_keys", "ttl, table are for a `store`"),
+    ],
+)
+def test_a_store_option_without_a_store_is_a_located_load_error(tmp_path, extra, words):
+    """Accepted, it did nothing: the topology read as if duplicates across batches were caught."""
+    with pytest.raises(TopologyError, match="remembers keys across batches") as caught:
+        load_text(OPTIONS.format(db=tmp_path / "s.db", extra=extra))
+    (problem,) = caught.value.problems
+    assert words in problem.message
+    assert (problem.line, problem.path) == (9, "bolts[1]")
+
+
+def test_store_options_with_a_store_load(tmp_path):
+    extra = ", store: db, ttl: 1h, table: dd_keys"
+    load_text(OPTIONS.format(db=tmp_path / "s.db", extra=extra))
+
+
+@pytest.mark.parametrize(
+    "store, option, words",
+    [
+        ("keys", "table: dd_keys", "table is for a SQL store; 'keys' is Redis"),
+        ("db", "key_prefix: 'x:'", "key_prefix is for a Redis store; 'db' is a SQL database"),
+    ],
+)
+def test_an_option_of_the_other_store_kind_is_refused(tmp_path, store, option, words):
+    topo = load_text(OPTIONS.format(db=tmp_path / "s.db", extra=f", store: {store}, {option}"))
+    c = topo.bolts[1]
+    b = DedupeBolt(c, ComponentContext("t"))
+    with pytest.raises(TopologyError, match=words) as caught:
+        b.open(Resources(topo.resources))
+    assert caught.value.problems[0].path == "dd.store"
