@@ -2,8 +2,8 @@
 position that first carried each, for ``ttl``.
 
 An event is a duplicate when its key is remembered with *another* record position (stream,
-shard, sequence, sub-sequence, as the subscription bolt orders its states; a record re-driven
-by ``squall replay`` is where it was first read). The same record delivered again — after a crash
+shard, sequence, sub-sequence, as the subscription bolt orders its states, and a line's
+fingerprint; a record re-driven by ``squall replay`` is where it was first read). The same record delivered again — after a crash
 before the checkpoint, a KCL or Lambda retry, a replay of its dead letter — is not a duplicate
 of itself. Keys are staged by ``process`` and written by the engine's commit sequence
 (``commit_state``: only those of covered records; on SQL, in the batch's transaction when the
@@ -80,7 +80,12 @@ def position_digest(event: Event) -> str:
         return _digest(f"e{event.event_id}")
     if meta.replay:  # re-driven by ``squall replay``: where it was first read
         meta = meta._replace(replay=0)
-    return _digest(f"p{lineage(meta)}/{int(seq)}/{meta.sub_sequence_number}")
+    # A line of a file, stdin or an S3 object: its fingerprint (a digest of the input up to it)
+    # too. The lineage names an input by its name and its first line: two inputs of one name
+    # starting alike (a day's file, a rewritten object) were one, and a key on line 3 of both
+    # passed as the same record read again. Re-read, or appended to, a line keeps its digest.
+    where = "" if meta.fingerprint is None else f"/{meta.fingerprint}"
+    return _digest(f"p{lineage(meta)}/{int(seq)}/{meta.sub_sequence_number}{where}")
 
 
 class KeyMemory:
