@@ -158,7 +158,11 @@ class SqlKeys:
         )
         self._prune = f"DELETE FROM {t} WHERE seen_ms <= {self._mark}"
 
-    def _ensure_table(self) -> None:
+    def _ensure_table(self, connection: Any = None) -> None:
+        """The table, made unless this process made (or found) it; ``connection``: in the
+        batch's transaction, not on a connection of its own, which would wait for the write lock
+        of a SQLite file the batch holds ("database is locked"); not marked made, as that
+        transaction may roll back (the next ``load`` makes it again, a no-op if it is there)."""
         if self._created:
             return
         col = driver_engine.Column
@@ -167,6 +171,10 @@ class SqlKeys:
             col("position", "VARCHAR(32)", nullable=False),
             col("seen_ms", "BIGINT", nullable=False, index=True),
         )
+        if connection is not None:
+            for statement in driver_engine.create_table_sql(self.name, columns):
+                connection.exec_driver_sql(statement)
+            return
         if isinstance(self.engine, driver_engine.DriverEngine):
             driver_engine.create_table(self.engine, self.name, columns)
         else:
@@ -194,10 +202,12 @@ class SqlKeys:
         expired = now - ttl_ms
         params = [(k, at, now, expired) for k, at in rows.items()]
         with store_errors("dedupe store write"):
-            self._ensure_table()
             if connection is not None:
+                # (a batch whose events had no key read none: the table not yet made here)
+                self._ensure_table(connection)
                 self._write(connection, params, prune, expired)
             else:
+                self._ensure_table()
                 with begin(self.engine) as conn:
                     self._write(conn, params, prune, expired)
         if prune:

@@ -365,3 +365,27 @@ def test_a_line_of_another_input_of_the_same_name_and_first_line_is_a_duplicate(
     assert run(bolt, lines(day2)) == [1, 2]  # line 1: the same bytes, undecidable: read again
     assert run(bolt, lines(day1)) == [1, 2, 3]  # day 1 read again
     assert run(bolt, lines(day1 + '{"mid": "z"}\n')) == [1, 2, 3, 4]  # and appended to
+
+
+def test_a_first_batch_without_keys_commits_on_a_shared_sqlite_file(tmp_path):
+    """No event of the process's first batch has the key: the bolt read no keys (its table not
+    yet made by this process), and its commit's prune made the table on a connection of its own
+    while the batch's transaction held the file's write lock: "database is locked", the batch
+    failed (after 26 s of retries by default), and again on every run whose first batch is so."""
+    db = tmp_path / "w.db"
+    text = f"""
+name: nokey
+settings: {{retry: {{attempts: 1}}}}
+resources:
+  db: {{url: "sqlite:///{db}", connect_timeout: 0.2}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts:
+  - {{id: decode, type: json, event_id_field: message_id}}
+  - {{id: dedupe, type: dedupe, key: mid, store: db, ttl: 1h}}
+sinks:
+  - {{id: rows, type: warehouse, resource: db, table: clicks,
+      columns: {{event_id: meta.event_id, app: app}}}}
+"""
+    run_topology(text, records([(1, "c1"), (2, "c2")]), end_of_input=True)
+    rows = sqlite3.connect(db).execute("SELECT count(*) FROM clicks").fetchone()
+    assert rows == (2,)
