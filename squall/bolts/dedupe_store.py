@@ -17,11 +17,11 @@ one holding NUL, an object) fits one fixed-size column.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
 
+from squall.digests import blake2b
 from squall.event import Event, lineage
 from squall.exact_json import dumps as json_dumps
 from squall.identifiers import check_identifier
@@ -69,7 +69,9 @@ def key_digest(key: Any) -> str | None:
 
 
 def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    # (CPython's own BLAKE2b, the same digests as ``hashlib``'s: no OpenSSL loaded at a Lambda's
+    # init for it, tests/deploy/test_lambda_init_imports.py)
+    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def position_digest(event: Event) -> str:
