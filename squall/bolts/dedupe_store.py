@@ -9,7 +9,9 @@ of itself. Keys are staged by ``process`` and written by the engine's commit seq
 (``commit_state``: only those of covered records; on SQL, in the batch's transaction when the
 store shares its database), each with its first position and the time it was written; a key
 older than ``ttl`` is read as unknown and pruned (SQL: at most once a minute per process, in a
-commit; Redis: the key expires). The store holds the keys of one ``ttl`` at most.
+commit; Redis: the key expires). The store holds the keys of one ``ttl`` at most. A key the
+commit finds remembered from another record since the batch read it (a copy another process
+committed meanwhile) writes nothing of the commit and runs the batch again (``KeyTaken``).
 
 Keys and positions are stored as 128-bit BLAKE2b digests of their text: any key (a long one,
 one holding NUL, an object) fits one fixed-size column.
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from squall.digests import blake2b
+from squall.errors import StaleState
 from squall.event import Event, lineage
 from squall.exact_json import dumps as json_dumps
 from squall.identifiers import check_identifier
@@ -33,6 +36,18 @@ from squall.topology.sql import begin, store_errors
 CHUNK = 500
 #: Milliseconds between two prunes of expired keys by one process (SQL stores).
 PRUNE_EVERY_MS = 60_000
+
+
+class KeyTaken(StaleState):
+    """A key this batch passed was remembered meanwhile from another record: a copy committed
+    by another process (a batch of another shard) after this batch read the keys. Nothing of
+    the commit is written; the batch runs again, and the copy in it is filtered."""
+
+    def __init__(self, count: int):
+        super().__init__(
+            f"dedupe store write: {count} key(s) remembered from another record since the batch "
+            "read them (a copy committed by another process); read again"
+        )
 
 
 def now_ms() -> int:
@@ -220,6 +235,18 @@ class SqlKeys:
             conn.exec_driver_sql(self._prune, (expired,))
         if params:
             conn.exec_driver_sql(self._upsert, params)
+            # Read back in the same transaction: a key another process wrote since this batch
+            # read the keys kept its first position (the upsert waited for that commit).
+            ours = {k: at for k, at, _, _ in params}
+            keys = list(ours)
+            taken = 0
+            for i in range(0, len(keys), CHUNK):
+                chunk = keys[i : i + CHUNK]
+                sql = self._select + "(" + ", ".join([self._mark] * len(chunk)) + ")"
+                rows = conn.exec_driver_sql(sql, (expired, *chunk))
+                taken += sum(1 for k, at in rows if at != ours[k])
+            if taken:
+                raise KeyTaken(taken)
 
 
 class RedisKeys:
@@ -246,4 +273,17 @@ class RedisKeys:
             pipe = self.client.pipeline(transaction=False)
             for k, at in rows.items():
                 pipe.set(self.prefix + k, at, nx=True, px=ttl_ms)
-            pipe.execute()
+            done = pipe.execute()
+            # A key not set was there: this record's (delivered again), or another's, written
+            # by another process since the batch read the keys.
+            kept = [k for k, ok in zip(rows, done, strict=True) if not ok]
+            if not kept:
+                return
+            found = self.client.mget([self.prefix + k for k in kept])
+        taken = sum(
+            1
+            for k, v in zip(kept, found, strict=True)
+            if v is not None and (v.decode() if isinstance(v, bytes) else v) != rows[k]
+        )
+        if taken:
+            raise KeyTaken(taken)

@@ -15,7 +15,7 @@ import redis
 from squall.bolts import dedupe_store
 from squall.bolts.dedupe import DedupeBolt
 from squall.component import ComponentContext
-from squall.errors import BatchFailed, TopologyError, TransientError
+from squall.errors import BatchFailed, StaleState, TopologyError, TransientError
 from squall.event import Event, Record, RecordMeta, derive_event_id
 from squall.spouts.lines import line_batches
 from squall.testing import run_topology
@@ -389,3 +389,56 @@ sinks:
     run_topology(text, records([(1, "c1"), (2, "c2")]), end_of_input=True)
     rows = sqlite3.connect(db).execute("SELECT count(*) FROM clicks").fetchone()
     assert rows == (2,)
+
+
+# -- two processes at once ---------------------------------------------------------------------
+
+
+def test_a_copy_committed_by_another_process_meanwhile_fails_the_commit(
+    request, store_url, unique_name
+):
+    """Two workers (batches of two shards) read the key before either committed: both passed
+    their copy, and both counted it. Now the later commit finds the key remembered from the
+    other record: nothing written, the batch runs again (StaleState) and filters its copy."""
+    cleanup(request, store_url, unique_name)
+    a, b = make_bolt(store_url, unique_name), make_bolt(store_url, unique_name)
+    copy_a, copy_b = (
+        click(1, shard_id="shardId-000000000001"),
+        click(1, shard_id="shardId-000000000002"),
+    )
+    assert [e.meta.shard_id for e in a.process([copy_a]).streams["default"]] == [
+        copy_a.meta.shard_id
+    ]
+    assert len(b.process([copy_b]).streams["default"]) == 1  # a has not committed yet
+    a.commit_state(lambda e: True, None)
+    a.state_committed()
+    with pytest.raises(StaleState, match="remembered from another record"):
+        b.commit_state(lambda e: True, None)
+    b.discard_state()
+    again = b.process([copy_b])
+    assert again.streams.get("default", []) == [] and again.dropped == [copy_b]
+    # a's record delivered again is still its own
+    assert run(a, [click(1, shard_id="shardId-000000000001")]) == [1]
+
+
+def test_the_engine_runs_the_batch_again_when_a_copy_was_committed_meanwhile(tmp_path, monkeypatch):
+    """Through the engine, keys and window in one SQLite file: another process commits a copy of
+    the click between this batch's read of the keys and its commit. The commit rolls back, the
+    batch runs again and filters its copy: this window does not count it (the other's does)."""
+    db = tmp_path / "w.db"
+    real = dedupe_store.SqlKeys.load
+    other = []
+
+    def load(self, keys, after_ms):
+        found = real(self, keys, after_ms)
+        if not other:  # the other worker's batch commits now
+            store = dedupe_store.SqlKeys(self.engine, self.name)
+            store.save({k: "another record" for k in keys}, dedupe_store.now_ms(), HOUR, None)
+            other.append(keys)
+        return found
+
+    monkeypatch.setattr(dedupe_store.SqlKeys, "load", load)
+    result = run_topology(walkthrough(db), records([(1, "c1")]), end_of_input=True)
+    dedupe = next(s for s in result.engine.stats if s.id == "dedupe")
+    assert (dedupe.received, dedupe.emitted, dedupe.dropped) == (1, 0, 1)
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM per_minute").fetchone() == (0,)
