@@ -234,9 +234,12 @@ class SqlKeys:
         if prune:
             conn.exec_driver_sql(self._prune, (expired,))
         if params:
-            conn.exec_driver_sql(self._upsert, params)
+            written = conn.exec_driver_sql(self._upsert, params).rowcount
+            if written == len(params):  # each row inserted, or over an expired key: none kept
+                return
             # Read back in the same transaction: a key another process wrote since this batch
-            # read the keys kept its first position (the upsert waited for that commit).
+            # read the keys kept its first position (the upsert waited for that commit); a key
+            # kept with this batch's position is a record delivered again.
             ours = {k: at for k, at, _, _ in params}
             keys = list(ours)
             taken = 0
