@@ -357,3 +357,61 @@ def test_timestamp_text_is_isoformat_with_a_space(when, whole, form):
     assert _timestamp_text(value) == expected
     if form == "subclass":
         assert expected.startswith("stamp:")
+
+
+def _general_path(text: str) -> tuple[str, str]:
+    """``_timestamp_text``'s answer without its usual-text cut: ``isoformat(" ")`` of the time
+    ``to_datetime`` reads, or the class of its error."""
+    from squall.sinks.warehouse.columns import to_datetime
+
+    try:
+        return ("text", to_datetime(text).isoformat(" "))
+    except (ValueError, TypeError) as exc:
+        return ("error", type(exc).__name__)
+
+
+def _outcome(text: str) -> tuple[str, str]:
+    from squall.sinks.warehouse.columns import _timestamp_text
+
+    try:
+        return ("text", _timestamp_text(text))
+    except (ValueError, TypeError) as exc:
+        return ("error", type(exc).__name__)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-05-01T12:Z\x00:00Z",  # Python 3.11 reads "12:" then a "Z" and a NUL as the end
+        "2024-05-01T12:00:Z\x00Z",
+        "2024-05-01T12:00:00.1Z\x00Z",
+        "2024-05-01T12:00:00.1Z\x00T11Z",
+    ],
+)
+def test_timestamp_text_of_a_usual_length_with_a_nul_is_the_general_paths(text):
+    """A text of the usual shape that fromisoformat reads only up to a NUL (CPython 3.11) is
+    not cut from its text (which is no time): the general path's time, or its error."""
+    assert _outcome(text) == _general_path(text)
+
+
+_USUAL = st.sampled_from(
+    ["2024-05-01T12:00:00Z", "2024-05-01T12:00:00.123Z", "0999-12-31T23:59:59.123456Z"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    usual=_USUAL,
+    changes=st.lists(
+        st.tuples(st.integers(0, 26), st.sampled_from("0123456789+-:.,Z zTW\x00\u0663\u00e9")),
+        max_size=5,
+    ),
+)
+def test_timestamp_text_cut_is_the_general_paths_for_any_text_of_its_shape(usual, changes):
+    """Texts of the usual lengths, a few characters changed (other separators, marks, digits,
+    NULs, non-ASCII): the usual-text cut gives what the general path gives."""
+    chars = list(usual)
+    for at, c in changes:
+        chars[at % len(chars)] = c
+    text = "".join(chars)
+    assert _outcome(text) == _general_path(text)

@@ -276,12 +276,15 @@ def _timestamp_text(v: Any) -> str:
         and v[13] == ":"
         and v[16] == ":"
         and (n == 20 or v[19] == ".")
+        # (Python 3.11's fromisoformat takes a "Z" then a NUL as the text's end: "12:Z\x00:00Z"
+        # reads as 12:00, its text no time — the general path writes the time it reads as.)
+        and "\x00" not in v
     ):
         try:
             _fromisoformat(v)
         except ValueError:
             pass  # the located error, or another reading, from the general path below
-        else:  # (its only "T" is the separator: the rest are digits and the marks tested)
+        else:  # (no NUL: its only "T" is the separator, the rest digits and the marks tested)
             if n == 20 or (v[20] == "0" and v[20:-1] == _ZEROS[n]):
                 return v[:19].replace("T", " ") + "+00:00"
             return v[:-1].replace("T", " ") + _PAD[n]
