@@ -5,6 +5,8 @@ two keys there: the object's JSON text told them apart)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import orjson
 import pytest
 from hypothesis import given
@@ -151,7 +153,22 @@ def test_a_key_without_hash_is_kept_in_its_own_size():
     assert _traced_peak(lambda: [compared(k) for k in keys]) < n * 1024
 
 
-IDS = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 2))
+class _Kind(StrEnum):
+    A = "a"
+    B = "b"
+
+
+class _Text(str):
+    """A text subclass (as a Python bolt may set): equal to its text, not of the usual class."""
+
+
+IDS = st.one_of(
+    st.none(),
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.integers(0, 2),
+    # ids of other classes a bolt may set: one key with the text or the number they equal
+    st.sampled_from([_Kind.A, _Kind.B, _Text("a"), _Text("c"), 0.0, 1.0]),
+)
 
 
 @given(st.lists(IDS, max_size=12))
