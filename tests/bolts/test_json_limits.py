@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from squall.limits import nesting_depth
+from squall.limits import MAX_EVENT_ID_BYTES, nesting_depth
+from squall.paths import MISSING
 from squall.topology.outcomes import Outcome
 from tests.bolts.test_builtin_bolts import run
 
@@ -87,3 +90,54 @@ def test_the_usual_id_and_every_other_kind_keep_their_outcome():
         "id contains a NUL character",
         "id is 516 bytes, over the event id limit (512 bytes)",
     ]
+
+
+_IDS = st.one_of(
+    st.text(st.characters(codec="utf-8"), max_size=140),  # NULs, 4-byte characters, empty
+    st.text(st.sampled_from("a\x00\u00e9\U0001f600"), min_size=120, max_size=140),  # 128 ±
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
+    st.just(MISSING),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=st.lists(_IDS, min_size=1, max_size=6), nested=st.booleans())
+def test_every_event_id_keeps_the_full_rule(ids, nested):
+    """Whatever the id (text of any length in characters and bytes, NULs, numbers, booleans,
+    empty, null or absent; a top-level or a nested field), the usual-id shortcut keeps the full
+    rule: its text is the id; an empty, null or absent one keeps the derived id; over the limit
+    in bytes or holding a NUL, the record's failure."""
+    from squall.bolts.json_decode import JsonBolt
+    from squall.component import ComponentContext
+    from squall.event import Event, RecordMeta
+
+    field = "m.id" if nested else "id"
+    bolt = JsonBolt(
+        JsonBolt.Config(id="j", type="json", event_id_field=field), ComponentContext("t")
+    )
+    events = []
+    for i, eid in enumerate(ids):
+        doc: dict = {} if eid is MISSING else {"id": eid}
+        raw = orjson.dumps({"m": doc} if nested else doc)
+        events.append(Event(raw, RecordMeta("s", "shardId-0", str(i), 0, "pk"), None, i))
+    out = bolt.process(events)
+    failed = {ev.origin: ev.failure.reason for ev in out.streams.get("error", [])}
+    passed = {ev.origin: ev._event_id for ev in out.streams.get("default", [])}
+    for i, eid in enumerate(ids):
+        if eid is MISSING or eid is None or eid == "":
+            assert passed[i] is None  # derived when asked
+            continue
+        text = str(eid)
+        size = len(text.encode("utf-8"))
+        if size > MAX_EVENT_ID_BYTES:
+            assert failed[i] == (
+                f"{field} is {size} bytes, over the event id limit ({MAX_EVENT_ID_BYTES} bytes)"
+            )
+        elif "\x00" in text:
+            assert failed[i] == f"{field} contains a NUL character"
+        else:
+            assert passed[i] == text and passed[i].__class__ is str
+    assert len(failed) + len(passed) == len(ids)
