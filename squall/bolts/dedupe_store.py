@@ -217,7 +217,9 @@ class SqlKeys:
         if not rows and not prune:
             return
         expired = now - ttl_ms
-        params = [(k, at, now, expired) for k, at in rows.items()]
+        # In key order: two processes writing overlapping keys take their row locks in one order
+        # (no deadlock between them on PostgreSQL), as the subscription store does.
+        params = [(k, at, now, expired) for k, at in sorted(rows.items())]
         with store_errors("dedupe store write"):
             if connection is not None:
                 # (a batch whose events had no key read none: the table not yet made here)
