@@ -134,6 +134,35 @@ def as_number(value: Any) -> Any:
     return NOT_A_NUMBER
 
 
+#: The scalar types ``plain`` returns as they are; it turns their subclasses into them.
+PLAIN_TYPES = frozenset({int, float, str, bool, dict, list, type(None)})
+
+
+def plain(value: Any) -> Any:
+    """A value as the window's aggregates and key fields and the sqs sink's attributes take it:
+    a subclass of ``int``, ``float`` or ``str`` (an ``IntEnum`` or ``StrEnum`` member, a Python
+    bolt's own text type, NumPy's ``float64``) and NumPy's other scalar numbers (``int64``,
+    ``float32``, ``bool_``: ``as_number``) as the plain value JSON writes for it — so the
+    window's ``min``/``max``/``sum``/
+    ``mean``/``percentile`` take it as its number or text, a key is the plain value's, and
+    ``first``/``last`` give back the same type live as after a restart (from the store);
+    anything else as it is (``bool`` stays ``bool``, and NumPy's ``bool_`` is one: JSON's
+    ``true`` is no number)."""
+    cls = value.__class__
+    if cls in PLAIN_TYPES:
+        return value
+    if isinstance(value, bool):
+        return value
+    # the base type's own conversion: a subclass's ``__str__`` (a ``(str, Enum)`` member's is
+    # ``Cls.NAME``) or ``__int__`` is not what JSON writes for it
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    number = as_number(value)  # a float subclass's float, a NumPy scalar's number
+    return value if number is NOT_A_NUMBER else number
+
+
 def numbers_first(default: Any = None) -> Any:
     """An orjson ``default`` that writes a number orjson does not know as one (``as_number``: a
     ``float`` subclass, a NumPy scalar — they were written as text, ``"3"``, or refused), then

@@ -428,32 +428,9 @@ def _number(value: Any) -> int | float:
 _SUM = Sum()
 
 
-#: The scalar types an aggregate takes as they are; ``plain`` turns their subclasses into them.
-PLAIN_TYPES = frozenset({int, float, str, bool, dict, list, type(None)})
-
-
-def plain(value: Any) -> Any:
-    """A field's value as the aggregates and key fields take it: a subclass of ``int``,
-    ``float`` or ``str`` (an ``IntEnum`` or ``StrEnum`` member, a Python bolt's own text type,
-    NumPy's ``float64``) and NumPy's other scalar numbers (``int64``, ``float32``, ``bool_``:
-    ``exact_json.as_number``) as the plain value JSON writes for it — so ``min``/``max``/``sum``/
-    ``mean``/``percentile`` take it as its number or text, a key is the plain value's, and
-    ``first``/``last`` give back the same type live as after a restart (from the store);
-    anything else as it is (``bool`` stays ``bool``, and NumPy's ``bool_`` is one: JSON's
-    ``true`` is no number)."""
-    cls = value.__class__
-    if cls in PLAIN_TYPES:
-        return value
-    if isinstance(value, bool):
-        return value
-    # the base type's own conversion: a subclass's ``__str__`` (a ``(str, Enum)`` member's is
-    # ``Cls.NAME``) or ``__int__`` is not what JSON writes for it
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    number = exact_json.as_number(value)  # a float subclass's float, a NumPy scalar's number
-    return value if number is exact_json.NOT_A_NUMBER else number
+#: ``plain`` (``exact_json.plain``): a field's value as the aggregates and key fields take it.
+PLAIN_TYPES = exact_json.PLAIN_TYPES
+plain = exact_json.plain
 
 
 def _comparable(value: Any) -> None:

@@ -164,20 +164,12 @@ _PLAIN = frozenset((str, int, float, bool, dict, list, type(None)))
 
 
 def _plain(value: Any) -> Any:
-    """An attribute's value as the body's JSON writes it: a subclass of ``int``, ``float`` or
-    ``str`` (an ``IntEnum`` member, NumPy's ``float64``) and NumPy's other scalars (``int64``,
-    ``bool_``) as the plain value — their own text (``np.float64(0.5)``, ``<Tier.GOLD: 3>``)
-    was a Number attribute SQS refuses, ``int64`` a String one, ``bool_`` ``True``; a NaN or
-    infinity as null (left out)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, str):
-        return str.__str__(value)
-    number = exact_json.as_number(value)
-    if number is exact_json.NOT_A_NUMBER:
-        return value
+    """An attribute's value as the body's JSON writes it (``exact_json.plain``): a subclass of
+    ``int``, ``float`` or ``str`` (an ``IntEnum`` member, NumPy's ``float64``) and NumPy's other
+    scalars (``int64``, ``bool_``) as the plain value — their own text (``np.float64(0.5)``,
+    ``<Tier.GOLD: 3>``) was a Number attribute SQS refuses, ``int64`` a String one, ``bool_``
+    ``True``; a NaN or infinity as null (left out)."""
+    number = exact_json.plain(value)
     return None if number.__class__ is float and not math.isfinite(number) else number
 
 
