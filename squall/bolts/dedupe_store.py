@@ -188,7 +188,10 @@ class SqlKeys:
             col("position", "VARCHAR(32)", nullable=False),
             col("seen_ms", "BIGINT", nullable=False, index=True),
         )
+        dialect = self.engine.dialect.name
         if connection is not None:
+            # (PostgreSQL: one creator at a time, see ``driver_engine.lock_ddl``)
+            driver_engine.lock_ddl(connection, dialect, self.name)
             for statement in driver_engine.create_table_sql(self.name, columns):
                 connection.exec_driver_sql(statement)
             return
@@ -196,6 +199,7 @@ class SqlKeys:
             driver_engine.create_table(self.engine, self.name, columns)
         else:
             with begin(self.engine) as conn:
+                driver_engine.lock_ddl(conn, dialect, self.name)
                 for statement in driver_engine.create_table_sql(self.name, columns):
                     conn.exec_driver_sql(statement)
         self._created = True

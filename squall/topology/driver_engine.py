@@ -269,6 +269,19 @@ def create_table_sql(table: str, columns: Sequence[Column]) -> list[str]:
     return statements
 
 
+def lock_ddl(conn: Any, dialect: str, table: str) -> None:
+    """PostgreSQL: wait for any other process creating ``table`` (or its indexes) now, until its
+    transaction ends (an advisory lock, released with this transaction). ``IF NOT EXISTS`` alone
+    does not serialize: two processes starting together on a new database both found no table,
+    and the later failed with a unique violation on ``pg_type_typname_nsp_index`` (23505) once
+    the first committed — the batch failed and ``squall run`` stopped. SQLite: nothing (its
+    writers are serialized by the file's lock)."""
+    if dialect == "postgresql":
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"squall.create_table:{table}",)
+        )
+
+
 def create_table(
     engine: DriverEngine, table: str, columns: Sequence[Column], *, indexes: bool = True
 ) -> None:
@@ -276,6 +289,7 @@ def create_table(
     together on one database would all see no table). ``indexes=False``: the table only (the
     indexes once columns an existing table lacks are added: ``create_indexes``)."""
     with engine.begin() as conn:
+        lock_ddl(conn, engine.dialect.name, table)
         conn.exec_driver_sql(create_table_sql(table, columns)[0])
     if indexes:
         create_indexes(engine, table, columns)
@@ -284,5 +298,6 @@ def create_table(
 def create_indexes(engine: DriverEngine, table: str, columns: Sequence[Column]) -> None:
     """``CREATE INDEX IF NOT EXISTS`` for each indexed column."""
     with engine.begin() as conn:
+        lock_ddl(conn, engine.dialect.name, table)
         for statement in create_table_sql(table, columns)[1:]:
             conn.exec_driver_sql(statement)

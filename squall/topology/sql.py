@@ -303,7 +303,10 @@ def create_table(engine: Any, table: Any, *, indexes: bool = True) -> None:
     existing table lacks are added)."""
     import sqlalchemy as sa
 
+    from squall.topology.driver_engine import lock_ddl
+
     with engine.begin() as conn:
+        lock_ddl(conn, engine.dialect.name, table.name)  # (IF NOT EXISTS alone: see lock_ddl)
         conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
     if indexes:
         create_indexes(engine, table)
@@ -313,6 +316,9 @@ def create_indexes(engine: Any, table: Any) -> None:
     """``CREATE INDEX IF NOT EXISTS`` for each index of ``table``."""
     import sqlalchemy as sa
 
+    from squall.topology.driver_engine import lock_ddl
+
     with engine.begin() as conn:
+        lock_ddl(conn, engine.dialect.name, table.name)
         for index in table.indexes:
             conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))

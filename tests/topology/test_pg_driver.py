@@ -519,3 +519,72 @@ def test_a_connection_dropped_without_close_gives_its_place_back(schema):
         conn.close()
     assert len(db._idle) == 1  # the dropped ones were closed, not pooled
     db.dispose()
+
+
+# -- tables made by processes starting together ------------------------------------------------
+
+
+@pytest.mark.parametrize("second_by", ["driver", "sqlalchemy_table"])
+def test_a_table_two_processes_create_at_once_is_created_once(schema, second_by):
+    """Two processes starting together on a new database (two `squall run` of one dedupe store,
+    Lambda shards in parallel) both find no table; ``IF NOT EXISTS`` alone let the later one
+    fail with a unique violation (23505 on ``pg_type``) once the first committed, and its batch
+    failed. Now the later waits for the first and finds the table."""
+    from squall.bolts.dedupe_store import SqlKeys
+    from squall.topology import driver_engine
+
+    _, url = schema
+    db = engine(url)
+    table = f"keys_{uuid.uuid4().hex[:8]}"
+    keys = SqlKeys(db, table)
+    errors: list[BaseException] = []
+
+    def second() -> None:
+        import sqlalchemy as sa
+
+        from squall.topology.sql import create_table
+
+        # (psycopg2 named: SQLAlchemy 2.1 defaults to psycopg 3)
+        sa_url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        try:
+            if second_by == "driver":
+                SqlKeys(db, table).load(["k"], 0)  # creates the table on first use
+            elif second_by == "sqlalchemy":
+                SqlKeys(sa.create_engine(sa_url), table).load(["k"], 0)
+            else:  # (the SQL checkpoint's and the warehouse's way)
+                meta = sa.MetaData()
+                t = sa.Table(table, meta, sa.Column("key", sa.String(32), primary_key=True))
+                create_table(sa.create_engine(sa_url), t)
+        except BaseException as exc:  # (reported by the test's thread)
+            errors.append(exc)
+
+    with db.begin() as conn:  # the first process: its table made, not yet committed
+        driver_engine.lock_ddl(conn, "postgresql", table)
+        col = driver_engine.Column
+        columns = (
+            col("key", "VARCHAR(32)", primary_key=True),
+            col("position", "VARCHAR(32)", nullable=False),
+            col("seen_ms", "BIGINT", nullable=False, index=True),
+        )
+        conn.exec_driver_sql(driver_engine.create_table_sql(table, columns)[0])
+        thread = threading.Thread(target=second)
+        thread.start()
+        waiting = psycopg2.connect(url)
+        waiting.autocommit = True
+        with waiting.cursor() as cur:
+            for _ in range(10_000):  # until the second waits for a lock (bounded, no timing)
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE %s",
+                    (f"%{table}%",),
+                )
+                if cur.fetchone()[0]:
+                    break
+                thread.join(0.01)
+            else:
+                pytest.fail(f"the second process never waited for the first: {errors}")
+        waiting.close()
+    thread.join()
+    assert errors == []
+    assert keys.load(["k"], 0) == {}
+    db.dispose()
