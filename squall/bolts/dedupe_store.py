@@ -213,7 +213,9 @@ class SqlKeys:
                 for i in range(0, len(keys), CHUNK):
                     chunk = keys[i : i + CHUNK]
                     sql = self._select + "(" + ", ".join([self._mark] * len(chunk)) + ")"
-                    found.update(conn.exec_driver_sql(sql, (after_ms, *chunk)))
+                    # (pairs, not the result: SQLAlchemy's has ``keys()``, which ``update``
+                    # takes for a mapping's — a resource on SQLAlchemy failed every key)
+                    found.update((k, at) for k, at in conn.exec_driver_sql(sql, (after_ms, *chunk)))
         return found
 
     def save(self, rows: dict[str, str], now: int, ttl_ms: int, connection: Any = None) -> None:

@@ -26,10 +26,12 @@ from tests.enrichment.support import make_event, resources
 HOUR = 3_600_000
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+@pytest.fixture(params=["sqlite", "sqlite_sqlalchemy", "postgresql", "redis"])
 def store_url(request, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
+    elif request.param == "sqlite_sqlalchemy":  # (a query string: SQLAlchemy's engine, not sqlite3)
+        yield f"sqlite:///{tmp_path / 'state.db'}?timeout=10"
     elif request.param == "postgresql":
         yield request.getfixturevalue("pg_url")
     else:

@@ -524,7 +524,7 @@ def test_a_connection_dropped_without_close_gives_its_place_back(schema):
 # -- tables made by processes starting together ------------------------------------------------
 
 
-@pytest.mark.parametrize("second_by", ["driver", "sqlalchemy_table"])
+@pytest.mark.parametrize("second_by", ["driver", "sqlalchemy", "sqlalchemy_table"])
 def test_a_table_two_processes_create_at_once_is_created_once(schema, second_by):
     """Two processes starting together on a new database (two `squall run` of one dedupe store,
     Lambda shards in parallel) both find no table; ``IF NOT EXISTS`` alone let the later one
