@@ -39,7 +39,10 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "pistats"
 BATCH = 100  # 30 batches of the 3,000 events: room for kill points
-STATE_PREFIX = "squall:subscription:"  # the subscription bolt's default Redis key prefix
+# The subscription bolt's Redis key prefix in a trial: its own, not the default
+# ``squall:subscription:``, so that another run of the suite on the same Redis db (a developer's
+# and CI's, two checkouts) neither reads nor clears this one's states.
+STATE_PREFIX_FORM = "squall-crash-{}:subscription:"
 
 
 class Stores:
@@ -47,6 +50,7 @@ class Stores:
 
     def __init__(self, warehouse: str, state: str, folder: Path):
         self.warehouse, self.state, self.folder = warehouse, state, folder
+        self.prefix = STATE_PREFIX_FORM.format(uuid.uuid4().hex[:12])
 
     # -- SQL -----------------------------------------------------------------------------------
 
@@ -77,8 +81,9 @@ class Stores:
 
             client = redis.Redis.from_url(self.state)
             try:
-                keys = sorted(client.scan_iter(match=f"{STATE_PREFIX}*", count=1000))
-                return [(k, sorted(client.hgetall(k).items())) for k in keys]
+                keys = sorted(client.scan_iter(match=f"{self.prefix}*", count=1000))
+                cut = len(self.prefix)  # (keys compared across trials, each with its prefix)
+                return [(k[cut:], sorted(client.hgetall(k).items())) for k in keys]
             finally:
                 client.close()
         return self.query(self.state, "select * from squall_subscriptions order by key")
@@ -90,7 +95,7 @@ class Stores:
 
         client = redis.Redis.from_url(self.state)
         try:
-            keys = list(client.scan_iter(match=f"{STATE_PREFIX}*", count=1000))
+            keys = list(client.scan_iter(match=f"{self.prefix}*", count=1000))
             if keys:
                 client.delete(*keys)
         finally:
@@ -111,6 +116,12 @@ class Trial:
                 shutil.copytree(EXAMPLE / name, target)
             else:  # copied: its relative paths (out/…) are the trial folder's
                 shutil.copy(EXAMPLE / name, target)
+        if stores.state.startswith("redis"):  # the states under this trial's own key prefix
+            text = (self.folder / topology).read_text()
+            bolt = "type: subscription, store: state,"
+            assert bolt in text, f"{topology}: the subscription bolt's line changed"
+            text = text.replace(bolt, f"{bolt} key_prefix: '{stores.prefix}',")
+            (self.folder / topology).write_text(text)
         self.topology = self.folder / topology
         self.stores = stores
         self.env = {
@@ -223,6 +234,7 @@ def reference_of(trial: Trial) -> dict[str, Any]:
     trial.to_end()
     ref = trial.snapshot()
     assert ref["rows"] and ref["dead"]
+    assert ref.get("states", True), "no subscription state read back (its Redis key prefix?)"
     assert all(n == 1 for n in ref["dead"].values())
     return ref
 
@@ -317,19 +329,18 @@ def test_postgres_rows_and_redis_state_killed_between_them(
     """No shared database: the rows commit first, the Redis state after them. A kill between the
     two (``after_tx``) leaves rows whose state was not written; the replay must write it and
     enrich nothing differently."""
-    stores = Stores(private_pg(), redis_url, tmp_path)
-    stores.clear_redis()
+    first = Stores(private_pg(), redis_url, tmp_path)
+    second = Stores(private_pg(), redis_url, tmp_path)
     try:
-        reference = reference_of(Trial(tmp_path, "topology.yaml", stores))
-        stores = Stores(private_pg(), redis_url, tmp_path)
-        stores.clear_redis()
-        trial = Trial(tmp_path, "topology.yaml", stores)
+        reference = reference_of(Trial(tmp_path, "topology.yaml", first))
+        trial = Trial(tmp_path, "topology.yaml", second)
         for point in ("after_tx:4", "state:8"):
             trial.crash(point)
         trial.to_end()
         assert_same(trial.snapshot(), reference)
     finally:
-        stores.clear_redis()
+        first.clear_redis()
+        second.clear_redis()
 
 
 def test_window_results_after_kills(tmp_path: Path, private_pg):
