@@ -134,8 +134,11 @@ def geo_bolt(_tmp: str) -> GeoBolt:
     return bolt
 
 
+DEVICE_ENGINE = "auto"  # --device-engine
+
+
 def device_bolt(_tmp: str) -> DeviceBolt:
-    bolt = DeviceBolt(DeviceBolt.Config(id="device", type="device"), CONTEXT)
+    bolt = DeviceBolt(DeviceBolt.Config(id="device", type="device", engine=DEVICE_ENGINE), CONTEXT)
     bolt.open(None)
     return bolt
 
@@ -407,6 +410,7 @@ def device_figures(payloads: list[dict], size: int, runs: int) -> list[str]:
 
     def fresh_process_state() -> None:  # the compiled rules belong to the process: start over
         device_module._shared_resolvers.clear()
+        device_module._classifiers.clear()
         device_module._default_classifier = DeviceClassifier()
 
     setups, compiles, cached, uncached = [], [], [], []
@@ -434,7 +438,7 @@ def device_figures(payloads: list[dict], size: int, runs: int) -> list[str]:
         cold.parse_many(corpus)
         uncached.append(len(corpus) / (time.process_time() - start))
     return [
-        f"device, open() of a new bolt: {statistics.median(setups) * 1000:,.1f} ms",
+        f"device (engine {DEVICE_ENGINE}), open() of a new bolt: {statistics.median(setups) * 1000:,.1f} ms",
         f"device, first user agent of the process (compiles resolver, rules, crawler list): "
         f"{statistics.median(compiles) * 1000:,.0f} ms",
         f"device, cached user agents: {statistics.median(cached):,.0f} events/s",
@@ -444,7 +448,7 @@ def device_figures(payloads: list[dict], size: int, runs: int) -> list[str]:
 
 
 def main() -> None:
-    global REDIS_URL, PG_URL
+    global REDIS_URL, PG_URL, DEVICE_ENGINE
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -462,7 +466,14 @@ def main() -> None:
     ap.add_argument(
         "--only", default="", help="run only the workloads whose name contains this text"
     )
+    ap.add_argument(
+        "--device-engine",
+        choices=("auto", "re2"),
+        default="auto",
+        help='the device bolt\'s engine (docs/enrichment.md, "The regex engine")',
+    )
     args = ap.parse_args()
+    DEVICE_ENGINE = args.device_engine
     check_urls(args.redis_url, args.pg_url)
     REDIS_URL = args.redis_url
     PG_URL = (

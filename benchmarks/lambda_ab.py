@@ -12,7 +12,8 @@ optimized`` on the first invocation's events in a fresh process (its batch: the 
 the invocation's CPU. Writes ``benchmarks/results/<UTC time>-lambda-ab.json`` with every round
 and the medians (CPU time first: wall time on a shared machine mostly measures the neighbours),
 and ``paired_ratios``: per round head ÷ base of each CPU figure, their median and range.
-``--init-only`` measures init alone (~0.5 s a process), for the many rounds a CPU comparison on a
+``--head-args`` passes more options to this tree's runs only (``--base HEAD --head-args
+'--device-engine re2'``: one option's cost on the same code). ``--init-only`` measures init alone (~0.5 s a process), for the many rounds a CPU comparison on a
 shared machine needs.
 """
 
@@ -22,6 +23,7 @@ import argparse
 import itertools
 import json
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,12 +35,20 @@ ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("init_cpu_ms", "import_cpu_ms", "make_handler_cpu_ms", "init_ms", "rss_after_init_mb")
 
 
-def run(tree: Path, workdir: Path, records: int, events: Path, init_only: bool = False) -> dict:
+def run(
+    tree: Path,
+    workdir: Path,
+    records: int,
+    events: Path,
+    init_only: bool = False,
+    extra: list[str] | None = None,
+) -> dict:
     workdir.mkdir()
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "lambda_bench.py")]
         + ["--dir", str(workdir), "--records", str(records), "--events", str(events)]
-        + (["--init-only"] if init_only else []),
+        + (["--init-only"] if init_only else [])
+        + (extra or []),
         cwd=tree,
         env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
         capture_output=True,
@@ -130,7 +140,14 @@ def main() -> int:
         help="measure init only (import + make_handler, RSS after it): cheap enough for many "
         "rounds, which CPU figures on a shared machine need",
     )
+    ap.add_argument(
+        "--head-args",
+        default="",
+        help="more arguments of lambda_bench.py for this tree's runs only, e.g. "
+        "'--device-engine re2' with --base HEAD: one option's cost, same code",
+    )
     args = ap.parse_args()
+    head_args = shlex.split(args.head_args)
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -171,7 +188,8 @@ def main() -> int:
                         file=sys.stderr,
                     )
                     continue
-                doc = run(tree, tmp / f"{name}-{r}", args.records, events, args.init_only)
+                extra = head_args if name == "head" else []
+                doc = run(tree, tmp / f"{name}-{r}", args.records, events, args.init_only, extra)
                 rounds[name].append(doc)
                 print(
                     f"round {r + 1} {name}: init {doc['init_cpu_ms']:.0f} ms cpu, invocations "
@@ -182,6 +200,7 @@ def main() -> int:
         "date": datetime.now(UTC).isoformat(),
         "command": " ".join(["python", "benchmarks/lambda_ab.py", *sys.argv[1:]]),
         "base": args.base,
+        "head_args": args.head_args,
         "head": head,
         "records": args.records,
         "rounds": rounds,

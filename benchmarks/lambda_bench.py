@@ -143,6 +143,13 @@ def main() -> int:
         "as a new container starts without them; pages other processes have mapped stay",
     )
     ap.add_argument(
+        "--device-engine",
+        choices=("auto", "re2"),
+        default="auto",
+        help="the device bolt's engine in the copy; re2 also leaves ua-parser-rs unimportable, "
+        "as a zip packaged for that topology does not hold it",
+    )
+    ap.add_argument(
         "--init-only",
         action="store_true",
         help="stop after init (no invocation): many rounds of init are cheap (~0.5 s each)",
@@ -168,6 +175,11 @@ def main() -> int:
         text = text.replace(
             "settings:\n", f"settings:\n  lambda_batch_size: {args.lambda_batch_size}\n", 1
         )
+    if args.device_engine != "auto":
+        bolt = "type: device, ua_field: user_agent"
+        assert bolt in text, "the example's device bolt changed"
+        text = text.replace(bolt, f"{bolt}, engine: {args.device_engine}")
+        sys.modules["ua_parser_rs"] = None  # (not in the zip: ua-parser finds no such module)
     (args.dir / "topology.yaml").write_text(text)
     shutil.copytree(ROOT / "examples" / "pistats" / "schemas", args.dir / "schemas")
     os.environ["WAREHOUSE_URL"] = f"sqlite:///{args.dir}/warehouse.db"
@@ -198,6 +210,7 @@ def main() -> int:
         "rss_file_after_init_mb": rss_mb("RssFile"),
         "modules_after_init": len(sys.modules),
         "snapstart": args.snapstart,
+        "device_engine": args.device_engine,
         "cold_geo": args.cold_geo,
         "invoke_ms": [],
         "invoke_cpu_ms": [],

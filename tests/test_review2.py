@@ -154,7 +154,7 @@ def test_device_rules_that_cannot_be_built_never_dead_letter_the_records(monkeyp
     from squall.topology.loader import load_text
     from squall.topology.outcomes import Outcome
 
-    monkeypatch.setattr(device, "_shared_resolvers", [], raising=False)  # the process's
+    monkeypatch.setattr(device, "_shared_resolvers", {}, raising=False)  # the process's
     monkeypatch.setattr(device, "_default_classifier", DeviceClassifier())
 
     def missing_builtins():

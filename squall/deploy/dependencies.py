@@ -45,6 +45,7 @@ OPTIONAL: dict[str, tuple[str, ...]] = {
     "ua_parser": ("ua-parser",),  # the device bolt, and the four below
     "ua_parser_builtins": ("ua-parser-builtins",),
     "ua_parser_rs": ("ua-parser-rs",),
+    "re2": ("google-re2",),  # the device bolt's engine: re2
     "crawleruseragents": ("crawler-user-agents",),
     "ahocorasick": ("pyahocorasick",),
     "rich": ("rich",),  # the CLI's console and options: no function imports them
@@ -158,7 +159,13 @@ def resource_uses(topology: Topology) -> dict[str, set[str]]:
 
 #: Modules components declare that come with an extra of squall only (the others they declare
 #: are its requirements): import name → the extra that installs it.
-EXTRA_OF = {"pyarrow": "s3", "httpx": "http", "google.auth": "push", "datasketches": "windows"}
+EXTRA_OF = {
+    "pyarrow": "s3",
+    "httpx": "http",
+    "google.auth": "push",
+    "datasketches": "windows",
+    "re2": "re2",
+}
 #: Their distributions, where the name is not the import name.
 DISTRIBUTION_OF = {"google.auth": "google-auth"}
 

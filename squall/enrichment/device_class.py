@@ -27,6 +27,7 @@ the rule order that docs/enrichment.md describes.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import string
@@ -261,7 +262,10 @@ _REFINES = {
 class DeviceClassifier:
     """Classifies a parsed user agent; rules and pattern lists compile in :meth:`load`."""
 
-    def __init__(self, models: ModelIndex | None = None) -> None:
+    def __init__(self, models: ModelIndex | None = None, engine: str = "auto") -> None:
+        #: ``auto``: the pattern sets run in ua-parser-rs when installed, else in google-re2,
+        #: else in Python's ``re``; ``re2``: in google-re2 (the device bolt's ``engine``).
+        self.engine = engine
         self._loaded = False
         self._lock = threading.Lock()
         self.crawler_patterns = 0
@@ -284,9 +288,10 @@ class DeviceClassifier:
         held = self.models.literals  # all of them, unless the index was built before
         patterns = [p for p in patterns if literals.get(p) not in held]
         # Lists that lead to the same decision run as one set: one pass over the string each.
-        self._bot = _matcher([(BOT, patterns, False), (BOT, [_BOT_WORDS], True)])
+        matcher = functools.partial(_matcher, engine=self.engine)
+        self._bot = matcher([(BOT, patterns, False), (BOT, [_BOT_WORDS], True)])
         # In rule order: the first that matches names the class (see classify()).
-        self._device = _matcher(
+        self._device = matcher(
             [
                 (CONSOLE, [_CONSOLE], True),
                 (OTHER, [_OTHER_DEVICE], True),
@@ -294,9 +299,9 @@ class DeviceClassifier:
                 (DESKTOP, [_COMPUTER], True),
             ]
         )
-        self._tablet = _matcher([(TABLET, [_TABLET_WORDS], False)])
-        self._desktop = _matcher([(DESKTOP, [_DESKTOP_WORDS], False)])
-        self._mobile = _matcher([(MOBILE, [_MOBILE_WORDS], False)])
+        self._tablet = matcher([(TABLET, [_TABLET_WORDS], False)])
+        self._desktop = matcher([(DESKTOP, [_DESKTOP_WORDS], False)])
+        self._mobile = matcher([(MOBILE, [_MOBILE_WORDS], False)])
         self._loaded = True
 
     def is_bot_string(self, ua: str) -> bool:
@@ -447,18 +452,25 @@ def crawler_patterns() -> list[str]:
     return [entry["pattern"] for entry in data]
 
 
-def _matcher(groups: Groups) -> Callable[[str], str | None]:
+def _matcher(groups: Groups, engine: str = "auto") -> Callable[[str], str | None]:
     """The label of the first group (in order) with a pattern that matches, or None.
 
     ``groups`` is ``[(label, patterns, ignore_case), ...]``. Runs as one ua-parser-rs regex set
-    when it is installed: Python's backtracking ``re`` tries every alternative at every position
-    (~50-150 µs for these lists on a long user agent); the Rust regex set does it in ~1 µs, and
-    returns the first pattern in list order that matches, as ua-parser's regex lists need.
+    when it is installed (``engine`` ``auto``): Python's backtracking ``re`` tries every
+    alternative at every position (~50-150 µs for these lists on a long user agent); the Rust
+    regex set does it in ~1 µs, and returns the first pattern in list order that matches, as
+    ua-parser's regex lists need. With ``engine`` ``re2``, or without ua-parser-rs, one
+    google-re2 filter (:func:`re2_matcher`); without either, Python's ``re``.
     """
+    if engine == "re2":
+        return re2_matcher(groups)
     try:
         import ua_parser_rs
     except ImportError:  # pragma: no cover - ua-parser[regex] installs it
-        return re_matcher(groups)
+        try:
+            return re2_matcher(groups)
+        except ImportError:
+            return re_matcher(groups)
     extractor = ua_parser_rs.DeviceExtractor(
         [
             (pattern, "i" if ignore_case else None, label, None, None)
@@ -470,6 +482,29 @@ def _matcher(groups: Groups) -> Callable[[str], str | None]:
     def match(ua: str) -> str | None:
         found = extractor.extract(ua)
         return None if found is None else found.family
+
+    return match
+
+
+def re2_matcher(groups: Groups) -> Callable[[str], str | None]:
+    """The same test with google-re2: every pattern in one filter (RE2's ``FilteredRE2``: the
+    literal parts of the patterns found in one pass, then only the patterns whose parts are there
+    tried), the lowest index that matches is the first in list order. Holds less memory than the
+    Rust set (docs/enrichment.md, "The regex engine"); raises ImportError without google-re2."""
+    import re2
+
+    labels: list[str] = []
+    patterns = re2.Filter()
+    for label, group, ignore_case in groups:
+        for pattern in group:
+            patterns.Add(f"(?i){pattern}" if ignore_case else pattern)
+            labels.append(label)
+    patterns.Compile()
+    matches = patterns.Match
+
+    def match(ua: str) -> str | None:
+        found = matches(ua)
+        return labels[min(found)] if found else None
 
     return match
 

@@ -462,8 +462,9 @@ SAMPLES = {
 }
 
 
+@pytest.mark.parametrize("engine", ["auto", "re2"])
 @pytest.mark.parametrize("sample", sorted(SAMPLES))
-def test_device_class_agrees_with_a_labelled_corpus(sample):
+def test_device_class_agrees_with_a_labelled_corpus(sample, engine):
     floors, recall_floor, precision_floor = SAMPLES[sample]
     rows = []
     for line in (Path(__file__).parent / "data" / sample).read_text("utf-8").splitlines():
@@ -473,7 +474,7 @@ def test_device_class_agrees_with_a_labelled_corpus(sample):
                 (label, {"user_agent": ua, "headers": json.loads(headers) if headers else {}})
             )
     bolt = DeviceBolt(
-        DeviceBolt.Config(id="device", type="device", hints_field="headers"),
+        DeviceBolt.Config(id="device", type="device", hints_field="headers", engine=engine),
         ComponentContext("test"),
     )
     bolt.open(None)
@@ -605,13 +606,17 @@ def test_cases_the_issue_names(bolt, ua, expected):
 
 
 def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
-    """Without ua-parser-rs the same patterns run in Python's re: same classes on the sample."""
+    """Without ua-parser-rs the same patterns run in Python's re, and with ``engine: re2`` in
+    google-re2: same classes on the sample."""
     from squall.enrichment import device_class
     from squall.enrichment.device import build_resolver
 
     resolver = build_resolver()
     rust = device_class.DeviceClassifier()
-    monkeypatch.setattr(device_class, "_matcher", device_class.re_matcher)
+    re2 = device_class.DeviceClassifier(engine="re2")
+    monkeypatch.setattr(
+        device_class, "_matcher", lambda groups, engine="auto": device_class.re_matcher(groups)
+    )
     python = device_class.DeviceClassifier()
     python.load()
     lines = [
@@ -631,7 +636,7 @@ def test_python_re_fallback_classifies_like_the_rust_regex_sets(monkeypatch):
             r.device.brand if r.device else None,
             r.device.model if r.device else None,
         )
-        if rust.classify(*parsed) != python.classify(*parsed):
+        if not rust.classify(*parsed) == re2.classify(*parsed) == python.classify(*parsed):
             differ.append(ua)
     assert differ == []
 
@@ -675,7 +680,7 @@ def test_rules_compile_at_first_use_once_per_process(monkeypatch):
     from squall.enrichment import device
     from squall.enrichment.device_class import DeviceClassifier
 
-    monkeypatch.setattr(device, "_shared_resolvers", [])
+    monkeypatch.setattr(device, "_shared_resolvers", {})
     monkeypatch.setattr(device, "_default_classifier", DeviceClassifier())
     first, second = (
         DeviceBolt(DeviceBolt.Config(id=name, type="device"), ComponentContext("test"))
@@ -683,7 +688,7 @@ def test_rules_compile_at_first_use_once_per_process(monkeypatch):
     )
     first.open(None)
     second.open(None)
-    assert device._shared_resolvers == []
+    assert device._shared_resolvers == {}
     assert first._classifier is second._classifier is device.shared_classifier()
     assert not first._classifier._loaded
     ua = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -1271,7 +1276,7 @@ def test_the_resolver_is_renewed_after_its_distinct_user_agents_and_the_worn_one
 
     from squall.enrichment import device
 
-    monkeypatch.setattr(device, "_shared_resolvers", [])
+    monkeypatch.setattr(device, "_shared_resolvers", {})
     config = {"id": "a", "type": "device", "renew_parser_after": 5}
     a = DeviceBolt(DeviceBolt.Config(**config), ComponentContext("test"))
     b = DeviceBolt(DeviceBolt.Config(**{**config, "id": "b"}), ComponentContext("test"))
@@ -1297,7 +1302,7 @@ def test_the_resolver_is_renewed_after_its_distinct_user_agents_and_the_worn_one
 def test_renew_parser_after_0_keeps_one_resolver(monkeypatch):
     from squall.enrichment import device
 
-    monkeypatch.setattr(device, "_shared_resolvers", [])
+    monkeypatch.setattr(device, "_shared_resolvers", {})
     bolt = DeviceBolt(
         DeviceBolt.Config(id="d", type="device", renew_parser_after=0), ComponentContext("test")
     )
@@ -1307,3 +1312,95 @@ def test_renew_parser_after_0_keeps_one_resolver(monkeypatch):
     for ua in RENEWAL_UAS[1:]:
         bolt.parse_many([ua])
     assert bolt._resolver is first is device.shared_resolver()
+
+
+# -- engine: re2 (google-re2 in place of ua-parser-rs, for small Lambda functions) --------------
+
+
+def _sample_user_agents() -> list[str]:
+    uas = []
+    for name in ("ua_sample.tsv", "ua_sample_browscap.tsv"):
+        for line in (Path(__file__).parent / "data" / name).read_text("utf-8").splitlines():
+            if line and not line.startswith("#"):
+                uas.append(line.split("\t")[1])
+    return list(dict.fromkeys(uas))
+
+
+def test_the_re2_engine_gives_the_same_classes_and_bots_as_the_default():
+    """On both samples (6,116 strings) the two engines give every string the same device class
+    and bot flag; where their blocks differ at all it is ua-parser's own rules on a bot's string
+    (ua-parser-rs names the device ``Spider`` where ua-parser's reference, Python's ``re``, and
+    RE2 find no device rule: 27 strings, docs/enrichment.md "The regex engine")."""
+    bolts = {}
+    for engine in ("auto", "re2"):
+        bolts[engine] = DeviceBolt(
+            DeviceBolt.Config(id="device", type="device", engine=engine), ComponentContext("t")
+        )
+        bolts[engine].open(None)
+    differ = []
+    for ua in _sample_user_agents():
+        rust, re2 = bolts["auto"].parse(ua[:512]), bolts["re2"].parse(ua[:512])
+        assert (rust["device_class"], rust["is_bot"]) == (re2["device_class"], re2["is_bot"]), ua
+        if rust != re2:
+            differ.append(ua)
+            assert rust["device_class"] == "bot", (ua, rust, re2)
+    assert len(differ) <= 40, differ  # (27 today: a new ua-parser release may move a few)
+    assert type(bolts["re2"]._resolver).__module__ == "ua_parser.re2"
+
+
+@pytest.mark.parametrize("engine", ["re2", "auto"])
+def test_the_re2_engine_builds_no_ua_parser_rs_rules(engine):
+    """What saves the memory: a process whose device bolts use ``engine: re2`` builds none of
+    ua-parser-rs's extractors (ua-parser's rules and squall's class rules compiled there take
+    ~23 MB; a Lambda zip with ``engine: re2`` does not even hold the module). A fresh
+    interpreter, as a Lambda init, whose ua-parser-rs extractors count their builds."""
+    import subprocess
+    import sys
+
+    code = (
+        "import ua_parser_rs\n"
+        "built = []\n"
+        "for name in ('UserAgentExtractor', 'OSExtractor', 'DeviceExtractor'):\n"
+        "    real = getattr(ua_parser_rs, name)\n"
+        "    def counted(*a, _real=real, _name=name):\n"
+        "        built.append(_name)\n"
+        "        return _real(*a)\n"
+        "    setattr(ua_parser_rs, name, counted)\n"
+        "from squall.component import ComponentContext\n"
+        "from squall.enrichment.device import DeviceBolt\n"
+        f"b = DeviceBolt(DeviceBolt.Config(id='d', type='device', engine='{engine}'),\n"
+        "               ComponentContext('t'))\n"
+        "b.open(None)\n"
+        "d = b.parse('Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) Mobile/15E148')\n"
+        "bot = b.parse('Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)')\n"
+        "print(len(built), d['device_class'], bot['is_bot'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, tablet, bot = done.stdout.split()
+    assert (tablet, bot) == ("tablet", "True"), done.stderr
+    assert (int(count) == 0) is (engine == "re2"), count  # auto: ua-parser's 3 and the class sets
+
+
+def test_the_re2_engine_without_google_re2_is_a_located_load_error(monkeypatch):
+    import importlib.util
+
+    from squall.errors import TopologyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "re2" else real(name, *a)
+    )
+    bolt = DeviceBolt(
+        DeviceBolt.Config(id="device", type="device", engine="re2"), ComponentContext("t")
+    )
+    with pytest.raises(TopologyError, match=r"engine: re2 needs google-re2.*squall\[re2\]"):
+        bolt.open(None)
+
+
+def test_a_function_with_the_re2_engine_declares_google_re2_not_ua_parser_rs():
+    """``squall package`` keeps what the components declare: with ``engine: re2`` the zip holds
+    google-re2 and leaves ua-parser-rs out."""
+    re2 = DeviceBolt.packages(DeviceBolt.Config(id="d", type="device", engine="re2"))
+    auto = DeviceBolt.packages(DeviceBolt.Config(id="d", type="device"))
+    assert "re2" in re2 and "ua_parser_rs" not in re2
+    assert "ua_parser_rs" in auto and "re2" not in auto
