@@ -331,7 +331,9 @@ def _closure(
     cut: frozenset[str] = frozenset(),
 ) -> set[str]:
     """The installed distributions ``roots`` require, transitively; squall's own requirements
-    named in ``cut`` are not followed."""
+    named in ``cut`` are not followed, nor an extra of one of them that adds only distributions
+    in ``cut`` (``ua-parser[regex]``'s ua-parser-rs: a topology whose device bolt runs on
+    google-re2 does not declare it)."""
     extras_of: dict[str, set[str]] = defaultdict(set)
     kept: set[str] = set()
     stack = list(roots)
@@ -342,9 +344,23 @@ def _closure(
         kept.add(name)
         extras_of[name] |= extras
         for dep, dep_extras in _edges(installed[name], extras_of[name]):
-            if not (name == "squall" and dep in cut):
-                stack.append((dep, dep_extras))
+            if name == "squall":
+                if dep in cut:
+                    continue
+                dep_extras = {e for e in dep_extras if not _adds_only(installed, dep, e, cut)}
+            stack.append((dep, dep_extras))
     return kept
+
+
+def _adds_only(
+    installed: dict[str, metadata.Distribution], name: str, extra: str, cut: frozenset[str]
+) -> bool:
+    """Whether ``extra`` of the installed ``name`` adds requirements, all of them in ``cut``."""
+    if name not in installed:
+        return False
+    dist = installed[name]
+    added = {d for d, _ in _edges(dist, {extra})} - {d for d, _ in _edges(dist, set())}
+    return bool(added) and added <= cut
 
 
 def _import_names(dist: metadata.Distribution) -> set[str]:

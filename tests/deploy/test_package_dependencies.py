@@ -169,6 +169,28 @@ def test_a_declared_need_keeps_its_distributions(deps: Path):
     assert {"redis", "hiredis", "sqlalchemy", "greenlet"} <= tops(deps)
 
 
+@pytest.mark.parametrize("needs", [{"ua_parser"}, {"ua_parser", "ua_parser_rs"}])
+def test_an_optional_distribution_of_an_extra_squall_asks_for_goes_unless_declared(
+    tmp_path: Path, needs: set[str]
+):
+    """squall requires ``ua-parser[regex]``, whose extra adds only ua-parser-rs: a device bolt
+    with ``engine: re2`` does not declare it, and its zip leaves it out (seen: kept, ~5 MB)."""
+    deps = tmp_path / "deps"
+    dist(deps, "squall", {"squall/__init__.py": ""}, ("ua-parser[regex]>=1.0",))
+    dist(
+        deps,
+        "ua-parser",
+        {"ua_parser/__init__.py": ""},
+        ("ua-parser-builtins", 'ua-parser-rs; extra == "regex"', 'google-re2; extra == "re2"'),
+    )
+    dist(deps, "ua-parser-builtins", {"ua_parser_builtins/__init__.py": ""})
+    dist(deps, "ua-parser-rs", {"ua_parser_rs/__init__.py": ""})
+    left_out = prune_unused(deps, frozenset(needs), extras=set(), asked=[], code=[])
+    assert left_out == ([] if "ua_parser_rs" in needs else ["ua-parser-rs"])
+    assert ("ua_parser_rs" in tops(deps)) is ("ua_parser_rs" in needs)
+    assert {"ua_parser", "ua_parser_builtins"} <= tops(deps)
+
+
 @pytest.mark.parametrize(
     "how",
     ["with", "requirements path", "own code", "plugin"],
