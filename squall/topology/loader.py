@@ -300,7 +300,14 @@ def pydantic_problems(
                 msg = msg[len("Value error, ") :]
             if kind in ("model_type", "model_attributes_type"):  # "… or instance of RetryConfig"
                 keys = _fields_at(model, raw)
-                msg = f"expected a mapping of options ({', '.join(keys) if keys else 'key: value'})"
+                kinds = _tagged_kinds(model, raw)  # a `store: sql | dynamodb | memory` union
+                msg = (
+                    f"expected a mapping of options ({', '.join(keys)})"
+                    if keys
+                    else f"expected a mapping of options with {kinds} and that kind's options"
+                    if kinds
+                    else "expected a mapping of options (key: value)"
+                )
             if (
                 kind in _COLLECTIONS
                 and loc.typed.get(path) == "null"
@@ -422,6 +429,41 @@ def _fields_at(model: type[pydantic.BaseModel], rel: tuple) -> list[str]:
     if not (isinstance(current, type) and issubclass(current, pydantic.BaseModel)):
         return []
     return [f.alias or name for name, f in current.model_fields.items()]
+
+
+def _tagged_kinds(model: type[pydantic.BaseModel], rel: tuple) -> str:
+    """``'store' (sql, dynamodb or memory)`` when the option at ``rel`` is a union of models told
+    apart by a tag (the kinesis spout's `checkpoint`), else empty: which key picks the kind."""
+    tp = _annotation_at(model, rel)
+    parent = _type_at(model, rel[:-1]) if rel else None
+    if isinstance(parent, type) and issubclass(parent, pydantic.BaseModel):
+        field = next((f for n, f in parent.model_fields.items() if rel[-1] in (n, f.alias)), None)
+        if field is not None and isinstance(field.discriminator, str):  # pydantic merged the mark
+            tp = typing.Annotated[field.annotation, field]
+    while tp is not None:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is typing.Annotated:
+            tag = next((getattr(m, "discriminator", None) for m in args[1:]), None)
+            if isinstance(tag, str):
+                values = []
+                for member in typing.get_args(args[0]):
+                    f = getattr(member, "model_fields", {}).get(tag)
+                    if f is not None and typing.get_origin(f.annotation) is typing.Literal:
+                        values.extend(str(v) for v in typing.get_args(f.annotation))
+                if values:
+                    listed = (
+                        ", ".join(values[:-1]) + f" or {values[-1]}"
+                        if len(values) > 1
+                        else values[0]
+                    )
+                    return f"'{tag}' ({listed})"
+            tp = args[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in args if a is not type(None)]
+            tp = members[0] if len(members) == 1 else None
+        else:
+            return ""
+    return ""
 
 
 def _type_at(model: type[pydantic.BaseModel], rel: tuple) -> Any:

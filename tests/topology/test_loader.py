@@ -403,6 +403,25 @@ def test_a_value_where_options_are_wanted_lists_the_options_not_a_class():
     ]
 
 
+def test_a_name_where_a_tagged_kind_of_options_is_wanted_names_the_tag_and_its_kinds():
+    """`checkpoint: registry` (a resource's name, as the option's default — "the `warehouse`
+    resource" — suggests) said only "expected a mapping of options (key: value)": not that a
+    `store:` picks sql, dynamodb or memory. The same for a lookup's `source:`."""
+    text = GOOD.replace(
+        "spout: {type: file, path: events.jsonl}",
+        "spout: {type: kinesis, stream: s, checkpoint: warehouse}",
+    ).replace(
+        "  - {id: keep, type: filter, where: [{field: event_type, in: [click]}]}",
+        "  - {id: keep, type: lookup, key: k, target: t, source: warehouse}",
+    )
+    assert problems(text) == [
+        "topology.yaml:4:47: spout.checkpoint: expected a mapping of options with 'store' (sql, "
+        "dynamodb or memory) and that kind's options",
+        "topology.yaml:7:57: bolts[1].source: expected a mapping of options with 'type' (sql, "
+        "redis or http) and that kind's options",
+    ]
+
+
 def test_a_typo_in_a_warehouse_column_suggests_the_key():
     """A column's options are `Annotated` (a text shorthand is accepted): the did-you-mean
     lookup stopped there, so `pth` got no suggestion."""
