@@ -220,8 +220,18 @@ def url_without_slash(value: str) -> str:
     return value.rstrip("/") if value.startswith(("http://", "https://")) else value
 
 
-#: An SQS queue in a sink's config (a URL or a name): a URL ending in ``/`` is used without it.
+#: An SQS queue in a sink's config (a URL, an ARN or a name): a URL ending in ``/`` is used
+#: without it.
 SqsQueue = Annotated[str, AfterValidator(url_without_slash)]
+
+
+def sqs_queue_arn_parts(queue: str) -> tuple[str, str, str] | None:
+    """``(region, account, name)`` of a queue given by ARN (``arn:aws:sqs:region:account:name``,
+    as a template's ``GetAtt Queue.Arn`` gives it), else None."""
+    parts = queue.split(":")
+    if len(parts) == 6 and parts[0] == "arn" and parts[2] == "sqs" and all(parts[3:]):
+        return parts[3], parts[4], parts[5]
+    return None
 
 
 #: Seconds a client's call waits for its connection (botocore's default is 60); inside

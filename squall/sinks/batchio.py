@@ -220,15 +220,18 @@ def aws_call(name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
 
 
 def resolve_queue_url(component: str, client: Any, queue: str) -> str:
-    """The URL of ``queue`` (a name: GetQueueUrl; a URL as it is). An error names the queue and
-    the client's region: with the name from ``${VAR}`` or another region's queue, "the specified
-    queue does not exist" alone does not say which one was asked for."""
+    """The URL of ``queue`` (a name: GetQueueUrl; an ARN: GetQueueUrl of its name in its
+    account; a URL as it is). An error names the queue and the client's region: with the name
+    from ``${VAR}`` or another region's queue, "the specified queue does not exist" alone does
+    not say which one was asked for."""
     if queue.startswith(("http://", "https://")):
         return queue
     region = getattr(getattr(client, "meta", None), "region_name", None)
     where = f" in {region}" if isinstance(region, str) and region else ""
     name = f"{component}: GetQueueUrl of queue '{queue}'{where}"
-    return aws_call(name, client.get_queue_url, QueueName=queue)["QueueUrl"]
+    arn = aws.sqs_queue_arn_parts(queue)  # before, the ARN was asked for as a name: "no such queue"
+    named = {"QueueName": arn[2], "QueueOwnerAWSAccountId": arn[1]} if arn else {"QueueName": queue}
+    return aws_call(name, client.get_queue_url, **named)["QueueUrl"]
 
 
 def retry_after_seconds(

@@ -108,10 +108,10 @@ class _AwsDeadLetter(Sink):
         self.client: Any = None
         self.sleep: Callable[[float], None] = time.sleep
 
-    def _client(self, service: str) -> None:
+    def _client(self, service: str, region: str | None = None) -> None:
         if self.client is None:
             self.client = aws.client(
-                service, region=self.config.region, endpoint_url=self.config.endpoint_url
+                service, region=self.config.region or region, endpoint_url=self.config.endpoint_url
             )
 
     def close(self) -> None:
@@ -132,7 +132,8 @@ class _AwsConfig(ComponentConfig):
 
 class DeadLetterSqsConfig(_AwsConfig):
     queue: aws.SqsQueue = Field(
-        description="Queue URL, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO queue)."
+        description="Queue URL, ARN, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO "
+        "queue)."
     )
     max_message_bytes: int = Field(
         SQS_MAX_BYTES,
@@ -156,8 +157,9 @@ class DeadLetterSqsSink(_AwsDeadLetter):
         return [sqs_send(config.queue, config.region, f"dead letters {config.id}")]
 
     def open(self, resources: Any = None) -> None:
-        self._client("sqs")
         cfg = self.config
+        arn = aws.sqs_queue_arn_parts(cfg.queue)  # an ARN's region, unless one is configured
+        self._client("sqs", arn[0] if arn else None)
         self.fifo = cfg.queue.endswith(".fifo")
         self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
 

@@ -84,8 +84,9 @@ _MESSAGE_CODES = frozenset(
 
 class SqsSinkConfig(ComponentConfig):
     queue: aws.SqsQueue = Field(
-        description="Queue URL, or a queue name resolved with GetQueueUrl at start. "
-        "A name or URL ending in `.fifo` is a FIFO queue."
+        description="Queue URL, ARN, or a queue name resolved with GetQueueUrl at start (an ARN: "
+        "its name in its account, in its region unless `region` is set). A name, URL or ARN "
+        "ending in `.fifo` is a FIFO queue."
     )
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
@@ -230,7 +231,9 @@ class SqsSink(Sink):
     def open(self, resources: Any = None) -> None:
         cfg = self.config
         if self.client is None:
-            self.client = aws.client("sqs", region=cfg.region, endpoint_url=cfg.endpoint_url)
+            arn = aws.sqs_queue_arn_parts(cfg.queue)  # an ARN's region, unless one is configured
+            region = cfg.region or (arn[0] if arn else None)
+            self.client = aws.client("sqs", region=region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
             self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
         if cfg.message_group and not self.fifo:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import boto3
 import orjson
 import pytest
 import redis
@@ -350,6 +351,50 @@ def test_the_sqs_dead_letter_names_its_missing_queue_and_region(moto_server):
     with pytest.raises(SinkError) as err:
         sink.open()
     assert str(err.value).startswith(f"dlq: GetQueueUrl of queue '{name}' in us-west-2 failed: ")
+
+
+def test_a_queue_given_by_arn_is_sent_to_in_the_arn_s_region(moto_server):
+    """`queue: arn:aws:sqs:…` (a template's `GetAtt Queue.Arn`; the `sqs` spout and the IAM
+    statements take one) was asked for as a queue *name*: the start failed with
+    `NonExistentQueue` though the queue existed. Now its name is looked up in its account, with a
+    client of the ARN's region; the dead-letter queue the same."""
+    eu = boto3.client(
+        "sqs",
+        endpoint_url=moto_server.endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    urls = [make_queue(eu, fifo=fifo) for fifo in (True, False)]
+    account = eu.get_queue_attributes(QueueUrl=urls[0], AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ].split(":")[4]
+    arns = [f"arn:aws:sqs:eu-west-1:{account}:{url.rsplit('/', 1)[-1]}" for url in urls]
+    sink = SqsSink(
+        SqsSinkConfig(
+            id="out",
+            type="sqs",
+            queue=arns[0],
+            message_group="g",
+            endpoint_url=moto_server.endpoint,
+        ),
+        ComponentContext("t"),
+    )
+    sink.open()
+    assert sink.client.meta.region_name == "eu-west-1"
+    assert sink.queue_url.endswith(urls[0].rsplit("/", 1)[-1]) and sink.fifo
+    assert sink.write_batch(sink.prepare(_events([{"g": "k1", "n": 1}])), None) is None
+    dlq = DeadLetterSqsSink(
+        DeadLetterSqsConfig(
+            id="dlq", type="dead_letter_sqs", queue=arns[1], endpoint_url=moto_server.endpoint
+        ),
+        ComponentContext("t"),
+    )
+    dlq.open()
+    assert dlq.client.meta.region_name == "eu-west-1"
+    assert dlq.queue_url.endswith(urls[1].rsplit("/", 1)[-1])
+    received = [json.loads(m["Body"]) for m in drain(eu, sink.queue_url)]
+    assert received == [{"g": "k1", "n": 1}]
 
 
 def seed_kiosk_registry(monkeypatch, url: str, table: str) -> None:
