@@ -225,6 +225,23 @@ def url_without_slash(value: str) -> str:
 SqsQueue = Annotated[str, AfterValidator(url_without_slash)]
 
 
+#: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` and the legacy
+#: ``https://<region>.queue.amazonaws.com/…`` (``squall.iam`` reads the same).
+_SQS_AWS_URL = re.compile(
+    r"^https?://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/[^/]+/[^/]+/?$"
+)
+
+
+def sqs_queue_region(queue: str) -> str | None:
+    """The region a queue's ARN or AWS URL names (None for a name, or another endpoint's URL): a
+    client of another region is told the queue does not exist."""
+    arn = sqs_queue_arn_parts(queue)
+    if arn:
+        return arn[0]
+    m = _SQS_AWS_URL.match(queue)
+    return (m.group(1) or m.group(2)) if m else None
+
+
 def sqs_queue_arn_parts(queue: str) -> tuple[str, str, str] | None:
     """``(region, account, name)`` of a queue given by ARN (``arn:aws:sqs:region:account:name``,
     as a template's ``GetAtt Queue.Arn`` gives it), else None."""

@@ -133,7 +133,7 @@ class _AwsConfig(ComponentConfig):
 class DeadLetterSqsConfig(_AwsConfig):
     queue: aws.SqsQueue = Field(
         description="Queue URL, ARN, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO "
-        "queue)."
+        "queue); the region an ARN or AWS URL names is used unless `region` is set."
     )
     max_message_bytes: int = Field(
         SQS_MAX_BYTES,
@@ -158,8 +158,7 @@ class DeadLetterSqsSink(_AwsDeadLetter):
 
     def open(self, resources: Any = None) -> None:
         cfg = self.config
-        arn = aws.sqs_queue_arn_parts(cfg.queue)  # an ARN's region, unless one is configured
-        self._client("sqs", arn[0] if arn else None)
+        self._client("sqs", aws.sqs_queue_region(cfg.queue))  # unless `region` is configured
         self.fifo = cfg.queue.endswith(".fifo")
         self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)
 

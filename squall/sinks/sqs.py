@@ -85,8 +85,8 @@ _MESSAGE_CODES = frozenset(
 class SqsSinkConfig(ComponentConfig):
     queue: aws.SqsQueue = Field(
         description="Queue URL, ARN, or a queue name resolved with GetQueueUrl at start (an ARN: "
-        "its name in its account, in its region unless `region` is set). A name, URL or ARN "
-        "ending in `.fifo` is a FIFO queue."
+        "its name in its account). The region an ARN or AWS URL names is used unless `region` is "
+        "set. A name, URL or ARN ending in `.fifo` is a FIFO queue."
     )
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
@@ -231,8 +231,8 @@ class SqsSink(Sink):
     def open(self, resources: Any = None) -> None:
         cfg = self.config
         if self.client is None:
-            arn = aws.sqs_queue_arn_parts(cfg.queue)  # an ARN's region, unless one is configured
-            region = cfg.region or (arn[0] if arn else None)
+            # The region an ARN or AWS URL names, unless one is configured.
+            region = cfg.region or aws.sqs_queue_region(cfg.queue)
             self.client = aws.client("sqs", region=region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
             self.queue_url = resolve_queue_url(self.id, self.client, cfg.queue)

@@ -397,6 +397,47 @@ def test_a_queue_given_by_arn_is_sent_to_in_the_arn_s_region(moto_server):
     assert received == [{"g": "k1", "n": 1}]
 
 
+def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(moto_server, monkeypatch):
+    """`queue: https://sqs.eu-west-1.amazonaws.com/…` with `AWS_REGION=us-east-1` (the process's
+    region, not the queue's): the client was the environment's region, and SQS answers a queue
+    URL of another region as a queue that does not exist. The URL's region is used unless
+    `region` is configured (moto, like SQS, keeps queues per region)."""
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    eu = boto3.client(
+        "sqs",
+        endpoint_url=moto_server.endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    name = make_queue(eu).rsplit("/", 1)[-1]
+    url = f"https://sqs.eu-west-1.amazonaws.com/123456789012/{name}"
+    for sink in (
+        SqsSink(
+            SqsSinkConfig(id="out", type="sqs", queue=url, endpoint_url=moto_server.endpoint),
+            ComponentContext("t"),
+        ),
+        DeadLetterSqsSink(
+            DeadLetterSqsConfig(
+                id="dlq", type="dead_letter_sqs", queue=url, endpoint_url=moto_server.endpoint
+            ),
+            ComponentContext("t"),
+        ),
+    ):
+        sink.open()
+        assert sink.client.meta.region_name == "eu-west-1"
+    out = SqsSink(
+        SqsSinkConfig(id="out", type="sqs", queue=url, endpoint_url=moto_server.endpoint),
+        ComponentContext("t"),
+    )
+    out.open()
+    assert out.write_batch(out.prepare(_events([{"n": 1}])), None) is None
+    assert [
+        json.loads(m["Body"]) for m in drain(eu, eu.get_queue_url(QueueName=name)["QueueUrl"])
+    ] == [{"n": 1}]
+
+
 def seed_kiosk_registry(monkeypatch, url: str, table: str) -> None:
     """Run the example's own seed script (``python examples/kiosk/kiosks.py``) against ``url``."""
     monkeypatch.setenv("KIOSK_REGISTRY_URL", url)
