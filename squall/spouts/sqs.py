@@ -167,7 +167,9 @@ class SqsSpoutConfig(ComponentConfig):
         description="Queue URL, ARN, or a queue name resolved with GetQueueUrl at start."
     )
     region: aws.OptionalSetting = Field(
-        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+        None,
+        description="AWS region (default: the one the queue's ARN or AWS URL names, else "
+        "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).",
     )
     endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
     wait_time: int = Field(
@@ -251,7 +253,7 @@ class SqsSpout(Spout):
         cfg = self.config
         arn = queue_arn(cfg.queue)
         if self.client is None:
-            region = aws.resolve_region(cfg.region, arn[0] if arn else None)
+            region = aws.resolve_region(cfg.region, aws.sqs_queue_region(cfg.queue))
             self.client = aws.client("sqs", region=region, endpoint_url=cfg.endpoint_url)
         if self.queue_url is None:
             # by ARN: its name in its account (the Lambda trigger's template takes an ARN too)
