@@ -625,6 +625,11 @@ def _hint(code: str | None, version_id: str | None) -> str:
 class S3SpoutConfig(ComponentConfig):
     bucket: str = Field(description="Bucket name.")
     prefix: str = Field("", description="Read the objects whose keys start with this.")
+    suffix: str = Field(
+        "",
+        description="Read only the objects whose keys end with this (`.jsonl.gz`): the local "
+        "listing, the Lambda trigger's notification filter and its read grant alike.",
+    )
     start_after: str | None = Field(None, description="Read only keys after this one (key order).")
     region: aws.OptionalSetting = Field(
         None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
@@ -647,7 +652,7 @@ class S3Spout(Spout):
         """Lambda delivers new objects under ``prefix`` with an S3 trigger (``squall package --template``)."""
         return Capabilities(
             lambda_trigger=LambdaTrigger(
-                TriggerSource.S3, config.bucket, config.region, config.prefix
+                TriggerSource.S3, config.bucket, config.region, config.prefix, config.suffix
             )
         )
 
@@ -668,7 +673,7 @@ class S3Spout(Spout):
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for o in page.get("Contents", []):
-                    if not o["Key"].endswith("/"):
+                    if not o["Key"].endswith("/") and o["Key"].endswith(cfg.suffix):
                         self._keys.append(o["Key"])
                         self._etags[o["Key"]] = o.get("ETag") or ""
         except Exception as exc:
