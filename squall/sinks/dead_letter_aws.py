@@ -30,7 +30,7 @@ from pydantic import Field
 
 from squall import aws, safe_json
 from squall.aws import chunks
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event
 from squall.iam import AwsPermission, kinesis_stream_arn, s3_objects_arn, sqs_send
@@ -220,6 +220,11 @@ class DeadLetterS3Sink(_AwsDeadLetter):
     summary = (
         "Write failed events (reason, component, original record) as gzip JSON-lines S3 objects."
     )
+
+    @classmethod
+    def capabilities(cls, config: DeadLetterS3Config) -> Capabilities:
+        """Its objects: ``prefix…`` ending in ``.jsonl.gz``."""
+        return Capabilities(s3_objects=((config.bucket, config.prefix, ".jsonl.gz"),))
 
     @classmethod
     def aws_permissions(cls, config: DeadLetterS3Config) -> list[AwsPermission]:

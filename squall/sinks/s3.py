@@ -48,7 +48,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from squall import aws, exact_json, paths
-from squall.component import ComponentConfig, ComponentContext
+from squall.component import Capabilities, ComponentConfig, ComponentContext
 from squall.errors import SinkError, TransientError
 from squall.event import Event, RecordMeta
 from squall.iam import AwsPermission, s3_objects_arn
@@ -72,6 +72,13 @@ MAX_HELD_BYTES = 128 * 1024 * 1024
 
 
 _DIRECTIVE = re.compile(r"%.")
+
+
+def _extension(config: S3SinkConfig) -> str:
+    """The end of every key the sink writes."""
+    if config.format == "parquet":
+        return ".parquet"
+    return ".jsonl.gz" if config.compression == "gzip" else ".jsonl"
 
 
 def partition_text(when: datetime, pattern: str) -> str:
@@ -268,6 +275,11 @@ class S3Sink(Sink):
     summary = "Write events to S3 as gzip JSON lines or Parquet, partitioned by time, replay-safe object names."
 
     @classmethod
+    def capabilities(cls, config: S3SinkConfig) -> Capabilities:
+        """Its objects: ``prefix…`` ending in the format's extension."""
+        return Capabilities(s3_objects=((config.bucket, config.prefix, _extension(config)),))
+
+    @classmethod
     def packages(cls, config: S3SinkConfig) -> frozenset[str]:
         """pyarrow writes Parquet; JSON lines need nothing."""
         return frozenset({"pyarrow"} if config.format == "parquet" else ())
@@ -430,13 +442,7 @@ class S3Sink(Sink):
         first, last = _position(first_meta), _position(last_meta)
         if first_meta.fingerprint:
             first = f"{first}.{first_meta.fingerprint[:12]}"
-        ext = (
-            ".parquet"
-            if self.config.format == "parquet"
-            else ".jsonl.gz"
-            if self.config.compression == "gzip"
-            else ".jsonl"
-        )
+        ext = _extension(self.config)
         span = first if rolled else f"{first}-{last}"
         name = f"{_SAFE.sub('_', stream)}.{_SAFE.sub('_', shard)}.{span}{ext}"
         return f"{self.config.prefix}{partition}/{name}"

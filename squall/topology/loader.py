@@ -140,6 +140,7 @@ def load_text(
     )
     _check_resources(topo, loc)
     _check_input_not_written(topo, loc)
+    _check_s3_input_not_written(topo, loc)
     check_topology_paths(topo.plan)  # compiled here, once: graph problems are load-time problems
     return topo
 
@@ -602,6 +603,44 @@ def _check_input_not_written(topo: Topology, loc: Locator) -> None:
                         )
     if problems:
         raise TopologyError(problems)
+
+
+def _check_s3_input_not_written(topo: Topology, loc: Locator) -> None:
+    """A sink writing S3 objects the ``s3`` spout reads (its bucket, a key under its prefix with
+    its suffix) feeds the topology its own output: in Lambda each object put is a new
+    notification that invokes the function again, without end; locally each run reads the last
+    one's objects (a lake's rows, dead letters) as input records."""
+    from squall.component import TriggerSource
+
+    trigger = registry.capabilities("spout", topo.spout).lambda_trigger
+    if trigger is None or trigger.source is not TriggerSource.S3:
+        return
+    problems = []
+    for i, cfg in enumerate(topo.sinks):
+        for bucket, prefix, suffix in registry.capabilities("sink", cfg).s3_objects:
+            if bucket != trigger.name or not _may_overlap(prefix, trigger.prefix):
+                continue
+            if not (suffix.endswith(trigger.suffix) or trigger.suffix.endswith(suffix)):
+                continue
+            scope = f"s3://{bucket}/{trigger.prefix}" + (
+                f"*{trigger.suffix}" if trigger.suffix else ""
+            )
+            problems.append(
+                loc.problem(
+                    ("sinks", i, "prefix"),
+                    f"sink '{cfg.id}' would write s3://{bucket}/{prefix}*{suffix} objects where "
+                    f"the spout reads its input ({scope}): each would be read back as input "
+                    "(in Lambda, each object put invokes the function again, without end); "
+                    "write to another bucket or to a prefix outside the spout's",
+                )
+            )
+    if problems:
+        raise TopologyError(problems)
+
+
+def _may_overlap(written: str, read: str) -> bool:
+    """Whether keys starting with ``written`` can start with ``read``."""
+    return written.startswith(read) or read.startswith(written)
 
 
 def _on_disk(base_dir: Path, value: str) -> str:
