@@ -245,9 +245,15 @@ def _convert(value: Any, kind: str, unit: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError(f"{value!r} is not a number")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a number") from None
+        except OverflowError:  # an integer beyond a double's range (the json bolt keeps it exact)
+            number = math.inf
+        # "NaN", "1e999", a bolt's 0/0: refused, as the warehouse's `float` column refuses them
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
     if kind == "bool":
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} is not true or false")
