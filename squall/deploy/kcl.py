@@ -48,10 +48,12 @@ lease loss, checkpoint errors, daemon gone) are one state machine, read together
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -621,12 +623,46 @@ def warn_if_topology_changed(path: str, now: str | None = None) -> bool:
     return True
 
 
+def watch_daemon(
+    interval: float = 0.5, *, exit: Callable[[int], object] = os._exit
+) -> threading.Thread:
+    """Exit the shard process at once when its daemon is gone (kill -9 of the worker, a JVM that
+    crashed), even in the middle of a batch.
+
+    amazon-kclpy ends only when its next read of stdin finds the daemon gone; a process blocked
+    in a sink's call (a table locked, a slow database) lived on past the lease's failover and then
+    committed its batch — rows, state — after the next owner had taken the shard (measured: a
+    worker killed while its COPY waited on a lock; its orphan wrote 292 rows 16 s later, under the
+    other worker's lease). ``_daemon_alive`` covers a retry's wait only. The parent's PID is
+    compared, not a death signal (``PR_SET_PDEATHSIG`` fires when the Java *thread* that started
+    the process ends, which a pool's idle thread does). An open transaction is rolled back by the
+    server when the process's connection closes."""
+    daemon = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != daemon:
+                with contextlib.suppress(Exception):  # stderr's reader may be gone too
+                    log.error(
+                        "the KCL daemon is gone; exiting at once, the batch in flight not "
+                        "committed (the next owner of the lease resumes from the last checkpoint)"
+                    )
+                exit(EXIT_DAEMON_GONE)
+                return
+
+    thread = threading.Thread(target=watch, name="squall-kcl-daemon-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point the daemon runs: ``python -m squall.deploy.kcl TOPOLOGY [STREAM]``."""
     from amazon_kclpy import kcl
 
     from squall.deploy.kcl_lease import LeaseProbe, LeaseTable
 
+    watch_daemon()  # before the topology loads: a start that hangs (a database) dies with it too
     args, lease = LeaseTable.from_args(sys.argv[1:] if argv is None else argv)
     from squall.observability.logs import configure
 
