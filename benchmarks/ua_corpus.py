@@ -548,7 +548,10 @@ def overlap(rows: list[tuple[str, str, dict]], names: list[str]) -> dict[str, se
 
 
 def score(
-    rows: list[tuple[str, str, dict]], bolt=None, types: dict[str, str] | None = None
+    rows: list[tuple[str, str, dict]],
+    bolt=None,
+    types: dict[str, str] | None = None,
+    engine: str = "auto",
 ) -> dict:
     """Confusion matrix, per-class agreement and bot precision/recall of the device bolt.
 
@@ -560,7 +563,7 @@ def score(
     from squall.event import Event, RecordMeta
 
     if bolt is None:
-        config = DeviceBolt.Config(id="device", type="device", hints_field="headers")
+        config = DeviceBolt.Config(id="device", type="device", hints_field="headers", engine=engine)
         bolt = DeviceBolt(config, ComponentContext("ua-corpus"))
         bolt.open(None)
     events = []
@@ -659,6 +662,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--sample", type=Path, help="a corpus file to score instead of --corpus")
     r.add_argument("--half", choices=("dev", "held-out"), help="half of the Matomo corpus")
     r.add_argument(
+        "--engine",
+        choices=("auto", "re2"),
+        default="auto",
+        help='the device bolt\'s regex engine (docs/enrichment.md, "The regex engine")',
+    )
+    r.add_argument(
         "--without",
         help="leave out the user agents that also occur in these corpora, e.g. "
         '"browscap,matomo,crawleruseragents" (the last: the crawler list\'s example strings)',
@@ -690,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(dropped):,} left out")
     types = client_types(path) if path.exists() else {}
     started = time.perf_counter()
-    result = score(rows, types=types or None)
+    result = score(rows, types=types or None, engine=args.engine)
     elapsed = time.perf_counter() - started
     print(
         f"{result['rows']:,} user agents from {path.name}{f' ({args.half} half)' if args.half else ''}, "
