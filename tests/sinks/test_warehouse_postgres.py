@@ -7,6 +7,7 @@ Every test works on tables (and schemas) with unique names and drops them afterw
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -303,6 +304,30 @@ def test_unsafe_identifiers_are_refused_at_load(url, bad):
         load_text(topology(url, bad))
     with pytest.raises(TopologyError, match="invalid column name"):
         load_text(topology(url, "t", columns={bad: "x"}))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_float_nan_or_infinity_a_bolt_made_is_dead_lettered_not_stored(url, pg, table, bad):
+    """A Python bolt's float NaN or infinity (``0/0``; JSON has none) in a ``float`` column is
+    the event's dead letter, as NumPy's NaN, ``"NaN"``, SQLite's writer and the ``s3`` sink's
+    ``float64`` column make it: the COPY text was its ``repr``, unchecked, and PostgreSQL
+    stored ``NaN`` or ``Infinity``."""
+    sink = open_sink(
+        url,
+        table,
+        columns={"k": {"path": "k", "type": "integer"}, "x": {"path": "x", "type": "float"}},
+    )
+    events = []
+    for i, x in enumerate([1.5, bad, None, -0.0]):
+        meta = RecordMeta("s", "shardId-000000000000", str(1000 + i))
+        events.append(Event(b"{}", meta, derive_event_id(meta), i, {"k": i, "x": x}))
+    try:
+        rejected = write(sink, events)
+    finally:
+        sink.close()
+    assert [ev.value["k"] for ev in rejected] == [1]
+    assert rejected[0].failure.reason == f"column 'x': cannot store {bad!r} from 'x' as float"
+    assert sorted(sql(pg, f'SELECT k, x FROM "{table}"')) == [(0, 1.5), (2, None), (3, -0.0)]
 
 
 # -- idempotency -------------------------------------------------------------------------------------

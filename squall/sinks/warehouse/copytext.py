@@ -77,7 +77,7 @@ def _int8(v: Any) -> str:
 
 
 def _float8(v: Any) -> str:
-    return repr(v if v.__class__ is float else CONVERTERS["float"](v))
+    return repr(CONVERTERS["float"](v))  # a float too: NaN and infinities are refused
 
 
 def _bool(v: Any) -> str:
@@ -253,7 +253,12 @@ class _Column:
                 for v in raw
             ]
         if kind == "float":
-            return [NULL if v is None else repr(v) if v.__class__ is float else fmt(v) for v in raw]
+            out = [NULL if v is None else repr(v) if v.__class__ is float else fmt(v) for v in raw]
+            # A float's repr has an 'n' only as 'nan', 'inf' or '-inf' (NULL's is a capital N):
+            # PostgreSQL would store them, which the converter and SQLite's writer refuse.
+            if "n" in "".join(out):
+                raise ConversionError
+            return out
         if kind == "boolean":
             return [
                 NULL if v is None else "t" if v is True else "f" if v is False else fmt(v)
