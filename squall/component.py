@@ -133,10 +133,11 @@ class Capabilities:
     kinesis_streams: tuple[str, ...] = ()
     #: A spout: the Lambda trigger that delivers its records (None: a Kinesis stream, if any).
     lambda_trigger: LambdaTrigger | None = None
-    #: The S3 objects it writes, as ``(bucket, key prefix, key suffix)``: every key it puts
-    #: starts with the prefix and ends with the suffix (the loader refuses a topology whose
-    #: ``s3`` spout would read them back as input).
-    s3_objects: tuple[tuple[str, str, str], ...] = ()
+    #: The S3 objects it writes, as ``(bucket, key prefix, key suffix, characters before the
+    #: suffix)``: every key it puts starts with the prefix and ends with one of those characters
+    #: (any, if empty) and the suffix (the loader refuses a topology whose ``s3`` spout would
+    #: read them back as input).
+    s3_objects: tuple[tuple[str, str, str, str], ...] = ()
     #: A spout: the local files it reads its records from, as configured (relative to the
     #: topology file). Deployed, the spout does not run (Lambda's trigger, the KCL or the HTTP
     #: request delivers the records), so ``squall package`` leaves them out of the package.

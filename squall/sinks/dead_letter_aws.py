@@ -223,8 +223,10 @@ class DeadLetterS3Sink(_AwsDeadLetter):
 
     @classmethod
     def capabilities(cls, config: DeadLetterS3Config) -> Capabilities:
-        """Its objects: ``prefix…`` ending in ``.jsonl.gz``."""
-        return Capabilities(s3_objects=((config.bucket, config.prefix, ".jsonl.gz"),))
+        """Its objects: ``prefix…`` ending in a hex digest's digit and ``.jsonl.gz``."""
+        return Capabilities(
+            s3_objects=((config.bucket, config.prefix, ".jsonl.gz", "0123456789abcdef"),)
+        )
 
     @classmethod
     def aws_permissions(cls, config: DeadLetterS3Config) -> list[AwsPermission]:

@@ -282,8 +282,15 @@ class S3Sink(Sink):
 
     @classmethod
     def capabilities(cls, config: S3SinkConfig) -> Capabilities:
-        """Its objects: ``prefix…`` ending in the format's extension."""
-        return Capabilities(s3_objects=((config.bucket, config.prefix, _extension(config)),))
+        """Its objects: ``prefix``, the partition pattern's text up to its first directive, …, a
+        digit (a position's or a fingerprint's, hex) and the format's extension."""
+        pattern = config.partition
+        head = pattern.split("%", 1)[0] if "%" in pattern else f"{pattern}/"
+        return Capabilities(
+            s3_objects=(
+                (config.bucket, config.prefix + head, _extension(config), "0123456789abcdef"),
+            )
+        )
 
     @classmethod
     def packages(cls, config: S3SinkConfig) -> frozenset[str]:

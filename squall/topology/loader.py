@@ -617,10 +617,10 @@ def _check_s3_input_not_written(topo: Topology, loc: Locator) -> None:
         return
     problems = []
     for i, cfg in enumerate(topo.sinks):
-        for bucket, prefix, suffix in registry.capabilities("sink", cfg).s3_objects:
+        for bucket, prefix, suffix, before in registry.capabilities("sink", cfg).s3_objects:
             if bucket != trigger.name or not _may_overlap(prefix, trigger.prefix):
                 continue
-            if not (suffix.endswith(trigger.suffix) or trigger.suffix.endswith(suffix)):
+            if not _may_end_alike(suffix, before, trigger.suffix):
                 continue
             scope = f"s3://{bucket}/{trigger.prefix}" + (
                 f"*{trigger.suffix}" if trigger.suffix else ""
@@ -641,6 +641,16 @@ def _check_s3_input_not_written(topo: Topology, loc: Locator) -> None:
 def _may_overlap(written: str, read: str) -> bool:
     """Whether keys starting with ``written`` can start with ``read``."""
     return written.startswith(read) or read.startswith(written)
+
+
+def _may_end_alike(written: str, before: str, read: str) -> bool:
+    """Whether keys ending with one of the characters ``before`` (any, if empty) and ``written``
+    can end with ``read`` (a spout's ``-export.jsonl.gz`` is no lake object's ending)."""
+    if written.endswith(read):
+        return True
+    if not read.endswith(written):
+        return False
+    return not before or read[-len(written) - 1] in before
 
 
 def _on_disk(base_dir: Path, value: str) -> str:
