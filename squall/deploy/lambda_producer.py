@@ -166,6 +166,11 @@ def parse_request(event: dict[str, Any], max_body_bytes: int) -> Request:
             _text(ident.get("userAgent"), "requestContext.identity.userAgent"),
             ctx.get("requestTimeEpoch"),
         )
+        if not source_ip and "elb" in ctx:
+            # An Application Load Balancer's event has no identity: the address of the client
+            # that connected to it is the last one it appended to X-Forwarded-For (the ones
+            # before it are the client's own, any text). Without it every event's was "".
+            source_ip = headers.get("x-forwarded-for", "").rpartition(",")[2].strip()
     if not method:
         raise ValueError("the request has no HTTP method")
     body = _text(event.get("body"), "body")

@@ -68,3 +68,32 @@ def test_an_event_that_is_not_an_object_is_named_by_its_json_type(tmp_path):
     assert json.loads(resp["body"])["error"] == (
         "cannot read body: the event is a JSON array, not an API Gateway proxy event"
     )
+
+
+def test_an_alb_request_s_source_ip_is_the_address_the_load_balancer_appended(tmp_path):
+    """An ALB's event has no ``requestContext.identity``: the client's address is only in the
+    X-Forwarded-For header the load balancer appends it to. Every ALB event's ``source_ip`` was
+    "" (so ``geo`` with ``ip_field: request.source_ip`` located none)."""
+    handle, tag = handler(tmp_path)
+    single = alb_event(json.dumps({"n": 1}))
+    single["headers"] = {"X-Forwarded-For": "203.0.113.9", "User-Agent": "sdk/2"}
+    # A client that sent its own X-Forwarded-For: the ALB appends the address it saw.
+    chained = alb_event(json.dumps({"n": 2}))
+    chained["headers"] = None
+    chained["multiValueHeaders"] = {"x-forwarded-for": ["6.6.6.6, 198.51.100.4"]}
+    bare = alb_event(json.dumps({"n": 3}))  # no header at all: nothing to say
+    bare["headers"] = {}
+    for event in (single, chained, bare):
+        assert handle(event, None)["statusCode"] == 202
+    requests = [ev.value["request"] for ev in MemorySink.stores[tag]]
+    assert [r["source_ip"] for r in requests] == ["203.0.113.9", "198.51.100.4", ""]
+    assert requests[0]["user_agent"] == "sdk/2"
+
+
+def test_an_api_gateway_request_s_source_ip_ignores_x_forwarded_for(tmp_path):
+    handle, tag = handler(tmp_path)
+    event = api_gateway_event(json.dumps({"n": 1}))
+    event["headers"] = {**(event.get("headers") or {}), "x-forwarded-for": "6.6.6.6"}
+    assert handle(event, None)["statusCode"] == 202
+    [stored] = MemorySink.stores[tag]
+    assert stored.value["request"]["source_ip"] == "81.2.69.142"  # requestContext.identity
