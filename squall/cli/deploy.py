@@ -379,9 +379,20 @@ def package(
             f"{report.layer.unzipped_bytes / 2**20:.1f} MiB unzipped (layer)"
         )
         click.echo(f"  largest: {describe_sizes(report.layer.largest, report.layer.zipped_bytes)}")
+    bytecode = "compiled"
+    if not report.compiled:
+        # Not asked for --no-compile: the Python running the build is not the target's (a
+        # --snapstart build needs 3.12+). Said only as "not compiled", the cost went unnoticed.
+        bytecode = (
+            "not compiled (--no-compile)"
+            if compile_bytecode is False
+            else f"not compiled (python{python_version}'s needs squall package run by "
+            f"python{python_version}, not python{sys.version_info[0]}.{sys.version_info[1]}: "
+            "each cold start compiles what it imports again, docs/deploy.md)"
+        )
     click.echo(
         f"  bundled GeoLite2: {'included (a geo bolt, or your code, opens it)' if report.geolite_included else 'left out'}"
-        f"; bytecode: {'compiled' if report.compiled else 'not compiled'}"
+        f"; bytecode: {bytecode}"
         + (f"; plugins: {', '.join(report.distributions)}" if report.distributions else "")
     )
     if report.left_out_packages:
