@@ -5,6 +5,7 @@ lease (measured before the fix: an orphan committed 292 rows 16 s after its work
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,11 +36,12 @@ SHARD = textwrap.dedent(
     """
 )
 
-# The "daemon": starts the shard process, says its PID, and waits to be killed.
+# The "daemon": starts the shard process (the command its JSON argument names), says its PID, and
+# waits to be killed.
 DAEMON = textwrap.dedent(
     """
-    import subprocess, sys, time
-    shard = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+    import json, subprocess, sys, time
+    shard = subprocess.Popen([sys.executable, *json.loads(sys.argv[1])])
     print(shard.pid, flush=True)
     time.sleep(120)
     """
@@ -47,7 +49,8 @@ DAEMON = textwrap.dedent(
 
 # A subreaper (so the orphaned shard process is reparented to it and its exit status can be read):
 # starts the daemon, waits for the shard to block, kills the daemon (-9), reports how the shard
-# ended.
+# ended. The shard says it is blocked, or, given a FIFO (its topology file), it is blocked once it
+# has opened the FIFO to read it: the reaper's open to write it returns then (and writes nothing).
 REAPER = textwrap.dedent(
     """
     import ctypes, os, signal, subprocess, sys
@@ -56,7 +59,10 @@ REAPER = textwrap.dedent(
         [sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=subprocess.PIPE, text=True
     )
     shard = int(daemon.stdout.readline())
-    assert daemon.stdout.readline().strip() == "blocked"
+    if len(sys.argv) > 3:
+        fifo = os.open(sys.argv[3], os.O_WRONLY)  # held open: the shard's read waits
+    else:
+        assert daemon.stdout.readline().strip() == "blocked"
     os.kill(daemon.pid, signal.SIGKILL)
     daemon.wait()
     _, status = os.waitpid(shard, 0)
@@ -66,12 +72,26 @@ REAPER = textwrap.dedent(
 
 
 def test_shard_process_exits_when_its_daemon_is_killed_mid_batch():
+    assert run_killed(["-c", SHARD]) == EXIT_DAEMON_GONE
+
+
+def test_the_shard_processs_entry_point_watches_its_daemon_from_its_start(tmp_path: Path):
+    """What the daemon runs, ``python -m squall.deploy.kcl TOPOLOGY``, watches its daemon before
+    anything can block: its topology a FIFO nobody writes, its daemon killed while it reads it."""
+    fifo = tmp_path / "topology.yaml"
+    os.mkfifo(fifo)
+    assert run_killed(["-m", "squall.deploy.kcl", str(fifo)], fifo) == EXIT_DAEMON_GONE
+
+
+def run_killed(shard: list[str], fifo: Path | None = None) -> int:
+    """The exit code of the shard process ``python *shard`` whose daemon is killed (-9) while it
+    is blocked (it says so, or it reads ``fifo``)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     reaper = subprocess.Popen(
-        [sys.executable, "-c", REAPER, DAEMON, SHARD],
+        [sys.executable, "-c", REAPER, DAEMON, json.dumps(shard), *([str(fifo)] if fifo else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,5 +105,6 @@ def test_shard_process_exits_when_its_daemon_is_killed_mid_batch():
         os.killpg(reaper.pid, signal.SIGKILL)
         reaper.communicate()
         pytest.fail("the shard process lived on after its daemon was killed")
-    assert out.strip() == f"shard exit {EXIT_DAEMON_GONE}", err
     assert "the KCL daemon is gone; exiting at once" in err
+    assert out.startswith("shard exit "), err
+    return int(out.split()[-1])
