@@ -167,7 +167,7 @@ EXTRA_OF = {
     "re2": "re2",
 }
 #: Their distributions, where the name is not the import name.
-DISTRIBUTION_OF = {"google.auth": "google-auth"}
+DISTRIBUTION_OF = {"google.auth": "google-auth", "re2": "google-re2"}
 
 
 #: Modules only the CLI imports: no function needs them, whatever its topology.

@@ -576,6 +576,31 @@ def test_a_fleet_without_the_extra_of_a_declared_module_is_warned_of(tmp_path: P
         assert "pyarrow" not in result.output, result.output
 
 
+def test_a_fleet_with_google_re2_by_name_is_not_warned_of_the_re2_extra(tmp_path: Path):
+    """A device bolt with ``engine: re2`` imports ``re2``, which google-re2 installs: named in
+    ``--with`` (as ``--extras re2`` installs it) no warning says it is missing (it looked for a
+    distribution named re2, and ``--strict`` failed the build)."""
+    from click.testing import CliRunner
+
+    from squall.cli import main
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(
+        "name: re2fleet\n"
+        "spout: {type: kinesis, stream: events}\n"
+        "bolts: [{id: decode, type: json}, {id: device, type: device, engine: re2}]\n"
+        "sinks: [{id: lake, type: s3, bucket: b, format: jsonl}]\n"
+    )
+    args = ["package", str(path), "--handler", "kcl", "--strict"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "add --extras re2" in result.stderr, result.output
+    for more in (["--extras", "re2"], ["--with", "google-re2==1.1.20251105"]):
+        out = ["-o", str(tmp_path / more[0][2:])]
+        result = CliRunner().invoke(main, [*args, *more, *out])
+        assert result.exit_code == 0, result.output
+        assert "re2" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(
     ("url", "requirements", "warned"),
     [

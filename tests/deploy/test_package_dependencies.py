@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from squall.deploy.dependencies import (
+    DISTRIBUTION_OF,
+    EXTRA_OF,
     OPTIONAL,
     _imports,
     local_code,
@@ -167,6 +169,14 @@ def test_a_declared_need_keeps_its_distributions(deps: Path):
     )
     assert left_out == ["pygments", "rich"]
     assert {"redis", "hiredis", "sqlalchemy", "greenlet"} <= tops(deps)
+
+
+def test_each_module_of_an_extra_is_named_by_its_distribution():
+    """What the fleet looks for in requirements.txt (``DISTRIBUTION_OF``) is the distribution the
+    packager installs (``OPTIONAL``): ``re2`` is google-re2's (a fleet with ``--with google-re2``
+    was told to add ``--extras re2``)."""
+    for name in EXTRA_OF.keys() & OPTIONAL.keys():
+        assert DISTRIBUTION_OF.get(name, name) == OPTIONAL[name][0], name
 
 
 @pytest.mark.parametrize("needs", [{"ua_parser"}, {"ua_parser", "ua_parser_rs"}])
