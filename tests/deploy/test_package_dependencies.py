@@ -379,6 +379,55 @@ def run_blocked(topology: Path, event: dict | None, tmp_path: Path, env: dict[st
     return json.loads(answer)
 
 
+DEVICE_FUNCTION = """
+name: devices
+resources:
+  db: {url: "sqlite:///w.db"}
+spout: {type: kinesis, stream: events}
+bolts:
+  - {id: decode, type: json}
+  - {id: device, type: device, ua_field: ua, engine: ENGINE}
+sinks:
+  - {id: out, type: warehouse, resource: db, table: devices, columns: {c: device.device_class}}
+"""
+
+
+@pytest.mark.parametrize("engine", ["auto", "re2"])
+def test_a_device_function_runs_without_the_regex_engine_its_zip_leaves_out(
+    tmp_path: Path, engine: str
+):
+    """``engine: re2``'s zip holds no ua-parser-rs, ``auto``'s no google-re2: the init and a batch
+    with that module absent — as absent, ``sys.modules`` holding None for it: ua-parser asks
+    ``importlib.util.find_spec`` which engines there are, which :data:`BLOCKED_RUN`'s finder
+    answers with an error, as no missing module does."""
+    path = tmp_path / "topology.yaml"
+    path.write_text(DEVICE_FUNCTION.replace("ENGINE", engine))
+    blocked = sorted(set(OPTIONAL) - needs(path))
+    assert ("ua_parser_rs" in blocked, "re2" in blocked) == (engine == "re2", engine == "auto")
+    uas = [
+        "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) Mobile/15E148",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ]
+    (tmp_path / "event.json").write_text(json.dumps(kinesis_lambda_event([{"ua": u} for u in uas])))
+    absent = BLOCKED_RUN.replace(
+        "sys.meta_path.insert(0, Refuse())", "sys.modules.update(dict.fromkeys(BLOCKED))"
+    ).replace("for m in sys.modules}", "for m, v in sys.modules.items() if v is not None}")
+    r = subprocess.run(
+        [sys.executable, "-c", absent, str(path), json.dumps(blocked), "event.json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    answer, imported = r.stdout.strip().splitlines()[-2:]
+    assert json.loads(answer) == {"batchItemFailures": []}, r.stderr[-3000:]
+    assert json.loads(imported) == []
+    rows = sqlite3.connect(tmp_path / "w.db").execute("select c from devices").fetchall()
+    assert sorted(rows) == [("bot",), ("tablet",)]
+
+
 def example_orders() -> list[dict]:
     docs = []
     for line in (EXAMPLES / "etl/orders.jsonl").read_text().splitlines():
