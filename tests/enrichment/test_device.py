@@ -1404,3 +1404,32 @@ def test_a_function_with_the_re2_engine_declares_google_re2_not_ua_parser_rs():
     auto = DeviceBolt.packages(DeviceBolt.Config(id="d", type="device"))
     assert "re2" in re2 and "ua_parser_rs" not in re2
     assert "ua_parser_rs" in auto and "re2" not in auto
+
+
+def test_bolts_of_both_engines_in_one_process_renew_and_follow_their_own_resolver(monkeypatch):
+    """A process with an ``auto`` and two ``re2`` device bolts: each engine has its resolver,
+    shared by its bolts; a renewal replaces its own engine's only, and a bolt follows a renewal
+    of its engine's, never the other's (a re2 bolt on ua-parser-rs's resolver has lost what
+    ``engine: re2`` saves)."""
+    from squall.enrichment import device
+
+    monkeypatch.setattr(device, "_shared_resolvers", {})
+    bolts = {
+        name: DeviceBolt(
+            DeviceBolt.Config(id=name, type="device", engine=engine, renew_parser_after=3),
+            ComponentContext("test"),
+        )
+        for name, engine in (("rs", "auto"), ("re2", "re2"), ("re2b", "re2"))
+    }
+    for bolt in bolts.values():
+        bolt.open(None)
+        bolt.warm_up()
+    module = {"rs": "ua_parser.regex", "re2": "ua_parser.re2", "re2b": "ua_parser.re2"}
+    for i in range(0, len(RENEWAL_UAS), 2):
+        for name in ("re2", "rs", "re2b"):  # re2 renews first, then rs, then re2b follows re2
+            bolts[name].parse_many(RENEWAL_UAS[i : i + 2])
+            assert type(bolts[name]._resolver).__module__ == module[name], (i, name)
+        assert bolts["re2"]._resolver is device.shared_resolver("re2")
+        assert bolts["rs"]._resolver is device.shared_resolver("auto")
+    assert set(device._shared_resolvers) == {"auto", "re2"}
+    assert bolts["re2b"]._resolver is bolts["re2"]._resolver is not bolts["rs"]._resolver
