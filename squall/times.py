@@ -20,6 +20,8 @@ from squall.exact_json import NOT_A_NUMBER, as_number
 # Epoch values at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 100_000_000_000
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+#: (the same, for the hot paths that test a plain number before calling ``read_time``)
+MS_THRESHOLD, MAX_MS = _MS_THRESHOLD, _MAX_MS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 _NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
@@ -144,6 +146,60 @@ def _parse_iso(value: str) -> int:
     if 0 <= ms <= _MAX_MS:
         return ms
     raise ValueError(f"time {'before 1970' if ms < 0 else 'after the year 9999'}: {_shown(value)}")
+
+
+def read_time(value: Any, unit: str | None = None) -> datetime:
+    """A time as the sinks' typed columns store it: an aware datetime, keeping the offset its
+    text was written with (``.astimezone(UTC)`` for the instant; ``.date()`` for the calendar
+    date as written). The one reading of a value as a time, shared with ``parse_time``:
+
+    - a datetime: as it is (naive means UTC);
+    - a number (NumPy's too): epoch seconds, or milliseconds from 10^11 (``parse_time``'s
+      threshold) — or in ``unit`` (``"s"`` or ``"ms"``) when the component has one; negative,
+      NaN, infinite or after the year 9999: refused;
+    - a text of digits (with a fraction): that number ("1714557600" is epoch seconds, as
+      protobuf's JSON writes an int64) — so "20240501" is epoch seconds, not a date;
+    - other text: ISO-8601 (RFC 3339's lower-case ``t``/``z`` too, spaces around ignored), no
+      offset means UTC, years 1 … 9999 (a date of birth before 1970 is a time to store);
+      fractions beyond microseconds are dropped;
+    - anything else (a boolean, null): refused. Raises ``ValueError`` naming the value.
+    """
+    if value.__class__ is str:
+        text = value.strip()
+        if not _NUMBER.match(text):
+            try:
+                dt = datetime.fromisoformat(upper_z(text))
+            except ValueError:
+                raise ValueError(f"not an ISO-8601 time: {_shown(value)}") from None
+            if dt.tzinfo is None:
+                return dt.replace(tzinfo=UTC)
+            try:
+                dt.astimezone(UTC)  # within years 1 … 9999 in UTC too
+            except OverflowError:
+                when = "after the year 9999" if dt.year == 9999 else "before the year 1"
+                raise ValueError(f"time {when}: {_shown(value)}") from None
+            return dt
+        number: Any = Decimal(text)
+    elif isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    elif isinstance(value, bool) or value is None:
+        raise ValueError(f"not a time: {value!r}")
+    elif isinstance(value, int | float):
+        number = value
+    else:
+        number = as_number(value)  # NumPy's int64, float32 (a pandas time in ms): its number
+        if number is NOT_A_NUMBER or isinstance(number, bool):
+            raise ValueError(f"not a time: {type(value).__name__}")
+    if not number >= 0:  # (NaN too)
+        raise ValueError(f"not a time: {_shown(value)}")
+    in_ms = number >= _MS_THRESHOLD if unit is None else unit == "ms"
+    if not (number if in_ms else number * 1000) <= _MAX_MS:  # (infinity too)
+        raise ValueError(f"time after the year 9999: {_shown(value)}")
+    if isinstance(number, float):  # (milliseconds as they are: a float's / 1000 is not exact)
+        return _EPOCH + (timedelta(milliseconds=number) if in_ms else timedelta(seconds=number))
+    # an integer, or a digit text's exact Decimal: its microseconds, the fraction's rest dropped
+    # (a float of 9999's milliseconds / 1000 is some microseconds off)
+    return _EPOCH + timedelta(microseconds=int(number * (1000 if in_ms else 1_000_000)))
 
 
 def _epoch_ms(dt: datetime, what: str, shown: str | None = None) -> int:

@@ -17,7 +17,7 @@ log = logging.getLogger("squall.replay")
 
 
 def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """``--since``/``--until``: an ISO-8601 time or date (UTC without a zone)."""
+    """``--since``/``--until``: an ISO-8601 time or date (UTC without a zone), or epoch seconds."""
     if value is None:
         return None
     from squall.deploy.dead_letters import parse_time
@@ -26,7 +26,7 @@ def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> date
         return parse_time(value)
     except ValueError:
         raise click.BadParameter(
-            f"'{value}' is not an ISO-8601 time (2026-12-06T10:00:00Z)"
+            f"'{value}' is not an ISO-8601 time (2026-12-06T10:00:00Z) nor epoch seconds"
         ) from None
 
 

@@ -16,7 +16,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import orjson
 from squall import exact_json
 from squall.errors import SquallError
 from squall.event import Record, RecordMeta
-from squall.times import upper_z
+from squall.times import read_time
 
 #: Keys of the JSON pointer an ``s3`` spout writes as the record of a corrupt object.
 POINTER_KEYS = frozenset({"bucket", "key", "version_id", "etag", "size", "error"})
@@ -57,9 +57,12 @@ class Unreadable:
 
 
 def parse_time(text: str) -> datetime:
-    """An ISO-8601 time (or date); without a zone it is UTC; RFC 3339's lower-case ``z`` too."""
-    value = datetime.fromisoformat(upper_z(text.strip()))
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    """A time's text as every time reader reads it (``squall.times.read_time``): ISO-8601 (or a
+    date), without a zone UTC, RFC 3339's lower-case ``z`` too; digits are epoch seconds (or
+    milliseconds from 10^11). ``TypeError`` for a value that is not text."""
+    if not isinstance(text, str):
+        raise TypeError(f"not text: {type(text).__name__}")
+    return read_time(text)
 
 
 def parse(doc: Any, where: str) -> DeadLetter | Unreadable:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import gzip
 import io
 import logging
-import math
 import re
 import time
 from collections.abc import Callable
@@ -61,7 +60,7 @@ from squall.sinks.base import (
     release_time_left,
 )
 from squall.sinks.batchio import aws_call, time_left_of
-from squall.times import upper_z
+from squall.times import read_time
 
 log = logging.getLogger("squall.sinks.s3")
 
@@ -184,18 +183,9 @@ class S3SinkConfig(ComponentConfig):
 
 
 def _timestamp(value: Any, unit: str) -> datetime:
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a time")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("not a finite number")
-        return datetime.fromtimestamp(value / 1000 if unit == "ms" else value, UTC)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str):
-        dt = datetime.fromisoformat(upper_z(value))  # (RFC 3339's lower-case z is UTC)
-        return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
-    raise ValueError(f"a {type(value).__name__} is not a time")
+    """A time in UTC, read as every time reader reads it (``squall.times.read_time``), numbers in
+    the sink's ``time_unit``."""
+    return read_time(value, unit).astimezone(UTC)
 
 
 #: ``_convert``: values taken as they are, and the kinds that read a NumPy scalar as its number.

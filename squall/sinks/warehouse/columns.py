@@ -20,7 +20,7 @@ from squall import exact_json
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys
-from squall.times import upper_z
+from squall.times import read_time
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -214,7 +214,9 @@ def _bool_int(v: Any) -> int:
 
 
 def to_datetime(v: Any) -> datetime:
-    """ISO-8601 text, epoch seconds or epoch milliseconds (numbers above 10^11) → aware datetime in UTC.
+    """A timestamp column's value → aware datetime in UTC: ``squall.times.read_time``'s reading
+    (ISO-8601 text, no offset means UTC; epoch seconds, or milliseconds from 10^11, as numbers or
+    digit texts; negative numbers refused), the one every time reader shares.
 
     UTC whatever the offset it came with, as PostgreSQL stores ``timestamptz``: SQLite keeps the
     text it is given, so mixed offsets would neither compare nor sort as times.
@@ -227,31 +229,22 @@ def to_datetime(v: Any) -> datetime:
         else:
             if d.tzinfo is UTC:
                 return d
-    return _aware(v).astimezone(UTC)
+    return _read(v).astimezone(UTC)
 
 
-def _aware(v: Any) -> datetime:
-    """The value as an aware datetime, keeping its own offset (no offset means UTC)."""
-    if isinstance(v, datetime):
-        return v if v.tzinfo else v.replace(tzinfo=UTC)
-    if isinstance(v, bool):
-        raise ConversionError
-    if isinstance(v, int | float):
-        seconds = v / 1000.0 if abs(v) > 1e11 else float(v)
-        return datetime.fromtimestamp(seconds, UTC)
-    if isinstance(v, str):
-        s = upper_z(v.strip())  # (RFC 3339's lower-case z: the window bolt reads it)
-        if s.endswith("Z"):
-            s = s[:-1] + "+00:00"
-        d = datetime.fromisoformat(s)
-        return d if d.tzinfo else d.replace(tzinfo=UTC)
-    return _aware(_numpy_number(v))  # NumPy's int64 epoch milliseconds (a pandas time)
+def _read(v: Any) -> datetime:
+    try:
+        return read_time(v)
+    except ValueError:  # (the reason names the column, the value and its path)
+        raise ConversionError from None
 
 
 def _to_date(v: Any) -> date:
-    if isinstance(v, str) and len(v.strip()) == 10:
-        return date.fromisoformat(v.strip())
-    return _aware(v).date()  # the calendar date as written, as before
+    """A date column's value: a date's text as it is; a time's calendar date as written (its
+    own offset), a number's in UTC (``read_time``)."""
+    if isinstance(v, str) and len(t := v.strip()) == 10 and t[4:5] == "-":
+        return date.fromisoformat(t)
+    return _read(v).date()
 
 
 def _to_json(v: Any) -> Any:

@@ -34,6 +34,7 @@ from squall.sinks.warehouse.columns import (
     json_text,
     to_datetime,
 )
+from squall.times import MAX_MS, MS_THRESHOLD
 
 NULL = "\\N"
 INT4 = (-(2**31), 2**31 - 1)
@@ -93,9 +94,13 @@ def timestamp_text(v: Any) -> str:
     if v.__class__ is str and _UTC_TEXT.match(v):
         datetime.fromisoformat(v)  # a real date and time, or ValueError
         return v
-    if v.__class__ is int or v.__class__ is float:
-        seconds = v / 1000.0 if abs(v) > 1e11 else v
-        naive = _EPOCH + timedelta(seconds=seconds)
+    if (v.__class__ is int or v.__class__ is float) and 0 <= v <= MAX_MS:
+        # (``read_time``'s reading: milliseconds from 10^11; a negative number, a NaN or one
+        # after the year 9999 takes the general path, which refuses it with its reason)
+        if v >= MS_THRESHOLD:
+            naive = _EPOCH + timedelta(milliseconds=v)  # (an int's exactly, as read_time)
+        else:
+            naive = _EPOCH + timedelta(seconds=v)
     else:
         d = to_datetime(v)
         naive = (d.astimezone(UTC) if d.utcoffset() else d).replace(tzinfo=None)
