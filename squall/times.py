@@ -48,9 +48,14 @@ def _text_as_seconds(value: Any) -> Any:
         try:
             return duration_ms(value) / 1000
         except ValueError:
-            raise ValueError(
-                f"not a duration: {value!r} (seconds, or e.g. 500ms, 30s, 5m, 1h, 1d)"
-            ) from None
+            pass
+        try:  # a number's other texts, which the option's number type read: 1e3, .5
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if math.isfinite(seconds):
+            return seconds
+        raise ValueError(f"not a duration: {value!r} (seconds, or e.g. 500ms, 30s, 5m, 1h, 1d)")
     return value
 
 

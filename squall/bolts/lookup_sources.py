@@ -37,6 +37,7 @@ from squall.component import HeaderValue, check_request_url
 from squall.errors import SinkError, TransientError, quoted
 from squall.identifiers import check_identifier
 from squall.redact import mask_request_urls, redact_text
+from squall.times import Seconds
 from squall.topology.references import is_stand_in_url
 from squall.topology.resource_config import RedisResource, SqlResource
 from squall.topology.resources import (
@@ -304,7 +305,7 @@ class SqlSourceConfig(BaseModel):
     columns: list[str] | None = Field(
         None, description="Columns copied into the target (default: every column of the table)."
     )
-    timeout: float | None = Field(
+    timeout: Seconds | None = Field(
         30.0,
         gt=0,
         description="PostgreSQL: seconds a lookup query may take, a wait for a lock included "
@@ -652,7 +653,7 @@ class HttpSourceConfig(BaseModel):
     )
     batch_size: int = Field(100, ge=1, description="Keys per batch POST.")
     concurrency: int = Field(8, ge=1, le=256, description="GETs in flight at once (per-key mode).")
-    timeout: float = Field(
+    timeout: Seconds = Field(
         5.0,
         gt=0,
         description="Seconds per request; a timeout is a transient error. In Lambda, never longer "

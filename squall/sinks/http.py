@@ -59,6 +59,7 @@ from squall.sinks.batchio import (
     write_result,
 )
 from squall.sinks.ratelimit import RateLimiter
+from squall.times import Seconds
 
 log = logging.getLogger("squall.sinks.http")
 
@@ -90,7 +91,7 @@ class HttpSinkConfig(ComponentConfig):
     rate_limit: float | None = Field(
         None, gt=0, description="Requests per second at most (all threads together)."
     )
-    timeout: float = Field(
+    timeout: Seconds = Field(
         10.0, gt=0, description="Seconds to wait for a connection and for the answer."
     )
     max_attempts: int = Field(
@@ -100,7 +101,7 @@ class HttpSinkConfig(ComponentConfig):
         description="Attempts per request (first included) on 408, 425, 429, 5xx and "
         "connection errors; then the events fail the batch.",
     )
-    max_retry_after: float = Field(
+    max_retry_after: Seconds = Field(
         60.0, ge=0, description="Longest Retry-After honoured, in seconds."
     )
     reason_chars: int = Field(

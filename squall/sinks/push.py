@@ -86,6 +86,7 @@ from squall.sinks.batchio import (
     write_result,
 )
 from squall.sinks.ratelimit import RateLimiter
+from squall.times import Seconds
 
 log = logging.getLogger("squall.sinks.push")
 
@@ -230,7 +231,7 @@ class PushSinkConfig(ComponentConfig):
         None, gt=0, description="Sends per second at most (all threads together)."
     )
     concurrency: int = Field(8, ge=1, le=256, description="Sends in flight at once.")
-    timeout: float = Field(
+    timeout: Seconds = Field(
         10.0,
         gt=0,
         description="Seconds to wait for FCM's answer, and for the OAuth2 token endpoint's.",
@@ -238,7 +239,7 @@ class PushSinkConfig(ComponentConfig):
     max_attempts: int = Field(
         5, ge=1, le=20, description="Attempts per message on throttling and 5xx answers."
     )
-    max_retry_after: float = Field(
+    max_retry_after: Seconds = Field(
         60.0, ge=0, description="Longest Retry-After honoured, in seconds."
     )
     dead_tokens: DeadTokenStream | None = Field(

@@ -60,7 +60,7 @@ from squall.sinks.base import (
     release_time_left,
 )
 from squall.sinks.batchio import aws_call, time_left_of
-from squall.times import read_time
+from squall.times import Seconds, read_time
 
 log = logging.getLogger("squall.sinks.s3")
 
@@ -148,7 +148,7 @@ class S3SinkConfig(ComponentConfig):
         "(their JSON size, uncompressed). Local runner and KCL only (Lambda writes every batch); "
         "the checkpoint waits for the objects.",
     )
-    roll_seconds: float | None = Field(
+    roll_seconds: Seconds | None = Field(
         None,
         gt=0,
         le=86400,

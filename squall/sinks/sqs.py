@@ -54,6 +54,7 @@ from squall.sinks.batchio import (
     time_left_of,
     write_result,
 )
+from squall.times import WholeSeconds
 
 log = logging.getLogger("squall.sinks.sqs")
 
@@ -118,7 +119,7 @@ class SqsSinkConfig(ComponentConfig):
         description="Message attribute carrying the event id (for consumers of standard queues to "
         "deduplicate on); null to leave it out.",
     )
-    delay_seconds: int = Field(
+    delay_seconds: WholeSeconds = Field(
         0, ge=0, le=900, description="Standard queues: delivery delay per message."
     )
     max_message_bytes: int = Field(

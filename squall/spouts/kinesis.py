@@ -50,6 +50,7 @@ from squall.kinesis.shards import (
     list_shards,
 )
 from squall.spouts.base import Progress, Spout
+from squall.times import Seconds
 from squall.topology.checkpoint import CheckpointSpec
 from squall.topology.resource_config import SqlResource
 
@@ -172,7 +173,7 @@ class KinesisSpoutConfig(StreamFields, ComponentConfig):
         "trim_horizon", description="Where to start in shards that have no checkpoint."
     )
     timestamp: datetime | None = Field(None, description="Start time for `start: at_timestamp`.")
-    poll_interval: float = Field(
+    poll_interval: Seconds = Field(
         1.0, ge=0, description="Seconds between GetRecords calls on a caught-up shard."
     )
     limit: int = Field(
@@ -187,13 +188,13 @@ class KinesisSpoutConfig(StreamFields, ComponentConfig):
         None,
         description="Where checkpoints go (default: the `warehouse` resource if any, else memory).",
     )
-    idle_exit: float | None = Field(
+    idle_exit: Seconds | None = Field(
         None,
         gt=0,
         description="Stop after this many seconds without a new record "
         "(for local runs and tests); default: run forever.",
     )
-    shard_sync_interval: float = Field(
+    shard_sync_interval: Seconds = Field(
         60.0,
         gt=0,
         description="Seconds between ListShards calls (shards are also re-listed when one ends).",

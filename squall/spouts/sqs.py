@@ -42,6 +42,7 @@ from squall.component import (
 from squall.errors import SquallError, TransientError
 from squall.event import Position, Record, RecordMeta
 from squall.spouts.base import Spout
+from squall.times import WholeSeconds
 
 log = logging.getLogger("squall.spouts.sqs")
 
@@ -172,7 +173,7 @@ class SqsSpoutConfig(ComponentConfig):
         "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).",
     )
     endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
-    wait_time: int = Field(
+    wait_time: WholeSeconds = Field(
         5,
         ge=0,
         le=20,
@@ -180,7 +181,7 @@ class SqsSpoutConfig(ComponentConfig):
         "with messages in hand, long-poll 1 s — a FIFO queue's, one whose 1 s would end past "
         "the batch's fill time, or with wait_time 0: short polls).",
     )
-    visibility_timeout: int | None = Field(
+    visibility_timeout: WholeSeconds | None = Field(
         None,
         ge=0,
         le=43200,

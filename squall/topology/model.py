@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.component import ComponentConfig
 from squall.errors import Problem
+from squall.times import Seconds
 from squall.topology.resource_config import ResourceConfig
 from squall.topology.yamlsource import Locator, format_path
 
@@ -33,10 +34,10 @@ class RetryConfig(_Strict):
     attempts: int = Field(
         5, ge=1, le=100, description="Calls per component and batch, first included."
     )
-    initial_backoff: float = Field(
+    initial_backoff: Seconds = Field(
         0.1, ge=0, le=3600, description="Seconds before the first retry (at most an hour)."
     )
-    max_backoff: float = Field(
+    max_backoff: Seconds = Field(
         10.0, ge=0, le=3600, description="Upper bound of one backoff, in seconds (at most an hour)."
     )
     multiplier: float = Field(2.0, ge=1, description="Growth of the backoff between retries.")
@@ -70,7 +71,7 @@ class Settings(_Strict):
         "an invocation (up to 10,000 records) runs in slices of this many, each committed "
         "before the next, so memory holds one slice's events.",
     )
-    lambda_deadline_margin: float = Field(
+    lambda_deadline_margin: Seconds = Field(
         1.0,
         ge=0,
         le=900,

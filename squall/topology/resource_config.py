@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from squall.redact import MASK, redact_text, redact_url, remember, remembered_heads
+from squall.times import Seconds
 from squall.topology import pg_url
 from squall.topology.references import PLACEHOLDER, is_placeholder
 
@@ -63,7 +64,7 @@ class ResourceConfig(BaseModel):
         description="Connection URL; the scheme picks the kind (sqlite, postgresql, redis)."
     )
     pool_size: int = Field(5, ge=1, description="Connections kept open (SQL).")
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
+    connect_timeout: Seconds = Field(5.0, gt=0, description="Seconds to wait for a connection.")
     options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific options.")
 
     @field_validator("url")

@@ -131,7 +131,7 @@ def test_a_negative_octal_or_base_60_duration_is_not_answered_with_a_negative_on
 
 def test_an_unquoted_off_where_null_is_no_bound_says_null_is_the_way(tmp_path: Path):
     """`max_future: off` (no bound meant) was told to write a duration: null is no bound there.
-    The same for a number option that takes null (`statement_timeout: off`), not where null is
+    The same for a seconds option that takes null (`statement_timeout: off`), not where null is
     refused (`size`)."""
     path = write(tmp_path, future="off", size="no", part_age="off")
     path.write_text(
@@ -143,7 +143,7 @@ def test_an_unquoted_off_where_null_is_no_bound_says_null_is_the_way(tmp_path: P
         "bolts[1].max_future: YAML reads the unquoted off as the boolean false, which is no "
         "duration: write the duration meant (e.g. 30s, 5m), or null for no value",
         "sinks[0].statement_timeout: YAML reads the unquoted off as the boolean false, which is "
-        "no number: write the number meant, or null for no value",
+        "no duration: write the duration meant (e.g. 30s, 5m), or null for no value",
         "sinks[0].partition_by.max_age: YAML reads the unquoted off as the boolean false, which "
         "is no duration: write the duration meant (e.g. 30s, 5m), or null for no value",
     ]

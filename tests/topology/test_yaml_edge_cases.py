@@ -546,7 +546,7 @@ def test_a_boolean_where_an_option_wants_a_number_is_refused():
         "t.yaml:5:30: settings.retry.attempts: YAML reads the unquoted on as the boolean true, "
         "which is no number: write the number meant",
         "t.yaml:5:51: settings.retry.initial_backoff: YAML reads the unquoted off as the boolean "
-        "false, which is no number: write the number meant",
+        "false, which is no duration: write the duration meant (e.g. 30s, 5m)",
         "t.yaml:4:36: bolts[0].cache_size: YAML reads the unquoted off as the boolean false, "
         "which is no number: write the number meant",
     ]

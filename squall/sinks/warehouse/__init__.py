@@ -19,7 +19,7 @@ from squall.errors import SinkError
 from squall.sinks.base import AbsentPaths, Prepared, Sink, WriteContext, WriteResult
 from squall.sinks.warehouse.columns import ColumnSpec, check_identifier, parse_columns
 from squall.sinks.warehouse.writers import TableSpec, WriteOptions, writer_for
-from squall.times import Duration, duration_ms
+from squall.times import Duration, Seconds, duration_ms
 from squall.topology.resource_config import SqlResource
 from squall.topology.sql import sql_errors, transaction
 
@@ -115,7 +115,7 @@ class WarehouseConfig(ComponentConfig):
         description="PostgreSQL: rows per COPY; a larger batch is "
         "sent in several COPYs in the same transaction.",
     )
-    statement_timeout: float | None = Field(
+    statement_timeout: Seconds | None = Field(
         None,
         gt=0,
         description="PostgreSQL: seconds a statement of the batch may take; longer is a "
