@@ -185,6 +185,8 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
                 raise ValueError(f"time {when}: {_shown(value)}") from None
             return dt
         number: Any = Decimal(text)
+    elif value.__class__ is int or value.__class__ is float:  # (the usual numbers, first)
+        number = value
     elif isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     elif isinstance(value, bool) or value is None:

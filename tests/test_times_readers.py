@@ -208,3 +208,4 @@ def test_sqlite_and_postgresql_store_a_number_as_the_same_instant(value) -> None
     # (the COPY text's own fast path for plain numbers, and the row converter SQLite's text and
     # the PostgreSQL rows of other drivers come from)
     assert _copy(value) == _sqlite(value) == CONVERTERS["timestamp"](value)
+    assert CONVERTERS["date"](value) == CONVERTERS["timestamp"](value).date()

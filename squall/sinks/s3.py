@@ -182,9 +182,9 @@ class S3SinkConfig(ComponentConfig):
         return self
 
 
-def _timestamp(value: Any, unit: str) -> datetime:
+def _timestamp(value: Any, unit: str | None) -> datetime:
     """A time in UTC, read as every time reader reads it (``squall.times.read_time``), numbers in
-    the sink's ``time_unit``."""
+    the sink's ``time_unit`` (None: seconds, or milliseconds from 10^11, as elsewhere)."""
     return read_time(value, unit).astimezone(UTC)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
@@ -20,7 +20,7 @@ from squall import exact_json
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys
-from squall.times import read_time
+from squall.times import MAX_MS, MS_THRESHOLD, read_time
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -213,6 +213,10 @@ def _bool_int(v: Any) -> int:
     return 1 if _to_bool(v) else 0
 
 
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH_UTC.toordinal()
+
+
 def to_datetime(v: Any) -> datetime:
     """A timestamp column's value → aware datetime in UTC: ``squall.times.read_time``'s reading
     (ISO-8601 text, no offset means UTC; epoch seconds, or milliseconds from 10^11, as numbers or
@@ -229,7 +233,17 @@ def to_datetime(v: Any) -> datetime:
         else:
             if d.tzinfo is UTC:
                 return d
-    return _read(v).astimezone(UTC)
+            if d.tzinfo is not None:  # another offset (digit texts never have one: read_time)
+                try:
+                    return d.astimezone(UTC)
+                except OverflowError:  # the year 10000 (or 0) in UTC
+                    raise ConversionError from None
+    elif v.__class__ is int and 0 <= v <= MAX_MS:  # epoch seconds, or ms (JavaScript's Date.now())
+        return _EPOCH_UTC + (
+            timedelta(milliseconds=v) if v >= MS_THRESHOLD else timedelta(seconds=v)
+        )
+    d = _read(v)
+    return d if d.tzinfo is UTC else d.astimezone(UTC)
 
 
 def _read(v: Any) -> datetime:
@@ -244,6 +258,8 @@ def _to_date(v: Any) -> date:
     own offset), a number's in UTC (``read_time``)."""
     if isinstance(v, str) and len(t := v.strip()) == 10 and t[4:5] == "-":
         return date.fromisoformat(t)
+    if v.__class__ is int and MS_THRESHOLD <= v <= MAX_MS:  # epoch ms: its UTC day, directly
+        return date.fromordinal(_EPOCH_ORDINAL + v // 86_400_000)
     return _read(v).date()
 
 
