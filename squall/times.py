@@ -24,7 +24,9 @@ _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MS_THRESHOLD, MAX_MS = _MS_THRESHOLD, _MAX_MS
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
-_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+#: A text of digits read as an epoch number — but not one of exactly eight digits: that is
+#: ISO 8601's basic date (``20240501``, which ``fromisoformat`` reads), not 1970-08-23 in seconds.
+_NUMBER = re.compile(r"^\s*(?!\d{8}\s*$)\d+(\.\d+)?\s*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
@@ -163,7 +165,8 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
       threshold) — or in ``unit`` (``"s"`` or ``"ms"``) when the component has one; negative,
       NaN, infinite or after the year 9999: refused;
     - a text of digits (with a fraction): that number ("1714557600" is epoch seconds, as
-      protobuf's JSON writes an int64) — so "20240501" is epoch seconds, not a date;
+      protobuf's JSON writes an int64) — but eight digits alone are ISO 8601's basic date
+      ("20240501" is 2024-05-01, not 1970-08-23 in seconds: no event time is from 1970);
     - other text: ISO-8601 (RFC 3339's lower-case ``t``/``z`` too, spaces around ignored), no
       offset means UTC, years 1 … 9999 (a date of birth before 1970 is a time to store);
       fractions beyond microseconds are dropped;

@@ -52,7 +52,12 @@ CASES: list[tuple[Any, datetime | None]] = [
     ("1714557600000", MAY),
     ("1714557600.5", HALF),
     (" 1714557600 ", MAY),
-    ("20240501", _utc("1970-08-23T06:21:41+00:00")),  # digits: epoch seconds, not a date
+    # eight digits alone: ISO 8601's basic date (as an epoch, 1970-08-23: no event's time);
+    # any other count of digits is an epoch number, and so is the JSON number
+    ("20240501", _utc("2024-05-01T00:00:00+00:00")),
+    (" 20240501 ", _utc("2024-05-01T00:00:00+00:00")),
+    (20240501, _utc("1970-08-23T06:21:41+00:00")),
+    ("202405011", _utc("1976-05-31T15:36:51+00:00")),
     (99_999_999_999, _utc("5138-11-16T09:46:39+00:00")),
     (100_000_000_000, E11),
     (100_000_000_000.0, E11),
