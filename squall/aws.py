@@ -31,6 +31,8 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from pydantic import AfterValidator, BeforeValidator
 
+from squall.iam import sqs_url_parts
+
 
 def blank_is_unset(value: Any) -> Any:
     """``None`` for an empty or blank string (``"${LOCAL_ENDPOINT:-}"`` with the variable unset),
@@ -225,21 +227,14 @@ def url_without_slash(value: str) -> str:
 SqsQueue = Annotated[str, AfterValidator(url_without_slash)]
 
 
-#: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` and the legacy
-#: ``https://<region>.queue.amazonaws.com/…`` (``squall.iam`` reads the same).
-_SQS_AWS_URL = re.compile(
-    r"^https?://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/[^/]+/[^/]+/?$"
-)
-
-
 def sqs_queue_region(queue: str) -> str | None:
     """The region a queue's ARN or AWS URL names (None for a name, or another endpoint's URL): a
     client of another region is told the queue does not exist."""
     arn = sqs_queue_arn_parts(queue)
     if arn:
         return arn[0]
-    m = _SQS_AWS_URL.match(queue)
-    return (m.group(1) or m.group(2)) if m else None
+    url = sqs_url_parts(queue)  # the URL forms the IAM statements read too
+    return url[0] if url else None
 
 
 def sqs_queue_arn_parts(queue: str) -> tuple[str, str, str] | None:

@@ -15,10 +15,24 @@ from typing import Any
 
 _KINESIS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:kinesis:")
 _SQS_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:sqs:")
-#: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` and the legacy ``<region>.queue.amazonaws.com``.
+#: A queue's AWS URL: ``https://sqs.<region>.amazonaws.com/<account>/<name>`` (``.com.cn`` in
+#: China), the legacy ``<region>.queue.amazonaws.com`` and ``queue.amazonaws.com`` (us-east-1's),
+#: and an interface VPC endpoint's ``vpce-<id>.sqs.<region>.vpce.amazonaws.com``.
 _SQS_URL = re.compile(
-    r"^https?://(?:sqs\.([a-z0-9-]+)|([a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/([^/]+)/([^/]+)/?$"
+    r"^https?://(?:sqs\.(?P<region>[a-z0-9-]+)|(?P<legacy>[a-z0-9-]+)\.queue|(?P<east>queue)"
+    r"|vpce-[a-z0-9-]+\.sqs\.(?P<vpce>[a-z0-9-]+)\.vpce)\.amazonaws\.com(?:\.cn)?"
+    r"/(?P<account>[^/]+)/(?P<name>[^/]+)/?$"
 )
+
+
+def sqs_url_parts(queue: str) -> tuple[str, str, str] | None:
+    """``(region, account, name)`` of a queue's AWS URL, else None (a name, an ARN, a local
+    stand-in's URL, which names no region)."""
+    m = _SQS_URL.match(queue)
+    if m is None:
+        return None
+    region = m["region"] or m["legacy"] or m["vpce"] or "us-east-1"  # queue.amazonaws.com
+    return region, m["account"], m["name"]
 
 
 @dataclass(frozen=True)
@@ -46,10 +60,9 @@ def sqs_queue_arn(queue: str, region: str | None = None) -> str:
     region and account; another endpoint's URL, a local stand-in's, only its name)."""
     if _SQS_ARN.match(queue):
         return queue
-    m = _SQS_URL.match(queue)
-    if m:
-        url_region, legacy_region, account, name = m.groups()
-        return f"arn:${{AWS::Partition}}:sqs:{url_region or legacy_region}:{account}:{name}"
+    url = sqs_url_parts(queue)
+    if url:
+        return f"arn:${{AWS::Partition}}:sqs:{url[0]}:{url[1]}:{url[2]}"
     name = queue.rstrip("/").rsplit("/", 1)[-1]
     return f"arn:${{AWS::Partition}}:sqs:{region or '${AWS::Region}'}:${{AWS::AccountId}}:{name}"
 

@@ -568,6 +568,20 @@ def test_s3_trigger_keeps_the_s3_service_model_in_the_package(tmp_path: Path):
             "https://eu-west-1.queue.amazonaws.com/123456789012/k",
             "arn:${AWS::Partition}:sqs:eu-west-1:123456789012:k",
         ),
+        # us-east-1's legacy endpoint and an interface VPC endpoint's name: they name the
+        # queue's region and account (were read as a name: the stack's region and account)
+        (
+            "https://queue.amazonaws.com/123456789012/k",
+            "arn:${AWS::Partition}:sqs:us-east-1:123456789012:k",
+        ),
+        (
+            "https://vpce-0a1b2c3d-4e5f6a7b.sqs.eu-west-1.vpce.amazonaws.com/123456789012/k",
+            "arn:${AWS::Partition}:sqs:eu-west-1:123456789012:k",
+        ),
+        (
+            "https://sqs.cn-north-1.amazonaws.com.cn/123456789012/k",
+            "arn:${AWS::Partition}:sqs:cn-north-1:123456789012:k",
+        ),
         # A local stand-in's URL says nothing of the deployed queue but its name.
         (
             "http://127.0.0.1:5000/000000000000/k",

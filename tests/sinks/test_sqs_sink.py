@@ -397,22 +397,38 @@ def test_a_queue_given_by_arn_is_sent_to_in_the_arn_s_region(moto_server):
     assert received == [{"g": "k1", "n": 1}]
 
 
-def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(moto_server, monkeypatch):
+@pytest.mark.parametrize(
+    "url,region",
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/{name}", "eu-west-1"),
+        # us-east-1's legacy endpoint, and an interface VPC endpoint's name: read as no region
+        # (the environment's) before
+        ("https://queue.amazonaws.com/123456789012/{name}", "us-east-1"),
+        (
+            "https://vpce-0a1b2c3d-4e5f6a7b.sqs.eu-west-1.vpce.amazonaws.com/123456789012/{name}",
+            "eu-west-1",
+        ),
+    ],
+)
+def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(
+    moto_server, monkeypatch, url, region
+):
     """`queue: https://sqs.eu-west-1.amazonaws.com/…` with `AWS_REGION=us-east-1` (the process's
     region, not the queue's): the client was the environment's region, and SQS answers a queue
     URL of another region as a queue that does not exist. The URL's region is used unless
     `region` is configured (moto, like SQS, keeps queues per region)."""
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    eu = boto3.client(
+    other = "ap-southeast-2" if region == "us-east-1" else "us-east-1"
+    monkeypatch.setenv("AWS_REGION", other)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", other)
+    home = boto3.client(
         "sqs",
         endpoint_url=moto_server.endpoint,
-        region_name="eu-west-1",
+        region_name=region,
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    name = make_queue(eu).rsplit("/", 1)[-1]
-    url = f"https://sqs.eu-west-1.amazonaws.com/123456789012/{name}"
+    name = make_queue(home).rsplit("/", 1)[-1]
+    url = url.format(name=name)
     for sink in (
         SqsSink(
             SqsSinkConfig(id="out", type="sqs", queue=url, endpoint_url=moto_server.endpoint),
@@ -426,7 +442,7 @@ def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(moto_server
         ),
     ):
         sink.open()
-        assert sink.client.meta.region_name == "eu-west-1"
+        assert sink.client.meta.region_name == region
     out = SqsSink(
         SqsSinkConfig(id="out", type="sqs", queue=url, endpoint_url=moto_server.endpoint),
         ComponentContext("t"),
@@ -434,7 +450,7 @@ def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(moto_server
     out.open()
     assert out.write_batch(out.prepare(_events([{"n": 1}])), None) is None
     assert [
-        json.loads(m["Body"]) for m in drain(eu, eu.get_queue_url(QueueName=name)["QueueUrl"])
+        json.loads(m["Body"]) for m in drain(home, home.get_queue_url(QueueName=name)["QueueUrl"])
     ] == [{"n": 1}]
 
 
