@@ -131,6 +131,11 @@ class _AwsConfig(ComponentConfig):
 
 
 class DeadLetterSqsConfig(_AwsConfig):
+    region: aws.OptionalSetting = Field(
+        None,
+        description="AWS region (default: the one the queue's ARN or AWS URL names, else "
+        "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).",
+    )
     queue: aws.SqsQueue = Field(
         description="Queue URL, ARN, or a name resolved with GetQueueUrl at start (`.fifo`: a FIFO "
         "queue); the region an ARN or AWS URL names is used unless `region` is set."
@@ -302,6 +307,11 @@ def _failures_digest(events: list[Event]) -> str:
 
 
 class DeadLetterKinesisConfig(_AwsConfig):
+    region: aws.OptionalSetting = Field(
+        None,
+        description="AWS region (default: the stream ARN's, else AWS_REGION, AWS_DEFAULT_REGION, "
+        "else us-east-1).",
+    )
     stream: aws.StreamName = Field(description="Stream name or ARN.")
     max_attempts: int = Field(
         5, ge=1, le=20, description="PutRecords attempts per record (first included)."

@@ -90,7 +90,9 @@ class SqsSinkConfig(ComponentConfig):
         "set. A name, URL or ARN ending in `.fifo` is a FIFO queue."
     )
     region: aws.OptionalSetting = Field(
-        None, description="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, else us-east-1)."
+        None,
+        description="AWS region (default: the one the queue's ARN or AWS URL names, else "
+        "AWS_REGION, AWS_DEFAULT_REGION, else us-east-1).",
     )
     endpoint_url: aws.EndpointUrl = Field(None, description="SQS endpoint (local testing).")
     format: Literal["json", "raw"] = Field(
