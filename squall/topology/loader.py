@@ -299,6 +299,15 @@ def pydantic_problems(
             msg = err["msg"]
             if msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
+            if kind in ("union_tag_not_found", "union_tag_invalid"):
+                # "Unable to extract tag using discriminator 'store'": `checkpoint: {resource: x}`
+                kinds = _tagged_kinds(model, raw)  # "'store' (sql, dynamodb or memory)"
+                ctx = err.get("ctx") or {}
+                if kinds and kind == "union_tag_not_found":
+                    msg = f"missing required key {kinds}: it picks the kind of options"
+                elif kinds:
+                    tag, listed = kinds.split(" ", 1)  # "'store'", "(sql, dynamodb or memory)"
+                    msg = f"{tag[1:-1]} '{ctx.get('tag')}' is unknown: expected {listed[1:-1]}"
             if kind in ("model_type", "model_attributes_type"):  # "… or instance of RetryConfig"
                 keys = _fields_at(model, raw)
                 kinds = _tagged_kinds(model, raw)  # a `store: sql | dynamodb | memory` union

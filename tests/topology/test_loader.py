@@ -422,6 +422,24 @@ def test_a_name_where_a_tagged_kind_of_options_is_wanted_names_the_tag_and_its_k
     ]
 
 
+def test_a_mapping_without_its_kind_or_of_an_unknown_kind_names_the_tag_and_its_kinds():
+    """`checkpoint: {resource: registry}` (the store left out) said pydantic's "Unable to extract
+    tag using discriminator 'store'", and `store: postgres` "Input tag 'postgres' found using
+    'store' does not match any of the expected tags": now the key that picks the kind, and its
+    values, as for a name where the mapping is wanted."""
+    spout = "spout: {type: file, path: events.jsonl}"
+    bolt = "  - {id: keep, type: filter, where: [{field: event_type, in: [click]}]}"
+    text = GOOD.replace(
+        spout, "spout: {type: kinesis, stream: s, checkpoint: {resource: warehouse}}"
+    ).replace(bolt, "  - {id: keep, type: lookup, key: k, target: t, source: {type: postgres}}")
+    assert problems(text) == [
+        "topology.yaml:4:47: spout.checkpoint: missing required key 'store' (sql, dynamodb or "
+        "memory): it picks the kind of options",
+        "topology.yaml:7:57: bolts[1].source: type 'postgres' is unknown: expected sql, redis or "
+        "http",
+    ]
+
+
 def test_a_typo_in_a_warehouse_column_suggests_the_key():
     """A column's options are `Annotated` (a text shorthand is accepted): the did-you-mean
     lookup stopped there, so `pth` got no suggestion."""
