@@ -84,7 +84,7 @@ def home_assertions(stream_arn_text: str, retrieval: str) -> list[dict[str, Any]
         (m.group(1), "AWS::Region", "region"),
         (m.group(2), "AWS::AccountId", "account"),
     ):
-        expected = _rule_value(value)
+        expected = rule_value(value)
         if expected is None or (what == "account" and retrieval != "fanout"):
             continue  # a polling trigger may read another account's stream (its stream policy)
         why = (
@@ -104,7 +104,7 @@ def home_assertions(stream_arn_text: str, retrieval: str) -> list[dict[str, Any]
     return out
 
 
-def _rule_value(value: str) -> Any:
+def rule_value(value: str) -> Any:
     """A region or account as a rule compares it: a literal, a parameter's ``Ref`` (a whole
     ``${VAR}``), or None when the template's own pseudo parameter (or a mix) stands there."""
     from squall.deploy.template import _MARKER, PSEUDO_PARAMETERS, param_name

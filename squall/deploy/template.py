@@ -316,6 +316,31 @@ def _log_statement(log_group: str) -> dict[str, Any]:
     }
 
 
+#: A queue ARN the template builds from a name that is one whole variable's parameter.
+_QUEUE_NAME_PARAM = re.compile(r":sqs:.*:\$\{([A-Za-z0-9]+)\}$")
+#: An SQS queue's name (1-80 letters, digits, - and _; ``.fifo`` for a FIFO queue).
+QUEUE_NAME_PATTERN = "[A-Za-z0-9_-]{1,80}(\\.fifo)?"
+
+
+def _queue_name_parameters(b: _Builder, statements: list[dict[str, Any]]) -> None:
+    """A parameter that is a whole queue's name in a granted (or triggering) queue's ARN takes
+    a name only: given a queue's ARN or URL — which the `sqs` spout and sinks take at run time —
+    the template built ``arn:…:sqs:REGION:ACCOUNT:arn:aws:sqs:…``: the event source refused at
+    deployment, or a sink's grant on no queue (every start AccessDenied)."""
+    for st in statements:
+        sub = (
+            st.get("Resource", {}).get("Fn::Sub") if isinstance(st.get("Resource"), dict) else None
+        )
+        m = _QUEUE_NAME_PARAM.search(sub) if isinstance(sub, str) else None
+        param = b.params.get(m.group(1)) if m else None
+        if param is not None and param.get("Type") == "String":
+            param["AllowedPattern"] = QUEUE_NAME_PATTERN
+            param["ConstraintDescription"] = (
+                "a queue's name (the template grants the queue of that name in the stack's "
+                "region and account), not its URL or ARN"
+            )
+
+
 def sam_template(
     topology: Topology,
     topology_text: str,
@@ -419,6 +444,7 @@ def sam_template(
                 raise SquallError(f"{flag} configures a consumer's trigger, not the producer")
         _producer(b, topology, props, opts, code_uri)
     _leave_time_beyond_the_margin(b, topology, props, handler)
+    _queue_name_parameters(b, statements)
     b.resources["FunctionRole"] = _role(statements)
     b.resources["Function"] = {"Type": "AWS::Serverless::Function", "Properties": props}
     b.outputs["FunctionArn"] = {"Value": {"Fn::GetAtt": ["Function", "Arn"]}}

@@ -23,6 +23,7 @@ Size (~560 lines): one event source per delivery, each with its parameters, gran
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from squall.component import LambdaTrigger, TriggerSource
@@ -315,8 +316,12 @@ def _sqs(
             "--on-failure is for Kinesis and S3 triggers: an SQS queue sends messages that keep "
             "failing to its own dead-letter queue (its redrive policy)"
         )
-    queue_arn = resource_sub(sqs_queue_arn(trigger.name, trigger.region))
+    arn = sqs_queue_arn(trigger.name, trigger.region)
+    queue_arn = resource_sub(arn)
     _grant(statements, SQS_TRIGGER_ACTIONS, queue_arn)
+    assertions = _queue_home_assertions(arn)
+    if assertions:  # else the mapping failed mid-deployment, after the role and the function
+        b.rules["QueueInStackRegion"] = {"Assertions": assertions}
     fifo = literal.name.rstrip("/").endswith(".fifo")
     window = opts.batch_window
     if fifo and window:
@@ -325,6 +330,30 @@ def _sqs(
     props["Events"] = {
         "Queue": _sqs_event(b, queue_arn, min(topology.settings.batch_size, limit), props, opts)
     }
+
+
+#: The region in a queue ARN the template writes (``${AWS::Partition}`` has colons of its own).
+_QUEUE_REGION = re.compile(r"^arn:(?:\$\{AWS::Partition\}|[^:]+):sqs:(?P<region>[^:]*):")
+
+
+def _queue_home_assertions(queue_arn_text: str) -> list[dict[str, Any]]:
+    """A rule that the stack is in the queue's region, where its ARN, AWS URL or the spout's
+    ``region`` names one: Lambda's SQS event source reads a queue of its own region only (another
+    account's is allowed, by the queue's policy)."""
+    from squall.deploy.fanout import rule_value
+
+    m = _QUEUE_REGION.match(queue_arn_text)
+    expected = rule_value(m["region"]) if m else None
+    if expected is None:
+        return []
+    shown = expected if isinstance(expected, str) else "parameter " + expected["Ref"]
+    return [
+        {
+            "Assert": {"Fn::Equals": [{"Ref": "AWS::Region"}, expected]},
+            "AssertDescription": f"deploy this stack in the queue's region ({shown}): a Lambda "
+            "SQS trigger reads a queue of its own region only",
+        }
+    ]
 
 
 def _sqs_event(

@@ -368,6 +368,35 @@ def test_sqs_spout_is_an_sqs_trigger_reporting_failed_message_ids(tmp_path: Path
     assert t["Parameters"]["FunctionTimeout"]["Default"] == 30
 
 
+@pytest.mark.parametrize(
+    "spout,region",
+    [
+        ('{type: sqs, queue: "arn:aws:sqs:eu-west-1:123456789012:kiosk-high.fifo"}', "eu-west-1"),
+        ('{type: sqs, queue: "https://sqs.eu-west-1.amazonaws.com/123456789012/q"}', "eu-west-1"),
+        ("{type: sqs, queue: kiosk-high, region: eu-west-1}", "eu-west-1"),
+        ('{type: sqs, queue: "${QUEUE:-q}"}', None),  # whatever it holds: not known here
+        ("{type: sqs, queue: kiosk-high}", None),  # the stack's own region
+    ],
+)
+def test_an_sqs_trigger_is_ruled_to_be_deployed_in_its_queue_s_region(
+    tmp_path: Path, spout: str, region: str | None
+):
+    """Lambda's SQS event source reads a queue of its own region only: a stack deployed in
+    us-east-1 for a queue of eu-west-1 created its role and function, then failed on the
+    mapping. As for a Kinesis stream, a rule now refuses it before anything is created."""
+    t = template_of(topology_file(tmp_path, spout), "consumer")
+    checked(t, tmp_path)
+    if region is None:
+        assert "Rules" not in t or "QueueInStackRegion" not in t["Rules"]
+        return
+    [assertion] = t["Rules"]["QueueInStackRegion"]["Assertions"]
+    assert assertion == {
+        "Assert": {"Fn::Equals": [{"Ref": "AWS::Region"}, region]},
+        "AssertDescription": f"deploy this stack in the queue's region ({region}): a Lambda SQS "
+        "trigger reads a queue of its own region only",
+    }
+
+
 @pytest.mark.parametrize("spout", SQS_SPOUTS)
 def test_sqs_trigger_with_a_batching_window_takes_the_topology_batch(tmp_path: Path, spout: str):
     path = topology_file(
@@ -397,6 +426,28 @@ def test_fifo_queue_from_a_variable_is_its_parameter_in_batches_of_ten(tmp_path:
     assert t["Parameters"]["KioskQueue"]["Default"] == "kiosk.fifo"
     with pytest.raises(SquallError, match="no batching window for FIFO"):
         template_of(path, "consumer", batch_window=2)
+
+
+def test_a_queue_from_a_whole_variable_takes_a_name_only(tmp_path: Path, monkeypatch):
+    """The docs said a `queue: "${KIOSK_QUEUE}"` variable could hold the queue's ARN, and the
+    sinks take an ARN at run time: the template built `arn:…:sqs:REGION:ACCOUNT:arn:aws:sqs:…`
+    for the trigger (refused mid-deployment) and for a sink's grant (every start then denied).
+    The parameter of a whole queue now takes a name only, checked before anything is created."""
+    monkeypatch.setenv("IN_QUEUE", "arn:aws:sqs:eu-west-1:123456789012:in")
+    monkeypatch.setenv("OUT_QUEUE", "https://sqs.eu-west-1.amazonaws.com/123456789012/out")
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        'name: kiosk\nspout: {type: sqs, queue: "${IN_QUEUE}"}\n'
+        "bolts: [{id: decode, type: json}]\n"
+        'sinks: [{id: out, type: sqs, queue: "${OUT_QUEUE}"}, '
+        '{id: other, type: sqs, queue: "orders-${STAGE:-dev}"}]\n'
+    )
+    t = template_of(path, "consumer")
+    checked(t, tmp_path)
+    for name in ("InQueue", "OutQueue"):
+        assert t["Parameters"][name]["AllowedPattern"] == "[A-Za-z0-9_-]{1,80}(\\.fifo)?"
+        assert "not its URL or ARN" in t["Parameters"][name]["ConstraintDescription"]
+    assert "AllowedPattern" not in t["Parameters"]["Stage"]  # a part of the name only
 
 
 @pytest.mark.parametrize(
