@@ -179,18 +179,40 @@ def print_summary(
                 f"the {topo.spout.type} spout keeps no checkpoint: the next run reads its input "
                 "from the start"
             )
+        # With a dead-letter sink, what failed is not a record's fault (a service still
+        # refusing it after the retries, or the dead letter itself failing): never dead-lettered,
+        # so the advice to add one would be wrong.
+        has_dead_letter = any(n.dead_letter for n in topo.plan.nodes)
+        why = (
+            "failed (still failing after the retries: not a record's fault, so not dead-lettered)"
+            if has_dead_letter
+            else "failed with no dead letter to take them"
+        )
         if report.failed_at_end:  # the flush at the end of the input: it was all read
             console.print(
                 "[red]stopped:[/] what the bolts emitted at the end of the input (their flush) "
-                "failed with no dead letter to take it, after the whole input was read "
-                f"({report.batches:,} batches); {where}. A dead_letter sink keeps bad records "
-                "with their reasons"
+                + (
+                    "failed (still failing after the retries: not dead-lettered)"
+                    if has_dead_letter
+                    else "failed with no dead letter to take it"
+                )
+                + f", after the whole input was read ({report.batches:,} batches); {where}"
+                + (
+                    ""
+                    if has_dead_letter
+                    else ". A dead_letter sink keeps bad records with their reasons"
+                )
             )
         else:
             console.print(
-                "[red]stopped:[/] records failed with no dead letter to take them, so the run "
-                f"stopped after batch {report.batches:,} and read no further; {where}. A "
-                "dead_letter sink keeps bad records with their reasons and lets the run go on"
+                f"[red]stopped:[/] records {why}, so the run stopped after batch "
+                f"{report.batches:,} and read no further; {where}"
+                + (
+                    ". Run again once what failed them answers"
+                    if has_dead_letter
+                    else ". A dead_letter sink keeps bad records with their reasons and lets the "
+                    "run go on"
+                )
             )
     if report.aborted:
         # A second Ctrl-C, or a first one the runner's handler did not see (a library's own)

@@ -156,6 +156,31 @@ def test_a_run_stopped_by_failed_records_says_it_read_no_further(tmp_path: Path)
     ) in result.stderr
 
 
+def test_records_failed_beside_a_dead_letter_sink_do_not_ask_for_one(tmp_path: Path):
+    """Found with a push topology against an FCM stand-in over its quota: 50 notifications still
+    answered 429 after the sink's retries failed (not a record's fault, so never dead-lettered),
+    and the summary said they failed "with no dead letter to take them" and that "a dead_letter
+    sink keeps bad records" — in a topology that had one."""
+    (tmp_path / "lines.jsonl").write_text('{"n": 1}\n{"n": 2, "sink_fail": true}\n{"n": 3}\n')
+    (tmp_path / "t.yaml").write_text(
+        "name: stops\nspout: {type: file, path: lines.jsonl}\n"
+        "bolts: [{id: decode, type: json}]\n"
+        "sinks:\n  - {id: out, type: 'squall.testing:FaultySink'}\n"
+        "  - {id: rejects, type: dead_letter, path: rejects.jsonl}\n"
+    )
+    result = run_cli(["run", str(tmp_path / "t.yaml")], env={**os.environ, "COLUMNS": "300"})
+    assert result.returncode == EXIT_FAILED
+    text = " ".join(result.stderr.split())
+    assert "no dead letter to take them" not in text
+    assert "A dead_letter sink keeps bad records" not in text
+    assert (
+        "stopped: records failed (still failing after the retries: not a record's fault, so not "
+        "dead-lettered), so the run stopped after batch 1 and read no further; the file spout "
+        "keeps no checkpoint: the next run reads its input from the start. Run again once what "
+        "failed them answers"
+    ) in text
+
+
 def test_records_failed_at_the_end_of_input_do_not_say_the_run_read_no_further(tmp_path: Path):
     """A window's flush at the end of the input emits a result a later bolt fails (no dead
     letter): the whole input was read, but the summary said the run "stopped after batch 2 and
