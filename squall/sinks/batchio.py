@@ -262,6 +262,11 @@ class ConcurrentRequests:
     pool: Any = None  # concurrent.futures.ThreadPoolExecutor
     client: Any = None  # httpx.Client
     time_left: Callable[[], float | None] | None = None  # the write's (set by write_batch)
+    #: The service took a request of this write: it is up, so a retry round whose requests all
+    #: fail again is those records' failure after ``max_attempts``, not an outage (the sink's
+    #: write_batch resets it; a refusal alone proves nothing: a front may refuse while the
+    #: service behind it is down).
+    took: bool = False
 
     def _timeout(self, configured: float) -> float | None:
         """A request's timeout: the configured one, but no longer than the time left before the
@@ -286,9 +291,13 @@ class ConcurrentRequests:
         raise NotImplementedError
 
     def _send(self, items: list[Item]) -> list[Retry | Reject | None]:
-        """Every item's answer. When nothing got through (the endpoint is down or throttles
-        everything) raise ``TransientError``: the engine retries the batch with backoff, and
-        what was already written stays done."""
+        """Every item's answer. When nothing of the write got through (the endpoint is down or
+        throttles everything) raise ``TransientError``: the engine retries the batch with
+        backoff, and what was already written stays done. Once the service took a request of
+        the write, the requests still failing are retried by ``send_all`` up to
+        ``max_attempts`` and then fail as records: one message FCM answers 500 to at every
+        attempt failed the whole batch after two attempts (nothing checkpointed, the messages
+        it had delivered sent again)."""
         assert self.pool is not None
         futures = [self.pool.submit(self._request, item) for item in items]
         answers: list[Retry | Reject | None] = []
@@ -309,7 +318,9 @@ class ConcurrentRequests:
                     elif isinstance(answer, Reject):
                         item.refused = answer.reason
             raise error
-        if answers and all(isinstance(a, Retry) for a in answers):
+        if any(a is None for a in answers):
+            self.took = True
+        elif answers and all(isinstance(a, Retry) for a in answers) and not self.took:
             waits = [
                 a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
             ]

@@ -289,6 +289,7 @@ class HttpSink(ConcurrentRequests, Sink):
         items = prepared.payload or []
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         self._broken = None
+        self.took = False  # an outage until the service takes a request of this write
         outcome = self._send_all(items)
         self._check_forbidden(items)
         # Batch modes: a request refused (a 413, a 400, 403 or 422 for one bad event among a

@@ -586,6 +586,7 @@ class PushSink(ConcurrentRequests, Sink):
             dead = prepared.dead_tokens = []  # type: ignore[attr-defined]
         self._dead = dead
         self._broken = None
+        self.took = False  # an outage until the service takes a request of this write
         self.time_left = time_left_of(ctx)  # the requests' timeouts and the retries fit in it
         outcome = send_all(
             f"{self.id}: FCM send",

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from squall.errors import BatchFailed, TopologyError
+from squall.errors import TopologyError
 from squall.sinks.push import PushSinkConfig
 from squall.testing import records_from
 from squall.topology.executor import Engine
@@ -116,8 +116,9 @@ def test_a_dead_token_is_unsubscribed_with_the_batch_and_the_next_campaign_skips
 
 
 def test_a_failed_batch_commits_no_unsubscribe_and_its_replay_commits_it(fcm, key_pair, tmp_path):
-    """The unsubscribe is staged, not written: a batch that fails (FCM unavailable for one
-    token after every retry) commits none; the same batch delivered again, FCM back, does."""
+    """The unsubscribe is staged, not written: a push that fails (FCM unavailable for one token
+    after every retry) holds the dead token's record behind it, and its unsubscribe is not
+    committed; the same records delivered again, FCM back, commit it."""
     state_url = f"sqlite:///{tmp_path / 'state.db'}"
     engine = Engine(load_text(topology(fcm, key_pair, state_url, "subs")).plan, sleep=lambda s: 0)
     answer, back = fcm.http.answer, {"up": False}
@@ -144,8 +145,9 @@ def test_a_failed_batch_commits_no_unsubscribe_and_its_replay_commits_it(fcm, ke
             ],
             start=3,
         )
-        with pytest.raises(BatchFailed, match="UNAVAILABLE"):
-            engine.process(campaign)
+        failed = engine.process(campaign)  # FCM is up (it answered UNREGISTERED): tok-down's
+        assert not failed.ok  # push fails after max_attempts, tok-dead's record is held behind it
+        assert SHARD not in failed.checkpoint
         assert fcm.tries["tok-dead"] == 1  # FCM did answer UNREGISTERED
         assert subs.store.load(["tok-dead"])["tok-dead"].status == "subscribed"
         back["up"] = True

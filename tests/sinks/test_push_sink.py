@@ -476,6 +476,24 @@ def test_push_fcm_unavailable_for_every_message_is_transient(fcm, key_pair):
     sink.close()
 
 
+def test_push_a_message_fcm_keeps_failing_beside_one_delivered_fails_alone_after_max_attempts(
+    fcm, key_pair
+):
+    """Found against an FCM stand-in: one message answered 500 (or timing out) at every attempt
+    beside one delivered. The sink's second round sent that message alone, got nothing through
+    and raised TransientError, so the engine failed the whole batch after its retries —
+    `max_attempts` never applied, nothing was checkpointed and the delivered notification was
+    sent again by the next delivery. The service answered: the message is that record's failure
+    after `max_attempts`, the delivered one stays written."""
+    sink = make_sink(fcm, key_pair, max_attempts=4)
+    result = sink.write_batch(sink.prepare(events(["tok-1", "tok-down"])), None)
+    sink.close()
+    assert [ev.value["device_token"] for ev in result.failed] == ["tok-down"]
+    assert "FCM 503 UNAVAILABLE" in result.failed[0].failure.reason
+    assert fcm.tries["tok-down"] == 4
+    assert [m["token"] for m in fcm.sent] == ["tok-1"]
+
+
 def test_push_rejects_events_without_a_token_or_a_template_field(fcm, key_pair):
     sink = make_sink(fcm, key_pair)
     evs = events(["tok-1"]) + [Event(b"{}", records_from([{}])[0].meta, None, 1, {"campaign": {}})]
