@@ -89,7 +89,12 @@ class HttpSinkConfig(ComponentConfig):
     )
     concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
     rate_limit: float | None = Field(
-        None, gt=0, description="Requests per second at most (all threads together)."
+        None,
+        gt=0,
+        description=(
+            "Requests per second on average (all threads together), plus a burst of one second's "
+            "worth when idle: up to twice this within a second (for a per-second quota, half)."
+        ),
     )
     timeout: Seconds = Field(
         10.0, gt=0, description="Seconds to wait for a connection and for the answer."

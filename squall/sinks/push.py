@@ -228,7 +228,12 @@ class PushSinkConfig(ComponentConfig):
     )
     endpoint: str = Field(FCM_ENDPOINT, description="FCM base URL; a local stand-in for testing.")
     rate_limit: float | None = Field(
-        None, gt=0, description="Sends per second at most (all threads together)."
+        None,
+        gt=0,
+        description=(
+            "Sends per second on average (all threads together), plus a burst of one second's "
+            "worth when idle: up to twice this within a second (for a per-second quota, half)."
+        ),
     )
     concurrency: int = Field(8, ge=1, le=256, description="Sends in flight at once.")
     timeout: Seconds = Field(
