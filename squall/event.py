@@ -159,6 +159,18 @@ def derive_event_id(meta: RecordMeta) -> str:
     return blake2b(key.encode(), digest_size=16).hexdigest()
 
 
+def not_an_object(value: Any) -> str:
+    """Why a bolt that reads payload fields fails an event whose ``value`` is no JSON object.
+    ``None`` is mostly a record no decode bolt ran on (a topology of a `subscription` bolt
+    alone dead-lettered every line of a JSON-lines file as "not a JSON object"): say so."""
+    if value is None:
+        return (
+            "payload is not a JSON object (it is none: is there a `json` bolt before this one "
+            "to decode the record?)"
+        )
+    return "payload is not a JSON object"
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """A point in a shard: Kinesis sequence number plus KPL sub-sequence number.

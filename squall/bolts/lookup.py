@@ -53,7 +53,7 @@ from squall.errors import (
     TransientError,
     quoted,
 )
-from squall.event import Event, deep_copy
+from squall.event import Event, deep_copy, not_an_object
 from squall.paths import MISSING, PayloadPath, getter, setter, validate_path
 from squall.times import Seconds, WholeSeconds
 from squall.topology.resource_config import OptionalRedisResource
@@ -407,7 +407,7 @@ class LookupBolt(Bolt):
     def _key(self, event: Event) -> Key | str | Any:
         """The event's key; ``_NO_KEY`` when it has none; a reason (str) when its value cannot be a key."""
         if not isinstance(event.value, dict):
-            return "payload is not a JSON object"
+            return not_an_object(event.value)
         parts = []
         for path, get in zip(self.config.key_paths, self._getters, strict=True):
             v = get(event)

@@ -54,7 +54,14 @@ from squall.bolts.window_store import (
 )
 from squall.component import ComponentConfig, ComponentContext
 from squall.errors import SinkError, TopologyError
-from squall.event import REPLAY_LINEAGE, Event, RecordMeta, is_old_lineage, lineage
+from squall.event import (
+    REPLAY_LINEAGE,
+    Event,
+    RecordMeta,
+    is_old_lineage,
+    lineage,
+    not_an_object,
+)
 from squall.exact_json import plain_numbers
 from squall.paths import MISSING, DottedPath, getter
 from squall.times import (
@@ -736,7 +743,7 @@ class WindowBolt(Bolt):
 
     def _time(self, event: Event) -> int:
         if not isinstance(event.value, dict):
-            raise ValueError("payload is not a JSON object")
+            raise ValueError(not_an_object(event.value))
         if self._get_time is None:
             return arrival_ms(event.meta.arrival_time)
         tf = self._time_key

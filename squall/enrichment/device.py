@@ -39,7 +39,7 @@ from squall.enrichment.device_class import (
     class_from_hints,
 )
 from squall.errors import Problem, TopologyError
-from squall.event import Event
+from squall.event import Event, not_an_object
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
 
 if TYPE_CHECKING:
@@ -331,7 +331,7 @@ class DeviceBolt(Bolt):
         for event, key in zip(batch, keys, strict=True):
             value = event.value
             if value.__class__ is not dict and not isinstance(value, dict):
-                out.fail(event, "payload is not a JSON object")
+                out.fail(event, not_an_object(value))
                 continue
             block = (blocks[key] if key is not None else unknown).copy()
             if get_hints is not None and block["device_class"] in HINTED_CLASSES:

@@ -32,7 +32,7 @@ from squall.enrichment import addresses
 from squall.enrichment.networks import MISSING as NOT_CACHED
 from squall.enrichment.networks import NetworkCache
 from squall.errors import RecordError, TopologyError
-from squall.event import Event
+from squall.event import Event, not_an_object
 from squall.paths import MISSING, DottedPath, deleter, getter, payload_keys, setter
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ class GeoBolt(Bolt):
         emitted: list[Event] = []
         for event, found in zip(batch, candidates, strict=True):
             if found is None:
-                out.fail(event, "payload is not a JSON object")
+                out.fail(event, not_an_object(event.value))
                 continue
             error = None
             if found.__class__ is str:  # one address: the usual case

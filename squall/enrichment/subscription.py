@@ -43,7 +43,7 @@ from squall.enrichment.stores import (
     StateStore,
 )
 from squall.errors import quoted
-from squall.event import Event
+from squall.event import Event, not_an_object
 from squall.exact_json import as_number
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys, setter
@@ -244,7 +244,7 @@ class SubscriptionBolt(Bolt):
         for i, event in enumerate(batch):
             value = event.value
             if value.__class__ is not dict and not isinstance(value, dict):
-                failures[i] = "payload is not a JSON object"
+                failures[i] = not_an_object(value)
                 continue
             key = value.get(key_name, MISSING) if key_name is not None else get_key(event)
             key = (key.strip() or None) if key.__class__ is str else _scalar_key(key)

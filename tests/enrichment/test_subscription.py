@@ -924,3 +924,30 @@ def test_an_event_id_holding_the_version_separator_is_refused(tmp_path):
     ]
     ok, failed = run(bolt, [ev("click", "K")], start=2)
     assert (ok[2]["status"], failed) == ("unknown", {})
+
+
+def test_a_topology_without_a_decode_bolt_says_so_in_each_dead_letter(tmp_path):
+    """Found wiring push notifications from docs/sinks.md's `unsubscribe` snippet (a
+    `subscription` bolt, no `json` bolt before it): every line of a JSON-lines file, each a JSON
+    object, was dead-lettered as "payload is not a JSON object"."""
+    import json
+
+    from squall.testing import records_from, run_topology
+
+    run_topology(
+        f"""
+name: undecoded
+resources: {{state: {{url: "sqlite:///{tmp_path / "state.db"}"}}}}
+spout: {{type: 'squall.testing:ListSpout'}}
+bolts: [{{id: subscription, type: subscription, store: state}}]
+sinks:
+  - {{id: out, type: 'squall.testing:MemorySink'}}
+  - {{id: dl, type: dead_letter, path: "{tmp_path / "dl.jsonl"}"}}
+""",
+        records_from([{"event_type": "register", "device_token": "t1"}]),
+    )
+    [line] = (tmp_path / "dl.jsonl").read_text().splitlines()
+    assert json.loads(line)["reason"] == (
+        "payload is not a JSON object (it is none: is there a `json` bolt before this one to "
+        "decode the record?)"
+    )
