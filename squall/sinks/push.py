@@ -210,7 +210,8 @@ class PushSinkConfig(ComponentConfig):
     )
     credentials: SecretStr = Field(
         description="Service-account key: a JSON file path (relative to the topology) or the JSON itself "
-        "(e.g. `${FCM_SERVICE_ACCOUNT}`). Never logged."
+        "(e.g. `${FCM_SERVICE_ACCOUNT}`), not base64-encoded (decode a CI secret kept so). Never "
+        "logged."
     )
     token: paths.DottedPath = Field(
         "device_token", description="Dotted path of the device registration token."
@@ -395,6 +396,11 @@ class AccessTokens:
             return self._creds.token
 
 
+#: The longest `credentials` value an unreadable-file error quotes as a path: a longer one (a
+#: service-account key is 2,300 characters and more) is no file name, and may be the key itself.
+MAX_SHOWN_PATH = 255
+
+
 def _load_service_account(value: str, context: ComponentContext) -> dict[str, Any]:
     text = value.strip()
     if not text.startswith("{"):
@@ -402,6 +408,14 @@ def _load_service_account(value: str, context: ComponentContext) -> dict[str, An
         try:
             text = Path(path).read_text()
         except OSError as exc:
+            if len(text) > MAX_SHOWN_PATH or any(c.isspace() for c in text):
+                # No key file is named so: the key in another form (base64, as CI secrets keep
+                # it), whose whole text the message quoted as the file's name.
+                raise SinkError(
+                    f"the service-account key is neither its JSON (which begins with '{{') nor "
+                    f"the path of a readable file (a value of {len(text):,} characters, not "
+                    "shown: a key kept base64-encoded must be decoded into the variable)"
+                ) from None
             raise SinkError(
                 f"cannot read the service-account file {path}: {exc.strerror}"
             ) from None

@@ -525,6 +525,30 @@ def test_push_config_needs_something_to_send_and_a_bad_key_is_not_echoed(fcm, ke
     assert "SECRET" not in repr(sink.config)
 
 
+@pytest.mark.parametrize(
+    "wrap", [0, 76]
+)  # base64 on one line (`base64 -w0`), or as `base64` wraps it
+def test_push_a_base64_encoded_key_is_not_echoed_as_a_file_name(fcm, key_pair, wrap):
+    """Found with `FCM_SERVICE_ACCOUNT="$(base64 -w0 key.json)"` (CI secrets keep keys so): not
+    JSON, the value was read as a file path and the start failed with `cannot read the
+    service-account file /dir/eyJ0eXBlIjog…` — the whole key, base64-encoded, in the log."""
+    import base64
+
+    encoded = base64.b64encode(service_account(fcm, key_pair[0]).encode()).decode()
+    if wrap:
+        encoded = "\n".join(encoded[i : i + wrap] for i in range(0, len(encoded), wrap))
+    sink = PushSink(
+        PushSinkConfig(id="p", type="push", project_id="demo", credentials=encoded, title="x"),
+        ComponentContext("t"),
+    )
+    with pytest.raises(Exception) as exc:
+        sink.open()
+    text = str(exc.value)
+    assert encoded[:40] not in text and encoded[-40:] not in text
+    assert "base64-encoded must be decoded" in text
+    assert f"a value of {len(encoded):,} characters, not shown" in text
+
+
 def test_pistats_notify_example_pushes_to_subscribed_devices_only(
     fcm, key_pair, tmp_path: Path, monkeypatch
 ):
