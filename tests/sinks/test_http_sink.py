@@ -370,6 +370,23 @@ def test_http_sink_a_refused_record_is_still_reported_after_the_engine_retries_t
     assert [json.loads(r.body)["n"] for r in srv.requests].count(0) == 1  # not sent again
 
 
+def test_http_sink_a_request_failing_beside_delivered_ones_fails_alone_after_max_attempts():
+    """One event the receiver answers 503 at every attempt, beside one it takes: the sink's
+    second round sent it alone, got nothing through and raised TransientError — the engine then
+    failed the whole batch, `max_attempts` never applied. The receiver is up: that event fails
+    after `max_attempts`, the other stays written."""
+
+    def answer(req: Request):
+        return (503, {}, "busy") if json.loads(req.body)["n"] == 1 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_attempts=3)
+        result = sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}])), None)
+        sink.close()
+    assert [(ev.value["n"], ev.failure.reason) for ev in result.failed] == [(1, "HTTP 503: busy")]
+    assert [json.loads(r.body)["n"] for r in srv.requests].count(1) == 3
+
+
 def test_http_sink_never_puts_header_secrets_a_receiver_echoes_into_reasons_or_logs(caplog):
     # Receivers often echo the request (headers included) in an error body; the body becomes the
     # failure reason (dead letters, logs): the configured header values must not come with it.
