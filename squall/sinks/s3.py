@@ -37,6 +37,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
