@@ -126,9 +126,6 @@ def test_every_date_the_schema_takes_exists_and_the_transform_stores_it():
         ("9999-12-31T23:30:00Z", True),
         ("9999-12-31T23:30:00+01:00", True),
         ("1000-01-01T00:30:00+01:00", True),  # 0999-12-31 in UTC: stored
-        # a pattern's $ matches before a final line break too: the lake refused what ingest took
-        ("2026-11-03T09:12:00Z\n", False),
-        ("2026-11-03T09:12:00+01:00\n", False),
         # RFC 3339 allows a lower-case t (and z), which both store: it was an invalid order
         ("2026-11-03t09:12:00Z", True),
         ("2026-11-03t09:12:00z", True),
@@ -137,3 +134,13 @@ def test_every_date_the_schema_takes_exists_and_the_transform_stores_it():
 def test_the_edges_of_the_times_the_schema_takes_are_the_times_the_transform_stores(ts, ok):
     assert storable(ts) is ok
     assert valid([ts]) == [ok]
+
+
+@pytest.mark.parametrize("ts", ["2026-11-03T09:12:00Z\n", "2026-11-03T09:12:00+01:00\n"])
+def test_a_time_with_a_final_line_break_is_refused_by_the_schema_and_stored_by_the_transform(ts):
+    """A pattern's $ matches before a final line break too: the lake refused what ingest took.
+    The schema refuses it now, so the transform never sees it; the sinks themselves, which read
+    a time as every reader does (spaces around it ignored: docs/warehouse.md), would store it —
+    the safe way round (nothing the schema takes is refused downstream)."""
+    assert valid([ts]) == [False]
+    assert storable(ts) is True

@@ -375,7 +375,10 @@ def payloads(draw) -> tuple[dict, dict | None]:
         "doc": draw(JSON),
     }
     storable = (
-        "\x00" not in p["txt"] and (p["n"] is None or p["n"] < 2**63) and not _has_nul(p["doc"])
+        "\x00" not in p["txt"]
+        and (p["n"] is None or p["n"] < 2**63)
+        and not _has_nul(p["doc"])
+        and (p["x"] is None or math.isfinite(p["x"]))  # a float column takes finite numbers only
     )
     row = {
         "txt": p["txt"],
