@@ -396,9 +396,36 @@ class AccessTokens:
             return self._creds.token
 
 
-#: The longest `credentials` value an unreadable-file error quotes as a path: a longer one (a
-#: service-account key is 2,300 characters and more) is no file name, and may be the key itself.
+#: The longest `credentials` value of base64's characters only (no '.', no space) an
+#: unreadable-file error quotes as a path: a longer one (a service-account key is 2,300
+#: characters and more) may be the key itself, encoded.
 MAX_SHOWN_PATH = 255
+_BASE64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_=")
+
+
+def _may_be_a_key(text: str) -> bool:
+    """Whether a ``credentials`` value that names no readable file may be the key in another
+    form (base64, as CI secrets keep it), not a file name to quote: it spans lines (``base64``
+    wraps at 76), decodes from base64 to a JSON object, or is longer than ``MAX_SHOWN_PATH`` in
+    base64's characters alone. A path with spaces (``/Users/me/My Keys/key.json``) or longer
+    than 255 characters (a deep CI workspace's) is still named."""
+    import base64
+    import binascii
+
+    if "\n" in text or "\r" in text:
+        return True
+    packed = "".join(text.split())
+    if not packed or not set(packed) <= _BASE64_CHARS:
+        return False
+    if len(packed) > MAX_SHOWN_PATH:
+        return True
+    try:
+        decoded = base64.b64decode(
+            packed.replace("-", "+").replace("_", "/") + "=" * (-len(packed) % 4)
+        )
+    except (binascii.Error, ValueError):
+        return False
+    return decoded.lstrip().startswith(b"{")
 
 
 def _load_service_account(value: str, context: ComponentContext) -> dict[str, Any]:
@@ -408,7 +435,7 @@ def _load_service_account(value: str, context: ComponentContext) -> dict[str, An
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            if len(text) > MAX_SHOWN_PATH or any(c.isspace() for c in text):
+            if _may_be_a_key(text):
                 # No key file is named so: the key in another form (base64, as CI secrets keep
                 # it), whose whole text the message quoted as the file's name.
                 raise SinkError(

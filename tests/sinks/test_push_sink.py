@@ -549,6 +549,29 @@ def test_push_a_base64_encoded_key_is_not_echoed_as_a_file_name(fcm, key_pair, w
     assert f"a value of {len(encoded):,} characters, not shown" in text
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["My Keys/key.json", "/".join(["workspace-of-a-deep-ci-job"] * 12) + "/key.json"],
+    ids=["spaces", "over-255-chars"],
+)
+def test_push_an_unreadable_key_file_is_named_with_spaces_or_a_long_path(tmp_path, name):
+    """A path with spaces (``/Users/me/My Keys/key.json``) or longer than 255 characters (a
+    deep CI workspace's) is a file name, not a key: the start error names it (the base64
+    detector took every value with a space or over 255 characters for a key, and said
+    "a value of 42 characters, not shown: a key kept base64-encoded must be decoded")."""
+    path = str(tmp_path / name)
+    assert len(path) > 255 or " " in path
+    sink = PushSink(
+        PushSinkConfig(id="p", type="push", project_id="demo", credentials=path, title="x"),
+        ComponentContext("t"),
+    )
+    with pytest.raises(Exception) as exc:
+        sink.open()
+    assert str(exc.value).endswith(
+        f"cannot read the service-account file {path}: No such file or directory"
+    )
+
+
 def test_pistats_notify_example_pushes_to_subscribed_devices_only(
     fcm, key_pair, tmp_path: Path, monkeypatch
 ):
