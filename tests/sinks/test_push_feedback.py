@@ -156,6 +156,47 @@ def test_a_failed_batch_commits_no_unsubscribe_and_its_replay_commits_it(fcm, ke
         assert subs.store.load(["tok-dead"])["tok-dead"].status == "unsubscribed"
 
 
+def test_a_push_failing_after_max_attempts_sends_the_records_after_it_again(
+    fcm, key_pair, tmp_path
+):
+    """As docs/sinks.md says (Replays): a message failing after `max_attempts` beside delivered
+    ones stops the checkpoint before its record; the record after it in its shard was pushed in
+    the same write and comes again with it, so its device gets the notification twice (the
+    change's note said those records were "held", as if not sent)."""
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    engine = Engine(load_text(topology(fcm, key_pair, state_url, "subs")).plan, sleep=lambda s: 0)
+    answer, back = fcm.http.answer, {"up": False}
+
+    def heal(req):  # tok-down answers 503 until FCM is back
+        if back["up"] and req.path.endswith(":send") and b'"tok-down"' in req.body:
+            return 200, {}, json.dumps({"name": "projects/demo/messages/x"})
+        return answer(req)
+
+    fcm.http.answer = heal
+    with engine:
+        next(c for c in engine.components if c.id == "push").sleep = lambda s: None
+        subscribe = [
+            event(1, "subscribe", "tok-down", "2026-11-03T18:00:00Z"),
+            event(2, "subscribe", "tok-1", "2026-11-03T18:00:01Z"),
+        ]
+        assert engine.process(records_from(subscribe, start=1)).ok
+        campaign = records_from(
+            [
+                event(3, "campaign", "tok-down", "2026-11-03T18:05:00Z", campaign="c-1"),
+                event(4, "campaign", "tok-1", "2026-11-03T18:05:00Z", campaign="c-1"),
+            ],
+            start=3,
+        )
+        failed = engine.process(campaign)
+        assert not failed.ok and SHARD not in failed.checkpoint
+        assert [r.event_id for r in failed.failed] == ["m-003"]
+        assert fcm.tries == {"tok-down": 5, "tok-1": 1}  # max_attempts (5); m-004 sent, not held
+        back["up"] = True
+        result = engine.process(campaign)
+        assert result.ok and result.checkpoint[SHARD].sequence_number == "4"
+        assert [m["token"] for m in fcm.sent] == ["tok-1", "tok-1"]  # the documented duplicate
+
+
 def test_a_message_fcm_refuses_is_dead_lettered_and_no_token_of_the_campaign_is_unsubscribed(
     fcm, key_pair, state_url
 ):
