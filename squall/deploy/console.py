@@ -182,10 +182,15 @@ def print_summary(
         # With a dead-letter sink, what failed is not a record's fault (a service still
         # refusing it after the retries, or the dead letter itself failing): never dead-lettered,
         # so the advice to add one would be wrong.
-        has_dead_letter = any(n.dead_letter for n in topo.plan.nodes)
+        # Without one, records a service kept failing (``retry``: a sink's write still failing
+        # after its retries) are no record's fault either: a dead-letter sink would not take
+        # them, nor let the run go on.
+        service_failed = any(n.dead_letter for n in topo.plan.nodes) or all(
+            r.retry for r in report.failed_records
+        )
         why = (
             "failed (still failing after the retries: not a record's fault, so not dead-lettered)"
-            if has_dead_letter
+            if service_failed
             else "failed with no dead letter to take them"
         )
         if report.failed_at_end:  # the flush at the end of the input: it was all read
@@ -193,13 +198,13 @@ def print_summary(
                 "[red]stopped:[/] what the bolts emitted at the end of the input (their flush) "
                 + (
                     "failed (still failing after the retries: not dead-lettered)"
-                    if has_dead_letter
+                    if service_failed
                     else "failed with no dead letter to take it"
                 )
                 + f", after the whole input was read ({report.batches:,} batches); {where}"
                 + (
                     ""
-                    if has_dead_letter
+                    if service_failed
                     else ". A dead_letter sink keeps bad records with their reasons"
                 )
             )
@@ -209,7 +214,7 @@ def print_summary(
                 f"{report.batches:,} and read no further; {where}"
                 + (
                     ". Run again once what failed them answers"
-                    if has_dead_letter
+                    if service_failed
                     else ". A dead_letter sink keeps bad records with their reasons and lets the "
                     "run go on"
                 )

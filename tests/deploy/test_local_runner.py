@@ -156,17 +156,19 @@ def test_a_run_stopped_by_failed_records_says_it_read_no_further(tmp_path: Path)
     ) in result.stderr
 
 
-def test_records_failed_beside_a_dead_letter_sink_do_not_ask_for_one(tmp_path: Path):
+@pytest.mark.parametrize("dead_letter", [True, False], ids=["dead-letter", "none"])
+def test_records_failed_beside_a_dead_letter_sink_do_not_ask_for_one(tmp_path: Path, dead_letter):
     """Found with a push topology against an FCM stand-in over its quota: 50 notifications still
     answered 429 after the sink's retries failed (not a record's fault, so never dead-lettered),
     and the summary said they failed "with no dead letter to take them" and that "a dead_letter
-    sink keeps bad records" — in a topology that had one."""
+    sink keeps bad records" — in a topology that had one. Without one (rE), it still said to add
+    a dead_letter sink that "lets the run go on": such records are not dead-lettered either."""
     (tmp_path / "lines.jsonl").write_text('{"n": 1}\n{"n": 2, "sink_fail": true}\n{"n": 3}\n')
     (tmp_path / "t.yaml").write_text(
         "name: stops\nspout: {type: file, path: lines.jsonl}\n"
         "bolts: [{id: decode, type: json}]\n"
         "sinks:\n  - {id: out, type: 'squall.testing:FaultySink'}\n"
-        "  - {id: rejects, type: dead_letter, path: rejects.jsonl}\n"
+        + ("  - {id: rejects, type: dead_letter, path: rejects.jsonl}\n" if dead_letter else "")
     )
     result = run_cli(["run", str(tmp_path / "t.yaml")], env={**os.environ, "COLUMNS": "300"})
     assert result.returncode == EXIT_FAILED
