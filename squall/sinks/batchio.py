@@ -50,6 +50,9 @@ class Retry:
 
     reason: str
     retry_after: float | None = None
+    #: No connection could be made (refused, or the connect timed out): the service is
+    #: unreachable, whatever the request carried (``ConcurrentRequests._send``: an outage).
+    unreachable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +266,9 @@ class ConcurrentRequests:
     client: Any = None  # httpx.Client
     time_left: Callable[[], float | None] | None = None  # the write's (set by write_batch)
     #: The service took a request of this write: it is up, so a retry round whose requests all
-    #: fail again is those records' failure after ``max_attempts``, not an outage (the sink's
-    #: write_batch resets it; a refusal alone proves nothing: a front may refuse while the
-    #: service behind it is down).
+    #: fail again is those records' failure after ``max_attempts``, not an outage — unless no
+    #: request of the round could connect (``Retry.unreachable``). The sink's write_batch resets
+    #: it; a refusal alone proves nothing: a front may refuse while the service behind it is down.
     took: bool = False
 
     def _timeout(self, configured: float) -> float | None:
@@ -320,7 +323,14 @@ class ConcurrentRequests:
             raise error
         if any(a is None for a in answers):
             self.took = True
-        elif answers and all(isinstance(a, Retry) for a in answers) and not self.took:
+        elif (
+            answers
+            and all(isinstance(a, Retry) for a in answers)
+            and (not self.took or all(a.unreachable for a in answers))  # type: ignore[union-attr]
+        ):
+            # A round whose every request found no connection is an outage even after the
+            # service took a request of the write (it went down since): a refused connection
+            # says nothing of the message it was to carry.
             waits = [
                 a.retry_after for a in answers if isinstance(a, Retry) and a.retry_after is not None
             ]

@@ -378,7 +378,10 @@ class HttpSink(ConcurrentRequests, Sink):
                 cfg.method, cfg.url, content=item.body, headers=headers, timeout=timeout
             )
         except httpx.TransportError as exc:  # connect, read, write errors and timeouts
-            return Retry(self._mask(f"{type(exc).__name__}: {exc}"))
+            return Retry(
+                self._mask(f"{type(exc).__name__}: {exc}"),
+                unreachable=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+            )
         location = resp.headers.get("Location")
         try:
             return answer_for(

@@ -738,7 +738,10 @@ class PushSink(ConcurrentRequests, Sink):
                     timeout=timeout,
                 )
             except httpx.TransportError as exc:
-                return Retry(f"{type(exc).__name__}: {exc}")
+                return Retry(
+                    f"{type(exc).__name__}: {exc}",
+                    unreachable=isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout),
+                )
             if resp.status_code != 401 or attempt == 1:
                 break
             if fcm_error(401, resp.text).code not in BEARER_REFUSED:

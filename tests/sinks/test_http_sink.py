@@ -387,6 +387,33 @@ def test_http_sink_a_request_failing_beside_delivered_ones_fails_alone_after_max
     assert [json.loads(r.body)["n"] for r in srv.requests].count(1) == 3
 
 
+def test_http_sink_a_receiver_refusing_connections_after_a_delivered_request_fails_the_batch():
+    """An outage that begins mid-write: one event taken, then the receiver's host refuses every
+    connection (down since). A refused connection says nothing of the event it was to carry:
+    the batch fails (TransientError), not the event after `max_attempts`."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/hook"
+
+    def answer(req: Request):
+        return (503, {}, "busy") if json.loads(req.body)["n"] == 1 else (200, {}, "")
+
+    with LocalHttp(answer) as srv:
+        sink = make_sink(srv.url, max_attempts=3)
+
+        def sleep(seconds: float) -> None:  # between rounds: the host goes down
+            sink.sleeps.append(seconds)
+            sink.config = sink.config.model_copy(update={"url": dead})
+
+        sink.sleep = sleep
+        with pytest.raises(TransientError, match="ConnectError"):
+            sink.write_batch(sink.prepare(events([{"n": 0}, {"n": 1}])), None)
+        sink.close()
+    assert sorted(json.loads(r.body)["n"] for r in srv.requests) == [0, 1]
+
+
 def test_http_sink_never_puts_header_secrets_a_receiver_echoes_into_reasons_or_logs(caplog):
     # Receivers often echo the request (headers included) in an error body; the body becomes the
     # failure reason (dead letters, logs): the configured header values must not come with it.

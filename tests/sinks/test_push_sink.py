@@ -494,6 +494,31 @@ def test_push_a_message_fcm_keeps_failing_beside_one_delivered_fails_alone_after
     assert [m["token"] for m in fcm.sent] == ["tok-1"]
 
 
+def test_push_fcm_refusing_connections_after_a_delivered_message_fails_the_batch(fcm, key_pair):
+    """An outage that begins mid-write: one message delivered, then FCM's host refuses every
+    connection. A refused connection says nothing of the message it was to carry, so it is the
+    dependency's outage — the batch fails (TransientError: the engine retries it, the KCL waits
+    in-process), not the records after `max_attempts` (which made a KCL shard process exit and
+    told `squall run` the records failed)."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1/projects/demo/messages:send"
+    sink = make_sink(fcm, key_pair, max_attempts=4)
+
+    def sleep(seconds: float) -> None:  # between rounds: the host goes down
+        sink.sleeps.append(seconds)
+        sink.url = dead
+
+    sink.sleep = sleep
+    with pytest.raises(TransientError, match="ConnectError"):
+        sink.write_batch(sink.prepare(events(["tok-1", "tok-down"])), None)
+    sink.close()
+    assert [m["token"] for m in fcm.sent] == ["tok-1"]
+    assert fcm.tries["tok-down"] == 1
+
+
 def test_push_rejects_events_without_a_token_or_a_template_field(fcm, key_pair):
     sink = make_sink(fcm, key_pair)
     evs = events(["tok-1"]) + [Event(b"{}", records_from([{}])[0].meta, None, 1, {"campaign": {}})]
