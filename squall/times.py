@@ -163,7 +163,8 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
     - a datetime: as it is (naive means UTC);
     - a number (NumPy's too): epoch seconds, or milliseconds from 10^11 (``parse_time``'s
       threshold) — or in ``unit`` (``"s"`` or ``"ms"``) when the component has one; negative,
-      NaN, infinite or after the year 9999: refused;
+      NaN, infinite or after the year 9999: refused; a float is its shortest decimal text
+      (``repr``), its fraction beyond microseconds dropped, as a digit text's;
     - a text of digits (with a fraction): that number ("1714557600" is epoch seconds, as
       protobuf's JSON writes an int64) — but eight digits alone are ISO 8601's basic date
       ("20240501" is 2024-05-01, not 1970-08-23 in seconds: no event time is from 1970);
@@ -205,11 +206,23 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
     in_ms = number >= _MS_THRESHOLD if unit is None else unit == "ms"
     if not (number if in_ms else number * 1000) <= _MAX_MS:  # (infinity too)
         raise ValueError(f"time after the year 9999: {_shown(value)}")
-    if isinstance(number, float):  # (milliseconds as they are: a float's / 1000 is not exact)
-        return _EPOCH + (timedelta(milliseconds=number) if in_ms else timedelta(seconds=number))
+    if isinstance(number, float):
+        return _EPOCH + timedelta(microseconds=float_us(number, in_ms))
     # an integer, or a digit text's exact Decimal: its microseconds, the fraction's rest dropped
     # (a float of 9999's milliseconds / 1000 is some microseconds off)
     return _EPOCH + timedelta(microseconds=int(number * (1000 if in_ms else 1_000_000)))
+
+
+def float_us(number: float, in_ms: bool) -> int:
+    """Epoch microseconds of a non-negative float in seconds (or milliseconds): its shortest
+    decimal text (``_floor_ms``'s), the fraction beyond microseconds dropped, as a digit text's.
+    (timedelta rounded the binary value: 1714607999.9999995 into the next day, which parse_time
+    and the text "1714607999.9999995" keep in 23:59:59.999; 99999999999.9 to .899994.)"""
+    text = float.__repr__(number)
+    if "e" in text:  # (below 1e-4; from 1e16 it is after the year 9999)
+        return int(Decimal(text) * (1000 if in_ms else 1_000_000))
+    whole, _, fraction = text.partition(".")
+    return int(whole + ((fraction + "00")[:3] if in_ms else (fraction + "00000")[:6]))
 
 
 def _epoch_ms(dt: datetime, what: str, shown: str | None = None) -> int:

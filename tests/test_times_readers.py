@@ -51,6 +51,13 @@ CASES: list[tuple[Any, datetime | None]] = [
     ("1714557600", MAY),
     ("1714557600000", MAY),
     ("1714557600.5", HALF),
+    # a float is its shortest decimal text, floored as that text is (timedelta rounded its
+    # binary value to the microsecond: the next day in a date column, the bolts' day before)
+    (1714607999.9999995, _utc("2024-05-01T23:59:59.999999+00:00")),
+    ("1714607999.9999995", _utc("2024-05-01T23:59:59.999999+00:00")),
+    (np.float64(1714607999.9999995), _utc("2024-05-01T23:59:59.999999+00:00")),
+    (1714557600123.9996, _utc("2024-05-01T10:00:00.123999+00:00")),
+    (99_999_999_999.9, _utc("5138-11-16T09:46:39.900000+00:00")),  # (timedelta: .899994)
     (" 1714557600 ", MAY),
     # eight digits alone: ISO 8601's basic date (as an epoch, 1970-08-23: no event's time);
     # any other count of digits is an epoch number, and so is the JSON number

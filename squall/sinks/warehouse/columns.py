@@ -20,7 +20,7 @@ from squall import exact_json
 from squall.event import Event
 from squall.identifiers import check_identifier
 from squall.paths import MISSING, DottedPath, getter, payload_keys
-from squall.times import MAX_MS, MS_THRESHOLD, read_time
+from squall.times import MAX_MS, MS_THRESHOLD, float_us, read_time
 
 ColumnType = Literal["text", "integer", "bigint", "float", "boolean", "timestamp", "date", "json"]
 
@@ -242,6 +242,8 @@ def to_datetime(v: Any) -> datetime:
         return _EPOCH_UTC + (
             timedelta(milliseconds=v) if v >= MS_THRESHOLD else timedelta(seconds=v)
         )
+    elif v.__class__ is float and 0 <= v <= MAX_MS:  # (its decimal text floored, as read_time)
+        return _EPOCH_UTC + timedelta(microseconds=float_us(v, v >= MS_THRESHOLD))
     d = _read(v)
     return d if d.tzinfo is UTC else d.astimezone(UTC)
 

@@ -34,7 +34,7 @@ from squall.sinks.warehouse.columns import (
     json_text,
     to_datetime,
 )
-from squall.times import MAX_MS, MS_THRESHOLD
+from squall.times import MAX_MS, MS_THRESHOLD, float_us
 
 NULL = "\\N"
 INT4 = (-(2**31), 2**31 - 1)
@@ -97,8 +97,10 @@ def timestamp_text(v: Any) -> str:
     if (v.__class__ is int or v.__class__ is float) and 0 <= v <= MAX_MS:
         # (``read_time``'s reading: milliseconds from 10^11; a negative number, a NaN or one
         # after the year 9999 takes the general path, which refuses it with its reason)
-        if v >= MS_THRESHOLD:
-            naive = _EPOCH + timedelta(milliseconds=v)  # (an int's exactly, as read_time)
+        if v.__class__ is float:  # (its decimal text floored, not its binary value rounded)
+            naive = _EPOCH + timedelta(microseconds=float_us(v, v >= MS_THRESHOLD))
+        elif v >= MS_THRESHOLD:
+            naive = _EPOCH + timedelta(milliseconds=v)
         else:
             naive = _EPOCH + timedelta(seconds=v)
     else:
