@@ -9,7 +9,7 @@ import functools
 import math
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -76,7 +76,8 @@ MAX_FUTURE_DOC = (
 
 
 def parse_time(value: Any) -> int:
-    """Epoch milliseconds of an event time: ISO-8601 text (UTC if no offset), or epoch seconds or ms.
+    """Epoch milliseconds of an event time: ISO-8601 text (UTC if no offset), epoch seconds or ms,
+    or a datetime or date (as ``read_time``).
 
     A fraction of a millisecond is dropped (floored), whatever the form. Raises ``ValueError``
     with a reason for anything else, including times before 1970.
@@ -95,6 +96,8 @@ def parse_time(value: Any) -> int:
         ms = _floor_ms(value)
     elif isinstance(value, str):
         return _parse_iso(value)
+    elif isinstance(value, date):  # a Python bolt's datetime (pandas' Timestamp) or date
+        return _epoch_ms(read_time(value), "time", _shown(value))
     else:
         number = as_number(value)  # NumPy's int64, float32 (a pandas time in ms): its number
         if number is NOT_A_NUMBER:
@@ -160,7 +163,7 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
     text was written with (``.astimezone(UTC)`` for the instant; ``.date()`` for the calendar
     date as written). The one reading of a value as a time, shared with ``parse_time``:
 
-    - a datetime: as it is (naive means UTC);
+    - a datetime: as it is (naive means UTC); a date: its midnight in UTC, as its text;
     - a number (NumPy's too): epoch seconds, or milliseconds from 10^11 (``parse_time``'s
       threshold) — or in ``unit`` (``"s"`` or ``"ms"``) when the component has one; negative,
       NaN, infinite or after the year 9999: refused; a float is its shortest decimal text
@@ -193,6 +196,8 @@ def read_time(value: Any, unit: str | None = None) -> datetime:
         number = value
     elif isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    elif isinstance(value, date):  # (a Python bolt's): its midnight in UTC, as its text's
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     elif isinstance(value, bool) or value is None:
         raise ValueError(f"not a time: {value!r}")
     elif isinstance(value, int | float):

@@ -17,7 +17,7 @@ The rule (docs/warehouse.md, "How a time is read"): ``squall.times.read_time``.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -73,6 +73,11 @@ CASES: list[tuple[Any, datetime | None]] = [
     (np.int32(1714557600), MAY),
     (np.float64(1714557600.5), HALF),
     ("2024-05-01", _utc("2024-05-01T00:00:00+00:00")),
+    # a Python bolt's datetime (naive: UTC) and date, read as their texts are — by the bolts too
+    # (parse_time refused them: "not a time: datetime"), and a date in a date column (refused)
+    (datetime(2024, 5, 1, 10), MAY),
+    (_utc("2024-05-01T10:00:00+00:00").astimezone(timezone(timedelta(hours=5, minutes=30))), MAY),
+    (date(2024, 5, 1), _utc("2024-05-01T00:00:00+00:00")),
     ("2024-05-01T10:00:00", MAY),  # no offset: UTC
     ("2024-05-01T10:00:00Z", MAY),
     ("2024-05-01t10:00:00z", MAY),
@@ -221,3 +226,8 @@ def test_sqlite_and_postgresql_store_a_number_as_the_same_instant(value) -> None
     # the PostgreSQL rows of other drivers come from)
     assert _copy(value) == _sqlite(value) == CONVERTERS["timestamp"](value)
     assert CONVERTERS["date"](value) == CONVERTERS["timestamp"](value).date()
+
+
+def test_the_event_time_bolts_refuse_a_datetime_before_1970_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"time before 1970: datetime\.date\(1969, 7, 20\)"):
+        parse_time(date(1969, 7, 20))
