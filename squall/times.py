@@ -33,10 +33,14 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, No
 
 class DurationOption:
     """The mark of an option that takes a duration (``Duration``): the topology loader refuses
-    there an unquoted ``010`` or ``1:30``, which YAML 1.1 reads in octal (8) or base 60 (90)."""
+    there an unquoted ``010`` or ``1:30``, which YAML 1.1 reads in octal (8) or base 60 (90).
+    ``whole``: whole seconds only (``WholeSeconds``; the reference offers no ``500ms`` there)."""
+
+    def __init__(self, whole: bool = False) -> None:
+        self.whole = whole
 
     def __repr__(self) -> str:
-        return "DurationOption()"
+        return "DurationOption(whole=True)" if self.whole else "DurationOption()"
 
 
 #: The type of a duration option: seconds as a number, or text like ``30s`` (``duration_ms``).
@@ -64,7 +68,7 @@ def _text_as_seconds(value: Any) -> Any:
 #: An option in seconds that also takes a duration's text, read as seconds (``5m`` is 300.0):
 #: ``Seconds`` a number, ``WholeSeconds`` an integer (a Redis TTL; ``1.5s`` is refused).
 Seconds = Annotated[float, BeforeValidator(_text_as_seconds), DurationOption()]
-WholeSeconds = Annotated[int, BeforeValidator(_text_as_seconds), DurationOption()]
+WholeSeconds = Annotated[int, BeforeValidator(_text_as_seconds), DurationOption(whole=True)]
 #: Default ``max_future`` of the components that order or window by event time: how far after
 #: its record's arrival an event time is believed (device clocks a few minutes fast are common).
 MAX_FUTURE = "5m"

@@ -22,15 +22,27 @@ from squall.topology import registry
 KIND_TITLES = {"spout": "Spouts", "bolt": "Bolts", "sink": "Sinks"}
 #: How a duration option's type reads (``squall.times.Duration``).
 DURATION = "duration (seconds, or text: `500ms`, `30s`, `5m`, `2h`, `1d`)"
+#: ... and a duration option of whole seconds (``squall.times.WholeSeconds``: ``500ms`` refused).
+WHOLE_DURATION = "duration in whole seconds (an integer, or text: `30s`, `5m`, `2h`)"
+
+
+def _duration(marks: Any) -> str | None:
+    """The type of an option marked ``DurationOption`` among ``marks``; None if unmarked."""
+    for mark in marks:
+        if isinstance(mark, DurationOption):
+            return WHOLE_DURATION if mark.whole else DURATION
+    return None
+
+
 MARKER = re.compile(r"<!-- reference:(\w+)/(\w+) -->\n.*?<!-- /reference -->", re.S)
 
 
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        if any(isinstance(m, DurationOption) for m in typing.get_args(annotation)[1:]):
-            return DURATION
-        return _type_name(typing.get_args(annotation)[0])
+        return _duration(typing.get_args(annotation)[1:]) or _type_name(
+            typing.get_args(annotation)[0]
+        )
     if origin in (typing.Union, types.UnionType):
         names = dict.fromkeys(
             _type_name(a) for a in typing.get_args(annotation) if a is not type(None)
@@ -64,9 +76,7 @@ def _type_name(annotation: Any) -> str:
 def _field_type(field: Any) -> str:
     """An option's type as the reference names it: pydantic keeps a top-level ``Annotated``'s
     marks in ``field.metadata`` (a ``Duration`` option's ``DurationOption``), not the annotation."""
-    if any(isinstance(m, DurationOption) for m in field.metadata):
-        return DURATION
-    return _type_name(field.annotation)
+    return _duration(field.metadata) or _type_name(field.annotation)
 
 
 def _default(field: Any) -> str:

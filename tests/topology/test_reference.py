@@ -66,3 +66,37 @@ def test_a_duration_option_reads_as_a_duration():
         assert f"| `{option}` | {DURATION} |" in window
     assert f"| `max_future` | {DURATION} |" in component_table("bolt", "subscription")
     assert "| `max_topics` | integer |" in component_table("bolt", "subscription")
+
+
+def test_a_duration_option_takes_the_texts_its_type_offers():
+    """Every option the reference shows as a duration takes ``500ms`` (its bounds aside); an
+    option of whole seconds (``WholeSeconds``: ``wait_time``, ``delay_seconds``, ``cache_ttl``)
+    offered it too and refused it ("Input should be a valid integer")."""
+    import pydantic
+    import pytest
+
+    from squall.topology import registry
+    from squall.topology.reference import DURATION, WHOLE_DURATION, _field_type
+
+    seen = {DURATION: 0, WHOLE_DURATION: 0}
+    for kind in registry.BUILTINS:
+        for type_name in registry.BUILTINS[kind]:
+            fields = registry.resolve(kind, type_name).Config.model_fields
+            for name, field in fields.items():
+                shown = _field_type(field)
+                if shown not in seen:
+                    continue
+                seen[shown] += 1
+                one = pydantic.create_model("One", x=(field.annotation, field))
+                for text in ("30s", "500ms") if shown == DURATION else ("30s", "1m"):
+                    try:
+                        one(x=text)
+                    except pydantic.ValidationError as exc:  # its bounds may refuse it
+                        kinds = {e["type"] for e in exc.errors()}
+                        assert kinds <= {"greater_than_equal", "less_than_equal"}, (
+                            f"{kind} {type_name}.{name}: {text!r} refused: {exc}"
+                        )
+                if shown == WHOLE_DURATION:
+                    with pytest.raises(pydantic.ValidationError):
+                        one(x="1500ms")
+    assert seen[DURATION] > 10 and seen[WHOLE_DURATION] >= 3
