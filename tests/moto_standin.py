@@ -236,3 +236,16 @@ def throttle_first(client, times: int, status: int = 503) -> list[str]:
 
     client.meta.events.register("before-send", before_send)
     return attempts
+
+
+#: AWS queue URLs naming a region, with that region: the regional form, us-east-1's legacy
+#: endpoint and an interface VPC endpoint's name (the last two read as naming no region, so the
+#: environment's, before 8 December). ``{name}`` is the queue's.
+QUEUE_URLS_AND_REGIONS = [
+    ("https://sqs.eu-west-1.amazonaws.com/123456789012/{name}", "eu-west-1"),
+    ("https://queue.amazonaws.com/123456789012/{name}", "us-east-1"),
+    (
+        "https://vpce-0a1b2c3d-4e5f6a7b.sqs.eu-west-1.vpce.amazonaws.com/123456789012/{name}",
+        "eu-west-1",
+    ),
+]

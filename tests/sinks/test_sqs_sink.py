@@ -25,7 +25,7 @@ from squall.topology.executor import Engine
 from squall.topology.loader import load, load_text
 from squall.topology.outcomes import Outcome
 from tests.conftest import EXAMPLES
-from tests.moto_standin import FlakyClient, client_error, unique
+from tests.moto_standin import QUEUE_URLS_AND_REGIONS, FlakyClient, client_error, unique
 
 
 def drain(sqs, url: str) -> list[dict]:
@@ -399,16 +399,7 @@ def test_a_queue_given_by_arn_is_sent_to_in_the_arn_s_region(moto_server):
 
 @pytest.mark.parametrize(
     "url,region",
-    [
-        ("https://sqs.eu-west-1.amazonaws.com/123456789012/{name}", "eu-west-1"),
-        # us-east-1's legacy endpoint, and an interface VPC endpoint's name: read as no region
-        # (the environment's) before
-        ("https://queue.amazonaws.com/123456789012/{name}", "us-east-1"),
-        (
-            "https://vpce-0a1b2c3d-4e5f6a7b.sqs.eu-west-1.vpce.amazonaws.com/123456789012/{name}",
-            "eu-west-1",
-        ),
-    ],
+    QUEUE_URLS_AND_REGIONS,
 )
 def test_a_queue_given_by_its_aws_url_is_sent_to_in_the_url_s_region(
     moto_server, monkeypatch, url, region
